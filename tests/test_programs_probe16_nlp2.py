@@ -1,18 +1,44 @@
-# ruff: noqa: B007, B023, E501, E741, E731, F841, N806, UP008  (the programs are kept as their authors wrote them)
+# ruff: noqa: B007, B023, E501, E741, E731, F841, N806, UP004, UP008  (the programs are kept as their authors wrote them)
 """Classic NLP programs (see tests/pytorch_programs.py), run on chainrule and on PyTorch from the same
 weights and data, comparing losses, gradients, decoded outputs and short training trajectories.
 
-PROGRAMS_DOC_PLACEHOLDER"""
+Not already among the program tests: PyTorch's original seq2seq tutorial (one sentence at a time,
+``encoder_outputs[ei] = encoder_output[0, 0]`` into a max_length buffer, attention by a Linear over
+max_length slots, ``topi.squeeze().detach()``, ``decoder_attentions[di] = decoder_attention.data``);
+fastai's AWD-LSTM (WeightDropout setting ``weight_hh_l0`` on nn.LSTM by setattr each forward, embedding and
+locked dropout, a tied decoder, AR/TAR, hidden state carried and cut to a smaller batch) and Salesforce's
+original (WeightDrop deleting from ``_parameters``, ``embedded_dropout`` by ``new().resize_``, LockedDropout,
+variable-length BPTT, NT-ASGD with its ``state[prm]['ax']`` swapped in by ``prm.data =``, and the original's
+TypeError after evaluating, as PyTorch's); a packed seq2seq (token ids packed unsorted and re-wrapped as
+``PackedSequence(emb(packed.data), batch_sizes, sorted_indices)``, h_n split by direction, a decoder over its
+own packed targets given (h0, c0), Luong 'general' attention under a length mask, the loss on packed rows);
+AllenNLP's CRF (the forward algorithm with a bool mask, k-best Viterbi by ``topk`` and ``%``, marginals and
+expected transition counts as gradients of log Z, checked against enumerating every path); the Annotated
+Transformer on its copy task (deep-copied clones, its unbiased-std LayerNorm, KLDivLoss label smoothing by
+``scatter_``/``index_fill_``, the Noam rate by LambdaLR, tied embeddings, greedy decoding); the pointer-
+generator with coverage (``scatter_add`` into an extended vocabulary, a ``torch.min`` coverage loss with ties,
+Adagrad); a character-CNN/highway word encoder under ELMo-style LSTMs and AllenNLP's ScalarMix; the child-sum
+Tree-LSTM on sentence similarity (recursion, KLDivLoss, ``torch.randperm``, Pearson); Transformer-XL's
+relative attention (``_rel_shift`` by ``view``, einsum over a tuple of operands, memory from empty 1-D tensors);
+fairseq's ConvS2S (weight-normed ``conv_tbc``, GLU, GradMultiply, multi-step attention); ESIM (its own length
+sorting, masked softmax both ways, ``orthogonal_`` init from the seed); the text classification tutorial with
+fastText's hashed bigrams (EmbeddingBag offsets by cumsum, ``random_split``, TF-IDF ``per_sample_weights``);
+the sequence utilities (``pad_sequence(padding_side='left')``, ``unpad_sequence``, ``unpack_sequence``, packed
+fields, ``PackedSequence.to``); batched beam search with GNMT's length penalty and back-pointers; and MAML over
+an LSTM intent classifier as learn2learn writes it (``clone._parameters = clone._parameters.copy()``,
+``module._parameters[key] = p + p.update``). Dropout-on variants are compared where PyTorch draws its Bernoulli
+masks as chainrule does (AMD processors), and run for finite values elsewhere."""
 
 import copy
 import math
+import pickle
 import warnings
 
 import numpy as np
 import pytest
 
 from .ported import xfail_on_chainrule
-from .pytorch_programs import OURS, amd_processor, load, run_both, weights_of
+from .pytorch_programs import OURS, amd_processor, load, pytorch, run_both, weights_of
 
 # ----------------------------------------------------------------------------------------------
 # PyTorch's original seq2seq tutorial (one sentence at a time, attention over max_length slots)
@@ -2918,6 +2944,430 @@ def test_beam_search_with_length_penalty_and_back_pointers():
 
 
 # ----------------------------------------------------------------------------------------------
+# Salesforce's original AWD-LSTM (salesforce/awd-lstm-lm): WeightDrop deleting ``weight_hh_l0`` straight
+# from the LSTM's ``_parameters`` and registering ``weight_hh_l0_raw`` in its place, DropConnect (plain or
+# variational, by ``Variable(torch.ones(...))``), ``embedded_dropout`` (``weight.data.new().resize_(...)
+# .bernoulli_``), LockedDropout, ``init_hidden`` by ``weight.new(...).zero_()``, ``repackage_hidden``,
+# variable-length BPTT scaling the learning rate in ``param_groups``, AR/TAR, and the switch to ASGD whose
+# averaged weights (``optimizer.state[prm]['ax']``) are swapped in by ``prm.data = ...`` for evaluation
+# ----------------------------------------------------------------------------------------------
+
+
+def salesforce_awd_lstm(m, ntoken=12, ninp=6, nhid=8, nlayers=2, dropout=0.0, dropouth=0.0, dropouti=0.0,
+                        dropoute=0.0, wdrop=1e-9, variational=False, as_written=False):
+    torch, nn, F = m.torch, m.nn, m.F
+    Parameter, Variable = nn.Parameter, torch.autograd.Variable
+
+    class WeightDrop(nn.Module):
+        def __init__(self, module, weights, dropout=0, variational=False):
+            super(WeightDrop, self).__init__()
+            self.module = module
+            self.weights = weights
+            self.dropout = dropout
+            self.variational = variational
+            self._setup()
+
+        def widget_demagnetizer_y2k_edition(*args, **kwargs):
+            # We need to replace flatten_parameters with a nothing function
+            return
+
+        def _setup(self):
+            # Terrible temporary solution to an issue regarding compacting weights re: CUDNN RNN
+            if issubclass(type(self.module), nn.RNNBase):
+                self.module.flatten_parameters = self.widget_demagnetizer_y2k_edition
+
+            for name_w in self.weights:
+                w = getattr(self.module, name_w)
+                del self.module._parameters[name_w]
+                self.module.register_parameter(name_w + '_raw', Parameter(w.data))
+
+        def _setweights(self):
+            for name_w in self.weights:
+                raw_w = getattr(self.module, name_w + '_raw')
+                w = None
+                if self.variational:
+                    mask = torch.autograd.Variable(torch.ones(raw_w.size(0), 1))
+                    if raw_w.is_cuda:
+                        mask = mask.cuda()
+                    mask = F.dropout(mask, p=self.dropout, training=True)
+                    w = mask.expand_as(raw_w) * raw_w
+                elif self.training or as_written:
+                    w = F.dropout(raw_w, p=self.dropout, training=self.training)
+                else:
+                    # (the usual repair: evaluating, F.dropout hands back the raw Parameter itself, which
+                    # setattr registers on the LSTM, and the next training step's tensor is then refused)
+                    w = raw_w.clone()
+                setattr(self.module, name_w, w)
+
+        def forward(self, *args):
+            self._setweights()
+            return self.module.forward(*args)
+
+    def embedded_dropout(embed, words, dropout=0.1, scale=None):
+        if dropout:
+            mask = embed.weight.data.new().resize_((embed.weight.size(0), 1)).bernoulli_(1 - dropout) \
+                .expand_as(embed.weight) / (1 - dropout)
+            masked_embed_weight = mask * embed.weight
+        else:
+            masked_embed_weight = embed.weight
+        if scale:
+            masked_embed_weight = scale.expand_as(masked_embed_weight) * masked_embed_weight
+        padding_idx = embed.padding_idx
+        if padding_idx is None:
+            padding_idx = -1
+        X = F.embedding(words, masked_embed_weight, padding_idx, embed.max_norm, embed.norm_type,
+                                          embed.scale_grad_by_freq, embed.sparse)
+        return X
+
+    class LockedDropout(nn.Module):
+        def __init__(self):
+            super().__init__()
+
+        def forward(self, x, dropout=0.5):
+            if not self.training or not dropout:
+                return x
+            m = x.data.new(1, x.size(1), x.size(2)).bernoulli_(1 - dropout)
+            mask = Variable(m, requires_grad=False) / (1 - dropout)
+            mask = mask.expand_as(x)
+            return mask * x
+
+    class RNNModel(nn.Module):
+        """Container module with an encoder, a recurrent module, and a decoder."""
+
+        def __init__(self, rnn_type, ntoken, ninp, nhid, nlayers, dropout=0.5, dropouth=0.5, dropouti=0.5,
+                     dropoute=0.1, wdrop=0, tie_weights=False):
+            super(RNNModel, self).__init__()
+            self.lockdrop = LockedDropout()
+            self.idrop = nn.Dropout(dropouti)
+            self.hdrop = nn.Dropout(dropouth)
+            self.drop = nn.Dropout(dropout)
+            self.encoder = nn.Embedding(ntoken, ninp)
+            assert rnn_type in ['LSTM'], 'RNN type is not supported'
+            self.rnns = [nn.LSTM(ninp if l == 0 else nhid, nhid if l != nlayers - 1 else
+                                       (ninp if tie_weights else nhid), 1, dropout=0) for l in range(nlayers)]
+            if wdrop:
+                self.rnns = [WeightDrop(rnn, ['weight_hh_l0'], dropout=wdrop, variational=variational)
+                             for rnn in self.rnns]
+            self.rnns = nn.ModuleList(self.rnns)
+            self.decoder = nn.Linear(nhid, ntoken)
+            if tie_weights:
+                self.decoder.weight = self.encoder.weight
+            self.init_weights()
+            self.rnn_type = rnn_type
+            self.ninp = ninp
+            self.nhid = nhid
+            self.nlayers = nlayers
+            self.dropout = dropout
+            self.dropouti = dropouti
+            self.dropouth = dropouth
+            self.dropoute = dropoute
+            self.tie_weights = tie_weights
+
+        def init_weights(self):
+            initrange = 0.1
+            self.encoder.weight.data.uniform_(-initrange, initrange)
+            self.decoder.bias.data.fill_(0)
+            self.decoder.weight.data.uniform_(-initrange, initrange)
+
+        def forward(self, input, hidden, return_h=False):
+            emb = embedded_dropout(self.encoder, input, dropout=self.dropoute if self.training else 0)
+            emb = self.lockdrop(emb, self.dropouti)
+            raw_output = emb
+            new_hidden = []
+            raw_outputs = []
+            outputs = []
+            for l, rnn in enumerate(self.rnns):
+                current_input = raw_output
+                raw_output, new_h = rnn(raw_output, hidden[l])
+                new_hidden.append(new_h)
+                raw_outputs.append(raw_output)
+                if l != self.nlayers - 1:
+                    raw_output = self.lockdrop(raw_output, self.dropouth)
+                    outputs.append(raw_output)
+            hidden = new_hidden
+            output = self.lockdrop(raw_output, self.dropout)
+            outputs.append(output)
+            result = output.view(output.size(0) * output.size(1), output.size(2))
+            if return_h:
+                return result, hidden, raw_outputs, outputs
+            return result, hidden
+
+        def init_hidden(self, bsz):
+            weight = next(self.parameters()).data
+            return [(Variable(weight.new(1, bsz, self.nhid if l != self.nlayers - 1 else
+                                         (self.ninp if self.tie_weights else self.nhid)).zero_()),
+                     Variable(weight.new(1, bsz, self.nhid if l != self.nlayers - 1 else
+                                         (self.ninp if self.tie_weights else self.nhid)).zero_()))
+                    for l in range(self.nlayers)]
+
+    return RNNModel('LSTM', ntoken, ninp, nhid, nlayers, dropout, dropouth, dropouti, dropoute, wdrop,
+                    tie_weights=True)
+
+
+def salesforce_awd_lstm_training(m, weights, epochs=2, bptt=4, variational=False, drop=0.0, as_written=False):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    model = salesforce_awd_lstm(m, dropout=0.4 * drop, dropouth=0.25 * drop, dropouti=0.4 * drop,
+                                dropoute=0.1 * drop, wdrop=0.5 * drop or 1e-9, variational=variational,
+                                as_written=as_written)
+    model.load_state_dict({k: torch.tensor(v) for k, v in weights.items()})
+    rng = np.random.RandomState(141)
+    torch.manual_seed(141)
+    stream = torch.tensor(np.random.default_rng(9).integers(0, 12, (26, 2)))  # batchified: (T, bsz)
+    criterion = nn.CrossEntropyLoss()
+
+    def repackage_hidden(h):
+        """Wraps hidden states in new Tensors, to detach them from their history."""
+        if isinstance(h, torch.Tensor):
+            return h.detach()
+        else:
+            return tuple(repackage_hidden(v) for v in h)
+
+    def get_batch(source, i, args_bptt, seq_len=None):
+        seq_len = min(seq_len if seq_len else args_bptt, len(source) - 1 - i)
+        data = source[i:i + seq_len]
+        target = source[i + 1:i + 1 + seq_len].view(-1)
+        return data, target
+
+    def evaluate(data_source, batch_size=2):
+        model.eval()
+        total_loss = 0
+        hidden = model.init_hidden(batch_size)
+        for i in range(0, data_source.size(0) - 1, bptt):
+            data, targets = get_batch(data_source, i, bptt)
+            output, hidden = model(data, hidden)
+            total_loss += len(data) * criterion(model.decoder(output), targets).data
+            hidden = repackage_hidden(hidden)
+        return total_loss.item() / len(data_source)
+
+    params = list(model.parameters())
+    optimizer = optim.SGD(params, lr=2.0, weight_decay=1.2e-6)
+    losses, lrs, val_losses = [], [], []
+    for epoch in range(epochs):
+        if epoch == 1:
+            optimizer = optim.ASGD(model.parameters(), lr=2.0, t0=0, lambd=0., weight_decay=1.2e-6)
+        model.train()
+        hidden = model.init_hidden(2)
+        batch, i = 0, 0
+        while i < stream.size(0) - 1 - 1:
+            bptt_ = bptt if rng.random_sample() < 0.95 else bptt / 2.
+            # Prevent excessively small or negative sequence lengths
+            seq_len = max(2, int(rng.normal(bptt_, 1)))
+            lr2 = optimizer.param_groups[0]['lr']
+            optimizer.param_groups[0]['lr'] = lr2 * seq_len / bptt
+            model.train()
+            data, targets = get_batch(stream, i, bptt, seq_len=seq_len)
+            hidden = repackage_hidden(hidden)
+            optimizer.zero_grad()
+            output, hidden, rnn_hs, dropped_rnn_hs = model(data, hidden, return_h=True)
+            raw_loss = criterion(model.decoder(output), targets)
+            loss = raw_loss
+            # Activiation Regularization
+            loss = loss + sum(2.0 * dropped_rnn_h.pow(2).mean() for dropped_rnn_h in dropped_rnn_hs[-1:])
+            # Temporal Activation Regularization (slowness)
+            loss = loss + sum(1.0 * (rnn_h[1:] - rnn_h[:-1]).pow(2).mean() for rnn_h in rnn_hs[-1:])
+            loss.backward()
+            nn.utils.clip_grad_norm_(params, 0.25)
+            optimizer.step()
+            optimizer.param_groups[0]['lr'] = lr2
+            losses.append(raw_loss.item())
+            lrs.append(lr2 * seq_len / bptt)
+            batch += 1
+            i += seq_len
+        if 't0' in optimizer.param_groups[0]:
+            tmp = {}
+            for prm in model.parameters():
+                tmp[prm] = prm.data.clone()
+                prm.data = optimizer.state[prm]['ax'].clone()
+            val_losses.append(evaluate(stream))
+            for prm in model.parameters():
+                prm.data = tmp[prm].clone()
+        else:
+            val_losses.append(evaluate(stream))
+    names = sorted(n for n, _ in model.named_parameters())
+    return (losses, lrs, val_losses, names, model.rnns[0].module.weight_hh_l0_raw,
+            model.rnns[1].module.weight_hh_l0, model.decoder.weight)
+
+
+def test_salesforce_awd_lstm_weight_drop_and_asgd():
+    weights = weights_of(salesforce_awd_lstm)
+    ours, theirs = run_both(salesforce_awd_lstm_training, weights, rtol=1e-4, atol=1e-6)
+    names = ours[3]
+    # the raw weight is the parameter; the dropped one the LSTM computes with is not
+    assert "rnns.0.module.weight_hh_l0_raw" in names and "rnns.0.module.weight_hh_l0" not in names
+    assert all(np.isfinite(ours[0]))
+
+
+def test_salesforce_weight_drop_as_written_fails_after_evaluating_as_pytorch():
+    # with PyTorch >= 0.4 the original WeightDrop registers the raw Parameter as 'weight_hh_l0' when evaluating,
+    # and the next training step's dropped tensor is refused: the same TypeError, in the same words
+    weights = weights_of(salesforce_awd_lstm)
+    for modules in (OURS, pytorch()) if pytorch() is not None else (OURS,):
+        with pytest.raises(TypeError, match=r"cannot assign 'torch.FloatTensor' as parameter 'weight_hh_l0' "
+                                            r"\(torch.nn.Parameter or None expected\)"):
+            salesforce_awd_lstm_training(modules, weights, as_written=True)
+
+
+@pytest.mark.parametrize("variational", [False, True])
+def test_salesforce_awd_lstm_with_its_dropouts(variational):
+    weights = weights_of(salesforce_awd_lstm)
+    ours, theirs = run_both(salesforce_awd_lstm_training, weights, variational=variational, drop=1.0,
+                            compare=amd_processor(), rtol=1e-4, atol=1e-6)
+    assert all(np.isfinite(ours[0]))
+
+
+# ----------------------------------------------------------------------------------------------
+# MAML over an LSTM intent classifier as learn2learn writes it (``clone_module``: ``clone.__dict__ =
+# module.__dict__.copy()``, ``clone._parameters = clone._parameters.copy()`` then cloned tensors written
+# into it; ``update_module``: ``module._parameters[key] = p + p.update``, and ``module._apply(lambda x: x)``
+# to rebuild an RNN's flat weights), second-order through ``autograd.grad(create_graph=True)``, tasks of
+# few-shot sentence classification, Adam on the meta-parameters
+# ----------------------------------------------------------------------------------------------
+
+INTENT_TASKS = [  # (support sentences, support labels, query sentences, query labels), token ids 1..9
+    ([[1, 2, 3], [4, 5, 0], [1, 3, 0], [6, 5, 4]], [0, 1, 0, 1], [[2, 1, 3], [5, 4, 6]], [0, 1]),
+    ([[7, 8, 0], [9, 2, 1], [8, 7, 7], [1, 9, 0]], [1, 0, 1, 0], [[7, 7, 8], [2, 9, 0]], [1, 0]),
+    ([[3, 3, 5], [6, 1, 0], [5, 3, 0], [1, 6, 6]], [0, 1, 0, 1], [[3, 5, 5], [6, 6, 1]], [0, 1]),
+]
+
+
+def intent_classifier(m):
+    nn = m.nn
+
+    class IntentLSTM(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(10, 4, padding_idx=0)
+            self.lstm = nn.LSTM(4, 5, batch_first=True)
+            self.head = nn.Linear(5, 2)
+
+        def forward(self, tokens):
+            out, (h, c) = self.lstm(self.embed(tokens))
+            return self.head(h[-1])
+
+    return IntentLSTM()
+
+
+def learn2learn_maml(m, weights, meta_steps=2, adaptation_steps=2, fast_lr=0.5):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+
+    def clone_module(module, memo=None):
+        if memo is None:
+            memo = {}
+        if not isinstance(module, nn.Module):
+            return module
+        clone = module.__new__(type(module))
+        clone.__dict__ = module.__dict__.copy()
+        clone._parameters = clone._parameters.copy()
+        clone._buffers = clone._buffers.copy()
+        clone._modules = clone._modules.copy()
+        # Second, re-write all parameters
+        if hasattr(clone, '_parameters'):
+            for param_key in module._parameters:
+                if module._parameters[param_key] is not None:
+                    param = module._parameters[param_key]
+                    param_ptr = param.data_ptr
+                    if param_ptr in memo:
+                        clone._parameters[param_key] = memo[param_ptr]
+                    else:
+                        cloned = param.clone()
+                        clone._parameters[param_key] = cloned
+                        memo[param_ptr] = cloned
+        # Third, handle the buffers if necessary
+        if hasattr(clone, '_buffers'):
+            for buffer_key in module._buffers:
+                if clone._buffers[buffer_key] is not None and clone._buffers[buffer_key].requires_grad:
+                    buff = module._buffers[buffer_key]
+                    buff_ptr = buff.data_ptr
+                    if buff_ptr in memo:
+                        clone._buffers[buffer_key] = memo[buff_ptr]
+                    else:
+                        cloned = buff.clone()
+                        clone._buffers[buffer_key] = cloned
+                        memo[buff_ptr] = cloned
+        # Then, recurse for each submodule
+        if hasattr(clone, '_modules'):
+            for module_key in clone._modules:
+                clone._modules[module_key] = clone_module(module._modules[module_key], memo=memo)
+        # Finally, rebuild the flattened parameters for RNNs
+        if hasattr(clone, 'flatten_parameters'):
+            clone = clone._apply(lambda x: x)
+        return clone
+
+    def update_module(module, updates=None, memo=None):
+        if memo is None:
+            memo = {}
+        if updates is not None:
+            params = list(module.parameters())
+            if not len(updates) == len(list(params)):
+                raise ValueError('WARNING:update_module(): Parameters and updates have different length.')
+            for p, g in zip(params, updates):
+                p.update = g
+        # Update the params
+        for param_key in module._parameters:
+            p = module._parameters[param_key]
+            if p in memo:
+                module._parameters[param_key] = memo[p]
+            else:
+                if p is not None and hasattr(p, 'update') and p.update is not None:
+                    updated = p + p.update
+                    p.update = None
+                    memo[p] = updated
+                    module._parameters[param_key] = updated
+        # Then, recurse for each submodule
+        for module_key in module._modules:
+            module._modules[module_key] = update_module(module._modules[module_key], updates=None, memo=memo)
+        # Finally, rebuild the flattened parameters for RNNs
+        if hasattr(module, 'flatten_parameters'):
+            module._apply(lambda x: x)
+        return module
+
+    def maml_update(model, lr, grads=None):
+        if grads is not None:
+            params = list(model.parameters())
+            updates = [None for _ in range(len(params))]
+            for i, g in enumerate(grads):
+                if g is not None:
+                    updates[i] = -lr * g
+            return update_module(model, updates=updates)
+        return update_module(model)
+
+    model = load(m, intent_classifier(m), weights)
+    opt = optim.Adam(model.parameters(), lr=0.01)
+    meta_losses, adapted_logits = [], []
+    for iteration in range(meta_steps):
+        opt.zero_grad()
+        meta_loss = 0.0
+        for support, support_y, query, query_y in INTENT_TASKS:
+            learner = clone_module(model)
+            support, support_y = torch.tensor(support), torch.tensor(support_y)
+            for step in range(adaptation_steps):
+                train_error = F.cross_entropy(learner(support), support_y)
+                grads = torch.autograd.grad(train_error, list(learner.parameters()), retain_graph=True,
+                                            create_graph=True, allow_unused=True)
+                learner = maml_update(learner, fast_lr, grads)
+            logits = learner(torch.tensor(query))
+            adapted_logits.append(logits)
+            meta_loss = meta_loss + F.cross_entropy(logits, torch.tensor(query_y))
+        (meta_loss / len(INTENT_TASKS)).backward()
+        opt.step()
+        meta_losses.append(meta_loss.item())
+    grads = {name: p.grad for name, p in model.named_parameters()}
+    # the adapted learner's weights differ from the meta-parameters it was cloned from
+    moved = (learner.head.weight - model.head.weight).abs().sum()
+    return meta_losses, adapted_logits, grads, moved, isinstance(learner.head.weight, nn.Parameter)
+
+
+@pytest.mark.filterwarnings("ignore:The .grad attribute of a Tensor that is not a leaf:UserWarning")
+def test_learn2learn_maml_over_an_lstm_intent_classifier():
+    weights = weights_of(intent_classifier)
+    ours, theirs = run_both(learn2learn_maml, weights, rtol=1e-4, atol=1e-6)
+    meta_losses, adapted_logits, grads, moved, still_a_parameter = ours
+    assert moved > 0 and still_a_parameter is False
+    # second order: the LSTM's recurrent weights get a meta-gradient through the adaptation steps
+    assert np.abs(grads["lstm.weight_hh_l0"]).sum() > 0
+
+
+# ----------------------------------------------------------------------------------------------
 # focused checks of the fixes the programs above found
 # ----------------------------------------------------------------------------------------------
 
@@ -2995,3 +3445,40 @@ def test_legacy_new_of_a_tensor_is_an_alias(T, request):
     y.detach()[0, 0] = 5.0
     assert x[0, 0].item() == 5.0
     assert y.requires_grad and y.grad_fn is not None
+
+
+def test_writes_into_a_modules_registries_are_what_it_computes_with(T):
+    # learn2learn and higher write module._parameters directly; AWD-LSTM deletes from it; ModuleDict's del
+    nn = nn_of(T)
+    linear = nn.Linear(2, 1)
+    with T.no_grad():
+        linear.weight.fill_(1.0)
+        linear.bias.fill_(0.0)
+    linear._parameters["weight"] = linear.weight * 3
+    assert linear(T.ones(1, 2)).item() == 6.0 and linear.weight.grad_fn is not None
+    lstm = nn.LSTM(2, 3)
+    del lstm._parameters["weight_hh_l0"]
+    assert not hasattr(lstm, "weight_hh_l0")
+    modules = nn.ModuleDict({"a": nn.ReLU(), "b": nn.Tanh()})
+    del modules["a"]
+    assert not hasattr(modules, "a")
+    norm = nn.BatchNorm1d(2)
+    norm._buffers["extra"] = T.ones(1)
+    assert "extra" in norm.state_dict() and norm.extra.tolist() == [1.0]
+    norm._buffers.pop("extra")
+    assert "extra" not in norm.state_dict() and not hasattr(norm, "extra")
+    # a registry replaced by a copy (learn2learn's clone_module) still decides what the module computes with
+    clone = linear.__new__(type(linear))
+    clone.__dict__ = linear.__dict__.copy()
+    clone._parameters = clone._parameters.copy()
+    clone._parameters["bias"] = T.full((1,), 10.0)
+    assert clone(T.ones(1, 2)).item() == 16.0 and linear(T.ones(1, 2)).item() == 6.0
+    # and so does one that came through pickling and deepcopy
+    again = copy.deepcopy(nn.Linear(2, 1))
+    again._parameters["weight"] = nn.Parameter(T.ones(1, 2))
+    again._parameters["bias"] = nn.Parameter(T.full((1,), -2.0))
+    assert again(T.ones(1, 2)).item() == 0.0
+    restored = pickle.loads(pickle.dumps(nn.Linear(2, 1)))
+    restored._parameters["weight"] = nn.Parameter(T.zeros(1, 2))
+    restored._parameters["bias"] = nn.Parameter(T.ones(1))
+    assert restored(T.ones(1, 2)).item() == 1.0
