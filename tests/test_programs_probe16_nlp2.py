@@ -3368,6 +3368,98 @@ def test_learn2learn_maml_over_an_lstm_intent_classifier():
 
 
 # ----------------------------------------------------------------------------------------------
+# a hierarchical attention network (Yang et al. 2016) as the popular PyTorch ports write it: documents of
+# sentences flattened to (docs × sentences, words), the empty padding sentences kept out of the word-level
+# GRU by packing only the non-empty ones (``lengths > 0`` selection, ``pack_padded_sequence(enforce_sorted=
+# False)``, ``index_copy`` back into a zero tensor), attention against learnt context vectors with masks at
+# both levels, and the attention weights returned for inspection
+# ----------------------------------------------------------------------------------------------
+
+HAN_DOCS = [[[3, 4, 5], [6, 2, 0], [0, 0, 0]],
+            [[7, 8, 9], [2, 3, 0], [4, 0, 0]],
+            [[5, 5, 0], [0, 0, 0], [0, 0, 0]]]
+HAN_LABELS = [0, 1, 0]
+
+
+def han(m, emb=5, word_hid=4, sent_hid=3, n_classes=2):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    class AttentionPool(nn.Module):
+        def __init__(self, dim):
+            super().__init__()
+            self.proj = nn.Linear(dim, dim)
+            self.context = nn.Parameter(torch.empty(dim).uniform_(-0.1, 0.1))
+
+        def forward(self, h, mask):
+            u = torch.tanh(self.proj(h))
+            scores = (u @ self.context).masked_fill(~mask, float("-inf"))
+            alpha = torch.softmax(scores, dim=-1)
+            alpha = torch.nan_to_num(alpha)  # a row with nothing to attend to (an empty sentence) stays zero
+            return (alpha.unsqueeze(-1) * h).sum(dim=-2), alpha
+
+    class HAN(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embedding = nn.Embedding(10, emb, padding_idx=0)
+            self.word_rnn = nn.GRU(emb, word_hid, batch_first=True, bidirectional=True)
+            self.word_attn = AttentionPool(2 * word_hid)
+            self.sent_rnn = nn.GRU(2 * word_hid, sent_hid, batch_first=True, bidirectional=True)
+            self.sent_attn = AttentionPool(2 * sent_hid)
+            self.fc = nn.Linear(2 * sent_hid, n_classes)
+
+        def forward(self, docs):
+            n_docs, n_sents, n_words = docs.shape
+            words = docs.view(-1, n_words)
+            word_lengths = (words != 0).sum(-1)
+            nonempty = (word_lengths > 0).nonzero(as_tuple=True)[0]
+            packed = nn.utils.rnn.pack_padded_sequence(self.embedding(words[nonempty]), word_lengths[nonempty],
+                                                       batch_first=True, enforce_sorted=False)
+            out, _ = self.word_rnn(packed)
+            out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=n_words)
+            hidden = torch.zeros(words.size(0), n_words, out.size(-1)).index_copy(0, nonempty, out)
+            sentences, word_alpha = self.word_attn(hidden, words != 0)
+            sentences = sentences.view(n_docs, n_sents, -1)
+            sent_lengths = (word_lengths.view(n_docs, n_sents) > 0).sum(-1)
+            packed = nn.utils.rnn.pack_padded_sequence(sentences, sent_lengths, batch_first=True,
+                                                       enforce_sorted=False)
+            out, _ = self.sent_rnn(packed)
+            out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=n_sents)
+            sent_mask = torch.arange(n_sents)[None, :] < sent_lengths[:, None]
+            doc, sent_alpha = self.sent_attn(out, sent_mask)
+            return self.fc(doc), word_alpha.view(n_docs, n_sents, n_words), sent_alpha
+
+    return HAN()
+
+
+def han_training(m, weights, steps=4):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    model = load(m, han(m), weights)
+    docs, labels = torch.tensor(HAN_DOCS), torch.tensor(HAN_LABELS)
+    opt = optim.Adam(model.parameters(), lr=0.02)
+    losses = []
+    for step in range(steps):
+        logits, word_alpha, sent_alpha = model(docs)
+        loss = F.cross_entropy(logits, labels)
+        opt.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        losses.append(loss.item())
+    grads = {name: p.grad for name, p in model.named_parameters()}
+    return losses, grads, word_alpha, sent_alpha, logits
+
+
+def test_hierarchical_attention_network_with_empty_sentences():
+    weights = weights_of(han)
+    ours, theirs = run_both(han_training, weights, rtol=1e-4, atol=1e-6)
+    losses, grads, word_alpha, sent_alpha = ours[:4]
+    docs = np.array(HAN_DOCS)
+    np.testing.assert_allclose(word_alpha.sum(-1), (docs != 0).any(-1).astype(np.float32), rtol=1e-5)
+    np.testing.assert_allclose(sent_alpha.sum(-1), 1.0, rtol=1e-5)
+    assert np.all(sent_alpha[2, 1:] == 0) and np.all(word_alpha[docs == 0] == 0)
+
+
+# ----------------------------------------------------------------------------------------------
 # focused checks of the fixes the programs above found
 # ----------------------------------------------------------------------------------------------
 
