@@ -24,7 +24,8 @@ fairseq's ConvS2S (weight-normed ``conv_tbc``, GLU, GradMultiply, multi-step att
 sorting, masked softmax both ways, ``orthogonal_`` init from the seed); the text classification tutorial with
 fastText's hashed bigrams (EmbeddingBag offsets by cumsum, ``random_split``, TF-IDF ``per_sample_weights``);
 the sequence utilities (``pad_sequence(padding_side='left')``, ``unpad_sequence``, ``unpack_sequence``, packed
-fields, ``PackedSequence.to``); batched beam search with GNMT's length penalty and back-pointers; and MAML over
+fields, ``PackedSequence.to``); a hierarchical attention network (empty sentences kept out of the packed word
+GRU, ``index_copy`` back, masked attention at both levels); batched beam search with GNMT's length penalty and back-pointers; and MAML over
 an LSTM intent classifier as learn2learn writes it (``clone._parameters = clone._parameters.copy()``,
 ``module._parameters[key] = p + p.update``). Dropout-on variants are compared where PyTorch draws its Bernoulli
 masks as chainrule does (AMD processors), and run for finite values elsewhere."""
