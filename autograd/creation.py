@@ -61,7 +61,8 @@ def new_full(self, size, fill_value, dtype=None, device=None, requires_grad=Fals
 @names("new_tensor", function=False)
 def new_tensor(self, data, dtype=None, device=None, requires_grad=False):
     """A copy of ``data`` with x's dtype (not the default dtype) unless ``dtype`` says otherwise."""
-    return tensor(copied_data(data, stacklevel=2), dtype=_like(self, dtype), requires_grad=requires_grad)
+    data = copied_data(data, stacklevel=2, call="tensor.new_tensor(sourceTensor)")
+    return tensor(data, dtype=_like(self, dtype), requires_grad=requires_grad)
 
 
 @names("asarray", method=False)

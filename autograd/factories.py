@@ -89,7 +89,7 @@ def _random(values, dtype, device, requires_grad):
 
 
 COPY_CONSTRUCT = ("To copy construct from a tensor, it is recommended to use sourceTensor.detach().clone() or "
-                  "sourceTensor.detach().clone().requires_grad_(True), rather than torch.tensor(sourceTensor).")
+                  "sourceTensor.detach().clone().requires_grad_(True), rather than {call}.")
 
 
 def tensor(data, *, dtype=None, device=None, requires_grad=False, pin_memory=False):
@@ -101,11 +101,11 @@ def tensor(data, *, dtype=None, device=None, requires_grad=False, pin_memory=Fal
     return _made(_array(data, dtype, copy=True), device, requires_grad)
 
 
-def copied_data(data, stacklevel):
+def copied_data(data, stacklevel, call="torch.tensor(sourceTensor)"):
     """What a copy is made of: a tensor's array, with PyTorch's warning (pointing ``stacklevel``
-    frames up from the caller) that ``detach().clone()`` is the way to copy a tensor."""
+    frames up from the caller) that ``detach().clone()`` is the way to copy a tensor, rather than ``call``."""
     if isinstance(data, Tensor):
-        warnings.warn(COPY_CONSTRUCT, UserWarning, stacklevel=stacklevel + 1)
+        warnings.warn(COPY_CONSTRUCT.format(call=call), UserWarning, stacklevel=stacklevel + 1)
         return data._data
     return data
 

@@ -171,7 +171,11 @@ class RNNBase(Module):
                     store.append(value)
             x = outputs[0] if directions == 1 else autograd.cat(outputs, dim=2)
             if self.dropout and self.training and layer < self.num_layers - 1:
-                x = F.dropout(x, self.dropout, training=True)
+                if packed:  # PyTorch drops the packed rows: one draw per real step, in packed order
+                    x = packed_to_padded(F.dropout(padded_to_packed(x, batch_sizes), self.dropout, training=True),
+                                         batch_sizes)
+                else:
+                    x = F.dropout(x, self.dropout, training=True)
         finals = [autograd.stack(store) for store in finals]
 
         if packed:

@@ -239,15 +239,17 @@ def share_memory_(x):
 @names("new", function=False)
 def new(x, *args, device=None):
     """The legacy constructor: x.new(2, 3) and x.new(x.size()) are uninitialised of x's dtype, x.new([1, 2])
-    holds the data in x's dtype, x.new() is empty."""
+    holds the data in x's dtype, x.new(tensor) is an alias of it, x.new() is empty."""
     resolve(device)
     if len(args) == 1 and isinstance(args[0], Size):  # x.new(x.size()): a Size is a shape (a tuple or list is data)
         args = tuple(args[0])
     if len(args) == 1 and not isinstance(args[0], int):
         data = args[0]
-        if isinstance(data, Tensor) and data.dtype != x.dtype:
-            raise TypeError(f"expected a tensor of dtype {x.dtype} (got {data.dtype})")
-        return tensor_from(backend.xp.array(data._data if isinstance(data, Tensor) else data, dtype=x.dtype))
+        if isinstance(data, Tensor):
+            if data.dtype != x.dtype:
+                raise TypeError(f"expected a tensor of dtype {x.dtype} (got {data.dtype})")
+            return data.view(data.shape)  # an alias of a tensor it is given, in the graph (PyTorch's AliasBackward0)
+        return tensor_from(backend.xp.array(data, dtype=x.dtype))
     return Tensor._make(backend.xp.empty(args if args else (0,), dtype=x.dtype))
 
 

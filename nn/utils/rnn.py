@@ -19,14 +19,34 @@ from autograd.tensor import tensor_from
 from autograd.write_door import _refuse_overflow
 
 
-class PackedSequence(NamedTuple):
+class _PackedSequenceFields(NamedTuple):
+    data: Tensor
+    batch_sizes: Tensor
+    sorted_indices: Tensor
+    unsorted_indices: Tensor
+
+
+class PackedSequence(_PackedSequenceFields):
     """data (Σ lengths, *), batch_sizes (T,) int64, and the permutation that sorted the
     batch by decreasing length (None when it came sorted) with its inverse."""
 
-    data: Tensor
-    batch_sizes: Tensor
-    sorted_indices: Tensor = None
-    unsorted_indices: Tensor = None
+    __slots__ = ()
+
+    def __new__(cls, data, batch_sizes=None, sorted_indices=None, unsorted_indices=None):
+        # Programs rebuild a packed batch around new data with only the sorted order,
+        # ``PackedSequence(embedding(packed.data), packed.batch_sizes, packed.sorted_indices)``:
+        # the inverse is derived then, as PyTorch's, or padding it back would leave the batch sorted.
+        if unsorted_indices is None:
+            unsorted_indices = invert_permutation(sorted_indices)
+        if batch_sizes is None:  # PackedSequence((data, batch_sizes), sorted_indices=...), PyTorch's older form
+            if not (isinstance(data, (list, tuple)) and len(data) == 2):
+                raise AssertionError("Expected data to be a list or tuple of length 2")
+            data, batch_sizes = data
+        elif batch_sizes.device.type != "cpu":
+            raise ValueError("batch_sizes should always be on CPU. Instances of PackedSequence should never be "
+                             "created manually. They should be instantiated by functions like pack_sequence and "
+                             "pack_padded_sequences in nn.utils.rnn.")
+        return super().__new__(cls, data, batch_sizes, sorted_indices, unsorted_indices)
 
     # -- moving and converting, as a tensor does (a training loop calls packed.to(device)) ------
 
