@@ -723,3 +723,286 @@ def test_pytorch_metric_learning_losses_and_miners():
     for record in ours["history"]:
         assert all(np.isfinite(v) for v in record.values())
         assert record["contrastive"] > 0 and record["fastap"] > 0 and record["histogram"] >= 0
+
+
+# ----------------------------------------------------------------------------------------------
+# Margin-based softmax heads: pytorch-metric-learning's LargeMarginSoftmax / SphereFace (the multiple-angle
+# formula), its ArcFace and sub-centre ArcFace (``max(axis=2)``, outliers by ``bincount``), AdaCos
+# (4uiiurz1/pytorch-adacos: the scale re-estimated from a median angle) and CurricularFace (HuangYG123: a running
+# buffer reassigned, hard negatives rewritten in place)
+# ----------------------------------------------------------------------------------------------
+
+
+def margin_heads(m, num_classes=4, embedding_size=8):
+    torch, nn, F = m.torch, m.nn, m.F
+    P = pml(m)
+
+    class LargeMarginSoftmaxLoss(nn.Module):
+        def __init__(self, num_classes, embedding_size, margin=4, scale=1):
+            super().__init__()
+            self.distance = P.CosineSimilarity()
+            self.margin = margin
+            self.num_classes = num_classes
+            self.scale = scale
+            self.init_margin()
+            self.W = nn.Parameter(torch.Tensor(embedding_size, num_classes))
+            nn.init.normal_(self.W)  # (its weight_init_func's default)
+            self.cross_entropy = nn.CrossEntropyLoss(reduction="none")
+
+        def init_margin(self):
+            self.margin = int(self.margin)
+            self.max_n = self.margin // 2
+            ## For the trigonometric multiple-angle formula ##
+            self.n_range = torch.tensor([n for n in range(0, self.max_n + 1)])
+            self.margin_choose_n = torch.tensor([float(math.comb(self.margin, 2 * n)) for n in self.n_range])
+            self.cos_powers = torch.tensor([self.margin - (2 * n) for n in self.n_range])
+            self.alternating = torch.tensor([(-1) ** n for n in self.n_range])
+
+        def get_cos_with_margin(self, cosine):
+            cosine = cosine.unsqueeze(1)
+            cos_powered = cosine**self.cos_powers
+            sin_powered = (1 - cosine**2) ** self.n_range
+            terms = self.alternating * self.margin_choose_n * cos_powered * sin_powered  # Equation 7 in the paper
+            return torch.sum(terms, dim=1)
+
+        def get_cosine(self, embeddings):
+            return self.distance(embeddings, self.W.t())
+
+        def get_angles(self, cosine_of_target_classes):
+            angles = torch.acos(torch.clamp(cosine_of_target_classes, -1, 1))
+            with torch.no_grad():
+                self.avg_angle = np.degrees(torch.mean(angles).item())
+            return angles
+
+        def get_target_mask(self, embeddings, labels):
+            batch_size = labels.size(0)
+            mask = torch.zeros(batch_size, self.num_classes, dtype=embeddings.dtype, device=embeddings.device)
+            mask[torch.arange(batch_size), labels] = 1
+            return mask
+
+        def modify_cosine_of_target_classes(self, cosine_of_target_classes):
+            cos_with_margin = self.get_cos_with_margin(cosine_of_target_classes)
+            angles = self.get_angles(cosine_of_target_classes)
+            with torch.no_grad():
+                k = (angles / (math.pi / self.margin)).floor()  # Equation 6
+            return ((-1) ** k) * cos_with_margin - (2 * k)
+
+        def scale_logits(self, logits, embeddings):
+            embedding_norms = self.distance.get_norm(embeddings)
+            weight_norms = self.distance.get_norm(self.W, dim=0)
+            product_of_magnitudes = weight_norms.unsqueeze(0) * embedding_norms.unsqueeze(1)
+            return logits * product_of_magnitudes * self.scale
+
+        def cast_types(self, dtype, device):
+            self.W.data = self.W.data.to(device=device, dtype=dtype)
+            self.n_range = self.n_range.to(device=device, dtype=dtype)
+            self.margin_choose_n = self.margin_choose_n.to(device=device, dtype=dtype)
+            self.cos_powers = self.cos_powers.to(device=device, dtype=dtype)
+            self.alternating = self.alternating.to(device=device, dtype=dtype)
+
+        def forward(self, embeddings, labels):
+            dtype, device = embeddings.dtype, embeddings.device
+            self.cast_types(dtype, device)
+            mask = self.get_target_mask(embeddings, labels)
+            cosine = self.get_cosine(embeddings)
+            cosine_of_target_classes = cosine[mask == 1]
+            modified_cosine_of_target_classes = self.modify_cosine_of_target_classes(cosine_of_target_classes)
+            diff = (modified_cosine_of_target_classes - cosine_of_target_classes).unsqueeze(1)
+            logits = cosine + (mask * diff)
+            logits = self.scale_logits(logits, embeddings)
+            unweighted_loss = self.cross_entropy(logits, labels)
+            return torch.mean(unweighted_loss)
+
+    class SphereFaceLoss(LargeMarginSoftmaxLoss):
+        def scale_logits(self, logits, embeddings):
+            embedding_norms = torch.norm(embeddings, p=2, dim=1)
+            return logits * embedding_norms.unsqueeze(1) * self.scale
+
+    class ArcFaceLoss(LargeMarginSoftmaxLoss):
+        def __init__(self, num_classes, embedding_size, margin=28.6, scale=64):
+            super().__init__(num_classes=num_classes, embedding_size=embedding_size, margin=margin, scale=scale)
+
+        def init_margin(self):
+            self.margin = np.radians(self.margin)
+
+        def cast_types(self, dtype, device):
+            self.W.data = self.W.data.to(device=device, dtype=dtype)
+
+        def modify_cosine_of_target_classes(self, cosine_of_target_classes):
+            angles = self.get_angles(cosine_of_target_classes)
+            cos_theta_plus_margin = torch.cos(angles + self.margin)
+            cos_theta = torch.cos(angles)
+            unscaled_logits = torch.where(angles <= np.deg2rad(180) - self.margin, cos_theta_plus_margin,
+                                          cos_theta - self.margin * np.sin(self.margin))
+            return unscaled_logits
+
+        def scale_logits(self, logits, *_):
+            return logits * self.scale
+
+    class SubCenterArcFaceLoss(ArcFaceLoss):
+        def __init__(self, *args, margin=28.6, scale=64, sub_centers=3, **kwargs):
+            num_classes, embedding_size = kwargs["num_classes"], kwargs["embedding_size"]
+            super().__init__(num_classes * sub_centers, embedding_size, margin=margin, scale=scale)
+            self.sub_centers = sub_centers
+            self.num_classes = num_classes
+
+        def get_cosine(self, embeddings):
+            cosine = self.distance(embeddings, self.W.t())
+            cosine = cosine.view(-1, self.num_classes, self.sub_centers)
+            cosine, _ = cosine.max(axis=2)
+            return cosine
+
+        def get_outliers(self, embeddings, labels, threshold=75, return_dominant_centers=True):
+            dtype, device = embeddings.dtype, embeddings.device
+            self.cast_types(dtype, device)
+            cos_threshold = math.cos(np.radians(threshold))
+            outliers = []
+            dominant_centers = torch.Tensor(self.W.shape[0], self.num_classes).to(dtype=dtype, device=device)
+            with torch.no_grad():
+                for label in range(self.num_classes):
+                    target_samples = labels == label
+                    if not target_samples.any():
+                        continue
+                    target_indices = target_samples.nonzero()
+                    target_embeddings = embeddings[target_samples]
+                    sub_centers = self.W[:, label * self.sub_centers: (label + 1) * self.sub_centers]
+                    distances = self.distance(target_embeddings, sub_centers.t())
+                    max_sub_center_idxs = torch.argmax(distances, axis=1)
+                    max_sub_center_count = torch.bincount(max_sub_center_idxs)
+                    dominant_idx = torch.argmax(max_sub_center_count)
+                    dominant_centers[:, label] = sub_centers[:, dominant_idx]
+                    dominant_dist = distances[:, dominant_idx]
+                    drop_dists = dominant_dist < cos_threshold
+                    drop_idxs = target_indices[drop_dists]
+                    outliers.extend(drop_idxs.detach().tolist())
+            outliers = torch.tensor(outliers, device=device).flatten()
+            return outliers if not return_dominant_centers else outliers, dominant_centers
+
+    class AdaCos(nn.Module):
+        def __init__(self, num_features, num_classes, m=0.50):
+            super(AdaCos, self).__init__()
+            self.num_features = num_features
+            self.n_classes = num_classes
+            self.s = math.sqrt(2) * math.log(num_classes - 1)
+            self.m = m
+            self.W = nn.Parameter(torch.FloatTensor(num_classes, num_features))
+            nn.init.xavier_uniform_(self.W)
+
+        def forward(self, input, label=None):
+            x = F.normalize(input)
+            W = F.normalize(self.W)
+            logits = F.linear(x, W)
+            if label is None:
+                return logits
+            theta = torch.acos(torch.clamp(logits, -1.0 + 1e-7, 1.0 - 1e-7))
+            one_hot = torch.zeros_like(logits)
+            one_hot.scatter_(1, label.view(-1, 1).long(), 1)
+            with torch.no_grad():
+                B_avg = torch.where(one_hot < 1, torch.exp(self.s * logits), torch.zeros_like(logits))
+                B_avg = torch.sum(B_avg) / input.size(0)
+                theta_med = torch.median(theta[one_hot == 1])
+                self.s = torch.log(B_avg) / torch.cos(torch.min(math.pi / 4 * torch.ones_like(theta_med), theta_med))
+            output = self.s * logits
+            return output
+
+    def l2_norm(input, axis=1):
+        norm = torch.norm(input, 2, axis, True)
+        output = torch.div(input, norm)
+        return output
+
+    class CurricularFace(nn.Module):
+        def __init__(self, in_features, out_features, m=0.5, s=64.):
+            super(CurricularFace, self).__init__()
+            self.in_features = in_features
+            self.out_features = out_features
+            self.m = m
+            self.s = s
+            self.cos_m = math.cos(m)
+            self.sin_m = math.sin(m)
+            self.threshold = math.cos(math.pi - m)
+            self.mm = math.sin(math.pi - m) * m
+            self.kernel = nn.Parameter(torch.Tensor(in_features, out_features))
+            self.register_buffer('t', torch.zeros(1))
+            nn.init.normal_(self.kernel, std=0.01)
+
+        def forward(self, embbedings, label):
+            embbedings = l2_norm(embbedings, axis=1)
+            kernel_norm = l2_norm(self.kernel, axis=0)
+            cos_theta = torch.mm(embbedings, kernel_norm)
+            cos_theta = cos_theta.clamp(-1, 1)  # for numerical stability
+            with torch.no_grad():
+                origin_cos = cos_theta.clone()
+            target_logit = cos_theta[torch.arange(0, embbedings.size(0)), label].view(-1, 1)
+            sin_theta = torch.sqrt(1.0 - torch.pow(target_logit, 2))
+            cos_theta_m = target_logit * self.cos_m - sin_theta * self.sin_m  # cos(target+margin)
+            mask = cos_theta > cos_theta_m
+            final_target_logit = torch.where(target_logit > self.threshold, cos_theta_m, target_logit - self.mm)
+            hard_example = cos_theta[mask]
+            with torch.no_grad():
+                self.t = target_logit.mean() * 0.01 + (1 - 0.01) * self.t
+            cos_theta[mask] = hard_example * (self.t + hard_example)
+            cos_theta.scatter_(1, label.view(-1, 1).long(), final_target_logit)
+            output = cos_theta * self.s
+            return output, origin_cos * self.s
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.backbone = embedder(m, d_out=embedding_size)
+            self.large_margin = LargeMarginSoftmaxLoss(num_classes, embedding_size, margin=4, scale=1)
+            self.sphereface = SphereFaceLoss(num_classes, embedding_size, margin=3, scale=0.5)
+            self.arcface = ArcFaceLoss(num_classes, embedding_size, margin=28.6, scale=16)
+            self.subcenter = SubCenterArcFaceLoss(num_classes=num_classes, embedding_size=embedding_size,
+                                                  margin=20.0, scale=16, sub_centers=3)
+            self.adacos = AdaCos(embedding_size, num_classes)
+            self.curricular = CurricularFace(embedding_size, num_classes, m=0.5, s=16.0)
+
+    return Net()
+
+
+def margin_heads_training(m, weights, steps=4):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    net = load(m, margin_heads(m), weights)
+    x_np, y_np = clustered(spread=1.2, seed=3)
+    x, labels = torch.tensor(x_np), torch.tensor(y_np)
+    optimizer = optim.SGD(net.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+    history, scales, ts = [], [], []
+    for step in range(steps):
+        optimizer.zero_grad()
+        emb = net.backbone(x)
+        losses = [net.large_margin(emb, labels), net.sphereface(emb, labels), net.arcface(emb, labels),
+                  net.subcenter(emb, labels)]
+        ada_logits = net.adacos(emb, labels)
+        losses.append(F.cross_entropy(ada_logits, labels))
+        output, origin = net.curricular(emb, labels)
+        losses.append(nn.CrossEntropyLoss()(output, labels))
+        sum(losses).backward()
+        optimizer.step()
+        history.append([l.item() for l in losses])
+        scales.append(float(net.adacos.s))
+        ts.append(net.curricular.t.clone())
+    outliers, dominant = net.subcenter.get_outliers(net.backbone(x).detach(), labels, threshold=40)
+    return {"history": history, "adacos_s": scales, "t": ts, "t_in_buffers": dict(net.named_buffers())["curricular.t"],
+            "avg_angle": net.arcface.avg_angle, "params": dict(net.named_parameters()),
+            "outliers": outliers, "dominant": dominant, "origin": origin}
+
+
+def test_margin_softmax_heads_of_metric_learning():
+    weights = weights_of(margin_heads)
+    ours, _ = run_both(margin_heads_training, weights, rtol=1e-4, atol=1e-5)
+    assert ours["t"][-1] != 0 and ours["t_in_buffers"] == ours["t"][-1]  # the reassigned tensor is the buffer
+    assert ours["adacos_s"][0] != pytest.approx(math.sqrt(2) * math.log(3))
+    np.testing.assert_allclose(ours["dominant"].sum(0) != 0, True)
+
+
+def test_large_margin_cos_of_m_theta_by_the_multiple_angle_formula():
+    """Equation 7 of Liu et al. (2016): the binomial sum with tensor exponents is cos(m theta)."""
+    torch = OURS.torch
+    head = margin_heads(OURS).large_margin
+    head.cast_types(torch.float64, "cpu")
+    theta = np.linspace(0.05, 3.1, 9)
+    got = head.get_cos_with_margin(torch.tensor(np.cos(theta))).numpy()
+    np.testing.assert_allclose(got, np.cos(4 * theta), rtol=1e-10, atol=1e-12)
+    modified = head.modify_cosine_of_target_classes(torch.tensor(np.cos(theta))).numpy()
+    k = np.floor(theta / (np.pi / 4))
+    np.testing.assert_allclose(modified, (-1) ** k * np.cos(4 * theta) - 2 * k, rtol=1e-10, atol=1e-12)
