@@ -202,12 +202,16 @@ def pml(m):
         def pairwise_distance(self, query_emb, ref_emb):
             return F.pairwise_distance(query_emb, ref_emb, p=self.p)
 
-    class CosineSimilarity(BaseDistance):
+    class DotProductSimilarity(BaseDistance):
         def __init__(self, **kwargs):
-            super().__init__(normalize_embeddings=True, is_inverted=True, **kwargs)
+            super().__init__(is_inverted=True, **kwargs)
 
         def compute_mat(self, query_emb, ref_emb):
             return torch.matmul(query_emb, ref_emb.t())
+
+    class CosineSimilarity(DotProductSimilarity):
+        def __init__(self, **kwargs):
+            super().__init__(normalize_embeddings=True, **kwargs)
 
     # -- reducers --
     class AvgNonZeroReducer(nn.Module):
@@ -1375,3 +1379,285 @@ def test_retrieval_evaluation():
     assert query_ref["mean_average_precision"] == pytest.approx(np.mean([average_precision_by_hand(r) for r in rel]))
     np.testing.assert_allclose(query_ref["knn_distances"], np.sort(dist, axis=1), rtol=1e-5, atol=1e-6)
     assert 0 < ours["mAP"] <= 1 and ours["cmc"][-1] <= 1 and np.all(np.diff(ours["cmc"]) >= 0)
+
+
+# ----------------------------------------------------------------------------------------------
+# Proxy, NCA, N-pair and angular losses (pytorch-metric-learning; ProxyNCA++ as euwern/proxynca_pp writes it),
+# and memories across batches: pml's CrossBatchMemory, XBM's ring buffer (MalongTech/research-xbm) and a
+# MoCo-style queue by ``index_copy_`` with a pointer buffer
+# ----------------------------------------------------------------------------------------------
+
+
+def proxy_and_memory_model(m, num_classes=5, embedding_size=8):
+    torch, nn, F = m.torch, m.nn, m.F
+    P = pml(m)
+
+    class NCALoss(P.BaseMetricLossFunction):
+        def __init__(self, softmax_scale=1, **kwargs):
+            super().__init__(**kwargs)
+            self.softmax_scale = softmax_scale
+
+        def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
+            if len(embeddings) <= 1:
+                return self.zero_losses()
+            if ref_emb is None:
+                ref_emb, ref_labels = embeddings, labels
+            return self.nca_computation(embeddings, ref_emb, labels, ref_labels, indices_tuple)
+
+        def nca_computation(self, query, reference, query_labels, reference_labels, indices_tuple):
+            dtype = query.dtype
+            miner_weights = P.convert_to_weights(indices_tuple, query_labels, dtype=dtype)
+            mat = self.distance(query, reference)
+            if not self.distance.is_inverted:
+                mat = -mat
+            if query is reference:
+                mat.fill_diagonal_(P.neg_inf(dtype))
+            same_labels = P.to_dtype(query_labels.unsqueeze(1) == reference_labels.unsqueeze(0), dtype=dtype)
+            exp = F.softmax(self.softmax_scale * mat, dim=1)
+            exp = torch.sum(exp * same_labels, dim=1)
+            non_zero = exp != 0
+            loss = -torch.log(exp[non_zero]) * miner_weights[non_zero]
+            return {"loss": {"losses": loss, "indices": P.torch_arange_from_size(query)[non_zero],
+                             "reduction_type": "element"}}
+
+        def get_default_distance(self):
+            return P.LpDistance(power=2)
+
+    class ProxyNCALoss(NCALoss):
+        def __init__(self, num_classes, embedding_size, **kwargs):
+            super().__init__(**kwargs)
+            self.proxies = nn.Parameter(torch.Tensor(num_classes, embedding_size))
+            nn.init.normal_(self.proxies)
+            self.proxy_labels = torch.arange(num_classes)
+
+        def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
+            dtype, device = embeddings.dtype, embeddings.device
+            self.proxies.data = self.proxies.data.to(device=device, dtype=dtype)
+            return self.nca_computation(embeddings, self.proxies, labels, self.proxy_labels.to(labels.device),
+                                        indices_tuple)
+
+    class AngularLoss(P.BaseMetricLossFunction):
+        def __init__(self, alpha=40, **kwargs):
+            super().__init__(**kwargs)
+            self.alpha = torch.tensor(np.radians(alpha))
+
+        def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
+            if ref_emb is None:
+                ref_emb, ref_labels = embeddings, labels
+            a1, p, a2, _ = P.convert_to_pairs(indices_tuple, labels, ref_labels)
+            if len(a1) == 0 or len(a2) == 0:
+                return self.zero_losses()
+            anchors = self.distance.normalize(embeddings[a1])
+            positives = self.distance.normalize(ref_emb[p])
+            keep_mask = labels[a1].unsqueeze(1) != ref_labels.unsqueeze(0)
+            with torch.no_grad():  # set_stats
+                centers = (anchors + positives) / 2
+                ap_dist = self.distance.pairwise_distance(anchors, positives)
+                nc_dist = self.distance.get_norm(centers - ref_emb.unsqueeze(1), dim=2).t()
+                angles = torch.atan(ap_dist.unsqueeze(1) / (2 * nc_dist))
+                average_angle = torch.sum(angles[keep_mask]) / torch.sum(keep_mask)
+                self.average_angle = np.degrees(average_angle.item())
+            sq_tan_alpha = torch.tan(self.alpha) ** 2
+            ap_dot = torch.sum(anchors * positives, dim=1, keepdim=True)
+            ap_matmul_embeddings = torch.matmul((anchors + positives), (ref_emb.unsqueeze(2)))
+            ap_matmul_embeddings = ap_matmul_embeddings.squeeze(2).t()
+            final_form = (4 * sq_tan_alpha * ap_matmul_embeddings) - (2 * (1 + sq_tan_alpha) * ap_dot)
+            losses = P.logsumexp(final_form, keep_mask=keep_mask, add_one=True)
+            return {"loss": {"losses": losses, "indices": (a1, p), "reduction_type": "pos_pair"}}
+
+    class NPairsLoss(P.BaseMetricLossFunction):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.cross_entropy = nn.CrossEntropyLoss(reduction="none")
+
+        def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
+            a, p, _, _ = P.convert_to_pairs(indices_tuple, labels)
+            _, unique_idx = np.unique(labels[a].cpu().numpy(), return_index=True)
+            anchor_idx, positive_idx = a[unique_idx], p[unique_idx]
+            self.num_pairs = len(anchor_idx)
+            if self.num_pairs == 0:
+                return self.zero_losses()
+            anchors, positives = embeddings[anchor_idx], embeddings[positive_idx]
+            targets = torch.arange(self.num_pairs).to(embeddings.device)
+            sim_mat = self.distance(anchors, positives)
+            if not self.distance.is_inverted:
+                sim_mat = -sim_mat
+            return {"loss": {"losses": self.cross_entropy(sim_mat, targets), "indices": anchor_idx,
+                             "reduction_type": "element"}}
+
+        def get_default_distance(self):
+            return P.DotProductSimilarity()
+
+    def pairwise_distance(a, squared=False):
+        """Computes the pairwise distance matrix with numerical stability."""
+        pairwise_distances_squared = torch.add(
+            a.pow(2).sum(dim=1, keepdim=True).expand(a.size(0), -1),
+            torch.t(a).pow(2).sum(dim=0, keepdim=True).expand(a.size(0), -1)
+        ) - 2 * (torch.mm(a, torch.t(a)))
+        # Deal with numerical inaccuracies. Set small negatives to zero.
+        pairwise_distances_squared = torch.clamp(pairwise_distances_squared, min=0.0)
+        # Get the mask where the zero distances are at.
+        error_mask = torch.le(pairwise_distances_squared, 0.0)
+        # Optionally take the sqrt.
+        if squared:
+            pairwise_distances = pairwise_distances_squared
+        else:
+            pairwise_distances = torch.sqrt(pairwise_distances_squared + error_mask.float() * 1e-16)
+        # Undo conditionally adding 1e-16.
+        pairwise_distances = torch.mul(pairwise_distances, (error_mask == False).float())
+        # Explicitly set diagonals to zero.
+        mask_offdiagonals = 1 - torch.eye(*pairwise_distances.size(), device=pairwise_distances.device)
+        pairwise_distances = torch.mul(pairwise_distances, mask_offdiagonals)
+        return pairwise_distances, error_mask
+
+    def binarize_and_smooth_labels(T, nb_classes, smoothing_const=0):
+        T = T.cpu().numpy()
+        T = np.eye(nb_classes, dtype=np.int64)[T]  # sklearn.preprocessing.label_binarize
+        T = T * (1 - smoothing_const)
+        T[T == 0] = smoothing_const / (nb_classes - 1)
+        T = torch.FloatTensor(T)
+        return T
+
+    class ProxyNCA_prob(nn.Module):
+        def __init__(self, nb_classes, sz_embed, scale, smoothing_const=0.0):
+            nn.Module.__init__(self)
+            self.proxies = nn.Parameter(torch.randn(nb_classes, sz_embed) / 8)
+            self.scale = scale
+            self.smoothing_const = smoothing_const
+
+        def forward(self, X, T):
+            P_ = self.proxies
+            P_ = self.scale * F.normalize(P_, p=2, dim=-1)
+            X = self.scale * F.normalize(X, p=2, dim=-1)
+            D = pairwise_distance(torch.cat([X, P_]), squared=True)[0][:X.size()[0], X.size()[0]:]
+            T = binarize_and_smooth_labels(T=T, nb_classes=len(P_), smoothing_const=self.smoothing_const)
+            loss = torch.sum(- T * F.log_softmax(-D, -1), -1)
+            loss = loss.mean()
+            return loss
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.backbone = embedder(m, d_out=embedding_size)
+            self.nca = NCALoss(softmax_scale=2)
+            self.proxy_nca = ProxyNCALoss(num_classes, embedding_size, softmax_scale=1)
+            self.proxy_nca_pp = ProxyNCA_prob(num_classes, embedding_size, scale=3)
+            self.proxy_nca_smooth = ProxyNCA_prob(num_classes, embedding_size, scale=3, smoothing_const=0.1)
+            self.angular = AngularLoss(alpha=40)
+            self.npairs = NPairsLoss()
+            self.register_buffer("queue", F.normalize(torch.randn(embedding_size, 12), dim=0))
+            self.register_buffer("queue_ptr", torch.zeros(1, dtype=torch.long))
+
+    return SimpleNamespace(Net=Net, P=P)
+
+
+def proxies_and_memories(m, weights, steps=5, batch=8):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    ns = proxy_and_memory_model(m)
+    P = ns.P
+    net = load(m, ns.Net(), weights)
+    x_np, y_np = clustered(n_classes=5, per_class=8, spread=1.0, seed=11)
+    order = np.random.default_rng(1).permutation(len(y_np))
+    x_all, y_all = torch.tensor(x_np[order]), torch.tensor(y_np[order])
+    xbm_memory = P.CrossBatchMemory(P.ContrastiveLoss(pos_margin=0.1, neg_margin=1.2), 8, memory_size=20)
+    xbm_memory_miner = P.CrossBatchMemory(P.TripletMarginLoss(margin=0.3), 8, memory_size=20,
+                                          miner=lambda e, l, E, L: P.get_all_pairs_indices(l, L))
+
+    class XBM:
+        def __init__(self, size, dim):
+            self.K = size
+            self.feats = torch.zeros(self.K, dim)
+            self.targets = torch.zeros(self.K, dtype=torch.long)
+            self.ptr = 0
+
+        @property
+        def is_full(self):
+            return self.targets[-1].item() != 0
+
+        def get(self):
+            if self.is_full:
+                return self.feats, self.targets
+            else:
+                return self.feats[:self.ptr], self.targets[:self.ptr]
+
+        def enqueue_dequeue(self, feats, targets):
+            q_size = len(targets)
+            if self.ptr + q_size > self.K:
+                self.feats[-q_size:] = feats
+                self.targets[-q_size:] = targets
+                self.ptr = 0
+            else:
+                self.feats[self.ptr: self.ptr + q_size] = feats
+                self.targets[self.ptr: self.ptr + q_size] = targets
+                self.ptr += q_size
+
+    def xbm_contrastive(inputs_col, targets_col, inputs_row, target_row, margin=0.5):
+        n = inputs_col.size(0)
+        sim_mat = torch.matmul(inputs_col, inputs_row.t())
+        epsilon = 1e-5
+        loss = list()
+        neg_count = list()
+        for i in range(n):
+            pos_pair_ = torch.masked_select(sim_mat[i], targets_col[i] == target_row)
+            pos_pair_ = torch.masked_select(pos_pair_, pos_pair_ < 1 - epsilon)
+            neg_pair_ = torch.masked_select(sim_mat[i], targets_col[i] != target_row)
+            neg_pair = torch.masked_select(neg_pair_, neg_pair_ > margin)
+            pos_loss = torch.sum(-pos_pair_ + 1)
+            if len(neg_pair) > 0:
+                neg_loss = torch.sum(neg_pair)
+                neg_count.append(len(neg_pair))
+            else:
+                neg_loss = 0
+            loss.append(pos_loss + neg_loss)
+        loss = sum(loss) / n
+        return loss
+
+    @torch.no_grad()
+    def _dequeue_and_enqueue(keys):
+        batch_size = keys.shape[0]
+        ptr = int(net.queue_ptr)
+        K = net.queue.shape[1]
+        idx = torch.arange(ptr, ptr + batch_size) % K
+        net.queue.index_copy_(1, idx, keys.T)
+        net.queue_ptr[0] = (ptr + batch_size) % K
+
+    xbm = XBM(16, 8)
+    optimizer = optim.AdamW(net.parameters(), lr=0.01, weight_decay=0.05)
+    history = []
+    for step in range(steps):
+        s = (step * batch) % len(y_all)
+        x, labels = x_all[s:s + batch], y_all[s:s + batch]
+        optimizer.zero_grad()
+        emb = net.backbone(x)
+        feats = F.normalize(emb, dim=1)
+        losses = {
+            "nca": net.nca(emb, labels), "proxy_nca": net.proxy_nca(emb, labels),
+            "proxy_nca_pp": net.proxy_nca_pp(emb, labels), "proxy_nca_smooth": net.proxy_nca_smooth(emb, labels),
+            "angular": net.angular(emb, labels), "npairs": net.npairs(emb, labels),
+            "cbm_contrastive": xbm_memory(emb, labels), "cbm_triplet": xbm_memory_miner(emb, labels),
+        }
+        xbm.enqueue_dequeue(feats.detach(), labels.detach() + 1)  # + 1: a zero target marks an empty slot
+        xbm_feats, xbm_targets = xbm.get()
+        losses["xbm"] = xbm_contrastive(feats, labels + 1, xbm_feats, xbm_targets)
+        l_neg = torch.einsum("nc,ck->nk", [feats, net.queue.clone().detach()])
+        losses["queue_logsumexp"] = torch.logsumexp(l_neg / 0.2, dim=1).mean()
+        sum(losses.values()).backward()
+        optimizer.step()
+        _dequeue_and_enqueue(feats.detach())
+        history.append({k: float(v.detach()) if torch.is_tensor(v) else v for k, v in losses.items()})
+    return {"history": history, "params": dict(net.named_parameters()), "buffers": dict(net.named_buffers()),
+            "cbm": [xbm_memory.embedding_memory, xbm_memory.label_memory, xbm_memory.queue_idx,
+                    xbm_memory.has_been_filled], "xbm": [xbm.feats, xbm.targets, xbm.ptr],
+            "angle": net.angular.average_angle}
+
+
+def test_proxy_losses_and_cross_batch_memories():
+    weights = weights_of(lambda m: proxy_and_memory_model(m).Net())
+    ours, _ = run_both(proxies_and_memories, weights, rtol=1e-4, atol=1e-5)
+    assert ours["cbm"][3] is True and ours["cbm"][2] == (5 * 8) % 20  # wrapped around
+    assert ours["buffers"]["queue_ptr"][0] == (5 * 8) % 12
+    queue = ours["buffers"]["queue"]
+    np.testing.assert_allclose(np.linalg.norm(queue, axis=0), 1, rtol=1e-5)  # every slot rewritten with unit keys
+    assert (ours["xbm"][1] != 0).all() and ours["xbm"][2] == 16  # 8, 16, wrapped to 0, 8, 16
+    for record in ours["history"]:
+        assert all(np.isfinite(v) for v in record.values()) and record["cbm_contrastive"] > 0
