@@ -1661,3 +1661,148 @@ def test_proxy_losses_and_cross_batch_memories():
     assert (ours["xbm"][1] != 0).all() and ours["xbm"][2] == 16  # 8, 16, wrapped to 0, 8, 16
     for record in ours["history"]:
         assert all(np.isfinite(v) for v in record.values()) and record["cbm_contrastive"] > 0
+
+
+# ----------------------------------------------------------------------------------------------
+# An m-per-class batch sampler drawn by ``randperm``/``randint`` with a generator (as a ``batch_sampler``) feeding
+# Moindrot's batch-all triplet loss (NegatioN/OnlineMiningTripletLoss: a 3-D validity mask from ``eye`` and label
+# equality, the fraction of positive triplets), batch-hard by ``torch.where`` over -inf/+inf fills, and re-ID's
+# soft-margin version (``dist_an.new().resize_as_(dist_an).fill_(1)`` targets for ``nn.SoftMarginLoss``)
+# ----------------------------------------------------------------------------------------------
+
+
+def m_per_class_training(m, weights, epochs=2, margin=0.3):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+
+    class MPerClassSampler(m.data.Sampler):
+        def __init__(self, labels, m, batch_size, generator=None):
+            self.labels = torch.as_tensor(labels)
+            self.m = m
+            self.batch_size = batch_size
+            self.classes = torch.unique(self.labels)
+            self.generator = generator
+            self.num_batches = len(self.labels) // batch_size
+
+        def __iter__(self):
+            for _ in range(self.num_batches):
+                perm = torch.randperm(len(self.classes), generator=self.generator)
+                chosen = self.classes[perm[: self.batch_size // self.m]]
+                batch = []
+                for c in chosen:
+                    idx = torch.nonzero(self.labels == c, as_tuple=True)[0]
+                    if len(idx) >= self.m:
+                        pick = idx[torch.randperm(len(idx), generator=self.generator)[: self.m]]
+                    else:  # too few: with replacement
+                        pick = idx[torch.randint(len(idx), (self.m,), generator=self.generator)]
+                    batch.extend(pick.tolist())
+                yield batch
+
+        def __len__(self):
+            return self.num_batches
+
+    def _pairwise_distances(embeddings, squared=False):
+        dot_product = torch.matmul(embeddings, embeddings.t())
+        square_norm = torch.diag(dot_product)
+        distances = square_norm.unsqueeze(0) - 2.0 * dot_product + square_norm.unsqueeze(1)
+        distances[distances < 0] = 0
+        if not squared:
+            mask = distances.eq(0).float()
+            distances = distances + mask * 1e-16
+            distances = (1.0 - mask) * torch.sqrt(distances)
+        return distances
+
+    def _get_triplet_mask(labels):
+        indices_equal = torch.eye(labels.size(0), device=labels.device).bool()
+        indices_not_equal = ~indices_equal
+        i_not_equal_j = indices_not_equal.unsqueeze(2)
+        i_not_equal_k = indices_not_equal.unsqueeze(1)
+        j_not_equal_k = indices_not_equal.unsqueeze(0)
+        distinct_indices = (i_not_equal_j & i_not_equal_k) & j_not_equal_k
+        label_equal = labels.unsqueeze(0) == labels.unsqueeze(1)
+        i_equal_j = label_equal.unsqueeze(2)
+        i_equal_k = label_equal.unsqueeze(1)
+        valid_labels = ~i_equal_k & i_equal_j
+        return valid_labels & distinct_indices
+
+    def batch_all_triplet_loss(labels, embeddings, margin, squared=False):
+        pairwise_dist = _pairwise_distances(embeddings, squared=squared)
+        anchor_positive_dist = pairwise_dist.unsqueeze(2)
+        anchor_negative_dist = pairwise_dist.unsqueeze(1)
+        triplet_loss = anchor_positive_dist - anchor_negative_dist + margin
+        mask = _get_triplet_mask(labels)
+        triplet_loss = mask.float() * triplet_loss
+        triplet_loss = F.relu(triplet_loss)
+        valid_triplets = triplet_loss[triplet_loss > 1e-16]
+        num_positive_triplets = valid_triplets.size(0)
+        num_valid_triplets = mask.sum()
+        fraction_positive_triplets = num_positive_triplets / (num_valid_triplets.float() + 1e-16)
+        triplet_loss = triplet_loss.sum() / (num_positive_triplets + 1e-16)
+        return triplet_loss, fraction_positive_triplets
+
+    def batch_hard_where(dist, labels, margin):
+        same = labels.unsqueeze(0).eq(labels.unsqueeze(1))
+        eye = torch.eye(len(labels), dtype=torch.bool)
+        pos_mask = same & ~eye
+        neg_mask = same.logical_not()
+        hardest_pos = torch.where(pos_mask, dist, torch.full_like(dist, float("-inf"))).max(dim=1).values
+        hardest_neg = torch.where(neg_mask, dist, torch.tensor(float("inf"))).min(dim=1)[0]
+        return F.relu(hardest_pos - hardest_neg + margin).mean(), hardest_pos, hardest_neg
+
+    x_np, y_np = clustered(n_classes=6, per_class=5, spread=1.0, seed=5)
+    y_np = y_np.copy()
+    y_np[y_np == 5] = 4
+    y_np[-1] = 5  # a class of one: drawn with replacement
+    dataset = m.data.TensorDataset(torch.tensor(x_np), torch.tensor(y_np))
+    generator = torch.Generator().manual_seed(0)
+    sampler = MPerClassSampler(y_np, m=3, batch_size=9, generator=generator)
+    loader = m.data.DataLoader(dataset, batch_sampler=sampler)
+    model = load(m, embedder(m), weights)
+    optimizer = optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True)
+    ranking_loss = nn.SoftMarginLoss()
+    log, batches = [], []
+    for epoch in range(epochs):
+        for x, labels in loader:
+            batches.append(labels)
+            optimizer.zero_grad()
+            emb = model(x)
+            loss_all, fraction = batch_all_triplet_loss(labels, emb, margin)
+            loss_all_sq, _ = batch_all_triplet_loss(labels, emb, margin, squared=True)
+            dist = _pairwise_distances(emb)
+            loss_hard, dist_ap, dist_an = batch_hard_where(dist, labels, margin)
+            y = dist_an.new().resize_as_(dist_an).fill_(1)
+            loss_soft = ranking_loss(dist_an - dist_ap, y)
+            loss = loss_all + 0.5 * loss_all_sq + loss_hard + loss_soft
+            loss.backward()
+            optimizer.step()
+            log.append([loss_all.item(), fraction.item(), loss_all_sq.item(), loss_hard.item(), loss_soft.item()])
+    return {"log": log, "batches": batches, "params": [p.detach() for p in model.parameters()],
+            "grads": [p.grad for p in model.parameters()]}
+
+
+def test_m_per_class_sampler_and_batch_all_triplets():
+    weights = weights_of(embedder)
+    ours, _ = run_both(m_per_class_training, weights, rtol=1e-4, atol=1e-6)
+    assert len(ours["batches"]) == 2 * (30 // 9)
+    for labels in ours["batches"]:
+        values, counts = np.unique(labels, return_counts=True)
+        assert len(labels) == 9 and (counts % 3 == 0).all()
+    assert all(0 < fraction <= 1 for _, fraction, *_ in ours["log"])
+
+
+def test_batch_all_triplet_mask_against_loops():
+    torch = OURS.torch
+    labels = np.array([0, 1, 0, 2, 1, 0])
+    x = np.random.default_rng(0).standard_normal((6, 3)).astype(np.float32)
+
+    def prog(m):
+        torch = m.torch
+        t = torch.tensor(labels)
+        indices_not_equal = ~torch.eye(6).bool()
+        distinct = (indices_not_equal.unsqueeze(2) & indices_not_equal.unsqueeze(1)) & indices_not_equal.unsqueeze(0)
+        label_equal = t.unsqueeze(0) == t.unsqueeze(1)
+        return (~label_equal.unsqueeze(1) & label_equal.unsqueeze(2)) & distinct
+
+    mask, _ = run_both(prog)
+    expected = np.array([[[i != j and labels[i] == labels[j] and labels[i] != labels[k] for k in range(6)]
+                          for j in range(6)] for i in range(6)])
+    np.testing.assert_array_equal(mask, expected)
