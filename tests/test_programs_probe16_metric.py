@@ -2322,3 +2322,128 @@ def test_metric_trainer_with_classifier_and_resume():
     np.testing.assert_array_equal(bn["features.1.running_mean"], weights["trunk.features.1.running_mean"])
     assert bn["features.1.num_batches_tracked"] == 0  # frozen: never updated
     assert ours["lrs"]["trunk_optimizer"][0] == pytest.approx(0.05 * 0.5 ** (9 // 2))
+
+
+# ----------------------------------------------------------------------------------------------
+# Deep supervised hashing (jiangqy/DPSH-pytorch: a code table written per sample index under the loader's
+# shuffle, the log-trick likelihood with a broadcast binary max, ``sign`` codes) with a triplet ranking term by
+# nn.TripletMarginWithDistanceLoss over a Hamming-like distance (swap=True) and nn.TripletMarginLoss(swap=True,
+# p=1); evaluated by Hamming ranking (a stable argsort over tied integer distances, mAP by ``linspace`` over the
+# ranks of the hits) and checked against NumPy
+# ----------------------------------------------------------------------------------------------
+
+
+def hashing_model(m, bits=12):
+    nn = m.nn
+    return nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, bits), nn.Tanh())
+
+
+def dpsh(m, weights, epochs=3, bits=12, lamda=0.1):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    x_np, y_np = clustered(n_classes=4, per_class=6, spread=1.0, seed=8)
+    num_train = len(y_np)
+
+    class IndexedDataset(m.data.Dataset):
+        def __init__(self, x, y):
+            self.x, self.y = torch.tensor(x), F.one_hot(torch.tensor(y), 4).float()
+
+        def __getitem__(self, index):
+            return self.x[index], self.y[index], index
+
+        def __len__(self):
+            return len(self.x)
+
+    def calc_sim(database_label, train_label):
+        S = (database_label.mm(train_label.t()) > 0).type(torch.FloatTensor)
+        return S
+
+    def Logtrick(x):
+        lt = torch.log(1 + torch.exp(-torch.abs(x))) + torch.max(x, torch.FloatTensor([0.]))
+        return lt
+
+    def calc_loss(V, U, S, lamda):
+        theta = U.mm(V.t()) / 2
+        t1 = (theta * theta).sum() / (num_train * num_train)
+        l1 = (- theta * S + torch.log(1 + torch.exp(theta))).sum() / (num_train * num_train)
+        l2 = (U - V).pow(2).sum() / (num_train * num_train)  # (with V = sign(U))
+        return l1 + lamda * l2, t1
+
+    dataset = IndexedDataset(x_np, y_np)
+    loader = m.data.DataLoader(dataset, batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(2))
+    model = load(m, hashing_model(m, bits), weights)
+    optimizer = optim.SGD(model.parameters(), lr=0.1, weight_decay=1e-5)
+    B = torch.zeros(num_train, bits)
+    U = torch.zeros(num_train, bits)
+    train_labels = dataset.y
+    hamming = lambda x, y: 0.5 * (x.size(-1) - (x * y).sum(-1))
+    ranking = nn.TripletMarginWithDistanceLoss(distance_function=hamming, margin=2.0, swap=True)
+    ranking_l1 = nn.TripletMarginLoss(margin=1.0, p=1, swap=True, reduction="sum")
+    log = []
+    for epoch in range(epochs):
+        epoch_loss = 0.0
+        for iter, (train_input, train_label, batch_ind) in enumerate(loader):
+            S = calc_sim(train_label, train_labels)
+            model.zero_grad()
+            train_outputs = model(train_input)
+            for i, ind in enumerate(batch_ind):
+                U[ind, :] = train_outputs.data[i]
+                B[ind, :] = torch.sign(train_outputs.data[i])
+            Bbatch = torch.sign(train_outputs)
+            theta_x = train_outputs.mm(U.t()) / 2
+            logloss = (S * theta_x - Logtrick(theta_x)).sum() / (num_train * len(train_label))
+            regterm = (Bbatch - train_outputs).pow(2).sum() / (num_train * len(train_label))
+            # triplets inside the batch: each anchor's first positive and first negative (when it has them)
+            cls = train_label.argmax(1)
+            same = cls.unsqueeze(0) == cls.unsqueeze(1)
+            same.fill_diagonal_(False)
+            has = same.any(1) & (~same).any(1) & (cls.unsqueeze(0) != cls.unsqueeze(1)).any(1)
+            pos = same.float().argmax(1)
+            neg = (cls.unsqueeze(0) != cls.unsqueeze(1)).float().argmax(1)
+            a = train_outputs[has]
+            tri = ranking(a, train_outputs[pos[has]], train_outputs[neg[has]])
+            tri_l1 = ranking_l1(a, train_outputs[pos[has]], train_outputs[neg[has]])
+            loss = - logloss + lamda * regterm + 0.1 * tri + 0.01 * tri_l1
+            loss.backward()
+            optimizer.step()
+            epoch_loss += loss.item()
+        l, t1 = calc_loss(B, U, calc_sim(train_labels, train_labels), lamda)
+        log.append([epoch_loss, l.item(), t1.item(), tri.item(), tri_l1.item()])
+    # retrieval by Hamming ranking: every third sample as a query against the rest
+    model.eval()
+    with torch.no_grad():
+        codes = torch.sign(model(dataset.x))
+    is_query = torch.arange(num_train) % 3 == 0
+    qB, rB, query_L, retrieval_L = codes[is_query], codes[~is_query], train_labels[is_query], train_labels[~is_query]
+    num_query = query_L.shape[0]
+    maps, orders = [], []
+    for it in range(num_query):
+        gnd = (query_L[it, :] @ retrieval_L.t() > 0).float()
+        tsum = int(torch.sum(gnd))
+        if tsum == 0:
+            continue
+        hamm = 0.5 * (rB.shape[1] - qB[it, :] @ rB.t())
+        ind = torch.argsort(hamm, stable=True)
+        orders.append(ind)
+        gnd = gnd[ind]
+        count = torch.linspace(1, tsum, tsum)
+        tindex = torch.where(gnd == 1)[0] + 1.0
+        maps.append(torch.mean(count / tindex))
+    return {"log": log, "U": U, "B": B, "codes": codes, "orders": orders, "mAP": torch.stack(maps).mean(),
+            "params": [p.detach() for p in model.parameters()]}
+
+
+def test_deep_supervised_hashing_with_hamming_ranking():
+    weights = weights_of(hashing_model)
+    ours, _ = run_both(dpsh, weights, rtol=1e-4, atol=1e-6)
+    np.testing.assert_array_equal(ours["B"], np.sign(ours["U"]))  # every index visited each epoch
+    codes = ours["codes"]
+    _, y = clustered(n_classes=4, per_class=6, spread=1.0, seed=8)
+    aps = []
+    query = np.arange(len(y)) % 3 == 0
+    for q, (code, label) in enumerate(zip(codes[query], y[query])):
+        hamm = 0.5 * (codes.shape[1] - codes[~query] @ code)
+        order = np.argsort(hamm, kind="stable")
+        np.testing.assert_array_equal(ours["orders"][q], order)
+        hits = (y[~query][order] == label).astype(float)
+        aps.append(np.mean(np.arange(1, hits.sum() + 1) / (np.where(hits)[0] + 1)))
+    assert ours["mAP"] == pytest.approx(np.mean(aps), rel=1e-6)
