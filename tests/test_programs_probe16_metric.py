@@ -2720,3 +2720,148 @@ def test_relation_network():
 def test_matching_network():
     ours, _ = run_both(in_float64(matching_network), rtol=1e-8, atol=1e-10)
     assert all(0 <= acc <= 1 for acc, _ in ours["log"])
+
+
+# ----------------------------------------------------------------------------------------------
+# Sentence similarity by a siamese LSTM (MaLSTM: exp(-L1) of the last hidden states over packed, unsorted
+# sequences, Adadelta with clipping) beside a bidirectional GRU pooled over pad_packed_sequence's mask; and
+# re-ranking by k-reciprocal neighbours (SpCL's compute_jaccard_distance: NumPy index arrays into tensors,
+# softmax weights, query expansion, the Jaccard distance), checked against a direct NumPy computation
+# ----------------------------------------------------------------------------------------------
+
+
+def sentence_pairs(n=8, vocab=12, max_len=6, seed=0):
+    rng = np.random.default_rng(seed)
+    lengths_a = rng.integers(2, max_len + 1, n)
+    lengths_b = rng.integers(2, max_len + 1, n)
+    a = np.zeros((n, max_len), np.int64)
+    b = np.zeros((n, max_len), np.int64)
+    for i in range(n):
+        a[i, :lengths_a[i]] = rng.integers(1, vocab, lengths_a[i])
+        b[i, :lengths_b[i]] = rng.integers(1, vocab, lengths_b[i])
+    y = (rng.random(n) > 0.5).astype(np.float32)
+    return a, lengths_a, b, lengths_b, y
+
+
+def siamese_text_model(m, vocab=12, emb_dim=6, hidden=5):
+    nn = m.nn
+
+    class SiameseLSTM(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embedding = nn.Embedding(vocab, emb_dim, padding_idx=0)
+            self.lstm = nn.LSTM(emb_dim, hidden, batch_first=True)
+            self.gru = nn.GRU(emb_dim, hidden, batch_first=True, bidirectional=True)
+
+    return SiameseLSTM()
+
+
+def siamese_text(m, weights, steps=4):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    pack_padded_sequence, pad_packed_sequence = nn.utils.rnn.pack_padded_sequence, nn.utils.rnn.pad_packed_sequence
+    model = load(m, siamese_text_model(m), weights)
+    a, la, b, lb, y = (torch.tensor(v) for v in sentence_pairs())
+
+    def encode_last(x, lengths):
+        emb = model.embedding(x)
+        packed = pack_padded_sequence(emb, lengths, batch_first=True, enforce_sorted=False)
+        _, (h, c) = model.lstm(packed)
+        return h[-1]
+
+    def encode_mean(x, lengths):
+        emb = model.embedding(x)
+        packed = pack_padded_sequence(emb, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        out, _ = model.gru(packed)
+        out, out_lengths = pad_packed_sequence(out, batch_first=True, total_length=x.size(1))
+        mask = (torch.arange(x.size(1))[None, :] < out_lengths[:, None]).unsqueeze(-1).float()
+        return (out * mask).sum(1) / out_lengths[:, None].float()
+
+    optimizer = optim.Adadelta(model.parameters(), lr=1.0, rho=0.9)
+    log = []
+    for step in range(steps):
+        optimizer.zero_grad()
+        ha, hb = encode_last(a, la), encode_last(b, lb)
+        similarity = torch.exp(-torch.sum(torch.abs(ha - hb), dim=1))  # Manhattan LSTM
+        ga, gb = encode_mean(a, la), encode_mean(b, lb)
+        cos = F.cosine_similarity(ga, gb)
+        loss = F.mse_loss(similarity, y) + F.cosine_embedding_loss(ga, gb, 2 * y - 1, margin=0.2)
+        loss.backward()
+        norm = nn.utils.clip_grad_norm_(model.parameters(), max_norm=1.25)
+        optimizer.step()
+        log.append([loss.item(), norm.item()])
+    return {"log": log, "similarity": similarity, "cos": cos, "params": dict(model.named_parameters())}
+
+
+def test_siamese_lstm_sentence_similarity():
+    weights = weights_of(siamese_text_model)
+    ours, _ = run_both(siamese_text, weights, rtol=1e-4, atol=1e-6)
+    assert np.all((ours["similarity"] > 0) & (ours["similarity"] <= 1))
+
+
+def jaccard_reranking(m, weights, k1=4, k2=2):
+    torch, F = m.torch, m.F
+    model = load(m, embedder(m), weights)
+    x_np, _ = clustered(n_classes=3, per_class=5, spread=0.8, seed=9)
+    with torch.no_grad():
+        target_features = F.normalize(model(torch.tensor(x_np)), dim=1)
+    N = target_features.size(0)
+    mat_type = np.float32
+    initial_rank = torch.argsort(torch.cdist(target_features, target_features), dim=1).numpy()
+
+    def k_reciprocal_neigh(initial_rank, i, k1):
+        forward_k_neigh_index = initial_rank[i, :k1 + 1]
+        backward_k_neigh_index = initial_rank[forward_k_neigh_index, :k1 + 1]
+        fi = np.where(backward_k_neigh_index == i)[0]
+        return forward_k_neigh_index[fi]
+
+    nn_k1 = []
+    nn_k1_half = []
+    for i in range(N):
+        nn_k1.append(k_reciprocal_neigh(initial_rank, i, k1))
+        nn_k1_half.append(k_reciprocal_neigh(initial_rank, i, int(np.around(k1 / 2))))
+    V = np.zeros((N, N), dtype=mat_type)
+    for i in range(N):
+        k_reciprocal_index = nn_k1[i]
+        k_reciprocal_expansion_index = k_reciprocal_index
+        for candidate in k_reciprocal_index:
+            candidate_k_reciprocal_index = nn_k1_half[candidate]
+            if (len(np.intersect1d(candidate_k_reciprocal_index, k_reciprocal_index)) > 2 / 3 * len(
+                    candidate_k_reciprocal_index)):
+                k_reciprocal_expansion_index = np.append(k_reciprocal_expansion_index, candidate_k_reciprocal_index)
+        k_reciprocal_expansion_index = np.unique(k_reciprocal_expansion_index)  ## element-wise unique
+        dist = 2 - 2 * torch.mm(target_features[i].unsqueeze(0).contiguous(),
+                                target_features[k_reciprocal_expansion_index].t())
+        V[i, k_reciprocal_expansion_index] = F.softmax(-dist, dim=1).view(-1).cpu().numpy()
+    if k2 != 1:
+        V_qe = np.zeros_like(V, dtype=mat_type)
+        for i in range(N):
+            V_qe[i, :] = np.mean(V[initial_rank[i, :k2], :], axis=0)
+        V = V_qe
+    invIndex = []
+    for i in range(N):
+        invIndex.append(np.where(V[:, i] != 0)[0])  # len(invIndex)=all_num
+    jaccard_dist = np.zeros((N, N), dtype=mat_type)
+    for i in range(N):
+        temp_min = np.zeros((1, N), dtype=mat_type)
+        indNonZero = np.where(V[i, :] != 0)[0]
+        indImages = [invIndex[ind] for ind in indNonZero]
+        for j in range(len(indNonZero)):
+            temp_min[0, indImages[j]] = temp_min[0, indImages[j]] + np.minimum(V[i, indNonZero[j]],
+                                                                               V[indImages[j], indNonZero[j]])
+        jaccard_dist[i] = 1 - temp_min / (2 - temp_min)
+    pos_bool = (jaccard_dist < 0)
+    jaccard_dist[pos_bool] = 0.0
+    return {"features": target_features, "initial_rank": initial_rank, "V": V, "jaccard": jaccard_dist}
+
+
+def test_k_reciprocal_jaccard_reranking():
+    weights = weights_of(embedder)
+    ours, _ = run_both(jaccard_reranking, weights, rtol=1e-5, atol=1e-6)
+    X = ours["features"].astype(np.float64)
+    d = np.sqrt(((X[:, None] - X[None]) ** 2).sum(-1))
+    np.testing.assert_array_equal(ours["initial_rank"], np.argsort(d, axis=1, kind="stable"))
+    V = ours["V"]
+    np.testing.assert_allclose(V.sum(1), 1, rtol=1e-5)  # softmax rows, averaged over k2 neighbours
+    J = ours["jaccard"]
+    overlap = np.minimum(V[:, None, :], V[None, :, :]).sum(-1)
+    np.testing.assert_allclose(J, 1 - overlap / (2 - overlap), rtol=1e-5, atol=1e-6)
