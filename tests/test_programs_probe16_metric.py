@@ -2865,3 +2865,133 @@ def test_k_reciprocal_jaccard_reranking():
     J = ours["jaccard"]
     overlap = np.minimum(V[:, None, :], V[None, :, :]).sum(-1)
     np.testing.assert_allclose(J, 1 - overlap / (2 - overlap), rtol=1e-5, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------
+# More of pml's pieces: the per-anchor reducer (a finfo.max-filled table written by index, averaged per row),
+# class-weighted and threshold (low and high) reducers, the tuplet-margin, intra-pair-variance and
+# signal-to-noise-ratio contrastive losses (variances of broadcast differences), and SelfSupervisedLoss's two
+# views (symmetric, or a reference set with its own labels)
+# ----------------------------------------------------------------------------------------------
+
+
+def pml_reducers_and_more(m, weights, steps=3):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    P = pml(m)
+
+    def aggregation_func(x, num_per_row):
+        zero_denom = num_per_row == 0
+        x = torch.sum(x, dim=1) / num_per_row
+        x[zero_denom] = 0
+        return x
+
+    def per_anchor(losses, loss_indices, embeddings):
+        batch_size = embeddings.shape[0]
+        device, dtype = losses.device, losses.dtype
+        new_array = torch.zeros(batch_size, batch_size, device=device, dtype=dtype)
+        pos_inf = P.pos_inf(dtype)
+        new_array += pos_inf
+        anchors, others = loss_indices
+        new_array[anchors, others] = losses
+        pos_inf_mask = new_array == pos_inf
+        num_inf = torch.sum(pos_inf_mask, dim=1)
+        new_array[pos_inf_mask] = 0
+        num_per_row = batch_size - num_inf
+        output = aggregation_func(new_array, num_per_row)
+        return torch.mean(output)
+
+    def class_weighted(losses, indices, labels, class_weights):
+        class_weights = class_weights.to(losses.device, dtype=losses.dtype)
+        return torch.mean(losses * class_weights[labels[indices]])
+
+    def threshold(losses, low=None, high=None):
+        if low is not None:
+            losses = losses[losses > low]
+        if high is not None:
+            losses = losses[losses < high]
+        return torch.mean(losses) if len(losses) >= 1 else torch.sum(losses * 0)
+
+    class SNRDistance(P.BaseDistance):
+        def compute_mat(self, query_emb, ref_emb):
+            anchor_variances = torch.var(query_emb, dim=1)
+            pairwise_diffs = query_emb.unsqueeze(1) - ref_emb
+            pairwise_variances = torch.var(pairwise_diffs, dim=2)
+            return pairwise_variances / (anchor_variances.unsqueeze(1))
+
+    def tuplet_margin(embeddings, labels, margin=np.radians(5.73), scale=16.0):
+        a1, p, a2, _ = P.get_all_pairs_indices(labels)
+        mat = P.CosineSimilarity()(embeddings)
+        pos_pairs, neg_pairs = mat[a1, p], mat[a2, _]
+        pos_angles = torch.acos(pos_pairs.clamp(-1 + 1e-6, 1 - 1e-6))
+        pos_pairs = torch.cos(pos_angles - margin)
+        pos_pairs = pos_pairs.unsqueeze(1)
+        neg_pairs = neg_pairs.repeat(pos_pairs.size(0), 1)
+        inside_exp = scale * (neg_pairs - pos_pairs)
+        keep_mask = a2.unsqueeze(0) == a1.unsqueeze(1)
+        return P.logsumexp(inside_exp, keep_mask=keep_mask, add_one=True, dim=1), (a1, p)
+
+    def intra_pair_variance(embeddings, labels, pos_eps=0.01, neg_eps=0.01):
+        a1, p, a2, n = P.get_all_pairs_indices(labels)
+        mat = P.CosineSimilarity()(embeddings)
+        pos_pairs, neg_pairs = mat[a1, p], mat[a2, n]
+        mean_pos_sim = torch.mean(pos_pairs)
+        pos_var = (1 - pos_eps) * mean_pos_sim - pos_pairs
+        pos_loss = F.relu(pos_var) ** 2
+        mean_neg_sim = torch.mean(neg_pairs)
+        neg_var = neg_pairs - (1 + neg_eps) * mean_neg_sim
+        neg_loss = F.relu(neg_var) ** 2
+        return threshold(pos_loss, low=0) + threshold(neg_loss, low=0)
+
+    class SelfSupervisedLoss(nn.Module):
+        def __init__(self, loss, symmetric=True):
+            super().__init__()
+            self.loss = loss
+            self.symmetric = symmetric
+
+        def forward(self, embeddings, ref_emb):
+            labels = torch.arange(embeddings.shape[0])
+            if self.symmetric:
+                embeddings = torch.cat([embeddings, ref_emb], dim=0)
+                labels = torch.cat([labels, labels], dim=0)
+                return self.loss(embeddings, labels)
+            return self.loss(embeddings=embeddings, labels=labels, ref_emb=ref_emb, ref_labels=labels.clone())
+
+    model = load(m, embedder(m), weights)
+    optimizer = optim.SGD(model.parameters(), lr=0.1, momentum=0.5)
+    x_np, y_np = clustered(n_classes=4, per_class=4, spread=0.9, seed=6)
+    x, labels = torch.tensor(x_np), torch.tensor(y_np)
+    rng = np.random.default_rng(0)
+    views = [torch.tensor((x_np + 0.1 * rng.standard_normal(x_np.shape)).astype(np.float32)) for _ in range(2)]
+    snr = P.ContrastiveLoss(pos_margin=0.1, neg_margin=0.9, distance=SNRDistance(normalize_embeddings=False))
+    ntxent_views = SelfSupervisedLoss(P.NTXentLoss(temperature=0.3))
+    triplet_views = SelfSupervisedLoss(P.TripletMarginLoss(margin=0.2), symmetric=False)
+    class_weights = torch.tensor([1.0, 2.0, 0.5, 1.5])
+    log = []
+    for step in range(steps):
+        optimizer.zero_grad()
+        emb = model(x)
+        contrastive_losses = P.ContrastiveLoss(pos_margin=0.2, neg_margin=1.0).compute_loss(emb, labels, None, None, None)
+        tuplet, tuplet_idx = tuplet_margin(emb, labels)
+        losses = {
+            "per_anchor_pos": per_anchor(contrastive_losses["pos_loss"]["losses"], contrastive_losses["pos_loss"]["indices"], emb),
+            "per_anchor_neg": per_anchor(contrastive_losses["neg_loss"]["losses"], contrastive_losses["neg_loss"]["indices"], emb),
+            "class_weighted": class_weighted(contrastive_losses["neg_loss"]["losses"], contrastive_losses["neg_loss"]["indices"][0], labels, class_weights),
+            "threshold_band": threshold(contrastive_losses["neg_loss"]["losses"], low=0.05, high=0.6),
+            "tuplet": per_anchor(tuplet.squeeze(1), tuplet_idx, emb),
+            "intra_pair_variance": intra_pair_variance(emb, labels),
+            "snr": snr(emb, labels),
+            "views_ntxent": ntxent_views(model(views[0]), model(views[1])),
+            "views_triplet": triplet_views(model(views[0]), model(views[1])),
+        }
+        sum(losses.values()).backward()
+        optimizer.step()
+        log.append({k: v.item() for k, v in losses.items()})
+    return {"log": log, "params": [p.detach() for p in model.parameters()], "snr_mat": SNRDistance(normalize_embeddings=False)(emb.detach())}
+
+
+def test_pml_reducers_tuplet_snr_and_self_supervised_wrapper():
+    weights = weights_of(embedder)
+    ours, _ = run_both(pml_reducers_and_more, weights, rtol=1e-4, atol=1e-6)
+    snr = ours["snr_mat"].astype(np.float64)
+    assert np.allclose(np.diag(snr), 0, atol=1e-6) and (snr >= 0).all()
+    assert all(np.isfinite(v) for record in ours["log"] for v in record.values())
