@@ -1,4 +1,4 @@
-# ruff: noqa: B006, B007, B008, B023, E501, E701, E731, E741, F841, UP004, UP008, UP031, UP032  (the programs are kept as their authors wrote them)
+# ruff: noqa: B006, B007, B008, B023, E501, E701, E712, E731, E741, F841, UP004, UP008, UP031, UP032  (the programs are kept as their authors wrote them)
 """Metric-learning and retrieval programs (see tests/pytorch_programs.py) as pytorch-metric-learning's sources
 and papers' reference code write them, each trained a few steps from the same weights on synthetic data on
 chainrule and on PyTorch, comparing losses, gradients and parameters, and checked against NumPy by hand.
