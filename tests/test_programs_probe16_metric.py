@@ -22,6 +22,7 @@ triplet losses with ``swap=True`` and custom distance functions; and deep superv
 Hamming ranking."""
 
 import math
+import warnings
 from types import SimpleNamespace
 
 import numpy as np
@@ -2995,3 +2996,69 @@ def test_pml_reducers_tuplet_snr_and_self_supervised_wrapper():
     snr = ours["snr_mat"].astype(np.float64)
     assert np.allclose(np.diag(snr), 0, atol=1e-6) and (snr >= 0).all()
     assert all(np.isfinite(v) for record in ours["log"] for v in record.values())
+
+
+# ----------------------------------------------------------------------------------------------
+# open-reid's batch-hard TripletLoss as written for PyTorch 0.3/1.x: distances by the deprecated
+# ``dist.addmm_(1, -2, inputs, inputs.t())`` (beta and alpha first), ``Variable``, targets by
+# ``.data.new().resize_as_().fill_(1)`` for MarginRankingLoss, and precision from ``.data`` comparisons
+# ----------------------------------------------------------------------------------------------
+
+
+def open_reid_triplet(m, weights, steps=4, margin=0.5):
+    torch, nn, optim = m.torch, m.nn, m.optim
+    Variable = torch.autograd.Variable
+
+    class TripletLoss(nn.Module):
+        def __init__(self, margin=0):
+            super(TripletLoss, self).__init__()
+            self.margin = margin
+            self.ranking_loss = nn.MarginRankingLoss(margin=margin)
+
+        def forward(self, inputs, targets):
+            n = inputs.size(0)
+            # Compute pairwise distance, replace by the official when merged
+            dist = torch.pow(inputs, 2).sum(dim=1, keepdim=True).expand(n, n)
+            dist = dist + dist.t()
+            dist.addmm_(1, -2, inputs, inputs.t())
+            dist = dist.clamp(min=1e-12).sqrt()  # for numerical stability
+            # For each anchor, find the hardest positive and negative
+            mask = targets.expand(n, n).eq(targets.expand(n, n).t())
+            dist_ap, dist_an = [], []
+            for i in range(n):
+                dist_ap.append(dist[i][mask[i]].max().unsqueeze(0))
+                dist_an.append(dist[i][mask[i] == 0].min().unsqueeze(0))
+            dist_ap = torch.cat(dist_ap)
+            dist_an = torch.cat(dist_an)
+            # Compute ranking hinge loss
+            y = dist_an.data.new()
+            y.resize_as_(dist_an.data)
+            y.fill_(1)
+            y = Variable(y)
+            loss = self.ranking_loss(dist_an, dist_ap, y)
+            prec = (dist_an.data > dist_ap.data).sum() * 1. / y.size(0)
+            return loss, prec
+
+    model = load(m, embedder(m), weights)
+    criterion = TripletLoss(margin=margin)
+    optimizer = optim.Adam(model.parameters(), lr=0.01, weight_decay=5e-4)
+    x_np, y_np = clustered(n_classes=4, per_class=4, spread=1.2, seed=12)
+    inputs, targets = Variable(torch.tensor(x_np, dtype=torch.get_default_dtype())), Variable(torch.tensor(y_np))
+    log = []
+    for step in range(steps):
+        outputs = model(inputs)
+        loss, prec = criterion(outputs, targets)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        log.append([loss.item(), float(prec)])
+    return {"log": log, "params": [p.detach() for p in model.parameters()]}
+
+
+def test_open_reid_triplet_loss_with_pytorch1_addmm():
+    weights = weights_of(embedder)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "This overload of addmm_? is deprecated")
+        # (float64: distances do not move with the last bias, whose gradient is rounding noise that Adam scales)
+        ours, _ = run_both(in_float64(open_reid_triplet), weights, rtol=1e-8, atol=1e-10)
+    assert ours["log"][-1][0] < ours["log"][0][0] and ours["params"][0].dtype == np.float64

@@ -1,0 +1,63 @@
+"""Focused tests for what the metric-learning programs (test_programs_probe16_metric.py) found: the addmm family's
+PyTorch 1 overloads with beta and alpha first, which PyTorch still reads with a warning (re-ID code of that time
+computes squared distances by ``dist.addmm_(1, -2, x, y.t())``)."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+
+def squared_distances_old_style(T, x, y):
+    """open-reid's / the re-ID baselines' euclidean_dist, as written for PyTorch 1."""
+    m, n = x.size(0), y.size(0)
+    xx = T.pow(x, 2).sum(1, keepdim=True).expand(m, n)
+    yy = T.pow(y, 2).sum(1, keepdim=True).expand(n, m).t()
+    dist = xx + yy
+    dist.addmm_(1, -2, x, y.t())
+    return dist.clamp(min=1e-12).sqrt()
+
+
+def test_addmm_in_place_with_beta_and_alpha_first_gives_distances_and_gradients(T, rng, warn_always):
+    x_np, y_np = rng.standard_normal((4, 3)), rng.standard_normal((5, 3))
+    x = T.tensor(x_np, requires_grad=True)
+    with pytest.warns(UserWarning, match="addmm_? is deprecated"):
+        dist = squared_distances_old_style(T, x, T.tensor(y_np))
+    expected = np.sqrt(((x_np[:, None] - y_np[None]) ** 2).sum(-1))
+    np.testing.assert_allclose(dist.detach().numpy(), expected, rtol=1e-12)
+    dist.sum().backward()
+    by_hand = ((x_np[:, None] - y_np[None]) / expected[..., None]).sum(1)
+    np.testing.assert_allclose(x.grad.numpy(), by_hand, rtol=1e-10)
+
+
+@pytest.mark.parametrize("name, shapes", [
+    ("addmm", ((2, 4), (2, 3), (3, 4))),
+    ("addmv", ((2,), (2, 3), (3,))),
+    ("addbmm", ((2, 4), (5, 2, 3), (5, 3, 4))),
+    ("baddbmm", ((5, 2, 4), (5, 2, 3), (5, 3, 4))),
+    ("addr", ((2, 3), (2,), (3,))),
+])
+def test_every_form_with_the_scales_first_is_the_keyword_form(T, rng, name, shapes, warn_always):
+    input, a, b = (T.tensor(rng.standard_normal(shape)) for shape in shapes)
+    both = getattr(T, name)(input, a, b, beta=0.5, alpha=-2)
+    beta_only = getattr(T, name)(input, a, b, beta=0.5)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        forms = {
+            "function(beta, input, alpha, a, b)": (getattr(T, name)(0.5, input, -2, a, b), both),
+            "function(beta, input, a, b)": (getattr(T, name)(0.5, input, a, b), beta_only),
+            "method(beta, alpha, a, b)": (getattr(input, name)(0.5, -2, a, b), both),
+            "method(beta, a, b)": (getattr(input, name)(0.5, a, b), beta_only),
+            "in place(beta, alpha, a, b)": (getattr(input.clone(), name + "_")(0.5, -2, a, b), both),
+        }
+    for form, (got, expected) in forms.items():
+        np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-12, err_msg=form)
+    assert len(caught) == 5 and all("deprecated" in str(w.message) for w in caught)
+    if T.__name__ == "autograd":  # (at the program's line, whichever wrappers the call went through)
+        assert {w.filename for w in caught} == {__file__}
+
+
+def test_scales_first_refuses_a_tensor_where_a_number_belongs(T):
+    ones = T.ones(2, 2)
+    with pytest.raises(TypeError):
+        ones.addmm(ones, ones, ones, ones)
