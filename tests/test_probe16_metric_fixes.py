@@ -61,3 +61,19 @@ def test_scales_first_refuses_a_tensor_where_a_number_belongs(T):
     ones = T.ones(2, 2)
     with pytest.raises(TypeError):
         ones.addmm(ones, ones, ones, ones)
+
+
+def test_addcmul_addcdiv_and_sub_in_place_with_the_number_first(T, warn_always):
+    """PyTorch 1's addcmul(input, value, t1, t2) / addcdiv(...) (function and method, out of place) and
+    sub_(alpha, other), as custom optimisers of that time call them: read with a warning, as PyTorch reads them."""
+    x, t1, t2 = T.tensor([1.0, 2.0]), T.tensor([3.0, 4.0], requires_grad=True), T.tensor([2.0, 8.0])
+    with pytest.warns(UserWarning, match="deprecated"):
+        forms = [T.addcmul(x, 0.5, t1, t2), x.addcmul(0.5, t1, t2), T.addcdiv(x, -1, t1, t2), x.addcdiv(-1, t1, t2),
+                 x.clone().sub_(2, t2)]
+    np.testing.assert_allclose(forms[0].detach().numpy(), [4.0, 18.0])
+    np.testing.assert_allclose(forms[1].detach().numpy(), [4.0, 18.0])
+    np.testing.assert_allclose(forms[2].detach().numpy(), [-0.5, 1.5])
+    np.testing.assert_allclose(forms[3].detach().numpy(), [-0.5, 1.5])
+    np.testing.assert_allclose(forms[4].numpy(), [-3.0, -14.0])
+    (forms[0] + forms[2]).sum().backward()
+    np.testing.assert_allclose(t1.grad.numpy(), [0.5 * 2.0 - 1 / 2.0, 0.5 * 8.0 - 1 / 8.0])
