@@ -77,3 +77,18 @@ def test_addcmul_addcdiv_and_sub_in_place_with_the_number_first(T, warn_always):
     np.testing.assert_allclose(forms[4].numpy(), [-3.0, -14.0])
     (forms[0] + forms[2]).sum().backward()
     np.testing.assert_allclose(t1.grad.numpy(), [0.5 * 2.0 - 1 / 2.0, 0.5 * 8.0 - 1 / 8.0])
+
+
+def test_the_number_first_warnings_name_the_programs_line():
+    """(chainrule's: its wrappers differ between the function, the method and the in-place method)"""
+    import autograd
+
+    x = autograd.ones(3)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        x.clone().add_(2, x)
+        autograd.add(x, 2, x)
+        x.addcmul(0.5, x, x)
+        x.clone().addcdiv_(0.5, x, x)
+        autograd.ones(2, 2).addmm_(1, -2, autograd.ones(2, 2), autograd.ones(2, 2))
+    assert len(caught) == 5 and {w.filename for w in caught} == {__file__}

@@ -6,6 +6,8 @@ They are the operators of tensor.py (same primitives, same gradients) with PyTor
 arguments. Integer division gives the default floating dtype, as in PyTorch.
 """
 
+import os
+import sys
 import warnings
 
 from ..backend import float16, float32, float64, xp
@@ -52,11 +54,24 @@ def _scaled(other, alpha, input):
     return other * alpha
 
 
+def program_stacklevel():
+    """warnings.warn's stacklevel, from its caller's frame, of the first frame outside this package: the
+    program's line (a function, a method and an in-place method reach an op through different wrappers)."""
+    frame, level = sys._getframe(2), 2  # (level 1: the function that warns, whose caller is frame 2)
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIRECTORY):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+_PACKAGE_DIRECTORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep  # (autograd/)
+
+
 def _number_first(name, signature, number):
     """``number``, given first as PyTorch 1's signatures put it (optimizers of that time still call
-    ``p.data.addcdiv_(-step_size, exp_avg, denom)``): read as PyTorch reads it, with its warning."""
+    ``p.data.addcdiv_(-step_size, exp_avg, denom)``): read as PyTorch reads it, with its warning (at the
+    program's line)."""
     warnings.warn(f"This overload of {name} is deprecated: the number comes last now, as in {signature}",
-                  UserWarning, stacklevel=3)
+                  UserWarning, stacklevel=program_stacklevel())
     return number.item() if isinstance(number, Tensor) else number
 
 

@@ -8,8 +8,6 @@ operand has are summed in the forward pass, so its gradient is constant along th
 with a vector of ones); an index it repeats (a diagonal) is tied to a fresh one by an identity.
 """
 
-import os
-import sys
 import warnings
 
 from ..backend import xp
@@ -17,6 +15,7 @@ from ..operands import _operand
 from ..primitive import Primitive, node_named
 from ..tensor import Tensor, tensor_from
 from . import shape
+from .arithmetic import program_stacklevel
 from .arranging import broadcast_shapes, movedim
 from .axes import dim_index
 from .conjugation import conj
@@ -349,19 +348,6 @@ def _scaled_sum_of_product(input, a, b, beta, alpha):
     return _rounded_once(lambda input, a, b: _scaled_sum(input, matmul(a, b), beta, alpha), _input(input, a), a, b)
 
 
-def _program_stacklevel():
-    """warnings.warn's stacklevel, from its caller's frame, of the first frame outside this package: the
-    program's line (the function, the method and the in-place method reach the op through different wrappers)."""
-    package = _PACKAGE_DIRECTORY
-    frame, level = sys._getframe(2), 2  # (level 1: the function that warns, whose caller is frame 2)
-    while frame is not None and frame.f_code.co_filename.startswith(package):
-        frame, level = frame.f_back, level + 1
-    return level
-
-
-_PACKAGE_DIRECTORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
 def _scales_first(name, factors, input, first, second, rest):
     """PyTorch 1's overloads of the addmm family, with the scales first, which PyTorch still reads (with a
     warning; re-ID code of that time computes squared distances by ``dist.addmm_(1, -2, x, y.t())``):
@@ -378,7 +364,7 @@ def _scales_first(name, factors, input, first, second, rest):
                         f"Tensor {factors[0]}, Tensor {factors[1]}, *, Number beta=1, Number alpha=1)")
     warnings.warn(f"This overload of {name} is deprecated: beta and alpha are keywords now, as in {name}(Tensor "
                   f"input, Tensor {factors[0]}, Tensor {factors[1]}, *, Number beta=1, Number alpha=1)",
-                  UserWarning, stacklevel=_program_stacklevel())
+                  UserWarning, stacklevel=program_stacklevel())
     beta, alpha = scales if len(scales) == 2 else (scales[0], 1)
     return target, factor1, factor2, beta, alpha
 
