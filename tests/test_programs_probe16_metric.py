@@ -3087,3 +3087,144 @@ def test_legacy_tensor_constructor_of_a_float64_array_is_float32():
     weights = weights_of(embedder)
     ours, _ = run_both(legacy_tensor_of_numpy_features, weights)
     assert ours["dtype"] == "float32"
+
+
+# ----------------------------------------------------------------------------------------------
+# The original RAdam (LiyuanLucasLiu/RAdam, a common optimiser of metric-learning repositories of 2019-2020), as
+# written for PyTorch 1: ``addcmul_(1 - beta2, grad, grad)``, ``add_(1 - beta1, grad)``, ``addcdiv_(-step, m, d)``
+# with the number first, fp32 copies by ``.data.float()`` and ``type_as``, a step-size cache in the param group;
+# eight steps cross from its SGD-like warm-up to the rectified update, training a ProxyNCA-style loss
+# ----------------------------------------------------------------------------------------------
+
+
+def radam_program(m, weights, steps=8):
+    torch, nn, F = m.torch, m.nn, m.F
+    Optimizer = m.optim.Optimizer
+
+    class RAdam(Optimizer):
+        def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, degenerated_to_sgd=True):
+            if not 0.0 <= lr:
+                raise ValueError("Invalid learning rate: {}".format(lr))
+            if not 0.0 <= eps:
+                raise ValueError("Invalid epsilon value: {}".format(eps))
+            if not 0.0 <= betas[0] < 1.0:
+                raise ValueError("Invalid beta parameter at index 0: {}".format(betas[0]))
+            if not 0.0 <= betas[1] < 1.0:
+                raise ValueError("Invalid beta parameter at index 1: {}".format(betas[1]))
+            self.degenerated_to_sgd = degenerated_to_sgd
+            if isinstance(params, (list, tuple)) and len(params) > 0 and isinstance(params[0], dict):
+                for param in params:
+                    if 'betas' in param and (param['betas'][0] != betas[0] or param['betas'][1] != betas[1]):
+                        param['buffer'] = [[None, None, None] for _ in range(10)]
+            defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                            buffer=[[None, None, None] for _ in range(10)])
+            super(RAdam, self).__init__(params, defaults)
+
+        def __setstate__(self, state):
+            super(RAdam, self).__setstate__(state)
+
+        def step(self, closure=None):
+            loss = None
+            if closure is not None:
+                loss = closure()
+            for group in self.param_groups:
+                for p in group['params']:
+                    if p.grad is None:
+                        continue
+                    grad = p.grad.data.float()
+                    if grad.is_sparse:
+                        raise RuntimeError('RAdam does not support sparse gradients')
+                    p_data_fp32 = p.data.float()
+                    state = self.state[p]
+                    if len(state) == 0:
+                        state['step'] = 0
+                        state['exp_avg'] = torch.zeros_like(p_data_fp32)
+                        state['exp_avg_sq'] = torch.zeros_like(p_data_fp32)
+                    else:
+                        state['exp_avg'] = state['exp_avg'].type_as(p_data_fp32)
+                        state['exp_avg_sq'] = state['exp_avg_sq'].type_as(p_data_fp32)
+                    exp_avg, exp_avg_sq = state['exp_avg'], state['exp_avg_sq']
+                    beta1, beta2 = group['betas']
+                    exp_avg_sq.mul_(beta2).addcmul_(1 - beta2, grad, grad)
+                    exp_avg.mul_(beta1).add_(1 - beta1, grad)
+                    state['step'] += 1
+                    buffered = group['buffer'][int(state['step'] % 10)]
+                    if state['step'] == buffered[0]:
+                        N_sma, step_size = buffered[1], buffered[2]
+                    else:
+                        buffered[0] = state['step']
+                        beta2_t = beta2 ** state['step']
+                        N_sma_max = 2 / (1 - beta2) - 1
+                        N_sma = N_sma_max - 2 * state['step'] * beta2_t / (1 - beta2_t)
+                        buffered[1] = N_sma
+                        # more conservative since it's an approximated value
+                        if N_sma >= 5:
+                            step_size = math.sqrt(
+                                (1 - beta2_t) * (N_sma - 4) / (N_sma_max - 4) * (N_sma - 2) / N_sma * N_sma_max / (
+                                    N_sma_max - 2)) / (1 - beta1 ** state['step'])
+                        elif self.degenerated_to_sgd:
+                            step_size = 1.0 / (1 - beta1 ** state['step'])
+                        else:
+                            step_size = -1
+                        buffered[2] = step_size
+                    # more conservative since it's an approximated value
+                    if N_sma >= 5:
+                        if group['weight_decay'] != 0:
+                            p_data_fp32.add_(-group['weight_decay'] * group['lr'], p_data_fp32)
+                        denom = exp_avg_sq.sqrt().add_(group['eps'])
+                        p_data_fp32.addcdiv_(-step_size * group['lr'], exp_avg, denom)
+                        p.data.copy_(p_data_fp32)
+                    elif step_size > 0:
+                        if group['weight_decay'] != 0:
+                            p_data_fp32.add_(-group['weight_decay'] * group['lr'], p_data_fp32)
+                        p_data_fp32.add_(-step_size * group['lr'], exp_avg)
+                        p.data.copy_(p_data_fp32)
+            return loss
+
+    class ProxyNCA(nn.Module):
+        def __init__(self, nb_classes, sz_embed, smoothing_const=0.1, scaling_x=1, scaling_p=3):
+            nn.Module.__init__(self)  # (torch.nn.Module.__init__(self) in the original)
+            # initialize proxies s.t. norm of each proxy ~1 through div by 8
+            # i.e. proxies.norm(2, dim=1)) should be close to [1,1,...,1]
+            self.proxies = nn.Parameter(torch.randn(nb_classes, sz_embed) / 8)
+            self.smoothing_const = smoothing_const
+            self.scaling_x = scaling_x
+            self.scaling_p = scaling_p
+
+        def forward(self, X, T):
+            P = F.normalize(self.proxies, p=2, dim=-1) * self.scaling_p
+            X = F.normalize(X, p=2, dim=-1) * self.scaling_x
+            D = torch.cdist(X, P) ** 2
+            T = F.one_hot(T, len(P)).float() * (1 - self.smoothing_const)
+            T[T == 0] = self.smoothing_const / (len(P) - 1)
+            # note that compared to proxy nca, positive included in denominator
+            loss = torch.sum(-T * F.log_softmax(-D, -1), -1)
+            return loss.mean()
+
+    torch.manual_seed(0)  # the proxies' randn: the same numbers on both
+    model = load(m, embedder(m), weights)
+    criterion = ProxyNCA(4, 8)
+    optimizer = RAdam([{"params": model.parameters()}, {"params": criterion.parameters(), "lr": 0.05}], lr=0.01,
+                      weight_decay=1e-4)
+    x_np, y_np = clustered(spread=1.0, seed=13)
+    x, y = torch.tensor(x_np), torch.tensor(y_np)
+    log = []
+    for step in range(steps):
+        def closure():
+            optimizer.zero_grad()
+            loss = criterion(model(x), y)
+            loss.backward()
+            return loss
+        loss = optimizer.step(closure)
+        log.append([loss.item(), optimizer.param_groups[0]["buffer"][(step + 1) % 10][1]])
+    return {"log": log, "params": [p.detach() for p in model.parameters()], "proxies": criterion.proxies.detach(),
+            "state": [optimizer.state[p]["exp_avg_sq"] for p in criterion.parameters()]}
+
+
+def test_original_radam_with_pytorch1_overloads():
+    weights = weights_of(embedder)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "This overload of")
+        ours, _ = run_both(radam_program, weights, rtol=1e-5, atol=1e-7)
+    n_sma = [row[1] for row in ours["log"]]
+    assert n_sma[0] < 5 <= n_sma[-1]  # both branches ran
