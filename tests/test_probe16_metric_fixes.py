@@ -92,3 +92,21 @@ def test_the_number_first_warnings_name_the_programs_line():
         x.clone().addcdiv_(0.5, x, x)
         autograd.ones(2, 2).addmm_(1, -2, autograd.ones(2, 2), autograd.ones(2, 2))
     assert len(caught) == 5 and {w.filename for w in caught} == {__file__}
+
+
+@pytest.mark.parametrize("p", [1, 2, 3])
+def test_float16_distances_take_the_norm_in_float32_rounded_once(T, rng, p):
+    """F.normalize, F.cosine_similarity and F.pairwise_distance of float16 vectors: their norm is PyTorch's norm
+    kernel's, accumulated in float32 and rounded once (the squares, or the sum, rounded to float16 first put a
+    tenth of the values a unit or two off)."""
+    F = T.nn.functional if T.__name__ == "torch" else __import__("nn.functional", fromlist=["normalize"])
+    a = T.tensor(rng.standard_normal((64, 16)).astype(np.float16))
+    b = T.tensor(rng.standard_normal((64, 16)).astype(np.float16))
+    norm = T.linalg.vector_norm(a.float(), p, dim=1, keepdim=True).half()  # (float32, rounded once)
+    np.testing.assert_array_equal(F.normalize(a, p=p, dim=1).numpy(), (a / norm.clamp(min=1e-12)).numpy())
+    difference = a - b + 1e-6
+    np.testing.assert_array_equal(F.pairwise_distance(a, b, p=p).numpy(),
+                                  T.linalg.vector_norm(difference.float(), p, dim=-1).half().numpy())
+    if p == 2:
+        norm_b = T.linalg.vector_norm(b.float(), 2, dim=1, keepdim=True).half()
+        np.testing.assert_array_equal(F.cosine_similarity(a, b).numpy(), ((a / norm) * (b / norm_b)).sum(1).numpy())
