@@ -3228,3 +3228,29 @@ def test_original_radam_with_pytorch1_overloads():
         ours, _ = run_both(radam_program, weights, rtol=1e-5, atol=1e-7)
     n_sma = [row[1] for row in ours["log"]]
     assert n_sma[0] < 5 <= n_sma[-1]  # both branches ran
+
+
+# ----------------------------------------------------------------------------------------------
+# A float16 retrieval index (embeddings stored in half precision, as large galleries are): normalised, compared
+# by broadcast cosine similarity and pairwise distance, ranked by topk; bit for bit PyTorch's
+# ----------------------------------------------------------------------------------------------
+
+
+def half_precision_index(m, weights):
+    torch, F = m.torch, m.F
+    model = load(m, embedder(m), weights)
+    x_np, _ = clustered(n_classes=4, per_class=8, spread=1.0, seed=14)
+    with torch.no_grad():
+        gallery = model(torch.tensor(x_np)).half()
+    z = F.normalize(gallery, dim=1)
+    cos = F.cosine_similarity(gallery[:, None], gallery[None], dim=-1)
+    dist = F.pairwise_distance(gallery[:8, None], gallery[None], keepdim=True)
+    scores, ranks = cos.masked_fill(torch.eye(len(cos), dtype=torch.bool), -1).topk(5, dim=1)
+    return {"z": z, "cos": cos, "dist": dist, "scores": scores, "ranks": ranks,
+            "norms": torch.linalg.vector_norm(gallery, dim=1)}
+
+
+def test_float16_retrieval_index_bit_for_bit():
+    weights = weights_of(embedder)
+    ours, _ = run_both(half_precision_index, weights, rtol=0, atol=0)
+    assert ours["z"].dtype == np.float16 and ours["cos"].dtype == np.float16
