@@ -110,3 +110,30 @@ def test_float16_distances_take_the_norm_in_float32_rounded_once(T, rng, p):
     if p == 2:
         norm_b = T.linalg.vector_norm(b.float(), 2, dim=1, keepdim=True).half()
         np.testing.assert_array_equal(F.cosine_similarity(a, b).numpy(), ((a / norm) * (b / norm_b)).sum(1).numpy())
+
+
+@pytest.mark.parametrize("shape", [(32, 16), (4, 16, 3, 3)])
+def test_float16_batch_norm_keeps_its_batch_statistics_in_float16(T, rng, shape):
+    """F.batch_norm of float16 in training with float16 (or no) parameters: PyTorch's CPU kernel computes the batch
+    mean and 1/√(var + eps) in float32, keeps them as float16, and normalises with those in float32, rounding the
+    output once; with float32 parameters ("mixed dtype", a half model whose norms stay float32) it keeps them in
+    float32, and chainrule accepted no float32 parameters beside a float16 input."""
+    F = T.nn.functional if T.__name__ == "torch" else __import__("nn.functional", fromlist=["batch_norm"])
+    a = rng.standard_normal(shape) * 2 + 1
+    x = T.tensor(a.astype(np.float16))
+    axes = (0,) + tuple(range(2, len(shape)))
+    a16 = a.astype(np.float16).astype(np.float64)
+    mean, var = a16.mean(axes, keepdims=True), a16.var(axes, keepdims=True)
+    mean16 = mean.astype(np.float16).astype(np.float64)
+    invstd16 = (1 / np.sqrt(var + 1e-5)).astype(np.float16).astype(np.float64)
+    expected = ((a16 - mean16) * invstd16).astype(np.float16)
+    np.testing.assert_array_equal(F.batch_norm(x, None, None, training=True).numpy(), expected)
+    weight, bias = T.ones(16) * 1.5, T.zeros(16) + 0.25  # (float32: mixed)
+    mixed = F.batch_norm(x, None, None, weight, bias, training=True)
+    assert mixed.dtype == T.float16
+    np.testing.assert_allclose(mixed.numpy().astype(np.float64), (a16 - mean) / np.sqrt(var + 1e-5) * 1.5 + 0.25,
+                               rtol=2e-3, atol=2e-3)
+    running_mean, running_var = T.zeros(16), T.ones(16)
+    F.batch_norm(x, running_mean, running_var, weight, bias, training=True, momentum=0.5)
+    assert running_mean.dtype == T.float32
+    np.testing.assert_allclose(running_mean.numpy(), 0.5 * mean.reshape(-1), rtol=1e-5, atol=1e-6)
