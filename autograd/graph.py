@@ -13,6 +13,8 @@
 
 import functools
 import inspect
+import os
+import sys
 import threading
 import warnings
 import weakref
@@ -540,14 +542,28 @@ def conformed(x, g):
 # -- anomaly mode ----------------------------------------------------------------------------
 
 
+# the library's own folders (autograd, and the nn and optim built beside it): a frame outside them is the program's
+_LIBRARY = tuple(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), package) + os.sep
+                 for package in ("autograd", "nn", "optim"))
+
+
 def user_frame():
-    """'file:line in function' of the innermost frame outside this package."""
+    """'file:line in function' of the innermost frame outside this library."""
     import traceback  # here, not at import: anomaly mode only
 
     for frame in reversed(traceback.extract_stack()[:-1]):
-        if "/autograd/" not in frame.filename and "/nn/" not in frame.filename:
+        if not frame.filename.startswith(_LIBRARY):
             return f"{frame.filename}:{frame.lineno} in {frame.name}\n    {frame.line}"
     return "<unknown>"
+
+
+def program_stacklevel():
+    """warnings.warn's stacklevel, from its caller's frame, of the first frame outside this library: the
+    program's line (a function, a method and an in-place method reach an op through different wrappers)."""
+    frame, level = sys._getframe(2), 2  # (level 1: the function that warns, whose caller is frame 2)
+    while frame is not None and frame.f_code.co_filename.startswith(_LIBRARY):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def refuse_nan_gradients(node, grads):

@@ -10,6 +10,7 @@ import warnings
 
 from ..backend import float16, float32, float64, xp
 from ..errors import refuse_bool_subtraction
+from ..graph import program_stacklevel
 from ..operands import _is_bool, _operand, python_number
 from ..primitive import Primitive, node_named
 from ..tensor import Tensor, tensor_from
@@ -54,9 +55,10 @@ def _scaled(other, alpha, input):
 
 def _number_first(name, signature, number):
     """``number``, given first as PyTorch 1's signatures put it (optimizers of that time still call
-    ``p.data.addcdiv_(-step_size, exp_avg, denom)``): read as PyTorch reads it, with its warning."""
+    ``p.data.addcdiv_(-step_size, exp_avg, denom)``): read as PyTorch reads it, with its warning (at the
+    program's line)."""
     warnings.warn(f"This overload of {name} is deprecated: the number comes last now, as in {signature}",
-                  UserWarning, stacklevel=3)
+                  UserWarning, stacklevel=program_stacklevel())
     return number.item() if isinstance(number, Tensor) else number
 
 
@@ -248,8 +250,13 @@ def integer_value(value, *tensors):
 
 @names("addcmul")
 @node_named("AddcmulBackward0")
-def addcmul(input, tensor1, tensor2, *, value=1, out=None):
-    """input + value · tensor1 · tensor2"""
+def addcmul(input, tensor1, tensor2, *number_first, value=1, out=None):
+    """input + value · tensor1 · tensor2 (or PyTorch 1's addcmul(input, value, tensor1, tensor2), with its
+    warning)"""
+    if number_first:
+        value = _number_first("addcmul", "addcmul(Tensor input, Tensor tensor1, Tensor tensor2, *, Number value)",
+                              tensor1)
+        tensor1, tensor2 = tensor2, number_first[0]
     refuse_kinds(input, "addcmul_cpu_out", "b")
     value = integer_value(value, input, tensor1, tensor2)
     if all(isinstance(t, Tensor) and t._data.dtype == float16 for t in (input, tensor1, tensor2)):
@@ -270,9 +277,14 @@ def refuse_integer_addcdiv(tensor1, tensor2):
 
 
 @names("addcdiv")
-def addcdiv(input, tensor1, tensor2, *, value=1, out=None):
-    """input + value · tensor1 / tensor2. Integer (or bool) tensor1 and tensor2 are refused, as PyTorch refuses
-    them: its addcdiv once divided them as integers, so it asks for the division meant."""
+def addcdiv(input, tensor1, tensor2, *number_first, value=1, out=None):
+    """input + value · tensor1 / tensor2 (or PyTorch 1's addcdiv(input, value, tensor1, tensor2), with its
+    warning). Integer (or bool) tensor1 and tensor2 are refused, as PyTorch refuses them: its addcdiv once divided
+    them as integers, so it asks for the division meant."""
+    if number_first:
+        value = _number_first("addcdiv", "addcdiv(Tensor input, Tensor tensor1, Tensor tensor2, *, Number value)",
+                              tensor1)
+        tensor1, tensor2 = tensor2, number_first[0]
     refuse_integer_addcdiv(tensor1, tensor2)
     if all(isinstance(t, Tensor) and t._data.dtype == float16 for t in (input, tensor1, tensor2)):
         # in float32, rounded once, as PyTorch's kernel (as addcmul)

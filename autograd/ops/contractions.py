@@ -11,6 +11,7 @@ with a vector of ones); an index it repeats (a diagonal) is tied to a fresh one 
 import warnings
 
 from ..backend import xp
+from ..graph import program_stacklevel
 from ..operands import _operand
 from ..primitive import Primitive, node_named
 from ..tensor import Tensor, tensor_from
@@ -347,10 +348,33 @@ def _scaled_sum_of_product(input, a, b, beta, alpha):
     return _rounded_once(lambda input, a, b: _scaled_sum(input, matmul(a, b), beta, alpha), _input(input, a), a, b)
 
 
+def _scales_first(name, factors, input, first, second, rest):
+    """PyTorch 1's overloads of the addmm family, with the scales first, which PyTorch still reads (with a
+    warning; re-ID code of that time computes squared distances by ``dist.addmm_(1, -2, x, y.t())``):
+    ``torch.addmm(beta, input, [alpha,] mat1, mat2)`` and ``input.addmm(beta, [alpha,] mat1, mat2)``.
+    ``input, first, second, *rest`` are the positional arguments as the current signature received them;
+    returns (input, factor1, factor2, beta, alpha)."""
+    if isinstance(input, Tensor):  # the method: self, then the numbers
+        target, scales_and_factors = input, (first, second, *rest)
+    else:  # the function: beta, then the input
+        target, scales_and_factors = first, (input, second, *rest)
+    *scales, factor1, factor2 = scales_and_factors
+    if len(scales) not in (1, 2) or not all(isinstance(s, (int, float)) for s in scales):
+        raise TypeError(f"{name}() received an invalid combination of arguments: expected ({name}(Tensor input, "
+                        f"Tensor {factors[0]}, Tensor {factors[1]}, *, Number beta=1, Number alpha=1)")
+    warnings.warn(f"This overload of {name} is deprecated: beta and alpha are keywords now, as in {name}(Tensor "
+                  f"input, Tensor {factors[0]}, Tensor {factors[1]}, *, Number beta=1, Number alpha=1)",
+                  UserWarning, stacklevel=program_stacklevel())
+    beta, alpha = scales if len(scales) == 2 else (scales[0], 1)
+    return target, factor1, factor2, beta, alpha
+
+
 @names("addmm", inplace="addmm_")
 @node_named("AddmmBackward0")
-def addmm(input, mat1, mat2, *, beta=1, alpha=1, out=None):
-    """beta · input + alpha · (mat1 @ mat2)."""
+def addmm(input, mat1, mat2, *scales_first, beta=1, alpha=1, out=None):
+    """beta · input + alpha · (mat1 @ mat2) (or PyTorch 1's forms with beta and alpha first, with its warning)."""
+    if scales_first:
+        input, mat1, mat2, beta, alpha = _scales_first("addmm", ("mat1", "mat2"), input, mat1, mat2, scales_first)
     _check_matrices(mat1, mat2, "addmm", ("mat1", "mat2"))
     _require_input_dtype(input, (mat2,), lambda a, b: f"self and mat2 must have the same dtype, but got "
                                                       f"{type_name(a)} and {type_name(b)}")
@@ -358,8 +382,10 @@ def addmm(input, mat1, mat2, *, beta=1, alpha=1, out=None):
 
 
 @names("addmv", inplace="addmv_")
-def addmv(input, mat, vec, *, beta=1, alpha=1, out=None):
-    """beta · input + alpha · (mat @ vec)."""
+def addmv(input, mat, vec, *scales_first, beta=1, alpha=1, out=None):
+    """beta · input + alpha · (mat @ vec) (or PyTorch 1's forms with beta and alpha first, with its warning)."""
+    if scales_first:
+        input, mat, vec, beta, alpha = _scales_first("addmv", ("mat", "vec"), input, mat, vec, scales_first)
     _require_input_dtype(input, (mat, vec), lambda a, b, c: "addmv input tensors must have the same dtype, but "
                                                             f"got {type_name(a)}, {type_name(b)}, and {type_name(c)}")
     return write_out(_rounded_once(lambda input, mat, vec: _scaled_sum(input, mv(mat, vec), beta, alpha),
@@ -368,8 +394,11 @@ def addmv(input, mat, vec, *, beta=1, alpha=1, out=None):
 
 @names("baddbmm", inplace="baddbmm_")
 @node_named("BaddbmmBackward0")
-def baddbmm(input, batch1, batch2, *, beta=1, alpha=1, out=None):
-    """beta · input + alpha · (batch1 @ batch2), batch by batch."""
+def baddbmm(input, batch1, batch2, *scales_first, beta=1, alpha=1, out=None):
+    """beta · input + alpha · (batch1 @ batch2), batch by batch (or PyTorch 1's forms with beta and alpha first)."""
+    if scales_first:
+        input, batch1, batch2, beta, alpha = _scales_first("baddbmm", ("batch1", "batch2"), input, batch1, batch2,
+                                                           scales_first)
     _check_batches(batch1, batch2)
     _require_input_dtype(input, (batch1, batch2), lambda a, b, c: f"Input dtypes must be the same, got: input "
                                                                   f"{c_name(a)}, batch1: {c_name(b)}, batch2: "
@@ -378,8 +407,11 @@ def baddbmm(input, batch1, batch2, *, beta=1, alpha=1, out=None):
 
 
 @names("addbmm", inplace="addbmm_")
-def addbmm(input, batch1, batch2, *, beta=1, alpha=1, out=None):
-    """beta · input + alpha · Σ_b batch1[b] @ batch2[b]."""
+def addbmm(input, batch1, batch2, *scales_first, beta=1, alpha=1, out=None):
+    """beta · input + alpha · Σ_b batch1[b] @ batch2[b] (or PyTorch 1's forms with beta and alpha first)."""
+    if scales_first:
+        input, batch1, batch2, beta, alpha = _scales_first("addbmm", ("batch1", "batch2"), input, batch1, batch2,
+                                                           scales_first)
     _check_batches(batch1, batch2)
     _require_input_dtype(input, (batch2,), lambda a, b: f"self and mat2 must have the same dtype, but got "
                                                         f"{type_name(a)} and {type_name(b)}")
@@ -388,8 +420,11 @@ def addbmm(input, batch1, batch2, *, beta=1, alpha=1, out=None):
 
 
 @names("addr", inplace="addr_")
-def addr(input, vec1, vec2, *, beta=1, alpha=1, out=None):
-    """beta · input + alpha · outer(vec1, vec2)."""
+def addr(input, vec1, vec2, *scales_first, beta=1, alpha=1, out=None):
+    """beta · input + alpha · outer(vec1, vec2) (or PyTorch 1's forms with beta and alpha first, with its
+    warning)."""
+    if scales_first:
+        input, vec1, vec2, beta, alpha = _scales_first("addr", ("vec1", "vec2"), input, vec1, vec2, scales_first)
     return write_out(_scaled_sum(_input(input, vec1), outer(vec1, vec2), beta, alpha, refuse_float_scales=True),
                      out)
 
@@ -460,7 +495,7 @@ def cross(input, other, dim=None, *, out=None):
     if dim is None:
         warnings.warn("Using torch.cross without specifying the dim arg is deprecated.\nPlease either pass the dim "
                       "explicitly or simply use torch.linalg.cross.\nThe default value of dim will change to agree "
-                      "with that of linalg.cross in a future release.", UserWarning, stacklevel=3)  # (past names.py)
+                      "with that of linalg.cross in a future release.", UserWarning, stacklevel=program_stacklevel())
         dim = next((d for d, n in enumerate(input.shape) if n == 3), None)
         if dim is None:
             raise RuntimeError("no dimension of size 3 in input")

@@ -6,7 +6,7 @@ gradient). Compositions of differentiable ops: their gradients are those ops'.
 
 import math
 
-from ..backend import xp
+from ..backend import float16, xp
 from ..primitive import node_named
 from ..tensor import Tensor
 from . import norms
@@ -32,6 +32,9 @@ def vector_norm(input, p=2.0, dim=None, keepdim=False):
     p = 1 a zero element's |x|^(p-1) is infinite too, so that gradient is VectorNorm's (0 there, as PyTorch's).
     """
     input = norms._floating(input, None, "linalg.vector_norm")  # (integers refused, as PyTorch's norm refuses them)
+    if input.dtype == float16:  # in float32, rounded once, as PyTorch's norm kernel: the squares and their sum
+        # rounded to float16 put F.normalize, cosine_similarity and pairwise_distance a unit or two off in a tenth
+        return vector_norm(input.float(), p, dim, keepdim).half()  # of their values (more for a cosine near 0)
     if p < 1 or math.isinf(p):  # (±inf: the elements attaining the extremum share the gradient, as PyTorch's)
         return norms.vector_norm(input, p, dim, keepdim)
     if input.dtype.kind == "c":  # the norm of complex numbers is of their moduli (z·z is not |z|²)

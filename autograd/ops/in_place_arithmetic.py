@@ -107,6 +107,8 @@ def add_(self, other, alpha=1):
 
 @names("sub_", function=False)
 def sub_(self, other, alpha=1):
+    if isinstance(alpha, Tensor) and not isinstance(other, Tensor):  # PyTorch 1's sub_(alpha, other)
+        other, alpha = alpha, _number_first("sub_", "sub_(Tensor other, *, Number alpha)", other)
     refuse_bool_subtraction(_is_bool(self), _is_bool(other))
     if alpha == 1:  # (a subtraction, not an addition of -other: -1 is no uint8)
         return self._write((other,), lambda old: old - _operand(other, old),

@@ -35,6 +35,19 @@ def normalize(input, axes, eps):
     return standardize(centred, variance, eps), mean, variance
 
 
+def half_batch_statistics(input, axes, eps):
+    """batch_norm's normalisation of float16 (with float16 parameters), as PyTorch's CPU kernel computes it: the
+    batch mean and 1/√(var + eps) computed in float32 and kept as float16 (its saved statistics), the input
+    normalised with them in float32, for ``scale_and_shift`` to round once (normalising with float32 statistics,
+    as ``normalize`` does for the other norms, put a quarter of the values a unit or more off)."""
+    x = input.float()
+    mean = x.mean(axes, keepdim=True)
+    centred = x - mean
+    variance = (centred * centred).mean(axes, keepdim=True)
+    normalized = (x - mean.half().float()) * (variance + eps).rsqrt().half().float()
+    return normalized, mean.half(), variance.half()
+
+
 def standardize(centred, variance, eps):
     """(x - mean) · (var + eps)^(-1/2), multiplied by the reciprocal as PyTorch's normalisation kernels
     do. The product's backward keeps its factors, not its result, so the normalised tensor may be
@@ -81,8 +94,13 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         raise ValueError(f"batch_norm eps must be positive during training, but got {eps}")
     if eps < 0.0:
         raise ValueError(f"batch_norm eps must be non-negative, but got {eps}")
-    check_same_dtype("batch_norm", input, weight=weight, bias=bias, running_mean=running_mean,
-                     running_var=running_var)
+    if in_float32(input, "batch_norm", weight=weight, bias=bias, running_mean=running_mean, running_var=running_var) \
+            and any(t is not None and t._data.dtype == float32 for t in (weight, bias, running_mean, running_var)):
+        # "mixed dtype" (a half model whose norms stay float32): PyTorch's kernel computes in float32, its batch
+        # statistics and running statistics float32 too, and rounds the output to float16 once
+        output = batch_norm(input.float(), running_mean, running_var, weight, bias, training, momentum, eps,
+                            num_batches_tracked).half()
+        return named_node(output, None, "NativeBatchNormBackward0", (input,))
     axes = (0,) + tuple(range(2, input.ndim))
     shape = channel_shape(input)
     if training and input._data.size == 0:
@@ -94,7 +112,8 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         count = input._data.size // input.shape[1]
         if count == 1:
             raise ValueError(f"Expected more than 1 value per channel when training, got input size {input.shape}")
-        normalized, mean, variance = normalize(input, axes, eps)
+        normalized, mean, variance = (half_batch_statistics if input._data.dtype == float16 else normalize)(
+            input, axes, eps)
         if running_mean is not None:
             update_running_stats(running_mean, running_var, num_batches_tracked, momentum,
                                   mean._data.reshape(-1), variance._data.reshape(-1), count)
