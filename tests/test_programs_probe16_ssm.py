@@ -1,0 +1,968 @@
+# ruff: noqa: B007, B008, B023, E741, E731, F841, UP004, UP008, UP031, B009, B010  (the programs are kept as their authors wrote them)
+"""Sequence models beyond attention (see tests/pytorch_programs.py), as PyTorch users write them in pure
+PyTorch, each run on chainrule and on PyTorch and compared (values and gradients, float32 and float64), and
+the scan forms checked against the loop forms.
+
+TODO docstring"""
+
+import math
+
+import numpy as np
+import pytest
+
+from .pytorch_programs import OURS, load, run_both, weights_of
+
+# ----------------------------------------------------------------------------------------------
+# Mamba's selective scan three ways (mamba.py): the step-by-step loop, the Blelloch parallel scan as a
+# torch.autograd.Function that works in place on views of a transposed clone (view that splits the length
+# of a non-contiguous tensor, add_/mul_ on strided slices) with its own reverse-scan backward, and the
+# log-space form by cumsum of log-decays (exp of segment sums under a tril mask, einsum); values and
+# gradients of all three, in float32 and float64
+# ----------------------------------------------------------------------------------------------
+
+
+def make_pscan(m):
+    torch, F = m.torch, m.F
+
+    def npo2(len):
+        return 2 ** math.ceil(math.log2(len))
+
+    def pad_npo2(X):
+        len_npo2 = npo2(X.size(1))
+        pad_tuple = (0, 0, 0, 0, 0, len_npo2 - X.size(1))
+        return F.pad(X, pad_tuple, "constant", 0)
+
+    class PScan(torch.autograd.Function):
+        @staticmethod
+        def pscan(A, X):
+            B, D, L, _ = A.size()
+            num_steps = int(math.log2(L))
+            Aa = A
+            Xa = X
+            for _ in range(num_steps - 2):
+                T = Xa.size(2)
+                Aa = Aa.view(B, D, T // 2, 2, -1)
+                Xa = Xa.view(B, D, T // 2, 2, -1)
+                Xa[:, :, :, 1].add_(Aa[:, :, :, 1].mul(Xa[:, :, :, 0]))
+                Aa[:, :, :, 1].mul_(Aa[:, :, :, 0])
+                Aa = Aa[:, :, :, 1]
+                Xa = Xa[:, :, :, 1]
+            if Xa.size(2) == 4:
+                Xa[:, :, 1].add_(Aa[:, :, 1].mul(Xa[:, :, 0]))
+                Aa[:, :, 1].mul_(Aa[:, :, 0])
+                Xa[:, :, 3].add_(Aa[:, :, 3].mul(Xa[:, :, 2] + Aa[:, :, 2].mul(Xa[:, :, 1])))
+            elif Xa.size(2) == 2:
+                Xa[:, :, 1].add_(Aa[:, :, 1].mul(Xa[:, :, 0]))
+                return
+            else:
+                return
+            Aa = A[:, :, 2 ** (num_steps - 2) - 1:L:2 ** (num_steps - 2)]
+            Xa = X[:, :, 2 ** (num_steps - 2) - 1:L:2 ** (num_steps - 2)]
+            Xa[:, :, 2].add_(Aa[:, :, 2].mul(Xa[:, :, 1]))
+            Aa[:, :, 2].mul_(Aa[:, :, 1])
+            for k in range(num_steps - 3, -1, -1):
+                Aa = A[:, :, 2 ** k - 1:L:2 ** k]
+                Xa = X[:, :, 2 ** k - 1:L:2 ** k]
+                T = Xa.size(2)
+                Aa = Aa.view(B, D, T // 2, 2, -1)
+                Xa = Xa.view(B, D, T // 2, 2, -1)
+                Xa[:, :, 1:, 0].add_(Aa[:, :, 1:, 0].mul(Xa[:, :, :-1, 1]))
+                Aa[:, :, 1:, 0].mul_(Aa[:, :, :-1, 1])
+
+        @staticmethod
+        def pscan_rev(A, X):
+            B, D, L, _ = A.size()
+            num_steps = int(math.log2(L))
+            Aa = A
+            Xa = X
+            for _ in range(num_steps - 2):
+                T = Xa.size(2)
+                Aa = Aa.view(B, D, T // 2, 2, -1)
+                Xa = Xa.view(B, D, T // 2, 2, -1)
+                Xa[:, :, :, 0].add_(Aa[:, :, :, 0].mul(Xa[:, :, :, 1]))
+                Aa[:, :, :, 0].mul_(Aa[:, :, :, 1])
+                Aa = Aa[:, :, :, 0]
+                Xa = Xa[:, :, :, 0]
+            if Xa.size(2) == 4:
+                Xa[:, :, 2].add_(Aa[:, :, 2].mul(Xa[:, :, 3]))
+                Aa[:, :, 2].mul_(Aa[:, :, 3])
+                Xa[:, :, 0].add_(Aa[:, :, 0].mul(Xa[:, :, 1].add(Aa[:, :, 1].mul(Xa[:, :, 2]))))
+            elif Xa.size(2) == 2:
+                Xa[:, :, 0].add_(Aa[:, :, 0].mul(Xa[:, :, 1]))
+                return
+            else:
+                return
+            Aa = A[:, :, 0:L:2 ** (num_steps - 2)]
+            Xa = X[:, :, 0:L:2 ** (num_steps - 2)]
+            Xa[:, :, 1].add_(Aa[:, :, 1].mul(Xa[:, :, 2]))
+            Aa[:, :, 1].mul_(Aa[:, :, 2])
+            for k in range(num_steps - 3, -1, -1):
+                Aa = A[:, :, 0:L:2 ** k]
+                Xa = X[:, :, 0:L:2 ** k]
+                T = Xa.size(2)
+                Aa = Aa.view(B, D, T // 2, 2, -1)
+                Xa = Xa.view(B, D, T // 2, 2, -1)
+                Xa[:, :, :-1, 1].add_(Aa[:, :, :-1, 1].mul(Xa[:, :, 1:, 0]))
+                Aa[:, :, :-1, 1].mul_(Aa[:, :, 1:, 0])
+
+        @staticmethod
+        def forward(ctx, A_in, X_in):
+            L = X_in.size(1)
+            if L == npo2(L):  # cloning is required because of the in-place ops
+                A = A_in.clone()
+                X = X_in.clone()
+            else:
+                A = pad_npo2(A_in)
+                X = pad_npo2(X_in)
+            A = A.transpose(2, 1)
+            X = X.transpose(2, 1)
+            PScan.pscan(A, X)
+            ctx.save_for_backward(A_in, X)
+            return X.transpose(2, 1)[:, :L]
+
+        @staticmethod
+        def backward(ctx, grad_output_in):
+            A_in, X = ctx.saved_tensors
+            L = grad_output_in.size(1)
+            if L == npo2(L):
+                grad_output = grad_output_in.clone()
+            else:
+                grad_output = pad_npo2(grad_output_in)
+                A_in = pad_npo2(A_in)
+            grad_output = grad_output.transpose(2, 1)
+            A_in = A_in.transpose(2, 1)
+            A = F.pad(A_in[:, :, 1:], (0, 0, 0, 1))  # shift one to the left
+            PScan.pscan_rev(A, grad_output)
+            Q = torch.zeros_like(X)
+            Q[:, :, 1:].add_(X[:, :, :-1] * grad_output[:, :, 1:])
+            return Q.transpose(2, 1)[:, :L], grad_output.transpose(2, 1)[:, :L]
+
+    return PScan.apply
+
+
+def selective_scan_three_ways(m, dtype_name, L):
+    torch, F = m.torch, m.F
+    dtype = getattr(torch, dtype_name)
+    pscan = make_pscan(m)
+    rng = np.random.default_rng(5)
+    b, d, n = 2, 3, 4
+    x = torch.tensor(rng.standard_normal((b, L, d)), dtype=dtype, requires_grad=True)
+    delta_raw = torch.tensor(rng.standard_normal((b, L, d)), dtype=dtype, requires_grad=True)
+    A_log = torch.tensor(np.log(np.tile(np.arange(1, n + 1), (d, 1)) * 0.3), dtype=dtype, requires_grad=True)
+    Bm = torch.tensor(rng.standard_normal((b, L, n)), dtype=dtype, requires_grad=True)
+    Cm = torch.tensor(rng.standard_normal((b, L, n)), dtype=dtype, requires_grad=True)
+    leaves = (x, delta_raw, A_log, Bm, Cm)
+
+    def inputs():
+        delta = F.softplus(delta_raw)
+        A = -torch.exp(A_log)
+        deltaA = torch.exp(delta.unsqueeze(-1) * A)  # (b, l, d, n)
+        BX = delta.unsqueeze(-1) * Bm.unsqueeze(2) * x.unsqueeze(-1)  # (b, l, d, n)
+        return delta, A, deltaA, BX
+
+    def readout(hs):
+        return (hs @ Cm.unsqueeze(-1)).squeeze(3)  # (b, l, d, n) @ (b, l, n, 1) -> (b, l, d)
+
+    # 1. sequential
+    delta, A, deltaA, BX = inputs()
+    h = torch.zeros(b, d, n, dtype=dtype)
+    hs = []
+    for t in range(L):
+        h = deltaA[:, t] * h + BX[:, t]
+        hs.append(h)
+    y_seq = readout(torch.stack(hs, dim=1))
+    # 2. Blelloch parallel scan
+    delta, A, deltaA, BX = inputs()
+    y_par = readout(pscan(deltaA, BX))
+    # 3. log space: h_t = sum_{s<=t} exp(sum_{s<r<=t} delta_r A) BX_s
+    delta, A, deltaA, BX = inputs()
+    logdecay = (delta.unsqueeze(-1) * A).permute(0, 2, 3, 1)  # (b, d, n, l)
+    cum = torch.cumsum(logdecay, dim=-1)
+    seg = cum[..., :, None] - cum[..., None, :]  # (b, d, n, t, s)
+    mask = torch.tril(torch.ones(L, L, dtype=torch.bool))
+    weights = torch.exp(seg.masked_fill(~mask, -float("inf")))
+    hs_log = torch.einsum("bdnts,bsdn->btdn", weights, BX)
+    y_log = readout(hs_log)
+
+    w = torch.tensor(rng.standard_normal((b, L, d)), dtype=dtype)
+    grads = [torch.autograd.grad((y * w).sum(), leaves) for y in (y_seq, y_par, y_log)]
+    return [y_seq, y_par, y_log], grads
+
+
+@pytest.mark.parametrize("L", [8, 11])
+@pytest.mark.parametrize("dtype_name, tol", [("float32", 1e-5), ("float64", 1e-12)])
+def test_mamba_selective_scan_loop_parallel_and_log_space(dtype_name, tol, L):
+    (ys, grads), _ = run_both(selective_scan_three_ways, dtype_name, L, rtol=tol * 10, atol=tol)
+    for y in ys[1:]:
+        np.testing.assert_allclose(y, ys[0], rtol=tol * 10, atol=tol)
+    for gs in grads[1:]:
+        for a, b in zip(gs, grads[0]):
+            np.testing.assert_allclose(a, b, rtol=tol * 100, atol=tol * 10)
+
+
+# ----------------------------------------------------------------------------------------------
+# S4D (state-spaces/s4, models/s4/s4d.py and example.py): a complex diagonal state matrix kept as real
+# parameters (C by torch.view_as_real, read back by view_as_complex; A = -exp(log_A_real) + 1j * A_imag),
+# its Vandermonde kernel by einsum and .real, the long convolution by torch.fft.rfft/irfft with n=2L, a D
+# skip, GELU, a 1x1 Conv1d with GLU over channels; SSM parameters registered with their own optimiser
+# hyperparameters (_optim attributes, no weight decay) gathered into AdamW param groups with a cosine
+# schedule; the FFT convolution checked against the complex recurrence it stands for
+# ----------------------------------------------------------------------------------------------
+
+S4_H, S4_N, S4_L = 6, 8, 16
+
+
+def make_s4d(m, d_input=3, d_output=4, n_layers=2):
+    torch, nn = m.torch, m.nn
+
+    class S4DKernel(nn.Module):
+        def __init__(self, d_model, N=64, dt_min=0.001, dt_max=0.1, lr=None):
+            super().__init__()
+            H = d_model
+            log_dt = torch.rand(H) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
+            C = torch.randn(H, N // 2, dtype=torch.cfloat)
+            self.C = nn.Parameter(torch.view_as_real(C))
+            self.register("log_dt", log_dt, lr)
+            log_A_real = torch.log(0.5 * torch.ones(H, N // 2))
+            A_imag = math.pi * torch.arange(N // 2).repeat(H, 1)  # repeat(torch.arange(N//2), 'n -> h n', h=H)
+            self.register("log_A_real", log_A_real, lr)
+            self.register("A_imag", A_imag, lr)
+
+        def forward(self, L):
+            dt = torch.exp(self.log_dt)  # (H)
+            C = torch.view_as_complex(self.C)  # (H N)
+            A = -torch.exp(self.log_A_real) + 1j * self.A_imag  # (H N)
+            dtA = A * dt.unsqueeze(-1)  # (H N)
+            K = dtA.unsqueeze(-1) * torch.arange(L, device=A.device)  # (H N L)
+            C = C * (torch.exp(dtA) - 1.) / A
+            K = 2 * torch.einsum("hn, hnl -> hl", C, torch.exp(K)).real
+            return K
+
+        def register(self, name, tensor, lr=None):
+            if lr == 0.0:
+                self.register_buffer(name, tensor)
+            else:
+                self.register_parameter(name, nn.Parameter(tensor))
+                optim = {"weight_decay": 0.0}
+                if lr is not None:
+                    optim["lr"] = lr
+                setattr(getattr(self, name), "_optim", optim)
+
+    class S4D(nn.Module):
+        def __init__(self, d_model, d_state=64, dropout=0.0, transposed=True, **kernel_args):
+            super().__init__()
+            self.h = d_model
+            self.n = d_state
+            self.d_output = self.h
+            self.transposed = transposed
+            self.D = nn.Parameter(torch.randn(self.h))
+            self.kernel = S4DKernel(self.h, N=self.n, **kernel_args)
+            self.activation = nn.GELU()
+            self.dropout = nn.Dropout(dropout) if dropout > 0.0 else nn.Identity()
+            self.output_linear = nn.Sequential(
+                nn.Conv1d(self.h, 2 * self.h, kernel_size=1),
+                nn.GLU(dim=-2),
+            )
+
+        def forward(self, u, **kwargs):
+            if not self.transposed:
+                u = u.transpose(-1, -2)
+            L = u.size(-1)
+            k = self.kernel(L=L)  # (H L)
+            k_f = torch.fft.rfft(k, n=2 * L)  # (H L)
+            u_f = torch.fft.rfft(u, n=2 * L)  # (B H L)
+            y = torch.fft.irfft(u_f * k_f, n=2 * L)[..., :L]  # (B H L)
+            y = y + u * self.D.unsqueeze(-1)
+            y = self.dropout(self.activation(y))
+            y = self.output_linear(y)
+            if not self.transposed:
+                y = y.transpose(-1, -2)
+            return y, None
+
+    class S4Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encoder = nn.Linear(d_input, S4_H)
+            self.s4_layers = nn.ModuleList()
+            self.norms = nn.ModuleList()
+            for _ in range(n_layers):
+                self.s4_layers.append(S4D(S4_H, d_state=S4_N, dropout=0.0, transposed=True, lr=0.001))
+                self.norms.append(nn.LayerNorm(S4_H))
+            self.decoder = nn.Linear(S4_H, d_output)
+
+        def forward(self, x):
+            x = self.encoder(x)  # (B, L, d_input) -> (B, L, d_model)
+            x = x.transpose(-1, -2)  # (B, L, d_model) -> (B, d_model, L)
+            for layer, norm in zip(self.s4_layers, self.norms):
+                z = x
+                z = norm(z.transpose(-1, -2)).transpose(-1, -2)  # prenorm
+                z, _ = layer(z)
+                x = z + x
+            x = x.transpose(-1, -2)
+            x = x.mean(dim=1)
+            return self.decoder(x)
+
+    return S4Model()
+
+
+def setup_optimizer(m, model, lr, weight_decay, epochs):
+    all_parameters = list(model.parameters())
+    params = [p for p in all_parameters if not hasattr(p, "_optim")]
+    optimizer = m.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    hps = [getattr(p, "_optim") for p in all_parameters if hasattr(p, "_optim")]
+    hps = [dict(s) for s in sorted(list(dict.fromkeys(frozenset(hp.items()) for hp in hps)))]
+    for hp in hps:
+        params = [p for p in all_parameters if getattr(p, "_optim", None) == hp]
+        optimizer.add_param_group({"params": params, **hp})
+    scheduler = m.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs)
+    return optimizer, scheduler
+
+
+def s4d_training(m, weights, steps=4):
+    torch, F = m.torch, m.F
+    model = make_s4d(m)
+    model.load_state_dict({k: torch.tensor(v) for k, v in weights.items()})  # keeps the _optim attributes
+    rng = np.random.default_rng(3)
+    x = torch.tensor(rng.standard_normal((5, S4_L, 3)), dtype=torch.float32)
+    y = torch.tensor(rng.integers(0, 4, 5))
+    optimizer, scheduler = setup_optimizer(m, model, lr=0.01, weight_decay=0.01, epochs=steps)
+    losses = []
+    for step in range(steps):
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        losses.append(loss.item())
+    groups = [(g["lr"], g["weight_decay"], len(g["params"])) for g in optimizer.param_groups]
+    return losses, groups, {k: v for k, v in model.state_dict().items()}
+
+
+def test_s4d_trains_with_its_ssm_parameter_groups():
+    weights = weights_of(make_s4d)
+    assert weights["s4_layers.0.kernel.C"].shape == (S4_H, S4_N // 2, 2)
+    (losses, groups, state), _ = run_both(s4d_training, weights, rtol=1e-4, atol=1e-5)
+    assert losses[-1] < losses[0]
+    # AdamW's own group, then the one group of the SSM parameters (log_dt, log_A_real, A_imag per layer)
+    assert [g[1:] for g in groups] == [(0.01, 16), (0.0, 6)]
+    np.testing.assert_allclose(groups[1][0], 0.001 * 0.5 * (1 + math.cos(math.pi * 4 / 4)), atol=1e-12)
+
+
+def s4d_convolution_against_recurrence(m, weights):
+    torch = m.torch
+    model = make_s4d(m).double()
+    model.load_state_dict({k: torch.tensor(v) for k, v in weights.items()})
+    layer = model.s4_layers[0]
+    rng = np.random.default_rng(4)
+    u = torch.tensor(rng.standard_normal((2, S4_H, S4_L)), requires_grad=True)
+    # the FFT convolution of the S4D layer, before its activation
+    L = u.size(-1)
+    k = layer.kernel(L=L)
+    y_conv = torch.fft.irfft(torch.fft.rfft(u, n=2 * L) * torch.fft.rfft(k, n=2 * L), n=2 * L)[..., :L]
+    y_conv = y_conv + u * layer.D.unsqueeze(-1)
+    # the same layer as a recurrence: x_k = exp(dt A) x_{k-1} + (exp(dt A) - 1) / A u_k, y_k = 2 Re(C x_k) + D u_k
+    kern = layer.kernel
+    dt = torch.exp(kern.log_dt)
+    A = -torch.exp(kern.log_A_real) + 1j * kern.A_imag
+    dA = torch.exp(A * dt.unsqueeze(-1))
+    dB = (dA - 1.0) / A
+    C = torch.view_as_complex(kern.C)
+    state = torch.zeros(2, S4_H, S4_N // 2, dtype=torch.complex128)
+    ys = []
+    for t in range(L):
+        state = dA * state + dB * u[:, :, t, None]
+        ys.append(2 * (state * C).sum(-1).real)
+    y_rec = torch.stack(ys, dim=-1) + u * layer.D.unsqueeze(-1)
+    params = [u, kern.C, kern.log_dt, kern.log_A_real, kern.A_imag, layer.D]
+    w = torch.tensor(rng.standard_normal((2, S4_H, S4_L)))
+    g_conv = torch.autograd.grad((y_conv * w).sum(), params)
+    g_rec = torch.autograd.grad((y_rec * w).sum(), params)
+    return y_conv, y_rec, g_conv, g_rec
+
+
+def test_s4d_fft_convolution_is_the_recurrence():
+    weights = weights_of(make_s4d)
+    (y_conv, y_rec, g_conv, g_rec), _ = run_both(s4d_convolution_against_recurrence, weights,
+                                                 rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(y_conv, y_rec, rtol=1e-9, atol=1e-11)
+    for a, b in zip(g_conv, g_rec):
+        np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-10)
+
+
+# ----------------------------------------------------------------------------------------------
+# RWKV-4 (RWKV-LM): token shift by nn.ZeroPad2d((0, 0, 1, -1)) (a negative pad crops the last step),
+# time-mixing whose WKV is the numerically stable recurrence with a running maximum (torch.maximum, exp of
+# differences), squared-ReLU channel mixing, the parallel WKV by a decay matrix under a tril mask against
+# it, and a few AdamW steps with the time_* parameters and LayerNorms in a group without weight decay
+# ----------------------------------------------------------------------------------------------
+
+RW_V, RW_D, RW_LAYERS = 11, 8, 2
+
+
+def make_rwkv(m):
+    torch, nn = m.torch, m.nn
+
+    class RWKV_TimeMix(nn.Module):
+        def __init__(self, layer_id):
+            super().__init__()
+            ratio_0_to_1 = layer_id / (RW_LAYERS - 1)
+            ratio_1_to_almost0 = 1.0 - (layer_id / RW_LAYERS)
+            with torch.no_grad():
+                decay_speed = torch.ones(RW_D)
+                for h in range(RW_D):
+                    decay_speed[h] = -5 + 8 * (h / (RW_D - 1)) ** (0.7 + 1.3 * ratio_0_to_1)
+                self.time_decay = nn.Parameter(decay_speed)
+                zigzag = torch.tensor([(i + 1) % 3 - 1 for i in range(RW_D)]) * 0.5
+                self.time_first = nn.Parameter(torch.ones(RW_D) * math.log(0.3) + zigzag)
+                x = torch.ones(1, 1, RW_D)
+                for i in range(RW_D):
+                    x[0, 0, i] = i / RW_D
+                self.time_mix_k = nn.Parameter(torch.pow(x, ratio_1_to_almost0))
+                self.time_mix_v = nn.Parameter(torch.pow(x, ratio_1_to_almost0) + 0.3 * ratio_0_to_1)
+                self.time_mix_r = nn.Parameter(torch.pow(x, 0.5 * ratio_1_to_almost0))
+            self.time_shift = nn.ZeroPad2d((0, 0, 1, -1))
+            self.key = nn.Linear(RW_D, RW_D, bias=False)
+            self.value = nn.Linear(RW_D, RW_D, bias=False)
+            self.receptance = nn.Linear(RW_D, RW_D, bias=False)
+            self.output = nn.Linear(RW_D, RW_D, bias=False)
+
+        def wkv(self, k, v):
+            B, T, C = k.shape
+            w = -torch.exp(self.time_decay)
+            u = self.time_first
+            aa = torch.zeros(B, C, dtype=k.dtype)
+            bb = torch.zeros(B, C, dtype=k.dtype)
+            pp = torch.full((B, C), -1e38, dtype=k.dtype)
+            out = []
+            for t in range(T):
+                kk, vv = k[:, t], v[:, t]
+                ww = u + kk
+                p = torch.maximum(pp, ww)
+                e1 = torch.exp(pp - p)
+                e2 = torch.exp(ww - p)
+                out.append((e1 * aa + e2 * vv) / (e1 * bb + e2))
+                ww = pp + w
+                p = torch.maximum(ww, kk)
+                e1 = torch.exp(ww - p)
+                e2 = torch.exp(kk - p)
+                aa = e1 * aa + e2 * vv
+                bb = e1 * bb + e2
+                pp = p
+            return torch.stack(out, dim=1)
+
+        def forward(self, x):
+            xx = self.time_shift(x)
+            xk = x * self.time_mix_k + xx * (1 - self.time_mix_k)
+            xv = x * self.time_mix_v + xx * (1 - self.time_mix_v)
+            xr = x * self.time_mix_r + xx * (1 - self.time_mix_r)
+            k = self.key(xk)
+            v = self.value(xv)
+            sr = torch.sigmoid(self.receptance(xr))
+            return self.output(sr * self.wkv(k, v))
+
+    class RWKV_ChannelMix(nn.Module):
+        def __init__(self, layer_id):
+            super().__init__()
+            self.time_shift = nn.ZeroPad2d((0, 0, 1, -1))
+            with torch.no_grad():
+                ratio_1_to_almost0 = 1.0 - (layer_id / RW_LAYERS)
+                x = torch.ones(1, 1, RW_D)
+                for i in range(RW_D):
+                    x[0, 0, i] = i / RW_D
+                self.time_mix_k = nn.Parameter(torch.pow(x, ratio_1_to_almost0))
+                self.time_mix_r = nn.Parameter(torch.pow(x, ratio_1_to_almost0))
+            self.key = nn.Linear(RW_D, 4 * RW_D, bias=False)
+            self.receptance = nn.Linear(RW_D, RW_D, bias=False)
+            self.value = nn.Linear(4 * RW_D, RW_D, bias=False)
+
+        def forward(self, x):
+            xx = self.time_shift(x)
+            xk = x * self.time_mix_k + xx * (1 - self.time_mix_k)
+            xr = x * self.time_mix_r + xx * (1 - self.time_mix_r)
+            k = self.key(xk)
+            k = torch.square(torch.relu(k))
+            kv = self.value(k)
+            return torch.sigmoid(self.receptance(xr)) * kv
+
+    class Block(nn.Module):
+        def __init__(self, layer_id):
+            super().__init__()
+            self.ln1 = nn.LayerNorm(RW_D)
+            self.ln2 = nn.LayerNorm(RW_D)
+            if layer_id == 0:
+                self.ln0 = nn.LayerNorm(RW_D)
+            self.layer_id = layer_id
+            self.att = RWKV_TimeMix(layer_id)
+            self.ffn = RWKV_ChannelMix(layer_id)
+
+        def forward(self, x):
+            if self.layer_id == 0:
+                x = self.ln0(x)
+            x = x + self.att(self.ln1(x))
+            x = x + self.ffn(self.ln2(x))
+            return x
+
+    class RWKV(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(RW_V, RW_D)
+            self.blocks = nn.Sequential(*[Block(i) for i in range(RW_LAYERS)])
+            self.ln_out = nn.LayerNorm(RW_D)
+            self.head = nn.Linear(RW_D, RW_V, bias=False)
+
+        def forward(self, idx):
+            return self.head(self.ln_out(self.blocks(self.emb(idx))))
+
+    return RWKV()
+
+
+def rwkv_training(m, weights, steps=3):
+    torch, F = m.torch, m.F
+    model = load(m, make_rwkv(m), weights)
+    tokens = torch.tensor(np.random.default_rng(8).integers(0, RW_V, (3, 10)))
+    no_decay = [p for n, p in model.named_parameters() if "time_" in n or "ln" in n or "emb" in n]
+    decay = [p for n, p in model.named_parameters() if not ("time_" in n or "ln" in n or "emb" in n)]
+    optimizer = m.optim.AdamW([{"params": decay, "weight_decay": 0.1},
+                               {"params": no_decay, "weight_decay": 0.0}], lr=3e-3, betas=(0.9, 0.99), eps=1e-8)
+    losses = []
+    for step in range(steps):
+        logits = model(tokens[:, :-1])
+        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), tokens[:, 1:].reshape(-1))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    with torch.no_grad():
+        full = model(tokens)
+        prefix = model(tokens[:, :4])
+    return losses, full, prefix, {n: p for n, p in model.named_parameters() if "time_" in n}
+
+
+def test_rwkv4_trains_and_stays_causal():
+    weights = weights_of(make_rwkv)
+    (losses, full, prefix, time_params), _ = run_both(rwkv_training, weights, rtol=1e-4, atol=1e-5)
+    assert losses[-1] < losses[0]
+    np.testing.assert_allclose(prefix, full[:, :4], rtol=1e-5, atol=1e-6)
+
+
+def rwkv_wkv_stable_against_parallel(m, weights):
+    torch = m.torch
+    model = load(m, make_rwkv(m), weights).double()
+    att = model.blocks[1].att
+    rng = np.random.default_rng(9)
+    B, T, C = 2, 7, RW_D
+    k = torch.tensor(rng.standard_normal((B, T, C)) * 3, requires_grad=True)
+    v = torch.tensor(rng.standard_normal((B, T, C)), requires_grad=True)
+    stable = att.wkv(k, v)
+    # parallel: wkv_t = (sum_{i<t} e^{-(t-1-i) w + k_i} v_i + e^{u + k_t} v_t) / (the same with v = 1)
+    w = torch.exp(att.time_decay)
+    t_idx = torch.arange(T, dtype=torch.float64)
+    dist = (t_idx[:, None] - 1 - t_idx[None, :])  # (t, i)
+    logits = -dist[None, :, :, None] * w + k[:, None, :, :]  # (B, t, i, C)
+    mask = torch.tril(torch.ones(T, T, dtype=torch.bool), diagonal=-1)[None, :, :, None]
+    logits = logits.masked_fill(~mask, float("-inf"))
+    bonus = (att.time_first + k)[:, :, None, :]  # the current token, weighted by u
+    all_logits = torch.cat([logits, bonus], dim=2)  # (B, t, i + 1, C)
+    all_v = torch.cat([v[:, None].expand(B, T, T, C), v[:, :, None]], dim=2)
+    weights_ = torch.softmax(all_logits, dim=2)
+    parallel = (weights_ * all_v).sum(2)
+    leaves = [k, v, att.time_decay, att.time_first]
+    g = torch.tensor(rng.standard_normal((B, T, C)))
+    return stable, parallel, torch.autograd.grad((stable * g).sum(), leaves), \
+        torch.autograd.grad((parallel * g).sum(), leaves)
+
+
+def test_rwkv4_stable_wkv_is_the_parallel_softmax():
+    weights = weights_of(make_rwkv)
+    (stable, parallel, g_stable, g_parallel), _ = run_both(rwkv_wkv_stable_against_parallel, weights,
+                                                          rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(stable, parallel, rtol=1e-10, atol=1e-12)
+    for a, b in zip(g_stable, g_parallel):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-11)
+
+
+# ----------------------------------------------------------------------------------------------
+# RetNet retention (torchscale's retnet): multi-scale decays log(1 - 2^(-5 - h)), xPos-style rotation by
+# rotate_every_two (strided ::2 slices, stack, flatten), the decay mask built by masked_fill with inf,
+# exp, nan_to_num and a row normalisation by its square-rooted sum; the parallel, recurrent and chunkwise
+# forms of retention against each other (values and gradients, float64), and a small RetNet trained a few
+# steps in the parallel form (retention scores divided by their detached absolute row sums, per-head RMS
+# group norm, swish gate)
+# ----------------------------------------------------------------------------------------------
+
+RN_V, RN_D, RN_H = 12, 8, 2
+
+
+def rotate_every_two(m, x):
+    x1 = x[:, :, :, ::2]
+    x2 = x[:, :, :, 1::2]
+    x = m.torch.stack((-x2, x1), dim=-1)
+    return x.flatten(-2)  # in einsum notation: rearrange(x, '... d j -> ... (d j)')
+
+
+def theta_shift(m, x, sin, cos):
+    return (x * cos) + (rotate_every_two(m, x) * sin)
+
+
+def retnet_rel_pos(m, slen, embed_dim, num_heads, dtype):
+    torch = m.torch
+    angle = 1.0 / (10000 ** torch.linspace(0, 1, embed_dim // num_heads // 2, dtype=dtype))
+    angle = angle.unsqueeze(-1).repeat(1, 2).flatten()
+    decay = torch.log(1 - 2 ** (-5 - torch.arange(num_heads, dtype=dtype)))
+    index = torch.arange(slen).to(decay)
+    sin = torch.sin(index[:, None] * angle[None, :])
+    cos = torch.cos(index[:, None] * angle[None, :])
+    mask = torch.tril(torch.ones(slen, slen).to(decay))
+    mask = torch.masked_fill(index[:, None] - index[None, :], ~mask.bool(), float("inf"))
+    mask = torch.exp(mask * decay[:, None, None])
+    mask = torch.nan_to_num(mask)
+    return (sin, cos), mask, decay
+
+
+def retention_three_forms(m, chunk):
+    torch = m.torch
+    rng = np.random.default_rng(12)
+    b, h, T, dk, dv = 2, 3, 12, 4, 5
+    q = torch.tensor(rng.standard_normal((b, h, T, dk)), requires_grad=True)
+    k = torch.tensor(rng.standard_normal((b, h, T, dk)), requires_grad=True)
+    v = torch.tensor(rng.standard_normal((b, h, T, dv)), requires_grad=True)
+    (sin, cos), mask, decay = retnet_rel_pos(m, T, h * dk, h, torch.float64)
+    gamma = torch.exp(decay)  # (h)
+
+    def rotated():
+        return theta_shift(m, q, sin, cos), theta_shift(m, k, sin, cos)
+
+    # parallel
+    qr, kr = rotated()
+    parallel = (qr @ kr.transpose(-1, -2) * mask) @ v
+    # recurrent: S_n = gamma S_{n-1} + k_n^T v_n, o_n = q_n S_n
+    qr, kr = rotated()
+    S = torch.zeros(b, h, dk, dv, dtype=torch.float64)
+    outs = []
+    for t in range(T):
+        S = gamma.view(1, h, 1, 1) * S + kr[:, :, t, :, None] * v[:, :, t, None, :]
+        outs.append(torch.einsum("bhk,bhkv->bhv", qr[:, :, t], S))
+    recurrent = torch.stack(outs, dim=2)
+    # chunkwise: inside a chunk the parallel form, across chunks the state R decayed by gamma^B
+    qr, kr = rotated()
+    inner_mask = mask[:, :chunk, :chunk]
+    idx = torch.arange(1, chunk + 1, dtype=torch.float64)
+    cross_decay = gamma.view(h, 1) ** idx  # xi: decay from the chunk's start to each position
+    value_decay = gamma.view(h, 1) ** (chunk - idx)  # zeta: decay from each position to the chunk's end
+    R = torch.zeros(b, h, dk, dv, dtype=torch.float64)
+    pieces = []
+    for start in range(0, T, chunk):
+        qc, kc, vc = (t_[:, :, start:start + chunk] for t_ in (qr, kr, v))
+        inner = (qc @ kc.transpose(-1, -2) * inner_mask) @ vc
+        cross = (qc @ R) * cross_decay.view(1, h, chunk, 1)
+        pieces.append(inner + cross)
+        R = kc.transpose(-1, -2) @ (vc * value_decay.view(1, h, chunk, 1)) + R * (gamma ** chunk).view(1, h, 1, 1)
+    chunkwise = torch.cat(pieces, dim=2)
+    w = torch.tensor(rng.standard_normal((b, h, T, dv)))
+    grads = [torch.autograd.grad((o * w).sum(), (q, k, v)) for o in (parallel, recurrent, chunkwise)]
+    return [parallel, recurrent, chunkwise], grads
+
+
+@pytest.mark.parametrize("chunk", [3, 4])
+def test_retention_parallel_recurrent_and_chunkwise_agree(chunk):
+    (outs, grads), _ = run_both(retention_three_forms, chunk, rtol=1e-9, atol=1e-11)
+    for o in outs[1:]:
+        np.testing.assert_allclose(o, outs[0], rtol=1e-9, atol=1e-11)
+    for gs in grads[1:]:
+        for a, b in zip(gs, grads[0]):
+            np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-11)
+
+
+def make_retnet(m):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    class MultiScaleRetention(nn.Module):
+        def __init__(self, embed_dim, value_dim, num_heads):
+            super().__init__()
+            self.embed_dim = embed_dim
+            self.num_heads = num_heads
+            self.head_dim = value_dim // num_heads
+            self.key_dim = embed_dim // num_heads
+            self.scaling = self.key_dim ** -0.5
+            self.q_proj = nn.Linear(embed_dim, embed_dim, bias=False)
+            self.k_proj = nn.Linear(embed_dim, embed_dim, bias=False)
+            self.v_proj = nn.Linear(embed_dim, value_dim, bias=False)
+            self.g_proj = nn.Linear(embed_dim, value_dim, bias=False)
+            self.out_proj = nn.Linear(value_dim, embed_dim, bias=False)
+            self.group_norm = nn.RMSNorm(self.head_dim, eps=1e-6, elementwise_affine=False)
+            nn.init.xavier_uniform_(self.q_proj.weight, gain=2 ** -2.5)
+            nn.init.xavier_uniform_(self.k_proj.weight, gain=2 ** -2.5)
+            nn.init.xavier_uniform_(self.v_proj.weight, gain=2 ** -2.5)
+            nn.init.xavier_uniform_(self.g_proj.weight, gain=2 ** -2.5)
+            nn.init.xavier_uniform_(self.out_proj.weight, gain=2 ** -1)
+
+        def parallel_forward(self, qr, kr, v, mask):
+            bsz, tgt_len, embed_dim = v.size()
+            vr = v.view(bsz, tgt_len, self.num_heads, self.head_dim).transpose(1, 2)
+            qk_mat = qr @ kr.transpose(-1, -2)  # bsz * m * tgt_len * tgt_len
+            qk_mat = qk_mat * mask
+            # invariant after normalization
+            qk_mat = qk_mat / qk_mat.detach().abs().sum(dim=-1, keepdim=True).clamp(min=1, max=5e4)
+            output = torch.matmul(qk_mat, vr)
+            output = output.transpose(1, 2)
+            return output
+
+        def forward(self, x, rel_pos):
+            bsz, tgt_len, _ = x.size()
+            (sin, cos), inner_mask = rel_pos
+            q = self.q_proj(x)
+            k = self.k_proj(x)
+            v = self.v_proj(x)
+            g = self.g_proj(x)
+            k *= self.scaling
+            q = q.view(bsz, tgt_len, self.num_heads, self.key_dim).transpose(1, 2)
+            k = k.view(bsz, tgt_len, self.num_heads, self.key_dim).transpose(1, 2)
+            qr = theta_shift(m, q, sin, cos)
+            kr = theta_shift(m, k, sin, cos)
+            output = self.parallel_forward(qr, kr, v, inner_mask)
+            output = self.group_norm(output).reshape(bsz, tgt_len, self.head_dim * self.num_heads)
+            output = F.silu(g) * output
+            return self.out_proj(output)
+
+    class RetNetLayer(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.retention = MultiScaleRetention(RN_D, 2 * RN_D, RN_H)
+            self.retention_layer_norm = nn.LayerNorm(RN_D)
+            self.ffn = nn.Sequential(nn.Linear(RN_D, 2 * RN_D), nn.GELU(), nn.Linear(2 * RN_D, RN_D))
+            self.final_layer_norm = nn.LayerNorm(RN_D)
+
+        def forward(self, x, rel_pos):
+            x = x + self.retention(self.retention_layer_norm(x), rel_pos)
+            return x + self.ffn(self.final_layer_norm(x))
+
+    class RetNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed_tokens = nn.Embedding(RN_V, RN_D)
+            self.layers = nn.ModuleList([RetNetLayer() for _ in range(2)])
+            self.layer_norm = nn.LayerNorm(RN_D)
+            self.output_projection = nn.Linear(RN_D, RN_V, bias=False)
+
+        def forward(self, tokens):
+            x = self.embed_tokens(tokens)
+            (sin, cos), mask, _ = retnet_rel_pos(m, tokens.size(1), RN_D, RN_H, x.dtype)
+            mask = mask / mask.sum(dim=-1, keepdim=True).sqrt()
+            for layer in self.layers:
+                x = layer(x, ((sin, cos), mask))
+            return self.output_projection(self.layer_norm(x))
+
+    return RetNet()
+
+
+def retnet_training(m, weights, steps=3):
+    torch, F = m.torch, m.F
+    model = load(m, make_retnet(m), weights)
+    tokens = torch.tensor(np.random.default_rng(13).integers(0, RN_V, (3, 9)))
+    optimizer = m.optim.AdamW(model.parameters(), lr=5e-3, weight_decay=0.05)
+    losses = []
+    for step in range(steps):
+        logits = model(tokens[:, :-1])
+        loss = F.cross_entropy(logits.transpose(1, 2), tokens[:, 1:])
+        optimizer.zero_grad()
+        loss.backward()
+        m.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        losses.append(loss.item())
+    with torch.no_grad():
+        full = model(tokens)
+        prefix = model(tokens[:, :5])
+    return losses, full, prefix
+
+
+def test_retnet_trains_in_its_parallel_form():
+    weights = weights_of(make_retnet)
+    (losses, full, prefix), _ = run_both(retnet_training, weights, rtol=1e-4, atol=1e-5)
+    assert losses[-1] < losses[0]
+    np.testing.assert_allclose(prefix, full[:, :5], rtol=1e-4, atol=1e-5)  # causal
+
+
+# ----------------------------------------------------------------------------------------------
+# xLSTM (NX-AI/xlstm): the mLSTM cell in its stabilised parallel form (logsigmoid forget gates, cumsum,
+# repeat and transpose into a log gate matrix, torch.where with -inf, a row max subtracted before exp, the
+# normaliser max(|row sum|, exp(-max))), its recurrent step (squeeze_ in place on the step's slices, a running
+# stabiliser state m) and its chunkwise form (states written by index into zero tensors, triu of inf); the
+# three against each other in float64, values and gradients; and the sLSTM pointwise cell with exponential
+# gating, its stabiliser and the torch.all(n == 0) first step, run over a sequence
+# ----------------------------------------------------------------------------------------------
+
+
+def mlstm_forms(m, chunk_size, squeeze_in_place=False):
+    torch, F = m.torch, m.F
+    rng = np.random.default_rng(21)
+    B, NH, S, DH = 2, 2, 8, 4
+    eps = 1e-6
+    leaves = [torch.tensor(rng.standard_normal(shape) * scale, requires_grad=True)
+              for shape, scale in [((B, NH, S, DH), 1.0)] * 3 + [((B, NH, S, 1), 2.0), ((B, NH, S, 1), 2.0)]]
+    leaves[4].data.add_(3.0)  # forget gates mostly open, as their bias init makes them
+
+    def inputs():
+        return [x * 1.0 for x in leaves]  # non-leaf copies (projections in the model)
+
+    # parallel
+    queries, keys, values, igate_preact, fgate_preact = inputs()
+    log_fgates = F.logsigmoid(fgate_preact)
+    ltr = torch.tril(torch.ones((S, S), dtype=torch.bool))
+    log_fgates_cumsum = torch.cat([torch.zeros((B, NH, 1, 1), dtype=torch.float64),
+                                   torch.cumsum(log_fgates, dim=-2)], dim=-2)
+    rep_log_fgates_cumsum = log_fgates_cumsum.repeat(1, 1, 1, S + 1)
+    _log_fg_matrix = rep_log_fgates_cumsum - rep_log_fgates_cumsum.transpose(-2, -1)
+    log_fg_matrix = torch.where(ltr, _log_fg_matrix[:, :, 1:, 1:], -float("inf"))
+    log_D_matrix = log_fg_matrix + igate_preact.transpose(-2, -1)
+    max_log_D, _ = torch.max(log_D_matrix, dim=-1, keepdim=True)
+    D_matrix = torch.exp(log_D_matrix - max_log_D)
+    keys_scaled = keys / math.sqrt(DH)
+    C_matrix = (queries @ keys_scaled.transpose(-2, -1)) * D_matrix
+    normalizer = torch.maximum(C_matrix.sum(dim=-1, keepdim=True).abs(), torch.exp(-max_log_D))
+    parallel = (C_matrix / (normalizer + eps)) @ values
+
+    # recurrent, from m = -inf (no state yet), which is what the parallel form assumes
+    queries, keys, values, igate_preact, fgate_preact = inputs()
+    c_state = torch.zeros(B, NH, DH, DH, dtype=torch.float64)
+    n_state = torch.zeros(B, NH, DH, 1, dtype=torch.float64)
+    m_state = torch.full((B, NH, 1, 1), -float("inf"), dtype=torch.float64)
+    hs = []
+    for t in range(S):
+        q, k, v = (x[:, :, t:t + 1] for x in (queries, keys, values))
+        if squeeze_in_place:  # as the library's inference step does: squeeze_ bumps the shared version
+            q, k, v = q.squeeze_(2).unsqueeze(-1), k.squeeze_(2).unsqueeze(-1), v.squeeze_(2).unsqueeze(-1)
+        else:
+            q, k, v = q.squeeze(2).unsqueeze(-1), k.squeeze(2).unsqueeze(-1), v.squeeze(2).unsqueeze(-1)
+        i_t, f_t = igate_preact[:, :, t:t + 1], fgate_preact[:, :, t:t + 1]
+        log_fg_act = F.logsigmoid(f_t)
+        m_state_new = torch.max(log_fg_act + m_state, i_t)
+        fg_act = torch.exp(log_fg_act + m_state - m_state_new)
+        ig_act = torch.exp(i_t - m_state_new)
+        k_scaled = k / math.sqrt(DH)
+        c_state = fg_act * c_state + ig_act * (k_scaled @ v.transpose(-1, -2))
+        n_state = fg_act * n_state + ig_act * k_scaled
+        h_num = q.transpose(-1, -2) @ c_state
+        qn_dotproduct = q.transpose(-1, -2) @ n_state
+        h_denom = torch.maximum(qn_dotproduct.abs(), torch.exp(-m_state_new)) + eps
+        hs.append(h_num / h_denom)
+        m_state = m_state_new
+    recurrent = torch.cat(hs, dim=2)
+
+    # chunkwise, its initial stabiliser also -inf
+    queries, keys, values, igate_preact, fgate_preact = inputs()
+    igate_preact, fgate_preact = igate_preact.squeeze(-1), fgate_preact.squeeze(-1)
+    NS, CS = S // chunk_size, chunk_size
+    q = queries.view(B, NH, NS, CS, DH) / math.sqrt(DH)
+    k = keys.view(B, NH, NS, CS, DH)
+    v = values.view(B, NH, NS, CS, DH)
+    log_fgates = F.logsigmoid(fgate_preact).view(B, NH, NS, CS)
+    log_fgates_acc = log_fgates.cumsum(dim=3)
+    igate_preact = igate_preact.view(B, NH, NS, CS)
+    loggates = (igate_preact - log_fgates_acc)[:, :, :, :, None]
+    m_loc, _ = torch.max(loggates + log_fgates_acc[:, :, :, -1, None, None], dim=3, keepdim=True)
+    loggates = loggates + log_fgates_acc[:, :, :, -1, None, None] - m_loc
+    kv = k.transpose(-1, -2) @ (v * (loggates).exp())
+    ksum = (k * (loggates).exp()).sum(dim=-2)
+    C = torch.zeros((B, NH, NS + 1, DH, DH), dtype=kv.dtype)
+    n = torch.zeros((B, NH, NS + 1, DH), dtype=kv.dtype)
+    mm = torch.zeros((B, NH, NS + 1, 1, 1), dtype=kv.dtype)
+    mm[:, :, 0] = torch.full((B, NH, 1, 1), -float("inf"), dtype=kv.dtype)
+    for i in range(1, NS + 1):
+        mm[:, :, i] = torch.maximum(log_fgates_acc[:, :, i - 1, -1, None, None] + mm[:, :, i - 1], m_loc[:, :, i - 1])
+        C[:, :, i] = (C[:, :, i - 1].clone() * (log_fgates_acc[:, :, i - 1, -1, None, None] + mm[:, :, i - 1]
+                                                - mm[:, :, i]).exp()
+                      + kv[:, :, i - 1] * (m_loc[:, :, i - 1] - mm[:, :, i]).exp())
+        n[:, :, i] = (n[:, :, i - 1].clone() * (log_fgates_acc[:, :, i - 1, -1, None] + mm[:, :, i - 1, 0]
+                                                - mm[:, :, i, 0]).exp()
+                      + ksum[:, :, i - 1] * (m_loc[:, :, i - 1, 0] - mm[:, :, i, 0]).exp())
+    log_fgates_rep = log_fgates_acc[:, :, :, :, None].repeat(1, 1, 1, 1, CS)
+    log_fg_matrix = (log_fgates_rep - log_fgates_rep.transpose(-1, -2)
+                     - torch.triu(float("inf") * torch.ones([1, 1, 1, CS, CS]).to(q), diagonal=1))
+    log_D_matrix = log_fg_matrix + igate_preact[:, :, :, :, None].transpose(-2, -1)
+    D_max, _ = torch.max(log_D_matrix, dim=-1, keepdim=True)
+    stab = torch.maximum(D_max, mm[:, :, :-1, :] + log_fgates_acc[:, :, :, :, None])
+    inter_C = (q * (mm[:, :, :-1, :] + log_fgates_acc[:, :, :, :, None] - stab).exp()) @ C[:, :, :-1]
+    inter_n = (q * (mm[:, :, :-1, :] + log_fgates_acc[:, :, :, :, None] - stab).exp()) @ n[:, :, :-1, :, None]
+    E_matrix = (q @ k.transpose(-2, -1)) * torch.exp(log_D_matrix - stab)
+    normalizer = torch.maximum((E_matrix.sum(dim=-1, keepdim=True) + inter_n).abs(), torch.exp(-stab))
+    intra = (E_matrix / (normalizer + eps)) @ v
+    inter = inter_C / (normalizer + eps)
+    chunkwise = (intra + inter).view((B, NH, S, DH))
+
+    w = torch.tensor(rng.standard_normal((B, NH, S, DH)))
+    grads = [torch.autograd.grad((h * w).sum(), leaves) for h in (parallel, recurrent, chunkwise)]
+    return [parallel, recurrent, chunkwise], grads
+
+
+@pytest.mark.parametrize("chunk_size", [2, 4])
+def test_mlstm_parallel_recurrent_and_chunkwise_agree(chunk_size):
+    (outs, grads), _ = run_both(mlstm_forms, chunk_size, rtol=1e-9, atol=1e-11)
+    for o in outs[1:]:
+        np.testing.assert_allclose(o, outs[0], rtol=1e-9, atol=1e-11)
+    for gs in grads[1:]:
+        for a, b in zip(gs, grads[0]):
+            np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-10)
+    assert all(np.isfinite(g).all() for gs in grads for g in gs)
+
+
+def test_mlstm_recurrent_step_squeezing_in_place_refuses_backward_as_pytorch():
+    """The library's recurrent step squeezes its slices in place (q.squeeze_(2)): each squeeze_ counts as a
+    change of the sequence they are cut from, which an earlier step's matmul saved, so backward refuses on
+    both libraries (the step is meant for inference)."""
+    from .pytorch_programs import pytorch
+    for modules in (OURS, pytorch()):
+        if modules is None:
+            continue
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            mlstm_forms(modules, 4, squeeze_in_place=True)
+
+
+def slstm_sequence(m, dtype_name):
+    torch, nn, F = m.torch, m.nn, m.F
+    dtype = getattr(torch, dtype_name)
+    rng = np.random.default_rng(22)
+    B, H, T, D = 3, 4, 6, 5
+    W = nn.Linear(D, 4 * H, bias=False).to(dtype)
+    R = nn.Linear(H, 4 * H, bias=False).to(dtype)  # block-diagonal per head in xLSTM; dense here
+    with torch.no_grad():
+        W.weight.copy_(torch.tensor(rng.standard_normal((4 * H, D)) * 0.5))
+        R.weight.copy_(torch.tensor(rng.standard_normal((4 * H, H)) * 0.5))
+    b = nn.Parameter(torch.tensor(np.concatenate([np.zeros(H), np.linspace(3, 6, H), np.zeros(2 * H)])[None],
+                                  dtype=dtype))
+    x = torch.tensor(rng.standard_normal((T, B, D)) * 2, dtype=dtype, requires_grad=True)
+
+    def slstm_forward_pointwise(Wx, Ry, b, states):
+        raw = Wx + Ry + b
+        y, c, n, m_ = torch.unbind(states.view(4, states.shape[1], -1), dim=0)
+        iraw, fraw, zraw, oraw = torch.unbind(raw.view(raw.shape[0], 4, -1), dim=1)
+        logfplusm = m_ + F.logsigmoid(fraw)
+        if torch.all(n == 0.0):
+            mnew = iraw
+        else:
+            mnew = torch.max(iraw, logfplusm)
+        ogate = torch.sigmoid(oraw)
+        igate = torch.exp(iraw - mnew)
+        fgate = torch.exp(logfplusm - mnew)
+        cnew = fgate * c + igate * torch.tanh(zraw)
+        nnew = fgate * n + igate
+        ynew = ogate * cnew / nnew
+        return torch.stack((ynew, cnew, nnew, mnew), dim=0), torch.stack((igate, fgate, zraw, ogate), dim=0)
+
+    states = torch.zeros(4, B, H, dtype=dtype)
+    ys, gates = [], []
+    for t in range(T):
+        states, g = slstm_forward_pointwise(W(x[t]), R(states[0]), b, states)
+        ys.append(states[0])
+        gates.append(g)
+    y = torch.stack(ys)
+    loss = (y ** 2).sum() + states[2].log().sum()
+    loss.backward()
+    return y, states, torch.stack(gates), x.grad, W.weight.grad, R.weight.grad, b.grad
+
+
+@pytest.mark.parametrize("dtype_name, rtol, atol", [("float32", 1e-5, 1e-5), ("float64", 1e-10, 1e-12)])
+def test_slstm_exponential_gating_with_its_stabiliser(dtype_name, rtol, atol):
+    (y, states, gates, *grads), _ = run_both(slstm_sequence, dtype_name, rtol=rtol, atol=atol)
+    assert np.all(np.abs(y) < 1) and np.all(states[2] > 0)  # |c| <= n: the normaliser bounds the output
+    # stabilised gates stay <= 1 (after the first step, whose forget gate multiplies empty states)
+    assert np.all(gates[:, 0] <= 1 + 1e-6) and np.all(gates[1:, 1] <= 1 + 1e-6)
