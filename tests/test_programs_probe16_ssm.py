@@ -966,3 +966,489 @@ def test_slstm_exponential_gating_with_its_stabiliser(dtype_name, rtol, atol):
     assert np.all(np.abs(y) < 1) and np.all(states[2] > 0)  # |c| <= n: the normaliser bounds the output
     # stabilised gates stay <= 1 (after the first step, whose forget gate multiplies empty states)
     assert np.all(gates[:, 0] <= 1 + 1e-6) and np.all(gates[1:, 1] <= 1 + 1e-6)
+
+
+# ----------------------------------------------------------------------------------------------
+# Hyena (HazyResearch/safari, src/models/sequence/hyena.py): an implicit long filter (a complex positional
+# embedding exp(-1j f w) split into .real/.imag, an MLP with one shared Sin activation module appended
+# several times to nn.Sequential, an exponential decay modulation), fftconv with rfft(k, n=2L) / 2L and
+# irfft(norm="forward"), a short depthwise Conv1d (padding=2, sliced back to the length), the order-2
+# gating recurrence; parameters registered with their own lr/weight decay (_optim) gathered into AdamW
+# groups; and fftconv checked against the direct causal convolution, values and gradients
+# ----------------------------------------------------------------------------------------------
+
+HY_V, HY_D, HY_L = 10, 8, 12
+
+
+def fftconv(m, u, k, D):
+    torch = m.torch
+    seqlen = u.shape[-1]
+    fft_size = 2 * seqlen
+    k_f = torch.fft.rfft(k, n=fft_size) / fft_size
+    u_f = torch.fft.rfft(u.to(dtype=k.dtype), n=fft_size)
+    if len(u.shape) > 3:
+        k_f = k_f.unsqueeze(1)
+    y = torch.fft.irfft(u_f * k_f, n=fft_size, norm="forward")[..., :seqlen]
+    out = y + u * D.unsqueeze(-1)
+    return out.to(dtype=u.dtype)
+
+
+def make_hyena(m):
+    torch, nn = m.torch, m.nn
+
+    class OptimModule(nn.Module):
+        def register(self, name, tensor, lr=None):
+            if lr == 0.0:
+                self.register_buffer(name, tensor)
+            else:
+                self.register_parameter(name, nn.Parameter(tensor))
+                optim = {"weight_decay": 0}
+                if lr is not None:
+                    optim["lr"] = lr
+                setattr(getattr(self, name), "_optim", optim)
+
+    class Sin(nn.Module):
+        def __init__(self, dim, w=10, train_freq=True):
+            super().__init__()
+            self.freq = nn.Parameter(w * torch.ones(1, dim)) if train_freq else w * torch.ones(1, dim)
+
+        def forward(self, x):
+            return torch.sin(self.freq * x)
+
+    class PositionalEmbedding(OptimModule):
+        def __init__(self, emb_dim, seq_len, lr_pos_emb=1e-5):
+            super().__init__()
+            self.seq_len = seq_len
+            t = torch.linspace(0, 1, self.seq_len)[None, :, None]  # 1, L, 1
+            bands = (emb_dim - 1) // 2
+            t_rescaled = torch.linspace(0, seq_len - 1, seq_len)[None, :, None]
+            w = 2 * math.pi * t_rescaled / seq_len  # 1, L, 1
+            f = torch.linspace(1e-4, bands - 1, bands)[None, None]
+            z = torch.exp(-1j * f * w)
+            z = torch.cat([t, z.real, z.imag], dim=-1)
+            self.register("z", z, lr=lr_pos_emb)
+            self.register("t", t, lr=0.0)
+
+        def forward(self, L):
+            return self.z[:, :L], self.t[:, :L]
+
+    class ExponentialModulation(OptimModule):
+        def __init__(self, d_model, fast_decay_pct=0.3, slow_decay_pct=1.5, target=1e-2, modulation_lr=0.0,
+                     modulate=True, shift=0.0):
+            super().__init__()
+            self.modulate = modulate
+            self.shift = shift
+            max_decay = math.log(target) / fast_decay_pct
+            min_decay = math.log(target) / slow_decay_pct
+            deltas = torch.linspace(min_decay, max_decay, d_model)[None, None]
+            self.register("deltas", deltas, lr=modulation_lr)
+
+        def forward(self, t, x):
+            if self.modulate:
+                decay = torch.exp(-t * self.deltas.abs())
+                x = x * (decay + self.shift)
+            return x
+
+    class HyenaFilter(OptimModule):
+        def __init__(self, d_model, emb_dim=3, order=16, seq_len=1024, lr=1e-3, lr_pos_emb=1e-5, dropout=0.0,
+                     w=1, wd=0, bias=True, num_inner_mlps=2):
+            super().__init__()
+            self.d_model = d_model
+            self.bias = nn.Parameter(torch.randn(self.d_model))
+            self.dropout = nn.Dropout(dropout)
+            act = Sin(dim=order, w=w)
+            self.emb_dim = emb_dim
+            self.seq_len = seq_len
+            self.pos_emb = PositionalEmbedding(emb_dim, seq_len, lr_pos_emb)
+            self.implicit_filter = nn.Sequential(nn.Linear(emb_dim, order), act)
+            for i in range(num_inner_mlps):
+                self.implicit_filter.append(nn.Linear(order, order))
+                self.implicit_filter.append(act)
+            self.implicit_filter.append(nn.Linear(order, d_model, bias=False))
+            self.modulation = ExponentialModulation(d_model)
+            for c in self.implicit_filter.children():
+                for name, v in c.state_dict().items():
+                    optim = {"weight_decay": wd, "lr": lr}
+                    setattr(getattr(c, name), "_optim", optim)
+
+        def filter(self, L):
+            z, t = self.pos_emb(L)
+            h = self.implicit_filter(z)
+            h = self.modulation(t, h)
+            return h
+
+        def forward(self, x, L, k=None, bias=None):
+            if k is None:
+                k = self.filter(L)
+            k = k[0] if type(k) is tuple else k
+            return fftconv(m, x, k, bias)
+
+    class HyenaOperator(nn.Module):
+        def __init__(self, d_model, l_max, order=2, filter_order=64, dropout=0.0, filter_dropout=0.0):
+            super().__init__()
+            self.d_model = d_model
+            self.l_max = l_max
+            self.order = order
+            inner_width = d_model * (order + 1)
+            self.dropout = nn.Dropout(dropout)
+            self.in_proj = nn.Linear(d_model, inner_width)
+            self.out_proj = nn.Linear(d_model, d_model)
+            self.short_filter = nn.Conv1d(inner_width, inner_width, 3, padding=2, groups=inner_width)
+            self.filter_fn = HyenaFilter(d_model * (order - 1), order=filter_order, seq_len=l_max,
+                                         dropout=filter_dropout)
+
+        def forward(self, u):
+            l = u.size(-2)
+            l_filter = min(l, self.l_max)
+            u = self.in_proj(u)
+            u = u.transpose(1, 2)  # rearrange(u, 'b l d -> b d l')
+            uc = self.short_filter(u)[..., :l_filter]
+            *x, v = uc.split(self.d_model, dim=1)
+            k = self.filter_fn.filter(l_filter)[0]
+            k = k.reshape(l_filter, self.order - 1, self.d_model).permute(1, 2, 0)  # 'l (o d) -> o d l'
+            bias = self.filter_fn.bias.reshape(self.order - 1, self.d_model)  # '(o d) -> o d'
+            for o, x_i in enumerate(reversed(x[1:])):
+                v = self.dropout(v * x_i)
+                v = self.filter_fn(v, l_filter, k=k[o], bias=bias[o])
+            y = (v * x[0]).transpose(1, 2)  # 'b d l -> b l d'
+            return self.out_proj(y)
+
+    class HyenaLM(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embedding = nn.Embedding(HY_V, HY_D)
+            self.mixer = HyenaOperator(HY_D, l_max=HY_L, order=2, filter_order=16)
+            self.norm1 = nn.LayerNorm(HY_D)
+            self.mlp = nn.Sequential(nn.Linear(HY_D, 4 * HY_D), nn.GELU(approximate="tanh"),
+                                     nn.Linear(4 * HY_D, HY_D))
+            self.norm2 = nn.LayerNorm(HY_D)
+            self.head = nn.Linear(HY_D, HY_V)
+
+        def forward(self, ids):
+            x = self.embedding(ids)
+            x = x + self.mixer(self.norm1(x))
+            x = x + self.mlp(self.norm2(x))
+            return self.head(x)
+
+    return HyenaLM()
+
+
+def hyena_training(m, weights, steps=3):
+    torch, F = m.torch, m.F
+    model = make_hyena(m)
+    model.load_state_dict({k: torch.tensor(v) for k, v in weights.items()})
+    all_parameters = list(model.parameters())
+    params = [p for p in all_parameters if not hasattr(p, "_optim")]
+    optimizer = m.optim.AdamW(params, lr=3e-3, weight_decay=0.1)
+    hps = [dict(s) for s in sorted(dict.fromkeys(frozenset(p._optim.items()) for p in all_parameters
+                                                  if hasattr(p, "_optim")), key=sorted)]
+    for hp in hps:
+        optimizer.add_param_group({"params": [p for p in all_parameters if getattr(p, "_optim", None) == hp], **hp})
+    tokens = torch.tensor(np.random.default_rng(30).integers(0, HY_V, (3, HY_L + 1)))
+    losses = []
+    for step in range(steps):
+        logits = model(tokens[:, :-1])
+        loss = F.cross_entropy(logits.reshape(-1, HY_V), tokens[:, 1:].reshape(-1))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    with torch.no_grad():
+        full = model(tokens[:, :HY_L])
+        prefix = model(tokens[:, :6])
+    groups = [(g["lr"], g["weight_decay"], len(g["params"])) for g in optimizer.param_groups]
+    n_children = len(list(model.mixer.filter_fn.implicit_filter.children()))
+    buffers = sorted(n for n, _ in model.named_buffers())
+    return losses, full, prefix, groups, n_children, buffers
+
+
+def test_hyena_trains_with_its_implicit_filter_groups():
+    weights = weights_of(make_hyena)
+    assert "mixer.filter_fn.pos_emb.t" in weights and "mixer.filter_fn.modulation.deltas" in weights  # buffers
+    (losses, full, prefix, groups, n_children, buffers), _ = run_both(hyena_training, weights, rtol=1e-4,
+                                                                      atol=1e-5)
+    assert losses[-1] < losses[0]
+    np.testing.assert_allclose(prefix, full[:, :6], rtol=1e-5, atol=1e-6)  # the FFT convolution is causal
+    assert n_children == 5  # four Linears and the shared Sin, one child however often it was appended
+    # AdamW's own, pos_emb.z's, the filter MLP's (lr 1e-3: 4 linear weights, 3 biases, the Sin frequency)
+    assert groups == [(3e-3, 0.1, 18), (1e-5, 0, 1), (1e-3, 0, 8)]
+    assert buffers == ["mixer.filter_fn.modulation.deltas", "mixer.filter_fn.pos_emb.t"]
+
+
+def fftconv_against_direct(m, dtype_name):
+    torch = m.torch
+    dtype = getattr(torch, dtype_name)
+    rng = np.random.default_rng(31)
+    b, d, L = 2, 3, 10
+    u = torch.tensor(rng.standard_normal((b, d, L)), dtype=dtype, requires_grad=True)
+    k = torch.tensor(rng.standard_normal((d, L)), dtype=dtype, requires_grad=True)
+    D = torch.tensor(rng.standard_normal(d), dtype=dtype, requires_grad=True)
+    y_fft = fftconv(m, u, k, D)
+    # y_t = sum_{s <= t} k_{t-s} u_s + D u_t, by flipping the filter into a causal conv1d
+    y_direct = m.F.conv1d(m.F.pad(u, (L - 1, 0)), k.flip(-1).unsqueeze(1), groups=d) + u * D.unsqueeze(-1)
+    w = torch.tensor(rng.standard_normal((b, d, L)), dtype=dtype)
+    return y_fft, y_direct, torch.autograd.grad((y_fft * w).sum(), (u, k, D)), \
+        torch.autograd.grad((y_direct * w).sum(), (u, k, D))
+
+
+@pytest.mark.parametrize("dtype_name, tol", [("float32", 1e-5), ("float64", 1e-12)])
+def test_hyena_fftconv_is_the_causal_convolution(dtype_name, tol):
+    (y_fft, y_direct, g_fft, g_direct), _ = run_both(fftconv_against_direct, dtype_name, rtol=tol, atol=tol)
+    assert y_fft.dtype == np.dtype(dtype_name)
+    np.testing.assert_allclose(y_fft, y_direct, rtol=tol * 10, atol=tol)
+    for a, b in zip(g_fft, g_direct):
+        np.testing.assert_allclose(a, b, rtol=tol * 10, atol=tol)
+
+
+# ----------------------------------------------------------------------------------------------
+# mamba_ssm's reference selective scan (ops/selective_scan_interface.py, selective_scan_ref) with real and
+# complex A (B and C read as complex by view_as_complex of a (L two) rearrangement, A.new_zeros of a complex
+# state, einsum of real and complex operands, y.real * 2), delta_bias and delta_softplus, z gating and
+# float16 inputs cast in and out; and the Mamba block's own initialisation (dt drawn log-uniformly, clamped,
+# put through the inverse softplus dt + log(-expm1(-dt)) into dt_proj.bias under no_grad, _no_reinit and
+# _no_weight_decay flags, out_proj rescaled in place by 1/sqrt(n_layer) in _init_weights) trained a few
+# steps with AdamW's weight-decay groups built from the flags
+# ----------------------------------------------------------------------------------------------
+
+
+def selective_scan_ref(m, u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                       return_last_state=False):
+    torch, F = m.torch, m.F
+    dtype_in = u.dtype
+    u = u.float()
+    delta = delta.float()
+    if delta_bias is not None:
+        delta = delta + delta_bias[..., None].float()
+    if delta_softplus:
+        delta = F.softplus(delta)
+    batch, dim, dstate = u.shape[0], A.shape[0], A.shape[1]
+    is_variable_B = B.dim() >= 3
+    is_variable_C = C.dim() >= 3
+    if A.is_complex():
+        if is_variable_B:  # rearrange(B.float(), "... (L two) -> ... L two", two=2)
+            B = torch.view_as_complex(B.float().reshape(*B.shape[:-1], -1, 2))
+        if is_variable_C:
+            C = torch.view_as_complex(C.float().reshape(*C.shape[:-1], -1, 2))
+    else:
+        B = B.float()
+        C = C.float()
+    x = A.new_zeros((batch, dim, dstate))
+    ys = []
+    deltaA = torch.exp(torch.einsum("bdl,dn->bdln", delta, A))
+    if not is_variable_B:
+        deltaB_u = torch.einsum("bdl,dn,bdl->bdln", delta, B, u)
+    else:
+        deltaB_u = torch.einsum("bdl,bnl,bdl->bdln", delta, B, u)
+    last_state = None
+    for i in range(u.shape[2]):
+        x = deltaA[:, :, i] * x + deltaB_u[:, :, i]
+        if not is_variable_C:
+            y = torch.einsum("bdn,dn->bd", x, C)
+        else:
+            y = torch.einsum("bdn,bn->bd", x, C[:, :, i])
+        if i == u.shape[2] - 1:
+            last_state = x
+        if y.is_complex():
+            y = y.real * 2
+        ys.append(y)
+    y = torch.stack(ys, dim=2)  # (batch dim L)
+    out = y if D is None else y + u * D.unsqueeze(-1)  # rearrange(D, "d -> d 1")
+    if z is not None:
+        out = out * F.silu(z)
+    out = out.to(dtype=dtype_in)
+    return out if not return_last_state else (out, last_state)
+
+
+def selective_scan_ref_program(m, complex_A, dtype_name, variable_C):
+    torch = m.torch
+    dtype = getattr(torch, dtype_name)
+    rng = np.random.default_rng(40)
+    b, d, n, L = 2, 4, 3, 7
+    u = torch.tensor(rng.standard_normal((b, d, L)), dtype=dtype, requires_grad=True)
+    delta = torch.tensor(rng.standard_normal((b, d, L)) * 0.5, dtype=dtype, requires_grad=True)
+    delta_bias = torch.tensor(rng.standard_normal(d) * 0.1 - 1, requires_grad=True, dtype=torch.float32)
+    z = torch.tensor(rng.standard_normal((b, d, L)), dtype=dtype, requires_grad=True)
+    D = torch.ones(d, requires_grad=True)
+    if complex_A:
+        A_real = torch.tensor(np.log(0.5 * np.ones((d, n))), dtype=torch.float32, requires_grad=True)
+        A_imag = torch.tensor(math.pi * np.tile(np.arange(n), (d, 1)), dtype=torch.float32, requires_grad=True)
+        A = -torch.exp(A_real) + 1j * A_imag  # complex64
+        state_leaves = [A_real, A_imag]
+        nl = 2 * L  # a complex B / C comes with its real and imaginary parts interleaved along the length
+    else:
+        A_log = torch.tensor(np.log(np.tile(np.arange(1, n + 1), (d, 1))), dtype=torch.float32,
+                             requires_grad=True)
+        A = -torch.exp(A_log)
+        state_leaves = [A_log]
+        nl = L
+    B = torch.tensor(rng.standard_normal((b, n, nl)), dtype=dtype, requires_grad=True)
+    C = torch.tensor(rng.standard_normal((b, n, nl) if variable_C else (d, n, 2) if complex_A else (d, n)),
+                     dtype=dtype if variable_C else torch.float32, requires_grad=True)
+    C_in = C if variable_C or not complex_A else torch.view_as_complex(C)
+    out, last_state = selective_scan_ref(m, u, delta, A, B, C_in, D=D, z=z, delta_bias=delta_bias,
+                                         delta_softplus=True, return_last_state=True)
+    loss = (out.float() ** 2).sum() + (torch.view_as_real(last_state) if last_state.is_complex()
+                                       else last_state).sum()
+    leaves = [u, delta, delta_bias, z, D, B, C] + state_leaves
+    grads = torch.autograd.grad(loss, leaves)
+    return out, last_state, grads, str(out.dtype), str(last_state.dtype)
+
+
+@pytest.mark.parametrize("variable_C", [True, False])
+@pytest.mark.parametrize("complex_A", [False, True])
+@pytest.mark.parametrize("dtype_name", ["float32", "float16"])  # bfloat16: NumPy has none
+def test_mamba_selective_scan_ref_real_and_complex(complex_A, dtype_name, variable_C):
+    (out, last_state, grads, out_dtype, state_dtype), theirs = run_both(
+        selective_scan_ref_program, complex_A, dtype_name, variable_C, compare=False)
+    assert out_dtype.endswith(dtype_name) and state_dtype.endswith("complex64" if complex_A else "float32")
+    if theirs is not None:
+        tol = 1e-5 if dtype_name == "float32" else 2e-3  # a float16 output is rounded once at the end
+        np.testing.assert_allclose(out.astype(np.float64), theirs[0].astype(np.float64), rtol=tol, atol=tol)
+        np.testing.assert_allclose(last_state, theirs[1], rtol=1e-5, atol=1e-5)
+        for a, b in zip(grads, theirs[2]):
+            assert a.dtype == b.dtype
+            np.testing.assert_allclose(a.astype(np.float64), b.astype(np.float64), rtol=tol * 4, atol=tol * 4)
+
+
+def make_mamba_official(m, d_model=8, n_layer=2, d_state=4, d_conv=4, expand=2):
+    torch, nn, F = m.torch, m.nn, m.F
+    d_inner = expand * d_model
+    dt_rank = math.ceil(d_model / 16)
+
+    class Mamba(nn.Module):
+        def __init__(self, dt_min=0.001, dt_max=0.1, dt_init="random", dt_scale=1.0, dt_init_floor=1e-4):
+            super().__init__()
+            self.in_proj = nn.Linear(d_model, d_inner * 2, bias=False)
+            self.conv1d = nn.Conv1d(in_channels=d_inner, out_channels=d_inner, bias=True, kernel_size=d_conv,
+                                    groups=d_inner, padding=d_conv - 1)
+            self.act = nn.SiLU()
+            self.x_proj = nn.Linear(d_inner, dt_rank + d_state * 2, bias=False)
+            self.dt_proj = nn.Linear(dt_rank, d_inner, bias=True)
+            # Initialize special dt projection to preserve variance at initialization
+            dt_init_std = dt_rank ** -0.5 * dt_scale
+            if dt_init == "constant":
+                nn.init.constant_(self.dt_proj.weight, dt_init_std)
+            elif dt_init == "random":
+                nn.init.uniform_(self.dt_proj.weight, -dt_init_std, dt_init_std)
+            # Initialize dt bias so that F.softplus(dt_bias) is between dt_min and dt_max
+            dt = torch.exp(
+                torch.rand(d_inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
+            ).clamp(min=dt_init_floor)
+            # Inverse of softplus: https://github.com/pytorch/pytorch/issues/72759
+            inv_dt = dt + torch.log(-torch.expm1(-dt))
+            with torch.no_grad():
+                self.dt_proj.bias.copy_(inv_dt)
+            self.dt_proj.bias._no_reinit = True
+            A = torch.arange(1, d_state + 1, dtype=torch.float32).repeat(d_inner, 1).contiguous()
+            A_log = torch.log(A)  # Keep A_log in fp32
+            self.A_log = nn.Parameter(A_log)
+            self.A_log._no_weight_decay = True
+            self.D = nn.Parameter(torch.ones(d_inner))  # Keep in fp32
+            self.D._no_weight_decay = True
+            self.out_proj = nn.Linear(d_inner, d_model, bias=False)
+
+        def forward(self, hidden_states):
+            batch, seqlen, dim = hidden_states.shape
+            xz = self.in_proj(hidden_states).transpose(1, 2)  # rearrange "b l d -> b d l"
+            A = -torch.exp(self.A_log.float())  # (d_inner, d_state)
+            x, z = xz.chunk(2, dim=1)
+            x = self.act(self.conv1d(x)[..., :seqlen])
+            x_dbl = self.x_proj(x.transpose(1, 2).reshape(batch * seqlen, d_inner))  # "b d l -> (b l) d"
+            dt, B, C = torch.split(x_dbl, [dt_rank, d_state, d_state], dim=-1)
+            dt = self.dt_proj.weight @ dt.t()
+            dt = dt.reshape(d_inner, batch, seqlen).permute(1, 0, 2)  # "d (b l) -> b d l"
+            B = B.reshape(batch, seqlen, d_state).transpose(1, 2).contiguous()  # "(b l) dstate -> b dstate l"
+            C = C.reshape(batch, seqlen, d_state).transpose(1, 2).contiguous()
+            y = selective_scan_ref(m, x, dt, A, B, C, self.D.float(), z=z, delta_bias=self.dt_proj.bias.float(),
+                                   delta_softplus=True)
+            return self.out_proj(y.transpose(1, 2))
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.mixer = Mamba()
+            self.norm = nn.RMSNorm(d_model, eps=1e-5)
+
+        def forward(self, hidden_states, residual=None):
+            residual = (hidden_states + residual) if residual is not None else hidden_states
+            hidden_states = self.norm(residual.to(dtype=self.norm.weight.dtype))
+            return self.mixer(hidden_states), residual
+
+    class MambaLMHeadModel(nn.Module):
+        def __init__(self, vocab_size=10):
+            super().__init__()
+            self.embedding = nn.Embedding(vocab_size, d_model)
+            self.layers = nn.ModuleList([Block() for _ in range(n_layer)])
+            self.norm_f = nn.RMSNorm(d_model, eps=1e-5)
+            self.lm_head = nn.Linear(d_model, vocab_size, bias=False)
+            self.apply(self._init_weights)
+            self.lm_head.weight = self.embedding.weight  # tie_weights
+
+        @staticmethod
+        def _init_weights(module, initializer_range=0.02, rescale_prenorm_residual=True, n_residuals_per_layer=1):
+            if isinstance(module, nn.Linear):
+                if module.bias is not None:
+                    if not getattr(module.bias, "_no_reinit", False):
+                        nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, std=initializer_range)
+            if rescale_prenorm_residual:
+                for name, p in module.named_parameters():
+                    if name in ["out_proj.weight", "fc2.weight"]:
+                        nn.init.kaiming_uniform_(p, a=math.sqrt(5))
+                        with torch.no_grad():
+                            p /= math.sqrt(n_residuals_per_layer * n_layer)
+
+        def forward(self, input_ids):
+            hidden_states = self.embedding(input_ids)
+            residual = None
+            for layer in self.layers:
+                hidden_states, residual = layer(hidden_states, residual)
+            residual = (hidden_states + residual) if residual is not None else hidden_states
+            hidden_states = self.norm_f(residual.to(dtype=self.norm_f.weight.dtype))
+            return self.lm_head(hidden_states)
+
+    return MambaLMHeadModel()
+
+
+def test_mamba_dt_init_lands_softplus_between_dt_min_and_dt_max():
+    model = make_mamba_official(OURS)
+    for layer in model.layers:
+        dt = OURS.F.softplus(layer.mixer.dt_proj.bias).detach().numpy()
+        assert np.all(dt >= 1e-3 * (1 - 1e-5)) and np.all(dt <= 0.1 * (1 + 1e-5))
+        assert layer.mixer.dt_proj.bias._no_reinit and layer.mixer.A_log._no_weight_decay
+    bound = 1 / math.sqrt(16) / math.sqrt(2)  # kaiming_uniform(a=sqrt 5) of fan_in 16, then / sqrt(n_layer)
+    w = model.layers[0].mixer.out_proj.weight.detach().numpy()
+    assert np.abs(w).max() <= bound and np.abs(w).max() > 0.8 * bound
+
+
+def mamba_official_training(m, weights, steps=3):
+    torch, F = m.torch, m.F
+    model = make_mamba_official(m)
+    model.load_state_dict({k: torch.tensor(v) for k, v in weights.items()})
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if getattr(p, "_no_weight_decay", False) or p.ndim < 2 or "norm" in name:
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    optimizer = m.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
+                              lr=5e-3, betas=(0.9, 0.95))
+    tokens = torch.tensor(np.random.default_rng(41).integers(0, 10, (2, 9)))
+    losses = []
+    for step in range(steps):
+        logits = model(tokens[:, :-1])
+        loss = F.cross_entropy(logits.reshape(-1, 10), tokens[:, 1:].reshape(-1))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses, (len(decay), len(no_decay)), model.layers[0].mixer.A_log, model.layers[1].mixer.dt_proj.bias
+
+
+def test_mamba_official_block_trains_with_no_weight_decay_flags():
+    weights = weights_of(make_mamba_official)
+    (losses, sizes, A_log, dt_bias), _ = run_both(mamba_official_training, weights, rtol=1e-4, atol=1e-5)
+    assert losses[-1] < losses[0]
+    # decayed: embedding (tied head), in_proj, conv1d, x_proj, dt_proj, out_proj weights per layer
+    assert sizes == (1 + 2 * 5, 2 * 5 + 1)
