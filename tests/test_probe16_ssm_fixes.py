@@ -45,3 +45,50 @@ def test_float32_sigmoid_gradient_in_the_order_of_pytorchs_kernel(T):
     (grad,) = T.autograd.grad(out, t, T.tensor(g))
     s = out.detach().numpy()
     np.testing.assert_array_equal(grad.numpy(), (g * (np.float32(1) - s)) * s)
+
+
+def _functional(T):
+    import nn
+    return nn.functional if T.__name__ == "autograd" else T.nn.functional
+
+
+def test_float16_leaky_relu_in_float32_rounded_once(T):
+    """leaky_relu of float16: PyTorch's kernel multiplies by the slope in float32 and rounds once, forward and
+    backward; x · 0.01 in float16 rounds the slope first (a unit off in a fifth of the negative values)."""
+    F = _functional(T)
+    x, g = _data(3)
+    for slope in (0.01, 0.2, 3.0):
+        y, grad = _half_gradient(T, lambda t, slope=slope: F.leaky_relu(t, slope), x, g)
+        wide = x.astype(np.float32)
+        np.testing.assert_array_equal(y, np.where(x > 0, x, (wide * np.float32(slope)).astype(np.float16)))
+        np.testing.assert_array_equal(grad, np.where(x > 0, g, (g.astype(np.float32) * np.float32(slope))
+                                                     .astype(np.float16)))
+
+
+def test_float16_hardsigmoid_gradient_has_a_float32_sixth(T):
+    x, g = _data(4)
+    _, grad = _half_gradient(T, _functional(T).hardsigmoid, x, g)
+    inside = (x > -3) & (x < 3)
+    np.testing.assert_array_equal(grad, np.where(inside, (g.astype(np.float32) * np.float32(1 / 6))
+                                                 .astype(np.float16), 0))
+
+
+def test_float16_bounds_compared_as_pytorchs_kernels_compare_them(T):
+    """A float16 0.3 is 0.30005: threshold and hardtanh compare it with their bound in float32 (above 0.3),
+    hardshrink in float16 (0.3 itself); softshrink's forward subtracts in float32 and its backward compares in
+    float16."""
+    F = _functional(T)
+    x = np.array([0.3, -0.3, 0.2998, -1.3, 0.5], dtype=np.float16)
+    g = np.ones(5, dtype=np.float16)
+    y, grad = _half_gradient(T, lambda t: F.threshold(t, 0.3, 0.7), x, g)
+    np.testing.assert_array_equal(y, np.array([0.3, 0.7, 0.7, 0.7, 0.5], dtype=np.float16))
+    np.testing.assert_array_equal(grad, [1, 0, 0, 0, 1])
+    _, grad = _half_gradient(T, lambda t: F.hardtanh(t, -1.3, 0.3), x, g)
+    np.testing.assert_array_equal(grad, [0, 1, 1, 1, 0])  # -1.2998 is inside (-1.3, 0.3); 0.30005 is not
+    y, grad = _half_gradient(T, lambda t: F.hardshrink(t, 0.3), x, g)
+    np.testing.assert_array_equal(y, np.array([0, 0, 0, -1.3, 0.5], dtype=np.float16))
+    np.testing.assert_array_equal(grad, [0, 0, 0, 1, 1])
+    y, grad = _half_gradient(T, lambda t: F.softshrink(t, 0.3), x, g)
+    np.testing.assert_array_equal(y, (x.astype(np.float32) - np.clip(x.astype(np.float32), -0.3, 0.3))
+                                  .astype(np.float16))
+    np.testing.assert_array_equal(grad, [0, 0, 0, 1, 1])
