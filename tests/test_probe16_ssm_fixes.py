@@ -92,3 +92,33 @@ def test_float16_bounds_compared_as_pytorchs_kernels_compare_them(T):
     np.testing.assert_array_equal(y, (x.astype(np.float32) - np.clip(x.astype(np.float32), -0.3, 0.3))
                                   .astype(np.float16))
     np.testing.assert_array_equal(grad, [0, 0, 0, 1, 1])
+
+
+def test_float16_glu_as_pytorchs_kernels(T):
+    """glu of float16: a σ(b) in float32, rounded once; the backward takes σ(b) rounded to float16 and
+    computes σ(b) g and (1 - σ(b)) σ(b) a g in float32, each rounded once (PyTorch's glu_backward)."""
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((3000, 2)) * 3).astype(np.float16)
+    g = rng.standard_normal((3000, 1)).astype(np.float16)
+    y, grad = _half_gradient(T, lambda t: _functional(T).glu(t, 1), x, g)
+    a, b, g32 = x[:, :1].astype(np.float32), x[:, 1:].astype(np.float32), g.astype(np.float32)
+    s = 1 / (1 + np.exp(-b.astype(np.float64)))
+    np.testing.assert_array_equal(y, (a * s).astype(np.float16))  # (float64 σ: the same bits here)
+    s16 = s.astype(np.float16).astype(np.float32)
+    np.testing.assert_array_equal(grad[:, :1], (s16 * g32).astype(np.float16))
+    np.testing.assert_array_equal(grad[:, 1:], ((1 - s16) * s16 * a * g32).astype(np.float16))
+
+
+def test_glu_gradients_and_second_derivative_against_pytorch(T):
+    rng = np.random.default_rng(6)
+    x = T.tensor(rng.standard_normal((2, 6, 3)), requires_grad=True)
+    y = _functional(T).glu(x, 1)
+    assert y.shape == (2, 3, 3) and y.grad_fn.name() == "GluBackward0"
+    (grad,) = T.autograd.grad((y * y.detach().cos()).sum(), x, create_graph=True)
+    (second,) = T.autograd.grad((grad ** 2).sum(), x)
+    a, b = x.detach().numpy()[:, :3], x.detach().numpy()[:, 3:]
+    s = 1 / (1 + np.exp(-b))
+    w = np.cos(a * s)
+    np.testing.assert_allclose(grad.detach().numpy(), np.concatenate([s * w, (1 - s) * s * a * w], 1), rtol=1e-12)
+    assert second.shape == x.shape and np.isfinite(second.numpy()).all()  # (held to finite differences in
+    # tests/test_ops_glu.py)

@@ -120,19 +120,23 @@ class Sigmoid(Primitive):
     handles_complex = True
 
     def forward(self, x):
-        if x.dtype.kind == "c":
-            return 1 / (1 + xp.exp(-x))
-        # e^-|x| never overflows; both branches equal 1 / (1 + e^-x) and keep
-        # full relative precision where σ(x) is tiny. float16 is computed in float32 and rounded once, as
-        # PyTorch's (e^-|x| rounded to float16 first puts σ(-3.584) 2 units off)
-        wide = half_as_float32(x)
-        e = xp.exp(-xp.abs(wide))
-        return xp.where(wide >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+        return sigmoid_of(x)
 
     def backward(self, grad, y, x):
         if y._data.dtype.kind == "c":  # (SigmoidGrad's fused map is written for real numbers)
             return (grad * conj(y * (1.0 - y)),)
         return (SigmoidGrad.apply(grad, y),)
+
+
+def sigmoid_of(x):
+    """σ(x) of an array. e^-|x| never overflows; both branches equal 1 / (1 + e^-x) and keep full relative
+    precision where σ(x) is tiny. float16 is computed in float32 and rounded once, as PyTorch's (e^-|x|
+    rounded to float16 first puts σ(-3.584) 2 units off)."""
+    if x.dtype.kind == "c":
+        return 1 / (1 + xp.exp(-x))
+    wide = half_as_float32(x)
+    e = xp.exp(-xp.abs(wide))
+    return xp.where(wide >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
 
 
 class SigmoidGrad(Primitive):
