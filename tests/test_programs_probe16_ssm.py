@@ -1452,3 +1452,205 @@ def test_mamba_official_block_trains_with_no_weight_decay_flags():
     assert losses[-1] < losses[0]
     # decayed: embedding (tied head), in_proj, conv1d, x_proj, dt_proj, out_proj weights per layer
     assert sizes == (1 + 2 * 5, 2 * 5 + 1)
+
+
+# ----------------------------------------------------------------------------------------------
+# minGRU (Feng et al., "Were RNNs all we needed?", the log-space parallel form): g / log_g by torch.where of
+# two branches (log of relu + 0.5, -softplus(-x)), the Heinsen scan (cumsum of log-coefficients padded by
+# F.pad, logcumsumexp of the values, exp), against the sequential recurrence h_t = (1 - z_t) h_{t-1} + z_t
+# g(h̃_t), values and gradients in float32 and float64; and a small minGRU language model trained a few
+# steps with AdamW, its hidden state carried from a prefix into the continuation
+# ----------------------------------------------------------------------------------------------
+
+
+def make_min_gru_ops(m):
+    torch, F = m.torch, m.F
+
+    def g(x):
+        return torch.where(x >= 0, x + 0.5, torch.sigmoid(x))
+
+    def log_g(x):
+        return torch.where(x >= 0, (F.relu(x) + 0.5).log(), -F.softplus(-x))
+
+    def parallel_scan_log(log_coeffs, log_values):
+        # log_coeffs: (batch_size, seq_len, input_size), log_values: (batch_size, seq_len + 1, input_size)
+        a_star = F.pad(torch.cumsum(log_coeffs, dim=1), (0, 0, 1, 0))
+        log_h0_plus_b_star = torch.logcumsumexp(log_values - a_star, dim=1)
+        log_h = a_star + log_h0_plus_b_star
+        return torch.exp(log_h)[:, 1:]
+
+    return g, log_g, parallel_scan_log
+
+
+def make_min_gru_lm(m, vocab=11, dim=8):
+    torch, nn, F = m.torch, m.nn, m.F
+    g, log_g, parallel_scan_log = make_min_gru_ops(m)
+
+    class MinGRU(nn.Module):
+        def __init__(self, dim_in, dim_hidden):
+            super().__init__()
+            self.linear_z = nn.Linear(dim_in, dim_hidden)
+            self.linear_h = nn.Linear(dim_in, dim_hidden)
+
+        def forward(self, x, h_0=None, sequential=False):
+            k = self.linear_z(x)
+            tilde_h = self.linear_h(x)
+            if h_0 is None:
+                h_0 = torch.zeros(x.shape[0], 1, k.shape[-1], dtype=x.dtype)
+            if sequential:
+                z = torch.sigmoid(k)
+                h_prev, hs = g(h_0[:, 0]), []
+                for t in range(x.shape[1]):
+                    h_prev = (1 - z[:, t]) * h_prev + z[:, t] * g(tilde_h[:, t])
+                    hs.append(h_prev)
+                return torch.stack(hs, dim=1)
+            log_z = -F.softplus(-k)
+            log_coeffs = -F.softplus(k)
+            log_h_0 = log_g(h_0)
+            log_tilde_h = log_g(tilde_h)
+            return parallel_scan_log(log_coeffs, torch.cat([log_h_0, log_z + log_tilde_h], dim=1))
+
+    class MinGRULM(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(vocab, dim)
+            self.layers = nn.ModuleList([MinGRU(dim, dim) for _ in range(2)])
+            self.norms = nn.ModuleList([nn.RMSNorm(dim) for _ in range(2)])
+            self.head = nn.Linear(dim, vocab, bias=False)
+
+        def forward(self, ids, sequential=False):
+            x = self.emb(ids)
+            for norm, layer in zip(self.norms, self.layers):
+                x = x + layer(norm(x), sequential=sequential)
+            return self.head(x)
+
+    return MinGRULM()
+
+
+def min_gru_scan_against_loop(m, dtype_name):
+    torch = m.torch
+    dtype = getattr(torch, dtype_name)
+    g, log_g, parallel_scan_log = make_min_gru_ops(m)
+    F = m.F
+    rng = np.random.default_rng(50)
+    b, L, d = 2, 9, 3
+    k = torch.tensor(rng.standard_normal((b, L, d)) * 2, dtype=dtype, requires_grad=True)
+    tilde_h = torch.tensor(rng.standard_normal((b, L, d)) * 2, dtype=dtype, requires_grad=True)
+    h_0 = torch.tensor(rng.standard_normal((b, 1, d)), dtype=dtype, requires_grad=True)
+    parallel = parallel_scan_log(-F.softplus(k), torch.cat([log_g(h_0), -F.softplus(-k) + log_g(tilde_h)], dim=1))
+    z = torch.sigmoid(k)
+    h, hs = g(h_0[:, 0]), []
+    for t in range(L):
+        h = (1 - z[:, t]) * h + z[:, t] * g(tilde_h[:, t])
+        hs.append(h)
+    sequential = torch.stack(hs, dim=1)
+    w = torch.tensor(rng.standard_normal((b, L, d)), dtype=dtype)
+    leaves = (k, tilde_h, h_0)
+    return parallel, sequential, torch.autograd.grad((parallel * w).sum(), leaves), \
+        torch.autograd.grad((sequential * w).sum(), leaves)
+
+
+@pytest.mark.parametrize("dtype_name, tol", [("float32", 1e-5), ("float64", 1e-12)])
+def test_min_gru_log_space_scan_is_the_recurrence(dtype_name, tol):
+    (parallel, sequential, g_par, g_seq), _ = run_both(min_gru_scan_against_loop, dtype_name, rtol=tol * 10,
+                                                       atol=tol)
+    assert np.all(sequential > 0)  # g keeps the state positive: its logarithm exists
+    np.testing.assert_allclose(parallel, sequential, rtol=tol * 10, atol=tol)
+    for a, b in zip(g_par, g_seq):
+        np.testing.assert_allclose(a, b, rtol=tol * 100, atol=tol * 10)
+
+
+def min_gru_training(m, weights, steps=4):
+    torch, F = m.torch, m.F
+    model = load(m, make_min_gru_lm(m), weights)
+    tokens = torch.tensor(np.random.default_rng(51).integers(0, 11, (4, 12)))
+    optimizer = m.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.01)
+    losses = []
+    for step in range(steps):
+        logits = model(tokens[:, :-1])
+        loss = F.cross_entropy(logits.transpose(1, 2), tokens[:, 1:])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    with torch.no_grad():
+        parallel = model(tokens)
+        sequential = model(tokens, sequential=True)
+    return losses, parallel, sequential
+
+
+def test_min_gru_language_model_trains_in_log_space():
+    weights = weights_of(make_min_gru_lm)
+    (losses, parallel, sequential), _ = run_both(min_gru_training, weights, rtol=1e-4, atol=1e-5)
+    assert losses[-1] < losses[0]
+    np.testing.assert_allclose(parallel, sequential, rtol=1e-4, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------
+# Causal linear attention (Katharopoulos et al.) with the elu + 1 feature map, three ways: the masked
+# quadratic form, the cumsum of outer products (einsum, cumsum over the length), and gated linear attention's
+# chunkwise form with per-step decays (cumsum of log-sigmoid gates inside a chunk, a carried state between
+# chunks, torch.split into chunks); values and gradients in float64
+# ----------------------------------------------------------------------------------------------
+
+
+def linear_attention_forms(m, chunk):
+    torch, F = m.torch, m.F
+    rng = np.random.default_rng(60)
+    b, h, T, dk, dv = 2, 2, 10, 3, 4
+    q = torch.tensor(rng.standard_normal((b, h, T, dk)), requires_grad=True)
+    k = torch.tensor(rng.standard_normal((b, h, T, dk)), requires_grad=True)
+    v = torch.tensor(rng.standard_normal((b, h, T, dv)), requires_grad=True)
+    gate = torch.tensor(rng.standard_normal((b, h, T)) + 2, requires_grad=True)
+    leaves = (q, k, v, gate)
+    phi = lambda x: F.elu(x) + 1
+    eps = 1e-6
+
+    def normalised(num, den):
+        return num / (den.unsqueeze(-1) + eps)
+
+    # quadratic, with decay: A_ts = phi(q_t) . phi(k_s) * prod_{s < r <= t} gate_r, s <= t
+    Q, K = phi(q), phi(k)
+    log_g = F.logsigmoid(gate)
+    cum = log_g.cumsum(-1)
+    decay = torch.exp((cum.unsqueeze(-1) - cum.unsqueeze(-2)).masked_fill(
+        ~torch.tril(torch.ones(T, T, dtype=torch.bool)), float("-inf")))
+    A = (Q @ K.transpose(-1, -2)) * decay
+    quadratic = normalised(A @ v, A.sum(-1))
+    # recurrent by cumsum, without decay (plain linear attention) and the quadratic form without it, to check
+    KV = torch.einsum("bhtd,bhte->bhtde", K, v).cumsum(2)
+    Ksum = K.cumsum(2)
+    plain_cumsum = normalised(torch.einsum("bhtd,bhtde->bhte", Q, KV), (Q * Ksum).sum(-1))
+    A0 = (Q @ K.transpose(-1, -2)).tril()
+    plain_quadratic = normalised(A0 @ v, A0.sum(-1))
+    # chunkwise with decay
+    S = torch.zeros(b, h, dk, dv, dtype=torch.float64)
+    z = torch.zeros(b, h, dk, dtype=torch.float64)
+    outs = []
+    for Qc, Kc, vc, lg in zip(Q.split(chunk, 2), K.split(chunk, 2), v.split(chunk, 2), log_g.split(chunk, -1)):
+        C = Qc.shape[2]
+        c = lg.cumsum(-1)  # decay from the chunk's start to each step
+        inner = torch.exp((c.unsqueeze(-1) - c.unsqueeze(-2)).masked_fill(
+            ~torch.tril(torch.ones(C, C, dtype=torch.bool)), float("-inf")))
+        Ac = (Qc @ Kc.transpose(-1, -2)) * inner
+        into = torch.exp(c).unsqueeze(-1)  # the carried state, decayed to each step
+        num = Ac @ vc + (Qc * into) @ S
+        den = Ac.sum(-1) + ((Qc * into) * z.unsqueeze(2)).sum(-1)
+        outs.append(normalised(num, den))
+        to_end = torch.exp(c[..., -1:] - c).unsqueeze(-1)  # each step's key, decayed to the chunk's end
+        S = S * torch.exp(c[..., -1]).view(b, h, 1, 1) + (Kc * to_end).transpose(-1, -2) @ vc
+        z = z * torch.exp(c[..., -1]).unsqueeze(-1) + (Kc * to_end).sum(2)
+    chunkwise = torch.cat(outs, dim=2)
+    w = torch.tensor(rng.standard_normal((b, h, T, dv)))
+    grads = [torch.autograd.grad((o * w).sum(), leaves, retain_graph=True) for o in (quadratic, chunkwise)]
+    return quadratic, chunkwise, plain_cumsum, plain_quadratic, grads
+
+
+@pytest.mark.parametrize("chunk", [3, 5])
+def test_linear_attention_quadratic_cumsum_and_chunkwise_agree(chunk):
+    (quadratic, chunkwise, plain_cumsum, plain_quadratic, grads), _ = run_both(
+        linear_attention_forms, chunk, rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(plain_cumsum, plain_quadratic, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(chunkwise, quadratic, rtol=1e-10, atol=1e-12)
+    for a, b in zip(*grads):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-11)
