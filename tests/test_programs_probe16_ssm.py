@@ -1654,3 +1654,182 @@ def test_linear_attention_quadratic_cumsum_and_chunkwise_agree(chunk):
     np.testing.assert_allclose(chunkwise, quadratic, rtol=1e-10, atol=1e-12)
     for a, b in zip(*grads):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-11)
+
+
+# ----------------------------------------------------------------------------------------------
+# The Linear Recurrent Unit (Orvieto et al., 2023) as its PyTorch ports write it: a complex diagonal
+# recurrence Λ = exp(-exp(ν_log) + i exp(θ_log)) from real parameters, the input projection B_re + 1j B_im
+# normalised by γ = sqrt(1 - |Λ|²) (torch.abs of a complex tensor), a real input cast to complex and
+# multiplied by a complex matrix, y = Re(h Cᵀ) + D x; the step-by-step recurrence against the parallel form
+# by complex powers Λ^(t-s) (a complex base to a real tensor exponent, torch.where on the causal mask); the
+# ring initialisation by torch.rand and log of -0.5 log(u (r_max² - r_min²) + r_min²); a few AdamW steps with
+# the recurrence parameters in a group of their own learning rate
+# ----------------------------------------------------------------------------------------------
+
+LRU_IN, LRU_N, LRU_OUT = 3, 4, 2
+
+
+def make_lru(m, r_min=0.4, r_max=0.9, max_phase=6.28):
+    torch, nn = m.torch, m.nn
+
+    class LRU(nn.Module):
+        def __init__(self):
+            super().__init__()
+            u1 = torch.rand(LRU_N)
+            u2 = torch.rand(LRU_N)
+            self.nu_log = nn.Parameter(torch.log(-0.5 * torch.log(u1 * (r_max ** 2 - r_min ** 2) + r_min ** 2)))
+            self.theta_log = nn.Parameter(torch.log(max_phase * u2))
+            Lambda_mod = torch.exp(-torch.exp(self.nu_log))
+            self.gamma_log = nn.Parameter(torch.log(torch.sqrt(torch.ones_like(Lambda_mod) - torch.square(Lambda_mod))))
+            self.B_re = nn.Parameter(torch.randn(LRU_N, LRU_IN) / math.sqrt(2 * LRU_IN))
+            self.B_im = nn.Parameter(torch.randn(LRU_N, LRU_IN) / math.sqrt(2 * LRU_IN))
+            self.C_re = nn.Parameter(torch.randn(LRU_OUT, LRU_N) / math.sqrt(LRU_N))
+            self.C_im = nn.Parameter(torch.randn(LRU_OUT, LRU_N) / math.sqrt(LRU_N))
+            self.D = nn.Parameter(torch.randn(LRU_OUT, LRU_IN) / math.sqrt(LRU_IN))
+
+        def lam(self):
+            return torch.exp(-torch.exp(self.nu_log) + 1j * torch.exp(self.theta_log))
+
+        def forward(self, x, parallel=False):  # x: (batch, length, LRU_IN)
+            Lambda = self.lam()
+            B_norm = (self.B_re + 1j * self.B_im) * torch.exp(self.gamma_log).unsqueeze(-1)
+            C = self.C_re + 1j * self.C_im
+            Bu = x.to(B_norm.dtype) @ B_norm.T  # (batch, length, N)
+            L = x.shape[1]
+            if parallel:
+                t = torch.arange(L, dtype=x.dtype)
+                lags = t[:, None] - t[None, :]  # (t, s)
+                causal = lags >= 0
+                powers = torch.where(causal[..., None], Lambda ** lags.clamp(min=0)[..., None],
+                                     torch.zeros((), dtype=Lambda.dtype))  # (t, s, N)
+                h = torch.einsum("tsn,bsn->btn", powers, Bu)
+            else:
+                state = torch.zeros(x.shape[0], LRU_N, dtype=Bu.dtype)
+                hs = []
+                for i in range(L):
+                    state = Lambda * state + Bu[:, i]
+                    hs.append(state)
+                h = torch.stack(hs, dim=1)
+            return (h @ C.T).real + x @ self.D.T
+
+    return LRU()
+
+
+def lru_program(m, weights, steps=3):
+    torch, F = m.torch, m.F
+    model = make_lru(m).double()
+    model.load_state_dict({k: torch.tensor(v) for k, v in weights.items()})
+    rng = np.random.default_rng(70)
+    x = torch.tensor(rng.standard_normal((3, 8, LRU_IN)))
+    target = torch.tensor(rng.standard_normal((3, 8, LRU_OUT)))
+    y_seq, y_par = model(x), model(x, parallel=True)
+    names = ["nu_log", "theta_log", "gamma_log", "B_re", "B_im", "C_re", "C_im", "D"]
+    params = [getattr(model, n) for n in names]
+    g_seq = torch.autograd.grad(F.mse_loss(y_seq, target), params)
+    g_par = torch.autograd.grad(F.mse_loss(y_par, target), params)
+    recurrence = [p for n, p in model.named_parameters() if n in ("nu_log", "theta_log", "gamma_log")]
+    others = [p for n, p in model.named_parameters() if n not in ("nu_log", "theta_log", "gamma_log")]
+    optimizer = m.optim.AdamW([{"params": recurrence, "lr": 1e-3, "weight_decay": 0.0},
+                               {"params": others}], lr=1e-2, weight_decay=0.05)
+    losses = []
+    for step in range(steps):
+        optimizer.zero_grad()
+        loss = F.mse_loss(model(x), target)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return y_seq, y_par, g_seq, g_par, losses, model.lam().abs()
+
+
+def test_lru_complex_recurrence_and_its_parallel_form():
+    weights = weights_of(make_lru)
+    modulus = np.exp(-np.exp(weights["nu_log"]))
+    assert np.all((modulus >= 0.4) & (modulus <= 0.9))  # the ring initialisation
+    (y_seq, y_par, g_seq, g_par, losses, lam_abs), _ = run_both(lru_program, weights, rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(y_par, y_seq, rtol=1e-10, atol=1e-12)
+    for a, b in zip(g_par, g_seq):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-11)
+    assert losses[-1] < losses[0] and np.all(lam_abs < 1)
+
+
+# ----------------------------------------------------------------------------------------------
+# S4's original kernel (Gu et al., 2022, Algorithm 1): HiPPO-LegS A and B, the normal-plus-low-rank split
+# A = V Λ V* - P P* found by torch.linalg.eigh of the complex Hermitian AP · -1j, the truncated generating
+# function at the roots of unity through Cauchy sums (z - Λ)^-1 and the Woodbury identity, and the kernel
+# by torch.fft.ifft; against the kernel of the bilinear discretisation Ā = (I - dt/2 A)^-1 (I + dt/2 A)
+# (torch.linalg.solve) by its powers C Ā^k B̄, values and gradients in float64
+# ----------------------------------------------------------------------------------------------
+
+
+def s4_kernel_program(m, N=6, L=10):
+    torch = m.torch
+    q = np.arange(N, dtype=np.float64)
+    col, row = np.meshgrid(q, q)
+    r = 2 * q + 1
+    M = -(np.where(row >= col, r, 0) - np.diag(q))
+    T = np.sqrt(np.diag(2 * q + 1))
+    A_np = T @ M @ np.linalg.inv(T)  # HiPPO-LegS
+    B_np = np.diag(T)[:, None].copy()  # (np.diag gives a read-only view)
+    A = torch.as_tensor(A_np)
+    B = torch.as_tensor(B_np)[:, 0]
+    P = torch.sqrt(0.5 + torch.arange(N, dtype=torch.float64)).unsqueeze(0)  # rank-1 correction (1, N)
+    AP = A + torch.sum(P.unsqueeze(-2) * P.unsqueeze(-1), dim=-3)
+    W_re = torch.mean(torch.diagonal(AP), -1, keepdim=True)  # AP = -1/2 I + skew-symmetric
+    W_im, V = torch.linalg.eigh(AP * -1j)
+    W = W_re + 1j * W_im
+    reconstructed = V @ torch.diag_embed(W) @ V.conj().transpose(-1, -2)
+    V_inv = V.conj().transpose(-1, -2)
+    B_t = V_inv @ B.to(V.dtype)
+    P_t = V_inv @ P[0].to(V.dtype)
+
+    rng = np.random.default_rng(80)
+    C = torch.tensor(rng.standard_normal(N), requires_grad=True)
+    log_dt = torch.tensor(math.log(0.1), dtype=torch.float64, requires_grad=True)
+    dt = torch.exp(log_dt)
+    I = torch.eye(N, dtype=torch.float64)
+    # bilinear discretisation and the kernel by powers
+    back = I - dt / 2 * A
+    dA = torch.linalg.solve(back, I + dt / 2 * A)
+    dB = torch.linalg.solve(back, (dt * B).unsqueeze(-1))[:, 0]
+    powers = []
+    x = dB
+    for k in range(L):
+        powers.append(C @ x)
+        x = dA @ x
+    K_powers = torch.stack(powers)
+    # Algorithm 1: C~ = C (I - Ā^L), the generating function at the roots of unity
+    C_tilde = C @ (I - torch.linalg.matrix_power(dA, L))
+    C_t = C_tilde.to(V.dtype) @ V  # in Λ's basis
+    omega = torch.exp(-2j * math.pi / L * torch.arange(L, dtype=torch.float64))  # (an int64 arange: complex64)
+    z = 2 / dt * (1 - omega) / (1 + omega)
+    R = 1 / (z.unsqueeze(-1) - W)  # (L, N): the Cauchy kernel
+
+    def cauchy(a, b):
+        return (a * b * R).sum(-1)
+
+    k00 = cauchy(C_t, B_t)
+    k01 = cauchy(C_t, P_t)
+    k10 = cauchy(P_t.conj(), B_t)
+    k11 = cauchy(P_t.conj(), P_t)
+    K_hat = 2 / (1 + omega) * (k00 - k01 * k10 / (1 + k11))
+    K_fft = torch.fft.ifft(K_hat, n=L)
+    w = torch.tensor(rng.standard_normal(L))
+    g_powers = torch.autograd.grad((K_powers * w).sum(), (C, log_dt), retain_graph=True)
+    g_fft = torch.autograd.grad((K_fft.real * w).sum(), (C, log_dt))
+    return K_powers, K_fft, g_powers, g_fft, W.imag.sort().values, reconstructed, AP
+
+
+def test_s4_cauchy_woodbury_kernel_is_the_discretised_ssm():
+    (K_powers, K_fft, g_powers, g_fft, W_im, reconstructed, AP), theirs = run_both(
+        s4_kernel_program, compare=False)
+    np.testing.assert_allclose(reconstructed, AP, atol=1e-12)  # V Λ V* = AP
+    np.testing.assert_allclose(K_fft.real, K_powers, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(K_fft.imag, 0, atol=1e-12)
+    for a, b in zip(g_fft, g_powers):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+    if theirs is not None:  # the eigenvectors' phases are LAPACK's choice: compare what does not depend on them
+        np.testing.assert_allclose(W_im, theirs[4], rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(K_fft, theirs[1], rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(K_powers, theirs[0], rtol=1e-10, atol=1e-12)
+        for a, b in zip(g_fft + g_powers, theirs[3] + theirs[2]):
+            np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
