@@ -122,3 +122,15 @@ def test_glu_gradients_and_second_derivative_against_pytorch(T):
     np.testing.assert_allclose(grad.detach().numpy(), np.concatenate([s * w, (1 - s) * s * a * w], 1), rtol=1e-12)
     assert second.shape == x.shape and np.isfinite(second.numpy()).all()  # (held to finite differences in
     # tests/test_ops_glu.py)
+
+
+def test_float16_rsqrt_gradient_rounds_the_cube_once(T):
+    """rsqrt's backward is PyTorch's -1/2 · g · y³ with y³ one op: in float16, y · y · y rounded twice put
+    a fifth of the gradients (of RMSNorm's rsqrt) a unit or more off."""
+    rng = np.random.default_rng(7)
+    x = (np.abs(rng.standard_normal(4000)) * 3 + 0.1).astype(np.float16)
+    g = rng.standard_normal(4000).astype(np.float16)
+    y, grad = _half_gradient(T, T.rsqrt, x, g)
+    wide = y.astype(np.float32)
+    cube = (wide * wide * wide).astype(np.float16)
+    np.testing.assert_array_equal(grad, (g * np.float16(-0.5)) * cube)

@@ -8,7 +8,7 @@ an int64 tensor is float32, as in PyTorch).
 
 import math
 
-from ..backend import errstate, xp
+from ..backend import errstate, float16, xp
 from ..primitive import Primitive, node_named
 from ..tensor import Tensor
 from .conjugation import conj
@@ -303,7 +303,10 @@ class Rsqrt(Primitive):
         return (1 / xp.sqrt(half_as_float32(x))).astype(x.dtype, copy=False)  # (float16: rounded once)
 
     def backward(self, grad, y, x):
-        return (grad * conj(y * y * y) * -0.5,)
+        # -1/2 · dL/dy · y³ in PyTorch's order, y³ one op (float16 rounds it once there, not twice; and halves
+        # dL/dy before the product, which a subnormal product rounded twice would not give)
+        wide = y.float() if y._data.dtype == float16 else y
+        return (grad * -0.5 * conj((wide * wide * wide).to(y.dtype)),)
 
 
 class Reciprocal(Primitive):
