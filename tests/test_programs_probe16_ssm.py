@@ -1,9 +1,23 @@
 # ruff: noqa: B007, B008, B023, E741, E731, F841, UP004, UP008, UP031, B009, B010  (the programs are kept as their authors wrote them)
 """Sequence models beyond attention (see tests/pytorch_programs.py), as PyTorch users write them in pure
 PyTorch, each run on chainrule and on PyTorch and compared (values and gradients, float32 and float64), and
-the scan forms checked against the loop forms.
+every scan, parallel or chunkwise form checked against its loop form.
 
-TODO docstring"""
+Mamba's selective scan three ways (mamba.py's Blelloch pscan as an autograd.Function working in place on views
+of a transposed clone, and the log-space cumsum / segsum form); mamba_ssm's selective_scan_ref with real and
+complex A (view_as_complex of interleaved B and C) in float32 and float16, and the Mamba block's own
+initialisation (inverse-softplus dt bias, _no_weight_decay groups, out_proj rescaled in place); S4D (complex
+diagonal state kept by view_as_real, Vandermonde kernel, rfft/irfft with n=2L, _optim parameter groups, a
+cosine schedule) against its complex recurrence; S4's Cauchy/Woodbury kernel (complex Hermitian eigh of the
+HiPPO-LegS NPLR form, ifft at the roots of unity) against the bilinear-discretised SSM's powers; the Linear
+Recurrent Unit (complex Λ from real parameters, parallel form by complex powers); RWKV-4 (ZeroPad2d token
+shift with a negative pad, the stable WKV with a running maximum against its parallel softmax form);
+RetNet retention parallel, recurrent and chunkwise, and a RetNet trained in the parallel form; xLSTM's mLSTM
+parallel / recurrent / chunkwise (and the in-place squeeze_ that makes both libraries refuse backward) and
+the sLSTM cell with its stabiliser; Hyena's implicit filter and fftconv against the causal convolution;
+minGRU's Heinsen scan (logcumsumexp) against its recurrence and a minGRU LM; causal and gated linear
+attention quadratic, cumsum and chunkwise; and Griffin's RG-LRU block (block-diagonal gates, a bounded-sqrt
+autograd.Function, document resets as boolean arithmetic)."""
 
 import math
 
@@ -1833,3 +1847,183 @@ def test_s4_cauchy_woodbury_kernel_is_the_discretised_ssm():
         np.testing.assert_allclose(K_powers, theirs[0], rtol=1e-10, atol=1e-12)
         for a, b in zip(g_fft + g_powers, theirs[3] + theirs[2]):
             np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------
+# Griffin's recurrent block (google-deepmind/recurrentgemma, torch/layers.py): the RG-LRU with block-diagonal
+# gates (einsum over heads), log a = -8 · gate · softplus(Λ), a custom autograd.Function that bounds sqrt's
+# derivative (clip of 4x before the division), resets at document starts as boolean arithmetic
+# (reset + ~reset * multiplier, a * ~reset), the scan written into a preallocated zeros_like output, the
+# temporal Conv1D as shifted windows with F.pad, and the softplus-inverse rnn_param_init done in place
+# (uniform_, log_, mul_, neg_, exp_, sub_); a packed sequence of two documents against each run alone, and a
+# few AdamW steps with gradient clipping
+# ----------------------------------------------------------------------------------------------
+
+GR_W, GR_H, GR_TW = 6, 2, 3
+_MAX_SQRT_GRADIENT = 1000.0
+
+
+def make_griffin_block(m):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    class SqrtBoundDerivative(torch.autograd.Function):
+        """Computes a square root with a gradient clipped at `_MAX_SQRT_GRADIENT`."""
+
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return torch.sqrt(x)
+
+        @staticmethod
+        def backward(ctx, grad_output):
+            (x,) = ctx.saved_tensors
+            clipped_x_times_4 = torch.clip(4.0 * x, min=_MAX_SQRT_GRADIENT ** -2)
+            return grad_output / torch.sqrt(clipped_x_times_4)
+
+    def rnn_param_init(tensor, min_rad, max_rad, transform="softplus", eps=1e-8):
+        with torch.no_grad():
+            tensor.uniform_(min_rad ** 2 + eps, max_rad ** 2 + eps)
+            tensor.log_().mul_(0.5)
+            if transform == "softplus":
+                return tensor.neg_().exp_().sub_(1.0).log_()
+            return tensor
+
+    class BlockDiagonalLinear(nn.Module):
+        def __init__(self, width, num_blocks):
+            super().__init__()
+            self.num_blocks = num_blocks
+            self.block_width = width // num_blocks
+            self.w = nn.Parameter(torch.randn([num_blocks, self.block_width, self.block_width])
+                                  / math.sqrt(self.block_width))
+            self.b = nn.Parameter(torch.zeros([num_blocks, self.block_width]))
+
+        def forward(self, x):
+            x = x.reshape(*x.shape[:-1], self.num_blocks, self.block_width)  # "... (h i) -> ... h i"
+            y = torch.einsum("... h i, h i j -> ... h j", x, self.w) + self.b
+            return y.reshape(*y.shape[:-2], -1)  # "... h j -> ... (h j)"
+
+    def rnn_scan(x, a, reset, h0, acc_dtype=torch.float32):
+        a = a * ~reset
+        h_t = torch.zeros(x[:, 0].shape, dtype=acc_dtype) if h0 is None else h0
+        y = torch.zeros_like(x)
+        for t in range(x.shape[1]):
+            h_t = a[:, t].type(acc_dtype) * h_t + x[:, t].type(acc_dtype)
+            y[:, t] = h_t.type(x.dtype)
+        return y, h_t
+
+    class RGLRU(nn.Module):
+        def __init__(self, width, num_heads):
+            super().__init__()
+            self.a_param = nn.Parameter(torch.empty([width]))
+            self.input_gate = BlockDiagonalLinear(width, num_heads)
+            self.a_gate = BlockDiagonalLinear(width, num_heads)
+            rnn_param_init(self.a_param, min_rad=0.9, max_rad=0.999)
+
+        def forward(self, x, segment_pos, prev_h=None):
+            reset = segment_pos[:, :, None] == 0
+            gate_x = torch.sigmoid(self.input_gate(x))
+            gate_a = torch.sigmoid(self.a_gate(x))
+            log_a = -8.0 * gate_a * F.softplus(self.a_param)
+            a = torch.exp(log_a)
+            a_square = torch.exp(2 * log_a)
+            gated_x = x * gate_x
+            multiplier = SqrtBoundDerivative.apply(1 - a_square)
+            multiplier = reset + ~reset * multiplier
+            normalized_x = gated_x * multiplier.type(x.dtype)
+            return rnn_scan(x=normalized_x, a=a, reset=reset, h0=prev_h)
+
+    class Conv1D(nn.Module):
+        def __init__(self, width, temporal_width):
+            super().__init__()
+            self.temporal_width = temporal_width
+            self.w = nn.Parameter(torch.randn([temporal_width, width]) * 0.1)
+            self.b = nn.Parameter(torch.zeros([width]))
+
+        def forward(self, x, segment_pos):
+            output_len = x.shape[1]
+            conv_output = 0.0
+            for temporal_shift in range(self.temporal_width):
+                x_window = x[:, :output_len - temporal_shift]
+                x_window = F.pad(x_window, (0, 0, temporal_shift, 0))  # shift right by temporal_shift
+                # no mixing across documents: a token sees only those of its own document
+                document_start = (segment_pos >= temporal_shift)[:, :, None]
+                w_t = self.w[self.temporal_width - temporal_shift - 1]
+                conv_output = conv_output + x_window * w_t[None, None] * document_start
+            return conv_output + self.b[None, None]
+
+    class RecurrentBlock(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear_y = nn.Linear(GR_W, GR_W)
+            self.linear_x = nn.Linear(GR_W, GR_W)
+            self.linear_out = nn.Linear(GR_W, GR_W)
+            self.conv_1d = Conv1D(GR_W, GR_TW)
+            self.rg_lru = RGLRU(GR_W, GR_H)
+
+        def forward(self, x, segment_pos):
+            y = F.gelu(self.linear_y(x), approximate="tanh")
+            x = self.linear_x(x)
+            x = self.conv_1d(x, segment_pos)
+            x, last_h = self.rg_lru(x, segment_pos)
+            return self.linear_out(x * y), last_h
+
+    return RecurrentBlock()
+
+
+def griffin_program(m, weights, steps=3):
+    torch, F = m.torch, m.F
+    block = make_griffin_block(m)
+    block.load_state_dict({k: torch.tensor(v) for k, v in weights.items()})
+    rng = np.random.default_rng(90)
+    x = torch.tensor(rng.standard_normal((2, 9, GR_W)), dtype=torch.float32)
+    # two documents packed in the first row (lengths 4 and 5), one in the second
+    segment_pos = torch.tensor([[0, 1, 2, 3, 0, 1, 2, 3, 4], list(range(9))])
+    packed, _ = block(x, segment_pos)
+    alone_a, _ = block(x[:1, :4], segment_pos[:1, :4])
+    alone_b, _ = block(x[:1, 4:], segment_pos[:1, 4:])
+    target = torch.tensor(rng.standard_normal((2, 9, GR_W)), dtype=torch.float32)
+    optimizer = m.optim.AdamW(block.parameters(), lr=1e-2, weight_decay=0.1)
+    losses, norms = [], []
+    for step in range(steps):
+        optimizer.zero_grad()
+        out, _ = block(x, segment_pos)
+        loss = F.mse_loss(out, target)
+        loss.backward()
+        norms.append(m.nn.utils.clip_grad_norm_(block.parameters(), max_norm=0.5))
+        optimizer.step()
+        losses.append(loss.item())
+    # the bounded derivative: at 1 - a² = 0 the gradient is finite, 1 / sqrt(1000^-2) = 1000
+    z = torch.zeros(3, requires_grad=True)
+    sqrt_grad = torch.autograd.grad(_sqrt_bound(m)(z).sum(), z)[0]
+    return packed, alone_a, alone_b, losses, norms, sqrt_grad
+
+
+def _sqrt_bound(m):
+    """The block's SqrtBoundDerivative on its own."""
+    torch = m.torch
+
+    class SqrtBoundDerivative(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return torch.sqrt(x)
+
+        @staticmethod
+        def backward(ctx, grad_output):
+            (x,) = ctx.saved_tensors
+            return grad_output / torch.sqrt(torch.clip(4.0 * x, min=_MAX_SQRT_GRADIENT ** -2))
+
+    return SqrtBoundDerivative.apply
+
+
+def test_griffin_recurrent_block_resets_at_document_starts():
+    weights = weights_of(make_griffin_block)
+    a_param = weights["rg_lru.a_param"]
+    a = np.exp(-8 * np.log1p(np.exp(a_param)))  # a at a gate of 1: the init puts it in [0.9, 0.999]^8
+    assert np.all((a >= 0.9 ** 8 * 0.999) & (a <= 0.999 ** 8 * 1.001))
+    (packed, alone_a, alone_b, losses, norms, sqrt_grad), _ = run_both(griffin_program, weights, rtol=1e-4,
+                                                                       atol=1e-5)
+    np.testing.assert_allclose(packed[:1, :4], alone_a, rtol=1e-5, atol=1e-6)  # documents do not mix
+    np.testing.assert_allclose(packed[:1, 4:], alone_b, rtol=1e-5, atol=1e-6)
+    assert losses[-1] < losses[0]
+    np.testing.assert_allclose(sqrt_grad, 1000.0, rtol=1e-6)
