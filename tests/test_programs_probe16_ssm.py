@@ -2027,3 +2027,66 @@ def test_griffin_recurrent_block_resets_at_document_starts():
     np.testing.assert_allclose(packed[:1, 4:], alone_b, rtol=1e-5, atol=1e-6)
     assert losses[-1] < losses[0]
     np.testing.assert_allclose(sqrt_grad, 1000.0, rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------
+# torch.func over the kernels: vmap of Hyena's fftconv, jacfwd / jacrev of it and of the S4D kernel
+# (forward mode through view_as_complex, complex exp and einsum, .real), a gradient penalty through
+# rfft/irfft (create_graph), Hessians of logcumsumexp, cumprod and softplus(beta, threshold) scans, and jvp
+# through the mLSTM's stabilised gate matrix (a -inf masked row max)
+# ----------------------------------------------------------------------------------------------
+
+
+def func_transforms_program(m):
+    torch, F = m.torch, m.F
+    out = {}
+    rng = np.random.default_rng(3)
+    u = torch.tensor(rng.standard_normal((3, 4, 8)))
+    k = torch.tensor(rng.standard_normal((4, 8)))
+    D = torch.tensor(rng.standard_normal(4))
+    conv = lambda u, k: fftconv(m, u, k, D)
+    out["vmap_fft"] = torch.func.vmap(conv, in_dims=(0, None))(u, k)
+    out["jacfwd_fft"] = torch.func.jacfwd(conv, argnums=1)(u[:1], k)
+    out["jacrev_fft"] = torch.func.jacrev(conv, argnums=1)(u[:1], k)
+
+    def s4d_kernel(log_dt, C_ri, log_A_real, A_imag, L=8):
+        dt = torch.exp(log_dt)
+        C = torch.view_as_complex(C_ri)
+        A = -torch.exp(log_A_real) + 1j * A_imag
+        dtA = A * dt.unsqueeze(-1)
+        K = dtA.unsqueeze(-1) * torch.arange(L)
+        C = C * (torch.exp(dtA) - 1.) / A
+        return 2 * torch.einsum("hn, hnl -> hl", C, torch.exp(K)).real
+
+    args = (torch.tensor(rng.standard_normal(4) - 2), torch.tensor(rng.standard_normal((4, 3, 2))),
+            torch.tensor(rng.standard_normal((4, 3)) - 1), torch.tensor(rng.standard_normal((4, 3))))
+    out["jacfwd_s4d"] = torch.func.jacfwd(s4d_kernel, argnums=(0, 1, 2, 3))(*args)
+    out["jacrev_s4d"] = torch.func.jacrev(s4d_kernel, argnums=(0, 1, 2, 3))(*args)
+    kk = k.clone().requires_grad_()
+    uu = u.clone().requires_grad_()
+    y = conv(uu, kk)
+    (gu,) = torch.autograd.grad(y.pow(2).sum(), uu, create_graph=True)
+    out["double_fft"] = torch.autograd.grad(gu.pow(2).sum(), kk)[0]
+    x0 = torch.tensor(rng.standard_normal(6))
+    out["hess_lcse"] = torch.autograd.functional.hessian(lambda x: torch.logcumsumexp(x, 0).pow(2).sum(), x0)
+    out["hess_cumprod"] = torch.autograd.functional.hessian(lambda x: torch.cumprod(x, 0).sum(), x0)
+    out["hess_softplus"] = torch.func.hessian(lambda x: F.softplus(x, beta=2, threshold=1).sum())(x0)
+
+    def mlstm(q, f):
+        lf = F.logsigmoid(f).cumsum(-1)
+        D = (lf[:, None] - lf[None, :]).masked_fill(~torch.tril(torch.ones(6, 6, dtype=torch.bool)), float("-inf"))
+        mx = D.max(-1, keepdim=True).values
+        return (torch.exp(D - mx) * q).sum(-1)
+
+    out["jvp_mlstm"] = torch.func.jvp(mlstm, (x0[None], x0), (torch.ones(1, 6, dtype=torch.float64),
+                                                              torch.ones(6, dtype=torch.float64)))
+    return out
+
+
+def test_func_transforms_over_the_ssm_kernels():
+    ours, _ = run_both(func_transforms_program, rtol=1e-9, atol=1e-11)
+    for a, b in zip(ours["jacfwd_s4d"], ours["jacrev_s4d"]):  # forward and reverse mode agree
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(ours["jacfwd_fft"], ours["jacrev_fft"], rtol=1e-10, atol=1e-12)
+    h = ours["hess_cumprod"]
+    np.testing.assert_allclose(h, h.T, atol=1e-12)
