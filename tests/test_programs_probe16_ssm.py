@@ -2090,3 +2090,46 @@ def test_func_transforms_over_the_ssm_kernels():
     np.testing.assert_allclose(ours["jacfwd_fft"], ours["jacrev_fft"], rtol=1e-10, atol=1e-12)
     h = ours["hess_cumprod"]
     np.testing.assert_allclose(h, h.T, atol=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------
+# Decays by cumprod rather than in log space, as quick ports write them: forget gates with hard resets
+# (exact zeros from a segment mask) multiplied by torch.cumprod, the gradient through the zeros (PyTorch's
+# cumprod backward handles them without dividing), against the running product of a Python loop, in float32
+# and float64; and logcumsumexp over -inf entries (masked positions) with its gradient
+# ----------------------------------------------------------------------------------------------
+
+
+def cumprod_with_resets(m, dtype_name):
+    torch = m.torch
+    dtype = getattr(torch, dtype_name)
+    rng = np.random.default_rng(95)
+    raw = torch.tensor(rng.standard_normal((3, 10)), dtype=dtype, requires_grad=True)
+    keep = torch.tensor(rng.uniform(size=(3, 10)) > 0.25)  # False: a reset, the gate is exactly 0
+    gates = torch.sigmoid(raw) * keep
+    decays = torch.cumprod(gates, dim=1)
+    running, outs = torch.ones(3, dtype=dtype), []
+    for t in range(10):
+        running = running * gates[:, t]
+        outs.append(running)
+    looped = torch.stack(outs, dim=1)
+    w = torch.tensor(rng.standard_normal((3, 10)), dtype=dtype)
+    g_cum = torch.autograd.grad((decays * w).sum(), raw, retain_graph=True)[0]
+    g_loop = torch.autograd.grad((looped * w).sum(), raw)[0]
+    scores = torch.tensor(rng.standard_normal((3, 10)), dtype=dtype, requires_grad=True)
+    masked = scores.masked_fill(~keep, float("-inf"))
+    lcse = torch.logcumsumexp(masked, dim=1)
+    g_lcse = torch.autograd.grad(lcse.clamp(min=-30).sum(), scores)[0]
+    return decays, looped, g_cum, g_loop, lcse, g_lcse, keep
+
+
+@pytest.mark.parametrize("dtype_name, tol", [("float32", 1e-6), ("float64", 1e-14)])
+def test_cumprod_decays_with_hard_resets(dtype_name, tol):
+    (decays, looped, g_cum, g_loop, lcse, g_lcse, keep), _ = run_both(cumprod_with_resets, dtype_name,
+                                                                     rtol=tol * 10, atol=tol)
+    np.testing.assert_allclose(decays, looped, rtol=tol * 10, atol=tol)
+    np.testing.assert_allclose(g_cum, g_loop, rtol=tol * 100, atol=tol * 10)
+    assert np.isfinite(g_cum).all() and np.isfinite(g_lcse).all()
+    first_kept = np.argmax(keep, axis=1)
+    for row, start in enumerate(first_kept):  # before the first kept score the running log-sum is -inf
+        assert np.all(np.isneginf(lcse[row, :start])) and np.all(np.isfinite(lcse[row, start:]))
