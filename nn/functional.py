@@ -21,6 +21,7 @@ from autograd.ops.activations import (  # noqa: F401  (F.hardshrink, F.prelu, F.
     prelu,
 )
 from autograd.ops.activations import Glu as _Glu
+from autograd.ops.activations import LogSigmoid as _LogSigmoid
 from autograd.ops.activations import celu as _celu
 from autograd.ops.activations import elu as _elu
 from autograd.ops.activations import rrelu as _rrelu
@@ -265,9 +266,7 @@ def softplus(input, beta=1.0, threshold=20.0, *, out=None):
 def logsigmoid(input):
     """y = ln σ(x) = -softplus(-x), stable for large |x|."""
     refuse_kinds(input, "log_sigmoid_cpu", "biuc")
-    if input.dtype == autograd.float16:  # (in float32, rounded once, as PyTorch's kernel)
-        return logsigmoid(input.float()).half()
-    return named_node(-(-input).softplus(), None, "LogSigmoidBackward0")
+    return _LogSigmoid.apply(input)
 
 
 def softsign(input):

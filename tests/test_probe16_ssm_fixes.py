@@ -121,7 +121,7 @@ def test_glu_gradients_and_second_derivative_against_pytorch(T):
     w = np.cos(a * s)
     np.testing.assert_allclose(grad.detach().numpy(), np.concatenate([s * w, (1 - s) * s * a * w], 1), rtol=1e-12)
     assert second.shape == x.shape and np.isfinite(second.numpy()).all()  # (held to finite differences in
-    # tests/test_ops_glu.py)
+    # tests/test_ops_gates.py)
 
 
 def test_float16_rsqrt_gradient_rounds_the_cube_once(T):
@@ -148,3 +148,15 @@ def test_float16_exp_and_cos_are_their_float32_values_rounded_once(T):
             assert result.dtype == T.float16
             np.testing.assert_array_equal(result.numpy(), expected.astype(np.float16))
     assert T.exp(T.tensor(np.float16(-0.04724))).item() == np.float16(0.9536).item()
+
+
+def test_float16_logsigmoid_gradient_reads_a_float16_buffer(T):
+    """PyTorch's log_sigmoid keeps e^-|x| from its forward in x's dtype and computes the backward from it in
+    float32, rounded once: (1 - b / (1 + b)) g where x < 0, b / (1 + b) g elsewhere."""
+    x, g = _data(8)
+    y, grad = _half_gradient(T, _functional(T).logsigmoid, x, g)
+    wide = x.astype(np.float32)
+    np.testing.assert_array_equal(y, (np.minimum(wide, 0) - np.log1p(np.exp(-np.abs(wide)))).astype(np.float16))
+    b = np.exp(-np.abs(wide)).astype(np.float16).astype(np.float32)
+    q = b / (1 + b)
+    np.testing.assert_array_equal(grad, (np.where(x < 0, 1 - q, q) * g.astype(np.float32)).astype(np.float16))
