@@ -295,9 +295,11 @@ class PowConstant(Primitive):
         x = conj(x)  # (the complex rule: dL/dx = dL/dy · conj(c x^(c-1)), c real)
         if c == 0:
             return (zero_gradient(x, grad),)
+        # dL/dy · (c · x^(c-1)) in PyTorch's order: float16 rounds x^(c-1), then c · x^(c-1), then the product
+        # (dL/dy · c first was a unit off in a fifth of the float16 gradients of x³, and of x² where subnormal)
         if c == 2:
-            return (grad * x * 2.0,)
-        return (grad * c * x ** (c - 1),)
+            return (grad * (x * 2.0),)
+        return (grad * (x ** (c - 1) * c),)
 
 
 class Maximum(Primitive):
