@@ -176,3 +176,19 @@ def test_float16_power_gradient_in_pytorchs_order(T):
             power = (x.astype(np.float32) ** np.float32(c - 1)).astype(np.float16)
             expected = g * (power.astype(np.float32) * np.float32(c)).astype(np.float16)
         np.testing.assert_array_equal(grad, expected)
+
+
+def test_division_gradient_of_the_denominator_grouped_as_pytorchs(T):
+    """dL/dy of x / y is PyTorch's -g · ((x / y) / y): (-g · (x / y)) / y, as Python groups the product
+    unparenthesised, was a unit off in a third of float16 gradients (the mLSTM's normaliser, softsign)."""
+    rng = np.random.default_rng(10)
+    a = (rng.standard_normal(4000) * 3).astype(np.float16)
+    b = (np.abs(rng.standard_normal(4000)) * 3 + 0.5).astype(np.float16)
+    g = rng.standard_normal(4000).astype(np.float16)
+    x, y = T.tensor(a, requires_grad=True), T.tensor(b, requires_grad=True)
+    _, grad_y = T.autograd.grad(x / y, (x, y), T.tensor(g))
+    np.testing.assert_array_equal(grad_y.numpy(), -g * ((a / b) / b))
+    a64, b64, g64 = (v.astype(np.float64) for v in (a, b, g))
+    x, y = T.tensor(a64, requires_grad=True), T.tensor(b64, requires_grad=True)
+    _, grad_y = T.autograd.grad(x / y, (x, y), T.tensor(g64))
+    np.testing.assert_array_equal(grad_y.numpy(), -g64 * ((a64 / b64) / b64))

@@ -201,7 +201,7 @@ class Div(Primitive):
     def backward(self, grad, z, x, y):
         bx, by = (conj(x), conj(y)) if grad._data.dtype.kind == "c" else (x, y)
         return (unbroadcast(grad / by, x) if x.requires_grad else None,
-                unbroadcast(-grad * (bx / by) / by, y) if y.requires_grad else None)
+                unbroadcast(-grad * ((bx / by) / by), y) if y.requires_grad else None)  # (PyTorch's grouping)
 
 
 class DivConstant(Primitive):
