@@ -29,9 +29,9 @@ class Atan2(Primitive):
         origin = squared._data == 0
         if origin.any():  # at (0, 0) both numerators are 0: divide by 1 there, for PyTorch's gradient 0 (not NaN)
             squared = squared + Tensor._make(origin.astype(squared.dtype))
-        scale = grad / squared
-        return (unbroadcast(scale * x, y) if y.requires_grad else None,
-                unbroadcast(-scale * y, x) if x.requires_grad else None)
+        recip = squared.reciprocal()  # g · x · (1 / (x² + y²)) in this order, as PyTorch's atan2_backward
+        return (unbroadcast(grad * x * recip, y) if y.requires_grad else None,
+                unbroadcast(grad * -y * recip, x) if x.requires_grad else None)
 
 
 @names("atan2", "arctan2", inplace=("atan2_", "arctan2_"))
