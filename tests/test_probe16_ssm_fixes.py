@@ -231,3 +231,21 @@ def test_inverse_trig_log10_and_atan2_gradients_bit_for_bit(T):
     grad_a, grad_b = grads(T.atan2, a, b)
     np.testing.assert_array_equal(grad_a, g * b * recip)
     np.testing.assert_array_equal(grad_b, g * -a * recip)
+
+
+def test_float16_huber_and_bce_with_logits_losses_as_pytorchs_kernels(T):
+    """float16 losses: huber's kernel computes each loss in float32 from the exact difference and rounds once
+    (in float16 ops a third were a unit off); binary_cross_entropy_with_logits is PyTorch's (1 - y) x - log σ(x)
+    in float16 ops, log σ(x) rounded once (a tenth were off where softplus(-x) was computed in float16)."""
+    F = _functional(T)
+    rng = np.random.default_rng(13)
+    a = (rng.standard_normal(4000) * 2).astype(np.float16)
+    b = (rng.standard_normal(4000) * 2).astype(np.float16)
+    loss = F.huber_loss(T.tensor(a), T.tensor(b), reduction="none", delta=0.7).numpy()
+    z = np.abs(a.astype(np.float32) - b.astype(np.float32))
+    np.testing.assert_array_equal(loss, np.where(z < 0.7, 0.5 * z * z, 0.7 * (z - 0.35)).astype(np.float16))
+    y = np.clip(b / 4 + 0.5, 0, 1).astype(np.float16)
+    loss = F.binary_cross_entropy_with_logits(T.tensor(a), T.tensor(y), reduction="none").numpy()
+    wide = a.astype(np.float32)
+    log_sigmoid = (np.minimum(wide, 0) - np.log1p(np.exp(-np.abs(wide)))).astype(np.float16)
+    np.testing.assert_array_equal(loss, (np.float16(1) - y) * a - log_sigmoid)
