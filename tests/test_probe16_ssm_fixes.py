@@ -196,7 +196,7 @@ def test_division_gradient_of_the_denominator_grouped_as_pytorchs(T):
 
 def test_float16_erf_gradient_in_pytorchs_order(T):
     """erf's backward is PyTorch's 2/√π · e^(-x²) · g, each step rounded in float16 (g · e^(-x²) first was a
-    unit off in two fifths of the gradients: GELU's exact form in half precision)."""
+    unit off in two fifths of the gradients: GELU's exact form in half precision); erfc's and erfinv's alike."""
     rng = np.random.default_rng(11)
     x = (rng.standard_normal(4000) * 2).astype(np.float16)
     g = rng.standard_normal(4000).astype(np.float16)
@@ -205,6 +205,14 @@ def test_float16_erf_gradient_in_pytorchs_order(T):
     bump = np.exp(-(wide * wide).astype(np.float16).astype(np.float32)).astype(np.float16)
     scaled = (bump.astype(np.float32) * np.float32(2 / np.sqrt(np.pi))).astype(np.float16)
     np.testing.assert_array_equal(grad, scaled * g)
+    _, grad = _half_gradient(T, T.erfc, x, g)  # erfc's: -2/√π · e^(-x²) · g
+    scaled = (bump.astype(np.float32) * np.float32(-2 / np.sqrt(np.pi))).astype(np.float16)
+    np.testing.assert_array_equal(grad, scaled * g)
+    u = rng.uniform(-0.95, 0.95, 4000).astype(np.float16)
+    y, grad = _half_gradient(T, T.erfinv, u, g)  # erfinv's: √π/2 · e^(y²) · g
+    growth = np.exp((y * y).astype(np.float32)).astype(np.float16)
+    np.testing.assert_array_equal(grad, (growth.astype(np.float32) * np.float32(np.sqrt(np.pi) / 2))
+                                  .astype(np.float16) * g)
 
 
 def test_inverse_trig_log10_and_atan2_gradients_bit_for_bit(T):

@@ -293,7 +293,7 @@ class Erfinv(Primitive):
 
     def backward(self, grad, y, x):
         y = Erfinv.apply(x)
-        return (grad * (y * y).exp() * (math.sqrt(math.pi) / 2),)
+        return ((y * y).exp() * (math.sqrt(math.pi) / 2) * grad,)  # (in PyTorch's order, as erf's)
 
 
 class Rsqrt(Primitive):
