@@ -257,3 +257,20 @@ def test_float16_huber_and_bce_with_logits_losses_as_pytorchs_kernels(T):
     wide = a.astype(np.float32)
     log_sigmoid = (np.minimum(wide, 0) - np.log1p(np.exp(-np.abs(wide)))).astype(np.float16)
     np.testing.assert_array_equal(loss, (np.float16(1) - y) * a - log_sigmoid)
+
+
+def test_float16_logaddexp_gradient_is_pytorchs_quotient(T):
+    """logaddexp's backward is PyTorch's g / (1 + e^(y - x)): σ(x - y) · g was a unit off in a third of the
+    float16 gradients (a running log-sum of decays merged step by step)."""
+    rng = np.random.default_rng(14)
+    a = (rng.standard_normal(4000) * 2).astype(np.float16)
+    b = (rng.standard_normal(4000) * 2).astype(np.float16)
+    g = rng.standard_normal(4000).astype(np.float16)
+    x, y = T.tensor(a, requires_grad=True), T.tensor(b, requires_grad=True)
+    grad_x, grad_y = T.autograd.grad(T.logaddexp(x, y), (x, y), T.tensor(g))
+
+    def exp16(v):
+        return np.exp(v.astype(np.float32)).astype(np.float16)
+
+    np.testing.assert_array_equal(grad_x.numpy(), g / (exp16(b - a) + np.float16(1)))
+    np.testing.assert_array_equal(grad_y.numpy(), g / (exp16(a - b) + np.float16(1)))
