@@ -1,6 +1,7 @@
-"""The gates' primitives (autograd/ops/activations.py): the gated linear unit (``Glu``) and log σ
-(``LogSigmoid``, ``LogSigmoidGrad``) against finite differences, first and second derivatives, over
-hypothesis-drawn shapes (and split dims). Their values against PyTorch's, float16 included, are in
+"""The primitives the probe16 sequence-model programs added, against finite differences (first and second
+derivatives) over hypothesis-drawn shapes: the gated linear unit (``Glu``) and log σ (``LogSigmoid``,
+``LogSigmoidGrad``) of autograd/ops/activations.py, and a number to a tensor's power (``NumberPow``,
+autograd/ops/elementwise.py). Their values against PyTorch's, float16 included, are in
 tests/test_probe16_ssm_fixes.py."""
 
 import numpy as np
@@ -37,7 +38,15 @@ CASES = {
     "Glu": (even_along_a_dim(), lambda x, dim: nn.functional.glu(x, dim)),
     "LogSigmoid": (unary(-30.0, 30.0), nn.functional.logsigmoid),
     "LogSigmoidGrad": (unary(-8.0, 8.0), _logsigmoid_gradient),
+    "NumberPow": (unary(-2.0, 2.0), lambda x: 0.9 ** x + 2 ** (x * 1.5) + 10000.0 ** (x / 8)),
 }
+
+
+@given(data=st.data())
+def test_number_pow_gradients_match_finite_differences(data):
+    tensors, fn = _run(CASES["NumberPow"], data)
+    assert autograd.gradcheck(fn, tensors)
+    assert autograd.gradgradcheck(fn, tensors)
 
 
 @given(data=st.data())
