@@ -20,6 +20,8 @@ from autograd.ops.activations import (  # noqa: F401  (F.hardshrink, F.prelu, F.
     hardshrink,
     prelu,
 )
+from autograd.ops.activations import Glu as _Glu
+from autograd.ops.activations import LogSigmoid as _LogSigmoid
 from autograd.ops.activations import celu as _celu
 from autograd.ops.activations import elu as _elu
 from autograd.ops.activations import rrelu as _rrelu
@@ -264,9 +266,7 @@ def softplus(input, beta=1.0, threshold=20.0, *, out=None):
 def logsigmoid(input):
     """y = ln σ(x) = -softplus(-x), stable for large |x|."""
     refuse_kinds(input, "log_sigmoid_cpu", "biuc")
-    if input.dtype == autograd.float16:  # (in float32, rounded once, as PyTorch's kernel)
-        return logsigmoid(input.float()).half()
-    return named_node(-(-input).softplus(), None, "LogSigmoidBackward0")
+    return _LogSigmoid.apply(input)
 
 
 def softsign(input):
@@ -323,9 +323,7 @@ def glu(input, dim=-1):
     size = input.shape[dim]
     if size % 2:
         raise RuntimeError(f"Halving dimension must be even, but dimension {dim % input.ndim} is size {size}")
-    before = (slice(None),) * (dim % input.ndim)
-    gated = input[before + (slice(0, size // 2),)] * input[before + (slice(size // 2, size),)].sigmoid()
-    return named_node(gated, None, "GluBackward0")
+    return _Glu.apply(input, dim=dim % input.ndim)
 
 
 def gelu(input, approximate="none", *, out=None):

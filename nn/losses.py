@@ -94,8 +94,12 @@ def huber_loss(input, target, reduction="mean", delta=1.0, weight=None):
     if delta <= 0:
         raise RuntimeError("huber_loss does not support non-positive values for delta.")
     _refuse_complex("huber", input, target)
+    target = _same_shape("huber_loss", input, target)
+    if input.dtype == autograd.float16 and weight is None:  # (each loss in float32, from the exact difference,
+        pointwise = huber_loss(input.float(), target.float(), "none", delta).half()  # rounded once: PyTorch's
+        return named_node(_weighted(pointwise, None, reduction), None, "HuberLossBackward0")  # kernel)
     # computed in the input's dtype, as PyTorch's kernel (mse_loss and smooth_l1_loss promote)
-    signed = input - _same_shape("huber_loss", input, target).to(input.dtype)
+    signed = input - target.to(input.dtype)
     difference = signed.abs()
     inside, near = _quadratic_piece(signed, difference, delta)
     loss = _weighted(autograd.where(inside, near * near * 0.5,

@@ -5,11 +5,13 @@ PyTorch's); the others are composed of ``where``: the gradient goes to the branc
 ``nn.functional`` uses these (arrows point down)."""
 
 from .. import random
-from ..backend import xp
-from ..primitive import node_named
+from ..backend import float16, xp
+from ..primitive import Primitive, node_named
 from . import piecewise_linear
 from .conversion import refuse_kinds, type_name
-from .elementwise import where
+from .elementwise import half_as_float32, where
+from .elementwise_unary import sigmoid_of
+from .joins import cat
 from .names import names
 from .outputs import write_out
 
@@ -133,3 +135,53 @@ def rrelu(input, lower=1.0 / 8, upper=1.0 / 3, training=False, generator=None):
 def rrelu_(input, lower=1.0 / 8, upper=1.0 / 3, training=False, generator=None):
     """rrelu written into input (recorded, as every in-place write)."""
     return input._write_back(rrelu, (lower, upper, training, generator), {})
+
+
+class Glu(Primitive):
+    """y = a σ(b), a and b the halves of x along ``dim`` (the gated linear unit, Dauphin et al., 2017);
+    dL/da = σ(b) · g,   dL/db = (1 - σ(b)) · σ(b) · a · g   (g = dL/dy), in the order PyTorch's kernels
+    compute them. float16 is computed in float32 and rounded once, as there (a σ(b) with σ(b) rounded to
+    float16 first was a unit off in a fifth of the values), but for σ(b) in the backward, which PyTorch's
+    backward kernel rounds to float16 first: its gradients are those bits too. (nn.functional.glu.)"""
+
+    def forward(self, x):
+        a, b = xp.split(half_as_float32(x), 2, axis=self.dim)
+        return (a * sigmoid_of(b)).astype(x.dtype, copy=False)
+
+    def backward(self, grad, y, x):
+        a, b = x.chunk(2, self.dim)
+        s = b.sigmoid()
+        if x.dtype == float16:
+            s, a, grad = s.float(), a.float(), grad.float()
+        grad_x = cat([s * grad, (1.0 - s) * s * a * grad], self.dim)
+        return (grad_x.to(x.dtype),)
+
+
+class LogSigmoid(Primitive):
+    """y = ln σ(x) = min(x, 0) - ln(1 + e^-|x|), stable for large |x|;   dL/dx = dL/dy · σ(-x), as
+    LogSigmoidGrad computes it. float16 is computed in float32 and rounded once, as PyTorch's kernel.
+    (nn.functional.logsigmoid.)"""
+
+    def forward(self, x):
+        wide = half_as_float32(x)
+        return (xp.minimum(wide, 0) - xp.log1p(xp.exp(-xp.abs(wide)))).astype(x.dtype, copy=False)
+
+    def backward(self, grad, y, x):
+        return (LogSigmoidGrad.apply(grad, x),)
+
+
+class LogSigmoidGrad(Primitive):
+    """LogSigmoid's backward as PyTorch's kernel computes it: with b = e^-|x| in x's dtype (its forward's
+    buffer: float16 rounds it), z = (1 - b / (1 + b)) · g where x < 0, b / (1 + b) · g elsewhere, float16 in
+    float32 and rounded once (σ(-x) · g unrounded was a unit off in an eighth of the float16 values).
+    dL/dg = the same map of u (= dL/dz);   dL/dx = u · g · (σ(x) - 1) · σ(x), PyTorch's double backward."""
+
+    def forward(self, g, x):
+        b = half_as_float32(xp.exp(-xp.abs(half_as_float32(x))).astype(x.dtype, copy=False))
+        q = b / (1 + b)
+        return (xp.where(x < 0, 1 - q, q) * half_as_float32(g)).astype(g.dtype, copy=False)
+
+    def backward(self, u, z, g, x):
+        s = x.sigmoid()
+        return (LogSigmoidGrad.apply(u, x) if g.requires_grad else None,
+                u * g * ((s - 1.0) * s) if x.requires_grad else None)

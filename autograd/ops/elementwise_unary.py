@@ -22,7 +22,10 @@ class Exp(Primitive):
     handles_complex = True
 
     def forward(self, x):
-        return xp.exp(x)
+        if x.dtype is backend.float16:  # in float32, rounded once, as PyTorch's kernel: NumPy's float16 exp is
+            # off by a unit at a few near-ties (e^-0.04724, a retention decay, was 0.954, not 0.9536)
+            return xp.exp(x.astype(backend.float32)).astype(x.dtype)
+        return xp.exp(x)  # (the hot path: one identity test before it)
 
     def backward(self, grad, y, x):
         return (grad * conj(y),)
@@ -72,6 +75,8 @@ class Cos(Primitive):
     handles_complex = True
 
     def forward(self, x):
+        if x.dtype is backend.float16:  # (float16 rounded once, as exp's)
+            return xp.cos(x.astype(backend.float32)).astype(x.dtype)
         return xp.cos(x)
 
     def backward(self, grad, y, x):
@@ -100,6 +105,8 @@ class TanhGrad(Primitive):
     One node instead of three ops; still differentiable."""
 
     def forward(self, g, y):
+        if y.dtype is backend.float16:  # in float32, rounded once, as PyTorch's kernel (1 - y² rounded in float16
+            return TanhGrad.forward(self, half_as_float32(g), half_as_float32(y)).astype(y.dtype)  # lost 16 units)
         z = backend.constant(1, y.dtype) - y * y
         z *= g
         return z
@@ -118,19 +125,23 @@ class Sigmoid(Primitive):
     handles_complex = True
 
     def forward(self, x):
-        if x.dtype.kind == "c":
-            return 1 / (1 + xp.exp(-x))
-        # e^-|x| never overflows; both branches equal 1 / (1 + e^-x) and keep
-        # full relative precision where σ(x) is tiny. float16 is computed in float32 and rounded once, as
-        # PyTorch's (e^-|x| rounded to float16 first puts σ(-3.584) 2 units off)
-        wide = half_as_float32(x)
-        e = xp.exp(-xp.abs(wide))
-        return xp.where(wide >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+        return sigmoid_of(x)
 
     def backward(self, grad, y, x):
         if y._data.dtype.kind == "c":  # (SigmoidGrad's fused map is written for real numbers)
             return (grad * conj(y * (1.0 - y)),)
         return (SigmoidGrad.apply(grad, y),)
+
+
+def sigmoid_of(x):
+    """σ(x) of an array. e^-|x| never overflows; both branches equal 1 / (1 + e^-x) and keep full relative
+    precision where σ(x) is tiny. float16 is computed in float32 and rounded once, as PyTorch's (e^-|x|
+    rounded to float16 first puts σ(-3.584) 2 units off)."""
+    if x.dtype.kind == "c":
+        return 1 / (1 + xp.exp(-x))
+    wide = half_as_float32(x)
+    e = xp.exp(-xp.abs(wide))
+    return xp.where(wide >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
 
 
 class SigmoidGrad(Primitive):
@@ -139,8 +150,9 @@ class SigmoidGrad(Primitive):
     One node instead of three ops; still differentiable."""
 
     def forward(self, g, y):
-        z = g * y
-        z *= backend.constant(1, y.dtype) - y
+        z = backend.constant(1, y.dtype) - y  # g (1 - y) y in this order, as PyTorch's kernel: float16 rounds at
+        z *= g  # each step there, and g y (1 - y) came out a unit or two off in a third of the values
+        z *= y
         return z
 
     def backward(self, u, z, g, y):

@@ -112,7 +112,7 @@ class Erfc(Primitive):
         return xp.asarray(numpy.asarray(_erfc(to_numpy(x)), dtype=numpy.float64), dtype=x.dtype)  # (0-d: a float)
 
     def backward(self, grad, y, x):
-        return (grad * (x * x * -1.0).exp() * (-2 / math.sqrt(math.pi)),)
+        return ((-(x * x)).exp() * (-2 / math.sqrt(math.pi)) * grad,)  # (in PyTorch's order, as erf's)
 
 
 @names("erfc", inplace="erfc_")

@@ -20,6 +20,7 @@ from .elementwise import (
     Minimum,
     Mul,
     Neg,
+    NumberPow,
     Pow,
     PowConstant,
     Scale,
@@ -129,6 +130,8 @@ def _pow(input, exponent):
 
 @names("__rpow__")
 def _reflected_pow(x, base):
+    if type(base) in (int, float) and x._data.dtype.kind == "f":  # (its gradient takes ln of the number itself)
+        return NumberPow.apply(x, base=float(base))
     return named_node(binary(Pow, base, x), Pow, "PowBackward2")  # (PyTorch's node for a number to a tensor power)
 
 

@@ -27,10 +27,11 @@ from typing import NamedTuple
 
 import numpy
 
-from ..backend import errstate, xp
+from ..backend import errstate, float16, float32, xp
 from ..primitive import Primitive
 from ..tensor import Tensor
 from .conjugation import refuse_unordered
+from .elementwise import half_as_float32
 from .selection import selected
 
 COMPARISONS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
@@ -79,24 +80,28 @@ class Pieces:
         self.name, self.tests, self.otherwise, self.formula = name, tuple(tests), otherwise, formula
 
     def values(self, x):
-        """y = a(x) · x + b(x) for the array x."""
+        """y = a(x) · x + b(x) for the array x. float16 is computed in float32 and rounded once, as PyTorch's
+        kernels (x · 0.01 in float16 rounds the slope first: leaky_relu was a unit off in a fifth of the
+        negative values), x compared with the bounds in float32 too (threshold(x, 0.3, v) keeps a float16 0.3,
+        0.30005); the shrinkages hold their bounds in x's dtype, as their kernels do."""
         if self.formula is not None:
-            return self.formula(x)
+            return self.formula(half_as_float32(x)).astype(x.dtype, copy=False)
         return self.chain_values(x)
 
     def chain_values(self, x):
         """The values as the chain says them: each test's line where x passes it, the tests applied
         last to first, so that the first one x passes is the one that decides."""
+        wide = half_as_float32(x)
         with errstate(invalid="ignore"):  # a line at an x it is not taken for (0 · inf): not the answer
-            y = self.otherwise.at(x)
+            y = self.otherwise.at(wide)
             for comparison, bound, line in reversed(self.tests):
-                y = xp.where(COMPARISONS[comparison](x, bound), line.at(x), y)
-        return y
+                y = xp.where(COMPARISONS[comparison](wide, bound), line.at(wide), y)
+        return y.astype(x.dtype, copy=False)
 
-    def slopes(self, x):
-        """a(x), as an array of x's dtype: Σ_k [x takes piece k] · a_k. One term of the sum is
-        a_k, the others are exactly 0, so the sum is a_k exactly (and faster than ``where``)."""
-        dtype = x.dtype
+    def slopes(self, x, dtype=None):
+        """a(x), as an array of ``dtype`` (x's by default): Σ_k [x takes piece k] · a_k. One term of the sum
+        is a_k, the others are exactly 0, so the sum is a_k exactly (and faster than ``where``)."""
+        dtype = x.dtype if dtype is None else dtype
         taken = total = None  # where x passed an earlier test; the sum so far
         for comparison, bound, line in self.tests + ((None, None, self.otherwise),):
             passes = COMPARISONS[comparison](x, bound) if comparison is not None else None
@@ -114,11 +119,13 @@ class Pieces:
                 total = term if total is None else total + term
             if passes is not None:
                 taken = passes if taken is None else taken | passes
-        return xp.zeros_like(x) if total is None else total
+        return xp.zeros(x.shape, dtype) if total is None else total
 
     def gradient(self, g, x):
         """dL/dx = dL/dy · a(x) for the arrays g (dL/dy) and x, and 0 on a flat piece even where dL/dy
-        is infinite (PyTorch's backward selects: selection.py)."""
+        is infinite (PyTorch's backward selects: selection.py); float16 in float32, rounded once (as y)."""
+        if g.dtype == float16:
+            return selected(g.astype(float32), self.slopes(half_as_float32(x), float32)).astype(float16)
         return selected(g, self.slopes(x))
 
 
@@ -238,7 +245,7 @@ def threshold(input, threshold, value):
 
 def hardshrink(input, lambd=0.5):
     """y = x where |x| > λ, else 0;  dy/dx = 1 where |x| > λ, else 0 (0 at ±λ)."""
-    lambd = _number_of(lambd, input)
+    lambd = _held_in(_number_of(lambd, input), input)  # (compared in x's dtype, as PyTorch's kernel)
     pieces = Pieces("Hardshrink", (("<", -lambd, IDENTITY), ("<=", lambd, flat(0.0))), IDENTITY,
                     # (NaN kept; + 0: -0.0 becomes 0, as PyTorch's; a select: 0 · ∞ would be NaN at λ = ∞)
                     lambda x: xp.where(xp.abs(x) <= lambd, xp.zeros((), x.dtype), x) + 0.0)
@@ -251,9 +258,16 @@ def softshrink(input, lambd=0.5):
     if lambd < 0:
         raise RuntimeError(f"lambda must be in range [0, inf] for input dtype {input.dtype}, but found {lambd}")
     lambd = _number_of(lambd, input)
-    pieces = Pieces("Softshrink", (("<", -lambd, Line(1.0, lambd)), ("<=", lambd, flat(0.0))), Line(1.0, -lambd),
+    held = _held_in(lambd, input)  # PyTorch's backward compares in x's dtype, its forward in float32 for float16
+    pieces = Pieces("Softshrink", (("<", -held, Line(1.0, lambd)), ("<=", held, flat(0.0))), Line(1.0, -lambd),
                     lambda x: x - xp.clip(x, -lambd, lambd))
     return piecewise_linear(input, pieces, "softshrink")
+
+
+def _held_in(bound, input):
+    """A bound as x's floating dtype holds it (a float16 0.3 is 0.30005), for a kernel that compares in that
+    dtype where float16 values are otherwise compared in float32 here."""
+    return float(xp.asarray(bound, dtype=input.dtype)) if input.dtype.kind == "f" else bound
 
 
 def leaky_relu_with_slopes(input, slopes):

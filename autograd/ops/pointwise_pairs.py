@@ -29,9 +29,9 @@ class Atan2(Primitive):
         origin = squared._data == 0
         if origin.any():  # at (0, 0) both numerators are 0: divide by 1 there, for PyTorch's gradient 0 (not NaN)
             squared = squared + Tensor._make(origin.astype(squared.dtype))
-        scale = grad / squared
-        return (unbroadcast(scale * x, y) if y.requires_grad else None,
-                unbroadcast(-scale * y, x) if x.requires_grad else None)
+        recip = squared.reciprocal()  # g · x · (1 / (x² + y²)) in this order, as PyTorch's atan2_backward
+        return (unbroadcast(grad * x * recip, y) if y.requires_grad else None,
+                unbroadcast(grad * -y * recip, x) if x.requires_grad else None)
 
 
 @names("atan2", "arctan2", inplace=("atan2_", "arctan2_"))
@@ -77,8 +77,12 @@ class LogAddExp(Primitive):
             return xp.log(xp.exp(x - shift) + xp.exp(y - shift)) + shift
 
     def backward(self, grad, z, x, y):
-        return (unbroadcast(grad * conj((x - y).sigmoid()), x) if x.requires_grad else None,
-                unbroadcast(grad * conj((y - x).sigmoid()), y) if y.requires_grad else None)
+        if grad._data.dtype.kind == "c":
+            return (unbroadcast(grad * conj((x - y).sigmoid()), x) if x.requires_grad else None,
+                    unbroadcast(grad * conj((y - x).sigmoid()), y) if y.requires_grad else None)
+        # g / (1 + e^(y - x)), PyTorch's formula (σ(x - y) · g was a unit off in a third of the values)
+        return (unbroadcast(grad / ((y - x).exp() + 1.0), x) if x.requires_grad else None,
+                unbroadcast(grad / ((x - y).exp() + 1.0), y) if y.requires_grad else None)
 
 
 class LogAddExp2(Primitive):
