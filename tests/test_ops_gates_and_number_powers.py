@@ -1,7 +1,7 @@
 """Gates and a number's powers (primitives the probe16 sequence-model programs added), against finite
-differences (first and second derivatives) over hypothesis-drawn shapes: the gated linear unit (``Glu``) and log σ (``LogSigmoid``,
-``LogSigmoidGrad``) of autograd/ops/activations.py, and a number to a tensor's power (``NumberPow``,
-autograd/ops/elementwise.py). Their values against PyTorch's, float16 included, are in
+differences (first and second derivatives) over hypothesis-drawn shapes: the gated linear unit (``Glu``) and
+log σ (``LogSigmoid``, ``LogSigmoidGrad``) of autograd/ops/activations.py, and a number to a tensor's power
+(``NumberPow``, autograd/ops/elementwise.py). Their values against PyTorch's, float16 included, are in
 tests/test_probe16_ssm_fixes.py."""
 
 import numpy as np
