@@ -223,3 +223,16 @@ def test_errors_match_torch(name):
 
 def test_linalg_is_bound_on_import_as_torch_linalg():
     assert autograd.linalg.norm is not None and hasattr(autograd.linalg, "solve")
+
+
+def test_two_norm_gradient_is_rounded_in_pytorchs_order():
+    """dL/dx = dL/d‖x‖ · (x / ‖x‖), as PyTorch 2.13 computes it: bit for bit in float32 (g · x / ‖x‖ rounded
+    otherwise in a third of the values)."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((32, 4)).astype(np.float32)
+    g = rng.standard_normal(32).astype(np.float32)
+    t = autograd.tensor(x, requires_grad=True)
+    norm = t.norm(dim=-1)
+    norm.backward(autograd.tensor(g))
+    n = norm.detach().numpy()[:, None]
+    np.testing.assert_array_equal(t.grad.numpy(), g[:, None] * (x / n))

@@ -1127,7 +1127,9 @@ def swav(m, weights, steps=5, epsilon=0.05, sinkhorn_iterations=3, temperature=0
 
 def test_swav():
     weights = weights_of(swav_model)
-    ours, _ = run_both(swav, weights, rtol=1e-4, atol=1e-5)
+    # atol 5e-5: the float32 run's own noise here. Against the same program in float64, PyTorch's float32 last
+    # gradient is 2.0e-5 off and ours 3.5e-5 (Sinkhorn's exp(scores / 0.05) magnifies each rounding)
+    ours, _ = run_both(swav, weights, rtol=1e-4, atol=5e-5)
     assert [used for _, used in ours["log"]] == [False, False, True, True, True]
     for q in ours["assignments"]:
         np.testing.assert_allclose(q.sum(1), 1, rtol=1e-5)  # each sample's assignment is a distribution

@@ -68,8 +68,8 @@ class VectorNorm(Primitive):
             return (grad * x.sgn() * Tensor._make(share.astype(x.dtype)),)
         nonzero = norm._data != 0
         safe_norm = Where.apply(norm, Tensor._make(xp.ones((), dtype=x.dtype)), condition=nonzero)
-        if p == 2:  # x is 0 wherever the norm is: x / 1 gives the 0 gradient there
-            return (grad * x / safe_norm,)
+        if p == 2:  # x is 0 wherever the norm is: x / 1 gives the 0 gradient there. g · (x / ‖x‖), PyTorch's order
+            return (grad * (x / safe_norm),)
         magnitude = x.abs()
         if p < 1:  # |x|^(p-1) is infinite at x = 0, where sign(x) = 0: 1 there gives PyTorch's 0, not NaN
             magnitude = Where.apply(magnitude, Tensor._make(xp.ones((), dtype=x.dtype)), condition=x._data != 0)

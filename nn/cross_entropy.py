@@ -1,0 +1,291 @@
+"""Cross-entropy and the negative log-likelihood (``F.cross_entropy``, ``F.nll_loss``): class scores against
+class indices or probabilities, with class weights, ``ignore_index`` and label smoothing, as PyTorch's.
+
+``cross_entropy`` of indices is one fused node (``CrossEntropy``) whose backward is one node too
+(``CrossEntropyGrad``): softmax minus the one-hot target, each row scaled by its weight and the reduction. The
+class checks (indices in range, the class dim, a batch of one squeezed) are shared with the margin losses of
+losses.py.
+"""
+
+import math
+
+import numpy
+
+from autograd import Primitive, Tensor
+from autograd.backend import xp
+from autograd.errors import DtypeError, ShapeError, check_same_dtype, not_a_tensor
+from autograd.ops.conversion import refuse_kinds, type_name
+from autograd.ops.losses import legacy_reduction
+from autograd.ops.losses import reduced as _reduce
+from autograd.ops.reductions import SoftmaxGrad, softmax_array
+from autograd.primitive import named_node
+from autograd.tensor import tensor_from
+
+
+def _class_dim(input):
+    return 0 if input.ndim == 1 else 1
+
+
+def _class_last(input):
+    """(N, C, d1, ...) -> (N·d1·..., C): one row of class scores per prediction."""
+    dim = _class_dim(input)
+    if input.ndim == 2:  # (already rows: no reshape, so no view node in the graph)
+        return input
+    if input.ndim > 2:
+        input = input.permute(0, *range(2, input.ndim), 1)
+    # (the row count spelled out, not -1: zero classes leave it undetermined)
+    return input.reshape(math.prod(input.shape[:-1]), input.shape[-1]) if dim else input.reshape(1, -1)
+
+
+def _refuse_non_tensor_scores(name, input, kernel, kernel_for_images=None):
+    """PyTorch's TypeError for scores that are no tensor (a model whose forward forgot its ``return`` gives None;
+    NumPy scores are refused as everywhere else), before anything reads their shape; and its NotImplementedError
+    (naming its ``kernel``, for more than 2 dims ``kernel_for_images``) for integer or bool scores, which NumPy
+    would score in float64."""
+    if not isinstance(input, Tensor):
+        error = not_a_tensor(name, 0, input)
+        if input is None:
+            error.args = (f"{error.args[0]} (a forward() without a return statement gives None)",)
+        raise error
+    refuse_kinds(input, kernel if input.ndim <= 2 or kernel_for_images is None else kernel_for_images, "biu")
+
+
+def _squeezed_batch_of_one(input, target):
+    """True for the scores of one prediction, (C,), with their class index still in a batch of one, (1,): what
+    ``out.squeeze()`` of a (1, C) output leaves. PyTorch computes the loss of the label, and refuses at backward."""
+    return input.ndim == 1 and target.shape == (1,) and target.dtype.kind in "iu"
+
+
+def _refused_at_backward(loss, input):
+    """``loss`` of a squeezed batch of one (``_squeezed_batch_of_one``), whose backward raises PyTorch's error."""
+    if loss.requires_grad:
+        def refuse(grad):
+            raise RuntimeError(f"size mismatch (got input: [{input.shape[0]}], target: [1]): the scores of one "
+                               "prediction, shape (C,), need a 0-d label (label.squeeze()), or keep the batch dim "
+                               "of the scores (no .squeeze() of the (1, C) output)")
+
+        loss.register_hook(refuse)
+    return loss
+
+
+def _check_class_indices(name, input, target):
+    if target.dtype.kind not in "iu":  # (PyTorch's RuntimeError; a TypeError too)
+        raise DtypeError(f"{name}: target of dtype {target.dtype} given, but class indices must be "
+                        "integers (use .long()); for class probabilities pass a float target of "
+                        f"the input's shape {input.shape}")
+    if target.dtype != numpy.int64 and target.dtype != numpy.uint8:  # PyTorch reads them as int64 (or uint8) only
+        raise DtypeError(f"{name}: expected target dtype to be Long or Byte, but got {type_name(target.dtype)} "
+                         f"({target.dtype}); convert the class indices with target.long()")
+    if input.ndim == 1 and target.ndim == 1:  # (a (1,) target was read as 0-d: see _squeezed_batch_of_one)
+        raise ShapeError(f"{name}: For 1D input, 1D target must have size 1, but got target size: "
+                         f"{target.shape[0]} (input of shape {input.shape}: the scores of one prediction)")
+    expected = input.shape[:_class_dim(input)] + input.shape[_class_dim(input) + 1:]
+    if target.shape != expected:
+        words = (f"Expected input batch_size ({input.shape[0]}) to match target batch_size ({target.shape[0]}). "
+                 if input.ndim >= 2 and target.ndim >= 1 and target.shape[0] != input.shape[0] else "")  # (PyTorch's)
+        raise ShapeError(f"{words}{name}: input of shape {input.shape} needs a target of shape {expected}, "
+                         f"got {target.shape}")
+
+
+def _class_weights(name, rows, target, weight, ignore_index):
+    """(labels, w_y per prediction, Σ w_y): ignored targets get weight 0; the weights are
+    constants, so their sum is a plain number."""
+    classes = rows.shape[1]
+    check_same_dtype(name, rows, weight=weight)  # (PyTorch's kernels refuse a weight of another dtype)
+    if weight is not None and tuple(weight.shape) != (classes,):
+        raise RuntimeError(f"{name}: weight of shape {tuple(weight.shape)} given for {classes} classes; "
+                           f"it needs one entry per class, shape ({classes},)")
+    labels = target._data.reshape(-1).astype(xp.int64, copy=False)  # (uint8 labels index as positions, not a mask)
+    if weight is None and labels.size:  # the common case in two reductions: every label a class, none ignored
+        low, high = int(labels.min()), int(labels.max())
+        if 0 <= low and high < classes and not low <= ignore_index <= high:
+            return labels, None, float(len(labels))
+    kept = labels != ignore_index
+    bad = kept & ((labels < 0) | (labels >= classes))
+    if bad.any():
+        raise IndexError(f"Target {int(labels[bad][0])} is out of bounds. ({name}: {classes} classes, valid targets "
+                         f"0 to {classes - 1}, or ignore_index={ignore_index})")
+    if weight is None and kept.all():
+        return labels, None, float(len(labels))
+    safe = xp.where(kept, labels, 0)
+    weights = xp.ones(len(labels), dtype=rows.dtype) if weight is None else weight._data[safe]
+    weights = (weights * kept).astype(rows.dtype)
+    return safe, weights, float(weights.sum())
+
+
+def _picked_log_probabilities(name, log_probs, target, weight, ignore_index):
+    """(-w_y ln p_y for each prediction, Σ w_y), from log-probabilities."""
+    rows = _class_last(log_probs)
+    labels, weights, total = _class_weights(name, rows, target, weight, ignore_index)
+    picked = -rows[xp.arange(len(labels)), labels]
+    return (picked if weights is None else picked * Tensor._make(weights)), total
+
+
+class CrossEntropy(Primitive):
+    """ℓ = Σ_n s · w_n (ln Σ_c e^(x_nc) - x_n,y_n)  for rows of logits x (s: 1, or 1/Σw for 'mean');
+    dℓ/dx_nc = s · w_n (softmax(x_n)_c - [c = y_n])
+
+    One fused node from logits to the loss: stable (log-sum-exp) and cheaper than
+    log_softmax, indexing and a reduction as separate nodes; its backward is one node too.
+    """
+
+    pytorch_name = "NllLossBackward0"  # (PyTorch's cross_entropy: log_softmax, then nll_loss)
+
+    def forward(self, x):
+        half = x.dtype == xp.float16
+        if half:  # as PyTorch's log_softmax then nll_loss: each -ln p in float32 rounded to float16 once, summed wide
+            x = x.astype(xp.float32)
+        rows = xp.arange(len(self.labels))
+        shifted = x - x.max(axis=1, keepdims=True) if x.size else x  # (no rows, no classes: nothing to shift)
+        losses = xp.log(xp.exp(shifted).sum(axis=1)) - shifted[rows, self.labels]
+        if half:
+            losses = losses.astype(xp.float16).astype(xp.float32)
+        if self.weights is not None:
+            losses = losses * self.weights
+        loss = losses.sum() * self.scale if self.reduce else losses
+        return loss.astype(xp.float16) if half else loss
+
+    def backward(self, grad, loss, x):
+        return (CrossEntropyGrad.apply(grad, x, labels=self.labels, weights=self.weights, scale=self.scale,
+                                       reduce=self.reduce),)
+
+
+class CrossEntropyGrad(Primitive):
+    """Cross-entropy's backward as one node, for g = dL/dℓ (one number, or one per row with
+    reduction='none'), p = softmax(x) along the classes and c_n = s · w_n · g(_n):
+        z_nc = c_n (p_nc - [c = y_n])
+        dL/dg = Σ_c u_nc s w_n (p_nc - [c = y_n])   (summed over the rows too when g is one number)
+        dL/dx = softmax's backward of c u:  p ⊙ (c u - Σ_c c u p)      (u = dL/dz)
+    One pass over the logits instead of five ops; still differentiable for second derivatives.
+    """
+
+    def row_scales(self, dtype):
+        """s · w_n for each row, as a column."""
+        scales = xp.full(len(self.labels), self.scale if self.reduce else 1, dtype=dtype)
+        return (scales if self.weights is None else scales * self.weights)[:, None]
+
+    def forward(self, g, x):
+        half = x.dtype == xp.float16
+        if half:  # in float32, rounded to float16 once (PyTorch's log_softmax backward)
+            g, x = g.astype(xp.float32), x.astype(xp.float32)
+        z = softmax_array(x, 1)  # the softmax, as x.softmax(1) computes it
+        z[xp.arange(len(self.labels)), self.labels] -= 1
+        z *= self.row_scales(x.dtype) * (g if self.reduce else g[:, None])
+        return z.astype(xp.float16) if half else z
+
+    def backward(self, u, z, g, x):
+        probabilities = x.softmax(1)
+        scales = Tensor._make(self.row_scales(x.dtype))
+        grad_g = grad_x = None
+        if g.requires_grad:
+            one_hot = xp.zeros(x.shape, dtype=x.dtype)
+            one_hot[xp.arange(len(self.labels)), self.labels] = 1
+            per_row = (u * (probabilities - Tensor._make(one_hot)) * scales).sum(1)
+            grad_g = per_row.sum() if self.reduce else per_row
+        if x.requires_grad:
+            row_scales = scales * (g if self.reduce else g.unsqueeze(1))
+            grad_x = SoftmaxGrad.apply(u * row_scales, probabilities, dim=1)
+        return grad_g, grad_x
+
+
+def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None, reduction="mean"):
+    """ℓ_n = -w_{y_n} x_{n, y_n} for log-probabilities x; 'mean' divides by Σ w_{y_n}."""
+    return named_node(_nll_loss(input, target, weight, ignore_index, legacy_reduction(size_average, reduce, reduction)),
+                      None, "NllLossBackward0", (input,))
+
+
+def _nll_loss(input, target, weight, ignore_index, reduction):
+    _refuse_non_tensor_scores("nll_loss", input, "nll_loss_out_frame", "nll_loss2d_forward_out_frame")
+    target = target if isinstance(target, Tensor) else tensor_from(target)
+    if _squeezed_batch_of_one(input, target):
+        return _refused_at_backward(_nll_loss(input, target.reshape(()), weight, ignore_index, reduction), input)
+    _check_class_indices("nll_loss", input, target)
+    losses, total_weight = _picked_log_probabilities("nll_loss", input, target, weight, ignore_index)
+    if reduction == "mean":
+        return _mean_over_nothing(losses.sum()) if _nothing_kept(target, ignore_index) else losses.sum() / total_weight
+    if reduction == "none":
+        return losses.reshape(target.shape)
+    return _reduce(losses, reduction)
+
+
+def _nothing_kept(target, ignore_index):
+    return not (target._data != ignore_index).any()
+
+
+def _mean_over_nothing(total):
+    """A mean over no (unignored) targets, from the sum of their weighted losses (0, with
+    gradient 0): NaN, as PyTorch's, while the gradient stays 0 for the ignored predictions."""
+    return named_node(total + float("nan"), None, "NllLossBackward0", (total,))
+
+
+def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None, reduction="mean",
+                  label_smoothing=0.0):
+    """The lecture's L = -(1/m) Σ y ln ŷ with ŷ = softmax(x), from the logits x.
+
+    target: class indices (integers, shape of input without the class dim) or
+    class probabilities (floats, the input's shape). label_smoothing ε mixes the
+    target with the uniform distribution: (1 - ε) y + ε / C. Computed from the
+    logits by one fused node (class indices) or the fused log_softmax, so logits
+    of ±1000 are fine.
+    """
+    reduction = legacy_reduction(size_average, reduce, reduction)
+    _refuse_non_tensor_scores("cross_entropy", input, "log_softmax_lastdim_kernel_impl")
+    if not 0.0 <= label_smoothing <= 1.0:
+        # (PyTorch refuses one above 1 with this RuntimeError and silently ignores a negative one: refused too)
+        raise RuntimeError(f"label_smoothing must be between 0.0 and 1.0, got {label_smoothing}")
+    target = target if isinstance(target, Tensor) else tensor_from(target)
+    if _squeezed_batch_of_one(input, target):
+        loss = cross_entropy(input, target.reshape(()), weight, None, ignore_index, None, reduction, label_smoothing)
+        return _refused_at_backward(loss, input)
+    dim = _class_dim(input)
+    classes = input.shape[dim]
+    class_shape = (1,) * dim + (classes,) + (1,) * (input.ndim - dim - 1)
+    if target.dtype.kind == "f":  # class probabilities
+        if ignore_index >= 0:  # (a class index to skip means nothing for probabilities: PyTorch's check)
+            raise RuntimeError(f"ignore_index is not supported for floating point target (got ignore_index="
+                               f"{ignore_index}; the default -100 leaves every class in)")
+        if target.shape != input.shape and input.ndim > 1 and target.ndim and target.shape[0] != input.shape[0]:
+            raise ShapeError(f"cross_entropy: expected input batch_size ({input.shape[0]}) to match target "
+                             f"batch_size ({target.shape[0]}): input of shape {input.shape}, target of shape "
+                             f"{target.shape}")
+        if target.shape != input.shape:
+            raise DtypeError(f"cross_entropy: a float target is read as class probabilities and must have "
+                             f"the input's shape {input.shape}, got {target.shape}; class indices must be "
+                             "integers (expected target dtype to be Long: use target.long())")
+        target = target * (1 - label_smoothing) + label_smoothing / classes
+        log_probs = input.log_softmax(dim)
+        weighted = log_probs if weight is None else log_probs * weight.reshape(class_shape)
+        losses = -(weighted * target).sum(dim)
+        if reduction == "mean":
+            return losses.sum() / (input._data.size // classes)
+        return _reduce(losses, reduction)
+    _check_class_indices("cross_entropy", input, target)
+    rows = _class_last(input)
+    labels, weights, total_weight = _class_weights("cross_entropy", rows, target, weight, ignore_index)
+    # (weights None: every label kept, so something is unless there are none)
+    nothing_kept = (reduction == "mean" and (weights is not None or not len(labels))
+                    and _nothing_kept(target, ignore_index))
+    if reduction == "none":
+        nll = CrossEntropy.apply(rows, labels=labels, weights=weights, scale=1.0, reduce=False)
+        nll = named_node(nll.reshape(target.shape), None, "NllLossBackward0", (input,))
+    elif reduction in ("mean", "sum"):
+        scale = 1.0
+        if reduction == "mean" and not nothing_kept:  # (kept targets of weight 0 only: NaN, as PyTorch's)
+            scale = 1.0 / total_weight if total_weight else float("nan")
+        nll = CrossEntropy.apply(rows, labels=labels, weights=weights, scale=scale, reduce=True)
+    else:
+        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    if label_smoothing == 0:
+        return _mean_over_nothing(nll) if nothing_kept else nll
+    # the uniform part: -Σ_c w_c ln p_c per prediction, reduced as PyTorch does
+    log_probs = input.log_softmax(dim)
+    weighted = log_probs if weight is None else log_probs * weight.reshape(class_shape)
+    kept = Tensor._make((target._data != ignore_index).astype(input.dtype))
+    smooth = -weighted.sum(dim) * kept
+    if reduction == "mean":
+        # over the kept targets (their weights), as the main term: not over all N predictions
+        smooth = smooth.sum() if nothing_kept else smooth.sum() / total_weight
+    else:
+        smooth = _reduce(smooth, reduction)
+    loss = nll * (1 - label_smoothing) + smooth * (label_smoothing / classes)
+    return _mean_over_nothing(loss) if nothing_kept else loss
