@@ -368,14 +368,8 @@ def run_hooks(hooks, grad):
         grad._shared = True
         replaced = hook(grad)
         if replaced is not None:
-            shape = getattr(grad, "shape", None)  # (a node's pre-hooks may see several gradients together)
-            name = getattr(hook, "__name__", type(hook).__name__)
-            if shape is not None and getattr(replaced, "dtype", grad.dtype) != grad.dtype:  # PyTorch's refusal
-                raise RuntimeError(f"hook '{name}' has changed the type of value (was {_type_name(grad)} got "
-                                   f"{_type_name(replaced)})")
-            if shape is not None and getattr(replaced, "shape", shape) != shape:
-                raise RuntimeError(f"hook '{name}' has changed the size of value: it returned a gradient of shape "
-                                   f"{tuple(replaced.shape)} for one of shape {tuple(shape)}")
+            if getattr(grad, "shape", None) is not None:  # (a node's pre-hooks may see several gradients together)
+                refuse_changed_gradient(hook, replaced, grad)
             grad = replaced
     return grad
 
@@ -390,16 +384,31 @@ def run_hooks_on_leaf_gradient(hooks, grad):
     for hook in list(hooks.values()):
         replaced = run_hooks({0: hook}, sparse)
         if not getattr(replaced, "is_sparse", False):
-            name = getattr(hook, "__name__", type(hook).__name__)
-            raise RuntimeError(f"hook '{name}' has changed the type of value (was a sparse COO gradient of shape "
-                               f"{tuple(sparse.shape)}, got a dense {type(replaced).__name__}): return a sparse "
-                               "tensor, or None")
+            raise RuntimeError(f"hook '{_hook_name(hook)}' has changed the type of value (was a sparse COO gradient "
+                               f"of shape {tuple(sparse.shape)}, got a dense {type(replaced).__name__}): return a "
+                               "sparse tensor, or None")
         sparse = replaced
     if sparse is grad._sparse_gradient:
         return grad
     carrier = sparse.to_dense()
     carrier._sparse_gradient = sparse
     return carrier
+
+
+def refuse_changed_gradient(hook, replaced, given):
+    """PyTorch's refusals of a gradient a hook returned in place of the one it was ``given``, of another type
+    or size (a tensor hook's, a module's full backward hook's each)."""
+    name = _hook_name(hook)
+    if getattr(replaced, "dtype", given.dtype) != given.dtype:
+        raise RuntimeError(f"hook '{name}' has changed the type of value (was {_type_name(given)} got "
+                           f"{_type_name(replaced)})")
+    if getattr(replaced, "shape", given.shape) != given.shape:
+        raise RuntimeError(f"hook '{name}' has changed the size of value: it returned a gradient of shape "
+                           f"{tuple(replaced.shape)} for one of shape {tuple(given.shape)}")
+
+
+def _hook_name(hook):
+    return getattr(hook, "__name__", type(hook).__name__)  # (a lambda's '<lambda>', a callable object's class)
 
 
 def _type_name(gradient):

@@ -209,10 +209,9 @@ class Primitive:
         """Pass what this node saves through the saved-tensor hooks (graph.saved_tensors_hooks)."""
         hooks = modes.saved_tensor_hooks
         if self.saves_inputs:  # the inputs a gradient reads, as PyTorch packs only what it saved
-            inputs, readers = self.inputs, self.saved_input_readers
-            self.inputs = tuple(PackedTensor(x, hooks) if readers is None or any(inputs[reader].requires_grad
-                                                                             for reader in readers[position])
-                                else x for position, x in enumerate(inputs))
+            inputs = self.inputs
+            self.inputs = tuple(PackedTensor(x, hooks) if self._read_by_a_gradient(position, inputs) else x
+                                for position, x in enumerate(inputs))
         if self.saves_output:
             self.output_data = PackedTensor(out, hooks)
             self.output_version = self.output_data._version_cell  # (the version of what the hooks keep)
@@ -394,15 +393,18 @@ class Primitive:
         output.grad_fn = self
         return output
 
+    def _read_by_a_gradient(self, position, inputs):
+        """Whether a gradient to be computed reads the saved input at ``position`` (saved_input_readers:
+        y = x·w with x needing no gradient reads x for dL/dw, and w for nothing)."""
+        readers = self.saved_input_readers
+        return readers is None or any(inputs[reader].requires_grad for reader in readers[position])
+
     def _refuse_changed_input(self, x, inputs):
         """A saved input x was written in place after the forward: refused, unless no gradient to be
-        computed reads it (y = x·w with x needing no gradient: dL/dw reads x, not w)."""
-        readers = self.saved_input_readers
-        if readers is not None:
-            position = next(i for i, input in enumerate(inputs) if input is x)
-            if not any(inputs[reader].requires_grad for reader in readers[position]):
-                return
-        self._raise_modified(x.shape)
+        computed reads it."""
+        position = next(i for i, input in enumerate(inputs) if input is x)
+        if self._read_by_a_gradient(position, inputs):
+            self._raise_modified(x.shape)
 
     def _raise_modified(self, shape):
         raise RuntimeError(

@@ -573,4 +573,3 @@ def _rebuild_sparse_tensor(layout, data):
     indices, values, size = data[:3]
     coalesced = data[3] if len(data) == 4 else None
     return sparse_coo_tensor(indices, values, tuple(size), is_coalesced=coalesced or None)
-

@@ -45,6 +45,7 @@ from autograd.ops.normalization import (  # noqa: F401  (F.batch_norm, F.layer_n
     batch_norm,
     instance_norm,
     layer_norm,
+    one_value_per_channel,
     rms_norm,
 )
 from autograd.ops.normalization import group_norm as _group_norm
@@ -492,7 +493,7 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
         raise RuntimeError(f"Expected at least 2 dimensions for input tensor but received {input.ndim}")
     size = [input.shape[0] * input.shape[1] // num_groups, num_groups, *input.shape[2:]]
     if math.prod(size[:1] + size[2:]) == 1:
-        raise ValueError(f"Expected more than 1 value per channel when training, got input size {size}")
+        raise one_value_per_channel(size)
     return _group_norm(input, num_groups, weight, bias, eps)
 
 

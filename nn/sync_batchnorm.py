@@ -21,7 +21,7 @@ import autograd
 import autograd.distributed as dist
 from autograd import Primitive, Tensor
 from autograd.errors import ShapeError
-from autograd.ops.normalization import update_running_stats
+from autograd.ops.normalization import one_value_per_channel, update_running_stats
 
 from . import functional as F
 from .normalization import _BatchNorm
@@ -93,8 +93,7 @@ class SyncBatchNorm(_BatchNorm):
         axes = (0,) + tuple(range(2, input.ndim))
         mean, variance, count = _global_moments(input._data, axes)
         if count <= 1:
-            raise ValueError(f"Expected more than 1 value per channel when training, got input size {input.shape} "
-                             f"on {dist.get_world_size()} ranks")
+            raise one_value_per_channel(input.shape, f" on {dist.get_world_size()} ranks")
         if self.training and self.running_mean is not None:
             update_running_stats(self.running_mean, self.running_var, self.num_batches_tracked, self.momentum,
                                  mean, variance, count)
