@@ -10,8 +10,6 @@ forward and backward hooks (module_hooks.py).
 """
 
 
-import weakref
-
 import numpy
 
 import autograd
@@ -36,6 +34,7 @@ from .module_hooks import (  # noqa: F401  (torch.nn.modules.module's names)
     register_module_module_registration_hook,
     register_module_parameter_registration_hook,
 )
+from .module_registry import REGISTRY_NAMES, Registry
 from .module_state import IncompatibleKeys, ModuleState  # noqa: F401  (IncompatibleKeys: nn.module's name)
 from .parameter import Buffer, Parameter
 
@@ -51,86 +50,15 @@ def _failed_as_a_tensor(argument, error):
             and str(error).startswith(f"'{type(argument).__name__}' object has no attribute"))
 
 
-class _Registry(dict):
-    """A module's ``_parameters``, ``_buffers`` or ``_modules``. The module reads its members as plain
-    attributes (kept in its ``__dict__``: reading them is the hot path), and programs written for PyTorch
-    also write these dicts directly (learn2learn's ``module._parameters[name] = updated`` in MAML, AWD-LSTM's
-    ``del rnn._parameters['weight_hh_l0']``, ModuleDict's ``del``): each write here keeps that attribute in
-    step, so the module computes with what its registry holds, as PyTorch's."""
-
-    __slots__ = ("_owner",)
-
-    def __init__(self, owner=None):
-        super().__init__()
-        # (weakly: a strong reference would make every module a reference cycle, freed only by the collector)
-        self._owner = None if owner is None else weakref.ref(owner)
-
-    def __reduce__(self):
-        # a copy or a pickle holds the entries only; Module.__setstate__ ties it to its new module
-        return type(self), (), None, None, iter(self.items())
-
-    def _module(self):
-        return None if self._owner is None else self._owner()
-
-    def _attribute_set(self, name, value):
-        owner = self._module()
-        if owner is not None and isinstance(name, str):
-            object.__setattr__(owner, name, value)
-            if owner.__dict__.get("_buffers") is self:
-                owner._buffer_names_set().add(name)
-
-    def _attribute_dropped(self, name):
-        owner = self._module()
-        if owner is not None and isinstance(name, str):
-            owner.__dict__.pop(name, None)
-            if owner.__dict__.get("_buffers") is self:
-                owner._buffer_names_set().discard(name)
-                owner._non_persistent.discard(name)
-
-    def __setitem__(self, name, value):
-        super().__setitem__(name, value)
-        self._attribute_set(name, value)
-
-    def __delitem__(self, name):
-        super().__delitem__(name)
-        self._attribute_dropped(name)
-
-    def pop(self, name, *default):
-        had = name in self
-        value = super().pop(name, *default)
-        if had:
-            self._attribute_dropped(name)
-        return value
-
-    def popitem(self):
-        name, value = super().popitem()
-        self._attribute_dropped(name)
-        return name, value
-
-    def setdefault(self, name, default=None):
-        if name not in self:
-            self[name] = default
-        return self[name]
-
-    def update(self, *args, **kwargs):
-        for name, value in dict(*args, **kwargs).items():
-            self[name] = value
-
-    def clear(self):
-        for name in list(self):
-            del self[name]
-
-
-_REGISTRY_NAMES = ("_parameters", "_buffers", "_modules")
 
 
 class Module(ModuleState, ModuleHooks):
     dump_patches = False  # PyTorch's flags, kept for code that reads or sets them
     call_super_init = False
     def __init__(self):
-        object.__setattr__(self, "_parameters", _Registry(self))
-        object.__setattr__(self, "_buffers", _Registry(self))
-        object.__setattr__(self, "_modules", _Registry(self))
+        object.__setattr__(self, "_parameters", Registry(self))
+        object.__setattr__(self, "_buffers", Registry(self))
+        object.__setattr__(self, "_modules", Registry(self))
         object.__setattr__(self, "training", True)
         # hooks: {handle id: hook}, in calling order; the sets hold ids of hooks with flags
         for name in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks"):
@@ -142,14 +70,12 @@ class Module(ModuleState, ModuleHooks):
         """A copied or unpickled module's attributes (PyTorch's Module has this too: subclasses call
         ``super().__setstate__(state)``), its registries tied to it again."""
         self.__dict__.update(state)
-        for name in _REGISTRY_NAMES:
+        for name in REGISTRY_NAMES:
             registry = self.__dict__.get(name)
-            if isinstance(registry, dict):
-                if not isinstance(registry, _Registry):  # (a plain dict, from an older pickle)
-                    plain, registry = registry, _Registry()
-                    dict.update(registry, plain)
-                    object.__setattr__(self, name, registry)
-                registry._owner = weakref.ref(self)
+            if isinstance(registry, Registry):
+                registry.tie(self)
+            elif isinstance(registry, dict):  # (a plain dict, from an older pickle: the attributes are there)
+                object.__setattr__(self, name, Registry(self, registry, set_attributes=False))
 
     def forward(self, *args, **kwargs):
         raise NotImplementedError(f'Module [{type(self).__name__}] is missing the required "forward" function')
@@ -199,14 +125,10 @@ class Module(ModuleState, ModuleHooks):
                 object.__setattr__(self, name, value)
                 return
             raise AttributeError(f"cannot assign {kind} before Module.__init__() call")
-        if name in _REGISTRY_NAMES and type(value) is dict:
+        if name in REGISTRY_NAMES and type(value) is dict:
             # a registry replaced by a dict (learn2learn's clone_module: ``clone._parameters =
             # clone._parameters.copy()``, then writes into it): what it holds is what the module computes with
-            registry = _Registry(self)
-            dict.update(registry, value)
-            for key, entry in value.items():
-                registry._attribute_set(key, entry)
-            value = registry
+            value = Registry(self, value)
         if isinstance(value, Buffer):  # nn.Buffer(t, persistent): a buffer, whatever the name held before
             if name not in self.__dict__.get("_buffer_names", ()):
                 self.register_buffer(name, value, persistent=value.persistent)
