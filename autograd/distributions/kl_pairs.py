@@ -27,7 +27,7 @@ from .gumbel import EULER_GAMMA, Gumbel
 from .independent import Independent, sum_rightmost
 from .kl import _kl_categorical_categorical, kl_divergence, register_kl
 from .laplace import Laplace
-from .low_rank_multivariate_normal import LowRankMultivariateNormal, lowrank_logdet, lowrank_mahalanobis
+from .lowrank_multivariate_normal import LowRankMultivariateNormal, lowrank_logdet, lowrank_mahalanobis
 from .multivariate_normal import MultivariateNormal, batch_mahalanobis, solve_lower
 from .normal import Normal
 from .one_hot_categorical import OneHotCategorical
