@@ -113,6 +113,13 @@ def data_ptr(self):
     return address(self._data)
 
 
+@names("is_set_to", function=False)
+def is_set_to(self, tensor):
+    """Whether both tensors show the same elements of one memory: the same first element, sizes and strides."""
+    return (memory_owner(self._data) is memory_owner(tensor._data) and data_ptr(self) == data_ptr(tensor)
+            and self._data.shape == tensor._data.shape and self._data.strides == tensor._data.strides)
+
+
 def _dense_along(shape, strides, dims):
     """Whether the dims, innermost first, step through memory densely (dims of size 1 skipped)."""
     step = 1

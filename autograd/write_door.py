@@ -173,18 +173,21 @@ class WriteDoor:
             _warn_expanded(name)
         return self._write(args, lambda old: function(old, *args, **kwargs), overlapping_ok=overlapping_ok)
 
-    def _become(self, view):
+    def _become(self, view, new_memory=False):
         """x.t_(), x.unsqueeze_(0), x.resize_(...): x takes the shape and strides of ``view`` (computed
         from x, with grad mode on so that a view of a view keeps its chain to the base) and, when
         the change is recorded, its history. As in PyTorch a leaf that requires grad refuses, and
         the version moves on (a node that saved x would see another shape). A base whose live
         views are replayed from its shape by recorded writes refuses too: their steps would no
-        longer fit it."""
+        longer fit it. x.set_(y) says ``new_memory``: x shows other memory from now on, and the views
+        made before keep the memory they showed (as ``x.data = y`` and PyTorch's set_)."""
         self._before_write()
-        recorded = modes.grad_enabled and self.requires_grad
+        recorded = modes.grad_enabled and (self.requires_grad or view.requires_grad)
         if recorded:
             self._refuse_leaf_write()
-        if self._base is None and self._views and any(other is not view for other in self._views):
+        if new_memory:
+            self._views = None
+        elif self._base is None and self._views and any(other is not view for other in self._views):
             raise RuntimeError(f"an in-place shape change of a tensor of shape {tuple(self.shape)} that has live "
                                "views: those views are defined on its current shape. Use the out-of-place op "
                                "(x = x.t()) or drop the views first")
@@ -192,6 +195,7 @@ class WriteDoor:
         self._data = view._data
         if recorded:
             self.grad_fn = view.grad_fn
+            self._requires_grad = True
             _move_retained_grad(self, old_node)
         if self._base is not None:
             if view._base is self._base:

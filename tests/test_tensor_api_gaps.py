@@ -395,3 +395,44 @@ def test_storage_tells_which_tensors_share_memory():
     if torch is not None:
         y = torch.zeros(2, 3, dtype=torch.float64)
         assert y[1].untyped_storage().nbytes() == 48 and y[1].untyped_storage().data_ptr() == y.data_ptr()
+
+
+@pytest.mark.parametrize("lib", ["autograd", "torch"])
+def test_set_makes_a_tensor_show_another_s_memory(lib):
+    T = autograd if lib == "autograd" else pytest.importorskip("torch")
+    a, b = T.zeros(3), T.arange(6.0).reshape(2, 3)
+    before = a.view(3)
+    assert a.set_(b) is a and a.shape == (2, 3) and a.data_ptr() == b.data_ptr() and a._version == 1
+    assert a.is_set_to(b) and b.is_set_to(a) and not a.is_set_to(b.view(6)) and not a.is_set_to(b.clone())
+    b[0, 0] = 7.0  # one memory: seen through both
+    assert a[0, 0].item() == 7.0 and before.tolist() == [0.0, 0.0, 0.0]  # an older view keeps its memory
+    c = T.zeros(2)
+    c.set_(T.zeros(2, 2).t())  # the source's strides too
+    assert c.stride() == (1, 2) and not c.is_contiguous()
+    assert T.zeros(2).set_().shape == (0,)
+    x = T.arange(4.0)
+    y = T.zeros(1).set_(x.untyped_storage(), 1, (2,), (1,))  # a window of a storage, in elements
+    assert y.tolist() == [1.0, 2.0] and T.zeros(1).set_(x, 2, (2,)).tolist() == [2.0, 3.0]
+    assert T.zeros(1).set_(x.untyped_storage()).tolist() == [0.0, 1.0, 2.0, 3.0]
+    assert T.zeros(1, dtype=T.int32).set_(T.tensor([1.0]).untyped_storage()).tolist() == [1065353216]  # its bytes
+    with pytest.raises(RuntimeError, match="Could not set tensor of type double to a tensor of type float"):
+        T.zeros(3).set_(T.zeros(2, dtype=T.float64))
+    if T is autograd:  # (PyTorch grows the storage: NumPy's memory cannot grow under the tensors that share it)
+        with pytest.raises(RuntimeError, match="out of bounds for storage of size 16"):
+            T.zeros(1).set_(T.zeros(4).untyped_storage(), 3, (3,), (1,))
+    with pytest.raises(TypeError, match="set_"):
+        T.zeros(1).set_(5)
+    p = T.zeros(3, requires_grad=True)
+    with pytest.raises(RuntimeError, match="leaf Variable that requires grad"):
+        p.set_(T.ones(2))
+    with T.no_grad():  # swapping a parameter's memory, as programs do under no_grad
+        p.set_(T.ones(2))
+    assert p.tolist() == [1.0, 1.0] and p.requires_grad and p.is_leaf
+    h = T.ones(3, requires_grad=True) * 2  # not differentiable: backward through it raises
+    h.set_(T.ones(3))
+    assert h.requires_grad
+    with pytest.raises(RuntimeError, match="derivative for .*set_ is not implemented"):
+        h.sum().backward()
+    s = T.zeros(2)
+    s.set_(T.ones(2, requires_grad=True))
+    assert s.requires_grad

@@ -259,15 +259,15 @@ def bincount(input, weights=None, minlength=0):
 
 class WithoutDerivative(Primitive):
     """y = a result worked out by the caller (``values``) that PyTorch records in the graph with no derivative
-    (bincount of weights that require grad): the result requires grad, and a backward pass through it raises in
-    PyTorch's words, where a detached one would leave the weights' share of the gradient out unsaid."""
+    (bincount of weights that require grad, x.set_(y)): the result requires grad, and a backward pass through it
+    raises in PyTorch's words, where a detached one would leave the inputs' share of the gradient out unsaid."""
 
     saves_inputs = False
 
-    def forward(self, weights):
+    def forward(self, *inputs):
         return self.values
 
-    def backward(self, grad, y, weights):
+    def backward(self, grad, y, *inputs):
         raise RuntimeError(f"derivative for aten::{self.kernel} is not implemented")
 
     def name(self):  # (PyTorch's node is torch::autograd::NotImplemented)

@@ -1,6 +1,7 @@
 """In-place shape changes: ``x.t_()``, ``x.transpose_(0, 1)``, ``x.swapaxes_``/``swapdims_``,
 ``x.unsqueeze_(d)``, ``x.squeeze_(d)``, ``x.resize_(*sizes)``, ``x.resize_as_(y)`` (and the
-deprecated out-of-place ``x.resize``/``x.resize_as``, which only reshape).
+deprecated out-of-place ``x.resize``/``x.resize_as``, which only reshape), and ``x.set_(y)``, which
+makes x show y's memory.
 
 Each makes the out-of-place view of x and lets x become it (``Tensor._become``, the one place
 that changes a tensor's shape in place): the memory is x's own, the history the view's, so a
@@ -10,12 +11,14 @@ grad refuses and the version counter moves on.
 
 import warnings
 
-from ..backend import memory_owner, xp
-from ..graph import enable_grad
+from ..backend import memory_owner, strided_view, xp
+from ..graph import enable_grad, modes
 from ..size import Size, sizes_argument
 from ..tensor import Tensor
 from .axes import sizes_or_keyword
+from .conversion import c_name
 from .names import names
+from .strided import checked_layout, reach_of, refuse_outside
 
 
 def _become(x, make_view):
@@ -152,3 +155,55 @@ def as_strided_(input, size, stride, storage_offset=None):
         raise RuntimeError(f"as_strided_ of a non-contiguous tensor of shape {tuple(input.shape)}: call "
                            ".contiguous() first (as_strided of it is a copy here, not a view)")
     return _become(input, lambda x: x.as_strided(size, stride, storage_offset))
+
+
+@names("set_", function=False)
+def set_(input, source=None, storage_offset=None, size=None, stride=None):
+    """input shows ``source``'s memory from now on, with no copy (PyTorch's ``x.set_(y)``: a write through
+    either is seen by both): y's shape and strides, or, given ``storage_offset`` and ``size`` (and ``stride``,
+    row-major by default), that window of y's memory, in elements of input's dtype. ``source`` may be a tensor
+    of input's dtype or a storage (``y.untyped_storage()``, read as input's dtype); ``x.set_()`` empties x.
+    Views of x made before keep the memory they showed. Not differentiable, as in PyTorch: under grad mode a
+    leaf that requires grad refuses, and a result that requires grad has a history whose backward raises."""
+    from ..tensor_info import UntypedStorage
+    from .predicates import WithoutDerivative
+
+    dtype = input._data.dtype
+    if source is None:
+        array = xp.empty(0, dtype=dtype)
+    elif isinstance(source, Tensor):
+        if source._data.dtype != dtype:
+            raise RuntimeError(f"Could not set tensor of type {c_name(source._data.dtype)} to a tensor of type "
+                               f"{c_name(dtype)}")
+        array = source._data if size is None else _window(memory_owner(source._data), dtype, storage_offset, size,
+                                                          stride)
+    elif isinstance(source, UntypedStorage):
+        array = _window(source._memory, dtype, storage_offset or 0, size, stride)
+    else:
+        raise TypeError(f"set_() received an invalid combination of arguments - got ({type(source).__name__}), but "
+                        "expected one of: (), (Tensor source), (Storage source), (Tensor or Storage source, int "
+                        "storage_offset, tuple of ints size, tuple of ints stride = None)")
+    sources = [x for x in (input, source) if isinstance(x, Tensor)]
+    if modes.grad_enabled and any(x.requires_grad for x in sources):
+        new = WithoutDerivative.apply(*sources, values=array, kernel="set_")
+    else:
+        new = Tensor._make(array)
+    return input._become(new, new_memory=True)
+
+
+def _window(memory, dtype, storage_offset, size, stride):
+    """``size`` elements of ``dtype`` in ``memory`` (the array a storage is), ``stride`` apart (row-major by
+    default), from ``storage_offset``; the whole memory as one row when no size is given. Refused, as
+    PyTorch refuses, where it reaches past the memory (PyTorch would grow a storage; NumPy's cannot)."""
+    memory = memory.reshape(-1)
+    if memory.dtype != dtype:  # (a storage is bytes: read as input's dtype)
+        memory = memory.view(xp.uint8)[: memory.nbytes // dtype.itemsize * dtype.itemsize].view(dtype)
+    if size is None:
+        return memory[storage_offset:]
+    size = tuple(int(n) for n in size)
+    if stride is None:
+        stride = tuple(int(xp.prod(size[d + 1:], dtype=xp.int64)) for d in range(len(size)))
+    size, stride = checked_layout(size, stride)
+    start = int(storage_offset)
+    refuse_outside(size, stride, start, reach_of(size, stride), dtype.itemsize, memory.size)
+    return strided_view(memory[start:], size, tuple(s * dtype.itemsize for s in stride))

@@ -77,12 +77,22 @@ def _storage(x, size, stride, start, reach):
         raise RuntimeError("as_strided: the memory of this tensor is not one row-major block")
     memory = root.reshape(-1)
     start = offset + start
-    if start < 0 or (reach > 0 and start + reach > memory.size):
+    refuse_outside(size, stride, start, reach, x.itemsize, memory.size)
+    return memory, start
+
+
+def refuse_outside(size, stride, start, reach, itemsize, available):
+    """PyTorch's refusal of a layout that reaches past the ``available`` elements of a memory."""
+    if start < 0 or (reach > 0 and start + reach > available):
         raise RuntimeError(
             f"setStorage: sizes {list(size)}, strides {list(stride)}, storage offset "
-            f"{start}, and itemsize {x.itemsize} requiring a storage size of {(start + reach) * x.itemsize} "
-            f"are out of bounds for storage of size {memory.size * x.itemsize}")
-    return memory, start
+            f"{start}, and itemsize {itemsize} requiring a storage size of {(start + reach) * itemsize} "
+            f"are out of bounds for storage of size {available * itemsize}")
+
+
+def reach_of(size, stride):
+    """How many positions a layout spans from its first element (0 for no elements)."""
+    return 0 if 0 in size else 1 + sum((n - 1) * s for n, s in zip(size, stride))
 
 
 def checked_layout(size, stride):
@@ -116,7 +126,7 @@ def _shown(input, size, stride, storage_offset):
     its position among them, and 1 / how many elements of input show that position (None otherwise)."""
     own_offset = input.storage_offset()
     start = (own_offset if storage_offset is None else int(storage_offset)) - own_offset  # from input's first element
-    reach = 0 if 0 in size else 1 + sum((n - 1) * s for n, s in zip(size, stride))
+    reach = reach_of(size, stride)
     wanted = _positions(size, stride, start).reshape(-1)
     held = _positions(tuple(input.shape), input.stride(), 0).reshape(-1)
     order = xp.argsort(held, kind="stable")
