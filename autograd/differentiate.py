@@ -21,7 +21,7 @@ def _seed(output, grad, i):
     if not output._requires_grad:
         raise RuntimeError(
             f"element {i} of tensors does not require grad and does not have a grad_fn (output {i}, shape "
-            f"{output.shape}): nothing it depends on requires grad, or it was computed under no_grad()"
+            f"{tuple(output.shape)}): nothing it depends on requires grad, or it was computed under no_grad()"
         )
     if grad is None:
         data = output._data
@@ -32,16 +32,16 @@ def _seed(output, grad, i):
         if data.size != 1:
             raise RuntimeError(
                 "grad can be implicitly created only for scalar outputs: backward of a non-scalar output "
-                f"of shape {output.shape} needs a gradient. Pass "
-                f"gradient= a tensor of shape {output.shape} (dL/doutput), or reduce the "
+                f"of shape {tuple(output.shape)} needs a gradient. Pass "
+                f"gradient= a tensor of shape {tuple(output.shape)} (dL/doutput), or reduce the "
                 "output first, e.g. loss.sum() or loss.mean()"
             )
         # (a 0-d loss is the common case, and array() the cheap way to make one)
         return Tensor._make(xp.array(1, data.dtype) if data.ndim == 0 else xp.ones(data.shape, data.dtype))
     grad = grad if isinstance(grad, Tensor) else tensor_from(as_array(grad))
     if grad._data.shape != output._data.shape:  # (the arrays' shapes: no Size is made on every backward)
-        raise RuntimeError(f"Mismatch in shape: grad_output[{i}] has a shape of {grad.shape} and output[{i}] "
-                           f"has a shape of {output.shape}.")
+        raise RuntimeError(f"Mismatch in shape: grad_output[{i}] has a shape of {tuple(grad.shape)} and output[{i}] "
+                           f"has a shape of {tuple(output.shape)}.")
     if not grad._requires_grad:  # the user's tensor, not copied: marked as held elsewhere
         data = grad._data
         grad = Tensor._make(data if data.dtype is output._data.dtype else data.astype(output.dtype))
@@ -97,7 +97,7 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
         grad_outputs = [grad_outputs]
     for i, x in enumerate(inputs):
         if not x.requires_grad:
-            raise RuntimeError(f"input {i} (shape {x.shape}) does not require grad")
+            raise RuntimeError(f"input {i} (shape {tuple(x.shape)}) does not require grad")
     if retain_graph is None:
         retain_graph = create_graph
     seeds = _seed_gradients(outputs, grad_outputs)
@@ -110,7 +110,7 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
         if g is None:
             if not allow_unused:
                 raise RuntimeError(
-                    f"One of the differentiated Tensors (input {i}, shape {x.shape}) appears to not have been "
+                    f"One of the differentiated Tensors (input {i}, shape {tuple(x.shape)}) appears to not have been "
                     "used in the graph. Set allow_unused=True if this is the desired behavior."
                 )
         elif g._sparse_gradient is not None:  # (an embedding's sparse=True: its sparse form, as .grad would be)

@@ -31,6 +31,8 @@ class Size(tuple):
     slices, sums and repeats are Sizes again."""
 
     def __new__(cls, sizes=()):
+        if type(sizes) is cls:  # (immutable: the same sizes)
+            return sizes
         if type(sizes) is not tuple or not set(map(type, sizes)) <= {int}:  # (NumPy's shapes pass as they are)
             sizes = tuple(_length(i, n) for i, n in enumerate(sizes))
         return tuple.__new__(cls, sizes)

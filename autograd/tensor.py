@@ -73,7 +73,7 @@ def tensor_from(data, dtype=None, requires_grad=False):
     array = as_array(data, dtype)
     if requires_grad and array.dtype.kind not in "fc":  # (a factory's words, as PyTorch's)
         raise DtypeError(f"Only Tensors of floating point and complex dtype can require gradients (got {array.dtype} "
-                         f"of shape {array.shape})")
+                         f"of shape {tuple(array.shape)})")
     return Tensor(array, requires_grad, array.dtype)  # (a dtype given: no legacy conversion of integers)
 
 
@@ -192,7 +192,8 @@ class Tensor(WriteDoor):
 
     @property
     def shape(self):
-        return self._data.shape
+        """The sizes of the dims, a Size (PyTorch's torch.Size: a tuple with ``numel()``)."""
+        return tuple.__new__(Size, self._data.shape)  # (NumPy's shape is a tuple of ints: nothing to check)
 
     @property
     def ndim(self):
@@ -243,7 +244,7 @@ class Tensor(WriteDoor):
     def size(self, dim=None, *, axis=None):
         """The shape as a ``Size`` (PyTorch's), or its length along ``dim`` (NumPy's ``axis`` too, as PyTorch's)."""
         dim = axis if dim is None else dim
-        return Size(self._data.shape) if dim is None else self._data.shape[dim]
+        return tuple.__new__(Size, self._data.shape) if dim is None else self._data.shape[dim]
 
     def dim(self):
         return self.ndim
@@ -295,7 +296,7 @@ class Tensor(WriteDoor):
     def item(self):
         if self._data.size != 1:
             raise ShapeError(f"a Tensor with {self._data.size} elements cannot be converted to Scalar: item() needs "
-                             f"one element, got shape {self.shape}")
+                             f"one element, got shape {tuple(self.shape)}")
         return self._data.item()
 
     def tolist(self):
@@ -340,7 +341,8 @@ class Tensor(WriteDoor):
     def __bool__(self):
         if self._data.size != 1:
             raise RuntimeError(
-                f"Boolean value of Tensor with more than one value is ambiguous (a tensor of shape {self.shape}); "
+                f"Boolean value of Tensor with more than one value is ambiguous (a tensor of shape "
+                f"{tuple(self.shape)}); "
                 "use .any() or .all()"
             )
         return bool(self._data)
@@ -392,7 +394,7 @@ class Tensor(WriteDoor):
             )
         if requires_grad and self._data.dtype.kind not in "fc":  # (the flag's words, as PyTorch's)
             raise DtypeError(f"only Tensors of floating point and complex dtype can require gradients (got a "
-                             f"{self._data.dtype} tensor of shape {self.shape})")
+                             f"{self._data.dtype} tensor of shape {tuple(self.shape)})")
         self.requires_grad_(bool(requires_grad))
 
     # The flag is a slot read directly where it is hot (the engine, Primitive.apply); the public attribute
@@ -407,7 +409,7 @@ class Tensor(WriteDoor):
         if requires_grad and self._data.dtype.kind not in "fc":
             raise DtypeError(
                 f"only Tensors of floating point dtype can require gradients (got a {self._data.dtype} "
-                f"tensor of shape {self.shape}; convert it first with .float() or .double())"
+                f"tensor of shape {tuple(self.shape)}; convert it first with .float() or .double())"
             )
         if requires_grad and self._inference and not modes.inference:
             raise RuntimeError("Setting requires_grad=True on inference tensor outside InferenceMode is not allowed "

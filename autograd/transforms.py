@@ -54,7 +54,7 @@ def _images(X, image_shape):
     if image_shape is not None:
         return X._data.reshape(len(X), *image_shape)
     if X.ndim < 3:
-        raise ValueError(f"a batch of shape {X.shape} is not images; pass image_shape=(H, W)")
+        raise ValueError(f"a batch of shape {tuple(X.shape)} is not images; pass image_shape=(H, W)")
     return X._data
 
 

@@ -72,19 +72,20 @@ def _check_class_indices(name, input, target):
     if target.dtype.kind not in "iu":  # (PyTorch's RuntimeError; a TypeError too)
         raise DtypeError(f"{name}: target of dtype {target.dtype} given, but class indices must be "
                         "integers (use .long()); for class probabilities pass a float target of "
-                        f"the input's shape {input.shape}")
+                        f"the input's shape {tuple(input.shape)}")
     if target.dtype != numpy.int64 and target.dtype != numpy.uint8:  # PyTorch reads them as int64 (or uint8) only
         raise DtypeError(f"{name}: expected target dtype to be Long or Byte, but got {type_name(target.dtype)} "
                          f"({target.dtype}); convert the class indices with target.long()")
     if input.ndim == 1 and target.ndim == 1:  # (a (1,) target was read as 0-d: see _squeezed_batch_of_one)
         raise ShapeError(f"{name}: For 1D input, 1D target must have size 1, but got target size: "
-                         f"{target.shape[0]} (input of shape {input.shape}: the scores of one prediction)")
+                         f"{target.shape[0]} (input of shape {tuple(input.shape)}: the scores of one prediction)")
     expected = input.shape[:_class_dim(input)] + input.shape[_class_dim(input) + 1:]
     if target.shape != expected:
         words = (f"Expected input batch_size ({input.shape[0]}) to match target batch_size ({target.shape[0]}). "
                  if input.ndim >= 2 and target.ndim >= 1 and target.shape[0] != input.shape[0] else "")  # (PyTorch's)
-        raise ShapeError(f"{words}{name}: input of shape {input.shape} needs a target of shape {expected}, "
-                         f"got {target.shape}")
+        raise ShapeError(f"{words}{name}: input of shape {tuple(input.shape)} needs a target of shape "
+                         f"{tuple(expected)}, "
+                         f"got {tuple(target.shape)}")
 
 
 def _class_weights(name, rows, target, weight, ignore_index):
@@ -246,11 +247,12 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
                                f"{ignore_index}; the default -100 leaves every class in)")
         if target.shape != input.shape and input.ndim > 1 and target.ndim and target.shape[0] != input.shape[0]:
             raise ShapeError(f"cross_entropy: expected input batch_size ({input.shape[0]}) to match target "
-                             f"batch_size ({target.shape[0]}): input of shape {input.shape}, target of shape "
-                             f"{target.shape}")
+                             f"batch_size ({target.shape[0]}): input of shape {tuple(input.shape)}, target of shape "
+                             f"{tuple(target.shape)}")
         if target.shape != input.shape:
             raise DtypeError(f"cross_entropy: a float target is read as class probabilities and must have "
-                             f"the input's shape {input.shape}, got {target.shape}; class indices must be "
+                             f"the input's shape {tuple(input.shape)}, got {tuple(target.shape)}; class indices "
+                             f"must be "
                              "integers (expected target dtype to be Long: use target.long())")
         target = target * (1 - label_smoothing) + label_smoothing / classes
         log_probs = input.log_softmax(dim)

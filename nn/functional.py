@@ -112,8 +112,9 @@ def linear(input, weight, bias=None, *, out=None):
         raise RuntimeError(f"both arguments to linear need to be at least 1D, but they are {input.ndim}D and "
                            f"{weight.ndim}D")
     if input.shape[-1] != weight.shape[-1]:
-        raise ShapeError(f"linear: input of shape {input.shape} has {input.shape[-1]} features but the "
-                         f"weight of shape {weight.shape} expects {weight.shape[-1]} (mat1 and mat2 shapes cannot "
+        raise ShapeError(f"linear: input of shape {tuple(input.shape)} has {input.shape[-1]} features but the "
+                         f"weight of shape {tuple(weight.shape)} expects {weight.shape[-1]} (mat1 and mat2 "
+                         f"shapes cannot "
                          "be multiplied)")
     check_same_dtype("linear", input, weight=weight, bias=bias)
     refuse_kinds(input, "addmm_impl_cpu_", "b")  # (NumPy would multiply bools; PyTorch has no kernel for them)

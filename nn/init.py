@@ -54,7 +54,7 @@ def _calculate_fan_in_and_fan_out(tensor):
     """
     if tensor.ndim < 2:
         raise ValueError("Fan in and fan out can not be computed for tensor with fewer than 2 "
-                         f"dimensions (got shape {tensor.shape})")
+                         f"dimensions (got shape {tuple(tensor.shape)})")
     receptive_field = math.prod(tensor.shape[2:])
     return tensor.shape[1] * receptive_field, tensor.shape[0] * receptive_field
 
@@ -110,7 +110,7 @@ def ones_(tensor):
 def eye_(tensor):
     """The identity matrix, for a 2-D tensor (keeps inputs in Linear layers)."""
     if tensor.ndim != 2:
-        raise ValueError(f"Only tensors with 2 dimensions are supported, got shape {tensor.shape}")
+        raise ValueError(f"Only tensors with 2 dimensions are supported, got shape {tuple(tensor.shape)}")
     return _fill(tensor, numpy.eye(*tensor.shape))
 
 
@@ -231,7 +231,7 @@ def orthogonal_(tensor, gain=1.0, generator=None):
     """Saxe et al. (2013): a (semi-)orthogonal matrix, from the QR decomposition of a
     Gaussian matrix with the signs of R's diagonal folded in; trailing dims flattened."""
     if tensor.ndim < 2:
-        raise ValueError(f"Only tensors with 2 or more dimensions are supported, got {tensor.shape}")
+        raise ValueError(f"Only tensors with 2 or more dimensions are supported, got {tuple(tensor.shape)}")
     rows = tensor.shape[0]
     cols = tensor._data.size // rows
     flat = rng(generator).normal(0.0, 1.0, (rows, cols), dtype=tensor._data.dtype)  # (in its dtype, as PyTorch's)

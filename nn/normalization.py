@@ -85,7 +85,7 @@ class _BatchNorm(_NormBase):
             raise (ValueError if wrong_dims else ShapeError)(
                 f"{words}{type(self).__name__}({self.num_features}) expects input of "
                 f"{' or '.join(map(str, self.expected_dims))} dims with {self.num_features} channels in dim 1, "
-                f"got shape {input.shape}{'' if wrong_dims else ')'}")
+                f"got shape {tuple(input.shape)}{'' if wrong_dims else ')'}")
         # PyTorch's rules: training with track_running_stats switched off after construction leaves the running
         # statistics (and the count) alone; eval uses them whenever they exist, batch statistics otherwise
         track = not self.training or self.track_running_stats

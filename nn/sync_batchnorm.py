@@ -84,7 +84,7 @@ class SyncBatchNorm(_BatchNorm):
             raise ValueError(f"expected at least 2D input (got {input.ndim}D input)")
         if input.shape[1] != self.num_features:  # (PyTorch's RuntimeError; a ValueError too)
             raise ShapeError(f"SyncBatchNorm({self.num_features}) expects {self.num_features} channels in dim 1, "
-                             f"got input of shape {input.shape}")
+                             f"got input of shape {tuple(input.shape)}")
         training = self.training or not self.track_running_stats
         if not training or not dist.is_initialized() or dist.get_world_size() == 1:
             return F.batch_norm(input, self.running_mean, self.running_var, self.weight, self.bias,

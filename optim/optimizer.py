@@ -319,10 +319,10 @@ class Optimizer:
                 raise TypeError(f"optimizer can only optimize Tensors, but parameter {i} is a "
                                 f"{type(p).__name__}")
             if not (self.defaults.get("differentiable") or p.is_leaf or p.retains_grad):
-                raise ValueError(f"can't optimize a non-leaf Tensor (parameter {i}, shape {p.shape}): "
+                raise ValueError(f"can't optimize a non-leaf Tensor (parameter {i}, shape {tuple(p.shape)}): "
                                  "optimize the leaf it was computed from, or .detach().requires_grad_()")
             if id(p) in seen:
-                raise ValueError(f"parameter {i} (shape {p.shape}) is listed twice in one parameter group")
+                raise ValueError(f"parameter {i} (shape {tuple(p.shape)}) is listed twice in one parameter group")
             seen.add(id(p))
         for name, default in self.defaults.items():
             if default is required and name not in group:
@@ -368,7 +368,7 @@ class Optimizer:
         if type(grad) is not Tensor and grad.is_sparse:  # (an Embedding's sparse=True)
             grad = self.sparse_gradient(grad, group)
         if grad.shape != p.shape:
-            raise ValueError(f"gradient of shape {grad.shape} for a parameter of shape {p.shape}")
+            raise ValueError(f"gradient of shape {tuple(grad.shape)} for a parameter of shape {tuple(p.shape)}")
         grad = grad.neg() if group.get("maximize") else grad
         if p._data.dtype.kind == "c":  # optimised as its (real, imaginary) pairs, as PyTorch's
             if not self.supports_complex:

@@ -717,9 +717,7 @@ def test_in_place_subtraction_of_a_bool():
 
 # -- disagreements left in files this change could not edit (PyTorch's answers, strict xfails) ---
 
-@pytest.mark.xfail(strict=True, reason="deliberate (README): x.shape is a tuple, not a Size, so "
-                                       "Tensor(x.shape) reads it as data")
-def test_known_legacy_constructor_of_a_shape():
+def test_known_legacy_constructor_of_a_shape():  # (x.shape is a Size, as PyTorch's: sizes, not data)
     assert autograd.Tensor(autograd.zeros(2, 3).shape).shape == (2, 3)
 
 

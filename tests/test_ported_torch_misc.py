@@ -10,7 +10,7 @@ against literal or NumPy-computed expectations.
 import numpy as np
 import pytest
 
-from tests.ported import dtype_name, raises, same, values, xfail_ours
+from tests.ported import dtype_name, raises, same, values
 
 
 def shape_of(t):
@@ -251,11 +251,12 @@ def test_fliplr_flipud_errors(T):
 # --------------------------------------------------------------------------------------- torch.Size
 
 
-@xfail_ours("x.shape is a plain tuple here (autograd/tensor.py); x.size() is the Size")
 def test_shape_is_a_size(T):
     x = T.ones(2, 3)
     assert isinstance(x.shape, T.Size)
     assert x.shape.numel() == 6
+    assert x.shape[1:].numel() == 3 and isinstance(x.shape[1:], T.Size)
+    assert x.shape == (2, 3) and x.shape == x.size() and x.shape + (4,) == (2, 3, 4)
 
 
 # ------------------------------------------------------------------------------ Python number protocol

@@ -138,7 +138,7 @@ def all_reduce(tensor, op=ReduceOp.SUM, group=None, async_op=False):
             buffer[...] /= pg._State.size
         _copy_back(array, buffer)
 
-    return _start(f"all_reduce({op.name}) of shape {tensor.shape}",
+    return _start(f"all_reduce({op.name}) of shape {tuple(tensor.shape)}",
                   lambda: [pg._State.comm.Iallreduce(pg._State.MPI.IN_PLACE, buffer, op=mpi_op)],
                   finish, async_op, [tensor])
 
@@ -149,7 +149,7 @@ def broadcast(tensor, src=0, group=None, async_op=False, group_src=None):
     src = _rank_argument(src if group_src is None else group_src, "src")
     array = _tensor_array(tensor, "tensor")
     buffer = _buffer(array)
-    return _start(f"broadcast from rank {src} of shape {tensor.shape}",
+    return _start(f"broadcast from rank {src} of shape {tuple(tensor.shape)}",
                   lambda: [pg._State.comm.Ibcast(buffer, root=src)],
                   lambda: _copy_back(array, buffer), async_op, [tensor])
 
@@ -163,7 +163,8 @@ def all_gather(tensor_list, tensor, group=None, async_op=False):
                          f"{pg._State.size}")
     for i, t in enumerate(tensor_list):
         if tuple(t.shape) != tuple(tensor.shape):
-            raise ValueError(f"all_gather: tensor_list[{i}] has shape {t.shape}, the tensor {tensor.shape}")
+            raise ValueError(f"all_gather: tensor_list[{i}] has shape {tuple(t.shape)}, "
+                             f"the tensor {tuple(tensor.shape)}")
     send = numpy.ascontiguousarray(array)
     received = numpy.empty((pg._State.size,) + array.shape, dtype=array.dtype)
 
@@ -172,7 +173,7 @@ def all_gather(tensor_list, tensor, group=None, async_op=False):
             for t, part in zip(tensor_list, received):
                 t.copy_(Tensor._make(part))
 
-    return _start(f"all_gather of shape {tensor.shape}",
+    return _start(f"all_gather of shape {tuple(tensor.shape)}",
                   lambda: [pg._State.comm.Iallgather(send, received)], finish, async_op, tensor_list)
 
 
@@ -182,10 +183,10 @@ def all_gather_into_tensor(output_tensor, input_tensor, group=None, async_op=Fal
     array = _tensor_array(input_tensor, "input_tensor")
     output = _tensor_array(output_tensor, "output_tensor")
     if output.size != array.size * pg._State.size:
-        raise ValueError(f"all_gather_into_tensor: output of shape {output_tensor.shape} cannot hold "
-                         f"{pg._State.size} inputs of shape {input_tensor.shape}")
+        raise ValueError(f"all_gather_into_tensor: output of shape {tuple(output_tensor.shape)} cannot hold "
+                         f"{pg._State.size} inputs of shape {tuple(input_tensor.shape)}")
     send, buffer = numpy.ascontiguousarray(array), _buffer(output)
-    return _start(f"all_gather_into_tensor of shape {input_tensor.shape}",
+    return _start(f"all_gather_into_tensor of shape {tuple(input_tensor.shape)}",
                   lambda: [pg._State.comm.Iallgather(send, buffer)],
                   lambda: _copy_back(output, buffer), async_op, [output_tensor])
 
@@ -212,7 +213,7 @@ def reduce(tensor, dst=0, op=ReduceOp.SUM, group=None, async_op=False, group_dst
                 buffer[...] /= pg._State.size
             _copy_back(array, buffer)
 
-    return _start(f"reduce({op.name}) to rank {dst} of shape {tensor.shape}", launch, finish, async_op, [tensor])
+    return _start(f"reduce({op.name}) to rank {dst} of shape {tuple(tensor.shape)}", launch, finish, async_op, [tensor])
 
 
 def scatter(tensor, scatter_list=None, src=0, group=None, async_op=False, group_src=None):
@@ -228,11 +229,12 @@ def scatter(tensor, scatter_list=None, src=0, group=None, async_op=False, group_
                              f"got {None if scatter_list is None else len(scatter_list)}")
         for i, t in enumerate(scatter_list):
             if tuple(t.shape) != tuple(tensor.shape):
-                raise ValueError(f"scatter: scatter_list[{i}] has shape {t.shape}, the tensor {tensor.shape}")
+                raise ValueError(f"scatter: scatter_list[{i}] has shape {tuple(t.shape)}, "
+                                 f"the tensor {tuple(tensor.shape)}")
         send = numpy.ascontiguousarray(numpy.stack([t._data for t in scatter_list]).astype(array.dtype, copy=False))
     elif scatter_list:
         raise ValueError(f"scatter: only rank {src} (src) gives scatter_list; rank {pg._State.rank} gave one")
-    return _start(f"scatter from rank {src} of shape {tensor.shape}",
+    return _start(f"scatter from rank {src} of shape {tuple(tensor.shape)}",
                   lambda: [pg._State.comm.Iscatter(send, buffer, root=src)],
                   lambda: _copy_back(array, buffer), async_op, [tensor])
 
@@ -258,7 +260,7 @@ def gather(tensor, gather_list=None, dst=0, group=None, async_op=False, group_ds
                 for t, part in zip(gather_list, received):
                     t.copy_(Tensor._make(part))
 
-    return _start(f"gather to rank {dst} of shape {tensor.shape}",
+    return _start(f"gather to rank {dst} of shape {tuple(tensor.shape)}",
                   lambda: [pg._State.comm.Igather(send, received, root=dst)], finish, async_op,
                   gather_list or [])
 

@@ -102,7 +102,7 @@ def prelu(input, weight):
     """y = x for x > 0, a·x otherwise, with a learned ``weight`` a: one slope, or one per
     channel (dim 1 of the input)."""
     if weight.ndim != 1 and weight.numel() != 1:
-        raise RuntimeError(f"prelu: weight must be 1-dimensional, got shape {weight.shape}")
+        raise RuntimeError(f"prelu: weight must be 1-dimensional, got shape {tuple(weight.shape)}")
     refuse_kinds(input, "prelu_cpu", "biu")  # PyTorch's kernel is floating only
     if weight.dtype != input.dtype:  # nor does it promote (a float64 input to a float32 PReLU layer)
         raise RuntimeError(f"prelu: Type promoting not supported. Got {type_name(input.dtype)} and "

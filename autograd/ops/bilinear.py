@@ -17,8 +17,8 @@ def bilinear(input1, input2, weight, bias=None):
         raise RuntimeError(f"bilinear(): input batch dimensions do not match: got {input1.shape[:-1]} and "
                            f"{input2.shape[:-1]}")
     if weight.ndim != 3 or weight.shape[1] != input1.shape[-1] or weight.shape[2] != input2.shape[-1]:
-        raise RuntimeError(f"bilinear(): weight of shape {weight.shape} does not fit inputs of shapes "
-                           f"{input1.shape} and {input2.shape}")
+        raise RuntimeError(f"bilinear(): weight of shape {tuple(weight.shape)} does not fit inputs of shapes "
+                           f"{tuple(input1.shape)} and {tuple(input2.shape)}")
     batch = input1.shape[:-1]
     x1 = input1.reshape(-1, input1.shape[-1])
     x2 = input2.reshape(-1, input2.shape[-1])

@@ -194,7 +194,7 @@ def ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reducti
     if unbatched:
         log_probs = log_probs.unsqueeze(1)
     if log_probs.ndim != 3:
-        raise RuntimeError(f"ctc_loss: log_probs must be (T, N, C) or (T, C), got shape {log_probs.shape}")
+        raise RuntimeError(f"ctc_loss: log_probs must be (T, N, C) or (T, C), got shape {tuple(log_probs.shape)}")
     frames, batch, classes = log_probs.shape
     if not 0 <= blank < classes:
         raise RuntimeError("blank must be in label range")
@@ -211,7 +211,7 @@ def ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reducti
         rows = [labels[o:o + n] for o, n in zip(offsets, target_lengths)]
     else:
         if labels.shape[0] != batch or (target_lengths > labels.shape[1]).any():
-            raise RuntimeError(f"ctc_loss: targets of shape {labels.shape} do not hold target_lengths "
+            raise RuntimeError(f"ctc_loss: targets of shape {tuple(labels.shape)} do not hold target_lengths "
                                f"{target_lengths.tolist()} for a batch of {batch}")
         rows = list(labels)
     for row, n in zip(rows, target_lengths):

@@ -200,7 +200,7 @@ def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0, sca
     ``sparse``: the weight's .grad is PyTorch's sparse gradient (autograd.sparse), one entry per lookup.
     """
     if weight.ndim != 2:
-        raise RuntimeError(f"'weight' must be 2-D, got shape {weight.shape}")
+        raise RuntimeError(f"'weight' must be 2-D, got shape {tuple(weight.shape)}")
     indices = _indices(input, weight.shape[0])
     padding_idx = _padding_index(padding_idx, weight.shape[0])
     if max_norm is not None:

@@ -74,7 +74,7 @@ def cat(tensors, dim=0, *, out=None):
         if t.ndim != len(first):
             raise ShapeError(f"Tensors must have same number of dimensions: got {len(first)} and {t.ndim}")
         if any(a != b for i, (a, b) in enumerate(zip(t.shape, first)) if i != axis):
-            shapes = ", ".join(str(u.shape) for u in tensors)
+            shapes = ", ".join(str(tuple(u.shape)) for u in tensors)
             raise ShapeError(f"Sizes of tensors must match except in dimension {dim}: shapes {shapes}")
     return write_out(Cat.apply(*tensors, dim=axis), out)
 

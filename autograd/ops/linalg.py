@@ -80,7 +80,7 @@ def matmul(input, other, *, out=None):
         pytorchs = (f"mat1 and mat2 shapes cannot be multiplied ({A.shape[0]}x{A.shape[1]} and {B.shape[0]}x"
                     f"{B.shape[1]}): " if A.ndim == 2 and B.ndim == 2 else "")  # (PyTorch's words for two matrices)
         raise ShapeError(
-            f"{pytorchs}matmul: shapes {a.shape} and {b.shape} cannot be multiplied: the first has "
+            f"{pytorchs}matmul: shapes {tuple(a.shape)} and {tuple(b.shape)} cannot be multiplied: the first has "
             f"{a.shape[-1]} columns but the second has {inner_b} rows"
         )
     if A.ndim == 2 and B.ndim == 2:
@@ -102,7 +102,7 @@ def _refuse_matmul(a, b):
     the kernel its shapes reach)."""
     if a.ndim == 0 or b.ndim == 0:
         raise ShapeError(f"matmul: both operands need at least one dimension, got shapes "
-                         f"{a.shape} and {b.shape}; use * to multiply by a scalar")
+                         f"{tuple(a.shape)} and {tuple(b.shape)}; use * to multiply by a scalar")
     kernel = {(1, 1): "dot", (2, 1): "addmv_impl_cpu", (1, 2): "addmm_impl_cpu_", (2, 2): "addmm_impl_cpu_"}.get(
         (a.ndim, b.ndim), "bmm")
     refuse_kinds(a, kernel, "b")

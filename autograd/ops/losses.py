@@ -66,7 +66,8 @@ def same_shape(name, input, target):
     """The target as a tensor of the input's shape (PyTorch refuses to broadcast here)."""
     target = target if isinstance(target, Tensor) else tensor_from(target)
     if input.shape != target.shape:  # (PyTorch's RuntimeError where they cannot broadcast; a ValueError too)
-        raise ShapeError(f"{name}: input of shape {input.shape} and target of shape {target.shape} differ; "
+        raise ShapeError(f"{name}: input of shape {tuple(input.shape)} and target of shape "
+                         f"{tuple(target.shape)} differ; "
                          "they must have the same shape (reshape one, e.g. target.reshape(input.shape))")
     return target
 

@@ -63,7 +63,7 @@ def channel_shape(input):
 def one_value_per_channel(size, where=""):
     """PyTorch's refusal of a batch that gives each channel (each group) one value to normalise: its statistics
     would make every output 0. ``size`` as the caller's check counts it; ``where`` adds what else it counted."""
-    return ValueError(f"Expected more than 1 value per channel when training, got input size {size}{where}")
+    return ValueError(f"Expected more than 1 value per channel when training, got input size {tuple(size)}{where}")
 
 
 def update_running_stats(running_mean, running_var, num_batches_tracked, momentum, mean, variance, count):
@@ -94,7 +94,7 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     statistics alone (the batch count still moves on).
     """
     if input.ndim < 2:
-        raise ValueError(f"batch_norm expects input of shape (N, C, ...), got {input.shape}")
+        raise ValueError(f"batch_norm expects input of shape (N, C, ...), got {tuple(input.shape)}")
     refuse_kinds(input, "batch_norm", "c")
     if training and eps <= 0.0:
         raise ValueError(f"batch_norm eps must be positive during training, but got {eps}")
@@ -177,7 +177,7 @@ def _normalized_shape(op, input, normalized_shape):
     if input.shape[input.ndim - len(normalized_shape):] != normalized_shape:
         shown = ", ".join(map(str, normalized_shape))
         raise ShapeError(f"Given normalized_shape=[{shown}], expected input with shape [*, {shown}], but got input of "
-                         f"size{list(input.shape)} ({op}: input of shape {input.shape} does not end in "
+                         f"size{list(input.shape)} ({op}: input of shape {tuple(input.shape)} does not end in "
                          f"{normalized_shape})")
     return normalized_shape
 
@@ -237,7 +237,7 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
     """Normalise x[n, c] over its spatial dims, input (N, C, *spatial); with use_input_stats=False the running
     statistics are used instead (and left alone)."""
     if input.ndim < 2:
-        raise ValueError(f"instance_norm expects input of shape (N, C, ...), got {input.shape}")
+        raise ValueError(f"instance_norm expects input of shape (N, C, ...), got {tuple(input.shape)}")
     refuse_kinds(input, "batch_norm", "c")  # (PyTorch's instance norm is its batch norm's kernel)
     check_same_dtype("instance_norm", input, weight=weight, bias=bias)  # (PyTorch's takes any running stats')
     shape = channel_shape(input)

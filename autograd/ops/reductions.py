@@ -125,7 +125,7 @@ def variance(x, dim, unbiased, keepdim, correction, name):
     PyTorch's accumulates it."""
     if x._data.dtype.kind not in "fc":  # (PyTorch's words, before the mean's own refusal of integers would speak)
         raise RuntimeError(f"{'std and var' if name in ('std', 'var') else name} only support floating point and "
-                           f"complex dtypes (got {x._data.dtype} of shape {x.shape}; convert with .float())")
+                           f"complex dtypes (got {x._data.dtype} of shape {tuple(x.shape)}; convert with .float())")
     if x._data.dtype == float16:
         return variance(x.float(), dim, unbiased, keepdim, correction, name).half()
     axes = normalize_dims(dim, x.ndim)

@@ -127,7 +127,7 @@ class Permute(Primitive):
 def permute(x, dims, pytorch_name=None):
     dims = sizes_argument(dims)
     if sorted(d % builtins.max(x.ndim, 1) for d in dims) != list(range(x.ndim)):
-        raise ShapeError(f"permute: {dims} is not an ordering of the {x.ndim} axes of shape {x.shape}")
+        raise ShapeError(f"permute: {dims} is not an ordering of the {x.ndim} axes of shape {tuple(x.shape)}")
     dims = tuple(d % x.ndim for d in dims)
     if pytorch_name is None:
         return Permute.apply(x, dims=dims)

@@ -217,17 +217,18 @@ class BlockMask:
         return self
 
     def __str__(self):
-        return f"BlockMask(shape={self.shape}, sparsity={self.sparsity():.2f}%)"
+        return f"BlockMask(shape={tuple(self.shape)}, sparsity={self.sparsity():.2f}%)"
 
     def __repr__(self):
         def shape_or_none(x):
             return None if x is None else x.shape
 
         name = getattr(self.mask_mod, "__name__", self.mask_mod)
-        return (f"BlockMask(\n    kv_num_blocks={self.kv_num_blocks.shape},\n    kv_indices={self.kv_indices.shape},\n"
+        return (f"BlockMask(\n    kv_num_blocks={tuple(self.kv_num_blocks.shape)},\n"
+                f"    kv_indices={tuple(self.kv_indices.shape)},\n"
                 f"    full_kv_num_blocks={shape_or_none(self.full_kv_num_blocks)},\n"
                 f"    full_kv_indices={shape_or_none(self.full_kv_indices)},\n    BLOCK_SIZE={self.BLOCK_SIZE},\n"
-                f"    shape={self.shape},\n    sparsity={self.sparsity():.2f}%,\n    mask_mod={name}\n)")
+                f"    shape={tuple(self.shape)},\n    sparsity={self.sparsity():.2f}%,\n    mask_mod={name}\n)")
 
 
 def create_block_mask(mask_mod, B, H, Q_LEN, KV_LEN, device=None, BLOCK_SIZE=_DEFAULT_SPARSE_BLOCK_SIZE,
@@ -282,11 +283,13 @@ def flex_attention(query, key, value, score_mod=None, block_mask=None, scale=Non
     if block_mask is not None:
         mask_l, mask_s = block_mask.shape[-2:]
         if L > mask_l or S > mask_s:
-            raise ValueError(f"block_mask was created for block_mask.shape={block_mask.shape} but got q_len={L} and "
+            raise ValueError(f"block_mask was created for block_mask.shape={tuple(block_mask.shape)} but got "
+                             f"q_len={L} and "
                              f"kv_len={S}. As the block mask was created for a smaller length than you're using it "
                              f"for, you likely need to create a new block mask.")
         if L < mask_l or S < mask_s:
-            raise ValueError(f"block_mask was created for block_mask.shape={block_mask.shape} but got q_len={L} and "
+            raise ValueError(f"block_mask was created for block_mask.shape={tuple(block_mask.shape)} but got "
+                             f"q_len={L} and "
                              f"kv_len={S}. As the block mask was created for a larger length than you're using it "
                              f"for, you can either 1. create a new block mask with the correct length, or 2. "
                              f"'adjust' the existing block mask to the correct length by calling "

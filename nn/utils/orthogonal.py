@@ -98,8 +98,8 @@ class _Orthogonal(Module):
 
     def _right_inverse(self, Q):
         if Q.shape != self.shape:
-            raise ValueError(f"Expected a matrix or batch of matrices of shape {self.shape}. "
-                             f"Got a tensor of shape {Q.shape}.")
+            raise ValueError(f"Expected a matrix or batch of matrices of shape {tuple(self.shape)}. "
+                             f"Got a tensor of shape {tuple(Q.shape)}.")
         Q_init = Q
         n, k = Q.shape[-2:]
         transposed = n < k

@@ -16,7 +16,7 @@ def to_hwc(array, dataformats):
     if len(set(dataformats)) != len(dataformats):
         raise ValueError(f"You can not use the same dimension shorthand twice. input_format: {dataformats}")
     if array.ndim != len(dataformats):
-        raise ValueError(f"size of input tensor and input format are different. tensor shape: {array.shape}, "
+        raise ValueError(f"size of input tensor and input format are different. tensor shape: {tuple(array.shape)}, "
                          f"input_format: {dataformats}")
     if len(dataformats) == 4:
         return grid(array.transpose([dataformats.find(c) for c in "NCHW"])).transpose(1, 2, 0)
@@ -32,7 +32,7 @@ def grid(images, columns=8):
     if images.shape[1] == 1:
         images = numpy.concatenate([images] * 3, 1)
     if images.ndim != 4 or images.shape[1] != 3:
-        raise ValueError(f"a batch of images needs shape (N, 3 or 1, H, W), got {images.shape}")
+        raise ValueError(f"a batch of images needs shape (N, 3 or 1, H, W), got {tuple(images.shape)}")
     count, _, height, width = images.shape
     columns = min(count, columns)
     rows = -(-count // columns)

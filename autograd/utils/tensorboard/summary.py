@@ -109,7 +109,7 @@ def audio(tag, samples, sample_rate=44100):
         print("warning: audio amplitude out of range, auto clipped.")
         samples = samples.clip(-1, 1)
     if samples.ndim != 1:
-        raise ValueError(f"input tensor should be 1 dimensional, got shape {samples.shape}")
+        raise ValueError(f"input tensor should be 1 dimensional, got shape {tuple(samples.shape)}")
     proto = (single(1, sample_rate) + integer(2, 1) + integer(3, samples.shape[-1])
              + data(4, images.wav(samples, sample_rate)) + data(5, "audio/wav"))
     return summary(value(tag, audio=proto))
