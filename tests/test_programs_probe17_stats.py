@@ -611,3 +611,419 @@ def test_ordinal_regression():
     np.testing.assert_allclose(ours["robust_se"], ours["se"], rtol=0.3)  # the model is right: both agree
     assert 0.6 < beta[0] < 1.6 and -1.2 < beta[1] < -0.3
     assert np.all(ours["se"] > 0) and np.all(ours["se"] < 0.5)
+
+
+# ----------------------------------------------------------------------------------------------
+# Linear mixed model (random intercepts) by REML
+# ----------------------------------------------------------------------------------------------
+
+
+def lmm_data(groups=8, per=6, seed=7):
+    rng = np.random.default_rng(seed)
+    g = np.repeat(np.arange(groups), per)
+    x = rng.standard_normal(groups * per)
+    u = 0.8 * rng.standard_normal(groups)
+    y = 1.0 + 0.5 * x + u[g] + 0.5 * rng.standard_normal(groups * per)
+    return np.column_stack([np.ones_like(x), x]), y, g
+
+
+def reml(m):
+    torch, nn, optim, F = m.torch, m.nn, m.optim, m.F
+    X, y, g = (torch.from_numpy(a) for a in lmm_data())
+    Z = F.one_hot(g).to(X.dtype)
+    n, p = X.shape
+
+    class RandomIntercept(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.log_sigma_u = nn.Parameter(torch.tensor(0.0, dtype=torch.float64))
+            self.log_sigma_e = nn.Parameter(torch.tensor(0.0, dtype=torch.float64))
+
+        def V(self):
+            return (2 * self.log_sigma_u).exp() * Z @ Z.T + (2 * self.log_sigma_e).exp() * torch.eye(n, dtype=X.dtype)
+
+        def gls(self):
+            L = torch.linalg.cholesky(self.V())
+            Vinv_X = torch.cholesky_solve(X, L)
+            XtVinvX = X.T @ Vinv_X
+            beta = torch.linalg.solve(XtVinvX, Vinv_X.T @ y)
+            return L, XtVinvX, beta
+
+        def forward(self):
+            L, XtVinvX, beta = self.gls()
+            r = y - X @ beta
+            quad = r @ torch.cholesky_solve(r.unsqueeze(-1), L).squeeze(-1)
+            logdet_V = 2 * L.diagonal().log().sum()
+            return 0.5 * (logdet_V + torch.logdet(XtVinvX) + quad + (n - p) * math.log(2 * math.pi))
+
+    model = RandomIntercept()
+    optimizer = optim.LBFGS(model.parameters(), lr=1, max_iter=100, tolerance_grad=1e-10,
+                            line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = model()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    loss = model()
+    grads = torch.autograd.grad(loss, list(model.parameters()))
+    with torch.no_grad():
+        L, XtVinvX, beta = model.gls()
+        se_beta = torch.linalg.inv(XtVinvX).diagonal().sqrt()
+        # BLUPs of the random intercepts: sigma_u^2 Z^T V^{-1} (y - X beta)
+        blup = (2 * model.log_sigma_u).exp() * Z.T @ torch.cholesky_solve((y - X @ beta).unsqueeze(-1), L).squeeze(-1)
+        icc = model.log_sigma_u.exp() ** 2 / (model.log_sigma_u.exp() ** 2 + model.log_sigma_e.exp() ** 2)
+    return {"sigmas": torch.stack([model.log_sigma_u, model.log_sigma_e]).detach().exp(), "reml": loss.detach(),
+            "grads": grads, "beta": beta, "se_beta": se_beta, "blup": blup, "icc": icc}
+
+
+def test_linear_mixed_model_reml():
+    ours, _ = run_both(reml, rtol=1e-6, atol=1e-8)
+    X, y, g = lmm_data()
+    su, se = ours["sigmas"]
+    Z = np.eye(8)[g]
+    V = su ** 2 * Z @ Z.T + se ** 2 * np.eye(len(y))
+    Vi = np.linalg.inv(V)
+    beta = np.linalg.solve(X.T @ Vi @ X, X.T @ Vi @ y)
+    r = y - X @ beta
+    by_hand = 0.5 * (np.linalg.slogdet(V)[1] + np.linalg.slogdet(X.T @ Vi @ X)[1] + r @ Vi @ r
+                  + (len(y) - 2) * np.log(2 * np.pi))
+    assert ours["reml"] == pytest.approx(by_hand, rel=1e-10)
+    np.testing.assert_allclose(ours["beta"], beta, rtol=1e-9)
+    assert max(abs(float(d)) for d in ours["grads"]) < 1e-3
+    # balanced one-way design: REML's variances are ANOVA's (when positive)
+    groups = y - X[:, 1] * beta[1]
+    means = np.array([groups[g == k].mean() for k in range(8)])
+    msw = sum(((groups[g == k] - means[k]) ** 2).sum() for k in range(8)) / (len(y) - 8)
+    assert se ** 2 == pytest.approx(msw, rel=0.1)
+    np.testing.assert_allclose(ours["blup"], su ** 2 * Z.T @ Vi @ r, rtol=1e-8, atol=1e-10)
+    assert 0 < ours["icc"] < 1
+
+
+# ----------------------------------------------------------------------------------------------
+# Item response theory: the two-parameter logistic model
+# ----------------------------------------------------------------------------------------------
+
+
+def irt_data(persons=100, items=10, seed=8):
+    rng = np.random.default_rng(seed)
+    theta = rng.standard_normal(persons)
+    a = rng.uniform(0.5, 2.0, items)
+    b = rng.normal(0, 1, items)
+    p = 1 / (1 + np.exp(-a * (theta[:, None] - b)))
+    responses = (rng.uniform(size=p.shape) < p).astype(np.float64)
+    mask = rng.uniform(size=p.shape) < 0.9  # some items not administered
+    return responses, mask, a, b
+
+
+def irt_2pl(m):
+    torch, nn, optim, F = m.torch, m.nn, m.optim, m.F
+    D = torch.distributions
+    responses, mask, _, _ = irt_data()
+    responses, mask = torch.from_numpy(responses), torch.from_numpy(mask)
+    persons, items = responses.shape
+
+    class TwoPL(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.theta = nn.Embedding(persons, 1)
+            self.log_a = nn.Parameter(torch.zeros(items))
+            self.b = nn.Parameter(torch.zeros(items))
+            nn.init.zeros_(self.theta.weight)
+
+        def forward(self, person):
+            theta = self.theta(person)  # (P, 1)
+            return self.log_a.exp() * (theta - self.b)
+
+    # float64: Adam divides each person's gradient by its own running size, so float32's last bits in a
+    # gradient near zero move that person's theta by 1e-4 (the runs agree to 1e-10 in float64)
+    model = TwoPL().double()
+    optimizer = optim.Adam(model.parameters(), lr=0.05)
+    prior = D.Normal(0.0, 1.0)
+    everyone = torch.arange(persons)
+    for step in range(150):
+        logits = model(everyone)
+        ll = -F.binary_cross_entropy_with_logits(logits, responses, reduction="none")
+        ll = (ll * mask).sum()
+        log_prior = prior.log_prob(model.theta.weight).sum() + D.LogNormal(0.0, 0.5).log_prob(model.log_a.exp()).sum()
+        loss = -(ll + log_prior) / persons
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    logits = model(everyone)
+    bern = D.Independent(D.Bernoulli(logits=logits), 1)
+    info = (model.log_a.exp() ** 2 * torch.sigmoid(logits) * torch.sigmoid(-logits)).detach()  # item information
+    return {"a": model.log_a.exp().detach(), "b": model.b.detach(), "theta": model.theta.weight.detach()[:10, 0],
+            "loss": loss.detach(), "logp": bern.log_prob(responses).detach()[:10], "info": info.sum(1)[:10]}
+
+
+def test_item_response_2pl():
+    ours, _ = run_both(irt_2pl, rtol=1e-7, atol=1e-9)
+    responses, mask, a, b = irt_data()
+    assert np.corrcoef(ours["b"], b)[0, 1] > 0.9
+    assert np.corrcoef(ours["a"], a)[0, 1] > 0.3
+    theta = ours["theta"]
+    logits = ours["a"] * (theta[:, None] - ours["b"])
+    logp = (responses[:10] * logits - np.logaddexp(0, logits)).sum(1)
+    np.testing.assert_allclose(ours["logp"], logp, rtol=1e-10)
+
+
+# ----------------------------------------------------------------------------------------------
+# Bayesian logistic regression: MAP, then a Laplace approximation
+# ----------------------------------------------------------------------------------------------
+
+
+def logistic_data(n=100, seed=9):
+    rng = np.random.default_rng(seed)
+    X = np.column_stack([np.ones(n), rng.standard_normal((n, 3))])
+    beta = np.array([-0.3, 1.2, -0.8, 0.0])
+    y = (rng.uniform(size=n) < 1 / (1 + np.exp(-X @ beta))).astype(np.float64)
+    return X, y
+
+
+def laplace_logistic(m):
+    torch, optim, F = m.torch, m.optim, m.F
+    D = torch.distributions
+    X, y = (torch.from_numpy(a) for a in logistic_data())
+    prior = D.Normal(torch.zeros(4, dtype=torch.float64), torch.tensor([5.0, 2.5, 2.5, 2.5], dtype=torch.float64))
+
+    def neg_log_posterior(beta):
+        return F.binary_cross_entropy_with_logits(X @ beta, y, reduction="sum") - prior.log_prob(beta).sum()
+
+    beta = torch.zeros(4, dtype=torch.float64, requires_grad=True)
+    optimizer = optim.LBFGS([beta], lr=1, max_iter=100, tolerance_grad=1e-12, tolerance_change=1e-15,
+                            line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = neg_log_posterior(beta)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    beta_map = beta.detach()
+    H = torch.autograd.functional.hessian(neg_log_posterior, beta_map)
+    posterior = D.MultivariateNormal(beta_map, precision_matrix=H)
+    torch.manual_seed(0)
+    draws = posterior.sample((2000,))
+    x_new = torch.tensor([[1.0, 0.5, -0.5, 0.0]], dtype=torch.float64)
+    p_mc = torch.sigmoid(draws @ x_new.T).mean()
+    # the probit approximation to the predictive (MacKay): sigmoid(mu / sqrt(1 + pi s^2 / 8))
+    mu = x_new @ beta_map
+    s2 = x_new @ posterior.covariance_matrix @ x_new.T
+    p_probit = torch.sigmoid(mu / torch.sqrt(1 + math.pi * s2.squeeze() / 8))
+    # the Laplace evidence: log p(y, beta_map) + (d/2) log 2 pi - 0.5 log|H|
+    log_evidence = -neg_log_posterior(beta_map) + 2 * math.log(2 * math.pi) - 0.5 * torch.logdet(H)
+    return {"map": beta_map, "cov": posterior.covariance_matrix, "scale_tril": posterior.scale_tril,
+            "entropy": posterior.entropy(), "p_mc": p_mc, "p_probit": p_probit.squeeze(),
+            "log_evidence": log_evidence, "draw_mean": draws.mean(0)}
+
+
+def test_bayesian_logistic_laplace():
+    ours, _ = run_both(laplace_logistic, rtol=1e-7, atol=1e-9)
+    X, y = logistic_data()
+    b = ours["map"]
+    p = 1 / (1 + np.exp(-X @ b))
+    prior_prec = 1 / np.array([5.0, 2.5, 2.5, 2.5]) ** 2
+    np.testing.assert_allclose(X.T @ (y - p) - prior_prec * b, 0, atol=1e-6)
+    H = X.T @ ((p * (1 - p))[:, None] * X) + np.diag(prior_prec)
+    np.testing.assert_allclose(ours["cov"], np.linalg.inv(H), rtol=1e-9)
+    np.testing.assert_allclose(ours["scale_tril"] @ ours["scale_tril"].T, np.linalg.inv(H), rtol=1e-9)
+    assert ours["entropy"] == pytest.approx(0.5 * 4 * (1 + np.log(2 * np.pi)) - 0.5 * np.linalg.slogdet(H)[1])
+    assert ours["p_mc"] == pytest.approx(ours["p_probit"], abs=0.01)
+    np.testing.assert_allclose(ours["draw_mean"], b, atol=0.05)
+
+
+# ----------------------------------------------------------------------------------------------
+# Eight schools: a hierarchical model by mean-field variational inference
+# ----------------------------------------------------------------------------------------------
+
+SCHOOLS_Y = np.array([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0])
+SCHOOLS_SIGMA = np.array([15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0])
+
+
+def eight_schools(m):
+    torch, nn, optim = m.torch, m.nn, m.optim
+    D = torch.distributions
+    y, sigma = torch.from_numpy(SCHOOLS_Y), torch.from_numpy(SCHOOLS_SIGMA)
+
+    class Guide(nn.Module):
+        """q(mu) q(log tau) q(eta): a non-centred parameterisation, theta = mu + tau * eta."""
+
+        def __init__(self):
+            super().__init__()
+            self.loc = nn.Parameter(torch.zeros(10, dtype=torch.float64))
+            self.raw_scale = nn.Parameter(torch.full((10,), -1.0, dtype=torch.float64))
+
+        def forward(self):
+            return D.Normal(self.loc, nn.functional.softplus(self.raw_scale))
+
+    guide = Guide()
+    prior = D.Normal(torch.zeros(10, dtype=torch.float64),
+                     torch.tensor([5.0, 1.0] + [1.0] * 8, dtype=torch.float64))  # mu, log tau, eta
+    optimizer = optim.Adam(guide.parameters(), lr=0.05)
+    torch.manual_seed(0)
+    elbos = []
+    for step in range(300):
+        q = guide()
+        z = q.rsample((8,))  # 8 Monte Carlo draws
+        mu, tau, eta = z[:, 0:1], z[:, 1:2].exp(), z[:, 2:]
+        theta = mu + tau * eta
+        log_lik = D.Normal(theta, sigma).log_prob(y).sum(-1).mean()
+        kl = D.kl_divergence(q, prior).sum()
+        loss = kl - log_lik
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        elbos.append(-loss.item())
+    q = guide()
+    with torch.no_grad():
+        z = q.sample((4000,))
+        theta = z[:, :1] + z[:, 1:2].exp() * z[:, 2:]
+    return {"elbo_head": elbos[:20], "loc": q.loc.detach(), "scale": q.scale.detach(),
+            "kl": D.kl_divergence(q, prior).detach(), "theta_mean": theta.mean(0)}
+
+
+def test_eight_schools_variational():
+    ours, _ = run_both(eight_schools, rtol=1e-6, atol=1e-8)
+    loc, scale = ours["loc"], ours["scale"]
+    prior_scale = np.array([5.0, 1.0] + [1.0] * 8)
+    kl = np.log(prior_scale / scale) + (scale ** 2 + loc ** 2) / (2 * prior_scale ** 2) - 0.5
+    np.testing.assert_allclose(ours["kl"], kl, rtol=1e-10)
+    assert np.mean(ours["elbo_head"][-5:]) > np.mean(ours["elbo_head"][:5])
+    assert 0 < loc[0] < 15  # the population mean, shrunk
+    assert ours["theta_mean"][0] > ours["theta_mean"][2]  # school A above school C, as the data
+
+
+# ----------------------------------------------------------------------------------------------
+# The bootstrap, resampled with a seeded torch.Generator
+# ----------------------------------------------------------------------------------------------
+
+
+def bootstrap_data(n=40, seed=10):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(n)
+    y = 2.0 + 1.5 * x + rng.standard_t(3, n)
+    return x, y
+
+
+def bootstrap(m):
+    torch = m.torch
+    x, y = (torch.from_numpy(a) for a in bootstrap_data())
+    n, B = len(x), 500
+    g = torch.Generator().manual_seed(2024)
+    idx = torch.randint(0, n, (B, n), generator=g)  # nonparametric: rows resampled with replacement
+    xb, yb = x[idx], y[idx]
+    Xb = torch.stack([torch.ones_like(xb), xb], -1)
+    slopes = torch.linalg.lstsq(Xb, yb.unsqueeze(-1)).solution[:, 1, 0]
+    medians = yb.median(dim=1).values
+    corr = torch.stack([torch.corrcoef(torch.stack([xb[b], yb[b]]))[0, 1] for b in range(B)])
+    # the Bayesian bootstrap: Dirichlet weights; and a weighted resample by multinomial
+    weights = torch.rand(B, n, generator=g, dtype=torch.float64)
+    weights = -weights.log()
+    weights = weights / weights.sum(-1, keepdim=True)  # Exp(1)s normalised: Dirichlet(1, ..., 1)
+    bayes_means = (weights * y).sum(-1)
+    torch.manual_seed(1)
+    dirichlet_means = torch.distributions.Dirichlet(torch.ones(n, dtype=torch.float64)).sample((B,)) @ y
+    resample = torch.multinomial(weights[0], n, replacement=True, generator=g)
+    # percentile and basic intervals
+    lo, hi = torch.quantile(slopes, torch.tensor([0.025, 0.975], dtype=torch.float64))
+    X = torch.stack([torch.ones_like(x), x], -1)
+    slope_hat = torch.linalg.lstsq(X, y.unsqueeze(-1)).solution[1, 0]
+    std, mean = torch.std_mean(slopes, correction=1)
+    return {"idx": idx[:3], "slopes": slopes, "medians": medians, "corr": corr, "se": std, "bias": mean - slope_hat,
+            "percentile": torch.stack([lo, hi]), "basic": torch.stack([2 * slope_hat - hi, 2 * slope_hat - lo]),
+            "bayes_means": bayes_means, "dirichlet_means": dirichlet_means, "resample": resample,
+            "median_ci": torch.quantile(medians, torch.tensor([0.05, 0.95], dtype=torch.float64),
+                                        interpolation="lower")}
+
+
+def test_bootstrap():
+    ours, _ = run_both(bootstrap, rtol=1e-10, atol=1e-12)
+    x, y = bootstrap_data()
+    idx = ours["idx"]
+    assert idx.min() >= 0 and idx.max() < 40
+    for b in range(3):
+        slope = np.polyfit(x[idx[b]], y[idx[b]], 1)[0]
+        assert ours["slopes"][b] == pytest.approx(slope, rel=1e-10)
+        assert ours["corr"][b] == pytest.approx(np.corrcoef(x[idx[b]], y[idx[b]])[0, 1], rel=1e-12)
+        assert ours["medians"][b] == np.sort(y[idx[b]])[19]  # torch's median: the lower of the middle two
+    np.testing.assert_allclose(ours["percentile"], np.quantile(ours["slopes"], [0.025, 0.975]), rtol=1e-12)
+    assert ours["se"] == pytest.approx(np.std(ours["slopes"], ddof=1), rel=1e-12)
+    np.testing.assert_allclose(ours["median_ci"], np.quantile(ours["medians"], [0.05, 0.95], method="lower"))
+    assert 0.1 < ours["se"] < 0.6
+    slope_hat = np.polyfit(x, y, 1)[0]
+    assert ours["percentile"][0] < slope_hat < ours["percentile"][1]
+    np.testing.assert_allclose(ours["basic"], 2 * slope_hat - ours["percentile"][::-1], rtol=1e-12)
+    assert abs(np.mean(ours["bayes_means"]) - y.mean()) < 0.1
+    assert abs(np.mean(ours["dirichlet_means"]) - y.mean()) < 0.1
+    assert np.std(ours["dirichlet_means"]) == pytest.approx(np.std(ours["bayes_means"]), rel=0.2)
+
+
+# ----------------------------------------------------------------------------------------------
+# Robust regression: Huber by gradient descent, Tukey's biweight by IRLS with a MAD scale
+# ----------------------------------------------------------------------------------------------
+
+
+def robust_data(n=80, seed=11):
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-2, 2, n)
+    y = 1.0 + 2.0 * x + 0.3 * rng.standard_normal(n)
+    y[:8] += rng.uniform(5, 10, 8)  # gross outliers
+    return x, y
+
+
+def robust(m):
+    torch, nn, optim, F = m.torch, m.nn, m.optim, m.F
+    x, y = (torch.from_numpy(a) for a in robust_data())
+    X = torch.stack([torch.ones_like(x), x], 1)
+    # Huber's M-estimator, the loss from nn.HuberLoss, fitted by L-BFGS
+    huber = nn.HuberLoss(delta=0.5, reduction="sum")
+    w_huber = torch.zeros(2, dtype=torch.float64, requires_grad=True)
+    opt = optim.LBFGS([w_huber], max_iter=100, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = huber(X @ w_huber, y)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    smooth_l1 = F.smooth_l1_loss(X @ w_huber, y, beta=0.5, reduction="sum") * 0.5
+    # Tukey's biweight by IRLS, starting from least squares
+    beta = torch.linalg.lstsq(X, y.unsqueeze(-1)).solution.squeeze(-1)
+    c = 4.685
+    history = []
+    for it in range(30):
+        r = y - X @ beta
+        mad = (r - r.median()).abs().median() / 0.6745
+        u = r / (c * mad)
+        weights = torch.where(u.abs() < 1, (1 - u ** 2) ** 2, torch.zeros_like(u))
+        W = torch.diag(weights)
+        beta = torch.linalg.solve(X.T @ W @ X, X.T @ W @ y)
+        history.append(beta)
+    # Tukey's rho is not convex; its gradient at the IRLS solution is zero all the same
+    b = beta.clone().requires_grad_(True)
+    r = y - X @ b
+    u = r / (c * mad)
+    rho = torch.where(u.abs() < 1, (c * mad) ** 2 / 6 * (1 - (1 - u ** 2) ** 3),
+                      torch.full_like(u, 1.0) * (c * mad) ** 2 / 6)
+    (grad,) = torch.autograd.grad(rho.sum(), b)
+    return {"huber": w_huber.detach(), "huber_loss": closure().detach(), "smooth_l1": smooth_l1.detach(),
+            "tukey": beta, "weights": weights, "grad": grad, "ols": history[0]}
+
+
+def test_robust_regression():
+    ours, _ = run_both(robust, rtol=1e-7, atol=1e-9)
+    x, y = robust_data()
+    X = np.column_stack([np.ones_like(x), x])
+    r = y - X @ ours["huber"]
+    psi = np.clip(r, -0.5, 0.5)
+    np.testing.assert_allclose(X.T @ psi, 0, atol=1e-4)  # Huber's estimating equations
+    assert ours["huber_loss"] == pytest.approx(ours["smooth_l1"], rel=1e-12)  # huber = beta * smooth_l1
+    np.testing.assert_allclose(ours["tukey"], [1.0, 2.0], atol=0.15)
+    assert np.all(ours["weights"][:8] < 0.05)  # the outliers are down-weighted to nothing
+    np.testing.assert_allclose(ours["grad"], 0, atol=1e-6)
+    assert abs(ours["huber"][0] - 1.0) < abs(np.linalg.lstsq(X, y, rcond=None)[0][0] - 1.0)
