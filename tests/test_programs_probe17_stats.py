@@ -1027,3 +1027,231 @@ def test_robust_regression():
     assert np.all(ours["weights"][:8] < 0.05)  # the outliers are down-weighted to nothing
     np.testing.assert_allclose(ours["grad"], 0, atol=1e-6)
     assert abs(ours["huber"][0] - 1.0) < abs(np.linalg.lstsq(X, y, rcond=None)[0][0] - 1.0)
+
+
+# ----------------------------------------------------------------------------------------------
+# Calibration: temperature scaling and Platt scaling by L-BFGS, the expected calibration error
+# ----------------------------------------------------------------------------------------------
+
+
+def calibration_data(n=300, classes=4, seed=12):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, classes, n)
+    logits = rng.standard_normal((n, classes)) + 1.5 * np.eye(classes)[labels]
+    return (3.0 * logits).astype(np.float32), labels  # overconfident
+
+
+def ece(torch, confidence, correct, bins=10):
+    edges = torch.linspace(0, 1, bins + 1)
+    which = torch.bucketize(confidence, edges[1:-1])
+    count = torch.bincount(which, minlength=bins).float()
+    conf_sum = torch.zeros(bins).index_add_(0, which, confidence)
+    acc_sum = torch.zeros(bins).scatter_add_(0, which, correct.float())
+    gap = (acc_sum - conf_sum).abs()
+    return gap.sum() / len(confidence), count
+
+
+def calibration(m):
+    torch, nn, optim, F = m.torch, m.nn, m.optim, m.F
+    logits, labels = (torch.from_numpy(a) for a in calibration_data())
+
+    class TemperatureScaler(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.temperature = nn.Parameter(torch.ones(1) * 1.5)
+
+        def forward(self, logits):
+            return logits / self.temperature.unsqueeze(1).expand(logits.size(0), logits.size(1))
+
+    scaler = TemperatureScaler()
+    nll_criterion = nn.CrossEntropyLoss()
+    before = nll_criterion(logits, labels).item()
+    optimizer = optim.LBFGS([scaler.temperature], lr=0.01, max_iter=50)
+
+    def closure():
+        optimizer.zero_grad()
+        loss = nll_criterion(scaler(logits), labels)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    after = nll_criterion(scaler(logits), labels).item()
+    probs = F.softmax(scaler(logits), dim=1)
+    confidence, prediction = probs.max(1)
+    ece_after, counts = ece(torch, confidence.detach(), prediction == labels)
+    conf0, pred0 = F.softmax(logits, 1).max(1)
+    ece_before, _ = ece(torch, conf0, pred0 == labels)
+    # Platt scaling of a binary score (class 0 against the rest): sigmoid(a s + b). In float64: in float32
+    # the loss's last bit decides whether L-BFGS's tolerance_change stops it at the 9th evaluation or later
+    score = (logits[:, 0] - torch.logsumexp(logits[:, 1:], 1)).double()
+    target = (labels == 0).double()
+    ab = torch.tensor([1.0, 0.0], dtype=torch.float64, requires_grad=True)
+    platt = optim.LBFGS([ab], lr=1, max_iter=100, line_search_fn="strong_wolfe")
+
+    def platt_closure():
+        platt.zero_grad()
+        loss = F.binary_cross_entropy_with_logits(ab[0] * score + ab[1], target)
+        loss.backward()
+        return loss
+
+    platt.step(platt_closure)
+    return {"T": scaler.temperature.detach(), "before": before, "after": after, "ece": [ece_before, ece_after],
+            "counts": counts, "platt": ab.detach(), "platt_loss": platt_closure().detach()}
+
+
+def test_temperature_and_platt_scaling():
+    ours, _ = run_both(calibration, rtol=1e-4, atol=1e-5)
+    assert ours["T"][0] > 1.5  # the logits were overconfident
+    assert ours["after"] < ours["before"]
+    assert ours["ece"][1] < ours["ece"][0]
+    assert ours["counts"].sum() == 300
+    assert 0 < ours["platt"][0] < 1  # Platt shrinks the overconfident score too
+    logits, labels = calibration_data()
+    z = logits / ours["T"][0]
+    z = z - z.max(1, keepdims=True)
+    nll = -(z[np.arange(300), labels] - np.log(np.exp(z).sum(1))).mean()
+    assert ours["after"] == pytest.approx(nll, rel=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------
+# Tobit (left-censored normal) regression and probit, with the delta method
+# ----------------------------------------------------------------------------------------------
+
+
+def tobit_data(n=150, seed=13):
+    rng = np.random.default_rng(seed)
+    X = np.column_stack([np.ones(n), rng.standard_normal((n, 2))])
+    latent = X @ np.array([0.5, 1.0, -0.5]) + 0.8 * rng.standard_normal(n)
+    return X, np.maximum(latent, 0.0)
+
+
+def tobit(m):
+    torch, optim = m.torch, m.optim
+    special = torch.special
+    X, y = (torch.from_numpy(a) for a in tobit_data())
+    censored = y <= 0
+
+    def nll(theta):
+        beta, log_sigma = theta[:-1], theta[-1]
+        sigma = log_sigma.exp()
+        mu = X @ beta
+        observed = torch.distributions.Normal(mu, sigma).log_prob(y)
+        at_zero = special.log_ndtr(-mu / sigma)  # log P(latent <= 0)
+        return -torch.where(censored, at_zero, observed).sum()
+
+    theta = torch.zeros(4, dtype=torch.float64, requires_grad=True)
+    optimizer = optim.LBFGS([theta], lr=1, max_iter=100, tolerance_grad=1e-10, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = nll(theta) / len(y)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    theta_hat = theta.detach()
+    cov = torch.linalg.inv(torch.autograd.functional.hessian(nll, theta_hat))
+
+    # the delta method: the average marginal effect of x1 on E[y], Phi(mu / sigma) * beta_1, averaged
+    def marginal_effect(theta):
+        beta, sigma = theta[:-1], theta[-1].exp()
+        return (special.ndtr(X @ beta / sigma) * beta[1]).mean()
+
+    J = torch.autograd.functional.jacobian(marginal_effect, theta_hat)
+    me_se = torch.sqrt(J @ cov @ J)
+
+    # a probit of (y > 0) on the same data: identifies beta / sigma
+    gamma = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    probit = optim.LBFGS([gamma], lr=1, max_iter=100, tolerance_grad=1e-10, line_search_fn="strong_wolfe")
+    d = (~censored).double()
+
+    def probit_closure():
+        probit.zero_grad()
+        eta = X @ gamma
+        loss = -(d * special.log_ndtr(eta) + (1 - d) * special.log_ndtr(-eta)).mean()
+        loss.backward()
+        return loss
+
+    probit.step(probit_closure)
+    return {"theta": theta_hat, "se": cov.diagonal().sqrt(), "nll": nll(theta_hat), "me": marginal_effect(theta_hat),
+            "me_se": me_se, "J": J, "probit": gamma.detach(),
+            "quantile": special.ndtri(torch.tensor([0.025, 0.5, 0.975], dtype=torch.float64))}
+
+
+def test_tobit_probit_delta_method():
+    ours, _ = run_both(tobit, rtol=1e-6, atol=1e-8)
+    from math import erf, erfc, log, sqrt
+    X, y = tobit_data()
+    beta, sigma = ours["theta"][:3], np.exp(ours["theta"][3])
+    mu = X @ beta
+    Phi = lambda z: 0.5 * erfc(-z / sqrt(2))
+    ll = sum(log(Phi(-m / sigma)) if v <= 0 else -0.5 * ((v - m) / sigma) ** 2 - log(sigma) - 0.5 * log(2 * np.pi)
+             for m, v in zip(mu, y))
+    assert ours["nll"] == pytest.approx(-ll, rel=1e-10)
+    assert 0.6 < sigma < 1.0 and 0.8 < beta[1] < 1.2
+    Phis = np.array([Phi(m / sigma) for m in mu])
+    assert ours["me"] == pytest.approx((Phis * beta[1]).mean(), rel=1e-10)
+    phis = np.exp(-0.5 * (mu / sigma) ** 2) / np.sqrt(2 * np.pi)
+    assert ours["J"][2] == pytest.approx((phis * X[:, 2] / sigma * beta[1]).mean(), rel=1e-8)
+    np.testing.assert_allclose(ours["probit"], beta / sigma, atol=0.25)
+    np.testing.assert_allclose(ours["quantile"], [-1.959963984540054, 0.0, 1.959963984540054], atol=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------
+# Conditional logistic regression for 1:M matched case-control sets
+# ----------------------------------------------------------------------------------------------
+
+
+def matched_data(strata=30, per=4, seed=14):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((strata * per, 2))
+    stratum = np.repeat(np.arange(strata), per)
+    score = X @ np.array([1.0, -0.5]) + rng.gumbel(size=len(X))
+    case = np.zeros(len(X))
+    for s in range(strata):
+        rows = np.flatnonzero(stratum == s)
+        case[rows[np.argmax(score[rows])]] = 1.0
+    return X, stratum, case
+
+
+def conditional_logistic(m):
+    torch, optim = m.torch, m.optim
+    X, stratum, case = (torch.from_numpy(a) for a in matched_data())
+    S = int(stratum.max()) + 1
+
+    def nll(beta):
+        eta = X @ beta
+        # log sum_j exp(eta_j) within each stratum, stabilised by the stratum's max
+        top = torch.full((S,), -math.inf, dtype=eta.dtype).scatter_reduce(0, stratum, eta, reduce="amax")
+        sums = torch.zeros(S, dtype=eta.dtype).index_add(0, stratum, (eta - top[stratum]).exp())
+        log_denominator = top + sums.log()
+        return -(eta[case.bool()] - log_denominator).sum()
+
+    beta = torch.zeros(2, dtype=torch.float64, requires_grad=True)
+    optimizer = optim.LBFGS([beta], max_iter=100, tolerance_grad=1e-10, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = nll(beta)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    H = torch.autograd.functional.hessian(nll, beta.detach())
+    # the same likelihood as a softmax over each (equal-sized) stratum
+    logits = (X @ beta).view(S, -1)
+    by_softmax = torch.nn.functional.cross_entropy(logits, case.view(S, -1).argmax(1), reduction="sum")
+    grad = torch.autograd.grad(by_softmax, beta)[0]
+    return {"beta": beta.detach(), "se": torch.linalg.inv(H).diagonal().sqrt(), "nll": nll(beta.detach()),
+            "by_softmax": by_softmax.detach(), "grad": grad}
+
+
+def test_conditional_logistic_regression():
+    ours, _ = run_both(conditional_logistic, rtol=1e-7, atol=1e-9)
+    X, stratum, case = matched_data()
+    eta = X @ ours["beta"]
+    ll = sum(eta[(stratum == s) & (case == 1)][0] - np.log(np.exp(eta[stratum == s]).sum()) for s in range(30))
+    assert ours["nll"] == pytest.approx(-ll, rel=1e-12)
+    assert ours["by_softmax"] == pytest.approx(-ll, rel=1e-12)
+    np.testing.assert_allclose(ours["grad"], 0, atol=1e-4)
+    assert ours["beta"][0] > 0 > ours["beta"][1]
