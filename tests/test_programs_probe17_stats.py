@@ -1255,3 +1255,169 @@ def test_conditional_logistic_regression():
     assert ours["by_softmax"] == pytest.approx(-ll, rel=1e-12)
     np.testing.assert_allclose(ours["grad"], 0, atol=1e-4)
     assert ours["beta"][0] > 0 > ours["beta"][1]
+
+
+# ----------------------------------------------------------------------------------------------
+# Beta regression (a logit mean and a precision), standard errors by torch.func.hessian
+# ----------------------------------------------------------------------------------------------
+
+
+def beta_data(n=120, seed=15):
+    rng = np.random.default_rng(seed)
+    X = np.column_stack([np.ones(n), rng.standard_normal(n)])
+    mu = 1 / (1 + np.exp(-(X @ np.array([-0.5, 0.8]))))
+    phi = 12.0
+    return X, rng.beta(mu * phi, (1 - mu) * phi)
+
+
+def beta_regression(m):
+    torch, optim = m.torch, m.optim
+    from_func = torch.func
+    X, y = (torch.from_numpy(a) for a in beta_data())
+
+    def nll(theta):
+        mu = torch.sigmoid(X @ theta[:2])
+        phi = theta[2].exp()
+        return -torch.distributions.Beta(mu * phi, (1 - mu) * phi).log_prob(y).sum()
+
+    theta = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64, requires_grad=True)
+    optimizer = optim.LBFGS([theta], max_iter=100, tolerance_grad=1e-10, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = nll(theta) / len(y)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    theta_hat = theta.detach()
+    H = from_func.hessian(nll)(theta_hat)
+    loss, g = from_func.grad_and_value(nll)(theta_hat)[::-1]
+
+    # per-observation scores by vmap(grad) for the robust (sandwich) covariance
+    def nll_one(theta, x, y):
+        mu = torch.sigmoid(x @ theta[:2])
+        phi = theta[2].exp()
+        a, b = mu * phi, (1 - mu) * phi
+        return -((a - 1) * torch.log(y) + (b - 1) * torch.log1p(-y) - (torch.lgamma(a) + torch.lgamma(b)
+                                                                        - torch.lgamma(a + b)))
+
+    scores = from_func.vmap(from_func.grad(nll_one), in_dims=(None, 0, 0))(theta_hat, X, y)
+    bread = torch.linalg.inv(H)
+    sandwich = bread @ scores.T @ scores @ bread
+    return {"theta": theta_hat, "H": H, "loss": loss, "grad": g, "scores": scores,
+            "se": bread.diagonal().sqrt(), "robust_se": sandwich.diagonal().sqrt()}
+
+
+def test_beta_regression():
+    ours, _ = run_both(beta_regression, rtol=1e-6, atol=1e-8)
+    from math import lgamma
+    X, y = beta_data()
+    t = ours["theta"]
+
+    def nll(t):
+        mu = 1 / (1 + np.exp(-(X @ t[:2])))
+        a, b = mu * np.exp(t[2]), (1 - mu) * np.exp(t[2])
+        return -sum((ai - 1) * np.log(v) + (bi - 1) * np.log1p(-v) - lgamma(ai) - lgamma(bi) + lgamma(ai + bi)
+                    for ai, bi, v in zip(a, b, y))
+
+    assert ours["loss"] == pytest.approx(nll(t), rel=1e-12)
+    # the Hessian and the scores against central differences of the likelihood by hand
+    h = 1e-4
+    E = np.eye(3) * h
+    fd_grad = np.array([(nll(t + E[i]) - nll(t - E[i])) / (2 * h) for i in range(3)])
+    np.testing.assert_allclose(ours["grad"], fd_grad, atol=1e-6)
+    fd_H = np.array([[(nll(t + E[i] + E[j]) - nll(t + E[i] - E[j]) - nll(t - E[i] + E[j]) + nll(t - E[i] - E[j]))
+                      / (4 * h * h) for j in range(3)] for i in range(3)])
+    np.testing.assert_allclose(ours["H"], fd_H, rtol=1e-4)
+    np.testing.assert_allclose(ours["scores"].sum(0), ours["grad"], atol=1e-9)
+    assert np.exp(t[2]) == pytest.approx(12.0, rel=0.35)
+    np.testing.assert_allclose(ours["robust_se"], ours["se"], rtol=0.35)
+
+
+# ----------------------------------------------------------------------------------------------
+# Cox with Efron's ties, and the restricted mean survival time by the trapezoid rule
+# ----------------------------------------------------------------------------------------------
+
+
+def cox_efron_nll(torch, eta, time, event):
+    """Efron's partial likelihood: the d tied events at a time share the risk set, whose tied part is
+    removed a fraction (l / d) at a time, l = 0, ..., d - 1."""
+    times, inverse = torch.unique(time, return_inverse=True)
+    T = len(times)
+    w = eta.exp()
+    # the risk-set sum at each distinct time: all with time >= t (a reversed cumulative sum)
+    at_time = torch.zeros(T, dtype=eta.dtype).index_add_(0, inverse, w)
+    risk = at_time.flip(0).cumsum(0).flip(0)
+    tied = torch.zeros(T, dtype=eta.dtype).index_add_(0, inverse, w * event)
+    d = torch.bincount(inverse, weights=event, minlength=T)
+    eta_events = torch.zeros(T, dtype=eta.dtype).index_add_(0, inverse, eta * event)
+    L = int(d.max().item())
+    l = torch.arange(L, dtype=eta.dtype)
+    active = l < d.unsqueeze(1)  # T x L
+    # inactive fractions are zeroed before the log (not only masked after), as log(0)'s gradient is 0/0
+    frac = torch.where(active, l / d.clamp_min(1).unsqueeze(1), torch.zeros(()).double())
+    terms = torch.log(risk.unsqueeze(1) - frac * tied.unsqueeze(1))
+    return -(eta_events - torch.where(active, terms, torch.zeros_like(terms)).sum(1)).sum()
+
+
+def cox_efron(m):
+    torch, optim = m.torch, m.optim
+    X, time, event = (torch.from_numpy(a) for a in survival_data(n=80, seed=16))
+    beta = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    optimizer = optim.LBFGS([beta], max_iter=100, tolerance_grad=1e-10, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = cox_efron_nll(torch, X @ beta, time, event) / event.sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    b = beta.detach()
+    H = torch.autograd.functional.hessian(lambda b: cox_efron_nll(torch, X @ b, time, event), b)
+    breslow = cox_breslow_nll(torch, X @ b, time, event) * event.sum()
+    # the Breslow baseline cumulative hazard, the survival of a profile, and its restricted mean to t = 2
+    times, inverse = torch.unique(time, return_inverse=True)
+    w = (X @ b).exp()
+    risk = torch.zeros_like(times).index_add_(0, inverse, w).flip(0).cumsum(0).flip(0)
+    deaths = torch.zeros_like(times).index_add_(0, inverse, event)
+    H0 = torch.cumsum(deaths / risk, 0)
+    profile = torch.tensor([0.5, 0.0, -0.5], dtype=torch.float64)
+    S = torch.exp(-H0 * torch.exp(profile @ b))
+    grid = torch.linspace(0, 2, 201, dtype=torch.float64)
+    step = torch.searchsorted(times, grid, right=True) - 1
+    S_grid = torch.where(step >= 0, S[step.clamp_min(0)], torch.ones_like(grid))
+    rmst = torch.trapezoid(S_grid, grid)
+    return {"beta": b, "se": torch.linalg.inv(H).diagonal().sqrt(), "efron": cox_efron_nll(torch, X @ b, time, event),
+            "breslow": breslow, "H0": H0, "rmst": rmst, "S_grid": S_grid[::20]}
+
+
+def efron_loglik_numpy(X, time, event, beta):
+    eta = X @ beta
+    ll = 0.0
+    for t in np.unique(time[event == 1]):
+        ev = (time == t) & (event == 1)
+        d = ev.sum()
+        risk = np.exp(eta[time >= t]).sum()
+        tied = np.exp(eta[ev]).sum()
+        ll += eta[ev].sum() - sum(np.log(risk - l / d * tied) for l in range(d))
+    return ll
+
+
+def test_cox_efron_ties_and_rmst():
+    ours, _ = run_both(cox_efron, rtol=1e-7, atol=1e-9)
+    X, time, event = survival_data(n=80, seed=16)
+    counts = np.unique(time[event == 1], return_counts=True)[1]
+    assert counts.max() >= 3  # ties of three or more
+    assert ours["efron"] == pytest.approx(-efron_loglik_numpy(X, time, event, ours["beta"]), rel=1e-12)
+    assert ours["breslow"] == pytest.approx(-breslow_loglik_numpy(X, time, event, ours["beta"]), rel=1e-12)
+    assert ours["breslow"] > ours["efron"]  # Breslow's larger risk sets lower the likelihood
+    assert np.all(np.diff(ours["S_grid"]) <= 0) and ours["S_grid"][0] == 1.0
+    # the trapezoid rule over a step function on a fine grid: close to the exact area under the steps
+    t = np.unique(time)
+    H0 = ours["H0"]
+    S = np.exp(-H0 * np.exp(np.array([0.5, 0.0, -0.5]) @ ours["beta"]))
+    knots = np.concatenate([[0.0], t[t < 2], [2.0]])
+    values = np.concatenate([[1.0], S[t < 2]])
+    assert ours["rmst"] == pytest.approx((np.diff(knots) * values).sum(), abs=0.01)
