@@ -1421,3 +1421,118 @@ def test_cox_efron_ties_and_rmst():
     knots = np.concatenate([[0.0], t[t < 2], [2.0]])
     values = np.concatenate([[1.0], S[t < 2]])
     assert ours["rmst"] == pytest.approx((np.diff(knots) * values).sum(), abs=0.01)
+
+
+# ----------------------------------------------------------------------------------------------
+# Latent structure: a Gaussian mixture by EM and by gradient (MixtureSameFamily); factor analysis
+# ----------------------------------------------------------------------------------------------
+
+
+def mixture_data(n=200, seed=17):
+    rng = np.random.default_rng(seed)
+    z = rng.uniform(size=n) < 0.35
+    return np.where(z, rng.normal(-2.0, 0.6, n), rng.normal(1.5, 1.0, n))
+
+
+def gaussian_mixture(m):
+    torch, nn, optim = m.torch, m.nn, m.optim
+    D = torch.distributions
+    x = torch.from_numpy(mixture_data())
+    # EM, by hand
+    pi = torch.tensor([0.5, 0.5], dtype=torch.float64)
+    mu = torch.tensor([-1.0, 1.0], dtype=torch.float64)
+    sd = torch.tensor([1.0, 1.0], dtype=torch.float64)
+    em_ll = []
+    for it in range(60):
+        log_joint = D.Normal(mu, sd).log_prob(x.unsqueeze(-1)) + pi.log()
+        ll = torch.logsumexp(log_joint, -1)
+        resp = torch.softmax(log_joint, -1)
+        nk = resp.sum(0)
+        pi, mu = nk / len(x), (resp * x.unsqueeze(-1)).sum(0) / nk
+        sd = torch.sqrt((resp * (x.unsqueeze(-1) - mu) ** 2).sum(0) / nk)
+        em_ll.append(ll.sum().item())
+    # the same model by gradient, a MixtureSameFamily from unconstrained parameters
+    logits = nn.Parameter(torch.zeros(2, dtype=torch.float64))
+    loc = nn.Parameter(torch.tensor([-1.0, 1.0], dtype=torch.float64))
+    log_scale = nn.Parameter(torch.zeros(2, dtype=torch.float64))
+    optimizer = optim.LBFGS([logits, loc, log_scale], max_iter=200, tolerance_grad=1e-10, tolerance_change=1e-14,
+                            line_search_fn="strong_wolfe")
+
+    def mixture():
+        return D.MixtureSameFamily(D.Categorical(logits=logits), D.Normal(loc, log_scale.exp()))
+
+    def closure():
+        optimizer.zero_grad()
+        loss = -mixture().log_prob(x).mean()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    gmm = mixture()
+    with torch.no_grad():
+        cdf = gmm.cdf(torch.tensor([-2.0, 0.0, 1.5], dtype=torch.float64))
+        post = torch.softmax(D.Normal(loc, log_scale.exp()).log_prob(x[:5, None]) + logits.log_softmax(0), -1)
+    return {"em_ll": em_ll, "em": torch.stack([pi, mu, sd]), "gd": torch.stack([logits.softmax(0), loc,
+            log_scale.exp()]).detach(), "mean": gmm.mean.detach(), "var": gmm.variance.detach(), "cdf": cdf,
+            "post": post}
+
+
+def test_gaussian_mixture_em_and_gradient():
+    ours, _ = run_both(gaussian_mixture, rtol=1e-7, atol=1e-9)
+    assert np.all(np.diff(ours["em_ll"]) >= -1e-9)  # EM never decreases the likelihood
+    np.testing.assert_allclose(ours["gd"], ours["em"], atol=2e-3)  # both reach the same maximum
+    pi, mu, sd = ours["gd"]
+    assert ours["mean"] == pytest.approx(pi @ mu, rel=1e-12)
+    assert ours["var"] == pytest.approx(pi @ (sd ** 2 + mu ** 2) - (pi @ mu) ** 2, rel=1e-12)
+    from math import erf, sqrt
+    for v, c in zip([-2.0, 0.0, 1.5], ours["cdf"]):
+        assert c == pytest.approx(sum(p * 0.5 * (1 + erf((v - u) / (s * sqrt(2)))) for p, u, s in zip(pi, mu, sd)))
+    np.testing.assert_allclose(ours["post"].sum(-1), 1, rtol=1e-12)
+
+
+def factor_data(n=100, seed=18):
+    rng = np.random.default_rng(seed)
+    loadings = rng.standard_normal((6, 2))
+    return rng.standard_normal((n, 2)) @ loadings.T + 0.5 * rng.standard_normal((n, 6))
+
+
+def factor_analysis(m):
+    torch, nn, optim = m.torch, m.nn, m.optim
+    D = torch.distributions
+    Y = torch.from_numpy(factor_data())
+    Y = Y - Y.mean(0)
+    g = torch.Generator().manual_seed(0)
+    W = nn.Parameter(0.1 * torch.randn(6, 2, generator=g, dtype=torch.float64))
+    log_psi = nn.Parameter(torch.zeros(6, dtype=torch.float64))
+    optimizer = optim.LBFGS([W, log_psi], max_iter=300, tolerance_grad=1e-9, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        dist = D.LowRankMultivariateNormal(torch.zeros(6, dtype=torch.float64), W, log_psi.exp())
+        loss = -dist.log_prob(Y).mean()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    dist = D.LowRankMultivariateNormal(torch.zeros(6, dtype=torch.float64), W, log_psi.exp())
+    full = D.MultivariateNormal(torch.zeros(6, dtype=torch.float64), covariance_matrix=dist.covariance_matrix)
+    S = torch.cov(Y.T, correction=0)
+    # rotation-free summaries: the common covariance W W^T and the communalities
+    return {"nll": -dist.log_prob(Y).mean().detach(), "full": -full.log_prob(Y).mean().detach(),
+            "common": (W @ W.T).detach(), "psi": log_psi.exp().detach(), "S": S,
+            "entropy": dist.entropy().detach(), "precision": dist.precision_matrix.detach()}
+
+
+def test_factor_analysis():
+    ours, _ = run_both(factor_analysis, rtol=1e-6, atol=1e-8)
+    Y = factor_data()
+    Y = Y - Y.mean(0)
+    S = Y.T @ Y / len(Y)
+    np.testing.assert_allclose(ours["S"], S, rtol=1e-12)
+    Sigma = ours["common"] + np.diag(ours["psi"])
+    nll = 0.5 * (6 * np.log(2 * np.pi) + np.linalg.slogdet(Sigma)[1] + np.trace(np.linalg.solve(Sigma, S)))
+    assert ours["nll"] == pytest.approx(nll, rel=1e-10)
+    assert ours["full"] == pytest.approx(nll, rel=1e-10)
+    np.testing.assert_allclose(ours["precision"], np.linalg.inv(Sigma), rtol=1e-8)
+    # at the maximum the model reproduces the sample variances (a property of ML factor analysis)
+    np.testing.assert_allclose(np.diag(Sigma), np.diag(S), rtol=1e-3)
