@@ -23,7 +23,7 @@ import math
 import numpy as np
 import pytest
 
-from .pytorch_programs import OURS, load, run_both, weights_of
+from .pytorch_programs import load, run_both, weights_of
 
 # ----------------------------------------------------------------------------------------------
 # Cox proportional hazards, Breslow ties
@@ -1180,7 +1180,7 @@ def tobit(m):
 
 def test_tobit_probit_delta_method():
     ours, _ = run_both(tobit, rtol=1e-6, atol=1e-8)
-    from math import erf, erfc, log, sqrt
+    from math import erfc, log, sqrt
     X, y = tobit_data()
     beta, sigma = ours["theta"][:3], np.exp(ours["theta"][3])
     mu = X @ beta
@@ -1536,3 +1536,88 @@ def test_factor_analysis():
     np.testing.assert_allclose(ours["precision"], np.linalg.inv(Sigma), rtol=1e-8)
     # at the maximum the model reproduces the sample variances (a property of ML factor analysis)
     np.testing.assert_allclose(np.diag(Sigma), np.diag(S), rtol=1e-3)
+
+
+# ----------------------------------------------------------------------------------------------
+# Discrete-time survival (a logistic-hazard network) and the piecewise-exponential model as a Poisson GLM
+# ----------------------------------------------------------------------------------------------
+
+CUTS = np.array([0.0, 0.2, 0.5, 1.0, 2.0, np.inf])
+
+
+def make_hazard_net(m):
+    nn = m.nn
+    return nn.Sequential(nn.Linear(3, 16), nn.ReLU(), nn.LayerNorm(16), nn.Linear(16, len(CUTS) - 1))
+
+
+def discrete_survival(m, weights):
+    torch, nn, optim, F = m.torch, m.nn, m.optim, m.F
+    X, time, event = (torch.from_numpy(a) for a in survival_data(n=100, seed=19, ties=False))
+    cuts = torch.from_numpy(CUTS)
+    interval = torch.bucketize(time, cuts[1:-1], right=True)  # the interval each time falls in
+    K = len(CUTS) - 1
+    # person-period targets: survived every earlier interval, event (or not) in the last
+    k = torch.arange(K)
+    at_risk = (k <= interval.unsqueeze(1)).double()
+    target = ((k == interval.unsqueeze(1)) & (event.unsqueeze(1) == 1)).double()
+    model = load(m, make_hazard_net(m), weights).double()
+    optimizer = optim.Adam(model.parameters(), lr=5e-3)
+    losses = []
+    for epoch in range(60):
+        logits = model(X)
+        loss = F.binary_cross_entropy_with_logits(logits, target, weight=at_risk, reduction="sum") / at_risk.sum()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    with torch.no_grad():
+        hazard = torch.sigmoid(model(X[:4]))
+        survival = torch.cumprod(1 - hazard, dim=1)
+    # piecewise exponential: events ~ Poisson(exposure * exp(alpha_k + x beta)), one row per person-interval
+    lower, upper = cuts[:-1], cuts[1:]
+    exposure = (torch.minimum(time.unsqueeze(1), upper) - lower).clamp_min(0) * at_risk
+    keep = exposure > 0
+    rows, ks = keep.nonzero(as_tuple=True)
+    design = torch.cat([F.one_hot(ks, K).double(), X[rows]], 1)
+    offset = exposure[keep].log()
+    y = target[keep]
+    theta = torch.zeros(K + 3, dtype=torch.float64, requires_grad=True)
+    poisson = nn.PoissonNLLLoss(log_input=True, full=True, reduction="sum")
+    lbfgs = optim.LBFGS([theta], max_iter=200, tolerance_grad=1e-10, line_search_fn="strong_wolfe")
+
+    def closure():
+        lbfgs.zero_grad()
+        loss = poisson(design @ theta + offset, y)
+        loss.backward()
+        return loss
+
+    lbfgs.step(closure)
+    return {"losses": losses, "survival": survival, "theta": theta.detach(), "pe_loss": closure().detach(),
+            "rows": len(rows), "offset": offset}
+
+
+def test_discrete_time_and_piecewise_exponential():
+    weights = weights_of(make_hazard_net)
+    ours, _ = run_both(discrete_survival, weights, rtol=1e-6, atol=1e-8)
+    assert ours["losses"][-1] < ours["losses"][0]
+    assert np.all(np.diff(ours["survival"], axis=1) <= 0)
+    # the piecewise-exponential likelihood equals the exponential-hazard likelihood with censoring
+    X, time, event = survival_data(n=100, seed=19, ties=False)
+    theta = ours["theta"]
+    log_h = theta[:5]
+    beta = theta[5:]
+    ll = 0.0
+    for x, t, e in zip(X, time, event):
+        k = np.searchsorted(CUTS[1:-1], t, side="right")
+        H = sum(np.exp(log_h[j]) * (min(t, CUTS[j + 1]) - CUTS[j]) for j in range(k + 1))
+        ll += e * (log_h[k] + x @ beta) - H * np.exp(x @ beta)
+    # PoissonNLLLoss(full=True) adds Stirling's term only for targets > 1 (none here), so the Poisson
+    # likelihood is the survival one plus y log(exposure) of the event rows
+    event_rows_log_exposure = 0.0
+    for t, e in zip(time, event):
+        if e:
+            k = np.searchsorted(CUTS[1:-1], t, side="right")
+            event_rows_log_exposure += np.log(min(t, CUTS[k + 1]) - CUTS[k])
+    assert ours["pe_loss"] == pytest.approx(-ll - event_rows_log_exposure, rel=1e-10)
+    np.testing.assert_allclose(beta, [0.8, -0.5, 0.3], atol=0.35)
+    assert ours["rows"] == len(ours["offset"]) > 100
