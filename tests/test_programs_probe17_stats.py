@@ -15,8 +15,17 @@ by ``cumsum`` of ``softplus``); a random-intercept linear mixed model by REML (`
 ``cholesky_solve``); a 2PL item-response model; Bayesian logistic regression by MAP plus a Laplace
 approximation (``MultivariateNormal(precision_matrix=)``); the eight-schools hierarchical model by
 variational inference (``rsample``, ``kl_divergence``); a bootstrap with ``torch.Generator``-seeded
-``randint``/``multinomial``; Huber and Tukey-biweight robust regression by IRLS; temperature and Platt
-scaling by L-BFGS with the expected calibration error by ``bucketize``."""
+``randint``/``multinomial`` and Dirichlet weights; Huber and Tukey-biweight robust regression by IRLS;
+temperature and Platt scaling by L-BFGS with the expected calibration error by ``bucketize``. Further: Tobit
+and probit regression (``special.log_ndtr``, ``ndtri``) with a delta-method standard error
+(``autograd.functional.jacobian``); conditional logistic regression over matched sets (``scatter_reduce``
+"amax", ``index_add``); beta regression with ``torch.func.hessian`` and per-observation scores by
+``vmap(grad)`` for a sandwich covariance; Cox with Efron's ties and the restricted mean survival time
+(``searchsorted``, ``trapezoid``); a Gaussian mixture by EM and by ``MixtureSameFamily``; factor analysis
+with ``LowRankMultivariateNormal``; discrete-time survival (a logistic-hazard network) and the
+piecewise-exponential model (``nn.PoissonNLLLoss(full=True)`` with an offset); a P-spline GAM (Cox-de Boor
+basis, ``diff(n=2)`` penalty, GCV by L-BFGS); a random-effects meta-analysis (DerSimonian-Laird, REML, a
+profile-likelihood bound by bisection)."""
 
 import math
 
@@ -1621,3 +1630,145 @@ def test_discrete_time_and_piecewise_exponential():
     assert ours["pe_loss"] == pytest.approx(-ll - event_rows_log_exposure, rel=1e-10)
     np.testing.assert_allclose(beta, [0.8, -0.5, 0.3], atol=0.35)
     assert ours["rows"] == len(ours["offset"]) > 100
+
+
+# ----------------------------------------------------------------------------------------------
+# A penalised-spline GAM with the smoothing parameter by GCV, and a random-effects meta-analysis
+# ----------------------------------------------------------------------------------------------
+
+
+def gam_data(n=120, seed=20):
+    rng = np.random.default_rng(seed)
+    x = np.sort(rng.uniform(0, 1, n))
+    return x, np.sin(2 * np.pi * x) + 0.3 * rng.standard_normal(n)
+
+
+def bspline_basis(torch, x, knots, degree=3):
+    """Cox-de Boor recursion on a clamped knot vector."""
+    t = torch.cat([knots[:1].repeat(degree), knots, knots[-1:].repeat(degree)])
+    B = ((x.unsqueeze(1) >= t[:-1]) & (x.unsqueeze(1) < t[1:])).double()
+    B[x == knots[-1], len(knots) + degree - 2] = 1.0  # the right end belongs to the last interval
+    for k in range(1, degree + 1):
+        left_den, right_den = t[k:-1] - t[:-k - 1], t[k + 1:] - t[1:-k]
+        left = torch.where(left_den > 0, (x.unsqueeze(1) - t[:-k - 1]) / left_den.clamp_min(1e-12), 0.0)
+        right = torch.where(right_den > 0, (t[k + 1:] - x.unsqueeze(1)) / right_den.clamp_min(1e-12), 0.0)
+        B = left * B[:, :-1] + right * B[:, 1:]
+    return B
+
+
+def pspline_gam(m):
+    torch, optim = m.torch, m.optim
+    x, y = (torch.from_numpy(a) for a in gam_data())
+    knots = torch.linspace(0, 1, 12, dtype=torch.float64)
+    B = bspline_basis(torch, x, knots)
+    K = B.shape[1]
+    Dm = torch.diff(torch.eye(K, dtype=torch.float64), n=2, dim=0)
+    P = Dm.T @ Dm
+    n = len(y)
+
+    def fit(log_lambda):
+        A = B.T @ B + log_lambda.exp() * P
+        coef = torch.linalg.solve(A, B.T @ y)
+        hat_trace = torch.trace(torch.linalg.solve(A, B.T @ B))
+        rss = ((y - B @ coef) ** 2).sum()
+        return coef, hat_trace, rss
+
+    def gcv(log_lambda):
+        _, edf, rss = fit(log_lambda)
+        return n * rss / (n - edf) ** 2
+
+    grid = torch.linspace(-6, 6, 25, dtype=torch.float64)
+    scores = torch.stack([gcv(g) for g in grid])
+    log_lambda = grid[scores.argmin()].clone().requires_grad_(True)
+    optimizer = optim.LBFGS([log_lambda], max_iter=50, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = gcv(log_lambda)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    coef, edf, rss = fit(log_lambda.detach())
+    (dgcv,) = torch.autograd.grad(gcv(log_lambda), log_lambda)
+    return {"B_rowsum": B.sum(1), "scores": scores, "log_lambda": log_lambda.detach(), "edf": edf,
+            "fitted": (B @ coef)[::10], "sigma2": rss / (n - edf), "dgcv": dgcv}
+
+
+def test_pspline_gam_gcv():
+    ours, _ = run_both(pspline_gam, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(ours["B_rowsum"], 1, rtol=1e-12)  # a partition of unity
+    assert abs(float(ours["dgcv"])) < 1e-6
+    assert 4 < ours["edf"] < 12
+    x, y = gam_data()
+    np.testing.assert_allclose(ours["fitted"], np.sin(2 * np.pi * x[::10]), atol=0.3)
+    assert ours["sigma2"] == pytest.approx(0.09, rel=0.35)
+
+
+META_EFFECTS = np.array([-0.80, 0.10, 0.40, -0.90, -0.20, -0.60, 0.30, -0.30, -1.10, 0.20])
+META_VARIANCES = np.array([0.04, 0.02, 0.05, 0.08, 0.01, 0.03, 0.06, 0.02, 0.09, 0.03])
+
+
+def meta_analysis(m):
+    torch, optim = m.torch, m.optim
+    y, v = torch.from_numpy(META_EFFECTS), torch.from_numpy(META_VARIANCES)
+    k = len(y)
+    # DerSimonian-Laird
+    w = 1 / v
+    mu_fixed = (w * y).sum() / w.sum()
+    Q = (w * (y - mu_fixed) ** 2).sum()
+    tau2_dl = torch.clamp((Q - (k - 1)) / (w.sum() - (w ** 2).sum() / w.sum()), min=0.0)
+    # REML for tau^2 by L-BFGS on log tau^2
+    log_tau2 = torch.tensor(-3.0, dtype=torch.float64, requires_grad=True)
+
+    def neg_reml(log_tau2):
+        wt = 1 / (v + log_tau2.exp())
+        mu = (wt * y).sum() / wt.sum()
+        return 0.5 * (-(wt.log()).sum() + wt.sum().log() + (wt * (y - mu) ** 2).sum())
+
+    optimizer = optim.LBFGS([log_tau2], max_iter=100, tolerance_grad=1e-12, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = neg_reml(log_tau2)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    tau2 = log_tau2.detach().exp()
+    wt = 1 / (v + tau2)
+    mu = (wt * y).sum() / wt.sum()
+    se = wt.sum().rsqrt()
+    I2 = torch.clamp((Q - (k - 1)) / Q, min=0.0)
+    # a profile-likelihood bound for tau^2 by bisection: where 2 (REML(t) - REML(hat)) = 3.84
+    best = neg_reml(log_tau2.detach())
+    with torch.no_grad():
+        lo, hi = log_tau2.detach().clone(), torch.tensor(3.0, dtype=torch.float64)
+        for _ in range(60):
+            mid = (lo + hi) / 2
+            if 2 * (neg_reml(mid) - best) < 3.841458820694124:
+                lo = mid
+            else:
+                hi = mid
+    z = torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(0.975, dtype=torch.float64))
+    return {"tau2_dl": tau2_dl, "tau2_reml": tau2, "mu": mu, "ci": torch.stack([mu - z * se, mu + z * se]),
+            "Q": Q, "I2": I2, "upper_tau2": lo.exp(), "reml": best.detach()}
+
+
+def test_random_effects_meta_analysis():
+    ours, _ = run_both(meta_analysis, rtol=1e-7, atol=1e-9)
+    y, v = META_EFFECTS, META_VARIANCES
+    w = 1 / v
+    mu_f = (w * y).sum() / w.sum()
+    Q = (w * (y - mu_f) ** 2).sum()
+    assert ours["Q"] == pytest.approx(Q, rel=1e-12)
+    assert ours["tau2_dl"] == pytest.approx(max(0.0, (Q - 9) / (w.sum() - (w ** 2).sum() / w.sum())), rel=1e-12)
+    t = ours["tau2_reml"]
+    wt = 1 / (v + t)
+    mu = (wt * y).sum() / wt.sum()
+    # the REML estimating equation: sum wt^2 ((y - mu)^2 - v - t) = -sum wt^2 / sum wt ... by its fixed point
+    t_next = (wt ** 2 * ((y - mu) ** 2 - v)).sum() / (wt ** 2).sum() + 1 / wt.sum()
+    assert t == pytest.approx(t_next, rel=1e-5)
+    assert ours["mu"] == pytest.approx(mu, rel=1e-10)
+    assert ours["I2"] == pytest.approx((Q - 9) / Q, rel=1e-12)
+    assert ours["upper_tau2"] > t > ours["tau2_dl"] / 10
