@@ -19,6 +19,7 @@ from ..linalg import cholesky, slogdet
 from ..ops.decompositions import cholesky_solve
 from ..ops.elementwise import where
 from ..ops.gamma import mvlgamma
+from ..ops.grids import tril_indices
 from ..size import Size
 from ..tensor import Tensor, tensor_from
 from . import constraints
@@ -122,9 +123,13 @@ class Wishart(ExponentialFamily):
     def _bartlett_sampling(self, sample_shape=()):
         p = self.event_shape[-1]
         eps = float(xp.finfo(self._unbroadcasted_scale_tril.dtype).eps)
-        diagonal = self._dist_chi2.rsample(sample_shape).sqrt().clamp(min=eps).diag_embed()
-        below = factories.randn(*tuple(sample_shape), *self.batch_shape, p, p, dtype=diagonal.dtype).tril(-1)
-        factor = self._unbroadcasted_scale_tril @ (diagonal + below)
+        noise = self._dist_chi2.rsample(sample_shape).sqrt().clamp(min=eps).diag_embed()
+        # p(p-1)/2 normals filled in below the diagonal row by row, as PyTorch draws them (not a p×p draw's
+        # lower triangle: that takes other numbers from the generator)
+        rows, cols = tril_indices(p, p, offset=-1)
+        noise[..., rows, cols] = factories.randn(*tuple(sample_shape), *self.batch_shape, p * (p - 1) // 2,
+                                                 dtype=noise.dtype)
+        factor = self._unbroadcasted_scale_tril @ noise
         return factor @ factor.mT
 
     def rsample(self, sample_shape=(), max_try_correction=10):
