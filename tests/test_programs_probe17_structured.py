@@ -1,0 +1,665 @@
+# ruff: noqa: B007, B008, B023, E501, E741, E731, F841, N806, UP004, UP008, UP031  (the programs are kept as their authors wrote them)
+"""Structured prediction and differentiable dynamic programming (see tests/pytorch_programs.py), run on
+chainrule and on PyTorch from the same weights and data, comparing losses, decodes and gradients.
+
+PLACEHOLDER"""
+
+import math
+
+import numpy as np
+import pytest
+
+from .pytorch_programs import OURS, load, pytorch, run_both, weights_of
+
+# ----------------------------------------------------------------------------------------------
+# Soft-DTW (Cuturi & Blondel 2017) as Maghoumi's pytorch-softdtw writes it: NumPy loops in a custom
+# autograd.Function's forward and backward, and the same recursion differentiated by autograd
+# ----------------------------------------------------------------------------------------------
+
+
+def compute_softdtw(D, gamma, bandwidth):
+    B = D.shape[0]
+    N = D.shape[1]
+    M = D.shape[2]
+    R = np.ones((B, N + 2, M + 2)) * np.inf
+    R[:, 0, 0] = 0
+    for b in range(B):
+        for j in range(1, M + 1):
+            for i in range(1, N + 1):
+                if 0 < bandwidth < np.abs(i - j):
+                    continue
+                r0 = -R[b, i - 1, j - 1] / gamma
+                r1 = -R[b, i - 1, j] / gamma
+                r2 = -R[b, i, j - 1] / gamma
+                rmax = max(max(r0, r1), r2)
+                rsum = np.exp(r0 - rmax) + np.exp(r1 - rmax) + np.exp(r2 - rmax)
+                softmin = - gamma * (np.log(rsum) + rmax)
+                R[b, i, j] = D[b, i - 1, j - 1] + softmin
+    return R
+
+
+def compute_softdtw_backward(D_, R, gamma, bandwidth):
+    B = D_.shape[0]
+    N = D_.shape[1]
+    M = D_.shape[2]
+    D = np.zeros((B, N + 2, M + 2))
+    E = np.zeros((B, N + 2, M + 2))
+    D[:, 1:N + 1, 1:M + 1] = D_
+    E[:, -1, -1] = 1
+    R[:, :, -1] = -np.inf
+    R[:, -1, :] = -np.inf
+    R[:, -1, -1] = R[:, -2, -2]
+    for k in range(B):
+        for j in range(M, 0, -1):
+            for i in range(N, 0, -1):
+                if np.isinf(R[k, i, j]):
+                    R[k, i, j] = -np.inf
+                if 0 < bandwidth < np.abs(i - j):
+                    continue
+                a0 = (R[k, i + 1, j] - R[k, i, j] - D[k, i + 1, j]) / gamma
+                b0 = (R[k, i, j + 1] - R[k, i, j] - D[k, i, j + 1]) / gamma
+                c0 = (R[k, i + 1, j + 1] - R[k, i, j] - D[k, i + 1, j + 1]) / gamma
+                a = np.exp(a0)
+                b = np.exp(b0)
+                c = np.exp(c0)
+                E[k, i, j] = E[k, i + 1, j] * a + E[k, i, j + 1] * b + E[k, i + 1, j + 1] * c
+    return E[:, 1:N + 1, 1:M + 1]
+
+
+def soft_dtw_program(m, bandwidth=0, normalize=False, legacy_constructor=True):
+    torch, nn, F = m.torch, m.nn, m.F
+    from_numpy = torch.from_numpy
+    # the repository wraps its NumPy tables by the legacy constructor, torch.Tensor(array): float32 in
+    # PyTorch whatever the array's dtype, so R is rounded to float32 before .type(dtype) widens it again
+    wrap = torch.Tensor if legacy_constructor else (lambda a: torch.as_tensor(a, dtype=torch.float32))
+
+    class _SoftDTW(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, D, gamma, bandwidth):
+            dev = D.device
+            dtype = D.dtype
+            gamma = torch.Tensor([gamma]).to(dev).type(dtype)  # dtype fixed
+            bandwidth = torch.Tensor([bandwidth]).to(dev).type(dtype)
+            D_ = D.detach().cpu().numpy()
+            g_ = gamma.item()
+            b_ = bandwidth.item()
+            R = wrap(compute_softdtw(D_, g_, b_)).to(dev).type(dtype)
+            ctx.save_for_backward(D, R, gamma, bandwidth)
+            return R[:, -2, -2]
+
+        @staticmethod
+        def backward(ctx, grad_output):
+            dev = grad_output.device
+            dtype = grad_output.dtype
+            D, R, gamma, bandwidth = ctx.saved_tensors
+            D_ = D.detach().cpu().numpy()
+            R_ = R.detach().cpu().numpy()
+            g_ = gamma.item()
+            b_ = bandwidth.item()
+            E = wrap(compute_softdtw_backward(D_, R_, g_, b_)).to(dev).type(dtype)
+            return grad_output.view(-1, 1, 1).expand_as(E) * E, None, None
+
+    class SoftDTW(torch.nn.Module):
+        def __init__(self, gamma=1.0, normalize=False, bandwidth=None, dist_func=None):
+            super(SoftDTW, self).__init__()
+            self.normalize = normalize
+            self.gamma = gamma
+            self.bandwidth = 0 if bandwidth is None else float(bandwidth)
+            self.dist_func = dist_func if dist_func is not None else SoftDTW._euclidean_dist_func
+
+        @staticmethod
+        def _euclidean_dist_func(x, y):
+            n = x.size(1)
+            m = y.size(1)
+            d = x.size(2)
+            x = x.unsqueeze(2).expand(-1, n, m, d)
+            y = y.unsqueeze(1).expand(-1, n, m, d)
+            return torch.pow(x - y, 2).sum(3)
+
+        def forward(self, X, Y):
+            func_dtw = _SoftDTW.apply
+            if self.normalize:
+                x = torch.cat([X, X, Y])
+                y = torch.cat([Y, X, Y])
+                D = self.dist_func(x, y)
+                out = func_dtw(D, self.gamma, self.bandwidth)
+                out_xy, out_xx, out_yy = torch.split(out, X.shape[0])
+                return out_xy - 1 / 2 * (out_xx + out_yy)
+            D_xy = self.dist_func(X, Y)
+            return func_dtw(D_xy, self.gamma, self.bandwidth)
+
+    def soft_dtw_by_autograd(D, gamma):
+        # the same recursion, each cell a tensor: softmin_gamma(a, b, c) = -gamma logsumexp(-(a, b, c) / gamma)
+        B, N, M = D.shape
+        inf = torch.full((B,), float("inf"), dtype=D.dtype)
+        R = [[inf] * (M + 1) for _ in range(N + 1)]
+        R[0][0] = torch.zeros(B, dtype=D.dtype)
+        for i in range(1, N + 1):
+            for j in range(1, M + 1):
+                prev = torch.stack([R[i - 1][j - 1], R[i - 1][j], R[i][j - 1]], dim=-1)
+                R[i][j] = D[:, i - 1, j - 1] - gamma * torch.logsumexp(-prev / gamma, dim=-1)
+        return R[N][M]
+
+    rng = np.random.default_rng(0)
+    t = np.linspace(0, 2 * np.pi, 9)
+    X = from_numpy(np.stack([np.sin(t + s)[:, None] for s in (0.0, 0.4, 0.9)]) + 0.05 * rng.standard_normal((3, 9, 1)))
+    n_y = 9 if normalize else 7  # (the normalised divergence concatenates X with Y: equal lengths)
+    Y = from_numpy(np.stack([np.sin(np.linspace(0, 2 * np.pi, n_y) + s)[:, None] for s in (0.2, 0.1, 1.3)]))
+    X.requires_grad_(True)
+    sdtw = SoftDTW(gamma=0.1, normalize=normalize, bandwidth=bandwidth)
+    loss = sdtw(X, Y)
+    loss.mean().backward()
+    out = {"loss": loss, "grad": X.grad}
+    if not normalize and bandwidth == 0:
+        X2 = X.detach().clone().requires_grad_(True)
+        by_autograd = soft_dtw_by_autograd(SoftDTW._euclidean_dist_func(X2, Y), 0.1)
+        by_autograd.mean().backward()
+        out["by_autograd"] = by_autograd
+        out["grad_by_autograd"] = X2.grad
+
+    # a soft-DTW barycentre of the three targets, learnt by Adam from a flat start
+    bary = torch.zeros(1, n_y, 1, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.Adam([bary], lr=0.1)
+    history = []
+    for step in range(15):
+        opt.zero_grad()
+        l = sdtw(bary.expand(3, -1, -1), Y).sum()
+        l.backward()
+        opt.step()
+        history.append(l.item())
+    out["history"] = history
+    out["bary"] = bary
+    return out
+
+
+@pytest.mark.parametrize("bandwidth, normalize", [(0, False), (2, False), (0, True)])
+def test_soft_dtw_custom_function_and_autograd_through_the_recursion(bandwidth, normalize):
+    ours, _ = run_both(soft_dtw_program, bandwidth=bandwidth, normalize=normalize, legacy_constructor=False,
+                       rtol=1e-9, atol=1e-11)
+    if "by_autograd" in ours:  # the hand-written backward is the recursion's gradient (R and E in float32)
+        np.testing.assert_allclose(ours["by_autograd"], ours["loss"], rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(ours["grad_by_autograd"], ours["grad"], rtol=1e-5, atol=1e-7)
+    assert ours["history"][-1] < ours["history"][0]
+
+
+LEGACY_CONSTRUCTOR_KEEPS_FLOAT64 = (
+    "autograd.Tensor(a float64 ndarray) keeps float64 (autograd/tensor.py Tensor.__init__ takes a floating array as "
+    "the package's own calls pass it), where torch.Tensor(array) is the legacy FloatTensor constructor and makes the "
+    "default dtype, float32: soft-DTW's R and E tables are not rounded to float32 as PyTorch's are")
+
+
+@pytest.mark.xfail(strict=True, reason=LEGACY_CONSTRUCTOR_KEEPS_FLOAT64)
+def test_soft_dtw_as_written_with_the_legacy_tensor_constructor():
+    assert OURS.torch.Tensor(np.array([1 / 3])).dtype == OURS.torch.float32
+    ours, _ = run_both(soft_dtw_program, rtol=1e-9, atol=1e-11)
+    assert ours["history"][-1] < ours["history"][0]
+
+
+# ----------------------------------------------------------------------------------------------
+# A neural PCFG (Kim, Dyer & Rush 2019): the inside algorithm over a span chart filled in Python
+# loops, span marginals as the gradient of log Z, CKY Viterbi with argmax back-pointers
+# ----------------------------------------------------------------------------------------------
+
+NT, PT, VOCAB = 3, 2, 6
+
+
+def neural_pcfg(m, dim=8):
+    torch, nn = m.torch, m.nn
+
+    class NeuralPCFG(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.root_emb = nn.Parameter(torch.randn(1, dim))
+            self.nt_emb = nn.Parameter(torch.randn(NT, dim))
+            self.t_emb = nn.Parameter(torch.randn(PT, dim))
+            self.root_mlp = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, NT))
+            self.rule_mlp = nn.Linear(dim, (NT + PT) ** 2)
+            self.term_mlp = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, VOCAB))
+
+        def rules(self):
+            root = self.root_mlp(self.root_emb).log_softmax(-1).squeeze(0)  # (NT,)
+            rule = self.rule_mlp(self.nt_emb).log_softmax(-1).view(NT, NT + PT, NT + PT)
+            term = self.term_mlp(self.t_emb).log_softmax(-1)  # (PT, V)
+            return root, rule, term
+
+        def inside(self, x, span_pot=None, semiring="logsumexp"):
+            B, n = x.shape
+            root, rule, term = self.rules()
+            S = NT + PT
+            neg_inf = torch.full((B, NT), float("-inf"), dtype=root.dtype)
+            chart, back = {}, {}
+            for i in range(n):  # preterminals cover single words; nonterminals two or more
+                unary = term[:, x[:, i]].t()  # (B, PT)
+                chart[i, i + 1] = torch.cat([neg_inf, unary], dim=-1)
+                if span_pot is not None:
+                    chart[i, i + 1] = chart[i, i + 1] + span_pot[:, i, i + 1, None]
+            for w in range(2, n + 1):
+                for i in range(n - w + 1):
+                    j = i + w
+                    per_split = []
+                    for k in range(i + 1, j):
+                        scores = rule[None] + chart[i, k][:, None, :, None] + chart[k, j][:, None, None, :]
+                        per_split.append(scores.reshape(B, NT, S * S))
+                    stacked = torch.stack(per_split, dim=-1).reshape(B, NT, -1)  # (B, NT, S*S*splits)
+                    if semiring == "logsumexp":
+                        inner = torch.logsumexp(stacked, dim=-1)
+                    else:
+                        inner, arg = stacked.max(dim=-1)
+                        back[i, j] = arg
+                    chart[i, j] = torch.cat([inner, torch.full((B, PT), float("-inf"), dtype=inner.dtype)], -1)
+                    if span_pot is not None:
+                        chart[i, j] = chart[i, j] + span_pot[:, i, j, None]
+            top = root + chart[0, n][:, :NT]
+            if semiring == "logsumexp":
+                return torch.logsumexp(top, dim=-1)
+            best, arg_root = top.max(dim=-1)
+            return best, arg_root, back
+
+        def forward(self, x):
+            return -self.inside(x).mean()
+
+    return NeuralPCFG()
+
+
+def cky_spans(back, arg_root, b, n, splits_of):
+    """The labelled spans of sentence b's Viterbi tree, read from the back-pointers."""
+    S = NT + PT
+    spans = []
+
+    def visit(i, j, label):
+        spans.append((i, j, label))
+        if j - i == 1:
+            return
+        flat = int(back[i, j][b, label])
+        left_right, split = divmod(flat, splits_of(i, j))
+        left, right = divmod(left_right, S)
+        k = i + 1 + split
+        visit(i, k, left)
+        visit(k, j, right)
+
+    visit(0, n, int(arg_root[b]))
+    return spans
+
+
+def pcfg_program(m, weights):
+    torch = m.torch
+    model = load(m, neural_pcfg(m), weights).double()
+    rng = np.random.default_rng(1)
+    x = torch.from_numpy(rng.integers(0, VOCAB, (3, 5)))
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    history = []
+    for step in range(4):
+        opt.zero_grad()
+        loss = model(x)
+        loss.backward()
+        opt.step()
+        history.append(loss.item())
+    grads = {k: p.grad for k, p in model.named_parameters()}
+    # span marginals: the gradient of log Z with respect to a zero potential on every span
+    span_pot = torch.zeros(3, 5, 6, dtype=torch.float64, requires_grad=True)
+    logZ = model.inside(x, span_pot)
+    marginals, = torch.autograd.grad(logZ.sum(), span_pot)
+    with torch.no_grad():
+        best, arg_root, back = model.inside(x, semiring="max")
+    trees = [cky_spans(back, arg_root, b, 5, lambda i, j: j - i - 1) for b in range(3)]
+    return {"history": history, "grads": grads, "logZ": logZ, "marginals": marginals, "best": best, "trees": trees}
+
+
+def test_neural_pcfg_inside_marginals_and_cky():
+    weights = weights_of(neural_pcfg)
+    ours, _ = run_both(pcfg_program, weights, rtol=1e-9, atol=1e-11)
+    assert ours["history"][-1] < ours["history"][0]
+    marg = ours["marginals"]
+    n = 5
+    np.testing.assert_allclose(marg[:, 0, n], 1.0, rtol=1e-10)  # the whole sentence is always a span
+    np.testing.assert_allclose([marg[:, i, i + 1] for i in range(n)], 1.0, rtol=1e-10)  # and each word
+    internal = sum(marg[:, i, j] for i in range(n) for j in range(i + 2, n + 1))
+    np.testing.assert_allclose(internal, n - 1, rtol=1e-10)  # a binary tree over n words has n - 1 of them
+    for b, spans in enumerate(ours["trees"]):
+        assert len(spans) == 2 * n - 1
+        assert all((j - i == 1) == (label >= NT) for i, j, label in spans)
+    assert np.all(ours["best"] <= ours["logZ"])
+
+
+# ----------------------------------------------------------------------------------------------
+# Non-projective dependency parsing (Koo et al. 2007) as SuPar's MatrixTree writes it: a biaffine
+# scorer, log Z by slogdet of the Laplacian's minor, marginals by autograd; projective decoding by
+# Eisner's algorithm
+# ----------------------------------------------------------------------------------------------
+
+
+def biaffine_parser(m, vocab=7, dim=6):
+    torch, nn = m.torch, m.nn
+
+    class Biaffine(nn.Module):
+        def __init__(self, n_in, bias_x=True, bias_y=False):
+            super().__init__()
+            self.bias_x, self.bias_y = bias_x, bias_y
+            self.weight = nn.Parameter(torch.zeros(n_in + bias_x, n_in + bias_y))
+            nn.init.normal_(self.weight, std=0.3)
+
+        def forward(self, x, y):
+            if self.bias_x:
+                x = torch.cat((x, torch.ones_like(x[..., :1])), -1)
+            if self.bias_y:
+                y = torch.cat((y, torch.ones_like(y[..., :1])), -1)
+            # [batch_size, seq_len, seq_len]
+            return torch.einsum('bxi,ij,byj->bxy', x, self.weight, y)
+
+    class Parser(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(vocab, dim)
+            self.lstm = nn.LSTM(dim, dim, batch_first=True, bidirectional=True)
+            self.mlp_d = nn.Sequential(nn.Linear(2 * dim, dim), nn.LeakyReLU(0.1))
+            self.mlp_h = nn.Sequential(nn.Linear(2 * dim, dim), nn.LeakyReLU(0.1))
+            self.attn = Biaffine(dim)
+
+        def forward(self, words):
+            x, _ = self.lstm(self.embed(words))
+            # s_arc[b, dep, head]
+            return self.attn(self.mlp_d(x), self.mlp_h(x))
+
+    return Parser()
+
+
+def matrix_tree_log_partition(m, s_arc, mask):
+    torch, nn = m.torch, m.nn
+    batch_size, *_ = s_arc.shape
+    lens = mask.sum(-1)
+    mask = mask.index_fill(1, lens.new_tensor(0), 1)
+    s_arc = s_arc.masked_fill(~(mask.unsqueeze(-1) & mask.unsqueeze(-2)), float('-inf'))
+    # A(i, j) = exp(s(i, j))
+    mx = s_arc.view(batch_size, -1).max(-1)[0]
+    A = torch.exp(s_arc - mx.view(-1, 1, 1))
+    # Weighted degree matrix: D(i, i) = sum_j A(i, j)
+    D = torch.zeros_like(A)
+    D.diagonal(0, 1, 2).copy_(A.sum(-1))
+    # Laplacian matrix L(i, j) = D(i, j) - A(i, j), the identity where padded
+    L = nn.init.eye_(torch.empty_like(A[0])).repeat(batch_size, 1, 1).masked_scatter_(mask.unsqueeze(-1), (D - A)[mask])
+    # Z = L^(0, 0), the minor of L w.r.t row 0 and column 0
+    return L[:, 1:, 1:].slogdet()[1] + mx * lens
+
+
+def eisner(m, scores):
+    """First-order Eisner over one sentence's scores[dep, head] (position 0 the root): the best projective heads."""
+    torch = m.torch
+    n = scores.shape[0]
+    s = scores.t()  # s[h, d]
+    NEG = float("-inf")
+    # complete / incomplete spans, direction 0 = head on the right, 1 = head on the left
+    C = torch.full((n, n, 2), NEG, dtype=scores.dtype)
+    I = torch.full((n, n, 2), NEG, dtype=scores.dtype)
+    bC = torch.zeros((n, n, 2), dtype=torch.long)
+    bI = torch.zeros((n, n, 2), dtype=torch.long)
+    for i in range(n):
+        C[i, i, 0] = C[i, i, 1] = 0.0
+    for w in range(1, n):
+        for i in range(n - w):
+            j = i + w
+            ks = torch.arange(i, j)
+            both = C[i, ks, 1] + C[ks + 1, j, 0]
+            val, arg = both.max(0)
+            I[i, j, 0] = val + s[j, i]
+            I[i, j, 1] = val + s[i, j]
+            bI[i, j, 0] = bI[i, j, 1] = ks[arg]
+            left = C[i, ks, 0] + I[ks, j, 0]
+            val, arg = left.max(0)
+            C[i, j, 0], bC[i, j, 0] = val, ks[arg]
+            ks1 = torch.arange(i + 1, j + 1)
+            right = I[i, ks1, 1] + C[ks1, j, 1]
+            val, arg = right.max(0)
+            C[i, j, 1], bC[i, j, 1] = val, ks1[arg]
+    heads = [0] * n
+
+    def backtrack(i, j, d, complete):
+        if i == j:
+            return
+        if complete:
+            k = int(bC[i, j, d])
+            if d == 0:
+                backtrack(i, k, 0, True)
+                backtrack(k, j, 0, False)
+            else:
+                backtrack(i, k, 1, False)
+                backtrack(k, j, 1, True)
+        else:
+            k = int(bI[i, j, d])
+            if d == 0:
+                heads[i] = j
+            else:
+                heads[j] = i
+            backtrack(i, k, 1, True)
+            backtrack(k + 1, j, 0, True)
+
+    backtrack(0, n - 1, 1, True)
+    return C[0, n - 1, 1], heads
+
+
+def dependency_program(m, weights):
+    torch, F = m.torch, m.F
+    model = load(m, biaffine_parser(m), weights).double()
+    words = torch.tensor([[1, 3, 2, 5, 4], [1, 6, 2, 0, 0], [1, 4, 4, 3, 0]])  # position 0 is <root>
+    mask = words.ne(0)
+    mask[:, 0] = 0
+    gold = torch.tensor([[0, 0, 3, 1, 3], [0, 2, 0, 0, 0], [0, 0, 1, 1, 0]])
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    history = []
+    for step in range(3):
+        opt.zero_grad()
+        s_arc = model(words)
+        logZ = matrix_tree_log_partition(m, s_arc, mask)
+        gold_score = s_arc.gather(-1, gold.unsqueeze(-1)).squeeze(-1)[mask].sum()
+        loss = (logZ.sum() - gold_score) / mask.sum()
+        loss.backward()
+        opt.step()
+        history.append(loss.item())
+    grads = {k: p.grad for k, p in model.named_parameters()}
+    s_arc = model(words).detach().requires_grad_(True)
+    logZ = matrix_tree_log_partition(m, s_arc, mask)
+    marginals, = torch.autograd.grad(logZ.sum(), s_arc)
+    decoded = []
+    for b in range(3):
+        n = int(mask[b].sum()) + 1
+        best, heads = eisner(m, s_arc.detach()[b, :n, :n])
+        decoded.append((best, heads))
+    return {"history": history, "grads": grads, "logZ": logZ, "marginals": marginals, "scores": s_arc,
+            "decoded": decoded}
+
+
+def all_trees(n, projective_only=False):
+    """Every head assignment of words 1..n (0 the root, several root children allowed) that is a tree."""
+    import itertools
+
+    def is_tree(heads):
+        for d in range(1, n + 1):
+            seen, h = set(), d
+            while h != 0:
+                if h in seen:
+                    return False
+                seen.add(h)
+                h = heads[h - 1]
+        return True
+
+    def projective(heads):
+        full = [0] + list(heads)
+        for d in range(1, n + 1):
+            h = full[d]
+            for k in range(min(h, d) + 1, max(h, d)):
+                a = k
+                while a not in (0, h):
+                    a = full[a]
+                if a != h:
+                    return False
+        return True
+
+    for heads in itertools.product(range(n + 1), repeat=n):
+        if any(h == d + 1 for d, h in enumerate(heads)) or not is_tree(heads):
+            continue
+        if projective_only and not projective(heads):
+            continue
+        yield heads
+
+
+def test_biaffine_matrix_tree_and_eisner():
+    weights = weights_of(biaffine_parser)
+    ours, _ = run_both(dependency_program, weights, rtol=1e-7, atol=1e-9)  # (Adam divides near-zero gradients)
+    assert ours["history"][-1] < ours["history"][0]
+    scores, marginals = ours["scores"], ours["marginals"]
+    for b, n in enumerate([4, 2, 3]):  # every tree enumerated: log Z, marginals, the best projective tree
+        s = scores[b]
+        trees = list(all_trees(n))
+        tree_scores = np.array([sum(s[d + 1, h] for d, h in enumerate(t)) for t in trees])
+        logZ = np.log(np.exp(tree_scores - tree_scores.max()).sum()) + tree_scores.max()
+        assert ours["logZ"][b] == pytest.approx(logZ, rel=1e-10)
+        p = np.exp(tree_scores - logZ)
+        expected = np.zeros_like(s)
+        for t, pt in zip(trees, p):
+            for d, h in enumerate(t):
+                expected[d + 1, h] += pt
+        np.testing.assert_allclose(marginals[b], expected, rtol=1e-8, atol=1e-12)
+        proj = list(all_trees(n, projective_only=True))
+        proj_scores = [sum(s[d + 1, h] for d, h in enumerate(t)) for t in proj]
+        best, heads = ours["decoded"][b]
+        assert best == pytest.approx(max(proj_scores), rel=1e-10)
+        assert tuple(heads[1:]) == proj[int(np.argmax(proj_scores))]
+
+
+# ----------------------------------------------------------------------------------------------
+# A semi-Markov CRF (Sarawagi & Cohen 2004) for segmentation: segment scores from cumulative sums of
+# the emissions plus a length embedding, the forward algorithm over segment lengths, the gold
+# segmentation's score, and Viterbi over segments
+# ----------------------------------------------------------------------------------------------
+
+SEG_LABELS, MAX_SEG = 3, 3
+
+
+def semi_crf(m, vocab=8, dim=6):
+    torch, nn = m.torch, m.nn
+
+    class SemiCRF(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(vocab, dim)
+            self.gru = nn.GRU(dim, dim, batch_first=True)
+            self.emit = nn.Linear(dim, SEG_LABELS)
+            self.begin = nn.Linear(dim, SEG_LABELS)  # a segment's first word (no ties between splits)
+            self.length_score = nn.Embedding(MAX_SEG + 1, SEG_LABELS)
+            self.trans = nn.Parameter(0.1 * torch.randn(SEG_LABELS + 1, SEG_LABELS))  # last row: start
+
+        def segment_scores(self, words):
+            h, _ = self.gru(self.embed(words))
+            e = self.emit(h)  # (B, n, K)
+            c = torch.cat([torch.zeros_like(e[:, :1]), e.cumsum(1)], 1)  # prefix sums (B, n+1, K)
+            # score of segment (i, j] labelled y: c[j, y] - c[i, y] + begin[i, y] + length_score[j - i, y]
+            return c, self.begin(h)
+
+        def seg(self, c, i, j):
+            c, begin = c
+            return c[:, j] - c[:, i] + begin[:, i] + self.length_score.weight[j - i]
+
+        def log_partition(self, words):
+            c = self.segment_scores(words)
+            B, n = words.shape
+            alpha = [None] * (n + 1)  # alpha[j]: (B, K) the segmentations of words[:j] ending in label K
+            for j in range(1, n + 1):
+                terms = []
+                for d in range(1, min(MAX_SEG, j) + 1):
+                    i = j - d
+                    s = self.seg(c, i, j)
+                    if i == 0:
+                        terms.append(self.trans[-1] + s)
+                    else:
+                        terms.append(torch.logsumexp(alpha[i].unsqueeze(2) + self.trans[:-1], dim=1) + s)
+                alpha[j] = torch.logsumexp(torch.stack(terms), dim=0)
+            return torch.logsumexp(alpha[n], dim=-1)
+
+        def score(self, words, segments):
+            c = self.segment_scores(words)
+            total = []
+            for b, segs in enumerate(segments):
+                s, prev = 0.0, -1
+                for i, j, y in segs:
+                    s = s + self.seg((c[0][b:b + 1], c[1][b:b + 1]), i, j)[0, y] + self.trans[prev, y]
+                    prev = y
+                total.append(s)
+            return torch.stack(total)
+
+        @torch.no_grad()
+        def viterbi(self, words):
+            c = self.segment_scores(words)
+            B, n = words.shape
+            delta = [None] * (n + 1)
+            back = [None] * (n + 1)
+            for j in range(1, n + 1):
+                cands, origin = [], []
+                for d in range(1, min(MAX_SEG, j) + 1):
+                    i = j - d
+                    s = self.seg(c, i, j)
+                    if i == 0:
+                        best, arg = self.trans[-1].expand(B, -1), torch.full((B, SEG_LABELS), -1, dtype=torch.long)
+                    else:
+                        best, arg = (delta[i].unsqueeze(2) + self.trans[:-1]).max(dim=1)
+                    cands.append(best + s)
+                    origin.append(arg)
+                stacked = torch.stack(cands)  # (D, B, K)
+                delta[j], which = stacked.max(dim=0)
+                prev_label = torch.stack(origin).gather(0, which.unsqueeze(0)).squeeze(0)
+                back[j] = (which + 1, prev_label)  # segment length, previous label
+            out = []
+            best_score, y = delta[n].max(-1)
+            for b in range(B):
+                segs, j, label = [], n, int(y[b])
+                while j > 0:
+                    d, prev = int(back[j][0][b, label]), int(back[j][1][b, label])
+                    segs.append((j - d, j, label))
+                    j, label = j - d, prev
+                out.append(segs[::-1])
+            return best_score, out
+
+    return SemiCRF()
+
+
+def segmentations(n, labels=SEG_LABELS, max_seg=MAX_SEG):
+    if n == 0:
+        yield []
+        return
+    for d in range(1, min(max_seg, n) + 1):
+        for rest in segmentations(n - d, labels, max_seg):
+            for y in range(labels):
+                yield rest + [(n - d, n, y)]
+
+
+def semi_crf_program(m, weights):
+    torch = m.torch
+    model = load(m, semi_crf(m), weights).double()
+    words = torch.tensor([[1, 4, 2, 2, 7], [3, 3, 5, 0, 6]])
+    gold = [[(0, 2, 0), (2, 3, 1), (3, 5, 2)], [(0, 1, 1), (1, 4, 0), (4, 5, 1)]]
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    history = []
+    for step in range(4):
+        opt.zero_grad()
+        nll = (model.log_partition(words) - model.score(words, gold)).mean()
+        nll.backward()
+        opt.step()
+        history.append(nll.item())
+    grads = {k: p.grad for k, p in model.named_parameters()}
+    with torch.no_grad():
+        logZ = model.log_partition(words)
+        c = model.segment_scores(words)
+    best, segs = model.viterbi(words)
+    return {"history": history, "grads": grads, "logZ": logZ, "best": best, "segs": segs,
+            "scores_of_all": torch.stack([model.score(words, [s, s]) for s in segmentations(5)]).detach()}
+
+
+def test_semi_markov_crf():
+    weights = weights_of(semi_crf)
+    ours, _ = run_both(semi_crf_program, weights, rtol=1e-9, atol=1e-11)
+    assert ours["history"][-1] < ours["history"][0]
+    every = ours["scores_of_all"]  # (segmentations, B): every segmentation of 5 words scored
+    top = every.max(0)
+    np.testing.assert_allclose(ours["logZ"], np.log(np.exp(every - top).sum(0)) + top, rtol=1e-10)
+    np.testing.assert_allclose(ours["best"], top, rtol=1e-10)
+    segs = list(segmentations(5))
+    for b in range(2):
+        assert [tuple(s) for s in ours["segs"][b]] == segs[int(every[:, b].argmax())]
