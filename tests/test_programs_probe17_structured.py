@@ -663,3 +663,385 @@ def test_semi_markov_crf():
     segs = list(segmentations(5))
     for b in range(2):
         assert [tuple(s) for s in ours["segs"][b]] == segs[int(every[:, b].argmax())]
+
+
+# ----------------------------------------------------------------------------------------------
+# Monotonic alignment search (Glow-TTS, Kim et al. 2020): the Gaussian log-likelihood of every
+# (text, frame) pair by four matmuls, the best monotonic path by a vectorised DP (the TTS repos'
+# maximum_path_numpy, in torch), the aligned means by matmul, and the log-duration target
+# ----------------------------------------------------------------------------------------------
+
+
+def maximum_path(m, value, mask, max_neg_val=-1e9):
+    """value, mask: [b, t_x, t_y]"""
+    torch, F = m.torch, m.F
+    value = value * mask
+    b, t_x, t_y = value.shape
+    direction = torch.zeros(value.shape, dtype=torch.int64)
+    v = torch.zeros((b, t_x), dtype=value.dtype)
+    x_range = torch.arange(t_x, dtype=value.dtype).view(1, -1)
+    for j in range(t_y):
+        v0 = F.pad(v, [1, 0, 0, 0], mode="constant", value=max_neg_val)[:, :-1]
+        v1 = v
+        max_mask = v1 >= v0
+        v_max = torch.where(max_mask, v1, v0)
+        direction[:, :, j] = max_mask
+        index_mask = x_range <= j
+        v = torch.where(index_mask, v_max + value[:, :, j], torch.full_like(v, max_neg_val))
+    direction = torch.where(mask.bool(), direction, torch.ones_like(direction))
+    path = torch.zeros(value.shape, dtype=value.dtype)
+    index = mask[:, :, 0].sum(1).long() - 1
+    index_range = torch.arange(b)
+    for j in reversed(range(t_y)):
+        path[index_range, index, j] = 1
+        index = index + direction[index_range, index, j] - 1
+    path = path * mask
+    return path
+
+
+def glow_tts(m, vocab=6, channels=4, hidden=8):
+    torch, nn = m.torch, m.nn
+
+    class TextEncoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(vocab, hidden)
+            self.conv = nn.Conv1d(hidden, hidden, 3, padding=1)
+            self.proj_m = nn.Conv1d(hidden, channels, 1)
+            self.proj_s = nn.Conv1d(hidden, channels, 1)
+            self.proj_w = nn.Conv1d(hidden, 1, 1)
+
+        def forward(self, x, x_mask):
+            h = self.emb(x).transpose(1, 2) * x_mask  # [b, h, t]
+            h = torch.relu(self.conv(h)) * x_mask
+            return self.proj_m(h) * x_mask, self.proj_s(h) * x_mask, self.proj_w(h.detach()) * x_mask
+
+    class ActNormFlow(nn.Module):  # the decoder's flow, reduced to one invertible affine layer
+        def __init__(self):
+            super().__init__()
+            self.logs = nn.Parameter(torch.zeros(1, channels, 1))
+            self.bias = nn.Parameter(torch.zeros(1, channels, 1))
+
+        def forward(self, y, y_mask):
+            z = (self.bias + torch.exp(self.logs) * y) * y_mask
+            logdet = torch.sum(self.logs) * torch.sum(y_mask, [1, 2])
+            return z, logdet
+
+    class GlowTTS(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encoder = TextEncoder()
+            self.decoder = ActNormFlow()
+
+        def forward(self, x, x_lengths, y, y_lengths):
+            x_mask = (torch.arange(x.size(1))[None] < x_lengths[:, None]).unsqueeze(1).to(y.dtype)
+            y_mask = (torch.arange(y.size(2))[None] < y_lengths[:, None]).unsqueeze(1).to(y.dtype)
+            attn_mask = torch.unsqueeze(x_mask, -1) * torch.unsqueeze(y_mask, 2)
+            x_m, x_logs, logw = self.encoder(x, x_mask)
+            z, logdet = self.decoder(y, y_mask)
+            with torch.no_grad():
+                x_s_sq_r = torch.exp(-2 * x_logs)
+                logp1 = torch.sum(-0.5 * math.log(2 * math.pi) - x_logs, [1]).unsqueeze(-1)  # [b, t, 1]
+                logp2 = torch.matmul(x_s_sq_r.transpose(1, 2), -0.5 * (z ** 2))  # [b, t, d] x [b, d, t'] = [b, t, t']
+                logp3 = torch.matmul((x_m * x_s_sq_r).transpose(1, 2), z)  # [b, t, d] x [b, d, t'] = [b, t, t']
+                logp4 = torch.sum(-0.5 * (x_m ** 2) * x_s_sq_r, [1]).unsqueeze(-1)  # [b, t, 1]
+                logp = logp1 + logp2 + logp3 + logp4  # [b, t, t']
+                attn = maximum_path(m, logp, attn_mask.squeeze(1)).unsqueeze(1).detach()
+            z_m = torch.matmul(attn.squeeze(1).transpose(1, 2), x_m.transpose(1, 2)).transpose(1, 2)  # [b, t', t], [b, t, d] -> [b, d, t']
+            z_logs = torch.matmul(attn.squeeze(1).transpose(1, 2), x_logs.transpose(1, 2)).transpose(1, 2)
+            logw_ = torch.log(1e-8 + torch.sum(attn, -1)) * x_mask
+            return z, z_m, z_logs, logdet, logw, logw_, attn, y_mask, x_mask, logp
+
+    return GlowTTS()
+
+
+def mle_loss(m, z, m_, logs, logdet, mask):
+    torch = m.torch
+    l = torch.sum(logs) + 0.5 * torch.sum(torch.exp(-2 * logs) * ((z - m_) ** 2))  # neg normal likelihood w/o the constant term
+    l = l - torch.sum(logdet)  # log jacobian determinant
+    l = l / torch.sum(torch.ones_like(z) * mask)  # averaging across batch, channel and time axes
+    l = l + 0.5 * math.log(2 * math.pi)  # add the remaining constant term
+    return l
+
+
+def glow_tts_program(m, weights):
+    torch = m.torch
+    model = load(m, glow_tts(m), weights).double()
+    rng = np.random.default_rng(3)
+    x = torch.tensor([[1, 3, 2, 5], [4, 2, 1, 0]])
+    x_lengths = torch.tensor([4, 3])
+    y = torch.from_numpy(rng.standard_normal((2, 4, 11)))
+    y_lengths = torch.tensor([11, 8])
+    opt = torch.optim.Adam(model.parameters(), lr=0.02)
+    history, paths = [], []
+    for step in range(4):
+        opt.zero_grad()
+        z, z_m, z_logs, logdet, logw, logw_, attn, y_mask, x_mask, logp = model(x, x_lengths, y, y_lengths)
+        l_mle = mle_loss(m, z, z_m, z_logs, logdet, y_mask)
+        l_length = torch.sum((logw - logw_) ** 2) / torch.sum(x_lengths)
+        loss = l_mle + l_length
+        loss.backward()
+        opt.step()
+        history.append((l_mle.item(), l_length.item()))
+        paths.append(attn.squeeze(1))
+    grads = {k: p.grad for k, p in model.named_parameters()}
+    return {"history": history, "paths": paths, "grads": grads, "logp": logp, "durations": attn.sum(-1).squeeze(1)}
+
+
+def monotonic_paths(t_x, t_y):
+    """Every monotonic alignment of t_x tokens to t_y frames (each token at least one frame), as durations."""
+    if t_x == 1:
+        yield (t_y,)
+        return
+    for d in range(1, t_y - t_x + 2):
+        for rest in monotonic_paths(t_x - 1, t_y - d):
+            yield (d,) + rest
+
+
+def test_glow_tts_monotonic_alignment_search():
+    weights = weights_of(glow_tts)
+    ours, _ = run_both(glow_tts_program, weights, rtol=1e-8, atol=1e-10)
+    assert ours["history"][-1][0] < ours["history"][0][0]
+    logp = ours["logp"]
+    for b, (t_x, t_y) in enumerate([(4, 11), (3, 8)]):  # the path found is the best of every monotonic one
+        best = max(monotonic_paths(t_x, t_y),
+                   key=lambda ds: sum(logp[b, i, f] for i, (s, d) in enumerate(zip(np.cumsum((0,) + ds), ds))
+                                      for f in range(s, s + d)))
+        np.testing.assert_array_equal(ours["durations"][b, :t_x], best)
+        assert ours["durations"][b, t_x:].sum() == 0
+
+
+# ----------------------------------------------------------------------------------------------
+# A structured SVM tagger (Taskar et al. 2003; Tsochantaridis et al. 2005): loss-augmented Viterbi
+# with a Hamming cost, the margin-rescaled structured hinge, subgradients through gather, and the
+# structured perceptron's update on the same model
+# ----------------------------------------------------------------------------------------------
+
+N_TAGS = 4
+
+
+def hinge_tagger(m, vocab=9, dim=6):
+    torch, nn = m.torch, m.nn
+
+    class Tagger(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(vocab, dim, padding_idx=0)
+            self.conv = nn.Conv1d(dim, dim, 3, padding=1)
+            self.out = nn.Linear(dim, N_TAGS)
+            self.transitions = nn.Parameter(torch.zeros(N_TAGS, N_TAGS))
+            self.start = nn.Parameter(torch.zeros(N_TAGS))
+
+        def forward(self, words):
+            h = torch.tanh(self.conv(self.embed(words).transpose(1, 2))).transpose(1, 2)
+            return self.out(h)  # (B, T, K)
+
+        def path_score(self, emissions, tags, mask):
+            B, T, K = emissions.shape
+            emit = emissions.gather(2, tags.unsqueeze(2)).squeeze(2)  # (B, T)
+            trans = self.transitions[tags[:, :-1], tags[:, 1:]]  # (B, T-1)
+            return self.start[tags[:, 0]] + (emit * mask).sum(1) + (trans * mask[:, 1:]).sum(1)
+
+        @torch.no_grad()
+        def viterbi(self, emissions, mask):
+            B, T, K = emissions.shape
+            score = self.start + emissions[:, 0]
+            history = []
+            for t in range(1, T):
+                next_score, indices = (score.unsqueeze(2) + self.transitions).max(dim=1)
+                next_score = next_score + emissions[:, t]
+                score = torch.where(mask[:, t].unsqueeze(1).bool(), next_score, score)
+                history.append(indices)
+            best_score, best_last = score.max(dim=1)
+            lengths = mask.sum(1).long()
+            tags = torch.zeros(B, T, dtype=torch.long)
+            for b in range(B):
+                tag = best_last[b]
+                tags[b, lengths[b] - 1] = tag
+                for t in range(int(lengths[b]) - 2, -1, -1):
+                    tag = history[t][b][tag]
+                    tags[b, t] = tag
+            return best_score, tags
+
+    return Tagger()
+
+
+def structured_hinge_program(m, weights, rule="hinge"):
+    torch, F = m.torch, m.F
+    model = load(m, hinge_tagger(m), weights).double()
+    words = torch.tensor([[1, 5, 3, 8, 2, 4], [6, 2, 7, 0, 0, 0], [3, 3, 1, 5, 0, 0]])
+    gold = torch.tensor([[0, 1, 2, 3, 1, 0], [2, 2, 3, 0, 0, 0], [1, 0, 0, 2, 0, 0]])
+    mask = (words != 0).double()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, weight_decay=1e-3)
+    history, decodes = [], []
+    for epoch in range(6):
+        opt.zero_grad()
+        emissions = model(words)
+        if rule == "hinge":  # loss-augmented decoding: +1 for every tag that is not gold
+            cost = 1.0 - F.one_hot(gold, N_TAGS).double()
+            _, y_hat = model.viterbi(emissions + cost * mask.unsqueeze(2), mask)
+            hamming = ((y_hat != gold).double() * mask).sum(1)
+        else:  # the structured perceptron
+            _, y_hat = model.viterbi(emissions, mask)
+            hamming = torch.zeros(3, dtype=torch.float64)
+        margins = model.path_score(emissions, y_hat, mask) + hamming - model.path_score(emissions, gold, mask)
+        loss = torch.clamp(margins, min=0).sum() if rule == "hinge" else margins.sum()
+        loss.backward()
+        opt.step()
+        history.append(loss.item())
+        decodes.append(y_hat)
+    with torch.no_grad():
+        emissions = model(words)
+        best, tags = model.viterbi(emissions, mask)
+    return {"history": history, "decodes": decodes, "best": best, "tags": tags, "emissions": emissions,
+            "transitions": model.transitions, "start": model.start,
+            "grads": {k: p.grad for k, p in model.named_parameters()}}
+
+
+@pytest.mark.parametrize("rule", ["hinge", "perceptron"])
+def test_structured_hinge_with_loss_augmented_viterbi(rule):
+    weights = weights_of(hinge_tagger)
+    ours, _ = run_both(structured_hinge_program, weights, rule=rule, rtol=1e-9, atol=1e-11)
+    assert ours["history"][-1] < ours["history"][0]
+    if rule == "hinge":
+        assert all(v >= 0 for v in ours["history"])
+    import itertools
+    e, A, s0 = ours["emissions"], ours["transitions"], ours["start"]
+    for b, n in enumerate([6, 3, 4]):  # Viterbi is the best of every tag sequence
+        scored = {p: s0[p[0]] + sum(e[b, t, p[t]] for t in range(n)) + sum(A[p[t], p[t + 1]] for t in range(n - 1))
+                  for p in itertools.product(range(N_TAGS), repeat=n)}
+        best = max(scored, key=scored.get)
+        assert tuple(ours["tags"][b, :n]) == best
+        assert ours["best"][b] == pytest.approx(scored[best], rel=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------
+# CTC: the forward algorithm by hand (vadimkantorov/ctc's vectorised form: in-place writes into a
+# log-alpha table, torch.where on the skip mask) against F.ctc_loss, values and gradients; greedy
+# decoding by unique_consecutive and the prefix beam search, scored by F.ctc_loss
+# ----------------------------------------------------------------------------------------------
+
+
+def logadd(x0, x1, x2, torch):
+    # produces nan gradients in backward if -inf log-space zero element is used https://github.com/pytorch/pytorch/issues/31829
+    return torch.logsumexp(torch.stack([x0, x1, x2]), dim=0)
+
+
+def ctc_loss_by_hand(m, log_probs, targets, input_lengths, target_lengths, blank=0):
+    torch = m.torch
+    input_time_size, batch_size = log_probs.shape[:2]
+    B = torch.arange(batch_size, device=input_lengths.device)
+    _t_a_r_g_e_t_s_ = torch.cat([targets, targets[:, :1]], dim=-1)
+    _t_a_r_g_e_t_s_ = torch.stack([torch.full_like(_t_a_r_g_e_t_s_, blank), _t_a_r_g_e_t_s_], dim=-1).flatten(start_dim=-2)
+    diff_labels = torch.cat([torch.as_tensor([[False, False]], device=targets.device).expand(batch_size, -1), _t_a_r_g_e_t_s_[:, 2:] != _t_a_r_g_e_t_s_[:, :-2]], dim=1)
+    zero_padding, zero = 2, torch.tensor(torch.finfo(torch.float32).min, device=log_probs.device, dtype=log_probs.dtype)
+    log_probs_ = log_probs.gather(-1, _t_a_r_g_e_t_s_.expand(input_time_size, -1, -1))
+    log_alpha = torch.full((input_time_size, batch_size, zero_padding + _t_a_r_g_e_t_s_.shape[-1]), zero, device=log_probs.device, dtype=log_probs.dtype)
+    log_alpha[0, :, zero_padding + 0] = log_probs[0, :, blank]
+    log_alpha[0, :, zero_padding + 1] = log_probs[0, B, _t_a_r_g_e_t_s_[:, 1]]
+    for t in range(1, input_time_size):
+        log_alpha[t, :, 2:] = log_probs_[t] + logadd(log_alpha[t - 1, :, 2:], log_alpha[t - 1, :, 1:-1], torch.where(diff_labels, log_alpha[t - 1, :, :-2], zero), torch)
+    l1l2 = log_alpha[input_lengths - 1, B].gather(-1, torch.stack([zero_padding + target_lengths * 2 - 1, zero_padding + target_lengths * 2], dim=-1))
+    loss = -torch.logsumexp(l1l2, dim=-1)
+    return loss
+
+
+NEG_INF = -float("inf")
+
+
+def np_logsumexp(*args):
+    if all(a == NEG_INF for a in args):
+        return NEG_INF
+    a_max = max(args)
+    lsp = math.log(sum(math.exp(a - a_max) for a in args))
+    return a_max + lsp
+
+
+def prefix_beam_search(probs, beam_size=8, blank=0):
+    import collections
+    T, S = probs.shape
+    beam = [(tuple(), (0.0, NEG_INF))]  # (prefix, (log p ending in blank, log p not ending in blank))
+    for t in range(T):
+        next_beam = collections.defaultdict(lambda: (NEG_INF, NEG_INF))
+        for s in range(S):
+            p = probs[t, s]
+            for prefix, (p_b, p_nb) in beam:
+                if s == blank:
+                    n_p_b, n_p_nb = next_beam[prefix]
+                    n_p_b = np_logsumexp(n_p_b, p_b + p, p_nb + p)
+                    next_beam[prefix] = (n_p_b, n_p_nb)
+                    continue
+                end_t = prefix[-1] if prefix else None
+                n_prefix = prefix + (s,)
+                n_p_b, n_p_nb = next_beam[n_prefix]
+                if s != end_t:
+                    n_p_nb = np_logsumexp(n_p_nb, p_b + p, p_nb + p)
+                else:
+                    n_p_nb = np_logsumexp(n_p_nb, p_b + p)  # a repeat needs a blank between
+                next_beam[n_prefix] = (n_p_b, n_p_nb)
+                if s == end_t:  # the repeat collapses into the same prefix
+                    n_p_b, n_p_nb = next_beam[prefix]
+                    n_p_nb = np_logsumexp(n_p_nb, p_nb + p)
+                    next_beam[prefix] = (n_p_b, n_p_nb)
+        beam = sorted(next_beam.items(), key=lambda x: np_logsumexp(*x[1]), reverse=True)[:beam_size]
+    return [(prefix, np_logsumexp(*scores)) for prefix, scores in beam]
+
+
+def ctc_program(m, weights):
+    torch, nn, F = m.torch, m.nn, m.F
+    model = load(m, nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 4)), weights).double()
+    rng = np.random.default_rng(5)
+    feats = torch.from_numpy(rng.standard_normal((7, 3, 3)))  # (T, N, C)
+    targets = torch.tensor([[1, 2, 2], [3, 1, 0], [2, 0, 0]])
+    input_lengths = torch.tensor([7, 6, 5])
+    target_lengths = torch.tensor([3, 2, 1])
+    logits = model(feats)
+    log_probs = logits.log_softmax(-1)
+    ours = ctc_loss_by_hand(m, log_probs, targets, input_lengths, target_lengths)
+    builtin = F.ctc_loss(log_probs, targets, input_lengths, target_lengths, reduction="none")
+    g_hand = torch.autograd.grad(ours.sum(), list(model.parameters()), retain_graph=True)
+    g_builtin = torch.autograd.grad(builtin.sum(), list(model.parameters()))
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    history = []
+    for step in range(10):
+        opt.zero_grad()
+        lp = model(feats).log_softmax(2)
+        loss = F.ctc_loss(lp, targets, input_lengths, target_lengths, blank=0, reduction="mean")
+        loss.backward()
+        opt.step()
+        history.append(loss.item())
+    with torch.no_grad():
+        lp = model(feats).log_softmax(2)
+    greedy = []
+    for b in range(3):
+        best = lp[: input_lengths[b], b].argmax(-1)
+        collapsed = torch.unique_consecutive(best)
+        greedy.append(collapsed[collapsed != 0].tolist())
+    beams = [prefix_beam_search(lp[: input_lengths[b], b].numpy(), beam_size=64) for b in range(3)]
+    # each hypothesis's score is its CTC probability: F.ctc_loss of it as a target
+    rescored = []
+    for b in range(3):
+        hyps = [h for h, _ in beams[b][:4] if len(h) > 0]
+        n = len(hyps)
+        tg = torch.zeros(n, max(len(h) for h in hyps), dtype=torch.long)
+        for i, h in enumerate(hyps):
+            tg[i, : len(h)] = torch.tensor(h)
+        nll = F.ctc_loss(lp[:, b:b + 1].expand(-1, n, -1), tg, input_lengths[b].repeat(n),
+                         torch.tensor([len(h) for h in hyps]), reduction="none", zero_infinity=True)
+        rescored.append((hyps, -nll))
+    return {"by_hand": ours, "builtin": builtin, "g_hand": g_hand, "g_builtin": g_builtin, "history": history,
+            "greedy": greedy, "beams": beams, "rescored": rescored}
+
+
+def test_ctc_by_hand_greedy_and_prefix_beam_search():
+    weights = weights_of(lambda m: m.nn.Sequential(m.nn.Linear(3, 8), m.nn.Tanh(), m.nn.Linear(8, 4)))
+    ours, _ = run_both(ctc_program, weights, rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(ours["by_hand"], ours["builtin"], rtol=1e-10)
+    for a, b in zip(ours["g_hand"], ours["g_builtin"]):
+        np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-12)
+    assert ours["history"][-1] < ours["history"][0]
+    for b in range(3):
+        scores = dict(ours["beams"][b])
+        hyps, logp = ours["rescored"][b]
+        for h, lp in zip(hyps, logp):  # a wide enough beam keeps every prefix's whole probability
+            assert scores[tuple(h)] == pytest.approx(lp, rel=1e-9)
