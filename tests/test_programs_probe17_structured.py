@@ -1045,3 +1045,148 @@ def test_ctc_by_hand_greedy_and_prefix_beam_search():
         hyps, logp = ours["rescored"][b]
         for h, lp in zip(hyps, logp):  # a wide enough beam keeps every prefix's whole probability
             assert scores[tuple(h)] == pytest.approx(lp, rel=1e-9)
+
+
+# ----------------------------------------------------------------------------------------------
+# A linear-chain CRF three ways, as torch-struct and its users write it: log Z by a sequential scan
+# under a length mask (torch.where), by a parallel binary-tree reduction of log-semiring matrix
+# products padded with the log identity, and by the backward algorithm on flipped potentials;
+# marginals as alpha + beta - log Z and as the gradient of log Z; the Viterbi path as the gradient of
+# the max-semiring score
+# ----------------------------------------------------------------------------------------------
+
+C_TAGS = 3
+
+
+def chain_crf(m, vocab=7, dim=5):
+    torch, nn = m.torch, m.nn
+
+    class ChainCRF(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(vocab, dim)
+            self.lstm = nn.LSTM(dim, dim, batch_first=True, bidirectional=True)
+            self.emit = nn.Linear(2 * dim, C_TAGS)
+            self.trans = nn.Parameter(torch.randn(C_TAGS, C_TAGS) * 0.5)
+
+        def forward(self, words, lengths):
+            packed = nn.utils.rnn.pack_padded_sequence(self.embed(words), lengths, batch_first=True, enforce_sorted=False)
+            h, _ = self.lstm(packed)
+            h, _ = nn.utils.rnn.pad_packed_sequence(h, batch_first=True, total_length=words.size(1))
+            return self.emit(h)  # (B, T, C)
+
+    return ChainCRF()
+
+
+def edge_potentials(m, emissions, trans, lengths):
+    """edge[b, t, i, j]: tag i at t then tag j at t + 1 (the first edge carries the first emission);
+    the log identity past a sequence's end, so a product over every edge covers exactly its length."""
+    torch = m.torch
+    B, T, C = emissions.shape
+    edge = trans.view(1, 1, C, C) + emissions[:, 1:].unsqueeze(2)
+    edge = torch.cat([edge[:, :1] + emissions[:, :1].unsqueeze(3), edge[:, 1:]], dim=1)
+    log_eye = torch.full((C, C), float("-inf"), dtype=emissions.dtype).fill_diagonal_(0)
+    mask = torch.arange(1, T)[None] < lengths[:, None]  # (B, T-1): edge t exists when t + 1 < length
+    return torch.where(mask[:, :, None, None], edge, log_eye)
+
+
+def logbmm(a, b):
+    return (a.unsqueeze(-1) + b.unsqueeze(-3)).logsumexp(-2)
+
+
+def maxbmm(a, b):
+    return (a.unsqueeze(-1) + b.unsqueeze(-3)).max(-2)[0]
+
+
+def tree_reduce(m, edge, product):
+    torch = m.torch
+    B, N, C, _ = edge.shape
+    size = 1 << (N - 1).bit_length()
+    log_eye = torch.full((C, C), float("-inf"), dtype=edge.dtype)
+    log_eye.diagonal().zero_()
+    x = torch.cat([edge, log_eye.expand(B, size - N, C, C)], dim=1)
+    while x.shape[1] > 1:
+        x = product(x[:, 0::2], x[:, 1::2])
+    return x[:, 0]
+
+
+def chain_crf_program(m, weights):
+    torch, F = m.torch, m.F
+    model = load(m, chain_crf(m), weights).double()
+    words = torch.tensor([[1, 4, 2, 6, 3], [5, 2, 2, 0, 0], [3, 1, 0, 0, 0]])
+    lengths = torch.tensor([5, 3, 2])
+    gold = torch.tensor([[0, 1, 1, 2, 0], [2, 2, 0, 0, 0], [1, 0, 0, 0, 0]])
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    history = []
+    for step in range(3):
+        opt.zero_grad()
+        emissions = model(words, lengths)
+        edge = edge_potentials(m, emissions, model.trans, lengths)
+        logZ = tree_reduce(m, edge, logbmm).logsumexp(-1).logsumexp(-1)
+        # the gold path's score: one edge per step, read by advanced indexing
+        B, T = gold.shape
+        t = torch.arange(T - 1)
+        gold_score = edge[torch.arange(B)[:, None], t, gold[:, :-1], gold[:, 1:]].sum(-1)
+        loss = (logZ - gold_score).mean()
+        loss.backward()
+        opt.step()
+        history.append(loss.item())
+
+    emissions = model(words, lengths).detach().requires_grad_(True)
+    edge = edge_potentials(m, emissions, model.trans.detach(), lengths)
+    B, T, C = emissions.shape
+    # sequential forward under the mask
+    alpha = emissions[:, 0]
+    alphas = [alpha]
+    for t in range(1, T):
+        nxt = torch.logsumexp(alpha.unsqueeze(2) + model.trans.detach() + emissions[:, t].unsqueeze(1), dim=1)
+        alpha = torch.where((t < lengths).unsqueeze(1), nxt, alpha)
+        alphas.append(alpha)
+    logZ_seq = alpha.logsumexp(-1)
+    logZ_tree = tree_reduce(m, edge, logbmm).logsumexp(-1).logsumexp(-1)
+    # backward algorithm: the forward scan over flipped, transposed edges
+    back_edge = edge.flip(1).transpose(-1, -2)
+    beta = torch.zeros(B, C, dtype=emissions.dtype)
+    betas = [beta]
+    for t in range(T - 1):
+        beta = torch.logsumexp(back_edge[:, t] + beta.unsqueeze(2), dim=1)
+        betas.append(beta)
+    betas = torch.stack(betas[::-1], 1)  # (B, T, C): beta[t] covers edges t..T-2 (edge 0 carries emission 0)
+    logZ_back = betas[:, 0].logsumexp(-1)
+    alphas = torch.stack(alphas, 1)
+    by_grad, = torch.autograd.grad(logZ_tree.sum(), emissions)
+    # Viterbi as the gradient of the max-semiring score
+    edge_v = edge.detach().requires_grad_(True)
+    best = tree_reduce(m, edge_v, maxbmm).flatten(1).max(-1)[0]
+    edge_marg, = torch.autograd.grad(best.sum(), edge_v)
+    path = torch.cat([edge_marg.sum(-1)[:, :1].argmax(-1), edge_marg.sum(-2).argmax(-1)], dim=1)
+    return {"history": history, "logZ_seq": logZ_seq, "logZ_tree": logZ_tree, "logZ_back": logZ_back,
+            "by_grad": by_grad, "alphas": alphas, "betas": betas, "best": best, "path": path,
+            "emissions": emissions, "trans": model.trans}
+
+
+def test_linear_chain_crf_scan_tree_flip_and_viterbi_by_gradient():
+    weights = weights_of(chain_crf)
+    ours, _ = run_both(chain_crf_program, weights, rtol=1e-9, atol=1e-11)
+    assert ours["history"][-1] < ours["history"][0]
+    np.testing.assert_allclose(ours["logZ_tree"], ours["logZ_seq"], rtol=1e-12)
+    np.testing.assert_allclose(ours["logZ_back"], ours["logZ_seq"], rtol=1e-12)
+    import itertools
+    e, A = ours["emissions"], ours["trans"]
+    for b, n in enumerate([5, 3, 2]):
+        scored = {p: sum(e[b, t, p[t]] for t in range(n)) + sum(A[p[t], p[t + 1]] for t in range(n - 1))
+                  for p in itertools.product(range(C_TAGS), repeat=n)}
+        vals = np.array(list(scored.values()))
+        assert ours["logZ_seq"][b] == pytest.approx(np.log(np.exp(vals).sum()), rel=1e-12)
+        marg = np.zeros((n, C_TAGS))
+        for p, v in scored.items():
+            marg[np.arange(n), p] += np.exp(v - ours["logZ_seq"][b])
+        np.testing.assert_allclose(ours["by_grad"][b, :n], marg, rtol=1e-9, atol=1e-13)
+        assert np.all(ours["by_grad"][b, n:] == 0)  # past the end nothing depends on the emissions
+        beta = ours["betas"][b, :n].copy()
+        beta[0] -= e[b, 0]  # (alpha holds the first emission too)
+        fb = np.exp(ours["alphas"][b, :n] + beta - ours["logZ_seq"][b])
+        np.testing.assert_allclose(fb, marg, rtol=1e-9, atol=1e-13)
+        best = max(scored, key=scored.get)
+        assert ours["best"][b] == pytest.approx(scored[best], rel=1e-12)
+        assert tuple(ours["path"][b, :n]) == best
