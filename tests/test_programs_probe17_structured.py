@@ -1190,3 +1190,161 @@ def test_linear_chain_crf_scan_tree_flip_and_viterbi_by_gradient():
         best = max(scored, key=scored.get)
         assert ours["best"][b] == pytest.approx(scored[best], rel=1e-12)
         assert tuple(ours["path"][b, :n]) == best
+
+
+# ----------------------------------------------------------------------------------------------
+# Differentiable ranking: allRank's approxNDCG (ranks by pairwise sigmoids, padded lists masked with
+# -inf before sort) and fast-soft-sort's soft rank (Blondel et al. 2020: the projection onto the
+# permutahedron by pool-adjacent-violators in NumPy, a custom autograd.Function with its own vjp),
+# learnt as a Spearman loss; the Function checked by gradcheck
+# ----------------------------------------------------------------------------------------------
+
+PADDED_Y_VALUE, DEFAULT_EPS = -1, 1e-10
+
+
+def approxNDCGLoss(m, y_pred, y_true, eps=DEFAULT_EPS, padded_value_indicator=PADDED_Y_VALUE, alpha=1.):
+    torch = m.torch
+    y_pred = y_pred.clone()
+    y_true = y_true.clone()
+
+    padded_mask = y_true == padded_value_indicator
+    y_pred[padded_mask] = float("-inf")
+    y_true[padded_mask] = float("-inf")
+
+    # Here we sort the true and predicted relevancy scores.
+    y_pred_sorted, indices_pred = y_pred.sort(descending=True, dim=-1)
+    y_true_sorted, _ = y_true.sort(descending=True, dim=-1)
+
+    # After sorting, we can mask out the pairs of indices (i, j) containing index of a padded element.
+    true_sorted_by_preds = torch.gather(y_true, dim=1, index=indices_pred)
+    true_diffs = true_sorted_by_preds[:, :, None] - true_sorted_by_preds[:, None, :]
+    padded_pairs_mask = torch.isfinite(true_diffs)
+    padded_pairs_mask.diagonal(dim1=-2, dim2=-1).zero_()
+
+    # Here we find the gains, discounts and ideal DCGs per slate.
+    true_sorted_by_preds.clamp_(min=0.)
+    y_true_sorted.clamp_(min=0.)
+
+    pos_idxs = torch.arange(1, y_pred.shape[1] + 1)
+    D = torch.log2(1. + pos_idxs.float())[None, :]
+    maxDCGs = torch.sum((torch.pow(2, y_true_sorted) - 1) / D, dim=-1).clamp(min=eps)
+    G = (torch.pow(2, true_sorted_by_preds) - 1) / maxDCGs[:, None]
+
+    # Here we approximate the ranking positions according to Eqs 19-20 and later approximate NDCG (Eq 21)
+    scores_diffs = (y_pred_sorted[:, :, None] - y_pred_sorted[:, None, :])
+    scores_diffs[~padded_pairs_mask] = 0.
+    approx_pos = 1. + torch.sum(padded_pairs_mask.float() * (torch.sigmoid(-alpha * scores_diffs).clamp(min=eps)), dim=-1)
+    approx_D = torch.log2(1. + approx_pos)
+    approx_NDCG = torch.sum((G / approx_D), dim=-1)
+
+    return -torch.mean(approx_NDCG)
+
+
+def isotonic_l2(y):
+    """Pool adjacent violators: argmin ||v - y||^2 subject to v non-increasing; and its blocks."""
+    blocks = []  # [start, end, mean]
+    for i, value in enumerate(y):
+        blocks.append([i, i + 1, float(value)])
+        while len(blocks) > 1 and blocks[-2][2] < blocks[-1][2]:
+            s2, e2, v2 = blocks.pop()
+            s1, e1, v1 = blocks.pop()
+            blocks.append([s1, e2, (v1 * (e1 - s1) + v2 * (e2 - s2)) / (e2 - s1)])
+    v = np.empty(len(y))
+    for s, e, mean in blocks:
+        v[s:e] = mean
+    return v, [(s, e) for s, e, _ in blocks]
+
+
+class SoftRankL2:
+    """numpy_ops.SoftRank(values, regularization_strength, regularization="l2") for one vector."""
+
+    def __init__(self, values, regularization_strength=1.0):
+        self.values = np.asarray(values, dtype=np.float64)
+        self.eps = regularization_strength
+
+    def compute(self):
+        n = len(self.values)
+        z = -self.values / self.eps
+        w = np.arange(n, 0, -1, dtype=np.float64)
+        self.perm = np.argsort(-z, kind="stable")
+        self.inv = np.argsort(self.perm)
+        dual, self.blocks = isotonic_l2(z[self.perm] - w)
+        return z - dual[self.inv]
+
+    def vjp(self, g):
+        g_sorted = g[self.perm]
+        avg = np.empty_like(g_sorted)
+        for s, e in self.blocks:
+            avg[s:e] = g_sorted[s:e].mean()
+        return -(g - avg[self.inv]) / self.eps
+
+
+def soft_rank_program(m, weights):
+    torch, nn = m.torch, m.nn
+
+    class _SoftRank(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, values, regularization_strength=1.0):
+            ctx.sr = [SoftRankL2(v, regularization_strength) for v in values.detach().numpy()]
+            return torch.from_numpy(np.stack([sr.compute() for sr in ctx.sr]))
+
+        @staticmethod
+        def backward(ctx, grad_output):
+            g = grad_output.detach().numpy()
+            return torch.from_numpy(np.stack([sr.vjp(gi) for sr, gi in zip(ctx.sr, g)])), None
+
+    def soft_rank(values, regularization_strength=1.0):
+        return _SoftRank.apply(values, regularization_strength)
+
+    def spearman_loss(pred, target, eps=0.5):
+        pred = soft_rank(pred, eps)
+        target = soft_rank(target, 1e-3)
+        pred = pred - pred.mean(-1, keepdim=True)
+        pred = pred / pred.norm(dim=-1, keepdim=True)
+        target = target - target.mean(-1, keepdim=True)
+        target = target / target.norm(dim=-1, keepdim=True)
+        return 1 - (pred * target).sum(-1).mean()
+
+    rng = np.random.default_rng(11)
+    x = torch.from_numpy(rng.standard_normal((4, 6, 5)))
+    relevance = torch.from_numpy(rng.integers(0, 4, (4, 6)).astype(np.float64))
+    relevance[1, 4:] = PADDED_Y_VALUE  # shorter slates padded
+    relevance[3, 5:] = PADDED_Y_VALUE
+    model = load(m, nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 1)), weights).double()
+    opt = torch.optim.Adam(model.parameters(), lr=0.03)
+    ndcg, spear = [], []
+    for step in range(6):
+        opt.zero_grad()
+        scores = model(x).squeeze(-1)
+        loss = approxNDCGLoss(m, scores, relevance) if step % 2 == 0 else spearman_loss(scores[:1], relevance[:1])
+        loss.backward()
+        opt.step()
+        (ndcg if step % 2 == 0 else spear).append(loss.item())
+    grads = {k: p.grad for k, p in model.named_parameters()}
+    theta = torch.tensor([[0.3, -1.2, 2.0, 0.31, 0.9]], dtype=torch.float64, requires_grad=True)
+    check = torch.autograd.gradcheck(lambda t: soft_rank(t, 0.4), (theta,), eps=1e-6, atol=1e-6)
+    hard = soft_rank(theta, 1e-4)
+    scores = model(x).squeeze(-1).detach().requires_grad_(True)
+    ndcg_loss = approxNDCGLoss(m, scores, relevance, alpha=10.0)
+    score_grad, = torch.autograd.grad(ndcg_loss, scores)
+    return {"ndcg": ndcg, "spear": spear, "grads": grads, "check": check, "hard": hard, "sharp_ndcg": ndcg_loss,
+            "score_grad": score_grad, "scores": scores, "relevance": relevance}
+
+
+def test_approx_ndcg_and_fast_soft_rank():
+    weights = weights_of(lambda m: m.nn.Sequential(m.nn.Linear(5, 8), m.nn.ReLU(), m.nn.Linear(8, 1)))
+    # allRank's discounts are float32 (pos_idxs.float()), whose log2 NumPy and PyTorch may round an ulp apart
+    ours, _ = run_both(soft_rank_program, weights, rtol=1e-6, atol=1e-9)
+    assert ours["check"] is True
+    np.testing.assert_allclose(ours["hard"], [[4, 5, 1, 3, 2]], atol=1e-9)  # a tiny strength ranks exactly
+    assert np.all(ours["score_grad"][1, 4:] == 0) and np.all(ours["score_grad"][3, 5:] == 0)  # padded items
+    assert np.all(np.isfinite(ours["score_grad"]))
+    # with a steep sigmoid approxNDCG is close to the true NDCG of the predicted order
+    ndcgs = []
+    for scores, rel in zip(ours["scores"], ours["relevance"]):
+        keep = rel != PADDED_Y_VALUE
+        scores, rel = scores[keep], rel[keep]
+        discount = np.log2(np.arange(2, len(rel) + 2))
+        ideal = ((2 ** np.sort(rel)[::-1] - 1) / discount).sum()
+        ndcgs.append(((2 ** rel[np.argsort(-scores)] - 1) / discount).sum() / max(ideal, DEFAULT_EPS))
+    assert -ours["sharp_ndcg"] == pytest.approx(np.mean(ndcgs), abs=0.05)
