@@ -1348,3 +1348,149 @@ def test_approx_ndcg_and_fast_soft_rank():
         ideal = ((2 ** np.sort(rel)[::-1] - 1) / discount).sum()
         ndcgs.append(((2 ** rel[np.argsort(-scores)] - 1) / discount).sum() / max(ideal, DEFAULT_EPS))
     assert -ours["sharp_ndcg"] == pytest.approx(np.mean(ndcgs), abs=0.05)
+
+
+# ----------------------------------------------------------------------------------------------
+# Differentiable dynamic programming (Mensch & Blondel 2018, didyprog): a smoothed Viterbi with an
+# entropic (softmax), squared-l2 (sparsemax: sort, cumsum, gather) or hard max operator, as a
+# custom autograd.Function whose backward walks its Q tables, against autograd through the same DP;
+# its gradient is the expected path, learnt as a Fenchel-Young loss
+# ----------------------------------------------------------------------------------------------
+
+
+def didyprog_operators(m):
+    torch = m.torch
+
+    class SoftMaxOp:
+        @staticmethod
+        def max(X):
+            M, _ = torch.max(X, dim=2)
+            X = X - M[:, :, None]
+            A = torch.exp(X)
+            S = torch.sum(A, dim=2)
+            M = M + torch.log(S)
+            A /= S[:, :, None]
+            return M.squeeze(), A.squeeze()
+
+    class SparseMaxOp:
+        @staticmethod
+        def max(X):
+            seq_len, n_batch, n_states = X.shape
+            X_sorted, _ = torch.sort(X, dim=2, descending=True)
+            cssv = torch.cumsum(X_sorted, dim=2) - 1
+            ind = X.new(n_states)
+            for i in range(n_states):
+                ind[i] = i + 1
+            cond = X_sorted - cssv / ind > 0
+            rho = cond.long().sum(dim=2)
+            cssv = cssv.view(-1, n_states)
+            rho = rho.view(-1)
+            tau = (torch.gather(cssv, dim=1, index=rho[:, None] - 1)[:, 0] / rho.type(X.type()))
+            tau = tau.view(seq_len, n_batch)
+            A = torch.clamp(X - tau[:, :, None], min=0)
+            M = torch.sum(A * (X - .5 * A), dim=2)
+            return M.squeeze(), A.squeeze()
+
+    class HardMaxOp:
+        @staticmethod
+        def max(X):
+            seq_len, n_batch, n_states = X.shape
+            M, idx = torch.max(X, dim=2)
+            A = torch.zeros_like(X)
+            A.scatter_(2, idx[:, :, None], 1.0)
+            return M.squeeze(), A.squeeze()
+
+    return {"softmax": SoftMaxOp, "sparsemax": SparseMaxOp, "hardmax": HardMaxOp}
+
+
+def smoothed_viterbi_program(m, weights, operator_name):
+    torch, nn = m.torch, m.nn
+    operator = didyprog_operators(m)[operator_name]
+
+    class ViterbiFunction(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, theta, operator):
+            """theta: (seq_len, n_batch, n_states, n_states), theta[t, b, i, j]: state i at t after j"""
+            seq_len, n_batch, n_states, _ = theta.size()
+            V = theta.new(seq_len + 1, n_batch, n_states).zero_()
+            Q = theta.new(seq_len + 1, n_batch, n_states, n_states).zero_()
+            for t in range(1, seq_len + 1):
+                V[t], Q[t] = operator.max(theta[t - 1] + V[t - 1][:, None, :])
+            v, q = operator.max(V[seq_len][None])
+            ctx.save_for_backward(Q, q)
+            return v
+
+        @staticmethod
+        def backward(ctx, grad_output):
+            Q, q = ctx.saved_tensors
+            seq_len, n_batch, n_states, _ = Q.shape
+            seq_len -= 1
+            E = Q.new(seq_len + 1, n_batch, n_states).zero_()
+            E[seq_len] = q
+            for t in range(seq_len, 1, -1):
+                E[t - 1] = torch.sum(Q[t] * E[t][:, :, None], dim=1)
+            grad = Q[1:] * E[1:, :, :, None]
+            return grad * grad_output[None, :, None, None], None
+
+    def smoothed_max(X):  # the operator's value alone, differentiable (SoftMaxOp divides A in place)
+        if operator_name == "softmax":
+            return torch.logsumexp(X, dim=2).squeeze()
+        return operator.max(X)[0]
+
+    def viterbi_by_autograd(theta):
+        seq_len, n_batch, n_states, _ = theta.shape
+        V = torch.zeros(n_batch, n_states, dtype=theta.dtype)
+        for t in range(seq_len):
+            V = smoothed_max(theta[t] + V[:, None, :])
+        return smoothed_max(V[None])
+
+    class Potentials(nn.Module):
+        def __init__(self, dim=4, n_states=3):
+            super().__init__()
+            self.emit = nn.Linear(dim, n_states)
+            self.trans = nn.Parameter(torch.zeros(n_states, n_states))
+
+        def forward(self, x):  # x: (seq_len, n_batch, dim)
+            e = self.emit(x)
+            return e[:, :, :, None] + self.trans  # (seq_len, n_batch, n_states, n_states)
+
+    model = load(m, Potentials(), weights).double()
+    rng = np.random.default_rng(13)
+    x = torch.from_numpy(rng.standard_normal((5, 2, 4)))
+    gold = torch.tensor([[0, 1], [1, 1], [2, 0], [2, 0], [0, 2]])  # (seq_len, n_batch)
+    # the gold path as a one-hot on theta's (t, b, i, j): state gold[t] after gold[t-1] (the first: after state 0)
+    prev = torch.cat([torch.zeros(1, 2, dtype=torch.long), gold[:-1]])
+    onehot = torch.zeros(5, 2, 3, 3, dtype=torch.float64)
+    onehot[torch.arange(5)[:, None], torch.arange(2)[None], gold, prev] = 1.0
+    opt = torch.optim.SGD(model.parameters(), lr=0.2)
+    history = []
+    for step in range(5):
+        opt.zero_grad()
+        theta = model(x)
+        loss = (ViterbiFunction.apply(theta, operator) - (theta * onehot).sum((0, 2, 3))).sum()
+        loss.backward()
+        opt.step()
+        history.append(loss.item())
+    theta = model(x).detach().requires_grad_(True)
+    v = ViterbiFunction.apply(theta, operator)
+    path, = torch.autograd.grad(v.sum(), theta)
+    theta2 = theta.detach().requires_grad_(True)
+    v2 = viterbi_by_autograd(theta2)
+    path2, = torch.autograd.grad(v2.sum(), theta2)
+    return {"history": history, "value": v, "path": path, "value_autograd": v2, "path_autograd": path2,
+            "theta": theta}
+
+
+@pytest.mark.parametrize("operator_name", ["softmax", "sparsemax", "hardmax"])
+def test_didyprog_smoothed_viterbi(operator_name):
+    weights = {"emit.weight": np.linspace(-1, 1, 12).reshape(3, 4), "emit.bias": np.array([0.1, -0.2, 0.05]),
+               "trans": np.array([[0.5, -0.3, 0.1], [0.0, 0.2, -0.4], [0.3, 0.1, 0.0]])}
+    ours, _ = run_both(smoothed_viterbi_program, weights, operator_name, rtol=1e-9, atol=1e-11)
+    assert ours["history"][-1] < ours["history"][0]
+    np.testing.assert_allclose(ours["value_autograd"], ours["value"], rtol=1e-12)
+    np.testing.assert_allclose(ours["path_autograd"], ours["path"], rtol=1e-9, atol=1e-12)
+    path = ours["path"]
+    np.testing.assert_allclose(path.sum((0, 2, 3)) / path.shape[0], 1.0, rtol=1e-10)  # one unit of mass a step
+    assert np.all(path >= -1e-12)
+    if operator_name == "hardmax":
+        assert set(np.unique(path)) <= {0.0, 1.0}
