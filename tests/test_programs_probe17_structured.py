@@ -1494,3 +1494,132 @@ def test_didyprog_smoothed_viterbi(operator_name):
     assert np.all(path >= -1e-12)
     if operator_name == "hardmax":
         assert set(np.unique(path)) <= {0.0, 1.0}
+
+
+# ----------------------------------------------------------------------------------------------
+# Edit distance: batched Levenshtein over anti-diagonals (advanced-index writes into one table) for
+# CER, and its soft relaxation (a softmin over the three moves, substitution cost 1 - p(target))
+# trained through the same in-place wavefront
+# ----------------------------------------------------------------------------------------------
+
+
+def edit_distance_table(m, sub_cost, len_a, len_b, softmin=None):
+    """sub_cost: (B, n, m) cost of aligning a[i] with b[j]; insertions and deletions cost 1."""
+    torch = m.torch
+    B, n, mm = sub_cost.shape
+    D = torch.zeros(B, n + 1, mm + 1, dtype=sub_cost.dtype)
+    D[:, :, 0] = torch.arange(n + 1, dtype=sub_cost.dtype)
+    D[:, 0, :] = torch.arange(mm + 1, dtype=sub_cost.dtype)
+    for k in range(2, n + mm + 1):
+        i = torch.arange(max(1, k - mm), min(n, k - 1) + 1)
+        j = k - i
+        moves = torch.stack([D[:, i - 1, j] + 1, D[:, i, j - 1] + 1, D[:, i - 1, j - 1] + sub_cost[:, i - 1, j - 1]])
+        D[:, i, j] = moves.min(0).values if softmin is None else softmin(moves)
+    return D[torch.arange(B), len_a, len_b]
+
+
+def edit_distance_program(m, weights, gamma=0.3):
+    torch, nn, F = m.torch, m.nn, m.F
+    hyps = torch.tensor([[1, 2, 3, 4, 0], [2, 2, 1, 0, 0], [4, 3, 2, 1, 1]])
+    hyp_len = torch.tensor([4, 3, 5])
+    refs = torch.tensor([[1, 3, 3, 4], [2, 1, 0, 0], [1, 2, 3, 4]])
+    ref_len = torch.tensor([4, 2, 4])
+    mismatch = (hyps[:, :, None] != refs[:, None, :]).long()
+    dist = edit_distance_table(m, mismatch, hyp_len, ref_len)
+    cer = dist.sum().item() / ref_len.sum().item()
+
+    def softmin(moves):
+        return -gamma * torch.logsumexp(-moves / gamma, dim=0)
+
+    model = load(m, nn.Sequential(nn.Embedding(6, 8), nn.Linear(8, 5)), weights).double()
+    src = torch.tensor([[3, 1, 4, 1, 5], [2, 5, 3, 0, 0], [1, 2, 3, 4, 5]])
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    history = []
+    for step in range(8):
+        opt.zero_grad()
+        p = F.softmax(model(src), dim=-1)  # (B, n, V)
+        cost = 1 - p.gather(2, refs[:, None, :].expand(-1, p.size(1), -1))  # (B, n, m)
+        soft = edit_distance_table(m, cost, hyp_len, ref_len, softmin)
+        loss = soft.mean()
+        loss.backward()
+        opt.step()
+        history.append(loss.item())
+    grads = {k: p.grad for k, p in model.named_parameters()}
+    return {"dist": dist, "cer": cer, "history": history, "grads": grads}
+
+
+def levenshtein(a, b):
+    prev = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        cur = [i]
+        for j, y in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y)))
+        prev = cur
+    return prev[-1]
+
+
+def test_levenshtein_wavefront_and_soft_edit_distance():
+    weights = weights_of(lambda m: m.nn.Sequential(m.nn.Embedding(6, 8), m.nn.Linear(8, 5)))
+    ours, _ = run_both(edit_distance_program, weights, rtol=1e-9, atol=1e-11)
+    expected = [levenshtein([1, 2, 3, 4], [1, 3, 3, 4]), levenshtein([2, 2, 1], [2, 1]),
+                levenshtein([4, 3, 2, 1, 1], [1, 2, 3, 4])]
+    np.testing.assert_array_equal(ours["dist"], expected)
+    assert ours["cer"] == pytest.approx(sum(expected) / 10)
+    assert ours["history"][-1] < ours["history"][0]
+
+
+# ----------------------------------------------------------------------------------------------
+# Baum-Welch as backprop (Eisner 2016): an HMM's log-likelihood by the forward algorithm over padded
+# sequences; its expected counts as gradients with respect to the log parameters; the M-step by
+# normalising them, copied into the parameters under no_grad; EM never lowers the likelihood
+# ----------------------------------------------------------------------------------------------
+
+
+def hmm_program(m, n_states=3, n_obs=4):
+    torch, nn = m.torch, m.nn
+
+    class HMM(nn.Module):
+        def __init__(self):
+            super().__init__()
+            rng = np.random.default_rng(17)
+            self.log_pi = nn.Parameter(torch.from_numpy(np.log(rng.dirichlet(np.ones(n_states)))))
+            self.log_A = nn.Parameter(torch.from_numpy(np.log(rng.dirichlet(np.ones(n_states), n_states))))
+            self.log_B = nn.Parameter(torch.from_numpy(np.log(rng.dirichlet(np.ones(n_obs), n_states))))
+
+        def forward(self, obs, lengths):
+            T = obs.shape[1]
+            log_alpha = self.log_pi + self.log_B[:, obs[:, 0]].t()  # (N, S)
+            for t in range(1, T):
+                step = torch.logsumexp(log_alpha.unsqueeze(-1) + self.log_A, dim=1) + self.log_B[:, obs[:, t]].t()
+                log_alpha = torch.where((t < lengths)[:, None], step, log_alpha)
+            return torch.logsumexp(log_alpha, dim=-1)
+
+    rng = np.random.default_rng(18)
+    lengths = torch.tensor([8, 6, 7, 5])
+    obs = torch.from_numpy(rng.integers(0, n_obs, (4, 8)))
+    hmm = HMM()
+    history = []
+    for it in range(6):
+        hmm.zero_grad()
+        ll = hmm(obs, lengths).sum()
+        ll.backward()
+        history.append(ll.item())
+        with torch.no_grad():  # expected counts are d log L / d log theta: normalise them (the M step)
+            start, trans, emit = hmm.log_pi.grad, hmm.log_A.grad, hmm.log_B.grad
+            hmm.log_pi.copy_(torch.log(start / start.sum()))
+            hmm.log_A.copy_(torch.log(trans / trans.sum(-1, keepdim=True)))
+            hmm.log_B.copy_(torch.log(emit / emit.sum(-1, keepdim=True)))
+    return {"history": history, "pi": hmm.log_pi.exp(), "A": hmm.log_A.exp(), "B": hmm.log_B.exp(),
+            "counts": emit, "obs": obs, "lengths": lengths}
+
+
+def test_baum_welch_as_backprop():
+    ours, _ = run_both(hmm_program, rtol=1e-9, atol=1e-11)
+    h = ours["history"]
+    assert all(b >= a - 1e-10 for a, b in zip(h, h[1:]))  # EM's guarantee
+    np.testing.assert_allclose(ours["A"].sum(-1), 1.0, rtol=1e-12)
+    # the expected emission counts add up to the number of observations, and per symbol to its count
+    assert ours["counts"].sum() == pytest.approx(26.0, rel=1e-10)
+    obs, lengths = ours["obs"], ours["lengths"]
+    seen = np.bincount(np.concatenate([o[:n] for o, n in zip(obs, lengths)]), minlength=4)
+    np.testing.assert_allclose(ours["counts"].sum(0), seen, rtol=1e-10)
