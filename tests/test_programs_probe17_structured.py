@@ -1623,3 +1623,177 @@ def test_baum_welch_as_backprop():
     obs, lengths = ours["obs"], ours["lengths"]
     seen = np.bincount(np.concatenate([o[:n] for o, n in zip(obs, lengths)]), minlength=4)
     np.testing.assert_allclose(ours["counts"].sum(0), seen, rtol=1e-10)
+
+
+# ----------------------------------------------------------------------------------------------
+# SuPar's CRF constituency parser (Zhang et al. 2020): the inside algorithm over a span table read
+# through as_strided "stripes" while its diagonals are written by diagonal().copy_(), a hook that
+# zeroes NaN gradients in place, span marginals by autograd.grad, and CKY by the same stripes
+# ----------------------------------------------------------------------------------------------
+
+
+def stripe(x, n, w, offset=(0, 0), dim=1):
+    r"""Returns a diagonal stripe of the tensor: x[i, offset[1] + i + j] (dim=1) or x[offset[0] + i + j, i + offset[1]]
+    (dim=0) for i < n, j < w."""
+    x, seq_len = x.contiguous(), x.size(1)
+    stride, numel = list(x.stride()), x[0, 0].numel()
+    stride[0] = (seq_len + 1) * numel
+    stride[1] = (1 if dim == 1 else seq_len) * numel
+    return x.as_strided(size=(n, w, *x.shape[2:]),
+                        stride=stride,
+                        storage_offset=(offset[0] * seq_len + offset[1]) * numel)
+
+
+def crf_constituency_inside(m, scores, mask):
+    torch = m.torch
+    lens = mask[:, 0].sum(-1)
+    batch_size, seq_len, _ = scores.shape
+    # [seq_len, seq_len, batch_size]
+    scores, mask = scores.permute(1, 2, 0), mask.permute(1, 2, 0)
+    s = torch.full_like(scores, float('-inf'))
+
+    for w in range(1, seq_len):
+        # n denotes the number of spans to iterate,
+        # from span (0, w) to span (n, n+w) given width w
+        n = seq_len - w
+
+        if w == 1:
+            s.diagonal(w).copy_(scores.diagonal(w))
+            continue
+        # [n, w, batch_size]
+        s_s = stripe(s, n, w - 1, (0, 1)) + stripe(s, n, w - 1, (1, w), 0)
+        # [batch_size, n, w]
+        s_s = s_s.permute(2, 0, 1)
+        if s_s.requires_grad:
+            s_s.register_hook(lambda x: x.masked_fill_(torch.isnan(x), 0))
+        s_s = s_s.logsumexp(-1)
+        s.diagonal(w).copy_(s_s + scores.diagonal(w))
+
+    return s[0].gather(0, lens.unsqueeze(0)).sum()
+
+
+def cky(m, scores, mask):
+    torch = m.torch
+    lens = mask[:, 0].sum(-1)
+    scores = scores.permute(1, 2, 0)
+    seq_len, seq_len, batch_size = scores.shape
+    s = scores.new_zeros(seq_len, seq_len, batch_size)
+    p = scores.new_zeros(seq_len, seq_len, batch_size).long()
+
+    for w in range(1, seq_len):
+        n = seq_len - w
+        starts = p.new_tensor(range(n)).unsqueeze(0)
+
+        if w == 1:
+            s.diagonal(w).copy_(scores.diagonal(w))
+            continue
+        # [n, w, batch_size]
+        s_s = stripe(s, n, w - 1, (0, 1)) + stripe(s, n, w - 1, (1, w), 0)
+        # [batch_size, n, w]
+        s_s = s_s.permute(2, 0, 1)
+        # [batch_size, n]
+        s_s, p_s = s_s.max(-1)
+        s.diagonal(w).copy_(s_s + scores.diagonal(w))
+        p.diagonal(w).copy_(p_s + starts + 1)
+
+    def backtrack(p, i, j):
+        if j == i + 1:
+            return [(i, j)]
+        split = p[i][j]
+        ltree = backtrack(p, i, split)
+        rtree = backtrack(p, split, j)
+        return [(i, j)] + ltree + rtree
+
+    p = p.permute(2, 0, 1).tolist()
+    trees = [backtrack(p[i], 0, length) for i, length in enumerate(lens.tolist())]
+    return s[0].gather(0, lens.unsqueeze(0)).squeeze(0), trees
+
+
+def span_scorer(m, vocab=8, dim=6):
+    torch, nn = m.torch, m.nn
+
+    class SpanScorer(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(vocab, dim)
+            self.lstm = nn.LSTM(dim, dim, batch_first=True, bidirectional=True)
+            self.mlp_l = nn.Linear(2 * dim, dim)
+            self.mlp_r = nn.Linear(2 * dim, dim)
+            self.W = nn.Parameter(torch.randn(dim + 1, dim) * 0.3)
+
+        def forward(self, words):
+            x, _ = self.lstm(self.embed(words))
+            # fencepost representations: position i and i + 1's states
+            x_f, x_b = x.chunk(2, -1)
+            x = torch.cat((x_f[:, :-1], x_b[:, 1:]), -1)
+            l, r = self.mlp_l(x), self.mlp_r(x)
+            l = torch.cat((l, torch.ones_like(l[..., :1])), -1)
+            return torch.einsum('bxi,ij,byj->bxy', l, self.W, r)  # [batch, fence, fence]
+
+    return SpanScorer()
+
+
+def crf_constituency_program(m, weights):
+    torch = m.torch
+    model = load(m, span_scorer(m), weights).double()
+    # <bos> w1 .. wn <eos>: n + 1 fenceposts
+    words = torch.tensor([[1, 3, 4, 2, 5, 7], [1, 6, 2, 7, 0, 0], [1, 5, 5, 3, 7, 0]])
+    lens = torch.tensor([4, 2, 3])
+    seq_len = words.size(1) - 1
+    mask = (torch.arange(seq_len)[None, None, :] <= lens[:, None, None]) & \
+        (torch.arange(seq_len)[None, :, None] < torch.arange(seq_len)[None, None, :])
+    gold = [[(0, 4), (0, 1), (1, 4), (1, 2), (2, 4), (2, 3), (3, 4)], [(0, 2), (0, 1), (1, 2)],
+            [(0, 3), (0, 2), (0, 1), (1, 2), (2, 3)]]
+    gold_mask = torch.zeros(3, seq_len, seq_len, dtype=torch.bool)
+    for b, spans in enumerate(gold):
+        for i, j in spans:
+            gold_mask[b, i, j] = True
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    history = []
+    for step in range(4):
+        opt.zero_grad()
+        scores = model(words)
+        logZ = crf_constituency_inside(m, scores.requires_grad_(), mask)
+        loss = (logZ - scores[gold_mask].sum()) / 3
+        loss.backward()
+        opt.step()
+        history.append(loss.item())
+    scores = model(words).detach().requires_grad_(True)
+    logZ = crf_constituency_inside(m, scores, mask)
+    marginals, = torch.autograd.grad(logZ, scores)
+    best, trees = cky(m, scores.detach(), mask)
+    grads = {k: p.grad for k, p in model.named_parameters()}
+    return {"history": history, "logZ": logZ, "marginals": marginals, "best": best, "trees": trees,
+            "scores": scores, "grads": grads}
+
+
+def binary_trees(i, j):
+    if j == i + 1:
+        yield [(i, j)]
+        return
+    for k in range(i + 1, j):
+        for left in binary_trees(i, k):
+            for right in binary_trees(k, j):
+                yield [(i, j)] + left + right
+
+
+def test_supar_crf_constituency_with_stripes():
+    weights = weights_of(span_scorer)
+    ours, _ = run_both(crf_constituency_program, weights, rtol=1e-8, atol=1e-10)
+    assert ours["history"][-1] < ours["history"][0]
+    s = ours["scores"]
+    total = 0.0
+    for b, n in enumerate([4, 2, 3]):
+        trees = list(binary_trees(0, n))
+        tree_scores = np.array([sum(s[b, i, j] for i, j in t) for t in trees])
+        logZ = np.log(np.exp(tree_scores).sum())
+        total += logZ
+        p = np.exp(tree_scores - logZ)
+        expected = np.zeros_like(s[b])
+        for t, pt in zip(trees, p):
+            for i, j in t:
+                expected[i, j] += pt
+        np.testing.assert_allclose(ours["marginals"][b], expected, rtol=1e-9, atol=1e-12)
+        assert ours["best"][b] == pytest.approx(tree_scores.max(), rel=1e-12)
+        assert sorted(ours["trees"][b]) == sorted(trees[int(tree_scores.argmax())])
+    assert ours["logZ"] == pytest.approx(total, rel=1e-12)
