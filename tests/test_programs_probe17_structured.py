@@ -1797,3 +1797,192 @@ def test_supar_crf_constituency_with_stripes():
         assert ours["best"][b] == pytest.approx(tree_scores.max(), rel=1e-12)
         assert sorted(ours["trees"][b]) == sorted(trees[int(tree_scores.argmax())])
     assert ours["logZ"] == pytest.approx(total, rel=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------
+# Latent tree learning: the Gumbel Tree-LSTM (Choi, Yoo & Lee 2018, jihunchoi/unsupervised-treelstm):
+# straight-through Gumbel-softmax over which adjacent pair to merge (noise by .data.new().uniform_()
+# from the seeded generator), a masked softmax, selection masks by cumsum, states shrinking by one
+# each step under a done mask; greedy selection in eval mode
+# ----------------------------------------------------------------------------------------------
+
+
+def gumbel_tree_lstm(m, vocab=9, word_dim=5, hidden_dim=6, n_classes=3):
+    torch, nn = m.torch, m.nn
+    functional = m.F
+
+    def masked_softmax(logits, mask=None):
+        eps = 1e-20
+        probs = functional.softmax(logits, dim=1)
+        if mask is not None:
+            mask = mask.float()
+            probs = probs * mask + eps
+            probs = probs / probs.sum(1, keepdim=True)
+        return probs
+
+    def convert_to_one_hot(indices, num_classes):
+        batch_size = indices.size(0)
+        indices = indices.unsqueeze(1)
+        one_hot = indices.data.new(batch_size, num_classes).zero_().scatter_(1, indices.data, 1)
+        return one_hot
+
+    def greedy_select(logits, mask=None):
+        probs = masked_softmax(logits=logits, mask=mask)
+        one_hot = convert_to_one_hot(indices=probs.max(1)[1], num_classes=logits.size(1))
+        return one_hot
+
+    def st_gumbel_softmax(logits, temperature=1.0, mask=None):
+        eps = 1e-20
+        u = logits.data.new(*logits.size()).uniform_()
+        gumbel_noise = -torch.log(-torch.log(u + eps) + eps)
+        y = logits + gumbel_noise
+        y = masked_softmax(logits=y / temperature, mask=mask)
+        y_argmax = y.max(1)[1]
+        y_hard = convert_to_one_hot(indices=y_argmax, num_classes=y.size(1)).float()
+        y = (y_hard - y).detach() + y
+        return y
+
+    def sequence_mask(sequence_length, max_length=None):
+        if max_length is None:
+            max_length = sequence_length.data.max()
+        batch_size = sequence_length.size(0)
+        seq_range = torch.arange(0, max_length).long()
+        seq_range_expand = seq_range.unsqueeze(0).expand(batch_size, max_length)
+        seq_length_expand = sequence_length.unsqueeze(1).expand_as(seq_range_expand)
+        return seq_range_expand < seq_length_expand
+
+    def dot_nd(query, candidates):
+        cands_size = candidates.size()
+        cands_flat = candidates.view(-1, cands_size[-1])
+        output_flat = torch.mv(cands_flat, query)
+        output = output_flat.view(*cands_size[:-1])
+        return output
+
+    class BinaryTreeLSTMLayer(nn.Module):
+        def __init__(self, hidden_dim):
+            super(BinaryTreeLSTMLayer, self).__init__()
+            self.hidden_dim = hidden_dim
+            self.comp_linear = nn.Linear(in_features=2 * hidden_dim, out_features=5 * hidden_dim)
+
+        def forward(self, l=None, r=None):
+            hl, cl = l
+            hr, cr = r
+            hlr_cat = torch.cat([hl, hr], dim=2)
+            treelstm_vector = self.comp_linear(hlr_cat)
+            i, fl, fr, u, o = treelstm_vector.chunk(chunks=5, dim=2)
+            c = (cl * (fl + 1).sigmoid() + cr * (fr + 1).sigmoid() + u.tanh() * i.sigmoid())
+            h = o.sigmoid() * c.tanh()
+            return h, c
+
+    class BinaryTreeLSTM(nn.Module):
+        def __init__(self, word_dim, hidden_dim, gumbel_temperature):
+            super(BinaryTreeLSTM, self).__init__()
+            self.gumbel_temperature = gumbel_temperature
+            self.word_linear = nn.Linear(in_features=word_dim, out_features=2 * hidden_dim)
+            self.treelstm_layer = BinaryTreeLSTMLayer(hidden_dim)
+            self.comp_query = nn.Parameter(torch.FloatTensor(hidden_dim))
+            nn.init.normal_(self.comp_query.data, mean=0, std=0.01 * 30)
+
+        @staticmethod
+        def update_state(old_state, new_state, done_mask):
+            old_h, old_c = old_state
+            new_h, new_c = new_state
+            done_mask = done_mask.float().unsqueeze(1).unsqueeze(2)
+            h = done_mask * new_h + (1 - done_mask) * old_h[:, :-1, :]
+            c = done_mask * new_c + (1 - done_mask) * old_c[:, :-1, :]
+            return h, c
+
+        def select_composition(self, old_state, new_state, mask):
+            new_h, new_c = new_state
+            old_h, old_c = old_state
+            old_h_left, old_h_right = old_h[:, :-1, :], old_h[:, 1:, :]
+            old_c_left, old_c_right = old_c[:, :-1, :], old_c[:, 1:, :]
+            comp_weights = dot_nd(query=self.comp_query, candidates=new_h)
+            if self.training:
+                select_mask = st_gumbel_softmax(logits=comp_weights, temperature=self.gumbel_temperature, mask=mask)
+            else:
+                select_mask = greedy_select(logits=comp_weights, mask=mask)
+                select_mask = select_mask.float()
+            select_mask_expand = select_mask.unsqueeze(2).expand_as(new_h)
+            select_mask_cumsum = select_mask.cumsum(1)
+            left_mask = 1 - select_mask_cumsum
+            left_mask_expand = left_mask.unsqueeze(2).expand_as(old_h_left)
+            right_mask = select_mask_cumsum - select_mask
+            right_mask_expand = right_mask.unsqueeze(2).expand_as(old_h_right)
+            new_h = (select_mask_expand * new_h + left_mask_expand * old_h_left + right_mask_expand * old_h_right)
+            new_c = (select_mask_expand * new_c + left_mask_expand * old_c_left + right_mask_expand * old_c_right)
+            selected_h = (select_mask_expand * new_h).sum(1)
+            return new_h, new_c, select_mask, selected_h
+
+        def forward(self, input, length):
+            max_depth = input.size(1)
+            length_mask = sequence_mask(sequence_length=length, max_length=max_depth)
+            select_masks = []
+            state = self.word_linear(input)
+            state = state.chunk(chunks=2, dim=2)
+            for i in range(max_depth - 1):
+                h, c = state
+                l = (h[:, :-1, :], c[:, :-1, :])
+                r = (h[:, 1:, :], c[:, 1:, :])
+                new_state = self.treelstm_layer(l=l, r=r)
+                if i < max_depth - 2:
+                    # We don't need to greedily select the composition in the
+                    # last iteration, since it has only one option left.
+                    new_h, new_c, select_mask, selected_h = self.select_composition(
+                        old_state=state, new_state=new_state, mask=length_mask[:, i + 1:])
+                    new_state = (new_h, new_c)
+                    select_masks.append(select_mask)
+                done_mask = length_mask[:, i + 1]
+                state = self.update_state(old_state=state, new_state=new_state, done_mask=done_mask)
+            h, c = state
+            assert h.size(1) == 1 and c.size(1) == 1
+            return h.squeeze(1), c.squeeze(1), select_masks
+
+    class SSTModel(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.word_embedding = nn.Embedding(vocab, word_dim)
+            self.encoder = BinaryTreeLSTM(word_dim, hidden_dim, gumbel_temperature=1.0)
+            self.classifier = nn.Sequential(nn.Linear(hidden_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, n_classes))
+
+        def forward(self, words, length):
+            h, _, select_masks = self.encoder(self.word_embedding(words), length)
+            return self.classifier(h), select_masks
+
+    return SSTModel()
+
+
+def gumbel_tree_program(m, weights):
+    torch, F = m.torch, m.F
+    model = load(m, gumbel_tree_lstm(m), weights)
+    words = torch.tensor([[1, 4, 2, 6, 3], [5, 2, 8, 0, 0], [3, 1, 7, 7, 0], [2, 2, 0, 0, 0]])
+    length = torch.tensor([5, 3, 4, 2])
+    labels = torch.tensor([0, 2, 1, 2])
+    torch.manual_seed(7)
+    opt = torch.optim.Adam(model.parameters(), lr=0.02)
+    history, masks = [], []
+    for step in range(5):
+        model.train()
+        opt.zero_grad()
+        logits, select_masks = model(words, length)
+        loss = F.cross_entropy(logits, labels)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=5)
+        opt.step()
+        history.append(loss.item())
+        masks.append([s.detach() for s in select_masks])
+    model.eval()
+    with torch.no_grad():
+        logits, greedy = model(words, length)
+    return {"history": history, "masks": masks, "logits": logits, "greedy": greedy,
+            "grads": {k: p.grad for k, p in model.named_parameters()}}
+
+
+def test_gumbel_tree_lstm():
+    weights = weights_of(gumbel_tree_lstm)
+    ours, _ = run_both(gumbel_tree_program, weights, rtol=1e-5, atol=1e-6)
+    for step in ours["masks"] + [ours["greedy"]]:  # each selection is one merge among the pairs left
+        for mask in step:
+            np.testing.assert_allclose(mask.sum(1), 1.0, rtol=1e-6)
+            assert set(np.round(mask, 6).ravel()) <= {0.0, 1.0}
+    assert np.all(np.isfinite(ours["history"]))
