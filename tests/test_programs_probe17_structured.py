@@ -1986,3 +1986,78 @@ def test_gumbel_tree_lstm():
             np.testing.assert_allclose(mask.sum(1), 1.0, rtol=1e-6)
             assert set(np.round(mask, 6).ravel()) <= {0.0, 1.0}
     assert np.all(np.isfinite(ours["history"]))
+
+
+# ----------------------------------------------------------------------------------------------
+# Structured attention networks (Kim, Denton, Hoang & Rush 2017): segmentation attention whose
+# weights are a binary linear-chain CRF's marginals, obtained as autograd.grad(log Z, potentials,
+# create_graph=True) and trained through (a double backward through logsumexp, where and masks)
+# ----------------------------------------------------------------------------------------------
+
+
+def structured_attention(m, vocab=8, dim=6, n_classes=3):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    class SegmentationAttention(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(vocab, dim, padding_idx=0)
+            self.enc = nn.GRU(dim, dim, batch_first=True)
+            self.query = nn.Parameter(torch.randn(dim) * 0.3)
+            self.unary = nn.Linear(dim, 1)
+            self.pairwise = nn.Parameter(torch.zeros(2, 2))
+            self.out = nn.Linear(dim, n_classes)
+
+        def log_partition(self, unary, mask):
+            # unary: (B, T, 2) potentials of z_t in {0, 1}; pairwise: (2, 2)
+            alpha = unary[:, 0]
+            for t in range(1, unary.size(1)):
+                step = torch.logsumexp(alpha.unsqueeze(2) + self.pairwise, dim=1) + unary[:, t]
+                alpha = torch.where(mask[:, t, None], step, alpha)
+            return torch.logsumexp(alpha, dim=-1)
+
+        def forward(self, words):
+            mask = words != 0
+            x, _ = self.enc(self.embed(words))
+            score = self.unary(x).squeeze(-1) + x @ self.query  # (B, T)
+            unary = torch.stack([torch.zeros_like(score), score], dim=-1)
+            unary = unary.masked_fill(~mask[..., None], 0.0)
+            if not unary.requires_grad:
+                unary.requires_grad_()
+            logZ = self.log_partition(unary, mask)
+            marginals, = torch.autograd.grad(logZ.sum(), unary, create_graph=True)
+            attn = marginals[..., 1] * mask  # p(z_t = 1)
+            context = (attn.unsqueeze(-1) * x).sum(1) / attn.sum(1, keepdim=True).clamp(min=1e-6)
+            return self.out(context), attn
+
+    return SegmentationAttention()
+
+
+def structured_attention_program(m, weights):
+    torch, F = m.torch, m.F
+    model = load(m, structured_attention(m), weights).double()
+    words = torch.tensor([[1, 4, 2, 6, 3], [5, 2, 7, 0, 0], [3, 1, 7, 7, 0]])
+    labels = torch.tensor([0, 2, 1])
+    opt = torch.optim.Adam(model.parameters(), lr=0.03)
+    history = []
+    for step in range(4):
+        opt.zero_grad()
+        logits, attn = model(words)
+        loss = F.cross_entropy(logits, labels)
+        loss.backward()
+        opt.step()
+        history.append(loss.item())
+    grads = {k: p.grad for k, p in model.named_parameters()}
+    with torch.no_grad():
+        x, _ = model.enc(model.embed(words))
+    return {"history": history, "attn": attn, "grads": grads, "pairwise": model.pairwise}
+
+
+def test_structured_attention_by_crf_marginals():
+    weights = weights_of(structured_attention)
+    ours, _ = run_both(structured_attention_program, weights, rtol=1e-9, atol=1e-11)
+    assert ours["history"][-1] < ours["history"][0]
+    attn = ours["attn"]
+    assert np.all((attn >= 0) & (attn <= 1))
+    assert np.all(attn[1, 3:] == 0) and attn[2, 4] == 0
+    assert np.abs(ours["grads"]["pairwise"]).sum() > 0  # the pairwise potentials learn through the marginals
