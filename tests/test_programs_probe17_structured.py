@@ -2061,3 +2061,68 @@ def test_structured_attention_by_crf_marginals():
     assert np.all((attn >= 0) & (attn <= 1))
     assert np.all(attn[1, 3:] == 0) and attn[2, 4] == 0
     assert np.abs(ours["grads"]["pairwise"]).sum() > 0  # the pairwise potentials learn through the marginals
+
+
+# ----------------------------------------------------------------------------------------------
+# Perturbed optimizers (Berthet et al. 2020, google-research/perturbations as ported to PyTorch):
+# a top-k selection made differentiable by averaging it under Gaussian noise, a custom Function whose
+# backward reuses the saved noise, trained with the Fenchel-Young loss
+# ----------------------------------------------------------------------------------------------
+
+
+def perturbed_topk_program(m, weights, k=2, num_samples=50, sigma=0.5):
+    torch, nn = m.torch, m.nn
+
+    def topk_indicator(x):
+        idx = torch.topk(x, k, dim=-1).indices
+        return torch.zeros_like(x).scatter_(-1, idx, 1.0)
+
+    class PerturbedTopK(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            b, d = x.shape
+            noise = torch.normal(mean=0.0, std=1.0, size=(b, num_samples, d), dtype=x.dtype)
+            perturbed_x = x[:, None, :] + noise * sigma  # b, nS, d
+            indicators = topk_indicator(perturbed_x)
+            ctx.save_for_backward(indicators, noise)
+            return indicators.mean(dim=1)
+
+        @staticmethod
+        def backward(ctx, grad_output):
+            indicators, noise = ctx.saved_tensors
+            # the expected output times the noise, over sigma: d E[y(x + sigma Z)] / dx
+            jac_t = torch.einsum("bnd,bne->bde", indicators, noise) / (num_samples * sigma)
+            return torch.einsum("bd,bde->be", grad_output, jac_t)
+
+    model = load(m, nn.Sequential(nn.Linear(3, 6), nn.Tanh(), nn.Linear(6, 1)), weights).double()
+    rng = np.random.default_rng(21)
+    feats = torch.from_numpy(rng.standard_normal((4, 5, 3)))
+    target_scores = feats[..., 0] - 0.5 * feats[..., 1]
+    target = topk_indicator(target_scores)
+    torch.manual_seed(0)
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    history, overlap = [], []
+    for step in range(8):
+        opt.zero_grad()
+        theta = model(feats).squeeze(-1)  # (4, 5)
+        y_eps = PerturbedTopK.apply(theta)
+        # Fenchel-Young: its gradient in theta is y_eps - target (the Function's own gradient is not needed)
+        loss = ((y_eps - target).detach() * theta).sum() / 4
+        loss.backward()
+        opt.step()
+        history.append(((y_eps - target) ** 2).sum().item())
+        overlap.append((topk_indicator(theta.detach()) * target).sum().item())
+    theta = model(feats).squeeze(-1).detach().requires_grad_(True)
+    torch.manual_seed(1)
+    y = PerturbedTopK.apply(theta)
+    (y * torch.arange(5, dtype=theta.dtype)).sum().backward()
+    return {"history": history, "overlap": overlap, "y": y, "theta_grad": theta.grad, "target": target,
+            "grads": {k: p.grad for k, p in model.named_parameters()}}
+
+
+def test_perturbed_topk_with_a_fenchel_young_loss():
+    weights = weights_of(lambda m: m.nn.Sequential(m.nn.Linear(3, 6), m.nn.Tanh(), m.nn.Linear(6, 1)))
+    ours, _ = run_both(perturbed_topk_program, weights, rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(ours["y"].sum(-1), 2.0, rtol=1e-12)  # k units of mass per row
+    assert ours["overlap"][-1] >= ours["overlap"][0]
+    assert np.all(np.isfinite(ours["theta_grad"]))
