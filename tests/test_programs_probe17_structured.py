@@ -2126,3 +2126,97 @@ def test_perturbed_topk_with_a_fenchel_young_loss():
     np.testing.assert_allclose(ours["y"].sum(-1), 2.0, rtol=1e-12)  # k units of mass per row
     assert ours["overlap"][-1] >= ours["overlap"][0]
     assert np.all(np.isfinite(ours["theta_grad"]))
+
+
+# ----------------------------------------------------------------------------------------------
+# A pointer network (Vinyals et al. 2015) learning to sort by REINFORCE (Bello et al. 2016): an LSTM
+# encoder, a decoder whose attention logits over the inputs are masked with -inf once visited,
+# Categorical sampling from the seeded generator, an exponential moving-average baseline; greedy
+# decoding by argmax
+# ----------------------------------------------------------------------------------------------
+
+
+def pointer_network(m, hidden=8):
+    torch, nn = m.torch, m.nn
+
+    class Attention(nn.Module):
+        def __init__(self, hidden, C=10.0):
+            super().__init__()
+            self.W_q = nn.Linear(hidden, hidden, bias=False)
+            self.W_ref = nn.Linear(hidden, hidden, bias=False)
+            self.v = nn.Parameter(torch.zeros(hidden).uniform_(-0.3, 0.3))
+            self.C = C
+
+        def forward(self, query, ref):
+            # query: (B, H), ref: (B, N, H)
+            u = torch.tanh(self.W_q(query).unsqueeze(1) + self.W_ref(ref)) @ self.v
+            return self.C * torch.tanh(u)  # logit clipping
+
+    class PointerNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embedding = nn.Linear(1, hidden)
+            self.encoder = nn.LSTM(hidden, hidden, batch_first=True)
+            self.decoder = nn.LSTMCell(hidden, hidden)
+            self.pointer = Attention(hidden)
+            self.decoder_start = nn.Parameter(torch.zeros(hidden).uniform_(-0.1, 0.1))
+
+        def forward(self, inputs, greedy=False):
+            B, N = inputs.shape
+            emb = self.embedding(inputs.unsqueeze(-1))
+            ref, (h, c) = self.encoder(emb)
+            h, c = h[0], c[0]
+            dec_in = self.decoder_start.unsqueeze(0).expand(B, -1)
+            mask = torch.zeros(B, N, dtype=torch.bool)
+            log_probs, tours = [], []
+            for step in range(N):
+                h, c = self.decoder(dec_in, (h, c))
+                logits = self.pointer(h, ref).masked_fill(mask, float("-inf"))
+                dist = torch.distributions.Categorical(logits=logits)
+                idx = logits.argmax(-1) if greedy else dist.sample()
+                log_probs.append(dist.log_prob(idx))
+                tours.append(idx)
+                mask = mask.scatter(1, idx.unsqueeze(1), True)
+                dec_in = emb.gather(1, idx[:, None, None].expand(-1, 1, emb.size(-1))).squeeze(1)
+            return torch.stack(tours, 1), torch.stack(log_probs, 1).sum(1)
+
+    return PointerNet()
+
+
+def pointer_program(m, weights):
+    torch = m.torch
+    model = load(m, pointer_network(m), weights)
+    rng = np.random.default_rng(23)
+    inputs = torch.from_numpy(rng.uniform(0, 1, (6, 5)).astype(np.float32))
+
+    def reward(tours):  # how many adjacent pairs the tour visits in increasing order
+        vals = inputs.gather(1, tours)
+        return (vals[:, 1:] > vals[:, :-1]).float().sum(1)
+
+    torch.manual_seed(5)
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    baseline = None
+    history, tours_seen = [], []
+    for step in range(6):
+        tours, log_prob = model(inputs)
+        R = reward(tours)
+        baseline = R.mean() if baseline is None else 0.8 * baseline + 0.2 * R.mean()
+        loss = -((R - baseline).detach() * log_prob).mean()
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        history.append((loss.item(), R.mean().item()))
+        tours_seen.append(tours)
+    with torch.no_grad():
+        greedy, greedy_lp = model(inputs, greedy=True)
+    return {"history": history, "tours": tours_seen, "greedy": greedy, "greedy_lp": greedy_lp,
+            "grads": {k: p.grad for k, p in model.named_parameters()}}
+
+
+def test_pointer_network_reinforce():
+    weights = weights_of(pointer_network)
+    ours, _ = run_both(pointer_program, weights, rtol=1e-5, atol=1e-6)
+    for tours in ours["tours"] + [ours["greedy"]]:  # every tour is a permutation: masking never repeats
+        assert all(sorted(t) == list(range(5)) for t in tours.tolist())
+    assert np.all(ours["greedy_lp"] <= 0)
