@@ -2258,3 +2258,130 @@ def test_pointer_network_reinforce():
     for tours in ours["tours"] + [ours["greedy"]]:  # every tour is a permutation: masking never repeats
         assert all(sorted(t) == list(range(5)) for t in tours.tolist())
     assert np.all(ours["greedy_lp"] <= 0)
+
+
+# ----------------------------------------------------------------------------------------------
+# CTC forced alignment as torchaudio's tutorial writes it (a trellis by torch.maximum over shifted
+# rows, a cumsum of blank scores, +-inf borders, back-tracking into Points, repeats merged into
+# Segments), then Viterbi training: frame-level cross-entropy on the forced alignment's labels
+# ----------------------------------------------------------------------------------------------
+
+
+def get_trellis(m, emission, tokens, blank_id=0):
+    torch = m.torch
+    num_frame = emission.size(0)
+    num_tokens = len(tokens)
+
+    trellis = torch.zeros((num_frame, num_tokens), dtype=emission.dtype)
+    trellis[1:, 0] = torch.cumsum(emission[1:, blank_id], 0)
+    trellis[0, 1:] = -float("inf")
+    trellis[-num_tokens + 1:, 0] = float("inf")
+
+    for t in range(num_frame - 1):
+        trellis[t + 1, 1:] = torch.maximum(
+            # Score for staying at the same token
+            trellis[t, 1:] + emission[t, blank_id],
+            # Score for changing to the next token
+            trellis[t, :-1] + emission[t, tokens[1:]],
+        )
+    return trellis
+
+
+def forced_align_backtrack(trellis, emission, tokens, blank_id=0):
+    from dataclasses import dataclass
+
+    @dataclass
+    class Point:
+        token_index: int
+        time_index: int
+        score: float
+
+    t, j = trellis.size(0) - 1, trellis.size(1) - 1
+
+    path = [Point(j, t, emission[t, blank_id].exp().item())]
+    while j > 0:
+        # Should not happen but just in case
+        assert t > 0
+
+        # 1. Figure out if the current position was stay or change
+        # Frame-wise score of stay vs change
+        p_stay = emission[t - 1, blank_id]
+        p_change = emission[t - 1, tokens[j]]
+
+        # Context-aware score for stay vs change
+        stayed = trellis[t - 1, j] + p_stay
+        changed = trellis[t - 1, j - 1] + p_change
+
+        # Update position
+        t -= 1
+        if changed > stayed:
+            j -= 1
+
+        # Store the path with frame-wise probability.
+        prob = (p_change if changed > stayed else p_stay).exp().item()
+        path.append(Point(j, t, prob))
+
+    # Now j == 0, which means, it reached the SoS.
+    # Fill up the rest for the sake of visualization
+    while t > 0:
+        prob = emission[t - 1, blank_id].exp().item()
+        path.append(Point(j, t - 1, prob))
+        t -= 1
+
+    return path[::-1]
+
+
+def merge_repeats(path, transcript):
+    i1, i2 = 0, 0
+    segments = []
+    while i1 < len(path):
+        while i2 < len(path) and path[i1].token_index == path[i2].token_index:
+            i2 += 1
+        score = sum(path[k].score for k in range(i1, i2)) / (i2 - i1)
+        segments.append((transcript[path[i1].token_index], path[i1].time_index, path[i2 - 1].time_index + 1, score))
+        i1 = i2
+    return segments
+
+
+def forced_alignment_program(m, weights):
+    torch, nn, F = m.torch, m.nn, m.F
+    labels = ("-", "|", "A", "B", "C")
+    dictionary = {c: i for i, c in enumerate(labels)}
+    transcript = "|AB|CA|"
+    tokens = [dictionary[c] for c in transcript]
+    model = load(m, nn.Sequential(nn.Conv1d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv1d(8, 5, 1)), weights).double()
+    rng = np.random.default_rng(29)
+    feats = torch.from_numpy(rng.standard_normal((1, 3, 16)))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    history, all_segments = [], []
+    for step in range(4):
+        with torch.inference_mode():
+            emission = torch.log_softmax(model(feats), dim=1)[0].t()  # (frames, labels)
+            trellis = get_trellis(m, emission, tokens)
+            path = forced_align_backtrack(trellis, emission, tokens)
+        segments = merge_repeats(path, transcript)
+        all_segments.append(segments)
+        # Viterbi training: each frame's label is the token it aligns to where it changed, else blank
+        frame_labels = torch.zeros(emission.size(0), dtype=torch.long)
+        for prev, point in zip([None] + path[:-1], path):
+            if prev is None or point.token_index != prev.token_index:
+                frame_labels[point.time_index] = tokens[point.token_index]
+        opt.zero_grad()
+        loss = F.cross_entropy(model(feats), frame_labels[None])
+        loss.backward()
+        opt.step()
+        history.append(loss.item())
+    return {"history": history, "segments": all_segments, "trellis": trellis, "emission": emission,
+            "path": [(p.token_index, p.time_index, p.score) for p in path]}
+
+
+def test_torchaudio_forced_alignment_and_viterbi_training():
+    weights = weights_of(lambda m: m.nn.Sequential(m.nn.Conv1d(3, 8, 3, padding=1), m.nn.ReLU(), m.nn.Conv1d(8, 5, 1)))
+    ours, _ = run_both(forced_alignment_program, weights, rtol=1e-9, atol=1e-11)
+    assert ours["history"][-1] < ours["history"][0]
+    for segments in ours["segments"]:
+        assert "".join(s[0] for s in segments) == "|AB|CA|"
+        assert all(a[2] == b[1] for a, b in zip(segments, segments[1:])) and segments[-1][2] == 16
+    # the path's token index never decreases and moves at most one a frame
+    steps = np.diff([p[0] for p in ours["path"]])
+    assert set(steps) <= {0, 1}
