@@ -218,6 +218,21 @@ LEGACY_CONSTRUCTOR_KEEPS_FLOAT64 = (
 
 
 @pytest.mark.xfail(strict=True, reason=LEGACY_CONSTRUCTOR_KEEPS_FLOAT64)
+@pytest.mark.parametrize("array, default", [(np.array([1 / 3, 2.0]), "float32"), (np.array(1 / 3), "float32"),
+                                            (np.array([1 / 3], dtype=np.float32), "float64")])
+def test_legacy_tensor_constructor_makes_the_default_dtype_of_a_floating_array(array, default):
+    torch = OURS.torch
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(getattr(torch, default))
+    try:
+        made = torch.Tensor(array)
+    finally:
+        torch.set_default_dtype(previous)
+    assert made.dtype == getattr(torch, default)  # as torch.Tensor(array): the default dtype, whatever the array's
+    np.testing.assert_array_equal(made.numpy(), array.astype(default))
+
+
+@pytest.mark.xfail(strict=True, reason=LEGACY_CONSTRUCTOR_KEEPS_FLOAT64)
 def test_soft_dtw_as_written_with_the_legacy_tensor_constructor():
     assert OURS.torch.Tensor(np.array([1 / 3])).dtype == OURS.torch.float32
     ours, _ = run_both(soft_dtw_program, rtol=1e-9, atol=1e-11)
