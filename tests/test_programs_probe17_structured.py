@@ -1,4 +1,4 @@
-# ruff: noqa: B007, B008, B023, E501, E741, E731, F841, N806, UP004, UP008, UP031  (the programs are kept as their authors wrote them)
+# ruff: noqa: B007, B008, B023, E501, E741, E731, F841, N806, UP004, UP008, UP031, UP032  (the programs are kept as their authors wrote them)
 """Structured prediction and differentiable dynamic programming (see tests/pytorch_programs.py), run on
 chainrule and on PyTorch from the same weights and data, comparing losses, decodes and gradients.
 
@@ -2400,3 +2400,121 @@ def test_torchaudio_forced_alignment_and_viterbi_training():
     # the path's token index never decreases and moves at most one a frame
     steps = np.diff([p[0] for p in ours["path"]])
     assert set(steps) <= {0, 1}
+
+
+# ----------------------------------------------------------------------------------------------
+# Differentiable sorting networks (Petersen et al. 2021, diffsort): an odd-even network of relaxed
+# conditional swaps (logistic or Cauchy), the relaxed permutation matrix accumulated by matmuls, and
+# ranking supervision by BCE against argsort's one-hot permutation
+# ----------------------------------------------------------------------------------------------
+
+
+def odd_even_network(n):
+    layers = n
+    network = []
+    shifted: bool = False
+    even: bool = n % 2 == 0
+    for layer in range(layers):
+        if even:
+            k = n // 2 + shifted
+        else:
+            k = n // 2 + 1
+        split_a, split_b = np.zeros((k, n)), np.zeros((k, n))
+        combine_min, combine_max = np.zeros((n, k)), np.zeros((n, k))
+        count = 0
+        # for i in range(n // 2 if not (even and shifted) else n // 2 - 1):
+        for i in range(int(shifted), n - 1, 2):
+            a, b = i, i + 1
+            split_a[count, a], split_b[count, b] = 1, 1
+            combine_min[a, count], combine_max[b, count] = 1, 1
+            count += 1
+        if even and shifted:
+            # Make sure that the corner values stay where they are/were:
+            a, b = 0, 0
+            split_a[count, a], split_b[count, b] = 1, 1
+            combine_min[a, count], combine_max[b, count] = .5, .5
+            count += 1
+            a, b = n - 1, n - 1
+            split_a[count, a], split_b[count, b] = 1, 1
+            combine_min[a, count], combine_max[b, count] = .5, .5
+            count += 1
+        elif not even:
+            if shifted:
+                a, b = 0, 0
+            else:
+                a, b = n - 1, n - 1
+            split_a[count, a], split_b[count, b] = 1, 1
+            combine_min[a, count], combine_max[b, count] = .5, .5
+            count += 1
+        assert count == k
+        network.append((split_a, split_b, combine_min, combine_max))
+        shifted = not shifted
+    return network
+
+
+def execute_sort(m, sorting_network, vectors, steepness=10., distribution='cauchy'):
+    torch = m.torch
+    x = vectors
+    X = torch.eye(vectors.shape[1], dtype=x.dtype, device=x.device).repeat(x.shape[0], 1, 1)
+    for split_a, split_b, combine_min, combine_max in sorting_network:
+        split_a = split_a.type(x.dtype)
+        split_b = split_b.type(x.dtype)
+        combine_min = combine_min.type(x.dtype)
+        combine_max = combine_max.type(x.dtype)
+        a, b = x @ split_a.T, x @ split_b.T
+        # float conversion necessary as PyTorch doesn't support Half for sigmoid as of 25. August 2021
+        new_type = torch.float32 if x.dtype == torch.float16 else x.dtype
+        if distribution == 'logistic':
+            alpha = torch.sigmoid((b - a).type(new_type) * steepness).type(x.dtype)
+        elif distribution == 'cauchy':
+            v = (b - a).type(new_type)
+            alpha = 1 / math.pi * torch.atan(v * steepness) + .5
+            alpha = alpha.type(x.dtype)
+        else:
+            raise NotImplementedError('softmax method `{}` unknown'.format(distribution))
+        aX = X @ split_a.T
+        bX = X @ split_b.T
+        w_min = alpha.unsqueeze(-2) * aX + (1 - alpha).unsqueeze(-2) * bX
+        w_max = (1 - alpha).unsqueeze(-2) * aX + alpha.unsqueeze(-2) * bX
+        X = (w_max @ combine_max.T.unsqueeze(-3)) + (w_min @ combine_min.T.unsqueeze(-3))
+        x = (alpha * a + (1 - alpha) * b) @ combine_min.T + ((1 - alpha) * a + alpha * b) @ combine_max.T
+    return x, X
+
+
+def diffsort_program(m, weights, distribution, n=5):
+    torch, nn = m.torch, m.nn
+    network = [tuple(torch.from_numpy(t) for t in layer) for layer in odd_even_network(n)]
+    model = load(m, nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, 1)), weights)
+    rng = np.random.default_rng(31)
+    feats = torch.from_numpy(rng.standard_normal((6, n, 2)).astype(np.float32))
+    ranks = feats[..., 0] * 2 - feats[..., 1]
+    perm_ground_truth = torch.nn.functional.one_hot(torch.argsort(ranks, dim=-1)).transpose(-2, -1).float()
+    # SGD, not Adam: sorting ignores a uniform shift of the scores, so the gradient along any parameter that
+    # shifts them all (the last bias, an always-active unit) is float32 rounding noise, which Adam's
+    # normalisation would turn into full steps of either sign
+    opt = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
+    history = []
+    for step in range(6):
+        opt.zero_grad()
+        scores = model(feats).squeeze(-1)
+        _, perm_prediction = execute_sort(m, network, scores, steepness=8., distribution=distribution)
+        loss = torch.nn.BCELoss()(torch.clamp(perm_prediction, 0, 1), perm_ground_truth)
+        loss.backward()
+        opt.step()
+        history.append(loss.item())
+    with torch.no_grad():
+        scores = model(feats).squeeze(-1)
+        sorted_x, perm = execute_sort(m, network, scores, steepness=1e4, distribution="logistic")
+    return {"history": history, "sorted": sorted_x, "perm": perm, "scores": scores,
+            "grads": {k: p.grad for k, p in model.named_parameters()}}
+
+
+@pytest.mark.parametrize("distribution", ["logistic", "cauchy"])
+def test_diffsort_odd_even_network(distribution):
+    weights = weights_of(lambda m: m.nn.Sequential(m.nn.Linear(2, 8), m.nn.ReLU(), m.nn.Linear(8, 1)))
+    ours, _ = run_both(diffsort_program, weights, distribution, rtol=1e-5, atol=1e-6)
+    assert ours["history"][-1] < ours["history"][0]
+    # a very steep network sorts exactly, ascending, and its matrix is a permutation
+    np.testing.assert_allclose(ours["sorted"], np.sort(ours["scores"], axis=-1), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ours["perm"].sum(-1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(ours["perm"].sum(-2), 1.0, atol=1e-5)
