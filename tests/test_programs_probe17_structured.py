@@ -2518,3 +2518,139 @@ def test_diffsort_odd_even_network(distribution):
     np.testing.assert_allclose(ours["sorted"], np.sort(ours["scores"], axis=-1), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(ours["perm"].sum(-1), 1.0, atol=1e-5)
     np.testing.assert_allclose(ours["perm"].sum(-2), 1.0, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------
+# The unsupervised aligner of RAD-TTS / FastPitch (Badlani et al. 2021): L2 attention between
+# text and mel encodings with a beta-binomial prior, the forward-sum loss as nn.CTCLoss(zero_infinity)
+# over each utterance's slice (blank logit by F.pad with a value), hard attention by monotonic
+# alignment search and the bin loss on the soft attention where it is 1
+# ----------------------------------------------------------------------------------------------
+
+
+def beta_binomial_prior(phoneme_count, mel_count, scaling_factor=1.0):
+    P, M = phoneme_count, mel_count
+    x = np.arange(0, P)
+    mel_text_probs = []
+    for i in range(1, M + 1):
+        a, b = scaling_factor * i, scaling_factor * (M + 1 - i)
+        # the beta-binomial pmf, by log-gamma (scipy.stats.betabinom(P - 1, a, b).pmf(x))
+        n = P - 1
+        log_pmf = (math.lgamma(n + 1) - np.array([math.lgamma(k + 1) + math.lgamma(n - k + 1) for k in x])
+                   + np.array([math.lgamma(k + a) + math.lgamma(n - k + b) for k in x]) - math.lgamma(n + a + b)
+                   - (math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)))
+        mel_text_probs.append(np.exp(log_pmf))
+    return np.array(mel_text_probs)  # (M, P)
+
+
+def rad_aligner(m, n_mel=4, n_text=5, n_att=6, vocab=7):
+    torch, nn = m.torch, m.nn
+
+    class AlignmentEncoder(nn.Module):
+        def __init__(self, temperature=0.0005):
+            super().__init__()
+            self.temperature = temperature
+            self.softmax = torch.nn.Softmax(dim=3)
+            self.log_softmax = torch.nn.LogSoftmax(dim=3)
+            self.embed = nn.Embedding(vocab, n_text)
+            self.key_proj = nn.Sequential(nn.Conv1d(n_text, n_text * 2, 3, padding=1), nn.ReLU(), nn.Conv1d(n_text * 2, n_att, 1))
+            self.query_proj = nn.Sequential(nn.Conv1d(n_mel, n_mel * 2, 3, padding=1), nn.ReLU(), nn.Conv1d(n_mel * 2, n_att, 1))
+
+        def forward(self, queries, keys, mask=None, attn_prior=None):
+            """queries: B x C x T1 (mel), keys: B x C2 x T2 (text); returns B x 1 x T1 x T2"""
+            keys_enc = self.key_proj(keys)  # B x n_att_dims x T2
+            queries_enc = self.query_proj(queries)
+            # Simplistic Gaussian isotopic attention
+            attn = (queries_enc[:, :, :, None] - keys_enc[:, :, None]) ** 2  # B x n_attn_dims x T1 x T2
+            attn = -self.temperature * 1000 * attn.sum(1, keepdim=True)
+            if attn_prior is not None:
+                attn = self.log_softmax(attn) + torch.log(attn_prior[:, None] + 1e-8)
+            attn_logprob = attn.clone()
+            if mask is not None:
+                attn.data.masked_fill_(mask.permute(0, 2, 1).unsqueeze(2), -float("inf"))
+            attn = self.softmax(attn)  # softmax along T2
+            return attn, attn_logprob
+
+    return AlignmentEncoder()
+
+
+def rad_aligner_program(m, weights):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    class ForwardSumLoss(torch.nn.Module):
+        def __init__(self, blank_logprob=-1):
+            super().__init__()
+            self.log_softmax = torch.nn.LogSoftmax(dim=3)
+            self.ctc_loss = torch.nn.CTCLoss(zero_infinity=True)
+            self.blank_logprob = blank_logprob
+
+        def forward(self, attn_logprob, in_lens, out_lens):
+            key_lens = in_lens
+            query_lens = out_lens
+            attn_logprob_padded = F.pad(input=attn_logprob, pad=(1, 0), value=self.blank_logprob)
+
+            total_loss = 0.0
+            for bid in range(attn_logprob.shape[0]):
+                target_seq = torch.arange(1, key_lens[bid] + 1).unsqueeze(0)
+                curr_logprob = attn_logprob_padded[bid].permute(1, 0, 2)[: query_lens[bid], :, : key_lens[bid] + 1]
+
+                curr_logprob = self.log_softmax(curr_logprob[None])[0]
+                loss = self.ctc_loss(
+                    curr_logprob,
+                    target_seq,
+                    input_lengths=query_lens[bid: bid + 1],
+                    target_lengths=key_lens[bid: bid + 1],
+                )
+                total_loss += loss
+
+            total_loss /= attn_logprob.shape[0]
+            return total_loss
+
+    class BinLoss(torch.nn.Module):
+        def forward(self, hard_attention, soft_attention):
+            log_sum = torch.log(torch.clamp(soft_attention[hard_attention == 1], min=1e-12)).sum()
+            return -log_sum / hard_attention.sum()
+
+    model = load(m, rad_aligner(m), weights).double()
+    rng = np.random.default_rng(37)
+    text = torch.tensor([[1, 4, 2, 6, 3], [5, 2, 3, 0, 0]])
+    text_lens = torch.tensor([5, 3])
+    mels = torch.from_numpy(rng.standard_normal((2, 4, 12)))
+    mel_lens = torch.tensor([12, 8])
+    prior = torch.zeros(2, 12, 5, dtype=torch.float64)
+    for b in range(2):
+        prior[b, : mel_lens[b], : text_lens[b]] = torch.from_numpy(beta_binomial_prior(int(text_lens[b]), int(mel_lens[b])))
+    text_mask = torch.arange(5)[None] >= text_lens[:, None]  # True where padded
+    forward_sum, bin_loss = ForwardSumLoss(), BinLoss()
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    history, durations = [], []
+    for step in range(4):
+        opt.zero_grad()
+        keys = model.embed(text).transpose(1, 2)
+        attn_soft, attn_logprob = model(mels, keys, mask=text_mask.unsqueeze(-1), attn_prior=prior)
+        attn_mask = (torch.arange(12)[None, :, None] < mel_lens[:, None, None]) & (~text_mask)[:, None, :]
+        with torch.no_grad():  # MAS over (text, frames): transpose to maximum_path's [b, t_x, t_y]
+            attn_hard = maximum_path(m, torch.log(attn_soft[:, 0] + 1e-12).transpose(1, 2),
+                                     attn_mask.transpose(1, 2).to(attn_soft.dtype)).transpose(1, 2)[:, None]
+        l_ctc = forward_sum(attn_logprob, text_lens, mel_lens)
+        l_bin = bin_loss(attn_hard, attn_soft)
+        loss = l_ctc + (0.5 if step >= 2 else 0.0) * l_bin
+        loss.backward()
+        opt.step()
+        history.append((l_ctc.item(), l_bin.item()))
+        durations.append(attn_hard[:, 0].sum(1))
+    return {"history": history, "durations": durations, "soft": attn_soft, "prior": prior,
+            "grads": {k: p.grad for k, p in model.named_parameters()}}
+
+
+def test_rad_tts_aligner_forward_sum_and_bin_losses():
+    weights = weights_of(rad_aligner)
+    ours, _ = run_both(rad_aligner_program, weights, rtol=1e-8, atol=1e-10)
+    assert ours["history"][-1][0] < ours["history"][0][0]
+    for d in ours["durations"]:  # every text token gets at least one frame, and the frames add up
+        np.testing.assert_array_equal(d.sum(1), [12, 8])
+        assert np.all(d[0] >= 1) and np.all(d[1, :3] >= 1) and np.all(d[1, 3:] == 0)
+    np.testing.assert_allclose(ours["prior"][0].sum(1), 1.0, rtol=1e-10)  # each frame's prior is a pmf
+    soft = ours["soft"]
+    np.testing.assert_allclose(soft.sum(-1), 1.0, rtol=1e-10)
+    assert np.all(soft[1, :, :, 3:] == 0)
