@@ -2654,3 +2654,166 @@ def test_rad_tts_aligner_forward_sum_and_bin_losses():
     soft = ours["soft"]
     np.testing.assert_allclose(soft.sum(-1), 1.0, rtol=1e-10)
     assert np.all(soft[1, :, :, 3:] == 0)
+
+
+# ----------------------------------------------------------------------------------------------
+# Monotonic attention in expectation as fairseq writes it (Raffel et al. 2017; MoChA, Chiu & Raffel
+# 2018; MILk, Arivazhagan et al. 2019): an exclusive cumprod in log space, the expected alignment by
+# a recursion over target steps, chunkwise soft attention by a conv1d moving sum and infinite
+# lookback by a flipped cumsum, under a source padding mask
+# ----------------------------------------------------------------------------------------------
+
+
+def safe_cumprod(m, tensor, dim: int, eps: float = 1e-10):
+    torch = m.torch
+    if (tensor + eps < 0).any().item():
+        raise RuntimeError("Safe cumprod can only take non-negative tensors as input.")
+    # Convert the tensor to log space
+    log_tensor = torch.log(tensor + eps)
+    # Compute the cumsum in log space
+    cumsum_log_tensor = torch.cumsum(log_tensor, dim)
+    # Exponentiate back
+    exp_cumsum_log_tensor = torch.exp(cumsum_log_tensor)
+    return exp_cumsum_log_tensor
+
+
+def exclusive_cumprod(m, tensor, dim: int, eps: float = 1e-10):
+    torch = m.torch
+    tensor_size = list(tensor.size())
+    tensor_size[dim] = 1
+    return_tensor = safe_cumprod(m, torch.cat([torch.ones(tensor_size).type_as(tensor), tensor], dim=dim), dim=dim, eps=eps)
+    if dim == 0:
+        return return_tensor[:-1]
+    elif dim == 1:
+        return return_tensor[:, :-1]
+    elif dim == 2:
+        return return_tensor[:, :, :-1]
+    else:
+        raise RuntimeError("Cumprod on dimension 3 and more is not implemented")
+
+
+def expected_alignment_from_p_choose(m, p_choose, padding_mask=None, eps=1e-6):
+    torch = m.torch
+    bsz, tgt_len, src_len = p_choose.size()
+    dtype = p_choose.dtype
+    p_choose = p_choose.float()
+    if padding_mask is not None:
+        p_choose = p_choose.masked_fill(padding_mask.unsqueeze(1), 0.0)
+    cumprod_1mp = exclusive_cumprod(m, 1 - p_choose, dim=2, eps=eps)
+    cumprod_1mp_clamp = torch.clamp(cumprod_1mp, eps, 1.0)
+    alpha_0 = p_choose.new_zeros([bsz, 1, src_len])
+    alpha_0[:, :, 0] = 1.0
+    previous_alpha = [alpha_0]
+    for i in range(tgt_len):
+        alpha_i = (p_choose[:, i] * cumprod_1mp[:, i] * torch.cumsum(previous_alpha[i][:, 0] / cumprod_1mp_clamp[:, i], dim=1)).clamp(0, 1.0)
+        previous_alpha.append(alpha_i.unsqueeze(1))
+    # alpha: bsz * num_heads, tgt_len, src_len
+    alpha = torch.cat(previous_alpha[1:], dim=1)
+    # Mix precision to prevent overflow for fp16
+    alpha = alpha.type(dtype)
+    assert not torch.isnan(alpha).any(), "NaN detected in alpha."
+    return alpha
+
+
+def moving_sum(m, x, start_idx: int, end_idx: int):
+    torch = m.torch
+    assert start_idx > 0 and end_idx > 0
+    batch_size, tgt_len, src_len = x.size()
+    x = x.view(-1, src_len).unsqueeze(1)
+    # batch_size, 1, src_len
+    moving_sum_weight = torch.ones([1, 1, end_idx + start_idx - 1]).type_as(x)
+    moving_sum = torch.nn.functional.conv1d(x, moving_sum_weight, padding=start_idx + end_idx - 1).squeeze(1)
+    moving_sum = moving_sum[:, end_idx:-start_idx]
+    assert src_len == moving_sum.size(1)
+    assert batch_size * tgt_len == moving_sum.size(0)
+    moving_sum = moving_sum.view(batch_size, tgt_len, src_len)
+    return moving_sum
+
+
+def expected_soft_attention(m, alpha, soft_energy, padding_mask=None, chunk_size=None, eps=1e-10):
+    torch = m.torch
+    if padding_mask is not None:
+        alpha = alpha.masked_fill(padding_mask.unsqueeze(1), 0.0)
+        soft_energy = soft_energy.masked_fill(padding_mask.unsqueeze(1), -float("inf"))
+    assert list(alpha.size()) == list(soft_energy.size())
+    dtype = alpha.dtype
+    alpha = alpha.float()
+    soft_energy = soft_energy.float()
+    soft_energy_max, _ = torch.max(soft_energy, dim=2, keepdim=True)
+    exp_soft_energy = torch.exp(soft_energy - soft_energy_max) + eps
+    if chunk_size is not None:
+        # Chunkwise
+        beta = (exp_soft_energy * moving_sum(m, alpha / (eps + moving_sum(m, exp_soft_energy, chunk_size, 1)), 1, chunk_size))
+    else:
+        # Infinite lookback
+        # Notice that infinite lookback is a special case of chunkwise
+        # where chunksize = inf
+        inner_items = alpha / (eps + torch.cumsum(exp_soft_energy, dim=2))
+        beta = (exp_soft_energy * torch.cumsum(inner_items.flip(dims=[2]), dim=2).flip(dims=[2]))
+        if padding_mask is not None:
+            beta = beta.masked_fill(padding_mask.unsqueeze(1).to(torch.bool), 0.0)
+    # Mix precision to prevent overflow for fp16
+    beta = beta.type(dtype)
+    beta = beta.clamp(0, 1)
+    assert not torch.isnan(beta).any(), "NaN detected in beta."
+    return beta
+
+
+def monotonic_attention_model(m, dim=6, vocab=8):
+    torch, nn = m.torch, m.nn
+
+    class MonotonicAttention(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.src_embed = nn.Embedding(vocab, dim, padding_idx=0)
+            self.tgt_embed = nn.Embedding(vocab, dim)
+            self.k_mono, self.q_mono = nn.Linear(dim, dim), nn.Linear(dim, dim)
+            self.k_soft, self.q_soft = nn.Linear(dim, dim), nn.Linear(dim, dim)
+            self.energy_bias = nn.Parameter(torch.tensor([-1.0]))
+            self.out = nn.Linear(2 * dim, vocab)
+
+        def forward(self, src, tgt, chunk_size):
+            padding_mask = src == 0
+            k, q = self.src_embed(src), self.tgt_embed(tgt)
+            mono_energy = torch.bmm(self.q_mono(q), self.k_mono(k).transpose(1, 2)) / math.sqrt(k.size(-1)) + self.energy_bias
+            p_choose = torch.sigmoid(mono_energy)
+            alpha = expected_alignment_from_p_choose(m, p_choose, padding_mask)
+            soft_energy = torch.bmm(self.q_soft(q), self.k_soft(k).transpose(1, 2))
+            beta = expected_soft_attention(m, alpha, soft_energy, padding_mask, chunk_size)
+            context = torch.bmm(beta, self.src_embed(src))
+            return self.out(torch.cat([context, q], -1)), alpha, beta
+
+    return MonotonicAttention()
+
+
+def monotonic_attention_program(m, weights, chunk_size):
+    torch, F = m.torch, m.F
+    model = load(m, monotonic_attention_model(m), weights)
+    src = torch.tensor([[3, 1, 4, 1, 5, 2], [2, 7, 1, 0, 0, 0]])
+    tgt = torch.tensor([[1, 3, 4, 5], [2, 7, 2, 1]])
+    gold = torch.tensor([[3, 1, 4, 5], [2, 7, 1, 1]])
+    opt = torch.optim.Adam(model.parameters(), lr=0.02)
+    history = []
+    for step in range(5):
+        opt.zero_grad()
+        logits, alpha, beta = model(src, tgt, chunk_size)
+        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), gold.reshape(-1))
+        # MILk's latency term: the expected source position read before each output
+        latency = (alpha * torch.arange(1, src.size(1) + 1, dtype=alpha.dtype)).sum(-1).mean()
+        (loss + 0.01 * latency).backward()
+        opt.step()
+        history.append((loss.item(), latency.item()))
+    return {"history": history, "alpha": alpha, "beta": beta,
+            "grads": {k: p.grad for k, p in model.named_parameters()}}
+
+
+@pytest.mark.parametrize("chunk_size", [None, 2])
+def test_fairseq_monotonic_attention_in_expectation(chunk_size):
+    weights = weights_of(monotonic_attention_model)
+    ours, _ = run_both(monotonic_attention_program, weights, chunk_size, rtol=2e-5, atol=1e-6)
+    assert ours["history"][-1][0] < ours["history"][0][0]
+    alpha, beta = ours["alpha"], ours["beta"]
+    assert np.all(alpha >= 0) and np.all(alpha.sum(-1) <= 1 + 1e-5)  # the rest of the mass never attends
+    assert np.all(alpha[1, :, 3:] == 0) and np.all(beta[1, :, 3:] == 0)  # nothing on padding
+    # the soft attention redistributes the monotonic mass, within a chunk or all the way back
+    np.testing.assert_allclose(beta.sum(-1), alpha.sum(-1), rtol=1e-4, atol=1e-5)
