@@ -27,8 +27,14 @@ diagonals and a soft edit distance trained through the same in-place wavefront; 
 (``as_strided`` stripes read while ``diagonal().copy_()`` writes the table, a hook zeroing NaN gradients in
 place, CKY); the Gumbel Tree-LSTM (straight-through Gumbel selection from the seeded generator, cumsum
 masks); structured attention by CRF marginals (``autograd.grad(create_graph=True)`` trained through);
-perturbed top-k (a custom Function reusing its saved noise) under a Fenchel-Young loss; and a pointer
-network trained by REINFORCE (``-inf`` masks, seeded ``Categorical`` sampling).
+perturbed top-k (a custom Function reusing its saved noise) under a Fenchel-Young loss; a pointer network
+trained by REINFORCE (``-inf`` masks, seeded ``Categorical`` sampling); torchaudio's CTC forced alignment
+(a trellis by ``torch.maximum`` with +-inf borders, back-tracked into Points and merged Segments) driving
+Viterbi training; diffsort's odd-even sorting network (logistic and Cauchy swaps, the relaxed permutation
+by matmuls, BCE against argsort's one-hot); the RAD-TTS aligner (a beta-binomial prior, the forward-sum
+loss as ``nn.CTCLoss(zero_infinity=True)`` per utterance after ``F.pad`` with a blank value, ``.data.
+masked_fill_``, MAS and the bin loss); and fairseq's monotonic attention in expectation (a log-space
+exclusive cumprod, MoChA's chunks by a ``conv1d`` moving sum, MILk's lookback by a flipped cumsum).
 
 One strict xfail: ``torch.Tensor(float64 array)`` keeps float64 in chainrule where PyTorch's legacy
 constructor makes float32 (soft-DTW as written rounds its tables through it)."""
