@@ -2823,3 +2823,123 @@ def test_fairseq_monotonic_attention_in_expectation(chunk_size):
     assert np.all(alpha[1, :, 3:] == 0) and np.all(beta[1, :, 3:] == 0)  # nothing on padding
     # the soft attention redistributes the monotonic mass, within a chunk or all the way back
     np.testing.assert_allclose(beta.sum(-1), alpha.sum(-1), rtol=1e-4, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------
+# A Transformer translation model decoded by batched beam search: encoder outputs and their padding
+# masks expanded per beam by repeat_interleave, scores over (beam x vocab) by view + topk, beam and token
+# by floor division and remainder, hypotheses re-gathered by index_select, finished beams frozen by
+# masked_fill with -inf, an n-best list with length-normalised scores
+# ----------------------------------------------------------------------------------------------
+
+BOS, EOS, PAD, VOCAB_MT = 1, 2, 0, 9
+
+
+def transformer_mt(m, d_model=8):
+    torch, nn = m.torch, m.nn
+
+    class Seq2Seq(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.src_embed = nn.Embedding(VOCAB_MT, d_model, padding_idx=PAD)
+            self.tgt_embed = nn.Embedding(VOCAB_MT, d_model, padding_idx=PAD)
+            self.pos = nn.Parameter(torch.randn(16, d_model) * 0.1)
+            self.transformer = nn.Transformer(d_model, nhead=2, num_encoder_layers=1, num_decoder_layers=1,
+                                              dim_feedforward=16, dropout=0.0, batch_first=True)
+            self.generator = nn.Linear(d_model, VOCAB_MT)
+
+        def encode(self, src):
+            src_key_padding_mask = src == PAD
+            x = self.src_embed(src) + self.pos[: src.size(1)]
+            return self.transformer.encoder(x, src_key_padding_mask=src_key_padding_mask), src_key_padding_mask
+
+        def decode(self, tgt, memory, memory_key_padding_mask):
+            tgt_mask = nn.Transformer.generate_square_subsequent_mask(tgt.size(1), dtype=memory.dtype)
+            y = self.tgt_embed(tgt) + self.pos[: tgt.size(1)]
+            h = self.transformer.decoder(y, memory, tgt_mask=tgt_mask, tgt_is_causal=True,
+                                         memory_key_padding_mask=memory_key_padding_mask)
+            return self.generator(h)
+
+        def forward(self, src, tgt_in):
+            memory, mask = self.encode(src)
+            return self.decode(tgt_in, memory, mask)
+
+    return Seq2Seq()
+
+
+def beam_search(m, model, src, beam_size=3, max_len=6, alpha=0.6):
+    torch = m.torch
+    B = src.size(0)
+    memory, mask = model.encode(src)
+    memory = memory.repeat_interleave(beam_size, dim=0)
+    mask = mask.repeat_interleave(beam_size, dim=0)
+    seqs = torch.full((B * beam_size, 1), BOS, dtype=torch.long)
+    scores = torch.zeros(B, beam_size, dtype=memory.dtype)
+    scores[:, 1:] = float("-inf")  # start from one live beam per sentence
+    scores = scores.view(-1)
+    finished = torch.zeros(B * beam_size, dtype=torch.bool)
+    for step in range(max_len):
+        logp = model.decode(seqs, memory, mask)[:, -1].log_softmax(-1)  # (B*K, V)
+        # a finished beam extends only by PAD at no cost
+        pad_row = torch.full_like(logp, float("-inf"))
+        pad_row[:, PAD] = 0.0
+        logp = torch.where(finished[:, None], pad_row, logp.masked_fill(
+            torch.arange(VOCAB_MT)[None] == PAD, float("-inf")))
+        cand = (scores[:, None] + logp).view(B, -1)  # (B, K*V)
+        top_scores, top_idx = cand.topk(beam_size, dim=-1)
+        beam_idx = torch.div(top_idx, VOCAB_MT, rounding_mode="floor")
+        token = top_idx % VOCAB_MT
+        flat = (beam_idx + torch.arange(B)[:, None] * beam_size).view(-1)
+        seqs = torch.cat([seqs.index_select(0, flat), token.view(-1, 1)], dim=1)
+        finished = finished.index_select(0, flat) | (token.view(-1) == EOS)
+        scores = top_scores.view(-1)
+        if finished.all():
+            break
+    lengths = (seqs[:, 1:] != PAD).sum(1).to(scores.dtype)
+    penalty = ((5 + lengths) / 6) ** alpha  # GNMT
+    normalised = (scores / penalty).view(B, beam_size)
+    order = normalised.argsort(dim=-1, descending=True)
+    nbest = seqs.view(B, beam_size, -1).gather(1, order[..., None].expand(-1, -1, seqs.size(1)))
+    return nbest, normalised.gather(1, order), scores.view(B, beam_size).gather(1, order)
+
+
+def transformer_beam_program(m, weights):
+    torch, F = m.torch, m.F
+    model = load(m, transformer_mt(m), weights).double()
+    src = torch.tensor([[3, 4, 5, 6], [7, 3, 8, PAD], [5, 5, PAD, PAD]])
+    tgt = torch.tensor([[BOS, 6, 5, 4, 3, EOS], [BOS, 8, 3, 7, EOS, PAD], [BOS, 5, 5, EOS, PAD, PAD]])
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    history = []
+    for step in range(15):
+        opt.zero_grad()
+        logits = model(src, tgt[:, :-1])
+        loss = F.cross_entropy(logits.reshape(-1, VOCAB_MT), tgt[:, 1:].reshape(-1), ignore_index=PAD)
+        loss.backward()
+        opt.step()
+        history.append(loss.item())
+    model.eval()
+    with torch.no_grad():
+        nbest, normalised, raw = beam_search(m, model, src)
+        # each hypothesis's raw score is its teacher-forced log-likelihood
+        rescored = []
+        for b in range(3):
+            for k in range(nbest.size(1)):
+                hyp = nbest[b, k]
+                n = int((hyp[1:] != PAD).sum())
+                lp = model(src[b:b + 1], hyp[None, :n]).log_softmax(-1)[0]
+                rescored.append(lp.gather(1, hyp[1:n + 1, None]).sum())
+    return {"history": history, "nbest": nbest, "normalised": normalised, "raw": raw,
+            "rescored": torch.stack(rescored).view(3, -1)}
+
+
+def test_transformer_batched_beam_search():
+    weights = weights_of(transformer_mt)
+    ours, _ = run_both(transformer_beam_program, weights, rtol=1e-8, atol=1e-10)
+    assert ours["history"][-1] < ours["history"][0]
+    np.testing.assert_allclose(ours["rescored"], ours["raw"], rtol=1e-9, atol=1e-10)
+    assert np.all(np.diff(ours["normalised"], axis=1) <= 0)
+    for hyp in ours["nbest"].reshape(-1, ours["nbest"].shape[-1]):
+        tokens = list(hyp)
+        assert tokens[0] == BOS
+        if EOS in tokens:  # nothing but padding after the end
+            assert all(t == PAD for t in tokens[tokens.index(EOS) + 1:])
