@@ -34,7 +34,10 @@ Viterbi training; diffsort's odd-even sorting network (logistic and Cauchy swaps
 by matmuls, BCE against argsort's one-hot); the RAD-TTS aligner (a beta-binomial prior, the forward-sum
 loss as ``nn.CTCLoss(zero_infinity=True)`` per utterance after ``F.pad`` with a blank value, ``.data.
 masked_fill_``, MAS and the bin loss); and fairseq's monotonic attention in expectation (a log-space
-exclusive cumprod, MoChA's chunks by a ``conv1d`` moving sum, MILk's lookback by a flipped cumsum).
+exclusive cumprod, MoChA's chunks by a ``conv1d`` moving sum, MILk's lookback by a flipped cumsum); and a
+Transformer decoded by batched beam search (``repeat_interleave`` of the memory, ``topk`` over beam x vocab,
+floor division and remainder, ``index_select`` of hypotheses, finished beams frozen by ``-inf``), each
+hypothesis's score checked against its teacher-forced log-likelihood.
 
 One strict xfail: ``torch.Tensor(float64 array)`` keeps float64 in chainrule where PyTorch's legacy
 constructor makes float32 (soft-DTW as written rounds its tables through it)."""
@@ -2932,6 +2935,7 @@ def transformer_beam_program(m, weights):
             "rescored": torch.stack(rescored).view(3, -1)}
 
 
+@pytest.mark.filterwarnings("ignore:The PyTorch API of nested tensors")  # (PyTorch's eval fast path)
 def test_transformer_batched_beam_search():
     weights = weights_of(transformer_mt)
     ours, _ = run_both(transformer_beam_program, weights, rtol=1e-8, atol=1e-10)
