@@ -1,4 +1,4 @@
-# ruff: noqa: B007, B008, B023, E741, E731, F841, UP004, UP008, UP031  (the programs are kept as their authors wrote them)
+# ruff: noqa: B007, B008, B023, E741, E731, F841, UP004, UP008, UP031, UP032  (the programs are kept as their authors wrote them)
 """Programs that mix tensors with NumPy and plain Python as real training scripts do (see
 tests/pytorch_programs.py), each run on chainrule and on PyTorch and compared, results, Python types and dtypes.
 
@@ -12,7 +12,9 @@ tensor); tensors built from NumPy scalars, 0-d arrays and mixed Python numbers; 
 keys; ``pickle`` and ``copy.deepcopy`` of tensors and modules (a best-model snapshot, shared parameters); data drawn
 by ``np.random`` after ``np.random.seed``; a ``Dataset`` over NumPy arrays whose samples ``default_collate`` batches
 (arrays, NumPy scalars, dicts); an sklearn-style ``fit(X)``/``predict(X)`` wrapper; ``torch.as_tensor``'s sharing
-and copying; early stopping and meters that mix tensors, ``np.inf`` and NumPy scalars."""
+and copying; early stopping and meters that mix tensors, ``np.inf`` and NumPy scalars; an augmentation pipeline whose
+shifts, scale factors, fills and k come out of NumPy (``roll``, ``F.interpolate``, ``torch.where``, ``kthvalue``,
+``movedim`` given NumPy integers and floats)."""
 
 import copy
 import io
@@ -23,7 +25,7 @@ import warnings
 import numpy as np
 import pytest
 
-from .pytorch_programs import OURS, load, pytorch, run_both, weights_of
+from .pytorch_programs import load, run_both, weights_of
 
 
 def dtype_name(dtype):
@@ -151,7 +153,8 @@ def test_from_numpy_and_numpy_share_memory_both_ways():
     buffer, u, matrix, t, view, snapshot, exported = ours
     np.testing.assert_array_equal(buffer, [3, 16, -1, 0, 10, -1])
     np.testing.assert_array_equal(u, [4, 7, 99, 1, 1, 1])
-    np.testing.assert_array_equal(view, [1, 1, 1]) and np.testing.assert_array_equal(snapshot, [.5, .5, .5])
+    np.testing.assert_array_equal(view, [1, 1, 1])
+    np.testing.assert_array_equal(snapshot, [0.5, 0.5, 0.5])
     np.testing.assert_array_equal(exported, [0, 0, 0, 0])
 
 
@@ -312,11 +315,13 @@ def python_builtins(m):
         "enumerate": [(i, x) for i, x in enumerate(counts)], "reversed": list(reversed(counts)),
         "in": 2.0 in scores, "not_in": 2.5 in scores, "in_tensor": torch.tensor(3) in counts,
         "divmod": divmod(int(counts[0]), 3),  # (a tensor has no __divmod__ nor __round__ in PyTorch)
-        "div_floor": torch.div(counts, 3, rounding_mode="floor"), "div_trunc": torch.div(counts, 3, rounding_mode="trunc"),
+        "div_floor": torch.div(counts, 3, rounding_mode="floor"),
+        "div_trunc": torch.div(counts, 3, rounding_mode="trunc"),
         "floordiv": counts // 2, "rfloordiv": 7 // torch.tensor([3, -3]), "fmod": torch.fmod(counts, 3),
         "mod": counts % 3, "rmod": 7 % torch.tensor([3, -3]), "rmod_float": 7.5 % torch.tensor([2.0, -2.0]),
         "abs": abs(scores - 1), "round": torch.round(torch.tensor([1.5, 2.5, -0.5])),
-        "round_0d": round(torch.tensor(2.5).item()), "round_decimals": torch.round(torch.tensor([1.2345, 2.5]), decimals=2),
+        "round_0d": round(torch.tensor(2.5).item()),
+        "round_decimals": torch.round(torch.tensor([1.2345, 2.5]), decimals=2),
         "round_item": round(torch.tensor(1.2345).item(), 2),
         "neg_pos": (-counts, +counts), "invert": (~counts, ~(counts > 0)),
         "list_index": [10, 20, 30][torch.tensor(1)], "slice": [10, 20, 30][torch.tensor(1):],
@@ -333,8 +338,10 @@ def test_python_builtins_over_tensors():
     assert float(out["sum"]) == 5.0 and kinds["sum"] == "Tensor(float32)" and kinds["in"] == "bool"
     assert out["max_key"] == 3 and out["sorted_items"] == [-1.0, 0.5, 2.0, 3.5] and out["list_index"] == 20
     np.testing.assert_array_equal(out["round"], [2.0, 2.0, -0.0])  # half to even, as Python's round
-    np.testing.assert_array_equal(out["div_floor"], [2, -3, 1]) and np.testing.assert_array_equal(out["fmod"], [1, -1, 0])
-    np.testing.assert_array_equal(out["rmod"], [1, -2]) and np.testing.assert_array_equal(out["rmod_float"], [1.5, -0.5])
+    np.testing.assert_array_equal(out["div_floor"], [2, -3, 1])
+    np.testing.assert_array_equal(out["fmod"], [1, -1, 0])
+    np.testing.assert_array_equal(out["rmod"], [1, -2])
+    np.testing.assert_array_equal(out["rmod_float"], [1.5, -0.5])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -778,3 +785,48 @@ def tensor_with_integer_arrays(m):
 def test_a_tensor_op_an_integer_ndarray_promotes_as_numpy():
     ours, _ = run_both(tensor_with_integer_arrays)
     assert ours[0] == ["float64", "float64", "float64", "float64"]
+
+
+# ----------------------------------------------------------------------------------------------
+# 15. augmentation and robust statistics whose arguments come out of NumPy
+# ----------------------------------------------------------------------------------------------
+
+
+def numpy_configured_augmentation(m):
+    torch, nn, F = m.torch, m.nn, m.F
+    rng = np.random.RandomState(3)
+    signals = torch.from_numpy(np.sin(np.linspace(0, 6, 32 * 8)).reshape(8, 1, 32).astype(np.float32))
+    augmented = []
+    for x in signals:
+        shift = rng.randint(-4, 5)  # a NumPy int64
+        x = x.roll(shift, dims=np.int64(-1))
+        scale = np.float32(rng.choice([1.0, 2.0]))
+        x = F.interpolate(x[None], scale_factor=scale, mode="linear", align_corners=False)
+        x = F.interpolate(x, size=np.int64(32), mode="linear", align_corners=False)[0]
+        mean = np.float64(x.mean().item())
+        x = torch.where(x > mean, x, np.float64(0.0))  # a NumPy mean as the fill
+        augmented.append(x)
+    batch = torch.stack(augmented)
+    k = np.argmax([0, 3, 1]) + 1
+    robust_low = batch.kthvalue(k, dim=np.int64(-1)).values  # k: a NumPy int64 from argmax
+    channels_last = batch.movedim(np.int64(1), np.int64(-1))
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv1d(1, 4, 5, padding=2), nn.ReLU(), nn.AdaptiveAvgPool1d(1), nn.Flatten(),
+                          nn.Linear(4, 1))
+    optimizer = m.optim.Adam(model.parameters(), lr=np.float64(1e-2))
+    target = torch.from_numpy(rng.rand(8, 1).astype(np.float32))
+    losses = []
+    for step in range(5):
+        optimizer.zero_grad()
+        loss = F.mse_loss(model(batch), target)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return batch, robust_low, tuple(channels_last.shape), losses, dtype_name(batch.dtype)
+
+
+def test_augmentation_whose_arguments_come_out_of_numpy():
+    ours, _ = run_both(numpy_configured_augmentation, rtol=1e-5, atol=1e-6)
+    batch, robust_low, channels_last_shape, losses, batch_dtype = ours
+    assert batch.shape == (8, 1, 32) and batch_dtype == "float32" and channels_last_shape == (8, 32, 1)
+    np.testing.assert_array_equal(robust_low, np.sort(batch, axis=-1)[..., 1])

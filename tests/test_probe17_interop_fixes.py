@@ -1,0 +1,54 @@
+"""The library fixes the probe17 interop programs (tests/test_programs_probe17_interop.py) led to: arguments that
+come out of NumPy (``np.argmax``'s integers, ``np.float64`` means) read as the Python numbers they hold, as PyTorch's
+argument parser reads them. Each checked on chainrule and, where installed, on PyTorch (the ``T`` fixture)."""
+
+import numpy as np
+import pytest
+
+from .pytorch_programs import OURS, pytorch
+
+
+def test_where_reads_numpy_scalars_as_python_numbers(T):
+    """Two NumPy scalars give the default dtype (float32), not the scalars' float64 or int32."""
+    condition = T.tensor([True, False, True])
+    chosen = T.where(condition, np.float64(1.5), np.float64(-0.5))
+    assert chosen.dtype == T.float32
+    np.testing.assert_array_equal(chosen.numpy(), [1.5, -0.5, 1.5])
+    assert T.where(condition, np.int32(1), np.int32(0)).dtype == T.int64
+    assert T.where(condition, np.float16(1.0), 0.0).dtype == T.float32
+    halves = T.tensor([1.0, 2.0, 3.0], dtype=T.float16)
+    assert T.where(condition, halves, np.float64(0.0)).dtype == T.float16  # a number keeps the tensor's dtype
+
+
+def test_kthvalue_takes_a_numpy_integer_k_and_refuses_a_float(T):
+    x = T.tensor([[0.5, -1.0, 2.0], [1.0, 3.0, -2.0]])
+    values, indices = T.kthvalue(x, np.int64(2), np.int64(0))
+    np.testing.assert_array_equal(values.numpy(), [1.0, 3.0, 2.0])
+    np.testing.assert_array_equal(indices.numpy(), [1, 1, 0])
+    np.testing.assert_array_equal(T.kthvalue(x, T.tensor(2)).values.numpy(), [0.5, 1.0])
+    with pytest.raises(TypeError):
+        T.kthvalue(x, 2.0)
+
+
+def test_roll_and_movedim_take_numpy_integers(T):
+    x = T.arange(6.0).view(2, 3)
+    np.testing.assert_array_equal(x.roll(np.int64(1), np.int64(1)).numpy(), [[2, 0, 1], [5, 3, 4]])
+    np.testing.assert_array_equal(x.roll((np.int64(1), 1), (0, np.int32(1))).numpy(), [[5, 3, 4], [2, 0, 1]])
+    np.testing.assert_array_equal(x.roll(T.tensor(1), 1).numpy(), [[2, 0, 1], [5, 3, 4]])
+    np.testing.assert_array_equal(x.roll(np.int64(-1)).numpy(), [[1, 2, 3], [4, 5, 0]])
+    assert tuple(x.movedim(np.int64(0), np.int64(1)).shape) == (3, 2)
+    t = T.ones(2, 3, 4, requires_grad=True)
+    (t.roll(np.int64(2), np.int64(2)) * T.arange(4.0)).sum().backward()
+    np.testing.assert_array_equal(t.grad[0, 0].numpy(), [2, 3, 0, 1])
+
+
+@pytest.mark.parametrize("library", ["ours", "torch"])
+def test_interpolate_takes_a_numpy_size_and_scale_factor(library):
+    m = OURS if library == "ours" else pytorch()
+    if m is None:
+        pytest.skip("PyTorch is not installed")
+    x = m.torch.arange(2.0).view(1, 1, 2)
+    for kwargs in ({"size": np.int64(4)}, {"scale_factor": np.float32(2)}, {"scale_factor": np.int64(2)}):
+        np.testing.assert_array_equal(m.F.interpolate(x, **kwargs).numpy(), [[[0, 0, 1, 1]]])
+    up = m.nn.Upsample(scale_factor=np.float32(2), mode="linear")(x)
+    np.testing.assert_allclose(up.numpy(), [[[0, 0.25, 0.75, 1]]])
