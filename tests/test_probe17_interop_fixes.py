@@ -52,3 +52,37 @@ def test_interpolate_takes_a_numpy_size_and_scale_factor(library):
         np.testing.assert_array_equal(m.F.interpolate(x, **kwargs).numpy(), [[[0, 0, 1, 1]]])
     up = m.nn.Upsample(scale_factor=np.float32(2), mode="linear")(x)
     np.testing.assert_allclose(up.numpy(), [[[0, 0.25, 0.75, 1]]])
+
+
+def test_tensor_split_multinomial_and_histogram_take_numpy_integer_counts(T):
+    x = T.arange(6.0).view(2, 3)
+    pieces = x.tensor_split(np.int32(2), dim=np.int32(1))
+    assert [tuple(p.shape) for p in pieces] == [(2, 2), (2, 1)]
+    T.manual_seed(0)
+    drawn = T.multinomial(T.tensor([0.0, 1.0]), np.int32(3), replacement=True)
+    np.testing.assert_array_equal(drawn.numpy(), [1, 1, 1])
+    hist = T.histogram(T.tensor([0.0, 1.0, 2.0, 2.5]), bins=np.int64(2))
+    np.testing.assert_array_equal(hist.hist.numpy(), [2, 2])
+    with pytest.raises(RuntimeError):
+        T.multinomial(T.tensor([0.5, 0.5]), np.int64(0))
+
+
+@pytest.mark.parametrize("library", ["ours", "torch"])
+def test_pooling_padding_and_layer_norm_take_numpy_integers(library):
+    """A NumPy integer stride once reached ``stride == []``, which NumPy answers with an empty array (a
+    ValueError); a NumPy integer padding or normalized_shape was iterated as a sequence."""
+    m = OURS if library == "ours" else pytorch()
+    if m is None:
+        pytest.skip("PyTorch is not installed")
+    image = m.torch.arange(16.0).view(1, 1, 4, 4)
+    np.testing.assert_array_equal(m.F.max_pool2d(image, np.int32(2), np.int32(2)).numpy(), [[[[5, 7], [13, 15]]]])
+    np.testing.assert_array_equal(m.nn.MaxPool2d(np.int64(2))(image).numpy(), [[[[5, 7], [13, 15]]]])
+    averaged = m.F.avg_pool2d(image, (np.int32(2), np.int32(2)), stride=np.int32(2))
+    np.testing.assert_array_equal(averaged.numpy(), [[[[2.5, 4.5], [10.5, 12.5]]]])
+    assert tuple(m.nn.ZeroPad2d(np.int32(1))(image).shape) == (1, 1, 6, 6)
+    np.testing.assert_array_equal(m.nn.ConstantPad1d(np.int64(1), 2.0)(m.torch.zeros(1, 1)).numpy(), [[2, 0, 2]])
+    assert tuple(m.nn.ReflectionPad2d(np.int32(1))(image).shape) == (1, 1, 6, 6)
+    norm = m.nn.LayerNorm(np.int64(3))
+    assert tuple(norm.normalized_shape) == (3,)
+    np.testing.assert_allclose(norm(m.torch.tensor([[1.0, 2.0, 3.0]])).detach().numpy(),
+                               [[-1.2247356, 0.0, 1.2247356]], rtol=1e-5)

@@ -14,7 +14,9 @@ by ``np.random`` after ``np.random.seed``; a ``Dataset`` over NumPy arrays whose
 (arrays, NumPy scalars, dicts); an sklearn-style ``fit(X)``/``predict(X)`` wrapper; ``torch.as_tensor``'s sharing
 and copying; early stopping and meters that mix tensors, ``np.inf`` and NumPy scalars; an augmentation pipeline whose
 shifts, scale factors, fills and k come out of NumPy (``roll``, ``F.interpolate``, ``torch.where``, ``kthvalue``,
-``movedim`` given NumPy integers and floats)."""
+``movedim`` given NumPy integers and floats); a random hyperparameter search whose configurations NumPy draws
+(``nn.ZeroPad2d``, ``nn.MaxPool2d``, ``nn.LayerNorm``, ``tensor_split``, ``multinomial``, ``histc`` given
+NumPy integers)."""
 
 import copy
 import io
@@ -830,3 +832,63 @@ def test_augmentation_whose_arguments_come_out_of_numpy():
     batch, robust_low, channels_last_shape, losses, batch_dtype = ours
     assert batch.shape == (8, 1, 32) and batch_dtype == "float32" and channels_last_shape == (8, 32, 1)
     np.testing.assert_array_equal(robust_low, np.sort(batch, axis=-1)[..., 1])
+
+
+# ----------------------------------------------------------------------------------------------
+# 16. a random hyperparameter search whose configurations NumPy draws
+# ----------------------------------------------------------------------------------------------
+
+
+def numpy_hyperparameter_search(m):
+    torch, nn, F = m.torch, m.nn, m.F
+    images, labels = blobs(n=48, features=16)
+    images = torch.from_numpy(images.reshape(48, 1, 4, 4))
+    labels = torch.from_numpy(labels)
+    rng = np.random.RandomState(7)
+    space = {"channels": [4, 8], "pool": [2], "pad": [0, 1], "hidden": [8, 12], "drop": (0.0, 0.0)}
+    results = []
+    for trial in range(3):
+        config = {
+            "channels": rng.choice(space["channels"]),  # NumPy int64s and float64s from here on
+            "pool": rng.choice(space["pool"]),
+            "pad": rng.choice(space["pad"]),
+            "hidden": rng.choice(space["hidden"]),
+            "lr": np.logspace(-2, -1, 3)[rng.randint(3)],
+            "drop": rng.uniform(*space["drop"]),
+        }
+        torch.manual_seed(trial)
+        side = (4 + 2 * config["pad"]) // config["pool"]
+        model = nn.Sequential(
+            nn.ZeroPad2d(config["pad"]),
+            nn.Conv2d(1, config["channels"], kernel_size=np.int64(3), padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(config["pool"], stride=config["pool"]),
+            nn.Flatten(),
+            nn.Linear(config["channels"] * side * side, config["hidden"]),
+            nn.LayerNorm(config["hidden"]),
+            nn.Dropout(config["drop"]),
+            nn.Linear(config["hidden"], 3),
+        )
+        optimizer = m.optim.SGD(model.parameters(), lr=config["lr"], momentum=np.float64(0.9))
+        for xb, yb in zip(images.tensor_split(np.int64(3)), labels.tensor_split(np.int64(3))):
+            optimizer.zero_grad()
+            loss = F.cross_entropy(model(xb), yb)
+            loss.backward()
+            optimizer.step()
+        with torch.no_grad():
+            probs = F.softmax(model(images), dim=1)
+            accuracy = (probs.argmax(1) == labels).float().mean().item()
+        torch.manual_seed(100 + trial)
+        sampled = torch.multinomial(probs[:4], np.int64(2), replacement=True)  # a NumPy count
+        counts = torch.histc(probs[:, 0], bins=np.int64(4), min=0, max=1)
+        results.append({"loss": loss.item(), "accuracy": accuracy, "sampled": sampled, "counts": counts,
+                        "config": {k: (float(v) if k in ("lr", "drop") else int(v)) for k, v in config.items()}})
+    best = max(results, key=lambda r: r["accuracy"])
+    return results, best["config"]
+
+
+def test_a_hyperparameter_search_whose_configurations_numpy_draws():
+    ours, _ = run_both(numpy_hyperparameter_search, rtol=1e-4, atol=1e-5)
+    results, best = ours
+    assert len(results) == 3 and set(best) == {"channels", "pool", "pad", "hidden", "lr", "drop"}
+    assert all(r["counts"].sum() == 48 for r in results)
