@@ -86,3 +86,25 @@ def test_pooling_padding_and_layer_norm_take_numpy_integers(library):
     assert tuple(norm.normalized_shape) == (3,)
     np.testing.assert_allclose(norm(m.torch.tensor([[1.0, 2.0, 3.0]])).detach().numpy(),
                                [[-1.2247356, 0.0, 1.2247356]], rtol=1e-5)
+
+
+def test_distribution_parameters_given_as_numpy_floats_take_the_default_dtype(T):
+    """np.float64(2.0) is a Python float to PyTorch's broadcast_all: float32 parameters and samples (float64 ones
+    drew other Bernoulli outcomes from the same seed)."""
+    D = T.distributions
+    normal = D.Normal(np.float64(0.0), np.float64(2.0))
+    assert normal.loc.dtype == T.float32 and normal.log_prob(T.tensor(1.0)).dtype == T.float32
+    T.manual_seed(0)
+    coin = D.Bernoulli(probs=np.float64(0.3)).sample((4,))
+    assert coin.dtype == T.float32
+    T.manual_seed(0)
+    np.testing.assert_array_equal(coin.numpy(), D.Bernoulli(probs=0.3).sample((4,)).numpy())
+    assert D.kl_divergence(D.Normal(np.float64(0.0), 1.0), D.Normal(1.0, np.float64(2.0))).dtype == T.float32
+
+
+def test_normal_cdf_of_a_float64_value_with_float32_parameters(T):
+    """√2 divides the float64 standardised value (PyTorch's order), not the float32 scale: Φ(0.9) to 1e-15."""
+    value = T.tensor(0.9, dtype=T.float64)
+    cdf = T.distributions.Normal(0.0, 1.0).cdf(value)
+    assert cdf.dtype == T.float64
+    assert abs(cdf.item() - 0.8159398746532405) < 1e-15

@@ -16,7 +16,8 @@ and copying; early stopping and meters that mix tensors, ``np.inf`` and NumPy sc
 shifts, scale factors, fills and k come out of NumPy (``roll``, ``F.interpolate``, ``torch.where``, ``kthvalue``,
 ``movedim`` given NumPy integers and floats); a random hyperparameter search whose configurations NumPy draws
 (``nn.ZeroPad2d``, ``nn.MaxPool2d``, ``nn.LayerNorm``, ``tensor_split``, ``multinomial``, ``histc`` given
-NumPy integers)."""
+NumPy integers); a Thompson-sampling bandit whose counts NumPy keeps and whose draws ``Beta``, ``Bernoulli`` and
+``Normal`` make from ``numpy.float64`` parameters."""
 
 import copy
 import io
@@ -892,3 +893,41 @@ def test_a_hyperparameter_search_whose_configurations_numpy_draws():
     results, best = ours
     assert len(results) == 3 and set(best) == {"channels", "pool", "pad", "hidden", "lr", "drop"}
     assert all(r["counts"].sum() == 48 for r in results)
+
+
+# ----------------------------------------------------------------------------------------------
+# 17. a bandit simulation: statistics kept in NumPy, draws by torch.distributions
+# ----------------------------------------------------------------------------------------------
+
+
+def thompson_bandit(m):
+    torch, D = m.torch, m.torch.distributions
+    torch.manual_seed(0)
+    true_rates = np.array([0.2, 0.5, 0.7])
+    successes, failures = np.ones(3), np.ones(3)
+    rewards_seen = [[] for _ in range(3)]
+    chosen = []
+    for step in range(40):
+        # posterior draws, one per arm, from NumPy's running counts (numpy.float64 parameters)
+        draws = [D.Beta(successes[a], failures[a]).sample() for a in range(3)]
+        arm = int(torch.stack(draws).argmax())
+        reward = D.Bernoulli(probs=true_rates[arm]).sample()  # a numpy.float64 probability
+        successes[arm] += reward.item()
+        failures[arm] += 1 - reward.item()
+        rewards_seen[arm].append(reward.item())
+        chosen.append(arm)
+    # a Gaussian model of each arm's mean reward, from NumPy statistics
+    summaries = []
+    for arm in range(3):
+        seen = np.array(rewards_seen[arm]) if rewards_seen[arm] else np.zeros(1)
+        posterior = D.Normal(np.mean(seen), np.std(seen) / np.sqrt(len(seen)) + 0.05)
+        summaries.append((posterior.mean, posterior.cdf(torch.tensor(0.5)), posterior.sample((2,)),
+                          posterior.log_prob(torch.tensor(np.float64(0.6)))))
+    kl = D.kl_divergence(D.Normal(np.float64(0.0), np.float64(1.0)), D.Normal(np.mean(true_rates), 2.0))
+    return chosen, successes, failures, summaries, kl, [dtype_name(s[0].dtype) for s in summaries]
+
+
+def test_a_bandit_whose_statistics_numpy_keeps_samples_with_distributions():
+    ours, _ = run_both(thompson_bandit, rtol=1e-5, atol=1e-6)
+    chosen, successes, failures, summaries, kl, dtypes = ours
+    assert len(chosen) == 40 and successes.sum() + failures.sum() == 46 and dtypes == ["float32"] * 3
