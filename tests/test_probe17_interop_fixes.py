@@ -108,3 +108,17 @@ def test_normal_cdf_of_a_float64_value_with_float32_parameters(T):
     cdf = T.distributions.Normal(0.0, 1.0).cdf(value)
     assert cdf.dtype == T.float64
     assert abs(cdf.item() - 0.8159398746532405) < 1e-15
+
+
+@pytest.mark.parametrize("number", [10, 10.0, np.int64(10), np.float32(10.0), np.float64(2.5)])
+def test_a_number_over_a_tensor_is_its_reciprocal_times_the_number(T, number):
+    """PyTorch's Tensor.__rtruediv__ is x.reciprocal() * c, two roundings, for any number c and any tensor x: an
+    integer tensor (class weights len(y) / counts) and a NumPy number gave the exactly rounded quotient instead."""
+    for values, dtype in (([3, 7, 12], T.int64), ([3, 7, 12], T.uint8), ([3.0, 7.0, 1.5], T.float32)):
+        quotient = number / T.tensor(values, dtype=dtype)
+        assert quotient.dtype == T.float32
+        reciprocal = (np.float32(1) / np.array(values, dtype=np.float32)).astype(np.float32)
+        np.testing.assert_array_equal(quotient.numpy(), (reciprocal * np.float32(number)).astype(np.float32))
+    x = T.tensor([3.0, 7.0], requires_grad=True)
+    (number / x).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), -float(number) / np.array([9.0, 49.0]), rtol=1e-6)
