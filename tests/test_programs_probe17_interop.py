@@ -17,7 +17,9 @@ shifts, scale factors, fills and k come out of NumPy (``roll``, ``F.interpolate`
 ``movedim`` given NumPy integers and floats); a random hyperparameter search whose configurations NumPy draws
 (``nn.ZeroPad2d``, ``nn.MaxPool2d``, ``nn.LayerNorm``, ``tensor_split``, ``multinomial``, ``histc`` given
 NumPy integers); a Thompson-sampling bandit whose counts NumPy keeps and whose draws ``Beta``, ``Bernoulli`` and
-``Normal`` make from ``numpy.float64`` parameters."""
+``Normal`` make from ``numpy.float64`` parameters; class weights of an imbalanced problem from counts
+(``len(y) / (3 * counts)``, ``np.float64(n) / counts``, to the last bit) and a classifier trained with them and a
+``WeightedRandomSampler`` over NumPy weights."""
 
 import copy
 import io
@@ -931,3 +933,64 @@ def test_a_bandit_whose_statistics_numpy_keeps_samples_with_distributions():
     ours, _ = run_both(thompson_bandit, rtol=1e-5, atol=1e-6)
     chosen, successes, failures, summaries, kl, dtypes = ours
     assert len(chosen) == 40 and successes.sum() + failures.sum() == 46 and dtypes == ["float32"] * 3
+
+
+# ----------------------------------------------------------------------------------------------
+# 18. class weights for an imbalanced problem, from counts and NumPy statistics
+# ----------------------------------------------------------------------------------------------
+
+
+def imbalance_weights(m):
+    torch = m.torch
+    rng = np.random.default_rng(5)
+    labels = torch.from_numpy(rng.choice(3, size=70, p=[0.7, 0.2, 0.1]))
+    counts = torch.bincount(labels, minlength=3)
+    return {
+        "balanced": len(labels) / (3 * counts),  # sklearn's "balanced": an int over an integer tensor
+        "inverse": 1.0 / counts,
+        "numpy_total": np.float64(len(labels)) / counts.float(),  # a NumPy number on the left
+        "numpy_int": np.int64(len(labels)) / counts,
+        "effective": (1 - 0.99) / (1 - torch.pow(0.99, counts.float())),  # class-balanced loss (Cui et al.)
+        "sample_weights": (1.0 / counts)[labels],
+    }
+
+
+def imbalanced_training(m, weights):
+    torch, F, data = m.torch, m.F, m.data
+    X, _ = blobs(n=70)
+    rng = np.random.default_rng(5)
+    y = rng.choice(3, size=70, p=[0.7, 0.2, 0.1])
+    X_t, y_t = torch.from_numpy(X), torch.from_numpy(y)
+    counts = torch.bincount(y_t, minlength=3)
+    class_weights = len(y) / (3 * counts)
+    sampler = data.WeightedRandomSampler(class_weights[y_t].double().numpy(), num_samples=70, replacement=True,
+                                         generator=torch.Generator().manual_seed(0))
+    loader = data.DataLoader(data.TensorDataset(X_t, y_t), batch_size=14, sampler=sampler)
+    model = load(m, classifier(m), weights)
+    optimizer = m.optim.Adam(model.parameters(), lr=0.02)
+    seen = np.zeros(3, dtype=np.int64)
+    for epoch in range(2):
+        for xb, yb in loader:
+            np.add.at(seen, yb.numpy(), 1)
+            optimizer.zero_grad()
+            loss = F.cross_entropy(model(xb), yb, weight=class_weights)
+            loss.backward()
+            optimizer.step()
+    with torch.no_grad():
+        preds = model(X_t).argmax(1).numpy()
+    tp = np.array([np.sum((preds == c) & (y == c)) for c in range(3)])
+    precision = tp / np.maximum(np.bincount(preds, minlength=3), 1)
+    recall = tp / np.bincount(y, minlength=3)
+    f1 = np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0.0)
+    return seen, class_weights, f1, float(np.mean(f1)), loss.item()
+
+
+def test_class_weights_from_counts_are_pytorchs_to_the_last_bit():
+    ours, _ = run_both(imbalance_weights, rtol=0, atol=0)
+    assert {k: v.dtype for k, v in ours.items()} == {k: np.dtype(np.float32) for k in ours}
+
+
+def test_an_imbalanced_classifier_trained_with_class_weights_and_a_weighted_sampler():
+    ours, _ = run_both(imbalanced_training, weights_of(classifier), rtol=1e-4, atol=1e-5)
+    seen, class_weights, f1, macro_f1, loss = ours
+    assert seen.sum() == 140 and seen.min() > 20  # the sampler evens the classes out
