@@ -93,14 +93,15 @@ def asarray(obj, *, dtype=None, device=None, copy=None, requires_grad=None):
 
 
 def _tensor_as_array(obj, dtype, copy, requires_grad):
-    """asarray of a tensor: itself (or a copy, or a cast), its graph kept when it is to require grad."""
+    """asarray of a tensor: itself (the same object, as PyTorch's), a copy or a cast; its graph kept when it is
+    to require grad, a detached alias when it is not."""
     if requires_grad is None:
         if obj.requires_grad:
             warnings.warn("torch.asarray: unspecified requires_grad now defaults to obj.requires_grad instead of "
                           "False. Pass requires_grad=False explicitly to get the old behavior and silence this "
                           "warning.", UserWarning, stacklevel=3)
         requires_grad = obj.requires_grad
-    source = obj if requires_grad and obj.requires_grad else obj.detach()
+    source = obj if requires_grad or not obj.requires_grad else obj.detach()
     if dtype is not None and numpy.dtype(dtype) != obj.dtype:
         if copy is False:
             from .ops.conversion import type_name  # (the ops import this module's users: imported when needed)

@@ -133,6 +133,8 @@ def _encode(obj, written):
         return {"tuple" if isinstance(obj, tuple) else "list": [_encode(v, written) for v in obj]}
     if isinstance(obj, (set, frozenset)):
         return {"set" if isinstance(obj, set) else "frozenset": [_encode(v, written) for v in obj]}
+    if isinstance(obj, numpy.generic) and obj.dtype.kind in "biufc":  # (a NumPy number comes back as one, as
+        return {"numpy_scalar": [obj.dtype.name, _encode(obj.item(), written)]}  # from PyTorch's pickle)
     if isinstance(obj, numpy.generic):
         obj = obj.item()
     if obj is None or isinstance(obj, (bool, int, float, str)):
@@ -193,10 +195,10 @@ def _decode(node, read):
     if "size" in node:
         return Size(node["size"])
     if "dtype" in node:
-        dtype = numpy.dtype(node["dtype"])
-        if dtype.kind not in "biufc":  # (a tensor's dtypes only: no object dtype comes out of a file)
-            raise pickle.UnpicklingError(f"load: a dtype {node['dtype']!r} that no tensor has")
-        return dtype
+        return _number_dtype(node["dtype"])
+    if "numpy_scalar" in node:
+        name, value = node["numpy_scalar"]
+        return _number_dtype(name).type(_decode(value, read))
     if "bytes" in node:
         return bytes.fromhex(node["bytes"])
     if "complex" in node:
@@ -519,6 +521,14 @@ class _TorchUnpickler(pickle.Unpickler):
             dtype = kind.dtype.newbyteorder(">") if self.big_endian else kind.dtype
             self.storages[key] = numpy.frombuffer(raw, dtype).astype(kind.dtype, copy=False)
         return self.storages[key]
+
+
+def _number_dtype(name):
+    """The dtype a file names, a tensor's only: no object dtype comes out of a file."""
+    dtype = numpy.dtype(name)
+    if dtype.kind not in "biufc":
+        raise pickle.UnpicklingError(f"load: a dtype {name!r} that no tensor has")
+    return dtype
 
 
 def _encode_text(text, encoding="utf-8"):

@@ -136,13 +136,18 @@ class Tensor(WriteDoor):
 
     def __deepcopy__(self, memo):
         """A copy by the default protocol (``__getstate__``), for a leaf; a tensor computed in a graph is refused,
-        as PyTorch refuses it (the copy would have to copy or share the graph)."""
+        as PyTorch refuses it (the copy would have to copy or share the graph). Tensors that share memory and are
+        copied by one deepcopy (a tensor and its view, in one container or module) share the copy of it, as
+        PyTorch's, which copies each storage once."""
         if self.grad_fn is not None:
             raise RuntimeError(
                 "Only Tensors created explicitly by the user (graph leaves) support the deepcopy protocol at the "
                 f"moment (this tensor of shape {tuple(self.shape)} was made by {self.grad_fn.name()}: deepcopy its "
                 "detach(), or the leaves it came from). If you were attempting to deepcopy a module, this may be "
                 "because of a torch.nn.utils.weight_norm usage.")
+        array = self._data
+        if type(array) is _ndarray and array.base is not None and id(array) not in memo:
+            _copy_within_memory(array, memo)
         return copy._reconstruct(self, memo, *self.__reduce_ex__(4))
 
     @staticmethod
@@ -553,5 +558,19 @@ def _legacy_arguments(data, requires_grad, dtype, more_sizes):
 
 
 # backward() starts the engine, which works on Tensors: imported once Tensor exists
+def _copy_within_memory(view, memo):
+    """deepcopy's copy of a NumPy view: the same elements of the copy of the memory it shows (copied once per
+    deepcopy, the first time a tensor showing it is copied: ``memo`` remembers the copy by the memory's id)."""
+    owner = backend.memory_owner(view)
+    if not (owner.flags.c_contiguous or owner.flags.f_contiguous):  # (no buffer to lay the view on: a copy of its own)
+        return
+    owner_copy = memo.get(id(owner))
+    if owner_copy is None:
+        owner_copy = memo[id(owner)] = owner.copy(order="K")  # (the same layout: the view's steps fit it)
+        memo.setdefault(id(memo), []).append(owner)  # (kept alive while the memo holds its id, as deepcopy does)
+    memo[id(view)] = numpy.ndarray(view.shape, view.dtype, owner_copy, backend.address(view) - backend.address(owner),
+                                   view.strides)
+
+
 from . import differentiate  # noqa: E402
 

@@ -32,6 +32,7 @@ gradients are the transposed products).
 """
 
 import math
+import numbers
 import warnings
 
 import numpy
@@ -56,14 +57,14 @@ def _output_sizes(input, size, scale_factor, spatial):
     if size is not None:
         if isinstance(size, Tensor) and size.ndim == 0:  # a 0-d tensor is one size, as an int is
             size = int(size)
-        sizes = [size] * spatial if isinstance(size, int) else list(size)
+        sizes = [size] * spatial if isinstance(size, numbers.Integral) else list(size)  # (NumPy's ints too)
         if len(sizes) != spatial:
             raise ValueError(f"Input and output must have the same number of spatial dimensions, but got input "
                              f"with spatial dimensions of {list(input.shape[2:])} and output size of {size}. "
                              "Please provide input tensor in (N, C, d1, d2, ...,dK) format and output size in "
                              "(o1, o2, ...,oK) format.")
         return [int(s) for s in sizes], None
-    factors = [scale_factor] * spatial if isinstance(scale_factor, (int, float)) else list(scale_factor)
+    factors = [scale_factor] * spatial if isinstance(scale_factor, numbers.Real) else list(scale_factor)
     if len(factors) != spatial:
         raise ValueError(f"Input and scale_factor must have the same number of spatial dimensions, but got input "
                          f"with spatial dimensions of {list(input.shape[2:])} and scale_factor of shape "

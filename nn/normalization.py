@@ -1,6 +1,8 @@
 """Normalisation layers: BatchNorm1d/2d/3d, LayerNorm, GroupNorm, LocalResponseNorm (the lecture's
 feature-statistics regularisers)."""
 
+import numbers
+
 import autograd
 from autograd.errors import ShapeError
 
@@ -119,8 +121,8 @@ class LayerNorm(Module):
 
     def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True, device=None, dtype=None):
         super().__init__()
-        self.normalized_shape = ((normalized_shape,) if isinstance(normalized_shape, int)
-                                 else tuple(normalized_shape))
+        self.normalized_shape = ((int(normalized_shape),) if isinstance(normalized_shape, numbers.Integral)
+                                 else tuple(normalized_shape))  # (an int or a NumPy integer: one size)
         self.eps, self.elementwise_affine = eps, elementwise_affine
         made = {"device": device, "dtype": dtype}
         self.weight = Parameter(autograd.ones(self.normalized_shape, **made)) if elementwise_affine else None
@@ -143,8 +145,8 @@ class RMSNorm(Module):
 
     def __init__(self, normalized_shape, eps=None, elementwise_affine=True, device=None, dtype=None):
         super().__init__()
-        self.normalized_shape = ((normalized_shape,) if isinstance(normalized_shape, int)
-                                 else tuple(normalized_shape))
+        self.normalized_shape = ((int(normalized_shape),) if isinstance(normalized_shape, numbers.Integral)
+                                 else tuple(normalized_shape))  # (an int or a NumPy integer: one size)
         self.eps = eps
         self.elementwise_affine = elementwise_affine
         made = {"device": device, "dtype": dtype}

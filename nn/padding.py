@@ -11,6 +11,8 @@ index gather along each padded dim (its gradient adds up where a position is rea
 twice, as at a reflected edge).
 """
 
+import numbers
+
 from autograd.errors import ShapeError
 from autograd.ops.constant_padding import ConstantPad, check_output_sizes, constant_pad_nd, padding_amounts
 from autograd.ops.padding import padded_positions
@@ -99,7 +101,8 @@ class _PadNd(Module):
 
     def __init__(self, padding, value=0.0):
         super().__init__()
-        self.padding = (padding,) * (2 * self.dims) if isinstance(padding, int) else tuple(padding)
+        self.padding = ((int(padding),) * (2 * self.dims) if isinstance(padding, numbers.Integral)  # (NumPy's too)
+                        else tuple(padding))
         if len(self.padding) != 2 * self.dims:
             # (PyTorch's RuntimeError, raised at its forward call; also a ValueError)
             raise ShapeError(f"{type(self).__name__}: padding must be an int or {2 * self.dims} ints, "

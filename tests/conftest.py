@@ -43,3 +43,16 @@ def warn_always(T):
     T.set_warn_always(True)
     yield
     T.set_warn_always(before)
+
+
+@pytest.fixture(autouse=True)
+def _pytorch_distribution_validation_restored():
+    """torch.compile imports torch._dynamo, which turns PyTorch's distribution validation off for the whole
+    process: a later test comparing the libraries' refusals would see PyTorch's validation off and ours on."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    validate = torch.distributions.Distribution._validate_args if torch is not None else None
+    yield
+    if torch is not None:
+        torch.distributions.Distribution.set_default_validate_args(validate)

@@ -210,7 +210,6 @@ def test_deepcopy(T):
     assert isinstance(q, nn_of(T).Parameter) and q.requires_grad
 
 
-@xfail_ours("deepcopy of a view and its base copies two unrelated arrays (autograd/tensor.py's __deepcopy__)")
 def test_deepcopy_keeps_views_sharing_memory(T):
     """test_deepcopy: a view and its base deep-copied together still share one storage."""
     x = T.arange(4.0)

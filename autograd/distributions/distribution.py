@@ -14,6 +14,7 @@ import warnings
 from ..backend import xp
 from ..errors import ShapeError, broadcast_mismatch
 from ..grad_mode import enable_grad, no_grad
+from ..operands import python_number
 from ..size import Size
 from ..tensor import Tensor, as_array, tensor_from
 from . import constraints
@@ -251,7 +252,8 @@ def broadcast_all(*values):
     broadcast raise PyTorch's RuntimeError (a ShapeError) naming the sizes."""
     tensors = [v for v in values if isinstance(v, Tensor)]
     dtype = tensors[0].dtype if tensors and tensors[0].dtype.kind == "f" else None
-    made = [v if isinstance(v, Tensor) else tensor_from(as_array(v, dtype)) for v in values]
+    # (a NumPy scalar is the Python number it holds: np.float64(0.5) takes the default dtype, not float64)
+    made = [v if isinstance(v, Tensor) else tensor_from(as_array(python_number(v), dtype)) for v in values]
     made = [t if t.dtype.kind == "f" else t.float() for t in made]
     try:
         shape = xp.broadcast_shapes(*(t.shape for t in made))

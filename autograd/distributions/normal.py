@@ -59,7 +59,8 @@ class Normal(ExponentialFamily):
 
     def cdf(self, value):
         value = self._value(value, self.loc)
-        return 0.5 * (1 + ((value - self.loc) / (self.scale * math.sqrt(2))).erf())
+        # (PyTorch's order: √2 divides the standardised value, in its dtype, not a float32 scale beside a float64 value)
+        return 0.5 * (1 + ((value - self.loc) * self.scale.reciprocal() / math.sqrt(2)).erf())
 
     def icdf(self, value):
         """x = μ + σ √2 erf⁻¹(2p - 1)"""

@@ -14,7 +14,7 @@ from ..primitive import Primitive, named_node, node_named
 from ..size import Size, sizes_argument
 from ..tensor import Tensor
 from . import shape
-from .axes import dim_index, matrices_only, normalize_dims, sizes_or_keyword
+from .axes import dim_index, int_or_ints, matrices_only, normalize_dims, sizes_or_keyword
 from .conjugation import conj
 from .conversion import type_name
 from .indexing import IndexAddAlong, IndexSelect
@@ -157,19 +157,18 @@ class Roll(Primitive):
 @names("roll")
 def roll(input, shifts, dims=None):
     """Elements shifted cyclically by ``shifts`` along ``dims`` (all elements, flattened, when None)."""
-    if not isinstance(shifts, int) and len(shifts) == 0:
+    shifts = int_or_ints(shifts)
+    if len(shifts) == 0:
         raise RuntimeError("`shifts` required")
     if dims is not None and input.ndim == 0:
         raise IndexError("Dimension specified as 0 but tensor has no dimensions")
-    if dims is None or not isinstance(dims, int) and len(dims) == 0:  # (no dims: over the flattened tensor)
-        if not isinstance(shifts, int) and len(shifts) != 1:
+    dims = () if dims is None else int_or_ints(dims)
+    if not dims:  # (no dims: over the flattened tensor)
+        if len(shifts) != 1:
             raise RuntimeError(f"shifts and dimensions must align. shifts: {len(shifts)}, dims:0")
-        shift = shifts if isinstance(shifts, int) else tuple(shifts)[0]
         flat = shape.reshape(input, (-1,))
-        return named_node(shape.reshape(Roll.apply(flat, shifts=(int(shift),), dims=(0,)), input.shape), None,
+        return named_node(shape.reshape(Roll.apply(flat, shifts=(int(shifts[0]),), dims=(0,)), input.shape), None,
                           "RollBackward0", (input,))
-    shifts = (shifts,) if isinstance(shifts, int) else tuple(shifts)
-    dims = (dims,) if isinstance(dims, int) else tuple(dims)
     if len(shifts) != len(dims):
         raise RuntimeError(f"shifts and dimensions must align. shifts: {len(shifts)}, dims:{len(dims)}")
     return Roll.apply(input, shifts=tuple(int(s) for s in shifts), dims=tuple(dim_index(d, input.ndim) for d in dims))
@@ -199,8 +198,7 @@ def rot90(input, k=1, dims=(0, 1)):
 @names("movedim", "moveaxis")
 def movedim(input, source, destination):
     """input with dims ``source`` moved to positions ``destination``, the others keeping their order."""
-    source = (source,) if isinstance(source, int) else tuple(source)
-    destination = (destination,) if isinstance(destination, int) else tuple(destination)
+    source, destination = int_or_ints(source), int_or_ints(destination)
     if len(source) != len(destination):
         raise RuntimeError(f"movedim: Invalid source or destination dims: source ({list(source)} dims) should "
                            f"contain the same number of dims as destination ({list(destination)} dims)")

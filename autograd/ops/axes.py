@@ -18,6 +18,14 @@ def sizes_or_keyword(sizes, keyword, value):
     return (value,)
 
 
+def int_or_ints(value):
+    """An argument that is one int or a sequence of them (roll's shifts, movedim's dims) as a tuple. A NumPy
+    integer or a 0-d integer tensor is one int, as PyTorch's argument parser reads it (``np.argmax`` gives one)."""
+    if isinstance(value, (tuple, list)) or getattr(value, "ndim", 0) > 0:
+        return tuple(value)
+    return (operator.index(value),)
+
+
 def dim_index(dim, ndim):
     """One ``dim`` (negatives count from the end) as an axis in [0, ndim), with PyTorch's
     IndexError otherwise. A 0-d tensor accepts dims -1 and 0, as PyTorch's does."""

@@ -17,7 +17,7 @@ from .. import backend
 from ..backend import errstate, xp
 from ..errors import DtypeError, refuse_bool_subtraction, refuse_unbroadcastable
 from ..graph import modes
-from ..operands import _is_bool, _operand
+from ..operands import _is_bool, _operand, python_number
 from ..primitive import Primitive
 from ..tensor import Tensor, as_array
 from ..write_door import _refuse_overflow
@@ -398,7 +398,7 @@ def where(condition, input=None, other=None, *, out=None):
     elif condition.dtype != bool:
         raise DtypeError(f"where expected condition to be a boolean tensor, but got a tensor with dtype "
                          f"{condition.dtype}")
-    x, y = input, other
+    x, y = python_number(input), python_number(other)  # (NumPy scalars count as Python numbers, as PyTorch's)
     if not isinstance(x, Tensor) and not isinstance(y, Tensor):
         x = Tensor._make(as_array(x))
     for number, beside in ((x, y), (y, x)):  # an int an integer tensor cannot hold: PyTorch's refusal, not a wrap

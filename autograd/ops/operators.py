@@ -3,6 +3,8 @@ PyTorch's methods (``x.exp()``, ``x.clamp()``, ``x.clone()``, ``x.maximum(y)``) 
 The ops themselves, each forward beside its derivative, are in elementwise.py and elementwise_unary.py.
 """
 
+import numbers
+
 from .. import backend
 from ..backend import errstate, xp
 from ..errors import DtypeError
@@ -63,6 +65,10 @@ def _operator(op, reflected=False, by_number=None, reflected_name=None):
             # a Python sequence times a tensor is Python's repetition by the tensor's __index__, as in PyTorch
             # ([pad] * (max_len - n) with a 0-d max_len), not an elementwise product
             return NotImplemented
+        elif reflected and op is Div and isinstance(other, numbers.Number):
+            # c / x for every number c (a NumPy one; beside an integer tensor, len(labels) / counts): PyTorch's
+            # x.reciprocal() * c, with its two roundings, as for a Python number beside a floating tensor
+            return _over(floating(x), python_number(other))
         if not reflected:
             return binary(op, x, other)
         return named_node(binary(op, other, x), op, reflected_name)

@@ -34,7 +34,9 @@ __all__ = ["adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d", 
 
 def _pool_sizes(input, kernel_size, stride, padding, dilation, ceil_mode, spatial, name):
     kernel = _tuple(kernel_size, spatial, "kernel_size")
-    stride = kernel if stride is None or stride == [] or stride == () else _tuple(stride, spatial, "stride")
+    # (stride == [] is no test for a NumPy integer stride: NumPy compares it elementwise, to an empty array)
+    no_stride = stride is None or isinstance(stride, (list, tuple)) and len(stride) == 0
+    stride = kernel if no_stride else _tuple(stride, spatial, "stride")
     padding, dilation = _tuple(padding, spatial, "padding"), _tuple(dilation, spatial, "dilation")
     check_pooling_window(kernel, stride, dilation, padding)
     for k, p, d in zip(kernel, padding, dilation):

@@ -8,6 +8,7 @@ input's floating dtype for histograms).
 import builtins
 import math
 import numbers
+import operator
 import warnings
 
 import numpy
@@ -307,7 +308,7 @@ def histogram(input, bins=100, *, range=None, weight=None, density=False, out=No
     data = _data(input)
     if data.dtype.kind != "f" or data.dtype == xp.float16:
         raise NotImplementedError(f"\"histogramdd\" not implemented for '{type_name(data.dtype)}'")
-    edges = _data(bins) if isinstance(bins, (Tensor, list, tuple)) else bins
+    edges = _data(bins) if isinstance(bins, (Tensor, list, tuple)) else operator.index(bins)  # (a NumPy int too)
     _check_histogram(data, edges, range, weight)
     hist, bin_edges = xp.histogram(data, bins=edges, range=range, weights=None if weight is None else _data(weight),
                                    density=density)

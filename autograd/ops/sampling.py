@@ -7,6 +7,7 @@ left out). Draws are not differentiable: they carry no graph.
 """
 
 import math
+import numbers
 
 import numpy
 
@@ -91,6 +92,8 @@ def multinomial(input, num_samples, replacement=False, *, generator=None, out=No
         raise RuntimeError(f"prob_dist must be 1 or 2 dim, got shape {tuple(input.shape)}")
     if input.dtype.kind != "f":
         raise RuntimeError(f"multinomial only supports floating-point dtypes for input, got: {type_name(input.dtype)}")
+    if isinstance(num_samples, numbers.Integral) and not isinstance(num_samples, bool):
+        num_samples = int(num_samples)  # (a NumPy integer, as PyTorch's parser reads it)
     if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples <= 0:
         raise RuntimeError(f"cannot sample n_sample <= 0 samples, got num_samples={num_samples!r}")
     weights = numpy.atleast_2d(backend.to_numpy(input._data)).astype(numpy.float64)

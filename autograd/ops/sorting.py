@@ -9,6 +9,7 @@ Among equal values, sort and argsort (stable=False, the default), kthvalue, topk
 element PyTorch's CPU algorithms do (replayed by tie_orders.py where there are ties).
 """
 
+import operator
 
 from ..backend import accumulate, int64, xp
 from ..primitive import Primitive, named_node, node_named
@@ -208,6 +209,7 @@ def _kthvalue_ties(k):
 @node_named("KthvalueBackward0")
 def kthvalue(input, k, dim=-1, keepdim=False, *, out=None):
     """(values, indices): the k-th smallest element along dim (k counts from 1)."""
+    k = operator.index(k)  # (a NumPy integer or a 0-d integer tensor is an int; a float is refused, as PyTorch)
     axis = dim_index(dim, input.ndim)
     if input.ndim:  # (a 0-d tensor is its own answer: no kernel runs)
         refuse_kinds(input, "kthvalue_cpu", "b")

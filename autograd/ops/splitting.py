@@ -116,8 +116,8 @@ def tensor_split(input, indices_or_sections=None, dim=0, *, sections=None, indic
         indices_or_sections = indices_or_sections.tolist()
     axis = dim_index(dim, input.ndim)
     length = input.shape[axis]
-    if isinstance(indices_or_sections, int):
-        n = indices_or_sections
+    if not isinstance(indices_or_sections, (list, tuple)):  # a number of sections (an int, a NumPy integer)
+        n = operator.index(indices_or_sections)
         if n <= 0:
             raise RuntimeError(f"number of sections must be larger than 0, got {n}")
         base, extra = divmod(length, n)
