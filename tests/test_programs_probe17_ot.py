@@ -877,6 +877,18 @@ def pot_barycenter(m, reg=2e-3, numItermax=60, n=30):
 
 def test_pot_barycenter():
     ours, _ = run_both(pot_barycenter, rtol=1e-7, atol=1e-12)
+    grid = np.arange(30.0)
+    gauss = lambda mu, sigma: np.exp(-((grid - mu) ** 2) / (2 * sigma ** 2))
+    A = np.stack([gauss(8.0, 2.0), gauss(22.0, 3.0), 0.5 * gauss(5.0, 1.0) + gauss(15.0, 2.5)], 1)
+    A = A / A.sum(0)
+    w = np.exp([0.0, 0.5, -0.5]) / np.exp([0.0, 0.5, -0.5]).sum()
+    K = np.exp(-((grid[:, None] - grid[None, :]) ** 2) / 29.0 ** 2 / 0.01)
+    v = np.ones_like(A)  # Benamou et al.'s iterated projections: u = A / K v, then the barycenter
+    for _ in range(200):
+        u = A / (K @ v)
+        bary = np.exp(np.log(K.T @ u) @ w)
+        v = bary[:, None] / (K.T @ u)
+    np.testing.assert_allclose(ours["bary"], bary, rtol=1e-3, atol=1e-6)
     assert ours["bary"].sum() == pytest.approx(1.0, rel=1e-3)
     assert ours["bary_log"].sum() == pytest.approx(1.0, rel=1e-3)
 
@@ -1268,6 +1280,17 @@ def gaussian_w2(m, iters=15):
 def test_gaussian_w2():
     ours, _ = run_both(gaussian_w2, rtol=1e-7, atol=1e-9)
     assert ours["fid"] == pytest.approx(ours["w2"], rel=1e-9)
+    rng = np.random.default_rng(19)
+    f1 = rng.standard_normal((40, 4)) @ rng.standard_normal((4, 4))
+    f2 = rng.standard_normal((30, 4)) @ rng.standard_normal((4, 4)) + 1.0
+    s1, s2 = np.cov(f1.T), np.cov(f2.T)
+    fid = ((f1.mean(0) - f2.mean(0)) ** 2).sum() + np.trace(s1 + s2) - 2 * np.sqrt(np.linalg.eigvals(s1 @ s2)).real.sum()
+    assert ours["fid"] == pytest.approx(fid, rel=1e-9)
+    # the barycenter's fixed point: S = sum_k w_k (S^1/2 C_k S^1/2)^1/2 conjugated back, so S^1/2 S S^1/2 = T^2
+    sqrtm = lambda A: (lambda L, Q: Q @ np.diag(np.sqrt(np.clip(L, 0, None))) @ Q.T)(*np.linalg.eigh(A))
+    S = ours["barycenter"]
+    T = sum(w * sqrtm(sqrtm(S) @ C @ sqrtm(S)) for w, C in zip([0.5, 0.3, 0.2], [s1, s2, 2 * np.eye(4)]))
+    np.testing.assert_allclose(T, S, rtol=1e-6, atol=1e-8)
     np.testing.assert_allclose(ours["g_fid"], ours["g_w2"], rtol=1e-6, atol=1e-9)
 
 
