@@ -1613,3 +1613,36 @@ def test_implicit_sinkhorn_layer():
     np.testing.assert_allclose(ours["g_implicit"], ours["g_unrolled"], rtol=1e-7, atol=1e-10)
     assert ours["gradcheck"] is True
     assert ours["grad_fn"] == "SinkhornImplicitBackward"
+
+
+# ----------------------------------------------------------------------------------------------
+# A trimmed Chamfer distance: the largest nearest-neighbour distances dropped by a descending sort, where a
+# point at infinity gives +inf and a missing point (NaN coordinates) gives NaN: both must be dropped
+# ----------------------------------------------------------------------------------------------
+
+
+def trimmed_chamfer(m, n_outliers=3):
+    torch = m.torch
+    rng = np.random.default_rng(24)
+    x = rng.standard_normal((10, 2))
+    x[2] = np.inf  # a point sent to infinity (an overflowed prediction)
+    x[6] = np.nan  # a missing point
+    y = rng.standard_normal((8, 2))
+    X = torch.tensor(x, requires_grad=True)
+    Y = torch.tensor(y)
+    d = ((X[:, None, :] - Y[None, :, :]) ** 2).sum(-1)
+    nearest = d.min(dim=1).values
+    ranked, order = torch.sort(nearest, descending=True)
+    kept = ranked[n_outliers:]
+    loss = kept.mean()
+    (g,) = torch.autograd.grad(loss, X)
+    return {"order": order, "loss": loss, "g": torch.nan_to_num(g, nan=-1.0)}
+
+
+def test_trimmed_chamfer_drops_nan_and_inf():
+    ours, _ = run_both(trimmed_chamfer, rtol=1e-12, atol=1e-12)
+    assert ours["order"][0] == 6 and ours["order"][1] == 2  # NaN first, then +inf
+    rng = np.random.default_rng(24)
+    x, y = rng.standard_normal((10, 2)), rng.standard_normal((8, 2))
+    nearest = np.delete(sqdist_np(x, y).min(1), [2, 6])
+    assert ours["loss"] == pytest.approx(np.sort(nearest)[::-1][1:].mean(), rel=1e-12)
