@@ -1,6 +1,7 @@
-"""A descending sort puts every NaN before +inf whatever their input order (sorting.py's key negated the
-values, so +inf and NaN both keyed -inf and kept input order), in sort, argsort and topk, stable or not, and the
-gradient of the sorted values goes back to the elements sorted there."""
+"""A descending sort orders the extremes as PyTorch: every NaN before +inf whatever their input order (sorting.py's
+key negated the values, so +inf and NaN both keyed -inf and kept input order), and an integer type's minimum last
+(its negation overflowed back to the minimum, which sorted it first), in sort, argsort and topk, stable or not;
+the gradient of the sorted values goes back to the elements sorted there."""
 
 import math
 
@@ -37,3 +38,13 @@ def test_descending_sort_of_more_than_16_with_nan_and_inf(T):
     assert sorted(indices[:7].tolist()) == list(range(1, 21, 3))
     assert x.sort(descending=True, stable=True).indices.tolist() == (list(range(1, 21, 3)) + list(range(0, 21, 3))
                                                                       + list(range(2, 21, 3)))
+
+
+@pytest.mark.parametrize("dtype", ["int8", "int16", "int32", "int64"])
+def test_descending_sort_puts_the_integer_minimum_last(T, dtype):
+    info = T.iinfo(getattr(T, dtype))
+    x = T.tensor([3, info.min, 0, info.max, info.min + 1], dtype=getattr(T, dtype))
+    assert x.sort(descending=True).indices.tolist() == [3, 0, 2, 4, 1]
+    assert x.argsort(descending=True, stable=True).tolist() == [3, 0, 2, 4, 1]
+    assert x.topk(5).indices.tolist() == [3, 0, 2, 4, 1]
+    assert x.topk(2).indices.tolist() == [3, 0]
