@@ -1284,7 +1284,8 @@ def test_gaussian_w2():
     f1 = rng.standard_normal((40, 4)) @ rng.standard_normal((4, 4))
     f2 = rng.standard_normal((30, 4)) @ rng.standard_normal((4, 4)) + 1.0
     s1, s2 = np.cov(f1.T), np.cov(f2.T)
-    fid = ((f1.mean(0) - f2.mean(0)) ** 2).sum() + np.trace(s1 + s2) - 2 * np.sqrt(np.linalg.eigvals(s1 @ s2)).real.sum()
+    fid = (((f1.mean(0) - f2.mean(0)) ** 2).sum() + np.trace(s1 + s2)
+           - 2 * np.sqrt(np.linalg.eigvals(s1 @ s2)).real.sum())
     assert ours["fid"] == pytest.approx(fid, rel=1e-9)
     # the barycenter's fixed point: S = sum_k w_k (S^1/2 C_k S^1/2)^1/2 conjugated back, so S^1/2 S S^1/2 = T^2
     sqrtm = lambda A: (lambda L, Q: Q @ np.diag(np.sqrt(np.clip(L, 0, None))) @ Q.T)(*np.linalg.eigh(A))
@@ -1646,3 +1647,60 @@ def test_trimmed_chamfer_drops_nan_and_inf():
     x, y = rng.standard_normal((10, 2)), rng.standard_normal((8, 2))
     nearest = np.delete(sqdist_np(x, y).min(1), [2, 6])
     assert ours["loss"] == pytest.approx(np.sort(nearest)[::-1][1:].mean(), rel=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------
+# Sinkhorn on a sparse k-nearest-neighbour graph: the softmin over each point's edges by a segment logsumexp
+# (scatter_reduce's amax for the shift, scatter_add for the sum), the costs' gradient through both
+# ----------------------------------------------------------------------------------------------
+
+
+def sparse_knn_sinkhorn(m, k=4, eps=0.2, iters=40):
+    torch = m.torch
+    x, y, a, b = (torch.tensor(v) for v in clouds(n=9, m=8, seed=25))
+    y.requires_grad_(True)
+    n, mm = x.shape[0], y.shape[0]
+    with torch.no_grad():
+        knn = torch.cdist(x, y).topk(k, dim=1, largest=False).indices  # each source's k nearest targets
+        back = torch.cdist(y, x).topk(2, dim=1, largest=False).indices  # and each target's 2 nearest sources
+    rows = torch.cat([torch.arange(n).repeat_interleave(k), back.flatten()])
+    cols = torch.cat([knn.flatten(), torch.arange(mm).repeat_interleave(2)])
+    edges = torch.unique(rows * mm + cols)  # (an edge found from both sides counted once)
+    rows, cols = edges // mm, edges % mm
+    C = ((x[rows] - y[cols]) ** 2).sum(-1)
+
+    def segment_logsumexp(src, index, size):
+        shift = torch.full((size,), -math.inf, dtype=src.dtype).scatter_reduce(0, index, src, reduce="amax",
+                                                                               include_self=True)
+        total = torch.zeros(size, dtype=src.dtype).scatter_add(0, index, torch.exp(src - shift[index]))
+        return torch.log(total) + shift
+
+    f = torch.zeros(n, dtype=C.dtype)
+    g = torch.zeros(mm, dtype=C.dtype)
+    for _ in range(iters):
+        f = eps * torch.log(a) - eps * segment_logsumexp((g[cols] - C) / eps, rows, n)
+        g = eps * torch.log(b) - eps * segment_logsumexp((f[rows] - C) / eps, cols, mm)
+    P = torch.exp((f[rows] + g[cols] - C) / eps)
+    cost = (P * C).sum()
+    (gy,) = torch.autograd.grad(cost, y)
+    dense = torch.zeros(n, mm, dtype=C.dtype).index_put((rows, cols), P.detach())
+    return {"edges": edges, "P": dense, "cost": cost, "gy": gy}
+
+
+def test_sparse_knn_sinkhorn():
+    ours, _ = run_both(sparse_knn_sinkhorn, rtol=1e-8, atol=1e-11)
+    x, y, a, b = clouds(n=9, m=8, seed=25)
+    P = ours["P"]
+    np.testing.assert_allclose(P.sum(0), b, rtol=1e-10)  # the last update fits the targets exactly
+    np.testing.assert_allclose(P.sum(1), a, rtol=1e-2)
+    support = P > 0
+    assert support.sum() == len(ours["edges"]) and support.sum(1).min() >= 4
+    # on its support the plan is a Gibbs kernel: log P + C / eps is a sum f_i + g_j
+    C = sqdist_np(x, y)
+    L = np.where(support, np.log(np.where(support, P, 1.0)) + C / 0.2, 0.0)
+    i, j = np.nonzero(support)
+    A = np.zeros((len(i), 9 + 8))
+    A[np.arange(len(i)), i] = 1
+    A[np.arange(len(i)), 9 + j] = 1
+    fg = np.linalg.lstsq(A, L[i, j], rcond=None)[0]
+    np.testing.assert_allclose(A @ fg, L[i, j], atol=1e-8)
