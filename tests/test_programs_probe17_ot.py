@@ -14,7 +14,17 @@ earth mover's distance on histograms by ``cumsum`` (squared EMD for ordinal clas
 create_graph=True)`` and backward through the penalty) and WGAN with weight clipping (``clamp_`` under ``no_grad``,
 RMSprop); MMD with Gaussian and inverse-multiquadric kernels on ``torch.cdist`` (its gradient at zero distance), the
 energy distance and the Chamfer distance; DeepJDOT's joint cost (features and labels) with a plan held fixed; and
-the auction algorithm in tensor ops (``topk``, ``scatter_reduce``), checked against every permutation."""
+the auction algorithm in tensor ops (``topk``, ``scatter_reduce``), checked against every permutation.
+
+Then: POT's ``set_gradients`` (a custom Function returning its input, the envelope gradients) and ``ot.dist``
+(``torch.maximum`` with 0 at exact ties); SuperGlue's log-domain OT with a learnt dustbin and mutual matches;
+W2 by input-convex networks (Makkuva et al.: the map as ``autograd.grad(create_graph=True)``, weights kept
+non-negative); the Gaussian W2 (torchmetrics' FID by ``eigvals``, ``eigh`` square roots, a Bures barycenter);
+GeomLoss's kernel losses (``double_grad``) and unbalanced batched divergence; sliced W by ``torch.quantile`` and
+semi-discrete OT by ASGD on the dual; 1D duals by backpropagation and W1 on the circle; a Sinkhorn layer
+differentiated implicitly (``once_differentiable``, ``linalg.solve``, ``gradcheck``); a trimmed Chamfer distance
+whose descending sort must drop NaN and +inf (it found sort's order of the two); and Sinkhorn on a sparse kNN graph
+by a segment logsumexp (``scatter_reduce`` amax, ``scatter_add``)."""
 
 import itertools
 import math
