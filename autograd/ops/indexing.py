@@ -265,6 +265,12 @@ def _extreme(dtype, lowest):
     return info.min if lowest else info.max
 
 
+def _kept(grad, takes_part):
+    """grad where x takes part in the reduction, else 0: selected, not multiplied by the mask, so that an
+    infinite or NaN gradient where x is left out gives 0 (PyTorch's masked_fill), not NaN."""
+    return Where.apply(grad, Tensor._make(xp.zeros((), dtype=grad.dtype)), condition=takes_part)
+
+
 class ScatterReduce(Primitive):
     """y = x with src reduced into the positions index names along dim: reduce is sum, prod, mean,
     amax or amin, and with include_self False x's own value at a written position takes no part.
@@ -305,23 +311,22 @@ class ScatterReduce(Primitive):
         return y
 
     def backward(self, grad, y, x, src):
-        takes_part = Tensor._make((~self.written | self.include_self).astype(grad.dtype))
-        gathered = None
+        takes_part = ~self.written | self.include_self
         if self.reduce in ("sum", "mean"):
             if self.reduce == "mean":
                 grad = grad / Tensor._make(xp.maximum(self.terms + (1 if self.include_self else 0), 1)
                                            .astype(grad.dtype))
-            grad_x, grad_src = grad * takes_part, Gather.apply(grad, dim=self.dim, index=self.index)
+            grad_x, grad_src = _kept(grad, takes_part), Gather.apply(grad, dim=self.dim, index=self.index)
         elif self.reduce in ("amax", "amin"):
             y_at_src = xp.take_along_axis(_cut(y._data, self.index.shape, self.dim), self.index, axis=self.dim)
             src_ties = _corner(src._data, self.index.shape) == y_at_src
-            ties = (x._data == y._data) & (~self.written | self.include_self)
+            ties = (x._data == y._data) & takes_part
             count = ties.astype(int64)
             ufunc_at("add", count, _positions(self.index, self.dim), src_ties.astype(int64))
-            share = grad / Tensor._make(xp.maximum(count, 1).astype(grad.dtype))
-            grad_x = share * Tensor._make(ties.astype(grad.dtype))
-            gathered = Tensor._make(src_ties.astype(grad.dtype))
-            grad_src = Gather.apply(share, dim=self.dim, index=self.index) * gathered
+            # a NaN result ties with no term: its terms' shares are 0 · (dL/dy / 0) = NaN, as PyTorch's (and amax's)
+            share = grad / Tensor._make(count.astype(grad.dtype))
+            grad_x = _kept(share * Tensor._make(ties.astype(grad.dtype)), takes_part)
+            grad_src = Gather.apply(share, dim=self.dim, index=self.index) * Tensor._make(src_ties.astype(grad.dtype))
         else:
             grad_x, grad_src = self._prod_backward(grad, y, x, src, takes_part)
         if src.requires_grad and grad_src.shape != src.shape:
@@ -343,7 +348,7 @@ class ScatterReduce(Primitive):
         grad_x = None
         if x.requires_grad:
             x_safe = x + Tensor._make((x._data == 0).astype(x.dtype))  # 0 becomes 1, other values unchanged
-            grad_x = grad * ScatterReduce.apply(x_safe, src, **arguments) / x_safe * takes_part
+            grad_x = _kept(grad * ScatterReduce.apply(x_safe, src, **arguments) / x_safe, takes_part)
         corner = _corner(src, self.index.shape)  # (a Tensor here: sliced, so the gradient flows)
         zero = corner._data == 0
         zeros_at = xp.zeros(x.shape, dtype=int64)  # how many zero src terms each position receives

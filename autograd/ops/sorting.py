@@ -44,8 +44,13 @@ def _key(data, descending):
     if data.dtype.kind == "u":
         return xp.iinfo(data.dtype).max - data
     if data.dtype.kind == "f":
-        return xp.where(xp.isnan(data), -xp.inf, -data)
-    return -data.astype(int64)
+        if not xp.isnan(data).any():
+            return -data
+        # NaN must come before +inf, whose negation already takes -inf: order by dense ranks instead
+        # (equal values, -0.0 and 0.0, and every NaN share a rank, so ties stay ties)
+        _, rank = xp.unique(data, return_inverse=True, equal_nan=True)
+        return -rank.reshape(data.shape)
+    return xp.invert(data)  # ~x = -x - 1 reverses the order without overflowing at the minimum (-x would)
 
 
 def _order(data, axis, descending):
