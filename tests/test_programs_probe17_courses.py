@@ -569,3 +569,345 @@ def test_llms_from_scratch_gpt2_weights_by_assign():
     assert ours["mismatch"] == "Shape mismatch"
     assert ours["tied"] is False  # two Parameters made from the same array
     assert ours["n_params"] == 2 + 2 * 16 + 2 + 1
+
+
+def cached_gpt_class(m):
+    """The KV-cache bonus: MultiHeadAttention with cache buffers registered as None, GPTModel keeping a position."""
+    torch, nn = m.torch, m.nn
+    _, LayerNorm, GELU, _ = llm_modules(m)
+
+    class MultiHeadAttention(nn.Module):
+        def __init__(self, d_in, d_out, context_length, dropout, num_heads, qkv_bias=False):
+            super().__init__()
+            self.d_out = d_out
+            self.num_heads = num_heads
+            self.head_dim = d_out // num_heads
+            self.W_query = nn.Linear(d_in, d_out, bias=qkv_bias)
+            self.W_key = nn.Linear(d_in, d_out, bias=qkv_bias)
+            self.W_value = nn.Linear(d_in, d_out, bias=qkv_bias)
+            self.out_proj = nn.Linear(d_out, d_out)
+            self.dropout = nn.Dropout(dropout)
+            self.register_buffer("mask", torch.triu(torch.ones(context_length, context_length), diagonal=1),
+                                 persistent=False)
+            self.register_buffer("cache_k", None, persistent=False)
+            self.register_buffer("cache_v", None, persistent=False)
+            self.ptr_current_pos = 0
+
+        def forward(self, x, use_cache=False):
+            b, num_tokens, d_in = x.shape
+            keys_new = self.W_key(x)
+            values_new = self.W_value(x)
+            queries = self.W_query(x)
+            keys_new = keys_new.view(b, num_tokens, self.num_heads, self.head_dim)
+            values_new = values_new.view(b, num_tokens, self.num_heads, self.head_dim)
+            queries = queries.view(b, num_tokens, self.num_heads, self.head_dim)
+            if use_cache:
+                if self.cache_k is None:
+                    self.cache_k, self.cache_v = keys_new, values_new
+                else:
+                    self.cache_k = torch.cat([self.cache_k, keys_new], dim=1)
+                    self.cache_v = torch.cat([self.cache_v, values_new], dim=1)
+                keys, values = self.cache_k, self.cache_v
+            else:
+                keys, values = keys_new, values_new
+            keys = keys.transpose(1, 2)
+            queries = queries.transpose(1, 2)
+            values = values.transpose(1, 2)
+            attn_scores = queries @ keys.transpose(2, 3)
+            num_tokens_Q = queries.shape[-2]
+            num_tokens_K = keys.shape[-2]
+            if use_cache:
+                mask_bool = self.mask.bool()[self.ptr_current_pos:self.ptr_current_pos + num_tokens_Q, :num_tokens_K]
+                self.ptr_current_pos += num_tokens_Q
+            else:
+                mask_bool = self.mask.bool()[:num_tokens_Q, :num_tokens_K]
+            attn_scores.masked_fill_(mask_bool, -torch.inf)
+            attn_weights = torch.softmax(attn_scores / keys.shape[-1] ** 0.5, dim=-1)
+            attn_weights = self.dropout(attn_weights)
+            context_vec = (attn_weights @ values).transpose(1, 2)
+            context_vec = context_vec.contiguous().view(b, num_tokens, self.d_out)
+            return self.out_proj(context_vec)
+
+        def reset_cache(self):
+            self.cache_k, self.cache_v = None, None
+            self.ptr_current_pos = 0
+
+    class TransformerBlock(nn.Module):
+        def __init__(self, cfg):
+            super().__init__()
+            self.att = MultiHeadAttention(
+                d_in=cfg["emb_dim"], d_out=cfg["emb_dim"], context_length=cfg["context_length"],
+                num_heads=cfg["n_heads"], dropout=cfg["drop_rate"], qkv_bias=cfg["qkv_bias"])
+            self.ff = nn.Sequential(nn.Linear(cfg["emb_dim"], 4 * cfg["emb_dim"]), GELU(),
+                                    nn.Linear(4 * cfg["emb_dim"], cfg["emb_dim"]))
+            self.norm1 = LayerNorm(cfg["emb_dim"])
+            self.norm2 = LayerNorm(cfg["emb_dim"])
+            self.drop_shortcut = nn.Dropout(cfg["drop_rate"])
+
+        def forward(self, x, use_cache=False):
+            shortcut = x
+            x = self.norm1(x)
+            x = self.att(x, use_cache=use_cache)
+            x = self.drop_shortcut(x)
+            x = x + shortcut
+            shortcut = x
+            x = self.norm2(x)
+            x = self.ff(x)
+            x = self.drop_shortcut(x)
+            return x + shortcut
+
+    class GPTModel(nn.Module):
+        def __init__(self, cfg):
+            super().__init__()
+            self.tok_emb = nn.Embedding(cfg["vocab_size"], cfg["emb_dim"])
+            self.pos_emb = nn.Embedding(cfg["context_length"], cfg["emb_dim"])
+            self.drop_emb = nn.Dropout(cfg["drop_rate"])
+            self.trf_blocks = nn.ModuleList([TransformerBlock(cfg) for _ in range(cfg["n_layers"])])
+            self.current_pos = 0
+            self.final_norm = LayerNorm(cfg["emb_dim"])
+            self.out_head = nn.Linear(cfg["emb_dim"], cfg["vocab_size"], bias=False)
+
+        def forward(self, in_idx, use_cache=False):
+            batch_size, seq_len = in_idx.shape
+            tok_embeds = self.tok_emb(in_idx)
+            if use_cache:
+                pos_ids = torch.arange(self.current_pos, self.current_pos + seq_len, device=in_idx.device,
+                                       dtype=torch.long)
+                self.current_pos += seq_len
+            else:
+                pos_ids = torch.arange(0, seq_len, device=in_idx.device, dtype=torch.long)
+            pos_embeds = self.pos_emb(pos_ids).unsqueeze(0)
+            x = tok_embeds + pos_embeds
+            x = self.drop_emb(x)
+            for blk in self.trf_blocks:
+                x = blk(x, use_cache=use_cache)
+            x = self.final_norm(x)
+            return self.out_head(x)
+
+        def reset_kv_cache(self):
+            for blk in self.trf_blocks:
+                blk.att.reset_cache()
+            self.current_pos = 0
+
+    return GPTModel
+
+
+def kv_cache_generation(m):
+    torch = m.torch
+    GPTModel = cached_gpt_class(m)
+    cfg = dict(GPT_CONFIG, context_length=24)
+    torch.manual_seed(123)
+    model = GPTModel(cfg)
+    model.eval()
+
+    def generate_text_simple_cached(model, idx, max_new_tokens, context_size=None, use_cache=True):
+        model.eval()
+        ctx_len = context_size or model.pos_emb.num_embeddings
+        last_logits = []
+        with torch.no_grad():
+            if use_cache:
+                model.reset_kv_cache()
+                logits = model(idx[:, -ctx_len:], use_cache=True)
+                for _ in range(max_new_tokens):
+                    next_idx = logits[:, -1].argmax(dim=-1, keepdim=True)
+                    last_logits.append(logits[:, -1])
+                    idx = torch.cat([idx, next_idx], dim=1)
+                    logits = model(next_idx, use_cache=True)
+            else:
+                for _ in range(max_new_tokens):
+                    logits = model(idx[:, -ctx_len:], use_cache=False)
+                    next_idx = logits[:, -1].argmax(dim=-1, keepdim=True)
+                    last_logits.append(logits[:, -1])
+                    idx = torch.cat([idx, next_idx], dim=1)
+        return idx, torch.stack(last_logits)
+
+    start = torch.tensor([[3, 14, 15, 9, 2], [6, 5, 35, 8, 9]])
+    cached, cached_logits = generate_text_simple_cached(model, start, 12)
+    buffers_after = sorted(name for name, _ in model.named_buffers())
+    cache_shape = tuple(model.trf_blocks[0].att.cache_k.shape)
+    state_keys = sorted(model.state_dict())
+    uncached, uncached_logits = generate_text_simple_cached(model, start, 12, use_cache=False)
+    model.reset_kv_cache()
+    buffers_reset = sorted(name for name, _ in model.named_buffers())
+    return {"cached": cached, "uncached": uncached, "cached_logits": cached_logits,
+            "uncached_logits": uncached_logits, "buffers_after": buffers_after, "cache_shape": cache_shape,
+            "state_keys": state_keys, "buffers_reset": buffers_reset}
+
+
+def test_llms_from_scratch_kv_cache():
+    ours, _ = run_both(kv_cache_generation, rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(ours["cached"], ours["uncached"])
+    np.testing.assert_allclose(ours["cached_logits"], ours["uncached_logits"], rtol=1e-4, atol=1e-5)
+    assert "trf_blocks.0.att.cache_k" in ours["buffers_after"]
+    assert "trf_blocks.0.att.cache_k" not in ours["buffers_reset"]  # a buffer set to None is not listed
+    assert ours["cache_shape"] == (2, 17, 4, 4)  # the last token went through the cache too
+    assert not any("cache" in k or "mask" in k for k in ours["state_keys"])
+
+
+SPAM_PAD = 49
+
+
+def spam_data(n=48, seed=0):
+    """Token lists of varying length; 'spam' (label 1) holds the token 7."""
+    rng = np.random.default_rng(seed)
+    texts, labels = [], []
+    for i in range(n):
+        length = int(rng.integers(4, 11))
+        toks = rng.integers(8, 40, length).tolist()
+        label = i % 2
+        if label:
+            toks[int(rng.integers(0, length))] = 7
+        texts.append(toks)
+        labels.append(label)
+    return texts, labels
+
+
+def spam_loaders(m, batch_size=8):
+    torch, data = m.torch, m.data
+
+    class SpamDataset(data.Dataset):
+        def __init__(self, texts, labels, max_length=None, pad_token_id=SPAM_PAD):
+            self.encoded_texts = texts
+            self.labels = labels
+            if max_length is None:
+                self.max_length = self._longest_encoded_length()
+            else:
+                self.max_length = max_length
+                self.encoded_texts = [encoded_text[:self.max_length] for encoded_text in self.encoded_texts]
+            self.encoded_texts = [encoded_text + [pad_token_id] * (self.max_length - len(encoded_text))
+                                  for encoded_text in self.encoded_texts]
+
+        def __getitem__(self, index):
+            encoded = self.encoded_texts[index]
+            label = self.labels[index]
+            return (torch.tensor(encoded, dtype=torch.long), torch.tensor(label, dtype=torch.long))
+
+        def __len__(self):
+            return len(self.labels)
+
+        def _longest_encoded_length(self):
+            max_length = 0
+            for encoded_text in self.encoded_texts:
+                encoded_length = len(encoded_text)
+                if encoded_length > max_length:
+                    max_length = encoded_length
+            return max_length
+
+    texts, labels = spam_data()
+    train_dataset = SpamDataset(texts[:32], labels[:32])
+    val_dataset = SpamDataset(texts[32:], labels[32:], max_length=train_dataset.max_length)
+    torch.manual_seed(123)
+    train_loader = data.DataLoader(train_dataset, batch_size=batch_size, shuffle=True, num_workers=0, drop_last=True)
+    val_loader = data.DataLoader(val_dataset, batch_size=batch_size, num_workers=0, drop_last=False)
+    return train_loader, val_loader, train_dataset.max_length
+
+
+def calc_accuracy_loader(m, data_loader, model, device="cpu", num_batches=None):
+    torch = m.torch
+    model.eval()
+    correct_predictions, num_examples = 0, 0
+    if num_batches is None:
+        num_batches = len(data_loader)
+    else:
+        num_batches = min(num_batches, len(data_loader))
+    for i, (input_batch, target_batch) in enumerate(data_loader):
+        if i < num_batches:
+            input_batch, target_batch = input_batch.to(device), target_batch.to(device)
+            with torch.no_grad():
+                logits = model(input_batch)[:, -1, :]
+            predicted_labels = torch.argmax(logits, dim=-1)
+            num_examples += predicted_labels.shape[0]
+            correct_predictions += (predicted_labels == target_batch).sum().item()
+        else:
+            break
+    return correct_predictions / num_examples
+
+
+def calc_loss_batch_cls(m, input_batch, target_batch, model, device="cpu"):
+    input_batch, target_batch = input_batch.to(device), target_batch.to(device)
+    logits = model(input_batch)[:, -1, :]
+    return m.torch.nn.functional.cross_entropy(logits, target_batch)
+
+
+def pretrained_gpt(m):
+    GPTModel = llm_modules(m)[3]
+    m.torch.manual_seed(123)
+    model = GPTModel(GPT2_CONFIG)
+    load_weights_into_gpt(m, model, gpt2_params(GPT2_CONFIG))
+    model.eval()
+    return model
+
+
+def train_classifier_simple(m, model, train_loader, val_loader, optimizer, num_epochs, eval_freq=3):
+    torch = m.torch
+    train_losses, val_losses, train_accs, val_accs = [], [], [], []
+    examples_seen, global_step = 0, -1
+    for epoch in range(num_epochs):
+        model.train()
+        for input_batch, target_batch in train_loader:
+            optimizer.zero_grad()
+            loss = calc_loss_batch_cls(m, input_batch, target_batch, model)
+            loss.backward()
+            optimizer.step()
+            examples_seen += input_batch.shape[0]
+            global_step += 1
+            if global_step % eval_freq == 0:
+                model.eval()
+                with torch.no_grad():
+                    train_losses.append(sum(calc_loss_batch_cls(m, x, y, model).item() for x, y in train_loader))
+                    val_losses.append(sum(calc_loss_batch_cls(m, x, y, model).item() for x, y in val_loader))
+                model.train()
+        train_accs.append(calc_accuracy_loader(m, train_loader, model))
+        val_accs.append(calc_accuracy_loader(m, val_loader, model))
+    return train_losses, val_losses, train_accs, val_accs, examples_seen
+
+
+def spam_classifier(m):
+    """Chapter 6: fine-tuning the last block, the final norm and a new two-class head."""
+    torch = m.torch
+    model = pretrained_gpt(m)
+    train_loader, val_loader, max_length = spam_loaders(m)
+    frozen_before = {k: v.clone() for k, v in model.state_dict().items()}
+    for param in model.parameters():
+        param.requires_grad = False
+    torch.manual_seed(123)
+    num_classes = 2
+    model.out_head = torch.nn.Linear(in_features=GPT2_CONFIG["emb_dim"], out_features=num_classes)
+    for param in model.trf_blocks[-1].parameters():
+        param.requires_grad = True
+    for param in model.final_norm.parameters():
+        param.requires_grad = True
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    initial_acc = calc_accuracy_loader(m, val_loader, model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-3, weight_decay=0.1)
+    history = train_classifier_simple(m, model, train_loader, val_loader, optimizer, num_epochs=3)
+    unchanged = all(torch.equal(model.state_dict()[k], v) for k, v in frozen_before.items()
+                    if k.startswith("trf_blocks.0.") or k.startswith("tok_emb"))
+    frozen_grads = [model.trf_blocks[0].att.W_query.weight.grad, model.tok_emb.weight.grad]
+
+    def classify_review(text_ids, model, max_length=None, pad_token_id=SPAM_PAD):
+        model.eval()
+        input_ids = list(text_ids)
+        supported_context_length = model.pos_emb.weight.shape[0]
+        input_ids = input_ids[:min(max_length, supported_context_length)]
+        input_ids += [pad_token_id] * (max_length - len(input_ids))
+        input_tensor = torch.tensor(input_ids).unsqueeze(0)
+        with torch.no_grad():
+            logits = model(input_tensor)[:, -1, :]
+        predicted_label = torch.argmax(logits, dim=-1).item()
+        return "spam" if predicted_label == 1 else "not spam"
+
+    verdicts = [classify_review([9, 7, 20, 11], model, max_length), classify_review([9, 12, 20, 11], model, max_length)]
+    return {"trainable": trainable, "initial_acc": initial_acc, "history": history, "unchanged": unchanged,
+            "frozen_grads": frozen_grads, "verdicts": verdicts, "head": model.out_head.weight,
+            "last_block": model.trf_blocks[-1].ff.layers[0].weight}
+
+
+def test_llms_from_scratch_spam_classifier():
+    ours, _ = run_both(spam_classifier, rtol=2e-4, atol=2e-5)
+    d = 16
+    assert ours["trainable"] == (4 * d * d + 4 * d + 2 * d * 4 * d + 5 * d + 4 * d) + 2 * d + (2 * d + 2)
+    assert ours["unchanged"] is True and ours["frozen_grads"] == [None, None]
+    train_losses, val_losses, train_accs, val_accs, examples_seen = ours["history"]
+    assert examples_seen == 3 * 32
+    assert train_losses[-1] < train_losses[0]
