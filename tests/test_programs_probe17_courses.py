@@ -911,3 +911,263 @@ def test_llms_from_scratch_spam_classifier():
     train_losses, val_losses, train_accs, val_accs, examples_seen = ours["history"]
     assert examples_seen == 3 * 32
     assert train_losses[-1] < train_losses[0]
+
+
+def lora_classifier(m):
+    """Appendix E: LoRA over every Linear of the spam classifier, everything else frozen."""
+    torch = m.torch
+    model = pretrained_gpt(m)
+    torch.manual_seed(123)
+    model.out_head = torch.nn.Linear(in_features=GPT2_CONFIG["emb_dim"], out_features=2)
+    train_loader, val_loader, max_length = spam_loaders(m)
+
+    class LoRALayer(torch.nn.Module):
+        def __init__(self, in_dim, out_dim, rank, alpha):
+            super().__init__()
+            self.A = torch.nn.Parameter(torch.empty(in_dim, rank))
+            torch.nn.init.kaiming_uniform_(self.A, a=math.sqrt(5))
+            self.B = torch.nn.Parameter(torch.zeros(rank, out_dim))
+            self.alpha = alpha
+
+        def forward(self, x):
+            x = self.alpha * (x @ self.A @ self.B)
+            return x
+
+    class LinearWithLoRA(torch.nn.Module):
+        def __init__(self, linear, rank, alpha):
+            super().__init__()
+            self.linear = linear
+            self.lora = LoRALayer(linear.in_features, linear.out_features, rank, alpha)
+
+        def forward(self, x):
+            return self.linear(x) + self.lora(x)
+
+    def replace_linear_with_lora(model, rank, alpha):
+        for name, module in model.named_children():
+            if isinstance(module, torch.nn.Linear):
+                setattr(model, name, LinearWithLoRA(module, rank, alpha))
+            else:
+                replace_linear_with_lora(module, rank, alpha)
+
+    total_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    for param in model.parameters():
+        param.requires_grad = False
+    frozen = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    x, _ = next(iter(val_loader))
+    with torch.no_grad():
+        before = model(x)[:, -1, :]
+    torch.manual_seed(123)
+    replace_linear_with_lora(model, rank=4, alpha=8)
+    lora_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    with torch.no_grad():
+        after = model(x)[:, -1, :]
+    A_bound = model.trf_blocks[0].att.W_query.lora.A.abs().max()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-3, weight_decay=0.1)
+    history = train_classifier_simple(m, model, train_loader, val_loader, optimizer, num_epochs=2)
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    return {"total_params": total_params, "frozen": frozen, "lora_params": lora_params, "before": before,
+            "after": after, "A_bound": A_bound, "history": history, "names": names[:4],
+            "B": model.trf_blocks[1].ff.layers[2].lora.B, "A": model.out_head.lora.A}
+
+
+def test_llms_from_scratch_lora():
+    ours, _ = run_both(lora_classifier, rtol=2e-4, atol=2e-5)
+    assert ours["frozen"] == 0
+    np.testing.assert_array_equal(ours["before"], ours["after"])  # B starts at zero
+    d, r = 16, 4
+    per_block = 4 * (d * r + r * d) + (d * r + r * 4 * d) + (4 * d * r + r * d)
+    assert ours["lora_params"] == 2 * per_block + (d * r + r * 2)  # the out_head is Linear(16, 2)
+    assert ours["A_bound"] <= 1 / math.sqrt(r)  # kaiming_uniform_(a=sqrt(5)) on (in, rank): fan_in is rank
+    assert ours["names"][0] == "trf_blocks.0.att.W_query.lora.A"
+    assert np.abs(ours["B"]).max() > 0  # trained from zero
+
+
+INSTRUCTION_PAD = 49
+
+
+def custom_collate_fn(m, batch, pad_token_id=INSTRUCTION_PAD, ignore_index=-100, allowed_max_length=None,
+                      device="cpu"):
+    torch = m.torch
+    batch_max_length = max(len(item) + 1 for item in batch)
+    inputs_lst, targets_lst = [], []
+    for item in batch:
+        new_item = item.copy()
+        new_item += [pad_token_id]
+        padded = new_item + [pad_token_id] * (batch_max_length - len(new_item))
+        inputs = torch.tensor(padded[:-1])
+        targets = torch.tensor(padded[1:])
+        mask = targets == pad_token_id
+        indices = torch.nonzero(mask).squeeze()
+        if indices.numel() > 1:
+            targets[indices[1:]] = ignore_index
+        if allowed_max_length is not None:
+            inputs = inputs[:allowed_max_length]
+            targets = targets[:allowed_max_length]
+        inputs_lst.append(inputs)
+        targets_lst.append(targets)
+    inputs_tensor = torch.stack(inputs_lst).to(device)
+    targets_tensor = torch.stack(targets_lst).to(device)
+    return inputs_tensor, targets_tensor
+
+
+def instruction_finetuning(m):
+    """Chapter 7: the collate function under ``partial``, and a few fine-tuning steps with ignored targets."""
+    torch, data = m.torch, m.data
+    inputs_1, inputs_2, inputs_3 = [0, 1, 2, 3, 4], [5, 6], [7, 8, 9]
+    demo = custom_collate_fn(m, (inputs_1, inputs_2, inputs_3))
+    truncated = custom_collate_fn(m, (inputs_1, inputs_2, inputs_3), allowed_max_length=3)
+    logits_1 = torch.tensor([[-1.0, 1.0], [-0.5, 1.5]])
+    targets_1 = torch.tensor([0, 1])
+    loss_1 = torch.nn.functional.cross_entropy(logits_1, targets_1)
+    logits_2 = torch.tensor([[-1.0, 1.0], [-0.5, 1.5], [-0.5, 1.5]])
+    targets_3 = torch.tensor([0, 1, -100])
+    loss_3 = torch.nn.functional.cross_entropy(logits_2, targets_3)
+
+    class InstructionDataset(data.Dataset):
+        def __init__(self, items):
+            self.encoded_texts = items
+
+        def __getitem__(self, index):
+            return self.encoded_texts[index]
+
+        def __len__(self):
+            return len(self.encoded_texts)
+
+    rng = np.random.default_rng(3)
+    items = [rng.integers(0, 40, int(rng.integers(3, 12))).tolist() for _ in range(24)]
+    customized_collate_fn = partial(custom_collate_fn, m, device="cpu", allowed_max_length=12)
+    torch.manual_seed(123)
+    train_loader = data.DataLoader(InstructionDataset(items), batch_size=4, collate_fn=customized_collate_fn,
+                                   shuffle=True, drop_last=True, num_workers=0)
+    model = pretrained_gpt(m)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1)
+    losses, shapes = [], []
+    model.train()
+    for input_batch, target_batch in train_loader:
+        optimizer.zero_grad()
+        loss = calc_loss_batch(m, input_batch, target_batch, model)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        shapes.append(tuple(input_batch.shape))
+    return {"demo": demo, "truncated": truncated, "loss_1": loss_1, "loss_3": loss_3, "losses": losses,
+            "shapes": shapes, "wte": model.tok_emb.weight}
+
+
+def test_llms_from_scratch_instruction_collate():
+    ours, _ = run_both(instruction_finetuning, rtol=2e-4, atol=2e-5)
+    inputs, targets = ours["demo"]
+    P = INSTRUCTION_PAD
+    np.testing.assert_array_equal(inputs, [[0, 1, 2, 3, 4], [5, 6, P, P, P], [7, 8, 9, P, P]])
+    np.testing.assert_array_equal(targets, [[1, 2, 3, 4, P], [6, P, -100, -100, -100], [8, 9, P, -100, -100]])
+    assert ours["truncated"][0].shape == (3, 3)
+    assert ours["loss_1"] == pytest.approx(ours["loss_3"])
+    assert all(s[1] <= 12 for s in ours["shapes"])
+
+
+def dpo_collate_fn(m, batch, pad_token_id=INSTRUCTION_PAD, allowed_max_length=None, mask_prompt_tokens=True,
+                   device="cpu"):
+    torch = m.torch
+    batch_data = {"prompt": [], "chosen": [], "rejected": [], "rejected_mask": [], "chosen_mask": []}
+    max_length_common = 0
+    if batch:
+        for key in ["chosen", "rejected"]:
+            current_max = max(len(item[key]) + 1 for item in batch)
+            max_length_common = max(max_length_common, current_max)
+    for item in batch:
+        prompt = torch.tensor(item["prompt"])
+        batch_data["prompt"].append(prompt)
+        for key in ["chosen", "rejected"]:
+            sequence = item[key]
+            padded = sequence + [pad_token_id] * (max_length_common - len(sequence))
+            mask = torch.ones(len(padded)).bool()
+            mask[len(sequence):] = False
+            if mask_prompt_tokens:
+                mask[:prompt.shape[0] + 2] = False
+            batch_data[key].append(torch.tensor(padded))
+            batch_data[f"{key}_mask"].append(mask)
+    for key in ["chosen", "rejected", "chosen_mask", "rejected_mask"]:
+        tensor_stack = torch.stack(batch_data[key])
+        if allowed_max_length is not None:
+            tensor_stack = tensor_stack[:, :allowed_max_length]
+        batch_data[key] = tensor_stack.to(device)
+    return batch_data
+
+
+def dpo(m):
+    """The chapter 7 bonus: direct preference optimisation against a frozen copy of the model."""
+    torch, F, data = m.torch, m.F, m.data
+    policy_model = pretrained_gpt(m)
+    reference_model = llm_modules(m)[3](GPT2_CONFIG)
+    reference_model.load_state_dict(policy_model.state_dict())
+    reference_model.eval()
+
+    def compute_dpo_loss(model_chosen_logprobs, model_rejected_logprobs, reference_chosen_logprobs,
+                         reference_rejected_logprobs, beta=0.1):
+        model_logratios = model_chosen_logprobs - model_rejected_logprobs
+        reference_logratios = reference_chosen_logprobs - reference_rejected_logprobs
+        logits = model_logratios - reference_logratios
+        losses = -F.logsigmoid(beta * logits)
+        chosen_rewards = (model_chosen_logprobs - reference_chosen_logprobs).detach()
+        rejected_rewards = (model_rejected_logprobs - reference_rejected_logprobs).detach()
+        return losses.mean(), chosen_rewards.mean(), rejected_rewards.mean()
+
+    def compute_logprobs(logits, labels, selection_mask=None):
+        labels = labels[:, 1:].clone()
+        logits = logits[:, :-1, :]
+        log_probs = F.log_softmax(logits, dim=-1)
+        selected_log_probs = torch.gather(input=log_probs, dim=-1, index=labels.unsqueeze(-1)).squeeze(-1)
+        if selection_mask is not None:
+            mask = selection_mask[:, 1:].clone()
+            selected_log_probs = selected_log_probs * mask
+            avg_log_prob = selected_log_probs.sum(-1) / mask.sum(-1)
+            return avg_log_prob
+        else:
+            return selected_log_probs.mean(-1)
+
+    def compute_dpo_loss_batch(batch, policy_model, reference_model, beta):
+        policy_chosen_log_probas = compute_logprobs(logits=policy_model(batch["chosen"]), labels=batch["chosen"],
+                                                    selection_mask=batch["chosen_mask"])
+        policy_rejected_log_probas = compute_logprobs(logits=policy_model(batch["rejected"]),
+                                                      labels=batch["rejected"], selection_mask=batch["rejected_mask"])
+        with torch.no_grad():
+            ref_chosen_log_probas = compute_logprobs(logits=reference_model(batch["chosen"]), labels=batch["chosen"],
+                                                     selection_mask=batch["chosen_mask"])
+            ref_rejected_log_probas = compute_logprobs(logits=reference_model(batch["rejected"]),
+                                                       labels=batch["rejected"], selection_mask=batch["rejected_mask"])
+        return compute_dpo_loss(policy_chosen_log_probas, policy_rejected_log_probas, ref_chosen_log_probas,
+                                ref_rejected_log_probas, beta=beta)
+
+    rng = np.random.default_rng(5)
+    items = []
+    for _ in range(16):
+        prompt = rng.integers(0, 40, int(rng.integers(2, 5))).tolist()
+        chosen = prompt + [1, 2] + [3, 6, 9][: int(rng.integers(1, 4))]
+        rejected = prompt + [1, 2] + rng.integers(10, 40, int(rng.integers(1, 5))).tolist()
+        items.append({"prompt": prompt, "chosen": chosen, "rejected": rejected})
+    torch.manual_seed(123)
+    loader = data.DataLoader(items, batch_size=4, shuffle=True, drop_last=True,
+                             collate_fn=partial(dpo_collate_fn, m, allowed_max_length=14))
+    optimizer = torch.optim.AdamW(policy_model.parameters(), lr=1e-3, weight_decay=0.01)
+    history = []
+    for epoch in range(2):
+        policy_model.train()
+        for batch in loader:
+            optimizer.zero_grad()
+            loss, chosen_rewards, rejected_rewards = compute_dpo_loss_batch(batch, policy_model, reference_model, 0.1)
+            loss.backward()
+            optimizer.step()
+            history.append((loss.item(), chosen_rewards.item(), rejected_rewards.item()))
+    first = dpo_collate_fn(m, items[:2])
+    return {"history": history, "first": first, "wte": policy_model.tok_emb.weight,
+            "ref_untouched": reference_model.tok_emb.weight}
+
+
+def test_llms_from_scratch_dpo():
+    ours, _ = run_both(dpo, rtol=2e-4, atol=2e-5)
+    assert ours["history"][0][0] == pytest.approx(math.log(2), abs=1e-6)  # the policy is the reference at first
+    assert ours["history"][-1][1] > ours["history"][-1][2]  # chosen rewarded over rejected
+    np.testing.assert_array_equal(ours["ref_untouched"], gpt2_params(GPT2_CONFIG)["wte"])
+    first = ours["first"]
+    assert first["chosen_mask"].dtype == bool
+    assert not first["chosen_mask"][:, :4].any()  # the prompt and two more tokens are masked
