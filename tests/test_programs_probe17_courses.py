@@ -1171,3 +1171,301 @@ def test_llms_from_scratch_dpo():
     first = ours["first"]
     assert first["chosen_mask"].dtype == bool
     assert not first["chosen_mask"][:, :4].any()  # the prompt and two more tokens are masked
+
+
+# ----------------------------------------------------------------------------------------------
+# Deep Learning with PyTorch (Stevens, Antiga, Viehmann)
+# ----------------------------------------------------------------------------------------------
+
+
+def cifar2_data(n=48, seed=0):
+    """A stand-in for CIFAR-2 (birds against airplanes): 3x32x32 images of two noisy prototypes."""
+    rng = np.random.default_rng(seed)
+    protos = rng.standard_normal((2, 3, 32, 32)).astype(np.float32)
+    labels = rng.integers(0, 2, n)
+    imgs = protos[labels] + rng.standard_normal((n, 3, 32, 32)).astype(np.float32)
+    return imgs, labels
+
+
+def dlwpt_chapter8(m):
+    """Chapter 8: the convolutional nets of 8.5 trained by ``training_loop_l2reg``, with NetResDeep's one
+    ResBlock repeated (``n_blocks * [ResBlock(...)]``: the same module, its weights shared)."""
+    torch, nn, F, optim, data = m.torch, m.nn, m.F, m.optim, m.data
+
+    class NetWidth(nn.Module):
+        def __init__(self, n_chans1=32):
+            super().__init__()
+            self.n_chans1 = n_chans1
+            self.conv1 = nn.Conv2d(3, n_chans1, kernel_size=3, padding=1)
+            self.conv2 = nn.Conv2d(n_chans1, n_chans1 // 2, kernel_size=3, padding=1)
+            self.fc1 = nn.Linear(8 * 8 * n_chans1 // 2, 32)
+            self.fc2 = nn.Linear(32, 2)
+
+        def forward(self, x):
+            out = F.max_pool2d(torch.tanh(self.conv1(x)), 2)
+            out = F.max_pool2d(torch.tanh(self.conv2(out)), 2)
+            out = out.view(-1, 8 * 8 * self.n_chans1 // 2)
+            out = torch.tanh(self.fc1(out))
+            out = self.fc2(out)
+            return out
+
+    class NetBatchNorm(nn.Module):
+        def __init__(self, n_chans1=32):
+            super().__init__()
+            self.n_chans1 = n_chans1
+            self.conv1 = nn.Conv2d(3, n_chans1, kernel_size=3, padding=1)
+            self.conv1_batchnorm = nn.BatchNorm2d(num_features=n_chans1)
+            self.conv2 = nn.Conv2d(n_chans1, n_chans1 // 2, kernel_size=3, padding=1)
+            self.conv2_batchnorm = nn.BatchNorm2d(num_features=n_chans1 // 2)
+            self.fc1 = nn.Linear(8 * 8 * n_chans1 // 2, 32)
+            self.fc2 = nn.Linear(32, 2)
+
+        def forward(self, x):
+            out = self.conv1_batchnorm(self.conv1(x))
+            out = F.max_pool2d(torch.tanh(out), 2)
+            out = self.conv2_batchnorm(self.conv2(out))
+            out = F.max_pool2d(torch.tanh(out), 2)
+            out = out.view(-1, 8 * 8 * self.n_chans1 // 2)
+            out = torch.tanh(self.fc1(out))
+            out = self.fc2(out)
+            return out
+
+    class ResBlock(nn.Module):
+        def __init__(self, n_chans):
+            super(ResBlock, self).__init__()
+            self.conv = nn.Conv2d(n_chans, n_chans, kernel_size=3, padding=1, bias=False)
+            self.batch_norm = nn.BatchNorm2d(num_features=n_chans)
+            torch.nn.init.kaiming_normal_(self.conv.weight, nonlinearity="relu")
+            torch.nn.init.constant_(self.batch_norm.weight, 0.5)
+            torch.nn.init.zeros_(self.batch_norm.bias)
+
+        def forward(self, x):
+            out = self.conv(x)
+            out = self.batch_norm(out)
+            out = torch.relu(out)
+            return out + x
+
+    class NetResDeep(nn.Module):
+        def __init__(self, n_chans1=32, n_blocks=10):
+            super().__init__()
+            self.n_chans1 = n_chans1
+            self.conv1 = nn.Conv2d(3, n_chans1, kernel_size=3, padding=1)
+            self.resblocks = nn.Sequential(*(n_blocks * [ResBlock(n_chans=n_chans1)]))
+            self.fc1 = nn.Linear(8 * 8 * n_chans1, 32)
+            self.fc2 = nn.Linear(32, 2)
+
+        def forward(self, x):
+            out = F.max_pool2d(torch.relu(self.conv1(x)), 2)
+            out = self.resblocks(out)
+            out = F.max_pool2d(out, 2)
+            out = out.view(-1, 8 * 8 * self.n_chans1)
+            out = torch.relu(self.fc1(out))
+            out = self.fc2(out)
+            return out
+
+    def training_loop_l2reg(n_epochs, optimizer, model, loss_fn, train_loader):
+        losses = []
+        for epoch in range(1, n_epochs + 1):
+            loss_train = 0.0
+            for imgs, labels in train_loader:
+                outputs = model(imgs)
+                loss = loss_fn(outputs, labels)
+                l2_lambda = 0.001
+                l2_norm = sum(p.pow(2.0).sum() for p in model.parameters())
+                loss = loss + l2_lambda * l2_norm
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                loss_train += loss.item()
+            losses.append(loss_train / len(train_loader))
+        return losses
+
+    def validate(model, loader):
+        correct = 0
+        total = 0
+        with torch.no_grad():
+            for imgs, labels in loader:
+                outputs = model(imgs)
+                _, predicted = torch.max(outputs, dim=1)
+                total += labels.shape[0]
+                correct += int((predicted == labels).sum())
+        return correct / total
+
+    imgs, labels = cifar2_data()
+    cifar2 = [(torch.from_numpy(img), int(label)) for img, label in zip(imgs, labels)]
+    results = {}
+    for name, make in [("width", lambda: NetWidth(n_chans1=8)), ("batchnorm", lambda: NetBatchNorm(n_chans1=8)),
+                       ("resdeep", lambda: NetResDeep(n_chans1=4, n_blocks=3))]:
+        torch.manual_seed(0)
+        model = make()
+        train_loader = data.DataLoader(cifar2, batch_size=16, shuffle=True)
+        optimizer = optim.SGD(model.parameters(), lr=1e-2)
+        losses = training_loop_l2reg(2, optimizer, model, nn.CrossEntropyLoss(), train_loader)
+        model.eval()
+        acc = validate(model, data.DataLoader(cifar2, batch_size=64, shuffle=False))
+        numel_list = [p.numel() for p in model.parameters()]
+        results[name] = {"losses": losses, "acc": acc, "numel": numel_list,
+                         "state": dict(model.state_dict())}
+    return results
+
+
+def test_dlwpt_chapter8_nets_l2reg_shared_resblocks():
+    ours, _ = run_both(dlwpt_chapter8, rtol=2e-4, atol=2e-5)
+    resdeep = ours["resdeep"]
+    # one ResBlock repeated three times: its parameters are listed once, its state dict keys thrice
+    assert resdeep["numel"] == [4 * 3 * 9, 4, 4 * 4 * 9, 4, 4, 32 * 8 * 8 * 4, 32, 2 * 32, 2]
+    assert {k for k in resdeep["state"] if k.startswith("resblocks.2.")} == {
+        "resblocks.2.conv.weight", "resblocks.2.batch_norm.weight", "resblocks.2.batch_norm.bias",
+        "resblocks.2.batch_norm.running_mean", "resblocks.2.batch_norm.running_var",
+        "resblocks.2.batch_norm.num_batches_tracked"}
+    np.testing.assert_array_equal(resdeep["state"]["resblocks.0.conv.weight"], resdeep["state"]["resblocks.2.conv.weight"])
+    assert resdeep["state"]["resblocks.1.batch_norm.num_batches_tracked"] == 3 * 2 * 3  # 3 calls a batch
+
+
+METRICS_LABEL_NDX, METRICS_PRED_NDX, METRICS_LOSS_NDX, METRICS_SIZE = 0, 1, 2, 3
+
+
+def ct_chunks(n=6, shape=(16, 32, 32), seed=0):
+    """Stand-ins for the candidate CT chunks: Hounsfield-like noise, a bright blob in the nodules."""
+    rng = np.random.default_rng(seed)
+    zz, yy, xx = np.meshgrid(*(np.arange(s) - s / 2 for s in shape), indexing="ij")
+    blob = np.exp(-(zz ** 2 / 8 + yy ** 2 / 18 + xx ** 2 / 18))
+    labels = np.arange(n) % 2
+    chunks = rng.normal(-700, 100, (n,) + shape) + labels[:, None, None, None] * 1200 * blob
+    return chunks.clip(-1000, 1000).astype(np.float32), labels
+
+
+def dlwpt_luna_classifier(m):
+    """Part 2 (chapters 11 and 12): LunaModel's Conv3d blocks with ``_init_weights``, the 3-D augmentation by
+    ``affine_grid``/``grid_sample`` (flips, offsets, scales, a rotation multiplied in by ``@=``, noise), and
+    ``computeBatchLoss`` filling a metrics tensor from ``CrossEntropyLoss(reduction='none')``."""
+    import random
+
+    torch, nn, F = m.torch, m.nn, m.F
+
+    class LunaBlock(nn.Module):
+        def __init__(self, in_channels, conv_channels):
+            super().__init__()
+            self.conv1 = nn.Conv3d(in_channels, conv_channels, kernel_size=3, padding=1, bias=True)
+            self.relu1 = nn.ReLU(inplace=True)
+            self.conv2 = nn.Conv3d(conv_channels, conv_channels, kernel_size=3, padding=1, bias=True)
+            self.relu2 = nn.ReLU(inplace=True)
+            self.maxpool = nn.MaxPool3d(2, 2)
+
+        def forward(self, input_batch):
+            block_out = self.conv1(input_batch)
+            block_out = self.relu1(block_out)
+            block_out = self.conv2(block_out)
+            block_out = self.relu2(block_out)
+            return self.maxpool(block_out)
+
+    class LunaModel(nn.Module):
+        def __init__(self, in_channels=1, conv_channels=4):
+            super().__init__()
+            self.tail_batchnorm = nn.BatchNorm3d(1)
+            self.block1 = LunaBlock(in_channels, conv_channels)
+            self.block2 = LunaBlock(conv_channels, conv_channels * 2)
+            self.block3 = LunaBlock(conv_channels * 2, conv_channels * 4)
+            self.block4 = LunaBlock(conv_channels * 4, conv_channels * 8)
+            self.head_linear = nn.Linear(conv_channels * 8 * 1 * 2 * 2, 2)
+            self.head_softmax = nn.Softmax(dim=1)
+            self._init_weights()
+
+        def _init_weights(self):
+            for m in self.modules():
+                if type(m) in {nn.Linear, nn.Conv3d, nn.Conv2d, nn.ConvTranspose2d, nn.ConvTranspose3d}:
+                    nn.init.kaiming_normal_(m.weight.data, a=0, mode="fan_out", nonlinearity="relu")
+                    if m.bias is not None:
+                        fan_in, fan_out = nn.init._calculate_fan_in_and_fan_out(m.weight.data)
+                        bound = 1 / math.sqrt(fan_out)
+                        nn.init.normal_(m.bias, -bound, bound)
+
+        def forward(self, input_batch):
+            bn_output = self.tail_batchnorm(input_batch)
+            block_out = self.block1(bn_output)
+            block_out = self.block2(block_out)
+            block_out = self.block3(block_out)
+            block_out = self.block4(block_out)
+            conv_flat = block_out.view(block_out.size(0), -1)
+            linear_output = self.head_linear(conv_flat)
+            return linear_output, self.head_softmax(linear_output)
+
+    def getCtAugmentedCandidate(augmentation_dict, ct_chunk):
+        ct_t = torch.tensor(ct_chunk).unsqueeze(0).unsqueeze(0).to(torch.float32)
+        transform_t = torch.eye(4)
+        for i in range(3):
+            if "flip" in augmentation_dict:
+                if random.random() > 0.5:
+                    transform_t[i, i] *= -1
+            if "offset" in augmentation_dict:
+                offset_float = augmentation_dict["offset"]
+                random_float = (random.random() * 2 - 1)
+                transform_t[i, 3] = offset_float * random_float
+            if "scale" in augmentation_dict:
+                scale_float = augmentation_dict["scale"]
+                random_float = (random.random() * 2 - 1)
+                transform_t[i, i] *= 1.0 + scale_float * random_float
+        if "rotate" in augmentation_dict:
+            angle_rad = random.random() * math.pi * 2
+            s = math.sin(angle_rad)
+            c = math.cos(angle_rad)
+            rotation_t = torch.tensor([[c, -s, 0, 0], [s, c, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
+            transform_t @= rotation_t
+        affine_t = F.affine_grid(transform_t[:3].unsqueeze(0).to(torch.float32), ct_t.size(), align_corners=False)
+        augmented_chunk = F.grid_sample(ct_t, affine_t, padding_mode="border", align_corners=False).to("cpu")
+        if "noise" in augmentation_dict:
+            noise_t = torch.randn_like(augmented_chunk)
+            noise_t *= augmentation_dict["noise"]
+            augmented_chunk += noise_t
+        return augmented_chunk[0], transform_t
+
+    augmentation_dict = {"flip": True, "offset": 0.1, "scale": 0.2, "rotate": True, "noise": 25.0}
+    chunks, labels = ct_chunks()
+    random.seed(4)
+    torch.manual_seed(4)
+    augmented, transforms = zip(*(getCtAugmentedCandidate(augmentation_dict, c) for c in chunks))
+    # the candidate tensors as LunaDataset returns them: HU clamped, (1, D, H, W), a two-class label
+    candidates = torch.stack([a.clamp(-1000, 1000) for a in augmented])
+    pos_t = torch.tensor([[not lbl, bool(lbl)] for lbl in labels], dtype=torch.long)
+
+    torch.manual_seed(0)
+    model = LunaModel()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.99)
+    trnMetrics_g = torch.zeros(METRICS_SIZE, 2 * len(chunks))
+
+    def computeBatchLoss(batch_ndx, batch_tup, batch_size, metrics_g):
+        input_t, label_t = batch_tup
+        logits_g, probability_g = model(input_t)
+        loss_func = nn.CrossEntropyLoss(reduction="none")
+        loss_g = loss_func(logits_g, label_t[:, 1])
+        start_ndx = batch_ndx * batch_size
+        end_ndx = start_ndx + label_t.size(0)
+        metrics_g[METRICS_LABEL_NDX, start_ndx:end_ndx] = label_t[:, 1].detach()
+        metrics_g[METRICS_PRED_NDX, start_ndx:end_ndx] = probability_g[:, 1].detach()
+        metrics_g[METRICS_LOSS_NDX, start_ndx:end_ndx] = loss_g.detach()
+        return loss_g.mean()
+
+    model.train()
+    batch_size = 3
+    for epoch_ndx in range(2):
+        for batch_ndx in range(len(chunks) // batch_size):
+            sl = slice(batch_ndx * batch_size, (batch_ndx + 1) * batch_size)
+            optimizer.zero_grad()
+            loss_var = computeBatchLoss(epoch_ndx * 2 + batch_ndx, (candidates[sl], pos_t[sl]), batch_size,
+                                        trnMetrics_g)
+            loss_var.backward()
+            optimizer.step()
+    negLabel_mask = trnMetrics_g[METRICS_LABEL_NDX] <= 0.5
+    negPred_mask = trnMetrics_g[METRICS_PRED_NDX] <= 0.5
+    neg_correct = int((negLabel_mask & negPred_mask).sum())
+    return {"augmented": candidates, "transforms": transforms, "metrics": trnMetrics_g, "neg_correct": neg_correct,
+            "conv": model.block1.conv1.weight, "bn": model.tail_batchnorm.running_var,
+            "head": model.head_linear.weight}
+
+
+def test_dlwpt_luna_classifier_conv3d_and_3d_augmentation():
+    ours, _ = run_both(dlwpt_luna_classifier, rtol=1e-4, atol=1e-5)
+    assert ours["augmented"].shape == (6, 1, 16, 32, 32)
+    metrics = ours["metrics"]
+    np.testing.assert_array_equal(metrics[METRICS_LABEL_NDX], np.tile([0, 1], 6))
+    assert np.all((metrics[METRICS_PRED_NDX] > 0) & (metrics[METRICS_PRED_NDX] < 1))
