@@ -1966,3 +1966,287 @@ def test_uva_transformer_reverse_task():
     assert ours["maps"][0].shape == (16, 2, 8, 8)
     np.testing.assert_allclose(ours["maps"][0].sum(-1), 1, rtol=1e-5)
     assert np.all(ours["masked_maps"][0][..., 6:] == 0)
+
+
+def shapes_images(n=32, side=16, seed=0):
+    """Stand-ins for CIFAR-10: 3x16x16 images of four noisy prototypes."""
+    rng = np.random.default_rng(seed)
+    protos = rng.standard_normal((4, 3, side, side)).astype(np.float32)
+    labels = rng.integers(0, 4, n)
+    return protos[labels] + 0.7 * rng.standard_normal((n, 3, side, side)).astype(np.float32), labels
+
+
+def uva_vision_transformer(m):
+    """Tutorial 15: ``img_to_patch`` by reshape/permute/flatten, pre-LN blocks over a sequence-first
+    ``nn.MultiheadAttention`` (its averaged weights returned and dropped), a repeated cls token, AdamW under
+    MultiStepLR."""
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+
+    def img_to_patch(x, patch_size, flatten_channels=True):
+        B, C, H, W = x.shape
+        x = x.reshape(B, C, H // patch_size, patch_size, W // patch_size, patch_size)
+        x = x.permute(0, 2, 4, 1, 3, 5)
+        x = x.flatten(1, 2)
+        if flatten_channels:
+            x = x.flatten(2, 4)
+        return x
+
+    class AttentionBlock(nn.Module):
+        def __init__(self, embed_dim, hidden_dim, num_heads, dropout=0.0):
+            super().__init__()
+            self.layer_norm_1 = nn.LayerNorm(embed_dim)
+            self.attn = nn.MultiheadAttention(embed_dim, num_heads, dropout=dropout)
+            self.layer_norm_2 = nn.LayerNorm(embed_dim)
+            self.linear = nn.Sequential(
+                nn.Linear(embed_dim, hidden_dim),
+                nn.GELU(),
+                nn.Dropout(dropout),
+                nn.Linear(hidden_dim, embed_dim),
+                nn.Dropout(dropout),
+            )
+
+        def forward(self, x):
+            inp_x = self.layer_norm_1(x)
+            x = x + self.attn(inp_x, inp_x, inp_x)[0]
+            x = x + self.linear(self.layer_norm_2(x))
+            return x
+
+    class VisionTransformer(nn.Module):
+        def __init__(self, embed_dim, hidden_dim, num_channels, num_heads, num_layers, num_classes, patch_size,
+                     num_patches, dropout=0.0):
+            super().__init__()
+            self.patch_size = patch_size
+            self.input_layer = nn.Linear(num_channels * (patch_size ** 2), embed_dim)
+            self.transformer = nn.Sequential(
+                *(AttentionBlock(embed_dim, hidden_dim, num_heads, dropout=dropout) for _ in range(num_layers)))
+            self.mlp_head = nn.Sequential(nn.LayerNorm(embed_dim), nn.Linear(embed_dim, num_classes))
+            self.dropout = nn.Dropout(dropout)
+            self.cls_token = nn.Parameter(torch.randn(1, 1, embed_dim))
+            self.pos_embedding = nn.Parameter(torch.randn(1, 1 + num_patches, embed_dim))
+
+        def forward(self, x):
+            x = img_to_patch(x, self.patch_size)
+            B, T, _ = x.shape
+            x = self.input_layer(x)
+            cls_token = self.cls_token.repeat(B, 1, 1)
+            x = torch.cat([cls_token, x], dim=1)
+            x = x + self.pos_embedding[:, :T + 1]
+            x = self.dropout(x)
+            x = x.transpose(0, 1)
+            x = self.transformer(x)
+            cls = x[0]
+            out = self.mlp_head(cls)
+            return out
+
+    imgs, labels = shapes_images()
+    imgs, labels = torch.from_numpy(imgs), torch.from_numpy(labels)
+    patches = img_to_patch(imgs[:2], patch_size=4, flatten_channels=False)
+    torch.manual_seed(42)
+    model = VisionTransformer(embed_dim=16, hidden_dim=32, num_heads=2, num_layers=2, patch_size=4, num_channels=3,
+                              num_patches=16, num_classes=4, dropout=0.0)
+    optimizer = optim.AdamW(model.parameters(), lr=3e-3)
+    lr_scheduler = optim.lr_scheduler.MultiStepLR(optimizer, milestones=[4, 6], gamma=0.1)
+    losses, accs = [], []
+    model.train()
+    for step in range(8):
+        batch = slice((step % 4) * 8, (step % 4) * 8 + 8)
+        preds = model(imgs[batch])
+        loss = F.cross_entropy(preds, labels[batch])
+        acc = (preds.argmax(dim=-1) == labels[batch]).float().mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        lr_scheduler.step()
+        losses.append(loss.item())
+        accs.append(acc.item())
+    block = model.transformer[0]
+    with torch.no_grad():
+        seq = torch.randn(17, 3, 16)
+        _, attn_avg = block.attn(seq, seq, seq)
+        _, attn_heads = block.attn(seq, seq, seq, average_attn_weights=False)
+    return {"patches": patches, "losses": losses, "accs": accs, "lr": optimizer.param_groups[0]["lr"],
+            "cls_token": model.cls_token, "in_proj": block.attn.in_proj_weight, "attn_avg": attn_avg,
+            "attn_heads": attn_heads}
+
+
+def test_uva_vision_transformer():
+    ours, _ = run_both(uva_vision_transformer, rtol=2e-4, atol=2e-5)
+    imgs, _ = shapes_images()
+    np.testing.assert_array_equal(ours["patches"][1, 5], imgs[1, :, 4:8, 4:8])  # row 1, column 1 of a 4x4 grid
+    assert ours["lr"] == pytest.approx(3e-3 * 0.01)
+    assert ours["attn_avg"].shape == (3, 17, 17) and ours["attn_heads"].shape == (3, 2, 17, 17)
+    np.testing.assert_allclose(ours["attn_heads"].mean(1), ours["attn_avg"], rtol=1e-5, atol=1e-7)
+
+
+def ztm_vit(m):
+    """Zero to Mastery's paper replicating (08): PatchEmbedding by a strided Conv2d and ``nn.Flatten(2, 3)``,
+    a batch-first ``nn.MultiheadAttention(need_weights=False)``, the hand-built TransformerEncoderBlock against
+    ``nn.TransformerEncoderLayer(norm_first=True, activation="gelu")`` holding its weights, and ``train_step``'s
+    accuracy by ``argmax(softmax)``."""
+    torch, nn = m.torch, m.nn
+    patch_size = 4
+
+    class PatchEmbedding(nn.Module):
+        def __init__(self, in_channels=3, patch_size=16, embedding_dim=768):
+            super().__init__()
+            self.patcher = nn.Conv2d(in_channels=in_channels, out_channels=embedding_dim, kernel_size=patch_size,
+                                     stride=patch_size, padding=0)
+            self.flatten = nn.Flatten(start_dim=2, end_dim=3)
+
+        def forward(self, x):
+            image_resolution = x.shape[-1]
+            assert image_resolution % patch_size == 0, \
+                f"Input image size must be divisble by patch size, image shape: {image_resolution}, patch size: {patch_size}"
+            x_patched = self.patcher(x)
+            x_flattened = self.flatten(x_patched)
+            return x_flattened.permute(0, 2, 1)
+
+    class MultiheadSelfAttentionBlock(nn.Module):
+        def __init__(self, embedding_dim=768, num_heads=12, attn_dropout=0):
+            super().__init__()
+            self.layer_norm = nn.LayerNorm(normalized_shape=embedding_dim)
+            self.multihead_attn = nn.MultiheadAttention(embed_dim=embedding_dim, num_heads=num_heads,
+                                                        dropout=attn_dropout, batch_first=True)
+
+        def forward(self, x):
+            x = self.layer_norm(x)
+            attn_output, _ = self.multihead_attn(query=x, key=x, value=x, need_weights=False)
+            return attn_output
+
+    class MLPBlock(nn.Module):
+        def __init__(self, embedding_dim=768, mlp_size=3072, dropout=0.1):
+            super().__init__()
+            self.layer_norm = nn.LayerNorm(normalized_shape=embedding_dim)
+            self.mlp = nn.Sequential(
+                nn.Linear(in_features=embedding_dim, out_features=mlp_size),
+                nn.GELU(),
+                nn.Dropout(p=dropout),
+                nn.Linear(in_features=mlp_size, out_features=embedding_dim),
+                nn.Dropout(p=dropout),
+            )
+
+        def forward(self, x):
+            x = self.layer_norm(x)
+            x = self.mlp(x)
+            return x
+
+    class TransformerEncoderBlock(nn.Module):
+        def __init__(self, embedding_dim=768, num_heads=12, mlp_size=3072, mlp_dropout=0.1, attn_dropout=0):
+            super().__init__()
+            self.msa_block = MultiheadSelfAttentionBlock(embedding_dim=embedding_dim, num_heads=num_heads,
+                                                         attn_dropout=attn_dropout)
+            self.mlp_block = MLPBlock(embedding_dim=embedding_dim, mlp_size=mlp_size, dropout=mlp_dropout)
+
+        def forward(self, x):
+            x = self.msa_block(x) + x
+            x = self.mlp_block(x) + x
+            return x
+
+    class ViT(nn.Module):
+        def __init__(self, img_size=224, in_channels=3, patch_size=16, num_transformer_layers=12, embedding_dim=768,
+                     mlp_size=3072, num_heads=12, attn_dropout=0, mlp_dropout=0.1, embedding_dropout=0.1,
+                     num_classes=1000):
+            super().__init__()
+            assert img_size % patch_size == 0, \
+                f"Image size must be divisible by patch size, image size: {img_size}, patch size: {patch_size}."
+            self.num_patches = (img_size * img_size) // patch_size ** 2
+            self.class_embedding = nn.Parameter(data=torch.randn(1, 1, embedding_dim), requires_grad=True)
+            self.position_embedding = nn.Parameter(data=torch.randn(1, self.num_patches + 1, embedding_dim),
+                                                   requires_grad=True)
+            self.embedding_dropout = nn.Dropout(p=embedding_dropout)
+            self.patch_embedding = PatchEmbedding(in_channels=in_channels, patch_size=patch_size,
+                                                  embedding_dim=embedding_dim)
+            self.transformer_encoder = nn.Sequential(*[
+                TransformerEncoderBlock(embedding_dim=embedding_dim, num_heads=num_heads, mlp_size=mlp_size,
+                                        mlp_dropout=mlp_dropout) for _ in range(num_transformer_layers)])
+            self.classifier = nn.Sequential(nn.LayerNorm(normalized_shape=embedding_dim),
+                                            nn.Linear(in_features=embedding_dim, out_features=num_classes))
+
+        def forward(self, x):
+            batch_size = x.shape[0]
+            class_token = self.class_embedding.expand(batch_size, -1, -1)
+            x = self.patch_embedding(x)
+            x = torch.cat((class_token, x), dim=1)
+            x = self.position_embedding + x
+            x = self.embedding_dropout(x)
+            x = self.transformer_encoder(x)
+            x = self.classifier(x[:, 0])
+            return x
+
+    imgs, labels = shapes_images()
+    X, y = torch.from_numpy(imgs), torch.from_numpy(labels)
+    torch.manual_seed(42)
+    vit = ViT(img_size=16, patch_size=patch_size, num_transformer_layers=2, embedding_dim=16, mlp_size=32,
+              num_heads=2, mlp_dropout=0.0, embedding_dropout=0.0, num_classes=4)
+    # the hand-built block against PyTorch's layer holding the same weights
+    block = vit.transformer_encoder[0]
+    torch_transformer_encoder_layer = nn.TransformerEncoderLayer(d_model=16, nhead=2, dim_feedforward=32, dropout=0.0,
+                                                                 activation="gelu", batch_first=True, norm_first=True)
+    renames = {"msa_block.layer_norm": "norm1", "msa_block.multihead_attn": "self_attn",
+               "mlp_block.layer_norm": "norm2", "mlp_block.mlp.0": "linear1", "mlp_block.mlp.3": "linear2"}
+    state = {}
+    for key, value in block.state_dict().items():
+        for old, new in renames.items():
+            if key.startswith(old + "."):
+                state[new + key[len(old):]] = value
+    torch_transformer_encoder_layer.load_state_dict(state)
+    tokens = vit.patch_embedding(X[:4])
+    ours_block = block(tokens)
+    theirs_block = torch_transformer_encoder_layer(tokens)
+    g_ours = torch.autograd.grad(ours_block.square().sum(), block.msa_block.multihead_attn.in_proj_weight)[0]
+    g_layer = torch.autograd.grad(theirs_block.square().sum(), torch_transformer_encoder_layer.self_attn.in_proj_weight)[0]
+    torch_transformer_encoder_layer.eval()
+    with torch.inference_mode():
+        eval_layer = torch_transformer_encoder_layer(tokens)
+
+    def train_step(model, dataloader, loss_fn, optimizer):
+        model.train()
+        train_loss, train_acc = 0, 0
+        for batch, (X, y) in enumerate(dataloader):
+            y_pred = model(X)
+            loss = loss_fn(y_pred, y)
+            train_loss += loss.item()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            y_pred_class = torch.argmax(torch.softmax(y_pred, dim=1), dim=1)
+            train_acc += (y_pred_class == y).sum().item() / len(y_pred)
+        train_loss = train_loss / len(dataloader)
+        train_acc = train_acc / len(dataloader)
+        return train_loss, train_acc
+
+    def test_step(model, dataloader, loss_fn):
+        model.eval()
+        test_loss, test_acc = 0, 0
+        with torch.inference_mode():
+            for batch, (X, y) in enumerate(dataloader):
+                test_pred_logits = model(X)
+                loss = loss_fn(test_pred_logits, y)
+                test_loss += loss.item()
+                test_pred_labels = test_pred_logits.argmax(dim=1)
+                test_acc += ((test_pred_labels == y).sum().item() / len(test_pred_labels))
+        return test_loss / len(dataloader), test_acc / len(dataloader)
+
+    torch.manual_seed(42)
+    dataloader = m.data.DataLoader(m.data.TensorDataset(X, y), batch_size=8, shuffle=True)
+    optimizer = torch.optim.Adam(params=vit.parameters(), lr=3e-3, betas=(0.9, 0.999), weight_decay=0.3)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    results = {"train_loss": [], "train_acc": [], "test_loss": [], "test_acc": []}
+    for epoch in range(3):
+        train_loss, train_acc = train_step(vit, dataloader, loss_fn, optimizer)
+        test_loss, test_acc = test_step(vit, dataloader, loss_fn)
+        results["train_loss"].append(train_loss)
+        results["train_acc"].append(train_acc)
+        results["test_loss"].append(test_loss)
+        results["test_acc"].append(test_acc)
+    return {"ours_block": ours_block, "theirs_block": theirs_block, "eval_layer": eval_layer, "g_ours": g_ours,
+            "g_layer": g_layer, "results": results, "class_embedding": vit.class_embedding,
+            "patcher": vit.patch_embedding.patcher.weight}
+
+
+def test_zero_to_mastery_vit():
+    ours, _ = run_both(ztm_vit, rtol=2e-4, atol=2e-5)
+    np.testing.assert_allclose(ours["ours_block"], ours["theirs_block"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ours["eval_layer"], ours["theirs_block"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ours["g_ours"], ours["g_layer"], rtol=1e-4, atol=1e-6)
+    assert ours["results"]["train_loss"][-1] < ours["results"]["train_loss"][0]
