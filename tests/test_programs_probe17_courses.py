@@ -2250,3 +2250,237 @@ def test_zero_to_mastery_vit():
     np.testing.assert_allclose(ours["eval_layer"], ours["theirs_block"], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(ours["g_ours"], ours["g_layer"], rtol=1e-4, atol=1e-6)
     assert ours["results"]["train_loss"][-1] < ours["results"]["train_loss"][0]
+
+
+# ----------------------------------------------------------------------------------------------
+# LLMs from scratch, bonus material: the efficient multi-head attention implementations compared
+# ----------------------------------------------------------------------------------------------
+
+
+def efficient_mha(m):
+    """Chapter 3's bonus notebook: seven multi-head attentions given the same weights (combined QKV unbound by
+    ``unbind``, einsum over ``kaiming_uniform_`` Parameters, SDPA with ``is_causal`` and with a bool mask,
+    ``nn.MultiheadAttention`` with ``add_bias_kv`` and a causal bool ``attn_mask``) against chapter 3's module."""
+    torch, nn = m.torch, m.nn
+    MultiHeadAttention = llm_modules(m)[0]
+    batch_size, context_len, embed_dim, num_heads = 2, 6, 8, 2
+
+    class MultiHeadAttentionCombinedQKV(nn.Module):
+        def __init__(self, d_in, d_out, num_heads, context_length, dropout=0.0, qkv_bias=False):
+            super().__init__()
+            assert d_out % num_heads == 0, "embed_dim is indivisible by num_heads"
+            self.num_heads = num_heads
+            self.context_length = context_length
+            self.head_dim = d_out // num_heads
+            self.qkv = nn.Linear(d_in, 3 * d_out, bias=qkv_bias)
+            self.proj = nn.Linear(d_out, d_out)
+            self.dropout = nn.Dropout(dropout)
+            self.register_buffer("mask", torch.triu(torch.ones(context_length, context_length), diagonal=1))
+
+        def forward(self, x):
+            batch_size, num_tokens, embed_dim = x.shape
+            qkv = self.qkv(x)
+            qkv = qkv.view(batch_size, num_tokens, 3, self.num_heads, self.head_dim)
+            qkv = qkv.permute(2, 0, 3, 1, 4)
+            queries, keys, values = qkv.unbind(0)
+            attn_scores = queries @ keys.transpose(-2, -1)
+            attn_scores = attn_scores.masked_fill(self.mask.bool()[:num_tokens, :num_tokens], -torch.inf)
+            attn_weights = torch.softmax(attn_scores / keys.shape[-1] ** 0.5, dim=-1)
+            attn_weights = self.dropout(attn_weights)
+            context_vec = attn_weights @ values
+            context_vec = context_vec.transpose(1, 2)
+            context_vec = context_vec.contiguous().view(batch_size, num_tokens, embed_dim)
+            context_vec = self.proj(context_vec)
+            return context_vec
+
+    class MHAEinsum(nn.Module):
+        def __init__(self, d_in, d_out, context_length, dropout, num_heads, qkv_bias=False):
+            super().__init__()
+            assert d_out % num_heads == 0, "d_out must be divisible by num_heads"
+            self.d_out = d_out
+            self.num_heads = num_heads
+            self.head_dim = d_out // num_heads
+            self.W_query = nn.Parameter(torch.randn(d_out, d_in))
+            self.W_key = nn.Parameter(torch.randn(d_out, d_in))
+            self.W_value = nn.Parameter(torch.randn(d_out, d_in))
+            if qkv_bias:
+                self.bias_q = nn.Parameter(torch.zeros(d_out))
+                self.bias_k = nn.Parameter(torch.zeros(d_out))
+                self.bias_v = nn.Parameter(torch.zeros(d_out))
+            else:
+                self.register_parameter("bias_q", None)
+                self.register_parameter("bias_k", None)
+                self.register_parameter("bias_v", None)
+            self.out_proj = nn.Linear(d_out, d_out)
+            self.dropout = nn.Dropout(dropout)
+            self.register_buffer("mask", torch.triu(torch.ones(context_length, context_length), diagonal=1))
+            self.reset_parameters()
+
+        def reset_parameters(self):
+            nn.init.kaiming_uniform_(self.W_query, a=math.sqrt(5))
+            nn.init.kaiming_uniform_(self.W_key, a=math.sqrt(5))
+            nn.init.kaiming_uniform_(self.W_value, a=math.sqrt(5))
+            if self.bias_q is not None:
+                fan_in, _ = nn.init._calculate_fan_in_and_fan_out(self.W_query)
+                bound = 1 / math.sqrt(fan_in)
+                nn.init.uniform_(self.bias_q, -bound, bound)
+                nn.init.uniform_(self.bias_k, -bound, bound)
+                nn.init.uniform_(self.bias_v, -bound, bound)
+
+        def forward(self, x):
+            b, n, _ = x.shape
+            Q = torch.einsum("bnd,id->bni", x, self.W_query)
+            K = torch.einsum("bnd,id->bni", x, self.W_key)
+            V = torch.einsum("bnd,id->bni", x, self.W_value)
+            if self.bias_q is not None:
+                Q += self.bias_q
+                K += self.bias_k
+                V += self.bias_v
+            Q = Q.view(b, n, self.num_heads, self.head_dim).transpose(1, 2)
+            K = K.view(b, n, self.num_heads, self.head_dim).transpose(1, 2)
+            V = V.view(b, n, self.num_heads, self.head_dim).transpose(1, 2)
+            scores = torch.einsum("bhnd,bhmd->bhnm", Q, K) / (self.head_dim ** 0.5)
+            mask = self.mask[:n, :n].unsqueeze(0).unsqueeze(1).expand(b, self.num_heads, n, n)
+            scores = scores.masked_fill(mask.bool(), -torch.inf)
+            attn_weights = torch.softmax(scores, dim=-1)
+            attn_weights = self.dropout(attn_weights)
+            context_vec = torch.einsum("bhnm,bhmd->bhnd", attn_weights, V)
+            context_vec = context_vec.transpose(1, 2).reshape(b, n, self.d_out)
+            context_vec = self.out_proj(context_vec)
+            return context_vec
+
+    class MHAPyTorchScaledDotProduct(nn.Module):
+        def __init__(self, d_in, d_out, num_heads, context_length, dropout=0.0, qkv_bias=False):
+            super().__init__()
+            assert d_out % num_heads == 0, "embed_dim is indivisible by num_heads"
+            self.num_heads = num_heads
+            self.context_length = context_length
+            self.head_dim = d_out // num_heads
+            self.d_out = d_out
+            self.qkv = nn.Linear(d_in, 3 * d_out, bias=qkv_bias)
+            self.proj = nn.Linear(d_out, d_out)
+            self.dropout = dropout
+
+        def forward(self, x):
+            batch_size, num_tokens, embed_dim = x.shape
+            qkv = self.qkv(x)
+            qkv = qkv.view(batch_size, num_tokens, 3, self.num_heads, self.head_dim)
+            qkv = qkv.permute(2, 0, 3, 1, 4)
+            queries, keys, values = qkv
+            use_dropout = 0. if not self.training else self.dropout
+            context_vec = nn.functional.scaled_dot_product_attention(
+                queries, keys, values, attn_mask=None, dropout_p=use_dropout, is_causal=True)
+            context_vec = context_vec.transpose(1, 2).contiguous().view(batch_size, num_tokens, self.d_out)
+            context_vec = self.proj(context_vec)
+            return context_vec
+
+    class MHAPyTorchSDPAWithoutFlash(MHAPyTorchScaledDotProduct):
+        def __init__(self, d_in, d_out, num_heads, context_length, dropout=0.0, qkv_bias=False):
+            super().__init__(d_in, d_out, num_heads, context_length, dropout, qkv_bias)
+            self.register_buffer("mask", torch.triu(torch.ones(context_length, context_length), diagonal=1).bool())
+
+        def forward(self, x):
+            batch_size, num_tokens, embed_dim = x.shape
+            qkv = self.qkv(x)
+            qkv = qkv.view(batch_size, num_tokens, 3, self.num_heads, self.head_dim)
+            qkv = qkv.permute(2, 0, 3, 1, 4)
+            queries, keys, values = qkv
+            use_dropout = 0. if not self.training else self.dropout
+            if self.context_length >= num_tokens:
+                attn_mask = self.mask[:num_tokens, :num_tokens]
+            else:
+                attn_mask = self.mask[:self.context_length, :self.context_length]
+            context_vec = nn.functional.scaled_dot_product_attention(
+                queries, keys, values, attn_mask=~attn_mask, dropout_p=use_dropout, is_causal=False)
+            context_vec = context_vec.transpose(1, 2).contiguous().view(batch_size, num_tokens, self.d_out)
+            context_vec = self.proj(context_vec)
+            return context_vec
+
+    class MHAPyTorchClass(nn.Module):
+        def __init__(self, d_in, d_out, num_heads, context_length, dropout=0.0, qkv_bias=False, need_weights=True):
+            super().__init__()
+            self.context_length = context_length
+            self.multihead_attn = nn.MultiheadAttention(
+                embed_dim=d_out, num_heads=num_heads, dropout=dropout, bias=qkv_bias, add_bias_kv=qkv_bias,
+                batch_first=True)
+            self.need_weights = need_weights
+            self.proj = nn.Linear(d_out, d_out)
+            self.register_buffer("mask", torch.triu(torch.ones(context_length, context_length), diagonal=1).bool())
+
+        def forward(self, x):
+            batch_size, num_tokens, _ = x.shape
+            if self.context_length >= num_tokens:
+                attn_mask = self.mask[:num_tokens, :num_tokens]
+            else:
+                attn_mask = self.mask[:self.context_length, :self.context_length]
+            attn_output, _ = self.multihead_attn(x, x, x, attn_mask=attn_mask, need_weights=self.need_weights)
+            output = self.proj(attn_output)
+            return output
+
+    torch.manual_seed(123)
+    embeddings = torch.randn((batch_size, context_len, embed_dim))
+    mha_ch03 = MultiHeadAttention(embed_dim, embed_dim, context_len, 0.0, num_heads, qkv_bias=True)
+    Wq, Wk, Wv = mha_ch03.W_query, mha_ch03.W_key, mha_ch03.W_value
+    qkv_weight = torch.cat([Wq.weight, Wk.weight, Wv.weight])
+    qkv_bias = torch.cat([Wq.bias, Wk.bias, Wv.bias])
+    out_w, out_b = mha_ch03.out_proj.weight, mha_ch03.out_proj.bias
+
+    mha_combined = MultiHeadAttentionCombinedQKV(embed_dim, embed_dim, num_heads, context_len, qkv_bias=True)
+    mha_sdpa = MHAPyTorchScaledDotProduct(embed_dim, embed_dim, num_heads, context_len, qkv_bias=True)
+    mha_sdpa_mask = MHAPyTorchSDPAWithoutFlash(embed_dim, embed_dim, num_heads, context_len, qkv_bias=True)
+    with torch.no_grad():
+        for mha in (mha_combined, mha_sdpa, mha_sdpa_mask):
+            mha.qkv.weight.copy_(qkv_weight)
+            mha.qkv.bias.copy_(qkv_bias)
+            mha.proj.weight.copy_(out_w)
+            mha.proj.bias.copy_(out_b)
+    mha_einsum = MHAEinsum(embed_dim, embed_dim, context_len, 0.0, num_heads, qkv_bias=True)
+    with torch.no_grad():
+        mha_einsum.W_query.copy_(Wq.weight)
+        mha_einsum.W_key.copy_(Wk.weight)
+        mha_einsum.W_value.copy_(Wv.weight)
+        mha_einsum.bias_q.copy_(Wq.bias)
+        mha_einsum.bias_k.copy_(Wk.bias)
+        mha_einsum.bias_v.copy_(Wv.bias)
+        mha_einsum.out_proj.load_state_dict(mha_ch03.out_proj.state_dict())
+    # nn.MultiheadAttention without biases (and an identity projection after its own), against chapter 3's
+    # module without biases
+    mha_ch03_no_bias = MultiHeadAttention(embed_dim, embed_dim, context_len, 0.0, num_heads, qkv_bias=False)
+    mha_class = MHAPyTorchClass(embed_dim, embed_dim, num_heads, context_len, qkv_bias=False, need_weights=False)
+    with torch.no_grad():
+        mha_ch03_no_bias.W_query.weight.copy_(Wq.weight)
+        mha_ch03_no_bias.W_key.weight.copy_(Wk.weight)
+        mha_ch03_no_bias.W_value.weight.copy_(Wv.weight)
+        mha_ch03_no_bias.out_proj.weight.copy_(out_w)
+        mha_ch03_no_bias.out_proj.bias.zero_()
+        mha_class.multihead_attn.in_proj_weight.copy_(qkv_weight)
+        mha_class.multihead_attn.out_proj.weight.copy_(out_w)
+        mha_class.proj.weight.copy_(torch.eye(embed_dim))
+        mha_class.proj.bias.zero_()
+    mha_class_bias_kv = MHAPyTorchClass(embed_dim, embed_dim, num_heads, context_len, qkv_bias=True)
+    params_bias_kv = sorted(n for n, _ in mha_class_bias_kv.named_parameters())
+    outs, grads = {}, {}
+    for name, mha in [("ch03", mha_ch03), ("combined", mha_combined), ("einsum", mha_einsum), ("sdpa", mha_sdpa),
+                      ("sdpa_mask", mha_sdpa_mask), ("ch03_no_bias", mha_ch03_no_bias), ("class", mha_class),
+                      ("class_bias_kv", mha_class_bias_kv)]:
+        x = embeddings.clone().requires_grad_()
+        out = mha(x)
+        out.pow(2).sum().backward()
+        outs[name], grads[name] = out, x.grad
+    return {"outs": outs, "grads": grads, "params_bias_kv": params_bias_kv,
+            "bias_k_grad": mha_class_bias_kv.multihead_attn.bias_k.grad,
+            "in_proj_grad_einsum": mha_einsum.W_query.grad}
+
+
+def test_llms_from_scratch_efficient_mha():
+    ours, _ = run_both(efficient_mha, rtol=1e-4, atol=1e-5)
+    outs, grads = ours["outs"], ours["grads"]
+    for name in ["combined", "einsum", "sdpa", "sdpa_mask"]:
+        np.testing.assert_allclose(outs[name], outs["ch03"], rtol=1e-5, atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(grads[name], grads["ch03"], rtol=1e-4, atol=1e-5, err_msg=name)
+    np.testing.assert_allclose(outs["class"], outs["ch03_no_bias"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(grads["class"], grads["ch03_no_bias"], rtol=1e-4, atol=1e-5)
+    assert ours["params_bias_kv"] == ["multihead_attn.bias_k", "multihead_attn.bias_v", "multihead_attn.in_proj_bias",
+                                      "multihead_attn.in_proj_weight", "multihead_attn.out_proj.bias",
+                                      "multihead_attn.out_proj.weight", "proj.bias", "proj.weight"]
+    assert np.abs(ours["bias_k_grad"]).sum() > 0
