@@ -39,7 +39,9 @@ patches, ``nn.Flatten(2, 3)``) whose encoder block equals ``nn.TransformerEncode
 its weights, trained by its ``train_step``/``test_step``. Tutorial 10's adversarial patch (a tanh-squashed Parameter
 pasted by slice assignment at NumPy-random offsets, SGD with momentum against a frozen net) and tutorial 16's
 ProtoMAML (prototype-initialised output layer, inner loop on a ``deepcopy`` with ``.data -=`` updates, the
-``(w - init).detach() + init`` re-attachment, ``p_global.grad += p_local.grad``).
+``(w - init).detach() + init`` re-attachment, ``p_global.grad += p_local.grad``); tutorial 9's autoencoder
+(``ConvTranspose2d(output_padding=1)``, ``ReduceLROnPlateau``, retrieval by ``cdist``/``topk``); DL2's P4 group
+convolutions (filter banks by ``rot90`` and ``roll``, ``AdaptiveAvgPool3d``), their equivariance checked.
 
 fast.ai course22p2 (miniai), beyond test_programs_probe10_courses.py: the final Learner (``with_cbs``
 decorators, ``torch.no_grad()(self.one_epoch)``, MomentumLearner), ``collate_dict`` by ``default_collate``,
@@ -3305,3 +3307,184 @@ def test_uva_protomaml():
     ours, _ = run_both(uva_protomaml, rtol=2e-4, atol=2e-5)
     assert len(ours["history"]) == 3
     assert 0 <= ours["val"][1] <= 1
+
+
+def uva_autoencoder(m):
+    """Tutorial 9: a convolutional autoencoder (strided convolutions down, ``ConvTranspose2d`` with
+    ``output_padding=1`` up, Tanh out), the per-image summed MSE, Adam under ``ReduceLROnPlateau`` stepped with a
+    validation loss, and image retrieval by ``torch.cdist`` of the codes and ``topk(largest=False)``."""
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+
+    class Encoder(nn.Module):
+        def __init__(self, num_input_channels, base_channel_size, latent_dim, act_fn=nn.GELU):
+            super().__init__()
+            c_hid = base_channel_size
+            self.net = nn.Sequential(
+                nn.Conv2d(num_input_channels, c_hid, kernel_size=3, padding=1, stride=2),  # 16x16 => 8x8
+                act_fn(),
+                nn.Conv2d(c_hid, c_hid, kernel_size=3, padding=1),
+                act_fn(),
+                nn.Conv2d(c_hid, 2 * c_hid, kernel_size=3, padding=1, stride=2),  # 8x8 => 4x4
+                act_fn(),
+                nn.Flatten(),
+                nn.Linear(2 * 16 * c_hid, latent_dim),
+            )
+
+        def forward(self, x):
+            return self.net(x)
+
+    class Decoder(nn.Module):
+        def __init__(self, num_input_channels, base_channel_size, latent_dim, act_fn=nn.GELU):
+            super().__init__()
+            c_hid = base_channel_size
+            self.linear = nn.Sequential(nn.Linear(latent_dim, 2 * 16 * c_hid), act_fn())
+            self.net = nn.Sequential(
+                nn.ConvTranspose2d(2 * c_hid, c_hid, kernel_size=3, output_padding=1, padding=1, stride=2),  # 4 => 8
+                act_fn(),
+                nn.Conv2d(c_hid, c_hid, kernel_size=3, padding=1),
+                act_fn(),
+                nn.ConvTranspose2d(c_hid, num_input_channels, kernel_size=3, output_padding=1, padding=1, stride=2),
+                nn.Tanh(),
+            )
+
+        def forward(self, x):
+            x = self.linear(x)
+            x = x.reshape(x.shape[0], -1, 4, 4)
+            x = self.net(x)
+            return x
+
+    class Autoencoder(nn.Module):
+        def __init__(self, base_channel_size, latent_dim, num_input_channels=3):
+            super().__init__()
+            self.encoder = Encoder(num_input_channels, base_channel_size, latent_dim)
+            self.decoder = Decoder(num_input_channels, base_channel_size, latent_dim)
+
+        def forward(self, x):
+            z = self.encoder(x)
+            x_hat = self.decoder(z)
+            return x_hat
+
+        def _get_reconstruction_loss(self, x):
+            x_hat = self.forward(x)
+            loss = F.mse_loss(x, x_hat, reduction="none")
+            loss = loss.sum(dim=[1, 2, 3]).mean(dim=[0])
+            return loss
+
+    images, _ = shapes_images(n=24)
+    imgs = torch.from_numpy(np.tanh(images))
+    torch.manual_seed(42)
+    model = Autoencoder(base_channel_size=4, latent_dim=8)
+    optimizer = optim.Adam(model.parameters(), lr=1e-3)
+    scheduler = optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.2, patience=1, min_lr=5e-5)
+    losses, lrs = [], []
+    for epoch in range(4):
+        model.train()
+        for start in range(0, 16, 8):
+            loss = model._get_reconstruction_loss(imgs[start:start + 8])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+        model.eval()
+        with torch.no_grad():
+            val_loss = model._get_reconstruction_loss(imgs[16:])
+        scheduler.step(val_loss if epoch < 2 else val_loss + 100 * epoch)  # (a plateau forced after two epochs)
+        lrs.append(optimizer.param_groups[0]["lr"])
+    with torch.no_grad():
+        z = model.encoder(imgs)
+    dist = torch.cdist(z[None, :4], z[None, 4:])[0]
+    dist_vals, indices = torch.topk(dist, k=3, largest=False)
+    return {"losses": losses, "lrs": lrs, "dist": dist, "nearest": dist_vals, "indices": indices,
+            "decoder": model.decoder.net[0].weight}
+
+
+def test_uva_autoencoder():
+    ours, _ = run_both(uva_autoencoder, rtol=2e-4, atol=2e-5)
+    assert ours["lrs"][-1] < ours["lrs"][0]
+    assert np.all(np.diff(ours["nearest"], axis=1) >= 0)
+
+
+def uva_p4_group_convolution(m):
+    """UvA DL2's regular group convolutions, for the rotations by 90 degrees: a lifting convolution whose filter bank
+    is its kernel under ``torch.rot90``, a group convolution that also rolls the group axis (``torch.roll``), max
+    pooled over the group, trained; its equivariance checked by rotating the input."""
+    torch, nn, F = m.torch, m.nn, m.F
+
+    class LiftingConvolution(nn.Module):
+        def __init__(self, in_channels, out_channels, kernel_size):
+            super().__init__()
+            self.out_channels = out_channels
+            self.kernel = nn.Parameter(torch.zeros(out_channels, in_channels, kernel_size, kernel_size))
+            self.bias = nn.Parameter(torch.zeros(out_channels))
+            nn.init.kaiming_uniform_(self.kernel, a=math.sqrt(5))
+
+        def forward(self, x):
+            weight = torch.stack([torch.rot90(self.kernel, k=r, dims=[-2, -1]) for r in range(4)], dim=1)
+            weight = weight.reshape(self.out_channels * 4, *self.kernel.shape[1:])
+            x = F.conv2d(x, weight, bias=self.bias.repeat_interleave(4), padding=self.kernel.shape[-1] // 2)
+            return x.view(x.shape[0], self.out_channels, 4, x.shape[-2], x.shape[-1])
+
+    class GroupConvolution(nn.Module):
+        def __init__(self, in_channels, out_channels, kernel_size):
+            super().__init__()
+            self.in_channels, self.out_channels = in_channels, out_channels
+            self.kernel = nn.Parameter(torch.zeros(out_channels, in_channels, 4, kernel_size, kernel_size))
+            self.bias = nn.Parameter(torch.zeros(out_channels))
+            nn.init.kaiming_uniform_(self.kernel.data.view(out_channels, -1), a=math.sqrt(5))
+
+        def forward(self, x):
+            weight = torch.stack([torch.roll(torch.rot90(self.kernel, k=r, dims=[-2, -1]), shifts=r, dims=2)
+                                  for r in range(4)], dim=1)
+            weight = weight.reshape(self.out_channels * 4, self.in_channels * 4, *self.kernel.shape[-2:])
+            x = x.reshape(x.shape[0], self.in_channels * 4, x.shape[-2], x.shape[-1])
+            x = F.conv2d(x, weight, bias=self.bias.repeat_interleave(4), padding=self.kernel.shape[-1] // 2)
+            return x.view(x.shape[0], self.out_channels, 4, x.shape[-2], x.shape[-1])
+
+    class GroupEquivariantCNN(nn.Module):
+        def __init__(self, in_channels, out_channels, kernel_size, num_hidden, hidden_channels):
+            super().__init__()
+            self.lifting_conv = LiftingConvolution(in_channels, hidden_channels, kernel_size)
+            self.gconvs = nn.ModuleList(GroupConvolution(hidden_channels, hidden_channels, kernel_size)
+                                        for _ in range(num_hidden))
+            self.projection_layer = nn.AdaptiveAvgPool3d(1)
+            self.final_linear = nn.Linear(hidden_channels, out_channels)
+
+        def forward(self, x):
+            x = self.lifting_conv(x)
+            x = F.layer_norm(x, x.shape[-4:])
+            x = F.relu(x)
+            for gconv in self.gconvs:
+                x = gconv(x)
+                x = F.layer_norm(x, x.shape[-4:])
+                x = F.relu(x)
+            features = x
+            x = self.projection_layer(x).squeeze()
+            x = self.final_linear(x)
+            return x, features
+
+    images, labels = shapes_images(n=16)
+    x, y = torch.from_numpy(images), torch.from_numpy(labels)
+    torch.manual_seed(0)
+    model = GroupEquivariantCNN(in_channels=3, out_channels=4, kernel_size=3, num_hidden=2, hidden_channels=4)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for step in range(4):
+        logits, _ = model(x)
+        loss = F.cross_entropy(logits, y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    with torch.no_grad():
+        logits, features = model(x)
+        logits_rot, features_rot = model(torch.rot90(x, k=1, dims=[-2, -1]))
+        # rotating the input rotates the feature maps and shifts the group axis by one
+        expected = torch.roll(torch.rot90(features, k=1, dims=[-2, -1]), shifts=1, dims=2)
+    return {"losses": losses, "logits": logits, "logits_rot": logits_rot, "features_rot": features_rot,
+            "expected": expected, "kernel": model.gconvs[0].kernel}
+
+
+def test_uva_p4_group_convolution():
+    ours, _ = run_both(uva_p4_group_convolution, rtol=2e-4, atol=2e-5)
+    np.testing.assert_allclose(ours["logits_rot"], ours["logits"], rtol=1e-4, atol=1e-5)  # invariant logits
+    np.testing.assert_allclose(ours["features_rot"], ours["expected"], rtol=1e-4, atol=1e-5)
