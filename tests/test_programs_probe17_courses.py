@@ -29,7 +29,8 @@ chapter 8's NetWidth/NetBatchNorm/NetResDeep (one ResBlock repeated, so shared) 
 hand; part 2's LunaModel (Conv3d blocks, ``_init_weights`` by ``_calculate_fan_in_and_fan_out``) on 3-D
 ``affine_grid``/``grid_sample`` augmentation with ``transform_t @= rotation_t``, and the chapter 13 UNet (jvanvugt's,
 padded and upconv, unpadded and bilinear with its bridges cropped) trained on dice losses over bool masks with a
-2-D augmentation. Storage indexing (``points.storage()[0] = 2.0``) is a strict xfail.
+2-D augmentation; ``logMetrics`` (bool masks, precision/recall, ``SummaryWriter`` scalars, PR curve and
+histograms with listed bins, chainrule's writer only). Storage indexing (``points.storage()[0] = 2.0``) is a strict xfail.
 
 UvA deep learning tutorials: tutorial 6's transformer (qkv projection chunked per head, ``expand_mask``,
 ``PositionalEncoding`` as a non-persistent buffer) trained on the reverse task under a cosine warm-up
@@ -3488,3 +3489,68 @@ def test_uva_p4_group_convolution():
     ours, _ = run_both(uva_p4_group_convolution, rtol=2e-4, atol=2e-5)
     np.testing.assert_allclose(ours["logits_rot"], ours["logits"], rtol=1e-4, atol=1e-5)  # invariant logits
     np.testing.assert_allclose(ours["features_rot"], ours["expected"], rtol=1e-4, atol=1e-5)
+
+
+def dlwpt_log_metrics(m, log_dir=None):
+    """Part 2's ``logMetrics``: bool masks over a metrics tensor (``metrics_t[LOSS, negLabel_mask]``, ``~``, ``&``),
+    precision/recall/F1 by NumPy float32 division, and (where a log directory is given) the scalars, the PR curve
+    and histograms with a list of bin edges written by ``SummaryWriter``."""
+    torch = m.torch
+    rng = np.random.default_rng(3)
+    metrics_t = torch.zeros(3, 40)
+    metrics_t[METRICS_LABEL_NDX] = torch.from_numpy((np.arange(40) % 3 == 0).astype(np.float32))
+    metrics_t[METRICS_PRED_NDX] = torch.from_numpy(rng.uniform(0, 1, 40).astype(np.float32))
+    metrics_t[METRICS_LOSS_NDX] = torch.from_numpy(rng.exponential(1, 40).astype(np.float32))
+    classificationThreshold = 0.5
+    negLabel_mask = metrics_t[METRICS_LABEL_NDX] <= classificationThreshold
+    negPred_mask = metrics_t[METRICS_PRED_NDX] <= classificationThreshold
+    posLabel_mask = ~negLabel_mask
+    posPred_mask = ~negPred_mask
+    neg_count = int(negLabel_mask.sum())
+    pos_count = int(posLabel_mask.sum())
+    trueNeg_count = neg_correct = int((negLabel_mask & negPred_mask).sum())
+    truePos_count = pos_correct = int((posLabel_mask & posPred_mask).sum())
+    falsePos_count = neg_count - neg_correct
+    falseNeg_count = pos_count - pos_correct
+    metrics_dict = {}
+    metrics_dict["loss/all"] = metrics_t[METRICS_LOSS_NDX].mean()
+    metrics_dict["loss/neg"] = metrics_t[METRICS_LOSS_NDX, negLabel_mask].mean()
+    metrics_dict["loss/pos"] = metrics_t[METRICS_LOSS_NDX, posLabel_mask].mean()
+    metrics_dict["correct/all"] = (pos_correct + neg_correct) / np.float32(metrics_t.shape[1]) * 100
+    metrics_dict["correct/neg"] = neg_correct / np.float32(neg_count) * 100
+    metrics_dict["correct/pos"] = pos_correct / np.float32(pos_count) * 100
+    precision = metrics_dict["pr/precision"] = truePos_count / np.float32(truePos_count + falsePos_count)
+    recall = metrics_dict["pr/recall"] = truePos_count / np.float32(truePos_count + falseNeg_count)
+    metrics_dict["pr/f1_score"] = 2 * (precision * recall) / (precision + recall)
+    if log_dir is not None:
+        from autograd.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(log_dir=log_dir)
+        for key, value in metrics_dict.items():
+            writer.add_scalar(key, value, 40)
+        writer.add_pr_curve("pr", metrics_t[METRICS_LABEL_NDX], metrics_t[METRICS_PRED_NDX], 40)
+        bins = [x / 50.0 for x in range(51)]
+        negHist_mask = negLabel_mask & (metrics_t[METRICS_PRED_NDX] > 0.01)
+        posHist_mask = posLabel_mask & (metrics_t[METRICS_PRED_NDX] < 0.99)
+        if negHist_mask.any():
+            writer.add_histogram("is_neg", metrics_t[METRICS_PRED_NDX, negHist_mask], 40, bins=bins)
+        if posHist_mask.any():
+            writer.add_histogram("is_pos", metrics_t[METRICS_PRED_NDX, posHist_mask], 40, bins=bins)
+        writer.close()
+    return {k: float(v) for k, v in metrics_dict.items()}
+
+
+def test_dlwpt_log_metrics(tmp_path):
+    import os
+
+    ours, _ = run_both(dlwpt_log_metrics)
+    labels = np.arange(40) % 3 == 0  # 14 positives, 26 negatives
+    assert ours["correct/all"] == pytest.approx((ours["correct/neg"] * 26 + ours["correct/pos"] * 14) / 40)
+    assert ours["pr/f1_score"] == pytest.approx(2 * ours["pr/precision"] * ours["pr/recall"]
+                                                / (ours["pr/precision"] + ours["pr/recall"]))
+    assert labels.sum() == 14
+    dlwpt_log_metrics(OURS, str(tmp_path))  # the writer: chainrule's own (PyTorch's needs the tensorboard package)
+    (event_file,) = [f for f in os.listdir(tmp_path) if f.startswith("events.out.tfevents")]
+    written = (tmp_path / event_file).read_bytes()
+    for tag in [b"loss/neg", b"pr/f1_score", b"is_neg", b"is_pos", b"pr"]:
+        assert tag in written
