@@ -30,7 +30,8 @@ hand; part 2's LunaModel (Conv3d blocks, ``_init_weights`` by ``_calculate_fan_i
 ``affine_grid``/``grid_sample`` augmentation with ``transform_t @= rotation_t``, and the chapter 13 UNet (jvanvugt's,
 padded and upconv, unpadded and bilinear with its bridges cropped) trained on dice losses over bool masks with a
 2-D augmentation; ``logMetrics`` (bool masks, precision/recall, ``SummaryWriter`` scalars, PR curve and
-histograms with listed bins, chainrule's writer only). Storage indexing (``points.storage()[0] = 2.0``) is a strict xfail.
+histograms with listed bins, chainrule's writer only). Storage indexing (``points.storage()[0] = 2.0``) is a
+strict xfail.
 
 UvA deep learning tutorials: tutorial 6's transformer (qkv projection chunked per head, ``expand_mask``,
 ``PositionalEncoding`` as a non-persistent buffer) trained on the reverse task under a cosine warm-up
