@@ -1,4 +1,4 @@
-# ruff: noqa: B007, B008, B020, B023, E701, E741, E731, F841, UP004, UP008, UP031, UP039  (the programs are kept as their authors wrote them)
+# ruff: noqa: B006, B007, B008, B020, B023, E701, E741, E731, F841, UP004, UP008, UP031, UP039  (the programs are kept as their authors wrote them)
 """Course and book programs not yet among the program tests (see tests/pytorch_programs.py), each run on
 chainrule and on PyTorch from the same seed, weights and data, comparing losses, logits, gradients and tokens.
 
@@ -43,7 +43,9 @@ pasted by slice assignment at NumPy-random offsets, SGD with momentum against a 
 ProtoMAML (prototype-initialised output layer, inner loop on a ``deepcopy`` with ``.data -=`` updates, the
 ``(w - init).detach() + init`` re-attachment, ``p_global.grad += p_local.grad``); tutorial 9's autoencoder
 (``ConvTranspose2d(output_padding=1)``, ``ReduceLROnPlateau``, retrieval by ``cdist``/``topk``); DL2's P4 group
-convolutions (filter banks by ``rot90`` and ``roll``, ``AdaptiveAvgPool3d``), their equivariance checked.
+convolutions (filter banks by ``rot90`` and ``roll``, ``AdaptiveAvgPool3d``), their equivariance checked; tutorial 5's
+GoogleNet/pre-activation ResNet/DenseNet with ``_init_params`` by activation name (and calculate_gain's refusal of
+'leakyrelu').
 
 fast.ai course22p2 (miniai), beyond test_programs_probe10_courses.py: the final Learner (``with_cbs``
 decorators, ``torch.no_grad()(self.one_epoch)``, MomentumLearner), ``collate_dict`` by ``default_collate``,
@@ -3555,3 +3557,214 @@ def test_dlwpt_log_metrics(tmp_path):
     written = (tmp_path / event_file).read_bytes()
     for tag in [b"loss/neg", b"pr/f1_score", b"is_neg", b"is_pos", b"pr"]:
         assert tag in written
+
+
+def uva_modern_cnns(m):
+    """Tutorial 5: GoogleNet's InceptionBlock (dicts of reduced and output channels, a max-pool branch), ResNet
+    with pre-activation blocks and a strided 1x1 downsample, DenseNet's dense layers concatenated in a DenseBlock
+    with a TransitionLayer, each with the tutorial's ``_init_params`` (``kaiming_normal_`` by activation name,
+    ``mode='fan_out'`` for ResNet) and trained a few Adam steps."""
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    act_fn_by_name = {"tanh": nn.Tanh, "relu": nn.ReLU, "leakyrelu": nn.LeakyReLU, "gelu": nn.GELU}
+
+    class InceptionBlock(nn.Module):
+        def __init__(self, c_in, c_red: dict, c_out: dict, act_fn):
+            super().__init__()
+            self.conv_1x1 = nn.Sequential(nn.Conv2d(c_in, c_out["1x1"], kernel_size=1), nn.BatchNorm2d(c_out["1x1"]),
+                                          act_fn())
+            self.conv_3x3 = nn.Sequential(
+                nn.Conv2d(c_in, c_red["3x3"], kernel_size=1), nn.BatchNorm2d(c_red["3x3"]), act_fn(),
+                nn.Conv2d(c_red["3x3"], c_out["3x3"], kernel_size=3, padding=1), nn.BatchNorm2d(c_out["3x3"]), act_fn())
+            self.conv_5x5 = nn.Sequential(
+                nn.Conv2d(c_in, c_red["5x5"], kernel_size=1), nn.BatchNorm2d(c_red["5x5"]), act_fn(),
+                nn.Conv2d(c_red["5x5"], c_out["5x5"], kernel_size=5, padding=2), nn.BatchNorm2d(c_out["5x5"]), act_fn())
+            self.max_pool = nn.Sequential(
+                nn.MaxPool2d(kernel_size=3, padding=1, stride=1),
+                nn.Conv2d(c_in, c_out["max"], kernel_size=1), nn.BatchNorm2d(c_out["max"]), act_fn())
+
+        def forward(self, x):
+            x_1x1 = self.conv_1x1(x)
+            x_3x3 = self.conv_3x3(x)
+            x_5x5 = self.conv_5x5(x)
+            x_max = self.max_pool(x)
+            x_out = torch.cat([x_1x1, x_3x3, x_5x5, x_max], dim=1)
+            return x_out
+
+    class GoogleNet(nn.Module):
+        def __init__(self, num_classes=4, act_fn_name="relu"):
+            super().__init__()
+            self.act_fn_name = act_fn_name
+            act_fn = act_fn_by_name[act_fn_name]
+            self.input_net = nn.Sequential(nn.Conv2d(3, 8, kernel_size=3, padding=1), nn.BatchNorm2d(8), act_fn())
+            self.inception_blocks = nn.Sequential(
+                InceptionBlock(8, c_red={"3x3": 4, "5x5": 2}, c_out={"1x1": 2, "3x3": 4, "5x5": 2, "max": 2},
+                               act_fn=act_fn),
+                nn.MaxPool2d(3, stride=2, padding=1),
+                InceptionBlock(10, c_red={"3x3": 4, "5x5": 2}, c_out={"1x1": 4, "3x3": 4, "5x5": 2, "max": 2},
+                               act_fn=act_fn))
+            self.output_net = nn.Sequential(nn.AdaptiveAvgPool2d((1, 1)), nn.Flatten(), nn.Linear(12, num_classes))
+            self._init_params()
+
+        def _init_params(self):
+            for m in self.modules():
+                if isinstance(m, nn.Conv2d):
+                    nn.init.kaiming_normal_(m.weight, nonlinearity=self.act_fn_name)
+                elif isinstance(m, nn.BatchNorm2d):
+                    nn.init.constant_(m.weight, 1)
+                    nn.init.constant_(m.bias, 0)
+
+        def forward(self, x):
+            x = self.input_net(x)
+            x = self.inception_blocks(x)
+            x = self.output_net(x)
+            return x
+
+    class PreActResNetBlock(nn.Module):
+        def __init__(self, c_in, act_fn, subsample=False, c_out=-1):
+            super().__init__()
+            if not subsample:
+                c_out = c_in
+            self.net = nn.Sequential(
+                nn.BatchNorm2d(c_in), act_fn(),
+                nn.Conv2d(c_in, c_out, kernel_size=3, padding=1, stride=1 if not subsample else 2, bias=False),
+                nn.BatchNorm2d(c_out), act_fn(),
+                nn.Conv2d(c_out, c_out, kernel_size=3, padding=1, bias=False))
+            self.downsample = nn.Sequential(nn.BatchNorm2d(c_in), act_fn(),
+                                            nn.Conv2d(c_in, c_out, kernel_size=1, stride=2, bias=False)) \
+                if subsample else None
+
+        def forward(self, x):
+            z = self.net(x)
+            if self.downsample is not None:
+                x = self.downsample(x)
+            out = z + x
+            return out
+
+    class ResNet(nn.Module):
+        def __init__(self, num_classes=4, num_blocks=[1, 1], c_hidden=[4, 8], act_fn_name="relu"):
+            super().__init__()
+            self.act_fn_name = act_fn_name
+            self.input_net = nn.Sequential(nn.Conv2d(3, c_hidden[0], kernel_size=3, padding=1, bias=False))
+            blocks = []
+            for block_idx, block_count in enumerate(num_blocks):
+                for bc in range(block_count):
+                    subsample = (bc == 0 and block_idx > 0)
+                    blocks.append(PreActResNetBlock(c_in=c_hidden[block_idx if not subsample else (block_idx - 1)],
+                                                    act_fn=act_fn_by_name[act_fn_name], subsample=subsample,
+                                                    c_out=c_hidden[block_idx]))
+            self.blocks = nn.Sequential(*blocks)
+            self.output_net = nn.Sequential(nn.AdaptiveAvgPool2d((1, 1)), nn.Flatten(),
+                                            nn.Linear(c_hidden[-1], num_classes))
+            self._init_params()
+
+        def _init_params(self):
+            for m in self.modules():
+                if isinstance(m, nn.Conv2d):
+                    nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity=self.act_fn_name)
+                elif isinstance(m, nn.BatchNorm2d):
+                    nn.init.constant_(m.weight, 1)
+                    nn.init.constant_(m.bias, 0)
+
+        def forward(self, x):
+            return self.output_net(self.blocks(self.input_net(x)))
+
+    class DenseLayer(nn.Module):
+        def __init__(self, c_in, bn_size, growth_rate, act_fn):
+            super().__init__()
+            self.net = nn.Sequential(
+                nn.BatchNorm2d(c_in), act_fn(),
+                nn.Conv2d(c_in, bn_size * growth_rate, kernel_size=1, bias=False),
+                nn.BatchNorm2d(bn_size * growth_rate), act_fn(),
+                nn.Conv2d(bn_size * growth_rate, growth_rate, kernel_size=3, padding=1, bias=False))
+
+        def forward(self, x):
+            out = self.net(x)
+            out = torch.cat([out, x], dim=1)
+            return out
+
+    class DenseBlock(nn.Module):
+        def __init__(self, c_in, num_layers, bn_size, growth_rate, act_fn):
+            super().__init__()
+            layers = []
+            for layer_idx in range(num_layers):
+                layers.append(DenseLayer(c_in=c_in + layer_idx * growth_rate, bn_size=bn_size,
+                                         growth_rate=growth_rate, act_fn=act_fn))
+            self.block = nn.Sequential(*layers)
+
+        def forward(self, x):
+            return self.block(x)
+
+    class TransitionLayer(nn.Module):
+        def __init__(self, c_in, c_out, act_fn):
+            super().__init__()
+            self.transition = nn.Sequential(nn.BatchNorm2d(c_in), act_fn(),
+                                            nn.Conv2d(c_in, c_out, kernel_size=1, bias=False),
+                                            nn.AvgPool2d(kernel_size=2, stride=2))
+
+        def forward(self, x):
+            return self.transition(x)
+
+    class DenseNet(nn.Module):
+        def __init__(self, num_classes=4, num_layers=[2, 2], bn_size=2, growth_rate=4, act_fn_name="relu"):
+            super().__init__()
+            self.act_fn_name = act_fn_name
+            act_fn = act_fn_by_name[act_fn_name]
+            c_hidden = growth_rate * bn_size
+            self.input_net = nn.Sequential(nn.Conv2d(3, c_hidden, kernel_size=3, padding=1))
+            blocks = []
+            for block_idx, n_layers in enumerate(num_layers):
+                blocks.append(DenseBlock(c_in=c_hidden, num_layers=n_layers, bn_size=bn_size, growth_rate=growth_rate,
+                                         act_fn=act_fn))
+                c_hidden = c_hidden + n_layers * growth_rate
+                if block_idx < len(num_layers) - 1:
+                    blocks.append(TransitionLayer(c_in=c_hidden, c_out=c_hidden // 2, act_fn=act_fn))
+                    c_hidden = c_hidden // 2
+            self.blocks = nn.Sequential(*blocks)
+            self.output_net = nn.Sequential(nn.BatchNorm2d(c_hidden), act_fn(), nn.AdaptiveAvgPool2d((1, 1)),
+                                            nn.Flatten(), nn.Linear(c_hidden, num_classes))
+            self._init_params()
+
+        def _init_params(self):
+            for m in self.modules():
+                if isinstance(m, nn.Conv2d):
+                    nn.init.kaiming_normal_(m.weight, nonlinearity=self.act_fn_name)
+                elif isinstance(m, nn.BatchNorm2d):
+                    nn.init.constant_(m.weight, 1)
+                    nn.init.constant_(m.bias, 0)
+
+        def forward(self, x):
+            return self.output_net(self.blocks(self.input_net(x)))
+
+    images, labels = shapes_images(n=16)
+    x, y = torch.from_numpy(images), torch.from_numpy(labels)
+    results = {}
+    for name, make in [("googlenet", GoogleNet), ("resnet", ResNet), ("densenet", DenseNet),
+                       ("resnet_tanh", lambda: ResNet(act_fn_name="tanh"))]:
+        torch.manual_seed(42)
+        model = make()
+        optimizer = optim.Adam(model.parameters(), lr=1e-2)
+        losses = []
+        for step in range(3):
+            preds = model(x)
+            loss = F.cross_entropy(preds, y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+        model.eval()
+        with torch.no_grad():
+            acc = (model(x).argmax(dim=-1) == y).float().mean()
+        results[name] = {"losses": losses, "acc": acc, "n_params": sum(np.prod(p.shape) for p in model.parameters()),
+                         "first": next(model.parameters())}
+    try:
+        ResNet(act_fn_name="leakyrelu")
+        refused = None
+    except ValueError as e:
+        refused = str(e)
+    return results, refused
+
+
+def test_uva_modern_cnns():
+    (results, refused), _ = run_both(uva_modern_cnns, rtol=2e-4, atol=2e-5)
+    assert refused == "Unsupported nonlinearity leakyrelu"  # the tutorial's names meet calculate_gain's
+    assert all(r["losses"][-1] < r["losses"][0] for r in results.values())
