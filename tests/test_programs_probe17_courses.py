@@ -1,4 +1,4 @@
-# ruff: noqa: B006, B007, B008, B020, B023, E701, E741, E731, F841, UP004, UP008, UP031, UP039  (the programs are kept as their authors wrote them)
+# ruff: noqa: B006, B007, B008, B020, B023, E701, E712, E741, E731, F841, UP004, UP008, UP031, UP039  (the programs are kept as their authors wrote them)
 """Course and book programs not yet among the program tests (see tests/pytorch_programs.py), each run on
 chainrule and on PyTorch from the same seed, weights and data, comparing losses, logits, gradients and tokens.
 
@@ -25,6 +25,7 @@ a strict xfail: chainrule has none).
 
 Deep Learning with PyTorch (Stevens et al.): chapter 3's strides and storage offsets, grayscale by broadcasting
 and ``einsum('...chw,c->...hw')``, chapter 4's wine and bike-sharing tables (``scatter_`` one-hots, masks);
+chapter 6's thermometer (a ``randperm`` split, an ``OrderedDict`` Sequential, validation under ``no_grad``);
 chapter 8's NetWidth/NetBatchNorm/NetResDeep (one ResBlock repeated, so shared) trained with an L2 penalty by
 hand; part 2's LunaModel (Conv3d blocks, ``_init_weights`` by ``_calculate_fan_in_and_fan_out``) on 3-D
 ``affine_grid``/``grid_sample`` augmentation with ``transform_t @= rotation_t``, and the chapter 13 UNet (jvanvugt's,
@@ -3768,3 +3769,64 @@ def test_uva_modern_cnns():
     (results, refused), _ = run_both(uva_modern_cnns, rtol=2e-4, atol=2e-5)
     assert refused == "Unsupported nonlinearity leakyrelu"  # the tutorial's names meet calculate_gain's
     assert all(r["losses"][-1] < r["losses"][0] for r in results.values())
+
+
+def dlwpt_chapter6_thermometer(m):
+    """Chapter 6: the thermometer data split by ``randperm``, ``nn.Linear`` then an ``OrderedDict`` Sequential
+    (its named submodules reached as attributes), ``training_loop`` with a validation loss under ``no_grad``."""
+    from collections import OrderedDict
+
+    torch, nn, optim = m.torch, m.nn, m.optim
+    t_c = [0.5, 14.0, 15.0, 28.0, 11.0, 8.0, 3.0, -4.0, 6.0, 13.0, 21.0]
+    t_u = [35.7, 55.9, 58.2, 81.9, 56.3, 48.9, 33.9, 21.8, 48.4, 60.4, 68.4]
+    t_c = torch.tensor(t_c).unsqueeze(1)
+    t_u = torch.tensor(t_u).unsqueeze(1)
+    torch.manual_seed(0)
+    n_samples = t_u.shape[0]
+    n_val = int(0.2 * n_samples)
+    shuffled_indices = torch.randperm(n_samples)
+    train_indices = shuffled_indices[:-n_val]
+    val_indices = shuffled_indices[-n_val:]
+    t_u_train, t_c_train = t_u[train_indices], t_c[train_indices]
+    t_u_val, t_c_val = t_u[val_indices], t_c[val_indices]
+    t_un_train = 0.1 * t_u_train
+    t_un_val = 0.1 * t_u_val
+
+    def training_loop(n_epochs, optimizer, model, loss_fn, t_u_train, t_u_val, t_c_train, t_c_val):
+        history = []
+        for epoch in range(1, n_epochs + 1):
+            t_p_train = model(t_u_train)
+            loss_train = loss_fn(t_p_train, t_c_train)
+            with torch.no_grad():
+                t_p_val = model(t_u_val)
+                loss_val = loss_fn(t_p_val, t_c_val)
+                assert loss_val.requires_grad == False
+            optimizer.zero_grad()
+            loss_train.backward()
+            optimizer.step()
+            if epoch == 1 or epoch % 100 == 0:
+                history.append((loss_train.item(), loss_val.item()))
+        return history
+
+    linear_model = nn.Linear(1, 1)
+    optimizer = optim.SGD(linear_model.parameters(), lr=1e-2)
+    linear_history = training_loop(300, optimizer, linear_model, nn.MSELoss(), t_un_train, t_un_val, t_c_train,
+                                   t_c_val)
+    seq_model = nn.Sequential(OrderedDict([
+        ("hidden_linear", nn.Linear(1, 8)),
+        ("hidden_activation", nn.Tanh()),
+        ("output_linear", nn.Linear(8, 1))]))
+    names = [(name, tuple(param.shape)) for name, param in seq_model.named_parameters()]
+    optimizer = optim.SGD(seq_model.parameters(), lr=1e-3)
+    seq_history = training_loop(300, optimizer, seq_model, nn.MSELoss(), t_un_train, t_un_val, t_c_train, t_c_val)
+    return {"indices": shuffled_indices, "linear": linear_history, "weight": linear_model.weight,
+            "bias": linear_model.bias, "names": names, "seq": seq_history,
+            "hidden_grad": seq_model.hidden_linear.weight.grad, "output_bias": seq_model.output_linear.bias,
+            "prediction": seq_model(0.1 * torch.tensor([[60.0]]))}
+
+
+def test_dlwpt_chapter6_thermometer():
+    ours, _ = run_both(dlwpt_chapter6_thermometer, rtol=1e-4, atol=1e-5)
+    assert ours["names"] == [("hidden_linear.weight", (8, 1)), ("hidden_linear.bias", (8,)),
+                             ("output_linear.weight", (1, 8)), ("output_linear.bias", (1,))]
+    assert ours["linear"][-1][0] < ours["linear"][0][0]
