@@ -18,6 +18,7 @@ from ..tensor import tensor_from
 from .activations import SELU_ALPHA, SELU_SCALE
 from .conversion import type_name
 from .names import names
+from .sampling import laid_out
 
 
 def check_dropout_probability(p, error=ValueError):
@@ -36,19 +37,32 @@ def check_real_floating(dtype):
         raise RuntimeError(f"result type Float can't be cast to the desired output type {type_name(dtype)}")
 
 
-def keep_mask(shape, p, dtype):
-    """Bernoulli(1 - p) mask scaled by 1/(1 - p): inverted dropout keeps E[y] = x (p checked by the caller)."""
+def keep_mask(shape, p, dtype, like=None):
+    """Bernoulli(1 - p) mask scaled by 1/(1 - p): inverted dropout keeps E[y] = x (p checked by the caller).
+    ``like``: the input the mask is made like, as ``_keeps``."""
     if p == 1:
         return tensor_from(xp.zeros(shape, dtype=dtype))
     check_real_floating(dtype)
-    # PyTorch's: noise.bernoulli_(1 - p), a float64 uniform below 1 - p, then noise.div_(1 - p) in the dtype
+    # PyTorch's: noise.bernoulli_(1 - p), then noise.div_(1 - p) in the dtype
+    return tensor_from(_keeps(shape, p, like).astype(dtype) / xp.dtype(dtype).type(1 - p))
+
+
+def _keeps(shape, p, like):
+    """Which units stay: PyTorch's ``noise.bernoulli_(1 - p)``, a float64 uniform below 1 - p each, into a
+    noise tensor made by ``empty_like(like)`` where ``like`` (the input) is given (so in its layout: a
+    transposed input's draws go down its columns), else (one draw per channel) a row-major one."""
     keep = random.generator().random(shape) < 1 - p
-    return tensor_from(keep.astype(dtype) / xp.dtype(dtype).type(1 - p))
+    return keep if like is None else laid_out(keep, like, fresh=True)
+
+
+def _like(input, shape):
+    """The input a mask of ``shape`` is made like: the input itself, for one draw per element."""
+    return input if tuple(shape) == tuple(input.shape) else None
 
 
 def drop(input, p, shape):
     """Inverted dropout with one draw per element of ``shape`` (broadcast over the rest of the input)."""
-    return input * keep_mask(shape, p, input.dtype)
+    return input * keep_mask(shape, p, input.dtype, like=_like(input, shape))
 
 
 def alpha_drop(input, p, shape):
@@ -57,7 +71,7 @@ def alpha_drop(input, p, shape):
         return input * 0.0
     check_real_floating(input.dtype)
     saturation = SELU_ALPHA * SELU_SCALE
-    keep = tensor_from((random.generator().random(shape) < 1 - p).astype(input.dtype))  # (bernoulli_(1 - p))
+    keep = tensor_from(_keeps(shape, p, _like(input, shape)).astype(input.dtype))
     a = 1.0 / math.sqrt((saturation * saturation * p + 1) * (1 - p))
     shift = (keep - 1.0) * (saturation * a) + saturation * a * p
     return input * (keep * a) + shift

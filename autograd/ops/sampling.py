@@ -67,7 +67,12 @@ def normal(mean=0.0, std=1.0, size=None, *, generator=None, out=None, dtype=None
 
 def bernoulli(input, p=None, *, generator=None, out=None):  # noqa: A002  (torch's argument name)
     """1 with probability ``input`` (or ``p``, a number or a tensor broadcast to input's shape), elementwise,
-    in input's dtype."""
+    in input's dtype (row-major, whatever input's layout: PyTorch's draws into a contiguous tensor)."""
+    return write_out(_tensor(_bernoulli_draws(input, p, generator), input.dtype), out)
+
+
+def _bernoulli_draws(input, p, generator):  # noqa: A002
+    """Bernoulli draws of input's shape, as NumPy bools in the order drawn (row-major)."""
     probabilities = input if p is None else p
     probability = _host(probabilities)
     if numpy.any((numpy.asarray(probability) < 0) | (numpy.asarray(probability) > 1)):
@@ -76,8 +81,7 @@ def bernoulli(input, p=None, *, generator=None, out=None):  # noqa: A002  (torch
     # one below each probability of a tensor of another dtype
     wide = not isinstance(probabilities, Tensor) or probabilities.dtype == numpy.float64
     uniform = numpy.float64 if wide else numpy.float32
-    draws = random.generator(generator).random(input.shape, dtype=uniform) < numpy.asarray(probability, dtype=uniform)
-    return write_out(_tensor(draws, input.dtype), out)
+    return random.generator(generator).random(input.shape, dtype=uniform) < numpy.asarray(probability, dtype=uniform)
 
 
 def multinomial(input, num_samples, replacement=False, *, generator=None, out=None):  # noqa: A002
@@ -276,8 +280,8 @@ def _uniform(x, a=0.0, b=1.0, *, generator=None):
     part = numpy.finfo(x.dtype).dtype  # (a complex dtype's parts: complex64's are float32)
     # a float64 draw just below b can round up to b in a narrower dtype: each part is kept below b
     below = numpy.nextafter(part.type(b), part.type(a)) if a < b else part.type(b)
-    return _tensor(random.draws(lambda shape, part: numpy.minimum(uniform(a, b, shape, dtype=part), below),
-                                x.shape, x.dtype), x.dtype)
+    return _tensor(laid_out(random.draws(lambda shape, part: numpy.minimum(uniform(a, b, shape, dtype=part), below),
+                                          x.shape, x.dtype), x), x.dtype)
 
 
 @names(function=False, inplace="normal_")
@@ -287,13 +291,37 @@ def _normal(x, mean=0.0, std=1.0, *, generator=None):
         raise RuntimeError(f"normal_ expects std >= 0.0, but found std {std}")
     part = std * 0.5**0.5 if x.dtype.kind == "c" else std  # (a complex x: each part, so that E|z - mean|² = std²)
     normal = random.generator(generator).normal
-    return _tensor(random.draws(lambda shape, dtype: normal(mean, part, shape, dtype=dtype), x.shape, x.dtype),
-                   x.dtype)
+    if x._data.flags.c_contiguous:  # (16 or more values: PyTorch's blocks of 16)
+        draw = lambda shape, dtype: normal(mean, part, shape, dtype=dtype)  # noqa: E731
+    else:  # PyTorch's one-at-a-time kernel, whatever the count (init.normal_ of a slice, of a transpose)
+        draw = lambda shape, dtype: numpy.array(  # noqa: E731
+            [normal(mean, part, (1,), dtype=dtype)[0] for _ in range(math.prod(shape))], dtype).reshape(shape)
+    return _tensor(laid_out(random.draws(draw, x.shape, x.dtype), x), x.dtype)
+
+
+def laid_out(values, x, fresh=False):
+    """Draws of x's shape, made one after another (``values`` holds them in row-major order), put where
+    PyTorch's serial kernels write them: one after another through x's memory, which for a transpose or a
+    permutation (``w.t().uniform_()``) is not the row-major order. ``fresh``: into a new tensor made like x
+    (PyTorch's ``empty_like``: dropout's mask), which has x's layout where x fills its memory
+    without gaps (a transpose, a permutation) and is row-major otherwise (a slice's)."""
+    data = x._data
+    if data.flags.c_contiguous:
+        return values
+    offsets = numpy.zeros(data.shape, numpy.int64)
+    for axis, (size, stride) in enumerate(zip(data.shape, data.strides)):
+        offsets += (numpy.arange(size) * stride).reshape((size,) + (1,) * (data.ndim - axis - 1))
+    order = numpy.argsort(offsets, axis=None, kind="stable")
+    if fresh and offsets.flat[order[-1]] - offsets.flat[order[0]] != (data.size - 1) * data.itemsize:
+        return values
+    placed = numpy.empty(values.size, values.dtype)
+    placed[order] = values.ravel()
+    return placed.reshape(values.shape)
 
 
 @names(function=False, inplace="bernoulli_")
 def _bernoulli(x, p=0.5, *, generator=None):
-    return bernoulli(x, p=p, generator=generator)
+    return _tensor(laid_out(_bernoulli_draws(x, p, generator), x), x.dtype)
 
 
 @names(function=False, inplace="exponential_")
@@ -304,7 +332,7 @@ def _exponential(x, lambd=1.0, *, generator=None):
                            f"floating point but you specified {type_name(x.dtype)}")
     if lambd <= 0:
         raise RuntimeError(f"exponential_ expects lambda > 0.0, but found lambda={lambd}")
-    return _tensor(random.generator(generator).exponential(1.0 / lambd, x.shape), x.dtype)
+    return _tensor(laid_out(random.generator(generator).exponential(1.0 / lambd, x.shape), x), x.dtype)
 
 
 @names(function=False, inplace="log_normal_")
@@ -314,7 +342,7 @@ def _log_normal(x, mean=1.0, std=2.0, *, generator=None):
     # PyTorch's serial kernel: exp of one normal at a time (Box-Muller on two float64 uniforms, the sine kept)
     stream = random.generator(generator)
     normals = numpy.array([stream.one_normal() for _ in range(x.numel())], dtype=numpy.float64)
-    return _tensor(numpy.exp(normals * std + mean).reshape(x.shape), x.dtype)
+    return _tensor(laid_out(numpy.exp(normals * std + mean).reshape(x.shape), x), x.dtype)
 
 
 @names(function=False, inplace="cauchy_")
@@ -322,7 +350,7 @@ def _cauchy(x, median=0.0, sigma=1.0, *, generator=None):
     if sigma <= 0:
         raise RuntimeError(f"cauchy_ expects sigma > 0.0, but found sigma={sigma}")
     # PyTorch's kernel: median + sigma tan(π (u - 1/2)) for a float64 uniform u each
-    u = random.generator(generator).units(x.numel(), numpy.float64).reshape(x.shape)
+    u = laid_out(random.generator(generator).units(x.numel(), numpy.float64).reshape(x.shape), x)
     return _tensor(median + sigma * numpy.tan(numpy.pi * (u - 0.5)), x.dtype)
 
 
@@ -332,7 +360,7 @@ def _geometric(x, p, *, generator=None):
     if not 0 < p < 1:
         raise RuntimeError(f"geometric_ expects p to be in (0, 1), but got p={p}")
     # PyTorch's kernel: ⌈ln u / ln(1 - p)⌉ for a float64 uniform u each
-    u = random.generator(generator).units(x.numel(), numpy.float64).reshape(x.shape)
+    u = laid_out(random.generator(generator).units(x.numel(), numpy.float64).reshape(x.shape), x)
     with numpy.errstate(divide="ignore"):  # (u = 0: an infinite count, as PyTorch's)
         return _tensor(numpy.ceil(numpy.log(u) / numpy.log1p(-p)), x.dtype)
 
@@ -359,5 +387,5 @@ def _random(x, low=0, high=None, *, generator=None):
                 raise RuntimeError(f"{name} is out of bounds for {_C_NAMES[x.dtype.name]}")
     values = random.generator(generator).integers(low, high, x.shape, dtype=numpy.int64, endpoint=False) \
         if high <= 2**63 else random.generator(generator).integers(low, high, x.shape, dtype=numpy.uint64)
-    return _tensor(values, x.dtype)
+    return _tensor(laid_out(values, x), x.dtype)
 
