@@ -15,7 +15,7 @@ import math
 import numpy as np
 import pytest
 
-from .pytorch_programs import OURS, load, run_both, weights_of
+from .pytorch_programs import OURS, amd_processor, load, run_both, weights_of
 
 # ----------------------------------------------------------------------------------------------
 # instant-ngp: multiresolution hash encoding + tiny MLP, Adam with per-group learning rates
@@ -1966,3 +1966,356 @@ def sdf_func(m, steps=3):
 def test_sdf_normals_and_curvature_by_torch_func():
     ours, _ = run_both(sdf_func, rtol=1e-8, atol=1e-10)
     np.testing.assert_allclose(ours["normals_final"], ours["normals_autograd"], rtol=1e-10, atol=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------
+# BARF: camera poses refined jointly with the field (se(3) exponential by Taylor series, poses composed
+# and inverted by hand, the pose corrections an nn.Embedding), rays from a meshgrid through the inverse
+# intrinsics, coarse-to-fine positional encoding weighted by an in-place clamp_/mul_/cos_ chain
+# ----------------------------------------------------------------------------------------------
+
+
+def barf(m, steps=4):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    rng = np.random.default_rng(61)
+
+    class Lie():
+        def so3_to_SO3(self, w):
+            wx = self.skew_symmetric(w)
+            theta = w.norm(dim=-1)[..., None, None]
+            I = torch.eye(3, device=w.device, dtype=torch.float32)
+            A = self.taylor_A(theta)
+            B = self.taylor_B(theta)
+            R = I + A * wx + B * wx @ wx
+            return R
+
+        def se3_to_SE3(self, wu):
+            w, u = wu.split([3, 3], dim=-1)
+            wx = self.skew_symmetric(w)
+            theta = w.norm(dim=-1)[..., None, None]
+            I = torch.eye(3, device=w.device, dtype=torch.float32)
+            A = self.taylor_A(theta)
+            B = self.taylor_B(theta)
+            C = self.taylor_C(theta)
+            R = I + A * wx + B * wx @ wx
+            V = I + B * wx + C * wx @ wx
+            Rt = torch.cat([R, (V @ u[..., None])], dim=-1)
+            return Rt
+
+        def skew_symmetric(self, w):
+            w0, w1, w2 = w.unbind(dim=-1)
+            O = torch.zeros_like(w0)
+            wx = torch.stack([torch.stack([O, -w2, w1], dim=-1),
+                              torch.stack([w2, O, -w0], dim=-1),
+                              torch.stack([-w1, w0, O], dim=-1)], dim=-2)
+            return wx
+
+        def taylor_A(self, x, nth=10):
+            ans = torch.zeros_like(x)
+            denom = 1.
+            for i in range(nth + 1):
+                if i > 0: denom *= (2 * i) * (2 * i + 1)
+                ans = ans + (-1) ** i * x ** (2 * i) / denom
+            return ans
+
+        def taylor_B(self, x, nth=10):
+            ans = torch.zeros_like(x)
+            denom = 1.
+            for i in range(nth + 1):
+                denom *= (2 * i + 1) * (2 * i + 2)
+                ans = ans + (-1) ** i * x ** (2 * i) / denom
+            return ans
+
+        def taylor_C(self, x, nth=10):
+            ans = torch.zeros_like(x)
+            denom = 1.
+            for i in range(nth + 1):
+                denom *= (2 * i + 2) * (2 * i + 3)
+                ans = ans + (-1) ** i * x ** (2 * i) / denom
+            return ans
+
+    lie = Lie()
+
+    class Pose():
+        def __call__(self, R=None, t=None):
+            if R is None:
+                if not isinstance(t, torch.Tensor): t = torch.tensor(t)
+                R = torch.eye(3, device=t.device).repeat(*t.shape[:-1], 1, 1)
+            elif t is None:
+                if not isinstance(R, torch.Tensor): R = torch.tensor(R)
+                t = torch.zeros(R.shape[:-1], device=R.device)
+            else:
+                if not isinstance(R, torch.Tensor): R = torch.tensor(R)
+                if not isinstance(t, torch.Tensor): t = torch.tensor(t)
+            assert (R.shape[:-1] == t.shape and R.shape[-2:] == (3, 3))
+            R = R.float()
+            t = t.float()
+            pose = torch.cat([R, t[..., None]], dim=-1)
+            assert (pose.shape[-2:] == (3, 4))
+            return pose
+
+        def invert(self, pose, use_inverse=False):
+            R, t = pose[..., :3], pose[..., 3:]
+            R_inv = R.inverse() if use_inverse else R.transpose(-1, -2)
+            t_inv = (-R_inv @ t)[..., 0]
+            pose_inv = self(R=R_inv, t=t_inv)
+            return pose_inv
+
+        def compose(self, pose_list):
+            pose_new = pose_list[0]
+            for pose in pose_list[1:]:
+                pose_new = self.compose_pair(pose_new, pose)
+            return pose_new
+
+        def compose_pair(self, pose_a, pose_b):
+            R_a, t_a = pose_a[..., :3], pose_a[..., 3:]
+            R_b, t_b = pose_b[..., :3], pose_b[..., 3:]
+            R_new = R_b @ R_a
+            t_new = (R_b @ t_a + t_b)[..., 0]
+            pose_new = self(R=R_new, t=t_new)
+            return pose_new
+
+    pose = Pose()
+
+    def to_hom(X):
+        X_hom = torch.cat([X, torch.ones_like(X[..., :1])], dim=-1)
+        return X_hom
+
+    def cam2world(X, pose_):
+        X_hom = to_hom(X)
+        pose_inv = pose.invert(pose_)
+        return X_hom @ pose_inv.transpose(-1, -2)
+
+    def get_center_and_ray(pose_, intr, H, W):
+        with torch.no_grad():
+            y_range = torch.arange(H, dtype=torch.float32).add_(0.5)
+            x_range = torch.arange(W, dtype=torch.float32).add_(0.5)
+            Y, X = torch.meshgrid(y_range, x_range, indexing="ij")
+            xy_grid = torch.stack([X, Y], dim=-1).view(-1, 2)
+        batch_size = len(pose_)
+        xy_grid = xy_grid.repeat(batch_size, 1, 1)
+        grid_3D = torch.cat([xy_grid, torch.ones_like(xy_grid[..., :1])], dim=-1) @ intr.inverse().transpose(-1, -2)
+        center_3D = torch.zeros_like(grid_3D)
+        grid_3D = cam2world(grid_3D, pose_)
+        center_3D = cam2world(center_3D, pose_)
+        ray = grid_3D - center_3D
+        return center_3D, ray
+
+    def positional_encoding(input, L, progress, c2f=(0.1, 0.5)):
+        shape = input.shape
+        freq = 2 ** torch.arange(L, dtype=torch.float32) * np.pi
+        spectrum = input[..., None] * freq
+        sin, cos = spectrum.sin(), spectrum.cos()
+        input_enc = torch.stack([sin, cos], dim=-2)
+        input_enc = input_enc.view(*shape[:-1], -1)
+        start, end = c2f
+        alpha = (progress.data - start) / (end - start) * L
+        k = torch.arange(L, dtype=torch.float32)
+        weight = (1 - (alpha - k).clamp_(min=0, max=1).mul_(np.pi).cos_()) / 2
+        shape = input_enc.shape
+        input_enc = (input_enc.view(-1, L) * weight).view(*shape)
+        return input_enc
+
+    class Graph(nn.Module):
+        def __init__(self, n_views=3, L=4, W=16):
+            super().__init__()
+            self.L = L
+            self.se3_refine = torch.nn.Embedding(n_views, 6)
+            torch.nn.init.zeros_(self.se3_refine.weight)
+            self.mlp = nn.Sequential(nn.Linear(3 + 6 * L, W), nn.ReLU(), nn.Linear(W, 4))
+            self.progress = torch.nn.Parameter(torch.tensor(0.))
+
+        def get_pose(self, pose_GT, pose_noise):
+            pose = pose_GT if pose_noise is None else Pose().compose([pose_noise, pose_GT])
+            se3_refine = self.se3_refine.weight
+            pose_refine = lie.se3_to_SE3(se3_refine)
+            return Pose().compose([pose_refine, pose])
+
+        def forward(self, poses, intr, H, W, n_samples=6):
+            center, ray = get_center_and_ray(poses, intr, H, W)
+            depth = torch.linspace(1.0, 3.0, n_samples)[None, None, :, None]
+            pts = center[..., None, :] + ray[..., None, :] * depth
+            enc = positional_encoding(pts, self.L, self.progress)
+            raw = self.mlp(torch.cat([pts, enc], dim=-1))
+            rgb, density = raw[..., :3].sigmoid(), F.softplus(raw[..., 3])
+            dist = (depth[..., 1:, 0] - depth[..., :-1, 0]) * ray.norm(dim=-1, keepdim=True)
+            dist = torch.cat([dist, torch.full_like(dist[..., :1], 1e10)], dim=-1)
+            sigma_delta = density * dist
+            alpha = 1 - (-sigma_delta).exp_()
+            T = (-torch.cat([torch.zeros_like(sigma_delta[..., :1]), sigma_delta[..., :-1]], dim=-1)
+                 .cumsum(dim=-1)).exp_()
+            prob = (T * alpha)[..., None]
+            return (rgb * prob).sum(dim=-2)
+
+    torch.manual_seed(0)
+    graph = Graph()
+    with torch.no_grad():
+        for p in graph.mlp.parameters():
+            p.copy_(torch.tensor(rng.standard_normal(tuple(p.shape)).astype(np.float32) * 0.3))
+    H, W = 3, 4
+    intr = torch.tensor([[4.0, 0, W / 2], [0, 4.0, H / 2], [0, 0, 1]])
+    pose_GT = torch.tensor(np.concatenate([np.tile(np.eye(3), (3, 1, 1)), rng.standard_normal((3, 3, 1)) * 0.1], -1),
+                           dtype=torch.float32)
+    se3_noise = torch.tensor(rng.standard_normal((3, 6)).astype(np.float32)) * 0.15
+    pose_noise = lie.se3_to_SE3(se3_noise)
+    target = torch.tensor(rng.uniform(0, 1, (3, H * W, 3)).astype(np.float32))
+    optim_pose = torch.optim.Adam([dict(params=graph.se3_refine.parameters(), lr=1e-3)])
+    optim_nerf = torch.optim.Adam([dict(params=graph.mlp.parameters(), lr=5e-4)])
+    sched_pose = torch.optim.lr_scheduler.ExponentialLR(optim_pose, 0.9)
+    history = []
+    for it in range(steps):
+        graph.progress.data.fill_(it / steps)
+        optim_pose.zero_grad()
+        optim_nerf.zero_grad()
+        poses = graph.get_pose(pose_GT, pose_noise)
+        rgb = graph(poses, intr, H, W)
+        loss = F.mse_loss(rgb, target)
+        loss.backward()
+        optim_nerf.step()
+        optim_pose.step()
+        sched_pose.step()
+        history.append(loss.item())
+    poses = graph.get_pose(pose_GT, pose_noise)
+    return {"history": history, "poses": poses.detach(), "se3_grad": graph.se3_refine.weight.grad,
+            "rot": lie.so3_to_SO3(se3_noise[:, :3]), "lr": sched_pose.get_last_lr()}
+
+
+def test_barf_pose_refinement_with_coarse_to_fine_encoding():
+    ours, _ = run_both(barf, rtol=1e-5, atol=1e-6)
+    assert np.abs(ours["se3_grad"]).sum() > 0
+    # so(3) by Taylor series is a rotation: R R^T = I
+    np.testing.assert_allclose(ours["rot"] @ ours["rot"].transpose(0, 2, 1), np.broadcast_to(np.eye(3), (3, 3, 3)),
+                               atol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------
+# DeepSDF's auto-decoder: per-shape latent codes (nn.Embedding with max_norm, renormalised in place at
+# lookup), a weight-normed decoder with the latent re-injected mid-way, clamped L1 on SDF samples
+# ----------------------------------------------------------------------------------------------
+
+
+def deepsdf_net(m, latent_size=4, num_scenes=3, dropout=None, code_bound=0.5):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    class Decoder(nn.Module):
+        def __init__(self, latent_size, dims, dropout=None, dropout_prob=0.0, norm_layers=(), latent_in=(),
+                     weight_norm=False, xyz_in_all=None, use_tanh=False, latent_dropout=False):
+            super(Decoder, self).__init__()
+            dims = [latent_size + 3] + dims + [1]
+            self.num_layers = len(dims)
+            self.norm_layers = norm_layers
+            self.latent_in = latent_in
+            self.latent_dropout = latent_dropout
+            if self.latent_dropout:
+                self.lat_dp = nn.Dropout(0.2)
+            self.xyz_in_all = xyz_in_all
+            self.weight_norm = weight_norm
+            for layer in range(0, self.num_layers - 1):
+                if layer + 1 in latent_in:
+                    out_dim = dims[layer + 1] - dims[0]
+                else:
+                    out_dim = dims[layer + 1]
+                    if self.xyz_in_all and layer != self.num_layers - 2:
+                        out_dim -= 3
+                if weight_norm and layer in self.norm_layers:
+                    setattr(self, "lin" + str(layer), nn.utils.weight_norm(nn.Linear(dims[layer], out_dim)))
+                else:
+                    setattr(self, "lin" + str(layer), nn.Linear(dims[layer], out_dim))
+                if (not weight_norm) and self.norm_layers is not None and layer in self.norm_layers:
+                    setattr(self, "bn" + str(layer), nn.LayerNorm(out_dim))
+            self.use_tanh = use_tanh
+            if use_tanh:
+                self.tanh = nn.Tanh()
+            self.relu = nn.ReLU()
+            self.dropout_prob = dropout_prob
+            self.dropout = dropout
+            self.th = nn.Tanh()
+
+        def forward(self, input):
+            xyz = input[:, -3:]
+            if input.shape[1] > 3 and self.latent_dropout:
+                latent_vecs = input[:, :-3]
+                latent_vecs = F.dropout(latent_vecs, p=0.2, training=self.training)
+                x = torch.cat([latent_vecs, xyz], 1)
+            else:
+                x = input
+            for layer in range(0, self.num_layers - 1):
+                lin = getattr(self, "lin" + str(layer))
+                if layer in self.latent_in:
+                    x = torch.cat([x, input], 1)
+                elif layer != 0 and self.xyz_in_all:
+                    x = torch.cat([x, xyz], 1)
+                x = lin(x)
+                if layer == self.num_layers - 2 and self.use_tanh:
+                    x = self.tanh(x)
+                if layer < self.num_layers - 2:
+                    if (self.norm_layers is not None and layer in self.norm_layers and not self.weight_norm):
+                        bn = getattr(self, "bn" + str(layer))
+                        x = bn(x)
+                    x = self.relu(x)
+                    if self.dropout is not None and layer in self.dropout:
+                        x = F.dropout(x, p=self.dropout_prob, training=self.training)
+            if hasattr(self, "th"):
+                x = self.th(x)
+            return x
+
+    class AutoDecoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.decoder = Decoder(latent_size, [16, 16, 16, 16], dropout=dropout, dropout_prob=0.2,
+                                   norm_layers=[0, 1, 2, 3], latent_in=[2], weight_norm=True, xyz_in_all=False,
+                                   latent_dropout=False)
+            self.lat_vecs = torch.nn.Embedding(num_scenes, latent_size, max_norm=code_bound)
+            torch.nn.init.normal_(self.lat_vecs.weight.data, 0.0, 1.0 / np.sqrt(latent_size))
+
+    return AutoDecoder()
+
+
+def deepsdf(m, weights, steps=4, clamp_dist=0.1, dropout=None):
+    torch, nn, F = m.torch, m.nn, m.F
+    model = load(m, deepsdf_net(m, dropout=dropout), weights)
+    decoder, lat_vecs = model.decoder, model.lat_vecs
+    rng = np.random.default_rng(67)
+    n_scenes, per_scene = 3, 16
+    xyz = rng.uniform(-1, 1, (n_scenes, per_scene, 3)).astype(np.float32)
+    radii = np.array([0.3, 0.5, 0.7], dtype=np.float32)
+    sdf = np.linalg.norm(xyz, axis=-1) - radii[:, None]
+    sdf_data = torch.tensor(np.concatenate([xyz, sdf[..., None]], -1))
+    indices = torch.arange(n_scenes)
+    loss_l1 = torch.nn.L1Loss(reduction="sum")
+    optimizer_all = torch.optim.Adam([{"params": decoder.parameters(), "lr": 5e-4},
+                                      {"params": lat_vecs.parameters(), "lr": 1e-3}])
+    history = []
+    torch.manual_seed(0)
+    for epoch in range(steps):
+        decoder.train()
+        sdf_data_ = sdf_data.reshape(-1, 4)
+        num_sdf_samples = sdf_data_.shape[0]
+        xyz_ = sdf_data_[:, 0:3]
+        sdf_gt = torch.clamp(sdf_data_[:, 3].unsqueeze(1), -clamp_dist, clamp_dist)
+        idx = indices.unsqueeze(-1).repeat(1, per_scene).view(-1)
+        optimizer_all.zero_grad()
+        batch_vecs = lat_vecs(idx)
+        input = torch.cat([batch_vecs, xyz_], dim=1)
+        pred_sdf = decoder(input)
+        pred_sdf = torch.clamp(pred_sdf, -clamp_dist, clamp_dist)
+        chunk_loss = loss_l1(pred_sdf, sdf_gt) / num_sdf_samples
+        l2_size_loss = torch.sum(torch.norm(batch_vecs, dim=1))
+        reg_loss = (1e-4 * min(1, epoch / 100) * l2_size_loss) / num_sdf_samples
+        chunk_loss = chunk_loss + reg_loss
+        chunk_loss.backward()
+        optimizer_all.step()
+        history.append(chunk_loss.item())
+    return {"history": history, "lat": lat_vecs.weight.detach(),
+            "grads": {n: p.grad for n, p in model.named_parameters()}}
+
+
+@pytest.mark.filterwarnings("ignore:`torch.nn.utils.weight_norm` is deprecated:FutureWarning")
+@pytest.mark.parametrize("dropout", [None, pytest.param([0, 1, 2, 3], marks=pytest.mark.skipif(
+    not amd_processor(), reason="PyTorch draws dropout masks through MKL on Intel's processors"))])
+def test_deepsdf_auto_decoder(dropout):
+    weights = weights_of(lambda m: deepsdf_net(m, dropout=dropout))
+    ours, _ = run_both(deepsdf, weights, dropout=dropout, rtol=1e-5, atol=1e-6)
+    # max_norm renormalises the looked-up codes in place to the code bound (0.5, from up to 0.68), and each
+    # Adam step after the last lookup moves a code by a few lr
+    assert np.all(np.abs(np.linalg.norm(ours["lat"], axis=1) - 0.5) <= 1e-2)
