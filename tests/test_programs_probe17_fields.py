@@ -1,4 +1,4 @@
-# ruff: noqa: B007, B008, B023, E741, E731, F841, UP004, UP008, UP031  (the programs are kept as their authors wrote them)
+# ruff: noqa: B006, B007, B008, B023, E701, E741, E731, F841, UP004, UP008, UP031, UP032, UP034, UP039  (the programs are kept as their authors wrote them)
 """Neural fields and differentiable rendering (see tests/pytorch_programs.py), each run on chainrule and on
 PyTorch from the same weights and data, comparing losses, outputs and gradients.
 
@@ -406,8 +406,8 @@ def tensorf(m, steps=4, upsample_at=2):
             for i in range(len(self.vecMode)):
                 vec_id = self.vecMode[i]
                 mat_id_0, mat_id_1 = self.matMode[i]
-                plane_coef.append(torch.nn.Parameter(
-                    scale * torch.tensor(rng.standard_normal((1, n_component, gridSize[mat_id_1], gridSize[mat_id_0])))))
+                plane = rng.standard_normal((1, n_component, gridSize[mat_id_1], gridSize[mat_id_0]))
+                plane_coef.append(torch.nn.Parameter(scale * torch.tensor(plane)))
                 line_coef.append(torch.nn.Parameter(
                     scale * torch.tensor(rng.standard_normal((1, n_component, gridSize[vec_id], 1)))))
             return torch.nn.ParameterList(plane_coef), torch.nn.ParameterList(line_coef)

@@ -1,0 +1,32 @@
+"""Focused tests of what the neural-field programs (tests/test_programs_probe17_fields.py) found, each run on
+chainrule and on PyTorch (the ``T`` fixture)."""
+
+import importlib
+
+import numpy as np
+import pytest
+
+
+def functional(T):
+    return importlib.import_module("nn.functional" if T.__name__ == "autograd" else "torch.nn.functional")
+
+
+@pytest.mark.parametrize("spatial", [2, 3])
+@pytest.mark.parametrize("padding_mode", ["zeros", "border", "reflection"])
+def test_grid_sample_nearest_gradients_are_differentiable(T, spatial, padding_mode):
+    # under create_graph a nearest read's dL/dinput depends on the grid (where it reads) and dL/dgrid (zeros)
+    # on the input, as PyTorch's: a penalty on those gradients differentiates to zeros (it raised 'element 0
+    # of tensors does not require grad')
+    rng = np.random.default_rng(0)
+    x = T.tensor(rng.standard_normal((1, 2) + (3,) * (spatial - 1) + (4,)), requires_grad=True)
+    grid = T.tensor(rng.uniform(-1.2, 1.2, (1,) + (2,) * spatial + (spatial,)), requires_grad=True)
+    out = functional(T).grid_sample(x, grid, mode="nearest", padding_mode=padding_mode, align_corners=False)
+    weight = T.tensor(rng.standard_normal(tuple(out.shape)))
+    g_input, g_grid = T.autograd.grad((out * weight).sum(), [x, grid], create_graph=True)
+    assert g_input.requires_grad and g_grid.requires_grad
+    np.testing.assert_array_equal(g_grid.detach().numpy(), 0.0)
+    # every read lands once: the input's gradient sums the weights of the reads that land on each cell
+    assert g_input.sum().item() == pytest.approx(
+        (weight * (out.detach() != 0)).sum().item() if padding_mode == "zeros" else weight.sum().item())
+    (penalty_grid,) = T.autograd.grad((g_input ** 2).sum(), grid)
+    np.testing.assert_array_equal(penalty_grid.numpy(), 0.0)
