@@ -2379,3 +2379,262 @@ def spiral_render(m, n_views=3, H=3, W=4, focal=3.0):
 def test_llff_spiral_poses_through_the_legacy_tensor_constructor():
     (is_float32, images), _ = run_both(spiral_render, rtol=1e-5, atol=1e-6)
     assert is_float32 and images.shape == (3, 3, 4, 3)
+
+
+# ----------------------------------------------------------------------------------------------
+# torch-ngp's pure-PyTorch pieces: trunc_exp as an autograd.Function under custom_fwd/custom_bwd, a hash-table
+# lookup Function whose backward scatters by index_add_ (once_differentiable, needs_input_grad, an index
+# output marked non-differentiable), a hook that freezes half the table, checkpointed MLP blocks that draw
+# noise (the RNG state restored on recomputation), spherical-harmonics direction encoding of degree 3
+# ----------------------------------------------------------------------------------------------
+
+
+def ngp_functions(m, steps=3):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    checkpoint = m.torch.utils.checkpoint.checkpoint
+    custom_fwd, custom_bwd = torch.amp.custom_fwd, torch.amp.custom_bwd
+    rng = np.random.default_rng(71)
+
+    class _trunc_exp(torch.autograd.Function):
+        @staticmethod
+        @custom_fwd(device_type="cuda", cast_inputs=torch.float32)
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return torch.exp(x)
+
+        @staticmethod
+        @custom_bwd(device_type="cuda")
+        def backward(ctx, g):
+            x = ctx.saved_tensors[0]
+            return g * torch.exp(x.clamp(-15, 15))
+
+    trunc_exp = _trunc_exp.apply
+
+    class _hash_lookup(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, table, idx, w):
+            ctx.save_for_backward(idx, w)
+            ctx.table_shape = table.shape
+            ctx.mark_non_differentiable(idx)
+            return (table[idx] * w[..., None]).sum(1), idx
+
+        @staticmethod
+        @torch.autograd.function.once_differentiable
+        def backward(ctx, grad, grad_idx):
+            idx, w = ctx.saved_tensors
+            grad_table = None
+            if ctx.needs_input_grad[0]:
+                grad_table = torch.zeros(ctx.table_shape, dtype=grad.dtype)
+                grad_table.index_add_(0, idx.reshape(-1), (grad[:, None, :] * w[..., None]).reshape(-1, grad.shape[-1]))
+            return grad_table, None, None
+
+    def sh_encode(dirs):
+        x, y, z = dirs.unbind(-1)
+        xy, xz, yz, x2, y2, z2 = x * y, x * z, y * z, x * x, y * y, z * z
+        return torch.stack([
+            0.28209479177387814 * torch.ones_like(x),
+            -0.48860251190291987 * y, 0.48860251190291987 * z, -0.48860251190291987 * x,
+            1.0925484305920792 * xy, -1.0925484305920792 * yz, 0.94617469575755997 * z2 - 0.31539156525251999,
+            -1.0925484305920792 * xz, 0.54627421529603959 * x2 - 0.54627421529603959 * y2,
+            0.59004358992664352 * y * (-3.0 * x2 + y2), 2.8906114426405538 * xy * z,
+            0.45704579946446572 * y * (1.0 - 5.0 * z2), 0.3731763325901154 * z * (5.0 * z2 - 3.0),
+            0.45704579946446572 * x * (1.0 - 5.0 * z2), 1.4453057213202769 * z * (x2 - y2),
+            0.59004358992664352 * x * (-x2 + 3.0 * y2)], -1)
+
+    class NGPField(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.table = nn.Parameter(torch.tensor(rng.uniform(-1e-1, 1e-1, (32, 4))))
+            self.sigma_net = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 5)).double()
+            self.color_net = nn.Sequential(nn.Linear(16 + 4, 16), nn.ReLU(), nn.Linear(16, 3)).double()
+            for p in self.parameters():
+                if p is not self.table:
+                    with torch.no_grad():
+                        p.copy_(torch.tensor(rng.standard_normal(tuple(p.shape)) * 0.4))
+
+        def forward(self, idx, w, dirs):
+            feats, _ = _hash_lookup.apply(self.table, idx, w)
+            h = checkpoint(lambda f: self.sigma_net(f) + 0.01 * torch.randn(f.shape[0], 5, dtype=f.dtype), feats,
+                           use_reentrant=False)
+            sigma = trunc_exp(h[..., 0])
+            color = checkpoint(self.color_net, torch.cat([sh_encode(dirs), h[..., 1:]], -1), use_reentrant=False)
+            return sigma, torch.sigmoid(color)
+
+    field = NGPField()
+    frozen = (torch.arange(32) % 2 == 1)
+    field.table.register_hook(lambda g: g.masked_fill(frozen[:, None], 0.0))
+    n = 12
+    idx = torch.tensor(rng.integers(0, 32, (n, 8)))
+    w = torch.tensor(rng.dirichlet(np.ones(8), n))
+    dirs = F.normalize(torch.tensor(rng.standard_normal((n, 3))), dim=-1)
+    target = torch.tensor(rng.uniform(0, 1, (n, 3)))
+    optimizer = optim.Adam([{"params": [field.table], "lr": 1e-2, "eps": 1e-15},
+                            {"params": list(field.sigma_net.parameters()) + list(field.color_net.parameters()),
+                             "lr": 1e-3, "weight_decay": 1e-6}], betas=(0.9, 0.99))
+    history = []
+    torch.manual_seed(3)
+    for step in range(steps):
+        sigma, rgb = field(idx, w, dirs)
+        loss = F.mse_loss(rgb * (1 - torch.exp(-sigma))[:, None], target)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        history.append(loss.item())
+    return {"history": history, "sigma": sigma.detach(), "sigma_dtype": str(sigma.dtype).split(".")[-1],
+            "table_grad": field.table.grad, "sh": sh_encode(dirs),
+            "grads": [p.grad for p in field.sigma_net.parameters()] + [p.grad for p in field.color_net.parameters()]}
+
+
+def test_ngp_custom_functions_checkpoint_and_hooks():
+    ours, _ = run_both(ngp_functions, rtol=1e-8, atol=1e-10)
+    # the hook froze the odd rows; custom_fwd only casts on CUDA, so the CPU forward stays float64
+    assert np.all(ours["table_grad"][1::2] == 0) and np.abs(ours["table_grad"][0::2]).sum() > 0
+    assert ours["sigma_dtype"] == "float64"
+    # SH of degree 0 and 1 are orthonormal on the sphere: for unit directions, band 1 has norm sqrt(3 / 4pi)
+    np.testing.assert_allclose(np.linalg.norm(ours["sh"][:, 1:4], axis=-1), np.sqrt(3 / (4 * np.pi)), rtol=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------
+# nerf-pytorch's training loop with PyTorch's random draws: rays of every pixel shuffled by randperm and
+# batched, stratified perturbation by torch.rand, density noise by torch.randn, importance samples by
+# sample_pdf(det=False), a fine network, and rendering of the full image in chunks under no_grad
+# ----------------------------------------------------------------------------------------------
+
+
+def nerf_loop(m, weights, iters=3, N_rand=8, N_samples=6, N_importance=4, chunk=7):
+    torch, F, optim = m.torch, m.F, m.optim
+    model = load(m, nerf_full_net(m), weights)
+    model_fine = load(m, nerf_full_net(m), weights)
+    H, W, focal = 3, 4, 3.0
+    rng = np.random.default_rng(73)
+    image = torch.Tensor(rng.uniform(0, 1, (H, W, 3)).astype(np.float32))
+    c2w = torch.Tensor(np.array([[1, 0, 0, 0.1], [0, 1, 0, -0.1], [0, 0, 1, 3.0]], dtype=np.float32))
+
+    def batchify(fn, chunk):
+        def ret(inputs):
+            return torch.cat([fn(inputs[i:i + chunk]) for i in range(0, inputs.shape[0], chunk)], 0)
+        return ret
+
+    def run_network(inputs, viewdirs, fn, netchunk=16):
+        inputs_flat = torch.reshape(inputs, [-1, inputs.shape[-1]])
+        embedded = model.embed_fn(inputs_flat)
+        input_dirs = viewdirs[:, None].expand(inputs.shape)
+        input_dirs_flat = torch.reshape(input_dirs, [-1, input_dirs.shape[-1]])
+        embedded = torch.cat([embedded, model.embeddirs_fn(input_dirs_flat)], -1)
+        outputs_flat = batchify(fn, netchunk)(embedded)
+        return torch.reshape(outputs_flat, list(inputs.shape[:-1]) + [outputs_flat.shape[-1]])
+
+    def raw2outputs(raw, z_vals, rays_d, raw_noise_std=0.):
+        raw2alpha = lambda raw, dists, act_fn=F.relu: 1. - torch.exp(-act_fn(raw) * dists)
+        dists = z_vals[..., 1:] - z_vals[..., :-1]
+        dists = torch.cat([dists, torch.Tensor([1e10]).expand(dists[..., :1].shape)], -1)
+        dists = dists * torch.norm(rays_d[..., None, :], dim=-1)
+        rgb = torch.sigmoid(raw[..., :3])
+        noise = 0.
+        if raw_noise_std > 0.:
+            noise = torch.randn(raw[..., 3].shape) * raw_noise_std
+        alpha = raw2alpha(raw[..., 3] + noise, dists)
+        weights = alpha * torch.cumprod(torch.cat([torch.ones((alpha.shape[0], 1)), 1. - alpha + 1e-10], -1),
+                                        -1)[:, :-1]
+        rgb_map = torch.sum(weights[..., None] * rgb, -2)
+        return rgb_map, weights
+
+    def sample_pdf(bins, weights, N_samples, det=False):
+        weights = weights + 1e-5
+        pdf = weights / torch.sum(weights, -1, keepdim=True)
+        cdf = torch.cumsum(pdf, -1)
+        cdf = torch.cat([torch.zeros_like(cdf[..., :1]), cdf], -1)
+        if det:
+            u = torch.linspace(0., 1., steps=N_samples)
+            u = u.expand(list(cdf.shape[:-1]) + [N_samples])
+        else:
+            u = torch.rand(list(cdf.shape[:-1]) + [N_samples])
+        u = u.contiguous()
+        inds = torch.searchsorted(cdf, u, right=True)
+        below = torch.max(torch.zeros_like(inds - 1), inds - 1)
+        above = torch.min((cdf.shape[-1] - 1) * torch.ones_like(inds), inds)
+        inds_g = torch.stack([below, above], -1)
+        matched_shape = [inds_g.shape[0], inds_g.shape[1], cdf.shape[-1]]
+        cdf_g = torch.gather(cdf.unsqueeze(1).expand(matched_shape), 2, inds_g)
+        bins_g = torch.gather(bins.unsqueeze(1).expand(matched_shape), 2, inds_g)
+        denom = (cdf_g[..., 1] - cdf_g[..., 0])
+        denom = torch.where(denom < 1e-5, torch.ones_like(denom), denom)
+        t = (u - cdf_g[..., 0]) / denom
+        return bins_g[..., 0] + t * (bins_g[..., 1] - bins_g[..., 0])
+
+    def render_rays(ray_batch, perturb=1., raw_noise_std=0.):
+        N_rays = ray_batch.shape[0]
+        rays_o, rays_d = ray_batch[:, 0:3], ray_batch[:, 3:6]
+        viewdirs = ray_batch[:, -3:]
+        near, far = 1.5, 4.5
+        t_vals = torch.linspace(0., 1., steps=N_samples)
+        z_vals = near * (1. - t_vals) + far * (t_vals)
+        z_vals = z_vals.expand([N_rays, N_samples])
+        if perturb > 0.:
+            mids = .5 * (z_vals[..., 1:] + z_vals[..., :-1])
+            upper = torch.cat([mids, z_vals[..., -1:]], -1)
+            lower = torch.cat([z_vals[..., :1], mids], -1)
+            t_rand = torch.rand(z_vals.shape)
+            z_vals = lower + (upper - lower) * t_rand
+        pts = rays_o[..., None, :] + rays_d[..., None, :] * z_vals[..., :, None]
+        raw = run_network(pts, viewdirs, model)
+        rgb_map_0, weights = raw2outputs(raw, z_vals, rays_d, raw_noise_std)
+        z_vals_mid = .5 * (z_vals[..., 1:] + z_vals[..., :-1])
+        z_samples = sample_pdf(z_vals_mid, weights[..., 1:-1], N_importance, det=(perturb == 0.))
+        z_samples = z_samples.detach()
+        z_vals, _ = torch.sort(torch.cat([z_vals, z_samples], -1), -1)
+        pts = rays_o[..., None, :] + rays_d[..., None, :] * z_vals[..., :, None]
+        raw = run_network(pts, viewdirs, model_fine)
+        rgb_map, _ = raw2outputs(raw, z_vals, rays_d, raw_noise_std)
+        return {'rgb_map': rgb_map, 'rgb0': rgb_map_0}
+
+    def batchify_rays(rays_flat, chunk):
+        all_ret = {}
+        for i in range(0, rays_flat.shape[0], chunk):
+            ret = render_rays(rays_flat[i:i + chunk], perturb=0.)
+            for k in ret:
+                all_ret.setdefault(k, []).append(ret[k])
+        return {k: torch.cat(all_ret[k], 0) for k in all_ret}
+
+    i, j = torch.meshgrid(torch.linspace(0, W - 1, W), torch.linspace(0, H - 1, H), indexing='ij')
+    i, j = i.t(), j.t()
+    dirs = torch.stack([(i - W * .5) / focal, -(j - H * .5) / focal, -torch.ones_like(i)], -1)
+    rays_d = torch.sum(dirs[..., np.newaxis, :] * c2w[:3, :3], -1)
+    rays_o = c2w[:3, -1].expand(rays_d.shape)
+    viewdirs = rays_d / torch.norm(rays_d, dim=-1, keepdim=True)
+    rays_rgb = torch.cat([rays_o, rays_d, viewdirs, image], -1).reshape(-1, 12)
+    torch.manual_seed(0)
+    rays_rgb = rays_rgb[torch.randperm(rays_rgb.shape[0])]
+    grad_vars = list(model.parameters()) + list(model_fine.parameters())
+    optimizer = torch.optim.Adam(params=grad_vars, lr=5e-4, betas=(0.9, 0.999))
+    img2mse = lambda x, y: torch.mean((x - y) ** 2)
+    mse2psnr = lambda x: -10. * torch.log(x) / torch.log(torch.Tensor([10.]))
+    i_batch, history = 0, []
+    for it in range(iters):
+        batch = rays_rgb[i_batch:i_batch + N_rand]
+        batch_rays, target_s = batch[:, :9], batch[:, 9:]
+        i_batch += N_rand
+        if i_batch >= rays_rgb.shape[0]:
+            rand_idx = torch.randperm(rays_rgb.shape[0])
+            rays_rgb = rays_rgb[rand_idx]
+            i_batch = 0
+        ret = render_rays(batch_rays, perturb=1., raw_noise_std=1.)
+        optimizer.zero_grad()
+        img_loss = img2mse(ret['rgb_map'], target_s)
+        loss = img_loss + img2mse(ret['rgb0'], target_s)
+        psnr = mse2psnr(img_loss)
+        loss.backward()
+        optimizer.step()
+        history.append((loss.item(), psnr.item()))
+    with torch.no_grad():
+        rays = torch.cat([rays_o, rays_d, viewdirs], -1).reshape(-1, 9)
+        rendered = batchify_rays(rays, chunk)['rgb_map'].reshape(H, W, 3)
+    return {"history": history, "rendered": rendered, "order": rays_rgb[:, 9:],
+            "grads": [p.grad for p in grad_vars]}
+
+
+def test_nerf_training_loop_with_torch_random_draws():
+    weights = weights_of(nerf_full_net)
+    ours, _ = run_both(nerf_loop, weights, rtol=1e-4, atol=1e-6)
+    assert ours["rendered"].shape == (3, 4, 3)
+    assert all(np.isfinite(g).all() for g in ours["grads"])
