@@ -30,3 +30,19 @@ def test_grid_sample_nearest_gradients_are_differentiable(T, spatial, padding_mo
         (weight * (out.detach() != 0)).sum().item() if padding_mode == "zeros" else weight.sum().item())
     (penalty_grid,) = T.autograd.grad((g_input ** 2).sum(), grid)
     np.testing.assert_array_equal(penalty_grid.numpy(), 0.0)
+
+
+@pytest.mark.parametrize("pos_weight", [None, 1.0])
+def test_bce_with_logits_keeps_float64_targets_beside_float32_logits(T, pos_weight):
+    # occupancy targets from NumPy (float64) beside float32 logits: PyTorch computes (1 - y)·x in float64 and
+    # returns a float64 loss; the targets were rounded to float32 first (2/3 · 1000 came out as 666.66656)
+    logits = T.tensor([1000.0, -1000.0], requires_grad=True)
+    targets = T.tensor([1 / 3, 1 / 3], dtype=T.float64)
+    kwargs = {} if pos_weight is None else {"pos_weight": T.tensor(pos_weight, dtype=T.float64)}
+    loss = functional(T).binary_cross_entropy_with_logits(logits, targets, reduction="none", **kwargs)
+    assert loss.dtype == T.float64
+    # softplus(-1000) is 0 and softplus(1000) is 1000, exactly, in float32
+    np.testing.assert_allclose(loss.detach().numpy(), [2000 / 3, 1000 / 3], rtol=1e-15)
+    loss.sum().backward()
+    assert logits.grad.dtype == T.float32
+    np.testing.assert_allclose(logits.grad.numpy(), [2 / 3, -1 / 3], rtol=1e-7)
