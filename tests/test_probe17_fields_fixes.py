@@ -46,3 +46,14 @@ def test_bce_with_logits_keeps_float64_targets_beside_float32_logits(T, pos_weig
     loss.sum().backward()
     assert logits.grad.dtype == T.float32
     np.testing.assert_allclose(logits.grad.numpy(), [2 / 3, -1 / 3], rtol=1e-7)
+
+
+def test_take_along_dim_without_dim_takes_int32_indices(T):
+    # without dim PyTorch flattens both and gathers, so int32 indices are taken as gather takes them (they
+    # were refused as not Long); with a dim it still asks for int64
+    x = T.arange(6.0).reshape(2, 3)
+    np.testing.assert_array_equal(T.take_along_dim(x, T.tensor([5, 0, 2], dtype=T.int32)).numpy(), [5.0, 0.0, 2.0])
+    with pytest.raises(RuntimeError, match="Expected dtype int32/int64 for index"):
+        T.take_along_dim(x, T.tensor([0], dtype=T.int16))
+    with pytest.raises(RuntimeError, match="dtype of indices should be Long but got Int"):
+        T.take_along_dim(x, T.tensor([[0], [2]], dtype=T.int32), dim=1)
