@@ -57,3 +57,16 @@ def test_take_along_dim_without_dim_takes_int32_indices(T):
         T.take_along_dim(x, T.tensor([0], dtype=T.int16))
     with pytest.raises(RuntimeError, match="dtype of indices should be Long but got Int"):
         T.take_along_dim(x, T.tensor([[0], [2]], dtype=T.int32), dim=1)
+
+
+@pytest.mark.parametrize("op", ["addcmul", "addcdiv"])
+def test_addcmul_and_addcdiv_multiply_in_the_common_dtype(T, op):
+    # float32 factors beside a float64 input: PyTorch's kernel forms value · t1 · t2 (or / t2) in float64; the
+    # product was rounded to float32 first
+    t1 = T.tensor([1 / 3, 2 / 3], dtype=T.float32)
+    t2 = T.tensor([3.0, 7.0], dtype=T.float32)
+    out = getattr(T, op)(T.zeros(2, dtype=T.float64), t1, t2, value=1.0)
+    assert out.dtype == T.float64
+    a, b = np.float64(np.float32(1 / 3)), np.float64(np.float32(2 / 3))
+    want = [a * 3, b * 7] if op == "addcmul" else [a / 3, b / 7]
+    np.testing.assert_array_equal(out.numpy(), want)
