@@ -18,7 +18,8 @@ distortion losses); K-planes; Occupancy Networks with conditional batch norm; DV
 ``grid_sample``, trilinear upscaling, ``max_pool3d`` mask); SDF normals and curvature by ``torch.func``; BARF's
 pose refinement (se(3) by Taylor series, an in-place coarse-to-fine chain); DeepSDF's auto-decoder
 (``Embedding(max_norm)``); torch-ngp's custom autograd Functions with checkpointing and hooks; IDR's sphere
-tracing with implicit differentiation and mask loss; and LLFF's NumPy-built poses through ``torch.Tensor(...)``
+tracing with implicit differentiation and mask loss; Convolutional Occupancy Networks (scatter_reduce mean into a
+voxel grid, a 3-D U-Net, 5-D grid_sample); and LLFF's NumPy-built poses through ``torch.Tensor(...)``
 (a strict xfail: the legacy constructor keeps float64 here)."""
 
 import math
@@ -2749,3 +2750,97 @@ def test_idr_sphere_tracing_with_implicit_differentiation():
     ours, _ = run_both(idr, weights, rtol=1e-7, atol=1e-10)
     assert any(h[4] > 0 for h in ours["history"])  # some rays hit the surface and reach the renderer
     assert all(np.isfinite(g).all() for g in ours["grads"])
+
+
+# ----------------------------------------------------------------------------------------------
+# Convolutional Occupancy Networks: point features averaged into a voxel grid (scatter_reduce 'mean', the
+# torch_scatter.scatter_mean of the original), a small 3-D U-Net (Conv3d, GroupNorm, MaxPool3d, BatchNorm3d,
+# ConvTranspose3d and a trilinear upsampling skip), features read back at query points by 5-D grid_sample
+# ----------------------------------------------------------------------------------------------
+
+
+def convonet_net(m):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    class UNet3D(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.enc = nn.Sequential(nn.Conv3d(4, 6, 3, padding=1), nn.GroupNorm(2, 6), nn.ReLU())
+            self.down = nn.MaxPool3d(2)
+            self.mid = nn.Sequential(nn.Conv3d(6, 8, 3, padding=1), nn.BatchNorm3d(8), nn.ReLU())
+            self.up = nn.ConvTranspose3d(8, 6, 2, stride=2)
+            self.dec = nn.Conv3d(12, 4, 3, padding=1)
+
+        def forward(self, x):
+            e = self.enc(x)
+            mid = self.mid(self.down(e))
+            u = self.up(mid)
+            u2 = F.interpolate(mid, scale_factor=2, mode="trilinear", align_corners=False)
+            return self.dec(torch.cat([e, u + u2[:, :6]], 1))
+
+    class ConvONet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc_pos = nn.Linear(3, 4)
+            self.unet3d = UNet3D()
+            self.fc_out = nn.Linear(4, 1)
+
+    return ConvONet()
+
+
+def convonet(m, weights, steps=3, reso=4):
+    torch, F, optim = m.torch, m.F, m.optim
+    model = load(m, convonet_net(m), weights).double()
+    rng = np.random.default_rng(83)
+    p = torch.tensor(rng.uniform(-0.5, 0.5, (1, 30, 3)))
+    query = torch.tensor(rng.uniform(-0.55, 0.55, (1, 12, 3)))
+    occ = torch.tensor((np.linalg.norm(query.numpy()[0], axis=-1) < 0.4).astype(np.float64))[None]
+
+    def normalize_3d_coordinate(p, padding=0.1):
+        p_nor = p / (1 + padding + 10e-4)
+        p_nor = p_nor + 0.5
+        p_nor = torch.where(p_nor >= 1, torch.full_like(p_nor, 1 - 10e-4), p_nor)
+        p_nor = torch.where(p_nor < 0, torch.zeros_like(p_nor), p_nor)
+        return p_nor
+
+    def coordinate2index(x, reso):
+        x = (x * reso).long()
+        return x[:, :, 0] + reso * (x[:, :, 1] + reso * x[:, :, 2])
+
+    def generate_grid_features(p, c):
+        p_nor = normalize_3d_coordinate(p.clone())
+        index = coordinate2index(p_nor, reso)
+        fea_grid = c.new_zeros(p.size(0), c.size(-1), reso ** 3)
+        c = c.permute(0, 2, 1)
+        fea_grid = fea_grid.scatter_reduce(2, index[:, None].expand(-1, c.size(1), -1), c, reduce="mean",
+                                           include_self=False)
+        fea_grid = fea_grid.reshape(p.size(0), c.size(1), reso, reso, reso)
+        return model.unet3d(fea_grid)
+
+    def sample_grid_feature(p, c):
+        p_nor = normalize_3d_coordinate(p.clone())
+        p_nor = p_nor[:, :, None, None].float() if p.dtype == torch.float32 else p_nor[:, :, None, None]
+        vgrid = 2.0 * p_nor - 1.0
+        return F.grid_sample(c, vgrid, padding_mode='border', align_corners=True, mode='bilinear').squeeze(-1) \
+            .squeeze(-1)
+
+    optimizer = optim.Adam(model.parameters(), lr=1e-3)
+    history = []
+    for it in range(steps):
+        model.train()
+        c = generate_grid_features(p, F.relu(model.fc_pos(p)))
+        features = sample_grid_feature(query, c).transpose(1, 2)
+        logits = model.fc_out(features).squeeze(-1)
+        loss = F.binary_cross_entropy_with_logits(logits, occ, reduction='none').sum(-1).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        history.append(loss.item())
+    return {"history": history, "logits": logits.detach(), "grads": {n: p.grad for n, p in model.named_parameters()},
+            "running": {n: b for n, b in model.named_buffers()}}
+
+
+def test_convolutional_occupancy_network():
+    weights = weights_of(convonet_net)
+    ours, _ = run_both(convonet, weights, rtol=1e-8, atol=1e-10)
+    assert np.abs(ours["grads"]["fc_pos.weight"]).sum() > 0  # through scatter_reduce's mean into the grid
