@@ -70,3 +70,21 @@ def test_addcmul_and_addcdiv_multiply_in_the_common_dtype(T, op):
     a, b = np.float64(np.float32(1 / 3)), np.float64(np.float32(2 / 3))
     want = [a * 3, b * 7] if op == "addcmul" else [a / 3, b / 7]
     np.testing.assert_array_equal(out.numpy(), want)
+
+
+@pytest.mark.parametrize("op", ["addcmul_", "addcdiv_"])
+@pytest.mark.parametrize("self_dtype,factor_dtype", [("float64", "float32"), ("float32", "float64")])
+def test_in_place_addcmul_and_addcdiv_in_the_common_dtype(T, op, self_dtype, factor_dtype):
+    # formed in the wider dtype and written in self's, as PyTorch's in-place kernels (with and without a graph)
+    t1 = T.tensor([1 / 3, 2 / 3], dtype=getattr(T, factor_dtype))
+    t2 = T.tensor([3.0, 7.0], dtype=getattr(T, factor_dtype))
+    a, b = (np.float64(getattr(np, factor_dtype)(v)) for v in (1 / 3, 2 / 3))
+    want = np.array([a * 3, b * 7] if op == "addcmul_" else [a / 3, b / 7]).astype(self_dtype)
+    for requires_grad in (False, True):
+        leaf = T.zeros(2, dtype=getattr(T, self_dtype), requires_grad=requires_grad)
+        out = getattr(leaf.clone() if requires_grad else leaf, op)(t1, t2, value=1.0)
+        assert out.dtype == getattr(T, self_dtype)
+        np.testing.assert_array_equal(out.detach().numpy(), want)
+        if requires_grad:
+            out.sum().backward()
+            np.testing.assert_array_equal(leaf.grad.numpy(), [1.0, 1.0])
