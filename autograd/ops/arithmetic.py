@@ -248,6 +248,17 @@ def integer_value(value, *tensors):
     return value
 
 
+def in_common_dtype(input, tensor1, tensor2):
+    """tensor1 and tensor2 in the dtype of all three, as PyTorch's kernel computes value · t1 · t2 (or / t2):
+    float32 factors beside a float64 input are multiplied in float64, not rounded to float32 first. (Tensors
+    with dimensions only: a 0-d one, which widens none, is left to the arithmetic's own promotion.)"""
+    tensors = (input, tensor1, tensor2)
+    if not all(isinstance(t, Tensor) and t.ndim for t in tensors) or len({t.dtype for t in tensors}) == 1:
+        return tensor1, tensor2
+    dtype = elementwise.common_dtype([t.dtype for t in tensors])
+    return tensor1.to(dtype), tensor2.to(dtype)
+
+
 @names("addcmul")
 @node_named("AddcmulBackward0")
 def addcmul(input, tensor1, tensor2, *number_first, value=1, out=None):
@@ -262,6 +273,7 @@ def addcmul(input, tensor1, tensor2, *number_first, value=1, out=None):
     if all(isinstance(t, Tensor) and t._data.dtype == float16 for t in (input, tensor1, tensor2)):
         # in float32, rounded once, as PyTorch's kernel (value · t1 · t2 rounded at each step came out a unit off)
         return write_out(addcmul(input.float(), tensor1.float(), tensor2.float(), value=value).half(), out)
+    tensor1, tensor2 = in_common_dtype(input, tensor1, tensor2)
     product = tensor1 * tensor2
     return write_out(input + (product if value == 1 else product * value), out)
 
@@ -289,6 +301,7 @@ def addcdiv(input, tensor1, tensor2, *number_first, value=1, out=None):
     if all(isinstance(t, Tensor) and t._data.dtype == float16 for t in (input, tensor1, tensor2)):
         # in float32, rounded once, as PyTorch's kernel (as addcmul)
         return write_out(addcdiv(input.float(), tensor1.float(), tensor2.float(), value=value).half(), out)
+    tensor1, tensor2 = in_common_dtype(input, tensor1, tensor2)
     # value · tensor1 first, then the division, as PyTorch's kernel orders it (the quotient scaled after rounded
     # otherwise: a few hundredths of the results a unit off)
     return write_out(input + (tensor1 if value == 1 else tensor1 * value) / tensor2, out)

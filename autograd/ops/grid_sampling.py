@@ -228,9 +228,12 @@ def _sample(input, grid, mode, padding_mode, align_corners):
     sources = [_source(grid[..., spatial - 1 - a], sizes[a], padding_mode, align_corners) for a in range(spatial)]
     if mode == "nearest":
         output = _read(input, [xp.rint(s._data).astype(xp.int64) for s in sources], sizes)
-        if grid.requires_grad and is_grad_enabled():  # PyTorch's dL/dgrid: zeros (not None)
+        if grid.requires_grad and is_grad_enabled():
+            # a weight of 1 that the grid's graph reaches (its gradient where(never, ·, 0)): PyTorch's dL/dgrid
+            # is zeros (not None), and under create_graph dL/dinput depends on the grid and dL/dgrid on the
+            # input, as PyTorch's (a gradient penalty through a nearest read is zeros, not an error)
             never = Tensor._make(xp.zeros(grid.shape[:-1], dtype=bool))
-            output = output + where(never, grid[..., 0], 0.0).unsqueeze(1)
+            output = output * where(never, grid[..., 0], 1.0).unsqueeze(1)
         return output
     lows = [xp.floor(s._data) for s in sources]
     output = None

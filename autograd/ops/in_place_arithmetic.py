@@ -20,6 +20,7 @@ from .arithmetic import (
     addcdiv,
     addcmul,
     fused_add_into,
+    in_common_dtype,
     integer_value,
     refuse_integer_addcdiv,
     sub,
@@ -169,6 +170,7 @@ def addcmul_(self, tensor1, tensor2, *number_first, value=1):
         value = _number_first("addcmul_", "addcmul_(Tensor tensor1, Tensor tensor2, *, Number value)", tensor1)
         tensor1, tensor2 = tensor2, number_first[0]
     value = integer_value(value, self, tensor1, tensor2)
+    tensor1, tensor2 = in_common_dtype(self, tensor1, tensor2)  # (formed in the wider dtype, written in self's)
     if self._data.dtype == float16:  # (in float32, rounded once: addcmul's)
         return self._write((tensor1, tensor2), lambda old: addcmul(old, tensor1, tensor2, value=value))
     return self._write((tensor1, tensor2), lambda old: old + value * (tensor1 * tensor2),
@@ -182,6 +184,7 @@ def addcdiv_(self, tensor1, tensor2, *number_first, value=1):
         value = _number_first("addcdiv_", "addcdiv_(Tensor tensor1, Tensor tensor2, *, Number value)", tensor1)
         tensor1, tensor2 = tensor2, number_first[0]
     refuse_integer_addcdiv(tensor1, tensor2)
+    tensor1, tensor2 = in_common_dtype(self, tensor1, tensor2)  # (formed in the wider dtype, written in self's)
     if self._data.dtype == float16:  # (in float32, rounded once: addcdiv's)
         return self._write((tensor1, tensor2), lambda old: addcdiv(old, tensor1, tensor2, value=value))
     return self._write((tensor1, tensor2), lambda old: addcdiv(old, tensor1, tensor2, value=value),

@@ -513,8 +513,9 @@ def index_reduce(input, dim, index, source, reduce, *, include_self=True, out=No
 def take_along_dim(input, indices, dim=None, *, out=None):
     """gather with broadcasting: input and indices broadcast against each other outside dim;
     with dim None both are flattened first."""
-    if dim is None:
-        return write_out(gather(shape.reshape(input, (-1,)), 0, _take_along_dim_index(indices).reshape(-1)), out)
+    if dim is None:  # PyTorch flattens both and gathers: gather's dtypes (int32 too) and words
+        flat_index = indices._data if isinstance(indices, Tensor) else xp.asarray(indices)
+        return write_out(gather(shape.reshape(input, (-1,)), 0, flat_index.reshape(-1)), out)
     index = _take_along_dim_index(indices)
     axis = dim_index(dim, input.ndim)
     if input.ndim:  # (negative positions count from the end here, as PyTorch's; gather's do not)

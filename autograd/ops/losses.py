@@ -18,7 +18,7 @@ from ..size import Size
 from ..tensor import Tensor, tensor_from
 from .conversion import type_name
 from .distances import pairwise_distance
-from .elementwise import where
+from .elementwise import common_dtype, where
 from .names import names
 from .pointwise_pairs import xlogy
 
@@ -96,10 +96,13 @@ def binary_cross_entropy_with_logits(input, target, weight=None, size_average=No
     if target.dtype.kind in "iu":
         raise RuntimeError(f"result type {type_name(input.dtype)} can't be cast to the desired output type "
                            f"{type_name(target.dtype)}")
+    # (1 - y)·x is computed in the wider of the two dtypes, as PyTorch's in-place mul_ computes it: float64
+    # targets beside float32 logits stay float64 (narrowing them to the input's dtype rounded the targets)
     loss_dtype = target.dtype
-    target = target.to(input.dtype)
+    target = target.to(common_dtype((input.dtype, target.dtype)))
     scale = 1.0 if pos_weight is None else (target * (pos_weight - 1.0) + 1.0)
-    loss = (1.0 - target) * input + (-input).softplus() * scale
+    # -log σ(x) is the input's dtype (pos_weight's factor written back into it, as PyTorch's mul_)
+    loss = (1.0 - target) * input + ((-input).softplus() * scale).to(input.dtype)
     loss = loss if weight is None else loss * weight
     return named_node(reduced(loss if loss.dtype == loss_dtype else loss.to(loss_dtype), reduction), None,
                       "BinaryCrossEntropyWithLogitsBackward0")
