@@ -118,7 +118,7 @@ from .random import (
 )
 from .ranges import arange, linspace, logspace
 from .tensor import Tensor
-from .tensor_info import finfo, iinfo
+from .tensor_info import TypedStorage, UntypedStorage, finfo, iinfo
 
 bool = bool_  # autograd.bool, as torch.bool (inside this module only)
 double = float64

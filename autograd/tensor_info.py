@@ -42,12 +42,12 @@ def storage_offset(self):
 
 class UntypedStorage:
     """The memory a tensor shares with its views, as PyTorch's ``x.untyped_storage()`` shows it: where it
-    starts (``data_ptr()``) and its size in bytes (``nbytes()``, ``size()``, ``len``). Two tensors share
-    memory when their storages start at one address, which is how programs test it. (``x.storage()``,
-    PyTorch's older typed storage, counts in elements of x's dtype.)"""
+    starts (``data_ptr()``), its size in bytes (``nbytes()``, ``size()``, ``len``) and its bytes (``s[i]``,
+    ``s[i] = b``, ``s[a:b]`` the storage of those bytes, ``tolist()``). Two tensors share memory when their
+    storages start at one address, which is how programs test it."""
 
-    def __init__(self, memory, element_size=1):
-        self._memory, self._element_size = memory, element_size
+    def __init__(self, memory):
+        self._memory = memory
 
     def data_ptr(self):
         return address(self._memory)
@@ -56,16 +56,68 @@ class UntypedStorage:
         return self._memory.nbytes
 
     def element_size(self):
-        return self._element_size
+        return 1
 
     def size(self):
-        return self._memory.nbytes // self._element_size
+        return self.nbytes() // self.element_size()
 
     def __len__(self):
         return self.size()
 
+    def _elements(self):
+        """The memory as one row of this storage's elements (bytes here), written through."""
+        if not (self._memory.flags.c_contiguous or self._memory.flags.f_contiguous):
+            raise RuntimeError(f"this storage's memory of {self._memory.nbytes} bytes is not one block: read it "
+                               "through a tensor instead")
+        return self._memory.reshape(-1, order="A").view(numpy.uint8)
+
+    def _position(self, index):
+        size = self.size()
+        if not -size <= index < size:
+            raise IndexError(f"index {index} out of range for storage of size {size}")
+        return index % size
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):  # the storage of those bytes (the same memory)
+            return UntypedStorage(self._elements()[index])
+        return self._elements()[self._position(index)].item()
+
+    def __setitem__(self, index, value):
+        elements = self._elements()
+        elements[index if isinstance(index, slice) else self._position(index)] = value
+
+    def __iter__(self):
+        return iter(self.tolist())
+
+    def tolist(self):
+        return self._elements().tolist()
+
     def __repr__(self):
-        return f"<storage of {self.size()} elements of {self._element_size} bytes at {self.data_ptr():#x}>"
+        return f"<storage of {self.size()} elements of {self.element_size()} bytes at {self.data_ptr():#x}>"
+
+
+class TypedStorage(UntypedStorage):
+    """PyTorch's older ``x.storage()``: the same memory counted in elements of x's dtype (``s[i]`` an element,
+    ``s[i] = v`` a write that x and its views see)."""
+
+    def __init__(self, memory, dtype):
+        super().__init__(memory)
+        self.dtype = numpy.dtype(dtype)
+
+    def element_size(self):
+        return self.dtype.itemsize
+
+    def _elements(self):
+        return super()._elements()[: self.size() * self.dtype.itemsize].view(self.dtype)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            raise RuntimeError("slices are only supported in UntypedStorage.__getitem__")
+        return super().__getitem__(index)
+
+    def __repr__(self):
+        values = "".join(f" {value}\n" for value in self.tolist())
+        return f"{values}[TypedStorage(dtype={self.dtype}, device=cpu) of size {self.size()}]"
 
 
 @names("untyped_storage", function=False)
@@ -79,7 +131,7 @@ def storage(self):
                   "storage class. This should only matter to you if you are using storages directly.  To access "
                   "UntypedStorage directly, use tensor.untyped_storage() instead of tensor.storage()", UserWarning,
                   stacklevel=2)
-    return UntypedStorage(memory_owner(self._data), self._data.itemsize)
+    return TypedStorage(memory_owner(self._data), self._data.dtype)
 
 
 @names("to_dense", function=False)

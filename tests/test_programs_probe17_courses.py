@@ -31,8 +31,8 @@ hand; part 2's LunaModel (Conv3d blocks, ``_init_weights`` by ``_calculate_fan_i
 ``affine_grid``/``grid_sample`` augmentation with ``transform_t @= rotation_t``, and the chapter 13 UNet (jvanvugt's,
 padded and upconv, unpadded and bilinear with its bridges cropped) trained on dice losses over bool masks with a
 2-D augmentation; ``logMetrics`` (bool masks, precision/recall, ``SummaryWriter`` scalars, PR curve and
-histograms with listed bins, chainrule's writer only). Storage indexing (``points.storage()[0] = 2.0``) is a
-strict xfail.
+histograms with listed bins, chainrule's writer only), and storage indexing (``points.storage()[0] = 2.0``
+writes into points).
 
 UvA deep learning tutorials: tutorial 6's transformer (qkv projection chunked per head, ``expand_mask``,
 ``PositionalEncoding`` as a non-persistent buffer) trained on the reverse task under a cosine warm-up
@@ -3065,10 +3065,6 @@ def dlwpt_storage_indexing(m):
     return {"first": first, "points": points, "listed": list(points_storage)}
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError,
-                   reason="x.storage() is an UntypedStorage here (autograd/tensor_info.py, outside this task's files) "
-                          "that cannot be indexed: PyTorch's TypedStorage reads and writes elements "
-                          "(points.storage()[0] = 2.0 writes into points)")
 def test_dlwpt_storage_indexing():
     ours, _ = run_both(dlwpt_storage_indexing)
     assert ours["first"] == [4.0, 1.0]

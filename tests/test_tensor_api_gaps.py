@@ -436,3 +436,23 @@ def test_set_makes_a_tensor_show_another_s_memory(lib):
     s = T.zeros(2)
     s.set_(T.ones(2, requires_grad=True))
     assert s.requires_grad
+
+
+@pytest.mark.parametrize("lib", ["autograd", "torch"])
+def test_a_storage_reads_and_writes_the_memory_it_shows(lib):
+    T = autograd if lib == "autograd" else pytest.importorskip("torch")
+    p = T.tensor([[4.0, 1.0], [5.0, 3.0]])
+    with pytest.warns(UserWarning, match="TypedStorage is deprecated"):
+        typed = p[1].storage()  # the whole memory, counted in p's elements
+    assert len(typed) == 4 and typed.element_size() == 4 and typed.nbytes() == 16
+    assert typed[0] == 4.0 and typed[-1] == 3.0 and typed.tolist() == [4.0, 1.0, 5.0, 3.0] and list(typed)[2] == 5.0
+    typed[0] = 2.0  # seen by the tensor
+    assert p[0, 0].item() == 2.0
+    with pytest.raises(IndexError, match="index 4 out of range for storage of size 4"):
+        typed[4]
+    with pytest.raises(RuntimeError, match="slices are only supported in UntypedStorage"):
+        typed[1:3]
+    raw = p.untyped_storage()  # bytes
+    assert len(raw) == 16 and raw[3] == 64 and raw[0:4].tolist() == [0, 0, 0, 64]
+    raw[0] = 1  # the lowest byte of 2.0's mantissa
+    assert p[0, 0].item() == float(np.frombuffer(np.array([1, 0, 0, 64], np.uint8).tobytes(), np.float32)[0])
