@@ -215,6 +215,17 @@ def memory_owner(array):
     return array
 
 
+def is_dense(array):
+    """Whether an array's elements fill a block of memory without gaps or repeats, in some order of its dims
+    (row-major, a transpose, a permutation): PyTorch's is_non_overlapping_and_dense."""
+    expected = array.itemsize
+    for step, n in sorted((step, n) for step, n in zip(array.strides, array.shape) if n > 1):
+        if step != expected:
+            return False
+        expected *= n
+    return True
+
+
 def address(array):
     """Where an array's first element lies: in host memory (NumPy), or on the GPU (CuPy)."""
     interface = getattr(array, "__array_interface__", None) or array.__cuda_array_interface__

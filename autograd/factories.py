@@ -16,7 +16,7 @@ import warnings
 import numpy
 
 from . import backend
-from .backend import to_numpy, xp
+from .backend import is_dense, to_numpy, xp
 from .device import resolve
 from .operands import python_number
 from .random import draws
@@ -350,7 +350,13 @@ def ones_like(input, *, dtype=None, layout=None, device=None, requires_grad=Fals
 
 def empty_like(input, *, dtype=None, layout=None, device=None, requires_grad=False, memory_format=None,  # noqa: A002
                pin_memory=False):
-    return _made(xp.empty(input.shape, dtype=dtype or input.dtype), device, requires_grad)
+    """A new tensor of input's shape, laid out as input where input fills its memory densely (a transpose, a
+    permutation: PyTorch's preserve_format, which rand_like's draws follow), row-major otherwise."""
+    dtype = dtype or input.dtype
+    array = input._data
+    kept = is_dense(array) and not array.flags.c_contiguous
+    return _made(xp.empty_like(array, dtype=dtype) if kept else xp.empty(input.shape, dtype=dtype), device,
+                 requires_grad)
 
 
 def full_like(input, fill_value, *, dtype=None, layout=None, device=None, requires_grad=False,  # noqa: A002
@@ -435,14 +441,15 @@ def randperm(n, *, out=None, generator=None, dtype=None, layout=None, device=Non
 
 def rand_like(input, *, dtype=None, layout=None, device=None, requires_grad=False, memory_format=None,  # noqa: A002
               generator=None):
-    return rand(input.shape, generator=generator, dtype=dtype or input.dtype, device=device,
-                requires_grad=requires_grad)
+    """PyTorch's empty_like(input).uniform_(): drawn through input's layout (a permuted input's draws go down
+    its memory)."""
+    return empty_like(input, dtype=dtype, device=device).uniform_(generator=generator).requires_grad_(requires_grad)
 
 
 def randn_like(input, *, dtype=None, layout=None, device=None, requires_grad=False, memory_format=None,  # noqa: A002
                generator=None):
-    return randn(input.shape, generator=generator, dtype=dtype or input.dtype, device=device,
-                 requires_grad=requires_grad)
+    """PyTorch's empty_like(input).normal_(), as rand_like."""
+    return empty_like(input, dtype=dtype, device=device).normal_(generator=generator).requires_grad_(requires_grad)
 
 
 def randint_like(input, low=0, high=None, *, dtype=None, layout=None, device=None, requires_grad=False,  # noqa: A002

@@ -20,7 +20,7 @@ import weakref
 
 import numpy
 
-from .backend import QUIET, float_error_mode, xp
+from .backend import QUIET, address, float_error_mode, is_dense, xp
 from .errors import DtypeError, ShapeError
 from .graph import allow_mutation_on_saved_tensors, bump_version, modes, no_grad, preserve_saved
 
@@ -39,6 +39,9 @@ class WriteDoor:
         ``overlapping_ok`` (one value everywhere: fill_, zero_), as PyTorch's."""
         if 0 in self._data.strides and not overlapping_ok:  # (overlapping's own first test, here saving a call)
             refuse_overlap(self._data)
+        for operand in operands:
+            if isinstance(operand, WriteDoor):
+                refuse_partial_overlap(self._data, operand._data)
         self._before_write()
         if modes.grad_enabled and (self._requires_grad or _requires_grad(operands)):
             self._refuse_leaf_write()
@@ -219,6 +222,9 @@ class WriteDoor:
                     _warn_expanded("index_put_")
             else:
                 refuse_overlap(region)
+        if isinstance(value, WriteDoor):  # (x[i] = v is x[i].copy_(v), an advanced index x.index_put_(i, v))
+            region = self._data[index] if _is_basic(index) else self._data
+            refuse_partial_overlap(region, value._data)
         self._before_write()
         if modes.grad_enabled and (self.requires_grad or (isinstance(value, WriteDoor) and value.requires_grad)):
             self._refuse_leaf_write()
@@ -251,6 +257,34 @@ def refuse_overlap(array):
                            "memory location. Please clone() the tensor before performing the operation. (It has "
                            f"shape {tuple(array.shape)} and steps {tuple(s // array.itemsize for s in array.strides)}"
                            ": expanded.)")
+
+
+def refuse_partial_overlap(written, read):
+    """PyTorch's refusal of a write that reads memory it writes, in part (x[2:7] = x[0:5], x[1:].add_(x[:-1])):
+    its kernels would read values already overwritten. Told as PyTorch tells it: for two tensors each laid out
+    densely, their memory spans overlapping but not the same span in the same steps (a tensor written from
+    itself is fine); other layouts are not refused (PyTorch's "too hard" to tell)."""
+    if written is read or written.size == 0 or read.size == 0:
+        return
+    if (written.base is None and read.base is None) or not xp.may_share_memory(written, read):
+        return  # (the common case: two arrays of their own, or disjoint spans)
+    if not (is_dense(written) and is_dense(read)):
+        return
+    written_start, read_start = address(written), address(read)
+    written_end, read_end = written_start + written.nbytes, read_start + read.nbytes
+    if written_start == read_start and written_end == read_end and written.strides == read.strides:
+        return  # (the same elements: each read before it is written)
+    if written_start < read_end and read_start < written_end:
+        raise RuntimeError("unsupported operation: some elements of the input tensor and the written-to tensor refer "
+                           "to a single memory location. Please clone() the tensor before performing the operation. "
+                           f"(The written-to tensor of shape {tuple(written.shape)} and the input of shape "
+                           f"{tuple(read.shape)} share part of their memory.)")
+
+
+def _is_basic(index):
+    """Whether an index selects a view (ints, slices, None, Ellipsis): NumPy's basic indexing."""
+    parts = index if isinstance(index, tuple) else (index,)
+    return all(part is None or part is Ellipsis or isinstance(part, (int, slice)) for part in parts)
 
 
 def _warn_expanded(name):

@@ -51,7 +51,7 @@ GoogleNet/pre-activation ResNet/DenseNet with ``_init_params`` by activation nam
 fast.ai course22p2 (miniai), beyond test_programs_probe10_courses.py: the final Learner (``with_cbs``
 decorators, ``torch.no_grad()(self.one_epoch)``, MomentumLearner), ``collate_dict`` by ``default_collate``,
 RandErase (``init.normal_`` of a slice: it found normal_ drawing blocks of 16 into non-contiguous tensors,
-fixed) and RandCopy, TTA; the overlapping slice copy PyTorch refuses is a strict xfail.
+fixed) and RandCopy, TTA; the overlapping slice copy PyTorch refuses is refused.
 """
 
 import math
@@ -2933,11 +2933,6 @@ def test_fastai_miniai_augmentation_learner_tta():
     assert ours["deterministic"] is False
 
 
-@pytest.mark.xfail(strict=True, reason="PyTorch refuses a copy between partly overlapping dense tensors "
-                   "(x[2:7] = x[0:5]: 'unsupported operation: some elements of the input tensor and the "
-                   "written-to tensor refer to a single memory location. Please clone() the tensor before performing "
-                   "the operation.'); chainrule's write door (autograd/write_door.py, outside this task's files) "
-                   "copies through a buffer and gives x as if the source had been cloned")
 def test_an_overlapping_slice_copy_is_refused_as_pytorch():
     x = OURS.torch.arange(8.)
     with pytest.raises(RuntimeError, match="refer to a single memory location"):

@@ -62,12 +62,9 @@ def test_bernoulli_of_a_transpose_draws_row_major(T):
                    _seeded(T, lambda: T.bernoulli(T.full((4, 3), 0.3), 0.5)))
 
 
-@pytest.mark.xfail(strict=True, reason="rand_like/randn_like/empty_like (autograd/factories.py, outside this task's "
-                   "files) make a row-major tensor: PyTorch's empty_like keeps a dense input's layout, so "
-                   "randn_like(images.permute(2, 0, 1)) draws down the permuted memory (and one at a time: it is not "
-                   "contiguous)")
-def test_random_like_a_permuted_tensor_draws_in_its_layout():
-    import autograd
-
-    assert autograd.equal(_seeded(autograd, lambda: autograd.rand_like(autograd.zeros(3, 4).t())),
-                          _seeded(autograd, lambda: autograd.rand_like(autograd.zeros(3, 4)).t()))
+def test_random_like_a_permuted_tensor_draws_in_its_layout(T):
+    transposed = _seeded(T, lambda: T.rand_like(T.zeros(3, 4).t()))  # empty_like keeps the layout: drawn down it
+    assert transposed.stride() == (1, 4) and T.equal(transposed, _seeded(T, lambda: T.rand_like(T.zeros(3, 4)).t()))
+    assert T.empty_like(T.zeros(3, 4)[:, ::2]).stride() == (2, 1)  # (not dense: row-major)
+    normal = _seeded(T, lambda: T.randn_like(T.zeros(5, 4).t()))  # not contiguous: one draw at a time
+    assert normal.stride() == (1, 4) and not T.equal(normal, _seeded(T, lambda: T.randn_like(T.zeros(5, 4)).t()))

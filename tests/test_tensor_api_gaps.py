@@ -456,3 +456,28 @@ def test_a_storage_reads_and_writes_the_memory_it_shows(lib):
     assert len(raw) == 16 and raw[3] == 64 and raw[0:4].tolist() == [0, 0, 0, 64]
     raw[0] = 1  # the lowest byte of 2.0's mantissa
     assert p[0, 0].item() == float(np.frombuffer(np.array([1, 0, 0, 64], np.uint8).tobytes(), np.float32)[0])
+
+
+@pytest.mark.parametrize("lib", ["autograd", "torch"])
+def test_a_write_that_reads_part_of_the_memory_it_writes_is_refused(lib):
+    T = autograd if lib == "autograd" else pytest.importorskip("torch")
+
+    def outcome(write):
+        x = T.arange(8.0)
+        try:
+            write(x)
+        except RuntimeError as error:
+            assert "refer to a single memory location" in str(error)
+            return "refused"
+        return x.tolist()
+
+    refused = [lambda x: x.__setitem__(slice(2, 7), x[0:5]), lambda x: x[2:7].copy_(x[0:5]),
+               lambda x: x[1:].add_(x[:-1]), lambda x: x[1:].mul_(x[:-1]),
+               lambda x: x.view(2, 4).t().copy_(x.view(4, 2)),  # one span, other steps
+               lambda x: x.__setitem__(T.tensor([1, 2]), x[0:2]), lambda x: x.view(2, 4).__setitem__(0, x[1:5])]
+    for write in refused:
+        assert outcome(write) == "refused"
+    assert outcome(lambda x: x.copy_(x)) == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]  # the same elements
+    assert outcome(lambda x: x[0:4].copy_(x[4:8])) == [4.0, 5.0, 6.0, 7.0, 4.0, 5.0, 6.0, 7.0]  # disjoint
+    assert outcome(lambda x: x[::2].copy_(x[1::2])) == [1.0, 1.0, 3.0, 3.0, 5.0, 5.0, 7.0, 7.0]  # interleaved
+    assert outcome(lambda x: x.add_(x)) == [0.0, 2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 14.0]
