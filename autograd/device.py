@@ -105,6 +105,8 @@ def resolve(requested):
     here = served()
     if wanted.type == here.type and wanted.index in (None, here.index):
         return here
+    if wanted.type == "meta":  # shapes without values (meta.py), on any served device
+        return META
     if wanted.type == "cpu" and wanted.index in (None, 0) and here.type == "cpu":
         return here
     raise RuntimeError(f"device '{wanted}' is not available: chainrule puts every tensor on {here}, the "
@@ -118,6 +120,7 @@ def _how_to_get(wanted):
     return f"Use '{served()}' (autograd.cuda.is_available() says whether CUDA is on)."
 
 
+META = device("meta")
 _default = None
 _outer_defaults = []  # the default devices that enclosing `with device(...)` blocks will restore
 

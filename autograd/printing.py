@@ -231,7 +231,12 @@ def tensor_repr(tensor):
     if tensor.device.type != "cpu":
         suffixes.append(f"device='{tensor.device}'")
     default = backend.get_default_dtype()
-    if array.size == 0:  # no numbers to tell the shape or the dtype: both are spelled out
+    if tensor.is_meta:  # no values to print: the shape always, the dtype where not the default, as PyTorch's
+        suffixes.append(f"size={tuple(array.shape)}")
+        if array.dtype != default:
+            suffixes.append(f"dtype={array.dtype}")
+        text = "..."
+    elif array.size == 0:  # no numbers to tell the shape or the dtype: both are spelled out
         if array.ndim != 1:
             suffixes.append(f"size={tuple(array.shape)}")
         if array.dtype != default:

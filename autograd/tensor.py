@@ -25,6 +25,7 @@ from .backend import xp
 from .errors import DtypeError, ShapeError, refuse_ragged
 from .graph import accumulate_grad, modes, run_hooks, run_hooks_on_leaf_gradient
 from .hooks import add_hook
+from .meta import MetaArray
 from .size import Size
 from .write_door import WriteDoor
 
@@ -34,6 +35,8 @@ def as_array(data, dtype=None):
     Python floats become the default dtype; arrays keep a floating dtype."""
     if isinstance(data, Tensor):
         data = data._data
+    if type(data) is MetaArray:  # (no values to convert: a meta tensor's array stays one)
+        return data if dtype is None or data.dtype == dtype else data.astype(dtype)
     if isinstance(data, (str, bytes, dict, set)) or data is None:
         raise TypeError(f"cannot make a tensor from {type(data).__name__} {data!r:.40}: expected a number, "
                         "a (nested) list of numbers or an array")
@@ -154,7 +157,7 @@ class Tensor(WriteDoor):
     def _make(data):
         """Wrap an array the library just computed (no copying, no checks)."""
         tensor = object.__new__(Tensor)
-        tensor._data = data if type(data) is _ndarray or type(data) is _host_ndarray else xp.asarray(data)  # (a
+        tensor._data = data if type(data) is _ndarray or type(data) is _host_ndarray else _adopted(data)  # (a
         # NumPy scalar, a subclass; under CuPy a NumPy array stays one: a tensor moved to the CPU, ops/devices.py)
         tensor._requires_grad = False
         tensor.grad_fn = None
@@ -530,6 +533,12 @@ class Tensor(WriteDoor):
         if self._data.dtype.kind not in "biu":
             raise TypeError("~ (operator.invert) is only implemented on integer and Boolean-type tensors")
         return Tensor._make(~self._data)
+
+
+def _adopted(data):
+    """An op's result that is not an array of the array module as it is: a NumPy scalar or an array subclass as
+    one, but a meta tensor's view (meta.py) as itself: it has no values to convert."""
+    return data if type(data) is MetaArray else xp.asarray(data)
 
 
 def _legacy_arguments(data, requires_grad, dtype, more_sizes):

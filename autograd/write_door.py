@@ -23,6 +23,7 @@ import numpy
 from .backend import QUIET, address, float_error_mode, is_dense, xp
 from .errors import DtypeError, ShapeError
 from .graph import allow_mutation_on_saved_tensors, bump_version, modes, no_grad, preserve_saved
+from .meta import MetaArray
 
 
 class WriteDoor:
@@ -37,8 +38,11 @@ class WriteDoor:
         the old one (copy_) says ``reads_old=False``: a recorded write then copies nothing first.
         An expanded tensor, whose elements share memory, takes only the writes that say
         ``overlapping_ok`` (one value everywhere: fill_, zero_), as PyTorch's."""
-        if 0 in self._data.strides and not overlapping_ok:  # (overlapping's own first test, here saving a call)
-            refuse_overlap(self._data)
+        if 0 in self._data.strides:  # (overlapping's own first test, here saving a call)
+            if type(self._data) is MetaArray:  # values it has not: the write is nothing, as PyTorch's meta kernels
+                return self
+            if not overlapping_ok:
+                refuse_overlap(self._data)
         for operand in operands:
             if isinstance(operand, WriteDoor):
                 refuse_partial_overlap(self._data, operand._data)
@@ -216,6 +220,8 @@ class WriteDoor:
             _refuse_overflow(value, self._data.dtype)  # (a float into integers, or past float32's range: may overflow)
         index = _index(index)
         if 0 in self._data.strides:
+            if type(self._data) is MetaArray:  # (as _write)
+                return
             region = self._data[index]
             if region.base is None:  # an advanced index (its region is a copy): PyTorch's index_put_, which warns
                 if overlapping(self._data):

@@ -10,6 +10,9 @@ forward and backward hooks (module_hooks.py).
 """
 
 
+import functools
+import inspect
+
 import numpy
 
 import autograd
@@ -55,6 +58,12 @@ def _failed_as_a_tensor(argument, error):
 class Module(ModuleState, ModuleHooks):
     dump_patches = False  # PyTorch's flags, kept for code that reads or sets them
     call_super_init = False
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.__module__.partition(".")[0] == "nn" and "__init__" in cls.__dict__ \
+                and "device" in inspect.signature(cls.__init__).parameters:
+            cls.__init__ = _made_on_the_device(cls.__init__)
+
     def __init__(self):
         object.__setattr__(self, "_parameters", Registry(self))
         object.__setattr__(self, "_buffers", Registry(self))
@@ -396,15 +405,16 @@ class Module(ModuleState, ModuleHooks):
         ``to(dtype)``, ``to(tensor)``, ``to(device, dtype)`` and the keywords ``device``, ``dtype``,
         ``non_blocking``. A dtype applies to floating and complex tensors only, and must be one."""
         device, dtype, _ = parse_to(args, dict(kwargs))
-        if device is not None:
-            resolve_device(device)  # every served device is this one: only a check
+        moved = device is not None and (resolve_device(device).type == "meta" or self._on_meta())
+        if moved:  # to the meta device (a skeleton for functional_call), or refused from it: each tensor's to()
+            self._apply(lambda tensor: tensor.to(device))
         if dtype is not None:
             dtype = numpy.dtype(dtype)
             if dtype.kind not in "fc":
                 raise TypeError(f"nn.Module.to only accepts floating point or complex dtypes, but got desired "
                                 f"dtype={dtype}")
             self._cast(dtype, kinds="fc")
-        else:  # nothing to move to (one device), but a subclass's _apply runs on every to(), as PyTorch's
+        elif not moved:  # nothing to move to (one device), but a subclass's _apply runs on every to(), as PyTorch's
             self._apply(lambda tensor: tensor)
         return self
 
@@ -460,10 +470,12 @@ class Module(ModuleState, ModuleHooks):
         ``device``, as PyTorch's (which moves meta-device modules without copying: initialise them
         after, e.g. with reset_parameters). The one device here is a check only; the values are
         not kept. ``recurse=False``: this module's own tensors only."""
-        if device is not None:
-            resolve_device(device)
         # through _apply, as PyTorch's: a subclass's _apply runs (timm's patch-embed resampler drops its cache)
-        return self._apply(autograd.empty_like, recurse=recurse)
+        return self._apply(lambda tensor: autograd.empty_like(tensor, device=device), recurse=recurse)
+
+    def _on_meta(self):
+        """Whether some parameter or buffer is a meta tensor (a shape without values: autograd/meta.py)."""
+        return any(getattr(tensor, "is_meta", False) for tensor in (*self.parameters(), *self.buffers()))
 
     def _replicate_for_data_parallel(self):
         """PyTorch's replica of this module for DataParallel: its attributes shared, no parameters of its
@@ -546,6 +558,23 @@ class Module(ModuleState, ModuleHooks):
 def _type_name(value):
     """As PyTorch's messages name a value's type: 'torch.FloatTensor', 'nn.activation.ReLU', 'int'."""
     return autograd.typename(value)
+
+
+def _made_on_the_device(init):
+    """A layer's constructor that makes its parameters and buffers on the ``device=`` it is given (PyTorch's
+    factory_kwargs), however its body makes them: run inside that device's context (``Linear(3, 4,
+    device="meta")`` makes meta tensors, autograd/meta.py). The layers of this package only: a program's own
+    module may take a ``device`` that means something else."""
+
+    @functools.wraps(init)
+    def made(self, *args, **kwargs):
+        where = kwargs.get("device")
+        if where is None:
+            return init(self, *args, **kwargs)
+        with autograd.device(where):
+            return init(self, *args, **kwargs)
+
+    return made
 
 
 def _set_storage(tensor, array):

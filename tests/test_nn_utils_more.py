@@ -228,7 +228,24 @@ def test_fusion_matches_torch():
 def test_skip_init():
     layer = utils.skip_init(nn.Linear, 3, 2, bias=False)
     assert isinstance(layer, nn.Linear) and layer.weight.shape == (2, 3) and layer.bias is None
-    assert isinstance(layer.weight, nn.Parameter) and layer.weight.requires_grad
+    assert isinstance(layer.weight, nn.Parameter) and layer.weight.requires_grad and not layer.weight.is_meta
+
+
+@pytest.mark.parametrize("libs", ["ours", "torch"])
+def test_skip_init_draws_no_numbers_and_needs_a_device_argument(libs):
+    L = OURS if libs == "ours" else torch_libs()
+    L.lib.manual_seed(0)
+    expected = L.lib.rand(2)
+    L.lib.manual_seed(0)
+    layer = L.nn.utils.skip_init(L.nn.Conv2d, 1, 2, 3)  # built on the meta device: nothing initialised
+    assert L.lib.equal(L.lib.rand(2), expected) and layer.weight.device.type == "cpu"
+
+    class NoDevice(L.nn.Module):
+        def __init__(self):
+            super().__init__()
+
+    with pytest.raises(RuntimeError, match="Module must support a 'device' arg to skip initialization"):
+        L.nn.utils.skip_init(NoDevice)
 
 
 def test_functional_call_differentiates_the_given_tensors():

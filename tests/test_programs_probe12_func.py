@@ -158,8 +158,6 @@ def test_an_ensemble_trained_as_one_batch():
     assert losses[-1] < losses[0]
 
 
-@pytest.mark.xfail(strict=True, reason="chainrule has no 'meta' device: Module.to('meta') raises \"device 'meta' is "
-                   "not available\" (autograd/device.py resolve serves only the array module's device)")
 def test_an_ensemble_on_a_meta_base_model():
     rng = np.random.default_rng(2)
     X = rng.standard_normal((12, 5))

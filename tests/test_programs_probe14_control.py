@@ -1475,8 +1475,6 @@ def test_mppi_planning():
     assert len(set(elite_idxs.tolist())) == 6 and np.all((std >= 0.05) & (std <= 2))
 
 
-@pytest.mark.xfail(strict=True, reason="autograd/device.py refuses the 'meta' device, so the model-ensembling "
-                   "tutorial's skeleton `copy.deepcopy(models[0]).to('meta')` for functional_call raises")
 def test_func_ensemble_meta_skeleton():
     torch, nn = OURS.torch, OURS.nn
     models = [nn.Linear(3, 2) for _ in range(2)]

@@ -2618,10 +2618,6 @@ def test_llms_from_scratch_weight_loading_plain_and_mmap(tmp_path):
         np.testing.assert_array_equal(ours[name], ours["reference"], err_msg=name)
 
 
-@pytest.mark.xfail(strict=True, raises=RuntimeError,
-                   reason="chainrule has no meta device (README: not built yet): `with torch.device('meta'):` "
-                          "raises 'device meta is not available', so to_empty and load_state_dict(assign=True) "
-                          "onto a meta-built model cannot be reached")
 def test_llms_from_scratch_memory_efficient_loading_from_meta(tmp_path):
     ours, _ = run_both(memory_efficient_loading, str(tmp_path))
     for name in ["plain", "mmapped", "sequential", "assigned", "individual"]:

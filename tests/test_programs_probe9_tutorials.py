@@ -2322,10 +2322,6 @@ def ensembling(m, all_weights):
     return predictions1_vmap, predictions2_vmap
 
 
-@pytest.mark.xfail(strict=True, raises=RuntimeError,
-                   reason="core: chainrule has no 'meta' device (autograd/device.py refuses it), so the tutorial's "
-                          "base_model.to('meta') fails; with the base model left on the CPU it passes "
-                          "(tests/test_programs_optimutils.py::test_ensembling)")
 def test_model_ensembling_tutorial_with_a_meta_base_model():
     run_both(ensembling, [ensembling_weights(s) for s in range(3)], rtol=1e-5, atol=1e-6)
 

@@ -15,9 +15,10 @@ import numpy
 
 from .. import backend
 from ..constants import strided
+from ..device import META, resolve, served
 from ..device import device as Device
-from ..device import resolve, served
 from ..graph import bump_version
+from ..meta import MetaArray, meta_array
 from ..primitive import Primitive
 from ..size import Size
 from ..tensor import Tensor, tensor_from
@@ -75,7 +76,9 @@ def refuse_half_and_complex(x, kernel):
 
 
 def _device(x):
-    """The device the tensor's memory is on."""
+    """The device the tensor's memory is on (meta: none, meta.py)."""
+    if type(x._data) is MetaArray:
+        return META
     return _HOST if backend.on_host(x._data) else served()
 
 
@@ -151,11 +154,25 @@ def to(x, *args, **kwargs):
     device, dtype, copy = parse_to(args, kwargs)
     if device is not None:
         where = _destination(device)
-        if where != _device(x):  # (only under CuPy: under NumPy the one device is every tensor's)
+        if where is META or type(x._data) is MetaArray:
+            x, copy = _to_or_from_meta(x, where), False
+        elif where != _device(x):  # (only under CuPy: under NumPy the one device is every tensor's)
             x, copy = Move.apply(x, to_host=where == _HOST), False
     if dtype is not None and numpy.dtype(dtype) != x.dtype:
         return Cast.apply(x, dtype=numpy.dtype(dtype))
     return Clone.apply(x) if copy else x
+
+
+def _to_or_from_meta(x, where):
+    """x on the meta device: its shape and dtype (and requires_grad) only; a meta tensor stays one, and moving it
+    anywhere else refuses, as PyTorch's: it has no values to copy."""
+    if where is not META:
+        raise NotImplementedError("Cannot copy out of meta tensor; no data! Please use torch.nn.Module.to_empty() "
+                                  "instead of torch.nn.Module.to() when moving module from meta to a different "
+                                  "device.")
+    if type(x._data) is MetaArray:
+        return x
+    return tensor_from(meta_array(x.shape, x.dtype), requires_grad=x.requires_grad)
 
 
 @names("cpu", function=False)
@@ -217,7 +234,8 @@ def to_sparse(x, sparse_dim=None, *, layout=None, blocksize=None, dense_dim=None
     from ..sparse.making import to_sparse
 
     return to_sparse(x, sparse_dim, layout=layout, blocksize=blocksize, dense_dim=dense_dim)
-for _kind in ("is_meta", "is_sparse", "is_sparse_csr", "is_quantized", "is_nested", "is_mkldnn", "is_xla", "is_xpu",
+names("is_meta", function=False)(property(lambda x: type(x._data) is MetaArray))
+for _kind in ("is_sparse", "is_sparse_csr", "is_quantized", "is_nested", "is_mkldnn", "is_xla", "is_xpu",
               "is_mps", "is_ipu", "is_vulkan", "is_maia", "is_mtia"):  # (every tensor here is a dense NumPy array)
     names(_kind, function=False)(property(lambda x: False))
 
