@@ -314,8 +314,12 @@ def test_rsample_gradient_keeps_the_cdf_fixed(name):
         moved = [[f64(np.full(n, v + (sign * step if j == k else 0.0))) for j, v in enumerate(values)]
                  for sign in (1, -1)]
         dF = (family(*moved[0]).cdf(at).numpy() - family(*moved[1]).cdf(at).numpy()) / (2 * step)
-        # (a draw far in a heavy tail, where F is near 0 or 1, leaves the central difference of F a few 1e-6 off)
-        close(got, -dF / density, rtol=3e-6, atol=1e-9)
+        # (a draw far in a heavy tail, where F is near 0 or 1, leaves the central difference of F a few 1e-6 off;
+        # a gamma draw's derivative is PyTorch's approximation, good to a few parts in 10^4: ops/standard_gamma.py)
+        close(got, -dF / density, rtol=1e-3 if name in GAMMA_DRAWS else 3e-6, atol=1e-9)
+
+
+GAMMA_DRAWS = {"Gamma", "Gamma-large", "Chi2", "InverseGamma"}
 
 
 def test_uniform_support_is_closed_with_no_density_at_high():

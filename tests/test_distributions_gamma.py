@@ -49,8 +49,8 @@ def test_igamma_gradcheck(a, x):
 
 
 def test_draw_derivative_is_minus_dP_da_over_density():
-    """dx/da = -(∂P/∂a)/p(x): the right side by central differences of P in a, both sides of x = a + 1
-    (where the series hands over to the continued fraction) and in both tails."""
+    """dx/da = -(∂P/∂a)/p(x): the right side by central differences of P in a, in both tails and around the
+    mode. The left is PyTorch's approximation, good to a few parts in 10^4 (ops/standard_gamma.py)."""
     for a in [0.02, 0.3, 1.0, 4.5, 60.0, 900.0]:
         for x in [a * 0.05 + 1e-4, a * 0.5 + 0.01, a + 1 - 1e-6, a + 1 + 1e-6, a + 3 * math.sqrt(a) + 2]:
             h = 1e-6 * max(a, 1e-2)
@@ -60,7 +60,7 @@ def test_draw_derivative_is_minus_dP_da_over_density():
                 continue  # (P itself is 0 or 1 in float64 there)
             expected = -float(dP) / density
             got = float(_standard_gamma_derivative(np.array(x), np.array(a)))
-            assert got == pytest.approx(expected, rel=2e-6, abs=1e-12), (a, x)
+            assert got == pytest.approx(expected, rel=1e-3, abs=1e-12), (a, x)
 
 
 def test_draw_derivative_against_mpmath():
@@ -73,7 +73,7 @@ def test_draw_derivative_against_mpmath():
             dP = mpmath.diff(lambda s, X=X: mpmath.gammainc(s, 0, X, regularized=True), A)
             expected = float(-dP / (X ** (A - 1) * mpmath.exp(-X) / mpmath.gamma(A)))
             got = float(_standard_gamma_derivative(np.array(x), np.array(a)))
-            assert got == pytest.approx(expected, rel=1e-11), (a, x)
+            assert got == pytest.approx(expected, rel=1e-3), (a, x)  # (PyTorch's approximation: see above)
 
 
 @pytest.mark.torch
@@ -93,10 +93,17 @@ def test_against_torch():
             ours = ours_fn(f64(s), f64(t)).item()
             theirs = torch_fn(torch.tensor(s, dtype=torch.float64), torch.tensor(t, dtype=torch.float64)).item()
             assert ours == theirs or (math.isnan(ours) and math.isnan(theirs)), (s, t, ours, theirs)
-    # PyTorch's draw derivative is a fitted approximation (about 1e-4); ours is the exact one
+    # the draw's derivative is PyTorch's approximation, computed as PyTorch's (each branch: x < 0.8, a > 8 near
+    # and far from x = a, the rational function elsewhere), and in float32 rounded once as PyTorch's
+    rng = np.random.default_rng(0)
+    a = np.concatenate([a, rng.uniform(0.05, 30.0, 400), [9.0, 9.0, 9.0, 0.5]])
+    x = np.concatenate([x, rng.standard_gamma(a[len(x):-4]), [8.5, 30.0, 2.0, 0.0]])
     ours = autograd._standard_gamma_grad(f64(a), f64(x)).numpy()
     theirs = torch._standard_gamma_grad(torch.tensor(a), torch.tensor(x)).numpy()
-    np.testing.assert_allclose(ours, theirs, rtol=2e-3)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-12)
+    a32, x32 = a.astype(np.float32), x.astype(np.float32)
+    np.testing.assert_array_equal(autograd._standard_gamma_grad(autograd.tensor(a32), autograd.tensor(x32)).numpy(),
+                                  torch._standard_gamma_grad(torch.tensor(a32), torch.tensor(x32)).numpy())
 
 
 def test_standard_gamma_draws_and_their_gradient():

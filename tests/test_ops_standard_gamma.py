@@ -1,7 +1,9 @@
 """The primitives of autograd/ops/standard_gamma.py: a gamma draw's derivative in its shape a is
 dx/da = -(∂P/∂a)/p(x), checked against central differences of P's values (ops/incomplete_gamma.py)
 over hypothesis-drawn shapes and points, and the draw's gradient by the identity that defines
-implicit reparameterisation: u = P(a, x(a)) does not move with a."""
+implicit reparameterisation: u = P(a, x(a)) does not move with a. The derivative is PyTorch's
+approximation, good to a few parts in 10^4: the tolerance (tests/test_distributions_gamma.py compares it
+with PyTorch's to the last bits)."""
 
 import math
 
@@ -34,7 +36,7 @@ def _minus_dP_da_over_density(a, x, h=1e-6):
 def test_draw_derivative_matches_finite_differences_of_P(data):
     (a, x), fn, *_ = _run(CASES["StandardGammaGrad"], data)
     expected = _minus_dP_da_over_density(a.numpy(), x.numpy())
-    np.testing.assert_allclose(fn(a.detach(), x.detach()).numpy(), expected, rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(fn(a.detach(), x.detach()).numpy(), expected, rtol=1e-3, atol=1e-9)
 
 
 @settings(deadline=None)
@@ -48,7 +50,7 @@ def test_draw_gradient_holds_the_uniform_fixed(data):
     drawn = x.detach().numpy()
     usable = drawn > 1e-300  # (a draw that underflowed to 0 has gradient 0)
     expected = np.where(usable, _minus_dP_da_over_density(a.detach().numpy(), np.where(usable, drawn, 1.0)), 0.0)
-    np.testing.assert_allclose(grad.numpy(), expected, rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(grad.numpy(), expected, rtol=1e-3, atol=1e-9)
 
 
 def test_second_derivative_is_refused_as_pytorch():

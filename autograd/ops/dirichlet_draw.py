@@ -19,34 +19,8 @@ unbiased too, but differs from PyTorch's draw by draw, by tens of percent.)
 from ..backend import errstate, xp
 from ..primitive import Primitive
 from .names import names
+from .standard_gamma import digamma_one as _digamma
 from .standard_gamma import gamma_draws
-
-_PSI_10 = 2.25175258906672110764  # ψ(10)
-_PSI_ASYMPTOTIC = (8.33333333333333333333e-2, -2.10927960927960927961e-2, 7.57575757575757575758e-3,
-                   -4.16666666666666666667e-3, 3.96825396825396825397e-3, -8.33333333333333333333e-3,
-                   8.33333333333333333333e-2)
-
-
-def _digamma(x):
-    """ψ(x) for x > 0 as PyTorch's digamma_one (Cephes's: x pushed up to 10 or more by ψ(x) = ψ(x+1) - 1/x, then
-    the asymptotic series), with its roundings: x and its steps in x's dtype, the sums in float64, the result
-    in x's dtype. (In float32 the differences ψ(α + β) - ψ(β) these gradients take cancel to a few digits:
-    ψ computed otherwise would move them by 1e-3.)"""
-    dtype = x.dtype.type
-    x = x.copy()
-    result = xp.zeros(x.shape, dtype=xp.float64)
-    below = x < 10
-    while below.any():
-        result[below] -= (1 / x[below]).astype(xp.float64)
-        x[below] += dtype(1)
-        below = x < 10
-    z = 1.0 / (x * x).astype(xp.float64)
-    series = xp.zeros_like(z)
-    for coefficient in _PSI_ASYMPTOTIC:
-        series = series * z + coefficient
-    series = xp.where(x < 1e17, z * series, 0.0)
-    asymptotic = result + xp.log(x) - dtype(0.5) / x - series
-    return xp.where(x == 0, xp.inf, xp.where(x == 10, result + _PSI_10, asymptotic)).astype(dtype)
 
 
 def _beta_grad_alpha_small(x, alpha, beta):

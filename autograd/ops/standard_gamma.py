@@ -1,30 +1,23 @@
-"""Gamma draws differentiable in their shape (torch._standard_gamma), for the Gamma, Beta, Dirichlet
-and StudentT distributions. P is the regularised incomplete gamma function (its values:
-ops/incomplete_gamma.py; here its derivative in a, which autograd.igamma does not give, as PyTorch's does not):
+"""Gamma draws differentiable in their shape (torch._standard_gamma), for the Gamma, Chi2, StudentT,
+InverseGamma, FisherSnedecor and Wishart distributions (Beta and Dirichlet: ops/dirichlet_draw.py). P is the
+regularised incomplete gamma function, the CDF of a standard gamma variable of shape (concentration) a:
 
-    P(a, x) = γ(a, x) / Γ(a) = 1/Γ(a) ∫_0^x t^(a-1) e^(-t) dt,     Q(a, x) = 1 - P(a, x)
+    P(a, x) = γ(a, x) / Γ(a) = 1/Γ(a) ∫_0^x t^(a-1) e^(-t) dt,     p(x) = x^(a-1) e^(-x) / Γ(a)
 
-P is the CDF of a standard gamma variable of shape (concentration) a, so a draw x ~ Gamma(a, 1)
-is x = P⁻¹(a, u) for a uniform u. Holding u fixed, the implicit function theorem gives the
-gradient of the draw with respect to a (implicit reparameterisation, Figurnov et al. 2018):
+A draw x ~ Gamma(a, 1) is x = P⁻¹(a, u) for a uniform u. Holding u fixed, the implicit function theorem gives
+the gradient of the draw with respect to a (implicit reparameterisation, Figurnov et al. 2018):
 
-    dx/da = -(∂P/∂a) / (∂P/∂x) = -(∂P/∂a) / p(x),     p(x) = x^(a-1) e^(-x) / Γ(a)
+    dx/da = -(∂P/∂a) / p(x)
 
-∂P/∂a comes from differentiating the two classical expansions of P term by term (Numerical
-Recipes §6.2), each used where it converges fast and sums without cancellation:
+computed as PyTorch computes it (ATen's standard_gamma_grad_one, in float64, rounded to the draw's dtype once),
+so that a program's gradients are PyTorch's numbers; it is accurate to about 1e-4 relative (the tests measure
+it against central differences of P):
 
-* x < a + 1, the series P = x^a e^(-x) / Γ(a+1) · S,  S = Σ_n r_n,  r_0 = 1,  r_n = r_(n-1) x / (a+n):
-
-      dx/da = -(x/a) (S (ln x - ψ(a+1)) + S'),     S' = Σ_n r_n',  r_n' = r_(n-1)' x/(a+n) - r_n/(a+n)
-
-* x ≥ a + 1, the continued fraction Q = x^a e^(-x) / Γ(a) · h,  h = 1/(x+1-a- 1(1-a)/(x+3-a- ...)),
-  evaluated by Lentz's method with its derivative h' = dh/da carried along (forward mode):
-
-      dx/da = +x (h (ln x - ψ(a)) + h')
-
-The derivative of a draw is exact to the precision of these sums (about 1e-14 relative), not a
-fitted approximation. PyTorch computes the same quantity from rational approximations; its
-values agree to about 1e-4 relative.
+* x < 0.8: the first six terms of P's series in x, P = x^a Σ_n (-x)^n / (n! (a+n)), and of ∂P/∂a by
+  differentiating it term by term (with ψ(a) for Γ's part);
+* a > 8: Rice's saddle-point expansion (a polynomial within 10% of x = a, where the expansion is singular);
+* elsewhere: exp(p/q) for a bivariate rational function p/q of log(x/a) and log(a), fitted to the exact values
+  (Jankowiak and Obermeyer 2018).
 """
 
 import math
@@ -33,95 +26,100 @@ from .. import random
 from ..backend import errstate, to_numpy, xp
 from ..primitive import Primitive
 from .elementwise import floating
-from .gamma import _polygamma
 from .names import names
 
-_EPS = 1e-16
-_TINY = 1e-300
-_MAX_TERMS = 1_000_000
+_PSI_10 = 2.25175258906672110764  # ψ(10)
+_PSI_ASYMPTOTIC = (8.33333333333333333333e-2, -2.10927960927960927961e-2, 7.57575757575757575758e-3,
+                   -4.16666666666666666667e-3, 3.96825396825396825397e-3, -8.33333333333333333333e-3,
+                   8.33333333333333333333e-2)
 
 
-def _series(a, x):
-    """S and S' = dS/da of the series, for arrays a, x of one shape (x < a + 1)."""
-    total, dtotal = xp.ones_like(x), xp.zeros_like(x)
-    term, dterm = xp.ones_like(x), xp.zeros_like(x)
-    active = xp.arange(x.size)
-    a, x = a.ravel(), x.ravel()
-    total, dtotal, term, dterm = total.ravel(), dtotal.ravel(), term.ravel(), dterm.ravel()
-    n = 0
-    while active.size and n < _MAX_TERMS:  # work on the elements not yet converged only
-        n += 1
-        ratio = x[active] / (a[active] + n)
-        new = term[active] * ratio
-        dterm[active] = dterm[active] * ratio - new / (a[active] + n)
-        term[active] = new
-        total[active] += new
-        dtotal[active] += dterm[active]
-        done = (xp.abs(new) <= _EPS * xp.abs(total[active])) & (xp.abs(dterm[active]) <= _EPS * xp.abs(dtotal[active]))
-        done |= ~xp.isfinite(total[active])  # (an overflow will not converge: it stays inf)
-        active = active[~done]
-    return total, dtotal
+def digamma_one(x):
+    """ψ(x) for x > 0 as PyTorch's digamma_one, which its draws' gradients use (Cephes's: x pushed up to 10 or
+    more by ψ(x) = ψ(x+1) - 1/x, then the asymptotic series), with its roundings: x and its steps in x's dtype,
+    the sums in float64, the result in x's dtype. (In float32 the differences ψ(α + β) - ψ(β) the Dirichlet
+    gradients take cancel to a few digits: ψ computed otherwise would move them by 1e-3.)"""
+    dtype = x.dtype.type
+    x = x.copy()
+    result = xp.zeros(x.shape, dtype=xp.float64)
+    below = x < 10
+    while below.any():
+        result[below] -= (1 / x[below]).astype(xp.float64)
+        x[below] += dtype(1)
+        below = x < 10
+    z = 1.0 / (x * x).astype(xp.float64)
+    series = xp.zeros_like(z)
+    for coefficient in _PSI_ASYMPTOTIC:
+        series = series * z + coefficient
+    series = xp.where(x < 1e17, z * series, 0.0)
+    asymptotic = result + xp.log(x) - dtype(0.5) / x - series
+    return xp.where(x == 0, xp.inf, xp.where(x == 10, result + _PSI_10, asymptotic)).astype(dtype)
 
 
-def _continued_fraction(a, x):
-    """h and h' = dh/da of the continued fraction for Q, for arrays a, x of one shape (x ≥ a + 1)."""
-    a, x = a.ravel(), x.ravel()
-    b = x + 1 - a  # db/da = -1 at every depth
-    c, dc = xp.full_like(x, 1 / _TINY), xp.zeros_like(x)
-    d = 1 / b
-    dd = d * d  # d = 1/b: dd/da = -(db/da) / b²
-    h, dh = d.copy(), dd.copy()
-    active = xp.arange(x.size)
-    i = 0
-    while active.size and i < _MAX_TERMS:
-        i += 1
-        k = active
-        an, dan = -i * (i - a[k]), float(i)
-        b[k] += 2
-        denominator = an * d[k] + b[k]
-        ddenominator = dan * d[k] + an * dd[k] - 1
-        denominator = xp.where(xp.abs(denominator) < _TINY, _TINY, denominator)
-        numerator = b[k] + an / c[k]
-        dnumerator = -1 + (dan - an * dc[k] / c[k]) / c[k]  # (c² would overflow at the start, c = 1/tiny)
-        numerator = xp.where(xp.abs(numerator) < _TINY, _TINY, numerator)
-        d[k] = 1 / denominator
-        dd[k] = -ddenominator * d[k] ** 2
-        c[k], dc[k] = numerator, dnumerator
-        delta = d[k] * c[k]
-        ddelta = dd[k] * c[k] + d[k] * dc[k]
-        dh[k] = dh[k] * delta + h[k] * ddelta
-        h[k] = h[k] * delta
-        done = (xp.abs(delta - 1) <= _EPS) & (xp.abs(ddelta) <= _EPS * xp.abs(dh[k]) + _TINY)
-        done |= ~xp.isfinite(h[k])
-        active = active[~done]
-    return h, dh
+# (PyTorch's kernel compares with float literals, 0.8f and 0.9f: float32 roundings of the decimals)
+_SMALL_X = float(xp.float32(0.8))
+_NEAR_A = (float(xp.float32(0.9)), float(xp.float32(1.1)))
+
+# p and q of the rational approximation, each a cubic in v = log(a) whose coefficients are quadratics in
+# u = log(x/a): _RATIONAL[k][i] is the u^k coefficient of v^i in p (i < 4) or in q (i ≥ 4)
+_RATIONAL = ((0.16009398, -0.094634809, 0.025146376, -0.0030648343, 1, 0.32668115, 0.10406089, 0.0014179084),
+             (0.53487893, 0.1298071, 0.065735949, -0.0015649758, 0.16639465, 0.020070113, -0.0035938915,
+              -0.00058392623),
+             (0.040121004, -0.0065914022, -0.0026286047, -0.0013441777, 0.017050642, -0.0021309326, 0.00085092367,
+              -1.5247877e-07))
 
 
-def _split(a, x):
-    """Broadcast a and x in float64; the masks of where the series serves and where the continued
-    fraction does (neither at x = ∞, a ≤ 0, x < 0 or NaN: those are set by rule, not summed)."""
-    a, x = xp.broadcast_arrays(xp.asarray(a, dtype=xp.float64), xp.asarray(x, dtype=xp.float64))
-    a, x = xp.atleast_1d(a.copy()), xp.atleast_1d(x.copy())  # (0-d arrays take no masked assignment)
-    summable = (a > 0) & (x >= 0) & xp.isfinite(a) & xp.isfinite(x)
-    return a, x, summable & (x < a + 1), summable & (x >= a + 1)
+def _by_series(a, x):
+    """dx/da for x < 0.8: P and ∂P/∂a from six terms of P's series in x."""
+    numer, denom = xp.ones_like(x), a.copy()
+    series, dseries = numer / denom, numer / (denom * denom)
+    for i in range(1, 6):
+        numer = numer * (-x / i)
+        denom = denom + 1
+        series = series + numer / denom
+        dseries = dseries + numer / (denom * denom)
+    x_to_a = x ** a
+    density = x ** (a - 1) * xp.exp(-x)  # (p(x) · Γ(a): Γ(a) cancels in the ratio)
+    dP = (xp.log(x) - digamma_one(a)) * (x_to_a * series) - x_to_a * dseries
+    result = -dP / density
+    return xp.where(xp.isnan(result), 0.0, result)
+
+
+def _by_saddle_point(a, x):
+    """dx/da for a > 8: Rice's saddle-point expansion, and its polynomial limit within 10% of x = a."""
+    near = (_NEAR_A[0] * a <= x) & (x <= _NEAR_A[1] * a)
+    polynomial = ((1 + 24 * a * (1 + 12 * a)) * (1440 * a * a + 6 * x * (53 - 120 * x) - 65 * x * x / a
+                                                 + a * (107 + 3600 * x)) / (1244160 * a * a * a * a))
+    root = xp.sqrt(8 * a)
+    log_ratio = xp.log(x / a)
+    with errstate(all="ignore"):  # (the far branch is singular where the near one serves)
+        pole = root / (a - x)
+        tail = (x - a - a * log_ratio) ** -1.5
+        both = xp.where(x < a, pole - tail, pole + tail)
+        term = log_ratio * both - xp.sqrt(2 / a) * (a + x) / ((a - x) * (a - x))
+        stirling = 1 + 1 / (12 * a) * (1 + 1 / (24 * a))
+        far = -stirling * (x * term) / root
+    return xp.where(near, polynomial, far)
+
+
+def _by_rational_function(a, x):
+    """dx/da elsewhere: exp(p/q), p/q fitted in log(x/a) and log(a)."""
+    u, v = xp.log(x / a), xp.log(a)
+    coefficients = [c0 + u * (c1 + u * c2) for c0, c1, c2 in zip(*_RATIONAL)]
+    p = coefficients[0] + v * (coefficients[1] + v * (coefficients[2] + v * coefficients[3]))
+    q = coefficients[4] + v * (coefficients[5] + v * (coefficients[6] + v * coefficients[7]))
+    return xp.exp(p / q)
 
 
 def _standard_gamma_derivative(x, a):
-    """dx/da of standard gamma draws x of shape a (arrays): see the module docstring."""
-    shape = xp.broadcast_shapes(xp.shape(a), xp.shape(x))
-    a, x, lower, fraction = _split(a, x)
-    lower = lower & (x > 0)
-    result = xp.where(x == 0, 0.0, xp.nan)  # a draw that underflowed to 0 stays there
-    with errstate(divide="ignore", invalid="ignore"):
-        if lower.any():
-            al, xl = a[lower], x[lower]
-            total, dtotal = _series(al, xl)
-            result[lower] = -(xl / al) * (total * (xp.log(xl) - _polygamma(0, al + 1)) + dtotal)
-        if fraction.any():
-            au, xu = a[fraction], x[fraction]
-            h, dh = _continued_fraction(au, xu)
-            result[fraction] = xu * (h * (xp.log(xu) - _polygamma(0, au)) + dh)
-    return result.reshape(shape)
+    """dx/da of standard gamma draws x of shape a (arrays), as PyTorch's: see the module docstring."""
+    a, x = xp.broadcast_arrays(xp.asarray(a, dtype=xp.float64), xp.asarray(x, dtype=xp.float64))
+    small = x < _SMALL_X
+    large = ~small & (a > 8)
+    with errstate(all="ignore"):
+        result = xp.where(small, _by_series(a, x), xp.where(large, _by_saddle_point(a, x),
+                                                             _by_rational_function(a, x)))
+    return result
 
 
 # PyTorch's sample_gamma writes these as float literals (1.0f / 3.0f, 0.0331f), rounded to float32 in every dtype
