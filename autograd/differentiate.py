@@ -40,8 +40,8 @@ def _seed(output, grad, i):
         return Tensor._make(xp.array(1, data.dtype) if data.ndim == 0 else xp.ones(data.shape, data.dtype))
     grad = grad if isinstance(grad, Tensor) else tensor_from(as_array(grad))
     if grad._data.shape != output._data.shape:  # (the arrays' shapes: no Size is made on every backward)
-        raise RuntimeError(f"Mismatch in shape: grad_output[{i}] has a shape of {tuple(grad.shape)} and output[{i}] "
-                           f"has a shape of {tuple(output.shape)}.")
+        raise RuntimeError(f"Mismatch in shape: grad_output[{i}] has a shape of {grad.shape} and output[{i}] "
+                           f"has a shape of {output.shape}.")  # (PyTorch's words: its Sizes, printed)
     if not grad._requires_grad:  # the user's tensor, not copied: marked as held elsewhere
         data = grad._data
         grad = Tensor._make(data if data.dtype is output._data.dtype else data.astype(output.dtype))

@@ -18,6 +18,7 @@ import numpy
 from . import backend
 from .backend import is_dense, to_numpy, xp
 from .device import META, resolve
+from .memory_order import fills_in_memory_order, made_like_a_view
 from .meta import meta_array
 from .operands import python_number
 from .random import draws
@@ -361,13 +362,14 @@ def ones_like(input, *, dtype=None, layout=None, device=None, requires_grad=Fals
 
 def empty_like(input, *, dtype=None, layout=None, device=None, requires_grad=False, memory_format=None,  # noqa: A002
                pin_memory=False):
-    """A new tensor of input's shape, laid out as input where input fills its memory densely (a transpose, a
-    permutation: PyTorch's preserve_format, which rand_like's draws follow), row-major otherwise."""
+    """A new tensor of input's shape, laid out as input where input is a view that fills its memory densely (a
+    transpose, a permutation: PyTorch's preserve_format, which rand_like's draws follow), row-major otherwise
+    (memory_order.py)."""
     dtype = dtype or input.dtype
     array = input._data
-    kept = is_dense(array) and not array.flags.c_contiguous
-    return _made(xp.empty_like(array, dtype=dtype) if kept else xp.empty(input.shape, dtype=dtype), device,
-                 requires_grad)
+    if is_dense(array) and fills_in_memory_order(input):
+        return made_like_a_view(_made(xp.empty_like(array, dtype=dtype), device, requires_grad))
+    return _made(xp.empty(input.shape, dtype=dtype), device, requires_grad)
 
 
 def full_like(input, fill_value, *, dtype=None, layout=None, device=None, requires_grad=False,  # noqa: A002

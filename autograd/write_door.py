@@ -228,9 +228,12 @@ class WriteDoor:
                     _warn_expanded("index_put_")
             else:
                 refuse_overlap(region)
-        if isinstance(value, WriteDoor):  # (x[i] = v is x[i].copy_(v), an advanced index x.index_put_(i, v))
-            region = self._data[index] if _is_basic(index) else self._data
-            refuse_partial_overlap(region, value._data)
+        if isinstance(value, WriteDoor):  # (x[i] = v is x[i].copy_(v expanded to x[i]'s shape), an advanced index
+            if _is_basic(index):  # x.index_put_(i, v))
+                region = self._data[index]
+                refuse_partial_overlap(region, _broadcast_or_as_it_is(value._data, region.shape))
+            else:
+                refuse_partial_overlap(self._data, value._data)
         self._before_write()
         if modes.grad_enabled and (self.requires_grad or (isinstance(value, WriteDoor) and value.requires_grad)):
             self._refuse_leaf_write()
@@ -278,13 +281,23 @@ def refuse_partial_overlap(written, read):
         return
     written_start, read_start = address(written), address(read)
     written_end, read_end = written_start + written.nbytes, read_start + read.nbytes
-    if written_start == read_start and written_end == read_end and written.strides == read.strides:
-        return  # (the same elements: each read before it is written)
+    if written_start == read_start and written_end == read_end and written.shape == read.shape and all(
+            a == b for a, b, n in zip(written.strides, read.strides, written.shape) if n > 1):
+        return  # (the same elements in the same order: each read before it is written; a dim of one has no step)
     if written_start < read_end and read_start < written_end:
         raise RuntimeError("unsupported operation: some elements of the input tensor and the written-to tensor refer "
                            "to a single memory location. Please clone() the tensor before performing the operation. "
                            f"(The written-to tensor of shape {tuple(written.shape)} and the input of shape "
                            f"{tuple(read.shape)} share part of their memory.)")
+
+
+def _broadcast_or_as_it_is(array, shape):
+    """array broadcast to ``shape``, as x[i] = v expands v first; as it is where it does not broadcast (the write
+    will say so)."""
+    try:
+        return xp.broadcast_to(array, shape)
+    except ValueError:
+        return array
 
 
 def _is_basic(index):

@@ -475,7 +475,7 @@ class Module(ModuleState, ModuleHooks):
 
     def _on_meta(self):
         """Whether some parameter or buffer is a meta tensor (a shape without values: autograd/meta.py)."""
-        return any(getattr(tensor, "is_meta", False) for tensor in (*self.parameters(), *self.buffers()))
+        return any(isinstance(tensor, Tensor) and tensor.is_meta for tensor in (*self.parameters(), *self.buffers()))
 
     def _replicate_for_data_parallel(self):
         """PyTorch's replica of this module for DataParallel: its attributes shared, no parameters of its

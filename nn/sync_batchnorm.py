@@ -93,7 +93,7 @@ class SyncBatchNorm(_BatchNorm):
         axes = (0,) + tuple(range(2, input.ndim))
         mean, variance, count = _global_moments(input._data, axes)
         if count <= 1:
-            raise one_value_per_channel(input.shape, f" on {dist.get_world_size()} ranks")
+            raise one_value_per_channel(tuple(input.shape), f" on {dist.get_world_size()} ranks")
         if self.training and self.running_mean is not None:
             update_running_stats(self.running_mean, self.running_var, self.num_batches_tracked, self.momentum,
                                  mean, variance, count)

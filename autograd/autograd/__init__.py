@@ -84,8 +84,8 @@ def _check_batched(outputs, grad_outputs):
                 "If `is_grads_batched=True`, we interpret the first dimension of each grad_output as the batch "
                 "dimension. The sizes of the remaining dimensions are expected to match the shape of "
                 f"corresponding output, but a mismatch was detected: grad_output[{i}] has a shape of "
-                f"{tuple(g[0].shape if g.dim() else g.shape)} and output[{i}] has a shape of "
-                f"{tuple(output.shape)}. If you only "
+                f"{g[0].shape if g.dim() else g.shape} and output[{i}] has a shape of "
+                f"{output.shape}. If you only "
                 "want some tensors in `grad_output` to be considered batched, consider using vmap.")
 
 

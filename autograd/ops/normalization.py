@@ -63,7 +63,7 @@ def channel_shape(input):
 def one_value_per_channel(size, where=""):
     """PyTorch's refusal of a batch that gives each channel (each group) one value to normalise: its statistics
     would make every output 0. ``size`` as the caller's check counts it; ``where`` adds what else it counted."""
-    return ValueError(f"Expected more than 1 value per channel when training, got input size {tuple(size)}{where}")
+    return ValueError(f"Expected more than 1 value per channel when training, got input size {size}{where}")
 
 
 def update_running_stats(running_mean, running_var, num_batches_tracked, momentum, mean, variance, count):
@@ -117,7 +117,7 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     if training:
         count = input._data.size // input.shape[1]
         if count == 1:
-            raise one_value_per_channel(input.shape)
+            raise one_value_per_channel(tuple(input.shape))
         normalized, mean, variance = (half_batch_statistics if input._data.dtype == float16 else normalize)(
             input, axes, eps)
         if running_mean is not None:

@@ -16,6 +16,7 @@ from ..backend import xp
 from ..device import resolve
 from ..errors import refuse_unbroadcastable
 from ..factories import out_dtype, written
+from ..memory_order import fills_in_memory_order
 from ..tensor import Tensor
 from .conversion import type_name
 from .names import names
@@ -291,7 +292,7 @@ def _normal(x, mean=0.0, std=1.0, *, generator=None):
         raise RuntimeError(f"normal_ expects std >= 0.0, but found std {std}")
     part = std * 0.5**0.5 if x.dtype.kind == "c" else std  # (a complex x: each part, so that E|z - mean|² = std²)
     normal = random.generator(generator).normal
-    if x._data.flags.c_contiguous:  # (16 or more values: PyTorch's blocks of 16)
+    if not fills_in_memory_order(x):  # (16 or more values: PyTorch's blocks of 16)
         draw = lambda shape, dtype: normal(mean, part, shape, dtype=dtype)  # noqa: E731
     else:  # PyTorch's one-at-a-time kernel, whatever the count (init.normal_ of a slice, of a transpose)
         draw = lambda shape, dtype: numpy.array(  # noqa: E731
@@ -302,11 +303,11 @@ def _normal(x, mean=0.0, std=1.0, *, generator=None):
 def laid_out(values, x, fresh=False):
     """Draws of x's shape, made one after another (``values`` holds them in row-major order), put where
     PyTorch's serial kernels write them: one after another through x's memory, which for a transpose or a
-    permutation (``w.t().uniform_()``) is not the row-major order. ``fresh``: into a new tensor made like x
-    (PyTorch's ``empty_like``: dropout's mask), which has x's layout where x fills its memory
-    without gaps (a transpose, a permutation) and is row-major otherwise (a slice's)."""
+    permutation (``w.t().uniform_()``) is not the row-major order (memory_order.py says which tensors).
+    ``fresh``: into a new tensor made like x (PyTorch's ``empty_like``: dropout's mask), which has x's layout
+    where x fills its memory without gaps (a transpose, a permutation) and is row-major otherwise (a slice's)."""
     data = x._data
-    if data.flags.c_contiguous:
+    if not fills_in_memory_order(x):
         return values
     offsets = numpy.zeros(data.shape, numpy.int64)
     for axis, (size, stride) in enumerate(zip(data.shape, data.strides)):
