@@ -1,0 +1,1019 @@
+# ruff: noqa: B007, B008, B023, E501, E702, E741, E731, F841, UP004, UP008, UP031  (the programs are kept as their authors wrote them)
+"""Reinforcement-learning programs (see tests/pytorch_programs.py) beyond probe8_reinforcement and probe14_control,
+each run on chainrule and on PyTorch from the same weights, seeds and synthetic replay data, comparing losses,
+updated weights and gradients.
+
+Distributional critics: sb3-contrib's QR-DQN (``quantile_huber_loss`` with pairwise deltas, ``torch.where`` Huber and
+``(delta.detach() < 0).float()``, double-DQN greedy quantiles by ``gather`` on an ``expand``ed index) and TQC (sorted,
+truncated quantiles of a critic ensemble); an IQN (cosine embeddings of ``torch.rand`` fractions, ``abs()`` of a
+tensor, soft updates by ``.data.copy_``); a double DQN fed from a NumPy sum-tree prioritised replay with importance
+weights and ``smooth_l1_loss(reduction='none')``. Offline RL from CORL: CQL (``new_empty().uniform_``, policy
+samples repeated by ``repeat_interleave``, ``logsumexp`` over sampled actions, a Lagrange ``log_alpha_prime``), IQL
+(expectile loss, ``MultivariateNormal(scale_tril=torch.diag(std))``, advantage-weighted regression clamped,
+``CosineAnnealingLR``), TD3+BC (``lmbda = alpha / Q.abs().mean().detach()``, Polyak by ``torch._foreach_mul_`` /
+``_foreach_add_``), AWAC (``clamp_max``) and EDAC (``VectorizedLinear`` ensembles, a diversity loss from
+``autograd.grad(create_graph=True)`` of Q with respect to actions); a minimal Decision Transformer (timestep
+embeddings, returns-to-go, interleaved tokens by ``stack``/``permute``/``reshape``, a causal mask buffer, a loss over
+masked padding, AdamW with a warm-up ``LambdaLR``). MuZero (muzero-general): ``scalar_to_support`` /
+``support_to_scalar`` with h(x) and its inverse, ``scatter_`` of two-hot targets with ``masked_fill_``, hidden-state
+min-max normalisation with an indexed ``+=``, gradient scaling by ``register_hook`` on hidden states and losses.
+IMPALA's V-trace (torchbeast, under ``@torch.no_grad()``, ``nll_loss`` of flattened logits, RMSprop); RND (a
+frozen target, a random update mask by ``.type(torch.FloatTensor)``, ``torch.max`` of a 0-d and a 1-d tensor);
+cleanRL's discrete SAC (automatic entropy tuning over action probabilities); sb3-contrib's MaskablePPO (a
+``Categorical`` subclass resetting ``probs`` by ``logits_to_probs``, GAE, advantage normalisation, clipped value
+loss, several epochs of shuffled minibatches with an approximate-KL early stop, SB3's ``polyak_update`` by
+``torch.add(..., alpha=tau, out=...)``); and a batched cart-pole written in torch, differentiated through its
+rollout (analytic policy gradients with ``torch.where`` resets)."""
+
+import copy
+import math
+from collections import namedtuple
+
+import numpy as np
+import pytest
+
+from .pytorch_programs import OURS, load, run_both, weights_of
+
+
+def replay_batch(seed, n=32, obs_dim=4, act_dim=None, n_actions=3):
+    """A synthetic replay batch: observations, actions (continuous in [-1, 1] where act_dim, else discrete),
+    rewards, next observations and dones."""
+    rng = np.random.default_rng(seed)
+    obs = rng.standard_normal((n, obs_dim)).astype(np.float32)
+    if act_dim:
+        act = rng.uniform(-0.95, 0.95, (n, act_dim)).astype(np.float32)
+    else:
+        act = rng.integers(0, n_actions, (n, 1))
+    rew = rng.standard_normal((n, 1)).astype(np.float32)
+    nxt = (obs + 0.1 * rng.standard_normal((n, obs_dim))).astype(np.float32)
+    done = (rng.uniform(size=(n, 1)) < 0.1).astype(np.float32)
+    return obs, act, rew, nxt, done
+
+
+def mlp(nn, sizes, activation=None):
+    activation = activation or nn.ReLU
+    layers = []
+    for j in range(len(sizes) - 1):
+        layers += [nn.Linear(sizes[j], sizes[j + 1])]
+        if j < len(sizes) - 2:
+            layers += [activation()]
+    return nn.Sequential(*layers)
+
+
+# ----------------------------------------------------------------------------------------------
+# sb3-contrib: QR-DQN and TQC's quantile Huber loss
+# ----------------------------------------------------------------------------------------------
+
+
+def quantile_huber_loss(th, current_quantiles, target_quantiles, cum_prob=None, sum_over_quantiles=True):
+    n_quantiles = current_quantiles.shape[-1]
+    if cum_prob is None:
+        cum_prob = (th.arange(n_quantiles, device=current_quantiles.device, dtype=th.float) + 0.5) / n_quantiles
+        if current_quantiles.ndim == 2:
+            cum_prob = cum_prob.view(1, -1, 1)
+        elif current_quantiles.ndim == 3:
+            cum_prob = cum_prob.view(1, 1, -1, 1)
+    pairwise_delta = target_quantiles.unsqueeze(-2) - current_quantiles.unsqueeze(-1)
+    abs_pairwise_delta = th.abs(pairwise_delta)
+    huber_loss = th.where(abs_pairwise_delta > 1, abs_pairwise_delta - 0.5, pairwise_delta**2 * 0.5)
+    loss = th.abs(cum_prob - (pairwise_delta.detach() < 0).float()) * huber_loss
+    if sum_over_quantiles:
+        loss = loss.sum(dim=-2).mean()
+    else:
+        loss = loss.mean()
+    return loss
+
+
+def make_quantile_net(m, n_quantiles=8, n_actions=3):
+    nn = m.nn
+
+    class QuantileNetwork(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.n_quantiles, self.action_dim = n_quantiles, n_actions
+            self.quantile_net = nn.Sequential(nn.Linear(4, 32), nn.ReLU(), nn.Linear(32, n_actions * n_quantiles))
+
+        def forward(self, obs):
+            quantiles = self.quantile_net(obs)
+            return quantiles.view(-1, self.n_quantiles, int(self.action_dim))
+
+    return QuantileNetwork()
+
+
+def qrdqn(m, weights, updates=3, gamma=0.99):
+    th, F = m.torch, m.F
+    quantile_net = load(m, make_quantile_net(m), weights)
+    quantile_net_target = make_quantile_net(m)
+    quantile_net_target.load_state_dict(quantile_net.state_dict())
+    optimizer = m.optim.Adam(quantile_net.parameters(), lr=5e-3, eps=0.01 / 32)
+    losses, grads = [], []
+    for step in range(updates):
+        obs, act, rew, nxt, done = (th.as_tensor(a) for a in replay_batch(step))
+        batch_size = obs.shape[0]
+        n_quantiles = quantile_net.n_quantiles
+        with th.no_grad():
+            next_quantiles = quantile_net_target(nxt)
+            next_greedy_actions = next_quantiles.mean(dim=1, keepdim=True).argmax(dim=2, keepdim=True)
+            next_greedy_actions = next_greedy_actions.expand(batch_size, n_quantiles, 1)
+            next_quantiles = next_quantiles.gather(dim=2, index=next_greedy_actions).squeeze(dim=2)
+            target_quantiles = rew + (1 - done) * gamma * next_quantiles
+        current_quantiles = quantile_net(obs)
+        actions = act[..., None].long().expand(batch_size, n_quantiles, 1)
+        current_quantiles = th.gather(current_quantiles, dim=2, index=actions).squeeze(dim=2)
+        loss = quantile_huber_loss(th, current_quantiles, target_quantiles, sum_over_quantiles=True)
+        optimizer.zero_grad()
+        loss.backward()
+        th.nn.utils.clip_grad_norm_(quantile_net.parameters(), 10)
+        grads.append(quantile_net.quantile_net[0].weight.grad.clone())
+        optimizer.step()
+        losses.append(loss.item())
+    with th.no_grad():
+        q_values = quantile_net(th.as_tensor(replay_batch(9)[0])).mean(dim=1)
+        action = q_values.argmax(dim=1).reshape(-1)
+    return losses, grads, q_values, action, quantile_net.state_dict()
+
+
+def test_sb3_contrib_qrdqn():
+    ours, _ = run_both(qrdqn, weights_of(make_quantile_net), rtol=1e-4, atol=1e-5)
+    assert ours[0][0] > 0 and ours[3].dtype == np.int64
+
+
+def test_quantile_huber_loss_by_hand():
+    rng = np.random.default_rng(3)
+    current, target = rng.standard_normal((5, 4)).astype(np.float32), 2 * rng.standard_normal((5, 6)).astype(np.float32)
+    current_t = OURS.torch.tensor(current, requires_grad=True)
+    loss = quantile_huber_loss(OURS.torch, current_t, OURS.torch.tensor(target))
+    loss.backward()
+    tau = (np.arange(4) + 0.5) / 4
+    delta = target[:, None, :] - current[:, :, None]
+    huber = np.where(np.abs(delta) > 1, np.abs(delta) - 0.5, 0.5 * delta ** 2)
+    expected = (np.abs(tau[None, :, None] - (delta < 0)) * huber).sum(1).mean()
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    dhuber = np.where(np.abs(delta) > 1, np.sign(delta), delta)
+    dcurrent = -(np.abs(tau[None, :, None] - (delta < 0)) * dhuber).sum(-1) / (5 * 6)
+    np.testing.assert_allclose(current_t.grad.numpy(), dcurrent, rtol=1e-5, atol=1e-7)
+
+
+def make_tqc_critic(m, n_critics=3, n_quantiles=5):
+    th, nn = m.torch, m.nn
+
+    class Critic(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.q_networks = nn.ModuleList()
+            self.n_critics, self.n_quantiles = n_critics, n_quantiles
+            self.quantiles_total = n_quantiles * n_critics
+            for i in range(n_critics):
+                qf_net = nn.Sequential(nn.Linear(4 + 2, 16), nn.ReLU(), nn.Linear(16, n_quantiles))
+                self.add_module(f"qf{i}", qf_net)
+                self.q_networks.append(qf_net)
+
+        def forward(self, obs, action):
+            qvalue_input = th.cat([obs, action], dim=1)
+            quantiles = th.stack(tuple(qf(qvalue_input) for qf in self.q_networks), dim=1)
+            return quantiles
+
+    return Critic()
+
+
+def tqc_critic_update(m, weights, top_quantiles_to_drop_per_net=2, gamma=0.99, ent_coef=0.1):
+    th = m.torch
+    critic = load(m, make_tqc_critic(m), weights)
+    critic_target = make_tqc_critic(m)
+    critic_target.load_state_dict(critic.state_dict())
+    optimizer = m.optim.Adam(critic.parameters(), lr=3e-3)
+    out = []
+    for step in range(3):
+        obs, act, rew, nxt, done = (th.as_tensor(a) for a in replay_batch(10 + step, act_dim=2))
+        batch_size = obs.shape[0]
+        next_actions = th.tanh(nxt[:, :2] * 0.5)
+        next_log_prob = -(next_actions ** 2).sum(1)
+        with th.no_grad():
+            next_quantiles = critic_target(nxt, next_actions)
+            next_quantiles, _ = th.sort(next_quantiles.reshape(batch_size, -1))
+            n_target_quantiles = critic.quantiles_total - top_quantiles_to_drop_per_net * critic.n_critics
+            next_quantiles = next_quantiles[:, :n_target_quantiles]
+            target_quantiles = next_quantiles - ent_coef * next_log_prob.reshape(-1, 1)
+            target_quantiles = rew + (1 - done) * gamma * target_quantiles
+            target_quantiles.unsqueeze_(dim=1)
+        current_quantiles = critic(obs, act)
+        critic_loss = quantile_huber_loss(th, current_quantiles, target_quantiles, sum_over_quantiles=True)
+        optimizer.zero_grad()
+        critic_loss.backward()
+        optimizer.step()
+        out.append(critic_loss)
+        # the actor's loss: the mean over every critic's quantiles
+        qf_pi = critic(obs, th.tanh(obs[:, :2])).mean(dim=2).mean(dim=1, keepdim=True)
+        out.append(qf_pi.mean())
+    return out, critic.state_dict()
+
+
+def test_sb3_contrib_tqc_critic():
+    run_both(tqc_critic_update, weights_of(make_tqc_critic), rtol=1e-4, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------
+# IQN (BY571/IQN-and-Extensions): cosine embeddings of sampled quantile fractions
+# ----------------------------------------------------------------------------------------------
+
+
+def make_iqn(m, layer_size=16, n_cos=8, action_size=3):
+    torch, nn = m.torch, m.nn
+
+    class IQN(nn.Module):
+        def __init__(self):
+            super(IQN, self).__init__()
+            self.n_cos, self.layer_size, self.action_size = n_cos, layer_size, action_size
+            self.pis = torch.FloatTensor([np.pi * i for i in range(1, self.n_cos + 1)]).view(1, 1, self.n_cos)
+            self.head = nn.Linear(4, layer_size)
+            self.cos_embedding = nn.Linear(self.n_cos, layer_size)
+            self.ff_1 = nn.Linear(layer_size, layer_size)
+            self.ff_2 = nn.Linear(layer_size, action_size)
+
+        def calc_cos(self, batch_size, n_tau=8):
+            taus = torch.rand(batch_size, n_tau).unsqueeze(-1)
+            cos = torch.cos(taus * self.pis)
+            assert cos.shape == (batch_size, n_tau, self.n_cos), "cos shape is incorrect"
+            return cos, taus
+
+        def forward(self, input, num_tau=8):
+            batch_size = input.shape[0]
+            x = torch.relu(self.head(input))
+            cos, taus = self.calc_cos(batch_size, num_tau)
+            cos = cos.view(batch_size * num_tau, self.n_cos)
+            cos_x = torch.relu(self.cos_embedding(cos)).view(batch_size, num_tau, self.layer_size)
+            x = (x.unsqueeze(1) * cos_x).view(batch_size * num_tau, self.layer_size)
+            x = torch.relu(self.ff_1(x))
+            out = self.ff_2(x)
+            return out.view(batch_size, num_tau, self.action_size), taus
+
+        def get_qvalues(self, inputs):
+            quantiles, _ = self.forward(inputs, 32)
+            actions = quantiles.mean(dim=1)
+            return actions
+
+    return IQN()
+
+
+def calculate_huber_loss(torch, td_errors, k=1.0):
+    loss = torch.where(td_errors.abs() <= k, 0.5 * td_errors.pow(2), k * (td_errors.abs() - 0.5 * k))
+    assert loss.shape == (td_errors.shape[0], 8, 8), "huber loss has wrong shape"
+    return loss
+
+
+def iqn(m, weights, updates=3, GAMMA=0.99, n_step=1, TAU=1e-1):
+    torch = m.torch
+    torch.manual_seed(0)
+    qnetwork_local = load(m, make_iqn(m), weights)
+    qnetwork_target = load(m, make_iqn(m), weights)
+    optimizer = m.optim.Adam(qnetwork_local.parameters(), lr=1e-3)
+    losses = []
+    for step in range(updates):
+        states, actions, rewards, next_states, dones = (torch.from_numpy(a) for a in replay_batch(20 + step))
+        BATCH_SIZE = states.shape[0]
+        optimizer.zero_grad()
+        Q_targets_next, _ = qnetwork_target(next_states)
+        Q_targets_next = Q_targets_next.detach().max(2)[0].unsqueeze(1)  # (batch_size, 1, N)
+        Q_targets = rewards.unsqueeze(-1) + (GAMMA ** n_step * Q_targets_next * (1. - dones.unsqueeze(-1)))
+        Q_expected, taus = qnetwork_local(states)
+        Q_expected = Q_expected.gather(2, actions.unsqueeze(-1).expand(BATCH_SIZE, 8, 1))
+        td_error = Q_targets - Q_expected
+        assert td_error.shape == (BATCH_SIZE, 8, 8), "wrong td error shape"
+        huber_l = calculate_huber_loss(torch, td_error, 1.0)
+        quantil_l = abs(taus - (td_error.detach() < 0).float()) * huber_l / 1.0
+        loss = quantil_l.sum(dim=1).mean(dim=1)
+        loss = loss.mean()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(qnetwork_local.parameters(), 1)
+        optimizer.step()
+        for target_param, local_param in zip(qnetwork_target.parameters(), qnetwork_local.parameters()):
+            target_param.data.copy_(TAU * local_param.data + (1.0 - TAU) * target_param.data)
+        losses.append(loss.detach())
+    with torch.no_grad():
+        q = qnetwork_local.get_qvalues(torch.from_numpy(replay_batch(30)[0]))
+    return losses, q, qnetwork_target.state_dict(), taus.squeeze(-1)
+
+
+def test_iqn():
+    ours, _ = run_both(iqn, weights_of(make_iqn), rtol=1e-4, atol=1e-5)
+    taus = ours[3]
+    assert taus.shape == (32, 8) and taus.min() >= 0 and taus.max() < 1
+
+
+# ----------------------------------------------------------------------------------------------
+# Prioritised experience replay: a sum tree in NumPy, importance weights into a double DQN's loss
+# ----------------------------------------------------------------------------------------------
+
+
+class SumTree:
+    write = 0
+
+    def __init__(self, capacity):
+        self.capacity = capacity
+        self.tree = np.zeros(2 * capacity - 1)
+        self.data = np.zeros(capacity, dtype=object)
+        self.n_entries = 0
+
+    def _propagate(self, idx, change):
+        parent = (idx - 1) // 2
+        self.tree[parent] += change
+        if parent != 0:
+            self._propagate(parent, change)
+
+    def _retrieve(self, idx, s):
+        left = 2 * idx + 1
+        right = left + 1
+        if left >= len(self.tree):
+            return idx
+        if s <= self.tree[left]:
+            return self._retrieve(left, s)
+        else:
+            return self._retrieve(right, s - self.tree[left])
+
+    def total(self):
+        return self.tree[0]
+
+    def add(self, p, data):
+        idx = self.write + self.capacity - 1
+        self.data[self.write] = data
+        self.update(idx, p)
+        self.write += 1
+        if self.write >= self.capacity:
+            self.write = 0
+        if self.n_entries < self.capacity:
+            self.n_entries += 1
+
+    def update(self, idx, p):
+        change = p - self.tree[idx]
+        self.tree[idx] = p
+        self._propagate(idx, change)
+
+    def get(self, s):
+        idx = self._retrieve(0, s)
+        dataIdx = idx - self.capacity + 1
+        return (idx, self.tree[idx], self.data[dataIdx])
+
+
+class PrioritizedReplay:
+    e, a, beta, beta_increment_per_sampling = 0.01, 0.6, 0.4, 0.1
+
+    def __init__(self, capacity, seed):
+        self.tree = SumTree(capacity)
+        self.capacity = capacity
+        self.rng = np.random.default_rng(seed)
+
+    def _get_priority(self, error):
+        return (np.abs(error) + self.e) ** self.a
+
+    def add(self, error, sample):
+        self.tree.add(self._get_priority(error), sample)
+
+    def sample(self, n):
+        batch, idxs, priorities = [], [], []
+        segment = self.tree.total() / n
+        self.beta = np.min([1., self.beta + self.beta_increment_per_sampling])
+        for i in range(n):
+            a, b = segment * i, segment * (i + 1)
+            s = self.rng.uniform(a, b)
+            (idx, p, data) = self.tree.get(s)
+            priorities.append(p); batch.append(data); idxs.append(idx)
+        sampling_probabilities = np.array(priorities) / self.tree.total()
+        is_weight = np.power(self.tree.n_entries * sampling_probabilities, -self.beta)
+        is_weight /= is_weight.max()
+        return batch, idxs, is_weight
+
+    def update(self, idx, error):
+        self.tree.update(idx, self._get_priority(error))
+
+
+def make_dqn(m):
+    nn = m.nn
+    return nn.Sequential(nn.Linear(4, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 3))
+
+
+def per_double_dqn(m, weights, updates=4, gamma=0.99, batch_size=16):
+    torch, F = m.torch, m.F
+    q_net = load(m, make_dqn(m), weights)
+    target_net = copy.deepcopy(q_net)
+    optimizer = m.optim.Adam(q_net.parameters(), lr=1e-3)
+    memory = PrioritizedReplay(64, seed=0)
+    obs, act, rew, nxt, done = replay_batch(40, n=64)
+    for i in range(64):
+        memory.add(1.0 + i % 5, (obs[i], act[i, 0], rew[i, 0], nxt[i], done[i, 0]))
+    history = []
+    for step in range(updates):
+        mini_batch, idxs, is_weights = memory.sample(batch_size)
+        mini_batch = np.array(mini_batch, dtype=object).transpose()
+        states = torch.from_numpy(np.vstack(mini_batch[0]))
+        actions = torch.LongTensor(list(mini_batch[1]))
+        rewards = torch.FloatTensor(list(mini_batch[2]))
+        next_states = torch.from_numpy(np.vstack(mini_batch[3]))
+        dones = torch.FloatTensor(list(mini_batch[4].astype(int)))
+        pred = q_net(states).gather(1, actions.unsqueeze(1)).squeeze(1)
+        with torch.no_grad():
+            next_actions = q_net(next_states).argmax(dim=1, keepdim=True)
+            next_q = target_net(next_states).gather(1, next_actions).squeeze(1)
+            target = rewards + (1 - dones) * gamma * next_q
+        errors = torch.abs(pred - target).data.numpy()
+        for i in range(batch_size):
+            memory.update(idxs[i], errors[i])
+        loss = (torch.FloatTensor(is_weights) * F.smooth_l1_loss(pred, target, reduction="none")).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        history.append((loss, errors.copy(), np.array(idxs), is_weights.astype(np.float32)))
+        if step % 2 == 1:
+            target_net.load_state_dict(q_net.state_dict())
+    return history, memory.tree.tree.copy(), q_net.state_dict()
+
+
+def test_prioritized_replay_double_dqn():
+    ours, _ = run_both(per_double_dqn, weights_of(make_dqn), rtol=1e-4, atol=1e-5)
+    tree = ours[1]
+    assert tree[0] == pytest.approx(tree[-64:].sum())  # the root holds the total priority
+    for loss, errors, idxs, w in ours[0]:
+        assert w.max() == pytest.approx(1.0) and np.all(w > 0)
+
+
+# ----------------------------------------------------------------------------------------------
+# CORL: CQL (continuous, with a Lagrange multiplier), IQL, TD3+BC, AWAC, EDAC
+# ----------------------------------------------------------------------------------------------
+
+
+def extend_and_repeat(tensor, dim, repeat):
+    return tensor.unsqueeze(dim).repeat_interleave(repeat, dim=dim)
+
+
+def make_cql(m, obs_dim=4, action_dim=2, hidden=16):
+    torch, nn = m.torch, m.nn
+    D = torch.distributions
+
+    class ReparameterizedTanhGaussian(nn.Module):
+        def __init__(self, log_std_min=-20.0, log_std_max=2.0, no_tanh=False):
+            super().__init__()
+            self.log_std_min, self.log_std_max, self.no_tanh = log_std_min, log_std_max, no_tanh
+
+        def log_prob(self, mean, log_std, sample):
+            log_std = torch.clamp(log_std, self.log_std_min, self.log_std_max)
+            std = torch.exp(log_std)
+            action_distribution = D.TransformedDistribution(D.Normal(mean, std), D.TanhTransform(cache_size=1))
+            return torch.sum(action_distribution.log_prob(sample), dim=-1)
+
+        def forward(self, mean, log_std, deterministic=False):
+            log_std = torch.clamp(log_std, self.log_std_min, self.log_std_max)
+            std = torch.exp(log_std)
+            action_distribution = D.TransformedDistribution(D.Normal(mean, std), D.TanhTransform(cache_size=1))
+            if deterministic:
+                action_sample = torch.tanh(mean)
+            else:
+                action_sample = action_distribution.rsample()
+            log_prob = torch.sum(action_distribution.log_prob(action_sample), dim=-1)
+            return action_sample, log_prob
+
+    class TanhGaussianPolicy(nn.Module):
+        def __init__(self, max_action=1.0, log_std_multiplier=1.0, log_std_offset=-1.0):
+            super().__init__()
+            self.max_action = max_action
+            self.base_network = nn.Sequential(nn.Linear(obs_dim, hidden), nn.ReLU(), nn.Linear(hidden, 2 * action_dim))
+            self.log_std_multiplier = Scalar(log_std_multiplier)
+            self.log_std_offset = Scalar(log_std_offset)
+            self.tanh_gaussian = ReparameterizedTanhGaussian()
+
+        def log_prob(self, observations, actions):
+            if actions.ndim == 3:
+                observations = extend_and_repeat(observations, 1, actions.shape[1])
+            base_network_output = self.base_network(observations)
+            mean, log_std = torch.split(base_network_output, action_dim, dim=-1)
+            log_std = self.log_std_multiplier() * log_std + self.log_std_offset()
+            return self.tanh_gaussian.log_prob(mean, log_std, actions)
+
+        def forward(self, observations, deterministic=False, repeat=None):
+            if repeat is not None:
+                observations = extend_and_repeat(observations, 1, repeat)
+            base_network_output = self.base_network(observations)
+            mean, log_std = torch.split(base_network_output, action_dim, dim=-1)
+            log_std = self.log_std_multiplier() * log_std + self.log_std_offset()
+            actions, log_probs = self.tanh_gaussian(mean, log_std, deterministic)
+            return self.max_action * actions, log_probs
+
+    class FullyConnectedQFunction(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.network = nn.Sequential(nn.Linear(obs_dim + action_dim, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+
+        def forward(self, observations, actions):
+            multiple_actions = False
+            batch_size = observations.shape[0]
+            if actions.ndim == 3 and observations.ndim == 2:
+                multiple_actions = True
+                observations = extend_and_repeat(observations, 1, actions.shape[1]).reshape(-1, observations.shape[-1])
+                actions = actions.reshape(-1, actions.shape[-1])
+            input_tensor = torch.cat([observations, actions], dim=-1)
+            q_values = torch.squeeze(self.network(input_tensor), dim=-1)
+            if multiple_actions:
+                q_values = q_values.reshape(batch_size, -1)
+            return q_values
+
+    class Scalar(nn.Module):
+        def __init__(self, init_value):
+            super().__init__()
+            self.constant = nn.Parameter(torch.tensor(init_value, dtype=torch.float32))
+
+        def forward(self):
+            return self.constant
+
+    class CQLNets(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.actor = TanhGaussianPolicy()
+            self.critic_1, self.critic_2 = FullyConnectedQFunction(), FullyConnectedQFunction()
+            self.log_alpha = Scalar(0.0)
+            self.log_alpha_prime = Scalar(1.0)
+
+    return CQLNets()
+
+
+def cql(m, weights, updates=3, cql_n_actions=4, discount=0.99, cql_temp=1.0, cql_alpha=5.0,
+        cql_target_action_gap=-1.0, soft_target_update_rate=5e-3, target_entropy=-2.0):
+    torch, F = m.torch, m.F
+    torch.manual_seed(0)
+    nets = load(m, make_cql(m), weights)
+    actor, critic_1, critic_2 = nets.actor, nets.critic_1, nets.critic_2
+    target_critic_1, target_critic_2 = copy.deepcopy(critic_1), copy.deepcopy(critic_2)
+    actor_optimizer = torch.optim.Adam(actor.parameters(), 3e-4)
+    critic_1_optimizer = torch.optim.Adam(list(critic_1.parameters()), 3e-4)
+    critic_2_optimizer = torch.optim.Adam(list(critic_2.parameters()), 3e-4)
+    alpha_optimizer = torch.optim.Adam(nets.log_alpha.parameters(), lr=3e-4)
+    alpha_prime_optimizer = torch.optim.Adam(nets.log_alpha_prime.parameters(), lr=3e-4)
+    log = []
+    for step in range(updates):
+        observations, actions, rewards, next_observations, dones = (torch.tensor(a) for a in replay_batch(50 + step, act_dim=2))
+        rewards, dones = rewards.squeeze(-1), dones.squeeze(-1)
+        new_actions, log_pi = actor(observations)
+        log_alpha = nets.log_alpha()
+        alpha_loss = -(log_alpha * (log_pi + target_entropy).detach()).mean()
+        alpha = log_alpha.exp() * 1.0
+        q_new_actions = torch.min(critic_1(observations, new_actions), critic_2(observations, new_actions))
+        policy_loss = (alpha * log_pi - q_new_actions).mean()
+
+        q1_predicted = critic_1(observations, actions)
+        q2_predicted = critic_2(observations, actions)
+        new_next_actions, next_log_pi = actor(next_observations)
+        target_q_values = torch.min(target_critic_1(next_observations, new_next_actions),
+                                    target_critic_2(next_observations, new_next_actions))
+        target_q_values = target_q_values - alpha * next_log_pi
+        target_q_values = target_q_values.unsqueeze(-1)
+        td_target = rewards.unsqueeze(-1) + (1.0 - dones.unsqueeze(-1)) * discount * target_q_values.detach()
+        td_target = td_target.squeeze(-1)
+        qf1_loss = F.mse_loss(q1_predicted, td_target.detach())
+        qf2_loss = F.mse_loss(q2_predicted, td_target.detach())
+
+        batch_size, action_dim = actions.shape[0], actions.shape[-1]
+        cql_random_actions = actions.new_empty((batch_size, cql_n_actions, action_dim), requires_grad=False).uniform_(-1, 1)
+        cql_current_actions, cql_current_log_pis = actor(observations, repeat=cql_n_actions)
+        cql_next_actions, cql_next_log_pis = actor(next_observations, repeat=cql_n_actions)
+        cql_current_actions, cql_current_log_pis = cql_current_actions.detach(), cql_current_log_pis.detach()
+        cql_next_actions, cql_next_log_pis = cql_next_actions.detach(), cql_next_log_pis.detach()
+        cql_q1_rand = critic_1(observations, cql_random_actions)
+        cql_q2_rand = critic_2(observations, cql_random_actions)
+        cql_q1_current_actions = critic_1(observations, cql_current_actions)
+        cql_q2_current_actions = critic_2(observations, cql_current_actions)
+        cql_q1_next_actions = critic_1(observations, cql_next_actions)
+        cql_q2_next_actions = critic_2(observations, cql_next_actions)
+        random_density = np.log(0.5 ** action_dim)
+        cql_cat_q1 = torch.cat([cql_q1_rand - random_density, cql_q1_next_actions - cql_next_log_pis.detach(),
+                                cql_q1_current_actions - cql_current_log_pis.detach()], dim=1)
+        cql_cat_q2 = torch.cat([cql_q2_rand - random_density, cql_q2_next_actions - cql_next_log_pis.detach(),
+                                cql_q2_current_actions - cql_current_log_pis.detach()], dim=1)
+        cql_qf1_ood = torch.logsumexp(cql_cat_q1 / cql_temp, dim=1) * cql_temp
+        cql_qf2_ood = torch.logsumexp(cql_cat_q2 / cql_temp, dim=1) * cql_temp
+        cql_qf1_diff = torch.clamp(cql_qf1_ood - q1_predicted, -np.inf, np.inf).mean()
+        cql_qf2_diff = torch.clamp(cql_qf2_ood - q2_predicted, -np.inf, np.inf).mean()
+        alpha_prime = torch.clamp(torch.exp(nets.log_alpha_prime()), min=0.0, max=1000000.0)
+        cql_min_qf1_loss = alpha_prime * cql_alpha * (cql_qf1_diff - cql_target_action_gap)
+        cql_min_qf2_loss = alpha_prime * cql_alpha * (cql_qf2_diff - cql_target_action_gap)
+        alpha_prime_optimizer.zero_grad()
+        alpha_prime_loss = (-cql_min_qf1_loss - cql_min_qf2_loss) * 0.5
+        alpha_prime_loss.backward(retain_graph=True)
+        alpha_prime_optimizer.step()
+        qf_loss = qf1_loss + qf2_loss + cql_min_qf1_loss + cql_min_qf2_loss
+
+        alpha_optimizer.zero_grad()
+        alpha_loss.backward()
+        alpha_optimizer.step()
+        actor_optimizer.zero_grad()
+        policy_loss.backward()
+        actor_optimizer.step()
+        critic_1_optimizer.zero_grad()
+        critic_2_optimizer.zero_grad()
+        qf_loss.backward(retain_graph=True)
+        critic_1_optimizer.step()
+        critic_2_optimizer.step()
+        with torch.no_grad():
+            for target, source in ((target_critic_1, critic_1), (target_critic_2, critic_2)):
+                for target_param, source_param in zip(target.parameters(), source.parameters()):
+                    target_param.data.copy_((1 - soft_target_update_rate) * target_param.data + soft_target_update_rate * source_param.data)
+        log.append([policy_loss, qf1_loss, cql_qf1_ood, cql_min_qf1_loss, alpha_prime_loss, alpha_loss, cql_cat_q1])
+    with torch.no_grad():
+        test_actions = torch.tensor(replay_batch(60, act_dim=2)[1])
+        log_prob = actor.log_prob(observations, test_actions)
+        repeated = actor.log_prob(observations, test_actions[:, None, :].repeat(1, 3, 1))
+    return log, nets.state_dict(), target_critic_1.state_dict(), log_prob, repeated
+
+
+def test_corl_cql():
+    ours, _ = run_both(cql, weights_of(make_cql), rtol=2e-4, atol=2e-5)
+    log_prob, repeated = ours[3], ours[4]
+    np.testing.assert_allclose(repeated, np.repeat(log_prob[:, None], 3, 1), rtol=1e-6)
+
+
+def make_iql(m, state_dim=4, act_dim=2, hidden=16):
+    torch, nn = m.torch, m.nn
+    from_dist = torch.distributions
+
+    class TwinQ(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.q1 = mlp(nn, [state_dim + act_dim, hidden, hidden, 1])
+            self.q2 = mlp(nn, [state_dim + act_dim, hidden, hidden, 1])
+
+        def both(self, state, action):
+            sa = torch.cat([state, action], 1)
+            return self.q1(sa).squeeze(-1), self.q2(sa).squeeze(-1)
+
+        def forward(self, state, action):
+            return torch.min(*self.both(state, action))
+
+    class ValueFunction(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.v = mlp(nn, [state_dim, hidden, hidden, 1])
+
+        def forward(self, state):
+            return self.v(state).squeeze(-1)
+
+    class GaussianPolicy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = mlp(nn, [state_dim, hidden, act_dim])
+            self.log_std = nn.Parameter(torch.zeros(act_dim, dtype=torch.float32))
+
+        def forward(self, obs):
+            mean = torch.tanh(self.net(obs))
+            std = torch.exp(self.log_std.clamp(-5.0, 2.0))
+            scale_tril = torch.diag(std)
+            return from_dist.MultivariateNormal(mean, scale_tril=scale_tril)
+
+    class IQLNets(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.qf, self.vf, self.actor = TwinQ(), ValueFunction(), GaussianPolicy()
+
+    return IQLNets()
+
+
+def asymmetric_l2_loss(torch, u, tau):
+    return torch.mean(torch.abs(tau - (u < 0).float()) * u ** 2)
+
+
+def iql(m, weights, updates=4, iql_tau=0.7, beta=3.0, discount=0.99, tau=0.005, EXP_ADV_MAX=100.0):
+    torch, F = m.torch, m.F
+    nets = load(m, make_iql(m), weights)
+    qf, vf, actor = nets.qf, nets.vf, nets.actor
+    q_target = copy.deepcopy(qf).requires_grad_(False)
+    v_optimizer = torch.optim.Adam(vf.parameters(), lr=3e-3)
+    q_optimizer = torch.optim.Adam(qf.parameters(), lr=3e-3)
+    actor_optimizer = torch.optim.Adam(actor.parameters(), lr=3e-3)
+    actor_lr_schedule = torch.optim.lr_scheduler.CosineAnnealingLR(actor_optimizer, updates)
+    log = []
+    for step in range(updates):
+        observations, actions, rewards, next_observations, dones = (torch.tensor(a) for a in replay_batch(70 + step, act_dim=2))
+        rewards, dones = rewards.squeeze(dim=-1), dones.squeeze(dim=-1)
+        with torch.no_grad():
+            next_v = vf(next_observations)
+        # value
+        with torch.no_grad():
+            target_q = q_target(observations, actions)
+        v = vf(observations)
+        adv = target_q - v
+        v_loss = asymmetric_l2_loss(torch, adv, iql_tau)
+        v_optimizer.zero_grad()
+        v_loss.backward()
+        v_optimizer.step()
+        # q
+        targets = rewards + (1.0 - dones.float()) * discount * next_v.detach()
+        qs = qf.both(observations, actions)
+        q_loss = sum(F.mse_loss(q, targets) for q in qs) / len(qs)
+        q_optimizer.zero_grad()
+        q_loss.backward()
+        q_optimizer.step()
+        for target_param, source_param in zip(q_target.parameters(), qf.parameters()):
+            target_param.data.copy_((1 - tau) * target_param.data + tau * source_param.data)
+        # policy
+        exp_adv = torch.exp(beta * adv.detach()).clamp(max=EXP_ADV_MAX)
+        policy_out = actor(observations)
+        if isinstance(policy_out, torch.distributions.Distribution):
+            bc_losses = -policy_out.log_prob(actions)
+        elif torch.is_tensor(policy_out):
+            bc_losses = torch.sum((policy_out - actions) ** 2, dim=1)
+        policy_loss = torch.mean(exp_adv * bc_losses)
+        actor_optimizer.zero_grad()
+        policy_loss.backward()
+        actor_optimizer.step()
+        actor_lr_schedule.step()
+        log.append([v_loss, q_loss, policy_loss, exp_adv, actor_optimizer.param_groups[0]["lr"]])
+    return log, nets.state_dict(), q_target.state_dict()
+
+
+def test_corl_iql():
+    ours, _ = run_both(iql, weights_of(make_iql), rtol=1e-4, atol=1e-5)
+    assert ours[0][-1][-1] == pytest.approx(0.0, abs=1e-12)
+
+
+def make_td3_bc(m, state_dim=4, action_dim=2, max_action=1.0):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    class Actor(nn.Module):
+        def __init__(self):
+            super(Actor, self).__init__()
+            self.l1 = nn.Linear(state_dim, 16)
+            self.l2 = nn.Linear(16, 16)
+            self.l3 = nn.Linear(16, action_dim)
+            self.max_action = max_action
+
+        def forward(self, state):
+            a = F.relu(self.l1(state))
+            a = F.relu(self.l2(a))
+            return self.max_action * torch.tanh(self.l3(a))
+
+    class Critic(nn.Module):
+        def __init__(self):
+            super(Critic, self).__init__()
+            self.l1 = nn.Linear(state_dim + action_dim, 16)
+            self.l2 = nn.Linear(16, 1)
+            self.l4 = nn.Linear(state_dim + action_dim, 16)
+            self.l5 = nn.Linear(16, 1)
+
+        def forward(self, state, action):
+            sa = torch.cat([state, action], 1)
+            q1 = self.l2(F.relu(self.l1(sa)))
+            q2 = self.l5(F.relu(self.l4(sa)))
+            return q1, q2
+
+        def Q1(self, state, action):
+            sa = torch.cat([state, action], 1)
+            return self.l2(F.relu(self.l1(sa)))
+
+    class Nets(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.actor, self.critic = Actor(), Critic()
+
+    return Nets()
+
+
+def td3_bc(m, weights, iterations=6, discount=0.99, tau=0.005, policy_noise=0.2, noise_clip=0.5, policy_freq=2,
+           alpha=2.5, max_action=1.0):
+    torch, F = m.torch, m.F
+    torch.manual_seed(0)
+    nets = load(m, make_td3_bc(m), weights)
+    actor, critic = nets.actor, nets.critic
+    actor_target, critic_target = copy.deepcopy(actor), copy.deepcopy(critic)
+    actor_optimizer = torch.optim.Adam(actor.parameters(), lr=3e-4)
+    critic_optimizer = torch.optim.Adam(critic.parameters(), lr=3e-4)
+    states, actions, rewards, next_states, dones = replay_batch(80, n=64, act_dim=2)
+    mean, std = states.mean(0, keepdims=True), states.std(0, keepdims=True) + 1e-3
+    states, next_states = (states - mean) / std, (next_states - mean) / std
+    rng = np.random.default_rng(0)
+    log = []
+    for total_it in range(1, iterations + 1):
+        ind = rng.integers(0, 64, size=16)
+        state, action, next_state = torch.FloatTensor(states[ind]), torch.FloatTensor(actions[ind]), torch.FloatTensor(next_states[ind])
+        reward, not_done = torch.FloatTensor(rewards[ind]), torch.FloatTensor(1. - dones[ind])
+        with torch.no_grad():
+            noise = (torch.randn_like(action) * policy_noise).clamp(-noise_clip, noise_clip)
+            next_action = (actor_target(next_state) + noise).clamp(-max_action, max_action)
+            target_Q1, target_Q2 = critic_target(next_state, next_action)
+            target_Q = torch.min(target_Q1, target_Q2)
+            target_Q = reward + not_done * discount * target_Q
+        current_Q1, current_Q2 = critic(state, action)
+        critic_loss = F.mse_loss(current_Q1, target_Q) + F.mse_loss(current_Q2, target_Q)
+        critic_optimizer.zero_grad()
+        critic_loss.backward()
+        critic_optimizer.step()
+        log.append(critic_loss)
+        if total_it % policy_freq == 0:
+            pi = actor(state)
+            Q = critic.Q1(state, pi)
+            lmbda = alpha / Q.abs().mean().detach()
+            actor_loss = -lmbda * Q.mean() + F.mse_loss(pi, action)
+            actor_optimizer.zero_grad()
+            actor_loss.backward()
+            actor_optimizer.step()
+            log.append(actor_loss)
+            with torch.no_grad():
+                for net, target in ((critic, critic_target), (actor, actor_target)):
+                    target_params, params = list(target.parameters()), list(net.parameters())
+                    torch._foreach_mul_(target_params, 1 - tau)
+                    torch._foreach_add_(target_params, params, alpha=tau)
+    return log, nets.state_dict(), actor_target.state_dict(), critic_target.state_dict()
+
+
+def test_td3_bc():
+    ours, _ = run_both(td3_bc, weights_of(make_td3_bc), rtol=1e-4, atol=1e-6)
+    assert len(ours[0]) == 9
+
+
+def make_awac(m, state_dim=4, action_dim=2, hidden_dim=16, min_log_std=-20.0, max_log_std=2.0, min_action=-1.0, max_action=1.0):
+    torch, nn = m.torch, m.nn
+
+    class Actor(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self._mlp = nn.Sequential(nn.Linear(state_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, action_dim))
+            self._log_std = nn.Parameter(torch.zeros(action_dim, dtype=torch.float32))
+            self._min_log_std, self._max_log_std = min_log_std, max_log_std
+            self._min_action, self._max_action = min_action, max_action
+
+        def _get_policy(self, state):
+            mean = self._mlp(state)
+            log_std = self._log_std.clamp(self._min_log_std, self._max_log_std)
+            policy = torch.distributions.Normal(mean, log_std.exp())
+            return policy
+
+        def log_prob(self, state, action):
+            policy = self._get_policy(state)
+            log_prob = policy.log_prob(action).sum(-1, keepdim=True)
+            return log_prob
+
+        def forward(self, state):
+            policy = self._get_policy(state)
+            action = policy.rsample()
+            action.clamp_(self._min_action, self._max_action)
+            log_prob = policy.log_prob(action).sum(-1, keepdim=True)
+            return action, log_prob
+
+    class Critic(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self._mlp = nn.Sequential(nn.Linear(state_dim + action_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, 1))
+
+        def forward(self, state, action):
+            return self._mlp(torch.cat([state, action], dim=-1))
+
+    class Nets(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.actor, self.critic_1, self.critic_2 = Actor(), Critic(), Critic()
+
+    return Nets()
+
+
+def soft_update(target, source, tau):
+    for target_param, source_param in zip(target.parameters(), source.parameters()):
+        target_param.data.copy_((1 - tau) * target_param.data + tau * source_param.data)
+
+
+def awac(m, weights, updates=3, gamma=0.99, tau=5e-3, awac_lambda=1.0, exp_adv_max=100.0):
+    torch, nn = m.torch, m.nn
+    torch.manual_seed(1)
+    nets = load(m, make_awac(m), weights)
+    _actor, _critic_1, _critic_2 = nets.actor, nets.critic_1, nets.critic_2
+    _target_critic_1, _target_critic_2 = copy.deepcopy(_critic_1), copy.deepcopy(_critic_2)
+    _actor_optimizer = torch.optim.Adam(_actor.parameters(), lr=3e-3)
+    _critic_1_optimizer = torch.optim.Adam(_critic_1.parameters(), lr=3e-3)
+    _critic_2_optimizer = torch.optim.Adam(_critic_2.parameters(), lr=3e-3)
+    log = []
+    for step in range(updates):
+        states, actions, rewards, next_states, dones = (torch.tensor(a) for a in replay_batch(90 + step, act_dim=2))
+        with torch.no_grad():
+            next_actions, _ = _actor(next_states)
+            q_next = torch.min(_target_critic_1(next_states, next_actions), _target_critic_2(next_states, next_actions))
+            q_target = rewards + gamma * (1.0 - dones) * q_next
+        q1 = _critic_1(states, actions)
+        q2 = _critic_2(states, actions)
+        q1_loss = nn.functional.mse_loss(q1, q_target)
+        q2_loss = nn.functional.mse_loss(q2, q_target)
+        critic_loss = q1_loss + q2_loss
+        _critic_1_optimizer.zero_grad()
+        _critic_2_optimizer.zero_grad()
+        critic_loss.backward()
+        _critic_1_optimizer.step()
+        _critic_2_optimizer.step()
+        with torch.no_grad():
+            pi_action, _ = _actor(states)
+            v = torch.min(_critic_1(states, pi_action), _critic_2(states, pi_action))
+            q = torch.min(_critic_1(states, actions), _critic_2(states, actions))
+            adv = q - v
+            weights_ = torch.clamp_max(torch.exp(adv / awac_lambda), exp_adv_max)
+        action_log_prob = _actor.log_prob(states, actions)
+        actor_loss = (-action_log_prob * weights_).mean()
+        _actor_optimizer.zero_grad()
+        actor_loss.backward()
+        _actor_optimizer.step()
+        with torch.no_grad():
+            soft_update(_target_critic_1, _critic_1, tau)
+            soft_update(_target_critic_2, _critic_2, tau)
+        log.append([critic_loss, actor_loss, weights_])
+    return log, nets.state_dict(), _target_critic_2.state_dict()
+
+
+def test_corl_awac():
+    run_both(awac, weights_of(make_awac), rtol=1e-4, atol=1e-5)
+
+
+def make_edac(m, state_dim=4, action_dim=2, hidden_dim=16, num_critics=4):
+    torch, nn = m.torch, m.nn
+
+    class VectorizedLinear(nn.Module):
+        def __init__(self, in_features, out_features, ensemble_size):
+            super().__init__()
+            self.in_features, self.out_features, self.ensemble_size = in_features, out_features, ensemble_size
+            self.weight = nn.Parameter(torch.empty(ensemble_size, in_features, out_features))
+            self.bias = nn.Parameter(torch.empty(ensemble_size, 1, out_features))
+            self.reset_parameters()
+
+        def reset_parameters(self):
+            for layer in range(self.ensemble_size):
+                nn.init.kaiming_uniform_(self.weight[layer], a=math.sqrt(5))
+            fan_in, _ = nn.init._calculate_fan_in_and_fan_out(self.weight[0])
+            bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
+            nn.init.uniform_(self.bias, -bound, bound)
+
+        def forward(self, x):
+            # input: [ensemble_size, batch_size, input_size]
+            return x @ self.weight + self.bias
+
+    class VectorizedCritic(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.critic = nn.Sequential(
+                VectorizedLinear(state_dim + action_dim, hidden_dim, num_critics), nn.ReLU(),
+                VectorizedLinear(hidden_dim, hidden_dim, num_critics), nn.ReLU(),
+                VectorizedLinear(hidden_dim, 1, num_critics))
+            for layer in self.critic[::2]:
+                torch.nn.init.constant_(layer.bias, 0.1)
+            torch.nn.init.uniform_(self.critic[-1].weight, -3e-3, 3e-3)
+            torch.nn.init.uniform_(self.critic[-1].bias, -3e-3, 3e-3)
+            self.num_critics = num_critics
+
+        def forward(self, state, action):
+            state_action = torch.cat([state, action], dim=-1)
+            if state_action.dim() != 3:
+                assert state_action.dim() == 2
+                state_action = state_action.unsqueeze(0).repeat_interleave(self.num_critics, dim=0)
+            assert state_action.dim() == 3
+            assert state_action.shape[0] == self.num_critics
+            q_values = self.critic(state_action).squeeze(-1)
+            return q_values
+
+    return VectorizedCritic()
+
+
+def edac(m, weights, updates=3, eta=1.0, gamma=0.99, EPS=1e-8):
+    torch, nn = m.torch, m.nn
+    critic = load(m, make_edac(m), weights).double()
+    target_critic = copy.deepcopy(critic)
+    critic_optimizer = torch.optim.Adam(critic.parameters(), lr=3e-3)
+    log = []
+
+    def _critic_diversity_loss(state, action):
+        num_critics = critic.num_critics
+        state = state.unsqueeze(0).repeat_interleave(num_critics, dim=0)
+        action = action.unsqueeze(0).repeat_interleave(num_critics, dim=0).requires_grad_(True)
+        q_ensemble = critic(state, action)
+        q_action_grad = torch.autograd.grad(q_ensemble.sum(), action, retain_graph=True, create_graph=True)[0]
+        q_action_grad = q_action_grad / (torch.norm(q_action_grad, p=2, dim=2).unsqueeze(-1) + EPS)
+        q_action_grad = q_action_grad.transpose(0, 1)
+        masks = torch.eye(num_critics).unsqueeze(dim=0).repeat(q_action_grad.shape[0], 1, 1)
+        q_action_grad = q_action_grad @ q_action_grad.permute(0, 2, 1)
+        q_action_grad = (1 - masks) * q_action_grad
+        grad_loss = q_action_grad.sum(dim=(1, 2)).mean()
+        grad_loss = grad_loss / (num_critics - 1)
+        return grad_loss
+
+    for step in range(updates):
+        state, action, reward, next_state, done = (torch.tensor(a.astype(np.float64)) for a in replay_batch(100 + step, act_dim=2))
+        reward, done = reward.squeeze(-1), done.squeeze(-1)
+        with torch.no_grad():
+            next_action = torch.tanh(next_state[:, :2])
+            q_next = target_critic(next_state, next_action).min(0).values
+            q_target = reward + gamma * (1 - done) * q_next
+        q_values = critic(state, action)
+        critic_loss = ((q_values - q_target.view(1, -1)) ** 2).mean(dim=1).sum(dim=0)
+        diversity_loss = _critic_diversity_loss(state, action)
+        loss = critic_loss + eta * diversity_loss
+        critic_optimizer.zero_grad()
+        loss.backward()
+        critic_optimizer.step()
+        with torch.no_grad():
+            soft_update(target_critic, critic, 5e-3)
+            q_random_std = q_values.std(0).mean().item()
+        log.append([critic_loss, diversity_loss, q_random_std, critic.critic[0].weight.grad.clone()])
+    return log, critic.state_dict()
+
+
+def test_corl_edac_diversity_loss():
+    # in float64: the diversity loss normalises action gradients, whose float32 rounding the next step amplifies
+    ours, _ = run_both(edac, weights_of(make_edac), rtol=1e-9, atol=1e-12)
+    assert all(np.isfinite(row[1]) for row in ours[0])
