@@ -1017,3 +1017,608 @@ def test_corl_edac_diversity_loss():
     # in float64: the diversity loss normalises action gradients, whose float32 rounding the next step amplifies
     ours, _ = run_both(edac, weights_of(make_edac), rtol=1e-9, atol=1e-12)
     assert all(np.isfinite(row[1]) for row in ours[0])
+
+
+# ----------------------------------------------------------------------------------------------
+# A minimal Decision Transformer (nikhilbarhate99/min-decision-transformer)
+# ----------------------------------------------------------------------------------------------
+
+
+def make_decision_transformer(m, state_dim=4, act_dim=2, n_blocks=2, h_dim=16, context_len=5, n_heads=2, drop_p=0.0,
+                              max_timestep=64):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    class MaskedCausalAttention(nn.Module):
+        def __init__(self, h_dim, max_T, n_heads, drop_p):
+            super().__init__()
+            self.n_heads = n_heads
+            self.max_T = max_T
+            self.q_net = nn.Linear(h_dim, h_dim)
+            self.k_net = nn.Linear(h_dim, h_dim)
+            self.v_net = nn.Linear(h_dim, h_dim)
+            self.proj_net = nn.Linear(h_dim, h_dim)
+            self.att_drop = nn.Dropout(drop_p)
+            self.proj_drop = nn.Dropout(drop_p)
+            ones = torch.ones((max_T, max_T))
+            mask = torch.tril(ones).view(1, 1, max_T, max_T)
+            # register buffer makes sure mask does not get updated during backpropagation
+            self.register_buffer('mask', mask)
+
+        def forward(self, x):
+            B, T, C = x.shape  # batch size, seq length, h_dim * n_heads
+            N, D = self.n_heads, C // self.n_heads  # N = num heads, D = attention dim
+            # rearrange q, k, v as (B, N, T, D)
+            q = self.q_net(x).view(B, T, N, D).transpose(1, 2)
+            k = self.k_net(x).view(B, T, N, D).transpose(1, 2)
+            v = self.v_net(x).view(B, T, N, D).transpose(1, 2)
+            # weights (B, N, T, T)
+            weights = q @ k.transpose(2, 3) / math.sqrt(D)
+            # causal mask applied to weights
+            weights = weights.masked_fill(self.mask[..., :T, :T] == 0, float('-inf'))
+            # normalize weights, all -inf -> 0 after softmax
+            normalized_weights = F.softmax(weights, dim=-1)
+            # attention (B, N, T, D)
+            attention = self.att_drop(normalized_weights @ v)
+            # gather heads and project (B, N, T, D) -> (B, T, N*D)
+            attention = attention.transpose(1, 2).contiguous().view(B, T, N * D)
+            out = self.proj_drop(self.proj_net(attention))
+            return out
+
+    class Block(nn.Module):
+        def __init__(self, h_dim, max_T, n_heads, drop_p):
+            super().__init__()
+            self.attention = MaskedCausalAttention(h_dim, max_T, n_heads, drop_p)
+            self.mlp = nn.Sequential(nn.Linear(h_dim, 4 * h_dim), nn.GELU(), nn.Linear(4 * h_dim, h_dim), nn.Dropout(drop_p))
+            self.ln1 = nn.LayerNorm(h_dim)
+            self.ln2 = nn.LayerNorm(h_dim)
+
+        def forward(self, x):
+            # Attention -> LayerNorm -> MLP -> LayerNorm
+            x = x + self.attention(x)  # residual
+            x = self.ln1(x)
+            x = x + self.mlp(x)  # residual
+            x = self.ln2(x)
+            return x
+
+    class DecisionTransformer(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.state_dim, self.act_dim, self.h_dim = state_dim, act_dim, h_dim
+            ### transformer blocks
+            input_seq_len = 3 * context_len
+            blocks = [Block(h_dim, input_seq_len, n_heads, drop_p) for _ in range(n_blocks)]
+            self.transformer = nn.Sequential(*blocks)
+            ### projection heads (project to embedding)
+            self.embed_ln = nn.LayerNorm(h_dim)
+            self.embed_timestep = nn.Embedding(max_timestep, h_dim)
+            self.embed_rtg = torch.nn.Linear(1, h_dim)
+            self.embed_state = torch.nn.Linear(state_dim, h_dim)
+            # continuous actions
+            self.embed_action = torch.nn.Linear(act_dim, h_dim)
+            use_action_tanh = True  # True for continuous actions
+            ### prediction heads
+            self.predict_rtg = torch.nn.Linear(h_dim, 1)
+            self.predict_state = torch.nn.Linear(h_dim, state_dim)
+            self.predict_action = nn.Sequential(*([nn.Linear(h_dim, act_dim)] + ([nn.Tanh()] if use_action_tanh else [])))
+
+        def forward(self, timesteps, states, actions, returns_to_go):
+            B, T, _ = states.shape
+            time_embeddings = self.embed_timestep(timesteps)
+            # time embeddings are treated similar to positional embeddings
+            state_embeddings = self.embed_state(states) + time_embeddings
+            action_embeddings = self.embed_action(actions) + time_embeddings
+            returns_embeddings = self.embed_rtg(returns_to_go) + time_embeddings
+            # stack rtg, states and actions and reshape sequence as
+            # (r_0, s_0, a_0, r_1, s_1, a_1, r_2, s_2, a_2 ...)
+            h = torch.stack(
+                (returns_embeddings, state_embeddings, action_embeddings), dim=1
+            ).permute(0, 2, 1, 3).reshape(B, 3 * T, self.h_dim)
+            h = self.embed_ln(h)
+            # transformer and prediction
+            h = self.transformer(h)
+            # get h reshaped such that its size = (B x 3 x T x h_dim) and
+            # h[:, 0, t] is conditioned on the input sequence r_0, s_0, a_0 ... r_t
+            # h[:, 1, t] is conditioned on the input sequence r_0, s_0, a_0 ... r_t, s_t
+            # h[:, 2, t] is conditioned on the input sequence r_0, s_0, a_0 ... r_t, s_t, a_t
+            h = h.reshape(B, T, 3, self.h_dim).permute(0, 2, 1, 3)
+            # get predictions
+            return_preds = self.predict_rtg(h[:, 2])  # predict next rtg given r, s, a
+            state_preds = self.predict_state(h[:, 2])  # predict next state given r, s, a
+            action_preds = self.predict_action(h[:, 1])  # predict action given r, s
+            return state_preds, action_preds, return_preds
+
+    return DecisionTransformer()
+
+
+def discount_cumsum(x, gamma):
+    disc_cumsum = np.zeros_like(x)
+    disc_cumsum[-1] = x[-1]
+    for t in reversed(range(x.shape[0] - 1)):
+        disc_cumsum[t] = x[t] + gamma * disc_cumsum[t + 1]
+    return disc_cumsum
+
+
+def dt_trajectories(seed=0, n=6, context_len=5):
+    """Trajectories of random lengths (some shorter than the context, then padded), as the D4RL dataset class
+    slices them: timesteps, states, actions, returns-to-go and the padding mask."""
+    rng = np.random.default_rng(seed)
+    batch = []
+    for i in range(n):
+        traj_len = int(rng.integers(3, 12))
+        states = rng.standard_normal((traj_len, 4)).astype(np.float32)
+        actions = rng.uniform(-1, 1, (traj_len, 2)).astype(np.float32)
+        rewards = rng.standard_normal(traj_len).astype(np.float32)
+        rtg = discount_cumsum(rewards, 1.0) / 10.0
+        if traj_len > context_len:
+            si = int(rng.integers(0, traj_len - context_len))
+            sl = slice(si, si + context_len)
+            timesteps = np.arange(si, si + context_len)
+            batch.append((timesteps, states[sl], actions[sl], rtg[sl], np.ones(context_len, dtype=np.int64)))
+        else:
+            padding_len = context_len - traj_len
+            pad = lambda a: np.concatenate([a, np.zeros((padding_len,) + a.shape[1:], dtype=a.dtype)])
+            timesteps = np.arange(0, context_len)
+            mask = np.concatenate([np.ones(traj_len, dtype=np.int64), np.zeros(padding_len, dtype=np.int64)])
+            batch.append((timesteps, pad(states), pad(actions), pad(rtg), mask))
+    return [np.stack(x) for x in zip(*batch)]
+
+
+def decision_transformer(m, weights, steps=4, warmup_steps=3, context_len=5):
+    torch, F = m.torch, m.F
+    model = load(m, make_decision_transformer(m), weights)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda steps: min((steps + 1) / warmup_steps, 1))
+    act_dim = 2
+    log = []
+    for step in range(steps):
+        timesteps, states, actions, returns_to_go, traj_mask = (torch.from_numpy(a) for a in dt_trajectories(step))
+        returns_to_go = returns_to_go.unsqueeze(dim=-1)  # B x T x 1
+        action_target = torch.clone(actions).detach()
+        state_preds, action_preds, return_preds = model.forward(timesteps=timesteps, states=states, actions=actions, returns_to_go=returns_to_go)
+        # only consider non padded elements
+        action_preds = action_preds.view(-1, act_dim)[traj_mask.view(-1, ) > 0]
+        action_target = action_target.view(-1, act_dim)[traj_mask.view(-1, ) > 0]
+        action_loss = F.mse_loss(action_preds, action_target, reduction='mean')
+        optimizer.zero_grad()
+        action_loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.25)
+        optimizer.step()
+        scheduler.step()
+        log.append([action_loss.detach().cpu().item(), model.embed_timestep.weight.grad.clone(), scheduler.get_last_lr()[0]])
+    # evaluation: the first steps of an episode, actions predicted from a zero-filled context
+    model.eval()
+    rng = np.random.default_rng(7)
+    eval_batch_size, max_test_ep_len, state_dim = 1, 4, 4
+    timesteps = torch.arange(start=0, end=max_test_ep_len, step=1)
+    timesteps = timesteps.repeat(eval_batch_size, 1)
+    actions = torch.zeros((eval_batch_size, max_test_ep_len, act_dim), dtype=torch.float32)
+    states = torch.zeros((eval_batch_size, max_test_ep_len, state_dim), dtype=torch.float32)
+    rewards_to_go = torch.zeros((eval_batch_size, max_test_ep_len, 1), dtype=torch.float32)
+    running_rtg = 1.0
+    taken = []
+    with torch.no_grad():
+        for t in range(max_test_ep_len):
+            states[0, t] = torch.from_numpy(rng.standard_normal(4).astype(np.float32))
+            running_rtg = running_rtg - 0.1
+            rewards_to_go[0, t] = running_rtg
+            _, act_preds, _ = model.forward(timesteps[:, :t + 1], states[:, :t + 1], actions[:, :t + 1], rewards_to_go[:, :t + 1])
+            act = act_preds[0, -1].detach()
+            actions[0, t] = act
+            taken.append(act)
+    return log, model.state_dict(), torch.stack(taken)
+
+
+def test_decision_transformer():
+    ours, _ = run_both(decision_transformer, weights_of(make_decision_transformer), rtol=1e-4, atol=1e-5)
+    lrs = [row[2] for row in ours[0]]
+    np.testing.assert_allclose(lrs, [2e-3 / 3, 1e-3, 1e-3, 1e-3], rtol=1e-12)
+    # the timestep embedding only gets gradients at the timesteps in the batch
+    used = set(dt_trajectories(0)[0].ravel())
+    grad = ours[0][0][1]
+    assert all((np.abs(grad[t]).sum() > 0) == (t in used) for t in range(64))
+    assert np.all(np.abs(ours[2]) <= 1)
+
+
+# ----------------------------------------------------------------------------------------------
+# MuZero (werner-duvaud/muzero-general): support transforms, unrolled dynamics, scaled gradients
+# ----------------------------------------------------------------------------------------------
+
+
+def support_to_scalar(torch, logits, support_size):
+    """Transform a categorical representation to a scalar. See paper appendix Network Architecture"""
+    # Decode to a scalar
+    probabilities = torch.softmax(logits, dim=1)
+    support = (
+        torch.tensor([x for x in range(-support_size, support_size + 1)])
+        .expand(probabilities.shape)
+        .float()
+        .to(device=probabilities.device)
+    )
+    x = torch.sum(support * probabilities, dim=1, keepdim=True)
+    # Invert the scaling (defined in https://arxiv.org/abs/1805.11593)
+    x = torch.sign(x) * (
+        ((torch.sqrt(1 + 4 * 0.001 * (torch.abs(x) + 1 + 0.001)) - 1) / (2 * 0.001))
+        ** 2
+        - 1
+    )
+    return x
+
+
+def scalar_to_support(torch, x, support_size):
+    """Transform a scalar to a categorical representation with (2 * support_size + 1) categories"""
+    # Reduce the scale (defined in https://arxiv.org/abs/1805.11593)
+    x = torch.sign(x) * (torch.sqrt(torch.abs(x) + 1) - 1) + 0.001 * x
+    # Encode on a vector
+    x = torch.clamp(x, -support_size, support_size)
+    floor = x.floor()
+    prob = x - floor
+    logits = torch.zeros(x.shape[0], x.shape[1], 2 * support_size + 1).to(x.device)
+    logits.scatter_(2, (floor + support_size).long().unsqueeze(-1), (1 - prob).unsqueeze(-1))
+    indexes = floor + support_size + 1
+    prob = prob.masked_fill_(2 * support_size < indexes, 0.0)
+    indexes = indexes.masked_fill_(2 * support_size < indexes, 0.0)
+    logits.scatter_(2, indexes.long().unsqueeze(-1), prob.unsqueeze(-1))
+    return logits
+
+
+def make_muzero(m, observation_size=4, action_space_size=3, encoding_size=6, support_size=5, hidden=16):
+    torch, nn = m.torch, m.nn
+
+    def mlp_(input_size, layer_sizes, output_size, output_activation=torch.nn.Identity, activation=torch.nn.ELU):
+        sizes = [input_size] + layer_sizes + [output_size]
+        layers = []
+        for i in range(len(sizes) - 1):
+            act = activation if i < len(sizes) - 2 else output_activation
+            layers += [torch.nn.Linear(sizes[i], sizes[i + 1]), act()]
+        return torch.nn.Sequential(*layers)
+
+    def normalize_encoded_state(encoded_state):
+        min_encoded_state = encoded_state.min(1, keepdim=True)[0]
+        max_encoded_state = encoded_state.max(1, keepdim=True)[0]
+        scale_encoded_state = max_encoded_state - min_encoded_state
+        scale_encoded_state[scale_encoded_state < 1e-5] += 1e-5
+        encoded_state_normalized = (encoded_state - min_encoded_state) / scale_encoded_state
+        return encoded_state_normalized
+
+    class MuZeroFullyConnectedNetwork(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.action_space_size = action_space_size
+            self.full_support_size = 2 * support_size + 1
+            self.representation_network = mlp_(observation_size, [hidden], encoding_size)
+            self.dynamics_encoded_state_network = mlp_(encoding_size + self.action_space_size, [hidden], encoding_size)
+            self.dynamics_reward_network = mlp_(encoding_size, [hidden], self.full_support_size)
+            self.prediction_policy_network = mlp_(encoding_size, [], self.action_space_size)
+            self.prediction_value_network = mlp_(encoding_size, [], self.full_support_size)
+
+        def prediction(self, encoded_state):
+            policy_logits = self.prediction_policy_network(encoded_state)
+            value = self.prediction_value_network(encoded_state)
+            return policy_logits, value
+
+        def representation(self, observation):
+            encoded_state = self.representation_network(observation.view(observation.shape[0], -1))
+            return normalize_encoded_state(encoded_state)
+
+        def dynamics(self, encoded_state, action):
+            # Stack encoded_state with a game specific one hot encoded action (See paper appendix Network Architecture)
+            action_one_hot = torch.zeros((action.shape[0], self.action_space_size)).to(action.device).float()
+            action_one_hot.scatter_(1, action.long(), 1.0)
+            x = torch.cat((encoded_state, action_one_hot), dim=1)
+            next_encoded_state = self.dynamics_encoded_state_network(x)
+            reward = self.dynamics_reward_network(next_encoded_state)
+            return normalize_encoded_state(next_encoded_state), reward
+
+        def initial_inference(self, observation):
+            encoded_state = self.representation(observation)
+            policy_logits, value = self.prediction(encoded_state)
+            # reward equal to 0 for consistency
+            reward = torch.log(
+                (torch.zeros(1, self.full_support_size)
+                 .scatter(1, torch.tensor([[self.full_support_size // 2]]).long(), 1.0)
+                 .repeat(len(observation), 1).to(observation.device)))
+            return value, reward, policy_logits, encoded_state
+
+        def recurrent_inference(self, encoded_state, action):
+            next_encoded_state, reward = self.dynamics(encoded_state, action)
+            policy_logits, value = self.prediction(next_encoded_state)
+            return value, reward, policy_logits, next_encoded_state
+
+    return MuZeroFullyConnectedNetwork()
+
+
+def muzero_batch(seed, batch=8, unroll=3, actions=3):
+    rng = np.random.default_rng(seed)
+    observation_batch = rng.standard_normal((batch, 4)).astype(np.float32)
+    action_batch = rng.integers(0, actions, (batch, unroll + 1, 1))
+    target_value = (5 * rng.standard_normal((batch, unroll + 1))).astype(np.float32)
+    target_reward = rng.standard_normal((batch, unroll + 1)).astype(np.float32)
+    target_reward[:, 0] = 0
+    target_policy = rng.dirichlet(np.ones(actions), (batch, unroll + 1)).astype(np.float32)
+    weight_batch = rng.uniform(0.5, 1.0, batch).astype(np.float32)
+    gradient_scale_batch = rng.integers(1, unroll + 1, (batch, unroll + 1)).astype(np.float32)
+    return observation_batch, action_batch, target_value, target_reward, target_policy, weight_batch, gradient_scale_batch
+
+
+def muzero_loss_function(torch, value, reward, policy_logits, target_value, target_reward, target_policy):
+    # Cross-entropy seems to have a better convergence than MSE
+    value_loss = (-target_value * torch.nn.LogSoftmax(dim=1)(value)).sum(1)
+    reward_loss = (-target_reward * torch.nn.LogSoftmax(dim=1)(reward)).sum(1)
+    policy_loss = (-target_policy * torch.nn.LogSoftmax(dim=1)(policy_logits)).sum(1)
+    return value_loss, reward_loss, policy_loss
+
+
+def muzero_update_weights(m, weights, steps=2, support_size=5, value_loss_weight=0.25, PER_alpha=0.5):
+    torch = m.torch
+    model = load(m, make_muzero(m), weights)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
+    log = []
+    for step in range(steps):
+        (observation_batch, action_batch, target_value, target_reward, target_policy, weight_batch,
+         gradient_scale_batch) = muzero_batch(step)
+        target_value_scalar = np.array(target_value, dtype="float32")
+        priorities = np.zeros_like(target_value_scalar)
+        weight_batch = torch.tensor(weight_batch.copy()).float()
+        observation_batch = torch.tensor(np.array(observation_batch)).float()
+        action_batch = torch.tensor(action_batch).long()
+        target_value = torch.tensor(target_value).float()
+        target_reward = torch.tensor(target_reward).float()
+        target_policy = torch.tensor(target_policy).float()
+        gradient_scale_batch = torch.tensor(gradient_scale_batch).float()
+        target_value = scalar_to_support(torch, target_value, support_size)
+        target_reward = scalar_to_support(torch, target_reward, support_size)
+        ## Generate predictions
+        value, reward, policy_logits, hidden_state = model.initial_inference(observation_batch)
+        predictions = [(value, reward, policy_logits)]
+        for i in range(1, action_batch.shape[1]):
+            value, reward, policy_logits, hidden_state = model.recurrent_inference(hidden_state, action_batch[:, i])
+            # Scale the gradient at the start of the dynamics function (See paper appendix Training)
+            hidden_state.register_hook(lambda grad: grad * 0.5)
+            predictions.append((value, reward, policy_logits))
+        ## Compute losses
+        value_loss, reward_loss, policy_loss = (0, 0, 0)
+        value, reward, policy_logits = predictions[0]
+        # Ignore reward loss for the first batch step
+        current_value_loss, _, current_policy_loss = muzero_loss_function(
+            torch, value.squeeze(-1), reward.squeeze(-1), policy_logits, target_value[:, 0], target_reward[:, 0], target_policy[:, 0])
+        value_loss += current_value_loss
+        policy_loss += current_policy_loss
+        # Compute priorities for the prioritized replay (See paper appendix Training)
+        pred_value_scalar = support_to_scalar(torch, value, support_size).detach().cpu().numpy().squeeze()
+        priorities[:, 0] = np.abs(pred_value_scalar - target_value_scalar[:, 0]) ** PER_alpha
+        for i in range(1, len(predictions)):
+            value, reward, policy_logits = predictions[i]
+            current_value_loss, current_reward_loss, current_policy_loss = muzero_loss_function(
+                torch, value.squeeze(-1), reward.squeeze(-1), policy_logits, target_value[:, i], target_reward[:, i], target_policy[:, i])
+            # Scale gradient by the number of unroll steps (See paper appendix Training)
+            current_value_loss.register_hook(lambda grad: grad / gradient_scale_batch[:, i])
+            current_reward_loss.register_hook(lambda grad: grad / gradient_scale_batch[:, i])
+            current_policy_loss.register_hook(lambda grad: grad / gradient_scale_batch[:, i])
+            value_loss += current_value_loss
+            reward_loss += current_reward_loss
+            policy_loss += current_policy_loss
+            pred_value_scalar = support_to_scalar(torch, value, support_size).detach().cpu().numpy().squeeze()
+            priorities[:, i] = np.abs(pred_value_scalar - target_value_scalar[:, i]) ** PER_alpha
+        # Scale the value loss, paper recommends by 0.25 (See paper appendix Reanalyze)
+        loss = value_loss * value_loss_weight + reward_loss + policy_loss
+        # Correct PER bias by using importance-sampling (IS) weights
+        loss *= weight_batch
+        # Mean over batch dimension (pseudocode do a sum)
+        loss = loss.mean()
+        optimizer.zero_grad()
+        loss.backward()
+        grads = [p.grad.clone() for p in model.representation_network.parameters()]
+        optimizer.step()
+        log.append([loss, value_loss.mean(), reward_loss.mean(), policy_loss.mean(), priorities, grads])
+    return log, model.state_dict()
+
+
+def test_muzero_update_weights():
+    ours, _ = run_both(muzero_update_weights, weights_of(make_muzero), rtol=1e-4, atol=1e-5)
+    assert ours[0][0][4].shape == (8, 4) and np.all(ours[0][0][4] >= 0)
+
+
+def muzero_support(m, support_size=10):
+    torch = m.torch
+    x = torch.tensor([[-150.0, -3.7, -0.2, 0.0], [0.5, 7.25, 99.0, 1000.0]])
+    support = scalar_to_support(torch, x, support_size)
+    # the two-hot encoding decodes back to the scalar (support_to_scalar takes logits: log of the probabilities)
+    decoded = support_to_scalar(torch, torch.log(support.view(-1, 2 * support_size + 1) + 1e-30), support_size)
+    logits = torch.randn(3, 2 * support_size + 1, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    value = support_to_scalar(torch, logits, support_size)
+    (grad,) = torch.autograd.grad(value.sum(), logits)
+    return support, decoded.view(2, 4), value, grad
+
+
+def test_muzero_support_transforms():
+    support, decoded, value, grad = run_both(muzero_support, rtol=1e-5, atol=1e-5)[0]
+    x = np.array([[-150.0, -3.7, -0.2, 0.0], [0.5, 7.25, 99.0, 1000.0]])
+    np.testing.assert_allclose(support.sum(-1), 1.0, rtol=1e-6)
+    h = np.sign(x) * (np.sqrt(np.abs(x) + 1) - 1) + 0.001 * x
+    np.testing.assert_allclose((support * np.arange(-10, 11)).sum(-1), np.clip(h, -10, 10), rtol=1e-5, atol=1e-6)
+    inside = np.abs(h) < 10
+    np.testing.assert_allclose(decoded[inside], x[inside], rtol=1e-3, atol=1e-3)
+
+
+# ----------------------------------------------------------------------------------------------
+# IMPALA's V-trace (facebookresearch/torchbeast)
+# ----------------------------------------------------------------------------------------------
+
+
+VTraceFromLogitsReturns = namedtuple("VTraceFromLogitsReturns", ["vs", "pg_advantages", "log_rhos", "behavior_action_log_probs", "target_action_log_probs"])
+VTraceReturns = namedtuple("VTraceReturns", "vs pg_advantages")
+
+
+def vtrace_module(torch, F):
+    def action_log_probs(policy_logits, actions):
+        return -F.nll_loss(
+            F.log_softmax(torch.flatten(policy_logits, 0, -2), dim=-1),
+            torch.flatten(actions),
+            reduction="none",
+        ).view_as(actions)
+
+    def from_logits(behavior_policy_logits, target_policy_logits, actions, discounts, rewards, values, bootstrap_value,
+                    clip_rho_threshold=1.0, clip_pg_rho_threshold=1.0):
+        """V-trace for softmax policies."""
+        target_action_log_probs = action_log_probs(target_policy_logits, actions)
+        behavior_action_log_probs = action_log_probs(behavior_policy_logits, actions)
+        log_rhos = target_action_log_probs - behavior_action_log_probs
+        vtrace_returns = from_importance_weights(
+            log_rhos=log_rhos, discounts=discounts, rewards=rewards, values=values, bootstrap_value=bootstrap_value,
+            clip_rho_threshold=clip_rho_threshold, clip_pg_rho_threshold=clip_pg_rho_threshold)
+        return VTraceFromLogitsReturns(log_rhos=log_rhos, behavior_action_log_probs=behavior_action_log_probs,
+                                       target_action_log_probs=target_action_log_probs, **vtrace_returns._asdict())
+
+    @torch.no_grad()
+    def from_importance_weights(log_rhos, discounts, rewards, values, bootstrap_value, clip_rho_threshold=1.0,
+                                clip_pg_rho_threshold=1.0):
+        """V-trace from log importance weights."""
+        with torch.no_grad():
+            rhos = torch.exp(log_rhos)
+            if clip_rho_threshold is not None:
+                clipped_rhos = torch.clamp(rhos, max=clip_rho_threshold)
+            else:
+                clipped_rhos = rhos
+            cs = torch.clamp(rhos, max=1.0)
+            # Append bootstrapped value to get [v1, ..., v_t+1]
+            values_t_plus_1 = torch.cat([values[1:], torch.unsqueeze(bootstrap_value, 0)], dim=0)
+            deltas = clipped_rhos * (rewards + discounts * values_t_plus_1 - values)
+            acc = torch.zeros_like(bootstrap_value)
+            result = []
+            for t in range(discounts.shape[0] - 1, -1, -1):
+                acc = deltas[t] + discounts[t] * cs[t] * acc
+                result.append(acc)
+            result.reverse()
+            vs_minus_v_xs = torch.stack(result)
+            # Add V(x_s) to get v_s.
+            vs = torch.add(vs_minus_v_xs, values)
+            # Advantage for policy gradient.
+            broadcasted_bootstrap_values = torch.ones_like(vs[0]) * bootstrap_value
+            vs_t_plus_1 = torch.cat([vs[1:], broadcasted_bootstrap_values.unsqueeze(0)], dim=0)
+            if clip_pg_rho_threshold is not None:
+                clipped_pg_rhos = torch.clamp(rhos, max=clip_pg_rho_threshold)
+            else:
+                clipped_pg_rhos = rhos
+            pg_advantages = clipped_pg_rhos * (rewards + discounts * vs_t_plus_1 - values)
+            # Make sure no gradients backpropagated through the returned values.
+            return VTraceReturns(vs=vs, pg_advantages=pg_advantages)
+
+    return from_logits, from_importance_weights
+
+
+def make_impala_net(m, num_actions=4):
+    nn, F, torch = m.nn, m.F, m.torch
+
+    class AtariNet(nn.Module):
+        def __init__(self):
+            super(AtariNet, self).__init__()
+            self.num_actions = num_actions
+            self.fc = nn.Linear(6, 16)
+            core_output_size = self.fc.out_features + num_actions + 1
+            self.policy = nn.Linear(core_output_size, self.num_actions)
+            self.baseline = nn.Linear(core_output_size, 1)
+
+        def forward(self, inputs):
+            x = inputs["frame"]  # [T, B, 6]
+            T, B, *_ = x.shape
+            x = torch.flatten(x, 0, 1)  # Merge time and batch.
+            x = F.relu(self.fc(x))
+            one_hot_last_action = F.one_hot(inputs["last_action"].view(T * B), self.num_actions).float()
+            clipped_reward = torch.clamp(inputs["reward"], -1, 1).view(T * B, 1)
+            core_output = torch.cat([x, clipped_reward, one_hot_last_action], dim=-1)
+            policy_logits = self.policy(core_output)
+            baseline = self.baseline(core_output)
+            if self.training:
+                action = torch.multinomial(F.softmax(policy_logits, dim=1), num_samples=1)
+            else:
+                action = torch.argmax(policy_logits, dim=1)
+            policy_logits = policy_logits.view(T, B, self.num_actions)
+            baseline = baseline.view(T, B)
+            action = action.view(T, B)
+            return dict(policy_logits=policy_logits, baseline=baseline, action=action)
+
+    return AtariNet()
+
+
+def impala_learn(m, weights, steps=3, T=6, B=3, discounting=0.99, baseline_cost=0.5, entropy_cost=0.01):
+    torch, F = m.torch, m.F
+    torch.manual_seed(0)
+    from_logits, _ = vtrace_module(torch, F)
+    model = load(m, make_impala_net(m), weights)
+
+    def compute_baseline_loss(advantages):
+        return 0.5 * torch.sum(advantages ** 2)
+
+    def compute_entropy_loss(logits):
+        """Return the entropy loss, i.e., the negative entropy of the policy."""
+        policy = F.softmax(logits, dim=-1)
+        log_policy = F.log_softmax(logits, dim=-1)
+        return torch.sum(policy * log_policy)
+
+    def compute_policy_gradient_loss(logits, actions, advantages):
+        cross_entropy = F.nll_loss(F.log_softmax(torch.flatten(logits, 0, 1), dim=-1), target=torch.flatten(actions, 0, 1), reduction="none")
+        cross_entropy = cross_entropy.view_as(advantages)
+        return torch.sum(cross_entropy * advantages.detach())
+
+    optimizer = torch.optim.RMSprop(model.parameters(), lr=0.01, momentum=0, eps=0.01, alpha=0.99)
+    lr_lambda = lambda epoch: 1 - min(epoch * T * B, 100) / 100
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
+    log = []
+    for step in range(steps):
+        rng = np.random.default_rng(step)
+        batch = {
+            "frame": torch.from_numpy(rng.standard_normal((T + 1, B, 6)).astype(np.float32)),
+            "last_action": torch.from_numpy(rng.integers(0, 4, (T + 1, B))),
+            "reward": torch.from_numpy(rng.standard_normal((T + 1, B)).astype(np.float32) * 2),
+            "done": torch.from_numpy(rng.uniform(size=(T + 1, B)) < 0.15),
+            "action": torch.from_numpy(rng.integers(0, 4, (T + 1, B))),
+            "policy_logits": torch.from_numpy(rng.standard_normal((T + 1, B, 4)).astype(np.float32)),
+        }
+        learner_outputs = model(batch)
+        # Take final value function slice for bootstrapping.
+        bootstrap_value = learner_outputs["baseline"][-1]
+        # Move from obs[t] -> action[t] to action[t] -> obs[t].
+        batch = {key: tensor[1:] for key, tensor in batch.items()}
+        learner_outputs = {key: tensor[:-1] for key, tensor in learner_outputs.items()}
+        rewards = batch["reward"]
+        clipped_rewards = torch.clamp(rewards, -1, 1)
+        discounts = (~batch["done"]).float() * discounting
+        vtrace_returns = from_logits(
+            behavior_policy_logits=batch["policy_logits"], target_policy_logits=learner_outputs["policy_logits"],
+            actions=batch["action"], discounts=discounts, rewards=clipped_rewards,
+            values=learner_outputs["baseline"], bootstrap_value=bootstrap_value)
+        pg_loss = compute_policy_gradient_loss(learner_outputs["policy_logits"], batch["action"], vtrace_returns.pg_advantages)
+        baseline_loss = baseline_cost * compute_baseline_loss(vtrace_returns.vs - learner_outputs["baseline"])
+        entropy_loss = entropy_cost * compute_entropy_loss(learner_outputs["policy_logits"])
+        total_loss = pg_loss + baseline_loss + entropy_loss
+        optimizer.zero_grad()
+        total_loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 40.0)
+        optimizer.step()
+        scheduler.step()
+        log.append([total_loss, pg_loss, baseline_loss, entropy_loss, vtrace_returns.vs, vtrace_returns.pg_advantages,
+                    vtrace_returns.vs.requires_grad, vtrace_returns.log_rhos.requires_grad, learner_outputs["action"]])
+    return log, model.state_dict()
+
+
+def test_torchbeast_vtrace():
+    ours, _ = run_both(impala_learn, weights_of(make_impala_net), rtol=1e-4, atol=1e-5)
+    assert ours[0][0][6] is False and ours[0][0][7] is True
+
+
+def test_vtrace_on_policy_is_n_step_td():
+    """With behaviour = target policy (rho = 1) and no clipping binding, v_s is the discounted return bootstrapped
+    at the end (Espeholt et al., remark 1)."""
+    torch = OURS.torch
+    _, from_importance_weights = vtrace_module(torch, OURS.F)
+    rng = np.random.default_rng(0)
+    rewards, values = rng.standard_normal((5, 2)), rng.standard_normal((5, 2))
+    bootstrap = rng.standard_normal(2)
+    discounts = np.full((5, 2), 0.9)
+    out = from_importance_weights(torch.zeros(5, 2, dtype=torch.float64), torch.tensor(discounts), torch.tensor(rewards),
+                                  torch.tensor(values), torch.tensor(bootstrap))
+    ret, expected = bootstrap.copy(), np.zeros((5, 2))
+    for t in reversed(range(5)):
+        ret = rewards[t] + 0.9 * ret
+        expected[t] = ret
+    np.testing.assert_allclose(out.vs.numpy(), expected, rtol=1e-12)
