@@ -1622,3 +1622,494 @@ def test_vtrace_on_policy_is_n_step_td():
         ret = rewards[t] + 0.9 * ret
         expected[t] = ret
     np.testing.assert_allclose(out.vs.numpy(), expected, rtol=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------
+# RND (jcwleo/random-network-distillation-pytorch): a frozen random target, a random update mask
+# ----------------------------------------------------------------------------------------------
+
+
+def make_rnd(m, input_size=6, output_size=8):
+    nn, torch = m.nn, m.torch
+
+    class RNDModel(nn.Module):
+        def __init__(self):
+            super(RNDModel, self).__init__()
+            self.predictor = nn.Sequential(nn.Linear(input_size, 16), nn.LeakyReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, output_size))
+            self.target = nn.Sequential(nn.Linear(input_size, 16), nn.LeakyReLU(), nn.Linear(16, output_size))
+            for p in self.modules():
+                if isinstance(p, nn.Linear):
+                    torch.nn.init.orthogonal_(p.weight, np.sqrt(2))
+                    p.bias.data.zero_()
+            for param in self.target.parameters():
+                param.requires_grad = False
+
+        def forward(self, next_obs):
+            target_feature = self.target(next_obs)
+            predict_feature = self.predictor(next_obs)
+            return predict_feature, target_feature
+
+    return RNDModel()
+
+
+class RunningMeanStd(object):
+    def __init__(self, epsilon=1e-4, shape=()):
+        self.mean = np.zeros(shape, 'float64')
+        self.var = np.ones(shape, 'float64')
+        self.count = epsilon
+
+    def update(self, x):
+        batch_mean = np.mean(x, axis=0)
+        batch_var = np.var(x, axis=0)
+        batch_count = x.shape[0]
+        delta = batch_mean - self.mean
+        tot_count = self.count + batch_count
+        new_mean = self.mean + delta * batch_count / tot_count
+        m_a = self.var * (self.count)
+        m_b = batch_var * (batch_count)
+        M2 = m_a + m_b + np.square(delta) * self.count * batch_count / (self.count + batch_count)
+        self.mean, self.var, self.count = new_mean, M2 / (self.count + batch_count), batch_count + self.count
+
+
+def rnd(m, weights, steps=3, update_proportion=0.25):
+    torch, nn = m.torch, m.nn
+    torch.manual_seed(0)
+    rnd_model = load(m, make_rnd(m), weights)
+    optimizer = torch.optim.Adam(list(rnd_model.predictor.parameters()), lr=1e-3)
+    forward_mse = nn.MSELoss(reduction='none')
+    reward_rms = RunningMeanStd()
+    obs_rms = RunningMeanStd(shape=(1, 6))
+    log = []
+    for step in range(steps):
+        next_obs = np.random.default_rng(step).standard_normal((16, 6)).astype(np.float32) * 3 + 1
+        obs_rms.update(next_obs)
+        next_obs_batch = torch.FloatTensor(((next_obs - obs_rms.mean) / np.sqrt(obs_rms.var)).clip(-5, 5))
+        # intrinsic reward
+        with torch.no_grad():
+            target_next_feature = rnd_model.target(next_obs_batch)
+            predict_next_feature = rnd_model.predictor(next_obs_batch)
+            intrinsic_reward = (target_next_feature - predict_next_feature).pow(2).sum(1) / 2
+        reward_rms.update(intrinsic_reward.data.cpu().numpy())
+        intrinsic_reward = intrinsic_reward / np.sqrt(reward_rms.var)
+        # the predictor's loss on a random proportion of the batch
+        predict_next_state_feature, target_next_state_feature = rnd_model(next_obs_batch)
+        forward_loss = forward_mse(predict_next_state_feature, target_next_state_feature.detach()).mean(-1)
+        mask = torch.rand(len(forward_loss))
+        mask = (mask < update_proportion).type(torch.FloatTensor)
+        forward_loss = (forward_loss * mask).sum() / torch.max(mask.sum(), torch.Tensor([1]))
+        optimizer.zero_grad()
+        forward_loss.backward()
+        optimizer.step()
+        log.append([intrinsic_reward, forward_loss, mask, rnd_model.target[0].weight.grad is None])
+    return log, rnd_model.state_dict()
+
+
+def test_rnd():
+    ours, _ = run_both(rnd, weights_of(make_rnd), rtol=1e-4, atol=1e-5)
+    for intrinsic_reward, forward_loss, mask, untouched in ours[0]:
+        assert forward_loss.shape == (1,) and untouched is True and set(np.unique(mask)) <= {0.0, 1.0}
+
+
+# ----------------------------------------------------------------------------------------------
+# cleanRL's SAC for discrete actions (Christodoulou 2019)
+# ----------------------------------------------------------------------------------------------
+
+
+def make_discrete_sac(m, obs_dim=4, n_actions=3):
+    nn, F, torch = m.nn, m.F, m.torch
+    from_dist = torch.distributions
+
+    class SoftQNetwork(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1 = nn.Linear(obs_dim, 16)
+            self.fc_q = nn.Linear(16, n_actions)
+
+        def forward(self, x):
+            return self.fc_q(F.relu(self.fc1(x)))
+
+    class Actor(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1 = nn.Linear(obs_dim, 16)
+            self.fc_logits = nn.Linear(16, n_actions)
+
+        def forward(self, x):
+            return self.fc_logits(F.relu(self.fc1(x)))
+
+        def get_action(self, x):
+            logits = self(x)
+            policy_dist = from_dist.Categorical(logits=logits)
+            action = policy_dist.sample()
+            # Action probabilities for calculating the adapted soft-Q loss
+            action_probs = policy_dist.probs
+            log_prob = F.log_softmax(logits, dim=1)
+            return action, log_prob, action_probs
+
+    class Nets(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.actor, self.qf1, self.qf2 = Actor(), SoftQNetwork(), SoftQNetwork()
+
+    return Nets()
+
+
+def discrete_sac(m, weights, updates=4, gamma=0.99, tau=1.0, target_entropy_scale=0.89, target_network_frequency=2):
+    torch, F, optim = m.torch, m.F, m.optim
+    torch.manual_seed(0)
+    nets = load(m, make_discrete_sac(m), weights)
+    actor, qf1, qf2 = nets.actor, nets.qf1, nets.qf2
+    qf1_target, qf2_target = make_discrete_sac(m).qf1, make_discrete_sac(m).qf2
+    qf1_target.load_state_dict(qf1.state_dict())
+    qf2_target.load_state_dict(qf2.state_dict())
+    q_optimizer = optim.Adam(list(qf1.parameters()) + list(qf2.parameters()), lr=3e-3, eps=1e-4)
+    actor_optimizer = optim.Adam(list(actor.parameters()), lr=3e-3, eps=1e-4)
+    target_entropy = -target_entropy_scale * torch.log(1 / torch.tensor(3))
+    log_alpha = torch.zeros(1, requires_grad=True)
+    alpha = log_alpha.exp().item()
+    a_optimizer = optim.Adam([log_alpha], lr=3e-3, eps=1e-4)
+    log = []
+    for global_step in range(updates):
+        observations, actions, rewards, next_observations, dones = (torch.tensor(a) for a in replay_batch(110 + global_step))
+        # CRITIC training
+        with torch.no_grad():
+            _, next_state_log_pi, next_state_action_probs = actor.get_action(next_observations)
+            qf1_next_target = qf1_target(next_observations)
+            qf2_next_target = qf2_target(next_observations)
+            # we can use the action probabilities instead of MC sampling to estimate the expectation
+            min_qf_next_target = next_state_action_probs * (torch.min(qf1_next_target, qf2_next_target) - alpha * next_state_log_pi)
+            # adapt Q-target for discrete Q-function
+            min_qf_next_target = min_qf_next_target.sum(dim=1)
+            next_q_value = rewards.flatten() + (1 - dones.flatten()) * gamma * (min_qf_next_target)
+        # use Q-values only for the taken actions
+        qf1_values = qf1(observations)
+        qf2_values = qf2(observations)
+        qf1_a_values = qf1_values.gather(1, actions.long()).view(-1)
+        qf2_a_values = qf2_values.gather(1, actions.long()).view(-1)
+        qf1_loss = F.mse_loss(qf1_a_values, next_q_value)
+        qf2_loss = F.mse_loss(qf2_a_values, next_q_value)
+        qf_loss = qf1_loss + qf2_loss
+        q_optimizer.zero_grad()
+        qf_loss.backward()
+        q_optimizer.step()
+        # ACTOR training
+        sampled, log_pi, action_probs = actor.get_action(observations)
+        with torch.no_grad():
+            qf1_values = qf1(observations)
+            qf2_values = qf2(observations)
+            min_qf_values = torch.min(qf1_values, qf2_values)
+        # no need for reparameterization, the expectation can be calculated for discrete actions
+        actor_loss = (action_probs * ((alpha * log_pi) - min_qf_values)).mean()
+        actor_optimizer.zero_grad()
+        actor_loss.backward()
+        actor_optimizer.step()
+        # re-use action probabilities for temperature loss
+        alpha_loss = (action_probs.detach() * (-log_alpha.exp() * (log_pi + target_entropy).detach())).mean()
+        a_optimizer.zero_grad()
+        alpha_loss.backward()
+        a_optimizer.step()
+        alpha = log_alpha.exp().item()
+        if global_step % target_network_frequency == 0:
+            for param, target_param in zip(qf1.parameters(), qf1_target.parameters()):
+                target_param.data.copy_(tau * param.data + (1 - tau) * target_param.data)
+            for param, target_param in zip(qf2.parameters(), qf2_target.parameters()):
+                target_param.data.copy_(tau * param.data + (1 - tau) * target_param.data)
+        log.append([qf_loss, actor_loss, alpha_loss, alpha, sampled])
+    return log, nets.state_dict(), qf2_target.state_dict(), target_entropy
+
+
+def test_cleanrl_discrete_sac():
+    ours, _ = run_both(discrete_sac, weights_of(make_discrete_sac), rtol=1e-4, atol=1e-5)
+    assert ours[-1] == pytest.approx(0.89 * np.log(3), rel=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------
+# sb3-contrib's MaskablePPO: a Categorical subclass that masks logits, SB3's PPO train loop
+# ----------------------------------------------------------------------------------------------
+
+
+def maskable_categorical_class(th):
+    from_dist = th.distributions
+    logits_to_probs = from_dist.utils.logits_to_probs
+
+    class MaskableCategorical(from_dist.Categorical):
+        """Modified PyTorch Categorical distribution with support for invalid action masking."""
+
+        def __init__(self, probs=None, logits=None, validate_args=None, masks=None):
+            self.masks = None
+            super().__init__(probs, logits, validate_args)
+            self._original_logits = self.logits
+            self.apply_masking(masks)
+
+        def apply_masking(self, masks):
+            if masks is not None:
+                device = self.logits.device
+                self.masks = th.as_tensor(masks, dtype=th.bool, device=device).reshape(self.logits.shape)
+                HUGE_NEG = th.tensor(-1e8, dtype=self.logits.dtype, device=device)
+                logits = th.where(self.masks, self._original_logits, HUGE_NEG)
+            else:
+                self.masks = None
+                logits = self._original_logits
+            # Reinitialize with updated logits
+            super().__init__(logits=logits)
+            # self.probs may already be cached, so we must force an update
+            self.probs = logits_to_probs(self.logits)
+
+        def entropy(self):
+            if self.masks is None:
+                return super().entropy()
+            # Highly negative logits don't result in 0 probs, so we must replace
+            # with 0s to ensure 0 contribution to the distribution's entropy, since
+            # masked actions possess no invariance.
+            device = self.logits.device
+            p_log_p = self.logits * self.probs
+            p_log_p = th.where(self.masks, p_log_p, th.tensor(0.0, device=device))
+            return -p_log_p.sum(-1)
+
+    return MaskableCategorical
+
+
+def make_maskable_policy(m, obs_dim=4, n_actions=5):
+    nn = m.nn
+
+    class ActorCriticPolicy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.mlp_extractor = nn.Sequential(nn.Linear(obs_dim, 16), nn.Tanh())
+            self.action_net = nn.Linear(16, n_actions)
+            self.value_net = nn.Linear(16, 1)
+
+        def forward(self, obs):
+            latent = self.mlp_extractor(obs)
+            return self.action_net(latent), self.value_net(latent)
+
+    return ActorCriticPolicy()
+
+
+def polyak_update(th, params, target_params, tau):
+    """stable-baselines3's: in place, without building a graph."""
+    with th.no_grad():
+        for param, target_param in zip(params, target_params):
+            target_param.data.mul_(1 - tau)
+            th.add(target_param.data, param.data, alpha=tau, out=target_param.data)
+
+
+def explained_variance(y_pred, y_true):
+    var_y = np.var(y_true)
+    return np.nan if var_y == 0 else float(1 - np.var(y_true - y_pred) / var_y)
+
+
+def maskable_ppo(m, weights, n_steps=16, n_envs=2, n_epochs=4, batch_size=8, gamma=0.99, gae_lambda=0.95,
+                 clip_range=0.2, clip_range_vf=0.2, ent_coef=0.01, vf_coef=0.5, max_grad_norm=0.5, target_kl=0.002):
+    th, F = m.torch, m.F
+    th.manual_seed(0)
+    MaskableCategorical = maskable_categorical_class(th)
+    policy = load(m, make_maskable_policy(m), weights)
+    ema_policy = copy.deepcopy(policy)
+    optimizer = th.optim.Adam(policy.parameters(), lr=3e-3, eps=1e-5)
+    rng = np.random.default_rng(0)
+    # rollout (collected under no_grad from a random "environment" whose valid actions change each step)
+    observations = rng.standard_normal((n_steps, n_envs, 4)).astype(np.float32)
+    action_masks = rng.uniform(size=(n_steps, n_envs, 5)) < 0.6
+    action_masks[..., 0] = True
+    rewards = rng.standard_normal((n_steps, n_envs)).astype(np.float32)
+    episode_starts = (rng.uniform(size=(n_steps, n_envs)) < 0.1).astype(np.float32)
+    actions = np.zeros((n_steps, n_envs), dtype=np.int64)
+    values = np.zeros((n_steps, n_envs), dtype=np.float32)
+    log_probs = np.zeros((n_steps, n_envs), dtype=np.float32)
+    with th.no_grad():
+        for step in range(n_steps):
+            logits, value = policy(th.as_tensor(observations[step]))
+            distribution = MaskableCategorical(logits=logits, masks=action_masks[step])
+            action = distribution.sample()
+            actions[step] = action.numpy()
+            values[step] = value.flatten().numpy()
+            log_probs[step] = distribution.log_prob(action).numpy()
+        last_values = policy(th.as_tensor(rng.standard_normal((n_envs, 4)).astype(np.float32)))[1].flatten().numpy()
+    dones = rng.uniform(size=n_envs) < 0.2
+    # compute_returns_and_advantage
+    advantages = np.zeros((n_steps, n_envs), dtype=np.float32)
+    last_gae_lam = 0
+    for step in reversed(range(n_steps)):
+        if step == n_steps - 1:
+            next_non_terminal = 1.0 - dones.astype(np.float32)
+            next_values = last_values
+        else:
+            next_non_terminal = 1.0 - episode_starts[step + 1]
+            next_values = values[step + 1]
+        delta = rewards[step] + gamma * next_values * next_non_terminal - values[step]
+        last_gae_lam = delta + gamma * gae_lambda * next_non_terminal * last_gae_lam
+        advantages[step] = last_gae_lam
+    returns = advantages + values
+
+    def swap_and_flatten(arr):
+        shape = arr.shape
+        if len(shape) < 3:
+            shape = (*shape, 1)
+        return arr.swapaxes(0, 1).reshape(shape[0] * shape[1], *shape[2:])
+
+    flat = {k: swap_and_flatten(v) for k, v in dict(observations=observations, actions=actions, values=values,
+                                                       log_probs=log_probs, advantages=advantages, returns=returns,
+                                                       action_masks=action_masks).items()}
+    entropy_losses, pg_losses, value_losses, clip_fractions, approx_kls = [], [], [], [], []
+    continue_training = True
+    epochs_run = 0
+    for epoch in range(n_epochs):
+        approx_kl_divs = []
+        indices = rng.permutation(n_steps * n_envs)
+        for start_idx in range(0, n_steps * n_envs, batch_size):
+            batch_inds = indices[start_idx:start_idx + batch_size]
+            rollout_data = {k: th.as_tensor(v[batch_inds]) for k, v in flat.items()}
+            actions_b = rollout_data["actions"].long().flatten()
+            logits, values_pred = policy(rollout_data["observations"])
+            distribution = MaskableCategorical(logits=logits, masks=rollout_data["action_masks"])
+            log_prob = distribution.log_prob(actions_b)
+            entropy = distribution.entropy()
+            values_pred = values_pred.flatten()
+            advantages_b = rollout_data["advantages"].flatten()
+            advantages_b = (advantages_b - advantages_b.mean()) / (advantages_b.std() + 1e-8)
+            ratio = th.exp(log_prob - rollout_data["log_probs"].flatten())
+            policy_loss_1 = advantages_b * ratio
+            policy_loss_2 = advantages_b * th.clamp(ratio, 1 - clip_range, 1 + clip_range)
+            policy_loss = -th.min(policy_loss_1, policy_loss_2).mean()
+            pg_losses.append(policy_loss.item())
+            clip_fraction = th.mean((th.abs(ratio - 1) > clip_range).float()).item()
+            clip_fractions.append(clip_fraction)
+            old_values = rollout_data["values"].flatten()
+            values_pred = old_values + th.clamp(values_pred - old_values, -clip_range_vf, clip_range_vf)
+            value_loss = F.mse_loss(rollout_data["returns"].flatten(), values_pred)
+            value_losses.append(value_loss.item())
+            entropy_loss = -th.mean(entropy)
+            entropy_losses.append(entropy_loss.item())
+            loss = policy_loss + ent_coef * entropy_loss + vf_coef * value_loss
+            with th.no_grad():
+                log_ratio = log_prob - rollout_data["log_probs"].flatten()
+                approx_kl_div = th.mean((th.exp(log_ratio) - 1) - log_ratio).cpu().numpy()
+                approx_kl_divs.append(approx_kl_div)
+            if target_kl is not None and approx_kl_div > 1.5 * target_kl:
+                continue_training = False
+                break
+            optimizer.zero_grad()
+            loss.backward()
+            th.nn.utils.clip_grad_norm_(policy.parameters(), max_grad_norm)
+            optimizer.step()
+            polyak_update(th, policy.parameters(), ema_policy.parameters(), 0.1)
+        approx_kls.append(np.mean(approx_kl_divs))
+        epochs_run += 1
+        if not continue_training:
+            break
+    ev = explained_variance(flat["values"].flatten(), flat["returns"].flatten())
+    return (actions, log_probs, entropy_losses, pg_losses, value_losses, clip_fractions, approx_kls, epochs_run, ev,
+            policy.state_dict(), ema_policy.state_dict())
+
+
+def test_sb3_contrib_maskable_ppo():
+    ours, _ = run_both(maskable_ppo, weights_of(make_maskable_policy), rtol=1e-4, atol=1e-5)
+    actions = ours[0]
+    rng = np.random.default_rng(0)
+    rng.standard_normal((16, 2, 4))
+    action_masks = rng.uniform(size=(16, 2, 5)) < 0.6
+    action_masks[..., 0] = True
+    assert np.all(np.take_along_axis(action_masks, actions[..., None], -1))  # no masked action was sampled
+    assert ours[7] < 4  # the approximate KL stopped the epochs early
+
+
+def test_maskable_categorical_by_hand():
+    th = OURS.torch
+    MaskableCategorical = maskable_categorical_class(th)
+    logits = th.tensor([[0.5, 1.0, -0.3, 2.0]], requires_grad=True)
+    masks = np.array([[True, False, True, False]])
+    dist = MaskableCategorical(logits=logits, masks=masks)
+    p = np.exp([0.5, -0.3]) / np.exp([0.5, -0.3]).sum()
+    np.testing.assert_allclose(dist.probs.detach().numpy()[0], [p[0], 0, p[1], 0], atol=1e-7, rtol=1e-6)
+    entropy = dist.entropy()
+    assert entropy.item() == pytest.approx(-(p * np.log(p)).sum(), rel=1e-6)
+    entropy.backward()
+    # the masked logits reach the entropy only through the first normalisation (logits - logsumexp), whose
+    # gradient there is analytically zero: rounding is all that is left
+    assert abs(logits.grad[0, 1].item()) < 1e-6 and abs(logits.grad[0, 3].item()) < 1e-6
+    dist.apply_masking(None)
+    assert dist.masks is None and dist.probs[0, 3].item() == pytest.approx(np.exp(2) / np.exp([0.5, 1, -0.3, 2]).sum(), rel=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------
+# A batched cart-pole in torch (Brax / Isaac Gym style), differentiated through the rollout
+# ----------------------------------------------------------------------------------------------
+
+
+class TorchCartPole:
+    """gym's CartPole dynamics on a batch of environments held as one tensor, auto-resetting done ones."""
+
+    def __init__(self, torch, num_envs, generator):
+        self.torch, self.num_envs, self.generator = torch, num_envs, generator
+        self.gravity, self.masscart, self.masspole, self.length, self.tau = 9.8, 1.0, 0.1, 0.5, 0.02
+        self.total_mass = self.masspole + self.masscart
+        self.polemass_length = self.masspole * self.length
+        self.theta_threshold_radians = 12 * 2 * math.pi / 360
+        self.x_threshold = 2.4
+
+    def reset(self):
+        self.state = (torch_uniform := self.torch.rand(self.num_envs, 4, generator=self.generator)) * 0.1 - 0.05
+        self.steps = self.torch.zeros(self.num_envs, dtype=self.torch.long)
+        return self.state
+
+    def step(self, force):
+        torch = self.torch
+        x, x_dot, theta, theta_dot = self.state.unbind(dim=1)
+        costheta, sintheta = torch.cos(theta), torch.sin(theta)
+        temp = (force + self.polemass_length * theta_dot ** 2 * sintheta) / self.total_mass
+        thetaacc = (self.gravity * sintheta - costheta * temp) / (
+            self.length * (4.0 / 3.0 - self.masspole * costheta ** 2 / self.total_mass))
+        xacc = temp - self.polemass_length * thetaacc * costheta / self.total_mass
+        x = x + self.tau * x_dot
+        x_dot = x_dot + self.tau * xacc
+        theta = theta + self.tau * theta_dot
+        theta_dot = theta_dot + self.tau * thetaacc
+        next_state = torch.stack([x, x_dot, theta, theta_dot], dim=1)
+        self.steps += 1
+        terminated = (x.abs() > self.x_threshold) | (theta.abs() > self.theta_threshold_radians)
+        truncated = self.steps >= 25
+        done = terminated | truncated
+        reward = torch.ones_like(x) - 10 * theta ** 2 - x ** 2
+        reward = torch.where(terminated, torch.zeros_like(reward), reward)
+        fresh = torch.rand(self.num_envs, 4, generator=self.generator) * 0.1 - 0.05
+        self.state = torch.where(done.unsqueeze(1), fresh, next_state)
+        self.steps = torch.where(done, torch.zeros_like(self.steps), self.steps)
+        return self.state, reward, done
+
+
+def make_apg_policy(m):
+    nn = m.nn
+    return nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 1), nn.Tanh())
+
+
+def analytic_policy_gradient(m, weights, iterations=3, horizon=40, num_envs=8, gamma=0.99):
+    torch = m.torch
+    generator = torch.Generator().manual_seed(3)
+    policy = load(m, make_apg_policy(m), weights)
+    optimizer = torch.optim.Adam(policy.parameters(), lr=1e-2)
+    env = TorchCartPole(torch, num_envs, generator)
+    obs = env.reset()
+    log = []
+    for it in range(iterations):
+        total, discount, dones = 0.0, 1.0, 0
+        for t in range(horizon):
+            force = 10.0 * policy(obs).squeeze(-1)
+            obs, reward, done = env.step(force)
+            total = total + discount * reward
+            discount *= gamma
+            dones += int(done.sum())
+        loss = -total.mean() / horizon
+        optimizer.zero_grad()
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
+        optimizer.step()
+        obs = obs.detach()  # truncate the gradient between iterations
+        env.state = env.state.detach()
+        log.append([loss, grad_norm, dones, obs])
+    return log, policy.state_dict()
+
+
+def test_batched_torch_cartpole_analytic_policy_gradient():
+    ours, _ = run_both(analytic_policy_gradient, weights_of(make_apg_policy), rtol=1e-4, atol=1e-5)
+    assert sum(row[2] for row in ours[0]) > 0  # some environments were reset inside the differentiated rollout
