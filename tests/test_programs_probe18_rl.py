@@ -32,6 +32,8 @@ from collections import namedtuple
 import numpy as np
 import pytest
 
+from autograd.errors import ShapeError
+
 from .pytorch_programs import OURS, load, run_both, weights_of
 
 
@@ -2363,3 +2365,344 @@ def test_maddpg_gumbel_softmax():
     ours, _ = run_both(maddpg, weights_of(make_maddpg), rtol=1e-4, atol=1e-5)
     for row in ours[0]:
         assert np.all(row[2].sum(1) == 1) and set(np.unique(row[2])) == {0.0, 1.0}
+
+
+# ----------------------------------------------------------------------------------------------
+# Tianshou's FQF: a fraction proposal network (cumsum of Categorical probs, F.pad), full quantile function
+# ----------------------------------------------------------------------------------------------
+
+
+def make_fqf(m, obs_dim=4, hidden=16, n_actions=3, num_cosines=8, num_fractions=6):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    class CosineEmbeddingNetwork(nn.Module):
+        def __init__(self, num_cosines, embedding_dim):
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(num_cosines, embedding_dim), nn.ReLU())
+            self.num_cosines = num_cosines
+            self.embedding_dim = embedding_dim
+
+        def forward(self, taus):
+            batch_size = taus.shape[0]
+            N = taus.shape[1]
+            # Calculate i * \pi (i=1,...,N).
+            i_pi = np.pi * torch.arange(start=1, end=self.num_cosines + 1, dtype=taus.dtype, device=taus.device).view(1, 1, self.num_cosines)
+            # Calculate cos(i * \pi * \tau).
+            cosines = torch.cos(taus.view(batch_size, N, 1) * i_pi).view(batch_size * N, self.num_cosines)
+            # Calculate embeddings of taus.
+            tau_embeddings = self.net(cosines).view(batch_size, N, self.embedding_dim)
+            return tau_embeddings
+
+    class FractionProposalNetwork(nn.Module):
+        def __init__(self, num_fractions, embedding_dim):
+            super().__init__()
+            self.net = nn.Linear(embedding_dim, num_fractions)
+            torch.nn.init.xavier_uniform_(self.net.weight, gain=0.01)
+            torch.nn.init.constant_(self.net.bias, 0)
+            self.num_fractions = num_fractions
+            self.embedding_dim = embedding_dim
+
+        def forward(self, obs_embeddings):
+            # Calculate (log of) probabilities q_i in the paper.
+            dist = torch.distributions.Categorical(logits=self.net(obs_embeddings))
+            taus_1_N = torch.cumsum(dist.probs, dim=1)
+            # Calculate \tau_i (i=0,...,N).
+            taus = F.pad(taus_1_N, (1, 0))
+            # Calculate \hat \tau_i (i=0,...,N-1).
+            tau_hats = (taus[:, :-1] + taus[:, 1:]).detach() / 2.0
+            # Calculate entropies of value distributions.
+            entropies = dist.entropy()
+            return taus, tau_hats, entropies
+
+    class FullQuantileFunction(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.preprocess = nn.Sequential(nn.Linear(obs_dim, hidden), nn.ReLU())
+            self.embed_model = CosineEmbeddingNetwork(num_cosines, hidden)
+            self.last = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, n_actions))
+
+        def _compute_quantiles(self, obs, taus):
+            batch_size, sample_size = taus.shape
+            embedding = (obs.unsqueeze(1) * self.embed_model(taus)).view(batch_size * sample_size, -1)
+            quantiles = self.last(embedding).view(batch_size, sample_size, -1).transpose(1, 2)
+            return quantiles
+
+        def forward(self, obs, propose_model, fractions=None):
+            logits = self.preprocess(obs)
+            # Propose fractions
+            if fractions is None:
+                taus, tau_hats, entropies = propose_model(logits.detach())
+                fractions = dict(taus=taus, tau_hats=tau_hats, entropies=entropies)
+            else:
+                taus, tau_hats = fractions["taus"], fractions["tau_hats"]
+            quantiles = self._compute_quantiles(logits, tau_hats)
+            # Calculate quantiles_tau for computing fraction grad
+            quantiles_tau = None
+            if self.training:
+                with torch.no_grad():
+                    quantiles_tau = self._compute_quantiles(logits, taus[:, 1:-1])
+            return quantiles, fractions, quantiles_tau
+
+    class Nets(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model, self.fraction_model = FullQuantileFunction(), FractionProposalNetwork(num_fractions, hidden)
+
+    return Nets()
+
+
+def fqf(m, weights, steps=3, ent_coef=0.01, gamma=0.99, broadcast_by_hand=False):
+    torch, F = m.torch, m.F
+    nets = load(m, make_fqf(m), weights)
+    model, fraction_model = nets.model, nets.fraction_model
+    model_old = copy.deepcopy(model)
+    model_old.eval()
+    optim = torch.optim.Adam(model.parameters(), lr=3e-3)
+    fraction_optim = torch.optim.RMSprop(fraction_model.parameters(), lr=2.5e-5)
+    log = []
+    for step in range(steps):
+        obs, act, rew, obs_next, done = replay_batch(120 + step)
+        act = act[:, 0]
+        weight = torch.tensor(np.random.default_rng(step).uniform(0.5, 1.0, len(act)).astype(np.float32))
+        # the n-step target from the old model's quantiles at the greedy action (fractions re-proposed for obs_next)
+        with torch.no_grad():
+            next_quantiles, fractions_next, _ = model_old(torch.tensor(obs_next), fraction_model)
+            taus_next = fractions_next["taus"]
+            q = ((taus_next[:, 1:] - taus_next[:, :-1]).unsqueeze(1) * next_quantiles).sum(2)
+            next_act = q.argmax(dim=1).numpy()
+            target_q = next_quantiles[np.arange(len(next_act)), next_act, :]
+            returns = torch.tensor(rew) + gamma * torch.tensor(1 - done) * target_q
+        quantiles, fractions, quantiles_tau = model(torch.tensor(obs), fraction_model)
+        curr_dist_orig = quantiles
+        taus, tau_hats = fractions["taus"], fractions["tau_hats"]
+        curr_dist = curr_dist_orig[np.arange(len(act)), act, :].unsqueeze(2)
+        target_dist = returns.unsqueeze(1)
+        # calculate each element's difference between curr_dist and target_dist
+        if broadcast_by_hand:  # what PyTorch's smooth_l1_loss does (with a warning) for differing shapes
+            dist_diff = F.smooth_l1_loss(*torch.broadcast_tensors(target_dist, curr_dist), reduction="none")
+        else:
+            dist_diff = F.smooth_l1_loss(target_dist, curr_dist, reduction="none")
+        huber_loss = (dist_diff * (tau_hats.unsqueeze(2) - (target_dist - curr_dist).detach().le(0.).float()).abs()).sum(-1).mean(1)
+        quantile_loss = (huber_loss * weight).mean()
+        new_weight = dist_diff.detach().abs().sum(-1).mean(1)  # prio-buffer
+        # calculate fraction loss
+        with torch.no_grad():
+            sa_quantile_hats = curr_dist_orig[np.arange(len(act)), act, :]
+            sa_quantiles = quantiles_tau[np.arange(len(act)), act, :]
+            values_1 = sa_quantiles - sa_quantile_hats[:, :-1]
+            signs_1 = sa_quantiles > torch.cat([sa_quantile_hats[:, :1], sa_quantiles[:, :-1]], dim=1)
+            values_2 = sa_quantiles - sa_quantile_hats[:, 1:]
+            signs_2 = sa_quantiles < torch.cat([sa_quantiles[:, 1:], sa_quantile_hats[:, -1:]], dim=1)
+            gradient_of_taus = (torch.where(signs_1, values_1, -values_1) + torch.where(signs_2, values_2, -values_2))
+        fraction_loss = (gradient_of_taus * taus[:, 1:-1]).sum(1).mean()
+        # calculate entropy loss
+        entropy_loss = fractions["entropies"].mean()
+        fraction_entropy_loss = fraction_loss - ent_coef * entropy_loss
+        fraction_optim.zero_grad()
+        fraction_entropy_loss.backward(retain_graph=True)
+        fraction_optim.step()
+        optim.zero_grad()
+        quantile_loss.backward()
+        optim.step()
+        log.append([quantile_loss, fraction_loss, entropy_loss, new_weight, taus, fraction_model.net.weight.grad.clone()])
+    return log, nets.state_dict()
+
+
+@pytest.mark.filterwarnings("ignore:Using a target size")
+@pytest.mark.parametrize("broadcast_by_hand", [
+    pytest.param(False, marks=pytest.mark.xfail(strict=True, raises=ShapeError, reason=(
+        "README's contract: mismatched shapes in losses raise (ShapeError) where PyTorch warns and broadcasts; "
+        "Tianshou's FQF, IQN and QR-DQN call F.smooth_l1_loss on (B, 1, N) targets and (B, N, 1) quantiles on "
+        "purpose, relying on that broadcast"))),
+    True])
+def test_tianshou_fqf(broadcast_by_hand):
+    ours, _ = run_both(fqf, weights_of(make_fqf), rtol=1e-4, atol=1e-6, broadcast_by_hand=broadcast_by_hand)
+    taus = ours[0][0][4]
+    assert np.all(taus[:, 0] == 0) and np.allclose(taus[:, -1], 1, atol=1e-6) and np.all(np.diff(taus, axis=1) > 0)
+
+
+# ----------------------------------------------------------------------------------------------
+# nikhilbarhate99/PPO-PyTorch: a MultivariateNormal with a (1, A, A) covariance over a batch of means;
+# Tianshou's PPO with dual clip and an Independent Normal whose sigma is a broadcast Parameter
+# ----------------------------------------------------------------------------------------------
+
+
+def make_ppo_mvn(m, state_dim=4, action_dim=2):
+    nn = m.nn
+
+    class ActorCritic(nn.Module):
+        def __init__(self):
+            super(ActorCritic, self).__init__()
+            self.actor = nn.Sequential(nn.Linear(state_dim, 16), nn.Tanh(), nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, action_dim), nn.Tanh())
+            self.critic = nn.Sequential(nn.Linear(state_dim, 16), nn.Tanh(), nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 1))
+
+    return ActorCritic()
+
+
+def ppo_mvn(m, weights, K_epochs=4, eps_clip=0.2, gamma=0.99, action_std_init=0.6, action_dim=2):
+    torch, nn = m.torch, m.nn
+    MultivariateNormal = torch.distributions.MultivariateNormal
+    torch.manual_seed(0)
+    policy = load(m, make_ppo_mvn(m), weights)
+    policy_old = make_ppo_mvn(m)
+    policy_old.load_state_dict(policy.state_dict())
+    optimizer = torch.optim.Adam([{'params': policy.actor.parameters(), 'lr': 3e-4}, {'params': policy.critic.parameters(), 'lr': 1e-3}])
+    MseLoss = nn.MSELoss()
+    action_var = torch.full((action_dim,), action_std_init * action_std_init)
+
+    def act(model, state):
+        action_mean = model.actor(state)
+        cov_mat = torch.diag(action_var).unsqueeze(dim=0)
+        dist = MultivariateNormal(action_mean, cov_mat)
+        action = dist.sample()
+        action_logprob = dist.log_prob(action)
+        state_val = model.critic(state)
+        return action.detach(), action_logprob.detach(), state_val.detach()
+
+    def evaluate(model, state, action):
+        action_mean = model.actor(state)
+        action_var_ = action_var.expand_as(action_mean)
+        cov_mat = torch.diag_embed(action_var_)
+        dist = MultivariateNormal(action_mean, cov_mat)
+        action_logprobs = dist.log_prob(action)
+        dist_entropy = dist.entropy()
+        state_values = model.critic(state)
+        return action_logprobs, state_values, dist_entropy
+
+    rng = np.random.default_rng(0)
+    states, actions, logprobs, state_values, rewards, is_terminals = [], [], [], [], [], []
+    with torch.no_grad():
+        for t in range(12):
+            state = torch.FloatTensor(rng.standard_normal(4).astype(np.float32))
+            action, action_logprob, state_val = act(policy_old, state)
+            states.append(state); actions.append(action); logprobs.append(action_logprob); state_values.append(state_val)
+            rewards.append(float(-np.sum(action.numpy() ** 2)))
+            is_terminals.append(t % 5 == 4)
+    # Monte Carlo estimate of returns
+    returns = []
+    discounted_reward = 0
+    for reward, is_terminal in zip(reversed(rewards), reversed(is_terminals)):
+        if is_terminal:
+            discounted_reward = 0
+        discounted_reward = reward + (gamma * discounted_reward)
+        returns.insert(0, discounted_reward)
+    # Normalizing the rewards
+    returns = torch.tensor(returns, dtype=torch.float32)
+    returns = (returns - returns.mean()) / (returns.std() + 1e-7)
+    # convert list to tensor
+    old_states = torch.squeeze(torch.stack(states, dim=0)).detach()
+    old_actions = torch.squeeze(torch.stack(actions, dim=0)).detach()
+    old_logprobs = torch.squeeze(torch.stack(logprobs, dim=0)).detach()
+    old_state_values = torch.squeeze(torch.stack(state_values, dim=0)).detach()
+    advantages = returns.detach() - old_state_values.detach()
+    losses = []
+    for _ in range(K_epochs):
+        logprobs_, state_values_, dist_entropy = evaluate(policy, old_states, old_actions)
+        state_values_ = torch.squeeze(state_values_)
+        ratios = torch.exp(logprobs_ - old_logprobs.detach())
+        surr1 = ratios * advantages
+        surr2 = torch.clamp(ratios, 1 - eps_clip, 1 + eps_clip) * advantages
+        loss = -torch.min(surr1, surr2) + 0.5 * MseLoss(state_values_, returns) - 0.01 * dist_entropy
+        optimizer.zero_grad()
+        loss.mean().backward()
+        optimizer.step()
+        losses.append(loss)
+    policy_old.load_state_dict(policy.state_dict())
+    # decay the action std
+    action_var = torch.full((action_dim,), 0.5 * 0.5)
+    _, _, entropy_after = evaluate(policy, old_states, old_actions)
+    return old_actions, old_logprobs, returns, losses, policy.state_dict(), entropy_after
+
+
+def test_ppo_pytorch_multivariate_normal():
+    ours, _ = run_both(ppo_mvn, weights_of(make_ppo_mvn), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(ours[5], 0.5 * 2 * (1 + np.log(2 * np.pi)) + 0.5 * np.log(0.25 ** 2), rtol=1e-5)
+
+
+def make_tianshou_actor_critic(m, state_dim=4, action_dim=2):
+    torch, nn = m.torch, m.nn
+
+    class ActorProb(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.preprocess = nn.Sequential(nn.Linear(state_dim, 16), nn.Tanh())
+            self.mu = nn.Linear(16, action_dim)
+            self.sigma_param = nn.Parameter(torch.zeros(action_dim, 1))
+            self._max = 1.0
+
+        def forward(self, obs, state=None):
+            logits = self.preprocess(obs)
+            mu = self.mu(logits)
+            mu = self._max * torch.tanh(mu)
+            shape = [1] * len(mu.shape)
+            shape[1] = -1
+            sigma = (self.sigma_param.view(shape) + torch.zeros_like(mu)).exp()
+            return (mu, sigma), state
+
+    class Critic(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(state_dim, 16), nn.Tanh(), nn.Linear(16, 1))
+
+        def forward(self, obs):
+            return self.net(obs)
+
+    class ActorCritic(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.actor, self.critic = ActorProb(), Critic()
+
+    return ActorCritic()
+
+
+def tianshou_ppo(m, weights, repeat=3, batch_size=8, eps_clip=0.2, dual_clip=3.0, vf_coef=0.5, ent_coef=0.01, max_grad_norm=0.5):
+    torch, nn = m.torch, m.nn
+    from_dist = torch.distributions
+    torch.manual_seed(0)
+    ac = load(m, make_tianshou_actor_critic(m), weights)
+    actor, critic = ac.actor, ac.critic
+    optim = torch.optim.Adam(ac.parameters(), lr=3e-3)
+
+    def dist_fn(*logits):
+        return from_dist.Independent(from_dist.Normal(*logits), 1)
+
+    rng = np.random.default_rng(0)
+    obs = torch.as_tensor(rng.standard_normal((24, 4)).astype(np.float32))
+    with torch.no_grad():
+        (mu, sigma), _ = actor(obs)
+        dist = dist_fn(mu, sigma)
+        act = dist.sample()
+        logp_old = dist.log_prob(act)
+        v_s = critic(obs).flatten()
+    returns = v_s + torch.as_tensor(rng.standard_normal(24).astype(np.float32))
+    adv = torch.as_tensor(rng.standard_normal(24).astype(np.float32))
+    adv = (adv - adv.mean()) / adv.std()
+    log = []
+    for step in range(repeat):
+        for idx in np.array_split(rng.permutation(24), 24 // batch_size):
+            (mu, sigma), _ = actor(obs[idx])
+            dist = dist_fn(mu, sigma)
+            value = critic(obs[idx]).flatten()
+            ratio = (dist.log_prob(act[idx]) - logp_old[idx]).exp().float()
+            ratio = ratio.reshape(ratio.size(0), -1).transpose(0, 1)
+            surr1 = ratio * adv[idx]
+            surr2 = ratio.clamp(1.0 - eps_clip, 1.0 + eps_clip) * adv[idx]
+            clip1 = torch.min(surr1, surr2)
+            clip2 = torch.max(clip1, dual_clip * adv[idx])
+            clip_loss = -torch.where(adv[idx] < 0, clip2, clip1).mean()
+            v_clip = v_s[idx] + (value - v_s[idx]).clamp(-eps_clip, eps_clip)
+            vf1 = (returns[idx] - value).pow(2)
+            vf2 = (returns[idx] - v_clip).pow(2)
+            vf_loss = torch.max(vf1, vf2).mean()
+            ent_loss = dist.entropy().mean()
+            loss = clip_loss + vf_coef * vf_loss - ent_coef * ent_loss
+            optim.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(ac.parameters(), max_norm=max_grad_norm)
+            optim.step()
+            log.append([clip_loss.item(), vf_loss.item(), ent_loss.item()])
+    return act, logp_old, log, ac.state_dict()
+
+
+def test_tianshou_ppo_dual_clip():
+    run_both(tianshou_ppo, weights_of(make_tianshou_actor_critic), rtol=1e-4, atol=1e-5)
