@@ -2706,3 +2706,147 @@ def tianshou_ppo(m, weights, repeat=3, batch_size=8, eps_clip=0.2, dual_clip=3.0
 
 def test_tianshou_ppo_dual_clip():
     run_both(tianshou_ppo, weights_of(make_tianshou_actor_critic), rtol=1e-4, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------
+# rl_games / IsaacGymEnvs: a torch.jit.script reward, a RunningMeanStd module with float64 buffers, a disabled
+# GradScaler and autocast, neglogp by hand, the bounds loss (clamp_min / clamp_max), policy_kl
+# ----------------------------------------------------------------------------------------------
+
+
+def rl_games(m):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    @torch.jit.script
+    def compute_cartpole_reward(pole_angle, pole_vel, cart_vel, cart_pos, reset_dist, reset_buf, progress_buf, max_episode_length):
+        # type: (Tensor, Tensor, Tensor, Tensor, float, Tensor, Tensor, float) -> Tuple[Tensor, Tensor]
+        reward = 1.0 - pole_angle * pole_angle - 0.01 * torch.abs(cart_vel) - 0.005 * torch.abs(pole_vel)
+        # adjust reward for reset agents
+        reward = torch.where(torch.abs(cart_pos) > reset_dist, torch.ones_like(reward) * -2.0, reward)
+        reward = torch.where(torch.abs(pole_angle) > 3.141592653589793 / 2, torch.ones_like(reward) * -2.0, reward)
+        reset = torch.where(torch.abs(cart_pos) > reset_dist, torch.ones_like(reset_buf), reset_buf)
+        reset = torch.where(torch.abs(pole_angle) > 3.141592653589793 / 2, torch.ones_like(reset_buf), reset)
+        reset = torch.where(progress_buf >= max_episode_length - 1, torch.ones_like(reset_buf), reset)
+        return reward, reset
+
+    class RunningMeanStd(nn.Module):
+        def __init__(self, insize, epsilon=1e-05, per_channel=False, norm_only=False):
+            super(RunningMeanStd, self).__init__()
+            self.insize = insize
+            self.epsilon = epsilon
+            self.norm_only = norm_only
+            self.axis = [0]
+            in_size = insize
+            self.register_buffer("running_mean", torch.zeros(in_size, dtype=torch.float64))
+            self.register_buffer("running_var", torch.ones(in_size, dtype=torch.float64))
+            self.register_buffer("count", torch.ones((), dtype=torch.float64))
+
+        def _update_mean_var_count_from_moments(self, mean, var, count, batch_mean, batch_var, batch_count):
+            delta = batch_mean - mean
+            tot_count = count + batch_count
+            new_mean = mean + delta * batch_count / tot_count
+            m_a = var * count
+            m_b = batch_var * batch_count
+            M2 = m_a + m_b + delta**2 * count * batch_count / tot_count
+            new_var = M2 / tot_count
+            new_count = tot_count
+            return new_mean, new_var, new_count
+
+        def forward(self, input, denorm=False, mask=None):
+            if self.training:
+                mean = input.mean(self.axis)  # along channel axis
+                var = input.var(self.axis)
+                self.running_mean, self.running_var, self.count = self._update_mean_var_count_from_moments(
+                    self.running_mean, self.running_var, self.count, mean, var, input.size()[0])
+            current_mean = self.running_mean
+            current_var = self.running_var
+            if denorm:
+                y = torch.clamp(input, min=-5.0, max=5.0)
+                y = torch.sqrt(current_var.float() + self.epsilon) * y + current_mean.float()
+            else:
+                if self.norm_only:
+                    y = input / torch.sqrt(current_var.float() + self.epsilon)
+                else:
+                    y = (input - current_mean.float()) / torch.sqrt(current_var.float() + self.epsilon)
+                    y = torch.clamp(y, min=-5.0, max=5.0)
+            return y
+
+    def policy_kl(p0_mu, p0_sigma, p1_mu, p1_sigma, reduce=True):
+        c1 = torch.log(p1_sigma / p0_sigma + 1e-5)
+        c2 = (p0_sigma**2 + (p1_mu - p0_mu)**2) / (2.0 * (p1_sigma**2 + 1e-5))
+        c3 = -1.0 / 2.0
+        kl = c1 + c2 + c3
+        kl = kl.sum(dim=-1)  # returning mean between all steps of sum between all actions
+        if reduce:
+            return kl.mean()
+        else:
+            return kl
+
+    def neglogp(x, mean, std, logstd):
+        return 0.5 * (((x - mean) / std)**2).sum(dim=-1) + 0.5 * np.log(2.0 * np.pi) * x.size()[-1] + logstd.sum(dim=-1)
+
+    def critic_loss(value_preds_batch, values, curr_e_clip, return_batch, clip_value):
+        if clip_value:
+            value_pred_clipped = value_preds_batch + (values - value_preds_batch).clamp(-curr_e_clip, curr_e_clip)
+            value_losses = (values - return_batch)**2
+            value_losses_clipped = (value_pred_clipped - return_batch)**2
+            c_loss = torch.max(value_losses, value_losses_clipped)
+        else:
+            c_loss = (return_batch - values)**2
+        return c_loss
+
+    torch.manual_seed(0)
+    pa = torch.tensor([0.1, 2.0, -0.3, 0.0]); pv = torch.tensor([0.5, 0.1, 0.0, 1.0])
+    cv = torch.tensor([1.0, -1.0, 0.3, 0.2]); cp = torch.tensor([0.5, 3.1, 0.0, -2.5])
+    reset_buf = torch.zeros(4, dtype=torch.long); progress_buf = torch.tensor([3, 5, 499, 10])
+    reward, reset = compute_cartpole_reward(pa, pv, cv, cp, 3.0, reset_buf, progress_buf, 500.0)
+    rms = RunningMeanStd((3,))
+    obs = torch.linspace(-3, 6, 15).view(5, 3)
+    y1 = rms(obs)
+    y2 = rms(obs * 2)
+    rms.eval()
+    y3 = rms(obs, denorm=True)
+    actor, critic = nn.Linear(3, 2), nn.Linear(3, 1)
+    sigma = nn.Parameter(torch.zeros(2))
+    optimizer = torch.optim.Adam(list(actor.parameters()) + list(critic.parameters()) + [sigma], lr=1e-2, eps=1e-8)
+    scaler = torch.cuda.amp.GradScaler(enabled=False)
+    log = []
+    old_mu, old_sigma, old_values, old_neglogp = None, None, None, None
+    for epoch in range(3):
+        with torch.cuda.amp.autocast(enabled=False):
+            mu = actor(y1)
+            logstd = sigma.expand_as(mu)
+            std = torch.exp(logstd)
+            values = critic(y1).squeeze(-1)
+            act = torch.tensor([[0.1, 0.2]]).expand_as(mu)
+            action_neglogp = neglogp(act, mu, std, logstd)
+            if old_neglogp is None:
+                old_mu, old_sigma, old_values, old_neglogp = mu.detach(), std.detach(), values.detach(), action_neglogp.detach() + 0.1
+            ratio = torch.exp(old_neglogp - action_neglogp)
+            advantage = torch.tensor([1.0, -1.0, 0.5, 0.2, -0.3])
+            a_loss = torch.max(-advantage * ratio, -advantage * torch.clamp(ratio, 0.8, 1.2))
+            c_loss = critic_loss(old_values, values, 0.2, torch.tensor([0.5, 0.1, -0.2, 0.0, 1.0]), True)
+            soft_bound = 1.1
+            mu_loss_high = torch.clamp_min(mu - soft_bound, 0.0)**2
+            mu_loss_low = torch.clamp_max(mu + soft_bound, 0.0)**2
+            b_loss = (mu_loss_low + mu_loss_high).sum(axis=-1)
+            loss = a_loss.mean() + 0.5 * c_loss.mean() + 0.0001 * b_loss.mean()
+        optimizer.zero_grad()
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        nn.utils.clip_grad_norm_(actor.parameters(), 1.0)
+        scaler.step(optimizer)
+        scaler.update()
+        with torch.no_grad():
+            kl_dist = policy_kl(mu.detach(), std.detach(), old_mu, old_sigma)
+        log.append([loss, kl_dist, action_neglogp])
+    return (reward, reset, y1, y2, y3, rms.running_mean, rms.running_var, rms.count, log, actor.state_dict(),
+            rms.running_mean.dtype == torch.float64)
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::DeprecationWarning", "ignore::UserWarning")
+def test_rl_games_idioms():
+    ours, _ = run_both(rl_games, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(ours[1], [0, 1, 1, 0])
+    np.testing.assert_allclose(ours[0][:2], [1 - 0.01 - 0.01 * 1 - 0.0025, -2.0], rtol=1e-6)
+    assert ours[-1] is True and ours[7] == 11
