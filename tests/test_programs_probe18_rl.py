@@ -2850,3 +2850,394 @@ def test_rl_games_idioms():
     np.testing.assert_array_equal(ours[1], [0, 1, 1, 0])
     np.testing.assert_allclose(ours[0][:2], [1 - 0.01 - 0.01 * 1 - 0.0025, -2.0], rtol=1e-6)
     assert ours[-1] is True and ours[7] == 11
+
+
+# ----------------------------------------------------------------------------------------------
+# R2D2: a recurrent Q network with stored LSTM states, burn-in, value rescaling h / h^-1 and n-step
+# double-Q targets over padded sequences; NGU's episodic novelty by k nearest neighbours
+# ----------------------------------------------------------------------------------------------
+
+
+def value_rescale(torch, x, eps=1e-3):
+    return torch.sign(x) * (torch.sqrt(torch.abs(x) + 1) - 1) + eps * x
+
+
+def inverse_value_rescale(torch, x, eps=1e-3):
+    return torch.sign(x) * (((torch.sqrt(1 + 4 * eps * (torch.abs(x) + 1 + eps)) - 1) / (2 * eps)) ** 2 - 1)
+
+
+def make_r2d2(m, obs_dim=4, hidden=16, n_actions=3):
+    torch, nn = m.torch, m.nn
+
+    class R2D2Network(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.feature = nn.Sequential(nn.Linear(obs_dim + n_actions + 1, hidden), nn.ReLU())
+            self.lstm = nn.LSTM(hidden, hidden, batch_first=True)
+            self.adv = nn.Linear(hidden, n_actions)
+            self.val = nn.Linear(hidden, 1)
+            self.n_actions = n_actions
+
+        def forward(self, obs, last_action, last_reward, hidden=None):
+            x = torch.cat([obs, torch.nn.functional.one_hot(last_action, self.n_actions).float(), last_reward.unsqueeze(-1)], dim=-1)
+            x = self.feature(x)
+            x, hidden = self.lstm(x, hidden)
+            adv, val = self.adv(x), self.val(x)
+            q = val + adv - adv.mean(-1, keepdim=True)
+            return q, hidden
+
+    return R2D2Network()
+
+
+def r2d2(m, weights, steps=3, burn_in=3, learning=6, n_step=2, gamma=0.997, B=4):
+    torch, F = m.torch, m.F
+    online = load(m, make_r2d2(m), weights)
+    target = copy.deepcopy(online)
+    optimizer = torch.optim.Adam(online.parameters(), lr=1e-3, eps=1e-3)
+    seq_len = burn_in + learning + n_step
+    log = []
+    for step in range(steps):
+        rng = np.random.default_rng(200 + step)
+        obs = torch.from_numpy(rng.standard_normal((B, seq_len, 4)).astype(np.float32))
+        actions = torch.from_numpy(rng.integers(0, 3, (B, seq_len)))
+        last_action = torch.cat([torch.zeros(B, 1, dtype=torch.long), actions[:, :-1]], dim=1)
+        rewards = torch.from_numpy(rng.standard_normal((B, seq_len)).astype(np.float32))
+        last_reward = torch.cat([torch.zeros(B, 1), rewards[:, :-1]], dim=1)
+        lengths = torch.from_numpy(rng.integers(burn_in + 2, seq_len + 1, B))
+        mask = (torch.arange(seq_len).unsqueeze(0) < lengths.unsqueeze(1)).float()
+        h0 = torch.from_numpy(rng.standard_normal((1, B, 16)).astype(np.float32)) * 0.1
+        c0 = torch.from_numpy(rng.standard_normal((1, B, 16)).astype(np.float32)) * 0.1
+        priorities_weight = torch.from_numpy(rng.uniform(0.5, 1, B).astype(np.float32))
+        # burn-in: unroll from the stored state without gradients
+        with torch.no_grad():
+            _, online_hidden = online(obs[:, :burn_in], last_action[:, :burn_in], last_reward[:, :burn_in], (h0, c0))
+            _, target_hidden = target(obs[:, :burn_in], last_action[:, :burn_in], last_reward[:, :burn_in], (h0, c0))
+        q, _ = online(obs[:, burn_in:], last_action[:, burn_in:], last_reward[:, burn_in:], online_hidden)
+        with torch.no_grad():
+            target_q, _ = target(obs[:, burn_in:], last_action[:, burn_in:], last_reward[:, burn_in:], target_hidden)
+            greedy = q.detach().argmax(-1, keepdim=True)
+            double_q = target_q.gather(-1, greedy).squeeze(-1)
+            # n-step returns over the learning window, bootstrapped with h^-1 / h
+            r = rewards[:, burn_in:]
+            discounts = gamma ** torch.arange(n_step, dtype=torch.float32)
+            n_step_reward = torch.stack([(r[:, t:t + n_step] * discounts).sum(-1) for t in range(learning)], dim=1)
+            bootstrap = inverse_value_rescale(torch, double_q[:, n_step:n_step + learning])
+            target_value = value_rescale(torch, n_step_reward + gamma ** n_step * bootstrap)
+        chosen_q = q[:, :learning].gather(-1, actions[:, burn_in:burn_in + learning].unsqueeze(-1)).squeeze(-1)
+        learn_mask = mask[:, burn_in + n_step:burn_in + n_step + learning]
+        td_error = (chosen_q - target_value) * learn_mask
+        loss = 0.5 * (td_error.pow(2).sum(-1) / learn_mask.sum(-1).clamp(min=1) * priorities_weight).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(online.parameters(), 40.0)
+        optimizer.step()
+        abs_td = td_error.detach().abs()
+        new_priorities = 0.9 * abs_td.max(dim=1).values + 0.1 * abs_td.sum(1) / learn_mask.sum(1).clamp(min=1)
+        log.append([loss, new_priorities, online.lstm.weight_hh_l0.grad.clone()])
+        if step == 1:
+            target.load_state_dict(online.state_dict())
+    return log, online.state_dict()
+
+
+def test_r2d2_burn_in_and_value_rescaling():
+    run_both(r2d2, weights_of(make_r2d2), rtol=1e-4, atol=1e-6)
+    torch = OURS.torch
+    x = torch.tensor([-1000.0, -3.0, -0.5, 0.0, 0.25, 7.0, 12345.0], dtype=torch.float64)
+    np.testing.assert_allclose(inverse_value_rescale(torch, value_rescale(torch, x)).numpy(), x.numpy(), rtol=1e-9, atol=1e-9)
+
+
+def make_ngu_embedding(m):
+    nn = m.nn
+
+    class EmbeddingNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 8))
+            self.inverse = nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 3))
+
+        def forward(self, obs, next_obs):
+            e, e_next = self.embed(obs), self.embed(next_obs)
+            return self.inverse(torch_cat(e, e_next))
+
+    torch_cat = lambda a, b: m.torch.cat([a, b], dim=-1)
+    return EmbeddingNet()
+
+
+def ngu_episodic(m, weights, k=5, kernel_epsilon=1e-4, cluster_distance=8e-3, c=1e-3, sm=8.0):
+    torch, F = m.torch, m.F
+    net = load(m, make_ngu_embedding(m), weights)
+    optimizer = torch.optim.Adam(net.parameters(), lr=5e-4)
+    rng = np.random.default_rng(0)
+    obs = torch.from_numpy(rng.standard_normal((33, 4)).astype(np.float32))
+    actions = torch.from_numpy(rng.integers(0, 3, 32))
+    # the inverse-dynamics loss that trains the embedding
+    logits = net(obs[:-1], obs[1:])
+    loss = F.cross_entropy(logits, actions)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    # episodic memory: intrinsic reward from the k nearest embeddings seen so far this episode
+    with torch.no_grad():
+        embeddings = net.embed(obs)
+    memory, rewards, running_mean = [], [], 0.0
+    for t in range(len(embeddings)):
+        controllable_state = embeddings[t]
+        if len(memory) < k:
+            rewards.append(torch.tensor(0.0))
+            memory.append(controllable_state)
+            continue
+        mem = torch.stack(memory)
+        dist = torch.cdist(controllable_state.unsqueeze(0), mem).squeeze(0) ** 2
+        dist_k, idx = torch.topk(dist, k, largest=False)
+        running_mean = running_mean + (dist_k.mean().item() - running_mean) / (t + 1)
+        dist_k = dist_k / (running_mean + 1e-8)
+        dist_k = torch.clamp(dist_k - cluster_distance, min=0.0)
+        kernel = kernel_epsilon / (dist_k + kernel_epsilon)
+        s = torch.sqrt(kernel.sum()) + c
+        reward = torch.where(s > sm, torch.tensor(0.0), 1.0 / s)
+        rewards.append(reward)
+        memory.append(controllable_state)
+    return loss, torch.stack(rewards), net.state_dict()
+
+
+def test_ngu_episodic_novelty():
+    ours, _ = run_both(ngu_episodic, weights_of(make_ngu_embedding), rtol=1e-4, atol=1e-6)
+    rewards = ours[1]
+    assert np.all(rewards[:5] == 0) and np.all(rewards[5:] > 0)
+
+
+# ----------------------------------------------------------------------------------------------
+# Offline RL from d3rlpy / the authors' code: BCQ's conditional VAE and perturbation actor, BEAR's MMD with a
+# Lagrange multiplier; PlaNet's cross-entropy method over a learnt model (topk of returns)
+# ----------------------------------------------------------------------------------------------
+
+
+def make_bcq(m, state_dim=4, action_dim=2, latent_dim=4, max_action=1.0, phi=0.05):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    class Actor(nn.Module):
+        def __init__(self):
+            super(Actor, self).__init__()
+            self.l1 = nn.Linear(state_dim + action_dim, 16)
+            self.l2 = nn.Linear(16, 16)
+            self.l3 = nn.Linear(16, action_dim)
+            self.max_action, self.phi = max_action, phi
+
+        def forward(self, state, action):
+            a = F.relu(self.l1(torch.cat([state, action], 1)))
+            a = F.relu(self.l2(a))
+            a = self.phi * self.max_action * torch.tanh(self.l3(a))
+            return (a + action).clamp(-self.max_action, self.max_action)
+
+    class VAE(nn.Module):
+        def __init__(self):
+            super(VAE, self).__init__()
+            self.e1 = nn.Linear(state_dim + action_dim, 16)
+            self.e2 = nn.Linear(16, 16)
+            self.mean = nn.Linear(16, latent_dim)
+            self.log_std = nn.Linear(16, latent_dim)
+            self.d1 = nn.Linear(state_dim + latent_dim, 16)
+            self.d2 = nn.Linear(16, 16)
+            self.d3 = nn.Linear(16, action_dim)
+            self.max_action, self.latent_dim = max_action, latent_dim
+
+        def forward(self, state, action):
+            z = F.relu(self.e1(torch.cat([state, action], 1)))
+            z = F.relu(self.e2(z))
+            mean = self.mean(z)
+            # Clamped for numerical stability
+            log_std = self.log_std(z).clamp(-4, 15)
+            std = torch.exp(log_std)
+            z = mean + std * torch.randn_like(std)
+            u = self.decode(state, z)
+            return u, mean, std
+
+        def decode(self, state, z=None):
+            # When sampling from the VAE, the latent vector is clipped to [-0.5, 0.5]
+            if z is None:
+                z = torch.randn((state.shape[0], self.latent_dim)).clamp(-0.5, 0.5)
+            a = F.relu(self.d1(torch.cat([state, z], 1)))
+            a = F.relu(self.d2(a))
+            return self.max_action * torch.tanh(self.d3(a))
+
+    class Critic(nn.Module):
+        def __init__(self):
+            super(Critic, self).__init__()
+            self.l1 = nn.Linear(state_dim + action_dim, 16)
+            self.l2 = nn.Linear(16, 1)
+            self.l4 = nn.Linear(state_dim + action_dim, 16)
+            self.l5 = nn.Linear(16, 1)
+
+        def forward(self, state, action):
+            q1 = self.l2(F.relu(self.l1(torch.cat([state, action], 1))))
+            q2 = self.l5(F.relu(self.l4(torch.cat([state, action], 1))))
+            return q1, q2
+
+        def q1(self, state, action):
+            return self.l2(F.relu(self.l1(torch.cat([state, action], 1))))
+
+    class Nets(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.actor, self.vae, self.critic = Actor(), VAE(), Critic()
+
+    return Nets()
+
+
+def bcq(m, weights, iterations=3, discount=0.99, tau=0.005, lmbda=0.75):
+    torch, F = m.torch, m.F
+    torch.manual_seed(0)
+    nets = load(m, make_bcq(m), weights)
+    actor, vae, critic = nets.actor, nets.vae, nets.critic
+    actor_target, critic_target = copy.deepcopy(actor), copy.deepcopy(critic)
+    actor_optimizer = torch.optim.Adam(actor.parameters(), lr=1e-3)
+    critic_optimizer = torch.optim.Adam(critic.parameters(), lr=1e-3)
+    vae_optimizer = torch.optim.Adam(vae.parameters())
+    log = []
+    for it in range(iterations):
+        state, action, reward, next_state, done = (torch.FloatTensor(a) for a in replay_batch(300 + it, n=8, act_dim=2))
+        not_done = 1 - done
+        # Variational Auto-Encoder Training
+        recon, mean, std = vae(state, action)
+        recon_loss = F.mse_loss(recon, action)
+        KL_loss = -0.5 * (1 + torch.log(std.pow(2)) - mean.pow(2) - std.pow(2)).mean()
+        vae_loss = recon_loss + 0.5 * KL_loss
+        vae_optimizer.zero_grad()
+        vae_loss.backward()
+        vae_optimizer.step()
+        # Critic Training
+        with torch.no_grad():
+            # Duplicate next state 10 times
+            next_state = torch.repeat_interleave(next_state, 10, 0)
+            # Compute value of perturbed actions sampled from the VAE
+            target_Q1, target_Q2 = critic_target(next_state, actor_target(next_state, vae.decode(next_state)))
+            # Soft Clipped Double Q-learning
+            target_Q = lmbda * torch.min(target_Q1, target_Q2) + (1. - lmbda) * torch.max(target_Q1, target_Q2)
+            # Take max over each action sampled from the VAE
+            target_Q = target_Q.reshape(8, -1).max(1)[0].reshape(-1, 1)
+            target_Q = reward + not_done * discount * target_Q
+        current_Q1, current_Q2 = critic(state, action)
+        critic_loss = F.mse_loss(current_Q1, target_Q) + F.mse_loss(current_Q2, target_Q)
+        critic_optimizer.zero_grad()
+        critic_loss.backward()
+        critic_optimizer.step()
+        # Pertubation Model / Action Training
+        sampled_actions = vae.decode(state)
+        perturbed_actions = actor(state, sampled_actions)
+        # Update through DPG
+        actor_loss = -critic.q1(state, perturbed_actions).mean()
+        actor_optimizer.zero_grad()
+        actor_loss.backward()
+        actor_optimizer.step()
+        # Update Target Networks
+        for param, target_param in zip(critic.parameters(), critic_target.parameters()):
+            target_param.data.copy_(tau * param.data + (1 - tau) * target_param.data)
+        for param, target_param in zip(actor.parameters(), actor_target.parameters()):
+            target_param.data.copy_(tau * param.data + (1 - tau) * target_param.data)
+        log.append([vae_loss, critic_loss, actor_loss])
+    # select_action: the best of 100 perturbed VAE samples
+    with torch.no_grad():
+        state = torch.FloatTensor(replay_batch(310, n=1, act_dim=2)[0].reshape(1, -1)).repeat(100, 1)
+        action = actor(state, vae.decode(state))
+        q1 = critic.q1(state, action)
+        ind = q1.argmax(0)
+        selected = action[ind].cpu().data.numpy().flatten()
+    return log, nets.state_dict(), selected
+
+
+def test_bcq():
+    run_both(bcq, weights_of(make_bcq), rtol=1e-4, atol=1e-5)
+
+
+def bear_mmd(m):
+    torch = m.torch
+    torch.manual_seed(0)
+
+    def mmd_loss_laplacian(samples1, samples2, sigma=0.2):
+        """MMD constraint with Laplacian kernel for support matching"""
+        # sigma is set to 10.0 for hopper, cheetah and 20 for walker/ant
+        diff_x_x = samples1.unsqueeze(2) - samples1.unsqueeze(1)  # B x N x N x d
+        diff_x_x = torch.mean((-(diff_x_x.abs()).sum(-1) / (2.0 * sigma)).exp(), dim=(1, 2))
+        diff_x_y = samples1.unsqueeze(2) - samples2.unsqueeze(1)
+        diff_x_y = torch.mean((-(diff_x_y.abs()).sum(-1) / (2.0 * sigma)).exp(), dim=(1, 2))
+        diff_y_y = samples2.unsqueeze(2) - samples2.unsqueeze(1)  # B x N x N x d
+        diff_y_y = torch.mean((-(diff_y_y.abs()).sum(-1) / (2.0 * sigma)).exp(), dim=(1, 2))
+        overall_loss = (diff_x_x + diff_y_y - 2.0 * diff_x_y + 1e-6).sqrt()
+        return overall_loss
+
+    def mmd_loss_gaussian(samples1, samples2, sigma=0.2):
+        """MMD constraint with Gaussian Kernel support matching"""
+        diff_x_x = samples1.unsqueeze(2) - samples1.unsqueeze(1)  # B x N x N x d
+        diff_x_x = torch.mean((-(diff_x_x.pow(2)).sum(-1) / (2.0 * sigma)).exp(), dim=(1, 2))
+        diff_x_y = samples1.unsqueeze(2) - samples2.unsqueeze(1)
+        diff_x_y = torch.mean((-(diff_x_y.pow(2)).sum(-1) / (2.0 * sigma)).exp(), dim=(1, 2))
+        diff_y_y = samples2.unsqueeze(2) - samples2.unsqueeze(1)  # B x N x N x d
+        diff_y_y = torch.mean((-(diff_y_y.pow(2)).sum(-1) / (2.0 * sigma)).exp(), dim=(1, 2))
+        overall_loss = (diff_x_x + diff_y_y - 2.0 * diff_x_y + 1e-6).sqrt()
+        return overall_loss
+
+    # in float64: the MMD is a small difference of kernel means near 1, whose float32 rounding it magnifies
+    raw_actions = torch.randn(6, 5, 2, dtype=torch.float64, requires_grad=True)
+    sampled_actions = torch.tanh(raw_actions)
+    vae_actions = torch.rand(6, 5, 2, dtype=torch.float64) * 2 - 1
+    log_lagrange2 = torch.randn((), dtype=torch.float64, requires_grad=True)
+    lagrange2_opt = torch.optim.Adam([log_lagrange2], lr=1e-3)
+    mmd_laplace = mmd_loss_laplacian(vae_actions, sampled_actions, sigma=20.0)
+    mmd_gauss = mmd_loss_gaussian(vae_actions, sampled_actions, sigma=20.0)
+    thresh = 0.05
+    actor_loss = (-torch.tensor([1.0, 0.5, -0.2, 0.3, 0.0, 0.1]) + log_lagrange2.exp() * mmd_laplace).mean()
+    actor_loss.backward(retain_graph=True)
+    grad = raw_actions.grad.clone()
+    lagrange_loss = (-(-torch.tensor([1.0]) + log_lagrange2.exp() * (mmd_laplace - thresh))).mean()
+    lagrange2_opt.zero_grad()
+    lagrange_loss.backward()
+    lagrange2_opt.step()
+    log_lagrange2.data.clamp_(min=-5.0, max=10.0)
+    return mmd_laplace, mmd_gauss, grad, log_lagrange2
+
+
+def test_bear_mmd():
+    ours, _ = run_both(bear_mmd, rtol=1e-10, atol=1e-12)
+    assert np.all(ours[0] > 0) and ours[0].dtype == np.float64
+
+
+def make_planet_model(m):
+    nn = m.nn
+    return nn.Sequential(nn.Linear(4 + 2, 16), nn.Tanh(), nn.Linear(16, 4 + 1))
+
+
+def planet_cem(m, weights, horizon=5, optimisation_iters=4, candidates=32, top_candidates=6, action_size=2, min_action=-1.0, max_action=1.0):
+    torch = m.torch
+    torch.manual_seed(0)
+    model = load(m, make_planet_model(m), weights)
+    state = torch.tensor([[0.1, -0.2, 0.3, 0.05], [0.0, 0.5, -0.5, 0.2]])
+    B, H, Z = state.size(0), 4, horizon
+    state = state.unsqueeze(dim=1).expand(B, candidates, H).reshape(-1, H)
+    # Initialize factorized belief over action sequences q(a_t:t+H) ~ N(0, I)
+    action_mean, action_std_dev = torch.zeros(horizon, B, 1, action_size), torch.ones(horizon, B, 1, action_size)
+    returns_log = []
+    for _ in range(optimisation_iters):
+        # Evaluate J action sequences from the current belief (over entire sequence at once, batched over particles)
+        actions = (action_mean + action_std_dev * torch.randn(horizon, B, candidates, action_size)).view(horizon, B * candidates, action_size)
+        actions.clamp_(min=min_action, max=max_action)
+        # Sample next states
+        s, returns = state, torch.zeros(B * candidates)
+        with torch.no_grad():
+            for t in range(horizon):
+                out = model(torch.cat([s, actions[t]], dim=1))
+                s, r = s + 0.1 * out[:, :H], out[:, H]
+                returns = returns + r
+        # Re-fit belief to the K best action sequences
+        _, topk = returns.reshape(B, candidates).topk(top_candidates, dim=1, largest=True, sorted=False)
+        topk += candidates * torch.arange(0, B, dtype=torch.int64).unsqueeze(dim=1)  # Fix indices for unrolled actions
+        best_actions = actions[:, topk.view(-1)].reshape(horizon, B, top_candidates, action_size)
+        # Update belief with new means and standard deviations
+        action_mean, action_std_dev = best_actions.mean(dim=2, keepdim=True), best_actions.std(dim=2, unbiased=False, keepdim=True)
+        returns_log.append(returns.reshape(B, candidates).topk(top_candidates, dim=1).values)
+    # Return first action mean µ_t
+    return action_mean[0].squeeze(dim=1), action_std_dev, returns_log
+
+
+def test_planet_cem():
+    ours, _ = run_both(planet_cem, weights_of(make_planet_model), rtol=1e-4, atol=1e-6)
+    assert ours[0].shape == (2, 2) and np.all(np.abs(ours[0]) <= 1)
