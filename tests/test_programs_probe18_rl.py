@@ -3241,3 +3241,316 @@ def planet_cem(m, weights, horizon=5, optimisation_iters=4, candidates=32, top_c
 def test_planet_cem():
     ours, _ = run_both(planet_cem, weights_of(make_planet_model), rtol=1e-4, atol=1e-6)
     assert ours[0].shape == (2, 2) and np.all(np.abs(ours[0]) <= 1)
+
+
+# ----------------------------------------------------------------------------------------------
+# ikostrikov/pytorch-a2c-ppo-acktr-gail: ACKTR's K-FAC optimiser (biases split into AddBias modules, forward
+# pre-hooks and backward hooks collecting Kronecker factors, eigendecompositions, a KL-clipped SGD step), and
+# PPO's minibatches from BatchSampler(SubsetRandomSampler)
+# ----------------------------------------------------------------------------------------------
+
+
+def kfac_module(torch, nn, optim, F, legacy_hooks=False):
+    class AddBias(nn.Module):
+        def __init__(self, bias):
+            super(AddBias, self).__init__()
+            self._bias = nn.Parameter(bias.unsqueeze(1))
+
+        def forward(self, x):
+            if x.dim() == 2:
+                bias = self._bias.t().view(1, -1)
+            else:
+                bias = self._bias.t().view(1, -1, 1, 1)
+            return x + bias
+
+    def _extract_patches(x, kernel_size, stride, padding):
+        if padding[0] + padding[1] > 0:
+            x = F.pad(x, (padding[1], padding[1], padding[0], padding[0])).data  # Actually check dims
+        x = x.unfold(2, kernel_size[0], stride[0])
+        x = x.unfold(3, kernel_size[1], stride[1])
+        x = x.transpose_(1, 2).transpose_(2, 3).contiguous()
+        x = x.view(x.size(0), x.size(1), x.size(2), x.size(3) * x.size(4) * x.size(5))
+        return x
+
+    def compute_cov_a(a, classname, layer_info, fast_cnn):
+        batch_size = a.size(0)
+        if classname == 'Conv2d':
+            if fast_cnn:
+                a = _extract_patches(a, *layer_info)
+                a = a.view(a.size(0), -1, a.size(-1))
+                a = a.mean(1)
+            else:
+                a = _extract_patches(a, *layer_info)
+                a = a.view(-1, a.size(-1)).div_(a.size(1)).div_(a.size(2))
+        elif classname == 'AddBias':
+            is_cuda = a.is_cuda
+            a = torch.ones(a.size(0), 1)
+            if is_cuda:
+                a = a.cuda()
+        return a.t() @ (a / batch_size)
+
+    def compute_cov_g(g, classname, layer_info, fast_cnn):
+        batch_size = g.size(0)
+        if classname == 'Conv2d':
+            if fast_cnn:
+                g = g.view(g.size(0), g.size(1), -1)
+                g = g.sum(-1)
+            else:
+                g = g.transpose(1, 2).transpose(2, 3).contiguous()
+                g = g.view(-1, g.size(-1)).mul_(g.size(1)).mul_(g.size(2))
+        elif classname == 'AddBias':
+            g = g.view(g.size(0), g.size(1), -1)
+            g = g.sum(-1)
+        g_ = g * batch_size
+        return g_.t() @ (g_ / g.size(0))
+
+    def update_running_stat(aa, m_aa, momentum):
+        # Do the trick to keep aa unchanged and not create any additional tensors
+        m_aa *= momentum / (1 - momentum)
+        m_aa += aa
+        m_aa *= (1 - momentum)
+
+    class SplitBias(nn.Module):
+        def __init__(self, module):
+            super(SplitBias, self).__init__()
+            self.module = module
+            self.add_bias = AddBias(module.bias.data)
+            self.module.bias = None
+
+        def forward(self, input):
+            x = self.module(input)
+            x = self.add_bias(x)
+            return x
+
+    class KFACOptimizer(optim.Optimizer):
+        def __init__(self, model, lr=0.25, momentum=0.9, stat_decay=0.99, kl_clip=0.001, damping=1e-2,
+                     weight_decay=0, fast_cnn=False, Ts=1, Tf=10):
+            defaults = dict()
+
+            def split_bias(module):
+                for mname, child in module.named_children():
+                    if hasattr(child, 'bias') and child.bias is not None:
+                        module._modules[mname] = SplitBias(child)
+                    else:
+                        split_bias(child)
+
+            split_bias(model)
+            super(KFACOptimizer, self).__init__(model.parameters(), defaults)
+            self.known_modules = {'Linear', 'Conv2d', 'AddBias'}
+            self.modules = []
+            self.grad_outputs = {}
+            self.model = model
+            self._prepare_model()
+            self.steps = 0
+            self.m_aa, self.m_gg = {}, {}
+            self.Q_a, self.Q_g = {}, {}
+            self.d_a, self.d_g = {}, {}
+            self.momentum = momentum
+            self.stat_decay = stat_decay
+            self.lr = lr
+            self.kl_clip = kl_clip
+            self.damping = damping
+            self.weight_decay = weight_decay
+            self.fast_cnn = fast_cnn
+            self.Ts = Ts
+            self.Tf = Tf
+            self.optim = optim.SGD(model.parameters(), lr=self.lr * (1 - self.momentum), momentum=self.momentum)
+
+        def _save_input(self, module, input):
+            if torch.is_grad_enabled() and self.steps % self.Ts == 0:
+                classname = module.__class__.__name__
+                layer_info = None
+                if classname == 'Conv2d':
+                    layer_info = (module.kernel_size, module.stride, module.padding)
+                aa = compute_cov_a(input[0].data, classname, layer_info, self.fast_cnn)
+                # Initialize buffers
+                if self.steps == 0:
+                    self.m_aa[module] = aa.clone()
+                update_running_stat(aa, self.m_aa[module], self.stat_decay)
+
+        def _save_grad_output(self, module, grad_input, grad_output):
+            # Accumulate statistics for Fisher matrices
+            if self.acc_stats:
+                classname = module.__class__.__name__
+                layer_info = None
+                if classname == 'Conv2d':
+                    layer_info = (module.kernel_size, module.stride, module.padding)
+                gg = compute_cov_g(grad_output[0].data, classname, layer_info, self.fast_cnn)
+                # Initialize buffers
+                if self.steps == 0:
+                    self.m_gg[module] = gg.clone()
+                update_running_stat(gg, self.m_gg[module], self.stat_decay)
+
+        def _prepare_model(self):
+            for module in self.model.modules():
+                classname = module.__class__.__name__
+                if classname in self.known_modules:
+                    assert not ((classname in ['Linear', 'Conv2d']) and module.bias is not None), \
+                        "You must have a bias as a separate layer"
+                    self.modules.append(module)
+                    module.register_forward_pre_hook(self._save_input)
+                    if legacy_hooks:  # the repository's own call (deprecated since)
+                        module.register_backward_hook(self._save_grad_output)
+                    else:
+                        module.register_full_backward_hook(self._save_grad_output)
+
+        def step(self):
+            updates = {}
+            for i, m in enumerate(self.modules):
+                assert len(list(m.parameters())) == 1, "Can handle only one parameter at the moment"
+                classname = m.__class__.__name__
+                p = next(m.parameters())
+                la = self.damping + self.weight_decay
+                if self.steps % self.Tf == 0:
+                    self.d_a[m], self.Q_a[m] = torch.linalg.eigh(self.m_aa[m], UPLO='U')
+                    self.d_g[m], self.Q_g[m] = torch.linalg.eigh(self.m_gg[m], UPLO='U')
+                    self.d_a[m].mul_((self.d_a[m] > 1e-6).float())
+                    self.d_g[m].mul_((self.d_g[m] > 1e-6).float())
+                if classname == 'Conv2d':
+                    p_grad_mat = p.grad.data.view(p.grad.data.size(0), -1)
+                else:
+                    p_grad_mat = p.grad.data
+                v1 = self.Q_g[m].t() @ p_grad_mat @ self.Q_a[m]
+                v2 = v1 / (self.d_g[m].unsqueeze(1) * self.d_a[m].unsqueeze(0) + la)
+                v = self.Q_g[m] @ v2 @ self.Q_a[m].t()
+                v = v.view(p.grad.data.size())
+                updates[p] = v
+            vg_sum = 0
+            for p in self.model.parameters():
+                v = updates[p]
+                vg_sum += (v * p.grad.data * self.lr * self.lr).sum()
+            nu = min(1, math.sqrt(self.kl_clip / vg_sum))
+            for p in self.model.parameters():
+                v = updates[p]
+                p.grad.data.copy_(v)
+                p.grad.data.mul_(nu)
+            self.optim.step()
+            self.steps += 1
+
+    return KFACOptimizer
+
+
+def make_acktr_policy(m):
+    nn = m.nn
+
+    class Policy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Sequential(nn.Conv2d(2, 4, 3, stride=2, padding=1), nn.ReLU())
+            self.fc = nn.Sequential(nn.Linear(4 * 3 * 3, 16), nn.Tanh())
+            self.critic_linear = nn.Linear(16, 1)
+            self.dist_linear = nn.Linear(16, 3)
+
+        def forward(self, x):
+            x = self.conv(x).flatten(1)
+            x = self.fc(x)
+            return self.critic_linear(x), self.dist_linear(x)
+
+    return Policy()
+
+
+def acktr(m, weights, updates=3, value_loss_coef=0.5, entropy_coef=0.01, fast_cnn=False, legacy_hooks=False):
+    torch, nn, F = m.torch, m.nn, m.F
+    torch.manual_seed(0)
+    KFACOptimizer = kfac_module(torch, nn, m.optim, F, legacy_hooks)
+    actor_critic = load(m, make_acktr_policy(m), weights)
+    optimizer = KFACOptimizer(actor_critic, fast_cnn=fast_cnn, Tf=2)
+    log = []
+    for step in range(updates):
+        rng = np.random.default_rng(400 + step)
+        obs = torch.from_numpy(rng.standard_normal((10, 2, 6, 6)).astype(np.float32))
+        actions = torch.from_numpy(rng.integers(0, 3, (10, 1)))
+        returns = torch.from_numpy(rng.standard_normal((10, 1)).astype(np.float32))
+        values, logits = actor_critic(obs)
+        dist = torch.distributions.Categorical(logits=logits)
+        action_log_probs = dist.log_prob(actions.squeeze(-1)).unsqueeze(-1)
+        dist_entropy = dist.entropy().mean()
+        advantages = returns - values
+        value_loss = advantages.pow(2).mean()
+        action_loss = -(advantages.detach() * action_log_probs).mean()
+        if optimizer.steps % optimizer.Ts == 0:
+            # Compute fisher, see Martens 2014
+            actor_critic.zero_grad()
+            pg_fisher_loss = -action_log_probs.mean()
+            value_noise = torch.randn(values.size())
+            sample_values = values + value_noise
+            vf_fisher_loss = -(values - sample_values.detach()).pow(2).mean()
+            fisher_loss = pg_fisher_loss + vf_fisher_loss
+            optimizer.acc_stats = True
+            fisher_loss.backward(retain_graph=True)
+            optimizer.acc_stats = False
+        optimizer.zero_grad()
+        (value_loss * value_loss_coef + action_loss - dist_entropy * entropy_coef).backward()
+        optimizer.step()
+        log.append([value_loss, action_loss, dist_entropy])
+    factors = [(optimizer.m_aa[mod], optimizer.m_gg[mod]) for mod in optimizer.modules]
+    return log, factors, actor_critic.state_dict()
+
+
+@pytest.mark.filterwarnings("ignore:Full backward hook is firing", "ignore:Using a non-full backward hook", "ignore:register_backward_hook is deprecated")
+@pytest.mark.parametrize("fast_cnn, legacy_hooks", [(False, False), (True, False), (False, True)])
+def test_acktr_kfac(fast_cnn, legacy_hooks):
+    ours, _ = run_both(acktr, weights_of(make_acktr_policy), rtol=1e-4, atol=1e-6, fast_cnn=fast_cnn,
+                       legacy_hooks=legacy_hooks)
+    assert len(ours[1]) == 8  # conv, its bias, fc, its bias, and both heads with theirs
+    keys = set(ours[2])
+    assert "conv.0.add_bias._bias" in keys and "conv.0.module.weight" in keys
+
+
+def make_ikostrikov_policy(m):
+    nn = m.nn
+    return nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 3 + 1))
+
+
+def ikostrikov_ppo(m, weights, num_steps=8, num_processes=3, ppo_epoch=3, num_mini_batch=4, clip_param=0.2):
+    torch = m.torch
+    BatchSampler, SubsetRandomSampler = m.data.BatchSampler, m.data.SubsetRandomSampler
+    torch.manual_seed(0)
+    actor_critic = load(m, make_ikostrikov_policy(m), weights)
+    optimizer = torch.optim.Adam(actor_critic.parameters(), lr=7e-4, eps=1e-5)
+    rng = np.random.default_rng(0)
+    obs = torch.from_numpy(rng.standard_normal((num_steps + 1, num_processes, 4)).astype(np.float32))
+    actions = torch.from_numpy(rng.integers(0, 3, (num_steps, num_processes, 1)))
+    with torch.no_grad():
+        out = actor_critic(obs[:-1].view(-1, 4))
+        old_action_log_probs = torch.log_softmax(out[:, :3], -1).gather(1, actions.view(-1, 1)).view(num_steps, num_processes, 1)
+        value_preds = out[:, 3:].view(num_steps, num_processes, 1)
+    returns = value_preds + torch.from_numpy(rng.standard_normal((num_steps, num_processes, 1)).astype(np.float32))
+    advantages = returns - value_preds
+    advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-5)
+    batch_size = num_processes * num_steps
+    mini_batch_size = batch_size // num_mini_batch
+    log = []
+    for e in range(ppo_epoch):
+        sampler = BatchSampler(SubsetRandomSampler(range(batch_size)), mini_batch_size, drop_last=True)
+        for indices in sampler:
+            obs_batch = obs[:-1].view(-1, *obs.size()[2:])[indices]
+            actions_batch = actions.view(-1, actions.size(-1))[indices]
+            value_preds_batch = value_preds.view(-1, 1)[indices]
+            return_batch = returns.view(-1, 1)[indices]
+            old_action_log_probs_batch = old_action_log_probs.view(-1, 1)[indices]
+            adv_targ = advantages.view(-1, 1)[indices]
+            out = actor_critic(obs_batch)
+            dist = torch.distributions.Categorical(logits=out[:, :3])
+            action_log_probs = dist.log_prob(actions_batch.squeeze(-1)).view(-1, 1)
+            values = out[:, 3:]
+            ratio = torch.exp(action_log_probs - old_action_log_probs_batch)
+            surr1 = ratio * adv_targ
+            surr2 = torch.clamp(ratio, 1.0 - clip_param, 1.0 + clip_param) * adv_targ
+            action_loss = -torch.min(surr1, surr2).mean()
+            value_pred_clipped = value_preds_batch + (values - value_preds_batch).clamp(-clip_param, clip_param)
+            value_losses = (values - return_batch).pow(2)
+            value_losses_clipped = (value_pred_clipped - return_batch).pow(2)
+            value_loss = 0.5 * torch.max(value_losses, value_losses_clipped).mean()
+            optimizer.zero_grad()
+            (value_loss * 0.5 + action_loss - dist.entropy().mean() * 0.01).backward()
+            torch.nn.utils.clip_grad_norm_(actor_critic.parameters(), 0.5)
+            optimizer.step()
+            log.append([list(indices), value_loss.item(), action_loss.item()])
+    return log, actor_critic.state_dict()
+
+
+def test_ikostrikov_ppo_batch_sampler():
+    ours, _ = run_both(ikostrikov_ppo, weights_of(make_ikostrikov_policy), rtol=1e-4, atol=1e-6)
+    for e in range(3):
+        assert sorted(i for row in ours[0][4 * e:4 * e + 4] for i in row[0]) == list(range(24))
