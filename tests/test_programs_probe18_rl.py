@@ -3554,3 +3554,207 @@ def test_ikostrikov_ppo_batch_sampler():
     ours, _ = run_both(ikostrikov_ppo, weights_of(make_ikostrikov_policy), rtol=1e-4, atol=1e-6)
     for e in range(3):
         assert sorted(i for row in ours[0][4 * e:4 * e + 4] for i in row[0]) == list(range(24))
+
+
+# ----------------------------------------------------------------------------------------------
+# suragnair/alpha-zero-general: a convolutional policy/value net with batch norm, MCTS in NumPy querying it under
+# no_grad in eval mode, self-play examples, and its training losses
+# ----------------------------------------------------------------------------------------------
+
+
+class TicTacToe:
+    n = 3
+
+    def getInitBoard(self):
+        return np.zeros((3, 3), dtype=np.int64)
+
+    def getActionSize(self):
+        return 10  # nine squares and a pass
+
+    def getNextState(self, board, player, action):
+        if action == 9:
+            return board, -player
+        b = board.copy()
+        b[action // 3, action % 3] = player
+        return b, -player
+
+    def getValidMoves(self, board, player):
+        valids = np.zeros(10, dtype=np.int64)
+        empty = (board.reshape(-1) == 0)
+        valids[:9] = empty
+        if not empty.any():
+            valids[9] = 1
+        return valids
+
+    def getGameEnded(self, board, player):
+        lines = list(board) + list(board.T) + [board.diagonal(), np.fliplr(board).diagonal()]
+        for line in lines:
+            if abs(line.sum()) == 3:
+                return player * np.sign(line.sum())
+        if not (board == 0).any():
+            return 1e-4
+        return 0
+
+    def getCanonicalForm(self, board, player):
+        return player * board
+
+    def stringRepresentation(self, board):
+        return board.tobytes()
+
+
+def make_othello_nnet(m, board_x=3, board_y=3, action_size=10, num_channels=8, dropout=0.0):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    class OthelloNNet(nn.Module):
+        def __init__(self):
+            self.board_x, self.board_y = board_x, board_y
+            self.action_size = action_size
+            super(OthelloNNet, self).__init__()
+            self.conv1 = nn.Conv2d(1, num_channels, 3, stride=1, padding=1)
+            self.conv2 = nn.Conv2d(num_channels, num_channels, 3, stride=1, padding=1)
+            self.conv3 = nn.Conv2d(num_channels, num_channels, 3, stride=1, padding=1)
+            self.bn1 = nn.BatchNorm2d(num_channels)
+            self.bn2 = nn.BatchNorm2d(num_channels)
+            self.bn3 = nn.BatchNorm2d(num_channels)
+            self.fc1 = nn.Linear(num_channels * self.board_x * self.board_y, 32)
+            self.fc_bn1 = nn.BatchNorm1d(32)
+            self.fc3 = nn.Linear(32, self.action_size)
+            self.fc4 = nn.Linear(32, 1)
+            self.dropout = dropout
+
+        def forward(self, s):
+            s = s.view(-1, 1, self.board_x, self.board_y)  # batch_size x 1 x board_x x board_y
+            s = F.relu(self.bn1(self.conv1(s)))  # batch_size x num_channels x board_x x board_y
+            s = F.relu(self.bn2(self.conv2(s)))
+            s = F.relu(self.bn3(self.conv3(s)))
+            s = s.view(-1, num_channels * self.board_x * self.board_y)
+            s = F.dropout(F.relu(self.fc_bn1(self.fc1(s))), p=self.dropout, training=self.training)
+            pi = self.fc3(s)
+            v = self.fc4(s)
+            return F.log_softmax(pi, dim=1), torch.tanh(v)
+
+    return OthelloNNet()
+
+
+class MCTS:
+    def __init__(self, game, predict, numMCTSSims=12, cpuct=1.0):
+        self.game, self.predict = game, predict
+        self.numMCTSSims, self.cpuct = numMCTSSims, cpuct
+        self.Qsa, self.Nsa, self.Ns, self.Ps, self.Es, self.Vs = {}, {}, {}, {}, {}, {}
+
+    def getActionProb(self, canonicalBoard, temp=1):
+        for i in range(self.numMCTSSims):
+            self.search(canonicalBoard)
+        s = self.game.stringRepresentation(canonicalBoard)
+        counts = [self.Nsa[(s, a)] if (s, a) in self.Nsa else 0 for a in range(self.game.getActionSize())]
+        if temp == 0:
+            bestAs = np.array(np.argwhere(counts == np.max(counts))).flatten()
+            probs = [0] * len(counts)
+            probs[bestAs[0]] = 1
+            return probs
+        counts = [x ** (1. / temp) for x in counts]
+        counts_sum = float(sum(counts))
+        return [x / counts_sum for x in counts]
+
+    def search(self, canonicalBoard):
+        s = self.game.stringRepresentation(canonicalBoard)
+        if s not in self.Es:
+            self.Es[s] = self.game.getGameEnded(canonicalBoard, 1)
+        if self.Es[s] != 0:
+            return -self.Es[s]
+        if s not in self.Ps:
+            self.Ps[s], v = self.predict(canonicalBoard)
+            valids = self.game.getValidMoves(canonicalBoard, 1)
+            self.Ps[s] = self.Ps[s] * valids  # masking invalid moves
+            sum_Ps_s = np.sum(self.Ps[s])
+            self.Ps[s] /= sum_Ps_s  # renormalize
+            self.Vs[s] = valids
+            self.Ns[s] = 0
+            return -v
+        valids = self.Vs[s]
+        cur_best = -float('inf')
+        best_act = -1
+        for a in range(self.game.getActionSize()):
+            if valids[a]:
+                if (s, a) in self.Qsa:
+                    u = self.Qsa[(s, a)] + self.cpuct * self.Ps[s][a] * math.sqrt(self.Ns[s]) / (1 + self.Nsa[(s, a)])
+                else:
+                    u = self.cpuct * self.Ps[s][a] * math.sqrt(self.Ns[s] + 1e-8)  # Q = 0 ?
+                if u > cur_best:
+                    cur_best = u
+                    best_act = a
+        a = best_act
+        next_s, next_player = self.game.getNextState(canonicalBoard, 1, a)
+        next_s = self.game.getCanonicalForm(next_s, next_player)
+        v = self.search(next_s)
+        if (s, a) in self.Qsa:
+            self.Qsa[(s, a)] = (self.Nsa[(s, a)] * self.Qsa[(s, a)] + v) / (self.Nsa[(s, a)] + 1)
+            self.Nsa[(s, a)] += 1
+        else:
+            self.Qsa[(s, a)] = v
+            self.Nsa[(s, a)] = 1
+        self.Ns[s] += 1
+        return -v
+
+
+def alpha_zero(m, weights, episodes=2, epochs=2, batch_size=8):
+    torch = m.torch
+    nnet = load(m, make_othello_nnet(m), weights)
+    game = TicTacToe()
+
+    def predict(board):
+        board = torch.FloatTensor(board.astype(np.float64))
+        board = board.view(1, 3, 3)
+        nnet.eval()
+        with torch.no_grad():
+            pi, v = nnet(board)
+        return torch.exp(pi).data.cpu().numpy()[0], v.data.cpu().numpy()[0][0]
+
+    rng = np.random.default_rng(0)
+    trainExamples = []
+    for ep in range(episodes):
+        mcts = MCTS(game, predict)
+        episode = []
+        board, curPlayer = game.getInitBoard(), 1
+        while True:
+            canonicalBoard = game.getCanonicalForm(board, curPlayer)
+            pi = mcts.getActionProb(canonicalBoard, temp=1)
+            episode.append([canonicalBoard, curPlayer, pi, None])
+            action = rng.choice(len(pi), p=pi)
+            board, curPlayer = game.getNextState(board, curPlayer, action)
+            r = game.getGameEnded(board, curPlayer)
+            if r != 0:
+                trainExamples += [(x[0], x[2], r * ((-1) ** (x[1] != curPlayer))) for x in episode]
+                break
+    optimizer = torch.optim.Adam(nnet.parameters(), lr=1e-2)
+    log = []
+    for epoch in range(epochs):
+        nnet.train()
+        batch_count = int(len(trainExamples) / batch_size)
+        for _ in range(batch_count):
+            sample_ids = rng.integers(len(trainExamples), size=batch_size)
+            boards, pis, vs = list(zip(*[trainExamples[i] for i in sample_ids]))
+            boards = torch.FloatTensor(np.array(boards).astype(np.float64))
+            target_pis = torch.FloatTensor(np.array(pis))
+            target_vs = torch.FloatTensor(np.array(vs).astype(np.float64))
+            out_pi, out_v = nnet(boards)
+            l_pi = -torch.sum(target_pis * out_pi) / target_pis.size()[0]
+            l_v = torch.sum((target_vs - out_v.view(-1)) ** 2) / target_vs.size()[0]
+            total_loss = l_pi + l_v
+            optimizer.zero_grad()
+            total_loss.backward()
+            optimizer.step()
+            log.append([l_pi.item(), l_v.item(), max(getattr(nnet, name).bias.grad.abs().max().item() for name in ("conv1", "conv2", "conv3", "fc1"))])
+    # a layer's bias right before batch norm gets only rounding for a gradient, which Adam's normalised steps
+    # turn into lr-sized moves in either library's own direction (and the running means follow them): compared
+    # are the weights that matter, with the bias gradients checked to be rounding
+    state = {k: v for k, v in nnet.state_dict().items() if k not in ("conv1.bias", "conv2.bias", "conv3.bias", "fc1.bias") and "running_mean" not in k}
+    return [(b, np.asarray(p, dtype=np.float64), float(v)) for b, p, v in trainExamples], [row[:2] for row in log], state, max(row[2] for row in log)
+
+
+def test_alpha_zero_general():
+    ours, _ = run_both(alpha_zero, weights_of(make_othello_nnet), rtol=1e-4, atol=1e-6)
+    examples = ours[0]
+    assert len(examples) >= 10 and all(abs(sum(p) - 1) < 1e-9 for _, p, _ in examples)
+    assert "bn1.num_batches_tracked" in ours[2] and ours[2]["bn1.num_batches_tracked"] == len(ours[1])
+    assert ours[3] < 1e-6
