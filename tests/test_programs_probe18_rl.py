@@ -3758,3 +3758,256 @@ def test_alpha_zero_general():
     assert len(examples) >= 10 and all(abs(sum(p) - 1) < 1e-9 for _, p, _ in examples)
     assert "bn1.num_batches_tracked" in ours[2] and ours[2]["bn1.num_batches_tracked"] == len(ours[1])
     assert ours[3] < 1e-6
+
+
+# ----------------------------------------------------------------------------------------------
+# Munchausen DQN (log-policy bonus, clamped), PopArt's output-preserving rescaling of the value head, DIAYN's skill
+# discriminator reward, and the World Models MDN-RNN's mixture log-likelihood
+# ----------------------------------------------------------------------------------------------
+
+
+def munchausen_dqn(m, weights, updates=3, gamma=0.99, entropy_tau=0.03, alpha=0.9, lo=-1.0):
+    torch, F = m.torch, m.F
+    qnetwork_local = load(m, make_dqn(m), weights)
+    qnetwork_target = copy.deepcopy(qnetwork_local)
+    optimizer = torch.optim.Adam(qnetwork_local.parameters(), lr=1e-3)
+    log = []
+    for step in range(updates):
+        states, actions, rewards, next_states, dones = (torch.from_numpy(a) for a in replay_batch(500 + step))
+        Q_targets_next = qnetwork_target(next_states).detach()
+        # calculate entropy term with logsum
+        logsum = torch.logsumexp((Q_targets_next - Q_targets_next.max(1)[0].unsqueeze(-1)) / entropy_tau, 1).unsqueeze(-1)
+        tau_log_pi_next = Q_targets_next - Q_targets_next.max(1)[0].unsqueeze(-1) - entropy_tau * logsum
+        # target policy
+        pi_target = F.softmax(Q_targets_next / entropy_tau, dim=1)
+        Q_target = (gamma * (pi_target * (Q_targets_next - tau_log_pi_next) * (1 - dones)).sum(1)).unsqueeze(-1)
+        # calculate munchausen addon with logsum trick
+        q_k_targets = qnetwork_target(states).detach()
+        v_k_target = q_k_targets.max(1)[0].unsqueeze(-1)
+        logsum = torch.logsumexp((q_k_targets - v_k_target) / entropy_tau, 1).unsqueeze(-1)
+        log_pi = q_k_targets - v_k_target - entropy_tau * logsum
+        munchausen_addon = log_pi.gather(1, actions)
+        # calc munchausen reward:
+        munchausen_reward = (rewards + alpha * torch.clamp(munchausen_addon, min=lo, max=0))
+        # Compute Q targets for current states
+        Q_targets = munchausen_reward + Q_target
+        # Get expected Q values from local model
+        q_k = qnetwork_local(states)
+        Q_expected = q_k.gather(1, actions)
+        # Compute loss
+        loss = F.mse_loss(Q_expected, Q_targets)
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(qnetwork_local.parameters(), 1)
+        optimizer.step()
+        for target_param, local_param in zip(qnetwork_target.parameters(), qnetwork_local.parameters()):
+            target_param.data.copy_(1e-2 * local_param.data + (1.0 - 1e-2) * target_param.data)
+        log.append([loss, munchausen_addon, tau_log_pi_next])
+    return log, qnetwork_local.state_dict()
+
+
+def test_munchausen_dqn():
+    ours, _ = run_both(munchausen_dqn, weights_of(make_dqn), rtol=1e-4, atol=1e-5)
+    assert np.all(ours[0][0][1] <= 1e-6)  # log-policies are at most 0
+
+
+def popart(m, beta=0.3):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    class PopArt(nn.Module):
+        def __init__(self, input_shape, output_shape, norm_axes=1, beta=0.99999, epsilon=1e-5):
+            super(PopArt, self).__init__()
+            self.beta, self.epsilon, self.norm_axes = beta, epsilon, norm_axes
+            self.input_shape, self.output_shape = input_shape, output_shape
+            self.weight = nn.Parameter(torch.Tensor(output_shape, input_shape))
+            self.bias = nn.Parameter(torch.Tensor(output_shape))
+            self.stddev = nn.Parameter(torch.ones(output_shape), requires_grad=False)
+            self.mean = nn.Parameter(torch.zeros(output_shape), requires_grad=False)
+            self.mean_sq = nn.Parameter(torch.zeros(output_shape), requires_grad=False)
+            self.debiasing_term = nn.Parameter(torch.tensor(0.0), requires_grad=False)
+            self.reset_parameters()
+
+        def reset_parameters(self):
+            torch.nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+            if self.bias is not None:
+                fan_in, _ = torch.nn.init._calculate_fan_in_and_fan_out(self.weight)
+                bound = 1 / math.sqrt(fan_in)
+                torch.nn.init.uniform_(self.bias, -bound, bound)
+            self.mean.zero_()
+            self.mean_sq.zero_()
+            self.debiasing_term.zero_()
+
+        def forward(self, input_vector):
+            return F.linear(input_vector, self.weight, self.bias)
+
+        @torch.no_grad()
+        def update(self, input_vector):
+            old_mean, old_var = self.debiased_mean_var()
+            old_stddev = torch.sqrt(old_var)
+            batch_mean = input_vector.mean(dim=tuple(range(self.norm_axes)))
+            batch_sq_mean = (input_vector ** 2).mean(dim=tuple(range(self.norm_axes)))
+            self.mean.mul_(self.beta).add_(batch_mean * (1.0 - self.beta))
+            self.mean_sq.mul_(self.beta).add_(batch_sq_mean * (1.0 - self.beta))
+            self.debiasing_term.mul_(self.beta).add_(1.0 * (1.0 - self.beta))
+            self.stddev = nn.Parameter((self.mean_sq - self.mean ** 2).sqrt().clamp(min=1e-4), requires_grad=False)
+            new_mean, new_var = self.debiased_mean_var()
+            new_stddev = torch.sqrt(new_var)
+            self.weight.data = self.weight.data * old_stddev.unsqueeze(-1) / new_stddev.unsqueeze(-1)
+            self.bias.data = (old_stddev * self.bias.data + old_mean - new_mean) / new_stddev
+
+        def debiased_mean_var(self):
+            debiased_mean = self.mean / self.debiasing_term.clamp(min=self.epsilon)
+            debiased_mean_sq = self.mean_sq / self.debiasing_term.clamp(min=self.epsilon)
+            debiased_var = (debiased_mean_sq - debiased_mean ** 2).clamp(min=1e-2)
+            return debiased_mean, debiased_var
+
+        def normalize(self, input_vector):
+            mean, var = self.debiased_mean_var()
+            return (input_vector - mean[(None,) * self.norm_axes]) / torch.sqrt(var)[(None,) * self.norm_axes]
+
+        def denormalize(self, input_vector):
+            mean, var = self.debiased_mean_var()
+            return input_vector * torch.sqrt(var)[(None,) * self.norm_axes] + mean[(None,) * self.norm_axes]
+
+    torch.manual_seed(0)
+    head = PopArt(6, 2, beta=beta)
+    optimizer = torch.optim.Adam([p for p in head.parameters() if p.requires_grad], lr=1e-2)
+    x = torch.randn(16, 6)
+    log = []
+    for step in range(4):
+        returns = torch.randn(16, 2) * (10.0 * (step + 1)) + 50.0
+        head.update(returns)
+        # the unnormalised prediction is preserved by the update
+        before = head.denormalize(head(x))
+        normalized_returns = head.normalize(returns)
+        value_loss = F.mse_loss(head(x), normalized_returns)
+        optimizer.zero_grad()
+        value_loss.backward()
+        optimizer.step()
+        log.append([value_loss, before, head.debiasing_term.clone(), head.stddev.clone()])
+    preserved = []
+    with torch.no_grad():
+        before = head.denormalize(head(x))
+        head.update(torch.randn(16, 2) * 100.0)
+        after = head.denormalize(head(x))
+    return log, before, after, head.state_dict(), len(list(head.parameters()))
+
+
+def test_popart():
+    ours, _ = run_both(popart, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(ours[2], ours[1], rtol=1e-4, atol=1e-3)  # outputs preserved across the update
+    assert ours[4] == 6
+
+
+def make_diayn(m, obs_dim=4, num_skills=5):
+    nn = m.nn
+    return nn.Sequential(nn.Linear(obs_dim, 16), nn.ReLU(), nn.Linear(16, num_skills))
+
+
+def diayn(m, weights, num_skills=5, steps=3):
+    torch, F = m.torch, m.F
+    discriminator = load(m, make_diayn(m), weights)
+    optimizer = torch.optim.Adam(discriminator.parameters(), lr=3e-3)
+    p_z = np.full(num_skills, 1.0 / num_skills)
+    log = []
+    for step in range(steps):
+        rng = np.random.default_rng(600 + step)
+        next_states = torch.from_numpy(rng.standard_normal((12, 4)).astype(np.float32))
+        zs = torch.from_numpy(rng.integers(0, num_skills, 12))
+        logits = discriminator(next_states)
+        p_z_ = torch.from_numpy(p_z).gather(-1, zs)
+        logq_z_ns = F.log_softmax(logits, dim=-1)
+        rewards = logq_z_ns.gather(-1, zs.unsqueeze(-1)).detach() - torch.log(p_z_ + 1e-6).unsqueeze(-1)
+        discriminator_loss = F.cross_entropy(logits, zs)
+        optimizer.zero_grad()
+        discriminator_loss.backward()
+        optimizer.step()
+        log.append([rewards, discriminator_loss, rewards.dtype == torch.float64])
+    return log, discriminator.state_dict()
+
+
+def test_diayn():
+    ours, _ = run_both(diayn, weights_of(make_diayn), rtol=1e-5, atol=1e-6)
+    assert ours[0][0][2] is True  # float32 log-probabilities minus a float64 prior's log: float64, as PyTorch
+
+
+def make_mdnrnn(m, latents=4, actions=2, hiddens=16, gaussians=3):
+    nn = m.nn
+
+    class MDRNN(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.latents, self.actions, self.hiddens, self.gaussians = latents, actions, hiddens, gaussians
+            self.gmm_linear = nn.Linear(hiddens, (2 * latents + 1) * gaussians + 2)
+            self.rnn = nn.LSTM(latents + actions, hiddens)
+
+        def forward(self, actions, latents):
+            seq_len, bs = actions.size(0), actions.size(1)
+            ins = m.torch.cat([actions, latents], dim=-1)
+            outs, _ = self.rnn(ins)
+            gmm_outs = self.gmm_linear(outs)
+            stride = self.gaussians * self.latents
+            mus = gmm_outs[:, :, :stride]
+            mus = mus.view(seq_len, bs, self.gaussians, self.latents)
+            sigmas = gmm_outs[:, :, stride:2 * stride]
+            sigmas = sigmas.view(seq_len, bs, self.gaussians, self.latents)
+            sigmas = m.torch.exp(sigmas)
+            pi = gmm_outs[:, :, 2 * stride: 2 * stride + self.gaussians]
+            pi = pi.view(seq_len, bs, self.gaussians)
+            logpi = m.F.log_softmax(pi, dim=-1)
+            rs = gmm_outs[:, :, -2]
+            ds = gmm_outs[:, :, -1]
+            return mus, sigmas, logpi, rs, ds
+
+    return MDRNN()
+
+
+def mdnrnn(m, weights, steps=3):
+    torch, F = m.torch, m.F
+    Normal = torch.distributions.Normal
+
+    def gmm_loss(batch, mus, sigmas, logpi, reduce=True):
+        batch = batch.unsqueeze(-2)
+        normal_dist = Normal(mus, sigmas)
+        g_log_probs = normal_dist.log_prob(batch)
+        g_log_probs = logpi + torch.sum(g_log_probs, dim=-1)
+        max_log_probs = torch.max(g_log_probs, dim=-1, keepdim=True)[0]
+        g_log_probs = g_log_probs - max_log_probs
+        g_probs = torch.exp(g_log_probs)
+        probs = torch.sum(g_probs, dim=-1)
+        log_prob = max_log_probs.squeeze() + torch.log(probs)
+        if reduce:
+            return - torch.mean(log_prob)
+        return - log_prob
+
+    mdrnn = load(m, make_mdnrnn(m), weights)
+    optimizer = torch.optim.RMSprop(mdrnn.parameters(), lr=1e-3, alpha=.9)
+    log = []
+    for step in range(steps):
+        rng = np.random.default_rng(700 + step)
+        latent_obs = torch.from_numpy(rng.standard_normal((5, 3, 4)).astype(np.float32))
+        action = torch.from_numpy(rng.uniform(-1, 1, (5, 3, 2)).astype(np.float32))
+        reward = torch.from_numpy(rng.standard_normal((5, 3)).astype(np.float32))
+        terminal = torch.from_numpy((rng.uniform(size=(5, 3)) < 0.2).astype(np.float32))
+        latent_next_obs = torch.from_numpy(rng.standard_normal((5, 3, 4)).astype(np.float32))
+        mus, sigmas, logpi, rs, ds = mdrnn(action, latent_obs)
+        gmm = gmm_loss(latent_next_obs, mus, sigmas, logpi)
+        bce = F.binary_cross_entropy_with_logits(ds, terminal)
+        mse = F.mse_loss(rs, reward)
+        scale = 4 + 2
+        loss = (gmm + bce + mse) / scale
+        # the same mixture likelihood by MixtureSameFamily
+        mix = torch.distributions.MixtureSameFamily(torch.distributions.Categorical(logits=logpi),
+                                                   torch.distributions.Independent(Normal(mus, sigmas), 1))
+        by_mixture = -mix.log_prob(latent_next_obs).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        log.append([gmm, by_mixture, bce, mse])
+    return log, mdrnn.state_dict()
+
+
+def test_world_models_mdnrnn():
+    ours, _ = run_both(mdnrnn, weights_of(make_mdnrnn), rtol=1e-4, atol=1e-5)
+    for gmm, by_mixture, *_ in ours[0]:
+        assert gmm == pytest.approx(by_mixture, rel=1e-5)
