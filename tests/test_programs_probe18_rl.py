@@ -4011,3 +4011,247 @@ def test_world_models_mdnrnn():
     ours, _ = run_both(mdnrnn, weights_of(make_mdnrnn), rtol=1e-4, atol=1e-5)
     for gmm, by_mixture, *_ in ours[0]:
         assert gmm == pytest.approx(by_mixture, rel=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------
+# tristandeleu/pytorch-maml-rl: a normal MLP policy called with an OrderedDict of adapted parameters, the inner
+# update by autograd.grad(create_graph=True), and the outer TRPO step (Hessian-vector products of the KL through
+# the adaptation, conjugate gradient, a backtracking line search by vector_to_parameters)
+# ----------------------------------------------------------------------------------------------
+
+
+def make_maml_policy(m, input_size=4, output_size=2, hidden_sizes=(16,), min_log_std=1e-6):
+    torch, nn, F = m.torch, m.nn, m.F
+    from collections import OrderedDict
+    Independent, Normal = torch.distributions.Independent, torch.distributions.Normal
+
+    class NormalMLPPolicy(nn.Module):
+        def __init__(self):
+            super(NormalMLPPolicy, self).__init__()
+            self.input_size, self.output_size = input_size, output_size
+            self.hidden_sizes = hidden_sizes
+            self.nonlinearity = torch.tanh
+            self.min_log_std = math.log(min_log_std)
+            self.num_layers = len(hidden_sizes) + 1
+            layer_sizes = (input_size,) + hidden_sizes
+            for i in range(1, self.num_layers):
+                self.add_module('layer{0}'.format(i), nn.Linear(layer_sizes[i - 1], layer_sizes[i]))
+            self.mu = nn.Linear(layer_sizes[-1], output_size)
+            self.sigma = nn.Parameter(torch.Tensor(output_size))
+            self.sigma.data.fill_(math.log(1.0))
+
+        def update_params(self, loss, params=None, step_size=0.5, first_order=False):
+            if params is None:
+                params = OrderedDict(self.named_parameters())
+            grads = torch.autograd.grad(loss, params.values(), create_graph=not first_order)
+            updated_params = OrderedDict()
+            for (name, param), grad in zip(params.items(), grads):
+                updated_params[name] = param - step_size * grad
+            return updated_params
+
+        def forward(self, input, params=None):
+            if params is None:
+                params = OrderedDict(self.named_parameters())
+            output = input
+            for i in range(1, self.num_layers):
+                output = F.linear(output, weight=params['layer{0}.weight'.format(i)], bias=params['layer{0}.bias'.format(i)])
+                output = self.nonlinearity(output)
+            mu = F.linear(output, weight=params['mu.weight'], bias=params['mu.bias'])
+            scale = torch.exp(torch.clamp(params['sigma'], min=self.min_log_std))
+            return Independent(Normal(loc=mu, scale=scale), 1)
+
+    return NormalMLPPolicy()
+
+
+def maml_trpo(m, weights, num_tasks=2, max_kl=1e-2, cg_iters=5, cg_damping=1e-2, ls_max_steps=5, ls_backtrack_ratio=0.5):
+    torch = m.torch
+    parameters_to_vector, vector_to_parameters = torch.nn.utils.parameters_to_vector, torch.nn.utils.vector_to_parameters
+    kl_divergence = torch.distributions.kl.kl_divergence
+    Independent, Normal = torch.distributions.Independent, torch.distributions.Normal
+    policy = load(m, make_maml_policy(m), weights)
+
+    def weighted_mean(tensor, lengths=None):
+        if lengths is None:
+            return torch.mean(tensor)
+        for i, length in enumerate(lengths):
+            tensor[length:, i].fill_(0.)
+        extra_dims = (1,) * (tensor.dim() - 2)
+        lengths = torch.as_tensor(lengths, dtype=torch.float32)
+        out = torch.sum(tensor, dim=0)
+        out.div_(lengths.view(-1, *extra_dims))
+        return out
+
+    def detach_distribution(pi):
+        if isinstance(pi, Independent):
+            distribution = Independent(detach_distribution(pi.base_dist), pi.reinterpreted_batch_ndims)
+        elif isinstance(pi, Normal):
+            distribution = Normal(loc=pi.loc.detach(), scale=pi.scale.detach())
+        else:
+            raise NotImplementedError('Only `Categorical`, `Independent` and `Normal` policies are valid policies.')
+        return distribution
+
+    def conjugate_gradient(f_Ax, b, cg_iters=10, residual_tol=1e-10):
+        p = b.clone().detach()
+        r = b.clone().detach()
+        x = torch.zeros_like(b).float()
+        rdotr = torch.dot(r, r)
+        for i in range(cg_iters):
+            z = f_Ax(p).detach()
+            v = rdotr / torch.dot(p, z)
+            x += v * p
+            r -= v * z
+            newrdotr = torch.dot(r, r)
+            mu = newrdotr / rdotr
+            p = r + mu * p
+            rdotr = newrdotr
+            if rdotr.item() < residual_tol:
+                break
+        return x.detach()
+
+    def episodes(task, kind):
+        rng = np.random.default_rng(1000 + 10 * task + kind)
+        T, B = 6, 3
+        observations = torch.from_numpy(rng.standard_normal((T, B, 4)).astype(np.float32))
+        actions = torch.from_numpy(rng.standard_normal((T, B, 2)).astype(np.float32))
+        advantages = torch.from_numpy(rng.standard_normal((T, B)).astype(np.float32))
+        lengths = [6, 4, 5]
+        return observations, actions, advantages, lengths
+
+    def reinforce_loss(params, obs, act, adv, lengths):
+        pi = policy(obs.view((-1, *obs.shape[2:])), params=params)
+        log_probs = pi.log_prob(act.view((-1, *act.shape[2:])))
+        log_probs = log_probs.view(len(obs), obs.shape[1])
+        losses = -weighted_mean(log_probs * adv, lengths=lengths)
+        return losses.mean()
+
+    def adapt(task):
+        params = None
+        inner_loss = reinforce_loss(params, *episodes(task, 0))
+        params = policy.update_params(inner_loss, params=params, step_size=0.1, first_order=False)
+        return params
+
+    def surrogate_loss(task, params, old_pi=None):
+        obs, act, adv, lengths = episodes(task, 1)
+        pi = policy(obs, params=params)
+        if old_pi is None:
+            old_pi = detach_distribution(pi)
+        log_ratio = pi.log_prob(act) - old_pi.log_prob(act)
+        ratio = torch.exp(log_ratio)
+        losses = -weighted_mean(ratio * adv, lengths=lengths)
+        mask = torch.as_tensor(np.array([[t < l for l in lengths] for t in range(6)]), dtype=torch.float32)
+        kls = (kl_divergence(pi, old_pi) * mask).sum(0) / mask.sum(0)
+        return losses.mean(), kls.mean(), old_pi
+
+    def hessian_vector_product(kl, damping=1e-2):
+        grads = torch.autograd.grad(kl, policy.parameters(), create_graph=True)
+        flat_grad_kl = parameters_to_vector(grads)
+
+        def _product(vector, retain_graph=True):
+            grad_kl_v = torch.dot(flat_grad_kl, vector)
+            grad2s = torch.autograd.grad(grad_kl_v, policy.parameters(), retain_graph=retain_graph)
+            flat_grad2_kl = parameters_to_vector(grad2s)
+            return flat_grad2_kl + damping * vector
+        return _product
+
+    adapted = [adapt(task) for task in range(num_tasks)]
+    results = [surrogate_loss(task, params) for task, params in enumerate(adapted)]
+    old_losses = [r[0] for r in results]
+    old_kls = [r[1] for r in results]
+    old_pis = [r[2] for r in results]
+    old_loss = sum(old_losses) / num_tasks
+    grads = torch.autograd.grad(old_loss, policy.parameters(), retain_graph=True)
+    grads = parameters_to_vector(grads)
+    old_kl = sum(old_kls) / num_tasks
+    hessian_vector_product_ = hessian_vector_product(old_kl, damping=cg_damping)
+    stepdir = conjugate_gradient(hessian_vector_product_, grads, cg_iters=cg_iters)
+    shs = 0.5 * torch.dot(stepdir, hessian_vector_product_(stepdir, retain_graph=False))
+    lagrange_multiplier = torch.sqrt(shs / max_kl)
+    step = stepdir / lagrange_multiplier
+    old_params = parameters_to_vector(policy.parameters())
+    step_size = 1.0
+    accepted = None
+    for s in range(ls_max_steps):
+        vector_to_parameters(old_params - step_size * step, policy.parameters())
+        new = [surrogate_loss(task, adapt(task), old_pi=old_pis[task]) for task in range(num_tasks)]
+        improve = (sum(r[0] for r in new) / num_tasks) - old_loss
+        kl = sum(r[1] for r in new) / num_tasks
+        if (improve.item() < 0.0) and (kl.item() < max_kl):
+            accepted = s
+            break
+        step_size *= ls_backtrack_ratio
+    else:
+        vector_to_parameters(old_params, policy.parameters())
+    return old_loss, grads, stepdir, shs, accepted, policy.state_dict()
+
+
+def test_maml_rl_trpo():
+    ours, _ = run_both(maml_trpo, weights_of(make_maml_policy), rtol=1e-3, atol=1e-5)
+    assert ours[4] is not None
+
+
+# ----------------------------------------------------------------------------------------------
+# ikostrikov's GAIL discriminator: a gradient penalty on expert/policy mixtures, BCE with logits, rewards from
+# sigmoid logits normalised by a running return variance
+# ----------------------------------------------------------------------------------------------
+
+
+def make_gail_discriminator(m, input_dim=6, hidden_dim=16):
+    nn = m.nn
+    return nn.Sequential(nn.Linear(input_dim, hidden_dim), nn.Tanh(), nn.Linear(hidden_dim, hidden_dim), nn.Tanh(), nn.Linear(hidden_dim, 1))
+
+
+def gail(m, weights, lambda_=10, gamma=0.99, epochs=2):
+    torch, F = m.torch, m.F
+    autograd_ = torch.autograd
+    trunk = load(m, make_gail_discriminator(m), weights)
+    optimizer = torch.optim.Adam(trunk.parameters())
+    torch.manual_seed(0)
+
+    def compute_grad_pen(expert_state, expert_action, policy_state, policy_action, lambda_=10):
+        alpha = torch.rand(expert_state.size(0), 1)
+        expert_data = torch.cat([expert_state, expert_action], dim=1)
+        policy_data = torch.cat([policy_state, policy_action], dim=1)
+        alpha = alpha.expand_as(expert_data).to(expert_data.device)
+        mixup_data = alpha * expert_data + (1 - alpha) * policy_data
+        mixup_data.requires_grad = True
+        disc = trunk(mixup_data)
+        ones = torch.ones(disc.size()).to(disc.device)
+        grad = autograd_.grad(outputs=disc, inputs=mixup_data, grad_outputs=ones, create_graph=True, retain_graph=True, only_inputs=True)[0]
+        grad_pen = lambda_ * (grad.norm(2, dim=1) - 1).pow(2).mean()
+        return grad_pen
+
+    log = []
+    ret_rms_var, returns = 1.0, None
+    for epoch in range(epochs):
+        rng = np.random.default_rng(800 + epoch)
+        policy_state = torch.from_numpy(rng.standard_normal((16, 4)).astype(np.float32))
+        policy_action = torch.from_numpy(rng.uniform(-1, 1, (16, 2)).astype(np.float32))
+        expert_state = torch.from_numpy((rng.standard_normal((16, 4)) + 0.5).astype(np.float32))
+        expert_action = torch.from_numpy(rng.uniform(-0.5, 1, (16, 2)).astype(np.float32))
+        policy_d = trunk(torch.cat([policy_state, policy_action], dim=1))
+        expert_d = trunk(torch.cat([expert_state, expert_action], dim=1))
+        expert_loss = F.binary_cross_entropy_with_logits(expert_d, torch.ones(expert_d.size()))
+        policy_loss = F.binary_cross_entropy_with_logits(policy_d, torch.zeros(policy_d.size()))
+        gail_loss = expert_loss + policy_loss
+        grad_pen = compute_grad_pen(expert_state, expert_action, policy_state, policy_action, lambda_)
+        optimizer.zero_grad()
+        (gail_loss + grad_pen).backward()
+        optimizer.step()
+        # predict_reward
+        with torch.no_grad():
+            trunk.eval()
+            d = trunk(torch.cat([policy_state, policy_action], dim=1))
+            s = torch.sigmoid(d)
+            reward = s.log() - (1 - s).log()
+            masks = torch.ones(16, 1)
+            if returns is None:
+                returns = reward.clone()
+            returns = returns * masks * gamma + reward
+            ret_rms_var = 0.9 * ret_rms_var + 0.1 * returns.var().item()
+            trunk.train()
+        log.append([gail_loss, grad_pen, reward / np.sqrt(ret_rms_var + 1e-8)])
+    return log, trunk.state_dict()
+
+
+def test_gail_discriminator():
+    run_both(gail, weights_of(make_gail_discriminator), rtol=1e-4, atol=1e-5)
