@@ -4255,3 +4255,174 @@ def gail(m, weights, lambda_=10, gamma=0.99, epochs=2):
 
 def test_gail_discriminator():
     run_both(gail, weights_of(make_gail_discriminator), rtol=1e-4, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------
+# lweitkamp/option-critic-pytorch: option-value, termination (Bernoulli of sigmoids) and intra-option policies
+# over parameter tensors indexed by option, sampled episodes, the critic and actor losses
+# ----------------------------------------------------------------------------------------------
+
+
+def make_option_critic(m, in_features=4, num_actions=2, num_options=3, features=16):
+    torch, nn = m.torch, m.nn
+    Bernoulli, Categorical = torch.distributions.Bernoulli, torch.distributions.Categorical
+
+    class OptionCriticFeatures(nn.Module):
+        def __init__(self, temperature=1.0, eps_start=1.0, eps_min=0.1, eps_decay=int(1e6), eps_test=0.05):
+            super(OptionCriticFeatures, self).__init__()
+            self.in_features, self.num_actions, self.num_options = in_features, num_actions, num_options
+            self.magic_number = features
+            self.temperature = temperature
+            self.eps_min, self.eps_start, self.eps_decay, self.eps_test = eps_min, eps_start, eps_decay, eps_test
+            self.num_steps = 0
+            self.features = nn.Sequential(nn.Linear(in_features, 16), nn.ReLU(), nn.Linear(16, features), nn.ReLU())
+            self.Q = nn.Linear(features, num_options)  # Policy-Over-Options
+            self.terminations = nn.Linear(features, num_options)  # Option-Termination
+            self.options_W = nn.Parameter(torch.zeros(num_options, features, num_actions))
+            self.options_b = nn.Parameter(torch.zeros(num_options, num_actions))
+
+        def get_state(self, obs):
+            if obs.ndim < 4 and obs.ndim > 1:
+                pass
+            elif obs.ndim == 1:
+                obs = obs.unsqueeze(0)
+            state = self.features(obs)
+            return state
+
+        def get_Q(self, state):
+            return self.Q(state)
+
+        def predict_option_termination(self, state, current_option):
+            termination = self.terminations(state)[:, current_option].sigmoid()
+            option_termination = Bernoulli(termination).sample()
+            Q = self.get_Q(state)
+            next_option = Q.argmax(dim=-1)
+            return bool(option_termination.item()), next_option.item()
+
+        def get_terminations(self, state):
+            return self.terminations(state).sigmoid()
+
+        def get_action(self, state, option):
+            logits = state.data @ self.options_W[option] + self.options_b[option]
+            action_dist = (logits / self.temperature).softmax(dim=-1)
+            action_dist = Categorical(action_dist)
+            action = action_dist.sample()
+            logp = action_dist.log_prob(action)
+            entropy = action_dist.entropy()
+            return action.item(), logp, entropy
+
+    return OptionCriticFeatures()
+
+
+def option_critic(m, weights, steps=24, gamma=0.99, termination_reg=0.01, entropy_reg=0.01, batch_size=8):
+    torch = m.torch
+    torch.manual_seed(0)
+    option_critic = load(m, make_option_critic(m), weights)
+    with torch.no_grad():
+        option_critic.options_W.normal_(0, 0.3)  # (the repository leaves them zero: every option starts uniform)
+    option_critic_prime = copy.deepcopy(option_critic)
+    optim = torch.optim.RMSprop(option_critic.parameters(), lr=1e-3)
+
+    def to_tensor(obs):
+        obs = np.asarray(obs)
+        obs = torch.from_numpy(obs).float()
+        return obs
+
+    def critic_loss(model, model_prime, data_batch):
+        obs, options, rewards, next_obs, dones = data_batch
+        batch_idx = torch.arange(len(options)).long()
+        options = torch.LongTensor(options)
+        rewards = torch.FloatTensor(rewards)
+        masks = 1 - torch.FloatTensor(dones)
+        states = model.get_state(to_tensor(obs)).squeeze(0)
+        Q = model.get_Q(states)
+        next_states_prime = model_prime.get_state(to_tensor(next_obs)).squeeze(0)
+        next_Q_prime = model_prime.get_Q(next_states_prime)  # detach?
+        next_states = model.get_state(to_tensor(next_obs)).squeeze(0)
+        next_termination_probs = model.get_terminations(next_states).detach()
+        next_options_term_prob = next_termination_probs[batch_idx, options]
+        gt = rewards + masks * gamma * ((1 - next_options_term_prob) * next_Q_prime[batch_idx, options] + next_options_term_prob * next_Q_prime.max(dim=-1)[0])
+        td_err = (Q[batch_idx, options] - gt.detach()).pow(2).mul(0.5).mean()
+        return td_err
+
+    def actor_loss_fn(obs, option, logp, entropy, reward, done, next_obs, model, model_prime):
+        state = model.get_state(to_tensor(obs))
+        next_state = model.get_state(to_tensor(next_obs))
+        next_state_prime = model_prime.get_state(to_tensor(next_obs))
+        option_term_prob = model.get_terminations(state)[:, option]
+        next_option_term_prob = model.get_terminations(next_state)[:, option].detach()
+        Q = model.get_Q(state).detach().squeeze()
+        next_Q_prime = model_prime.get_Q(next_state_prime).detach().squeeze()
+        gt = reward + (1 - done) * gamma * ((1 - next_option_term_prob) * next_Q_prime[option] + next_option_term_prob * next_Q_prime.max(dim=-1)[0])
+        termination_loss = option_term_prob * (Q[option].detach() - Q.max(dim=-1)[0].detach() + termination_reg) * (1 - done)
+        policy_loss = -logp * (gt.detach() - Q[option]) - entropy_reg * entropy
+        actor_loss = termination_loss + policy_loss
+        return actor_loss
+
+    rng = np.random.default_rng(0)
+    env = CartPoleNumpy(rng)
+    obs = env.reset()
+    state = option_critic.get_state(to_tensor(obs))
+    greedy_option = option_critic.get_Q(state).argmax(dim=-1).item()
+    current_option, option_termination = 0, True
+    buffer, log, trajectory = [], [], []
+    for step in range(steps):
+        epsilon = 0.1
+        if option_termination:
+            current_option = int(rng.integers(3)) if rng.uniform() < epsilon else greedy_option
+        action, logp, entropy = option_critic.get_action(state, current_option)
+        next_obs, reward, done = env.step(action)
+        buffer.append((obs, current_option, reward, next_obs, done))
+        trajectory.append((current_option, action))
+        actor_loss, critic_loss_ = 0.0, 0.0
+        if len(buffer) > batch_size:
+            actor_loss = actor_loss_fn(obs, current_option, logp, entropy, reward, done, next_obs, option_critic, option_critic_prime)
+            loss = actor_loss
+            if step % 2 == 0:
+                batch = [buffer[i] for i in rng.integers(len(buffer), size=batch_size)]
+                data_batch = [list(x) for x in zip(*batch)]
+                critic_loss_ = critic_loss(option_critic, option_critic_prime, data_batch)
+                loss += critic_loss_
+            optim.zero_grad()
+            loss.backward()
+            optim.step()
+            log.append([actor_loss, critic_loss_])
+            if step % 6 == 0:
+                option_critic_prime.load_state_dict(option_critic.state_dict())
+        state = option_critic.get_state(to_tensor(next_obs))
+        option_termination, greedy_option = option_critic.predict_option_termination(state, current_option)
+        obs = next_obs
+        if done:
+            obs = env.reset()
+            state = option_critic.get_state(to_tensor(obs))
+            option_termination = True
+    return trajectory, log, option_critic.state_dict()
+
+
+class CartPoleNumpy:
+    """A cart-pole with gym's dynamics whose start states come from a given NumPy generator."""
+
+    def __init__(self, rng):
+        self.rng = rng
+
+    def reset(self):
+        self.state = self.rng.uniform(-0.05, 0.05, 4)
+        self.steps = 0
+        return self.state.astype(np.float32)
+
+    def step(self, action):
+        x, x_dot, theta, theta_dot = self.state
+        force = 10.0 if action == 1 else -10.0
+        costheta, sintheta = np.cos(theta), np.sin(theta)
+        temp = (force + 0.05 * theta_dot ** 2 * sintheta) / 1.1
+        thetaacc = (9.8 * sintheta - costheta * temp) / (0.5 * (4.0 / 3.0 - 0.1 * costheta ** 2 / 1.1))
+        xacc = temp - 0.05 * thetaacc * costheta / 1.1
+        self.state = np.array([x + 0.02 * x_dot, x_dot + 0.02 * xacc, theta + 0.02 * theta_dot, theta_dot + 0.02 * thetaacc])
+        self.steps += 1
+        done = bool(abs(self.state[0]) > 2.4 or abs(self.state[2]) > 0.2095 or self.steps >= 10)
+        return self.state.astype(np.float32), 1.0, done
+
+
+def test_option_critic():
+    ours, _ = run_both(option_critic, weights_of(make_option_critic), rtol=1e-4, atol=1e-5)
+    assert len(ours[1]) > 0 and len({o for o, a in ours[0]}) >= 1
