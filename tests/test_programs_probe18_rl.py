@@ -211,7 +211,9 @@ def tqc_critic_update(m, weights, top_quantiles_to_drop_per_net=2, gamma=0.99, e
 
 
 def test_sb3_contrib_tqc_critic():
-    run_both(tqc_critic_update, weights_of(make_tqc_critic), rtol=1e-4, atol=1e-5)
+    ours, _ = run_both(tqc_critic_update, weights_of(make_tqc_critic), rtol=1e-4, atol=1e-5)
+    critic_losses = ours[0][::2]
+    assert all(np.isfinite(l) and l > 0 for l in critic_losses)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -921,7 +923,9 @@ def awac(m, weights, updates=3, gamma=0.99, tau=5e-3, awac_lambda=1.0, exp_adv_m
 
 
 def test_corl_awac():
-    run_both(awac, weights_of(make_awac), rtol=1e-4, atol=1e-5)
+    ours, _ = run_both(awac, weights_of(make_awac), rtol=1e-4, atol=1e-5)
+    for critic_loss, actor_loss, weights_ in ours[0]:
+        assert np.all(weights_ > 0) and np.all(weights_ <= 100.0) and np.isfinite(actor_loss)
 
 
 def make_edac(m, state_dim=4, action_dim=2, hidden_dim=16, num_critics=4):
@@ -2705,7 +2709,9 @@ def tianshou_ppo(m, weights, repeat=3, batch_size=8, eps_clip=0.2, dual_clip=3.0
 
 
 def test_tianshou_ppo_dual_clip():
-    run_both(tianshou_ppo, weights_of(make_tianshou_actor_critic), rtol=1e-4, atol=1e-5)
+    ours, _ = run_both(tianshou_ppo, weights_of(make_tianshou_actor_critic), rtol=1e-4, atol=1e-5)
+    # the first minibatch sees sigma = exp(0) = 1: the entropy of a 2-d standard normal
+    assert ours[2][0][2] == pytest.approx(1 + np.log(2 * np.pi), rel=1e-6)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -3146,7 +3152,8 @@ def bcq(m, weights, iterations=3, discount=0.99, tau=0.005, lmbda=0.75):
 
 
 def test_bcq():
-    run_both(bcq, weights_of(make_bcq), rtol=1e-4, atol=1e-5)
+    ours, _ = run_both(bcq, weights_of(make_bcq), rtol=1e-4, atol=1e-5)
+    assert ours[2].shape == (2,) and np.all(np.abs(ours[2]) <= 1)
 
 
 def bear_mmd(m):
@@ -4254,7 +4261,9 @@ def gail(m, weights, lambda_=10, gamma=0.99, epochs=2):
 
 
 def test_gail_discriminator():
-    run_both(gail, weights_of(make_gail_discriminator), rtol=1e-4, atol=1e-5)
+    ours, _ = run_both(gail, weights_of(make_gail_discriminator), rtol=1e-4, atol=1e-5)
+    for gail_loss, grad_pen, reward in ours[0]:
+        assert grad_pen >= 0 and gail_loss > 0 and np.all(np.isfinite(reward))
 
 
 # ----------------------------------------------------------------------------------------------
