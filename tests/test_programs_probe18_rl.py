@@ -1,4 +1,4 @@
-# ruff: noqa: B007, B008, B023, E501, E702, E741, E731, F841, UP004, UP008, UP031  (the programs are kept as their authors wrote them)
+# ruff: noqa: B007, B008, B023, E501, E702, E741, E731, F841, UP004, UP008, UP030, UP031, UP032, UP034  (the programs are kept as their authors wrote them)
 """Reinforcement-learning programs (see tests/pytorch_programs.py) beyond probe8_reinforcement and probe14_control,
 each run on chainrule and on PyTorch from the same weights, seeds and synthetic replay data, comparing losses,
 updated weights and gradients.
