@@ -4435,3 +4435,218 @@ class CartPoleNumpy:
 def test_option_critic():
     ours, _ = run_both(option_critic, weights_of(make_option_critic), rtol=1e-4, atol=1e-5)
     assert len(ours[1]) > 0 and len({o for o, a in ours[0]}) >= 1
+
+
+# ----------------------------------------------------------------------------------------------
+# Hindsight experience replay (TianhongDai/hindsight-experience-replay): goal-conditioned DDPG with 'future'
+# relabelling, o/g normalisers, target clipping to [-1/(1-gamma), 0] and an action L2 penalty; CURL's contrastive
+# loss (a bilinear W, logits shifted by their row maximum, a momentum key encoder)
+# ----------------------------------------------------------------------------------------------
+
+
+def make_her(m, obs=4, goal=2, action=2, hidden=16, max_action=1.0):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    class actor(nn.Module):
+        def __init__(self):
+            super(actor, self).__init__()
+            self.max_action = max_action
+            self.fc1 = nn.Linear(obs + goal, hidden)
+            self.fc2 = nn.Linear(hidden, hidden)
+            self.action_out = nn.Linear(hidden, action)
+
+        def forward(self, x):
+            x = F.relu(self.fc1(x))
+            x = F.relu(self.fc2(x))
+            actions = self.max_action * torch.tanh(self.action_out(x))
+            return actions
+
+    class critic(nn.Module):
+        def __init__(self):
+            super(critic, self).__init__()
+            self.max_action = max_action
+            self.fc1 = nn.Linear(obs + goal + action, hidden)
+            self.fc2 = nn.Linear(hidden, hidden)
+            self.q_out = nn.Linear(hidden, 1)
+
+        def forward(self, x, actions):
+            x = torch.cat([x, actions / self.max_action], dim=1)
+            x = F.relu(self.fc1(x))
+            x = F.relu(self.fc2(x))
+            q_value = self.q_out(x)
+            return q_value
+
+    class Nets(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.actor_network, self.critic_network = actor(), critic()
+
+    return Nets()
+
+
+def her(m, weights, n_batches=3, batch_size=16, gamma=0.98, replay_k=4, clip_obs=200, clip_range=5, action_l2=1.0, polyak=0.95):
+    torch = m.torch
+    nets = load(m, make_her(m), weights)
+    actor_network, critic_network = nets.actor_network, nets.critic_network
+    actor_target_network, critic_target_network = copy.deepcopy(actor_network), copy.deepcopy(critic_network)
+    actor_optim = torch.optim.Adam(actor_network.parameters(), lr=1e-3)
+    critic_optim = torch.optim.Adam(critic_network.parameters(), lr=1e-3)
+    rng = np.random.default_rng(0)
+    T, n_episodes = 6, 5
+    buffers = {'obs': rng.standard_normal((n_episodes, T + 1, 4)), 'ag': rng.standard_normal((n_episodes, T + 1, 2)),
+               'g': rng.standard_normal((n_episodes, T, 2)), 'actions': rng.uniform(-1, 1, (n_episodes, T, 2))}
+    o_mean, o_std = buffers['obs'].mean(axis=(0, 1)), buffers['obs'].std(axis=(0, 1)) + 1e-2
+    g_mean, g_std = buffers['g'].mean(axis=(0, 1)), buffers['g'].std(axis=(0, 1)) + 1e-2
+    future_p = 1 - (1. / (1 + replay_k))
+
+    def compute_reward(achieved_goal, goal):
+        d = np.linalg.norm(achieved_goal - goal, axis=-1)
+        return -(d > 0.5).astype(np.float32)
+
+    def sample_her_transitions(episode_batch, batch_size_in_transitions):
+        rollout_batch_size = episode_batch['actions'].shape[0]
+        batch_size = batch_size_in_transitions
+        episode_idxs = rng.integers(0, rollout_batch_size, batch_size)
+        t_samples = rng.integers(T, size=batch_size)
+        transitions = {key: episode_batch[key][episode_idxs, t_samples].copy() for key in episode_batch.keys()}
+        transitions['obs_next'] = episode_batch['obs'][episode_idxs, t_samples + 1]
+        transitions['ag_next'] = episode_batch['ag'][episode_idxs, t_samples + 1]
+        her_indexes = np.where(rng.uniform(size=batch_size) < future_p)
+        future_offset = rng.uniform(size=batch_size) * (T - t_samples)
+        future_offset = future_offset.astype(int)
+        future_t = (t_samples + 1 + future_offset)[her_indexes]
+        future_ag = episode_batch['ag'][episode_idxs[her_indexes], future_t]
+        transitions['g'][her_indexes] = future_ag
+        transitions['r'] = np.expand_dims(compute_reward(transitions['ag_next'], transitions['g']), 1)
+        return transitions
+
+    def _preproc_og(o, g):
+        o = np.clip(o, -clip_obs, clip_obs)
+        g = np.clip(g, -clip_obs, clip_obs)
+        return o, g
+
+    def _preproc_inputs(o, g):
+        o_norm = np.clip((o - o_mean) / o_std, -clip_range, clip_range)
+        g_norm = np.clip((g - g_mean) / g_std, -clip_range, clip_range)
+        return np.concatenate([o_norm, g_norm], axis=-1)
+
+    log = []
+    for _ in range(n_batches):
+        transitions = sample_her_transitions(buffers, batch_size)
+        o, o_next, g = transitions['obs'], transitions['obs_next'], transitions['g']
+        transitions['obs'], transitions['g'] = _preproc_og(o, g)
+        transitions['obs_next'], transitions['g_next'] = _preproc_og(o_next, g)
+        inputs_norm = _preproc_inputs(transitions['obs'], transitions['g'])
+        inputs_next_norm = _preproc_inputs(transitions['obs_next'], transitions['g_next'])
+        inputs_norm_tensor = torch.tensor(inputs_norm, dtype=torch.float32)
+        inputs_next_norm_tensor = torch.tensor(inputs_next_norm, dtype=torch.float32)
+        actions_tensor = torch.tensor(transitions['actions'], dtype=torch.float32)
+        r_tensor = torch.tensor(transitions['r'], dtype=torch.float32)
+        with torch.no_grad():
+            actions_next = actor_target_network(inputs_next_norm_tensor)
+            q_next_value = critic_target_network(inputs_next_norm_tensor, actions_next)
+            q_next_value = q_next_value.detach()
+            target_q_value = r_tensor + gamma * q_next_value
+            target_q_value = target_q_value.detach()
+            # clip the q value
+            clip_return = 1 / (1 - gamma)
+            target_q_value = torch.clamp(target_q_value, -clip_return, 0)
+        real_q_value = critic_network(inputs_norm_tensor, actions_tensor)
+        critic_loss = (target_q_value - real_q_value).pow(2).mean()
+        actions_real = actor_network(inputs_norm_tensor)
+        actor_loss = -critic_network(inputs_norm_tensor, actions_real).mean()
+        actor_loss += action_l2 * (actions_real / 1.0).pow(2).mean()
+        actor_optim.zero_grad()
+        actor_loss.backward()
+        actor_optim.step()
+        critic_optim.zero_grad()
+        critic_loss.backward()
+        critic_optim.step()
+        for target_param, param in zip(actor_target_network.parameters(), actor_network.parameters()):
+            target_param.data.copy_((1 - polyak) * param.data + polyak * target_param.data)
+        for target_param, param in zip(critic_target_network.parameters(), critic_network.parameters()):
+            target_param.data.copy_((1 - polyak) * param.data + polyak * target_param.data)
+        log.append([actor_loss, critic_loss, r_tensor])
+    return log, nets.state_dict(), critic_target_network.state_dict()
+
+
+def test_hindsight_experience_replay():
+    ours, _ = run_both(her, weights_of(make_her), rtol=1e-4, atol=1e-5)
+    for actor_loss, critic_loss, r in ours[0]:
+        assert set(np.unique(r)) <= {-1.0, 0.0} and critic_loss >= 0
+
+
+def make_curl(m, obs_dim=12, z_dim=8):
+    torch, nn = m.torch, m.nn
+
+    class Encoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(obs_dim, z_dim)
+            self.ln = nn.LayerNorm(z_dim)
+
+        def forward(self, obs, detach=False):
+            h = self.fc(obs)
+            if detach:
+                h = h.detach()
+            return torch.tanh(self.ln(h))
+
+    class CURL(nn.Module):
+        def __init__(self):
+            super(CURL, self).__init__()
+            self.encoder = Encoder()
+            self.encoder_target = Encoder()
+            self.W = nn.Parameter(torch.rand(z_dim, z_dim))
+
+        def encode(self, x, detach=False, ema=False):
+            if ema:
+                with torch.no_grad():
+                    z_out = self.encoder_target(x)
+            else:
+                z_out = self.encoder(x)
+            if detach:
+                z_out = z_out.detach()
+            return z_out
+
+        def compute_logits(self, z_a, z_pos):
+            Wz = torch.matmul(self.W, z_pos.T)  # (z_dim,B)
+            logits = torch.matmul(z_a, Wz)  # (B,B)
+            logits = logits - torch.max(logits, 1)[0][:, None]
+            return logits
+
+    return CURL()
+
+
+def curl(m, weights, steps=3, encoder_tau=0.05):
+    torch, nn = m.torch, m.nn
+    CURL = load(m, make_curl(m), weights)
+    CURL.encoder_target.load_state_dict(CURL.encoder.state_dict())
+    encoder_optimizer = torch.optim.Adam(CURL.encoder.parameters(), lr=1e-3)
+    cpc_optimizer = torch.optim.Adam(CURL.parameters(), lr=1e-3)
+    cross_entropy_loss = nn.CrossEntropyLoss()
+    log = []
+    for step in range(steps):
+        rng = np.random.default_rng(900 + step)
+        base = rng.standard_normal((10, 12)).astype(np.float32)
+        obs_anchor = torch.as_tensor(base + 0.1 * rng.standard_normal((10, 12)).astype(np.float32))
+        obs_pos = torch.as_tensor(base + 0.1 * rng.standard_normal((10, 12)).astype(np.float32))
+        z_a = CURL.encode(obs_anchor)
+        z_pos = CURL.encode(obs_pos, ema=True)
+        logits = CURL.compute_logits(z_a, z_pos)
+        labels = torch.arange(logits.shape[0]).long()
+        loss = cross_entropy_loss(logits, labels)
+        encoder_optimizer.zero_grad()
+        cpc_optimizer.zero_grad()
+        loss.backward()
+        encoder_optimizer.step()
+        cpc_optimizer.step()
+        for param, target_param in zip(CURL.encoder.parameters(), CURL.encoder_target.parameters()):
+            target_param.data.copy_(encoder_tau * param.data + (1 - encoder_tau) * target_param.data)
+        log.append([loss, logits, CURL.W.grad.clone()])
+    return log, CURL.state_dict()
+
+
+def test_curl_contrastive():
+    ours, _ = run_both(curl, weights_of(make_curl), rtol=1e-4, atol=1e-5)
+    for loss, logits, _ in ours[0]:
+        assert np.allclose(logits.max(1), 0) and loss > 0
