@@ -23,7 +23,29 @@ cleanRL's discrete SAC (automatic entropy tuning over action probabilities); sb3
 ``Categorical`` subclass resetting ``probs`` by ``logits_to_probs``, GAE, advantage normalisation, clipped value
 loss, several epochs of shuffled minibatches with an approximate-KL early stop, SB3's ``polyak_update`` by
 ``torch.add(..., alpha=tau, out=...)``); and a batched cart-pole written in torch, differentiated through its
-rollout (analytic policy gradients with ``torch.where`` resets)."""
+rollout (analytic policy gradients with ``torch.where`` resets).
+
+Then: pymarl's QMIX (a GRUCell agent, hypernetwork mixing with ``torch.abs`` and ``bmm``, unavailable actions masked
+by boolean index writes, masked TD errors, RMSprop) and MADDPG (``F.gumbel_softmax(hard=True)`` through a critic,
+BatchNorm on inputs); Tianshou's FQF (a fraction proposal by ``cumsum`` of Categorical probs and ``F.pad``, numpy
+index arrays into quantiles; a strict xfail where it relies on ``smooth_l1_loss`` broadcasting (B, 1, N) against
+(B, N, 1), which chainrule refuses by design, and the same program with the broadcast written out) and its dual-clip
+PPO with an Independent Normal; PPO-PyTorch's ``MultivariateNormal`` over a (1, A, A) covariance and
+``diag_embed``; rl_games/IsaacGymEnvs idioms (a ``torch.jit.script`` reward, a RunningMeanStd module with float64
+buffers, a disabled ``GradScaler``/``autocast``, ``clamp_min``/``clamp_max`` bound losses, ``sum(axis=-1)``);
+R2D2 (LSTM burn-in from stored states, value rescaling h and h^-1, n-step double-Q targets over padded sequences);
+NGU's episodic novelty (``cdist``, ``topk(largest=False)``); BCQ (a VAE with clamped latents, perturbation actor,
+``repeat_interleave`` of next states); BEAR's MMD (in float64); PlaNet's CEM (``topk`` with flattened index
+offsets, ``std(unbiased=False)``); ACKTR's K-FAC optimiser (biases split into modules, forward pre-hooks and both
+kinds of backward hooks, ``unfold`` patches, ``linalg.eigh``, an ``Optimizer`` subclass with empty defaults wrapping
+SGD) and ikostrikov's PPO over ``BatchSampler(SubsetRandomSampler)`` lists; alpha-zero-general (MCTS in NumPy over
+a batch-norm policy/value net in eval mode under no_grad, self-play, its losses); Munchausen DQN; PopArt (a
+``@torch.no_grad()`` method rescaling ``weight.data``, Parameters reassigned); DIAYN; the World Models MDN-RNN
+(mixture log-likelihood by hand against ``MixtureSameFamily``); MAML-RL (functional ``F.linear`` over an
+OrderedDict of adapted parameters, TRPO's Hessian-vector products through the adaptation, conjugate gradient, a
+line search by ``vector_to_parameters``); GAIL's discriminator (gradient penalty by ``autograd.grad`` with
+``only_inputs``); Option-Critic (Bernoulli terminations, per-option parameter tensors, ``state.data @ W``); HER with
+'future' relabelling; and CURL's bilinear contrastive loss with a momentum encoder."""
 
 import copy
 import math
