@@ -45,7 +45,8 @@ a batch-norm policy/value net in eval mode under no_grad, self-play, its losses)
 OrderedDict of adapted parameters, TRPO's Hessian-vector products through the adaptation, conjugate gradient, a
 line search by ``vector_to_parameters``); GAIL's discriminator (gradient penalty by ``autograd.grad`` with
 ``only_inputs``); Option-Critic (Bernoulli terminations, per-option parameter tensors, ``state.data @ W``); HER with
-'future' relabelling; and CURL's bilinear contrastive loss with a momentum encoder."""
+'future' relabelling; CURL's bilinear contrastive loss with a momentum encoder; and Gumbel MuZero's root policy
+improvement (Gumbel-top-k, sequential halving by ``scatter_add_``/``topk``/``gather``, completed Q-values, a KL loss)."""
 
 import copy
 import math
@@ -4672,3 +4673,86 @@ def test_curl_contrastive():
     ours, _ = run_both(curl, weights_of(make_curl), rtol=1e-4, atol=1e-5)
     for loss, logits, _ in ours[0]:
         assert np.allclose(logits.max(1), 0) and loss > 0
+
+
+# ----------------------------------------------------------------------------------------------
+# Gumbel MuZero's root policy improvement (mctx's, in torch): Gumbel-top-k action selection, sequential halving over
+# a learnt model's values, completed Q-values with the mixed value, sigma(q), and the improved-policy KL loss
+# ----------------------------------------------------------------------------------------------
+
+
+def make_gumbel_muzero(m, obs_dim=4, num_actions=6):
+    nn = m.nn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.torso = nn.Sequential(nn.Linear(obs_dim, 16), nn.ReLU())
+            self.policy = nn.Linear(16, num_actions)
+            self.value = nn.Linear(16, 1)
+            self.q = nn.Linear(16, num_actions)
+
+        def forward(self, obs):
+            h = self.torso(obs)
+            return self.policy(h), self.value(h).squeeze(-1), self.q(h)
+
+    return Net()
+
+
+def gumbel_muzero(m, weights, max_num_considered_actions=4, num_simulations=8, value_scale=0.1, maxvisit_init=50.0, steps=3):
+    torch, F = m.torch, m.F
+    torch.manual_seed(0)
+    net = load(m, make_gumbel_muzero(m), weights)
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
+
+    def qtransform_completed_by_mix_value(prior_logits, raw_value, qvalues, visit_counts, epsilon=1e-8):
+        probs = torch.softmax(prior_logits, dim=-1)
+        sum_visit_counts = visit_counts.sum(-1, keepdim=True)
+        weighted_q = (torch.where(visit_counts > 0, probs, torch.zeros_like(probs)) * qvalues).sum(-1, keepdim=True)
+        sum_probs = torch.where(visit_counts > 0, probs, torch.zeros_like(probs)).sum(-1, keepdim=True).clamp(min=torch.finfo(probs.dtype).tiny)
+        mixed_value = (raw_value.unsqueeze(-1) + sum_visit_counts * weighted_q / sum_probs) / (sum_visit_counts + 1)
+        completed = torch.where(visit_counts > 0, qvalues, mixed_value)
+        min_value = completed.min(-1, keepdim=True).values
+        max_value = completed.max(-1, keepdim=True).values
+        completed = (completed - min_value) / torch.clamp(max_value - min_value, min=epsilon)
+        max_visit = visit_counts.max(-1, keepdim=True).values
+        visit_scale = maxvisit_init + max_visit
+        return visit_scale * value_scale * completed
+
+    log = []
+    for step in range(steps):
+        obs = torch.from_numpy(np.random.default_rng(1100 + step).standard_normal((5, 4)).astype(np.float32))
+        prior_logits, raw_value, model_q = net(obs)
+        with torch.no_grad():
+            B, A = prior_logits.shape
+            gumbel = -torch.log(-torch.log(torch.rand(B, A)))
+            # Gumbel-top-k: the considered actions
+            _, considered = torch.topk(gumbel + prior_logits, max_num_considered_actions, dim=-1)
+            visit_counts = torch.zeros(B, A)
+            remaining = considered
+            sims_per_round = num_simulations // 2
+            while remaining.shape[1] > 1:
+                visit_counts.scatter_add_(1, remaining, torch.full(remaining.shape, float(sims_per_round // remaining.shape[1] or 1)))
+                sigma = qtransform_completed_by_mix_value(prior_logits, raw_value, model_q, visit_counts)
+                scores = (gumbel + prior_logits + sigma).gather(1, remaining)
+                keep = scores.topk(remaining.shape[1] // 2, dim=-1).indices
+                remaining = remaining.gather(1, keep)
+            action = remaining.squeeze(-1)
+            completed_q = qtransform_completed_by_mix_value(prior_logits, raw_value, model_q, visit_counts)
+            improved_policy = torch.softmax(prior_logits + completed_q, dim=-1)
+        policy_loss = F.kl_div(F.log_softmax(prior_logits, dim=-1), improved_policy, reduction='batchmean')
+        value_target = (improved_policy * model_q).sum(-1).detach()
+        value_loss = F.mse_loss(raw_value, value_target)
+        loss = policy_loss + 0.25 * value_loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        log.append([loss, action, visit_counts, improved_policy])
+    return log, net.state_dict()
+
+
+def test_gumbel_muzero_policy_improvement():
+    ours, _ = run_both(gumbel_muzero, weights_of(make_gumbel_muzero), rtol=1e-4, atol=1e-6)
+    for loss, action, visit_counts, improved_policy in ours[0]:
+        np.testing.assert_allclose(improved_policy.sum(-1), 1, rtol=1e-6)
+        assert np.all(visit_counts[np.arange(5), action] > 0)  # the chosen action was among those simulated
