@@ -1,0 +1,1129 @@
+# ruff: noqa: B007, B008, B023, E741, E731, F841, UP004, UP008, UP031  (the programs are kept as their authors wrote them)
+"""Differentiable image-processing programs as kornia, torchvision.transforms.v2's tensor kernels and piq write
+them (see tests/pytorch_programs.py), each run on chainrule and on PyTorch from the same data (float64 mostly, to
+about 1e-9), comparing values and the gradients with respect to the pixels, and checked by hand where they run alone.
+
+Programs: colour conversions; filters, edges and corners; morphology; homographies and warps."""
+
+import math
+
+import numpy as np
+import pytest
+
+from .pytorch_programs import OURS, pytorch, run_both
+
+
+def quantised_image(shape, levels=8, seed=0):
+    """An image in [0, 1] on a few grey levels, so that channels tie (max/min with equal arguments) and pixels
+    sit exactly on the branch points of the piecewise colour formulas."""
+    rng = np.random.default_rng(seed)
+    return np.round(rng.uniform(0, 1, shape) * levels) / levels
+
+
+def smooth_image(shape, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.uniform(0.05, 0.95, shape)
+
+
+# ----------------------------------------------------------------------------------------------
+# Colour spaces as kornia.color writes them: RGB<->HSV (amax/amin, nested torch.where, % 1.0, floor % 6
+# and a long index clamp_), RGB<->HLS (max(-3) with its index compared to a channel table, % 6, addcmul
+# with value=-1, in-place clamp_), sRGB<->linear (pow(2.4) on a where branch), RGB<->XYZ by einsum,
+# RGB<->Lab (clamped cube roots), RGB<->YCbCr; then kornia.enhance's adjust_hue (fmod by 2π),
+# adjust_saturation, adjust_gamma (pow at 0 with gamma above and below 1) and a differentiable
+# hue/saturation/gamma fit by gradient descent on the factors
+# ----------------------------------------------------------------------------------------------
+
+
+def rgb_to_hsv(m, image, eps=1e-8):
+    torch = m.torch
+    max_rgb = image.amax(-3)
+    min_rgb = image.amin(-3)
+    deltac = max_rgb - min_rgb
+    v = max_rgb
+    s = deltac / (max_rgb + eps)
+    deltac = torch.where(deltac == 0, torch.ones_like(deltac), deltac)
+    rc, gc, bc = torch.unbind((max_rgb.unsqueeze(-3) - image), dim=-3)
+    h1 = bc - gc
+    h2 = (rc - bc) + 2.0 * deltac
+    h3 = (gc - rc) + 4.0 * deltac
+    r, g, b = torch.unbind(image, dim=-3)
+    h = torch.where((r >= g) & (r >= b), h1, torch.where(g >= b, h2, h3))
+    h = h / deltac
+    h = (h / 6.0) % 1.0
+    h = 2.0 * math.pi * h
+    return torch.stack((h, s, v), dim=-3)
+
+
+def hsv_to_rgb(m, image):
+    torch = m.torch
+    h = image[..., 0, :, :] / (2 * math.pi)
+    s = image[..., 1, :, :]
+    v = image[..., 2, :, :]
+    hi = torch.floor(h * 6) % 6
+    f = ((h * 6) % 6) - hi
+    p = v * (1.0 - s)
+    q = v * (1.0 - f * s)
+    t = v * (1.0 - (1.0 - f) * s)
+    hi = hi.long().clamp_(0, 5)
+    m0, m1, m2, m3, m4 = (hi == 0), (hi == 1), (hi == 2), (hi == 3), (hi == 4)
+    r = torch.where(m0, v, torch.where(m1, q, torch.where(m2, p, torch.where(m3, p, torch.where(m4, t, v)))))
+    g = torch.where(m0, t, torch.where(m1, v, torch.where(m2, v, torch.where(m3, q, torch.where(m4, p, p)))))
+    b = torch.where(m0, p, torch.where(m1, p, torch.where(m2, t, torch.where(m3, v, torch.where(m4, v, q)))))
+    return torch.stack((r, g, b), dim=-3)
+
+
+def rgb_to_hls(m, image, eps=1e-8):
+    torch = m.torch
+    _RGB2HSL_IDX = torch.tensor([[[0.0]], [[1.0]], [[2.0]]], device=image.device, dtype=image.dtype)
+    _img_max = image.max(-3)
+    maxc = _img_max[0]
+    imax = _img_max[1]
+    minc = image.min(-3)[0]
+    if image.requires_grad:
+        l_ = maxc + minc
+        s = maxc - minc
+        h = l_
+        image_hls = l_
+    else:
+        image_hls = torch.empty_like(image)
+        h, l_, s = (image_hls[..., 0, :, :], image_hls[..., 1, :, :], image_hls[..., 2, :, :])
+        torch.add(maxc, minc, out=l_)
+        torch.sub(maxc, minc, out=s)
+    im = image / (s + eps).unsqueeze(-3)
+    s /= torch.where(l_ < 1.0, l_, 2.0 - l_) + eps
+    l_ /= 2
+    r, g, b = im[..., 0, :, :], im[..., 1, :, :], im[..., 2, :, :]
+    cond = imax[..., None, :, :] == _RGB2HSL_IDX
+    if image.requires_grad:
+        h = ((g - b) % 6) * cond[..., 0, :, :]
+    else:
+        torch.mul((g - b) % 6, cond[..., 0, :, :], out=h)
+    h += (b - r + 2) * cond[..., 1, :, :]
+    h += (r - g + 4) * cond[..., 2, :, :]
+    h *= math.pi / 3.0
+    if image.requires_grad:
+        return torch.stack([h, l_, s], -3)
+    return image_hls
+
+
+def hls_to_rgb(m, image):
+    torch = m.torch
+    _HLS2RGB = torch.tensor([[[0.0]], [[8.0]], [[4.0]]], device=image.device, dtype=image.dtype)
+    im = image.unsqueeze(-4)
+    h_ch = im[..., 0, :, :]
+    l_ch = im[..., 1, :, :]
+    s_ch = im[..., 2, :, :]
+    h_ch = h_ch * (6 / math.pi)
+    a = s_ch * torch.min(l_ch, 1.0 - l_ch)
+    k = (h_ch + _HLS2RGB) % 12
+    mink = torch.min(k - 3.0, 9.0 - k)
+    return torch.addcmul(l_ch, a, mink.clamp_(min=-1.0, max=1.0), value=-1)
+
+
+def rgb_to_linear_rgb(m, image):
+    torch = m.torch
+    return torch.where(image > 0.04045, torch.pow(((image + 0.055) / 1.055), 2.4), image / 12.92)
+
+
+def linear_rgb_to_rgb(m, image):
+    torch = m.torch
+    threshold = 0.0031308
+    return torch.where(image > threshold, 1.055 * torch.pow(image.clamp(min=threshold), 1 / 2.4) - 0.055,
+                       12.92 * image)
+
+
+def apply_linear_transformation(m, image, kernel):
+    kernel_compute = kernel.to(dtype=image.dtype, device=image.device)
+    return m.torch.einsum("...chw,oc->...ohw", image, kernel_compute).contiguous()
+
+
+def rgb_to_xyz(m, image):
+    kernel = m.torch.tensor([[0.412453, 0.357580, 0.180423], [0.212671, 0.715160, 0.072169],
+                             [0.019334, 0.119193, 0.950227]], device=image.device, dtype=m.torch.float32)
+    return apply_linear_transformation(m, image, kernel)
+
+
+def xyz_to_rgb(m, image):
+    kernel = m.torch.tensor([[3.2404813432005266, -1.5371515162713185, -0.4985363261688878],
+                             [-0.9692549499965682, 1.8759900014898907, 0.0415559265582928],
+                             [0.0556466391351772, -0.2040413383665112, 1.0573110696453443]],
+                            device=image.device, dtype=m.torch.float32)
+    return apply_linear_transformation(m, image, kernel)
+
+
+def rgb_to_lab(m, image):
+    torch = m.torch
+    lin_rgb = rgb_to_linear_rgb(m, image)
+    xyz_im = rgb_to_xyz(m, lin_rgb)
+    xyz_ref_white = torch.tensor([0.95047, 1.0, 1.08883], device=xyz_im.device, dtype=xyz_im.dtype)[..., :, None, None]
+    xyz_normalized = torch.div(xyz_im, xyz_ref_white)
+    threshold = 0.008856
+    power = torch.pow(xyz_normalized.clamp(min=threshold), 1 / 3.0)
+    scale = 7.787 * xyz_normalized + 4.0 / 29.0
+    xyz_int = torch.where(xyz_normalized > threshold, power, scale)
+    x, y, z = xyz_int[..., 0, :, :], xyz_int[..., 1, :, :], xyz_int[..., 2, :, :]
+    L = (116.0 * y) - 16.0
+    a = 500.0 * (x - y)
+    _b = 200.0 * (y - z)
+    return torch.stack([L, a, _b], dim=-3)
+
+
+def lab_to_rgb(m, image, clip=True):
+    torch = m.torch
+    L, a, _b = image[..., 0, :, :], image[..., 1, :, :], image[..., 2, :, :]
+    fy = (L + 16.0) / 116.0
+    fx = (a / 500.0) + fy
+    fz = fy - (_b / 200.0)
+    fz = fz.clamp(min=0.0)
+    fxyz = torch.stack([fx, fy, fz], dim=-3)
+    power = torch.pow(fxyz, 3.0)
+    scale = (fxyz - 4.0 / 29.0) / 7.787
+    xyz = torch.where(fxyz > 0.2068966, power, scale)
+    xyz_ref_white = torch.tensor([0.95047, 1.0, 1.08883], device=xyz.device, dtype=xyz.dtype)[..., :, None, None]
+    rgb_im = linear_rgb_to_rgb(m, xyz_to_rgb(m, xyz * xyz_ref_white))
+    if clip:
+        rgb_im = torch.clamp(rgb_im, min=0.0, max=1.0)
+    return rgb_im
+
+
+def rgb_to_ycbcr(m, image):
+    r, g, b = image[..., 0, :, :], image[..., 1, :, :], image[..., 2, :, :]
+    delta = 0.5
+    y = 0.299 * r + 0.587 * g + 0.114 * b
+    cb = (b - y) * 0.564 + delta
+    cr = (r - y) * 0.713 + delta
+    return m.torch.stack([y, cb, cr], -3)
+
+
+def ycbcr_to_rgb(m, image):
+    y, cb, cr = image[..., 0, :, :], image[..., 1, :, :], image[..., 2, :, :]
+    delta = 0.5
+    cb_shifted = cb - delta
+    cr_shifted = cr - delta
+    r = y + 1.403 * cr_shifted
+    g = y - 0.714 * cr_shifted - 0.344 * cb_shifted
+    b = y + 1.773 * cb_shifted
+    return m.torch.stack([r, g, b], -3)
+
+
+def colour_conversions(m, array):
+    torch = m.torch
+    image = torch.tensor(array).requires_grad_(True)
+    hsv = rgb_to_hsv(m, image)
+    hls = rgb_to_hls(m, image)
+    lab = rgb_to_lab(m, image)
+    ycc = rgb_to_ycbcr(m, image)
+    back = [hsv_to_rgb(m, hsv), hls_to_rgb(m, hls), lab_to_rgb(m, lab), ycbcr_to_rgb(m, ycc)]
+    weights = torch.linspace(0.5, 1.5, image.shape[-1], dtype=image.dtype)
+    # a loss on every space, so each branch carries a gradient to the pixels
+    losses = [(hsv * weights).sum(), (hls * weights).sum(), (lab / 100 * weights).sum(), (ycc * weights).sum()]
+    losses += [(b * weights).pow(2).sum() for b in back]
+    grads = [torch.autograd.grad(loss, image, retain_graph=True)[0] for loss in losses]
+    with torch.no_grad():
+        hls_no_grad = rgb_to_hls(m, image)  # the out= and in-place branch
+    return [hsv, hls, lab, ycc], back, grads, hls_no_grad
+
+
+@pytest.mark.parametrize("image", ["quantised", "smooth", "float32"])
+def test_kornia_colour_conversions(image):
+    if image == "quantised":
+        array = quantised_image((2, 3, 5, 6))
+    else:
+        array = smooth_image((2, 3, 5, 6))
+    tolerances = dict(rtol=1e-9, atol=1e-10)
+    if image == "float32":
+        array, tolerances = array.astype(np.float32), dict(rtol=2e-5, atol=5e-5)
+    ours, _ = run_both(colour_conversions, array, **tolerances)
+    spaces, back, grads, hls_no_grad = ours
+    np.testing.assert_allclose(hls_no_grad, spaces[1], rtol=1e-6, atol=1e-6)
+    for rgb, atol in zip(back, (1e-6, 1e-6, 1e-6, 5e-4)):  # every round trip returns the image (YCbCr's
+        np.testing.assert_allclose(rgb, array, atol=max(atol, 2e-4 if image == "float32" else 0))  # rounded)
+    # by hand: V is the channel maximum, HLS's L the mid-range, Y the luma
+    np.testing.assert_allclose(spaces[0][:, 2], array.max(1), rtol=1e-6)
+    np.testing.assert_allclose(spaces[1][:, 1], (array.max(1) + array.min(1)) / 2, rtol=1e-6)
+    np.testing.assert_allclose(spaces[3][:, 0], array.transpose(0, 2, 3, 1) @ [0.299, 0.587, 0.114], rtol=1e-6)
+
+
+def adjust_hue_raw(m, image, factor):
+    torch = m.torch
+    factor = torch.as_tensor(factor, device=image.device, dtype=image.dtype)
+    for _ in range(image.dim() - factor.dim()):
+        factor = torch.unsqueeze(factor, dim=-1)
+    h, s, v = torch.chunk(image, chunks=3, dim=-3)
+    divisor = 2 * math.pi
+    h_out = torch.fmod(h + factor, divisor)
+    return torch.cat([h_out, s, v], dim=-3)
+
+
+def adjust_saturation_raw(m, image, factor):
+    torch = m.torch
+    factor = torch.as_tensor(factor, device=image.device, dtype=image.dtype)
+    for _ in range(image.dim() - factor.dim()):
+        factor = torch.unsqueeze(factor, dim=-1)
+    h, s, v = torch.chunk(image, chunks=3, dim=-3)
+    s_out = torch.clamp(s * factor, min=0, max=1)
+    return torch.cat([h, s_out, v], dim=-3)
+
+
+def adjust_gamma(m, input, gamma, gain=1.0):
+    torch = m.torch
+    if isinstance(gamma, float):
+        gamma = torch.Tensor([gamma])
+    if isinstance(gain, float):
+        gain = torch.Tensor([gain])
+    gamma = gamma.to(input.device).to(input.dtype)
+    gain = gain.to(input.device).to(input.dtype)
+    for _ in range(len(input.shape) - len(gamma.shape)):
+        gamma = torch.unsqueeze(gamma, dim=-1)
+    for _ in range(len(input.shape) - len(gain.shape)):
+        gain = torch.unsqueeze(gain, dim=-1)
+    x_adjust = gain * torch.pow(input, gamma)
+    return torch.clamp(x_adjust, 0.0, 1.0)
+
+
+def colour_fit(m, array, target_array, steps=15):
+    """Recover hue, saturation and gamma factors (one per image) by gradient descent through the conversions."""
+    torch = m.torch
+    image, target = torch.tensor(array), torch.tensor(target_array)
+    hue = torch.zeros(image.shape[0], dtype=image.dtype, requires_grad=True)
+    sat = torch.ones(image.shape[0], dtype=image.dtype, requires_grad=True)
+    gamma = torch.ones(image.shape[0], dtype=image.dtype, requires_grad=True)
+    optimizer = m.optim.Adam([hue, sat, gamma], lr=0.05)
+    history = []
+    for step in range(steps):
+        optimizer.zero_grad()
+        hsv = rgb_to_hsv(m, image)
+        out = hsv_to_rgb(m, adjust_saturation_raw(m, adjust_hue_raw(m, hsv, hue), sat))
+        out = adjust_gamma(m, out, gamma)
+        loss = m.F.mse_loss(out, target)
+        loss.backward()
+        optimizer.step()
+        history.append(loss.item())
+    return history, hue.detach(), sat.detach(), gamma.detach()
+
+
+def gamma_at_zero(m, array):
+    """pow at 0: gamma > 1 has gradient 0 there, gamma < 1 infinite, gamma = 1 one; the gradient for gamma is
+    log(0) * 0 — PyTorch gives 0 there (the x == 0 case of pow's exponent derivative)."""
+    torch = m.torch
+    out = []
+    for g in (0.5, 1.0, 2.2):
+        x = torch.tensor(array, requires_grad=True)
+        gamma = torch.full((x.shape[0],), g, dtype=x.dtype, requires_grad=True)
+        y = torch.pow(x, gamma[:, None, None, None])
+        y.sum().backward()
+        out += [y, x.grad, gamma.grad]
+    x = torch.tensor(array, requires_grad=True)
+    adjust = adjust_gamma(m, x, 0.7, gain=1.5)  # clamp's gradient at the saturated pixels is 0
+    (adjust * 2).sum().backward()
+    return out + [adjust, x.grad]
+
+
+def test_kornia_enhance_hue_saturation_gamma():
+    array = smooth_image((2, 3, 6, 5), seed=1)
+    target = smooth_image((2, 3, 6, 5), seed=1) ** 1.3
+    ours, _ = run_both(colour_fit, array, target, rtol=1e-8, atol=1e-10)
+    assert ours[0][-1] < ours[0][0]
+    zeros = quantised_image((2, 1, 3, 4), levels=2, seed=2)
+    assert (zeros == 0).any()
+    ours, _ = run_both(gamma_at_zero, zeros, rtol=1e-12, atol=1e-12)
+    at_zero = zeros == 0
+    assert np.isinf(ours[1][at_zero]).all() and (ours[4][at_zero] == 1).all() and (ours[7][at_zero] == 0).all()
+    assert np.isfinite(ours[2]).all()
+
+
+# ----------------------------------------------------------------------------------------------
+# Linear and rank filters as kornia.filters writes them: filter2d (a kernel expanded over channels, F.pad
+# in each border mode, a grouped conv2d, 'valid' padding, the 'conv' behaviour's flip), separable Gaussian
+# and box blurs, unsharp masking, spatial_gradient (Sobel and 'diff', first and second order, replicate
+# padding, channels folded into the batch), the Laplacian, median_blur (a binary kernel by conv2d, then
+# median over the window), Canny (atan2 angles rounded to 45°, non-maximum suppression by gather of
+# directional differences, hysteresis by a loop of conv2d until nothing changes) and the Harris / Shi-Tomasi
+# responses with max_pool2d non-maximum suppression; the image is optimised through the edge maps
+# ----------------------------------------------------------------------------------------------
+
+
+def compute_padding(kernel_size):
+    computed = [k - 1 for k in kernel_size]
+    out_padding = 2 * len(kernel_size) * [0]
+    for i in range(len(kernel_size)):
+        computed_tmp = computed[-(i + 1)]
+        pad_front = computed_tmp // 2
+        pad_rear = computed_tmp - pad_front
+        out_padding[2 * i + 0] = pad_front
+        out_padding[2 * i + 1] = pad_rear
+    return out_padding
+
+
+def normalize_kernel2d(input):
+    norm = input.abs().sum(dim=-1).sum(dim=-1)
+    return input / (norm[..., None, None])
+
+
+def filter2d(m, input, kernel, border_type="reflect", normalized=False, padding="same", behaviour="corr"):
+    F = m.F
+    b, c, h, w = input.shape
+    if behaviour == "conv":
+        tmp_kernel = kernel.flip((-2, -1))[:, None, ...].to(device=input.device, dtype=input.dtype)
+    else:
+        tmp_kernel = kernel[:, None, ...].to(device=input.device, dtype=input.dtype)
+    if normalized:
+        tmp_kernel = normalize_kernel2d(tmp_kernel)
+    tmp_kernel = tmp_kernel.expand(-1, c, -1, -1)
+    height, width = tmp_kernel.shape[-2:]
+    if padding == "same":
+        input = F.pad(input, compute_padding([height, width]), mode=border_type)
+    tmp_kernel = tmp_kernel.reshape(-1, 1, height, width)
+    input = input.view(-1, tmp_kernel.size(0), input.size(-2), input.size(-1))
+    output = F.conv2d(input, tmp_kernel, groups=tmp_kernel.size(0), padding=0, stride=1)
+    if padding == "same":
+        return output.view(b, c, h, w)
+    return output.view(b, c, h - height + 1, w - width + 1)
+
+
+def gaussian(m, window_size, sigma, dtype):
+    torch = m.torch
+    batch_size = sigma.shape[0]
+    x = (torch.arange(window_size, device=sigma.device, dtype=sigma.dtype) - window_size // 2).expand(batch_size, -1)
+    if window_size % 2 == 0:
+        x = x + 0.5
+    gauss = torch.exp(-x.pow(2.0) / (2 * sigma.pow(2.0)))
+    return gauss / gauss.sum(-1, keepdim=True)
+
+
+def gaussian_blur2d(m, input, kernel_size, sigma, border_type="reflect", separable=True):
+    torch = m.torch
+    if isinstance(sigma, tuple):
+        sigma = torch.tensor([sigma], device=input.device, dtype=input.dtype)
+    ky, kx = kernel_size
+    bs = sigma.shape[0]
+    kernel_x = gaussian(m, kx, sigma[:, 1].view(bs, 1), input.dtype)
+    kernel_y = gaussian(m, ky, sigma[:, 0].view(bs, 1), input.dtype)
+    if separable:
+        out_x = filter2d(m, input, kernel_x[..., None, :], border_type)
+        return filter2d(m, out_x, kernel_y[..., None], border_type)
+    kernel = kernel_y.unsqueeze(-1) * kernel_x.unsqueeze(-2)
+    return filter2d(m, input, kernel, border_type)
+
+
+def box_blur(m, input, kernel_size, border_type="reflect"):
+    ky, kx = kernel_size
+    kernel = m.torch.ones(1, ky, kx, dtype=input.dtype) / (ky * kx)
+    return filter2d(m, input, kernel, border_type)
+
+
+def unsharp_mask(m, input, kernel_size, sigma, border_type="reflect"):
+    data_blur = gaussian_blur2d(m, input, kernel_size, sigma, border_type)
+    return input + (input - data_blur)
+
+
+def spatial_gradient_kernel(m, mode, order, dtype):
+    torch = m.torch
+    if mode == "sobel" and order == 1:
+        kx = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], dtype=dtype)
+        return torch.stack([kx, kx.transpose(0, 1)])
+    if mode == "diff" and order == 1:
+        kx = torch.tensor([[0.0, 0.0, 0.0], [-0.5, 0.0, 0.5], [0.0, 0.0, 0.0]], dtype=dtype)
+        return torch.stack([kx, kx.transpose(0, 1)])
+    # sobel, second order: xx, xy, yy
+    gxx = torch.tensor([[1.0, -2.0, 1.0], [4.0, -8.0, 4.0], [6.0, -12.0, 6.0], [4.0, -8.0, 4.0],
+                        [1.0, -2.0, 1.0]], dtype=dtype)
+    gxx = torch.cat([torch.zeros(5, 1, dtype=dtype), gxx, torch.zeros(5, 1, dtype=dtype)], 1)
+    gxy = torch.tensor([[-1.0, -2.0, 0.0, 2.0, 1.0], [-2.0, -4.0, 0.0, 4.0, 2.0], [0.0] * 5,
+                        [2.0, 4.0, 0.0, -4.0, -2.0], [1.0, 2.0, 0.0, -2.0, -1.0]], dtype=dtype)
+    return torch.stack([gxx, gxy, gxx.transpose(0, 1)])
+
+
+def spatial_gradient(m, input, mode="sobel", order=1, normalized=True):
+    F = m.F
+    kernel = spatial_gradient_kernel(m, mode, order, input.dtype)
+    if normalized:
+        kernel = normalize_kernel2d(kernel)
+    b, c, h, w = input.shape
+    tmp_kernel = kernel[:, None, ...]
+    spatial_pad = [kernel.size(1) // 2, kernel.size(1) // 2, kernel.size(2) // 2, kernel.size(2) // 2]
+    out_channels = 3 if order == 2 else 2
+    padded_inp = F.pad(input.reshape(b * c, 1, h, w), spatial_pad, "replicate")
+    out = F.conv2d(padded_inp, tmp_kernel, groups=1, padding=0, stride=1)
+    return out.reshape(b, c, out_channels, h, w)
+
+
+def laplacian(m, input, kernel_size, border_type="reflect", normalized=True):
+    torch = m.torch
+    kernel = torch.ones(kernel_size, kernel_size, dtype=input.dtype)
+    mid = kernel_size // 2
+    kernel[mid, mid] = 1 - kernel_size ** 2
+    kernel = kernel[None]
+    if normalized:
+        norm = kernel.abs().sum(dim=-1).sum(dim=-1)
+        kernel = kernel / norm.unsqueeze(-1).unsqueeze(-1)
+    return filter2d(m, input, kernel, border_type)
+
+
+def median_blur(m, input, kernel_size):
+    torch, F = m.torch, m.F
+    ky, kx = kernel_size
+    padding = ((ky - 1) // 2, (kx - 1) // 2)
+    window_range = kx * ky
+    kernel = torch.zeros(window_range, window_range, dtype=input.dtype)
+    idx = torch.arange(window_range)
+    kernel[idx, idx] += 1.0
+    kernel = kernel.view(window_range, 1, ky, kx)
+    b, c, h, w = input.shape
+    features = F.conv2d(input.reshape(b * c, 1, h, w), kernel, padding=padding, stride=1)
+    features = features.view(b, c, ky * kx, h, w)
+    return features.median(dim=2)[0]
+
+
+def canny(m, input, low_threshold=0.1, high_threshold=0.2, kernel_size=(5, 5), sigma=(1.0, 1.0), hysteresis=True,
+          eps=1e-6):
+    torch, F = m.torch, m.F
+    dtype = input.dtype
+    if input.shape[1] == 3:
+        input = 0.299 * input[:, 0:1] + 0.587 * input[:, 1:2] + 0.114 * input[:, 2:3]
+    blurred = gaussian_blur2d(m, input, kernel_size, sigma)
+    gradients = spatial_gradient(m, blurred, normalized=False)
+    gx = gradients[:, :, 0]
+    gy = gradients[:, :, 1]
+    magnitude = torch.sqrt(gx * gx + gy * gy + eps)
+    angle = torch.atan2(gy, gx)
+    angle_45 = (angle * (4 / math.pi)).round()
+    nms_kernels = torch.tensor([
+        [[[0.0, 0.0, 0.0], [0.0, 1.0, -1.0], [0.0, 0.0, 0.0]]],
+        [[[0.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, -1.0]]],
+        [[[0.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, -1.0, 0.0]]],
+        [[[0.0, 0.0, 0.0], [0.0, 1.0, 0.0], [-1.0, 0.0, 0.0]]],
+        [[[0.0, 0.0, 0.0], [-1.0, 1.0, 0.0], [0.0, 0.0, 0.0]]],
+        [[[-1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0]]],
+        [[[0.0, -1.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0]]],
+        [[[0.0, 0.0, -1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0]]]], dtype=dtype)
+    nms_magnitude = F.conv2d(magnitude, nms_kernels, padding=nms_kernels.shape[-1] // 2)
+    positive_idx = (angle_45 % 8).long()
+    negative_idx = ((angle_45 + 4) % 8).long()
+    channel_select_filtered_positive = torch.gather(nms_magnitude, 1, positive_idx)
+    channel_select_filtered_negative = torch.gather(nms_magnitude, 1, negative_idx)
+    channel_select_filtered = torch.stack([channel_select_filtered_positive, channel_select_filtered_negative], 1)
+    is_max = channel_select_filtered.min(dim=1)[0] > 0.0
+    magnitude = magnitude * is_max
+    edges = F.threshold(magnitude, low_threshold, 0.0)
+    low = magnitude > low_threshold
+    high = magnitude > high_threshold
+    edges = low * 0.5 + high * 0.5
+    edges = edges.to(dtype)
+    rounds = 0
+    if hysteresis:
+        edges_old = -torch.ones(edges.shape, device=edges.device, dtype=dtype)
+        hysteresis_kernels = torch.zeros(8, 1, 3, 3, dtype=dtype)
+        for i, (r, c) in enumerate([(1, 2), (2, 2), (2, 1), (2, 0), (1, 0), (0, 0), (0, 1), (0, 2)]):
+            hysteresis_kernels[i, 0, r, c] = 1.0
+        while ((edges_old - edges).abs() != 0).any():
+            weak = (edges == 0.5).float()
+            strong = (edges == 1).float()
+            hysteresis_magnitude = F.conv2d(edges, hysteresis_kernels, padding=hysteresis_kernels.shape[-1] // 2)
+            hysteresis_magnitude = (hysteresis_magnitude == 1).any(1, keepdim=True).to(dtype)
+            hysteresis_magnitude = hysteresis_magnitude * weak + strong
+            edges_old = edges.clone()
+            edges = hysteresis_magnitude + (hysteresis_magnitude == 0) * weak * 0.5
+            rounds += 1
+        edges = hysteresis_magnitude
+    return magnitude, edges, rounds
+
+
+def harris_response(m, input, k=0.04, grads_mode="sobel", sigmas=None):
+    torch = m.torch
+    gradients = spatial_gradient(m, input, grads_mode)
+    dx = gradients[:, :, 0]
+    dy = gradients[:, :, 1]
+
+    def g(x):
+        return gaussian_blur2d(m, x, (7, 7), (1.0, 1.0))
+
+    dx2 = g(dx ** 2)
+    dy2 = g(dy ** 2)
+    dxy = g(dx * dy)
+    det_m = dx2 * dy2 - dxy * dxy
+    trace_m = dx2 + dy2
+    scores = det_m - k * (trace_m ** 2)
+    if sigmas is not None:
+        scores = scores * sigmas.pow(4).view(-1, 1, 1, 1)
+    return scores
+
+
+def gftt_response(m, input, grads_mode="sobel"):
+    torch = m.torch
+    gradients = spatial_gradient(m, input, grads_mode)
+    dx, dy = gradients[:, :, 0], gradients[:, :, 1]
+    dx2 = gaussian_blur2d(m, dx ** 2, (7, 7), (1.0, 1.0))
+    dy2 = gaussian_blur2d(m, dy ** 2, (7, 7), (1.0, 1.0))
+    dxy = gaussian_blur2d(m, dx * dy, (7, 7), (1.0, 1.0))
+    det_m = dx2 * dy2 - dxy * dxy
+    trace_m = dx2 + dy2
+    e1 = 0.5 * (trace_m + torch.sqrt((trace_m ** 2 - 4 * det_m).abs()))
+    e2 = 0.5 * (trace_m - torch.sqrt((trace_m ** 2 - 4 * det_m).abs()))
+    return torch.min(e1, e2)
+
+
+def nms2d(m, input, kernel_size=(3, 3), mask_only=False):
+    F = m.F
+    pad = compute_padding(list(kernel_size))
+    max_non_center = F.max_pool2d(F.pad(input, pad, mode="constant", value=-1e9), kernel_size, stride=1)
+    mask = input >= max_non_center
+    if mask_only:
+        return mask
+    return input * mask.to(input.dtype)
+
+
+def filtering(m, array, border_type):
+    torch = m.torch
+    image = torch.tensor(array).requires_grad_(True)
+    kernel = torch.tensor([[[0.0, 1.0, 0.5], [2.0, -1.0, 0.25], [0.0, 0.5, 1.0], [0.3, 0.2, 0.1]]])
+    outs = {
+        "filter2d": filter2d(m, image, kernel, border_type),
+        "filter2d_conv_normalized": filter2d(m, image, kernel, border_type, normalized=True, behaviour="conv"),
+        "filter2d_valid": filter2d(m, image, kernel, border_type, padding="valid"),
+        "gaussian": gaussian_blur2d(m, image, (5, 3), (1.5, 0.8), border_type),
+        "gaussian_full": gaussian_blur2d(m, image, (4, 3), torch.tensor([[1.5, 0.8], [0.7, 1.2]]).double(),
+                                         border_type, separable=False),
+        "box": box_blur(m, image, (3, 4), border_type),
+        "unsharp": unsharp_mask(m, image, (3, 3), (1.0, 1.0), border_type),
+        "laplacian": laplacian(m, image, 3, border_type),
+    }
+    weights = torch.linspace(-1, 2, image.numel(), dtype=image.dtype)
+    grads = {}
+    for name, out in outs.items():
+        loss = (out.reshape(-1)[: weights.numel()] * weights[: out.numel()]).sum() + out.pow(2).mean()
+        grads[name] = torch.autograd.grad(loss, image)[0]
+    return outs, grads
+
+
+@pytest.mark.parametrize("border_type", ["constant", "reflect", "replicate", "circular"])
+def test_kornia_filter2d_in_every_border_mode(border_type):
+    array = smooth_image((2, 3, 7, 8), seed=3)
+    ours, _ = run_both(filtering, array, border_type, rtol=1e-9, atol=1e-11)
+    outs, grads = ours
+    # by hand: a box blur's interior is the window mean; the blurs of a constant image are the constant
+    np.testing.assert_allclose(outs["box"][..., 1:-1, 1:-2], np.mean(
+        [array[..., 1 + i:6 + i, j:5 + j] for i in (-1, 0, 1) for j in range(4)], 0), rtol=1e-12)
+    flat = filtering(OURS, np.full((2, 2, 5, 6), 0.25), border_type)[0]
+    if border_type != "constant":
+        for name in ("gaussian", "gaussian_full", "box", "unsharp"):
+            np.testing.assert_allclose(flat[name].numpy(), 0.25, rtol=1e-12)
+
+
+def edges(m, array, mode, order, normalized):
+    torch = m.torch
+    image = torch.tensor(array).requires_grad_(True)
+    grad = spatial_gradient(m, image, mode, order, normalized)
+    (grad * torch.arange(grad.shape[2], dtype=grad.dtype).view(1, 1, -1, 1, 1)).pow(2).sum().backward()
+    return grad, image.grad
+
+
+@pytest.mark.parametrize("mode,order,normalized", [("sobel", 1, True), ("sobel", 1, False), ("diff", 1, True),
+                                                   ("sobel", 2, True)])
+def test_kornia_spatial_gradient(mode, order, normalized):
+    array = smooth_image((2, 2, 6, 7), seed=4)
+    ours, _ = run_both(edges, array, mode, order, normalized, rtol=1e-9, atol=1e-11)
+    if (mode, order) == ("diff", 1):  # by hand: central differences at the interior
+        np.testing.assert_allclose(ours[0][:, :, 0, :, 1:-1], (array[..., 2:] - array[..., :-2]) / 2 / 1, rtol=1e-12)
+
+
+def median_filtering(m, array, kernel_size):
+    torch = m.torch
+    image = torch.tensor(array).requires_grad_(True)
+    out = median_blur(m, image, kernel_size)
+    (out * torch.linspace(0.5, 2.0, out.numel(), dtype=out.dtype).view_as(out)).sum().backward()
+    return out, image.grad
+
+
+@pytest.mark.parametrize("kernel_size", [(3, 3), (3, 5)])
+def test_kornia_median_blur(kernel_size):
+    array = smooth_image((2, 2, 6, 7), seed=5)  # distinct values: the median's index is unique
+    ours, _ = run_both(median_filtering, array, kernel_size, rtol=1e-12, atol=1e-12)
+    ky, kx = kernel_size
+    padded = np.pad(array, ((0, 0), (0, 0), (ky // 2, ky // 2), (kx // 2, kx // 2)))
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (ky, kx), axis=(2, 3))
+    np.testing.assert_allclose(ours[0], np.median(windows.reshape(*windows.shape[:4], -1), -1), rtol=1e-12)
+    # every output but the zero padding's takes its gradient from exactly one input pixel
+    weights = np.linspace(0.5, 2.0, array.size).reshape(array.shape)
+    assert np.isclose(ours[1].sum(), weights[ours[0] > 0].sum())
+
+
+def canny_edges(m, array, hysteresis, steps=5):
+    torch = m.torch
+    image = torch.tensor(array).requires_grad_(True)
+    magnitude, edges_map, rounds = canny(m, image, 0.1, 0.3, hysteresis=hysteresis)
+    magnitude.sum().backward()
+    first_grad = image.grad.clone()
+    # sharpen the image: gradient ascent on the suppressed edge magnitude (through gather's mask)
+    x = torch.tensor(array).requires_grad_(True)
+    optimizer = m.optim.SGD([x], lr=0.05, momentum=0.9)
+    history = []
+    for step in range(steps):
+        optimizer.zero_grad()
+        mag, _, _ = canny(m, x, 0.1, 0.3, hysteresis=False)
+        loss = -mag.mean() + 0.1 * (x - torch.tensor(array)).pow(2).mean()
+        loss.backward()
+        optimizer.step()
+        history.append(loss.item())
+    return magnitude, edges_map, rounds, first_grad, history, x.detach()
+
+
+@pytest.mark.parametrize("hysteresis", [True, False])
+def test_kornia_canny(hysteresis):
+    rng = np.random.default_rng(6)
+    yy, xx = np.mgrid[0:12, 0:13]
+    disc = ((yy - 5.5) ** 2 + (xx - 6.2) ** 2 < 16).astype(float)
+    array = np.stack([disc, 0.5 * disc + 0.1 * rng.uniform(0, 1, disc.shape)])[:, None]  # two grey images
+    rgb = np.repeat(array, 3, 1) * np.array([1.0, 0.9, 0.8])[None, :, None, None]
+    ours, _ = run_both(canny_edges, rgb, hysteresis, rtol=1e-9, atol=1e-11)
+    magnitude, edges_map, rounds, first_grad, history, x = ours
+    assert set(np.unique(edges_map)) <= {0.0, 0.5, 1.0} and (edges_map == 1).any()
+    if hysteresis:
+        assert rounds >= 1 and not (edges_map == 0.5).any()
+    assert history[-1] < history[0]
+
+
+def corners(m, array):
+    torch = m.torch
+    image = torch.tensor(array).requires_grad_(True)
+    sigmas = torch.tensor([1.0, 1.5], dtype=image.dtype)
+    harris = harris_response(m, image, sigmas=sigmas)
+    gftt = gftt_response(m, image)
+    peaks = nms2d(m, harris)
+    mask = nms2d(m, harris, mask_only=True)
+    (peaks.sum() + gftt.pow(2).sum() * 10).backward()
+    flat = harris.flatten(1)
+    top, index = flat.topk(3, dim=1)
+    return harris, gftt, peaks, mask, image.grad, top, index
+
+
+def test_kornia_harris_and_shi_tomasi_corners():
+    square = np.zeros((12, 12))
+    square[3:9, 4:10] = 1.0
+    rng = np.random.default_rng(7)
+    array = np.stack([square, square.T * 0.7 + 0.05 * rng.uniform(0, 1, square.shape)])[:, None]
+    ours, _ = run_both(corners, array, rtol=1e-9, atol=1e-12)
+    harris, gftt, peaks, mask, grad, top, index = ours
+    # the strongest Harris responses of the square sit near its corners
+    rows, cols = np.divmod(index[0], 12)
+    assert all(min(abs(r - 3), abs(r - 8)) <= 1 and min(abs(c - 4), abs(c - 9)) <= 1 for r, c in zip(rows, cols))
+    assert mask.dtype == bool and mask[0, 0][rows[0], cols[0]]
+
+
+# ----------------------------------------------------------------------------------------------
+# Mathematical morphology as kornia.morphology writes it: dilation / erosion by Tensor.unfold twice and
+# torch.max / torch.min over the window (with a flat or non-flat structuring element, geodesic and
+# replicate borders, an off-centre origin), the 'convolution' engine (eye kernels with a bias, then
+# max(dim=1)), opening, closing, gradient, top-hat, black-hat; and the max_pool2d idiom (-max_pool(-x) for
+# erosion); on quantised images, so that windows tie and the gradient goes to the index max chooses
+# ----------------------------------------------------------------------------------------------
+
+
+def dilation(m, tensor, kernel, structuring_element=None, origin=None, border_type="geodesic", border_value=0.0,
+             max_val=1e4, engine="unfold"):
+    torch, F = m.torch, m.F
+    se_h, se_w = kernel.shape
+    if origin is None:
+        origin = [se_h // 2, se_w // 2]
+    pad_e = [origin[1], se_w - origin[1] - 1, origin[0], se_h - origin[0] - 1]
+    if border_type == "geodesic":
+        border_value = -max_val
+        border_type = "constant"
+    if border_type == "constant":
+        output = F.pad(tensor, pad_e, mode=border_type, value=border_value)
+    else:
+        output = F.pad(tensor, pad_e, mode=border_type)
+    if structuring_element is None:
+        neighborhood = torch.zeros_like(kernel)
+        neighborhood[kernel == 0] = -max_val
+    else:
+        neighborhood = structuring_element.clone()
+        neighborhood[kernel == 0] = -max_val
+    if engine == "unfold":
+        output = output.unfold(2, se_h, 1).unfold(3, se_w, 1)
+        output, _ = torch.max(output + neighborhood.flip((0, 1)), 4)
+        output, _ = torch.max(output, 4)
+    else:
+        B, C, H, W = tensor.size()
+        h_pad, w_pad = output.shape[-2:]
+        reshape_kernel = torch.eye(se_h * se_w, dtype=kernel.dtype).view(se_h * se_w, 1, se_h, se_w)
+        output, _ = F.conv2d(output.view(B * C, 1, h_pad, w_pad), reshape_kernel, padding=0,
+                             bias=neighborhood.view(-1).flip(0)).max(dim=1)
+        output = output.view(B, C, H, W)
+    return output.view_as(tensor)
+
+
+def erosion(m, tensor, kernel, structuring_element=None, origin=None, border_type="geodesic", border_value=0.0,
+            max_val=1e4, engine="unfold"):
+    torch, F = m.torch, m.F
+    se_h, se_w = kernel.shape
+    if origin is None:
+        origin = [se_h // 2, se_w // 2]
+    pad_e = [origin[1], se_w - origin[1] - 1, origin[0], se_h - origin[0] - 1]
+    if border_type == "geodesic":
+        border_value = max_val
+        border_type = "constant"
+    if border_type == "constant":
+        output = F.pad(tensor, pad_e, mode=border_type, value=border_value)
+    else:
+        output = F.pad(tensor, pad_e, mode=border_type)
+    if structuring_element is None:
+        neighborhood = torch.zeros_like(kernel)
+        neighborhood[kernel == 0] = -max_val
+    else:
+        neighborhood = structuring_element.clone()
+        neighborhood[kernel == 0] = -max_val
+    if engine == "unfold":
+        output = output.unfold(2, se_h, 1).unfold(3, se_w, 1)
+        output, _ = torch.min(output - neighborhood, 4)
+        output, _ = torch.min(output, 4)
+    else:
+        B, C, H, W = tensor.size()
+        Hpad, Wpad = output.shape[-2:]
+        reshape_kernel = torch.eye(se_h * se_w, dtype=kernel.dtype).view(se_h * se_w, 1, se_h, se_w)
+        output, _ = F.conv2d(output.view(B * C, 1, Hpad, Wpad), reshape_kernel, padding=0,
+                             bias=-neighborhood.view(-1)).min(dim=1)
+        output = output.view(B, C, H, W)
+    return output
+
+
+def morphology(m, array, engine, border_type, structured, origin):
+    torch, F = m.torch, m.F
+    image = torch.tensor(array).requires_grad_(True)
+    kernel = torch.tensor([[0.0, 1.0, 0.0], [1.0, 1.0, 1.0], [0.0, 1.0, 1.0]], dtype=image.dtype)
+    se = torch.tensor([[0.0, 0.1, 0.0], [0.2, 0.0, 0.05], [0.0, 0.1, 0.3]], dtype=image.dtype) if structured else None
+    kw = dict(structuring_element=se, origin=origin, border_type=border_type, engine=engine)
+    dil = dilation(m, image, kernel, **kw)
+    ero = erosion(m, image, kernel, **kw)
+    opening = dilation(m, erosion(m, image, kernel, **kw), kernel, **kw)
+    closing = erosion(m, dilation(m, image, kernel, **kw), kernel, **kw)
+    results = {"dilation": dil, "erosion": ero, "opening": opening, "closing": closing, "gradient": dil - ero,
+               "top_hat": image - opening, "bottom_hat": closing - image}
+    weights = torch.linspace(0.5, 1.5, image.numel(), dtype=image.dtype).view_as(image)
+    grads = {k: torch.autograd.grad((v * weights).sum(), image, retain_graph=True)[0] for k, v in results.items()}
+    return results, grads
+
+
+@pytest.mark.parametrize("engine,border_type,structured,origin", [
+    ("unfold", "geodesic", False, None), ("unfold", "replicate", True, None), ("unfold", "geodesic", True, [0, 1]),
+    ("convolution", "geodesic", False, None), ("convolution", "constant", True, [2, 2])])
+def test_kornia_morphology(engine, border_type, structured, origin):
+    array = quantised_image((2, 2, 6, 7), levels=3, seed=8)
+    ours, _ = run_both(morphology, array, engine, border_type, structured, origin, rtol=1e-12, atol=1e-12)
+    results, grads = ours
+    if not structured and border_type == "geodesic" and origin is None:  # by hand: a flat cross-like dilation
+        padded = np.pad(array, ((0, 0), (0, 0), (1, 1), (1, 1)), constant_values=-np.inf)
+        offsets = [(-1, 0), (0, -1), (0, 0), (0, 1), (1, 0), (1, 1)]  # the kernel's ones, flipped (a dilation)
+        expected = np.max([padded[..., 1 - i:7 - i, 1 - j:8 - j] for i, j in offsets], 0)
+        np.testing.assert_allclose(results["dilation"], expected)
+    # each output pixel's gradient goes to exactly one input pixel, however many tie
+    weights = np.linspace(0.5, 1.5, array.size).reshape(array.shape)
+    if border_type in ("geodesic", "replicate"):
+        np.testing.assert_allclose(grads["dilation"].sum(), weights.sum())
+
+
+def max_pool_morphology(m, array):
+    torch, F = m.torch, m.F
+    image = torch.tensor(array).requires_grad_(True)
+    dil = F.max_pool2d(image, 3, stride=1, padding=1)
+    ero = -F.max_pool2d(-image, 3, stride=1, padding=1)
+    opening = F.max_pool2d(-F.max_pool2d(-image, (3, 5), 1, (1, 2)), (3, 5), 1, (1, 2))
+    skeleton_step = F.relu(image - opening)
+    # the soft skeleton of clDice (Shit et al.): iterated soft erosions by min-pools along each axis
+    def soft_erode(img):
+        p1 = -F.max_pool2d(-img, (3, 1), (1, 1), (1, 0))
+        p2 = -F.max_pool2d(-img, (1, 3), (1, 1), (0, 1))
+        return torch.min(p1, p2)
+
+    def soft_dilate(img):
+        return F.max_pool2d(img, (3, 3), (1, 1), (1, 1))
+
+    def soft_skel(img, iter_):
+        img1 = soft_dilate(soft_erode(img))
+        skel = F.relu(img - img1)
+        for j in range(iter_):
+            img = soft_erode(img)
+            img1 = soft_dilate(soft_erode(img))
+            delta = F.relu(img - img1)
+            skel = skel + F.relu(delta - skel * delta)
+        return skel
+
+    skel = soft_skel(image, 3)
+    results = [dil, ero, opening, skeleton_step, skel]
+    weights = torch.linspace(0.5, 1.5, image.numel(), dtype=image.dtype).view_as(image)
+    grads = [torch.autograd.grad((r * weights).sum(), image, retain_graph=True)[0] for r in results]
+    return results, grads
+
+
+def test_max_pool_morphology_and_soft_skeleton():
+    array = quantised_image((2, 1, 7, 8), levels=2, seed=9)  # binary: most windows tie
+    ours, _ = run_both(max_pool_morphology, array, rtol=1e-12, atol=1e-12)
+    results, grads = ours
+    np.testing.assert_allclose(grads[0].sum(), np.linspace(0.5, 1.5, array.size).sum())
+    assert set(np.unique(results[0])) <= {0.0, 0.5, 1.0}
+
+
+# ----------------------------------------------------------------------------------------------
+# Geometry as kornia.geometry writes it: create_meshgrid, normalize_homography, convert_points_from_
+# homogeneous (a torch.where guard against z = 0), get_perspective_transform by an 8x8 linalg.solve,
+# find_homography_dlt (Hartley normalisation, weighted A, the last right singular vector of linalg.svd),
+# warp_perspective (a homography applied to a meshgrid, then grid_sample) and warp_affine (affine_grid),
+# rotation matrices about a centre; grid_sample in every mode x padding x align_corners, far outside the
+# image too; and a homography recovered by gradient descent on a photometric loss
+# ----------------------------------------------------------------------------------------------
+
+
+def create_meshgrid(m, height, width, normalized_coordinates=True, dtype=None):
+    torch = m.torch
+    xs = torch.linspace(0, width - 1, width, dtype=dtype)
+    ys = torch.linspace(0, height - 1, height, dtype=dtype)
+    if normalized_coordinates:
+        xs = (xs / (width - 1) - 0.5) * 2
+        ys = (ys / (height - 1) - 0.5) * 2
+    base_grid = torch.stack(torch.meshgrid([xs, ys], indexing="ij"), dim=-1)  # WxHx2
+    return base_grid.permute(1, 0, 2).unsqueeze(0)  # 1xHxWx2
+
+
+def convert_points_to_homogeneous(m, points):
+    return m.F.pad(points, [0, 1], "constant", 1.0)
+
+
+def convert_points_from_homogeneous(m, points, eps=1e-8):
+    torch = m.torch
+    z_vec = points[..., -1:]
+    mask = torch.abs(z_vec) > eps
+    scale = torch.where(mask, 1.0 / (z_vec + eps), torch.ones_like(z_vec))
+    return scale * points[..., :-1]
+
+
+def transform_points(m, trans_01, points_1):
+    torch = m.torch
+    shape_inp = list(points_1.shape)
+    points_1 = points_1.reshape(-1, points_1.shape[-2], points_1.shape[-1])
+    trans_01 = trans_01.reshape(-1, trans_01.shape[-2], trans_01.shape[-1])
+    trans_01 = torch.repeat_interleave(trans_01, repeats=points_1.shape[0] // trans_01.shape[0], dim=0)
+    points_1_h = convert_points_to_homogeneous(m, points_1)
+    points_0_h = torch.bmm(points_1_h, trans_01.permute(0, 2, 1))
+    points_0_h = torch.squeeze(points_0_h, dim=-1)
+    points_0 = convert_points_from_homogeneous(m, points_0_h)
+    shape_inp[-2] = points_0.shape[-2]
+    shape_inp[-1] = points_0.shape[-1]
+    return points_0.reshape(shape_inp)
+
+
+def normal_transform_pixel(m, height, width, eps=1e-14, dtype=None):
+    torch = m.torch
+    tr_mat = torch.tensor([[1.0, 0.0, -1.0], [0.0, 1.0, -1.0], [0.0, 0.0, 1.0]], dtype=dtype)
+    width_denom = eps if width == 1 else width - 1.0
+    height_denom = eps if height == 1 else height - 1.0
+    tr_mat[0, 0] = tr_mat[0, 0] * 2.0 / width_denom
+    tr_mat[1, 1] = tr_mat[1, 1] * 2.0 / height_denom
+    return tr_mat.unsqueeze(0)
+
+
+def normalize_homography(m, dst_pix_trans_src_pix, dsize_src, dsize_dst):
+    torch = m.torch
+    src_h, src_w = dsize_src
+    dst_h, dst_w = dsize_dst
+    src_norm_trans_src_pix = normal_transform_pixel(m, src_h, src_w, dtype=dst_pix_trans_src_pix.dtype)
+    src_pix_trans_src_norm = torch.inverse(src_norm_trans_src_pix)
+    dst_norm_trans_dst_pix = normal_transform_pixel(m, dst_h, dst_w, dtype=dst_pix_trans_src_pix.dtype)
+    return dst_norm_trans_dst_pix @ (dst_pix_trans_src_pix @ src_pix_trans_src_norm)
+
+
+def warp_perspective(m, src, M, dsize, mode="bilinear", padding_mode="zeros", align_corners=True):
+    torch, F = m.torch, m.F
+    B, _, H, W = src.size()
+    h_out, w_out = dsize
+    dst_norm_trans_src_norm = normalize_homography(m, M, (H, W), (h_out, w_out))
+    src_norm_trans_dst_norm = torch.linalg.inv(dst_norm_trans_src_norm)
+    grid = create_meshgrid(m, h_out, w_out, normalized_coordinates=True, dtype=src.dtype)
+    grid = transform_points(m, src_norm_trans_dst_norm[:, None, None], grid.expand(B, h_out, w_out, 2))
+    return F.grid_sample(src, grid, align_corners=align_corners, mode=mode, padding_mode=padding_mode)
+
+
+def warp_affine(m, src, M, dsize, mode="bilinear", padding_mode="zeros", align_corners=True):
+    torch, F = m.torch, m.F
+    B, C, H, W = src.size()
+    M_3x3 = F.pad(M, [0, 0, 0, 1], "constant", 0.0)
+    M_3x3[..., -1, -1] += 1.0
+    dst_norm_trans_src_norm = normalize_homography(m, M_3x3, (H, W), dsize)
+    src_norm_trans_dst_norm = torch.inverse(dst_norm_trans_src_norm)
+    grid = F.affine_grid(src_norm_trans_dst_norm[:, :2, :], [B, C, dsize[0], dsize[1]], align_corners=align_corners)
+    return F.grid_sample(src, grid, align_corners=align_corners, mode=mode, padding_mode=padding_mode)
+
+
+def get_rotation_matrix2d(m, center, angle, scale):
+    torch = m.torch
+    angle_rad = angle * math.pi / 180.0
+    cos_a, sin_a = torch.cos(angle_rad), torch.sin(angle_rad)
+    rot = torch.stack([torch.stack([cos_a, sin_a], -1), torch.stack([-sin_a, cos_a], -1)], -2)
+    scaled = rot * scale.unsqueeze(-1)
+    shift = center - (scaled @ center.unsqueeze(-1)).squeeze(-1)
+    return torch.cat([scaled, shift.unsqueeze(-1)], -1)
+
+
+def get_perspective_transform(m, src, dst):
+    torch = m.torch
+    rows = []
+    for i in range(4):
+        x, y = src[:, i, 0], src[:, i, 1]
+        u, v = dst[:, i, 0], dst[:, i, 1]
+        ones, zeros = torch.ones_like(x), torch.zeros_like(x)
+        rows.append(torch.stack([x, y, ones, zeros, zeros, zeros, -x * u, -y * u], -1))
+        rows.append(torch.stack([zeros, zeros, zeros, x, y, ones, -x * v, -y * v], -1))
+    A = torch.stack(rows, dim=1)
+    b = torch.stack([dst[:, i // 2, i % 2] for i in range(8)], -1)
+    X = torch.linalg.solve(A, b)
+    M = torch.ones(src.shape[0], 9, dtype=src.dtype)
+    M[..., :8] = X
+    return M.view(-1, 3, 3)
+
+
+def normalize_points(m, points, eps=1e-8):
+    torch = m.torch
+    x_mean = torch.mean(points, dim=1, keepdim=True)
+    scale = (points - x_mean).norm(dim=-1, p=2).mean(dim=-1)
+    scale = torch.sqrt(torch.tensor(2.0, dtype=points.dtype)) / (scale + eps)
+    ones, zeros = torch.ones_like(scale), torch.zeros_like(scale)
+    transform = torch.stack([scale, zeros, -scale * x_mean[..., 0, 0], zeros, scale, -scale * x_mean[..., 0, 1],
+                             zeros, zeros, ones], dim=-1)
+    transform = transform.view(-1, 3, 3)
+    return transform_points(m, transform, points), transform
+
+
+def find_homography_dlt(m, points1, points2, weights=None):
+    torch = m.torch
+    points1_norm, transform1 = normalize_points(m, points1)
+    points2_norm, transform2 = normalize_points(m, points2)
+    x1, y1 = torch.chunk(points1_norm, dim=-1, chunks=2)
+    x2, y2 = torch.chunk(points2_norm, dim=-1, chunks=2)
+    ones, zeros = torch.ones_like(x1), torch.zeros_like(x1)
+    ax = torch.cat([zeros, zeros, zeros, -x1, -y1, -ones, y2 * x1, y2 * y1, y2], dim=-1)
+    ay = torch.cat([x1, y1, ones, zeros, zeros, zeros, -x2 * x1, -x2 * y1, -x2], dim=-1)
+    A = torch.cat((ax, ay), dim=-1).reshape(ax.shape[0], -1, ax.shape[-1])
+    if weights is None:
+        A = A.transpose(-2, -1) @ A
+    else:
+        w_diag = torch.diag_embed(weights.unsqueeze(dim=-1).repeat(1, 1, 2).reshape(weights.shape[0], -1))
+        A = A.transpose(-2, -1) @ w_diag @ A
+    _, _, V = torch.linalg.svd(A)
+    V = V.transpose(-2, -1)
+    H = V[..., -1].view(-1, 3, 3)
+    H = transform2.inverse() @ (H @ transform1)
+    return H / H[..., -1:, -1:]
+
+
+def homographies(m, array):
+    torch = m.torch
+    image = torch.tensor(array).requires_grad_(True)
+    B, C, H, W = image.shape
+    src = torch.tensor([[[0.0, 0.0], [W - 1.0, 0.0], [W - 1.0, H - 1.0], [0.0, H - 1.0]]] * B, dtype=image.dtype)
+    offsets = torch.tensor([[[0.5, 0.3], [-0.4, 0.6], [-0.8, -0.5], [0.2, -0.7]],
+                            [[-0.3, 0.2], [0.1, -0.6], [0.9, 0.4], [-0.5, 0.5]]], dtype=image.dtype)
+    dst = (src + offsets).requires_grad_(True)
+    M = get_perspective_transform(m, src, dst)
+    warped = {pm: warp_perspective(m, image, M, (H + 1, W - 1), padding_mode=pm) for pm in
+              ("zeros", "border", "reflection")}
+    warped["nearest"] = warp_perspective(m, image, M, (H, W), mode="nearest")
+    warped["unaligned"] = warp_perspective(m, image, M, (H, W), align_corners=False)
+    # the DLT from many correspondences (a little noise, weights) recovers the same homography
+    grid = create_meshgrid(m, 3, 4, normalized_coordinates=False, dtype=image.dtype).reshape(1, -1, 2) * 2.0
+    pts1 = grid.expand(B, -1, -1)
+    pts2 = transform_points(m, M, pts1)
+    noise = torch.tensor(np.random.default_rng(0).standard_normal((B, 12, 2)) * 1e-3)
+    weights = torch.linspace(0.5, 1.0, 12, dtype=image.dtype).expand(B, -1)
+    H_dlt = find_homography_dlt(m, pts1, pts2 + noise, weights)
+    H_plain = find_homography_dlt(m, pts1, pts2)
+    loss = sum(w.pow(2).sum() for w in warped.values()) + (H_dlt - torch.eye(3, dtype=image.dtype)).pow(2).sum()
+    image_grad, dst_grad = torch.autograd.grad(loss, (image, dst))
+    return M, warped, H_dlt, H_plain, image_grad, dst_grad
+
+
+def test_kornia_homographies_solve_and_dlt():
+    array = smooth_image((2, 3, 7, 8), seed=10)
+    ours, _ = run_both(homographies, array, rtol=1e-7, atol=1e-9)
+    M, warped, H_dlt, H_plain, image_grad, dst_grad = ours
+    np.testing.assert_allclose(H_plain, M, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(H_dlt, M, rtol=0.05, atol=0.02)
+    # by hand: M maps the corners to dst
+    corners = np.array([[0.0, 0.0, 1], [7, 0, 1], [7, 6, 1], [0, 6, 1]])
+    mapped = corners @ M[0].T
+    np.testing.assert_allclose(mapped[:, :2] / mapped[:, 2:], corners[:, :2] + [[0.5, 0.3], [-0.4, 0.6], [-0.8, -0.5],
+                                                                             [0.2, -0.7]], rtol=1e-10, atol=1e-10)
+
+
+def affine_warps(m, array, mode, padding_mode, align_corners):
+    torch = m.torch
+    image = torch.tensor(array).requires_grad_(True)
+    B, C, H, W = image.shape
+    center = torch.tensor([[W / 2 - 0.5, H / 2 - 0.5]] * B, dtype=image.dtype)
+    angle = torch.tensor([30.0, -75.0], dtype=image.dtype, requires_grad=True)
+    scale = torch.tensor([[1.2, 0.9], [0.7, 0.7]], dtype=image.dtype)
+    M = get_rotation_matrix2d(m, center, angle, scale)
+    M = M + torch.tensor([[[0.0, 0.0, 1.5], [0.0, 0.0, -2.0]], [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]], dtype=image.dtype)
+    out = warp_affine(m, image, M, (H, W + 2), mode=mode, padding_mode=padding_mode, align_corners=align_corners)
+    loss = (out * torch.linspace(-1, 1, out.shape[-1], dtype=out.dtype)).pow(2).sum()
+    image_grad, angle_grad = torch.autograd.grad(loss, (image, angle), allow_unused=True)
+    return out, image_grad, angle_grad if mode != "nearest" else None
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "nearest", "bicubic"])
+@pytest.mark.parametrize("padding_mode", ["zeros", "border", "reflection"])
+@pytest.mark.parametrize("align_corners", [True, False])
+def test_kornia_warp_affine(mode, padding_mode, align_corners):
+    array = smooth_image((2, 2, 6, 7), seed=11)
+    ours, _ = run_both(affine_warps, array, mode, padding_mode, align_corners, rtol=1e-8, atol=1e-10)
+    assert ours[0].shape == (2, 2, 6, 9) and np.isfinite(ours[1]).all()
+
+
+def far_grid_sample(m, array, grid_array, mode, padding_mode, align_corners):
+    """Sampling points far outside the image: reflection folds them back more than once."""
+    torch, F = m.torch, m.F
+    image = torch.tensor(array).requires_grad_(True)
+    grid = torch.tensor(grid_array).requires_grad_(True)
+    out = F.grid_sample(image, grid, mode=mode, padding_mode=padding_mode, align_corners=align_corners)
+    out.pow(2).sum().backward()
+    return out, image.grad, grid.grad
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "nearest", "bicubic"])
+@pytest.mark.parametrize("padding_mode", ["zeros", "border", "reflection"])
+@pytest.mark.parametrize("align_corners", [True, False])
+def test_grid_sample_far_outside(mode, padding_mode, align_corners):
+    rng = np.random.default_rng(12)
+    array = rng.uniform(0, 1, (2, 2, 4, 5))
+    grid = rng.uniform(-4.3, 4.3, (2, 3, 6, 2))
+    grid[0, 0, :2] = [[-1.0, -1.0], [1.0, 1.0]]  # exactly on the corners
+    run_both(far_grid_sample, array, grid, mode, padding_mode, align_corners, rtol=1e-9, atol=1e-10)
+
+
+def homography_fit(m, array, steps=25):
+    """Image registration: the eight free entries of a homography by Adam on a photometric loss."""
+    torch = m.torch
+    target_image = torch.tensor(array)
+    B, C, H, W = target_image.shape
+    true_H = torch.tensor([[[1.05, 0.08, -0.4], [-0.05, 0.97, 0.3], [0.004, -0.003, 1.0]]] * B,
+                          dtype=target_image.dtype)
+    moved = warp_perspective(m, target_image, true_H, (H, W), padding_mode="border")
+    params = torch.zeros(B, 8, dtype=target_image.dtype, requires_grad=True)
+    optimizer = m.optim.Adam([params], lr=0.01)
+    history = []
+    for step in range(steps):
+        optimizer.zero_grad()
+        H_est = torch.cat([params, torch.zeros(B, 1, dtype=params.dtype)], 1).view(B, 3, 3) + torch.eye(
+            3, dtype=params.dtype)
+        warped = warp_perspective(m, target_image, H_est, (H, W), padding_mode="border")
+        loss = (warped - moved).abs().mean()
+        loss.backward()
+        optimizer.step()
+        history.append(loss.item())
+    return history, params.detach()
+
+
+def test_kornia_homography_registration():
+    yy, xx = np.mgrid[0:10, 0:12]
+    array = np.stack([np.sin(xx / 2.0) * np.cos(yy / 3.0), np.cos((xx + yy) / 3.0)])[None].repeat(2, 0)
+    ours, _ = run_both(homography_fit, array, rtol=1e-7, atol=1e-9)
+    assert ours[0][-1] < ours[0][0]
