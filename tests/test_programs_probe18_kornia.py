@@ -1774,6 +1774,508 @@ def test_fold_unfold_round_trips(kernel_size, dilation, padding, stride):
 
 
 # ----------------------------------------------------------------------------------------------
+# Pyramids, edge-preserving filters and histograms as kornia writes them: pyrdown / pyrup (a 5x5 binomial
+# filter2d, then bilinear interpolate to a size, align_corners both ways), build_pyramid and the Laplacian
+# pyramid (padded to a power of two by F.pad reflect) with its reconstruction; bilateral and joint bilateral
+# blur (Tensor.unfold twice, flatten, l1 / l2 colour distances, a tensor sigma per image), the guided filter
+# (box filters of the mean, variance and covariance); differentiable histograms (kernel density marginal_pdf,
+# joint_pdf by matmul, mutual information), histogram matching by sort / searchsorted / gather, and
+# torch.histc / torch.histogram / bucketize beside them; a soft-histogram equalisation optimised by Adam
+# ----------------------------------------------------------------------------------------------
+
+
+def pyramid_kernel(m):
+    return m.torch.tensor([[[1.0, 4.0, 6.0, 4.0, 1.0], [4.0, 16.0, 24.0, 16.0, 4.0], [6.0, 24.0, 36.0, 24.0, 6.0],
+                            [4.0, 16.0, 24.0, 16.0, 4.0], [1.0, 4.0, 6.0, 4.0, 1.0]]]) / 256.0
+
+
+def pyrdown(m, input, border_type="reflect", align_corners=False, factor=2.0):
+    kernel = pyramid_kernel(m)
+    _, _, height, width = input.shape
+    x_blur = filter2d(m, input, kernel, border_type)
+    return m.F.interpolate(x_blur, size=(int(float(height) / factor), int(float(width) // factor)), mode="bilinear",
+                           align_corners=align_corners)
+
+
+def pyrup(m, input, border_type="reflect", align_corners=False):
+    kernel = pyramid_kernel(m)
+    _, _, height, width = input.shape
+    x_up = m.F.interpolate(input, size=(height * 2, width * 2), mode="bilinear", align_corners=align_corners)
+    return filter2d(m, x_up, kernel, border_type)
+
+
+def build_pyramid(m, input, max_level, border_type="reflect", align_corners=False):
+    pyramid = [input]
+    for _ in range(max_level - 1):
+        pyramid.append(pyrdown(m, pyramid[-1], border_type, align_corners))
+    return pyramid
+
+
+def build_laplacian_pyramid(m, input, max_level, border_type="reflect", align_corners=False):
+    h, w = input.size()[2], input.size()[3]
+    is_powerof_two = lambda x: bool(x) and (not (x & (x - 1)))
+    find_next_powerof_two = lambda x: 1 << (x - 1).bit_length()
+    require_padding = not (is_powerof_two(w) or is_powerof_two(h))
+    if require_padding:
+        padding = (0, find_next_powerof_two(w) - w, 0, find_next_powerof_two(h) - h)
+        input = m.F.pad(input, padding, "reflect")
+    gaussian_pyramid = build_pyramid(m, input, max_level, border_type, align_corners)
+    laplacian_pyramid = []
+    for i in range(max_level - 1):
+        img_expand = pyrup(m, gaussian_pyramid[i + 1], border_type, align_corners)
+        laplacian_pyramid.append(gaussian_pyramid[i] - img_expand)
+    laplacian_pyramid.append(gaussian_pyramid[-1])
+    return laplacian_pyramid
+
+
+def pyramids(m, array, align_corners, border_type):
+    torch = m.torch
+    image = torch.tensor(array).requires_grad_(True)
+    gauss = build_pyramid(m, image, 3, border_type, align_corners)
+    lap = build_laplacian_pyramid(m, image, 3, border_type, align_corners)
+    # reconstruction: collapse the Laplacian pyramid from the top
+    rec = lap[-1]
+    for level in reversed(lap[:-1]):
+        rec = pyrup(m, rec, border_type, align_corners) + level
+    loss = sum((g * (i + 1)).pow(2).mean() for i, g in enumerate(gauss)) + sum(l.abs().mean() for l in lap)
+    loss.backward()
+    return gauss, lap, rec, image.grad
+
+
+@pytest.mark.parametrize("align_corners", [False, True])
+@pytest.mark.parametrize("border_type", ["reflect", "replicate"])
+def test_kornia_gaussian_and_laplacian_pyramids(align_corners, border_type):
+    array = smooth_image((2, 2, 7, 6), seed=19)
+    ours, _ = run_both(pyramids, array, align_corners, border_type, rtol=1e-9, atol=1e-11)
+    gauss, lap, rec, grad = ours
+    assert [g.shape[-2:] for g in gauss] == [(7, 6), (3, 3), (1, 1)]
+    assert [l.shape[-2:] for l in lap] == [(8, 8), (4, 4), (2, 2)]  # padded to 8 x 8 first
+    np.testing.assert_allclose(rec[..., :7, :6], array, rtol=1e-10)  # the pyramid reconstructs exactly
+
+
+def bilateral_blur(m, input, guidance, kernel_size, sigma_color, sigma_space, border_type="reflect",
+                   color_distance_type="l1"):
+    torch, F = m.torch, m.F
+    if isinstance(sigma_color, m.torch.Tensor):
+        sigma_color = sigma_color.to(device=input.device, dtype=input.dtype).view(-1, 1, 1, 1, 1)
+    ky, kx = kernel_size
+    pad_y, pad_x = (ky - 1) // 2, (kx - 1) // 2
+    padded_input = F.pad(input, (pad_x, pad_x, pad_y, pad_y), mode=border_type)
+    unfolded_input = padded_input.unfold(2, ky, 1).unfold(3, kx, 1).flatten(-2)
+    if guidance is None:
+        guidance = input
+        unfolded_guidance = unfolded_input
+    else:
+        padded_guidance = F.pad(guidance, (pad_x, pad_x, pad_y, pad_y), mode=border_type)
+        unfolded_guidance = padded_guidance.unfold(2, ky, 1).unfold(3, kx, 1).flatten(-2)
+    diff = unfolded_guidance - guidance.unsqueeze(-1)
+    if color_distance_type == "l1":
+        color_distance_sq = diff.abs().sum(1, keepdim=True).square()
+    else:
+        color_distance_sq = diff.square().sum(1, keepdim=True)
+    color_kernel = (-0.5 / sigma_color ** 2 * color_distance_sq).exp()
+    sigma = torch.tensor([sigma_space], dtype=input.dtype)
+    kernel_y = gaussian(m, ky, sigma[:, 0].view(1, 1), input.dtype)
+    kernel_x = gaussian(m, kx, sigma[:, 1].view(1, 1), input.dtype)
+    space_kernel = (kernel_y.unsqueeze(-1) * kernel_x.unsqueeze(-2)).view(-1, 1, 1, 1, kx * ky)
+    kernel = space_kernel * color_kernel
+    return (unfolded_input * kernel).sum(-1) / kernel.sum(-1)
+
+
+def box_filter(m, x, r):
+    """The guided filter's box filter as He et al.'s PyTorch port writes it: cumulative sums and differences."""
+    torch = m.torch
+
+    def diff_x(input, r):
+        left = input[:, :, r:2 * r + 1]
+        middle = input[:, :, 2 * r + 1:] - input[:, :, :-2 * r - 1]
+        right = input[:, :, -1:] - input[:, :, -2 * r - 1:-r - 1]
+        return torch.cat([left, middle, right], dim=2)
+
+    def diff_y(input, r):
+        left = input[:, :, :, r:2 * r + 1]
+        middle = input[:, :, :, 2 * r + 1:] - input[:, :, :, :-2 * r - 1]
+        right = input[:, :, :, -1:] - input[:, :, :, -2 * r - 1:-r - 1]
+        return torch.cat([left, middle, right], dim=3)
+
+    return diff_y(diff_x(x.cumsum(dim=2), r).cumsum(dim=3), r)
+
+
+def guided_filter(m, x, y, r, eps):
+    torch = m.torch
+    n_x, c_x, h_x, w_x = x.size()
+    N = box_filter(m, x.data.new().resize_((1, 1, h_x, w_x)).fill_(1.0), r)
+    mean_x = box_filter(m, x, r) / N
+    mean_y = box_filter(m, y, r) / N
+    cov_xy = box_filter(m, x * y, r) / N - mean_x * mean_y
+    var_x = box_filter(m, x * x, r) / N - mean_x * mean_x
+    A = cov_xy / (var_x + eps)
+    b = mean_y - A * mean_x
+    mean_A = box_filter(m, A, r) / N
+    mean_b = box_filter(m, b, r) / N
+    return mean_A * x + mean_b
+
+
+def edge_preserving(m, array, guide_array, distance):
+    torch = m.torch
+    image = torch.tensor(array).requires_grad_(True)
+    guide = torch.tensor(guide_array).requires_grad_(True)
+    sigma_color = torch.tensor([0.1, 0.3], dtype=image.dtype, requires_grad=True)
+    bil = bilateral_blur(m, image, None, (5, 3), sigma_color, (1.5, 1.0), color_distance_type=distance)
+    joint = bilateral_blur(m, image, guide, (3, 3), 0.2, (1.0, 1.0), border_type="replicate",
+                           color_distance_type=distance)
+    guided = guided_filter(m, guide[:, :1], image, 1, 1e-2)
+    loss = bil.pow(2).sum() + (joint * guided).sum()
+    grads = torch.autograd.grad(loss, (image, guide, sigma_color))
+    return bil, joint, guided, grads
+
+
+@pytest.mark.parametrize("distance", ["l1", "l2"])
+def test_kornia_bilateral_and_guided_filters(distance):
+    array = quantised_image((2, 3, 6, 7), levels=4, seed=20)  # ties: colour differences of exactly 0
+    guide = smooth_image((2, 3, 6, 7), seed=21)
+    ours, _ = run_both(edge_preserving, array, guide, distance, rtol=1e-9, atol=1e-11)
+    bil, joint, guided, grads = ours
+    # a constant image is left unchanged by every filter
+    flat = edge_preserving(OURS, np.full((2, 3, 6, 7), 0.4), guide, distance)
+    for out in flat[:2]:
+        np.testing.assert_allclose(out.detach().numpy(), 0.4, rtol=1e-12)
+
+
+def marginal_pdf(m, values, bins, sigma, epsilon=1e-10):
+    torch = m.torch
+    residuals = values - bins.unsqueeze(0).unsqueeze(0)
+    kernel_values = torch.exp(-0.5 * (residuals / sigma).pow(2))
+    pdf = torch.mean(kernel_values, dim=1)
+    normalization = torch.sum(pdf, dim=1).unsqueeze(1) + epsilon
+    pdf = pdf / normalization
+    return pdf, kernel_values
+
+
+def joint_pdf(m, kernel_values1, kernel_values2, epsilon=1e-10):
+    torch = m.torch
+    joint_kernel_values = torch.matmul(kernel_values1.transpose(1, 2), kernel_values2)
+    normalization = torch.sum(joint_kernel_values, dim=(1, 2)).view(-1, 1, 1) + epsilon
+    return joint_kernel_values / normalization
+
+
+def histograms(m, array, other_array):
+    torch = m.torch
+    x = torch.tensor(array).requires_grad_(True)
+    y = torch.tensor(other_array)
+    bins = torch.linspace(0, 1, 16, dtype=x.dtype)
+    bandwidth = torch.tensor(0.05, dtype=x.dtype)
+    flat_x, flat_y = x.flatten(1), y.flatten(1)
+    pdf, kx = marginal_pdf(m, flat_x.unsqueeze(2), bins, bandwidth)
+    pdf_y, ky = marginal_pdf(m, flat_y.unsqueeze(2), bins, bandwidth)
+    joint = joint_pdf(m, kx, ky)
+    eps = 1e-10
+    mi = (joint * (torch.log(joint + eps) - torch.log(pdf.unsqueeze(2) * pdf_y.unsqueeze(1) + eps))).sum((1, 2))
+    entropy = -(pdf * torch.log(pdf + eps)).sum(1)
+    (mi.sum() - 0.5 * entropy.sum()).backward()
+    # histogram matching: each pixel takes the reference value of its rank (sort, argsort, gather)
+    src = flat_x.detach()
+    sorted_ref, _ = torch.sort(flat_y, dim=1)
+    ranks = src.argsort(dim=1).argsort(dim=1)
+    matched = torch.gather(sorted_ref, 1, ranks)
+    # CDF matching through searchsorted: quantiles of the source looked up in the reference's sorted values
+    quantiles = (torch.arange(src.shape[1], dtype=src.dtype) + 0.5) / src.shape[1]
+    ref_cdf = quantiles.expand_as(sorted_ref).contiguous()
+    position = torch.searchsorted(torch.sort(src, dim=1)[0], src.contiguous(), right=True)
+    hard = [torch.histc(src[i], bins=8, min=0, max=1) for i in range(src.shape[0])]
+    hist, edges = torch.histogram(src[0], bins=8, range=(0.0, 1.0), density=True)
+    weighted, _ = torch.histogram(src[1], bins=torch.linspace(0, 1, 5, dtype=src.dtype), weight=src[0])
+    buckets = torch.bucketize(src, torch.linspace(0, 1, 9, dtype=src.dtype), right=False)
+    return pdf, joint, mi, entropy, x.grad, matched, position, torch.stack(hard), hist, edges, weighted, buckets
+
+
+def test_kornia_soft_histograms_and_matching():
+    array = smooth_image((2, 1, 5, 6), seed=22)
+    other = smooth_image((2, 1, 5, 6), seed=23) ** 2
+    array[0, 0, 0, :3] = [0.0, 0.5, 1.0]  # on bin edges
+    ours, _ = run_both(histograms, array, other, rtol=1e-9, atol=1e-11)
+    pdf, joint, mi, entropy, grad, matched, position, hard, hist, edges, weighted, buckets = ours
+    np.testing.assert_allclose(pdf.sum(1), 1.0, rtol=1e-8)
+    np.testing.assert_allclose(np.sort(matched, 1), np.sort(other.reshape(2, -1), 1))
+    np.testing.assert_allclose(hard.sum(1), 30)
+    np.testing.assert_allclose(hard[0], np.histogram(array[0].ravel(), bins=8, range=(0, 1))[0])
+
+
+def soft_equalisation(m, array, steps=20):
+    """Gradient descent on the pixels so their soft histogram becomes flat, with a total-variation prior."""
+    torch = m.torch
+    x = torch.tensor(array).requires_grad_(True)
+    bins = torch.linspace(0, 1, 8, dtype=x.dtype)
+    optimizer = m.optim.Adam([x], lr=0.02)
+    history = []
+    for step in range(steps):
+        optimizer.zero_grad()
+        pdf, _ = marginal_pdf(m, x.flatten(1).unsqueeze(2).clamp(0, 1), bins, torch.tensor(0.08, dtype=x.dtype))
+        flatness = (pdf - 1.0 / bins.numel()).pow(2).sum()
+        tv = (x[..., 1:, :] - x[..., :-1, :]).abs().mean() + (x[..., :, 1:] - x[..., :, :-1]).abs().mean()
+        loss = flatness + 0.01 * tv
+        loss.backward()
+        optimizer.step()
+        history.append(loss.item())
+    return history, x.detach()
+
+
+def test_soft_histogram_equalisation_by_gradient_descent():
+    array = 0.3 + 0.2 * smooth_image((2, 1, 6, 6), seed=24)  # a low-contrast image
+    ours, _ = run_both(soft_equalisation, array, rtol=1e-8, atol=1e-10)
+    assert ours[0][-1] < ours[0][0]
+
+
+# ----------------------------------------------------------------------------------------------
+# Image-quality losses as piq and kornia.losses write them: piq's SSIM (a Gaussian kernel by meshgrid,
+# grouped conv2d, downsampling by avg_pool2d to about 256 pixels, the complex-free path) and MS-SSIM
+# (relu of the cs terms, a weighted product over scales with odd-size avg_pool2d padding), PSNR by log10,
+# GMSD (Prewitt gradients on a luminance image, the deviation of the similarity map), total variation in
+# its three norms; kornia's SSIM loss (filter2d with 'valid' and 'same' padding, clamp of the map); an
+# LPIPS-like perceptual distance (unit-normalised features, 1x1 linear heads with Dropout, spatial
+# averages); then an image restored from a degraded copy by Adam through all of them
+# ----------------------------------------------------------------------------------------------
+
+
+def gaussian_filter_piq(m, kernel_size, sigma, dtype):
+    torch = m.torch
+    coords = torch.arange(kernel_size, dtype=dtype)
+    coords -= (kernel_size - 1) / 2.0
+    g = coords ** 2
+    g = (-(g.unsqueeze(0) + g.unsqueeze(1)) / (2 * sigma ** 2)).exp()
+    g /= g.sum()
+    return g.unsqueeze(0)
+
+
+def ssim_per_channel(m, x, y, kernel, data_range=1.0, k1=0.01, k2=0.03):
+    torch, F = m.torch, m.F
+    if x.size(-1) < kernel.size(-1) or x.size(-2) < kernel.size(-2):
+        raise ValueError("Kernel size can't be greater than actual input size.")
+    c1 = k1 ** 2
+    c2 = k2 ** 2
+    n_channels = x.size(1)
+    mu_x = F.conv2d(x, weight=kernel, stride=1, padding=0, groups=n_channels)
+    mu_y = F.conv2d(y, weight=kernel, stride=1, padding=0, groups=n_channels)
+    mu_xx = mu_x ** 2
+    mu_yy = mu_y ** 2
+    mu_xy = mu_x * mu_y
+    sigma_xx = F.conv2d(x ** 2, weight=kernel, stride=1, padding=0, groups=n_channels) - mu_xx
+    sigma_yy = F.conv2d(y ** 2, weight=kernel, stride=1, padding=0, groups=n_channels) - mu_yy
+    sigma_xy = F.conv2d(x * y, weight=kernel, stride=1, padding=0, groups=n_channels) - mu_xy
+    cs = (2.0 * sigma_xy + c2) / (sigma_xx + sigma_yy + c2)
+    ss = (2.0 * mu_xy + c1) / (mu_xx + mu_yy + c1) * cs
+    ssim_val = ss.mean(dim=(-1, -2))
+    cs = cs.mean(dim=(-1, -2))
+    return ssim_val, cs
+
+
+def ssim_piq(m, x, y, kernel_size=5, kernel_sigma=1.5, data_range=1.0, reduction="mean", full=False,
+             downsample=True, k1=0.01, k2=0.03):
+    torch, F = m.torch, m.F
+    x = x / float(data_range)
+    y = y / float(data_range)
+    f = max(1, round(min(x.size()[-2:]) / 256))
+    if (f > 1) and downsample:
+        x = F.avg_pool2d(x, kernel_size=f)
+        y = F.avg_pool2d(y, kernel_size=f)
+    kernel = gaussian_filter_piq(m, kernel_size, kernel_sigma, y.dtype).repeat(x.size(1), 1, 1, 1).to(y)
+    ssim_map, cs_map = ssim_per_channel(m, x, y, kernel, data_range=1.0, k1=k1, k2=k2)
+    ssim_val = ssim_map.mean(1)
+    cs = cs_map.mean(1)
+    if reduction == "mean":
+        ssim_val, cs = ssim_val.mean(), cs.mean()
+    return [ssim_val, cs] if full else ssim_val
+
+
+def multi_scale_ssim(m, x, y, kernel, scale_weights, k1=0.01, k2=0.03):
+    torch, F = m.torch, m.F
+    levels = scale_weights.size(0)
+    min_size = (kernel.size(-1) - 1) * 2 ** (levels - 1) + 1
+    if x.size(-1) < min_size or x.size(-2) < min_size:
+        raise ValueError(f"Invalid size of the input images. Provided image of size {x.size()}")
+    mcs = []
+    ssim_val = None
+    for iteration in range(levels):
+        if iteration > 0:
+            padding = max(x.shape[2] % 2, x.shape[3] % 2)
+            x = F.pad(x, pad=[padding, 0, padding, 0], mode="replicate")
+            y = F.pad(y, pad=[padding, 0, padding, 0], mode="replicate")
+            x = F.avg_pool2d(x, kernel_size=2, padding=0)
+            y = F.avg_pool2d(y, kernel_size=2, padding=0)
+        ssim_val, cs = ssim_per_channel(m, x, y, kernel, k1=k1, k2=k2)
+        mcs.append(cs)
+    mcs_ssim = torch.relu(torch.stack(mcs[:-1] + [ssim_val], dim=0))
+    msssim_val = torch.prod((mcs_ssim ** scale_weights.view(-1, 1, 1)), dim=0).mean(1)
+    return msssim_val
+
+
+def psnr(m, x, y, data_range=1.0, reduction="mean", convert_to_greyscale=False):
+    torch = m.torch
+    EPS = 1e-8
+    x = x / float(data_range)
+    y = y / float(data_range)
+    if (x.size(1) == 3) and convert_to_greyscale:
+        rgb_to_grey = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype).view(1, -1, 1, 1)
+        x = torch.sum(x * rgb_to_grey, dim=1, keepdim=True)
+        y = torch.sum(y * rgb_to_grey, dim=1, keepdim=True)
+    mse = torch.mean((x - y) ** 2, dim=[1, 2, 3])
+    score = -10 * torch.log10(mse + EPS)
+    return score.mean() if reduction == "mean" else score
+
+
+def gmsd_piq(m, x, y, t=170 / (255.0 ** 2), alpha=0.0):
+    torch, F = m.torch, m.F
+    if x.size(1) == 3:
+        weights = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype).view(1, 3, 1, 1)
+        x = (x * weights).sum(1, keepdim=True)
+        y = (y * weights).sum(1, keepdim=True)
+    x = F.avg_pool2d(x, kernel_size=2, stride=2, padding=0)
+    y = F.avg_pool2d(y, kernel_size=2, stride=2, padding=0)
+    prewitt = torch.tensor([[[-1.0, 0.0, 1.0], [-1.0, 0.0, 1.0], [-1.0, 0.0, 1.0]]], dtype=x.dtype) / 3
+    kernels = torch.stack([prewitt, prewitt.transpose(-1, -2)])
+    padding = kernels.size(-1) // 2
+    x_grad = F.conv2d(x, kernels, padding=padding)
+    x_grad = torch.sqrt(torch.sum(x_grad ** 2, dim=-3, keepdim=True))
+    y_grad = F.conv2d(y, kernels, padding=padding)
+    y_grad = torch.sqrt(torch.sum(y_grad ** 2, dim=-3, keepdim=True))
+    gms = (2 * x_grad * y_grad + t) / (x_grad ** 2 + y_grad ** 2 + t)
+    return torch.std(gms.view(gms.shape[0], -1), dim=1, unbiased=True)
+
+
+def total_variation(m, x, reduction="mean", norm_type="l2"):
+    torch = m.torch
+    if norm_type == "l1":
+        w_variance = torch.sum(torch.abs(x[:, :, :, 1:] - x[:, :, :, :-1]), dim=[1, 2, 3])
+        h_variance = torch.sum(torch.abs(x[:, :, 1:, :] - x[:, :, :-1, :]), dim=[1, 2, 3])
+        score = h_variance + w_variance
+    elif norm_type == "l2":
+        w_variance = torch.sum(torch.pow(x[:, :, :, 1:] - x[:, :, :, :-1], 2), dim=[1, 2, 3])
+        h_variance = torch.sum(torch.pow(x[:, :, 1:, :] - x[:, :, :-1, :], 2), dim=[1, 2, 3])
+        score = torch.sqrt(h_variance + w_variance)
+    else:
+        w_variance = torch.sum(torch.pow(x[:, :, :, 1:] - x[:, :, :, :-1], 2), dim=[1, 2, 3])
+        h_variance = torch.sum(torch.pow(x[:, :, 1:, :] - x[:, :, :-1, :], 2), dim=[1, 2, 3])
+        score = h_variance + w_variance
+    return score.mean() if reduction == "mean" else score
+
+
+def kornia_ssim(m, img1, img2, window_size, max_val=1.0, eps=1e-12, padding="same"):
+    torch = m.torch
+    C1 = (0.01 * max_val) ** 2
+    C2 = (0.03 * max_val) ** 2
+    sigma = torch.tensor([[1.5, 1.5]], dtype=img1.dtype)
+    ky = gaussian(m, window_size, sigma[:, 0].view(1, 1), img1.dtype)
+    kx = gaussian(m, window_size, sigma[:, 1].view(1, 1), img1.dtype)
+    kernel = ky.unsqueeze(-1) * kx.unsqueeze(-2)
+    mu1 = filter2d(m, img1, kernel, padding=padding)
+    mu2 = filter2d(m, img2, kernel, padding=padding)
+    cropping_shape = []
+    if padding == "same":
+        pad = compute_padding([window_size, window_size])
+        cropping_shape = pad
+    mu1_sq = mu1 ** 2
+    mu2_sq = mu2 ** 2
+    mu1_mu2 = mu1 * mu2
+    sigma1_sq = filter2d(m, img1 ** 2, kernel, padding=padding) - mu1_sq
+    sigma2_sq = filter2d(m, img2 ** 2, kernel, padding=padding) - mu2_sq
+    sigma12 = filter2d(m, img1 * img2, kernel, padding=padding) - mu1_mu2
+    num = (2.0 * mu1_mu2 + C1) * (2.0 * sigma12 + C2)
+    den = (mu1_sq + mu2_sq + C1) * (sigma1_sq + sigma2_sq + C2)
+    ssim_map = num / (den + eps)
+    if padding == "same":
+        ssim_map = ssim_map[..., cropping_shape[2]:-cropping_shape[3], cropping_shape[0]:-cropping_shape[1]]
+    return ssim_map
+
+
+def lpips_like(m):
+    nn = m.nn
+
+    class NetLinLayer(nn.Module):
+        def __init__(self, chn_in, chn_out=1, use_dropout=True):
+            super().__init__()
+            layers = [nn.Dropout()] if use_dropout else []
+            layers += [nn.Conv2d(chn_in, chn_out, 1, stride=1, padding=0, bias=False)]
+            self.model = nn.Sequential(*layers)
+
+        def forward(self, x):
+            return self.model(x)
+
+    class LPIPS(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.slice1 = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(inplace=False))
+            self.slice2 = nn.Sequential(nn.MaxPool2d(2, ceil_mode=True), nn.Conv2d(6, 8, 3, padding=1), nn.ReLU())
+            self.lins = nn.ModuleList([NetLinLayer(6), NetLinLayer(8)])
+            self.register_buffer("shift", m.torch.tensor([-.030, -.088, -.188])[None, :, None, None])
+            self.register_buffer("scale", m.torch.tensor([.458, .448, .450])[None, :, None, None])
+
+        def forward(self, in0, in1, normalize=True):
+            if normalize:
+                in0, in1 = 2 * in0 - 1, 2 * in1 - 1
+            in0, in1 = (in0 - self.shift) / self.scale, (in1 - self.shift) / self.scale
+            f0, f1 = [], []
+            for x, feats in ((in0, f0), (in1, f1)):
+                h = self.slice1(x)
+                feats.append(h)
+                feats.append(self.slice2(h))
+            val = 0
+            for kk in range(2):
+                n0 = f0[kk] / (m.torch.sqrt(m.torch.sum(f0[kk] ** 2, dim=1, keepdim=True)) + 1e-10)
+                n1 = f1[kk] / (m.torch.sqrt(m.torch.sum(f1[kk] ** 2, dim=1, keepdim=True)) + 1e-10)
+                diff = (n0 - n1) ** 2
+                val = val + self.lins[kk](diff).mean([2, 3], keepdim=True)
+            return val
+
+    return LPIPS()
+
+
+def restoration(m, weights, clean_array, noisy_array, steps=6):
+    torch, F = m.torch, m.F
+    net = lpips_like(m)
+    net.load_state_dict({k: torch.tensor(v) for k, v in weights.items()})
+    net = net.double().eval().requires_grad_(False)
+    clean, noisy = torch.tensor(clean_array), torch.tensor(noisy_array)
+    x = noisy.clone().requires_grad_(True)
+    optimizer = m.optim.Adam([x], lr=0.01)
+    kernel = gaussian_filter_piq(m, 3, 1.5, x.dtype).repeat(3, 1, 1, 1)
+    scale_weights = torch.tensor([0.3, 0.3, 0.4], dtype=x.dtype)
+    history = []
+    for step in range(steps):
+        optimizer.zero_grad()
+        terms = {
+            "ssim": 1 - ssim_piq(m, x, clean, kernel_size=5),
+            "ms_ssim": 1 - multi_scale_ssim(m, x, clean, kernel, scale_weights).mean(),
+            "psnr": -psnr(m, x.clamp(0, 1), clean) / 40,
+            "gmsd": gmsd_piq(m, x, clean).mean(),
+            "tv": sum(total_variation(m, x, norm_type=n) for n in ("l1", "l2", "l2_squared")) * 1e-3,
+            "kornia_ssim": (1 - kornia_ssim(m, x, clean, 5)).clamp(0, 1).mean() / 2,
+            "kornia_ssim_valid": (1 - kornia_ssim(m, x, clean, 3, padding="valid")).mean() / 2,
+            "lpips": net(x, clean).mean(),
+        }
+        loss = sum(terms.values())
+        loss.backward()
+        optimizer.step()
+        history.append({k: v.item() for k, v in terms.items()})
+    return history, x.detach()
+
+
+def test_piq_and_kornia_losses_restore_an_image():
+    OURS.torch.manual_seed(0)
+    weights = {k: v.numpy().copy() for k, v in lpips_like(OURS).state_dict().items()}
+    yy, xx = np.mgrid[0:14, 0:15] / 14.0
+    clean = np.stack([0.5 + 0.4 * np.sin(3 * xx + c) * np.cos(2 * yy) for c in range(3)])[None].repeat(2, 0)
+    noisy = np.clip(clean + 0.1 * np.random.default_rng(25).standard_normal(clean.shape), 0, 1)
+    ours, _ = run_both(restoration, weights, clean, noisy, rtol=1e-8, atol=1e-10)
+    history, restored = ours
+    total = [sum(h.values()) for h in history]
+    assert total[-1] < total[0]
+    # by hand: the PSNR of the noisy image from its MSE
+    mse = ((noisy - clean) ** 2).mean((1, 2, 3))
+    np.testing.assert_allclose(psnr(OURS, OURS.torch.tensor(noisy), OURS.torch.tensor(clean),
+                                    reduction="none").numpy(), -10 * np.log10(mse + 1e-8), rtol=1e-10)
+
+
+# ----------------------------------------------------------------------------------------------
 # Focused tests of what the programs found
 # ----------------------------------------------------------------------------------------------
 
