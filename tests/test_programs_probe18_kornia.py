@@ -2276,6 +2276,302 @@ def test_piq_and_kornia_losses_restore_an_image():
 
 
 # ----------------------------------------------------------------------------------------------
+# Batch-wise random augmentation as kornia.augmentation writes it: parameters drawn per image from
+# torch.distributions (Uniform.rsample, Bernoulli.sample, Beta for mixup) under a manual_seed and from a
+# torch.Generator (rand / randint / randperm / normal with generator=), RandomResizedCrop as crop boxes
+# turned into homographies (linalg.solve) and warp_perspective, RandomAffine with shear, a flip applied
+# through torch.where on a per-image mask, RandomErasing as coordinate masks, Gaussian noise, mixup and
+# cutmix with index_select of a permutation; then expectation-over-transformation: pixels optimised through
+# the random pipeline against a small classifier
+# ----------------------------------------------------------------------------------------------
+
+
+def crop_boxes(m, batch_size, height, width, scale, ratio, generator):
+    """RandomResizedCrop's sampling (torchvision's rejection-free kornia variant): area and log-ratio per image."""
+    torch = m.torch
+    area = (torch.rand(batch_size, generator=generator, dtype=torch.float64) * (scale[1] - scale[0]) + scale[0]) \
+        * height * width
+    log_ratio = torch.rand(batch_size, generator=generator, dtype=torch.float64) * (
+        math.log(ratio[1]) - math.log(ratio[0])) + math.log(ratio[0])
+    aspect = torch.exp(log_ratio)
+    w = torch.sqrt(area * aspect).round().clamp(1, width)
+    h = torch.sqrt(area / aspect).round().clamp(1, height)
+    x0 = (torch.rand(batch_size, generator=generator, dtype=torch.float64) * (width - w + 1)).floor()
+    y0 = (torch.rand(batch_size, generator=generator, dtype=torch.float64) * (height - h + 1)).floor()
+    return torch.stack([torch.stack([x0, y0], -1), torch.stack([x0 + w - 1, y0], -1),
+                        torch.stack([x0 + w - 1, y0 + h - 1], -1), torch.stack([x0, y0 + h - 1], -1)], 1)
+
+
+def random_affine_matrices(m, batch_size, height, width, degrees, translate, scale, shear):
+    torch = m.torch
+    Uniform = torch.distributions.Uniform
+    angle = Uniform(-degrees, degrees).rsample((batch_size,))
+    tx = Uniform(-translate * width, translate * width).rsample((batch_size,))
+    ty = Uniform(-translate * height, translate * height).rsample((batch_size,))
+    sc = Uniform(scale[0], scale[1]).rsample((batch_size,))
+    sx = Uniform(-shear, shear).rsample((batch_size,))
+    center = torch.tensor([[width / 2 - 0.5, height / 2 - 0.5]] * batch_size, dtype=torch.float64)
+    M = get_rotation_matrix2d(m, center, angle.double(), torch.stack([sc, sc], -1).double())
+    M = torch.cat([M, torch.tensor([[[0.0, 0.0, 1.0]]], dtype=M.dtype).expand(batch_size, 1, 3)], 1)
+    shear_mat = torch.eye(3, dtype=M.dtype).repeat(batch_size, 1, 1)
+    shear_mat[:, 0, 1] = torch.tan(sx.double() * math.pi / 180)
+    shear_mat[:, 0, 2] = -shear_mat[:, 0, 1] * center[:, 1]
+    M = shear_mat @ M
+    M[:, :2, 2] += torch.stack([tx, ty], -1).double()
+    return M
+
+
+def augment_batch(m, images, generator, p_flip=0.5):
+    torch = m.torch
+    B, C, H, W = images.shape
+    boxes = crop_boxes(m, B, H, W, (0.3, 1.0), (3 / 4, 4 / 3), generator)
+    dst = torch.tensor([[0.0, 0.0], [W - 1.0, 0.0], [W - 1.0, H - 1.0], [0.0, H - 1.0]], dtype=torch.float64)
+    crops = warp_perspective(m, images, get_perspective_transform(m, boxes, dst.expand(B, 4, 2)), (H, W))
+    M = random_affine_matrices(m, B, H, W, 20.0, 0.1, (0.8, 1.2), 10.0)
+    out = warp_perspective(m, crops, M, (H, W), padding_mode="reflection")
+    flip = torch.distributions.Bernoulli(torch.tensor(p_flip)).sample((B,)).bool()
+    out = torch.where(flip.view(B, 1, 1, 1), out.flip(-1), out)
+    # RandomErasing: one rectangle per image where a coin says so
+    erase = torch.rand(B, generator=generator) < 0.7
+    eh = torch.randint(1, H // 2 + 1, (B,), generator=generator)
+    ew = torch.randint(1, W // 2 + 1, (B,), generator=generator)
+    ey = (torch.rand(B, generator=generator) * (H - eh + 1)).long()
+    ex = (torch.rand(B, generator=generator) * (W - ew + 1)).long()
+    ys = torch.arange(H).view(1, H, 1)
+    xs = torch.arange(W).view(1, 1, W)
+    box = (ys >= ey.view(B, 1, 1)) & (ys < (ey + eh).view(B, 1, 1)) & (xs >= ex.view(B, 1, 1)) & (
+        xs < (ex + ew).view(B, 1, 1))
+    box = box & erase.view(B, 1, 1)
+    fill = torch.normal(torch.zeros(B, C, 1, 1, dtype=out.dtype), torch.ones(B, C, 1, 1, dtype=out.dtype),
+                        generator=generator)
+    out = torch.where(box.unsqueeze(1), fill, out)
+    noise = torch.randn(out.shape, generator=generator, dtype=out.dtype) * 0.02
+    return out + noise, (boxes, M, flip, box)
+
+
+def augmentation_programs(m, array, seed):
+    torch = m.torch
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    images = torch.tensor(array).requires_grad_(True)
+    out, params = augment_batch(m, images, g)
+    out.pow(2).sum().backward()
+    # mixup with a Beta draw, cutmix with a permutation and index_select
+    lam = torch.distributions.Beta(torch.tensor([0.4]), torch.tensor([0.4])).sample().item()
+    perm = torch.randperm(images.shape[0], generator=g)
+    mixed = lam * images.detach() + (1 - lam) * images.detach().index_select(0, perm)
+    H, W = images.shape[-2:]
+    cut = int(H * math.sqrt(1 - lam))
+    cy, cx = int(torch.randint(H, (1,), generator=g)), int(torch.randint(W, (1,), generator=g))
+    y1, y2 = max(cy - cut // 2, 0), min(cy + cut // 2, H)
+    x1, x2 = max(cx - cut // 2, 0), min(cx + cut // 2, W)
+    cutmix = images.detach().clone()
+    cutmix[:, :, y1:y2, x1:x2] = images.detach()[perm, :, y1:y2, x1:x2]
+    return out, params, images.grad, lam, perm, mixed, cutmix
+
+
+def test_kornia_batch_augmentation_on_seeded_generators():
+    array = smooth_image((4, 3, 8, 9), seed=26)
+    ours, _ = run_both(augmentation_programs, array, 3, rtol=1e-8, atol=1e-9)
+    out, (boxes, M, flip, box), grad, lam, perm, mixed, cutmix = ours
+    assert out.shape == array.shape and 0 < lam < 1 and sorted(perm) == [0, 1, 2, 3]
+    assert (boxes[:, 2] >= boxes[:, 0]).all() and (boxes[..., 0] <= 8).all() and (boxes[..., 1] <= 7).all()
+
+
+def eot_attack(m, weights, array, steps=4, samples=3):
+    """Expectation over transformation: a perturbation that fools the classifier under random augmentation."""
+    torch, nn, F = m.torch, m.nn, m.F
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
+                        nn.Linear(16, 3))
+    net.load_state_dict({k: torch.tensor(v) for k, v in weights.items()})
+    net = net.double().eval()
+    images = torch.tensor(array)
+    labels = torch.tensor([0, 1, 2, 0])
+    delta = torch.zeros_like(images, requires_grad=True)
+    g = torch.Generator().manual_seed(11)
+    torch.manual_seed(12)
+    eps, alpha = 8 / 255, 2 / 255
+    history = []
+    for step in range(steps):
+        loss = 0
+        for s in range(samples):
+            aug, _ = augment_batch(m, (images + delta).clamp(0, 1), g)
+            loss = loss + F.cross_entropy(net(aug), labels)
+        loss = loss / samples
+        grad, = torch.autograd.grad(loss, delta)
+        with torch.no_grad():
+            delta += alpha * grad.sign()
+            delta.clamp_(-eps, eps)
+        history.append(loss.item())
+    return history, delta.detach()
+
+
+def test_expectation_over_transformation_attack():
+    torch = OURS.torch
+    torch.manual_seed(0)
+    nn = OURS.nn
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
+                        nn.Linear(16, 3))
+    weights = {k: v.numpy().copy() for k, v in net.state_dict().items()}
+    array = smooth_image((4, 3, 8, 9), seed=27)
+    ours, _ = run_both(eot_attack, weights, array, rtol=1e-7, atol=1e-9)
+    history, delta = ours
+    assert np.abs(delta).max() <= 8 / 255 + 1e-12
+
+
+# ----------------------------------------------------------------------------------------------
+# kornia's CLAHE (equalize_clahe), as kornia writes it: tiles by Tensor.unfold over channels, rows and
+# columns (reflect-padded to whole tiles), per-tile histograms by torch.histc or the differentiable kernel
+# histogram, clipped and redistributed in place (clamp_, remainder, a boolean added to a float), cumulative
+# LUTs, the LUT table assembled by strided writes (0::gh-1) and advanced indexing with repeated index
+# tensors, a gather of the LUTs at the pixel codes, and bilinear blending of neighbouring tiles by addcmul
+# ----------------------------------------------------------------------------------------------
+
+
+def compute_tiles(m, imgs, grid_size, even_tile_size=False):
+    F = m.F
+    batch = imgs
+    h, w = batch.shape[-2:]
+    kernel_vert = math.ceil(h / grid_size[0])
+    kernel_horz = math.ceil(w / grid_size[1])
+    if even_tile_size:
+        kernel_vert += 1 if kernel_vert % 2 else 0
+        kernel_horz += 1 if kernel_horz % 2 else 0
+    pad_vert = kernel_vert * grid_size[0] - h
+    pad_horz = kernel_horz * grid_size[1] - w
+    if pad_vert > 0 or pad_horz > 0:
+        batch = F.pad(batch, [0, pad_horz, 0, pad_vert], mode="reflect")
+    c = batch.shape[-3]
+    tiles = (batch.unfold(1, c, c).unfold(2, kernel_vert, kernel_vert).unfold(3, kernel_horz, kernel_horz)
+             .squeeze(1)).contiguous()
+    return tiles, batch
+
+
+def compute_interpolation_tiles(m, padded_imgs, tile_size):
+    interp_kernel_vert = tile_size[0] // 2
+    interp_kernel_horz = tile_size[1] // 2
+    c = padded_imgs.shape[-3]
+    return (padded_imgs.unfold(1, c, c).unfold(2, interp_kernel_vert, interp_kernel_vert)
+            .unfold(3, interp_kernel_horz, interp_kernel_horz).squeeze(1)).contiguous()
+
+
+def compute_luts(m, tiles_x_im, num_bins=256, clip=40.0, diff=False):
+    torch = m.torch
+    b, gh, gw, c, th, tw = tiles_x_im.shape
+    pixels = th * tw
+    tiles = tiles_x_im.view(-1, pixels)
+    if not diff:
+        histos = torch.stack(list(map(lambda t, n: torch.histc(t, bins=n, min=0, max=1), tiles,
+                                      [num_bins] * len(tiles))))
+    else:
+        bins = torch.linspace(0, 1, num_bins, device=tiles.device, dtype=tiles.dtype)
+        histos = marginal_pdf(m, tiles.unsqueeze(2), bins, torch.tensor(0.001, dtype=tiles.dtype))[0].squeeze()
+        histos *= pixels
+    if clip > 0.0:
+        max_val = max(clip * pixels // num_bins, 1)
+        histos.clamp_(max=max_val)
+        clipped = pixels - histos.sum(1)
+        residual = torch.remainder(clipped, num_bins)
+        redist = (clipped - residual).div(num_bins)
+        histos += redist[None].transpose(0, 1)
+        v_range = torch.arange(num_bins, device=histos.device)
+        mat_range = v_range.repeat(histos.shape[0], 1)
+        histos += mat_range < residual[None].transpose(0, 1)
+    lut_scale = (num_bins - 1) / pixels
+    luts = torch.cumsum(histos, 1) * lut_scale
+    luts = luts.clamp(0, num_bins - 1)
+    if not diff:
+        luts = luts.floor()
+    return luts.view((b, gh, gw, c, num_bins))
+
+
+def map_luts(m, interp_tiles, luts):
+    torch = m.torch
+    num_imgs, gh, gw, c, _, _ = interp_tiles.shape
+    j_idxs = torch.empty(0, 4, dtype=torch.long)
+    if gh > 2:
+        j_floor = torch.arange(1, gh - 1).view(gh - 2, 1).div(2, rounding_mode="trunc")
+        j_idxs = torch.tensor([[0, 0, 1, 1], [-1, -1, 0, 0]] * ((gh - 2) // 2))
+        j_idxs += j_floor
+    i_idxs = torch.empty(0, 4, dtype=torch.long)
+    if gw > 2:
+        i_floor = torch.arange(1, gw - 1).view(gw - 2, 1).div(2, rounding_mode="trunc")
+        i_idxs = torch.tensor([[0, 1, 0, 1], [-1, 0, -1, 0]] * ((gw - 2) // 2))
+        i_idxs += i_floor
+    luts_x_interp_tiles = torch.full((num_imgs, gh, gw, 4, c, luts.shape[-1]), -1, dtype=interp_tiles.dtype,
+                                     device=interp_tiles.device)
+    luts_x_interp_tiles[:, 0::gh - 1, 0::gw - 1, 0] = luts[:, 0::max(gh // 2 - 1, 1), 0::max(gw // 2 - 1, 1)]
+    luts_x_interp_tiles[:, 1:-1, 0::gw - 1, 0] = luts[:, j_idxs[:, 0], 0::max(gw // 2 - 1, 1)]
+    luts_x_interp_tiles[:, 1:-1, 0::gw - 1, 1] = luts[:, j_idxs[:, 2], 0::max(gw // 2 - 1, 1)]
+    luts_x_interp_tiles[:, 0::gh - 1, 1:-1, 0] = luts[:, 0::max(gh // 2 - 1, 1), i_idxs[:, 0]]
+    luts_x_interp_tiles[:, 0::gh - 1, 1:-1, 1] = luts[:, 0::max(gh // 2 - 1, 1), i_idxs[:, 1]]
+    luts_x_interp_tiles[:, 1:-1, 1:-1, :] = luts[
+        :, j_idxs.repeat(max(gh - 2, 1), 1, 1).permute(1, 0, 2), i_idxs.repeat(max(gw - 2, 1), 1, 1)]
+    return luts_x_interp_tiles
+
+
+def compute_equalized_tiles(m, interp_tiles, luts):
+    torch = m.torch
+    mapped_luts = map_luts(m, interp_tiles, luts)
+    num_imgs, gh, gw, c, th, tw = interp_tiles.shape
+    flatten_interp_tiles = (interp_tiles * 255).long().flatten(-2, -1)
+    flatten_interp_tiles = flatten_interp_tiles.unsqueeze(-3).expand(num_imgs, gh, gw, 4, c, th * tw)
+    preinterp_tiles_equalized = (torch.gather(mapped_luts, 5, flatten_interp_tiles).to(interp_tiles)
+                                 .reshape(num_imgs, gh, gw, 4, c, th, tw))
+    tiles_equalized = torch.zeros_like(interp_tiles)
+    ih = (torch.arange(2 * th - 1, -1, -1, dtype=interp_tiles.dtype).div(2.0 * th - 1)[None].transpose(-2, -1)
+          .expand(2 * th, tw))
+    ih = ih.unfold(0, th, th).unfold(1, tw, tw)
+    iw = torch.arange(2 * tw - 1, -1, -1, dtype=interp_tiles.dtype).div(2.0 * tw - 1).expand(th, 2 * tw)
+    iw = iw.unfold(0, th, th).unfold(1, tw, tw)
+    tiw = iw.expand((gw - 2) // 2, 2, th, tw).reshape(gw - 2, 1, th, tw).unsqueeze(0)
+    tih = ih.repeat((gh - 2) // 2, 1, 1, 1).unsqueeze(1)
+    tl, tr, bl, br = preinterp_tiles_equalized[:, 1:-1, 1:-1].unbind(3)
+    t = torch.addcmul(tr, tiw, torch.sub(tl, tr))
+    b = torch.addcmul(br, tiw, torch.sub(bl, br))
+    tiles_equalized[:, 1:-1, 1:-1] = torch.addcmul(b, tih, torch.sub(t, b))
+    tiles_equalized[:, 0::gh - 1, 0::gw - 1] = preinterp_tiles_equalized[:, 0::gh - 1, 0::gw - 1, 0]
+    t, b, _, _ = preinterp_tiles_equalized[:, 1:-1, 0].unbind(2)
+    tiles_equalized[:, 1:-1, 0] = torch.addcmul(b, tih.squeeze(1), torch.sub(t, b))
+    t, b, _, _ = preinterp_tiles_equalized[:, 1:-1, gh - 1].unbind(2)
+    tiles_equalized[:, 1:-1, gh - 1] = torch.addcmul(b, tih.squeeze(1), torch.sub(t, b))
+    left, right, _, _ = preinterp_tiles_equalized[:, 0, 1:-1].unbind(2)
+    tiles_equalized[:, 0, 1:-1] = torch.addcmul(right, tiw, torch.sub(left, right))
+    left, right, _, _ = preinterp_tiles_equalized[:, gw - 1, 1:-1].unbind(2)
+    tiles_equalized[:, gw - 1, 1:-1] = torch.addcmul(right, tiw, torch.sub(left, right))
+    return tiles_equalized.div(255.0)
+
+
+def equalize_clahe(m, imgs, clip_limit=40.0, grid_size=(8, 8), slow_and_differentiable=False):
+    hist_tiles, img_padded = compute_tiles(m, imgs, grid_size, True)
+    tile_size = (hist_tiles.shape[-2], hist_tiles.shape[-1])
+    interp_tiles = compute_interpolation_tiles(m, img_padded, tile_size)
+    luts = compute_luts(m, hist_tiles, clip=clip_limit, diff=slow_and_differentiable)
+    equalized_tiles = compute_equalized_tiles(m, interp_tiles, luts)
+    eq_imgs = equalized_tiles.permute(0, 3, 1, 4, 2, 5).reshape_as(img_padded)
+    h, w = imgs.shape[-2:]
+    return eq_imgs[..., :h, :w]
+
+
+def clahe_program(m, array, grid_size, clip, differentiable):
+    torch = m.torch
+    image = torch.tensor(array).requires_grad_(differentiable)
+    out = equalize_clahe(m, image, clip, grid_size, slow_and_differentiable=differentiable)
+    grad = torch.autograd.grad(out.pow(2).sum(), image)[0] if differentiable else None
+    return out, grad
+
+
+@pytest.mark.parametrize("grid_size,clip,differentiable", [((2, 2), 40.0, False), ((3, 3), 2.0, False),
+                                                          ((2, 2), 4.0, True), ((4, 4), 0.0, False)])
+def test_kornia_clahe(grid_size, clip, differentiable):
+    array = smooth_image((2, 3, 10, 13), seed=28) ** 2
+    dtype_tol = dict(rtol=1e-9, atol=1e-9) if differentiable else dict(rtol=0, atol=1e-12)
+    ours, _ = run_both(clahe_program, array, grid_size, clip, differentiable, **dtype_tol)
+    out, grad = ours
+    assert out.shape == array.shape and np.isfinite(out).all()
+
+
+# ----------------------------------------------------------------------------------------------
 # Focused tests of what the programs found
 # ----------------------------------------------------------------------------------------------
 
