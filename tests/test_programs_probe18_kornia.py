@@ -2905,3 +2905,33 @@ def test_torchvision_v2_reads_dtype_is_floating_point():
     array = np.arange(6, dtype=np.uint8).reshape(1, 1, 2, 3)
     ours, _ = run_both(v2_to_float, array)
     np.testing.assert_allclose(ours, array / 255, rtol=1e-6)
+
+
+def patch_paste_through_unfold(m, array, patch_array):
+    """PatchMatch-style editing: a learnable patch pasted into one window of the image's overlapping unfold
+    view (Tensor.unfold is a view: the write reaches the image), then a loss on the image."""
+    torch = m.torch
+    source = torch.tensor(array).requires_grad_(True)
+    patch = torch.tensor(patch_array).requires_grad_(True)
+    image = source * 1.0
+    windows = image.unfold(2, 3, 2).unfold(3, 3, 2)  # (B, C, 3, 3, 3, 3): neighbours share a row / column
+    windows[:, :, 1, 1] = patch
+    windows[:, :, 0, 2, 2, 2] = 0.0  # one pixel of a window, which the window below shows too
+    loss = (image * torch.linspace(0.5, 1.5, image.shape[-1], dtype=image.dtype)).pow(2).sum()
+    loss.backward()
+    return image.detach(), source.grad, patch.grad
+
+
+@pytest.mark.xfail(strict=True, reason="a recorded x[index] = v into a view whose elements overlap (Tensor.unfold "
+                   "with step < size) writes the whole view back through WriteDoor._write_at / _store "
+                   "(autograd/write_door.py, outside this task's files): stale copies of shared elements overwrite "
+                   "the new ones (wrong values) and each shared element's gradient is counted once per window; "
+                   "PyTorch writes through the narrower view x[index]")
+def test_a_patch_pasted_through_overlapping_unfold_windows():
+    rng = np.random.default_rng(33)
+    array, patch = rng.standard_normal((1, 2, 7, 7)), rng.standard_normal((2, 3, 3))
+    ours, _ = run_both(patch_paste_through_unfold, array, patch, rtol=1e-12, atol=1e-12)
+    image, source_grad, patch_grad = ours
+    np.testing.assert_array_equal(image[0, :, 2:5, 2:5], patch)  # by hand: the pasted pixels, the zeroed one
+    np.testing.assert_array_equal(image[0, :, 2, 6], 0.0)
+    assert (source_grad[0, :, 2:5, 2:5] == 0).all() and (source_grad[0, :, 2, 6] == 0).all()
