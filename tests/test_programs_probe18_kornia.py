@@ -3157,6 +3157,231 @@ def test_kornia_descriptor_matching():
 
 
 # ----------------------------------------------------------------------------------------------
+# Differentiable JPEG (DiffJPEG, as its authors write it): RGB -> YCbCr by tensordot(dims=1) with Parameter
+# matrices, chroma subsampling by AvgPool2d(count_include_pad=False), 8x8 block splitting by view / permute /
+# contiguous, the DCT as tensordot(dims=2) with a 4-D cosine tensor, quality-scaled quantisation tables,
+# the cubic straight-through rounding round(x) + (x - round(x))^3, and the inverse path (repeat + view
+# chroma upsampling, block merging); an image optimised through the codec so its JPEG matches a target
+# ----------------------------------------------------------------------------------------------
+
+Y_TABLE = np.array([[16, 11, 10, 16, 24, 40, 51, 61], [12, 12, 14, 19, 26, 58, 60, 55], [14, 13, 16, 24, 40, 57, 69, 56],
+                    [14, 17, 22, 29, 51, 87, 80, 62], [18, 22, 37, 56, 68, 109, 103, 77],
+                    [24, 35, 55, 64, 81, 104, 113, 92], [49, 64, 78, 87, 103, 121, 120, 101],
+                    [72, 92, 95, 98, 112, 100, 103, 99]], dtype=np.float32).T
+C_TABLE = np.full((8, 8), 99, dtype=np.float32)
+C_TABLE[:4, :4] = np.array([[17, 18, 24, 47], [18, 21, 26, 66], [24, 26, 56, 99], [47, 66, 99, 99]]).T
+
+
+def diff_jpeg(m, quality=75):
+    torch, nn = m.torch, m.nn
+    import itertools
+
+    def diff_round(x):
+        return torch.round(x) + (x - torch.round(x)) ** 3
+
+    def quality_to_factor(quality):
+        if quality < 50:
+            quality = 5000. / quality
+        else:
+            quality = 200. - quality * 2
+        return quality / 100.
+
+    class RgbToYcbcrJpeg(nn.Module):
+        def __init__(self):
+            super().__init__()
+            matrix = np.array([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]],
+                              dtype=np.float32).T
+            self.shift = nn.Parameter(torch.tensor([0., 128., 128.]))
+            self.matrix = nn.Parameter(torch.from_numpy(matrix))
+
+        def forward(self, image):
+            image = image.permute(0, 2, 3, 1)
+            result = torch.tensordot(image, self.matrix, dims=1) + self.shift
+            result.view(image.shape)
+            return result
+
+    class ChromaSubsampling(nn.Module):
+        def forward(self, image):
+            image_2 = image.permute(0, 3, 1, 2).clone()
+            avg_pool = nn.AvgPool2d(kernel_size=2, stride=(2, 2), count_include_pad=False)
+            cb = avg_pool(image_2[:, 1, :, :].unsqueeze(1))
+            cr = avg_pool(image_2[:, 2, :, :].unsqueeze(1))
+            cb = cb.permute(0, 2, 3, 1)
+            cr = cr.permute(0, 2, 3, 1)
+            return image[:, :, :, 0], cb.squeeze(3), cr.squeeze(3)
+
+    class BlockSplitting(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.k = 8
+
+        def forward(self, image):
+            height, width = image.shape[1:3]
+            batch_size = image.shape[0]
+            image_reshaped = image.view(batch_size, height // self.k, self.k, -1, self.k)
+            image_transposed = image_reshaped.permute(0, 1, 3, 2, 4)
+            return image_transposed.contiguous().view(batch_size, -1, self.k, self.k)
+
+    class DCT8x8(nn.Module):
+        def __init__(self):
+            super().__init__()
+            tensor = np.zeros((8, 8, 8, 8), dtype=np.float32)
+            for x, y, u, v in itertools.product(range(8), repeat=4):
+                tensor[x, y, u, v] = np.cos((2 * x + 1) * u * np.pi / 16) * np.cos((2 * y + 1) * v * np.pi / 16)
+            alpha = np.array([1. / np.sqrt(2)] + [1] * 7)
+            self.tensor = nn.Parameter(torch.from_numpy(tensor).float())
+            self.scale = nn.Parameter(torch.from_numpy(np.outer(alpha, alpha) * 0.25).float())
+
+        def forward(self, image):
+            image = image - 128
+            result = self.scale * torch.tensordot(image, self.tensor, dims=2)
+            result.view(image.shape)
+            return result
+
+    class Quantize(nn.Module):
+        def __init__(self, table, rounding, factor=1):
+            super().__init__()
+            self.rounding = rounding
+            self.factor = factor
+            self.table = nn.Parameter(torch.from_numpy(table.copy()))
+
+        def forward(self, image):
+            image = image.float() / (self.table * self.factor)
+            return self.rounding(image)
+
+    class Dequantize(nn.Module):
+        def __init__(self, table, factor=1):
+            super().__init__()
+            self.factor = factor
+            self.table = nn.Parameter(torch.from_numpy(table.copy()))
+
+        def forward(self, image):
+            return image * (self.table * self.factor)
+
+    class IDCT8x8(nn.Module):
+        def __init__(self):
+            super().__init__()
+            alpha = np.array([1. / np.sqrt(2)] + [1] * 7)
+            self.alpha = nn.Parameter(torch.from_numpy(np.outer(alpha, alpha)).float())
+            tensor = np.zeros((8, 8, 8, 8), dtype=np.float32)
+            for x, y, u, v in itertools.product(range(8), repeat=4):
+                tensor[x, y, u, v] = np.cos((2 * u + 1) * x * np.pi / 16) * np.cos((2 * v + 1) * y * np.pi / 16)
+            self.tensor = nn.Parameter(torch.from_numpy(tensor).float())
+
+        def forward(self, image):
+            image = image * self.alpha
+            result = 0.25 * torch.tensordot(image, self.tensor, dims=2) + 128
+            result.view(image.shape)
+            return result
+
+    class BlockMerging(nn.Module):
+        def forward(self, patches, height, width):
+            k = 8
+            batch_size = patches.shape[0]
+            image_reshaped = patches.view(batch_size, height // k, width // k, k, k)
+            image_transposed = image_reshaped.permute(0, 1, 3, 2, 4)
+            return image_transposed.contiguous().view(batch_size, height, width)
+
+    class ChromaUpsampling(nn.Module):
+        def forward(self, y, cb, cr):
+            def repeat(x, k=2):
+                height, width = x.shape[1:3]
+                x = x.unsqueeze(-1)
+                x = x.repeat(1, 1, k, k)
+                return x.view(-1, height * k, width * k)
+            cb = repeat(cb)
+            cr = repeat(cr)
+            return torch.cat([y.unsqueeze(3), cb.unsqueeze(3), cr.unsqueeze(3)], dim=3)
+
+    class YcbcrToRgbJpeg(nn.Module):
+        def __init__(self):
+            super().__init__()
+            matrix = np.array([[1., 0., 1.402], [1, -0.344136, -0.714136], [1, 1.772, 0]], dtype=np.float32).T
+            self.shift = nn.Parameter(torch.tensor([0, -128., -128.]))
+            self.matrix = nn.Parameter(torch.from_numpy(matrix))
+
+        def forward(self, image):
+            result = torch.tensordot(image + self.shift, self.matrix, dims=1)
+            result.view(image.shape)
+            return result.permute(0, 3, 1, 2)
+
+    class DiffJPEG(nn.Module):
+        def __init__(self, height, width, differentiable=True, quality=80):
+            super().__init__()
+            rounding = diff_round if differentiable else torch.round
+            factor = quality_to_factor(quality)
+            self.l1 = nn.Sequential(RgbToYcbcrJpeg(), ChromaSubsampling())
+            self.l2 = nn.Sequential(BlockSplitting(), DCT8x8())
+            self.c_quantize = Quantize(C_TABLE, rounding=rounding, factor=factor)
+            self.y_quantize = Quantize(Y_TABLE, rounding=rounding, factor=factor)
+            self.c_dequantize = Dequantize(C_TABLE, factor=factor)
+            self.y_dequantize = Dequantize(Y_TABLE, factor=factor)
+            self.idct = IDCT8x8()
+            self.merging = BlockMerging()
+            self.chroma = ChromaUpsampling()
+            self.colors = YcbcrToRgbJpeg()
+            self.height, self.width = height, width
+
+        def forward(self, x):
+            y, cb, cr = self.l1(x * 255)
+            components = {'y': y, 'cb': cb, 'cr': cr}
+            for k in components.keys():
+                comp = self.l2(components[k])
+                if k in ('cb', 'cr'):
+                    comp = self.c_quantize(comp)
+                else:
+                    comp = self.y_quantize(comp)
+                components[k] = comp
+            for k in ('y', 'cb', 'cr'):
+                comp = components[k]
+                comp = self.c_dequantize(comp) if k in ('cb', 'cr') else self.y_dequantize(comp)
+                comp = self.idct(comp)
+                if k in ('cb', 'cr'):
+                    height, width = int(self.height / 2), int(self.width / 2)
+                else:
+                    height, width = self.height, self.width
+                components[k] = self.merging(comp, height, width)
+            image = self.chroma(components['y'], components['cb'], components['cr'])
+            image = self.colors(image)
+            image = torch.min(255 * torch.ones_like(image), torch.max(torch.zeros_like(image), image))
+            return image / 255
+
+    return DiffJPEG(16, 16, quality=quality)
+
+
+def jpeg_program(m, array, target_array, quality, steps=4):
+    torch = m.torch
+    codec = diff_jpeg(m, quality).requires_grad_(False)
+    image = torch.tensor(array, dtype=torch.float32)
+    decoded = codec(image)
+    x = image.clone().requires_grad_(True)
+    target = torch.tensor(target_array, dtype=torch.float32)
+    optimizer = m.optim.Adam([x], lr=0.02)
+    history, first_grad = [], None
+    for step in range(steps):
+        optimizer.zero_grad()
+        loss = (codec(x.clamp(0, 1)) - target).pow(2).mean()
+        loss.backward()
+        first_grad = x.grad.clone() if first_grad is None else first_grad
+        optimizer.step()
+        history.append(loss.item())
+    # (the pixels after the steps are not compared: in float32 a coefficient near a rounding step may round
+    # either way after a few updates, and the codec's value jumps there)
+    return decoded, history, first_grad
+
+
+@pytest.mark.parametrize("quality", [30, 80])
+def test_differentiable_jpeg(quality):
+    yy, xx = np.mgrid[0:16, 0:16] / 15.0
+    image = np.stack([0.5 + 0.4 * np.sin(4 * xx + c) * np.cos(3 * yy - c) for c in range(3)])[None].repeat(2, 0)
+    image[1] = image[1, ::-1]
+    target = np.clip(image + 0.05, 0, 1)
+    ours, _ = run_both(jpeg_program, image.copy(), target, quality, rtol=2e-4, atol=2e-5)
+    decoded, history, first_grad = ours
+    assert np.abs(decoded - image).mean() < 0.05 and history[-1] < history[0]
+
+
+# ----------------------------------------------------------------------------------------------
 # Focused tests of what the programs found
 # ----------------------------------------------------------------------------------------------
 
