@@ -3437,6 +3437,29 @@ def test_torchvision_v2_reads_dtype_is_floating_point():
     np.testing.assert_allclose(ours, array / 255, rtol=1e-6)
 
 
+
+@pytest.mark.xfail(strict=True, reason="an in-place op on Tensor.unfold's overlapping windows (step < size) sends "
+                   "each shared element's gradient back once per window (through the view's own backward); PyTorch's "
+                   "CopySlices copies the old self's gradient into the base once. The old value is taken by "
+                   "WriteDoor._write's snapshot (autograd/write_door.py, outside this task's files); deduplicating in "
+                   "WriteThroughView instead would also drop the duplicates PyTorch keeps for other operands "
+                   "(w.copy_(w * 2) gives 12 there)")
+@pytest.mark.parametrize("write", ["clamp_", "masked_fill_", "relu_"])
+def test_an_in_place_op_on_overlapping_unfold_windows_returns_each_gradient_once(write):
+    for T in (OURS.torch, getattr(pytorch(), "torch", None)):
+        if T is None:
+            continue
+        a = (T.arange(1.0, 8.0, dtype=T.float64) - 3).requires_grad_(True)
+        b = a.clone()
+        windows = b.unfold(0, 3, 2)  # [0 1 2], [2 3 4], [4 5 6]: elements 2 and 4 show twice
+        {"clamp_": lambda w: w.clamp_(0, 3), "masked_fill_": lambda w: w.masked_fill_(w > 3, 0.0),
+         "relu_": lambda w: w.relu_()}[write](windows)
+        (b * T.arange(1.0, 8.0, dtype=T.float64)).sum().backward()
+        expected_grad = {"clamp_": [0, 0, 3, 4, 5, 6, 0], "masked_fill_": [1, 2, 3, 4, 5, 6, 0],
+                         "relu_": [0, 0, 0, 4, 5, 6, 7]}[write]
+        np.testing.assert_array_equal(a.grad.numpy(), expected_grad)
+
+
 def patch_paste_through_unfold(m, array, patch_array):
     """PatchMatch-style editing: a learnable patch pasted into one window of the image's overlapping unfold
     view (Tensor.unfold is a view: the write reaches the image), then a loss on the image."""
