@@ -3460,6 +3460,22 @@ def test_an_in_place_op_on_overlapping_unfold_windows_returns_each_gradient_once
         np.testing.assert_array_equal(a.grad.numpy(), expected_grad)
 
 
+@pytest.mark.parametrize("dtype", ["uint8", "int8", "int16", "int32", "bool"])
+def test_average_pooling_refuses_narrow_integer_images(T, F, dtype):
+    """PyTorch's average pooling has int64 among the integers: a uint8 (or int8, int16, int32, bool) image is its
+    NotImplementedError, in 1-D, 2-D and 3-D and through lp_pool; chainrule averaged them."""
+    names = {"uint8": "Byte", "int8": "Char", "int16": "Short", "int32": "Int", "bool": "Bool"}
+    for shape, pool, kernel in (((1, 2, 6), F.avg_pool1d, "avg_pool2d"), ((1, 2, 6, 6), F.avg_pool2d, "avg_pool2d"),
+                                ((1, 2, 4, 6, 6), F.avg_pool3d, "avg_pool3d_out_frame")):
+        raises(NotImplementedError, f"\"{kernel}\" not implemented for '{names[dtype]}'", pool,
+               T.ones(shape, dtype=getattr(T, dtype)), 2)
+    if dtype != "bool":  # (lp_pool takes bool ** p first: an int64 tensor)
+        raises(NotImplementedError, "not implemented for", F.lp_pool2d, T.ones(1, 2, 6, 6, dtype=getattr(T, dtype)),
+               2, 2)
+    np.testing.assert_array_equal(F.avg_pool2d(T.arange(16).reshape(1, 1, 4, 4) * 3, 2).numpy(),
+                                  [[[[7, 13], [31, 37]]]])  # int64 averages, rounding towards zero
+
+
 def patch_paste_through_unfold(m, array, patch_array):
     """PatchMatch-style editing: a learnable patch pasted into one window of the image's overlapping unfold
     view (Tensor.unfold is a view: the write reaches the image), then a loss on the image."""
