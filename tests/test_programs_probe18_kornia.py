@@ -3382,6 +3382,159 @@ def test_differentiable_jpeg(quality):
 
 
 # ----------------------------------------------------------------------------------------------
+# torchvision.utils as torchvision writes it, under torch.no_grad: make_grid (new_full, narrow().narrow().copy_
+# into the grid, in-place clamp_ / sub_ / div_ normalisation of each image in a loop over the batch), the
+# save_image conversion (mul, add_(0.5), clamp_, permute, to uint8); draw_segmentation_masks (a palette of
+# 0-d tensors in a tuple made a uint8 tensor, boolean-mask writes img[:, mask] = color[:, None], uint8 times
+# a float); flow_to_image (the Middlebury colour wheel by floor of aranges, atan2, indices wrapped by a
+# boolean write, two-index gathers from the wheel)
+# ----------------------------------------------------------------------------------------------
+
+
+def make_grid(m, tensor, nrow=8, padding=2, normalize=False, value_range=None, scale_each=False, pad_value=0):
+    torch = m.torch
+    if isinstance(tensor, list):
+        tensor = torch.stack(tensor, dim=0)
+    if tensor.dim() == 4 and tensor.size(1) == 1:
+        tensor = torch.cat((tensor, tensor, tensor), 1)
+    if normalize is True:
+        tensor = tensor.clone()
+
+        def norm_ip(img, low, high):
+            img.clamp_(min=low, max=high)
+            img.sub_(low).div_(max(high - low, 1e-5))
+
+        def norm_range(t, value_range):
+            if value_range is not None:
+                norm_ip(t, value_range[0], value_range[1])
+            else:
+                norm_ip(t, float(t.min()), float(t.max()))
+
+        if scale_each is True:
+            for t in tensor:
+                norm_range(t, value_range)
+        else:
+            norm_range(tensor, value_range)
+    nmaps = tensor.size(0)
+    xmaps = min(nrow, nmaps)
+    ymaps = int(math.ceil(float(nmaps) / xmaps))
+    height, width = int(tensor.size(2) + padding), int(tensor.size(3) + padding)
+    num_channels = tensor.size(1)
+    grid = tensor.new_full((num_channels, height * ymaps + padding, width * xmaps + padding), pad_value)
+    k = 0
+    for y in range(ymaps):
+        for x in range(xmaps):
+            if k >= nmaps:
+                break
+            grid.narrow(1, y * height + padding, height - padding).narrow(2, x * width + padding,
+                                                                          width - padding).copy_(tensor[k])
+            k = k + 1
+    return grid
+
+
+def draw_segmentation_masks(m, image, masks, alpha=0.8, colors=None):
+    torch = m.torch
+    if masks.ndim == 2:
+        masks = masks[None, :, :]
+    num_masks = masks.size()[0]
+    if colors is None:
+        palette = torch.tensor([2 ** 25 - 1, 2 ** 15 - 1, 2 ** 21 - 1])
+        colors = [tuple((i * palette) % 255) for i in range(num_masks)]
+    out_dtype = torch.uint8
+    colors_ = [torch.tensor(color, dtype=out_dtype) for color in colors]
+    img_to_draw = image.detach().clone()
+    for mask, color in zip(masks, colors_):
+        img_to_draw[:, mask] = color[:, None]
+    out = image * (1 - alpha) + img_to_draw * alpha
+    return out.to(out_dtype)
+
+
+def flow_to_image(m, flow):
+    torch = m.torch
+
+    def make_colorwheel():
+        RY, YG, GC, CB, BM, MR = 15, 6, 4, 11, 13, 6
+        ncols = RY + YG + GC + CB + BM + MR
+        colorwheel = torch.zeros((ncols, 3))
+        col = 0
+        colorwheel[0:RY, 0] = 255
+        colorwheel[0:RY, 1] = torch.floor(255 * torch.arange(0, RY) / RY)
+        col = col + RY
+        colorwheel[col:col + YG, 0] = 255 - torch.floor(255 * torch.arange(0, YG) / YG)
+        colorwheel[col:col + YG, 1] = 255
+        col = col + YG
+        colorwheel[col:col + GC, 1] = 255
+        colorwheel[col:col + GC, 2] = torch.floor(255 * torch.arange(0, GC) / GC)
+        col = col + GC
+        colorwheel[col:col + CB, 1] = 255 - torch.floor(255 * torch.arange(CB) / CB)
+        colorwheel[col:col + CB, 2] = 255
+        col = col + CB
+        colorwheel[col:col + BM, 2] = 255
+        colorwheel[col:col + BM, 0] = torch.floor(255 * torch.arange(0, BM) / BM)
+        col = col + BM
+        colorwheel[col:col + MR, 2] = 255 - torch.floor(255 * torch.arange(MR) / MR)
+        colorwheel[col:col + MR, 0] = 255
+        return colorwheel
+
+    def normalized_flow_to_image(normalized_flow):
+        N, _, H, W = normalized_flow.shape
+        flow_image = torch.zeros((N, 3, H, W), dtype=torch.uint8)
+        colorwheel = make_colorwheel()
+        num_cols = colorwheel.shape[0]
+        norm = torch.sum(normalized_flow ** 2, dim=1).sqrt()
+        a = torch.atan2(-normalized_flow[:, 1, :, :], -normalized_flow[:, 0, :, :]) / torch.pi
+        fk = (a + 1) / 2 * (num_cols - 1)
+        k0 = torch.floor(fk).to(torch.long)
+        k1 = k0 + 1
+        k1[k1 == num_cols] = 0
+        f = fk - k0
+        for c in range(colorwheel.shape[1]):
+            tmp = colorwheel[:, c]
+            col0 = tmp[k0] / 255.0
+            col1 = tmp[k1] / 255.0
+            col = (1 - f) * col0 + f * col1
+            col = 1 - norm * (1 - col)
+            flow_image[:, c, :, :] = torch.floor(255 * col)
+        return flow_image
+
+    if flow.ndim == 3:
+        flow = flow[None]
+    max_norm = torch.sum(flow ** 2, dim=1).sqrt().max()
+    epsilon = torch.finfo(flow.dtype).eps
+    normalized_flow = flow / (max_norm + epsilon)
+    return normalized_flow_to_image(normalized_flow)
+
+
+def torchvision_utils(m, images_array, masks_array, flow_array):
+    torch = m.torch
+    with torch.no_grad():
+        images = torch.tensor(images_array)
+        grids = [make_grid(m, images, nrow=3), make_grid(m, images, nrow=2, padding=1, normalize=True),
+                 make_grid(m, images[:, :1], nrow=4, normalize=True, scale_each=True, pad_value=1),
+                 make_grid(m, list(images), normalize=True, value_range=(-0.5, 0.5))]
+        saved = [g.mul(255).add_(0.5).clamp_(0, 255).permute(1, 2, 0).to("cpu", torch.uint8) for g in grids]
+        image_u8 = saved[0][:10, :12].permute(2, 0, 1).contiguous()
+        masks = torch.tensor(masks_array)
+        drawn = draw_segmentation_masks(m, image_u8, masks)
+        drawn_colours = draw_segmentation_masks(m, image_u8, masks[0], alpha=0.3, colors=[(240, 10, 157)])
+        flow_image = flow_to_image(m, torch.tensor(flow_array, dtype=torch.float32))
+    return grids, saved, drawn, drawn_colours, flow_image
+
+
+def test_torchvision_utils_grid_masks_and_flow_images():
+    rng = np.random.default_rng(36)
+    images = rng.uniform(-1, 1, (5, 3, 4, 5)).astype(np.float32)
+    masks = rng.uniform(0, 1, (3, 10, 12)) > 0.6
+    yy, xx = np.mgrid[0:6, 0:7]
+    flow = np.stack([np.cos(xx / 2.0) * 3, np.sin(yy / 2.0) * 2 - 1]).astype(np.float32)
+    ours, _ = run_both(torchvision_utils, images, masks, flow, rtol=1e-6, atol=1e-6)
+    grids, saved, drawn, drawn_colours, flow_image = ours
+    assert grids[0].shape == (3, 2 * 6 + 2, 3 * 7 + 2) and saved[0].dtype == np.uint8
+    np.testing.assert_allclose(grids[0][:, 2:6, 2:7], images[0])  # by hand: the first tile
+    assert flow_image.dtype == np.uint8 and flow_image.shape == (1, 3, 6, 7)
+
+
+# ----------------------------------------------------------------------------------------------
 # Focused tests of what the programs found
 # ----------------------------------------------------------------------------------------------
 
