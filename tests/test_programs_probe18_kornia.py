@@ -3535,6 +3535,88 @@ def test_torchvision_utils_grid_masks_and_flow_images():
 
 
 # ----------------------------------------------------------------------------------------------
+# kornia.enhance as current kornia writes it: factors checked by torch._assert_async((factor >= 0).all(), msg)
+# (compile-friendly assertions), made broadcastable by factor[..., None] in a while loop; contrast,
+# brightness and gamma per image, with the factors learned by gradient descent
+# ----------------------------------------------------------------------------------------------
+
+
+def assert_async_value_check(m, cond, msg):
+    if cond.device.type == "mps":
+        return
+    m.torch._assert_async(cond, msg)
+
+
+def adjust_contrast_kornia(m, image, factor, clip_output=True):
+    if isinstance(factor, float):
+        factor = m.torch.as_tensor(factor, device=image.device, dtype=image.dtype)
+    elif isinstance(factor, m.torch.Tensor):
+        factor = factor.to(image.device, image.dtype)
+    while len(factor.shape) != len(image.shape):
+        factor = factor[..., None]
+    assert_async_value_check(m, (factor >= 0).all(), "Contrast factor must be non-negative. Clamp it first: "
+                             "max(factor, 0.0) for floats, factor.clamp_min(0.0) for tensors.")
+    img_adjust = image * factor
+    if clip_output:
+        img_adjust = img_adjust.clamp(min=0.0, max=1.0)
+    return img_adjust
+
+
+def adjust_brightness_kornia(m, image, factor, clip_output=True):
+    if isinstance(factor, float):
+        factor = m.torch.as_tensor(factor, device=image.device, dtype=image.dtype)
+    while len(factor.shape) != len(image.shape):
+        factor = factor[..., None]
+    img_adjust = image + factor
+    return img_adjust.clamp(min=0.0, max=1.0) if clip_output else img_adjust
+
+
+def enhance_fit(m, array, target_array, steps=12):
+    torch = m.torch
+    image, target = torch.tensor(array), torch.tensor(target_array)
+    contrast = torch.ones(image.shape[0], dtype=image.dtype, requires_grad=True)
+    brightness = torch.zeros(image.shape[0], dtype=image.dtype, requires_grad=True)
+    optimizer = m.optim.SGD([contrast, brightness], lr=0.5)
+    history = []
+    for step in range(steps):
+        optimizer.zero_grad()
+        out = adjust_brightness_kornia(m, adjust_contrast_kornia(m, image, contrast), brightness)
+        out = adjust_gamma(m, out, torch.full((image.shape[0],), 1.1, dtype=image.dtype))
+        loss = (out - target).pow(2).mean()
+        loss.backward()
+        optimizer.step()
+        with torch.no_grad():
+            contrast.clamp_(min=0.0)
+        history.append(loss.item())
+    refused = None
+    try:
+        adjust_contrast_kornia(m, image, torch.tensor([0.5, -0.1], dtype=image.dtype))
+    except RuntimeError as error:
+        refused = str(error)
+    return history, contrast.detach(), brightness.detach(), refused
+
+
+def test_kornia_enhance_with_assert_async_checks():
+    array = 0.2 + 0.5 * smooth_image((2, 3, 5, 6), seed=37)
+    target = np.clip(array * np.array([1.3, 0.8])[:, None, None, None] + 0.05, 0, 1)
+    ours, _ = run_both(enhance_fit, array, target, rtol=1e-9, atol=1e-11)
+    history, contrast, brightness, refused = ours
+    assert history[-1] < history[0] and refused.startswith("Contrast factor must be non-negative")
+
+
+def test_assert_async_checks_a_one_element_tensor(T):
+    """torch._assert_async (kornia's factor checks): a zero one-element tensor is a RuntimeError, with the message
+    given; a nonzero one passes; several elements are bool's ambiguity error (chainrule had no _assert_async)."""
+    T._assert_async(T.tensor(True))
+    T._assert_async(T.tensor(3), "unused")
+    raises(RuntimeError, "Expected Tensor with single nonzero value, but got zero", T._assert_async, T.tensor(0.0))
+    raises(RuntimeError, "^Gamma must be non-negative$", T._assert_async, T.tensor(False), "Gamma must be non-negative")
+    raises(RuntimeError, "more than one value is ambiguous", T._assert_async, T.tensor([1, 1]))
+    raises(AssertionError, "nope", T._assert, T.tensor(False), "nope")
+    T._assert(True, "unused")
+
+
+# ----------------------------------------------------------------------------------------------
 # Focused tests of what the programs found
 # ----------------------------------------------------------------------------------------------
 
