@@ -3642,6 +3642,142 @@ def test_assert_async_checks_a_one_element_tensor(T):
 
 
 # ----------------------------------------------------------------------------------------------
+# Local descriptors as kornia.feature writes them: SIFTDescriptor (a Gaussian weighting window, 'diff'
+# gradients, atan2 orientations binned by floor and % with linear weights, a triangular pooling Conv2d whose
+# weight is set through .data.copy_ and whose module is moved by .to(dtype) inside forward, L2 / clip / L2 /
+# RootSIFT normalisation); a HardNet-style descriptor net trained with the hardest-in-batch triplet margin
+# loss (distance matrix, the diagonal masked by eye, min over rows and columns)
+# ----------------------------------------------------------------------------------------------
+
+
+def sift_descriptor(m, patch_size=16, num_ang_bins=8, num_spatial_bins=4, rootsift=True, clipval=0.2):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    def get_sift_pooling_kernel(ksize=25):
+        ks_2 = float(ksize) / 2.0
+        xc2 = ks_2 - (torch.arange(ksize).float() + 0.5 - ks_2).abs()
+        return torch.ger(xc2, xc2) / (ks_2 ** 2)
+
+    class SIFTDescriptor(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.eps = 1e-10
+            self.num_ang_bins, self.num_spatial_bins = num_ang_bins, num_spatial_bins
+            self.clipval, self.rootsift, self.patch_size = clipval, rootsift, patch_size
+            ks = self.patch_size
+            sigma = float(ks) / math.sqrt(2.0)
+            g = gaussian(m, ks, torch.tensor([[sigma]]), torch.float32)
+            self.gk = (g.unsqueeze(-1) * g.unsqueeze(-2))[0]
+            self.bin_ksize = 2 * int(patch_size / (num_spatial_bins + 1))
+            self.bin_stride = patch_size // num_spatial_bins
+            self.pad = self.bin_ksize // 4
+            nw = get_sift_pooling_kernel(ksize=self.bin_ksize).float()
+            self.pk = nn.Conv2d(1, 1, kernel_size=(nw.size(0), nw.size(1)), stride=(self.bin_stride, self.bin_stride),
+                                padding=(self.pad, self.pad), bias=False)
+            self.pk.weight.data.copy_(nw.reshape(1, 1, nw.size(0), nw.size(1)))
+
+        def forward(self, input):
+            B = input.shape[0]
+            self.pk = self.pk.to(input.dtype).to(input.device)
+            grads = spatial_gradient(m, input, "diff")
+            gx, gy = grads[:, :, 0], grads[:, :, 1]
+            mag = torch.sqrt(gx * gx + gy * gy + self.eps)
+            ori = torch.atan2(gy, gx + self.eps) + 2.0 * math.pi
+            mag = mag * self.gk.expand_as(mag).type_as(mag).to(mag.device)
+            o_big = float(self.num_ang_bins) * ori / (2.0 * math.pi)
+            bo0_big_ = torch.floor(o_big)
+            wo1_big_ = o_big - bo0_big_
+            bo0_big = bo0_big_ % self.num_ang_bins
+            bo1_big = (bo0_big + 1) % self.num_ang_bins
+            wo0_big = (1.0 - wo1_big_) * mag
+            wo1_big = wo1_big_ * mag
+            ang_bins = torch.cat([self.pk((bo0_big == i).to(input.dtype) * wo0_big
+                                          + (bo1_big == i).to(input.dtype) * wo1_big)
+                                  for i in range(self.num_ang_bins)], 1)
+            ang_bins = ang_bins.view(B, -1)
+            ang_bins = F.normalize(ang_bins, p=2)
+            ang_bins = torch.clamp(ang_bins, 0.0, float(self.clipval))
+            ang_bins = F.normalize(ang_bins, p=2)
+            if self.rootsift:
+                ang_bins = torch.sqrt(F.normalize(ang_bins, p=1) + self.eps)
+            return ang_bins
+
+    return SIFTDescriptor()
+
+
+def sift_program(m, patches_array):
+    torch = m.torch
+    patches = torch.tensor(patches_array).requires_grad_(True)
+    sift = sift_descriptor(m)
+    desc = sift(patches)
+    plain = sift_descriptor(m, rootsift=False)(patches)
+    (desc.pow(2).sum() + plain[:, ::3].sum()).backward()
+    return desc, plain, patches.grad, sift.pk.weight.dtype == torch.float64
+
+
+def test_kornia_sift_descriptor():
+    rng = np.random.default_rng(38)
+    yy, xx = np.mgrid[0:16, 0:16]
+    patches = np.stack([np.sin(xx / 3.0 + k) * np.cos(yy / (2.0 + k)) for k in range(4)])[:, None]
+    patches = patches + 0.05 * rng.standard_normal(patches.shape)
+    # (the Gaussian window is float32, as kornia's: a float32 sum may round its last bit either way)
+    ours, _ = run_both(sift_program, patches, rtol=1e-6, atol=5e-8)
+    desc, plain, grad, moved = ours
+    assert desc.shape == (4, 128) and moved
+    np.testing.assert_allclose((desc ** 2).sum(1), 1.0, rtol=1e-6)  # RootSIFT: the square roots of an L1-unit vector
+    np.testing.assert_allclose(np.linalg.norm(plain, axis=1), 1.0, rtol=1e-9)  # clipped, then L2-unit again
+    assert (plain >= 0).all()
+
+
+def hardnet_training(m, weights, anchors_array, positives_array, steps=3, margin=1.0):
+    torch, nn, F = m.torch, m.nn, m.F
+    net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8, affine=False), nn.ReLU(),
+                        nn.Conv2d(8, 16, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(16, affine=False),
+                        nn.ReLU(), nn.Dropout(0.0), nn.Conv2d(16, 32, 8, bias=False), nn.BatchNorm2d(32, affine=False))
+    net.load_state_dict({k: torch.tensor(v) for k, v in weights.items()})
+    net = net.double()
+    anchors, positives = torch.tensor(anchors_array), torch.tensor(positives_array)
+    optimizer = m.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, dampening=0.9, weight_decay=1e-4)
+
+    def describe(x):
+        x_features = net((x - x.mean(dim=(-2, -1), keepdim=True)) / (x.std(dim=(-2, -1), keepdim=True) + 1e-7))
+        return F.normalize(x_features.view(x_features.size(0), -1), p=2, dim=1)
+
+    history = []
+    for step in range(steps):
+        optimizer.zero_grad()
+        a, p = describe(anchors), describe(positives)
+        dist = torch.sqrt((torch.sum(a ** 2, 1).unsqueeze(-1) + torch.sum(p ** 2, 1).unsqueeze(0)
+                           - 2.0 * torch.mm(a, p.t())).clamp(min=1e-8))
+        eye = torch.eye(dist.size(1), dtype=dist.dtype)
+        pos = torch.diag(dist)
+        dist_without_min_on_diag = dist + eye * 10
+        mask = (dist_without_min_on_diag.ge(0.008).float() - 1.0) * (-1)
+        mask = mask.type_as(dist_without_min_on_diag) * 10
+        dist_without_min_on_diag = dist_without_min_on_diag + mask
+        min_neg = torch.min(torch.min(dist_without_min_on_diag, 1)[0], torch.min(dist_without_min_on_diag, 0)[0])
+        loss = torch.clamp(margin + pos - min_neg, min=0.0).mean()
+        loss.backward()
+        optimizer.step()
+        history.append(loss.item())
+    return history, [p.detach() for p in net.parameters()]
+
+
+def test_hardnet_triplet_margin_training():
+    nn = OURS.nn
+    OURS.torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8, affine=False), nn.ReLU(),
+                        nn.Conv2d(8, 16, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(16, affine=False),
+                        nn.ReLU(), nn.Dropout(0.0), nn.Conv2d(16, 32, 8, bias=False), nn.BatchNorm2d(32, affine=False))
+    weights = {k: v.numpy().copy() for k, v in net.state_dict().items()}
+    rng = np.random.default_rng(39)
+    anchors = rng.standard_normal((6, 1, 16, 16))
+    positives = anchors + 0.3 * rng.standard_normal(anchors.shape)
+    ours, _ = run_both(hardnet_training, weights, anchors, positives, rtol=1e-8, atol=1e-10)
+    assert all(np.isfinite(ours[0]))
+
+
+# ----------------------------------------------------------------------------------------------
 # Focused tests of what the programs found
 # ----------------------------------------------------------------------------------------------
 
