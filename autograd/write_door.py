@@ -239,6 +239,11 @@ class WriteDoor:
             self._refuse_leaf_write()
             from .operands import _operand  # (a recorded write: the rare path)
 
+            if self._base is not None and shows_an_element_twice(self._data):
+                region = self[index]
+                if region._base is self._base:  # a basic index into overlapping windows (x.unfold(0, 3, 2)[:, 0]
+                    region.copy_(_operand(value, region))  # = v): written through the narrower view, as PyTorch;
+                    return  # the whole windows written back would put stale copies of shared elements over new ones
             self._take(self._index_put(index, _operand(value, self)))
             return
         try:
@@ -257,6 +262,17 @@ def overlapping(array):
     steps 0 (an expanded tensor's; PyTorch's has_internal_overlap, which looks no further either)."""
     return 0 in array.strides and array.size > 1 and any(step == 0 and n > 1 for step, n in zip(array.strides,
                                                                                                 array.shape))
+
+
+def shows_an_element_twice(array):
+    """Whether two positions of a strided array reach one memory element (Tensor.unfold's overlapping windows,
+    an expanded tensor): with the strides sorted, one reaches an element the smaller ones' span already holds."""
+    span = 0
+    for stride, size in sorted((abs(s), n) for s, n in zip(array.strides, array.shape) if n > 1):
+        if stride <= span:
+            return True
+        span += stride * (size - 1)
+    return False
 
 
 def refuse_overlap(array):

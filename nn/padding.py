@@ -35,15 +35,34 @@ def _check_non_constant(input, pad, mode):
         raise RuntimeError(
             f"Expected {dims + 1}D or {dims + 2}D (batch mode) tensor with possibly 0 batch size and other "
             f"non-zero dimensions for input, but got: {list(input.shape)}")
+    if mode in ("reflect", "replicate"):
+        _check_gathered_sizes(input.shape, pad)
     for k in range(dims):
         dim = input.ndim - 1 - k
         before, after, size = pad[2 * k], pad[2 * k + 1], input.shape[dim]
         if mode == "reflect" and (before >= size or after >= size):
             raise RuntimeError(
-                f"Argument #4: Padding size should be less than the corresponding input dimension, but got: "
+                f"Argument #{4 + 2 * k}: Padding size should be less than the corresponding input dimension, but got: "
                 f"padding ({before}, {after}) at dimension {dim} of input {list(input.shape)}")
         if mode == "circular" and (before > size or after > size):
             raise RuntimeError("Padding value causes wrapping around more than once.")
+
+
+def _check_gathered_sizes(shape, pad):
+    """PyTorch's reflection and replication kernels refuse an output with no element in any padded dim (only
+    crops make one), then a negative size in some dim."""
+    dims = len(pad) // 2
+    names = "DHW"[3 - dims:]
+    sizes = shape[len(shape) - dims:]
+    outputs = [size + pad[2 * (dims - 1 - i)] + pad[2 * (dims - 1 - i) + 1] for i, size in enumerate(sizes)]
+    if all(n < 1 for n in outputs):
+        given = " ".join(f"{name}: {size}" for name, size in zip(names, sizes)).replace(" W", ", W")  # (sic)
+        calculated = " ".join(f"{name}: {n}" for name, n in zip(names, outputs))
+        raise RuntimeError(f"input ({given}) is too small. Calculated output {calculated}")
+    out_shape = list(shape[:len(shape) - dims]) + outputs
+    for n in outputs:
+        if n < 0:
+            raise RuntimeError(f"Trying to create tensor with negative dimension {n}: {out_shape}")
 
 
 def pad(input, pad, mode="constant", value=None):
@@ -79,12 +98,12 @@ def pad(input, pad, mode="constant", value=None):
 
 
 def _padded(input, amounts, mode):
-    if mode == "replicate":  # PyTorch's index formula, negative amounts included (a crop past a whole dim
-        for dim, (before, after) in enumerate(amounts):  # replicates the far edge)
-            if before or after:
+    if mode in ("replicate", "reflect"):  # PyTorch's index formulas, negative amounts included: positions run
+        for dim, (before, after) in enumerate(amounts):  # from -before in the whole input, so a crop on one
+            if before or after:  # side leaves the other side reflecting (or replicating) the uncropped edge
                 input = input[(slice(None),) * dim + (padded_positions(input.shape[dim], before, after, mode),)]
         return input
-    # negative amounts crop first; the rest is padding of what remains
+    # circular: negative amounts crop first; the rest wraps around what remains (PyTorch's _pad_circular)
     cropped = [(min(b, 0), min(a, 0)) for b, a in amounts]
     if any(c != (0, 0) for c in cropped):
         input = ConstantPad.apply(input, amounts=cropped, value=0.0)

@@ -7,7 +7,9 @@ from ..backend import xp
 
 def padded_positions(size, before, after, mode):
     """The input position each output position reads, for a dim of ``size`` padded by (before, after) >= 0
-    (any amounts for 'replicate': out[j] = in[clamp(j - before, 0, size - 1)], PyTorch's formula)."""
+    (any amounts for 'replicate': out[j] = in[clamp(j - before, 0, size - 1)], PyTorch's formula; for
+    'reflect', negative amounts too, each below ``size``: out[j] mirrors j - before about the whole input's
+    edges, as PyTorch's kernel, so a crop on one side does not move the mirror of the other)."""
     positions = xp.arange(-before, size + after)
     if mode == "replicate":
         return xp.clip(positions, 0, size - 1)

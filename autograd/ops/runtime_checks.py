@@ -58,3 +58,18 @@ def _check_tensor_all(cond, message=None):
     if not isinstance(cond, Tensor) or cond.dtype.kind != "b":
         raise TypeError(f"cond must be a tensor with dtype torch.bool, but got {type(cond)}")
     _check(bool(cond.all()), message)
+
+
+@names(function=False, method=False, functions=("_assert_async",))
+def _assert_async(tensor, assert_msg=None):
+    """The one-element ``tensor`` is nonzero (kornia checks its factors with it; on a CPU PyTorch's check is
+    synchronous, as this one): PyTorch's RuntimeError, with ``assert_msg`` where given, when it is zero."""
+    if not bool(tensor):  # (more than one element, or none: bool's own 'ambiguous' error, as PyTorch's)
+        raise RuntimeError("Expected Tensor with single nonzero value, but got zero" if assert_msg is None
+                           else assert_msg)
+
+
+@names(function=False, method=False, functions=("_assert",))
+def _assert(condition, message):
+    """A Python assert that FX can trace (torch._assert): an AssertionError with ``message`` when False."""
+    assert condition, message
