@@ -8,6 +8,7 @@ Reshape, permute, expand and basic indexing return views of their input. How ``x
 import builtins
 import operator
 import re
+import sys
 import warnings
 
 import numpy
@@ -399,7 +400,42 @@ def _view(x, *sizes, size=None, dtype=None):
         raise TypeError(f"view() takes sizes or a dtype, got both {sizes} and dtype={dtype}")
     if dtype is not None:
         return _view_as_dtype(x, numpy.dtype(dtype))
+    _lay_out_row_major(x)
     return _new_view(x, reshape(x, sizes_or_keyword(sizes, "size", size)))
+
+
+def _lay_out_row_major(x):
+    """Store x row-major where nothing else can see its memory, so that a view of it shares that memory as
+    PyTorch's does. chainrule's ops may leave a result that PyTorch makes contiguous in another order (a
+    convolution's batch-innermost output, a softmax of a transpose); NumPy then reshapes it by copying, and a
+    write through ``x.view(...)`` would not reach x (nor one to x the view). Relaid only where no other tensor or
+    array holds that memory (an alias, ``detach()``, ``.data``, ``numpy()``, would keep the old memory): x is
+    no view and has none, or x is the only view of a base that only x holds (conv1d's output, a view of the
+    2-d convolution's, which the program never saw)."""
+    if x._data.flags.c_contiguous or x._shared:
+        return
+    base = x._base
+    if base is None:
+        if not x._views and _held_only_by_itself(x, x._data.base, 0):
+            x._data = xp.ascontiguousarray(x._data)
+        return
+    if (sys.getrefcount(base) == 3 and not base._shared and list(base._views) == [x]  # (x's _base, ``base``, the call's)
+            and x._data.base is base._data.base is not None and _held_only_by_itself(x, x._data.base, 1)
+            and _held_only_by_itself(base, base._data.base, 1)):
+        base._data = xp.ascontiguousarray(base._data)
+        x._data = _replay_view_of_array(base._data, x._view_chain)
+
+
+def _held_only_by_itself(tensor, owner, other_views):
+    """Whether no array but ``tensor``'s own (and the node that saved it as its output, with the same values) holds
+    its array, and none but it and ``other_views`` arrays hold the ``owner`` of the memory it shows."""
+    data = tensor._data
+    node = tensor.grad_fn
+    saved = node is not None and getattr(node, "output_data", None) is data
+    if sys.getrefcount(data) != 3 + saved:  # the tensor's slot, ``data`` here and the call's argument
+        return False
+    # (the owner: ``data``'s .base, the other views', the caller's expression and this call's argument)
+    return owner is None or owner.base is None and sys.getrefcount(owner) == 3 + other_views
 
 
 def _view_as_dtype(x, dtype):
