@@ -419,7 +419,8 @@ def _lay_out_row_major(x):
         if not x._views and _held_only_by_itself(x, x._data.base, 0):
             x._data = xp.ascontiguousarray(x._data)
         return
-    if (sys.getrefcount(base) == 3 and not base._shared and list(base._views) == [x]  # (x's _base, ``base``, the call's)
+    # (the base is held by x's _base, ``base`` here and the call's argument)
+    if (sys.getrefcount(base) == 3 and not base._shared and list(base._views or ()) == [x]
             and x._data.base is base._data.base is not None and _held_only_by_itself(x, x._data.base, 1)
             and _held_only_by_itself(base, base._data.base, 1)):
         base._data = xp.ascontiguousarray(base._data)
@@ -434,7 +435,7 @@ def _held_only_by_itself(tensor, owner, other_views):
     saved = node is not None and getattr(node, "output_data", None) is data
     if sys.getrefcount(data) != 3 + saved:  # the tensor's slot, ``data`` here and the call's argument
         return False
-    # (the owner: ``data``'s .base, the other views', the caller's expression and this call's argument)
+    # (the owner is held by ``data``'s .base, the other views' .base, ``owner`` here and the call's argument)
     return owner is None or owner.base is None and sys.getrefcount(owner) == 3 + other_views
 
 
