@@ -392,6 +392,90 @@ def test_in_place_write_into_float32_copy_of_float64_leaf():
     np.testing.assert_allclose(grad[3], 2 * np.linspace(-1, 1, 12).reshape(3, 4).astype(np.float32), rtol=1e-6)
 
 
+# hand-picked in-place ops through views, each a function of two leaves w (3, 4) and v (3, 4)
+IN_PLACE_ON_VIEWS = {
+    # (not index_put_ with repeated indices without accumulate: PyTorch leaves it undefined, and its gradient of
+    # the values gathers dL/dy once per index, so twice for a row written twice with one value)
+    "iadd_at_rows": lambda T, w, v: _set(_h(w), [2, 0], lambda h: h[[2, 0]] + v[:2]),
+    "scatter_into_rows": lambda T, w, v: _then(_h(w), lambda h: h[1:].scatter_(
+        1, T.tensor([[0, 1, 2, 3], [3, 2, 1, 0]]), v[:2])),
+    "scatter_add_into_transpose": lambda T, w, v: _then(_h(w), lambda h: h.t().scatter_add_(
+        0, T.tensor([[0, 1, 1], [3, 3, 0], [0, 0, 0], [1, 2, 3]]), v.t())),
+    "index_add_into_strided_columns": lambda T, w, v: _then(_h(w), lambda h: h[:, ::2].index_add_(
+        1, T.tensor([1, 1]), v[:, :2], alpha=2)),
+    "index_copy_into_transpose": lambda T, w, v: _then(_h(w), lambda h: h.t().index_copy_(
+        0, T.tensor([3, 0]), v[:2, :3])),
+    "index_fill_rows": lambda T, w, v: _then(_h(w), lambda h: h[1:].index_fill_(1, T.tensor([0, 2]), -1.0)),
+    "masked_scatter": lambda T, w, v: _then(_h(w), lambda h: h.masked_scatter_(w > 0, v)),
+    "put_accumulate": lambda T, w, v: _then(_h(w), lambda h: h.put_(T.tensor([0, 5, 0]), v[0, :3], accumulate=True)),
+    "fill_diagonal": lambda T, w, v: _then(_h(w), lambda h: h.fill_diagonal_(3.0)),
+    "tril_of_a_block": lambda T, w, v: _then(_h(w), lambda h: h[1:, 1:].tril_()),
+    "t_then_row_write": lambda T, w, v: _then(_h(w).t_(), lambda h: h[0].mul_(v[0, :3])),
+    "unsqueeze_mul_squeeze": lambda T, w, v: _h(w).unsqueeze_(1).mul_(v.unsqueeze(1)).squeeze_(1),
+    "as_strided_window": lambda T, w, v: _then(_h(w), lambda h: h.as_strided((2, 2), (4, 1), 1).mul_(v[0, 0])),
+    "unfold_windows": lambda T, w, v: _then(_h(w), lambda h: h.view(-1).unfold(0, 4, 3)[:, 0].mul_(5)),
+    "diagonal_of_3d": lambda T, w, v: _then(_h(w).view(3, 2, 2), lambda h: h.diagonal(0, 1, 2).mul_(v[:, :2])),
+    "real_part_of_complex": lambda T, w, v: _then(T.complex(w, v), lambda z: z.real.mul_(3)).abs(),
+    "view_as_real_write": lambda T, w, v: _then(T.complex(w, v), lambda z: T.view_as_real(z)[..., 1].add_(w)).abs(),
+    "broadcast_setitem": lambda T, w, v: _set(_h(w), (slice(None), slice(1, 3)), lambda h: v[:, :1]),
+    "ellipsis_none_setitem": lambda T, w, v: _set(_h(w), (Ellipsis, None, 1, slice(None)), lambda h: v[0]),
+    "bool_rows_setitem": lambda T, w, v: _set(_h(w), T.tensor([True, False, True]), lambda h: v[1]),
+    "0d_index_setitem": lambda T, w, v: _set(_h(w), (T.tensor(2), T.tensor([0, 3])), lambda h: v[0, :2]),
+    "addcmul_row": lambda T, w, v: _then(_h(w), lambda h: h[0].addcmul_(w[1], v[2], value=0.5)),
+    "lerp_column": lambda T, w, v: _then(_h(w), lambda h: h[:, 0].lerp_(v[:, 1], 0.3)),
+    "pow_of_a_transposes_row": lambda T, w, v: _then(_h(w), lambda h: h.t()[1].pow_(2)),
+    "relu_inplace_rows": lambda T, w, v: _then(_h(w), lambda h: T.nn.functional.relu(h[1:], inplace=True)),
+    "leaky_relu_inplace_transpose": lambda T, w, v: _then(_h(w), lambda h: T.nn.functional.leaky_relu_(h.t(), 0.2)),
+    "hardtanh_inplace_strided": lambda T, w, v: _then(_h(w) * 3, lambda h: T.nn.functional.hardtanh(
+        h[:, ::2], inplace=True)),
+    "elu_inplace": lambda T, w, v: _then(_h(w) * 3, lambda h: T.nn.functional.elu(h, inplace=True)),
+    "sub_alpha_row": lambda T, w, v: _then(_h(w), lambda h: h[1].sub_(v[0], alpha=2)),
+    "transpose_then_zero": lambda T, w, v: _then(_h(w).view(2, 3, 2).transpose_(0, 2), lambda h: h[0, 1].zero_()),
+}
+
+
+def _h(w):
+    return w * 1
+
+
+def _then(h, write):
+    write(h)
+    return h
+
+
+def _set(h, index, value):
+    h[index] = value(h)
+    return h
+
+
+@pytest.mark.parametrize("name", sorted(IN_PLACE_ON_VIEWS))
+def test_in_place_ops_through_views(name):
+    rng = np.random.default_rng(len(name))
+    w0, v0 = values(rng, (3, 4)), values(rng, (3, 4))
+
+    def program(T):
+        w, v = (T.tensor(a, requires_grad=True) for a in (w0, v0))
+        h = IN_PLACE_ON_VIEWS[name](T, w, v)
+        return h, T.autograd.grad((h.sin() * h).sum(), [w, v], allow_unused=True)
+
+    agree(program)
+    if TORCH is None:
+        gradcheck(lambda w, v: IN_PLACE_ON_VIEWS[name](autograd, w, v), w0, v0)
+
+
+@pytest.mark.xfail(strict=True, reason="write_door.py (outside this change) does not mark a view made under no_grad: "
+                   "a write through it with grad mode on is neither refused (PyTorch: 'A view was created in no_grad "
+                   "mode and is being modified inplace with grad mode enabled') nor recorded, so the gradient "
+                   "silently leaves out the write")
+def test_a_view_made_under_no_grad_refuses_a_recorded_write():
+    w = autograd.tensor(np.linspace(-1, 1, 12).reshape(3, 4), requires_grad=True)
+    h = w * 1
+    with autograd.no_grad():
+        row = h[0]
+    with pytest.raises(RuntimeError, match="created in no_grad mode"):
+        row.mul_(w[1])
+
+
 # -- a write through view(): PyTorch's view shares a contiguous result's memory ----------------------------
 
 def _conv_result(T, requires_grad):
