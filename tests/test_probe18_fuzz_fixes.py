@@ -55,3 +55,14 @@ def test_cat_and_stack_refuse_an_out_they_cannot_cast_into(T, join):
     out = T.empty(shape, dtype=T.float16)  # a float into a narrower float: cast
     getattr(T, join)([T.tensor([1, 2]), T.tensor([3, 4])], out=out)
     assert out.reshape(-1).tolist() == [1.0, 2.0, 3.0, 4.0]
+
+
+def test_fill_refuses_a_tensor_of_several_values(T):
+    # PyTorch fills with one number: a 1-d tensor (even of one element) is refused; chainrule copied it elementwise
+    x = T.zeros(3)
+    with pytest.raises(RuntimeError, match="fill_ only supports 0-dimension value tensor"):
+        x.fill_(T.tensor([1.0, 2.0, 3.0]))
+    with pytest.raises(RuntimeError, match="fill_ only supports 0-dimension value tensor"):
+        x.fill_(T.ones(1))
+    assert x.tolist() == [0.0, 0.0, 0.0]
+    assert x.fill_(T.tensor(2.5)).tolist() == [2.5, 2.5, 2.5]

@@ -659,6 +659,48 @@ def test_promotion_beside_0d_tensors_and_numbers_in_a_graph(dtype, scalar, op, o
         assert BINARY[op](value, 3).dtype == autograd.float64
 
 
+IN_PLACE_PROMOTING = {
+    "add_": lambda x, b: x.add_(b), "sub_": lambda x, b: x.sub_(b), "mul_": lambda x, b: x.mul_(b),
+    "div_": lambda x, b: x.div_(b), "clamp_min_": lambda x, b: x.clamp_min_(b), "fmod_": lambda x, b: x.fmod_(b),
+    "remainder_": lambda x, b: x.remainder_(b), "pow_": lambda x, b: x.pow_(b), "copy_": lambda x, b: x.copy_(b),
+    "masked_fill_": lambda x, b: x.masked_fill_(x > 1, b), "fill_": lambda x, b: x.fill_(b),
+}
+OUT_OF_PLACE = {"add_": "add", "sub_": "sub", "mul_": "mul", "div_": "div", "clamp_min_": "clamp_min", "fmod_": "fmod",
+                "remainder_": "remainder", "pow_": "pow"}
+
+
+@FUZZ
+@given(dtype=st.sampled_from(["uint8", "int32", "int64", "float16", "float32", "float64"]),
+       other=st.sampled_from(["0d_float64", "0d_float16", "0d_int64", "0d_bool", "float", "int", "bool", "1d_float64"]),
+       op=st.sampled_from(sorted(IN_PLACE_PROMOTING)))
+def test_in_place_ops_keep_their_dtype_beside_0d_tensors_and_numbers(dtype, other, op):
+    """An in-place op computes in the promoted dtype, then casts into the tensor's own, or refuses a result of a
+    higher category (a float into integers). Without PyTorch: the out-of-place result cast, or a refusal."""
+    def operand(T):
+        if other.startswith("0d_"):
+            kind = other[3:]
+            return T.tensor({"float64": 2.5, "float16": 2.5, "int64": 3, "bool": True}[kind], dtype=getattr(T, kind))
+        if other == "1d_float64":
+            return T.tensor([2.5, 1.5, 0.5], dtype=T.float64)
+        return {"float": 2.5, "int": 3, "bool": True}[other]
+
+    def program(T):
+        x = T.tensor([1, 2, 3], dtype=getattr(T, dtype))
+        return IN_PLACE_PROMOTING[op](x, operand(T))
+
+    if op == "fill_" and other == "1d_float64":
+        result = agree(program, refused=RuntimeError)
+        assert result is None
+        return
+    result = agree(program, tolerance=1e-3, refused=RuntimeError)
+    if result is not None:
+        assert result[1] == dtype
+        if op in OUT_OF_PLACE:
+            x = autograd.tensor([1, 2, 3], dtype=getattr(autograd, dtype))
+            expected = getattr(autograd, OUT_OF_PLACE[op])(x, operand(autograd)).to(x.dtype)
+            np.testing.assert_allclose(result[3].astype(float), expected.numpy().astype(float), rtol=1e-3)
+
+
 def test_promotion_with_a_0d_tensor_by_hand():
     """Without PyTorch too: the categories by hand."""
     i32, f16 = autograd.tensor([1, 2], dtype=autograd.int32), autograd.tensor([1.0, 2.0], dtype=autograd.float16)
