@@ -835,6 +835,122 @@ def test_backward_twice_without_retain_graph_is_refused():
         agree(program)
 
 
+W0 = np.linspace(-1, 1, 12).reshape(3, 4)
+
+
+def _leaf(T, shape=(3, 4)):
+    return T.tensor(np.linspace(-1, 1, int(np.prod(shape))).reshape(shape), requires_grad=True)
+
+
+def _backward(y, **kwargs):
+    y.backward(**kwargs)
+
+
+# (program, its answer by NumPy from W0): hooks, retain_grad, backward's arguments, .grad accumulation
+BACKWARD_PROGRAMS = {
+    "retain_grad_then_hook": (
+        lambda T: (lambda w: (lambda h: (h.retain_grad(), h.register_hook(lambda g: g * 2),
+                                         _backward((h ** 2).sum()), h.grad, w.grad)[3:])(w * 2))(_leaf(T)),
+        (8 * W0, 16 * W0)),  # retain_grad sees the hook's gradient (PyTorch 2 runs it last)
+    "hook_then_retain_grad": (
+        lambda T: (lambda w: (lambda h: (h.register_hook(lambda g: g * 2), h.retain_grad(),
+                                         _backward((h ** 2).sum()), h.grad, w.grad)[3:])(w * 2))(_leaf(T)),
+        (8 * W0, 16 * W0)),
+    "hooks_run_in_order": (
+        lambda T: (lambda w: (lambda h: (h.register_hook(lambda g: g + 1), h.register_hook(lambda g: g * 3),
+                                         _backward(h.sum()), w.grad)[3:])(w * 2))(_leaf(T)),
+        (np.full((3, 4), 12.0),)),
+    "hook_on_a_tensor_used_twice": (
+        lambda T: (lambda w: (lambda h: (h.register_hook(lambda g: g * 10), _backward((h * h + h).sum()),
+                                         w.grad)[2:])(w * 2))(_leaf(T)),
+        (20 * (4 * W0 + 1),)),
+    "hook_runs_under_autograd_grad": (
+        lambda T: (lambda w: (lambda h, calls: (h.register_hook(lambda g: calls.append(1) or g * 2),
+                                                T.autograd.grad(h.sum(), w)[0], len(calls), w.grad)[1:])(
+            w * 3, []))(_leaf(T)),
+        (np.full((3, 4), 6.0), 1, None)),
+    "leaf_hook_under_autograd_grad": (
+        lambda T: (lambda w, calls: (w.register_hook(lambda g: calls.append(1) or g * 2),
+                                     T.autograd.grad((w * 3).sum(), w)[0], len(calls), w.grad)[1:])(_leaf(T), []),
+        (np.full((3, 4), 6.0), 1, None)),
+    "hook_of_an_input_of_autograd_grad": (
+        lambda T: (lambda w: (lambda h, calls: (h.register_hook(lambda g: calls.append(1) or g * 2),
+                                                T.autograd.grad((h * 2).sum(), h)[0], len(calls))[1:])(
+            w * 3, []))(_leaf(T)),
+        (np.full((3, 4), 4.0), 1)),
+    "retained_grad_accumulates": (
+        lambda T: (lambda w: (lambda h: (lambda y: (h.retain_grad(), _backward(y, retain_graph=True), _backward(y),
+                                                    h.grad)[3:])((h ** 2).sum()))(w * 3))(_leaf(T)),
+        (12 * W0,)),
+    "autograd_grad_fills_a_retained_grad": (
+        lambda T: (lambda w: (lambda h: (h.retain_grad(), T.autograd.grad((h ** 2).sum(), w), h.grad)[2:])(w * 3))(
+            _leaf(T)),
+        (6 * W0,)),  # (PyTorch's autograd.grad fills retained grads too)
+    "retain_grad_of_an_expand": (
+        lambda T: (lambda w: (lambda e: (e.retain_grad(), _backward((e * T.tensor(W0)).sum()), e.grad, w.grad)[2:])(
+            w.expand(3, 4)))(_leaf(T, (3, 1))),
+        (W0, W0.sum(1, keepdims=True))),
+    "backward_with_a_gradient": (
+        lambda T: (lambda w: (_backward(w * 2, gradient=T.full((3, 4), 0.5, dtype=T.float64)), w.grad)[1:])(
+            _leaf(T)), (np.ones((3, 4)),)),
+    "autograd_backward_of_two_outputs": (
+        lambda T: (lambda w: (T.autograd.backward([w * 2, w.sum() * 3], [T.ones(3, 4, dtype=T.float64), None]),
+                              w.grad)[1:])(_leaf(T)), (np.full((3, 4), 5.0),)),
+    "float32_leaf_in_a_float64_graph": (
+        lambda T: (lambda w: (_backward((w.double() ** 2).sum()), w.grad)[1:])(
+            T.tensor(W0, dtype=T.float32, requires_grad=True)), ((2 * W0).astype(np.float32),)),
+    "accumulates_into_a_grad_set_by_hand": (
+        lambda T: (lambda w, g0: (setattr(w, "grad", g0), _backward((w * 2).sum()), w.grad, g0)[2:])(
+            _leaf(T), T.ones(3, 4, dtype=T.float64)), (np.full((3, 4), 3.0), np.full((3, 4), 3.0))),
+    "create_graph_grad_accumulates_out_of_place": (
+        lambda T: (lambda w: (_backward((w ** 3).sum(), create_graph=True), w.grad * 1,
+                              _backward((w ** 2).sum(), create_graph=True), w.grad)[1::2])(_leaf(T)),
+        (3 * W0 ** 2, 3 * W0 ** 2 + 2 * W0)),
+    "grad_outputs_of_a_transpose": (
+        lambda T: (lambda w: T.autograd.grad(w.exp(), w, T.tensor(W0.T.copy()).t()))(_leaf(T)),
+        (np.exp(W0) * W0,)),
+    "grad_outputs_expanded": (
+        lambda T: (lambda w: T.autograd.grad(w.exp(), w, T.ones(1, 4, dtype=T.float64).expand(3, 4)))(_leaf(T)),
+        (np.exp(W0),)),
+    "grad_outputs_that_require_grad": (
+        lambda T: (lambda w, v: (lambda g: (g, *T.autograd.grad(g.sum(), [w, v])))(
+            T.autograd.grad(w.exp(), w, v, create_graph=True)[0]))(_leaf(T), _leaf(T)),
+        (np.exp(W0) * W0, np.exp(W0) * W0, np.exp(W0))),
+    "grad_outputs_with_a_none_for_a_scalar": (
+        lambda T: (lambda w: T.autograd.grad([(w * 2).sum(), w * 3], [w], [None, T.ones(3, 4, dtype=T.float64)]))(
+            _leaf(T)), (np.full((3, 4), 5.0),)),
+    "batched_through_matmul_softmax": (
+        lambda T: (lambda a: T.autograd.grad((a @ a.t()).softmax(-1).sum(-1), a, T.eye(3, dtype=T.float64),
+                                             is_grads_batched=True))(_leaf(T)),
+        (np.zeros((3, 3, 4)),)),  # (rows of a softmax sum to 1: no gradient)
+    "batched_through_an_in_place_write": (
+        lambda T: (lambda a: (lambda h: (h.__setitem__(0, a[1] ** 2), h.mul_(a), T.autograd.grad(
+            h, a, T.eye(3, dtype=T.float64), is_grads_batched=True))[2])(a * 1))(_leaf(T, (3,))),
+        (np.array([[0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 2.0]]),)),  # h = (a1² a0, a1², a2²) at a = (-1, 0, 1)
+    "batched_then_retain_graph": (
+        lambda T: (lambda a: (lambda y: (T.autograd.grad(y, a, T.eye(3, dtype=T.float64), is_grads_batched=True,
+                                                         retain_graph=True)[0], T.autograd.grad(y.sum(), a)[0]))(
+            a.exp()))(_leaf(T, (3,))),
+        (np.diag(np.exp(np.linspace(-1, 1, 3))), np.exp(np.linspace(-1, 1, 3)))),
+}
+
+
+def _answer(result, expected, where):
+    if expected is None or isinstance(expected, int):
+        assert result == expected, where
+    else:
+        np.testing.assert_allclose(np.asarray(result[3], dtype=np.float64), expected, rtol=1e-6, atol=1e-12,
+                                   err_msg=where)
+
+
+@pytest.mark.parametrize("name", sorted(BACKWARD_PROGRAMS))
+def test_hooks_retain_grad_and_backward_arguments(name):
+    program, expected = BACKWARD_PROGRAMS[name]
+    result = agree(program)
+    for i, (got, want) in enumerate(zip(result, expected)):
+        _answer(got, want, f"{name}[{i}]")
+
+
 # -- autograd.grad: allow_unused, materialize_grads, is_grads_batched --------------------------------
 
 GRAD_PROGRAMS = {
