@@ -66,3 +66,12 @@ def test_fill_refuses_a_tensor_of_several_values(T):
         x.fill_(T.ones(1))
     assert x.tolist() == [0.0, 0.0, 0.0]
     assert x.fill_(T.tensor(2.5)).tolist() == [2.5, 2.5, 2.5]
+
+
+def test_where_refuses_an_out_of_another_dtype(T):
+    # PyTorch's where writes only into its result's dtype: chainrule cast into float16 (a silent rounding)
+    x = T.tensor([-1.0, 0.5, 2.0], dtype=T.float64)
+    with pytest.raises(RuntimeError, match="Expected out type to be Double but got Half"):
+        T.where(x > 0, x, x * 2, out=T.empty(3, dtype=T.float16))
+    out = T.empty(3, dtype=T.float64)
+    assert T.where(x > 0, x, x * 2, out=out) is out and out.tolist() == [-2.0, 0.5, 2.0]
