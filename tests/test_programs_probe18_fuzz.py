@@ -328,6 +328,46 @@ def test_in_place_writes_through_views_match_pytorch(steps, seed):
     _same(ours[1][:4], theirs[1][:4])
 
 
+VERSION_STEPS = {
+    "add_": lambda T, h: h.add_(1),
+    "setitem": lambda T, h: h.__setitem__(0, 1.0),
+    "view_mul_": lambda T, h: h[1].mul_(2),
+    "mask_setitem": lambda T, h: h.__setitem__(h > 0, 0.5),
+    "index_put_": lambda T, h: h.index_put_((T.tensor([0, 1]),), T.tensor(2.0, dtype=T.float64), accumulate=True),
+    "zero_": lambda T, h: h.zero_(),
+    "copy_": lambda T, h: h.copy_(h.detach() * 2),
+    "clamp_": lambda T, h: h.clamp_(-0.5, 0.5),
+    "iadd": lambda T, h: h.__iadd__(1),
+    "detach_add_": lambda T, h: h.detach().add_(1),
+    "data_add_": lambda T, h: h.data.add_(1),
+    "masked_fill_": lambda T, h: h.masked_fill_(h > 0, 1.0),
+    "fill_diagonal_": lambda T, h: h.fill_diagonal_(0.0),
+    "relu_inplace": lambda T, h: T.nn.functional.relu(h, inplace=True),
+    "sigmoid_": lambda T, h: h.sigmoid_(),
+    "out_into_it": lambda T, h: None if h.requires_grad else T.add(h.detach(), 1, out=h),
+}
+
+
+@FUZZ
+@given(steps=st.lists(st.sampled_from(sorted(VERSION_STEPS)), min_size=1, max_size=4), recorded=st.booleans())
+def test_versions_of_a_tensor_its_view_and_its_leaf(steps, recorded):
+    """``_version`` counts the writes into a memory (a view and its base share it; ``.data`` and ``detach()`` too,
+    ``.data``'s writes uncounted), as PyTorch's, which programs and libraries read to detect stale values."""
+    def program(T):
+        w = T.tensor(W0, requires_grad=recorded)
+        h = w * 1 if recorded else w
+        view = h[0:2]
+        versions = []
+        for step in steps:
+            VERSION_STEPS[step](T, h)
+            versions.append((h._version, view._version, w._version))
+        return tuple(versions)
+
+    versions = agree(program)
+    counted = [step for step in steps if step not in ("data_add_",) and not (recorded and step == "out_into_it")]
+    assert versions[-1][0] == versions[-1][1] == len(counted)  # (the view's is its base's)
+
+
 def test_in_place_on_leaves_under_no_grad():
     """Optimizer-style writes into leaves: not recorded, the leaf stays a leaf, and its next gradient is
     taken at the new values."""
