@@ -202,6 +202,59 @@ def test_results_of_views_have_pytorchs_shapes_and_strides():
             assert make(x).stride() == make(t).stride() and make(x).storage_offset() == make(t).storage_offset()
 
 
+# view ops, each with when it applies (sizes, layout): chains of them on a contiguous base
+VIEW_OPS = {
+    "t": (lambda x: x.dim() == 2, lambda x: x.t()),
+    "mT": (lambda x: x.dim() >= 2, lambda x: x.mT),
+    "permute": (lambda x: x.dim() >= 2, lambda x: x.permute(*reversed(range(x.dim())))),
+    "narrow": (lambda x: x.dim() >= 1 and x.shape[0] > 1, lambda x: x.narrow(0, 1, x.shape[0] - 1)),
+    "select_last": (lambda x: x.dim() >= 2 and x.shape[-1] > 0, lambda x: x.select(-1, x.shape[-1] - 1)),
+    "step": (lambda x: x.dim() >= 1, lambda x: x[::2]),
+    "step_last": (lambda x: x.dim() >= 1, lambda x: x[..., 1::2]),
+    "unsqueeze": (lambda x: x.dim() < 4, lambda x: x.unsqueeze(1 if x.dim() else 0)),
+    "expand": (lambda x: x.dim() < 4, lambda x: x.unsqueeze(0).expand(2, *x.shape)),
+    "diagonal": (lambda x: x.dim() >= 2, lambda x: x.diagonal(0, -2, -1)),
+    "unfold": (lambda x: x.dim() >= 1 and x.shape[-1] >= 2, lambda x: x.unfold(-1, 2, 1)),
+    "view_flat": (lambda x: x.is_contiguous(), lambda x: x.view(-1)),
+    "movedim": (lambda x: x.dim() >= 2, lambda x: x.movedim(0, -1)),
+    "squeeze": (lambda x: True, lambda x: x.squeeze()),
+    "chunk": (lambda x: x.dim() >= 1 and x.shape[0] >= 2, lambda x: x.chunk(2, 0)[1]),
+    "split_last": (lambda x: x.dim() >= 1 and x.shape[-1] >= 2, lambda x: x.split(1, -1)[-1]),
+    "unbind": (lambda x: x.dim() >= 2, lambda x: x.unbind(1)[0]),
+    "index": (lambda x: x.dim() >= 1 and x.shape[0] >= 1, lambda x: x[-1]),
+    "none": (lambda x: True, lambda x: x[..., None]),
+    "swapdims": (lambda x: x.dim() >= 3, lambda x: x.swapdims(0, 2)),
+}
+
+
+@FUZZ
+@given(shape=st.sampled_from([(4, 6), (2, 3, 4), (6,), (3, 1, 4), (2, 4, 2, 3)]),
+       picks=st.lists(st.integers(0, 10**6), min_size=1, max_size=5))
+def test_chains_of_views_have_pytorchs_strides_and_offsets(shape, picks):
+    """A view of a contiguous base has the strides and storage offset PyTorch defines (those of dims of more than
+    one element: chainrule reports a size-1 dim's as row-major), and its elements are the base's memory read by
+    them."""
+    chain, x = [], autograd.arange(float(np.prod(shape))).reshape(shape)
+    for pick in picks:  # (each pick among the view ops that apply to the view so far)
+        names = [name for name, (applies, _) in VIEW_OPS.items() if applies(x)]
+        chain.append(names[pick % len(names)])
+        x = VIEW_OPS[chain[-1]][1](x)
+
+    def program(T):
+        x = T.arange(float(np.prod(shape)), dtype=T.float64).reshape(shape)
+        for name in chain:
+            x = VIEW_OPS[name][1](x)
+        steps = tuple(step for step, n in zip(x.stride(), x.shape) if n > 1)
+        return x, steps, x.storage_offset() if x.numel() else None
+
+    view, steps, offset = agree(program)
+    if view[3].size:
+        memory = np.arange(float(np.prod(shape)))
+        read = np.lib.stride_tricks.as_strided(memory[offset:], view[2],
+                                               tuple(8 * s for s in x.stride()), writeable=False)
+        np.testing.assert_array_equal(read, view[3])
+
+
 @pytest.mark.parametrize("program", [
     lambda T: T.zeros(()).sum(1),                      # dim out of range for a 0-d tensor
     lambda T: T.cat([T.zeros(()), T.zeros(())]),      # zero-dimensional tensors cannot be concatenated
