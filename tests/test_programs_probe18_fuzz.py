@@ -1068,7 +1068,7 @@ BACKWARD_PROGRAMS = {
 
 
 def _answer(result, expected, where):
-    if expected is None or isinstance(expected, int):
+    if expected is None or isinstance(expected, (bool, int)):
         assert result == expected, where
     else:
         np.testing.assert_allclose(np.asarray(result[3], dtype=np.float64), expected, rtol=1e-6, atol=1e-12,
@@ -1078,6 +1078,62 @@ def _answer(result, expected, where):
 @pytest.mark.parametrize("name", sorted(BACKWARD_PROGRAMS))
 def test_hooks_retain_grad_and_backward_arguments(name):
     program, expected = BACKWARD_PROGRAMS[name]
+    result = agree(program)
+    for i, (got, want) in enumerate(zip(result, expected)):
+        _answer(got, want, f"{name}[{i}]")
+
+
+def _no_grad(T, write):
+    with T.no_grad():
+        write()
+
+
+# (program, its answer by hand): writes under no_grad into tensors of a graph, grad-mode nesting, .data, detach
+GRAD_MODE_PROGRAMS = {
+    "unrecorded_write_into_a_non_leaf": (
+        lambda T: (lambda w: (lambda h: (_no_grad(T, lambda: h.add_(1)), h, T.autograd.grad((h * w).sum(), w)[0])[1:])(
+            w * 2))(_leaf(T)), (2 * W0 + 1, 2 * W0 + 2 * W0 + 1)),  # d/dw of (h·w): h (as written) + w·dh/dw
+    "unrecorded_write_through_a_view": (
+        lambda T: (lambda w: (lambda h: (_no_grad(T, lambda: h[0].mul_(3)), h,
+                                         T.autograd.grad((h * w).sum(), w)[0])[1:])(w * 2))(_leaf(T)),
+        (2 * W0 * np.array([[3], [1], [1]]), 2 * W0 * np.array([[3], [1], [1]]) + 2 * W0)),
+    "unrecorded_setitem_into_a_sum": (
+        lambda T: (lambda w: (lambda h: (_no_grad(T, lambda: h.__setitem__(0, 0.0)), h,
+                                         T.autograd.grad((h * 3).sum(), w)[0])[1:])(w + 1))(_leaf(T)),
+        ((W0 + 1) * np.array([[0], [1], [1]]), np.full((3, 4), 3.0))),  # (the write is no part of the graph)
+    "enable_grad_inside_no_grad": (
+        lambda T: (lambda w: (lambda h: (h.requires_grad, (_no_grad(T, lambda: None), (h * 3).requires_grad)[1],
+                                         T.autograd.grad(h.sum(), w)[0]))(_enabled(T, lambda: w * 2)))(_leaf(T)),
+        (True, True, np.full((3, 4), 2.0))),
+    "data_set_to_another_layout": (
+        lambda T: (lambda w: (setattr(w, "data", w.data.t().contiguous()), _backward((w * 2).sum()), w, w.grad)[2:])(
+            _leaf(T)), (W0.T, np.full((4, 3), 2.0))),
+    "detach_then_requires_grad": (
+        lambda T: (lambda w: (lambda d: (d.requires_grad_(), _backward((d * 3).sum()), d.grad, w.grad)[2:])(
+            w.detach()))(_leaf(T)), (np.full((3, 4), 3.0), None)),
+    "requires_grad_of_a_view_of_a_plain_tensor": (
+        lambda T: (lambda x: (lambda v: (v.requires_grad_(), _backward((v * 3).sum()), v.grad, x.requires_grad)[2:])(
+            x[0]))(T.tensor(W0)), (np.full(4, 3.0), False)),
+    "setitem_of_a_requires_grad_value": (
+        lambda T: (lambda x, w: (x.__setitem__(0, w), x.requires_grad, x.is_leaf,
+                                 T.autograd.grad((x ** 2).sum(), w)[0])[1:])(T.tensor(W0), _leaf(T, (4,))),
+        (True, False, 2 * np.linspace(-1, 1, 4))),
+    "write_through_a_view_makes_a_sibling_require_grad": (
+        lambda T: (lambda x, w: (lambda a, b: (b.mul_(w), a.requires_grad, T.autograd.grad(
+            (a ** 2).sum() + (x ** 2).sum(), w)[0])[1:])(x[0], x[1:]))(T.tensor(W0), _leaf(T, (4,))),
+        (True, 2 * (W0[1:] ** 2 * np.linspace(-1, 1, 4)).sum(0))),  # (a's history is replayed from the new base)
+}
+
+
+def _enabled(T, make):
+    with T.no_grad():
+        with T.enable_grad():
+            return make()
+
+
+@pytest.mark.parametrize("name", sorted(GRAD_MODE_PROGRAMS))
+def test_grad_modes_and_unrecorded_writes(name):
+    program, expected = GRAD_MODE_PROGRAMS[name]
     result = agree(program)
     for i, (got, want) in enumerate(zip(result, expected)):
         _answer(got, want, f"{name}[{i}]")
