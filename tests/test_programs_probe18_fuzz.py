@@ -625,6 +625,61 @@ def test_a_write_through_view_reaches_the_tensor(make, requires_grad):
     np.testing.assert_allclose(centred.mean(-1), 0, atol=1e-12)
 
 
+def _layer_output(T, name):
+    T.manual_seed(0)
+    nn_ = T.nn
+    rng = np.random.default_rng(0)
+    images = T.tensor(rng.standard_normal((2, 3, 6, 6)), dtype=T.float32)
+    sequence = T.tensor(rng.standard_normal((5, 2, 4)), dtype=T.float32)
+    conv = nn_.Conv2d(3, 4, 3, padding=1)
+    signals = sequence.permute(1, 2, 0)
+    return {
+        "conv_transpose": lambda: nn_.ConvTranspose2d(3, 2, 2, stride=2)(images),
+        "upsample": lambda: nn_.Upsample(scale_factor=2)(images),
+        "cat_of_convs": lambda: T.cat([conv(images), conv(images)], 1),
+        "batch_norm_of_conv": lambda: nn_.BatchNorm2d(4)(conv(images)),
+        "relu_of_batch_norm_of_conv": lambda: nn_.ReLU()(nn_.BatchNorm2d(4)(conv(images))),
+        "max_pool_of_conv": lambda: nn_.MaxPool2d(2)(conv(images)),
+        "adaptive_avg_pool_of_conv": lambda: nn_.AdaptiveAvgPool2d(1)(conv(images)),
+        "residual_sum": lambda: conv(images) + images[:, :1],
+        "conv1d": lambda: nn_.Conv1d(4, 3, 2)(signals),
+        "max_pool1d_of_conv1d": lambda: nn_.MaxPool1d(2)(nn_.Conv1d(4, 3, 2)(signals)),
+        "group_norm_of_conv": lambda: nn_.GroupNorm(2, 4)(conv(images)),
+        "layer_norm_of_channels_last": lambda: nn_.LayerNorm(4)(conv(images).permute(0, 2, 3, 1)),
+        "bilinear_upsampling_of_conv": lambda: nn_.functional.interpolate(conv(images), scale_factor=2,
+                                                                          mode="bilinear"),
+        "softmax_over_channels": lambda: conv(images).softmax(1),
+        "mean_over_space": lambda: conv(images).mean((2, 3)),
+        "lstm": lambda: nn_.LSTM(4, 3)(sequence)[0],
+        "transformer_encoder_layer": lambda: nn_.TransformerEncoderLayer(4, 2, 8, dropout=0.0)(sequence),
+    }[name]()
+
+
+LAYER_OUTPUTS = ["conv_transpose", "upsample", "cat_of_convs", "batch_norm_of_conv", "relu_of_batch_norm_of_conv",
+                 "max_pool_of_conv", "adaptive_avg_pool_of_conv", "residual_sum", "conv1d", "max_pool1d_of_conv1d",
+                 "group_norm_of_conv", "layer_norm_of_channels_last", "bilinear_upsampling_of_conv",
+                 "softmax_over_channels", "mean_over_space", "lstm", "transformer_encoder_layer"]
+
+
+@pytest.mark.parametrize("recorded", [False, True])
+@pytest.mark.parametrize("name", LAYER_OUTPUTS)
+def test_a_write_through_a_flat_view_of_a_layers_output_reaches_it(name, recorded):
+    """``y.view(-1)[0] = 100`` on the output of a layer (a view merging its batch dim): PyTorch's output is
+    contiguous, so y shows the write (19 such outputs of chainrule's did not)."""
+    def program(T):
+        if recorded:
+            y = _layer_output(T, name)
+        else:
+            with T.no_grad():
+                y = _layer_output(T, name)
+        flat = y.view(-1)
+        flat[0] = 100.0
+        return y.reshape(-1)[:3], flat[:3]
+
+    y, flat = agree(program, tolerance=1e-5)
+    assert y[3][0] == 100.0 and flat[3][0] == 100.0
+
+
 def test_a_write_to_the_tensor_shows_in_its_view_and_gradient():
     def program(T):
         x, w, y = _conv_result(T, True)

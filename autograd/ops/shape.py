@@ -416,27 +416,29 @@ def _lay_out_row_major(x):
         return
     base = x._base
     if base is None:
-        if not x._views and _held_only_by_itself(x, x._data.base, 0):
+        if not x._views and _held_only_by_itself(x, 0):
             x._data = xp.ascontiguousarray(x._data)
         return
-    # (the base is held by x's _base, ``base`` here and the call's argument)
+    # (the base is held by x's _base, ``base`` here and the call's argument; the memory by x's array and base's.
+    # No name here holds that memory: it would count as one more holder)
     if (sys.getrefcount(base) == 3 and not base._shared and list(base._views or ()) == [x]
-            and x._data.base is base._data.base is not None and _held_only_by_itself(x, x._data.base, 1)
-            and _held_only_by_itself(base, base._data.base, 1)):
+            and x._data.base is not None and (base._data is x._data.base or base._data.base is x._data.base)
+            and _held_only_by_itself(x, 1) and _held_only_by_itself(base, 1)):
         base._data = xp.ascontiguousarray(base._data)
         x._data = _replay_view_of_array(base._data, x._view_chain)
 
 
-def _held_only_by_itself(tensor, owner, other_views):
+def _held_only_by_itself(tensor, sharers):
     """Whether no array but ``tensor``'s own (and the node that saved it as its output, with the same values) holds
-    its array, and none but it and ``other_views`` arrays hold the ``owner`` of the memory it shows."""
+    its array, and the memory it shows is held by none but it and ``sharers`` other arrays."""
     data = tensor._data
     node = tensor.grad_fn
     saved = node is not None and getattr(node, "output_data", None) is data
-    if sys.getrefcount(data) != 3 + saved:  # the tensor's slot, ``data`` here and the call's argument
-        return False
-    # (the owner is held by ``data``'s .base, the other views' .base, ``owner`` here and the call's argument)
-    return owner is None or owner.base is None and sys.getrefcount(owner) == 3 + other_views
+    owner = data.base
+    if owner is None:  # (it owns its memory: the sharers' arrays hold it as their .base)
+        return sys.getrefcount(data) == 3 + saved + sharers  # (its slot, ``data`` here and the call's argument)
+    # (the owner is held by ``data``'s .base, the sharers' arrays, ``owner`` here and the call's argument)
+    return sys.getrefcount(data) == 3 + saved and owner.base is None and sys.getrefcount(owner) == 3 + sharers
 
 
 def _view_as_dtype(x, dtype):
