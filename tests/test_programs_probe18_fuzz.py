@@ -232,8 +232,8 @@ VIEW_OPS = {
        picks=st.lists(st.integers(0, 10**6), min_size=1, max_size=5))
 def test_chains_of_views_have_pytorchs_strides_and_offsets(shape, picks):
     """A view of a contiguous base has the strides and storage offset PyTorch defines (those of dims of more than
-    one element: chainrule reports a size-1 dim's as row-major), and its elements are the base's memory read by
-    them."""
+    one element, of views that are not empty: chainrule reports a size-1 dim's as row-major, and an empty view's),
+    and its elements are the base's memory read by them."""
     chain, x = [], autograd.arange(float(np.prod(shape))).reshape(shape)
     for pick in picks:  # (each pick among the view ops that apply to the view so far)
         names = [name for name, (applies, _) in VIEW_OPS.items() if applies(x)]
@@ -244,8 +244,9 @@ def test_chains_of_views_have_pytorchs_strides_and_offsets(shape, picks):
         x = T.arange(float(np.prod(shape)), dtype=T.float64).reshape(shape)
         for name in chain:
             x = VIEW_OPS[name][1](x)
-        steps = tuple(step for step, n in zip(x.stride(), x.shape) if n > 1)
-        return x, steps, x.storage_offset() if x.numel() else None
+        if not x.numel():  # (an empty view's steps and offset: PyTorch's are its base's, chainrule's row-major)
+            return x, None, None
+        return x, tuple(step for step, n in zip(x.stride(), x.shape) if n > 1), x.storage_offset()
 
     view, steps, offset = agree(program)
     if view[3].size:
