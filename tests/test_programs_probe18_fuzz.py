@@ -5,21 +5,25 @@ and on PyTorch, and the values, gradients, dtypes and shapes (and the class of a
 
 - layouts: inputs transposed, permuted, sliced with steps, expanded (stride 0), 0-d, with size-0 dims, and
   the results of ``.mT``/``.narrow``/``.unfold``/``.diagonal``, fed to a chain of ops and differentiated;
+  chains of view ops keep PyTorch's strides and storage offsets;
 - in-place ops (``add_``, ``mul_``, ``clamp_``, ``x[idx] = v``, ``x[mask] = v``, ``index_put_`` with
-  ``accumulate``, ``masked_fill_``, ``copy_`` broadcasting and casting) on leaves under ``no_grad``, on
-  non-leaf tensors in a recorded graph and on views of them, then backward through the base and the view;
+  ``accumulate``, ``masked_fill_``, ``copy_`` broadcasting and casting, and 30 more hand-picked: scatter,
+  index, put, fill_diagonal, in-place activations, ``t_``, complex parts) on leaves under ``no_grad``, on
+  non-leaf tensors in a recorded graph and on views of them, then backward (once or twice) through the base
+  and the view; ``_version`` of a tensor, its view and its leaf; writes under ``no_grad`` into a graph;
 - a write through ``x.view(...)`` of a result chainrule lays out otherwise than PyTorch (a convolution's
-  batch-innermost output, a softmax or ``cat`` of a transpose) must reach x, as PyTorch's view shares x's
-  memory (it was lost: NumPy's reshape copied);
-- ``out=`` variants (``add``, ``matmul``, ``cat``, ``sum``, ``max``; resized outputs and PyTorch's warning),
-  and dtype promotion with 0-d tensors and Python numbers beside int/bool/float16/float64 tensors;
+  batch-innermost output, the outputs of 17 layers, a softmax or ``cat`` of a transpose) must reach x, as
+  PyTorch's view shares x's memory (it was lost: NumPy's reshape copied);
+- ``out=`` variants (``add``, ``matmul``, ``mm``, ``bmm``, ``cat``, ``sum``, ``max``, ``sort``, ``where``, ...;
+  into views, transposes and their own input; resized outputs and PyTorch's warning), and dtype promotion
+  with 0-d tensors and Python numbers beside int/bool/float16/float64 tensors, in a graph and in place;
 - ``retain_graph``/``create_graph``/double backward through compositions of 2-4 ops, hooks returning a
-  modified gradient, ``retain_grad`` on views;
+  modified gradient, ``retain_grad`` on views, ``backward``'s gradient and inputs, ``.grad`` accumulation;
 - ``autograd.grad`` with ``allow_unused``, ``materialize_grads`` and ``is_grads_batched``.
 
 Without PyTorch (CI) every program still asserts something real: its gradients by ``gradcheck`` (and
 ``gradgradcheck``) in float64, or its values against NumPy computed by hand. The draws are derandomized
-with few examples, so the file runs the same programs each time, in about 30 s."""
+with few examples, so the file runs the same programs each time, in about 10 s."""
 
 import warnings
 
