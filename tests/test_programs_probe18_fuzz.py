@@ -1224,6 +1224,16 @@ GRAD_PROGRAMS = {
     "create_graph_unused_materialized": lambda T, a, b: T.autograd.grad(
         T.autograd.grad((a * 2).sum(), a, create_graph=True)[0].sum(), a, allow_unused=True, materialize_grads=True),
     "backward_inputs": lambda T, a, b: (lambda: ((a * b.sum()).sum().backward(inputs=[a]), a.grad, b.grad))(),
+    "a_view_of_a_leaf_not_in_the_graph": lambda T, a, b: (lambda v: T.autograd.grad((a ** 2).sum(), v,
+                                                                                     allow_unused=True))(a[1:]),
+    "a_view_of_a_leaf_in_the_graph": lambda T, a, b: (lambda v: T.autograd.grad((v ** 2).sum() + a.sum(), [v, a]))(
+        a[1:]),
+    "the_same_input_twice": lambda T, a, b: T.autograd.grad((a ** 2).sum(), [a, a]),
+    "an_output_among_the_inputs": lambda T, a, b: (lambda y: T.autograd.grad(y, [y, a]))((a ** 2).sum()),
+    "two_outputs_sharing_a_node": lambda T, a, b: (lambda s: T.autograd.grad([s.sum(), (s * s).sum()], a))(a.sin()),
+    "a_leaf_with_respect_to_itself": lambda T, a, b: T.autograd.grad(a, a, T.ones_like(a)),
+    "a_tensor_written_after_use": lambda T, a, b: (lambda h: (lambda y: (h.add_(1), T.autograd.grad(
+        y, h, allow_unused=True))[1])((h * 3).sum()))(a * 2),
 }
 
 
@@ -1252,3 +1262,10 @@ def test_autograd_grad_options(name):
         assert result[1] is None
     elif name == "batched_create_graph":  # d/da of the first row of diag(3a²)
         np.testing.assert_allclose(result[1][0][3], [6 * a[0], 0, 0])
+    elif name == "the_same_input_twice":
+        for grad in result:
+            np.testing.assert_allclose(grad[3], 2 * a)
+    elif name == "two_outputs_sharing_a_node":  # cos a + 2 sin a cos a
+        np.testing.assert_allclose(result[0][3], np.cos(a) + np.sin(2 * a))
+    elif name == "a_tensor_written_after_use":  # (h is now its written value, which y never read)
+        assert result == (None,)
