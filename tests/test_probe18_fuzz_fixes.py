@@ -75,3 +75,10 @@ def test_where_refuses_an_out_of_another_dtype(T):
         T.where(x > 0, x, x * 2, out=T.empty(3, dtype=T.float16))
     out = T.empty(3, dtype=T.float64)
     assert T.where(x > 0, x, x * 2, out=out) is out and out.tolist() == [-2.0, 0.5, 2.0]
+
+
+def test_view_as_of_a_convolution_shares_its_memory(T):
+    y = functional(T).conv2d(T.ones(2, 3, 5, 5), T.ones(4, 3, 3, 3))
+    flat = y.view_as(T.empty(y.numel()))
+    flat[0] = 100.0
+    assert y[0, 0, 0, 0].item() == 100.0

@@ -475,8 +475,14 @@ def as_subclass(x, cls):
     return alias
 
 
-@names("view_as", "reshape_as", function=False)
+@names("view_as", function=False)
 def _view_as(x, other):
+    _lay_out_row_major(x)  # (a view: it shares x's memory, as view's)
+    return _new_view(x, reshape(x, other.shape))
+
+
+@names("reshape_as", function=False)
+def _reshape_as(x, other):
     return _new_view(x, reshape(x, other.shape))
 
 
