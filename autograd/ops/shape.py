@@ -438,7 +438,9 @@ def _held_only_by_itself(tensor, sharers):
     if owner is None:  # (it owns its memory: the sharers' arrays hold it as their .base)
         return sys.getrefcount(data) == 3 + saved + sharers  # (its slot, ``data`` here and the call's argument)
     # (the owner is held by ``data``'s .base, the sharers' arrays, ``owner`` here and the call's argument)
-    return sys.getrefcount(data) == 3 + saved and owner.base is None and sys.getrefcount(owner) == 3 + sharers
+    # (an owner of another kind, a buffer NumPy wraps, may be held by anything: left alone)
+    return (sys.getrefcount(data) == 3 + saved and type(owner) is type(data) and owner.base is None
+            and sys.getrefcount(owner) == 3 + sharers)
 
 
 def _view_as_dtype(x, dtype):
