@@ -97,6 +97,8 @@ class Tensor(WriteDoor):
     _view_chain = None  # for a view: the ops that make it from its base
     _views = None  # for a base: its live views (a weak set), re-derived after a recorded write
     _inference = False  # made in inference_mode: never part of a graph (see _refuse_inference_write)
+    _made_in_no_grad = False  # a view of a tensor that requires grad, made under no_grad (its writes are refused
+    # with grad mode on: see _refuse_write_into_no_grad_view)
     __hash__ = object.__hash__  # identity: == is elementwise, but tensors key dicts in the engine
     __array_priority__ = 1000  # ndarray * Tensor calls Tensor.__rmul__
     parents = ()  # a leaf is where the graph ends

@@ -76,6 +76,8 @@ class WriteDoor:
         saved of this memory is copied before it changes."""
         if self._inference and not modes.inference:
             self._refuse_inference_write()
+        if self._made_in_no_grad and modes.grad_enabled:
+            self._refuse_write_into_no_grad_view()
         if allow_mutation_on_saved_tensors.open_blocks:
             preserve_saved(self)
 
@@ -85,6 +87,14 @@ class WriteDoor:
             f"{tuple(self.shape)} was made in inference_mode, where nothing records what changes it. You can "
             "make a clone to get a normal tensor before doing inplace update."
         )
+
+    def _refuse_write_into_no_grad_view(self):
+        raise RuntimeError(
+            "A view was created in no_grad mode and is being modified inplace with grad mode enabled. Given that "
+            "this use case is ambiguous and error-prone, it is forbidden. You can clarify your code by moving both "
+            "the view and the inplace either both inside the no_grad block (if you don't want the inplace to be "
+            "tracked) or both outside (if you want the inplace to be tracked). (A view of shape "
+            f"{tuple(self.shape)}: its write would not be recorded, and the gradient would leave it out.)")
 
     def _refuse_leaf_write(self):
         if self.grad_fn is None and self.requires_grad:
@@ -163,6 +173,8 @@ class WriteDoor:
             return
         self._version_cell = source._version_cell  # a view and its base change together
         if not modes.grad_enabled:  # (a backward pass's own views): no write through it is recorded
+            if source._requires_grad:  # so, with grad mode on again, one is refused (PyTorch's NO_GRAD_MODE view)
+                self._made_in_no_grad = True
             return
         if source._base is None:
             self._base, self._view_chain = source, ((op, params),)

@@ -407,6 +407,10 @@ def where(condition, input=None, other=None, *, out=None):
     x, y = promote(x, y)
     if not x._data.shape == y._data.shape == condition.shape:
         refuse_unbroadcastable(condition.shape, x.shape, y.shape)
+    if isinstance(out, Tensor) and out.dtype != x.dtype:  # (PyTorch's where casts into no other dtype)
+        from .conversion import type_name  # (conversion imports this module: imported when needed)
+
+        raise RuntimeError(f"Expected out type to be {type_name(x.dtype)} but got {type_name(out.dtype)}")
     return write_out(Where.apply(x, y, condition=condition), out)
 
 

@@ -46,6 +46,9 @@ def zero_(self):
 
 @names("fill_", function=False)
 def fill_(self, value):
+    if isinstance(value, Tensor) and value.ndim:  # (one number: a tensor of several would be copied elementwise)
+        raise RuntimeError(f"fill_ only supports 0-dimension value tensor but got tensor with {value.ndim} dimensions "
+                           f"(of shape {tuple(value.shape)}, filling a tensor of shape {tuple(self.shape)}).")
     if type(value) is complex or (type(value) is float or type(value) is int) and \
             (self._data.dtype.kind != "f" or not -65504.0 <= value <= 65504.0):  # (what may overflow: a
         _refuse_overflow(value, self._data.dtype)  # float's usual values are not checked further)

@@ -8,9 +8,11 @@ from ..errors import ShapeError
 from ..primitive import Primitive, named_node
 from ..tensor import Tensor
 from .axes import normalize_dims
+from .conversion import type_name
 from .elementwise import common_dtype
 from .names import _numpy_aliases
 from .outputs import write_out
+from .promotion import can_cast
 from .shape import unsqueeze
 
 
@@ -48,6 +50,16 @@ def _sequence_of_tensors(name, tensors):
     return tensors
 
 
+def _refuse_cast_into(out, tensors):
+    """PyTorch's cat and stack refuse an ``out`` of a dtype their inputs' common dtype cannot be cast to (a float
+    into integers), with a TypeError of their own, before anything is joined."""
+    if isinstance(out, Tensor) and isinstance(tensors[0], Tensor):
+        dtype = common_dtype([t.dtype for t in tensors])
+        if not can_cast(dtype, out.dtype):
+            raise TypeError(f"torch.cat(): input types can't be cast to the desired output type "
+                            f"{type_name(out.dtype)} (the inputs' common dtype is {type_name(dtype)})")
+
+
 def cat(tensors, dim=0, *, out=None):
     """Join tensors along an existing dim (shapes must agree elsewhere). As PyTorch's, a 1-d empty tensor
     joins anything (its legacy rule: it is left out, but for its dtype), and a 0-d one nothing."""
@@ -61,6 +73,7 @@ def cat(tensors, dim=0, *, out=None):
     for i, t in enumerate(tensors):
         if t.ndim == 0:
             raise RuntimeError(f"zero-dimensional tensor (at position {i}) cannot be concatenated")
+    _refuse_cast_into(out, tensors)
     if len({t.dtype for t in tensors}) > 1:  # PyTorch's promotion, not NumPy's; the casts are recorded
         dtype = common_dtype([t.dtype for t in tensors])
         tensors = [t if t.dtype == dtype else t.to(dtype) for t in tensors]
@@ -93,6 +106,7 @@ def stack(tensors, dim=0, *, out=None):
     if len(shapes) > 1:
         shapes = ", ".join(map(str, shapes))
         raise ShapeError(f"stack expects each tensor to be equal size (the same shape), got {shapes}")
+    _refuse_cast_into(out, tensors)
     joined = cat([unsqueeze(t, dim) for t in tensors], dim=dim % (tensors[0].ndim + 1))
     return write_out(named_node(joined, Cat, "StackBackward0"), out)
 
