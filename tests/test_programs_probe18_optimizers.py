@@ -1,0 +1,1178 @@
+# ruff: noqa: B007, B008, B023, E701, E731, F841, UP006, UP008, UP030, UP032, UP035  (the programs are kept as their authors wrote them)
+"""Optimizers as research code writes them, subclassing ``torch.optim.Optimizer`` (see
+tests/pytorch_programs.py), each run on chainrule and on PyTorch from the same weights and data, comparing
+losses, parameters and the optimizer's state. What probe6_optimizers (SAM, lonePatient's Lookahead) and
+probe13_optim (PyTorch's own optimizers, their state dicts and schedulers) leave out:
+
+- ASAM (SamsungLabs' wrapper: ``eps`` kept in its own ``defaultdict`` state, written by ``t_w[...] = p[...]``,
+  the norm of ``torch.stack`` of per-tensor norms, ascent/descent steps around SGD).
+- Lion as lucidrains' foreach version writes it (``_foreach_mul_``, ``_foreach_lerp_``, ``_foreach_sign_``,
+  ``_foreach_add_`` with alpha), under a OneCycleLR that cycles its ``betas`` (a custom optimizer's key).
+- Sophia-G (Liu et al.): tensor ``step`` counters, the Gauss-Newton-Bartlett Hessian estimate from labels
+  sampled from the model's own logits (Gumbel noise from NumPy), ``step(bs=...)`` and ``__setstate__`` run
+  by ``load_state_dict``; resumed from its state dict mid-run.
+- Hugging Face's Adafactor (factored row/column second moments, relative step from the parameter's RMS, update
+  clipping, a 0-d Tensor ``alpha``).
+- Shampoo (pytorch-optimizer's: preconditioners per dimension of a conv kernel, inverse roots by ``torch.svd``,
+  ``torch.eye(out=)``, ``transpose_``) and a variant taking the roots by ``torch.linalg.eigh``.
+- Prodigy (D-Adaptation): ``d`` estimated in Python floats from ``torch.dot(...).item()`` over strided slices.
+- Schedule-free AdamW (facebookresearch): ``optimizer.train()``/``eval()`` moving between the y and x
+  sequences by ``lerp_``, both its foreach and its single-tensor paths, BatchNorm statistics recomputed.
+- Keller Jordan's Muon with an auxiliary Adam (``use_muon`` groups, Newton-Schulz orthogonalisation on a
+  custom optimizer), NovoGrad (layer-wise 0-d second moments, ``torch.max(out=)``), a foreach LAMB with
+  ``_foreach_norm``/``_foreach_maximum_`` and per-tensor trust ratios, and Adam with gradient centralisation.
+- timm's Lookahead (slow weights kept in the base optimizer's state, state dict round trip mid-run), step
+  hooks, state-dict hooks, ``add_param_group`` and removing a group mid-training.
+
+Comparisons are bit-equal where every op is elementwise; where a reduction (norm, sum, dot, matmul) enters
+the update, float32 summation order differs between NumPy and PyTorch, and the tolerance says so."""
+
+import copy
+import math
+from collections import defaultdict
+
+import numpy as np
+import pytest
+
+from .pytorch_programs import assert_same, load, pytorch, run_both, weights_of
+
+TORCH = pytorch()
+
+
+def net(m):
+    nn = m.nn
+    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(64, 8), nn.Tanh(), nn.Linear(8, 3))
+
+
+def batches(m, n=6, size=16, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n * size, 1, 6, 6)).astype(np.float32)
+    y = ((X[:, 0, :3].mean((1, 2)) > 0).astype(np.int64) + (X[:, 0, 3:, :3].mean((1, 2)) > 0.1)).astype(np.int64)
+    return [(m.torch.tensor(X[i * size:(i + 1) * size]), m.torch.tensor(y[i * size:(i + 1) * size]))
+            for i in range(n)]
+
+
+WEIGHTS = weights_of(net)
+
+
+def params_of(model):
+    return [p.detach().clone() for p in model.parameters()]
+
+
+# ----------------------------------------------------------------------------------------------
+# ASAM (SamsungLabs/ASAM)
+# ----------------------------------------------------------------------------------------------
+
+
+def asam_program(m, adaptive=True):
+    torch, F, optim = m.torch, m.F, m.optim
+
+    class SAM:
+        def __init__(self, optimizer, model, rho=0.5, eta=0.01):
+            self.optimizer = optimizer
+            self.model = model
+            self.rho = rho
+            self.eta = eta
+            self.state = defaultdict(dict)
+
+        @torch.no_grad()
+        def ascent_step(self):
+            grads = []
+            for n, p in self.model.named_parameters():
+                if p.grad is None:
+                    continue
+                grads.append(torch.norm(p.grad, p=2))
+            grad_norm = torch.norm(torch.stack(grads), p=2) + 1.e-16
+            for n, p in self.model.named_parameters():
+                if p.grad is None:
+                    continue
+                eps = self.state[p].get("eps")
+                if eps is None:
+                    eps = torch.clone(p).detach()
+                    self.state[p]["eps"] = eps
+                eps[...] = p.grad[...]
+                eps.mul_(self.rho / grad_norm)
+                p.add_(eps)
+            self.optimizer.zero_grad()
+
+        @torch.no_grad()
+        def descent_step(self):
+            for n, p in self.model.named_parameters():
+                if p.grad is None:
+                    continue
+                p.sub_(self.state[p]["eps"])
+            self.optimizer.step()
+            self.optimizer.zero_grad()
+
+    class ASAM(SAM):
+        @torch.no_grad()
+        def ascent_step(self):
+            wgrads = []
+            for n, p in self.model.named_parameters():
+                if p.grad is None:
+                    continue
+                t_w = self.state[p].get("eps")
+                if t_w is None:
+                    t_w = torch.clone(p).detach()
+                    self.state[p]["eps"] = t_w
+                if 'weight' in n:
+                    t_w[...] = p[...]
+                    t_w.abs_().add_(self.eta)
+                    p.grad.mul_(t_w)
+                wgrads.append(torch.norm(p.grad, p=2))
+            wgrad_norm = torch.norm(torch.stack(wgrads), p=2) + 1.e-16
+            for n, p in self.model.named_parameters():
+                if p.grad is None:
+                    continue
+                t_w = self.state[p].get("eps")
+                if 'weight' in n:
+                    p.grad.mul_(t_w)
+                eps = t_w
+                eps[...] = p.grad[...]
+                eps.mul_(self.rho / wgrad_norm)
+                p.add_(eps)
+            self.optimizer.zero_grad()
+
+    model = load(m, net(m), WEIGHTS)
+    optimizer = optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+    minimizer = (ASAM if adaptive else SAM)(optimizer, model, rho=0.5 if adaptive else 0.05, eta=0.01)
+    losses = []
+    for epoch in range(2):
+        for inputs, targets in batches(m):
+            # Ascent Step
+            predictions = model(inputs)
+            batch_loss = F.cross_entropy(predictions, targets)
+            batch_loss.mean().backward()
+            minimizer.ascent_step()
+            # Descent Step
+            F.cross_entropy(model(inputs), targets).mean().backward()
+            minimizer.descent_step()
+            losses.append(batch_loss.item())
+    eps = [minimizer.state[p]["eps"] for p in model.parameters()]
+    return losses, params_of(model), eps
+
+
+@pytest.mark.parametrize("adaptive", [True, False])
+def test_asam_and_sam_as_samsunglabs_writes_them(adaptive):
+    # norms (reductions) enter every step: float32 summation order differs, so not bit-equal
+    ours, theirs = run_both(asam_program, adaptive=adaptive, rtol=1e-4, atol=1e-5)
+    assert ours[0][-1] < ours[0][0]
+
+
+# ----------------------------------------------------------------------------------------------
+# Lion, lucidrains' foreach version, under OneCycleLR cycling its betas
+# ----------------------------------------------------------------------------------------------
+
+
+def lion_foreach_program(m, steps=12):
+    torch, F, optim = m.torch, m.F, m.optim
+
+    def exists(val):
+        return val is not None
+
+    class Lion(optim.Optimizer):
+        def __init__(self, params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, decoupled_weight_decay=False):
+            assert lr > 0.
+            assert all([0. <= beta <= 1. for beta in betas])
+            assert all([hasattr(torch, f'_foreach_{attr}_') for attr in ('mul', 'add', 'sign', 'lerp')]), \
+                'this version of torch does not have the prerequisite foreach functions'
+            self._init_lr = lr
+            self.decoupled_wd = decoupled_weight_decay
+            defaults = dict(lr=lr, betas=betas, weight_decay=weight_decay)
+            super().__init__(params, defaults)
+
+        @torch.no_grad()
+        def step(self, closure=None):
+            loss = None
+            if exists(closure):
+                with torch.enable_grad():
+                    loss = closure()
+            for group in self.param_groups:
+                lr, wd, beta1, beta2, decoupled_wd, init_lr = group['lr'], group['weight_decay'], *group['betas'], \
+                    self.decoupled_wd, self._init_lr
+                # maybe decoupled weight decay
+                if decoupled_wd:
+                    wd /= init_lr
+                # accumulate List[Tensor] for foreach inplace updates
+                params = []
+                grads = []
+                exp_avgs = []
+                for p in filter(lambda p: exists(p.grad), group['params']):
+                    grad, state = p.grad, self.state[p]
+                    # init state - exponential moving average of gradient values
+                    if len(state) == 0:
+                        state['exp_avg'] = torch.zeros_like(p)
+                    exp_avg = state['exp_avg']
+                    params.append(p)
+                    grads.append(grad)
+                    exp_avgs.append(exp_avg)
+                # stepweight decay
+                torch._foreach_mul_(params, 1. - lr * wd)
+                # weight update
+                updates = [t.clone() for t in exp_avgs]
+                torch._foreach_lerp_(updates, grads, 1. - beta1)
+                torch._foreach_sign_(updates)
+                torch._foreach_add_(params, updates, alpha=-lr)
+                # decay momentum running average
+                torch._foreach_lerp_(exp_avgs, grads, 1. - beta2)
+            return loss
+
+    model = load(m, net(m), WEIGHTS)
+    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
+    optimizer = Lion([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}], lr=1e-3, weight_decay=1.0,
+                     decoupled_weight_decay=True)
+    scheduler = optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=steps, pct_start=0.3,
+                                              base_momentum=0.85, max_momentum=0.95)
+    losses, lrs, betas = [], [], []
+    data = batches(m)
+    for i in range(steps):
+        x, y = data[i % len(data)]
+
+        def closure():
+            optimizer.zero_grad()
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            return loss
+
+        loss = optimizer.step(closure)
+        scheduler.step()
+        losses.append(loss.item())
+        lrs.append(optimizer.param_groups[0]["lr"])
+        betas.append(optimizer.param_groups[1]["betas"])
+    exp_avgs = [optimizer.state[p]["exp_avg"] for p in model.parameters()]
+    return losses, lrs, betas, params_of(model), exp_avgs
+
+
+def test_lion_foreach_under_one_cycle_cycling_its_betas():
+    # the update is elementwise (sign of a lerp, then lerp), the model's forward sums in float32
+    ours, theirs = run_both(lion_foreach_program, rtol=1e-5, atol=1e-6)
+    betas = ours[2]
+    assert betas[0][0] != betas[3][0] and betas[0][1] == 0.99  # beta1 cycled, beta2 left
+
+
+# ----------------------------------------------------------------------------------------------
+# Sophia-G (Liu et al., "Sophia: A Scalable Stochastic Second-order Optimizer")
+# ----------------------------------------------------------------------------------------------
+
+
+def sophia_program(m, steps=10, resume_at=None, k=3):
+    torch, F, optim = m.torch, m.F, m.optim
+    from typing import List
+
+    Tensor = torch.Tensor
+
+    class SophiaG(optim.Optimizer):
+        def __init__(self, params, lr=1e-4, betas=(0.965, 0.99), rho=0.04,
+                     weight_decay=1e-1, *, maximize: bool = False,
+                     capturable: bool = False):
+            if not 0.0 <= lr:
+                raise ValueError("Invalid learning rate: {}".format(lr))
+            if not 0.0 <= betas[0] < 1.0:
+                raise ValueError("Invalid beta parameter at index 0: {}".format(betas[0]))
+            if not 0.0 <= betas[1] < 1.0:
+                raise ValueError("Invalid beta parameter at index 1: {}".format(betas[1]))
+            if not 0.0 <= rho:
+                raise ValueError("Invalid rho parameter at index 1: {}".format(rho))
+            if not 0.0 <= weight_decay:
+                raise ValueError("Invalid weight_decay value: {}".format(weight_decay))
+            defaults = dict(lr=lr, betas=betas, rho=rho,
+                            weight_decay=weight_decay,
+                            maximize=maximize, capturable=capturable)
+            super(SophiaG, self).__init__(params, defaults)
+
+        def __setstate__(self, state):
+            super().__setstate__(state)
+            for group in self.param_groups:
+                group.setdefault('maximize', False)
+                group.setdefault('capturable', False)
+            state_values = list(self.state.values())
+            step_is_tensor = (len(state_values) != 0) and torch.is_tensor(state_values[0]['step'])
+            if not step_is_tensor:
+                for s in state_values:
+                    s['step'] = torch.tensor(float(s['step']))
+
+        @torch.no_grad()
+        def update_hessian(self):
+            for group in self.param_groups:
+                beta1, beta2 = group['betas']
+                for p in group['params']:
+                    if p.grad is None:
+                        continue
+                    state = self.state[p]
+
+                    if len(state) == 0:
+                        state['step'] = torch.zeros((1,), dtype=torch.float, device=p.device) \
+                            if self.defaults['capturable'] else torch.tensor(0.)
+                        state['exp_avg'] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                        state['hessian'] = torch.zeros_like(p, memory_format=torch.preserve_format)
+
+                    if 'hessian' not in state.keys():
+                        state['hessian'] = torch.zeros_like(p, memory_format=torch.preserve_format)
+
+                    state['hessian'].mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
+
+        @torch.no_grad()
+        def step(self, closure=None, bs=5120):
+            loss = None
+            if closure is not None:
+                with torch.enable_grad():
+                    loss = closure()
+
+            for group in self.param_groups:
+                params_with_grad = []
+                grads = []
+                exp_avgs = []
+                state_steps = []
+                hessian = []
+                beta1, beta2 = group['betas']
+
+                for p in group['params']:
+                    if p.grad is None:
+                        continue
+                    params_with_grad.append(p)
+
+                    if p.grad.is_sparse:
+                        raise RuntimeError('Hero does not support sparse gradients')
+                    grads.append(p.grad)
+                    state = self.state[p]
+                    # State initialization
+                    if len(state) == 0:
+                        state['step'] = torch.zeros((1,), dtype=torch.float, device=p.device) \
+                            if self.defaults['capturable'] else torch.tensor(0.)
+                        state['exp_avg'] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                        state['hessian'] = torch.zeros_like(p, memory_format=torch.preserve_format)
+
+                    if 'hessian' not in state.keys():
+                        state['hessian'] = torch.zeros_like(p, memory_format=torch.preserve_format)
+
+                    exp_avgs.append(state['exp_avg'])
+                    state_steps.append(state['step'])
+                    hessian.append(state['hessian'])
+
+                sophiag(params_with_grad, grads, exp_avgs, hessian, state_steps, bs=bs, beta1=beta1,
+                        beta2=beta2, rho=group['rho'], lr=group['lr'], weight_decay=group['weight_decay'],
+                        maximize=group['maximize'], capturable=group['capturable'])
+
+            return loss
+
+    def sophiag(params: List[Tensor], grads: List[Tensor], exp_avgs: List[Tensor], hessian: List[Tensor],
+                state_steps: List[Tensor], capturable: bool = False, *, bs: int, beta1: float, beta2: float,
+                rho: float, lr: float, weight_decay: float, maximize: bool):
+        if not all(isinstance(t, torch.Tensor) for t in state_steps):
+            raise RuntimeError("API has changed, `state_steps` argument must contain a list of singleton tensors")
+        _single_tensor_sophiag(params, grads, exp_avgs, hessian, state_steps, bs=bs, beta1=beta1, beta2=beta2,
+                               rho=rho, lr=lr, weight_decay=weight_decay, maximize=maximize, capturable=capturable)
+
+    def _single_tensor_sophiag(params, grads, exp_avgs, hessian, state_steps, *, bs, beta1, beta2, rho, lr,
+                               weight_decay, maximize, capturable):
+        for i, param in enumerate(params):
+            grad = grads[i] if not maximize else -grads[i]
+            exp_avg = exp_avgs[i]
+            hess = hessian[i]
+            step_t = state_steps[i]
+
+            if torch.is_complex(param):
+                grad = torch.view_as_real(grad)
+                exp_avg = torch.view_as_real(exp_avg)
+                hess = torch.view_as_real(hess)
+                param = torch.view_as_real(param)
+
+            # update step
+            step_t += 1
+
+            # Perform stepweight decay
+            param.mul_(1 - lr * weight_decay)
+
+            # Decay the first and second moment running average coefficient
+            exp_avg.mul_(beta1).add_(grad, alpha=1 - beta1)
+
+            step_size_neg = - lr
+            ratio = (exp_avg.abs() / (rho * bs * hess + 1e-15)).clamp(None, 1)
+            param.addcmul_(exp_avg.sign(), ratio, value=step_size_neg)
+
+    data = batches(m)
+    gumbel = np.random.default_rng(1).gumbel(size=(steps, 16, 3)).astype(np.float32)
+
+    def build():
+        model = load(m, net(m), WEIGHTS)
+        optimizer = SophiaG(model.parameters(), lr=2e-3, betas=(0.965, 0.99), rho=0.05, weight_decay=0.1)
+        return model, optimizer
+
+    model, optimizer = build()
+    losses, hessian_norms = [], []
+    for iter_num in range(steps):
+        if iter_num == resume_at:
+            checkpoint = {"model": copy.deepcopy(model.state_dict()),
+                          "optimizer": copy.deepcopy(optimizer.state_dict())}
+            model, optimizer = build()
+            model.load_state_dict(checkpoint["model"])
+            optimizer.load_state_dict(checkpoint["optimizer"])
+        X, Y = data[iter_num % len(data)]
+        logits = model(X)
+        loss = F.cross_entropy(logits, Y)
+        loss.backward()
+        optimizer.step(bs=16)
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        if iter_num % k == k - 1:
+            # update hessian EMA
+            logits = model(X)
+            y_sample = (logits.detach() + torch.from_numpy(gumbel[iter_num])).argmax(-1)  # a draw from softmax(logits)
+            loss_sampled = F.cross_entropy(logits.view(-1, logits.size(-1)), y_sample.view(-1), ignore_index=-1)
+            loss_sampled.backward()
+            optimizer.update_hessian()
+            optimizer.zero_grad(set_to_none=True)
+            hessian_norms.append(sum(optimizer.state[p]["hessian"].sum().item() for p in model.parameters()))
+    state = [(s["step"], s["exp_avg"], s["hessian"]) for s in (optimizer.state[p] for p in model.parameters())]
+    return losses, hessian_norms, params_of(model), state
+
+
+def test_sophia_g_with_gauss_newton_bartlett_hessian_estimates():
+    # the ratio exp_avg / (rho * bs * h) is elementwise, but the model's matmuls and conv sum in float32
+    ours, theirs = run_both(sophia_program, rtol=1e-4, atol=1e-6)
+    steps = ours[3][0][0]
+    assert steps.shape == () and steps == 10.0
+
+
+def test_sophia_g_resumes_from_its_state_dict_as_if_never_stopped():
+    straight, _ = run_both(sophia_program, rtol=1e-4, atol=1e-6)
+    resumed, _ = run_both(sophia_program, resume_at=4, rtol=1e-4, atol=1e-6)
+    assert_same(resumed, straight, rtol=0, atol=0)
+
+
+# ----------------------------------------------------------------------------------------------
+# Hugging Face's Adafactor (transformers.optimization.Adafactor)
+# ----------------------------------------------------------------------------------------------
+
+
+def hf_adafactor_program(m, dtype="float32", steps=8, **options):
+    torch, F, optim = m.torch, m.F, m.optim
+    Optimizer = optim.Optimizer
+
+    class Adafactor(Optimizer):
+        def __init__(self, params, lr=None, eps=(1e-30, 1e-3), clip_threshold=1.0, decay_rate=-0.8, beta1=None,
+                     weight_decay=0.0, scale_parameter=True, relative_step=True, warmup_init=False):
+            if lr is not None and relative_step:
+                raise ValueError("Cannot combine manual `lr` and `relative_step=True` options")
+            if warmup_init and not relative_step:
+                raise ValueError("`warmup_init=True` requires `relative_step=True`")
+
+            defaults = {
+                "lr": lr,
+                "eps": eps,
+                "clip_threshold": clip_threshold,
+                "decay_rate": decay_rate,
+                "beta1": beta1,
+                "weight_decay": weight_decay,
+                "scale_parameter": scale_parameter,
+                "relative_step": relative_step,
+                "warmup_init": warmup_init,
+            }
+            super().__init__(params, defaults)
+
+        @staticmethod
+        def _get_lr(param_group, param_state):
+            rel_step_sz = param_group["lr"]
+            if param_group["relative_step"]:
+                min_step = 1e-6 * param_state["step"] if param_group["warmup_init"] else 1e-2
+                rel_step_sz = min(min_step, 1.0 / math.sqrt(param_state["step"]))
+            param_scale = 1.0
+            if param_group["scale_parameter"]:
+                param_scale = max(param_group["eps"][1], param_state["RMS"])
+            return param_scale * rel_step_sz
+
+        @staticmethod
+        def _get_options(param_group, param_shape):
+            factored = len(param_shape) >= 2
+            use_first_moment = param_group["beta1"] is not None
+            return factored, use_first_moment
+
+        @staticmethod
+        def _rms(tensor):
+            return tensor.norm(2) / (tensor.numel() ** 0.5)
+
+        @staticmethod
+        def _approx_sq_grad(exp_avg_sq_row, exp_avg_sq_col):
+            # copy from fairseq's adafactor implementation:
+            # https://github.com/huggingface/transformers/blob/8395f14de6068012787d83989c3627c3df6a252b/src/transformers/optimization.py#L505
+            r_factor = (exp_avg_sq_row / exp_avg_sq_row.mean(dim=-1, keepdim=True)).rsqrt_().unsqueeze(-1)
+            c_factor = exp_avg_sq_col.unsqueeze(-2).rsqrt()
+            return torch.mul(r_factor, c_factor)
+
+        @torch.no_grad()
+        def step(self, closure=None):
+            loss = None
+            if closure is not None:
+                loss = closure()
+
+            for group in self.param_groups:
+                for p in group["params"]:
+                    if p.grad is None:
+                        continue
+                    grad = p.grad
+                    if grad.dtype in {torch.float16, torch.bfloat16}:
+                        grad = grad.float()
+                    if grad.is_sparse:
+                        raise RuntimeError("Adafactor does not support sparse gradients.")
+
+                    state = self.state[p]
+                    grad_shape = grad.shape
+
+                    factored, use_first_moment = self._get_options(group, grad_shape)
+                    # State Initialization
+                    if len(state) == 0:
+                        state["step"] = 0
+
+                        if use_first_moment:
+                            # Exponential moving average of gradient values
+                            state["exp_avg"] = torch.zeros_like(grad)
+                        if factored:
+                            state["exp_avg_sq_row"] = torch.zeros(grad_shape[:-1]).to(grad)
+                            state["exp_avg_sq_col"] = torch.zeros(grad_shape[:-2] + grad_shape[-1:]).to(grad)
+                        else:
+                            state["exp_avg_sq"] = torch.zeros_like(grad)
+
+                        state["RMS"] = 0
+                    else:
+                        if use_first_moment:
+                            state["exp_avg"] = state["exp_avg"].to(grad)
+                        if factored:
+                            state["exp_avg_sq_row"] = state["exp_avg_sq_row"].to(grad)
+                            state["exp_avg_sq_col"] = state["exp_avg_sq_col"].to(grad)
+                        else:
+                            state["exp_avg_sq"] = state["exp_avg_sq"].to(grad)
+
+                    p_data_fp32 = p
+                    if p.dtype in {torch.float16, torch.bfloat16}:
+                        p_data_fp32 = p_data_fp32.float()
+
+                    state["step"] += 1
+                    state["RMS"] = self._rms(p_data_fp32)
+                    lr = self._get_lr(group, state)
+
+                    beta2t = 1.0 - math.pow(state["step"], group["decay_rate"])
+                    update = (grad**2) + group["eps"][0]
+                    if factored:
+                        exp_avg_sq_row = state["exp_avg_sq_row"]
+                        exp_avg_sq_col = state["exp_avg_sq_col"]
+
+                        exp_avg_sq_row.mul_(beta2t).add_(update.mean(dim=-1), alpha=(1.0 - beta2t))
+                        exp_avg_sq_col.mul_(beta2t).add_(update.mean(dim=-2), alpha=(1.0 - beta2t))
+
+                        # Approximation of exponential moving average of square of gradient
+                        update = self._approx_sq_grad(exp_avg_sq_row, exp_avg_sq_col)
+                        update.mul_(grad)
+                    else:
+                        exp_avg_sq = state["exp_avg_sq"]
+
+                        exp_avg_sq.mul_(beta2t).add_(update, alpha=(1.0 - beta2t))
+                        update = exp_avg_sq.rsqrt().mul_(grad)
+
+                    update.div_((self._rms(update) / group["clip_threshold"]).clamp_(min=1.0))
+                    update.mul_(lr)
+
+                    if use_first_moment:
+                        exp_avg = state["exp_avg"]
+                        exp_avg.mul_(group["beta1"]).add_(update, alpha=(1 - group["beta1"]))
+                        update = exp_avg
+
+                    if group["weight_decay"] != 0:
+                        p_data_fp32.add_(p_data_fp32, alpha=(-group["weight_decay"] * lr))
+
+                    p_data_fp32.add_(-update)
+
+                    if p.dtype in {torch.float16, torch.bfloat16}:
+                        p.copy_(p_data_fp32)
+
+            return loss
+
+    model = load(m, net(m), WEIGHTS).to(getattr(torch, dtype))
+    optimizer = Adafactor(model.parameters(), **options)
+    losses = []
+    data = batches(m)
+    for i in range(steps):
+        x, y = data[i % len(data)]
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(x.to(getattr(torch, dtype))).float(), y)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    states = [{k: v for k, v in optimizer.state[p].items()} for p in model.parameters()]
+    return losses, [p.float() for p in params_of(model)], states
+
+
+ADAFACTOR_OPTIONS = [
+    dict(),  # relative step, scale by the parameter's RMS
+    dict(lr=1e-2, relative_step=False, scale_parameter=False, warmup_init=False, beta1=0.9, weight_decay=0.01),
+    dict(warmup_init=True, clip_threshold=0.5),
+]
+
+
+@pytest.mark.parametrize("options", ADAFACTOR_OPTIONS)
+def test_hugging_faces_adafactor(options):
+    # the row/column means and the RMS (a norm) are float32 reductions
+    ours, theirs = run_both(hf_adafactor_program, **options, rtol=1e-4, atol=1e-6)
+    first = ours[2][0]
+    assert first["exp_avg_sq_row"].shape == (4, 1, 3) and first["exp_avg_sq_col"].shape == (4, 1, 3)
+    assert first["RMS"].shape == () and first["step"] == 8
+
+
+# ----------------------------------------------------------------------------------------------
+# Shampoo (jettify/pytorch-optimizer), and a variant taking the roots by eigh
+# ----------------------------------------------------------------------------------------------
+
+
+def shampoo_program(m, root="svd", steps=6, momentum=0.5, weight_decay=1e-4, epsilon=1e-4):
+    torch, F, optim = m.torch, m.F, m.optim
+    Optimizer = optim.Optimizer
+
+    def _matrix_power(matrix, power):
+        # use CPU for svd for speed up
+        device = matrix.device
+        matrix = matrix.cpu()
+        u, s, v = torch.svd(matrix)
+        return (u @ s.pow_(power).diag() @ v.t()).to(device)
+
+    def _matrix_power_eigh(matrix, power, eps=1e-12):
+        evals, evecs = torch.linalg.eigh(matrix)
+        evals = torch.clamp(evals, min=eps)
+        return evecs @ torch.diag(evals ** power) @ evecs.T
+
+    matrix_power = _matrix_power if root == "svd" else _matrix_power_eigh
+
+    class Shampoo(Optimizer):
+        def __init__(self, params, lr: float = 1e-1, momentum: float = 0.0, weight_decay: float = 0.0,
+                     epsilon: float = 1e-4, update_freq: int = 1):
+            if lr <= 0.0:
+                raise ValueError("Invalid learning rate: {}".format(lr))
+            if momentum < 0.0:
+                raise ValueError("Invalid momentum value: {}".format(momentum))
+            defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, epsilon=epsilon,
+                            update_freq=update_freq)
+            super(Shampoo, self).__init__(params, defaults)
+
+        def step(self, closure=None):
+            loss = None
+            if closure is not None:
+                loss = closure()
+
+            for group in self.param_groups:
+                for p in group["params"]:
+                    if p.grad is None:
+                        continue
+                    grad = p.grad.data
+                    order = grad.ndimension()
+                    original_size = grad.size()
+                    state = self.state[p]
+                    momentum = group["momentum"]
+                    weight_decay = group["weight_decay"]
+                    if len(state) == 0:
+                        state["step"] = 0
+                        if momentum > 0:
+                            state["momentum_buffer"] = grad.clone()
+                        for dim_id, dim in enumerate(grad.size()):
+                            # precondition matrices
+                            state["precond_{}".format(dim_id)] = group["epsilon"] * torch.eye(
+                                dim, out=grad.new(dim, dim))
+                            state["inv_precond_{dim_id}".format(dim_id=dim_id)] = grad.new(dim, dim).zero_()
+
+                    if momentum > 0:
+                        grad.mul_(1 - momentum).add_(state["momentum_buffer"], alpha=momentum)
+
+                    if weight_decay > 0:
+                        grad.add_(p.data, alpha=group["weight_decay"])
+
+                    # See Algorithm 2 for detail
+                    for dim_id, dim in enumerate(grad.size()):
+                        precond = state["precond_{}".format(dim_id)]
+                        inv_precond = state["inv_precond_{}".format(dim_id)]
+
+                        # mat_{dim_id}(grad)
+                        grad = grad.transpose_(0, dim_id).contiguous()
+                        transposed_size = grad.size()
+                        grad = grad.view(dim, -1)
+
+                        grad_t = grad.t()
+                        precond.add_(grad @ grad_t)
+                        if state["step"] % group["update_freq"] == 0:
+                            inv_precond.copy_(matrix_power(precond, -1 / order))
+
+                        if dim_id == order - 1:
+                            # finally
+                            grad = grad_t @ inv_precond
+                            # grad: (-1, last_dim)
+                            grad = grad.view(original_size)
+                        else:
+                            # if not final
+                            grad = inv_precond @ grad
+                            # grad (dim, -1)
+                            grad = grad.view(transposed_size)
+
+                    state["step"] += 1
+                    state["momentum_buffer"] = grad
+                    p.data.add_(grad, alpha=-group["lr"])
+
+            return loss
+
+    model = load(m, net(m), WEIGHTS).double()
+    optimizer = Shampoo(model.parameters(), lr=0.05, momentum=momentum, weight_decay=weight_decay, epsilon=epsilon,
+                        update_freq=2)
+    losses = []
+    data = batches(m)
+    for i in range(steps):
+        x, y = data[i % len(data)]
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(x.double()), y)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    conv = optimizer.state[model[0].weight]
+    return losses, params_of(model), [conv["precond_{}".format(i)] for i in range(4)], \
+        [conv["inv_precond_{}".format(i)] for i in range(4)], optimizer.state[model[3].weight]["momentum_buffer"]
+
+
+@pytest.mark.parametrize("root", ["svd", "eigh"])
+def test_shampoo_with_inverse_roots(root):
+    # float64: the inverse roots come from LAPACK's svd/eigh (different drivers, unique only as a product)
+    ours, theirs = run_both(shampoo_program, root=root, epsilon=0.1, rtol=1e-10, atol=1e-12)
+    preconds = ours[2]
+    assert [p.shape for p in preconds] == [(4, 4), (1, 1), (3, 3), (3, 3)]
+    for p, inverse_root in zip(preconds, ours[3]):  # the last inverse root is of the preconditioner before it
+        assert np.all(np.linalg.eigvalsh(p) > 0)
+
+
+# ----------------------------------------------------------------------------------------------
+# Prodigy (konstmish/prodigy): D-Adaptation in Python floats
+# ----------------------------------------------------------------------------------------------
+
+
+def prodigy_program(m, steps=10, slice_p=1, weight_decay=0.0, safeguard_warmup=False, use_bias_correction=False):
+    torch, F, optim = m.torch, m.F, m.optim
+
+    class Prodigy(torch.optim.Optimizer):
+        def __init__(self, params, lr=1.0, betas=(0.9, 0.999), beta3=None, eps=1e-8, weight_decay=0, decouple=True,
+                     use_bias_correction=False, safeguard_warmup=False, d0=1e-6, d_coef=1.0,
+                     growth_rate=float('inf'), fsdp_in_use=False, slice_p=1):
+            if not 0.0 < d0:
+                raise ValueError("Invalid d0 value: {}".format(d0))
+            if not 0.0 < lr:
+                raise ValueError("Invalid learning rate: {}".format(lr))
+            if not 0.0 < eps:
+                raise ValueError("Invalid epsilon value: {}".format(eps))
+            if not 0.0 <= betas[0] < 1.0:
+                raise ValueError("Invalid beta parameter at index 0: {}".format(betas[0]))
+            if not 0.0 <= betas[1] < 1.0:
+                raise ValueError("Invalid beta parameter at index 1: {}".format(betas[1]))
+            if beta3 is not None and not 0.0 <= beta3 < 1.0:
+                raise ValueError("Invalid beta3 parameter: {}".format(beta3))
+
+            defaults = dict(lr=lr, betas=betas, beta3=beta3, eps=eps, weight_decay=weight_decay, d=d0, d0=d0,
+                            d_max=d0, d_numerator=0.0, d_coef=d_coef, k=0, growth_rate=growth_rate,
+                            use_bias_correction=use_bias_correction, decouple=decouple,
+                            safeguard_warmup=safeguard_warmup, fsdp_in_use=fsdp_in_use, slice_p=slice_p)
+            self.d0 = d0
+            super().__init__(params, defaults)
+
+        @property
+        def supports_memory_efficient_fp16(self):
+            return False
+
+        @property
+        def supports_flat_params(self):
+            return True
+
+        def step(self, closure=None):
+            loss = None
+            if closure is not None:
+                loss = closure()
+
+            d_denom = 0.0
+
+            group = self.param_groups[0]
+            use_bias_correction = group['use_bias_correction']
+            beta1, beta2 = group['betas']
+            beta3 = group['beta3']
+            if beta3 is None:
+                beta3 = math.sqrt(beta2)
+            k = group['k']
+
+            d = group['d']
+            d_max = group['d_max']
+            d_coef = group['d_coef']
+            lr = max(group['lr'] for group in self.param_groups)
+
+            if use_bias_correction:
+                bias_correction = ((1 - beta2 ** (k + 1)) ** 0.5) / (1 - beta1 ** (k + 1))
+            else:
+                bias_correction = 1
+
+            dlr = d * lr * bias_correction
+
+            growth_rate = group['growth_rate']
+            decouple = group['decouple']
+            fsdp_in_use = group['fsdp_in_use']
+
+            d_numerator = group['d_numerator']
+            d_numerator *= beta3
+
+            for group in self.param_groups:
+                decay = group['weight_decay']
+                k = group['k']
+                eps = group['eps']
+                group_lr = group['lr']
+                d0 = group['d0']
+                safeguard_warmup = group['safeguard_warmup']
+                slice_p = group['slice_p']
+
+                if group_lr not in [lr, 0.0]:
+                    raise RuntimeError("Setting different lr values in different parameter groups is only "
+                                       "supported for values of 0")
+
+                for p in group['params']:
+                    if p.grad is None:
+                        continue
+                    if hasattr(p, "_fsdp_flattened"):
+                        fsdp_in_use = True
+
+                    grad = p.grad.data
+
+                    # Apply weight decay (coupled variant)
+                    if decay != 0 and not decouple:
+                        grad.add_(p.data, alpha=decay)
+
+                    state = self.state[p]
+
+                    # State initialization
+                    if 'step' not in state:
+                        state['step'] = 0
+                        state['s'] = torch.zeros_like(p.data.flatten()[::slice_p]).detach()
+
+                        if p.count_nonzero() > 0:
+                            state['p0'] = p.flatten()[::slice_p].detach().clone()
+                        else:
+                            # All values are zero, so save VRAM with a zero-tensor
+                            state['p0'] = torch.tensor(0, device=p.device, dtype=p.dtype)
+
+                        # Exponential moving average of gradient values
+                        if beta1 > 0:
+                            state['exp_avg'] = torch.zeros_like(p.data).detach()
+                        # Exponential moving average of squared gradient values
+                        state['exp_avg_sq'] = torch.zeros_like(p.data).detach()
+
+                    exp_avg_sq = state['exp_avg_sq']
+
+                    s = state['s']
+                    p0 = state['p0']
+
+                    if group_lr > 0.0:
+                        # we use d / d0 instead of just d to avoid getting values that are too small
+                        sliced_grad = grad.flatten()[::slice_p]
+                        d_numerator += (d / d0) * dlr * torch.dot(sliced_grad,
+                                                                  p0.data - p.data.flatten()[::slice_p]).item()
+
+                        # Adam EMA updates
+                        if beta1 > 0:
+                            exp_avg = state['exp_avg']
+                            exp_avg.mul_(beta1).add_(grad, alpha=d * (1 - beta1))
+                        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=d * d * (1 - beta2))
+
+                        if safeguard_warmup:
+                            s.mul_(beta3).add_(sliced_grad, alpha=((d / d0) * d))
+                        else:
+                            s.mul_(beta3).add_(sliced_grad, alpha=((d / d0) * dlr))
+                        d_denom += s.abs().sum().item()
+
+            d_hat = d
+
+            # if we have not done any progres, return
+            # if we have any gradients available, will have d_denom > 0 (unless \|g\|=0)
+            if d_denom == 0:
+                return loss
+
+            if lr > 0.0:
+                global_d_numerator = d_numerator
+                global_d_denom = d_denom
+
+                d_hat = d_coef * global_d_numerator / global_d_denom
+                if d == group['d0']:
+                    d = max(d, d_hat)
+                d_max = max(d_max, d_hat)
+                d = min(d_max, d * growth_rate)
+
+            for group in self.param_groups:
+                group['d_numerator'] = global_d_numerator
+                group['d_denom'] = global_d_denom
+                group['d'] = d
+                group['d_max'] = d_max
+                group['d_hat'] = d_hat
+
+                decay = group['weight_decay']
+                k = group['k']
+                eps = group['eps']
+
+                for p in group['params']:
+                    if p.grad is None:
+                        continue
+                    grad = p.grad.data
+
+                    state = self.state[p]
+
+                    exp_avg_sq = state['exp_avg_sq']
+
+                    state['step'] += 1
+
+                    denom = exp_avg_sq.sqrt().add_(d * eps)
+
+                    # Apply weight decay (decoupled variant)
+                    if decay != 0 and decouple:
+                        p.data.add_(p.data, alpha=-decay * dlr)
+
+                    ### Take step
+                    if beta1 > 0:
+                        exp_avg = state['exp_avg']
+                        p.data.addcdiv_(exp_avg, denom, value=-dlr)
+                    else:
+                        p.data.addcdiv_(grad, denom, value=-dlr * d)
+
+                group['k'] = k + 1
+
+            return loss
+
+    model = load(m, net(m), WEIGHTS)
+    model[0].bias.data.zero_()  # an all-zero parameter keeps a 0-d p0
+    optimizer = Prodigy(model.parameters(), lr=1.0, weight_decay=weight_decay, slice_p=slice_p,
+                        safeguard_warmup=safeguard_warmup, use_bias_correction=use_bias_correction)
+    scheduler = optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+    losses, ds = [], []
+    data = batches(m)
+    for i in range(steps):
+        x, y = data[i % len(data)]
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        losses.append(loss.item())
+        ds.append((optimizer.param_groups[0]["d"], optimizer.param_groups[0]["d_hat"]))
+    p0 = [optimizer.state[p]["p0"] for p in model.parameters()]
+    return losses, ds, params_of(model), p0
+
+
+@pytest.mark.parametrize("options", [dict(), dict(slice_p=3, weight_decay=0.01, safeguard_warmup=True,
+                                                  use_bias_correction=True)])
+def test_prodigy_estimates_d_as_pytorch(options):
+    # d comes from float32 dot products and sums (.item()): summation order differs
+    ours, theirs = run_both(prodigy_program, **options, rtol=2e-4, atol=1e-7)
+    if not options:
+        assert ours[1][-1][0] > 1e-6  # d grew from d0
+    assert ours[3][1].shape == ()  # the zeroed bias keeps a 0-d p0
+
+
+# ----------------------------------------------------------------------------------------------
+# Schedule-free AdamW (facebookresearch/schedule_free)
+# ----------------------------------------------------------------------------------------------
+
+
+def schedule_free_program(m, foreach=True, steps=10, resume_at=None):
+    torch, F, nn = m.torch, m.F, m.nn
+
+    class AdamWScheduleFree(torch.optim.Optimizer):
+        def __init__(self, params, lr=0.0025, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, warmup_steps=0,
+                     r=0.0, weight_lr_power=2.0, foreach=hasattr(torch, "_foreach_mul_")):
+            defaults = dict(lr=lr, betas=betas, eps=eps, r=r, k=0, warmup_steps=warmup_steps, train_mode=False,
+                            weight_sum=0.0, lr_max=-1.0, scheduled_lr=0.0, weight_lr_power=weight_lr_power,
+                            weight_decay=weight_decay, foreach=foreach)
+            super().__init__(params, defaults)
+
+        @torch.no_grad()
+        def eval(self):
+            for group in self.param_groups:
+                train_mode = group['train_mode']
+                beta1, _ = group['betas']
+                if train_mode:
+                    for p in group['params']:
+                        state = self.state[p]
+                        if 'z' in state:
+                            # Set p to x
+                            p.lerp_(end=state['z'].to(p.device), weight=1 - 1 / beta1)
+                    group['train_mode'] = False
+
+        @torch.no_grad()
+        def train(self):
+            for group in self.param_groups:
+                train_mode = group['train_mode']
+                beta1, _ = group['betas']
+                if not train_mode:
+                    for p in group['params']:
+                        state = self.state[p]
+                        if 'z' in state:
+                            # Set p to y
+                            p.lerp_(end=state['z'].to(p.device), weight=1 - beta1)
+                    group['train_mode'] = True
+
+        @torch.no_grad()
+        def step(self, closure=None):
+            if not self.param_groups[0]['train_mode']:
+                raise Exception("Optimizer was not in train mode when step is called. "
+                                "Please insert .train() and .eval() calls on the "
+                                "optimizer. See documentation for details.")
+
+            loss = None
+            if closure is not None:
+                with torch.enable_grad():
+                    loss = closure()
+
+            for group in self.param_groups:
+                eps = group['eps']
+                beta1, beta2 = group['betas']
+                decay = group['weight_decay']
+                k = group['k']
+                r = group['r']
+                warmup_steps = group['warmup_steps']
+                weight_lr_power = group['weight_lr_power']
+
+                if k < warmup_steps:
+                    sched = (k + 1) / warmup_steps
+                else:
+                    sched = 1.0
+
+                bias_correction2 = 1 - beta2 ** (k + 1)
+                lr = group['lr'] * sched
+                group['scheduled_lr'] = lr  # For logging purposes
+
+                lr_max = group['lr_max'] = max(lr, group['lr_max'])
+
+                weight = ((k + 1) ** r) * (lr_max ** weight_lr_power)
+                weight_sum = group['weight_sum'] = group['weight_sum'] + weight
+
+                try:
+                    ckp1 = weight / weight_sum
+                except ZeroDivisionError:
+                    ckp1 = 0
+
+                active_p = [p for p in group['params'] if p.grad is not None]
+
+                for p in active_p:
+                    if 'z' not in self.state[p]:
+                        self.state[p]['z'] = torch.clone(p, memory_format=torch.preserve_format)
+                        self.state[p]['exp_avg_sq'] = torch.zeros_like(p, memory_format=torch.preserve_format)
+
+                if group['foreach'] and len(active_p) > 0:
+                    y, grad, exp_avg_sq, z = zip(*[(p, p.grad, self.state[p]['exp_avg_sq'], self.state[p]['z'])
+                                                   for p in active_p])
+
+                    # Decay the first and second moment running average coefficient
+                    torch._foreach_mul_(exp_avg_sq, beta2)
+                    torch._foreach_addcmul_(exp_avg_sq, grad, grad, value=1 - beta2)
+                    denom = torch._foreach_div(exp_avg_sq, bias_correction2)
+                    torch._foreach_sqrt_(denom)
+                    torch._foreach_add_(denom, eps)
+
+                    # Normalize grad in-place for memory efficiency
+                    torch._foreach_div_(grad, denom)
+
+                    # Weight decay calculated at y
+                    if decay != 0:
+                        torch._foreach_add_(grad, y, alpha=decay)
+
+                    # These operations update y in-place,
+                    # without computing x explicitly.
+                    torch._foreach_lerp_(y, z, weight=ckp1)
+                    torch._foreach_add_(y, grad, alpha=lr * (beta1 * (1 - ckp1) - 1))
+
+                    # z step
+                    torch._foreach_sub_(z, grad, alpha=lr)
+                else:
+                    for p in active_p:
+                        y = p  # Notation to match theory
+                        grad = p.grad
+
+                        state = self.state[p]
+
+                        z = state['z']
+                        exp_avg_sq = state['exp_avg_sq']
+
+                        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+                        denom = exp_avg_sq.div(bias_correction2).sqrt_().add_(eps)
+
+                        # Reuse grad buffer for memory efficiency
+                        grad_normalized = grad.div_(denom)
+
+                        # Weight decay calculated at y
+                        if decay != 0:
+                            grad_normalized.add_(y, alpha=decay)
+
+                        # These operations update y in-place,
+                        # without computing x explicitly.
+                        y.lerp_(end=z, weight=ckp1)
+                        y.add_(grad_normalized, alpha=lr * (beta1 * (1 - ckp1) - 1))
+
+                        # z step
+                        z.sub_(grad_normalized, alpha=lr)
+
+                group['k'] = k + 1
+            return loss
+
+    def Net():  # no bias before BatchNorm: its gradient is float32 noise, which Adam's step would follow
+        return nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(64, 8, bias=False),
+                             nn.BatchNorm1d(8), nn.Tanh(), nn.Linear(8, 3))
+
+    weights = {**{k.replace("5.", "6."): v for k, v in WEIGHTS.items() if k != "3.bias"},
+               "4.weight": np.ones(8, np.float32), "4.bias": np.zeros(8, np.float32),
+               "4.running_mean": np.zeros(8, np.float32), "4.running_var": np.ones(8, np.float32),
+               "4.num_batches_tracked": np.array(0)}
+
+    def build():
+        model = load(m, Net(), weights)
+        optimizer = AdamWScheduleFree(model.parameters(), lr=5e-3, warmup_steps=4, weight_decay=0.01,
+                                      foreach=foreach)
+        return model, optimizer
+
+    model, optimizer = build()
+    data = batches(m)
+    losses, evals = [], []
+    for step in range(steps):
+        if step == resume_at:
+            optimizer.eval()  # the schedule-free README: save the x sequence, as for evaluation
+            checkpoint = copy.deepcopy({"model": model.state_dict(), "optimizer": optimizer.state_dict()})
+            model, optimizer = build()
+            model.load_state_dict(checkpoint["model"])
+            optimizer.load_state_dict(checkpoint["optimizer"])
+        model.train()
+        optimizer.train()
+        x, y = data[step % len(data)]
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        if step % 3 == 2:
+            # BN statistics at x: a few forward passes in train mode with the optimizer in eval
+            model.train()
+            optimizer.eval()
+            with torch.no_grad():
+                for xb, _ in data[:3]:
+                    model(xb)
+            model.eval()
+            with torch.no_grad():
+                evals.append(sum(F.cross_entropy(model(xb), yb).item() for xb, yb in data))
+    optimizer.eval()
+    group = {k: v for k, v in optimizer.param_groups[0].items() if k != "params"}
+    return losses, evals, params_of(model), group, [optimizer.state[p]["z"] for p in model.parameters()]
+
+
+@pytest.mark.parametrize("foreach", [True, False])
+def test_schedule_free_adamw_switches_between_y_and_x(foreach):
+    # the elementwise updates are bit-equal, but the model's forward sums in float32 (conv, matmul)
+    ours, theirs = run_both(schedule_free_program, foreach=foreach, rtol=1e-5, atol=1e-6)
+    group = ours[3]
+    assert group["k"] == 10 and group["train_mode"] is False and group["lr_max"] == 5e-3
+
+
+def test_schedule_free_adamw_resumes_from_x():
+    # a checkpoint of the x sequence (optimizer.eval() before saving) continues where it stopped; only
+    # the lerp y -> x -> y round trip rounds, so the resumed run agrees to float32 rounding
+    straight, _ = run_both(schedule_free_program, rtol=1e-5, atol=1e-6)
+    resumed, _ = run_both(schedule_free_program, resume_at=5, rtol=1e-5, atol=1e-6)
+    assert_same(resumed, straight, rtol=1e-4, atol=1e-6)
