@@ -19,13 +19,19 @@ probe13_optim (PyTorch's own optimizers, their state dicts and schedulers) leave
 - Schedule-free AdamW (facebookresearch): ``optimizer.train()``/``eval()`` moving between the y and x
   sequences by ``lerp_``, both its foreach and its single-tensor paths, BatchNorm statistics recomputed.
 - Keller Jordan's Muon with an auxiliary Adam (``use_muon`` groups, Newton-Schulz orthogonalisation on a
-  custom optimizer), NovoGrad (layer-wise 0-d second moments, ``torch.max(out=)``), a foreach LAMB with
-  ``_foreach_norm``/``_foreach_maximum_`` and per-tensor trust ratios, and Adam with gradient centralisation.
+  custom optimizer; in float32, where the author casts to bfloat16, which chainrule does not build), NovoGrad
+  (layer-wise 0-d second moments, ``torch.max(out=)``), a foreach LAMB with
+  ``_foreach_norm``/``_foreach_maximum_`` and per-tensor trust ratios, and AdamW subclassed to centralise gradients
+  before ``super().step()``.
 - timm's Lookahead (slow weights kept in the base optimizer's state, state dict round trip mid-run), step
   hooks, state-dict hooks, ``add_param_group`` and removing a group mid-training.
 
-Comparisons are bit-equal where every op is elementwise; where a reduction (norm, sum, dot, matmul) enters
-the update, float32 summation order differs between NumPy and PyTorch, and the tolerance says so."""
+Every program's forward sums in float32 (conv, matmul) and most updates take a norm, sum or dot, whose summation
+order differs between NumPy and PyTorch: chainrule and PyTorch are compared to a tolerance that each test states
+with its reason (Shampoo in float64, to 1e-10); a run resumed from a state dict is compared with the straight run
+bit for bit (Sophia-G, timm's Lookahead). Found and fixed: a group added by ``add_param_group`` after LambdaLR,
+MultiplicativeLR, CyclicLR or CosineAnnealingWarmRestarts was made is refused at their next step, as PyTorch's
+(chainrule's stepped on, leaving the new group's lr; tests/test_probe18_optimizers_fixes.py)."""
 
 import copy
 import math
@@ -1176,3 +1182,649 @@ def test_schedule_free_adamw_resumes_from_x():
     straight, _ = run_both(schedule_free_program, rtol=1e-5, atol=1e-6)
     resumed, _ = run_both(schedule_free_program, resume_at=5, rtol=1e-5, atol=1e-6)
     assert_same(resumed, straight, rtol=1e-4, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------
+# Muon with an auxiliary Adam (KellerJordan/Muon's SingleDeviceMuonWithAuxAdam)
+# ----------------------------------------------------------------------------------------------
+
+
+def muon_program(m, steps=8):
+    torch, F, optim = m.torch, m.F, m.optim
+
+    def zeropower_via_newtonschulz5(G, steps: int):
+        """Newton-Schulz iteration to compute the zeroth power / orthogonalization of G. (The author runs it in
+        bfloat16, which chainrule does not build: float32 here, as the float32 ports of it do.)"""
+        assert G.ndim >= 2  # batched Muon implementation by @scottjmaddox
+        a, b, c = (3.4445, -4.7750, 2.0315)
+        X = G.float()
+        if G.size(-2) > G.size(-1):
+            X = X.mT
+
+        # Ensure spectral norm is at most 1
+        X = X / (X.norm(dim=(-2, -1), keepdim=True) + 1e-7)
+        # Perform the NS iterations
+        for _ in range(steps):
+            A = X @ X.mT
+            B = b * A + c * A @ A  # quintic computation strategy
+            X = a * X + B @ X
+
+        if G.size(-2) > G.size(-1):
+            X = X.mT
+        return X
+
+    def muon_update(grad, momentum, beta=0.95, ns_steps=5, nesterov=True):
+        momentum.lerp_(grad, 1 - beta)
+        update = grad.lerp_(momentum, beta) if nesterov else momentum
+        if update.ndim == 4:  # for the case of conv filters
+            update = update.view(len(update), -1)
+        update = zeropower_via_newtonschulz5(update, steps=ns_steps)
+        update *= max(1, grad.size(-2) / grad.size(-1))**0.5
+        return update
+
+    def adam_update(grad, buf1, buf2, step, betas, eps):
+        buf1.lerp_(grad, 1 - betas[0])
+        buf2.lerp_(grad.square(), 1 - betas[1])
+        buf1c = buf1 / (1 - betas[0]**step)
+        buf2c = buf2 / (1 - betas[1]**step)
+        return buf1c / (buf2c.sqrt() + eps)
+
+    class SingleDeviceMuonWithAuxAdam(torch.optim.Optimizer):
+        """
+        Non-distributed variant of MuonWithAuxAdam.
+        """
+        def __init__(self, param_groups):
+            for group in param_groups:
+                assert "use_muon" in group
+                if group["use_muon"]:
+                    # defaults
+                    group["lr"] = group.get("lr", 0.02)
+                    group["momentum"] = group.get("momentum", 0.95)
+                    group["weight_decay"] = group.get("weight_decay", 0)
+                    assert set(group.keys()) == set(["params", "lr", "momentum", "weight_decay", "use_muon"])
+                else:
+                    # defaults
+                    group["lr"] = group.get("lr", 3e-4)
+                    group["betas"] = group.get("betas", (0.9, 0.95))
+                    group["eps"] = group.get("eps", 1e-10)
+                    group["weight_decay"] = group.get("weight_decay", 0)
+                    assert set(group.keys()) == set(["params", "lr", "betas", "eps", "weight_decay", "use_muon"])
+            super().__init__(param_groups, dict())
+
+        @torch.no_grad()
+        def step(self, closure=None):
+
+            loss = None
+            if closure is not None:
+                with torch.enable_grad():
+                    loss = closure()
+
+            for group in self.param_groups:
+                if group["use_muon"]:
+                    for p in group["params"]:
+                        if p.grad is None:
+                            # continue
+                            p.grad = torch.zeros_like(p)  # Force synchronization
+                        state = self.state[p]
+                        if len(state) == 0:
+                            state["momentum_buffer"] = torch.zeros_like(p)
+                        update = muon_update(p.grad, state["momentum_buffer"], beta=group["momentum"])
+                        p.mul_(1 - group["lr"] * group["weight_decay"])
+                        p.add_(update.reshape(p.shape), alpha=-group["lr"])
+                else:
+                    for p in group["params"]:
+                        if p.grad is None:
+                            # continue
+                            p.grad = torch.zeros_like(p)  # Force synchronization
+                        state = self.state[p]
+                        if len(state) == 0:
+                            state["exp_avg"] = torch.zeros_like(p)
+                            state["exp_avg_sq"] = torch.zeros_like(p)
+                            state["step"] = 0
+                        state["step"] += 1
+                        update = adam_update(p.grad, state["exp_avg"], state["exp_avg_sq"],
+                                             state["step"], group["betas"], group["eps"])
+                        p.mul_(1 - group["lr"] * group["weight_decay"])
+                        p.add_(update, alpha=-group["lr"])
+
+            return loss
+
+    model = load(m, net(m), WEIGHTS)
+    hidden_weights = [p for p in model[:4].parameters() if p.ndim >= 2]
+    hidden_gains_biases = [p for p in model[:4].parameters() if p.ndim < 2]
+    nonhidden_params = [*model[5].parameters()]
+    param_groups = [
+        dict(params=hidden_weights, use_muon=True, lr=0.02, weight_decay=0.01),
+        dict(params=hidden_gains_biases + nonhidden_params, use_muon=False, lr=3e-3, betas=(0.9, 0.95),
+             weight_decay=0.01),
+    ]
+    optimizer = SingleDeviceMuonWithAuxAdam(param_groups)
+    losses = []
+    data = batches(m)
+    for i in range(steps):
+        x, y = data[i % len(data)]
+
+        def closure():
+            optimizer.zero_grad()
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            return loss
+
+        losses.append(optimizer.step(closure).item())
+    buffers = [optimizer.state[p]["momentum_buffer"] for p in hidden_weights]
+    return losses, params_of(model), buffers
+
+
+def test_muon_with_an_auxiliary_adam():
+    # Newton-Schulz is five rounds of float32 matmuls on a norm-scaled matrix: summation order differs
+    ours, theirs = run_both(muon_program, rtol=1e-4, atol=1e-5)
+    assert ours[0][-1] < ours[0][0]
+
+
+# ----------------------------------------------------------------------------------------------
+# NovoGrad (layer-wise second moments) under CyclicLR cycling its beta1
+# ----------------------------------------------------------------------------------------------
+
+
+def novograd_program(m, steps=10, amsgrad=True):
+    torch, F, optim = m.torch, m.F, m.optim
+    Optimizer = optim.Optimizer
+
+    class NovoGrad(Optimizer):
+        def __init__(self, params, lr=1e-3, betas=(0.95, 0.98), eps=1e-8, weight_decay=0, grad_averaging=False,
+                     amsgrad=False):
+            if not 0.0 <= lr:
+                raise ValueError("Invalid learning rate: {}".format(lr))
+            defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, grad_averaging=grad_averaging,
+                            amsgrad=amsgrad)
+            super(NovoGrad, self).__init__(params, defaults)
+
+        def __setstate__(self, state):
+            super(NovoGrad, self).__setstate__(state)
+            for group in self.param_groups:
+                group.setdefault('amsgrad', False)
+
+        def step(self, closure=None):
+            loss = None
+            if closure is not None:
+                loss = closure()
+
+            for group in self.param_groups:
+                for p in group['params']:
+                    if p.grad is None:
+                        continue
+                    grad = p.grad.data
+                    if grad.is_sparse:
+                        raise RuntimeError('Sparse gradients are not supported.')
+                    amsgrad = group['amsgrad']
+
+                    state = self.state[p]
+
+                    # State initialization
+                    if len(state) == 0:
+                        state['step'] = 0
+                        # Exponential moving average of gradient values
+                        state['exp_avg'] = torch.zeros_like(p.data)
+                        # Exponential moving average of squared gradient values
+                        state['exp_avg_sq'] = torch.zeros([]).to(state['exp_avg'].device)
+                        if amsgrad:
+                            # Maintains max of all exp. moving avg. of sq. grad. values
+                            state['max_exp_avg_sq'] = torch.zeros([]).to(state['exp_avg'].device)
+
+                    exp_avg, exp_avg_sq = state['exp_avg'], state['exp_avg_sq']
+                    if amsgrad:
+                        max_exp_avg_sq = state['max_exp_avg_sq']
+                    beta1, beta2 = group['betas']
+
+                    state['step'] += 1
+
+                    norm = torch.sum(torch.pow(grad, 2))
+
+                    if exp_avg_sq == 0:
+                        exp_avg_sq.copy_(norm)
+                    else:
+                        exp_avg_sq.mul_(beta2).add_(norm, alpha=1 - beta2)
+
+                    if amsgrad:
+                        # Maintains the maximum of all 2nd moment running avg. till now
+                        torch.max(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
+                        # Use the max. for normalizing running avg. of gradient
+                        denom = max_exp_avg_sq.sqrt().add_(group['eps'])
+                    else:
+                        denom = exp_avg_sq.sqrt().add_(group['eps'])
+
+                    grad.div_(denom)
+                    if group['weight_decay'] != 0:
+                        grad.add_(p.data, alpha=group['weight_decay'])
+                    if group['grad_averaging']:
+                        grad.mul_(1 - beta1)
+                    exp_avg.mul_(beta1).add_(grad)
+
+                    p.data.add_(exp_avg, alpha=-group['lr'])
+
+            return loss
+
+    model = load(m, net(m), WEIGHTS)
+    optimizer = NovoGrad(model.parameters(), lr=0.01, weight_decay=1e-3, grad_averaging=True, amsgrad=amsgrad)
+    scheduler = optim.lr_scheduler.CyclicLR(optimizer, base_lr=0.005, max_lr=0.02, step_size_up=3,
+                                            mode="triangular2", cycle_momentum=True, base_momentum=0.85,
+                                            max_momentum=0.95)
+    losses, lrs, beta1s = [], [], []
+    data = batches(m)
+    for i in range(steps):
+        x, y = data[i % len(data)]
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        losses.append(loss.item())
+        lrs.append(scheduler.get_last_lr()[0])
+        beta1s.append(optimizer.param_groups[0]["betas"][0])
+    states = [(s["exp_avg_sq"], s["max_exp_avg_sq"], s["exp_avg"])
+              for s in (optimizer.state[p] for p in model.parameters())]
+    return losses, lrs, beta1s, params_of(model), states
+
+
+def test_novograd_under_cyclic_lr_cycling_its_beta1():
+    # the layer-wise second moment is a float32 sum of squares
+    ours, theirs = run_both(novograd_program, rtol=1e-5, atol=1e-7)
+    assert ours[4][0][0].shape == () and ours[2][0] != ours[2][2]
+
+
+# ----------------------------------------------------------------------------------------------
+# A foreach LAMB with an AMSGrad maximum, and Adam with gradient centralisation
+# ----------------------------------------------------------------------------------------------
+
+
+def foreach_lamb_program(m, steps=8, gradient_centralization=True):
+    torch, F, optim = m.torch, m.F, m.optim
+
+    class Lamb(optim.Optimizer):
+        """LAMB (You et al.) over lists of tensors, with AMSGrad's running maximum and an optional gradient
+        centralisation of every weight of two or more dimensions."""
+
+        def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.01, max_trust=10.0,
+                     amsgrad=True, gc=False):
+            defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, max_trust=max_trust,
+                            amsgrad=amsgrad, gc=gc)
+            super().__init__(params, defaults)
+
+        @torch.no_grad()
+        def step(self, closure=None):
+            loss = None
+            if closure is not None:
+                with torch.enable_grad():
+                    loss = closure()
+            for group in self.param_groups:
+                params = [p for p in group["params"] if p.grad is not None]
+                if not params:
+                    continue
+                grads = [p.grad for p in params]
+                if group["gc"]:
+                    for g in grads:
+                        if g.dim() > 1:
+                            g.add_(-g.mean(dim=tuple(range(1, len(list(g.size())))), keepdim=True))
+                for p in params:
+                    state = self.state[p]
+                    if len(state) == 0:
+                        state["step"] = torch.tensor(0.0)
+                        state["exp_avg"] = torch.zeros_like(p)
+                        state["exp_avg_sq"] = torch.zeros_like(p)
+                        state["max_exp_avg_sq"] = torch.zeros_like(p)
+                states = [self.state[p] for p in params]
+                exp_avgs = [s["exp_avg"] for s in states]
+                exp_avg_sqs = [s["exp_avg_sq"] for s in states]
+                max_exp_avg_sqs = [s["max_exp_avg_sq"] for s in states]
+                steps = [s["step"] for s in states]
+                torch._foreach_add_(steps, 1)
+                beta1, beta2 = group["betas"]
+                step = steps[0].item()
+
+                torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
+                torch._foreach_mul_(exp_avg_sqs, beta2)
+                torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
+                if group["amsgrad"]:
+                    torch._foreach_maximum_(max_exp_avg_sqs, exp_avg_sqs)
+                    second = max_exp_avg_sqs
+                else:
+                    second = exp_avg_sqs
+                bias_correction1 = 1 - beta1 ** step
+                bias_correction2 = 1 - beta2 ** step
+                denom = torch._foreach_sqrt(second)
+                torch._foreach_div_(denom, math.sqrt(bias_correction2))
+                torch._foreach_add_(denom, group["eps"])
+                updates = torch._foreach_div(exp_avgs, denom)
+                torch._foreach_div_(updates, bias_correction1)
+                if group["weight_decay"] != 0:
+                    torch._foreach_add_(updates, params, alpha=group["weight_decay"])
+
+                w_norms = torch._foreach_norm(params)
+                u_norms = torch._foreach_norm(updates)
+                trust_ratios = [torch.where((w > 0) & (u > 0), (w / u).clamp(max=group["max_trust"]),
+                                            torch.ones_like(w)) for w, u in zip(w_norms, u_norms)]
+                torch._foreach_mul_(updates, trust_ratios)
+                torch._foreach_add_(params, updates, alpha=-group["lr"])
+                for p, ratio in zip(params, trust_ratios):
+                    self.state[p]["trust_ratio"] = ratio
+            return loss
+
+    model = load(m, net(m), WEIGHTS)
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
+    optimizer = Lamb([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}], lr=0.02,
+                     gc=gradient_centralization)
+    losses = []
+    data = batches(m)
+    for i in range(steps):
+        x, y = data[i % len(data)]
+
+        def closure():
+            optimizer.zero_grad()
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            return loss
+
+        losses.append(optimizer.step(closure).item())
+    states = [dict(optimizer.state[p]) for p in model.parameters()]
+    return losses, params_of(model), states
+
+
+@pytest.mark.parametrize("gradient_centralization", [True, False])
+def test_a_foreach_lamb_with_amsgrads_maximum(gradient_centralization):
+    # the trust ratios are ratios of float32 norms
+    ours, theirs = run_both(foreach_lamb_program, gradient_centralization=gradient_centralization,
+                            rtol=1e-4, atol=1e-6)
+    assert ours[2][0]["trust_ratio"].shape == () and ours[2][0]["step"] == 8
+
+
+def adam_gc_program(m, steps=8):
+    torch, F, optim = m.torch, m.F, m.optim
+
+    class AdamWGC(optim.AdamW):
+        """AdamW on centralised gradients (Yong et al., "Gradient Centralization")."""
+
+        @torch.no_grad()
+        def step(self, closure=None):
+            loss = None
+            if closure is not None:
+                with torch.enable_grad():
+                    loss = closure()
+            for group in self.param_groups:
+                for p in group['params']:
+                    if p.grad is None:
+                        continue
+                    grad = p.grad
+                    if len(list(grad.size())) > 1:
+                        grad.add_(-grad.mean(dim=tuple(range(1, len(list(grad.size())))), keepdim=True))
+            super().step()
+            return loss
+
+    model = load(m, net(m), WEIGHTS)
+    optimizer = AdamWGC(model.parameters(), lr=3e-3, weight_decay=1e-2)
+    losses = []
+    data = batches(m)
+    for i in range(steps):
+        x, y = data[i % len(data)]
+
+        def closure():
+            optimizer.zero_grad()
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            return loss
+
+        losses.append(optimizer.step(closure).item())
+    conv = model[0].weight
+    return losses, params_of(model), optimizer.state[conv]["exp_avg"].sum(dim=(1, 2, 3))
+
+
+def test_adam_on_centralised_gradients():
+    # the centring mean is a float32 reduction
+    ours, theirs = run_both(adam_gc_program, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(ours[2], 0, atol=1e-7)  # every filter's first moment is centred (decay decoupled)
+
+
+# ----------------------------------------------------------------------------------------------
+# timm's Lookahead around AdamW, its slow weights in AdamW's state, saved and resumed mid-run
+# ----------------------------------------------------------------------------------------------
+
+
+def timm_lookahead_program(m, steps=10, resume_at=None):
+    torch, F, optim = m.torch, m.F, m.optim
+    from collections import OrderedDict
+    from typing import Callable, Dict
+
+    from_optimizer = optim.Optimizer
+
+    class Lookahead(from_optimizer):
+        def __init__(self, base_optimizer, alpha=0.5, k=6):
+            # NOTE super().__init__() not called on purpose
+            self._optimizer_step_pre_hooks: Dict[int, Callable] = OrderedDict()
+            self._optimizer_step_post_hooks: Dict[int, Callable] = OrderedDict()
+            if not 0.0 <= alpha <= 1.0:
+                raise ValueError(f'Invalid slow update rate: {alpha}')
+            if not 1 <= k:
+                raise ValueError(f'Invalid lookahead steps: {k}')
+            defaults = dict(lookahead_alpha=alpha, lookahead_k=k, lookahead_step=0)
+            self._base_optimizer = base_optimizer
+            self.param_groups = base_optimizer.param_groups
+            self.defaults = base_optimizer.defaults
+            self.defaults.update(defaults)
+            self.state = defaultdict(dict)
+            # manually add our defaults to the param groups
+            for name, default in defaults.items():
+                for group in self._base_optimizer.param_groups:
+                    group.setdefault(name, default)
+
+        @torch.no_grad()
+        def update_slow(self, group):
+            for fast_p in group["params"]:
+                if fast_p.grad is None:
+                    continue
+                param_state = self._base_optimizer.state[fast_p]
+                if 'lookahead_slow_buff' not in param_state:
+                    param_state['lookahead_slow_buff'] = torch.empty_like(fast_p)
+                    param_state['lookahead_slow_buff'].copy_(fast_p)
+                slow = param_state['lookahead_slow_buff']
+                slow.add_(fast_p - slow, alpha=group['lookahead_alpha'])
+                fast_p.copy_(slow)
+
+        def sync_lookahead(self):
+            for group in self._base_optimizer.param_groups:
+                self.update_slow(group)
+
+        @torch.no_grad()
+        def step(self, closure=None):
+            loss = self._base_optimizer.step(closure)
+            for group in self._base_optimizer.param_groups:
+                group['lookahead_step'] += 1
+                if group['lookahead_step'] % group['lookahead_k'] == 0:
+                    self.update_slow(group)
+            return loss
+
+        def state_dict(self):
+            return self._base_optimizer.state_dict()
+
+        def load_state_dict(self, state_dict):
+            self._base_optimizer.load_state_dict(state_dict)
+            self.param_groups = self._base_optimizer.param_groups
+
+    def build():
+        model = load(m, net(m), WEIGHTS)
+        decay = [p for p in model.parameters() if p.ndim > 1]
+        no_decay = [p for p in model.parameters() if p.ndim <= 1]
+        base = optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}],
+                           lr=5e-3)
+        optimizer = Lookahead(base, alpha=0.5, k=3)
+        scheduler = optim.lr_scheduler.StepLR(optimizer, step_size=4, gamma=0.5)
+        return model, optimizer, scheduler
+
+    model, optimizer, scheduler = build()
+    data = batches(m)
+    losses, lrs = [], []
+    for step in range(steps):
+        if step == resume_at:
+            saved = copy.deepcopy({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                   "scheduler": scheduler.state_dict()})
+            model, optimizer, scheduler = build()
+            model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            scheduler.load_state_dict(saved["scheduler"])
+        x, y = data[step % len(data)]
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        losses.append(loss.item())
+        lrs.append(optimizer.param_groups[0]["lr"])
+    optimizer.sync_lookahead()
+    sd = optimizer.state_dict()
+    groups = [{k: v for k, v in g.items()} for g in sd["param_groups"]]
+    return losses, lrs, params_of(model), sd["state"][0], groups
+
+
+def test_timms_lookahead_keeps_its_slow_weights_in_adamws_state():
+    ours, theirs = run_both(timm_lookahead_program, rtol=1e-5, atol=1e-6)
+    state, groups = ours[3], ours[4]
+    assert set(state) == {"step", "exp_avg", "exp_avg_sq", "lookahead_slow_buff"}
+    assert groups[0]["lookahead_step"] == 10 and groups[0]["lookahead_k"] == 3
+
+
+def test_timms_lookahead_resumes_from_its_base_optimizers_state_dict():
+    straight, _ = run_both(timm_lookahead_program, rtol=1e-5, atol=1e-6)
+    resumed, _ = run_both(timm_lookahead_program, resume_at=4, rtol=1e-5, atol=1e-6)
+    assert_same(resumed, straight, rtol=0, atol=0)
+
+
+# ----------------------------------------------------------------------------------------------
+# Hooks, groups added and removed mid-training, per-group options of a custom optimizer
+# ----------------------------------------------------------------------------------------------
+
+
+def hooks_and_groups_program(m, steps=9):
+    torch, F, optim, nn = m.torch, m.F, m.optim, m.nn
+
+    class AdaBeliefLite(optim.Optimizer):
+        """AdaBelief's update (Zhuang et al.) with per-group ``rectify`` and ``centralize`` switches."""
+
+        def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-16, weight_decay=0.0, centralize=False):
+            defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, centralize=centralize)
+            super().__init__(params, defaults)
+
+        @torch.no_grad()
+        def step(self, closure=None):
+            loss = None
+            if closure is not None:
+                with torch.enable_grad():
+                    loss = closure()
+            for group in self.param_groups:
+                beta1, beta2 = group["betas"]
+                for p in group["params"]:
+                    if p.grad is None:
+                        continue
+                    grad = p.grad
+                    if group["centralize"] and grad.dim() > 1:
+                        grad = grad - grad.mean(dim=tuple(range(1, grad.dim())), keepdim=True)
+                    state = self.state[p]
+                    if len(state) == 0:
+                        state["step"] = 0
+                        state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                        state["exp_avg_var"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["step"] += 1
+                    exp_avg, exp_avg_var = state["exp_avg"], state["exp_avg_var"]
+                    if group["weight_decay"] != 0:
+                        p.mul_(1 - group["lr"] * group["weight_decay"])
+                    exp_avg.mul_(beta1).add_(grad, alpha=1 - beta1)
+                    grad_residual = grad - exp_avg
+                    exp_avg_var.mul_(beta2).addcmul_(grad_residual, grad_residual, value=1 - beta2)
+                    bias_correction1 = 1 - beta1 ** state["step"]
+                    bias_correction2 = 1 - beta2 ** state["step"]
+                    denom = (exp_avg_var.add_(group["eps"]).sqrt() / math.sqrt(bias_correction2)).add_(group["eps"])
+                    step_size = group["lr"] / bias_correction1
+                    p.addcdiv_(exp_avg, denom, value=-step_size)
+            return loss
+
+    torch.manual_seed(0)
+    model = load(m, net(m), WEIGHTS)
+    extra_head = nn.Linear(8, 2)
+    with torch.no_grad():
+        extra_head.weight.copy_(torch.tensor(np.linspace(-0.3, 0.3, 16, dtype=np.float32).reshape(2, 8)))
+        extra_head.bias.zero_()
+    optimizer = AdaBeliefLite([{"params": model[0].parameters(), "centralize": True},
+                               {"params": model[3:].parameters()}], lr=3e-3, weight_decay=0.01)
+    scheduler = optim.lr_scheduler.ExponentialLR(optimizer, gamma=0.9)  # (chainable: decays groups added later)
+
+    events = []
+
+    def clip_before_step(optimizer, args, kwargs):
+        params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        events.append(("pre", nn.utils.clip_grad_norm_(params, max_norm=1.0).item()))
+
+    def count_after_step(optimizer, args, kwargs):
+        events.append(("post", sum(len(s) for s in optimizer.state.values())))
+
+    def tag_state_dict(optimizer, state_dict):
+        state_dict["param_groups"][0]["saved_by"] = "hook"
+        return state_dict
+
+    def before_saving(optimizer):
+        events.append(("saving", len(optimizer.param_groups)))
+
+    def before_loading(optimizer, state_dict):
+        state_dict = copy.deepcopy(state_dict)
+        for group in state_dict["param_groups"]:
+            group.pop("saved_by", None)
+        return state_dict
+
+    def after_loading(optimizer):
+        events.append(("loaded", [g["lr"] for g in optimizer.param_groups]))
+
+    pre = optimizer.register_step_pre_hook(clip_before_step)
+    optimizer.register_step_post_hook(count_after_step)
+    optimizer.register_state_dict_pre_hook(before_saving)
+    optimizer.register_state_dict_post_hook(tag_state_dict)
+    optimizer.register_load_state_dict_pre_hook(before_loading)
+    optimizer.register_load_state_dict_post_hook(after_loading)
+
+    data = batches(m)
+    losses, saved = [], None
+    for step in range(steps):
+        x, y = data[step % len(data)]
+        if step == 3:  # a second head joins with options of its own
+            optimizer.add_param_group({"params": extra_head.parameters(), "lr": 1e-2, "centralize": True,
+                                       "betas": (0.8, 0.99)})
+        if step == 6:  # ... and leaves again, its state with it
+            removed = optimizer.param_groups.pop()
+            for p in removed["params"]:
+                optimizer.state.pop(p, None)
+            pre.remove()
+        optimizer.zero_grad()
+        logits = model(x)
+        loss = F.cross_entropy(logits, y)
+        if len(optimizer.param_groups) == 3:
+            hidden = model[:5](x)
+            loss = loss + 0.1 * F.cross_entropy(extra_head(hidden), (y > 0).long())
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        losses.append(loss.item())
+        if step == 4:
+            saved = optimizer.state_dict()
+    fresh = AdaBeliefLite([{"params": model[0].parameters(), "centralize": True},
+                           {"params": model[3:].parameters()}, {"params": extra_head.parameters()}])
+    fresh.register_load_state_dict_pre_hook(before_loading)
+    fresh.load_state_dict(saved)
+    groups = [{k: v for k, v in g.items() if k != "params"} for g in fresh.param_groups]
+    final = optimizer.state_dict()
+    return (losses, events, params_of(model), params_of(extra_head), groups,
+            {k: v for k, v in final["param_groups"][0].items()}, sorted(final["state"]))
+
+
+def test_step_and_state_dict_hooks_with_groups_added_and_removed():
+    # the pre-hook's gradient norm and the model's forward are float32 reductions
+    ours, theirs = run_both(hooks_and_groups_program, rtol=1e-5, atol=1e-6)
+    groups = ours[4]
+    assert "saved_by" not in groups[0] and groups[2]["betas"] == (0.8, 0.99) and groups[2]["lr"] != 1e-2
+    assert ours[5]["saved_by"] == "hook" and ours[6] == [0, 1, 2, 3, 4, 5]
