@@ -475,9 +475,10 @@ class Optimizer:
                 continue
             # (a complex parameter's entries keep their dtypes, as PyTorch's: it casts for floating parameters only)
             cast = p.dtype if p._data.dtype.kind == "f" else None
-            self.state[p] = {k: _restore(v, (float32 if k == "step" and i in float32_steps else None)
-                                         if k in self.scalar_state else cast,
-                                         numbers_to_tensors=k in self.scalar_state and _builtin(self))
+            step_dtype = float32 if i in float32_steps else None
+            self.state[p] = {k: _restore(v, (step_dtype if k == "step" else None) if k in self.scalar_state else cast,
+                                         numbers_to_tensors=k in self.scalar_state and _builtin(self),
+                                         step_dtype=step_dtype)
                              for k, v in values.items()}
         for hook in list(self._optimizer_load_state_dict_post_hooks.values()):
             hook(self)
@@ -519,20 +520,27 @@ def _snapshot(value, copies):
         if id(value) not in copies:
             copies[id(value)] = (value, tensor_from(value.numpy().copy()))  # (the original kept: its id stays its)
         return copies[id(value)][1]
-    if isinstance(value, list):
-        return [_snapshot(v, copies) for v in value]
+    if isinstance(value, dict):
+        return {k: _snapshot(v, copies) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_snapshot(v, copies) for v in value)
     return value
 
 
-def _restore(value, dtype, numbers_to_tensors=False):
+def _restore(value, dtype, numbers_to_tensors=False, step_dtype=None):
     """A loaded state entry as a fresh Tensor (of ``dtype`` when given), numbers as they are; with
     ``numbers_to_tensors``, a number (an old-style ``step`` of one of this package's optimizers, which
-    step with a Tensor) becomes a scalar Tensor, as their ``__setstate__`` makes it in PyTorch."""
+    step with a Tensor) becomes a scalar Tensor, as their ``__setstate__`` makes it in PyTorch. The Tensors
+    in a list or tuple are cast as the entry; those in a dict by their own keys, as PyTorch's ``_cast``
+    does (a custom optimizer's ``state["factors"] = {"row": ..., "step": ...}``: a ``step`` there takes
+    ``step_dtype``, None for its own)."""
     if isinstance(value, (Tensor, numpy.ndarray)):
         array = value.numpy() if isinstance(value, Tensor) else value
         return tensor_from(numpy.array(array, dtype=dtype or array.dtype, copy=True))
-    if isinstance(value, list):
-        return [_restore(v, dtype, numbers_to_tensors) for v in value]
+    if isinstance(value, dict):
+        return {k: _restore(v, step_dtype if k == "step" else dtype, step_dtype=step_dtype) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_restore(v, dtype, numbers_to_tensors, step_dtype) for v in value)
     if numbers_to_tensors and isinstance(value, (int, float)) and not isinstance(value, bool):
         return scalar_tensor(value)
     return value

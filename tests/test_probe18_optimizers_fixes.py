@@ -1,8 +1,15 @@
 """Fixes found by tests/test_programs_probe18_optimizers.py, checked on chainrule and PyTorch (the ``T`` fixture).
 
+Optimizer.load_state_dict casts the floating Tensors of a parameter's state to the parameter's dtype also inside
+a dict or tuple, as PyTorch's ``_cast`` (by their own keys inside a dict: a ``step`` there stays); chainrule's
+left the Tensors of a dict or tuple (a custom optimizer's nested float64 state) in their own dtype. (Its
+state_dict, a snapshot by design, now copies the Tensors inside a dict or tuple too, not only a list's.)
+
 A group added by ``add_param_group`` after a scheduler was made has no base learning rate (nor momentum range)
 in it: PyTorch's LambdaLR, MultiplicativeLR, CyclicLR and CosineAnnealingWarmRestarts refuse to step then (their
 ``zip(..., strict=True)``); chainrule's stepped on and left the new group's lr as it was."""
+
+import copy
 
 import pytest
 
@@ -48,3 +55,34 @@ def test_a_chainable_scheduler_decays_a_group_added_after_it(T, name, options):
     optimizer.step()
     scheduler.step()
     assert [group["lr"] for group in optimizer.param_groups] == [0.5, 0.15]
+
+
+def test_load_state_dict_casts_the_tensors_of_nested_state_as_pytorchs(T):
+    optim = optim_of(T)
+
+    class Keeper(optim.Optimizer):
+        def __init__(self, params):
+            super().__init__(params, dict(lr=0.1))
+
+        def step(self, closure=None):
+            for group in self.param_groups:
+                for p in group["params"]:
+                    self.state[p]["factors"] = {"row": T.ones(2, dtype=T.float64), "count": T.tensor(2),
+                                                "step": T.tensor(3.0, dtype=T.float64)}
+                    self.state[p]["pair"] = (T.ones(1, dtype=T.float64), T.zeros(1, dtype=T.float16))
+                    self.state[p]["roots"] = [T.ones(1, dtype=T.float64)]
+                    self.state[p]["step"] = T.tensor(1.0, dtype=T.float64)
+
+    w = T.ones(2, requires_grad=True)
+    saver = Keeper([w])
+    saver.step()
+    saved = copy.deepcopy(saver.state_dict())
+    loader = Keeper([w])
+    loader.load_state_dict(saved)
+    state = loader.state[w]
+    factors = state["factors"]
+    assert factors["row"].dtype == T.float32 and factors["count"].dtype == T.float32
+    assert factors["step"].dtype == T.float64 and state["step"].dtype == T.float64  # a step is never cast
+    assert isinstance(state["pair"], tuple) and [t.dtype for t in state["pair"]] == [T.float32, T.float32]
+    assert state["roots"][0].dtype == T.float32
+    assert factors["row"].tolist() == [1.0, 1.0] and state["pair"][1].tolist() == [0.0]

@@ -25,13 +25,17 @@ probe13_optim (PyTorch's own optimizers, their state dicts and schedulers) leave
   before ``super().step()``.
 - timm's Lookahead (slow weights kept in the base optimizer's state, state dict round trip mid-run), step
   hooks, state-dict hooks, ``add_param_group`` and removing a group mid-training.
+- A Shampoo keeping float64 factor matrices in nested state (a dict holding a tuple and a list), which PyTorch's
+  load_state_dict casts to the parameter's float32 on resuming.
 
 Every program's forward sums in float32 (conv, matmul) and most updates take a norm, sum or dot, whose summation
 order differs between NumPy and PyTorch: chainrule and PyTorch are compared to a tolerance that each test states
 with its reason (Shampoo in float64, to 1e-10); a run resumed from a state dict is compared with the straight run
-bit for bit (Sophia-G, timm's Lookahead). Found and fixed: a group added by ``add_param_group`` after LambdaLR,
-MultiplicativeLR, CyclicLR or CosineAnnealingWarmRestarts was made is refused at their next step, as PyTorch's
-(chainrule's stepped on, leaving the new group's lr; tests/test_probe18_optimizers_fixes.py)."""
+bit for bit (Sophia-G, timm's Lookahead). Found and fixed (tests/test_probe18_optimizers_fixes.py): the
+Tensors inside a dict or tuple of a parameter's state kept their dtype through load_state_dict (PyTorch casts
+them to the parameter's); a group added by ``add_param_group`` after LambdaLR, MultiplicativeLR, CyclicLR or
+CosineAnnealingWarmRestarts was made is refused at their next step, as PyTorch's (chainrule's stepped on,
+leaving the new group's lr)."""
 
 import copy
 import math
@@ -1828,3 +1832,99 @@ def test_step_and_state_dict_hooks_with_groups_added_and_removed():
     groups = ours[4]
     assert "saved_by" not in groups[0] and groups[2]["betas"] == (0.8, 0.99) and groups[2]["lr"] != 1e-2
     assert ours[5]["saved_by"] == "hook" and ours[6] == [0, 1, 2, 3, 4, 5]
+
+
+# ----------------------------------------------------------------------------------------------
+# A Shampoo keeping its factor matrices in float64, in nested state, resumed from a state dict
+# ----------------------------------------------------------------------------------------------
+
+
+def nested_state_shampoo_program(m, steps=8, resume_at=None):
+    torch, F, optim = m.torch, m.F, m.optim
+
+    class Shampoo(optim.Optimizer):
+        """Two-sided Shampoo for matrices (factor matrices in ``factor_matrix_dtype``, as Distributed
+        Shampoo's option keeps them in float64), SGD with momentum for the rest."""
+
+        def __init__(self, params, lr=0.01, momentum=0.9, epsilon=1e-3, factor_matrix_dtype=torch.float64):
+            defaults = dict(lr=lr, momentum=momentum, epsilon=epsilon)
+            self.factor_matrix_dtype = factor_matrix_dtype
+            super().__init__(params, defaults)
+
+        @staticmethod
+        def _inverse_root(matrix, root, epsilon):
+            evals, evecs = torch.linalg.eigh(matrix)
+            return evecs @ torch.diag((evals + epsilon) ** (-1.0 / root)) @ evecs.T
+
+        @torch.no_grad()
+        def step(self, closure=None):
+            for group in self.param_groups:
+                for p in group["params"]:
+                    if p.grad is None:
+                        continue
+                    grad = p.grad.view(p.shape[0], -1) if p.dim() > 1 else p.grad
+                    state = self.state[p]
+                    if len(state) == 0:
+                        state["momentum_buffer"] = torch.zeros_like(p)
+                        if p.dim() > 1:
+                            rows, cols = grad.shape
+                            state["shampoo"] = {
+                                "factor_matrices": (torch.zeros(rows, rows, dtype=self.factor_matrix_dtype),
+                                                    torch.zeros(cols, cols, dtype=self.factor_matrix_dtype)),
+                                "inv_roots": [torch.eye(rows, dtype=self.factor_matrix_dtype),
+                                              torch.eye(cols, dtype=self.factor_matrix_dtype)],
+                                "step": torch.tensor(0),
+                            }
+                    if p.dim() > 1:
+                        shampoo = state["shampoo"]
+                        L, R = shampoo["factor_matrices"]
+                        g = grad.to(L.dtype)
+                        L.add_(g @ g.T)
+                        R.add_(g.T @ g)
+                        shampoo["step"] += 1
+                        if shampoo["step"] % 2 == 1:
+                            shampoo["inv_roots"][0].copy_(self._inverse_root(L, 4, group["epsilon"]))
+                            shampoo["inv_roots"][1].copy_(self._inverse_root(R, 4, group["epsilon"]))
+                        Linv, Rinv = shampoo["inv_roots"]
+                        update = (Linv @ g @ Rinv).to(p.dtype).view_as(p)
+                        # graft onto the gradient's norm
+                        update.mul_(p.grad.norm() / update.norm().clamp(min=1e-12))
+                    else:
+                        update = p.grad
+                    buf = state["momentum_buffer"]
+                    buf.mul_(group["momentum"]).add_(update)
+                    p.add_(buf, alpha=-group["lr"])
+
+    def build():
+        model = load(m, net(m), WEIGHTS)
+        return model, Shampoo(model.parameters(), lr=0.05)
+
+    model, optimizer = build()
+    data = batches(m)
+    losses = []
+    for step in range(steps):
+        if step == resume_at:
+            saved = copy.deepcopy({"model": model.state_dict(), "optimizer": optimizer.state_dict()})
+            model, optimizer = build()
+            model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+        x, y = data[step % len(data)]
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    shampoo = optimizer.state[model[3].weight]["shampoo"]
+    names = {torch.float32: "float32", torch.float64: "float64", torch.int64: "int64"}
+    dtypes = [names[t.dtype] for t in (*shampoo["factor_matrices"], *shampoo["inv_roots"], shampoo["step"])]
+    return losses, params_of(model), dtypes, shampoo["factor_matrices"]
+
+
+def test_a_resumed_shampoo_casts_the_tensors_of_its_nested_state_as_pytorch():
+    """PyTorch's load_state_dict casts every floating Tensor of a parameter's state to the parameter's dtype,
+    also inside a dict, list or tuple (but a ``step``): the float64 factor matrices continue in float32 (chainrule
+    kept those inside a dict in float64). The matmuls and eigh run in float32 after the resume: float32 tolerance."""
+    straight, _ = run_both(nested_state_shampoo_program, rtol=1e-5, atol=1e-6)
+    assert straight[2] == ["float64"] * 4 + ["int64"]
+    resumed, _ = run_both(nested_state_shampoo_program, resume_at=4, rtol=1e-4, atol=1e-5)
+    assert resumed[2] == ["float32"] * 4 + ["int64"]
