@@ -435,7 +435,7 @@ class Optimizer:
         PyTorch's does not either: state tensors take their parameter's dtype, except ``step``, so NAdam's
         float32 ``mu_product`` and ASGD's ``eta``/``mu`` continue in the parameter's dtype, as PyTorch's).
         An option the saved groups lack (a state dict from before ``maximize``, ``foreach``, ... existed)
-        takes its default."""
+        takes its default. The loaded state and groups then go through ``__setstate__``, as PyTorch's."""
         state_dict = dict(state_dict)  # a shallow copy, as PyTorch's: the pre-hooks may change it
         for hook in list(self._optimizer_load_state_dict_pre_hooks.values()):
             result = hook(self, state_dict)
@@ -480,6 +480,9 @@ class Optimizer:
                                          numbers_to_tensors=k in self.scalar_state and _builtin(self),
                                          step_dtype=step_dtype)
                              for k, v in values.items()}
+        # through __setstate__, as PyTorch's: an optimizer written against it migrates an old checkpoint there
+        # (``group.setdefault("amsgrad", False)``, a ``step`` saved as a number made a Tensor)
+        self.__setstate__({"state": self.state, "param_groups": self.param_groups})
         for hook in list(self._optimizer_load_state_dict_post_hooks.values()):
             hook(self)
 

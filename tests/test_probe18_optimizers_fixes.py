@@ -5,6 +5,10 @@ a dict or tuple, as PyTorch's ``_cast`` (by their own keys inside a dict: a ``st
 left the Tensors of a dict or tuple (a custom optimizer's nested float64 state) in their own dtype. (Its
 state_dict, a snapshot by design, now copies the Tensors inside a dict or tuple too, not only a list's.)
 
+Optimizer.load_state_dict hands the loaded state and groups to ``__setstate__``, as PyTorch's: optimizers
+written against it migrate old checkpoints there (Sophia-G makes a step saved as a number a Tensor, NovoGrad
+and timm's optimizers ``setdefault`` the options added since); chainrule's never called it.
+
 A group added by ``add_param_group`` after a scheduler was made has no base learning rate (nor momentum range)
 in it: PyTorch's LambdaLR, MultiplicativeLR, CyclicLR and CosineAnnealingWarmRestarts refuse to step then (their
 ``zip(..., strict=True)``); chainrule's stepped on and left the new group's lr as it was."""
@@ -86,3 +90,35 @@ def test_load_state_dict_casts_the_tensors_of_nested_state_as_pytorchs(T):
     assert isinstance(state["pair"], tuple) and [t.dtype for t in state["pair"]] == [T.float32, T.float32]
     assert state["roots"][0].dtype == T.float32
     assert factors["row"].tolist() == [1.0, 1.0] and state["pair"][1].tolist() == [0.0]
+
+
+def test_load_state_dict_goes_through_the_optimizers_setstate_as_pytorchs(T):
+    optim = optim_of(T)
+    calls = []
+
+    class Migrating(optim.Optimizer):
+        def __init__(self, params, lr=0.1):
+            super().__init__(params, dict(lr=lr))
+
+        def __setstate__(self, state):
+            calls.append(sorted(state))
+            super().__setstate__(state)
+            for group in self.param_groups:
+                group.setdefault("nesterov", True)
+            for s in self.state.values():
+                if not T.is_tensor(s["step"]):
+                    s["step"] = T.tensor(float(s["step"]))
+
+        def step(self, closure=None):
+            for group in self.param_groups:
+                for p in group["params"]:
+                    self.state[p]["step"] = 3  # an old version's step, a number
+
+    w = T.ones(2, requires_grad=True)
+    old = Migrating([w])
+    old.step()
+    new = Migrating([w])
+    new.load_state_dict(old.state_dict())
+    assert calls == [["param_groups", "state"]]
+    assert T.is_tensor(new.state[w]["step"]) and new.state[w]["step"].item() == 3.0
+    assert new.param_groups[0]["nesterov"] is True and new.param_groups[0]["params"] == [w]

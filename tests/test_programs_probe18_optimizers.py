@@ -9,8 +9,9 @@ probe13_optim (PyTorch's own optimizers, their state dicts and schedulers) leave
 - Lion as lucidrains' foreach version writes it (``_foreach_mul_``, ``_foreach_lerp_``, ``_foreach_sign_``,
   ``_foreach_add_`` with alpha), under a OneCycleLR that cycles its ``betas`` (a custom optimizer's key).
 - Sophia-G (Liu et al.): tensor ``step`` counters, the Gauss-Newton-Bartlett Hessian estimate from labels
-  sampled from the model's own logits (Gumbel noise from NumPy), ``step(bs=...)`` and ``__setstate__`` run
-  by ``load_state_dict``; resumed from its state dict mid-run.
+  sampled from the model's own logits (Gumbel noise from NumPy), ``step(bs=...)``; resumed from its state dict
+  mid-run, also from an older version's checkpoint (steps saved as numbers), which its ``__setstate__``
+  migrates when ``load_state_dict`` calls it.
 - Hugging Face's Adafactor (factored row/column second moments, relative step from the parameter's RMS, update
   clipping, a 0-d Tensor ``alpha``).
 - Shampoo (pytorch-optimizer's: preconditioners per dimension of a conv kernel, inverse roots by ``torch.svd``,
@@ -31,7 +32,8 @@ probe13_optim (PyTorch's own optimizers, their state dicts and schedulers) leave
 Every program's forward sums in float32 (conv, matmul) and most updates take a norm, sum or dot, whose summation
 order differs between NumPy and PyTorch: chainrule and PyTorch are compared to a tolerance that each test states
 with its reason (Shampoo in float64, to 1e-10); a run resumed from a state dict is compared with the straight run
-bit for bit (Sophia-G, timm's Lookahead). Found and fixed (tests/test_probe18_optimizers_fixes.py): the
+bit for bit (Sophia-G, timm's Lookahead). Found and fixed (tests/test_probe18_optimizers_fixes.py):
+load_state_dict never called the optimizer's ``__setstate__`` (Sophia-G's migration of an old checkpoint); the
 Tensors inside a dict or tuple of a parameter's state kept their dtype through load_state_dict (PyTorch casts
 them to the parameter's); a group added by ``add_param_group`` after LambdaLR, MultiplicativeLR, CyclicLR or
 CosineAnnealingWarmRestarts was made is refused at their next step, as PyTorch's (chainrule's stepped on,
@@ -266,7 +268,7 @@ def test_lion_foreach_under_one_cycle_cycling_its_betas():
 # ----------------------------------------------------------------------------------------------
 
 
-def sophia_program(m, steps=10, resume_at=None, k=3):
+def sophia_program(m, steps=10, resume_at=None, k=3, legacy_checkpoint=False):
     torch, F, optim = m.torch, m.F, m.optim
     from typing import List
 
@@ -415,9 +417,12 @@ def sophia_program(m, steps=10, resume_at=None, k=3):
         if iter_num == resume_at:
             checkpoint = {"model": copy.deepcopy(model.state_dict()),
                           "optimizer": copy.deepcopy(optimizer.state_dict())}
+            if legacy_checkpoint:  # as an older SophiaG saved it: its steps were numbers
+                for s in checkpoint["optimizer"]["state"].values():
+                    s["step"] = int(s["step"].item())
             model, optimizer = build()
             model.load_state_dict(checkpoint["model"])
-            optimizer.load_state_dict(checkpoint["optimizer"])
+            optimizer.load_state_dict(checkpoint["optimizer"])  # (its __setstate__ makes them Tensors again)
         X, Y = data[iter_num % len(data)]
         logits = model(X)
         loss = F.cross_entropy(logits, Y)
@@ -445,9 +450,10 @@ def test_sophia_g_with_gauss_newton_bartlett_hessian_estimates():
     assert steps.shape == () and steps == 10.0
 
 
-def test_sophia_g_resumes_from_its_state_dict_as_if_never_stopped():
+@pytest.mark.parametrize("legacy_checkpoint", [False, True])
+def test_sophia_g_resumes_from_its_state_dict_as_if_never_stopped(legacy_checkpoint):
     straight, _ = run_both(sophia_program, rtol=1e-4, atol=1e-6)
-    resumed, _ = run_both(sophia_program, resume_at=4, rtol=1e-4, atol=1e-6)
+    resumed, _ = run_both(sophia_program, resume_at=4, legacy_checkpoint=legacy_checkpoint, rtol=1e-4, atol=1e-6)
     assert_same(resumed, straight, rtol=0, atol=0)
 
 
