@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy
 
-from autograd import Tensor, enable_grad, set_grad_enabled
+from autograd import Tensor, _lazy, enable_grad, set_grad_enabled
 from autograd.backend import float32, float64, get_default_dtype
 from autograd.graph import zero_grad
 from autograd.hooks import add_hook
@@ -38,6 +38,7 @@ from autograd.tensor import tensor_from
 
 # what optimizers copied from PyTorch's sources import from torch.optim.optimizer (pytorch_helpers.py)
 from .pytorch_helpers import (  # noqa: F401  (re-exported: imported from here by those optimizers)
+    FOREACH_UTILS,
     Args,
     DeviceDict,
     DeviceDtypeDict,
@@ -52,11 +53,8 @@ from .pytorch_helpers import (  # noqa: F401  (re-exported: imported from here b
     _foreach_supported_types,
     _fused_doc,
     _get_capturable_supported_devices,
-    _get_foreach_kernels_supported_devices,
-    _get_fused_kernels_supported_devices,
     _get_scalar_dtype,
     _get_value,
-    _group_tensors_by_device_and_dtype,
     _maximize_doc,
     _params_doc,
     _stack_if_compiling,
@@ -64,6 +62,10 @@ from .pytorch_helpers import (  # noqa: F401  (re-exported: imported from here b
     _use_grad_for_differentiable,
     _view_as_real,
 )
+
+# ... and torch.utils._foreach_utils' helpers that module imports, loaded on first use
+__getattr__, __dir__, _ = _lazy.on_first_use(globals(), {name: f"autograd.utils._foreach_utils:{name}"
+                                                         for name in FOREACH_UTILS})
 
 # PyTorch's names for the hook types: hook(optimizer, args, kwargs) -> None or (new_args, new_kwargs),
 # and hook(optimizer, args, kwargs) -> None
@@ -271,7 +273,11 @@ class Optimizer:
     def _accelerator_graph_capture_health_check(self):
         pass
 
-    _group_tensors_by_device_and_dtype = staticmethod(_group_tensors_by_device_and_dtype)
+    @staticmethod
+    def _group_tensors_by_device_and_dtype(tensorlistlist, with_indices=False):  # (PyTorch's Optimizer has it)
+        from autograd.utils._foreach_utils import _group_tensors_by_device_and_dtype
+
+        return _group_tensors_by_device_and_dtype(tensorlistlist, with_indices)
 
     def check_hyperparameters(self, group):
         """Subclasses raise ValueError here for an invalid option (negative lr, ...)."""

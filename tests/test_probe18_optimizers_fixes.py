@@ -9,11 +9,15 @@ Optimizer.load_state_dict hands the loaded state and groups to ``__setstate__``,
 written against it migrate old checkpoints there (Sophia-G makes a step saved as a number a Tensor, NovoGrad
 and timm's optimizers ``setdefault`` the options added since); chainrule's never called it.
 
+``torch.utils._foreach_utils`` (``_group_tensors_by_device_and_dtype``, ``_has_foreach_support``,
+``_device_has_foreach_support``, ...), which optimizers written against PyTorch import, was missing.
+
 A group added by ``add_param_group`` after a scheduler was made has no base learning rate (nor momentum range)
 in it: PyTorch's LambdaLR, MultiplicativeLR, CyclicLR and CosineAnnealingWarmRestarts refuse to step then (their
 ``zip(..., strict=True)``); chainrule's stepped on and left the new group's lr as it was."""
 
 import copy
+import importlib
 
 import pytest
 
@@ -122,3 +126,18 @@ def test_load_state_dict_goes_through_the_optimizers_setstate_as_pytorchs(T):
     assert calls == [["param_groups", "state"]]
     assert T.is_tensor(new.state[w]["step"]) and new.state[w]["step"].item() == 3.0
     assert new.param_groups[0]["nesterov"] is True and new.param_groups[0]["params"] == [w]
+
+
+def test_pytorchs_foreach_utils_group_tensors_and_tell_foreach_support(T):
+    utils = importlib.import_module(T.__name__ + ".utils._foreach_utils")
+    a, b, c = T.ones(2), T.ones(3, dtype=T.float64), T.zeros(1)
+    grads = [T.full((2,), 2.0), T.full((3,), 3.0, dtype=T.float64), T.full((1,), 4.0)]
+    groups = utils._group_tensors_by_device_and_dtype([[a, b, c], grads, []], with_indices=True)
+    found = {key[1]: (len(lists[0]), indices) for key, (lists, indices) in groups.items()}  # (PyTorch's: unordered)
+    assert found == {T.float32: (2, [0, 2]), T.float64: (1, [1])}
+    (first, second, empty), _ = groups[(a.device, T.float32)]
+    assert first[0] is a and first[1] is c and second[1] is grads[2] and empty == []
+    assert utils._has_foreach_support([a, None], T.device("cpu"))
+    assert utils._device_has_foreach_support(T.device("cpu"))
+    assert "cuda" in utils._get_foreach_kernels_supported_devices()
+    assert "cpu" in utils._get_fused_kernels_supported_devices() and T.Tensor in utils._foreach_supported_types

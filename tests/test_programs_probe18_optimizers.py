@@ -1,4 +1,4 @@
-# ruff: noqa: B007, B008, B023, E701, E731, F841, UP006, UP008, UP030, UP032, UP035  (the programs are kept as their authors wrote them)
+# ruff: noqa: B007, B008, B023, E701, E731, F841, UP006, UP008, UP030, UP032, UP035, UP045  (the programs are kept as their authors wrote them)
 """Optimizers as research code writes them, subclassing ``torch.optim.Optimizer`` (see
 tests/pytorch_programs.py), each run on chainrule and on PyTorch from the same weights and data, comparing
 losses, parameters and the optimizer's state. What probe6_optimizers (SAM, lonePatient's Lookahead) and
@@ -26,6 +26,8 @@ probe13_optim (PyTorch's own optimizers, their state dicts and schedulers) leave
   before ``super().step()``.
 - timm's Lookahead (slow weights kept in the base optimizer's state, state dict round trip mid-run), step
   hooks, state-dict hooks, ``add_param_group`` and removing a group mid-training.
+- SPSA (a zeroth-order optimizer with a loss closure), clipping its estimates with the helpers of
+  ``torch.utils._foreach_utils`` (``_group_tensors_by_device_and_dtype``, ``_has_foreach_support``).
 - A Shampoo keeping float64 factor matrices in nested state (a dict holding a tuple and a list), which PyTorch's
   load_state_dict casts to the parameter's float32 on resuming.
 
@@ -33,11 +35,11 @@ Every program's forward sums in float32 (conv, matmul) and most updates take a n
 order differs between NumPy and PyTorch: chainrule and PyTorch are compared to a tolerance that each test states
 with its reason (Shampoo in float64, to 1e-10); a run resumed from a state dict is compared with the straight run
 bit for bit (Sophia-G, timm's Lookahead). Found and fixed (tests/test_probe18_optimizers_fixes.py):
-load_state_dict never called the optimizer's ``__setstate__`` (Sophia-G's migration of an old checkpoint); the
-Tensors inside a dict or tuple of a parameter's state kept their dtype through load_state_dict (PyTorch casts
-them to the parameter's); a group added by ``add_param_group`` after LambdaLR, MultiplicativeLR, CyclicLR or
-CosineAnnealingWarmRestarts was made is refused at their next step, as PyTorch's (chainrule's stepped on,
-leaving the new group's lr)."""
+``torch.utils._foreach_utils`` was missing; load_state_dict never called the optimizer's ``__setstate__``
+(Sophia-G's migration of an old checkpoint); the Tensors inside a dict or tuple of a parameter's state kept
+their dtype through load_state_dict (PyTorch casts them to the parameter's); a group added by
+``add_param_group`` after LambdaLR, MultiplicativeLR, CyclicLR or CosineAnnealingWarmRestarts was made is
+refused at their next step, as PyTorch's (chainrule's stepped on, leaving the new group's lr)."""
 
 import copy
 import math
@@ -1934,3 +1936,128 @@ def test_a_resumed_shampoo_casts_the_tensors_of_its_nested_state_as_pytorch():
     assert straight[2] == ["float64"] * 4 + ["int64"]
     resumed, _ = run_both(nested_state_shampoo_program, resume_at=4, rtol=1e-4, atol=1e-5)
     assert resumed[2] == ["float32"] * 4 + ["int64"]
+
+
+# ----------------------------------------------------------------------------------------------
+# SPSA (a zeroth-order optimizer) clipping its estimates with torch.utils._foreach_utils' helpers
+# ----------------------------------------------------------------------------------------------
+
+
+def spsa_program(m, steps=4, n=5):
+    torch, F, optim = m.torch, m.F, m.optim
+    import importlib
+    from typing import Dict, List, Optional, Tuple
+
+    Tensor = torch.Tensor
+    Optimizer = optim.Optimizer
+    _foreach_utils = importlib.import_module(torch.__name__ + ".utils._foreach_utils")
+    _group_tensors_by_device_and_dtype = _foreach_utils._group_tensors_by_device_and_dtype
+    _has_foreach_support = _foreach_utils._has_foreach_support
+    _device_has_foreach_support = _foreach_utils._device_has_foreach_support
+    rademacher = np.random.default_rng(3)
+
+    class SPSA(Optimizer):
+        def __init__(self, params, lr: float = 2e-3, perturb: float = 1e-3, alpha: float = 0.602,
+                     gamma: float = 0.101, A: float = 5.0, n: int = 200, clip_grad_norm: Optional[float] = 2000):
+            self.lr = lr
+            self.perturb = perturb
+            self.alpha = alpha
+            self.gamma = gamma
+            self.A = A
+            self.n = n
+            self.clip_grad_norm = clip_grad_norm
+            defaults = dict(lr=lr, perturb=perturb, alpha=alpha, gamma=gamma, A=A)
+            super().__init__(params, defaults)
+            self.flat_params = [p for group in self.param_groups for p in group["params"]]
+
+        @torch.no_grad()
+        def step(self, loss_eval):
+            loss = loss_eval
+            a = self.lr
+            c = self.perturb
+            theta_flat = self.flat_params
+            dtype = theta_flat[0].dtype
+            for k in range(self.n):
+                ak = a / (k + 1 + self.A) ** self.alpha
+                ck = c / (k + 1) ** self.gamma
+                deltas = []
+                for theta in theta_flat:
+                    d = 2 * torch.from_numpy(rademacher.integers(0, 2, size=tuple(theta.shape))).to(dtype=dtype) - 1
+                    deltas.append(d)
+                    assert torch.all((d == 1) | (d == -1)), "Deltas must be ±1"
+                # thetaplus = theta + ck * delta
+                for theta, d in zip(theta_flat, deltas):
+                    theta.add_(ck * d)
+                yplus = loss()
+                # thetaminus = theta - ck * delta
+                for theta, d in zip(theta_flat, deltas):
+                    theta.add_(-2 * ck * d)
+                yminus = loss()
+                # restore theta
+                for theta, d in zip(theta_flat, deltas):
+                    theta.add_(ck * d)
+                # gradient estimate
+                ghat = [(yplus - yminus) / (2 * ck * d) for d in deltas]
+                # clip gradients norms
+                if self.clip_grad_norm is not None:
+                    self._clip_grad_norm(ghat, self.clip_grad_norm)
+                assert all([torch.all(torch.isfinite(g)) for g in ghat]), "Non-finite SPSA diff encountered"
+                # theta = theta - ak * ghat
+                for theta, g in zip(theta_flat, ghat):
+                    theta.add_(-ak * g)
+            return loss()
+
+        @torch.no_grad()
+        def _clip_grad_norm(self, grads, max_norm: float, norm_type: float = 2.0, error_if_nonfinite: bool = False,
+                            foreach: Optional[bool] = None) -> torch.Tensor:
+            max_norm = float(max_norm)
+            norm_type = float(norm_type)
+            if len(grads) == 0:
+                return torch.tensor(0.)
+            first_device = grads[0].device
+            grouped_grads: Dict[Tuple[torch.device, torch.dtype], Tuple[List[List[Tensor]], List[int]]] \
+                = _group_tensors_by_device_and_dtype([grads])  # type: ignore[assignment]
+
+            norms: List[Tensor] = []
+            for ((device, _), ([device_grads], _)) in grouped_grads.items():  # type: ignore[assignment]
+                if (
+                        (foreach is None and _has_foreach_support(device_grads, device))
+                        or (foreach and _device_has_foreach_support(device))
+                ):
+                    norms.extend(torch._foreach_norm(device_grads, norm_type))
+                elif foreach:
+                    raise RuntimeError(
+                        f'foreach=True was passed, but can\'t use the foreach API on {device.type} tensors')
+                else:
+                    norms.extend([torch.linalg.vector_norm(g, norm_type) for g in device_grads])
+
+            total_norm = torch.linalg.vector_norm(torch.stack([norm.to(first_device) for norm in norms]), norm_type)
+            clip_coef = max_norm / (total_norm + 1e-6)
+            clip_coef_clamped = torch.clamp(clip_coef, max=1.0)
+            for ((device, _), ([device_grads], _)) in grouped_grads.items():  # type: ignore[assignment]
+                if (
+                        (foreach is None and _has_foreach_support(device_grads, device))
+                        or (foreach and _device_has_foreach_support(device))
+                ):
+                    torch._foreach_mul_(device_grads, clip_coef_clamped.to(device))
+                else:
+                    clip_coef_clamped_device = clip_coef_clamped.to(device)
+                    for g in device_grads:
+                        g.mul_(clip_coef_clamped_device)
+            return total_norm
+
+    model = load(m, net(m), WEIGHTS).double()  # float64: the estimate divides a loss difference by 2 c_k
+    optimizer = SPSA(model.parameters(), lr=0.05, perturb=1e-2, n=n, clip_grad_norm=5.0)
+    data = batches(m)
+    losses = []
+    for i in range(steps):
+        x, y = data[i % len(data)]
+        losses.append(optimizer.step(lambda: F.cross_entropy(model(x.double()), y)).item())
+    support = (_has_foreach_support([torch.ones(1), None], torch.device("cpu")),
+               _has_foreach_support(list(model.parameters()), torch.device("cpu")))
+    return losses, params_of(model), support
+
+
+def test_spsa_clips_its_estimates_with_pytorchs_foreach_utils():
+    ours, theirs = run_both(spsa_program, rtol=1e-9, atol=1e-11)
+    assert ours[2] == (True, False)  # a Parameter is no plain Tensor to torch.utils._foreach_utils
