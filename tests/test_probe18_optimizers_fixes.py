@@ -12,6 +12,9 @@ and timm's optimizers ``setdefault`` the options added since); chainrule's never
 ``torch.utils._foreach_utils`` (``_group_tensors_by_device_and_dtype``, ``_has_foreach_support``,
 ``_device_has_foreach_support``, ...), which optimizers written against PyTorch import, was missing.
 
+PyTorch 1's ``p.data.add_(-lr, update)`` with a 0-d Tensor ``lr`` (SGD-HD's hypergradient-tuned learning rate) is
+read as PyTorch reads it, the number first; chainrule took the Tensor for ``other`` and failed on ``alpha == 1``.
+
 A group added by ``add_param_group`` after a scheduler was made has no base learning rate (nor momentum range)
 in it: PyTorch's LambdaLR, MultiplicativeLR, CyclicLR and CosineAnnealingWarmRestarts refuse to step then (their
 ``zip(..., strict=True)``); chainrule's stepped on and left the new group's lr as it was."""
@@ -141,3 +144,13 @@ def test_pytorchs_foreach_utils_group_tensors_and_tell_foreach_support(T):
     assert utils._device_has_foreach_support(T.device("cpu"))
     assert "cuda" in utils._get_foreach_kernels_supported_devices()
     assert "cpu" in utils._get_fused_kernels_supported_devices() and T.Tensor in utils._foreach_supported_types
+
+
+@pytest.mark.parametrize("name, expected", [("add_", [1.5, 1.5]), ("sub_", [0.5, 0.5])])
+def test_pytorch_1s_number_first_overload_takes_a_0d_tensor_number(T, warn_always, name, expected):
+    with pytest.warns(UserWarning, match=f"This overload of {name} is deprecated"):
+        result = getattr(T.ones(2), name)(T.tensor(0.5), T.ones(2))
+    assert result.tolist() == expected
+    with pytest.warns(UserWarning, match="is deprecated"):
+        assert T.ones(2).add_(T.tensor(0.5), T.tensor(3.0)).tolist() == [2.5, 2.5]  # alpha 0.5, other 3
+    assert T.ones(2).add_(T.ones(2), alpha=T.tensor(0.5)).tolist() == [1.5, 1.5]

@@ -2061,3 +2061,276 @@ def spsa_program(m, steps=4, n=5):
 def test_spsa_clips_its_estimates_with_pytorchs_foreach_utils():
     ours, theirs = run_both(spsa_program, rtol=1e-9, atol=1e-11)
     assert ours[2] == (True, False)  # a Parameter is no plain Tensor to torch.utils._foreach_utils
+
+
+# ----------------------------------------------------------------------------------------------
+# Global step hooks replacing a step's arguments, SWALR and AveragedModel over a custom optimizer
+# ----------------------------------------------------------------------------------------------
+
+
+def swa_over_custom_optimizer_program(m, steps=10, swa_start=5):
+    torch, F, optim, nn = m.torch, m.F, m.optim, m.nn
+    import importlib
+
+    optimizer_module = importlib.import_module(optim.__name__ + ".optimizer")  # from torch.optim.optimizer import
+    register_optimizer_step_pre_hook = optimizer_module.register_optimizer_step_pre_hook
+    register_optimizer_step_post_hook = optimizer_module.register_optimizer_step_post_hook
+
+    class SGDW(optim.Optimizer):
+        """SGD with decoupled weight decay and a closure that it calls under enable_grad."""
+
+        def __init__(self, params, lr=0.1, momentum=0.9, weight_decay=0.0):
+            super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay))
+
+        @torch.no_grad()
+        def step(self, closure=None, scale=1.0):
+            loss = None
+            if closure is not None:
+                with torch.enable_grad():
+                    loss = closure()
+            for group in self.param_groups:
+                for p in group["params"]:
+                    if p.grad is None:
+                        continue
+                    state = self.state[p]
+                    buf = state.get("momentum_buffer")
+                    if buf is None:
+                        buf = state["momentum_buffer"] = p.grad.detach().clone()
+                    else:
+                        buf.mul_(group["momentum"]).add_(p.grad)
+                    p.mul_(1 - group["lr"] * group["weight_decay"])
+                    p.add_(buf, alpha=-group["lr"] * scale)
+            return loss
+
+    model = load(m, net(m), WEIGHTS)
+    swa_model = optim.swa_utils.AveragedModel(model)
+    optimizer = SGDW(model.parameters(), lr=0.05, weight_decay=1e-3)
+    scheduler = optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+    swa_scheduler = optim.swa_utils.SWALR(optimizer, swa_lr=0.02, anneal_epochs=3, anneal_strategy="linear")
+
+    calls = []
+
+    def halve_after_start(optimizer, args, kwargs):
+        # a global pre-hook may hand the step new arguments: (args, kwargs), args without the optimizer
+        if getattr(optimizer, "in_swa", False):
+            return args, {**kwargs, "scale": 0.5}
+        return None
+
+    def count(optimizer, args, kwargs):
+        calls.append((type(optimizer).__name__, sorted(kwargs)))
+
+    handles = [register_optimizer_step_pre_hook(halve_after_start), register_optimizer_step_post_hook(count)]
+    try:
+        data = batches(m)
+        losses, lrs = [], []
+        for epoch in range(steps):
+            x, y = data[epoch % len(data)]
+
+            def closure():
+                optimizer.zero_grad()
+                loss = F.cross_entropy(model(x), y)
+                loss.backward()
+                return loss
+
+            losses.append(optimizer.step(closure).item())
+            if epoch >= swa_start:
+                optimizer.in_swa = True
+                swa_model.update_parameters(model)
+                swa_scheduler.step()
+            else:
+                scheduler.step()
+            lrs.append(optimizer.param_groups[0]["lr"])
+    finally:
+        for handle in handles:
+            handle.remove()
+    return losses, lrs, params_of(swa_model.module), swa_model.n_averaged, calls[:2] + calls[-1:], \
+        optimizer.param_groups[0]["swa_lr"]
+
+
+def test_swalr_and_global_step_hooks_over_a_custom_optimizer():
+    ours, theirs = run_both(swa_over_custom_optimizer_program, rtol=1e-5, atol=1e-6)
+    assert ours[3] == 5 and ours[4][-1] == ("SGDW", ["scale"]) and ours[5] == 0.02
+
+
+# ----------------------------------------------------------------------------------------------
+# Hypergradient descent (gbaydin/hypergradient-descent): the learning rate becomes a Tensor
+# ----------------------------------------------------------------------------------------------
+
+
+def hypergradient_program(m, which="AdamHD", steps=8):
+    torch, F, optim = m.torch, m.F, m.optim
+    import warnings
+    from functools import reduce
+
+    Optimizer = optim.Optimizer
+
+    class SGDHD(Optimizer):
+        def __init__(self, params, lr=0.1, momentum=0, dampening=0, weight_decay=0, nesterov=False,
+                     hypergrad_lr=1e-6):
+            defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
+                            nesterov=nesterov, hypergrad_lr=hypergrad_lr)
+            if nesterov and (momentum <= 0 or dampening != 0):
+                raise ValueError("Nesterov momentum requires a momentum and zero dampening")
+            super(SGDHD, self).__init__(params, defaults)
+
+            if len(self.param_groups) != 1:
+                raise ValueError("SGDHD doesn't support per-parameter options (parameter groups)")
+
+            self._params = self.param_groups[0]['params']
+            self._params_numel = reduce(lambda total, p: total + p.numel(), self._params, 0)
+
+        def _gather_flat_grad_with_weight_decay(self, weight_decay=0):
+            views = []
+            for p in self._params:
+                if p.grad is None:
+                    view = torch.zeros_like(p.data)
+                elif p.grad.data.is_sparse:
+                    view = p.grad.data.to_dense().view(-1)
+                else:
+                    view = p.grad.data.view(-1)
+                if weight_decay != 0:
+                    view.add_(weight_decay, p.data.view(-1))
+                views.append(view)
+            return torch.cat(views, 0)
+
+        def _add_grad(self, step_size, update):
+            offset = 0
+            for p in self._params:
+                numel = p.numel()
+                # view as to avoid deprecated pointwise semantics
+                p.data.add_(step_size, update[offset:offset + numel].view_as(p.data))
+                offset += numel
+            assert offset == self._params_numel
+
+        def step(self, closure=None):
+            assert len(self.param_groups) == 1
+
+            loss = None
+            if closure is not None:
+                loss = closure()
+
+            group = self.param_groups[0]
+            weight_decay = group['weight_decay']
+            momentum = group['momentum']
+            dampening = group['dampening']
+            nesterov = group['nesterov']
+
+            grad = self._gather_flat_grad_with_weight_decay(weight_decay)
+
+            # NOTE: SGDHD has only global state, but we register it as state for
+            # the first param, because this helps with casting in load_state_dict
+            state = self.state[self._params[0]]
+            # State initialization
+            if len(state) == 0:
+                state['grad_prev'] = torch.zeros_like(grad)
+
+            grad_prev = state['grad_prev']
+            # Hypergradient for SGD
+            h = torch.dot(grad, grad_prev)
+            # Hypergradient descent of the learning rate:
+            group['lr'] += group['hypergrad_lr'] * h
+
+            if momentum != 0:
+                if 'momentum_buffer' not in state:
+                    buf = state['momentum_buffer'] = torch.zeros_like(grad)
+                    buf.mul_(momentum).add_(grad)
+                else:
+                    buf = state['momentum_buffer']
+                    buf.mul_(momentum).add_(1 - dampening, grad)
+                if nesterov:
+                    grad.add_(momentum, buf)
+                else:
+                    grad = buf
+
+            state['grad_prev'] = grad
+
+            self._add_grad(-group['lr'], grad)
+
+            return loss
+
+    class AdamHD(Optimizer):
+        def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, hypergrad_lr=1e-8):
+            defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, hypergrad_lr=hypergrad_lr)
+            super(AdamHD, self).__init__(params, defaults)
+
+        def step(self, closure=None):
+            loss = None
+            if closure is not None:
+                loss = closure()
+
+            for group in self.param_groups:
+                for p in group['params']:
+                    if p.grad is None:
+                        continue
+                    grad = p.grad.data
+                    if grad.is_sparse:
+                        raise RuntimeError('Adam does not support sparse gradients, please consider SparseAdam instead')
+
+                    state = self.state[p]
+
+                    # State initialization
+                    if len(state) == 0:
+                        state['step'] = 0
+                        # Exponential moving average of gradient values
+                        state['exp_avg'] = torch.zeros_like(p.data)
+                        # Exponential moving average of squared gradient values
+                        state['exp_avg_sq'] = torch.zeros_like(p.data)
+
+                    exp_avg, exp_avg_sq = state['exp_avg'], state['exp_avg_sq']
+                    beta1, beta2 = group['betas']
+
+                    state['step'] += 1
+
+                    if group['weight_decay'] != 0:
+                        grad = grad.add(group['weight_decay'], p.data)
+
+                    if state['step'] > 1:
+                        prev_bias_correction1 = 1 - beta1 ** (state['step'] - 1)
+                        prev_bias_correction2 = 1 - beta2 ** (state['step'] - 1)
+                        # Hypergradient for Adam:
+                        h = torch.dot(grad.view(-1),
+                                      torch.div(exp_avg, exp_avg_sq.sqrt().add_(group['eps'])).view(-1)) \
+                            * math.sqrt(prev_bias_correction2) / prev_bias_correction1
+                        # Hypergradient descent of the learning rate:
+                        group['lr'] += group['hypergrad_lr'] * h
+
+                    # Decay the first and second moment running average coefficient
+                    exp_avg.mul_(beta1).add_(1 - beta1, grad)
+                    exp_avg_sq.mul_(beta2).addcmul_(1 - beta2, grad, grad)
+                    denom = exp_avg_sq.sqrt().add_(group['eps'])
+
+                    bias_correction1 = 1 - beta1 ** state['step']
+                    bias_correction2 = 1 - beta2 ** state['step']
+                    step_size = group['lr'] * math.sqrt(bias_correction2) / bias_correction1
+
+                    p.data.addcdiv_(-step_size, exp_avg, denom)
+
+            return loss
+
+    model = load(m, net(m), WEIGHTS)
+    if which == "SGDHD":
+        optimizer = SGDHD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4, hypergrad_lr=1e-3)
+    else:
+        optimizer = AdamHD(model.parameters(), lr=3e-3, weight_decay=1e-4, hypergrad_lr=1e-4)
+    scheduler = optim.lr_scheduler.StepLR(optimizer, step_size=3, gamma=0.5)
+    data = batches(m)
+    losses, lrs = [], []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the deprecated add_(Number, Tensor) overloads
+        for i in range(steps):
+            x, y = data[i % len(data)]
+            optimizer.zero_grad()
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            losses.append(loss.item())
+            lrs.append(float(optimizer.param_groups[0]["lr"]))
+    return losses, lrs, params_of(model), torch.is_tensor(optimizer.param_groups[0]["lr"])
+
+
+@pytest.mark.parametrize("which", ["SGDHD", "AdamHD"])
+def test_hypergradient_descent_turns_the_lr_into_a_tensor(which):
+    # the hypergradient is a float32 dot product over every parameter
+    ours, theirs = run_both(hypergradient_program, which=which, rtol=1e-4, atol=1e-7)
+    assert ours[3] is True and ours[1][0] != ours[1][1]
