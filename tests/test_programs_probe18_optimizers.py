@@ -13,7 +13,7 @@ probe13_optim (PyTorch's own optimizers, their state dicts and schedulers) leave
   mid-run, also from an older version's checkpoint (steps saved as numbers), which its ``__setstate__``
   migrates when ``load_state_dict`` calls it.
 - Hugging Face's Adafactor (factored row/column second moments, relative step from the parameter's RMS, update
-  clipping, a 0-d Tensor ``alpha``).
+  clipping, a 0-d Tensor ``alpha``), also on float16 parameters (a float32 copy, ``copy_`` back).
 - Shampoo (pytorch-optimizer's: preconditioners per dimension of a conv kernel, inverse roots by ``torch.svd``,
   ``torch.eye(out=)``, ``transpose_``) and a variant taking the roots by ``torch.linalg.eigh``.
 - Prodigy (D-Adaptation): ``d`` estimated in Python floats from ``torch.dot(...).item()`` over strided slices.
@@ -39,7 +39,9 @@ bit for bit (Sophia-G, timm's Lookahead). Found and fixed (tests/test_probe18_op
 (Sophia-G's migration of an old checkpoint); the Tensors inside a dict or tuple of a parameter's state kept
 their dtype through load_state_dict (PyTorch casts them to the parameter's); a group added by
 ``add_param_group`` after LambdaLR, MultiplicativeLR, CyclicLR or CosineAnnealingWarmRestarts was made is
-refused at their next step, as PyTorch's (chainrule's stepped on, leaving the new group's lr)."""
+refused at their next step, as PyTorch's (chainrule's stepped on, leaving the new group's lr); PyTorch 1's
+``add_(Number, Tensor)`` with a 0-d Tensor number (SGD-HD); a float16 ``F.linear`` of a 2-d non-contiguous input
+(a convolution's flattened output here) rounds once, through addmm, as PyTorch's (it rounded twice)."""
 
 import copy
 import math
@@ -634,6 +636,16 @@ def test_hugging_faces_adafactor(options):
     first = ours[2][0]
     assert first["exp_avg_sq_row"].shape == (4, 1, 3) and first["exp_avg_sq_col"].shape == (4, 1, 3)
     assert first["RMS"].shape == () and first["step"] == 8
+
+
+def test_hugging_faces_adafactor_on_float16_parameters():
+    # its float32 copy of each float16 parameter, copied back by copy_; the float16 forward matches PyTorch's
+    # bit for bit (a flattened convolution output into Linear: addmm's single rounding), the float32 reductions
+    # of the update (RMS, row/column means) round a float16 parameter an ulp apart now and then
+    ours, theirs = run_both(hf_adafactor_program, dtype="float16", steps=4, rtol=1e-3, atol=1e-4)
+    assert ours[2][0]["exp_avg_sq_row"].dtype == np.float32  # the state of the float32 gradient
+    if theirs is not None:
+        assert ours[0][0] == theirs[0][0]  # the first forward, bit for bit
 
 
 # ----------------------------------------------------------------------------------------------
