@@ -29,6 +29,8 @@ probe13_optim (PyTorch's own optimizers, their state dicts and schedulers) leave
 - AdaBelief as its authors' package writes it (RAdam's rectification buffered per group, amsgrad's
   ``torch.max(out=)``, coupled and fixed weight decay, ``__setstate__``), and hypergradient descent (SGD-HD,
   Adam-HD: the learning rate a Tensor, PyTorch 1's ``add_(Number, Tensor)`` overloads) under StepLR.
+- AdaHessian: Hutchinson's Hessian diagonal by ``torch.autograd.grad`` of the ``create_graph`` gradients inside
+  the step (spatially averaged over conv kernels), ``grad.detach_()``, ``p.data = ...``.
 - SWALR and AveragedModel over a custom optimizer, global step hooks handing its step new keyword arguments.
 - SPSA (a zeroth-order optimizer with a loss closure), clipping its estimates with the helpers of
   ``torch.utils._foreach_utils`` (``_group_tensors_by_device_and_dtype``, ``_has_foreach_support``).
@@ -2549,3 +2551,135 @@ def test_adabelief_as_its_authors_package_writes_it(options):
     ours, theirs = run_both(adabelief_program, **options, rtol=1e-5, atol=1e-6)
     if options.get("rectify", True):
         assert ours[2][0][1][0] == 1 and ours[2][1][1][0] == 1  # each group's own buffer (group 0's betas differ)
+
+
+# ----------------------------------------------------------------------------------------------
+# AdaHessian (amirgholami/adahessian): Hutchinson's Hessian diagonal inside the optimizer's step
+# ----------------------------------------------------------------------------------------------
+
+
+def adahessian_program(m, steps=5):
+    torch, F, optim = m.torch, m.F, m.optim
+    import warnings
+
+    Optimizer = optim.Optimizer
+    rademacher = np.random.default_rng(7)
+
+    class Adahessian(Optimizer):
+        def __init__(self, params, lr=0.15, betas=(0.9, 0.999), eps=1e-4, weight_decay=0, hessian_power=1):
+            if not 0.0 <= lr:
+                raise ValueError("Invalid learning rate: {}".format(lr))
+            if not 0.0 <= hessian_power <= 1.0:
+                raise ValueError("Invalid Hessian power value: {}".format(hessian_power))
+            defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, hessian_power=hessian_power)
+            super(Adahessian, self).__init__(params, defaults)
+
+        def get_trace(self, params, grads):
+            """
+            compute the Hessian vector product with a random vector v, at the current gradient point,
+            i.e., compute the gradient of <gradsH,v>.
+            """
+            # Check backward was called with create_graph set to True
+            for i, grad in enumerate(grads):
+                if grad.grad_fn is None:
+                    raise RuntimeError('Gradient tensor {:} does not have grad_fn. When calling\n'.format(i) +
+                                       '\t\t\t  loss.backward(), make sure the option create_graph is\n' +
+                                       '\t\t\t  set to True.')
+
+            # (the authors' v = [2 * torch.randint_like(p, high=2) - 1 for p in params], drawn by NumPy here)
+            v = [2 * torch.from_numpy(rademacher.integers(0, 2, size=tuple(p.shape))).to(p.dtype) - 1 for p in params]
+
+            hvs = torch.autograd.grad(grads, params, grad_outputs=v, only_inputs=True, retain_graph=False)
+
+            hutchinson_trace = []
+            for hv in hvs:
+                param_size = hv.size()
+                if len(param_size) <= 2:  # for 0/1/2D tensor
+                    # Hessian diagonal block size is 1 here.
+                    # We use that torch.abs(hv * vi) = hv.abs()
+                    tmp_output = hv.abs()
+
+                elif len(param_size) == 4:  # Conv kernel
+                    # Hessian diagonal block size is 9 here: torch.sum() reduces the dim 2/3.
+                    # We use that torch.abs(hv * vi) = hv.abs()
+                    tmp_output = torch.mean(hv.abs(), dim=[2, 3], keepdim=True)
+                hutchinson_trace.append(tmp_output)
+
+            return hutchinson_trace
+
+        def step(self, closure=None):
+            loss = None
+            if closure is not None:
+                loss = closure()
+
+            params = []
+            groups = []
+            grads = []
+
+            # Flatten groups into lists, so that
+            #  hut_traces can be called with lists of parameters
+            #  and grads
+            for group in self.param_groups:
+                for p in group['params']:
+                    if p.grad is not None:
+                        params.append(p)
+                        groups.append(group)
+                        grads.append(p.grad)
+
+            # get the Hessina diagonal
+            hut_traces = self.get_trace(params, grads)
+
+            for (p, group, grad, hut_trace) in zip(params, groups, grads, hut_traces):
+
+                state = self.state[p]
+
+                # State initialization
+                if len(state) == 0:
+                    state['step'] = 0
+                    # Exponential moving average of gradient values
+                    state['exp_avg'] = torch.zeros_like(p.data)
+                    # Exponential moving average of Hessian diagonal square values
+                    state['exp_hessian_diag_sq'] = torch.zeros_like(p.data)
+
+                exp_avg, exp_hessian_diag_sq = state['exp_avg'], state['exp_hessian_diag_sq']
+
+                beta1, beta2 = group['betas']
+
+                state['step'] += 1
+
+                # Decay the first and second moment running average coefficient
+                exp_avg.mul_(beta1).add_(1 - beta1, grad.detach_())
+                exp_hessian_diag_sq.mul_(beta2).addcmul_(1 - beta2, hut_trace, hut_trace)
+
+                bias_correction1 = 1 - beta1 ** state['step']
+                bias_correction2 = 1 - beta2 ** state['step']
+
+                # make the square root, and the Hessian power
+                k = group['hessian_power']
+                denom = ((exp_hessian_diag_sq.sqrt() ** k) / math.sqrt(bias_correction2) ** k).add_(group['eps'])
+
+                # make update
+                p.data = p.data - group['lr'] * (exp_avg / bias_correction1 / denom + group['weight_decay'] * p.data)
+
+            return loss
+
+    model = load(m, net(m), WEIGHTS).double()  # float64: a Hessian-vector product of float32 sums is noisy
+    optimizer = Adahessian(model.parameters(), lr=0.05, weight_decay=5e-4, hessian_power=0.5)
+    data = batches(m)
+    losses = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # add_(Number, Tensor), and backward(create_graph=True)'s
+        for i in range(steps):
+            x, y = data[i % len(data)]
+            optimizer.zero_grad()
+            loss = F.cross_entropy(model(x.double()), y)
+            loss.backward(create_graph=True)
+            optimizer.step()
+            losses.append(loss.item())
+    hessian = [optimizer.state[p]["exp_hessian_diag_sq"] for p in model.parameters()]
+    return losses, params_of(model), hessian, [p.grad.grad_fn is None for p in model.parameters()]
+
+
+def test_adahessian_estimates_the_hessian_diagonal_in_its_step():
+    ours, theirs = run_both(adahessian_program, rtol=1e-9, atol=1e-12)
+    assert ours[2][0].shape == (4, 1, 3, 3) and all(ours[3])  # (grad.detach_() cut each gradient's graph)
