@@ -119,9 +119,9 @@ def linear(input, weight, bias=None, *, out=None):
     check_same_dtype("linear", input, weight=weight, bias=bias)
     refuse_kinds(input, "addmm_impl_cpu_", "b")  # (NumPy would multiply bools; PyTorch has no kernel for them)
     if bias is not None and input._data.dtype == float16:
-        # PyTorch runs a contiguous input through addmm (flattened), whose float16 is computed in float32 and
-        # rounded once; other layouts take matmul then add, each rounded
-        if not input.is_contiguous():
+        # PyTorch runs a 2-d input (of any layout) and a contiguous one through addmm (flattened), whose float16
+        # is computed in float32 and rounded once; other layouts take matmul then add, each rounded
+        if input.ndim > 2 and not input.is_contiguous():
             return write_out(input.matmul(weight.t()) + bias, out)
         return write_out(named_node(AffineMap.apply(input.float(), weight.float(), bias.float()).half(), None,
                                     "AddmmBackward0" if input.ndim == 2 else "ViewBackward0"), out)

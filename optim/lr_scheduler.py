@@ -71,7 +71,7 @@ class LambdaLR(LRScheduler):
 
     def get_lr(self):
         warn_outside_step(self)
-        return [base * fn(self.last_epoch) for fn, base in zip(self.lr_lambdas, self.base_lrs)]
+        return [base * fn(self.last_epoch) for fn, base in zip(self.lr_lambdas, self.base_lrs, strict=True)]
 
 
 class MultiplicativeLR(LRScheduler):
@@ -88,7 +88,7 @@ class MultiplicativeLR(LRScheduler):
         warn_outside_step(self)
         if self._is_initial:
             return self._group_lrs()
-        return [lr * fn(self.last_epoch) for fn, lr in zip(self.lr_lambdas, self._group_lrs())]
+        return [lr * fn(self.last_epoch) for fn, lr in zip(self.lr_lambdas, self._group_lrs(), strict=True)]
 
 
 def lambdas(optimizer, lr_lambda):

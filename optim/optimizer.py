@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy
 
-from autograd import Tensor, enable_grad, set_grad_enabled
+from autograd import Tensor, _lazy, enable_grad, set_grad_enabled
 from autograd.backend import float32, float64, get_default_dtype
 from autograd.graph import zero_grad
 from autograd.hooks import add_hook
@@ -38,6 +38,7 @@ from autograd.tensor import tensor_from
 
 # what optimizers copied from PyTorch's sources import from torch.optim.optimizer (pytorch_helpers.py)
 from .pytorch_helpers import (  # noqa: F401  (re-exported: imported from here by those optimizers)
+    FOREACH_UTILS,
     Args,
     DeviceDict,
     DeviceDtypeDict,
@@ -52,11 +53,8 @@ from .pytorch_helpers import (  # noqa: F401  (re-exported: imported from here b
     _foreach_supported_types,
     _fused_doc,
     _get_capturable_supported_devices,
-    _get_foreach_kernels_supported_devices,
-    _get_fused_kernels_supported_devices,
     _get_scalar_dtype,
     _get_value,
-    _group_tensors_by_device_and_dtype,
     _maximize_doc,
     _params_doc,
     _stack_if_compiling,
@@ -64,6 +62,10 @@ from .pytorch_helpers import (  # noqa: F401  (re-exported: imported from here b
     _use_grad_for_differentiable,
     _view_as_real,
 )
+
+# ... and torch.utils._foreach_utils' helpers that module imports, loaded on first use
+__getattr__, __dir__, _ = _lazy.on_first_use(globals(), {name: f"autograd.utils._foreach_utils:{name}"
+                                                         for name in FOREACH_UTILS})
 
 # PyTorch's names for the hook types: hook(optimizer, args, kwargs) -> None or (new_args, new_kwargs),
 # and hook(optimizer, args, kwargs) -> None
@@ -271,7 +273,11 @@ class Optimizer:
     def _accelerator_graph_capture_health_check(self):
         pass
 
-    _group_tensors_by_device_and_dtype = staticmethod(_group_tensors_by_device_and_dtype)
+    @staticmethod
+    def _group_tensors_by_device_and_dtype(tensorlistlist, with_indices=False):  # (PyTorch's Optimizer has it)
+        from autograd.utils._foreach_utils import _group_tensors_by_device_and_dtype
+
+        return _group_tensors_by_device_and_dtype(tensorlistlist, with_indices)
 
     def check_hyperparameters(self, group):
         """Subclasses raise ValueError here for an invalid option (negative lr, ...)."""
@@ -435,7 +441,7 @@ class Optimizer:
         PyTorch's does not either: state tensors take their parameter's dtype, except ``step``, so NAdam's
         float32 ``mu_product`` and ASGD's ``eta``/``mu`` continue in the parameter's dtype, as PyTorch's).
         An option the saved groups lack (a state dict from before ``maximize``, ``foreach``, ... existed)
-        takes its default."""
+        takes its default. The loaded state and groups then go through ``__setstate__``, as PyTorch's."""
         state_dict = dict(state_dict)  # a shallow copy, as PyTorch's: the pre-hooks may change it
         for hook in list(self._optimizer_load_state_dict_pre_hooks.values()):
             result = hook(self, state_dict)
@@ -475,10 +481,14 @@ class Optimizer:
                 continue
             # (a complex parameter's entries keep their dtypes, as PyTorch's: it casts for floating parameters only)
             cast = p.dtype if p._data.dtype.kind == "f" else None
-            self.state[p] = {k: _restore(v, (float32 if k == "step" and i in float32_steps else None)
-                                         if k in self.scalar_state else cast,
-                                         numbers_to_tensors=k in self.scalar_state and _builtin(self))
+            step_dtype = float32 if i in float32_steps else None
+            self.state[p] = {k: _restore(v, (step_dtype if k == "step" else None) if k in self.scalar_state else cast,
+                                         numbers_to_tensors=k in self.scalar_state and _builtin(self),
+                                         step_dtype=step_dtype)
                              for k, v in values.items()}
+        # through __setstate__, as PyTorch's: an optimizer written against it migrates an old checkpoint there
+        # (``group.setdefault("amsgrad", False)``, a ``step`` saved as a number made a Tensor)
+        self.__setstate__({"state": self.state, "param_groups": self.param_groups})
         for hook in list(self._optimizer_load_state_dict_post_hooks.values()):
             hook(self)
 
@@ -519,20 +529,27 @@ def _snapshot(value, copies):
         if id(value) not in copies:
             copies[id(value)] = (value, tensor_from(value.numpy().copy()))  # (the original kept: its id stays its)
         return copies[id(value)][1]
-    if isinstance(value, list):
-        return [_snapshot(v, copies) for v in value]
+    if isinstance(value, dict):
+        return {k: _snapshot(v, copies) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_snapshot(v, copies) for v in value)
     return value
 
 
-def _restore(value, dtype, numbers_to_tensors=False):
+def _restore(value, dtype, numbers_to_tensors=False, step_dtype=None):
     """A loaded state entry as a fresh Tensor (of ``dtype`` when given), numbers as they are; with
     ``numbers_to_tensors``, a number (an old-style ``step`` of one of this package's optimizers, which
-    step with a Tensor) becomes a scalar Tensor, as their ``__setstate__`` makes it in PyTorch."""
+    step with a Tensor) becomes a scalar Tensor, as their ``__setstate__`` makes it in PyTorch. The Tensors
+    in a list or tuple are cast as the entry; those in a dict by their own keys, as PyTorch's ``_cast``
+    does (a custom optimizer's ``state["factors"] = {"row": ..., "step": ...}``: a ``step`` there takes
+    ``step_dtype``, None for its own)."""
     if isinstance(value, (Tensor, numpy.ndarray)):
         array = value.numpy() if isinstance(value, Tensor) else value
         return tensor_from(numpy.array(array, dtype=dtype or array.dtype, copy=True))
-    if isinstance(value, list):
-        return [_restore(v, dtype, numbers_to_tensors) for v in value]
+    if isinstance(value, dict):
+        return {k: _restore(v, step_dtype if k == "step" else dtype, step_dtype=step_dtype) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_restore(v, dtype, numbers_to_tensors, step_dtype) for v in value)
     if numbers_to_tensors and isinstance(value, (int, float)) and not isinstance(value, bool):
         return scalar_tensor(value)
     return value

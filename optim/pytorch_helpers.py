@@ -9,12 +9,18 @@ nothing, as there is one implementation here.
 
 import functools
 
-from autograd import Tensor, set_grad_enabled
+from autograd import Tensor, _lazy, set_grad_enabled
 from autograd.backend import float64, get_default_dtype
 
 Args = tuple  # the types PyTorch's annotations name
 Kwargs = StateDict = DeviceDict = DeviceDtypeDict = dict
 _foreach_supported_types = [Tensor]  # (nn.Parameter is a Tensor subclass here: PyTorch lists both)
+# torch.utils._foreach_utils' helpers, which PyTorch's optimizer module has too: on first use (`import optim`
+# need not load autograd.utils)
+FOREACH_UTILS = ("_get_foreach_kernels_supported_devices", "_get_fused_kernels_supported_devices",
+                 "_group_tensors_by_device_and_dtype")
+__getattr__, __dir__, _ = _lazy.on_first_use(globals(), {name: f"autograd.utils._foreach_utils:{name}"
+                                                         for name in FOREACH_UTILS})
 _params_doc = """params (iterable): iterable of parameters or named_parameters to optimize, or iterable of dicts
             defining parameter groups"""
 _foreach_doc = """foreach (bool, optional): whether the foreach implementation is used (accepted: one
@@ -55,14 +61,6 @@ def _disable_dynamo_if_unsupported(single_tensor_fn=None):
     return lambda func: func
 
 
-def _get_fused_kernels_supported_devices():
-    return ["mps", "cuda", "xpu", "hpu", "cpu", "privateuseone"]
-
-
-def _get_foreach_kernels_supported_devices():
-    return ["cuda", "xpu", "privateuseone"]
-
-
 def _get_capturable_supported_devices(supports_xla=True):
     return ["cuda", "xpu", "hpu", "privateuseone"] + (["xla"] if supports_xla else [])
 
@@ -73,7 +71,11 @@ def _default_to_fused_or_foreach(params, differentiable, use_fused=False):
     (never on the CPU); neither for ``differentiable``."""
     if differentiable:
         return False, False
-    from nn.parameter import Parameter  # (here: `import optim` need not load nn)
+    from autograd.utils._foreach_utils import (  # (here: `import optim` need not load nn nor autograd.utils)
+        _get_foreach_kernels_supported_devices,
+        _get_fused_kernels_supported_devices,
+    )
+    from nn.parameter import Parameter
 
     def plain(p):  # a Tensor or a Parameter, not a subclass of its own (PyTorch's _foreach_supported_types)
         return type(p) in (*_foreach_supported_types, Parameter)
@@ -86,6 +88,8 @@ def _default_to_fused_or_foreach(params, differentiable, use_fused=False):
 
 
 def _device_dtype_check_for_fused(p, cuda_unsupported=False):
+    from autograd.utils._foreach_utils import _get_fused_kernels_supported_devices
+
     devices = [d for d in _get_fused_kernels_supported_devices() if not (cuda_unsupported and d == "cuda")]
     if not (p.device.type in devices and p.is_floating_point()):
         raise RuntimeError("`fused=True` requires all the params to be floating point Tensors of "
@@ -117,19 +121,3 @@ def _get_scalar_dtype(is_fused=None):
 def _to_scalar(x):
     """A 1-element Tensor hyperparameter as a 0-d Tensor; anything else as it is."""
     return x.squeeze() if isinstance(x, Tensor) and x.dim() != 0 else x
-
-
-def _group_tensors_by_device_and_dtype(tensorlistlist, with_indices=False):
-    """{(device, dtype): (the lists restricted to the tensors of the first list on that device with that dtype,
-    their indices where ``with_indices``, else [])}, as PyTorch's foreach paths group tensors before each batched
-    call (an empty list, such as max_exp_avg_sqs without amsgrad, stays empty in every group)."""
-    groups = {}
-    for i, first in enumerate(tensorlistlist[0]):
-        key = (first.device, first.dtype)
-        lists, indices = groups.setdefault(key, ([[] for _ in tensorlistlist], []))
-        for values, group_values in zip(tensorlistlist, lists):
-            if values:
-                group_values.append(values[i])
-        if with_indices:
-            indices.append(i)
-    return groups

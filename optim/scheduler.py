@@ -179,7 +179,8 @@ class LRScheduler:
                 self.last_epoch = epoch
                 closed_form = getattr(self, "_get_closed_form_lr", None)
                 values = closed_form() if closed_form is not None else self.get_lr()
-        for group, lr in zip(self.optimizer.param_groups, values):
+        # strict, as PyTorch's: a group added after the scheduler was made has no base lr, and is refused
+        for group, lr in zip(self.optimizer.param_groups, values, strict=True):
             set_lr(group, lr)
         self._last_lr = self._group_lrs()
 

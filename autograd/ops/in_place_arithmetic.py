@@ -96,9 +96,9 @@ def _operand_in_common(other, self):
 
 
 @names("add_", function=False)
-def add_(self, other, alpha=1):
-    if isinstance(alpha, Tensor) and not isinstance(other, Tensor):  # PyTorch 1's add_(alpha, other)
-        other, alpha = alpha, _number_first("add_", "add_(Tensor other, *, Number alpha)", other)
+def add_(self, other, *number_first, alpha=1):
+    if number_first:  # PyTorch 1's add_(alpha, other), alpha also a 0-d Tensor (SGD-HD's Tensor lr)
+        other, alpha = number_first[0], _number_first("add_", "add_(Tensor other, *, Number alpha)", other)
     if alpha == 1:
         return self._write((other,), lambda old: old + _operand(other, old),
                            lambda a: xp.add(a, _operand_in_common(other, self), out=a, casting="same_kind"))
@@ -110,9 +110,9 @@ def add_(self, other, alpha=1):
 
 
 @names("sub_", function=False)
-def sub_(self, other, alpha=1):
-    if isinstance(alpha, Tensor) and not isinstance(other, Tensor):  # PyTorch 1's sub_(alpha, other)
-        other, alpha = alpha, _number_first("sub_", "sub_(Tensor other, *, Number alpha)", other)
+def sub_(self, other, *number_first, alpha=1):
+    if number_first:  # PyTorch 1's sub_(alpha, other)
+        other, alpha = number_first[0], _number_first("sub_", "sub_(Tensor other, *, Number alpha)", other)
     refuse_bool_subtraction(_is_bool(self), _is_bool(other))
     if alpha == 1:  # (a subtraction, not an addition of -other: -1 is no uint8)
         return self._write((other,), lambda old: old - _operand(other, old),
