@@ -1,0 +1,425 @@
+# ruff: noqa: B007, B008, B023, E741, E731, F841, UP004, UP008, UP031  (the programs are kept as their authors wrote them)
+"""Differentiable numerical solvers (see tests/pytorch_programs.py), written as torchdiffeq, torchsde, torchcde,
+DeepXDE and papers' code write them, each run on chainrule and on PyTorch from the same weights and data in
+float64, comparing solutions, losses and gradients, and checked by hand (closed forms, NumPy) where PyTorch is
+missing.
+
+PROGRAMS"""
+
+import math
+
+import numpy as np
+import pytest
+
+from .pytorch_programs import OURS, load, run_both, weights_of
+
+# ----------------------------------------------------------------------------------------------
+# torchdiffeq's dopri5: adaptive Dormand-Prince with error control, step-size adaptation and dense output
+# ----------------------------------------------------------------------------------------------
+
+DPS_C_MID = [6025192743 / 30085553152 / 2, 0, 51252292925 / 65400821598 / 2, -2691868925 / 45128329728 / 2,
+             187940372067 / 1594534317056 / 2, -1776094331 / 19743644256 / 2, 11237099 / 235043384 / 2]
+DOPRI5_ALPHA = [1 / 5, 3 / 10, 4 / 5, 8 / 9, 1., 1.]
+DOPRI5_BETA = [[1 / 5], [3 / 40, 9 / 40], [44 / 45, -56 / 15, 32 / 9],
+               [19372 / 6561, -25360 / 2187, 64448 / 6561, -212 / 729],
+               [9017 / 3168, -355 / 33, 46732 / 5247, 49 / 176, -5103 / 18656],
+               [35 / 384, 0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84]]
+DOPRI5_C_SOL = [35 / 384, 0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84, 0]
+DOPRI5_C_ERROR = [35 / 384 - 1951 / 21600, 0, 500 / 1113 - 22642 / 50085, 125 / 192 - 451 / 720,
+                  -2187 / 6784 - -12231 / 42400, 11 / 84 - 649 / 6300, -1. / 60.]
+
+
+def make_odeint(m):
+    """``odeint(func, y0, t, rtol, atol)`` as torchdiffeq's RKAdaptiveStepsizeODESolver computes it: every step
+    size, error ratio and interpolation coefficient a tensor (so backprop runs through the controller too)."""
+    torch = m.torch
+
+    def rms_norm(tensor):
+        return tensor.abs().pow(2).mean().sqrt()
+
+    def runge_kutta_step(func, y0, f0, t0, dt):
+        k = [f0]
+        for alpha_i, beta_i in zip(DOPRI5_ALPHA, DOPRI5_BETA):
+            ti = t0 + alpha_i * dt
+            yi = y0 + sum(b * ki for b, ki in zip(beta_i, k) if b != 0) * dt
+            k.append(func(ti, yi))
+        k = torch.stack(k, dim=-1)
+        y1 = yi  # the last stage is the solution (FSAL)
+        f1 = k[..., -1]
+        y1_error = torch.matmul(k, torch.tensor(DOPRI5_C_ERROR, dtype=y0.dtype)) * dt
+        return y1, f1, y1_error, k
+
+    def interp_fit(y0, y1, y_mid, f0, f1, dt):
+        a = 2 * dt * (f1 - f0) - 8 * (y1 + y0) + 16 * y_mid
+        b = dt * (5 * f0 - 3 * f1) + 18 * y0 + 14 * y1 - 32 * y_mid
+        c = dt * (f1 - 4 * f0) - 11 * y0 - 5 * y1 + 16 * y_mid
+        d = dt * f0
+        e = y0
+        return [e, d, c, b, a]
+
+    def interp_evaluate(coefficients, t0, t1, t):
+        x = (t - t0) / (t1 - t0)
+        x = x.to(coefficients[0].dtype)
+        total = coefficients[0] + x * coefficients[1]
+        x_power = x
+        for coefficient in coefficients[2:]:
+            x_power = x_power * x
+            total = total + x_power * coefficient
+        return total
+
+    def select_initial_step(func, t0, y0, order, rtol, atol, f0):
+        scale = atol + torch.abs(y0) * rtol
+        d0 = rms_norm(y0 / scale)
+        d1 = rms_norm(f0 / scale)
+        if d0 < 1e-5 or d1 < 1e-5:
+            h0 = torch.tensor(1e-6, dtype=y0.dtype)
+        else:
+            h0 = 0.01 * d0 / d1
+        y1 = y0 + h0 * f0
+        f1 = func(t0 + h0, y1)
+        d2 = rms_norm((f1 - f0) / scale) / h0
+        if d1 <= 1e-15 and d2 <= 1e-15:
+            h1 = torch.max(torch.tensor(1e-6, dtype=y0.dtype), h0 * 1e-3)
+        else:
+            h1 = (0.01 / max(d1, d2)) ** (1. / float(order + 1))
+        return torch.min(100 * h0, h1)
+
+    def optimal_step_size(last_step, error_ratio, safety=0.9, ifactor=10.0, dfactor=0.2, order=5):
+        if error_ratio == 0:
+            return last_step * ifactor
+        if error_ratio < 1:
+            dfactor = torch.ones((), dtype=last_step.dtype)
+        error_ratio = error_ratio.type_as(last_step)
+        exponent = torch.tensor(order, dtype=last_step.dtype).reciprocal()
+        factor = torch.min(torch.tensor(ifactor, dtype=last_step.dtype),
+                           torch.max(safety / error_ratio ** exponent, torch.as_tensor(dfactor, dtype=last_step.dtype)))
+        return last_step * factor
+
+    def odeint(func, y0, t, rtol=1e-7, atol=1e-9, stats=None):
+        f0 = func(t[0], y0)
+        dt = select_initial_step(func, t[0], y0, 4, rtol, atol, f0)
+        t0, y, f = t[0], y0, f0
+        coefficients, t_prev = [y0] * 5, t[0]
+        solution = [y0]
+        n_accepted = n_rejected = 0
+        for i in range(1, len(t)):
+            next_t = t[i]
+            while next_t > t0:
+                y1, f1, y1_error, k = runge_kutta_step(func, y, f, t0, dt)
+                error_tol = atol + rtol * torch.max(y.abs(), y1.abs())
+                error_ratio = rms_norm(y1_error / error_tol)
+                accept_step = error_ratio <= 1
+                if accept_step:
+                    n_accepted += 1
+                    y_mid = y + torch.matmul(k, torch.tensor(DPS_C_MID, dtype=y.dtype)) * dt
+                    coefficients = interp_fit(y, y1, y_mid, f, f1, dt)
+                    t_prev, t0, y, f = t0, t0 + dt, y1, f1
+                else:
+                    n_rejected += 1
+                dt = optimal_step_size(dt, error_ratio)
+            solution.append(interp_evaluate(coefficients, t_prev, t0, next_t))
+        if stats is not None:
+            stats.update(accepted=n_accepted, rejected=n_rejected)
+        return torch.stack(solution)
+
+    return odeint
+
+
+def dopri5_exponential(m):
+    """y' = -k y (k = 1.3), y(0) = [1, 2], by dopri5 to 1e-8: e^{-kt} y0 at the output times, and d y(T)/dk."""
+    torch = m.torch
+    odeint = make_odeint(m)
+    k = torch.tensor(1.3, dtype=torch.float64, requires_grad=True)
+    y0 = torch.tensor([1.0, 2.0], dtype=torch.float64, requires_grad=True)
+    t = torch.linspace(0, 2, 5, dtype=torch.float64)
+    stats = {}
+    ys = odeint(lambda t, y: -k * y, y0, t, rtol=1e-8, atol=1e-10, stats=stats)
+    dk, dy0 = torch.autograd.grad(ys[-1].sum(), (k, y0))
+    return ys, dk, dy0, stats
+
+
+def test_dopri5_on_an_exponential():
+    ours, _ = run_both(dopri5_exponential, rtol=1e-10, atol=1e-12)
+    ys, dk, dy0, stats = ours
+    t = np.linspace(0, 2, 5)
+    np.testing.assert_allclose(ys, np.exp(-1.3 * t)[:, None] * [1, 2], rtol=1e-7)
+    np.testing.assert_allclose(dk, -2 * np.exp(-2.6) * 3, rtol=1e-6)
+    np.testing.assert_allclose(dy0, [np.exp(-2.6)] * 2, rtol=1e-7)
+    assert stats["accepted"] > 5
+
+
+# ----------------------------------------------------------------------------------------------
+# A neural ODE through dopri5, differentiated by backprop through the solver and by torchdiffeq's adjoint
+# ----------------------------------------------------------------------------------------------
+
+
+def make_odefunc(m):
+    nn = m.nn
+
+    class ODEFunc(nn.Module):
+        def __init__(self):
+            super(ODEFunc, self).__init__()
+            self.net = nn.Sequential(nn.Linear(3, 16), nn.Tanh(), nn.Linear(16, 2))
+            self.nfe = 0
+
+        def forward(self, t, y):
+            self.nfe += 1
+            t_vec = t.expand(y.shape[0], 1) if y.dim() == 2 else t.reshape(1)
+            return self.net(torch_cat(m, y, t_vec))
+
+    return ODEFunc().double()
+
+
+def torch_cat(m, y, t_vec):
+    return m.torch.cat([y, t_vec.to(y.dtype)], dim=-1)
+
+
+def make_odeint_adjoint(m):
+    torch = m.torch
+    odeint = make_odeint(m)
+
+    class OdeintAdjointMethod(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, shapes, func, y0, t, rtol, atol, *adjoint_params):
+            ctx.shapes = shapes
+            ctx.func = func
+            ctx.rtol, ctx.atol = rtol, atol
+            with torch.no_grad():
+                ans = odeint(func, y0, t, rtol=rtol, atol=atol)
+            ctx.save_for_backward(t, ans, *adjoint_params)
+            return ans
+
+        @staticmethod
+        def backward(ctx, *grad_y):
+            with torch.no_grad():
+                func = ctx.func
+                t, y, *adjoint_params = ctx.saved_tensors
+                adjoint_params = tuple(adjoint_params)
+                grad_y = grad_y[0]
+                numels = [p.numel() for p in adjoint_params]
+
+                def augmented_dynamics(t, y_aug):
+                    # the augmented state is flat: [y, adj_y, adj_params...]; time runs backwards
+                    n = y.shape[1:].numel()
+                    y_ = y_aug[:n].reshape(y.shape[1:])
+                    adj_y = y_aug[n:2 * n].reshape(y.shape[1:])
+                    with torch.enable_grad():
+                        t_ = t.detach().requires_grad_(True)
+                        y_ = y_.detach().requires_grad_(True)
+                        func_eval = func(t_, y_)
+                        vjp_t, vjp_y, *vjp_params = torch.autograd.grad(
+                            func_eval, (t_, y_) + adjoint_params, -adj_y, allow_unused=True, retain_graph=True)
+                    vjp_params = [torch.zeros_like(p) if g is None else g for p, g in zip(adjoint_params, vjp_params)]
+                    return torch.cat([func_eval.reshape(-1), vjp_y.reshape(-1)] + [g.reshape(-1) for g in vjp_params])
+
+                time_vjps = torch.empty(len(t), dtype=t.dtype)
+                aug_state = [torch.zeros((), dtype=y.dtype), y[-1], grad_y[-1]]
+                aug_state.extend([torch.zeros_like(param) for param in adjoint_params])
+                adj_params = torch.zeros(sum(numels), dtype=y.dtype)
+                adj_y = grad_y[-1]
+                for i in range(len(t) - 1, 0, -1):
+                    func_eval = func(t[i], y[i])
+                    dLd_cur_t = func_eval.reshape(-1).dot(grad_y[i].reshape(-1))
+                    time_vjps[i] = dLd_cur_t
+                    state = torch.cat([y[i].reshape(-1), adj_y.reshape(-1), adj_params])
+                    # integrate from t[i] down to t[i-1]: in reversed time s = -t
+                    reverse = lambda s, z: -augmented_dynamics(-s, z)
+                    state = odeint(reverse, state, torch.stack([-t[i], -t[i - 1]]), rtol=ctx.rtol, atol=ctx.atol)[1]
+                    n = y.shape[1:].numel()
+                    adj_y = state[n:2 * n].reshape(y.shape[1:]) + grad_y[i - 1]
+                    adj_params = state[2 * n:]
+                time_vjps[0] = -func(t[0], y[0]).reshape(-1).dot(adj_y.reshape(-1))
+                time_vjps[-1] = -time_vjps[-1]
+                split = list(torch.split(adj_params, numels))
+                grads = [g.reshape(p.shape) for g, p in zip(split, adjoint_params)]
+            return (None, None, adj_y, time_vjps, None, None, *grads)
+
+    def odeint_adjoint(func, y0, t, rtol=1e-7, atol=1e-9):
+        adjoint_params = tuple(p for p in func.parameters() if p.requires_grad)
+        return OdeintAdjointMethod.apply(None, func, y0, t, rtol, atol, *adjoint_params)
+
+    return odeint_adjoint
+
+
+def neural_ode_dopri5(m, weights, adjoint, steps=3):
+    torch, optim = m.torch, m.optim
+    odeint = make_odeint_adjoint(m) if adjoint else make_odeint(m)
+    func = load(m, make_odefunc(m), weights)
+    rng = np.random.default_rng(5)
+    y0 = torch.tensor(rng.standard_normal(2))
+    t = torch.linspace(0., 1.5, 6, dtype=torch.float64)
+    true_y = torch.tensor(np.stack([np.cos(2 * t.numpy()), -np.sin(2 * t.numpy())], 1)) * y0.norm()
+    optimizer = optim.Adam(func.parameters(), lr=0.02)
+    losses, grads = [], []
+    for step in range(steps):
+        optimizer.zero_grad()
+        y0_ = y0.clone().requires_grad_(True)
+        pred_y = odeint(func, y0_, t, rtol=1e-9, atol=1e-11)
+        loss = torch.mean((pred_y - true_y) ** 2)
+        loss.backward()
+        grads.append([p.grad.clone() for p in func.parameters()] + [y0_.grad.clone()])
+        optimizer.step()
+        losses.append(loss.item())
+    return {"losses": losses, "grads": grads, "nfe": func.nfe}
+
+
+@pytest.mark.parametrize("adjoint", [False, True])
+def test_neural_ode_dopri5(adjoint):
+    weights = weights_of(make_odefunc)
+    ours, _ = run_both(neural_ode_dopri5, weights, adjoint, rtol=1e-9, atol=1e-11)
+    if adjoint:  # the adjoint's gradients are the backprop's to the solver's tolerance
+        direct, _ = run_both(neural_ode_dopri5, weights, False, compare=False)
+        np.testing.assert_allclose(ours["losses"], direct["losses"], rtol=1e-7)
+        for a, b in zip(ours["grads"][0], direct["grads"][0]):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-8)
+
+
+# ----------------------------------------------------------------------------------------------
+# FFJORD: a continuous normalizing flow with ConcatSquash layers, the exact trace and Hutchinson's estimator
+# ----------------------------------------------------------------------------------------------
+
+
+def make_cnf(m):
+    torch, nn = m.torch, m.nn
+
+    class ConcatSquashLinear(nn.Module):
+        def __init__(self, dim_in, dim_out):
+            super(ConcatSquashLinear, self).__init__()
+            self._layer = nn.Linear(dim_in, dim_out)
+            self._hyper_bias = nn.Linear(1, dim_out, bias=False)
+            self._hyper_gate = nn.Linear(1, dim_out)
+
+        def forward(self, t, x):
+            return self._layer(x) * torch.sigmoid(self._hyper_gate(t.view(1, 1))) \
+                + self._hyper_bias(t.view(1, 1))
+
+    class ODEnet(nn.Module):
+        def __init__(self, hidden_dims=(16, 16), input_dim=2):
+            super(ODEnet, self).__init__()
+            dims = (input_dim,) + tuple(hidden_dims) + (input_dim,)
+            self.layers = nn.ModuleList([ConcatSquashLinear(a, b) for a, b in zip(dims[:-1], dims[1:])])
+            self.activation_fns = nn.ModuleList([nn.Softplus() for _ in hidden_dims])
+
+        def forward(self, t, y):
+            dx = y
+            for l, layer in enumerate(self.layers):
+                dx = layer(t, dx)
+                if l < len(self.layers) - 1:
+                    dx = self.activation_fns[l](dx)
+            return dx
+
+    return ODEnet().double()
+
+
+def make_cnf_func(m, diffeq, exact):
+    torch, nn = m.torch, m.nn
+
+    def divergence_bf(dx, y):
+        sum_diag = 0.
+        for i in range(y.shape[1]):
+            sum_diag += torch.autograd.grad(dx[:, i].sum(), y, create_graph=True)[0].contiguous()[:, i].contiguous()
+        return sum_diag.contiguous()
+
+    def divergence_approx(f, y, e=None):
+        e_dzdx = torch.autograd.grad(f, y, e, create_graph=True)[0]
+        e_dzdx_e = e_dzdx * e
+        approx_tr_dzdx = e_dzdx_e.view(y.shape[0], -1).sum(dim=1)
+        return approx_tr_dzdx
+
+    def sample_rademacher_like(y, generator):
+        return torch.randint(low=0, high=2, size=y.shape, generator=generator).to(y) * 2 - 1
+
+    class ODEfunc(nn.Module):
+        def __init__(self, diffeq):
+            super(ODEfunc, self).__init__()
+            self.diffeq = diffeq
+            self._e = None
+            self.register_buffer("_num_evals", torch.tensor(0.))
+
+        def before_odeint(self, e=None):
+            self._e = e
+            self._num_evals.fill_(0)
+
+        def forward(self, t, states):
+            y = states[:, :-1]
+            self._num_evals += 1
+            batchsize = y.shape[0]
+            with torch.set_grad_enabled(True):
+                y.requires_grad_(True)
+                t.requires_grad_(True)
+                dy = self.diffeq(t, y)
+                if exact:
+                    divergence = divergence_bf(dy, y).view(batchsize, 1)
+                else:
+                    divergence = divergence_approx(dy, y, e=self._e).view(batchsize, 1)
+            return torch.cat([dy, -divergence], dim=1)
+
+    return ODEfunc(diffeq), sample_rademacher_like
+
+
+def cnf_data(n=32):
+    rng = np.random.default_rng(8)
+    theta = rng.uniform(0, 2 * np.pi, n)
+    r = 1.5 + 0.1 * rng.standard_normal(n)
+    return np.stack([r * np.cos(theta), r * np.sin(theta)], 1)
+
+
+def ffjord(m, weights, exact, steps=2):
+    torch, optim = m.torch, m.optim
+    odeint = make_odeint(m)
+    diffeq = load(m, make_cnf(m), weights)
+    odefunc, sample_rademacher_like = make_cnf_func(m, diffeq, exact)
+    optimizer = optim.Adam(odefunc.parameters(), lr=1e-2, weight_decay=1e-5)
+    x = torch.tensor(cnf_data())
+    g = torch.Generator().manual_seed(0)
+
+    def standard_normal_logprob(z):
+        logZ = -0.5 * math.log(2 * math.pi)
+        return logZ - z.pow(2) / 2
+
+    losses, grads = [], []
+    for itr in range(steps):
+        optimizer.zero_grad()
+        zero = torch.zeros(x.shape[0], 1).to(x)
+        odefunc.before_odeint(e=sample_rademacher_like(x, g))
+        integration_times = torch.tensor([0.0, 0.5]).to(x)
+        state_t = odeint(odefunc, torch.cat([x, zero], 1), integration_times, rtol=1e-5, atol=1e-7)
+        z, delta_logp = state_t[-1][:, :-1], state_t[-1][:, -1:]
+        logpz = standard_normal_logprob(z).view(z.shape[0], -1).sum(1, keepdim=True)
+        logpx = logpz - delta_logp
+        loss = -torch.mean(logpx)
+        loss.backward()
+        grads.append([p.grad.clone() for p in odefunc.parameters()])
+        torch.nn.utils.clip_grad_norm_(odefunc.parameters(), 1.0)
+        optimizer.step()
+        losses.append(loss.item())
+    return {"losses": losses, "grads": grads, "z": z, "delta_logp": delta_logp, "nfe": odefunc._num_evals}
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_ffjord(exact):
+    weights = weights_of(make_cnf)
+    ours, _ = run_both(ffjord, weights, exact, rtol=1e-8, atol=1e-10)
+    assert np.isfinite(ours["losses"]).all() and ours["nfe"] > 6
+
+
+def test_cnf_of_a_linear_field_by_hand():
+    """Without torch: under dz/dt = A z the log-density changes by -trace(A) t, by either trace, and z(t) =
+    expm(A t) z(0); Hutchinson's estimate of a linear field's trace is e^T A e, exact where A is diagonal (its
+    gradient is e e^T, not the identity)."""
+    torch = OURS.torch
+    A = np.array([[-0.3, 0.0], [0.0, 0.7]])
+    At = torch.tensor(A, requires_grad=True)
+    for exact in (True, False):
+        odefunc, sample = make_cnf_func(OURS, lambda t, y: y @ At.T, exact)
+        x = torch.tensor(cnf_data(4))
+        e = sample(x, torch.Generator().manual_seed(1))
+        odefunc.before_odeint(e=e)
+        state = make_odeint(OURS)(odefunc, torch.cat([x, torch.zeros(4, 1, dtype=x.dtype)], 1),
+                                  torch.tensor([0.0, 0.5], dtype=torch.float64), rtol=1e-9, atol=1e-11)[-1]
+        np.testing.assert_allclose(state[:, -1].detach().numpy(), -0.4 * 0.5 * np.ones(4), rtol=1e-9)
+        np.testing.assert_allclose(state[:, :2].detach().numpy(), cnf_data(4) * np.exp(np.diag(A) * 0.5), rtol=1e-7)
+        grad, = torch.autograd.grad(state[:, -1].sum(), At)
+        # d(-tr(A) t)/dA summed over the batch, or -t e e^T summed, for Hutchinson's e^T A e
+        expected = -4 * 0.5 * np.eye(2) if exact else -0.5 * e.numpy().T @ e.numpy()
+        np.testing.assert_allclose(grad.numpy(), expected, atol=1e-8)
