@@ -423,3 +423,223 @@ def test_cnf_of_a_linear_field_by_hand():
         # d(-tr(A) t)/dA summed over the batch, or -t e e^T summed, for Hutchinson's e^T A e
         expected = -4 * 0.5 * np.eye(2) if exact else -0.5 * e.numpy().T @ e.numpy()
         np.testing.assert_allclose(grad.numpy(), expected, atol=1e-8)
+
+
+# ----------------------------------------------------------------------------------------------
+# torchdiffeq's fixed-grid rk4 (the 3/8 rule) with linear interpolation onto the output times
+# ----------------------------------------------------------------------------------------------
+
+
+def make_fixed_grid_odeint(m):
+    torch = m.torch
+    _one_third = 1 / 3
+    _two_thirds = 2 / 3
+
+    def rk4_alt_step_func(func, t0, dt, t1, y0, f0=None):
+        k1 = f0
+        if k1 is None:
+            k1 = func(t0, y0)
+        k2 = func(t0 + dt * _one_third, y0 + dt * k1 * _one_third)
+        k3 = func(t0 + dt * _two_thirds, y0 + dt * (k2 - k1 * _one_third))
+        k4 = func(t1, y0 + dt * (k1 - k2 + k3))
+        return (k1 + 3 * (k2 + k3) + k4) * dt * 0.125
+
+    def grid_constructor_from_step_size(step_size):
+        def _grid_constructor(func, y0, t):
+            start_time = t[0]
+            end_time = t[-1]
+            niters = torch.ceil((end_time - start_time) / step_size + 1).item()
+            t_infer = torch.arange(0, niters, dtype=t.dtype, device=t.device) * step_size + start_time
+            t_infer[-1] = t[-1]
+            return t_infer
+        return _grid_constructor
+
+    def linear_interp(t0, t1, y0, y1, t):
+        if t == t0:
+            return y0
+        if t == t1:
+            return y1
+        slope = (t - t0) / (t1 - t0)
+        return y0 + slope * (y1 - y0)
+
+    def odeint(func, y0, t, step_size):
+        if len(t) > 1 and t[0] > t[1]:  # backwards in time: torchdiffeq flips time and the field
+            t = -t
+            _base_func = func
+            func = lambda t, y: -_base_func(-t, y)
+        time_grid = grid_constructor_from_step_size(step_size)(func, y0, t)
+        assert time_grid[0] == t[0] and time_grid[-1] == t[-1]
+        solution = torch.empty(len(t), *y0.shape, dtype=y0.dtype, device=y0.device)
+        solution[0] = y0
+        j = 1
+        for t0, t1 in zip(time_grid[:-1], time_grid[1:]):
+            dt = t1 - t0
+            dy = rk4_alt_step_func(func, t0, dt, t1, y0)
+            y1 = y0 + dy
+            while j < len(t) and t1 >= t[j]:
+                solution[j] = linear_interp(t0, t1, y0, y1, t[j])
+                j += 1
+            y0 = y1
+        return solution
+
+    return odeint
+
+
+# ----------------------------------------------------------------------------------------------
+# Latent ODE (Rubanova et al. 2019) with an ODE-RNN encoder run backwards over irregular observations
+# ----------------------------------------------------------------------------------------------
+
+
+def make_latent_ode(m, latent_dim=3, rec_dims=8, obs_dim=2):
+    torch, nn = m.torch, m.nn
+
+    def init_network_weights(net, std=0.1):
+        for mod in net.modules():
+            if isinstance(mod, nn.Linear):
+                nn.init.normal_(mod.weight, mean=0, std=std)
+                nn.init.constant_(mod.bias, val=0)
+
+    class ODEFunc(nn.Module):
+        def __init__(self, dim, hidden):
+            super(ODEFunc, self).__init__()
+            self.gradient_net = nn.Sequential(nn.Linear(dim, hidden), nn.Tanh(), nn.Linear(hidden, dim))
+            init_network_weights(self.gradient_net)
+
+        def forward(self, t_local, y, backwards=False):
+            grad = self.gradient_net(y)
+            if backwards:
+                grad = -grad
+            return grad
+
+    class GRU_unit(nn.Module):
+        def __init__(self, latent_dim, input_dim, n_units=12):
+            super(GRU_unit, self).__init__()
+            self.update_gate = nn.Sequential(nn.Linear(latent_dim * 2 + input_dim, n_units), nn.Tanh(),
+                                             nn.Linear(n_units, latent_dim), nn.Sigmoid())
+            self.reset_gate = nn.Sequential(nn.Linear(latent_dim * 2 + input_dim, n_units), nn.Tanh(),
+                                            nn.Linear(n_units, latent_dim), nn.Sigmoid())
+            self.new_state_net = nn.Sequential(nn.Linear(latent_dim * 2 + input_dim, n_units), nn.Tanh(),
+                                               nn.Linear(n_units, latent_dim * 2))
+            init_network_weights(self.update_gate)
+            init_network_weights(self.reset_gate)
+            init_network_weights(self.new_state_net)
+
+        def forward(self, y_mean, y_std, x, masked_update=True):
+            y_concat = torch.cat([y_mean, y_std, x], -1)
+            update_gate = self.update_gate(y_concat)
+            reset_gate = self.reset_gate(y_concat)
+            concat = torch.cat([y_mean * reset_gate, y_std * reset_gate, x], -1)
+            new_state, new_state_std = self.new_state_net(concat).chunk(2, dim=-1)
+            new_state_std = new_state_std.abs()
+            new_y = (1 - update_gate) * new_state + update_gate * y_mean
+            new_y_std = (1 - update_gate) * new_state_std + update_gate * y_std
+            if masked_update:
+                # only the observed dimensions update the state (the mask is the second half of x)
+                n_data_dims = x.size(-1) // 2
+                mask = x[:, :, n_data_dims:]
+                mask = (torch.sum(mask, -1, keepdim=True) > 0).float()
+                new_y = mask * new_y + (1 - mask) * y_mean
+                new_y_std = mask * new_y_std + (1 - mask) * y_std
+            new_y_std = new_y_std.abs()
+            return new_y, new_y_std
+
+    class LatentODE(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.enc_ode = ODEFunc(rec_dims, 12)
+            self.gru = GRU_unit(rec_dims, obs_dim * 2)
+            self.transform_z0 = nn.Sequential(nn.Linear(rec_dims * 2, 16), nn.Tanh(), nn.Linear(16, latent_dim * 2))
+            init_network_weights(self.transform_z0)
+            self.gen_ode = ODEFunc(latent_dim, 16)
+            self.decoder = nn.Sequential(nn.Linear(latent_dim, obs_dim))
+            init_network_weights(self.decoder)
+
+    return LatentODE().double()
+
+
+def latent_ode_data(batch=4, n_t=7, obs_dim=2):
+    rng = np.random.default_rng(12)
+    t = np.sort(rng.uniform(0, 2, n_t))
+    t[0] = 0.0
+    phase = rng.uniform(0, np.pi, (batch, 1))
+    x = np.stack([np.sin(2 * t + phase), np.cos(3 * t + phase)], -1)
+    mask = (rng.uniform(size=(batch, n_t, obs_dim)) > 0.3).astype(np.float64)
+    return t, x * mask, mask
+
+
+def latent_ode(m, weights, steps=3, n_traj_samples=3):
+    torch, optim = m.torch, m.optim
+    from_numpy = torch.from_numpy
+    odeint = make_fixed_grid_odeint(m)
+    model = load(m, make_latent_ode(m), weights)
+    t_np, x_np, mask_np = latent_ode_data()
+    time_steps, data, mask = from_numpy(t_np), from_numpy(x_np), from_numpy(mask_np)
+    g = torch.Generator().manual_seed(4)
+    optimizer = optim.Adamax(model.parameters(), lr=1e-2)
+    Normal, kl_divergence = torch.distributions.Normal, torch.distributions.kl_divergence
+
+    def run_odernn(data, time_steps):
+        n_traj, n_tp, n_dims = data.size()
+        prev_y = torch.zeros((1, n_traj, 8)).to(data)
+        prev_std = torch.zeros((1, n_traj, 8)).to(data)
+        prev_t, t_i = time_steps[-1] + 0.01, time_steps[-1]
+        interval_length = time_steps[-1] - time_steps[0]
+        minimum_step = interval_length / 50
+        for i in reversed(range(0, n_tp)):
+            if (prev_t - t_i) < minimum_step:
+                inc = model.enc_ode(prev_t, prev_y, backwards=True) * (t_i - prev_t)
+                ode_sol = prev_y + inc
+                ode_sol = torch.stack((prev_y, ode_sol), 2)
+            else:
+                n_intermediate_tp = max(2, ((prev_t - t_i) / minimum_step).int())
+                time_points = torch.linspace(prev_t.item(), t_i.item(), int(n_intermediate_tp), dtype=data.dtype)
+                ode_sol = odeint(model.enc_ode, prev_y, time_points, step_size=(prev_t - t_i).item() / 3)
+                ode_sol = ode_sol.permute(1, 2, 0, 3)
+            yi_ode = ode_sol[:, :, -1, :]
+            xi = data[:, i, :].unsqueeze(0)
+            yi, yi_std = model.gru(yi_ode, prev_std, xi)
+            prev_y, prev_std = yi, yi_std
+            prev_t, t_i = time_steps[i], time_steps[i - 1]
+        return yi, yi_std
+
+    losses, grads = [], []
+    for step in range(steps):
+        optimizer.zero_grad()
+        truth_w_mask = torch.cat((data, mask), -1)
+        last_yi, last_yi_std = run_odernn(truth_w_mask, time_steps)
+        means_z0, std_z0 = model.transform_z0(torch.cat((last_yi, last_yi_std), -1)).chunk(2, dim=-1)
+        std_z0 = std_z0.abs()
+        eps = torch.randn(n_traj_samples, *means_z0.shape[1:], generator=g, dtype=data.dtype)
+        first_point_enc = means_z0 + std_z0 * eps
+        # the generative ODE from z0 at every time point: (n_traj_samples, batch, n_tp, latent)
+        sol_z = odeint(model.gen_ode, first_point_enc, time_steps, step_size=0.1).permute(1, 2, 0, 3)
+        pred_x = model.decoder(sol_z)
+        gaussian = Normal(pred_x, torch.tensor([0.1], dtype=data.dtype))
+        log_prob = gaussian.log_prob(data.unsqueeze(0).expand_as(pred_x)) * mask
+        rec_likelihood = log_prob.sum((2, 3)) / mask.sum((1, 2))
+        fp_distr = Normal(means_z0, std_z0)
+        kldiv_z0 = kl_divergence(fp_distr, Normal(torch.zeros_like(means_z0), torch.ones_like(std_z0)))
+        kldiv_z0 = torch.mean(kldiv_z0, (1, 2))
+        loss = -torch.logsumexp(rec_likelihood - 0.5 * kldiv_z0.unsqueeze(-1), 0)
+        loss = torch.mean(loss)
+        loss.backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+        optimizer.step()
+        losses.append(loss.item())
+    return {"losses": losses, "grads": grads, "pred": pred_x, "kl": kldiv_z0}
+
+
+def test_latent_ode_with_an_ode_rnn_encoder():
+    weights = weights_of(make_latent_ode)
+    ours, _ = run_both(latent_ode, weights, rtol=1e-9, atol=1e-11)
+    assert ours["pred"].shape == (3, 4, 7, 2) and np.isfinite(ours["losses"]).all()
+
+
+def test_fixed_grid_rk4_on_an_exponential():
+    """Without torch: torchdiffeq's rk4 (3/8 rule) on y' = -y at step 0.1, interpolated linearly onto times off the
+    grid: e^{-t} at the grid times to RK4's accuracy, and between them the chord of e^{-t}."""
+    torch = OURS.torch
+    t = torch.tensor([0.0, 0.25, 0.5, 1.0], dtype=torch.float64)
+    ys = make_fixed_grid_odeint(OURS)(lambda t, y: -y, torch.ones(2, dtype=torch.float64), t, step_size=0.1)
+    np.testing.assert_allclose(ys[1, 0].item(), (np.exp(-0.2) + np.exp(-0.3)) / 2, rtol=1e-6)
+    np.testing.assert_allclose(ys[[0, 2, 3], 0].numpy(), np.exp(-t.numpy()[[0, 2, 3]]), rtol=1e-6)
