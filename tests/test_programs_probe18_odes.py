@@ -643,3 +643,220 @@ def test_fixed_grid_rk4_on_an_exponential():
     ys = make_fixed_grid_odeint(OURS)(lambda t, y: -y, torch.ones(2, dtype=torch.float64), t, step_size=0.1)
     np.testing.assert_allclose(ys[1, 0].item(), (np.exp(-0.2) + np.exp(-0.3)) / 2, rtol=1e-6)
     np.testing.assert_allclose(ys[[0, 2, 3], 0].numpy(), np.exp(-t.numpy()[[0, 2, 3]]), rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------
+# A neural CDE (Kidger et al. 2020) on torchcde's natural cubic spline of the control path
+# ----------------------------------------------------------------------------------------------
+
+
+def make_natural_cubic_spline(m):
+    torch = m.torch
+
+    def tridiagonal_solve(b, A_upper, A_diagonal, A_lower):
+        """Solves Ax=b, where A is a tridiagonal matrix, by the Thomas algorithm (as torchcde's misc.py)."""
+        A_upper, _ = torch.broadcast_tensors(A_upper, b[..., :-1])
+        A_lower, _ = torch.broadcast_tensors(A_lower, b[..., :-1])
+        A_diagonal, b = torch.broadcast_tensors(A_diagonal, b)
+
+        channels = b.size(-1)
+
+        new_b = np.empty(channels, dtype=object)
+        new_A_diagonal = np.empty(channels, dtype=object)
+        outs = np.empty(channels, dtype=object)
+
+        new_b[0] = b[..., 0]
+        new_A_diagonal[0] = A_diagonal[..., 0]
+        for i in range(1, channels):
+            w = A_lower[..., i - 1] / new_A_diagonal[i - 1]
+            new_A_diagonal[i] = A_diagonal[..., i] - w * A_upper[..., i - 1]
+            new_b[i] = b[..., i] - w * new_b[i - 1]
+
+        outs[channels - 1] = new_b[channels - 1] / new_A_diagonal[channels - 1]
+        for i in range(channels - 2, -1, -1):
+            outs[i] = (new_b[i] - A_upper[..., i] * outs[i + 1]) / new_A_diagonal[i]
+
+        return torch.stack(outs.tolist(), dim=-1)
+
+    def _natural_cubic_spline_coeffs_without_missing_values(t, x):
+        # x should be a tensor of shape (..., length)
+        length = x.size(-1)
+        time_diffs = t[1:] - t[:-1]
+        time_diffs_reciprocal = time_diffs.reciprocal()
+        time_diffs_reciprocal_squared = time_diffs_reciprocal ** 2
+        three_path_diffs = 3 * (x[..., 1:] - x[..., :-1])
+        six_path_diffs = 2 * three_path_diffs
+        path_diffs_scaled = three_path_diffs * time_diffs_reciprocal_squared
+
+        # Solve a tridiagonal linear system to find the derivatives at the knots
+        system_diagonal = torch.empty(length, dtype=x.dtype, device=x.device)
+        system_diagonal[:-1] = time_diffs_reciprocal
+        system_diagonal[-1] = 0
+        system_diagonal[1:] += time_diffs_reciprocal
+        system_diagonal *= 2
+        system_rhs = torch.empty_like(x)
+        system_rhs[..., :-1] = path_diffs_scaled
+        system_rhs[..., -1] = 0
+        system_rhs[..., 1:] += path_diffs_scaled
+        knot_derivatives = tridiagonal_solve(system_rhs, time_diffs_reciprocal, system_diagonal,
+                                             time_diffs_reciprocal)
+
+        a = x[..., :-1]
+        b = knot_derivatives[..., :-1]
+        two_c = (six_path_diffs * time_diffs_reciprocal
+                 - 4 * knot_derivatives[..., :-1]
+                 - 2 * knot_derivatives[..., 1:]) * time_diffs_reciprocal
+        three_d = (-six_path_diffs * time_diffs_reciprocal
+                   + 3 * (knot_derivatives[..., :-1]
+                          + knot_derivatives[..., 1:])) * time_diffs_reciprocal_squared
+        return a, b, two_c, three_d
+
+    def natural_cubic_coeffs(x, t):
+        x = x.transpose(-1, -2)  # channels first, time last
+        a, b, two_c, three_d = _natural_cubic_spline_coeffs_without_missing_values(t, x)
+        a, b, two_c, three_d = (c.transpose(-1, -2) for c in (a, b, two_c, three_d))
+        return torch.cat([a, b, two_c, three_d], dim=-1)
+
+    class CubicSpline:
+        def __init__(self, coeffs, t):
+            channels = coeffs.size(-1) // 4
+            self._t = t
+            self._a, self._b, self._two_c, self._three_d = coeffs.split(channels, dim=-1)
+
+        def _interpret_t(self, t):
+            t = torch.as_tensor(t, dtype=self._b.dtype, device=self._b.device)
+            maxlen = self._b.size(-2) - 1
+            # clamp because t may go outside of [t[0], t[-1]]; this is fine
+            index = torch.bucketize(t.detach(), self._t.detach()).sub(1).clamp(0, maxlen)
+            # will never access the last element of self._t; this is correct behaviour
+            fractional_part = t - self._t[index]
+            return fractional_part, index
+
+        def evaluate(self, t):
+            fractional_part, index = self._interpret_t(t)
+            fractional_part = fractional_part.unsqueeze(-1)
+            inner = 0.5 * self._two_c[..., index, :] + self._three_d[..., index, :] * fractional_part / 3
+            inner = self._b[..., index, :] + inner * fractional_part
+            return self._a[..., index, :] + inner * fractional_part
+
+        def derivative(self, t):
+            fractional_part, index = self._interpret_t(t)
+            fractional_part = fractional_part.unsqueeze(-1)
+            inner = self._two_c[..., index, :] + self._three_d[..., index, :] * fractional_part
+            deriv = self._b[..., index, :] + inner * fractional_part
+            return deriv
+
+    return natural_cubic_coeffs, CubicSpline
+
+
+def make_neural_cde(m, input_channels=3, hidden_channels=8, output_channels=1):
+    torch, nn = m.torch, m.nn
+
+    class CDEFunc(nn.Module):
+        def __init__(self, input_channels, hidden_channels):
+            super(CDEFunc, self).__init__()
+            self.input_channels = input_channels
+            self.hidden_channels = hidden_channels
+            self.linear1 = nn.Linear(hidden_channels, 16)
+            self.linear2 = nn.Linear(16, input_channels * hidden_channels)
+
+        def forward(self, t, z):
+            z = self.linear1(z)
+            z = z.relu()
+            z = self.linear2(z)
+            z = z.tanh()
+            z = z.view(z.size(0), self.hidden_channels, self.input_channels)
+            return z
+
+    class NeuralCDE(nn.Module):
+        def __init__(self):
+            super(NeuralCDE, self).__init__()
+            self.func = CDEFunc(input_channels, hidden_channels)
+            self.initial = nn.Linear(input_channels, hidden_channels)
+            self.readout = nn.Linear(hidden_channels, output_channels)
+
+    return NeuralCDE().double()
+
+
+def cde_data(batch=8, length=9):
+    rng = np.random.default_rng(17)
+    t = np.linspace(0, 4 * np.pi, length)
+    start = rng.uniform(0, 2 * np.pi, batch)
+    x_pos = np.cos(start[:, None] + t[None])
+    y_pos = np.sin(start[:, None] + t[None])
+    y = (np.arange(batch) % 2).astype(np.float64)
+    y_pos[y == 1] = -y_pos[y == 1]  # the other direction of spin
+    X = np.stack([np.broadcast_to(t, (batch, length)), x_pos, y_pos], 2) + 0.05 * rng.standard_normal((batch, length, 3))
+    return t, X, y
+
+
+def neural_cde(m, weights, epochs=3):
+    torch, optim, F = m.torch, m.optim, m.F
+    odeint = make_fixed_grid_odeint(m)
+    natural_cubic_coeffs, CubicSpline = make_natural_cubic_spline(m)
+    model = load(m, make_neural_cde(m), weights)
+    t_np, X_np, y_np = cde_data()
+    t, train_X, train_y = (torch.from_numpy(a) for a in (t_np, X_np, y_np))
+    optimizer = optim.Adam(model.parameters(), lr=0.01)
+
+    def cdeint(X, z0, func, t):
+        def vector_field(t, z):
+            return (func(t, z) @ X.derivative(t).unsqueeze(-1)).squeeze(-1)
+        return odeint(vector_field, z0, t, step_size=(t[1] - t[0]).item())
+
+    losses, grads = [], []
+    for epoch in range(epochs):
+        train_coeffs = natural_cubic_coeffs(train_X, t)
+        X = CubicSpline(train_coeffs, t)
+        X0 = X.evaluate(t[0])
+        z0 = model.initial(X0)
+        z_T = cdeint(X, z0, model.func, t[[0, -1]])[1]
+        pred_y = model.readout(z_T).squeeze(-1)
+        loss = F.binary_cross_entropy_with_logits(pred_y, train_y)
+        loss.backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    # the spline's derivative with respect to the data, through the Thomas algorithm
+    data = train_X.clone().requires_grad_(True)
+    spline = CubicSpline(natural_cubic_coeffs(data, t), t)
+    query = torch.tensor([0.3, 2.0, 7.7, 12.5], dtype=torch.float64)
+    values = spline.evaluate(query)
+    d_data, = torch.autograd.grad((values ** 2).sum() + spline.derivative(query).sum(), data)
+    return {"losses": losses, "grads": grads, "values": values, "d_data": d_data,
+            "knots": spline.evaluate(t), "slopes": spline.derivative(t)}
+
+
+def test_neural_cde():
+    weights = weights_of(make_neural_cde)
+    ours, _ = run_both(neural_cde, weights, rtol=1e-9, atol=1e-11)
+    _, X, _ = cde_data()
+    np.testing.assert_allclose(ours["knots"], X, rtol=1e-10, atol=1e-12)  # through the data
+    assert np.isfinite(ours["losses"]).all()
+
+
+def test_natural_cubic_spline_against_a_dense_solve():
+    """Without torch: the Thomas algorithm's knot derivatives solve the natural spline's tridiagonal system (built
+    densely here with NumPy), and a cubic through the knots of a straight line is that line."""
+    torch = OURS.torch
+    natural_cubic_coeffs, CubicSpline = make_natural_cubic_spline(OURS)
+    rng = np.random.default_rng(0)
+    t = np.sort(rng.uniform(0, 3, 6))
+    x = rng.standard_normal((6, 1))
+    coeffs = natural_cubic_coeffs(torch.tensor(x), torch.tensor(t))
+    h = np.diff(t)
+    A = np.zeros((6, 6))
+    rhs = np.zeros(6)
+    for i in range(5):  # natural: continuous second derivatives, zero at the ends
+        A[i, i] += 2 / h[i]
+        A[i, i + 1] += 1 / h[i]
+        A[i + 1, i] += 1 / h[i]
+        A[i + 1, i + 1] += 2 / h[i]
+        rhs[i] += 3 * (x[i + 1, 0] - x[i, 0]) / h[i] ** 2
+        rhs[i + 1] += 3 * (x[i + 1, 0] - x[i, 0]) / h[i] ** 2
+    np.testing.assert_allclose(coeffs[:, 1].numpy(), np.linalg.solve(A, rhs)[:-1], rtol=1e-10)
+    line = CubicSpline(natural_cubic_coeffs(torch.tensor(2 * t[:, None] - 1), torch.tensor(t)), torch.tensor(t))
+    q = torch.tensor([0.5, 1.1, 2.9], dtype=torch.float64)
+    np.testing.assert_allclose(line.evaluate(q)[:, 0].numpy(), 2 * q.numpy() - 1, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(line.derivative(q)[:, 0].numpy(), [2.0] * 3, rtol=1e-12)
