@@ -860,3 +860,180 @@ def test_natural_cubic_spline_against_a_dense_solve():
     q = torch.tensor([0.5, 1.1, 2.9], dtype=torch.float64)
     np.testing.assert_allclose(line.evaluate(q)[:, 0].numpy(), 2 * q.numpy() - 1, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(line.derivative(q)[:, 0].numpy(), [2.0] * 3, rtol=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------
+# Finite elements: P1 assembly by index_add_ and by a sparse COO matrix, a conjugate-gradient solve whose
+# backward is implicit (a second CG solve), an inverse conductivity problem and a shape derivative
+# ----------------------------------------------------------------------------------------------
+
+
+def fem_mesh(n=6):
+    """An n x n grid of nodes on the unit square, each cell cut into two triangles."""
+    xs = np.linspace(0, 1, n)
+    X, Y = np.meshgrid(xs, xs, indexing="ij")
+    nodes = np.stack([X.ravel(), Y.ravel()], 1)
+    triangles = []
+    for i in range(n - 1):
+        for j in range(n - 1):
+            a, b, c, d = i * n + j, (i + 1) * n + j, (i + 1) * n + j + 1, i * n + j + 1
+            triangles += [[a, b, c], [a, c, d]]
+    boundary = (np.isclose(nodes, 0) | np.isclose(nodes, 1)).any(1)
+    return nodes, np.array(triangles), boundary
+
+
+def make_fem(m):
+    torch = m.torch
+
+    def element_matrices(coords, triangles):
+        x = coords[triangles]  # (E, 3, 2)
+        B = torch.stack([x[:, 1] - x[:, 0], x[:, 2] - x[:, 0]], dim=1)  # (E, 2, 2)
+        area = 0.5 * torch.linalg.det(B).abs()
+        # gradients of the barycentric coordinates: rows of [-1 -1; 1 0; 0 1] B^{-T}
+        D = torch.tensor([[-1.0, -1.0], [1.0, 0.0], [0.0, 1.0]], dtype=coords.dtype)
+        grads = D @ torch.linalg.inv(B).transpose(1, 2)  # (E, 3, 2)
+        stiffness = area[:, None, None] * torch.einsum("eid,ejd->eij", grads, grads)
+        return stiffness, area
+
+    def assemble(coords, triangles, kappa, n_nodes, sparse):
+        Ke, area = element_matrices(coords, triangles)
+        Ke = kappa[:, None, None] * Ke
+        rows = triangles[:, :, None].expand(-1, 3, 3).reshape(-1)
+        cols = triangles[:, None, :].expand(-1, 3, 3).reshape(-1)
+        load = torch.zeros(n_nodes, dtype=coords.dtype).index_add_(0, triangles.reshape(-1),
+                                                                    (area / 3).repeat_interleave(3))
+        if sparse:
+            K = torch.sparse_coo_tensor(torch.stack([rows, cols]), Ke.reshape(-1), (n_nodes, n_nodes)).coalesce()
+        else:
+            K = torch.zeros(n_nodes * n_nodes, dtype=coords.dtype)
+            K.index_add_(0, rows * n_nodes + cols, Ke.reshape(-1))
+            K = K.view(n_nodes, n_nodes)
+        return K, load
+
+    def cg(matvec, b, tol=1e-13, maxiter=200):
+        x = torch.zeros_like(b)
+        r = b - matvec(x)
+        p = r.clone()
+        rs_old = torch.dot(r, r)
+        for i in range(maxiter):
+            Ap = matvec(p)
+            alpha = rs_old / torch.dot(p, Ap)
+            x = x + alpha * p
+            r = r - alpha * Ap
+            rs_new = torch.dot(r, r)
+            if torch.sqrt(rs_new) < tol:
+                break
+            p = r + (rs_new / rs_old) * p
+            rs_old = rs_new
+        cg.iterations.append(i + 1)
+        return x
+
+    cg.iterations = []
+
+    def dirichlet(K, free, sparse):
+        """x -> P K P x + (1 - P) x: the boundary rows and columns replaced by the identity's."""
+        mm = (lambda x: torch.sparse.mm(K, x.unsqueeze(1)).squeeze(1)) if sparse else (lambda x: K @ x)
+        return lambda x: free * mm(free * x) + (1 - free) * x
+
+    class CGSolve(torch.autograd.Function):
+        """u = A(values)^{-1} b by CG; the backward solves A lambda = grad (A is symmetric) by CG again and
+        gives dL/dvalues_e = -lambda[row_e] u[col_e] (on free rows and columns), dL/db = lambda."""
+
+        @staticmethod
+        def forward(ctx, values, b, indices, free, n):
+            A = torch.sparse_coo_tensor(indices, values, (n, n))
+            u = cg(dirichlet(A, free, True), b)
+            ctx.save_for_backward(values, u, indices, free)
+            ctx.n = n
+            return u
+
+        @staticmethod
+        def backward(ctx, grad_u):
+            values, u, indices, free = ctx.saved_tensors
+            A = torch.sparse_coo_tensor(indices, values, (ctx.n, ctx.n))
+            lam = cg(dirichlet(A, free, True), grad_u)
+            rows, cols = indices
+            grad_values = -(free * lam)[rows] * (free * u)[cols]
+            return grad_values, lam, None, None, None
+
+    return assemble, cg, dirichlet, CGSolve
+
+
+def fem(m, steps=4):
+    torch, optim = m.torch, m.optim
+    assemble, cg, dirichlet, CGSolve = make_fem(m)
+    nodes_np, triangles_np, boundary_np = fem_mesh()
+    nodes, triangles = torch.from_numpy(nodes_np), torch.from_numpy(triangles_np)
+    free = torch.from_numpy((~boundary_np).astype(np.float64))
+    n = len(nodes_np)
+    centroids = nodes[triangles].mean(1)
+    true_kappa = 1 + 0.5 * torch.sin(3 * centroids[:, 0]) * torch.cos(2 * centroids[:, 1])
+
+    with torch.no_grad():
+        K, load = assemble(nodes, triangles, true_kappa, n, sparse=False)
+        u_obs = cg(dirichlet(K, free, False), free * load)
+
+    log_kappa = torch.zeros(len(triangles_np), dtype=torch.float64, requires_grad=True)
+    # (not Adam: the corner elements touch no free node, their gradients are rounding noise that Adam scales up)
+    optimizer = optim.SGD([log_kappa], lr=0.02, momentum=0.9)
+    losses, grads, solutions = [], [], {}
+    for step in range(steps):
+        optimizer.zero_grad()
+        K, load = assemble(nodes, triangles, log_kappa.exp(), n, sparse=True)
+        u = CGSolve.apply(K.values(), free * load, K.indices(), free, n)
+        loss = 1e4 * ((u - u_obs) ** 2).sum() + 1e-3 * (log_kappa ** 2).sum()
+        loss.backward()
+        grads.append(log_kappa.grad.clone())
+        optimizer.step()
+        losses.append(loss.item())
+
+    # the same gradient by backprop through CG unrolled on the dense matrix
+    kappa = log_kappa.detach().exp().requires_grad_(True)
+    K, load = assemble(nodes, triangles, kappa, n, sparse=False)
+    u_unrolled = cg(dirichlet(K, free, False), free * load)
+    d_unrolled, = torch.autograd.grad(((u_unrolled - u_obs) ** 2).sum(), kappa)
+    K, load = assemble(nodes, triangles, kappa, n, sparse=True)
+    u_implicit = CGSolve.apply(K.values(), free * load, K.indices(), free, n)
+    d_implicit, = torch.autograd.grad(((u_implicit - u_obs) ** 2).sum(), kappa)
+
+    # a shape derivative: the compliance b.u with respect to the interior nodes' positions
+    coords = nodes.clone().requires_grad_(True)
+    K, load = assemble(coords, triangles, torch.ones(len(triangles_np), dtype=torch.float64), n, sparse=True)
+    u = CGSolve.apply(K.values(), free * load, K.indices(), free, n)
+    compliance = torch.dot(free * load, u)
+    d_coords, = torch.autograd.grad(compliance, coords)
+    return {"losses": losses, "grads": grads, "u_obs": u_obs, "u": u_implicit, "d_unrolled": d_unrolled,
+            "d_implicit": d_implicit, "compliance": compliance, "d_coords": d_coords * free[:, None],
+            "cg_iterations": cg.iterations}
+
+
+@pytest.mark.filterwarnings("ignore:Sparse invariant checks are implicitly disabled")  # (PyTorch's)
+def test_finite_elements_with_an_implicit_cg():
+    ours, _ = run_both(fem, rtol=1e-8, atol=1e-11)
+    np.testing.assert_allclose(ours["d_implicit"], ours["d_unrolled"], rtol=1e-6, atol=1e-12)
+    assert ours["losses"][-1] < ours["losses"][0]
+    nodes, _, boundary = fem_mesh()
+    assert ours["u_obs"].min() >= 0 and (ours["u_obs"][boundary] == 0).all()  # the maximum principle
+    assert ours["cg_iterations"][0] <= 16  # CG in at most as many steps as free nodes
+
+
+def test_p1_assembly_by_hand():
+    """Without torch: on the grid, the assembled P1 Laplacian's interior rows are the 5-point stencil
+    [4, -1, -1, -1, -1] (right triangles), by index_add_ and by the sparse matrix alike; CG solves the system as
+    NumPy's dense solve."""
+    torch = OURS.torch
+    assemble, cg, dirichlet, _ = make_fem(OURS)
+    nodes, triangles, boundary = fem_mesh(5)
+    ones = torch.ones(len(triangles), dtype=torch.float64)
+    dense, load = assemble(torch.tensor(nodes), torch.tensor(triangles), ones, 25, sparse=False)
+    sparse, _ = assemble(torch.tensor(nodes), torch.tensor(triangles), ones, 25, sparse=True)
+    np.testing.assert_allclose(sparse.to_dense().numpy(), dense.numpy(), atol=1e-14)
+    centre = 2 * 5 + 2
+    row = dense[centre].numpy()
+    np.testing.assert_allclose(row[[centre, centre - 1, centre + 1, centre - 5, centre + 5]], [4, -1, -1, -1, -1])
+    np.testing.assert_allclose(np.delete(row, [centre, centre - 1, centre + 1, centre - 5, centre + 5]), 0, atol=1e-14)
+    np.testing.assert_allclose(load.sum().item(), 1.0)  # the integral of 1
+    free = ~boundary
+    u = cg(dirichlet(dense, torch.tensor(free.astype(np.float64)), False), torch.tensor(free * load.numpy()))
+    expected = np.linalg.solve(dense.numpy()[np.ix_(free, free)], load.numpy()[free])
+    np.testing.assert_allclose(u.numpy()[free], expected, rtol=1e-10)
