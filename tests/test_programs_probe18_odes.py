@@ -1037,3 +1037,173 @@ def test_p1_assembly_by_hand():
     u = cg(dirichlet(dense, torch.tensor(free.astype(np.float64)), False), torch.tensor(free * load.numpy()))
     expected = np.linalg.solve(dense.numpy()[np.ix_(free, free)], load.numpy()[free])
     np.testing.assert_allclose(u.numpy()[free], expected, rtol=1e-10)
+
+
+# ----------------------------------------------------------------------------------------------
+# A spectral Poisson solver (rfftn on a periodic 3-D box) inside a source-recovery problem
+# ----------------------------------------------------------------------------------------------
+
+
+def spectral_poisson(m, n=8, steps=2):
+    torch, optim = m.torch, m.optim
+    L = 2 * math.pi
+
+    def poisson_solve(f):
+        """-Laplace(u) = f - mean(f) on the periodic box, u with zero mean."""
+        k = torch.fft.fftfreq(n, d=L / n, dtype=torch.float64) * 2 * math.pi
+        kz = torch.fft.rfftfreq(n, d=L / n, dtype=torch.float64) * 2 * math.pi
+        KX, KY, KZ = torch.meshgrid(k, k, kz, indexing="ij")
+        k2 = KX ** 2 + KY ** 2 + KZ ** 2
+        k2[0, 0, 0] = 1.0  # the mean mode: solved as zero below
+        f_hat = torch.fft.rfftn(f, dim=(-3, -2, -1))
+        u_hat = f_hat / k2
+        u_hat[..., 0, 0, 0] = 0
+        u = torch.fft.irfftn(u_hat, s=(n, n, n), dim=(-3, -2, -1))
+        # the field's gradient by spectral differentiation: i k u_hat
+        grad_u = torch.stack([torch.fft.irfftn(1j * K * u_hat, s=(n, n, n), dim=(-3, -2, -1))
+                              for K in (KX, KY, KZ)], dim=-1)
+        return u, grad_u
+
+    x = torch.arange(n, dtype=torch.float64) * L / n
+    X, Y, Z = torch.meshgrid(x, x, x, indexing="ij")
+    true_f = torch.sin(X) * torch.cos(2 * Y) + 0.5 * torch.cos(Z) + 0.3 * torch.sin(X + Y - Z)
+    with torch.no_grad():
+        u_obs, _ = poisson_solve(true_f)
+    rng = np.random.default_rng(2)
+    f = torch.tensor(0.1 * rng.standard_normal((n, n, n)), requires_grad=True)
+    optimizer = optim.LBFGS([f], lr=1, max_iter=6, history_size=4, line_search_fn="strong_wolfe")
+    losses = []
+
+    def closure():
+        optimizer.zero_grad()
+        u, grad_u = poisson_solve(f)
+        # the mismatch of u, plus the field energy |grad u|^2 as a smoothing term
+        loss = ((u - u_obs) ** 2).mean() + 1e-4 * (grad_u ** 2).sum(-1).mean()
+        loss.backward()
+        losses.append(loss.item())
+        return loss
+
+    for step in range(steps):
+        optimizer.step(closure)
+    u, grad_u = poisson_solve(true_f.clone().requires_grad_(True))
+    return {"losses": losses, "f": f, "u_obs": u_obs, "grad_u": grad_u}
+
+
+def test_spectral_poisson_source_recovery():
+    ours, _ = run_both(spectral_poisson, rtol=1e-8, atol=1e-10)
+    n = 8
+    x = np.arange(n) * 2 * np.pi / n
+    X, Y, Z = np.meshgrid(x, x, x, indexing="ij")
+    # -Laplace u = f: each Fourier mode divided by |k|^2
+    expected = np.sin(X) * np.cos(2 * Y) / 5 + 0.5 * np.cos(Z) + 0.3 * np.sin(X + Y - Z) / 3
+    np.testing.assert_allclose(ours["u_obs"], expected, atol=1e-12)
+    np.testing.assert_allclose(ours["grad_u"][..., 2], -0.5 * np.sin(Z) - 0.3 * np.cos(X + Y - Z) / 3, atol=1e-12)
+    assert ours["losses"][-1] < 1e-2 * ours["losses"][0]
+
+
+def fftfreq_in_float32():
+    """PyTorch's fftfreq: out = arange(n) in float32, then out.mul_(1.0 / (n * d)), the double scalar taken in
+    float32 (its opmath), so each product rounds in float32."""
+    d = 2 * math.pi / 8
+    counts = np.array([0, 1, 2, 3, -4, -3, -2, -1], dtype=np.float32)
+    expected = counts * np.float32(1.0 / (8 * d))
+    assert expected[3] == np.float32(0.4774648)  # not float32(3 / (8 d)) = 0.47746482
+    return d, expected
+
+
+def test_fftfreq_in_float32_is_pytorchs():
+    torch = pytest.importorskip("torch")
+    d, expected = fftfreq_in_float32()
+    np.testing.assert_array_equal(torch.fft.fftfreq(8, d=d).numpy(), expected)
+    np.testing.assert_array_equal(torch.fft.rfftfreq(8, d=d).numpy(), np.abs(expected[[0, 1, 2, 3, 4]]))
+
+
+@pytest.mark.xfail(strict=True, reason="fftfreq/rfftfreq multiply by 1/(n d) in float64 and round once; PyTorch "
+                   "multiplies arange's float32 values by float32(1/(n d)) (its opmath), one ulp apart at 3/(8 d) "
+                   "(the fix is in autograd/fft.py, outside this task's files)")
+def test_fftfreq_in_float32_rounds_as_pytorch():
+    d, expected = fftfreq_in_float32()
+    np.testing.assert_array_equal(OURS.torch.fft.fftfreq(8, d=d).numpy(), expected)
+    np.testing.assert_array_equal(OURS.torch.fft.rfftfreq(8, d=d).numpy(), np.abs(expected[[0, 1, 2, 3, 4]]))
+
+
+# ----------------------------------------------------------------------------------------------
+# A PINN for the biharmonic equation (a clamped-free plate: fourth derivatives), Adam then L-BFGS
+# ----------------------------------------------------------------------------------------------
+
+
+def make_plate_net(m):
+    nn = m.nn
+    return nn.Sequential(nn.Linear(2, 16), nn.Tanh(), nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 1)).double()
+
+
+def biharmonic_pinn(m, weights, adam_steps=3, lbfgs_iter=5):
+    torch, optim = m.torch, m.optim
+    net = load(m, make_plate_net(m), weights)
+    rng = np.random.default_rng(9)
+    xy = torch.tensor(rng.uniform(0, 1, (24, 2)), requires_grad=True)
+    s = rng.uniform(0, 1, 8)
+    edges = np.concatenate([np.stack([s, 0 * s], 1), np.stack([s, 0 * s + 1], 1),
+                            np.stack([0 * s, s], 1), np.stack([0 * s + 1, s], 1)])
+    xy_b = torch.tensor(edges, requires_grad=True)
+    pi = math.pi
+
+    def derivative(y, x, order):
+        for _ in range(order):
+            y = torch.autograd.grad(y, x, grad_outputs=torch.ones_like(y), create_graph=True)[0]
+        return y
+
+    def laplacian(u, xy):
+        du = torch.autograd.grad(u, xy, torch.ones_like(u), create_graph=True)[0]
+        u_xx = torch.autograd.grad(du[:, 0:1], xy, torch.ones_like(du[:, 0:1]), create_graph=True)[0][:, 0:1]
+        u_yy = torch.autograd.grad(du[:, 1:2], xy, torch.ones_like(du[:, 1:2]), create_graph=True)[0][:, 1:2]
+        return u_xx + u_yy
+
+    def pde_loss():
+        # simply supported plate: Laplace^2 u = 4 pi^4 sin(pi x) sin(pi y), u = Laplace u = 0 on the edges
+        u = net(xy)
+        bilaplacian = laplacian(laplacian(u, xy), xy)
+        q = 4 * pi ** 4 * torch.sin(pi * xy[:, 0:1]) * torch.sin(pi * xy[:, 1:2])
+        u_b = net(xy_b)
+        return ((bilaplacian - q) ** 2).mean() / pi ** 8 + (u_b ** 2).mean() + (laplacian(u_b, xy_b) ** 2).mean() / pi ** 4
+
+    losses = []
+    optimizer = optim.Adam(net.parameters(), lr=1e-3)
+    for step in range(adam_steps):
+        optimizer.zero_grad()
+        loss = pde_loss()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    optimizer = optim.LBFGS(net.parameters(), lr=1.0, max_iter=lbfgs_iter, tolerance_grad=1e-12,
+                            tolerance_change=1e-15, history_size=10, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = pde_loss()
+        loss.backward()
+        losses.append(loss.item())
+        return loss
+
+    optimizer.step(closure)
+    # the fourth mixed derivative u_xxyy at a point, by repeated grads, against torch.func's nested jacobians
+    p = torch.tensor([[0.3, 0.6]], dtype=torch.float64, requires_grad=True)
+    u_x = derivative(net(p), p, 1)[:, 0:1]
+    u_xx = torch.autograd.grad(u_x, p, torch.ones_like(u_x), create_graph=True)[0][:, 0:1]
+    u_xxy = torch.autograd.grad(u_xx, p, torch.ones_like(u_xx), create_graph=True)[0][:, 1:2]
+    u_xxyy = torch.autograd.grad(u_xxy, p, torch.ones_like(u_xxy), create_graph=True)[0][:, 1:2]
+    scalar = lambda q: net(q.unsqueeze(0)).squeeze()
+    fourth = torch.func.jacfwd(torch.func.jacrev(torch.func.hessian(scalar)))(p[0].detach())
+    return {"losses": losses, "u_xxyy": u_xxyy, "fourth": fourth,
+            "params": [q.detach() for q in net.parameters()]}
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")  # (PyTorch's torch.func, inside)
+def test_biharmonic_pinn():
+    weights = weights_of(make_plate_net)
+    ours, _ = run_both(biharmonic_pinn, weights, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(ours["fourth"][0, 0, 1, 1], ours["u_xxyy"][0, 0], rtol=1e-10)
+    fourth = ours["fourth"]  # symmetric in its four indices
+    np.testing.assert_allclose(fourth, fourth.transpose(1, 0, 2, 3), atol=1e-10)
+    np.testing.assert_allclose(fourth, fourth.transpose(2, 3, 0, 1), atol=1e-10)
+    assert min(ours["losses"]) < ours["losses"][0]  # (the last is a line search's trial)
