@@ -1207,3 +1207,242 @@ def test_biharmonic_pinn():
     np.testing.assert_allclose(fourth, fourth.transpose(1, 0, 2, 3), atol=1e-10)
     np.testing.assert_allclose(fourth, fourth.transpose(2, 3, 0, 1), atol=1e-10)
     assert min(ours["losses"]) < ours["losses"][0]  # (the last is a line search's trial)
+
+
+# ----------------------------------------------------------------------------------------------
+# Implicit time stepping: BDF2 on a stiff Van der Pol oscillator with Newton iterations by
+# torch.autograd.functional.jacobian and linalg.solve, differentiated through the unrolled Newton solves
+# ----------------------------------------------------------------------------------------------
+
+
+def implicit_vdp(m, steps=3, n_steps=8, h=0.05):
+    torch, optim = m.torch, m.optim
+    log_mu = torch.tensor(math.log(3.0), dtype=torch.float64, requires_grad=True)
+    true_mu = 5.0
+
+    def vdp(y, mu):
+        return torch.stack([y[1], mu * (1 - y[0] ** 2) * y[1] - y[0]])
+
+    def newton(residual, y_guess, tol=1e-12, max_iter=20):
+        y = y_guess
+        for it in range(max_iter):
+            r = residual(y)
+            J = torch.autograd.functional.jacobian(residual, y, create_graph=True)
+            dy = torch.linalg.solve(J, -r)
+            y = y + dy
+            if dy.abs().max() < tol:
+                break
+        return y, it + 1
+
+    def integrate(mu):
+        y_prev = torch.tensor([2.0, 0.0], dtype=torch.float64)
+        # the first step by backward Euler, then BDF2: y_{n+1} - 4/3 y_n + 1/3 y_{n-1} = 2/3 h f(y_{n+1})
+        y, its = newton(lambda z: z - y_prev - h * vdp(z, mu), y_prev)
+        ys, iterations = [y_prev, y], [its]
+        for n in range(n_steps - 1):
+            y_n, y_nm1 = ys[-1], ys[-2]
+            y, its = newton(lambda z: z - 4 / 3 * y_n + 1 / 3 * y_nm1 - 2 / 3 * h * vdp(z, mu), y_n)
+            ys.append(y)
+            iterations.append(its)
+        return torch.stack(ys), iterations
+
+    with torch.no_grad():
+        observed, _ = integrate(torch.tensor(true_mu, dtype=torch.float64))
+    optimizer = optim.Adam([log_mu], lr=0.1)
+    losses, grads, all_iterations = [], [], []
+    for step in range(steps):
+        optimizer.zero_grad()
+        ys, iterations = integrate(log_mu.exp())
+        loss = ((ys - observed) ** 2).sum()
+        loss.backward()
+        grads.append(log_mu.grad.clone())
+        optimizer.step()
+        losses.append(loss.item())
+        all_iterations.append(iterations)
+    # the sensitivity dy_N/dmu by the implicit function theorem at the last BDF2 step, against autograd's
+    mu = torch.tensor(true_mu, dtype=torch.float64, requires_grad=True)
+    ys, _ = integrate(mu)
+    dyN, = torch.autograd.grad(ys[-1].sum(), mu)
+    return {"losses": losses, "grads": grads, "iterations": all_iterations, "observed": observed, "dyN": dyN}
+
+
+def test_bdf2_newton_on_van_der_pol():
+    ours, _ = run_both(implicit_vdp, rtol=1e-9, atol=1e-12)
+    assert all(it <= 6 for its in ours["iterations"] for it in its)  # Newton converges quadratically
+    assert ours["losses"][-1] < ours["losses"][0]
+
+
+def test_backward_euler_newton_by_hand():
+    """Without torch: for a linear field f(y) = A y one Newton step of backward Euler is (I - hA)^{-1} y_n exactly
+    (the second only confirms it), and the derivative of y_1 with respect to h is (I - hA)^{-2} A y_n."""
+    torch = OURS.torch
+    A_np = np.array([[-2.0, 1.0], [0.5, -3.0]])
+    A = torch.tensor(A_np)
+    y_n = torch.tensor([1.0, -1.0], dtype=torch.float64)
+    h = torch.tensor(0.1, dtype=torch.float64, requires_grad=True)
+    residual = lambda z: z - y_n - h * (A @ z)
+    z = y_n
+    for _ in range(2):
+        J = torch.autograd.functional.jacobian(residual, z, create_graph=True)
+        z = z + torch.linalg.solve(J, -residual(z))
+    M = np.linalg.inv(np.eye(2) - 0.1 * A_np)
+    np.testing.assert_allclose(z.detach().numpy(), M @ [1.0, -1.0], rtol=1e-13)
+    dz, = torch.autograd.grad(z.sum(), h)
+    np.testing.assert_allclose(dz.item(), (M @ M @ A_np @ [1.0, -1.0]).sum(), rtol=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------
+# torchsde-style latent SDE: Euler-Maruyama and Milstein (diagonal noise) with Brownian increments drawn from
+# a seeded Generator, the KL of the posterior path by Girsanov's log-ratio
+# ----------------------------------------------------------------------------------------------
+
+
+def make_latent_sde(m):
+    torch, nn = m.torch, m.nn
+
+    class LatentSDE(nn.Module):
+        sde_type = "ito"
+        noise_type = "diagonal"
+
+        def __init__(self, theta=1.0, mu=0.0, sigma=0.5):
+            super().__init__()
+            logvar = math.log(sigma ** 2 / (2. * theta))
+            # Prior drift.
+            self.register_buffer("theta", torch.tensor([[theta]]))
+            self.register_buffer("mu", torch.tensor([[mu]]))
+            self.register_buffer("sigma", torch.tensor([[sigma]]))
+            # p(y0).
+            self.register_buffer("py0_mean", torch.tensor([[mu]]))
+            self.register_buffer("py0_logvar", torch.tensor([[logvar]]))
+            # Approximate posterior drift: Takes in 2 positional encodings and the state.
+            self.net = nn.Sequential(nn.Linear(3, 32), nn.Tanh(), nn.Linear(32, 1))
+            self.net[-1].weight.data.fill_(0.)
+            self.net[-1].bias.data.fill_(0.)
+            # q(y0).
+            self.qy0_mean = nn.Parameter(torch.tensor([[mu]]), requires_grad=True)
+            self.qy0_logvar = nn.Parameter(torch.tensor([[logvar]]), requires_grad=True)
+            # a state-dependent diffusion, so Milstein's correction does something
+            self.log_scale = nn.Parameter(torch.tensor([[0.0]]))
+
+        def f(self, t, y):  # Approximate posterior drift.
+            if t.dim() == 0:
+                t = torch.full_like(y, fill_value=t)
+            # Positional encoding in transformers for time-inhomogeneous posterior.
+            return self.net(torch.cat((torch.sin(t), torch.cos(t), y), dim=-1))
+
+        def g(self, t, y):  # Shared diffusion.
+            return self.sigma.repeat(y.size(0), 1) * torch.sigmoid(y + self.log_scale) * 2
+
+        def h(self, t, y):  # Prior drift.
+            return self.theta * (self.mu - y)
+
+        def f_aug(self, t, y):  # Drift for augmented dynamics with logqp term.
+            y = y[:, 0:1]
+            f, g, h = self.f(t, y), self.g(t, y), self.h(t, y)
+            u = _stable_division(m, f - h, g)
+            f_logqp = .5 * (u ** 2).sum(dim=1, keepdim=True)
+            return torch.cat([f, f_logqp], dim=1)
+
+        def g_aug(self, t, y):  # Diffusion for augmented dynamics with logqp term.
+            y = y[:, 0:1]
+            g = self.g(t, y)
+            g_logqp = torch.zeros_like(y)
+            return torch.cat([g, g_logqp], dim=1)
+
+        @property
+        def py0_std(self):
+            return torch.exp(.5 * self.py0_logvar)
+
+        @property
+        def qy0_std(self):
+            return torch.exp(.5 * self.qy0_logvar)
+
+    return LatentSDE().double()
+
+
+def _stable_division(m, a, b, epsilon=1e-7):
+    torch = m.torch
+    b = torch.where(b.abs().detach() > epsilon, b, torch.full_like(b, fill_value=epsilon) * b.sign())
+    return a / b
+
+
+def latent_sde(m, weights, method, steps=3, batch_size=16, dt=0.05):
+    torch, optim = m.torch, m.optim
+    model = load(m, make_latent_sde(m), weights)
+    ts = torch.tensor([0.3, 0.6, 1.0, 1.4, 1.7], dtype=torch.float64)
+    ys = torch.tensor([0.5, 0.8, -0.2, -0.4, 0.3], dtype=torch.float64)
+    optimizer = optim.Adam(params=model.parameters(), lr=1e-2)
+    scheduler = optim.lr_scheduler.ExponentialLR(optimizer=optimizer, gamma=0.999)
+    generator = torch.Generator().manual_seed(0)
+
+    def sdeint(f, g, y0, ts):
+        """A fixed-step solver on a grid of step dt through the output times; Milstein's correction
+        1/2 g g' (dW^2 - dt) for diagonal noise by autograd.grad of g with create_graph."""
+        t0, out, y = ts[0], [y0], y0
+        for t1 in ts[1:]:
+            n = max(1, int(math.ceil(round((t1 - t0).item() / dt, 9))))
+            step = (t1 - t0) / n
+            for i in range(n):
+                t = t0 + i * step
+                dW = torch.randn(y.shape, generator=generator, dtype=y.dtype) * step.sqrt()
+                if method == "milstein":
+                    with torch.enable_grad():
+                        y_ = y if y.requires_grad else y.detach().requires_grad_(True)
+                        g_val = g(t, y_)
+                        dg, = torch.autograd.grad(g_val, y_, torch.ones_like(g_val), create_graph=True)
+                    y = y + f(t, y) * step + g_val * dW + 0.5 * g_val * dg * (dW ** 2 - step)
+                else:
+                    y = y + f(t, y) * step + g(t, y) * dW
+            out.append(y)
+            t0 = t1
+        return torch.stack(out)
+
+    losses, grads = [], []
+    for global_step in range(steps):
+        # Note: This 1e-3 is not a hyperparameter, but rather ensures that logqp is ~positive.
+        eps = torch.randn(size=(batch_size, 1), generator=generator, dtype=torch.float64)
+        y0 = model.qy0_mean + eps * model.qy0_std
+        qy0 = torch.distributions.Normal(loc=model.qy0_mean, scale=model.qy0_std)
+        py0 = torch.distributions.Normal(loc=model.py0_mean, scale=model.py0_std)
+        logqp0 = torch.distributions.kl_divergence(qy0, py0).sum(dim=1)  # KL(t=0).
+        aug_y0 = torch.cat([y0, torch.zeros(batch_size, 1).to(y0)], dim=1)
+        aug_ys = sdeint(model.f_aug, model.g_aug, aug_y0, torch.cat([torch.zeros(1, dtype=ts.dtype), ts]))[1:]
+        ys_, logqp_path = aug_ys[:, :, 0:1], aug_ys[-1, :, 1]
+        likelihood = torch.distributions.Laplace(loc=ys_, scale=0.1)
+        logpy = likelihood.log_prob(ys.view(-1, 1, 1).expand_as(ys_)).sum(dim=0).mean(dim=0)
+        loss = -logpy + (logqp0 + logqp_path).mean(dim=0)
+        optimizer.zero_grad()
+        loss.backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+        optimizer.step()
+        scheduler.step()
+        losses.append(loss.item())
+    return {"losses": losses, "grads": grads, "paths": aug_ys}
+
+
+@pytest.mark.parametrize("method", ["euler", "milstein"])
+def test_latent_sde(method):
+    weights = weights_of(make_latent_sde)
+    ours, _ = run_both(latent_sde, weights, method, rtol=1e-9, atol=1e-11)
+    assert ours["paths"].shape == (5, 16, 2) and (ours["paths"][-1, :, 1] >= 0).all()  # the KL grows
+
+
+def test_milstein_on_geometric_brownian_motion():
+    """Without torch: for dX = a X dt + b X dW, Milstein's step is X (1 + a dt + b dW + b^2/2 (dW^2 - dt)), which
+    the solver above takes with g' from autograd.grad; on one path its strong error against the exact solution
+    X0 exp((a - b^2/2) t + b W_t) is far below Euler-Maruyama's."""
+    torch = OURS.torch
+    a, b, dt, n = 0.5, 0.8, 1e-3, 1000
+    dW = np.random.default_rng(0).standard_normal(n) * math.sqrt(dt)
+    exact = math.exp((a - b * b / 2) * 1.0 + b * dW.sum())
+    results = {}
+    for method in ("euler", "milstein"):
+        x = torch.tensor([1.0], dtype=torch.float64)
+        for w in dW:
+            w = torch.tensor(w)
+            x_ = x.detach().requires_grad_(True)
+            g = b * x_
+            dg, = torch.autograd.grad(g, x_, torch.ones_like(g))
+            x = x + a * x * dt + b * x * w + (0.5 * b * x * dg * (w ** 2 - dt) if method == "milstein" else 0)
+        results[method] = abs(x.item() - exact)
+    assert results["milstein"] < results["euler"] / 5
