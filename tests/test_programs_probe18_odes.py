@@ -1446,3 +1446,79 @@ def test_milstein_on_geometric_brownian_motion():
             x = x + a * x * dt + b * x * w + (0.5 * b * x * dg * (w ** 2 - dt) if method == "milstein" else 0)
         results[method] = abs(x.item() - exact)
     assert results["milstein"] < results["euler"] / 5
+
+
+# ----------------------------------------------------------------------------------------------
+# An ensemble of neural ODEs through torch.func (stack_module_state, vmap of functional_call), forward-mode
+# sensitivities (forward_ad dual numbers, jacfwd) and Liouville's formula for the flow's Jacobian
+# ----------------------------------------------------------------------------------------------
+
+
+def make_small_field(m):
+    nn = m.nn
+    return nn.Sequential(nn.Linear(2, 12), nn.Tanh(), nn.Linear(12, 2)).double()
+
+
+def rk4_flow(func, y0, t0=0.0, t1=1.0, n=10):
+    h = (t1 - t0) / n
+    y = y0
+    for i in range(n):
+        k1 = func(y)
+        k2 = func(y + h / 2 * k1)
+        k3 = func(y + h / 2 * k2)
+        k4 = func(y + h * k3)
+        y = y + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+    return y
+
+
+def ode_ensemble(m, weights_list):
+    torch = m.torch
+    from_numpy = torch.from_numpy
+    models = [load(m, make_small_field(m), w) for w in weights_list]
+    params, buffers = torch.func.stack_module_state(models)
+    base = make_small_field(m)  # (a meta skeleton is a known gap: tests/test_programs_probe12_func.py)
+    y0 = torch.tensor(np.random.default_rng(4).standard_normal((5, 2)))
+    target = torch.tensor(np.random.default_rng(5).standard_normal((5, 2)))
+
+    def flow_of(params, buffers, y0):
+        return rk4_flow(lambda y: torch.func.functional_call(base, (params, buffers), (y,)), y0)
+
+    def loss_of(params, buffers, y0):
+        return ((flow_of(params, buffers, y0) - target) ** 2).mean()
+
+    ends = torch.func.vmap(flow_of, in_dims=(0, 0, None))(params, buffers, y0)
+    grads, losses = torch.func.vmap(torch.func.grad_and_value(loss_of), in_dims=(0, 0, None))(params, buffers, y0)
+    # the same gradient by autograd on the first model, as a check of vmap's
+    first = models[0]
+    loss0 = ((rk4_flow(first, y0) - target) ** 2).mean()
+    direct = torch.autograd.grad(loss0, list(first.parameters()))
+
+    # the flow's Jacobian at one point: jacrev, jacfwd, and forward_ad's dual numbers column by column
+    point = y0[0]
+    single = lambda y: rk4_flow(models[1], y)
+    J_rev = torch.func.jacrev(single)(point)
+    J_fwd = torch.func.jacfwd(single)(point)
+    import_fwad = torch.autograd.forward_ad
+    columns = []
+    with import_fwad.dual_level():
+        for e in torch.eye(2, dtype=torch.float64):
+            dual = import_fwad.make_dual(point, e)
+            columns.append(import_fwad.unpack_dual(single(dual)).tangent)
+    J_dual = torch.stack(columns, dim=1)
+    # Liouville: log det of the flow's Jacobian is the integral of the field's divergence along the path
+    divergence = lambda y: torch.func.jacrev(models[1])(y).diagonal().sum()
+    augmented = lambda z: torch.cat([models[1](z[:2]), divergence(z[:2]).reshape(1)])
+    z_end = rk4_flow(augmented, torch.cat([point, torch.zeros(1, dtype=point.dtype)]), n=16)
+    return {"ends": ends, "losses": losses, "grads": grads, "direct": direct, "J_rev": J_rev, "J_fwd": J_fwd,
+            "J_dual": J_dual, "logdet": torch.linalg.slogdet(J_rev)[1], "liouville": z_end[2]}
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")  # (PyTorch's torch.func, inside)
+def test_neural_ode_ensemble_by_torch_func():
+    weights_list = [weights_of(make_small_field, seed=s) for s in range(3)]
+    ours, _ = run_both(ode_ensemble, weights_list, rtol=1e-10, atol=1e-12)
+    for name, g in zip(["0.weight", "0.bias", "2.weight", "2.bias"], ours["direct"]):
+        np.testing.assert_allclose(ours["grads"][name][0], g, rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(ours["J_fwd"], ours["J_rev"], rtol=1e-10)
+    np.testing.assert_allclose(ours["J_dual"], ours["J_rev"], rtol=1e-10)
+    np.testing.assert_allclose(ours["logdet"], ours["liouville"], rtol=1e-5, atol=1e-7)
