@@ -1522,3 +1522,116 @@ def test_neural_ode_ensemble_by_torch_func():
     np.testing.assert_allclose(ours["J_fwd"], ours["J_rev"], rtol=1e-10)
     np.testing.assert_allclose(ours["J_dual"], ours["J_rev"], rtol=1e-10)
     np.testing.assert_allclose(ours["logdet"], ours["liouville"], rtol=1e-5, atol=1e-7)
+
+
+# ----------------------------------------------------------------------------------------------
+# torchdiffeq's odenet_mnist: a convolutional ODE block (ConcatConv2d, GroupNorm) solved by dopri5 at
+# tolerance 1e-3, counting function evaluations forward and backward, trained with SGD and a cross-entropy loss
+# ----------------------------------------------------------------------------------------------
+
+
+def make_odenet(m, dim=8):
+    torch, nn = m.torch, m.nn
+
+    def norm(dim):
+        return nn.GroupNorm(min(4, dim), dim)
+
+    class ConcatConv2d(nn.Module):
+        def __init__(self, dim_in, dim_out, ksize=3, stride=1, padding=0, dilation=1, groups=1, bias=True,
+                     transpose=False):
+            super(ConcatConv2d, self).__init__()
+            module = nn.ConvTranspose2d if transpose else nn.Conv2d
+            self._layer = module(dim_in + 1, dim_out, kernel_size=ksize, stride=stride, padding=padding,
+                                 dilation=dilation, groups=groups, bias=bias)
+
+        def forward(self, t, x):
+            tt = torch.ones_like(x[:, :1, :, :]) * t
+            ttx = torch.cat([tt, x], 1)
+            return self._layer(ttx)
+
+    class ODEfunc(nn.Module):
+        def __init__(self, dim):
+            super(ODEfunc, self).__init__()
+            self.norm1 = norm(dim)
+            self.relu = nn.ReLU(inplace=True)
+            self.conv1 = ConcatConv2d(dim, dim, 3, 1, 1)
+            self.norm2 = norm(dim)
+            self.conv2 = ConcatConv2d(dim, dim, 3, 1, 1)
+            self.norm3 = norm(dim)
+            self.nfe = 0
+
+        def forward(self, t, x):
+            self.nfe += 1
+            out = self.norm1(x)
+            out = self.relu(out)
+            out = self.conv1(t, out)
+            out = self.norm2(out)
+            out = self.relu(out)
+            out = self.conv2(t, out)
+            out = self.norm3(out)
+            return out
+
+    class ODEBlock(nn.Module):
+        def __init__(self, odefunc):
+            super(ODEBlock, self).__init__()
+            self.odefunc = odefunc
+            self.integration_time = torch.tensor([0, 1]).float()
+
+        def forward(self, x):
+            self.integration_time = self.integration_time.type_as(x)
+            out = make_odeint(m)(self.odefunc, x, self.integration_time, rtol=1e-3, atol=1e-3)
+            return out[1]
+
+        @property
+        def nfe(self):
+            return self.odefunc.nfe
+
+        @nfe.setter
+        def nfe(self, value):
+            self.odefunc.nfe = value
+
+    class Flatten(nn.Module):
+        def forward(self, x):
+            shape = torch.prod(torch.tensor(x.shape[1:])).item()
+            return x.view(-1, shape)
+
+    downsampling_layers = [nn.Conv2d(1, dim, 3, 1), norm(dim), nn.ReLU(inplace=True),
+                           nn.Conv2d(dim, dim, 4, 2, 1)]
+    feature_layers = [ODEBlock(ODEfunc(dim))]
+    fc_layers = [norm(dim), nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d((1, 1)), Flatten(), nn.Linear(dim, 4)]
+    return nn.Sequential(*downsampling_layers, *feature_layers, *fc_layers).double()
+
+
+def odenet(m, weights, steps=2):
+    torch, nn, optim = m.torch, m.nn, m.optim
+    from .pytorch_programs import quickstart_data
+    images, labels = quickstart_data(n=12, side=10)
+    x, y = torch.tensor(images.astype(np.float64)), torch.tensor(labels)
+    model = load(m, make_odenet(m), weights)
+    feature_layers = [model[4]]
+    criterion = nn.CrossEntropyLoss()
+    optimizer = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    losses, grads, nfe_f, nfe_b = [], [], [], []
+    for itr in range(steps):
+        optimizer.zero_grad()
+        logits = model(x)
+        loss = criterion(logits, y)
+        nfe_forward = feature_layers[0].nfe
+        feature_layers[0].nfe = 0
+        loss.backward()
+        optimizer.step()
+        nfe_backward = feature_layers[0].nfe
+        feature_layers[0].nfe = 0
+        losses.append(loss.item())
+        grads.append([p.grad.clone() for p in model.parameters()])
+        nfe_f.append(nfe_forward)
+        nfe_b.append(nfe_backward)
+    with torch.no_grad():
+        accuracy = (model(x).argmax(1) == y).float().mean()
+    return {"losses": losses, "grads": grads, "nfe_f": nfe_f, "nfe_b": nfe_b, "accuracy": accuracy}
+
+
+def test_odenet_classifier():
+    weights = weights_of(make_odenet)
+    ours, _ = run_both(odenet, weights, rtol=1e-8, atol=1e-10)
+    assert ours["nfe_f"][0] >= 8 and ours["nfe_b"] == [0, 0]  # backprop through the solver: no new evaluations
