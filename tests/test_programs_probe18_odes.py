@@ -1635,3 +1635,123 @@ def test_odenet_classifier():
     weights = weights_of(make_odenet)
     ours, _ = run_both(odenet, weights, rtol=1e-8, atol=1e-10)
     assert ours["nfe_f"][0] >= 8 and ours["nfe_b"] == [0, 0]  # backprop through the solver: no new evaluations
+
+
+# ----------------------------------------------------------------------------------------------
+# A convolutional deep equilibrium model solved by Anderson acceleration (the implicit-layers tutorial's
+# chapter 4: bmm, a bordered linear system by linalg.solve, in-place history buffers), its backward by a hook
+# that solves the adjoint fixed point by Anderson too
+# ----------------------------------------------------------------------------------------------
+
+
+def make_conv_deq(m, n_channels=6, n_inner_channels=8):
+    torch, nn = m.torch, m.nn
+
+    class ResNetLayer(nn.Module):
+        def __init__(self, n_channels, n_inner_channels, kernel_size=3, num_groups=2):
+            super().__init__()
+            self.conv1 = nn.Conv2d(n_channels, n_inner_channels, kernel_size, padding=kernel_size // 2, bias=False)
+            self.conv2 = nn.Conv2d(n_inner_channels, n_channels, kernel_size, padding=kernel_size // 2, bias=False)
+            self.norm1 = nn.GroupNorm(num_groups, n_inner_channels)
+            self.norm2 = nn.GroupNorm(num_groups, n_channels)
+            self.norm3 = nn.GroupNorm(num_groups, n_channels)
+            self.conv1.weight.data.normal_(0, 0.01)
+            self.conv2.weight.data.normal_(0, 0.01)
+
+        def forward(self, z, x):
+            y = self.norm1(torch.relu(self.conv1(z)))
+            return self.norm3(torch.relu(z + self.norm2(x + self.conv2(y))))
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(1, n_channels, kernel_size=3, bias=True, padding=1),
+                                      nn.BatchNorm2d(n_channels))
+            self.f = ResNetLayer(n_channels, n_inner_channels)
+            self.head = nn.Sequential(nn.BatchNorm2d(n_channels), nn.AvgPool2d(4, 4), nn.Flatten(),
+                                      nn.Linear(n_channels * 2 * 2, 4))
+
+    return Model().double()
+
+
+def conv_deq(m, weights, steps=2):
+    torch, nn, optim = m.torch, m.nn, m.optim
+    from .pytorch_programs import quickstart_data
+    model = load(m, make_conv_deq(m), weights)
+
+    def anderson(f, x0, m=5, lam=1e-4, max_iter=50, tol=1e-8, beta=1.0):
+        """ Anderson acceleration for fixed point iteration. """
+        bsz, d, H, W = x0.shape
+        X = torch.zeros(bsz, m, d * H * W, dtype=x0.dtype, device=x0.device)
+        F = torch.zeros(bsz, m, d * H * W, dtype=x0.dtype, device=x0.device)
+        X[:, 0], F[:, 0] = x0.view(bsz, -1), f(x0).view(bsz, -1)
+        X[:, 1], F[:, 1] = F[:, 0], f(F[:, 0].view_as(x0)).view(bsz, -1)
+
+        H = torch.zeros(bsz, m + 1, m + 1, dtype=x0.dtype, device=x0.device)
+        H[:, 0, 1:] = H[:, 1:, 0] = 1
+        y = torch.zeros(bsz, m + 1, 1, dtype=x0.dtype, device=x0.device)
+        y[:, 0] = 1
+
+        res = []
+        for k in range(2, max_iter):
+            n = min(k, m)
+            G = F[:, :n] - X[:, :n]
+            H[:, 1:n + 1, 1:n + 1] = torch.bmm(G, G.transpose(1, 2)) + lam * torch.eye(n, dtype=x0.dtype,
+                                                                                        device=x0.device)[None]
+            alpha = torch.linalg.solve(H[:, :n + 1, :n + 1], y[:, :n + 1])[:, 1:n + 1, 0]  # (bsz x n)
+
+            X[:, k % m] = beta * (alpha[:, None] @ F[:, :n])[:, 0] + (1 - beta) * (alpha[:, None] @ X[:, :n])[:, 0]
+            F[:, k % m] = f(X[:, k % m].view_as(x0)).view(bsz, -1)
+            res.append((F[:, k % m] - X[:, k % m]).norm().item() / (1e-5 + F[:, k % m].norm().item()))
+            if (res[-1] < tol):
+                break
+        return X[:, k % m].view_as(x0), res
+
+    class DEQFixedPoint(nn.Module):
+        def __init__(self, f, solver, **kwargs):
+            super().__init__()
+            self.f = f
+            self.solver = solver
+            self.kwargs = kwargs
+
+        def forward(self, x):
+            # compute forward pass and re-engage autograd tape
+            with torch.no_grad():
+                z, self.forward_res = self.solver(lambda z: self.f(z, x), torch.zeros_like(x), **self.kwargs)
+            z = self.f(z, x)
+
+            # set up Jacobian vector product (without additional forward calls)
+            z0 = z.clone().detach().requires_grad_()
+            f0 = self.f(z0, x)
+
+            def backward_hook(grad):
+                g, self.backward_res = self.solver(lambda y: torch.autograd.grad(f0, z0, y, retain_graph=True)[0]
+                                                   + grad, grad, **self.kwargs)
+                return g
+
+            z.register_hook(backward_hook)
+            return z
+
+    deq = DEQFixedPoint(model.f, anderson, tol=1e-4, max_iter=50)
+    net = nn.Sequential(model.stem, deq, model.head)
+    images, labels = quickstart_data(n=6, side=8)
+    x, y = torch.tensor(images.astype(np.float64)), torch.tensor(labels)
+    opt = optim.Adam(net.parameters(), lr=1e-3)
+    losses, grads, forward_iters, backward_iters = [], [], [], []
+    for step in range(steps):
+        opt.zero_grad()
+        loss = nn.CrossEntropyLoss()(net(x), y)
+        loss.backward()
+        grads.append([p.grad.clone() for p in net.parameters()])
+        opt.step()
+        losses.append(loss.item())
+        forward_iters.append(len(deq.forward_res))
+        backward_iters.append(len(deq.backward_res))
+    return {"losses": losses, "grads": grads, "forward_iters": forward_iters, "backward_iters": backward_iters,
+            "forward_res": deq.forward_res[-1], "backward_res": deq.backward_res[-1]}
+
+
+def test_deq_with_anderson_acceleration():
+    weights = weights_of(make_conv_deq)
+    ours, _ = run_both(conv_deq, weights, rtol=1e-9, atol=1e-11)  # (the iteration counts alike)
+    assert ours["forward_res"] < 1e-4 and max(ours["forward_iters"]) < 48 and ours["backward_res"] < 1e-2
