@@ -1755,3 +1755,90 @@ def test_deq_with_anderson_acceleration():
     weights = weights_of(make_conv_deq)
     ours, _ = run_both(conv_deq, weights, rtol=1e-9, atol=1e-11)  # (the iteration counts alike)
     assert ours["forward_res"] < 1e-4 and max(ours["forward_iters"]) < 48 and ours["backward_res"] < 1e-2
+
+
+# ----------------------------------------------------------------------------------------------
+# SINDy (Brunton et al. 2016) on the Lorenz system: derivatives by torch.gradient (non-uniform, second-order
+# edges), a polynomial library from torch.combinations, sequentially thresholded least squares by linalg.lstsq,
+# then the coefficients refined through an RK4 rollout with a hook that keeps the pruned terms at zero
+# ----------------------------------------------------------------------------------------------
+
+
+def sindy(m, steps=3):
+    torch, optim = m.torch, m.optim
+    odeint = make_odeint(m)
+    sigma, rho, beta = 10.0, 28.0, 8.0 / 3.0
+
+    def lorenz(t, s):
+        x, y, z = s.unbind(-1)
+        return torch.stack([sigma * (y - x), x * (rho - z) - y, x * y - beta * z], -1)
+
+    rng = np.random.default_rng(1)
+    t = torch.tensor(np.sort(np.concatenate([[0.0, 1.0], rng.uniform(0, 1, 118)])))
+    with torch.no_grad():
+        X = odeint(lorenz, torch.tensor([-8.0, 7.0, 27.0], dtype=torch.float64), t, rtol=1e-10, atol=1e-10)
+    X = X.clone().requires_grad_(True)
+    dX, = torch.gradient(X, spacing=(t,), dim=0, edge_order=2)
+
+    def library(X):
+        n, d = X.shape
+        pairs = torch.combinations(torch.arange(d), r=2, with_replacement=True)
+        quadratic = X[:, pairs[:, 0]] * X[:, pairs[:, 1]]
+        return torch.cat([torch.ones(n, 1, dtype=X.dtype), X, quadratic], dim=1)
+
+    Theta = library(X)
+    # column scaling, as PySINDy normalises before thresholding
+    norms = Theta.norm(dim=0, keepdim=True)
+    Theta_n = Theta / norms
+    Xi = torch.linalg.lstsq(Theta_n, dX).solution
+    threshold = 0.5
+    for k in range(10):
+        small = (Xi / norms.T).abs() < threshold
+        Xi = Xi.masked_fill(small, 0.0)
+        columns = []
+        for j in range(dX.shape[1]):
+            big = ~small[:, j]
+            column = torch.zeros(Theta.shape[1], dtype=Xi.dtype)
+            column[big] = torch.linalg.lstsq(Theta_n[:, big], dX[:, j:j + 1]).solution[:, 0]
+            columns.append(column)
+        Xi = torch.stack(columns, dim=1)
+    coefficients = Xi / norms.T
+    # how the identified coefficients move with the data: through lstsq, the library and torch.gradient
+    d_data, = torch.autograd.grad((coefficients ** 2).sum(), X)
+
+    # refinement: the surviving coefficients trained on short RK4 rollouts from the data
+    mask = (coefficients != 0).detach()
+    xi = coefficients.detach().clone().requires_grad_(True)
+    xi.register_hook(lambda grad: grad * mask)
+    optimizer = optim.Adam([xi], lr=1e-3)
+    data = X.detach()
+    starts = torch.tensor([0, 30, 60, 90])
+    losses = []
+    for step in range(steps):
+        optimizer.zero_grad()
+        field = lambda s: library(s) @ xi
+        y = data[starts]
+        loss = 0.0
+        for i in range(1, 6):
+            h = (t[starts + i] - t[starts + i - 1]).unsqueeze(1)
+            k1 = field(y)
+            k2 = field(y + h / 2 * k1)
+            k3 = field(y + h / 2 * k2)
+            k4 = field(y + h * k3)
+            y = y + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+            loss = loss + ((y - data[starts + i]) ** 2).mean()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return {"coefficients": coefficients, "d_data": d_data, "losses": losses, "xi": xi, "dX": dX}
+
+
+def test_sindy_on_lorenz():
+    ours, _ = run_both(sindy, rtol=1e-7, atol=1e-9)
+    true = np.zeros((10, 3))  # terms: 1, x, y, z, xx, xy, xz, yy, yz, zz
+    true[[1, 2], 0] = [-10, 10]
+    true[[1, 2, 6], 1] = [28, -1, -1]
+    true[[3, 5], 2] = [-8 / 3, 1]
+    np.testing.assert_allclose(ours["coefficients"], true, atol=0.3)
+    assert ((ours["coefficients"] != 0) == (true != 0)).all()
+    assert ((ours["xi"] != 0) == (true != 0)).all()  # the hook kept the pruned terms out
