@@ -1842,3 +1842,168 @@ def test_sindy_on_lorenz():
     np.testing.assert_allclose(ours["coefficients"], true, atol=0.3)
     assert ((ours["coefficients"] != 0) == (true != 0)).all()
     assert ((ours["xi"] != 0) == (true != 0)).all()  # the hook kept the pruned terms out
+
+
+# ----------------------------------------------------------------------------------------------
+# torchdiffeq's bouncing ball: event times found by bisection under no_grad and differentiated by the implicit
+# function theorem (an autograd.Function rerouting the gradient, as odeint_event's ImplicitFnGradientRerouting)
+# ----------------------------------------------------------------------------------------------
+
+
+def make_bouncing_ball(m):
+    torch, nn = m.torch, m.nn
+
+    class BouncingBallExample(nn.Module):
+        def __init__(self, radius=0.2, gravity=9.8, adjoint=False):
+            super().__init__()
+            self.gravity = nn.Parameter(torch.as_tensor([gravity], dtype=torch.float64))
+            self.log_radius = nn.Parameter(torch.log(torch.as_tensor([radius], dtype=torch.float64)))
+            self.t0 = nn.Parameter(torch.tensor([0.0], dtype=torch.float64))
+            self.init_pos = nn.Parameter(torch.tensor([10.0], dtype=torch.float64))
+            self.init_vel = nn.Parameter(torch.tensor([0.0], dtype=torch.float64))
+            self.absorption = nn.Parameter(torch.tensor([0.2], dtype=torch.float64))
+            self.drag = nn.Parameter(torch.tensor([0.05], dtype=torch.float64))
+
+        def forward(self, t, state):
+            pos, vel, log_radius = state
+            dpos = vel
+            dvel = -self.gravity - self.drag * vel * vel.abs()
+            return dpos, dvel, torch.zeros_like(log_radius)
+
+        def event_fn(self, t, state):
+            # positive if ball in mid-air, negative if ball within ground.
+            pos, _, log_radius = state
+            return pos - torch.exp(log_radius)
+
+        def get_initial_state(self):
+            state = (self.init_pos, self.init_vel, self.log_radius)
+            return self.t0, state
+
+        def state_update(self, state):
+            """ Updates state based on an event (collision)."""
+            pos, vel, log_radius = state
+            pos = pos + 1e-7  # need to add a small eps so as not to trigger the event function immediately.
+            vel = -vel * (1 - self.absorption)
+            return (pos, vel, log_radius)
+
+    return BouncingBallExample()
+
+
+def bouncing_ball(m, weights, nbounces=3):
+    torch = m.torch
+    system = load(m, make_bouncing_ball(m), weights)
+    params = tuple(system.parameters())
+
+    def rk4(func, t0, t1, state, n=4):
+        h = (t1 - t0) / n
+        for i in range(n):
+            t = t0 + i * h
+            k1 = func(t, state)
+            k2 = func(t + h / 2, tuple(s + h / 2 * k for s, k in zip(state, k1)))
+            k3 = func(t + h / 2, tuple(s + h / 2 * k for s, k in zip(state, k2)))
+            k4 = func(t + h, tuple(s + h * k for s, k in zip(state, k3)))
+            state = tuple(s + h / 6 * (a + 2 * b + 2 * c + d) for s, a, b, c, d in zip(state, k1, k2, k3, k4))
+        return state
+
+    def find_event(interp_fn, sign0, t0, t1, event_fn, tol=1e-12):
+        with torch.no_grad():
+            # Num iterations for the secant method until tolerance is within target.
+            nitrs = torch.ceil(torch.log((t1 - t0) / tol) / math.log(2.0))
+            for _ in range(nitrs.long()):
+                t_mid = (t1 + t0) / 2.0
+                y_mid = interp_fn(t_mid)
+                sign_mid = torch.sign(event_fn(t_mid, y_mid))
+                same_as_sign0 = (sign0 == sign_mid)
+                t0 = torch.where(same_as_sign0, t_mid, t0)
+                t1 = torch.where(same_as_sign0, t1, t_mid)
+            event_t = (t0 + t1) / 2.0
+        return event_t, interp_fn(event_t)
+
+    def odeint_event_forward(func, state, t0, event_fn, dt=0.05):
+        """Steps of dt until the event function changes sign, then bisection inside the last step."""
+        with torch.no_grad():
+            sign0 = torch.sign(event_fn(t0, state))
+            t = t0
+            while True:
+                nxt = rk4(func, t, t + dt, state)
+                if (torch.sign(event_fn(t + dt, nxt)) != sign0).any():
+                    break
+                t, state = t + dt, nxt
+            start_t, start_state = t, state
+            return find_event(lambda tt: rk4(func, start_t, tt, start_state), sign0, t, t + dt, event_fn)
+
+    class ImplicitFnGradientRerouting(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, func, event_fn, n_state, event_t, *state_and_params):
+            """ event_t is the solution to event_fn """
+            state_t = state_and_params[:n_state]
+            ctx.func = func
+            ctx.event_fn = event_fn
+            ctx.n_state = n_state
+            ctx.save_for_backward(event_t, *state_t)
+            return (event_t.detach(), *(s.detach() for s in state_t))
+
+        @staticmethod
+        def backward(ctx, grad_t, *grad_state):
+            func = ctx.func
+            event_fn = ctx.event_fn
+            event_t, *state_t = ctx.saved_tensors
+            event_t = event_t.detach().clone().requires_grad_(True)
+            state_t = tuple(s.detach().clone().requires_grad_(True) for s in state_t)
+            with torch.enable_grad():
+                f_val = func(event_t, state_t)
+                c = event_fn(event_t, state_t)
+                par_dt, *dstate = torch.autograd.grad(c, (event_t, *state_t), allow_unused=True, retain_graph=True)
+            dstate = [torch.zeros_like(s) if d is None else d for s, d in zip(state_t, dstate)]
+            par_dt = torch.zeros_like(event_t) if par_dt is None else par_dt
+            dcdt = par_dt + sum(torch.sum(d * f) for d, f in zip(dstate, f_val))
+            # Add terms from gradient wrt state
+            grad_t = grad_t + sum(torch.sum(g * f) for g, f in zip(grad_state, f_val))
+            dstate = [d * (-grad_t / (dcdt + 1e-12)).reshape_as(c) for d in dstate]
+            grad_state = [g + d for g, d in zip(grad_state, dstate)]
+            with torch.enable_grad():
+                c = event_fn(event_t, state_t)
+            params_grads = torch.autograd.grad(c, params, -grad_t / (dcdt + 1e-12), allow_unused=True)
+            return (None, None, None, None, *grad_state, *params_grads)
+
+    def rerouted(event_t, state_t):
+        out = ImplicitFnGradientRerouting.apply(system, system.event_fn, len(state_t), event_t, *state_t, *params)
+        return out[0], out[1:]
+
+    # the ball's state flows back to the parameters through a differentiable re-integration of the last step
+    t0, state = system.get_initial_state()
+    event_times = []
+    for i in range(nbounces):
+        event_t, _ = odeint_event_forward(system, state, t0, system.event_fn)
+        # re-attach: integrate from t0 to the (detached) event time with grad, then reroute through the implicit fn
+        state_t = rk4(system, t0, event_t, state, n=max(4, int((event_t - t0).item() / 0.01)))
+        event_t, state_t = rerouted(event_t + 0 * t0, state_t)
+        event_times.append(event_t)
+        state = system.state_update(tuple(state_t))
+        t0 = event_t
+    times = torch.cat(event_times)
+    loss = (times * torch.arange(1, nbounces + 1, dtype=torch.float64)).sum()
+    grads = torch.autograd.grad(loss, params, allow_unused=True, materialize_grads=True)
+    return {"times": times, "grads": grads}
+
+
+def test_bouncing_ball_event_times():
+    weights = weights_of(make_bouncing_ball)
+    ours, _ = run_both(bouncing_ball, weights, rtol=1e-9, atol=1e-11)
+    assert np.all(np.diff(ours["times"]) > 0)
+
+
+def test_event_time_gradient_by_hand():
+    """Without torch: with no drag the first bounce of a ball dropped from h is at t = sqrt(2 (h - r) / g), so
+    dt/dg = -t / (2 g), dt/dh = t / (2 (h - r)) and dt/dt0 = 1."""
+    weights = weights_of(make_bouncing_ball)
+    weights["drag"] = np.zeros(1)
+    torch = OURS.torch
+    ours = bouncing_ball(OURS, weights, nbounces=1)
+    t = math.sqrt(2 * (10 - 0.2) / 9.8)
+    np.testing.assert_allclose(ours["times"][0].item(), t, rtol=1e-9)
+    names = [name for name, _ in make_bouncing_ball(OURS).named_parameters()]
+    grads = dict(zip(names, (g.item() for g in ours["grads"])))
+    np.testing.assert_allclose(grads["gravity"], -t / (2 * 9.8), rtol=1e-7)
+    np.testing.assert_allclose(grads["init_pos"], t / (2 * (10 - 0.2)), rtol=1e-7)
+    np.testing.assert_allclose(grads["t0"], 1.0, rtol=1e-9)
