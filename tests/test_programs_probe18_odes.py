@@ -2055,3 +2055,69 @@ def test_clamp_tie_tangents_as_pytorch():
     low, high, fmax = plain(clamp_tie_program(OURS))
     np.testing.assert_array_equal(low, expected)
     np.testing.assert_array_equal(fmax, expected)
+
+
+# ----------------------------------------------------------------------------------------------
+# Full-waveform inversion (as deepwave's tutorials frame it): a 2-D acoustic wave equation stepped by a
+# Laplacian stencil in F.conv2d, the source added in place into the wavefield, receivers read by index,
+# and the velocity model updated from the gradient of the data misfit
+# ----------------------------------------------------------------------------------------------
+
+
+def fwi(m, steps=3, nz=16, nx=18, nt=70, dx=10.0, dt=0.002):
+    torch, F, optim = m.torch, m.F, m.optim
+    stencil = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]], dtype=torch.float64) / dx ** 2
+    stencil = stencil.view(1, 1, 3, 3)
+    freq, t = 25.0, torch.arange(nt, dtype=torch.float64) * dt
+    arg = (math.pi * freq * (t - 1.5 / freq)) ** 2
+    wavelet = (1 - 2 * arg) * torch.exp(-arg)  # a Ricker wavelet
+    sources = [(2, 4), (2, 13)]
+    receivers = torch.stack([torch.full((nx - 4,), 2), torch.arange(2, nx - 2)], dim=1)
+    # a sponge at the edges damps the reflections
+    zz, xx = torch.meshgrid(torch.arange(nz, dtype=torch.float64), torch.arange(nx, dtype=torch.float64),
+                            indexing="ij")
+    edge = torch.minimum(torch.minimum(zz, nz - 1 - zz), torch.minimum(xx, nx - 1 - xx))
+    damping = torch.exp(-0.02 * torch.clamp(3 - edge, min=0) ** 2)
+
+    def forward_model(v, source):
+        u_prev = torch.zeros(1, 1, nz, nx, dtype=torch.float64)
+        u = torch.zeros(1, 1, nz, nx, dtype=torch.float64)
+        records = []
+        for it in range(nt):
+            lap = F.conv2d(u, stencil, padding=1)
+            u_next = 2 * u - u_prev + (v * dt) ** 2 * lap
+            u_next[0, 0, source[0], source[1]] += dt ** 2 * wavelet[it]
+            u_next = u_next * damping
+            u_prev, u = u, u_next
+            records.append(u[0, 0, receivers[:, 0], receivers[:, 1]])
+        return torch.stack(records)
+
+    true_v = torch.full((nz, nx), 1500.0, dtype=torch.float64)
+    true_v[8:, :] = 1800.0
+    true_v[5:9, 6:11] = 1650.0
+    with torch.no_grad():
+        observed = [forward_model(true_v, s) for s in sources]
+    v = torch.full((nz, nx), 1500.0, dtype=torch.float64)
+    v[8:, :] = 1750.0
+    v.requires_grad_()
+    optimizer = optim.SGD([v], lr=1.0)
+    losses, grads = [], []
+    for step in range(steps):
+        optimizer.zero_grad()
+        loss = 0
+        for s, d_obs in zip(sources, observed):
+            loss = loss + 1e12 * F.mse_loss(forward_model(v, s), d_obs)
+        loss.backward()
+        # precondition as practitioners do: the gradient scaled to its largest value, clipped at the 98th percentile
+        torch.nn.utils.clip_grad_value_(v, torch.quantile(v.grad.detach().abs(), 0.98).item())
+        v.grad /= v.grad.abs().max() / 20.0
+        grads.append(v.grad.clone())
+        optimizer.step()
+        losses.append(loss.item())
+    return {"losses": losses, "grads": grads, "v": v, "observed": observed}
+
+
+def test_full_waveform_inversion():
+    ours, _ = run_both(fwi, rtol=1e-9, atol=1e-10)
+    assert ours["losses"][-1] < ours["losses"][0]
+    assert np.abs(ours["observed"][0]).max() > 0
