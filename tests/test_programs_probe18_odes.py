@@ -13,8 +13,8 @@ FFJORD (ConcatSquash layers, the exact trace by a loop of grads, Hutchinson's wi
 samples); a neural CDE on torchcde's natural cubic spline (the Thomas algorithm over NumPy object arrays of tensors,
 ``bucketize``); an ensemble of neural ODEs by ``stack_module_state`` and ``vmap(grad_and_value(functional_call))``,
 flow Jacobians by ``jacrev``/``jacfwd``/``forward_ad`` and Liouville's formula; torchdiffeq's odenet_mnist
-(ConcatConv2d, GroupNorm, dopri5); the bouncing ball with event times by bisection differentiated by implicit gradient rerouting;
-SINDy on Lorenz (``torch.gradient`` on a non-uniform grid, ``combinations``, thresholded ``linalg.lstsq``, a masking
+(ConcatConv2d, GroupNorm, dopri5); the bouncing ball with event times by bisection differentiated by implicit
+gradient rerouting; SINDy on Lorenz (``torch.gradient`` on a non-uniform grid, ``combinations``, thresholded ``linalg.lstsq``, a masking
 hook); a separable Hamiltonian network trained through leapfrog rollouts. SDEs: torchsde's latent SDE by
 Euler-Maruyama and Milstein (g' by ``autograd.grad``), the KL by Girsanov's ratio. Implicit and PDE solvers: BDF2
 on Van der Pol with Newton by ``autograd.functional.jacobian(create_graph=True)`` and ``linalg.solve``; a
