@@ -14,16 +14,16 @@ samples); a neural CDE on torchcde's natural cubic spline (the Thomas algorithm 
 ``bucketize``); an ensemble of neural ODEs by ``stack_module_state`` and ``vmap(grad_and_value(functional_call))``,
 flow Jacobians by ``jacrev``/``jacfwd``/``forward_ad`` and Liouville's formula; torchdiffeq's odenet_mnist
 (ConcatConv2d, GroupNorm, dopri5); the bouncing ball with event times by bisection differentiated by implicit
-gradient rerouting; SINDy on Lorenz (``torch.gradient`` on a non-uniform grid, ``combinations``, thresholded ``linalg.lstsq``, a masking
-hook); a separable Hamiltonian network trained through leapfrog rollouts. SDEs: torchsde's latent SDE by
-Euler-Maruyama and Milstein (g' by ``autograd.grad``), the KL by Girsanov's ratio. Implicit and PDE solvers: BDF2
-on Van der Pol with Newton by ``autograd.functional.jacobian(create_graph=True)`` and ``linalg.solve``; a
-biharmonic PINN (fourth derivatives by nested grads against ``jacfwd(jacrev(hessian))``, Adam then L-BFGS); a
-periodic spectral Poisson solver (``rfftn``/``irfftn``, spectral gradient) in an L-BFGS source recovery; P1 finite
-elements assembled by ``index_add_`` and by ``sparse_coo_tensor``/``sparse.mm``, CG with an implicit backward,
-a conductivity inverse problem and a shape derivative; a convolutional DEQ by Anderson acceleration; acoustic
-full-waveform inversion (``conv2d`` stencil, in-place source injection); finite-volume Burgers (Godunov, minmod,
-circular padding) with a dot-product adjoint test by ``func.jvp``/``func.vjp``."""
+gradient rerouting; SINDy on Lorenz (``torch.gradient`` on a non-uniform grid, ``combinations``, thresholded
+``linalg.lstsq``, a masking hook); a separable Hamiltonian network trained through leapfrog rollouts. SDEs:
+torchsde's latent SDE by Euler-Maruyama and Milstein (g' by ``autograd.grad``), the KL by Girsanov's ratio. Implicit
+and PDE solvers: BDF2 on Van der Pol with Newton by ``autograd.functional.jacobian(create_graph=True)`` and
+``linalg.solve``; a biharmonic PINN (fourth derivatives by nested grads against ``jacfwd(jacrev(hessian))``, Adam
+then L-BFGS); a periodic spectral Poisson solver (``rfftn``/``irfftn``, spectral gradient) in an L-BFGS source
+recovery; P1 finite elements assembled by ``index_add_`` and by ``sparse_coo_tensor``/``sparse.mm``, CG with an
+implicit backward, a conductivity inverse problem and a shape derivative; a convolutional DEQ by Anderson
+acceleration; acoustic full-waveform inversion (``conv2d`` stencil, in-place source injection); finite-volume
+Burgers (Godunov, minmod, circular padding) with a dot-product adjoint test by ``func.jvp``/``func.vjp``."""
 
 import math
 
