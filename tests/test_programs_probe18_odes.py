@@ -2412,3 +2412,53 @@ def test_invertible_resnet():
     ours, _ = run_both(iresnet, weights, rtol=1e-9, atol=1e-11)
     np.testing.assert_allclose(ours["x_back"], cnf_data(24), atol=1e-10)  # the fixed point inverts the flow
     np.testing.assert_allclose(ours["hutchinson"], ours["logdet_exact"], atol=0.1)
+
+
+# ----------------------------------------------------------------------------------------------
+# A continuous-time Markov chain fitted to irregularly timed transitions: P(t) = matrix_exp(Q t) of a rate
+# matrix built from softplus'd off-diagonals, checked against the Kolmogorov forward equation by dopri5
+# ----------------------------------------------------------------------------------------------
+
+
+def ctmc(m, steps=4, k=4):
+    torch, F, optim = m.torch, m.F, m.optim
+    rng = np.random.default_rng(13)
+    n = 40
+    gaps = torch.tensor(rng.exponential(0.7, n))
+    states = rng.integers(0, k, n + 1)
+    src, dst = torch.tensor(states[:-1]), torch.tensor(states[1:])
+    raw = torch.zeros(k, k, dtype=torch.float64, requires_grad=True)
+    off_diagonal = ~torch.eye(k, dtype=torch.bool)
+
+    def generator():
+        rates = F.softplus(raw) * off_diagonal
+        return rates - torch.diag_embed(rates.sum(-1))
+
+    optimizer = optim.Adam([raw], lr=0.1)
+    losses, grads = [], []
+    for step in range(steps):
+        optimizer.zero_grad()
+        Q = generator()
+        P = torch.linalg.matrix_exp(Q.unsqueeze(0) * gaps.view(-1, 1, 1))  # (n, k, k), one per gap
+        loss = -torch.log(P[torch.arange(n), src, dst]).mean()
+        loss.backward()
+        grads.append(raw.grad.clone())
+        optimizer.step()
+        losses.append(loss.item())
+    # the transition matrix at t = 1.3 by expm against the forward equation dP/dt = P Q, by dopri5
+    Q = generator()
+    P_expm = torch.linalg.matrix_exp(1.3 * Q)
+    P_ode = make_odeint(m)(lambda t, P: P @ Q, torch.eye(k, dtype=torch.float64),
+                           torch.tensor([0.0, 1.3], dtype=torch.float64), rtol=1e-10, atol=1e-12)[-1]
+    d_expm = torch.autograd.grad(P_expm[0, 1], raw, retain_graph=True)[0]
+    d_ode = torch.autograd.grad(P_ode[0, 1], raw)[0]
+    return {"losses": losses, "grads": grads, "P_expm": P_expm, "P_ode": P_ode, "d_expm": d_expm,
+            "d_ode": d_ode}
+
+
+def test_continuous_time_markov_chain():
+    ours, _ = run_both(ctmc, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(ours["P_expm"], ours["P_ode"], atol=1e-9)
+    np.testing.assert_allclose(ours["P_expm"].sum(1), 1.0, rtol=1e-12)  # stochastic rows
+    np.testing.assert_allclose(ours["d_expm"], ours["d_ode"], atol=1e-8)
+    assert ours["losses"][-1] < ours["losses"][0]
