@@ -2462,3 +2462,79 @@ def test_continuous_time_markov_chain():
     np.testing.assert_allclose(ours["P_expm"].sum(1), 1.0, rtol=1e-12)  # stochastic rows
     np.testing.assert_allclose(ours["d_expm"], ours["d_ode"], atol=1e-8)
     assert ours["losses"][-1] < ours["losses"][0]
+
+
+# ----------------------------------------------------------------------------------------------
+# A learnt geometric multigrid (as "deep multigrid" papers train one): damped Jacobi by conv2d, full-weighting
+# restriction by a strided conv2d, prolongation by F.interpolate(bilinear, align_corners=True), the smoothers'
+# weights trained on the error after two V-cycles
+# ----------------------------------------------------------------------------------------------
+
+
+def multigrid(m, steps=4, n=17):
+    torch, F, optim = m.torch, m.F, m.optim
+    laplace = torch.tensor([[0.0, -1.0, 0.0], [-1.0, 4.0, -1.0], [0.0, -1.0, 0.0]], dtype=torch.float64)
+    laplace = laplace.view(1, 1, 3, 3)
+    full_weighting = torch.tensor([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]], dtype=torch.float64)
+    full_weighting = full_weighting.view(1, 1, 3, 3) / 16
+    levels = int(math.log2(n - 1))  # 17, 9, 5, 3
+    log_omega = torch.full((levels,), math.log(0.6), dtype=torch.float64, requires_grad=True)
+
+    def interior(u):
+        mask = torch.zeros_like(u)
+        mask[..., 1:-1, 1:-1] = 1
+        return u * mask
+
+    def apply_A(u, h):
+        return interior(F.conv2d(u, laplace, padding=1)) / h ** 2
+
+    def smooth(u, f, h, omega, sweeps=2):
+        for _ in range(sweeps):
+            u = u + omega * interior(f - apply_A(u, h)) * h ** 2 / 4
+        return u
+
+    def v_cycle(u, f, h, level=0):
+        omega = log_omega[level].exp()
+        if u.shape[-1] == 3:
+            return smooth(u, f, h, omega, sweeps=10)
+        u = smooth(u, f, h, omega)
+        r = interior(f - apply_A(u, h))
+        r_coarse = F.conv2d(F.pad(r, (1, 1, 1, 1)), full_weighting, stride=2)
+        e_coarse = v_cycle(torch.zeros_like(r_coarse), r_coarse, 2 * h, level + 1)
+        e = F.interpolate(e_coarse, size=u.shape[-2:], mode="bilinear", align_corners=True)
+        u = u + interior(e)
+        return smooth(u, f, h, omega)
+
+    h = 1.0 / (n - 1)
+    xs = torch.linspace(0, 1, n, dtype=torch.float64)
+    X, Y = torch.meshgrid(xs, xs, indexing="ij")
+    rng = np.random.default_rng(21)
+    u_true = torch.sin(math.pi * X) * torch.sin(2 * math.pi * Y) \
+        + 0.3 * torch.sin(3 * math.pi * X) * torch.sin(5 * math.pi * Y)
+    u_true = u_true.view(1, 1, n, n)
+    f = apply_A(u_true, h)
+    u0 = interior(torch.tensor(rng.standard_normal((1, 1, n, n))))
+    optimizer = optim.Adam([log_omega], lr=0.05)
+    losses, grads = [], []
+    for step in range(steps):
+        optimizer.zero_grad()
+        u = v_cycle(v_cycle(u0, f, h), f, h)
+        loss = ((u - u_true) ** 2).mean() / ((u0 - u_true) ** 2).mean()
+        loss.backward()
+        grads.append(log_omega.grad.clone())
+        optimizer.step()
+        losses.append(loss.item())
+    with torch.no_grad():
+        residuals = [(f - apply_A(u0, h)).norm()]
+        u = u0
+        for _ in range(3):
+            u = v_cycle(u, f, h)
+            residuals.append((f - apply_A(u, h)).norm())
+    return {"losses": losses, "grads": grads, "omega": log_omega.exp(), "residuals": torch.stack(residuals)}
+
+
+def test_learnt_multigrid():
+    ours, _ = run_both(multigrid, rtol=1e-9, atol=1e-12)
+    residuals = ours["residuals"]
+    assert (residuals[1:] / residuals[:-1] < 0.3).all()  # each V-cycle cuts the residual
+    assert ours["losses"][-1] < ours["losses"][0]
