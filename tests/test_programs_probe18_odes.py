@@ -2626,3 +2626,115 @@ def test_grape_hadamard():
 def test_crank_nicolson_schrodinger():
     ours, _ = run_both(crank_nicolson, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(ours["norm"], 1.0, rtol=1e-10)  # Crank-Nicolson is unitary
+
+
+# ----------------------------------------------------------------------------------------------
+# The reversible Heun method (Kidger et al. 2021, torchsde's reversible_heun) for a Stratonovich neural SDE:
+# its adjoint reconstructs the forward trajectory exactly backwards, the Brownian increments drawn again from
+# the saved Generator state (get_state/set_state), so its gradients are backprop's to rounding
+# ----------------------------------------------------------------------------------------------
+
+
+def make_neural_sde(m):
+    nn = m.nn
+
+    class NeuralSDE(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.drift = nn.Sequential(nn.Linear(2, 16), nn.Tanh(), nn.Linear(16, 2))
+            self.diffusion = nn.Sequential(nn.Linear(2, 16), nn.Tanh(), nn.Linear(16, 2), nn.Sigmoid())
+
+        def f(self, t, y):
+            return self.drift(y)
+
+        def g(self, t, y):  # diagonal noise
+            return 0.3 * self.diffusion(y)
+
+    return NeuralSDE().double()
+
+
+def reversible_heun(m, weights, adjoint, n_steps=20, dt=0.05):
+    torch = m.torch
+    sde = load(m, make_neural_sde(m), weights)
+    params = tuple(sde.parameters())
+
+    def brownian_increments(generator, shape):
+        return [torch.randn(shape, generator=generator, dtype=torch.float64) * math.sqrt(dt) for _ in range(n_steps)]
+
+    def forward_step(t, y, z, f_z, g_z, dW):
+        z1 = 2 * y - z + f_z * dt + g_z * dW
+        f_z1, g_z1 = sde.f(t + dt, z1), sde.g(t + dt, z1)
+        y1 = y + 0.5 * (f_z + f_z1) * dt + 0.5 * (g_z + g_z1) * dW
+        return y1, z1, f_z1, g_z1
+
+    def solve(y0, generator):
+        dWs = brownian_increments(generator, y0.shape)
+        y, z = y0, y0
+        f_z, g_z = sde.f(0.0, z), sde.g(0.0, z)
+        for n in range(n_steps):
+            y, z, f_z, g_z = forward_step(n * dt, y, z, f_z, g_z, dWs[n])
+        return y
+
+    class ReversibleHeunAdjoint(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, y0, generator_state, *params):
+            generator = torch.Generator().manual_seed(0)
+            generator.set_state(generator_state)
+            with torch.no_grad():
+                dWs = brownian_increments(generator, y0.shape)
+                y, z = y0, y0
+                f_z, g_z = sde.f(0.0, z), sde.g(0.0, z)
+                for n in range(n_steps):
+                    y, z, f_z, g_z = forward_step(n * dt, y, z, f_z, g_z, dWs[n])
+            ctx.save_for_backward(y, z, generator_state)
+            return y
+
+        @staticmethod
+        def backward(ctx, grad_y):
+            y, z, generator_state = ctx.saved_tensors
+            generator = torch.Generator().manual_seed(0)
+            generator.set_state(generator_state)
+            dWs = brownian_increments(generator, y.shape)  # the same increments, drawn again
+            adj_y, adj_z = grad_y, torch.zeros_like(grad_y)
+            adj_params = [torch.zeros_like(p) for p in params]
+            for n in reversed(range(n_steps)):
+                t1 = (n + 1) * dt
+                with torch.no_grad():  # one step back, exactly: z_n then y_n
+                    f_z1, g_z1 = sde.f(t1, z), sde.g(t1, z)
+                    z0 = 2 * y - z - f_z1 * dt - g_z1 * dWs[n]
+                    f_z0, g_z0 = sde.f(t1 - dt, z0), sde.g(t1 - dt, z0)
+                    y0 = y - 0.5 * (f_z0 + f_z1) * dt - 0.5 * (g_z0 + g_z1) * dWs[n]
+                with torch.enable_grad():  # the vjp of the step (y_n, z_n) -> (y_{n+1}, z_{n+1})
+                    y_ = y0.detach().requires_grad_(True)
+                    z_ = z0.detach().requires_grad_(True)
+                    y1, z1, _, _ = forward_step(t1 - dt, y_, z_, sde.f(t1 - dt, z_), sde.g(t1 - dt, z_), dWs[n])
+                    grads = torch.autograd.grad((y1, z1), (y_, z_) + params, (adj_y, adj_z), allow_unused=True)
+                adj_y, adj_z = grads[0], grads[1]
+                adj_params = [a if g is None else a + g for a, g in zip(adj_params, grads[2:])]
+                y, z = y0, z0
+            # y_0 = z_0 = the initial state: both adjoints flow to it
+            return (adj_y + adj_z, None, *adj_params)
+
+    rng = np.random.default_rng(8)
+    y0 = torch.tensor(rng.standard_normal((6, 2)), requires_grad=True)
+    target = torch.tensor(rng.standard_normal((6, 2)))
+    generator = torch.Generator().manual_seed(11)
+    state = generator.get_state()
+    if adjoint:
+        yT = ReversibleHeunAdjoint.apply(y0, state, *params)
+    else:
+        yT = solve(y0, generator)
+    loss = ((yT - target) ** 2).sum()
+    grads = torch.autograd.grad(loss, (y0,) + params)
+    return {"yT": yT, "loss": loss, "grads": grads}
+
+
+@pytest.mark.parametrize("adjoint", [False, True])
+def test_reversible_heun(adjoint):
+    weights = weights_of(make_neural_sde)
+    ours, _ = run_both(reversible_heun, weights, adjoint, rtol=1e-10, atol=1e-12)
+    if adjoint:  # the exact reconstruction: backprop's gradients to rounding
+        direct, _ = run_both(reversible_heun, weights, False, compare=False)
+        np.testing.assert_allclose(ours["yT"], direct["yT"], rtol=1e-13)
+        for a, b in zip(ours["grads"], direct["grads"]):
+            np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
