@@ -15,15 +15,22 @@ samples); a neural CDE on torchcde's natural cubic spline (the Thomas algorithm 
 flow Jacobians by ``jacrev``/``jacfwd``/``forward_ad`` and Liouville's formula; torchdiffeq's odenet_mnist
 (ConcatConv2d, GroupNorm, dopri5); the bouncing ball with event times by bisection differentiated by implicit
 gradient rerouting; SINDy on Lorenz (``torch.gradient`` on a non-uniform grid, ``combinations``, thresholded
-``linalg.lstsq``, a masking hook); a separable Hamiltonian network trained through leapfrog rollouts. SDEs:
-torchsde's latent SDE by Euler-Maruyama and Milstein (g' by ``autograd.grad``), the KL by Girsanov's ratio. Implicit
-and PDE solvers: BDF2 on Van der Pol with Newton by ``autograd.functional.jacobian(create_graph=True)`` and
+``linalg.lstsq``, a masking hook); a separable Hamiltonian network trained through leapfrog rollouts; an invertible
+ResNet (``spectral_norm`` and its parametrization, the power-series logdet by Hutchinson, a fixed-point inverse); a
+continuous-time Markov chain by ``matrix_exp`` against the forward equation. SDEs: torchsde's latent SDE by
+Euler-Maruyama and Milstein (g' by ``autograd.grad``), the KL by Girsanov's ratio; the reversible Heun method with
+its exact-reconstruction adjoint (increments drawn again from ``Generator.get_state``/``set_state``). Implicit and
+PDE solvers: BDF2 on Van der Pol with Newton by ``autograd.functional.jacobian(create_graph=True)`` and
 ``linalg.solve``; a biharmonic PINN (fourth derivatives by nested grads against ``jacfwd(jacrev(hessian))``, Adam
 then L-BFGS); a periodic spectral Poisson solver (``rfftn``/``irfftn``, spectral gradient) in an L-BFGS source
 recovery; P1 finite elements assembled by ``index_add_`` and by ``sparse_coo_tensor``/``sparse.mm``, CG with an
 implicit backward, a conductivity inverse problem and a shape derivative; a convolutional DEQ by Anderson
 acceleration; acoustic full-waveform inversion (``conv2d`` stencil, in-place source injection); finite-volume
-Burgers (Godunov, minmod, circular padding) with a dot-product adjoint test by ``func.jvp``/``func.vjp``."""
+Burgers (Godunov, minmod, circular padding) with a dot-product adjoint test by ``func.jvp``/``func.vjp``; a learnt
+geometric multigrid (``conv2d`` smoothing and restriction, ``interpolate`` prolongation); GRAPE quantum control
+(complex ``matrix_exp``, ``mH``, L-BFGS) and Crank-Nicolson Schrodinger (complex ``linalg.solve``, ``vdot``); the
+FNO paper's Navier-Stokes generator (``rfft2``/``irfft2``, dealiasing) in data assimilation. Strict xfails:
+``fft.fftfreq``'s float32 rounding, and forward-mode tangents of ``clamp``/``fmax`` at ties."""
 
 import math
 
