@@ -2855,3 +2855,192 @@ def test_navier_stokes_data_assimilation():
     # the mean vorticity is conserved (the forcing has none, the k = 0 mode only decays through nothing)
     np.testing.assert_allclose(ours["observed"].mean((1, 2)), 0.0, atol=1e-12)
     assert ours["losses"][-1] < ours["losses"][0]
+
+
+# ----------------------------------------------------------------------------------------------
+# torchcde's linear and rectilinear interpolation of irregular data with missing values (NaNs filled by
+# masked_select and writes by index, forward_fill by cumsum/cummax/gather, repeat_interleave), its coefficients
+# held as module buffers, driving the neural CDE above; gradients with respect to the observed values
+# ----------------------------------------------------------------------------------------------
+
+
+def make_linear_interpolation(m):
+    torch = m.torch
+
+    def cheap_stack(tensors, dim):
+        if len(tensors) == 1:
+            return tensors[0].unsqueeze(dim)
+        else:
+            return torch.stack(tensors, dim=dim)
+
+    def forward_fill(x, fill_index=-2):
+        mask = torch.isnan(x)
+        if mask.any():
+            cumsum_mask = (~mask).cumsum(dim=fill_index)
+            cumsum_mask[mask] = 0
+            _, index = cumsum_mask.cummax(dim=fill_index)
+            x = x.gather(dim=fill_index, index=index)
+        return x
+
+    def _linear_interpolation_coeffs_with_missing_values_scalar(t, x):
+        # t and X both have shape (length,)
+        not_nan = ~torch.isnan(x)
+        path_no_nan = x.masked_select(not_nan)
+        if path_no_nan.size(0) == 0:
+            return torch.zeros(x.size(0), dtype=x.dtype, device=x.device)
+        if path_no_nan.size(0) == x.size(0):
+            return x
+        x = x.clone()
+        if torch.isnan(x[0]):
+            x[0] = path_no_nan[0]
+        if torch.isnan(x[-1]):
+            x[-1] = path_no_nan[-1]
+        nan_indices = torch.arange(x.size(0), device=x.device).masked_select(torch.isnan(x))
+        if nan_indices.size(0) == 0:
+            return x
+        prev_nan_index = nan_indices[0]
+        prev_not_nan_index = prev_nan_index - 1
+        prev_not_nan_indices = [prev_not_nan_index]
+        for nan_index in nan_indices[1:]:
+            if prev_nan_index != nan_index - 1:
+                prev_not_nan_index = nan_index - 1
+            prev_nan_index = nan_index
+            prev_not_nan_indices.append(prev_not_nan_index)
+
+        next_nan_index = nan_indices[-1]
+        next_not_nan_index = next_nan_index + 1
+        next_not_nan_indices = [next_not_nan_index]
+        for nan_index in reversed(nan_indices[:-1]):
+            if next_nan_index != nan_index + 1:
+                next_not_nan_index = nan_index + 1
+            next_nan_index = nan_index
+            next_not_nan_indices.append(next_not_nan_index)
+        next_not_nan_indices = reversed(next_not_nan_indices)
+        for prev_not_nan_index, nan_index, next_not_nan_index in zip(prev_not_nan_indices, nan_indices,
+                                                                     next_not_nan_indices):
+            prev_stream = x[prev_not_nan_index]
+            next_stream = x[next_not_nan_index]
+            prev_time = t[prev_not_nan_index]
+            next_time = t[next_not_nan_index]
+            time = t[nan_index]
+            ratio = (time - prev_time) / (next_time - prev_time)
+            x[nan_index] = prev_stream + ratio * (next_stream - prev_stream)
+        return x
+
+    def _linear_interpolation_coeffs_with_missing_values(t, x):
+        if x.ndimension() == 1:
+            return _linear_interpolation_coeffs_with_missing_values_scalar(t, x)
+        else:
+            out_pieces = []
+            for p in x.unbind(dim=0):
+                out = _linear_interpolation_coeffs_with_missing_values(t, p)
+                out_pieces.append(out)
+            return cheap_stack(out_pieces, dim=0)
+
+    def _prepare_rectilinear_interpolation(data, time_index):
+        data_filled = forward_fill(data)
+        data_repeat = data_filled.repeat_interleave(2, dim=-2)
+        data_repeat[..., :-1, time_index] = data_repeat[..., 1:, time_index]
+        data_rect = data_repeat[..., :-1, :]
+        return data_rect
+
+    def linear_interpolation_coeffs(x, t=None, rectilinear=None):
+        if rectilinear is not None:
+            x = _prepare_rectilinear_interpolation(x, rectilinear)
+        if t is None:
+            t = torch.linspace(0, x.size(-2) - 1, x.size(-2), dtype=x.dtype, device=x.device)
+        if torch.isnan(x).any():
+            x = _linear_interpolation_coeffs_with_missing_values(t, x.transpose(-1, -2)).transpose(-1, -2)
+        return x
+
+    class LinearInterpolation(torch.nn.Module):
+        def __init__(self, coeffs, t=None, **kwargs):
+            super(LinearInterpolation, self).__init__(**kwargs)
+            if t is None:
+                t = torch.linspace(0, coeffs.size(-2) - 1, coeffs.size(-2), dtype=coeffs.dtype, device=coeffs.device)
+            derivs = (coeffs[..., 1:, :] - coeffs[..., :-1, :]) / (t[1:] - t[:-1]).unsqueeze(-1)
+            self.register_buffer('_t', t)
+            self.register_buffer('_coeffs', coeffs)
+            self.register_buffer('_derivs', derivs)
+
+        @property
+        def grid_points(self):
+            return self._t
+
+        @property
+        def interval(self):
+            return torch.stack([self._t[0], self._t[-1]])
+
+        def _interpret_t(self, t):
+            t = torch.as_tensor(t, dtype=self._derivs.dtype, device=self._derivs.device)
+            maxlen = self._derivs.size(-2) - 1
+            index = torch.bucketize(t.detach(), self._t.detach()).sub(1).clamp(0, maxlen)
+            fractional_part = t - self._t[index]
+            return fractional_part, index
+
+        def evaluate(self, t):
+            fractional_part, index = self._interpret_t(t)
+            fractional_part = fractional_part.unsqueeze(-1)
+            prev_coeff = self._coeffs[..., index, :]
+            next_coeff = self._coeffs[..., index + 1, :]
+            prev_t = self._t[index]
+            next_t = self._t[index + 1]
+            diff_t = next_t - prev_t
+            return prev_coeff + fractional_part * (next_coeff - prev_coeff) / diff_t.unsqueeze(-1)
+
+        def derivative(self, t):
+            fractional_part, index = self._interpret_t(t)
+            deriv = self._derivs[..., index, :]
+            return deriv
+
+    return linear_interpolation_coeffs, LinearInterpolation
+
+
+def missing_data_cde(m, weights, rectilinear):
+    torch, F = m.torch, m.F
+    odeint = make_fixed_grid_odeint(m)
+    linear_interpolation_coeffs, LinearInterpolation = make_linear_interpolation(m)
+    model = load(m, make_neural_cde(m), weights)
+    t_np, X_np, y_np = cde_data()
+    rng = np.random.default_rng(40)
+    drop = rng.uniform(size=X_np.shape) < 0.3
+    drop[..., 0] = False  # the time channel is always observed
+    drop[0, :3, 1] = True  # a gap at the start of a channel
+    drop[1, -2:, 2] = True  # and at its end
+    X_np = np.where(drop, np.nan, X_np)
+    X = torch.tensor(X_np, requires_grad=True)
+    y = torch.tensor(y_np)
+    coeffs = linear_interpolation_coeffs(X, rectilinear=0 if rectilinear else None)
+    if rectilinear:
+        path = LinearInterpolation(coeffs)  # over the index of the doubled grid
+        times = path.grid_points
+    else:
+        path = LinearInterpolation(coeffs, torch.tensor(t_np))
+        times = torch.tensor(t_np)
+    z0 = model.initial(path.evaluate(times[0]))
+
+    def vector_field(t, z):
+        return (model.func(t, z) @ path.derivative(t).unsqueeze(-1)).squeeze(-1)
+
+    z_T = odeint(vector_field, z0, times[[0, -1]], step_size=(times[1] - times[0]).item() / 2)[1]
+    loss = F.binary_cross_entropy_with_logits(model.readout(z_T).squeeze(-1), y)
+    d_X, *d_params = torch.autograd.grad(loss, [X] + list(model.parameters()))
+    return {"coeffs": coeffs, "loss": loss, "d_X": d_X, "d_params": d_params}
+
+
+@pytest.mark.parametrize("rectilinear", [False, True])
+def test_neural_cde_with_missing_values(rectilinear):
+    weights = weights_of(make_neural_cde)
+    ours, _ = run_both(missing_data_cde, weights, rectilinear, rtol=1e-9, atol=1e-12)
+    assert not np.isnan(ours["coeffs"]).any() and not np.isnan(ours["d_X"]).any()
+    _, X, _ = cde_data()
+    if not rectilinear:  # the observed values are kept; a gap at the start takes the first observation
+        rng = np.random.default_rng(40)
+        drop = rng.uniform(size=X.shape) < 0.3
+        drop[..., 0] = False
+        drop[0, :3, 1] = True
+        drop[1, -2:, 2] = True
+        np.testing.assert_array_equal(ours["coeffs"][~drop], X[~drop])
+        first = np.flatnonzero(~drop[0, :, 1])[0]
+        np.testing.assert_array_equal(ours["coeffs"][0, :first, 1], X[0, first, 1])
+        assert (ours["d_X"][drop] == 0).all()  # the missing entries were overwritten: no gradient reaches them
