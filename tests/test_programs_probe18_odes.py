@@ -3044,3 +3044,29 @@ def test_neural_cde_with_missing_values(rectilinear):
         first = np.flatnonzero(~drop[0, :, 1])[0]
         np.testing.assert_array_equal(ours["coeffs"][0, :first, 1], X[0, first, 1])
         assert (ours["d_X"][drop] == 0).all()  # the missing entries were overwritten: no gradient reaches them
+
+
+def test_fem_implicit_hessian_vector_product_by_finite_differences():
+    """Without torch's comparison (its sparse.mm gradient with respect to the values is not differentiable again,
+    so its double backward through CGSolve silently drops those terms): the Hessian-vector product of the squared
+    solution by double backward through the CG Function (create_graph), against central differences of its
+    gradient."""
+    torch = OURS.torch
+    assemble, cg, dirichlet, CGSolve = make_fem(OURS)
+    nodes_np, triangles_np, boundary = fem_mesh(5)
+    nodes, triangles = torch.from_numpy(nodes_np), torch.from_numpy(triangles_np)
+    free = torch.from_numpy((~boundary).astype(np.float64))
+    base = np.random.default_rng(0).uniform(-0.3, 0.3, len(triangles_np))
+    v = np.random.default_rng(1).standard_normal(len(triangles_np))
+
+    def gradient(x, create_graph=False):
+        log_kappa = torch.tensor(x, requires_grad=True)
+        K, load = assemble(nodes, triangles, log_kappa.exp(), 25, sparse=True)
+        u = CGSolve.apply(K.values(), free * load, K.indices(), free, 25)
+        return log_kappa, torch.autograd.grad((u ** 2).sum(), log_kappa, create_graph=create_graph)[0]
+
+    log_kappa, g = gradient(base, create_graph=True)
+    hv, = torch.autograd.grad((g * torch.tensor(v)).sum(), log_kappa)
+    eps = 1e-6
+    fd = (gradient(base + eps * v)[1] - gradient(base - eps * v)[1]) / (2 * eps)
+    np.testing.assert_allclose(hv.numpy(), fd.numpy(), rtol=1e-6, atol=1e-10)
