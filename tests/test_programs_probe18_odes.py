@@ -3130,3 +3130,94 @@ def test_rnode_regularisers_and_a_double_backward():
     weights = weights_of(make_cnf)
     ours, _ = run_both(rnode, weights, rtol=1e-8, atol=1e-10)
     assert np.isfinite(ours["losses"]).all() and ours["penalty"] > 0
+
+
+# ----------------------------------------------------------------------------------------------
+# A batched Newton root-finder for implicit Runge-Kutta stages (the 2-stage Gauss-Legendre method) as an
+# autograd.Function: the iteration count marked non-differentiable, set_materialize_grads(False) with None
+# gradients handled, needs_input_grad consulted, a once_differentiable backward by the implicit function theorem
+# ----------------------------------------------------------------------------------------------
+
+
+def gauss_legendre(m, weights, h=0.2, n_steps=5):
+    torch = m.torch
+    once_differentiable = torch.autograd.function.once_differentiable
+    func = load(m, make_small_field(m), weights)
+    params = tuple(func.parameters())
+    s3 = math.sqrt(3)
+    A = torch.tensor([[0.25, 0.25 - s3 / 6], [0.25 + s3 / 6, 0.25]], dtype=torch.float64)
+    b = torch.tensor([0.5, 0.5], dtype=torch.float64)
+
+    def stage_residual(K, y, *params):
+        # K: (2, batch, d): K_i = f(y + h sum_j A_ij K_j)
+        Y = y.unsqueeze(0) + h * torch.einsum("ij,jbd->ibd", A, K)
+        return K - torch.func.functional_call(func, dict(zip([n for n, _ in func.named_parameters()], params)), (Y,))
+
+    class StageSolve(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, y, *params):
+            ctx.set_materialize_grads(False)
+            with torch.enable_grad():
+                K = torch.zeros((2,) + y.shape, dtype=y.dtype)
+                for it in range(30):
+                    flat = lambda k: stage_residual(k.view_as(K), y.detach(), *(p.detach() for p in params)).reshape(-1)
+                    r = flat(K.reshape(-1))
+                    J = torch.autograd.functional.jacobian(flat, K.reshape(-1))
+                    dK = torch.linalg.solve(J, -r)
+                    K = (K.reshape(-1) + dK).view_as(K).detach()
+                    if dK.abs().max() < 1e-13:
+                        break
+            iterations = torch.tensor(it + 1)
+            ctx.mark_non_differentiable(iterations)
+            ctx.save_for_backward(K, y, *params)
+            return K, iterations
+
+        @staticmethod
+        @once_differentiable
+        def backward(ctx, grad_K, grad_iterations):
+            K, y, *params = ctx.saved_tensors
+            if grad_K is None:
+                return (None,) * (1 + len(params))
+            with torch.enable_grad():
+                K = K.detach().requires_grad_(True)
+                y_ = y.detach().requires_grad_(ctx.needs_input_grad[0])
+                ps = [p.detach().requires_grad_(need) for p, need in zip(params, ctx.needs_input_grad[1:])]
+                r = stage_residual(K, y_, *ps)
+                J = torch.autograd.functional.jacobian(lambda k: stage_residual(k.view_as(K), y_.detach(),
+                                                       *(p.detach() for p in ps)).reshape(-1), K.detach().reshape(-1))
+                # implicit function theorem: dK = -J^{-1} dr, so the vjp is -lambda^T dr with J^T lambda = g
+                lam = torch.linalg.solve(J.T, grad_K.reshape(-1)).view_as(K)
+                wanted = [x for x in [y_] + ps if x.requires_grad]
+                grads = iter(torch.autograd.grad(r, wanted, -lam, allow_unused=True))
+            return tuple(next(grads) if x.requires_grad else None for x in [y_] + ps)
+
+    rng = np.random.default_rng(3)
+    y0 = torch.tensor(rng.standard_normal((3, 2)), requires_grad=True)
+    target = torch.tensor(rng.standard_normal((3, 2)))
+    y, counts = y0, []
+    for n in range(n_steps):
+        K, iterations = StageSolve.apply(y, *params)
+        counts.append(int(iterations))
+        y = y + h * torch.einsum("i,ibd->bd", b, K)
+    loss = ((y - target) ** 2).sum()
+    grads = torch.autograd.grad(loss, (y0,) + params)
+    # the same by backprop through the converged Newton iterations, unrolled, as a check of the implicit backward
+    y = y0
+    for n in range(n_steps):
+        K = torch.zeros((2,) + y.shape, dtype=y.dtype)
+        for it in range(counts[n] + 1):
+            flat = lambda k: stage_residual(k.view_as(K), y, *params).reshape(-1)
+            J = torch.autograd.functional.jacobian(flat, K.reshape(-1), create_graph=True)
+            K = K + torch.linalg.solve(J, -flat(K.reshape(-1))).view_as(K)
+        y = y + h * torch.einsum("i,ibd->bd", b, K)
+    unrolled = torch.autograd.grad(((y - target) ** 2).sum(), (y0,) + params)
+    return {"loss": loss, "grads": grads, "counts": counts, "unrolled": unrolled}
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")  # (PyTorch's torch.func, inside)
+def test_gauss_legendre_with_an_implicit_stage_solve():
+    weights = weights_of(make_small_field)
+    ours, _ = run_both(gauss_legendre, weights, rtol=1e-9, atol=1e-12)
+    assert all(c <= 6 for c in ours["counts"])
+    for a, b in zip(ours["grads"], ours["unrolled"]):
+        np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-11)
