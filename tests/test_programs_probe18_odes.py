@@ -3267,3 +3267,79 @@ def test_robertson_by_rosenbrock():
     ours, _ = run_both(robertson, rtol=1e-9, atol=1e-14)
     np.testing.assert_allclose(ours["mass"], 1.0, rtol=1e-12)  # ROS2 conserves the linear invariant
     assert (ours["ys"][..., 1] < 1e-4).all() and (ours["ys"] > -1e-12).all()
+
+
+# ----------------------------------------------------------------------------------------------
+# A stable neural ODE with a skew-symmetric recurrent weight (AntisymmetricRNN / "stable architectures" papers):
+# nn.utils.parametrize.register_parametrization with a right_inverse, parametrize.cached() around an Euler
+# rollout, and the parametrized module's state_dict
+# ----------------------------------------------------------------------------------------------
+
+
+def make_skew_ode(m, hidden=6):
+    torch, nn = m.torch, m.nn
+    parametrize = nn.utils.parametrize
+
+    class Skew(nn.Module):
+        def __init__(self, gamma=0.05):
+            super().__init__()
+            self.gamma = gamma
+
+        def forward(self, X):
+            A = X.triu(1)
+            return A - A.T - self.gamma * torch.eye(X.shape[0], dtype=X.dtype)
+
+        def right_inverse(self, W):
+            return (W + self.gamma * torch.eye(W.shape[0], dtype=W.dtype)).triu(1)
+
+    class SkewODE(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.recurrent = nn.Linear(hidden, hidden, bias=False)
+            self.inp = nn.Linear(2, hidden)
+            self.out = nn.Linear(hidden, 1)
+            parametrize.register_parametrization(self.recurrent, "weight", Skew())
+
+        def forward(self, xs, h=0.1):
+            z = torch.zeros(xs.shape[0], hidden, dtype=xs.dtype)
+            for t in range(xs.shape[1]):
+                z = z + h * torch.tanh(self.recurrent(z) + self.inp(xs[:, t]))
+            return self.out(z).squeeze(-1)
+
+    return SkewODE().double()
+
+
+def skew_ode(m, weights, steps=3):
+    torch, nn, optim = m.torch, m.nn, m.optim
+    parametrize = nn.utils.parametrize
+    model = load(m, make_skew_ode(m), weights)
+    rng = np.random.default_rng(14)
+    xs = torch.tensor(rng.standard_normal((8, 12, 2)))
+    y = torch.tensor(rng.standard_normal(8))
+    optimizer = optim.RMSprop(model.parameters(), lr=1e-2)
+    losses, grads = [], []
+    for step in range(steps):
+        optimizer.zero_grad()
+        with parametrize.cached():
+            loss = ((model(xs) - y) ** 2).mean()
+        loss.backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+        optimizer.step()
+        losses.append(loss.item())
+    W = model.recurrent.weight
+    eigenvalues = torch.linalg.eigvals(W.detach())
+    # assigning a weight goes through right_inverse
+    with torch.no_grad():
+        model.recurrent.weight = W.detach() * 2 + 0.1 * torch.eye(W.shape[0], dtype=W.dtype)
+    return {"losses": losses, "grads": grads, "W": W, "real_parts": eigenvalues.real,
+            "reassigned": model.recurrent.weight, "keys": sorted(model.state_dict().keys()),
+            "parametrized": parametrize.is_parametrized(model.recurrent, "weight")}
+
+
+def test_skew_symmetric_neural_ode():
+    weights = weights_of(make_skew_ode)
+    ours, _ = run_both(skew_ode, weights, rtol=1e-10, atol=1e-12)
+    W = ours["W"]
+    np.testing.assert_allclose(W + W.T, -0.1 * np.eye(6), atol=1e-14)
+    np.testing.assert_allclose(ours["real_parts"], -0.05, atol=1e-12)  # A - A^T - gamma I: Re(lambda) = -gamma
+    assert ours["parametrized"] and "recurrent.parametrizations.weight.original" in ours["keys"]
