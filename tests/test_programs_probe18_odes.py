@@ -9,28 +9,35 @@ backprop runs through it, FSAL, fourth-order dense output) and its fixed-grid rk
 reversed time); a neural ODE differentiated both through the solver and by torchdiffeq's adjoint (an
 ``autograd.Function`` integrating the augmented state [y, a, a_theta] backwards with ``autograd.grad`` of f.a);
 FFJORD (ConcatSquash layers, the exact trace by a loop of grads, Hutchinson's with Rademacher noise from a seeded
-``Generator``); a latent ODE with an ODE-RNN encoder (GRU unit with masks, ``kl_divergence``, ``logsumexp`` over
-samples); a neural CDE on torchcde's natural cubic spline (the Thomas algorithm over NumPy object arrays of tensors,
-``bucketize``); an ensemble of neural ODEs by ``stack_module_state`` and ``vmap(grad_and_value(functional_call))``,
-flow Jacobians by ``jacrev``/``jacfwd``/``forward_ad`` and Liouville's formula; torchdiffeq's odenet_mnist
-(ConcatConv2d, GroupNorm, dopri5); the bouncing ball with event times by bisection differentiated by implicit
-gradient rerouting; SINDy on Lorenz (``torch.gradient`` on a non-uniform grid, ``combinations``, thresholded
-``linalg.lstsq``, a masking hook); a separable Hamiltonian network trained through leapfrog rollouts; an invertible
-ResNet (``spectral_norm`` and its parametrization, the power-series logdet by Hutchinson, a fixed-point inverse); a
-continuous-time Markov chain by ``matrix_exp`` against the forward equation. SDEs: torchsde's latent SDE by
-Euler-Maruyama and Milstein (g' by ``autograd.grad``), the KL by Girsanov's ratio; the reversible Heun method with
-its exact-reconstruction adjoint (increments drawn again from ``Generator.get_state``/``set_state``). Implicit and
-PDE solvers: BDF2 on Van der Pol with Newton by ``autograd.functional.jacobian(create_graph=True)`` and
-``linalg.solve``; a biharmonic PINN (fourth derivatives by nested grads against ``jacfwd(jacrev(hessian))``, Adam
-then L-BFGS); a periodic spectral Poisson solver (``rfftn``/``irfftn``, spectral gradient) in an L-BFGS source
-recovery; P1 finite elements assembled by ``index_add_`` and by ``sparse_coo_tensor``/``sparse.mm``, CG with an
-implicit backward, a conductivity inverse problem and a shape derivative; a convolutional DEQ by Anderson
-acceleration; acoustic full-waveform inversion (``conv2d`` stencil, in-place source injection); finite-volume
-Burgers (Godunov, minmod, circular padding) with a dot-product adjoint test by ``func.jvp``/``func.vjp``; a learnt
-geometric multigrid (``conv2d`` smoothing and restriction, ``interpolate`` prolongation); GRAPE quantum control
-(complex ``matrix_exp``, ``mH``, L-BFGS) and Crank-Nicolson Schrodinger (complex ``linalg.solve``, ``vdot``); the
-FNO paper's Navier-Stokes generator (``rfft2``/``irfft2``, dealiasing) in data assimilation. Strict xfails:
-``fft.fftfreq``'s float32 rounding, and forward-mode tangents of ``clamp``/``fmax`` at ties."""
+``Generator``) and RNODE's kinetic and Frobenius regularisers, with a gradient-norm penalty (double backward through
+dopri5); a latent ODE with an ODE-RNN encoder (GRU unit with masks, ``kl_divergence``, ``logsumexp`` over samples);
+a neural CDE on torchcde's natural cubic spline (the Thomas algorithm over NumPy object arrays of tensors,
+``bucketize``) and on its linear/rectilinear interpolation of data with missing values (``masked_select``, writes by
+index, ``cummax``/``gather`` forward fill, coefficients as buffers); an ensemble of neural ODEs by
+``stack_module_state`` and ``vmap(grad_and_value(functional_call))``, flow Jacobians by
+``jacrev``/``jacfwd``/``forward_ad`` and Liouville's formula; torchdiffeq's odenet_mnist (ConcatConv2d, GroupNorm,
+dopri5); the bouncing ball with event times by bisection differentiated by implicit gradient rerouting; SINDy on
+Lorenz (``torch.gradient`` on a non-uniform grid, ``combinations``, thresholded ``linalg.lstsq``, a masking hook); a
+separable Hamiltonian network trained through leapfrog rollouts; an invertible ResNet (``spectral_norm`` and its
+parametrization, the power-series logdet by Hutchinson, a fixed-point inverse); a continuous-time Markov chain by
+``matrix_exp`` against the forward equation; a skew-symmetric neural ODE by ``register_parametrization``
+(``right_inverse``, ``cached``). SDEs: torchsde's latent SDE by Euler-Maruyama and Milstein (g' by
+``autograd.grad``), the KL by Girsanov's ratio; the reversible Heun method with its exact-reconstruction adjoint
+(increments drawn again from ``Generator.get_state``/``set_state``). Implicit and PDE solvers: BDF2 on Van der Pol
+with Newton by ``autograd.functional.jacobian(create_graph=True)`` and ``linalg.solve``; Gauss-Legendre stages by a
+Newton ``autograd.Function`` (``mark_non_differentiable``, ``set_materialize_grads``, ``once_differentiable``, an
+implicit backward); Robertson kinetics by ROS2 with ``jacfwd`` Jacobians under ``vmap``; a biharmonic PINN (fourth
+derivatives by nested grads against ``jacfwd(jacrev(hessian))``, Adam then L-BFGS); a periodic spectral Poisson
+solver (``rfftn``/``irfftn``, spectral gradient) in an L-BFGS source recovery; P1 finite elements assembled by
+``index_add_`` and by ``sparse_coo_tensor``/``sparse.mm``, CG with an implicit backward, a conductivity inverse
+problem, a shape derivative and an implicit Hessian-vector product by double backward (checked by finite differences
+only: PyTorch's ``sparse.mm`` drops those terms); a convolutional DEQ by Anderson acceleration; acoustic
+full-waveform inversion (``conv2d`` stencil, in-place source injection); finite-volume Burgers (Godunov, minmod,
+circular padding) with a dot-product adjoint test by ``func.jvp``/``func.vjp``; a learnt geometric multigrid
+(``conv2d`` smoothing and restriction, ``interpolate`` prolongation); GRAPE quantum control (complex ``matrix_exp``,
+``mH``, L-BFGS) and Crank-Nicolson Schrodinger (complex ``linalg.solve``, ``vdot``); the FNO paper's Navier-Stokes
+generator (``rfft2``/``irfft2``, dealiasing) in data assimilation. Strict xfails: ``fft.fftfreq``'s float32
+rounding, and forward-mode tangents of ``clamp``/``fmax`` at ties."""
 
 import math
 
