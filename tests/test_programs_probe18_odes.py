@@ -27,17 +27,19 @@ parametrization, the power-series logdet by Hutchinson, a fixed-point inverse); 
 with Newton by ``autograd.functional.jacobian(create_graph=True)`` and ``linalg.solve``; Gauss-Legendre stages by a
 Newton ``autograd.Function`` (``mark_non_differentiable``, ``set_materialize_grads``, ``once_differentiable``, an
 implicit backward); Robertson kinetics by ROS2 with ``jacfwd`` Jacobians under ``vmap``; a biharmonic PINN (fourth
-derivatives by nested grads against ``jacfwd(jacrev(hessian))``, Adam then L-BFGS); a periodic spectral Poisson
-solver (``rfftn``/``irfftn``, spectral gradient) in an L-BFGS source recovery; P1 finite elements assembled by
-``index_add_`` and by ``sparse_coo_tensor``/``sparse.mm``, CG with an implicit backward, a conductivity inverse
-problem, a shape derivative and an implicit Hessian-vector product by double backward (checked by finite differences
-only: PyTorch's ``sparse.mm`` drops those terms); a convolutional DEQ by Anderson acceleration; acoustic
-full-waveform inversion (``conv2d`` stencil, in-place source injection); finite-volume Burgers (Godunov, minmod,
-circular padding) with a dot-product adjoint test by ``func.jvp``/``func.vjp``; a learnt geometric multigrid
-(``conv2d`` smoothing and restriction, ``interpolate`` prolongation); GRAPE quantum control (complex ``matrix_exp``,
-``mH``, L-BFGS) and Crank-Nicolson Schrodinger (complex ``linalg.solve``, ``vdot``); the FNO paper's Navier-Stokes
-generator (``rfft2``/``irfft2``, dealiasing) in data assimilation. Strict xfails: ``fft.fftfreq``'s float32
-rounding, and forward-mode tangents of ``clamp``/``fmax`` at ties."""
+derivatives by nested grads against ``jacfwd(jacrev(hessian))``, Adam then L-BFGS); a 1-D Poisson PINN with a hard
+boundary constraint and residual-based refinement (``topk``), its L-BFGS training resumed from a
+``torch.save``/``torch.load`` checkpoint; a periodic spectral Poisson solver (``rfftn``/``irfftn``, spectral
+gradient) in an L-BFGS source recovery; P1 finite elements assembled by ``index_add_`` and by
+``sparse_coo_tensor``/``sparse.mm``, CG with an implicit backward, a conductivity inverse problem, a shape
+derivative and an implicit Hessian-vector product by double backward (checked by finite differences only: PyTorch's
+``sparse.mm`` drops those terms); a convolutional DEQ by Anderson acceleration; acoustic full-waveform inversion
+(``conv2d`` stencil, in-place source injection); finite-volume Burgers (Godunov, minmod, circular padding) with a
+dot-product adjoint test by ``func.jvp``/``func.vjp``; a learnt geometric multigrid (``conv2d`` smoothing and
+restriction, ``interpolate`` prolongation); GRAPE quantum control (complex ``matrix_exp``, ``mH``, L-BFGS) and
+Crank-Nicolson Schrodinger (complex ``linalg.solve``, ``vdot``); the FNO paper's Navier-Stokes generator
+(``rfft2``/``irfft2``, dealiasing) in data assimilation. Strict xfails: ``fft.fftfreq``'s float32 rounding, and
+forward-mode tangents of ``clamp``/``fmax`` at ties."""
 
 import math
 
@@ -3350,3 +3352,72 @@ def test_skew_symmetric_neural_ode():
     np.testing.assert_allclose(W + W.T, -0.1 * np.eye(6), atol=1e-14)
     np.testing.assert_allclose(ours["real_parts"], -0.05, atol=1e-12)  # A - A^T - gamma I: Re(lambda) = -gamma
     assert ours["parametrized"] and "recurrent.parametrizations.weight.original" in ours["keys"]
+
+
+# ----------------------------------------------------------------------------------------------
+# PINN training resumed from a checkpoint (torch.save / torch.load of the model's and L-BFGS's state_dicts
+# through a BytesIO) for a 1-D Poisson problem with a hard boundary constraint (output transform) and
+# residual-based adaptive refinement (the worst residuals by topk join the collocation set)
+# ----------------------------------------------------------------------------------------------
+
+
+def make_poisson_net(m):
+    nn = m.nn
+    return nn.Sequential(nn.Linear(1, 16), nn.Tanh(), nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 1)).double()
+
+
+def pinn_checkpoint(m, weights, resume, rounds=2, iters=4):
+    import io
+    torch, optim = m.torch, m.optim
+    net = load(m, make_poisson_net(m), weights)
+
+    def u(x):  # u(0) = u(1) = 0 built in (DeepXDE's output transform)
+        return x * (1 - x) * net(x)
+
+    def residual(x):
+        x = x.requires_grad_(True) if not x.requires_grad else x
+        ux = u(x)
+        u_x = torch.autograd.grad(ux, x, torch.ones_like(ux), create_graph=True)[0]
+        u_xx = torch.autograd.grad(u_x, x, torch.ones_like(u_x), create_graph=True)[0]
+        return u_xx + math.pi ** 2 * torch.sin(math.pi * x)  # u = sin(pi x)
+
+    x = torch.linspace(0, 1, 12, dtype=torch.float64).view(-1, 1)
+    candidates = torch.linspace(0, 1, 101, dtype=torch.float64).view(-1, 1)
+    optimizer = optim.LBFGS(net.parameters(), lr=1, max_iter=iters, history_size=6, line_search_fn="strong_wolfe")
+    losses = []
+
+    def closure():
+        optimizer.zero_grad()
+        loss = (residual(x.clone()) ** 2).mean() / math.pi ** 4
+        loss.backward()
+        losses.append(loss.item())
+        return loss
+
+    for r in range(rounds):
+        optimizer.step(closure)
+        if resume and r == 0:
+            buffer = io.BytesIO()
+            torch.save({"model": net.state_dict(), "optimizer": optimizer.state_dict()}, buffer)
+            buffer.seek(0)
+            checkpoint = torch.load(buffer)
+            net = load(m, make_poisson_net(m), {k: v.numpy() for k, v in checkpoint["model"].items()})
+            optimizer = optim.LBFGS(net.parameters(), lr=1, max_iter=iters, history_size=6,
+                                    line_search_fn="strong_wolfe")
+            optimizer.load_state_dict(checkpoint["optimizer"])
+        # residual-based adaptive refinement: the three worst candidates join the collocation points
+        worst = residual(candidates.clone()).detach().abs().squeeze(1).topk(3).indices
+        x = torch.cat([x, candidates[worst]]).detach()
+    return {"losses": losses, "x": x, "params": [p.detach() for p in net.parameters()],
+            "n_iter": optimizer.state_dict()["state"][0]["n_iter"]}
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_pinn_resumed_from_a_checkpoint(resume):
+    weights = weights_of(make_poisson_net)
+    ours, _ = run_both(pinn_checkpoint, weights, resume, rtol=1e-9, atol=1e-11)
+    if resume:  # resuming from the checkpoint changes nothing
+        straight, _ = run_both(pinn_checkpoint, weights, False, compare=False)
+        np.testing.assert_allclose(ours["losses"], straight["losses"], rtol=1e-12)
+        for a, b in zip(ours["params"], straight["params"]):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+    assert ours["x"].shape == (18, 1) and ours["n_iter"] > 4 and min(ours["losses"]) < ours["losses"][0]
