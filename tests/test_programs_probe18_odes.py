@@ -6,40 +6,40 @@ missing.
 
 ODE solvers: torchdiffeq's adaptive dopri5 (error ratio by an RMS norm, the step-size controller in tensors so
 backprop runs through it, FSAL, fourth-order dense output) and its fixed-grid rk4 (3/8 rule, linear interpolation,
-reversed time); a neural ODE differentiated both through the solver and by torchdiffeq's adjoint (an
-``autograd.Function`` integrating the augmented state [y, a, a_theta] backwards with ``autograd.grad`` of f.a);
-FFJORD (ConcatSquash layers, the exact trace by a loop of grads, Hutchinson's with Rademacher noise from a seeded
-``Generator``) and RNODE's kinetic and Frobenius regularisers, with a gradient-norm penalty (double backward through
-dopri5); a latent ODE with an ODE-RNN encoder (GRU unit with masks, ``kl_divergence``, ``logsumexp`` over samples);
-a neural CDE on torchcde's natural cubic spline (the Thomas algorithm over NumPy object arrays of tensors,
-``bucketize``) and on its linear/rectilinear interpolation of data with missing values (``masked_select``, writes by
-index, ``cummax``/``gather`` forward fill, coefficients as buffers); an ensemble of neural ODEs by
-``stack_module_state`` and ``vmap(grad_and_value(functional_call))``, flow Jacobians by
-``jacrev``/``jacfwd``/``forward_ad`` and Liouville's formula; torchdiffeq's odenet_mnist (ConcatConv2d, GroupNorm,
-dopri5); the bouncing ball with event times by bisection differentiated by implicit gradient rerouting; SINDy on
-Lorenz (``torch.gradient`` on a non-uniform grid, ``combinations``, thresholded ``linalg.lstsq``, a masking hook); a
-separable Hamiltonian network trained through leapfrog rollouts; an invertible ResNet (``spectral_norm`` and its
-parametrization, the power-series logdet by Hutchinson, a fixed-point inverse); a continuous-time Markov chain by
-``matrix_exp`` against the forward equation; a skew-symmetric neural ODE by ``register_parametrization``
-(``right_inverse``, ``cached``). SDEs: torchsde's latent SDE by Euler-Maruyama and Milstein (g' by
-``autograd.grad``), the KL by Girsanov's ratio; the reversible Heun method with its exact-reconstruction adjoint
-(increments drawn again from ``Generator.get_state``/``set_state``). Implicit and PDE solvers: BDF2 on Van der Pol
-with Newton by ``autograd.functional.jacobian(create_graph=True)`` and ``linalg.solve``; Gauss-Legendre stages by a
-Newton ``autograd.Function`` (``mark_non_differentiable``, ``set_materialize_grads``, ``once_differentiable``, an
-implicit backward); Robertson kinetics by ROS2 with ``jacfwd`` Jacobians under ``vmap``; a biharmonic PINN (fourth
-derivatives by nested grads against ``jacfwd(jacrev(hessian))``, Adam then L-BFGS); a 1-D Poisson PINN with a hard
-boundary constraint and residual-based refinement (``topk``), its L-BFGS training resumed from a
-``torch.save``/``torch.load`` checkpoint; a periodic spectral Poisson solver (``rfftn``/``irfftn``, spectral
-gradient) in an L-BFGS source recovery; P1 finite elements assembled by ``index_add_`` and by
-``sparse_coo_tensor``/``sparse.mm``, CG with an implicit backward, a conductivity inverse problem, a shape
-derivative and an implicit Hessian-vector product by double backward (checked by finite differences only: PyTorch's
-``sparse.mm`` drops those terms); a convolutional DEQ by Anderson acceleration; acoustic full-waveform inversion
-(``conv2d`` stencil, in-place source injection); finite-volume Burgers (Godunov, minmod, circular padding) with a
-dot-product adjoint test by ``func.jvp``/``func.vjp``; a learnt geometric multigrid (``conv2d`` smoothing and
-restriction, ``interpolate`` prolongation); GRAPE quantum control (complex ``matrix_exp``, ``mH``, L-BFGS) and
-Crank-Nicolson Schrodinger (complex ``linalg.solve``, ``vdot``); the FNO paper's Navier-Stokes generator
-(``rfft2``/``irfft2``, dealiasing) in data assimilation. Strict xfails: ``fft.fftfreq``'s float32 rounding, and
-forward-mode tangents of ``clamp``/``fmax`` at ties."""
+reversed time), and RK4 steps under ``torch.utils.checkpoint`` (reentrant and not) as ANODE checkpoints them; a
+neural ODE differentiated both through the solver and by torchdiffeq's adjoint (an ``autograd.Function`` integrating
+the augmented state [y, a, a_theta] backwards with ``autograd.grad`` of f.a); FFJORD (ConcatSquash layers, the exact
+trace by a loop of grads, Hutchinson's with Rademacher noise from a seeded ``Generator``) and RNODE's kinetic and
+Frobenius regularisers, with a gradient-norm penalty (double backward through dopri5); a latent ODE with an ODE-RNN
+encoder (GRU unit with masks, ``kl_divergence``, ``logsumexp`` over samples); a neural CDE on torchcde's natural
+cubic spline (the Thomas algorithm over NumPy object arrays of tensors, ``bucketize``) and on its linear/rectilinear
+interpolation of data with missing values (``masked_select``, writes by index, ``cummax``/``gather`` forward fill,
+coefficients as buffers); an ensemble of neural ODEs by ``stack_module_state`` and
+``vmap(grad_and_value(functional_call))``, flow Jacobians by ``jacrev``/``jacfwd``/``forward_ad`` and Liouville's
+formula; torchdiffeq's odenet_mnist (ConcatConv2d, GroupNorm, dopri5); the bouncing ball with event times by
+bisection differentiated by implicit gradient rerouting; SINDy on Lorenz (``torch.gradient`` on a non-uniform grid,
+``combinations``, thresholded ``linalg.lstsq``, a masking hook); a separable Hamiltonian network trained through
+leapfrog rollouts; an invertible ResNet (``spectral_norm`` and its parametrization, the power-series logdet by
+Hutchinson, a fixed-point inverse); a continuous-time Markov chain by ``matrix_exp`` against the forward equation; a
+skew-symmetric neural ODE by ``register_parametrization`` (``right_inverse``, ``cached``). SDEs: torchsde's latent
+SDE by Euler-Maruyama and Milstein (g' by ``autograd.grad``), the KL by Girsanov's ratio; the reversible Heun method
+with its exact-reconstruction adjoint (increments drawn again from ``Generator.get_state``/``set_state``). Implicit
+and PDE solvers: BDF2 on Van der Pol with Newton by ``autograd.functional.jacobian(create_graph=True)`` and
+``linalg.solve``; Gauss-Legendre stages by a Newton ``autograd.Function`` (``mark_non_differentiable``,
+``set_materialize_grads``, ``once_differentiable``, an implicit backward); Robertson kinetics by ROS2 with
+``jacfwd`` Jacobians under ``vmap``; a biharmonic PINN (fourth derivatives by nested grads against
+``jacfwd(jacrev(hessian))``, Adam then L-BFGS); a 1-D Poisson PINN with a hard boundary constraint and
+residual-based refinement (``topk``), its L-BFGS training resumed from a ``torch.save``/``torch.load`` checkpoint; a
+periodic spectral Poisson solver (``rfftn``/``irfftn``, spectral gradient) in an L-BFGS source recovery; P1 finite
+elements assembled by ``index_add_`` and by ``sparse_coo_tensor``/``sparse.mm``, CG with an implicit backward, a
+conductivity inverse problem, a shape derivative and an implicit Hessian-vector product by double backward (checked
+by finite differences only: PyTorch's ``sparse.mm`` drops those terms); a convolutional DEQ by Anderson
+acceleration; acoustic full-waveform inversion (``conv2d`` stencil, in-place source injection); finite-volume
+Burgers (Godunov, minmod, circular padding) with a dot-product adjoint test by ``func.jvp``/``func.vjp``; a learnt
+geometric multigrid (``conv2d`` smoothing and restriction, ``interpolate`` prolongation); GRAPE quantum control
+(complex ``matrix_exp``, ``mH``, L-BFGS) and Crank-Nicolson Schrodinger (complex ``linalg.solve``, ``vdot``); the
+FNO paper's Navier-Stokes generator (``rfft2``/``irfft2``, dealiasing) in data assimilation. Strict xfails:
+``fft.fftfreq``'s float32 rounding, and forward-mode tangents of ``clamp``/``fmax`` at ties."""
 
 import math
 
@@ -3421,3 +3421,50 @@ def test_pinn_resumed_from_a_checkpoint(resume):
         for a, b in zip(ours["params"], straight["params"]):
             np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
     assert ours["x"].shape == (18, 1) and ours["n_iter"] > 4 and min(ours["losses"]) < ours["losses"][0]
+
+
+# ----------------------------------------------------------------------------------------------
+# ANODE-style checkpointed backprop through a solver: each RK4 step under torch.utils.checkpoint (reentrant
+# and not), the gradients those of plain backprop, and the field called again in the backward
+# ----------------------------------------------------------------------------------------------
+
+
+def checkpointed_rk4(m, weights, use_reentrant, n_steps=8, h=0.1):
+    torch = m.torch
+    checkpoint = torch.utils.checkpoint.checkpoint
+    func = load(m, make_small_field(m), weights)
+    calls = [0]
+
+    def field(y):
+        calls[0] += 1
+        return func(y)
+
+    def rk4_step(y):
+        k1 = field(y)
+        k2 = field(y + h / 2 * k1)
+        k3 = field(y + h / 2 * k2)
+        k4 = field(y + h * k3)
+        return y + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+
+    rng = np.random.default_rng(19)
+    y0 = torch.tensor(rng.standard_normal((5, 2)), requires_grad=True)
+    target = torch.tensor(rng.standard_normal((5, 2)))
+    y = y0
+    for n in range(n_steps):
+        y = checkpoint(rk4_step, y, use_reentrant=use_reentrant) if use_reentrant is not None else rk4_step(y)
+    forward_calls = calls[0]
+    loss = ((y - target) ** 2).sum()
+    loss.backward()
+    return {"loss": loss, "grads": [y0.grad] + [p.grad for p in func.parameters()],
+            "calls": [forward_calls, calls[0]]}
+
+
+@pytest.mark.parametrize("use_reentrant", [True, False])
+def test_checkpointed_rk4(use_reentrant):
+    weights = weights_of(make_small_field)
+    ours, _ = run_both(checkpointed_rk4, weights, use_reentrant, rtol=1e-12, atol=1e-14)
+    plain_run = checkpointed_rk4(OURS, weights, None)
+    np.testing.assert_allclose(plain(ours["loss"]), plain(plain_run["loss"]), rtol=1e-14)
+    for a, b in zip(ours["grads"], plain(plain_run["grads"])):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+    assert ours["calls"] == [32, 64]  # each step's four evaluations again in the backward
