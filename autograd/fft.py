@@ -269,7 +269,9 @@ def _frequencies(op, counts, extent, out, dtype, requires_grad):
     if dtype.kind != "f":
         raise RuntimeError(f"{op} requires a floating point or complex dtype")
     with errstate(divide="ignore", invalid="ignore"):
-        values = counts * (1.0 / xp.float64(extent))
+        # PyTorch multiplies arange's values by 1/(n·d) in the dtype's opmath (float32 below float64), rounding twice
+        opmath = xp.float64 if dtype == xp.float64 else xp.float32
+        values = counts.astype(opmath) * opmath(1.0 / xp.float64(extent))
     result = tensor_from(values.astype(dtype), requires_grad=requires_grad)
     if out is not None and out.numel() != result.numel():  # (PyTorch's arange warns, then resizes out)
         warnings.warn(f"The number of elements in the out tensor of shape {list(out.shape)} is {out.numel()} which "
