@@ -380,7 +380,7 @@ class Primitive:
             return validate_gradients(self, inputs, grads)
         for x, g in zip(inputs, grads):  # the common case: every gradient already fits its input
             if g is not None:
-                array, expected = g._data, x._data if type(x) is Tensor else x  # (an InputInfo has both)
+                array, expected = g._data, x if type(x) is InputInfo else x._data  # (an InputInfo has both)
                 if array.shape != expected.shape or (array.dtype is not expected.dtype  # (dtypes are
                                                      and array.dtype != expected.dtype):  # mostly singletons)
                     return validate_gradients(self, inputs, grads)

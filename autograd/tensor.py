@@ -159,8 +159,10 @@ class Tensor(WriteDoor):
     def _make(data):
         """Wrap an array the library just computed (no copying, no checks)."""
         tensor = object.__new__(Tensor)
-        tensor._data = data if type(data) is _ndarray or type(data) is _host_ndarray else _adopted(data)  # (a
-        # NumPy scalar, a subclass; under CuPy a NumPy array stays one: a tensor moved to the CPU, ops/devices.py)
+        tensor._data = data if type(data) is _ndarray or type(data) is _host_ndarray else \
+            data if type(data) is MetaArray else xp.asarray(data)  # (a NumPy scalar, a subclass as an array; a meta
+        # tensor's view as itself: it has no values to convert; under CuPy a NumPy array stays one: a tensor moved
+        # to the CPU, ops/devices.py)
         tensor._requires_grad = False
         tensor.grad_fn = None
         tensor._version_cell = [0, 0]
@@ -535,12 +537,6 @@ class Tensor(WriteDoor):
         if self._data.dtype.kind not in "biu":
             raise TypeError("~ (operator.invert) is only implemented on integer and Boolean-type tensors")
         return Tensor._make(~self._data)
-
-
-def _adopted(data):
-    """An op's result that is not an array of the array module as it is: a NumPy scalar or an array subclass as
-    one, but a meta tensor's view (meta.py) as itself: it has no values to convert."""
-    return data if type(data) is MetaArray else xp.asarray(data)
 
 
 def _legacy_arguments(data, requires_grad, dtype, more_sizes):

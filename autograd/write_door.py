@@ -43,8 +43,8 @@ class WriteDoor:
                 return self
             if not overlapping_ok:
                 refuse_overlap(self._data)
-        for operand in operands:
-            if isinstance(operand, WriteDoor):
+        for operand in operands:  # (an operand and this tensor that are both arrays of their own cannot overlap)
+            if isinstance(operand, WriteDoor) and (operand._data.base is not None or self._data.base is not None):
                 refuse_partial_overlap(self._data, operand._data)
         self._before_write()
         if modes.grad_enabled and (self._requires_grad or _requires_grad(operands)):

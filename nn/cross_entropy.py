@@ -79,8 +79,9 @@ def _check_class_indices(name, input, target):
     if input.ndim == 1 and target.ndim == 1:  # (a (1,) target was read as 0-d: see _squeezed_batch_of_one)
         raise ShapeError(f"{name}: For 1D input, 1D target must have size 1, but got target size: "
                          f"{target.shape[0]} (input of shape {tuple(input.shape)}: the scores of one prediction)")
-    expected = input.shape[:_class_dim(input)] + input.shape[_class_dim(input) + 1:]
-    if target.shape != expected:
+    shape = input._data.shape  # (the arrays' shapes: the hot path makes no Size)
+    expected = shape[:_class_dim(input)] + shape[_class_dim(input) + 1:]
+    if target._data.shape != expected:
         words = (f"Expected input batch_size ({input.shape[0]}) to match target batch_size ({target.shape[0]}). "
                  if input.ndim >= 2 and target.ndim >= 1 and target.shape[0] != input.shape[0] else "")  # (PyTorch's)
         raise ShapeError(f"{words}{name}: input of shape {tuple(input.shape)} needs a target of shape "
@@ -91,7 +92,7 @@ def _check_class_indices(name, input, target):
 def _class_weights(name, rows, target, weight, ignore_index):
     """(labels, w_y per prediction, Σ w_y): ignored targets get weight 0; the weights are
     constants, so their sum is a plain number."""
-    classes = rows.shape[1]
+    classes = rows._data.shape[1]
     check_same_dtype(name, rows, weight=weight)  # (PyTorch's kernels refuse a weight of another dtype)
     if weight is not None and tuple(weight.shape) != (classes,):
         raise RuntimeError(f"{name}: weight of shape {tuple(weight.shape)} given for {classes} classes; "
@@ -239,7 +240,7 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
         loss = cross_entropy(input, target.reshape(()), weight, None, ignore_index, None, reduction, label_smoothing)
         return _refused_at_backward(loss, input)
     dim = _class_dim(input)
-    classes = input.shape[dim]
+    classes = input._data.shape[dim]
     class_shape = (1,) * dim + (classes,) + (1,) * (input.ndim - dim - 1)
     if target.dtype.kind == "f":  # class probabilities
         if ignore_index >= 0:  # (a class index to skip means nothing for probabilities: PyTorch's check)

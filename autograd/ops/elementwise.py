@@ -133,7 +133,7 @@ def half_as_float32(array):
 
 def unbroadcast(grad, like):
     """Sum ``grad`` over the axes that broadcasting added or stretched, to ``like.shape``."""
-    shape = like.shape
+    shape = like._data.shape if type(like) is Tensor else like.shape  # (a tensor's array's: no Size made)
     if grad._data.shape == shape:  # (the common case: nothing was broadcast)
         return grad
     added = grad.ndim - len(shape)
