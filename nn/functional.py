@@ -111,7 +111,7 @@ def linear(input, weight, bias=None, *, out=None):
     if input.ndim == 0 or weight.ndim == 0:
         raise RuntimeError(f"both arguments to linear need to be at least 1D, but they are {input.ndim}D and "
                            f"{weight.ndim}D")
-    if input._data.shape[-1] != weight._data.shape[-1]:  # (the arrays': the hot path makes no Size)
+    if input.shape[-1] != weight.shape[-1]:
         raise ShapeError(f"linear: input of shape {tuple(input.shape)} has {input.shape[-1]} features but the "
                          f"weight of shape {tuple(weight.shape)} expects {weight.shape[-1]} (mat1 and mat2 "
                          f"shapes cannot "

@@ -373,7 +373,8 @@ class Optimizer:
         (``optim.sgd.sgd``, ...) for each parameter they are given."""
         if type(grad) is not Tensor and grad.is_sparse:  # (an Embedding's sparse=True)
             grad = self.sparse_gradient(grad, group)
-        if grad._data.shape != p._data.shape:  # (the arrays' shapes: no Size made for each parameter's step)
+        # (a dense gradient's array's shape: no Size made for each parameter's step; a sparse one's own)
+        if (grad._data.shape if type(grad) is Tensor else grad.shape) != p._data.shape:
             raise ValueError(f"gradient of shape {tuple(grad.shape)} for a parameter of shape {tuple(p.shape)}")
         grad = grad.neg() if group.get("maximize") else grad
         if p._data.dtype.kind == "c":  # optimised as its (real, imaginary) pairs, as PyTorch's
