@@ -81,23 +81,17 @@ def written(result, out, points=False):
 
 
 def _made(array, device, requires_grad):
-    """A new leaf from a freshly made array, once the device is known to be served (on the meta device: its
-    shape and dtype only, meta.py)."""
+    """A new leaf from a freshly made array, once the device is known to be served."""
+    return _made_by(lambda: array, array.shape, array.dtype, device, requires_grad)
+
+
+def _made_by(make, shape, dtype, device, requires_grad):
+    """A new leaf of the array ``make()`` gives (of ``shape``), in ``dtype``, once the device is known to be served;
+    on the meta device (meta.py) its shape and dtype only, and ``make`` is not called: a random factory draws
+    nothing, so the generator's state stays where PyTorch's does. (Python data keeps tensor()'s dtypes.)"""
     if resolve(device) is META:
-        array = meta_array(array.shape, array.dtype)
-    return tensor_from(array, requires_grad=requires_grad)  # (Python data keeps tensor()'s dtypes)
-
-
-def _made_on_meta(shape, dtype, device, requires_grad):
-    """A draw's tensor where ``device`` (or the default device) is meta: a shape and a dtype, no numbers drawn
-    (the generator's state stays where PyTorch's does); None elsewhere."""
-    if resolve(device) is not META:
-        return None
-    return tensor_from(meta_array(shape, dtype), requires_grad=requires_grad)
-
-
-def _random(values, dtype, device, requires_grad):
-    return _made(xp.asarray(values.astype(dtype, copy=False)), device, requires_grad)
+        return tensor_from(meta_array(shape, dtype), requires_grad=requires_grad)
+    return tensor_from(xp.asarray(make().astype(dtype, copy=False)), requires_grad=requires_grad)
 
 
 COPY_CONSTRUCT = ("To copy construct from a tensor, it is recommended to use sourceTensor.detach().clone() or "
@@ -382,22 +376,26 @@ def rand(*sizes, out=None, size=None, generator=None, dtype=None, layout=None, d
          pin_memory=False):
     """Uniform on [0, 1) (for a complex dtype, the real and the imaginary parts each)."""
     dtype = xp.dtype(_float(_floating_only(out_dtype(dtype, out), "check_uniform_bounds")))
-    if (on_meta := _made_on_meta(_shape(sizes, size), dtype, device, requires_grad)) is not None:
-        return written(on_meta, out)
-    stream = _rng(generator)
-    values = draws(lambda shape, part: stream.random(shape, dtype=part), _shape(sizes, size), dtype)
-    return written(_random(values, dtype, device, requires_grad), out)
+    shape = _shape(sizes, size)
+
+    def values():
+        stream = _rng(generator)
+        return draws(lambda shape, part: stream.random(shape, dtype=part), shape, dtype)
+
+    return written(_made_by(values, shape, dtype, device, requires_grad), out)
 
 
 def randn(*sizes, out=None, size=None, generator=None, dtype=None, layout=None, device=None, requires_grad=False,
           pin_memory=False):
     """Standard normal (for a complex dtype, E|z|² = 1: each part has variance 1/2, as PyTorch's)."""
     dtype = xp.dtype(_float(_floating_only(out_dtype(dtype, out), "normal_kernel_cpu")))
-    if (on_meta := _made_on_meta(_shape(sizes, size), dtype, device, requires_grad)) is not None:
-        return written(on_meta, out)
-    stream = _rng(generator)
-    values = draws(lambda shape, part: stream.standard_normal(shape, dtype=part), _shape(sizes, size), dtype, 0.5**0.5)
-    return written(_random(values, dtype, device, requires_grad), out)
+    shape = _shape(sizes, size)
+
+    def values():
+        stream = _rng(generator)
+        return draws(lambda shape, part: stream.standard_normal(shape, dtype=part), shape, dtype, 0.5**0.5)
+
+    return written(_made_by(values, shape, dtype, device, requires_grad), out)
 
 
 def randint(*args, out=None, size=None, generator=None, dtype=None, layout=None, device=None,
@@ -421,11 +419,8 @@ def randint(*args, out=None, size=None, generator=None, dtype=None, layout=None,
         raise RuntimeError(f"random_ expects 'from' to be less than 'to', but got from={low} >= to={high}")
     if dtype is not None:
         _in_bounds(low, high, xp.dtype(dtype))
-    dtype = out_dtype(dtype, out) or backend.int64
-    if (on_meta := _made_on_meta(tuple(size), xp.dtype(dtype), device, requires_grad)) is not None:
-        return written(on_meta, out)
-    values = _rng(generator).integers(low, high, size=tuple(size))
-    return written(_random(values, dtype, device, requires_grad), out)
+    return written(_made_by(lambda: _rng(generator).integers(low, high, size=tuple(size)), tuple(size),
+                           xp.dtype(out_dtype(dtype, out) or backend.int64), device, requires_grad), out)
 
 
 _LARGEST_EXACT_INTEGER = {"float16": 2**11, "float32": 2**24, "float64": 2**53}  # 2^(mantissa bits + 1)
@@ -456,9 +451,7 @@ def randperm(n, *, out=None, generator=None, dtype=None, layout=None, device=Non
     largest = numpy.iinfo(dtype).max if dtype.kind in "iu" else _LARGEST_EXACT_INTEGER.get(dtype.name, math.inf)
     if n - 1 > largest:
         raise RuntimeError(f"n must be at most {largest + 1} for a randperm in {dtype}, got {n}")
-    if (on_meta := _made_on_meta((n,), dtype, device, requires_grad)) is not None:
-        return written(on_meta, out)
-    return written(_random(_rng(generator).permutation(n), dtype, device, requires_grad), out)
+    return written(_made_by(lambda: _rng(generator).permutation(n), (n,), dtype, device, requires_grad), out)
 
 
 def rand_like(input, *, dtype=None, layout=None, device=None, requires_grad=False, memory_format=None,  # noqa: A002

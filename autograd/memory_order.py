@@ -13,14 +13,11 @@ import weakref
 _MADE_LIKE_A_VIEW = weakref.WeakValueDictionary()  # id -> tensor (a WeakSet would compare tensors by ==)
 
 
-def is_a_strided_view(tensor):
-    """Whether ``tensor`` is a view whose layout PyTorch shares (see the module's docstring)."""
-    return tensor._base is not None or _MADE_LIKE_A_VIEW.get(id(tensor)) is tensor
-
-
 def fills_in_memory_order(tensor):
-    """Whether PyTorch's serial kernels fill ``tensor`` otherwise than row-major: its memory order is its own."""
-    return not tensor._data.flags.c_contiguous and is_a_strided_view(tensor)
+    """Whether PyTorch's serial kernels fill ``tensor`` otherwise than row-major: it is not row-major, and it is a
+    view whose layout PyTorch shares (see the module's docstring), so its memory order is its own."""
+    return not tensor._data.flags.c_contiguous and (tensor._base is not None
+                                                    or _MADE_LIKE_A_VIEW.get(id(tensor)) is tensor)
 
 
 def made_like_a_view(tensor):

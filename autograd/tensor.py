@@ -256,7 +256,7 @@ class Tensor(WriteDoor):
     def size(self, dim=None, *, axis=None):
         """The shape as a ``Size`` (PyTorch's), or its length along ``dim`` (NumPy's ``axis`` too, as PyTorch's)."""
         dim = axis if dim is None else dim
-        return tuple.__new__(Size, self._data.shape) if dim is None else self._data.shape[dim]
+        return self.shape if dim is None else self._data.shape[dim]
 
     def dim(self):
         return self.ndim
@@ -564,7 +564,6 @@ def _legacy_arguments(data, requires_grad, dtype, more_sizes):
     return data, requires_grad, dtype
 
 
-# backward() starts the engine, which works on Tensors: imported once Tensor exists
 def _copy_within_memory(view, memo):
     """deepcopy's copy of a NumPy view: the same elements of the copy of the memory it shows (copied once per
     deepcopy, the first time a tensor showing it is copied: ``memo`` remembers the copy by the memory's id)."""
@@ -579,5 +578,6 @@ def _copy_within_memory(view, memo):
                                    view.strides)
 
 
+# backward() starts the engine, which works on Tensors: imported once Tensor exists
 from . import differentiate  # noqa: E402
 

@@ -241,7 +241,7 @@ class WriteDoor:
             else:
                 refuse_overlap(region)
         if isinstance(value, WriteDoor):  # (x[i] = v is x[i].copy_(v expanded to x[i]'s shape), an advanced index
-            if _is_basic(index):  # x.index_put_(i, v))
+            if is_basic_index(index):  # x.index_put_(i, v))
                 region = self._data[index]
                 refuse_partial_overlap(region, _broadcast_or_as_it_is(value._data, region.shape))
             else:
@@ -328,10 +328,12 @@ def _broadcast_or_as_it_is(array, shape):
         return array
 
 
-def _is_basic(index):
-    """Whether an index selects a view (ints, slices, None, Ellipsis): NumPy's basic indexing."""
+def is_basic_index(index):
+    """Whether an index selects a view (ints, slices, None, Ellipsis only): NumPy's basic indexing."""
+    if type(index) is int or type(index) is slice:  # x[t], x[a:b]: the common cases, at once
+        return True
     parts = index if isinstance(index, tuple) else (index,)
-    return all(part is None or part is Ellipsis or isinstance(part, (int, slice)) for part in parts)
+    return all(isinstance(p, (int, slice)) or p is None or p is Ellipsis for p in parts)
 
 
 def _warn_expanded(name):

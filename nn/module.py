@@ -58,6 +58,7 @@ def _failed_as_a_tensor(argument, error):
 class Module(ModuleState, ModuleHooks):
     dump_patches = False  # PyTorch's flags, kept for code that reads or sets them
     call_super_init = False
+
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         if cls.__module__.partition(".")[0] == "nn" and "__init__" in cls.__dict__ \
@@ -468,8 +469,8 @@ class Module(ModuleState, ModuleHooks):
     def to_empty(self, *, device, recurse=True):
         """Parameters and buffers replaced by uninitialised tensors of the same shapes and dtypes on
         ``device``, as PyTorch's (which moves meta-device modules without copying: initialise them
-        after, e.g. with reset_parameters). The one device here is a check only; the values are
-        not kept. ``recurse=False``: this module's own tensors only."""
+        after, e.g. with reset_parameters): a module built on the meta device gets memory; the values
+        are not kept. ``recurse=False``: this module's own tensors only."""
         # through _apply, as PyTorch's: a subclass's _apply runs (timm's patch-embed resampler drops its cache)
         return self._apply(lambda tensor: autograd.empty_like(tensor, device=device), recurse=recurse)
 

@@ -12,7 +12,7 @@ import numbers
 import numpy
 
 from .. import backend, random
-from ..backend import xp
+from ..backend import is_dense, xp
 from ..device import resolve
 from ..errors import refuse_unbroadcastable
 from ..factories import out_dtype, written
@@ -307,14 +307,12 @@ def laid_out(values, x, fresh=False):
     ``fresh``: into a new tensor made like x (PyTorch's ``empty_like``: dropout's mask), which has x's layout
     where x fills its memory without gaps (a transpose, a permutation) and is row-major otherwise (a slice's)."""
     data = x._data
-    if not fills_in_memory_order(x):
+    if not fills_in_memory_order(x) or (fresh and not is_dense(data)):
         return values
     offsets = numpy.zeros(data.shape, numpy.int64)
     for axis, (size, stride) in enumerate(zip(data.shape, data.strides)):
         offsets += (numpy.arange(size) * stride).reshape((size,) + (1,) * (data.ndim - axis - 1))
     order = numpy.argsort(offsets, axis=None, kind="stable")
-    if fresh and offsets.flat[order[-1]] - offsets.flat[order[0]] != (data.size - 1) * data.itemsize:
-        return values
     placed = numpy.empty(values.size, values.dtype)
     placed[order] = values.ravel()
     return placed.reshape(values.shape)

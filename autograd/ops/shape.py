@@ -17,6 +17,7 @@ from ..errors import ShapeError
 from ..primitive import Primitive
 from ..size import sizes_argument
 from ..tensor import Tensor
+from ..write_door import is_basic_index
 from .axes import dim_index, matrices_only, normalize_dims, sizes_or_keyword
 from .conjugation import ViewAsComplex, ViewAsReal
 from .conversion import type_name
@@ -218,14 +219,6 @@ def expand(x, sizes, written=False):
     return Expand.apply(x, shape=shape)
 
 
-def _is_basic(index):
-    """True for an index of ints, slices, None and ... only (NumPy returns a view)."""
-    if type(index) is int or type(index) is slice:  # x[t], x[a:b]: the common cases, at once
-        return True
-    parts = index if isinstance(index, tuple) else (index,)
-    return all(isinstance(p, (int, slice)) or p is None or p is Ellipsis for p in parts)
-
-
 class GetItem(Primitive):
     """y = x[index];   dL/dx = dL/dy put back at index, 0 elsewhere (repeated indices add up)"""
 
@@ -233,7 +226,7 @@ class GetItem(Primitive):
     handles_complex = True  # linear: the gradient is moved, never multiplied by a value
 
     def forward(self, x):
-        self.is_view = _is_basic(self.index)
+        self.is_view = is_basic_index(self.index)
         try:
             y = x[self.index]
         except IndexError as error:
