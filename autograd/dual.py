@@ -12,6 +12,9 @@ Jacobian-vector product is read from it (the double-vjp trick): gᵀJ is linear 
 
 one small reverse pass over the op's own backward. It needs no second rule per op, and it is exact;
 it costs more than a rule written for the forward direction, which forward mode here trades away.
+Where PyTorch's own forward rule is not its backward read forward (at a tie or a NaN, clamp with a
+tensor bound gives the bound's tangent while its backward gives x the gradient), the op says so with a
+``jvp`` of its own (``Primitive.jvp``), which is then used instead.
 
 While a level is open, ``Primitive.apply``, the write door's ``_write`` and ``_write_at``, the
 engine's sums of gradient shares and ``Tensor.detach_`` are replaced by versions that also carry (or
@@ -177,6 +180,8 @@ def push_forward(node, inputs, out, tangents, recording=False):
     tangent's backward reaches the parameters, as PyTorch's); otherwise it is a constant."""
     value = out._data
     differentiable = recording and any(x is not None and x._requires_grad for x in (*inputs, *tangents))
+    if node.jvp is not None:
+        return _by_own_rule(node, inputs, out, tangents, differentiable)
     with graph.enable_grad(), paused():  # (the double-vjp's own ops carry no tangents)
         g = Tensor._make(xp.zeros_like(value))
         g.requires_grad_()
@@ -208,6 +213,15 @@ def push_forward(node, inputs, out, tangents, recording=False):
         (tangent,) = grad([total], [g], allow_unused=True, create_graph=differentiable)
     if tangent is None:
         return Tensor._make(xp.zeros_like(value))
+    return tangent if differentiable and tangent.requires_grad else tangent.detach()
+
+
+def _by_own_rule(node, inputs, out, tangents, differentiable):
+    """ẏ by the op's own forward rule, ``node.jvp(tangents, y, *inputs)``, written with Tensor ops (each
+    input's tangent given, zeros for one without), recorded where the tangent is to be differentiable."""
+    with graph.enable_grad() if differentiable else graph.no_grad(), paused():
+        given = [Tensor._make(xp.zeros_like(x._data)) if t is None else t for x, t in zip(inputs, tangents)]
+        tangent = node.jvp(given, out, *inputs)
     return tangent if differentiable and tangent.requires_grad else tangent.detach()
 
 

@@ -95,6 +95,9 @@ class Primitive:
     handles_complex = False  # its backward is right for complex tensors too (see complex_gradients.py)
     pytorch_name = None  # PyTorch's Node.name() where it is not op_name + "Backward0" (a class's, or a caller's)
     number_operand = False  # the op's other operand is a number (x + 1, x * 0.5): next_functions lists it as None
+    # forward mode reads an op's tangent from its backward (dual.py); an op whose PyTorch forward rule differs
+    # from that (at ties, at NaNs) defines jvp(self, tangents, y, *inputs) -> ẏ, written with Tensor ops
+    jvp = None
     # how many instrumentations have replaced apply (a dual level carrying tangents, a profiler timing ops): the
     # backward's own ops then go through apply too (apply_in_backward); each counts itself in and out
     apply_replaced = 0

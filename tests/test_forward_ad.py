@@ -342,3 +342,36 @@ def test_forward_mode_through_layers_agrees_with_pytorch():
     torch_modules = pytorch()
     if torch_modules is not None:
         assert_same(tangents, plain(program(torch_modules, x0, t0)), 1e-9, 1e-10)
+
+
+# x on a bound, on a NaN and past it: PyTorch's forward rules for these ops are its own, not the backward read forward
+TIE_X = [0.0, 0.5, 1.0, 2.0, float("nan"), 1.0]
+TIE_BOUND = [0.0, 0.0, 1.0, 3.0, 0.0, float("nan")]
+TIE_UPPER = [0.0, 0.5, 2.0, 2.0, 1.0, 0.5]
+TIE_CASES = {  # name: (f, its inputs, their tangents, PyTorch's tangent of the result)
+    "clamp(x, min)": (lambda T, x, lo: T.clamp(x, min=lo), (TIE_X, TIE_BOUND), [-1, 2, -3, -4, -5, -6]),
+    "clamp(x, max=)": (lambda T, x, hi: T.clamp(x, max=hi), (TIE_X, TIE_UPPER), [-1, -2, 3, -4, -5, -6]),
+    "clamp(x, min, max)": (lambda T, x, lo, hi: T.clamp(x, lo, hi), (TIE_X, TIE_BOUND, TIE_UPPER),
+                           [1, 2, 3, 40, 5, 60]),
+    "clamp_min": (lambda T, x, lo: x.clamp_min(lo), (TIE_X, TIE_BOUND), [1, 2, 3, -4, -5, -6]),
+    "clamp_max": (lambda T, x, hi: T.clamp_max(x, hi), (TIE_X, TIE_UPPER), [1, 2, 3, 4, -5, -6]),
+    "fmax": (lambda T, x, y: T.fmax(x, y), (TIE_X, TIE_BOUND), [-1, 2, -3, -4, -5, 6]),
+    "fmin": (lambda T, x, y: T.fmin(x, y), (TIE_X, TIE_BOUND), [1, -2, 3, 4, -5, 6]),
+    "maximum": (lambda T, x, y: T.maximum(x, y), (TIE_X, TIE_BOUND), [0, 2, 0, -4, -5, -6]),
+    "minimum": (lambda T, x, y: T.minimum(x, y), (TIE_X, TIE_BOUND), [0, -2, 0, 4, -5, -6]),
+}
+
+
+@pytest.mark.parametrize("name", list(TIE_CASES))
+def test_tangents_at_ties_and_nans_follow_pytorchs_forward_rules(T, name):
+    """x's tangent is 1..6, the other input's -1..-6, clamp's upper bound's 10..60. At a tie clamp with a tensor bound takes
+    the bound's tangent and fmax the other's (their backward gives x the gradient there: a rule of its own, jvp);
+    clamp_min and clamp_max take x's; maximum and minimum average the two, and a NaN gives the other's."""
+    fwAD, _ = _modules(T)
+    f, inputs, expected = TIE_CASES[name]
+    tangents = ([1.0, 2, 3, 4, 5, 6], [-1.0, -2, -3, -4, -5, -6], [10.0, 20, 30, 40, 50, 60])
+    with fwAD.dual_level():
+        duals = [fwAD.make_dual(T.tensor(x, dtype=T.float64), T.tensor(t, dtype=T.float64))
+                 for x, t in zip(inputs, tangents)]
+        tangent = fwAD.unpack_dual(f(T, *duals)).tangent
+    np.testing.assert_array_equal(tangent.numpy(), expected)

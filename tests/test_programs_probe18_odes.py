@@ -2081,9 +2081,10 @@ def test_clamp_tie_tangents_are_pytorchs():
     np.testing.assert_array_equal(fmax, expected)
 
 
-@pytest.mark.xfail(strict=True, reason="forward mode reads each op's tangent from its backward (autograd/dual.py's "
-                   "double-vjp), so at a tie it is x's, where PyTorch's own forward rules for clamp with one tensor "
-                   "bound and for fmax take the bound's (other's): a per-op tangent rule needs a hook in dual.py")
+@pytest.mark.xfail(strict=True, reason="torch.func.jvp here is the double-backward trick over the whole function "
+                   "(autograd/func/transforms.py), so each op's tangent is its backward read forward: at a tie x's, "
+                   "where PyTorch's forward rules for clamp with one tensor bound and for fmax take the bound's "
+                   "(other's). forward_ad's dual levels use those rules (Primitive.jvp; tests/test_forward_ad.py)")
 def test_clamp_tie_tangents_as_pytorch():
     x, bound, x_t, bound_t, expected = clamp_tie_tangents()
     low, high, fmax = plain(clamp_tie_program(OURS))

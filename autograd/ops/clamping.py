@@ -17,7 +17,7 @@ from ..primitive import Primitive, named_node
 from ..tensor import Tensor
 from ..write_door import _refuse_overflow
 from .conjugation import refuse_unordered
-from .elementwise import Cast, promote, selected_share, unbroadcast
+from .elementwise import Cast, promote, selected_share, unbroadcast, where
 from .names import names
 from .outputs import write_out
 
@@ -53,7 +53,8 @@ def clamp(input, min=None, max=None, *, out=None):
     return write_out(_clamp(input, min, max), out)
 
 
-def _clamp(x, min, max):
+def _clamp(x, min, max, inclusive=False):
+    """``inclusive``: clamp_min's and clamp_max's node (a tie takes x's tangent in forward mode: ClampByTensors.jvp)."""
     if min is None and max is None:
         raise RuntimeError("torch.clamp: At least one of 'min' or 'max' must not be None")
     min, max = python_number(min), python_number(max)
@@ -62,7 +63,7 @@ def _clamp(x, min, max):
     else:
         refuse_overflowing_bounds(x, min, max)
     if isinstance(min, Tensor) or isinstance(max, Tensor):
-        return _clamp_by_tensors(x, min, max)
+        return _clamp_by_tensors(x, min, max, inclusive)
     return Clamp.apply(x, low=min, high=max)
 
 
@@ -77,6 +78,7 @@ class ClampByTensors(Primitive):
     comparison with NaN is false) while the value stays NaN."""
 
     pytorch_name = "ClampBackward0"
+    inclusive = False  # clamp_min's or clamp_max's node, not clamp's: a tie has its own forward rule (jvp)
 
     def forward(self, x, *bounds):
         refuse_unordered(x, "clamp")
@@ -108,14 +110,31 @@ class ClampByTensors(Primitive):
                                          bounds[-1]) if bounds[-1].requires_grad else None)
         return tuple(gradients)
 
+    def jvp(self, tangents, y, x, *bounds):
+        """PyTorch's forward rules, which at a tie or a NaN are not the backward read forward (ẏ = ẋ where x lies
+        strictly inside the bounds; a bound's tangent where x is on it, NaN, or past it):
 
-def _clamp_by_tensors(x, min, max):
+            clamp(x, low):        ẏ = ẋ where x > low else l̇          clamp_min(x, low): ẋ where x >= low else l̇
+            clamp(x, high=high):  ẏ = ẋ where x < high else ḣ         clamp_max(x, high): ẋ where x <= high else ḣ
+            clamp(x, low, high):  ẏ = ḣ where low > high, else l̇ where x < low, else ḣ where x > high, else ẋ"""
+        low, high = self._bounds(bounds)
+        x_t, (low_t, high_t) = tangents[0], self._bounds(tangents[1:])
+        if high is None:
+            return where(x >= low if self.inclusive else x > low, x_t, low_t)
+        if low is None:
+            return where(x <= high if self.inclusive else x < high, x_t, high_t)
+        return where(low > high, high_t, where(x < low, low_t, where(x > high, high_t, x_t)))
+
+
+def _clamp_by_tensors(x, min, max, inclusive=False):
     """clamp(x, min, max) with a tensor bound: x and the bounds in their common dtype (a number bound beside a
     tensor one as a tensor of it)."""
     for bound in (min, max):
         if bound is not None:
             x, _ = promote(x, bound)
     bounds = [promote(x, bound)[1] for bound in (min, max) if bound is not None]
+    if inclusive:
+        return ClampByTensors.apply(x, *bounds, has_low=min is not None, has_high=max is not None, inclusive=True)
     return ClampByTensors.apply(x, *bounds, has_low=min is not None, has_high=max is not None)
 
 
@@ -155,11 +174,11 @@ def clip(input, min=None, max=None, *, out=None):
 
 @names("clamp_min", inplace="clamp_min_")
 def clamp_min(input, min, *, out=None):
-    y = named_node(clamp(input, min=min), Clamp, "ClampMinBackward0")
+    y = named_node(_clamp(input, min, None, inclusive=True), Clamp, "ClampMinBackward0")
     return write_out(named_node(y, ClampByTensors, "ClampMinBackward1"), out)
 
 
 @names("clamp_max", inplace="clamp_max_")
 def clamp_max(input, max, *, out=None):
-    y = named_node(clamp(input, max=max), Clamp, "ClampMaxBackward0")
+    y = named_node(_clamp(input, None, max, inclusive=True), Clamp, "ClampMaxBackward0")
     return write_out(named_node(y, ClampByTensors, "ClampMaxBackward1"), out)

@@ -335,6 +335,9 @@ class Maximum(Primitive):
     def backward(self, grad, z, x, y):
         return _split(grad, x._data > y._data, x._data < y._data, x, y)
 
+    def jvp(self, tangents, z, x, y):
+        return _winners_tangent(tangents, x, y, x > y)
+
 
 class Minimum(Primitive):
     """z = min(x, y);   dL/dz goes to the smaller input, split in half on a tie (where z is NaN, whole to both:
@@ -346,6 +349,17 @@ class Minimum(Primitive):
 
     def backward(self, grad, z, x, y):
         return _split(grad, x._data < y._data, x._data > y._data, x, y)
+
+    def jvp(self, tangents, z, x, y):
+        return _winners_tangent(tangents, x, y, x < y)
+
+
+def _winners_tangent(tangents, x, y, x_won):
+    """PyTorch's forward rule for max and min, ż = ẏ + w (ẋ − ẏ) with w = 1 where x won, ½ on a tie, 0 where y
+    won: where a NaN makes the comparisons false it is ẏ (the backward, read forward, would give ẋ + ẏ there)."""
+    x_t, y_t = tangents
+    step = x_t - y_t
+    return y_t + where(x == y, 0.5, x_won.to(step.dtype)) * step
 
 
 def _split(grad, x_won, y_won, x, y):

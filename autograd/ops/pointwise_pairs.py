@@ -7,7 +7,7 @@ import math
 from ..backend import errstate, xp
 from ..errors import DtypeError, refuse_unbroadcastable
 from ..operands import _operand
-from ..primitive import Primitive, node_named
+from ..primitive import Primitive
 from ..tensor import Tensor, tensor_from
 from .conjugation import conj
 from .conversion import c_name, refuse_kinds, type_name
@@ -288,13 +288,33 @@ def copysign(input, other, *, out=None):
     return write_out(Copysign.apply(input, other, pytorch_name=node), out)
 
 
+class Fmax(Primitive):
+    """z = fmax(x, y), the larger, a NaN ignored (NaN only where both are): x where x >= y or y is NaN, else y;
+    dL/dx = dL/dz there, dL/dy the rest. PyTorch's forward rule gives a tie ẏ, where its backward gives x the
+    gradient: ż = ẏ + [x > y or y is NaN] (ẋ − ẏ) (fmin's rule is its backward read forward: a composite)."""
+
+    pytorch_name = "FmaxBackward0"
+
+    def forward(self, x, y):
+        return xp.where((x >= y) | xp.isnan(y), x, y)
+
+    def backward(self, grad, z, x, y):
+        x_side = Tensor._make(xp.broadcast_to((x._data >= y._data) | xp.isnan(y._data), grad.shape))
+        return (unbroadcast(where(x_side, grad, 0.0), x) if x.requires_grad else None,
+                unbroadcast(where(x_side, 0.0, grad), y) if y.requires_grad else None)
+
+    def jvp(self, tangents, z, x, y):
+        x_t, y_t = tangents
+        return y_t + ((x > y) | y.isnan()).to(x_t.dtype) * (x_t - y_t)
+
+
 @names("fmax")
-@node_named("FmaxBackward0")
 def fmax(input, other, *, out=None):
     """The larger of input and other elementwise, ignoring a NaN (NaN only where both are);
     the gradient goes to input where input >= other or other is NaN, as PyTorch's."""
-    input, other = promote(input, other)  # (shapes that do not broadcast: the comparison raises PyTorch's error)
-    return write_out(where((input >= other) | other.isnan(), input, other), out)
+    input, other = promote(input, other)
+    refuse_unbroadcastable(input.shape, other.shape)
+    return write_out(Fmax.apply(input, other), out)
 
 
 @names("fmin")
