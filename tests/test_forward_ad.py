@@ -364,9 +364,9 @@ TIE_CASES = {  # name: (f, its inputs, their tangents, PyTorch's tangent of the 
 
 @pytest.mark.parametrize("name", list(TIE_CASES))
 def test_tangents_at_ties_and_nans_follow_pytorchs_forward_rules(T, name):
-    """x's tangent is 1..6, the other input's -1..-6, clamp's upper bound's 10..60. At a tie clamp with a tensor bound takes
-    the bound's tangent and fmax the other's (their backward gives x the gradient there: a rule of its own, jvp);
-    clamp_min and clamp_max take x's; maximum and minimum average the two, and a NaN gives the other's."""
+    """x's tangent is 1..6, the other input's -1..-6, clamp's upper bound's 10..60. At a tie clamp with a tensor
+    bound takes the bound's tangent and fmax the other's (their backward gives x the gradient there: a rule of its
+    own, jvp); clamp_min and clamp_max take x's; maximum and minimum average the two, and a NaN gives the other's."""
     fwAD, _ = _modules(T)
     f, inputs, expected = TIE_CASES[name]
     tangents = ([1.0, 2, 3, 4, 5, 6], [-1.0, -2, -3, -4, -5, -6], [10.0, 20, 30, 40, 50, 60])
