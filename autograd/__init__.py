@@ -233,6 +233,8 @@ __getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {
     "transforms": ".transforms",
     "utils": ".utils",
     "multiprocessing": ".multiprocessing",
+    "overrides": ".overrides",
+    "_C": "._C",
     "library": ".library",
     **_lazy.from_module(".symbolic", "sym_float", "sym_int", "sym_ite", "sym_max", "sym_min", "sym_not", "sym_sqrt",
                         "sym_sum"),
@@ -243,7 +245,7 @@ __getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {
     "profiler": ".profiler",
     "_fused_adam_": ".ops.fused_adam:fused_adam_",
     "_fused_adamw_": ".ops.fused_adam:fused_adamw_",
-})
+}, finished_by_caller=True)
 _names_on_first_use = __getattr__
 
 
@@ -262,6 +264,8 @@ def __getattr__(name):
     registered = _FUNCTIONS.get(name)
     if registered is not None and (value is registered or getattr(registered, "__wrapped__", None) is value):
         value = globals()[name] = _refusing_arrays(registered)
+    if _lazy.after_load is not None:  # (subclasses take part in calls: overrides.py)
+        value = globals()[name] = _lazy.after_load(__name__, name, value)
     return value
 
 

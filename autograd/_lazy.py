@@ -18,10 +18,13 @@ when, changes nothing else: every public name stays where it was.
 
 import importlib
 
+after_load = None  # set once subclasses take part in calls (overrides.install): a function loaded then dispatches
 
-def on_first_use(namespace, names):
+
+def on_first_use(namespace, names, finished_by_caller=False):
     """The ``__getattr__``, ``__dir__`` and ``__all__`` of the module whose globals are
-    ``namespace``, for ``names``: {name: ".module" or ".module:attribute"}."""
+    ``namespace``, for ``names``: {name: ".module" or ".module:attribute"}. ``finished_by_caller``: the
+    module's own ``__getattr__`` wraps what is loaded (autograd's), after_load included."""
     module_name, package = namespace["__name__"], namespace["__package__"]
 
     def __getattr__(name):
@@ -36,6 +39,8 @@ def on_first_use(namespace, names):
         module = importlib.import_module(source, package)
         value = getattr(module, attribute) if attribute else module
         namespace[name] = value
+        if after_load is not None and not finished_by_caller:
+            value = namespace[name] = after_load(module_name, name, value)
         return value
 
     def __dir__():

@@ -23,6 +23,7 @@ import warnings
 
 from . import backend, cuda
 from .grad_mode import no_grad
+from .graph import program_stacklevel
 from .tensor import Tensor
 
 _DEVICE_TYPES = ("cpu", "cuda", "ipu", "xpu", "mkldnn", "opengl", "opencl", "ideep", "hip", "ve", "fpga", "maia",
@@ -81,7 +82,8 @@ def set_autocast_dtype(device_type, dtype):
 
 
 def _deprecated(old, new):
-    warnings.warn(f"torch.{old}() is deprecated. Please use torch.{new} instead.", DeprecationWarning, stacklevel=3)
+    warnings.warn(f"torch.{old}() is deprecated. Please use torch.{new} instead.", DeprecationWarning,
+                  stacklevel=program_stacklevel())
 
 
 def is_autocast_cpu_enabled():
@@ -148,7 +150,7 @@ class autocast:
         self.dtype = get_autocast_dtype(device_type) if dtype is None else dtype
         self.cache_enabled = is_autocast_cache_enabled() if cache_enabled is None else bool(cache_enabled)
         if self.enabled and device_type == "cuda" and not cuda.is_available():
-            warnings.warn("CUDA is not available. Disabling autocast.", stacklevel=2)
+            warnings.warn("CUDA is not available. Disabling autocast.", stacklevel=program_stacklevel())
             self.enabled = False
         if self.enabled:
             _refuse_if_effective(device_type, dtype)
@@ -248,7 +250,8 @@ class GradScaler:
     def __init__(self, device="cuda", init_scale=2.0**16, growth_factor=2.0, backoff_factor=0.5,
                  growth_interval=2000, enabled=True):
         if enabled and device == "cuda" and not cuda.is_available():
-            warnings.warn("GradScaler is enabled, but CUDA is not available. Disabling.", stacklevel=2)
+            warnings.warn("GradScaler is enabled, but CUDA is not available. Disabling.",
+                          stacklevel=program_stacklevel())
             enabled = False
         self._enabled = bool(enabled)
         self._scale, self._growth_factor, self._backoff_factor = float(init_scale), growth_factor, backoff_factor

@@ -10,7 +10,7 @@ import numpy
 from .backend import get_default_dtype, xp
 from .device import resolve
 from .factories import _shape, _shareable, as_tensor, copied_data, empty, full, ones, tensor, zeros
-from .graph import modes
+from .graph import modes, program_stacklevel
 from .ops import bind_tensor_methods
 from .ops.names import names
 from .ops.strided import checked_layout
@@ -22,7 +22,7 @@ def from_numpy(ndarray):
     """A tensor on the same memory as ``ndarray`` (its dtype kept): a change to one shows in the other."""
     if not isinstance(ndarray, (numpy.ndarray, xp.ndarray)):
         raise TypeError(f"expected np.ndarray (got {type(ndarray).__name__})")
-    tensor = Tensor._make(_shareable(ndarray, stacklevel=3))
+    tensor = Tensor._make(_shareable(ndarray))
     if modes.inference:  # made in inference_mode: an inference tensor, as a factory's there
         tensor._inference = True
     return tensor
@@ -61,7 +61,7 @@ def new_full(self, size, fill_value, dtype=None, device=None, requires_grad=Fals
 @names("new_tensor", function=False)
 def new_tensor(self, data, dtype=None, device=None, requires_grad=False):
     """A copy of ``data`` with x's dtype (not the default dtype) unless ``dtype`` says otherwise."""
-    data = copied_data(data, stacklevel=2, call="tensor.new_tensor(sourceTensor)")
+    data = copied_data(data, call="tensor.new_tensor(sourceTensor)")
     return tensor(data, dtype=_like(self, dtype), requires_grad=requires_grad)
 
 
@@ -75,7 +75,7 @@ def asarray(obj, *, dtype=None, device=None, copy=None, requires_grad=None):
         return _tensor_as_array(obj, dtype, copy, requires_grad)
     data = obj
     if isinstance(data, (numpy.ndarray, xp.ndarray)):
-        data = _shareable(data, stacklevel=3)
+        data = _shareable(data)
         array = data if dtype is None else data.astype(dtype, copy=False)
         if copy:
             array = array.copy()
@@ -99,7 +99,7 @@ def _tensor_as_array(obj, dtype, copy, requires_grad):
         if obj.requires_grad:
             warnings.warn("torch.asarray: unspecified requires_grad now defaults to obj.requires_grad instead of "
                           "False. Pass requires_grad=False explicitly to get the old behavior and silence this "
-                          "warning.", UserWarning, stacklevel=3)
+                          "warning.", UserWarning, stacklevel=program_stacklevel())
         requires_grad = obj.requires_grad
     source = obj if requires_grad or not obj.requires_grad else obj.detach()
     if dtype is not None and numpy.dtype(dtype) != obj.dtype:

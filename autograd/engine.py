@@ -18,7 +18,7 @@ the gradient it passes on is already the sum of all its consumers' shares.
 import gc
 
 from .backend import errstate
-from .graph import add_share, modes, refuse_nan_gradients, run_hooks
+from .graph import add_share, modes, program_stacklevel, refuse_nan_gradients, run_hooks
 
 
 def topological_order(roots):
@@ -119,7 +119,7 @@ def _warn_where(error):
     warnings.warn(f"Error detected in {node.name()}. " + (
         f"Traceback of forward call that caused the error:\n{where}" if where is not None else
         "No forward pass information available. Enable detect anomaly during forward pass for more information."),
-        stacklevel=3)
+        stacklevel=program_stacklevel())
 
 
 def backpropagate(roots, root_grads, retain_graph=False, capture=None, on_step=None, prune=False,
@@ -141,8 +141,9 @@ def backpropagate(roots, root_grads, retain_graph=False, capture=None, on_step=N
     """
     collecting = gc.isenabled()
     gc.disable()  # the pass allocates much and frees nothing cyclic: a collection would only rescan the graph
-    recording = modes.grad_enabled
+    recording, subclasses_asked = modes.grad_enabled, modes.torch_function
     modes.grad_enabled = create_graph  # (this thread's mode: see autograd.graph)
+    modes.torch_function = False  # (the pass's ops are the engine's: no subclass is asked about them, as PyTorch's)
     watched = BackwardPass.watched
     outer_pass = modes.backward_pass if watched else None  # (a hook may run a pass of its own)
     try:
@@ -152,7 +153,7 @@ def backpropagate(roots, root_grads, retain_graph=False, capture=None, on_step=N
             _warn_where(error)
         raise
     finally:
-        modes.grad_enabled = recording
+        modes.grad_enabled, modes.torch_function = recording, subclasses_asked
         if watched:
             modes.backward_pass = outer_pass
         if collecting:

@@ -18,6 +18,7 @@ import numpy
 from . import backend
 from .backend import is_dense, to_numpy, xp
 from .device import META, resolve
+from .graph import program_stacklevel
 from .memory_order import fills_in_memory_order, made_like_a_view
 from .meta import meta_array
 from .operands import python_number
@@ -101,17 +102,17 @@ COPY_CONSTRUCT = ("To copy construct from a tensor, it is recommended to use sou
 def tensor(data, *, dtype=None, device=None, requires_grad=False, pin_memory=False):
     """A new leaf tensor holding a copy of ``data`` (a tensor given is copied, with PyTorch's warning
     that ``detach().clone()`` says so)."""
-    data = copied_data(data, stacklevel=2)
+    data = copied_data(data)
     if type(data) is numpy.ndarray and not data.dtype.isnative:
         _refuse_foreign_byte_order()
     return _made(_array(data, dtype, copy=True), device, requires_grad)
 
 
-def copied_data(data, stacklevel, call="torch.tensor(sourceTensor)"):
-    """What a copy is made of: a tensor's array, with PyTorch's warning (pointing ``stacklevel``
-    frames up from the caller) that ``detach().clone()`` is the way to copy a tensor, rather than ``call``."""
+def copied_data(data, call="torch.tensor(sourceTensor)"):
+    """What a copy is made of: a tensor's array, with PyTorch's warning (pointing at the program's line)
+    that ``detach().clone()`` is the way to copy a tensor, rather than ``call``."""
     if isinstance(data, Tensor):
-        warnings.warn(COPY_CONSTRUCT.format(call=call), UserWarning, stacklevel=stacklevel + 1)
+        warnings.warn(COPY_CONSTRUCT.format(call=call), UserWarning, stacklevel=program_stacklevel())
         return data._data
     return data
 
@@ -128,11 +129,11 @@ def as_tensor(data, dtype=None, device=None):
     if isinstance(data, Tensor):
         return data if dtype is None else data.to(dtype)
     if type(data) is numpy.ndarray:
-        data = _shareable(data, stacklevel=3)
+        data = _shareable(data)
     return tensor_from(_array(data, dtype, copy=False))
 
 
-def _shareable(ndarray, stacklevel):
+def _shareable(ndarray):
     """``ndarray`` as a tensor's memory, with PyTorch's checks (from_numpy's and asarray's): a dtype it has, native
     byte order, strides of whole elements and none negative (a PyTorch tensor has no such strides), and a warning
     for a read-only array."""
@@ -152,7 +153,7 @@ def _shareable(ndarray, stacklevel):
         warnings.warn("The given NumPy array is not writable, and PyTorch does not support non-writable tensors. This "
                       "means writing to this tensor will result in undefined behavior. You may want to copy the array "
                       "to protect its data or make it writable before converting it to a tensor.", UserWarning,
-                      stacklevel=stacklevel)
+                      stacklevel=program_stacklevel())
     return xp.asarray(ndarray)
 
 
@@ -170,7 +171,7 @@ def _array(data, dtype, copy):
     if type(data) is list and data and type(data[0]) is numpy.ndarray:  # (PyTorch's advice, where it says it)
         warnings.warn("Creating a tensor from a list of numpy.ndarrays is extremely slow. Please consider converting "
                       "the list to a single numpy.ndarray with numpy.array() before converting to a tensor.",
-                      UserWarning, stacklevel=3)
+                      UserWarning, stacklevel=program_stacklevel())
     if _is_sequence(data) and not isinstance(data, (list, tuple, range)):
         try:  # a sequence NumPy cannot read as one (its __getitem__ fails): PyTorch's ValueError
             len(data) and data[0]
@@ -263,7 +264,7 @@ def _arrays_for_tensors(data):
                              f"{tuple(data.shape)} in the list: join tensors with autograd.stack)")
         if data.requires_grad:
             warnings.warn("Converting a tensor with requires_grad=True to a scalar may lead to unexpected behavior.\n"
-                          "Consider using tensor.detach() first.", UserWarning, stacklevel=4)
+                          "Consider using tensor.detach() first.", UserWarning, stacklevel=program_stacklevel())
         data = data._data.reshape(())  # (a number, whatever its one element's shape: [ones(1)] is of shape (1,))
     if isinstance(data, (list, tuple)):
         return [_arrays_for_tensors(item) for item in data]

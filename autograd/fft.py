@@ -12,6 +12,7 @@ import operator
 import warnings
 
 from .backend import errstate, get_default_dtype, xp
+from .graph import program_stacklevel
 from .ops.conjugation import conj
 from .ops.conversion import type_name
 from .ops.fourier import FFT, OTHER_NORM, InverseRealFFT, RealFFT
@@ -277,7 +278,7 @@ def _frequencies(op, counts, extent, out, dtype, requires_grad):
         warnings.warn(f"The number of elements in the out tensor of shape {list(out.shape)} is {out.numel()} which "
                       f"does not match the computed number of elements {result.numel()}. Note that this may occur "
                       f"as a result of rounding error. The out tensor will be resized to a tensor of shape "
-                      f"({result.numel()},).", UserWarning, stacklevel=3)
+                      f"({result.numel()},).", UserWarning, stacklevel=program_stacklevel())
         out.resize_(result.shape)
     return write_out(result, out)
 

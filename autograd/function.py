@@ -35,6 +35,7 @@ import warnings
 from . import dual, graph
 from .backend import xp
 from .grad_mode import is_grad_enabled, no_grad
+from .graph import program_stacklevel
 from .hooks import add_hook
 from .primitive import FREED_GRAPH, FreedGraph, InputInfo, Primitive, _graph_node, run_node_hooks
 from .tensor import Tensor
@@ -405,7 +406,7 @@ class Function:
     def __init__(self, *args, **kwargs):
         warnings.warn(f"{type(self)} should not be instantiated. Methods on autograd functions are all static, so "
                       "you should invoke them on the class itself. Instantiating an autograd function will raise "
-                      "an error in a future version of PyTorch.", DeprecationWarning, stacklevel=2)
+                      "an error in a future version of PyTorch.", DeprecationWarning, stacklevel=program_stacklevel())
 
     def __call__(self, *args, **kwargs):
         raise RuntimeError(

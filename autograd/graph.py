@@ -36,6 +36,8 @@ class _Modes(threading.local):
     saved_tensor_hooks_refused = None  # the message of a disable_saved_tensors_hooks block
     backward_pass = None  # the backward pass running in this thread (engine.BackwardPass), for hooks to ask
     saved_mutation = None  # the allow_mutation_on_saved_tensors block open in this thread
+    torch_function = True  # Tensor subclasses' __torch_function__ is asked (overrides.py): off inside the default
+    # one (DisableTorchFunctionSubclass) and during a backward pass, whose ops are the engine's, not the program's
 
 
 modes = _Modes()
@@ -99,7 +101,7 @@ class ModeSwitch:
             warnings.warn("Decorating classes is deprecated and will be disabled in future versions. You should "
                           "only decorate functions or methods. To preserve the current behavior of class "
                           "decoration, you can directly decorate the `__init__` method and nothing else.",
-                          FutureWarning, stacklevel=2)
+                          FutureWarning, stacklevel=program_stacklevel())
             cls = function
 
             def function(*args, **kwargs):
@@ -196,7 +198,7 @@ class detect_anomaly(ModeSwitch):
     def __init__(self, check_nan=True):
         super().__init__(anomaly=True, anomaly_check_nan=bool(check_nan))
         warnings.warn("Anomaly Detection has been enabled. This mode will increase the runtime and should only be "
-                      "enabled for debugging.", stacklevel=2)
+                      "enabled for debugging.", stacklevel=program_stacklevel())
 
 
 class set_detect_anomaly(set_grad_enabled):

@@ -32,6 +32,7 @@ import typing
 import warnings
 
 from .futures import Future
+from .graph import program_stacklevel
 
 __all__ = ["Attribute", "Error", "Final", "Future", "ScriptFunction", "ScriptModule", "ScriptWarning",
            "TracerWarning", "annotate", "export", "fork", "fuser", "ignore", "interface", "is_scripting",
@@ -55,7 +56,7 @@ class ScriptWarning(Warning):
 
 def _deprecated(name):
     warnings.warn(f"`autograd.jit.{name}` is deprecated. Please switch to `autograd.compile`.",
-                  DeprecationWarning, stacklevel=3)
+                  DeprecationWarning, stacklevel=program_stacklevel())
 
 
 def script(obj, optimize=None, _frames_up=0, _rcb=None, example_inputs=None):
@@ -117,10 +118,12 @@ def ignore(drop=False, **kwargs):
         raise RuntimeError(f"Argument to @torch.jit.ignore must be a bool or a function but got {drop}")
     if kwargs.pop("drop_on_export", None):
         warnings.warn("ignore(drop_on_export=True) has been deprecated. TorchScript will now drop the function "
-                      "call on compilation. Use torch.jit.unused now. {}", category=FutureWarning, stacklevel=2)
+                      "call on compilation. Use torch.jit.unused now. {}", category=FutureWarning,
+                      stacklevel=program_stacklevel())
     elif drop:
         warnings.warn("ignore(True) has been deprecated. TorchScript will now drop the function call on "
-                      "compilation. Use torch.jit.unused now. {}", category=FutureWarning, stacklevel=2)
+                      "compilation. Use torch.jit.unused now. {}", category=FutureWarning,
+                      stacklevel=program_stacklevel())
     return lambda fn: fn
 
 

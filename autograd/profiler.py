@@ -28,6 +28,7 @@ import time
 import warnings
 
 from .function import BackwardFunction
+from .graph import program_stacklevel
 from .primitive import Primitive
 
 
@@ -60,7 +61,7 @@ def schedule(*, wait, warmup, active, repeat=0, skip_first=0, skip_first_wait=0)
                              f"(need >= 0), active={active} (need > 0), repeat={repeat} (need >= 0), "
                              f"skip_first={skip_first} (need >= 0).")
     if warmup == 0:
-        warnings.warn("Profiler won't be using warmup, this can skew profiler results", stacklevel=2)
+        warnings.warn("Profiler won't be using warmup, this can skew profiler results", stacklevel=program_stacklevel())
 
     def schedule_fn(step):
         if step < 0:

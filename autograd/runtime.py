@@ -25,6 +25,8 @@ and checks, and what each means here:
 import os
 import warnings
 
+from .graph import program_stacklevel
+
 _settings = {"matmul_precision": "highest", "deterministic": False, "warn_only": False, "threads": None,
              "interop_threads": None, "warn_always": False}
 _limits = []  # the threadpoolctl limit in force (kept alive: releasing it restores the default)
@@ -33,7 +35,7 @@ _limits = []  # the threadpoolctl limit in force (kept alive: releasing it resto
 def set_float32_matmul_precision(precision):
     if precision not in ("highest", "high", "medium"):
         warnings.warn(f"{precision} is not one of 'highest', 'high', or 'medium'; the current "
-                      "set_float32_matmul_precision call has no effect.", stacklevel=2)
+                      "set_float32_matmul_precision call has no effect.", stacklevel=program_stacklevel())
         return
     _settings["matmul_precision"] = precision
 
@@ -147,7 +149,8 @@ def set_default_tensor_type(t):
     from .ops.conversion import _TYPE_NAMES
 
     warnings.warn("torch.set_default_tensor_type() is deprecated as of PyTorch 2.1, please use "
-                  "torch.set_default_dtype() and torch.set_default_device() as alternatives.", stacklevel=2)
+                  "torch.set_default_dtype() and torch.set_default_device() as alternatives.",
+                  stacklevel=program_stacklevel())
     dtypes = {f"{kind}Tensor": name for name, kind in _TYPE_NAMES.items()}
     if isinstance(t, str):
         module, _, name = t.rpartition(".")

@@ -23,7 +23,7 @@ import numpy
 from . import backend
 from .backend import xp
 from .errors import DtypeError, ShapeError, refuse_ragged
-from .graph import accumulate_grad, modes, run_hooks, run_hooks_on_leaf_gradient
+from .graph import accumulate_grad, modes, program_stacklevel, run_hooks, run_hooks_on_leaf_gradient
 from .hooks import add_hook
 from .meta import MetaArray
 from .size import Size
@@ -126,10 +126,28 @@ class Tensor(WriteDoor):
 
     def __init_subclass__(cls, **kwargs):
         """Each class of tensor (nn.Parameter, a program's own) is made known to what keeps a table by exact
-        class: autograd.multiprocessing's pickler, which must send every one of them by its segment."""
+        class: autograd.multiprocessing's pickler, which must send every one of them by its segment. The first
+        class that takes part in calls (``__torch_function__``, not switched off as nn.Parameter's is) has every
+        public function and method dispatch from then on (overrides.py: until then none pays for it)."""
         super().__init_subclass__(**kwargs)
         for watcher in SUBCLASS_WATCHERS:
             watcher(cls)
+        from . import overrides
+
+        if overrides._takes_part(cls):
+            overrides.install()
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        """The default: ``func`` run with the protocol off, its Tensor results given back as ``cls`` (a subclass
+        keeps its class through every op); NotImplemented where another class taking part is not one of cls's
+        bases (it answers instead). A subclass may override it (see overrides.py)."""
+        from .overrides import DisableTorchFunctionSubclass, convert
+
+        if not all(issubclass(cls, other) for other in types):
+            return NotImplemented
+        with DisableTorchFunctionSubclass():
+            return convert(func(*args, **(kwargs or {})), cls)
 
     def __getstate__(self):
         """Pickling and copy.deepcopy keep a tensor's values, flags and graph attributes but not the weak
@@ -220,7 +238,7 @@ class Tensor(WriteDoor):
         """dL/dself, stored by backward for a leaf (or a tensor that retains its grad); None before.
         Reading it on a computed tensor that does not retain it warns, as PyTorch's: it stays None."""
         if self._grad is None and self.grad_fn is not None and self.grad_fn.retained is None:
-            warnings.warn(NON_LEAF_GRAD, UserWarning, stacklevel=2)
+            warnings.warn(NON_LEAF_GRAD, UserWarning, stacklevel=program_stacklevel())
         return self._grad
 
     @grad.setter

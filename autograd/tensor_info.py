@@ -11,6 +11,7 @@ import numpy
 from . import backend
 from .backend import address, bfloat16, memory_owner
 from .constants import memory_format
+from .graph import program_stacklevel
 from .ops import bind_tensor_methods
 from .ops.axes import dim_index
 from .ops.names import names
@@ -130,7 +131,7 @@ def storage(self):
     warnings.warn("TypedStorage is deprecated. It will be removed in the future and UntypedStorage will be the only "
                   "storage class. This should only matter to you if you are using storages directly.  To access "
                   "UntypedStorage directly, use tensor.untyped_storage() instead of tensor.storage()", UserWarning,
-                  stacklevel=2)
+                  stacklevel=program_stacklevel())
     return TypedStorage(memory_owner(self._data), self._data.dtype)
 
 

@@ -27,6 +27,7 @@ import warnings
 import numpy
 
 from .backend import to_numpy
+from .graph import program_stacklevel
 from .tensor import Tensor
 
 _TOLERANCES = {"float16": (1e-3, 1e-5), "float32": (1.3e-6, 1e-5), "float64": (1e-7, 1e-7),
@@ -54,7 +55,7 @@ def assert_allclose(actual, expected, rtol=None, atol=None, equal_nan=True, msg=
     not compared, and its own default tolerances (float16 1e-3/1e-3, float32 1e-4/1e-5, float64 1e-5/1e-8)."""
     warnings.warn("`torch.testing.assert_allclose()` is deprecated since 1.12 and will be removed in a future release. "
                   "Please use `torch.testing.assert_close()` instead. You can find detailed upgrade instructions in "
-                  "https://github.com/pytorch/pytorch/issues/61844.", FutureWarning, stacklevel=2)
+                  "https://github.com/pytorch/pytorch/issues/61844.", FutureWarning, stacklevel=program_stacklevel())
     from .factories import tensor
 
     actual = actual if isinstance(actual, Tensor) else tensor(actual)
@@ -307,7 +308,7 @@ def _low_high(low, high, dtype, lowest, highest, default_low, default_high, inte
     if low == high and not integral:
         warnings.warn("Passing `low==high` to `torch.testing.make_tensor` for floating or complex types is deprecated "
                       "since 2.1 and will be removed in 2.3. Use `torch.full(...)` instead.", FutureWarning,
-                      stacklevel=3)
+                      stacklevel=program_stacklevel())
     elif low >= high:
         raise ValueError(f"`low` must be less than `high`, but got {low} >= {high}")
     elif high < lowest or low >= highest:

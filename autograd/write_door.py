@@ -22,7 +22,7 @@ import numpy
 
 from .backend import QUIET, address, float_error_mode, is_dense, xp
 from .errors import DtypeError, ShapeError
-from .graph import allow_mutation_on_saved_tensors, bump_version, modes, no_grad, preserve_saved
+from .graph import allow_mutation_on_saved_tensors, bump_version, modes, no_grad, preserve_saved, program_stacklevel
 from .meta import MetaArray
 
 
@@ -339,7 +339,7 @@ def is_basic_index(index):
 def _warn_expanded(name):
     warnings.warn(f"Use of {name} on expanded tensors is deprecated. Please clone() the tensor before performing this "
                   "operation. This also applies to advanced indexing e.g. tensor[indices] = tensor", UserWarning,
-                  stacklevel=4)
+                  stacklevel=program_stacklevel())
 
 
 def _refuse_cast(result, output, shape):

@@ -7,6 +7,7 @@ where the formula and the derivative at the kinks are documented.
 import warnings
 
 import autograd
+from autograd.graph import program_stacklevel
 
 from . import functional as F
 from .module import Module
@@ -134,11 +135,11 @@ class Hardtanh(Module):
         super().__init__()
         if min_value is not None:
             warnings.warn("keyword argument `min_value` is deprecated and renamed to `min_val`", FutureWarning,
-                          stacklevel=2)
+                          stacklevel=program_stacklevel())
             min_val = min_value
         if max_value is not None:
             warnings.warn("keyword argument `max_value` is deprecated and renamed to `max_val`", FutureWarning,
-                          stacklevel=2)
+                          stacklevel=program_stacklevel())
             max_val = max_value
         if max_val <= min_val:
             raise AssertionError(f"max_val ({max_val}) must be greater than min_val ({min_val})")

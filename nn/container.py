@@ -8,6 +8,7 @@ from collections import OrderedDict, abc
 
 import autograd
 from autograd import Tensor
+from autograd.graph import program_stacklevel
 
 from .module import Module
 from .parameter import Parameter
@@ -19,7 +20,7 @@ class Container(Module):
     def __init__(self, **kwargs):
         super().__init__()
         warnings.warn("`nn.Container` is deprecated. All of its functionality is now implemented in `nn.Module`. "
-                      "Subclass that instead.", stacklevel=2)
+                      "Subclass that instead.", stacklevel=program_stacklevel())
         for name, module in kwargs.items():
             self.add_module(name, module)
 

@@ -13,6 +13,7 @@ import autograd
 from autograd import Primitive, Tensor, _lazy
 from autograd.backend import float16, xp
 from autograd.errors import ShapeError, check_same_dtype, not_a_tensor
+from autograd.graph import program_stacklevel
 from autograd.ops import piecewise_linear as _piecewise_linear
 from autograd.ops.activations import (  # noqa: F401  (F.hardshrink, F.prelu, F.SELU_ALPHA as before)
     SELU_ALPHA,
@@ -348,7 +349,7 @@ def _softmax_dim(name, ndim, dim):
     if dim is not None:
         return dim
     warnings.warn(f"Implicit dimension choice for {name} has been deprecated. "
-                  "Change the call to include dim=X as an argument.", stacklevel=3)
+                  "Change the call to include dim=X as an argument.", stacklevel=program_stacklevel())
     return 0 if ndim in (0, 1, 3) else 1
 
 
@@ -413,7 +414,7 @@ def _warn_deprecated_channel_dims(name, input, batched):
                       "an error in a future release. To retain the behavior and silence this warning, please use "
                       f"dropout instead. Note that {name} exists to provide channel-wise dropout on inputs with "
                       f"{spatial} spatial dimensions, a channel dimension, and an optional batch dimension (i.e. "
-                      f"{batched - 1}D or {batched}D inputs).", stacklevel=3)
+                      f"{batched - 1}D or {batched}D inputs).", stacklevel=program_stacklevel())
 
 
 def _unbatched_channel_shape(input):
@@ -444,7 +445,7 @@ def dropout2d(input, p=0.5, training=True, inplace=False):
                       "behavior is desired - input is interpreted as shape (N, C, L), where C is the channel "
                       "dim. This behavior will change in a future release to interpret the input as one without "
                       "a batch dimension, i.e. shape (C, H, W). To maintain the 1D channel-wise dropout "
-                      "behavior, please switch to using dropout1d instead.", stacklevel=2)
+                      "behavior, please switch to using dropout1d instead.", stacklevel=program_stacklevel())
     return _feature_dropout(input, p, training, inplace, feature_shape(input))
 
 
@@ -540,7 +541,7 @@ class _Reduction:
     def get_enum(reduction):
         if reduction == "elementwise_mean":
             warnings.warn("reduction='elementwise_mean' is deprecated. Please use reduction='mean' instead.",
-                          stacklevel=2)
+                          stacklevel=program_stacklevel())
             return 1
         if reduction not in ("none", "mean", "sum"):
             raise ValueError(f"{reduction} is not a valid value for reduction")
@@ -553,7 +554,7 @@ class _Reduction:
         reduction = "none" if not reduce else "mean" if size_average else "sum"
         if emit_warning:
             warnings.warn(f"size_average and reduce args will be deprecated, please use reduction='{reduction}' "
-                          "instead.", stacklevel=2)
+                          "instead.", stacklevel=program_stacklevel())
         return reduction
 
     @staticmethod
@@ -613,3 +614,5 @@ __getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {
     **_lazy.from_module(".sparse", "embedding_bag", "one_hot"),
     **_lazy.from_module(".unpool", "max_unpool1d", "max_unpool2d", "max_unpool3d"),
 })
+
+autograd.overrides.dispatch_namespace(sys.modules[__name__])  # F.relu(x) asks a subclass of Tensor x, as PyTorch's

@@ -8,6 +8,7 @@ The convolutions and fold/unfold live in ``autograd/ops/convolution_layers.py``,
 
 import warnings
 
+from autograd.graph import program_stacklevel
 from autograd.ops.convolution_layers import (  # noqa: F401  (F.conv2d, ...; _same_padding for nn.Conv2d)
     _same_padding,
     conv1d,
@@ -40,5 +41,6 @@ def upsample(input, size=None, scale_factor=None, mode="nearest", align_corners=
     """interpolate under its older name, deprecated in PyTorch (and warned of, as there)."""
     from .interpolation import interpolate  # nn.interpolation is built after this module
 
-    warnings.warn("`nn.functional.upsample` is deprecated. Use `nn.functional.interpolate` instead.", stacklevel=2)
+    warnings.warn("`nn.functional.upsample` is deprecated. Use `nn.functional.interpolate` instead.",
+                  stacklevel=program_stacklevel())
     return interpolate(input, size, scale_factor, mode, align_corners)

@@ -23,7 +23,7 @@ import numpy
 
 from autograd import Primitive, Tensor
 from autograd.backend import xp
-from autograd.graph import refuse_changed_gradient
+from autograd.graph import program_stacklevel, refuse_changed_gradient
 from autograd.hooks import RemovableHandle, add_hook  # noqa: F401  (nn.hooks' names, as before)
 
 
@@ -162,7 +162,7 @@ class BackwardHook:
             warnings.warn("Full backward hook is firing when gradients are computed with respect to module outputs "
                           "since no inputs require gradients. See https://docs.pytorch.org/docs/main/generated/"
                           "torch.nn.Module.html#torch.nn.Module.register_full_backward_hook for more details.",
-                          stacklevel=2)
+                          stacklevel=program_stacklevel())
             for hook in list(self.hooks.values()):
                 replaced = hook(self.module, (None,) * len(self.inputs), grad_outputs)
                 if replaced is not None and any(r is not None for r in self._check(replaced, len(self.inputs),

@@ -15,6 +15,7 @@ import warnings
 import numpy
 
 from autograd import Tensor, empty_like, no_grad, where
+from autograd.graph import program_stacklevel
 from autograd.random import generator as rng
 from autograd.tensor import tensor_from
 
@@ -72,7 +73,7 @@ def _empty(tensor):
     """A tensor with no elements has no fan to scale by: PyTorch's kaiming initialisers warn and
     leave it (a Linear with 0 in_features, as AdaptiveLogSoftmaxWithLoss builds for a small tail)."""
     if 0 in tensor.shape:
-        warnings.warn("Initializing zero-element tensors is a no-op", stacklevel=3)
+        warnings.warn("Initializing zero-element tensors is a no-op", stacklevel=program_stacklevel())
         return True
     return False
 
@@ -187,7 +188,7 @@ def trunc_normal_(tensor, mean=0.0, std=1.0, a=-2.0, b=2.0, generator=None):
         raise ValueError(f"trunc_normal_: need a < b, got a={a}, b={b}")
     if mean < a - 2 * std or mean > b + 2 * std:
         warnings.warn("mean is more than 2 std from [a, b] in nn.init.trunc_normal_. The distribution of values "
-                      "may be incorrect.", stacklevel=2)
+                      "may be incorrect.", stacklevel=program_stacklevel())
 
     def cdf(x):  # Φ
         return (1.0 + math.erf(x / math.sqrt(2.0))) / 2.0
@@ -250,7 +251,7 @@ def _deprecated(method):
 
     def deprecated(*args, **kwargs):
         warnings.warn(f"`nn.init.{old}` is now deprecated in favor of `nn.init.{method.__name__}`.",
-                      FutureWarning, stacklevel=2)
+                      FutureWarning, stacklevel=program_stacklevel())
         return method(*args, **kwargs)
 
     deprecated.__name__ = deprecated.__qualname__ = old

@@ -16,6 +16,7 @@ and eval normalises with them instead of each instance's own.
 
 import warnings
 
+from autograd.graph import program_stacklevel
 from autograd.ops.normalization import instance_norm  # noqa: F401  (nn.instance_norm.instance_norm as before)
 
 from .normalization import _NormBase
@@ -41,7 +42,7 @@ class _InstanceNorm(_NormBase):
                                  f"({self.num_features}), but got: {input.shape[channel_dim]}.")
             warnings.warn(f"input's size at dim={channel_dim} does not match num_features. You can silence this "
                           "warning by not passing in num_features, which is not used because affine=False",
-                          stacklevel=2)
+                          stacklevel=program_stacklevel())
         batched = input.unsqueeze(0) if input.ndim == unbatched else input
         y = instance_norm(batched, self.running_mean, self.running_var, self.weight, self.bias,
                           self.training or not self.track_running_stats,

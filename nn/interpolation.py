@@ -39,6 +39,7 @@ import numpy
 
 from autograd import Tensor
 from autograd.backend import xp
+from autograd.graph import program_stacklevel
 from autograd.ops.cubic_convolution import cubic_kernel, cubic_weights
 from autograd.primitive import named_node
 
@@ -311,12 +312,12 @@ class UpsamplingBilinear2d(Upsample):
 def upsample_nearest(input, size=None, scale_factor=None):
     """interpolate(mode='nearest'), deprecated in PyTorch (and warned of, as there)."""
     warnings.warn("`nn.functional.upsample_nearest` is deprecated. Use `nn.functional.interpolate` instead.",
-                  stacklevel=2)
+                  stacklevel=program_stacklevel())
     return interpolate(input, size, scale_factor, mode="nearest")
 
 
 def upsample_bilinear(input, size=None, scale_factor=None):
     """interpolate(mode='bilinear', align_corners=True), deprecated in PyTorch (and warned of, as there)."""
     warnings.warn("`nn.functional.upsample_bilinear` is deprecated. Use `nn.functional.interpolate` instead.",
-                  stacklevel=2)
+                  stacklevel=program_stacklevel())
     return interpolate(input, size, scale_factor, mode="bilinear", align_corners=True)

@@ -16,7 +16,7 @@ class _Loss(Module):
 
     def __init__(self, reduction="mean", size_average=None, reduce=None, **options):
         super().__init__()
-        reduction = legacy_reduction(size_average, reduce, reduction, stacklevel=4)
+        reduction = legacy_reduction(size_average, reduce, reduction)
         if reduction not in self.reductions:
             raise ValueError(f"{reduction} is not a valid value for reduction "
                              f"(expected one of {', '.join(map(repr, self.reductions))})")

@@ -17,6 +17,7 @@ import numpy
 import autograd
 from autograd import Primitive, Tensor
 from autograd.backend import ufunc_at, xp
+from autograd.graph import program_stacklevel
 from autograd.ops.contractions import require_scalar_type
 from autograd.ops.conversion import type_name
 from autograd.ops.losses import (  # noqa: F401  (F.binary_cross_entropy_with_logits, ... as before)
@@ -248,7 +249,7 @@ def kl_div(input, target, size_average=None, reduce=None, reduction="mean", log_
         warnings.warn("reduction: 'mean' divides the total loss by both the batch size and the support size."
                       "'batchmean' divides only by the batch size, and aligns with the KL div math definition."
                       "'mean' will be changed to behave the same as 'batchmean' in the next major release.",
-                      stacklevel=2)
+                      stacklevel=program_stacklevel())
     return kl_divergence(input, target, reduction, log_target)
 
 

@@ -10,6 +10,7 @@ too, and run before each module's own. The graph nodes behind full backward hook
 import warnings
 
 from autograd import Tensor
+from autograd.graph import program_stacklevel
 
 from . import hooks as hook_tools
 
@@ -109,7 +110,8 @@ class ModuleHooks:
                     except Exception as error:  # as PyTorch: said, and the first error raised
                         where = "global module" if hook_id in _global_forward_hooks else "module"
                         warnings.warn(f"{where} forward hook with ``always_call=True`` raised an exception that was "
-                                      f"silenced as another error was raised in forward: {error}", stacklevel=2)
+                                      f"silenced as another error was raised in forward: {error}",
+                                      stacklevel=program_stacklevel())
             raise
         if backward_hook is not None:
             if isinstance(result, (Tensor, tuple)):
@@ -121,7 +123,7 @@ class ModuleHooks:
                 result = {**result, **dict(zip(names, hooked))}
             else:  # a dict or list: PyTorch's full backward hooks then never run, and it says so
                 warnings.warn("For backward hooks to be called, module output should be a Tensor or a tuple of "
-                              f"Tensors but received {type(result)}", stacklevel=3)
+                              f"Tensors but received {type(result)}", stacklevel=program_stacklevel())
         return result
 
     def _run_forward_pre_hooks(self, args, kwargs):
@@ -192,7 +194,7 @@ class ModuleHooks:
         warnings.warn("register_backward_hook is deprecated; here it registers a full backward hook "
                       "(register_full_backward_hook): grad_input is the gradient with respect to the module's "
                       "inputs, not to the inputs of forward's last operation as in PyTorch", FutureWarning,
-                      stacklevel=2)
+                      stacklevel=program_stacklevel())
         self._set_backward_hook_kind(full=False)
         return hook_tools.add_hook(self._backward_hooks, hook)
 

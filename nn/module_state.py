@@ -30,6 +30,7 @@ import numpy
 
 import autograd
 from autograd import Tensor
+from autograd.graph import program_stacklevel
 from autograd.hooks import add_hook
 from autograd.tensor import tensor_from
 
@@ -127,7 +128,8 @@ class ModuleState:
         state). A tensor reached under two names (tied weights, a shared submodule) is saved under
         both, as PyTorch does. ``_metadata`` on the dict holds each module's version."""
         if args:
-            warnings.warn("Positional args are being deprecated, use kwargs instead.", FutureWarning, stacklevel=2)
+            warnings.warn("Positional args are being deprecated, use kwargs instead.", FutureWarning,
+                          stacklevel=program_stacklevel())
             destination = args[0] if destination is None else destination
             prefix = args[1] if len(args) > 1 and prefix == "" else prefix
             keep_vars = args[2] if len(args) > 2 and keep_vars is False else keep_vars

@@ -3,11 +3,13 @@ that holds it as an attribute lists it in ``parameters()``). ``Buffer``: a tenso
 that a Module holding it as an attribute lists in ``buffers()`` (and saves)."""
 
 from autograd import Tensor
+from autograd.overrides import _disabled_torch_function_impl
 from autograd.tensor import tensor_from
 
 
 class Parameter(Tensor):
     _prints_as_tensor = True  # its body prints as tensor(...), not Parameter(...), as in PyTorch
+    __torch_function__ = _disabled_torch_function_impl  # ops on parameters give plain tensors, as PyTorch's
 
     def __init__(self, data=None, requires_grad=True):
         if data is None:

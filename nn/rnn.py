@@ -17,6 +17,7 @@ import warnings
 
 import autograd
 from autograd import Tensor
+from autograd.graph import program_stacklevel
 from autograd.ops.conversion import type_name
 
 from . import functional as F
@@ -65,7 +66,7 @@ class RNNBase(Module):
         if dropout > 0 and num_layers == 1:
             warnings.warn("dropout option adds dropout after all but last recurrent layer, so non-zero dropout "
                           f"expects num_layers greater than 1, but got dropout={dropout} and "
-                          f"num_layers={num_layers}", stacklevel=2)
+                          f"num_layers={num_layers}", stacklevel=program_stacklevel())
         for name, flag in (("bias", bias), ("batch_first", batch_first)):
             if not isinstance(flag, bool):
                 raise TypeError(f"{name} should be of type bool, got: {type(flag).__name__}")

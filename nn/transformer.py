@@ -4,6 +4,7 @@ import copy
 import warnings
 
 import autograd
+from autograd.graph import program_stacklevel
 
 from . import functional as F
 from . import init
@@ -214,7 +215,7 @@ class TransformerEncoder(Module):
         why_not = _why_not_nested(encoder_layer)
         if enable_nested_tensor and why_not:
             warnings.warn(f"enable_nested_tensor is True, but self.use_nested_tensor is False because {why_not}",
-                          UserWarning, stacklevel=2)
+                          UserWarning, stacklevel=program_stacklevel())
             self.use_nested_tensor = False
 
     def _pads_with_zeros(self, src, mask, src_key_padding_mask):

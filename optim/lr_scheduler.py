@@ -12,6 +12,7 @@ from bisect import bisect_right
 from collections import Counter
 
 from autograd import Tensor
+from autograd.graph import program_stacklevel
 
 from .optimizer import _to_scalar  # noqa: F401  (PyTorch's lr_scheduler has it, imported from optimizer)
 from .scheduler import (  # noqa: F401 (EPOCH_DEPRECATION_WARNING: PyTorch exports it from lr_scheduler)
@@ -304,7 +305,7 @@ class ReduceLROnPlateau(LRScheduler):
         if epoch is None:
             epoch = self.last_epoch + 1
         else:
-            warnings.warn(EPOCH_DEPRECATION_WARNING, UserWarning, stacklevel=2)
+            warnings.warn(EPOCH_DEPRECATION_WARNING, UserWarning, stacklevel=program_stacklevel())
         self.last_epoch = epoch
         if self._is_better(current, self.best):
             self.best, self.num_bad_epochs = current, 0

@@ -32,7 +32,7 @@ import numpy
 
 from autograd import Tensor, _lazy, enable_grad, set_grad_enabled
 from autograd.backend import float32, float64, get_default_dtype
-from autograd.graph import zero_grad
+from autograd.graph import program_stacklevel, zero_grad
 from autograd.hooks import add_hook
 from autograd.tensor import tensor_from
 
@@ -268,7 +268,8 @@ class Optimizer:
     def _cuda_graph_capture_health_check(self):
         import warnings
 
-        warnings.warn("Use _accelerator_graph_capture_health_check instead", DeprecationWarning, stacklevel=2)
+        warnings.warn("Use _accelerator_graph_capture_health_check instead", DeprecationWarning,
+                      stacklevel=program_stacklevel())
 
     def _accelerator_graph_capture_health_check(self):
         pass

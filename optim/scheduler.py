@@ -13,6 +13,7 @@ import types
 import warnings
 
 from autograd import Tensor
+from autograd.graph import program_stacklevel
 
 from .optimizer import Optimizer
 
@@ -41,7 +42,7 @@ def warn_outside_step(scheduler):
     """A schedule's get_lr computes the next lr from the current one, so it means something only within
     step(): called from outside, PyTorch's warns and points to get_last_lr()."""
     if not scheduler._get_lr_called_within_step:
-        warnings.warn(GET_LR_OUTSIDE_STEP_WARNING, UserWarning, stacklevel=3)
+        warnings.warn(GET_LR_OUTSIDE_STEP_WARNING, UserWarning, stacklevel=program_stacklevel())
 
 
 @contextlib.contextmanager
@@ -162,12 +163,12 @@ class LRScheduler:
         if self._step_count == 1:
             watched = self.optimizer.__dict__
             if watched.get("step") is not watched.get("_step_when_scheduled"):
-                warnings.warn(STEP_OVERRIDDEN_WARNING, UserWarning, stacklevel=2)
+                warnings.warn(STEP_OVERRIDDEN_WARNING, UserWarning, stacklevel=program_stacklevel())
             elif not watched.get("_opt_called", True):
-                warnings.warn(STEP_ORDER_WARNING, UserWarning, stacklevel=2)
+                warnings.warn(STEP_ORDER_WARNING, UserWarning, stacklevel=program_stacklevel())
         self._step_count += 1
         if epoch is not None:
-            warnings.warn(EPOCH_DEPRECATION_WARNING, UserWarning, stacklevel=2)
+            warnings.warn(EPOCH_DEPRECATION_WARNING, UserWarning, stacklevel=program_stacklevel())
         self._update_lr(epoch)
 
     def _update_lr(self, epoch=None):

@@ -317,7 +317,8 @@ def test_utils_dlpack_and_model_zoo_are_pytorchs_module_paths():
     shared = autograd.utils.dlpack.from_dlpack(array)
     array[0] = 5.0
     assert shared.tolist() == [5.0, 1.0, 2.0]
-    assert autograd.utils.dlpack.to_dlpack is autograd.to_dlpack
+    assert autograd.utils.dlpack.to_dlpack == autograd.to_dlpack  # (==: a dispatching wrapper once a subclass of
+    # Tensor takes part in calls, autograd/overrides.py)
     assert autograd.utils.model_zoo.load_url is autograd.hub.load_state_dict_from_url
 
 

@@ -4,6 +4,7 @@
 
 import warnings
 
+from ..graph import program_stacklevel
 from ..tensor import Tensor, tensor_from
 
 
@@ -16,7 +17,7 @@ class Variable(metaclass=_VariableMeta):
     def __new__(cls, data=None, requires_grad=False, volatile=False):
         if volatile:
             warnings.warn("volatile was removed and now has no effect. Use `with torch.no_grad():` instead.",
-                          UserWarning, stacklevel=2)
+                          UserWarning, stacklevel=program_stacklevel())
         if data is None:
             return tensor_from([])
         if not isinstance(data, Tensor):

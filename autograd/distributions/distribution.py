@@ -14,6 +14,7 @@ import warnings
 from ..backend import xp
 from ..errors import ShapeError, broadcast_mismatch
 from ..grad_mode import enable_grad, no_grad
+from ..graph import program_stacklevel
 from ..operands import python_number
 from ..size import Size
 from ..tensor import Tensor, as_array, tensor_from
@@ -61,7 +62,7 @@ class Distribution:
                 arg_constraints = {}
                 warnings.warn(f"{self.__class__} does not define `arg_constraints`. Please set "
                               "`arg_constraints = {}` or initialize the distribution with `validate_args=False` "
-                              "to turn off validation.", stacklevel=2)
+                              "to turn off validation.", stacklevel=program_stacklevel())
             for name, constraint in arg_constraints.items():
                 computed = isinstance(getattr(type(self), name, None), property)  # Chi2's df from its shape
                 if constraints.is_dependent(constraint) or not (name in self.__dict__ or computed):
@@ -177,7 +178,7 @@ class Distribution:
         except NotImplementedError:
             warnings.warn(f"{self.__class__} does not define `support` to enable sample validation. Please "
                           "initialize the distribution with `validate_args=False` to turn off validation.",
-                          stacklevel=2)
+                          stacklevel=program_stacklevel())
             return
         if not bool(support.check(value).all()):
             raise ValueError(f"Expected value argument ({type(value).__name__} of shape {tuple(value.shape)}) to be "

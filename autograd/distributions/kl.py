@@ -12,6 +12,7 @@ holds the registry and the three formulas that came first:
 
 import warnings
 
+from ..graph import program_stacklevel
 from ..ops.elementwise import where
 from .bernoulli import Bernoulli
 from .categorical import Categorical
@@ -51,7 +52,8 @@ def _dispatch(type_p, type_q):
     right_p, right_q = min(matches, key=lambda m: (type_q.__mro__.index(m[1]), type_p.__mro__.index(m[0])))
     if _KL_REGISTRY[left_p, left_q] is not _KL_REGISTRY[right_p, right_q]:
         warnings.warn(f"Ambiguous kl_divergence({type_p.__name__}, {type_q.__name__}). "
-                      f"Please register_kl({left_p.__name__}, {right_q.__name__})", RuntimeWarning, stacklevel=3)
+                      f"Please register_kl({left_p.__name__}, {right_q.__name__})", RuntimeWarning,
+                      stacklevel=program_stacklevel())
     return _KL_REGISTRY[left_p, left_q]
 
 

@@ -15,6 +15,7 @@ import warnings
 
 from .. import factories, ranges
 from ..backend import xp
+from ..graph import program_stacklevel
 from ..linalg import cholesky, slogdet
 from ..ops.decompositions import cholesky_solve
 from ..ops.elementwise import where
@@ -65,7 +66,7 @@ class Wishart(ExponentialFamily):
         setattr(self, name, param.expand(*batch, -1, -1))
         if bool((self.df < p).any()):
             warnings.warn("Low df values detected. Singular samples are highly likely to occur for ndim - 1 < df < "
-                          "ndim.", stacklevel=2)
+                          "ndim.", stacklevel=program_stacklevel())
         super().__init__(batch, param.shape[-2:], validate_args=validate_args)
         if name == "scale_tril":
             self._unbroadcasted_scale_tril = param
@@ -138,7 +139,7 @@ class Wishart(ExponentialFamily):
         sample = self._bartlett_sampling(sample_shape)
         singular = ~self.support.check(sample)
         if bool(singular.any()):
-            warnings.warn("Singular sample detected.", stacklevel=2)
+            warnings.warn("Singular sample detected.", stacklevel=program_stacklevel())
             for _ in range(max_try_correction):
                 sample = where(singular.unsqueeze(-1).unsqueeze(-1), self._bartlett_sampling(sample_shape), sample)
                 singular = ~self.support.check(sample)

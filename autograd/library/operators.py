@@ -9,7 +9,7 @@ import warnings
 
 from ..device import device
 from ..function import Function
-from ..graph import bump_version, is_grad_enabled, no_grad
+from ..graph import bump_version, is_grad_enabled, no_grad, program_stacklevel
 from ..tensor import Tensor
 from .schema import _schema_parts, _split_schema, infer_schema
 
@@ -203,7 +203,8 @@ class CustomOpDef:
                                   "behavior. This behavior is deprecated and will be removed in a future version of "
                                   "PyTorch. If your operator is differentiable, please ensure you have registered an "
                                   "autograd kernel to the correct Autograd key (e.g. DispatchKey::Autograd, "
-                                  "DispatchKey::CompositeImplicitAutograd).", UserWarning, stacklevel=2)
+                                  "DispatchKey::CompositeImplicitAutograd).", UserWarning,
+                                  stacklevel=program_stacklevel())
                     return (None,) * len(ctx.needs_input_grad)  # (PyTorch's old behaviour: no gradient)
                 if op._backward_fn is None:
                     raise RuntimeError(f"Trying to backward through {op._namespace}.{op._name}.default but no "

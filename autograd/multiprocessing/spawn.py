@@ -13,6 +13,8 @@ import time
 import traceback
 import warnings
 
+from ..graph import program_stacklevel
+
 
 class ProcessException(Exception):
     def __init__(self, msg, error_index, pid):
@@ -141,5 +143,5 @@ def spawn(fn, args=(), nprocs=1, join=True, daemon=False, start_method="spawn"):
     if start_method != "spawn":
         warnings.warn(f"This method only supports start_method=spawn (got: {start_method}).\nTo use a different "
                       "start_method use:\n\t\t autograd.multiprocessing.start_processes(...)", FutureWarning,
-                      stacklevel=2)
+                      stacklevel=program_stacklevel())
     return start_processes(fn, args, nprocs, join, daemon, "spawn")

@@ -5,6 +5,7 @@ import operator
 import warnings
 
 from ..errors import ShapeError
+from ..graph import program_stacklevel
 
 
 def sizes_or_keyword(sizes, keyword, value):
@@ -100,6 +101,6 @@ def matrices_only(x, name, conjugates=False):
     if x.ndim == 0:
         action = "Consider using x.conj()." if conjugates else "This function is the identity in these cases."
         warnings.warn(f"{'Tensor.' if name[0] == 'm' else ''}{name} is deprecated on 0-D tensors. {action}",
-                      UserWarning, stacklevel=3)
+                      UserWarning, stacklevel=program_stacklevel())
         return True
     return False

@@ -14,7 +14,7 @@ gradient, and its backward raises PyTorch's error.
 import warnings
 
 from ..backend import xp
-from ..graph import is_grad_enabled
+from ..graph import is_grad_enabled, program_stacklevel
 from ..primitive import Primitive
 from ..return_types import return_type
 from ..tensor import Tensor
@@ -143,7 +143,7 @@ def tensor_cholesky(input, upper=False, *, out=None):
                   "PyTorch release.\nL = torch.cholesky(A)\nshould be replaced with\nL = torch.linalg.cholesky(A)\nand"
                   "\nU = torch.cholesky(A, upper=True)\nshould be replaced with\nU = torch.linalg.cholesky(A).mH\n"
                   "This transform will produce equivalent results for all valid (symmetric positive definite) inputs.",
-                  UserWarning, stacklevel=2)
+                  UserWarning, stacklevel=program_stacklevel())
     return write_out(cholesky(input, upper=upper), out, same_dtype=True)
 
 
@@ -240,7 +240,8 @@ def tensor_qr(input, some=True):
     warnings.warn("torch.qr is deprecated in favor of torch.linalg.qr and will be removed in a future PyTorch "
                   "release.\nThe boolean parameter 'some' has been replaced with a string parameter 'mode'.\n"
                   "Q, R = torch.qr(A, some)\nshould be replaced with\n"
-                  "Q, R = torch.linalg.qr(A, 'reduced' if some else 'complete')", UserWarning, stacklevel=2)
+                  "Q, R = torch.linalg.qr(A, 'reduced' if some else 'complete')", UserWarning,
+                  stacklevel=program_stacklevel())
     return qr(input, "reduced" if some else "complete")
 
 

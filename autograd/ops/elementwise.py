@@ -16,7 +16,7 @@ import numpy
 from .. import backend
 from ..backend import errstate, xp
 from ..errors import DtypeError, refuse_bool_subtraction, refuse_unbroadcastable
-from ..graph import modes
+from ..graph import modes, program_stacklevel
 from ..operands import _is_bool, _operand, python_number
 from ..primitive import Primitive
 from ..tensor import Tensor, as_array
@@ -407,7 +407,8 @@ def where(condition, input=None, other=None, *, out=None):
         return tuple(Tensor._make(i.astype(xp.int64)) for i in xp.nonzero(xp.atleast_1d(condition)))
     if condition.dtype == xp.uint8:  # PyTorch's deprecated reading of a byte mask (pytorch-crf's), with its warning
         warnings.warn("where received a uint8 condition tensor. This behavior is deprecated and will be removed in a "
-                      "future version of PyTorch. Use a boolean condition instead.", UserWarning, stacklevel=2)
+                      "future version of PyTorch. Use a boolean condition instead.", UserWarning,
+                      stacklevel=program_stacklevel())
         condition = condition.astype(bool)
     elif condition.dtype != bool:
         raise DtypeError(f"where expected condition to be a boolean tensor, but got a tensor with dtype "
@@ -494,7 +495,8 @@ class Cast(Primitive):
 
     def forward(self, x):
         if x.dtype.kind == "c" and self.dtype.kind != "c":
-            warnings.warn("Casting complex values to real discards the imaginary part", UserWarning, stacklevel=2)
+            warnings.warn("Casting complex values to real discards the imaginary part", UserWarning,
+                          stacklevel=program_stacklevel())
             return x.real.astype(self.dtype)  # (PyTorch's warning, not NumPy's ComplexWarning)
         return x.astype(self.dtype, copy=False)
 

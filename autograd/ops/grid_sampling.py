@@ -29,7 +29,7 @@ import itertools
 import warnings
 
 from ..backend import int64, xp
-from ..graph import is_grad_enabled
+from ..graph import is_grad_enabled, program_stacklevel
 from ..ranges import _spaced_points
 from ..tensor import Tensor, tensor_from
 from .cubic_convolution import cubic_weights
@@ -58,7 +58,7 @@ def affine_grid(theta, size, align_corners=None):
     for size (N, C, D, H, W): grid[n, …, :] = θ[n] · (x, y[, z], 1). (align_corners None: False, with
     PyTorch's warning.)"""
     if align_corners is None:
-        warnings.warn(_ALIGN_WARNING, stacklevel=2)
+        warnings.warn(_ALIGN_WARNING, stacklevel=program_stacklevel())
         align_corners = False
     return affine_grid_generator(theta, size, align_corners)
 
@@ -82,7 +82,7 @@ def affine_grid_generator(theta, size, align_corners):
     if align_corners and min(size[2:]) == 1:
         warnings.warn("Since version 1.3.0, affine_grid behavior has changed for unit-size grids when "
                       "align_corners=True. This is not an intended use case of affine_grid. See the documentation "
-                      "of affine_grid for details.", stacklevel=2)
+                      "of affine_grid for details.", stacklevel=program_stacklevel())
     elif min(size) <= 0:
         raise ValueError(f"Expected non-zero, positive output size. Got {list(size)}")
     dtype = theta._data.dtype
@@ -160,7 +160,7 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
         raise ValueError(f"nn.functional.grid_sample(): expected padding_mode to be 'zeros', 'border', or "
                          f"'reflection', but got: '{padding_mode}'")
     if align_corners is None:
-        warnings.warn(_ALIGN_WARNING, stacklevel=2)
+        warnings.warn(_ALIGN_WARNING, stacklevel=program_stacklevel())
         align_corners = False
     return _sample(input, grid, mode, padding_mode, align_corners)
 

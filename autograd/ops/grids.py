@@ -8,6 +8,7 @@ each input in its own block of zeros (its gradient is its block).
 import warnings
 
 from ..backend import int64, xp
+from ..graph import program_stacklevel
 from ..tensor import Tensor
 from . import joins, shape
 from .elementwise import common_dtype
@@ -24,7 +25,7 @@ def meshgrid(*tensors, indexing=None):
         raise RuntimeError("meshgrid expects a non-empty TensorList")
     if indexing is None:
         warnings.warn("torch.meshgrid: in an upcoming release, it will be required to pass the indexing argument.",
-                      UserWarning, stacklevel=2)
+                      UserWarning, stacklevel=program_stacklevel())
         indexing = "ij"
     if indexing not in ("ij", "xy"):
         raise RuntimeError(f"torch.meshgrid: indexing must be one of \"xy\" or \"ij\", but received: {indexing}")

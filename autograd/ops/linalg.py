@@ -4,6 +4,7 @@ import warnings
 
 from ..backend import bool_
 from ..errors import ShapeError
+from ..graph import program_stacklevel
 from ..operands import _operand
 from ..primitive import Primitive, named_node
 from ..tensor import Tensor
@@ -140,7 +141,7 @@ def chain_matmul(*matrices, out=None):
     PyTorch for linalg.multi_dot)."""
     warnings.warn("torch.chain_matmul is deprecated and will be removed in a future PyTorch release. Use "
                   "torch.linalg.multi_dot instead, which accepts a list of two or more tensors rather than multiple "
-                  "parameters.", UserWarning, stacklevel=2)
+                  "parameters.", UserWarning, stacklevel=program_stacklevel())
     if not matrices:
         raise RuntimeError("chain_matmul(): Expected one or more matrices")
     for m in matrices:

@@ -13,6 +13,7 @@ import math
 import warnings
 
 from ..errors import ShapeError
+from ..graph import program_stacklevel
 from ..primitive import named_node
 from ..size import Size
 from ..tensor import Tensor, tensor_from
@@ -23,7 +24,7 @@ from .names import names
 from .pointwise_pairs import xlogy
 
 
-def legacy_reduction(size_average, reduce, reduction, stacklevel=3):
+def legacy_reduction(size_average, reduce, reduction):
     """PyTorch's deprecated ``size_average``/``reduce`` flags, read as a reduction (with its warning):
     unset they leave ``reduction`` as it is; otherwise each defaults to True, and reduce=False is
     'none', size_average=False 'sum', both True 'mean'."""
@@ -33,7 +34,7 @@ def legacy_reduction(size_average, reduce, reduction, stacklevel=3):
     reduce = True if reduce is None else reduce
     reduction = "none" if not reduce else "mean" if size_average else "sum"
     warnings.warn(f"size_average and reduce args will be deprecated, please use reduction='{reduction}' instead.",
-                  stacklevel=stacklevel)
+                  stacklevel=program_stacklevel())
     return reduction
 
 

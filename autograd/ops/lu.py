@@ -22,6 +22,7 @@ import math
 import warnings
 
 from ..backend import int32, xp
+from ..graph import program_stacklevel
 from ..primitive import Primitive
 from ..return_types import return_type
 from ..tensor import Tensor
@@ -211,7 +212,7 @@ def torch_lu(A, pivot=True, get_infos=False, out=None):
                   "removed in a future PyTorch release.\nLU, pivots = torch.lu(A, compute_pivots)\nshould be replaced "
                   "with\nLU, pivots = torch.linalg.lu_factor(A, compute_pivots)\nand\nLU, pivots, info = torch.lu(A, "
                   "compute_pivots, get_infos=True)\nshould be replaced with\nLU, pivots, info = "
-                  "torch.linalg.lu_factor_ex(A, compute_pivots)", UserWarning, stacklevel=2)
+                  "torch.linalg.lu_factor_ex(A, compute_pivots)", UserWarning, stacklevel=program_stacklevel())
     _check_pivot(pivot, "lu")
     packed, pivots, info = lu_factor_ex(A)
     result = LUWithInfoResult(packed, pivots, info) if get_infos else (packed, pivots)
@@ -257,5 +258,6 @@ def torch_lu_solve(input, LU_data, LU_pivots, *, out=None):
     warnings.warn("torch.lu_solve is deprecated in favor of torch.linalg.lu_solveand will be removed in a future "
                   "PyTorch release.\nNote that torch.linalg.lu_solve has its arguments reversed.\n"
                   "X = torch.lu_solve(B, LU, pivots)\nshould be replaced with\n"
-                  "X = torch.linalg.lu_solve(LU, pivots, B)", UserWarning, stacklevel=2)  # ("lu_solveand": PyTorch's)
+                  "X = torch.linalg.lu_solve(LU, pivots, B)", UserWarning,
+                  stacklevel=program_stacklevel())  # ("lu_solveand": PyTorch's)
     return lu_solve(LU_data, LU_pivots, input, out=out)

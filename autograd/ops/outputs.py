@@ -4,7 +4,7 @@ import warnings
 
 from .. import dual
 from ..backend import xp
-from ..graph import bump_version, is_grad_enabled
+from ..graph import bump_version, is_grad_enabled, program_stacklevel
 from ..tensor import Tensor
 
 
@@ -57,7 +57,7 @@ def write_out(result, out, same_dtype=False, dtype=None):
                       f"does not match the required output shape {list(result.shape)}. This behavior is deprecated, "
                       "and in a future PyTorch release outputs will not be resized unless they have zero elements. "
                       "You can explicitly reuse an out tensor t by resizing it, inplace, to zero elements with "
-                      "t.resize_(0).", UserWarning, stacklevel=3)
+                      "t.resize_(0).", UserWarning, stacklevel=program_stacklevel())
     out._data = result._data.astype(out.dtype, copy=True)  # resized, as PyTorch: new memory
     bump_version(out)
     return out

@@ -9,7 +9,7 @@ from ..errors import DtypeError, refuse_unbroadcastable
 from ..operands import _operand
 from ..primitive import Primitive
 from ..tensor import Tensor, tensor_from
-from .conjugation import conj
+from .conjugation import conj, refuse_unordered
 from .conversion import c_name, refuse_kinds, type_name
 from .elementwise import Where, half_as_float32, promote, result_type, unbroadcast, where
 from .names import names
@@ -296,6 +296,7 @@ class Fmax(Primitive):
     pytorch_name = "FmaxBackward0"
 
     def forward(self, x, y):
+        refuse_unordered(x, "fmax")  # (x and y share a dtype: promoted by fmax)
         return xp.where((x >= y) | xp.isnan(y), x, y)
 
     def backward(self, grad, z, x, y):

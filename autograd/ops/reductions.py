@@ -11,6 +11,7 @@ import numpy
 
 from ..backend import errstate, float16, float32, int64, xp
 from ..errors import DtypeError
+from ..graph import program_stacklevel
 from ..primitive import Primitive, named_node
 from ..return_types import return_type
 from ..tensor import Tensor
@@ -140,7 +141,7 @@ def variance(x, dim, unbiased, keepdim, correction, name):
     degrees_of_freedom = count - _correction(unbiased, correction)
     if degrees_of_freedom <= 0:
         warnings.warn(f"{name}(): degrees of freedom is <= 0. Correction should be strictly less than the reduction "
-                      "factor (input numel divided by output numel).", UserWarning, stacklevel=4)
+                      "factor (input numel divided by output numel).", UserWarning, stacklevel=program_stacklevel())
     if degrees_of_freedom > 0:
         return sum(squares, axes, keepdim) * (1.0 / degrees_of_freedom)
     with errstate(invalid="ignore"):  # (0 · ∞: NaN, which the warning above explains; NumPy's own warning is noise)

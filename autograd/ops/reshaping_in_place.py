@@ -12,7 +12,7 @@ grad refuses and the version counter moves on.
 import warnings
 
 from ..backend import memory_owner, strided_view, xp
-from ..graph import enable_grad, modes
+from ..graph import enable_grad, modes, program_stacklevel
 from ..size import Size, sizes_argument
 from ..tensor import Tensor
 from .axes import sizes_or_keyword
@@ -125,7 +125,7 @@ def resize_as_(input, other, memory_format=None):
 def resize(input, *sizes):
     """PyTorch's deprecated out-of-place resize: ``input`` reshaped to ``sizes``, which must hold as
     many elements (it warns, as PyTorch's does; ``resize_`` is the one that changes the size)."""
-    warnings.warn("non-inplace resize is deprecated", stacklevel=2)
+    warnings.warn("non-inplace resize is deprecated", stacklevel=program_stacklevel())
     shape = _sizes(sizes)
     count = 1
     for n in shape:
@@ -141,7 +141,7 @@ def resize(input, *sizes):
 @names("resize_as", function=False)
 def resize_as(input, tensor):
     """input.resize(tensor.shape), deprecated as PyTorch's."""
-    warnings.warn("non-inplace resize_as is deprecated", stacklevel=2)
+    warnings.warn("non-inplace resize_as is deprecated", stacklevel=program_stacklevel())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         return resize(input, *tensor.shape)

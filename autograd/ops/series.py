@@ -12,6 +12,7 @@ import warnings
 
 from ..backend import get_default_dtype, int64, xp
 from ..factories import out_dtype, written
+from ..graph import program_stacklevel
 from ..tensor import Tensor, as_array
 from .axes import dim_index
 from .elementwise import floating
@@ -112,7 +113,7 @@ def range_inclusive(start=0, end=None, step=1, *, out=None, dtype=None, layout=N
     excludes end). The default dtype, even for integer arguments."""
     warnings.warn("autograd.range is deprecated and will be removed in a future release because its behavior "
                   "is inconsistent with Python's range builtin. Instead, use autograd.arange, which produces "
-                  "values in [start, end).", UserWarning, stacklevel=2)
+                  "values in [start, end).", UserWarning, stacklevel=program_stacklevel())
     if end is None:
         start, end = 0, start
     if step == 0:

@@ -14,6 +14,7 @@ import numpy
 
 from ..backend import strided_view, ufunc_at, xp
 from ..errors import ShapeError
+from ..graph import program_stacklevel
 from ..primitive import Primitive
 from ..size import sizes_argument
 from ..tensor import Tensor
@@ -528,7 +529,7 @@ def _warn_of_T():
     warnings.warn("The use of `x.T` on tensors of dimension other than 2 to reverse their shape is deprecated and "
                   "it will throw an error in a future release. Consider `x.mT` to transpose batches of matrices or "
                   "`x.permute(*torch.arange(x.ndim - 1, -1, -1))` to reverse the dimensions of a tensor.",
-                  UserWarning, stacklevel=3)
+                  UserWarning, stacklevel=program_stacklevel())
 
 
 def _matrix_transpose(x):

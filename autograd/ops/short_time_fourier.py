@@ -13,6 +13,7 @@ is centred on sample m·hop.
 import warnings
 
 from ..backend import xp
+from ..graph import program_stacklevel
 from ..tensor import Tensor
 from .conjugation import view_as_real
 from .fourier import FFT, InverseRealFFT, RealFFT
@@ -78,11 +79,11 @@ def stft(input, n_fft, hop_length=None, win_length=None, window=None, center=Tru
     if not return_complex:
         warnings.warn("stft with return_complex=False is deprecated. In a future pytorch release, stft will return "
                       "complex tensors for all inputs, and return_complex=False will raise an error.", UserWarning,
-                      stacklevel=2)
+                      stacklevel=program_stacklevel())
     if window is None:
         warnings.warn("A window was not provided. A rectangular window will be applied, which is known to cause "
                       "spectral leakage. Other windows such as hann_window or hamming_window are recommended to "
-                      "reduce spectral leakage.", UserWarning, stacklevel=2)
+                      "reduce spectral leakage.", UserWarning, stacklevel=program_stacklevel())
     if center and align_to_window is not None:
         raise RuntimeError("stft align_to_window should only be set when center = false")
     if input.dtype.kind not in "fc":
@@ -148,7 +149,8 @@ def istft(input, n_fft, hop_length=None, win_length=None, window=None, center=Tr
         raise RuntimeError("Complex windows are incompatible with return_complex=False")
     if window is None:
         warnings.warn("A window was not provided. A rectangular window will be applied. Please provide the same "
-                      "window used by stft to make the inversion lossless.", UserWarning, stacklevel=2)
+                      "window used by stft to make the inversion lossless.", UserWarning,
+                      stacklevel=program_stacklevel())
     w = _window(window, win_length, n_fft, xp.finfo(input.dtype).dtype, "istft")
     spectra = input.transpose(-1, -2)  # (batch?, frames, frequencies)
     last, norm = spectra.ndim - 1, "ortho" if normalized else "backward"
@@ -177,6 +179,7 @@ def istft(input, n_fft, hop_length=None, win_length=None, window=None, center=Tr
     signal = signal[..., start:end] / envelope
     if length is not None and signal.shape[-1] < length:
         warnings.warn("The length of signal is shorter than the length parameter. Result is being padded with zeros "
-                      "in the tail. Please check your center and hop_length settings.", UserWarning, stacklevel=2)
+                      "in the tail. Please check your center and hop_length settings.", UserWarning,
+                      stacklevel=program_stacklevel())
         signal = cat([signal, _zeros(signal, length - signal.shape[-1])], -1)
     return signal

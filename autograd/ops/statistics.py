@@ -8,6 +8,7 @@
 import warnings
 
 from ..backend import errstate, int64, xp
+from ..graph import program_stacklevel
 from ..tensor import Tensor, tensor_from
 from . import conjugation, elementwise, reductions, shape
 from .axes import dim_index, unbiased_overload
@@ -70,7 +71,7 @@ def cov(input, *, correction=1, fweights=None, aweights=None):
             dof = total - correction
     if dof <= 0:
         warnings.warn("cov(): degrees of freedom is <= 0. Correction should be strictly less than the number "
-                      "of observations.", UserWarning, stacklevel=2)
+                      "of observations.", UserWarning, stacklevel=program_stacklevel())
         with errstate(divide="ignore", invalid="ignore"):
             return shape.squeeze(products / (dof * 0))
     return shape.squeeze(products / dof)

@@ -10,6 +10,7 @@ import numpy
 
 from ..backend import xp
 from ..errors import DtypeError
+from ..graph import program_stacklevel
 from ..tensor import Tensor
 from ..write_door import _refuse_overflow
 from .conversion import type_name
@@ -52,7 +53,8 @@ def _array_index(i):
             raise IndexError("tensors used as indices must be long, int, byte or bool tensors")
         if i.dtype == xp.uint8:
             warnings.warn("indexing with dtype torch.uint8 is now deprecated, please use a dtype torch.bool "
-                          "instead.", UserWarning, stacklevel=4)  # (the line indexing, past _as_pytorch_reads_it)
+                          "instead.", UserWarning,
+                          stacklevel=program_stacklevel())  # (the line indexing, past _as_pytorch_reads_it)
             return i.astype(bool)
     elif isinstance(i, slice) and i.step is not None and i.step < 0:
         raise ValueError("step must be greater than zero")
@@ -65,7 +67,7 @@ def _getitem(x, index):
         warnings.warn("Using a non-tuple sequence for multidimensional indexing is deprecated and will be changed "
                       "in pytorch 2.9; use x[tuple(seq)] instead of x[seq]. In pytorch 2.9 this will be interpreted "
                       "as tensor index, x[torch.tensor(seq)], which will result either in an error or a different "
-                      "result", UserWarning, stacklevel=2)
+                      "result", UserWarning, stacklevel=program_stacklevel())
     x, index = _as_pytorch_reads_it(x, index)
     return GetItem.apply(x, index=index)
 

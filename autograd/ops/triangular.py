@@ -18,6 +18,7 @@ division gives inf or nan in the solution.
 import warnings
 
 from ..backend import errstate, xp
+from ..graph import program_stacklevel
 from ..primitive import Primitive
 from ..return_types import return_type
 from .conversion import require_same_dtype
@@ -111,7 +112,7 @@ def triangular_solve(input, A, upper=True, transpose=False, unitriangular=False,
     warnings.warn("torch.triangular_solve is deprecated in favor of torch.linalg.solve_triangularand will be removed "
                   "in a future PyTorch release.\ntorch.linalg.solve_triangular has its arguments reversed and does not "
                   "return a copy of one of the inputs.\nX = torch.triangular_solve(B, A).solution\nshould be replaced "
-                  "with\nX = torch.linalg.solve_triangular(A, B).", UserWarning, stacklevel=2)
+                  "with\nX = torch.linalg.solve_triangular(A, B).", UserWarning, stacklevel=program_stacklevel())
     require_same_dtype(input, A, ("b", "A"))
     coefficient = A.mT if transpose else A
     solution = solve_triangular(coefficient, input, upper=upper != bool(transpose), unitriangular=unitriangular)

@@ -6,6 +6,7 @@ import warnings
 
 import numpy
 
+from ..graph import program_stacklevel
 from ..tensor import Tensor, tensor_from
 from .coo import SparseTensor, _cat_all, _index_tensor, _refuse_layout, sparse_coo_tensor
 
@@ -162,7 +163,7 @@ def legacy_constructor(dtype):
             size = rest[0] if rest else size
             warnings.warn("torch.sparse.SparseTensor(indices, values, shape, *, device=) is deprecated.  Please use "
                           "torch.sparse_coo_tensor(indices, values, shape, dtype=, device=).", UserWarning,
-                          stacklevel=2)
+                          stacklevel=program_stacklevel())
             return sparse_coo_tensor(indices, values, size, dtype=dtype)
         sizes = args[0] if len(args) == 1 and isinstance(args[0], (tuple, list)) else args
         sizes = tuple(sizes or size or ())

@@ -25,6 +25,7 @@ import warnings
 
 from ..autograd.graph import saved_tensors_hooks
 from ..grad_mode import enable_grad, is_grad_enabled
+from ..graph import program_stacklevel
 from ..random import get_rng_state, set_rng_state
 
 NOT_EXPLICIT = (
@@ -47,7 +48,7 @@ def checkpoint(function, *args, use_reentrant=None, context_fn=None, determinism
     """
     preserve_rng_state = kwargs.pop("preserve_rng_state", True)
     if use_reentrant is None:
-        warnings.warn(NOT_EXPLICIT, UserWarning, stacklevel=2)
+        warnings.warn(NOT_EXPLICIT, UserWarning, stacklevel=program_stacklevel())
         use_reentrant = True
     if use_reentrant:
         if kwargs:
@@ -70,7 +71,7 @@ def checkpoint_sequential(functions, segments, input, use_reentrant=None, **kwar
     """Run ``functions`` (an nn.Sequential or a list of modules or functions) one after another on
     ``input``, in ``segments`` pieces: every piece but the last is checkpointed."""
     if use_reentrant is None:
-        warnings.warn(NOT_EXPLICIT, UserWarning, stacklevel=2)
+        warnings.warn(NOT_EXPLICIT, UserWarning, stacklevel=program_stacklevel())
         use_reentrant = True
     functions = list(functions.children()) if hasattr(functions, "children") else list(functions)
     size = len(functions) // segments

@@ -8,6 +8,7 @@ import math
 import warnings
 
 import autograd
+from autograd.graph import program_stacklevel
 from autograd.ops.conversion import c_name
 
 from .. import functional as F
@@ -89,7 +90,7 @@ def _canonical_mask(mask, mask_name, other_type, other_name, target_type):
         raise AssertionError(f"only bool and floating types of {mask_name} are supported")
     if other_type is not None and mask.dtype != other_type:
         warnings.warn(f"Support for mismatched {mask_name} and {other_name} is deprecated. Use same type for both "
-                      "instead.", UserWarning, stacklevel=3)
+                      "instead.", UserWarning, stacklevel=program_stacklevel())
     if mask.dtype == autograd.bool:
         return autograd.zeros(mask.shape, dtype=target_type).masked_fill(mask, float("-inf"))
     return mask

@@ -11,6 +11,7 @@ import warnings
 from enum import IntEnum, auto
 
 import autograd
+from autograd.graph import program_stacklevel
 
 __all__ = ["causal_upper_left", "causal_lower_right", "CausalVariant", "CausalBias"]
 
@@ -35,7 +36,7 @@ class CausalBias:
         self.seq_len_kv = seq_len_kv
         if seq_len_q > seq_len_kv and variant == CausalVariant.LOWER_RIGHT:
             warnings.warn("Lower right causal bias will produce NaNs in the output when seq_len_q > seq_len_kv!",
-                          stacklevel=2)
+                          stacklevel=program_stacklevel())
 
     def _upper_left(self, device=None):
         return autograd.tril(autograd.ones(self.seq_len_q, self.seq_len_kv, device=device, dtype=autograd.bool))

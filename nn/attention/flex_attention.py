@@ -22,6 +22,7 @@ from typing import NamedTuple
 import autograd
 from autograd import Tensor
 from autograd.device import resolve as resolve_device
+from autograd.graph import program_stacklevel
 
 from . import _safe_softmax
 
@@ -301,7 +302,7 @@ def flex_attention(query, key, value, score_mod=None, block_mask=None, scale=Non
     if return_lse and "return_lse" not in _warned:
         _warned.add("return_lse")
         warnings.warn("return_lse is deprecated and will be removed in v2.10. Please use "
-                      "return_aux=AuxRequest(lse=True) instead.", FutureWarning, stacklevel=2)
+                      "return_aux=AuxRequest(lse=True) instead.", FutureWarning, stacklevel=program_stacklevel())
     scale = 1.0 / math.sqrt(query.size(-1)) if scale is None else scale
     score_mod = _identity if score_mod is None else score_mod
     working = autograd.float64 if query.dtype == autograd.float64 else autograd.float32

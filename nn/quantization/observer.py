@@ -28,6 +28,7 @@ import autograd
 import nn
 from autograd.ao import schemes
 from autograd.ao.schemes import per_channel_affine, per_tensor_affine, qint8, qint32, quint8
+from autograd.graph import program_stacklevel
 
 EPS = float(numpy.finfo(numpy.float32).eps)
 
@@ -124,12 +125,13 @@ def calculate_qmin_qmax(quant_min, quant_max, has_customized_qrange, dtype, redu
 def check_min_max_valid(min_val, max_val):
     """Whether the observer has seen anything (PyTorch's warning where it has not), and min <= max."""
     if min_val.numel() == 0 or max_val.numel() == 0:
-        warnings.warn("must run observer before calling calculate_qparams. Returning default values.", stacklevel=2)
+        warnings.warn("must run observer before calling calculate_qparams. Returning default values.",
+                      stacklevel=program_stacklevel())
         return False
     if min_val.dim() == 0 or max_val.dim() == 0:
         if min_val == float("inf") and max_val == float("-inf"):
             warnings.warn("must run observer before calling calculate_qparams. Returning default values.",
-                          stacklevel=2)
+                          stacklevel=program_stacklevel())
             return False
         if min_val > max_val:
             raise AssertionError(f"min {min_val} should be less than max {max_val}")
@@ -148,7 +150,7 @@ class UniformQuantizationObserverBase(ObserverBase):
         self.qscheme = qscheme
         if reduce_range:
             warnings.warn("Please use quant_min and quant_max to specify the range for observers. reduce_range "
-                          "will be deprecated in a future release of PyTorch.", stacklevel=2)
+                          "will be deprecated in a future release of PyTorch.", stacklevel=program_stacklevel())
         self.reduce_range = reduce_range
         self.register_buffer("eps", autograd.tensor([eps]))
         if qscheme not in schemes.SCHEMES.values():

@@ -20,6 +20,7 @@ import nn
 import nn.intrinsic as nni
 import nn.intrinsic.qat as nniqat
 import nn.qat as nnqat
+from autograd.graph import program_stacklevel
 
 from .fake_quantize import FakeQuantizeBase
 from .observer import ObserverBase
@@ -38,7 +39,7 @@ def _deprecated(function):
 
     @functools.wraps(function)
     def warning(*args, **kwargs):
-        warnings.warn(DEPRECATION_WARNING, DeprecationWarning, stacklevel=2)
+        warnings.warn(DEPRECATION_WARNING, DeprecationWarning, stacklevel=program_stacklevel())
         return function(*args, **kwargs)
 
     return warning
@@ -138,7 +139,7 @@ def prepare(model, inplace=False, allow_list=None, observer_non_leaf_module_list
     if not any(getattr(m, "qconfig", None) for m in model.modules()):
         warnings.warn("None of the submodule got qconfig applied. Make sure you passed correct configuration "
                       "through `qconfig_dict` or by assigning the `.qconfig` attribute directly on submodules",
-                      stacklevel=2)
+                      stacklevel=program_stacklevel())
     _add_observer_(model, allow_list, observer_non_leaf_module_list)
     return model
 

@@ -12,6 +12,7 @@ import contextlib
 import warnings
 
 from autograd import Tensor
+from autograd.graph import program_stacklevel
 
 _MISSING = object()
 
@@ -103,5 +104,5 @@ def functional_call(module, parameters_and_buffers, args=None, kwargs=None, *, t
     tensor serves all its names. ``strict``: the names must be exactly the module's."""
     warnings.warn("`torch.nn.utils.stateless.functional_call` is deprecated as of PyTorch 2.0 and will be removed "
                   "in a future version of PyTorch. Please use `torch.func.functional_call` instead which is a "
-                  "drop-in replacement.", FutureWarning, stacklevel=2)
+                  "drop-in replacement.", FutureWarning, stacklevel=program_stacklevel())
     return _functional_call(module, parameters_and_buffers, args, kwargs, tie_weights=tie_weights, strict=strict)

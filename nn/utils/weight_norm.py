@@ -11,6 +11,8 @@ state dict of this one (``weight_g``, ``weight_v``) loads into a PyTorch model t
 
 import warnings
 
+from autograd.graph import program_stacklevel
+
 from ..parameter import Parameter
 from .parametrizations import _norm_except_dim, _weight_norm
 
@@ -28,7 +30,7 @@ class WeightNorm:
     @staticmethod
     def apply(module, name, dim):
         warnings.warn("`torch.nn.utils.weight_norm` is deprecated in favor of "
-                      "`torch.nn.utils.parametrizations.weight_norm`.", FutureWarning, stacklevel=3)
+                      "`torch.nn.utils.parametrizations.weight_norm`.", FutureWarning, stacklevel=program_stacklevel())
         for hook in module._forward_pre_hooks.values():
             if isinstance(hook, WeightNorm) and hook.name == name:
                 raise RuntimeError(f"Cannot register two weight_norm hooks on the same parameter {name}")

@@ -17,6 +17,7 @@ import numpy
 
 from ...backend import xp
 from ...factories import randperm
+from ...graph import program_stacklevel
 from ...tensor import Tensor, tensor_from
 from .collate import default_collate
 
@@ -204,7 +205,7 @@ def random_split(dataset, lengths, generator=None):
         for i, count in enumerate(counts):
             if count == 0:
                 warnings.warn(f"Length of split at index {i} is 0. This might result in an empty dataset.",
-                              stacklevel=2)
+                              stacklevel=program_stacklevel())
         lengths = counts
     if sum(lengths) != total:
         raise ValueError("Sum of input lengths does not equal the length of the input dataset! "

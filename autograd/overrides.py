@@ -1,0 +1,264 @@
+"""PyTorch's ``__torch_function__`` protocol (``torch.overrides``): a subclass of Tensor takes part in every call.
+
+A class that subclasses Tensor is asked first by every public function and Tensor method that receives one of
+its instances: the call becomes ``type(x).__torch_function__(func, types, args, kwargs)``, where ``func`` is the
+function or method called (``autograd.add``, ``Tensor.add``, ``nn.functional.relu``), ``types`` the classes
+that take part, subclasses before their bases. The default, ``Tensor.__torch_function__``, runs ``func`` with the
+protocol switched off and gives Tensor results back as the subclass, so a subclass keeps its class through
+every op (``type(x + 1) is MyTensor``); a class overriding it may log the call, unwrap its arguments, or answer
+for the function itself (PyTorch's tutorials' ``LoggingTensor``, torchvision's ``tv_tensors``).
+
+``nn.Parameter`` opts out (``__torch_function__ = _disabled_torch_function_impl``): ops on parameters give plain
+tensors, and a parameter never takes part.
+
+Cost: a program with no subclass of its own pays nothing. The public functions and methods are plain until the
+first class that takes part is defined (``Tensor.__init_subclass__`` calls ``install``); from then on each is a
+``Dispatching`` wrapper, which compares equal to (and hashes as) the function it wraps, so a table of functions
+written before or after that moment (``func in {Tensor.clone: ...}``) finds it either way.
+
+Not built: ``TorchFunctionMode``, and classes that take part without subclassing Tensor (PyTorch's "tensor-like"
+duck types), which would need every call to look at its arguments.
+"""
+
+import inspect
+import types
+
+from .graph import ModeSwitch, modes
+from .tensor import Tensor
+
+_NAMESPACES = []  # (namespace, which of its functions) that dispatch once installed: autograd's, F's
+_installed = False
+
+
+def _disabled_torch_function_impl(func, types, args=(), kwargs=None):
+    """The ``__torch_function__`` of a class that does not take part (nn.Parameter's): ``func`` as it is."""
+    return func(*args, **(kwargs or {}))
+
+
+class DisableTorchFunctionSubclass(ModeSwitch):
+    """Inside, calls do not go through subclasses' ``__torch_function__`` (what the default one runs ``func``
+    under, so that the ops inside it see plain calls). Per thread, as PyTorch's."""
+
+    def __init__(self):
+        super().__init__(torch_function=False)
+
+
+DisableTorchFunction = DisableTorchFunctionSubclass  # (modes are not built: the two switch off the same)
+
+
+def is_torch_function_enabled():
+    return modes.torch_function
+
+
+def _takes_part(cls):
+    """Whether instances of ``cls`` take part in calls: a class with a ``__torch_function__`` of its own kind,
+    not plain Tensor's and not the disabled one."""
+    method = getattr(cls, "__torch_function__", None)
+    return method is not None and cls is not Tensor and getattr(method, "__func__", method) is not \
+        _disabled_torch_function_impl
+
+
+def _overloaded_args(relevant):
+    """The arguments whose classes take part, one per class, each subclass before its bases (then left to right),
+    looking one level into lists and tuples (``autograd.cat([a, b])``)."""
+    found = []
+    for arg in relevant:
+        if isinstance(arg, (list, tuple)):
+            for item in arg:
+                _consider(item, found)
+        else:
+            _consider(arg, found)
+    return found
+
+
+def _consider(arg, found):
+    cls = type(arg)
+    if cls is Tensor or not isinstance(arg, Tensor) or not _takes_part(cls):  # (another library's tensor: not ours
+        return                                                                   # to ask)
+    if any(type(other) is cls for other in found):
+        return
+    for position, other in enumerate(found):
+        if issubclass(cls, type(other)):  # a subclass is asked before its base
+            found.insert(position, arg)
+            return
+    found.append(arg)
+
+
+def has_torch_function(relevant_args):
+    """Whether some argument among ``relevant_args`` takes part (and the protocol is on)."""
+    return is_torch_function_enabled() and bool(_overloaded_args(relevant_args))
+
+
+def has_torch_function_unary(arg):
+    return has_torch_function((arg,))
+
+
+def has_torch_function_variadic(*args):
+    return has_torch_function(args)
+
+
+def handle_torch_function(public_api, relevant_args, *args, **kwargs):
+    """``public_api(*args, **kwargs)`` answered by the ``__torch_function__`` of the arguments that take part, in
+    order, until one answers (not ``NotImplemented``)."""
+    overloaded = _overloaded_args(relevant_args)
+    types = tuple(type(arg) for arg in overloaded)
+    for arg in overloaded:
+        result = type(arg).__torch_function__(public_api, types, args, kwargs)
+        if result is not NotImplemented:
+            return result
+    name = getattr(public_api, "__qualname__", None) or getattr(public_api, "__name__", repr(public_api))
+    handlers = "".join(f"\n  - tensor subclass {type(arg)}" for arg in overloaded)
+    raise TypeError(f"Multiple dispatch failed for '{getattr(public_api, '__module__', None)}.{name}'; all "
+                    f"__torch_function__ handlers returned NotImplemented:\n{handlers}")
+
+
+def is_tensor_like(obj):
+    """A Tensor, or an object whose class has a ``__torch_function__``."""
+    return isinstance(obj, Tensor) or hasattr(type(obj), "__torch_function__")
+
+
+def convert(result, cls):
+    """The default ``__torch_function__``'s results as ``cls``: each Tensor that is not one already (through
+    lists and tuples, named ones included), by ``as_subclass`` (the same memory, in the same graph)."""
+    if cls is Tensor:
+        return result
+    if isinstance(result, Tensor) and not isinstance(result, cls):
+        return result.as_subclass(cls)
+    if isinstance(result, (tuple, list)):
+        items = [convert(item, cls) for item in result]
+        make = getattr(type(result), "_make", None)  # (a named tuple: autograd.return_types)
+        return make(items) if make is not None else type(result)(items)
+    return result
+
+
+class Dispatching:
+    """A public function or Tensor method that first asks the subclasses among its arguments (installed by
+    ``install``). It stands for the function it wraps: equal to it, hashed as it, documented as it, and named
+    as the attribute it is (``Tensor.sum``, not the op's own function name). ``public`` is what
+    ``__torch_function__`` is given: itself, or for an operator the method PyTorch names (``x * 2`` is
+    ``Tensor.mul``)."""
+
+    def __init__(self, function, name=None, public=None):
+        self.__wrapped__, self.public = function, public or self
+        for attribute in ("__qualname__", "__doc__", "__module__"):
+            setattr(self, attribute, getattr(function, attribute, None))
+        self.__name__ = name or getattr(function, "__name__", None)
+
+    def __call__(self, *args, **kwargs):
+        function = self.__wrapped__
+        if not modes.torch_function:
+            return function(*args, **kwargs)
+        relevant = args + tuple(kwargs.values()) if kwargs else args
+        if not _overloaded_args(relevant):
+            return function(*args, **kwargs)
+        return handle_torch_function(self.public, relevant, *args, **kwargs)
+
+    def __get__(self, instance, owner=None):  # a method: bound to the tensor it is read from
+        return self if instance is None else types.MethodType(self, instance)
+
+    def __eq__(self, other):
+        return other is self or other is self.__wrapped__ or (
+            type(other) is Dispatching and other.__wrapped__ is self.__wrapped__)
+
+    def __hash__(self):
+        return hash(self.__wrapped__)
+
+    def __repr__(self):
+        return repr(self.__wrapped__)
+
+
+# Tensor's methods that never dispatch: construction, copying and pickling, the protocol itself, NumPy's
+# protocols and the attribute machinery
+_NOT_DISPATCHED = {
+    "__init__", "__new__", "__init_subclass__", "__getstate__", "__setstate__", "__reduce__", "__reduce_ex__",
+    "__deepcopy__", "__copy__", "__hash__", "__torch_function__", "__array__", "__array_ufunc__",
+    "__array_function__", "__array_wrap__", "__array_priority__", "__dlpack__", "__dlpack_device__",
+    "__class_getitem__", "__getattr__", "__getattribute__", "__setattr__", "__delattr__", "__dir__", "__sizeof__",
+    "__subclasshook__", "__weakref__", "__dict__", "__slots__", "__module__", "__doc__", "__class__",
+    "as_subclass",
+}
+
+
+# autograd's public functions PyTorch does not let a subclass answer for (torch.overrides.get_ignored_functions):
+# factories from data or sizes, and questions about the library's state
+_NOT_OVERRIDABLE = {
+    "arange", "as_strided", "as_tensor", "asarray", "broadcast_shapes", "can_cast", "empty", "empty_permuted",
+    "empty_strided", "eye", "fill", "from_file", "from_numpy", "frombuffer", "full", "get_default_device",
+    "get_default_dtype", "get_device_module", "is_anomaly_enabled", "is_grad_enabled", "is_inference_mode_enabled",
+    "is_tensor", "linspace", "logspace", "normal", "ones", "promote_types", "rand", "rand_like", "randint",
+    "randint_like", "randn", "randn_like", "randperm", "result_type", "scalar_tensor", "set_default_device",
+    "tensor", "zeros", "load", "save", "manual_seed", "seed", "initial_seed", "set_default_dtype", "compile",
+}
+# the operators, as the methods PyTorch gives __torch_function__ for them (a reflected one where the order of
+# its operands does not matter)
+_OPERATOR_METHODS = {
+    "__add__": "add", "__radd__": "add", "__mul__": "mul", "__rmul__": "mul", "__sub__": "sub",
+    "__truediv__": "div", "__matmul__": "matmul", "__neg__": "neg", "__abs__": "abs", "__pow__": "pow",
+    "__lt__": "lt", "__le__": "le", "__gt__": "gt", "__ge__": "ge", "__eq__": "eq", "__ne__": "ne",
+}
+# the properties whose values are tensors made from the tensor (PyTorch's default gives them back as the subclass)
+_TENSOR_PROPERTIES = ("T", "mT", "H", "mH", "real", "imag", "data")
+
+
+def dispatch_namespace(namespace, wraps=None):
+    """Make the public functions of ``namespace`` (a module) dispatch once a class takes part, those it loads on
+    first use (_lazy) included; ``wraps(name, function)``, where given, says which (nn.functional registers itself:
+    autograd does not import nn)."""
+    _NAMESPACES.append((namespace, wraps))
+    if _installed:
+        _wrap_namespace(namespace, wraps)
+
+
+def _an_op(name, function):
+    """autograd's functions that dispatch (in its namespace and linalg's, fft's, special's): the ops' own and the
+    factories that follow a tensor (zeros_like), not those PyTorch lets no subclass answer for, nor gradcheck,
+    vmap or compile (which take functions)."""
+    return name not in _NOT_OVERRIDABLE and (name.endswith("_like") or (function.__module__ or "").startswith(
+        ("autograd.ops.", "autograd.linalg", "autograd.fft", "autograd.special")))
+
+
+def _on_load(module_name, name, value):
+    """_lazy's after_load: a function a dispatching namespace loads on first use, as its others."""
+    for namespace, wraps in _NAMESPACES:
+        if namespace.__name__ == module_name and isinstance(value, types.FunctionType) and (
+                wraps is None or wraps(name, value)):
+            return Dispatching(value, name)
+    return value
+
+
+def install():
+    """From now on every public function and Tensor method dispatches (the first class that takes part is
+    defined: ``Tensor.__init_subclass__``). Once per process."""
+    global _installed
+    if _installed:
+        return
+    _installed = True
+    import autograd
+
+    from . import _lazy
+
+    _lazy.after_load = _on_load
+    names = set()
+    for cls in Tensor.__mro__[:-1]:  # Tensor and what it is built from (the write door), not object
+        names.update(vars(cls))
+    for name in sorted(names, key=lambda name: name in _OPERATOR_METHODS):  # (the named methods first)
+        if name in _NOT_DISPATCHED or name.startswith("_") and not name.startswith("__"):
+            continue
+        attribute = inspect.getattr_static(Tensor, name)  # (the definition attribute lookup finds)
+        if isinstance(attribute, types.FunctionType):
+            public = Tensor.__dict__.get(_OPERATOR_METHODS.get(name))
+            setattr(Tensor, name, Dispatching(attribute, name, public if type(public) is Dispatching else None))
+        elif isinstance(attribute, property) and name in _TENSOR_PROPERTIES:
+            setattr(Tensor, name, property(Dispatching(attribute.fget, name), attribute.fset, attribute.fdel,
+                                           attribute.__doc__))
+    for namespace, exclude in _NAMESPACES:  # (registered before: nn.functional)
+        _wrap_namespace(namespace, exclude)
+    for namespace in (autograd, autograd.linalg, autograd.fft, autograd.special):
+        dispatch_namespace(namespace, _an_op)
+
+
+def _wrap_namespace(namespace, wraps):
+    for name, function in list(vars(namespace).items()):
+        if not name.startswith("_") and isinstance(function, types.FunctionType) and (  # (not a class, a module,
+                wraps is None or wraps(name, function)):                                # a wrapper already)
+            setattr(namespace, name, Dispatching(function, name))

@@ -1,0 +1,169 @@
+"""The ``__torch_function__`` protocol (autograd/overrides.py, PyTorch's torch.overrides): a subclass of Tensor
+keeps its class through every op by default, a class may override the protocol (log, unwrap, answer for a
+function), nn.Parameter opts out, and a backward pass asks no subclass. Each test runs on chainrule and on
+PyTorch (the ``T`` fixture) against the same expectations."""
+
+import importlib
+
+import numpy as np
+import pytest
+
+
+def _F(T):
+    return importlib.import_module("torch.nn.functional" if T.__name__ == "torch" else "nn.functional")
+
+
+def _nn(T):
+    return importlib.import_module("torch.nn" if T.__name__ == "torch" else "nn")
+
+
+def _names(calls):
+    return [getattr(func, "__name__", None) for func in calls]
+
+
+def test_a_subclass_keeps_its_class_through_ops(T):
+    class Mine(T.Tensor):
+        pass
+
+    a = T.tensor([1.0, 2.0]).as_subclass(Mine)
+    b = T.tensor([3.0, 5.0])
+    results = {
+        "a + 1": a + 1, "b + a": b + a, "2 * a": 2 * a, "add": T.add(b, a), "sum": a.sum(), "a[0]": a[0],
+        "detach": a.detach(), "clone": a.clone(), "to": a.to(T.float64), "cat": T.cat([b, a]),
+        "stack": T.stack([a, b]), "where": T.where(a > 1, a, b), "a > 1": a > 1, "relu": _F(T).relu(a),
+        "linear": _nn(T).Linear(2, 3)(a), "values": a.max(0).values, "T": a.reshape(1, 2).T, "data": a.data,
+        "zeros_like": T.zeros_like(a), "exp": a.exp(),
+    }
+    for label, result in results.items():
+        assert type(result) is Mine, label
+    assert all(type(part) is Mine for part in a.unbind(0))
+    np.testing.assert_allclose(T.where(a > 1, a, b).numpy(), [3.0, 2.0])
+    np.testing.assert_allclose((b + a).numpy(), [4.0, 7.0])
+    assert type(a.sum().item()) is float and type(a.numpy()) is np.ndarray and type(a.shape) is T.Size
+    assert type(a.max(0)).__name__ == "max"  # (the named tuple stays one, its tensors converted)
+
+
+def test_in_place_ops_and_writes_keep_the_tensor(T):
+    class Mine(T.Tensor):
+        pass
+
+    a = T.tensor([1.0, 2.0]).as_subclass(Mine)
+    a.add_(1)
+    a[0] = 5.0
+    assert type(a) is Mine and a.tolist() == [5.0, 3.0]
+
+
+def test_a_subclass_of_a_subclass_is_asked_first(T):
+    class Base(T.Tensor):
+        pass
+
+    class Derived(Base):
+        pass
+
+    base, derived = T.tensor([1.0]).as_subclass(Base), T.tensor([2.0]).as_subclass(Derived)
+    assert type(base + derived) is Derived and type(derived + base) is Derived
+
+
+def test_a_logging_subclass_sees_the_calls_and_not_the_backward_passs_ops(T):
+    class Logging(T.Tensor):
+        calls = []
+
+        @classmethod
+        def __torch_function__(cls, func, types, args=(), kwargs=None):
+            cls.calls.append(func)
+            return super().__torch_function__(func, types, args, kwargs or {})
+
+    x = T.tensor([1.0, -2.0], requires_grad=True)
+    logged = x.as_subclass(Logging)
+    Logging.calls.clear()
+    loss = (logged * logged).sum()
+    loss.backward()
+    assert _names(Logging.calls) == ["mul", "sum", "backward"]
+    assert Logging.calls[0] == T.Tensor.mul  # (x * x is the method mul, as PyTorch gives it)
+    assert type(loss) is Logging and type(x.grad) is T.Tensor
+    np.testing.assert_allclose(x.grad.numpy(), [2.0, -4.0])
+
+
+def test_a_subclass_may_answer_for_a_function(T):
+    class Lazy(T.Tensor):
+        @classmethod
+        def __torch_function__(cls, func, types, args=(), kwargs=None):
+            if func == T.mean:  # (its own answer: the number of elements, as a plain tensor)
+                return T.tensor(float(args[0].numel()))
+            return super().__torch_function__(func, types, args, kwargs or {})
+
+    a = T.tensor([[1.0, 2.0], [3.0, 5.0]]).as_subclass(Lazy)
+    assert T.mean(a).item() == 4.0 and type(T.mean(a)) is T.Tensor
+    assert T.sum(a).item() == 11.0 and type(T.sum(a)) is Lazy
+
+
+def test_a_table_of_functions_written_in_the_class_body_finds_them(T):
+    """torchvision's tv_tensors: every op unwraps to a plain tensor, but those in a table the class body writes
+    (before the class exists, so before any function dispatches) keep the class."""
+
+    class Image(T.Tensor):
+        KEEP = {T.Tensor.clone, T.Tensor.to, T.Tensor.detach, T.Tensor.requires_grad_}
+
+        @classmethod
+        def __torch_function__(cls, func, types, args=(), kwargs=None):
+            with T._C.DisableTorchFunctionSubclass():
+                output = func(*args, **(kwargs or {}))
+                if func in cls.KEEP and isinstance(output, T.Tensor) and not isinstance(output, cls):
+                    output = output.as_subclass(cls)
+            return output
+
+    image = T.tensor([[0.5, 1.0]]).as_subclass(Image)
+    assert type(image.clone()) is Image and type(image.detach()) is Image and type(image.to(T.float64)) is Image
+    assert type(image * 2) is T.Tensor and type(image.flip(1)) is T.Tensor
+    np.testing.assert_allclose(image.flip(1).numpy(), [[1.0, 0.5]])
+
+
+def test_parameters_and_a_switched_off_class_give_plain_tensors(T):
+    class Plain(T.Tensor):
+        __torch_function__ = T._C._disabled_torch_function_impl
+
+    class Mine(T.Tensor):
+        pass
+
+    p = _nn(T).Parameter(T.ones(2))
+    mine = T.tensor([1.0, 2.0]).as_subclass(Mine)
+    assert type(p * 2) is T.Tensor and type(p + mine) is Mine
+    plain = T.tensor([1.0]).as_subclass(Plain)
+    assert type(plain * 2) is T.Tensor
+    with T._C.DisableTorchFunctionSubclass():
+        assert type(mine + 1) is T.Tensor
+
+
+def test_a_function_of_ones_own_takes_part_through_handle_torch_function(T):
+    overrides = importlib.import_module(f"{T.__name__}.overrides")
+
+    def doubled(x):
+        if overrides.has_torch_function_unary(x):
+            return overrides.handle_torch_function(doubled, (x,), x)
+        return x * 2
+
+    class Mine(T.Tensor):
+        seen = []
+
+        @classmethod
+        def __torch_function__(cls, func, types, args=(), kwargs=None):
+            cls.seen.append(func)
+            return super().__torch_function__(func, types, args, kwargs or {})
+
+    plain = T.tensor([1.0, 2.0])
+    assert not overrides.has_torch_function((plain, 1.0)) and type(doubled(plain)) is T.Tensor
+    mine = plain.as_subclass(Mine)
+    assert overrides.has_torch_function_variadic(plain, mine) and overrides.is_tensor_like(mine)
+    result = doubled(mine)
+    assert type(result) is Mine and result.tolist() == [2.0, 4.0] and Mine.seen[0] is doubled
+
+
+def test_no_class_answering_is_a_type_error(T):
+    class Refusing(T.Tensor):
+        @classmethod
+        def __torch_function__(cls, func, types, args=(), kwargs=None):
+            return NotImplemented
+
+    refusing = T.tensor([1.0]).as_subclass(Refusing)
+    with pytest.raises(TypeError, match="all __torch_function__ handlers returned NotImplemented"):
+        T.add(refusing, 1)
