@@ -63,9 +63,10 @@ class BasePruningMethod(abc.ABC):
         else:
             importance_scores = orig
         first = not isinstance(method, PruningContainer)
-        if first:  # <name> becomes <name>_orig (the same Parameter), and the mask starts at all ones
-            delattr(module, name)
+        if first:  # <name> becomes <name>_orig (the same Parameter: registered first, so a tensor that is not one,
+            # a parametrized weight or a buffer, is refused before anything changes), and the mask starts at all ones
             module.register_parameter(name + "_orig", orig)
+            del module._parameters[name]
             default_mask = autograd.ones_like(orig)
         else:
             default_mask = getattr(module, name + "_mask").detach().clone()
@@ -76,8 +77,8 @@ class BasePruningMethod(abc.ABC):
             module.register_forward_pre_hook(method)
         except Exception:
             if first:  # leave the module as it was
-                delattr(module, name + "_orig")
                 module.register_parameter(name, orig)
+                del module._parameters[name + "_orig"]
             raise
         return method
 

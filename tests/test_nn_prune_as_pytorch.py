@@ -2,7 +2,8 @@
 ``ln_structured`` choose by ``topk`` (whose choice among equal values is its algorithm's, not the first ones:
 they took the first by position), ``random_unstructured`` draws in the tensor's dtype (``rand_like``: a float64
 layer drew float32 numbers), and ``ln_structured`` computes its norms with ``torch.norm`` (so 'fro' over the
-three other dims of a convolution's weight fails as there)."""
+three other dims of a convolution's weight fails as there). Pruning a tensor that is not a parameter (a
+parametrized weight, a buffer) is refused as PyTorch refuses it, before the module changes."""
 
 import importlib
 
@@ -66,3 +67,15 @@ def test_norm_frobenius_over_three_dims_is_a_matrix_norm(T):
         T.norm(x, p="fro", dim=(0, 1, 2))
     np.testing.assert_allclose(T.norm(x, p="fro", dim=(0, 2)).numpy(), np.full(3, 8 ** 0.5), rtol=1e-6)
     np.testing.assert_allclose(T.norm(x, p="fro").numpy(), 24 ** 0.5, rtol=1e-6)
+
+
+def test_pruning_what_is_not_a_parameter_is_refused_first(T):
+    nn, prune = modules(T)
+    bn = nn.BatchNorm1d(3)
+    with pytest.raises(TypeError, match="cannot assign .* to parameter 'running_mean_orig'"):
+        prune.l1_unstructured(bn, "running_mean", amount=1)
+    assert list(bn.state_dict()) == ["weight", "bias", "running_mean", "running_var", "num_batches_tracked"]
+    layer = nn.Linear(2, 2)
+    with pytest.raises(IndexError, match="Invalid index 5"):
+        prune.ln_structured(layer, "weight", amount=1, n=2, dim=5)
+    assert list(dict(layer.named_parameters())) == ["bias", "weight"]  # (as PyTorch leaves it: weight last)
