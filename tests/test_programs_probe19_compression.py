@@ -419,6 +419,148 @@ def test_gradual_pruning_schedule():
     np.testing.assert_allclose(history[-1], 0.8, atol=0.02)
 
 
+def pruning_chain(m, seed):
+    """A random chain of pruning methods on a random tensor (sometimes with tied values), each combined with
+    the mask so far; a method's refusal is part of the result."""
+    torch, nn = m.torch, m.nn
+    prune = prune_of(m)
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    shape = [int(size) for size in rng.integers(2, 6, size=rng.integers(2, 5))]
+    module = nn.Module()
+    weight = torch.randn(*shape)
+    if rng.random() < 0.3:
+        weight = (weight * 2).round() / 2  # many equal magnitudes
+    module.weight = nn.Parameter(weight)
+    steps = []
+    for _ in range(rng.integers(1, 5)):
+        kind = ["l1", "random", "ln", "random_structured", "custom"][rng.integers(5)]
+        amount = [0.0, 0.2, 0.5, 1, 2, 0.9][rng.integers(6)]
+        dim = int(rng.integers(-len(shape), len(shape)))
+        n = [1, 2, float("inf"), 0, -1][rng.integers(5)]
+        try:
+            if kind == "l1":
+                prune.l1_unstructured(module, "weight", amount=amount)
+            elif kind == "random":
+                prune.random_unstructured(module, "weight", amount=amount)
+            elif kind == "ln":
+                prune.ln_structured(module, "weight", amount=amount, n=n, dim=dim)
+            elif kind == "random_structured":
+                prune.random_structured(module, "weight", amount=amount, dim=dim)
+            else:
+                prune.custom_from_mask(module, "weight", mask=torch.rand(*shape) > 0.3)
+            steps.append(kind)
+        except (ValueError, IndexError) as error:
+            steps.append(type(error).__name__)
+    return steps, getattr(module, "weight_mask", None)
+
+
+def test_random_pruning_chains():
+    for seed in range(60):
+        ours, _ = run_both(pruning_chain, seed)
+        steps, mask = ours
+        assert mask is None or set(np.unique(mask)) <= {0.0, 1.0}
+
+
+def pruning_and_hooks(m):
+    torch, nn = m.torch, m.nn
+    prune = prune_of(m)
+    torch.manual_seed(0)
+    layer = nn.Linear(3, 2)
+    seen = []
+    user = layer.register_forward_pre_hook(lambda module, inputs: seen.append(("user", module.weight.sum().item())))
+    prune.l1_unstructured(layer, "weight", amount=3)
+    layer.register_forward_pre_hook(lambda module, inputs: seen.append(("first", module.weight.sum().item())),
+                                    prepend=True)
+
+    def doubled(module, args, kwargs):
+        seen.append(("kwargs", len(args), sorted(kwargs)))
+        return (args[0] * 2,), kwargs
+
+    layer.register_forward_pre_hook(doubled, with_kwargs=True)
+    with torch.no_grad():
+        layer.weight_orig.add_(1.0)
+    y = layer(torch.ones(1, 3))
+    kinds = lambda: [type(hook).__name__ if hasattr(hook, "compute_mask") else "function"
+                     for hook in layer._forward_pre_hooks.values()]
+    order = kinds()
+    prune.l1_unstructured(layer, "weight", amount=1)  # the container takes the end of the hooks
+    order_again = kinds()
+    user.remove()
+    y_again = layer(torch.ones(1, 3))
+    prune.remove(layer, "weight")
+    return seen, y, y_again, order, order_again, kinds()
+
+
+def test_pruning_hook_among_other_forward_pre_hooks():
+    ours, _ = run_both(pruning_and_hooks)
+    seen, y, y_again, order, order_again, final = ours
+    assert order == ["function", "function", "L1Unstructured", "function"]
+    assert order_again == ["function", "function", "function", "PruningContainer"] and final == ["function"] * 2
+    assert seen[0][0] == "first" and seen[1][0] == "user" and seen[2] == ("kwargs", 1, [])
+    assert seen[1][1] == seen[0][1]  # both ran before pruning's hook: the weight of the last call, before add_
+
+
+def pruned_functional_call(m):
+    torch, nn = m.torch, m.nn
+    prune = prune_of(m)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 2))
+    prune.l1_unstructured(model[0], "weight", amount=0.5)
+    params = {k: v.detach() * 2 for k, v in model.named_parameters()}
+    x = torch.randn(3, 4)
+    y = torch.func.functional_call(model, {**params, **dict(model.named_buffers())}, (x,))
+    y_model = model(x)  # the module's own tensors are back
+    y_unmasked = torch.func.functional_call(model, {"0.weight_mask": torch.ones(5, 4)}, (x,))
+    loss = lambda p: torch.func.functional_call(model, p, (x,)).sum()
+    grads = torch.func.grad(loss)(dict(model.named_parameters()))
+    return y, y_model, y_unmasked, grads, model[0].weight_mask
+
+
+def test_functional_call_through_the_pruning_hook():
+    ours, _ = run_both(pruned_functional_call)
+    y, y_model, y_unmasked, grads, mask = ours
+    assert not np.allclose(y_unmasked, y_model) and (grads["0.weight_orig"][mask == 0] == 0).all()
+
+
+def n_m_sparsity(m, N=2, M=4):
+    """2:4 semi-structured masks by hand (topk in each group of 4, and by sort, argsort and kthvalue), and a
+    straight-through sparse product."""
+    torch = m.torch
+    torch.manual_seed(0)
+    w = ((torch.randn(8, 16) * 2).round() / 2).requires_grad_()  # tied magnitudes in the groups
+    group = w.detach().abs().view(-1, M)
+    mask = torch.zeros_like(group).scatter_(1, group.topk(N, dim=1).indices, 1.0).view_as(w)
+    mask_argsort = torch.ones_like(group).scatter_(1, torch.argsort(group, dim=1)[:, :M - N], 0).view_as(w)
+    _, order = torch.sort(group, dim=1, descending=True)
+    mask_sort = torch.zeros_like(group).scatter(1, order[:, :N], 1.0).view_as(w)
+    mask_kth = (group > group.kthvalue(M - N, dim=1, keepdim=True).values).float().view_as(w)
+
+    class SparseWeight(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, weight, mask):
+            ctx.save_for_backward(mask)
+            return weight * mask
+
+        @staticmethod
+        def backward(ctx, grad):
+            (mask,) = ctx.saved_tensors
+            return grad * mask, None
+
+    SparseWeight.apply(w, mask).pow(2).sum().backward()
+    median = group.median(dim=1)
+    quantiles = (torch.quantile(w.detach().abs(), 0.5, dim=1, interpolation="nearest"),
+                 torch.quantile(w.detach().abs(), 0.3, dim=1, interpolation="lower"))
+    return mask, mask_argsort, mask_sort, mask_kth, w.grad, median, quantiles
+
+
+def test_n_m_sparsity_masks():
+    ours, _ = run_both(n_m_sparsity)
+    mask, mask_argsort, mask_sort = ours[:3]
+    assert (mask.reshape(-1, 4).sum(1) == 2).all() and (mask_argsort.reshape(-1, 4).sum(1) == 2).all()
+    assert (mask_sort.reshape(-1, 4).sum(1) == 2).all() and (ours[4][mask == 0] == 0).all()
+
+
 # ----------------------------------------------------------------------------------------------
 # folding BatchNorm into the layer before it, by hand and by the FX fuser of PyTorch's tutorial
 # ----------------------------------------------------------------------------------------------
