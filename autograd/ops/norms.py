@@ -197,11 +197,11 @@ def norm(input, p="fro", dim=None, keepdim=False, out=None, dtype=None):
     (a vector p-norm over dim, or over all elements)."""
     if isinstance(dim, int):
         dim = (dim,)
-    if p == "nuc":
-        dims = tuple(range(input.ndim)) if dim is None else dim
-        return matrix_norm(input, "nuc", dims, keepdim, dtype=dtype, out=out)
-    if p == "fro" or p is None:
+    if p is None or (p == "fro" and (dim is None or len(dim) <= 2)):
         p = 2
+    if isinstance(p, str):  # 'nuc', or 'fro' over more than two dims: a matrix norm (which wants two dims)
+        dims = tuple(range(input.ndim)) if dim is None else dim
+        return matrix_norm(input, p, dims, keepdim, dtype=dtype, out=out)
     return vector_norm(input, p, dim, keepdim, dtype=dtype, out=out)
 
 

@@ -72,7 +72,9 @@ def fake_quantize_per_tensor_affine(input, scale, zero_point, quant_min, quant_m
     tensor_qparams = isinstance(scale, Tensor) or isinstance(zero_point, Tensor)
     scale, zero_point = _number(scale), _number(zero_point)
     _check_range(quant_min, quant_max)
-    if not quant_min <= zero_point <= quant_max:
+    # (PyTorch checks a number zero_point against the range; one in a tensor, as an observer's or a learnt one,
+    # it takes as it is: the rounded values are clamped into the range all the same)
+    if not tensor_qparams and not quant_min <= zero_point <= quant_max:
         raise RuntimeError("`zero_point` must be between `quant_min` and `quant_max`.")
     return FakeQuantizeAffine.apply(
         input, scale=numpy.float32(scale), zero_point=int(zero_point), quant_min=quant_min, quant_max=quant_max,

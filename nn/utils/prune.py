@@ -63,9 +63,10 @@ class BasePruningMethod(abc.ABC):
         else:
             importance_scores = orig
         first = not isinstance(method, PruningContainer)
-        if first:  # <name> becomes <name>_orig (the same Parameter), and the mask starts at all ones
-            delattr(module, name)
+        if first:  # <name> becomes <name>_orig (the same Parameter: registered first, so a tensor that is not one,
+            # a parametrized weight or a buffer, is refused before anything changes), and the mask starts at all ones
             module.register_parameter(name + "_orig", orig)
+            del module._parameters[name]
             default_mask = autograd.ones_like(orig)
         else:
             default_mask = getattr(module, name + "_mask").detach().clone()
@@ -76,8 +77,8 @@ class BasePruningMethod(abc.ABC):
             module.register_forward_pre_hook(method)
         except Exception:
             if first:  # leave the module as it was
-                delattr(module, name + "_orig")
                 module.register_parameter(name, orig)
+                del module._parameters[name + "_orig"]
             raise
         return method
 
@@ -219,18 +220,13 @@ def _count(amount, size):
     return round(amount * size)
 
 
-def _smallest(values, count):
-    """The flat indices of the ``count`` smallest values (ties by position)."""
-    return numpy.argsort(values, kind="stable")[:count]
-
-
-def _without_smallest(t, default_mask, amount, scores):
-    """default_mask with 0 at the ``amount`` entries of t of smallest score; ``scores()`` gives one per
-    entry, flat, and is called only when something is pruned (a random score draws only then)."""
+def _without(t, default_mask, amount, chosen):
+    """default_mask with 0 at the ``amount`` entries of t that ``chosen(count)`` names (flat indices), called
+    only when something is pruned (a random choice draws only then)."""
     count = _count(amount, t.numel())
     mask = default_mask.detach().numpy().copy()
     if count:
-        mask.reshape(-1)[_smallest(scores(), count)] = 0
+        mask.reshape(-1)[chosen(count).numpy()] = 0
     return autograd.tensor(mask)
 
 
@@ -244,8 +240,9 @@ class RandomUnstructured(BasePruningMethod):
         _check_amount(amount)
         self.amount = amount
 
-    def compute_mask(self, t, default_mask):
-        return _without_smallest(t, default_mask, self.amount, lambda: -autograd.rand(t.numel()).numpy())
+    def compute_mask(self, t, default_mask):  # (t's dtype for the draws: a float64 tensor draws doubles)
+        return _without(t, default_mask, self.amount,
+                        lambda count: autograd.rand_like(t).reshape(-1).topk(count).indices)
 
     @classmethod
     def apply(cls, module, name, amount):
@@ -261,18 +258,21 @@ class L1Unstructured(BasePruningMethod):
         _check_amount(amount)
         self.amount = amount
 
-    def compute_mask(self, t, default_mask):
-        return _without_smallest(t, default_mask, self.amount, lambda: numpy.abs(t.detach().numpy()).reshape(-1))
+    def compute_mask(self, t, default_mask):  # (topk's choice among equal |w|, as PyTorch's)
+        return _without(t, default_mask, self.amount,
+                        lambda count: t.detach().abs().reshape(-1).topk(count, largest=False).indices)
 
     @classmethod
     def apply(cls, module, name, amount, importance_scores=None):
         return super().apply(module, name, amount=amount, importance_scores=importance_scores)
 
 
-def _check_structured(t):
+def _check_structured(t, dim):
     if t.ndim <= 1:
         raise ValueError(f"Structured pruning can only be applied to multidimensional tensors. Found tensor of shape "
                          f"{tuple(t.shape)} with {t.ndim} dims")
+    if dim >= t.ndim:
+        raise IndexError(f"Invalid index {dim} for tensor of size {tuple(t.shape)}")
 
 
 def _channel_mask(t, dim, kept):
@@ -284,17 +284,21 @@ def _channel_mask(t, dim, kept):
     return mask
 
 
-def _without_smallest_slices(t, dim, default_mask, amount, scores):
-    """default_mask times 0 on the ``amount`` slices of t along ``dim`` of smallest score;
-    ``scores(channels)`` gives one per slice, and is called only when something is pruned."""
-    _check_structured(t)
+def _without_slices(t, dim, default_mask, amount, kept):
+    """default_mask times 0 on all but the slices of t along ``dim`` that ``kept(channels, count)`` names
+    (when ``count`` of them go), called only when something is pruned."""
+    _check_structured(t, dim)
     channels = t.shape[dim]
     count = _count(amount, channels)
     if count == 0:
         return default_mask
-    kept = numpy.ones(channels, dtype=bool)
-    kept[_smallest(scores(channels), count)] = False
-    return autograd.tensor(_channel_mask(t, dim, kept)) * default_mask.to(dtype=t.dtype)
+    return autograd.tensor(_channel_mask(t, dim, kept(channels, count))) * default_mask.to(dtype=t.dtype)
+
+
+def _random_slices(channels, count):
+    """The slices whose uniform draw is above the ``count``-th smallest, as PyTorch's (its kthvalue)."""
+    draws = autograd.rand(channels)
+    return (draws > autograd.kthvalue(draws, count).values).numpy()
 
 
 class RandomStructured(BasePruningMethod):
@@ -307,26 +311,11 @@ class RandomStructured(BasePruningMethod):
         self.amount, self.dim = amount, dim
 
     def compute_mask(self, t, default_mask):
-        return _without_smallest_slices(t, self.dim, default_mask, self.amount,
-                                        lambda channels: autograd.rand(channels).numpy())
+        return _without_slices(t, self.dim, default_mask, self.amount, _random_slices)
 
     @classmethod
     def apply(cls, module, name, amount, dim=-1):
         return super().apply(module, name, amount=amount, dim=dim)
-
-
-def _norms(values, n, dim):
-    """The L_n norm of each slice along ``dim`` (over all the other dims)."""
-    moved = numpy.moveaxis(values, dim, 0).reshape(values.shape[dim], -1)
-    if n == "fro":
-        n = 2
-    if n == numpy.inf:
-        return numpy.abs(moved).max(axis=1)
-    if n == -numpy.inf:
-        return numpy.abs(moved).min(axis=1)
-    if n == 0:
-        return (moved != 0).sum(axis=1).astype(values.dtype)
-    return (numpy.abs(moved) ** n).sum(axis=1) ** (1.0 / n)
 
 
 class LnStructured(BasePruningMethod):
@@ -339,8 +328,10 @@ class LnStructured(BasePruningMethod):
         self.amount, self.n, self.dim = amount, n, dim
 
     def compute_mask(self, t, default_mask):
-        return _without_smallest_slices(t, self.dim, default_mask, self.amount,
-                                        lambda channels: _norms(t.detach().numpy(), self.n, self.dim))
+        def largest_norms(channels, count):  # torch.norm's p (so 'fro' over more than 2 dims fails as there)
+            others = [d for d in range(t.ndim) if d != self.dim % t.ndim]
+            return autograd.norm(t.detach(), p=self.n, dim=others).topk(channels - count).indices.numpy()
+        return _without_slices(t, self.dim, default_mask, self.amount, largest_norms)
 
     @classmethod
     def apply(cls, module, name, amount, n, dim, importance_scores=None):
