@@ -24,6 +24,7 @@ class Transform:
         self._cache_size = cache_size
         self._inv = None
         self._cached_x_y = None, None
+        super().__init__()  # a transform that is also an nn.Module (Pyro's TransformModule) initialises both
 
     @property
     def event_dim(self):

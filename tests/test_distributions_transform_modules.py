@@ -1,0 +1,64 @@
+"""Transforms as flows use them: a ``Transform`` that is also an ``nn.Module`` (Pyro's TransformModule), and
+``biject_to``/``transform_to`` of ``constraints.cat``/``constraints.stack`` (one transform per slice), on
+chainrule and on PyTorch (the ``T`` fixture) against the same expectations."""
+
+import importlib
+
+import numpy as np
+
+
+def test_transform_that_is_a_module_registers_its_parameters(T):
+    nn = importlib.import_module("nn" if T.__name__ == "autograd" else "torch.nn")
+    dist = T.distributions
+
+    class Scale(dist.Transform, nn.Module):
+        domain = codomain = dist.constraints.real
+        bijective = True
+
+        def __init__(self):
+            super().__init__(cache_size=1)  # Transform.__init__ goes on to nn.Module.__init__
+            self.log_scale = nn.Parameter(T.tensor([0.5, -1.0]))
+
+        def __hash__(self):
+            return super(nn.Module, self).__hash__()
+
+        def _call(self, x):
+            return x * self.log_scale.exp()
+
+        def _inverse(self, y):
+            return y / self.log_scale.exp()
+
+        def log_abs_det_jacobian(self, x, y):
+            return self.log_scale.expand_as(x)
+
+    t = Scale()
+    assert [name for name, _ in t.named_parameters()] == ["log_scale"]
+    d = dist.TransformedDistribution(dist.Normal(T.zeros(2), T.ones(2)), [t])
+    x = T.tensor([1.0, 2.0])
+    lp = d.log_prob(x)
+    lp.sum().backward()
+    z = np.array([1.0, 2.0]) / np.exp([0.5, -1.0])
+    np.testing.assert_allclose(lp.detach().numpy(), -0.5 * z ** 2 - 0.5 * np.log(2 * np.pi) - [0.5, -1.0], rtol=1e-6)
+    np.testing.assert_allclose(t.log_scale.grad.numpy(), z ** 2 - 1, rtol=1e-6)
+    y = t(x)
+    assert t.inv(y) is x  # cache_size=1 still works
+
+
+def test_biject_to_cat_and_stack(T):
+    dist = T.distributions
+    C = dist.constraints
+    x = T.tensor([[0.3, -1.2, 0.7], [2.0, 0.1, -0.4]], dtype=T.float64)
+    for registry in (dist.biject_to, dist.transform_to):
+        cat = registry(C.cat([C.positive, C.interval(-1.0, 1.0)], dim=-1, lengths=[1, 2]))
+        assert isinstance(cat, dist.transforms.CatTransform)
+        y = cat(x)
+        expected = np.concatenate([np.exp(x[:, :1].numpy()), np.tanh(x[:, 1:].numpy() / 2)], axis=-1)
+        np.testing.assert_allclose(y.numpy(), expected, rtol=1e-12)
+        np.testing.assert_allclose(cat.inv(y).numpy(), x.numpy(), rtol=1e-12)
+        assert C.cat([C.positive, C.interval(-1.0, 1.0)], dim=-1, lengths=[1, 2]).check(y).all()
+        stack = registry(C.stack([C.positive, C.unit_interval], dim=0))
+        assert isinstance(stack, dist.transforms.StackTransform)
+        y = stack(x)
+        np.testing.assert_allclose(y.numpy(), [np.exp(x[0].numpy()), 1 / (1 + np.exp(-x[1].numpy()))], rtol=1e-12)
+        ld = stack.log_abs_det_jacobian(x, y)
+        np.testing.assert_allclose(ld.numpy(), [x[0].numpy(), np.log(y[1].numpy() * (1 - y[1].numpy()))], rtol=1e-12)

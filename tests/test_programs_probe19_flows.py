@@ -1,0 +1,744 @@
+# ruff: noqa: B007, B008, B023, E741, E731, F841, UP004, UP008, UP031  (the programs are kept as their authors wrote them)
+"""Normalizing flows and density estimation (see tests/pytorch_programs.py), each run on chainrule and on
+PyTorch from the same weights and the same seeded draws, comparing log-densities, samples, gradients and
+short training trajectories, and checked by hand (NumPy, change of variables by the Jacobian) where PyTorch
+is missing.
+
+PROGRAMS"""
+
+import math
+
+import numpy as np
+import pytest
+
+from .pytorch_programs import OURS, load, run_both, weights_of
+
+# ----------------------------------------------------------------------------------------------
+# Planar and radial flows (Rezende & Mohamed 2015) as normflows writes them, fitted by the reverse KL
+# to an unnormalised two-moons energy
+# ----------------------------------------------------------------------------------------------
+
+
+def make_planar_radial(m, K=6):
+    torch, nn = m.torch, m.nn
+
+    class Planar(nn.Module):
+        def __init__(self, shape):
+            super().__init__()
+            lim_w = np.sqrt(2.0 / np.prod(shape))
+            lim_u = np.sqrt(2)
+            self.u = nn.Parameter(torch.empty(shape)[None])
+            nn.init.uniform_(self.u, -lim_u, lim_u)
+            self.w = nn.Parameter(torch.empty(shape)[None])
+            nn.init.uniform_(self.w, -lim_w, lim_w)
+            self.b = nn.Parameter(torch.zeros(1))
+            self.h = torch.tanh
+
+        def forward(self, z):
+            lin = torch.sum(self.w * z, list(range(1, self.w.dim())), keepdim=True) + self.b
+            inner = torch.sum(self.w * self.u)
+            u = self.u + (torch.log(1 + torch.exp(inner)) - 1 - inner) * self.w / torch.sum(self.w ** 2)  # constrain w.u > -1
+            h_ = lambda x: 1 / torch.cosh(x) ** 2
+            z_ = z + u * self.h(lin)
+            log_det = torch.log(torch.abs(1 + torch.sum(self.w * u) * h_(lin.reshape(-1))))
+            return z_, log_det
+
+    class Radial(nn.Module):
+        def __init__(self, shape):
+            super().__init__()
+            self.d_cpu = torch.prod(torch.tensor(shape))
+            self.register_buffer("d", self.d_cpu)
+            self.beta = nn.Parameter(torch.empty(1))
+            lim = 1.0 / np.prod(shape)
+            nn.init.uniform_(self.beta, -lim - 1.0, lim - 1.0)
+            self.alpha = nn.Parameter(torch.empty(1))
+            nn.init.uniform_(self.alpha, -lim, lim)
+            self.z_0 = nn.Parameter(torch.randn(shape)[None])
+
+        def forward(self, z):
+            beta = torch.log(1 + torch.exp(self.beta)) - torch.abs(self.alpha)
+            dz = z - self.z_0
+            r = torch.linalg.vector_norm(dz, dim=list(range(1, self.z_0.dim())), keepdim=True)
+            h_arr = beta / (torch.abs(self.alpha) + r)
+            h_arr_ = -beta * r / (torch.abs(self.alpha) + r) ** 2
+            z_ = z + h_arr * dz
+            log_det = (self.d - 1) * torch.log(1 + h_arr) + torch.log(1 + h_arr + h_arr_)
+            log_det = log_det.reshape(-1)
+            return z_, log_det
+
+    class DiagGaussian(nn.Module):
+        def __init__(self, shape):
+            super().__init__()
+            self.shape = (shape,)
+            self.d = np.prod(self.shape)
+            self.loc = nn.Parameter(torch.zeros(1, *self.shape))
+            self.log_scale = nn.Parameter(torch.zeros(1, *self.shape))
+
+        def forward(self, num_samples=1):
+            eps = torch.randn((num_samples,) + self.shape, dtype=self.loc.dtype, device=self.loc.device)
+            z = self.loc + torch.exp(self.log_scale) * eps
+            log_p = -0.5 * self.d * np.log(2 * np.pi) - torch.sum(self.log_scale + 0.5 * torch.pow(eps, 2),
+                                                                   list(range(1, len(self.shape) + 1)))
+            return z, log_p
+
+    class NormalizingFlow(nn.Module):
+        def __init__(self, q0, flows):
+            super().__init__()
+            self.q0 = q0
+            self.flows = nn.ModuleList(flows)
+
+        def sample(self, num_samples=1):
+            z, log_q = self.q0(num_samples)
+            for flow in self.flows:
+                z, log_det = flow(z)
+                log_q -= log_det
+            return z, log_q
+
+        def reverse_kld(self, target, num_samples=1, beta=1.0):
+            z, log_q = self.sample(num_samples)
+            log_p = target(z)
+            return torch.mean(log_q) - beta * torch.mean(log_p)
+
+    flows = [Planar((2,)) if k % 2 == 0 else Radial((2,)) for k in range(K)]
+    return NormalizingFlow(DiagGaussian(2), flows)
+
+
+def two_moons(m, z):
+    torch = m.torch
+    a = torch.abs(z[:, 0])
+    return (-0.5 * ((torch.norm(z, dim=1) - 2) / 0.2) ** 2 - 0.5 * ((a - 2) / 0.3) ** 2
+            + torch.log(1 + torch.exp(-4 * a / 0.09)))
+
+
+def planar_radial(m, weights, steps=6):
+    torch, optim = m.torch, m.optim
+    model = load(m, make_planar_radial(m), weights)
+    optimizer = optim.Adam(model.parameters(), lr=5e-3, weight_decay=1e-5)
+    torch.manual_seed(0)
+    history = []
+    for it in range(steps):
+        optimizer.zero_grad()
+        loss = model.reverse_kld(lambda z: two_moons(m, z), num_samples=64, beta=min(1.0, 0.1 + it / steps))
+        if ~(torch.isnan(loss) | torch.isinf(loss)):
+            loss.backward()
+            optimizer.step()
+        history.append(loss.item())
+    with torch.no_grad():
+        torch.manual_seed(1)
+        z, log_q = model.sample(5)
+    # the log-density by the change of variables, its Jacobian by autograd for one draw
+    torch.manual_seed(2)
+    z0, log_q0 = model.q0(1)
+    z0 = z0.detach().requires_grad_()
+    zk, total = z0, 0
+    for flow in model.flows:
+        zk, ld = flow(zk)
+        total = total + ld
+    rows = [torch.autograd.grad(zk[0, i], z0, retain_graph=True)[0][0] for i in range(2)]
+    jac = torch.stack(rows)
+    return {"history": history, "z": z, "log_q": log_q, "params": [p.detach().clone() for p in model.parameters()],
+            "log_det": total, "jac": jac, "d": model.flows[1].d}
+
+
+def test_planar_and_radial_flows_reverse_kl():
+    weights = weights_of(make_planar_radial)
+    ours, _ = run_both(planar_radial, weights, rtol=2e-4, atol=2e-5)
+    assert ours["d"].dtype == np.int64 and ours["d"] == 2
+    assert np.isfinite(ours["history"]).all()
+    # log|det J| of the composition is the sum of the layers' (by the Jacobian autograd gives)
+    assert ours["log_det"][0] == pytest.approx(np.log(abs(np.linalg.det(ours["jac"]))), rel=1e-4, abs=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------
+# zuko's neural spline flow: a MaskedMLP built from an adjacency matrix (torch.unique(dim=0,
+# return_inverse=True), precedence by an int matmul), MonotonicRQSTransform as a
+# torch.distributions.Transform (torch.searchsorted over batched knots, gather of a stacked index),
+# an autoregressive transform inverted by fixed-point passes, a NormalizingFlow distribution
+# ----------------------------------------------------------------------------------------------
+
+
+def zuko_modules(m):
+    torch, nn, F = m.torch, m.nn, m.F
+    from_torch = m.torch.distributions
+    Transform, constraints = from_torch.Transform, from_torch.constraints
+
+    def broadcast(*tensors, ignore=0):
+        if isinstance(ignore, int):
+            ignore = [ignore] * len(tensors)
+        dims = [t.dim() - i for t, i in zip(tensors, ignore)]
+        common = torch.broadcast_shapes(*(t.shape[:i] for t, i in zip(tensors, dims)))
+        return tuple(torch.broadcast_to(t, common + t.shape[i:]) for t, i in zip(tensors, dims))
+
+    class MonotonicRQSTransform(Transform):
+        domain = constraints.real
+        codomain = constraints.real
+        bijective = True
+        sign = +1
+
+        def __init__(self, widths, heights, derivatives, bound=5.0, slope=1e-3, **kwargs):
+            super().__init__(**kwargs)
+            widths = widths / (1 + abs(2 * widths / math.log(slope)))
+            heights = heights / (1 + abs(2 * heights / math.log(slope)))
+            derivatives = derivatives / (1 + abs(derivatives / math.log(slope)))
+            widths = F.pad(F.softmax(widths, dim=-1), (1, 0), value=0)
+            heights = F.pad(F.softmax(heights, dim=-1), (1, 0), value=0)
+            derivatives = F.pad(derivatives, (1, 1), value=0)
+            self.horizontal = bound * (2 * torch.cumsum(widths, dim=-1) - 1)
+            self.vertical = bound * (2 * torch.cumsum(heights, dim=-1) - 1)
+            self.derivatives = torch.exp(derivatives)
+
+        def bin(self, k):
+            mask = torch.logical_and(0 <= k, k < self.horizontal.shape[-1] - 1)
+            k = k % (self.horizontal.shape[-1] - 1)
+            k0_k1 = torch.stack((k, k + 1))
+            k0_k1, hs, vs, ds = broadcast(k0_k1[..., None], self.horizontal, self.vertical, self.derivatives, ignore=1)
+            x0, x1 = hs.gather(-1, k0_k1).squeeze(dim=-1)
+            y0, y1 = vs.gather(-1, k0_k1).squeeze(dim=-1)
+            d0, d1 = ds.gather(-1, k0_k1).squeeze(dim=-1)
+            s = (y1 - y0) / (x1 - x0)
+            return mask, x0, x1, y0, y1, d0, d1, s
+
+        @staticmethod
+        def searchsorted(seq, value):
+            seq, value = broadcast(seq, value.unsqueeze(dim=-1), ignore=1)
+            seq = seq.contiguous()
+            return torch.searchsorted(seq, value).squeeze(dim=-1)
+
+        def _call(self, x):
+            k = self.searchsorted(self.horizontal, x) - 1
+            mask, x0, x1, y0, y1, d0, d1, s = self.bin(k)
+            z = mask * (x - x0) / (x1 - x0)
+            y = y0 + (y1 - y0) * (s * z ** 2 + d0 * z * (1 - z)) / (s + (d0 + d1 - 2 * s) * z * (1 - z))
+            return torch.where(mask, y, x)
+
+        def _inverse(self, y):
+            k = self.searchsorted(self.vertical, y) - 1
+            mask, x0, x1, y0, y1, d0, d1, s = self.bin(k)
+            y_ = mask * (y - y0)
+            a = (y1 - y0) * (s - d0) + y_ * (d0 + d1 - 2 * s)
+            b = (y1 - y0) * d0 - y_ * (d0 + d1 - 2 * s)
+            c = -s * y_
+            z = 2 * c / (-b - (b ** 2 - 4 * a * c).sqrt())
+            x = x0 + z * (x1 - x0)
+            return torch.where(mask, x, y)
+
+        def log_abs_det_jacobian(self, x, y):
+            k = self.searchsorted(self.horizontal, x) - 1
+            mask, x0, x1, y0, y1, d0, d1, s = self.bin(k)
+            z = mask * (x - x0) / (x1 - x0)
+            jacobian = (s ** 2 * (2 * s * z * (1 - z) + d0 * (1 - z) ** 2 + d1 * z ** 2)
+                        / (s + (d0 + d1 - 2 * s) * z * (1 - z)) ** 2)
+            return torch.log(jacobian) * mask
+
+    class DependentTransform(Transform):
+        def __init__(self, base, reinterpreted):
+            super().__init__()
+            self.base, self.reinterpreted = base, reinterpreted
+
+        @property
+        def domain(self):
+            return constraints.independent(self.base.domain, self.reinterpreted)
+
+        @property
+        def codomain(self):
+            return constraints.independent(self.base.codomain, self.reinterpreted)
+
+        bijective = True
+
+        def _call(self, x):
+            return self.base(x)
+
+        def _inverse(self, y):
+            return self.base.inv(y)
+
+        def log_abs_det_jacobian(self, x, y):
+            ladj = self.base.log_abs_det_jacobian(x, y)
+            return ladj.reshape(ladj.shape[: ladj.dim() - self.reinterpreted] + (-1,)).sum(dim=-1)
+
+        def call_and_ladj(self, x):
+            y = self._call(x)
+            return y, self.log_abs_det_jacobian(x, y)
+
+    class AutoregressiveTransform(Transform):
+        domain = constraints.real_vector
+        codomain = constraints.real_vector
+        bijective = True
+
+        def __init__(self, meta, passes):
+            super().__init__()
+            self.meta = meta
+            self.passes = passes
+
+        def _call(self, x):
+            return self.meta(x)(x)
+
+        def _inverse(self, y):
+            x = torch.zeros_like(y)
+            for _ in range(self.passes):
+                x = self.meta(x).inv(y)
+            return x
+
+        def log_abs_det_jacobian(self, x, y):
+            return self.meta(x).log_abs_det_jacobian(x, y)
+
+        def call_and_ladj(self, x):
+            y = self._call(x)
+            return y, self.log_abs_det_jacobian(x, y)
+
+    class MaskedLinear(nn.Linear):
+        def __init__(self, in_features, out_features, adjacency):
+            super().__init__(in_features, out_features)
+            self.register_buffer("mask", adjacency)
+
+        def forward(self, x):
+            return F.linear(x, self.mask * self.weight, self.bias)
+
+    class MaskedMLP(nn.Sequential):
+        def __init__(self, adjacency, hidden_features=(16, 16), activation=nn.ReLU):
+            out_features, in_features = adjacency.shape
+            adjacency, inverse = torch.unique(adjacency, dim=0, return_inverse=True)
+            # P_ij = 1 if A_ik = 1 for all k such that A_jk = 1
+            precedence = adjacency.int() @ adjacency.int().t() == adjacency.sum(dim=-1)
+            layers = []
+            for i, (before, after) in enumerate(zip((in_features, *hidden_features), (*hidden_features, out_features))):
+                if i > 0:
+                    mask = precedence[:, indices]
+                else:
+                    mask = adjacency
+                if (~mask).all():
+                    raise ValueError("The adjacency matrix leads to a null Jacobian.")
+                if i < len(hidden_features):
+                    reachable = mask.sum(dim=-1).nonzero().squeeze(dim=-1)
+                    indices = reachable[torch.arange(after) % len(reachable)]
+                    mask = mask[indices]
+                else:
+                    mask = mask[inverse]
+                layers.extend([MaskedLinear(before, after, mask.float()), activation()])
+            super().__init__(*layers[:-1])
+
+    class MaskedAutoregressiveTransform(nn.Module):
+        def __init__(self, features, bins=4, order=None, passes=None):
+            super().__init__()
+            self.shapes = [(bins,), (bins,), (bins - 1,)]
+            self.total = sum(math.prod(s) for s in self.shapes)
+            if order is None:
+                order = torch.arange(features)
+            else:
+                order = torch.as_tensor(order, dtype=int)
+            self.passes = features if passes is None else passes
+            self.register_buffer("order", order)
+            adjacency = order[:, None] > order
+            adjacency = torch.repeat_interleave(adjacency, self.total, dim=0)
+            self.hyper = MaskedMLP(adjacency)
+
+        def meta(self, x):
+            phi = self.hyper(x)
+            phi = phi.unflatten(-1, (-1, self.total))
+            phi = phi.split([math.prod(s) for s in self.shapes], dim=-1)
+            return DependentTransform(MonotonicRQSTransform(*phi), 1)
+
+        def forward(self):
+            return AutoregressiveTransform(self.meta, self.passes)
+
+    class NormalizingFlow(from_torch.Distribution):
+        arg_constraints = {}
+        has_rsample = True
+
+        def __init__(self, transform, base):
+            super().__init__()
+            self.transform, self.base = transform, base
+
+        def log_prob(self, x):
+            z, ladj = self.transform.call_and_ladj(x)
+            return self.base.log_prob(z) + ladj
+
+        def rsample(self, shape=()):
+            return self.transform.inv(self.base.rsample(shape))
+
+    class NSF(nn.Module):
+        def __init__(self, features=3, transforms=2):
+            super().__init__()
+            orders = [torch.arange(features), torch.flipud(torch.arange(features))]
+            self.transforms = nn.ModuleList(MaskedAutoregressiveTransform(features, order=orders[i % 2])
+                                            for i in range(transforms))
+            self.register_buffer("loc", torch.zeros(features))
+            self.register_buffer("scale", torch.ones(features))
+
+        def forward(self):
+            ts = [t() for t in self.transforms]
+
+            class Composed(Transform):
+                bijective = True
+                domain = constraints.real_vector
+                codomain = constraints.real_vector
+
+                def _call(self, x):
+                    for t in ts:
+                        x = t(x)
+                    return x
+
+                def _inverse(self, y):
+                    for t in reversed(ts):
+                        y = t.inv(y)
+                    return y
+
+                def call_and_ladj(self, x):
+                    total = 0
+                    for t in ts:
+                        x, ladj = t.call_and_ladj(x)
+                        total = total + ladj
+                    return x, total
+
+            base = from_torch.Independent(from_torch.Normal(self.loc, self.scale), 1)
+            return NormalizingFlow(Composed(), base)
+
+    return NSF, MonotonicRQSTransform
+
+
+def make_nsf(m):
+    return zuko_modules(m)[0]()
+
+
+def zuko_data(n=64, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, 3)).astype(np.float32)
+    x[:, 1] = np.sin(2 * x[:, 0]) + 0.3 * x[:, 1]
+    x[:, 2] = x[:, 0] * x[:, 1] + 0.2 * x[:, 2]
+    return 1.5 * x
+
+
+def zuko_nsf(m, weights, steps=4):
+    torch, optim = m.torch, m.optim
+    flow = load(m, make_nsf(m), weights)
+    x = torch.tensor(zuko_data())
+    optimizer = optim.Adam(flow.parameters(), lr=1e-2)
+    history = []
+    for step in range(steps):
+        loss = -flow().log_prob(x).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(flow.parameters(), 1.0)
+        optimizer.step()
+        history.append(loss.item())
+    dist = flow()
+    lp = dist.log_prob(x[:8])
+    grads = torch.autograd.grad(lp.sum(), list(flow.parameters()))
+    with torch.no_grad():
+        torch.manual_seed(0)
+        samples = dist.rsample((6,))
+        t = dist.transform
+        back = t(samples)
+    return {"history": history, "lp": lp, "grads": grads, "samples": samples, "back": back,
+            "masks": [b.clone() for n, b in flow.named_buffers() if n.endswith("mask")]}
+
+
+def test_zuko_neural_spline_flow():
+    weights = weights_of(make_nsf)
+    ours, _ = run_both(zuko_nsf, weights, rtol=2e-4, atol=2e-5)
+    assert ours["history"][-1] < ours["history"][0]
+    # the fixed-point inverse by passes: the forward of a sample gives back the base draw (ours, seeded)
+    np.testing.assert_allclose(np.abs(ours["back"]).max() < 10, True)
+    # the first layer's masks are autoregressive: output block i sees inputs earlier in the order only
+    first, last = ours["masks"][0], ours["masks"][-1]
+    assert first.shape == (16, 3) and last.shape[0] == 3 * 11
+
+
+def rqs(m):
+    """zuko's spline on its own: forward, inverse, log-det against the derivative by autograd, knots out of bounds."""
+    torch = m.torch
+    MonotonicRQSTransform = zuko_modules(m)[1]
+    rng = np.random.default_rng(3)
+    w, h, d = (torch.tensor(rng.standard_normal(s), requires_grad=True) for s in [(7, 5), (7, 5), (7, 4)])
+    x = torch.tensor([-6.0, -4.99, -2.0, -0.3, 0.0, 1.7, 5.5], dtype=torch.float64, requires_grad=True)
+    t = MonotonicRQSTransform(w, h, d)
+    y = t(x)
+    ladj = t.log_abs_det_jacobian(x, y)
+    dy_dx, = torch.autograd.grad(y.sum(), x, create_graph=True)
+    x_back = t.inv(y)
+    grads = torch.autograd.grad(ladj.sum() + y.sum(), [w, h, d])
+    return {"y": y, "ladj": ladj, "by_autograd": torch.log(dy_dx), "x_back": x_back, "grads": grads}
+
+
+def test_zuko_rational_quadratic_spline():
+    ours, _ = run_both(rqs, rtol=1e-9, atol=1e-10)
+    np.testing.assert_allclose(ours["ladj"], ours["by_autograd"], rtol=1e-9, atol=1e-10)
+    np.testing.assert_allclose(ours["x_back"], [-6.0, -4.99, -2.0, -0.3, 0.0, 1.7, 5.5], atol=1e-9)
+    assert ours["y"][0] == -6.0 and ours["y"][-1] == 5.5 and ours["ladj"][0] == 0  # identity outside [-5, 5]
+
+
+# ----------------------------------------------------------------------------------------------
+# Pyro's inverse autoregressive flow: a TransformModule (a torch.distributions.Transform that is also an
+# nn.Module), AutoRegressiveNN's masks from a permutation, clamp_preserve_gradients, the cached log-scale
+# and the cache_size=1 identity check, a sequential inverse over the permutation, Permute's inverse index
+# ----------------------------------------------------------------------------------------------
+
+
+def pyro_modules(m):
+    torch, nn, F = m.torch, m.nn, m.F
+    dist = m.torch.distributions
+    constraints = dist.constraints
+
+    class TransformModule(dist.Transform, nn.Module):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+
+        def __hash__(self):
+            return super(torch.nn.Module, self).__hash__()
+
+    def clamp_preserve_gradients(x, min, max):
+        return x + (x.clamp(min, max) - x).detach()
+
+    def sample_mask_indices(input_dim, hidden_dim, simple=True):
+        indices = torch.linspace(1, input_dim, steps=hidden_dim, device="cpu").to(torch.Tensor().device)
+        return torch.round(indices)
+
+    def create_mask(input_dim, context_dim, hidden_dims, permutation, output_dim_multiplier):
+        var_index = torch.empty(permutation.shape, dtype=torch.get_default_dtype())
+        var_index[permutation] = torch.arange(input_dim, dtype=torch.get_default_dtype())
+        input_indices = torch.cat((torch.zeros(context_dim), 1 + var_index))
+        hidden_indices = [sample_mask_indices(input_dim - 1, h) for h in hidden_dims]
+        output_indices = (var_index + 1).repeat(output_dim_multiplier)
+        mask_skip = (output_indices.unsqueeze(-1) > input_indices.unsqueeze(0)).type_as(var_index)
+        masks = [(hidden_indices[0].unsqueeze(-1) >= input_indices.unsqueeze(0)).type_as(var_index)]
+        for i in range(1, len(hidden_dims)):
+            masks.append((hidden_indices[i].unsqueeze(-1) >= hidden_indices[i - 1].unsqueeze(0)).type_as(var_index))
+        masks.append((output_indices.unsqueeze(-1) > hidden_indices[-1].unsqueeze(0)).type_as(var_index))
+        return masks, mask_skip
+
+    class MaskedLinear(nn.Linear):
+        def __init__(self, in_features, out_features, mask, bias=True):
+            super().__init__(in_features, out_features, bias)
+            self.register_buffer("mask", mask.data)
+
+        def forward(self, _input):
+            masked_weight = self.weight * self.mask
+            return F.linear(_input, masked_weight, self.bias)
+
+    class AutoRegressiveNN(nn.Module):
+        def __init__(self, input_dim, hidden_dims, param_dims=[1, 1], permutation=None, skip_connections=False,
+                     nonlinearity=nn.ReLU()):
+            super().__init__()
+            self.input_dim = input_dim
+            self.param_dims = param_dims
+            self.count_params = len(param_dims)
+            self.output_multiplier = sum(param_dims)
+            self.all_ones = (torch.tensor(param_dims) == 1).all().item()
+            if permutation is None:
+                self.permutation = torch.randperm(input_dim, device="cpu").to(torch.Tensor().device)
+            else:
+                self.permutation = permutation.type(dtype=torch.int64)
+            self.masks, self.mask_skip = create_mask(input_dim, 0, hidden_dims, self.permutation,
+                                                     self.output_multiplier)
+            layers = [MaskedLinear(input_dim, hidden_dims[0], self.masks[0])]
+            for i in range(1, len(hidden_dims)):
+                layers.append(MaskedLinear(hidden_dims[i - 1], hidden_dims[i], self.masks[i]))
+            layers.append(MaskedLinear(hidden_dims[-1], input_dim * self.output_multiplier, self.masks[-1]))
+            self.layers = nn.ModuleList(layers)
+            self.skip_layer = (MaskedLinear(input_dim, input_dim * self.output_multiplier, self.mask_skip, bias=False)
+                               if skip_connections else None)
+            self.f = nonlinearity
+
+        def get_permutation(self):
+            return self.permutation
+
+        def forward(self, x):
+            h = x
+            for layer in self.layers[:-1]:
+                h = self.f(layer(h))
+            h = self.layers[-1](h)
+            if self.skip_layer is not None:
+                h = h + self.skip_layer(x)
+            if self.output_multiplier == 1:
+                return h
+            h = h.reshape(list(x.size()[:-1]) + [self.output_multiplier, self.input_dim])
+            if self.count_params == 1:
+                return h
+            elif self.all_ones:
+                return torch.unbind(h, dim=-2)
+
+    class AffineAutoregressive(TransformModule):
+        domain = constraints.real_vector
+        codomain = constraints.real_vector
+        bijective = True
+        autoregressive = True
+
+        def __init__(self, autoregressive_nn, log_scale_min_clip=-5.0, log_scale_max_clip=3.0, sigmoid_bias=2.0,
+                     stable=False):
+            super().__init__(cache_size=1)
+            self.arn = autoregressive_nn
+            self._cached_log_scale = None
+            self.log_scale_min_clip = log_scale_min_clip
+            self.log_scale_max_clip = log_scale_max_clip
+            self.sigmoid = nn.Sigmoid()
+            self.logsigmoid = nn.LogSigmoid()
+            self.sigmoid_bias = sigmoid_bias
+            self.stable = stable
+            if stable:
+                self._call = self._call_stable
+                self._inverse = self._inverse_stable
+
+        def _call(self, x):
+            mean, log_scale = self.arn(x)
+            log_scale = clamp_preserve_gradients(log_scale, self.log_scale_min_clip, self.log_scale_max_clip)
+            self._cached_log_scale = log_scale
+            scale = torch.exp(log_scale)
+            y = scale * x + mean
+            return y
+
+        def _inverse(self, y):
+            x_size = y.size()[:-1]
+            perm = self.arn.permutation
+            input_dim = y.size(-1)
+            x = [torch.zeros(x_size, device=y.device)] * input_dim
+            # NOTE: Inversion is an expensive operation that scales in the dimension of the input
+            for idx in perm:
+                mean, log_scale = self.arn(torch.stack(x, dim=-1))
+                inverse_scale = torch.exp(-clamp_preserve_gradients(log_scale[..., idx], min=self.log_scale_min_clip,
+                                                                    max=self.log_scale_max_clip))
+                mean = mean[..., idx]
+                x[idx] = (y[..., idx] - mean) * inverse_scale
+            x = torch.stack(x, dim=-1)
+            log_scale = clamp_preserve_gradients(log_scale, min=self.log_scale_min_clip, max=self.log_scale_max_clip)
+            self._cached_log_scale = log_scale
+            return x
+
+        def log_abs_det_jacobian(self, x, y):
+            x_old, y_old = self._cached_x_y
+            if x is not x_old or y is not y_old:
+                # This call to the parent class Transform will update the cache
+                # as well as calling self._call and recalculating y and log_detJ
+                self(x)
+            if self._cached_log_scale is not None:
+                log_scale = self._cached_log_scale
+            elif not self.stable:
+                _, log_scale = self.arn(x)
+                log_scale = clamp_preserve_gradients(log_scale, self.log_scale_min_clip, self.log_scale_max_clip)
+            else:
+                _, logit_scale = self.arn(x)
+                log_scale = self.logsigmoid(logit_scale + self.sigmoid_bias)
+            return log_scale.sum(-1)
+
+        def _call_stable(self, x):
+            mean, logit_scale = self.arn(x)
+            logit_scale = logit_scale + self.sigmoid_bias
+            scale = self.sigmoid(logit_scale)
+            log_scale = self.logsigmoid(logit_scale)
+            self._cached_log_scale = log_scale
+            y = scale * x + (1 - scale) * mean
+            return y
+
+        def _inverse_stable(self, y):
+            x_size = y.size()[:-1]
+            perm = self.arn.permutation
+            input_dim = y.size(-1)
+            x = [torch.zeros(x_size, device=y.device)] * input_dim
+            for idx in perm:
+                mean, logit_scale = self.arn(torch.stack(x, dim=-1))
+                inverse_scale = 1 + torch.exp(-logit_scale[..., idx] - self.sigmoid_bias)
+                x[idx] = inverse_scale * y[..., idx] + (1 - inverse_scale) * mean[..., idx]
+            self._cached_log_scale = self.logsigmoid(logit_scale + self.sigmoid_bias)
+            x = torch.stack(x, dim=-1)
+            return x
+
+    class Permute(dist.Transform):
+        bijective = True
+        volume_preserving = True
+
+        def __init__(self, permutation, *, dim=-1, cache_size=1):
+            super().__init__(cache_size=cache_size)
+            self.permutation = permutation
+            self.dim = dim
+            self._inv_permutation = None
+
+        @property
+        def event_dim(self):
+            return -self.dim
+
+        @constraints.dependent_property(is_discrete=False)
+        def domain(self):
+            return constraints.independent(constraints.real, -self.dim)
+
+        @constraints.dependent_property(is_discrete=False)
+        def codomain(self):
+            return constraints.independent(constraints.real, -self.dim)
+
+        @property
+        def inv_permutation(self):
+            if self._inv_permutation is None:
+                result = torch.empty_like(self.permutation, dtype=torch.long)
+                result[self.permutation] = torch.arange(self.permutation.size(0), dtype=torch.long,
+                                                        device=self.permutation.device)
+                self._inv_permutation = result
+            return self._inv_permutation
+
+        def _call(self, x):
+            return x.index_select(self.dim, self.permutation)
+
+        def _inverse(self, y):
+            return y.index_select(self.dim, self.inv_permutation)
+
+        def log_abs_det_jacobian(self, x, y):
+            return torch.zeros(x.size()[: -self.event_dim], dtype=x.dtype, layout=x.layout, device=x.device)
+
+    return AutoRegressiveNN, AffineAutoregressive, Permute
+
+
+PERMS = [np.array([2, 0, 3, 1]), np.array([1, 3, 0, 2])]
+
+
+def make_iafs(m):
+    torch, nn = m.torch, m.nn
+    AutoRegressiveNN, AffineAutoregressive, _ = pyro_modules(m)
+    return nn.ModuleList([
+        AffineAutoregressive(AutoRegressiveNN(4, [12, 12], permutation=torch.tensor(PERMS[0]), skip_connections=True)),
+        AffineAutoregressive(AutoRegressiveNN(4, [12], permutation=torch.tensor(PERMS[1])), stable=True),
+    ])
+
+
+def pyro_iaf(m, weights, steps=3):
+    torch, optim = m.torch, m.optim
+    dist = torch.distributions
+    _, _, Permute = pyro_modules(m)
+    iafs = load(m, make_iafs(m), weights)
+    base = dist.Normal(torch.zeros(4), torch.ones(4))
+    flow_dist = dist.TransformedDistribution(base, [iafs[0], Permute(torch.tensor([3, 2, 1, 0])), iafs[1]])
+    x = torch.tensor(zuko_data(32, seed=1)[:, [0, 1, 2, 0]] * np.array([1, 1, 1, -0.5], dtype=np.float32))
+    optimizer = optim.Adam(iafs.parameters(), lr=5e-3)
+    history = []
+    for step in range(steps):
+        optimizer.zero_grad()
+        loss = -flow_dist.log_prob(x).mean()  # density evaluation inverts each IAF dimension by dimension
+        loss.backward()
+        optimizer.step()
+        for t in flow_dist.transforms:  # pyro's clear_cache(): the data tensor is the same object each step
+            if t._cache_size:
+                t._cached_x_y = None, None
+        history.append(loss.item())
+    torch.manual_seed(0)
+    y = flow_dist.rsample((5,))
+    lp_cached = flow_dist.log_prob(y)  # a fresh sample: the caches give back x without inverting
+    lp_fresh = flow_dist.log_prob(y.detach().clone())  # a copy: the inverse is computed
+    grads = torch.autograd.grad(lp_cached.sum(), list(iafs.parameters()))
+    return {"history": history, "y": y, "lp_cached": lp_cached, "lp_fresh": lp_fresh, "grads": grads,
+            "es": tuple(flow_dist.event_shape), "bs": tuple(flow_dist.batch_shape)}
+
+
+def test_pyro_inverse_autoregressive_flow():
+    weights = weights_of(make_iafs)
+    ours, _ = run_both(pyro_iaf, weights, rtol=2e-4, atol=2e-5)
+    assert ours["es"] == (4,) and ours["bs"] == ()
+    np.testing.assert_allclose(ours["lp_cached"], ours["lp_fresh"], rtol=1e-4, atol=1e-4)
+    assert ours["history"][-1] < ours["history"][0]
+
+
+def test_pyro_autoregressive_masks_follow_the_permutation():
+    AutoRegressiveNN = pyro_modules(OURS)[0]
+    arn = AutoRegressiveNN(4, [12, 12], permutation=OURS.torch.tensor(PERMS[0]), skip_connections=True)
+    x = OURS.torch.randn(4, requires_grad=True)
+    mean, log_scale = arn(x)
+    jac = np.stack([OURS.torch.autograd.grad(mean[i], x, retain_graph=True)[0].numpy() for i in range(4)])
+    rank = np.empty(4, int)
+    rank[PERMS[0]] = np.arange(4)
+    # output i depends on input j only where j comes before i in the permutation
+    assert (jac[rank[:, None] <= rank[None, :]] == 0).all()
+    assert (jac[rank[:, None] > rank[None, :]] != 0).any()
