@@ -742,3 +742,476 @@ def test_pyro_autoregressive_masks_follow_the_permutation():
     # output i depends on input j only where j comes before i in the permutation
     assert (jac[rank[:, None] <= rank[None, :]] == 0).all()
     assert (jac[rank[:, None] > rank[None, :]] != 0).any()
+
+
+# ----------------------------------------------------------------------------------------------
+# Block neural autoregressive flow (De Cao et al. 2019) as its authors' code writes it: block-masked
+# weights with exp'd diagonal blocks, the log-Jacobian carried as 4-d blocks combined by logsumexp,
+# gated residuals, Adam(amsgrad) with clip_grad_norm_ and ReduceLROnPlateau
+# ----------------------------------------------------------------------------------------------
+
+
+def make_bnaf(m, dim=2, hidden=6, flows=2):
+    torch, nn = m.torch, m.nn
+
+    class Sequential(torch.nn.Sequential):
+        def forward(self, inputs):
+            log_det_jacobian = 0.
+            for i, module in enumerate(self._modules.values()):
+                inputs, log_det_jacobian_ = module(inputs)
+                log_det_jacobian = log_det_jacobian + log_det_jacobian_
+            return inputs, log_det_jacobian
+
+    class BNAF(torch.nn.Sequential):
+        def __init__(self, *args, res=None):
+            super(BNAF, self).__init__(*args)
+            self.res = res
+            if res == 'gated':
+                self.gate = torch.nn.Parameter(torch.nn.init.normal_(torch.Tensor(1)))
+
+        def forward(self, inputs):
+            outputs = inputs
+            grad = None
+            for module in self._modules.values():
+                outputs, grad = module(outputs, grad)
+                grad = grad if len(grad.shape) == 4 else grad.view(grad.shape + [1, 1])
+            assert inputs.shape[-1] == outputs.shape[-1]
+            if self.res == 'normal':
+                return inputs + outputs, torch.nn.functional.softplus(grad.squeeze()).sum(-1)
+            elif self.res == 'gated':
+                return self.gate.sigmoid() * outputs + (1 - self.gate.sigmoid()) * inputs, \
+                    (torch.nn.functional.softplus(grad.squeeze() + self.gate) - torch.nn.functional.softplus(self.gate)).sum(-1)
+            else:
+                return outputs, grad.squeeze().sum(-1)
+
+    class Permutation(torch.nn.Module):
+        def __init__(self, in_features, p=None):
+            super(Permutation, self).__init__()
+            self.in_features = in_features
+            if p == 'flip':
+                self.p = list(range(in_features))[::-1]
+            else:
+                self.p = p
+
+        def forward(self, inputs):
+            return inputs[:, self.p], 0
+
+    class MaskedWeight(torch.nn.Module):
+        def __init__(self, in_features, out_features, dim, bias=True):
+            super(MaskedWeight, self).__init__()
+            self.in_features, self.out_features, self.dim = in_features, out_features, dim
+            weight = torch.zeros(out_features, in_features)
+            for i in range(dim):
+                weight[i * out_features // dim:(i + 1) * out_features // dim, 0:(i + 1) * in_features // dim] = \
+                    torch.nn.init.xavier_uniform_(torch.Tensor(out_features // dim, (i + 1) * in_features // dim))
+            self._weight = torch.nn.Parameter(weight)
+            self._diag_weight = torch.nn.Parameter(torch.nn.init.uniform_(torch.Tensor(out_features, 1)).log())
+            self.bias = torch.nn.Parameter(torch.nn.init.uniform_(torch.Tensor(out_features),
+                                                                  -1 / math.sqrt(out_features),
+                                                                  1 / math.sqrt(out_features))) if bias else 0
+            mask_d = torch.zeros_like(weight)
+            for i in range(dim):
+                mask_d[i * (out_features // dim):(i + 1) * (out_features // dim),
+                       i * (in_features // dim):(i + 1) * (in_features // dim)] = 1
+            self.register_buffer('mask_d', mask_d)
+            mask_o = torch.ones_like(weight)
+            for i in range(dim):
+                mask_o[i * (out_features // dim):(i + 1) * (out_features // dim), i * (in_features // dim):] = 0
+            self.register_buffer('mask_o', mask_o)
+
+        def get_weights(self):
+            w = torch.exp(self._weight) * self.mask_d + self._weight * self.mask_o
+            w_squared_norm = (w ** 2).sum(-1, keepdim=True)
+            w = self._diag_weight.exp() * w / w_squared_norm.sqrt()
+            wpl = self._diag_weight + self._weight - 0.5 * torch.log(w_squared_norm)
+            return w.t(), wpl.t()[self.mask_d.bool().t()].view(
+                self.dim, self.in_features // self.dim, self.out_features // self.dim)
+
+        def forward(self, inputs, grad=None):
+            w, wpl = self.get_weights()
+            g = wpl.transpose(-2, -1).unsqueeze(0).repeat(inputs.shape[0], 1, 1, 1)
+            return inputs.matmul(w) + self.bias, torch.logsumexp(
+                g.unsqueeze(-2) + grad.transpose(-2, -1).unsqueeze(-3), -1) if grad is not None else g
+
+    class Tanh(torch.nn.Tanh):
+        def forward(self, inputs, grad=None):
+            g = - 2 * (inputs - math.log(2) + torch.nn.functional.softplus(- 2 * inputs))
+            return torch.tanh(inputs), (g.view(grad.shape) + grad) if grad is not None else g
+
+    layers = []
+    for f in range(flows):
+        layers.append(BNAF(MaskedWeight(dim, dim * hidden, dim=dim), Tanh(),
+                           MaskedWeight(dim * hidden, dim * hidden, dim=dim), Tanh(),
+                           MaskedWeight(dim * hidden, dim, dim=dim), res='gated' if f < flows - 1 else None))
+        if f < flows - 1:
+            layers.append(Permutation(dim, 'flip'))
+    return Sequential(*layers)
+
+
+def bnaf(m, weights, steps=5):
+    torch, optim = m.torch, m.optim
+    model = load(m, make_bnaf(m), weights)
+    x = torch.tensor(moons_like(128))
+    optimizer = optim.Adam(model.parameters(), lr=1e-2, amsgrad=True)
+    scheduler = optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=1, min_lr=5e-4)
+
+    def compute_log_p_x(model, x_mb):
+        y_mb, log_diag_j_mb = model(x_mb)
+        log_p_y_mb = torch.distributions.Normal(torch.zeros_like(y_mb), torch.ones_like(y_mb)).log_prob(y_mb).sum(-1)
+        return log_p_y_mb + log_diag_j_mb
+
+    history, norms = [], []
+    for step in range(steps):
+        loss = -compute_log_p_x(model, x).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        norms.append(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=0.1).item())
+        optimizer.step()
+        scheduler.step(loss)
+        history.append(loss.item())
+    # the log-determinant against the Jacobian of the whole flow by autograd, for three points
+    pts = x[:3].clone().requires_grad_()
+    y, log_det = model(pts)
+    jac = torch.stack([torch.autograd.grad(y[:, i].sum(), pts, retain_graph=True)[0] for i in range(2)], dim=1)
+    return {"history": history, "norms": norms, "log_det": log_det, "jac": jac, "lr": optimizer.param_groups[0]["lr"],
+            "logp": compute_log_p_x(model, x[:10])}
+
+
+def moons_like(n, seed=0):
+    rng = np.random.default_rng(seed)
+    t = rng.uniform(0, np.pi, n)
+    top = rng.random(n) < 0.5
+    x = np.where(top, np.cos(t), 1 - np.cos(t))
+    y = np.where(top, np.sin(t), 0.5 - np.sin(t))
+    return (np.stack([x, y], 1) + 0.05 * rng.standard_normal((n, 2))).astype(np.float32)
+
+
+def test_block_neural_autoregressive_flow():
+    weights = weights_of(make_bnaf)
+    ours, _ = run_both(bnaf, weights, rtol=2e-4, atol=2e-5)
+    dets = np.linalg.det(ours["jac"])
+    np.testing.assert_allclose(ours["log_det"], np.log(np.abs(dets)), rtol=1e-4, atol=1e-5)
+    assert ours["history"][-1] < ours["history"][0]
+
+
+# ----------------------------------------------------------------------------------------------
+# Pyro's AutoDiagonalNormal by hand: one unconstrained vector unpacked into sites through
+# biject_to(site.support) (inv.forward_shape for each site's unconstrained size: the simplex by stick
+# breaking, an LKJ correlation Cholesky factor, positive, interval and unit-interval sites), the ELBO
+# with each site's log|det J|, a parameter on a constraints.cat support by transform_to
+# ----------------------------------------------------------------------------------------------
+
+
+def autoguide_data(seed=0):
+    rng = np.random.default_rng(seed)
+    comp = rng.integers(0, 3, 60)
+    centres = np.array([[-2.0, 0.0], [2.0, 1.0], [0.0, -2.5]])
+    x = centres[comp] + rng.standard_normal((60, 2)) @ np.array([[0.8, 0.0], [0.4, 0.5]])
+    y = 1.5 * rng.standard_t(4, 40)
+    z = (rng.random(30) < 0.3).astype(np.float64)
+    return x, y, z
+
+
+def autoguide(m, steps=8, particles=2):
+    torch, nn, optim = m.torch, m.nn, m.optim
+    dist = torch.distributions
+    constraints, biject_to, transform_to = dist.constraints, dist.biject_to, dist.transform_to
+    x, y, z = (torch.from_numpy(a) for a in autoguide_data())
+    f64 = dict(dtype=torch.float64)
+    priors = {
+        "weights": dist.Dirichlet(torch.ones(3, **f64)),
+        "L": dist.LKJCholesky(2, concentration=torch.tensor(2.0, **f64)),
+        "sigma": dist.Independent(dist.HalfCauchy(torch.ones(2, **f64)), 1),
+        "nu": dist.Uniform(torch.tensor(1.0, **f64), torch.tensor(10.0, **f64)),
+        "rho": dist.Beta(torch.tensor(2.0, **f64), torch.tensor(2.0, **f64)),
+    }
+    shapes, sizes = {}, {}
+    for name, prior in priors.items():
+        shape = prior.batch_shape + prior.event_shape
+        shapes[name] = shape
+        sizes[name] = math.prod(biject_to(prior.support).inv.forward_shape(shape))
+    latent_dim = sum(sizes.values())
+    loc = nn.Parameter(torch.zeros(latent_dim, **f64))
+    scale_unconstrained = nn.Parameter(torch.full((latent_dim,), -2.0, **f64))
+    locs = nn.Parameter(torch.tensor([[-1.0, 0.0], [1.0, 0.0], [0.0, -1.0]], **f64))
+    bounds_constraint = constraints.cat([constraints.positive, constraints.interval(-1.0, 1.0)], dim=-1, lengths=[1, 1])
+    bounds_unconstrained = nn.Parameter(transform_to(bounds_constraint).inv(torch.tensor([2.0, 0.25], **f64)))
+
+    def unpack(latent):
+        values, log_dets, pos = {}, 0.0, 0
+        for name, prior in priors.items():
+            t = biject_to(prior.support)
+            u = latent[..., pos:pos + sizes[name]]
+            pos += sizes[name]
+            u = u.reshape(latent.shape[:-1] + t.inv.forward_shape(shapes[name]))
+            value = t(u)
+            ld = t.log_abs_det_jacobian(u, value)
+            extra = ld.dim() - (latent.dim() - 1)
+            log_dets = log_dets + (ld.sum(list(range(-extra, 0))) if extra > 0 else ld)
+            values[name] = value
+        return values, log_dets
+
+    def model_log_prob(v):
+        lp = sum(priors[name].log_prob(v[name]) for name in priors)
+        bounds = transform_to(bounds_constraint)(bounds_unconstrained)
+        scale_tril = v["sigma"].unsqueeze(-1) * v["L"]
+        mix = dist.MixtureSameFamily(dist.Categorical(probs=v["weights"]),
+                                     dist.MultivariateNormal(locs, scale_tril=scale_tril.unsqueeze(-3)))
+        lp = lp + mix.log_prob(x).sum()
+        lp = lp + dist.StudentT(v["nu"], bounds[0] * bounds[1], bounds[0]).log_prob(y).sum()
+        lp = lp + dist.Bernoulli(probs=v["rho"]).log_prob(z).sum()
+        return lp
+
+    params = [loc, scale_unconstrained, locs, bounds_unconstrained]
+    optimizer = optim.Adam(params, lr=0.05)
+    torch.manual_seed(0)
+    history = []
+    for step in range(steps):
+        optimizer.zero_grad()
+        q = dist.Independent(dist.Normal(loc, nn.functional.softplus(scale_unconstrained)), 1)
+        elbo = 0.0
+        for p in range(particles):
+            latent = q.rsample()
+            values, log_det = unpack(latent)
+            elbo = elbo + (model_log_prob(values) + log_det - q.log_prob(latent)) / particles
+        (-elbo).backward()
+        optimizer.step()
+        history.append(elbo.item())
+    with torch.no_grad():
+        median, _ = unpack(loc)
+        bounds = transform_to(bounds_constraint)(bounds_unconstrained)
+    return {"history": history, "median": median, "bounds": bounds, "sizes": sizes,
+            "loc": loc.detach(), "scale": scale_unconstrained.detach(), "locs": locs.detach()}
+
+
+def test_autoguide_over_constrained_sites():
+    ours, _ = run_both(autoguide, rtol=1e-7, atol=1e-9)
+    assert ours["sizes"] == {"weights": 2, "L": 1, "sigma": 2, "nu": 1, "rho": 1}
+    assert ours["median"]["weights"].sum() == pytest.approx(1.0)
+    L = ours["median"]["L"]
+    assert L[0, 1] == 0 and np.allclose((L ** 2).sum(-1), 1)  # a correlation matrix's Cholesky factor
+    assert 1 < ours["median"]["nu"] < 10 and ours["bounds"][0] > 0 and -1 < ours["bounds"][1] < 1
+
+
+# ----------------------------------------------------------------------------------------------
+# Sylvester normalizing flows (van den Berg et al. 2018) in a VAE as their code writes it: amortised
+# triangular R1/R2 whose diagonals are written in place by advanced indexing, orthogonal Q by the
+# iterative Bjorck step or by products of Householder reflections (bmm), log|det| from the diagonals;
+# trained by Adamax
+# ----------------------------------------------------------------------------------------------
+
+
+def make_sylvester_vae(m, kind="orthogonal", x_size=12, z_size=3, h_size=16, num_flows=2, num_householder=2):
+    torch, nn = m.torch, m.nn
+    Variable = torch.autograd.Variable
+
+    class Sylvester(nn.Module):
+        def __init__(self, num_ortho_vecs):
+            super(Sylvester, self).__init__()
+            self.num_ortho_vecs = num_ortho_vecs
+            self.h = nn.Tanh()
+            triu_mask = torch.triu(torch.ones(num_ortho_vecs, num_ortho_vecs), diagonal=1).unsqueeze(0)
+            diag_idx = torch.arange(0, num_ortho_vecs).long()
+            self.register_buffer('triu_mask', Variable(triu_mask))
+            self.triu_mask.requires_grad = False
+            self.register_buffer('diag_idx', diag_idx)
+
+        def der_h(self, x):
+            return self.der_tanh(x)
+
+        def der_tanh(self, x):
+            return 1 - self.h(x) ** 2
+
+        def _forward(self, zk, r1, r2, q_ortho, b, sum_ldj=True):
+            zk = zk.unsqueeze(1)
+            diag_r1 = r1[:, self.diag_idx, self.diag_idx]
+            diag_r2 = r2[:, self.diag_idx, self.diag_idx]
+            r1_hat = r1
+            r2_hat = r2
+            qr2 = torch.bmm(q_ortho, r2_hat.transpose(2, 1))
+            qr1 = torch.bmm(q_ortho, r1_hat)
+            r2qzb = torch.bmm(zk, qr2) + b
+            z = torch.bmm(self.h(r2qzb), qr1.transpose(2, 1)) + zk
+            z = z.squeeze(1)
+            diag_j = diag_r1 * diag_r2
+            diag_j = self.der_h(r2qzb).squeeze(1) * diag_j
+            diag_j += 1.
+            log_diag_j = diag_j.abs().log()
+            if sum_ldj:
+                log_det_j = log_diag_j.sum(-1)
+            else:
+                log_det_j = log_diag_j
+            return z, log_det_j
+
+        def forward(self, zk, r1, r2, q_ortho, b, sum_ldj=True):
+            return self._forward(zk, r1, r2, q_ortho, b, sum_ldj)
+
+    class SylvesterVAE(nn.Module):
+        def __init__(self):
+            super(SylvesterVAE, self).__init__()
+            self.z_size, self.num_flows = z_size, num_flows
+            self.num_ortho_vecs = z_size
+            self.num_householder = num_householder
+            self.kind = kind
+            self.q_z_nn = nn.Sequential(nn.Linear(x_size, h_size), nn.Softplus())
+            self.q_z_mean = nn.Linear(h_size, z_size)
+            self.q_z_var = nn.Sequential(nn.Linear(h_size, z_size), nn.Softplus())
+            self.p_x_nn = nn.Sequential(nn.Linear(z_size, h_size), nn.Softplus(), nn.Linear(h_size, x_size))
+            self.cond = 1.e-5
+            self.steps = 30
+            identity = torch.eye(self.num_ortho_vecs, self.num_ortho_vecs)
+            identity = identity.unsqueeze(0)
+            self.register_buffer('_eye', Variable(identity))
+            self._eye.requires_grad = False
+            triu_mask = torch.triu(torch.ones(self.num_ortho_vecs, self.num_ortho_vecs), diagonal=1)
+            triu_mask = triu_mask.unsqueeze(0).unsqueeze(3)
+            diag_idx = torch.arange(0, self.num_ortho_vecs).long()
+            self.register_buffer('triu_mask', Variable(triu_mask))
+            self.triu_mask.requires_grad = False
+            self.register_buffer('diag_idx', diag_idx)
+            self.diag_activation = nn.Tanh()
+            self.amor_d = nn.Linear(h_size, self.num_flows * z_size * self.num_ortho_vecs)
+            self.amor_diag1 = nn.Sequential(nn.Linear(h_size, self.num_ortho_vecs * self.num_flows), self.diag_activation)
+            self.amor_diag2 = nn.Sequential(nn.Linear(h_size, self.num_ortho_vecs * self.num_flows), self.diag_activation)
+            q_out = (self.num_flows * z_size * self.num_ortho_vecs if kind == "orthogonal"
+                     else self.num_flows * z_size * self.num_householder)
+            self.amor_q = nn.Linear(h_size, q_out)
+            self.amor_b = nn.Linear(h_size, self.num_ortho_vecs * self.num_flows)
+            for k in range(self.num_flows):
+                self.add_module('flow_' + str(k), Sylvester(self.num_ortho_vecs))
+
+        def batch_construct_orthogonal(self, q):
+            if self.kind == "householder":
+                return self.batch_construct_householder(q)
+            q = q.view(-1, self.num_ortho_vecs * self.z_size)
+            norm = torch.norm(q, p=2, dim=1, keepdim=True)
+            amat = torch.div(q, norm)
+            amat = amat.view(-1, self.z_size, self.num_ortho_vecs)
+            max_norm = 0.
+            for s in range(self.steps):
+                tmp = torch.bmm(amat.transpose(2, 1), amat)
+                tmp = self._eye - tmp
+                tmp = self._eye + 0.5 * tmp
+                amat = torch.bmm(amat, tmp)
+                test = torch.bmm(amat.transpose(2, 1), amat) - self._eye
+                norms2 = torch.sum(torch.norm(test, p=2, dim=2) ** 2, dim=1)
+                norms = torch.sqrt(norms2)
+                max_norm = torch.max(norms).item()
+                if max_norm <= self.cond:
+                    break
+            self.iterations = s
+            amat = amat.view(-1, self.num_flows, self.z_size, self.num_ortho_vecs)
+            amat = amat.transpose(0, 1)
+            return amat
+
+        def batch_construct_householder(self, q):
+            q = q.view(-1, self.z_size)
+            norm = torch.norm(q, p=2, dim=1, keepdim=True)
+            v = torch.div(q, norm)
+            vvT = torch.bmm(v.unsqueeze(2), v.unsqueeze(1))
+            amat = self._eye - 2 * vvT
+            amat = amat.view(-1, self.num_householder, self.z_size, self.z_size)
+            tmp = amat[:, 0]
+            for k in range(1, self.num_householder):
+                tmp = torch.bmm(amat[:, k], tmp)
+            amat = tmp.view(-1, self.num_flows, self.z_size, self.z_size)
+            amat = amat.transpose(0, 1)
+            return amat
+
+        def encode(self, x):
+            batch_size = x.size(0)
+            h = self.q_z_nn(x)
+            mean_z = self.q_z_mean(h)
+            var_z = self.q_z_var(h)
+            full_d = self.amor_d(h)
+            diag1 = self.amor_diag1(h)
+            diag2 = self.amor_diag2(h)
+            full_d = full_d.resize(batch_size, self.z_size, self.z_size, self.num_flows)
+            diag1 = diag1.resize(batch_size, self.z_size, self.num_flows)
+            diag2 = diag2.resize(batch_size, self.z_size, self.num_flows)
+            r1 = full_d * self.triu_mask
+            r2 = full_d.transpose(2, 1) * self.triu_mask
+            r1[:, self.diag_idx, self.diag_idx, :] = diag1
+            r2[:, self.diag_idx, self.diag_idx, :] = diag2
+            q = self.amor_q(h)
+            b = self.amor_b(h)
+            b = b.resize(batch_size, 1, self.z_size, self.num_flows)
+            return mean_z, var_z, r1, r2, q, b
+
+        def reparameterize(self, mu, var):
+            std = var.sqrt()
+            eps = torch.FloatTensor(std.size()).normal_()
+            eps = Variable(eps)
+            z = eps.mul(std).add_(mu)
+            return z
+
+        def forward(self, x):
+            self.log_det_j = 0.
+            z_mu, z_var, r1, r2, q, b = self.encode(x)
+            q_ortho = self.batch_construct_orthogonal(q)
+            z = [self.reparameterize(z_mu, z_var)]
+            for k in range(self.num_flows):
+                flow_k = getattr(self, 'flow_' + str(k))
+                z_k, log_det_jacobian = flow_k(z[k], r1[:, :, :, k], r2[:, :, :, k], q_ortho[k, :, :, :], b[:, :, :, k])
+                z.append(z_k)
+                self.log_det_j += log_det_jacobian
+            x_mean = self.p_x_nn(z[-1])
+            return x_mean, z_mu, z_var, self.log_det_j, z[0], z[-1]
+
+    return SylvesterVAE()
+
+
+def sylvester_data(n=32, seed=0):
+    rng = np.random.default_rng(seed)
+    protos = rng.random((3, 12)) < 0.4
+    return (protos[rng.integers(0, 3, n)] ^ (rng.random((n, 12)) < 0.05)).astype(np.float32)
+
+
+def binary_loss_function(m, recon_x, x, z_mu, z_var, z_0, z_k, ldj, beta=1.):
+    torch, F = m.torch, m.F
+    batch_size = x.size(0)
+    log_p_zk = (-0.5 * z_k * z_k - 0.5 * math.log(2 * math.pi)).sum(dim=1)
+    log_q_z0 = (-0.5 * (torch.log(z_var) + (z_0 - z_mu) ** 2 / z_var) - 0.5 * math.log(2 * math.pi)).sum(dim=1)
+    bce = F.binary_cross_entropy_with_logits(recon_x, x, reduction='sum')
+    summed_logs = torch.sum(log_q_z0 - log_p_zk)
+    summed_ldj = torch.sum(ldj)
+    kl = (summed_logs - summed_ldj)
+    loss = bce + beta * kl
+    return loss / float(batch_size), bce / float(batch_size), kl / float(batch_size)
+
+
+def sylvester(m, weights, kind, steps=3):
+    torch, optim = m.torch, m.optim
+    model = load(m, make_sylvester_vae(m, kind), weights)
+    x = torch.tensor(sylvester_data())
+    optimizer = optim.Adamax(model.parameters(), lr=5e-3, eps=1.e-7)
+    torch.manual_seed(0)
+    history = []
+    for epoch in range(steps):
+        optimizer.zero_grad()
+        x_mean, z_mu, z_var, ldj, z0, zk = model(x)
+        loss, rec, kl = binary_loss_function(m, x_mean, x, z_mu, z_var, z0, zk, ldj, beta=min(1.0, 0.5 + epoch / 4))
+        loss.backward()
+        optimizer.step()
+        history.append([loss.item(), rec.item(), kl.item()])
+    with torch.no_grad():
+        _, _, _, _, q, _ = model.encode(x[:4])
+        Q = model.batch_construct_orthogonal(q)
+    # one flow step's log-determinant against the Jacobian by autograd
+    _, _, r1, r2, q, b = model.encode(x[:1])
+    Q1 = model.batch_construct_orthogonal(q)
+    z = torch.randn(1, model.z_size).requires_grad_()
+    zk, ldj = model.flow_0(z, r1[:, :, :, 0], r2[:, :, :, 0], Q1[0], b[:, :, :, 0])
+    jac = torch.stack([torch.autograd.grad(zk[0, i], z, retain_graph=True)[0][0] for i in range(model.z_size)])
+    return {"history": history, "Q": Q, "ldj": ldj, "jac": jac, "iterations": getattr(model, "iterations", -1)}
+
+
+@pytest.mark.filterwarnings("ignore:non-inplace resize is deprecated")
+@pytest.mark.parametrize("kind", ["orthogonal", "householder"])
+def test_sylvester_flows_vae(kind):
+    weights = weights_of(lambda m: make_sylvester_vae(m, kind))
+    ours, _ = run_both(sylvester, weights, kind, rtol=2e-4, atol=2e-5)
+    Q = ours["Q"]
+    eye = np.broadcast_to(np.eye(3), Q.shape)
+    np.testing.assert_allclose(np.swapaxes(Q, -1, -2) @ Q, eye, atol=1e-4)
+    assert ours["ldj"][0] == pytest.approx(np.log(abs(np.linalg.det(ours["jac"]))), rel=1e-4, abs=1e-5)
