@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 
-from .pytorch_programs import OURS, load, run_both, weights_of
+from .pytorch_programs import OURS, assert_same, load, run_both, weights_of
 
 # ----------------------------------------------------------------------------------------------
 # Planar and radial flows (Rezende & Mohamed 2015) as normflows writes them, fitted by the reverse KL
@@ -1395,3 +1395,194 @@ def test_umnn_neural_integral_with_custom_backward():
     # d/dx of the integral is the integrand (Leibniz), which the backward gives
     np.testing.assert_allclose(ours["grads"][0], ours["dz_dx"], rtol=1e-5, atol=1e-6)
     assert ours["history"][-1] < ours["history"][0]
+
+
+# ----------------------------------------------------------------------------------------------
+# Flows on the torus (Rezende et al. 2020): a convex mixture of Mobius transforms of the circle in
+# complex arithmetic (torch.view_as_complex, torch.polar, torch.angle, remainder), a circular
+# rational-quadratic spline (derivative at 2*pi tied to 0, knots by searchsorted) conditioned on the
+# first angle, against a MixtureSameFamily of VonMises fitted to the same angles
+# ----------------------------------------------------------------------------------------------
+
+
+def make_torus_flow(m, K=3, bins=5):
+    torch, nn, F = m.torch, m.nn, m.F
+    TWO_PI = 2 * math.pi
+
+    class MobiusMixture(nn.Module):
+        def __init__(self, K):
+            super().__init__()
+            self.w_raw = nn.Parameter(0.5 * torch.randn(K, 2))
+            self.logits = nn.Parameter(torch.zeros(K))
+
+        def centres(self):
+            r = self.w_raw.norm(dim=-1, keepdim=True)
+            return torch.view_as_complex(0.99 * self.w_raw / (1 + r))  # |w| < 1
+
+        def forward(self, theta):
+            w = self.centres()
+            z = torch.polar(torch.ones_like(theta), theta).unsqueeze(-1)
+            one = torch.ones_like(z)
+
+            def h(z):
+                return (1 - w.abs() ** 2) / (z - w).abs() ** 2 * (z - w) - w
+
+            psi = torch.remainder(torch.angle(h(z) / h(one)), TWO_PI)  # rotated so that 0 stays at 0
+            dpsi = (1 - w.abs() ** 2) / (z - w).abs() ** 2
+            weights = torch.softmax(self.logits, 0)
+            return (weights * psi).sum(-1), torch.log((weights * dpsi).sum(-1))
+
+    def circular_rqs(inputs, uw, uh, ud, inverse=False, min_bin_width=1e-3, min_derivative=1e-3):
+        num_bins = uw.shape[-1]
+
+        def knots(u):
+            sizes = F.softmax(u, dim=-1)
+            sizes = min_bin_width + (1 - min_bin_width * num_bins) * sizes
+            cum = F.pad(torch.cumsum(sizes, dim=-1), pad=(1, 0), mode="constant", value=0.0) * TWO_PI
+            cum[..., -1] = TWO_PI
+            return cum, cum[..., 1:] - cum[..., :-1]
+
+        cumwidths, widths = knots(uw)
+        cumheights, heights = knots(uh)
+        derivatives = min_derivative + F.softplus(ud)
+        derivatives = torch.cat([derivatives, derivatives[..., :1]], dim=-1)  # periodic: d(2 pi) = d(0)
+        knots_in = cumheights if inverse else cumwidths
+        bin_idx = (torch.searchsorted(knots_in.contiguous(), inputs[..., None].contiguous(), right=True) - 1)
+        bin_idx = bin_idx.clamp(0, num_bins - 1)
+        input_cumwidths = cumwidths.gather(-1, bin_idx)[..., 0]
+        input_bin_widths = widths.gather(-1, bin_idx)[..., 0]
+        input_cumheights = cumheights.gather(-1, bin_idx)[..., 0]
+        delta = heights / widths
+        input_delta = delta.gather(-1, bin_idx)[..., 0]
+        input_derivatives = derivatives.gather(-1, bin_idx)[..., 0]
+        input_derivatives_plus_one = derivatives[..., 1:].gather(-1, bin_idx)[..., 0]
+        input_heights = heights.gather(-1, bin_idx)[..., 0]
+        if inverse:
+            a = (inputs - input_cumheights) * (input_derivatives + input_derivatives_plus_one - 2 * input_delta) \
+                + input_heights * (input_delta - input_derivatives)
+            b = input_heights * input_derivatives - (inputs - input_cumheights) * (
+                input_derivatives + input_derivatives_plus_one - 2 * input_delta)
+            c = -input_delta * (inputs - input_cumheights)
+            discriminant = b.pow(2) - 4 * a * c
+            root = (2 * c) / (-b - torch.sqrt(discriminant))
+            outputs = root * input_bin_widths + input_cumwidths
+            theta_one_minus_theta = root * (1 - root)
+            denominator = input_delta + ((input_derivatives + input_derivatives_plus_one - 2 * input_delta)
+                                         * theta_one_minus_theta)
+            derivative_numerator = input_delta.pow(2) * (input_derivatives_plus_one * root.pow(2)
+                                                         + 2 * input_delta * theta_one_minus_theta
+                                                         + input_derivatives * (1 - root).pow(2))
+            return outputs, -(torch.log(derivative_numerator) - 2 * torch.log(denominator))
+        theta = (inputs - input_cumwidths) / input_bin_widths
+        theta_one_minus_theta = theta * (1 - theta)
+        numerator = input_heights * (input_delta * theta.pow(2) + input_derivatives * theta_one_minus_theta)
+        denominator = input_delta + ((input_derivatives + input_derivatives_plus_one - 2 * input_delta)
+                                     * theta_one_minus_theta)
+        outputs = input_cumheights + numerator / denominator
+        derivative_numerator = input_delta.pow(2) * (input_derivatives_plus_one * theta.pow(2)
+                                                     + 2 * input_delta * theta_one_minus_theta
+                                                     + input_derivatives * (1 - theta).pow(2))
+        return outputs, torch.log(derivative_numerator) - 2 * torch.log(denominator)
+
+    class TorusFlow(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.mobius1 = MobiusMixture(K)
+            self.mobius2 = MobiusMixture(K)
+            self.shift = nn.Parameter(torch.tensor(0.3))
+            self.conditioner = nn.Sequential(nn.Linear(2, 16), nn.Tanh(), nn.Linear(16, 3 * bins))
+            self.bins = bins
+            self.spline = circular_rqs
+
+        def forward(self, x):
+            t1, t2 = x[:, 0], x[:, 1]
+            u1, ld1 = self.mobius1(t1)
+            params = self.conditioner(torch.stack([torch.cos(t1), torch.sin(t1)], -1))
+            uw, uh, ud = params.split([self.bins, self.bins, self.bins], dim=-1)  # a derivative per knot but the last
+            s, ld2 = circular_rqs(torch.remainder(t2 + self.shift, TWO_PI), uw, uh, ud)
+            u2, ld3 = self.mobius2(s)
+            return torch.stack([u1, u2], -1), ld1 + ld2 + ld3
+
+        def log_prob(self, x):
+            u, ld = self(x)
+            return -2 * math.log(TWO_PI) + ld  # uniform base on the torus
+
+    return TorusFlow(), circular_rqs
+
+
+def torus_data(n=96, seed=0):
+    rng = np.random.default_rng(seed)
+    t1 = rng.vonmises(1.0, 4.0, n)
+    t2 = rng.vonmises(np.where(rng.random(n) < 0.5, t1 + 1.5, -2.0), 6.0)
+    return np.remainder(np.stack([t1, t2], 1), 2 * np.pi)
+
+
+def torus(m, weights, steps=5):
+    torch, optim = m.torch, m.optim
+    flow = load(m, make_torus_flow(m)[0], weights)
+    x = torch.tensor(torus_data())
+    flow = flow.double()
+    optimizer = optim.Adam(flow.parameters(), lr=2e-2)
+    history = []
+    for step in range(steps):
+        optimizer.zero_grad()
+        loss = -flow.log_prob(x).mean()
+        loss.backward()
+        optimizer.step()
+        history.append(loss.item())
+    # a von Mises mixture by torch.distributions on the same angles
+    D = torch.distributions
+    logits = torch.zeros(2, 2, dtype=torch.float64, requires_grad=True)
+    locs = torch.tensor([[0.5, -1.0], [1.5, 2.0]], dtype=torch.float64, requires_grad=True)
+    log_conc = torch.zeros(2, 2, dtype=torch.float64, requires_grad=True)
+    vm_opt = optim.Adam([logits, locs, log_conc], lr=0.1)
+    vm_history = []
+    for step in range(steps):
+        mix = D.MixtureSameFamily(D.Categorical(logits=logits),
+                                  D.VonMises(locs, log_conc.exp()))  # one mixture per angle (batch of 2)
+        nll = -mix.log_prob(x).sum(-1).mean()
+        vm_opt.zero_grad()
+        nll.backward()
+        vm_opt.step()
+        vm_history.append(nll.item())
+    # the flow's log-density by the Jacobian determinant of the whole map
+    pts = x[:3].clone().requires_grad_()
+    u, ld = flow(pts)
+    jac = torch.stack([torch.autograd.grad(u[:, i].sum(), pts, retain_graph=True)[0] for i in range(2)], 1)
+    return {"history": history, "vm_history": vm_history, "u": u, "ld": ld, "jac": jac,
+            "params": [p.detach() for p in flow.parameters()]}
+
+
+def test_torus_flow_mobius_and_circular_spline():
+    weights = weights_of(lambda m: make_torus_flow(m)[0])
+    ours, theirs = run_both(torus, weights, compare=False)
+    if theirs is not None:
+        vm_ours, vm_theirs = ours.pop("vm_history"), theirs.pop("vm_history")
+        assert_same(ours, theirs, rtol=1e-8, atol=1e-9)
+        # VonMises's ln I0 is exact here, PyTorch's a seven-digit polynomial fit (see distributions/von_mises.py)
+        assert_same(vm_ours, vm_theirs, rtol=1e-6, atol=1e-7)
+        ours["vm_history"] = vm_ours
+    np.testing.assert_allclose(ours["ld"], np.log(np.abs(np.linalg.det(ours["jac"]))), rtol=1e-8, atol=1e-9)
+    assert ((ours["u"] >= 0) & (ours["u"] < 2 * np.pi)).all()
+    assert ours["history"][-1] < ours["history"][0] and ours["vm_history"][-1] < ours["vm_history"][0]
+
+
+def circular_spline(m):
+    torch = m.torch
+    spline = make_torus_flow(m)[1]
+    rng = np.random.default_rng(5)
+    uw, uh, ud = (torch.tensor(rng.standard_normal(s), requires_grad=True) for s in [(6, 5), (6, 5), (6, 5)])
+    x = torch.tensor([0.0, 0.4, 1.9, 3.3, 5.0, 2 * math.pi - 1e-9], dtype=torch.float64, requires_grad=True)
+    y, ld = spline(x, uw, uh, ud)
+    back, ld_inv = spline(y, uw, uh, ud, inverse=True)
+    dy, = torch.autograd.grad(y.sum(), x, create_graph=True)
+    grads = torch.autograd.grad(ld.sum() + y.sum(), [uw, uh, ud])
+    return {"y": y, "ld": ld, "back": back, "ld_inv": ld_inv, "by_autograd": torch.log(dy), "grads": grads}
+
+
+def test_circular_rational_quadratic_spline():
+    ours, _ = run_both(circular_spline, rtol=1e-9, atol=1e-10)
+    np.testing.assert_allclose(ours["back"], [0.0, 0.4, 1.9, 3.3, 5.0, 2 * math.pi - 1e-9], atol=1e-8)
+    np.testing.assert_allclose(ours["ld"], ours["by_autograd"], rtol=1e-8, atol=1e-9)
+    np.testing.assert_allclose(ours["ld_inv"], -ours["ld"], rtol=1e-8, atol=1e-9)
+    assert ours["y"][0] == 0
