@@ -62,3 +62,24 @@ def test_biject_to_cat_and_stack(T):
         np.testing.assert_allclose(y.numpy(), [np.exp(x[0].numpy()), 1 / (1 + np.exp(-x[1].numpy()))], rtol=1e-12)
         ld = stack.log_abs_det_jacobian(x, y)
         np.testing.assert_allclose(ld.numpy(), [x[0].numpy(), np.log(y[1].numpy() * (1 - y[1].numpy()))], rtol=1e-12)
+
+
+def test_pickled_transform_leaves_out_its_inverse(T):
+    import pickle
+
+    tr = T.distributions.transforms
+    t = tr.ComposeTransform([tr.ExpTransform(), tr.AffineTransform(1.0, 2.0)])
+    assert t.inv.inv is t  # the inverse made on demand refers back: a cycle pickle need not keep
+    back = pickle.loads(pickle.dumps(t))
+    assert back._inv is None
+    np.testing.assert_allclose(back.inv(back(T.tensor([0.5]))).numpy(), [0.5], rtol=1e-6)
+
+
+def test_pickled_inverse_keeps_what_it_inverts():
+    import pickle
+
+    import autograd
+
+    inverse = pickle.loads(pickle.dumps(autograd.distributions.transforms.ExpTransform().inv))
+    # (PyTorch's Transform.__getstate__ drops _inv here too, leaving an inverse of nothing)
+    np.testing.assert_allclose(inverse(autograd.tensor([1.0, np.e])).numpy(), [0.0, 1.0], atol=1e-7)

@@ -1,4 +1,4 @@
-# ruff: noqa: B007, B008, B023, E741, E731, F841, UP004, UP008, UP031  (the programs are kept as their authors wrote them)
+# ruff: noqa: B006, B007, B008, B023, E741, E731, F821, F841, UP004, UP008, UP031  (the programs are kept as their authors wrote them)
 """Normalizing flows and density estimation (see tests/pytorch_programs.py), each run on chainrule and on
 PyTorch from the same weights and the same seeded draws, comparing log-densities, samples, gradients and
 short training trajectories, and checked by hand (NumPy, change of variables by the Jacobian) where PyTorch
@@ -37,7 +37,8 @@ def make_planar_radial(m, K=6):
         def forward(self, z):
             lin = torch.sum(self.w * z, list(range(1, self.w.dim())), keepdim=True) + self.b
             inner = torch.sum(self.w * self.u)
-            u = self.u + (torch.log(1 + torch.exp(inner)) - 1 - inner) * self.w / torch.sum(self.w ** 2)  # constrain w.u > -1
+            # constrain w.u > -1
+            u = self.u + (torch.log(1 + torch.exp(inner)) - 1 - inner) * self.w / torch.sum(self.w ** 2)
             h_ = lambda x: 1 / torch.cosh(x) ** 2
             z_ = z + u * self.h(lin)
             log_det = torch.log(torch.abs(1 + torch.sum(self.w * u) * h_(lin.reshape(-1))))
@@ -780,7 +781,8 @@ def make_bnaf(m, dim=2, hidden=6, flows=2):
                 return inputs + outputs, torch.nn.functional.softplus(grad.squeeze()).sum(-1)
             elif self.res == 'gated':
                 return self.gate.sigmoid() * outputs + (1 - self.gate.sigmoid()) * inputs, \
-                    (torch.nn.functional.softplus(grad.squeeze() + self.gate) - torch.nn.functional.softplus(self.gate)).sum(-1)
+                    (torch.nn.functional.softplus(grad.squeeze() + self.gate)
+                     - torch.nn.functional.softplus(self.gate)).sum(-1)
             else:
                 return outputs, grad.squeeze().sum(-1)
 
@@ -1072,8 +1074,10 @@ def make_sylvester_vae(m, kind="orthogonal", x_size=12, z_size=3, h_size=16, num
             self.register_buffer('diag_idx', diag_idx)
             self.diag_activation = nn.Tanh()
             self.amor_d = nn.Linear(h_size, self.num_flows * z_size * self.num_ortho_vecs)
-            self.amor_diag1 = nn.Sequential(nn.Linear(h_size, self.num_ortho_vecs * self.num_flows), self.diag_activation)
-            self.amor_diag2 = nn.Sequential(nn.Linear(h_size, self.num_ortho_vecs * self.num_flows), self.diag_activation)
+            self.amor_diag1 = nn.Sequential(nn.Linear(h_size, self.num_ortho_vecs * self.num_flows),
+                                            self.diag_activation)
+            self.amor_diag2 = nn.Sequential(nn.Linear(h_size, self.num_ortho_vecs * self.num_flows),
+                                            self.diag_activation)
             q_out = (self.num_flows * z_size * self.num_ortho_vecs if kind == "orthogonal"
                      else self.num_flows * z_size * self.num_householder)
             self.amor_q = nn.Linear(h_size, q_out)
@@ -1386,7 +1390,8 @@ def umnn(m, weights, steps=3):
     xs, hs = x[:6].clone().requires_grad_(), h[:6].clone().requires_grad_()
     z = model(xs, hs)
     grads = torch.autograd.grad(z.sum(), [xs, hs] + list(model.parameters()))
-    return {"history": history, "z": z, "grads": grads, "dz_dx": model.integrand(xs, hs) * torch.exp(model.net(hs)[:, [1]])}
+    return {"history": history, "z": z, "grads": grads,
+            "dz_dx": model.integrand(xs, hs) * torch.exp(model.net(hs)[:, [1]])}
 
 
 def test_umnn_neural_integral_with_custom_backward():
@@ -1670,7 +1675,8 @@ def make_image_flow(m, C=1):
             i, j = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
             mask = ((i + j) % 2 == parity).float().view(1, 1, size, size)
             self.register_buffer("mask", mask)
-            self.net = nn.Sequential(wn_conv(channels + 1, hidden), nn.Tanh(), nn.Conv2d(hidden, 2 * channels, 3, padding=1))
+            self.net = nn.Sequential(wn_conv(channels + 1, hidden), nn.Tanh(),
+                                     nn.Conv2d(hidden, 2 * channels, 3, padding=1))
             self.scale = nn.Parameter(torch.ones(1, channels, 1, 1))
 
         def forward(self, z, logdet):
@@ -1703,7 +1709,8 @@ def make_image_flow(m, C=1):
 
         def __init__(self, channels, hidden=8):
             super().__init__()
-            self.net = nn.Sequential(nn.Conv2d(channels, hidden, 3, padding=1), nn.ELU(), nn.Conv2d(hidden, 2 * channels, 3, padding=1))
+            self.net = nn.Sequential(nn.Conv2d(channels, hidden, 3, padding=1), nn.ELU(),
+                                     nn.Conv2d(hidden, 2 * channels, 3, padding=1))
 
         def forward(self, x):
             mu, log_s = self.net(x / 255. - 0.5).chunk(2, dim=1)
@@ -1731,7 +1738,8 @@ def make_image_flow(m, C=1):
             D = x[0].numel()
             y = self.alpha + (1 - 2 * self.alpha) * y
             z = torch.log(y) - torch.log1p(-y)
-            logdet = (math.log(1 - 2 * self.alpha) - torch.log(y) - torch.log1p(-y)).flatten(1).sum(-1) - D * math.log(256.)
+            logdet = ((math.log(1 - 2 * self.alpha) - torch.log(y) - torch.log1p(-y)).flatten(1).sum(-1)
+                      - D * math.log(256.))
             for layer in self.check:
                 z, logdet = layer(z, logdet)
             z = F.pixel_unshuffle(z, 2)
@@ -2034,3 +2042,39 @@ def test_gaussian_copula_by_cumulative_distribution_transforms():
                   - (rho ** 2 * (z ** 2).sum(1) - 2 * rho * z[:, 0] * z[:, 1]) / (2 * (1 - rho ** 2)))
     log_marg = np.log(rate) - rate * x[:, 0] + (-np.log(2 * b) - np.abs(x[:, 1] - loc) / b)
     np.testing.assert_allclose(ours["lp"], log_copula + log_marg, rtol=1e-7, atol=1e-8)
+
+
+# ----------------------------------------------------------------------------------------------
+# A fitted density saved whole with torch.save and loaded back (after log_prob, its transforms hold the
+# inverses made on demand, which refer back to them)
+# ----------------------------------------------------------------------------------------------
+
+
+def saved_density(m):
+    import io
+
+    torch = m.torch
+    D, T = torch.distributions, torch.distributions.transforms
+    scale = torch.tensor(2.0)
+    d = D.TransformedDistribution(D.Normal(torch.zeros(2), torch.ones(2)),
+                                  [T.ComposeTransform([T.ExpTransform(), T.AffineTransform(torch.tensor(1.0), scale)])])
+    x = torch.tensor([1.5, 4.0])
+    before = d.log_prob(x)
+    buffer = io.BytesIO()
+    torch.save(d, buffer)
+    buffer.seek(0)
+    allowed = [D.TransformedDistribution, D.Normal, T.ComposeTransform, T.ExpTransform, T.AffineTransform,
+               type(D.constraints.real), type(D.constraints.positive)]
+    with torch.serialization.safe_globals(allowed):
+        back = torch.load(buffer, weights_only=False)
+    return before, back.log_prob(x)
+
+
+@pytest.mark.xfail(strict=True, raises=RecursionError,
+                   reason="autograd/serialization.py's _encode stores an object's vars(), not its __getstate__(): "
+                          "a transform and the inverse log_prob made for it refer to each other, and the encoder "
+                          "recurses without end (Transform.__getstate__ leaves the inverse out, as pickle honours)")
+def test_density_saved_whole_after_log_prob():
+    before, after = run_both(saved_density)[0]
+    np.testing.assert_allclose(after, before, rtol=1e-6)
+    np.testing.assert_allclose(before, [-1.1867, -2.0998], atol=1e-4)
