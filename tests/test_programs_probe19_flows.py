@@ -2621,3 +2621,149 @@ def test_glow_y0ast(config):
     np.testing.assert_allclose(ours["ld_back"], 0, atol=1e-10)
     assert ours["samples"].shape == (4, 3, 4, 4) and np.isfinite(ours["samples"]).all()
     assert ours["history"][-1][0] < ours["history"][0][0]
+
+
+# ----------------------------------------------------------------------------------------------
+# NICE (Dinh et al. 2014) as fmu2/NICE writes it: additive couplings on interleaved halves by reshape
+# and stack, a learnt diagonal scaling, a StandardLogistic Distribution subclass (log-density by
+# softplus, samples by the inverse CDF of a Uniform), Adam with beta2 = 0.01 and eps = 1e-4, uniform
+# dequantisation and bits per dimension; sampling by the inverse pass; against the same prior written as
+# a TransformedDistribution of a Uniform through SigmoidTransform().inv
+# ----------------------------------------------------------------------------------------------
+
+
+def nice_modules(m):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    class StandardLogistic(torch.distributions.Distribution):
+        arg_constraints = {}
+
+        def __init__(self):
+            super(StandardLogistic, self).__init__()
+
+        def log_prob(self, x):
+            return -(F.softplus(x) + F.softplus(-x))
+
+        def sample(self, size):
+            z = torch.distributions.Uniform(0., 1.).sample(size)
+            return torch.log(z) - torch.log(1. - z)
+
+    class Coupling(nn.Module):
+        def __init__(self, in_out_dim, mid_dim, hidden, mask_config):
+            super(Coupling, self).__init__()
+            self.mask_config = mask_config
+            self.in_block = nn.Sequential(nn.Linear(in_out_dim // 2, mid_dim), nn.ReLU())
+            self.mid_block = nn.ModuleList([nn.Sequential(nn.Linear(mid_dim, mid_dim), nn.ReLU())
+                                            for _ in range(hidden - 1)])
+            self.out_block = nn.Linear(mid_dim, in_out_dim // 2)
+
+        def forward(self, x, reverse=False):
+            [B, W] = list(x.size())
+            x = x.reshape((B, W // 2, 2))
+            if self.mask_config:
+                on, off = x[:, :, 0], x[:, :, 1]
+            else:
+                off, on = x[:, :, 0], x[:, :, 1]
+            off_ = self.in_block(off)
+            for i in range(len(self.mid_block)):
+                off_ = self.mid_block[i](off_)
+            shift = self.out_block(off_)
+            if reverse:
+                on = on - shift
+            else:
+                on = on + shift
+            if self.mask_config:
+                x = torch.stack((on, off), dim=2)
+            else:
+                x = torch.stack((off, on), dim=2)
+            return x.reshape((B, W))
+
+    class Scaling(nn.Module):
+        def __init__(self, dim):
+            super(Scaling, self).__init__()
+            self.scale = nn.Parameter(torch.zeros((1, dim)), requires_grad=True)
+
+        def forward(self, x, reverse=False):
+            log_det_J = torch.sum(self.scale)
+            if reverse:
+                x = x * torch.exp(-self.scale)
+            else:
+                x = x * torch.exp(self.scale)
+            return x, log_det_J
+
+    class NICE(nn.Module):
+        def __init__(self, prior, coupling, in_out_dim, mid_dim, hidden, mask_config):
+            super(NICE, self).__init__()
+            self.prior = prior
+            self.in_out_dim = in_out_dim
+            self.coupling = nn.ModuleList([
+                Coupling(in_out_dim=in_out_dim, mid_dim=mid_dim, hidden=hidden, mask_config=(mask_config + i) % 2)
+                for i in range(coupling)])
+            self.scaling = Scaling(in_out_dim)
+
+        def g(self, z):
+            x, _ = self.scaling(z, reverse=True)
+            for i in reversed(range(len(self.coupling))):
+                x = self.coupling[i](x, reverse=True)
+            return x
+
+        def f(self, x):
+            for i in range(len(self.coupling)):
+                x = self.coupling[i](x)
+            return self.scaling(x)
+
+        def log_prob(self, x):
+            z, log_det_J = self.f(x)
+            log_ll = torch.sum(self.prior.log_prob(z), dim=1)
+            return log_ll + log_det_J
+
+        def sample(self, size):
+            z = self.prior.sample((size, self.in_out_dim))
+            return self.g(z)
+
+        def forward(self, x):
+            return self.log_prob(x)
+
+    return NICE, StandardLogistic
+
+
+def make_nice(m):
+    NICE, StandardLogistic = nice_modules(m)
+    return NICE(prior=StandardLogistic(), coupling=4, in_out_dim=16, mid_dim=24, hidden=2, mask_config=1.)
+
+
+def nice(m, weights, steps=4):
+    torch, optim = m.torch, m.optim
+    flow = load(m, make_nice(m), weights)
+    data = torch.from_numpy(tiny_images(12, seed=2).reshape(12, 16)).float() / 255.
+    optimizer = optim.Adam(flow.parameters(), lr=1e-3, betas=(0.9, 0.01), eps=1e-4)
+    torch.manual_seed(0)
+    history = []
+    for step in range(steps):
+        x = (data * 255. + torch.rand_like(data)) / 256.
+        loss = -flow(x).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        bit_per_dim = (loss.item() + 16 * np.log(256.)) / (16 * np.log(2.))
+        history.append([loss.item(), bit_per_dim])
+    flow.eval()
+    with torch.no_grad():
+        torch.manual_seed(1)
+        samples = flow.sample(5)
+        z, _ = flow.f(samples)
+        # the same prior as a TransformedDistribution: Logistic(0, 1) = sigmoid^-1 of a Uniform
+        logistic = torch.distributions.TransformedDistribution(
+            torch.distributions.Uniform(torch.tensor(0.), torch.tensor(1.)),
+            [torch.distributions.transforms.SigmoidTransform().inv])
+        by_td = logistic.log_prob(z).sum(1) + flow.scaling.scale.sum()
+        by_flow = flow.log_prob(samples)
+    return {"history": history, "samples": samples, "by_td": by_td, "by_flow": by_flow, "back": flow.g(z)}
+
+
+def test_nice_additive_couplings_logistic_prior():
+    weights = weights_of(make_nice)
+    ours, _ = run_both(nice, weights, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(ours["by_td"], ours["by_flow"], rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(ours["back"], ours["samples"], rtol=1e-5, atol=1e-5)
+    assert ours["history"][-1][0] < ours["history"][0][0]
