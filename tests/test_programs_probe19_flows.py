@@ -4,7 +4,28 @@ PyTorch from the same weights and the same seeded draws, comparing log-densities
 short training trajectories, and checked by hand (NumPy, change of variables by the Jacobian) where PyTorch
 is missing.
 
-PROGRAMS"""
+- normflows' planar and radial flows fitted by the reverse KL to a two-moons energy (an int64 buffer in the
+  log-det, ``linalg.vector_norm`` over a list of dims, seeded base draws).
+- zuko's neural spline flow: a MaskedMLP from an adjacency (``unique(dim=0, return_inverse=True)``, an int
+  matmul), ``MonotonicRQSTransform`` as a ``distributions.Transform`` (batched ``searchsorted``, ``gather`` of a
+  stacked index), an autoregressive inverse by fixed-point passes; and its unconstrained monotonic transforms
+  (UNAF: ``GaussLegendre`` and ``Bisection`` as ``autograd.Function``s differentiating their ``*phi``).
+- Pyro's IAF: a ``TransformModule`` (a Transform that is an ``nn.Module``), AutoRegressiveNN masks from a
+  permutation, ``clamp_preserve_gradients``, the cached log-scale, ``Permute``, a sequential inverse.
+- BNAF (block-masked weights, 4-d log-Jacobian blocks by ``logsumexp``, gated residuals, amsgrad,
+  ReduceLROnPlateau); Sylvester flows in a VAE (orthogonal by Bjorck steps and by Householder products, in-place
+  diagonal writes by advanced indexing); UMNN's Clenshaw-Curtis neural integral (an ``autograd.Function`` whose
+  backward takes ``autograd.grad`` of the integrand); residual flows (spectral norm, LipSwish, power-series
+  log-det with Hutchinson noise, MemoryEfficientLogDetEstimator); NICE with a logistic prior; y0ast's Glow
+  (LU/slogdet 1x1 convolutions, shuffles, learnt priors, class conditioning, reverse sampling by
+  ``torch.normal``); an image flow in bits per dimension (variational dequantisation, checkerboard coupling,
+  ``pixel_unshuffle``, normflows' ActNorm, Glow's coupling and Split2d).
+- Flows on the torus (a Mobius mixture in complex arithmetic, a circular spline) beside a VonMises mixture.
+- ``torch.distributions`` as flows use it: a Pyro-style AutoDiagonalNormal unpacked through
+  ``biject_to(support)`` (simplex, LKJ Cholesky, positive, interval sites; a ``constraints.cat`` parameter by
+  ``transform_to``); a Gaussian copula of ``CumulativeDistributionTransform``s in a ``CatTransform``; RBIG
+  Gaussianization with KDE marginals (``special.ndtri``, ``linalg.eigh``) fitted by L-BFGS; a density saved whole
+  by ``torch.save`` (a strict xfail: see its reason)."""
 
 import math
 
