@@ -83,3 +83,44 @@ def test_pickled_inverse_keeps_what_it_inverts():
     inverse = pickle.loads(pickle.dumps(autograd.distributions.transforms.ExpTransform().inv))
     # (PyTorch's Transform.__getstate__ drops _inv here too, leaving an inverse of nothing)
     np.testing.assert_allclose(inverse(autograd.tensor([1.0, np.e])).numpy(), [0.0, 1.0], atol=1e-7)
+
+
+def test_compose_transform_that_is_a_module_list(T):
+    nn = importlib.import_module("nn" if T.__name__ == "autograd" else "torch.nn")
+    dist = T.distributions
+
+    class Shift(dist.Transform, nn.Module):
+        domain = codomain = dist.constraints.real
+        bijective = True
+
+        def __init__(self, b):
+            super().__init__(cache_size=1)
+            self.b = nn.Parameter(T.tensor([b]))
+
+        def __hash__(self):
+            return super(nn.Module, self).__hash__()
+
+        def _call(self, x):
+            return x + self.b
+
+        def _inverse(self, y):
+            return y - self.b
+
+        def log_abs_det_jacobian(self, x, y):
+            return T.zeros_like(x)
+
+    class ComposeTransformModule(dist.ComposeTransform, nn.ModuleList):  # as Pyro writes it
+        def __init__(self, parts, cache_size=0):
+            super().__init__(parts, cache_size=cache_size)
+            for part in parts:
+                self.append(part)
+
+        def __hash__(self):
+            return super(nn.Module, self).__hash__()
+
+    flow = ComposeTransformModule([Shift(0.5), Shift(-2.0)])
+    assert len(flow) == 2 and [name for name, _ in flow.named_parameters()] == ["0.b", "1.b"]
+    d = dist.TransformedDistribution(dist.Normal(T.zeros(1), T.ones(1)), flow)
+    d.log_prob(T.tensor([1.0])).sum().backward()
+    # z = x - 0.5 + 2 = 2.5: d log N(z) / db_k = z for each shift
+    np.testing.assert_allclose([p.grad.item() for p in flow.parameters()], [2.5, 2.5], rtol=1e-6)
