@@ -142,8 +142,11 @@ def _encode(obj, written):
     if isinstance(obj, (type, types.FunctionType, types.BuiltinFunctionType)) and "<" not in obj.__qualname__:
         return {"global": global_name(obj)}  # a class or function, by its name (rebuilt only where allowed)
     if hasattr(obj, "__dict__") and not isinstance(obj, _NOT_RECORDS) and type(obj).__module__ != "builtins":
-        # the program's own object: its state
-        return {"instance": global_name(type(obj)), "state": _encode(vars(obj), written)["dict"]}
+        # the program's own object: its state (what its __getstate__ gives, as pickle takes it: a transform
+        # leaves out the inverse that refers back to it)
+        state = obj.__getstate__() if type(obj).__getstate__ is not object.__getstate__ else None
+        state = state if isinstance(state, dict) else vars(obj)
+        return {"instance": global_name(type(obj)), "state": _encode(state, written)["dict"]}
     raise TypeError(f"save: cannot store an object of type {type(obj).__name__}; "
                     "tensors, arrays, dicts, lists, numbers, strings and objects with a __dict__ can be saved")
 

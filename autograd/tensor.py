@@ -81,6 +81,7 @@ def tensor_from(data, dtype=None, requires_grad=False):
 
 
 SUBCLASS_WATCHERS = []  # called with each subclass of Tensor once it is defined (see __init_subclass__)
+_warned_of_float = False  # float() of a tensor that requires grad has warned (once per process, as PyTorch's)
 
 
 class Tensor(WriteDoor):
@@ -348,6 +349,11 @@ class Tensor(WriteDoor):
         return Tensor._make(array)
 
     def __float__(self):
+        global _warned_of_float
+        if self._requires_grad and modes.grad_enabled and not _warned_of_float:  # (PyTorch's warning, once in
+            _warned_of_float = True  # a process, for float() only: item(), int() and bool() say nothing)
+            warnings.warn("Converting a tensor with requires_grad=True to a scalar may lead to unexpected behavior.\n"
+                          "Consider using tensor.detach() first.", UserWarning, stacklevel=program_stacklevel())
         return float(self._real_item("double"))
 
     def __int__(self):

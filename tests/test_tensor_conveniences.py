@@ -155,3 +155,26 @@ def test_as_subclass_is_an_alias_of_the_subclass():
     np.testing.assert_array_equal(x.detach().numpy(), [2.0, 2.0])  # (on x's memory)
     with pytest.raises(TypeError, match="must be a subclass of Tensor"):
         x.as_subclass(int)
+
+
+def test_float_of_a_tensor_that_requires_grad_warns_once_as_pytorch(T, monkeypatch):
+    """float(t) of a tensor that requires grad warns, with grad mode on, once in a process (PyTorch's
+    TORCH_WARN_ONCE, whose state is not reachable: PyTorch's first call may have come earlier in the process);
+    after it no call warns, and item(), int() and bool() never do."""
+    import importlib
+    import warnings
+
+    t = T.ones((), requires_grad=True)
+    if T is autograd:
+        monkeypatch.setattr(importlib.import_module("autograd.tensor"), "_warned_of_float", False)
+    with warnings.catch_warnings(record=True) as first:
+        warnings.simplefilter("always")
+        assert float(t) == 1.0
+    if T is autograd:
+        assert len(first) == 1 and first[0].filename == __file__
+        assert "Converting a tensor with requires_grad=True to a scalar" in str(first[0].message)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert float(t) == 1.0 and t.item() == 1.0 and int(t) == 1 and bool(t) and float(t.detach()) == 1.0
+        with T.no_grad():
+            assert float(t) == 1.0

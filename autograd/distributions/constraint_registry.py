@@ -78,7 +78,23 @@ for registry in (biject_to, transform_to):
     registry.register(constraints.less_than, _to_less_than)
     registry.register(constraints.interval, _to_interval)
     registry.register(constraints.half_open_interval, _to_interval)
+
+
+def _to_cat(registry):
+    def factory(constraint):  # each slice along dim by its own constraint's transform
+        return transforms.CatTransform([registry(c) for c in constraint.cseq], constraint.dim, constraint.lengths)
+    return factory
+
+
+def _to_stack(registry):
+    def factory(constraint):
+        return transforms.StackTransform([registry(c) for c in constraint.cseq], constraint.dim)
+    return factory
+
+
 for registry in (biject_to, transform_to):
+    registry.register(constraints.cat, _to_cat(registry))
+    registry.register(constraints.stack, _to_stack(registry))
     registry.register(constraints.corr_cholesky, lambda constraint: transforms.CorrCholeskyTransform())
 biject_to.register(constraints.simplex, lambda constraint: transforms.StickBreakingTransform())
 transform_to.register(constraints.simplex, lambda constraint: transforms.SoftmaxTransform())

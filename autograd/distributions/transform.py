@@ -24,6 +24,7 @@ class Transform:
         self._cache_size = cache_size
         self._inv = None
         self._cached_x_y = None, None
+        super().__init__()  # a transform that is also an nn.Module (Pyro's TransformModule) initialises both
 
     @property
     def event_dim(self):
@@ -89,6 +90,12 @@ class Transform:
 
     __hash__ = object.__hash__
 
+    def __getstate__(self):
+        """The state without the inverse made on demand (it refers back to this transform), as PyTorch's."""
+        state = self.__dict__.copy()
+        state["_inv"] = None
+        return state
+
     def __repr__(self):
         return type(self).__name__ + "()"
 
@@ -99,6 +106,9 @@ class _InverseTransform(Transform):
     def __init__(self, transform):
         super().__init__(cache_size=transform._cache_size)
         self._inv = transform
+
+    def __getstate__(self):  # here _inv is what this transform inverts, not a cache (PyTorch's drops it too)
+        return self.__dict__.copy()
 
     @property
     def domain(self):
