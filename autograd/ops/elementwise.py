@@ -479,6 +479,8 @@ class Cast(Primitive):
     pytorch_name = "ToCopyBackward0"
 
     def forward(self, x):
+        if x.dtype.kind == "c" and self.dtype.kind == "b":
+            return x != 0  # a complex number is true where either part is nonzero (NumPy's cast too), unwarned
         if x.dtype.kind == "c" and self.dtype.kind != "c":
             warnings.warn("Casting complex values to real discards the imaginary part", UserWarning, stacklevel=2)
             return x.real.astype(self.dtype)  # (PyTorch's warning, not NumPy's ComplexWarning)
