@@ -496,6 +496,7 @@ class Fill(Primitive):
     """y = a constant c in x's shape (x.fill_(c) when recorded);   dL/dx = 0,   dL/dc = Σ dL/dy"""
 
     saves_inputs = False
+    handles_complex = True  # (y is linear in c: Σ dL/dy is its gradient for complex c too)
 
     def forward(self, x, value):
         return xp.full(x.shape, value, dtype=x.dtype)
