@@ -1,0 +1,99 @@
+"""Focused tests of the complex-number fixes found by tests/test_programs_probe19_complex.py, each run on
+chainrule's ``autograd`` and on PyTorch (the ``T`` fixture) against the same expectations."""
+
+import numpy as np
+import pytest
+
+import nn  # noqa: F401  (registers autograd.nn, which T.nn reaches)
+
+
+def test_a_complex_tensor_cast_to_bool_is_true_where_either_part_is_nonzero(T):
+    z = T.tensor([0j, 1j, 1 + 0j, -2 - 3j])
+    expected = [False, True, True, True]
+    assert z.bool().tolist() == expected
+    assert z.to(T.bool).tolist() == expected
+    assert T.zeros(4, dtype=T.bool).copy_(z).tolist() == expected
+
+
+def test_clamp_in_place_refuses_a_complex_tensor_as_clamp_does(T):
+    z = T.tensor([2 + 1j, -3j])
+    with pytest.raises(NotImplementedError):
+        z.clamp_(-1.0, 1.0)
+    with pytest.raises(NotImplementedError):
+        z.clamp(-1.0, 1.0)
+    assert z.tolist() == [2 + 1j, -3j]  # untouched
+    assert T.tensor([3.0, -5.0]).clamp_(-1, 1).tolist() == [1.0, -1.0]
+
+
+def test_fill_of_a_complex_tensor_is_differentiable(T):
+    z = T.tensor([[1 + 2j, 3j], [2 + 0j, 1 - 1j]], requires_grad=True)
+    c = T.tensor(0.5 - 1j, requires_grad=True)
+    a = z * 1
+    a.fill_diagonal_(2j)
+    b = z * 2
+    b[0].fill_(c)
+    loss = (a.abs() ** 2).sum() + (b * (1 - 2j)).real.sum()
+    loss.backward()
+    # off the diagonal |z|² gives 2z; b's second row 2z gives 2 conj(1 - 2j); the filled entries nothing
+    expected = np.array([[0, 2 * 3j], [2 * 2, 0]]) + np.array([[0, 0], [2 * (1 + 2j), 2 * (1 + 2j)]])
+    np.testing.assert_allclose(z.grad.numpy(), expected, rtol=1e-6)
+    assert complex(c.grad) == pytest.approx(2 * (1 + 2j))  # Σ over the row of conj(1 - 2j)
+
+
+def test_a_full_backward_hook_sees_complex_gradients(T):
+    layer = T.nn.Linear(2, 1, bias=False, dtype=T.cdouble)
+    with T.no_grad():
+        layer.weight.copy_(T.tensor([[1 + 1j, 2 - 1j]], dtype=T.cdouble))
+    seen = []
+    layer.register_full_backward_hook(lambda module, grad_input, grad_output: seen.append(
+        (grad_input[0].clone(), grad_output[0].clone())))
+    x = T.tensor([[1j, 1 + 0j]], dtype=T.cdouble, requires_grad=True)
+    y = layer(x)  # (1 + 1j) 1j + (2 - 1j) = 1
+    y.real.sum().backward()
+    grad_input, grad_output = seen[0]
+    assert grad_output.tolist() == [[1 + 0j]]
+    np.testing.assert_allclose(grad_input.numpy(), [[1 - 1j, 2 + 1j]])  # dL/dy · conj(W)
+    np.testing.assert_allclose(x.grad.numpy(), [[1 - 1j, 2 + 1j]])
+
+
+def _by_hand_tanh_rnn(T, x, w_ih, w_hh, b_ih, b_hh):
+    h, outputs = T.zeros(x.shape[1], w_hh.shape[0], dtype=x.dtype), []
+    for t in range(x.shape[0]):
+        h = T.tanh(x[t] @ w_ih.T + b_ih + h @ w_hh.T + b_hh)
+        outputs.append(h)
+    return T.stack(outputs)
+
+
+@pytest.mark.parametrize("kind", ["RNN", "GRU", "LSTM"])
+def test_complex_recurrent_layers_differentiate(T, kind):
+    rng = np.random.default_rng(0)
+    layer = getattr(T.nn, kind)(3, 2, dtype=T.cdouble)
+    layer.load_state_dict({k: T.tensor(0.4 * (rng.standard_normal(tuple(v.shape)) + 1j * rng.standard_normal(
+        tuple(v.shape)))) for k, v in layer.state_dict().items()})
+    x = T.tensor(rng.standard_normal((4, 1, 3)) + 1j * rng.standard_normal((4, 1, 3)), requires_grad=True)
+    assert T.autograd.gradcheck(lambda x: layer(x)[0], (x,))
+    if kind == "RNN":  # its weights' gradients, against the recurrence written out
+        y = layer(x)[0]
+        loss = (y.abs() ** 2).sum() + (y * (0.3 - 0.7j)).real.sum()
+        params = list(layer.parameters())
+        grads = T.autograd.grad(loss, [x] + params)
+        y_hand = _by_hand_tanh_rnn(T, x, *params)
+        loss_hand = (y_hand.abs() ** 2).sum() + (y_hand * (0.3 - 0.7j)).real.sum()
+        for ours, by_hand in zip(grads, T.autograd.grad(loss_hand, [x] + params)):
+            np.testing.assert_allclose(ours.numpy(), by_hand.numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_the_relu_rnn_refuses_complex_inputs(T):
+    layer = T.nn.RNN(2, 3, nonlinearity="relu", dtype=T.cfloat)
+    with pytest.raises(NotImplementedError):
+        layer(T.ones(3, 1, 2, dtype=T.cfloat))
+
+
+def test_eig_refuses_a_loss_that_depends_on_the_eigenvectors_phases(T):
+    rng = np.random.default_rng(0)
+    A = T.tensor(rng.standard_normal((3, 3)) + 1j * rng.standard_normal((3, 3)), requires_grad=True)
+    values, vectors = T.linalg.eig(A)
+    with pytest.raises(RuntimeError, match="specified up to multiplication by e\\^\\{i phi\\}"):
+        T.autograd.grad(vectors.real.sum(), A, retain_graph=True)
+    # |V|² does not depend on the phases: its gradient is defined, and checked
+    assert T.autograd.gradcheck(lambda A: T.linalg.eig(A)[1].abs() ** 2, (A.detach().requires_grad_(),))
