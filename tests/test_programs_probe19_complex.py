@@ -12,7 +12,8 @@ MRI (masked k-space, ``ifftshift``/``fftshift``, a total-variation prior through
 ``istft``) and Griffin-Lim; a variational quantum circuit (unitaries by ``linalg.matrix_exp`` of Hermitian
 generators, ``kron``, ``vdot``) and a unitary learnt through a Hermitian parameter; writes through ``.real``,
 ``.imag`` and ``view_as_real`` of tensors in a graph; complex recurrent layers (RNN/GRU/LSTM, cells, double
-backward); full backward hooks and custom ``autograd.Function``s on complex tensors; ``abs``/``sgn``/``angle``
+backward); a unitary RNN (``parametrizations.orthogonal`` of a complex weight, ``spectral_norm``, modReLU by
+``polar``); full backward hooks and custom ``autograd.Function``s on complex tensors; ``abs``/``sgn``/``angle``
 at 0, complex division, reductions and ``gradcheck``; every optimiser on complex parameters."""
 
 import math
@@ -545,6 +546,68 @@ def hooks_and_functions(m):
 def test_full_backward_hook_and_custom_function_on_complex_tensors():
     ours, _ = run_both(hooks_and_functions, rtol=1e-10, atol=1e-12)
     assert ours["gradcheck"]
+
+
+# ----------------------------------------------------------------------------------------------
+# A unitary RNN: the recurrent matrix kept unitary by orthogonal(), a spectrally normalised input map
+# ----------------------------------------------------------------------------------------------
+
+
+def unitary_rnn(m, orthogonal_map):
+    torch, nn, F = m.torch, m.nn, m.F
+    orthogonal = nn.utils.parametrizations.orthogonal
+    spectral_norm = nn.utils.parametrizations.spectral_norm
+
+    class ModReLU(nn.Module):
+        def __init__(self, n):
+            super().__init__()
+            self.b = nn.Parameter(torch.full((n,), -0.05, dtype=torch.float64))
+
+        def forward(self, z):
+            return torch.polar(F.relu(z.abs() + self.b), z.angle())
+
+    class URNN(nn.Module):
+        def __init__(self, hidden=6):
+            super().__init__()
+            self.inp = nn.Linear(2, hidden, dtype=torch.cdouble)
+            self.rec = nn.Linear(hidden, hidden, bias=False, dtype=torch.cdouble)
+            self.act = ModReLU(hidden)
+            self.out = nn.Linear(2 * hidden, 3, dtype=torch.float64)
+
+        def forward(self, x):
+            h = torch.zeros(x.shape[0], self.rec.in_features, dtype=torch.cdouble)
+            for t in range(x.shape[1]):
+                h = self.act(self.rec(h) + self.inp(x[:, t]))
+            return self.out(torch.cat([h.real, h.imag], -1))
+
+    rng = np.random.default_rng(7)
+    model = URNN()
+    model.load_state_dict({k: torch.tensor(0.4 * (rng.standard_normal(tuple(v.shape)) + (
+        1j * rng.standard_normal(tuple(v.shape)) if v.is_complex() else 0))) for k, v in model.state_dict().items()})
+    torch.manual_seed(0)  # spectral_norm's first u, v
+    orthogonal(model.rec, orthogonal_map=orthogonal_map)
+    spectral_norm(model.inp)
+    x = torch.tensor(rng.standard_normal((8, 5, 2)) + 1j * rng.standard_normal((8, 5, 2)))
+    y = torch.tensor(rng.integers(0, 3, 8))
+    opt = m.optim.RMSprop(model.parameters(), lr=0.01)
+    history = []
+    for step in range(6):
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        history.append(loss.item())
+    W = model.rec.weight.detach()
+    return {"history": history, "W": W, "unitarity": (W.mH @ W - torch.eye(6)).abs().max().item(),
+            "sigma": torch.linalg.matrix_norm(model.inp.weight.detach(), 2).item(),
+            "grad": model.rec.parametrizations.weight.original.grad}
+
+
+@pytest.mark.parametrize("orthogonal_map", ["matrix_exp", "cayley"])
+def test_unitary_rnn(orthogonal_map):
+    ours, _ = run_both(unitary_rnn, orthogonal_map, rtol=1e-8, atol=1e-10)
+    assert ours["unitarity"] < 1e-12
+    assert ours["sigma"] == pytest.approx(1.0, abs=0.05)  # one power iteration a step: σ(W / σ̂) ≈ 1
 
 
 # ----------------------------------------------------------------------------------------------
