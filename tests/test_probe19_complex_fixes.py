@@ -97,3 +97,26 @@ def test_eig_refuses_a_loss_that_depends_on_the_eigenvectors_phases(T):
         T.autograd.grad(vectors.real.sum(), A, retain_graph=True)
     # |V|² does not depend on the phases: its gradient is defined, and checked
     assert T.autograd.gradcheck(lambda A: T.linalg.eig(A)[1].abs() ** 2, (A.detach().requires_grad_(),))
+
+
+def test_exponential_refuses_a_complex_tensor(T):
+    with pytest.raises(RuntimeError, match="dtype must be a floating point"):
+        T.zeros(2, dtype=T.cfloat).exponential_()
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("count", [1, 3, 7])
+def test_a_few_complex_normals_are_pytorchs_to_the_bit(count):
+    """Fewer than 16 parts are drawn one at a time in float64 and scaled by std / √2 before rounding, as
+    PyTorch's normal_ of a complex tensor (scaling after rounding to float32 was an ulp off)."""
+    torch = pytest.importorskip("torch")
+    import autograd
+
+    def draws(library):
+        library.manual_seed(count)
+        return [library.randn(count, dtype=library.cfloat),
+                library.empty(count, dtype=library.cfloat).normal_(0.5, 2.0),
+                library.randn(count, dtype=library.cdouble)]
+
+    for ours, theirs in zip(draws(autograd), draws(torch)):
+        np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
