@@ -120,3 +120,26 @@ def test_a_few_complex_normals_are_pytorchs_to_the_bit(count):
 
     for ours, theirs in zip(draws(autograd), draws(torch)):
         np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+
+
+@pytest.mark.parametrize("complex_", [False, True])
+def test_forward_mode_carries_eigh_eigenvector_tangents(T, complex_):
+    """The eigenvectors' tangent of eigh (it came out 0: the backward read forward mode's zero cotangent as
+    "only the eigenvalues were used"), against central differences with each vector's phase fixed."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((3, 3)) + (1j * rng.standard_normal((3, 3)) if complex_ else 0)
+    D = rng.standard_normal((3, 3)) + (1j * rng.standard_normal((3, 3)) if complex_ else 0)
+    S, dS = X + X.conj().T, D + D.conj().T
+
+    def vectors(M):  # each eigenvector's first entry made real and positive: the gauge forward mode keeps here
+        V = np.linalg.eigh(M)[1]
+        return V * (np.abs(V[0]) / V[0])
+
+    V0 = vectors(S)
+    dV_fd = (vectors(S + 1e-6 * dS) - vectors(S - 1e-6 * dS)) / 2e-6
+    _, dV = T.func.jvp(lambda A: T.linalg.eigh(A)[1], (T.tensor(S),), (T.tensor(dS),))
+    V = T.linalg.eigh(T.tensor(S))[1].numpy()
+    dV = dV.numpy() * (V0 / V)[0]  # in the same gauge as the differences
+    # the gauge leaves a purely imaginary multiple of each vector free: compare what it cannot move
+    projected = lambda dV: dV - V0 * np.sum(V0.conj() * dV, axis=0).imag * 1j  # noqa: E731
+    np.testing.assert_allclose(projected(dV), projected(dV_fd), atol=1e-6)
