@@ -4,7 +4,8 @@ comparing values and gradients (PyTorch's conjugate convention: z.grad = ∂L/�
 PyTorch is absent checked against NumPy by hand or finite differences.
 
 A complex-valued network (``nn.Linear(dtype=torch.cfloat)``, modReLU, CReLU through ``torch.complex``, Adam
-with amsgrad on complex weights); phase retrieval (``torch.polar``, ``fft2(norm="ortho")``, an amplitude loss);
+with amsgrad on complex weights) and a deep complex CNN (complex batch norm by whitening, cardioid, pooling by
+magnitude); phase retrieval (``torch.polar``, ``fft2(norm="ortho")``, an amplitude loss);
 computer-generated holography (``torch.exp(1j * phase)``, ``fftshift``, SGD with momentum); compressed-sensing
 MRI (masked k-space, ``ifftshift``/``fftshift``, a total-variation prior through ``abs``, gradient steps under
 ``no_grad``, data consistency, root-sum-of-squares); angular-spectrum wave propagation (``fftfreq``,
@@ -95,6 +96,94 @@ def test_complex_valued_network():
     ours, _ = run_both(complex_net, rtol=1e-4, atol=1e-5)
     assert ours["complex64"]
     assert ours["history"][-1] < ours["history"][0]
+
+
+def complex_cnn(m):
+    """Trabelsi et al.'s deep complex network pieces: complex batch norm by 2×2 whitening of (Re, Im), the
+    cardioid activation, max pooling by magnitude (indices from max_pool2d, values by gather) and average
+    pooling through view_as_real."""
+    torch, nn, F = m.torch, m.nn, m.F
+
+    def complex_max_pool(z, k):
+        _, idx = F.max_pool2d(z.abs(), k, return_indices=True)
+        return z.flatten(2).gather(2, idx.flatten(2)).view(idx.shape)
+
+    def complex_avg_pool(z, k):
+        r = torch.view_as_real(z).permute(0, 1, 4, 2, 3).flatten(1, 2)
+        p = F.avg_pool2d(r, k)
+        p = p.view(z.shape[0], z.shape[1], 2, p.shape[-2], p.shape[-1]).permute(0, 1, 3, 4, 2).contiguous()
+        return torch.view_as_complex(p)
+
+    class ComplexBN(nn.Module):
+        def __init__(self, c, eps=1e-5, momentum=0.1):
+            super().__init__()
+            self.eps, self.momentum = eps, momentum
+            self.weight = nn.Parameter(torch.stack([torch.full((c,), 1 / math.sqrt(2)),
+                                                    torch.full((c,), 1 / math.sqrt(2)), torch.zeros(c)], 0))
+            self.bias = nn.Parameter(torch.zeros(c, dtype=torch.cfloat))
+            self.register_buffer("running_mean", torch.zeros(c, dtype=torch.cfloat))
+
+        def forward(self, z):
+            mean = z.mean((0, 2, 3))
+            if self.training:
+                with torch.no_grad():
+                    self.running_mean.mul_(1 - self.momentum).add_(mean * self.momentum)
+            zc = z - mean[None, :, None, None]
+            xr, xi = zc.real, zc.imag
+            Vrr = (xr * xr).mean((0, 2, 3)) + self.eps
+            Vii = (xi * xi).mean((0, 2, 3)) + self.eps
+            Vri = (xr * xi).mean((0, 2, 3))
+            tau, delta = Vrr + Vii, Vrr * Vii - Vri ** 2
+            s = torch.sqrt(delta)
+            t = torch.sqrt(tau + 2 * s)
+            inv = 1.0 / (s * t)
+            Wrr, Wii, Wri = (Vii + s) * inv, (Vrr + s) * inv, -Vri * inv
+            v = lambda a: a[None, :, None, None]
+            yr = v(Wrr) * xr + v(Wri) * xi
+            yi = v(Wri) * xr + v(Wii) * xi
+            gr, gi, gri = self.weight
+            return torch.complex(v(gr) * yr + v(gri) * yi, v(gri) * yr + v(gi) * yi) + v(self.bias)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1 = nn.Conv2d(1, 4, 3, padding=1, dtype=torch.cfloat)
+            self.bn = ComplexBN(4)
+            self.c2 = nn.Conv2d(4, 4, 3, padding=1, dtype=torch.cfloat)
+            self.fc = nn.Linear(16, 3)
+
+        def forward(self, z):
+            h = self.bn(self.c1(z))
+            h = 0.5 * (1 + torch.cos(h.angle())) * h  # cardioid
+            h = complex_max_pool(h, 2)
+            h = complex_avg_pool(self.c2(h), 2)
+            return self.fc(h.abs().flatten(1))
+
+    net = Net()
+    rng = np.random.default_rng(0)
+    weights = {}
+    for k, v in net.state_dict().items():
+        a = 0.3 * rng.standard_normal(tuple(v.shape))
+        weights[k] = torch.tensor((a + 0.3j * rng.standard_normal(tuple(v.shape))).astype(np.complex64)) \
+            if v.is_complex() else torch.tensor(a.astype(np.float32))
+    net.load_state_dict(weights)
+    x = torch.tensor((rng.standard_normal((6, 1, 8, 8)) + 1j * rng.standard_normal((6, 1, 8, 8))).astype(np.complex64))
+    y = torch.tensor(rng.integers(0, 3, 6))
+    opt = m.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
+    history = []
+    for _ in range(5):
+        opt.zero_grad()
+        loss = F.cross_entropy(net(x), y)
+        loss.backward()
+        opt.step()
+        history.append(loss.item())
+    return {"history": history, "running_mean": net.bn.running_mean, "conv_grad": net.c1.weight.grad,
+            "bn_grad": net.bn.weight.grad}
+
+
+def test_deep_complex_network():
+    ours, _ = run_both(complex_cnn, rtol=1e-4, atol=1e-5)
+    assert min(ours["history"]) < ours["history"][0]
 
 
 # ----------------------------------------------------------------------------------------------
