@@ -394,7 +394,10 @@ def randn(*sizes, out=None, size=None, generator=None, dtype=None, layout=None, 
 
     def values():
         stream = _rng(generator)
-        return draws(lambda shape, part: stream.standard_normal(shape, dtype=part), shape, dtype, 0.5**0.5)
+        # (a complex dtype's parts: N(0, 1/√2), the scale applied by the normal draw itself, as PyTorch's
+        # normal_ applies std / √2: in float64 before rounding, where fewer than 16 numbers are drawn)
+        scale = 1 / math.sqrt(2) if dtype.kind == "c" else 1.0
+        return draws(lambda shape, part: stream.normal(0.0, scale, shape, dtype=part), shape, dtype)
 
     return written(_made_by(values, shape, dtype, device, requires_grad), out)
 

@@ -363,11 +363,14 @@ class Tensor(WriteDoor):
         return complex(self.item())
 
     def _real_item(self, c_type):
-        """The one number, refused for a complex tensor as PyTorch refuses it (the imaginary part would be lost)."""
-        if self._data.dtype.kind == "c":
-            raise RuntimeError(f"value cannot be converted to type {c_type} without overflow (a complex tensor: take "
-                               ".real or .abs() first)")
-        return self.item()
+        """The one number; a complex one only where its imaginary part is 0, as PyTorch's (it would be lost)."""
+        value = self.item()
+        if type(value) is complex:
+            if value.imag != 0:
+                raise RuntimeError(f"value cannot be converted to type {c_type} without overflow (a complex number "
+                                   "with an imaginary part: take .real or .abs() first)")
+            return value.real
+        return value
 
     def __index__(self):
         if self._data.dtype.kind not in "biu" or self._data.size != 1:  # (a 0-d bool is 0 or 1, as PyTorch's)

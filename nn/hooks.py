@@ -30,7 +30,10 @@ from autograd.hooks import RemovableHandle, add_hook  # noqa: F401  (nn.hooks' n
 class GradientGate(Primitive):
     """y = the tensors x_1 .. x_k flattened and joined (identity in value);
     dL/dx_i = the slice of dL/dy for x_i, after ``on_gradients`` has seen (and may have
-    replaced) the tuple of all of them"""
+    replaced) the tuple of all of them (the identity's gradient, complex ones included; a real
+    x_i joined with complex ones takes its slice's real part)"""
+
+    handles_complex = True
 
     def forward(self, *xs):
         dtype = numpy.result_type(*xs)
@@ -39,10 +42,18 @@ class GradientGate(Primitive):
     def backward(self, grad, y, *xs):
         grads, start = [], 0
         for x in xs:
-            grads.append(grad[start:start + x._data.size].reshape(x.shape).to(x.dtype))
+            grads.append(_as_dtype_of(grad[start:start + x._data.size].reshape(x.shape), x))
             start += x._data.size
         replaced = self.on_gradients(tuple(grads))
         return tuple(g if x.requires_grad else None for g, x in zip(replaced, xs))
+
+
+def _as_dtype_of(piece, tensor):
+    """A piece cut from the gate in ``tensor``'s dtype: a real tensor's piece of a complex join is its real
+    part (its imaginary part is 0, and casting would warn that it is discarded)."""
+    if piece.dtype.kind == "c" and tensor.dtype.kind != "c":
+        piece = piece.real
+    return piece if piece.dtype == tensor.dtype else piece.to(tensor.dtype)
 
 
 def through_gate(values, on_gradients):
@@ -56,7 +67,7 @@ def through_gate(values, on_gradients):
     out, start = list(values), 0
     for i, tensor in zip(positions, tensors):
         piece = joined[start:start + tensor.numel()].reshape(tensor.shape)
-        out[i] = piece if piece.dtype == tensor.dtype else piece.to(tensor.dtype)
+        out[i] = _as_dtype_of(piece, tensor)
         start += tensor.numel()
     return tuple(out), positions
 

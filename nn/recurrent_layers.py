@@ -31,6 +31,7 @@ whose graph carries the higher derivatives.
 import autograd
 from autograd import Primitive, Tensor
 from autograd.backend import xp
+from autograd.errors import refuse_unordered
 from autograd.ops.recurrent_cells import gru_cell, lstm_step, rnn_relu_cell, rnn_tanh_cell
 
 
@@ -55,7 +56,14 @@ def unpack(flat, steps, batch, out_size, cell_size=None):
 
 class _RecurrentLayer:
     """The frame shared by the three layers (a mixin, so that only they are registered as
-    primitives): step order, active rows, the two backward paths."""
+    primitives): step order, active rows, the two backward paths.
+
+    Complex layers (PyTorch's, of a complex dtype) are holomorphic in every input (tanh and σ are;
+    the ReLU RNN refuses complex numbers), so with J what ``backward_arrays`` applies transposed,
+    PyTorch's conjugate convention dL/dx = Jᴴ dL/dy is conj(Jᵀ conj(dL/dy)): the same array code
+    between two conjugations."""
+
+    handles_complex = True
 
     def steps(self, length):
         return range(length - 1, -1, -1) if self.reverse else range(length)
@@ -78,7 +86,11 @@ class _RecurrentLayer:
             grads = iter(autograd.grad(self.composite(*aliases), wanted, grad_outputs=grad,
                                        create_graph=True, allow_unused=True))
             return tuple(next(grads) if x.requires_grad else None for x in inputs)
-        arrays = self.backward_arrays(grad._data, *[x._data for x in inputs])
+        if grad._data.dtype.kind == "c":
+            arrays = [None if a is None else xp.conj(a)
+                      for a in self.backward_arrays(xp.conj(grad._data), *[x._data for x in inputs])]
+        else:
+            arrays = self.backward_arrays(grad._data, *[x._data for x in inputs])
         return tuple(Tensor._make(a) if x.requires_grad else None for a, x in zip(arrays, inputs))
 
     def composite_loop(self, x, h0, step):
@@ -109,6 +121,8 @@ class RNNLayer(_RecurrentLayer, Primitive):
         return xp.tanh(a, out=a) if self.nonlinearity == "tanh" else xp.maximum(a, 0, out=a)
 
     def forward(self, x, w_ih, w_hh, b_ih, b_hh, h0):
+        if self.nonlinearity == "relu":
+            refuse_unordered(x, "relu")
         length, batch = x.shape[:2]
         pre = (x.reshape(length * batch, -1) @ w_ih.T).reshape(length, batch, -1)
         pre += b_ih + b_hh

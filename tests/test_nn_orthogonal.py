@@ -171,16 +171,24 @@ def test_bad_arguments_are_refused():
         layer.weight = autograd.eye(3)
 
 
-def test_complex_weights_are_refused():
+def test_complex_weights_are_unitary_except_under_householder():
     weight = nn.Parameter(autograd.randn(3, 3, dtype=autograd.complex128))
     with pytest.raises(ValueError, match="householder parametrization does not support complex"):
         layer = nn.Linear(3, 3)
         layer.weight = weight
         orthogonal(layer, orthogonal_map="householder")
-    layer = nn.Linear(3, 3)
-    layer.weight = weight
-    with pytest.raises(NotImplementedError, match="complex weights are not supported"):
-        orthogonal(layer)
+    for orthogonal_map in ("matrix_exp", "cayley"):
+        for shape in ((3, 3), (4, 2), (2, 4)):
+            layer = nn.Linear(shape[1], shape[0], bias=False, dtype=autograd.complex128)
+            orthogonal(layer, orthogonal_map=orthogonal_map)
+            opt = optim.SGD(layer.parameters(), lr=0.1)
+            for _ in range(3):  # (a step moves the unconstrained X; Q stays unitary)
+                opt.zero_grad()
+                layer(autograd.ones(1, shape[1], dtype=autograd.complex128)).imag.sum().backward()
+                opt.step()
+            Q = layer.weight.detach().numpy()
+            gram = Q.conj().T @ Q if shape[0] >= shape[1] else Q @ Q.conj().T
+            np.testing.assert_allclose(gram, np.eye(min(shape)), atol=1e-12)
 
 
 def test_type_before_parametrizations():

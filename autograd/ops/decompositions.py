@@ -88,8 +88,10 @@ class Eigh(Primitive):
         grad_values, grad_vectors = grad[..., 0, :], grad[..., 1:, :]
         if grad_values.dtype.kind == "c":  # λ is real, stacked with complex vectors: Im dL/dλ has nowhere to go
             grad_values = grad_values.real  # (0 from λ itself, not from a second derivative through the backward's λ)
-        if not xp.any(grad_vectors._data):  # only λ was used (eigvalsh): V diag(dL/dλ) Vᴴ, as PyTorch's, whose
-            # dL/dV is then undefined; the gaps' 0 / 0 of repeated eigenvalues (an identity) would make it NaN
+        if not (grad.requires_grad or xp.any(grad_vectors._data)):  # only λ was used (eigvalsh): V diag(dL/dλ) Vᴴ,
+            # as PyTorch's, whose dL/dV is then undefined; the gaps' 0 / 0 of repeated eigenvalues (an identity)
+            # would make it NaN. (Zeros that are a function of something keep the whole formula, as eig's and
+            # svd's: forward mode's zeros stand for every tangent, the vectors' too.)
             return ((vectors * shape.unsqueeze(grad_values, -2)) @ vectors.mH,)
         inner = vectors.mH @ grad_vectors
         if inner.dtype.kind == "c":

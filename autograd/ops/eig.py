@@ -7,7 +7,8 @@ The derivative (PyTorch's linalg_eig_backward), for G_λ = dL/dλ and G_V = dL/d
 
 off the diagonal; the Re diag term removes the part of G_V that only turns each unit eigenvector's
 free phase. For a real A the gradient is its real part. Like PyTorch's, it assumes distinct
-eigenvalues, and a loss that depends on the eigenvectors' phases is not well defined.
+eigenvalues, and a loss that depends on the eigenvectors' phases (Im diag(Vᴴ G_V) ≠ 0) is not well
+defined: refused, as PyTorch's.
 """
 
 
@@ -16,6 +17,7 @@ from ..graph import is_grad_enabled
 from ..primitive import Primitive
 from ..return_types import return_type
 from ..tensor import Tensor
+from .decompositions import _require_phase_free
 from .half_linalg import refuses_half
 from .inverses import Solve, _square
 from .outputs import write_out
@@ -48,6 +50,9 @@ class Eig(Primitive):
             grad_a = Solve.apply(vh, grad_values.unsqueeze(-1) * vh)
             return (grad_a.real if self.real_input else grad_a,)
         inner = vh @ grad_vectors
+        _require_phase_free(inner, "linalg_eig_backward: The eigenvectors in the complex case are specified up to "
+                            "multiplication by e^{i phi}. The specified loss function depends on this quantity, so "
+                            "it is ill-defined.")
         phase = inner.diagonal(0, -2, -1).real  # Re diag(Vᴴ G_V): turns of each vector's phase
         inner = inner - vh @ (vectors * phase.unsqueeze(-2))
         gaps = (values.unsqueeze(-2) - values.unsqueeze(-1)).conj() + eye  # Ē_ij = conj(λ_j - λ_i), 1 on the diagonal

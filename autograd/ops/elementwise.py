@@ -494,6 +494,8 @@ class Cast(Primitive):
     pytorch_name = "ToCopyBackward0"
 
     def forward(self, x):
+        if x.dtype.kind == "c" and self.dtype.kind == "b":
+            return x != 0  # a complex number is true where either part is nonzero (NumPy's cast too), unwarned
         if x.dtype.kind == "c" and self.dtype.kind != "c":
             warnings.warn("Casting complex values to real discards the imaginary part", UserWarning,
                           stacklevel=program_stacklevel())
@@ -510,6 +512,7 @@ class Fill(Primitive):
     """y = a constant c in x's shape (x.fill_(c) when recorded);   dL/dx = 0,   dL/dc = Σ dL/dy"""
 
     saves_inputs = False
+    handles_complex = True  # (y is linear in c: Σ dL/dy is its gradient for complex c too)
 
     def forward(self, x, value):
         return xp.full(x.shape, value, dtype=x.dtype)

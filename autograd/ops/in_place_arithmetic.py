@@ -159,8 +159,8 @@ def div_(self, other, *, rounding_mode=None):
 def clamp_(self, min=None, max=None):
     if min is None and max is None:  # (the fast path's NumPy clip would take no bounds as a no-op)
         raise RuntimeError("torch.clamp: At least one of 'min' or 'max' must not be None")
-    if self._data.dtype.kind not in "fc":  # integers take clamp's casts of the bounds (-1 into uint8 is 255)
-        return self._write((min, max), lambda old: old.clamp(min, max))
+    if self._data.dtype.kind != "f":  # integers take clamp's casts of the bounds (-1 into uint8 is 255), and
+        return self._write((min, max), lambda old: old.clamp(min, max))  # complex numbers clamp's refusal
     refuse_overflowing_bounds(self, python_number(min), python_number(max))
     return self._write((min, max), lambda old: old.clamp(min, max),
                        lambda a: xp.clip(a, _data(min), _data(max), out=a))

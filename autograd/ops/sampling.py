@@ -290,7 +290,7 @@ def _normal(x, mean=0.0, std=1.0, *, generator=None):
     _floating_only(x, "normal_kernel_cpu")
     if std < 0:
         raise RuntimeError(f"normal_ expects std >= 0.0, but found std {std}")
-    part = std * 0.5**0.5 if x.dtype.kind == "c" else std  # (a complex x: each part, so that E|z - mean|² = std²)
+    part = std / math.sqrt(2) if x.dtype.kind == "c" else std  # (a complex x: each part, so that E|z - mean|² = std²)
     normal = random.generator(generator).normal
     if not fills_in_memory_order(x):  # (16 or more values: PyTorch's blocks of 16)
         draw = lambda shape, dtype: normal(mean, part, shape, dtype=dtype)  # noqa: E731
@@ -326,7 +326,7 @@ def _bernoulli(x, p=0.5, *, generator=None):
 @names(function=False, inplace="exponential_")
 def _exponential(x, lambd=1.0, *, generator=None):
     """Exp(λ): density λ e^(-λx)."""
-    if x.dtype.kind not in "fc":
+    if x.dtype.kind != "f":
         raise RuntimeError(f"Exponential distribution is a continuous probability distribution. dtype must be a "
                            f"floating point but you specified {type_name(x.dtype)}")
     if lambd <= 0:

@@ -18,7 +18,8 @@ an orthogonal Q to the weight then stores Q (completed to n × n) as B and sets 
 (X = -I for the householder map, whose diagonal carries the signs; -I is also zero for the other
 two, since tril(-I) - tril(-I)ᵀ = 0).
 
-Complex weights are refused: matrix_exp and solve here have no complex gradient.
+A complex X gives a unitary Q (QᴴQ = I): A = L - Lᴴ is skew-Hermitian, and e^A and the Cayley transform
+of it are unitary; the householder map refuses complex weights, as PyTorch's.
 """
 
 import enum
@@ -53,12 +54,8 @@ class _Orthogonal(Module):
 
     def __init__(self, weight, orthogonal_map, *, use_trivialization=True):
         super().__init__()
-        if weight.is_complex():
-            if orthogonal_map == _OrthMaps.householder:
-                raise ValueError("The householder parametrization does not support complex tensors.")
-            raise NotImplementedError("orthogonal: complex weights are not supported here (matrix_exp and "
-                                      "linalg.solve have no complex gradient in chainrule); got a weight of "
-                                      f"dtype {weight.dtype}")
+        if weight.is_complex() and orthogonal_map == _OrthMaps.householder:
+            raise ValueError("The householder parametrization does not support complex tensors.")
         self.shape = weight.shape
         self.orthogonal_map = orthogonal_map
         if use_trivialization:

@@ -96,7 +96,7 @@ class _SpectralNorm(Module):
             matrix = matrix.detach()
             for _ in range(steps):
                 F.normalize(matrix.mv(self._v), dim=0, eps=self.eps, out=self._u)
-                F.normalize(matrix.t().mv(self._u), dim=0, eps=self.eps, out=self._v)
+                F.normalize(matrix.mH.mv(self._u), dim=0, eps=self.eps, out=self._v)  # (Wᴴ: a complex W's too)
 
     def forward(self, weight):
         if weight.ndim == 1:
@@ -107,7 +107,7 @@ class _SpectralNorm(Module):
         if self.training:
             self._power_method(matrix, self.n_power_iterations)
         u, v = self._u.clone(), self._v.clone()  # the graph keeps these; the buffers move on next time
-        return weight / u.dot(matrix.mv(v))
+        return weight / autograd.vdot(u, matrix.mv(v))  # σ = uᴴ W v, real for a complex W too
 
     def right_inverse(self, value):
         return value
