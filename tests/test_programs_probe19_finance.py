@@ -487,7 +487,7 @@ def test_sabr_lbfgs_and_svi_adam():
 # ----------------------------------------------------------------------------------------------
 
 
-def garch_returns(n=400, omega=0.05, alpha=0.1, beta=0.85, seed=3):
+def garch_returns(n=250, omega=0.05, alpha=0.1, beta=0.85, seed=3):
     rng = np.random.default_rng(seed)
     r = np.zeros(n)
     h = omega / (1 - alpha - beta)
@@ -541,7 +541,7 @@ def garch(m):
             return -torch.distributions.Normal(torch.zeros_like(sigma2), sigma2.sqrt()).log_prob(r).sum(), sigma2
 
     normal = GARCH()
-    lbfgs = optim.LBFGS(normal.parameters(), lr=1, max_iter=40, line_search_fn="strong_wolfe")
+    lbfgs = optim.LBFGS(normal.parameters(), lr=1, max_iter=25, line_search_fn="strong_wolfe")
 
     def closure():
         lbfgs.zero_grad()
@@ -561,7 +561,7 @@ def garch(m):
     student = GARCH(student=True)
     adam = optim.Adam(student.parameters(), lr=0.05)
     t_losses = []
-    for step in range(25):
+    for step in range(8):
         adam.zero_grad()
         loss, _ = student(returns)
         loss.backward()
@@ -586,7 +586,7 @@ def test_garch_maximum_likelihood():
 # ----------------------------------------------------------------------------------------------
 
 
-def pairs_data(n=150, seed=5):
+def pairs_data(n=100, seed=5):
     rng = np.random.default_rng(seed)
     x = 50 + np.cumsum(rng.standard_normal(n))
     hedge = 1.2 + np.cumsum(0.01 * rng.standard_normal(n))
@@ -625,7 +625,7 @@ def kalman_pairs(m):
 
     optimizer = m.optim.Adam([log_delta, log_ve], lr=0.1)
     history = []
-    for step in range(8):
+    for step in range(5):
         optimizer.zero_grad()
         loglik, states, errors, Qs = run(log_delta, log_ve)
         (-loglik).backward()
@@ -1297,3 +1297,198 @@ def test_vmapped_pricer_fresh_paths_small_draws():
                    "of 16 (autograd/func/vmap.py, outside this task's files)")
 def test_vmapped_pricer_fresh_paths():
     run_both(vmapped_pricer, "different", 1000, rtol=1e-10, atol=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------
+# Regime switching (a two-state Gaussian HMM fitted by the forward algorithm in log space), extreme
+# values (a generalized Pareto fitted to losses over a threshold) and a Student-t copula by sampling
+# ----------------------------------------------------------------------------------------------
+
+
+def regime_returns(n=200, seed=8):
+    rng = np.random.default_rng(seed)
+    states = np.zeros(n, dtype=int)
+    for t in range(1, n):
+        stay = 0.97 if states[t - 1] == 0 else 0.9
+        states[t] = states[t - 1] if rng.uniform() < stay else 1 - states[t - 1]
+    mu, sd = np.array([0.05, -0.1]), np.array([0.5, 1.5])
+    return mu[states] + sd[states] * rng.standard_normal(n), states
+
+
+def regimes_and_tails(m):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    D = torch.distributions
+    r = torch.tensor(regime_returns()[0], dtype=torch.float64)
+
+    class HMM(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.mu = nn.Parameter(torch.tensor([0.1, -0.1], dtype=torch.float64))
+            self.log_sd = nn.Parameter(torch.tensor([-0.5, 0.5], dtype=torch.float64))
+            self.trans_logits = nn.Parameter(torch.tensor([[3.0, 0.0], [0.0, 3.0]], dtype=torch.float64))
+
+        def forward(self, x):
+            log_A = F.log_softmax(self.trans_logits, dim=-1)
+            emission = D.Normal(self.mu, self.log_sd.exp()).log_prob(x.unsqueeze(-1))  # (T, 2)
+            log_alpha = math.log(0.5) + emission[0]
+            filtered = [log_alpha.softmax(-1)]
+            for t in range(1, x.shape[0]):
+                log_alpha = torch.logsumexp(log_alpha.unsqueeze(-1) + log_A, dim=0) + emission[t]
+                filtered.append(log_alpha.softmax(-1))
+            return torch.logsumexp(log_alpha, -1), torch.stack(filtered)
+
+    hmm = HMM()
+    opt = optim.Adam(hmm.parameters(), lr=0.05)
+    hmm_ll = []
+    for step in range(12):
+        ll, filtered = hmm(r)
+        opt.zero_grad()
+        (-ll).backward()
+        opt.step()
+        hmm_ll.append(ll.detach())
+
+    # peaks over threshold: losses over their 90% quantile, a GPD by L-BFGS
+    losses = -r
+    u = torch.quantile(losses, 0.9)
+    excess = losses[losses > u] - u
+    xi_raw = torch.tensor(0.1, dtype=torch.float64, requires_grad=True)
+    log_beta = torch.tensor(0.0, dtype=torch.float64, requires_grad=True)
+    lbfgs = optim.LBFGS([xi_raw, log_beta], lr=1, max_iter=50, line_search_fn="strong_wolfe")
+
+    def closure():
+        lbfgs.zero_grad()
+        # by hand: PyTorch's GeneralizedPareto.log_prob compares a float64 concentration with a float32 zero
+        # by isclose, and fails ("Double did not match Float")
+        xi, beta = 0.5 * torch.tanh(xi_raw), log_beta.exp()
+        nll = excess.numel() * torch.log(beta) + (1 + 1 / xi) * torch.log1p(xi * excess / beta).sum()
+        nll.backward()
+        return nll
+
+    lbfgs.step(closure)
+    xi, beta = 0.5 * torch.tanh(xi_raw.detach()), log_beta.detach().exp()
+    zeta = excess.numel() / losses.numel()
+    var_99 = u + beta / xi * ((0.01 / zeta) ** (-xi) - 1)
+    es_99 = (var_99 + beta - xi * u) / (1 - xi)
+
+    # a Student-t copula: correlated normals over a chi-square mixing, margins by the t cdf through
+    # the regularised incomplete beta (torch.special has none: by the Normal for large df instead)
+    torch.manual_seed(4)
+    corr = torch.tensor([[1.0, 0.6], [0.6, 1.0]], dtype=torch.float64)
+    nu = 6.0
+    mvn = D.MultivariateNormal(torch.zeros(2, dtype=torch.float64), covariance_matrix=corr)
+    z = mvn.sample((5000,))
+    w = D.Chi2(torch.tensor(nu, dtype=torch.float64)).sample((5000,)) / nu
+    t_draws = z / w.sqrt().unsqueeze(-1)
+    joint_tail = ((t_draws[:, 0] < -2.0) & (t_draws[:, 1] < -2.0)).double().mean()
+    kendall = 0.0
+    rank = t_draws.argsort(0).argsort(0).double()
+    spearman = torch.corrcoef(rank.T)[0, 1]
+    if torch is OURS.torch:  # chainrule's distribution, against the fit by hand
+        gpd = D.GeneralizedPareto(torch.zeros((), dtype=torch.float64), beta, xi)
+        assert torch.allclose(-gpd.log_prob(excess).sum(), closure(), rtol=1e-12)
+    return dict(hmm_ll=torch.stack(hmm_ll), filtered=filtered.detach(), hmm_params=[p.detach() for p in hmm.parameters()],
+                u=u, gpd=torch.stack([xi, beta]), var_99=var_99, es_99=es_99, joint_tail=joint_tail, spearman=spearman)
+
+
+def test_regimes_and_tails():
+    ours, _ = run_both(regimes_and_tails, rtol=1e-7, atol=1e-9)
+    _, states = regime_returns()
+    assert ours["hmm_ll"][-1] > ours["hmm_ll"][0]
+    calm = np.argmin(np.exp(ours["hmm_params"][1]))
+    accuracy = ((ours["filtered"][:, calm] > 0.5) == (states == 0)).mean()
+    assert accuracy > 0.8
+    assert ours["es_99"] > ours["var_99"] > ours["u"]
+    # Spearman's rho of a t copula with rho = 0.6: about 6/pi asin(rho/2) = 0.58
+    assert ours["spearman"] == pytest.approx(6 / math.pi * math.asin(0.3), abs=0.03)
+
+
+# ----------------------------------------------------------------------------------------------
+# Long-only portfolios by projected gradient: the Euclidean projection onto the simplex by sort and
+# cumsum, applied in place through .data as older scripts do; gradient masks by hooks
+# ----------------------------------------------------------------------------------------------
+
+
+def projected_portfolio(m):
+    torch = m.torch
+    R = torch.tensor(asset_returns(), dtype=torch.float64)
+    mu, Sigma = R.mean(0) * 252, torch.cov(R.T) * 252
+
+    def project_simplex(v):
+        u, _ = torch.sort(v, descending=True)
+        css = torch.cumsum(u, dim=0) - 1
+        ind = torch.arange(1, v.numel() + 1, dtype=v.dtype)
+        cond = u - css / ind > 0
+        rho = torch.nonzero(cond).max()
+        theta = css[rho] / (rho + 1)
+        return torch.clamp(v - theta, min=0)
+
+    w = torch.full((6,), 1 / 6, dtype=torch.float64, requires_grad=True)
+    frozen = torch.tensor([1, 1, 1, 1, 0, 1], dtype=torch.float64)  # asset 4 is restricted: no trading
+    w.register_hook(lambda g: g * frozen)
+    opt = torch.optim.SGD([w], lr=0.5, momentum=0.5)
+    path, objectives = [], []
+    for step in range(40):
+        opt.zero_grad()
+        objective = -(w @ mu) + 5.0 * (w @ Sigma @ w)
+        objective.backward()
+        opt.step()
+        w.data = project_simplex(w.data)
+        path.append(w.detach().clone())
+        objectives.append(objective.detach())
+    # the same, the projection by copy_ under no_grad and the gradient accumulated over two halves
+    v = torch.full((6,), 1 / 6, dtype=torch.float64, requires_grad=True)
+    half = R.shape[0] // 2
+    for step in range(10):
+        v.grad = None
+        for part in (R[:half], R[half:]):
+            loss = -(part @ v).mean() * 252 / 2 + 2.5 * (v @ torch.cov(part.T) @ v) * 252
+            loss.backward()
+        with torch.no_grad():
+            v -= 0.5 * v.grad
+            v.copy_(project_simplex(v))
+    return dict(path=torch.stack(path), objectives=torch.stack(objectives), v=v.detach(), grad=w.grad)
+
+
+def test_projected_gradient_portfolio():
+    ours, _ = run_both(projected_portfolio, rtol=1e-9, atol=1e-12)
+    path = ours["path"]
+    np.testing.assert_allclose(path.sum(1), 1.0, rtol=1e-12)
+    assert (path >= 0).all()
+    assert ours["grad"][4] == 0.0
+    assert ours["objectives"][-1] < ours["objectives"][0]
+    np.testing.assert_allclose(ours["v"].sum(), 1.0, rtol=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------
+# Optimal execution (Almgren-Chriss): a trading schedule learnt by Adam through softmax, against the
+# closed form with sinh
+# ----------------------------------------------------------------------------------------------
+
+
+def almgren_chriss(m):
+    torch, optim = m.torch, m.optim
+    X0, N, T = 1e5, 20, 1.0
+    tau = T / N
+    sigma, eta, lam = 0.3, 2.5e-6, 2e-6
+    kappa = math.acosh(0.5 * lam * sigma ** 2 * tau ** 2 / eta + 1) / tau
+    t = torch.arange(N + 1, dtype=torch.float64) * tau
+    closed = X0 * torch.sinh(kappa * (T - t)) / math.sinh(kappa * T)
+    logits = torch.zeros(N, dtype=torch.float64, requires_grad=True)
+    opt = optim.Adam([logits], lr=0.05)
+    sched = optim.lr_scheduler.CosineAnnealingLR(opt, T_max=300)
+    for it in range(300):
+        trades = X0 * torch.softmax(logits, 0)
+        holdings = X0 - torch.cat([torch.zeros(1, dtype=torch.float64), trades.cumsum(0)])
+        cost = eta / tau * (trades ** 2).sum()
+        risk = lam * sigma ** 2 * tau * (holdings[1:] ** 2).sum()
+        loss = (cost + risk) / X0
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+    return dict(holdings=holdings.detach(), closed=closed, loss=loss.detach(), lr=torch.tensor(sched.get_last_lr()))
+
+
+def test_almgren_chriss_execution():
+    ours, _ = run_both(almgren_chriss, rtol=1e-7, atol=1e-6)
+    np.testing.assert_allclose(ours["holdings"], ours["closed"], rtol=0.02, atol=500)
