@@ -1492,3 +1492,143 @@ def almgren_chriss(m):
 def test_almgren_chriss_execution():
     ours, _ = run_both(almgren_chriss, rtol=1e-7, atol=1e-6)
     np.testing.assert_allclose(ours["holdings"], ours["closed"], rtol=0.02, atol=500)
+
+
+# ----------------------------------------------------------------------------------------------
+# Heston by Andersen's quadratic-exponential scheme: the variance switched between a moment-matched
+# quadratic of a normal and an exponential mixture by torch.where, normals by Normal.icdf of uniforms
+# ----------------------------------------------------------------------------------------------
+
+
+def heston_qe(m):
+    torch = m.torch
+    gen = torch.Generator().manual_seed(11)
+    n_paths, n_steps, T = 4000, 20, 1.0
+    dt = T / n_steps
+    kappa = torch.tensor(1.5, dtype=torch.float64, requires_grad=True)
+    theta = torch.tensor(0.04, dtype=torch.float64, requires_grad=True)
+    xi = torch.tensor(0.6, dtype=torch.float64, requires_grad=True)
+    rho, v0, S0, r, K = -0.7, 0.04, 100.0, 0.0, 100.0
+    normal = torch.distributions.Normal(torch.tensor(0.0, dtype=torch.float64), torch.tensor(1.0, dtype=torch.float64))
+    psi_c = 1.5
+    v = torch.full((n_paths,), v0, dtype=torch.float64)
+    log_S = torch.full((n_paths,), math.log(S0), dtype=torch.float64)
+    g1 = g2 = 0.5
+    k0 = -rho * kappa * theta / xi * dt
+    k1 = g1 * dt * (kappa * rho / xi - 0.5) - rho / xi
+    k2 = g2 * dt * (kappa * rho / xi - 0.5) + rho / xi
+    k3 = g1 * dt * (1 - rho ** 2)
+    k4 = g2 * dt * (1 - rho ** 2)
+    E = torch.exp(-kappa * dt)
+    branch_counts = []
+    for step in range(n_steps):
+        m_ = theta + (v - theta) * E
+        s2 = v * xi ** 2 * E / kappa * (1 - E) + theta * xi ** 2 / (2 * kappa) * (1 - E) ** 2
+        psi = s2 / m_ ** 2
+        U = torch.rand(n_paths, generator=gen, dtype=torch.float64)
+        Zv = normal.icdf(U.clamp(1e-12, 1 - 1e-12))
+        # quadratic branch (psi <= psi_c)
+        b2 = 2 / psi - 1 + torch.sqrt(2 / psi) * torch.sqrt((2 / psi - 1).clamp(min=0))
+        a = m_ / (1 + b2)
+        v_quad = a * (torch.sqrt(b2) + Zv) ** 2
+        # exponential branch (psi > psi_c)
+        p = (psi - 1) / (psi + 1)
+        beta = (1 - p) / m_
+        v_exp = torch.where(U <= p, torch.zeros_like(U), torch.log((1 - p) / (1 - U).clamp(min=1e-12)) / beta)
+        use_quad = psi <= psi_c
+        v_next = torch.where(use_quad, v_quad, v_exp)
+        branch_counts.append(use_quad.sum())
+        Z = torch.randn(n_paths, generator=gen, dtype=torch.float64)
+        log_S = log_S + r * dt + k0 + k1 * v + k2 * v_next + torch.sqrt(k3 * v + k4 * v_next) * Z
+        v = v_next
+    S_T = log_S.exp()
+    price = torch.clamp(S_T - K, min=0).mean()
+    grads = torch.autograd.grad(price, (kappa, theta, xi))
+    return dict(price=price.detach(), grads=grads, mean_S=S_T.mean().detach(), mean_v=v.mean().detach(),
+                branch_counts=torch.stack(branch_counts))
+
+
+def test_heston_quadratic_exponential_scheme():
+    ours, _ = run_both(heston_qe, rtol=1e-8, atol=1e-10)
+    assert ours["mean_S"] == pytest.approx(100.0, rel=0.01)  # the martingale correction of the scheme
+    # E[v_T] = theta + (v0 - theta) e^{-kappa T} = 0.04
+    assert ours["mean_v"] == pytest.approx(0.04, rel=0.05)
+    assert 0 < ours["branch_counts"].sum() < 20 * 4000  # both branches taken
+
+
+# ----------------------------------------------------------------------------------------------
+# Dupire's local volatility from a smooth call surface, by autograd in strike (twice) and maturity, and
+# a Crank-Nicolson finite-difference pricer differentiated through its time loop
+# ----------------------------------------------------------------------------------------------
+
+
+def local_vol_and_pde(m):
+    torch = m.torch
+    N = torch.special.ndtr
+    S0, r = 100.0, 0.02
+
+    def total_variance(k, T):  # an SVI slice per maturity, a + b(rho (k - m) + sqrt((k - m)^2 + s^2)), times T
+        a, b, rho, m_, s = 0.02, 0.1, -0.4, 0.0, 0.3
+        return T * (a + b * (rho * (k - m_) + torch.sqrt((k - m_) ** 2 + s ** 2)))
+
+    K = torch.linspace(80.0, 120.0, 5, dtype=torch.float64).requires_grad_()
+    T = torch.full((5,), 0.75, dtype=torch.float64, requires_grad=True)
+    k = torch.log(K / (S0 * torch.exp(r * T)))
+    w = total_variance(k, T)
+    d1 = (-k + 0.5 * w) / torch.sqrt(w)
+    d2 = d1 - torch.sqrt(w)
+    C = S0 * N(d1) - K * torch.exp(-r * T) * N(d2)
+    dC_dK, dC_dT = torch.autograd.grad(C.sum(), (K, T), create_graph=True)
+    d2C_dK2, = torch.autograd.grad(dC_dK.sum(), K, create_graph=True)
+    local_var = (dC_dT + r * K * dC_dK) / (0.5 * K ** 2 * d2C_dK2)
+    local_vol = torch.sqrt(local_var)
+    # the local volatility's sensitivity to the surface point (third-order through the graph)
+    dlv_dK, = torch.autograd.grad(local_vol.sum(), K)
+
+    # Crank-Nicolson on a log-price grid: (I - dt/2 A) V^{n+1} = (I + dt/2 A) V^n, A tridiagonal
+    sigma = torch.tensor(0.25, dtype=torch.float64, requires_grad=True)
+    n_x, n_t, Tm, strike = 161, 60, 0.5, 100.0
+    x = torch.linspace(math.log(20.0), math.log(500.0), n_x, dtype=torch.float64)
+    dx = (x[1] - x[0]).item()
+    dt = Tm / n_t
+    mu = r - 0.5 * sigma ** 2
+    lower = 0.5 * sigma ** 2 / dx ** 2 - mu / (2 * dx)
+    diag = -sigma ** 2 / dx ** 2 - r
+    upper = 0.5 * sigma ** 2 / dx ** 2 + mu / (2 * dx)
+    inner = n_x - 2
+    A = torch.diag(diag.expand(inner)) + torch.diag(lower.expand(inner - 1), -1) + torch.diag(upper.expand(inner - 1), 1)
+    I = torch.eye(inner, dtype=torch.float64)
+    lu = torch.linalg.lu_factor(I - 0.5 * dt * A)
+    B = I + 0.5 * dt * A
+    V = torch.clamp(torch.exp(x) - strike, min=0)[1:-1]
+    for n in range(n_t):
+        tau = (n + 1) * dt
+        rhs = B @ V
+        upper_boundary = math.exp(x[-1].item()) - strike * torch.exp(torch.tensor(-r * tau, dtype=torch.float64))
+        rhs = rhs + torch.cat([torch.zeros(inner - 1, dtype=torch.float64), (0.5 * dt * upper * 2 * upper_boundary).reshape(1)])
+        V = torch.linalg.lu_solve(*lu, rhs.unsqueeze(-1)).squeeze(-1)
+    at = torch.searchsorted(x[1:-1], torch.tensor([math.log(S0)], dtype=torch.float64)).item()
+    wgt = (math.log(S0) - x[at]) / dx
+    pde_price = V[at - 1] * (1 - wgt) + V[at] * wgt
+    pde_vega, = torch.autograd.grad(pde_price, sigma)
+    return dict(C=C.detach(), local_vol=local_vol.detach(), dlv_dK=dlv_dK, pde_price=pde_price.detach(), pde_vega=pde_vega)
+
+
+def test_local_vol_and_crank_nicolson():
+    ours, _ = run_both(local_vol_and_pde, rtol=1e-8, atol=1e-10)
+    assert np.all(np.isfinite(ours["local_vol"])) and np.all(ours["local_vol"] > 0)
+    # Dupire by central differences on the same surface in NumPy
+    def call(K, T):
+        k = np.log(K / (100.0 * np.exp(0.02 * T)))
+        w = T * (0.02 + 0.1 * (-0.4 * k + np.sqrt(k ** 2 + 0.09)))
+        d1 = (-k + 0.5 * w) / np.sqrt(w)
+        return 100.0 * norm_cdf(d1) - K * np.exp(-0.02 * T) * norm_cdf(d1 - np.sqrt(w))
+
+    K, T, h = np.linspace(80.0, 120.0, 5), 0.75, 1e-3
+    dT = (call(K, T + h) - call(K, T - h)) / (2 * h)
+    dK = (call(K + 0.01, T) - call(K - 0.01, T)) / 0.02
+    dKK = (call(K + 0.01, T) - 2 * call(K, T) + call(K - 0.01, T)) / 1e-4
+    np.testing.assert_allclose(ours["local_vol"], np.sqrt((dT + 0.02 * K * dK) / (0.5 * K ** 2 * dKK)), rtol=1e-4)
+    bs = bs_closed_form(100.0, 100.0, 0.5, 0.02, 0.25)
+    assert ours["pde_price"] == pytest.approx(bs["price"], rel=5e-3)
+    assert ours["pde_vega"] == pytest.approx(bs["vega"], rel=2e-2)
