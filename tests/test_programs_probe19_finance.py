@@ -48,7 +48,8 @@ STRIKES = np.array([80.0, 90.0, 100.0, 110.0, 125.0])
 
 def black_scholes_greeks(m):
     torch = m.torch
-    from_normal = torch.distributions.Normal(torch.tensor(0.0, dtype=torch.float64), torch.tensor(1.0, dtype=torch.float64))
+    from_normal = torch.distributions.Normal(torch.tensor(0.0, dtype=torch.float64),
+                                             torch.tensor(1.0, dtype=torch.float64))
     N = from_normal.cdf
 
     def bs_call(S, K, T, r, sigma):
@@ -161,8 +162,9 @@ def monte_carlo_exotics(m):
         grads[name] = torch.autograd.grad(prices[i], (S0, sigma), retain_graph=True)
     grads["basket_vega"], = torch.autograd.grad(prices[5], vols, retain_graph=True)
     # pathwise gamma is zero almost surely; the likelihood-ratio gamma instead
-    lr_weight = (Z.sum(1) * math.sqrt(dt)) ** 2 / (S0 ** 2 * sigma ** 2 * T ** 2) - (Z.sum(1) * math.sqrt(dt)) / (S0 ** 2 * sigma * T) \
-        - 1 / (S0 ** 2 * sigma ** 2 * T)
+    W_T = Z.sum(1) * math.sqrt(dt)
+    lr_weight = (W_T ** 2 / (S0 ** 2 * sigma ** 2 * T ** 2) - W_T / (S0 ** 2 * sigma * T)
+                 - 1 / (S0 ** 2 * sigma ** 2 * T))
     lr_gamma = (european.detach() * lr_weight.detach()).mean()
     return dict(prices=prices, std_errors=std_errors, grads=grads, beta=beta, knocked=knocked.sum(),
                 lr_gamma=lr_gamma, geo_exact=geo_exact)
@@ -383,7 +385,8 @@ def implied_vol(m):
     strikes = K.clone().requires_grad_()
     iv = ImpliedVol.apply(prices, strikes)
     iv.sum().backward()
-    check = torch.autograd.gradcheck(ImpliedVol.apply, (market[:3].clone().requires_grad_(), K[:3].clone().requires_grad_()),
+    check = torch.autograd.gradcheck(ImpliedVol.apply,
+                                     (market[:3].clone().requires_grad_(), K[:3].clone().requires_grad_()),
                                      eps=1e-6, atol=1e-5)
     return dict(newton=sigma, newton_path=torch.stack(newton_path), bisect=bisect, autograd_newton=sig.detach(), iv=iv,
                 dprice=prices.grad, dstrike=strikes.grad, true_vol=true_vol, check=check)
@@ -780,8 +783,9 @@ def portfolios(m):
     return dict(Sigma_lw=Sigma_lw, shrink=shrink, Sigma=Sigma, corr=corr, Sigma_ewma=Sigma_ewma, Sigma_boot=Sigma_boot,
                 mv_path=torch.stack(mv_path), w_mv=w_mv, w_rp=w_rp, w_gmv=w_gmv, var_q=var_q.detach(),
                 cvar=torch.stack([cvar_q, cvar_sort, cvar_topk]).detach(), quantiles=quantiles.detach(), ru=ru.detach(),
-                g_cvar=g_cvar, g_cvar_q=g_cvar_q, g_quantiles=g_quantiles, drawdown=drawdown.detach(), peak=peak.detach(), peak_at=peak_at,
-                max_dd=max_dd.detach(), sharpe=sharpe.detach(), g_dd=g_dd, g_sharpe=g_sharpe, g_wealth=g_wealth)
+                g_cvar=g_cvar, g_cvar_q=g_cvar_q, g_quantiles=g_quantiles, drawdown=drawdown.detach(),
+                peak=peak.detach(), peak_at=peak_at, max_dd=max_dd.detach(), sharpe=sharpe.detach(),
+                g_dd=g_dd, g_sharpe=g_sharpe, g_wealth=g_wealth)
 
 
 def test_portfolio_construction_and_risk():
@@ -1039,9 +1043,10 @@ def func_greeks(m):
     K = torch.tensor(100.0, dtype=torch.float64)
     T = torch.tensor(0.5, dtype=torch.float64)
     r = torch.tensor(0.01, dtype=torch.float64)
-    delta_vega = from_func.vmap(from_func.grad(bs_call, argnums=(0, 1)), in_dims=(0, 0, None, None, None))(S, sigma, K, T, r)
-    second = from_func.vmap(from_func.hessian(bs_call, argnums=(0, 1)), in_dims=(0, 0, None, None, None))(S, sigma, K, T, r)
-    gamma_fwd = from_func.vmap(from_func.jacfwd(from_func.jacrev(bs_call)), in_dims=(0, 0, None, None, None))(S, sigma, K, T, r)
+    over_options = (0, 0, None, None, None)
+    delta_vega = from_func.vmap(from_func.grad(bs_call, argnums=(0, 1)), in_dims=over_options)(S, sigma, K, T, r)
+    second = from_func.vmap(from_func.hessian(bs_call, argnums=(0, 1)), in_dims=over_options)(S, sigma, K, T, r)
+    gamma_fwd = from_func.vmap(from_func.jacfwd(from_func.jacrev(bs_call)), in_dims=over_options)(S, sigma, K, T, r)
     # all first-order Greeks at once by the Jacobian of the vector of prices
     jac = torch.autograd.functional.jacobian(lambda S_, s_: bs_call(S_, s_, K, T, r), (S, sigma), vectorize=True)
     # forward-mode: one dual pass per direction
@@ -1249,8 +1254,8 @@ def float32_programs(m):
 def test_float32_pricer_and_curve():
     ours, theirs = run_both(float32_programs, compare=False)
     if theirs is not None:
-        assert_same({k: v for k, v in ours.items() if k != "params"}, {k: v for k, v in theirs.items() if k != "params"},
-                    rtol=2e-4, atol=1e-5)
+        assert_same({k: v for k, v in ours.items() if k != "params"},
+                    {k: v for k, v in theirs.items() if k != "params"}, rtol=2e-4, atol=1e-5)
     assert ours["fitted"].dtype == np.float32
     np.testing.assert_allclose(ours["inv"], ours["erfinv"], rtol=1e-3, atol=1e-3)
 
@@ -1380,14 +1385,14 @@ def regimes_and_tails(m):
     w = D.Chi2(torch.tensor(nu, dtype=torch.float64)).sample((5000,)) / nu
     t_draws = z / w.sqrt().unsqueeze(-1)
     joint_tail = ((t_draws[:, 0] < -2.0) & (t_draws[:, 1] < -2.0)).double().mean()
-    kendall = 0.0
     rank = t_draws.argsort(0).argsort(0).double()
     spearman = torch.corrcoef(rank.T)[0, 1]
     if torch is OURS.torch:  # chainrule's distribution, against the fit by hand
         gpd = D.GeneralizedPareto(torch.zeros((), dtype=torch.float64), beta, xi)
         assert torch.allclose(-gpd.log_prob(excess).sum(), closure(), rtol=1e-12)
-    return dict(hmm_ll=torch.stack(hmm_ll), filtered=filtered.detach(), hmm_params=[p.detach() for p in hmm.parameters()],
-                u=u, gpd=torch.stack([xi, beta]), var_99=var_99, es_99=es_99, joint_tail=joint_tail, spearman=spearman)
+    return dict(hmm_ll=torch.stack(hmm_ll), filtered=filtered.detach(),
+                hmm_params=[p.detach() for p in hmm.parameters()], u=u, gpd=torch.stack([xi, beta]), var_99=var_99,
+                es_99=es_99, joint_tail=joint_tail, spearman=spearman)
 
 
 def test_regimes_and_tails():
@@ -1596,7 +1601,8 @@ def local_vol_and_pde(m):
     diag = -sigma ** 2 / dx ** 2 - r
     upper = 0.5 * sigma ** 2 / dx ** 2 + mu / (2 * dx)
     inner = n_x - 2
-    A = torch.diag(diag.expand(inner)) + torch.diag(lower.expand(inner - 1), -1) + torch.diag(upper.expand(inner - 1), 1)
+    A = (torch.diag(diag.expand(inner)) + torch.diag(lower.expand(inner - 1), -1)
+         + torch.diag(upper.expand(inner - 1), 1))
     I = torch.eye(inner, dtype=torch.float64)
     lu = torch.linalg.lu_factor(I - 0.5 * dt * A)
     B = I + 0.5 * dt * A
@@ -1605,13 +1611,15 @@ def local_vol_and_pde(m):
         tau = (n + 1) * dt
         rhs = B @ V
         upper_boundary = math.exp(x[-1].item()) - strike * torch.exp(torch.tensor(-r * tau, dtype=torch.float64))
-        rhs = rhs + torch.cat([torch.zeros(inner - 1, dtype=torch.float64), (0.5 * dt * upper * 2 * upper_boundary).reshape(1)])
+        boundary_term = (0.5 * dt * upper * 2 * upper_boundary).reshape(1)
+        rhs = rhs + torch.cat([torch.zeros(inner - 1, dtype=torch.float64), boundary_term])
         V = torch.linalg.lu_solve(*lu, rhs.unsqueeze(-1)).squeeze(-1)
     at = torch.searchsorted(x[1:-1], torch.tensor([math.log(S0)], dtype=torch.float64)).item()
     wgt = (math.log(S0) - x[at]) / dx
     pde_price = V[at - 1] * (1 - wgt) + V[at] * wgt
     pde_vega, = torch.autograd.grad(pde_price, sigma)
-    return dict(C=C.detach(), local_vol=local_vol.detach(), dlv_dK=dlv_dK, pde_price=pde_price.detach(), pde_vega=pde_vega)
+    return dict(C=C.detach(), local_vol=local_vol.detach(), dlv_dK=dlv_dK, pde_price=pde_price.detach(),
+                pde_vega=pde_vega)
 
 
 def test_local_vol_and_crank_nicolson():
