@@ -1,9 +1,35 @@
 # ruff: noqa: B007, B008, B023, E741, E731, F841, UP004, UP008, UP031  (the programs are kept as their authors wrote them)
 """Quantitative-finance programs (see tests/pytorch_programs.py), each run on chainrule and on PyTorch from the
 same seeds and data, comparing prices, Greeks, fitted parameters and trajectories, and checked against closed
-forms by hand.
+forms or NumPy by hand.
 
-PLACEHOLDER
+Black-Scholes prices and Greeks (delta to volga, theta and rho) by ``autograd.grad(create_graph=True)``,
+``Normal.cdf``, ``special.ndtr``, ``erf`` and ``autograd.functional.hessian``; Monte Carlo exotics (antithetic
+normals, ``cumsum`` of log-returns, ``clamp``/``maximum``/``relu`` payoffs, a ``torch.where`` knock-out,
+``cummax`` lookbacks, a geometric-Asian control variate, a Cholesky basket, pathwise and likelihood-ratio
+Greeks); Longstaff-Schwartz by ``linalg.lstsq`` on boolean-masked paths (with ``solve`` and ``pinv``); Heston by
+Euler with full truncation (calibration gradients through the paths, Adam) and by Andersen's QE scheme
+(``Normal.icdf`` of ``torch.rand``, branches by ``torch.where``), and in semi-closed form (the characteristic
+function in complex arithmetic, ``trapezoid`` and Carr-Madan's ``fft`` with ``searchsorted``/``lerp``);
+implied volatility by Newton under ``no_grad``, bisection by ``where`` and a custom ``autograd.Function``
+whose backward is the implicit-function theorem (``gradcheck``); SABR by L-BFGS with strong Wolfe and SVI by
+Adam with ``ExponentialLR``; GARCH(1,1) likelihoods (softplus/sigmoid constraints, a Python loop, Normal and
+``StudentT``, a VaR by ``icdf``); a Kalman filter for a pairs trade's hedge ratio; portfolios (Ledoit-Wolf,
+``cov`` with ``aweights``/``fweights``, ``corrcoef``, softmax mean-variance, risk parity, CVaR by
+``quantile`` in its five interpolations, ``sort`` and ``topk``, drawdowns by ``cummax`` with ties, wealth by
+``cumprod``); deep hedging (an MLP policy, entropic risk by ``logsumexp``, ``clip_grad_norm_``); series
+operations (``unfold`` windows, ``diff``, ``nan*`` reductions, ``conv1d`` moving averages, ``log_ndtr`` deep in
+the tail, ``StudentT.rsample``, ``cumprod`` through a default); Greeks by ``torch.func`` (``vmap`` of ``grad``,
+``hessian``, ``jacfwd(jacrev)``, ``jvp``), forward-mode dual numbers and ``functional.jacobian``; Merton's
+jump diffusion (``lgamma`` series, ``torch.poisson``); credit (``matrix_exp`` of a migration generator fitted by
+L-BFGS, ``matrix_power``, ``eigvals``, CDS hazards by Newton with ``create_graph``); a float32 pricer and a
+Nelson-Siegel-Svensson curve; pricers mapped by ``vmap`` with ``randomness='same'``/``'different'``; a
+two-regime HMM (forward algorithm by ``logsumexp``), a generalized Pareto tail, a t copula; projected-gradient
+portfolios (a simplex projection through ``.data`` and ``copy_``, a gradient mask by ``register_hook``,
+gradients accumulated over halves); Almgren-Chriss execution against its closed form; Dupire's local
+volatility by autograd (second order in strike) and a Crank-Nicolson pricer through ``lu_factor``/
+``lu_solve``; differential machine learning (input gradients inside the loss) and a deep BSDE solver with
+``BatchNorm1d`` and ``MultiStepLR``.
 """
 
 import math
@@ -1640,3 +1666,115 @@ def test_local_vol_and_crank_nicolson():
     bs = bs_closed_form(100.0, 100.0, 0.5, 0.02, 0.25)
     assert ours["pde_price"] == pytest.approx(bs["price"], rel=5e-3)
     assert ours["pde_vega"] == pytest.approx(bs["vega"], rel=2e-2)
+
+
+# ----------------------------------------------------------------------------------------------
+# Differential machine learning (Huge and Savine): a softplus network fitted to simulated payoffs and
+# to their pathwise deltas, its input gradient taken with create_graph=True inside the loss
+# ----------------------------------------------------------------------------------------------
+
+
+def make_twin(m):
+    nn = m.nn
+    return nn.Sequential(nn.Linear(1, 20), nn.Softplus(), nn.Linear(20, 20), nn.SiLU(), nn.Linear(20, 1)).double()
+
+
+def differential_ml(m, weights):
+    torch = m.torch
+    net = load(m, make_twin(m), weights)
+    gen = torch.Generator().manual_seed(2)
+    n, K, sigma, T = 256, 1.0, 0.2, 0.5
+    S0 = 0.6 + 0.8 * torch.rand(n, 1, generator=gen, dtype=torch.float64)
+    S0.requires_grad_()
+    Z = torch.randn(n, 1, generator=gen, dtype=torch.float64)
+    S_T = S0 * torch.exp(-0.5 * sigma ** 2 * T + sigma * math.sqrt(T) * Z)
+    payoff = torch.relu(S_T - K)
+    pathwise_delta, = torch.autograd.grad(payoff.sum(), S0)
+    x, y, dydx = ((S0.detach() - 1.0) / 0.25), payoff.detach(), pathwise_delta.detach() * 0.25
+    opt = torch.optim.Adam(net.parameters(), lr=0.01)
+    history = []
+    for step in range(40):
+        xr = x.clone().requires_grad_()
+        pred = net(xr)
+        pred_delta, = torch.autograd.grad(pred.sum(), xr, create_graph=True)
+        loss = ((pred - y) ** 2).mean() + ((pred_delta - dydx) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        history.append(loss.detach())
+    grid = torch.linspace(-1, 1, 5, dtype=torch.float64).unsqueeze(1).requires_grad_()
+    value = net(grid)
+    delta, = torch.autograd.grad(value.sum(), grid, create_graph=True)
+    gamma, = torch.autograd.grad(delta.sum(), grid)
+    return dict(history=torch.stack(history), value=value.detach(), delta=delta.detach(), gamma=gamma,
+                weights=net.state_dict())
+
+
+def test_differential_machine_learning():
+    ours, _ = run_both(differential_ml, weights_of(make_twin), rtol=1e-8, atol=1e-10)
+    assert ours["history"][-1] < ours["history"][0]
+
+
+# ----------------------------------------------------------------------------------------------
+# The deep BSDE solver (Han, Jentzen and E) for a European call: a network per time step with
+# BatchNorm1d gives Z_t, Y_0 and Z_0 are parameters, the terminal mismatch trained by Adam
+# ----------------------------------------------------------------------------------------------
+
+
+def make_bsde(m, n_steps=8):
+    nn, torch = m.nn, m.torch
+
+    class DeepBSDE(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.y0 = nn.Parameter(torch.tensor([5.0]))
+            self.z0 = nn.Parameter(torch.tensor([[0.1]]))
+            self.subnets = nn.ModuleList(
+                # no shift before a BatchNorm (bias=False, affine=False): its gradient is zero but for rounding,
+                # which Adam would blow up to steps of lr in directions that change nothing
+                nn.Sequential(nn.BatchNorm1d(1, affine=False), nn.Linear(1, 8, bias=False), nn.BatchNorm1d(8),
+                              nn.ReLU(), nn.Linear(8, 1))
+                for _ in range(n_steps - 1))
+
+        def forward(self, x, dW, r, dt):
+            y = self.y0.expand(x.shape[0], 1)
+            z = self.z0.expand(x.shape[0], 1)
+            for t in range(dW.shape[1]):
+                y = y * (1 + r * dt) + z * dW[:, t:t + 1]
+                if t < len(self.subnets):
+                    z = self.subnets[t](x[:, t + 1:t + 2] / 100.0) * x[:, t + 1:t + 2] * 0.2 / 100.0
+            return y
+
+    return DeepBSDE().double()
+
+
+def deep_bsde(m, weights):
+    torch = m.torch
+    model = load(m, make_bsde(m), weights)
+    torch.manual_seed(6)
+    n_steps, T, r, sigma, K = 8, 0.5, 0.02, 0.2, 100.0
+    dt = T / n_steps
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[15], gamma=0.2)
+    losses = []
+    for step in range(25):
+        dW = torch.randn(128, n_steps, dtype=torch.float64) * math.sqrt(dt)
+        x = 100.0 * torch.exp(torch.cumsum(torch.cat([torch.zeros(128, 1, dtype=torch.float64),
+                                                       (r - 0.5 * sigma ** 2) * dt + sigma * dW], 1), 1))
+        # the martingale part of dX is sigma X dW: the network's z already carries sigma X
+        y_T = model(x, dW * 100.0, r, dt)
+        loss = ((y_T.squeeze(1) - torch.clamp(x[:, -1] - K, min=0)) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(loss.detach())
+    model.eval()
+    with torch.no_grad():
+        probe = model.subnets[3](torch.linspace(0.9, 1.1, 4, dtype=torch.float64).unsqueeze(1))
+    return dict(losses=torch.stack(losses), y0=model.y0.detach(), probe=probe, state=model.state_dict())
+
+
+def test_deep_bsde_solver():
+    ours, _ = run_both(deep_bsde, weights_of(make_bsde), rtol=1e-7, atol=1e-9)
+    assert ours["losses"][-5:].mean() < ours["losses"][:5].mean()
