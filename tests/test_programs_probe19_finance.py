@@ -29,7 +29,9 @@ portfolios (a simplex projection through ``.data`` and ``copy_``, a gradient mas
 gradients accumulated over halves); Almgren-Chriss execution against its closed form; Dupire's local
 volatility by autograd (second order in strike) and a Crank-Nicolson pricer through ``lu_factor``/
 ``lu_solve``; differential machine learning (input gradients inside the loss) and a deep BSDE solver with
-``BatchNorm1d`` and ``MultiStepLR``.
+``BatchNorm1d`` and ``MultiStepLR``; an analytic-adjoint Black-Scholes ``autograd.Function`` (``setup_context``,
+``jvp``) under ``torch.func``, ``gradcheck`` and ``gradgradcheck``; credit survival models (Cox's partial
+likelihood with Breslow ties by ``logcumsumexp`` and ``searchsorted``, a right-censored Weibull by ``Adam``).
 """
 
 import math
