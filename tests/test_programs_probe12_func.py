@@ -1057,9 +1057,8 @@ def batched_noise(m, size, draws=1):
     return noise + torch.rand(3, size, dtype=torch.float64) if draws == 2 else noise
 
 
-@pytest.mark.xfail(strict=True, reason="chainrule's vmap loops over the examples, each drawing its numbers in turn; "
-                   "PyTorch draws the whole batch's at once: two draws per example interleave differently, and a "
-                   "randn of 16 numbers or more (Box-Muller in blocks of 16, the last block redrawn) differs")
+# (PyTorch draws the whole batch's numbers at once: vmap lends its examples rows of one batched draw, so two draws
+# per example interleave as PyTorch's, and a randn of 16 numbers or more is Box-Muller over the whole block)
 @pytest.mark.parametrize("size, draws", [(20, 1), (4, 2)])
 def test_vmap_different_randomness_draws_pytorchs_numbers_for_more_draws(size, draws):
     batched = _same(batched_noise, size, draws)  # (the batch's draws are PyTorch's, outside vmap)

@@ -1,5 +1,6 @@
 """``vmap``: a function mapped over a batch dimension, by a loop over the batch (see its docstring)."""
 
+import contextlib
 import functools
 
 from ..backend import xp
@@ -69,24 +70,95 @@ def vmap(func, in_dims=0, out_dims=0, randomness="error", *, chunk_size=None):
             call_args = [_select(arg, arg_dims, None) for arg, arg_dims in zip(args, leaf_dims)]
             return _stack_results([func(*call_args, **kwargs)], out_dims, name, empty=True)
         results = []
-        for b in range(batch):
-            if state is not None:
-                from ..random import set_rng_state
+        with _drawn_for_the_batch(batch, randomness == "different") as draws:
+            for b in range(batch):
+                if state is not None:
+                    from ..random import set_rng_state
 
-                set_rng_state(state)
-            call_args = [_select(arg, arg_dims, b) for arg, arg_dims in zip(args, leaf_dims)]
-            if randomness == "error":
-                before = _default_draws()
-                results.append(func(*call_args, **kwargs))
-                if _default_draws() != before:
-                    raise RuntimeError("vmap: called random operation while in randomness error mode. Please "
-                                       "either use the 'same' or 'different' randomness flags on vmap or perform "
-                                       "the randomness operation out of vmap")
-            else:
-                results.append(func(*call_args, **kwargs))
+                    set_rng_state(state)
+                call_args = [_select(arg, arg_dims, b) for arg, arg_dims in zip(args, leaf_dims)]
+                if randomness == "error":
+                    before = _default_draws()
+                    results.append(func(*call_args, **kwargs))
+                    if _default_draws() != before:
+                        raise RuntimeError("vmap: called random operation while in randomness error mode. Please "
+                                           "either use the 'same' or 'different' randomness flags on vmap or "
+                                           "perform the randomness operation out of vmap")
+                else:
+                    if draws is not None:
+                        draws.example, draws.calls = b, 0
+                    results.append(func(*call_args, **kwargs))
         return _stack_results(results, out_dims, name)
 
     return wrapper
+
+
+@contextlib.contextmanager
+def _drawn_for_the_batch(batch, different):
+    """With ``different``, the default generator's stream lent to the examples as ``_BatchDraws`` (yielded;
+    None otherwise), and given back after."""
+    if not different:
+        yield None
+        return
+    from ..random import default_generator
+
+    stream = default_generator.numpy
+    draws = _BatchDraws(stream, batch)
+    default_generator._numpy = draws
+    try:
+        yield draws
+    finally:
+        if default_generator._numpy is draws:  # (not where func reseeded the generator: its new stream stays)
+            default_generator._numpy = stream
+
+
+class _BatchDraws:
+    """The default stream as vmap(randomness='different') lends it to its examples. PyTorch runs each random op
+    once for the whole batch, drawing shape (batch, *size): so the k-th sized draw of the first example takes
+    that block from the stream, and the k-th of example ``example`` is its row (which matters: PyTorch makes
+    normals of 16 or more by blocks of 16 over the whole tensor, so one draw of batch * n numbers is not batch
+    draws of n). Draws one number at a time (the serial samplers: one_uniform, one_normal) go to the stream
+    itself, example after example, as PyTorch's batched kernels make them element after element."""
+
+    _SIZE_AT = {"uniform": 2, "random": 0, "normal": 2, "standard_normal": 0, "integers": 2, "exponential": 1}
+
+    def __init__(self, stream, batch):
+        self.stream, self.batch, self.example, self.blocks, self.calls = stream, batch, 0, [], 0
+
+    def __getattr__(self, name):
+        method = getattr(self.stream, name)
+        if name not in self._SIZE_AT:
+            return method
+        return functools.partial(self._draw, name)
+
+    def _draw(self, name, *args, **kwargs):
+        at = self._SIZE_AT[name]
+        args = list(args)
+        size = kwargs.pop("size") if "size" in kwargs else args.pop(at) if len(args) > at else None
+        spread = name == "normal" and (xp.ndim(_arg(args, kwargs, 0, "loc", 0.0)) or
+                                       xp.ndim(_arg(args, kwargs, 1, "scale", 1.0)))
+        if spread:  # normal(mean_tensor, std_tensor): standard normals of the batch, then each example's
+            loc, scale = _arg(args, kwargs, 0, "loc", 0.0), _arg(args, kwargs, 1, "scale", 1.0)
+            dtype = _arg(args, kwargs, 3, "dtype", xp.float64)
+            size = size if size is not None else xp.broadcast_shapes(xp.shape(loc), xp.shape(scale))
+            args, kwargs = [0.0, 1.0], {"dtype": dtype}
+        shape = () if size is None else tuple(size) if isinstance(size, (tuple, list)) else (int(size),)
+        if self.example == 0:
+            args.insert(at, (self.batch, *shape))
+            self.blocks.append(getattr(self.stream, name)(*args, **kwargs))
+        elif self.calls >= len(self.blocks) or self.blocks[self.calls].shape[1:] != shape:
+            raise RuntimeError("vmap: randomness='different' draws each random op for the whole batch at once, so "
+                               "every example must make the same random calls, of the same shapes")
+        row = self.blocks[self.calls][self.example]
+        self.calls += 1
+        if spread:
+            return (row * xp.asarray(scale, dtype)).astype(dtype) + xp.asarray(loc, dtype)
+        return row
+
+
+def _arg(args, kwargs, index, name, default):
+    """A draw's argument, positional or by keyword."""
+    return args[index] if len(args) > index else kwargs.get(name, default)
 
 
 def _dims_of_leaves(dims, arg, name, in_dims):

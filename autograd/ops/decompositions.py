@@ -53,6 +53,15 @@ class Cholesky(Primitive):
                    f"because the input is not positive-definite (the leading minor of order {order} is not "
                    "positive-definite).")
 
+    def jvp(self, tangents, lower, a):
+        """PyTorch's forward rule, L̇ = L Φ(L⁻¹ Ȧ L⁻ᴴ) with Ȧ as it is: the backward read forward sees only Ȧ's
+        Hermitian part (its gradient is Hermitian), the same for a Hermitian Ȧ but not for one entry bumped."""
+        from .triangular import solve_triangular  # (triangular imports inverses, as this module does)
+
+        (tangent,) = tangents
+        inner = solve_triangular(lower.mH, solve_triangular(lower, tangent, upper=False), upper=True, left=False)
+        return lower @ _lower_half_diagonal(inner)
+
     def backward(self, grad, lower, a):
         upper = lower.mH
         p = (upper @ grad).tril()
@@ -82,6 +91,19 @@ class Eigh(Primitive):
     def forward(self, a):
         values, vectors = xp.linalg.eigh(a, UPLO=self.uplo)
         return xp.concatenate([values[..., None, :], vectors], axis=-2)
+
+    def jvp(self, tangents, y, a):
+        """PyTorch's forward rule with Ȧ as it is (not its Hermitian part): P = Vᴴ Ȧ V, λ̇ = Re diag P, V̇ = V (P ⊘ E)
+        with E_ij = λ_j − λ_i off the diagonal and 0 on it"""
+        values, vectors = y[..., 0, :], y[..., 1:, :]
+        (tangent,) = tangents
+        p = vectors.mH @ tangent @ vectors
+        diagonal = p.diagonal(0, -2, -1)
+        eye = Tensor._make(xp.eye(values.shape[-1], dtype=values.dtype))
+        gaps = shape.unsqueeze(values, -2) - shape.unsqueeze(values, -1) + eye
+        dvectors = vectors @ (p / gaps * (1 - eye))
+        dvalues = diagonal.real if diagonal.dtype.kind == "c" else diagonal
+        return joins.cat([shape.unsqueeze(dvalues.to(dvectors.dtype), -2), dvectors], -2)
 
     def backward(self, grad, y, a):
         values, vectors = y[..., 0, :], y[..., 1:, :]

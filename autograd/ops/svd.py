@@ -30,6 +30,7 @@ from ..tensor import Tensor
 from .conversion import type_name
 from .decompositions import _require_phase_free
 from .half_linalg import FLOAT_OR_DOUBLE, PINV, refuses_half
+from .inverses import is_vector_rhs
 from .linalg import matmul
 from .names import names
 from .outputs import write_out
@@ -241,6 +242,11 @@ def lstsq(input, b, rcond=None, *, driver=None, out=None):
                            f"dtype {type_name(A.dtype)} and other's dtype {type_name(B.dtype)}")
     vector = B.ndim == A.ndim - 1
     B = B.unsqueeze(-1) if vector else B
+    if A.shape[-2] != B.shape[-2]:  # (checked here: the product below would name pinv's shapes instead)
+        # PyTorch's words name other's last dim only for what it takes for vectors (its shapes' rule)
+        which = -1 if is_vector_rhs(A, b) else -2
+        raise RuntimeError(f"torch.linalg.lstsq: input.size(-2) should match other.size({which}) "
+                           f"(got shapes {tuple(A.shape)} and {tuple(b.shape)})")
     solution = matmul(pinv(A, rtol=rcond), B)
     empty = Tensor._make(xp.zeros((0,), dtype=A.dtype))
     rank = matrix_rank(A, rtol=rcond) if driver != "gels" else Tensor._make(xp.zeros((0,), dtype=int64))
