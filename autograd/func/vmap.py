@@ -100,16 +100,15 @@ def _drawn_for_the_batch(batch, different):
     if not different:
         yield None
         return
-    from ..random import default_generator
+    from ..random import default_generator, swap_default_stream
 
-    stream = default_generator.numpy
-    draws = _BatchDraws(stream, batch)
-    default_generator._numpy = draws
+    draws = _BatchDraws(default_generator.numpy, batch)
+    seed, stream = swap_default_stream((default_generator.initial_seed(), draws))
     try:
         yield draws
     finally:
-        if default_generator._numpy is draws:  # (not where func reseeded the generator: its new stream stays)
-            default_generator._numpy = stream
+        if default_generator.numpy is draws:  # (not where func reseeded the generator: its new stream stays)
+            swap_default_stream((seed, stream))
 
 
 class _BatchDraws:
