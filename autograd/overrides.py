@@ -15,6 +15,7 @@ Cost: a program with no subclass of its own pays nothing. The public functions a
 first class that takes part is defined (``Tensor.__init_subclass__`` calls ``install``); from then on each is a
 ``Dispatching`` wrapper, which compares equal to (and hashes as) the function it wraps, so a table of functions
 written before or after that moment (``func in {Tensor.clone: ...}``) finds it either way.
+``uninstall`` puts the plain functions back (the test suite does, after each test).
 
 Not built: ``TorchFunctionMode``, and classes that take part without subclassing Tensor (PyTorch's "tensor-like"
 duck types), which would need every call to look at its arguments.
@@ -218,17 +219,19 @@ def _an_op(name, function):
 
 
 def _on_load(module_name, name, value):
-    """_lazy's after_load: a function a dispatching namespace loads on first use, as its others."""
+    """_lazy's after_load: a function a dispatching namespace loads on first use, as its others (its module then
+    keeps the wrapper, and uninstall puts the function back)."""
     for namespace, wraps in _NAMESPACES:
         if namespace.__name__ == module_name and isinstance(value, types.FunctionType) and (
                 wraps is None or wraps(name, value)):
+            _REPLACED.append((namespace, name, value))
             return Dispatching(value, name)
     return value
 
 
 def install():
     """From now on every public function and Tensor method dispatches (the first class that takes part is
-    defined: ``Tensor.__init_subclass__``). Once per process."""
+    defined: ``Tensor.__init_subclass__``)."""
     global _installed
     if _installed:
         return
@@ -247,18 +250,47 @@ def install():
         attribute = inspect.getattr_static(Tensor, name)  # (the definition attribute lookup finds)
         if isinstance(attribute, types.FunctionType):
             public = Tensor.__dict__.get(_OPERATOR_METHODS.get(name))
-            setattr(Tensor, name, Dispatching(attribute, name, public if type(public) is Dispatching else None))
+            _replace(Tensor, name, Dispatching(attribute, name, public if type(public) is Dispatching else None))
         elif isinstance(attribute, property) and name in _TENSOR_PROPERTIES:
-            setattr(Tensor, name, property(Dispatching(attribute.fget, name), attribute.fset, attribute.fdel,
-                                           attribute.__doc__))
-    for namespace, exclude in _NAMESPACES:  # (registered before: nn.functional)
-        _wrap_namespace(namespace, exclude)
+            _replace(Tensor, name, property(Dispatching(attribute.fget, name), attribute.fset, attribute.fdel,
+                                            attribute.__doc__))
     for namespace in (autograd, autograd.linalg, autograd.fft, autograd.special):
-        dispatch_namespace(namespace, _an_op)
+        if all(registered is not namespace for registered, _ in _NAMESPACES):
+            _NAMESPACES.append((namespace, _an_op))
+    for namespace, wraps in _NAMESPACES:  # (nn.functional's registered as nn loaded)
+        _wrap_namespace(namespace, wraps)
+
+
+_REPLACED = []  # (owner, name, what it held: _ABSENT where the name was inherited), for uninstall
+_ABSENT = object()
+
+
+def _replace(owner, name, value):
+    _REPLACED.append((owner, name, vars(owner).get(name, _ABSENT)))
+    setattr(owner, name, value)
+
+
+def uninstall():
+    """Every function and method plain again, as before ``install`` (the test suite scopes the protocol to the test
+    that defined a class taking part; a program's classes keep it for the process). A class defined afterwards
+    installs it again."""
+    global _installed
+    if not _installed:
+        return
+    _installed = False
+    from . import _lazy
+
+    _lazy.after_load = None
+    while _REPLACED:
+        owner, name, held = _REPLACED.pop()
+        if held is _ABSENT:
+            delattr(owner, name)
+        else:
+            setattr(owner, name, held)
 
 
 def _wrap_namespace(namespace, wraps):
     for name, function in list(vars(namespace).items()):
         if not name.startswith("_") and isinstance(function, types.FunctionType) and (  # (not a class, a module,
                 wraps is None or wraps(name, function)):                                # a wrapper already)
-            setattr(namespace, name, Dispatching(function, name))
+            _replace(namespace, name, Dispatching(function, name))

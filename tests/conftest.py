@@ -46,6 +46,20 @@ def warn_always(T):
 
 
 @pytest.fixture(autouse=True)
+def _subclass_protocol_scoped_to_its_test():
+    """A subclass of Tensor that takes part in calls switches every function and method to a dispatching wrapper
+    for the rest of the process (autograd/overrides.py). A program keeps it; here each test gets the plain
+    functions again, so the suite runs the path a program without subclasses runs (test files that define a
+    subclass at their top level would otherwise switch the whole run, at collection)."""
+    yield
+    import sys
+
+    overrides = sys.modules.get("autograd.overrides")
+    if overrides is not None and overrides._installed:
+        overrides.uninstall()
+
+
+@pytest.fixture(autouse=True)
 def _pytorch_distribution_validation_restored():
     """torch.compile imports torch._dynamo, which turns PyTorch's distribution validation off for the whole
     process: a later test comparing the libraries' refusals would see PyTorch's validation off and ours on."""

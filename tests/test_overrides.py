@@ -167,3 +167,23 @@ def test_no_class_answering_is_a_type_error(T):
     refusing = T.tensor([1.0]).as_subclass(Refusing)
     with pytest.raises(TypeError, match="all __torch_function__ handlers returned NotImplemented"):
         T.add(refusing, 1)
+
+
+def test_the_functions_are_plain_until_a_class_takes_part_and_again_after_uninstall():
+    import autograd
+    import nn
+    from autograd import overrides
+
+    overrides.uninstall()
+    plain = (autograd.cat, autograd.Tensor.__dict__["sum"], nn.functional.relu, autograd.Tensor.__dict__["T"])
+
+    class Mine(autograd.Tensor):
+        pass
+
+    assert type(autograd.cat) is overrides.Dispatching and autograd.cat == plain[0]
+    assert type(autograd.Tensor.__dict__["sum"]) is overrides.Dispatching
+    assert type(autograd.gradcheck) is not overrides.Dispatching  # (takes functions: never dispatches)
+    overrides.uninstall()
+    after = (autograd.cat, autograd.Tensor.__dict__["sum"], nn.functional.relu, autograd.Tensor.__dict__["T"])
+    assert all(a is b for a, b in zip(plain, after))
+    assert type(autograd.ones(2).as_subclass(Mine) + 1) is autograd.Tensor  # (uninstalled: no class is asked)
