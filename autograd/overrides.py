@@ -146,13 +146,14 @@ class Dispatching:
         self.__name__ = name or getattr(function, "__name__", None)
 
     def __call__(self, *args, **kwargs):
-        function = self.__wrapped__
-        if not modes.torch_function:
-            return function(*args, **kwargs)
-        relevant = args + tuple(kwargs.values()) if kwargs else args
-        if not _overloaded_args(relevant):
-            return function(*args, **kwargs)
-        return handle_torch_function(self.public, relevant, *args, **kwargs)
+        if modes.torch_function:
+            relevant = args + tuple(kwargs.values()) if kwargs else args
+            for arg in relevant:  # (plain tensors and numbers pass at once: only a subclass or a list is looked into)
+                if type(arg) is not Tensor and isinstance(arg, (Tensor, list, tuple)):
+                    if _overloaded_args(relevant):
+                        return handle_torch_function(self.public, relevant, *args, **kwargs)
+                    break
+        return self.__wrapped__(*args, **kwargs)
 
     def __get__(self, instance, owner=None):  # a method: bound to the tensor it is read from
         return self if instance is None else types.MethodType(self, instance)
