@@ -7,7 +7,7 @@ import math
 from ..backend import errstate, xp
 from ..errors import DtypeError, refuse_unbroadcastable
 from ..operands import _operand
-from ..primitive import Primitive, node_named
+from ..primitive import Primitive, named_node, node_named
 from ..tensor import Tensor, tensor_from
 from .conjugation import conj
 from .conversion import c_name, refuse_kinds, type_name
@@ -208,12 +208,14 @@ def lerp(input, end, weight, *, out=None):
             raise RuntimeError(f"value cannot be converted to type {input.dtype} without overflow")
         if input.dtype == xp.float16 and isinstance(end, Tensor) and end.dtype == xp.float16:
             # the number kept in float32, not rounded to float16 (0.3 would become 0.2998), as PyTorch's kernel
-            return write_out(lerp(input.float(), end.float(), weight).half(), out)
+            return write_out(named_node(lerp(input.float(), end.float(), weight).half(), None, "LerpBackward0",
+                                        (input, end)), out)
         weight = _operand(weight, input)
     else:
         dtype = result_type(input, weight)
         input, end, weight = (t if t.dtype == dtype else t.to(dtype) for t in (input, end, weight))
         refuse_kinds(input, "lerp_kernel_tensor", "biu")
+        return write_out(Lerp.apply(input, end, weight, pytorch_name="LerpBackward1"), out)  # (PyTorch's overload)
     return write_out(Lerp.apply(input, end, weight), out)
 
 

@@ -1,0 +1,169 @@
+"""The nodes a program sees in ``repr(y)`` (``grad_fn=<...>``) and in ``y.grad_fn.next_functions``, as PyTorch's, where
+a composite of other ops showed its own: a float16 tensor times or over a number (HalfMul, HalfDiv: MulBackward0,
+not the ToCopyBackward0 of a float32 product cast back), ``add``/``sub`` with an ``alpha`` (ScaledSum: AddBackward0,
+SubBackward0), ``1 - x`` (Rsub: RsubBackward1 with x's one edge), ``masked_fill`` by a number (MaskedFill: x's one
+edge), ``square`` (PowBackward0 with one edge), ``mse_loss`` (MseLossBackward0 whose edges are the input's and the
+target's nodes, as the 60-minute blitz prints them), and the top nodes of float16 gelu, softplus, celu and lerp,
+``instance_norm`` (ViewBackward0), ``lerp`` by a tensor weight (LerpBackward1) and ``addcdiv``.
+
+Each runs on chainrule and on PyTorch (the ``T`` fixture) against the same values, computed by hand in NumPy with
+the rounding PyTorch's kernels do; Rsub and MaskedFill go through gradcheck too."""
+
+import importlib
+
+import hypothesis.strategies as st
+import numpy as np
+import pytest
+from hypothesis import given
+
+import autograd
+
+from .test_ops import _run, leaf, unary
+
+HALVES = np.array([[1.5, -2.25, 0.1], [3.0, -0.7, 65.5]], dtype=np.float16)
+
+
+def _half_leaf():
+    return autograd.tensor(HALVES.copy(), requires_grad=True)
+
+
+CASES = {  # (tests/test_ops.py checks that every primitive has a case; the tests below say how each is checked)
+    "Rsub": (unary(), lambda x: 1.5 - x * x),
+    "MaskedFill": (unary(kinks=(0.3,)), lambda x: x.masked_fill(x > 0.3, 2.0) * x),
+    # float16 and float32 only: checked against PyTorch's rounding below, not by finite differences
+    "HalfMul": (st.just([_half_leaf()]), lambda x: x * 0.1),
+    "HalfDiv": (st.just([_half_leaf()]), lambda x: x / 3),
+    "ScaledSum": (st.just([_half_leaf(), _half_leaf()]), lambda x, y: x.add(y, alpha=0.1)),
+}
+
+
+@pytest.mark.parametrize("name", ["Rsub", "MaskedFill"])
+@given(data=st.data())
+def test_gradients_match_finite_differences(name, data):
+    tensors, fn = _run(CASES[name], data)
+    assert autograd.gradcheck(fn, tensors) and autograd.gradgradcheck(fn, tensors)
+
+
+def _edges(node):
+    return [None if n is None else n.name() for n, _ in node.next_functions]
+
+
+@pytest.mark.parametrize(("number", "op"), [(0.1, "mul"), (3, "mul"), (1e5, "mul"), (0.1, "rmul"), (3, "div"),
+                                            (0.7, "div"), (1e-3, "div")])
+def test_float16_times_or_over_a_number_is_one_node_rounded_once(T, number, op):
+    x = T.tensor(HALVES.copy(), requires_grad=True)
+    y = {"mul": lambda: x * number, "rmul": lambda: number * x, "div": lambda: x / number}[op]()
+    wide, c = HALVES.astype(np.float32), np.float32(number)
+    with np.errstate(over="ignore"):  # (65.5 · 1e5 is inf in float16)
+        expected = (wide / c if op == "div" else wide * c).astype(np.float16)  # the number not rounded to float16
+    np.testing.assert_array_equal(y.detach().numpy(), expected)
+    name = "DivBackward0" if op == "div" else "MulBackward0"
+    assert y.grad_fn.name() == name and _edges(y.grad_fn) == ["torch::autograd::AccumulateGrad", None]
+    assert repr(y).endswith(f"grad_fn=<{name}>)")  # (not ToCopyBackward0)
+    g = np.array([[1.0, -0.5, 2.0], [0.25, 3.0, -1.5]], np.float16)
+    y.backward(T.tensor(g))
+    wide_g = g.astype(np.float32)
+    with np.errstate(over="ignore"):
+        np.testing.assert_array_equal(x.grad.numpy(), (wide_g / c if op == "div" else wide_g * c).astype(np.float16))
+
+
+@pytest.mark.parametrize("op", ["mul", "div"])
+def test_float16_by_a_0d_tensor_that_requires_grad(T, op):
+    x = T.tensor(HALVES.copy(), requires_grad=True)
+    s = T.tensor(0.5, dtype=T.float64, requires_grad=True)
+    y = x * s if op == "mul" else x / s
+    assert y.dtype == T.float16 and _edges(y.grad_fn) == ["torch::autograd::AccumulateGrad"] * 2
+    g = np.ones((2, 3), np.float16)
+    y.backward(T.tensor(g))
+    # dL/ds: the products (x / s / s for the quotient) each rounded to float16, summed (in float32), then float64
+    per_element = HALVES * g if op == "mul" else -g * ((HALVES / np.float16(0.5)) / np.float16(0.5))
+    assert s.grad.dtype == T.float64
+    assert s.grad.item() == float(np.float16(per_element.astype(np.float32).sum()))
+    np.testing.assert_array_equal(x.grad.numpy(), (g * 0.5 if op == "mul" else g / np.float16(0.5)))
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+@pytest.mark.parametrize(("op", "name"), [("add", "AddBackward0"), ("sub", "SubBackward0")])
+def test_add_and_sub_with_alpha_are_one_node(T, dtype, op, name):
+    rng = np.random.default_rng(3)
+    a, b = (rng.standard_normal((4, 5)) * 10).astype(dtype), (rng.standard_normal((4, 5)) * 10).astype(dtype)
+    x, y = T.tensor(a, requires_grad=True), T.tensor(b, requires_grad=True)
+    z = getattr(x, op)(y, alpha=0.1)
+    if dtype == "float32":  # (PyTorch's float16 kernel rounds its last few elements by another path)
+        alpha = (1 if op == "add" else -1) * np.float64(np.float32(0.1))  # alpha in the dtype, then one sum
+        np.testing.assert_array_equal(z.detach().numpy(), (a.astype(np.float64) + b * alpha).astype(dtype))
+    assert z.grad_fn.name() == name and _edges(z.grad_fn) == ["torch::autograd::AccumulateGrad"] * 2
+    g = rng.standard_normal((4, 5)).astype(dtype)
+    z.backward(T.tensor(g))
+    np.testing.assert_array_equal(x.grad.numpy(), g)
+    sign = 1 if op == "add" else -1  # dL/dy = dL/dz · alpha as given (a number product in float32)
+    np.testing.assert_array_equal(y.grad.numpy(), (sign * g.astype(np.float32) * np.float32(0.1)).astype(dtype))
+
+
+def test_one_edge_nodes_of_a_number_operand(T):
+    x = T.tensor([1.5, -2.0, 0.25], requires_grad=True)
+    accumulate = ["torch::autograd::AccumulateGrad"]
+    for y, name in [(1 - x, "RsubBackward1"), (x.masked_fill(x > 1, 0.0), "MaskedFillBackward0"),
+                    (x.square(), "PowBackward0")]:
+        assert y.grad_fn.name() == name and _edges(y.grad_fn) == accumulate
+    np.testing.assert_array_equal((2.5 - x).detach().numpy(), [1.0, 4.5, 2.25])
+    value = T.tensor(7.0, requires_grad=True)  # a tensor value: its own edge, after the input's
+    y = x.masked_fill(x > 1, value)
+    assert y.grad_fn.name() == "MaskedFillBackward1" and _edges(y.grad_fn) == accumulate * 2
+    y.backward(T.tensor([1.0, 2.0, 3.0]))
+    assert x.grad.tolist() == [0.0, 2.0, 3.0] and value.grad.item() == 1.0
+    wide = T.zeros(2, 3, requires_grad=True)  # a mask wider than the input: the result and its gradient broadcast
+    z = wide[0].masked_fill(T.tensor([[True, False, False], [False, False, True]]), 5.0)
+    z.backward(T.ones(2, 3))
+    assert z.tolist() == [[5.0, 0.0, 0.0], [0.0, 0.0, 5.0]] and wide.grad.tolist() == [[1.0, 2.0, 1.0], [0.0] * 3]
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+def test_mse_loss_is_one_node_with_the_inputs_edges(T, reduction, dtype):
+    rng = np.random.default_rng(4)
+    a, b = rng.standard_normal((6, 5)).astype(dtype), rng.standard_normal((6, 5)).astype(dtype)
+    w = T.tensor(a, requires_grad=True)
+    prediction, target = w * 1, T.tensor(b, requires_grad=True)
+    F = importlib.import_module("nn.functional" if T is autograd else "torch.nn.functional")
+    loss = F.mse_loss(prediction, target, reduction=reduction)
+    assert loss.grad_fn.name() == "MseLossBackward0"
+    assert _edges(loss.grad_fn) == ["MulBackward0", "torch::autograd::AccumulateGrad"]
+    squares = (a - b) * (a - b)  # each step in the dtype, as PyTorch's kernel
+    if reduction == "none":
+        np.testing.assert_array_equal(loss.detach().numpy(), squares)
+        g = np.full((6, 5), 0.5, dtype)
+    else:
+        total = squares.sum(dtype=np.float32 if dtype == "float16" else None)
+        expected = total / 30 if reduction == "mean" else total
+        np.testing.assert_allclose(loss.item(), expected.astype(dtype), rtol=1e-6 if dtype != "float16" else 1e-3)
+        g = np.asarray(0.5, dtype)
+    grad_w, grad_target = T.autograd.grad(loss, (w, target), T.tensor(g))
+    factor = np.dtype(dtype).type(2 / 30 if reduction == "mean" else 2.0)
+    np.testing.assert_array_equal(grad_w.numpy(), factor * (a - b) * g)  # PyTorch's c (x - y) · dL/dloss
+    np.testing.assert_array_equal(grad_target.numpy(), factor * (b - a) * g)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_mse_loss_second_derivatives(reduction):
+    import nn.functional as F
+
+    x, y = leaf(np.linspace(-1, 1, 6).reshape(2, 3)), leaf(np.arange(6.0).reshape(2, 3) / 5)
+    assert autograd.gradgradcheck(lambda a, b: F.mse_loss(a, b, reduction=reduction), [x, y])
+
+
+@pytest.mark.parametrize(("make", "name"), [
+    (lambda T, F, x: F.gelu(x.half()), "GeluBackward0"),
+    (lambda T, F, x: F.gelu(x.half(), approximate="tanh"), "GeluBackward0"),
+    (lambda T, F, x: F.softplus(x.half()), "SoftplusBackward0"),
+    (lambda T, F, x: F.celu(x.half()), "CeluBackward0"),
+    (lambda T, F, x: x.half().lerp(x.half() * 2, 0.3), "LerpBackward0"),
+    (lambda T, F, x: x.lerp(x * 2, T.full_like(x, 0.3)), "LerpBackward1"),
+    (lambda T, F, x: x.addcdiv(x, x.abs() + 1, value=0.5), "AddcdivBackward0"),
+    (lambda T, F, x: F.instance_norm(x.reshape(1, 2, 3)), "ViewBackward0"),
+    (lambda T, F, x: F.instance_norm(x.reshape(1, 2, 3), weight=T.ones(2), bias=T.zeros(2)), "ViewBackward0"),
+])
+def test_the_top_node_is_named_as_pytorch_names_it(T, make, name):
+    F = importlib.import_module("nn.functional" if T is autograd else "torch.nn.functional")
+    x = T.tensor([[1.5, -2.0, 0.25], [0.5, 3.0, -1.0]], requires_grad=True)
+    assert make(T, F, x).grad_fn.name() == name
