@@ -23,6 +23,12 @@ class Parameter(Tensor):
     def __repr__(self):
         return "Parameter containing:\n" + super().__repr__()
 
+    def __format__(self, format_spec):
+        """PyTorch's rule: only a plain 0-d Tensor formats as its number, so f"{p}" of a 0-d parameter (a learnt
+        temperature) is its text, "Parameter containing:\ntensor(0.5000, requires_grad=True)", and a format spec
+        (f"{p:.2f}") is refused, as object.__format__ refuses one: write p.item()."""
+        return object.__format__(self, format_spec)
+
     def __deepcopy__(self, memo):
         """PyTorch's: a new parameter of this class holding a clone of the values, with the same requires_grad,
         and nothing else: not its .grad, nor attributes set on it (a target network deep-copied from a trained
