@@ -36,7 +36,7 @@ from autograd.ops.losses import same_dims_triplet as _same_dims_triplet
 from autograd.ops.losses import same_shape as _same_shape
 from autograd.ops.losses import signs as _signs
 from autograd.ops.reductions import Mean, Sum
-from autograd.primitive import named_node
+from autograd.primitive import named_node, node_named
 from autograd.tensor import tensor_from
 
 from . import functional as F
@@ -195,6 +195,7 @@ def hinge_embedding_loss(input, target, margin=1.0, size_average=None, reduce=No
     return hinge_embedding(input, target, margin, legacy_reduction(size_average, reduce, reduction))
 
 
+@node_named("MultiMarginLossBackward0")  # (PyTorch's one kernel and node)
 def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, size_average=None, reduce=None, reduction="mean"):
     """Multi-class hinge: ℓ_n = Σ_{i ≠ y} max(0, margin - x_y + x_i)^p / C (times w_y)."""
     reduction = legacy_reduction(size_average, reduce, reduction)
@@ -321,6 +322,7 @@ def gaussian_nll_loss(input, target, var, full=False, eps=1e-6, reduction="mean"
     return _reduce(loss, reduction)
 
 
+@node_named("SoftMarginLossBackward0")
 def soft_margin_loss(input, target, size_average=None, reduce=None, reduction="mean"):
     """ℓ = ln(1 + e^(-y x)) for labels y in {-1, +1}: the logistic loss."""
     reduction = legacy_reduction(size_average, reduce, reduction)
@@ -340,10 +342,11 @@ def multilabel_soft_margin_loss(input, target, weight=None, size_average=None, r
     if weight is not None:
         loss = loss * weight
     classes = input.shape[-1]
-    loss = loss.sum(input.ndim - 1) * (1.0 / classes)
+    loss = loss.sum(input.ndim - 1) / classes  # (divided, as PyTorch's: a product by 1/C rounds differently)
     return _reduce(loss, reduction)
 
 
+@node_named("MultilabelMarginLossBackward0")
 def multilabel_margin_loss(input, target, size_average=None, reduce=None, reduction="mean"):
     """Multi-label hinge: for each sample, every target class j should score at least 1
     above every non-target class i:   ℓ_n = Σ_j Σ_{i ∉ targets} max(0, 1 - (x_j - x_i)) / C.

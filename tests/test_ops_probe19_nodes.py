@@ -162,8 +162,69 @@ def test_mse_loss_second_derivatives(reduction):
     (lambda T, F, x: x.addcdiv(x, x.abs() + 1, value=0.5), "AddcdivBackward0"),
     (lambda T, F, x: F.instance_norm(x.reshape(1, 2, 3)), "ViewBackward0"),
     (lambda T, F, x: F.instance_norm(x.reshape(1, 2, 3), weight=T.ones(2), bias=T.zeros(2)), "ViewBackward0"),
+    # nll_loss2d for images, and for other shapes past (N, C) viewed as images (a view back for reduction='none')
+    (lambda T, F, x: F.cross_entropy(x.reshape(1, 2, 3, 1), T.tensor([[[0], [1], [1]]])), "NllLoss2DBackward0"),
+    (lambda T, F, x: F.cross_entropy(x.reshape(1, 2, 3), T.tensor([[0, 1, 1]])), "NllLoss2DBackward0"),
+    (lambda T, F, x: F.cross_entropy(x.reshape(1, 2, 3), T.tensor([[0, 1, 1]]), reduction="none"), "ViewBackward0"),
+    (lambda T, F, x: F.nll_loss(x.reshape(1, 2, 3, 1), T.tensor([[[0], [1], [1]]]), reduction="none"),
+     "NllLoss2DBackward0"),
+    (lambda T, F, x: F.cross_entropy(x, T.tensor([1, 2])), "NllLossBackward0"),
+    (lambda T, F, x: F.cross_entropy(x, T.full_like(x, 1 / 3)), "DivBackward1"),  # class probabilities
+    (lambda T, F, x: F.cross_entropy(x, T.full_like(x, 1 / 3), reduction="sum"), "NegBackward0"),
+    (lambda T, F, x: F.batch_norm(x, T.zeros(3), T.ones(3), training=False), "NativeBatchNormBackward0"),
+    (lambda T, F, x: F.multi_margin_loss(x, T.tensor([1, 2])), "MultiMarginLossBackward0"),
+    (lambda T, F, x: F.multilabel_margin_loss(x, T.tensor([[1, -1, 0], [2, 0, -1]])), "MultilabelMarginLossBackward0"),
+    (lambda T, F, x: F.soft_margin_loss(x, T.ones(2, 3)), "SoftMarginLossBackward0"),
+    (lambda T, F, x: F.margin_ranking_loss(x[0], x[1], T.ones(3), reduction="none"), "ClampMinBackward0"),
+    (lambda T, F, x: F.ctc_loss(x.reshape(3, 1, 2).log_softmax(2), T.tensor([[1]]), [3], [1], reduction="none"),
+     "CtcLossBackward0"),
+    (lambda T, F, x: F.bilinear(x, x, T.ones(4, 3, 3), T.zeros(4)), "AddBackward0"),
+    (lambda T, F, x: F.adaptive_avg_pool3d(x.reshape(1, 1, 1, 2, 3), (1, 2, 1)), "AdaptiveAvgPool3DBackward0"),
+    (lambda T, F, x: F.adaptive_avg_pool3d(x.reshape(1, 1, 1, 2, 3), 1), "MeanBackward1"),  # (a mean, as 2-d's)
+    (lambda T, F, x: F.adaptive_max_pool3d(x.reshape(1, 1, 2, 3), 1), "AdaptiveMaxPool3DBackward0"),  # unbatched
+    (lambda T, F, x: F.max_pool2d(x.reshape(1, 2, 3), 2), "MaxPool2DWithIndicesBackward0"),  # unbatched
+    (lambda T, F, x: F.avg_pool2d(x.reshape(1, 2, 3), 2), "AvgPool2DBackward0"),  # unbatched
+    (lambda T, F, x: F.conv1d(x, T.ones(1, 2, 2)), "SqueezeBackward1"),  # unbatched: convolved unsqueezed
+    (lambda T, F, x: F.conv1d(x.unsqueeze(0), T.ones(1, 2, 2)), "ConvolutionBackward0"),
+    (lambda T, F, x: F.pad(x.unsqueeze(0), (1, 1), mode="circular"), "torch::autograd::CopySlices"),
 ])
 def test_the_top_node_is_named_as_pytorch_names_it(T, make, name):
     F = importlib.import_module("nn.functional" if T is autograd else "torch.nn.functional")
     x = T.tensor([[1.5, -2.0, 0.25], [0.5, 3.0, -1.0]], requires_grad=True)
     assert make(T, F, x).grad_fn.name() == name
+
+
+@pytest.mark.parametrize("mode", ["constant", "reflect", "replicate", "circular"])
+def test_padding_by_nothing_is_a_new_tensor(T, mode):
+    """F.pad by zeros gives a new tensor, as PyTorch's: an in-place op on it leaves the input alone (it was the
+    input itself)."""
+    F = importlib.import_module("nn.functional" if T is autograd else "torch.nn.functional")
+    x = T.tensor([[[1.0, 2.0, 3.0]]], requires_grad=True) * 1
+    y = F.pad(x, (0, 0), mode=mode)
+    y += 1
+    assert y.tolist() == [[[2.0, 3.0, 4.0]]] and x.tolist() == [[[1.0, 2.0, 3.0]]]
+
+
+def test_batch_norm_of_an_empty_batch_is_a_new_tensor(T):
+    nn = importlib.import_module("nn" if T is autograd else "torch.nn")
+    x = T.zeros(0, 3, requires_grad=True)
+    y = nn.BatchNorm1d(3, affine=False)(x)
+    assert y is not x and y.grad_fn.name() == "CloneBackward0" and y.shape == (0, 3)
+
+
+def test_losses_computed_in_pytorchs_order(T):
+    """multilabel_soft_margin_loss divides each row's sum by C (a product by 1/C rounded otherwise), and
+    cross_entropy of class probabilities sums -(log p · target · weight) over everything, then divides."""
+    F = importlib.import_module("nn.functional" if T is autograd else "torch.nn.functional")
+    rng = np.random.default_rng(5)
+    x, y = rng.standard_normal((6, 7)).astype(np.float32), (rng.random((6, 7)) > 0.5).astype(np.float32)
+    loss = F.multilabel_soft_margin_loss(T.tensor(x), T.tensor(y), reduction="none")
+    logsig = -np.logaddexp(0, -x.astype(np.float64))  # ln σ(x)
+    terms = -(y * logsig + (1 - y) * (logsig - x))
+    np.testing.assert_allclose(loss.numpy(), terms.sum(1) / 7, rtol=1e-6)
+    p = rng.random((6, 7)).astype(np.float32)
+    p /= p.sum(1, keepdims=True)
+    weight = rng.random(7).astype(np.float32) + 0.5
+    ce = F.cross_entropy(T.tensor(x), T.tensor(p), weight=T.tensor(weight))
+    log_p = x - np.log(np.exp(x.astype(np.float64)).sum(1, keepdims=True))
+    np.testing.assert_allclose(ce.item(), -(log_p * p * weight).sum() / 6, rtol=1e-6)

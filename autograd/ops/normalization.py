@@ -109,11 +109,12 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         return named_node(output, None, "NativeBatchNormBackward0", (input,))
     axes = (0,) + tuple(range(2, input.ndim))
     shape = channel_shape(input)
-    if training and input._data.size == 0:
-        if num_batches_tracked is not None:
+    if input._data.size == 0:
+        if training and num_batches_tracked is not None:
             with no_grad():
                 num_batches_tracked.add_(1)
-        return scale_and_shift(input, weight, bias, shape)
+        output = scale_and_shift(input, weight, bias, shape)
+        return input.clone() if output is input else output  # (a new tensor, as PyTorch's: CloneBackward0)
     if training:
         count = input._data.size // input.shape[1]
         if count == 1:
@@ -126,7 +127,8 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         return named_node(scale_and_shift(normalized, weight, bias, shape, input.dtype), None,
                           "NativeBatchNormBackward0")
     normalized = standardize_by_running_stats(input, running_mean, running_var, eps, shape)
-    return scale_and_shift(normalized, weight, bias, shape, input.dtype)
+    return named_node(scale_and_shift(normalized, weight, bias, shape, input.dtype), None, "NativeBatchNormBackward0",
+                      (input,))
 
 
 def scale_and_shift(normalized, weight, bias, shape=None, dtype=None):
