@@ -4,7 +4,14 @@ not the ToCopyBackward0 of a float32 product cast back), ``add``/``sub`` with an
 SubBackward0), ``1 - x`` (Rsub: RsubBackward1 with x's one edge), ``masked_fill`` by a number (MaskedFill: x's one
 edge), ``square`` (PowBackward0 with one edge), ``mse_loss`` (MseLossBackward0 whose edges are the input's and the
 target's nodes, as the 60-minute blitz prints them), and the top nodes of float16 gelu, softplus, celu and lerp,
-``instance_norm`` (ViewBackward0), ``lerp`` by a tensor weight (LerpBackward1) and ``addcdiv``.
+``instance_norm`` (ViewBackward0), ``lerp`` by a tensor weight (LerpBackward1) and ``addcdiv``; then the nodes that
+layers and losses end in (found by running torch's module_db and op_db through both libraries): nll_loss2d's for
+inputs past (N, C), cross_entropy of class probabilities, eval-mode batch_norm, the margin losses, ctc, bilinear,
+the 3-d adaptive and unbatched 2-d pools, unbatched 1-d convolutions, circular padding, PyTorch's Linalg* and
+Special* kernels, std_mean / var_mean, nansum, stable sort, addmv / addr / addbmm, div with a rounding mode and
+fmod / remainder by a tensor. And what the sweeps found beside the names: F.pad by zeros and batch_norm of an empty
+batch return a new tensor (they returned the input itself), multilabel_soft_margin_loss divides by C, and
+cross_entropy of class probabilities sums in PyTorch's order.
 
 Each runs on chainrule and on PyTorch (the ``T`` fixture) against the same values, computed by hand in NumPy with
 the rounding PyTorch's kernels do; Rsub and MaskedFill go through gradcheck too."""
@@ -187,6 +194,39 @@ def test_mse_loss_second_derivatives(reduction):
     (lambda T, F, x: F.conv1d(x, T.ones(1, 2, 2)), "SqueezeBackward1"),  # unbatched: convolved unsqueezed
     (lambda T, F, x: F.conv1d(x.unsqueeze(0), T.ones(1, 2, 2)), "ConvolutionBackward0"),
     (lambda T, F, x: F.pad(x.unsqueeze(0), (1, 1), mode="circular"), "torch::autograd::CopySlices"),
+    # PyTorch's names for its linalg and special kernels' nodes
+    (lambda T, F, x: T.linalg.det(x[:, :2]), "LinalgDetBackward0"),
+    (lambda T, F, x: T.inverse(x[:, :2]), "LinalgInvExBackward0"),
+    (lambda T, F, x: T.linalg.pinv(x), "LinalgPinvBackward0"),
+    (lambda T, F, x: T.matrix_exp(x[:, :2]), "LinalgMatrixExpBackward0"),
+    (lambda T, F, x: T.linalg.lu_factor(x[:, :2])[0], "LinalgLuFactorExBackward0"),
+    (lambda T, F, x: T.linalg.svdvals(x), "LinalgSvdBackward0"),
+    (lambda T, F, x: T.logaddexp(x, x * 2), "LogaddexpBackward0"),
+    (lambda T, F, x: T.logaddexp2(x, x * 2), "Logaddexp2Backward0"),
+    (lambda T, F, x: T.nextafter(x, x * 2), "NextafterBackward0"),
+    (lambda T, F, x: T.special.entr(x.abs()), "SpecialEntrBackward0"),
+    (lambda T, F, x: T.special.erfcx(x), "SpecialErfcxBackward0"),
+    (lambda T, F, x: T.special.i0e(x), "SpecialI0EBackward0"),
+    (lambda T, F, x: T.special.i1(x), "SpecialI1Backward0"),
+    (lambda T, F, x: T.special.i1e(x), "SpecialI1EBackward0"),
+    (lambda T, F, x: T.special.log_ndtr(x), "SpecialLogNdtrBackward0"),
+    (lambda T, F, x: T.special.ndtri(x.sigmoid()), "SpecialNdtriBackward0"),
+    (lambda T, F, x: T.special.xlog1py(x, x.abs()), "SpecialXlog1PyBackward0"),
+    # overloads and functions PyTorch names by their own node
+    (lambda T, F, x: T.std_mean(x, 1)[0], "StdMeanBackward0"),
+    (lambda T, F, x: T.std_mean(x, 1)[1], "StdMeanBackward0"),
+    (lambda T, F, x: T.var_mean(x)[1], "VarMeanBackward0"),
+    (lambda T, F, x: T.nansum(x, 0), "NansumBackward0"),
+    (lambda T, F, x: x.sort(1).values, "SortBackward0"),
+    (lambda T, F, x: x.sort(dim=1, stable=True).values, "SortBackward1"),
+    (lambda T, F, x: T.addmv(x[0, :2], x[:, :2], x[1, :2]), "AddmvBackward0"),
+    (lambda T, F, x: T.addr(x[:, :2], x[0, :2], x[1, :2]), "AddrBackward0"),
+    (lambda T, F, x: T.addbmm(x, x.unsqueeze(0)[:, :, :2], x.unsqueeze(0)[:, :2]), "AddbmmBackward0"),
+    (lambda T, F, x: x.div(x * 2 + 5, rounding_mode="floor"), "DivBackward2"),
+    (lambda T, F, x: x.div(2.0, rounding_mode="trunc"), "DivBackward2"),
+    (lambda T, F, x: x.fmod(x * 2 + 5), "FmodBackward1"),
+    (lambda T, F, x: x.remainder(x * 2 + 5), "RemainderBackward1"),
+    (lambda T, F, x: x.remainder(1.5), "RemainderBackward0"),
 ])
 def test_the_top_node_is_named_as_pytorch_names_it(T, make, name):
     F = importlib.import_module("nn.functional" if T is autograd else "torch.nn.functional")

@@ -199,7 +199,8 @@ def div(input, other, *, rounding_mode=None, out=None):
                            f"'{rounding_mode}'")
     input, other = elementwise.promote(input, other)  # PyTorch's promotion, not NumPy's (float16 // int64 is float16)
     refuse_kinds(input, f"div_{rounding_mode}_cpu", "bc")  # (NumPy: int8 for bools)
-    return write_out(RoundedDiv.apply(input, other, rounding_mode=rounding_mode), out)
+    # (PyTorch's node for div with a rounding mode; a Python number is a tensor there too)
+    return write_out(RoundedDiv.apply(input, other, rounding_mode=rounding_mode, pytorch_name="DivBackward2"), out)
 
 
 @names("floor_divide", inplace="floor_divide_")

@@ -61,6 +61,7 @@ def _singular(a, op):
 class Inverse(Primitive):
     """Y = A⁻¹;   dL/dA = -Yᵀ (dL/dY) Yᵀ"""
 
+    pytorch_name = "LinalgInvExBackward0"  # (PyTorch's node for it)
     saves_inputs = False  # backward needs no input's values
 
     saves_output = True
@@ -130,6 +131,7 @@ class Det(Primitive):
     ``Cofactors`` (from the SVD) where some matrix of the batch is singular, whose cofactors need not
     vanish (det [[1, 2], [2, 4]] changes at the rate [[4, -2], [-2, 1]]; PyTorch's gradient there is 0)."""
 
+    pytorch_name = "LinalgDetBackward0"  # (PyTorch's node for it)
     saves_output = True
     handles_complex = True  # (conj(d) A⁻ᴴ: PyTorch's complex gradient)
 

@@ -93,6 +93,7 @@ class LUFactor(Primitive):
     """The packed factors LU of A = P L U (computed by ``factor``, which also gives the integer
     pivots, and handed over here); the gradient is the module docstring's."""
 
+    pytorch_name = "LinalgLuFactorExBackward0"  # (PyTorch's node for it)
     saves_inputs = False  # backward needs no input's values
     saves_output = True
     handles_complex = True  # (written with ᴴ)

@@ -409,6 +409,8 @@ def _real_angle(input, name):
 class Entr(Primitive):
     """y = -x ln x (0 at x = 0, -inf for x < 0);   dL/dx = -dL/dy · (ln x + 1)"""
 
+    pytorch_name = "SpecialEntrBackward0"  # (PyTorch's node for it)
+
     def forward(self, x):
         refuse_kinds(x, "entr_cpu", "c")
         with errstate(divide="ignore", invalid="ignore"):

@@ -66,6 +66,7 @@ class LogAddExp(Primitive):
     dL/dy = dL/dz · σ(y - x)  (from x and y only: z may be changed in place later, as PyTorch allows;
     complex: · conj σ, z holomorphic; computed shifted by the larger real part, NumPy having no complex ufunc)"""
 
+    pytorch_name = "LogaddexpBackward0"  # (PyTorch's node for it)
     handles_complex = True
 
     def forward(self, x, y):
@@ -88,6 +89,8 @@ class LogAddExp(Primitive):
 class LogAddExp2(Primitive):
     """z = log₂(2^x + 2^y);   dL/dx = dL/dz · 2^(x - z) = dL/dz · σ((x - y) ln 2),
     dL/dy = dL/dz · σ((y - x) ln 2)  (from x and y only, as LogAddExp)"""
+
+    pytorch_name = "Logaddexp2Backward0"  # (PyTorch's node for it)
 
     def forward(self, x, y):
         return xp.logaddexp2(x, y)
@@ -148,6 +151,8 @@ def xlogy(input, other, *, out=None):
 class Xlog1py(Primitive):
     """z = x ln(1 + y), and 0 where x = 0 (unless y is NaN);
     dL/dx = dL/dz · ln(1 + y) (0 where x = 0 and y ≤ -1),   dL/dy = dL/dz · x / (1 + y)"""
+
+    pytorch_name = "SpecialXlog1PyBackward0"  # (PyTorch's node for it)
 
     def forward(self, x, y):
         with errstate(divide="ignore", invalid="ignore"):
