@@ -227,6 +227,20 @@ def test_mse_loss_second_derivatives(reduction):
     (lambda T, F, x: x.fmod(x * 2 + 5), "FmodBackward1"),
     (lambda T, F, x: x.remainder(x * 2 + 5), "RemainderBackward1"),
     (lambda T, F, x: x.remainder(1.5), "RemainderBackward0"),
+    (lambda T, F, x: T.linalg.solve(x[:, :2] + 3 * T.eye(2), x), "LinalgSolveExBackward0"),
+    (lambda T, F, x: T.linalg.solve(x[:, :2] + 3 * T.eye(2), x[0, :2]), "LinalgSolveExBackward0"),  # a vector
+    (lambda T, F, x: T.linalg.cholesky(x[:, :2] @ x[:, :2].mT + T.eye(2), upper=True), "LinalgCholeskyExBackward0"),
+    (lambda T, F, x: T.cholesky_solve(x, T.eye(2) + x[:, :2].tril()), "CholeskySolveBackward0"),
+    (lambda T, F, x: T.linalg.eigvalsh(x[:, :2] + x[:, :2].mT), "LinalgEighBackward0"),
+    (lambda T, F, x: T.linalg.solve_triangular(x[:, :2].triu() + 3 * T.eye(2), x, upper=True),
+     "LinalgSolveTriangularBackward0"),
+    (lambda T, F, x: T.linalg.lu_solve(*T.linalg.lu_factor(x[:, :2] + 3 * T.eye(2)), x), "LinalgLuSolveBackward0"),
+    (lambda T, F, x: F.grid_sample(x.reshape(1, 1, 2, 3), T.zeros(1, 2, 2, 2), align_corners=False),
+     "GridSampler2DBackward0"),
+    (lambda T, F, x: T.deg2rad(x), "Deg2RadBackward0"),
+    (lambda T, F, x: T.rad2deg(x), "Rad2DegBackward0"),
+    (lambda T, F, x: T.rsub(x, x * 2), "RsubBackward0"),
+    (lambda T, F, x: T.rsub(x, 2), "RsubBackward1"),
 ])
 def test_the_top_node_is_named_as_pytorch_names_it(T, make, name):
     F = importlib.import_module("nn.functional" if T is autograd else "torch.nn.functional")

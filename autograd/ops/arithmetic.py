@@ -12,7 +12,7 @@ from ..backend import float16, float32, float64, xp
 from ..errors import refuse_bool_subtraction
 from ..graph import program_stacklevel
 from ..operands import _is_bool, _operand, python_number
-from ..primitive import Primitive, node_named
+from ..primitive import Primitive, named_node, node_named
 from ..tensor import Tensor, tensor_from
 from . import elementwise
 from .conversion import refuse_kinds
@@ -150,9 +150,10 @@ def sub(input, other, *number_first, alpha=1, out=None):
 
 @names("rsub")
 def rsub(input, other, *, alpha=1):
-    """other - alpha · input"""
+    """other - alpha · input (PyTorch's node RsubBackward0, or RsubBackward1 for a number other)"""
+    name = "RsubBackward0" if isinstance(other, Tensor) else "RsubBackward1"
     input, other = _pair(input, other)
-    return other - _scaled(input, alpha, other)
+    return named_node(other - _scaled(input, alpha, other), None, name, (input, other))
 
 
 @names("mul", "multiply", inplace="multiply_")
