@@ -24,6 +24,7 @@ import pytest
 from hypothesis import given
 
 import autograd
+import autograd.fft  # noqa: F401  (autograd.fft, as torch.fft)
 
 from .test_ops import _run, leaf, unary
 
@@ -241,6 +242,10 @@ def test_mse_loss_second_derivatives(reduction):
     (lambda T, F, x: T.rad2deg(x), "Rad2DegBackward0"),
     (lambda T, F, x: T.rsub(x, x * 2), "RsubBackward0"),
     (lambda T, F, x: T.rsub(x, 2), "RsubBackward1"),
+    (lambda T, F, x: T.fft.fft2(x), "FftC2CBackward0"),
+    (lambda T, F, x: T.fft.fft(x.to(T.complex64)), "FftC2CBackward0"),
+    (lambda T, F, x: T.fft.rfft(x), "FftR2CBackward0"),
+    (lambda T, F, x: T.fft.irfft(x.to(T.complex64)), "FftC2RBackward0"),
 ])
 def test_the_top_node_is_named_as_pytorch_names_it(T, make, name):
     F = importlib.import_module("nn.functional" if T is autograd else "torch.nn.functional")
