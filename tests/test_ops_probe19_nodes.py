@@ -7,7 +7,7 @@ target's nodes, as the 60-minute blitz prints them), and the top nodes of float1
 ``instance_norm`` (ViewBackward0), ``lerp`` by a tensor weight (LerpBackward1) and ``addcdiv``; then the nodes that
 layers and losses end in (found by running torch's module_db and op_db through both libraries): nll_loss2d's for
 inputs past (N, C), cross_entropy of class probabilities, eval-mode batch_norm, the margin losses, ctc, bilinear,
-the 3-d adaptive and unbatched 2-d pools, unbatched 1-d convolutions, circular padding, PyTorch's Linalg* and
+the 3-d adaptive and unbatched 2-d pools, unbatched 1-d convolutions, circular padding, the FFTs, PyTorch's Linalg* and
 Special* kernels, std_mean / var_mean, nansum, stable sort, addmv / addr / addbmm, div with a rounding mode and
 fmod / remainder by a tensor. And what the sweeps found beside the names: F.pad by zeros and batch_norm of an empty
 batch return a new tensor (they returned the input itself), multilabel_soft_margin_loss divides by C, and
