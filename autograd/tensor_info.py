@@ -15,6 +15,7 @@ from .graph import program_stacklevel
 from .ops import bind_tensor_methods
 from .ops.axes import dim_index
 from .ops.names import names
+from .tensor import Tensor
 
 # -- memory layout, as PyTorch reports it (in elements, where NumPy counts bytes) ---------------
 
@@ -263,9 +264,9 @@ def type_as(self, other):
 
 @names("__format__", function=False)
 def format_tensor(self, format_spec):
-    """PyTorch's rule: a 0-d tensor formats as its number (f"{loss:.4f}"); any other tensor
-    takes only the empty spec, which gives its str."""
-    if self.ndim == 0:
+    """PyTorch's rule: a plain 0-d tensor off the meta device formats as its number (f"{loss:.4f}"); any other
+    tensor, a subclass's (nn.Parameter's) or a meta one included, takes only the empty spec, which gives its str."""
+    if self.ndim == 0 and type(self) is Tensor and not self.is_meta:
         return self.item().__format__(format_spec)
     return object.__format__(self, format_spec)
 

@@ -190,10 +190,20 @@ class CrossEntropyGrad(Primitive):
         return grad_g, grad_x
 
 
+def _nll_node_name(input, reduction):
+    """PyTorch's node for the nll_loss of an input of this many dims: nll_loss's for (C,) and (N, C); nll_loss2d's
+    for images (N, C, H, W), and for the other shapes (N, C, d1) or (N, C, d1, d2, d3, ...), which it views as
+    images, but for reduction='none' there: the view of the losses back to the target's shape."""
+    if input.ndim <= 2:
+        return "NllLossBackward0"
+    return "NllLoss2DBackward0" if input.ndim == 4 or reduction != "none" else "ViewBackward0"
+
+
 def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None, reduction="mean"):
     """ℓ_n = -w_{y_n} x_{n, y_n} for log-probabilities x; 'mean' divides by Σ w_{y_n}."""
-    return named_node(_nll_loss(input, target, weight, ignore_index, legacy_reduction(size_average, reduce, reduction)),
-                      None, "NllLossBackward0", (input,))
+    reduction = legacy_reduction(size_average, reduce, reduction)
+    return named_node(_nll_loss(input, target, weight, ignore_index, reduction), None,
+                      _nll_node_name(input, reduction), (input,))
 
 
 def _nll_loss(input, target, weight, ignore_index, reduction):
@@ -214,10 +224,10 @@ def _nothing_kept(target, ignore_index):
     return not (target._data != ignore_index).any()
 
 
-def _mean_over_nothing(total):
+def _mean_over_nothing(total, name="NllLossBackward0"):
     """A mean over no (unignored) targets, from the sum of their weighted losses (0, with
     gradient 0): NaN, as PyTorch's, while the gradient stays 0 for the ignored predictions."""
-    return named_node(total + float("nan"), None, "NllLossBackward0", (total,))
+    return named_node(total + float("nan"), None, name, (total,))
 
 
 def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None, reduction="mean",
@@ -256,30 +266,35 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
                              f"must be "
                              "integers (expected target dtype to be Long: use target.long())")
         target = target * (1 - label_smoothing) + label_smoothing / classes
-        log_probs = input.log_softmax(dim)
-        weighted = log_probs if weight is None else log_probs * weight.reshape(class_shape)
-        losses = -(weighted * target).sum(dim)
+        # -(log p · target · weight), summed over everything for a reduction, then negated (and divided by the
+        # number of predictions for 'mean'), in PyTorch's order: its nodes NegBackward0 and DivBackward1
+        products = input.log_softmax(dim) * target
+        if weight is not None:
+            products = products * weight.reshape(class_shape)
         if reduction == "mean":
-            return losses.sum() / (input._data.size // classes)
-        return _reduce(losses, reduction)
+            return named_node(-products.sum() / (input._data.size // classes), None, "DivBackward1")
+        if reduction == "sum":
+            return -products.sum()
+        return _reduce(-products.sum(dim), reduction)
     _check_class_indices("cross_entropy", input, target)
     rows = _class_last(input)
     labels, weights, total_weight = _class_weights("cross_entropy", rows, target, weight, ignore_index)
     # (weights None: every label kept, so something is unless there are none)
     nothing_kept = (reduction == "mean" and (weights is not None or not len(labels))
                     and _nothing_kept(target, ignore_index))
+    name = _nll_node_name(input, reduction)
     if reduction == "none":
         nll = CrossEntropy.apply(rows, labels=labels, weights=weights, scale=1.0, reduce=False)
-        nll = named_node(nll.reshape(target.shape), None, "NllLossBackward0", (input,))
+        nll = named_node(nll.reshape(target.shape), None, name, (input,))
     elif reduction in ("mean", "sum"):
         scale = 1.0
         if reduction == "mean" and not nothing_kept:  # (kept targets of weight 0 only: NaN, as PyTorch's)
             scale = 1.0 / total_weight if total_weight else float("nan")
-        nll = CrossEntropy.apply(rows, labels=labels, weights=weights, scale=scale, reduce=True)
+        nll = CrossEntropy.apply(rows, labels=labels, weights=weights, scale=scale, reduce=True, pytorch_name=name)
     else:
         raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
     if label_smoothing == 0:
-        return _mean_over_nothing(nll) if nothing_kept else nll
+        return _mean_over_nothing(nll, name) if nothing_kept else nll
     # the uniform part: -Σ_c w_c ln p_c per prediction, reduced as PyTorch does
     log_probs = input.log_softmax(dim)
     weighted = log_probs if weight is None else log_probs * weight.reshape(class_shape)

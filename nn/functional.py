@@ -227,7 +227,7 @@ def selu_(input):
 
 def celu(input, alpha=1.0, inplace=False):
     """y = max(0, x) + min(0, α (e^(x/α) - 1)) (Barron, 2017)."""
-    return _inplace(input, _in_float32(lambda x: _celu(x, alpha)), inplace)
+    return named_node(_inplace(input, _in_float32(lambda x: _celu(x, alpha)), inplace), None, "CeluBackward0", (input,))
 
 
 def celu_(input, alpha=1.0):
@@ -260,7 +260,8 @@ def softplus(input, beta=1.0, threshold=20.0, *, out=None):
     """y = ln(1 + e^(βx)) / β, and y = x where βx > threshold (PyTorch's linear regime)."""
     refuse_kinds(input, "softplus_cpu", "biuc")
     if input.dtype == autograd.float16:  # (in float32, rounded once, as PyTorch's kernel)
-        return write_out(softplus(input.float(), beta, threshold).half(), out)
+        return write_out(named_node(softplus(input.float(), beta, threshold).half(), None, "SoftplusBackward0",
+                                    (input,)), out)
     scaled = input if beta == 1 else input * beta
     smooth = scaled.softplus() if beta == 1 else scaled.softplus() * (1.0 / beta)
     return write_out(named_node(autograd.where(scaled > threshold, input, smooth), None, "SoftplusBackward0"), out)
@@ -335,7 +336,7 @@ def gelu(input, approximate="none", *, out=None):
     rounded once, as PyTorch's kernel does (in float16, gelu(-3.672) would be -0.0, not -4.4e-4)."""
     refuse_kinds(input, "GeluKernelImpl", "biuc")
     if input.dtype == autograd.float16:
-        return write_out(gelu(input.float(), approximate).half(), out)
+        return write_out(named_node(gelu(input.float(), approximate).half(), None, "GeluBackward0", (input,)), out)
     if approximate == "tanh":
         inner = (input + input * input * input * 0.044715) * math.sqrt(2 / math.pi)
         return write_out(named_node(input * (inner.tanh() + 1.0) * 0.5, None, "GeluBackward0"), out)

@@ -36,7 +36,8 @@ from autograd.ops.losses import reduced as _reduce
 from autograd.ops.losses import same_dims_triplet as _same_dims_triplet
 from autograd.ops.losses import same_shape as _same_shape
 from autograd.ops.losses import signs as _signs
-from autograd.primitive import named_node
+from autograd.ops.reductions import Mean, Sum
+from autograd.primitive import named_node, node_named
 from autograd.tensor import tensor_from
 
 from . import functional as F
@@ -74,12 +75,42 @@ def _bools_promoted(input, target):
     return input, target
 
 
+class MseLoss(Primitive):
+    """ℓ = (x - y)², its mean, sum or itself (``reduction``);   dℓ/dx = c (x - y),   dℓ/dy = c (y - x), with c = 2/n
+    for the mean of n terms and 2 otherwise
+
+    One node, as PyTorch's MseLossBackward0, whose next_functions are the input's and the target's nodes (the
+    60-minute blitz prints loss.grad_fn.next_functions[0][0]: the last layer's AddmmBackward0). Computed as PyTorch's
+    kernels compute it, each step in the tensors' dtype: the squares, then their mean or sum (a float16 sum
+    accumulated in float32); the gradient c (x - y) · dL/dℓ, with c in that dtype. The backward is written with
+    Tensor ops, so it has derivatives of its own."""
+
+    def forward(self, x, y):
+        difference = x - y
+        squares = difference * difference
+        if self.reduction == "none":
+            return squares
+        reducer = object.__new__(Mean if self.reduction == "mean" else Sum)  # (their forward: PyTorch's sum and mean)
+        reducer.__dict__ = {"axes": tuple(range(squares.ndim)), "keepdim": False, "count": squares.size}
+        return reducer.forward(squares)
+
+    def backward(self, grad, loss, x, y):
+        count = x._data.size if self.reduction == "mean" else 1
+        factor = autograd.tensor(2.0 / count if count else math.nan, dtype=x.dtype)
+        return (factor * (x - y) * grad if x.requires_grad else None,
+                factor * (y - x) * grad if y.requires_grad else None)
+
+
 def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None):
     """(ŷ - y)², the lecture's squared (L2) loss. Complex numbers are refused, as PyTorch refuses them."""
     reduction = legacy_reduction(size_average, reduce, reduction)
     _refuse_complex("mse", input, target)
     input, target = _bools_promoted(input, target)
-    difference = input - _same_shape("mse_loss", input, target)
+    target = _same_shape("mse_loss", input, target)
+    if weight is None and input.dtype.kind == "f" and target.dtype == input.dtype:
+        check_reduction(reduction)
+        return MseLoss.apply(input, target, reduction=reduction)
+    difference = input - target
     return named_node(_weighted(difference * difference, weight, reduction), None, "MseLossBackward0")
 
 
@@ -165,6 +196,7 @@ def hinge_embedding_loss(input, target, margin=1.0, size_average=None, reduce=No
     return hinge_embedding(input, target, margin, legacy_reduction(size_average, reduce, reduction))
 
 
+@node_named("MultiMarginLossBackward0")  # (PyTorch's one kernel and node)
 def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, size_average=None, reduce=None, reduction="mean"):
     """Multi-class hinge: ℓ_n = Σ_{i ≠ y} max(0, margin - x_y + x_i)^p / C (times w_y)."""
     reduction = legacy_reduction(size_average, reduce, reduction)
@@ -291,6 +323,7 @@ def gaussian_nll_loss(input, target, var, full=False, eps=1e-6, reduction="mean"
     return _reduce(loss, reduction)
 
 
+@node_named("SoftMarginLossBackward0")
 def soft_margin_loss(input, target, size_average=None, reduce=None, reduction="mean"):
     """ℓ = ln(1 + e^(-y x)) for labels y in {-1, +1}: the logistic loss."""
     reduction = legacy_reduction(size_average, reduce, reduction)
@@ -310,10 +343,11 @@ def multilabel_soft_margin_loss(input, target, weight=None, size_average=None, r
     if weight is not None:
         loss = loss * weight
     classes = input.shape[-1]
-    loss = loss.sum(input.ndim - 1) * (1.0 / classes)
+    loss = loss.sum(input.ndim - 1) / classes  # (divided, as PyTorch's: a product by 1/C rounds differently)
     return _reduce(loss, reduction)
 
 
+@node_named("MultilabelMarginLossBackward0")
 def multilabel_margin_loss(input, target, size_average=None, reduce=None, reduction="mean"):
     """Multi-label hinge: for each sample, every target class j should score at least 1
     above every non-target class i:   ℓ_n = Σ_j Σ_{i ∉ targets} max(0, 1 - (x_j - x_i)) / C.

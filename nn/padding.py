@@ -83,18 +83,20 @@ def pad(input, pad, mode="constant", value=None):
     amounts = padding_amounts(input.ndim, pad)
     if mode == "constant":
         check_output_sizes(input.shape, amounts)
-        if all(a == (0, 0) for a in amounts):
-            return input
         if value is not None:  # (F.pad's value is a float: -1 does not wrap into uint8, NaN fits no integer)
             _refuse_overflow(float(value), input.dtype)
         return constant_pad_nd(input, pad, 0.0 if value is None else value)
     if value not in (None, 0, 0.0):
         raise RuntimeError(f"Padding mode \"{mode}\" doesn't take in value argument.")
     _check_non_constant(input, pad, mode)
-    # PyTorch's node: ReflectionPad2DBackward0, ReplicationPad1DBackward0, ... (circular's is a copy's)
+    # PyTorch's node: ReflectionPad2DBackward0, ReplicationPad1DBackward0, ...; circular's is its last copy into the
+    # padded tensor's slices (CopySlices)
     node = {"reflect": "Reflection", "replicate": "Replication"}.get(mode)
+    name = "torch::autograd::CopySlices" if node is None else f"{node}Pad{len(pad) // 2}DBackward0"
     padded = _padded(input, amounts, mode)
-    return padded if node is None else named_node(padded, None, f"{node}Pad{len(pad) // 2}DBackward0", (input,))
+    if padded is input:  # nothing padded nor cropped: a new tensor all the same, as PyTorch's (not x itself, which
+        padded = input.clone()  # an in-place op on the result would change)
+    return named_node(padded, None, name, (input,))
 
 
 def _padded(input, amounts, mode):

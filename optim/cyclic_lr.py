@@ -107,6 +107,7 @@ class CyclicLR(LRScheduler):
         """A custom scale_fn is saved as PyTorch saves it: None for a function (its code cannot be saved),
         a callable object's attributes; loading keeps the scheduler's own scale_fn and restores those."""
         state = super().state_dict()
+        del state["_scale_fn_custom"]  # (then added last, where PyTorch's state_dict has it)
         state["_scale_fn_custom"] = saved_callable(self._scale_fn_custom)
         return state
 

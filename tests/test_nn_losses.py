@@ -23,6 +23,8 @@ CLASS_WEIGHTS = np.array([1.0, 2.0, 0.5])  # (float64, the inputs' dtype: a clas
 # name: (function of float64 leaves, the leaves' values)
 LOSSES = {
     "mse": (lambda x, y: F.mse_loss(x, y), (X, Y)),
+    "mse_sum": (lambda x, y: F.mse_loss(x, y, reduction="sum"), (X, Y)),
+    "mse_none": (lambda x, y: (F.mse_loss(x, y, reduction="none") * Tensor(SIGNS)[:, None]).sum(), (X, Y)),
     "l1": (lambda x, y: F.l1_loss(x, y, reduction="sum"), (X, Y + 3)),
     "huber": (lambda x, y: F.huber_loss(x, y, delta=0.7), (X, Y + 0.05)),
     "bce": (lambda p: F.binary_cross_entropy(p, Tensor(B)), (P,)),
@@ -70,6 +72,7 @@ def test_every_primitive_of_nn_is_gradchecked_here_or_in_the_layer_tests():
     # each primitive, and the case that runs it through gradcheck
     covered = {"AffineMap": "linear" in LAYERS and "linear_3d" in LAYERS,
                "BinaryCrossEntropy": "bce" in LOSSES and "bce_target" in LOSSES,
+               "MseLoss": "mse" in LOSSES and "mse_sum" in LOSSES and "mse_none" in LOSSES,
                "CrossEntropy": "cross_entropy" in LOSSES and "cross_entropy_options" in LOSSES,
                "CrossEntropyGrad": "cross_entropy_backward" in LOSSES and "cross_entropy_backward_none" in LOSSES,
                # tests/test_distributed.py::test_sync_batchnorm_normalisation_gradient_matches_finite_differences

@@ -12,7 +12,7 @@ from ..backend import float16, float32, float64, xp
 from ..errors import refuse_bool_subtraction
 from ..graph import program_stacklevel
 from ..operands import _is_bool, _operand, python_number
-from ..primitive import Primitive, node_named
+from ..primitive import Primitive, named_node, node_named
 from ..tensor import Tensor, tensor_from
 from . import elementwise
 from .conversion import refuse_kinds
@@ -62,10 +62,29 @@ def _number_first(name, signature, number):
     return number.item() if isinstance(number, Tensor) else number
 
 
-def _fused_scaled_sum(input, other, alpha):
-    """input + alpha · other for two float16 or two float32 tensors and a number alpha ≠ 1, as PyTorch's CPU
-    kernel computes it: one fused multiply-add, alpha first rounded to the tensors' dtype, the product exact and
-    the sum rounded once, here a precision up (float16 in float32, float32 in float64) and rounded back. Rounding
+class ScaledSum(Primitive):
+    """z = x + α · y for two float16 or two float32 tensors and a number α, as PyTorch's CPU kernel computes it: one
+    fused multiply-add, α first rounded to the tensors' dtype, the product exact and the sum rounded once, here a
+    precision up (float16 in float32, float32 in float64) and rounded back;   dL/dx = dL/dz,   dL/dy = α · dL/dz
+
+    One node, named as PyTorch's (AddBackward0, or SubBackward0 for x - α · y, given as ``pytorch_name`` with -α),
+    where casts around a wider sum showed ToCopyBackward0 in the graph and in the tensor's repr."""
+
+    saves_inputs = False  # backward needs no input's values
+    op_name = "Add"
+
+    def forward(self, x, y):
+        wide = float32 if x.dtype == float16 else float64
+        return xp.add(x, y.astype(wide) * wide.type(x.dtype.type(self.alpha)), dtype=wide).astype(x.dtype)
+
+    def backward(self, grad, z, x, y):
+        # (PyTorch's dL/dy multiplies by α as given, not rounded: dL/dz · α is its number product)
+        return (elementwise.unbroadcast(grad, x) if x.requires_grad else None,
+                elementwise.unbroadcast(grad * self.alpha, y) if y.requires_grad else None)
+
+
+def _fused_scaled_sum(input, other, alpha, pytorch_name=None):
+    """input + alpha · other (ScaledSum) for two float16 or two float32 tensors and a number alpha ≠ 1: rounding
     alpha · other first put a tenth (float16) to a quarter (float32) of the sums a unit off; SGD's
     ``p.add_(grad, alpha=-lr)`` drifted from PyTorch's. None for any other operands."""
     alpha = _alpha_number(alpha)
@@ -74,8 +93,7 @@ def _fused_scaled_sum(input, other, alpha):
     dtype = input._data.dtype
     if dtype != other._data.dtype or (dtype != float16 and dtype != float32):
         return None
-    wide = float32 if dtype == float16 else float64
-    return (input.to(wide) + other.to(wide) * float(dtype.type(alpha))).to(dtype)
+    return ScaledSum.apply(input, other, alpha=alpha, pytorch_name=pytorch_name)
 
 
 def _alpha_number(alpha):
@@ -123,7 +141,7 @@ def sub(input, other, *number_first, alpha=1, out=None):
                                                       other)
     refuse_bool_subtraction(_is_bool(input), _is_bool(other))  # (before _pair: it would make True a number)
     number = _alpha_number(alpha)
-    fused = None if number is None else _fused_scaled_sum(input, other, -number)
+    fused = None if number is None else _fused_scaled_sum(input, other, -number, "SubBackward0")
     if fused is not None:
         return write_out(fused, out)
     input, other = _pair(input, other)
@@ -132,9 +150,10 @@ def sub(input, other, *number_first, alpha=1, out=None):
 
 @names("rsub")
 def rsub(input, other, *, alpha=1):
-    """other - alpha · input"""
+    """other - alpha · input (PyTorch's node RsubBackward0, or RsubBackward1 for a number other)"""
+    name = "RsubBackward0" if isinstance(other, Tensor) else "RsubBackward1"
     input, other = _pair(input, other)
-    return other - _scaled(input, alpha, other)
+    return named_node(other - _scaled(input, alpha, other), None, name, (input, other))
 
 
 @names("mul", "multiply", inplace="multiply_")
@@ -181,7 +200,8 @@ def div(input, other, *, rounding_mode=None, out=None):
                            f"'{rounding_mode}'")
     input, other = elementwise.promote(input, other)  # PyTorch's promotion, not NumPy's (float16 // int64 is float16)
     refuse_kinds(input, f"div_{rounding_mode}_cpu", "bc")  # (NumPy: int8 for bools)
-    return write_out(RoundedDiv.apply(input, other, rounding_mode=rounding_mode), out)
+    # (PyTorch's node for div with a rounding mode; a Python number is a tensor there too)
+    return write_out(RoundedDiv.apply(input, other, rounding_mode=rounding_mode, pytorch_name="DivBackward2"), out)
 
 
 @names("floor_divide", inplace="floor_divide_")
@@ -289,6 +309,7 @@ def refuse_integer_addcdiv(tensor1, tensor2):
 
 
 @names("addcdiv")
+@node_named("AddcdivBackward0")
 def addcdiv(input, tensor1, tensor2, *number_first, value=1, out=None):
     """input + value · tensor1 / tensor2 (or PyTorch 1's addcdiv(input, value, tensor1, tensor2), with its
     warning). Integer (or bool) tensor1 and tensor2 are refused, as PyTorch refuses them: its addcdiv once divided

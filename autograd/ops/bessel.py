@@ -102,6 +102,8 @@ class I1(Primitive):
     (the slope is 1/2 + 3x²/16 + ...: 1/2 to the last bit for |x| < 1e-8, where I1(x)/x
     would lose its digits, or underflow for subnormal x)"""
 
+    pytorch_name = "SpecialI1Backward0"  # (PyTorch's node for it)
+
     def forward(self, x):
         return bessel_i1(x)
 
@@ -148,6 +150,7 @@ def spherical_bessel_j0(x, *, out=None):
 class I0e(Primitive):
     """y = e^-|x| I0(x);   dL/dx = dL/dy · (i1e(x) - sign(x) y)"""
 
+    pytorch_name = "SpecialI0EBackward0"  # (PyTorch's node for it)
     saves_output = True
 
     def forward(self, x):
@@ -159,6 +162,8 @@ class I0e(Primitive):
 
 class I1e(Primitive):
     """y = e^-|x| I1(x);   dL/dx = dL/dy · (i0e(x) - sign(x) y - y/x), and dL/dy / 2 near x = 0"""
+
+    pytorch_name = "SpecialI1EBackward0"  # (PyTorch's node for it)
 
     def forward(self, x):
         return scaled_i(x, 1).astype(x.dtype)

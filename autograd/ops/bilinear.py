@@ -24,7 +24,5 @@ def bilinear(input1, input2, weight, bias=None):
     x2 = input2.reshape(-1, input2.shape[-1])
     # (out, n, in2): x1 A_k for every k, then the dot product with x2 of each row
     left = x1.unsqueeze(0) @ weight
-    y = (left * x2.unsqueeze(0)).sum(-1).T
-    if bias is not None:
-        y = y + bias
-    return y.reshape(*batch, weight.shape[0])
+    y = (left * x2.unsqueeze(0)).sum(-1).T.reshape(*batch, weight.shape[0])
+    return y if bias is None else y + bias  # (the bias added last, as PyTorch's: its node AddBackward0)

@@ -382,6 +382,7 @@ def addmm(input, mat1, mat2, *scales_first, beta=1, alpha=1, out=None):
 
 
 @names("addmv", inplace="addmv_")
+@node_named("AddmvBackward0")
 def addmv(input, mat, vec, *scales_first, beta=1, alpha=1, out=None):
     """beta · input + alpha · (mat @ vec) (or PyTorch 1's forms with beta and alpha first, with its warning)."""
     if scales_first:
@@ -407,6 +408,7 @@ def baddbmm(input, batch1, batch2, *scales_first, beta=1, alpha=1, out=None):
 
 
 @names("addbmm", inplace="addbmm_")
+@node_named("AddbmmBackward0")
 def addbmm(input, batch1, batch2, *scales_first, beta=1, alpha=1, out=None):
     """beta · input + alpha · Σ_b batch1[b] @ batch2[b] (or PyTorch 1's forms with beta and alpha first)."""
     if scales_first:
@@ -420,6 +422,7 @@ def addbmm(input, batch1, batch2, *scales_first, beta=1, alpha=1, out=None):
 
 
 @names("addr", inplace="addr_")
+@node_named("AddrBackward0")
 def addr(input, vec1, vec2, *scales_first, beta=1, alpha=1, out=None):
     """beta · input + alpha · outer(vec1, vec2) (or PyTorch 1's forms with beta and alpha first, with its
     warning)."""

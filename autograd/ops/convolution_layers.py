@@ -19,8 +19,10 @@ planes, and each 3-d convolution is the 2-d one over the planes (H, W) and one s
 Every step is a differentiable op, so gradients (of every order) are theirs.
 """
 
+import functools
+
 from ..errors import check_same_dtype
-from ..primitive import node_named
+from ..primitive import named_node, node_named
 from . import convolution
 from .constant_padding import constant_pad_nd
 from .layer_arguments import _as_2d, _batched, _dims, _tuple, check_convolution_window
@@ -105,6 +107,21 @@ def _conv(input, weight, bias, stride, padding, dilation, groups, spatial):
     return undo(convolution.Conv2d.apply(*inputs, **params))
 
 
+def _convolution_node(function):
+    """Decorator for a convolution built of other ops: its result's node is PyTorch's ConvolutionBackward0 for a
+    batched input; an unbatched one's result is the squeeze that PyTorch's ends with too (SqueezeBackward1: it
+    convolves the input unsqueezed)."""
+
+    @functools.wraps(function)
+    def named(input, weight, *args, **kwargs):
+        result = function(input, weight, *args, **kwargs)
+        if input.ndim == weight.ndim:  # (N, C, *spatial) beside (out, in, *kernel): batched
+            named_node(result, None, "ConvolutionBackward0", (input, weight, *args, *kwargs.values()))
+        return result
+
+    return named
+
+
 @names("conv2d", method=False)
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """y[n,o] = b[o] + Σ_c w[o,c] ⋆ x[n, c] (cross-correlation, as PyTorch), weight (O, C/groups, kh, kw);
@@ -113,7 +130,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
 
 
 @names("conv1d", method=False)
-@node_named("ConvolutionBackward0")
+@_convolution_node
 def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """conv2d on (N, C, L) with weight (O, C/groups, k)."""
     return _conv(input, weight, bias, stride, padding, dilation, groups, 1)
@@ -155,7 +172,7 @@ def _conv_transpose(input, weight, bias, stride, padding, output_padding, groups
 
 
 @names("conv_transpose2d", method=False)
-@node_named("ConvolutionBackward0")
+@_convolution_node
 def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
     """The adjoint of conv2d in its input ("deconvolution"), weight (C_in, C_out/groups, kh, kw):
     output size (in − 1)·s − 2p + d(k − 1) + output_padding + 1."""
@@ -163,7 +180,7 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
 
 
 @names("conv_transpose1d", method=False)
-@node_named("ConvolutionBackward0")
+@_convolution_node
 def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
     return _conv_transpose(input, weight, bias, stride, padding, output_padding, groups, dilation, 1)
 
@@ -230,7 +247,7 @@ def fold(input, output_size, kernel_size, dilation=1, padding=0, stride=1):
 
 
 @names("conv3d", method=False)
-@node_named("ConvolutionBackward0")
+@_convolution_node
 def conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """y[n,o] = b[o] + Σ_c w[o,c] ⋆ x[n,c] over volumes; weight (O, C/groups, kd, kh, kw); padding: int,
     triple, 'valid' or 'same' (stride 1)."""
@@ -266,7 +283,7 @@ def conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
 
 
 @names("conv_transpose3d", method=False)
-@node_named("ConvolutionBackward0")
+@_convolution_node
 def conv_transpose3d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
     """The adjoint of conv3d in its input, weight (C_in, C_out/groups, kd, kh, kw); output size per axis
     (in − 1)·s − 2p + d(k − 1) + output_padding + 1."""

@@ -142,6 +142,8 @@ class CTCNegativeLogLikelihood(Primitive):
     """ℓ_n = -ln p(l_n | x_n) for each sample (the α recursion);
     dℓ_n/dx_t(c) = -Σ_{s: l'_s = c} exp(α_t(s) + β_t(s) - x_t(c) + ℓ_n)"""
 
+    pytorch_name = "CtcLossBackward0"
+
     def forward(self, log_probs):
         self.alpha, self.nll = ctc_forward(log_probs, self.alignment, self.input_lengths)
         if self.zero_infinity:

@@ -15,7 +15,7 @@ import warnings
 
 from ..backend import xp
 from ..graph import is_grad_enabled, program_stacklevel
-from ..primitive import Primitive
+from ..primitive import Primitive, named_node
 from ..return_types import return_type
 from ..tensor import Tensor
 from . import joins, shape
@@ -77,7 +77,8 @@ def cholesky(input, *, upper=False, out=None):
     A = input  # (PyTorch's keyword is input=, though its docs write A)
     _square(A, "cholesky")
     lower = Cholesky.apply(A)
-    return write_out(lower.mH if upper else lower, out, same_dtype=True)  # (U = Lᴴ: conjugated where complex)
+    factor = named_node(lower.mH if upper else lower, None, "LinalgCholeskyExBackward0", (A,))  # (PyTorch's node)
+    return write_out(factor, out, same_dtype=True)  # (U = Lᴴ: conjugated where complex)
 
 
 class Eigh(Primitive):
@@ -157,7 +158,7 @@ def eigh(input, UPLO="L", *, out=None):
 def eigvalsh(input, UPLO="L", *, out=None):
     """The eigenvalues of symmetric A, ascending."""
     A = input  # (PyTorch's keyword is input=, though its docs write A)
-    return write_out(eigh(A, UPLO).eigenvalues, out, same_dtype=True)
+    return write_out(named_node(eigh(A, UPLO).eigenvalues, None, "LinalgEighBackward0", (A,)), out, same_dtype=True)
 
 
 @names("cholesky")
@@ -168,7 +169,8 @@ def tensor_cholesky(input, upper=False, *, out=None):
                   "\nU = torch.cholesky(A, upper=True)\nshould be replaced with\nU = torch.linalg.cholesky(A).mH\n"
                   "This transform will produce equivalent results for all valid (symmetric positive definite) inputs.",
                   UserWarning, stacklevel=program_stacklevel())
-    return write_out(cholesky(input, upper=upper), out, same_dtype=True)
+    return write_out(named_node(cholesky(input, upper=upper), None, "CholeskyBackward0", (input,)), out,
+                     same_dtype=True)
 
 
 QRResult = return_type("linalg_qr", ["Q", "R"])
@@ -283,7 +285,8 @@ def cholesky_solve(input, input2, upper=False, *, out=None):
     two triangular solves, L Y = input then Lᴴ X = Y (each differentiable; ᴴ is ᵀ for reals)."""
     lower = _cholesky_product_factor(input2, upper)
     require_same_dtype(input, input2, ("b", "A"))
-    return write_out(Solve.apply(lower.mH, Solve.apply(lower, input)), out)
+    solution = Solve.apply(lower.mH, Solve.apply(lower, input))
+    return write_out(named_node(solution, None, "CholeskySolveBackward0", (input, input2)), out)
 
 
 @names("cholesky_inverse")

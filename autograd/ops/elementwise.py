@@ -89,8 +89,12 @@ def binary(op, x, y):
     if op is Div and (type(y) is float or type(y) is int) and dtype is not None and dtype.kind == "f" \
             and dtype.itemsize >= 4:  # a floating tensor over a Python number: the number is all the node keeps
         return DivConstant.apply(x, c=_operand(y, x)._data)
-    if (op is Mul or op is Div) and (_half_with_number(x, y) or (type(x) is not Tensor and _half_with_number(y, x))):
-        return Cast.apply(binary(op, _widened(x), _widened(y)), dtype=backend.float16)
+    if (op is Mul or op is Div) and _half_with_number(x, y):
+        return (HalfMul if op is Mul else HalfDiv).apply(x, _half_operand(y))
+    if (op is Mul or op is Div) and type(x) is not Tensor and _half_with_number(y, x):
+        if op is Mul:  # a number times the tensor: the tensor first, as PyTorch's node has them
+            return HalfMul.apply(y, _half_operand(x))
+        return Cast.apply(binary(op, x, _widened(y)), dtype=backend.float16)
     if op is Sub:
         refuse_bool_subtraction(_is_bool(x), _is_bool(y))
     if op is Div and not _floating(x) and not _floating(y):
@@ -119,6 +123,12 @@ def _half_with_number(x, y):
     if type(y) is Tensor:
         return y.ndim == 0 and x.ndim > 0 and y._data.dtype.kind in "fiub"
     return isinstance(y, (int, float)) and not isinstance(y, bool)
+
+
+def _half_operand(number):
+    """The number beside a float16 tensor as HalfMul and HalfDiv take it: a 0-d tensor as it is, a Python number as
+    a 0-d float32 tensor (PyTorch's kernels compute in float32)."""
+    return number if type(number) is Tensor else Tensor._make(xp.asarray(number, dtype=backend.float32))
 
 
 def _widened(x):
@@ -222,6 +232,43 @@ class DivConstant(Primitive):
 
     def backward(self, grad, z, x):
         return (DivConstant.apply(grad, c=self.c),)
+
+
+class HalfMul(Primitive):
+    """z = x · y for a float16 x and a number y (a 0-d tensor: a Python number's is float32), computed in float32
+    and rounded to float16 once, as PyTorch's kernels do (y itself is not rounded to float16: 1e5 would be inf,
+    0.1 lose digits);   dL/dx = dL/dz · y (rounded alike),   dL/dy = Σ dL/dz · x (each product in float16, as
+    PyTorch's; then in y's dtype)
+
+    One node, MulBackward0 as PyTorch's, where casts around a float32 product showed ToCopyBackward0 in the graph
+    and in the tensor's repr."""
+
+    op_name = "Mul"  # as the graph and PyTorch (MulBackward0) call it
+    saved_input_readers = ((1,), (0,))  # x is read only for dL/dy, y only for dL/dx
+
+    def forward(self, x, y):
+        return (x.astype(backend.float32) * y.astype(backend.float32)).astype(backend.float16)
+
+    def backward(self, grad, z, x, y):
+        return (HalfMul.apply_in_backward(grad, y) if x.requires_grad else None,
+                unbroadcast(grad * x, y).to(y.dtype) if y.requires_grad else None)
+
+
+class HalfDiv(Primitive):
+    """z = x / y for a float16 x and a number y, computed in float32 and rounded to float16 once (HalfMul's rule);
+    dL/dx = dL/dz / y (rounded alike),   dL/dy = -Σ dL/dz · (x / y) / y (each step rounded to float16, as PyTorch's;
+    then in y's dtype). One node, DivBackward0."""
+
+    op_name = "Div"  # as the graph and PyTorch (DivBackward0) call it
+    saved_input_readers = ((1,), (0, 1))  # x is read only for dL/dy; y for both
+
+    def forward(self, x, y):
+        return (x.astype(backend.float32) / y.astype(backend.float32)).astype(backend.float16)
+
+    def backward(self, grad, z, x, y):
+        quotient = HalfDiv.apply_in_backward(HalfDiv.apply_in_backward(x, y), y) if y.requires_grad else None
+        return (HalfDiv.apply_in_backward(grad, y) if x.requires_grad else None,
+                unbroadcast(-grad * quotient, y).to(y.dtype) if y.requires_grad else None)
 
 
 class Pow(Primitive):
@@ -468,6 +515,42 @@ class Shift(Primitive):
 
     def backward(self, grad, y, x):
         return (grad,)
+
+
+class Rsub(Primitive):
+    """y = c - x for a number c (1 - x);   dL/dx = -dL/dy
+
+    PyTorch's rsub by a Scalar (RsubBackward1): the number is a constant of the op, so the node's one edge is x's
+    (a constant tensor beside x showed a (None, 0) edge before it in next_functions)."""
+
+    saves_inputs = False  # backward needs no input's values
+    handles_complex = True
+    pytorch_name = "RsubBackward1"
+
+    def forward(self, x):
+        return self.c - x
+
+    def backward(self, grad, y, x):
+        return (-grad,)
+
+
+class MaskedFill(Primitive):
+    """y = c where mask holds, x elsewhere, for a number c (0-d array of x's dtype);   dL/dx = dL/dy where the mask
+    does not hold, 0 where it does
+
+    PyTorch's masked_fill by a Scalar (MaskedFillBackward0): the number is a constant of the op, so the node's
+    one edge is x's. A 0-d tensor value is Where's (MaskedFillBackward1, with the value's edge)."""
+
+    saves_inputs = False  # backward needs no input's values
+    saves_arguments = True  # backward uses the mask: freed after backward, as PyTorch frees it
+    handles_complex = True
+    pytorch_name = "MaskedFillBackward0"
+
+    def forward(self, x):
+        return xp.where(self.mask, self.value, x)
+
+    def backward(self, grad, y, x):
+        return (unbroadcast(where(xp.broadcast_to(self.mask, grad.shape), 0.0, grad), x),)  # (a wider mask: summed)
 
 
 class Neg(Primitive):

@@ -9,7 +9,7 @@ evenly between ties, as PyTorch's.
 
 
 from ..backend import errstate, xp
-from ..primitive import Primitive, node_named
+from ..primitive import Primitive, named_node, node_named
 from ..return_types import return_type
 from ..tensor import Tensor
 from .axes import normalize_dims
@@ -107,7 +107,7 @@ def nansum(input, dim=None, keepdim=False, *, dtype=None, out=None):
         raise RuntimeError("nansum on CPU does not support complex inputs")
     x = input if dtype is None else input.to(dtype)
     total = _without_nan(x).sum(dim, keepdim)  # (the sum of int32 is int64, as NumPy's: back to dtype)
-    return write_out(total if dtype is None else total.to(dtype), out)
+    return write_out(named_node(total if dtype is None else total.to(dtype), None, "NansumBackward0", (input,)), out)
 
 
 @names("nanmean")

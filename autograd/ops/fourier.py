@@ -31,6 +31,7 @@ class FFT(Primitive):
     """y = the n-point (inverse) transform of x over ``dims`` (n = ``sizes``; x cropped or padded to it);
     dL/dx = the opposite transform of dL/dy with the other scale, fitted back to x's shape"""
 
+    pytorch_name = "FftC2CBackward0"  # (PyTorch's complex-to-complex kernel's node)
     saves_inputs = False
     saves_arguments = True  # a second backward raises, as after PyTorch's FFT nodes
     handles_complex = True
@@ -51,6 +52,7 @@ class RealFFT(Primitive):
     """y = the first n//2 + 1 terms, along the last of ``dims``, of the transform of the real x;
     dL/dx = Re(the adjoint transform of dL/dy padded with zeros to n terms), fitted back to x's shape"""
 
+    pytorch_name = "FftR2CBackward0"  # (PyTorch's real-to-complex kernel's node)
     saves_inputs = False
     saves_arguments = True  # a second backward raises, as after PyTorch's FFT nodes
     handles_complex = True
@@ -70,6 +72,7 @@ class InverseRealFFT(Primitive):
     conjugate mirror of x's); dL/dx = rfft(dL/dy) with the other scale and the terms 0 < k < n/2
     doubled, fitted back to x's shape"""
 
+    pytorch_name = "FftC2RBackward0"  # (PyTorch's complex-to-real kernel's node)
     saves_inputs = False
     handles_complex = True
 

@@ -30,6 +30,7 @@ import warnings
 
 from ..backend import int64, xp
 from ..graph import is_grad_enabled, program_stacklevel
+from ..primitive import named_node
 from ..ranges import _spaced_points
 from ..tensor import Tensor, tensor_from
 from .cubic_convolution import cubic_weights
@@ -205,7 +206,13 @@ grid_sampler_3d = _sampler_of(3)
 
 
 def _sample(input, grid, mode, padding_mode, align_corners):
-    """grid_sample's checks of the shapes and dtypes, then its maths (the modes named)."""
+    """grid_sample's checks of the shapes and dtypes, then its maths (the modes named); its node is PyTorch's
+    kernel's, GridSampler2DBackward0 or GridSampler3DBackward0."""
+    output = _sampled(input, grid, mode, padding_mode, align_corners)
+    return named_node(output, None, f"GridSampler{input.ndim - 2}DBackward0", (input, grid))
+
+
+def _sampled(input, grid, mode, padding_mode, align_corners):
     spatial = input.ndim - 2
     if input.ndim not in (4, 5) or grid.ndim != input.ndim:
         raise RuntimeError(f"grid_sampler(): expected 4D or 5D input and grid with same number of dimensions, "

@@ -9,7 +9,7 @@
 
 from ..backend import xp
 from ..graph import is_grad_enabled
-from ..primitive import Primitive
+from ..primitive import Primitive, named_node
 from ..return_types import return_type
 from ..tensor import Tensor
 from . import shape
@@ -61,6 +61,7 @@ def _singular(a, op):
 class Inverse(Primitive):
     """Y = A⁻¹;   dL/dA = -Yᵀ (dL/dY) Yᵀ"""
 
+    pytorch_name = "LinalgInvExBackward0"  # (PyTorch's node for it)
     saves_inputs = False  # backward needs no input's values
 
     saves_output = True
@@ -112,17 +113,22 @@ def is_vector_rhs(A, B):
 
 @refuses_half("lu_cpu")
 def solve(A, B, *, left=True, out=None):
-    """X with A X = B (or X A = B when left is False); B a matrix, a batch, or vectors, of A's dtype."""
+    """X with A X = B (or X A = B when left is False); B a matrix, a batch, or vectors, of A's dtype. Its node is
+    PyTorch's LinalgSolveExBackward0."""
+    return write_out(named_node(_solution(A, B, left), None, "LinalgSolveExBackward0", (A, B)), out)
+
+
+def _solution(A, B, left):
     _square(A, "solve")
     require_same_dtype(A, B, ("A", "B"), "linalg.solve")
     if not left:  # X A = B  ⇔  Aᵀ Xᵀ = Bᵀ
-        return write_out(solve(A.mT, B.mT).mT, out)
+        return _solution(A.mT, B.mT, True).mT
     if is_vector_rhs(A, B):
-        return write_out(shape.squeeze(Solve.apply(A, shape.unsqueeze(B, -1)), -1), out)
+        return shape.squeeze(Solve.apply(A, shape.unsqueeze(B, -1)), -1)
     if B.shape[-2] != A.shape[-1]:
         raise RuntimeError(f"linalg.solve: Incompatible shapes of A and B for the equation AX = B "
                            f"({A.shape[-2]}x{A.shape[-1]} and {B.shape[-2]}x{B.shape[-1]})")
-    return write_out(Solve.apply(A, B), out)
+    return Solve.apply(A, B)
 
 
 class Det(Primitive):
@@ -130,6 +136,7 @@ class Det(Primitive):
     ``Cofactors`` (from the SVD) where some matrix of the batch is singular, whose cofactors need not
     vanish (det [[1, 2], [2, 4]] changes at the rate [[4, -2], [-2, 1]]; PyTorch's gradient there is 0)."""
 
+    pytorch_name = "LinalgDetBackward0"  # (PyTorch's node for it)
     saves_output = True
     handles_complex = True  # (conj(d) A⁻ᴴ: PyTorch's complex gradient)
 

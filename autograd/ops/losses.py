@@ -182,7 +182,7 @@ def margin_ranking_loss(input1, input2, target, margin=0.0, size_average=None, r
                            f"input1: {Size(input1.shape)!r}, input2: {Size(input2.shape)!r}, "
                            f"target: {Size(target.shape)!r} ")
     # clamp_min, not relu: where the inputs tie (margin 0) the gradient goes through, as PyTorch's
-    return reduced((-target * (input1 - input2) + margin).clamp(min=0.0), reduction)
+    return reduced((-target * (input1 - input2) + margin).clamp_min(0.0), reduction)
 
 
 def kl_divergence(input, target, reduction, log_target):

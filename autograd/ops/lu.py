@@ -23,7 +23,7 @@ import warnings
 
 from ..backend import int32, xp
 from ..graph import program_stacklevel
-from ..primitive import Primitive
+from ..primitive import Primitive, named_node
 from ..return_types import return_type
 from ..tensor import Tensor
 from . import joins
@@ -94,6 +94,7 @@ class LUFactor(Primitive):
     """The packed factors LU of A = P L U (computed by ``factor``, which also gives the integer
     pivots, and handed over here); the gradient is the module docstring's."""
 
+    pytorch_name = "LinalgLuFactorExBackward0"  # (PyTorch's node for it)
     saves_inputs = False  # backward needs no input's values
     saves_output = True
     handles_complex = True  # (written with ᴴ)
@@ -240,7 +241,8 @@ def lu_solve(LU, pivots, B, *, left=True, adjoint=False, out=None):
         raise RuntimeError(f"linalg.lu_solve: Incompatible shapes of A and B for the equation "
                            f"{'AX = B' if left else 'XA = B'} ({n}x{n} and {B.shape[-2]}x{B.shape[-1]})")
     if not left:  # X A = B ⇔ Aᴴ Xᴴ = Bᴴ (and X Aᴴ = B ⇔ A Xᴴ = Bᴴ)
-        return write_out(lu_solve(LU, pivots, B.mH, adjoint=not adjoint).mH, out, same_dtype=True)
+        X = lu_solve(LU, pivots, B.mH, adjoint=not adjoint).mH
+        return write_out(named_node(X, None, "LinalgLuSolveBackward0", (LU, B)), out, same_dtype=True)
     P = Tensor._make(permutation(pivots._data, n, LU.dtype))
     if adjoint:  # Aᴴ = Uᴴ Lᴴ Pᵀ
         Y = solve_triangular(LU.mH, B, upper=False)
@@ -248,7 +250,7 @@ def lu_solve(LU, pivots, B, *, left=True, adjoint=False, out=None):
     else:
         Y = solve_triangular(LU, P.mT @ B, upper=False, unitriangular=True)
         X = solve_triangular(LU, Y, upper=True)
-    return write_out(X, out, same_dtype=True)
+    return write_out(named_node(X, None, "LinalgLuSolveBackward0", (LU, B)), out, same_dtype=True)  # (PyTorch's)
 
 
 @names("lu_solve")

@@ -56,8 +56,10 @@ def masked_fill(input, mask, value):
     else:
         if type(value) is not bool:
             _refuse_overflow(value, input.dtype)  # NaN into integers, a complex number into reals: as fill_
-        value = Tensor._make(xp.asarray(value).astype(input.dtype))  # (cast: -1 into uint8 wraps, as PyTorch's)
-    return elementwise.Where.apply(value, input, condition=mask, pytorch_name="MaskedFillBackward0")
+        # (cast: -1 into uint8 wraps, as PyTorch's)
+        return elementwise.MaskedFill.apply(input, mask=mask, value=xp.asarray(value).astype(input.dtype))
+    # a 0-d tensor value: an input of the node (PyTorch's masked_fill.Tensor overload), after input as there
+    return elementwise.Where.apply(input, value, condition=~mask, pytorch_name="MaskedFillBackward1")
 
 
 @names("masked_select")

@@ -39,6 +39,7 @@ def _expm(a):
 class MatrixExp(Primitive):
     """y = e^A;   dL/dA = the top-right block of exp([[Aᴴ, G], [0, Aᴴ]])"""
 
+    pytorch_name = "LinalgMatrixExpBackward0"  # (PyTorch's node for it)
     saves_output = False
     handles_complex = True  # e^A is holomorphic: its adjoint is the Fréchet derivative at Aᴴ
 

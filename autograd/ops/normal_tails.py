@@ -110,6 +110,8 @@ def erfcx_slope(x):
 class Erfcx(Primitive):
     """y = e^(x²) erfc(x);   dL/dx = dL/dy · erfcx'(x),   erfcx'(x) = 2x y - 2/√π"""
 
+    pytorch_name = "SpecialErfcxBackward0"  # (PyTorch's node for it)
+
     def forward(self, x):
         return erfcx(x).astype(x.dtype)
 
@@ -144,6 +146,8 @@ def _square(x):
 class LogNdtr(Primitive):
     """y = ln Φ(x);   dL/dx = dL/dy · √(2/π) / erfcx(-x/√2)   (∞ at x = -∞, the limit of -x;
     PyTorch's is NaN there)"""
+
+    pytorch_name = "SpecialLogNdtrBackward0"  # (PyTorch's node for it)
 
     def forward(self, x):
         dtype, x = x.dtype, x.astype(xp.float64)
@@ -207,6 +211,7 @@ def ndtri(p):
 class Ndtri(Primitive):
     """y = Φ⁻¹(x);   dL/dx = dL/dy · √(2π) e^(y²/2)"""
 
+    pytorch_name = "SpecialNdtriBackward0"  # (PyTorch's node for it)
     saves_output = True
 
     def forward(self, x):

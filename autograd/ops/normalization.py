@@ -109,11 +109,12 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         return named_node(output, None, "NativeBatchNormBackward0", (input,))
     axes = (0,) + tuple(range(2, input.ndim))
     shape = channel_shape(input)
-    if training and input._data.size == 0:
-        if num_batches_tracked is not None:
+    if input._data.size == 0:
+        if training and num_batches_tracked is not None:
             with no_grad():
                 num_batches_tracked.add_(1)
-        return scale_and_shift(input, weight, bias, shape)
+        output = scale_and_shift(input, weight, bias, shape)
+        return input.clone() if output is input else output  # (a new tensor, as PyTorch's: CloneBackward0)
     if training:
         count = input._data.size // input.shape[1]
         if count == 1:
@@ -126,7 +127,8 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         return named_node(scale_and_shift(normalized, weight, bias, shape, input.dtype), None,
                           "NativeBatchNormBackward0")
     normalized = standardize_by_running_stats(input, running_mean, running_var, eps, shape)
-    return scale_and_shift(normalized, weight, bias, shape, input.dtype)
+    return named_node(scale_and_shift(normalized, weight, bias, shape, input.dtype), None, "NativeBatchNormBackward0",
+                      (input,))
 
 
 def scale_and_shift(normalized, weight, bias, shape=None, dtype=None):
@@ -242,8 +244,8 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
     check_same_dtype("instance_norm", input, weight=weight, bias=bias)  # (PyTorch's takes any running stats')
     shape = channel_shape(input)
     if not use_input_stats:
-        return scale_and_shift(standardize_by_running_stats(input, running_mean, running_var, eps, shape),
-                               weight, bias, shape, input.dtype)
+        return named_node(scale_and_shift(standardize_by_running_stats(input, running_mean, running_var, eps, shape),
+                                          weight, bias, shape, input.dtype), None, "ViewBackward0", (input,))
     count = input._data.size // max(input.shape[0] * input.shape[1], 1)
     if count == 1:
         raise ValueError(f"Expected more than 1 spatial element when training, got input size {list(input.shape)}")
@@ -255,7 +257,8 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
                 if running is not None:
                     step = statistic.detach().reshape(input.shape[:2]).mean(0)
                     running.mul_(1 - momentum).add_(step.to(running.dtype), alpha=momentum)
-    return scale_and_shift(normalized, weight, bias, shape, input.dtype)
+    # (PyTorch's runs batch norm on the input viewed as (1, N·C, ...), and views the result back)
+    return named_node(scale_and_shift(normalized, weight, bias, shape, input.dtype), None, "ViewBackward0", (input,))
 
 
 @names("batch_norm", method=False)

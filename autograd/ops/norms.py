@@ -108,6 +108,7 @@ class SingularValues(Primitive):
     needs distinct σ, as svd's gradient does).
     """
 
+    pytorch_name = "LinalgSvdBackward0"  # (PyTorch's node for it)
     saves_arguments = True  # backward uses the singular vectors: freed after backward, as PyTorch frees it
     handles_complex = True  # (real σ of a complex A: U diag(dL/dσ) Vᴴ is PyTorch's complex gradient too)
 

@@ -81,6 +81,8 @@ class NextAfter(Primitive):
 
     y is x moved by one unit in the last place, and PyTorch differentiates it as x itself."""
 
+    pytorch_name = "NextafterBackward0"  # (PyTorch's node for it)
+
     def forward(self, x, other):
         return xp.nextafter(x, other)
 

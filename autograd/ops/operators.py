@@ -25,6 +25,7 @@ from .elementwise import (
     NumberPow,
     Pow,
     PowConstant,
+    Rsub,
     Scale,
     Shift,
     Sub,
@@ -99,13 +100,18 @@ def _lowered(x, c):
     return Shift.apply(x, c=by_constant(x, -c), written="Sub")
 
 
+def _subtracted_from(x, c):
+    return Rsub.apply(x, c=by_constant(x, c))
+
+
 def _over(x, c):
     """c / x as PyTorch's Tensor.__rtruediv__ computes it: x.reciprocal() * c (two roundings, a MulBackward0 node
     that keeps only 1/x, so x may then be written in place)."""
     return Reciprocal.apply(x) * c
 
 
-for _name, _op, _by_number, _reflected_by_number in (("add", Add, _shifted, _shifted), ("sub", Sub, _lowered, None),
+for _name, _op, _by_number, _reflected_by_number in (("add", Add, _shifted, _shifted),
+                                                      ("sub", Sub, _lowered, _subtracted_from),
                                                       ("mul", Mul, _scaled, _scaled), ("truediv", Div, None, _over)):
     names(f"__{_name}__")(_operator(_op, by_number=_by_number))
     names(f"__r{_name}__")(_operator(_op, reflected=True, by_number=_reflected_by_number,
@@ -159,7 +165,7 @@ def square(input):
     """input · input; bools become int64 first, as PyTorch's (True · True would stay a bool)."""
     if input._data.dtype.kind == "b":
         input = Cast.apply(input, dtype=backend.int64)
-    return named_node(input * input, Mul, "PowBackward0")  # (PyTorch's square is pow(x, 2))
+    return input ** 2  # (PyTorch's square is pow(x, 2): its node PowBackward0, with x's one edge)
 
 
 @names("maximum", function=False)

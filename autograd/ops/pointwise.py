@@ -9,7 +9,7 @@ an int64 tensor is float32, as in PyTorch).
 import math
 
 from ..backend import errstate, float16, xp
-from ..primitive import Primitive, node_named
+from ..primitive import Primitive, named_node, node_named
 from ..tensor import Tensor
 from .conjugation import conj
 from .conversion import refuse_kinds, type_name
@@ -389,12 +389,14 @@ class Logit(Primitive):
 
 @names("deg2rad", inplace="deg2rad_")
 def deg2rad(input, *, out=None):
-    return write_out(_real_angle(input, "deg2rad") * (math.pi / 180), out)
+    return write_out(named_node(_real_angle(input, "deg2rad") * (math.pi / 180), None, "Deg2RadBackward0", (input,)),
+                     out)
 
 
 @names("rad2deg", inplace="rad2deg_")
 def rad2deg(input, *, out=None):
-    return write_out(_real_angle(input, "rad2deg") * (180 / math.pi), out)
+    return write_out(named_node(_real_angle(input, "rad2deg") * (180 / math.pi), None, "Rad2DegBackward0", (input,)),
+                     out)
 
 
 def _real_angle(input, name):
@@ -408,6 +410,8 @@ def _real_angle(input, name):
 
 class Entr(Primitive):
     """y = -x ln x (0 at x = 0, -inf for x < 0);   dL/dx = -dL/dy · (ln x + 1)"""
+
+    pytorch_name = "SpecialEntrBackward0"  # (PyTorch's node for it)
 
     def forward(self, x):
         refuse_kinds(x, "entr_cpu", "c")

@@ -7,7 +7,7 @@ import math
 from ..backend import errstate, xp
 from ..errors import DtypeError, refuse_unbroadcastable
 from ..operands import _operand
-from ..primitive import Primitive
+from ..primitive import Primitive, named_node, node_named
 from ..tensor import Tensor, tensor_from
 from .conjugation import conj, refuse_unordered
 from .conversion import c_name, refuse_kinds, type_name
@@ -66,6 +66,7 @@ class LogAddExp(Primitive):
     dL/dy = dL/dz · σ(y - x)  (from x and y only: z may be changed in place later, as PyTorch allows;
     complex: · conj σ, z holomorphic; computed shifted by the larger real part, NumPy having no complex ufunc)"""
 
+    pytorch_name = "LogaddexpBackward0"  # (PyTorch's node for it)
     handles_complex = True
 
     def forward(self, x, y):
@@ -88,6 +89,8 @@ class LogAddExp(Primitive):
 class LogAddExp2(Primitive):
     """z = log₂(2^x + 2^y);   dL/dx = dL/dz · 2^(x - z) = dL/dz · σ((x - y) ln 2),
     dL/dy = dL/dz · σ((y - x) ln 2)  (from x and y only, as LogAddExp)"""
+
+    pytorch_name = "Logaddexp2Backward0"  # (PyTorch's node for it)
 
     def forward(self, x, y):
         return xp.logaddexp2(x, y)
@@ -149,6 +152,8 @@ class Xlog1py(Primitive):
     """z = x ln(1 + y), and 0 where x = 0 (unless y is NaN);
     dL/dx = dL/dz · ln(1 + y) (0 where x = 0 and y ≤ -1),   dL/dy = dL/dz · x / (1 + y)"""
 
+    pytorch_name = "SpecialXlog1PyBackward0"  # (PyTorch's node for it)
+
     def forward(self, x, y):
         with errstate(divide="ignore", invalid="ignore"):
             product = x * xp.log1p(y)
@@ -208,12 +213,14 @@ def lerp(input, end, weight, *, out=None):
             raise RuntimeError(f"value cannot be converted to type {input.dtype} without overflow")
         if input.dtype == xp.float16 and isinstance(end, Tensor) and end.dtype == xp.float16:
             # the number kept in float32, not rounded to float16 (0.3 would become 0.2998), as PyTorch's kernel
-            return write_out(lerp(input.float(), end.float(), weight).half(), out)
+            return write_out(named_node(lerp(input.float(), end.float(), weight).half(), None, "LerpBackward0",
+                                        (input, end)), out)
         weight = _operand(weight, input)
     else:
         dtype = result_type(input, weight)
         input, end, weight = (t if t.dtype == dtype else t.to(dtype) for t in (input, end, weight))
         refuse_kinds(input, "lerp_kernel_tensor", "biu")
+        return write_out(Lerp.apply(input, end, weight, pytorch_name="LerpBackward1"), out)  # (PyTorch's overload)
     return write_out(Lerp.apply(input, end, weight), out)
 
 
@@ -319,6 +326,7 @@ def fmax(input, other, *, out=None):
 
 
 @names("fmin")
+@node_named("FminBackward0")
 def fmin(input, other, *, out=None):
     """The smaller of input and other elementwise, ignoring a NaN (NaN only where both are)."""
     input, other = promote(input, other)  # (shapes that do not broadcast: the comparison raises PyTorch's error)

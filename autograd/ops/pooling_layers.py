@@ -77,6 +77,7 @@ def _max_pool(input, kernel_size, stride, padding, dilation, ceil_mode, return_i
     return undo(values), undo(tensor_from(pooling.max_pool_indices(winners, input.shape, params)))
 
 
+@node_named("MaxPool2DWithIndicesBackward0")  # (an unbatched input too: PyTorch's kernel takes it as it is)
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
     """y = the maximum of each window (padding never wins); with return_indices, also the flat index
     h·W + w of each maximum in its input plane (PyTorch's, for max_unpool)."""
@@ -145,6 +146,7 @@ def _divided_towards_zero(total, divisor, dtype):
     return tensor_from((xp.sign(total) * xp.sign(divisor) * (xp.abs(total) // xp.abs(divisor))).astype(dtype))
 
 
+@node_named("AvgPool2DBackward0")  # (an unbatched input too, as max_pool2d)
 def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
                divisor_override=None, *, out=None):
     """y = the mean of each window: the window's sum divided by its size counted with the zero padding
@@ -372,7 +374,8 @@ def adaptive_avg_pool3d(input, output_size):
     n, c, depth = input.shape[:3]
     planes = _columns(adaptive_avg_pool2d(_planes(input), out[1:]), n, c, depth)
     y = _separable(planes, [_bin_average(depth, out[0], input.dtype), None])
-    return _unbatch(y.reshape(n, c, *out), unbatched)
+    name = "MeanBackward1" if tuple(out) == (1, 1, 1) else "AdaptiveAvgPool3DBackward0"  # (PyTorch's: a mean)
+    return named_node(_unbatch(y.reshape(n, c, *out), unbatched), None, name, (input,))
 
 
 def _adaptive_max3d(input, output_size, return_indices):
@@ -387,11 +390,13 @@ def _adaptive_max3d(input, output_size, return_indices):
     return _unbatch(pooled[0].reshape(n, c, *out), unbatched), _unbatch(indices, unbatched)
 
 
+@node_named("AdaptiveMaxPool3DBackward0")  # (PyTorch's one kernel, for an unbatched input too)
 def adaptive_max_pool3d(input, output_size, return_indices=False):
     """y = the maximum of x over PyTorch's adaptive bins of each axis."""
     return _adaptive_max3d(input, output_size, return_indices)
 
 
+@node_named("AdaptiveMaxPool3DBackward0")
 def adaptive_max_pool3d_with_indices(input, output_size, return_indices=False):
     return _adaptive_max3d(input, output_size, True)
 

@@ -169,11 +169,14 @@ class ModuloByNumber(Primitive):
 
 def _modulo(primitive, input, other, name):
     number = (type(other) is float or type(other) is int) and isinstance(input, Tensor)
+    by_tensor = isinstance(other, Tensor)  # (PyTorch's Tensor overload: FmodBackward1, RemainderBackward1)
     input, other = promote(input, other)
     refuse_kinds(input, f"{name}_cpu", "bc")  # (NumPy: int8 for bools)
     if number and input._data.dtype.kind == "f":
         _refuse_integer_division_by_zero(input._data, other._data)
         return ModuloByNumber.apply(input, c=other._data, written=primitive.__name__)
+    if by_tensor:
+        return primitive.apply(input, other, pytorch_name=f"{primitive.__name__}Backward1")
     return primitive.apply(input, other)
 
 

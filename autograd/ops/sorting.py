@@ -91,12 +91,14 @@ def _sort_order(input, axis, descending, stable):
 
 
 @names("sort")
-def sort(input, dim=-1, descending=False, *, stable=False, out=None):
+def sort(input, dim=-1, descending=False, *, stable=None, out=None):
     """(values, indices): input sorted along dim, and where each value came from (equal values in
-    PyTorch's order: see _sort_order)."""
+    PyTorch's order: see _sort_order). ``stable`` given (True or False) is PyTorch's other overload, whose node is
+    SortBackward1."""
     axis = dim_index(dim, input.ndim)
-    indices = _sort_order(input, axis, descending, stable)
-    values = named_node(_pick(input, axis, indices), None, "SortBackward0", (input,))
+    indices = _sort_order(input, axis, descending, bool(stable))
+    values = named_node(_pick(input, axis, indices), None, "SortBackward0" if stable is None else "SortBackward1",
+                        (input,))
     return write_out(SortResult(values, Tensor._make(indices)), out)
 
 

@@ -9,6 +9,7 @@ import warnings
 
 from ..backend import errstate, int64, xp
 from ..graph import program_stacklevel
+from ..primitive import named_node
 from ..tensor import Tensor, tensor_from
 from . import conjugation, elementwise, reductions, shape
 from .axes import dim_index, unbiased_overload
@@ -21,8 +22,8 @@ def var_mean(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
     """(var, mean) of input (over dim), computed together; var_mean(input, False) is PyTorch's
     unbiased overload."""
     dim, unbiased = unbiased_overload("var_mean", dim, unbiased, keepdim, correction)
-    return (reductions.variance(input, dim, unbiased, keepdim, correction, "var_mean"),
-            reductions.mean(input, dim, keepdim))
+    return _one_node((reductions.variance(input, dim, unbiased, keepdim, correction, "var_mean"),
+                      reductions.mean(input, dim, keepdim)), "VarMeanBackward0", input)
 
 
 @names("std_mean", method=False)
@@ -30,8 +31,13 @@ def std_mean(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
     """(std, mean) of input (over dim), computed together; std_mean(input, False) is PyTorch's
     unbiased overload."""
     dim, unbiased = unbiased_overload("std_mean", dim, unbiased, keepdim, correction)
-    return (reductions.standard_deviation(input, dim, unbiased, keepdim, correction, "std_mean"),
-            reductions.mean(input, dim, keepdim))
+    return _one_node((reductions.standard_deviation(input, dim, unbiased, keepdim, correction, "std_mean"),
+                      reductions.mean(input, dim, keepdim)), "StdMeanBackward0", input)
+
+
+def _one_node(outputs, pytorch_name, input):
+    """Both outputs with the name of PyTorch's one node for them (VarMeanBackward0, StdMeanBackward0)."""
+    return tuple(named_node(output, None, pytorch_name, (input,)) for output in outputs)
 
 
 @names("cov")

@@ -135,6 +135,7 @@ def torch_svd(input, some=True, compute_uv=True, *, out=None):
 class PseudoInverse(Primitive):
     """X = A⁺;   dL/dA = -Xᴴ Ḡ Xᴴ + (I - AX) Ḡᴴ X Xᴴ + XᴴX Ḡᴴ (I - XA)  (constant rank)"""
 
+    pytorch_name = "LinalgPinvBackward0"  # (PyTorch's node for it)
     saves_output = True
     handles_complex = True  # (written with ᴴ, as PyTorch's pinv_backward)
 

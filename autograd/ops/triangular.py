@@ -19,7 +19,7 @@ import warnings
 
 from ..backend import errstate, xp
 from ..graph import program_stacklevel
-from ..primitive import Primitive
+from ..primitive import Primitive, named_node
 from ..return_types import return_type
 from .conversion import require_same_dtype
 from .elementwise import unbroadcast
@@ -99,7 +99,7 @@ def solve_triangular(input, B, *, upper, left=True, unitriangular=False, out=Non
         X = SolveTriangular.apply(A, B, upper=bool(upper), unitriangular=bool(unitriangular))
     else:  # X A = B  ⇔  Aᵀ Xᵀ = Bᵀ, and Aᵀ is triangular the other way up
         X = SolveTriangular.apply(A.mT, B.mT, upper=not upper, unitriangular=bool(unitriangular)).mT
-    return write_out(X, out, same_dtype=True)
+    return write_out(named_node(X, None, "LinalgSolveTriangularBackward0", (A, B)), out, same_dtype=True)
 
 
 @names("triangular_solve")
@@ -116,5 +116,5 @@ def triangular_solve(input, A, upper=True, transpose=False, unitriangular=False,
     require_same_dtype(input, A, ("b", "A"))
     coefficient = A.mT if transpose else A
     solution = solve_triangular(coefficient, input, upper=upper != bool(transpose), unitriangular=unitriangular)
-    result = TriangularSolveResult(solution, A.clone())
+    result = TriangularSolveResult(named_node(solution, None, "TriangularSolveBackward0", (input, A)), A.clone())
     return write_out(result, out)
