@@ -42,14 +42,19 @@ class Cholesky(Primitive):
     saves_inputs = False  # backward needs no input's values
     saves_output = True
     handles_complex = True  # (written with ᴴ; P's diagonal keeps its imaginary part, as PyTorch's)
+    upper = False  # which triangle of A is read (LAPACK's uplo): the other is taken to mirror it
 
     def forward(self, a):
         try:
-            return xp.linalg.cholesky(a)
+            # the upper triangle, conjugated onto the lower, is the Hermitian matrix that triangle describes
+            lower = xp.linalg.cholesky(xp.conj(xp.swapaxes(a, -1, -2)) if self.upper else a)
+            if xp.isnan(xp.diagonal(lower, axis1=-2, axis2=-1)).any():  # NumPy lets a NaN pivot through; LAPACK's
+                raise xp.linalg.LinAlgError  # potrf, PyTorch's, counts it as not positive
+            return lower
         except xp.linalg.LinAlgError:
             from .checked import _cholesky_info, _raise  # (checked imports this module)
 
-            _raise(_cholesky_info(a), "linalg.cholesky", lambda order: "The factorization could not be completed "
+            _raise(_cholesky_info(a, self.upper), "linalg.cholesky", lambda order: "The factorization could not be completed "
                    f"because the input is not positive-definite (the leading minor of order {order} is not "
                    "positive-definite).")
 
@@ -67,7 +72,7 @@ def cholesky(input, *, upper=False, out=None):
     positive-definite A (LinAlgError otherwise)."""
     A = input  # (PyTorch's keyword is input=, though its docs write A)
     _square(A, "cholesky")
-    lower = Cholesky.apply(A)
+    lower = Cholesky.apply(A, upper=upper)  # (LAPACK's potrf reads only A's upper triangle then, as PyTorch's)
     return write_out(lower.mH if upper else lower, out, same_dtype=True)  # (U = Lᴴ: conjugated where complex)
 
 
@@ -248,6 +253,10 @@ def _cholesky_product_factor(L, upper):
     """The lower factor of A = L Lᴴ, given the factor as stored (upper: A = Uᴴ U; ᴴ is ᵀ for reals)."""
     if L.ndim < 2 or L.shape[-1] != L.shape[-2]:
         raise RuntimeError(f"cholesky: the factor must be a batch of square matrices, got shape {tuple(L.shape)}")
+    # Only the factor's triangle is read, as LAPACK's potrs/potri (what lies across it is not the factor's); the
+    # gradient passes to the factor whole, PyTorch's formula (-C L, not triangular)
+    triangle = L.triu() if upper else L.tril()
+    L = L + (triangle - L).detach()
     return L.mH if upper else L
 
 

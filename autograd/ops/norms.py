@@ -22,7 +22,6 @@ from .half_linalg import low_precision, refuses_half
 from .names import names
 from .outputs import write_out
 from .reductions import spread
-from .selection import zero_gradient
 
 
 class VectorNorm(Primitive):
@@ -56,8 +55,8 @@ class VectorNorm(Primitive):
         p = self.ord
         grad = spread(grad, x, self.axes, self.keepdim)
         norm = spread(y, x, self.axes, self.keepdim)
-        if p == 0:
-            return (zero_gradient(x, grad),)
+        if p == 0:  # a count: no gradient at all (None, not zeros: x.grad stays None, as PyTorch's)
+            return (None,)
         if p == 1:
             return (grad * x.sgn(),)
         if math.isinf(p):  # the elements attaining the extremum share the gradient (cdist's and pdist's each take

@@ -71,8 +71,9 @@ class SVD(Primitive):
 
     def forward(self, a):
         u, s, vh = xp.linalg.svd(a, full_matrices=self.full_matrices)
-        batch = a.shape[:-2]
-        return xp.concatenate([u.reshape(batch + (-1,)), s, vh.reshape(batch + (-1,))], axis=-1)
+        batch = a.shape[:-2]  # (sizes spelt out, not -1: an empty batch has no size to infer)
+        return xp.concatenate([u.reshape(batch + (u.shape[-2] * u.shape[-1],)), s,
+                               vh.reshape(batch + (vh.shape[-2] * vh.shape[-1],))], axis=-1)
 
     def backward(self, grad, packed, a):
         m, n = a.shape[-2:]
@@ -123,11 +124,12 @@ def svd(A, full_matrices=True, *, driver=None, out=None):
 @names("svd")
 def torch_svd(input, some=True, compute_uv=True, *, out=None):
     """(U, S, V) with input = U diag(S) Vᴴ (torch.svd: V, not Vh; some=False gives the full U and V).
-    With compute_uv=False, U and V are zeros (S alone is computed)."""
+    With compute_uv=False, U and V are zeros, square whatever ``some`` says (S alone is used)."""
     u, s, vh = svd(input, full_matrices=not some)
     if not compute_uv:
-        u = Tensor._make(xp.zeros(u.shape, dtype=u.dtype))
-        vh = Tensor._make(xp.zeros(vh.shape, dtype=vh.dtype))
+        rows, columns = input.shape[-2:]
+        u = Tensor._make(xp.zeros(input.shape[:-2] + (rows, rows), dtype=u.dtype))
+        vh = Tensor._make(xp.zeros(input.shape[:-2] + (columns, columns), dtype=vh.dtype))
     return write_out(TorchSVDResult(u, s, vh.mH), out)
 
 
