@@ -160,3 +160,133 @@ def test_psd_safe_cholesky_jitters_the_failed_members_of_a_batch():
     assert tries > 0 and int32
     assert info[0] == 0 and (info[1:] > 0).all()
     assert np.isfinite(L).all() and np.isfinite(grad).all()
+
+
+# ----------------------------------------------------------------------------------------------
+# Least squares and ridge: lstsq (every driver), solve, pinv, normal equations, a hyperparameter's gradient
+# ----------------------------------------------------------------------------------------------
+
+
+def least_squares(m, dtype_name):
+    torch = m.torch
+    dtype = getattr(torch, dtype_name)
+    rng = np.random.default_rng(2)
+    X = torch.tensor(rng.standard_normal((40, 5)), dtype=dtype)
+    w_true = torch.tensor([1.0, -2.0, 0.5, 0.0, 3.0], dtype=dtype)
+    y = X @ w_true + 0.1 * torch.tensor(rng.standard_normal(40), dtype=dtype)
+    Y = torch.stack([y, 2 * y], -1)
+    out = {}
+    for driver in ("gels", "gelsy", "gelsd", "gelss"):
+        res = torch.linalg.lstsq(X, Y, driver=driver)
+        out[driver] = res.solution
+        out[driver + "_rank"] = res.rank if driver != "gels" else None
+        out[driver + "_sv"] = res.singular_values if driver in ("gelsd", "gelss") else None
+    # residuals are returned only for a full-rank tall system with gels/gelsd/gelss (not gelsy, PyTorch's rule)
+    out["residuals"] = torch.linalg.lstsq(X, Y, driver="gelsd").residuals
+    out["residuals_gelsy"] = torch.linalg.lstsq(X, Y, driver="gelsy").residuals.shape
+    out["pinv"] = torch.linalg.pinv(X) @ Y
+    out["normal"] = torch.linalg.solve(X.T @ X, X.T @ Y)
+    Q, R = torch.linalg.qr(X)
+    out["qr"] = torch.linalg.solve_triangular(R, Q.T @ Y, upper=True)
+    out["cholesky"] = torch.cholesky_solve(X.T @ Y, torch.linalg.cholesky(X.T @ X))
+    # batched: one regression per group, broadcasting a shared design
+    Xb = torch.tensor(rng.standard_normal((3, 12, 4)), dtype=dtype)
+    yb = torch.tensor(rng.standard_normal((3, 12, 1)), dtype=dtype)
+    out["batched"] = torch.linalg.lstsq(Xb, yb).solution
+    # underdetermined: the minimum-norm solution (gelsd) equals pinv's
+    Xw = X[:3]
+    out["min_norm"] = torch.linalg.lstsq(Xw, Y[:3], driver="gelsd").solution
+    out["min_norm_pinv"] = torch.linalg.pinv(Xw) @ Y[:3]
+    # a rank-deficient design: gelsy's rank, and the pinv's cut-off by rtol
+    Xr = torch.cat([X[:, :3], X[:, :1] + X[:, 1:2]], 1)
+    out["rank_deficient_rank"] = torch.linalg.lstsq(Xr, y.unsqueeze(-1), driver="gelsy").rank
+    out["rank_deficient_pinv"] = torch.linalg.pinv(Xr) @ y  # (the default rtol, eps · max(m, n), cuts the null one)
+    return out
+
+
+@pytest.mark.parametrize("dtype_name, rtol, atol", [("float64", 1e-8, 1e-10), ("float32", 1e-3, 1e-4)])
+def test_least_squares_by_every_route_agree(dtype_name, rtol, atol):
+    ours, _ = run_both(least_squares, dtype_name, rtol=rtol, atol=atol)
+    for route in ("gels", "gelsy", "gelss", "pinv", "normal", "qr", "cholesky"):
+        np.testing.assert_allclose(ours[route], ours["gelsd"], rtol=max(rtol, 1e-6) * 10, atol=atol * 10)
+    np.testing.assert_allclose(ours["min_norm"], ours["min_norm_pinv"], rtol=rtol * 10, atol=atol * 10)
+    assert ours["gelsd_rank"] == 5 and ours["rank_deficient_rank"] == 3
+    assert ours["residuals_gelsy"] == (0,)
+
+
+def ridge_hyperparameter(m):
+    """Ridge regression's validation loss differentiated with respect to log λ through the solve (implicit
+    hyperparameter optimisation), and the same by the SVD's closed form; features standardised by hand."""
+    torch = m.torch
+    rng = np.random.default_rng(3)
+    X = torch.tensor(rng.standard_normal((30, 6)))
+    w = torch.tensor(rng.standard_normal(6))
+    y = X @ w + 0.5 * torch.tensor(rng.standard_normal(30))
+    Xtr, ytr, Xva, yva = X[:20], y[:20], X[20:], y[20:]
+    mu, sd = Xtr.mean(0), Xtr.std(0)
+    Xtr, Xva = (Xtr - mu) / sd, (Xva - mu) / sd
+    log_lam = torch.tensor(0.0, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.SGD([log_lam], lr=0.5)
+    history = []
+    for step in range(8):
+        opt.zero_grad()
+        lam = log_lam.exp()
+        A = Xtr.T @ Xtr + lam * torch.eye(6, dtype=X.dtype)
+        beta = torch.linalg.solve(A, Xtr.T @ ytr)
+        val = ((Xva @ beta - yva) ** 2).mean()
+        val.backward()
+        opt.step()
+        history.append((val.item(), log_lam.grad.item()))
+    lam = log_lam.detach().exp().requires_grad_()
+    U, S, Vh = torch.linalg.svd(Xtr, full_matrices=False)
+    beta_svd = Vh.T @ ((S / (S ** 2 + lam)) * (U.T @ ytr))
+    A = Xtr.T @ Xtr + lam * torch.eye(6, dtype=X.dtype)
+    beta_solve = torch.linalg.solve(A, Xtr.T @ ytr)
+    g_svd = torch.autograd.grad(beta_svd.sum(), lam)[0]
+    g_solve = torch.autograd.grad(beta_solve.sum(), lam)[0]
+    # effective degrees of freedom: tr(X (XᵀX + λI)⁻¹ Xᵀ) by inv, by solve, and Σ s²/(s²+λ)
+    dof = torch.trace(Xtr @ torch.linalg.inv(A) @ Xtr.T)
+    dof2 = torch.trace(torch.linalg.solve(A, Xtr.T @ Xtr))
+    dof3 = (S ** 2 / (S ** 2 + lam)).sum()
+    return history, beta_svd, beta_solve, g_svd, g_solve, dof, dof2, dof3
+
+
+def test_ridge_hyperparameter_gradient_through_solve():
+    ours, _ = run_both(ridge_hyperparameter, rtol=1e-8, atol=1e-10)
+    history, beta_svd, beta_solve, g_svd, g_solve, dof, dof2, dof3 = ours
+    np.testing.assert_allclose(beta_svd, beta_solve, rtol=1e-10)
+    np.testing.assert_allclose(g_svd, g_solve, rtol=1e-8)
+    np.testing.assert_allclose([dof, dof2], [dof3, dof3], rtol=1e-10)
+    assert history[-1][0] < history[0][0]
+
+
+def polynomial_fit(m):
+    """Polynomial regression by a Vandermonde matrix (linalg.vander increasing, torch.vander decreasing) and lstsq;
+    its conditioning by cond; Chebyshev nodes against equispaced ones."""
+    torch = m.torch
+    x = torch.linspace(-1, 1, 15, dtype=torch.float64)
+    y = torch.cos(3 * x) + 0.3 * x ** 3
+    V = torch.linalg.vander(x, N=6)
+    coef = torch.linalg.lstsq(V, y.unsqueeze(-1)).solution.squeeze(-1)
+    Vd = torch.vander(x, N=6)
+    coef_d = torch.linalg.lstsq(Vd, y.unsqueeze(-1)).solution.squeeze(-1)
+    k = torch.arange(15, dtype=torch.float64)
+    cheb = torch.cos((2 * k + 1) * math.pi / 30)
+    conds = (torch.linalg.cond(torch.linalg.vander(x, N=10)), torch.linalg.cond(torch.linalg.vander(cheb, N=10)))
+    # differentiate the fitted curve's value at 0.3 with respect to the data
+    yy = y.clone().requires_grad_()
+    c = torch.linalg.lstsq(V, yy.unsqueeze(-1)).solution.squeeze(-1)
+    at = torch.linalg.vander(torch.tensor([0.3], dtype=torch.float64), N=6) @ c
+    (g,) = torch.autograd.grad(at.sum(), yy)
+    # integer nodes: vander of int64 stays int64
+    Vi = torch.linalg.vander(torch.arange(4), N=4)
+    return coef, coef_d.flip(0), conds, g, Vi, str(Vi.dtype).split(".")[-1]
+
+
+def test_polynomial_fit_by_vandermonde():
+    ours, _ = run_both(polynomial_fit, rtol=1e-8, atol=1e-10)
+    coef, coef_flipped, conds, g, Vi, dtype = ours
+    np.testing.assert_allclose(coef, coef_flipped, rtol=1e-8, atol=1e-10)
+    assert conds[1] < conds[0]
+    np.testing.assert_allclose(g.sum(), 1.0, rtol=1e-10)  # the fit reproduces constants: weights sum to one
+    assert dtype == "int64" and (Vi == np.arange(4)[:, None] ** np.arange(4)).all()

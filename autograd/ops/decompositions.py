@@ -22,7 +22,7 @@ from . import joins, shape
 from .conversion import require_same_dtype
 from .elementwise import Where
 from .half_linalg import refuses_half
-from .inverses import Solve, _square, inv
+from .inverses import Solve, _square, converging, inv
 from .names import names
 from .outputs import write_out
 
@@ -54,8 +54,8 @@ class Cholesky(Primitive):
         except xp.linalg.LinAlgError:
             from .checked import _cholesky_info, _raise  # (checked imports this module)
 
-            _raise(_cholesky_info(a, self.upper), "linalg.cholesky", lambda order: "The factorization could not be completed "
-                   f"because the input is not positive-definite (the leading minor of order {order} is not "
+            _raise(_cholesky_info(a, self.upper), "linalg.cholesky", lambda order: "The factorization could not be "
+                   f"completed because the input is not positive-definite (the leading minor of order {order} is not "
                    "positive-definite).")
 
     def backward(self, grad, lower, a):
@@ -85,7 +85,8 @@ class Eigh(Primitive):
     handles_complex = True  # (written with ᴴ; the phase check is PyTorch's)
 
     def forward(self, a):
-        values, vectors = xp.linalg.eigh(a, UPLO=self.uplo)
+        with converging(a, "linalg.eigh"):
+            values, vectors = xp.linalg.eigh(a, UPLO=self.uplo)
         return xp.concatenate([values[..., None, :], vectors], axis=-2)
 
     def backward(self, grad, y, a):

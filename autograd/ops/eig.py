@@ -64,6 +64,8 @@ def _decompose(A, op, vectors):
     _square(A, op)
     if A.dtype.kind not in "fc":
         raise RuntimeError(f"linalg.{op}: Expected a floating point or complex tensor as input. Got {A.dtype}")
+    if not xp.isfinite(A._data).all():  # (NumPy's refusal is a ValueError)
+        raise RuntimeError("torch.linalg.eig: input tensor should not contain infs or NaNs.")
     if A.requires_grad and is_grad_enabled():
         stacked = Eig.apply(A)
         return (stacked[..., 0, :], stacked[..., 1:, :]) if vectors else stacked[..., 0, :]

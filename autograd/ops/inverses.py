@@ -6,6 +6,7 @@
     ln|det A|:        dL/dA = dL/dy · A⁻ᵀ
 """
 
+import contextlib
 
 from ..backend import xp
 from ..graph import is_grad_enabled
@@ -42,6 +43,21 @@ def first_failure(info):
     flat = info.reshape(-1)
     first = int(xp.flatnonzero(flat)[0])
     return f"(Batch element {first}): " if info.ndim else "", int(flat[first])
+
+
+@contextlib.contextmanager
+def converging(a, op, values="eigenvalues"):
+    """Run a decomposition NumPy iterates (eigh's, svd's), turning its LinAlgError, which names no matrix, into
+    PyTorch's: the first matrix of the batch with a NaN or inf, what stops the iteration in practice. ``values``:
+    what the decomposition finds, for the message's 'too many repeated ...'."""
+    try:
+        yield
+    except xp.linalg.LinAlgError:
+        non_finite = ~xp.isfinite(a).all(axis=(-2, -1))
+        where = first_failure(non_finite)[0] if non_finite.any() else ""
+        cause = ("contained non-finite values." if non_finite.any() and values == "singular values" else
+                 f"is ill-conditioned or has too many repeated {values}.")
+        raise LinAlgError(f"{op}: {where}The algorithm failed to converge because the input matrix {cause}") from None
 
 
 def _singular(a, op):

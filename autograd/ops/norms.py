@@ -19,6 +19,7 @@ from .axes import dim_index, normalize_dims
 from .contractions import require_scalar_type
 from .elementwise import Where
 from .half_linalg import low_precision, refuses_half
+from .inverses import converging
 from .names import names
 from .outputs import write_out
 from .reductions import spread
@@ -111,7 +112,8 @@ class SingularValues(Primitive):
     handles_complex = True  # (real σ of a complex A: U diag(dL/dσ) Vᴴ is PyTorch's complex gradient too)
 
     def forward(self, a):
-        self.u, sigma, self.vh = xp.linalg.svd(a, full_matrices=False)
+        with converging(a, "linalg.svd", "singular values"):
+            self.u, sigma, self.vh = xp.linalg.svd(a, full_matrices=False)
         return sigma
 
     def backward(self, grad, y, a):

@@ -30,6 +30,7 @@ from ..tensor import Tensor
 from .conversion import type_name
 from .decompositions import _require_phase_free
 from .half_linalg import FLOAT_OR_DOUBLE, PINV, refuses_half
+from .inverses import converging
 from .linalg import matmul
 from .names import names
 from .outputs import write_out
@@ -70,7 +71,8 @@ class SVD(Primitive):
     handles_complex = True  # (written with ᴴ; the phase term and check are PyTorch's)
 
     def forward(self, a):
-        u, s, vh = xp.linalg.svd(a, full_matrices=self.full_matrices)
+        with converging(a, "linalg.svd", "singular values"):
+            u, s, vh = xp.linalg.svd(a, full_matrices=self.full_matrices)
         batch = a.shape[:-2]  # (sizes spelt out, not -1: an empty batch has no size to infer)
         return xp.concatenate([u.reshape(batch + (u.shape[-2] * u.shape[-1],)), s,
                                vh.reshape(batch + (vh.shape[-2] * vh.shape[-1],))], axis=-1)
@@ -142,7 +144,8 @@ class PseudoInverse(Primitive):
     def forward(self, a):
         if xp.__name__ == "cupy":  # (CuPy's pinv names the relative tolerance rcond, and has no hermitian path)
             return xp.linalg.pinv(a, rcond=self.rtol)
-        return xp.linalg.pinv(a, rtol=self.rtol, hermitian=self.hermitian)
+        with converging(a, *(("linalg.eigh",) if self.hermitian else ("linalg.svd", "singular values"))):
+            return xp.linalg.pinv(a, rtol=self.rtol, hermitian=self.hermitian)
 
     def backward(self, grad, x, a):
         xt, gt = x.mH, grad.mH
@@ -160,8 +163,10 @@ def _one_tolerance(op, name, atol, rtol):
 def _singular_values(A, hermitian):
     """A's singular values as an array (Hermitian A: its eigenvalues' absolute values, from its lower triangle)."""
     if hermitian:
-        return xp.abs(xp.linalg.eigvalsh(A._data))
-    return xp.linalg.svd(A._data, compute_uv=False)
+        with converging(A._data, "linalg.eigh"):
+            return xp.abs(xp.linalg.eigvalsh(A._data))
+    with converging(A._data, "linalg.svd", "singular values"):
+        return xp.linalg.svd(A._data, compute_uv=False)
 
 
 def _relative_tolerance(A, atol, rtol, hermitian):
@@ -252,6 +257,6 @@ def lstsq(input, b, rcond=None, *, driver=None, out=None):
         residuals = (matmul(A, solution) - B).abs().square().sum(-2)  # (a vector B keeps its column: (1,))
     singular_values = empty
     if driver in ("gelsd", "gelss"):
-        singular_values = Tensor._make(xp.linalg.svd(A._data, compute_uv=False))
+        singular_values = Tensor._make(_singular_values(A, False))
     result = LstsqResult(solution.squeeze(-1) if vector else solution, residuals, rank, singular_values)
     return write_out(result, out)
