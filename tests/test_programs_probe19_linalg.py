@@ -290,3 +290,350 @@ def test_polynomial_fit_by_vandermonde():
     assert conds[1] < conds[0]
     np.testing.assert_allclose(g.sum(), 1.0, rtol=1e-10)  # the fit reproduces constants: weights sum to one
     assert dtype == "int64" and (Vi == np.arange(4)[:, None] ** np.arange(4)).all()
+
+
+# ----------------------------------------------------------------------------------------------
+# Orthogonal Procrustes and the polar decomposition through the SVD; PCA and ZCA whitening through eigh
+# ----------------------------------------------------------------------------------------------
+
+
+def procrustes_and_polar(m, dtype_name):
+    torch = m.torch
+    dtype = getattr(torch, dtype_name)
+    rng = np.random.default_rng(4)
+    A = torch.tensor(rng.standard_normal((2, 20, 4)), dtype=dtype)
+    Q_true = torch.linalg.qr(torch.tensor(rng.standard_normal((2, 4, 4)), dtype=dtype)).Q
+    B = A @ Q_true + 0.01 * torch.tensor(rng.standard_normal((2, 20, 4)), dtype=dtype)
+    A.requires_grad_(True)
+    # orthogonal Procrustes: argmin_R ‖A R − B‖ over orthogonal R is U Vᴴ of AᵀB
+    U, S, Vh = torch.linalg.svd(A.mT @ B)
+    R = U @ Vh
+    err = torch.linalg.matrix_norm(A @ R - B)
+    (gA,) = torch.autograd.grad(err.sum(), A, retain_graph=True)
+    # polar decomposition M = W P (W orthogonal, P symmetric positive semi-definite) and Newton–Schulz toward W
+    M = torch.tensor(rng.standard_normal((3, 3)), dtype=dtype, requires_grad=True)
+    U2, S2, Vh2 = torch.linalg.svd(M)
+    W = U2 @ Vh2
+    P = Vh2.mT @ torch.diag_embed(S2) @ Vh2
+    X = M / torch.linalg.matrix_norm(M, ord=2)
+    for _ in range(25):
+        X = 1.5 * X - 0.5 * X @ X.mT @ X
+    gM = torch.autograd.grad((W * torch.arange(9, dtype=dtype).reshape(3, 3)).sum(), M)[0]
+    # the symmetric orthogonalisation (Löwdin) by the inverse square root through eigh: (MᵀM)^(-1/2)
+    lam, V = torch.linalg.eigh(M.mT @ M)
+    W2 = M @ V @ torch.diag_embed(lam.rsqrt()) @ V.mT
+    return R, err, gA, W, P, X, gM, W2, torch.dist(W @ P, M)
+
+
+@pytest.mark.parametrize("dtype_name, rtol, atol", [("float64", 1e-8, 1e-10), ("float32", 2e-4, 2e-5)])
+def test_procrustes_and_polar_decomposition(dtype_name, rtol, atol):
+    ours, _ = run_both(procrustes_and_polar, dtype_name, rtol=rtol, atol=atol)
+    R, err, gA, W, P, X, gM, W2, reconstruction = ours
+    np.testing.assert_allclose(R @ np.swapaxes(R, -1, -2), np.broadcast_to(np.eye(4), (2, 4, 4)), atol=atol * 10)
+    np.testing.assert_allclose(X, W, atol=atol * 100)
+    np.testing.assert_allclose(W2, W, atol=atol * 100)
+    assert reconstruction < atol * 100
+
+
+def pca_whitening(m):
+    """PCA by eigh of the covariance (sorted descending by flip, sign-fixed), ZCA whitening, and a decorrelated
+    batch-norm layer (Huang et al.: Σ^(-1/2) by eigh, differentiated through) trained for a few steps."""
+    torch, nn = m.torch, m.nn
+    rng = np.random.default_rng(5)
+    mix = rng.standard_normal((4, 4))
+    data = torch.tensor(rng.standard_normal((64, 4)) @ mix + 1.0)
+    Xc = data - data.mean(0)
+    cov = Xc.T @ Xc / (Xc.shape[0] - 1)
+    evals, evecs = torch.linalg.eigh(cov)
+    evals, evecs = evals.flip(-1), evecs.flip(-1)
+    evecs = evecs * torch.sign(evecs[0:1])  # a sign convention: the first row positive
+    explained = evals / evals.sum()
+    scores = Xc @ evecs[:, :2]
+    zca = evecs @ torch.diag(1.0 / torch.sqrt(evals + 1e-5)) @ evecs.T
+    white = Xc @ zca
+    white_cov = white.T @ white / (white.shape[0] - 1)
+    # torch.pca_lowrank's centre and q: the same subspace (without its random sketch: compared through projectors)
+    U, S, V = torch.svd(Xc)
+    proj = V[:, :2] @ V[:, :2].T
+
+    class DecorrelatedBN(nn.Module):
+        def __init__(self, features, eps=1e-5):
+            super().__init__()
+            self.eps = eps
+            self.weight = nn.Parameter(torch.ones(features, dtype=torch.float64))
+            self.bias = nn.Parameter(torch.zeros(features, dtype=torch.float64))
+
+        def forward(self, x):
+            xc = x - x.mean(0, keepdim=True)
+            sigma = xc.T @ xc / x.shape[0] + self.eps * torch.eye(x.shape[1], dtype=x.dtype)
+            lam, D = torch.linalg.eigh(sigma)
+            whitening = D @ torch.diag(lam.rsqrt()) @ D.T
+            return xc @ whitening * self.weight + self.bias
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 4).double(), DecorrelatedBN(4), nn.ReLU(), nn.Linear(4, 1).double())
+    with torch.no_grad():
+        w0 = torch.tensor(rng.standard_normal((4, 4)) * 0.5)
+        w1 = torch.tensor(rng.standard_normal((1, 4)) * 0.5)
+        net[0].weight.copy_(w0)
+        net[0].bias.zero_()
+        net[3].weight.copy_(w1)
+        net[3].bias.zero_()
+    target = (data[:, :1] - data[:, 1:2]).tanh()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    losses = []
+    for step in range(10):
+        opt.zero_grad()
+        loss = torch.nn.functional.mse_loss(net(data), target)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    grads = [p.grad for p in net.parameters()]
+    return evals, evecs, explained, scores, white_cov, proj, losses, grads
+
+
+def test_pca_and_zca_whitening_through_eigh():
+    ours, _ = run_both(pca_whitening, rtol=1e-7, atol=1e-9)
+    evals, evecs, explained, scores, white_cov, proj, losses, grads = ours
+    assert (np.diff(evals) <= 0).all()
+    np.testing.assert_allclose(white_cov, np.eye(4), atol=1e-3)  # (less the 1e-5 added to small eigenvalues)
+    np.testing.assert_allclose(proj, evecs[:, :2] @ evecs[:, :2].T, atol=1e-10)
+    assert losses[-1] < losses[0]
+
+
+# ----------------------------------------------------------------------------------------------
+# Glow's invertible 1x1 convolution: LU-parametrised and plain (slogdet), trained by a flow's likelihood
+# ----------------------------------------------------------------------------------------------
+
+
+def glow_invconv(m, lu_init):
+    torch, nn, F = m.torch, m.nn, m.F
+    logabs = lambda x: torch.log(torch.abs(x))
+
+    class InvConv2d(nn.Module):
+        def __init__(self, weight):
+            super().__init__()
+            self.weight = nn.Parameter(weight.unsqueeze(2).unsqueeze(3))
+
+        def forward(self, input):
+            _, _, height, width = input.shape
+            out = F.conv2d(input, self.weight)
+            logdet = height * width * torch.slogdet(self.weight.squeeze().double())[1].float()
+            return out, logdet
+
+        def reverse(self, output):
+            return F.conv2d(output, self.weight.squeeze().inverse().unsqueeze(2).unsqueeze(3))
+
+    class InvConv2dLU(nn.Module):
+        def __init__(self, weight):
+            super().__init__()
+            if lu_init == "lu":
+                w_p, w_l, w_u = torch.linalg.lu(weight)
+            else:  # the packed factorisation, unpacked (torch.lu_unpack's P, L, U)
+                w_p, w_l, w_u = torch.lu_unpack(*torch.linalg.lu_factor(weight))
+            w_s = torch.diag(w_u)
+            w_u = torch.triu(w_u, 1)
+            u_mask = torch.triu(torch.ones_like(w_u), 1)
+            l_mask = u_mask.T
+            self.register_buffer("w_p", w_p)
+            self.register_buffer("u_mask", u_mask)
+            self.register_buffer("l_mask", l_mask)
+            self.register_buffer("s_sign", torch.sign(w_s))
+            self.register_buffer("l_eye", torch.eye(l_mask.shape[0]))
+            self.w_l = nn.Parameter(w_l)
+            self.w_s = nn.Parameter(logabs(w_s))
+            self.w_u = nn.Parameter(w_u)
+
+        def forward(self, input):
+            _, _, height, width = input.shape
+            weight = self.calc_weight()
+            out = F.conv2d(input, weight)
+            logdet = height * width * torch.sum(self.w_s)
+            return out, logdet
+
+        def calc_weight(self):
+            weight = (self.w_p @ (self.w_l * self.l_mask + self.l_eye)
+                      @ ((self.w_u * self.u_mask) + torch.diag(self.s_sign * torch.exp(self.w_s))))
+            return weight.unsqueeze(2).unsqueeze(3)
+
+        def reverse(self, output):
+            weight = self.calc_weight().squeeze()
+            LU, pivots = torch.linalg.lu_factor(weight)
+            flat = output.permute(0, 2, 3, 1).reshape(-1, weight.shape[0], 1)
+            x = torch.linalg.lu_solve(LU, pivots, flat)
+            return x.reshape(output.shape[0], output.shape[2], output.shape[3], -1).permute(0, 3, 1, 2)
+
+    rng = np.random.default_rng(6)
+    q = torch.linalg.qr(torch.tensor(rng.standard_normal((4, 4)), dtype=torch.float32)).Q
+    x = torch.tensor(rng.standard_normal((3, 4, 5, 5)), dtype=torch.float32)
+    results = {}
+    for name, layer in (("plain", InvConv2d(q.clone())), ("lu", InvConv2dLU(q.clone()))):
+        opt = torch.optim.Adam(layer.parameters(), lr=0.01)
+        losses = []
+        for step in range(5):
+            opt.zero_grad()
+            z, logdet = layer(x)
+            nll = 0.5 * (z ** 2).sum() / x.shape[0] - logdet  # a standard normal prior
+            nll.backward()
+            opt.step()
+            losses.append(nll.item())
+        with torch.no_grad():
+            z, logdet = layer(x)
+            back = layer.reverse(z)
+            w = (layer.calc_weight() if name == "lu" else layer.weight).squeeze()
+            sign, logabsdet = torch.linalg.slogdet(w)
+        results[name] = (losses, z, logdet, back, logabsdet * 25, sign, torch.linalg.det(w))
+    return results
+
+
+@pytest.mark.parametrize("lu_init", ["lu", "lu_factor"])
+def test_glow_invertible_1x1_convolution(lu_init):
+    ours, _ = run_both(glow_invconv, lu_init, rtol=2e-4, atol=2e-5)
+    x = np.random.default_rng(6)
+    for name, (losses, z, logdet, back, logabsdet, sign, det) in ours.items():
+        assert losses[-1] < losses[0], name
+        np.testing.assert_allclose(logdet, logabsdet, rtol=1e-4, err_msg=name)
+        np.testing.assert_allclose(sign * np.exp(logabsdet / 25), det, rtol=1e-4, err_msg=name)
+
+
+# ----------------------------------------------------------------------------------------------
+# matrix_exp for Lie groups: an orthogonal RNN (expRNN), SE(3) poses; matrix_power for Markov chains
+# ----------------------------------------------------------------------------------------------
+
+
+def exp_rnn(m):
+    """expRNN (Lezcano-Casado & Martínez-Rubio): the recurrent weight is exp(A − Aᵀ), orthogonal for any A."""
+    torch, nn = m.torch, m.nn
+
+    class ExpRNN(nn.Module):
+        def __init__(self, n_in, hidden, n_out):
+            super().__init__()
+            self.A = nn.Parameter(torch.zeros(hidden, hidden))
+            self.inp = nn.Linear(n_in, hidden)
+            self.out = nn.Linear(hidden, n_out)
+
+        def recurrent(self):
+            skew = self.A.triu(1) - self.A.triu(1).T
+            return torch.matrix_exp(skew)
+
+        def forward(self, x):
+            W = self.recurrent()
+            h = torch.zeros(x.shape[0], W.shape[0])
+            for t in range(x.shape[1]):
+                h = torch.tanh(h @ W.T + self.inp(x[:, t]))
+            return self.out(h)
+
+    rng = np.random.default_rng(7)
+    torch.manual_seed(0)
+    model = ExpRNN(2, 6, 1)
+    with torch.no_grad():
+        model.A.copy_(torch.tensor(rng.standard_normal((6, 6)) * 0.5, dtype=torch.float32))
+        model.inp.weight.copy_(torch.tensor(rng.standard_normal((6, 2)) * 0.5, dtype=torch.float32))
+        model.inp.bias.zero_()
+        model.out.weight.copy_(torch.tensor(rng.standard_normal((1, 6)) * 0.5, dtype=torch.float32))
+        model.out.bias.zero_()
+    x = torch.tensor(rng.standard_normal((8, 7, 2)), dtype=torch.float32)
+    y = x.sum((1, 2)).unsqueeze(-1).tanh()
+    opt = torch.optim.RMSprop(model.parameters(), lr=1e-2)
+    losses = []
+    for step in range(6):
+        opt.zero_grad()
+        loss = ((model(x) - y) ** 2).mean()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    W = model.recurrent().detach()
+    return losses, model.A.grad, W, W @ W.T, torch.linalg.det(W)
+
+
+def test_exp_rnn_orthogonal_recurrence_by_matrix_exp():
+    ours, _ = run_both(exp_rnn, rtol=1e-4, atol=1e-5)
+    losses, grad_A, W, WWt, det = ours
+    np.testing.assert_allclose(WWt, np.eye(6), atol=1e-5)
+    np.testing.assert_allclose(det, 1.0, rtol=1e-5)
+    np.testing.assert_allclose(np.triu(grad_A, 0) == 0, np.tri(6, dtype=bool))  # only A's strict upper triangle
+
+
+def se3_poses(m):
+    """SE(3) poses: exp of the 4x4 twist matrix (rotation by Rodrigues' closed form beside it), batched, float64,
+    a pose fitted by gradient descent; matrix_exp's second derivative; matrix_power of the pose."""
+    torch = m.torch
+
+    def hat(w):
+        z = torch.zeros_like(w[..., 0])
+        return torch.stack([torch.stack([z, -w[..., 2], w[..., 1]], -1),
+                            torch.stack([w[..., 2], z, -w[..., 0]], -1),
+                            torch.stack([-w[..., 1], w[..., 0], z], -1)], -2)
+
+    def se3_exp(xi):
+        omega, v = xi[..., :3], xi[..., 3:]
+        top = torch.cat([hat(omega), v.unsqueeze(-1)], -1)
+        bottom = torch.zeros(*xi.shape[:-1], 1, 4, dtype=xi.dtype)
+        return torch.linalg.matrix_exp(torch.cat([top, bottom], -2))
+
+    def rodrigues(omega):
+        theta = torch.linalg.vector_norm(omega, dim=-1, keepdim=True).unsqueeze(-1)
+        K = hat(omega / theta.squeeze(-1))
+        eye = torch.eye(3, dtype=omega.dtype)
+        return eye + torch.sin(theta) * K + (1 - torch.cos(theta)) * K @ K
+
+    rng = np.random.default_rng(8)
+    xi = torch.tensor(rng.standard_normal((5, 6)), requires_grad=True)
+    T = se3_exp(xi)
+    R_closed = rodrigues(xi[:, :3])
+    points = torch.tensor(rng.standard_normal((10, 3)))
+    target = se3_exp(torch.tensor([[0.3, -0.2, 0.5, 1.0, 0.0, -1.0]], dtype=torch.float64))[0]
+    homogeneous = torch.cat([points, torch.ones(10, 1, dtype=points.dtype)], -1)
+    goal = homogeneous @ target.T
+    pose = torch.zeros(6, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.SGD([pose], lr=0.05)
+    for step in range(30):
+        opt.zero_grad()
+        loss = ((homogeneous @ se3_exp(pose).T - goal) ** 2).sum(-1).mean()
+        loss.backward()
+        opt.step()
+    (g,) = torch.autograd.grad(T[..., :3, 3].sum() + T[..., :3, :3].diagonal(0, -2, -1).sum(), xi, create_graph=True)
+    (gg,) = torch.autograd.grad(g.pow(2).sum(), xi)
+    P3 = torch.linalg.matrix_power(T.detach(), 3)
+    return T, R_closed, pose.detach(), loss.item(), g, gg, P3, se3_exp(3 * xi.detach())
+
+
+def test_se3_poses_by_matrix_exp():
+    ours, _ = run_both(se3_poses, rtol=1e-8, atol=1e-9)
+    T, R_closed, pose, loss, g, gg, P3, T3 = ours
+    np.testing.assert_allclose(T[:, :3, :3], R_closed, atol=1e-10)
+    np.testing.assert_allclose(P3, T3, atol=1e-9)
+    assert loss < 1e-2
+
+
+def markov_chain(m):
+    """A Markov chain's n-step transitions by matrix_power (positive, zero and negative powers), its stationary
+    distribution by eig of Pᵀ (the eigenvalue 1, complex results) and by solve with the normalisation row."""
+    torch = m.torch
+    rng = np.random.default_rng(9)
+    logits = torch.tensor(rng.standard_normal((5, 5)), requires_grad=True)
+    P = torch.softmax(logits, -1)
+    P50 = torch.linalg.matrix_power(P, 50)
+    P0 = torch.linalg.matrix_power(P, 0)
+    Pinv2 = torch.linalg.matrix_power(P, -2)
+    evals, evecs = torch.linalg.eig(P.T)
+    k = torch.argmin((evals - 1).abs())
+    pi_eig = evecs[:, k].real
+    pi_eig = pi_eig / pi_eig.sum()
+    A = torch.cat([(P.T - torch.eye(5, dtype=P.dtype))[:-1], torch.ones(1, 5, dtype=P.dtype)])
+    b = torch.zeros(5, dtype=P.dtype)
+    b[-1] = 1
+    pi_solve = torch.linalg.solve(A, b)
+    (g,) = torch.autograd.grad(pi_solve[0] + P50[1, 2], logits)
+    spectral_gap = 1 - torch.sort(evals.abs(), descending=True).values[1]
+    batched = torch.linalg.matrix_power(P.detach().expand(3, 5, 5), 4)
+    return P50, P0, Pinv2, pi_eig, pi_solve, g, spectral_gap, evals.dtype == torch.complex128, batched
+
+
+def test_markov_chain_by_matrix_power_and_eig():
+    ours, _ = run_both(markov_chain, rtol=1e-8, atol=1e-10)
+    P50, P0, Pinv2, pi_eig, pi_solve, g, gap, complex_, batched = ours
+    np.testing.assert_allclose(pi_eig, pi_solve, rtol=1e-8)
+    np.testing.assert_allclose(P50, np.broadcast_to(pi_solve, (5, 5)), atol=1e-8)
+    np.testing.assert_allclose(P0, np.eye(5))
+    assert complex_ and 0 < gap < 1
