@@ -25,6 +25,7 @@ only the factor's triangle, ``torch.svd(compute_uv=False)``'s square zero U and 
 batch, ``vector_norm(ord=0)`` has no gradient."""
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -637,3 +638,306 @@ def test_markov_chain_by_matrix_power_and_eig():
     np.testing.assert_allclose(P50, np.broadcast_to(pi_solve, (5, 5)), atol=1e-8)
     np.testing.assert_allclose(P0, np.eye(5))
     assert complex_ and 0 < gap < 1
+
+
+# ----------------------------------------------------------------------------------------------
+# Norms of every ord, cond, matrix_rank; a spectral-norm penalty; QR by Householder reflectors
+# ----------------------------------------------------------------------------------------------
+
+INF = float("inf")
+
+
+def norm_diagnostics(m, dtype_name):
+    """What a training script logs about its weights: every vector and matrix norm (linalg.norm, vector_norm,
+    matrix_norm, torch.norm, Tensor.norm), condition numbers, numerical ranks with tolerances, and the gradients
+    of a penalty made of all of them."""
+    torch = m.torch
+    dtype = getattr(torch, dtype_name)
+    rng = np.random.default_rng(10)
+    W = torch.tensor(rng.standard_normal((3, 5, 4)), dtype=dtype, requires_grad=True)
+    v = torch.tensor(rng.standard_normal((3, 7)), dtype=dtype, requires_grad=True)
+    out = {}
+    penalty = 0
+    for ord in (2, 1, INF, -INF, 0.5, 3, -1.5):
+        out[f"vector {ord}"] = torch.linalg.vector_norm(v, ord=ord, dim=-1)
+        out[f"vector all {ord}"] = torch.linalg.vector_norm(W, ord=ord)
+        out[f"vector dims {ord}"] = torch.linalg.vector_norm(W, ord=ord, dim=(0, 2), keepdim=True)
+        penalty = penalty + out[f"vector {ord}"].sum() + out[f"vector dims {ord}"].sum()
+    for ord in ("fro", "nuc", 1, -1, 2, -2, INF, -INF):
+        out[f"matrix {ord}"] = torch.linalg.matrix_norm(W, ord=ord)
+        out[f"matrix dims {ord}"] = torch.linalg.matrix_norm(W, ord=ord, dim=(2, 0), keepdim=True)
+        out[f"norm {ord}"] = torch.linalg.norm(W[0], ord=ord)
+        penalty = penalty + out[f"matrix {ord}"].sum()
+    for ord in (None, 1, 2, INF, -INF, 0, 3):
+        out[f"linalg.norm vec {ord}"] = torch.linalg.norm(v, ord=ord, dim=-1)
+    out["linalg.norm all"] = torch.linalg.norm(W)
+    out["torch.norm fro"] = torch.norm(W, p="fro", dim=(1, 2))
+    out["torch.norm nuc"] = torch.norm(W, p="nuc", dim=(1, 2))
+    out["torch.norm 3"] = torch.norm(v, p=3, dim=1, keepdim=True)
+    out["Tensor.norm"] = W.norm(dim=-1)
+    out["Tensor.norm inf"] = v.norm(p=INF)
+    out["norm dtype"] = torch.linalg.vector_norm(v.detach().float(), dtype=torch.float64)
+    S = W[:, :4, :] @ W[:, :4, :].mT + torch.eye(4, dtype=dtype)
+    for p in (None, 2, -2):
+        out[f"cond {p}"] = torch.linalg.cond(S, p)
+        penalty = penalty + out[f"cond {p}"].sum() * 1e-3
+    for p in ("fro", "nuc", 1, -1, INF, -INF):  # (values only: PyTorch's own backward of these fails, as its
+        out[f"cond {p}"] = torch.linalg.cond(S.detach(), p)  # linalg.inv_ex output is written in place)
+    out["cond rect"] = torch.linalg.cond(W)
+    low = W[:, :, :2] @ W[:, :2, :2]  # rank 2 at most
+    out["rank"] = torch.linalg.matrix_rank(W)
+    out["rank low"] = torch.linalg.matrix_rank(low @ low.mT)
+    out["rank hermitian"] = torch.linalg.matrix_rank(low @ low.mT, hermitian=True)
+    out["rank atol"] = torch.linalg.matrix_rank(W, atol=2.0)
+    out["rank rtol"] = torch.linalg.matrix_rank(W, rtol=0.4)
+    out["rank atol tensor"] = torch.linalg.matrix_rank(W, atol=torch.tensor([0.5, 1.5, 3.0], dtype=dtype))
+    out["rank dtype"] = str(out["rank"].dtype).split(".")[-1]
+    out["dist"] = torch.dist(W[0], W[1], p=3)
+    out["renorm"] = torch.renorm(W, p=2, dim=0, maxnorm=5.0)
+    gW, gv = torch.autograd.grad(penalty, (W, v))
+    out["grad W"], out["grad v"] = gW, gv
+    return out
+
+
+@pytest.mark.parametrize("dtype_name, rtol, atol", [("float64", 1e-8, 1e-10), ("float32", 1e-4, 1e-5)])
+def test_norms_of_every_order_cond_and_rank(dtype_name, rtol, atol):
+    ours, _ = run_both(norm_diagnostics, dtype_name, rtol=rtol, atol=atol)
+    W = np.random.default_rng(10).standard_normal((3, 5, 4))
+    for ord in ("fro", "nuc", 1, -1, 2, -2, INF, -INF):
+        np.testing.assert_allclose(ours[f"matrix {ord}"], np.linalg.norm(W, ord=ord, axis=(1, 2)), rtol=rtol * 10)
+    assert (ours["rank"] == 4).all() and (ours["rank low"] == 2).all() and (ours["rank hermitian"] == 2).all()
+    assert ours["rank dtype"] == "int64"
+
+
+def spectral_norm_penalty(m):
+    """A Lipschitz penalty: the largest singular value of each layer (matrix_norm(ord=2), svdvals, and power
+    iteration) pushed toward 1 by training; nn.utils.parametrizations.spectral_norm's σ against svdvals."""
+    torch, nn, F = m.torch, m.nn, m.F
+    rng = np.random.default_rng(11)
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 2))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.tensor(rng.standard_normal(p.shape) * 0.8, dtype=torch.float32))
+    x = torch.tensor(rng.standard_normal((16, 6)), dtype=torch.float32)
+    y = torch.tensor(rng.standard_normal((16, 2)), dtype=torch.float32)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    history = []
+    for step in range(6):
+        opt.zero_grad()
+        sigmas = [torch.linalg.matrix_norm(layer.weight, ord=2) for layer in (net[0], net[2])]
+        loss = F.mse_loss(net(x), y) + sum((s - 1).relu() ** 2 for s in sigmas)
+        loss.backward()
+        opt.step()
+        history.append((loss.item(), [s.item() for s in sigmas]))
+    W = net[0].weight.detach()
+    u = torch.tensor(rng.standard_normal(8), dtype=torch.float32)
+    for _ in range(50):
+        v = F.normalize(W.T @ u, dim=0)
+        u = F.normalize(W @ v, dim=0)
+    power = u @ W @ v
+    return history, torch.linalg.svdvals(W), power, torch.linalg.matrix_norm(W, 2), [p.grad for p in net.parameters()]
+
+
+def test_spectral_norm_penalty():
+    ours, _ = run_both(spectral_norm_penalty, rtol=1e-4, atol=1e-5)
+    history, svals, power, two_norm, grads = ours
+    np.testing.assert_allclose([power, two_norm], [svals[0], svals[0]], rtol=1e-4)
+    assert history[-1][0] < history[0][0]
+
+
+def householder_qr(m):
+    """QR as LAPACK stores it (geqrf's reflectors and τ), Q rebuilt by householder_product (and orgqr), applied by
+    ormqr without forming it; gradients through householder_product and through linalg.qr; a Gram–Schmidt QR by
+    hand against both; batched, and the wide case."""
+    torch = m.torch
+    rng = np.random.default_rng(12)
+    A = torch.tensor(rng.standard_normal((2, 6, 4)))
+    a, tau = torch.geqrf(A)
+    Q = torch.linalg.householder_product(a, tau)
+    Q2 = torch.orgqr(a, tau)
+    R = a.triu()[..., :4, :]
+    C = torch.tensor(rng.standard_normal((2, 6, 3)))
+    QtC = torch.ormqr(a, tau, C, left=True, transpose=True)
+    CQ = torch.ormqr(a, tau, C.mT, left=False, transpose=False)
+    # gradients: through the reflectors and τ, and through linalg.qr's Q and R
+    refl = a.detach().clone().requires_grad_()
+    t = tau.detach().clone().requires_grad_()
+    H = torch.linalg.householder_product(refl, t)
+    g_refl, g_tau = torch.autograd.grad((H * torch.arange(24.0, dtype=H.dtype).reshape(6, 4)).sum(), (refl, t))
+    X = A.clone().requires_grad_()
+    Qx, Rx = torch.linalg.qr(X)
+    (gX,) = torch.autograd.grad(Qx.sum() + (Rx ** 2).sum(), X)
+    # Gram–Schmidt by hand
+    cols = []
+    for j in range(4):
+        v = A[0, :, j]
+        for q in cols:
+            v = v - (q @ A[0, :, j]) * q
+        cols.append(v / torch.linalg.vector_norm(v))
+    Qgs = torch.stack(cols, 1)
+    Qw, Rw = torch.linalg.qr(A[0].T)  # wide: 4 x 6
+    Qc, Rc = torch.linalg.qr(A, mode="complete")
+    return Q, Q2, R, QtC, CQ, g_refl, g_tau, Qx, Rx, gX, Qgs, Qw, Rw, Qc, Rc, torch.linalg.qr(A, mode="r")[1]
+
+
+def test_householder_qr_and_gradients():
+    ours, _ = run_both(householder_qr, rtol=1e-8, atol=1e-10)
+    Q, Q2, R, QtC, CQ, g_refl, g_tau, Qx, Rx, gX, Qgs, Qw, Rw, Qc, Rc, R_only = ours
+    A = np.random.default_rng(12).standard_normal((2, 6, 4))
+    np.testing.assert_allclose(Q @ R, A, atol=1e-10)
+    np.testing.assert_allclose(Q, Q2)
+    np.testing.assert_allclose(np.abs(Qgs), np.abs(Qx[0]), atol=1e-10)
+    np.testing.assert_allclose(Qc[..., :4], Qx, atol=1e-10)
+    np.testing.assert_allclose(R_only, Rx, atol=1e-10)
+
+
+# ----------------------------------------------------------------------------------------------
+# eigvals of non-symmetric matrices: a linear system's spectral radius penalised in training
+# ----------------------------------------------------------------------------------------------
+
+
+def stable_linear_dynamics(m, dtype_name):
+    """x_{t+1} = A x_t fitted to trajectories, with a penalty on the spectral radius max|λ(A)| (complex
+    eigenvalues, their gradient through a real A), and the trajectory's response through eig's vectors."""
+    torch = m.torch
+    dtype = getattr(torch, dtype_name)
+    cdtype = torch.complex128 if dtype == torch.float64 else torch.complex64
+    rng = np.random.default_rng(13)
+    A_true = torch.tensor([[0.9, -0.3, 0.0], [0.3, 0.9, 0.1], [0.0, 0.0, 0.7]], dtype=dtype)
+    xs = [torch.tensor(rng.standard_normal((8, 3)), dtype=dtype)]
+    for t in range(6):
+        xs.append(xs[-1] @ A_true.T)
+    X0, X1 = torch.cat(xs[:-1]), torch.cat(xs[1:])
+    A = torch.nn.Parameter(torch.tensor(rng.standard_normal((3, 3)) * 0.5 + np.eye(3) * 0.5, dtype=dtype))
+    opt = torch.optim.Adam([A], lr=0.05)
+    history = []
+    for step in range(12):
+        opt.zero_grad()
+        lam = torch.linalg.eigvals(A)
+        radius = lam.abs().max()
+        loss = ((X0 @ A.T - X1) ** 2).mean() + (radius - 0.95).relu() ** 2
+        loss.backward()
+        opt.step()
+        history.append((loss.item(), radius.item()))
+    lam, V = torch.linalg.eig(A.detach())
+    recon = (V @ torch.diag_embed(lam) @ torch.linalg.inv(V)).real
+    order = torch.argsort(lam.real * 10 + lam.imag)
+    B = A.detach().clone().requires_grad_()
+    lamB, VB = torch.linalg.eig(B)
+    # a phase-invariant loss of the eigenvectors: |V|'s columns
+    (gB,) = torch.autograd.grad(lamB.real.sum() + (VB.abs() ** 2 * torch.arange(3, dtype=dtype)).sum(), B)
+    batched = torch.linalg.eigvals(torch.stack([A_true, A_true.T, 2 * A_true]))
+    return (history, lam[order], recon, gB, lam.dtype == cdtype, batched.abs().sort(-1).values,
+            torch.linalg.eigvals(A_true).real.sum())
+
+
+@pytest.mark.parametrize("dtype_name, rtol, atol", [("float64", 1e-8, 1e-10), ("float32", 2e-4, 2e-5)])
+def test_spectral_radius_penalty_through_eigvals(dtype_name, rtol, atol):
+    ours, _ = run_both(stable_linear_dynamics, dtype_name, rtol=rtol, atol=atol)
+    history, lam, recon, gB, complex_dtype, batched, trace = ours
+    assert complex_dtype and history[-1][0] < history[0][0]
+    np.testing.assert_allclose(trace, 2.5, rtol=rtol * 10)
+
+
+# ----------------------------------------------------------------------------------------------
+# multi_dot, cross products, and the _ex variants' info codes on batches with singular members
+# ----------------------------------------------------------------------------------------------
+
+
+def mesh_normals_and_chains(m):
+    torch = m.torch
+    rng = np.random.default_rng(14)
+    verts = torch.tensor(rng.standard_normal((6, 3)), requires_grad=True)
+    faces = torch.tensor([[0, 1, 2], [0, 2, 3], [1, 3, 4], [2, 4, 5]])
+    v0, v1, v2 = verts[faces[:, 0]], verts[faces[:, 1]], verts[faces[:, 2]]
+    n = torch.linalg.cross(v1 - v0, v2 - v0)
+    area = 0.5 * torch.linalg.vector_norm(n, dim=-1)
+    unit = torch.nn.functional.normalize(n, dim=-1)
+    n_old = torch.cross(v1 - v0, v2 - v0, dim=1)
+    n_dim0 = torch.linalg.cross((v1 - v0).T, (v2 - v0).T, dim=0).T
+    n_bcast = torch.linalg.cross(v1 - v0, torch.tensor([[0.0, 0.0, 1.0]], dtype=verts.dtype))
+    (g,) = torch.autograd.grad(area.sum() + unit[:, 2].sum(), verts)
+    # multi_dot picks the cheapest order; the value and gradients are the product's
+    mats = [torch.tensor(rng.standard_normal(s), requires_grad=True) for s in ((7,), (7, 2), (2, 9), (9, 3), (3,))]
+    chain = torch.linalg.multi_dot(mats)
+    grads = torch.autograd.grad(chain, mats)
+    plain = mats[0] @ mats[1] @ mats[2] @ mats[3] @ mats[4]
+    chain2 = torch.linalg.multi_dot([mats[1], mats[2], mats[3]])
+    with warnings.catch_warnings():  # (deprecated in PyTorch, with a warning)
+        warnings.simplefilter("ignore")
+        chained = torch.chain_matmul(*[x.detach() for x in mats[1:4]])
+    return area, unit, n_old, n_dim0, n_bcast, g, chain, grads, plain, chain2, chained
+
+
+def test_mesh_normals_by_cross_and_chains_by_multi_dot():
+    ours, _ = run_both(mesh_normals_and_chains, rtol=1e-9, atol=1e-10)
+    area, unit, n_old, n_dim0, n_bcast, g, chain, grads, plain, chain2, chained = ours
+    np.testing.assert_allclose(chain, plain, rtol=1e-10)
+    np.testing.assert_allclose(n_old, n_dim0)
+    np.testing.assert_allclose(chain2, chained, rtol=1e-10)
+
+
+def ex_info_codes(m):
+    """A batch of systems, some singular or not positive-definite: the _ex variants' info codes (int32), their
+    results on the good members, and the errors the plain functions raise, naming the batch element."""
+    torch = m.torch
+    good = torch.tensor([[4.0, 1.0, 0.0], [1.0, 3.0, 1.0], [0.0, 1.0, 2.0]], dtype=torch.float64)
+    singular = torch.tensor([[1.0, 2.0, 3.0], [2.0, 4.0, 6.0], [1.0, 0.0, 1.0]], dtype=torch.float64)
+    indefinite = torch.tensor([[1.0, 2.0, 0.0], [2.0, 1.0, 0.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
+    zero_row = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0]], dtype=torch.float64)
+    A = torch.stack([good, singular, indefinite, zero_row])
+    B = torch.arange(12.0, dtype=torch.float64).reshape(4, 3, 1)
+    out = {}
+    X, info = torch.linalg.solve_ex(A, B)
+    out["solve_ex info"], out["solve_ex good"] = info, X[[0, 2]]
+    inv, info = torch.linalg.inv_ex(A)
+    out["inv_ex info"], out["inv_ex good"] = info, inv[[0, 2]]
+    L, info = torch.linalg.cholesky_ex(A)
+    out["cholesky_ex info"], out["cholesky_ex good"] = info, L[0]
+    U, info = torch.linalg.cholesky_ex(A, upper=True)
+    out["cholesky_ex upper info"], out["cholesky_ex upper good"] = info, U[0]
+    LU, piv, info = torch.linalg.lu_factor_ex(A)
+    out["lu_factor_ex info"], out["lu_factor_ex pivots"], out["lu_factor_ex LU good"] = info, piv, LU[[0, 2]]
+    out["dtypes"] = [str(t.dtype).split(".")[-1] for t in (info, piv)]
+    out["det"] = torch.linalg.det(A)
+    out["slogdet"] = torch.linalg.slogdet(A)
+    out["matrix_rank"] = torch.linalg.matrix_rank(A)
+    errors = {}
+    for name, call in [("inv", lambda: torch.linalg.inv(A)), ("solve", lambda: torch.linalg.solve(A, B)),
+                       ("cholesky", lambda: torch.linalg.cholesky(A)),
+                       ("cholesky single", lambda: torch.linalg.cholesky(indefinite)),
+                       ("inv_ex check", lambda: torch.linalg.inv_ex(A, check_errors=True)),
+                       ("cholesky_ex check", lambda: torch.linalg.cholesky_ex(A, check_errors=True)),
+                       ("lu_factor", lambda: torch.linalg.lu_factor(A)),
+                       ("matrix_power -1", lambda: torch.linalg.matrix_power(A, -1)),
+                       ("inverse", lambda: A.inverse()),
+                       ("eigh nan", lambda: torch.linalg.eigh(A * float("nan"))),
+                       ("svd inf", lambda: torch.linalg.svdvals(torch.stack([good, good * float("inf")]))),
+                       ("eig nan", lambda: torch.linalg.eig(A * float("nan")))]:
+        try:
+            call()
+            errors[name] = None
+        except torch.linalg.LinAlgError as e:
+            errors[name] = ("LinAlgError", str(e))
+        except RuntimeError as e:
+            errors[name] = ("RuntimeError", str(e))
+    out["errors"] = errors
+    return out
+
+
+def test_ex_info_codes_and_singular_errors():
+    ours, theirs = run_both(ex_info_codes, compare=False)
+    errors = ours.pop("errors")
+    if theirs is not None:
+        their_errors = theirs.pop("errors")
+        for name, error in errors.items():  # the class, and PyTorch's words (LAPACK's error code aside)
+            assert error[0] == their_errors[name][0], name
+            assert error[1].rstrip(".") == their_errors[name][1].split(" (error code")[0].rstrip("."), name
+        run_both(lambda m: {k: v for k, v in ex_info_codes(m).items() if k != "errors"}, rtol=1e-10, atol=1e-12)
+    np.testing.assert_array_equal(ours["solve_ex info"], [0, 3, 0, 3])
+    np.testing.assert_array_equal(ours["cholesky_ex info"], [0, 2, 2, 3])
+    assert ours["dtypes"] == ["int32", "int32"]
+    assert errors["cholesky"] == ("LinAlgError", "linalg.cholesky: (Batch element 1): The factorization could not "
+                                  "be completed because the input is not positive-definite (the leading minor of "
+                                  "order 2 is not positive-definite).")
