@@ -989,7 +989,8 @@ FAMILY = {
     "cholesky_solve": (lambda r, b, b2, n, k: [_spd(r, b + (n, n)), r.standard_normal(b2 + (n, k))],
                        lambda m, A, B: m.torch.cholesky_solve(B, m.torch.linalg.cholesky(sym(A)))),
     "cholesky_inverse": (lambda r, b, b2, n, k: [_spd(r, b + (n, n))],
-                         lambda m, A: m.torch.cholesky_inverse(m.torch.linalg.cholesky(sym(A), upper=True), upper=True)),
+                         lambda m, A: m.torch.cholesky_inverse(m.torch.linalg.cholesky(sym(A), upper=True),
+                                                               upper=True)),
     "solve_triangular": (lambda r, b, b2, n, k: [_general(r, b + (n, n)), r.standard_normal(b2 + (n, k))],
                          lambda m, A, B: (m.torch.linalg.solve_triangular(A, B, upper=True),
                                           m.torch.linalg.solve_triangular(A, B.mT, upper=False, left=False),
@@ -1000,7 +1001,8 @@ FAMILY = {
     "lu": (lambda r, b, b2, n, k: [r.standard_normal(b + (n, n + k - 1))], lambda m, A: m.torch.linalg.lu(A)),
     "qr": (lambda r, b, b2, n, k: [_tall(r, b + (n, n))], lambda m, A: tuple(m.torch.linalg.qr(A))),
     "eigh": (lambda r, b, b2, n, k: [_spread_spd(r, b + (n, n))],
-             lambda m, A: (lambda w, V: (w, V @ m.torch.diag_embed(w.sqrt()) @ V.mT, V.abs()))(*m.torch.linalg.eigh(sym(A)))),
+             lambda m, A: (lambda w, V: (w, V @ m.torch.diag_embed(w.sqrt()) @ V.mT, V.abs()))(
+                 *m.torch.linalg.eigh(sym(A)))),
     "svd": (lambda r, b, b2, n, k: [_tall(r, b + (n, n))],
             lambda m, A: (lambda U, S, Vh: (S, U @ m.torch.diag_embed(S.log()) @ Vh, U.abs()))(
                 *m.torch.linalg.svd(A, full_matrices=False))),
@@ -1062,3 +1064,142 @@ def test_fuzz_linalg_family_against_pytorch(name, batch, other, n, k, dtype_name
 
         inputs = tuple(autograd.tensor(a, requires_grad=True) for a in arrays)
         assert autograd.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-4)
+
+
+# ----------------------------------------------------------------------------------------------
+# Focused tests of what the programs found (on chainrule and PyTorch: the T fixture)
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", ["float64", "complex128"])
+def test_cholesky_upper_reads_the_upper_triangle(T, dtype):
+    """LAPACK's potrf with uplo='U' reads A's upper triangle only: for an A whose triangles disagree (built upper
+    only, or not exactly symmetric) U is the factor of the Hermitian matrix that triangle describes."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, 3)) + (1j * rng.standard_normal((2, 3, 3)) if dtype == "complex128" else 0)
+    hermitian = x @ np.conj(np.swapaxes(x, -1, -2)) + 3 * np.eye(3)
+    upper_only = np.triu(hermitian) + np.tril(np.full((3, 3), 50.0), -1)  # junk below the diagonal
+    expected = np.conj(np.swapaxes(np.linalg.cholesky(hermitian), -1, -2))
+    A = T.tensor(upper_only)
+    np.testing.assert_allclose(T.linalg.cholesky(A, upper=True).numpy(), expected, atol=1e-12)
+    np.testing.assert_allclose(T.linalg.cholesky_ex(A, upper=True).L.numpy(), expected, atol=1e-12)
+    # the info codes read the same triangle: the lower one is not positive-definite, the upper is
+    assert (T.linalg.cholesky_ex(A).info > 0).all()
+    assert T.linalg.cholesky_ex(A, upper=True).info.tolist() == [0, 0]
+    # and the lower factor still reads only the lower triangle
+    lower_only = np.tril(hermitian) + np.triu(np.full((3, 3), 50.0), 1)
+    np.testing.assert_allclose(T.linalg.cholesky(T.tensor(lower_only)).numpy(), np.linalg.cholesky(hermitian),
+                               atol=1e-12)
+
+
+def test_cholesky_of_a_nan_matrix_is_not_positive_definite(T):
+    """A NaN pivot fails LAPACK's test (ajj <= 0 or NaN): LinAlgError, and info in cholesky_ex (NumPy returned
+    NaN silently)."""
+    A = T.stack([T.eye(3, dtype=T.float64), T.full((3, 3), float("nan"), dtype=T.float64)])
+    with pytest.raises(T.linalg.LinAlgError, match=r"linalg.cholesky: \(Batch element 1\): The factorization could "
+                                                   r"not be completed .* order 1 is not positive-definite"):
+        T.linalg.cholesky(A)
+    assert T.linalg.cholesky_ex(A).info.tolist() == [0, 1]
+
+
+@pytest.mark.parametrize("upper", [False, True])
+def test_cholesky_solve_and_inverse_read_only_the_factors_triangle(T, upper):
+    """potrs and potri read the factor's triangle alone: what lies across it (a factor stored in a full
+    matrix beside other data) does not change the result."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((3, 3))
+    A = x @ x.T + 3 * np.eye(3)
+    L = np.linalg.cholesky(A)
+    factor = L.T.copy() if upper else L.copy()
+    junk = np.tril(rng.standard_normal((3, 3)), -1)
+    stored = factor + (junk.T if not upper else junk)
+    b = rng.standard_normal((3, 2))
+    X = T.cholesky_solve(T.tensor(b), T.tensor(stored), upper=upper)
+    np.testing.assert_allclose(X.numpy(), np.linalg.solve(A, b), rtol=1e-10)
+    np.testing.assert_allclose(T.cholesky_inverse(T.tensor(stored), upper=upper).numpy(), np.linalg.inv(A),
+                               rtol=1e-10)
+
+
+def test_torch_svd_without_uv_gives_square_zero_u_and_v(T):
+    """torch.svd(compute_uv=False): U and V are zero-filled (m, m) and (n, n), whatever ``some`` says; S is
+    differentiable."""
+    A = T.tensor(np.random.default_rng(2).standard_normal((2, 5, 3)), requires_grad=True)
+    U, S, V = T.svd(A, compute_uv=False)
+    assert tuple(U.shape) == (2, 5, 5) and tuple(V.shape) == (2, 3, 3)
+    assert not U.any() and not V.any()
+    (g,) = T.autograd.grad(S.sum(), A)
+    u, s, vh = np.linalg.svd(A.detach().numpy(), full_matrices=False)
+    np.testing.assert_allclose(g.numpy(), u @ vh, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(0, 3, 3), (0, 3, 4), (0, 4, 3), (2, 0, 3), (0, 0, 0)])
+@pytest.mark.parametrize("full_matrices", [True, False])
+def test_svd_of_an_empty_batch(T, shape, full_matrices):
+    m, n = shape[-2:]
+    k = min(m, n)
+    U, S, Vh = T.linalg.svd(T.zeros(shape, dtype=T.float64), full_matrices=full_matrices)
+    assert tuple(U.shape) == shape[:-2] + ((m, m) if full_matrices else (m, k))
+    assert tuple(S.shape) == shape[:-2] + (k,)
+    assert tuple(Vh.shape) == shape[:-2] + ((n, n) if full_matrices else (k, n))
+
+
+def test_vector_norm_of_order_zero_has_no_gradient(T):
+    """ord=0 counts the non-zero entries: PyTorch's backward gives no gradient at all (x.grad stays None), not
+    zeros; beside another path x's gradient is that path's."""
+    for norm in (lambda x: T.linalg.vector_norm(x, 0), lambda x: T.norm(x, p=0), lambda x: T.linalg.norm(x, 0)):
+        x = T.tensor([1.0, 0.0, 2.0], requires_grad=True)
+        y = norm(x)
+        assert y.item() == 2.0 and y.requires_grad
+        y.backward()
+        assert x.grad is None
+        (g,) = T.autograd.grad(norm(x) + x.sum(), x)
+        assert g.tolist() == [1.0, 1.0, 1.0]
+
+
+@pytest.mark.parametrize("call, op", [
+    (lambda T, A: T.linalg.eigh(A), "linalg.eigh"),
+    (lambda T, A: T.linalg.eigvalsh(A), "linalg.eigh"),
+    (lambda T, A: T.linalg.pinv(A, hermitian=True), "linalg.eigh"),
+    (lambda T, A: T.linalg.svd(A), "linalg.svd"),
+    (lambda T, A: T.linalg.svdvals(A), "linalg.svd"),
+    (lambda T, A: T.linalg.pinv(A), "linalg.svd"),
+    (lambda T, A: T.linalg.matrix_rank(A), "linalg.svd"),
+    (lambda T, A: T.linalg.matrix_norm(A, ord=2), "linalg.svd"),
+    (lambda T, A: T.linalg.cond(A), "linalg.svd"),
+])
+def test_decompositions_that_do_not_converge_raise_linalg_error(T, call, op):
+    """A NaN or inf stops the iteration: PyTorch's LinAlgError (a RuntimeError), naming the batch element, so
+    that ``except torch.linalg.LinAlgError`` catches it (chainrule raised a ShapeError, or NumPy's ValueError)."""
+    A = T.stack([T.eye(3, dtype=T.float64), T.full((3, 3), float("nan"), dtype=T.float64)])
+    cause = "contained non-finite values" if op == "linalg.svd" else "is ill-conditioned or has too many repeated"
+    with pytest.raises(T.linalg.LinAlgError, match=rf"{op}: \(Batch element 1\): The algorithm failed to converge "
+                                                   rf"because the input matrix {cause}"):
+        call(T, A)
+
+
+def test_eig_refuses_non_finite_input(T):
+    """linalg.eig, and eigvals where it is differentiated (through eig), refuse an inf or NaN with PyTorch's
+    RuntimeError (NumPy's refusal is a ValueError); eigvals without a graph gives NaN, LAPACK's answer."""
+    A = T.tensor([[1.0, float("inf")], [0.0, 1.0]])
+    for call in (T.linalg.eig, lambda A: T.linalg.eigvals(A.requires_grad_())):
+        with pytest.raises(RuntimeError, match="torch.linalg.eig: input tensor should not contain infs or NaNs."):
+            call(A.detach())
+    values = T.linalg.eigvals(A)
+    assert values.dtype == T.complex64 and tuple(values.shape) == (2,) and values.isnan().all()
+
+
+def test_lstsq_gels_refuses_a_rank_deficient_matrix(T):
+    """gels assumes full rank: an exact zero on its QR's (LQ's, wide) diagonal is LAPACK's error, with the zero's
+    1-based index; an all-zero matrix gets the zero solution (LAPACK's early return); gelsy takes any rank."""
+    tall = np.outer([1.0, 2.0, 3.0, 4.0], [1.0, 0.0, 1.0])  # the second column is zero
+    b = T.ones(4, 1, dtype=T.float64)
+    with pytest.raises(T.linalg.LinAlgError, match=r"torch.linalg.lstsq: The least squares solution could not be "
+                                                   r"computed because the input matrix does not have full rank "
+                                                   r"\(error code: 2\)"):
+        T.linalg.lstsq(T.tensor(tall), b, driver="gels")
+    with pytest.raises(T.linalg.LinAlgError, match=r"\(Batch element 1\): .* \(error code: 2\)"):
+        T.linalg.lstsq(T.tensor(np.stack([np.eye(3, 4), np.outer([1.0, 2.0, 3.0], [1.0, 1.0, 0.0, 1.0])])),
+                       T.ones(2, 3, 1, dtype=T.float64), driver="gels")
+    assert not T.linalg.lstsq(T.zeros(4, 3, dtype=T.float64), b, driver="gels").solution.any()
+    np.testing.assert_allclose(T.linalg.lstsq(T.tensor(tall), b, driver="gelsy").solution.numpy(),
+                               np.linalg.pinv(tall) @ np.ones((4, 1)), atol=1e-12)

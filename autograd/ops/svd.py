@@ -30,7 +30,7 @@ from ..tensor import Tensor
 from .conversion import type_name
 from .decompositions import _require_phase_free
 from .half_linalg import FLOAT_OR_DOUBLE, PINV, refuses_half
-from .inverses import converging
+from .inverses import LinAlgError, converging, first_failure
 from .linalg import matmul
 from .names import names
 from .outputs import write_out
@@ -225,6 +225,19 @@ def matrix_rank(input, tol=None, hermitian=False, *, atol=None, rtol=None, out=N
 LSTSQ_DRIVERS = ("gels", "gelsy", "gelsd", "gelss")
 
 
+def _require_full_rank(A):
+    """gels's refusal: it solves by QR (LQ for a wide A) and stops at an exact zero on R's diagonal, reporting its
+    1-based index (an all-zero A it answers with zeros, LAPACK's early return)."""
+    a = A._data if A.shape[-2] >= A.shape[-1] else xp.conj(xp.swapaxes(A._data, -1, -2))  # (LQ of A: QR of Aᴴ)
+    zeros = xp.diagonal(xp.linalg.qr(a, mode="r"), 0, -2, -1) == 0
+    info = xp.where(zeros.any(-1) & xp.any(a != 0, axis=(-2, -1)), zeros.argmax(-1) + 1, 0)
+    if info.any():
+        where, order = first_failure(info)
+        raise LinAlgError(f"torch.linalg.lstsq: {where}The least squares solution could not be computed because the "
+                          f"input matrix does not have full rank (error code: {order}).")
+
+
+
 @refuses_half(FLOAT_OR_DOUBLE)
 def lstsq(input, b, rcond=None, *, driver=None, out=None):
     """X minimising ‖AX - B‖ (the one of least norm where several do): A⁺ B. The other outputs are
@@ -248,6 +261,8 @@ def lstsq(input, b, rcond=None, *, driver=None, out=None):
                            f"dtype {type_name(A.dtype)} and other's dtype {type_name(B.dtype)}")
     vector = B.ndim == A.ndim - 1
     B = B.unsqueeze(-1) if vector else B
+    if driver == "gels" and A.numel():
+        _require_full_rank(A)
     solution = matmul(pinv(A, rtol=rcond), B)
     empty = Tensor._make(xp.zeros((0,), dtype=A.dtype))
     rank = matrix_rank(A, rtol=rcond) if driver != "gels" else Tensor._make(xp.zeros((0,), dtype=int64))
