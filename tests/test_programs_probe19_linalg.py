@@ -1203,3 +1203,19 @@ def test_lstsq_gels_refuses_a_rank_deficient_matrix(T):
     assert not T.linalg.lstsq(T.zeros(4, 3, dtype=T.float64), b, driver="gels").solution.any()
     np.testing.assert_allclose(T.linalg.lstsq(T.tensor(tall), b, driver="gelsy").solution.numpy(),
                                np.linalg.pinv(tall) @ np.ones((4, 1)), atol=1e-12)
+
+
+@pytest.mark.parametrize("a_shape, b_shape, message", [
+    ((3, 3), (3,), "3x3 and 3x1"),        # a vector is the column B: no X A is one
+    ((2, 3, 3), (2, 3), "3x3 and 3x1"),   # a batch of vectors (it came out silently as a (2, 2, 3) batch)
+    ((3, 3), (2, 4), "3x3 and 2x4"),      # the columns do not match A's rows
+    ((3, 3), (4, 3, 2), "3x3 and 3x2"),
+])
+def test_solve_on_the_right_refuses_vectors_and_mismatched_shapes(T, a_shape, b_shape, message):
+    A = T.ones(*a_shape, dtype=T.float64) + T.eye(3, dtype=T.float64)
+    for solve in (T.linalg.solve, lambda A, B, left: T.linalg.solve_ex(A, B, left=left).result):
+        with pytest.raises(RuntimeError, match=rf"linalg.solve: Incompatible shapes of A and B for the equation "
+                                               rf"XA = B \({message}\)"):
+            solve(A, T.ones(*b_shape, dtype=T.float64), left=False)
+    X = T.linalg.solve(A, T.ones(*a_shape[:-2], 4, 3, dtype=T.float64), left=False)  # (a matrix B: X A = B)
+    np.testing.assert_allclose((X @ A).numpy(), np.ones(a_shape[:-2] + (4, 3)), atol=1e-12)

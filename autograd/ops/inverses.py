@@ -132,6 +132,11 @@ def solve(A, B, *, left=True, out=None):
     _square(A, "solve")
     require_same_dtype(A, B, ("A", "B"), "linalg.solve")
     if not left:  # X A = B  ⇔  Aᵀ Xᵀ = Bᵀ
+        vector = is_vector_rhs(A, B)  # (PyTorch reads a vector as the column B, n x 1, which no X A is)
+        if vector or B.shape[-1] != A.shape[-2]:
+            rows, columns = (B.shape[-1], 1) if vector else B.shape[-2:]
+            raise RuntimeError(f"linalg.solve: Incompatible shapes of A and B for the equation XA = B "
+                               f"({A.shape[-2]}x{A.shape[-1]} and {rows}x{columns})")
         return write_out(solve(A.mT, B.mT).mT, out)
     if is_vector_rhs(A, B):
         return write_out(shape.squeeze(Solve.apply(A, shape.unsqueeze(B, -1)), -1), out)
