@@ -1197,8 +1197,9 @@ def test_lstsq_gels_refuses_a_rank_deficient_matrix(T):
                                                    r"computed because the input matrix does not have full rank "
                                                    r"\(error code: 2\)"):
         T.linalg.lstsq(T.tensor(tall), b, driver="gels")
+    wide = [[1.0, 2.0, 3.0, 4.0], [0.0, 0.0, 0.0, 0.0], [1.0, 0.0, 1.0, 0.0]]  # (a zero row: L's second pivot is 0)
     with pytest.raises(T.linalg.LinAlgError, match=r"\(Batch element 1\): .* \(error code: 2\)"):
-        T.linalg.lstsq(T.tensor(np.stack([np.eye(3, 4), np.outer([1.0, 2.0, 3.0], [1.0, 1.0, 0.0, 1.0])])),
+        T.linalg.lstsq(T.tensor(np.stack([np.eye(3, 4), wide])),
                        T.ones(2, 3, 1, dtype=T.float64), driver="gels")
     assert not T.linalg.lstsq(T.zeros(4, 3, dtype=T.float64), b, driver="gels").solution.any()
     np.testing.assert_allclose(T.linalg.lstsq(T.tensor(tall), b, driver="gelsy").solution.numpy(),
@@ -1219,3 +1220,221 @@ def test_solve_on_the_right_refuses_vectors_and_mismatched_shapes(T, a_shape, b_
             solve(A, T.ones(*b_shape, dtype=T.float64), left=False)
     X = T.linalg.solve(A, T.ones(*a_shape[:-2], 4, 3, dtype=T.float64), left=False)  # (a matrix B: X A = B)
     np.testing.assert_allclose((X @ A).numpy(), np.ones(a_shape[:-2] + (4, 3)), atol=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------
+# More programs: a Kalman filter's likelihood, Newton's method with linalg.solve, a quantum evolution
+# (complex matrix_exp and eigh), and torch.func over a GP's likelihood
+# ----------------------------------------------------------------------------------------------
+
+
+def kalman_filter(m, dtype_name):
+    """A constant-velocity Kalman filter: predict, update by the Cholesky of the innovation covariance
+    (cholesky_solve for the gain, 2 Σ log diag L for the likelihood), Joseph-form covariance; the marginal log
+    likelihood differentiated with respect to the log noise levels and optimised; an RTS smoother by solve."""
+    torch = m.torch
+    dtype = getattr(torch, dtype_name)
+    rng = np.random.default_rng(15)
+    dt = 0.1
+    F = torch.tensor([[1, 0, dt, 0], [0, 1, 0, dt], [0, 0, 1, 0], [0, 0, 0, 1]], dtype=dtype)
+    H = torch.tensor([[1.0, 0, 0, 0], [0, 1.0, 0, 0]], dtype=dtype)
+    truth = np.cumsum(rng.standard_normal((30, 2)) * 0.05 + np.array([0.1, -0.05]), 0)
+    ys = torch.tensor(truth + 0.2 * rng.standard_normal((30, 2)), dtype=dtype)
+    log_q = torch.tensor(-2.0, dtype=dtype, requires_grad=True)
+    log_r = torch.tensor(0.0, dtype=dtype, requires_grad=True)
+
+    def filter(log_q, log_r):
+        Q = log_q.exp() * torch.eye(4, dtype=dtype)
+        Rn = log_r.exp() * torch.eye(2, dtype=dtype)
+        x = torch.zeros(4, dtype=dtype)
+        P = torch.eye(4, dtype=dtype)
+        ll = 0
+        means, covs, preds = [], [], []
+        for y in ys:
+            x, P = F @ x, F @ P @ F.T + Q
+            preds.append((x, P))
+            Sinn = H @ P @ H.T + Rn
+            L = torch.linalg.cholesky(Sinn)
+            v = y - H @ x
+            K = torch.cholesky_solve(H @ P, L).T  # P Hᵀ S⁻¹
+            ll = ll - 0.5 * (v @ torch.cholesky_solve(v.unsqueeze(-1), L).squeeze(-1)) \
+                - torch.log(torch.diagonal(L)).sum() - math.log(2 * math.pi)
+            x = x + K @ v
+            IKH = torch.eye(4, dtype=dtype) - K @ H
+            P = IKH @ P @ IKH.T + K @ Rn @ K.T
+            means.append(x)
+            covs.append(P)
+        return ll, means, covs, preds
+
+    opt = torch.optim.Adam([log_q, log_r], lr=0.1)
+    history = []
+    for step in range(5):
+        opt.zero_grad()
+        ll, *_ = filter(log_q, log_r)
+        (-ll).backward()
+        opt.step()
+        history.append((ll.item(), log_q.grad.item(), log_r.grad.item()))
+    with torch.no_grad():
+        ll, means, covs, preds = filter(log_q, log_r)
+        xs, Ps = means[-1], covs[-1]
+        smoothed = [xs]
+        for t in range(len(means) - 2, -1, -1):
+            x_pred, P_pred = preds[t + 1]
+            G = torch.linalg.solve(P_pred, F @ covs[t]).T  # P_t Fᵀ P_pred⁻¹
+            xs = means[t] + G @ (xs - x_pred)
+            smoothed.append(xs)
+        smoothed = torch.stack(smoothed[::-1])
+    return history, torch.stack(means), smoothed, torch.linalg.slogdet(covs[-1])
+
+
+@pytest.mark.parametrize("dtype_name, rtol, atol", [("float64", 1e-8, 1e-9), ("float32", 1e-3, 1e-4)])
+def test_kalman_filter_likelihood_and_smoother(dtype_name, rtol, atol):
+    ours, _ = run_both(kalman_filter, dtype_name, rtol=rtol, atol=atol)
+    history, means, smoothed, slogdet = ours
+    assert history[-1][0] > history[0][0]
+    assert slogdet[0] == 1
+
+
+def newton_and_implicit_layer(m):
+    """Newton's method for a nonlinear system (the Jacobian by torch.func.jacrev, the step by linalg.solve),
+    then an implicit layer's gradient by the implicit function theorem (a solve with the transposed Jacobian)
+    against unrolled differentiation."""
+    torch = m.torch
+    rng = np.random.default_rng(16)
+    W = torch.tensor(rng.standard_normal((5, 5)) * 0.3, requires_grad=True)
+    b = torch.tensor(rng.standard_normal(5), requires_grad=True)
+
+    def g(z, W, b):
+        return z - torch.tanh(W @ z + b)
+
+    z = torch.zeros(5, dtype=torch.float64)
+    with torch.no_grad():
+        for it in range(8):
+            J = torch.func.jacrev(g)(z, W, b)
+            z = z - torch.linalg.solve(J, g(z, W, b))
+    residual = torch.linalg.vector_norm(g(z, W, b))
+    # implicit gradient of L(z*) = Σ z*: dL/dθ = -(∂g/∂θ)ᵀ (∂g/∂z)⁻ᵀ 1
+    J = torch.func.jacrev(g)(z, W.detach(), b.detach())
+    u = torch.linalg.solve(J.T, torch.ones(5, dtype=torch.float64))
+    _, vjp = torch.func.vjp(lambda W, b: g(z, W, b), W, b)
+    gW_implicit, gb_implicit = (-x for x in vjp(u))
+    # unrolled fixed-point iteration, differentiated through
+    zz = torch.zeros(5, dtype=torch.float64)
+    for it in range(60):
+        zz = torch.tanh(W @ zz + b)
+    gW_unrolled, gb_unrolled = torch.autograd.grad(zz.sum(), (W, b))
+    return z, residual, gW_implicit, gb_implicit, gW_unrolled, gb_unrolled
+
+
+def test_newton_and_implicit_layer_gradients():
+    ours, _ = run_both(newton_and_implicit_layer, rtol=1e-8, atol=1e-10)
+    z, residual, gW_i, gb_i, gW_u, gb_u = ours
+    assert residual < 1e-12
+    np.testing.assert_allclose(gW_i, gW_u, atol=1e-8)
+    np.testing.assert_allclose(gb_i, gb_u, atol=1e-8)
+
+
+def quantum_evolution(m):
+    """A two-qubit Hamiltonian H(θ) (complex Hermitian), evolved by U = exp(-iHt) (complex matrix_exp) and by its
+    eigendecomposition (complex eigh), an expectation value's gradient with respect to θ; a fidelity through
+    svdvals and a state's purity; the unitary's determinant's phase by slogdet."""
+    torch = m.torch
+    X = torch.tensor([[0, 1], [1, 0]], dtype=torch.complex128)
+    Y = torch.tensor([[0, -1j], [1j, 0]], dtype=torch.complex128)
+    Z = torch.tensor([[1, 0], [0, -1]], dtype=torch.complex128)
+    I2 = torch.eye(2, dtype=torch.complex128)
+    theta = torch.tensor([0.7, -0.3, 0.5, 0.2], dtype=torch.float64, requires_grad=True)
+    H = (theta[0] * torch.kron(Z, Z) + theta[1] * torch.kron(X, I2) + theta[2] * torch.kron(I2, Y)
+         + theta[3] * torch.kron(X, X))
+    t = 0.8
+    U = torch.linalg.matrix_exp(-1j * t * H)
+    evals, evecs = torch.linalg.eigh(H)
+    U2 = evecs @ torch.diag_embed(torch.exp(-1j * t * evals)) @ evecs.mH
+    psi0 = torch.zeros(4, dtype=torch.complex128)
+    psi0[0] = 1
+    psi = U @ psi0
+    obs = torch.kron(Z, I2)
+    expectation = (psi.conj() @ obs @ psi).real
+    (g,) = torch.autograd.grad(expectation, theta, retain_graph=True)
+    rho = torch.outer(psi, psi.conj())
+    purity = torch.trace(rho @ rho).real
+    fidelity = torch.linalg.svdvals(U @ U2.mH).sum() / 4
+    sign, logabsdet = torch.linalg.slogdet(U)
+    (g_evals,) = torch.autograd.grad(evals.sum() + evals[-1] * 2, theta)
+    return U, U2, expectation, g, purity, fidelity, sign, logabsdet, g_evals, U.dtype == torch.complex128
+
+
+def test_quantum_evolution_by_complex_matrix_exp_and_eigh():
+    ours, _ = run_both(quantum_evolution, rtol=1e-9, atol=1e-10)
+    U, U2, expectation, g, purity, fidelity, sign, logabsdet, g_evals, complex_ = ours
+    np.testing.assert_allclose(U, U2, atol=1e-10)
+    np.testing.assert_allclose(U @ U.conj().T, np.eye(4), atol=1e-10)
+    np.testing.assert_allclose([purity, fidelity, abs(sign)], [1, 1, 1], atol=1e-10)
+    np.testing.assert_allclose(logabsdet, 0, atol=1e-10)
+    assert complex_
+
+
+def functorch_gp(m):
+    """torch.func over a GP's negative log marginal likelihood: per-dataset gradients by vmap(grad), the Hessian
+    for a Laplace approximation by hessian (jacfwd over jacrev), a Jacobian of the posterior mean by jacrev,
+    and jvp through cholesky_solve."""
+    torch = m.torch
+    func = torch.func
+    rng = np.random.default_rng(17)
+    Xs = torch.tensor(np.sort(rng.uniform(-2, 2, (3, 10, 1)), 1))
+    ys = torch.sin(2 * Xs[..., 0]) + 0.1 * torch.tensor(rng.standard_normal((3, 10)))
+
+    def nll(params, X, y):
+        log_ell, log_sf, log_sn = params[0], params[1], params[2]
+        d2 = (X - X.T) ** 2
+        K = log_sf.exp() * torch.exp(-0.5 * d2 / log_ell.exp() ** 2) + log_sn.exp() * torch.eye(X.shape[0],
+                                                                                               dtype=X.dtype)
+        L = torch.linalg.cholesky(K)
+        alpha = torch.cholesky_solve(y.unsqueeze(-1), L).squeeze(-1)
+        return 0.5 * y @ alpha + torch.log(torch.diagonal(L)).sum()
+
+    params = torch.tensor([0.0, 0.0, -2.0], dtype=torch.float64)
+    per_dataset = func.vmap(func.grad(nll), in_dims=(None, 0, 0))(params, Xs, ys)
+    H = func.hessian(nll)(params, Xs[0], ys[0])
+    H_rev = func.jacrev(func.jacrev(nll))(params, Xs[0], ys[0])
+
+    def posterior_mean(y, X, Xstar):
+        d2 = (X - X.T) ** 2
+        K = torch.exp(-0.5 * d2) + 0.1 * torch.eye(X.shape[0], dtype=X.dtype)
+        Ks = torch.exp(-0.5 * (Xstar - X.T) ** 2)
+        return Ks @ torch.linalg.solve(K, y)
+
+    Xstar = torch.linspace(-2, 2, 4, dtype=torch.float64).unsqueeze(-1)
+    J = func.jacrev(posterior_mean)(ys[0], Xs[0], Xstar)
+    L0 = torch.linalg.cholesky(torch.exp(-0.5 * (Xs[0] - Xs[0].T) ** 2) + 0.1 * torch.eye(10, dtype=torch.float64))
+    _, tangent = func.jvp(lambda b: torch.cholesky_solve(b, L0), (ys[0].unsqueeze(-1),), (ys[1].unsqueeze(-1),))
+    return per_dataset, H, H_rev, J, J @ ys[0], posterior_mean(ys[0], Xs[0], Xstar), tangent
+
+
+def test_torch_func_over_a_gp_likelihood():
+    ours, _ = run_both(functorch_gp, rtol=1e-8, atol=1e-9)
+    per_dataset, H, H_rev, J, J_y, mean, tangent = ours
+    np.testing.assert_allclose(H, H_rev, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(H, H.T, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(J_y, mean, rtol=1e-10)  # the mean is linear in y
+
+
+def test_vmap_of_jacfwd_through_det_and_slogdet():
+    """vmap over jacfwd of det and slogdet: the Jacobian of each matrix of the batch, as a loop gives it (and the
+    cofactors d · A⁻ᵀ in closed form). PyTorch 2.13's own answer is wrong past the first matrix of the batch
+    (vmap of its det's forward-mode rule), so the reference here is the loop and NumPy."""
+    import autograd as T
+
+    rng = np.random.default_rng(18)
+    A = rng.standard_normal((4, 3, 3))
+    S = T.tensor(A @ np.swapaxes(A, -1, -2) + 3 * np.eye(3))
+    batched = T.func.vmap(T.func.jacfwd(T.linalg.det))(S)
+    looped = T.stack([T.func.jacfwd(T.linalg.det)(s) for s in S])
+    expected = np.linalg.det(S.numpy())[:, None, None] * np.linalg.inv(np.swapaxes(S.numpy(), -1, -2))
+    np.testing.assert_allclose(batched.numpy(), looped.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(batched.numpy(), expected, rtol=1e-10)
+    logdet = T.func.vmap(T.func.jacfwd(lambda x: T.linalg.slogdet(x)[1]))(S)
+    np.testing.assert_allclose(logdet.numpy(), np.linalg.inv(np.swapaxes(S.numpy(), -1, -2)), rtol=1e-10)
+    hessian = T.func.vmap(T.func.hessian(T.logdet))(S)
+    looped = T.stack([T.func.hessian(T.logdet)(s) for s in S])
+    np.testing.assert_allclose(hessian.numpy(), looped.numpy(), rtol=1e-10, atol=1e-12)
