@@ -1438,3 +1438,18 @@ def test_vmap_of_jacfwd_through_det_and_slogdet():
     hessian = T.func.vmap(T.func.hessian(T.logdet))(S)
     looped = T.stack([T.func.hessian(T.logdet)(s) for s in S])
     np.testing.assert_allclose(hessian.numpy(), looped.numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_geqrf_of_a_tensor_that_requires_grad_runs_and_refuses_only_its_backward(T):
+    """PyTorch computes geqrf of a parameter (a graph node, GeqrfBackward0) and raises only when a backward pass
+    reaches it; chainrule refused the call itself, so a program using the factors' values (an orthogonal
+    initialisation, a log) stopped."""
+    W = T.tensor(np.random.default_rng(3).standard_normal((5, 3)), requires_grad=True)
+    a, tau = T.geqrf(W)
+    assert a.requires_grad and tau.requires_grad and type(a.grad_fn).__name__ != "NoneType"
+    Q = T.linalg.householder_product(a, tau)
+    np.testing.assert_allclose((Q.mT @ Q).detach().numpy(), np.eye(3), atol=1e-12)
+    with pytest.raises(NotImplementedError, match="the derivative for 'geqrf' is not implemented."):
+        Q.sum().backward()
+    with T.no_grad():
+        assert not T.geqrf(W)[0].requires_grad
