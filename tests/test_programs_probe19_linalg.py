@@ -1484,3 +1484,14 @@ def test_matrix_exp_scales_each_matrix_of_a_batch_for_itself(T):
     got = T.linalg.matrix_exp(T.tensor(A)).numpy()
     error = np.abs(got - _expm_by_eigh(A)).max((-2, -1)) / np.abs(_expm_by_eigh(A)).max((-2, -1))
     assert error[0] < 1e-15 and error[1] < 1e-13, error
+
+
+@pytest.mark.parametrize("uplo", ["u", "l"])
+def test_eigh_takes_uplo_in_either_case(T, uplo):
+    """PyTorch reads UPLO's letter in either case (chainrule refused 'u' and 'l')."""
+    A = T.tensor([[2.0, 10.0], [1.0, 2.0]], dtype=T.float64)  # the triangles disagree: which one is read shows
+    off = 10.0 if uplo == "u" else 1.0
+    np.testing.assert_allclose(T.linalg.eigvalsh(A, UPLO=uplo).numpy(), [2 - off, 2 + off])
+    np.testing.assert_allclose(T.linalg.eigh(A, uplo).eigenvalues.numpy(), [2 - off, 2 + off])
+    with pytest.raises(RuntimeError, match="Expected UPLO argument to be 'L' or 'U', but got Lower"):
+        T.linalg.eigh(A, UPLO="Lower")

@@ -127,9 +127,9 @@ def eigh(input, UPLO="L", *, out=None):
     """(eigenvalues, eigenvectors) of symmetric A, eigenvalues ascending; A's ``UPLO`` triangle is read."""
     A = input  # (PyTorch's keyword is input=, though its docs write A)
     _square(A, "eigh")
-    if UPLO not in ("L", "U"):
+    if UPLO not in ("L", "U", "l", "u"):  # (either case, as PyTorch's check)
         raise RuntimeError(f"Expected UPLO argument to be 'L' or 'U', but got {UPLO}")
-    stacked = Eigh.apply(A, uplo=UPLO)
+    stacked = Eigh.apply(A, uplo=UPLO.upper())
     values = stacked[..., 0, :]  # a Hermitian matrix's are real, though stacked with complex vectors
     values = values.real if values.dtype.kind == "c" else values
     return write_out(EighResult(values, stacked[..., 1:, :]), out, same_dtype=True)
