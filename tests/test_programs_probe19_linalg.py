@@ -5,24 +5,32 @@ PyTorch from the same data, comparing values, gradients, dtypes and errors.
 Gaussian-process regression (an RBF kernel's hyperparameters learnt by Adam through ``linalg.cholesky``,
 ``cholesky_solve`` and the log-determinant as 2 Σ log diag L; predictions by ``solve_triangular``; GPyTorch's
 ``psd_safe_cholesky``, jitter added while ``cholesky_ex``'s info is non-zero); least squares and ridge
-(``linalg.lstsq`` with every driver, ``solve``, ``pinv``, the normal equations, a hyperparameter's gradient
+(``linalg.lstsq`` with every driver, ``solve``, ``pinv``, the normal equations, QR, a hyperparameter's gradient
 through the solve, polynomial fits by ``linalg.vander``/``torch.vander``); orthogonal Procrustes and the polar
-decomposition through ``linalg.svd`` (and the Newton–Schulz iteration against it); PCA and ZCA whitening by
-``linalg.eigh`` with gradients, a decorrelated batch-norm layer trained through it; Glow's invertible 1x1
-convolution, LU-parametrised (``linalg.lu_factor``/``lu_unpack``/``linalg.lu``/``lu_solve``, log|s| against
-``slogdet``) and plain (``slogdet`` and ``inverse`` for the reverse pass); ``matrix_exp`` for Lie-group
-parametrisations (an orthogonal RNN's skew-symmetric recurrent weight, SE(3) poses); ``matrix_power`` for
-Markov chains; the whole family of norms (``vector_norm``/``matrix_norm``/``linalg.norm``/``torch.norm`` for
-every ord), ``cond``, ``matrix_rank`` with tolerances, a spectral-norm penalty; QR by ``geqrf`` and
-``householder_product``/``ormqr`` with gradients; the spectral radius of a linear system by ``linalg.eigvals``
-(complex results) penalised in training; ``multi_dot``, ``linalg.cross`` normals, ``solve_ex``/``inv_ex``/
-``cholesky_ex`` info codes on batches with singular members, batched and broadcast shapes, float32 and
-float64, and the errors PyTorch raises for singular and malformed input. Then a hypothesis-driven
-differential fuzz over shapes for a family of linalg functions (values and gradients against PyTorch,
-``gradcheck`` in float64 on chainrule), and focused tests of what the programs found: ``cholesky(upper=True)``
-reads the upper triangle, a NaN pivot is not positive-definite, ``cholesky_solve``/``cholesky_inverse`` read
-only the factor's triangle, ``torch.svd(compute_uv=False)``'s square zero U and V, ``linalg.svd`` of an empty
-batch, ``vector_norm(ord=0)`` has no gradient."""
+decomposition through ``linalg.svd`` (Newton–Schulz and Löwdin's (MᵀM)^(-1/2) by eigh against it); PCA and ZCA
+whitening by ``linalg.eigh``, a decorrelated batch-norm layer trained through it; Glow's invertible 1x1
+convolution, LU-parametrised (``linalg.lu``, ``lu_factor``/``lu_unpack``, ``lu_solve`` for the reverse, log|s|
+against ``slogdet``) and plain (``slogdet``, ``inverse``); ``matrix_exp`` for Lie groups (expRNN's orthogonal
+recurrence, SE(3) poses fitted by gradient descent, second derivatives); a Markov chain by ``matrix_power`` and
+``eig`` (complex results); every vector and matrix norm (``vector_norm``/``matrix_norm``/``linalg.norm``/
+``torch.norm``/``Tensor.norm``), ``cond`` of every p, ``matrix_rank`` with tolerances, a spectral-norm penalty;
+QR by ``geqrf``/``householder_product``/``orgqr``/``ormqr`` with gradients; a linear system's spectral radius
+penalised through ``eigvals``; mesh normals by ``linalg.cross``, ``multi_dot`` chains; the ``_ex`` variants'
+info codes on batches with singular members and the errors PyTorch raises; a Kalman filter's likelihood and RTS
+smoother; Newton's method and an implicit layer's gradient (``torch.func.jacrev``, ``linalg.solve``); a quantum
+evolution by complex ``matrix_exp`` and ``eigh``; ``torch.func`` (vmap, grad, hessian, jacrev, jvp) over a GP's
+likelihood. All in float64 and, where programs run so, float32. Then a hypothesis-driven differential fuzz over
+shapes for 21 linalg functions (values, dtypes and gradients against PyTorch, batched and broadcast, gradcheck in
+float64 on chainrule).
+
+Focused tests of what the programs found: ``cholesky(upper=True)`` reads the upper triangle (values and
+``cholesky_ex``'s info); a NaN pivot is not positive-definite; ``cholesky_solve``/``cholesky_inverse`` read only
+the factor's triangle; ``torch.svd(compute_uv=False)``'s square zero U and V; ``linalg.svd`` of an empty batch;
+``vector_norm(ord=0)`` has no gradient; eigh's and svd's failure to converge is a ``LinAlgError`` naming the
+batch element, ``eig`` refuses non-finite input; ``lstsq(driver='gels')`` refuses a rank-deficient matrix;
+``solve(left=False)`` refuses vectors; ``geqrf`` of a tensor that requires grad runs and refuses only its
+backward; ``matrix_exp``'s accuracy in float32 and for a batch of different norms; ``eigh``'s UPLO in either case;
+vmap of jacfwd through det (where PyTorch 2.13 itself is wrong)."""
 
 import math
 import warnings
