@@ -1162,6 +1162,10 @@ def test_vector_norm_of_order_zero_has_no_gradient(T):
         assert x.grad is None
         (g,) = T.autograd.grad(norm(x) + x.sum(), x)
         assert g.tolist() == [1.0, 1.0, 1.0]
+    # cdist's and pdist's kernels give zeros for p = 0 (a gradient, not none)
+    x = T.tensor([[1.0, 0.0, 2.0], [3.0, 4.0, 0.0]], requires_grad=True)
+    (T.cdist(x, x.flip(0) * 2, p=0).sum() + T.pdist(x, p=0).sum()).backward()
+    assert x.grad is not None and x.grad.tolist() == [[0.0] * 3] * 2
 
 
 @pytest.mark.parametrize("call, op", [

@@ -23,6 +23,7 @@ from .inverses import converging
 from .names import names
 from .outputs import write_out
 from .reductions import spread
+from .selection import zero_gradient
 
 
 class VectorNorm(Primitive):
@@ -33,6 +34,7 @@ class VectorNorm(Primitive):
     saves_output = True
     handles_complex = True
     each_tie_whole = False  # with p = ±inf, each element attaining the norm takes the whole gradient (cdist, pdist)
+    count_has_zeros = False  # with p = 0, the count's gradient is zeros (cdist, pdist), where a norm's is none
 
     def forward(self, x):
         if x.dtype == float16:  # in float32, rounded once, as PyTorch's
@@ -56,8 +58,8 @@ class VectorNorm(Primitive):
         p = self.ord
         grad = spread(grad, x, self.axes, self.keepdim)
         norm = spread(y, x, self.axes, self.keepdim)
-        if p == 0:  # a count: no gradient at all (None, not zeros: x.grad stays None, as PyTorch's)
-            return (None,)
+        if p == 0:  # a count: no gradient at all (None, not zeros: x.grad stays None, as PyTorch's norms)
+            return (zero_gradient(x, grad) if self.count_has_zeros else None,)
         if p == 1:
             return (grad * x.sgn(),)
         if math.isinf(p):  # the elements attaining the extremum share the gradient (cdist's and pdist's each take
@@ -288,12 +290,13 @@ class EuclideanDistance(Primitive):
 
 def distance_norm(differences, p, dim):
     """‖differences‖_p over ``dim`` as PyTorch's cdist and pdist take it: with p = inf every tied largest
-    |difference| takes the whole gradient (a norm shares it among them)."""
-    if not math.isinf(p):
+    |difference| takes the whole gradient (a norm shares it among them); with p = 0 the gradient is zeros (a
+    norm gives none)."""
+    if not (math.isinf(p) or p == 0):
         return vector_norm(differences, p, dim)
     differences = _floating(differences, None, "cdist")
     return VectorNorm.apply(differences, ord=float(p), axes=normalize_dims(dim, differences.ndim), keepdim=False,
-                            each_tie_whole=True)
+                            each_tie_whole=True, count_has_zeros=True)
 
 
 @names("dist")
