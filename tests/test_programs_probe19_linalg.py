@@ -19,9 +19,10 @@ penalised through ``eigvals``; mesh normals by ``linalg.cross``, ``multi_dot`` c
 info codes on batches with singular members and the errors PyTorch raises; a Kalman filter's likelihood and RTS
 smoother; Newton's method and an implicit layer's gradient (``torch.func.jacrev``, ``linalg.solve``); a quantum
 evolution by complex ``matrix_exp`` and ``eigh``; ``torch.func`` (vmap, grad, hessian, jacrev, jvp) over a GP's
-likelihood. All in float64 and, where programs run so, float32. Then a hypothesis-driven differential fuzz over
-shapes for 21 linalg functions (values, dtypes and gradients against PyTorch, batched and broadcast, gradcheck in
-float64 on chainrule).
+likelihood; Shampoo (inverse fourth roots by eigh), K-FAC (Kronecker factors inverted by cholesky_inverse) and
+conjugate gradients against solve. All in float64 and, where programs run so, float32. Then a hypothesis-driven
+differential fuzz over shapes for 21 linalg functions (values, dtypes and gradients against PyTorch, batched and
+broadcast, gradcheck in float64 on chainrule).
 
 Focused tests of what the programs found: ``cholesky(upper=True)`` reads the upper triangle (values and
 ``cholesky_ex``'s info); a NaN pivot is not positive-definite; ``cholesky_solve``/``cholesky_inverse`` read only
@@ -1507,3 +1508,92 @@ def test_eigh_takes_uplo_in_either_case(T, uplo):
     np.testing.assert_allclose(T.linalg.eigh(A, uplo).eigenvalues.numpy(), [2 - off, 2 + off])
     with pytest.raises(RuntimeError, match="Expected UPLO argument to be 'L' or 'U', but got Lower"):
         T.linalg.eigh(A, UPLO="Lower")
+
+
+# ----------------------------------------------------------------------------------------------
+# Second-order optimisers built on linalg: Shampoo (inverse fourth roots by eigh), K-FAC (damped Kronecker
+# factors by cholesky_inverse), conjugate gradients against solve
+# ----------------------------------------------------------------------------------------------
+
+
+def shampoo_and_kfac(m, dtype_name):
+    torch, nn, F = m.torch, m.nn, m.F
+    dtype = getattr(torch, dtype_name)
+    rng = np.random.default_rng(21)
+    x = torch.tensor(rng.standard_normal((32, 6)), dtype=dtype)
+    y = torch.tensor(rng.integers(0, 3, 32))
+
+    def matrix_power_eigh(M, p, eps=1e-6):
+        lam, Q = torch.linalg.eigh(M)
+        return Q @ torch.diag(lam.clamp_min(eps) ** p) @ Q.T
+
+    def make():
+        net = nn.Sequential(nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 3)).to(dtype)
+        with torch.no_grad():
+            for p in net.parameters():
+                p.copy_(torch.tensor(np.random.default_rng(p.numel()).standard_normal(p.shape) * 0.5, dtype=dtype))
+        return net
+
+    # Shampoo: L ← L + G Gᵀ, R ← R + Gᵀ G, W ← W − lr L^(-1/4) G R^(-1/4)
+    net = make()
+    stats = {id(p): (1e-4 * torch.eye(p.shape[0], dtype=dtype), 1e-4 * torch.eye(p.shape[1], dtype=dtype))
+             for p in net.parameters() if p.ndim == 2}
+    shampoo_losses = []
+    for step in range(5):
+        net.zero_grad()
+        loss = F.cross_entropy(net(x), y)
+        loss.backward()
+        shampoo_losses.append(loss.item())
+        with torch.no_grad():
+            for p in net.parameters():
+                if p.ndim == 2:
+                    L, Rm = stats[id(p)]
+                    L += p.grad @ p.grad.T
+                    Rm += p.grad.T @ p.grad
+                    p -= 0.3 * matrix_power_eigh(L, -0.25) @ p.grad @ matrix_power_eigh(Rm, -0.25)
+                else:
+                    p -= 0.3 * p.grad
+    # K-FAC for the first layer: A = E[a aᵀ], G = E[g gᵀ], update G⁻¹ ∇W A⁻¹ with damping, by cholesky_inverse
+    net2 = make()
+    acts, grads_out = {}, {}
+    net2[0].register_forward_hook(lambda mod, inp, out: acts.__setitem__("a", inp[0].detach()))
+    net2[0].register_full_backward_hook(lambda mod, gin, gout: grads_out.__setitem__("g", gout[0].detach()))
+    kfac_losses = []
+    for step in range(5):
+        net2.zero_grad()
+        loss = F.cross_entropy(net2(x), y)
+        loss.backward()
+        kfac_losses.append(loss.item())
+        a, g = acts["a"], grads_out["g"] * x.shape[0]
+        A = a.T @ a / a.shape[0] + 0.1 * torch.eye(6, dtype=dtype)
+        G = g.T @ g / g.shape[0] + 0.1 * torch.eye(5, dtype=dtype)
+        A_inv = torch.cholesky_inverse(torch.linalg.cholesky(A))
+        G_inv = torch.cholesky_inverse(torch.linalg.cholesky(G))
+        with torch.no_grad():
+            net2[0].weight -= 0.2 * G_inv @ net2[0].weight.grad @ A_inv
+            for p in list(net2.parameters())[1:]:
+                p -= 0.2 * p.grad
+    # conjugate gradients on a damped Gauss–Newton system against solve
+    M = A @ A + torch.eye(6, dtype=dtype)
+    rhs = x[0]
+    z, r = torch.zeros(6, dtype=dtype), rhs.clone()
+    d = r.clone()
+    for it in range(6):
+        Md = M @ d
+        alpha = (r @ r) / (d @ Md)
+        z = z + alpha * d
+        r_new = r - alpha * Md
+        d = r_new + (r_new @ r_new) / (r @ r) * d
+        r = r_new
+    return (shampoo_losses, [p.detach() for p in net.parameters()], kfac_losses,
+            [p.detach() for p in net2.parameters()], z, torch.linalg.solve(M, rhs), A_inv @ A)
+
+
+@pytest.mark.filterwarnings("ignore:Full backward hook is firing")  # (the input x needs no grad: both libraries warn)
+@pytest.mark.parametrize("dtype_name, rtol, atol", [("float64", 1e-8, 1e-10), ("float32", 2e-4, 2e-5)])
+def test_shampoo_kfac_and_conjugate_gradients(dtype_name, rtol, atol):
+    ours, _ = run_both(shampoo_and_kfac, dtype_name, rtol=rtol, atol=atol)
+    shampoo_losses, shampoo_params, kfac_losses, kfac_params, z_cg, z_solve, identity = ours
+    assert shampoo_losses[-1] < shampoo_losses[0] and kfac_losses[-1] < kfac_losses[0]
+    np.testing.assert_allclose(z_cg, z_solve, rtol=rtol * 100, atol=atol * 100)
+    np.testing.assert_allclose(identity, np.eye(6), atol=atol * 10)
