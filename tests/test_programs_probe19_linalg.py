@@ -1597,3 +1597,30 @@ def test_shampoo_kfac_and_conjugate_gradients(dtype_name, rtol, atol):
     assert shampoo_losses[-1] < shampoo_losses[0] and kfac_losses[-1] < kfac_losses[0]
     np.testing.assert_allclose(z_cg, z_solve, rtol=rtol * 100, atol=atol * 100)
     np.testing.assert_allclose(identity, np.eye(6), atol=atol * 10)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda T, A, o: T.linalg.vector_norm(A, out=o), "Expected out tensor to have dtype double, but got float instead"),
+    (lambda T, A, o: T.norm(A, dim=1, out=o), "Expected out tensor to have dtype double, but got float instead"),
+    (lambda T, A, o: T.linalg.svdvals(A, out=o), "Expected out tensor to have dtype double, but got float instead"),
+    (lambda T, A, o: T.linalg.matrix_norm(A, "nuc", out=o),
+     "linalg.matrix_norm expected out tensor dtype Double but got: Float"),
+    (lambda T, A, o: T.linalg.norm(A, out=o), "linalg.norm expected out tensor dtype Double but got: Float"),
+    (lambda T, A, o: T.linalg.norm(A.to(T.complex128), 2, out=o),
+     "linalg.norm expected out tensor dtype Double but got: Float"),
+    (lambda T, A, o: T.linalg.solve(A, A[0], out=o), "Expected out tensor to have dtype double, but got float instead"),
+    (lambda T, A, o: T.linalg.solve_ex(A, A, out=(o, T.empty(0, dtype=T.int32))),
+     "Expected out tensor to have dtype double, but got float instead"),
+    (lambda T, A, o: T.linalg.cross(A, A, out=o), "Expected out tensor to have dtype double, but got float instead"),
+    (lambda T, A, o: T.cross(A, A, dim=0, out=o), "Expected out tensor to have dtype double, but got float instead"),
+    (lambda T, A, o: T.linalg.ldl_solve(*T.linalg.ldl_factor(A), A, out=o),
+     "Expected out tensor to have dtype double, but got float instead"),
+])
+def test_linalg_out_of_another_dtype_is_refused(T, call, message):
+    """PyTorch's norms, solves and cross products write into an out= of their result's dtype only (chainrule cast
+    the double result into a float32 out, silently losing its precision)."""
+    A = T.eye(3, dtype=T.float64) * 2
+    with pytest.raises(RuntimeError, match=message):
+        call(T, A, T.empty(0, dtype=T.float32))
+    result = call(T, A, T.empty(0, dtype=T.float64))  # (the result's own dtype is written into)
+    assert (result[0] if isinstance(result, tuple) else result).dtype == T.float64

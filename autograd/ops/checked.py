@@ -90,7 +90,7 @@ def solve_ex(A, B, *, left=True, check_errors=False, out=None):
         if check_errors:
             _raise(info, "torch.linalg.solve_ex", lambda i: "The solver failed because the input matrix is singular.")
         result = _on_the_good_ones(lambda a: solve(a, B, left=left), A, info, is_vector_rhs(A, B))
-    return write_out(SolveExResult(result, Tensor._make(info)), out)
+    return write_out(SolveExResult(result, Tensor._make(info)), out, same_dtype=True)
 
 
 @refuses_half("cholesky_cpu")

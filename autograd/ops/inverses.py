@@ -137,13 +137,13 @@ def solve(A, B, *, left=True, out=None):
             rows, columns = (B.shape[-1], 1) if vector else B.shape[-2:]
             raise RuntimeError(f"linalg.solve: Incompatible shapes of A and B for the equation XA = B "
                                f"({A.shape[-2]}x{A.shape[-1]} and {rows}x{columns})")
-        return write_out(solve(A.mT, B.mT).mT, out)
+        return write_out(solve(A.mT, B.mT).mT, out, dtype=A.dtype)
     if is_vector_rhs(A, B):
-        return write_out(shape.squeeze(Solve.apply(A, shape.unsqueeze(B, -1)), -1), out)
+        return write_out(shape.squeeze(Solve.apply(A, shape.unsqueeze(B, -1)), -1), out, dtype=A.dtype)
     if B.shape[-2] != A.shape[-1]:
         raise RuntimeError(f"linalg.solve: Incompatible shapes of A and B for the equation AX = B "
                            f"({A.shape[-2]}x{A.shape[-1]} and {B.shape[-2]}x{B.shape[-1]})")
-    return write_out(Solve.apply(A, B), out)
+    return write_out(Solve.apply(A, B), out, dtype=A.dtype)  # (out has A's dtype: PyTorch casts into no other)
 
 
 class Det(Primitive):

@@ -17,6 +17,7 @@ from ..tensor import Tensor
 from . import extrema, shape
 from .axes import dim_index, normalize_dims
 from .contractions import require_scalar_type
+from .conversion import type_name
 from .elementwise import Where
 from .half_linalg import low_precision, refuses_half
 from .inverses import converging
@@ -99,7 +100,8 @@ def vector_norm(x, ord=2, dim=None, keepdim=False, *, dtype=None, out=None):
     axes = normalize_dims(dim, x.ndim)
     if ord < 0 and x.numel() == 0:
         raise RuntimeError(f"linalg.vector_norm cannot compute the {ord} norm on an empty tensor")
-    return write_out(VectorNorm.apply(x, ord=float(ord), axes=axes, keepdim=keepdim), out)
+    y = VectorNorm.apply(x, ord=float(ord), axes=axes, keepdim=keepdim)
+    return write_out(y, out, dtype=y.dtype)  # (out must have the norm's dtype: PyTorch casts into no other)
 
 
 class SingularValues(Primitive):
@@ -132,7 +134,8 @@ class SingularValues(Primitive):
 def svdvals(A, *, driver=None, out=None):
     """The singular values of each matrix, largest first. ``driver`` picks a cuSOLVER routine in
     PyTorch (CUDA only); NumPy has one, so it is accepted as linalg.svd's is."""
-    return write_out(SingularValues.apply(_floating(A, None, "linalg.svdvals")), out)
+    sigma = SingularValues.apply(_floating(A, None, "linalg.svdvals"))
+    return write_out(sigma, out, dtype=sigma.dtype)
 
 
 def matrix_norm(input, ord="fro", dim=(-2, -1), keepdim=False, *, dtype=None, out=None):
@@ -147,6 +150,7 @@ def matrix_norm(input, ord="fro", dim=(-2, -1), keepdim=False, *, dtype=None, ou
     rows, columns = (dim_index(d, A.ndim) for d in dim)
     if rows == columns:
         raise RuntimeError(f"linalg.matrix_norm: dims must be different. Got ({dim[0]}, {dim[1]})")
+    _require_norm_dtype(out, A.dtype, "linalg.matrix_norm")
     if ord == "fro":
         return write_out(VectorNorm.apply(A, ord=2.0, axes=tuple(sorted((rows, columns))), keepdim=keepdim), out)
     if ord in ("nuc", 2, -2):
@@ -176,10 +180,20 @@ def matrix_norm(input, ord="fro", dim=(-2, -1), keepdim=False, *, dtype=None, ou
     raise RuntimeError(f"linalg.matrix_norm: Order {ord} not supported.")
 
 
+def _require_norm_dtype(out, dtype, op):
+    """PyTorch's refusal of an out= whose dtype is not the norm's, of a ``dtype`` matrix (real: a complex
+    matrix's norm is real)."""
+    expected = xp.empty((), dtype=dtype).real.dtype
+    if isinstance(out, Tensor) and out.dtype != expected:
+        raise RuntimeError(f"{op} expected out tensor dtype {type_name(expected)} but got: {type_name(out.dtype)}")
+
+
 def linalg_norm(input, ord=None, dim=None, keepdim=False, *, dtype=None, out=None):
     """torch.linalg.norm: a vector norm over one dim (or all, flattened, when ord and dim are None),
     a matrix norm over two dims (or a 2-D input with ord given)."""
     A = input  # (PyTorch's keyword is input=, though its docs write A)
+    if A.dtype.kind in "fc":
+        _require_norm_dtype(out, A.dtype if dtype is None else xp.dtype(dtype), "linalg.norm")
     if isinstance(dim, int):
         dim = (dim,)
     if dim is None and ord is not None:
