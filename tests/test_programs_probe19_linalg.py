@@ -1624,3 +1624,19 @@ def test_linalg_out_of_another_dtype_is_refused(T, call, message):
         call(T, A, T.empty(0, dtype=T.float32))
     result = call(T, A, T.empty(0, dtype=T.float64))  # (the result's own dtype is written into)
     assert (result[0] if isinstance(result, tuple) else result).dtype == T.float64
+
+
+@pytest.mark.parametrize("tensors, out_dtype, message", [
+    (lambda T, a: [a, a.float()], None, "all tensors must have be the same dtype but tensor 0 is double and tensor 1 "
+                                        "float"),
+    (lambda T, a: [a, T.ones(4, 3, dtype=a.dtype)], None, r"tensors 0 and 1 with shapes \[3, 3\] and \[4, 3\] cannot "
+                                                          "be multiplied"),
+    (lambda T, a: [T.ones(3, dtype=a.dtype), a, T.ones(4, dtype=a.dtype)], None,
+     r"tensors 1 and 2 with shapes \[3, 3\] and \[4\] cannot be multiplied"),
+    (lambda T, a: [a, a], "float32", "expected out tensor to have dtype double but got float"),
+])
+def test_multi_dot_errors_are_pytorchs(T, tensors, out_dtype, message):
+    a = T.eye(3, dtype=T.float64)
+    out = None if out_dtype is None else T.empty(0, dtype=getattr(T, out_dtype))
+    with pytest.raises(RuntimeError, match=f"multi_dot\\(\\): {message}"):
+        T.linalg.multi_dot(tensors(T, a), out=out)
