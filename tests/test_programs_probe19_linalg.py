@@ -26,12 +26,14 @@ broadcast, gradcheck in float64 on chainrule).
 
 Focused tests of what the programs found: ``cholesky(upper=True)`` reads the upper triangle (values and
 ``cholesky_ex``'s info); a NaN pivot is not positive-definite; ``cholesky_solve``/``cholesky_inverse`` read only
-the factor's triangle; ``torch.svd(compute_uv=False)``'s square zero U and V; ``linalg.svd`` of an empty batch;
+the factor's triangle, and cholesky_solve gives inf for a singular factor with PyTorch's gradient for any factor;
+``torch.svd(compute_uv=False)``'s square zero U and V; ``linalg.svd`` of an empty batch;
 ``vector_norm(ord=0)`` has no gradient; eigh's and svd's failure to converge is a ``LinAlgError`` naming the
 batch element, ``eig`` refuses non-finite input; ``lstsq(driver='gels')`` refuses a rank-deficient matrix;
 ``solve(left=False)`` refuses vectors; ``geqrf`` of a tensor that requires grad runs and refuses only its
 backward; ``matrix_exp``'s accuracy in float32 and for a batch of different norms; ``eigh``'s UPLO in either case;
-vmap of jacfwd through det (where PyTorch 2.13 itself is wrong)."""
+out= of another dtype refused by norms, solves and cross; multi_dot's errors; vmap of jacfwd through det (where
+PyTorch 2.13 itself is wrong)."""
 
 import math
 import warnings
@@ -1640,3 +1642,39 @@ def test_multi_dot_errors_are_pytorchs(T, tensors, out_dtype, message):
     out = None if out_dtype is None else T.empty(0, dtype=getattr(T, out_dtype))
     with pytest.raises(RuntimeError, match=f"multi_dot\\(\\): {message}"):
         T.linalg.multi_dot(tensors(T, a), out=out)
+
+
+def test_cholesky_solve_of_a_singular_factor_gives_inf_not_an_error(T):
+    """potrs divides by the factor's diagonal without checking it: a zero there gives inf / NaN in the solution, as
+    PyTorch's (chainrule raised linalg.solve's LinAlgError); cholesky_inverse's potri refuses it, naming the
+    diagonal element (PyTorch's words, not linalg.inv's)."""
+    L = T.tensor([[1.0, 0.0, 0.0], [2.0, 0.0, 0.0], [1.0, 1.0, 3.0]], dtype=T.float64)
+    X = T.cholesky_solve(T.ones(3, 1, dtype=T.float64), L)
+    assert not X.isfinite().all() and X.isinf().any()
+    with pytest.raises(T.linalg.LinAlgError, match=r"cholesky_inverse: \(Batch element 1\): The diagonal element 2 "
+                                                   r"is zero, the inversion could not be completed because the "
+                                                   r"input matrix is singular."):
+        T.cholesky_inverse(T.stack([T.eye(3, dtype=T.float64), L]))
+
+
+@pytest.mark.parametrize("upper", [False, True])
+def test_cholesky_solve_gradient_is_pytorchs_for_any_factor(T, upper):
+    """The gradient with respect to the factor is PyTorch's formula of the factor as given, -(C + Cᴴ) L, whatever
+    lies across its triangle (which the value does not read); and it differentiates again."""
+    rng = np.random.default_rng(22)
+    x = rng.standard_normal((3, 3))
+    L = np.linalg.cholesky(x @ x.T + 3 * np.eye(3)) + np.triu(rng.standard_normal((3, 3)), 1)  # junk across
+    F = L.T.copy() if upper else L
+    factor = T.tensor(F, requires_grad=True)
+    b = T.tensor(rng.standard_normal((3, 2)), requires_grad=True)
+    X = T.cholesky_solve(b, factor, upper=upper)
+    lower = np.tril(L)
+    np.testing.assert_allclose(X.detach().numpy(), np.linalg.solve(lower @ lower.T, b.detach().numpy()), rtol=1e-12)
+    gF, gb = T.autograd.grad(X.sum(), (factor, b), create_graph=True)
+    expected_gb = np.linalg.solve(lower @ lower.T, np.ones((3, 2)))
+    common = expected_gb @ X.detach().numpy().T
+    common = common + common.T
+    np.testing.assert_allclose(gb.detach().numpy(), expected_gb, rtol=1e-12)
+    np.testing.assert_allclose(gF.detach().numpy(), -(F @ common) if upper else -(common @ F), rtol=1e-10)
+    (h,) = T.autograd.grad(gF.sum(), b)
+    assert np.isfinite(h.numpy()).all()

@@ -20,11 +20,12 @@ from ..return_types import return_type
 from ..tensor import Tensor
 from . import joins, shape
 from .conversion import require_same_dtype
-from .elementwise import Where
+from .elementwise import Where, unbroadcast
 from .half_linalg import refuses_half
-from .inverses import Solve, _square, converging, inv
+from .inverses import LinAlgError, Solve, _square, converging, first_failure, inv
 from .names import names
 from .outputs import write_out
+from .triangular import substitute
 
 EighResult = return_type("linalg_eigh", ["eigenvalues", "eigenvectors"])
 
@@ -254,28 +255,64 @@ def _cholesky_product_factor(L, upper):
     """The lower factor of A = L Lᴴ, given the factor as stored (upper: A = Uᴴ U; ᴴ is ᵀ for reals)."""
     if L.ndim < 2 or L.shape[-1] != L.shape[-2]:
         raise RuntimeError(f"cholesky: the factor must be a batch of square matrices, got shape {tuple(L.shape)}")
-    # Only the factor's triangle is read, as LAPACK's potrs/potri (what lies across it is not the factor's); the
-    # gradient passes to the factor whole, PyTorch's formula (-C L, not triangular)
+    # Only the factor's triangle is read, as LAPACK's potri (what lies across it is not the factor's); the
+    # gradient passes to the factor whole, as PyTorch's formula gives it (not triangular)
     triangle = L.triu() if upper else L.tril()
     L = L + (triangle - L).detach()
     return L.mH if upper else L
 
 
+class CholeskySolve(Primitive):
+    """X = (L Lᴴ)⁻¹ B from the factor's triangle alone (L, or U = Lᴴ with upper), by two substitutions, as
+    LAPACK's potrs: a zero on the diagonal gives inf or NaN, not an error. The gradient is PyTorch's, of the
+    factor F as given:  dL/dB = (L Lᴴ)⁻¹ dL/dX,  dL/dF = -(C + Cᴴ) F  (-F (C + Cᴴ) with upper),  C = (dL/dB) Xᴴ"""
+
+    saves_output = True
+    handles_complex = True  # (written with ᴴ, as PyTorch's)
+    upper = False
+
+    def forward(self, b, factor):
+        lower = xp.conj(xp.swapaxes(factor, -1, -2)) if self.upper else factor
+        halfway = substitute(lower, b, upper=False, unitriangular=False)  # L Y = B, then Lᴴ X = Y
+        return substitute(xp.conj(xp.swapaxes(lower, -1, -2)), halfway, upper=True, unitriangular=False)
+
+    def backward(self, grad, x, b, factor):
+        grad_b = CholeskySolve.apply(grad, factor, upper=self.upper)
+        grad_factor = None
+        if factor.requires_grad:
+            common = grad_b @ x.mH
+            common = common + common.mH
+            grad_factor = unbroadcast(-(factor @ common) if self.upper else -(common @ factor), factor)
+        return unbroadcast(grad_b, b) if b.requires_grad else None, grad_factor
+
+
 @names("cholesky_solve")
 @refuses_half("cholesky_solve_cpu")
 def cholesky_solve(input, input2, upper=False, *, out=None):
-    """X with A X = input, for A = L Lᴴ given its Cholesky factor input2 (L, or U = Lᴴ with upper):
-    two triangular solves, L Y = input then Lᴴ X = Y (each differentiable; ᴴ is ᵀ for reals)."""
-    lower = _cholesky_product_factor(input2, upper)
+    """X with A X = input, for A = L Lᴴ given its Cholesky factor input2 (L, or U = Lᴴ with upper), batches
+    broadcast: two triangular solves, L Y = input then Lᴴ X = Y (ᴴ is ᵀ for reals)."""
+    _cholesky_product_factor(input2, upper)  # (the factor's checks)
+    if input.ndim < 2:
+        raise RuntimeError(f"b should have at least 2 dimensions, but has {input.ndim} dimensions instead")
+    if input.shape[-2] != input2.shape[-1]:
+        raise RuntimeError(f"Incompatible matrix sizes for cholesky_solve: each A matrix is {input2.shape[-1]} by "
+                           f"{input2.shape[-1]} but each b matrix is {input.shape[-2]} by {input.shape[-1]}")
     require_same_dtype(input, input2, ("b", "A"))
-    return write_out(Solve.apply(lower.mH, Solve.apply(lower, input)), out)
+    return write_out(CholeskySolve.apply(input, input2, upper=bool(upper)), out)
 
 
 @names("cholesky_inverse")
 @refuses_half("cholesky_inverse_out_cpu")
 def cholesky_inverse(input, upper=False, *, out=None):
-    """A⁻¹ for A = L Lᴴ given its Cholesky factor (L, or U with upper): L⁻ᴴ L⁻¹."""
-    inverse_factor = inv(_cholesky_product_factor(input, upper))
+    """A⁻¹ for A = L Lᴴ given its Cholesky factor (L, or U with upper): L⁻ᴴ L⁻¹. A zero on the factor's
+    diagonal is LAPACK's potri error, naming its 1-based index."""
+    factor = _cholesky_product_factor(input, upper)
+    zeros = xp.diagonal(input._data, 0, -2, -1) == 0
+    if zeros.any():
+        where, order = first_failure(xp.where(zeros.any(-1), zeros.argmax(-1) + 1, 0))
+        raise LinAlgError(f"cholesky_inverse: {where}The diagonal element {order} is zero, the inversion could not "
+                          "be completed because the input matrix is singular.")
+    inverse_factor = inv(factor)
     return write_out(inverse_factor.mH @ inverse_factor, out)
 
 
