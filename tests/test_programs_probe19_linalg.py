@@ -1658,6 +1658,25 @@ def test_cholesky_solve_of_a_singular_factor_gives_inf_not_an_error(T):
 
 
 @pytest.mark.parametrize("upper", [False, True])
+def test_cholesky_inverse_gradient_is_pytorchs_for_any_factor(T, upper):
+    """cholesky_inverse reads the factor's triangle; its gradient is PyTorch's formula of the factor as given,
+    -Y (G + Gᴴ) Y L (chainrule's passed through the triangle as if it were the whole factor)."""
+    rng = np.random.default_rng(23)
+    x = rng.standard_normal((3, 3))
+    L = np.linalg.cholesky(x @ x.T + 3 * np.eye(3)) + np.triu(rng.standard_normal((3, 3)), 1)  # junk across
+    F = L.T.copy() if upper else L
+    factor = T.tensor(F, requires_grad=True)
+    Y = T.cholesky_inverse(factor, upper=upper)
+    lower = np.tril(L)
+    expected = np.linalg.inv(lower @ lower.T)
+    np.testing.assert_allclose(Y.detach().numpy(), expected, rtol=1e-12)
+    G = np.arange(9.0).reshape(3, 3)
+    (gF,) = T.autograd.grad((Y * T.tensor(G)).sum(), factor)
+    common = expected @ (G + G.T) @ expected
+    np.testing.assert_allclose(gF.numpy(), -(F @ common) if upper else -(common @ F), rtol=1e-10)
+
+
+@pytest.mark.parametrize("upper", [False, True])
 def test_cholesky_solve_gradient_is_pytorchs_for_any_factor(T, upper):
     """The gradient with respect to the factor is PyTorch's formula of the factor as given, -(C + Cᴴ) L, whatever
     lies across its triangle (which the value does not read); and it differentiates again."""

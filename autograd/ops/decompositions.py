@@ -251,15 +251,14 @@ def tensor_qr(input, some=True):
     return qr(input, "reduced" if some else "complete")
 
 
-def _cholesky_product_factor(L, upper):
-    """The lower factor of A = L Lᴴ, given the factor as stored (upper: A = Uᴴ U; ᴴ is ᵀ for reals)."""
+def _require_square_factor(L):
     if L.ndim < 2 or L.shape[-1] != L.shape[-2]:
         raise RuntimeError(f"cholesky: the factor must be a batch of square matrices, got shape {tuple(L.shape)}")
-    # Only the factor's triangle is read, as LAPACK's potri (what lies across it is not the factor's); the
-    # gradient passes to the factor whole, as PyTorch's formula gives it (not triangular)
-    triangle = L.triu() if upper else L.tril()
-    L = L + (triangle - L).detach()
-    return L.mH if upper else L
+
+
+def _lower_triangle(factor, upper):
+    """The lower factor L of A = L Lᴴ as an array, from the stored factor's triangle alone (upper: U = Lᴴ)."""
+    return xp.tril(xp.conj(xp.swapaxes(factor, -1, -2)) if upper else factor)
 
 
 class CholeskySolve(Primitive):
@@ -272,7 +271,7 @@ class CholeskySolve(Primitive):
     upper = False
 
     def forward(self, b, factor):
-        lower = xp.conj(xp.swapaxes(factor, -1, -2)) if self.upper else factor
+        lower = _lower_triangle(factor, self.upper)
         halfway = substitute(lower, b, upper=False, unitriangular=False)  # L Y = B, then Lᴴ X = Y
         return substitute(xp.conj(xp.swapaxes(lower, -1, -2)), halfway, upper=True, unitriangular=False)
 
@@ -291,7 +290,7 @@ class CholeskySolve(Primitive):
 def cholesky_solve(input, input2, upper=False, *, out=None):
     """X with A X = input, for A = L Lᴴ given its Cholesky factor input2 (L, or U = Lᴴ with upper), batches
     broadcast: two triangular solves, L Y = input then Lᴴ X = Y (ᴴ is ᵀ for reals)."""
-    _cholesky_product_factor(input2, upper)  # (the factor's checks)
+    _require_square_factor(input2)
     if input.ndim < 2:
         raise RuntimeError(f"b should have at least 2 dimensions, but has {input.ndim} dimensions instead")
     if input.shape[-2] != input2.shape[-1]:
@@ -301,19 +300,37 @@ def cholesky_solve(input, input2, upper=False, *, out=None):
     return write_out(CholeskySolve.apply(input, input2, upper=bool(upper)), out)
 
 
+class CholeskyInverse(Primitive):
+    """Y = (L Lᴴ)⁻¹ = L⁻ᴴ L⁻¹ from the factor's triangle alone (L, or U = Lᴴ with upper), as LAPACK's potri. The
+    gradient is PyTorch's, of the factor F as given:  dL/dF = -Y (G + Gᴴ) Y F  (-F Y (G + Gᴴ) Y with upper)"""
+
+    saves_output = True
+    handles_complex = True  # (written with ᴴ, as PyTorch's)
+    upper = False
+
+    def forward(self, factor):
+        lower = _lower_triangle(factor, self.upper)
+        eye = xp.broadcast_to(xp.eye(factor.shape[-1], dtype=factor.dtype), factor.shape)
+        inverse_factor = substitute(lower, eye, upper=False, unitriangular=False)  # L⁻¹
+        return xp.conj(xp.swapaxes(inverse_factor, -1, -2)) @ inverse_factor
+
+    def backward(self, grad, inverse, factor):
+        common = inverse @ (grad + grad.mH) @ inverse
+        return (-(factor @ common) if self.upper else -(common @ factor),)
+
+
 @names("cholesky_inverse")
 @refuses_half("cholesky_inverse_out_cpu")
 def cholesky_inverse(input, upper=False, *, out=None):
     """A⁻¹ for A = L Lᴴ given its Cholesky factor (L, or U with upper): L⁻ᴴ L⁻¹. A zero on the factor's
     diagonal is LAPACK's potri error, naming its 1-based index."""
-    factor = _cholesky_product_factor(input, upper)
+    _require_square_factor(input)
     zeros = xp.diagonal(input._data, 0, -2, -1) == 0
     if zeros.any():
         where, order = first_failure(xp.where(zeros.any(-1), zeros.argmax(-1) + 1, 0))
         raise LinAlgError(f"cholesky_inverse: {where}The diagonal element {order} is zero, the inversion could not "
                           "be completed because the input matrix is singular.")
-    inverse_factor = inv(factor)
-    return write_out(inverse_factor.mH @ inverse_factor, out)
+    return write_out(CholeskyInverse.apply(input, upper=bool(upper)), out)
 
 
 @names("lobpcg", method=False)
