@@ -106,6 +106,33 @@ class AffineMap(Primitive):
             grad_bias = grad.sum(tuple(range(grad.ndim - 1))) if grad.ndim > 1 else grad
         return (grad_x, grad_weight) if bias is None else (grad_x, grad_weight, grad_bias)
 
+    @property
+    def next_functions(self):
+        """The edges as PyTorch's addmm and mm show them, which take the weight through its transpose:
+        (bias, input, TBackward0 of the weight) and (input, TBackward0 of the weight). The engine walks the node's
+        own order (input, weight, bias); only what the program reads is PyTorch's (the blitz's graph walk)."""
+        edges = Primitive.next_functions.fget(self)
+        if self.name() not in ("AddmmBackward0", "MmBackward0"):
+            return edges
+        transposed = (None if edges[1][0] is None else _TransposeOf(edges[1]), 0)
+        return (edges[2], edges[0], transposed) if len(edges) == 3 else (edges[0], transposed)
+
+
+class _TransposeOf:
+    """PyTorch's TBackward0 between a linear layer's node and its weight, as next_functions shows it (no pass
+    goes through it: AffineMap's backward gives dL/dW in W's own layout)."""
+
+    metadata = {}
+
+    def __init__(self, weight_edge):
+        self.next_functions = (weight_edge,)
+
+    def name(self):
+        return "TBackward0"
+
+    def __repr__(self):
+        return "<TBackward0>"
+
 
 def linear(input, weight, bias=None, *, out=None):
     """y = x Wᵀ + b, with W of shape (out_features, in_features)."""

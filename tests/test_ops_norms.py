@@ -77,6 +77,11 @@ CASES = {
     # (the sign e^(i arg det A) of a complex A = a + i aᵀ, through its real and imaginary parts)
     "DetSign": (square(), lambda a, b: autograd.view_as_real(autograd.linalg.slogdet(autograd.complex(a, a.mT)).sign)),
     "Cholesky": (symmetric_positive_definite(), lambda a: autograd.linalg.cholesky(_symmetric(a))),
+    # (the factor's triangle is all cholesky_solve reads: through tril / triu, finite differences see its derivative)
+    "CholeskySolve": (square(), lambda a, b: autograd.cholesky_solve(b, a.tril())
+                      + autograd.cholesky_solve(b, a.triu(), upper=True)),
+    "CholeskyInverse": (square(), lambda a, b: autograd.cholesky_inverse(a.tril())
+                        + autograd.cholesky_inverse(a.triu(), upper=True)),
     # (eigenvalues reach ~22 here: e^(λ/4), not e^λ, or e^22 swamps the finite differences)
     "Eigh": (symmetric_positive_definite(), lambda a: (autograd.linalg.eigvalsh(_symmetric(a)) * 0.25).exp().sum()
              + (autograd.linalg.eigh(_symmetric(a)).eigenvectors ** 2).sum(-1).sum()),

@@ -15,8 +15,8 @@ graph (``1 - out``, ``masked_fill``, ``square``); ``print(model)`` of a CNN, an 
 padding_idx, a Transformer classifier with ModuleDict heads and a ParameterList; ``print(optimizer)`` through a
 scheduler's steps and every scheduler's ``state_dict()``; distributions' reprs.
 
-Then a strict xfail: the blitz's next step, ``next_functions`` of a Linear layer's AddmmBackward0, lists (input,
-weight, bias) where PyTorch lists (bias, input, TBackward0 of the weight)."""
+Then the blitz's next step: ``next_functions`` of a Linear layer's AddmmBackward0 lists (bias, input, TBackward0 of
+the weight), as PyTorch's."""
 
 import math
 import re
@@ -127,14 +127,11 @@ def blitz_next_step(m):
     return [str(addmm.next_functions[0][0]), str([f.name() for f, _ in addmm.next_functions])]
 
 
-@pytest.mark.xfail(strict=True, reason="nn/functional.py's AffineMap (Linear's one fused node) has the edges (input, "
-                                       "weight, bias); PyTorch's AddmmBackward0 has (bias, input, TBackward0 of the "
-                                       "weight), so the blitz's next_functions[0][0] of it is the input's "
-                                       "ReluBackward0 where PyTorch prints <AccumulateGrad> (node hooks' grad_inputs "
-                                       "differ alike); reordering needs a transposed-weight node in Linear's hot path")
 def test_blitz_linear_node_edges_in_pytorchs_order():
+    """AddmmBackward0's edges are (bias, input, TBackward0 of the weight), as PyTorch's (AffineMap's own order,
+    which the engine walks, is (input, weight, bias))."""
     text = prints_alike(blitz_next_step)
-    assert text[0] == "<AccumulateGrad>"
+    assert text == ["<AccumulateGrad>", "['torch::autograd::AccumulateGrad', 'ReluBackward0', 'TBackward0']"]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -34,19 +34,22 @@ def _raise(info, op, message):
     raise LinAlgError(f"{op}: {where_}{message(first)}")
 
 
-def _cholesky_info(a):
+def _cholesky_info(a, upper=False):
     """The order of the first leading minor of each matrix that is not positive-definite (0 if
-    none), by the Cholesky recurrence l_jj² = a_jj - Σ_{k<j} l_jk², column by column."""
+    none), by the Cholesky recurrence l_jj² = a_jj - Σ_{k<j} |l_jk|², column by column, reading
+    A's lower triangle (its upper one, mirrored, with upper)."""
     n = a.shape[-1]
     flat = a.reshape((math.prod(a.shape[:-2]), n, n))
+    if upper:
+        flat = xp.conj(xp.swapaxes(flat, -1, -2))
     lower = xp.zeros_like(flat)
     info = xp.zeros(flat.shape[0], dtype=int32)
     for j in range(n):
-        pivot = flat[:, j, j] - (lower[:, j, :j] ** 2).sum(-1)
+        pivot = flat[:, j, j].real - (abs(lower[:, j, :j]) ** 2).sum(-1)
         bad = ~(pivot > 0)
         info[(info == 0) & bad] = j + 1
         lower[:, j, j] = xp.sqrt(xp.where(bad, 1.0, pivot))
-        below = flat[:, j + 1:, j] - (lower[:, j + 1:, :j] @ lower[:, j, :j, None])[..., 0]
+        below = flat[:, j + 1:, j] - (lower[:, j + 1:, :j] @ xp.conj(lower[:, j, :j, None]))[..., 0]
         lower[:, j + 1:, j] = below / lower[:, j, j, None]
     return info.reshape(a.shape[:-2])
 
@@ -87,7 +90,7 @@ def solve_ex(A, B, *, left=True, check_errors=False, out=None):
         if check_errors:
             _raise(info, "torch.linalg.solve_ex", lambda i: "The solver failed because the input matrix is singular.")
         result = _on_the_good_ones(lambda a: solve(a, B, left=left), A, info, is_vector_rhs(A, B))
-    return write_out(SolveExResult(result, Tensor._make(info)), out)
+    return write_out(SolveExResult(result, Tensor._make(info)), out, same_dtype=True)
 
 
 @refuses_half("cholesky_cpu")
@@ -99,7 +102,7 @@ def cholesky_ex(input, *, upper=False, check_errors=False, out=None):
     try:
         result, info = cholesky(A, upper=upper), xp.zeros(A.shape[:-2], dtype=int32)
     except LinAlgError:
-        info = _cholesky_info(A._data)
+        info = _cholesky_info(A._data, upper)
         if check_errors:
             _raise(info, "linalg.cholesky_ex", lambda i: "The factorization could not be completed because the input "
                                                          f"is not positive-definite (the leading minor of order {i} is "

@@ -488,7 +488,7 @@ def linalg_cross(input, other, *, dim=-1, out=None):
     a, b = movedim(input, dim, -1), movedim(other, dim, -1)
     dtype = (a._data[..., :1] * b._data[..., :1]).dtype
     product = einsum("ijk,...j,...k->...i", Tensor._make(levi_civita.astype(dtype)), a, b)
-    return write_out(movedim(product, -1, dim), out)
+    return write_out(movedim(product, -1, dim), out, dtype=product.dtype)  # (PyTorch casts into no other dtype)
 
 
 @names("cross")
@@ -502,4 +502,4 @@ def cross(input, other, dim=None, *, out=None):
         dim = next((d for d, n in enumerate(input.shape) if n == 3), None)
         if dim is None:
             raise RuntimeError("no dimension of size 3 in input")
-    return write_out(linalg_cross(input, other, dim=dim), out)
+    return linalg_cross(input, other, dim=dim, out=out)

@@ -20,11 +20,12 @@ from ..return_types import return_type
 from ..tensor import Tensor
 from . import joins, shape
 from .conversion import require_same_dtype
-from .elementwise import Where
+from .elementwise import Where, unbroadcast
 from .half_linalg import refuses_half
-from .inverses import Solve, _square, inv
+from .inverses import LinAlgError, Solve, _square, converging, first_failure, inv
 from .names import names
 from .outputs import write_out
+from .triangular import substitute
 
 EighResult = return_type("linalg_eigh", ["eigenvalues", "eigenvectors"])
 
@@ -42,15 +43,20 @@ class Cholesky(Primitive):
     saves_inputs = False  # backward needs no input's values
     saves_output = True
     handles_complex = True  # (written with ᴴ; P's diagonal keeps its imaginary part, as PyTorch's)
+    upper = False  # which triangle of A is read (LAPACK's uplo): the other is taken to mirror it
 
     def forward(self, a):
         try:
-            return xp.linalg.cholesky(a)
+            # the upper triangle, conjugated onto the lower, is the Hermitian matrix that triangle describes
+            lower = xp.linalg.cholesky(xp.conj(xp.swapaxes(a, -1, -2)) if self.upper else a)
+            if xp.isnan(xp.diagonal(lower, axis1=-2, axis2=-1)).any():  # NumPy lets a NaN pivot through; LAPACK's
+                raise xp.linalg.LinAlgError  # potrf, PyTorch's, counts it as not positive
+            return lower
         except xp.linalg.LinAlgError:
             from .checked import _cholesky_info, _raise  # (checked imports this module)
 
-            _raise(_cholesky_info(a), "linalg.cholesky", lambda order: "The factorization could not be completed "
-                   f"because the input is not positive-definite (the leading minor of order {order} is not "
+            _raise(_cholesky_info(a, self.upper), "linalg.cholesky", lambda order: "The factorization could not be "
+                   f"completed because the input is not positive-definite (the leading minor of order {order} is not "
                    "positive-definite).")
 
     def jvp(self, tangents, lower, a):
@@ -76,7 +82,7 @@ def cholesky(input, *, upper=False, out=None):
     positive-definite A (LinAlgError otherwise)."""
     A = input  # (PyTorch's keyword is input=, though its docs write A)
     _square(A, "cholesky")
-    lower = Cholesky.apply(A)
+    lower = Cholesky.apply(A, upper=upper)  # (LAPACK's potrf reads only A's upper triangle then, as PyTorch's)
     factor = named_node(lower.mH if upper else lower, None, "LinalgCholeskyExBackward0", (A,))  # (PyTorch's node)
     return write_out(factor, out, same_dtype=True)  # (U = Lᴴ: conjugated where complex)
 
@@ -90,7 +96,8 @@ class Eigh(Primitive):
     handles_complex = True  # (written with ᴴ; the phase check is PyTorch's)
 
     def forward(self, a):
-        values, vectors = xp.linalg.eigh(a, UPLO=self.uplo)
+        with converging(a, "linalg.eigh"):
+            values, vectors = xp.linalg.eigh(a, UPLO=self.uplo)
         return xp.concatenate([values[..., None, :], vectors], axis=-2)
 
     def jvp(self, tangents, y, a):
@@ -146,9 +153,9 @@ def eigh(input, UPLO="L", *, out=None):
     """(eigenvalues, eigenvectors) of symmetric A, eigenvalues ascending; A's ``UPLO`` triangle is read."""
     A = input  # (PyTorch's keyword is input=, though its docs write A)
     _square(A, "eigh")
-    if UPLO not in ("L", "U"):
+    if UPLO not in ("L", "U", "l", "u"):  # (either case, as PyTorch's check)
         raise RuntimeError(f"Expected UPLO argument to be 'L' or 'U', but got {UPLO}")
-    stacked = Eigh.apply(A, uplo=UPLO)
+    stacked = Eigh.apply(A, uplo=UPLO.upper())
     values = stacked[..., 0, :]  # a Hermitian matrix's are real, though stacked with complex vectors
     values = values.real if values.dtype.kind == "c" else values
     return write_out(EighResult(values, stacked[..., 1:, :]), out, same_dtype=True)
@@ -271,30 +278,86 @@ def tensor_qr(input, some=True):
     return qr(input, "reduced" if some else "complete")
 
 
-def _cholesky_product_factor(L, upper):
-    """The lower factor of A = L Lᴴ, given the factor as stored (upper: A = Uᴴ U; ᴴ is ᵀ for reals)."""
+def _require_square_factor(L):
     if L.ndim < 2 or L.shape[-1] != L.shape[-2]:
         raise RuntimeError(f"cholesky: the factor must be a batch of square matrices, got shape {tuple(L.shape)}")
-    return L.mH if upper else L
+
+
+def _lower_triangle(factor, upper):
+    """The lower factor L of A = L Lᴴ as an array, from the stored factor's triangle alone (upper: U = Lᴴ)."""
+    return xp.tril(xp.conj(xp.swapaxes(factor, -1, -2)) if upper else factor)
+
+
+class CholeskySolve(Primitive):
+    """X = (L Lᴴ)⁻¹ B from the factor's triangle alone (L, or U = Lᴴ with upper), by two substitutions, as
+    LAPACK's potrs: a zero on the diagonal gives inf or NaN, not an error. The gradient is PyTorch's, of the
+    factor F as given:  dL/dB = (L Lᴴ)⁻¹ dL/dX,  dL/dF = -(C + Cᴴ) F  (-F (C + Cᴴ) with upper),  C = (dL/dB) Xᴴ"""
+
+    saves_output = True
+    handles_complex = True  # (written with ᴴ, as PyTorch's)
+    upper = False
+
+    def forward(self, b, factor):
+        lower = _lower_triangle(factor, self.upper)
+        halfway = substitute(lower, b, upper=False, unitriangular=False)  # L Y = B, then Lᴴ X = Y
+        return substitute(xp.conj(xp.swapaxes(lower, -1, -2)), halfway, upper=True, unitriangular=False)
+
+    def backward(self, grad, x, b, factor):
+        grad_b = CholeskySolve.apply(grad, factor, upper=self.upper)
+        grad_factor = None
+        if factor.requires_grad:
+            common = grad_b @ x.mH
+            common = common + common.mH
+            grad_factor = unbroadcast(-(factor @ common) if self.upper else -(common @ factor), factor)
+        return unbroadcast(grad_b, b) if b.requires_grad else None, grad_factor
 
 
 @names("cholesky_solve")
 @refuses_half("cholesky_solve_cpu")
 def cholesky_solve(input, input2, upper=False, *, out=None):
-    """X with A X = input, for A = L Lᴴ given its Cholesky factor input2 (L, or U = Lᴴ with upper):
-    two triangular solves, L Y = input then Lᴴ X = Y (each differentiable; ᴴ is ᵀ for reals)."""
-    lower = _cholesky_product_factor(input2, upper)
+    """X with A X = input, for A = L Lᴴ given its Cholesky factor input2 (L, or U = Lᴴ with upper), batches
+    broadcast: two triangular solves, L Y = input then Lᴴ X = Y (ᴴ is ᵀ for reals)."""
+    _require_square_factor(input2)
+    if input.ndim < 2:
+        raise RuntimeError(f"b should have at least 2 dimensions, but has {input.ndim} dimensions instead")
+    if input.shape[-2] != input2.shape[-1]:
+        raise RuntimeError(f"Incompatible matrix sizes for cholesky_solve: each A matrix is {input2.shape[-1]} by "
+                           f"{input2.shape[-1]} but each b matrix is {input.shape[-2]} by {input.shape[-1]}")
     require_same_dtype(input, input2, ("b", "A"))
-    solution = Solve.apply(lower.mH, Solve.apply(lower, input))
-    return write_out(named_node(solution, None, "CholeskySolveBackward0", (input, input2)), out)
+    return write_out(CholeskySolve.apply(input, input2, upper=bool(upper)), out)
+
+
+class CholeskyInverse(Primitive):
+    """Y = (L Lᴴ)⁻¹ = L⁻ᴴ L⁻¹ from the factor's triangle alone (L, or U = Lᴴ with upper), as LAPACK's potri. The
+    gradient is PyTorch's, of the factor F as given:  dL/dF = -Y (G + Gᴴ) Y F  (-F Y (G + Gᴴ) Y with upper)"""
+
+    saves_output = True
+    handles_complex = True  # (written with ᴴ, as PyTorch's)
+    upper = False
+
+    def forward(self, factor):
+        lower = _lower_triangle(factor, self.upper)
+        eye = xp.broadcast_to(xp.eye(factor.shape[-1], dtype=factor.dtype), factor.shape)
+        inverse_factor = substitute(lower, eye, upper=False, unitriangular=False)  # L⁻¹
+        return xp.conj(xp.swapaxes(inverse_factor, -1, -2)) @ inverse_factor
+
+    def backward(self, grad, inverse, factor):
+        common = inverse @ (grad + grad.mH) @ inverse
+        return (-(factor @ common) if self.upper else -(common @ factor),)
 
 
 @names("cholesky_inverse")
 @refuses_half("cholesky_inverse_out_cpu")
 def cholesky_inverse(input, upper=False, *, out=None):
-    """A⁻¹ for A = L Lᴴ given its Cholesky factor (L, or U with upper): L⁻ᴴ L⁻¹."""
-    inverse_factor = inv(_cholesky_product_factor(input, upper))
-    return write_out(inverse_factor.mH @ inverse_factor, out)
+    """A⁻¹ for A = L Lᴴ given its Cholesky factor (L, or U with upper): L⁻ᴴ L⁻¹. A zero on the factor's
+    diagonal is LAPACK's potri error, naming its 1-based index."""
+    _require_square_factor(input)
+    zeros = xp.diagonal(input._data, 0, -2, -1) == 0
+    if zeros.any():
+        where, order = first_failure(xp.where(zeros.any(-1), zeros.argmax(-1) + 1, 0))
+        raise LinAlgError(f"cholesky_inverse: {where}The diagonal element {order} is zero, the inversion could not "
+                          "be completed because the input matrix is singular.")
+    return write_out(CholeskyInverse.apply(input, upper=bool(upper)), out)
 
 
 @names("lobpcg", method=False)

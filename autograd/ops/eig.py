@@ -69,7 +69,12 @@ def _decompose(A, op, vectors):
     _square(A, op)
     if A.dtype.kind not in "fc":
         raise RuntimeError(f"linalg.{op}: Expected a floating point or complex tensor as input. Got {A.dtype}")
-    if A.requires_grad and is_grad_enabled():
+    differentiated = A.requires_grad and is_grad_enabled()
+    if not xp.isfinite(A._data).all():  # (NumPy refuses any with a ValueError)
+        if vectors or differentiated:  # (PyTorch's eig checks; its eigvals, without a graph, lets LAPACK give NaN)
+            raise RuntimeError("torch.linalg.eig: input tensor should not contain infs or NaNs.")
+        return Tensor._make(xp.full(A.shape[:-1], xp.nan, dtype=_complex_dtype(A.dtype)))
+    if differentiated:
         stacked = Eig.apply(A)
         return (stacked[..., 0, :], stacked[..., 1:, :]) if vectors else stacked[..., 0, :]
     complex_dtype = _complex_dtype(A.dtype)

@@ -23,6 +23,7 @@ from .conversion import refuse_kinds
 from .half_linalg import refuses_half
 from .names import names
 from .outputs import write_out
+from .sorting import UniqueValues
 
 GeqrfResult = return_type("geqrf", ["a", "tau"])
 
@@ -117,14 +118,12 @@ def ormqr(input, input2, input3, left=True, transpose=False, *, out=None):
 def geqrf(input, *, out=None):
     """(a, tau): the QR factorisation as LAPACK's geqrf leaves it, R on and above a's diagonal and
     the reflections' vectors below it, with their τ (for householder_product and ormqr). No
-    gradient, as in PyTorch: an input that requires grad is refused."""
+    derivative, as in PyTorch: for an input that requires grad both are in the graph, and a backward
+    pass through them raises (the forward, and whatever uses only the values, runs)."""
     op = "torch.geqrf"
     if input.ndim < 2:
         raise RuntimeError(f"{op}: input must have at least 2 dimensions.")
     refuse_kinds(input, "geqrf_cpu", "biu")  # (complex matrices factor as real ones do: LAPACK's zgeqrf)
-    if input.requires_grad and is_grad_enabled():
-        raise RuntimeError(f"{op}: the derivative for 'geqrf' is not implemented (as in PyTorch); call it on "
-                           "input.detach(), or use linalg.qr, which has one")
     m, n = input.shape[-2:]
     batch = tuple(input.shape[:-2])
     flat = input._data.reshape((math.prod(batch), m, n))
@@ -133,5 +132,10 @@ def geqrf(input, *, out=None):
     for i, matrix in enumerate(flat):
         h, tau = xp.linalg.qr(matrix, mode="raw")  # (LAPACK's geqrf, its output transposed)
         packed[i], taus[i] = h.T, tau
-    result = GeqrfResult(Tensor._make(packed.reshape(input.shape)), Tensor._make(taus.reshape(batch + (min(m, n),))))
+    packed, taus = packed.reshape(input.shape), taus.reshape(batch + (min(m, n),))
+    if input.requires_grad and is_grad_enabled():  # (GeqrfBackward0, PyTorch's node, raising as its does)
+        result = GeqrfResult(UniqueValues.apply(input, values=packed, kernel="geqrf"),
+                             UniqueValues.apply(input, values=taus, kernel="geqrf"))
+    else:
+        result = GeqrfResult(Tensor._make(packed), Tensor._make(taus))
     return write_out(result, out)

@@ -6,6 +6,7 @@
     ln|det A|:        dL/dA = dL/dy · A⁻ᵀ
 """
 
+import contextlib
 
 from ..backend import xp
 from ..graph import is_grad_enabled
@@ -42,6 +43,21 @@ def first_failure(info):
     flat = info.reshape(-1)
     first = int(xp.flatnonzero(flat)[0])
     return f"(Batch element {first}): " if info.ndim else "", int(flat[first])
+
+
+@contextlib.contextmanager
+def converging(a, op, values="eigenvalues"):
+    """Run a decomposition NumPy iterates (eigh's, svd's), turning its LinAlgError, which names no matrix, into
+    PyTorch's: the first matrix of the batch with a NaN or inf, what stops the iteration in practice. ``values``:
+    what the decomposition finds, for the message's 'too many repeated ...'."""
+    try:
+        yield
+    except xp.linalg.LinAlgError:
+        non_finite = ~xp.isfinite(a).all(axis=(-2, -1))
+        where = first_failure(non_finite)[0] if non_finite.any() else ""
+        cause = ("contained non-finite values." if non_finite.any() and values == "singular values" else
+                 f"is ill-conditioned or has too many repeated {values}.")
+        raise LinAlgError(f"{op}: {where}The algorithm failed to converge because the input matrix {cause}") from None
 
 
 def _singular(a, op):
@@ -115,13 +131,19 @@ def is_vector_rhs(A, B):
 def solve(A, B, *, left=True, out=None):
     """X with A X = B (or X A = B when left is False); B a matrix, a batch, or vectors, of A's dtype. Its node is
     PyTorch's LinalgSolveExBackward0."""
-    return write_out(named_node(_solution(A, B, left), None, "LinalgSolveExBackward0", (A, B)), out)
+    return write_out(named_node(_solution(A, B, left), None, "LinalgSolveExBackward0", (A, B)), out,
+                     dtype=A.dtype)  # (out has A's dtype: PyTorch casts into no other)
 
 
 def _solution(A, B, left):
     _square(A, "solve")
     require_same_dtype(A, B, ("A", "B"), "linalg.solve")
     if not left:  # X A = B  ⇔  Aᵀ Xᵀ = Bᵀ
+        vector = is_vector_rhs(A, B)  # (PyTorch reads a vector as the column B, n x 1, which no X A is)
+        if vector or B.shape[-1] != A.shape[-2]:
+            rows, columns = (B.shape[-1], 1) if vector else B.shape[-2:]
+            raise RuntimeError(f"linalg.solve: Incompatible shapes of A and B for the equation XA = B "
+                               f"({A.shape[-2]}x{A.shape[-1]} and {rows}x{columns})")
         return _solution(A.mT, B.mT, True).mT
     if is_vector_rhs(A, B):
         return shape.squeeze(Solve.apply(A, shape.unsqueeze(B, -1)), -1)

@@ -187,5 +187,5 @@ def ldl_solve(LD, pivots, B, *, hermitian=False, out=None):
     b = xp.broadcast_to(B._data, batch + tuple(B.shape[-2:])).reshape((-1,) + tuple(B.shape[-2:]))
     with errstate(divide="ignore", invalid="ignore"):  # a singular D gives inf/nan, as LAPACK's
         x = xp.stack([_solve_one(*args) for args in zip(ld, p, b)]) if b.shape[0] else b.copy()
-    return write_out(Tensor._make(x.reshape(batch + tuple(B.shape[-2:]))), out)
+    return write_out(Tensor._make(x.reshape(batch + tuple(B.shape[-2:]))), out, dtype=x.dtype)
 

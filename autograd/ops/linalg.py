@@ -9,7 +9,7 @@ from ..operands import _operand
 from ..primitive import Primitive, named_node
 from ..tensor import Tensor
 from .conjugation import conj
-from .conversion import refuse_kinds
+from .conversion import c_name, refuse_kinds
 from .elementwise import unbroadcast
 from .names import names
 
@@ -125,12 +125,22 @@ def multi_dot(tensors, *, out=None):
                                f"got {t.ndim}D")
         if 0 < i < len(tensors) - 1 and t.ndim != 2:
             raise RuntimeError(f"multi_dot(): tensor {i} must be 2D but got {t.ndim}D")
+    for i, t in enumerate(tensors[1:], 1):
+        if t.dtype != tensors[0].dtype:
+            raise RuntimeError(f"multi_dot(): all tensors must have be the same dtype but tensor 0 is "
+                               f"{c_name(tensors[0].dtype)} and tensor {i} {c_name(t.dtype)}")
+        if tensors[i - 1].shape[-1] != t.shape[0]:
+            raise RuntimeError(f"multi_dot(): tensors {i - 1} and {i} with shapes {list(tensors[i - 1].shape)} and "
+                               f"{list(t.shape)} cannot be multiplied")
     result = tensors[0]
     for t in tensors[1:]:
         result = matmul(result, t)
     if out is not None:
         from .outputs import write_out
 
+        if isinstance(out, Tensor) and out.dtype != result.dtype:
+            raise RuntimeError(f"multi_dot(): expected out tensor to have dtype {c_name(result.dtype)} but got "
+                               f"{c_name(out.dtype)}")
         return write_out(result, out)
     return result
 

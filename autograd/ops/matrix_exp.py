@@ -1,8 +1,9 @@
 """The matrix exponential e^A = Σ_k A^k / k! (torch.linalg.matrix_exp, x.matrix_exp()).
 
-Forward: scaling and squaring. A is divided by 2^s so that its 1-norm is at most 1/2, the
+Forward: scaling and squaring. Each A is divided by 2^s so that its 1-norm is at most 1/2, the
 Taylor series of the scaled matrix is summed to degree 18 (the remainder is below 1e-22 of
-the sum), and the result is squared s times: e^A = (e^(A/2^s))^(2^s).
+the sum), and the result is squared s times: e^A = (e^(A/2^s))^(2^s). Single precision is computed in
+double and rounded once.
 
 Backward (the Fréchet derivative's adjoint, Mathias 1996): for G = dL/de^A,
 
@@ -11,9 +12,8 @@ Backward (the Fréchet derivative's adjoint, Mathias 1996): for G = dL/de^A,
 computed with this same op, so gradients of gradients work.
 """
 
-import math
 
-from ..backend import xp
+from ..backend import errstate, xp
 from ..primitive import Primitive
 from .joins import cat
 from .names import names
@@ -22,17 +22,23 @@ _DEGREE = 18
 
 
 def _expm(a):
+    if a.dtype in (xp.float32, xp.complex64):  # in double, rounded once: each squaring would double float32's
+        return _expm(a.astype(xp.promote_types(a.dtype, xp.float64))).astype(a.dtype)  # rounding (PyTorch's is ~1 ulp)
+    if a.size == 0:
+        return xp.zeros_like(a)
     n = a.shape[-1]
-    norm = float(xp.abs(a).sum(-2).max()) if a.size else 0.0
-    squarings = max(0, math.ceil(math.log2(norm)) + 1) if norm > 0 else 0
-    scaled = a / 2.0**squarings
+    norms = xp.abs(a).sum(-2).max(-1)  # each matrix's 1-norm: each is scaled for itself (a small matrix beside a
+    with errstate(divide="ignore", invalid="ignore"):  # big one of the batch would lose digits to needless squarings)
+        squarings = xp.where(xp.isfinite(norms) & (norms > 0), xp.maximum(0, xp.ceil(xp.log2(norms)) + 1), 0)
+    squarings = squarings.astype(xp.int64)
+    scaled = a / (2.0 ** squarings)[..., None, None]
     term = xp.broadcast_to(xp.eye(n, dtype=a.dtype), a.shape).copy()
     total = term.copy()
     for k in range(1, _DEGREE + 1):
         term = term @ scaled / k
         total += term
-    for _ in range(squarings):
-        total = total @ total
+    for step in range(int(squarings.max())):
+        total = xp.where((step < squarings)[..., None, None], total @ total, total)
     return total
 
 

@@ -17,8 +17,10 @@ from ..tensor import Tensor
 from . import extrema, shape
 from .axes import dim_index, normalize_dims
 from .contractions import require_scalar_type
+from .conversion import type_name
 from .elementwise import Where
 from .half_linalg import low_precision, refuses_half
+from .inverses import converging
 from .names import names
 from .outputs import write_out
 from .reductions import spread
@@ -33,6 +35,7 @@ class VectorNorm(Primitive):
     saves_output = True
     handles_complex = True
     each_tie_whole = False  # with p = ±inf, each element attaining the norm takes the whole gradient (cdist, pdist)
+    count_has_zeros = False  # with p = 0, the count's gradient is zeros (cdist, pdist), where a norm's is none
 
     def forward(self, x):
         if x.dtype == float16:  # in float32, rounded once, as PyTorch's
@@ -56,8 +59,8 @@ class VectorNorm(Primitive):
         p = self.ord
         grad = spread(grad, x, self.axes, self.keepdim)
         norm = spread(y, x, self.axes, self.keepdim)
-        if p == 0:
-            return (zero_gradient(x, grad),)
+        if p == 0:  # a count: no gradient at all (None, not zeros: x.grad stays None, as PyTorch's norms)
+            return (zero_gradient(x, grad) if self.count_has_zeros else None,)
         if p == 1:
             return (grad * x.sgn(),)
         if math.isinf(p):  # the elements attaining the extremum share the gradient (cdist's and pdist's each take
@@ -97,7 +100,8 @@ def vector_norm(x, ord=2, dim=None, keepdim=False, *, dtype=None, out=None):
     axes = normalize_dims(dim, x.ndim)
     if ord < 0 and x.numel() == 0:
         raise RuntimeError(f"linalg.vector_norm cannot compute the {ord} norm on an empty tensor")
-    return write_out(VectorNorm.apply(x, ord=float(ord), axes=axes, keepdim=keepdim), out)
+    y = VectorNorm.apply(x, ord=float(ord), axes=axes, keepdim=keepdim)
+    return write_out(y, out, dtype=y.dtype)  # (out must have the norm's dtype: PyTorch casts into no other)
 
 
 class SingularValues(Primitive):
@@ -113,7 +117,8 @@ class SingularValues(Primitive):
     handles_complex = True  # (real σ of a complex A: U diag(dL/dσ) Vᴴ is PyTorch's complex gradient too)
 
     def forward(self, a):
-        self.u, sigma, self.vh = xp.linalg.svd(a, full_matrices=False)
+        with converging(a, "linalg.svd", "singular values"):
+            self.u, sigma, self.vh = xp.linalg.svd(a, full_matrices=False)
         return sigma
 
     def backward(self, grad, y, a):
@@ -130,7 +135,8 @@ class SingularValues(Primitive):
 def svdvals(A, *, driver=None, out=None):
     """The singular values of each matrix, largest first. ``driver`` picks a cuSOLVER routine in
     PyTorch (CUDA only); NumPy has one, so it is accepted as linalg.svd's is."""
-    return write_out(SingularValues.apply(_floating(A, None, "linalg.svdvals")), out)
+    sigma = SingularValues.apply(_floating(A, None, "linalg.svdvals"))
+    return write_out(sigma, out, dtype=sigma.dtype)
 
 
 def matrix_norm(input, ord="fro", dim=(-2, -1), keepdim=False, *, dtype=None, out=None):
@@ -145,6 +151,7 @@ def matrix_norm(input, ord="fro", dim=(-2, -1), keepdim=False, *, dtype=None, ou
     rows, columns = (dim_index(d, A.ndim) for d in dim)
     if rows == columns:
         raise RuntimeError(f"linalg.matrix_norm: dims must be different. Got ({dim[0]}, {dim[1]})")
+    _require_norm_dtype(out, A.dtype, "linalg.matrix_norm")
     if ord == "fro":
         return write_out(VectorNorm.apply(A, ord=2.0, axes=tuple(sorted((rows, columns))), keepdim=keepdim), out)
     if ord in ("nuc", 2, -2):
@@ -174,10 +181,20 @@ def matrix_norm(input, ord="fro", dim=(-2, -1), keepdim=False, *, dtype=None, ou
     raise RuntimeError(f"linalg.matrix_norm: Order {ord} not supported.")
 
 
+def _require_norm_dtype(out, dtype, op):
+    """PyTorch's refusal of an out= whose dtype is not the norm's, of a ``dtype`` matrix (real: a complex
+    matrix's norm is real)."""
+    expected = xp.empty((), dtype=dtype).real.dtype
+    if isinstance(out, Tensor) and out.dtype != expected:
+        raise RuntimeError(f"{op} expected out tensor dtype {type_name(expected)} but got: {type_name(out.dtype)}")
+
+
 def linalg_norm(input, ord=None, dim=None, keepdim=False, *, dtype=None, out=None):
     """torch.linalg.norm: a vector norm over one dim (or all, flattened, when ord and dim are None),
     a matrix norm over two dims (or a 2-D input with ord given)."""
     A = input  # (PyTorch's keyword is input=, though its docs write A)
+    if A.dtype.kind in "fc":
+        _require_norm_dtype(out, A.dtype if dtype is None else xp.dtype(dtype), "linalg.norm")
     if isinstance(dim, int):
         dim = (dim,)
     if dim is None and ord is not None:
@@ -288,12 +305,13 @@ class EuclideanDistance(Primitive):
 
 def distance_norm(differences, p, dim):
     """‖differences‖_p over ``dim`` as PyTorch's cdist and pdist take it: with p = inf every tied largest
-    |difference| takes the whole gradient (a norm shares it among them)."""
-    if not math.isinf(p):
+    |difference| takes the whole gradient (a norm shares it among them); with p = 0 the gradient is zeros (a
+    norm gives none)."""
+    if not (math.isinf(p) or p == 0):
         return vector_norm(differences, p, dim)
     differences = _floating(differences, None, "cdist")
     return VectorNorm.apply(differences, ord=float(p), axes=normalize_dims(dim, differences.ndim), keepdim=False,
-                            each_tie_whole=True)
+                            each_tie_whole=True, count_has_zeros=True)
 
 
 @names("dist")

@@ -334,7 +334,8 @@ def mode(input, dim=-1, keepdim=False, *, out=None):
 class UniqueValues(Primitive):
     """y = the distinct values of x (worked out by the caller: ``values``), as PyTorch's unique: a result that
     is part of the graph but has no derivative (which distinct values there are jumps with x), so a backward
-    pass through it raises, naming PyTorch's kernel, where one that skipped it would leave x's gradient out."""
+    pass through it raises, naming PyTorch's kernel, where one that skipped it would leave x's gradient out.
+    (geqrf's factors, which PyTorch gives no derivative either, are such results too.)"""
 
     saves_inputs = False
 

@@ -30,7 +30,7 @@ from ..tensor import Tensor
 from .conversion import type_name
 from .decompositions import _require_phase_free
 from .half_linalg import FLOAT_OR_DOUBLE, PINV, refuses_half
-from .inverses import is_vector_rhs
+from .inverses import LinAlgError, converging, first_failure, is_vector_rhs
 from .linalg import matmul
 from .names import names
 from .outputs import write_out
@@ -71,9 +71,11 @@ class SVD(Primitive):
     handles_complex = True  # (written with ᴴ; the phase term and check are PyTorch's)
 
     def forward(self, a):
-        u, s, vh = xp.linalg.svd(a, full_matrices=self.full_matrices)
-        batch = a.shape[:-2]
-        return xp.concatenate([u.reshape(batch + (-1,)), s, vh.reshape(batch + (-1,))], axis=-1)
+        with converging(a, "linalg.svd", "singular values"):
+            u, s, vh = xp.linalg.svd(a, full_matrices=self.full_matrices)
+        batch = a.shape[:-2]  # (sizes spelt out, not -1: an empty batch has no size to infer)
+        return xp.concatenate([u.reshape(batch + (u.shape[-2] * u.shape[-1],)), s,
+                               vh.reshape(batch + (vh.shape[-2] * vh.shape[-1],))], axis=-1)
 
     def backward(self, grad, packed, a):
         m, n = a.shape[-2:]
@@ -124,11 +126,12 @@ def svd(A, full_matrices=True, *, driver=None, out=None):
 @names("svd")
 def torch_svd(input, some=True, compute_uv=True, *, out=None):
     """(U, S, V) with input = U diag(S) Vᴴ (torch.svd: V, not Vh; some=False gives the full U and V).
-    With compute_uv=False, U and V are zeros (S alone is computed)."""
+    With compute_uv=False, U and V are zeros, square whatever ``some`` says (S alone is used)."""
     u, s, vh = svd(input, full_matrices=not some)
     if not compute_uv:
-        u = Tensor._make(xp.zeros(u.shape, dtype=u.dtype))
-        vh = Tensor._make(xp.zeros(vh.shape, dtype=vh.dtype))
+        rows, columns = input.shape[-2:]
+        u = Tensor._make(xp.zeros(input.shape[:-2] + (rows, rows), dtype=u.dtype))
+        vh = Tensor._make(xp.zeros(input.shape[:-2] + (columns, columns), dtype=vh.dtype))
     return write_out(TorchSVDResult(u, s, vh.mH), out)
 
 
@@ -142,7 +145,8 @@ class PseudoInverse(Primitive):
     def forward(self, a):
         if xp.__name__ == "cupy":  # (CuPy's pinv names the relative tolerance rcond, and has no hermitian path)
             return xp.linalg.pinv(a, rcond=self.rtol)
-        return xp.linalg.pinv(a, rtol=self.rtol, hermitian=self.hermitian)
+        with converging(a, *(("linalg.eigh",) if self.hermitian else ("linalg.svd", "singular values"))):
+            return xp.linalg.pinv(a, rtol=self.rtol, hermitian=self.hermitian)
 
     def backward(self, grad, x, a):
         xt, gt = x.mH, grad.mH
@@ -160,8 +164,10 @@ def _one_tolerance(op, name, atol, rtol):
 def _singular_values(A, hermitian):
     """A's singular values as an array (Hermitian A: its eigenvalues' absolute values, from its lower triangle)."""
     if hermitian:
-        return xp.abs(xp.linalg.eigvalsh(A._data))
-    return xp.linalg.svd(A._data, compute_uv=False)
+        with converging(A._data, "linalg.eigh"):
+            return xp.abs(xp.linalg.eigvalsh(A._data))
+    with converging(A._data, "linalg.svd", "singular values"):
+        return xp.linalg.svd(A._data, compute_uv=False)
 
 
 def _relative_tolerance(A, atol, rtol, hermitian):
@@ -220,6 +226,19 @@ def matrix_rank(input, tol=None, hermitian=False, *, atol=None, rtol=None, out=N
 LSTSQ_DRIVERS = ("gels", "gelsy", "gelsd", "gelss")
 
 
+def _require_full_rank(A):
+    """gels's refusal: it solves by QR (LQ for a wide A) and stops at an exact zero on R's diagonal, reporting its
+    1-based index (an all-zero A it answers with zeros, LAPACK's early return)."""
+    a = A._data if A.shape[-2] >= A.shape[-1] else xp.conj(xp.swapaxes(A._data, -1, -2))  # (LQ of A: QR of Aᴴ)
+    zeros = xp.diagonal(xp.linalg.qr(a, mode="r"), 0, -2, -1) == 0
+    info = xp.where(zeros.any(-1) & xp.any(a != 0, axis=(-2, -1)), zeros.argmax(-1) + 1, 0)
+    if info.any():
+        where, order = first_failure(info)
+        raise LinAlgError(f"torch.linalg.lstsq: {where}The least squares solution could not be computed because the "
+                          f"input matrix does not have full rank (error code: {order}).")
+
+
+
 @refuses_half(FLOAT_OR_DOUBLE)
 def lstsq(input, b, rcond=None, *, driver=None, out=None):
     """X minimising ‖AX - B‖ (the one of least norm where several do): A⁺ B. The other outputs are
@@ -248,6 +267,8 @@ def lstsq(input, b, rcond=None, *, driver=None, out=None):
         which = -1 if is_vector_rhs(A, b) else -2
         raise RuntimeError(f"torch.linalg.lstsq: input.size(-2) should match other.size({which}) "
                            f"(got shapes {tuple(A.shape)} and {tuple(b.shape)})")
+    if driver == "gels" and A.numel():
+        _require_full_rank(A)
     solution = matmul(pinv(A, rtol=rcond), B)
     empty = Tensor._make(xp.zeros((0,), dtype=A.dtype))
     rank = matrix_rank(A, rtol=rcond) if driver != "gels" else Tensor._make(xp.zeros((0,), dtype=int64))
@@ -257,6 +278,6 @@ def lstsq(input, b, rcond=None, *, driver=None, out=None):
         residuals = (matmul(A, solution) - B).abs().square().sum(-2)  # (a vector B keeps its column: (1,))
     singular_values = empty
     if driver in ("gelsd", "gelss"):
-        singular_values = Tensor._make(xp.linalg.svd(A._data, compute_uv=False))
+        singular_values = Tensor._make(_singular_values(A, False))
     result = LstsqResult(solution.squeeze(-1) if vector else solution, residuals, rank, singular_values)
     return write_out(result, out)
