@@ -1507,3 +1507,386 @@ def test_gaussian_filter_and_laplacian_by_hand():
     const = torch.full((1, 2, 5, 6, 7), 3.0, dtype=torch.float64)
     for mode in ("reflect", "replicate", "circular"):
         np.testing.assert_allclose(gaussian_filter(OURS, const, (1.0, 1.0, 1.0), mode).numpy(), 3.0, rtol=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------
+# nnU-Net's training step: PlainConvUNet with deep supervision, MemoryEfficientSoftDiceLoss (a bool one-hot by
+# scatter_), RobustCrossEntropyLoss, a PolyLR scheduler subclass, SGD Nesterov 0.99, gradient clipping, and
+# mirroring test-time augmentation
+# ----------------------------------------------------------------------------------------------
+
+
+def plain_conv_unet(m):
+    nn = m.nn
+
+    class ConvDropoutNormReLU(nn.Module):
+        def __init__(self, input_channels, output_channels, kernel_size, stride):
+            super().__init__()
+            self.conv = nn.Conv3d(input_channels, output_channels, kernel_size, stride,
+                                  padding=[(i - 1) // 2 for i in kernel_size], dilation=1, bias=True)
+            self.norm = nn.InstanceNorm3d(output_channels, eps=1e-5, affine=True)
+            self.nonlin = nn.LeakyReLU(inplace=True)
+            self.all_modules = nn.Sequential(self.conv, self.norm, self.nonlin)
+
+        def forward(self, x):
+            return self.all_modules(x)
+
+    class StackedConvBlocks(nn.Module):
+        def __init__(self, num_convs, input_channels, output_channels, kernel_size, initial_stride):
+            super().__init__()
+            self.convs = nn.Sequential(
+                ConvDropoutNormReLU(input_channels, output_channels, kernel_size, initial_stride),
+                *[ConvDropoutNormReLU(output_channels, output_channels, kernel_size, 1) for i in range(1, num_convs)])
+
+        def forward(self, x):
+            return self.convs(x)
+
+    class PlainConvUNet(nn.Module):
+        def __init__(self, input_channels=1, features=(4, 8, 8), kernel_sizes=((1, 3, 3), (3, 3, 3), (3, 3, 3)),
+                     strides=((1, 1, 1), (1, 2, 2), (2, 2, 2)), num_classes=3, deep_supervision=True):
+            super().__init__()
+            self.deep_supervision = deep_supervision
+            stages = []
+            for s in range(len(features)):
+                stages.append(StackedConvBlocks(2, input_channels, features[s], kernel_sizes[s], strides[s]))
+                input_channels = features[s]
+            self.stages = nn.Sequential(*stages)
+            transpconvs, dec_stages, seg_layers = [], [], []
+            for s in range(1, len(features)):
+                below, skip = features[-s], features[-(s + 1)]
+                stride_for_transpconv = strides[-s]
+                transpconvs.append(nn.ConvTranspose3d(below, skip, stride_for_transpconv, stride_for_transpconv, bias=True))
+                dec_stages.append(StackedConvBlocks(2, 2 * skip, skip, kernel_sizes[-(s + 1)], 1))
+                seg_layers.append(nn.Conv3d(skip, num_classes, 1, 1, 0, bias=True))
+            self.transpconvs = nn.ModuleList(transpconvs)
+            self.dec_stages = nn.ModuleList(dec_stages)
+            self.seg_layers = nn.ModuleList(seg_layers)
+
+        def forward(self, x):
+            skips = []
+            for s in self.stages:
+                x = s(x)
+                skips.append(x)
+            lres_input = skips[-1]
+            seg_outputs = []
+            for s in range(len(self.dec_stages)):
+                x = self.transpconvs[s](lres_input)
+                x = m.torch.cat((x, skips[-(s + 2)]), 1)
+                x = self.dec_stages[s](x)
+                if self.deep_supervision:
+                    seg_outputs.append(self.seg_layers[s](x))
+                elif s == (len(self.dec_stages) - 1):
+                    seg_outputs.append(self.seg_layers[-1](x))
+                lres_input = x
+            seg_outputs = seg_outputs[::-1]
+            return seg_outputs if self.deep_supervision else seg_outputs[0]
+
+    class InitWeights_He:
+        def __init__(self, neg_slope=1e-2):
+            self.neg_slope = neg_slope
+
+        def __call__(self, module):
+            if isinstance(module, (nn.Conv3d, nn.ConvTranspose3d)):
+                module.weight = nn.init.kaiming_normal_(module.weight, a=self.neg_slope)
+                if module.bias is not None:
+                    module.bias = nn.init.constant_(module.bias, 0)
+
+    net = PlainConvUNet()
+    net.apply(InitWeights_He(1e-2))
+    return net
+
+
+def nnunet_training(m, weights):
+    torch, nn, optim = m.torch, m.nn, m.optim
+
+    class MemoryEfficientSoftDiceLoss(nn.Module):
+        def __init__(self, apply_nonlin=None, batch_dice=False, do_bg=True, smooth=1.0):
+            super().__init__()
+            self.do_bg, self.batch_dice, self.apply_nonlin, self.smooth = do_bg, batch_dice, apply_nonlin, smooth
+
+        def forward(self, x, y, loss_mask=None):
+            if self.apply_nonlin is not None:
+                x = self.apply_nonlin(x)
+            axes = tuple(range(2, x.ndim))
+            with torch.no_grad():
+                if x.ndim != y.ndim:
+                    y = y.view((y.shape[0], 1, *y.shape[1:]))
+                if x.shape == y.shape:
+                    y_onehot = y
+                else:
+                    y_onehot = torch.zeros(x.shape, device=x.device, dtype=torch.bool)
+                    y_onehot.scatter_(1, y.long(), 1)
+                if not self.do_bg:
+                    y_onehot = y_onehot[:, 1:]
+                sum_gt = y_onehot.sum(axes) if loss_mask is None else (y_onehot * loss_mask).sum(axes)
+            if not self.do_bg:
+                x = x[:, 1:]
+            intersect = (x * y_onehot).sum(axes)
+            sum_pred = x.sum(axes)
+            if self.batch_dice:
+                intersect, sum_pred, sum_gt = intersect.sum(0), sum_pred.sum(0), sum_gt.sum(0)
+            dc = (2 * intersect + self.smooth) / (torch.clip(sum_gt + sum_pred + self.smooth, 1e-8))
+            return -dc.mean()
+
+    class RobustCrossEntropyLoss(nn.CrossEntropyLoss):
+        def forward(self, input, target):
+            if target.ndim == input.ndim:
+                assert target.shape[1] == 1
+                target = target[:, 0]
+            return super().forward(input, target.long())
+
+    class DC_and_CE_loss(nn.Module):
+        def __init__(self, weight_ce=1, weight_dice=1, ignore_label=None):
+            super().__init__()
+            self.weight_dice, self.weight_ce, self.ignore_label = weight_dice, weight_ce, ignore_label
+            self.ce = RobustCrossEntropyLoss()
+            self.dc = MemoryEfficientSoftDiceLoss(apply_nonlin=lambda x: torch.softmax(x, 1), batch_dice=True, do_bg=False,
+                                                  smooth=1e-5)
+
+        def forward(self, net_output, target):
+            dc_loss = self.dc(net_output, target) if self.weight_dice != 0 else 0
+            ce_loss = self.ce(net_output, target[:, 0]) if self.weight_ce != 0 else 0
+            return self.weight_ce * ce_loss + self.weight_dice * dc_loss
+
+    class DeepSupervisionWrapper(nn.Module):
+        def __init__(self, loss, weight_factors=None):
+            super().__init__()
+            assert any([x != 0 for x in weight_factors]), "At least one weight factor should be != 0.0"
+            self.weight_factors = tuple(weight_factors)
+            self.loss = loss
+
+        def forward(self, *args):
+            assert all([isinstance(i, (tuple, list)) for i in args])
+            weights = self.weight_factors if self.weight_factors is not None else (1,) * len(args[0])
+            return sum([weights[i] * self.loss(*inputs) for i, inputs in enumerate(zip(*args)) if weights[i] != 0.0])
+
+    class PolyLRScheduler(optim.lr_scheduler._LRScheduler):
+        def __init__(self, optimizer, initial_lr, max_steps, exponent=0.9, current_step=None):
+            self.optimizer = optimizer
+            self.initial_lr = initial_lr
+            self.max_steps = max_steps
+            self.exponent = exponent
+            self.ctr = 0
+            super().__init__(optimizer, current_step if current_step is not None else -1)
+
+        def step(self, current_step=None):
+            if current_step is None or current_step == -1:
+                current_step = self.ctr
+                self.ctr += 1
+            new_lr = self.initial_lr * (1 - current_step / self.max_steps) ** self.exponent
+            for param_group in self.optimizer.param_groups:
+                param_group["lr"] = new_lr
+            self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+
+    network = load(m, plain_conv_unet(m), weights).double()
+    deep_supervision_scales = [[1, 1, 1], [1, 0.5, 0.5], [0.5, 0.25, 0.25]]
+    weights_ds = np.array([1 / (2 ** i) for i in range(len(deep_supervision_scales))])
+    weights_ds = weights_ds / weights_ds.sum()
+    loss = DeepSupervisionWrapper(DC_and_CE_loss(), weights_ds)
+    optimizer = optim.SGD(network.parameters(), 1e-2, weight_decay=3e-5, momentum=0.99, nesterov=True)
+    lr_scheduler = PolyLRScheduler(optimizer, 1e-2, 10)
+    images, labels = volumes(n=2, seed=15)
+    data = torch.from_numpy(images)
+    seg = torch.from_numpy(labels).unsqueeze(1).double()
+    # the targets of the lower resolutions, as nnU-Net's DownsampleSegForDSTransform2 (nearest, order 0)
+    target = [m.F.interpolate(seg, scale_factor=tuple(s), mode="nearest-exact") if s != [1, 1, 1] else seg
+              for s in deep_supervision_scales]
+    history, lrs = [], []
+    for epoch in range(4):
+        network.train()
+        lr_scheduler.step(epoch)
+        optimizer.zero_grad(set_to_none=True)
+        output = network(data)
+        l = loss(output, target)
+        l.backward()
+        norm = nn.utils.clip_grad_norm_(network.parameters(), 12)
+        optimizer.step()
+        history.append(l.detach().cpu().numpy().item())
+        lrs.append(optimizer.param_groups[0]["lr"])
+    # validation with mirroring: the prediction averaged over every flip of the spatial axes
+    network.eval()
+    network.deep_supervision = False
+    with torch.no_grad():
+        prediction = network(data)
+        mirror_axes = (0, 1, 2)
+        axes_combinations = [c for i in range(len(mirror_axes)) for c in itertools.combinations([m_ + 2 for m_ in mirror_axes], i + 1)]
+        for axes in axes_combinations:
+            prediction += torch.flip(network(torch.flip(data, axes)), axes)
+        prediction /= (len(axes_combinations) + 1)
+    return {"history": history, "lrs": lrs, "norm": norm, "prediction": prediction,
+            "targets": [tuple(t.shape) for t in target], "seg": prediction.argmax(1)}
+
+
+def test_nnunet_training_step_with_deep_supervision_and_mirroring():
+    weights = weights_of(plain_conv_unet)
+    ours, _ = run_both(nnunet_training, weights, rtol=1e-7, atol=1e-9)
+    assert ours["targets"] == [(2, 1, 8, 8, 8), (2, 1, 8, 4, 4), (2, 1, 4, 2, 2)]
+    np.testing.assert_allclose(ours["lrs"], [1e-2 * (1 - e / 10) ** 0.9 for e in range(4)], rtol=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------
+# MONAI's registration and topology losses: soft-clDice (soft skeletons by asymmetric max_pool3d), 3-D SSIM,
+# global mutual information (Parzen windows and bmm), bending energy; a Hausdorff metric by cdist on boundaries
+# ----------------------------------------------------------------------------------------------
+
+
+def soft_erode(m, img):
+    F = m.F
+    p1 = -F.max_pool3d(-img, (3, 1, 1), (1, 1, 1), (1, 0, 0))
+    p2 = -F.max_pool3d(-img, (1, 3, 1), (1, 1, 1), (0, 1, 0))
+    p3 = -F.max_pool3d(-img, (1, 1, 3), (1, 1, 1), (0, 0, 1))
+    return m.torch.min(m.torch.min(p1, p2), p3)
+
+
+def soft_dilate(m, img):
+    return m.F.max_pool3d(img, (3, 3, 3), (1, 1, 1), (1, 1, 1))
+
+
+def soft_skel(m, img, iter_):
+    F = m.F
+    img1 = soft_dilate(m, soft_erode(m, img))
+    skel = F.relu(img - img1)
+    for j in range(iter_):
+        img = soft_erode(m, img)
+        img1 = soft_dilate(m, soft_erode(m, img))
+        delta = F.relu(img - img1)
+        skel = skel + F.relu(delta - skel * delta)
+    return skel
+
+
+def soft_cldice(m, y_true, y_pred, iter_=2, smooth=1.0):
+    torch = m.torch
+    skel_pred = soft_skel(m, y_pred, iter_)
+    skel_true = soft_skel(m, y_true, iter_)
+    tprec = (torch.sum(torch.multiply(skel_pred, y_true)[:, 1:, ...]) + smooth) / (torch.sum(skel_pred[:, 1:, ...]) + smooth)
+    tsens = (torch.sum(torch.multiply(skel_true, y_pred)[:, 1:, ...]) + smooth) / (torch.sum(skel_true[:, 1:, ...]) + smooth)
+    return 1.0 - 2.0 * (tprec * tsens) / (tprec + tsens)
+
+
+def ssim3d(m, x, y, data_range=1.0, win_size=5, sigma=1.5, k1=0.01, k2=0.03):
+    torch, F = m.torch, m.F
+    g = gaussian_kernel_1d(m, sigma, truncated=(win_size // 2) / sigma)
+    kernel = torch.einsum("i,j,k->ijk", g, g, g).to(x.dtype)
+    kernel = kernel.expand(x.shape[1], 1, *kernel.shape)
+    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
+    conv = lambda t: F.conv3d(t, kernel, groups=x.shape[1])
+    mu_x, mu_y = conv(x), conv(y)
+    sigma_x = conv(x * x) - mu_x * mu_x
+    sigma_y = conv(y * y) - mu_y * mu_y
+    sigma_xy = conv(x * y) - mu_x * mu_y
+    ssim = ((2 * mu_x * mu_y + c1) * (2 * sigma_xy + c2)) / ((mu_x ** 2 + mu_y ** 2 + c1) * (sigma_x + sigma_y + c2))
+    return ssim.view(x.shape[0], -1).mean(1)
+
+
+def global_mutual_information(m, target, pred, num_bins=8, sigma_ratio=0.5, smooth_nr=1e-7, smooth_dr=1e-7):
+    torch = m.torch
+    bin_centers = torch.linspace(0.0, 1.0, num_bins, dtype=pred.dtype)
+    sigma = torch.mean(bin_centers[1:] - bin_centers[:-1]) * sigma_ratio
+    preterm = 1 / (2 * sigma ** 2)
+
+    def parzen_windowing(img):
+        img = torch.clamp(img, 0, 1)
+        img = img.reshape(img.shape[0], -1, 1)
+        weight = torch.exp(-preterm.to(img) * (img - bin_centers) ** 2)
+        weight = weight / torch.sum(weight, dim=-1, keepdim=True)
+        probability = torch.mean(weight, dim=-2, keepdim=True)
+        return weight, probability
+
+    wa, pa = parzen_windowing(pred)
+    wb, pb = parzen_windowing(target)
+    pab = torch.bmm(wa.permute(0, 2, 1), wb.to(wa)).div(wa.shape[1])
+    papb = torch.bmm(pa.permute(0, 2, 1), pb.to(pa))
+    mi = torch.sum(pab * torch.log((pab + smooth_nr) / (papb + smooth_dr) + smooth_dr), dim=(1, 2))
+    return -torch.mean(mi)
+
+
+def spatial_gradient(x, dim):
+    """The central difference along dim, the other spatial dims cropped by one voxel at each end."""
+    slice_1, slice_2_s, slice_2_e, slice_all = slice(1, -1), slice(2, None), slice(None, -2), slice(None)
+    slicing_s, slicing_e = [slice_all, slice_all], [slice_all, slice_all]
+    for d in range(2, x.ndim):
+        slicing_s.append(slice_2_s if d == dim else slice_1)
+        slicing_e.append(slice_2_e if d == dim else slice_1)
+    return (x[tuple(slicing_s)] - x[tuple(slicing_e)]) / 2.0
+
+
+def bending_energy(m, pred):
+    energy = 0
+    first_order = [spatial_gradient(pred, dim) for dim in range(2, pred.ndim)]
+    for dim_1, g in enumerate(first_order):
+        dim_1 += 2
+        energy = spatial_gradient(g, dim_1) ** 2 + energy
+        for dim_2 in range(dim_1 + 1, pred.ndim):
+            energy = 2 * spatial_gradient(g, dim_2) ** 2 + energy
+    return energy.mean()
+
+
+def boundary(m, mask):
+    return mask - soft_erode(m, mask) > 0.5
+
+
+def hausdorff(m, a, b, percentile=95):
+    torch = m.torch
+    pa = torch.nonzero(boundary(m, a)[0, 0]).double()
+    pb = torch.nonzero(boundary(m, b)[0, 0]).double()
+    d = torch.cdist(pa, pb)
+    return torch.quantile(torch.cat([d.min(1).values, d.min(0).values]), percentile / 100.0)
+
+
+def warper(m):
+    nn = m.nn
+    return nn.Sequential(nn.Conv3d(2, 4, 3, padding=1), nn.LeakyReLU(0.2), nn.Conv3d(4, 3, 3, padding=1))
+
+
+def registration_losses(m, weights):
+    torch, F, optim = m.torch, m.F, m.optim
+    net = load(m, warper(m), weights).double()
+    moving, fixed = (torch.from_numpy(a.astype(np.float64)).clamp(0, 1) for a in registration_pair(seed=1))
+    identity = F.affine_grid(torch.eye(3, 4, dtype=torch.float64).unsqueeze(0), list(moving.shape), align_corners=True)
+    optimizer = optim.Adam(net.parameters(), lr=1e-3)
+    history = []
+    for step in range(3):
+        optimizer.zero_grad()
+        ddf = 0.1 * net(torch.cat([moving, fixed], 1))
+        warped = F.grid_sample(moving, identity + ddf.permute(0, 2, 3, 4, 1), align_corners=True, padding_mode="border")
+        mi = global_mutual_information(m, fixed, warped)
+        ssim = 1 - ssim3d(m, warped, fixed).mean()
+        be = bending_energy(m, ddf)
+        loss = mi + ssim + 0.5 * be
+        loss.backward()
+        optimizer.step()
+        history.append([mi.item(), ssim.item(), be.item()])
+    # topology-aware segmentation loss on soft masks
+    images, labels = volumes(n=1, classes=2, seed=16)
+    truth = m.F.one_hot(torch.from_numpy(labels), 2).permute(0, 4, 1, 2, 3).double()
+    logits = torch.from_numpy(images).repeat(1, 2, 1, 1, 1).mul(torch.tensor([-2.0, 2.0], dtype=torch.float64).view(1, 2, 1, 1, 1))
+    logits.requires_grad_(True)
+    cl = soft_cldice(m, truth, logits.softmax(1))
+    cl.backward()
+    a = (torch.from_numpy(labels[:1]) > 0).double().unsqueeze(1)
+    b = torch.roll(a, shifts=(1, -1), dims=(2, 4))
+    return {"history": history, "warped": warped, "grad": net[2].weight.grad, "cldice": cl, "cl_grad": logits.grad,
+            "skel": soft_skel(m, truth, 2), "hd95": hausdorff(m, a, b)}
+
+
+def test_monai_registration_and_topology_losses():
+    weights = weights_of(warper)
+    ours, _ = run_both(registration_losses, weights, rtol=1e-8, atol=1e-10)
+    assert ours["history"][-1][0] < ours["history"][0][0] + 1e-3  # MI does not get worse in 3 small steps
+
+
+def test_losses_by_hand():
+    """SSIM of a volume with itself is 1; the bending energy of an affine field is 0; the soft skeleton of a binary
+    mask lies inside it; the Hausdorff distance of a mask shifted by one voxel along two axes is at most sqrt(2)."""
+    torch = OURS.torch
+    x = torch.from_numpy(np.random.default_rng(0).uniform(0, 1, (2, 1, 8, 8, 8)))
+    np.testing.assert_allclose(ssim3d(OURS, x, x).numpy(), 1.0, rtol=1e-12)
+    g = np.stack(np.meshgrid(*[np.arange(8.0)] * 3, indexing="ij"))
+    field = torch.from_numpy(np.einsum("ij,jdhw->idhw", np.random.default_rng(1).standard_normal((3, 3)), g)[None] + 0.5)
+    assert abs(bending_energy(OURS, field).item()) < 1e-20
+    _, labels = volumes(n=1, classes=2, seed=16)
+    mask = torch.from_numpy((labels[:, None] > 0).astype(np.float64))
+    skel = soft_skel(OURS, mask, 3).numpy()
+    assert (skel[mask.numpy() == 0] == 0).all() and skel.max() == 1
+    b = torch.roll(mask, shifts=(1, -1), dims=(2, 4))
+    assert 0 < hausdorff(OURS, mask, b).item() <= math.sqrt(2) + 1e-12
