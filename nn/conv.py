@@ -55,6 +55,7 @@ class _ConvNd(Module):
             self.padding = _tuple(padding, spatial, "padding")
         self.output_padding = _tuple(output_padding, spatial, "output_padding")
         self.padding_mode = padding_mode
+        self._reversed_padding_repeated_twice = self._reverse_repeat_padding(spatial)
         shape = ((in_channels, out_channels // groups) if self.transposed else
                  (out_channels, in_channels // groups)) + self.kernel_size
         self.weight = Parameter(autograd.empty(*shape, dtype=dtype))
@@ -68,18 +69,26 @@ class _ConvNd(Module):
             bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
             init.uniform_(self.bias, -bound, bound)
 
+    def _reverse_repeat_padding(self, spatial):
+        """The padding as F.pad takes it, last dim first, (left, right) per dim: PyTorch's
+        ``_reversed_padding_repeated_twice``, which its layers (and layers written after them, overriding
+        ``_conv_forward``) pass to F.pad for the padding modes other than zeros. 'same' puts the odd one on the
+        right; 'valid' pads nothing."""
+        if self.padding == "valid":
+            pairs = [(0, 0)] * spatial
+        elif self.padding == "same":
+            before, extra = _same_padding(self.kernel_size, self.dilation)
+            pairs = [(b, b + e) for b, e in zip(before, extra)]
+        else:
+            pairs = [(p, p) for p in self.padding]
+        return tuple(amount for pair in reversed(pairs) for amount in pair)
+
     def _padded_input(self, input):
         """For padding modes other than zeros: pad by copying values first (F.pad), then convolve with no
         padding."""
         if self.padding_mode == "zeros" or self.padding == "valid":
             return input, self.padding
-        if self.padding == "same":
-            before, extra = _same_padding(self.kernel_size, self.dilation)
-            pairs = [(b, b + e) for b, e in zip(before, extra)]
-        else:
-            pairs = [(p, p) for p in self.padding]
-        amounts = [amount for pair in reversed(pairs) for amount in pair]  # F.pad lists the last dim first
-        return F.pad(input, amounts, self.padding_mode), 0
+        return F.pad(input, self._reversed_padding_repeated_twice, self.padding_mode), 0
 
     def extra_repr(self):
         text = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "

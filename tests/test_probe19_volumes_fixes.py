@@ -1,0 +1,73 @@
+"""Focused tests of what the 3-D volumetric programs (tests/test_programs_probe19_volumes.py) found, each run on
+chainrule and on PyTorch (the ``T`` fixture): the hooks that layers written after PyTorch's own reach for."""
+
+import importlib
+
+import numpy as np
+import pytest
+
+
+def nn_of(T):
+    return importlib.import_module("nn" if T.__name__ == "autograd" else "torch.nn")
+
+
+@pytest.mark.parametrize("padding, dilation, want", [
+    ((1, 2, 0), 1, (0, 0, 2, 2, 1, 1)),
+    (2, 1, (2, 2, 2, 2, 2, 2)),
+    ("same", (1, 1, 2), (1, 1, 1, 2, 1, 1)),  # kernel (3, 4, 2): the odd one on the right
+    ("valid", 1, (0, 0, 0, 0, 0, 0)),
+])
+def test_conv3d_reversed_padding_repeated_twice(T, padding, dilation, want):
+    nn = nn_of(T)
+    conv = nn.Conv3d(1, 1, (3, 4, 2), padding=padding, dilation=dilation, padding_mode="reflect")
+    assert tuple(conv._reversed_padding_repeated_twice) == want
+    assert tuple(nn.ConvTranspose3d(1, 1, 3, padding=(1, 2, 0))._reversed_padding_repeated_twice) == (0, 0, 2, 2, 1, 1)
+
+
+def test_a_conv_forward_written_after_pytorchs_pads_with_it(T):
+    """A layer that overrides _conv_forward as PyTorch's own is written (weight standardisation, quantised weights)
+    pads by ``_reversed_padding_repeated_twice`` for the padding modes other than zeros."""
+    nn = nn_of(T)
+    F = nn.functional
+
+    class ScaledConv3d(nn.Conv3d):
+        def _conv_forward(self, input, weight, bias):
+            if self.padding_mode != "zeros":
+                return F.conv3d(F.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode),
+                                2 * weight, bias, self.stride, 0, self.dilation, self.groups)
+            return F.conv3d(input, 2 * weight, bias, self.stride, self.padding, self.dilation, self.groups)
+
+    conv = ScaledConv3d(1, 1, 3, padding=(1, 0, 2), padding_mode="circular", bias=False)
+    with T.no_grad():
+        conv.weight.copy_(T.tensor(np.arange(27.0).reshape(1, 1, 3, 3, 3)))
+    x = T.tensor(np.arange(4 * 5 * 3, dtype=np.float32).reshape(1, 1, 4, 5, 3))
+    padded = np.pad(x.numpy()[0, 0], [(1, 1), (0, 0), (2, 2)], mode="wrap")
+    want = np.array([[[2 * (padded[i:i + 3, j:j + 3, k:k + 3] * np.arange(27.0).reshape(3, 3, 3)).sum()
+                       for k in range(5)] for j in range(3)] for i in range(4)])
+    np.testing.assert_allclose(conv(x).detach().numpy()[0, 0], want, rtol=1e-6)
+
+
+def test_a_batch_norm_subclass_checks_its_own_input_dims(T):
+    """V-Net's ContBatchNorm3d subclasses _BatchNorm with only a _check_input_dim of its own: forward calls it
+    (a 5-D input passes, a 4-D one gets its message), and _BatchNorm alone has none (NotImplementedError)."""
+    nn = nn_of(T)
+    _BatchNorm = nn.modules.batchnorm._BatchNorm
+
+    class ContBatchNorm3d(_BatchNorm):
+        def _check_input_dim(self, input):
+            if input.dim() != 5:
+                raise ValueError(f"expected 5D input (got {input.dim()}D input)")
+
+    bn = ContBatchNorm3d(2)
+    x = T.tensor(np.arange(2 * 2 * 8, dtype=np.float32).reshape(2, 2, 2, 2, 2))
+    y = bn(x).detach().numpy()
+    xs = x.numpy()
+    mean, var = xs.mean((0, 2, 3, 4), keepdims=True), xs.var((0, 2, 3, 4), keepdims=True)
+    np.testing.assert_allclose(y, (xs - mean) / np.sqrt(var + 1e-5), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(bn.running_mean.numpy(), 0.1 * mean.ravel(), rtol=1e-6)
+    with pytest.raises(ValueError, match=r"expected 5D input \(got 4D input\)"):
+        bn(x[0])
+    with pytest.raises(NotImplementedError):
+        _BatchNorm(2)(x)
+    with pytest.raises(ValueError, match="expects input of 5 dims|expected 5D input"):
+        nn.BatchNorm3d(2)(x[0])
