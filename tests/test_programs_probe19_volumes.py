@@ -1,4 +1,4 @@
-# ruff: noqa: B007, B008, B023, E741, E501, E731, F841, N806, UP004, UP008, UP018, UP031  (the programs are kept as their authors wrote them)
+# ruff: noqa: B007, B008, B023, E741, E501, E731, F841, N806, UP004, UP008, UP018, UP031, UP032  (the programs are kept as their authors wrote them)
 """3-D volumetric programs as medical-imaging and video code writes them (see tests/pytorch_programs.py), each run
 on chainrule and on PyTorch from the same weights, comparing values, gradients and short training trajectories,
 and checked without PyTorch against known values.
@@ -2168,3 +2168,238 @@ def test_tsm_nonlocal_and_x3d_blocks():
     np.testing.assert_array_equal(s[:, -1, :2], 0)
     np.testing.assert_array_equal(s[:, 1:, 2:4], x[:, :-1, 2:4])
     np.testing.assert_array_equal(s[:, :, 4:], x[:, :, 4:])
+
+
+# ----------------------------------------------------------------------------------------------
+# V-Net (Milletari et al., as vnet.pytorch writes it): ContBatchNorm3d, a _BatchNorm subclass with its own
+# _check_input_dim that always normalises by the batch; 5x5x5 convolutions, ELU, strided down / transposed up
+# convolutions, Dropout3d, and a softmax over voxels flattened to (N*D*H*W, 2)
+# ----------------------------------------------------------------------------------------------
+
+
+def vnet(m):
+    nn, F, torch = m.nn, m.F, m.torch
+
+    class ContBatchNorm3d(nn.modules.batchnorm._BatchNorm):
+        def _check_input_dim(self, input):
+            if input.dim() != 5:
+                raise ValueError("expected 5D input (got {}D input)".format(input.dim()))
+
+        def forward(self, input):
+            self._check_input_dim(input)
+            return F.batch_norm(input, self.running_mean, self.running_var, self.weight, self.bias, True, self.momentum,
+                                self.eps)
+
+    def ELUCons(elu, nchan):
+        return nn.ELU(inplace=True) if elu else nn.PReLU(nchan)
+
+    class LUConv(nn.Module):
+        def __init__(self, nchan, elu):
+            super().__init__()
+            self.relu1 = ELUCons(elu, nchan)
+            self.conv1 = nn.Conv3d(nchan, nchan, kernel_size=5, padding=2)
+            self.bn1 = ContBatchNorm3d(nchan)
+
+        def forward(self, x):
+            return self.relu1(self.bn1(self.conv1(x)))
+
+    def _make_nConv(nchan, depth, elu):
+        return nn.Sequential(*[LUConv(nchan, elu) for _ in range(depth)])
+
+    class InputTransition(nn.Module):
+        def __init__(self, outChans, elu):
+            super().__init__()
+            self.conv1 = nn.Conv3d(1, 4, kernel_size=5, padding=2)
+            self.bn1 = ContBatchNorm3d(4)
+            self.relu1 = ELUCons(elu, 4)
+
+        def forward(self, x):
+            out = self.bn1(self.conv1(x))
+            x4 = torch.cat((x, x, x, x), 1)
+            return self.relu1(torch.add(out, x4))
+
+    class DownTransition(nn.Module):
+        def __init__(self, inChans, nConvs, elu, dropout=False):
+            super().__init__()
+            outChans = 2 * inChans
+            self.down_conv = nn.Conv3d(inChans, outChans, kernel_size=2, stride=2)
+            self.bn1 = ContBatchNorm3d(outChans)
+            self.do1 = nn.Identity()
+            self.relu1 = ELUCons(elu, outChans)
+            self.relu2 = ELUCons(elu, outChans)
+            if dropout:
+                self.do1 = nn.Dropout3d()
+            self.ops = _make_nConv(outChans, nConvs, elu)
+
+        def forward(self, x):
+            down = self.relu1(self.bn1(self.down_conv(x)))
+            out = self.do1(down)
+            out = self.ops(out)
+            return self.relu2(torch.add(out, down))
+
+    class UpTransition(nn.Module):
+        def __init__(self, inChans, outChans, nConvs, elu):
+            super().__init__()
+            self.up_conv = nn.ConvTranspose3d(inChans, outChans // 2, kernel_size=2, stride=2)
+            self.bn1 = ContBatchNorm3d(outChans // 2)
+            self.relu1 = ELUCons(elu, outChans // 2)
+            self.relu2 = ELUCons(elu, outChans)
+            self.ops = _make_nConv(outChans, nConvs, elu)
+
+        def forward(self, x, skipx):
+            out = self.relu1(self.bn1(self.up_conv(x)))
+            xcat = torch.cat((out, skipx), 1)
+            out = self.ops(xcat)
+            return self.relu2(torch.add(out, xcat))
+
+    class OutputTransition(nn.Module):
+        def __init__(self, inChans, elu, nll):
+            super().__init__()
+            self.conv1 = nn.Conv3d(inChans, 2, kernel_size=5, padding=2)
+            self.bn1 = ContBatchNorm3d(2)
+            self.conv2 = nn.Conv3d(2, 2, kernel_size=1)
+            self.relu1 = ELUCons(elu, 2)
+            self.softmax = F.log_softmax if nll else F.softmax
+
+        def forward(self, x):
+            out = self.relu1(self.bn1(self.conv1(x)))
+            out = self.conv2(out)
+            out = out.permute(0, 2, 3, 4, 1).contiguous()
+            out = out.view(out.numel() // 2, 2)
+            return self.softmax(out, dim=1)
+
+    class VNet(nn.Module):
+        def __init__(self, elu=True, nll=False):
+            super().__init__()
+            self.in_tr = InputTransition(4, elu)
+            self.down_tr32 = DownTransition(4, 1, elu)
+            self.down_tr64 = DownTransition(8, 1, elu)
+            self.up_tr64 = UpTransition(16, 16, 1, elu)
+            self.up_tr32 = UpTransition(16, 8, 1, elu)
+            self.out_tr = OutputTransition(8, elu, nll)
+
+        def forward(self, x):
+            out16 = self.in_tr(x)
+            out32 = self.down_tr32(out16)
+            out64 = self.down_tr64(out32)
+            out = self.up_tr64(out64, out32)
+            out = self.up_tr32(out, out16)
+            return self.out_tr(out)
+
+    return VNet(elu=False, nll=True)
+
+
+def vnet_training(m, weights):
+    torch, F, optim = m.torch, m.F, m.optim
+    model = load(m, vnet(m), weights).double()
+    images, labels = volumes(n=2, classes=2, seed=19)
+    data, target = torch.from_numpy(images), torch.from_numpy(labels)
+    bg_weight = (target == 0).double().mean()
+    weights_ = torch.stack([1 - bg_weight, bg_weight])
+    optimizer = optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-8)
+    history = []
+    for step in range(3):
+        optimizer.zero_grad()
+        output = model(data)
+        target_flat = target.view(target.numel())
+        loss = F.nll_loss(output, target_flat, weight=weights_)
+        loss.backward()
+        optimizer.step()
+        pred = output.data.max(1)[1]
+        incorrect = pred.ne(target_flat).sum()
+        history.append((loss.item(), incorrect.item()))
+    return {"history": history, "output": output, "prelu": model.up_tr32.relu2.weight,
+            "running": model.down_tr64.bn1.running_var}
+
+
+def test_vnet_with_cont_batch_norm_subclass():
+    weights = weights_of(vnet)
+    ours, _ = run_both(vnet_training, weights, rtol=1e-7, atol=1e-9)
+    assert ours["output"].shape == (2 * 512, 2)
+    np.testing.assert_allclose(np.exp(ours["output"]).sum(1), 1.0, rtol=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------
+# A 3-D ResNet with weight-standardised convolutions (BiT's StdConv, written over Conv3d._conv_forward with
+# _reversed_padding_repeated_twice for its reflect padding) and GroupNorm, trained with gradient accumulation
+# ----------------------------------------------------------------------------------------------
+
+
+def std_resnet3d(m):
+    nn, F, torch = m.nn, m.F, m.torch
+
+    class StdConv3d(nn.Conv3d):
+        def _conv_forward(self, input, weight, bias):
+            v, mu = torch.var_mean(weight, dim=[1, 2, 3, 4], keepdim=True, unbiased=False)
+            weight = (weight - mu) / torch.sqrt(v + 1e-10)
+            if self.padding_mode != "zeros":
+                return F.conv3d(F.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode),
+                                weight, bias, self.stride, (0, 0, 0), self.dilation, self.groups)
+            return F.conv3d(input, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+
+    class PreActBottleneck(nn.Module):
+        def __init__(self, cin, cout, cmid, stride=1):
+            super().__init__()
+            self.gn1 = nn.GroupNorm(2, cin)
+            self.conv1 = StdConv3d(cin, cmid, 1, bias=False)
+            self.gn2 = nn.GroupNorm(2, cmid)
+            self.conv2 = StdConv3d(cmid, cmid, 3, stride=stride, padding=1, bias=False, padding_mode="reflect")
+            self.gn3 = nn.GroupNorm(2, cmid)
+            self.conv3 = StdConv3d(cmid, cout, 1, bias=False)
+            self.relu = nn.ReLU(inplace=True)
+            if stride != 1 or cin != cout:
+                self.downsample = StdConv3d(cin, cout, 1, stride=stride, bias=False)
+
+        def forward(self, x):
+            out = self.relu(self.gn1(x))
+            residual = x
+            if hasattr(self, "downsample"):
+                residual = self.downsample(out)
+            out = self.conv1(out)
+            out = self.conv2(self.relu(self.gn2(out)))
+            out = self.conv3(self.relu(self.gn3(out)))
+            return out + residual
+
+    class ResNetV2_3D(nn.Module):
+        def __init__(self, num_classes=2):
+            super().__init__()
+            self.root = nn.Sequential(StdConv3d(1, 8, kernel_size=(3, 5, 5), stride=(1, 2, 2), padding=(1, 2, 2),
+                                                bias=False, padding_mode="replicate"),
+                                      nn.ConstantPad3d(1, 0), nn.MaxPool3d(kernel_size=3, stride=2))
+            self.body = nn.Sequential(PreActBottleneck(8, 16, 4), PreActBottleneck(16, 16, 4, stride=2))
+            self.head = nn.Sequential(nn.GroupNorm(2, 16), nn.ReLU(inplace=True), nn.AdaptiveAvgPool3d(output_size=1),
+                                      nn.Conv3d(16, num_classes, kernel_size=1, bias=True))
+
+        def forward(self, x):
+            x = self.head(self.body(self.root(x)))
+            assert x.shape[-3:] == (1, 1, 1)
+            return x[..., 0, 0, 0]
+
+    return ResNetV2_3D()
+
+
+def std_resnet_training(m, weights):
+    torch, F, optim = m.torch, m.F, m.optim
+    model = load(m, std_resnet3d(m), weights).double()
+    images, labels = volumes(n=4, classes=2, seed=20)
+    x = torch.from_numpy(images)
+    y = torch.tensor([0, 1, 1, 0])
+    optimizer = optim.SGD(model.parameters(), lr=0.003, momentum=0.9)
+    history = []
+    accum = 2
+    for step in range(2):
+        optimizer.zero_grad()
+        for micro in range(accum):
+            xb, yb = x[micro * 2:(micro + 1) * 2], y[micro * 2:(micro + 1) * 2]
+            loss = F.cross_entropy(model(xb), yb) / accum
+            loss.backward()
+            history.append(loss.item())
+        optimizer.step()
+    return {"history": history, "grad": model.body[1].conv2.weight.grad, "root": model.root[0].weight,
+            "logits": model(x), "pad": model.body[0].conv2._reversed_padding_repeated_twice}
+
+
+def test_weight_standardised_resnet3d_with_padding_modes():
+    weights = weights_of(std_resnet3d)
+    ours, _ = run_both(std_resnet_training, weights, rtol=1e-7, atol=1e-9)
+    assert tuple(ours["pad"]) == (1, 1, 1, 1, 1, 1)
