@@ -153,24 +153,35 @@ class _ConvTransposeNd(_ConvNd):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
                          padding_mode, spatial, output_padding, dtype=dtype)
 
-    def _output_padding(self, input, output_size):
+    def _output_padding(self, input, output_size, stride=None, padding=None, kernel_size=None, num_spatial_dims=None,
+                        dilation=None):
         """The output_padding that gives ``output_size`` (PyTorch's forward(input, output_size)):
         a strided transposed convolution can make several sizes; what each axis has beyond the
         smallest, which must stay below its stride (PyTorch's range: an output_padding below the dilation alone,
-        which conv_transpose accepts, is not reached through output_size)."""
+        which conv_transpose accepts, is not reached through output_size). PyTorch's signature, which the forward
+        of a layer written after PyTorch's calls with the geometry it convolves with (dilation None: 1); with
+        input and output_size alone (this project's layers), the layer's own."""
         if output_size is None:
             return self.output_padding
-        spatial = len(self.kernel_size)
-        output_size = tuple(output_size)[-spatial:]
+        if stride is None:
+            stride, padding, kernel_size = self.stride, self.padding, self.kernel_size
+            num_spatial_dims, dilation = len(self.kernel_size), self.dilation
+        dilation = (1,) * num_spatial_dims if dilation is None else dilation
+        batch_dims = 2 if input.ndim == num_spatial_dims + 2 else 1
+        output_size = tuple(output_size)
+        if len(output_size) == batch_dims + num_spatial_dims:
+            output_size = output_size[batch_dims:]
+        if len(output_size) != num_spatial_dims:
+            raise ValueError(f"ConvTranspose{num_spatial_dims}D: for {input.ndim}D input, output_size must have "
+                             f"{num_spatial_dims} or {batch_dims + num_spatial_dims} elements (got {len(output_size)})")
         extra = []
         for axis, wanted in enumerate(output_size):
-            size = input.shape[input.ndim - spatial + axis]
-            least = ((size - 1) * self.stride[axis] - 2 * self.padding[axis]
-                     + self.dilation[axis] * (self.kernel_size[axis] - 1) + 1)
-            most = least + self.stride[axis] - 1
+            size = input.shape[batch_dims + axis]
+            least = (size - 1) * stride[axis] - 2 * padding[axis] + dilation[axis] * (kernel_size[axis] - 1) + 1
+            most = least + stride[axis] - 1
             if not least <= wanted <= most:
                 raise ValueError(f"requested an output size of {list(output_size)}, but valid sizes range from "
-                                 f"{least} to {most} in dim {axis} (for an input of {tuple(input.shape[-spatial:])})")
+                                 f"{least} to {most} in dim {axis} (for an input of {tuple(input.shape[batch_dims:])})")
             extra.append(wanted - least)
         return tuple(extra)
 

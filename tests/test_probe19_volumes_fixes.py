@@ -71,3 +71,30 @@ def test_a_batch_norm_subclass_checks_its_own_input_dims(T):
         _BatchNorm(2)(x)
     with pytest.raises(ValueError, match="expects input of 5 dims|expected 5D input"):
         nn.BatchNorm3d(2)(x[0])
+
+
+def test_a_transposed_conv_forward_written_after_pytorchs_asks_for_its_output_padding(T):
+    """PyTorch's _output_padding(input, output_size, stride, padding, kernel_size, num_spatial_dims, dilation), as
+    the forward of a layer copied from ConvTranspose3d's calls it (here with the weight standardised)."""
+    nn = nn_of(T)
+    F = nn.functional
+
+    class WSConvTranspose3d(nn.ConvTranspose3d):
+        def forward(self, input, output_size=None):
+            num_spatial_dims = 3
+            output_padding = self._output_padding(input, output_size, self.stride, self.padding, self.kernel_size,
+                                                  num_spatial_dims, self.dilation)
+            w = self.weight - self.weight.mean(dim=[1, 2, 3, 4], keepdim=True)
+            return F.conv_transpose3d(input, w, self.bias, self.stride, self.padding, output_padding, self.groups,
+                                      self.dilation)
+
+    up = WSConvTranspose3d(2, 1, 3, stride=(2, 3, 2), padding=1, dilation=(1, 1, 2))
+    x = T.ones(1, 2, 3, 2, 4)
+    assert tuple(up(x, output_size=(6, 5, 10)).shape) == (1, 1, 6, 5, 10)
+    assert tuple(up(x, output_size=[1, 1, 5, 4, 9]).shape) == (1, 1, 5, 4, 9)
+    assert tuple(up(x[0], output_size=(1, 6, 6, 10)).shape) == (1, 6, 6, 10)  # unbatched: (C, *spatial) may lead
+    assert tuple(up._output_padding(x, (6, 5, 8), (2, 3, 2), (1, 1, 1), (3, 3, 3), 3)) == (1, 1, 1)  # dilation 1
+    with pytest.raises(ValueError, match="requested an output size of"):
+        up(x, output_size=(7, 5, 10))
+    with pytest.raises(ValueError, match="output_size must have 3 or 5 elements"):
+        up(x, output_size=(6, 5))
