@@ -2403,3 +2403,75 @@ def test_weight_standardised_resnet3d_with_padding_modes():
     weights = weights_of(std_resnet3d)
     ours, _ = run_both(std_resnet_training, weights, rtol=1e-7, atol=1e-9)
     assert tuple(ours["pad"]) == (1, 1, 1, 1, 1, 1)
+
+
+# ----------------------------------------------------------------------------------------------
+# A 3-D autoencoder whose decoder's transposed convolutions are weight-standardised (NF-Net's scaled WS), their
+# forward copied from ConvTranspose3d's: _output_padding(input, output_size, stride, padding, kernel_size,
+# num_spatial_dims, dilation) for odd-sized volumes restored by output_size
+# ----------------------------------------------------------------------------------------------
+
+
+def ws_autoencoder(m):
+    nn, F, torch = m.nn, m.F, m.torch
+
+    class ScaledWSConvTranspose3d(nn.ConvTranspose3d):
+        def __init__(self, *args, gain=True, eps=1e-4, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.gain = nn.Parameter(torch.ones(self.out_channels, 1, 1, 1, 1)) if gain else None
+            self.eps = eps
+
+        def get_weight(self):
+            # the fan-in of a transposed convolution's output channel: dims (0, 2, 3, 4)
+            fan_in = np.prod(self.weight.shape[2:]) * self.weight.shape[0]
+            mean = torch.mean(self.weight, dim=(0, 2, 3, 4), keepdim=True)
+            var = torch.var(self.weight, dim=(0, 2, 3, 4), keepdim=True, unbiased=False)
+            weight = (self.weight - mean) / (var * fan_in + self.eps) ** 0.5
+            if self.gain is not None:
+                weight = weight * self.gain.transpose(0, 1)
+            return weight
+
+        def forward(self, input, output_size=None):
+            num_spatial_dims = 3
+            output_padding = self._output_padding(input, output_size, self.stride, self.padding, self.kernel_size,
+                                                  num_spatial_dims, self.dilation)
+            return F.conv_transpose3d(input, self.get_weight(), self.bias, self.stride, self.padding, output_padding,
+                                      self.groups, self.dilation)
+
+    class AE(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.enc1 = nn.Conv3d(1, 4, 3, stride=2, padding=1)
+            self.enc2 = nn.Conv3d(4, 8, 3, stride=2, padding=1)
+            self.dec2 = ScaledWSConvTranspose3d(8, 4, 3, stride=2, padding=1)
+            self.dec1 = ScaledWSConvTranspose3d(4, 1, 3, stride=2, padding=1)
+
+        def forward(self, x):
+            h1 = F.gelu(self.enc1(x))
+            h2 = F.gelu(self.enc2(h1))
+            d2 = F.gelu(self.dec2(h2, output_size=h1.shape))
+            return self.dec1(d2 + h1, output_size=x.size()[2:])
+
+    return AE()
+
+
+def ws_autoencoder_training(m, weights):
+    torch, F, optim = m.torch, m.F, m.optim
+    model = load(m, ws_autoencoder(m), weights).double()
+    rng = np.random.default_rng(21)
+    x = torch.from_numpy(rng.standard_normal((2, 1, 7, 9, 6)))
+    optimizer = optim.Adam(model.parameters(), lr=3e-3)
+    history = []
+    for step in range(3):
+        optimizer.zero_grad()
+        loss = F.smooth_l1_loss(model(x + 0.1 * torch.from_numpy(rng.standard_normal(x.shape))), x, beta=0.5)
+        loss.backward()
+        optimizer.step()
+        history.append(loss.item())
+    return {"history": history, "out": model(x), "gain_grad": model.dec1.gain.grad, "w_grad": model.dec2.weight.grad}
+
+
+def test_weight_standardised_transposed_conv_autoencoder_with_output_size():
+    weights = weights_of(ws_autoencoder)
+    ours, _ = run_both(ws_autoencoder_training, weights, rtol=1e-8, atol=1e-10)
+    assert ours["out"].shape == (2, 1, 7, 9, 6)
