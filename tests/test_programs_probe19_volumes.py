@@ -2475,3 +2475,187 @@ def test_weight_standardised_transposed_conv_autoencoder_with_output_size():
     weights = weights_of(ws_autoencoder)
     ours, _ = run_both(ws_autoencoder_training, weights, rtol=1e-8, atol=1e-10)
     assert ours["out"].shape == (2, 1, 7, 9, 6)
+
+
+# ----------------------------------------------------------------------------------------------
+# pytorch-i3d (piergiaj): InceptionI3d's Unit3D and MaxPool3dSamePadding (TensorFlow's 'SAME' padding by F.pad,
+# a subclass of MaxPool3d reading its kernel_size/stride), end points run through self._modules, and train_i3d's
+# localisation + classification losses on logits upsampled in time by the deprecated F.upsample(mode='linear')
+# ----------------------------------------------------------------------------------------------
+
+
+def inception_i3d(m):
+    nn, F, torch = m.nn, m.F, m.torch
+
+    class MaxPool3dSamePadding(nn.MaxPool3d):
+        def compute_pad(self, dim, s):
+            if s % self.stride[dim] == 0:
+                return max(self.kernel_size[dim] - self.stride[dim], 0)
+            else:
+                return max(self.kernel_size[dim] - (s % self.stride[dim]), 0)
+
+        def forward(self, x):
+            (batch, channel, t, h, w) = x.size()
+            pad_t = self.compute_pad(0, t)
+            pad_h = self.compute_pad(1, h)
+            pad_w = self.compute_pad(2, w)
+            pad_t_f = pad_t // 2
+            pad_t_b = pad_t - pad_t_f
+            pad_h_f = pad_h // 2
+            pad_h_b = pad_h - pad_h_f
+            pad_w_f = pad_w // 2
+            pad_w_b = pad_w - pad_w_f
+            pad = (pad_w_f, pad_w_b, pad_h_f, pad_h_b, pad_t_f, pad_t_b)
+            x = F.pad(x, pad)
+            return super(MaxPool3dSamePadding, self).forward(x)
+
+    class Unit3D(nn.Module):
+        def __init__(self, in_channels, output_channels, kernel_shape=(1, 1, 1), stride=(1, 1, 1), padding=0,
+                     activation_fn=F.relu, use_batch_norm=True, use_bias=False, name="unit_3d"):
+            super(Unit3D, self).__init__()
+            self._output_channels = output_channels
+            self._kernel_shape = kernel_shape
+            self._stride = stride
+            self._use_batch_norm = use_batch_norm
+            self._activation_fn = activation_fn
+            self._use_bias = use_bias
+            self.name = name
+            self.padding = padding
+            self.conv3d = nn.Conv3d(in_channels=in_channels, out_channels=self._output_channels,
+                                    kernel_size=self._kernel_shape, stride=self._stride, padding=0, bias=self._use_bias)
+            if self._use_batch_norm:
+                self.bn = nn.BatchNorm3d(self._output_channels, eps=0.001, momentum=0.01)
+
+        def compute_pad(self, dim, s):
+            if s % self._stride[dim] == 0:
+                return max(self._kernel_shape[dim] - self._stride[dim], 0)
+            else:
+                return max(self._kernel_shape[dim] - (s % self._stride[dim]), 0)
+
+        def forward(self, x):
+            (batch, channel, t, h, w) = x.size()
+            pad_t = self.compute_pad(0, t)
+            pad_h = self.compute_pad(1, h)
+            pad_w = self.compute_pad(2, w)
+            pad_t_f = pad_t // 2
+            pad_t_b = pad_t - pad_t_f
+            pad_h_f = pad_h // 2
+            pad_h_b = pad_h - pad_h_f
+            pad_w_f = pad_w // 2
+            pad_w_b = pad_w - pad_w_f
+            pad = (pad_w_f, pad_w_b, pad_h_f, pad_h_b, pad_t_f, pad_t_b)
+            x = F.pad(x, pad)
+            x = self.conv3d(x)
+            if self._use_batch_norm:
+                x = self.bn(x)
+            if self._activation_fn is not None:
+                x = self._activation_fn(x)
+            return x
+
+    class InceptionModule(nn.Module):
+        def __init__(self, in_channels, out_channels, name):
+            super(InceptionModule, self).__init__()
+            self.b0 = Unit3D(in_channels=in_channels, output_channels=out_channels[0], kernel_shape=[1, 1, 1], padding=0,
+                             name=name + "/Branch_0/Conv3d_0a_1x1")
+            self.b1a = Unit3D(in_channels=in_channels, output_channels=out_channels[1], kernel_shape=[1, 1, 1], padding=0,
+                              name=name + "/Branch_1/Conv3d_0a_1x1")
+            self.b1b = Unit3D(in_channels=out_channels[1], output_channels=out_channels[2], kernel_shape=[3, 3, 3],
+                              name=name + "/Branch_1/Conv3d_0b_3x3")
+            self.b2a = Unit3D(in_channels=in_channels, output_channels=out_channels[3], kernel_shape=[1, 1, 1], padding=0,
+                              name=name + "/Branch_2/Conv3d_0a_1x1")
+            self.b2b = Unit3D(in_channels=out_channels[3], output_channels=out_channels[4], kernel_shape=[3, 3, 3],
+                              name=name + "/Branch_2/Conv3d_0b_3x3")
+            self.b3a = MaxPool3dSamePadding(kernel_size=[3, 3, 3], stride=(1, 1, 1), padding=0)
+            self.b3b = Unit3D(in_channels=in_channels, output_channels=out_channels[5], kernel_shape=[1, 1, 1], padding=0,
+                              name=name + "/Branch_3/Conv3d_0b_1x1")
+            self.name = name
+
+        def forward(self, x):
+            b0 = self.b0(x)
+            b1 = self.b1b(self.b1a(x))
+            b2 = self.b2b(self.b2a(x))
+            b3 = self.b3b(self.b3a(x))
+            return torch.cat([b0, b1, b2, b3], dim=1)
+
+    class InceptionI3d(nn.Module):
+        VALID_ENDPOINTS = ("Conv3d_1a_7x7", "MaxPool3d_2a_3x3", "Mixed_3b", "MaxPool3d_4a_3x3", "Mixed_4b", "Logits")
+
+        def __init__(self, num_classes=4, spatial_squeeze=True, name="inception_i3d", in_channels=3,
+                     dropout_keep_prob=0.0):
+            super(InceptionI3d, self).__init__()
+            self._num_classes = num_classes
+            self._spatial_squeeze = spatial_squeeze
+            self.end_points = {}
+            self.end_points["Conv3d_1a_7x7"] = Unit3D(in_channels=in_channels, output_channels=8, kernel_shape=[3, 3, 3],
+                                                      stride=(2, 2, 2), padding=(3, 3, 3), name=name + "Conv3d_1a_7x7")
+            self.end_points["MaxPool3d_2a_3x3"] = MaxPool3dSamePadding(kernel_size=[1, 3, 3], stride=(1, 2, 2), padding=0)
+            self.end_points["Mixed_3b"] = InceptionModule(8, [4, 4, 6, 2, 4, 2], name + "Mixed_3b")
+            self.end_points["MaxPool3d_4a_3x3"] = MaxPool3dSamePadding(kernel_size=[3, 3, 3], stride=(2, 2, 2), padding=0)
+            self.end_points["Mixed_4b"] = InceptionModule(16, [6, 4, 6, 2, 4, 4], name + "Mixed_4b")
+            self.avg_pool = nn.AvgPool3d(kernel_size=[1, 2, 2], stride=(1, 1, 1))
+            self.dropout = nn.Dropout(dropout_keep_prob)
+            self.logits = Unit3D(in_channels=20, output_channels=self._num_classes, kernel_shape=[1, 1, 1], padding=0,
+                                 activation_fn=None, use_batch_norm=False, use_bias=True, name="logits")
+            self.build()
+
+        def build(self):
+            for k in self.end_points.keys():
+                self.add_module(k, self.end_points[k])
+
+        def forward(self, x):
+            for end_point in self.VALID_ENDPOINTS:
+                if end_point in self.end_points:
+                    x = self._modules[end_point](x)
+            x = self.logits(self.dropout(self.avg_pool(x)))
+            if self._spatial_squeeze:
+                logits = x.squeeze(3).squeeze(3)
+            else:
+                return x
+            return logits
+
+    return InceptionI3d()
+
+
+def i3d_training(m, weights):
+    torch, F, optim = m.torch, m.F, m.optim
+    i3d = load(m, inception_i3d(m), weights).double()
+    rng = np.random.default_rng(22)
+    inputs = torch.from_numpy(rng.standard_normal((2, 3, 8, 16, 16)))
+    labels = torch.zeros(2, 4, 8, dtype=torch.float64)
+    labels[0, 1, 2:6] = 1
+    labels[1, 3, :] = 1
+    t = inputs.size(2)
+    optimizer = optim.SGD(i3d.parameters(), lr=0.1, momentum=0.9, weight_decay=0.0000001)
+    lr_sched = optim.lr_scheduler.MultiStepLR(optimizer, [2, 4])
+    num_steps_per_update = 2
+    history = []
+    for step in range(4):
+        per_frame_logits = i3d(inputs)
+        per_frame_logits = F.upsample(per_frame_logits, t, mode="linear")
+        loc_loss = F.binary_cross_entropy_with_logits(per_frame_logits, labels)
+        cls_loss = F.binary_cross_entropy_with_logits(torch.max(per_frame_logits, dim=2)[0], torch.max(labels, dim=2)[0])
+        loss = (0.5 * loc_loss + 0.5 * cls_loss) / num_steps_per_update
+        loss.backward()
+        if step % num_steps_per_update == num_steps_per_update - 1:
+            optimizer.step()
+            optimizer.zero_grad()
+            lr_sched.step()
+        history.append([loc_loss.item(), cls_loss.item()])
+    shapes = {}
+    x = inputs
+    for end_point in i3d.VALID_ENDPOINTS:
+        if end_point in i3d.end_points:
+            x = i3d._modules[end_point](x)
+            shapes[end_point] = tuple(x.shape)
+    return {"history": history, "per_frame": per_frame_logits, "shapes": shapes,
+            "bn": i3d.Mixed_4b.b1b.bn.running_mean, "w": i3d.Conv3d_1a_7x7.conv3d.weight}
+
+
+@pytest.mark.filterwarnings("ignore:`nn.functional.upsample` is deprecated")
+def test_pytorch_i3d_inception_with_same_padding_subclasses():
+    weights = weights_of(inception_i3d)
+    ours, _ = run_both(i3d_training, weights, rtol=1e-7, atol=1e-9)
+    assert ours["shapes"] == {"Conv3d_1a_7x7": (2, 8, 4, 8, 8), "MaxPool3d_2a_3x3": (2, 8, 4, 4, 4),
+                              "Mixed_3b": (2, 16, 4, 4, 4), "MaxPool3d_4a_3x3": (2, 16, 2, 2, 2),
+                              "Mixed_4b": (2, 20, 2, 2, 2)}
+    assert ours["per_frame"].shape == (2, 4, 8)
