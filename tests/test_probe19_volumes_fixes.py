@@ -98,3 +98,29 @@ def test_a_transposed_conv_forward_written_after_pytorchs_asks_for_its_output_pa
         up(x, output_size=(7, 5, 10))
     with pytest.raises(ValueError, match="output_size must have 3 or 5 elements"):
         up(x, output_size=(6, 5))
+
+
+def test_an_instance_norm_subclass_names_its_own_dims(T):
+    """A subclass of _InstanceNorm (as PyTorch's InstanceNorm3d is written) gives _get_no_batch_dim and
+    _check_input_dim; forward asks both: here volumes of 3 spatial dims only, batched."""
+    nn = nn_of(T)
+
+    class VolumeInstanceNorm(nn.modules.instancenorm._InstanceNorm):
+        def _get_no_batch_dim(self):
+            return 4
+
+        def _check_input_dim(self, input):
+            if input.dim() != 5:
+                raise ValueError(f"expected 5D input (got {input.dim()}D input)")
+
+    norm = VolumeInstanceNorm(2, affine=True)
+    x = T.tensor(np.random.default_rng(0).standard_normal((2, 2, 3, 3, 3)), dtype=T.float32)
+    xs = x.numpy()
+    want = (xs - xs.mean((2, 3, 4), keepdims=True)) / np.sqrt(xs.var((2, 3, 4), keepdims=True) + 1e-5)
+    np.testing.assert_allclose(norm(x).detach().numpy(), want, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match=r"expected 5D input \(got 4D input\)"):
+        norm(x[0])
+    with pytest.raises(ValueError, match=r"expected 4D or 5D input \(got 3D input\)"):
+        nn.InstanceNorm3d(2)(x[0, 0])
+    with pytest.raises(NotImplementedError):
+        nn.modules.instancenorm._InstanceNorm(2)(x)
