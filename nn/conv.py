@@ -19,7 +19,6 @@ PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 
 
 class _ConvNd(Module):
-    transposed = False
     convolution = None  # its function in nn.functional ("conv2d"); a transposed layer has a forward of its own
 
     def forward(self, input):
@@ -30,9 +29,13 @@ class _ConvNd(Module):
         input, padding = self._padded_input(input)
         return getattr(F, self.convolution)(input, weight, bias, self.stride, padding, self.dilation, self.groups)
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
-                 padding_mode, spatial, output_padding=0, dtype=None):
+    def __init__(self, in_channels, out_channels, kernel_size, stride, padding, dilation, transposed, output_padding,
+                 groups, bias, padding_mode, device=None, dtype=None):
+        """PyTorch's signature, which layers subclassing _ConvNd itself call (CondConv, Bayesian convolutions):
+        kernel_size a tuple, whose length is the number of spatial dims."""
         super().__init__()
+        spatial = len(kernel_size)
+        self.transposed = transposed
         if groups <= 0:
             raise ValueError("groups must be a positive integer")
         if in_channels % groups:
@@ -115,8 +118,8 @@ class Conv2d(_ConvNd):
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
                  bias=True, padding_mode="zeros", device=None, dtype=None):
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
-                         padding_mode, 2, dtype=dtype)
+        super().__init__(in_channels, out_channels, _tuple(kernel_size, 2, "kernel_size"), stride, padding, dilation,
+                         False, 0, groups, bias, padding_mode, device, dtype)
 
     convolution = "conv2d"
 
@@ -126,8 +129,8 @@ class Conv1d(_ConvNd):
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
                  bias=True, padding_mode="zeros", device=None, dtype=None):
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
-                         padding_mode, 1, dtype=dtype)
+        super().__init__(in_channels, out_channels, _tuple(kernel_size, 1, "kernel_size"), stride, padding, dilation,
+                         False, 0, groups, bias, padding_mode, device, dtype)
 
     convolution = "conv1d"
 
@@ -137,21 +140,19 @@ class Conv3d(_ConvNd):
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
                  bias=True, padding_mode="zeros", device=None, dtype=None):
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
-                         padding_mode, 3, dtype=dtype)
+        super().__init__(in_channels, out_channels, _tuple(kernel_size, 3, "kernel_size"), stride, padding, dilation,
+                         False, 0, groups, bias, padding_mode, device, dtype)
 
     convolution = "conv3d"
 
 
 class _ConvTransposeNd(_ConvNd):
-    transposed = True
-
-    def __init__(self, in_channels, out_channels, kernel_size, stride, padding, output_padding, groups, bias,
-                 dilation, padding_mode, spatial, dtype):
+    def __init__(self, in_channels, out_channels, kernel_size, stride, padding, dilation, transposed, output_padding,
+                 groups, bias, padding_mode, device=None, dtype=None):
         if padding_mode != "zeros":
             raise ValueError(f'Only "zeros" padding mode is supported for {type(self).__name__}')
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
-                         padding_mode, spatial, output_padding, dtype=dtype)
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, transposed, output_padding,
+                         groups, bias, padding_mode, device, dtype)
 
     def _output_padding(self, input, output_size, stride=None, padding=None, kernel_size=None, num_spatial_dims=None,
                         dilation=None):
@@ -192,8 +193,8 @@ class ConvTranspose2d(_ConvTransposeNd):
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, output_padding=0, groups=1,
                  bias=True, dilation=1, padding_mode="zeros", device=None, dtype=None):
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, output_padding, groups, bias,
-                         dilation, padding_mode, 2, dtype)
+        super().__init__(in_channels, out_channels, _tuple(kernel_size, 2, "kernel_size"), stride, padding, dilation,
+                         True, output_padding, groups, bias, padding_mode, device, dtype)
 
     def forward(self, input, output_size=None):
         return F.conv_transpose2d(input, self.weight, self.bias, self.stride, self.padding,
@@ -203,8 +204,8 @@ class ConvTranspose2d(_ConvTransposeNd):
 class ConvTranspose1d(_ConvTransposeNd):
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, output_padding=0, groups=1,
                  bias=True, dilation=1, padding_mode="zeros", device=None, dtype=None):
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, output_padding, groups, bias,
-                         dilation, padding_mode, 1, dtype)
+        super().__init__(in_channels, out_channels, _tuple(kernel_size, 1, "kernel_size"), stride, padding, dilation,
+                         True, output_padding, groups, bias, padding_mode, device, dtype)
 
     def forward(self, input, output_size=None):
         return F.conv_transpose1d(input, self.weight, self.bias, self.stride, self.padding,
@@ -216,8 +217,8 @@ class ConvTranspose3d(_ConvTransposeNd):
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, output_padding=0, groups=1,
                  bias=True, dilation=1, padding_mode="zeros", device=None, dtype=None):
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, output_padding, groups, bias,
-                         dilation, padding_mode, 3, dtype)
+        super().__init__(in_channels, out_channels, _tuple(kernel_size, 3, "kernel_size"), stride, padding, dilation,
+                         True, output_padding, groups, bias, padding_mode, device, dtype)
 
     def forward(self, input, output_size=None):
         return F.conv_transpose3d(input, self.weight, self.bias, self.stride, self.padding,

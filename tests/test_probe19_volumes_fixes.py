@@ -124,3 +124,34 @@ def test_an_instance_norm_subclass_names_its_own_dims(T):
         nn.InstanceNorm3d(2)(x[0, 0])
     with pytest.raises(NotImplementedError):
         nn.modules.instancenorm._InstanceNorm(2)(x)
+
+
+def test_a_layer_subclassing_convnd_calls_pytorchs_constructor(T):
+    """_ConvNd(in, out, kernel_size, stride, padding, dilation, transposed, output_padding, groups, bias,
+    padding_mode), tuples given, as layers that subclass it directly (CondConv, Bayesian convolutions) call it."""
+    nn = nn_of(T)
+    _ConvNd, _triple = nn.modules.conv._ConvNd, nn.modules.utils._triple
+
+    class TimesTwoConv3d(_ConvNd):
+        def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0):
+            super().__init__(in_channels, out_channels, _triple(kernel_size), _triple(stride), _triple(padding),
+                             _triple(1), False, _triple(0), 1, True, "replicate")
+
+        def forward(self, x):
+            x = nn.functional.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
+            return nn.functional.conv3d(x, 2 * self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+
+    conv = TimesTwoConv3d(2, 3, (1, 3, 3), padding=(0, 1, 1))
+    assert tuple(conv.weight.shape) == (3, 2, 1, 3, 3) and tuple(conv.bias.shape) == (3,)
+    assert conv.transposed is False and tuple(conv.output_padding) == (0, 0, 0) and conv.padding_mode == "replicate"
+    x = T.ones(1, 2, 2, 4, 4)
+    want = 2 * conv.weight.detach().numpy().sum((1, 2, 3, 4)) + conv.bias.detach().numpy()
+    want = np.broadcast_to(want[None, :, None, None, None], (1, 3, 2, 4, 4))  # replicate padding of ones: all ones
+    np.testing.assert_allclose(conv(x).detach().numpy(), want, rtol=1e-5)
+
+    class Up(nn.modules.conv._ConvTransposeNd):
+        def __init__(self):
+            super().__init__(2, 1, _triple(2), _triple(2), _triple(0), _triple(1), True, _triple(1), 1, False, "zeros")
+
+    up = Up()
+    assert up.transposed is True and tuple(up.weight.shape) == (2, 1, 2, 2, 2) and tuple(up.output_padding) == (1, 1, 1)
