@@ -2659,3 +2659,92 @@ def test_pytorch_i3d_inception_with_same_padding_subclasses():
                               "Mixed_3b": (2, 16, 4, 4, 4), "MaxPool3d_4a_3x3": (2, 16, 2, 2, 2),
                               "Mixed_4b": (2, 20, 2, 2, 2)}
     assert ours["per_frame"].shape == (2, 4, 8)
+
+
+# ----------------------------------------------------------------------------------------------
+# CondConv in 3-D: a layer subclassing _ConvNd itself with PyTorch's constructor (transposed, output_padding),
+# a weight of several experts mixed per sample by a routing function, reflect padding through
+# _reversed_padding_repeated_twice; the legacy torch.Tensor(sizes) constructor and reset_parameters
+# ----------------------------------------------------------------------------------------------
+
+
+def condconv_net(m):
+    torch, nn, F = m.torch, m.nn, m.F
+    from functools import partial
+
+    _ConvNd = nn.modules.conv._ConvNd
+    _triple = nn.modules.utils._triple
+
+    class _routing(nn.Module):
+        def __init__(self, in_channels, num_experts, dropout_rate):
+            super(_routing, self).__init__()
+            self.dropout = nn.Dropout(dropout_rate)
+            self.fc = nn.Linear(in_channels, num_experts)
+
+        def forward(self, x):
+            x = torch.flatten(x)
+            x = self.dropout(x)
+            x = self.fc(x)
+            return torch.sigmoid(x)
+
+    class CondConv3D(_ConvNd):
+        def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1, bias=True,
+                     padding_mode="zeros", num_experts=3, dropout_rate=0.0):
+            kernel_size = _triple(kernel_size)
+            stride = _triple(stride)
+            padding = _triple(padding)
+            dilation = _triple(dilation)
+            super(CondConv3D, self).__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, False,
+                                             _triple(0), groups, bias, padding_mode)
+            self._avg_pooling = partial(F.adaptive_avg_pool3d, output_size=(1, 1, 1))
+            self._routing_fn = _routing(in_channels, num_experts, dropout_rate)
+            self.weight = nn.Parameter(torch.Tensor(num_experts, out_channels, in_channels // groups, *kernel_size))
+            self.reset_parameters()
+
+        def _conv_forward(self, input, weight):
+            if self.padding_mode != "zeros":
+                return F.conv3d(F.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode), weight,
+                                self.bias, self.stride, _triple(0), self.dilation, self.groups)
+            return F.conv3d(input, weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+        def forward(self, inputs):
+            b, _, _, _, _ = inputs.size()
+            res = []
+            for input in inputs:
+                input = input.unsqueeze(0)
+                pooled_inputs = self._avg_pooling(input)
+                routing_weights = self._routing_fn(pooled_inputs)
+                kernels = torch.sum(routing_weights[:, None, None, None, None, None] * self.weight, 0)
+                out = self._conv_forward(input, kernels)
+                res.append(out)
+            return torch.cat(res, dim=0)
+
+    return nn.Sequential(CondConv3D(1, 4, 3, padding=1, padding_mode="reflect"), nn.BatchNorm3d(4), nn.ReLU(),
+                         CondConv3D(4, 4, (1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1), groups=2), nn.ReLU(),
+                         nn.AdaptiveAvgPool3d(1), nn.Flatten(), nn.Linear(4, 2))
+
+
+def condconv_training(m, weights):
+    torch, F, optim = m.torch, m.F, m.optim
+    model = load(m, condconv_net(m), weights).double()
+    images, labels = volumes(n=3, classes=2, seed=23)
+    x = torch.from_numpy(images)
+    y = torch.tensor([0, 1, 1])
+    optimizer = optim.Adam(model.parameters(), lr=1e-2)
+    history = []
+    for step in range(3):
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+        history.append(loss.item())
+    return {"history": history, "experts_grad": model[0].weight.grad, "route_grad": model[3]._routing_fn.fc.weight.grad,
+            "shapes": [tuple(model[0].weight.shape), tuple(model[3].weight.shape)],
+            "attrs": [model[0].transposed, tuple(model[0].output_padding), tuple(model[0]._reversed_padding_repeated_twice)]}
+
+
+def test_condconv3d_subclassing_convnd_with_pytorchs_constructor():
+    weights = weights_of(condconv_net)
+    ours, _ = run_both(condconv_training, weights, rtol=1e-8, atol=1e-10)
+    assert ours["shapes"] == [(3, 4, 1, 3, 3, 3), (3, 4, 2, 1, 3, 3)]
+    assert ours["attrs"] == [False, (0, 0, 0), (1, 1, 1, 1, 1, 1)]
