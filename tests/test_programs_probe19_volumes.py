@@ -2923,3 +2923,76 @@ def test_isinstance_of_a_cuda_legacy_type_is_false_on_the_cpu():
     assert not isinstance(torch.ones(2).data, torch.cuda.FloatTensor)
     with pytest.raises(TypeError, match="not available"):
         torch.cuda.FloatTensor(2)
+
+
+# ----------------------------------------------------------------------------------------------
+# Explaining a 3-D classifier: Grad-CAM (forward and full backward hooks on the last Conv3d, channel weights by the
+# spatial mean of the gradients, the map upsampled trilinearly to the volume) and occlusion sensitivity (a cube of
+# the mean intensity slid over the volume, the drop of the target logit per position, batched by torch.stack)
+# ----------------------------------------------------------------------------------------------
+
+
+def cam_classifier(m):
+    nn = m.nn
+    # the ReLU after the hooked layer is not in place: PyTorch refuses an in-place change of a full backward
+    # hook's output (chainrule allows it, and gives these values)
+    return nn.Sequential(nn.Conv3d(1, 4, 3, padding=1), nn.BatchNorm3d(4), nn.ReLU(inplace=True), nn.MaxPool3d(2),
+                         nn.Conv3d(4, 6, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool3d(1), nn.Flatten(),
+                         nn.Linear(6, 3))
+
+
+def gradcam_and_occlusion(m, weights):
+    torch, F = m.torch, m.F
+    model = load(m, cam_classifier(m), weights).double().eval()
+    images, _ = volumes(n=2, seed=25)
+    x = torch.from_numpy(images)
+    target_layer = model[4]
+    store = {}
+
+    def forward_hook(module, inputs, output):
+        store["activations"] = output.detach()
+
+    def backward_hook(module, grad_input, grad_output):
+        store["gradients"] = grad_output[0].detach()
+
+    handles = [target_layer.register_forward_hook(forward_hook), target_layer.register_full_backward_hook(backward_hook)]
+    logits = model(x)
+    class_idx = logits.argmax(1)
+    model.zero_grad()
+    score = logits.gather(1, class_idx[:, None]).sum()
+    score.backward()
+    for h in handles:
+        h.remove()
+    weights_ = store["gradients"].mean(dim=(2, 3, 4), keepdim=True)
+    cam = F.relu((weights_ * store["activations"]).sum(1, keepdim=True))
+    cam = F.interpolate(cam, size=x.shape[2:], mode="trilinear", align_corners=False)
+    cam_min = cam.amin(dim=(2, 3, 4), keepdim=True)
+    cam_max = cam.amax(dim=(2, 3, 4), keepdim=True)
+    cam = (cam - cam_min) / (cam_max - cam_min + 1e-8)
+    # occlusion sensitivity: a 4^3 cube of the mean value at stride 2
+    mask_size, stride = 4, 2
+    with torch.no_grad():
+        base = model(x).gather(1, class_idx[:, None])
+        positions = list(itertools.product(range(0, 8 - mask_size + 1, stride), repeat=3))
+        occluded = []
+        for (d, h, w) in positions:
+            xo = x.clone()
+            xo[:, :, d:d + mask_size, h:h + mask_size, w:w + mask_size] = x.mean()
+            occluded.append(xo)
+        batch = torch.stack(occluded, 1).flatten(0, 1)  # (B * P, 1, 8, 8, 8)
+        out = model(batch).view(2, len(positions), -1)
+        drops = base - out.gather(2, class_idx[:, None, None].expand(-1, len(positions), 1))[..., 0]
+        sensitivity = torch.zeros(2, 1, 8, 8, 8, dtype=x.dtype)
+        counts = torch.zeros_like(sensitivity)
+        for p, (d, h, w) in enumerate(positions):
+            sensitivity[:, :, d:d + mask_size, h:h + mask_size, w:w + mask_size] += drops[:, p].view(2, 1, 1, 1, 1)
+            counts[:, :, d:d + mask_size, h:h + mask_size, w:w + mask_size] += 1
+        sensitivity = sensitivity / counts
+    return {"cam": cam, "class": class_idx, "grads": store["gradients"], "sensitivity": sensitivity, "drops": drops}
+
+
+def test_gradcam_and_occlusion_sensitivity_3d():
+    weights = weights_of(cam_classifier)
+    ours, _ = run_both(gradcam_and_occlusion, weights, rtol=1e-8, atol=1e-10)
+    assert ours["cam"].shape == (2, 1, 8, 8, 8) and ours["cam"].min() >= 0 and ours["cam"].max() <= 1
+    assert ours["drops"].shape == (2, 27)
