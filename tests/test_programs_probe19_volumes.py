@@ -2996,3 +2996,81 @@ def test_gradcam_and_occlusion_sensitivity_3d():
     ours, _ = run_both(gradcam_and_occlusion, weights, rtol=1e-8, atol=1e-10)
     assert ours["cam"].shape == (2, 1, 8, 8, 8) and ours["cam"].min() >= 0 and ours["cam"].max() <= 1
     assert ours["drops"].shape == (2, 27)
+
+
+# ----------------------------------------------------------------------------------------------
+# A voxel WGAN-GP (3D-GAN's generator of ConvTranspose3d + BatchNorm3d, a critic of Conv3d + InstanceNorm3d(affine)
+# + LeakyReLU): the gradient penalty differentiates the critic's input gradient (create_graph=True) through
+# 3-D convolutions and instance norm; Adam with betas (0.5, 0.9), n_critic steps per generator step
+# ----------------------------------------------------------------------------------------------
+
+
+def voxel_gan(m):
+    nn = m.nn
+
+    class Generator(nn.Module):
+        def __init__(self, z_dim=8):
+            super().__init__()
+            self.net = nn.Sequential(
+                nn.ConvTranspose3d(z_dim, 8, 4, 1, 0, bias=False), nn.BatchNorm3d(8), nn.ReLU(True),
+                nn.ConvTranspose3d(8, 4, 4, 2, 1, bias=False), nn.BatchNorm3d(4), nn.ReLU(True),
+                nn.ConvTranspose3d(4, 1, 3, 1, 1), nn.Sigmoid())
+
+        def forward(self, z):
+            return self.net(z.view(-1, z.size(1), 1, 1, 1))
+
+    class Critic(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Sequential(
+                nn.Conv3d(1, 4, 4, 2, 1), nn.LeakyReLU(0.2, inplace=True),
+                nn.Conv3d(4, 8, 4, 2, 1, bias=False), nn.InstanceNorm3d(8, affine=True), nn.LeakyReLU(0.2, inplace=True),
+                nn.Conv3d(8, 1, 2, 1, 0))
+
+        def forward(self, x):
+            return self.net(x).view(-1)
+
+    return nn.ModuleDict({"G": Generator(), "D": Critic()})
+
+
+def gan_training(m, weights):
+    torch, optim = m.torch, m.optim
+    models = load(m, voxel_gan(m), weights).double()
+    G, D = models["G"], models["D"]
+    rng = np.random.default_rng(26)
+    _, labels = volumes(n=4, classes=2, seed=27)
+    real = torch.from_numpy((labels[:, None] > 0).astype(np.float64))
+    opt_g = optim.Adam(G.parameters(), lr=1e-3, betas=(0.5, 0.9))
+    opt_d = optim.Adam(D.parameters(), lr=1e-3, betas=(0.5, 0.9))
+    lambda_gp, n_critic = 10.0, 2
+    history = []
+    for it in range(2):
+        for _ in range(n_critic):
+            z = torch.from_numpy(rng.standard_normal((4, 8)))
+            fake = G(z).detach()
+            alpha = torch.from_numpy(rng.uniform(size=(4, 1, 1, 1, 1)))
+            interpolates = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
+            d_interpolates = D(interpolates)
+            gradients = torch.autograd.grad(outputs=d_interpolates, inputs=interpolates,
+                                            grad_outputs=torch.ones_like(d_interpolates), create_graph=True,
+                                            retain_graph=True, only_inputs=True)[0]
+            gradients = gradients.view(gradients.size(0), -1)
+            gradient_penalty = ((gradients.norm(2, dim=1) - 1) ** 2).mean()
+            d_loss = -D(real).mean() + D(fake).mean() + lambda_gp * gradient_penalty
+            opt_d.zero_grad()
+            d_loss.backward()
+            opt_d.step()
+        z = torch.from_numpy(rng.standard_normal((4, 8)))
+        g_loss = -D(G(z)).mean()
+        opt_g.zero_grad()
+        g_loss.backward()
+        opt_g.step()
+        history.append([d_loss.item(), gradient_penalty.item(), g_loss.item()])
+    return {"history": history, "d_grad": D.net[2].weight.grad, "in_grad": D.net[3].weight.grad,
+            "g_grad": G.net[0].weight.grad, "sample": G(torch.from_numpy(rng.standard_normal((1, 8))))}
+
+
+def test_voxel_wgan_gp_second_order_through_conv3d_and_instance_norm():
+    weights = weights_of(voxel_gan)
+    ours, _ = run_both(gan_training, weights, rtol=1e-7, atol=1e-9)
+    assert ours["sample"].shape == (1, 1, 8, 8, 8)
