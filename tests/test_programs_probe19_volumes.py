@@ -3074,3 +3074,231 @@ def test_voxel_wgan_gp_second_order_through_conv3d_and_instance_norm():
     weights = weights_of(voxel_gan)
     ours, _ = run_both(gan_training, weights, rtol=1e-7, atol=1e-9)
     assert ours["sample"].shape == (1, 1, 8, 8, 8)
+
+
+# ----------------------------------------------------------------------------------------------
+# pytorch-3dunet (wolny): UNet3D built from an order string ('gcr': GroupNorm, Conv3d, ReLU), interpolation
+# upsampling by functools.partial(F.interpolate), summation or concatenation joining, the final activation only in
+# eval; GeneralizedDiceLoss over channels flattened by permute, expand_as_one_hot with an ignore_index (scatter_ and
+# boolean assignment), _MaskingLossWrapper's mask with requires_grad set False
+# ----------------------------------------------------------------------------------------------
+
+
+def wolny_unet3d(m):
+    nn, F, torch = m.nn, m.F, m.torch
+    from functools import partial
+
+    def create_conv(in_channels, out_channels, kernel_size, order, num_groups, padding):
+        modules = []
+        for i, char in enumerate(order):
+            if char == "r":
+                modules.append(("ReLU", nn.ReLU(inplace=True)))
+            elif char == "e":
+                modules.append(("ELU", nn.ELU(inplace=True)))
+            elif char == "c":
+                bias = not ("g" in order or "b" in order)
+                modules.append(("conv", nn.Conv3d(in_channels, out_channels, kernel_size, padding=padding, bias=bias)))
+            elif char == "g":
+                is_before_conv = i < order.index("c")
+                num_channels = in_channels if is_before_conv else out_channels
+                if num_channels < num_groups:
+                    num_groups = 1
+                assert num_channels % num_groups == 0
+                modules.append(("groupnorm", nn.GroupNorm(num_groups=num_groups, num_channels=num_channels)))
+        return modules
+
+    class SingleConv(nn.Sequential):
+        def __init__(self, in_channels, out_channels, kernel_size=3, order="gcr", num_groups=8, padding=1):
+            super(SingleConv, self).__init__()
+            for name, module in create_conv(in_channels, out_channels, kernel_size, order, num_groups, padding=padding):
+                self.add_module(name, module)
+
+    class DoubleConv(nn.Sequential):
+        def __init__(self, in_channels, out_channels, encoder, kernel_size=3, order="gcr", num_groups=8, padding=1):
+            super(DoubleConv, self).__init__()
+            if encoder:
+                conv1_in_channels = in_channels
+                conv1_out_channels = out_channels // 2
+                if conv1_out_channels < in_channels:
+                    conv1_out_channels = in_channels
+                conv2_in_channels, conv2_out_channels = conv1_out_channels, out_channels
+            else:
+                conv1_in_channels, conv1_out_channels = in_channels, out_channels
+                conv2_in_channels, conv2_out_channels = out_channels, out_channels
+            self.add_module("SingleConv1", SingleConv(conv1_in_channels, conv1_out_channels, kernel_size, order, num_groups,
+                                                      padding=padding))
+            self.add_module("SingleConv2", SingleConv(conv2_in_channels, conv2_out_channels, kernel_size, order, num_groups,
+                                                      padding=padding))
+
+    class Encoder(nn.Module):
+        def __init__(self, in_channels, out_channels, apply_pooling=True, pool_kernel_size=2, pool_type="max",
+                     conv_layer_order="gcr", num_groups=8):
+            super(Encoder, self).__init__()
+            assert pool_type in ["max", "avg"]
+            if apply_pooling:
+                self.pooling = nn.MaxPool3d(kernel_size=pool_kernel_size) if pool_type == "max" else \
+                    nn.AvgPool3d(kernel_size=pool_kernel_size)
+            else:
+                self.pooling = None
+            self.basic_module = DoubleConv(in_channels, out_channels, encoder=True, order=conv_layer_order,
+                                           num_groups=num_groups)
+
+        def forward(self, x):
+            if self.pooling is not None:
+                x = self.pooling(x)
+            return self.basic_module(x)
+
+    class InterpolateUpsampling(nn.Module):
+        def __init__(self, mode="nearest"):
+            super().__init__()
+            self.upsample = partial(self._interpolate, mode=mode)
+
+        @staticmethod
+        def _interpolate(x, size, mode):
+            return F.interpolate(x, size=size, mode=mode)
+
+        def forward(self, encoder_features, x):
+            output_size = encoder_features.size()[2:]
+            return self.upsample(x, output_size)
+
+    class Decoder(nn.Module):
+        def __init__(self, in_channels, out_channels, conv_layer_order="gcr", num_groups=8, mode="nearest", concat=True):
+            super(Decoder, self).__init__()
+            self.upsampling = InterpolateUpsampling(mode=mode)
+            self.joining = partial(self._joining, concat=concat)
+            self.basic_module = DoubleConv(in_channels, out_channels, encoder=False, order=conv_layer_order,
+                                           num_groups=num_groups)
+
+        def forward(self, encoder_features, x):
+            x = self.upsampling(encoder_features=encoder_features, x=x)
+            x = self.joining(encoder_features, x)
+            return self.basic_module(x)
+
+        @staticmethod
+        def _joining(encoder_features, x, concat):
+            if concat:
+                return torch.cat((encoder_features, x), dim=1)
+            else:
+                return encoder_features + x
+
+    class UNet3D(nn.Module):
+        def __init__(self, in_channels=1, out_channels=3, f_maps=(4, 8, 16), layer_order="gcr", num_groups=4,
+                     is_segmentation=True):
+            super().__init__()
+            self.encoders = nn.ModuleList([Encoder(in_channels if i == 0 else f_maps[i - 1], f, apply_pooling=i > 0,
+                                                   conv_layer_order=layer_order, num_groups=num_groups)
+                                           for i, f in enumerate(f_maps)])
+            reversed_f_maps = list(reversed(f_maps))
+            self.decoders = nn.ModuleList([Decoder(reversed_f_maps[i] + reversed_f_maps[i + 1], reversed_f_maps[i + 1],
+                                                   conv_layer_order=layer_order, num_groups=num_groups,
+                                                   mode="trilinear" if i == 0 else "nearest")
+                                           for i in range(len(reversed_f_maps) - 1)])
+            self.final_conv = nn.Conv3d(f_maps[0], out_channels, 1)
+            self.final_activation = nn.Softmax(dim=1) if is_segmentation else nn.Sigmoid()
+
+        def forward(self, x):
+            encoders_features = []
+            for encoder in self.encoders:
+                x = encoder(x)
+                encoders_features.insert(0, x)
+            encoders_features = encoders_features[1:]
+            for decoder, encoder_features in zip(self.decoders, encoders_features):
+                x = decoder(encoder_features, x)
+            x = self.final_conv(x)
+            if not self.training and self.final_activation is not None:
+                x = self.final_activation(x)
+            return x
+
+    return UNet3D()
+
+
+def wolny_training(m, weights):
+    torch, nn, optim = m.torch, m.nn, m.optim
+
+    def expand_as_one_hot(input, C, ignore_index=None):
+        assert input.dim() == 4
+        input = input.unsqueeze(1)
+        shape = list(input.size())
+        shape[1] = C
+        if ignore_index is not None:
+            mask = input.expand(shape) == ignore_index
+            input = input.clone()
+            input[input == ignore_index] = 0
+            result = torch.zeros(shape).to(input.device).scatter_(1, input, 1)
+            result[mask] = ignore_index
+            return result
+        else:
+            return torch.zeros(shape).to(input.device).scatter_(1, input, 1)
+
+    def flatten(tensor):
+        C = tensor.size(1)
+        axis_order = (1, 0) + tuple(range(2, tensor.dim()))
+        transposed = tensor.permute(axis_order)
+        return transposed.contiguous().view(C, -1)
+
+    class GeneralizedDiceLoss(nn.Module):
+        def __init__(self, normalization="softmax", epsilon=1e-6):
+            super().__init__()
+            self.epsilon = epsilon
+            self.normalization = nn.Softmax(dim=1) if normalization == "softmax" else nn.Sigmoid()
+
+        def forward(self, input, target):
+            input = self.normalization(input)
+            input = flatten(input)
+            target = flatten(target).float().to(input.dtype)
+            w_l = target.sum(-1)
+            w_l = 1 / (w_l * w_l).clamp(min=self.epsilon)
+            w_l.requires_grad = False
+            intersect = (input * target).sum(-1)
+            intersect = intersect * w_l
+            denominator = (input + target).sum(-1)
+            denominator = (denominator * w_l).clamp(min=self.epsilon)
+            return 1 - 2 * (intersect.sum() / denominator.sum())
+
+    class _MaskingLossWrapper(nn.Module):
+        def __init__(self, loss, ignore_index):
+            super(_MaskingLossWrapper, self).__init__()
+            self.loss = loss
+            self.ignore_index = ignore_index
+
+        def forward(self, input, target):
+            mask = target.clone().ne_(self.ignore_index)
+            mask.requires_grad = False
+            input = input * mask
+            target = target * mask
+            return self.loss(input, target)
+
+    model = load(m, wolny_unet3d(m), weights).double()
+    images, labels = volumes(n=2, seed=28)
+    x = torch.from_numpy(images)
+    y = torch.from_numpy(labels)
+    y[:, :, :, :1] = -1  # an unlabelled border
+    target = expand_as_one_hot(y, 3, ignore_index=-1)
+    loss_criterion = _MaskingLossWrapper(GeneralizedDiceLoss(), ignore_index=-1)
+    optimizer = optim.Adam(model.parameters(), lr=2e-3, weight_decay=1e-5)
+    scheduler = optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=0)
+    history = []
+    for step in range(3):
+        model.train()
+        optimizer.zero_grad()
+        output = model(x)
+        loss = loss_criterion(output, target)
+        loss.backward()
+        optimizer.step()
+        scheduler.step(loss.item() + 1.0 * (step == 1))
+        history.append(loss.item())
+    model.eval()
+    with torch.no_grad():
+        probs = model(x)
+    return {"history": history, "target": target, "probs": probs, "lr": optimizer.param_groups[0]["lr"],
+            "grad": model.decoders[0].basic_module.SingleConv1.conv.weight.grad,
+            "groups": [mod.num_groups for mod in model.modules() if isinstance(mod, nn.GroupNorm)]}
+
+
+def test_pytorch_3dunet_generalized_dice_with_ignore_index():
+    weights = weights_of(wolny_unet3d)
+    ours, _ = run_both(wolny_training, weights, rtol=1e-6, atol=1e-8)
+    t = ours["target"]
+    assert t.shape == (2, 3, 8, 8, 8) and (t[:, :, :, :, :1] == -1).all() and set(np.unique(t)) == {-1.0, 0.0, 1.0}
+    np.testing.assert_allclose(ours["probs"].sum(1), 1.0, rtol=1e-12)
+    assert ours["groups"][0] == 1  # 1 channel in, fewer than 4 groups
