@@ -155,3 +155,32 @@ def test_a_layer_subclassing_convnd_calls_pytorchs_constructor(T):
 
     up = Up()
     assert up.transposed is True and tuple(up.weight.shape) == (2, 1, 2, 2, 2) and tuple(up.output_padding) == (1, 1, 1)
+
+
+def test_fuse_modules_folds_3d_and_1d_convolutions_and_transposed_ones(T):
+    """fuse_modules knows PyTorch's 1-d and 3-d patterns (Conv3d + BatchNorm3d (+ ReLU), Conv3d + ReLU,
+    ConvTranspose3d + BatchNorm3d, BatchNorm3d + ReLU, Conv1d + BatchNorm1d), as well as the 2-d ones."""
+    nn = nn_of(T)
+    q = T.ao.quantization
+    T.manual_seed(0)
+    model = nn.Sequential(nn.Conv3d(2, 4, 3, padding=1), nn.BatchNorm3d(4), nn.ReLU(),
+                          nn.ConvTranspose3d(4, 3, 2, stride=2), nn.BatchNorm3d(3), nn.Conv3d(3, 3, 1), nn.ReLU(),
+                          nn.BatchNorm3d(3), nn.ReLU())
+    with T.no_grad():
+        for i in (1, 4, 7):
+            model[i].running_mean.uniform_(-0.5, 0.5)
+            model[i].running_var.uniform_(0.5, 2.0)
+            model[i].weight.uniform_(0.5, 1.5)
+    model.eval()
+    fused = q.fuse_modules(model, [["0", "1", "2"], ["3", "4"], ["5", "6"], ["7", "8"]])
+    assert [type(m).__name__ for m in fused] == ["ConvReLU3d", "Identity", "Identity", "ConvTranspose3d", "Identity",
+                                                 "ConvReLU3d", "Identity", "BNReLU3d", "Identity"]
+    x = T.tensor(np.random.default_rng(0).standard_normal((2, 2, 3, 4, 2)), dtype=T.float32)
+    np.testing.assert_allclose(fused(x).detach().numpy(), model(x).detach().numpy(), rtol=1e-5, atol=1e-6)
+    line = nn.Sequential(nn.Conv1d(2, 3, 3), nn.BatchNorm1d(3)).eval()
+    assert type(q.fuse_modules(line, ["0", "1"])[0]).__name__ == "Conv1d"
+    qat = q.fuse_modules_qat(nn.Sequential(nn.Conv3d(2, 4, 3), nn.BatchNorm3d(4), nn.ReLU()), [["0", "1", "2"]])
+    assert type(qat[0]).__name__ == "ConvBnReLU3d" and [type(m).__name__ for m in qat[0]] == ["Conv3d", "BatchNorm3d",
+                                                                                              "ReLU"]
+    with pytest.raises(Exception, match="ConvTranspose\\+BatchNorm not yet supported in QAT"):
+        q.fuse_modules_qat(nn.Sequential(nn.ConvTranspose3d(2, 4, 2), nn.BatchNorm3d(4)), [["0", "1"]])
