@@ -3302,3 +3302,42 @@ def test_pytorch_3dunet_generalized_dice_with_ignore_index():
     assert t.shape == (2, 3, 8, 8, 8) and (t[:, :, :, :, :1] == -1).all() and set(np.unique(t)) == {-1.0, 0.0, 1.0}
     np.testing.assert_allclose(ours["probs"].sum(1), 1.0, rtol=1e-12)
     assert ours["groups"][0] == 1  # 1 channel in, fewer than 4 groups
+
+
+# ----------------------------------------------------------------------------------------------
+# Deploying a 3-D network: eval, torch.ao.quantization.fuse_modules folding BatchNorm3d into Conv3d (with its ReLU)
+# and into a ConvTranspose3d, then inference on the fused copy, which must answer as the original
+# ----------------------------------------------------------------------------------------------
+
+
+def deploy_net(m):
+    nn = m.nn
+    return nn.Sequential(nn.Conv3d(1, 4, 3, padding=1, bias=False), nn.BatchNorm3d(4), nn.ReLU(inplace=True),
+                         nn.MaxPool3d(2), nn.Conv3d(4, 8, 3, padding=1), nn.BatchNorm3d(8), nn.ReLU(inplace=True),
+                         nn.ConvTranspose3d(8, 4, 2, stride=2), nn.BatchNorm3d(4), nn.Conv3d(4, 2, 1))
+
+
+def deployment(m, weights):
+    torch, F, optim = m.torch, m.F, m.optim
+    ao = m.torch.ao.quantization
+    model = load(m, deploy_net(m), weights).double()
+    images, labels = volumes(n=2, classes=2, seed=29)
+    x, y = torch.from_numpy(images), torch.from_numpy(labels)
+    optimizer = optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    for step in range(3):  # a little training, so that the running statistics move
+        optimizer.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        optimizer.step()
+    model.eval()
+    fused = ao.fuse_modules(model, [["0", "1", "2"], ["4", "5", "6"], ["7", "8"]])
+    with torch.no_grad():
+        return {"fused": fused(x), "original": model(x), "kinds": [type(mod).__name__ for mod in fused],
+                "folded_bias": fused[0][0].bias}
+
+
+def test_deploying_a_3d_network_with_fuse_modules():
+    weights = weights_of(deploy_net)
+    ours, _ = run_both(deployment, weights, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(ours["fused"], ours["original"], rtol=1e-10, atol=1e-12)
+    assert ours["kinds"] == ["ConvReLU3d", "Identity", "Identity", "MaxPool3d", "ConvReLU3d", "Identity", "Identity",
+                             "ConvTranspose3d", "Identity", "Conv3d"]
