@@ -179,8 +179,21 @@ def test_fuse_modules_folds_3d_and_1d_convolutions_and_transposed_ones(T):
     np.testing.assert_allclose(fused(x).detach().numpy(), model(x).detach().numpy(), rtol=1e-5, atol=1e-6)
     line = nn.Sequential(nn.Conv1d(2, 3, 3), nn.BatchNorm1d(3)).eval()
     assert type(q.fuse_modules(line, ["0", "1"])[0]).__name__ == "Conv1d"
-    qat = q.fuse_modules_qat(nn.Sequential(nn.Conv3d(2, 4, 3), nn.BatchNorm3d(4), nn.ReLU()), [["0", "1", "2"]])
-    assert type(qat[0]).__name__ == "ConvBnReLU3d" and [type(m).__name__ for m in qat[0]] == ["Conv3d", "BatchNorm3d",
-                                                                                              "ReLU"]
+    assert [type(m).__name__ for m in T.ao.nn.intrinsic.ConvBnReLU3d(*model[:3])] == ["Conv3d", "BatchNorm3d", "ReLU"]
     with pytest.raises(Exception, match="ConvTranspose\\+BatchNorm not yet supported in QAT"):
         q.fuse_modules_qat(nn.Sequential(nn.ConvTranspose3d(2, 4, 2), nn.BatchNorm3d(4)), [["0", "1"]])
+
+
+def test_fusing_a_3d_convolution_for_qat_is_refused_here():
+    """PyTorch swaps a ConvBnReLU3d for its nn.intrinsic.qat form in prepare_qat; chainrule has none, so it refuses
+    the fusing rather than leave the layer to train unquantized."""
+    import autograd
+    import nn
+
+    model = nn.Sequential(nn.Conv3d(2, 4, 3), nn.BatchNorm3d(4), nn.ReLU())
+    with pytest.raises(NotImplementedError, match="ConvBnReLU3d"):
+        autograd.ao.quantization.fuse_modules_qat(model, [["0", "1", "2"]])
+    with pytest.raises(NotImplementedError, match="ConvReLU3d"):
+        autograd.ao.quantization.fuse_modules_qat(nn.Sequential(nn.Conv3d(2, 4, 3), nn.ReLU()), [["0", "1"]])
+    fused = autograd.ao.quantization.fuse_modules_qat(nn.Sequential(nn.Conv2d(2, 4, 3), nn.ReLU()), [["0", "1"]])
+    assert type(fused[0]).__name__ == "ConvReLU2d"

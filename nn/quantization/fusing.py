@@ -2,15 +2,16 @@
 
 For each list of submodule names the first becomes the fused module and the rest ``nn.Identity``; for d = 1, 2, 3:
 
-    (Convdd, BatchNormdd)          eval: the conv with the norm folded in;  QAT: nn.intrinsic.ConvBndd
-    (Convdd, BatchNormdd, ReLU)    eval: ConvReLUdd of the folded conv;     QAT: ConvBnReLUdd
-    (Convdd, ReLU)                 ConvReLUdd
+    (Convdd, BatchNormdd)          eval: the conv with the norm folded in;  QAT: nn.intrinsic.ConvBndd (d = 2)
+    (Convdd, BatchNormdd, ReLU)    eval: ConvReLUdd of the folded conv;     QAT: ConvBnReLUdd (d = 2)
+    (Convdd, ReLU)                 ConvReLUdd (QAT: d = 2)
     (ConvTransposedd, BatchNormdd) eval: the transposed conv with the norm folded in (not for QAT)
     (BatchNormdd, ReLU)            BNReLUdd (d = 2, 3)
     (Linear, BatchNorm1d)          eval: the linear layer with the norm folded in
     (Linear, ReLU)                 LinearReLU
 
-(only the 2-d fused layers have ``nn.intrinsic.qat`` forms for ``prepare_qat``)."""
+(only the 2-d fused layers have ``nn.intrinsic.qat`` forms for ``prepare_qat``, so fusing a 1-d or 3-d
+convolution for QAT is refused)."""
 
 import copy
 
@@ -33,11 +34,20 @@ def _check_norm(conv, bn):
         raise AssertionError("Only support fusing BatchNorm2d with tracking_running_stats set to True")
 
 
+def _qat_built(fused):
+    """Only the 2-d fused layers have nn.intrinsic.qat forms here: fusing a 1-d or 3-d one for QAT would leave
+    prepare_qat nothing to swap it for (its convolution would train unquantized), so it is refused."""
+    if not fused.endswith("2d"):
+        raise NotImplementedError(f"fusing for QAT into {fused} (nn.intrinsic.qat.{fused}) is not built in chainrule; "
+                                  "fuse_modules (for inference) fuses it")
+    return getattr(nni, fused)
+
+
 def fuse_conv_bn(is_qat, conv, bn):
     _same_mode(conv, bn)
     if is_qat:
         _check_norm(conv, bn)
-        return getattr(nni, f"ConvBn{len(conv.kernel_size)}d")(conv, bn)
+        return _qat_built(f"ConvBn{len(conv.kernel_size)}d")(conv, bn)
     return fuse_conv_bn_eval(conv, bn)
 
 
@@ -45,8 +55,13 @@ def fuse_conv_bn_relu(is_qat, conv, bn, relu):
     _same_mode(conv, bn, relu)
     if is_qat:
         _check_norm(conv, bn)
-        return getattr(nni, f"ConvBnReLU{len(conv.kernel_size)}d")(conv, bn, relu)
+        return _qat_built(f"ConvBnReLU{len(conv.kernel_size)}d")(conv, bn, relu)
     return getattr(nni, f"ConvReLU{len(conv.kernel_size)}d")(fuse_conv_bn_eval(conv, bn), relu)
+
+
+def fuse_conv_relu(is_qat, conv, relu):
+    name = f"ConvReLU{len(conv.kernel_size)}d"
+    return (_qat_built(name) if is_qat else getattr(nni, name))(conv, relu)
 
 
 def fuse_convtranspose_bn(is_qat, convt, bn):
@@ -70,10 +85,9 @@ def _fuser_methods():
                (nn.BatchNorm3d, nn.ReLU): lambda is_qat, bn, relu: nni.BNReLU3d(bn, relu)}
     for dims in (1, 2, 3):
         conv, norm = getattr(nn, f"Conv{dims}d"), getattr(nn, f"BatchNorm{dims}d")
-        conv_relu = getattr(nni, f"ConvReLU{dims}d")
         methods[(conv, norm)] = fuse_conv_bn
         methods[(conv, norm, nn.ReLU)] = fuse_conv_bn_relu
-        methods[(conv, nn.ReLU)] = lambda is_qat, conv, relu, conv_relu=conv_relu: conv_relu(conv, relu)
+        methods[(conv, nn.ReLU)] = fuse_conv_relu
         methods[(getattr(nn, f"ConvTranspose{dims}d"), norm)] = fuse_convtranspose_bn
     return methods
 
