@@ -197,3 +197,33 @@ def test_fusing_a_3d_convolution_for_qat_is_refused_here():
         autograd.ao.quantization.fuse_modules_qat(nn.Sequential(nn.Conv3d(2, 4, 3), nn.ReLU()), [["0", "1"]])
     fused = autograd.ao.quantization.fuse_modules_qat(nn.Sequential(nn.Conv2d(2, 4, 3), nn.ReLU()), [["0", "1"]])
     assert type(fused[0]).__name__ == "ConvReLU2d"
+
+
+def test_pooling_bases_take_no_arguments_as_pytorchs(T):
+    """_AvgPoolNd and _MaxUnpoolNd (nn.modules.pooling) take no arguments in PyTorch: a layer subclassing them calls
+    super().__init__() and sets its own sizes."""
+    nn = nn_of(T)
+    F = nn.functional
+
+    class TemporalAvgPool(nn.modules.pooling._AvgPoolNd):
+        def __init__(self, frames):
+            super().__init__()
+            self.kernel_size, self.stride, self.padding = (frames, 1, 1), (frames, 1, 1), 0
+
+        def forward(self, x):
+            return F.avg_pool3d(x, self.kernel_size, self.stride, self.padding)
+
+    x = T.tensor(np.arange(2 * 4 * 2 * 2, dtype=np.float32).reshape(1, 2, 4, 2, 2))
+    np.testing.assert_allclose(TemporalAvgPool(4)(x).numpy()[:, :, 0], x.numpy().mean(2))
+
+    class Unpool(nn.modules.pooling._MaxUnpoolNd):
+        def __init__(self):
+            super().__init__()
+            self.kernel_size, self.stride, self.padding = (2, 2, 2), (2, 2, 2), (0, 0, 0)
+
+        def forward(self, x, indices):
+            return F.max_unpool3d(x, indices, self.kernel_size, self.stride, self.padding)
+
+    pooled, indices = F.max_pool3d(x, 2, return_indices=True)
+    assert repr(Unpool()) == "Unpool(kernel_size=(2, 2, 2), stride=(2, 2, 2), padding=(0, 0, 0))"
+    assert tuple(Unpool()(pooled, indices).shape) == (1, 2, 4, 2, 2)
