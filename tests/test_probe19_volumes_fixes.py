@@ -227,3 +227,12 @@ def test_pooling_bases_take_no_arguments_as_pytorchs(T):
     pooled, indices = F.max_pool3d(x, 2, return_indices=True)
     assert repr(Unpool()) == "Unpool(kernel_size=(2, 2, 2), stride=(2, 2, 2), padding=(0, 0, 0))"
     assert tuple(Unpool()(pooled, indices).shape) == (1, 2, 4, 2, 2)
+
+
+@pytest.mark.parametrize("layer, base", [
+    ("ReflectionPad3d", "_ReflectionPadNd"), ("ReplicationPad3d", "_ReplicationPadNd"),
+    ("ConstantPad3d", "_ConstantPadNd"), ("ZeroPad3d", "_ConstantPadNd"), ("CircularPad3d", "_CircularPadNd")])
+def test_padding_layers_have_pytorchs_bases(T, layer, base):
+    nn = nn_of(T)
+    assert issubclass(getattr(nn, layer), getattr(nn.modules.padding, base))
+    assert issubclass(nn.LPPool3d, nn.modules.pooling._LPPoolNd)
