@@ -21,7 +21,18 @@ SlowFast-style lateral connection; a PSP-style pyramid pooling head (``AdaptiveA
 ``align_corners=True``) with ``AvgPool3d(ceil_mode, count_include_pad, divisor_override)`` and
 ``AdaptiveMaxPool3d(return_indices=True)``; 3-D sub-pixel upsampling by reshape/permute with ICNR initialisation;
 an attention U-Net's gates in ``channels_last_3d``; Gaussian smoothing and edge losses with 6-element ``F.pad``
-in reflect / replicate / circular modes and ``Conv3d(padding_mode=...)``."""
+in reflect / replicate / circular modes and ``Conv3d(padding_mode=...)``; nnU-Net's training step (PlainConvUNet,
+a bool one-hot by ``scatter_``, a PolyLR ``_LRScheduler`` subclass, deep supervision, mirroring TTA by ``flip``);
+MONAI's registration and topology losses (soft-clDice by asymmetric ``max_pool3d``, 3-D SSIM, mutual information by
+Parzen windows and ``bmm``, bending energy, a Hausdorff metric by ``cdist``); Video Swin's shifted 3-D windows, TSM,
+a non-local block and X3D; V-Net's ``ContBatchNorm3d`` (a ``_BatchNorm`` subclass); a weight-standardised 3-D
+ResNet over ``Conv3d._conv_forward`` and ``_reversed_padding_repeated_twice``; a weight-standardised
+``ConvTranspose3d`` calling PyTorch's ``_output_padding``; pytorch-i3d's InceptionI3d (``MaxPool3dSamePadding``,
+``F.upsample`` in time); CondConv3D subclassing ``_ConvNd`` with PyTorch's constructor; MedicalNet's 3-D ResNet
+(type-A shortcuts by ``.data``); Grad-CAM by full backward hooks and occlusion sensitivity; a voxel WGAN-GP
+(second order through ``Conv3d`` and ``InstanceNorm3d``); pytorch-3dunet's UNet3D with GeneralizedDiceLoss; and a
+3-D network deployed through ``torch.ao.quantization.fuse_modules``. Three strict xfails name what lies outside
+this probe's files: ``channels_last_3d`` layouts, ``torch.cuda.FloatTensor`` checks, and pickling ``torch.flip``."""
 
 import itertools
 import math
