@@ -19,7 +19,6 @@ PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 
 
 class _ConvNd(Module):
-    transposed = False
     convolution = None  # its function in nn.functional ("conv2d"); a transposed layer has a forward of its own
 
     def forward(self, input):
@@ -30,9 +29,13 @@ class _ConvNd(Module):
         input, padding = self._padded_input(input)
         return getattr(F, self.convolution)(input, weight, bias, self.stride, padding, self.dilation, self.groups)
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
-                 padding_mode, spatial, output_padding=0, dtype=None):
+    def __init__(self, in_channels, out_channels, kernel_size, stride, padding, dilation, transposed, output_padding,
+                 groups, bias, padding_mode, device=None, dtype=None):
+        """PyTorch's signature, which layers subclassing _ConvNd itself call (CondConv, Bayesian convolutions):
+        kernel_size a tuple, whose length is the number of spatial dims."""
         super().__init__()
+        spatial = len(kernel_size)
+        self.transposed = transposed
         if groups <= 0:
             raise ValueError("groups must be a positive integer")
         if in_channels % groups:
@@ -55,6 +58,7 @@ class _ConvNd(Module):
             self.padding = _tuple(padding, spatial, "padding")
         self.output_padding = _tuple(output_padding, spatial, "output_padding")
         self.padding_mode = padding_mode
+        self._reversed_padding_repeated_twice = self._reverse_repeat_padding(spatial)
         shape = ((in_channels, out_channels // groups) if self.transposed else
                  (out_channels, in_channels // groups)) + self.kernel_size
         self.weight = Parameter(autograd.empty(*shape, dtype=dtype))
@@ -68,18 +72,26 @@ class _ConvNd(Module):
             bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
             init.uniform_(self.bias, -bound, bound)
 
+    def _reverse_repeat_padding(self, spatial):
+        """The padding as F.pad takes it, last dim first, (left, right) per dim: PyTorch's
+        ``_reversed_padding_repeated_twice``, which its layers (and layers written after them, overriding
+        ``_conv_forward``) pass to F.pad for the padding modes other than zeros. 'same' puts the odd one on the
+        right; 'valid' pads nothing."""
+        if self.padding == "valid":
+            pairs = [(0, 0)] * spatial
+        elif self.padding == "same":
+            before, extra = _same_padding(self.kernel_size, self.dilation)
+            pairs = [(b, b + e) for b, e in zip(before, extra)]
+        else:
+            pairs = [(p, p) for p in self.padding]
+        return tuple(amount for pair in reversed(pairs) for amount in pair)
+
     def _padded_input(self, input):
         """For padding modes other than zeros: pad by copying values first (F.pad), then convolve with no
         padding."""
         if self.padding_mode == "zeros" or self.padding == "valid":
             return input, self.padding
-        if self.padding == "same":
-            before, extra = _same_padding(self.kernel_size, self.dilation)
-            pairs = [(b, b + e) for b, e in zip(before, extra)]
-        else:
-            pairs = [(p, p) for p in self.padding]
-        amounts = [amount for pair in reversed(pairs) for amount in pair]  # F.pad lists the last dim first
-        return F.pad(input, amounts, self.padding_mode), 0
+        return F.pad(input, self._reversed_padding_repeated_twice, self.padding_mode), 0
 
     def extra_repr(self):
         text = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
@@ -106,8 +118,8 @@ class Conv2d(_ConvNd):
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
                  bias=True, padding_mode="zeros", device=None, dtype=None):
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
-                         padding_mode, 2, dtype=dtype)
+        super().__init__(in_channels, out_channels, _tuple(kernel_size, 2, "kernel_size"), stride, padding, dilation,
+                         False, 0, groups, bias, padding_mode, device, dtype)
 
     convolution = "conv2d"
 
@@ -117,8 +129,8 @@ class Conv1d(_ConvNd):
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
                  bias=True, padding_mode="zeros", device=None, dtype=None):
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
-                         padding_mode, 1, dtype=dtype)
+        super().__init__(in_channels, out_channels, _tuple(kernel_size, 1, "kernel_size"), stride, padding, dilation,
+                         False, 0, groups, bias, padding_mode, device, dtype)
 
     convolution = "conv1d"
 
@@ -128,40 +140,49 @@ class Conv3d(_ConvNd):
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
                  bias=True, padding_mode="zeros", device=None, dtype=None):
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
-                         padding_mode, 3, dtype=dtype)
+        super().__init__(in_channels, out_channels, _tuple(kernel_size, 3, "kernel_size"), stride, padding, dilation,
+                         False, 0, groups, bias, padding_mode, device, dtype)
 
     convolution = "conv3d"
 
 
 class _ConvTransposeNd(_ConvNd):
-    transposed = True
-
-    def __init__(self, in_channels, out_channels, kernel_size, stride, padding, output_padding, groups, bias,
-                 dilation, padding_mode, spatial, dtype):
+    def __init__(self, in_channels, out_channels, kernel_size, stride, padding, dilation, transposed, output_padding,
+                 groups, bias, padding_mode, device=None, dtype=None):
         if padding_mode != "zeros":
             raise ValueError(f'Only "zeros" padding mode is supported for {type(self).__name__}')
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
-                         padding_mode, spatial, output_padding, dtype=dtype)
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, transposed, output_padding,
+                         groups, bias, padding_mode, device, dtype)
 
-    def _output_padding(self, input, output_size):
+    def _output_padding(self, input, output_size, stride=None, padding=None, kernel_size=None, num_spatial_dims=None,
+                        dilation=None):
         """The output_padding that gives ``output_size`` (PyTorch's forward(input, output_size)):
         a strided transposed convolution can make several sizes; what each axis has beyond the
         smallest, which must stay below its stride (PyTorch's range: an output_padding below the dilation alone,
-        which conv_transpose accepts, is not reached through output_size)."""
+        which conv_transpose accepts, is not reached through output_size). PyTorch's signature, which the forward
+        of a layer written after PyTorch's calls with the geometry it convolves with (dilation None: 1); with
+        input and output_size alone (this project's layers), the layer's own."""
         if output_size is None:
             return self.output_padding
-        spatial = len(self.kernel_size)
-        output_size = tuple(output_size)[-spatial:]
+        if stride is None:
+            stride, padding, kernel_size = self.stride, self.padding, self.kernel_size
+            num_spatial_dims, dilation = len(self.kernel_size), self.dilation
+        dilation = (1,) * num_spatial_dims if dilation is None else dilation
+        batch_dims = 2 if input.ndim == num_spatial_dims + 2 else 1
+        output_size = tuple(output_size)
+        if len(output_size) == batch_dims + num_spatial_dims:
+            output_size = output_size[batch_dims:]
+        if len(output_size) != num_spatial_dims:
+            raise ValueError(f"ConvTranspose{num_spatial_dims}D: for {input.ndim}D input, output_size must have "
+                             f"{num_spatial_dims} or {batch_dims + num_spatial_dims} elements (got {len(output_size)})")
         extra = []
         for axis, wanted in enumerate(output_size):
-            size = input.shape[input.ndim - spatial + axis]
-            least = ((size - 1) * self.stride[axis] - 2 * self.padding[axis]
-                     + self.dilation[axis] * (self.kernel_size[axis] - 1) + 1)
-            most = least + self.stride[axis] - 1
+            size = input.shape[batch_dims + axis]
+            least = (size - 1) * stride[axis] - 2 * padding[axis] + dilation[axis] * (kernel_size[axis] - 1) + 1
+            most = least + stride[axis] - 1
             if not least <= wanted <= most:
                 raise ValueError(f"requested an output size of {list(output_size)}, but valid sizes range from "
-                                 f"{least} to {most} in dim {axis} (for an input of {tuple(input.shape[-spatial:])})")
+                                 f"{least} to {most} in dim {axis} (for an input of {tuple(input.shape[batch_dims:])})")
             extra.append(wanted - least)
         return tuple(extra)
 
@@ -172,8 +193,8 @@ class ConvTranspose2d(_ConvTransposeNd):
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, output_padding=0, groups=1,
                  bias=True, dilation=1, padding_mode="zeros", device=None, dtype=None):
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, output_padding, groups, bias,
-                         dilation, padding_mode, 2, dtype)
+        super().__init__(in_channels, out_channels, _tuple(kernel_size, 2, "kernel_size"), stride, padding, dilation,
+                         True, output_padding, groups, bias, padding_mode, device, dtype)
 
     def forward(self, input, output_size=None):
         return F.conv_transpose2d(input, self.weight, self.bias, self.stride, self.padding,
@@ -183,8 +204,8 @@ class ConvTranspose2d(_ConvTransposeNd):
 class ConvTranspose1d(_ConvTransposeNd):
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, output_padding=0, groups=1,
                  bias=True, dilation=1, padding_mode="zeros", device=None, dtype=None):
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, output_padding, groups, bias,
-                         dilation, padding_mode, 1, dtype)
+        super().__init__(in_channels, out_channels, _tuple(kernel_size, 1, "kernel_size"), stride, padding, dilation,
+                         True, output_padding, groups, bias, padding_mode, device, dtype)
 
     def forward(self, input, output_size=None):
         return F.conv_transpose1d(input, self.weight, self.bias, self.stride, self.padding,
@@ -196,8 +217,8 @@ class ConvTranspose3d(_ConvTransposeNd):
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, output_padding=0, groups=1,
                  bias=True, dilation=1, padding_mode="zeros", device=None, dtype=None):
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, output_padding, groups, bias,
-                         dilation, padding_mode, 3, dtype)
+        super().__init__(in_channels, out_channels, _tuple(kernel_size, 3, "kernel_size"), stride, padding, dilation,
+                         True, output_padding, groups, bias, padding_mode, device, dtype)
 
     def forward(self, input, output_size=None):
         return F.conv_transpose3d(input, self.weight, self.bias, self.stride, self.padding,

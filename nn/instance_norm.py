@@ -31,10 +31,21 @@ class _InstanceNorm(_NormBase):
                  dtype=None, *, bias=True):
         super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype, bias=bias)
 
-    def forward(self, input):
-        unbatched = self.spatial + 1
+    def _get_no_batch_dim(self):
+        """The dims of an unbatched input, (C, *spatial): PyTorch's hook, which forward asks as it asks
+        _check_input_dim; a subclass of _InstanceNorm names both (_InstanceNorm itself neither)."""
+        if not self.spatial:
+            raise NotImplementedError(f"{type(self).__name__} must define _get_no_batch_dim")
+        return self.spatial + 1
+
+    def _check_input_dim(self, input):
+        unbatched = self._get_no_batch_dim()
         if input.ndim not in (unbatched, unbatched + 1):
             raise ValueError(f"expected {unbatched}D or {unbatched + 1}D input (got {input.ndim}D input)")
+
+    def forward(self, input):
+        self._check_input_dim(input)
+        unbatched = self._get_no_batch_dim()
         channel_dim = input.ndim - unbatched
         if input.shape[channel_dim] != self.num_features:
             if self.affine:

@@ -78,16 +78,23 @@ class _BatchNorm(_NormBase):
 
     expected_dims = ()
 
+    def _check_input_dim(self, input):
+        """PyTorch's hook for the number of dims a layer accepts, which forward calls first: subclasses of
+        ``_BatchNorm`` name their own (V-Net's ContBatchNorm3d accepts 5 dims only); the layers here accept
+        ``expected_dims``, and ``_BatchNorm`` itself none (PyTorch's NotImplementedError)."""
+        if not self.expected_dims:
+            raise NotImplementedError(f"{type(self).__name__} must define _check_input_dim")
+        if input.ndim not in self.expected_dims:
+            raise ValueError(f"{type(self).__name__}({self.num_features}) expects input of "
+                             f"{' or '.join(map(str, self.expected_dims))} dims with {self.num_features} channels "
+                             f"in dim 1, got shape {tuple(input.shape)}")
+
     def forward(self, input):
-        if input.ndim not in self.expected_dims or input.shape[1] != self.num_features:
-            # PyTorch: a ValueError for the number of dims, a RuntimeError for the channels (ShapeError is both)
-            wrong_dims = input.ndim not in self.expected_dims
-            words = "" if wrong_dims else (f"running_mean should contain {input.shape[1]} elements not "
-                                            f"{self.num_features} (")  # (PyTorch's words for the channels)
-            raise (ValueError if wrong_dims else ShapeError)(
-                f"{words}{type(self).__name__}({self.num_features}) expects input of "
-                f"{' or '.join(map(str, self.expected_dims))} dims with {self.num_features} channels in dim 1, "
-                f"got shape {tuple(input.shape)}{'' if wrong_dims else ')'}")
+        self._check_input_dim(input)
+        if input.shape[1] != self.num_features:  # PyTorch's RuntimeError (ShapeError is a ValueError too)
+            raise ShapeError(f"running_mean should contain {input.shape[1]} elements not {self.num_features} "
+                             f"({type(self).__name__}({self.num_features}) expects {self.num_features} channels "
+                             f"in dim 1, got shape {tuple(input.shape)})")
         # PyTorch's rules: training with track_running_stats switched off after construction leaves the running
         # statistics (and the count) alone; eval uses them whenever they exist, batch statistics otherwise
         track = not self.training or self.track_running_stats

@@ -144,6 +144,26 @@ class _PadNd(Module):
         return f"{self.padding}"
 
 
+class _ConstantPadNd(_PadNd):
+    mode = "constant"
+
+
+class _ReflectionPadNd(_PadNd):
+    mode = "reflect"
+
+
+class _ReplicationPadNd(_PadNd):
+    mode = "replicate"
+
+
+class _CircularPadNd(_PadNd):
+    mode = "circular"
+
+
+# each mode's base, as PyTorch's (isinstance(layer, nn.modules.padding._ReflectionPadNd))
+_MODE_BASES = {base.mode: base for base in (_ConstantPadNd, _ReflectionPadNd, _ReplicationPadNd, _CircularPadNd)}
+
+
 def _pad_layer(name, mode, dims, takes_value):
     def __init__(self, padding, value=0.0):
         _PadNd.__init__(self, padding, value)
@@ -151,9 +171,9 @@ def _pad_layer(name, mode, dims, takes_value):
     def __init_without_value(self, padding):
         _PadNd.__init__(self, padding, 0.0)
 
-    body = {"mode": mode, "dims": dims, "__init__": __init__ if takes_value else __init_without_value,
+    body = {"dims": dims, "__init__": __init__ if takes_value else __init_without_value,
             "__doc__": f"F.pad of the last {dims} dim(s) in mode {mode!r}, as torch.nn.{name}."}
-    return type(name, (_PadNd,), body)
+    return type(name, (_MODE_BASES[mode],), body)
 
 
 ConstantPad1d = _pad_layer("ConstantPad1d", "constant", 1, True)

@@ -46,7 +46,9 @@ class MaxPool3d(_MaxPoolNd):
 
 
 class _AvgPoolNd(Module):
-    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
+    def __init__(self, kernel_size=None, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
+        """PyTorch's _AvgPoolNd takes no arguments (each pooling layer sets these itself): a layer subclassing it
+        that calls ``super().__init__()`` sets its own after."""
         super().__init__()
         self.kernel_size, self.stride = kernel_size, stride if stride is not None else kernel_size
         self.padding, self.ceil_mode, self.count_include_pad = padding, ceil_mode, count_include_pad

@@ -79,8 +79,13 @@ def max_unpool3d(input, indices, kernel_size, stride=None, padding=0, output_siz
 class _MaxUnpoolNd(Module):
     spatial = 0
 
-    def __init__(self, kernel_size, stride=None, padding=0):
+    def __init__(self, kernel_size=None, stride=None, padding=0):
+        """PyTorch's _MaxUnpoolNd takes no arguments (MaxUnpool1d/2d/3d set these): a layer subclassing it that
+        calls ``super().__init__()`` sets its own after."""
         super().__init__()
+        if kernel_size is None:
+            self.kernel_size, self.stride, self.padding = None, stride, padding
+            return
         self.kernel_size = _tuple(kernel_size, self.spatial, "kernel_size")
         self.stride = _tuple(stride if stride is not None else kernel_size, self.spatial, "stride")
         self.padding = _tuple(padding, self.spatial, "padding")

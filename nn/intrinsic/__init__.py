@@ -17,36 +17,29 @@ def _check_types(name, modules, *types):
         raise AssertionError(f"Incorrect types for input modules{tuple(type(m) for m in modules)}")
 
 
-class ConvReLU2d(_FusedModule):
-    """Conv2d then ReLU."""
+def _fused(name, *types):
+    """A fused layer of these types in this order (PyTorch's ConvReLU2d(conv, relu), ConvBn3d(conv, bn), ...)."""
 
-    def __init__(self, conv, relu):
-        _check_types("ConvReLU2d", (conv, relu), nn.Conv2d, nn.ReLU)
-        super().__init__(conv, relu)
+    def __init__(self, *modules):
+        _check_types(name, modules, *types)
+        _FusedModule.__init__(self, *modules)
 
-
-class ConvBn2d(_FusedModule):
-    """Conv2d then BatchNorm2d."""
-
-    def __init__(self, conv, bn):
-        _check_types("ConvBn2d", (conv, bn), nn.Conv2d, nn.BatchNorm2d)
-        super().__init__(conv, bn)
+    return type(name, (_FusedModule,), {"__init__": __init__, "__module__": __name__,
+                                        "__doc__": " then ".join(t.__name__ for t in types) + "."})
 
 
-class ConvBnReLU2d(_FusedModule):
-    """Conv2d, BatchNorm2d, then ReLU."""
-
-    def __init__(self, conv, bn, relu):
-        _check_types("ConvBnReLU2d", (conv, bn, relu), nn.Conv2d, nn.BatchNorm2d, nn.ReLU)
-        super().__init__(conv, bn, relu)
-
-
-class LinearReLU(_FusedModule):
-    """Linear then ReLU."""
-
-    def __init__(self, linear, relu):
-        _check_types("LinearReLU", (linear, relu), nn.Linear, nn.ReLU)
-        super().__init__(linear, relu)
+ConvReLU1d = _fused("ConvReLU1d", nn.Conv1d, nn.ReLU)
+ConvReLU2d = _fused("ConvReLU2d", nn.Conv2d, nn.ReLU)
+ConvReLU3d = _fused("ConvReLU3d", nn.Conv3d, nn.ReLU)
+ConvBn1d = _fused("ConvBn1d", nn.Conv1d, nn.BatchNorm1d)
+ConvBn2d = _fused("ConvBn2d", nn.Conv2d, nn.BatchNorm2d)
+ConvBn3d = _fused("ConvBn3d", nn.Conv3d, nn.BatchNorm3d)
+ConvBnReLU1d = _fused("ConvBnReLU1d", nn.Conv1d, nn.BatchNorm1d, nn.ReLU)
+ConvBnReLU2d = _fused("ConvBnReLU2d", nn.Conv2d, nn.BatchNorm2d, nn.ReLU)
+ConvBnReLU3d = _fused("ConvBnReLU3d", nn.Conv3d, nn.BatchNorm3d, nn.ReLU)
+BNReLU2d = _fused("BNReLU2d", nn.BatchNorm2d, nn.ReLU)
+BNReLU3d = _fused("BNReLU3d", nn.BatchNorm3d, nn.ReLU)
+LinearReLU = _fused("LinearReLU", nn.Linear, nn.ReLU)
 
 
 __getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {"qat": ".qat"})

@@ -48,7 +48,7 @@ _ALSO = {
     "loss": ("CTCLoss", "LinearCrossEntropyLoss"),
     "normalization": ("CrossMapLRN2d",),
     "pooling": ("FractionalMaxPool2d", "FractionalMaxPool3d", "LPPool1d", "LPPool2d", "LPPool3d", "MaxUnpool1d",
-                "MaxUnpool2d", "MaxUnpool3d"),
+                "MaxUnpool2d", "MaxUnpool3d", "nn.unpool:_MaxUnpoolNd", "nn.lp_pool:_LPPoolNd"),
 }
 
 

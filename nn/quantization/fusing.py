@@ -1,12 +1,17 @@
 """``fuse_modules`` and ``fuse_modules_qat``: layers that run one after another merged into one, as PyTorch's.
 
-For each list of submodule names the first becomes the fused module and the rest ``nn.Identity``:
+For each list of submodule names the first becomes the fused module and the rest ``nn.Identity``; for d = 1, 2, 3:
 
-    (Conv2d, BatchNorm2d)        eval: the conv with the norm folded in;  QAT: nn.intrinsic.ConvBn2d
-    (Conv2d, BatchNorm2d, ReLU)  eval: ConvReLU2d of the folded conv;     QAT: ConvBnReLU2d
-    (Conv2d, ReLU)               ConvReLU2d
-    (Linear, BatchNorm1d)        eval: the linear layer with the norm folded in
-    (Linear, ReLU)               LinearReLU"""
+    (Convdd, BatchNormdd)          eval: the conv with the norm folded in;  QAT: nn.intrinsic.ConvBndd (d = 2)
+    (Convdd, BatchNormdd, ReLU)    eval: ConvReLUdd of the folded conv;     QAT: ConvBnReLUdd (d = 2)
+    (Convdd, ReLU)                 ConvReLUdd (QAT: d = 2)
+    (ConvTransposedd, BatchNormdd) eval: the transposed conv with the norm folded in (not for QAT)
+    (BatchNormdd, ReLU)            BNReLUdd (d = 2, 3)
+    (Linear, BatchNorm1d)          eval: the linear layer with the norm folded in
+    (Linear, ReLU)                 LinearReLU
+
+(only the 2-d fused layers have ``nn.intrinsic.qat`` forms for ``prepare_qat``, so fusing a 1-d or 3-d
+convolution for QAT is refused)."""
 
 import copy
 
@@ -29,11 +34,20 @@ def _check_norm(conv, bn):
         raise AssertionError("Only support fusing BatchNorm2d with tracking_running_stats set to True")
 
 
+def _qat_built(fused):
+    """Only the 2-d fused layers have nn.intrinsic.qat forms here: fusing a 1-d or 3-d one for QAT would leave
+    prepare_qat nothing to swap it for (its convolution would train unquantized), so it is refused."""
+    if not fused.endswith("2d"):
+        raise NotImplementedError(f"fusing for QAT into {fused} (nn.intrinsic.qat.{fused}) is not built in chainrule; "
+                                  "fuse_modules (for inference) fuses it")
+    return getattr(nni, fused)
+
+
 def fuse_conv_bn(is_qat, conv, bn):
     _same_mode(conv, bn)
     if is_qat:
         _check_norm(conv, bn)
-        return nni.ConvBn2d(conv, bn)
+        return _qat_built(f"ConvBn{len(conv.kernel_size)}d")(conv, bn)
     return fuse_conv_bn_eval(conv, bn)
 
 
@@ -41,8 +55,20 @@ def fuse_conv_bn_relu(is_qat, conv, bn, relu):
     _same_mode(conv, bn, relu)
     if is_qat:
         _check_norm(conv, bn)
-        return nni.ConvBnReLU2d(conv, bn, relu)
-    return nni.ConvReLU2d(fuse_conv_bn_eval(conv, bn), relu)
+        return _qat_built(f"ConvBnReLU{len(conv.kernel_size)}d")(conv, bn, relu)
+    return getattr(nni, f"ConvReLU{len(conv.kernel_size)}d")(fuse_conv_bn_eval(conv, bn), relu)
+
+
+def fuse_conv_relu(is_qat, conv, relu):
+    name = f"ConvReLU{len(conv.kernel_size)}d"
+    return (_qat_built(name) if is_qat else getattr(nni, name))(conv, relu)
+
+
+def fuse_convtranspose_bn(is_qat, convt, bn):
+    _same_mode(convt, bn)
+    if is_qat:
+        raise Exception("Fusing ConvTranspose+BatchNorm not yet supported in QAT.")  # (PyTorch's plain Exception)
+    return fuse_conv_bn_eval(convt, bn, transpose=True)
 
 
 def fuse_linear_bn(is_qat, linear, bn):
@@ -53,10 +79,17 @@ def fuse_linear_bn(is_qat, linear, bn):
 
 
 def _fuser_methods():
-    return {(nn.Conv2d, nn.BatchNorm2d): fuse_conv_bn, (nn.Conv2d, nn.BatchNorm2d, nn.ReLU): fuse_conv_bn_relu,
-            (nn.Conv2d, nn.ReLU): lambda is_qat, conv, relu: nni.ConvReLU2d(conv, relu),
-            (nn.Linear, nn.BatchNorm1d): fuse_linear_bn,
-            (nn.Linear, nn.ReLU): lambda is_qat, linear, relu: nni.LinearReLU(linear, relu)}
+    methods = {(nn.Linear, nn.BatchNorm1d): fuse_linear_bn,
+               (nn.Linear, nn.ReLU): lambda is_qat, linear, relu: nni.LinearReLU(linear, relu),
+               (nn.BatchNorm2d, nn.ReLU): lambda is_qat, bn, relu: nni.BNReLU2d(bn, relu),
+               (nn.BatchNorm3d, nn.ReLU): lambda is_qat, bn, relu: nni.BNReLU3d(bn, relu)}
+    for dims in (1, 2, 3):
+        conv, norm = getattr(nn, f"Conv{dims}d"), getattr(nn, f"BatchNorm{dims}d")
+        methods[(conv, norm)] = fuse_conv_bn
+        methods[(conv, norm, nn.ReLU)] = fuse_conv_bn_relu
+        methods[(conv, nn.ReLU)] = fuse_conv_relu
+        methods[(getattr(nn, f"ConvTranspose{dims}d"), norm)] = fuse_convtranspose_bn
+    return methods
 
 
 def get_fuser_method(op_list, additional_fuser_method_mapping=None):
