@@ -15,7 +15,7 @@ from ..graph import is_grad_enabled
 from ..primitive import Primitive, node_named
 from ..tensor import Tensor
 from . import extrema, shape
-from .axes import dim_index, normalize_dims
+from .axes import dim_index, int_or_ints, normalize_dims
 from .contractions import require_scalar_type
 from .elementwise import Where
 from .half_linalg import low_precision, refuses_half
@@ -88,6 +88,18 @@ def _floating(x, dtype, op):
     return x
 
 
+def _refuse_empty_reduction(x, ord, dim):
+    """PyTorch's refusal of a norm without identity over nothing: over all of an empty tensor, or along any empty
+    dim named (an empty tensor reduced along its other dims gives an empty result)."""
+    preamble = f"linalg.vector_norm cannot compute the {float(ord):g} norm on"
+    if dim is None or (isinstance(dim, (tuple, list)) and len(dim) == 0):
+        raise RuntimeError(f"{preamble} an empty tensor because the operation does not have an identity")
+    for d in int_or_ints(dim):
+        if x.shape[dim_index(d, x.ndim)] == 0:  # (PyTorch writes no space before "because")
+            raise RuntimeError(f"{preamble} the dimension {d}because this dimension is empty and the operation "
+                               "does not have an identity")
+
+
 def vector_norm(x, ord=2, dim=None, keepdim=False, *, dtype=None, out=None):
     """‖x‖_ord over dim (all elements when None): ord any real number, inf or -inf."""
     x = _floating(x, dtype, "linalg.vector_norm")
@@ -95,8 +107,8 @@ def vector_norm(x, ord=2, dim=None, keepdim=False, *, dtype=None, out=None):
         # (PyTorch's argument parser refuses it, with a TypeError)
         raise TypeError(f"linalg_vector_norm(): argument 'ord' (position 2) must be Number, not {type(ord).__name__}")
     axes = normalize_dims(dim, x.ndim)
-    if ord < 0 and x.numel() == 0:
-        raise RuntimeError(f"linalg.vector_norm cannot compute the {ord} norm on an empty tensor")
+    if (ord < 0 or ord == math.inf) and x.numel() == 0:  # a minimum, maximum or sum of 1/0s: none has an identity
+        _refuse_empty_reduction(x, ord, dim)
     return write_out(VectorNorm.apply(x, ord=float(ord), axes=axes, keepdim=keepdim), out)
 
 
@@ -183,7 +195,7 @@ def linalg_norm(input, ord=None, dim=None, keepdim=False, *, dtype=None, out=Non
         if A.ndim not in (1, 2):
             raise RuntimeError(f"linalg.norm: If dim is not specified but ord is, the input must be 1D or 2D. "
                                f"Got {A.ndim}D.")
-        dim = tuple(range(A.ndim))
+        dim = (0, 1) if A.ndim == 2 else None  # (a vector: all of it, as PyTorch passes it on)
     if dim is not None and len(dim) == 2:
         return matrix_norm(A, "fro" if ord is None else ord, dim, keepdim, dtype=dtype, out=out)
     if isinstance(ord, str):
