@@ -76,7 +76,7 @@ def _bernoulli_draws(input, p, generator):  # noqa: A002
     """Bernoulli draws of input's shape, as NumPy bools in the order drawn (row-major)."""
     probabilities = input if p is None else p
     probability = _host(probabilities)
-    if numpy.any((numpy.asarray(probability) < 0) | (numpy.asarray(probability) > 1)):
+    if not numpy.all((numpy.asarray(probability) >= 0) & (numpy.asarray(probability) <= 1)):  # (NaN fails too)
         raise RuntimeError(f"bernoulli expects 0 <= p <= 1, got p = {probability}")
     # PyTorch's kernels: a float64 uniform below a number p or each probability of a float64 tensor, a float32
     # one below each probability of a tensor of another dtype
