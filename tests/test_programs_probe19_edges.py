@@ -17,7 +17,8 @@ and their refusals); dynamic loss scaling (``isfinite`` checks, skipped steps, `
 error_if_nonfinite=True)``, ``detect_anomaly`` naming the backward that made a NaN); and a multi-label head
 whose impossible labels have logits of ±inf (``Bernoulli(logits=).log_prob`` and ``entropy``).
 Then focused tests of what they found: ``vector_norm`` of orders inf and below 0 over empty tensors and dims,
-``movedim`` and ``split`` of 0-d tensors, ``bernoulli`` and ``dropout`` with a NaN probability."""
+``movedim`` and ``split`` of 0-d tensors, ``bernoulli`` and ``dropout`` with a NaN probability, convolutions and
+fractional max pooling on empty batches, and (a strict xfail) a NaN made an integer tensor."""
 
 import math
 import warnings
@@ -673,3 +674,23 @@ def test_conv_transpose_weight_gradient_on_an_empty_batch(T):
         assert y.shape[0] == 0
         y.sum().backward()
         assert x.grad.shape == x.shape and (conv.weight.grad == 0).all() and (conv.bias.grad == 0).all()
+
+
+def test_fractional_max_pool_on_an_empty_batch(T):
+    nn = modules_of(T).nn
+    for pool, shape, out in ((nn.FractionalMaxPool2d(2, output_size=3, return_indices=True), (0, 2, 6, 6), (3, 3)),
+                             (nn.FractionalMaxPool3d(2, output_ratio=0.5), (0, 1, 4, 4, 4), (2, 2, 2))):
+        x = T.zeros(*shape, requires_grad=True)
+        y = pool(x)
+        y = y[0] if isinstance(y, tuple) else y
+        assert tuple(y.shape) == shape[:2] + out
+        y.sum().backward()
+        assert x.grad.shape == x.shape
+
+
+@pytest.mark.xfail(strict=True, reason="autograd/factories.py (outside this task's files) lets NumPy's ValueError "
+                   "'cannot convert float NaN to integer' through where PyTorch raises RuntimeError 'value cannot be "
+                   "converted to type int64 without overflow'; the proposed diff is in the probe-19 report")
+def test_a_nan_made_an_integer_tensor_is_refused_as_an_overflow():
+    raises_alike(lambda m: m.torch.tensor([1.0, float("nan")], dtype=m.torch.long),
+                 "value cannot be converted to type int64 without overflow", kind=RuntimeError)
