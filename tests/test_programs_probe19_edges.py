@@ -643,6 +643,14 @@ def modules_of(T):
     return OURS if T is OURS.torch else pytorch()
 
 
+def test_index_select_of_a_scalar_takes_one_index(T):
+    x = T.tensor(5.0)
+    assert float(x.index_select(0, T.tensor([0]))) == 5.0 and x.index_select(0, T.tensor(0)).shape == ()
+    for index, n in ((T.tensor([0, 0]), 2), (T.tensor([], dtype=T.long), 0)):
+        raises(RuntimeError, rf"index_select\(\): Index to scalar can have only 1 value, got {n} value\(s\)",
+               x.index_select, 0, index)
+
+
 def test_nan_probabilities_are_refused(T):
     F = modules_of(T).F
     raises(RuntimeError, "", T.bernoulli, T.tensor([0.5, float("nan")]))
