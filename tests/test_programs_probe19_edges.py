@@ -702,3 +702,20 @@ def test_fractional_max_pool_on_an_empty_batch(T):
 def test_a_nan_made_an_integer_tensor_is_refused_as_an_overflow():
     raises_alike(lambda m: m.torch.tensor([1.0, float("nan")], dtype=m.torch.long),
                  "value cannot be converted to type int64 without overflow", kind=RuntimeError)
+
+
+def test_convolutions_without_filters_are_refused(T):
+    F = modules_of(T).F
+    for conv, x, w, groups in ((F.conv1d, T.ones(1, 1, 4), T.ones(0, 1, 3), 1),
+                               (F.conv3d, T.ones(1, 1, 4, 4, 4), T.ones(0, 1, 3, 3, 3), 1),
+                               (F.conv_transpose2d, T.ones(1, 0, 4, 4), T.ones(0, 2, 3, 3), 1),
+                               (F.conv2d, T.ones(1, 2, 4, 4), T.ones(1, 1, 3, 3), 2)):
+        raises(RuntimeError, rf"Given groups={groups}, expected weight to be at least {groups} at dimension 0, but got "
+                             r"weight of size \[", conv, x, w, groups=groups)
+
+
+def test_orthogonal_init_of_a_zero_size_tensor_is_a_no_op(T):
+    nn = modules_of(T).nn
+    for shape in ((0, 3), (4, 0), (3, 0, 2)):
+        t = T.zeros(*shape)
+        assert nn.init.orthogonal_(t) is t and tuple(t.shape) == shape

@@ -59,6 +59,9 @@ def _check_conv(input, weight, groups, in_channels, name, transposed=False, bias
     check_same_dtype(name, input, weight=weight, bias=bias)
     if groups <= 0:
         raise RuntimeError(f"{name}: non-positive groups is not supported, got groups={groups}")
+    if weight.shape[0] < groups:  # (no filter at all: PyTorch's words before NumPy's reshape could fail)
+        raise RuntimeError(f"Given groups={groups}, expected weight to be at least {groups} at dimension 0, but got "
+                           f"weight of size {_dims(weight.shape, 1)} instead")
     if weight.shape[0] % groups:
         raise RuntimeError(f"Given groups={groups}, expected weight to be divisible by {groups} at dimension 0, "
                            f"but got weight of size {_dims(weight.shape, 1)} instead")
