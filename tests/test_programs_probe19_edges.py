@@ -719,3 +719,15 @@ def test_orthogonal_init_of_a_zero_size_tensor_is_a_no_op(T):
     for shape in ((0, 3), (4, 0), (3, 0, 2)):
         t = T.zeros(*shape)
         assert nn.init.orthogonal_(t) is t and tuple(t.shape) == shape
+
+
+def test_decompositions_and_norms_of_an_empty_batch(T):
+    nn = modules_of(T).nn
+    a = T.zeros(0, 3, 2, requires_grad=True)
+    u, s, vh = T.linalg.svd(a)
+    assert (tuple(u.shape), tuple(s.shape), tuple(vh.shape)) == ((0, 3, 3), (0, 2), (0, 2, 2))
+    (u.sum() + s.sum() + vh.sum()).backward()
+    assert a.grad.shape == a.shape
+    y, mean, rstd = T.native_group_norm(T.zeros(0, 4, 3), None, None, 0, 4, 3, 2, 1e-5)
+    assert (tuple(y.shape), tuple(mean.shape), tuple(rstd.shape)) == ((0, 4, 3), (0, 2), (0, 2))
+    assert nn.utils.parametrizations.spectral_norm(nn.Linear(3, 0)).weight.shape == (0, 3)

@@ -71,8 +71,9 @@ class SVD(Primitive):
 
     def forward(self, a):
         u, s, vh = xp.linalg.svd(a, full_matrices=self.full_matrices)
-        batch = a.shape[:-2]
-        return xp.concatenate([u.reshape(batch + (-1,)), s, vh.reshape(batch + (-1,))], axis=-1)
+        batch = a.shape[:-2]  # (factor sizes spelt out, not -1: ambiguous in an empty batch)
+        return xp.concatenate([u.reshape(batch + (u.shape[-2] * u.shape[-1],)), s,
+                               vh.reshape(batch + (vh.shape[-2] * vh.shape[-1],))], axis=-1)
 
     def backward(self, grad, packed, a):
         m, n = a.shape[-2:]
