@@ -731,3 +731,12 @@ def test_decompositions_and_norms_of_an_empty_batch(T):
     y, mean, rstd = T.native_group_norm(T.zeros(0, 4, 3), None, None, 0, 4, 3, 2, 1e-5)
     assert (tuple(y.shape), tuple(mean.shape), tuple(rstd.shape)) == ((0, 4, 3), (0, 2), (0, 2))
     assert nn.utils.parametrizations.spectral_norm(nn.Linear(3, 0)).weight.shape == (0, 3)
+
+
+def test_quantile_refuses_a_nan_q_in_pytorchs_words(T):
+    x = T.tensor([1.0, 2.0])
+    for fn in (T.quantile, T.nanquantile):  # (nanquantile's messages name quantile(), as PyTorch's)
+        raises(RuntimeError, r"^quantile\(\) q must be in the range \[0, 1\] but got nan$", fn, x, float("nan"))
+        raises(RuntimeError, r"^quantile\(\) q values must be in the range \[0, 1\]$", fn, x, T.tensor([0.5, float("nan")]))
+        raises(RuntimeError, r"^quantile\(\) input tensor must be non-empty$", fn, T.zeros(0), 0.5)
+        assert float(fn(x, 1.0)) == 2.0 and float(fn(x, 0.0)) == 1.0
