@@ -740,3 +740,30 @@ def test_quantile_refuses_a_nan_q_in_pytorchs_words(T):
         raises(RuntimeError, r"^quantile\(\) q values must be in the range \[0, 1\]$", fn, x, T.tensor([0.5, float("nan")]))
         raises(RuntimeError, r"^quantile\(\) input tensor must be non-empty$", fn, T.zeros(0), 0.5)
         assert float(fn(x, 1.0)) == 2.0 and float(fn(x, 0.0)) == 1.0
+
+
+def test_nan_arguments_fail_pytorchs_range_checks(T):
+    F = modules_of(T).F
+    nan = float("nan")
+    x = T.ones(2, 2)
+    raises(RuntimeError, "pdist only supports non-negative p values", F.pdist, x, nan)
+    raises(RuntimeError, "cdist only supports non-negative p values", T.cdist, x, x, nan)
+    raises(RuntimeError, "huber_loss does not support non-positive values for delta.", F.huber_loss, x, x, delta=nan)
+    raises(RuntimeError, "smooth_l1_loss does not support negative values for beta.", F.smooth_l1_loss, x, x, beta=nan)
+    for scale in (nan, float("inf")):
+        raises(RuntimeError, "value cannot be converted to type int64_t without overflow", F.interpolate,
+               T.ones(1, 1, 2), scale_factor=scale)
+
+
+def test_uniform_bounds_must_fit_the_dtype(T):
+    inf = float("inf")
+    raises(RuntimeError, "^to is out of bounds for float$", T.zeros(2).uniform_, 0, inf)
+    raises(RuntimeError, "^from is out of bounds for float$", T.zeros(2).uniform_, float("nan"), 1)
+    raises(RuntimeError, "^to is out of bounds for double$", T.zeros(2, dtype=T.float64).uniform_, 0, inf)
+    raises(RuntimeError, "^to is out of bounds for c10::Half$", T.zeros(2, dtype=T.float16).uniform_, 0, 1e5)
+    raises(RuntimeError, r"uniform_ expects to-from <= std::numeric_limits<Float>::max\(\), but found to=3e\+38 and "
+                         r"from=-3e\+38 which result in to-from to exceed the limit", T.zeros(2).uniform_, -3e38, 3e38)
+    raises(RuntimeError, r"uniform_ expects to return a \[from, to\) range, but found from=1 > to=0",
+           T.zeros(2).uniform_, 1, 0)
+    drawn = T.zeros(1000).uniform_(-1e38, 1e38)
+    assert float(drawn.abs().max()) <= 1e38 and float(drawn.min()) < 0 < float(drawn.max())

@@ -80,7 +80,7 @@ def pdist(input, p=2.0):
     (the upper triangle of the distance matrix, as scipy's pdist)."""
     if input.ndim != 2:
         raise RuntimeError(f"pdist only supports 2D tensors, got: {input.ndim}D")
-    if p < 0:
+    if not p >= 0:  # (a NaN p too, as PyTorch's check)
         raise RuntimeError("pdist only supports non-negative p values")
     if input.dtype.kind != "f":
         raise RuntimeError("pdist only supports floating-point dtypes")

@@ -253,7 +253,7 @@ def cdist(x1, x2, p=2.0, compute_mode=None):
     if x1.shape[-1] != x2.shape[-1]:
         raise RuntimeError(f"X1 and X2 must have the same number of columns. X1: {x1.shape[-1]} X2: {x2.shape[-1]}")
     require_scalar_type((x1, x2))
-    if p < 0:  # (-inf too: PyTorch's cdist has no -inf "distance")
+    if not p >= 0:  # (-inf and NaN too: PyTorch's cdist has no -inf "distance")
         raise RuntimeError("cdist only supports non-negative p values")
     if x1.dtype == xp.float16:  # (PyTorch's kernel has no half version)
         raise NotImplementedError("\"cdist\" not implemented for 'Half'")

@@ -262,6 +262,8 @@ names(method=False, functions=("poisson",))(poisson)
 # -- in-place initialisers: each returns draws of x's shape, which x.<name>_() writes into x ----------
 
 # the C names of the integer types, as random_'s bounds errors give them
+# PyTorch's names of a floating dtype in its checks: C++'s, and that of its numeric_limits
+_C_FLOAT_NAMES = {"float16": ("c10::Half", "Half"), "float32": ("float", "Float"), "float64": ("double", "Double")}
 _C_NAMES = {"uint8": "unsigned char", "int8": "signed char", "int16": "short", "int32": "int", "int64": "long"}
 
 
@@ -275,10 +277,18 @@ def _floating_only(x, kernel):
 def _uniform(x, a=0.0, b=1.0, *, generator=None):
     """U(a, b) (a complex x: each part); the arguments are PyTorch's ``from`` and ``to``."""
     _floating_only(x, "check_uniform_bounds")
+    part = numpy.finfo(x.dtype).dtype  # (a complex dtype's parts: complex64's are float32)
+    largest = float(numpy.finfo(part).max)
+    c_name, limits_name = _C_FLOAT_NAMES[part.name]
+    for name, bound in (("from", a), ("to", b)):
+        if not -largest <= bound <= largest:  # (±inf and NaN too, as PyTorch's check)
+            raise RuntimeError(f"{name} is out of bounds for {c_name}")
     if a > b:
         raise RuntimeError(f"uniform_ expects to return a [from, to) range, but found from={a} > to={b}")
+    if b - a > largest:  # (the width would overflow the draws)
+        raise RuntimeError(f"uniform_ expects to-from <= std::numeric_limits<{limits_name}>::max(), but found "
+                           f"to={b:g} and from={a:g} which result in to-from to exceed the limit")
     uniform = random.generator(generator).uniform
-    part = numpy.finfo(x.dtype).dtype  # (a complex dtype's parts: complex64's are float32)
     # a float64 draw just below b can round up to b in a narrower dtype: each part is kept below b
     below = numpy.nextafter(part.type(b), part.type(a)) if a < b else part.type(b)
     return _tensor(laid_out(random.draws(lambda shape, part: numpy.minimum(uniform(a, b, shape, dtype=part), below),
