@@ -767,3 +767,23 @@ def test_uniform_bounds_must_fit_the_dtype(T):
            T.zeros(2).uniform_, 1, 0)
     drawn = T.zeros(1000).uniform_(-1e38, 1e38)
     assert float(drawn.abs().max()) <= 1e38 and float(drawn.min()) < 0 < float(drawn.max())
+
+
+def test_sampling_refuses_nan_parameters(T):
+    nan = float("nan")
+    raises(RuntimeError, "normal_ expects std >= 0.0, but found std nan", T.zeros(2).normal_, 0, nan)
+    raises(RuntimeError, "exponential_ expects lambda > 0.0, but found lambda=nan", T.zeros(2).exponential_, nan)
+    raises(RuntimeError, "cauchy_ expects sigma > 0.0, but found sigma=nan", T.zeros(2).cauchy_, 0, nan)
+    raises(RuntimeError, "log_normal_ expects std > 0.0, but found std=nan", T.zeros(2).log_normal_, 0, nan)
+    raises(RuntimeError, "normal expects std >= 0.0, but found std nan", T.normal, T.zeros(2), nan)
+    raises(RuntimeError, "normal expects all elements of std >= 0.0", T.normal, T.zeros(2), T.tensor([nan, 1.0]))
+    for rate in (-1.0, nan):
+        raises(RuntimeError, "invalid Poisson rate, expected rate to be non-negative", T.poisson, T.tensor([rate]))
+    raises(RuntimeError, "renorm: non-positive-norm not supported", T.ones(2, 3).renorm, nan, 0, 1.0)
+    raises(RuntimeError, "renorm: expected maxnorm to be >= 0 but got nan", T.ones(2, 3).renorm, 2, 0, nan)
+
+
+def test_binomial_probabilities_outside_the_unit_interval(T):
+    # unchecked, as PyTorch's: a probability <= 0 draws 0, one >= 1 the count, NaN gives NaN
+    draws = T.binomial(T.tensor([5.0, 5.0, 0.0, 5.0]), T.tensor([-0.5, 2.0, 0.5, float("nan")]))
+    assert draws[:3].tolist() == [0.0, 5.0, 0.0] and math.isnan(float(draws[3]))

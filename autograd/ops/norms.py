@@ -322,9 +322,9 @@ def renorm(input, p, dim, maxnorm, *, out=None):
     (PyTorch's 1e-7 included). Differentiable through the norm, as PyTorch's."""
     if input.ndim < 2:
         raise RuntimeError(f"renorm: input needs at least 2 dimensions, got {input.ndim} dimensions")
-    if p <= 0:
+    if not p > 0:  # (a NaN p or maxnorm too, as PyTorch's checks)
         raise RuntimeError("renorm: non-positive-norm not supported")
-    if maxnorm < 0:
+    if not maxnorm >= 0:
         raise RuntimeError(f"renorm: expected maxnorm to be >= 0 but got {maxnorm}")
     dim = dim_index(dim, input.ndim)
     others = tuple(d for d in range(input.ndim) if d != dim)
