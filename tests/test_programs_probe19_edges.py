@@ -771,7 +771,8 @@ def test_uniform_bounds_must_fit_the_dtype(T):
 
 def test_sampling_refuses_nan_parameters(T):
     nan = float("nan")
-    raises(RuntimeError, "normal_ expects std >= 0.0, but found std nan", T.zeros(2).normal_, 0, nan)
+    raises(RuntimeError, "^normal expects std >= 0.0, but found std nan$", T.zeros(2).normal_, 0, nan)
+    raises(RuntimeError, "^normal expects std >= 0.0, but found std -1$", T.zeros(2).normal_, 0, -1.0)
     raises(RuntimeError, "exponential_ expects lambda > 0.0, but found lambda=nan", T.zeros(2).exponential_, nan)
     raises(RuntimeError, "cauchy_ expects sigma > 0.0, but found sigma=nan", T.zeros(2).cauchy_, 0, nan)
     raises(RuntimeError, "log_normal_ expects std > 0.0, but found std=nan", T.zeros(2).log_normal_, 0, nan)

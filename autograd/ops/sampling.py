@@ -299,7 +299,7 @@ def _uniform(x, a=0.0, b=1.0, *, generator=None):
 def _normal(x, mean=0.0, std=1.0, *, generator=None):
     _floating_only(x, "normal_kernel_cpu")
     if not std >= 0:
-        raise RuntimeError(f"normal_ expects std >= 0.0, but found std {std}")
+        raise RuntimeError(f"normal expects std >= 0.0, but found std {std:g}")  # (PyTorch's words, no _)
     part = std * 0.5**0.5 if x.dtype.kind == "c" else std  # (a complex x: each part, so that E|z - mean|² = std²)
     normal = random.generator(generator).normal
     if not fills_in_memory_order(x):  # (16 or more values: PyTorch's blocks of 16)
