@@ -15,7 +15,8 @@ overflows; a LoRA adapter of rank 0 (zero-size parameters under Adam, ``clip_gra
 per-class metrics over classes without samples (0/0, ``nanmean``, ``nan_to_num``, reductions of empty selections
 and their refusals); dynamic loss scaling (``isfinite`` checks, skipped steps, ``clip_grad_norm_(
 error_if_nonfinite=True)``, ``detect_anomaly`` naming the backward that made a NaN); and a multi-label head
-whose impossible labels have logits of ±inf (``Bernoulli(logits=).log_prob`` and ``entropy``).
+whose impossible labels have logits of ±inf (``Bernoulli(logits=).log_prob`` and ``entropy``); and a scorer whose
+``sigmoid`` underflows to exactly 0 (a naive log-loss that becomes inf, ``BCELoss``'s floor of -100).
 Then focused tests of what they found: ``vector_norm`` of orders inf and below 0 over empty tensors and dims,
 ``movedim`` and ``split`` of 0-d tensors, ``bernoulli`` and ``dropout`` with a NaN probability, convolutions and
 fractional max pooling on empty batches, and (a strict xfail) a NaN made an integer tensor."""
@@ -592,6 +593,35 @@ def test_multilabel_bernoulli_with_infinite_logits():
     # a certain label (logit +inf) not taken is impossible: -inf, as PyTorch's -BCE gives it (not NaN)
     assert ours["log_prob"][0, 0] == -np.inf and ours["impossible"][0, 0]
     np.testing.assert_allclose(ours["log_prob"][0, 2], -math.log1p(math.exp(-2.0)), rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------
+# A fraud scorer whose scores saturate: σ of logits below -88.7 is exactly 0 in float32
+# ----------------------------------------------------------------------------------------------
+
+
+def saturated_scorer(m):
+    torch, nn, F = m.torch, m.nn, m.F
+    scorer = nn.Linear(2, 1)
+    with torch.no_grad():
+        scorer.weight.copy_(torch.tensor([[30.0, -1.0]]))
+        scorer.bias.fill_(-2.0)
+    x = torch.tensor([[-3.0, 1.0], [-2.9, 0.5], [-3.2, 0.2], [-3.4, 0.0], [0.1, 0.3], [2.0, 1.0]])
+    y = torch.tensor([[1.0], [0.0], [1.0], [0.0], [1.0], [0.0]])
+    logits = scorer(x)  # about -93 to -104 for the first four rows
+    probs = torch.sigmoid(logits)
+    naive = -(y * torch.log(probs) + (1 - y) * torch.log(1 - probs))  # log(0) = -inf where σ underflowed
+    bce = F.binary_cross_entropy(probs, y, reduction="none")  # its log floored at -100
+    bce.mean().backward()
+    return {"logits": logits, "probs": probs, "zero": probs == 0, "naive": naive, "bce": bce,
+            "grads": {k: p.grad for k, p in scorer.named_parameters()}}
+
+
+def test_saturated_scores_underflow_to_zero():
+    ours, _ = run_both(saturated_scorer)
+    assert ours["zero"][:4].all() and (ours["probs"][4:] > 0).all()
+    assert np.isposinf(ours["naive"][[0, 2]]).all()  # a positive scored σ = 0: an infinite naive loss, as PyTorch's
+    np.testing.assert_allclose(ours["bce"][[0, 2]], 100.0)  # BCELoss's floor
 
 
 # ----------------------------------------------------------------------------------------------
