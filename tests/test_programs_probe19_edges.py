@@ -818,3 +818,14 @@ def test_binomial_probabilities_outside_the_unit_interval(T):
     # unchecked, as PyTorch's: a probability <= 0 draws 0, one >= 1 the count, NaN gives NaN
     draws = T.binomial(T.tensor([5.0, 5.0, 0.0, 5.0]), T.tensor([-0.5, 2.0, 0.5, float("nan")]))
     assert draws[:3].tolist() == [0.0, 5.0, 0.0] and math.isnan(float(draws[3]))
+
+
+def test_the_zero_norm_counts_without_a_gradient(T):
+    x = T.tensor([0.0, 1.0, 2.0], requires_grad=True)
+    T.linalg.vector_norm(x, 0).backward()
+    assert x.grad is None  # undefined, as PyTorch's: the leaf's grad stays None
+    (x.norm(p=0) + x.sum()).backward()
+    assert x.grad.tolist() == [1.0, 1.0, 1.0]
+    a = T.tensor([[1.0, 2.0], [1.0, 3.0]], requires_grad=True)
+    T.cdist(a, a, p=0).sum().backward()  # the distances' gradient is zeros
+    assert a.grad.abs().sum().item() == 0.0

@@ -33,6 +33,7 @@ class VectorNorm(Primitive):
     saves_output = True
     handles_complex = True
     each_tie_whole = False  # with p = ±inf, each element attaining the norm takes the whole gradient (cdist, pdist)
+    count_gradient = None  # p = 0 counts: no gradient (x.grad stays None), as PyTorch's norms; its distances give 0s
 
     def forward(self, x):
         if x.dtype == float16:  # in float32, rounded once, as PyTorch's
@@ -57,7 +58,7 @@ class VectorNorm(Primitive):
         grad = spread(grad, x, self.axes, self.keepdim)
         norm = spread(y, x, self.axes, self.keepdim)
         if p == 0:
-            return (zero_gradient(x, grad),)
+            return (None if self.count_gradient is None else zero_gradient(x, grad),)
         if p == 1:
             return (grad * x.sgn(),)
         if math.isinf(p):  # the elements attaining the extremum share the gradient (cdist's and pdist's each take
@@ -299,12 +300,13 @@ class EuclideanDistance(Primitive):
 
 def distance_norm(differences, p, dim):
     """‖differences‖_p over ``dim`` as PyTorch's cdist and pdist take it: with p = inf every tied largest
-    |difference| takes the whole gradient (a norm shares it among them)."""
-    if not math.isinf(p):
+    |difference| takes the whole gradient (a norm shares it among them); with p = 0 the gradient is zeros (a
+    norm's is undefined)."""
+    if not (math.isinf(p) or p == 0):
         return vector_norm(differences, p, dim)
     differences = _floating(differences, None, "cdist")
     return VectorNorm.apply(differences, ord=float(p), axes=normalize_dims(dim, differences.ndim), keepdim=False,
-                            each_tie_whole=True)
+                            each_tie_whole=True, count_gradient="zeros")
 
 
 @names("dist")
