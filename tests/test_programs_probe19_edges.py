@@ -14,12 +14,16 @@ the non-finite losses masked out by ``isfinite``) and retrieval by ``cosine_simi
 overflows; a LoRA adapter of rank 0 (zero-size parameters under Adam, ``clip_grad_norm_`` of orders 2 and inf);
 per-class metrics over classes without samples (0/0, ``nanmean``, ``nan_to_num``, reductions of empty selections
 and their refusals); dynamic loss scaling (``isfinite`` checks, skipped steps, ``clip_grad_norm_(
-error_if_nonfinite=True)``, ``detect_anomaly`` naming the backward that made a NaN); and a multi-label head
-whose impossible labels have logits of ±inf (``Bernoulli(logits=).log_prob`` and ``entropy``); and a scorer whose
+error_if_nonfinite=True)``, ``detect_anomaly`` naming the backward that made a NaN); a multi-label head whose
+impossible labels have logits of ±inf (``Bernoulli(logits=).log_prob`` and ``entropy``); and a scorer whose
 ``sigmoid`` underflows to exactly 0 (a naive log-loss that becomes inf, ``BCELoss``'s floor of -100).
-Then focused tests of what they found: ``vector_norm`` of orders inf and below 0 over empty tensors and dims,
-``movedim`` and ``split`` of 0-d tensors, ``bernoulli`` and ``dropout`` with a NaN probability, convolutions and
-fractional max pooling on empty batches, and (a strict xfail) a NaN made an integer tensor."""
+Then focused tests of what they found: ``vector_norm`` of orders inf and below 0 over empty tensors and dims, and
+the undefined gradient of its order 0; ``movedim``, ``split`` and ``index_select`` of 0-d tensors; convolutions,
+fractional max pooling, ``svd``, ``native_group_norm`` and ``spectral_norm`` on empty batches or zero-size weights;
+convolutions without filters and ``orthogonal_`` of zero-size tensors; NaN (and infinite) arguments to
+``bernoulli``, ``dropout``, ``quantile``, ``pdist``/``cdist``, ``huber_loss``/``smooth_l1_loss``, ``interpolate``,
+``uniform_`` and the other samplers, ``renorm``; ``binomial`` outside [0, 1]; and (a strict xfail) a NaN made an
+integer tensor."""
 
 import math
 import warnings
