@@ -16,7 +16,10 @@ per-class metrics over classes without samples (0/0, ``nanmean``, ``nan_to_num``
 and their refusals); dynamic loss scaling (``isfinite`` checks, skipped steps, ``clip_grad_norm_(
 error_if_nonfinite=True)``, ``detect_anomaly`` naming the backward that made a NaN); a multi-label head whose
 impossible labels have logits of ±inf (``Bernoulli(logits=).log_prob`` and ``entropy``); and a scorer whose
-``sigmoid`` underflows to exactly 0 (a naive log-loss that becomes inf, ``BCELoss``'s floor of -100).
+``sigmoid`` underflows to exactly 0 (a naive log-loss that becomes inf, ``BCELoss``'s floor of -100); a token
+tagger whose padded positions' logits are masked to -inf and ignored by ``cross_entropy`` (with label smoothing)
+and ``nll_loss``; and segmentation whose void pixels have probability 0 (``nll_loss`` of a 4-d input with
+``ignore_index=255`` and class weights).
 Then focused tests of what they found: ``vector_norm`` of orders inf and below 0 over empty tensors and dims, and
 the undefined gradient of its order 0; ``movedim``, ``split`` and ``index_select`` of 0-d tensors; convolutions,
 fractional max pooling, ``svd``, ``native_group_norm`` and ``spectral_norm`` on empty batches or zero-size weights;
@@ -626,6 +629,85 @@ def test_saturated_scores_underflow_to_zero():
     assert ours["zero"][:4].all() and (ours["probs"][4:] > 0).all()
     assert np.isposinf(ours["naive"][[0, 2]]).all()  # a positive scored σ = 0: an infinite naive loss, as PyTorch's
     np.testing.assert_allclose(ours["bce"][[0, 2]], 100.0)  # BCELoss's floor
+
+
+# ----------------------------------------------------------------------------------------------
+# A token tagger whose padded positions' logits are masked to -inf, ignored by the loss; segmentation with
+# void pixels whose probabilities are 0
+# ----------------------------------------------------------------------------------------------
+
+
+def make_tagger(m):
+    nn = m.nn
+
+    class Tagger(nn.Module):
+        def __init__(self, vocab=12, tags=4, d=8):
+            super().__init__()
+            self.embed = nn.Embedding(vocab, d, padding_idx=0)
+            self.rnn = nn.GRU(d, d, batch_first=True)
+            self.out = nn.Linear(d, tags)
+
+        def forward(self, tokens):
+            h, _ = self.rnn(self.embed(tokens))
+            logits = self.out(h)
+            return logits.masked_fill((tokens == 0)[..., None], float("-inf"))  # padding predicts nothing
+
+    return Tagger()
+
+
+def tagger(m, weights):
+    torch, F, optim = m.torch, m.F, m.optim
+    tokens = torch.tensor([[3, 5, 7, 2, 0, 0], [4, 4, 9, 11, 8, 1], [6, 2, 0, 0, 0, 0]])
+    tags = torch.tensor([[1, 0, 2, 3, -100, -100], [0, 0, 1, 2, 3, 1], [2, 2, -100, -100, -100, -100]])
+    model = load(m, make_tagger(m), weights)
+    optimizer = optim.SGD(model.parameters(), lr=0.1)
+    history = []
+    for step in range(3):
+        logits = model(tokens)
+        flat, flat_tags = logits.reshape(-1, 4), tags.reshape(-1)
+        loss = F.cross_entropy(flat, flat_tags, label_smoothing=0.1)
+        per_token = F.cross_entropy(flat, flat_tags, reduction="none")
+        nll = F.nll_loss(F.log_softmax(flat, -1), flat_tags, reduction="sum")
+        optimizer.zero_grad()
+        loss.backward()
+        grads_finite = all(bool(torch.isfinite(p.grad).all()) for p in model.parameters())
+        optimizer.step()
+        history.append([loss.item(), nll.item(), grads_finite])
+    return {"history": history, "per_token": per_token, "weights": dict(model.state_dict())}
+
+
+def test_tagger_with_masked_padding_logits():
+    weights = weights_of(make_tagger)
+    ours, _ = run_both(tagger, weights, rtol=2e-5, atol=2e-6)
+    assert all(np.isfinite(h[:2]).all() for h in ours["history"])  # the ignored -inf rows are skipped, not NaN
+    assert (ours["per_token"][[4, 5, 14, 15, 16, 17]] == 0).all()
+    assert [h[2] for h in ours["history"]] == [True, True, True]  # (an ignored row's gradient is 0)
+
+
+def segmentation_void(m):
+    torch, F = m.torch, m.F
+    rng = np.random.default_rng(9)
+    scores = torch.tensor(rng.random((2, 3, 4, 4)).astype(np.float32), requires_grad=True)
+    target = torch.tensor(rng.integers(0, 3, (2, 4, 4)))
+    target[0, :2, :2] = 255  # void pixels
+    target[1, 3] = 255
+    probabilities = scores.softmax(1) * (target != 255)[:, None]  # void pixels' probabilities are 0
+    log_probabilities = probabilities.log()  # -inf there
+    loss = F.nll_loss(log_probabilities, target, ignore_index=255)
+    weighted = F.nll_loss(log_probabilities, target, weight=torch.tensor([1.0, 2.0, 0.5]), ignore_index=255,
+                          reduction="none")
+    loss.backward()
+    return {"loss": loss, "weighted": weighted, "grad": scores.grad}
+
+
+def test_segmentation_with_void_pixels_of_zero_probability():
+    ours, _ = run_both(segmentation_void)
+    assert np.isfinite(ours["loss"]) and (ours["weighted"][0, :2, :2] == 0).all()
+    # log(0)'s derivative, inf, times the ignored pixels' zero gradient: NaN there (the trap), finite elsewhere
+    void = np.zeros((2, 4, 4), bool)
+    void[0, :2, :2] = void[1, 3] = True
+    assert np.isnan(ours["grad"].transpose(0, 2, 3, 1)[void]).all()
+    assert np.isfinite(ours["grad"].transpose(0, 2, 3, 1)[~void]).all()
 
 
 # ----------------------------------------------------------------------------------------------
