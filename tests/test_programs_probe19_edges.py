@@ -915,3 +915,22 @@ def test_the_zero_norm_counts_without_a_gradient(T):
     a = T.tensor([[1.0, 2.0], [1.0, 3.0]], requires_grad=True)
     T.cdist(a, a, p=0).sum().backward()  # the distances' gradient is zeros
     assert a.grad.abs().sum().item() == 0.0
+
+
+def test_adaptive_pooling_of_empty_planes_is_refused(T):
+    F = modules_of(T).F
+    words = r"\(\): Expected input to have non-zero size for non-batch dimensions, but input has sizes "
+    raises(RuntimeError, r"^adaptive_avg_pool2d" + words + r"\[2, 4, 1, 0\] with dimension 3 being empty$",
+           F.adaptive_avg_pool1d, T.zeros(2, 4, 0), 2)  # (a mean of nothing was 0 here)
+    raises(RuntimeError, r"^adaptive_avg_pool2d" + words + r"\[4, 0, 3\] with dimension 1 being empty$",
+           F.adaptive_avg_pool2d, T.zeros(4, 0, 3), 2)
+    raises(RuntimeError, r"^adaptive_max_pool1d" + words + r"\[2, 4, 0\] with dimension 2 being empty$",
+           F.adaptive_max_pool1d, T.zeros(2, 4, 0), 2)
+    raises(RuntimeError, r"^adaptive_max_pool3d" + words + r"\[2, 0, 3, 3, 3\] with dimension 1 being empty$",
+           F.adaptive_max_pool3d, T.zeros(2, 0, 3, 3, 3), 2)
+    raises(RuntimeError, r"^adaptive_avg_pool3d" + words + r"\[2, 1, 0, 3, 3\] with dimension 2 being empty$",
+           F.adaptive_avg_pool3d, T.zeros(2, 1, 0, 3, 3), 2)
+    # an empty batch (and, for 2-d averages, no channels) is pooled
+    assert tuple(F.adaptive_avg_pool2d(T.zeros(2, 0, 3, 3), 2).shape) == (2, 0, 2, 2)
+    assert tuple(F.adaptive_max_pool2d(T.zeros(0, 4, 3, 3), 2).shape) == (0, 4, 2, 2)
+    assert tuple(F.adaptive_avg_pool3d(T.zeros(0, 3, 3, 3), 2).shape) == (0, 2, 2, 2)
