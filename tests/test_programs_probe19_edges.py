@@ -23,7 +23,7 @@ and ``nll_loss``; and segmentation whose void pixels have probability 0 (``nll_l
 Then focused tests of what they found: ``vector_norm`` of orders inf and below 0 over empty tensors and dims, and
 the undefined gradient of its order 0; ``movedim``, ``split`` and ``index_select`` of 0-d tensors; convolutions,
 fractional max pooling, ``svd``, ``native_group_norm`` and ``spectral_norm`` on empty batches or zero-size weights;
-convolutions without filters and ``orthogonal_`` of zero-size tensors; NaN (and infinite) arguments to
+convolutions without filters, ``orthogonal_`` of zero-size tensors, adaptive pooling of empty planes; NaN (and infinite) arguments to
 ``bernoulli``, ``dropout``, ``quantile``, ``pdist``/``cdist``, ``huber_loss``/``smooth_l1_loss``, ``interpolate``,
 ``uniform_`` and the other samplers, ``renorm``; ``binomial`` outside [0, 1]; and (a strict xfail) a NaN made an
 integer tensor."""
