@@ -200,7 +200,9 @@ def _array(data, dtype, copy):
     except OverflowError:  # (NumPy's: an integer out of dtype's range)
         return _integers_cast(data, dtype)
     except ValueError:  # (NumPy's, for strings into numbers: as_array's TypeError)
-        as_array(data)
+        values = as_array(data)
+        if xp.dtype(dtype).kind in "iu" and values.dtype.kind == "f":  # a NaN into integers: PyTorch's overflow
+            raise RuntimeError(f"value cannot be converted to type {xp.dtype(dtype)} without overflow") from None
         raise
 
 

@@ -15,6 +15,7 @@ from autograd import Primitive, Tensor
 from autograd.backend import xp
 from autograd.errors import DtypeError, ShapeError, check_same_dtype, not_a_tensor
 from autograd.ops.conversion import refuse_kinds, type_name
+from autograd.ops.elementwise import where
 from autograd.ops.losses import legacy_reduction
 from autograd.ops.losses import reduced as _reduce
 from autograd.ops.reductions import SoftmaxGrad, softmax_array
@@ -116,11 +117,20 @@ def _class_weights(name, rows, target, weight, ignore_index):
 
 
 def _picked_log_probabilities(name, log_probs, target, weight, ignore_index):
-    """(-w_y ln p_y for each prediction, Σ w_y), from log-probabilities."""
+    """(-w_y ln p_y for each prediction, Σ w_y), from log-probabilities. An ignored prediction is skipped, as
+    PyTorch's kernel skips it: 0 whatever its log-probabilities (a weight of 0 times their -inf or NaN was NaN)."""
     rows = _class_last(log_probs)
     labels, weights, total = _class_weights(name, rows, target, weight, ignore_index)
     picked = -rows[xp.arange(len(labels)), labels]
-    return (picked if weights is None else picked * Tensor._make(weights)), total
+    if weights is None:
+        return picked, total
+    ignored = Tensor._make(_ignored(target, ignore_index))
+    return where(ignored, 0.0, picked * Tensor._make(weights)), total
+
+
+def _ignored(target, ignore_index):
+    """Which predictions (flattened) have the ignored target."""
+    return target._data.reshape(-1) == ignore_index
 
 
 class CrossEntropy(Primitive):
@@ -132,6 +142,7 @@ class CrossEntropy(Primitive):
     """
 
     pytorch_name = "NllLossBackward0"  # (PyTorch's cross_entropy: log_softmax, then nll_loss)
+    ignored = None  # the rows whose target is ignore_index (None: none is), their losses 0 whatever their logits
 
     def forward(self, x):
         half = x.dtype == xp.float16
@@ -140,6 +151,8 @@ class CrossEntropy(Primitive):
         rows = xp.arange(len(self.labels))
         shifted = x - x.max(axis=1, keepdims=True) if x.size else x  # (no rows, no classes: nothing to shift)
         losses = xp.log(xp.exp(shifted).sum(axis=1)) - shifted[rows, self.labels]
+        if self.ignored is not None:  # skipped, as PyTorch's nll_loss skips them (a row of -inf logits is NaN)
+            losses = xp.where(self.ignored, 0, losses)
         if half:
             losses = losses.astype(xp.float16).astype(xp.float32)
         if self.weights is not None:
@@ -283,14 +296,16 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
     nothing_kept = (reduction == "mean" and (weights is not None or not len(labels))
                     and _nothing_kept(target, ignore_index))
     name = _nll_node_name(input, reduction)
+    ignored = None if weights is None else _ignored(target, ignore_index)
     if reduction == "none":
-        nll = CrossEntropy.apply(rows, labels=labels, weights=weights, scale=1.0, reduce=False)
+        nll = CrossEntropy.apply(rows, labels=labels, weights=weights, scale=1.0, reduce=False, ignored=ignored)
         nll = named_node(nll.reshape(target.shape), None, name, (input,))
     elif reduction in ("mean", "sum"):
         scale = 1.0
         if reduction == "mean" and not nothing_kept:  # (kept targets of weight 0 only: NaN, as PyTorch's)
             scale = 1.0 / total_weight if total_weight else float("nan")
-        nll = CrossEntropy.apply(rows, labels=labels, weights=weights, scale=scale, reduce=True, pytorch_name=name)
+        nll = CrossEntropy.apply(rows, labels=labels, weights=weights, scale=scale, reduce=True, pytorch_name=name,
+                                 ignored=ignored)
     else:
         raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
     if label_smoothing == 0:
@@ -298,8 +313,8 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
     # the uniform part: -Σ_c w_c ln p_c per prediction, reduced as PyTorch does
     log_probs = input.log_softmax(dim)
     weighted = log_probs if weight is None else log_probs * weight.reshape(class_shape)
-    kept = Tensor._make((target._data != ignore_index).astype(input.dtype))
-    smooth = -weighted.sum(dim) * kept
+    kept = Tensor._make(target._data != ignore_index)
+    smooth = where(kept, -weighted.sum(dim), 0.0)  # (masked, as PyTorch's: an ignored row of -inf gives 0, not NaN)
     if reduction == "mean":
         # over the kept targets (their weights), as the main term: not over all N predictions
         smooth = smooth.sum() if nothing_kept else smooth.sum() / total_weight

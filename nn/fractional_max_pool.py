@@ -66,7 +66,9 @@ def _fractional_max_pool(input, kernel_size, output_size, output_ratio, return_i
         shape[2 + a], shape[2 + spatial + a] = out[a], kernel[a]
         flat = flat * sizes[a] + positions.reshape(shape)
     flat = flat.reshape(n, c, *out, math.prod(kernel))
-    values = xp.take_along_axis(input._data.reshape(n, c, -1), flat.reshape(n, c, -1), 2).reshape(flat.shape)
+    # (planes and windows spelt out, not -1: ambiguous in an empty batch)
+    planes = input._data.reshape(n, c, math.prod(input.shape[2:]))
+    values = xp.take_along_axis(planes, flat.reshape(n, c, math.prod(flat.shape[2:])), 2).reshape(flat.shape)
     nan = xp.isnan(values)
     last_nan = flat.shape[-1] - 1 - nan[..., ::-1].argmax(-1)
     choice = xp.where(nan.any(-1), last_nan, values.argmax(-1))

@@ -233,6 +233,8 @@ def orthogonal_(tensor, gain=1.0, generator=None):
     Gaussian matrix with the signs of R's diagonal folded in; trailing dims flattened."""
     if tensor.ndim < 2:
         raise ValueError(f"Only tensors with 2 or more dimensions are supported, got {tuple(tensor.shape)}")
+    if tensor.numel() == 0:  # nothing to fill (a zero-size layer), as PyTorch's no-op
+        return tensor
     rows = tensor.shape[0]
     cols = tensor._data.size // rows
     flat = rng(generator).normal(0.0, 1.0, (rows, cols), dtype=tensor._data.dtype)  # (in its dtype, as PyTorch's)

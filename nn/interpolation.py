@@ -70,6 +70,8 @@ def _output_sizes(input, size, scale_factor, spatial):
         raise ValueError(f"Input and scale_factor must have the same number of spatial dimensions, but got input "
                          f"with spatial dimensions of {list(input.shape[2:])} and scale_factor of shape "
                          f"{scale_factor}.")
+    if not all(math.isfinite(n * f) for n, f in zip(input.shape[2:], factors)):  # (an inf or NaN factor)
+        raise RuntimeError("value cannot be converted to type int64_t without overflow")
     sizes = [int(math.floor(n * f)) for n, f in zip(input.shape[2:], factors)]
     return sizes, factors
 

@@ -122,7 +122,7 @@ def l1_loss(input, target, size_average=None, reduce=None, reduction="mean", wei
 
 def huber_loss(input, target, reduction="mean", delta=1.0, weight=None):
     """½ d² where |d| < delta, delta (|d| - ½ delta) elsewhere: MSE near 0, L1 far out."""
-    if delta <= 0:
+    if not delta > 0:  # (a NaN delta too, as PyTorch's check)
         raise RuntimeError("huber_loss does not support non-positive values for delta.")
     _refuse_complex("huber", input, target)
     target = _same_shape("huber_loss", input, target)
@@ -247,7 +247,7 @@ def smooth_l1_loss(input, target, size_average=None, reduce=None, reduction="mea
     Huber's loss divided by β: its slope far out is 1, not β."""
     reduction = legacy_reduction(size_average, reduce, reduction)
     _refuse_complex("smooth_l1", input, target)
-    if beta < 0:
+    if not beta >= 0:  # (a NaN beta too, as PyTorch's check)
         raise RuntimeError("smooth_l1_loss does not support negative values for beta.")
     input, target = _bools_promoted(input, target)
     signed = input - _same_shape("smooth_l1_loss", input, target)

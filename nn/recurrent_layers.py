@@ -124,7 +124,7 @@ class RNNLayer(_RecurrentLayer, Primitive):
         if self.nonlinearity == "relu":
             refuse_unordered(x, "relu")
         length, batch = x.shape[:2]
-        pre = (x.reshape(length * batch, -1) @ w_ih.T).reshape(length, batch, -1)
+        pre = input_projection(x, w_ih)
         pre += b_ih + b_hh
         h, y, h_prev = h0.copy(), self.buffer(pre.shape, pre.dtype), self.buffer(pre.shape, pre.dtype)
         for t in self.steps(length):
@@ -158,6 +158,13 @@ class RNNLayer(_RecurrentLayer, Primitive):
         return self.composite_loop(x, (h0,), step)
 
 
+def input_projection(x, w_ih):
+    """W_ih x_t of every step at once: (T, B, G·H) from x (T, B, I) (sizes spelt out, not -1: ambiguous in an
+    empty batch)."""
+    length, batch, features = x.shape
+    return (x.reshape(length * batch, features) @ w_ih.T).reshape(length, batch, w_ih.shape[0])
+
+
 def _input_side_grads(dpre, x, w_ih, h_prev, dh0, dpre_hh=None):
     """The gradients gathered over all steps at once, from the pre-activation gradients
     dpre (T, B, G·H) of the input side (and dpre_hh of the hidden side, for the GRU):
@@ -185,7 +192,7 @@ class GRULayer(_RecurrentLayer, Primitive):
     def forward(self, x, w_ih, w_hh, b_ih, b_hh, h0):
         length, batch = x.shape[:2]
         hidden = h0.shape[1]
-        gi = (x.reshape(length * batch, -1) @ w_ih.T).reshape(length, batch, -1)
+        gi = input_projection(x, w_ih)
         gi += b_ih
         shape = (length, batch, hidden)
         h, y, h_prev = h0.copy(), self.buffer(shape, gi.dtype), self.buffer(shape, gi.dtype)
@@ -257,7 +264,7 @@ class LSTMLayer(_RecurrentLayer, Primitive):
     def forward(self, x, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr=None):
         length, batch = x.shape[:2]
         hidden = c0.shape[1]
-        acts = (x.reshape(length * batch, -1) @ w_ih.T).reshape(length, batch, -1)
+        acts = input_projection(x, w_ih)
         acts += b_ih + b_hh
         h, c = h0.copy(), c0.copy()
         y, h_prev = self.buffer((length, batch, h0.shape[1]), acts.dtype), self.buffer((length, batch, h0.shape[1]),

@@ -154,6 +154,8 @@ class RNNBase(Module):
             self.check_input(input, None)
             x = input.transpose(0, 1) if self.batch_first else input
             batch = x.shape[1]
+            if x.shape[0] == 0:  # (an empty batch runs; no steps is refused, as PyTorch's kernel refuses it)
+                raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
         states = self._initial_states(hx, is_batched, batch, x.dtype, name)
         if sorted_indices is not None:  # the caller's states follow the caller's order of sequences
             order = sorted_indices._data

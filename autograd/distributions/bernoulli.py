@@ -1,12 +1,13 @@
 """Bernoulli(probs or logits): 1 with probability p, else 0.
 
-    log p(x) = x log p + (1 - x) log(1 - p) = x l - softplus(l)   (l = logits; softplus = log(1 + e^l))
+    log p(x) = x log p + (1 - x) log(1 - p) = -[(1 - x) l + softplus(-l)]   (l = logits; softplus = log(1 + e^l))
     entropy = -p log p - (1 - p) log(1 - p)
 """
 
 from .. import ranges
 from ..ops import sampling
 from ..ops.elementwise import where
+from ..ops.losses import binary_cross_entropy_with_logits
 from . import constraints
 from .distribution import BinaryParameters, broadcast_all, probs_or_logits
 from .exp_family import ExponentialFamily
@@ -54,11 +55,14 @@ class Bernoulli(BinaryParameters, ExponentialFamily):
         return sampling.bernoulli(self.probs.detach().expand(shape))
 
     def log_prob(self, value):
+        """-BCE(logits, x), as PyTorch's: (1 - x) l + softplus(-l) rounds as its kernel does, a logit of ±inf gives
+        -inf (not NaN) for the value it excludes, and integer or bool values are refused as its loss refuses them."""
         value = self._value(value, self.logits)
-        return value * self.logits - self.logits.softplus()
+        logits, value = broadcast_all(self.logits, value)
+        return -binary_cross_entropy_with_logits(logits, value, reduction="none")
 
     def entropy(self):
-        return self.logits.softplus() - self.probs * self.logits
+        return binary_cross_entropy_with_logits(self.logits, self.probs, reduction="none")
 
     def enumerate_support(self, expand=True):
         values = ranges.arange(2, dtype=self._param.dtype).reshape(-1, *(1,) * len(self.batch_shape))

@@ -207,6 +207,8 @@ def movedim(input, source, destination):
     for dims, name in ((source, "source"), (destination, "destination")):
         if len(set(dims)) < len(dims):
             raise RuntimeError(f"movedim: repeated dim in `{name}` ({dims})")
+    if input.ndim == 0:  # dims 0 and -1 name a scalar's one place (as PyTorch wraps them): nothing moves
+        return shape.permute(input, ())
     order = [d for d in range(input.ndim) if d not in source]
     for d, s in sorted(zip(destination, source)):
         order.insert(d, s)

@@ -273,7 +273,8 @@ class Conv2dWeightGrad(_ConvParams, Primitive):
         cols = self.cols
         if cols is None:
             cols = im2col(x, self.kernel, self.stride, self.padding, self.dilation, g.shape[2:])
-            cols = cols.reshape(self.groups, -1, cols.shape[3] * cols.shape[4] * cols.shape[5])
+            c, kh, kw, oh, ow, n = cols.shape  # (rows spelt out, not -1: ambiguous in an empty batch)
+            cols = cols.reshape(self.groups, c // self.groups * kh * kw, oh * ow * n)
         self.cols = None  # used once: a second backward recomputes them
         g = self.inside(g)
         if g.dtype == xp.float16:

@@ -61,6 +61,9 @@ def _check_conv(input, weight, groups, in_channels, name, transposed=False, bias
     check_same_dtype(name, input, weight=weight, bias=bias)
     if groups <= 0:
         raise RuntimeError(f"{name}: non-positive groups is not supported, got groups={groups}")
+    if weight.shape[0] < groups:  # (no filter at all: PyTorch's words before NumPy's reshape could fail)
+        raise RuntimeError(f"Given groups={groups}, expected weight to be at least {groups} at dimension 0, but got "
+                           f"weight of size {_dims(weight.shape, 1)} instead")
     if weight.shape[0] % groups:
         raise RuntimeError(f"Given groups={groups}, expected weight to be divisible by {groups} at dimension 0, "
                            f"but got weight of size {_dims(weight.shape, 1)} instead")
@@ -270,9 +273,9 @@ def conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
             f"Calculated padded input size per channel: ({' x '.join(map(str, padded))}). Kernel size: "
             f"({' x '.join(map(str, effective))}). Kernel size can't be greater than actual input size "
             f"(input shape {_dims(input.shape, 1)})")
-    n, channels, _, height, width = input.shape
+    n, channels, depth_in, height, width = input.shape  # (sizes spelt out, not -1: ambiguous in an empty batch)
     # (N, C, D, H·W) → (N, C·kd, od·H·W): channel (c, p) of output depth t is the plane x_pad[c, t·s + p·d]
-    columns = unfold(input.reshape(n, channels, -1, height * width), (kernel[0], 1), (dilation[0], 1),
+    columns = unfold(input.reshape(n, channels, depth_in, height * width), (kernel[0], 1), (dilation[0], 1),
                      (padding[0], 0), (stride[0], 1))
     depth = columns.shape[2] // (height * width)
     planes = columns.reshape(n, channels * kernel[0], depth, height, width).permute(0, 2, 1, 3, 4)
@@ -311,14 +314,15 @@ def conv_transpose3d(input, weight, bias=None, stride=1, padding=0, output_paddi
     made = conv_transpose2d(planes, weight.reshape(channels, -1, *kernel[1:]), None, stride[1:], padding[1:],
                             output_padding[1:], groups, dilation[1:])
     area = made.shape[2] * made.shape[3]
-    columns = made.reshape(n, depth, made.shape[1], area).permute(0, 2, 1, 3).reshape(n, made.shape[1], -1)
+    columns = made.reshape(n, depth, made.shape[1], area).permute(0, 2, 1, 3).reshape(n, made.shape[1],
+                                                                                     depth * area)
     # fold adds the planes at depths t·s + p·d, 0 ≤ t < depth, into the uncropped depth (D − 1)·s + d(kd − 1) + 1;
     # the output is its rows padding ≤ r < padding + out, those past its end (output_padding) zeros
     full = (depth - 1) * stride[0] + dilation[0] * (kernel[0] - 1) + 1
     y = fold(columns, (full, area), (kernel[0], 1), (dilation[0], 1), 0, (stride[0], 1))
     if padding[0] + out[0] > full:
         y = constant_pad_nd(y, (0, 0, 0, padding[0] + out[0] - full))
-    y = y[:, :, padding[0]:padding[0] + out[0]].reshape(n, -1, out[0], *made.shape[2:])
+    y = y[:, :, padding[0]:padding[0] + out[0]].reshape(n, y.shape[1], out[0], *made.shape[2:])
     if bias is not None:
         y = y + bias.reshape(-1, 1, 1, 1)
     return _unbatch(y, unbatched)

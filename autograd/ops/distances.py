@@ -51,8 +51,9 @@ def vector_norm(input, p=2.0, dim=None, keepdim=False):
 def clamped_below_in_value(tensor, low):
     """max(tensor, low) in value, with the gradient of the unclamped tensor. PyTorch clamps
     some norms and variances in place under no_grad, so its graph never sees the clamp;
-    this gives the same numbers: the clamped array, plus (t - t) = 0 carrying t's graph."""
-    return Tensor._make(xp.maximum(tensor._data, low)) + (tensor - tensor.detach())
+    this gives the same numbers: t where it is kept, else low + (t - t) with (t - t) = 0 carrying t's graph (chosen
+    by where, not added: an overflowed t = inf would make inf - inf a NaN)."""
+    return where(Tensor._make(tensor._data >= low), tensor, tensor - tensor.detach() + low)
 
 
 @names("cosine_similarity", method=False)
@@ -79,7 +80,7 @@ def pdist(input, p=2.0):
     (the upper triangle of the distance matrix, as scipy's pdist)."""
     if input.ndim != 2:
         raise RuntimeError(f"pdist only supports 2D tensors, got: {input.ndim}D")
-    if p < 0:
+    if not p >= 0:  # (a NaN p too, as PyTorch's check)
         raise RuntimeError("pdist only supports non-negative p values")
     if input.dtype.kind != "f":
         raise RuntimeError("pdist only supports floating-point dtypes")

@@ -23,7 +23,10 @@ from .sampling import laid_out
 
 def check_dropout_probability(p, error=ValueError):
     """The check (and message) of every dropout, function and layer: p in [0, 1] (nn's raise
-    ValueError, PyTorch's top-level functions RuntimeError)."""
+    ValueError, PyTorch's top-level functions RuntimeError). A NaN passes nn's check (p < 0 or p > 1) to meet the
+    kernel's (0 <= p <= 1), whose error is a RuntimeError."""
+    if math.isnan(p):
+        raise RuntimeError(f"dropout probability has to be between 0 and 1, but got {p}")
     if not 0 <= p <= 1:
         raise error(f"dropout probability has to be between 0 and 1, but got {p}")
 

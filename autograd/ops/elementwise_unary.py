@@ -134,14 +134,16 @@ class Sigmoid(Primitive):
 
 
 def sigmoid_of(x):
-    """σ(x) of an array. e^-|x| never overflows; both branches equal 1 / (1 + e^-x) and keep full relative
-    precision where σ(x) is tiny. float16 is computed in float32 and rounded once, as PyTorch's (e^-|x|
-    rounded to float16 first puts σ(-3.584) 2 units off)."""
+    """σ(x) = 1 / (1 + e^-x) of an array, as PyTorch's kernel computes it: e^-x overflows to inf below
+    x ≈ -88.7 in float32, where σ is then exactly 0 (a stable e^x / (1 + e^x) there gave denormals down to
+    -103, which PyTorch's log(σ(x)) reads as -inf and BCELoss as its floor of -100; it also rounded more often
+    unlike PyTorch's elsewhere). float16 is computed in float32 and rounded once, as PyTorch's (e^-x rounded
+    to float16 first puts σ(-3.584) 2 units off)."""
     if x.dtype.kind == "c":
         return 1 / (1 + xp.exp(-x))
     wide = half_as_float32(x)
-    e = xp.exp(-xp.abs(wide))
-    return xp.where(wide >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+    with backend.errstate(over="ignore"):  # (the overflow is the saturation)
+        return (1 / (1 + xp.exp(-wide))).astype(x.dtype, copy=False)
 
 
 class SigmoidGrad(Primitive):

@@ -472,6 +472,8 @@ def index_select(input, dim, index, *, out=None):
                                     "index_select(): Expected dtype int32 or int64 for index")
     except IndexRangeError as error:  # (PyTorch's words for index_select, then which index)
         raise IndexRangeError(f"index out of range in self: {error}") from None
+    if input.ndim == 0 and index.size != 1:  # (a scalar's one value: neither repeated nor left out)
+        raise RuntimeError(f"index_select(): Index to scalar can have only 1 value, got {index.size} value(s)")
     return write_out(IndexSelect.apply(input, dim=axis, index=index), out)
 
 

@@ -73,7 +73,7 @@ def native_group_norm(input, weight, bias, N, C, HxW, group, eps):
         raise RuntimeError(f"Expected number of channels in input to be divisible by num_groups, but got input "
                            f"of shape {list(input.shape)} and num_groups={group}")
     check_same_dtype("native_group_norm", input, weight=weight, bias=bias)
-    normalized, mean, variance = normalize(input.reshape(N, group, -1), (2,), eps)
+    normalized, mean, variance = normalize(input.reshape(N, group, C // group * HxW), (2,), eps)  # (not -1: N may be 0)
     y = scale_and_shift(normalized.reshape(input.shape), weight, bias, channel_shape(input), input.dtype)
     return y, mean.reshape(N, group), _reciprocal_deviation(variance, eps).reshape(N, group)
 

@@ -15,7 +15,7 @@ from ..graph import is_grad_enabled
 from ..primitive import Primitive, node_named
 from ..tensor import Tensor
 from . import extrema, shape
-from .axes import dim_index, normalize_dims
+from .axes import dim_index, int_or_ints, normalize_dims
 from .contractions import require_scalar_type
 from .conversion import type_name
 from .elementwise import Where
@@ -91,6 +91,18 @@ def _floating(x, dtype, op):
     return x
 
 
+def _refuse_empty_reduction(x, ord, dim):
+    """PyTorch's refusal of a norm without identity over nothing: over all of an empty tensor, or along any empty
+    dim named (an empty tensor reduced along its other dims gives an empty result)."""
+    preamble = f"linalg.vector_norm cannot compute the {float(ord):g} norm on"
+    if dim is None or (isinstance(dim, (tuple, list)) and len(dim) == 0):
+        raise RuntimeError(f"{preamble} an empty tensor because the operation does not have an identity")
+    for d in int_or_ints(dim):
+        if x.shape[dim_index(d, x.ndim)] == 0:  # (PyTorch writes no space before "because")
+            raise RuntimeError(f"{preamble} the dimension {d}because this dimension is empty and the operation "
+                               "does not have an identity")
+
+
 def vector_norm(x, ord=2, dim=None, keepdim=False, *, dtype=None, out=None):
     """‖x‖_ord over dim (all elements when None): ord any real number, inf or -inf."""
     x = _floating(x, dtype, "linalg.vector_norm")
@@ -98,8 +110,8 @@ def vector_norm(x, ord=2, dim=None, keepdim=False, *, dtype=None, out=None):
         # (PyTorch's argument parser refuses it, with a TypeError)
         raise TypeError(f"linalg_vector_norm(): argument 'ord' (position 2) must be Number, not {type(ord).__name__}")
     axes = normalize_dims(dim, x.ndim)
-    if ord < 0 and x.numel() == 0:
-        raise RuntimeError(f"linalg.vector_norm cannot compute the {ord} norm on an empty tensor")
+    if (ord < 0 or ord == math.inf) and x.numel() == 0:  # a minimum, maximum or sum of 1/0s: none has an identity
+        _refuse_empty_reduction(x, ord, dim)
     y = VectorNorm.apply(x, ord=float(ord), axes=axes, keepdim=keepdim)
     return write_out(y, out, dtype=y.dtype)  # (out must have the norm's dtype: PyTorch casts into no other)
 
@@ -201,7 +213,7 @@ def linalg_norm(input, ord=None, dim=None, keepdim=False, *, dtype=None, out=Non
         if A.ndim not in (1, 2):
             raise RuntimeError(f"linalg.norm: If dim is not specified but ord is, the input must be 1D or 2D. "
                                f"Got {A.ndim}D.")
-        dim = tuple(range(A.ndim))
+        dim = (0, 1) if A.ndim == 2 else None  # (a vector: all of it, as PyTorch passes it on)
     if dim is not None and len(dim) == 2:
         return matrix_norm(A, "fro" if ord is None else ord, dim, keepdim, dtype=dtype, out=out)
     if isinstance(ord, str):
@@ -259,7 +271,7 @@ def cdist(x1, x2, p=2.0, compute_mode=None):
     if x1.shape[-1] != x2.shape[-1]:
         raise RuntimeError(f"X1 and X2 must have the same number of columns. X1: {x1.shape[-1]} X2: {x2.shape[-1]}")
     require_scalar_type((x1, x2))
-    if p < 0:  # (-inf too: PyTorch's cdist has no -inf "distance")
+    if not p >= 0:  # (-inf and NaN too: PyTorch's cdist has no -inf "distance")
         raise RuntimeError("cdist only supports non-negative p values")
     if x1.dtype == xp.float16:  # (PyTorch's kernel has no half version)
         raise NotImplementedError("\"cdist\" not implemented for 'Half'")
@@ -329,9 +341,9 @@ def renorm(input, p, dim, maxnorm, *, out=None):
     (PyTorch's 1e-7 included). Differentiable through the norm, as PyTorch's."""
     if input.ndim < 2:
         raise RuntimeError(f"renorm: input needs at least 2 dimensions, got {input.ndim} dimensions")
-    if p <= 0:
+    if not p > 0:  # (a NaN p or maxnorm too, as PyTorch's checks)
         raise RuntimeError("renorm: non-positive-norm not supported")
-    if maxnorm < 0:
+    if not maxnorm >= 0:
         raise RuntimeError(f"renorm: expected maxnorm to be >= 0 but got {maxnorm}")
     dim = dim_index(dim, input.ndim)
     others = tuple(d for d in range(input.ndim) if d != dim)

@@ -160,9 +160,23 @@ def avg_pool1d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
     return _avg_pool(input, kernel_size, stride, padding, ceil_mode, count_include_pad, None, 1)
 
 
+def _refuse_empty_planes(shape, name, first):
+    """PyTorch's adaptive pooling check: the dims from ``first`` on (the planes' for average pooling in 1-d and
+    2-d, every dim but the first for the others) must not be empty, where a mean or maximum would be of nothing."""
+    for d in range(first, len(shape)):
+        if shape[d] == 0:
+            raise RuntimeError(f"{name}(): Expected input to have non-zero size for non-batch dimensions, but input "
+                               f"has sizes {list(shape)} with dimension {d} being empty")
+
+
 def _adaptive_sizes(input, output_size, spatial, name):
     """(input as N, C, H, W; what undoes that; the output's (H, W)). PyTorch's 1-d pooling is its 2-d
     kernel's, so its errors name the 2-d one; an output size of 0 gives an empty result, as PyTorch's."""
+    if name.startswith("adaptive_max"):
+        _refuse_empty_planes(input.shape, name, 1)
+    else:  # (the 2-d kernel's view of a 1-d input: a height of 1)
+        viewed = input.shape if spatial == 2 else input.shape[:-1] + (1,) + input.shape[-1:]
+        _refuse_empty_planes(viewed, "adaptive_avg_pool2d", len(viewed) - 2)
     input, undo = _as_2d(input, spatial, name)
     refuse_kinds(input, name.replace("1d", "2d"), "biu")  # (NumPy would average integers into floats)
     sizes = output_size if isinstance(output_size, (tuple, list)) else (output_size,) * spatial
@@ -358,6 +372,7 @@ def avg_pool3d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
 
 
 def _adaptive_sizes3d(input, output_size, name):
+    _refuse_empty_planes(input.shape, name, 1)
     input, unbatched = _batched(input, 3, name)
     sizes = tuple(output_size) if isinstance(output_size, (tuple, list)) else (output_size,) * 3
     if len(sizes) != 3:

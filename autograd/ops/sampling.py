@@ -43,7 +43,7 @@ def normal(mean=0.0, std=1.0, size=None, *, generator=None, out=None, dtype=None
     std=1.0)``, ``normal(mean, std_tensor)``, or ``normal(mean, std, size)`` for two numbers."""
     rng = random.generator(generator)
     mean_is, std_is = isinstance(mean, Tensor), isinstance(std, Tensor)
-    if not std_is and std < 0:
+    if not std_is and not std >= 0:  # (a NaN std too, as PyTorch's checks: here and below)
         raise RuntimeError(f"normal expects std >= 0.0, but found std {std:g}")
     if not (mean_is or std_is):
         if size is None:
@@ -56,7 +56,7 @@ def normal(mean=0.0, std=1.0, size=None, *, generator=None, out=None, dtype=None
     if size is not None:
         raise TypeError("normal(): size is given only when mean and std are both numbers")
     std_values = _host(std)
-    if numpy.any(numpy.asarray(std_values) < 0):
+    if not numpy.all(numpy.asarray(std_values) >= 0):
         raise RuntimeError(f"normal expects all elements of std >= 0.0, got std {std_values}")
     like = mean if mean_is else std
     shapes = numpy.shape(_host(mean)), numpy.shape(std_values)
@@ -76,7 +76,7 @@ def _bernoulli_draws(input, p, generator):  # noqa: A002
     """Bernoulli draws of input's shape, as NumPy bools in the order drawn (row-major)."""
     probabilities = input if p is None else p
     probability = _host(probabilities)
-    if numpy.any((numpy.asarray(probability) < 0) | (numpy.asarray(probability) > 1)):
+    if not numpy.all((numpy.asarray(probability) >= 0) & (numpy.asarray(probability) <= 1)):  # (NaN fails too)
         raise RuntimeError(f"bernoulli expects 0 <= p <= 1, got p = {probability}")
     # PyTorch's kernels: a float64 uniform below a number p or each probability of a float64 tensor, a float32
     # one below each probability of a tensor of another dtype
@@ -133,8 +133,8 @@ def multinomial(input, num_samples, replacement=False, *, generator=None, out=No
 def poisson(input, generator=None):  # noqa: A002
     """Draws of Poisson(rate), elementwise, in input's dtype."""
     rates = _host(input)
-    if (numpy.asarray(rates) < 0).any():
-        raise RuntimeError("poisson expects all rates >= 0")
+    if not (numpy.asarray(rates) >= 0).all():  # (a NaN rate too)
+        raise RuntimeError("invalid Poisson rate, expected rate to be non-negative")
     stream = random.generator(generator)
     rates = numpy.asarray(rates, dtype=numpy.float64)
     draws = [_poisson_draw(rate, stream) for rate in rates.reshape(-1).tolist()]  # (in order: each draws its own)
@@ -175,9 +175,7 @@ def _poisson_draw(rate, stream):
 
 def binomial(count, prob, generator=None):
     """Draws of Binomial(count, prob), elementwise (count and prob broadcast), in prob's dtype."""
-    counts, probs = _host(count), _host(prob)
-    if (numpy.asarray(probs) < 0).any() or (numpy.asarray(probs) > 1).any():
-        raise RuntimeError("binomial expects 0 <= prob <= 1")
+    counts, probs = _host(count), _host(prob)  # (unchecked, as PyTorch's: prob <= 0 draws 0, prob >= 1 the count)
     dtype = numpy.dtype(_floating(prob))
     counts, probs = (numpy.asarray(v, dtype=dtype) for v in numpy.broadcast_arrays(counts, probs))
     stream = random.generator(generator)
@@ -190,6 +188,8 @@ def _binomial_draw(count, prob, stream):
     """One Binomial(count, prob) draw as PyTorch's CPU kernel makes it (count and prob in the tensor's dtype, the
     rest in float64, on float64 uniforms): for the smaller of p and q = 1 - p, Hörmann's transformed rejection
     (BTRS) where count · p >= 10, else inversion by geometric waiting times; counted from the other end for q."""
+    if math.isnan(count) or math.isnan(prob):  # (NaN, as PyTorch's for a NaN prob; its NaN count never returns)
+        return math.nan
     if count <= 0 or prob <= 0:
         return 0.0
     if prob >= 1:
@@ -262,6 +262,8 @@ names(method=False, functions=("poisson",))(poisson)
 # -- in-place initialisers: each returns draws of x's shape, which x.<name>_() writes into x ----------
 
 # the C names of the integer types, as random_'s bounds errors give them
+# PyTorch's names of a floating dtype in its checks: C++'s, and that of its numeric_limits
+_C_FLOAT_NAMES = {"float16": ("c10::Half", "Half"), "float32": ("float", "Float"), "float64": ("double", "Double")}
 _C_NAMES = {"uint8": "unsigned char", "int8": "signed char", "int16": "short", "int32": "int", "int64": "long"}
 
 
@@ -275,10 +277,18 @@ def _floating_only(x, kernel):
 def _uniform(x, a=0.0, b=1.0, *, generator=None):
     """U(a, b) (a complex x: each part); the arguments are PyTorch's ``from`` and ``to``."""
     _floating_only(x, "check_uniform_bounds")
+    part = numpy.finfo(x.dtype).dtype  # (a complex dtype's parts: complex64's are float32)
+    largest = float(numpy.finfo(part).max)
+    c_name, limits_name = _C_FLOAT_NAMES[part.name]
+    for name, bound in (("from", a), ("to", b)):
+        if not -largest <= bound <= largest:  # (±inf and NaN too, as PyTorch's check)
+            raise RuntimeError(f"{name} is out of bounds for {c_name}")
     if a > b:
         raise RuntimeError(f"uniform_ expects to return a [from, to) range, but found from={a} > to={b}")
+    if b - a > largest:  # (the width would overflow the draws)
+        raise RuntimeError(f"uniform_ expects to-from <= std::numeric_limits<{limits_name}>::max(), but found "
+                           f"to={b:g} and from={a:g} which result in to-from to exceed the limit")
     uniform = random.generator(generator).uniform
-    part = numpy.finfo(x.dtype).dtype  # (a complex dtype's parts: complex64's are float32)
     # a float64 draw just below b can round up to b in a narrower dtype: each part is kept below b
     below = numpy.nextafter(part.type(b), part.type(a)) if a < b else part.type(b)
     return _tensor(laid_out(random.draws(lambda shape, part: numpy.minimum(uniform(a, b, shape, dtype=part), below),
@@ -288,8 +298,8 @@ def _uniform(x, a=0.0, b=1.0, *, generator=None):
 @names(function=False, inplace="normal_")
 def _normal(x, mean=0.0, std=1.0, *, generator=None):
     _floating_only(x, "normal_kernel_cpu")
-    if std < 0:
-        raise RuntimeError(f"normal_ expects std >= 0.0, but found std {std}")
+    if not std >= 0:
+        raise RuntimeError(f"normal expects std >= 0.0, but found std {std:g}")  # (PyTorch's words, no _)
     part = std / math.sqrt(2) if x.dtype.kind == "c" else std  # (a complex x: each part, so that E|z - mean|² = std²)
     normal = random.generator(generator).normal
     if not fills_in_memory_order(x):  # (16 or more values: PyTorch's blocks of 16)
@@ -329,14 +339,14 @@ def _exponential(x, lambd=1.0, *, generator=None):
     if x.dtype.kind != "f":
         raise RuntimeError(f"Exponential distribution is a continuous probability distribution. dtype must be a "
                            f"floating point but you specified {type_name(x.dtype)}")
-    if lambd <= 0:
+    if not lambd > 0:
         raise RuntimeError(f"exponential_ expects lambda > 0.0, but found lambda={lambd}")
     return _tensor(laid_out(random.generator(generator).exponential(1.0 / lambd, x.shape), x), x.dtype)
 
 
 @names(function=False, inplace="log_normal_")
 def _log_normal(x, mean=1.0, std=2.0, *, generator=None):
-    if std <= 0:
+    if not std > 0:
         raise RuntimeError(f"log_normal_ expects std > 0.0, but found std={std}")
     # PyTorch's serial kernel: exp of one normal at a time (Box-Muller on two float64 uniforms, the sine kept)
     stream = random.generator(generator)
@@ -346,7 +356,7 @@ def _log_normal(x, mean=1.0, std=2.0, *, generator=None):
 
 @names(function=False, inplace="cauchy_")
 def _cauchy(x, median=0.0, sigma=1.0, *, generator=None):
-    if sigma <= 0:
+    if not sigma > 0:
         raise RuntimeError(f"cauchy_ expects sigma > 0.0, but found sigma={sigma}")
     # PyTorch's kernel: median + sigma tan(π (u - 1/2)) for a float64 uniform u each
     u = laid_out(random.generator(generator).units(x.numel(), numpy.float64).reshape(x.shape), x)

@@ -35,6 +35,8 @@ def _pieces(x, axis, sizes, pytorch_name=None):
 @names("split", method=False)
 def split(tensor, split_size_or_sections, dim=0):
     """Pieces along dim: of split_size each (the last may be smaller), or of the given sizes."""
+    if tensor.ndim == 0:
+        raise RuntimeError("split expects at least a 1-dimensional tensor")
     axis = dim_index(dim, tensor.ndim)
     length = tensor.shape[axis]
     if isinstance(split_size_or_sections, Tensor) and split_size_or_sections.ndim == 0:

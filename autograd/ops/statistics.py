@@ -114,31 +114,32 @@ def corrcoef(input):
 QUANTILE_INTERPOLATIONS = ("linear", "lower", "higher", "midpoint", "nearest")
 
 
-def _quantile(name, input, q, dim, keepdim, interpolation, ignore_nan, out):
+def _quantile(input, q, dim, keepdim, interpolation, ignore_nan, out):
     """The q-th quantiles along dim (of every element when dim is None), as PyTorch computes them:
     sort, then the rank r = q (n - 1) among the n values (the non-NaN ones for nanquantile), and
     between the values at ⌊r⌋ and ⌈r⌉ by ``interpolation``. The gradient reaches the (one or two)
     elements each quantile is read from, through sort, gather and the interpolation."""
     if input.dtype.kind != "f" or input.dtype == xp.float16:
-        raise RuntimeError("quantile() input tensor must be either float or double dtype")  # (nanquantile's too)
+        # (every message names quantile(), nanquantile's too, as PyTorch's)
+        raise RuntimeError("quantile() input tensor must be either float or double dtype")
     if input.numel() == 0:
-        raise RuntimeError(f"{name}() input tensor must be non-empty")
+        raise RuntimeError("quantile() input tensor must be non-empty")
     if out is not None and out.dtype != input.dtype:
-        raise RuntimeError(f"{name}() out tensor must be same dtype as the input tensor")
+        raise RuntimeError("quantile() out tensor must be same dtype as the input tensor")
     if isinstance(q, Tensor):
         if q.ndim > 1:
-            raise RuntimeError(f"{name}() q must be a scalar or 1D tensor")
+            raise RuntimeError("quantile() q must be a scalar or 1D tensor")
         if q.dtype != input.dtype:
-            raise RuntimeError(f"{name}() q tensor must be same dtype as the input tensor")
+            raise RuntimeError("quantile() q tensor must be same dtype as the input tensor")
         qs = q._data.reshape(-1)
     else:
         qs = xp.asarray([q], dtype=input.dtype)
-    if ((qs < 0) | (qs > 1)).any():  # (PyTorch's message names a number's value, not a tensor's)
+    if not ((qs >= 0) & (qs <= 1)).all():  # (a NaN q too; PyTorch's message names a number's value, not a tensor's)
         if isinstance(q, Tensor):
-            raise RuntimeError(f"{name}() q values must be in the range [0, 1]")
-        raise RuntimeError(f"{name}() q must be in the range [0, 1] but got {q}")
+            raise RuntimeError("quantile() q values must be in the range [0, 1]")
+        raise RuntimeError(f"quantile() q must be in the range [0, 1] but got {q}")
     if interpolation not in QUANTILE_INTERPOLATIONS:
-        raise RuntimeError(f"{name}() interpolation must be one of linear, lower, higher, midpoint or nearest, "
+        raise RuntimeError(f"quantile() interpolation must be one of linear, lower, higher, midpoint or nearest, "
                            f"but got {interpolation}")
     axis = None if dim is None else dim_index(dim, input.ndim)
     if input.ndim == 0:  # dim 0 (or -1) of a 0-d tensor is its one element, as every element is
@@ -175,10 +176,10 @@ def _quantile(name, input, q, dim, keepdim, interpolation, ignore_nan, out):
 @names("quantile")
 def quantile(input, q, dim=None, keepdim=False, *, interpolation="linear", out=None):
     """The q-th quantile(s) of input (over dim); NaN where a slice holds a NaN."""
-    return write_out(_quantile("quantile", input, q, dim, keepdim, interpolation, ignore_nan=False, out=out), out)
+    return write_out(_quantile(input, q, dim, keepdim, interpolation, ignore_nan=False, out=out), out)
 
 
 @names("nanquantile")
 def nanquantile(input, q, dim=None, keepdim=False, *, interpolation="linear", out=None):
     """quantile ignoring NaNs (NaN only where a slice holds nothing else)."""
-    return write_out(_quantile("nanquantile", input, q, dim, keepdim, interpolation, ignore_nan=True, out=out), out)
+    return write_out(_quantile(input, q, dim, keepdim, interpolation, ignore_nan=True, out=out), out)

@@ -233,10 +233,12 @@ def multi_head_attention_forward(query, key, value, embed_dim_to_check, num_head
         if not batched:
             return out.squeeze(1), weights.squeeze(0)
         return out, weights
+    # (lengths spelt out, not -1: ambiguous in an empty batch)
     if attn_mask is not None:
         attn_mask = (attn_mask.unsqueeze(0) if attn_mask.shape[0] == 1
-                     else attn_mask.reshape(bsz, H, -1, src_len))
-    q, k, v = (t.reshape(bsz, H, -1, head_dim) for t in (q, k, v))
+                     else attn_mask.reshape(bsz, H, attn_mask.shape[1], src_len))
+    q = q.reshape(bsz, H, tgt_len, head_dim)
+    k, v = (t.reshape(bsz, H, src_len, head_dim) for t in (k, v))
     out = scaled_dot_product_attention(q, k, v, attn_mask, dropout_p, is_causal)
     out = out.permute(2, 0, 1, 3).reshape(bsz * tgt_len, E)
     out = F.linear(out, out_proj_weight, out_proj_bias).reshape(tgt_len, bsz, E)

@@ -37,7 +37,10 @@ def get_total_norm(tensors, norm_type=2.0, error_if_nonfinite=False, foreach=Non
             raise NotImplementedError("Could not run 'aten::linalg_vector_norm' with arguments from the 'SparseCPU' "
                                       f"backend: a sparse gradient (size {tuple(t.shape)}) has no norm here; clip "
                                       "the dense parameters only, or use an optimizer that takes sparse gradients")
-    total = vector_norm(autograd.stack([vector_norm(t, norm_type) for t in tensors]), norm_type)
+    # (PyTorch's foreach kernel unless foreach=False: its refusal of an empty tensor under norm_type=inf is its own)
+    norms = (autograd._foreach_norm(tensors, norm_type) if foreach is not False
+             else [vector_norm(t, norm_type) for t in tensors])
+    total = vector_norm(autograd.stack(list(norms)), norm_type)
     if error_if_nonfinite and not bool(total.isfinite()):
         raise RuntimeError(f"The total norm of order {norm_type} for gradients from `parameters` is non-finite, so "
                            "it cannot be clipped. To disable this error and scale the gradients by the non-finite "

@@ -15,6 +15,8 @@ attribute recomputed by a forward pre-hook, so a PyTorch state dict (``weight_or
 (u and v are constants of the graph, as in PyTorch).
 """
 
+import math
+
 import autograd
 
 from .. import functional as F
@@ -26,7 +28,7 @@ def weight_as_matrix(weight, dim):
     """The weight as a (size along dim) × (everything else) matrix."""
     if dim != 0:
         weight = weight.permute(dim, *[d for d in range(weight.ndim) if d != dim])
-    return weight.reshape(weight.shape[0], -1)
+    return weight.reshape(weight.shape[0], math.prod(weight.shape[1:]))  # (not -1: ambiguous with no rows)
 
 
 def default_dim(module):
