@@ -127,11 +127,12 @@ long = int64
 
 # every op's functional name (autograd.sort, autograd.gather, ...), declared where the op is defined
 from .ops.names import FUNCTIONS as _FUNCTIONS  # noqa: E402
+from .ops.names import pickled_by_name as _pickled_by_name  # noqa: E402
 from .ops.names import refusing_arrays as _refusing_arrays  # noqa: E402
 
 for _name, _function in _FUNCTIONS.items():
     if globals().get(_name, _function) is _function:  # (imported above, or new here; never another object)
-        globals()[_name] = _refusing_arrays(_function)
+        globals()[_name] = _pickled_by_name(_refusing_arrays(_function), __name__, _name)
 
 
 
@@ -263,7 +264,7 @@ def __getattr__(name):
     # takes dim=, names.py), and refusing arrays as the others do
     registered = _FUNCTIONS.get(name)
     if registered is not None and (value is registered or getattr(registered, "__wrapped__", None) is value):
-        value = globals()[name] = _refusing_arrays(registered)
+        value = globals()[name] = _pickled_by_name(_refusing_arrays(registered), __name__, name)
     if _lazy.after_load is not None:  # (subclasses take part in calls: overrides.py)
         value = globals()[name] = _lazy.after_load(__name__, name, value)
     return value

@@ -22,11 +22,13 @@ duck types), which would need every call to look at its arguments.
 """
 
 import inspect
+import os
 import types
 
 from .graph import ModeSwitch, modes
 from .tensor import Tensor
 
+_PACKAGE = os.path.dirname(os.path.abspath(__file__))  # autograd's folder
 _NAMESPACES = []  # (namespace, which of its functions) that dispatch once installed: autograd's, F's
 _installed = False
 
@@ -215,8 +217,11 @@ def _an_op(name, function):
     """autograd's functions that dispatch (in its namespace and linalg's, fft's, special's): the ops' own and the
     factories that follow a tensor (zeros_like), not those PyTorch lets no subclass answer for, nor gradcheck,
     vmap or compile (which take functions)."""
-    return name not in _NOT_OVERRIDABLE and (name.endswith("_like") or (function.__module__ or "").startswith(
-        ("autograd.ops.", "autograd.linalg", "autograd.fft", "autograd.special")))
+    if name in _NOT_OVERRIDABLE:
+        return False
+    code = getattr(inspect.unwrap(function), "__code__", None)  # (where it is written: its names may be pickle's)
+    where = os.path.relpath(code.co_filename, _PACKAGE) if code is not None else ""
+    return name.endswith("_like") or where.startswith("ops" + os.sep) or where in ("linalg.py", "fft.py", "special.py")
 
 
 def _on_load(module_name, name, value):

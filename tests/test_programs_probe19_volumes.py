@@ -31,8 +31,9 @@ ResNet over ``Conv3d._conv_forward`` and ``_reversed_padding_repeated_twice``; a
 ``F.upsample`` in time); CondConv3D subclassing ``_ConvNd`` with PyTorch's constructor; MedicalNet's 3-D ResNet
 (type-A shortcuts by ``.data``); Grad-CAM by full backward hooks and occlusion sensitivity; a voxel WGAN-GP
 (second order through ``Conv3d`` and ``InstanceNorm3d``); pytorch-3dunet's UNet3D with GeneralizedDiceLoss; and a
-3-D network deployed through ``torch.ao.quantization.fuse_modules``. Three strict xfails name what lies outside
-this probe's files: ``channels_last_3d`` layouts, ``torch.cuda.FloatTensor`` checks, and pickling ``torch.flip``."""
+3-D network deployed through ``torch.ao.quantization.fuse_modules``. Two strict xfails name what lies outside
+this probe's files: ``channels_last_3d`` layouts and ``torch.cuda.FloatTensor`` checks (pickling ``torch.flip``
+works now)."""
 
 import itertools
 import math
@@ -3354,12 +3355,9 @@ def test_deploying_a_3d_network_with_fuse_modules():
                              "ConvTranspose3d", "Identity", "Conv3d"]
 
 
-@pytest.mark.xfail(strict=True, reason="autograd.<function> is a wrapper (ops/names.py's refusing_arrays / "
-                   "_numpy_aliases) that claims the wrapped op's __module__ and __qualname__, or a function made in "
-                   "a factory (_unary.<locals>.function): pickle finds another object (or none) under that name, so "
-                   "an augmentation holding torch.flip / torch.rot90 / torch.relu cannot go to a spawned DataLoader "
-                   "worker; the binding that could name each autograd.<name> is in autograd/__init__.py")
 def test_an_augmentation_holding_torch_functions_pickles():
+    """autograd.<name> pickles by that name (ops/names.py's pickled_by_name), so an augmentation holding torch.flip,
+    torch.rot90 or torch.relu goes to a spawned DataLoader worker."""
     import pickle
     from functools import partial
 

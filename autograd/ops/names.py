@@ -13,6 +13,7 @@ gives ``x.exp()``, ``autograd.exp(x)`` and the in-place ``x.exp_()``. A
 """
 
 import inspect
+import sys
 
 import numpy
 
@@ -101,6 +102,19 @@ def refusing_arrays(function):
             raise
 
     return _standing_for(call, function)
+
+
+def pickled_by_name(function, module_name, name):
+    """``function``, findable by pickle (which stores a function as its module and qualified name) under
+    ``module_name.name`` where its own names lead elsewhere: a wrapper here claims its op's names, and a function
+    made in a factory has names pickle cannot follow. So an augmentation holding ``autograd.flip`` goes to a
+    spawned worker, as PyTorch's does."""
+    found = sys.modules.get(getattr(function, "__module__", None) or "")
+    for part in (getattr(function, "__qualname__", None) or "<none>").split("."):
+        found = getattr(found, part, None)
+    if found is not function:
+        function.__module__, function.__qualname__ = module_name, name
+    return function
 
 
 def _standing_for(call, function):
