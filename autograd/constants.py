@@ -60,9 +60,12 @@ class tensortype(type):  # noqa: N801  (torch.tensortype's name)
     """The kind of the legacy typed constructors (``FloatTensor``, ``LongTensor``, ...), as PyTorch's:
     calling one makes a tensor of its ``dtype`` from data, or uninitialised (here: zeros) of the given
     sizes; ``isinstance(x, FloatTensor)`` asks whether x is a CPU tensor of that dtype; and
-    ``x.type(LongTensor)`` converts to it."""
+    ``x.type(LongTensor)`` converts to it. ``autograd.cuda.FloatTensor`` and the others are the GPU's: without one
+    they make nothing, as PyTorch's refuse, and no tensor is one of them."""
 
     def __call__(cls, *data):
+        if cls.device_type == "cuda" and backend.xp.__name__ == "numpy":
+            raise TypeError(f"type torch.cuda.{cls.__name__} not available. Torch not compiled with CUDA enabled.")
         if len(data) == 1 and isinstance(data[0], Size):
             data = tuple(data[0])
         sizes = all(isinstance(n, (builtins.int, numpy.integer)) and not isinstance(n, builtins.bool) for n in data)
@@ -75,14 +78,15 @@ class tensortype(type):  # noqa: N801  (torch.tensortype's name)
     def __instancecheck__(cls, obj):
         from .tensor import Tensor
 
-        return isinstance(obj, Tensor) and obj.dtype == cls.dtype and obj.device.type == "cpu"
+        return isinstance(obj, Tensor) and obj.dtype == cls.dtype and obj.device.type == cls.device_type
 
     def __repr__(cls):
-        return f"<class 'torch.{cls.__name__}'>"
+        return f"<class 'torch.{'cuda.' if cls.device_type == 'cuda' else ''}{cls.__name__}'>"
 
 
-def _typed(dtype, name):
-    return tensortype(name, (), {"dtype": dtype, "__doc__": f"The legacy constructor of {dtype.name} tensors."})
+def _typed(dtype, name, device_type="cpu"):
+    return tensortype(name, (), {"dtype": dtype, "device_type": device_type,
+                                 "__doc__": f"The legacy constructor of {dtype.name} tensors ({device_type})."})
 
 
 FloatTensor = _typed(backend.float32, "FloatTensor")
@@ -94,6 +98,12 @@ ShortTensor = _typed(int16, "ShortTensor")
 CharTensor = _typed(int8, "CharTensor")
 ByteTensor = _typed(uint8, "ByteTensor")
 BoolTensor = _typed(backend.bool_, "BoolTensor")
+
+
+def typed_constructors(device_type):
+    """The legacy typed constructors of another device type, by name (torch.cuda.FloatTensor, ...)."""
+    return {cls.__name__: _typed(cls.dtype, cls.__name__, device_type) for cls in (
+        FloatTensor, DoubleTensor, HalfTensor, LongTensor, IntTensor, ShortTensor, CharTensor, ByteTensor, BoolTensor)}
 
 dtype = numpy.dtype  # torch.dtype: the type of autograd.float32 and the others (NumPy's dtypes here)
 

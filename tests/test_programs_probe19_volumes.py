@@ -31,9 +31,9 @@ ResNet over ``Conv3d._conv_forward`` and ``_reversed_padding_repeated_twice``; a
 ``F.upsample`` in time); CondConv3D subclassing ``_ConvNd`` with PyTorch's constructor; MedicalNet's 3-D ResNet
 (type-A shortcuts by ``.data``); Grad-CAM by full backward hooks and occlusion sensitivity; a voxel WGAN-GP
 (second order through ``Conv3d`` and ``InstanceNorm3d``); pytorch-3dunet's UNet3D with GeneralizedDiceLoss; and a
-3-D network deployed through ``torch.ao.quantization.fuse_modules``. Two strict xfails name what lies outside
-this probe's files: ``channels_last_3d`` layouts and ``torch.cuda.FloatTensor`` checks (pickling ``torch.flip``
-works now)."""
+3-D network deployed through ``torch.ao.quantization.fuse_modules``. A strict xfail names what lies outside
+this probe's files: ``channels_last_3d`` layouts (``torch.cuda.FloatTensor`` checks and pickling ``torch.flip``
+work now)."""
 
 import itertools
 import math
@@ -2926,13 +2926,12 @@ def test_medicalnet_resnet3d_with_type_a_shortcuts():
     np.testing.assert_allclose(ours["lrs"], [1e-4 * 0.99 ** 3, 1e-2 * 0.99 ** 3], rtol=1e-12)
 
 
-@pytest.mark.xfail(strict=True, reason="autograd.cuda has no legacy typed constructors (torch.cuda.FloatTensor, ...): "
-                   "isinstance(x, torch.cuda.FloatTensor), as MedicalNet's downsample_basic_block asks without "
-                   "no_cuda, is an AttributeError; the fix is in autograd/constants.py (tensortype) and "
-                   "autograd/cuda/__init__.py, outside this probe's files")
 def test_isinstance_of_a_cuda_legacy_type_is_false_on_the_cpu():
+    """MedicalNet's downsample_basic_block asks isinstance(x, torch.cuda.FloatTensor) (autograd.cuda's legacy typed
+    constructors): False on the CPU, and making one refuses, as PyTorch's without CUDA."""
     torch = OURS.torch
-    assert not isinstance(torch.ones(2).data, torch.cuda.FloatTensor)
+    assert not isinstance(torch.ones(2).data, torch.cuda.FloatTensor) and isinstance(torch.ones(2), torch.FloatTensor)
+    assert repr(torch.cuda.LongTensor) == "<class 'torch.cuda.LongTensor'>"
     with pytest.raises(TypeError, match="not available"):
         torch.cuda.FloatTensor(2)
 

@@ -8,7 +8,13 @@ generators on every device, so seeding CUDA seeds the default generator.
 
 from .. import _lazy, backend
 from .. import random as _random
+from ..constants import typed_constructors as _typed_constructors
 from ..errors import OutOfMemoryError  # noqa: F401  (torch.cuda.OutOfMemoryError is torch.OutOfMemoryError)
+
+# torch.cuda.FloatTensor and the others: isinstance(x, torch.cuda.FloatTensor) is whether x is a GPU tensor of float32
+# (never without one); calling one without a GPU raises PyTorch's TypeError
+(FloatTensor, DoubleTensor, HalfTensor, LongTensor, IntTensor, ShortTensor, CharTensor, ByteTensor,
+ BoolTensor) = _typed_constructors("cuda").values()
 
 
 def is_available():
