@@ -39,12 +39,13 @@ sparse_bsr, sparse_bsc = layout("sparse_bsr"), layout("sparse_bsc")
 
 
 class memory_format:  # noqa: N801  (torch.memory_format's name)
-    """An order in which to lay a tensor's elements out (torch.memory_format). They are accepted
-    wherever PyTorch takes ``memory_format=`` (``contiguous``, ``to``, ``clone``, the ``*_like``
-    factories) and change no values: this project picks its own layouts (see ``stride``)."""
+    """An order in which to lay a tensor's elements out (torch.memory_format), accepted wherever PyTorch takes
+    ``memory_format=``. ``channels_last`` (channels_last_3d) lays a 4-d (5-d) tensor out as N, H, W, C (N, D, H, W,
+    C) where ``contiguous``, ``clone`` and ``to`` are asked for it (``order``: the dims from the outermost in memory);
+    elsewhere (the ``*_like`` factories) they change no values, and this project picks its own layouts (``stride``)."""
 
-    def __init__(self, name):
-        self.name = name
+    def __init__(self, name, order=None):
+        self.name, self.order = name, order
 
     def __repr__(self):
         return f"torch.{self.name}"
@@ -52,8 +53,8 @@ class memory_format:  # noqa: N801  (torch.memory_format's name)
 
 contiguous_format = memory_format("contiguous_format")
 preserve_format = memory_format("preserve_format")
-channels_last = memory_format("channels_last")
-channels_last_3d = memory_format("channels_last_3d")
+channels_last = memory_format("channels_last", (0, 2, 3, 1))
+channels_last_3d = memory_format("channels_last_3d", (0, 2, 3, 4, 1))
 
 
 class tensortype(type):  # noqa: N801  (torch.tensortype's name)

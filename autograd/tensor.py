@@ -398,15 +398,15 @@ class Tensor(WriteDoor):
         """True when the elements lie in memory in row-major order (a transpose's, or a
         convolution's batch-innermost output's, do not); with ``memory_format`` channels_last
         (channels_last_3d), in the order N, H, W, C (N, D, H, W, C)."""
-        order = {"channels_last": (0, 2, 3, 1), "channels_last_3d": (0, 2, 3, 4, 1)}.get(
-            getattr(memory_format, "name", None))
+        order = getattr(memory_format, "order", None)
         if order is None:
             return bool(self._data.flags.c_contiguous)
         return self._data.ndim == len(order) and bool(self._data.transpose(order).flags.c_contiguous)
 
     def contiguous(self, memory_format=None):
-        """Itself when contiguous, else a row-major copy (recorded, as PyTorch's)."""
-        return self if self._data.flags.c_contiguous else self.clone()
+        """Itself when laid out so (row-major, or N, H, W, C for channels_last), else such a copy (recorded, as
+        PyTorch's)."""
+        return self if self.is_contiguous(memory_format) else self.clone(memory_format=memory_format)
 
     # -- autograd -----------------------------------------------------------------------
 

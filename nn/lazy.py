@@ -14,6 +14,7 @@ import autograd
 from autograd import Tensor
 from autograd.backend import xp
 from autograd.factories import _shape  # (its negative-size RuntimeError, as autograd.empty)
+from autograd.overrides import _disabled_torch_function_impl
 from autograd.tensor import tensor_from
 
 from .conv import Conv1d, Conv2d, Conv3d, ConvTranspose1d, ConvTranspose2d, ConvTranspose3d
@@ -60,6 +61,9 @@ class _Uninitialized:
     the class it stands for (``cls_to_become``). Until then an op on it refuses (``_NoValues``)."""
 
     cls_to_become = None
+    # (ops on it refuse by its missing values, not through the __torch_function__ protocol: a lazy module does not
+    # switch every function to dispatching wrappers, autograd/overrides.py)
+    __torch_function__ = _disabled_torch_function_impl
 
     @property
     def shape(self):

@@ -417,6 +417,10 @@ class Module(ModuleState, ModuleHooks):
             self._cast(dtype, kinds="fc")
         elif not moved:  # nothing to move to (one device), but a subclass's _apply runs on every to(), as PyTorch's
             self._apply(lambda tensor: tensor)
+        layout = kwargs.get("memory_format")
+        if getattr(layout, "order", None) is not None:  # channels_last: the tensors of its rank laid out so
+            self._apply(lambda tensor: tensor.contiguous(memory_format=layout) if tensor.ndim == len(layout.order)
+                        else tensor)
         return self
 
     def _cast(self, dtype, kinds=None):

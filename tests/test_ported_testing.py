@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from tests import ported_nn
-from tests.ported import raises, values, xfail_on_chainrule
+from tests.ported import raises, values
 
 nn = ported_nn.nn  # the fixture
 
@@ -352,10 +352,7 @@ def test_make_tensor_noncontiguous_and_memory_format_exclude_each_other(T):
                                                   ("channels_last_3d", (2, 3, 4, 5, 6)),
                                                   ("preserve_format", (2, 3, 4))])
 @pytest.mark.parametrize("dtype", ["bool", "int64", "float32", "complex64"])
-def test_make_tensor_memory_format(T, dtype, memory_format, shape, request):
-    if memory_format and memory_format.startswith("channels_last"):
-        xfail_on_chainrule(T, request, "chainrule keeps tensors row-major: clone(memory_format=channels_last) is "
-                           "accepted and gives a contiguous tensor, not a channels-last one")
+def test_make_tensor_memory_format(T, dtype, memory_format, shape):
     fmt = None if memory_format is None else getattr(T, memory_format)
     t = T.testing.make_tensor(shape, dtype=dtype_of(T, dtype), device="cpu", memory_format=fmt)
     assert tuple(t.shape) == shape

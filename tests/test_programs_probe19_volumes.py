@@ -31,9 +31,8 @@ ResNet over ``Conv3d._conv_forward`` and ``_reversed_padding_repeated_twice``; a
 ``F.upsample`` in time); CondConv3D subclassing ``_ConvNd`` with PyTorch's constructor; MedicalNet's 3-D ResNet
 (type-A shortcuts by ``.data``); Grad-CAM by full backward hooks and occlusion sensitivity; a voxel WGAN-GP
 (second order through ``Conv3d`` and ``InstanceNorm3d``); pytorch-3dunet's UNet3D with GeneralizedDiceLoss; and a
-3-D network deployed through ``torch.ao.quantization.fuse_modules``. A strict xfail names what lies outside
-this probe's files: ``channels_last_3d`` layouts (``torch.cuda.FloatTensor`` checks and pickling ``torch.flip``
-work now)."""
+3-D network deployed through ``torch.ao.quantization.fuse_modules``; ``channels_last_3d`` layouts,
+``torch.cuda.FloatTensor`` checks and pickling ``torch.flip``."""
 
 import itertools
 import math
@@ -1408,11 +1407,8 @@ def test_attention_unet_gates_in_channels_last_3d():
     assert ours["history"][-1] < ours["history"][0]
 
 
-@pytest.mark.xfail(strict=True, reason="memory_format is accepted and lays nothing out (autograd/constants.py's "
-                   "memory_format; Tensor.contiguous and ops/conversion.py's parse_to drop it), while "
-                   "is_contiguous(memory_format=channels_last_3d) answers for the actual N, D, H, W, C order: a tensor "
-                   "converted .to(memory_format=channels_last_3d) then says it is not channels-last")
 def test_to_channels_last_3d_is_contiguous_in_that_format():
+    """.to(memory_format=channels_last_3d) lays the tensor out as N, D, H, W, C, as PyTorch's (values unchanged)."""
     torch = OURS.torch
     x = torch.randn(2, 3, 4, 5, 6).to(memory_format=torch.channels_last_3d)
     assert x.is_contiguous(memory_format=torch.channels_last_3d)

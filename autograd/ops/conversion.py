@@ -128,7 +128,7 @@ def parse_to(args, kwargs):
     dtype = kwargs.pop("dtype", None)
     copy = kwargs.pop("copy", False)
     kwargs.pop("non_blocking", None)  # there is no asynchronous copy to wait for
-    kwargs.pop("memory_format", None)  # arrays have one layout here
+    kwargs.pop("memory_format", None)  # (Module.to's: each parameter laid out by Tensor.to, see nn.Module)
     if kwargs:
         raise TypeError(f"to() got unexpected keyword arguments {sorted(kwargs)}")
     args = list(args)
@@ -150,7 +150,11 @@ def parse_to(args, kwargs):
 
 @names("to", function=False)
 def to(x, *args, **kwargs):
-    """x on ``device`` with ``dtype``: x itself when it already is (unless ``copy``)."""
+    """x on ``device`` with ``dtype``, laid out as ``memory_format`` asks (channels_last: N, H, W, C): x itself when
+    it already is (unless ``copy``)."""
+    memory_format = kwargs.pop("memory_format", None)
+    if getattr(memory_format, "order", None) is not None:
+        return to(x, *args, **kwargs).contiguous(memory_format=memory_format)
     device, dtype, copy = parse_to(args, kwargs)
     if device is not None:
         where = _destination(device)

@@ -180,8 +180,8 @@ def t(input):
 
 @names("clone", method=False)
 def clone(input, *, memory_format=None):
-    """A recorded copy (``memory_format`` is accepted and changes nothing: see constants.memory_format)."""
-    return input.clone()
+    """A recorded copy, laid out as ``memory_format`` asks (constants.memory_format)."""
+    return input.clone(memory_format=memory_format)
 
 
 @names("detach", method=False)

@@ -188,8 +188,13 @@ def _where_method(x, condition, other):
 
 @names("clone", function=False)
 def clone(input, *, memory_format=None):
-    """A copy, recorded (memory_format is accepted: the copy is row-major)."""
-    return Clone.apply(input)
+    """A copy, recorded: row-major, or laid out as ``memory_format`` asks (channels_last: N, H, W, C)."""
+    order = getattr(memory_format, "order", None)
+    if order is None:
+        return Clone.apply(input)
+    if input.ndim != len(order):
+        raise RuntimeError(f"required rank {len(order)} tensor to use {memory_format.name} format")
+    return Clone.apply(input, order=order)
 
 
 @names("_filled_with")
