@@ -33,9 +33,9 @@ _get_activation_fn = _activation  # PyTorch's private name, which third-party la
 
 def _relu_or_gelu(activation):
     """PyTorch's ``activation_relu_or_gelu`` flag: 1 for ReLU, 2 for GELU, 0 for anything else."""
-    if activation is F.relu or isinstance(activation, ReLU):
+    if activation == F.relu or isinstance(activation, ReLU):  # (==: F.relu may be a dispatching wrapper, overrides.py)
         return 1
-    if activation is F.gelu or isinstance(activation, GELU):
+    if activation == F.gelu or isinstance(activation, GELU):
         return 2
     return 0
 
