@@ -10,9 +10,9 @@ import sys
 import warnings
 
 import autograd
-from autograd import Primitive, Tensor, _lazy
-from autograd.backend import float16, xp
-from autograd.errors import ShapeError, check_same_dtype, not_a_tensor
+from autograd import Tensor, _lazy
+from autograd.backend import xp
+from autograd.errors import not_a_tensor
 from autograd.graph import program_stacklevel
 from autograd.ops import piecewise_linear as _piecewise_linear
 from autograd.ops.activations import (  # noqa: F401  (F.hardshrink, F.prelu, F.SELU_ALPHA as before)
@@ -29,7 +29,6 @@ from autograd.ops.activations import rrelu as _rrelu
 from autograd.ops.activations import selu as _selu
 from autograd.ops.activations import threshold as _threshold
 from autograd.ops.bilinear import bilinear  # noqa: F401  (F.bilinear)
-from autograd.ops.conjugation import conj
 from autograd.ops.conversion import refuse_kinds
 from autograd.ops.distances import (  # noqa: F401  (F.cosine_similarity, F.pdist, ...)
     clamped_below_in_value,
@@ -41,7 +40,6 @@ from autograd.ops.distances import (  # noqa: F401  (F.cosine_similarity, F.pdis
 from autograd.ops.dropout import alpha_drop, check_dropout_probability, drop, feature_shape
 from autograd.ops.embedding import embedding  # noqa: F401  (F.embedding)
 from autograd.ops.hardswish import Hardswish
-from autograd.ops.linalg import MatMul
 from autograd.ops.normalization import (  # noqa: F401  (F.batch_norm, F.layer_norm, ... as before)
     batch_norm,
     instance_norm,
@@ -59,108 +57,7 @@ from autograd.ops.pixel_shuffle import (  # noqa: F401  (F.pixel_shuffle, ...)
 )
 from autograd.primitive import named_node
 from autograd.random import generator
-
-# -- the affine map of a layer ----------------------------------------------------------
-
-
-class AffineMap(Primitive):
-    """y = x Wᵀ + b  (W of shape (out, in), as PyTorch);
-    dL/dx = dL/dy W,   dL/dW = (dL/dy)ᵀ x,   dL/db = Σ_batch dL/dy
-
-    One fused node instead of transpose, matmul and add: fewer nodes to visit,
-    and dL/dW comes out in W's own (out, in) layout. Complex: W and x conjugated, as every product's.
-    """
-
-    handles_complex = True
-    saved_input_readers = ((1,), (0,), ())  # x only for dL/dW, W only for dL/dx, b for none (its shape alone)
-    pytorch_name = "AddmmBackward0"  # (a batch of vectors and a bias; linear names the other cases as PyTorch's)
-
-    def forward(self, x, weight, bias=None):
-        if x.dtype == xp.float16:  # in float32, the bias added before rounding once, as PyTorch's addmm
-            wide = (a.astype(xp.float32) for a in (x, weight) + (() if bias is None else (bias,)))
-            return self.forward(*wide).astype(xp.float16)
-        if x.ndim == 2 and len(x) < len(weight):
-            # the same product as W xᵀ, transposed: with fewer rows than outputs, BLAS (OpenBLAS)
-            # runs it with the longer side first up to twice as fast; copied back to row order,
-            # which the elementwise ops after it and the backward's products prefer
-            y = xp.ascontiguousarray((weight @ x.T).T)
-        else:
-            y = x @ weight.T
-        if bias is not None:
-            y += bias
-        return y
-
-    def backward(self, grad, y, x, weight, bias=None):
-        # the products as MatMul nodes (Gᵀ x with G read transposed), shapes known to fit
-        by_x, by_weight = (conj(x), conj(weight)) if grad._data.dtype.kind == "c" else (x, weight)  # (complex)
-        grad_x = None
-        if x.requires_grad:
-            grad_x = MatMul.apply_in_backward(grad, by_weight) if grad.ndim > 1 else grad @ by_weight
-        grad_weight = None
-        if weight.requires_grad:
-            rows = grad.reshape(-1, grad.shape[-1]) if grad.ndim != 2 else grad
-            inputs = by_x.reshape(-1, x.shape[-1]) if x.ndim != 2 else by_x
-            grad_weight = MatMul.apply_in_backward(rows, inputs, transpose_a=True)
-        grad_bias = None
-        if bias is not None and bias.requires_grad:
-            grad_bias = grad.sum(tuple(range(grad.ndim - 1))) if grad.ndim > 1 else grad
-        return (grad_x, grad_weight) if bias is None else (grad_x, grad_weight, grad_bias)
-
-    @property
-    def next_functions(self):
-        """The edges as PyTorch's addmm and mm show them, which take the weight through its transpose:
-        (bias, input, TBackward0 of the weight) and (input, TBackward0 of the weight). The engine walks the node's
-        own order (input, weight, bias); only what the program reads is PyTorch's (the blitz's graph walk)."""
-        edges = Primitive.next_functions.fget(self)
-        if self.name() not in ("AddmmBackward0", "MmBackward0"):
-            return edges
-        transposed = (None if edges[1][0] is None else _TransposeOf(edges[1]), 0)
-        return (edges[2], edges[0], transposed) if len(edges) == 3 else (edges[0], transposed)
-
-
-class _TransposeOf:
-    """PyTorch's TBackward0 between a linear layer's node and its weight, as next_functions shows it (no pass
-    goes through it: AffineMap's backward gives dL/dW in W's own layout)."""
-
-    metadata = {}
-
-    def __init__(self, weight_edge):
-        self.next_functions = (weight_edge,)
-
-    def name(self):
-        return "TBackward0"
-
-    def __repr__(self):
-        return "<TBackward0>"
-
-
-def linear(input, weight, bias=None, *, out=None):
-    """y = x Wᵀ + b, with W of shape (out_features, in_features)."""
-    if input.ndim == 0 or weight.ndim == 0:
-        raise RuntimeError(f"both arguments to linear need to be at least 1D, but they are {input.ndim}D and "
-                           f"{weight.ndim}D")
-    if input.shape[-1] != weight.shape[-1]:
-        raise ShapeError(f"linear: input of shape {tuple(input.shape)} has {input.shape[-1]} features but the "
-                         f"weight of shape {tuple(weight.shape)} expects {weight.shape[-1]} (mat1 and mat2 "
-                         f"shapes cannot "
-                         "be multiplied)")
-    check_same_dtype("linear", input, weight=weight, bias=bias)
-    refuse_kinds(input, "addmm_impl_cpu_", "b")  # (NumPy would multiply bools; PyTorch has no kernel for them)
-    if bias is not None and input._data.dtype == float16:
-        # PyTorch runs a 2-d input (of any layout) and a contiguous one through addmm (flattened), whose float16
-        # is computed in float32 and rounded once; other layouts take matmul then add, each rounded
-        if input.ndim > 2 and not input.is_contiguous():
-            return write_out(input.matmul(weight.t()) + bias, out)
-        return write_out(named_node(AffineMap.apply(input.float(), weight.float(), bias.float()).half(), None,
-                                    "AddmmBackward0" if input.ndim == 2 else "ViewBackward0"), out)
-    if input.ndim == 2 and bias is not None:  # the common case, PyTorch's addmm
-        return write_out(AffineMap.apply(input, weight, bias), out)
-    # PyTorch's node for the other cases: with a bias a view; without, mm, matmul's squeeze or its _unsafe_view
-    if bias is not None:
-        return write_out(AffineMap.apply(input, weight, bias, pytorch_name="ViewBackward0"), out)
-    name = {1: "SqueezeBackward4", 2: "MmBackward0"}.get(input.ndim, "UnsafeViewBackward0")
-    return write_out(AffineMap.apply(input, weight, pytorch_name=name), out)
-
+from nn.affine import AffineMap, linear  # noqa: F401  (F.linear; AffineMap: Linear's node)
 
 # -- activations ------------------------------------------------------------------------------
 #
