@@ -207,7 +207,9 @@ _TENSOR_PROPERTIES = ("T", "mT", "H", "mH", "real", "imag", "data")
 def dispatch_namespace(namespace, wraps=None):
     """Make the public functions of ``namespace`` (a module) dispatch once a class takes part, those it loads on
     first use (_lazy) included; ``wraps(name, function)``, where given, says which (nn.functional registers itself:
-    autograd does not import nn)."""
+    autograd does not import nn). A layer that calls its function from its own module or class (``nn.Embedding``'s
+    ``embedding``, ``nn.MSELoss.function``) registers that namespace too, so the layer asks as ``F``'s function
+    does (a class's function keeps its own name: ``mse_loss``, not ``function``)."""
     _NAMESPACES.append((namespace, wraps))
     if _installed:
         _wrap_namespace(namespace, wraps)
@@ -231,7 +233,7 @@ def _on_load(module_name, name, value):
         if namespace.__name__ == module_name and isinstance(value, types.FunctionType) and (
                 wraps is None or wraps(name, value)):
             _REPLACED.append((namespace, name, value))
-            return Dispatching(value, name)
+            return _dispatching(value, name)
     return value
 
 
@@ -287,6 +289,7 @@ def uninstall():
     from . import _lazy
 
     _lazy.after_load = None
+    _WRAPPERS.clear()
     while _REPLACED:
         owner, name, held = _REPLACED.pop()
         if held is _ABSENT:
@@ -296,7 +299,21 @@ def uninstall():
 
 
 def _wrap_namespace(namespace, wraps):
+    in_a_class = isinstance(namespace, type)
     for name, function in list(vars(namespace).items()):
+        if in_a_class and isinstance(function, staticmethod):  # (a layer's function = staticmethod(lp_pool2d))
+            function = function.__func__
         if not name.startswith("_") and isinstance(function, types.FunctionType) and (  # (not a class, a module,
                 wraps is None or wraps(name, function)):                                # a wrapper already)
-            _replace(namespace, name, Dispatching(function, name))
+            _replace(namespace, name, _dispatching(function, function.__name__ if in_a_class else name))
+
+
+_WRAPPERS = {}  # each function's Dispatching while installed: one, wherever the function is held (F.embedding and
+# nn.Embedding's embedding give __torch_function__ the same func)
+
+
+def _dispatching(function, name):
+    wrapper = _WRAPPERS.get(function)
+    if wrapper is None:
+        wrapper = _WRAPPERS[function] = Dispatching(function, name)
+    return wrapper

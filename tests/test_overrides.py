@@ -187,3 +187,25 @@ def test_the_functions_are_plain_until_a_class_takes_part_and_again_after_uninst
     after = (autograd.cat, autograd.Tensor.__dict__["sum"], nn.functional.relu, autograd.Tensor.__dict__["T"])
     assert all(a is b for a, b in zip(plain, after))
     assert type(autograd.ones(2).as_subclass(Mine) + 1) is autograd.Tensor  # (uninstalled: no class is asked)
+
+
+def test_layers_that_call_their_own_functions_ask_as_the_functional_form(T):
+    class Mine(T.Tensor):
+        pass
+
+    calls = []
+
+    class Logging(T.Tensor):
+        @classmethod
+        def __torch_function__(cls, func, types, args=(), kwargs=None):
+            calls.append(func)
+            return super().__torch_function__(func, types, args, kwargs)
+
+    nn, F = _nn(T), _F(T)
+    x = T.tensor([[0.5, -1.0, 2.0, 3.0]])
+    results = [nn.Embedding(5, 2)(T.tensor([[1, 2]]).as_subclass(Mine)), nn.ZeroPad1d(1)(x.as_subclass(Mine)),
+               nn.MSELoss()(x.as_subclass(Mine), T.zeros(1, 4)), nn.LPPool1d(2, 2)(x.as_subclass(Mine))]
+    assert [type(result) for result in results] == [Mine] * 4
+    np.testing.assert_allclose(results[2].item(), (0.25 + 1 + 4 + 9) / 4)
+    nn.MSELoss()(x.as_subclass(Logging), T.zeros(1, 4))
+    assert calls == [F.mse_loss]
