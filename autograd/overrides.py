@@ -26,11 +26,39 @@ import os
 import types
 
 from .graph import ModeSwitch, modes
-from .tensor import Tensor
+from .tensor import SUBCLASS_WATCHERS, Tensor
 
 _PACKAGE = os.path.dirname(os.path.abspath(__file__))  # autograd's folder
 _NAMESPACES = []  # (namespace, which of its functions) that dispatch once installed: autograd's, F's
 _installed = False
+
+
+def _made_by_new(self, *args, **kwargs):
+    """The ``__init__`` of a class of tensors whose own ``__new__`` makes its instances: nothing, as PyTorch's
+    (``object.__init__``). Tensor's would make the instance again from the constructor's arguments, wiping what
+    ``__new__`` set: ``x.as_subclass(cls)``'s graph (its gradient lost), or refusing its keywords
+    (``BoundingBoxes(data, format=...)``)."""
+
+
+def _constructed_by_new(cls):
+    """A watcher of Tensor's subclasses (tensor.py's SUBCLASS_WATCHERS): a class with a ``__new__`` of its own (or
+    its bases') and no ``__init__`` below Tensor's is made by that ``__new__`` alone."""
+    below_tensor = cls.__mro__[:cls.__mro__.index(Tensor)]
+    if any("__new__" in vars(base) for base in below_tensor) and not any(
+            "__init__" in vars(base) for base in below_tensor):
+        cls.__init__ = _made_by_new
+
+
+def _watch_construction():
+    SUBCLASS_WATCHERS.append(_constructed_by_new)
+    pending = Tensor.__subclasses__()  # (those defined before this module was imported: the first, whose
+    while pending:                     # __init_subclass__ imports it)
+        cls = pending.pop()
+        _constructed_by_new(cls)
+        pending.extend(cls.__subclasses__())
+
+
+_watch_construction()
 
 
 def _disabled_torch_function_impl(func, types, args=(), kwargs=None):

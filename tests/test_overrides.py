@@ -209,3 +209,22 @@ def test_layers_that_call_their_own_functions_ask_as_the_functional_form(T):
     np.testing.assert_allclose(results[2].item(), (0.25 + 1 + 4 + 9) / 4)
     nn.MSELoss()(x.as_subclass(Logging), T.zeros(1, 4))
     assert calls == [F.mse_loss]
+
+
+def test_a_class_made_by_its_own_new_keeps_what_new_made(T):
+    class Boxes(T.Tensor):
+        def __new__(cls, data, *, format):
+            boxes = data.as_subclass(cls)
+            boxes.format = format
+            return boxes
+
+    class Flipped(Boxes):  # (inherits Boxes' __new__: made by it too)
+        pass
+
+    x = T.tensor([1.0, 2.0], requires_grad=True)
+    boxes = Boxes(x * 3, format="XYXY")  # (keywords Tensor's constructor does not take)
+    flipped = Flipped(x.flip(0), format="YX")
+    assert boxes.format == "XYXY" and boxes.requires_grad and boxes.grad_fn is not None
+    (boxes.sum() + (flipped * T.tensor([1.0, 10.0])).sum()).backward()
+    np.testing.assert_allclose(x.grad.numpy(), [13.0, 4.0])
+    assert type(flipped) is Flipped and flipped.format == "YX"
