@@ -226,8 +226,10 @@ _NOT_OVERRIDABLE = {
 _OPERATOR_METHODS = {
     "__add__": "add", "__radd__": "add", "__mul__": "mul", "__rmul__": "mul", "__sub__": "sub",
     "__truediv__": "div", "__matmul__": "matmul", "__neg__": "neg", "__abs__": "abs", "__pow__": "pow",
-    "__lt__": "lt", "__le__": "le", "__gt__": "gt", "__ge__": "ge", "__eq__": "eq", "__ne__": "ne",
-}
+    "__lt__": "lt", "__le__": "le", "__gt__": "gt", "__ge__": "ge", "__ne__": "ne", "__mod__": "remainder",
+    "__pos__": "positive", "__rand__": "bitwise_and", "__iadd__": "add_", "__isub__": "sub_", "__imul__": "mul_",
+    "__itruediv__": "div_", "__ipow__": "pow_", "__ifloordiv__": "floor_divide_", "__imod__": "remainder_",
+}  # (== is Tensor.__eq__ itself, as PyTorch's)
 # the properties whose values are tensors made from the tensor (PyTorch's default gives them back as the subclass)
 _TENSOR_PROPERTIES = ("T", "mT", "H", "mH", "real", "imag", "data")
 

@@ -228,3 +228,28 @@ def test_a_class_made_by_its_own_new_keeps_what_new_made(T):
     (boxes.sum() + (flipped * T.tensor([1.0, 10.0])).sum()).backward()
     np.testing.assert_allclose(x.grad.numpy(), [13.0, 4.0])
     assert type(flipped) is Flipped and flipped.format == "YX"
+
+
+def test_operators_give_the_functions_pytorch_gives(T):
+    calls = []
+
+    class Logging(T.Tensor):
+        @classmethod
+        def __torch_function__(cls, func, types, args=(), kwargs=None):
+            calls.append(func.__name__)
+            return super().__torch_function__(func, types, args, kwargs)
+
+    a = T.tensor([5.0, 7.0]).as_subclass(Logging)
+    n = T.tensor([5, 6]).as_subclass(Logging)
+    results = [a % 3, +a, a == 5, 3 & n]
+    a += 1
+    a -= 1
+    a *= 2
+    a /= 2
+    a **= 1
+    n //= 2
+    n %= 2
+    assert calls == ["remainder", "positive", "__eq__", "bitwise_and", "add_", "sub_", "mul_", "div_", "pow_",
+                     "floor_divide_", "remainder_"]
+    assert [r.tolist() for r in results] == [[2.0, 1.0], [5.0, 7.0], [True, False], [1, 2]]
+    assert type(a) is Logging and a.tolist() == [5.0, 7.0] and n.tolist() == [0, 1]

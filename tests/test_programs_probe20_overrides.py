@@ -14,6 +14,7 @@ backward, hooks); pickling, deepcopy and repr of subclass instances. Subclasses 
 the protocol installs its wrappers with the first one (tests/conftest.py uninstalls them after each test)."""
 
 import copy
+import functools
 import pickle
 
 import numpy as np
@@ -373,3 +374,151 @@ def instance_dict(m):
 def test_an_instance_dict_holds_only_the_programs_attributes():
     ours, _ = run_both(instance_dict)
     assert ours == ("Meta([0.0, 2.0], meta={'source': 'synthetic'})", [], ["source"])
+
+
+# ----------------------------------------------------------------------------------------------
+# The docs' LoggingTensor, a HANDLED_FUNCTIONS table, priority and NotImplemented
+# ----------------------------------------------------------------------------------------------
+
+
+def logging_tensor(m):
+    torch, nn, F = m.torch, m.nn, m.F
+    torch.manual_seed(0)
+    log = []
+
+    class LoggingTensor(torch.Tensor):
+        @classmethod
+        def __torch_function__(cls, func, types, args=(), kwargs=None):
+            # NOTE: Logging calls Tensor.__repr__, so we can't log __repr__ without infinite recursion
+            if func is not torch.Tensor.__repr__:
+                log.append(f"func: {func.__name__}")
+            if kwargs is None:
+                kwargs = {}
+            return super().__torch_function__(func, types, args, kwargs)
+
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    x = torch.randn(5, 4).as_subclass(LoggingTensor)
+    y = torch.tensor([0, 1, 1, 0, 1])
+    logits = model(x)
+    loss = F.cross_entropy(logits, y)
+    loss.backward()  # (the backward pass asks no subclass)
+    probs = logits.softmax(-1).detach()
+    correct = (probs.argmax(1) == y).float().mean()
+    return log, name(loss), loss, model[0].weight.grad, correct
+
+
+def test_the_docs_logging_tensor_logs_the_calls_pytorch_logs():
+    ours, theirs = run_both(logging_tensor)
+    assert ours[0][:3] == ["func: linear", "func: relu", "func: linear"] and ours[1] == "LoggingTensor"
+
+
+def handled_functions(m):
+    torch = m.torch
+    HANDLED_FUNCTIONS = {}
+
+    def implements(torch_function):
+        """Register a torch function override for ScalarTensor"""
+        def decorator(func):
+            functools.update_wrapper(func, torch_function)
+            HANDLED_FUNCTIONS[torch_function] = func
+            return func
+        return decorator
+
+    class ScalarTensor(torch.Tensor):
+        """A diagonal matrix N x N holding one value, as a subclass (the docs' ScalarTensor)."""
+
+        @staticmethod
+        def __new__(cls, N, value):
+            t = torch.eye(N).mul_(value).as_subclass(cls)
+            t._N, t._value = N, value
+            return t
+
+        def tensor(self):
+            return self._value * torch.eye(self._N)
+
+        @classmethod
+        def __torch_function__(cls, func, types, args=(), kwargs=None):
+            if kwargs is None:
+                kwargs = {}
+            if func not in HANDLED_FUNCTIONS or not all(issubclass(t, (torch.Tensor, ScalarTensor)) for t in types):
+                return super().__torch_function__(func, types, args, kwargs)
+            return HANDLED_FUNCTIONS[func](*args, **kwargs)
+
+    @implements(torch.mean)
+    def mean(input):
+        return float(input._value) / input._N
+
+    @implements(torch.Tensor.sum)
+    def tsum(input, dim=None):
+        return float(input._value) * input._N if dim is None else torch.full((input._N,), float(input._value))
+
+    @implements(torch.add)
+    def add(input, other):
+        if isinstance(input, ScalarTensor) and isinstance(other, ScalarTensor) and input._N == other._N:
+            return ScalarTensor(input._N, input._value + other._value)
+        return torch.add(input.as_subclass(torch.Tensor) if isinstance(input, ScalarTensor) else input,
+                         other.as_subclass(torch.Tensor) if isinstance(other, ScalarTensor) else other)
+
+    d = ScalarTensor(5, 2)
+    out = {"mean": torch.mean(d), "method mean": d.mean(), "sum": d.sum(), "sum dim": d.sum(0),
+           "add": torch.add(d, ScalarTensor(5, 3)), "add plain": torch.add(d, torch.ones(5, 5)),
+           "operator": d + d, "exp": torch.exp(d), "names": sorted(f.__name__ for f in HANDLED_FUNCTIONS)}
+    types = {k: name(v) for k, v in out.items()}
+    extra = {"add value": out["add"]._value, "mean doc": torch.mean.__doc__ == mean.__doc__}
+    return types, {k: v for k, v in out.items() if k != "names"}, extra
+
+
+def test_a_handled_functions_table_filled_by_implements_decorators():
+    ours, theirs = run_both(handled_functions)
+    types, values, extra = ours
+    assert types["mean"] == "float" and values["mean"] == 0.4 and values["sum"] == 10.0
+    assert types["add"] == "ScalarTensor" and extra["add value"] == 5 and types["add plain"] == "Tensor"
+    np.testing.assert_allclose(values["add plain"], 2 * np.eye(5) + 1)
+
+
+def priority(m):
+    torch = m.torch
+    calls = []
+
+    class A(torch.Tensor):
+        @classmethod
+        def __torch_function__(cls, func, types, args=(), kwargs=None):
+            calls.append(("A", func.__name__, [t.__name__ for t in types]))
+            return NotImplemented
+
+    class B(torch.Tensor):
+        @classmethod
+        def __torch_function__(cls, func, types, args=(), kwargs=None):
+            calls.append(("B", func.__name__, [t.__name__ for t in types]))
+            if func in (torch.add, torch.Tensor.add):
+                return "B answers"
+            return NotImplemented
+
+    class C(B):
+        @classmethod
+        def __torch_function__(cls, func, types, args=(), kwargs=None):
+            calls.append(("C", func.__name__, [t.__name__ for t in types]))
+            return super().__torch_function__(func, types, args, kwargs)
+
+    a = torch.ones(2).as_subclass(A)
+    b = torch.ones(2).as_subclass(B)
+    c = torch.ones(2).as_subclass(C)
+    out = {"add(a, b)": torch.add(a, b), "add(b, a)": torch.add(b, a), "add(a, c)": torch.add(a, c)}
+    try:
+        torch.mul(a, b)
+        out["mul"] = "no error"
+    except TypeError as e:
+        out["mul"] = "TypeError: " + str(e).split(";")[0].split(".")[-1]
+    try:
+        torch.cat([a, c])
+        out["cat"] = "no error"
+    except TypeError as e:
+        out["cat"] = "TypeError"
+    return out, calls
+
+
+def test_priority_between_unrelated_subclasses_and_not_implemented():
+    ours, theirs = run_both(priority)
+    out, calls = ours
+    assert out["add(a, b)"] == "B answers" and out["mul"] == "TypeError: mul'" and out["cat"] == "TypeError"
+    assert calls[:3] == [("A", "add", ["A", "B"]), ("B", "add", ["A", "B"]), ("B", "add", ["B", "A"])]
