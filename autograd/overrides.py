@@ -89,12 +89,13 @@ def _takes_part(cls):
         _disabled_torch_function_impl
 
 
-def _overloaded_args(relevant):
-    """The arguments whose classes take part, one per class, each subclass before its bases (then left to right),
-    looking one level into lists and tuples (``autograd.cat([a, b])``)."""
+def _overloaded_args(relevant, into_sequences=False):
+    """The arguments whose classes take part, one per class, each subclass before its bases (then left to right);
+    ``into_sequences``: looking one level into lists and tuples, as a dispatching function reads its arguments
+    (``autograd.cat([a, b])``). A program's ``relevant_args`` are taken as they are, as PyTorch's."""
     found = []
     for arg in relevant:
-        if isinstance(arg, (list, tuple)):
+        if into_sequences and isinstance(arg, (list, tuple)):
             for item in arg:
                 _consider(item, found)
         else:
@@ -131,7 +132,10 @@ def has_torch_function_variadic(*args):
 def handle_torch_function(public_api, relevant_args, *args, **kwargs):
     """``public_api(*args, **kwargs)`` answered by the ``__torch_function__`` of the arguments that take part, in
     order, until one answers (not ``NotImplemented``)."""
-    overloaded = _overloaded_args(relevant_args)
+    return _answered(public_api, _overloaded_args(relevant_args), args, kwargs)
+
+
+def _answered(public_api, overloaded, args, kwargs):
     types = tuple(type(arg) for arg in overloaded)
     for arg in overloaded:
         result = type(arg).__torch_function__(public_api, types, args, kwargs)
@@ -180,8 +184,9 @@ class Dispatching:
             relevant = args + tuple(kwargs.values()) if kwargs else args
             for arg in relevant:  # (plain tensors and numbers pass at once: only a subclass or a list is looked into)
                 if type(arg) is not Tensor and isinstance(arg, (Tensor, list, tuple)):
-                    if _overloaded_args(relevant):
-                        return handle_torch_function(self.public, relevant, *args, **kwargs)
+                    overloaded = _overloaded_args(relevant, into_sequences=True)
+                    if overloaded:
+                        return _answered(self.public, overloaded, args, kwargs)
                     break
         return self.__wrapped__(*args, **kwargs)
 

@@ -253,3 +253,22 @@ def test_operators_give_the_functions_pytorch_gives(T):
                      "floor_divide_", "remainder_"]
     assert [r.tolist() for r in results] == [[2.0, 1.0], [5.0, 7.0], [True, False], [1, 2]]
     assert type(a) is Logging and a.tolist() == [5.0, 7.0] and n.tolist() == [0, 1]
+
+
+def test_relevant_args_are_taken_as_they_are_and_a_parameter_subclass_is_made_by_new(T):
+    class Mine(T.Tensor):
+        pass
+
+    a = T.ones(2).as_subclass(Mine)
+    assert T.overrides.has_torch_function((a,)) and not T.overrides.has_torch_function(([a],))
+    assert type(T.cat([T.ones(1), a])) is Mine  # (a function still reads its list arguments)
+
+    class Tagged(_nn(T).Parameter):
+        def __new__(cls, data=None, requires_grad=True, tag="decay"):
+            parameter = super().__new__(cls, data, requires_grad)
+            parameter.tag = tag
+            return parameter
+
+    p = Tagged(T.tensor([1.0, 2.0]), tag="no_decay")
+    assert type(p) is Tagged and p.tag == "no_decay" and p.requires_grad and p.tolist() == [1.0, 2.0]
+    assert isinstance(p, _nn(T).Parameter) and type(p * 2) is T.Tensor

@@ -522,3 +522,102 @@ def test_priority_between_unrelated_subclasses_and_not_implemented():
     out, calls = ours
     assert out["add(a, b)"] == "B answers" and out["mul"] == "TypeError: mul'" and out["cat"] == "TypeError"
     assert calls[:3] == [("A", "add", ["A", "B"]), ("B", "add", ["A", "B"]), ("B", "add", ["B", "A"])]
+
+
+# ----------------------------------------------------------------------------------------------
+# A library's own overridable functions, switching the protocol off, parameters
+# ----------------------------------------------------------------------------------------------
+
+
+def own_overridable_function(m):
+    torch = m.torch
+    from_overrides = m.torch.overrides
+    calls = []
+
+    def squared_distance(x, y, *, scale=1.0):
+        """A library function subclasses may answer for, written as torch.nn.functional's are."""
+        if from_overrides.has_torch_function_variadic(x, y):
+            return from_overrides.handle_torch_function(squared_distance, (x, y), x, y, scale=scale)
+        return ((x - y) ** 2).sum(-1) * scale
+
+    class Units(torch.Tensor):
+        @classmethod
+        def __torch_function__(cls, func, types, args=(), kwargs=None):
+            calls.append((func.__name__, sorted(kwargs or {})))
+            if func is squared_distance:
+                x, y = (a.as_subclass(torch.Tensor) if isinstance(a, Units) else a for a in args)
+                return squared_distance(x, y, **kwargs) * 1000  # (metres to millimetres, say)
+            return super().__torch_function__(func, types, args, kwargs)
+
+    x = torch.tensor([[1.0, 2.0], [0.0, 1.0]])
+    y = torch.tensor([[0.0, 0.0], [1.0, 1.0]])
+    out = {"plain": squared_distance(x, y), "units": squared_distance(x.as_subclass(Units), y, scale=0.5),
+           "has": from_overrides.has_torch_function((x, [y, x.as_subclass(Units)])),
+           "has plain": from_overrides.has_torch_function((x, y)),
+           "unary": from_overrides.has_torch_function_unary(x.as_subclass(Units)),
+           "is_tensor_like": from_overrides.is_tensor_like(x.as_subclass(Units))}
+    with torch._C.DisableTorchFunctionSubclass():
+        out["disabled has"] = from_overrides.has_torch_function_unary(x.as_subclass(Units))
+        out["disabled type"] = name(x.as_subclass(Units) + 1)
+    out["type after"] = name(x.as_subclass(Units) + 1)
+    out["enabled"] = torch._C._is_torch_function_enabled() if hasattr(torch._C, "_is_torch_function_enabled") else True
+    return out, calls
+
+
+def test_a_library_function_of_its_own_takes_part_through_handle_torch_function():
+    ours, theirs = run_both(own_overridable_function)
+    out, calls = ours
+    np.testing.assert_allclose(out["plain"], [5.0, 1.0])
+    np.testing.assert_allclose(out["units"], [2500.0, 500.0])
+    assert calls == [("squared_distance", ["scale"]), ("add", [])]
+    assert not out["has"] and out["unary"] and not out["has plain"]  # (relevant_args taken as they are)
+    assert not out["disabled has"] and out["disabled type"] == "Tensor"
+
+
+def parameter_subclasses(m):
+    torch, nn = m.torch, m.nn
+    torch.manual_seed(0)
+
+    class TaggedParameter(nn.Parameter):
+        """A parameter carrying a tag the optimiser groups by (a common pattern: no weight decay on some)."""
+
+        def __new__(cls, data=None, requires_grad=True, tag="decay"):
+            p = super().__new__(cls, data, requires_grad)
+            p.tag = tag
+            return p
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(3, 2)
+            self.scale = TaggedParameter(torch.ones(2), tag="no_decay")
+
+        def forward(self, x):
+            return self.fc(x) * self.scale
+
+    net = Net()
+    groups = {"decay": [], "no_decay": []}
+    for n, p in net.named_parameters():
+        groups[getattr(p, "tag", "decay")].append(n)
+    opt = torch.optim.SGD([{"params": [p for n, p in net.named_parameters() if n in groups["decay"]],
+                            "weight_decay": 0.1},
+                           {"params": [net.scale], "weight_decay": 0.0}], lr=0.1)
+    x = torch.randn(4, 3)
+    for _ in range(3):
+        opt.zero_grad()
+        loss = net(x).pow(2).mean()
+        loss.backward()
+        opt.step()
+    out = {"groups": groups, "type": name(net.scale), "is param": isinstance(net.scale, nn.Parameter),
+           "op type": name(net.scale * 2), "tag": net.scale.tag, "grad type": name(net.scale.grad),
+           "state keys": sorted(net.state_dict()),
+           "copy": name(copy.deepcopy(net).scale), "copy tag": copy.deepcopy(net).scale.tag}
+    return out, net.scale, net.fc.weight, loss
+
+
+def test_an_nn_parameter_subclass_trains_and_keeps_its_class_and_tag():
+    ours, theirs = run_both(parameter_subclasses)
+    out = ours[0]
+    assert out["groups"] == {"decay": ["fc.weight", "fc.bias"], "no_decay": ["scale"]}
+    # (PyTorch's deepcopy makes type(p)(data, requires_grad): the tag is the default's)
+    assert out["type"] == "TaggedParameter" and out["op type"] == "Tensor" and out["copy tag"] == "decay"
