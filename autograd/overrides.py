@@ -21,6 +21,7 @@ Not built: ``TorchFunctionMode``, and classes that take part without subclassing
 duck types), which would need every call to look at its arguments.
 """
 
+import importlib
 import inspect
 import os
 import types
@@ -261,6 +262,12 @@ def _an_op(name, function):
     return name.endswith("_like") or where.startswith("ops" + os.sep) or where in ("linalg.py", "fft.py", "special.py")
 
 
+def _differentiates(name, function):
+    """torch.autograd's functions a subclass answers for, as PyTorch's: ``grad`` (its gradients come back as the
+    subclass under the default) and ``backward``."""
+    return name in ("grad", "backward")
+
+
 def _on_load(module_name, name, value):
     """_lazy's after_load: a function a dispatching namespace loads on first use, as its others (its module then
     keeps the wrapper, and uninstall puts the function back)."""
@@ -300,6 +307,9 @@ def install():
     for namespace in (autograd, autograd.linalg, autograd.fft, autograd.special):
         if all(registered is not namespace for registered, _ in _NAMESPACES):
             _NAMESPACES.append((namespace, _an_op))
+    differentiating = importlib.import_module(".autograd", __package__)  # (torch.autograd: autograd.autograd)
+    if all(registered is not differentiating for registered, _ in _NAMESPACES):
+        _NAMESPACES.append((differentiating, _differentiates))
     for namespace, wraps in _NAMESPACES:  # (nn.functional's registered as nn loaded)
         _wrap_namespace(namespace, wraps)
 

@@ -272,3 +272,22 @@ def test_relevant_args_are_taken_as_they_are_and_a_parameter_subclass_is_made_by
     p = Tagged(T.tensor([1.0, 2.0]), tag="no_decay")
     assert type(p) is Tagged and p.tag == "no_decay" and p.requires_grad and p.tolist() == [1.0, 2.0]
     assert isinstance(p, _nn(T).Parameter) and type(p * 2) is T.Tensor
+
+
+def test_autograd_grad_and_backward_ask_the_subclass_among_their_tensors(T):
+    calls = []
+
+    class Logging(T.Tensor):
+        @classmethod
+        def __torch_function__(cls, func, types, args=(), kwargs=None):
+            calls.append(func.__name__)
+            return super().__torch_function__(func, types, args, kwargs)
+
+    x = T.tensor([1.0, 2.0], requires_grad=True)
+    y = (x.as_subclass(Logging) ** 2).sum()
+    calls.clear()
+    (gx,) = T.autograd.grad(y, x, retain_graph=True)
+    T.autograd.backward([y])
+    assert calls == ["grad", "backward"] and type(gx) is Logging
+    np.testing.assert_allclose(gx.numpy(), [2.0, 4.0])
+    np.testing.assert_allclose(x.grad.numpy(), [2.0, 4.0])

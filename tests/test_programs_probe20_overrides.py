@@ -621,3 +621,77 @@ def test_an_nn_parameter_subclass_trains_and_keeps_its_class_and_tag():
     assert out["groups"] == {"decay": ["fc.weight", "fc.bias"], "no_decay": ["scale"]}
     # (PyTorch's deepcopy makes type(p)(data, requires_grad): the tag is the default's)
     assert out["type"] == "TaggedParameter" and out["op type"] == "Tensor" and out["copy tag"] == "decay"
+
+
+# ----------------------------------------------------------------------------------------------
+# Training through subclass tensors; pickling, deepcopy and printing them
+# ----------------------------------------------------------------------------------------------
+
+
+def training_through_a_subclass(m):
+    torch, nn, F = m.torch, m.nn, m.F
+    torch.manual_seed(0)
+    seen = []
+
+    class Tracked(torch.Tensor):
+        """Activations that remember which layer made them (the attribute travels on the default's results)."""
+
+        @classmethod
+        def __torch_function__(cls, func, types, args=(), kwargs=None):
+            result = super().__torch_function__(func, types, args, kwargs)
+            if isinstance(result, Tracked) and not hasattr(result, "origin"):
+                result.origin = getattr(func, "__name__", "?")
+            return result
+
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 4 * 4, 3))
+    x = torch.randn(4, 1, 4, 4).as_subclass(Tracked).requires_grad_()
+    y = torch.tensor([0, 2, 1, 0])
+    hidden = model[1](model[0](x))
+    hidden.register_hook(lambda grad: seen.append((name(grad), tuple(grad.shape))) or grad * 2)
+    hidden.retain_grad()
+    logits = model[3](model[2](hidden))
+    loss = F.cross_entropy(logits, y)
+    loss.backward()
+    grads = torch.autograd.grad(model(x.detach().requires_grad_()).logsumexp(1).sum(), model[0].weight)
+    info = {"hidden": (name(hidden), hidden.origin), "logits": name(logits), "loss": name(loss),
+            "x.grad": name(x.grad), "hidden.grad": name(hidden.grad), "weight.grad": name(model[0].weight.grad),
+            "grad_fn": loss.grad_fn.name(), "is_leaf": x.is_leaf, "seen": seen,
+            "autograd.grad": name(grads[0]), "sgd": None}
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    opt.step()
+    info["sgd"] = name(model[0].weight)
+    return info, loss, x.grad, hidden.grad, model[0].weight.grad, grads[0], model[3].weight
+
+
+def test_training_through_a_subclass_gives_pytorchs_gradients():
+    ours, theirs = run_both(training_through_a_subclass)
+    info = ours[0]
+    assert info["hidden"] == ("Tracked", "relu") and info["loss"] == "Tracked" and info["sgd"] == "Parameter"
+    assert info["seen"] == [("Tensor", (4, 2, 4, 4))]  # (the backward pass asks no subclass)
+    assert ours[1] > 0 and ours[2].shape == (4, 1, 4, 4) and np.abs(ours[2]).sum() > 0
+    assert info["autograd.grad"] == "Tracked"  # (torch.autograd.grad asks the subclass among its outputs)
+
+
+def pickle_deepcopy_repr(m):
+    torch = m.torch
+
+    class SubTensor(torch.Tensor):
+        pass
+
+    published(SubTensor, m)
+    t = torch.tensor([1.0, 2.5]).as_subclass(SubTensor)
+    t.abcd = "e"
+    t2 = pickle.loads(pickle.dumps(t))
+    # (not deepcopy: PyTorch's refuses a plain subclass, its new_empty run with the protocol off giving a Tensor)
+    t4 = copy.copy(t)
+    leaf = torch.tensor([3.0], requires_grad=True).as_subclass(SubTensor)
+    w = torch.tensor([[1.0, 2.0]]).as_subclass(SubTensor)
+    return {"pickle": (name(t2), t2.abcd, t2.tolist()), "copy": (name(t4), t4 is t), "repr": repr(t),
+            "repr grad": repr(leaf * 2), "repr leaf": repr(leaf), "str": str(w), "format": f"{t[0].item():.2f}",
+            "list": [name(r) for r in w]}
+
+
+def test_pickling_deepcopy_and_printing_keep_a_subclass():
+    ours, theirs = run_both(pickle_deepcopy_repr)
+    assert ours["pickle"] == ("SubTensor", "e", [1.0, 2.5]) and ours["copy"] == ("SubTensor", False)
+    assert ours["repr"] == "SubTensor([1.0000, 2.5000])" and ours["format"] == "1.00"
