@@ -21,6 +21,7 @@ Not built: ``TorchFunctionMode``, and classes that take part without subclassing
 duck types), which would need every call to look at its arguments.
 """
 
+import functools
 import importlib
 import inspect
 import os
@@ -151,6 +152,61 @@ def _answered(public_api, overloaded, args, kwargs):
 def is_tensor_like(obj):
     """A Tensor, or an object whose class has a ``__torch_function__``."""
     return isinstance(obj, Tensor) or hasattr(type(obj), "__torch_function__")
+
+
+def _get_overloaded_args(relevant_args, get_type_fn=None):
+    """PyTorch's: the arguments among ``relevant_args`` whose types have a ``__torch_function__`` that is not
+    switched off, plain Tensors included (unlike ``has_torch_function``), one per type, subclasses first."""
+    type_of = get_type_fn or type
+    found = []
+    for arg in relevant_args:
+        cls = type_of(arg)
+        method = getattr(cls, "__torch_function__", None)
+        if method is None or getattr(method, "__func__", method) is _disabled_torch_function_impl or any(
+                type_of(other) is cls for other in found):
+            continue
+        position = next((i for i, other in enumerate(found) if issubclass(cls, type_of(other))), len(found))
+        found.insert(position, arg)
+    return found
+
+
+def wrap_torch_function(dispatcher):
+    """A decorator: the function takes part in the protocol, ``dispatcher(*args, **kwargs)`` naming its relevant
+    arguments (PyTorch's ``torch.overrides.wrap_torch_function``)."""
+
+    def inner(func):
+        @functools.wraps(func)
+        def wrapped(*args, **kwargs):
+            relevant_args = dispatcher(*args, **kwargs)
+            if has_torch_function(relevant_args):
+                return handle_torch_function(wrapped, relevant_args, *args, **kwargs)
+            return func(*args, **kwargs)
+
+        return wrapped
+
+    return inner
+
+
+def is_tensor_method_or_property(func):
+    """Whether ``func`` is one of Tensor's methods or a property's getter (what ``__torch_function__`` is given for
+    ``x.sum()`` rather than ``autograd.sum(x)``)."""
+    return getattr(func, "__name__", None) == "__get__" or any(
+        value is func or type(value) is Dispatching and value == func
+        for cls in Tensor.__mro__[:-1] for value in vars(cls).values())
+
+
+def get_ignored_functions():
+    """autograd's public functions no subclass answers for (factories from data or sizes, questions about the
+    library's state), as PyTorch's."""
+    import autograd
+
+    return {getattr(autograd, name) for name in _NOT_OVERRIDABLE if hasattr(autograd, name)}
+
+
+def get_default_nowrap_functions():
+    """The functions whose results the default ``__torch_function__`` gives back as they are: the getters of a
+    tensor's ``.grad`` (a parameter's gradient stays a Tensor), as PyTorch's (which adds ``._base``'s)."""
+    return {Tensor.grad.__get__}
 
 
 def convert(result, cls):

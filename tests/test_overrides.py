@@ -291,3 +291,25 @@ def test_autograd_grad_and_backward_ask_the_subclass_among_their_tensors(T):
     assert calls == ["grad", "backward"] and type(gx) is Logging
     np.testing.assert_allclose(gx.numpy(), [2.0, 4.0])
     np.testing.assert_allclose(x.grad.numpy(), [2.0, 4.0])
+
+
+def test_the_overrides_helpers(T):
+    overrides = T.overrides
+
+    class Mine(T.Tensor):
+        pass
+
+    @overrides.wrap_torch_function(lambda x: (x,))
+    def double(x):
+        return x * 2
+
+    x = T.ones(2)
+    a = x.as_subclass(Mine)
+    assert type(double(a)) is Mine and type(double(x)) is T.Tensor and double.__name__ == "double"
+    assert overrides.is_tensor_method_or_property(T.Tensor.sum) and not overrides.is_tensor_method_or_property(T.sum)
+    assert overrides.is_tensor_method_or_property(T.Tensor.T.__get__)
+    assert T.zeros in overrides.get_ignored_functions() and T.exp not in overrides.get_ignored_functions()
+    assert T.Tensor.grad.__get__ in overrides.get_default_nowrap_functions()
+    assert [type(arg) for arg in overrides._get_overloaded_args([x, a, x])] == [Mine, T.Tensor]
+    assert T._C._has_torch_function((x, a)) and not T._C._has_torch_function_unary(x)
+    assert T._C._is_torch_function_enabled()
