@@ -292,6 +292,8 @@ _OPERATOR_METHODS = {
     "__pos__": "positive", "__rand__": "bitwise_and", "__iadd__": "add_", "__isub__": "sub_", "__imul__": "mul_",
     "__itruediv__": "div_", "__ipow__": "pow_", "__ifloordiv__": "floor_divide_", "__imod__": "remainder_",
 }  # (== is Tensor.__eq__ itself, as PyTorch's)
+# methods PyTorch defines under another name (Tensor.__rtruediv__ is its __rdiv__)
+_PYTORCH_NAMES = {"__rtruediv__": "__rdiv__"}
 # the properties whose values are tensors made from the tensor (PyTorch's default gives them back as the subclass)
 _TENSOR_PROPERTIES = ("T", "mT", "H", "mH", "real", "imag", "data")
 
@@ -356,7 +358,8 @@ def install():
         attribute = inspect.getattr_static(Tensor, name)  # (the definition attribute lookup finds)
         if isinstance(attribute, types.FunctionType):
             public = Tensor.__dict__.get(_OPERATOR_METHODS.get(name))
-            _replace(Tensor, name, Dispatching(attribute, name, public if type(public) is Dispatching else None))
+            _replace(Tensor, name, Dispatching(attribute, _PYTORCH_NAMES.get(name, name),
+                                               public if type(public) is Dispatching else None))
         elif isinstance(attribute, property) and name in _TENSOR_PROPERTIES:
             _replace(Tensor, name, property(Dispatching(attribute.fget, name), attribute.fset, attribute.fdel,
                                             attribute.__doc__))

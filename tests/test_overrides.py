@@ -241,7 +241,7 @@ def test_operators_give_the_functions_pytorch_gives(T):
 
     a = T.tensor([5.0, 7.0]).as_subclass(Logging)
     n = T.tensor([5, 6]).as_subclass(Logging)
-    results = [a % 3, +a, a == 5, 3 & n]
+    results = [a % 3, +a, a == 5, 3 & n, 35 / a]
     a += 1
     a -= 1
     a *= 2
@@ -249,9 +249,9 @@ def test_operators_give_the_functions_pytorch_gives(T):
     a **= 1
     n //= 2
     n %= 2
-    assert calls == ["remainder", "positive", "__eq__", "bitwise_and", "add_", "sub_", "mul_", "div_", "pow_",
-                     "floor_divide_", "remainder_"]
-    assert [r.tolist() for r in results] == [[2.0, 1.0], [5.0, 7.0], [True, False], [1, 2]]
+    assert calls == ["remainder", "positive", "__eq__", "bitwise_and", "__rdiv__", "add_", "sub_", "mul_", "div_",
+                     "pow_", "floor_divide_", "remainder_"]
+    assert [r.tolist() for r in results] == [[2.0, 1.0], [5.0, 7.0], [True, False], [1, 2], [7.0, 5.0]]
     assert type(a) is Logging and a.tolist() == [5.0, 7.0] and n.tolist() == [0, 1]
 
 
