@@ -313,3 +313,18 @@ def test_the_overrides_helpers(T):
     assert [type(arg) for arg in overrides._get_overloaded_args([x, a, x])] == [Mine, T.Tensor]
     assert T._C._has_torch_function((x, a)) and not T._C._has_torch_function_unary(x)
     assert T._C._is_torch_function_enabled()
+
+
+def test_recurrent_layers_and_cells_ask_at_their_core(T):
+    class Mine(T.Tensor):
+        pass
+
+    nn = _nn(T)
+    T.manual_seed(0)
+    lstm = nn.LSTM(2, 3)
+    x = T.ones(4, 1, 2)
+    plain_out, (plain_h, _) = lstm(x)
+    out, (h, c) = lstm(x.as_subclass(Mine))
+    assert [type(t) for t in (out, h, c)] == [Mine] * 3
+    np.testing.assert_allclose(out.detach().numpy(), plain_out.detach().numpy())
+    assert type(nn.GRUCell(2, 3)(x[0], T.zeros(1, 3).as_subclass(Mine))) is Mine

@@ -117,19 +117,31 @@ def test_layers_calling_their_functions_directly_keep_the_class():
 def recurrent_layers_on_a_subclass(m):
     torch, nn = m.torch, m.nn
     torch.manual_seed(0)
+    log = []
 
     class Mine(torch.Tensor):
         pass
 
-    x = torch.randn(2, 3, 5).as_subclass(Mine)
-    return name(nn.LSTM(5, 4, batch_first=True)(x)[0]), name(nn.GRU(5, 4)(x)[0])
+    class Logging(torch.Tensor):
+        @classmethod
+        def __torch_function__(cls, func, types, args=(), kwargs=None):
+            log.append(func.__name__)
+            return super().__torch_function__(func, types, args, kwargs)
+
+    x = torch.randn(2, 3, 5)
+    lstm, gru, rnn = nn.LSTM(5, 4, batch_first=True), nn.GRU(5, 4, num_layers=2), nn.RNN(5, 4, nonlinearity="relu")
+    out, (h, c) = lstm(x.as_subclass(Mine))
+    g, gh = gru(x.as_subclass(Mine), torch.zeros(2, 3, 4))
+    r, rh = rnn(x.as_subclass(Logging))
+    cell = nn.LSTMCell(5, 4)
+    hc, cc = cell(x[0], (torch.zeros(3, 4).as_subclass(Mine), torch.zeros(3, 4)))
+    types = [name(t) for t in (out, h, c, g, gh, hc, cc, r, rh)]
+    return types, log[-1:], out, h, c, g, r, hc, cc
 
 
-@pytest.mark.xfail(strict=True, reason="nn.LSTM/GRU run their recurrent layers (nn/recurrent_layers.py) on the "
-                   "input's plain tensor: the output is a Tensor, PyTorch's (torch.lstm asks the input) the subclass")
 def test_recurrent_layers_keep_the_class():
-    ours, _ = run_both(recurrent_layers_on_a_subclass)
-    assert ours == ("Mine", "Mine")
+    ours, theirs = run_both(recurrent_layers_on_a_subclass)
+    assert ours[0] == ["Mine"] * 7 + ["Logging"] * 2 and ours[1] == ["rnn_relu"]
 
 
 # ----------------------------------------------------------------------------------------------
