@@ -294,7 +294,8 @@ _OPERATOR_METHODS = {
 }  # (== is Tensor.__eq__ itself, as PyTorch's)
 # methods PyTorch defines under another name (Tensor.__rtruediv__ is its __rdiv__)
 _PYTORCH_NAMES = {"__rtruediv__": "__rdiv__"}
-# the properties whose values are tensors made from the tensor (PyTorch's default gives them back as the subclass)
+# the properties whose values are tensors made from the tensor (PyTorch's default gives them back as the subclass;
+# __torch_function__ is given their getter, named __get__ as PyTorch's)
 _TENSOR_PROPERTIES = ("T", "mT", "H", "mH", "real", "imag", "data")
 
 
@@ -361,7 +362,7 @@ def install():
             _replace(Tensor, name, Dispatching(attribute, _PYTORCH_NAMES.get(name, name),
                                                public if type(public) is Dispatching else None))
         elif isinstance(attribute, property) and name in _TENSOR_PROPERTIES:
-            _replace(Tensor, name, property(Dispatching(attribute.fget, name), attribute.fset, attribute.fdel,
+            _replace(Tensor, name, property(Dispatching(attribute.fget, "__get__"), attribute.fset, attribute.fdel,
                                             attribute.__doc__))
     for namespace in (autograd, autograd.linalg, autograd.fft, autograd.special):
         if all(registered is not namespace for registered, _ in _NAMESPACES):

@@ -328,3 +328,19 @@ def test_recurrent_layers_and_cells_ask_at_their_core(T):
     assert [type(t) for t in (out, h, c)] == [Mine] * 3
     np.testing.assert_allclose(out.detach().numpy(), plain_out.detach().numpy())
     assert type(nn.GRUCell(2, 3)(x[0], T.zeros(1, 3).as_subclass(Mine))) is Mine
+
+
+def test_a_property_reaches_the_protocol_as_its_getter(T):
+    calls = []
+
+    class Logging(T.Tensor):
+        @classmethod
+        def __torch_function__(cls, func, types, args=(), kwargs=None):
+            calls.append(func.__name__)
+            return super().__torch_function__(func, types, args, kwargs)
+
+    a = T.ones(2, 3).as_subclass(Logging)
+    calls.clear()
+    transposed, data = a.T, a.data
+    assert calls == ["__get__", "__get__"] and type(transposed) is Logging and type(data) is Logging
+    assert transposed.shape == (3, 2)
