@@ -39,7 +39,10 @@ def _made_by_new(self, *args, **kwargs):
     """The ``__init__`` of a class of tensors whose own ``__new__`` makes its instances: nothing, as PyTorch's
     (``object.__init__``). Tensor's would make the instance again from the constructor's arguments, wiping what
     ``__new__`` set: ``x.as_subclass(cls)``'s graph (its gradient lost), or refusing its keywords
-    (``BoundingBoxes(data, format=...)``)."""
+    (``BoundingBoxes(data, format=...)``). One ``__new__`` left bare (``super().__new__(cls)``) is PyTorch's empty
+    tensor."""
+    if not hasattr(self, "_data"):
+        Tensor.__init__(self)
 
 
 def _constructed_by_new(cls):

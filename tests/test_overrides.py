@@ -229,6 +229,13 @@ def test_a_class_made_by_its_own_new_keeps_what_new_made(T):
     np.testing.assert_allclose(x.grad.numpy(), [13.0, 4.0])
     assert type(flipped) is Flipped and flipped.format == "YX"
 
+    class Bare(T.Tensor):
+        def __new__(cls, data):
+            return super().__new__(cls)  # (no data given: an empty tensor)
+
+    bare = Bare([1.0, 2.0])
+    assert type(bare) is Bare and tuple(bare.shape) == (0,) and bare.dtype == T.float32
+
 
 def test_operators_give_the_functions_pytorch_gives(T):
     calls = []

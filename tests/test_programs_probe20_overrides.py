@@ -10,7 +10,10 @@ classes); fastai's ``TensorBase`` (metadata kept through ops by copying ``__dict
 table filled by ``@implements(torch.mean)``; priority between two unrelated subclasses and ``NotImplemented``; a
 library's own overridable function (``has_torch_function``/``handle_torch_function``); ``DisableTorchFunctionSubclass``
 and ``_disabled_torch_function_impl``; ``nn.Parameter`` subclasses; training through subclass tensors (grads,
-backward, hooks); pickling, deepcopy and repr of subclass instances. Subclasses are defined inside the programs:
+backward, hooks, autograd.grad); recurrent layers and cells; pickling, copying and printing subclass instances;
+torch.overrides' helpers (wrap_torch_function, is_tensor_method_or_property, get_ignored_functions, ...). Strict
+xfails: the docs' MetadataTensor (a tensor-like that is no subclass), an instance __dict__ holding only the program's
+attributes, Tensor._make_subclass, and torch.save/load of a subclass. Subclasses are defined inside the programs:
 the protocol installs its wrappers with the first one (tests/conftest.py uninstalls them after each test)."""
 
 import copy
