@@ -21,16 +21,49 @@ Not built: ``TorchFunctionMode``, and classes that take part without subclassing
 duck types), which would need every call to look at its arguments.
 """
 
+import functools
+import importlib
 import inspect
 import os
 import types
 
 from .graph import ModeSwitch, modes
-from .tensor import Tensor
+from .tensor import SUBCLASS_WATCHERS, Tensor
 
 _PACKAGE = os.path.dirname(os.path.abspath(__file__))  # autograd's folder
 _NAMESPACES = []  # (namespace, which of its functions) that dispatch once installed: autograd's, F's
 _installed = False
+
+
+def _made_by_new(self, *args, **kwargs):
+    """The ``__init__`` of a class of tensors whose own ``__new__`` makes its instances: nothing, as PyTorch's
+    (``object.__init__``). Tensor's would make the instance again from the constructor's arguments, wiping what
+    ``__new__`` set: ``x.as_subclass(cls)``'s graph (its gradient lost), or refusing its keywords
+    (``BoundingBoxes(data, format=...)``). One ``__new__`` left bare (``super().__new__(cls)``) is PyTorch's empty
+    tensor."""
+    if not hasattr(self, "_data"):
+        Tensor.__init__(self)
+
+
+def _constructed_by_new(cls):
+    """A watcher of Tensor's subclasses (tensor.py's SUBCLASS_WATCHERS): a class with a ``__new__`` of its own (or
+    its bases') and no ``__init__`` below Tensor's is made by that ``__new__`` alone."""
+    below_tensor = cls.__mro__[:cls.__mro__.index(Tensor)]
+    if any("__new__" in vars(base) for base in below_tensor) and not any(
+            "__init__" in vars(base) for base in below_tensor):
+        cls.__init__ = _made_by_new
+
+
+def _watch_construction():
+    SUBCLASS_WATCHERS.append(_constructed_by_new)
+    pending = Tensor.__subclasses__()  # (those defined before this module was imported: the first, whose
+    while pending:                     # __init_subclass__ imports it)
+        cls = pending.pop()
+        _constructed_by_new(cls)
+        pending.extend(cls.__subclasses__())
+
+
+_watch_construction()
 
 
 def _disabled_torch_function_impl(func, types, args=(), kwargs=None):
@@ -61,12 +94,13 @@ def _takes_part(cls):
         _disabled_torch_function_impl
 
 
-def _overloaded_args(relevant):
-    """The arguments whose classes take part, one per class, each subclass before its bases (then left to right),
-    looking one level into lists and tuples (``autograd.cat([a, b])``)."""
+def _overloaded_args(relevant, into_sequences=False):
+    """The arguments whose classes take part, one per class, each subclass before its bases (then left to right);
+    ``into_sequences``: looking one level into lists and tuples, as a dispatching function reads its arguments
+    (``autograd.cat([a, b])``). A program's ``relevant_args`` are taken as they are, as PyTorch's."""
     found = []
     for arg in relevant:
-        if isinstance(arg, (list, tuple)):
+        if into_sequences and isinstance(arg, (list, tuple)):
             for item in arg:
                 _consider(item, found)
         else:
@@ -103,7 +137,10 @@ def has_torch_function_variadic(*args):
 def handle_torch_function(public_api, relevant_args, *args, **kwargs):
     """``public_api(*args, **kwargs)`` answered by the ``__torch_function__`` of the arguments that take part, in
     order, until one answers (not ``NotImplemented``)."""
-    overloaded = _overloaded_args(relevant_args)
+    return _answered(public_api, _overloaded_args(relevant_args), args, kwargs)
+
+
+def _answered(public_api, overloaded, args, kwargs):
     types = tuple(type(arg) for arg in overloaded)
     for arg in overloaded:
         result = type(arg).__torch_function__(public_api, types, args, kwargs)
@@ -118,6 +155,61 @@ def handle_torch_function(public_api, relevant_args, *args, **kwargs):
 def is_tensor_like(obj):
     """A Tensor, or an object whose class has a ``__torch_function__``."""
     return isinstance(obj, Tensor) or hasattr(type(obj), "__torch_function__")
+
+
+def _get_overloaded_args(relevant_args, get_type_fn=None):
+    """PyTorch's: the arguments among ``relevant_args`` whose types have a ``__torch_function__`` that is not
+    switched off, plain Tensors included (unlike ``has_torch_function``), one per type, subclasses first."""
+    type_of = get_type_fn or type
+    found = []
+    for arg in relevant_args:
+        cls = type_of(arg)
+        method = getattr(cls, "__torch_function__", None)
+        if method is None or getattr(method, "__func__", method) is _disabled_torch_function_impl or any(
+                type_of(other) is cls for other in found):
+            continue
+        position = next((i for i, other in enumerate(found) if issubclass(cls, type_of(other))), len(found))
+        found.insert(position, arg)
+    return found
+
+
+def wrap_torch_function(dispatcher):
+    """A decorator: the function takes part in the protocol, ``dispatcher(*args, **kwargs)`` naming its relevant
+    arguments (PyTorch's ``torch.overrides.wrap_torch_function``)."""
+
+    def inner(func):
+        @functools.wraps(func)
+        def wrapped(*args, **kwargs):
+            relevant_args = dispatcher(*args, **kwargs)
+            if has_torch_function(relevant_args):
+                return handle_torch_function(wrapped, relevant_args, *args, **kwargs)
+            return func(*args, **kwargs)
+
+        return wrapped
+
+    return inner
+
+
+def is_tensor_method_or_property(func):
+    """Whether ``func`` is one of Tensor's methods or a property's getter (what ``__torch_function__`` is given for
+    ``x.sum()`` rather than ``autograd.sum(x)``)."""
+    return getattr(func, "__name__", None) == "__get__" or any(
+        value is func or type(value) is Dispatching and value == func
+        for cls in Tensor.__mro__[:-1] for value in vars(cls).values())
+
+
+def get_ignored_functions():
+    """autograd's public functions no subclass answers for (factories from data or sizes, questions about the
+    library's state), as PyTorch's."""
+    import autograd
+
+    return {getattr(autograd, name) for name in _NOT_OVERRIDABLE if hasattr(autograd, name)}
+
+
+def get_default_nowrap_functions():
+    """The functions whose results the default ``__torch_function__`` gives back as they are: the getters of a
+    tensor's ``.grad`` (a parameter's gradient stays a Tensor), as PyTorch's (which adds ``._base``'s)."""
+    return {Tensor.grad.__get__}
 
 
 def convert(result, cls):
@@ -152,8 +244,9 @@ class Dispatching:
             relevant = args + tuple(kwargs.values()) if kwargs else args
             for arg in relevant:  # (plain tensors and numbers pass at once: only a subclass or a list is looked into)
                 if type(arg) is not Tensor and isinstance(arg, (Tensor, list, tuple)):
-                    if _overloaded_args(relevant):
-                        return handle_torch_function(self.public, relevant, *args, **kwargs)
+                    overloaded = _overloaded_args(relevant, into_sequences=True)
+                    if overloaded:
+                        return _answered(self.public, overloaded, args, kwargs)
                     break
         return self.__wrapped__(*args, **kwargs)
 
@@ -198,16 +291,23 @@ _NOT_OVERRIDABLE = {
 _OPERATOR_METHODS = {
     "__add__": "add", "__radd__": "add", "__mul__": "mul", "__rmul__": "mul", "__sub__": "sub",
     "__truediv__": "div", "__matmul__": "matmul", "__neg__": "neg", "__abs__": "abs", "__pow__": "pow",
-    "__lt__": "lt", "__le__": "le", "__gt__": "gt", "__ge__": "ge", "__eq__": "eq", "__ne__": "ne",
-}
-# the properties whose values are tensors made from the tensor (PyTorch's default gives them back as the subclass)
+    "__lt__": "lt", "__le__": "le", "__gt__": "gt", "__ge__": "ge", "__ne__": "ne", "__mod__": "remainder",
+    "__pos__": "positive", "__rand__": "bitwise_and", "__iadd__": "add_", "__isub__": "sub_", "__imul__": "mul_",
+    "__itruediv__": "div_", "__ipow__": "pow_", "__ifloordiv__": "floor_divide_", "__imod__": "remainder_",
+}  # (== is Tensor.__eq__ itself, as PyTorch's)
+# methods PyTorch defines under another name (Tensor.__rtruediv__ is its __rdiv__)
+_PYTORCH_NAMES = {"__rtruediv__": "__rdiv__"}
+# the properties whose values are tensors made from the tensor (PyTorch's default gives them back as the subclass;
+# __torch_function__ is given their getter, named __get__ as PyTorch's)
 _TENSOR_PROPERTIES = ("T", "mT", "H", "mH", "real", "imag", "data")
 
 
 def dispatch_namespace(namespace, wraps=None):
     """Make the public functions of ``namespace`` (a module) dispatch once a class takes part, those it loads on
     first use (_lazy) included; ``wraps(name, function)``, where given, says which (nn.functional registers itself:
-    autograd does not import nn)."""
+    autograd does not import nn). A layer that calls its function from its own module or class (``nn.Embedding``'s
+    ``embedding``, ``nn.MSELoss.function``) registers that namespace too, so the layer asks as ``F``'s function
+    does (a class's function keeps its own name: ``mse_loss``, not ``function``)."""
     _NAMESPACES.append((namespace, wraps))
     if _installed:
         _wrap_namespace(namespace, wraps)
@@ -224,6 +324,12 @@ def _an_op(name, function):
     return name.endswith("_like") or where.startswith("ops" + os.sep) or where in ("linalg.py", "fft.py", "special.py")
 
 
+def _differentiates(name, function):
+    """torch.autograd's functions a subclass answers for, as PyTorch's: ``grad`` (its gradients come back as the
+    subclass under the default) and ``backward``."""
+    return name in ("grad", "backward")
+
+
 def _on_load(module_name, name, value):
     """_lazy's after_load: a function a dispatching namespace loads on first use, as its others (its module then
     keeps the wrapper, and uninstall puts the function back)."""
@@ -231,7 +337,7 @@ def _on_load(module_name, name, value):
         if namespace.__name__ == module_name and isinstance(value, types.FunctionType) and (
                 wraps is None or wraps(name, value)):
             _REPLACED.append((namespace, name, value))
-            return Dispatching(value, name)
+            return _dispatching(value, name)
     return value
 
 
@@ -256,13 +362,17 @@ def install():
         attribute = inspect.getattr_static(Tensor, name)  # (the definition attribute lookup finds)
         if isinstance(attribute, types.FunctionType):
             public = Tensor.__dict__.get(_OPERATOR_METHODS.get(name))
-            _replace(Tensor, name, Dispatching(attribute, name, public if type(public) is Dispatching else None))
+            _replace(Tensor, name, Dispatching(attribute, _PYTORCH_NAMES.get(name, name),
+                                               public if type(public) is Dispatching else None))
         elif isinstance(attribute, property) and name in _TENSOR_PROPERTIES:
-            _replace(Tensor, name, property(Dispatching(attribute.fget, name), attribute.fset, attribute.fdel,
+            _replace(Tensor, name, property(Dispatching(attribute.fget, "__get__"), attribute.fset, attribute.fdel,
                                             attribute.__doc__))
     for namespace in (autograd, autograd.linalg, autograd.fft, autograd.special):
         if all(registered is not namespace for registered, _ in _NAMESPACES):
             _NAMESPACES.append((namespace, _an_op))
+    differentiating = importlib.import_module(".autograd", __package__)  # (torch.autograd: autograd.autograd)
+    if all(registered is not differentiating for registered, _ in _NAMESPACES):
+        _NAMESPACES.append((differentiating, _differentiates))
     for namespace, wraps in _NAMESPACES:  # (nn.functional's registered as nn loaded)
         _wrap_namespace(namespace, wraps)
 
@@ -287,6 +397,7 @@ def uninstall():
     from . import _lazy
 
     _lazy.after_load = None
+    _WRAPPERS.clear()
     while _REPLACED:
         owner, name, held = _REPLACED.pop()
         if held is _ABSENT:
@@ -296,7 +407,21 @@ def uninstall():
 
 
 def _wrap_namespace(namespace, wraps):
+    in_a_class = isinstance(namespace, type)
     for name, function in list(vars(namespace).items()):
+        if in_a_class and isinstance(function, staticmethod):  # (a layer's function = staticmethod(lp_pool2d))
+            function = function.__func__
         if not name.startswith("_") and isinstance(function, types.FunctionType) and (  # (not a class, a module,
                 wraps is None or wraps(name, function)):                                # a wrapper already)
-            _replace(namespace, name, Dispatching(function, name))
+            _replace(namespace, name, _dispatching(function, function.__name__ if in_a_class else name))
+
+
+_WRAPPERS = {}  # each function's Dispatching while installed: one, wherever the function is held (F.embedding and
+# nn.Embedding's embedding give __torch_function__ the same func)
+
+
+def _dispatching(function, name):
+    wrapper = _WRAPPERS.get(function)
+    if wrapper is None:
+        wrapper = _WRAPPERS[function] = Dispatching(function, name)
+    return wrapper

@@ -175,6 +175,15 @@ class Tensor(WriteDoor):
         return copy._reconstruct(self, memo, *self.__reduce_ex__(4))
 
     @staticmethod
+    def _make_subclass(cls, data, require_grad=False, dispatch_sizes_strides_policy=None, dispatch_device=False,
+                       dispatch_layout=False):
+        """PyTorch's: a tensor of class ``cls`` on ``data``'s memory, cut from its graph, requiring grad as asked
+        (what a subclass's ``__new__`` calls)."""
+        made = data.detach().as_subclass(cls)
+        made.requires_grad_(require_grad)
+        return made
+
+    @staticmethod
     def _make(data):
         """Wrap an array the library just computed (no copying, no checks)."""
         tensor = object.__new__(Tensor)

@@ -102,9 +102,11 @@ class _Uninitialized:
 class UninitializedParameter(_Uninitialized, Parameter):
     cls_to_become = Parameter
 
-    def __init__(self, requires_grad=True, device=None, dtype=None):
-        super().__init__(xp.empty(0, dtype=_dtype(dtype)), requires_grad=requires_grad)
-        self._data = _no_values(self._data.dtype)  # (after: the constructor takes plain arrays)
+    def __new__(cls, requires_grad=True, device=None, dtype=None):
+        parameter = Tensor.__new__(cls)
+        parameter._fill(xp.empty(0, dtype=_dtype(dtype)), requires_grad)
+        parameter._data = _no_values(parameter._data.dtype)  # (after: the constructor takes plain arrays)
+        return parameter
 
 
 class UninitializedBuffer(_Uninitialized, Tensor):

@@ -9,6 +9,8 @@ sign(s)·relu(|s|) is taken of it before the root (the same value; its derivativ
 
 import math
 
+import autograd
+
 from .functional_3d import avg_pool3d
 from .functional_conv import _tuple, avg_pool1d, avg_pool2d
 from .module import Module
@@ -61,3 +63,12 @@ class LPPool2d(_LPPoolNd):
 
 class LPPool3d(_LPPoolNd):
     function = staticmethod(lp_pool3d)
+
+
+def _the_pool_function(name, function):
+    return name == "function"
+
+
+# nn.LPPool2d(x) asks a subclass of Tensor x as F.lp_pool2d(x, ...) does (each layer calls the function its class holds)
+for _layer in (LPPool1d, LPPool2d, LPPool3d):
+    autograd.overrides.dispatch_namespace(_layer, _the_pool_function)

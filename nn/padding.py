@@ -12,7 +12,9 @@ twice, as at a reflected edge).
 """
 
 import numbers
+import sys
 
+import autograd
 from autograd.errors import ShapeError
 from autograd.ops.constant_padding import ConstantPad, check_output_sizes, constant_pad_nd, padding_amounts
 from autograd.ops.padding import padded_positions
@@ -191,3 +193,7 @@ ReplicationPad3d = _pad_layer("ReplicationPad3d", "replicate", 3, False)
 CircularPad1d = _pad_layer("CircularPad1d", "circular", 1, False)
 CircularPad2d = _pad_layer("CircularPad2d", "circular", 2, False)
 CircularPad3d = _pad_layer("CircularPad3d", "circular", 3, False)
+
+
+# a padding layer asks a subclass of Tensor input as F.pad(input, ...) does (the layers call the pad held here)
+autograd.overrides.dispatch_namespace(sys.modules[__name__], lambda name, function: name == "pad")

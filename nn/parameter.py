@@ -11,13 +11,24 @@ class Parameter(Tensor):
     _prints_as_tensor = True  # its body prints as tensor(...), not Parameter(...), as in PyTorch
     __torch_function__ = _disabled_torch_function_impl  # ops on parameters give plain tensors, as PyTorch's
 
-    def __init__(self, data=None, requires_grad=True):
+    def __new__(cls, data=None, requires_grad=True):
+        """Made by ``__new__``, as PyTorch's (its ``__init__`` is object's, taking anything): a subclass that
+        calls ``super().__new__(cls, data, requires_grad)`` and sets its own attributes, or takes keywords of its
+        own, is made as in PyTorch."""
+        parameter = Tensor.__new__(cls)
+        parameter._fill(data, requires_grad)
+        return parameter
+
+    def __init__(self, *args, **kwargs):  # (everything was done by __new__)
+        pass
+
+    def _fill(self, data, requires_grad):
         if data is None:
             data = []
         if not isinstance(data, Tensor):
-            super().__init__(data, requires_grad=requires_grad)
+            Tensor.__init__(self, data, requires_grad=requires_grad)
             return
-        super().__init__(data._data, False, data._data.dtype)  # (the dtype given: integers stay integers)
+        Tensor.__init__(self, data._data, False, data._data.dtype)  # (the dtype given: integers stay integers)
         if data._inference:  # an inference tensor stays one, and refuses to require grad
             self._inference = True
         self.requires_grad_(requires_grad)

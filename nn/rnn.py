@@ -13,6 +13,7 @@ when training, as PyTorch does.
 """
 
 import math
+import sys
 import warnings
 
 import autograd
@@ -134,6 +135,11 @@ class RNNBase(Module):
         return shapes + [(layers, batch, self.hidden_size)] if self.mode == "LSTM" else shapes
 
     def forward(self, input, hx=None):
+        """The recurrent core, torch.lstm's (gru's, rnn_tanh's, rnn_relu's) place: a subclass of Tensor input
+        is asked there, as PyTorch's, and its default gives the outputs and final states back as the subclass."""
+        return globals()[self.mode.lower()](input, hx, self)  # (read when called: the dispatching one, installed)
+
+    def _forward(self, input, hx):
         name = {"RNN_TANH": "RNN", "RNN_RELU": "RNN"}.get(self.mode, self.mode)
         is_lstm = self.mode == "LSTM"
         packed = isinstance(input, PackedSequence)
@@ -332,6 +338,43 @@ class GRU(RNNBase):
                          proj_size, device=device, dtype=dtype)
 
 
+def lstm(input, hx, module):
+    return module._forward(input, hx)
+
+
+def gru(input, hx, module):
+    return module._forward(input, hx)
+
+
+def rnn_tanh(input, hx, module):
+    return module._forward(input, hx)
+
+
+def rnn_relu(input, hx, module):
+    return module._forward(input, hx)
+
+
+def lstm_cell(input, states, module):
+    return module._step(input, states)
+
+
+def gru_cell(input, states, module):
+    return module._step(input, states)
+
+
+def rnn_tanh_cell(input, states, module):
+    return module._step(input, states)
+
+
+def rnn_relu_cell(input, states, module):
+    return module._step(input, states)
+
+
+_CORES = ("lstm", "gru", "rnn_tanh", "rnn_relu", "lstm_cell", "gru_cell", "rnn_tanh_cell", "rnn_relu_cell")
+# nn.LSTM(x) and nn.LSTMCell(x) ask a subclass of Tensor x at their recurrent core, as PyTorch's torch.lstm
+autograd.overrides.dispatch_namespace(sys.modules[__name__], lambda name, function: name in _CORES)
+
+
 def _same_dtype_as_weight(operand, weight):
     """PyTorch's recurrences promote nothing: an input or state of another dtype than the weights (a
     float64 batch into a float32 cell, a float32 h0 into a .double() LSTM) fails its first product."""
@@ -359,6 +402,11 @@ class RNNCellBase(Module):
         self.reset_parameters()
 
     reset_parameters = RNNBase.reset_parameters
+
+    def _cell(self, input, states):
+        """The step, torch.lstm_cell's (gru_cell's, rnn_tanh_cell's, rnn_relu_cell's) place: a subclass of Tensor
+        among the input and states is asked there, as PyTorch's."""
+        return globals()[self.mode.lower() + "_cell"](input, states, self)  # (read when called, as forward's)
 
     def _step(self, input, states):
         """The states after one step: the layer kernel run for T = 1."""
@@ -412,7 +460,7 @@ class RNNCell(RNNCellBase):
         self.mode, self.nonlinearity = "RNN_" + nonlinearity.upper(), nonlinearity
 
     def forward(self, input, hx=None):
-        return self._step(input, None if hx is None else [hx])[0]
+        return self._cell(input, None if hx is None else [hx])[0]
 
 
 class LSTMCell(RNNCellBase):
@@ -423,7 +471,7 @@ class LSTMCell(RNNCellBase):
     def forward(self, input, hx=None):
         if isinstance(hx, Tensor):  # one tensor would be unpacked row by row into (h, c): PyTorch refuses it
             raise TypeError("lstm_cell(): argument 'hx' (position 2) must be tuple of Tensors, not Tensor")
-        return tuple(self._step(input, None if hx is None else list(hx)))
+        return tuple(self._cell(input, None if hx is None else list(hx)))
 
 
 class GRUCell(RNNCellBase):
@@ -432,5 +480,5 @@ class GRUCell(RNNCellBase):
     mode = "GRU"
 
     def forward(self, input, hx=None):
-        return self._step(input, None if hx is None else [hx])[0]
+        return self._cell(input, None if hx is None else [hx])[0]
 

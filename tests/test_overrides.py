@@ -187,3 +187,167 @@ def test_the_functions_are_plain_until_a_class_takes_part_and_again_after_uninst
     after = (autograd.cat, autograd.Tensor.__dict__["sum"], nn.functional.relu, autograd.Tensor.__dict__["T"])
     assert all(a is b for a, b in zip(plain, after))
     assert type(autograd.ones(2).as_subclass(Mine) + 1) is autograd.Tensor  # (uninstalled: no class is asked)
+
+
+def test_layers_that_call_their_own_functions_ask_as_the_functional_form(T):
+    class Mine(T.Tensor):
+        pass
+
+    calls = []
+
+    class Logging(T.Tensor):
+        @classmethod
+        def __torch_function__(cls, func, types, args=(), kwargs=None):
+            calls.append(func)
+            return super().__torch_function__(func, types, args, kwargs)
+
+    nn, F = _nn(T), _F(T)
+    x = T.tensor([[0.5, -1.0, 2.0, 3.0]])
+    results = [nn.Embedding(5, 2)(T.tensor([[1, 2]]).as_subclass(Mine)), nn.ZeroPad1d(1)(x.as_subclass(Mine)),
+               nn.MSELoss()(x.as_subclass(Mine), T.zeros(1, 4)), nn.LPPool1d(2, 2)(x.as_subclass(Mine))]
+    assert [type(result) for result in results] == [Mine] * 4
+    np.testing.assert_allclose(results[2].item(), (0.25 + 1 + 4 + 9) / 4)
+    nn.MSELoss()(x.as_subclass(Logging), T.zeros(1, 4))
+    assert calls == [F.mse_loss]
+
+
+def test_a_class_made_by_its_own_new_keeps_what_new_made(T):
+    class Boxes(T.Tensor):
+        def __new__(cls, data, *, format):
+            boxes = data.as_subclass(cls)
+            boxes.format = format
+            return boxes
+
+    class Flipped(Boxes):  # (inherits Boxes' __new__: made by it too)
+        pass
+
+    x = T.tensor([1.0, 2.0], requires_grad=True)
+    boxes = Boxes(x * 3, format="XYXY")  # (keywords Tensor's constructor does not take)
+    flipped = Flipped(x.flip(0), format="YX")
+    assert boxes.format == "XYXY" and boxes.requires_grad and boxes.grad_fn is not None
+    (boxes.sum() + (flipped * T.tensor([1.0, 10.0])).sum()).backward()
+    np.testing.assert_allclose(x.grad.numpy(), [13.0, 4.0])
+    assert type(flipped) is Flipped and flipped.format == "YX"
+
+    class Bare(T.Tensor):
+        def __new__(cls, data):
+            return super().__new__(cls)  # (no data given: an empty tensor)
+
+    bare = Bare([1.0, 2.0])
+    assert type(bare) is Bare and tuple(bare.shape) == (0,) and bare.dtype == T.float32
+
+
+def test_operators_give_the_functions_pytorch_gives(T):
+    calls = []
+
+    class Logging(T.Tensor):
+        @classmethod
+        def __torch_function__(cls, func, types, args=(), kwargs=None):
+            calls.append(func.__name__)
+            return super().__torch_function__(func, types, args, kwargs)
+
+    a = T.tensor([5.0, 7.0]).as_subclass(Logging)
+    n = T.tensor([5, 6]).as_subclass(Logging)
+    results = [a % 3, +a, a == 5, 3 & n, 35 / a]
+    a += 1
+    a -= 1
+    a *= 2
+    a /= 2
+    a **= 1
+    n //= 2
+    n %= 2
+    assert calls == ["remainder", "positive", "__eq__", "bitwise_and", "__rdiv__", "add_", "sub_", "mul_", "div_",
+                     "pow_", "floor_divide_", "remainder_"]
+    assert [r.tolist() for r in results] == [[2.0, 1.0], [5.0, 7.0], [True, False], [1, 2], [7.0, 5.0]]
+    assert type(a) is Logging and a.tolist() == [5.0, 7.0] and n.tolist() == [0, 1]
+
+
+def test_relevant_args_are_taken_as_they_are_and_a_parameter_subclass_is_made_by_new(T):
+    class Mine(T.Tensor):
+        pass
+
+    a = T.ones(2).as_subclass(Mine)
+    assert T.overrides.has_torch_function((a,)) and not T.overrides.has_torch_function(([a],))
+    assert type(T.cat([T.ones(1), a])) is Mine  # (a function still reads its list arguments)
+
+    class Tagged(_nn(T).Parameter):
+        def __new__(cls, data=None, requires_grad=True, tag="decay"):
+            parameter = super().__new__(cls, data, requires_grad)
+            parameter.tag = tag
+            return parameter
+
+    p = Tagged(T.tensor([1.0, 2.0]), tag="no_decay")
+    assert type(p) is Tagged and p.tag == "no_decay" and p.requires_grad and p.tolist() == [1.0, 2.0]
+    assert isinstance(p, _nn(T).Parameter) and type(p * 2) is T.Tensor
+
+
+def test_autograd_grad_and_backward_ask_the_subclass_among_their_tensors(T):
+    calls = []
+
+    class Logging(T.Tensor):
+        @classmethod
+        def __torch_function__(cls, func, types, args=(), kwargs=None):
+            calls.append(func.__name__)
+            return super().__torch_function__(func, types, args, kwargs)
+
+    x = T.tensor([1.0, 2.0], requires_grad=True)
+    y = (x.as_subclass(Logging) ** 2).sum()
+    calls.clear()
+    (gx,) = T.autograd.grad(y, x, retain_graph=True)
+    T.autograd.backward([y])
+    assert calls == ["grad", "backward"] and type(gx) is Logging
+    np.testing.assert_allclose(gx.numpy(), [2.0, 4.0])
+    np.testing.assert_allclose(x.grad.numpy(), [2.0, 4.0])
+
+
+def test_the_overrides_helpers(T):
+    overrides = T.overrides
+
+    class Mine(T.Tensor):
+        pass
+
+    @overrides.wrap_torch_function(lambda x: (x,))
+    def double(x):
+        return x * 2
+
+    x = T.ones(2)
+    a = x.as_subclass(Mine)
+    assert type(double(a)) is Mine and type(double(x)) is T.Tensor and double.__name__ == "double"
+    assert overrides.is_tensor_method_or_property(T.Tensor.sum) and not overrides.is_tensor_method_or_property(T.sum)
+    assert overrides.is_tensor_method_or_property(T.Tensor.T.__get__)
+    assert T.zeros in overrides.get_ignored_functions() and T.exp not in overrides.get_ignored_functions()
+    assert T.Tensor.grad.__get__ in overrides.get_default_nowrap_functions()
+    assert [type(arg) for arg in overrides._get_overloaded_args([x, a, x])] == [Mine, T.Tensor]
+    assert T._C._has_torch_function((x, a)) and not T._C._has_torch_function_unary(x)
+    assert T._C._is_torch_function_enabled()
+
+
+def test_recurrent_layers_and_cells_ask_at_their_core(T):
+    class Mine(T.Tensor):
+        pass
+
+    nn = _nn(T)
+    T.manual_seed(0)
+    lstm = nn.LSTM(2, 3)
+    x = T.ones(4, 1, 2)
+    plain_out, (plain_h, _) = lstm(x)
+    out, (h, c) = lstm(x.as_subclass(Mine))
+    assert [type(t) for t in (out, h, c)] == [Mine] * 3
+    np.testing.assert_allclose(out.detach().numpy(), plain_out.detach().numpy())
+    assert type(nn.GRUCell(2, 3)(x[0], T.zeros(1, 3).as_subclass(Mine))) is Mine
+
+
+def test_a_property_reaches_the_protocol_as_its_getter(T):
+    calls = []
+
+    class Logging(T.Tensor):
+        @classmethod
+        def __torch_function__(cls, func, types, args=(), kwargs=None):
+            calls.append(func.__name__)
+            return super().__torch_function__(func, types, args, kwargs)
+
+    a = T.ones(2, 3).as_subclass(Logging)
+    calls.clear()
+    transposed, data = a.T, a.data
+    assert calls == ["__get__", "__get__"] and type(transposed) is Logging and type(data) is Logging
+    assert transposed.shape == (3, 2)
