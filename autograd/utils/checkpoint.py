@@ -21,12 +21,18 @@ gradients when no argument requires grad, and ``autograd.grad`` works through it
 """
 
 import contextlib
+import enum
 import warnings
 
 from ..autograd.graph import saved_tensors_hooks
 from ..grad_mode import enable_grad, is_grad_enabled
 from ..graph import program_stacklevel
 from ..random import get_rng_state, set_rng_state
+
+
+class CheckpointError(RuntimeError):
+    """The rerun during backward did not save what the first run saved (PyTorch's name: programs catch it)."""
+
 
 NOT_EXPLICIT = (
     "autograd.utils.checkpoint: the use_reentrant parameter should be passed explicitly. "
@@ -122,12 +128,83 @@ class _Frame:
             stack.enter_context(self.context)
             self.function(*self.args, **self.kwargs)
         if self.checks:
-            metadata = [(tuple(t.shape), t.dtype) for t in saved]
-            if metadata[:len(self.saved_metadata)] != self.saved_metadata:
-                raise RuntimeError(
-                    "autograd.utils.checkpoint: Recomputed values for the following tensors have different metadata "
-                    f"than during the forward pass: the forward saved {self.saved_metadata}, the recomputation "
-                    f"{metadata}. The checkpointed function must compute the same things again (pass "
-                    "determinism_check='none' to skip this check)."
-                )
+            self._check_same_saved(saved)
         return saved
+
+    def _check_same_saved(self, saved):
+        """PyTorch's determinism check: the rerun saves (at least) as many tensors, of the same shapes
+        and dtypes, in the same order (more is fine: PyTorch stops a rerun once it has them all)."""
+        if len(saved) < len(self.saved_metadata):
+            raise CheckpointError(
+                "autograd.utils.checkpoint: A different number of tensors was saved during the original forward and "
+                f"recomputation.\nNumber of tensors saved during forward: {len(self.saved_metadata)}\n"
+                f"Number of tensors saved during recomputation: {len(saved)}.\n"
+            )
+        differing = "".join(
+            f"tensor at position {i}:\nsaved metadata: {{'shape': {shape}, 'dtype': {dtype}}}\n"
+            f"recomputed metadata: {{'shape': {tuple(tensor.shape)}, 'dtype': {tensor.dtype}}}\n"
+            for i, ((shape, dtype), tensor) in enumerate(zip(self.saved_metadata, saved))
+            if (shape, dtype) != (tuple(tensor.shape), tensor.dtype))
+        if differing:
+            raise CheckpointError(
+                "autograd.utils.checkpoint: Recomputed values for the following tensors have different metadata "
+                f"than during the forward pass.\n{differing}(the checkpointed function must compute the same "
+                "things again; determinism_check='none' skips this check)"
+            )
+
+
+def noop_context_fn():
+    """The default ``context_fn``: nothing entered around either run."""
+    return contextlib.nullcontext(), contextlib.nullcontext()
+
+
+class CheckpointPolicy(enum.Enum):
+    """What selective checkpointing does with one op's output: save it in the forward or recompute it."""
+
+    MUST_SAVE = 0
+    PREFER_SAVE = 1
+    MUST_RECOMPUTE = 2
+    PREFER_RECOMPUTE = 3
+    MUST_CPU_OFFLOAD = 4
+    PREFER_CPU_OFFLOAD = 5
+
+
+class SelectiveCheckpointContext:
+    """The ``ctx`` a selective-checkpointing policy function receives: which of the two runs it is."""
+
+    def __init__(self, *, is_recompute):
+        self.is_recompute = is_recompute
+
+
+def create_selective_checkpoint_contexts(policy_fn_or_list, allow_cache_entry_mutation=False):
+    """``context_fn`` for selective activation checkpointing: ``policy_fn(ctx, op, *args, **kwargs)``
+    (or a list of ops to save) says which ops' outputs the forward keeps instead of recomputing.
+
+    chainrule does not dispatch op by op, so every op is recomputed, as under a policy that always
+    says PREFER_RECOMPUTE, and the policy is checked but not called: a policy decides only what is
+    kept and what runs again, never the values or gradients, which are those of the plain call.
+    """
+    from ..library.namespaces import _AtenPacket
+    from ..library.operators import OpOverload
+
+    if isinstance(policy_fn_or_list, list):
+        for op in policy_fn_or_list:
+            if not isinstance(op, (_AtenPacket, OpOverload)):
+                raise ValueError(f"Expected op in `op_list` to be an OpOverload but got: {op} of type {type(op)}. ")
+    elif not callable(policy_fn_or_list):
+        raise TypeError("policy_fn_or_list must be either a function or a list of ops.")
+    return noop_context_fn()
+
+
+@contextlib.contextmanager
+def set_checkpoint_early_stop(enable):
+    """PyTorch stops a rerun once it has recomputed every saved tensor; chainrule's rerun always runs
+    the whole function (the same values either way), so this only keeps programs that set it running."""
+    yield
+
+
+@contextlib.contextmanager
+def set_checkpoint_debug_enabled(enabled):
+    """PyTorch's switch for the debug flag of every checkpoint inside; chainrule's errors say the same
+    without it."""
+    yield
