@@ -170,3 +170,40 @@ def test_against_pytorch():
         results.append([t.detach().numpy() for t in (y, inputs.grad, w1.grad, w2.grad)])
     for ours, theirs in zip(results[1], results[0]):
         np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
+def test_a_rerun_that_saves_other_shapes_raises_checkpoint_error(T):
+    import importlib
+
+    cp = importlib.import_module(T.__name__ + ".utils.checkpoint")
+    runs = []
+
+    def crop(x):
+        runs.append(1)
+        return x[:3 if len(runs) == 1 else 2].exp().sum()
+
+    x = T.ones(4, requires_grad=True)
+    with pytest.raises(cp.CheckpointError, match=r"tensor at position 0:\nsaved metadata: .*\nrecomputed metadata"):
+        cp.checkpoint(crop, x, use_reentrant=False).backward()
+    runs.clear()
+
+    def rescale(x):
+        runs.append(1)
+        return (x * len(runs)).exp().sum()
+
+    x.grad = None
+    cp.checkpoint(rescale, x, use_reentrant=False, determinism_check="none").backward()
+    assert x.grad.tolist() == pytest.approx([np.e ** 2] * 4)  # exp's saved result is the rerun's: unchecked
+
+
+def test_selective_checkpoint_contexts_give_the_plain_gradients(T):
+    import functools
+    import importlib
+
+    cp = importlib.import_module(T.__name__ + ".utils.checkpoint")
+    w = T.tensor([[1.0, -2.0], [0.5, 3.0]], requires_grad=True)
+    policy = functools.partial(cp.create_selective_checkpoint_contexts,
+                               lambda ctx, op, *args, **kwargs: cp.CheckpointPolicy.MUST_SAVE)
+    cp.checkpoint(lambda x: T.mm(x, w).sin().sum(), T.ones(1, 2), use_reentrant=False, context_fn=policy).backward()
+    expected = np.cos(np.ones((1, 2)) @ w.detach().numpy())
+    np.testing.assert_allclose(w.grad.numpy(), np.ones((2, 1)) @ expected, rtol=1e-6)
