@@ -207,3 +207,27 @@ def test_selective_checkpoint_contexts_give_the_plain_gradients(T):
     cp.checkpoint(lambda x: T.mm(x, w).sin().sum(), T.ones(1, 2), use_reentrant=False, context_fn=policy).backward()
     expected = np.cos(np.ones((1, 2)) @ w.detach().numpy())
     np.testing.assert_allclose(w.grad.numpy(), np.ones((2, 1)) @ expected, rtol=1e-6)
+
+
+def test_the_non_reentrant_rerun_stops_once_it_has_every_saved_tensor(T):
+    import importlib
+
+    cp = importlib.import_module(T.__name__ + ".utils.checkpoint")
+    steps = []
+
+    def f(x):
+        steps.append("exp")
+        y = x.exp()  # saves its result: the last tensor the backward needs
+        steps.append("after")
+        return y * 2
+
+    x = T.ones(2, requires_grad=True)
+    cp.checkpoint(f, x, use_reentrant=False).sum().backward()
+    assert steps == ["exp", "after", "exp"] and x.grad.tolist() == pytest.approx([2 * np.e] * 2)
+    steps.clear()
+    cp.checkpoint(f, x, use_reentrant=False, early_stop=False).sum().backward()
+    assert steps == ["exp", "after", "exp", "after"]
+    steps.clear()
+    with cp.set_checkpoint_early_stop(False):
+        cp.checkpoint(f, x, use_reentrant=False).sum().backward()
+    assert steps == ["exp", "after", "exp", "after"]

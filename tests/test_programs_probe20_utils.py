@@ -643,3 +643,34 @@ def test_functional_call_strict_and_conflicting_tied_values():
         with pytest.raises(ValueError, match="0.weight.*1.weight|1.weight.*0.weight"):
             m.torch.func.functional_call(tied, {"0.weight": m.torch.zeros(2, 2), "1.weight": m.torch.ones(2, 2)},
                                          (m.torch.zeros(1, 2),))
+
+
+def hooked_checkpoint(m, use_reentrant, early_stop):
+    torch, nn = m.torch, m.nn
+    cp = checkpoint_module(m)
+    block = set_weights(m, nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)))
+    events = []
+    block[0].register_forward_pre_hook(lambda module, inputs: events.append("fc1 in"))
+    block[2].register_forward_hook(lambda module, inputs, output: events.append(("fc2 out", tuple(output.shape))))
+    block.register_forward_hook(lambda module, inputs, output: events.append("block out"))
+    x = randn(m, (5, 3), 0).requires_grad_()
+    with cp.set_checkpoint_early_stop(early_stop):
+        out = cp.checkpoint(block, x, use_reentrant=use_reentrant)
+        events.append("backward")
+        out.pow(2).sum().backward()
+    return events, x.grad, block[0].weight.grad
+
+
+@pytest.mark.parametrize("use_reentrant,early_stop", [(False, True), (False, False), (True, True)])
+def test_forward_hooks_inside_a_checkpoint(use_reentrant, early_stop):
+    ours, _ = run_both(hooked_checkpoint, use_reentrant, early_stop)
+    rerun = ours[0][ours[0].index("backward") + 1:]
+    # the non-reentrant rerun stops once fc2 has saved its input: fc2's and the block's hooks stay quiet
+    assert rerun == (["fc1 in"] if early_stop and not use_reentrant else ["fc1 in", ("fc2 out", (5, 2)), "block out"])
+
+
+def test_checkpoint_sequential_refuses_unknown_keywords():
+    for m in filter(None, (OURS, pytorch())):
+        net = m.nn.Sequential(m.nn.Linear(2, 2), m.nn.Linear(2, 2))
+        with pytest.raises(ValueError, match="Unexpected keyword arguments: foo"):
+            checkpoint_module(m).checkpoint_sequential(net, 1, randn(m, (1, 2), 0), use_reentrant=False, foo=1)

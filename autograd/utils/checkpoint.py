@@ -67,8 +67,10 @@ def checkpoint(function, *args, use_reentrant=None, context_fn=None, determinism
     if not is_grad_enabled():  # nothing is saved for backward anyway
         with first_run:
             return function(*args, **kwargs)
+    if _early_stop_everywhere is not None:
+        early_stop = _early_stop_everywhere
     frame = _Frame(function, args, kwargs, get_rng_state() if preserve_rng_state else None, rerun,
-                   determinism_check == "default")
+                   determinism_check == "default", early_stop and not use_reentrant)
     with saved_tensors_hooks(frame.pack, frame.unpack), first_run:
         return function(*args, **kwargs)
 
@@ -79,6 +81,9 @@ def checkpoint_sequential(functions, segments, input, use_reentrant=None, **kwar
     if use_reentrant is None:
         warnings.warn(NOT_EXPLICIT, UserWarning, stacklevel=program_stacklevel())
         use_reentrant = True
+    preserve_rng_state = kwargs.pop("preserve_rng_state", True)
+    if kwargs:
+        raise ValueError("Unexpected keyword arguments: " + ",".join(kwargs))
     functions = list(functions.children()) if hasattr(functions, "children") else list(functions)
     size = len(functions) // segments
 
@@ -93,16 +98,27 @@ def checkpoint_sequential(functions, segments, input, use_reentrant=None, **kwar
     end = -1
     for start in range(0, size * (segments - 1), size):
         end = start + size - 1
-        input = checkpoint(run_piece(start, end), input, use_reentrant=use_reentrant, **kwargs)
+        input = checkpoint(run_piece(start, end), input, use_reentrant=use_reentrant,
+                           preserve_rng_state=preserve_rng_state)
     return run_piece(end + 1, len(functions) - 1)(input)
 
 
-class _Frame:
-    """One checkpointed call: what the rerun needs, and the tensors it saves, by position."""
+class _StopRerun(Exception):
+    """Raised by the rerun's pack hook once it has every tensor the backward needs."""
 
-    def __init__(self, function, args, kwargs, rng_state, context, checks):
+
+class _Frame:
+    """One checkpointed call: what the rerun needs, and the tensors it saves, by position.
+
+    With ``early_stop`` (PyTorch's non-reentrant default) the rerun stops as soon as it has saved as
+    many tensors as the first run, so what the function does after its last saved tensor (a forward
+    hook, a print, a running statistic) happens once, as in PyTorch; the reentrant variant reruns it all.
+    """
+
+    def __init__(self, function, args, kwargs, rng_state, context, checks, early_stop):
         self.function, self.args, self.kwargs = function, args, kwargs
         self.rng_state, self.context, self.checks = rng_state, context, checks
+        self.early_stop = early_stop
         self.saved_metadata = []  # (shape, dtype) of each tensor the first run saved, in order
         self.recomputed = None  # the rerun's saved tensors, each let go once unpacked
 
@@ -119,14 +135,21 @@ class _Frame:
 
     def _rerun(self):
         saved = []
+
+        def keep(tensor):
+            saved.append(tensor)
+            if self.early_stop and len(saved) == len(self.saved_metadata):
+                raise _StopRerun
+
         with contextlib.ExitStack() as stack:
             if self.rng_state is not None:
                 stack.callback(set_rng_state, get_rng_state())  # the rerun leaves the random stream where it was
                 set_rng_state(self.rng_state)
             stack.enter_context(enable_grad())
-            stack.enter_context(saved_tensors_hooks(lambda tensor: saved.append(tensor), lambda nothing: None))
+            stack.enter_context(saved_tensors_hooks(keep, lambda nothing: None))
             stack.enter_context(self.context)
-            self.function(*self.args, **self.kwargs)
+            with contextlib.suppress(_StopRerun):
+                self.function(*self.args, **self.kwargs)
         if self.checks:
             self._check_same_saved(saved)
         return saved
@@ -196,11 +219,19 @@ def create_selective_checkpoint_contexts(policy_fn_or_list, allow_cache_entry_mu
     return noop_context_fn()
 
 
+_early_stop_everywhere = None  # set_checkpoint_early_stop's choice, over each call's early_stop
+
+
 @contextlib.contextmanager
 def set_checkpoint_early_stop(enable):
-    """PyTorch stops a rerun once it has recomputed every saved tensor; chainrule's rerun always runs
-    the whole function (the same values either way), so this only keeps programs that set it running."""
-    yield
+    """Whether the non-reentrant reruns inside stop once they have every saved tensor (each call's
+    ``early_stop``, True by default, otherwise)."""
+    global _early_stop_everywhere
+    before, _early_stop_everywhere = _early_stop_everywhere, enable
+    try:
+        yield
+    finally:
+        _early_stop_everywhere = before
 
 
 @contextlib.contextmanager
