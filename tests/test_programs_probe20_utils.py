@@ -674,3 +674,12 @@ def test_checkpoint_sequential_refuses_unknown_keywords():
         net = m.nn.Sequential(m.nn.Linear(2, 2), m.nn.Linear(2, 2))
         with pytest.raises(ValueError, match="Unexpected keyword arguments: foo"):
             checkpoint_module(m).checkpoint_sequential(net, 1, randn(m, (1, 2), 0), use_reentrant=False, foo=1)
+
+
+def test_pack_padded_sequence_wants_one_dimensional_lengths():
+    for m in filter(None, (OURS, pytorch())):
+        padded = randn(m, (3, 4, 2), 0)
+        with pytest.raises(RuntimeError, match="'lengths' argument should be a 1D CPU int64 tensor, but got 2D"):
+            m.nn.utils.rnn.pack_padded_sequence(padded, m.torch.tensor([[4, 2, 1]]), batch_first=True)
+        packed = m.nn.utils.rnn.pack_padded_sequence(padded, m.torch.tensor([4, 2, 1]), batch_first=True)
+        assert packed.batch_sizes.tolist() == [3, 2, 1, 1]
