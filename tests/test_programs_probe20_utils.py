@@ -683,3 +683,10 @@ def test_pack_padded_sequence_wants_one_dimensional_lengths():
             m.nn.utils.rnn.pack_padded_sequence(padded, m.torch.tensor([[4, 2, 1]]), batch_first=True)
         packed = m.nn.utils.rnn.pack_padded_sequence(padded, m.torch.tensor([4, 2, 1]), batch_first=True)
         assert packed.batch_sizes.tolist() == [3, 2, 1, 1]
+
+
+def test_torch_utils_submodules_read_as_attributes():
+    for m in filter(None, (OURS, pytorch())):  # (code reads torch.utils.dlpack.to_dlpack after a plain import torch)
+        for name in ("data", "hooks", "checkpoint", "dlpack"):
+            assert hasattr(m.torch.utils, name), name
+        assert callable(m.torch.utils.dlpack.from_dlpack)
