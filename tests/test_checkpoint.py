@@ -231,3 +231,30 @@ def test_the_non_reentrant_rerun_stops_once_it_has_every_saved_tensor(T):
     with cp.set_checkpoint_early_stop(False):
         cp.checkpoint(f, x, use_reentrant=False).sum().backward()
     assert steps == ["exp", "after", "exp", "after"]
+
+
+def test_an_argument_changed_in_place_before_backward_is_refused(T):
+    import importlib
+
+    cp = importlib.import_module(T.__name__ + ".utils.checkpoint")
+    x = T.ones(3, requires_grad=True)
+    h = x * 1
+    y = cp.checkpoint(lambda z: (z * z).sum(), h, use_reentrant=False)
+    h.add_(1)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        y.backward()
+
+
+def test_a_backward_inside_the_checkpointed_function(T):
+    import importlib
+
+    cp = importlib.import_module(T.__name__ + ".utils.checkpoint")
+
+    def slope(z):
+        cube = (z ** 3).sum()
+        g, = T.autograd.grad(cube, z, create_graph=True)  # 3 z², during the first run and the rerun
+        return (g * z).sum()  # 3 z³: its derivative 9 z²
+
+    x = T.tensor([1.0, 2.0], requires_grad=True)
+    cp.checkpoint(slope, x, use_reentrant=False).backward()
+    assert x.grad.tolist() == pytest.approx([9.0, 36.0])

@@ -690,3 +690,46 @@ def test_torch_utils_submodules_read_as_attributes():
         for name in ("data", "hooks", "checkpoint", "dlpack"):
             assert hasattr(m.torch.utils, name), name
         assert callable(m.torch.utils.dlpack.from_dlpack)
+
+
+def input_written_after_checkpoint(m, use_reentrant):
+    torch, nn = m.torch, m.nn
+    cp = checkpoint_module(m)
+    block = set_weights(m, nn.Sequential(nn.Linear(3, 3), nn.Tanh()))
+    x = randn(m, (4, 3), 0).requires_grad_()
+    h = x * 1.0
+    out = cp.checkpoint(block, h, use_reentrant=use_reentrant)
+    h.mul_(2)  # a residual stream updated in place after the block read it
+    out.sum().backward()
+    return x.grad
+
+
+@pytest.mark.parametrize("use_reentrant", [True, False])
+def test_an_argument_written_in_place_after_the_checkpoint_is_refused(use_reentrant):
+    # the rerun would read the doubled values: gradients of another input, silently (chainrule did)
+    for m in filter(None, (OURS, pytorch())):
+        with pytest.raises(RuntimeError, match="modified by an inplace operation.*is at version 1; expected version 0"):
+            input_written_after_checkpoint(m, use_reentrant)
+
+
+def input_gradient_inside_checkpoint(m):
+    torch, nn = m.torch, m.nn
+    cp = checkpoint_module(m)
+    energy = set_weights(m, nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Linear(8, 1)))
+
+    def force_field(positions):  # forces as minus the energy gradient, computed inside the checkpointed block
+        with torch.enable_grad():
+            positions = positions.requires_grad_() if not positions.requires_grad else positions
+            e = energy(positions).sum()
+            force, = torch.autograd.grad(e, positions, create_graph=True)
+        return -force
+
+    x = randn(m, (5, 2), 1).requires_grad_()
+    forces = cp.checkpoint(force_field, x, use_reentrant=False)
+    loss = (forces - randn(m, (5, 2), 2)).pow(2).mean()
+    loss.backward()
+    return forces, loss, x.grad, energy[0].weight.grad, energy[2].weight.grad
+
+
+def test_autograd_grad_inside_a_checkpointed_function():
+    run_both(input_gradient_inside_checkpoint, rtol=1e-4, atol=1e-6)

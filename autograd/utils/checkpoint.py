@@ -28,6 +28,7 @@ from ..autograd.graph import saved_tensors_hooks
 from ..grad_mode import enable_grad, is_grad_enabled
 from ..graph import program_stacklevel
 from ..random import get_rng_state, set_rng_state
+from ..tensor import Tensor
 
 
 class CheckpointError(RuntimeError):
@@ -71,8 +72,11 @@ def checkpoint(function, *args, use_reentrant=None, context_fn=None, determinism
         early_stop = _early_stop_everywhere
     frame = _Frame(function, args, kwargs, get_rng_state() if preserve_rng_state else None, rerun,
                    determinism_check == "default", early_stop and not use_reentrant)
-    with saved_tensors_hooks(frame.pack, frame.unpack), first_run:
-        return function(*args, **kwargs)
+    try:
+        with saved_tensors_hooks(frame.pack, frame.unpack), first_run:
+            return function(*args, **kwargs)
+    finally:
+        frame.first_run_saved = None  # let go of what the first run saved
 
 
 def checkpoint_sequential(functions, segments, input, use_reentrant=None, **kwargs):
@@ -119,34 +123,50 @@ class _Frame:
         self.function, self.args, self.kwargs = function, args, kwargs
         self.rng_state, self.context, self.checks = rng_state, context, checks
         self.early_stop = early_stop
+        # the rerun reads the arguments as they are then: one written in place since would give other values
+        self.argument_versions = [(t, t._version_cell[1]) for t in (*args, *kwargs.values()) if isinstance(t, Tensor)]
         self.saved_metadata = []  # (shape, dtype) of each tensor the first run saved, in order
+        self.first_run_saved = []  # what the first run saved, only while it runs (for a backward inside it)
         self.recomputed = None  # the rerun's saved tensors, each let go once unpacked
 
     def pack(self, tensor):
-        """Keep the position of a saved tensor, not the tensor."""
+        """Keep the position of a saved tensor; the tensor itself only until the first run ends."""
         self.saved_metadata.append((tuple(tensor.shape), tensor.dtype))
+        self.first_run_saved.append(tensor)
         return len(self.saved_metadata) - 1
 
     def unpack(self, position):
+        if self.first_run_saved is not None:  # autograd.grad inside the function, during its first run
+            return self.first_run_saved[position]
         if self.recomputed is None or self.recomputed[position] is None:
             self.recomputed = self._rerun()  # (a second backward, with retain_graph, reruns again)
         tensor, self.recomputed[position] = self.recomputed[position], None
         return tensor
 
     def _rerun(self):
+        for tensor, version in self.argument_versions:
+            if tensor._version_cell[1] != version:
+                raise RuntimeError(
+                    "one of the variables needed for gradient computation has been modified by an inplace "
+                    f"operation: a tensor of shape {tuple(tensor.shape)} passed to a checkpointed function was "
+                    f"changed in place after the call (it is at version {tensor._version_cell[1]}; expected version "
+                    f"{version} instead), so recomputing from it would give other values. Use an out-of-place "
+                    "operation (x = x + 1, not x += 1) or clone() it first."
+                )
         saved = []
 
         def keep(tensor):
             saved.append(tensor)
             if self.early_stop and len(saved) == len(self.saved_metadata):
                 raise _StopRerun
+            return len(saved) - 1
 
         with contextlib.ExitStack() as stack:
             if self.rng_state is not None:
                 stack.callback(set_rng_state, get_rng_state())  # the rerun leaves the random stream where it was
                 set_rng_state(self.rng_state)
             stack.enter_context(enable_grad())
-            stack.enter_context(saved_tensors_hooks(keep, lambda nothing: None))
+            stack.enter_context(saved_tensors_hooks(keep, saved.__getitem__))  # (read by a backward inside)
             stack.enter_context(self.context)
             with contextlib.suppress(_StopRerun):
                 self.function(*self.args, **self.kwargs)
