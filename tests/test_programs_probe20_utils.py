@@ -7,8 +7,10 @@ blocks (both ``use_reentrant`` variants, ``preserve_rng_state`` on and off), ``c
 1..n segments over a BatchNorm network (the rerun updates the running statistics a second time, as
 PyTorch's does), keyword arguments and dict / string outputs, nested checkpoints, a WGAN-GP gradient penalty
 through checkpointed critic blocks (``autograd.grad(create_graph=True)``), ``determinism_check`` (the
-``CheckpointError`` and ``'none'``) and selective checkpointing (``create_selective_checkpoint_contexts``
-with a list of ops and with a policy function).
+``CheckpointError`` and ``'none'``), selective checkpointing (``create_selective_checkpoint_contexts``
+with a list of ops and with a policy function), forward hooks inside a checkpoint (the non-reentrant rerun
+stops early, ``set_checkpoint_early_stop``), an argument written in place before backward (refused), and
+forces by ``autograd.grad`` inside a checkpointed function (a force-matching loss).
 
 Data (``torch.utils.data``): class-balanced ``WeightedRandomSampler`` batches (with and without
 replacement, with a generator), a ``SubsetRandomSampler`` train / validation split, ``RandomSampler``
@@ -20,7 +22,8 @@ dataset that reads whole batches (``__getitems__``).
 Trees, hooks and nn.utils: ``torch.utils._pytree`` over an optimizer-state-like structure and a registered
 class; forward hooks and their ``RemovableHandle``; ``clip_grad_norm_`` (every norm type, ``foreach``)
 and ``clip_grad_value_`` in a training loop; left-padded ``pad_sequence`` and packed sequences through a
-GRU; and a MAML inner step by ``functional_call`` on a model with tied weights."""
+GRU; a MAML inner step by ``functional_call`` on a model with tied weights; and a detection loader whose
+``collate`` has a ``collate_fn_map`` of its own."""
 
 import collections
 import functools
