@@ -170,3 +170,91 @@ def test_against_pytorch():
         results.append([t.detach().numpy() for t in (y, inputs.grad, w1.grad, w2.grad)])
     for ours, theirs in zip(results[1], results[0]):
         np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
+def test_a_rerun_that_saves_other_shapes_raises_checkpoint_error(T):
+    import importlib
+
+    cp = importlib.import_module(T.__name__ + ".utils.checkpoint")
+    runs = []
+
+    def crop(x):
+        runs.append(1)
+        return x[:3 if len(runs) == 1 else 2].exp().sum()
+
+    x = T.ones(4, requires_grad=True)
+    with pytest.raises(cp.CheckpointError, match=r"tensor at position 0:\nsaved metadata: .*\nrecomputed metadata"):
+        cp.checkpoint(crop, x, use_reentrant=False).backward()
+    runs.clear()
+
+    def rescale(x):
+        runs.append(1)
+        return (x * len(runs)).exp().sum()
+
+    x.grad = None
+    cp.checkpoint(rescale, x, use_reentrant=False, determinism_check="none").backward()
+    assert x.grad.tolist() == pytest.approx([np.e ** 2] * 4)  # exp's saved result is the rerun's: unchecked
+
+
+def test_selective_checkpoint_contexts_give_the_plain_gradients(T):
+    import functools
+    import importlib
+
+    cp = importlib.import_module(T.__name__ + ".utils.checkpoint")
+    w = T.tensor([[1.0, -2.0], [0.5, 3.0]], requires_grad=True)
+    policy = functools.partial(cp.create_selective_checkpoint_contexts,
+                               lambda ctx, op, *args, **kwargs: cp.CheckpointPolicy.MUST_SAVE)
+    cp.checkpoint(lambda x: T.mm(x, w).sin().sum(), T.ones(1, 2), use_reentrant=False, context_fn=policy).backward()
+    expected = np.cos(np.ones((1, 2)) @ w.detach().numpy())
+    np.testing.assert_allclose(w.grad.numpy(), np.ones((2, 1)) @ expected, rtol=1e-6)
+
+
+def test_the_non_reentrant_rerun_stops_once_it_has_every_saved_tensor(T):
+    import importlib
+
+    cp = importlib.import_module(T.__name__ + ".utils.checkpoint")
+    steps = []
+
+    def f(x):
+        steps.append("exp")
+        y = x.exp()  # saves its result: the last tensor the backward needs
+        steps.append("after")
+        return y * 2
+
+    x = T.ones(2, requires_grad=True)
+    cp.checkpoint(f, x, use_reentrant=False).sum().backward()
+    assert steps == ["exp", "after", "exp"] and x.grad.tolist() == pytest.approx([2 * np.e] * 2)
+    steps.clear()
+    cp.checkpoint(f, x, use_reentrant=False, early_stop=False).sum().backward()
+    assert steps == ["exp", "after", "exp", "after"]
+    steps.clear()
+    with cp.set_checkpoint_early_stop(False):
+        cp.checkpoint(f, x, use_reentrant=False).sum().backward()
+    assert steps == ["exp", "after", "exp", "after"]
+
+
+def test_an_argument_changed_in_place_before_backward_is_refused(T):
+    import importlib
+
+    cp = importlib.import_module(T.__name__ + ".utils.checkpoint")
+    x = T.ones(3, requires_grad=True)
+    h = x * 1
+    y = cp.checkpoint(lambda z: (z * z).sum(), h, use_reentrant=False)
+    h.add_(1)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        y.backward()
+
+
+def test_a_backward_inside_the_checkpointed_function(T):
+    import importlib
+
+    cp = importlib.import_module(T.__name__ + ".utils.checkpoint")
+
+    def slope(z):
+        cube = (z ** 3).sum()
+        g, = T.autograd.grad(cube, z, create_graph=True)  # 3 z², during the first run and the rerun
+        return (g * z).sum()  # 3 z³: its derivative 9 z²
+
+    x = T.tensor([1.0, 2.0], requires_grad=True)
+    cp.checkpoint(slope, x, use_reentrant=False).backward()
+    assert x.grad.tolist() == pytest.approx([9.0, 36.0])

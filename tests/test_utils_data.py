@@ -377,3 +377,48 @@ def test_datasets_and_samplers_take_type_parameters_as_pytorchs():
 
     assert next(iter(DataLoader(Pairs(), batch_size=2)))[1].tolist() == [0, 1]
     assert list(DataLoader(Pairs(), sampler=Evens(), batch_size=None))[0][1] == 0
+
+
+def test_collate_with_a_collate_fn_map_extends_default_collate(T):
+    import importlib
+
+    collate_module = importlib.import_module(T.__name__ + ".utils.data._utils.collate")
+
+    class Boxes:
+        def __init__(self, n):
+            self.n = n
+
+    def collate_boxes(batch, *, collate_fn_map):
+        return [b.n for b in batch]
+
+    collate_map = {**collate_module.default_collate_fn_map, Boxes: collate_boxes}
+    batch = collate_module.collate([{"b": Boxes(1), "x": np.float32(1)}, {"b": Boxes(3), "x": np.float32(2)}],
+                                   collate_fn_map=collate_map)
+    assert batch["b"] == [1, 3] and batch["x"].tolist() == [1.0, 2.0] and batch["x"].dtype == T.float32
+    assert collate_module.collate_float_fn([0.5, 1.0]).dtype == T.float64
+    with pytest.raises(TypeError, match="default_collate: batch must contain tensors"):
+        collate_module.collate([object()], collate_fn_map=collate_map)
+
+
+def test_subset_reads_a_batch_through_the_datasets_getitems(T):
+    import importlib
+
+    data = importlib.import_module(T.__name__ + ".utils.data")
+
+    class Batched(data.Dataset):
+        def __len__(self):
+            return 6
+
+        def __getitem__(self, i):
+            return ("one", i)
+
+        def __getitems__(self, indices):
+            return [("batch", i) for i in indices]
+
+    subset = data.Subset(Batched(), [5, 3, 1])
+    assert subset.__getitems__([0, 2]) == [("batch", 5), ("batch", 1)]
+    assert data.Subset(range(10), [4, 6]).__getitems__([1, 0]) == [6, 4]
+    batches = list(data.DataLoader(subset, batch_size=2, collate_fn=list))
+    assert batches == [[("batch", 5), ("batch", 3)], [("batch", 1)]]
+    with pytest.raises(AssertionError, match="ChainDataset only supports IterableDataset"):
+        len(data.ChainDataset([range(2)]))

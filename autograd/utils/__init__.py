@@ -1,8 +1,9 @@
 """``autograd.utils``, as ``torch.utils``: the data pipeline lives in ``autograd.utils.data``,
-activation checkpointing in ``autograd.utils.checkpoint``, ``benchmark`` and ``_pytree`` (loaded on first use)."""
+activation checkpointing in ``autograd.utils.checkpoint``, ``benchmark``, ``_pytree`` and ``dlpack`` (loaded on
+first use)."""
 
 from .. import _lazy
 from . import data, hooks  # noqa: F401  (autograd.utils.data after import autograd, as torch.utils.data)
 
 __getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {"benchmark": ".benchmark", "checkpoint": ".checkpoint",
-                                                                 "_pytree": "._pytree"})
+                                                                 "_pytree": "._pytree", "dlpack": ".dlpack"})

@@ -174,6 +174,10 @@ def pack_padded_sequence(input, lengths, batch_first=False, enforce_sorted=True)
     """
     if input.numel() == 0:
         raise RuntimeError("Cannot pack empty tensors.")
+    if isinstance(lengths, Tensor) and lengths.dim() != 1:  # (flattened, a (1, B) lengths would pack silently)
+        kind = lengths.type().rpartition(".")[2].removesuffix("Tensor")  # Long, as 'torch.LongTensor'
+        raise RuntimeError(f"'lengths' argument should be a 1D CPU int64 tensor, but got {lengths.dim()}D cpu {kind} "
+                           "tensor")
     lengths = _as_ints(lengths)
     batch_dim = 0 if batch_first else 1
     if len(lengths) != input.shape[batch_dim]:

@@ -7,7 +7,8 @@ floats a float64 one, bools a bool one (a batch led by an int or bool but
 holding floats is typed as ``tensor`` types it: [1, 2.5] gives float32);
 strings stay as they come (a list, or the tuple that one field of the samples
 makes); dicts, named tuples and lists are collated per key or position (a
-tuple gives a list, as PyTorch's). A mutable mapping or sequence
+tuple gives a list, as PyTorch's). ``collate`` with a ``collate_fn_map`` of one's own
+extends this to other types, as PyTorch's. A mutable mapping or sequence
 comes back as a copy of the first sample with the fields replaced, so that
 its type and extra state (a defaultdict's factory) survive.
 """
@@ -24,40 +25,78 @@ from ...tensor import Tensor
 _ERROR = "default_collate: batch must contain tensors, numpy arrays, numbers, dicts or lists; found {}"
 
 
-def default_collate(batch):
-    """One batch from a list of samples (see the module's docstring)."""
+def collate(batch, *, collate_fn_map=None):
+    """One batch from a list of samples, as PyTorch's ``collate``: the first sample's type picks a
+    function of ``collate_fn_map`` (its own type, else the first key it is an instance of), called as
+    ``fn(batch, collate_fn_map=collate_fn_map)``; mappings, named tuples and sequences are collated
+    field by field through it. Training code extends ``default_collate_fn_map`` with its own types."""
     elem = batch[0]
     elem_type = type(elem)
-    if isinstance(elem, Tensor):
-        shapes = [tuple(sample.shape) for sample in batch]
-        for i, shape in enumerate(shapes):
-            if shape != shapes[0]:
-                raise RuntimeError(f"stack expects each tensor to be equal size, but got {list(shapes[0])} at "
-                                   f"entry 0 and {list(shape)} at entry {i}")
-        return stack(list(batch), 0)
-    if isinstance(elem, numpy.ndarray | numpy.generic) and not isinstance(elem, numpy.str_ | numpy.bytes_):
-        if elem.dtype.kind in "USO":
-            raise TypeError(_ERROR.format(elem.dtype))
-        if isinstance(elem, numpy.ndarray) and elem.ndim > 0:
-            return default_collate([as_tensor(sample) for sample in batch])
-        return as_tensor(numpy.array(batch))
-    if isinstance(elem, float):
-        return tensor(batch, dtype=numpy.float64)
-    if isinstance(elem, int):  # bool too; the dtype is inferred from all of them, as PyTorch's
-        return tensor(batch)
-    if isinstance(elem, str | bytes):
-        return batch
+    if collate_fn_map is not None:
+        if elem_type in collate_fn_map:
+            return collate_fn_map[elem_type](batch, collate_fn_map=collate_fn_map)
+        for collate_type, collate_fn in collate_fn_map.items():
+            if isinstance(elem, collate_type):
+                return collate_fn(batch, collate_fn_map=collate_fn_map)
     if isinstance(elem, collections.abc.Mapping):
-        return _mapping_like(elem, {key: default_collate([sample[key] for sample in batch]) for key in elem})
+        fields = {key: collate([sample[key] for sample in batch], collate_fn_map=collate_fn_map) for key in elem}
+        return _mapping_like(elem, fields)
     if isinstance(elem, tuple) and hasattr(elem, "_fields"):  # namedtuple
-        return elem_type(*(default_collate(samples) for samples in zip(*batch)))
+        return elem_type(*(collate(samples, collate_fn_map=collate_fn_map) for samples in zip(*batch)))
     if isinstance(elem, collections.abc.Sequence):
         size = len(elem)
         if any(len(sample) != size for sample in batch):
             raise RuntimeError("each element in list of batch should be of equal size")
-        fields = [default_collate(samples) for samples in zip(*batch)]  # (strings stay a tuple, as PyTorch's)
-        return fields if isinstance(elem, tuple) else _sequence_like(elem, fields)
+        fields = [collate(samples, collate_fn_map=collate_fn_map) for samples in zip(*batch)]
+        return fields if isinstance(elem, tuple) else _sequence_like(elem, fields)  # (a tuple gives a list)
     raise TypeError(_ERROR.format(elem_type))
+
+
+def collate_tensor_fn(batch, *, collate_fn_map=None):
+    shapes = [tuple(sample.shape) for sample in batch]
+    for i, shape in enumerate(shapes):
+        if shape != shapes[0]:
+            raise RuntimeError(f"stack expects each tensor to be equal size, but got {list(shapes[0])} at "
+                               f"entry 0 and {list(shape)} at entry {i}")
+    return stack(list(batch), 0)
+
+
+def collate_numpy_array_fn(batch, *, collate_fn_map=None):
+    if batch[0].dtype.kind in "USO":
+        raise TypeError(_ERROR.format(batch[0].dtype))
+    return collate([as_tensor(sample) for sample in batch], collate_fn_map=collate_fn_map)
+
+
+def collate_numpy_scalar_fn(batch, *, collate_fn_map=None):
+    return as_tensor(numpy.array(batch))
+
+
+def collate_float_fn(batch, *, collate_fn_map=None):
+    return tensor(batch, dtype=numpy.float64)
+
+
+def collate_int_fn(batch, *, collate_fn_map=None):
+    return tensor(batch)  # bools too; the dtype is inferred from all of them, as PyTorch's
+
+
+def collate_str_fn(batch, *, collate_fn_map=None):
+    return batch
+
+
+default_collate_fn_map = {
+    Tensor: collate_tensor_fn,
+    numpy.ndarray: collate_numpy_array_fn,
+    (numpy.bool_, numpy.number, numpy.object_): collate_numpy_scalar_fn,
+    float: collate_float_fn,
+    int: collate_int_fn,
+    str: collate_str_fn,
+    bytes: collate_str_fn,
+}
+
+
+def default_collate(batch):
+    """One batch from a list of samples (see the module's docstring)."""
+    return collate(batch, collate_fn_map=default_collate_fn_map)
 
 
 def default_convert(data):

@@ -135,11 +135,16 @@ class Subset(Dataset):
             return self.dataset[[self.indices[i] for i in index]]
         return self.dataset[_int(self.indices[index])]
 
+    def __getitems__(self, indices):
+        # as PyTorch's: a dataset that reads a batch at once (``__getitems__``) still does through a Subset
+        if callable(getattr(self.dataset, "__getitems__", None)):
+            return self.dataset.__getitems__([self.indices[i] for i in indices])
+        return [self.dataset[_int(self.indices[i])] for i in indices]
+
     def batch(self, indices):
-        chosen = numpy.asarray(self.indices)[numpy.asarray(indices, dtype=numpy.int64)]
-        if hasattr(self.dataset, "batch"):
-            return self.dataset.batch(chosen)
-        return default_collate([self.dataset[int(i)] for i in chosen])
+        if not hasattr(self.dataset, "batch"):
+            return default_collate(self.__getitems__(indices))
+        return self.dataset.batch(numpy.asarray(self.indices)[numpy.asarray(indices, dtype=numpy.int64)])
 
 
 def _int(index):
@@ -184,7 +189,12 @@ class ChainDataset(IterableDataset):
             yield from dataset
 
     def __len__(self):
-        return sum(len(d) for d in self.datasets)
+        total = 0
+        for dataset in self.datasets:
+            if not isinstance(dataset, IterableDataset):
+                raise AssertionError("ChainDataset only supports IterableDataset")
+            total += len(dataset)
+        return total
 
 
 def random_split(dataset, lengths, generator=None):
