@@ -7,20 +7,23 @@ Saving and loading a general checkpoint (model, optimizer, epoch and loss in one
 ``torch.load(weights_only=True, map_location=...)``, a device or a function) and resuming training against an
 uninterrupted run, several models in one file, warmstarting with ``load_state_dict(strict=False)`` (its missing and
 unexpected keys, and the strict error); ``torch.utils.swap_tensors`` and the ``nn.Module`` extension points recipe
-(an optimizer holding a replaced Parameter, a meta skeleton loaded with ``assign=True``); reasoning about shapes on
-the meta device with forward hooks printing each layer's output shape, then ``to_empty``; changing the default
-device; the autograd-mechanics notes (``grad_fn.name()`` and ``next_functions``, saved tensors, ``retain_grad``,
-the in-place correctness check); "what is a state_dict" (the printed state dicts of a model and eight optimizers);
-the profiler recipe (a ``record_function`` range, ``key_averages`` tables with and without input shapes, a
-schedule and its trace handler); writing custom datasets, transforms and loaders (dict samples, ``random_split``);
-attribution by gradients without captum (saliency, input x gradient, integrated gradients, SmoothGrad); and the
-performance tuning guide's idioms (``torch.compile`` of a GELU, ``zero_grad(set_to_none=True)``, non-reentrant
-checkpointing, ``inference_mode`` against ``no_grad`` and what an inference tensor refuses). Strict expected
-failures name what lies outside this task's files: the profiler's memory columns and ProfilerStep* rows, CPU
-bfloat16 autocast, ``backends.cudnn.enabled``, ``backends.mkldnn`` and ``emit_nvtx``."""
+(an optimizer holding a replaced Parameter, a meta skeleton loaded with ``assign=True``); the tips for loading an
+``nn.Module`` from a checkpoint (``torch.load(mmap=True)``, a meta module that warns when copied into); reasoning
+about shapes on the meta device with forward hooks printing each layer's output shape, then ``to_empty``; changing
+the default device; the autograd-mechanics notes (``grad_fn.name()`` and ``next_functions``, saved tensors,
+``retain_grad``, the in-place correctness check); "what is a state_dict" (the printed state dicts of a model and
+eight optimizers); the profiler recipe (a ``record_function`` range, ``key_averages`` tables with and without input
+shapes, a schedule and its trace handler); writing custom datasets, transforms and loaders (dict samples,
+``random_split``); attribution by gradients without captum (saliency, input x gradient, integrated gradients,
+SmoothGrad); and the performance tuning guide's idioms (``torch.compile`` of a GELU,
+``zero_grad(set_to_none=True)``, non-reentrant checkpointing, ``inference_mode`` against ``no_grad`` and what an
+inference tensor refuses). Strict expected failures name what lies outside this task's files: the profiler's memory
+columns and ProfilerStep* rows, CPU bfloat16 autocast, ``backends.cudnn.enabled``, ``backends.mkldnn`` and
+``emit_nvtx``."""
 
 import io
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -213,6 +216,46 @@ def test_swap_tensors_recipe():
                        "After swapping, t1: tensor([0, 1, 2]), t2: tensor([0, 1])"]
     assert ours[1] == ("Tensor", "Parameter", False, True, "param", False)
     assert ours[4] is False and ours[6] == ("meta", True) and ours[7:10] == ("cpu", "Parameter", True)
+
+
+def load_state_dict_tips(m, tmp_path):
+    torch, nn = m.torch, m.nn
+
+    class SomeModule(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linears = nn.ModuleList([nn.Linear(1, 1) for i in range(10)])
+
+        def forward(self, x):
+            return self.linears(x)
+
+    torch.manual_seed(0)
+    m_ = SomeModule()
+    path = str(tmp_path / f"checkpoint_{m.torch.__name__}.pth")
+    torch.save(m_.state_dict(), path)
+    state_dict = torch.load(path, mmap=True)
+    with torch.device("meta"):
+        meta_m = SomeModule()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        copied = meta_m.load_state_dict(state_dict)
+    still_meta = meta_m.linears[0].weight.is_meta
+    loaded = meta_m.load_state_dict(state_dict, assign=True)
+    same = [torch.equal(a, b) for a, b in zip(meta_m.state_dict().values(), m_.state_dict().values())]
+    try:
+        meta_m(torch.ones(1, 1))
+        error = None
+    except NotImplementedError as e:
+        error = str(e)
+    return (str(copied), still_meta, [str(w.message).split(":")[0] for w in caught], str(loaded), same,
+            type(meta_m.linears[3].weight).__name__, meta_m.linears[3].weight.requires_grad, error)
+
+
+def test_load_state_dict_tips(tmp_path):
+    ours, _ = run_both(load_state_dict_tips, tmp_path)
+    assert ours[1] is True and len(ours[2]) == 20 and ours[2][0] == "for linears.0.weight"
+    assert ours[3] == "<All keys matched successfully>" and all(ours[4]) and ours[5:7] == ("Parameter", True)
+    assert ours[7] == 'Module [ModuleList] is missing the required "forward" function'
 
 
 # ----------------------------------------------------------------------------------------------
