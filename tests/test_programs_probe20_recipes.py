@@ -11,15 +11,16 @@ unexpected keys, and the strict error); ``torch.utils.swap_tensors`` and the ``n
 ``nn.Module`` from a checkpoint (``torch.load(mmap=True)``, a meta module that warns when copied into); reasoning
 about shapes on the meta device with forward hooks printing each layer's output shape, then ``to_empty``; changing
 the default device; the autograd-mechanics notes (``grad_fn.name()`` and ``next_functions``, saved tensors,
-``retain_grad``, the in-place correctness check); "what is a state_dict" (the printed state dicts of a model and
-eight optimizers); the profiler recipe (a ``record_function`` range, ``key_averages`` tables with and without input
-shapes, a schedule and its trace handler); writing custom datasets, transforms and loaders (dict samples,
-``random_split``); attribution by gradients without captum (saliency, input x gradient, integrated gradients,
-SmoothGrad); and the performance tuning guide's idioms (``torch.compile`` of a GELU,
-``zero_grad(set_to_none=True)``, non-reentrant checkpointing, ``inference_mode`` against ``no_grad`` and what an
-inference tensor refuses). Strict expected failures name what lies outside this task's files: the profiler's memory
-columns and ProfilerStep* rows, CPU bfloat16 autocast, ``backends.cudnn.enabled``, ``backends.mkldnn`` and
-``emit_nvtx``."""
+``retain_grad``, the in-place correctness check); the recipes defining a neural network (Dropout2d in train mode,
+log_softmax) and zeroing out gradients (a small conv net trained with its running-loss printout); "what is a
+state_dict" (the printed state dicts of a model and eight optimizers); the profiler recipe (a ``record_function``
+range, ``key_averages`` tables with and without input shapes, a schedule and its trace handler); writing custom
+datasets, transforms and loaders (dict samples, ``random_split``); attribution by gradients without captum
+(saliency, input x gradient, integrated gradients, SmoothGrad); and the performance tuning guide's idioms
+(``torch.compile`` of a GELU, ``zero_grad(set_to_none=True)``, non-reentrant checkpointing, ``inference_mode``
+against ``no_grad`` and what an inference tensor refuses). Strict expected failures name what lies outside this
+task's files: the profiler's memory columns and ProfilerStep* rows, CPU bfloat16 autocast,
+``backends.cudnn.enabled``, ``backends.mkldnn`` and ``emit_nvtx``."""
 
 import io
 import re
@@ -28,7 +29,7 @@ import warnings
 import numpy as np
 import pytest
 
-from .pytorch_programs import load, run_both, weights_of
+from .pytorch_programs import amd_processor, load, run_both, weights_of
 
 # ----------------------------------------------------------------------------------------------
 # saving and loading: a general checkpoint, several models in one file, warmstarting
@@ -739,3 +740,88 @@ def test_emit_nvtx_disabled_is_a_no_op():
 
     with autograd.autograd.profiler.emit_nvtx(enabled=False):
         pass
+
+
+# ----------------------------------------------------------------------------------------------
+# defining a neural network, and zeroing out gradients (the recipes as written: their own random data)
+# ----------------------------------------------------------------------------------------------
+
+def defining_and_zeroing(m, same_masks):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    torch.manual_seed(0)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super(Net, self).__init__()
+            self.conv1 = nn.Conv2d(1, 32, 3, 1)
+            self.conv2 = nn.Conv2d(32, 64, 3, 1)
+            self.dropout1 = nn.Dropout2d(0.25)
+            self.dropout2 = nn.Dropout2d(0.5)
+            self.fc1 = nn.Linear(9216, 128)
+            self.fc2 = nn.Linear(128, 10)
+
+        def forward(self, x):
+            x = self.conv1(x)
+            x = F.relu(x)
+            x = self.conv2(x)
+            x = F.relu(x)
+            x = F.max_pool2d(x, 2)
+            x = self.dropout1(x)
+            x = torch.flatten(x, 1)
+            x = self.fc1(x)
+            x = F.relu(x)
+            x = self.dropout2(x)
+            x = self.fc2(x)
+            output = F.log_softmax(x, dim=1)
+            return output
+
+    random_data = torch.rand((1, 1, 28, 28))
+    my_nn = Net()
+    if not same_masks:  # PyTorch draws dropout masks through MKL on Intel's processors: the recipe's train-mode
+        my_nn.eval()    # pass is compared where the masks are the same
+    result = my_nn(random_data)
+
+    # zeroing out gradients: a small conv net on a few random batches
+    class SmallNet(nn.Module):
+        def __init__(self):
+            super(SmallNet, self).__init__()
+            self.conv1 = nn.Conv2d(3, 6, 5)
+            self.pool = nn.MaxPool2d(2, 2)
+            self.conv2 = nn.Conv2d(6, 16, 5)
+            self.fc1 = nn.Linear(16 * 5 * 5, 120)
+            self.fc2 = nn.Linear(120, 84)
+            self.fc3 = nn.Linear(84, 10)
+
+        def forward(self, x):
+            x = self.pool(F.relu(self.conv1(x)))
+            x = self.pool(F.relu(self.conv2(x)))
+            x = x.view(-1, 16 * 5 * 5)
+            x = F.relu(self.fc1(x))
+            x = F.relu(self.fc2(x))
+            x = self.fc3(x)
+            return x
+
+    net = SmallNet()
+    criterion = nn.CrossEntropyLoss()
+    optimizer = optim.SGD(net.parameters(), lr=0.001, momentum=0.9)
+    trainloader = [(torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))) for _ in range(5)]
+    history = []
+    for epoch in range(2):
+        running_loss = 0.0
+        for i, data in enumerate(trainloader, 0):
+            inputs, labels = data
+            optimizer.zero_grad()
+            outputs = net(inputs)
+            loss = criterion(outputs, labels)
+            loss.backward()
+            optimizer.step()
+            running_loss += loss.item()
+            if i % 2 == 1:
+                history.append('[%d, %5d] loss: %.3f' % (epoch + 1, i + 1, running_loss / 2))
+                running_loss = 0.0
+    return random_data, result, history, net.fc3.weight
+
+
+def test_defining_a_network_and_zeroing_gradients():
+    ours, _ = run_both(defining_and_zeroing, amd_processor(), rtol=1e-4, atol=1e-5)
+    assert ours[1].shape == (1, 10) and len(ours[2]) == 4 and ours[2][0].startswith("[1,     2] loss: ")
