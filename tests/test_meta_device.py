@@ -86,3 +86,15 @@ def test_a_meta_skeleton_for_functional_call(T):
         np.testing.assert_allclose(ensemble[i].detach().numpy(), model(x).detach().numpy(), rtol=1e-6, atol=1e-7)
     with pytest.raises(NotImplementedError, match="Cannot copy out of meta tensor"):
         base.to("cpu")
+
+
+def test_backward_through_a_reduction_of_meta_tensors_gives_meta_gradients(T):
+    nn = _nn if T.__name__ == "autograd" else T.nn
+    x = T.randn(4, 8, device="meta", requires_grad=True)
+    layer = nn.Linear(8, 3, device="meta")
+    layer(x).relu().sum().backward()  # (a sum's gradient spreads over x's meta layout: nothing to write)
+    assert x.grad.is_meta and x.grad.shape == (4, 8)
+    assert layer.weight.grad.is_meta and layer.weight.grad.shape == (3, 8) and layer.bias.grad.shape == (3,)
+    w = T.empty(5, device="meta", requires_grad=True)
+    w.mean().backward()
+    assert w.grad.is_meta and w.grad.shape == (5,)
