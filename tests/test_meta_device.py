@@ -98,3 +98,15 @@ def test_backward_through_a_reduction_of_meta_tensors_gives_meta_gradients(T):
     w = T.empty(5, device="meta", requires_grad=True)
     w.mean().backward()
     assert w.grad.is_meta and w.grad.shape == (5,)
+
+
+def test_convolutions_and_unfold_of_meta_tensors_and_their_gradients_stay_meta(T):
+    F = (_nn if T.__name__ == "autograd" else T.nn).functional
+    x = T.randn(2, 3, 8, 8, device="meta", requires_grad=True)
+    w = T.randn(4, 3, 3, 3, device="meta", requires_grad=True)
+    for y in (F.conv2d(x, w, padding=1, stride=2), F.conv2d(x, w, dilation=2), F.conv_transpose2d(x, w.transpose(0, 1)),
+              F.unfold(x, 3, padding=1)):
+        grads = T.autograd.grad(y.sum(), [x, w], allow_unused=True)
+        assert y.is_meta and grads[0].is_meta and grads[0].shape == (2, 3, 8, 8)
+        assert grads[1] is None or grads[1].is_meta and grads[1].shape == (4, 3, 3, 3)
+    assert F.unfold(x, 3, padding=1).shape == (2, 27, 64)

@@ -20,7 +20,8 @@ datasets, transforms and loaders (dict samples, ``random_split``); attribution b
 (``torch.compile`` of a GELU, ``zero_grad(set_to_none=True)``, non-reentrant checkpointing, ``inference_mode``
 against ``no_grad`` and what an inference tensor refuses). Strict expected failures name what lies outside this
 task's files: the profiler's memory columns and ProfilerStep* rows, CPU bfloat16 autocast,
-``backends.cudnn.enabled``, ``backends.mkldnn`` and ``emit_nvtx``."""
+``backends.cudnn.enabled``, ``backends.mkldnn`` and ``emit_nvtx``, and three of the meta device's (strides,
+``*_like`` and ``new_*`` devices, ``numpy()`` and ``bool()``)."""
 
 import io
 import re
@@ -195,7 +196,11 @@ def swap_recipe(m):
         mod.weight.copy_(torch.tensor([[0.5], [-1.0]]))
     optimizer = torch.optim.SGD(mod.parameters(), lr=0.1) if hasattr(torch, "optim") else m.optim.SGD(
         mod.parameters(), lr=0.1)
+    lines.append(f"weight in mod: {mod.weight}")
+    lines.append(f"weight in optimizer: {optimizer.param_groups[0]['params']}")
     mod.weight = nn.Parameter(2 * mod.weight)
+    lines.append(f"weight in mod: {mod.weight}")
+    lines.append(f"weight in optimizer: {optimizer.param_groups[0]['params']}")
     held = optimizer.param_groups[0]["params"][0]
     stale = held is mod.weight
 
@@ -213,8 +218,10 @@ def swap_recipe(m):
 
 def test_swap_tensors_recipe():
     ours, _ = run_both(swap_recipe)
-    assert ours[0] == ["Before swapping, t1: tensor([0, 1]), t2: tensor([0, 1, 2])",
-                       "After swapping, t1: tensor([0, 1, 2]), t2: tensor([0, 1])"]
+    assert ours[0][:2] == ["Before swapping, t1: tensor([0, 1]), t2: tensor([0, 1, 2])",
+                           "After swapping, t1: tensor([0, 1, 2]), t2: tensor([0, 1])"]
+    assert ours[0][5] == "weight in optimizer: [Parameter containing:\ntensor([[ 0.5000],\n        [-1.0000]], " \
+                         "requires_grad=True)]"
     assert ours[1] == ("Tensor", "Parameter", False, True, "param", False)
     assert ours[4] is False and ours[6] == ("meta", True) and ours[7:10] == ("cpu", "Parameter", True)
 
@@ -331,6 +338,57 @@ def default_device(m):
 def test_changing_the_default_device():
     ours, _ = run_both(default_device)
     assert ours == ["cpu", "meta", "meta", "meta", "meta", "cpu", "cpu", "cpu", "cpu"]
+
+
+def meta_backward(m):
+    torch, nn = m.torch, m.nn
+    with torch.device("meta"):
+        model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 5))
+    x = torch.randn(8, 3, 8, 8, device="meta", requires_grad=True)
+    loss = model(x).log_softmax(-1).mean()
+    loss.backward()
+    return [(name, p.grad.is_meta, tuple(p.grad.shape)) for name, p in model.named_parameters()] + [
+        (x.grad.is_meta, tuple(x.grad.shape), loss.grad_fn.name())]
+
+
+def test_backward_on_the_meta_device_gives_meta_gradients():
+    ours, _ = run_both(meta_backward)
+    assert ours[0] == ("0.weight", True, (4, 3, 3, 3)) and ours[-1] == (True, (8, 3, 8, 8), "MeanBackward0")
+
+
+@pytest.mark.xfail(strict=True, reason="a meta tensor's array is one zero broadcast (autograd/meta.py), and "
+                                       "Tensor.stride() (autograd/tensor_info.py, outside this task's files) reports "
+                                       "its zero steps; PyTorch reports the contiguous strides, (300, 100, 10, 1)")
+def test_meta_tensor_strides_are_contiguous():
+    import autograd
+
+    assert autograd.rand(2, 3, 10, 10, device="meta").stride() == (300, 100, 10, 1)
+
+
+@pytest.mark.xfail(strict=True, reason="empty_like/zeros_like (autograd/factories.py) and new_zeros/new_empty "
+                                       "(autograd/creation.py) make CPU tensors of a meta input; PyTorch's stay on "
+                                       "the input's device (outside this task's files)")
+def test_like_and_new_factories_keep_the_meta_device():
+    import autograd
+
+    t = autograd.empty(2, 3, device="meta")
+    assert [u.device.type for u in (autograd.empty_like(t), autograd.zeros_like(t), t.new_zeros(2),
+                                    t.new_empty(2))] == ["meta"] * 4
+
+
+@pytest.mark.xfail(strict=True, reason="Tensor.numpy() and bool() of a meta tensor return its placeholder zeros "
+                                       "(autograd/ops/conversion.py and tensor.py, outside this task's files); "
+                                       "PyTorch raises TypeError (\"can't convert meta device type tensor to "
+                                       "numpy\") and RuntimeError (\"Tensor.item() cannot be called on meta "
+                                       "tensors\")")
+def test_meta_tensors_refuse_numpy_and_bool():
+    import autograd
+
+    t = autograd.empty(3, device="meta")
+    with pytest.raises(TypeError, match="can't convert meta device type tensor to numpy"):
+        t.numpy()
+    with pytest.raises(RuntimeError, match="cannot be called on meta tensors"):
+        bool(t.sum() > 0)
 
 
 # ----------------------------------------------------------------------------------------------
