@@ -226,6 +226,26 @@ def test_swap_tensors_recipe():
     assert ours[4] is False and ours[6] == ("meta", True) and ours[7:10] == ("cpu", "Parameter", True)
 
 
+@pytest.mark.xfail(strict=True, raises=AttributeError,
+                   reason="chainrule has no torch.__future__ (set_swap_module_params_on_conversion, which makes "
+                          "Module.to/half/load_state_dict swap parameters with torch.utils.swap_tensors) nor "
+                          "Tensor.module_load, the recipe's two extension points (autograd/__init__.py, tensor.py "
+                          "and a new autograd/__future__.py: outside this task's files)")
+def test_swap_module_params_on_conversion():
+    import autograd
+    import nn
+
+    autograd.__future__.set_swap_module_params_on_conversion(True)
+    try:
+        m = nn.Linear(3, 5)
+        weight = m.weight
+        m.double()
+        assert m.weight is weight and m.weight.dtype == autograd.float64
+        assert autograd.Tensor.module_load is not None
+    finally:
+        autograd.__future__.set_swap_module_params_on_conversion(False)
+
+
 def load_state_dict_tips(m, tmp_path):
     torch, nn = m.torch, m.nn
 
