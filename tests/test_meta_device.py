@@ -110,3 +110,14 @@ def test_convolutions_and_unfold_of_meta_tensors_and_their_gradients_stay_meta(T
         assert y.is_meta and grads[0].is_meta and grads[0].shape == (2, 3, 8, 8)
         assert grads[1] is None or grads[1].is_meta and grads[1].shape == (4, 3, 3, 3)
     assert F.unfold(x, 3, padding=1).shape == (2, 27, 64)
+
+
+def test_cross_entropy_of_a_meta_model_backpropagates_meta_gradients(T):
+    nn = _nn if T.__name__ == "autograd" else T.nn
+    with T.device("meta"):
+        head = nn.Linear(8, 10)
+    x = T.randn(4, 8, device="meta", requires_grad=True)
+    labels = T.randint(0, 10, (4,), device="meta")
+    loss = nn.functional.cross_entropy(head(x), labels)
+    loss.backward()
+    assert loss.is_meta and x.grad.is_meta and head.weight.grad.is_meta and head.weight.grad.shape == (10, 8)
