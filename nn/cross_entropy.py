@@ -14,6 +14,7 @@ import numpy
 from autograd import Primitive, Tensor
 from autograd.backend import xp
 from autograd.errors import DtypeError, ShapeError, check_same_dtype, not_a_tensor
+from autograd.meta import MetaArray, meta_array
 from autograd.ops.conversion import refuse_kinds, type_name
 from autograd.ops.elementwise import where
 from autograd.ops.losses import legacy_reduction
@@ -180,6 +181,8 @@ class CrossEntropyGrad(Primitive):
         return (scales if self.weights is None else scales * self.weights)[:, None]
 
     def forward(self, g, x):
+        if type(x) is MetaArray:  # (a meta model's loss): a gradient of x's shape, no values to write into
+            return meta_array(x.shape, x.dtype)
         half = x.dtype == xp.float16
         if half:  # in float32, rounded to float16 once (PyTorch's log_softmax backward)
             g, x = g.astype(xp.float32), x.astype(xp.float32)

@@ -203,6 +203,12 @@ class ModuleState:
             if assign:
                 self._assign_loaded(name, target, value, array)
             else:
+                if target.is_meta and not getattr(value, "is_meta", False):
+                    warnings.warn(f"for {key}: copying from a non-meta parameter in the checkpoint to a meta "
+                                  "parameter in the current model, which is a no-op. (Did you mean to pass "
+                                  "`assign=True` to assign items in the state dictionary to their corresponding "
+                                  "key in the module instead of copying them in place?)",
+                                  stacklevel=program_stacklevel())
                 _copy_loaded(target, array)
         extra_key = prefix + EXTRA_STATE_KEY_SUFFIX
         if self._has_extra_state("set_extra_state"):

@@ -86,3 +86,38 @@ def test_a_meta_skeleton_for_functional_call(T):
         np.testing.assert_allclose(ensemble[i].detach().numpy(), model(x).detach().numpy(), rtol=1e-6, atol=1e-7)
     with pytest.raises(NotImplementedError, match="Cannot copy out of meta tensor"):
         base.to("cpu")
+
+
+def test_backward_through_a_reduction_of_meta_tensors_gives_meta_gradients(T):
+    nn = _nn if T.__name__ == "autograd" else T.nn
+    x = T.randn(4, 8, device="meta", requires_grad=True)
+    layer = nn.Linear(8, 3, device="meta")
+    layer(x).relu().sum().backward()  # (a sum's gradient spreads over x's meta layout: nothing to write)
+    assert x.grad.is_meta and x.grad.shape == (4, 8)
+    assert layer.weight.grad.is_meta and layer.weight.grad.shape == (3, 8) and layer.bias.grad.shape == (3,)
+    w = T.empty(5, device="meta", requires_grad=True)
+    w.mean().backward()
+    assert w.grad.is_meta and w.grad.shape == (5,)
+
+
+def test_convolutions_and_unfold_of_meta_tensors_and_their_gradients_stay_meta(T):
+    F = (_nn if T.__name__ == "autograd" else T.nn).functional
+    x = T.randn(2, 3, 8, 8, device="meta", requires_grad=True)
+    w = T.randn(4, 3, 3, 3, device="meta", requires_grad=True)
+    for y in (F.conv2d(x, w, padding=1, stride=2), F.conv2d(x, w, dilation=2), F.conv_transpose2d(x, w.transpose(0, 1)),
+              F.unfold(x, 3, padding=1)):
+        grads = T.autograd.grad(y.sum(), [x, w], allow_unused=True)
+        assert y.is_meta and grads[0].is_meta and grads[0].shape == (2, 3, 8, 8)
+        assert grads[1] is None or grads[1].is_meta and grads[1].shape == (4, 3, 3, 3)
+    assert F.unfold(x, 3, padding=1).shape == (2, 27, 64)
+
+
+def test_cross_entropy_of_a_meta_model_backpropagates_meta_gradients(T):
+    nn = _nn if T.__name__ == "autograd" else T.nn
+    with T.device("meta"):
+        head = nn.Linear(8, 10)
+    x = T.randn(4, 8, device="meta", requires_grad=True)
+    labels = T.randint(0, 10, (4,), device="meta")
+    loss = nn.functional.cross_entropy(head(x), labels)
+    loss.backward()
+    assert loss.is_meta and x.grad.is_meta and head.weight.grad.is_meta and head.weight.grad.shape == (10, 8)

@@ -33,6 +33,7 @@ shapes are NCHW's; only the strides differ (``.contiguous()`` gives C order).
 """
 
 from ..backend import strided_view, xp
+from ..meta import MetaArray, meta_array
 from ..primitive import Primitive
 from .conjugation import conj
 
@@ -113,6 +114,8 @@ def im2col(x, kernel, stride, padding, dilation, out=None):
     none)."""
     if out is None:
         out = tuple(output_size(x.shape[2 + a], kernel[a], stride[a], padding[a], dilation[a]) for a in (0, 1))
+    if type(x) is MetaArray:  # a meta tensor's columns are one too (a strided view of it would be plain zeros)
+        return meta_array((x.shape[1],) + tuple(kernel) + tuple(out) + (x.shape[0],), x.dtype)
     padded = batch_last(x, padding)
     c, h, w, n = padded.strides
     view = strided_view(padded, (padded.shape[0],) + tuple(kernel) + tuple(out) + (padded.shape[3],),
@@ -126,6 +129,8 @@ def col2im(cols, shape, stride, padding, dilation):
 
     One strided add per kernel offset (p, q): every window position at once."""
     c, kh, kw, n, oh, ow = cols.shape
+    if type(cols) is MetaArray:  # (a meta tensor's gradient, say): a shape, nothing to add up into read-only zeros
+        return meta_array((n, c, shape[2], shape[3]), cols.dtype)
     (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
     padded = full_like_layout(cols[:, 0, 0], (c, n, shape[2] + 2 * ph, shape[3] + 2 * pw), 0)
     for p in range(kh):
@@ -323,8 +328,10 @@ class Unfold(Primitive):
     def forward(self, x):
         out = tuple(output_size(x.shape[2 + a], self.kernel_size[a], self.stride[a], self.padding[a],
                                 self.dilation[a]) for a in (0, 1))
-        view = windows(pad_zeros(x, self.padding), self.kernel_size, self.stride, self.dilation, out)
         rows = x.shape[1] * self.kernel_size[0] * self.kernel_size[1]  # (not -1: ambiguous in an empty batch)
+        if type(x) is MetaArray:  # (as im2col's)
+            return meta_array((x.shape[0], rows, out[0] * out[1]), x.dtype)
+        view = windows(pad_zeros(x, self.padding), self.kernel_size, self.stride, self.dilation, out)
         return xp.ascontiguousarray(view).reshape(x.shape[0], rows, out[0] * out[1])
 
     def backward(self, grad, y, x):
@@ -346,6 +353,8 @@ class Fold(Primitive):
         n = x.shape[0]
         cols = x.reshape(n, x.shape[1] // (kh * kw), kh, kw, *out).transpose(1, 2, 3, 0, 4, 5)
         shape = (n, cols.shape[0]) + tuple(self.output_size)
+        if type(x) is MetaArray:  # (as im2col's)
+            return meta_array(shape, x.dtype)
         return xp.ascontiguousarray(col2im(cols, shape, self.stride, self.padding, self.dilation))
 
     def backward(self, grad, y, x):

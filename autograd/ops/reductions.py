@@ -12,6 +12,7 @@ import numpy
 from ..backend import errstate, float16, float32, int64, xp
 from ..errors import DtypeError
 from ..graph import program_stacklevel
+from ..meta import MetaArray
 from ..primitive import Primitive, named_node
 from ..return_types import return_type
 from ..tensor import Tensor
@@ -49,9 +50,10 @@ class Sum(Primitive):
     def total(self, x):
         """The sum in PyTorch's dtypes: float16 accumulated in float32 (the caller rounds it once),
         small unsigned integers (and bools) summed as int64."""
-        if x.ndim > 1 and not x.flags.c_contiguous:  # (a convolution's batch-innermost output, a transpose)
-            # its gradient in the same layout: the elementwise ops that meet it (BatchNorm's) run
-            # several times slower over operands laid out differently
+        if x.ndim > 1 and not x.flags.c_contiguous or type(x) is MetaArray:  # (a convolution's batch-innermost
+            # output, a transpose) its gradient in the same layout: the elementwise ops that meet it (BatchNorm's)
+            # run several times slower over operands laid out differently. A meta x's is a meta array: its
+            # gradient is one too (Expand's), as the seed of backward is a plain one
             self.like = xp.empty_like(x, shape=(2,) * x.ndim)
         dtype = x.dtype
         if dtype is float16:

@@ -15,6 +15,7 @@ import numpy
 from ..backend import strided_view, ufunc_at, xp
 from ..errors import ShapeError
 from ..graph import program_stacklevel
+from ..meta import MetaArray, meta_array
 from ..primitive import Primitive
 from ..size import sizes_argument
 from ..tensor import Tensor
@@ -162,6 +163,9 @@ class Expand(Primitive):
         if not self.written:
             return broadcast_view(x, self.shape)
         self.is_view = False  # (a gradient the backward pass owns: written, and cheaper than a view to make)
+        if type(x) is MetaArray or type(self.like) is MetaArray:  # a reduction of a meta tensor: its gradient
+            # is one too (no values, and none to write into its read-only array)
+            return meta_array(self.shape, x.dtype)
         if self.like is None:
             y = xp.empty(self.shape, dtype=x.dtype)
         else:
