@@ -9,7 +9,7 @@ import numpy
 
 from .backend import get_default_dtype, xp
 from .device import resolve
-from .factories import _shape, _shareable, as_tensor, copied_data, empty, full, ones, tensor, zeros
+from .factories import _shape, _shareable, as_tensor, copied_data, device_of, empty, full, ones, tensor, zeros
 from .graph import modes, program_stacklevel
 from .ops import bind_tensor_methods
 from .ops.names import names
@@ -40,22 +40,26 @@ def _like(self, dtype):
 
 @names("new_zeros", function=False)
 def new_zeros(self, *sizes, size=None, dtype=None, device=None, requires_grad=False):
-    return zeros(_shape(sizes, size), dtype=_like(self, dtype), requires_grad=requires_grad)
+    return zeros(_shape(sizes, size), dtype=_like(self, dtype), device=device_of(self, device),
+                 requires_grad=requires_grad)
 
 
 @names("new_ones", function=False)
 def new_ones(self, *sizes, size=None, dtype=None, device=None, requires_grad=False):
-    return ones(_shape(sizes, size), dtype=_like(self, dtype), requires_grad=requires_grad)
+    return ones(_shape(sizes, size), dtype=_like(self, dtype), device=device_of(self, device),
+                requires_grad=requires_grad)
 
 
 @names("new_empty", function=False)
 def new_empty(self, *sizes, size=None, dtype=None, device=None, requires_grad=False):
-    return empty(_shape(sizes, size), dtype=_like(self, dtype), requires_grad=requires_grad)
+    return empty(_shape(sizes, size), dtype=_like(self, dtype), device=device_of(self, device),
+                 requires_grad=requires_grad)
 
 
 @names("new_full", function=False)
 def new_full(self, size, fill_value, dtype=None, device=None, requires_grad=False):
-    return full(tuple(size), fill_value, dtype=_like(self, dtype), requires_grad=requires_grad)
+    return full(tuple(size), fill_value, dtype=_like(self, dtype), device=device_of(self, device),
+                requires_grad=requires_grad)
 
 
 @names("new_tensor", function=False)

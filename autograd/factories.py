@@ -20,7 +20,7 @@ from .backend import is_dense, to_numpy, xp
 from .device import META, resolve
 from .graph import program_stacklevel
 from .memory_order import fills_in_memory_order, made_like_a_view
-from .meta import meta_array
+from .meta import MetaArray, meta_array
 from .operands import python_number
 from .random import draws
 from .random import generator as _rng
@@ -347,14 +347,24 @@ def _fitted(fill_value, dtype):
     return fill_value
 
 
+def device_of(input, device):
+    """The device a ``*_like`` or ``new_*`` factory makes on: the one given, else input's own where that is the meta
+    device, as PyTorch's (the CPU and the GPU are the device in use anyway: see device.py)."""
+    return META if device is None and type(input._data) is MetaArray else device
+
+
 def zeros_like(input, *, dtype=None, layout=None, device=None, requires_grad=False, memory_format=None,  # noqa: A002
                pin_memory=False):
-    return _made(xp.zeros(input.shape, dtype=dtype or input.dtype), device, requires_grad)
+    dtype = dtype or input.dtype
+    return _made_by(lambda: xp.zeros(input.shape, dtype=dtype), input.shape, dtype, device_of(input, device),
+                    requires_grad)
 
 
 def ones_like(input, *, dtype=None, layout=None, device=None, requires_grad=False, memory_format=None,  # noqa: A002
               pin_memory=False):
-    return _made(xp.ones(input.shape, dtype=dtype or input.dtype), device, requires_grad)
+    dtype = dtype or input.dtype
+    return _made_by(lambda: xp.ones(input.shape, dtype=dtype), input.shape, dtype, device_of(input, device),
+                    requires_grad)
 
 
 def empty_like(input, *, dtype=None, layout=None, device=None, requires_grad=False, memory_format=None,  # noqa: A002
@@ -363,16 +373,18 @@ def empty_like(input, *, dtype=None, layout=None, device=None, requires_grad=Fal
     transpose, a permutation: PyTorch's preserve_format, which rand_like's draws follow), row-major otherwise
     (memory_order.py)."""
     dtype = dtype or input.dtype
-    array = input._data
-    if is_dense(array) and fills_in_memory_order(input):
+    array, device = input._data, device_of(input, device)
+    if type(array) is not MetaArray and is_dense(array) and fills_in_memory_order(input):
         return made_like_a_view(_made(xp.empty_like(array, dtype=dtype), device, requires_grad))
-    return _made(xp.empty(input.shape, dtype=dtype), device, requires_grad)
+    return _made_by(lambda: xp.empty(input.shape, dtype=dtype), input.shape, dtype, device, requires_grad)
 
 
 def full_like(input, fill_value, *, dtype=None, layout=None, device=None, requires_grad=False,  # noqa: A002
               memory_format=None, pin_memory=False):
     dtype = dtype or input.dtype
-    return _made(xp.full(input.shape, _fitted(python_number(fill_value), dtype), dtype=dtype), device, requires_grad)
+    value = _fitted(python_number(fill_value), dtype)
+    return _made_by(lambda: xp.full(input.shape, value, dtype=dtype), input.shape, dtype, device_of(input, device),
+                    requires_grad)
 
 
 def rand(*sizes, out=None, size=None, generator=None, dtype=None, layout=None, device=None, requires_grad=False,

@@ -41,6 +41,8 @@ class MetaArray(numpy.ndarray):
     def item(self, *args):
         raise RuntimeError("Tensor.item() cannot be called on meta tensors")
 
+    __bool__ = item  # (bool(t) of a meta tensor asks its one value: PyTorch's item() error)
+
     def tolist(self):
         raise NotImplementedError("Cannot copy out of meta tensor; no data!")
 

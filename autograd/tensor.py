@@ -330,7 +330,10 @@ class Tensor(WriteDoor):
     def numpy(self, *, force=False):
         """The data as a NumPy array (shared with the tensor, not copied; under CuPy a GPU tensor's
         is a copy in host memory). ``force=True``, PyTorch's way past its refusals (a tensor that
-        requires grad, one on a GPU), changes nothing here: neither is refused."""
+        requires grad, one on a GPU), changes nothing here: neither is refused. A meta tensor has no values
+        to give: refused, as PyTorch's."""
+        if type(self._data) is MetaArray:
+            raise TypeError("can't convert meta device type tensor to numpy. Copy the tensor to host memory first.")
         return backend.to_numpy(self._data)
 
     def item(self):

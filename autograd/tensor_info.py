@@ -12,6 +12,7 @@ from . import backend
 from .backend import address, bfloat16, memory_owner
 from .constants import memory_format
 from .graph import program_stacklevel
+from .meta import MetaArray
 from .ops import bind_tensor_methods
 from .ops.axes import dim_index
 from .ops.names import names
@@ -26,11 +27,11 @@ def stride(self, dim=None):
     size 0 or 1 reports the row-major step, as PyTorch's contiguous tensors do."""
     array = self._data
     strides = tuple(step // array.itemsize for step in array.strides)
-    empty = array.size == 0
-    if empty or 1 in array.shape:  # NumPy's steps there are arbitrary
+    no_steps = array.size == 0 or type(array) is MetaArray  # (empty, or a meta tensor's one zero: row-major's)
+    if no_steps or 1 in array.shape:  # NumPy's steps there are arbitrary
         row_major, step = [], 1
         for n, own in zip(reversed(array.shape), reversed(strides)):
-            row_major.append(step if n <= 1 or empty else own)
+            row_major.append(step if n <= 1 or no_steps else own)
             step *= builtins.max(n, 1)
         strides = tuple(reversed(row_major))
     return strides if dim is None else strides[dim_index(dim, array.ndim)]
