@@ -92,10 +92,12 @@ def _always_record(step):
 
 
 class FunctionEvent:
-    """One timed call: an op's forward, a backward node, or a ``record_function`` range. Times in µs."""
+    """One timed call: an op's forward, a backward node, or a ``record_function`` range. Times in µs. ``trace_name``
+    is its name in an exported trace (a step's range is ``ProfilerStep*`` in the tables, ``ProfilerStep#N`` there,
+    as PyTorch's)."""
 
     def __init__(self, name, start_ns, thread, input_shapes, parent):
-        self.name = self.key = name
+        self.name = self.key = self.trace_name = name
         self.start_ns, self.end_ns = start_ns, None
         self.thread, self.input_shapes = thread, input_shapes
         self.cpu_parent, self.cpu_children = parent, []
@@ -315,7 +317,8 @@ class profile:
 
     def _begin_step_range(self):
         if self._records() and self.schedule is not _always_record:
-            self._step_range = self._open(f"ProfilerStep#{self.step_num}", None)
+            self._step_range = self._open("ProfilerStep*", None)  # (one row for every step in the tables)
+            self._step_range.trace_name = f"ProfilerStep#{self.step_num}"
 
     def _end_step_range(self):
         if self._step_range is not None:
@@ -399,7 +402,7 @@ class profile:
         """The events as Chrome's trace format (chrome://tracing, Perfetto): one complete event each."""
         events = self.events()
         origin = events[0].start_ns if events else 0
-        trace = {"traceEvents": [{"name": e.name, "ph": "X", "cat": "cpu_op", "ts": (e.start_ns - origin) / 1e3,
+        trace = {"traceEvents": [{"name": e.trace_name, "ph": "X", "cat": "cpu_op", "ts": (e.start_ns - origin) / 1e3,
                                   "dur": e.cpu_time_total, "pid": os.getpid(), "tid": e.thread,
                                   "args": {} if e.input_shapes is None else {"Input Dims": e.input_shapes}}
                                  for e in events]}

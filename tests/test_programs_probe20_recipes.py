@@ -20,7 +20,7 @@ datasets, transforms and loaders (dict samples, ``random_split``); attribution b
 (``torch.compile`` of a GELU, ``zero_grad(set_to_none=True)``, non-reentrant checkpointing, ``inference_mode``
 against ``no_grad`` and what an inference tensor refuses); ``backends.cudnn.enabled``, ``backends.mkldnn``,
 ``emit_nvtx``, and the meta device's strides, ``*_like``/``new_*`` devices and refusals of ``numpy()`` and ``bool()``.
-Strict expected failures name what is not built: the profiler's memory columns and ProfilerStep* rows, CPU bfloat16
+Strict expected failures name what is not built: the profiler's memory columns, CPU bfloat16
 autocast, ``torch.__future__``'s swap flag."""
 
 import io
@@ -541,9 +541,6 @@ def profiler_step_rows(m):
     return sorted({e.key for e in p.key_averages() if e.key.startswith("ProfilerStep")})
 
 
-@pytest.mark.xfail(strict=True, reason="autograd/profiler.py names each step's range ProfilerStep#N; PyTorch names "
-                                       "the event ProfilerStep* (its trace_name keeps #N for the trace), so "
-                                       "key_averages has one ProfilerStep* row (outside this task's files)")
 def test_profiler_step_rows_are_one_wildcard_row():
     ours, _ = run_both(profiler_step_rows)
     assert ours == ["ProfilerStep*"]
