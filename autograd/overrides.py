@@ -86,12 +86,16 @@ def is_torch_function_enabled():
     return modes.torch_function
 
 
+def _switched_off(cls):
+    """Whether ``cls`` has no ``__torch_function__``, or the one that does not take part (nn.Parameter's)."""
+    method = getattr(cls, "__torch_function__", None)
+    return method is None or getattr(method, "__func__", method) is _disabled_torch_function_impl
+
+
 def _takes_part(cls):
     """Whether instances of ``cls`` take part in calls: a class with a ``__torch_function__`` of its own kind,
     not plain Tensor's and not the disabled one."""
-    method = getattr(cls, "__torch_function__", None)
-    return method is not None and cls is not Tensor and getattr(method, "__func__", method) is not \
-        _disabled_torch_function_impl
+    return cls is not Tensor and not _switched_off(cls)
 
 
 def _overloaded_args(relevant, into_sequences=False):
@@ -109,16 +113,17 @@ def _overloaded_args(relevant, into_sequences=False):
 
 
 def _consider(arg, found):
-    cls = type(arg)
-    if cls is Tensor or not isinstance(arg, Tensor) or not _takes_part(cls):  # (another library's tensor: not ours
-        return                                                                   # to ask)
-    if any(type(other) is cls for other in found):
+    if isinstance(arg, Tensor) and _takes_part(type(arg)):  # (another library's tensor: not ours to ask)
+        _place(arg, found)
+
+
+def _place(arg, found, type_of=type):
+    """``arg`` put among ``found``: one per class, a subclass before its bases (asked first), else last."""
+    cls = type_of(arg)
+    if any(type_of(other) is cls for other in found):
         return
-    for position, other in enumerate(found):
-        if issubclass(cls, type(other)):  # a subclass is asked before its base
-            found.insert(position, arg)
-            return
-    found.append(arg)
+    position = next((i for i, other in enumerate(found) if issubclass(cls, type_of(other))), len(found))
+    found.insert(position, arg)
 
 
 def has_torch_function(relevant_args):
@@ -163,13 +168,8 @@ def _get_overloaded_args(relevant_args, get_type_fn=None):
     type_of = get_type_fn or type
     found = []
     for arg in relevant_args:
-        cls = type_of(arg)
-        method = getattr(cls, "__torch_function__", None)
-        if method is None or getattr(method, "__func__", method) is _disabled_torch_function_impl or any(
-                type_of(other) is cls for other in found):
-            continue
-        position = next((i for i, other in enumerate(found) if issubclass(cls, type_of(other))), len(found))
-        found.insert(position, arg)
+        if not _switched_off(type_of(arg)):
+            _place(arg, found, type_of)
     return found
 
 

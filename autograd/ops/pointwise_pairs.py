@@ -304,16 +304,21 @@ class Fmax(Primitive):
 
     def forward(self, x, y):
         refuse_unordered(x, "fmax")  # (x and y share a dtype: promoted by fmax)
-        return xp.where((x >= y) | xp.isnan(y), x, y)
+        return xp.where(_x_chosen(x, y), x, y)
 
     def backward(self, grad, z, x, y):
-        x_side = Tensor._make(xp.broadcast_to((x._data >= y._data) | xp.isnan(y._data), grad.shape))
+        x_side = Tensor._make(xp.broadcast_to(_x_chosen(x._data, y._data), grad.shape))
         return (unbroadcast(where(x_side, grad, 0.0), x) if x.requires_grad else None,
                 unbroadcast(where(x_side, 0.0, grad), y) if y.requires_grad else None)
 
     def jvp(self, tangents, z, x, y):
         x_t, y_t = tangents
         return y_t + ((x > y) | y.isnan()).to(x_t.dtype) * (x_t - y_t)
+
+
+def _x_chosen(x, y):
+    """Where fmax takes x (arrays): x >= y, or y is NaN."""
+    return (x >= y) | xp.isnan(y)
 
 
 @names("fmax")
