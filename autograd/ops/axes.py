@@ -75,6 +75,14 @@ def normalize_dims(dim, ndim, empty_is_every=True):
     return tuple(sorted(axes))
 
 
+def inverse_permutation(dims):
+    """The axes that undo the permutation ``dims``: x.transpose(dims).transpose(inverse_permutation(dims)) is x."""
+    inverse = [0] * len(dims)
+    for position, axis in enumerate(dims):
+        inverse[axis] = position
+    return tuple(inverse)
+
+
 def kept_shape(shape, axes):
     """``shape`` with the reduced ``axes`` kept as size 1 (keepdim=True's shape)."""
     return tuple(1 if i in axes else n for i, n in enumerate(shape))

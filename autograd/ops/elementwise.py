@@ -21,6 +21,7 @@ from ..operands import _is_bool, _operand, python_number
 from ..primitive import Primitive
 from ..tensor import Tensor, as_array
 from ..write_door import _refuse_overflow
+from .axes import inverse_permutation
 from .conjugation import conj, refuse_unordered
 from .outputs import write_out
 from .selection import all_finite, zero_gradient
@@ -616,8 +617,7 @@ class Clone(Primitive):
     def forward(self, x):
         if self.order is None:
             return x.copy()
-        laid_out = xp.ascontiguousarray(x.transpose(self.order))
-        return laid_out.transpose(tuple(self.order.index(axis) for axis in range(x.ndim)))
+        return xp.ascontiguousarray(x.transpose(self.order)).transpose(inverse_permutation(self.order))
 
     def backward(self, grad, y, x):
         return (grad,)

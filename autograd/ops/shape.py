@@ -20,7 +20,7 @@ from ..primitive import Primitive
 from ..size import sizes_argument
 from ..tensor import Tensor
 from ..write_door import is_basic_index
-from .axes import dim_index, matrices_only, normalize_dims, sizes_or_keyword
+from .axes import dim_index, inverse_permutation, matrices_only, normalize_dims, sizes_or_keyword
 from .conjugation import ViewAsComplex, ViewAsReal
 from .conversion import type_name
 from .elementwise import unbroadcast
@@ -121,10 +121,7 @@ class Permute(Primitive):
         return xp.transpose(x, self.dims)
 
     def backward(self, grad, y, x):
-        inverse = [0] * len(self.dims)
-        for position, axis in enumerate(self.dims):
-            inverse[axis] = position
-        return (grad.permute(*inverse),)
+        return (grad.permute(*inverse_permutation(self.dims)),)
 
 
 def permute(x, dims, pytorch_name=None):
