@@ -218,6 +218,7 @@ __getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {
     "Future": ".futures:Future",
     "jit": ".jit",
     "linalg": ".linalg",
+    "quasirandom": ".quasirandom",
     "signal": ".signal",
     **_lazy.from_module(".runtime", "are_deterministic_algorithms_enabled", "get_deterministic_debug_mode",
                         "get_file_path", "get_float32_matmul_precision", "get_num_interop_threads",

@@ -19,8 +19,12 @@ PACKAGES = ("autograd", "nn", "optim", "chainrule")
 
 
 def test_license_is_mit_as_an_spdx_string_with_the_file():
+    """chainrule's own code is MIT; the Sobol direction numbers it ships are Joe and Kuo's, under their BSD
+    licence, whose notice travels with them."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    assert project["project"]["license"] == "MIT" and project["project"]["license-files"] == ["LICENSE"]
+    assert project["project"]["license"] == "MIT AND BSD-3-Clause"
+    assert project["project"]["license-files"] == ["LICENSE", "autograd/sobol_direction_numbers.LICENSE"]
+    assert "Frances Y. Kuo and Stephen Joe" in (ROOT / "autograd" / "sobol_direction_numbers.LICENSE").read_text()
     assert "setuptools>=77" in project["build-system"]["requires"][0]  # reads the SPDX string
     text = (ROOT / "LICENSE").read_text()
     assert text.startswith("MIT License") and "chainrule authors" in text
