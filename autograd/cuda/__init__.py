@@ -6,6 +6,8 @@ lives on CuPy's current GPU. Random numbers come from the same host Mersenne twi
 generators on every device, so seeding CUDA seeds the default generator.
 """
 
+import contextlib
+
 from .. import _lazy, backend
 from .. import random as _random
 from ..constants import typed_constructors as _typed_constructors
@@ -41,6 +43,45 @@ def current_device():
 def get_device_name(device=None):
     index = current_device() if device is None else getattr(device, "index", device) or 0
     return backend.xp.cuda.runtime.getDeviceProperties(index)["name"].decode()
+
+
+def set_device(device):
+    """Make GPU ``device`` (an index, "cuda:1" or a device) the current one."""
+    _refuse_without_cuda("set_device")
+    index = getattr(device, "index", device)
+    if isinstance(device, str):
+        index = int(device.partition(":")[2] or 0)
+    backend.xp.cuda.Device(index or 0).use()
+
+
+# -- streams and events: every op runs on CuPy's current stream; chainrule makes no others ----------------------
+
+def stream(stream):
+    """PyTorch's context that makes ``stream`` current: with None (what code that passes an optional stream
+    gives on a CPU) it does nothing, as PyTorch's; a stream of its own needs CUDA."""
+    if stream is None:
+        return contextlib.nullcontext()
+    _refuse_without_cuda("stream")
+    return stream  # (a CuPy stream: its own context manager)
+
+
+def current_stream(device=None):
+    _refuse_without_cuda("current_stream")
+    return backend.xp.cuda.get_current_stream()
+
+
+def Stream(device=None, priority=0):  # noqa: N802  (PyTorch's class name)
+    _refuse_without_cuda("Stream")
+    raise NotImplementedError("autograd.cuda.Stream: chainrule runs every op on CuPy's current stream and makes "
+                              "no others")
+
+
+def Event(enable_timing=False, blocking=False, interprocess=False):  # noqa: N802  (PyTorch's class name)
+    """Timing GPU work with events needs a GPU; time a CPU program with time.perf_counter() (or
+    autograd.utils.benchmark.Timer)."""
+    _refuse_without_cuda("Event")
+    raise NotImplementedError("autograd.cuda.Event is not built: time GPU work with autograd.cuda.synchronize() "
+                              "and time.perf_counter()")
 
 
 def synchronize(device=None):
