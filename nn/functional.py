@@ -21,6 +21,7 @@ from autograd.ops.activations import (  # noqa: F401  (F.hardshrink, F.prelu, F.
     hardshrink,
     prelu,
 )
+from autograd.ops.activations import Gelu as _Gelu
 from autograd.ops.activations import Glu as _Glu
 from autograd.ops.activations import LogSigmoid as _LogSigmoid
 from autograd.ops.activations import celu as _celu
@@ -259,14 +260,14 @@ def gelu(input, approximate="none", *, out=None):
     approximate='tanh': x (1 + tanh(√(2/π) (x + 0.044715 x³))) / 2. float16 is computed in float32 and
     rounded once, as PyTorch's kernel does (in float16, gelu(-3.672) would be -0.0, not -4.4e-4)."""
     refuse_kinds(input, "GeluKernelImpl", "biuc")
+    if approximate == "none":
+        return write_out(_Gelu.apply(input), out)
+    if approximate != "tanh":
+        raise RuntimeError(f"approximate argument must be either none or tanh, got {approximate!r}.")
     if input.dtype == autograd.float16:
         return write_out(named_node(gelu(input.float(), approximate).half(), None, "GeluBackward0", (input,)), out)
-    if approximate == "tanh":
-        inner = (input + input * input * input * 0.044715) * math.sqrt(2 / math.pi)
-        return write_out(named_node(input * (inner.tanh() + 1.0) * 0.5, None, "GeluBackward0"), out)
-    if approximate != "none":
-        raise RuntimeError(f"approximate argument must be either none or tanh, got {approximate!r}.")
-    return write_out(named_node(input * ((input * (1 / math.sqrt(2))).erf() + 1.0) * 0.5, None, "GeluBackward0"), out)
+    inner = (input + input * input * input * 0.044715) * math.sqrt(2 / math.pi)
+    return write_out(named_node(input * (inner.tanh() + 1.0) * 0.5, None, "GeluBackward0"), out)
 
 
 def _softmax_dim(name, ndim, dim):

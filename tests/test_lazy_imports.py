@@ -250,7 +250,7 @@ def test_the_default_generator_made_on_first_draw_is_seeded_as_before():
     assert autograd.rand(4, generator=Generator().manual_seed(5)).tolist() == first.tolist()
 
 
-def test_erf_fitted_on_first_use_is_right():
+def test_erf_is_right_and_loads_nothing():
     import math
 
     import autograd
@@ -258,7 +258,8 @@ def test_erf_fitted_on_first_use_is_right():
     x = np.linspace(-7, 7, 57)
     expected = [math.erf(v) for v in x]
     np.testing.assert_allclose(autograd.erf(autograd.tensor(x)).numpy(), expected, rtol=1e-14, atol=1e-15)
-    assert loaded_after("import autograd; autograd.erf(autograd.ones(2))") == ["numpy.polynomial"]
+    # (Cody's rational approximations: fixed coefficients, no table fitted with numpy.polynomial on first use)
+    assert loaded_after("import autograd; autograd.erf(autograd.ones(2))") == []
 
 
 def test_save_and_load_after_lazy_json(tmp_path):

@@ -2,15 +2,20 @@
 ``x.prelu(w)``, ``autograd.threshold``, ``autograd.selu``, ``autograd.celu``, ``autograd.rrelu``). The
 piecewise-linear ones are ``piecewise_linear.PiecewiseLinear`` (their second derivative is 0, as
 PyTorch's); the others are composed of ``where``: the gradient goes to the branch each element takes.
-``nn.functional`` uses these (arrows point down)."""
+``nn.functional`` uses these (arrows point down), and the primitives of its gated and smooth activations:
+``Glu``, ``LogSigmoid`` and ``Gelu``, each beside the node of its backward."""
+
+import math
 
 from .. import random
 from ..backend import float16, xp
+from ..graph import modes
 from ..primitive import Primitive, node_named
 from . import piecewise_linear
 from .conversion import refuse_kinds, type_name
 from .elementwise import half_as_float32, where
 from .elementwise_unary import sigmoid_of
+from .error_function import erf
 from .joins import cat
 from .names import names
 from .outputs import write_out
@@ -185,3 +190,70 @@ class LogSigmoidGrad(Primitive):
         s = x.sigmoid()
         return (LogSigmoidGrad.apply(u, x) if g.requires_grad else None,
                 u * g * ((s - 1.0) * s) if x.requires_grad else None)
+
+
+_SQRT_HALF = math.sqrt(0.5)
+_NORMAL_DENSITY = 1 / math.sqrt(2 * math.pi)  # φ(0): PyTorch's kBeta, 2/√π · 1/√2 · 1/2
+
+
+def _normal_cdf(x):
+    """Φ(x) = (1 + erf(x/√2)) / 2 of an array, in its dtype."""
+    cdf = erf(x * x.dtype.type(_SQRT_HALF))
+    cdf += 1
+    cdf *= 0.5
+    return cdf
+
+
+class Gelu(Primitive):
+    """y = x Φ(x) = x (1 + erf(x/√2)) / 2 (Hendrycks and Gimpel, 2016);   dL/dx = g (Φ(x) + x φ(x)),
+    φ(x) = e^(-x²/2) / √(2π), as GeluGrad computes it. One node, as PyTorch's GeluBackward0 (it was five: a
+    scale, erf, a shift and two products). float16 is computed in float32 and rounded once, as PyTorch's
+    kernel (in float16, gelu(-3.672) would be -0.0, not -4.4e-4). (nn.functional.gelu, approximate='none'.)
+
+    Φ(x) is kept on the node for the backward: erf is the costly part here (NumPy has none), where PyTorch's
+    kernel computes it again. Not under saved-tensor hooks, which decide where saved values live (offloaded,
+    or recomputed by checkpointing): the backward then computes it again too."""
+
+    pytorch_name = "GeluBackward0"
+    cdf = None
+
+    def forward(self, x):
+        wide = half_as_float32(x)
+        cdf = _normal_cdf(wide)
+        if modes.saved_tensor_hooks is None:
+            self.cdf = cdf.copy()
+        cdf *= wide
+        return cdf.astype(x.dtype, copy=False)
+
+    def backward(self, grad, y, x):
+        return (GeluGrad.apply(grad, x, cdf=self.cdf),)
+
+    def _free(self):
+        super()._free()
+        self.cdf = None
+
+
+class GeluGrad(Primitive):
+    """Gelu's backward as PyTorch's kernel computes it: z = g (Φ(x) + x φ(x)), float16 in float32 and rounded once
+    (Φ(x) given by Gelu's forward when it kept it). dL/dg = the same map of u (= dL/dz);
+    dL/dx = u g (2φ(x) - x² φ(x)), since (Φ + xφ)' = 2φ + x φ' and φ'(x) = -x φ(x) (PyTorch's double backward)."""
+
+    cdf = None
+
+    def forward(self, g, x):
+        wide = half_as_float32(x)
+        slope = _normal_cdf(wide) if self.cdf is None else self.cdf.copy()
+        density = xp.exp(wide * wide * wide.dtype.type(-0.5))
+        density *= wide.dtype.type(_NORMAL_DENSITY)
+        density *= wide
+        slope += density
+        slope *= half_as_float32(g)
+        return slope.astype(g.dtype, copy=False)
+
+    def backward(self, u, z, g, x):
+        if not x.requires_grad:
+            return GeluGrad.apply(u, x, cdf=self.cdf) if g.requires_grad else None, None
+        square = x * x
+        density = (square * -0.5).exp() * _NORMAL_DENSITY
+        return (GeluGrad.apply(u, x, cdf=self.cdf) if g.requires_grad else None,
+                u * g * (density * 2.0 - square * density))

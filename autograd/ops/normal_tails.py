@@ -7,15 +7,14 @@
 
 erfc(x) underflows past x ≈ 26.5 while erfcx(x) ≈ 1/(x√π) goes on, so every formula here is
 written through erfcx, never through a product of a huge and a tiny number. erfcx is computed
-in float64: on [0, 4) it is tabulated on first use (intervals of width 1/4, a Chebyshev series
-of degree 14 on each, fitted to math.erfc(x) · e^(x²) with the square and its exponential taken
-exactly in decimal); from 4 on by Laplace's continued fraction
-
-    erfcx(x) = 1/√π · 1/(x + (1/2)/(x + 1/(x + (3/2)/(x + ...))))
-
-summed from 60 levels down (at x = 4 it has converged to the last bit by 40). Negative x use
+in float64 for x ≥ 0 by Cody's rational approximations (``error_function``); negative x use
 erfcx(x) = 2 e^(x²) - erfcx(-x), with x² taken exactly as a sum of two floats (so e^(x²) keeps
-its digits at x = -26, where PyTorch's loses about 1e-13).
+its digits at x = -26, where PyTorch's loses about 1e-13). Its slope past x = 2 is written
+through Laplace's continued fraction
+
+    erfcx(x) = 1/√π · 1/(x + (1/2)/(x + 1/(x + (3/2)/(x + ...)))),
+
+which has no cancellation there.
 
 ndtri starts from Acklam's rational approximation (relative error below 1.2e-9) and takes two
 Halley steps on Φ(y) = p. In the tails (p < 0.02425) the step is written with
@@ -23,61 +22,23 @@ Halley steps on Φ(y) = p. In the tails (p < 0.02425) the step is written with
 to the smallest subnormal p; for p > ¼ as Φ(y) - p = erf(y/√2)/2 - (p - ½), exact near ½.
 """
 
-import functools
 import math
 
 from ..backend import errstate, xp
 from ..primitive import Primitive
 from .elementwise import floating
+from .error_function import erfcx_nonnegative
 from .outputs import write_out
 from .special import erf
 
-_TABLE_END, _WIDTH, _DEGREE, _LEVELS = 4.0, 0.25, 14, 60
-
-
-def _exact_erfcx(x):
-    """math.erfc(x) · e^(x²) for one float, with x² and its exponential exact to 30 digits."""
-    import decimal
-
-    with decimal.localcontext() as context:
-        context.prec = 30
-        return float(decimal.Decimal(math.erfc(x)) * (decimal.Decimal(x) ** 2).exp())
-
-
-@functools.cache  # fitted on first use, not at import
-def _erfcx_table():
-    """Chebyshev coefficients per interval of [0, 4), in s = (x - centre) / half-width."""
-    import numpy
-    import numpy.polynomial.chebyshev
-
-    count = int(_TABLE_END / _WIDTH)
-    table = numpy.empty((count, _DEGREE + 1))
-    for k in range(count):
-        centre = (k + 0.5) * _WIDTH
-        nodes = numpy.polynomial.chebyshev.chebpts1(4 * _DEGREE)  # least squares on more nodes than
-        values = [_exact_erfcx(centre + s * _WIDTH / 2) for s in nodes]  # terms: the rounding averages out
-        table[k] = numpy.polynomial.chebyshev.chebfit(nodes, values, _DEGREE)
-    return xp.asarray(table)
+_LEVELS = 60
 
 
 def erfcx(x):
     """e^(x²) erfc(x) of an array (float64 out)."""
     x = xp.asarray(x, dtype=xp.float64)
-    magnitude = xp.abs(x)
-    table = _erfcx_table()
-    near = xp.where(magnitude < _TABLE_END, magnitude, 0.0)  # (the others are not looked up: NaN, ∞ neither)
-    k = xp.clip((near / _WIDTH).astype(xp.int64), 0, len(table) - 1)
-    s = (near - (k + 0.5) * _WIDTH) / (_WIDTH / 2)
-    coefficients = table[k]
-    later, latest = 0.0, 0.0
-    for j in range(_DEGREE, 0, -1):  # Clenshaw's recurrence for Σ c_j T_j(s)
-        later, latest = latest, coefficients[..., j] + 2 * s * latest - later
-    tabulated = coefficients[..., 0] + s * latest - later
-    with errstate(divide="ignore", invalid="ignore", over="ignore"):
-        far = xp.maximum(magnitude, _TABLE_END)
-        fraction = 1 / (math.sqrt(math.pi) * (far + 0.5 / _laplace_tail(far, _LEVELS)))
-        fraction = xp.where(xp.isinf(magnitude), 0.0, fraction)
-        positive = xp.where(magnitude < _TABLE_END, tabulated, fraction)
+    positive = erfcx_nonnegative(xp.abs(x))
+    with errstate(over="ignore", invalid="ignore"):
         hi, lo = _square(x)
         # (past e^709.8 the exponential overflows, and its error term 1 + lo, from x² past float64, is no number)
         grown = xp.where(hi > 709.8, xp.inf, 2 * xp.exp(hi) * (1 + lo) - positive)

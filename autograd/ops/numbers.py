@@ -7,15 +7,14 @@ by powers of two, so their gradients are those scales (exact).
 
 import math
 
-import numpy
-
-from ..backend import int32, to_numpy, xp
+from ..backend import int32, xp
 from ..operands import _operand
 from ..primitive import Primitive
 from ..return_types import return_type
 from ..tensor import Tensor
 from .conversion import c_name, refuse_kinds
 from .elementwise import floating, promote, unbroadcast, where
+from .error_function import erfc as erfc_of_array
 from .names import names
 from .outputs import write_out
 from .pointwise import _floating_pair
@@ -101,17 +100,14 @@ def nextafter(input, other, *, out=None):
     return write_out(NextAfter.apply(x, y), out)
 
 
-_erfc = numpy.frompyfunc(math.erfc, 1, 1)
-
-
 class Erfc(Primitive):
     """y = erfc(x) = 1 - erf(x) = 2/√π ∫_x^∞ e^(-t²) dt;   dL/dx = -dL/dy · 2/√π · e^(-x²)
 
-    Computed directly (Python's math.erfc, element by element: exact, slower than a vector
-    formula), not as 1 - erf(x), which loses every digit once erf(x) rounds to 1 (x ≳ 6)."""
+    Computed directly (error_function.erfc), not as 1 - erf(x), which loses every digit once erf(x)
+    rounds to 1 (x ≳ 6)."""
 
     def forward(self, x):
-        return xp.asarray(numpy.asarray(_erfc(to_numpy(x)), dtype=numpy.float64), dtype=x.dtype)  # (0-d: a float)
+        return erfc_of_array(x).astype(x.dtype, copy=False)
 
     def backward(self, grad, y, x):
         return ((-(x * x)).exp() * (-2 / math.sqrt(math.pi)) * grad,)  # (in PyTorch's order, as erf's)
