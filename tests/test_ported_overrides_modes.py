@@ -286,12 +286,15 @@ def test_reentrant_mode_idiom(T):
     same(result, [3.0])
 
 
-@xfail_ours("torch._C._nn._parse_to (what Tensor.to parses its arguments with) is not built: autograd._C has no _nn")
 def test_nn_parse_to(T):
     called = []
     with _recording_mode(T, called)("parse_to"):
         T._C._nn._parse_to("cpu")
     assert called == ["parse_to"]
+    device, dtype, non_blocking, memory_format = T._C._nn._parse_to(T.ones(1, dtype=T.int32), True)
+    assert (str(device), dtype, non_blocking, memory_format) == ("cpu", T.int32, True, None)
+    assert T._C._nn._parse_to(dtype=T.float16, device="cpu") == (T.device("cpu"), T.float16, False, None)
+    assert T._C._nn._parse_to(T.float64) == (None, T.float64, False, None)
 
 
 def test_getitem_call(T):
@@ -335,6 +338,30 @@ def test_mode_notimplemented_loop(T):
     with A():
         r = _bar(T)(b)
     assert type(r) is B and called == 2
+
+
+def test_the_calls_a_mode_makes_reach_the_subclasses(T):
+    seen = []
+
+    class Labelled(T.Tensor):
+        calls = []
+
+        @classmethod
+        def __torch_function__(cls, func, types, args=(), kwargs=None):
+            cls.calls.append(func.__name__)
+            return super().__torch_function__(func, types, args, kwargs)
+
+    class Recording(T.overrides.TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            seen.append((func.__name__, types))
+            return func(*args, **(kwargs or {}))
+
+    x = T.tensor([1.0, -2.0]).as_subclass(Labelled)
+    with Recording():
+        r = T.neg(x)
+    assert seen == [("neg", (Labelled,))] and Labelled.calls == ["neg"]  # (the mode first, then the subclass)
+    assert type(r) is Labelled
+    same(r, [-1.0, 2.0])
 
 
 def test_disable_subclass_not_mode(T):
@@ -779,18 +806,20 @@ def test_a_mode_giving_factories_float64(T):
 
         def __torch_function__(self, func, types, args=(), kwargs=None):
             kwargs = dict(kwargs or {})
-            if func in {T.zeros, T.ones, T.randn, T.full, T.empty} and "dtype" not in kwargs:
+            if func in {T.zeros, T.ones, T.randn, T.full, T.empty, T.arange} and "dtype" not in kwargs:
                 kwargs["dtype"] = T.float64
             return func(*args, **kwargs)
 
     with Float64Factories():
         z, o, r, f = T.zeros(2), T.ones(2, 3), T.randn(4), T.full((2,), 0.5)
+        a = T.arange(0.0, 1.0, 0.25)
         kept = T.zeros(2, dtype=T.int32)
         s = z + o[0, :2]  # (ops keep their own promotion)
-    for made in (z, o, r, f, s):
+    for made in (z, o, r, f, a, s):
         assert made.dtype == T.float64
     assert kept.dtype == T.int32
     same(f, [0.5, 0.5], "float64")
+    same(a, [0.0, 0.25, 0.5, 0.75], "float64")
     assert T.zeros(2).dtype == T.float32  # (outside: the library's default)
 
 
