@@ -351,6 +351,21 @@ class Dispatching:
     def __repr__(self):
         return repr(self.__wrapped__)
 
+    def __reduce__(self):
+        """Pickled (and deep-copied) as the function it wraps, by the name it is defined under: a module holding
+        ``F.relu`` (nn.TransformerEncoderLayer's activation) pickles once a mode or a subclass installed the
+        wrappers, where pickle's own lookup of ``nn.functional.relu`` finds this wrapper, not the function."""
+        function = self.__wrapped__
+        return _function_named, (function.__module__, function.__qualname__)
+
+
+def _function_named(module_name, qualname):
+    """What ``module_name`` holds under ``qualname`` now: the function, or its wrapper while installed."""
+    found = importlib.import_module(module_name)
+    for part in qualname.split("."):
+        found = getattr(found, part)
+    return found
+
 
 class DispatchingToModes(Dispatching):
     """A factory (``autograd.zeros``, ``tensor``, ``arange``) or another function no subclass answers for

@@ -12,6 +12,7 @@ expectations."""
 import copy
 import importlib
 import io
+import pickle
 import threading
 import warnings
 
@@ -880,3 +881,21 @@ def test_nested_modes_each_see_the_calls_the_inner_one_lets_through(T):
     same(after, [4.0, 6.0])
     # the inner mode's own calls (func, then * 2) go to the outer mode; after the inner one left, only the outer
     assert order == [("scaling", "add"), ("recording", "add"), ("recording", "mul"), ("recording", "add")]
+
+
+def test_a_module_holding_a_function_pickles_and_copies_after_a_mode_was_entered(T):
+    """Entering a mode makes chainrule's functions dispatching wrappers for the rest of the process: a layer holding
+    one (TransformerEncoderLayer's activation F.relu) still pickles, by the function's name."""
+    nn = _nn(T)
+    with _recording_mode(T, [])("any"):
+        pass
+    T.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(d_model=4, nhead=2, dim_feedforward=8, dropout=0.0).eval()
+    x = T.tensor(np.linspace(-1.0, 1.0, 12, dtype=np.float32).reshape(3, 1, 4))
+    with T.no_grad():
+        expected = layer(x).numpy()
+        for copied in (pickle.loads(pickle.dumps(layer)), copy.deepcopy(layer)):
+            assert copied.activation == nn.functional.relu
+            close(copied(x), expected, rtol=1e-5, atol=1e-6)
+    assert pickle.loads(pickle.dumps(nn.functional.relu)) == nn.functional.relu
+    assert pickle.loads(pickle.dumps(T.add)) is T.add
