@@ -40,7 +40,7 @@ import threading
 import types
 import warnings
 
-from .graph import ModeSwitch, modes
+from .graph import ModeSwitch, modes, program_stacklevel
 from .tensor import SUBCLASS_WATCHERS, Tensor
 
 _PACKAGE = os.path.dirname(os.path.abspath(__file__))  # autograd's folder
@@ -210,6 +210,18 @@ def handle_torch_function(public_api, relevant_args, *args, **kwargs):
     return _answered(public_api, overloaded, args, kwargs)
 
 
+def _warn_of_a_plain_method(public_api):
+    """A class's ``__torch_function__`` that is a plain method, not a classmethod: deprecated, as PyTorch warns
+    about a function's call (a DeprecationWarning from its functions written in Python, nn.functional's and a
+    program's own; a UserWarning from the others), not a Tensor method's."""
+    if getattr(public_api, "tensor_method", False):
+        return
+    python_side = not isinstance(public_api, Dispatching) or public_api.__module__ == "nn.functional"
+    warnings.warn("Defining your `__torch_function__` as a plain method is deprecated and will be an error in "
+                  "future, please define it as a classmethod.", DeprecationWarning if python_side else UserWarning,
+                  stacklevel=program_stacklevel())
+
+
 def _asking_the_mode_first(public_api, overloaded, args, kwargs):
     """The innermost mode's answer, asked with it off the stack (the calls it makes go to the modes outside it and
     to the subclasses); where it gives NotImplemented, the subclasses' (with the mode back on the stack)."""
@@ -232,7 +244,10 @@ def _asking_the_mode_first(public_api, overloaded, args, kwargs):
 def _answered(public_api, overloaded, args, kwargs, mode=None):
     types = tuple(type(arg) for arg in overloaded)
     for arg in overloaded:
-        result = arg.__torch_function__(public_api, types, args, kwargs)  # (bound: a plain method gets the tensor)
+        handler = arg.__torch_function__  # (bound: a classmethod to the class, a plain method to the tensor)
+        if getattr(handler, "__self__", None) is arg:
+            _warn_of_a_plain_method(public_api)
+        result = handler(public_api, types, args, kwargs)
         if result is not NotImplemented:
             return result
     name = getattr(public_api, "__qualname__", None) or getattr(public_api, "__name__", repr(public_api))
@@ -317,6 +332,8 @@ class Dispatching:
     and named as the attribute it is (``Tensor.sum``, not the op's own function name). ``public`` is what
     ``__torch_function__`` is given: itself, or for an operator the method PyTorch names (``x * 2`` is
     ``Tensor.mul``)."""
+
+    tensor_method = False  # one of Tensor's methods or properties (install)
 
     def __init__(self, function, name=None, public=None):
         self.__wrapped__, self.public = function, public or self
@@ -483,11 +500,14 @@ def install():
         attribute = inspect.getattr_static(Tensor, name)  # (the definition attribute lookup finds)
         if isinstance(attribute, types.FunctionType):
             public = Tensor.__dict__.get(_OPERATOR_METHODS.get(name))
-            _replace(Tensor, name, Dispatching(attribute, _PYTORCH_NAMES.get(name, name),
-                                               public if isinstance(public, Dispatching) else None))
+            method = Dispatching(attribute, _PYTORCH_NAMES.get(name, name),
+                                 public if isinstance(public, Dispatching) else None)
+            method.tensor_method = True
+            _replace(Tensor, name, method)
         elif isinstance(attribute, property) and name in _TENSOR_PROPERTIES:
-            _replace(Tensor, name, property(Dispatching(attribute.fget, "__get__"), attribute.fset, attribute.fdel,
-                                            attribute.__doc__))
+            getter = Dispatching(attribute.fget, "__get__")
+            getter.tensor_method = True
+            _replace(Tensor, name, property(getter, attribute.fset, attribute.fdel, attribute.__doc__))
     for namespace in (autograd, autograd.linalg, autograd.fft, autograd.special):
         if all(registered is not namespace for registered, _ in _NAMESPACES):
             _NAMESPACES.append((namespace, _an_op))

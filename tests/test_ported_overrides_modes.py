@@ -86,6 +86,26 @@ def _recording_mode(T, into):
     return A
 
 
+# -- TestTorchFunctionWarning (the subclass half: a tensor-like that is no subclass is not built) ---------------
+
+
+def test_warn_on_invalid_torch_function(T):
+    class Bad2(T.Tensor):
+        def __torch_function__(self, *args, **kwargs):
+            pass
+
+    a = T.tensor([1.0, -1.0]).as_subclass(Bad2)
+    with pytest.warns(DeprecationWarning, match="as a plain method is deprecated"):
+        _nn(T).functional.dropout(a)  # (a function written in Python, in PyTorch)
+    with pytest.warns(DeprecationWarning, match="as a plain method is deprecated"):
+        _bar(T)(a)  # (a program's own, through handle_torch_function)
+    with pytest.warns(UserWarning, match="as a plain method is deprecated"):
+        T.abs(a)  # (a function written in C++, in PyTorch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert a.abs() is None and a + 1 is None  # (the plain method answers; a method's call does not warn)
+
+
 # -- TestTorchFunctionMode --------------------------------------------------------------------------------------
 
 
