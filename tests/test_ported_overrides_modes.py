@@ -919,3 +919,37 @@ def test_a_module_holding_a_function_pickles_and_copies_after_a_mode_was_entered
             close(copied(x), expected, rtol=1e-5, atol=1e-6)
     assert pickle.loads(pickle.dumps(nn.functional.relu)) == nn.functional.relu
     assert pickle.loads(pickle.dumps(T.add)) is T.add
+
+
+def test_a_mode_finding_the_first_op_that_made_a_nan(T):
+    """A debugging mode that checks each op's tensor result and names the first one holding a NaN."""
+    nn = _nn(T)
+
+    class FirstNaN(T.overrides.TorchFunctionMode):
+        def __init__(self):
+            super().__init__()
+            self.culprit = None
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            result = func(*args, **(kwargs or {}))
+            if self.culprit is None and isinstance(result, T.Tensor) and result.is_floating_point() and bool(
+                    T.isnan(result).any()):
+                self.culprit = func.__name__
+            return result
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(2, 2)
+
+        def forward(self, x):
+            return T.log(self.fc(x)).sum()
+
+    net = Net()
+    with T.no_grad():
+        net.fc.weight.copy_(T.tensor([[1.0, 0.0], [0.0, -1.0]]))
+        net.fc.bias.zero_()
+    with FirstNaN() as checker:
+        loss = net(T.tensor([[1.0, 2.0]]))
+    assert checker.culprit == "log"  # (linear's output [1, -2] is finite: log(-2) is the first NaN)
+    assert bool(T.isnan(loss))
