@@ -17,17 +17,30 @@ first class that takes part is defined (``Tensor.__init_subclass__`` calls ``ins
 written before or after that moment (``func in {Tensor.clone: ...}``) finds it either way.
 ``uninstall`` puts the plain functions back (the test suite does, after each test).
 
-Not built: ``TorchFunctionMode``, and classes that take part without subclassing Tensor (PyTorch's "tensor-like"
-duck types), which would need every call to look at its arguments.
+A ``TorchFunctionMode`` is asked about every call made while it is entered (``with LoggingMode():``), before any
+subclass and whatever the arguments, factories included (``autograd.zeros(2)``, which no subclass is asked about):
+the innermost mode's ``__torch_function__(func, types, args, kwargs)`` runs with that mode taken off this thread's
+stack, so the calls it makes go to the modes outside it, then to the subclasses, then to the function itself.
+Entering the first mode installs the wrappers, as the first subclass does.
+
+Three switches, per thread, as PyTorch's: inside ``DisableTorchFunctionSubclass`` no subclass is asked but modes
+are; inside ``DisableTorchFunction`` (and during a backward pass, whose ops are the engine's) neither is.
+
+Not built: classes that take part without subclassing Tensor (PyTorch's "tensor-like" duck types), which would
+need every call to look at its arguments, and properties other than the tensor-valued ones reaching a mode
+(PyTorch gives it ``x.shape``'s and ``x.grad``'s getters too).
 """
 
+import contextlib
 import functools
 import importlib
 import inspect
 import os
+import threading
 import types
+import warnings
 
-from .graph import ModeSwitch, modes
+from .graph import ModeSwitch, modes, program_stacklevel
 from .tensor import SUBCLASS_WATCHERS, Tensor
 
 _PACKAGE = os.path.dirname(os.path.abspath(__file__))  # autograd's folder
@@ -71,19 +84,65 @@ def _disabled_torch_function_impl(func, types, args=(), kwargs=None):
     return func(*args, **(kwargs or {}))
 
 
-class DisableTorchFunctionSubclass(ModeSwitch):
+class _FunctionDispatch(threading.local):
+    """This thread's state of the protocol, beside ``modes.torch_function`` (graph.py: off inside
+    ``DisableTorchFunction`` and a backward pass, where neither modes nor subclasses are asked)."""
+
+    mode_stack = ()  # the entered TorchFunctionModes, innermost last (a tuple: each push or pop makes a new one)
+    subclasses = True  # subclasses are asked (off inside DisableTorchFunctionSubclass, modes still are)
+
+
+_dispatch = _FunctionDispatch()
+
+
+class DisableTorchFunctionSubclass:
     """Inside, calls do not go through subclasses' ``__torch_function__`` (what the default one runs ``func``
-    under, so that the ops inside it see plain calls). Per thread, as PyTorch's."""
+    under, so that the ops inside it see plain calls); modes are still asked. Per thread, as PyTorch's."""
+
+    def __init__(self):
+        self.saved = []  # (re-entrant: each entry pushes the state it replaced)
+
+    def __enter__(self):
+        self.saved.append(_dispatch.subclasses)
+        _dispatch.subclasses = False
+        return self
+
+    def __exit__(self, *exc_info):
+        _dispatch.subclasses = self.saved.pop()
+        return False
+
+
+class DisableTorchFunction(ModeSwitch):
+    """Inside, calls go through neither modes nor subclasses: every function is the plain one."""
 
     def __init__(self):
         super().__init__(torch_function=False)
 
 
-DisableTorchFunction = DisableTorchFunctionSubclass  # (modes are not built: the two switch off the same)
+class _EnableTorchFunction:
+    """PyTorch's guard ``torch._C._EnableTorchFunction()``: modes and subclasses asked again from its making until
+    it is deleted, which puts back the switches it found."""
+
+    def __init__(self):
+        self.found = modes.torch_function, _dispatch.subclasses
+        modes.torch_function = _dispatch.subclasses = True
+
+    def __del__(self):
+        modes.torch_function, _dispatch.subclasses = self.found
 
 
 def is_torch_function_enabled():
-    return modes.torch_function
+    """Whether subclasses are asked (PyTorch's ``torch._C._is_torch_function_enabled``)."""
+    return modes.torch_function and _dispatch.subclasses
+
+
+def _is_torch_function_mode_enabled():
+    """Whether a mode would be asked about a call now."""
+    return modes.torch_function and bool(_dispatch.mode_stack)
+
+
+def _is_torch_function_all_disabled():
+    return not modes.torch_function
 
 
 def _switched_off(cls):
@@ -127,8 +186,11 @@ def _place(arg, found, type_of=type):
 
 
 def has_torch_function(relevant_args):
-    """Whether some argument among ``relevant_args`` takes part (and the protocol is on)."""
-    return is_torch_function_enabled() and bool(_overloaded_args(relevant_args))
+    """Whether the call with ``relevant_args`` must go through the protocol: a mode is entered (and there is some
+    argument, as PyTorch's), or some argument takes part while subclasses are asked."""
+    if not modes.torch_function or not relevant_args:
+        return False
+    return bool(_dispatch.mode_stack) or _dispatch.subclasses and bool(_overloaded_args(relevant_args))
 
 
 def has_torch_function_unary(arg):
@@ -140,19 +202,57 @@ def has_torch_function_variadic(*args):
 
 
 def handle_torch_function(public_api, relevant_args, *args, **kwargs):
-    """``public_api(*args, **kwargs)`` answered by the ``__torch_function__`` of the arguments that take part, in
-    order, until one answers (not ``NotImplemented``)."""
-    return _answered(public_api, _overloaded_args(relevant_args), args, kwargs)
+    """``public_api(*args, **kwargs)`` answered by the innermost mode, then by the ``__torch_function__`` of the
+    arguments that take part, in order, until one answers (not ``NotImplemented``)."""
+    overloaded = _overloaded_args(relevant_args) if _dispatch.subclasses else []
+    if modes.torch_function and _dispatch.mode_stack:
+        return _asking_the_mode_first(public_api, overloaded, args, kwargs)
+    return _answered(public_api, overloaded, args, kwargs)
 
 
-def _answered(public_api, overloaded, args, kwargs):
+def _warn_of_a_plain_method(public_api):
+    """A class's ``__torch_function__`` that is a plain method, not a classmethod: deprecated, as PyTorch warns
+    about a function's call (a DeprecationWarning from its functions written in Python, nn.functional's and a
+    program's own; a UserWarning from the others), not a Tensor method's."""
+    if getattr(public_api, "tensor_method", False):
+        return
+    python_side = not isinstance(public_api, Dispatching) or public_api.__module__ == "nn.functional"
+    warnings.warn("Defining your `__torch_function__` as a plain method is deprecated and will be an error in "
+                  "future, please define it as a classmethod.", DeprecationWarning if python_side else UserWarning,
+                  stacklevel=program_stacklevel())
+
+
+def _asking_the_mode_first(public_api, overloaded, args, kwargs):
+    """The innermost mode's answer, asked with it off the stack (the calls it makes go to the modes outside it and
+    to the subclasses); where it gives NotImplemented, the subclasses' (with the mode back on the stack)."""
+    stack = _dispatch.mode_stack
+    mode = stack[-1]
+    handler = mode.__torch_function__
+    if getattr(handler, "__self__", None) is type(mode):
+        raise RuntimeError(f"{type(mode).__name__}.__torch_function__ is a classmethod: a TorchFunctionMode's "
+                           "classmethod is not supported, please make it a plain method")
+    _dispatch.mode_stack = stack[:-1]
+    try:
+        result = handler(public_api, tuple(type(arg) for arg in overloaded), args, kwargs)
+    finally:
+        _dispatch.mode_stack += (mode,)
+    if result is not NotImplemented:
+        return result
+    return _answered(public_api, overloaded, args, kwargs, mode)
+
+
+def _answered(public_api, overloaded, args, kwargs, mode=None):
     types = tuple(type(arg) for arg in overloaded)
     for arg in overloaded:
-        result = type(arg).__torch_function__(public_api, types, args, kwargs)
+        handler = arg.__torch_function__  # (bound: a classmethod to the class, a plain method to the tensor)
+        if getattr(handler, "__self__", None) is arg:
+            _warn_of_a_plain_method(public_api)
+        result = handler(public_api, types, args, kwargs)
         if result is not NotImplemented:
             return result
     name = getattr(public_api, "__qualname__", None) or getattr(public_api, "__name__", repr(public_api))
-    handlers = "".join(f"\n  - tensor subclass {type(arg)}" for arg in overloaded)
+    handlers = (f"\n  - mode object {mode!r}" if mode is not None else "") + "".join(
+        f"\n  - tensor subclass {type(arg)}" for arg in overloaded)
     raise TypeError(f"Multiple dispatch failed for '{getattr(public_api, '__module__', None)}.{name}'; all "
                     f"__torch_function__ handlers returned NotImplemented:\n{handlers}")
 
@@ -194,7 +294,7 @@ def is_tensor_method_or_property(func):
     """Whether ``func`` is one of Tensor's methods or a property's getter (what ``__torch_function__`` is given for
     ``x.sum()`` rather than ``autograd.sum(x)``)."""
     return getattr(func, "__name__", None) == "__get__" or any(
-        value is func or type(value) is Dispatching and value == func
+        value is func or isinstance(value, Dispatching) and value == func
         for cls in Tensor.__mro__[:-1] for value in vars(cls).values())
 
 
@@ -227,11 +327,13 @@ def convert(result, cls):
 
 
 class Dispatching:
-    """A public function or Tensor method that first asks the subclasses among its arguments (installed by
-    ``install``). It stands for the function it wraps: equal to it, hashed as it, documented as it, and named
-    as the attribute it is (``Tensor.sum``, not the op's own function name). ``public`` is what
+    """A public function or Tensor method that first asks the entered modes, then the subclasses among its arguments
+    (installed by ``install``). It stands for the function it wraps: equal to it, hashed as it, documented as it,
+    and named as the attribute it is (``Tensor.sum``, not the op's own function name). ``public`` is what
     ``__torch_function__`` is given: itself, or for an operator the method PyTorch names (``x * 2`` is
     ``Tensor.mul``)."""
+
+    tensor_method = False  # one of Tensor's methods or properties (install)
 
     def __init__(self, function, name=None, public=None):
         self.__wrapped__, self.public = function, public or self
@@ -242,9 +344,12 @@ class Dispatching:
     def __call__(self, *args, **kwargs):
         if modes.torch_function:
             relevant = args + tuple(kwargs.values()) if kwargs else args
+            if _dispatch.mode_stack:
+                overloaded = _overloaded_args(relevant, into_sequences=True) if _dispatch.subclasses else []
+                return _asking_the_mode_first(self.public, overloaded, args, kwargs)
             for arg in relevant:  # (plain tensors and numbers pass at once: only a subclass or a list is looked into)
                 if type(arg) is not Tensor and isinstance(arg, (Tensor, list, tuple)):
-                    overloaded = _overloaded_args(relevant, into_sequences=True)
+                    overloaded = _overloaded_args(relevant, into_sequences=True) if _dispatch.subclasses else ()
                     if overloaded:
                         return _answered(self.public, overloaded, args, kwargs)
                     break
@@ -255,13 +360,38 @@ class Dispatching:
 
     def __eq__(self, other):
         return other is self or other is self.__wrapped__ or (
-            type(other) is Dispatching and other.__wrapped__ is self.__wrapped__)
+            isinstance(other, Dispatching) and other.__wrapped__ is self.__wrapped__)
 
     def __hash__(self):
         return hash(self.__wrapped__)
 
     def __repr__(self):
         return repr(self.__wrapped__)
+
+    def __reduce__(self):
+        """Pickled (and deep-copied) as the function it wraps, by the name it is defined under: a module holding
+        ``F.relu`` (nn.TransformerEncoderLayer's activation) pickles once a mode or a subclass installed the
+        wrappers, where pickle's own lookup of ``nn.functional.relu`` finds this wrapper, not the function."""
+        function = self.__wrapped__
+        return _function_named, (function.__module__, function.__qualname__)
+
+
+def _function_named(module_name, qualname):
+    """What ``module_name`` holds under ``qualname`` now: the function, or its wrapper while installed."""
+    found = importlib.import_module(module_name)
+    for part in qualname.split("."):
+        found = getattr(found, part)
+    return found
+
+
+class DispatchingToModes(Dispatching):
+    """A factory (``autograd.zeros``, ``tensor``, ``arange``) or another function no subclass answers for
+    (``get_ignored_functions``) that an entered mode is asked about nonetheless, as PyTorch's."""
+
+    def __call__(self, *args, **kwargs):
+        if modes.torch_function and _dispatch.mode_stack:
+            return _asking_the_mode_first(self.public, (), args, kwargs)
+        return self.__wrapped__(*args, **kwargs)
 
 
 # Tensor's methods that never dispatch: construction, copying and pickling, the protocol itself, NumPy's
@@ -285,6 +415,14 @@ _NOT_OVERRIDABLE = {
     "is_tensor", "linspace", "logspace", "normal", "ones", "promote_types", "rand", "rand_like", "randint",
     "randint_like", "randn", "randn_like", "randperm", "result_type", "scalar_tensor", "set_default_device",
     "tensor", "zeros", "load", "save", "manual_seed", "seed", "initial_seed", "set_default_dtype", "compile",
+}
+# those of them, and the other factories, that a mode is asked about all the same (PyTorch's factories, and its
+# questions about dtypes; not its questions about the library's state, nor from_numpy or broadcast_shapes)
+_SEEN_ONLY_BY_MODES = {
+    "arange", "as_strided", "as_tensor", "asarray", "can_cast", "empty", "empty_permuted", "empty_strided", "eye",
+    "fill", "full", "linspace", "logspace", "normal", "ones", "promote_types", "rand", "rand_like", "randint",
+    "randint_like", "randn", "randn_like", "randperm", "result_type", "scalar_tensor", "tensor", "zeros",
+    "sparse_coo_tensor",
 }
 # the operators, as the methods PyTorch gives __torch_function__ for them (a reflected one where the order of
 # its operands does not matter)
@@ -315,10 +453,10 @@ def dispatch_namespace(namespace, wraps=None):
 
 def _an_op(name, function):
     """autograd's functions that dispatch (in its namespace and linalg's, fft's, special's): the ops' own and the
-    factories that follow a tensor (zeros_like), not those PyTorch lets no subclass answer for, nor gradcheck,
-    vmap or compile (which take functions)."""
-    if name in _NOT_OVERRIDABLE:
-        return False
+    factories that follow a tensor (zeros_like); those PyTorch lets no subclass answer for only where a mode is
+    asked about them; never gradcheck, vmap or compile (which take functions)."""
+    if name in _NOT_OVERRIDABLE or name in _SEEN_ONLY_BY_MODES:
+        return name in _SEEN_ONLY_BY_MODES  # (a DispatchingToModes: _dispatching)
     code = getattr(inspect.unwrap(function), "__code__", None)  # (where it is written: its names may be pickle's)
     where = os.path.relpath(code.co_filename, _PACKAGE) if code is not None else ""
     return name.endswith("_like") or where.startswith("ops" + os.sep) or where in ("linalg.py", "fft.py", "special.py")
@@ -362,11 +500,14 @@ def install():
         attribute = inspect.getattr_static(Tensor, name)  # (the definition attribute lookup finds)
         if isinstance(attribute, types.FunctionType):
             public = Tensor.__dict__.get(_OPERATOR_METHODS.get(name))
-            _replace(Tensor, name, Dispatching(attribute, _PYTORCH_NAMES.get(name, name),
-                                               public if type(public) is Dispatching else None))
+            method = Dispatching(attribute, _PYTORCH_NAMES.get(name, name),
+                                 public if isinstance(public, Dispatching) else None)
+            method.tensor_method = True
+            _replace(Tensor, name, method)
         elif isinstance(attribute, property) and name in _TENSOR_PROPERTIES:
-            _replace(Tensor, name, property(Dispatching(attribute.fget, "__get__"), attribute.fset, attribute.fdel,
-                                            attribute.__doc__))
+            getter = Dispatching(attribute.fget, "__get__")
+            getter.tensor_method = True
+            _replace(Tensor, name, property(getter, attribute.fset, attribute.fdel, attribute.__doc__))
     for namespace in (autograd, autograd.linalg, autograd.fft, autograd.special):
         if all(registered is not namespace for registered, _ in _NAMESPACES):
             _NAMESPACES.append((namespace, _an_op))
@@ -423,5 +564,90 @@ _WRAPPERS = {}  # each function's Dispatching while installed: one, wherever the
 def _dispatching(function, name):
     wrapper = _WRAPPERS.get(function)
     if wrapper is None:
-        wrapper = _WRAPPERS[function] = Dispatching(function, name)
+        kind = DispatchingToModes if name in _SEEN_ONLY_BY_MODES else Dispatching  # (autograd's factories)
+        wrapper = _WRAPPERS[function] = kind(function, name)
     return wrapper
+
+
+# -- modes -------------------------------------------------------------------------------
+
+
+class TorchFunctionMode:
+    """Overrides every function and Tensor method called while it is entered (``with MyMode():``), factories
+    included: its ``__torch_function__(func, types, args=(), kwargs=None)`` is given the call, ``types`` the
+    classes of the arguments that take part. Modes nest: inside the handler this mode is off the stack, so the
+    calls it makes (``func(*args, **kwargs)``) go to the mode outside it; ``with self:`` inside makes them come
+    back to it. Returning NotImplemented passes the call on to the subclasses among its arguments."""
+
+    def __init__(self):
+        pass
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        raise NotImplementedError
+
+    def __enter__(self):
+        _push_mode(self)
+        return self
+
+    def __exit__(self, exc_type, exc_value, traceback):
+        _pop_mode()
+
+    @classmethod
+    def push(cls, *args, **kwargs):
+        warnings.warn("`Mode.push()` is no longer necessary and can be replaced with just `with Mode()`",
+                      stacklevel=2)
+        return cls(*args, **kwargs)
+
+
+class BaseTorchFunctionMode(TorchFunctionMode):
+    """A mode that runs each call as it is: a base for modes that override a few functions."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        return func(*args, **(kwargs or {}))
+
+
+def _len_torch_function_stack():
+    return len(_dispatch.mode_stack)
+
+
+def _get_function_stack_at(level):
+    return _dispatch.mode_stack[level]
+
+
+def _push_on_torch_function_stack(mode):
+    """``mode`` becomes this thread's innermost; the functions dispatch from now on (install: a program that
+    enters no mode and defines no subclass never pays for it)."""
+    install()
+    _dispatch.mode_stack += (mode,)
+
+
+def _pop_torch_function_stack():
+    stack = _dispatch.mode_stack
+    if not stack:
+        raise RuntimeError("trying to pop from empty mode stack")
+    _dispatch.mode_stack = stack[:-1]
+    return stack[-1]
+
+
+def _get_current_function_mode():
+    """The innermost mode entered in this thread, or None."""
+    stack = _dispatch.mode_stack
+    return stack[-1] if stack else None
+
+
+def _get_current_function_mode_stack():
+    """This thread's modes, outermost first."""
+    return list(_dispatch.mode_stack)
+
+
+_push_mode, _pop_mode = _push_on_torch_function_stack, _pop_torch_function_stack
+
+
+@contextlib.contextmanager
+def _pop_mode_temporarily():
+    """The innermost mode off the stack inside the block (given to it), back on after."""
+    mode = _pop_mode()
+    try:
+        yield mode
+    finally:
+        _push_mode(mode)

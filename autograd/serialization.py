@@ -139,6 +139,9 @@ def _encode(obj, written):
         obj = obj.item()
     if obj is None or isinstance(obj, (bool, int, float, str)):
         return {"value": obj}
+    wrapped = getattr(obj, "__wrapped__", None)
+    if isinstance(wrapped, types.FunctionType) and not isinstance(obj, types.FunctionType):
+        obj = wrapped  # a dispatching wrapper (overrides.Dispatching, while installed): the function it stands for
     if isinstance(obj, (type, types.FunctionType, types.BuiltinFunctionType)) and "<" not in obj.__qualname__:
         return {"global": global_name(obj)}  # a class or function, by its name (rebuilt only where allowed)
     if hasattr(obj, "__dict__") and not isinstance(obj, _NOT_RECORDS) and type(obj).__module__ != "builtins":

@@ -84,6 +84,12 @@ SUBCLASS_WATCHERS = []  # called with each subclass of Tensor once it is defined
 _warned_of_float = False  # float() of a tensor that requires grad has warned (once per process, as PyTorch's)
 
 
+
+def _made_bare(cls):
+    """A tensor of class ``cls`` before its state is set: what a deepcopy fills (Tensor's own ``__new__``, not a
+    subclass's, which may take arguments)."""
+    return Tensor.__new__(cls)
+
 class Tensor(WriteDoor):
     # every tensor sets these five; the rest keep their class-level default until set (an
     # instance dict is made only then), so wrapping a computed array costs five stores
@@ -172,7 +178,8 @@ class Tensor(WriteDoor):
         array = self._data
         if type(array) is _ndarray and array.base is not None and id(array) not in memo:
             _copy_within_memory(array, memo)
-        return copy._reconstruct(self, memo, *self.__reduce_ex__(4))
+        _, _, *state = self.__reduce_ex__(4)  # (made bare: a subclass's own __new__ may want arguments)
+        return copy._reconstruct(self, memo, _made_bare, (type(self),), *state)
 
     @staticmethod
     def _make_subclass(cls, data, require_grad=False, dispatch_sizes_strides_policy=None, dispatch_device=False,
