@@ -11,6 +11,7 @@ A-GEM (flattened gradients by ``torch.cat([g.view(-1)...])``, the projection, wr
 ``p.grad.copy_``)."""
 
 import copy
+import math
 
 import numpy as np
 import pytest
@@ -1572,3 +1573,158 @@ def test_compressed_federated_updates():
     ours, _ = run_both(compressed_fl, rtol=1e-4, atol=1e-6)
     assert all(len(s) == 43 for s in ours["sent"])  # 10% of 435 parameters
     assert set(np.unique(ours["history"][4]).tolist()) <= {np.float32(v).item() for v in (-0.01, 0.0, 0.01)}
+
+
+# ----------------------------------------------------------------------------------------------
+# DP on a text classifier: Opacus' grad samplers for Embedding (scatter_add_ over an expanded index),
+# LayerNorm and a Linear on 3-D activations, checked against vmap(grad) of functional_call
+# ----------------------------------------------------------------------------------------------
+
+
+def dp_text_model(m):
+    nn = m.nn
+
+    class TextClassifier(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embedding = nn.Embedding(20, 6, padding_idx=0)
+            self.norm = nn.LayerNorm(6)
+            self.proj = nn.Linear(6, 6)
+            self.fc = nn.Linear(6, 3)
+
+        def forward(self, tokens):
+            h = self.proj(self.norm(self.embedding(tokens))).relu()
+            return self.fc(h.mean(dim=1))
+
+    return TextClassifier()
+
+
+DP_TEXT_WEIGHTS = weights_of(dp_text_model)
+
+
+def sum_over_all_but_batch_and_last_n(tensor, n_dims):
+    if tensor.dim() == n_dims + 1:
+        return tensor
+    dims = list(range(1, tensor.dim() - n_dims))
+    return tensor.sum(dim=dims)
+
+
+def dp_text(m, method):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    rng = np.random.default_rng(12)
+    tokens = torch.from_numpy(rng.integers(0, 20, (10, 7)))
+    labels = torch.from_numpy(rng.integers(0, 3, 10))
+    model = load(m, dp_text_model(m), DP_TEXT_WEIGHTS)
+    if method == "vmap":
+        params = {k: v.detach() for k, v in model.named_parameters()}
+
+        def loss_of(p, tok, lab):
+            return F.cross_entropy(torch.func.functional_call(model, p, (tok.unsqueeze(0),)), lab.unsqueeze(0))
+
+        return torch.func.vmap(torch.func.grad(loss_of), in_dims=(None, 0, 0))(params, tokens, labels)
+
+    def capture_activations(module, inputs, output):
+        module.activations = inputs[0].detach()
+
+    def capture_backprops(module, grad_input, grad_output):
+        A, B = module.activations, grad_output[0].detach()
+        batch_size = A.shape[0]
+        if isinstance(module, nn.Embedding):
+            index = A.unsqueeze(-1).expand(*A.shape, module.embedding_dim).reshape(batch_size, -1,
+                                                                                    module.embedding_dim)
+            grad_sample = torch.zeros(batch_size, *module.weight.shape, dtype=B.dtype)
+            grad_sample.scatter_add_(1, index, B.reshape(batch_size, -1, module.embedding_dim))
+            module.weight.grad_sample = grad_sample
+        elif isinstance(module, nn.LayerNorm):
+            module.weight.grad_sample = sum_over_all_but_batch_and_last_n(
+                F.layer_norm(A, module.normalized_shape, eps=module.eps) * B, module.weight.dim())
+            module.bias.grad_sample = sum_over_all_but_batch_and_last_n(B, module.bias.dim())
+        else:
+            module.weight.grad_sample = torch.einsum("n...i,n...j->nij", B, A)
+            module.bias.grad_sample = torch.einsum("n...k->nk", B)
+
+    for layer in model.children():
+        layer.register_forward_hook(capture_activations)
+        layer.register_full_backward_hook(capture_backprops)
+    F.cross_entropy(model(tokens), labels, reduction="sum").backward()
+    return {n: p.grad_sample for n, p in model.named_parameters()}
+
+
+def test_dp_text_grad_samplers():
+    hooks, _ = run_both(dp_text, method="hooks", rtol=1e-4, atol=1e-6)
+    vmapped, _ = run_both(dp_text, method="vmap", rtol=1e-4, atol=1e-6)
+    # the sampler scatters the padding tokens' backprops into row 0 too; autograd's gradient leaves that row 0
+    assert np.all(vmapped["embedding.weight"][:, 0] == 0)
+    for grads in (hooks, vmapped):
+        grads["embedding.weight"] = grads["embedding.weight"][:, 1:]
+    for n in vmapped:
+        np.testing.assert_allclose(hooks[n], vmapped[n], rtol=1e-4, atol=1e-6, err_msg=n)
+
+
+# ----------------------------------------------------------------------------------------------
+# Fisher information three ways (is_grads_batched, jacrev over functional_call, the true Fisher with labels
+# sampled by Categorical), Fisher-weighted merging, and a hypernetwork for continual learning (task
+# embeddings, generated weights split into a functional_call, the output regularizer on old tasks)
+# ----------------------------------------------------------------------------------------------
+
+
+def fisher_and_hypernetwork(m):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    XA, YA, _, _ = two_tasks(seed=13)
+    x = torch.from_numpy(XA[:12])
+    y = torch.from_numpy(YA[:12] + (XA[:12, 3] > 0.5))
+    model = load(m, mlp(m, classes=3), MLP3_WEIGHTS)
+    params = list(model.parameters())
+    losses = F.cross_entropy(model(x), y, reduction="none")
+    per_sample = torch.autograd.grad(losses, params, grad_outputs=torch.eye(12), is_grads_batched=True)
+    empirical = [g.pow(2).mean(0) for g in per_sample]
+    detached = {k: v.detach() for k, v in model.named_parameters()}
+    J = torch.func.jacrev(lambda p: F.cross_entropy(torch.func.functional_call(model, p, (x,)), y,
+                                                    reduction="none"))(detached)
+    by_jacobian = {k: (v ** 2).mean(0) for k, v in J.items()}
+    torch.manual_seed(4)
+    out = model(x)
+    sampled = torch.distributions.Categorical(logits=out).sample()
+    true_fisher = torch.autograd.grad(F.nll_loss(F.log_softmax(out, 1), sampled), params)
+
+    # Fisher merging of two fine-tuned copies
+    copies = [finetune(m, copy.deepcopy(model), x, (y + k) % 3, 3, 0.1) for k in range(2)]
+    fishers = []
+    for c in copies:
+        c.zero_grad()
+        F.cross_entropy(c(x), y).backward()
+        fishers.append({n: p.grad.detach() ** 2 + 1e-8 for n, p in c.named_parameters()})
+    merged = {n: sum(f[n] * dict(c.named_parameters())[n].detach() for f, c in zip(fishers, copies))
+              / sum(f[n] for f in fishers) for n in fishers[0]}
+
+    # a hypernetwork: generated weights for the target network, one embedding per task
+    torch.manual_seed(2)
+    target = mlp(m, classes=3)
+    shapes = {k: v.shape for k, v in target.named_parameters()}
+    sizes = [math.prod(s) for s in shapes.values()]
+    hnet = nn.Sequential(nn.Linear(3, 16), nn.ReLU(), nn.Linear(16, sum(sizes)))
+    embeddings = nn.ParameterList([nn.Parameter(torch.randn(3)) for _ in range(2)])
+    opt = optim.Adam(list(hnet.parameters()) + list(embeddings.parameters()), lr=0.01)
+    history, targets_old = [], None
+    for task in range(2):
+        for step in range(4):
+            opt.zero_grad()
+            flat = hnet(embeddings[task])
+            weights = {k: chunk.view(s) for (k, s), chunk in zip(shapes.items(), torch.split(flat, sizes))}
+            loss = F.cross_entropy(torch.func.functional_call(target, weights, (x,)), (y + task) % 3)
+            if targets_old is not None:
+                loss = loss + 0.1 * (hnet(embeddings[0]) - targets_old).pow(2).sum()
+            loss.backward()
+            opt.step()
+            history.append(loss.item())
+        targets_old = hnet(embeddings[0]).detach().clone()
+    return {"empirical": empirical, "by_jacobian": by_jacobian, "sampled": sampled, "true_fisher": true_fisher,
+            "merged": merged, "history": history, "hnet": [p.detach() for p in hnet.parameters()],
+            "emb_grad": embeddings[1].grad, "target_untouched": [p.detach() for p in target.parameters()]}
+
+
+def test_fisher_and_hypernetwork():
+    ours, _ = run_both(fisher_and_hypernetwork, rtol=1e-4, atol=1e-6)
+    for e, k in zip(ours["empirical"], ours["by_jacobian"]):
+        np.testing.assert_allclose(e, ours["by_jacobian"][k], rtol=1e-5, atol=1e-8)
+    assert math.isfinite(ours["history"][-1])
