@@ -4,11 +4,34 @@ and on PyTorch from the same weights and data, and checked by hand where PyTorch
 
 Continual learning: Elastic Weight Consolidation (a diagonal Fisher from squared per-batch gradients,
 ``p.grad.detach().clone() ** 2``, the quadratic penalty over two tasks, online EWC's decayed Fisher);
-Synaptic Intelligence (the path integral of ``-grad * delta`` kept in registered buffers); Learning without
-Forgetting (a frozen ``copy.deepcopy`` teacher, ``F.kl_div(log_target=True)`` at a temperature, a multi-head
-``nn.ModuleDict``); experience replay with a reservoir buffer drawn by ``torch.randint(generator=...)``;
-A-GEM (flattened gradients by ``torch.cat([g.view(-1)...])``, the projection, written back by
-``p.grad.copy_``)."""
+Synaptic Intelligence (the path integral of ``-grad * delta`` kept in registered buffers, their state_dict
+order); Learning without Forgetting (a frozen ``copy.deepcopy`` teacher, ``F.kl_div(log_target=True)`` at a
+temperature, a multi-head ``nn.ModuleDict``, per-group learning rates); experience replay with a reservoir
+buffer drawn by ``torch.randint(generator=...)``; A-GEM and GEM (flattened gradients by
+``torch.cat([g.view(-1)...])``, the projection, the dual QP, written back by ``p.grad.copy_``);
+class-incremental learning (Avalanche's grown head with an int8 ``active_units`` buffer re-registered and
+``masked_fill``, the optimizer's state reset to ``defaultdict(dict)``, iCaRL herding and nearest-mean-of-
+exemplars by ``cdist``, weight aligning, a BiC layer); PackNet (kthvalue pruning, ``p.grad.data[frozen] = 0``)
+and HAT (gates, gradient compensation in place, ``p.data =`` reassigned); a hypernetwork generating weights
+for ``functional_call``; the Fisher by ``is_grads_batched``, by ``jacrev`` and with sampled labels.
+
+Federated learning: FedAvg (deepcopy of the global model, local SGD with per-client optimizer state kept by
+``copy.deepcopy(optimizer.state_dict())``, ``random_split`` shards, averaged state dicts whose int64
+``num_batches_tracked`` becomes float by ``torch.div`` and truncates on ``load_state_dict``, the in-place
+float-into-int64 refusal); FedProx, SCAFFOLD, FedAdam and FedAvgM servers stepping on a pseudo-gradient in
+``p.grad`` over a model with tied weights; state_dict aliasing; what ``copy.deepcopy`` carries (bound-method
+and closure hooks, optimizer state, views); top-k with error feedback, QSGD and signSGD compression; secure
+aggregation with pairwise masks in the field of 2^31 - 1.
+
+Private learning: DP-SGD with per-sample gradients three ways (Opacus-style hooks with ``p.grad_sample`` and
+the unfold conv sampler, ``vmap(grad)`` over ``functional_call``, a loop with ``clip_grad_norm_``), Poisson
+sampling and noise from seeded Generators; Opacus' Embedding / LayerNorm / Linear samplers on a text model.
+
+Weight averaging: uniform and greedy soups through ``torch.save``/``torch.load``, task arithmetic and TIES
+merging, linear interpolation by ``parameters_to_vector`` / ``vector_to_parameters`` (the parameters left as
+views of the vector), Fisher merging, ``AveragedModel`` with a custom ``avg_fn``, ``get_ema_multi_avg_fn`` and
+``use_buffers`` (the int64 counter truncated each update), ``SWALR`` with per-group cosine annealing and
+``update_bn``."""
 
 import copy
 import math
@@ -1728,3 +1751,122 @@ def test_fisher_and_hypernetwork():
     for e, k in zip(ours["empirical"], ours["by_jacobian"]):
         np.testing.assert_allclose(e, ours["by_jacobian"][k], rtol=1e-5, atol=1e-8)
     assert math.isfinite(ours["history"][-1])
+
+
+# ----------------------------------------------------------------------------------------------
+# What copy.deepcopy carries in federated code: hooks that are bound methods (re-bound to the copy) or closures
+# (still the original's), the optimizer with its state (its parameters copies, unless copied with the model in
+# one call), gradients, tensors sharing memory
+# ----------------------------------------------------------------------------------------------
+
+
+def deepcopy_semantics(m):
+    torch, nn, optim = m.torch, m.nn, m.optim
+
+    class Client(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(2, 2)
+            self.calls = 0
+            self.register_forward_hook(self._count)
+            self.fc.register_forward_pre_hook(lambda mod, inp: setattr(self, "seen", getattr(self, "seen", 0) + 1))
+
+        def _count(self, module, inputs, output):
+            self.calls += 1
+
+        def forward(self, x):
+            return self.fc(x)
+
+    torch.manual_seed(0)
+    original = Client()
+    local = copy.deepcopy(original)
+    local(torch.ones(1, 2))
+    local(torch.ones(1, 2))
+    original(torch.ones(1, 2))
+    hooks = [original.calls, local.calls, getattr(original, "seen", 0), getattr(local, "seen", 0)]
+
+    model = nn.Linear(2, 1)
+    opt = optim.Adam(model.parameters(), lr=0.1)
+    model(torch.ones(1, 2)).sum().backward()
+    opt.step()
+    opt_copy = copy.deepcopy(opt)
+    opt_copy.zero_grad()
+    state = opt_copy.state_dict()
+    alone = [opt_copy.param_groups[0]["params"][0] is model.weight, model.weight.grad is not None,
+             next(iter(opt_copy.state)) is opt_copy.param_groups[0]["params"][0]]
+    model2, opt2 = copy.deepcopy((model, opt))
+    model2(torch.ones(1, 2)).sum().backward()
+    opt2.step()
+    together = [opt2.param_groups[0]["params"][0] is model2.weight, model2.weight.grad.clone()]
+    model2.weight.grad.add_(1)
+    base = torch.arange(6.0)
+    views = copy.deepcopy({"a": base, "b": base[2:4], "c": base.view(2, 3)})
+    views["a"][2] = 100
+    return {"hooks": hooks, "alone": alone, "exp_avg": state["state"][0]["exp_avg"],
+            "step": state["state"][0]["step"], "together": together, "weights": [model.weight, model2.weight],
+            "grads": [model.weight.grad, model2.weight.grad], "views": [views["b"], views["c"], base[2:4]]}
+
+
+def test_deepcopy_semantics():
+    ours, _ = run_both(deepcopy_semantics)
+    # the bound hook counts on the copy; the closure's self is still the original
+    assert ours["hooks"] == [1, 2, 3, 0]
+    assert ours["alone"] == [False, True, True]
+    assert ours["together"][0]
+    assert ours["views"][0].tolist() == [100, 3] and ours["views"][2].tolist() == [2, 3]
+
+
+# ----------------------------------------------------------------------------------------------
+# GEM: the gradient projected onto the cone of the memories' gradients, by the dual QP solved with
+# projected gradient steps in torch
+# ----------------------------------------------------------------------------------------------
+
+
+def gem(m):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    tasks = [two_tasks(seed=14 + s) for s in range(3)]
+    model = load(m, mlp(m), MLP_WEIGHTS)
+    params = list(model.parameters())
+    opt = optim.SGD(params, lr=0.1)
+    memories = []
+
+    def flat_grad(x, y):
+        model.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        return torch.cat([p.grad.detach().view(-1) for p in params])
+
+    def project2cone2(gradient, memories_np, margin=0.5, steps=200, lr=0.05):
+        G = memories_np
+        GG = G @ G.t()
+        Gg = G @ gradient
+        v = torch.zeros(G.shape[0], dtype=G.dtype)
+        for _ in range(steps):
+            v = (v - lr * (GG @ v + Gg + margin)).clamp(min=0)
+        return G.t() @ v + gradient, v
+
+    violations, duals = [], []
+    for t, (XA, YA, _, _) in enumerate(tasks):
+        x, y = torch.from_numpy(XA), torch.from_numpy(YA if t != 1 else 1 - YA)
+        for i in range(0, 64, 16):
+            g = flat_grad(x[i:i + 16], y[i:i + 16])
+            if memories:
+                G = torch.stack([flat_grad(mx, my) for mx, my in memories])
+                dots = G @ g
+                violations.append((dots < 0).sum().item())
+                if (dots < 0).any():
+                    g, v = project2cone2(g, G)
+                    duals.append(v)
+                    violations.append(((G @ g) < -1e-4).sum().item())
+            offset = 0
+            for p in params:
+                n = p.numel()
+                p.grad.copy_(g[offset:offset + n].view_as(p))
+                offset += n
+            opt.step()
+        memories.append((x[:10], y[:10]))
+    return {"violations": violations, "duals": duals, "weights": [p.detach() for p in params]}
+
+
+def test_gem():
+    ours, _ = run_both(gem, rtol=1e-3, atol=1e-5)
+    assert len(ours["duals"]) > 0 and all(np.all(v >= 0) for v in ours["duals"])
