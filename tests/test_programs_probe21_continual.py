@@ -1870,3 +1870,81 @@ def gem(m):
 def test_gem():
     ours, _ = run_both(gem, rtol=1e-3, atol=1e-5)
     assert len(ours["duals"]) > 0 and all(np.all(v >= 0) for v in ours["duals"])
+
+
+# ----------------------------------------------------------------------------------------------
+# Byzantine-robust aggregation: coordinate-wise median (the lower middle of an even count), trimmed mean,
+# Krum / Multi-Krum by cdist, the geometric median by Weiszfeld, FLTrust's cosine trust scores, centered clipping
+# ----------------------------------------------------------------------------------------------
+
+
+def robust_aggregation(m, rule):
+    torch, nn, F = m.torch, m.nn, m.F
+    X, Y = client_data()
+    model = load(m, mlp(m, classes=3), MLP3_WEIGHTS)
+    Y = Y + (X[:, 3] > 1)
+    n_clients, n_byzantine = 6, 2
+    history = []
+    for rnd in range(3):
+        updates = []
+        for c in range(n_clients):
+            model.zero_grad()
+            x = torch.from_numpy(X[c * 15:(c + 1) * 15])
+            y = torch.from_numpy(Y[c * 15:(c + 1) * 15])
+            F.cross_entropy(model(x), y).backward()
+            g = torch.cat([p.grad.view(-1) for p in model.parameters()])
+            if c == 0:  # a sign-flipping attacker
+                g = -4 * g
+            elif c == 1:  # a large constant
+                g = torch.full_like(g, 3.0)
+            updates.append(g)
+        S = torch.stack(updates)
+        if rule == "median":
+            agg = torch.median(S, dim=0).values
+        elif rule == "trimmed_mean":
+            agg = torch.sort(S, dim=0).values[n_byzantine:-n_byzantine].mean(0)
+        elif rule in ("krum", "multi_krum"):
+            d = torch.cdist(S, S) ** 2
+            scores = torch.stack([d[i][torch.arange(n_clients) != i].topk(n_clients - n_byzantine - 2,
+                                                                           largest=False).values.sum()
+                                  for i in range(n_clients)])
+            chosen = scores.topk(1 if rule == "krum" else 3, largest=False).indices
+            agg = S[chosen].mean(0)
+            history.append(chosen.sort().values)
+        elif rule == "geomed":
+            z = S.mean(0)
+            for _ in range(30):
+                w = 1 / torch.clamp(torch.norm(S - z, dim=1), min=1e-6)
+                z = (w[:, None] * S).sum(0) / w.sum()
+            agg = z
+        elif rule == "fltrust":
+            model.zero_grad()
+            F.cross_entropy(model(torch.from_numpy(X[-10:])), torch.from_numpy(Y[-10:])).backward()
+            g0 = torch.cat([p.grad.view(-1) for p in model.parameters()])
+            trust = F.relu(F.cosine_similarity(S, g0.unsqueeze(0), dim=1))
+            normed = S / S.norm(dim=1, keepdim=True) * g0.norm()
+            agg = (trust[:, None] * normed).sum(0) / trust.sum()
+            history.append(trust)
+        else:  # centered clipping around the previous aggregate
+            v = torch.zeros_like(S[0]) if rnd == 0 else agg
+            for _ in range(3):
+                diff = S - v
+                scale = torch.clamp(1.0 / diff.norm(dim=1, keepdim=True), max=1.0)
+                v = v + (diff * scale).mean(0)
+            agg = v
+        with torch.no_grad():
+            nn.utils.vector_to_parameters(nn.utils.parameters_to_vector(model.parameters()) - 0.5 * agg,
+                                          model.parameters())
+        history.append(agg)
+    with torch.no_grad():
+        loss = F.cross_entropy(model(torch.from_numpy(X)), torch.from_numpy(Y))
+    return {"history": history, "loss": loss}
+
+
+@pytest.mark.parametrize("rule", ["median", "trimmed_mean", "krum", "multi_krum", "geomed", "fltrust", "cclip"])
+def test_robust_aggregation(rule):
+    ours, _ = run_both(robust_aggregation, rule=rule, rtol=1e-4, atol=1e-5)
+    if rule in ("krum", "multi_krum"):  # the attackers are never chosen
+        assert all(0 not in c and 1 not in c for c in ours["history"][0::2])
+    if rule == "fltrust":
+        assert ours["history"][0][0] == 0  # the sign-flipped update has no trust
