@@ -1948,3 +1948,112 @@ def test_robust_aggregation(rule):
         assert all(0 not in c and 1 not in c for c in ours["history"][0::2])
     if rule == "fltrust":
         assert ours["history"][0][0] == 0  # the sign-flipped update has no trust
+
+
+# ----------------------------------------------------------------------------------------------
+# Opacus' convolution grad sampler: unfold2d by as_strided over the padded input (groups, dilation, stride),
+# Conv1d with padding='same' through F.unfold, Conv3d by Tensor.unfold, permute and index_select of the dilated
+# rows; the groups' diagonal by einsum("ngrg...->ngr..."); against vmap(grad) over functional_call
+# ----------------------------------------------------------------------------------------------
+
+
+def unfold2d(m, input, *, kernel_size, padding, stride, dilation):
+    F = m.F
+    *shape, H, W = input.shape
+    if padding == "same":
+        total_pad_H = dilation[0] * (kernel_size[0] - 1)
+        total_pad_W = dilation[1] * (kernel_size[1] - 1)
+        pad_H_left = math.floor(total_pad_H / 2)
+        pad_H_right = total_pad_H - pad_H_left
+        pad_W_left = math.floor(total_pad_W / 2)
+        pad_W_right = total_pad_W - pad_W_left
+    else:
+        pad_H_left, pad_H_right, pad_W_left, pad_W_right = padding[0], padding[0], padding[1], padding[1]
+    H_effective = (H + pad_H_left + pad_H_right - (kernel_size[0] + (kernel_size[0] - 1) * (dilation[0] - 1))) \
+        // stride[0] + 1
+    W_effective = (W + pad_W_left + pad_W_right - (kernel_size[1] + (kernel_size[1] - 1) * (dilation[1] - 1))) \
+        // stride[1] + 1
+    input = F.pad(input, (pad_W_left, pad_W_right, pad_H_left, pad_H_right))
+    *shape_pad, H_pad, W_pad = input.shape
+    strides = list(input.stride())
+    strides = strides[:-2] + [W_pad * dilation[0], dilation[1], W_pad * stride[0], stride[1]]
+    out = input.as_strided(shape + [kernel_size[0], kernel_size[1], H_effective, W_effective], strides)
+    return out.reshape(input.size(0), -1, H_effective * W_effective)
+
+
+def unfold3d(m, tensor, *, kernel_size, padding, stride, dilation):
+    torch, F = m.torch, m.F
+    batch_size, channels, _, _, _ = tensor.shape
+    tensor = F.pad(tensor, (padding[2], padding[2], padding[1], padding[1], padding[0], padding[0]))
+    dilated_kernel_size = tuple(k + (k - 1) * (d - 1) for k, d in zip(kernel_size, dilation))
+    tensor = tensor.unfold(dimension=2, size=dilated_kernel_size[0], step=stride[0])
+    tensor = tensor.unfold(dimension=3, size=dilated_kernel_size[1], step=stride[1])
+    tensor = tensor.unfold(dimension=4, size=dilated_kernel_size[2], step=stride[2])
+    if dilation != (1, 1, 1):
+        axis_offset = len(tensor.shape) - 3
+        for dim in range(3):
+            keep = torch.arange(0, dilated_kernel_size[dim], dilation[dim])
+            tensor = torch.index_select(tensor, dim=axis_offset + dim, index=keep)
+    tensor = tensor.permute(0, 2, 3, 4, 1, 5, 6, 7)
+    return tensor.reshape(batch_size, -1, channels * np.prod(kernel_size)).transpose(1, 2)
+
+
+def conv_layers(m):
+    nn = m.nn
+    return nn.ModuleDict({
+        "conv1d": nn.Conv1d(4, 6, 3, padding="same", dilation=2, groups=2),
+        "conv2d": nn.Conv2d(4, 6, 3, stride=2, padding=1, dilation=2, groups=2),
+        "conv3d": nn.Conv3d(2, 3, 2, stride=(1, 2, 1), padding=(1, 0, 1), dilation=(2, 1, 1)),
+    })
+
+
+CONV_WEIGHTS = weights_of(conv_layers)
+
+
+def opacus_conv_grad_samples(m, kind, method):
+    torch, nn, F = m.torch, m.nn, m.F
+    layer = load(m, conv_layers(m), CONV_WEIGHTS)[kind]
+    rng = np.random.default_rng(15)
+    shape = {"conv1d": (3, 4, 9), "conv2d": (3, 4, 9, 8), "conv3d": (3, 2, 5, 6, 4)}[kind]
+    x = torch.from_numpy(rng.standard_normal(shape).astype(np.float32))
+    out_shape = layer(x).shape
+    target = torch.from_numpy(rng.standard_normal(tuple(out_shape)).astype(np.float32))
+    if method == "vmap":
+        params = {k: v.detach() for k, v in layer.named_parameters()}
+
+        def loss_of(p, xi, ti):
+            return (torch.func.functional_call(layer, p, (xi.unsqueeze(0),)) * ti.unsqueeze(0)).sum()
+
+        return torch.func.vmap(torch.func.grad(loss_of), in_dims=(None, 0, 0))(params, x, target)
+    activations = x
+    output = layer(x)
+    backprops = torch.autograd.grad((output * target).sum(), output)[0]
+    n = activations.shape[0]
+    if kind == "conv2d":
+        activations = unfold2d(m, activations, kernel_size=layer.kernel_size, padding=layer.padding,
+                               stride=layer.stride, dilation=layer.dilation)
+    elif kind == "conv1d":
+        activations = activations.unsqueeze(-2)
+        total_pad = layer.dilation[0] * (layer.kernel_size[0] - 1)
+        left_pad = math.floor(total_pad / 2)
+        right_pad = total_pad - left_pad
+        activations = F.pad(activations, (left_pad, right_pad))
+        activations = F.unfold(activations, kernel_size=(1, layer.kernel_size[0]), stride=(1, layer.stride[0]),
+                               dilation=(1, layer.dilation[0]))
+    else:
+        activations = unfold3d(m, activations, kernel_size=layer.kernel_size, padding=layer.padding,
+                               stride=layer.stride, dilation=layer.dilation)
+    backprops = backprops.reshape(n, -1, activations.shape[-1])
+    grad_sample = torch.einsum("noq,npq->nop", backprops, activations)
+    grad_sample = grad_sample.view(n, layer.groups, -1, layer.groups, int(layer.in_channels / layer.groups),
+                                   np.prod(layer.kernel_size))
+    grad_sample = torch.einsum("ngrg...->ngr...", grad_sample).contiguous()
+    return {"weight": grad_sample.view([n] + list(layer.weight.shape)), "bias": torch.sum(backprops, dim=2)}
+
+
+@pytest.mark.parametrize("kind", ["conv1d", "conv2d", "conv3d"])
+def test_opacus_conv_grad_sampler(kind):
+    hooks, _ = run_both(opacus_conv_grad_samples, kind=kind, method="unfold", rtol=1e-4, atol=1e-6)
+    vmapped, _ = run_both(opacus_conv_grad_samples, kind=kind, method="vmap", rtol=1e-4, atol=1e-6)
+    for n in ("weight", "bias"):
+        np.testing.assert_allclose(hooks[n], vmapped[n], rtol=1e-4, atol=1e-5, err_msg=n)
