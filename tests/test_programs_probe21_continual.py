@@ -21,11 +21,14 @@ Federated learning: FedAvg (deepcopy of the global model, local SGD with per-cli
 float-into-int64 refusal); FedProx, SCAFFOLD, FedAdam and FedAvgM servers stepping on a pseudo-gradient in
 ``p.grad`` over a model with tied weights; state_dict aliasing; what ``copy.deepcopy`` carries (bound-method
 and closure hooks, optimizer state, views); top-k with error feedback, QSGD and signSGD compression; secure
-aggregation with pairwise masks in the field of 2^31 - 1.
+aggregation with pairwise masks in the field of 2^31 - 1; Byzantine-robust rules (median, trimmed mean, Krum,
+Weiszfeld, FLTrust, centered clipping); Flower's NumPy client (FedAvg in NumPy, ``OrderedDict(zip(...))`` loaded
+without ``_metadata``, FedBN).
 
 Private learning: DP-SGD with per-sample gradients three ways (Opacus-style hooks with ``p.grad_sample`` and
 the unfold conv sampler, ``vmap(grad)`` over ``functional_call``, a loop with ``clip_grad_norm_``), Poisson
-sampling and noise from seeded Generators; Opacus' Embedding / LayerNorm / Linear samplers on a text model.
+sampling and noise from seeded Generators; Opacus' Embedding / LayerNorm / Linear samplers on a text model and
+its convolution sampler (``as_strided`` unfold, ``Tensor.unfold``, the ``einsum("ngrg...->ngr...")`` diagonal).
 
 Weight averaging: uniform and greedy soups through ``torch.save``/``torch.load``, task arithmetic and TIES
 merging, linear interpolation by ``parameters_to_vector`` / ``vector_to_parameters`` (the parameters left as
@@ -2057,3 +2060,72 @@ def test_opacus_conv_grad_sampler(kind):
     vmapped, _ = run_both(opacus_conv_grad_samples, kind=kind, method="vmap", rtol=1e-4, atol=1e-6)
     for n in ("weight", "bias"):
         np.testing.assert_allclose(hooks[n], vmapped[n], rtol=1e-4, atol=1e-5, err_msg=n)
+
+
+# ----------------------------------------------------------------------------------------------
+# Flower's NumPy client: get_parameters as state_dict arrays (views of the weights), FedAvg aggregated in NumPy
+# (the int64 counter comes back float64), set_parameters through OrderedDict(zip(keys, ...)) and torch.tensor;
+# FedBN keeps each client's BatchNorm entries local
+# ----------------------------------------------------------------------------------------------
+
+
+def flower_numpy(m, fedbn):
+    from collections import OrderedDict
+    from functools import reduce
+
+    torch, nn, F, optim, data = m.torch, m.nn, m.F, m.optim, m.data
+    X, Y = client_data()
+    net = load(m, fed_model(m), FED_WEIGHTS)
+
+    def get_parameters(net):
+        return [val.cpu().numpy() for _, val in net.state_dict().items()]
+
+    def set_parameters(net, parameters, skip_bn=False):
+        keys = [k for k in net.state_dict().keys()]
+        params_dict = [(k, v) for k, v in zip(keys, parameters) if not (skip_bn and k.startswith("1."))]
+        state_dict = OrderedDict({k: torch.tensor(v) for k, v in params_dict})
+        return net.load_state_dict(state_dict, strict=not skip_bn)
+
+    def aggregate(results):
+        num_examples_total = sum(num_examples for (_, num_examples) in results)
+        weighted_weights = [[layer * num_examples for layer in weights] for weights, num_examples in results]
+        return [reduce(np.add, layer_updates) / num_examples_total for layer_updates in zip(*weighted_weights)]
+
+    clients = [load(m, fed_model(m), FED_WEIGHTS) for _ in range(3)]
+    parameters = get_parameters(net)
+    live = parameters[0]
+    history = []
+    for rnd in range(2):
+        results = []
+        for cid, client in enumerate(clients):
+            incompatible = set_parameters(client, parameters, skip_bn=fedbn)
+            opt = optim.SGD(client.parameters(), lr=0.1)
+            lo, hi = [0, 40, 70, 90][cid], [0, 40, 70, 90][cid + 1]
+            loader = data.DataLoader(data.TensorDataset(torch.from_numpy(X[lo:hi]), torch.from_numpy(Y[lo:hi])),
+                                     batch_size=10)
+            client.train()
+            for xb, yb in loader:
+                opt.zero_grad()
+                F.cross_entropy(client(xb), yb).backward()
+                opt.step()
+            results.append(([p.copy() for p in get_parameters(client)], hi - lo))
+        parameters = aggregate(results)
+        history.append([p.dtype.name for p in parameters])
+    set_parameters(net, parameters)
+    return {"parameters": parameters, "state": net.state_dict(), "dtypes": history,
+            "live_view": bool(np.shares_memory(live, net[0].weight.detach().numpy())),
+            "missing": sorted(incompatible.missing_keys) if fedbn else None,
+            "client_bn": [c[1].running_mean for c in clients]}
+
+
+@pytest.mark.parametrize("fedbn", [False, True])
+def test_flower_numpy_client(fedbn):
+    ours, _ = run_both(flower_numpy, fedbn=fedbn, rtol=1e-4, atol=1e-6)
+    assert ours["dtypes"][0][6] == "float64" and ours["dtypes"][0][0] == "float32"
+    # batches per round: 4, 3 and 2 for 40, 30 and 20 examples; the float64 mean truncates on loading
+    expected = (8 * 40 + 6 * 30 + 4 * 20) / 90 if fedbn else (7 * 40 + 6 * 30 + 5 * 20) / 90
+    assert ours["parameters"][6] == pytest.approx(expected)
+    assert ours["state"]["1.num_batches_tracked"] == 6
+    assert ours["live_view"]  # state_dict().numpy() shares the weights' memory
+    if fedbn:  # a dict without _metadata: BatchNorm fills in its own num_batches_tracked, so it is not missing
+        assert ours["missing"] == ["1.bias", "1.running_mean", "1.running_var", "1.weight"]
