@@ -140,7 +140,9 @@ class TorchStream:
             return self.numpy.integers(low, high, size, dtype=dtype)
         shape = _shape(size)
         count = math.prod(shape)
-        words = self.words64(count) if span >= 2**32 else self.words(count)
+        # PyTorch's uniform_int_from_to_distribution takes a 64-bit word from a range of 2^28 on (its modulo's skew
+        # kept small), a 32-bit one below (DistributionsHelper.h)
+        words = self.words64(count) if span >= 2**28 else self.words(count)
         return ((words % numpy.uint64(span)).astype(numpy.int64) + int(low)).astype(dtype).reshape(shape)
 
     def exponential(self, scale=1.0, size=None):

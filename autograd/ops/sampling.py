@@ -387,6 +387,11 @@ def _random(x, low=0, high=None, *, generator=None):
             high = 2
         else:
             high = int(numpy.iinfo(x.dtype).max) + 1
+        # PyTorch's uniform_int_distribution: a 64-bit word for int64 and float64, a 32-bit one for the rest,
+        # whatever the range (a bounded draw picks its word by the range instead)
+        stream = random.generator(generator)
+        words = stream.words64(x.numel()) if x.dtype in (numpy.int64, numpy.float64) else stream.words(x.numel())
+        return _tensor(laid_out((words % numpy.uint64(high)).reshape(x.shape), x), x.dtype)
     if low >= high:
         raise RuntimeError(f"random_ expects 'from' to be less than 'to', but got from={low} >= to={high}")
     if x.dtype.kind in "iu":  # (a float x takes any range: its draws are rounded into it)
