@@ -948,3 +948,228 @@ def test_low_rank_gaussian_kl_to_a_full_one_promotes_dtypes(T):
     assert kl.dtype == T.float64 and kl.item() == pytest.approx(expected, rel=1e-12)
     np.testing.assert_allclose(W.grad.numpy(), (np.linalg.inv(Sq) - np.linalg.inv(Sp)) @ W.detach().numpy(),
                                rtol=1e-10)
+
+
+# ----------------------------------------------------------------------------------------------
+# Deep kernel learning (Wilson et al.): an MLP feature extractor under an exact-GP head with a
+# RBF on 2-d features scaled to [-1, 1], trained end to end by Adam with per-group learning
+# rates (as GPyTorch's DKL example), BatchNorm in the extractor, eval-mode predictions, a
+# state_dict round trip; float32 throughout
+# ----------------------------------------------------------------------------------------------
+
+
+def make_extractor(m):
+    nn = m.nn
+    # no bias before the BatchNorm nor under the min-max scaling: their gradients are zero but for rounding, and
+    # Adam would walk them along that noise (differently in each library)
+    return nn.Sequential(nn.Linear(4, 32, bias=False), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 16), nn.Tanh(),
+                         nn.Linear(16, 2, bias=False))
+
+
+def dkl_data(n=48):
+    rng = np.random.default_rng(10)
+    X = rng.standard_normal((n, 4)).astype(np.float32)
+    y = (np.sin(2 * X[:, 0]) + X[:, 1] * X[:, 2] - 0.5 * X[:, 3] ** 2).astype(np.float32)
+    return X, (y - y.mean()) / y.std()
+
+
+def dkl(m, weights):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    X, y = (torch.from_numpy(a) for a in dkl_data())
+    Xtr, ytr, Xte = X[:40], y[:40], X[40:]
+
+    class GPHead(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.raw_lengthscale = nn.Parameter(torch.zeros(1, 2))
+            self.raw_outputscale = nn.Parameter(torch.tensor(0.0))
+            self.raw_noise = nn.Parameter(torch.tensor(0.0))
+            self.mean_constant = nn.Parameter(torch.zeros(1))
+
+        def covar(self, a, b):
+            ls = F.softplus(self.raw_lengthscale) + 1e-4
+            return F.softplus(self.raw_outputscale) * torch.exp(-0.5 * torch.cdist(a / ls, b / ls) ** 2)
+
+    class DKL(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.feature_extractor = make_extractor(m)
+            self.gp = GPHead()
+            self.scale_to_bounds = lambda z: (z - z.min(0)[0]) / (z.max(0)[0] - z.min(0)[0]) * 2 - 1
+
+        def features(self, x):
+            return self.scale_to_bounds(self.feature_extractor(x))
+
+        def neg_mll(self, x, y):
+            z = self.features(x)
+            K = self.gp.covar(z, z) + (F.softplus(self.gp.raw_noise) + 1e-4) * torch.eye(len(x))
+            L = torch.linalg.cholesky(K)
+            r = (y - self.gp.mean_constant).unsqueeze(-1)
+            alpha = torch.cholesky_solve(r, L)
+            return (0.5 * (r * alpha).sum() + torch.log(torch.diagonal(L)).sum()) / len(x) + 0.5 * math.log(2 * math.pi)
+
+    model = DKL()
+    load(m, model.feature_extractor, weights)
+    optimizer = optim.Adam([
+        {"params": model.feature_extractor.parameters()},
+        {"params": model.gp.parameters(), "lr": 0.05},
+    ], lr=0.01, weight_decay=0.0)
+    losses = []
+    model.train()
+    for i in range(15):
+        optimizer.zero_grad()
+        loss = model.neg_mll(Xtr, ytr)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    model.eval()
+    with torch.no_grad():
+        z_all = model.features(torch.cat([Xtr, Xte]))
+        ztr, zte = z_all[:40], z_all[40:]
+        K = model.gp.covar(ztr, ztr) + (F.softplus(model.gp.raw_noise) + 1e-4) * torch.eye(40)
+        L = torch.linalg.cholesky(K)
+        Ks = model.gp.covar(ztr, zte)
+        mean = model.gp.mean_constant + Ks.T @ torch.cholesky_solve((ytr - model.gp.mean_constant)[:, None], L).squeeze(-1)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    model2 = DKL()
+    model2.load_state_dict(state)
+    model2.eval()
+    with torch.no_grad():
+        same = torch.equal(model2.features(Xte), model.features(Xte))
+    return {"losses": losses, "mean": mean, "state": state, "same": same,
+            "running_var": model.feature_extractor[1].running_var, "keys": sorted(state)}
+
+
+def test_deep_kernel_learning():
+    weights = weights_of(make_extractor)
+    ours, _ = run_both(dkl, weights, rtol=1e-4, atol=1e-5)
+    assert ours["same"] and ours["losses"][-1] < ours["losses"][0]
+    assert "feature_extractor.1.num_batches_tracked" in ours["keys"]
+
+
+# ----------------------------------------------------------------------------------------------
+# GPyTorch's iterative numerics written out: batched preconditioned conjugate gradients (masks by
+# torch.where once a column converged), a pivoted-Cholesky preconditioner (argmax pivots, index
+# writes, the Woodbury solve), and stochastic Lanczos quadrature for log|K| (Rademacher probes from
+# a seeded Generator, the tridiagonal's eigh); the marginal likelihood's gradient by the
+# "inv_quad + logdet" estimator, K^-1 y and the probes' solves shared, against the exact one
+# ----------------------------------------------------------------------------------------------
+
+
+def iterative_gp(m, n=80, probes=16, lanczos_steps=25):
+    torch = m.torch
+    rng = np.random.default_rng(11)
+    X = torch.from_numpy(rng.uniform(-4, 4, (n, 1)))
+    y = torch.from_numpy(np.sin(X[:, 0].numpy()) + 0.1 * rng.standard_normal(n))
+    log_ls = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)
+    log_noise = torch.tensor(-2.5, dtype=torch.float64, requires_grad=True)
+
+    def kernel():
+        K = torch.exp(-0.5 * (X - X.T) ** 2 / log_ls.exp() ** 2)
+        return K + log_noise.exp() * torch.eye(n, dtype=K.dtype)
+
+    def pivoted_cholesky(matrix, rank):
+        diag = matrix.diagonal().clone()
+        perm = torch.arange(n)
+        L = torch.zeros(rank, n, dtype=matrix.dtype)
+        for k in range(rank):
+            pivot = int(torch.argmax(diag[perm[k:]])) + k
+            perm[[k, pivot]] = perm[[pivot, k]]
+            i = perm[k]
+            row = matrix[i, perm[k + 1:]] - L[:k, i] @ L[:k, perm[k + 1:]]
+            L[k, i] = diag[i].sqrt()
+            L[k, perm[k + 1:]] = row / L[k, i]
+            diag[perm[k + 1:]] -= L[k, perm[k + 1:]] ** 2
+        return L.T  # (n, rank): K ~ L L^T
+
+    def preconditioner(Lp, sigma2):
+        # (L L^T + s I)^-1 r = (r - L (s I + L^T L)^-1 L^T r) / s
+        cap = torch.linalg.cholesky(sigma2 * torch.eye(Lp.shape[1], dtype=Lp.dtype) + Lp.T @ Lp)
+        return lambda r: (r - Lp @ torch.cholesky_solve(Lp.T @ r, cap)) / sigma2
+
+    def batched_cg(matmul, rhs, precond, max_iter=200, tol=1e-10):
+        x = torch.zeros_like(rhs)
+        r = rhs - matmul(x)
+        z = precond(r)
+        p = z.clone()
+        rz = (r * z).sum(0, keepdim=True)
+        iters = 0
+        for it in range(max_iter):
+            Ap = matmul(p)
+            alpha = rz / (p * Ap).sum(0, keepdim=True)
+            x = x + alpha * p
+            r = r - alpha * Ap
+            done = r.norm(dim=0, keepdim=True) < tol * rhs.norm(dim=0, keepdim=True)
+            iters += 1
+            if bool(done.all()):
+                break
+            z = precond(r)
+            rz_new = (r * z).sum(0, keepdim=True)
+            beta = torch.where(done, torch.zeros_like(rz_new), rz_new / rz)
+            p = torch.where(done, p, z + beta * p)
+            rz = rz_new
+        return x, iters
+
+    def lanczos_logdet(matmul, probes_mat, steps):
+        total = 0.0
+        for j in range(probes_mat.shape[1]):
+            z = probes_mat[:, j]
+            q = z / z.norm()
+            q_prev = torch.zeros_like(q)
+            alphas, betas = [], []
+            beta = torch.tensor(0.0, dtype=z.dtype)
+            Q = [q]
+            for k in range(steps):
+                w = matmul(q[:, None])[:, 0] - beta * q_prev
+                a = w @ q
+                w = w - a * q
+                W = torch.stack(Q, 1)
+                w = w - W @ (W.T @ w)  # full reorthogonalisation
+                alphas.append(a)
+                beta = w.norm()
+                if k < steps - 1:
+                    betas.append(beta)
+                q_prev, q = q, w / beta
+                Q.append(q)
+            T = torch.diag(torch.stack(alphas)) + torch.diag(torch.stack(betas), 1) + torch.diag(torch.stack(betas), -1)
+            evals, evecs = torch.linalg.eigh(T)
+            total = total + z.norm() ** 2 * (evecs[0] ** 2 * evals.log()).sum()
+        return total / probes_mat.shape[1]
+
+    with torch.no_grad():
+        K = kernel()
+        Lp = pivoted_cholesky(K - log_noise.exp() * torch.eye(n, dtype=K.dtype), 10)
+        precond = preconditioner(Lp, log_noise.exp())
+        g = torch.Generator().manual_seed(0)
+        Z = torch.randint(0, 2, (n, probes), generator=g).to(torch.float64) * 2 - 1
+        rhs = torch.cat([y[:, None], Z], 1)
+        solves, iters = batched_cg(lambda v: K @ v, rhs, precond)
+        _, iters_plain = batched_cg(lambda v: K @ v, rhs, lambda r: r.clone())
+        logdet_slq = lanczos_logdet(lambda v: K @ v, Z, lanczos_steps)
+        logdet_exact = torch.logdet(K)
+        pc_err = torch.linalg.matrix_norm(K - log_noise.exp() * torch.eye(n, dtype=K.dtype) - Lp @ Lp.T)
+    # the surrogate whose gradient is the marginal likelihood's (GPyTorch's InvQuadLogdet backward):
+    # d/dθ [½ yᵀK⁻¹y + ½ log|K|] = -½ αᵀ dK α + ½ mean_j (K⁻¹z_j)ᵀ dK z_j
+    K = kernel()
+    alpha, Kinv_Z = solves[:, :1], solves[:, 1:]
+    surrogate = -0.5 * (alpha * (K @ alpha)).sum() + 0.5 * (Kinv_Z * (K @ Z)).sum() / probes
+    grad_est = torch.autograd.grad(surrogate, [log_ls, log_noise])
+    Kx = kernel()
+    L = torch.linalg.cholesky(Kx)
+    exact_nll = 0.5 * y @ torch.cholesky_solve(y[:, None], L)[:, 0] + torch.log(L.diagonal()).sum()
+    grad_exact = torch.autograd.grad(exact_nll, [log_ls, log_noise])
+    return {"alpha": alpha, "iters": [iters, iters_plain], "logdet": [logdet_slq, logdet_exact], "pc_err": pc_err,
+            "grad_est": grad_est, "grad_exact": grad_exact, "Lp": Lp}
+
+
+def test_iterative_gp_numerics():
+    ours, _ = run_both(iterative_gp, rtol=1e-6, atol=1e-7)
+    assert ours["iters"][0] < ours["iters"][1]  # the preconditioner helps
+    slq, exact = ours["logdet"]
+    assert abs(slq - exact) < 0.1 * abs(exact)
+    np.testing.assert_allclose(ours["grad_est"], ours["grad_exact"], rtol=0.3)
+    rng = np.random.default_rng(11)
+    X = rng.uniform(-4, 4, (80, 1))
+    y = np.sin(X[:, 0]) + 0.1 * rng.standard_normal(80)
+    K = np.exp(-0.5 * (X - X.T) ** 2 / np.exp(0.6)) + np.exp(-2.5) * np.eye(80)
+    np.testing.assert_allclose(ours["alpha"][:, 0], np.linalg.solve(K, y), rtol=1e-6, atol=1e-6)
