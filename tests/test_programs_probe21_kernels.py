@@ -1,4 +1,4 @@
-# ruff: noqa: B007, B008, B023, E741, E731, F841, N806, N812, UP004, UP008, UP031  (the programs are kept as their authors wrote them)
+# ruff: noqa: B007, B008, B023, E501, E741, E731, F841, N806, N812, UP004, UP008, UP031  (the programs are kept as their authors wrote them)
 """Kernel methods and Gaussian processes written by hand in PyTorch (see tests/pytorch_programs.py), each run on
 chainrule and on PyTorch from the same data and initial values, comparing values, gradients, dtypes and training
 trajectories, and checked against NumPy by hand where the formula is short.
@@ -1173,3 +1173,95 @@ def test_iterative_gp_numerics():
     y = np.sin(X[:, 0]) + 0.1 * rng.standard_normal(80)
     K = np.exp(-0.5 * (X - X.T) ** 2 / np.exp(0.6)) + np.exp(-2.5) * np.eye(80)
     np.testing.assert_allclose(ours["alpha"][:, 0], np.linalg.solve(K, y), rtol=1e-6, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------
+# Bayesian optimisation as BoTorch writes it by hand: a scrambled Sobol' initial design
+# (torch.quasirandom.SobolEngine), an exact GP refitted by L-BFGS each round, Monte Carlo q-expected
+# improvement from quasi-random normal base samples (Sobol' points through erfinv) and the joint
+# posterior's Cholesky, raw candidates from another Sobol' draw, the best refined by Adam in a box
+# ----------------------------------------------------------------------------------------------
+
+
+def branin(x):  # on [0, 1]^2, rescaled to Branin's box; minimised, so its negative is maximised
+    x1, x2 = 15 * x[..., 0] - 5, 15 * x[..., 1]
+    return -((x2 - 5.1 / (4 * math.pi ** 2) * x1 ** 2 + 5 / math.pi * x1 - 6) ** 2
+             + 10 * (1 - 1 / (8 * math.pi)) * x1.cos() + 10)
+
+
+def bayes_opt(m, rounds=3, q=2):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    SobolEngine = m.torch.quasirandom.SobolEngine
+    dtype = torch.float64
+    X = SobolEngine(2, scramble=True, seed=0).draw(8, dtype=dtype)
+    Y = branin(X)
+    base = SobolEngine(q, scramble=True, seed=1).draw(64, dtype=dtype)
+    normal_base = torch.erfinv(2 * base.clamp(1e-6, 1 - 1e-6) - 1) * math.sqrt(2)  # (64, q)
+    candidates_engine = SobolEngine(2, scramble=True, seed=2)
+    history = []
+    for r in range(rounds):
+        y_mean, y_std = Y.mean(), Y.std()
+        y = (Y - y_mean) / y_std
+        raw = nn.Parameter(torch.zeros(4, dtype=dtype))  # log lengthscales (2), log outputscale, log noise
+
+        def gp(Xa, Xb):
+            ls = raw[:2].exp()
+            return raw[2].exp() * torch.exp(-0.5 * torch.cdist(Xa / ls, Xb / ls) ** 2)
+
+        def nll():
+            K = gp(X, X) + (raw[3].exp() + 1e-6) * torch.eye(len(X), dtype=dtype)
+            L = torch.linalg.cholesky(K)
+            a = torch.cholesky_solve(y[:, None], L)
+            return 0.5 * (y[:, None] * a).sum() + L.diagonal().log().sum()
+
+        fit = optim.LBFGS([raw], lr=0.5, max_iter=40, line_search_fn="strong_wolfe")
+
+        def closure():
+            fit.zero_grad()
+            loss = nll()
+            loss.backward()
+            return loss
+
+        fit.step(closure)
+
+        def posterior(Xq):  # (b, q, 2) -> mean (b, q), scale_tril (b, q, q)
+            K = gp(X, X) + (raw[3].exp() + 1e-6) * torch.eye(len(X), dtype=dtype)
+            L = torch.linalg.cholesky(K)
+            Ks = gp(X.expand(Xq.shape[0], -1, -1), Xq)  # (b, n, q)
+            mean = (Ks.transpose(-1, -2) @ torch.cholesky_solve(y[:, None], L)).squeeze(-1)
+            V = torch.linalg.solve_triangular(L, Ks, upper=False)
+            cov = gp(Xq, Xq) - V.transpose(-1, -2) @ V + 1e-8 * torch.eye(Xq.shape[1], dtype=dtype)
+            return mean, torch.linalg.cholesky(cov)
+
+        def qei(Xq):
+            mean, Lq = posterior(Xq)
+            samples = mean.unsqueeze(-2) + (Lq.unsqueeze(-3) @ normal_base.unsqueeze(-1)).squeeze(-1)  # (b, 64, q)
+            best = y.max()
+            return (samples - best).clamp_min(0).max(dim=-1).values.mean(dim=-1)
+
+        with torch.no_grad():
+            raw_cands = candidates_engine.draw(64 * q, dtype=dtype).view(64, q, 2)
+            values = qei(raw_cands)
+            start = raw_cands[values.topk(3).indices]
+        z = nn.Parameter(torch.logit(start.clamp(1e-4, 1 - 1e-4)))
+        opt = optim.Adam([z], lr=0.1)
+        for step in range(15):
+            opt.zero_grad()
+            loss = -qei(torch.sigmoid(z)).sum()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            final = qei(torch.sigmoid(z))
+            new_x = torch.sigmoid(z)[final.argmax()]
+        X = torch.cat([X, new_x])
+        Y = torch.cat([Y, branin(new_x)])
+        history.append((final.max().item(), raw.detach().clone()))
+    return {"X": X, "Y": Y, "history": history, "base": base, "best": Y.max()}
+
+
+@pytest.mark.xfail(strict=True, raises=AttributeError,
+                   reason="torch.quasirandom is not registered in autograd/__init__.py (outside this change's "
+                          "files); autograd/ops/quasirandom.py holds the engine, see tests/test_quasirandom_sobol.py")
+def test_bayesian_optimisation_with_sobol_designs():
+    ours, _ = run_both(bayes_opt, rtol=1e-6, atol=1e-8)
+    assert ours["best"] > ours["Y"][:8].max() - 1e-12
