@@ -1265,3 +1265,19 @@ def bayes_opt(m, rounds=3, q=2):
 def test_bayesian_optimisation_with_sobol_designs():
     ours, _ = run_both(bayes_opt, rtol=1e-6, atol=1e-8)
     assert ours["best"] > ours["Y"][:8].max() - 1e-12
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_deprecated_cholesky_names_itself_in_its_error(T, batched):
+    """torch.cholesky (deprecated, still in GPyTorch-era code) says "cholesky:" where linalg.cholesky says
+    "linalg.cholesky:" (chainrule's said the latter for both)."""
+    import warnings
+
+    A = T.tensor([[[2.0, 1.0], [1.0, 2.0]], [[1.0, 2.0], [2.0, 1.0]]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(T.linalg.LinAlgError) as caught:
+            T.cholesky(A if batched else A[1])
+    where = "(Batch element 1): " if batched else ""
+    assert str(caught.value) == (f"cholesky: {where}The factorization could not be completed because the input is "
+                                 "not positive-definite (the leading minor of order 2 is not positive-definite).")
