@@ -1410,3 +1410,76 @@ def test_structured_kernels():
         np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-10)
     assert ours["graph"][1] < 1e-10
     np.testing.assert_allclose(sorted(ours["sm"][0]), [0.8, 2.1], atol=0.07)
+
+
+# ----------------------------------------------------------------------------------------------
+# GPyTorch-style constraints by torch.nn.utils.parametrize (a Softplus with right_inverse on each
+# hyperparameter, the closure under parametrize.cached()), L-BFGS stopped after three steps, its
+# state_dict and the model's saved with torch.save and loaded into fresh objects, then resumed
+# ----------------------------------------------------------------------------------------------
+
+
+def parametrized_gp_lbfgs_resume(m, resume=True):
+    import io
+
+    torch, nn, optim = m.torch, m.nn, m.optim
+    P = nn.utils.parametrize
+    rng = np.random.default_rng(0)
+    X = torch.from_numpy(rng.uniform(-3, 3, (30, 1)))
+    y = torch.sin(X[:, 0]) + 0.1 * torch.from_numpy(rng.standard_normal(30))
+
+    class Softplus(nn.Module):
+        def forward(self, x):
+            return nn.functional.softplus(x)
+
+        def right_inverse(self, v):
+            return torch.log(torch.expm1(v))
+
+    class GP(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lengthscale = nn.Parameter(torch.tensor(1.0, dtype=torch.float64))
+            self.noise = nn.Parameter(torch.tensor(0.1, dtype=torch.float64))
+            self.outputscale = nn.Parameter(torch.tensor(1.0, dtype=torch.float64))
+            for name in ("lengthscale", "noise", "outputscale"):
+                P.register_parametrization(self, name, Softplus())
+
+        def nll(self):
+            K = self.outputscale * torch.exp(-0.5 * torch.cdist(X, X) ** 2 / self.lengthscale ** 2) \
+                + self.noise * torch.eye(30, dtype=torch.float64)
+            L = torch.linalg.cholesky(K)
+            return 0.5 * (y[:, None] * torch.cholesky_solve(y[:, None], L)).sum() + L.diagonal().log().sum()
+
+    gp = GP()
+    opt = optim.LBFGS(gp.parameters(), lr=0.3, max_iter=4, history_size=5, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        with P.cached():
+            loss = gp.nll()
+        loss.backward()
+        return loss
+
+    losses = [opt.step(closure).item() for _ in range(3)]
+    if resume:
+        buf = io.BytesIO()
+        torch.save({"model": gp.state_dict(), "opt": opt.state_dict()}, buf)
+        buf.seek(0)
+        checkpoint = torch.load(buf, weights_only=False)
+        gp = GP()
+        gp.load_state_dict(checkpoint["model"])
+        opt = optim.LBFGS(gp.parameters(), lr=0.3, max_iter=4, history_size=5, line_search_fn="strong_wolfe")
+        opt.load_state_dict(checkpoint["opt"])
+    losses += [opt.step(closure).item() for _ in range(3)]
+    state = opt.state_dict()["state"][0]
+    return {"losses": losses, "params": [gp.lengthscale.detach(), gp.noise.detach(), gp.outputscale.detach()],
+            "keys": sorted(state), "n_iter": state["n_iter"], "func_evals": state["func_evals"],
+            "history": len(state["old_dirs"]), "state_keys": sorted(gp.state_dict())}
+
+
+def test_parametrized_gp_lbfgs_resumes_from_a_checkpoint():
+    ours, _ = run_both(parametrized_gp_lbfgs_resume, rtol=1e-8, atol=1e-10)
+    straight = parametrized_gp_lbfgs_resume(OURS, resume=False)
+    np.testing.assert_allclose(ours["losses"], straight["losses"], rtol=1e-12)
+    assert ours["state_keys"] == ["parametrizations.lengthscale.original", "parametrizations.noise.original",
+                                  "parametrizations.outputscale.original"]
