@@ -1688,3 +1688,101 @@ def test_inv_quad_logdet_custom_function():
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
     assert ours["gradcheck"] and ours["only_rhs_requires_grad"]
     assert ours["losses"][-1] < ours["losses"][0]
+
+
+# ----------------------------------------------------------------------------------------------
+# More kernel methods: HSIC (Gretton et al., the biased statistic with centred Gram matrices, a
+# permutation null by randperm on a seeded Generator, the gamma approximation's p-value by
+# torch.special.gammaincc), kernel k-means (distances in feature space from the Gram matrix,
+# one_hot assignments, a fixed point), kernel herding (greedy points maximising the mean embedding
+# minus the herd), and a GPLVM whose latent inputs are learnt by Adam with the hyperparameters
+# ----------------------------------------------------------------------------------------------
+
+
+def more_kernel_methods(m):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    rng = np.random.default_rng(16)
+    out = {}
+    n = 50
+    x = torch.from_numpy(rng.standard_normal((n, 1)))
+    y = torch.from_numpy(np.sin(2 * x.numpy()) + 0.3 * rng.standard_normal((n, 1)))
+
+    def rbf(a, b, sigma):
+        return torch.exp(-torch.cdist(a, b) ** 2 / (2 * sigma ** 2))
+
+    def median_sigma(a):
+        d = torch.pdist(a)
+        return d.median()
+
+    H = torch.eye(n, dtype=torch.float64) - 1.0 / n
+    K, L = rbf(x, x, median_sigma(x)), rbf(y, y, median_sigma(y))
+    Kc, Lc = H @ K @ H, H @ L @ H
+    hsic = torch.trace(Kc @ Lc) / n ** 2
+    g = torch.Generator().manual_seed(0)
+    null = torch.stack([torch.trace(Kc @ (H @ L[p][:, p] @ H)) / n ** 2
+                        for p in (torch.randperm(n, generator=g) for _ in range(40))])
+    mean_null = (1 + K.diagonal().sum() * L.diagonal().sum() / n ** 2 - K.sum() / n ** 2
+                 - L.sum() / n ** 2 + K.sum() * L.sum() / n ** 4) / n  # Gretton's approximation (rough)
+    shape = null.mean() ** 2 / null.var()
+    scale = null.var() / null.mean()
+    p_gamma = torch.special.gammaincc(shape, hsic / scale)
+    out["hsic"] = [hsic, null, (null >= hsic).float().mean(), shape, scale, p_gamma]
+
+    # kernel k-means on two rings
+    t = torch.from_numpy(rng.uniform(0, 2 * math.pi, 60))
+    r = torch.cat([torch.full((30,), 1.0, dtype=torch.float64), torch.full((30,), 3.0, dtype=torch.float64)])
+    pts = torch.stack([r * t.cos(), r * t.sin()], 1) + 0.05 * torch.from_numpy(rng.standard_normal((60, 2)))
+    Kr = rbf(pts, pts, torch.tensor(1.0, dtype=torch.float64))
+    assign = (pts.norm(dim=1) > pts.norm(dim=1).median()).long()  # a start
+    for it in range(10):
+        Z = F.one_hot(assign, 2).to(Kr.dtype)  # (n, 2)
+        counts = Z.sum(0)
+        dist = Kr.diagonal()[:, None] - 2 * (Kr @ Z) / counts + torch.diagonal(Z.T @ Kr @ Z) / counts ** 2
+        new = dist.argmin(1)
+        if torch.equal(new, assign):
+            break
+        assign = new
+    out["kkm"] = [assign, dist, it]
+
+    # kernel herding over a sample from a mixture
+    sample = torch.cat([torch.from_numpy(rng.normal(-2, 0.5, (100, 1))), torch.from_numpy(rng.normal(1.5, 0.8, (100, 1)))])
+    grid = torch.linspace(-4, 4, 161, dtype=torch.float64)[:, None]
+    embedding = rbf(grid, sample, 0.5).mean(1)
+    herd = []
+    for i in range(8):
+        score = embedding - (rbf(grid, torch.cat(herd), 0.5).sum(1) / (len(herd) + 1) if herd else 0)
+        herd.append(grid[score.argmax()][None])
+    out["herd"] = torch.cat(herd)
+
+    # GPLVM: latent 1-d inputs for 3-d observations of a curve
+    s = torch.from_numpy(np.sort(rng.uniform(-1, 1, 25)))
+    Yobs = torch.stack([s.cos(), s.sin(), s ** 2], 1) + 0.02 * torch.from_numpy(rng.standard_normal((25, 3)))
+    Yobs = Yobs - Yobs.mean(0)
+    U, S, Vh = torch.linalg.svd(Yobs, full_matrices=False)
+    latent = nn.Parameter((U[:, :1] * S[:1]).clone())  # initialised by PCA
+    log_ls = nn.Parameter(torch.tensor(0.0, dtype=torch.float64))
+    log_noise = nn.Parameter(torch.tensor(-3.0, dtype=torch.float64))
+    opt = optim.Adam([latent, log_ls, log_noise], lr=0.02)
+    losses = []
+    for step in range(30):
+        opt.zero_grad()
+        Kl = rbf(latent, latent, log_ls.exp()) + (log_noise.exp() + 1e-6) * torch.eye(25, dtype=torch.float64)
+        Lk = torch.linalg.cholesky(Kl)
+        alpha = torch.cholesky_solve(Yobs, Lk)
+        loss = 0.5 * (Yobs * alpha).sum() + 3 * Lk.diagonal().log().sum() + 0.5 * latent.pow(2).sum()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    out["gplvm"] = [losses, latent.detach(), log_ls.detach(), log_noise.detach()]
+    return out
+
+
+def test_more_kernel_methods():
+    ours, _ = run_both(more_kernel_methods, rtol=1e-7, atol=1e-9)
+    hsic, null, p_perm = ours["hsic"][:3]
+    assert hsic > null.max() and p_perm == 0  # y depends on x
+    assign = ours["kkm"][0]
+    assert len(set(assign[:30])) == 1 and len(set(assign[30:])) == 1 and assign[0] != assign[30]  # the two rings
+    herd = ours["herd"][:, 0]
+    assert (herd < 0).any() and (herd > 0).any()  # the herd visits both modes
+    assert ours["gplvm"][0][-1] < ours["gplvm"][0][0]
