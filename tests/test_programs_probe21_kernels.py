@@ -1,9 +1,36 @@
 # ruff: noqa: B007, B008, B023, E501, E741, E731, F841, N806, N812, UP004, UP008, UP031  (the programs are kept as their authors wrote them)
 """Kernel methods and Gaussian processes written by hand in PyTorch (see tests/pytorch_programs.py), each run on
 chainrule and on PyTorch from the same data and initial values, comparing values, gradients, dtypes and training
-trajectories, and checked against NumPy by hand where the formula is short.
+trajectories, and checked against NumPy by hand where the formula is short (so that each still asserts something
+where PyTorch is not installed).
 
-(filled in below as programs are added)"""
+Stein variational gradient descent as the widely copied port writes it (a median-heuristic RBF by NumPy and by
+``torch.median``, scores by ``autograd.grad`` of a ``MixtureSameFamily`` log-prob summed over particles, the
+repulsive term by the kernel's gradient, ``X.grad = -phi`` under Adam) and over a Bayesian network's weights with
+``torch.func`` (``stack_module_state``, ``functional_call``, ``vmap(grad)``); exact GPs with a periodic x RBF +
+Matérn-5/2 kernel under softplus-constrained raw parameters, trained by Adam and by ``LBFGS(line_search_fn=
+"strong_wolfe")`` in float32 and float64; a program under ``torch.set_default_dtype(torch.float64)`` (restored
+after) checking the dtype of every factory, layer and promotion it touches; a batch of independent GPs ((b, n, n)
+Choleskys, ``cholesky_solve``/``solve_triangular`` with broadcast right-hand sides, ``left=False``, upper factors);
+whitened and unwhitened sparse variational GPs (``kl_divergence`` of ``MultivariateNormal(scale_tril=)``, a
+Bernoulli likelihood by Gauss-Hermite, a DataLoader); GP classification by the Laplace approximation (Newton under
+no_grad, a recorded last step, L-BFGS and Adam on the hyperparameters, the probit predictive); random Fourier
+features with a learnt lengthscale; kernel ridge regression over a batch of bandwidths with its leave-one-out
+gradient, Nyström by ``eigh``/``pinv(hermitian=True)``/``lstsq`` and kernel PCA; an MMD two-sample test (median
+heuristics by ``median``/``quantile`` in every interpolation/``nanmedian``, a ``randperm`` permutation null) and a
+generator trained by MMD; a Nyström GP as a ``LowRankMultivariateNormal`` beside float32 ``torch.zeros`` means;
+deep kernel learning (a BatchNorm extractor under an exact-GP head, per-group learning rates, a state_dict round
+trip); GPyTorch's iterative numerics (preconditioned batched CG, pivoted Cholesky, stochastic Lanczos quadrature,
+the inv-quad-logdet gradient estimator); KISS-GP by circulant embedding and ``rfft``, a Kronecker multi-task GP
+solved by ``eigh`` of its factors, the Titsias bound, a graph diffusion kernel by ``matrix_exp``, a spectral-mixture
+kernel from the periodogram; a parametrized GP's L-BFGS saved and resumed; a GP with derivative observations
+(kernel derivatives by ``jacrev``/``jacfwd`` under ``vmap``); GPyTorch's InvQuadLogdet as a custom
+``autograd.Function`` (``needs_input_grad``, ``gradcheck``); HSIC, kernel k-means, kernel herding and a GPLVM;
+Bayesian optimisation with Sobol' designs and MC q-EI (a strict xfail: ``torch.quasirandom`` is not registered).
+
+Focused tests of what the programs found: L-BFGS's float() of the loss under no_grad (no requires-grad warning),
+KL(LowRankMultivariateNormal || MultivariateNormal) promoting a float32 mean, and ``torch.cholesky``'s own name in
+its error."""
 
 import math
 
