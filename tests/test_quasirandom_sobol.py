@@ -56,8 +56,13 @@ def test_errors_as_pytorch():
     engine.draw(3)
     with pytest.raises(ValueError, match=r"n=3\+2\*\*2=7"):
         engine.draw_base2(2)
-    with pytest.raises(RuntimeError, match="not implemented for 'Half'"):
+    with pytest.raises(NotImplementedError, match="not implemented for 'Half'"):
         engine.draw(2, dtype=autograd.float16)
+    with pytest.raises(NotImplementedError, match="not implemented for 'Long'"):
+        engine.draw(2, dtype=autograd.int64)
+    with pytest.raises(RuntimeError, match=r"negative dimension -1: \[-1, 2\]"):
+        SobolEngine(2).draw(0)
+    assert tuple(engine.draw(0).shape) == (0, 2)
 
 
 @needs_torch

@@ -276,6 +276,8 @@ class SobolEngine:
 
     def _advance(self, count, first_index):
         """The next ``count`` integer points after the current one, from index ``first_index``."""
+        if count < 0:  # (draw(0) as the first draw asks for -1 points after the first, as in PyTorch)
+            raise RuntimeError(f"Trying to create tensor with negative dimension {count}: [{count}, {self.dimension}]")
         columns = self._state[:, _lowest_zero_bits(first_index, count)]  # (D, count)
         points = numpy.bitwise_xor.accumulate(numpy.concatenate([self._quasi[:, None], columns], 1), axis=1)[:, 1:]
         if count:
@@ -286,7 +288,7 @@ class SobolEngine:
         """The next ``n`` points, (n, dimension), in ``dtype`` (the default dtype without)."""
         dtype = numpy.dtype(backend.get_default_dtype() if dtype is None else dtype)
         if dtype not in (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64)):
-            raise RuntimeError(f"\"_sobol_engine_draw\" not implemented for '{type_name(dtype)}'")
+            raise NotImplementedError(f"\"_sobol_engine_draw\" not implemented for '{type_name(dtype)}'")
         if self.num_generated == 0:
             first = self._first_point.to(dtype)
             if n == 1:
