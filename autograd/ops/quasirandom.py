@@ -25,6 +25,7 @@ import numpy
 
 from .. import backend
 from ..factories import randint
+from ..random import Generator
 from ..tensor import Tensor
 from .conversion import type_name
 
@@ -259,11 +260,7 @@ class SobolEngine:
         self.num_generated = 0
 
     def _scramble(self):
-        generator = None
-        if self.seed is not None:
-            from ..random import Generator
-
-            generator = Generator().manual_seed(self.seed)
+        generator = None if self.seed is None else Generator().manual_seed(self.seed)
         shift_bits = randint(2, (self.dimension, MAXBIT), generator=generator).numpy()
         self._shift = shift_bits @ (1 << numpy.arange(MAXBIT, dtype=numpy.int64))  # least significant bit first
         lower = numpy.tril(randint(2, (self.dimension, MAXBIT, MAXBIT), generator=generator).numpy())
