@@ -92,7 +92,8 @@ class LBFGS(Optimizer):
         """f and ∇f at x + t d, leaving the parameters at x."""
         self._add_grad(t, d)
         with enable_grad():
-            loss = float(closure())
+            loss = closure()
+        loss = float(loss)  # under no_grad, as PyTorch's: float() of a loss that requires grad warns only with grad on
         flat_grad = self._gather_flat_grad()
         self._set_param(x)
         return loss, flat_grad

@@ -176,8 +176,11 @@ def tensor_cholesky(input, upper=False, *, out=None):
                   "\nU = torch.cholesky(A, upper=True)\nshould be replaced with\nU = torch.linalg.cholesky(A).mH\n"
                   "This transform will produce equivalent results for all valid (symmetric positive definite) inputs.",
                   UserWarning, stacklevel=program_stacklevel())
-    return write_out(named_node(cholesky(input, upper=upper), None, "CholeskyBackward0", (input,)), out,
-                     same_dtype=True)
+    try:
+        factor = cholesky(input, upper=upper)
+    except LinAlgError as error:  # (PyTorch names the op its user called: "cholesky: The factorization ...")
+        raise LinAlgError(str(error).replace("linalg.cholesky: ", "cholesky: ", 1)) from None
+    return write_out(named_node(factor, None, "CholeskyBackward0", (input,)), out, same_dtype=True)
 
 
 QRResult = return_type("linalg_qr", ["Q", "R"])
