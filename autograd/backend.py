@@ -146,7 +146,7 @@ def ufunc_at(name, array, positions, values):
     for some dtypes only (no bool, complex, int8/16 or uint8, no ``multiply.at``): there the update runs on
     a copy in host memory, which is copied back. Right for every dtype; slow only where CuPy has no kernel."""
     if xp is numpy:
-        getattr(numpy, name).at(array, positions, values)
+        _numpy_at(getattr(numpy, name), array, positions, values)
         return
     if getattr(values, "dtype", array.dtype) != array.dtype:
         values = values.astype(array.dtype)  # (CuPy's .at reads bool values as if they had the array's dtype)
@@ -162,6 +162,24 @@ def ufunc_at(name, array, positions, values):
     host = array.get()
     getattr(numpy, name).at(host, _host(positions), _host(values))
     array[...] = xp.asarray(host)
+
+
+def _numpy_at(ufunc, array, positions, values):
+    """``ufunc.at(array, positions, values)``. Where one 1-D integer index picks whole rows of a row-major array
+    (an embedding's gradient, ``index_add_``, ``index_put_(accumulate=True)``), as one ``ufunc.at`` over the
+    flattened elements: the same updates in the same order (row after row as indexed, each row's elements in
+    order), which NumPy runs five to six times quicker on its one-dimensional path (an embedding's backward of
+    8,192 rows of 128: 6.6 ms before, 1.1 ms)."""
+    rows = array.shape[0] if array.ndim > 1 else 0
+    if (rows and type(positions) is numpy.ndarray and positions.ndim == 1 and positions.dtype.kind in "iu"
+            and positions.size and array.flags.c_contiguous and -rows <= positions.min() and positions.max() < rows):
+        width = array[0].size
+        starts = (positions.astype(numpy.intp) % rows) * width  # (negative indices count from the end)
+        elements = (starts[:, None] + numpy.arange(width, dtype=numpy.intp)).reshape(-1)
+        values = numpy.broadcast_to(values, (positions.size, *array.shape[1:]))
+        ufunc.at(array.reshape(-1), elements, values.reshape(-1))
+        return
+    ufunc.at(array, positions, values)  # (out-of-range indices raise here, as they would have)
 
 
 def ufunc_reduce(name, array, axis, keepdims=False):
