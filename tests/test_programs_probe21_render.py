@@ -898,3 +898,232 @@ def test_custom_function_rasteriser():
     np.testing.assert_allclose(img, [0, 0.4, 0.4, 0, 0, 0.9, 0.9, 0, 0])
     assert ok1 and ok2
     np.testing.assert_allclose(jac, np.diag(3 * np.array([0.5, -1.0, 2.0]) ** 2))
+
+
+# ----------------------------------------------------------------------------------------------
+# Instant-NGP's multiresolution hash encoding in plain PyTorch (int32 coordinates times primes that overflow,
+# XOR folding, a bit mask, Embedding lookups, trilinear interpolation by hand), trained by Adam
+# ----------------------------------------------------------------------------------------------
+
+
+def hash_grid(m):
+    torch, nn = m.torch, m.nn
+    class HashEmbedder(nn.Module):
+        def __init__(self, n_levels=4, n_features_per_level=2, log2_hashmap_size=10, base_resolution=4, finest_resolution=32):
+            super().__init__()
+            self.n_levels, self.n_features_per_level = n_levels, n_features_per_level
+            self.log2_hashmap_size = log2_hashmap_size
+            self.base_resolution = torch.tensor(base_resolution)
+            self.finest_resolution = torch.tensor(finest_resolution)
+            self.b = torch.exp((torch.log(self.finest_resolution) - torch.log(self.base_resolution)) / (n_levels - 1))
+            self.embeddings = nn.ModuleList([nn.Embedding(2 ** self.log2_hashmap_size, self.n_features_per_level) for i in range(n_levels)])
+            for i in range(n_levels):
+                nn.init.uniform_(self.embeddings[i].weight, a=-0.0001, b=0.0001)
+                with torch.no_grad():
+                    self.embeddings[i].weight.copy_(torch.tensor(np.random.default_rng(i).uniform(-1, 1, (2 ** log2_hashmap_size, n_features_per_level)), dtype=torch.float32))
+            self.box_offsets = torch.tensor([[[i, j, k] for i in [0, 1] for j in [0, 1] for k in [0, 1]]])
+        def hash(self, coords, log2_hashmap_size):
+            primes = [1, 2654435761, 805459861, 3674653429, 2097192037, 1434869437, 2165219737]
+            xor_result = torch.zeros_like(coords)[..., 0]
+            for i in range(coords.shape[-1]):
+                xor_result ^= coords[..., i] * primes[i]
+            return torch.tensor((1 << log2_hashmap_size) - 1).to(xor_result.device) & xor_result
+        def get_voxel_vertices(self, xyz, bounding_box, resolution, log2_hashmap_size):
+            box_min, box_max = bounding_box
+            keep_mask = xyz == torch.max(torch.min(xyz, box_max), box_min)
+            if not torch.all(xyz <= box_max) or not torch.all(xyz >= box_min):
+                xyz = torch.clamp(xyz, min=box_min, max=box_max)
+            grid_size = (box_max - box_min) / resolution
+            bottom_left_idx = torch.floor((xyz - box_min) / grid_size).int()
+            voxel_min_vertex = bottom_left_idx * grid_size + box_min
+            voxel_max_vertex = voxel_min_vertex + torch.tensor([1.0, 1.0, 1.0]) * grid_size
+            voxel_indices = bottom_left_idx.unsqueeze(1) + self.box_offsets
+            hashed_voxel_indices = self.hash(voxel_indices, log2_hashmap_size)
+            return voxel_min_vertex, voxel_max_vertex, hashed_voxel_indices, keep_mask
+        def trilinear_interp(self, x, voxel_min_vertex, voxel_max_vertex, voxel_embedds):
+            weights = (x - voxel_min_vertex) / (voxel_max_vertex - voxel_min_vertex)
+            c00 = voxel_embedds[:, 0] * (1 - weights[:, 0][:, None]) + voxel_embedds[:, 4] * weights[:, 0][:, None]
+            c01 = voxel_embedds[:, 1] * (1 - weights[:, 0][:, None]) + voxel_embedds[:, 5] * weights[:, 0][:, None]
+            c10 = voxel_embedds[:, 2] * (1 - weights[:, 0][:, None]) + voxel_embedds[:, 6] * weights[:, 0][:, None]
+            c11 = voxel_embedds[:, 3] * (1 - weights[:, 0][:, None]) + voxel_embedds[:, 7] * weights[:, 0][:, None]
+            c0 = c00 * (1 - weights[:, 1][:, None]) + c10 * weights[:, 1][:, None]
+            c1 = c01 * (1 - weights[:, 1][:, None]) + c11 * weights[:, 1][:, None]
+            c = c0 * (1 - weights[:, 2][:, None]) + c1 * weights[:, 2][:, None]
+            return c
+        def forward(self, x, bounding_box):
+            x_embedded_all = []
+            for i in range(self.n_levels):
+                resolution = torch.floor(self.base_resolution * self.b ** i)
+                voxel_min_vertex, voxel_max_vertex, hashed_voxel_indices, keep_mask = self.get_voxel_vertices(x, bounding_box, resolution, self.log2_hashmap_size)
+                voxel_embedds = self.embeddings[i](hashed_voxel_indices)
+                x_embedded = self.trilinear_interp(x, voxel_min_vertex, voxel_max_vertex, voxel_embedds)
+                x_embedded_all.append(x_embedded)
+            keep_mask = keep_mask.sum(dim=-1) == keep_mask.shape[-1]
+            return torch.cat(x_embedded_all, dim=-1), keep_mask
+    emb = HashEmbedder()
+    x = torch.tensor(np.random.default_rng(9).uniform(-1.2, 1.2, (20, 3)), dtype=torch.float32)
+    bbox = (torch.tensor([-1.0, -1.0, -1.0]), torch.tensor([1.0, 1.0, 1.0]))
+    out, keep = emb(x, bbox)
+    mlp = nn.Linear(out.shape[-1], 1)
+    with torch.no_grad():
+        mlp.weight.copy_(torch.linspace(-1, 1, out.shape[-1])[None]); mlp.bias.fill_(0.1)
+    opt = m.optim.Adam(list(emb.parameters()) + list(mlp.parameters()), lr=1e-2, betas=(0.9, 0.99), eps=1e-15)
+    hist = []
+    for it in range(3):
+        opt.zero_grad()
+        out, keep = emb(x, bbox)
+        loss = (mlp(out).squeeze(-1) - x.norm(dim=-1)).pow(2)[keep].mean()
+        loss.backward(); opt.step(); hist.append(loss.item())
+    vidx = emb.get_voxel_vertices(x, bbox, torch.tensor(16.0), 10)[2]
+    return out, keep, hist, vidx, emb.hash(torch.tensor([[7, -3, 100000]]), 22), emb.b, [e.weight.grad for e in emb.embeddings]
+
+
+def test_hash_grid_encoding():
+    ours, _ = run_both(hash_grid, rtol=1e-5, atol=1e-6)
+    out, keep, hist, vidx, hashed, b, grads = ours
+    assert out.shape == (20, 8) and keep.dtype == bool and not keep.all() and keep.any()
+    # the hash by hand, in wrapping int64 arithmetic as PyTorch's
+    coords = np.array([7, -3, 100000], dtype=np.int64)
+    primes = np.array([1, 2654435761, 805459861], dtype=np.int64)
+    with np.errstate(over="ignore"):
+        h = np.bitwise_xor.reduce(coords * primes)
+    assert hashed[0] == h & ((1 << 22) - 1)
+    assert (vidx >= 0).all() and (vidx < 1024).all()
+    assert b == pytest.approx(2 ** (1 / 1), rel=1e-6)
+    assert hist[-1] < hist[0]
+
+
+# ----------------------------------------------------------------------------------------------
+# DeepSDF's auto-decoder (weight_norm layers, a latent skip, latent codes in Embedding(max_norm=...), clamped L1,
+# two parameter groups, StepLR, clip_grad_norm_)
+# ----------------------------------------------------------------------------------------------
+
+
+def make_deepsdf(m):
+    nn, torch = m.torch.nn, m.torch
+    class Decoder(nn.Module):
+        def __init__(self, latent_size=8, dims=[32, 32, 32, 32], norm_layers=(0, 1, 2, 3), latent_in=(2,), weight_norm=True, xyz_in_all=False, use_tanh=True):
+            super().__init__()
+            dims = [latent_size + 3] + dims + [1]
+            self.num_layers = len(dims)
+            self.norm_layers = norm_layers
+            self.latent_in = latent_in
+            self.weight_norm = weight_norm
+            for layer in range(0, self.num_layers - 1):
+                if layer + 1 in latent_in:
+                    out_dim = dims[layer + 1] - dims[0]
+                else:
+                    out_dim = dims[layer + 1]
+                if weight_norm and layer in self.norm_layers:
+                    setattr(self, "lin" + str(layer), nn.utils.weight_norm(nn.Linear(dims[layer], out_dim)))
+                else:
+                    setattr(self, "lin" + str(layer), nn.Linear(dims[layer], out_dim))
+            self.use_tanh = use_tanh
+            if use_tanh:
+                self.tanh = nn.Tanh()
+            self.relu = nn.ReLU()
+            self.th = nn.Tanh()
+        def forward(self, input):
+            x = input
+            for layer in range(0, self.num_layers - 1):
+                lin = getattr(self, "lin" + str(layer))
+                if layer in self.latent_in:
+                    x = torch.cat([x, input], 1)
+                x = lin(x)
+                if layer == self.num_layers - 2 and self.use_tanh:
+                    x = self.tanh(x)
+                if layer < self.num_layers - 2:
+                    x = self.relu(x)
+            if hasattr(self, "th"):
+                x = self.th(x)
+            return x
+    return Decoder()
+def deepsdf(m, weights):
+    torch, nn = m.torch, m.torch.nn
+    decoder = load(m, make_deepsdf(m), weights)
+    num_shapes, latent_size, code_bound = 3, 8, 1.0
+    lat_vecs = nn.Embedding(num_shapes, latent_size, max_norm=code_bound)
+    with torch.no_grad():
+        lat_vecs.weight.copy_(torch.tensor(np.random.default_rng(0).standard_normal((3, 8)) * 0.7, dtype=torch.float32))
+    rng = np.random.default_rng(1)
+    xyz = torch.tensor(rng.uniform(-1, 1, (3, 16, 3)), dtype=torch.float32)
+    sdf_gt = (xyz.norm(dim=-1) - torch.tensor([0.3, 0.5, 0.7])[:, None]).reshape(-1, 1)
+    indices = torch.arange(3)[:, None].expand(3, 16).reshape(-1)
+    xyz = xyz.reshape(-1, 3)
+    optimizer_all = torch.optim.Adam([
+        {"params": decoder.parameters(), "lr": 5e-4},
+        {"params": lat_vecs.parameters(), "lr": 1e-3},
+    ])
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer_all, step_size=2, gamma=0.5)
+    loss_l1 = torch.nn.L1Loss(reduction="sum")
+    clamp_dist = 0.1
+    hist = []
+    for epoch in range(4):
+        optimizer_all.zero_grad()
+        batch_vecs = lat_vecs(indices)
+        input = torch.cat([batch_vecs, xyz], dim=1)
+        pred_sdf = decoder(input)
+        pred_sdf = torch.clamp(pred_sdf, -clamp_dist, clamp_dist)
+        sdf = torch.clamp(sdf_gt, -clamp_dist, clamp_dist)
+        chunk_loss = loss_l1(pred_sdf, sdf) / xyz.shape[0]
+        l2_size_loss = torch.sum(torch.norm(batch_vecs, dim=1))
+        chunk_loss = chunk_loss + 1e-4 * min(1, epoch / 100) * l2_size_loss / xyz.shape[0]
+        chunk_loss.backward()
+        torch.nn.utils.clip_grad_norm_(decoder.parameters(), 1.0)
+        optimizer_all.step()
+        scheduler.step()
+        hist.append(chunk_loss.item())
+    return hist, lat_vecs.weight.detach(), lat_vecs.weight.detach().norm(dim=1), decoder.lin0.weight_g.detach(), decoder.lin0.weight_v.detach(), scheduler.get_last_lr()
+
+
+def test_deepsdf_auto_decoder():
+    ours, _ = run_both(deepsdf, weights_of(make_deepsdf), rtol=1e-4, atol=1e-6)
+    hist, codes, code_norms, g, v, last_lr = ours
+    assert (code_norms <= 1.0 + 1e-6).all()  # max_norm renormalised the looked-up rows in place
+    np.testing.assert_allclose(last_lr, [5e-4 / 4, 1e-3 / 4])
+    assert g.shape == (32, 1) and v.shape == (32, 11)  # weight_norm's magnitude and direction, per output row
+
+
+# ----------------------------------------------------------------------------------------------
+# SDF normals and curvature the torch.func way: vmap of grad / hessian through functional_call, per-sample gradients,
+# vmap over grid_sample, and jacrev of grid_sample with respect to the grid
+# ----------------------------------------------------------------------------------------------
+
+
+def make_sdf_mlp(m):
+    nn = m.nn
+    return nn.Sequential(nn.Linear(3, 16), nn.Softplus(beta=100), nn.Linear(16, 16), nn.Softplus(beta=100), nn.Linear(16, 1))
+def functional_sdf(m, weights):
+    torch, F = m.torch, m.F
+    from_func = torch.func
+    net = load(m, make_sdf_mlp(m), weights).double()
+    params = {k: v.detach() for k, v in net.named_parameters()}
+    def sdf(p, x):
+        return from_func.functional_call(net, p, (x[None],))[0, 0]
+    x = torch.tensor(np.random.default_rng(2).uniform(-1, 1, (6, 3)))
+    normals = from_func.vmap(from_func.grad(sdf, argnums=1), in_dims=(None, 0))(params, x)
+    hess = from_func.vmap(from_func.hessian(sdf, argnums=1), in_dims=(None, 0))(params, x)
+    mean_curv = torch.diagonal(hess, dim1=-2, dim2=-1).sum(-1)
+    def eik_loss(p):
+        g = from_func.vmap(from_func.grad(sdf, argnums=1), in_dims=(None, 0))(p, x)
+        return ((g.norm(dim=-1) - 1) ** 2).mean()
+    g_params = from_func.grad(eik_loss)(params)
+    # per-sample gradients of a loss w.r.t. the parameters
+    def loss_one(p, xi):
+        return (sdf(p, xi) - xi.norm() + 0.5) ** 2
+    per_sample = from_func.vmap(from_func.grad(loss_one), in_dims=(None, 0))(params, x)
+    # vmap over grid_sample: each image sampled at its own grid
+    imgs = torch.tensor(np.random.default_rng(3).standard_normal((4, 2, 5, 6)))
+    grids = torch.tensor(np.random.default_rng(4).uniform(-1, 1, (4, 3, 3, 2)))
+    sampled = from_func.vmap(lambda im, g: F.grid_sample(im[None], g[None], align_corners=False)[0])(imgs, grids)
+    direct = F.grid_sample(imgs, grids, align_corners=False)
+    jac_grid = from_func.jacrev(lambda g: F.grid_sample(imgs[:1], g, mode="bilinear", padding_mode="border", align_corners=True).sum((0, 1)))(grids[:1])
+    return normals, hess, mean_curv, g_params, per_sample, sampled, direct, jac_grid
+
+
+def test_functional_sdf_derivatives():
+    ours, _ = run_both(functional_sdf, weights_of(make_sdf_mlp), rtol=1e-8, atol=1e-10)
+    normals, hess, mean_curv, g_params, per_sample, sampled, direct, jac_grid = ours
+    np.testing.assert_allclose(hess, hess.transpose(0, 2, 1), atol=1e-10)
+    np.testing.assert_allclose(sampled, direct, rtol=1e-12, atol=1e-14)
+    assert jac_grid.shape == (3, 3, 1, 3, 3, 2)
