@@ -1127,3 +1127,206 @@ def test_functional_sdf_derivatives():
     np.testing.assert_allclose(hess, hess.transpose(0, 2, 1), atol=1e-10)
     np.testing.assert_allclose(sampled, direct, rtol=1e-12, atol=1e-14)
     assert jac_grid.shape == (3, 3, 1, 3, 3, 2)
+
+
+# ----------------------------------------------------------------------------------------------
+# Mesh regularisers as PyTorch3D writes them: unique edges, the uniform Laplacian as sparse COO tensors
+# (torch.sparse.sum, sparse -= sparse, L.mm), edge-length and volume terms, vertex normals by index_add
+# ----------------------------------------------------------------------------------------------
+
+
+def icosphere():
+    t = (1.0 + 5 ** 0.5) / 2
+    v = np.array([[-1, t, 0], [1, t, 0], [-1, -t, 0], [1, -t, 0], [0, -1, t], [0, 1, t], [0, -1, -t], [0, 1, -t], [t, 0, -1], [t, 0, 1], [-t, 0, -1], [-t, 0, 1]], dtype=np.float64)
+    f = np.array([[0, 11, 5], [0, 5, 1], [0, 1, 7], [0, 7, 10], [0, 10, 11], [1, 5, 9], [5, 11, 4], [11, 10, 2], [10, 7, 6], [7, 1, 8], [3, 9, 4], [3, 4, 2], [3, 2, 6], [3, 6, 8], [3, 8, 9], [4, 9, 5], [2, 4, 11], [6, 2, 10], [8, 6, 7], [9, 8, 1]])
+    return v / np.linalg.norm(v, axis=1, keepdims=True), f
+def mesh_regularisers(m):
+    torch = m.torch
+    v0, f = icosphere()
+    verts = torch.tensor(v0 * np.array([1.0, 0.8, 1.2]), requires_grad=True)
+    faces = torch.tensor(f)
+    V = verts.shape[0]
+    def edges_packed(faces):
+        e = torch.cat([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]], dim=0)
+        e, _ = e.sort(dim=1)
+        return torch.unique(e, dim=0)
+    edges = edges_packed(faces)
+    def laplacian_packed(V, edges):
+        e0, e1 = edges.unbind(1)
+        idx01 = torch.stack([e0, e1], dim=1)
+        idx10 = torch.stack([e1, e0], dim=1)
+        idx = torch.cat([idx01, idx10], dim=0).t()
+        ones = torch.ones(idx.shape[1], dtype=torch.float64)
+        A = torch.sparse_coo_tensor(idx, ones, (V, V))
+        deg = torch.sparse.sum(A, dim=1).to_dense()
+        deg0 = deg[e0]
+        deg0 = torch.where(deg0 > 0.0, 1.0 / deg0, deg0)
+        deg1 = deg[e1]
+        deg1 = torch.where(deg1 > 0.0, 1.0 / deg1, deg1)
+        val = torch.cat([deg0, deg1])
+        L = torch.sparse_coo_tensor(idx, val, (V, V))
+        idx = torch.arange(V)
+        idx = torch.stack([idx, idx], dim=0)
+        ones = torch.ones(idx.shape[1], dtype=torch.float64)
+        L -= torch.sparse_coo_tensor(idx, ones, (V, V))
+        return L
+    L = laplacian_packed(V, edges)
+    opt = torch.optim.SGD([verts], lr=0.5, momentum=0.9)
+    hist = []
+    for it in range(6):
+        opt.zero_grad()
+        lap = L.mm(verts)
+        loss_lap = lap.norm(dim=1).mean()
+        v0e, v1e = verts[edges].unbind(1)
+        loss_edge = ((v0e - v1e).norm(dim=1, p=2) - 0.9).pow(2).mean()
+        fv = verts[faces]
+        n = torch.cross(fv[:, 1] - fv[:, 0], fv[:, 2] - fv[:, 0], dim=1)
+        area = 0.5 * n.norm(dim=1)
+        vol = (fv[:, 0] * torch.cross(fv[:, 1], fv[:, 2], dim=1)).sum() / 6
+        loss = loss_lap + loss_edge + 0.1 * (vol - 3.0) ** 2
+        loss.backward()
+        opt.step()
+        hist.append(loss.item())
+    # vertex normals by index_add of face normals
+    vn = torch.zeros_like(verts).index_add(0, faces[:, 0], n).index_add(0, faces[:, 1], n).index_add(0, faces[:, 2], n)
+    vn = torch.nn.functional.normalize(vn, dim=1)
+    # cotangent weights
+    fv = verts[faces]
+    A_, B_, C_ = fv.unbind(1)
+    a = (B_ - C_).norm(dim=1); b = (A_ - C_).norm(dim=1); c = (A_ - B_).norm(dim=1)
+    s = 0.5 * (a + b + c)
+    area = (s * (s - a) * (s - b) * (s - c)).clamp_(min=1e-12).sqrt()
+    cota = (b * b + c * c - a * a) / area / 4
+    Ld = L.to_dense()
+    return hist, verts.detach(), edges, Ld, vn.detach(), cota.detach(), area.sum().detach()
+
+
+def test_mesh_laplacian_and_normals():
+    ours, _ = run_both(mesh_regularisers, rtol=1e-9, atol=1e-11)
+    hist, verts, edges, L, vn, cota, area = ours
+    assert edges.shape == (30, 2)  # an icosahedron's 30 edges
+    np.testing.assert_allclose(L.sum(1), 0, atol=1e-12)  # each row of the uniform Laplacian sums to zero
+    np.testing.assert_allclose(np.diag(L), -1)
+    np.testing.assert_allclose(np.linalg.norm(vn, axis=1), 1, atol=1e-12)
+    assert hist[-1] < hist[0]
+
+
+# ----------------------------------------------------------------------------------------------
+# A Plenoxels-style voxel radiance field: trilinear 3-D grid_sample of densities (zeros, align_corners=True) and
+# degree-2 spherical harmonics (border, align_corners=False), compositing with F.pad(value=1) and cumprod, an
+# equirectangular environment map by bicubic grid_sample with reflection padding, 2x2 supersampling, total
+# variation, RMSprop
+# ----------------------------------------------------------------------------------------------
+
+
+def voxel_radiance_field(m):
+    torch, F = m.torch, m.F
+    rng = np.random.default_rng(0)
+    R = 6
+    density = torch.tensor(rng.uniform(0, 2, (1, 1, R, R, R)), requires_grad=True)
+    sh = torch.tensor(rng.standard_normal((1, 27, R, R, R)) * 0.2, requires_grad=True)
+    env = torch.tensor(rng.uniform(0, 1, (1, 3, 8, 16)), requires_grad=True)
+    def eval_sh2(sh, d):  # sh: (..., 3, 9), d: (..., 3)
+        C0 = 0.28209479177387814; C1 = 0.4886025119029199
+        C2 = [1.0925484305920792, -1.0925484305920792, 0.31539156525252005, -1.0925484305920792, 0.5462742152960396]
+        x, y, z = d[..., 0:1], d[..., 1:2], d[..., 2:3]
+        xx, yy, zz = x * x, y * y, z * z
+        res = C0 * sh[..., 0]
+        res = res - C1 * y * sh[..., 1] + C1 * z * sh[..., 2] - C1 * x * sh[..., 3]
+        res = (res + C2[0] * x * y * sh[..., 4] + C2[1] * y * z * sh[..., 5] + C2[2] * (2.0 * zz - xx - yy) * sh[..., 6]
+               + C2[3] * x * z * sh[..., 7] + C2[4] * (xx - yy) * sh[..., 8])
+        return res
+    H, W, S = 4, 5, 12
+    j, i = torch.meshgrid(torch.arange(H * 2, dtype=torch.float64), torch.arange(W * 2, dtype=torch.float64), indexing="ij")
+    dirs = torch.stack([(i - W + 0.5) / (2 * W), (j - H + 0.5) / (2 * H), torch.ones_like(i)], -1)
+    dirs = dirs / dirs.norm(dim=-1, keepdim=True)
+    origin = torch.tensor([0.0, 0.0, -1.8], dtype=torch.float64)
+    t = torch.linspace(0.9, 2.7, S, dtype=torch.float64)
+    pts = origin + dirs[..., None, :] * t[:, None]  # (2H, 2W, S, 3)
+    grid = pts.reshape(1, 1, -1, 1, 3)
+    def render():
+        sigma = F.grid_sample(density, grid, mode="bilinear", padding_mode="zeros", align_corners=True).reshape(2 * H, 2 * W, S)
+        coef = F.grid_sample(sh, grid, mode="bilinear", padding_mode="border", align_corners=False).reshape(27, 2 * H, 2 * W, S)
+        coef = coef.permute(1, 2, 3, 0).reshape(2 * H, 2 * W, S, 3, 9)
+        rgb = torch.sigmoid(eval_sh2(coef, dirs[..., None, :].expand(-1, -1, S, -1)))
+        delta = torch.diff(t, append=t[-1:] + 1e10)
+        alpha = 1 - torch.exp(-F.relu(sigma) * delta)
+        T = torch.cumprod(F.pad(1 - alpha + 1e-10, (1, 0), value=1.0), dim=-1)
+        weights = alpha * T[..., :-1]
+        # the environment map behind the volume, looked up by direction (equirectangular)
+        theta = torch.atan2(dirs[..., 0], dirs[..., 2]) / np.pi
+        phi = torch.acos(dirs[..., 1].clamp(-1 + 1e-7, 1 - 1e-7)) / np.pi * 2 - 1
+        bg = F.grid_sample(env, torch.stack([theta, phi], -1)[None], mode="bicubic", padding_mode="reflection", align_corners=False)[0].permute(1, 2, 0)
+        img = (weights[..., None] * rgb).sum(-2) + T[..., -1:] * bg
+        # supersampled: 2x2 average down to H x W
+        return F.avg_pool2d(img.permute(2, 0, 1)[None], 2)[0].permute(1, 2, 0)
+    target = torch.tensor(rng.uniform(0, 1, (H, W, 3)))
+    opt = torch.optim.RMSprop([density, sh, env], lr=1e-2)
+    hist = []
+    for it in range(4):
+        opt.zero_grad()
+        img = render()
+        tv = (density[..., 1:, :, :] - density[..., :-1, :, :]).pow(2).mean() + (density[..., 1:, :] - density[..., :-1, :]).pow(2).mean() + (density[..., 1:] - density[..., :-1]).pow(2).mean()
+        loss = F.mse_loss(img, target) + 1e-3 * tv
+        loss.backward()
+        opt.step()
+        hist.append(loss.item())
+    return hist, render().detach(), density.grad, sh.grad, env.grad
+
+
+def test_voxel_radiance_field():
+    ours, _ = run_both(voxel_radiance_field, rtol=1e-8, atol=1e-10)
+    hist, img, g_density, g_sh, g_env = ours
+    assert img.shape == (4, 5, 3) and hist[-1] < hist[0]
+    assert np.abs(g_env).sum() > 0 and np.abs(g_density).sum() > 0
+
+
+# ----------------------------------------------------------------------------------------------
+# Projection Jacobians by torch.autograd.functional (reverse, forward-mode and vectorised), Hessian products,
+# and Gauss-Newton bundle adjustment through lstsq (gelsd)
+# ----------------------------------------------------------------------------------------------
+
+
+def bundle_adjustment(m):
+    torch = m.torch
+    AF = torch.autograd.functional
+    K = torch.tensor([[20., 0, 8], [0, 20, 6], [0, 0, 1]], dtype=torch.float64)
+    def project(X, R):
+        Xc = X @ R.T + torch.tensor([0., 0, 4], dtype=torch.float64)
+        uvw = Xc @ K.T
+        return uvw[..., :2] / uvw[..., 2:]
+    X = torch.tensor(np.random.default_rng(0).standard_normal((4, 3)))
+    R = torch.linalg.matrix_exp(torch.tensor([[0., -0.1, 0.2], [0.1, 0., -0.3], [-0.2, 0.3, 0.]], dtype=torch.float64))
+    out = {}
+    out["jac_rev"] = AF.jacobian(project, (X, R))
+    out["jac_fwd"] = AF.jacobian(project, (X, R), vectorize=True, strategy="forward-mode")
+    out["jac_vec"] = AF.jacobian(project, (X, R), vectorize=True)
+    f = lambda X: project(X, R).pow(2).sum()
+    out["hess"] = AF.hessian(f, X)
+    out["hess_vec"] = AF.hessian(f, X, vectorize=True, outer_jacobian_strategy="forward-mode")
+    v = torch.ones_like(X)
+    out["vjp"] = AF.vjp(lambda X: project(X, R), X, torch.ones(4, 2, dtype=torch.float64))
+    out["jvp"] = AF.jvp(lambda X: project(X, R), X, v)
+    out["hvp"] = AF.hvp(f, X, v)
+    out["vhp"] = AF.vhp(f, X, v)
+    # Gauss-Newton bundle adjustment on the points with lstsq of the Jacobian
+    obs = project(X, R).detach() + 0.5
+    Xk = X.clone()
+    for it in range(3):
+        r = (project(Xk, R) - obs).reshape(-1)
+        J = AF.jacobian(lambda Y: project(Y, R).reshape(-1), Xk).reshape(8, 12)
+        delta = torch.linalg.lstsq(J, -r[:, None], driver="gelsd").solution[:, 0]
+        Xk = Xk + delta.reshape(4, 3)
+    out["ba"] = Xk
+    out["resid"] = (project(Xk, R) - obs).abs().max()
+    return out
+
+
+def test_projection_jacobians_and_bundle_adjustment():
+    ours, _ = run_both(bundle_adjustment, rtol=1e-8, atol=1e-10)
+    for k in range(2):
+        np.testing.assert_allclose(ours["jac_fwd"][k], ours["jac_rev"][k], rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(ours["jac_vec"][k], ours["jac_rev"][k], rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(ours["hess_vec"], ours["hess"], rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(ours["hvp"][1], ours["vhp"][1], rtol=1e-10)  # a symmetric Hessian
+    assert ours["resid"] < 1e-8  # the points reproject onto the shifted observations
