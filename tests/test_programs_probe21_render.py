@@ -1330,3 +1330,95 @@ def test_projection_jacobians_and_bundle_adjustment():
     np.testing.assert_allclose(ours["hess_vec"], ours["hess"], rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(ours["hvp"][1], ours["vhp"][1], rtol=1e-10)  # a symmetric Hessian
     assert ours["resid"] < 1e-8  # the points reproject onto the shifted observations
+
+
+# ----------------------------------------------------------------------------------------------
+# Rotation conversions as PyTorch3D's transforms write them: quaternion -> matrix, matrix -> quaternion through
+# a masked-write square root, Tensor.max(tensor) as a floor, a one_hot mask selecting the best-conditioned
+# candidate, an int64 sign tensor times a float quaternion, rotating points by quaternion products, Euler angles
+# ----------------------------------------------------------------------------------------------
+
+
+def rotation_conversions(m):
+    torch, F = m.torch, m.F
+    def quat_to_mat(q):
+        w, x, y, z = q.unbind(-1)
+        s = 2.0 / (q * q).sum(-1)
+        rows = (1 - s * (y * y + z * z), s * (x * y - z * w), s * (x * z + y * w),
+                s * (x * y + z * w), 1 - s * (x * x + z * z), s * (y * z - x * w),
+                s * (x * z - y * w), s * (y * z + x * w), 1 - s * (x * x + y * y))
+        return torch.stack(rows, -1).view(*q.shape[:-1], 3, 3)
+    def safe_sqrt(v):
+        out = torch.zeros_like(v)
+        pos = v > 0
+        out[pos] = torch.sqrt(v[pos])  # masked write: zero subgradient where v <= 0
+        return out
+    def mat_to_quat(R):
+        lead = R.shape[:-2]
+        r = R.reshape(*lead, 9).unbind(-1)
+        a00, a01, a02, a10, a11, a12, a20, a21, a22 = r
+        mags = safe_sqrt(torch.stack([1 + a00 + a11 + a22, 1 + a00 - a11 - a22, 1 - a00 + a11 - a22, 1 - a00 - a11 + a22], -1))
+        cand = torch.stack([
+            torch.stack([mags[..., 0] ** 2, a21 - a12, a02 - a20, a10 - a01], -1),
+            torch.stack([a21 - a12, mags[..., 1] ** 2, a10 + a01, a02 + a20], -1),
+            torch.stack([a02 - a20, a10 + a01, mags[..., 2] ** 2, a12 + a21], -1),
+            torch.stack([a10 - a01, a20 + a02, a21 + a12, mags[..., 3] ** 2], -1)], -2)
+        floor = torch.tensor(0.1).to(dtype=mags.dtype)
+        cand = cand / (2.0 * mags[..., None].max(floor))
+        best = F.one_hot(mags.argmax(-1), num_classes=4) > 0.5
+        q = cand[best, :].reshape(*lead, 4)
+        return torch.where(q[..., :1] < 0, -q, q)
+    def conj(q):
+        return q * torch.tensor([1, -1, -1, -1])
+    def qmul(a, b):
+        aw, ax, ay, az = a.unbind(-1); bw, bx, by, bz = b.unbind(-1)
+        return torch.stack((aw * bw - ax * bx - ay * by - az * bz, aw * bx + ax * bw + ay * bz - az * by,
+                            aw * by - ax * bz + ay * bw + az * bx, aw * bz + ax * by - ay * bx + az * bw), -1)
+    def rotate(q, p):
+        pq = torch.cat([p.new_zeros(p.shape[:-1] + (1,)), p], -1)
+        return qmul(qmul(q, pq), conj(q))[..., 1:]
+    def euler_zyx(R):
+        pitch = torch.asin(R[..., 2, 0] * -1.0)
+        yaw = torch.atan2(R[..., 1, 0], R[..., 0, 0])
+        roll = torch.atan2(R[..., 2, 1], R[..., 2, 2])
+        return torch.stack([yaw, pitch, roll], -1)
+    rng = np.random.default_rng(5)
+    q0 = torch.tensor(rng.standard_normal((6, 4)))
+    q0 = q0 / q0.norm(dim=-1, keepdim=True)
+    q0[0] = torch.tensor([1.0, 0.0, 0.0, 0.0], dtype=torch.float64)  # the identity: three of the magnitudes are 0
+    q0[1] = torch.tensor([0.0, 0.0, 1.0, 0.0], dtype=torch.float64)  # a half turn
+    q = q0.clone().requires_grad_(True)
+    R = quat_to_mat(q)
+    q_back = mat_to_quat(R)
+    pts = torch.tensor(rng.standard_normal((6, 5, 3)))
+    rotated = rotate(q[:, None], pts)
+    by_matrix = pts @ R.transpose(-1, -2)
+    angles = euler_zyx(R[2:])
+    loss = q_back.pow(2).sum() + rotated.sin().sum() + angles.cos().sum()
+    g, = torch.autograd.grad(loss, q)
+    # fit a rotation to point correspondences through the matrix -> quaternion round trip
+    target = pts[2] @ quat_to_mat(torch.tensor([0.9, 0.1, -0.3, 0.2], dtype=torch.float64)).T
+    param = torch.tensor([1.0, 0.0, 0.0, 0.05], dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.Adam([param], lr=0.05)
+    hist = []
+    for it in range(20):
+        opt.zero_grad()
+        Rq = quat_to_mat(mat_to_quat(quat_to_mat(param)))
+        l = (pts[2] @ Rq.T - target).pow(2).mean()
+        l.backward()
+        opt.step()
+        hist.append(l.item())
+    return q_back.detach(), rotated.detach(), by_matrix.detach(), angles.detach(), g, hist, R.detach()
+
+
+def test_rotation_conversions():
+    ours, _ = run_both(rotation_conversions, rtol=1e-9, atol=1e-11)
+    q_back, rotated, by_matrix, angles, g, hist, R = ours
+    rng = np.random.default_rng(5)
+    q0 = rng.standard_normal((6, 4))
+    q0 /= np.linalg.norm(q0, axis=-1, keepdims=True)
+    q0[0], q0[1] = [1, 0, 0, 0], [0, 0, 1, 0]
+    np.testing.assert_allclose(q_back, np.where(q0[:, :1] < 0, -q0, q0), atol=1e-12)
+    np.testing.assert_allclose(rotated, by_matrix, atol=1e-12)
+    np.testing.assert_allclose(R @ R.transpose(0, 2, 1), np.broadcast_to(np.eye(3), R.shape), atol=1e-12)
+    assert hist[-1] < 0.1 * hist[0]
