@@ -1,13 +1,38 @@
 # ruff: noqa: B006, B007, B008, B023, E501, E702, E741, E731, F841, N806, UP004, UP008, UP031  (the programs are kept as their authors wrote them)
 """Differentiable rendering and geometry programs in plain PyTorch (see tests/pytorch_programs.py), each run on
-chainrule and on PyTorch from the same data (float64 mostly, to about 1e-9), comparing values and gradients, and
-checked by hand where they run alone.
+chainrule and on PyTorch from the same data and weights (float64 mostly, to about 1e-9; NeRF and the hash grid in
+float32), comparing values, gradients and short optimisation trajectories, and checked by hand where they run alone.
 
-A soft rasteriser of 2-D triangles (SoftRas-style edge functions, sigmoid of signed distances, faces aggregated by
-``1 - prod(1 - p)`` and by a depth softmax with a background term), vertices fitted to a target silhouette by Adam;
-2-D Gaussian splatting (covariances from rotation angles and log-scales, Mahalanobis distances over ``meshgrid`` in
-both indexings, front-to-back compositing by ``cumprod`` with an exclusive product by ``cat`` with ones, opaque
-splats whose ``1 - alpha`` is exactly zero), colours and means fitted by Adam."""
+A SoftRas-style soft rasteriser of 2-D triangles (edge distances, sigmoid coverage, ``1 - prod(1 - p)`` and a depth
+softmax with a background term), vertices fitted by Adam to a soft IoU; 2-D Gaussian splatting (covariances from
+angles and log-scales, ``meshgrid`` in 'xy' and 'ij', Mahalanobis distances by einsum, front-to-back compositing by
+``cumprod`` with an exclusive product from ``cat`` with ones) and cumprod's first and second derivatives where
+``1 - alpha`` is exactly 0; sphere tracing a learnt SDF (a no_grad marching loop, normals by ``autograd.grad`` with
+``create_graph``, an eikonal loss, rays from ``linalg.inv(K)``, look-at and quaternion cameras, reprojection by
+``linalg.solve``); Bezier curves by de Casteljau's ``lerp`` with tensor weights and by Bernstein polynomials from
+``lgamma``, arc length by ``diff``/``cumsum``/``searchsorted``, clamped B-splines by Cox-de Boor with ``where``,
+``lstsq`` fits and the Chamfer distance; deformable convolution built from ``grid_sample`` and a strided
+convolution; flow warping (a meshgrid grid written in place, border padding, occlusion masks) and a 3-D
+displacement field (reflection padding, align_corners=False, gradients w.r.t. the grid); soft histograms (sigmoid
+bins, a Gaussian KDE, ``histc``, ``kl_div``) matched by Adam; nerf-pytorch's NeRF (positional encoding, skips,
+``raw2outputs``, ``sample_pdf`` by ``searchsorted``/``gather``, hierarchical sampling); 3-D Gaussian splatting's
+EWA projection (``vmap(jacrev)``, ``eigvalsh`` radii, spherical-harmonic colours); a hard rasteriser as a custom
+``autograd.Function`` (``mark_non_differentiable``, ``once_differentiable``, ``needs_input_grad``) with
+``gradcheck``, ``gradgradcheck``, ``setup_context`` and ``vmap``; Instant-NGP's hash encoding (int32 coordinates
+times overflowing primes, XOR, masks, Embedding lookups); DeepSDF's auto-decoder (``weight_norm``,
+``Embedding(max_norm=...)``, two parameter groups, StepLR, ``clip_grad_norm_``); SDF derivatives the torch.func way
+(``functional_call``, ``vmap`` of ``grad``/``hessian``, per-sample gradients, ``vmap`` over ``grid_sample``,
+``jacrev`` w.r.t. the grid); PyTorch3D-style mesh regularisers (unique edges, a sparse COO Laplacian, vertex
+normals by ``index_add``); a Plenoxels-style voxel radiance field (3-D ``grid_sample`` of densities and SH
+coefficients, an equirectangular environment map by bicubic ``grid_sample`` with reflection padding, 2x2
+supersampling, total variation, RMSprop); projection Jacobians by ``autograd.functional`` (reverse, forward-mode,
+vectorised; hvp/vhp) and Gauss-Newton bundle adjustment through ``lstsq``; rotation conversions (a masked-write
+square root, ``Tensor.max(tensor)``, a ``one_hot`` mask selecting the best-conditioned quaternion, quaternion
+products); a splatting blender (``F.pad`` over six dims, ``gather`` with expanded indices, occlusion layers from
+``F.unfold`` and ``min(dim)``); FoV cameras (look-at with the degenerate straight-down case, projection matrices
+written by index, clip/NDC/screen and unprojection through ``torch.inverse``).
+
+Every program agrees with PyTorch; what the probe found is in tests/test_avx_mathfun.py (randn's float32 blocks)."""
 
 
 import itertools
