@@ -30,7 +30,8 @@ vectorised; hvp/vhp) and Gauss-Newton bundle adjustment through ``lstsq``; rotat
 square root, ``Tensor.max(tensor)``, a ``one_hot`` mask selecting the best-conditioned quaternion, quaternion
 products); a splatting blender (``F.pad`` over six dims, ``gather`` with expanded indices, occlusion layers from
 ``F.unfold`` and ``min(dim)``); FoV cameras (look-at with the degenerate straight-down case, projection matrices
-written by index, clip/NDC/screen and unprojection through ``torch.inverse``).
+written by index, clip/NDC/screen and unprojection through ``torch.inverse``); a chunked volume renderer under
+``utils.checkpoint`` (both kinds, dropout's RNG state preserved) and ``saved_tensors_hooks``.
 
 Every program agrees with PyTorch; what the probe found is in tests/test_avx_mathfun.py (randn's float32 blocks)."""
 
@@ -1577,3 +1578,60 @@ def test_fov_cameras():
     np.testing.assert_allclose(np.linalg.det(upright), 1.0, atol=1e-12)
     np.testing.assert_allclose(back, pts, atol=1e-12)  # unprojecting the clip coordinates gives the points back
     assert (np.abs(ndc[0, :, :2]) < 1).all() and (ndc[..., 2] > 0).all()  # in the first camera's view, past znear
+
+
+# ----------------------------------------------------------------------------------------------
+# A chunked volume renderer under torch.utils.checkpoint (reentrant and not, the dropout mask's RNG state
+# preserved for the rerun) and under saved_tensors_hooks
+# ----------------------------------------------------------------------------------------------
+
+
+def checkpointed_renderer(m):
+    torch, F = m.torch, m.F
+    from_cp = torch.utils.checkpoint
+    rng = np.random.default_rng(1)
+    vol = torch.tensor(rng.uniform(0, 1, (1, 4, 5, 5, 5)), requires_grad=True)
+    rays = torch.tensor(rng.uniform(-1, 1, (64, 8, 3)))
+    def render_chunk(vol, pts):
+        feat = F.grid_sample(vol, pts[None, :, :, None, :], align_corners=True)[0, :, :, :, 0]  # (4, R, S)
+        sigma = F.softplus(feat[0])
+        rgb = torch.sigmoid(feat[1:]).permute(1, 2, 0)
+        alpha = 1 - torch.exp(-sigma * 0.25)
+        T = torch.cumprod(torch.cat([torch.ones_like(alpha[:, :1]), 1 - alpha[:, :-1]], 1), 1)
+        w = alpha * T
+        return (w[..., None] * rgb).sum(1), F.dropout(w.sum(1), 0.2, training=True)
+    out = {}
+    for mode in ("plain", "reentrant", "nonreentrant"):
+        torch.manual_seed(0)
+        if vol.grad is not None:
+            vol.grad = None
+        imgs, accs = [], []
+        for chunk in rays.split(16):
+            if mode == "plain":
+                img, acc = render_chunk(vol, chunk)
+            else:
+                img, acc = from_cp.checkpoint(render_chunk, vol, chunk, use_reentrant=(mode == "reentrant"), preserve_rng_state=True)
+            imgs.append(img); accs.append(acc)
+        img = torch.cat(imgs); acc = torch.cat(accs)
+        (img.pow(2).sum() + acc.sum()).backward()
+        out[mode] = (img.detach(), acc.detach(), vol.grad.clone())
+    # saved-tensor hooks that pack detached clones
+    count = [0]
+    def pack(t):
+        count[0] += 1
+        return t.detach().clone()
+    def unpack(t):
+        return t
+    with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
+        img, acc = render_chunk(vol, rays[:8])
+    g, = torch.autograd.grad(img.sum(), vol)
+    out["hooks"] = g
+    return out
+
+
+def test_checkpointed_chunked_renderer():
+    ours, _ = run_both(checkpointed_renderer, rtol=1e-9, atol=1e-11)
+    for mode in ("reentrant", "nonreentrant"):  # recomputation changes nothing, dropout's mask included
+        for a, b in zip(ours[mode], ours["plain"]):
+            np.testing.assert_array_equal(a, b)
+    assert np.abs(ours["hooks"]).sum() > 0
