@@ -1,6 +1,7 @@
-"""What probe21_render fixed: linalg.solve's refusals of a right-hand side that does not fit A (a vector of the
-wrong length, batch dims that do not broadcast) in PyTorch's words, where NumPy's gufunc and broadcasting errors
-leaked through naming the wrong sizes."""
+"""What probe21_render fixed: refusals in PyTorch's words where NumPy's errors leaked or named the wrong sizes.
+linalg.solve's right-hand side that does not fit A (a vector of the wrong length); batch dims that do not broadcast
+in linalg.solve, solve_triangular, lu_solve, cholesky_solve, lstsq, cdist and linalg.cross (the message named the
+matrices' last dims, or NumPy's broadcast_shapes)."""
 
 import numpy as np
 import pytest
@@ -35,3 +36,47 @@ def test_solve_still_broadcasts_batches_and_solves_vectors(T):
     np.testing.assert_allclose((A @ X).numpy(), np.broadcast_to(B.numpy(), (4, 3, 2, 2)), rtol=1e-12)
     x = T.linalg.solve(A[0, 0], T.tensor([1.0, 2.0], dtype=T.float64))
     np.testing.assert_allclose(x.numpy(), np.linalg.solve([[2.0, 1.0], [1.0, 3.0]], [1.0, 2.0]), rtol=1e-12)
+
+
+def _factor(T, *shape):
+    return T.ones(*shape, dtype=T.float64) + 3 * T.eye(shape[-1], dtype=T.float64)
+
+
+# (each: batch dims (2,) against (5,); PyTorch's sentence names them in its own order)
+UNBROADCASTABLE = {
+    "solve_triangular": (lambda T: T.linalg.solve_triangular(_factor(T, 2, 3, 3).triu(), T.ones(5, 3, 2,
+                                                             dtype=T.float64), upper=True), (5, 2)),
+    "solve_triangular_right": (lambda T: T.linalg.solve_triangular(_factor(T, 2, 3, 3).triu(), T.ones(5, 2, 3,
+                                                                   dtype=T.float64), upper=True, left=False), (5, 2)),
+    "lu_solve": (lambda T: T.linalg.lu_solve(*T.linalg.lu_factor(_factor(T, 2, 3, 3)),
+                                             T.ones(5, 3, 2, dtype=T.float64)), (5, 2)),
+    "cholesky_solve": (lambda T: T.cholesky_solve(T.ones(5, 3, 2, dtype=T.float64),
+                                                  T.linalg.cholesky(_factor(T, 2, 3, 3))), (5, 2)),
+    "lstsq": (lambda T: T.linalg.lstsq(_factor(T, 2, 3, 3), T.ones(5, 3, 2, dtype=T.float64)), (2, 5)),
+    "cdist": (lambda T: T.cdist(T.ones(2, 4, 3, dtype=T.float64), T.ones(5, 4, 3, dtype=T.float64)), (2, 5)),
+    "cdist_by_products": (lambda T: T.cdist(T.ones(2, 30, 3, dtype=T.float64), T.ones(5, 30, 3, dtype=T.float64)),
+                          (2, 5)),
+    "linalg_cross": (lambda T: T.linalg.cross(T.ones(2, 3, dtype=T.float64), T.ones(5, 3, dtype=T.float64)), (2, 5)),
+}
+
+
+@pytest.mark.parametrize("op", sorted(UNBROADCASTABLE))
+def test_batched_solvers_and_distances_name_the_batch_sizes_that_do_not_broadcast(T, op):
+    call, (a, b) = UNBROADCASTABLE[op]
+    with pytest.raises(RuntimeError, match=rf"^The size of tensor a \({a}\) must match the size of tensor b \({b}\) "
+                                           r"at non-singleton dimension 0$"):
+        call(T)
+
+
+def test_batches_that_broadcast_still_do(T):
+    A = _factor(T, 2, 1, 3, 3)
+    B = T.ones(4, 3, 2, dtype=T.float64)
+    expected = np.linalg.solve(np.broadcast_to(A.numpy(), (2, 4, 3, 3)), np.broadcast_to(B.numpy(), (2, 4, 3, 2)))
+    L = T.linalg.cholesky(A)
+    for X in (T.linalg.lu_solve(*T.linalg.lu_factor(A), B), T.cholesky_solve(B, L),
+              T.linalg.lstsq(A, B.expand(2, 4, 3, 2)).solution):
+        np.testing.assert_allclose(X.numpy(), expected, rtol=1e-10)
+    U = A.triu()
+    by_numpy = np.linalg.solve(np.broadcast_to(U.numpy(), (2, 4, 3, 3)), np.broadcast_to(B.numpy(), (2, 4, 3, 2)))
+    np.testing.assert_allclose(T.linalg.solve_triangular(U, B, upper=True).numpy(), by_numpy, rtol=1e-10)
+    assert tuple(T.cdist(T.ones(2, 1, 4, 3), T.ones(5, 6, 3)).shape) == (2, 5, 4, 6)
