@@ -80,3 +80,34 @@ def test_batches_that_broadcast_still_do(T):
     by_numpy = np.linalg.solve(np.broadcast_to(U.numpy(), (2, 4, 3, 3)), np.broadcast_to(B.numpy(), (2, 4, 3, 2)))
     np.testing.assert_allclose(T.linalg.solve_triangular(U, B, upper=True).numpy(), by_numpy, rtol=1e-10)
     assert tuple(T.cdist(T.ones(2, 1, 4, 3), T.ones(5, 6, 3)).shape) == (2, 5, 4, 6)
+
+
+# ----------------------------------------------------------------------------------------------
+# Found, not fixed here: the fixes belong to files outside this task's (strict xfails, with the proposed diffs in
+# probe21_render's report)
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.xfail(strict=True, reason="errors.broadcast_mismatch names the first two sizes that are not 1, "
+                   "which may be equal when three shapes take part: where(cond (3, 2), x (3, 2), y (4, 2)) says "
+                   "'tensor a (3) must match the size of tensor b (3)'; the fix is in autograd/errors.py")
+def test_three_shapes_that_do_not_broadcast_name_two_different_sizes():
+    import autograd
+
+    with pytest.raises(RuntimeError, match=r"The size of tensor a \(3\) must match the size of tensor b \(4\) at "
+                                           r"non-singleton dimension 0"):
+        autograd.where(autograd.zeros(3, 2) > 0, autograd.zeros(3, 2), autograd.zeros(4, 2))
+    with pytest.raises(RuntimeError, match=r"tensor a \(3\) must match the size of tensor b \(4\)"):
+        autograd.lerp(autograd.zeros(3, 2), autograd.zeros(3, 2), autograd.zeros(4, 2))
+
+
+@pytest.mark.xfail(strict=True, reason="Primitive.apply names the first sizes of the whole shapes that do not "
+                   "broadcast, so a batched matmul whose batch dims do not broadcast is said to fail at its matrices' "
+                   "dim 2 ('tensor a (3) ... tensor b (2)'); PyTorch names the batch sizes. The fix is in "
+                   "autograd/primitive.py (a matrix op's last two dims are no batch dims), and matmul is a hot path")
+def test_matmul_names_the_batch_sizes_that_do_not_broadcast():
+    import autograd
+
+    with pytest.raises(RuntimeError, match=r"The size of tensor a \(2\) must match the size of tensor b \(5\) at "
+                                           r"non-singleton dimension 0"):
+        autograd.zeros(2, 3, 3) @ autograd.zeros(5, 3, 2)
