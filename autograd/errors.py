@@ -34,7 +34,8 @@ def broadcast_mismatch(*shapes):
         sizes = [s[dim - ndim + len(s)] for s in shapes if dim - ndim + len(s) >= 0]
         stretched = [n for n in sizes if n != 1]
         if len(set(stretched)) > 1:
-            return (f"The size of tensor a ({stretched[0]}) must match the size of tensor b ({stretched[1]}) at "
+            other = next(n for n in stretched if n != stretched[0])  # (of three shapes, the first two may agree)
+            return (f"The size of tensor a ({stretched[0]}) must match the size of tensor b ({other}) at "
                     f"non-singleton dimension {dim}")
     return ""
 

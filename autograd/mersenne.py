@@ -10,10 +10,11 @@ Each kernel, as PyTorch's CPU kernels compute it (w: the next word, w64: two wor
   multiply-add, rounded once, as the compiler makes them (``_fused``).
 - normal, 16 or more contiguous values: the uniforms u, then Box-Muller on each block of 16: for j < 8,
   r = √(-2 ln(1 - u_j)), θ = 2π u_(j+8), z_j = r cos θ, z_(j+8) = r sin θ (a last partial block is redrawn
-  as the last 16 values); float32's in float32 (PyTorch's vectorised loop: its sin, cos and log may differ
-  from NumPy's by an ulp). Fewer values: one pair of float64 uniforms (u1, u2) per two values,
+  as the last 16 values); float32's in float32, with the log, sin and cos of PyTorch's AVX2 loop
+  (``avx_mathfun``: NumPy's put one value in seven an ulp off). Fewer values: one pair of float64 uniforms
+  (u1, u2) per two values,
   r = √(-2 ln(1 - u2)), θ = 2π u1, r cos θ now and r sin θ kept by the generator for the next value.
-- integers in [low, high): (w mod (high - low)) + low (w64 when high - low ≥ 2^32).
+- integers in [low, high): (w mod (high - low)) + low (w64 when high - low ≥ 2^28).
 - a permutation of n: Fisher-Yates from the front, position i swapped with i + (w mod (n - i)).
 - exponential of rate λ: -(1/λ) ln(1 - u), u a float64 uniform; Bernoulli(p): u < p, u a float64 uniform
   for a number p, a float32 one for a tensor of them (the callers compare).
@@ -174,10 +175,17 @@ def _box_muller_16(values, wide, loc, scale):
     r cos θ at j and r sin θ at j + 8, times scale plus loc, in ``wide``."""
     blocks = values.reshape(-1, 16)
     u1, u2 = wide(1) - blocks[:, :8], blocks[:, 8:]
-    with numpy.errstate(divide="ignore"):
-        radius = numpy.sqrt(wide(-2) * numpy.log(u1))
     theta = (_TWO_PI_FLOAT32 if wide == numpy.float32 else 2.0 * math.pi) * u2
-    z = numpy.concatenate([radius * numpy.cos(theta), radius * numpy.sin(theta)], axis=1)
+    if wide == numpy.float32:  # (PyTorch's AVX2 kernel's own log, sin and cos: NumPy's put one value in seven an
+        from . import avx_mathfun  # ulp off; loaded with the first such draw)
+
+        radius = numpy.sqrt(wide(-2) * avx_mathfun.log(u1))
+        sin, cos = avx_mathfun.sincos(theta)
+    else:
+        with numpy.errstate(divide="ignore"):
+            radius = numpy.sqrt(wide(-2) * numpy.log(u1))
+        sin, cos = numpy.sin(theta), numpy.cos(theta)
+    z = numpy.concatenate([radius * cos, radius * sin], axis=1)
     return _fused(z, wide(scale), wide(loc), wide).reshape(-1)
 
 

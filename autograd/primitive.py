@@ -98,6 +98,7 @@ class Primitive:
     # forward mode reads an op's tangent from its backward (dual.py); an op whose PyTorch forward rule differs
     # from that (at ties, at NaNs) defines jvp(self, tangents, y, *inputs) -> ẏ, written with Tensor ops
     jvp = None
+    core_dims = 0  # the trailing dims of each input that are no batch dims (a matrix product's two): broadcast errors
     # how many instrumentations have replaced apply (a dual level carrying tangents, a profiler timing ops): the
     # backward's own ops then go through apply too (apply_in_backward); each counts itself in and out
     apply_replaced = 0
@@ -131,7 +132,8 @@ class Primitive:
         except ValueError as error:  # NumPy's shape errors, said at the user's call
             shapes = ", ".join(str(tuple(x.shape)) for x in inputs)
             # inputs that do not broadcast: PyTorch's sentence, naming the sizes and the dim, for NumPy's
-            mismatch = "broadcast" in str(error) and broadcast_mismatch(*(tuple(x.shape) for x in inputs))
+            mismatch = "broadcast" in str(error) and broadcast_mismatch(
+                *(tuple(x.shape)[:max(x.ndim - cls.core_dims, 0)] for x in inputs))
             raise ShapeError(f"{cls.__name__} of shapes {shapes}: {mismatch or error}") from None
         except TypeError:  # CuPy's, for an array in host memory: a tensor moved to the CPU
             if any(on_host(x._data) for x in inputs):

@@ -11,12 +11,13 @@ with a vector of ones); an index it repeats (a diagonal) is tied to a fresh one 
 import warnings
 
 from ..backend import xp
+from ..errors import refuse_unbroadcastable
 from ..graph import program_stacklevel
 from ..operands import _operand
 from ..primitive import Primitive, node_named
 from ..tensor import Tensor, tensor_from
 from . import shape
-from .arranging import broadcast_shapes, movedim
+from .arranging import movedim
 from .axes import dim_index
 from .conjugation import conj
 from .conversion import c_name, refuse_kinds, type_name
@@ -480,7 +481,7 @@ def linalg_cross(input, other, *, dim=-1, out=None):
     if input.shape[dim] != 3 or other.shape[dim] != 3:
         raise RuntimeError(f"linalg.cross: inputs dimension {dim} must have length 3. Got {input.shape[dim]} "
                            f"and {other.shape[dim]}")
-    broadcast_shapes(input.shape, other.shape)  # (PyTorch's RuntimeError for shapes that do not broadcast)
+    refuse_unbroadcastable(input.shape, other.shape)  # (PyTorch's RuntimeError, naming the sizes and the dim)
     require_scalar_type((input, other))
     levi_civita = xp.zeros((3, 3, 3))
     for i, j, k in ((0, 1, 2), (1, 2, 0), (2, 0, 1)):

@@ -14,6 +14,7 @@ gradient, and its backward raises PyTorch's error.
 import warnings
 
 from ..backend import xp
+from ..errors import refuse_unbroadcastable
 from ..graph import is_grad_enabled, program_stacklevel
 from ..primitive import Primitive, named_node
 from ..return_types import return_type
@@ -326,6 +327,7 @@ def cholesky_solve(input, input2, upper=False, *, out=None):
     if input.shape[-2] != input2.shape[-1]:
         raise RuntimeError(f"Incompatible matrix sizes for cholesky_solve: each A matrix is {input2.shape[-1]} by "
                            f"{input2.shape[-1]} but each b matrix is {input.shape[-2]} by {input.shape[-1]}")
+    refuse_unbroadcastable(input.shape[:-2], input2.shape[:-2])  # (the batch dims: b's, then A's, as PyTorch)
     require_same_dtype(input, input2, ("b", "A"))
     return write_out(CholeskySolve.apply(input, input2, upper=bool(upper)), out)
 

@@ -9,6 +9,7 @@
 import contextlib
 
 from ..backend import xp
+from ..errors import refuse_unbroadcastable
 from ..graph import is_grad_enabled
 from ..primitive import Primitive, named_node
 from ..return_types import return_type
@@ -146,10 +147,14 @@ def _solution(A, B, left):
                                f"({A.shape[-2]}x{A.shape[-1]} and {rows}x{columns})")
         return _solution(A.mT, B.mT, True).mT
     if is_vector_rhs(A, B):
+        if B.shape[-1] != A.shape[-1]:  # (a vector is the column B, n x 1)
+            raise RuntimeError(f"linalg.solve: Incompatible shapes of A and B for the equation AX = B "
+                               f"({A.shape[-2]}x{A.shape[-1]} and {B.shape[-1]}x1)")
         return shape.squeeze(Solve.apply(A, shape.unsqueeze(B, -1)), -1)
     if B.shape[-2] != A.shape[-1]:
         raise RuntimeError(f"linalg.solve: Incompatible shapes of A and B for the equation AX = B "
                            f"({A.shape[-2]}x{A.shape[-1]} and {B.shape[-2]}x{B.shape[-1]})")
+    refuse_unbroadcastable(B.shape[:-2], A.shape[:-2])  # (the batch dims, in PyTorch's order: B's, then A's)
     return Solve.apply(A, B)
 
 

@@ -28,6 +28,7 @@ class MatMul(Primitive):
     transpose_a = transpose_b = False
     handles_complex = True
     saved_input_readers = ((1,), (0,))  # A is read only for dL/dB, B only for dL/dA
+    core_dims = 2  # (a broadcast error names the batch sizes, as PyTorch's)
     pytorch_name = "MmBackward0"  # (two matrices: PyTorch's mm; matmul names a batched product as PyTorch's)
 
     def forward(self, a, b):

@@ -22,6 +22,7 @@ import math
 import warnings
 
 from ..backend import int32, xp
+from ..errors import refuse_unbroadcastable
 from ..graph import program_stacklevel
 from ..primitive import Primitive, named_node
 from ..return_types import return_type
@@ -240,6 +241,7 @@ def lu_solve(LU, pivots, B, *, left=True, adjoint=False, out=None):
     if (B.shape[-2] if left else B.shape[-1]) != n:
         raise RuntimeError(f"linalg.lu_solve: Incompatible shapes of A and B for the equation "
                            f"{'AX = B' if left else 'XA = B'} ({n}x{n} and {B.shape[-2]}x{B.shape[-1]})")
+    refuse_unbroadcastable(B.shape[:-2], LU.shape[:-2])  # (the batch dims, in PyTorch's order: B's, then A's)
     if not left:  # X A = B ⇔ Aᴴ Xᴴ = Bᴴ (and X Aᴴ = B ⇔ A Xᴴ = Bᴴ)
         X = lu_solve(LU, pivots, B.mH, adjoint=not adjoint).mH
         return write_out(named_node(X, None, "LinalgLuSolveBackward0", (LU, B)), out, same_dtype=True)

@@ -11,6 +11,7 @@ import math
 import numbers
 
 from ..backend import errstate, float16, float32, xp
+from ..errors import refuse_unbroadcastable
 from ..graph import is_grad_enabled
 from ..primitive import Primitive, node_named
 from ..tensor import Tensor
@@ -270,6 +271,7 @@ def cdist(x1, x2, p=2.0, compute_mode=None):
         raise RuntimeError(f"cdist only supports at least 2D tensors, X1 got: {x1.ndim}D, X2 got: {x2.ndim}D")
     if x1.shape[-1] != x2.shape[-1]:
         raise RuntimeError(f"X1 and X2 must have the same number of columns. X1: {x1.shape[-1]} X2: {x2.shape[-1]}")
+    refuse_unbroadcastable(x1.shape[:-2], x2.shape[:-2])  # (the batch dims: the rows' differences would name others)
     require_scalar_type((x1, x2))
     if not p >= 0:  # (-inf and NaN too: PyTorch's cdist has no -inf "distance")
         raise RuntimeError("cdist only supports non-negative p values")

@@ -24,6 +24,7 @@ does not change (repeated singular values included):
 
 
 from ..backend import int64, xp
+from ..errors import refuse_unbroadcastable
 from ..primitive import Primitive
 from ..return_types import return_type
 from ..tensor import Tensor
@@ -267,6 +268,7 @@ def lstsq(input, b, rcond=None, *, driver=None, out=None):
         which = -1 if is_vector_rhs(A, b) else -2
         raise RuntimeError(f"torch.linalg.lstsq: input.size(-2) should match other.size({which}) "
                            f"(got shapes {tuple(A.shape)} and {tuple(b.shape)})")
+    refuse_unbroadcastable(A.shape[:-2], B.shape[:-2])  # (the batch dims, named as PyTorch names them)
     if driver == "gels" and A.numel():
         _require_full_rank(A)
     solution = matmul(pinv(A, rtol=rcond), B)

@@ -18,6 +18,7 @@ division gives inf or nan in the solution.
 import warnings
 
 from ..backend import errstate, xp
+from ..errors import refuse_unbroadcastable
 from ..graph import program_stacklevel
 from ..primitive import Primitive, named_node
 from ..return_types import return_type
@@ -94,6 +95,7 @@ def solve_triangular(input, B, *, upper, left=True, unitriangular=False, out=Non
         equation = "AX = B" if left else "XA = B"
         raise RuntimeError(f"linalg.solve_triangular: Incompatible shapes of A and B for the equation {equation} "
                            f"({A.shape[-2]}x{A.shape[-1]} and {B.shape[-2]}x{B.shape[-1]})")
+    refuse_unbroadcastable(B.shape[:-2], A.shape[:-2])  # (the batch dims, in PyTorch's order: B's, then A's)
     A, B = _same_floating_dtype(A, B, "linalg.solve_triangular")
     if left:
         X = SolveTriangular.apply(A, B, upper=bool(upper), unitriangular=bool(unitriangular))
