@@ -174,7 +174,10 @@ def _numpy_at(ufunc, array, positions, values):
     if (rows and type(positions) is numpy.ndarray and positions.ndim == 1 and positions.dtype.kind in "iu"
             and positions.size and array.flags.c_contiguous and -rows <= positions.min() and positions.max() < rows):
         width = array[0].size
-        starts = (positions.astype(numpy.intp) % rows) * width  # (negative indices count from the end)
+        starts = positions.astype(numpy.intp, copy=False)
+        if starts.min() < 0:
+            starts = starts % rows  # (negative indices count from the end)
+        starts = starts * width
         elements = (starts[:, None] + numpy.arange(width, dtype=numpy.intp)).reshape(-1)
         values = numpy.broadcast_to(values, (positions.size, *array.shape[1:]))
         ufunc.at(array.reshape(-1), elements, values.reshape(-1))

@@ -62,11 +62,13 @@ class EmbeddingDenseBackward(Primitive):
     saves_arguments = True  # the indices: freed after backward
 
     def forward(self, rows):
-        taken = xp.arange(len(self.flat)) if self.added_in is None else self.added_in
-        if self.padding_idx is not None:  # the padding index's lookups add nothing (not even a NaN times 0)
-            taken = taken[self.flat[taken] != self.padding_idx]
-        flat, rows = self.flat[taken], rows[taken]
-        scale = None if self.scales is None else self.scales[taken]
+        flat, scale = self.flat, self.scales
+        if self.added_in is not None or self.padding_idx is not None:  # (else every lookup, in order: no copy)
+            taken = xp.arange(len(self.flat)) if self.added_in is None else self.added_in
+            if self.padding_idx is not None:  # the padding index's lookups add nothing (not even a NaN times 0)
+                taken = taken[self.flat[taken] != self.padding_idx]
+            flat, rows = self.flat[taken], rows[taken]
+            scale = None if self.scales is None else self.scales[taken]
         if self.scale_grad_by_freq:
             counts = xp.bincount(self.flat, minlength=self.num_weights)
             scale = 1.0 / counts[flat] if scale is None else scale / counts[flat]
