@@ -1,0 +1,2660 @@
+# ruff: noqa: B007, B008, B023, E501, E731, E741, F841, UP004, UP008, UP031  (the programs are kept as their authors wrote them)
+"""Paper implementations as labml.ai's annotated_deep_learning_paper_implementations writes them (labml_nn/...),
+rewritten without labml's config and tracker plumbing but with the authors' tensor idioms, each run on chainrule
+and on PyTorch from the same weights and data (see tests/test_programs_probe21_papers.py's helpers and
+tests/pytorch_programs.py), comparing forwards, losses, gradients and a few optimizer steps, and checked by hand
+with NumPy where PyTorch is missing.
+
+- labml's optimizers (GenericAdaptiveOptimizer, WeightDecay, Adam, AMSGrad, RAdam, AdaBelief, Noam): subclasses of
+  ``torch.optim.Optimizer`` under ``@torch.no_grad()`` keeping ``self.state[p]`` dicts, ``param.data.addcdiv_``,
+  ``torch.maximum(..., out=)``, ``state_dict``/``load_state_dict`` and ``add_param_group``.
+- Fuzzy tiling activation (``nn.Parameter(arange, requires_grad=False)``, bool * float, ``torch.clip(min=)``) and Swish.
+- Normalisation by hand (BatchNorm reassigning its buffers, LayerNorm over ``torch.Size``, InstanceNorm, GroupNorm,
+  Batch-Channel norm with an estimated batch norm under ``no_grad``, weight standardisation by ``torch.var_mean``
+  in a ``nn.Conv2d`` subclass), each against ``nn``'s own layers.
+- DeepNorm transformer layers on labml's multi-head attention (einsum ``ibhd,jbhd->ijbh``, ``Softmax(dim=1)``,
+  ``masked_fill(mask == 0, -inf)``, weights scaled in place under ``no_grad``).
+- The Feedback transformer, plain and with its key/value memory ``Stack`` whose ``autograd.Function`` returns a
+  view of a buffer and accumulates gradients into another in its backward.
+- Fast-weights linear transformers (DPFP feature map with ``roll``), Primer EZ (squared ReLU, depth-wise
+  convolutions slotted in by ``nn.Sequential(self.query, ...)``), gMLP's spatial gating unit, AFT-local
+  (``masked_fill_`` on a view, ``max(keepdims=True)``), the Hourglass transformer (``AvgPool1d(ceil_mode=True)``,
+  ``repeat_interleave``), RoPE/ALiBi/Transformer-XL relative attention, FNet's ``torch.fft`` mixing and labml's
+  label-smoothing loss.
+- Capsule networks with routing by agreement, HyperLSTM, evidential deep learning's losses (``digamma``, ``lgamma``),
+  PPO's clipped losses with GAE, GAT and GATv2, ConvMixer, LoRA layers, PonderNet, RWKV (``ZeroPad2d`` with a
+  negative pad, the ``L2Wrap`` Function), recurrent highway networks and labml's samplers.
+"""
+
+import copy
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from .pytorch_programs import OURS, load, run_both, weights_of
+
+# ----------------------------------------------------------------------------------------------
+# labml_nn/optimizers: Adam, AMSGrad, RAdam, AdaBelief, Noam as Optimizer subclasses
+# ----------------------------------------------------------------------------------------------
+
+
+def labml_optimizers(m, weights):
+    torch, nn, optim = m.torch, m.nn, m.optim
+    Optimizer = optim.Optimizer
+
+    class GenericAdaptiveOptimizer(Optimizer):
+        def __init__(self, params, defaults, lr, betas, eps):
+            if not 0.0 <= lr:
+                raise ValueError(f"Invalid learning rate: {lr}")
+            if not 0.0 <= eps:
+                raise ValueError(f"Invalid epsilon value: {eps}")
+            if not 0.0 <= betas[0] < 1.0:
+                raise ValueError(f"Invalid beta parameter at index 0: {betas[0]}")
+            if not 0.0 <= betas[1] < 1.0:
+                raise ValueError(f"Invalid beta parameter at index 1: {betas[1]}")
+            defaults.update(dict(lr=lr, betas=betas, eps=eps))
+            super().__init__(params, defaults)
+
+        def init_state(self, state, group, param):
+            pass
+
+        def step_param(self, state, group, grad, param):
+            pass
+
+        @torch.no_grad()
+        def step(self, closure=None):
+            loss = None
+            if closure is not None:
+                with torch.enable_grad():
+                    loss = closure()
+            for group in self.param_groups:
+                for param in group['params']:
+                    if param.grad is None:
+                        continue
+                    grad = param.grad.data
+                    if grad.is_sparse:
+                        raise RuntimeError('GenericAdaptiveOptimizer does not support sparse gradients,'
+                                           ' please consider SparseAdam instead')
+                    state = self.state[param]
+                    if len(state) == 0:
+                        self.init_state(state, group, param)
+                    self.step_param(state, group, grad, param)
+            return loss
+
+    class WeightDecay:
+        def __init__(self, weight_decay=0., weight_decouple=True, absolute=False):
+            if not 0.0 <= weight_decay:
+                raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+            self.absolute = absolute
+            self.weight_decouple = weight_decouple
+            self.weight_decay = weight_decay
+
+        def defaults(self):
+            return dict(weight_decay=self.weight_decay)
+
+        def __call__(self, param, grad, group):
+            if self.weight_decouple:
+                if self.absolute:
+                    param.data.mul_(1.0 - group['weight_decay'])
+                else:
+                    param.data.mul_(1.0 - group['lr'] * group['weight_decay'])
+                return grad
+            else:
+                if group['weight_decay'] != 0:
+                    return grad.add(param.data, alpha=group['weight_decay'])
+                else:
+                    return grad
+
+    class Adam(GenericAdaptiveOptimizer):
+        def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-16,
+                     weight_decay=WeightDecay(), optimized_update=True, defaults=None):
+            defaults = {} if defaults is None else defaults
+            defaults.update(weight_decay.defaults())
+            super().__init__(params, defaults, lr, betas, eps)
+            self.weight_decay = weight_decay
+            self.optimized_update = optimized_update
+
+        def init_state(self, state, group, param):
+            state['step'] = 0
+            state['exp_avg'] = torch.zeros_like(param, memory_format=torch.preserve_format)
+            state['exp_avg_sq'] = torch.zeros_like(param, memory_format=torch.preserve_format)
+
+        def get_mv(self, state, group, grad):
+            beta1, beta2 = group['betas']
+            m, v = state['exp_avg'], state['exp_avg_sq']
+            m.mul_(beta1).add_(grad, alpha=1 - beta1)
+            v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            return m, v
+
+        def get_lr(self, state, group):
+            return group['lr']
+
+        def adam_update(self, state, group, param, m, v):
+            beta1, beta2 = group['betas']
+            bias_correction1 = 1 - beta1 ** state['step']
+            bias_correction2 = 1 - beta2 ** state['step']
+            lr = self.get_lr(state, group)
+            if self.optimized_update:
+                denominator = v.sqrt().add_(group['eps'])
+                step_size = lr * math.sqrt(bias_correction2) / bias_correction1
+                param.data.addcdiv_(m, denominator, value=-step_size)
+            else:
+                denominator = (v.sqrt() / math.sqrt(bias_correction2)).add_(group['eps'])
+                step_size = lr / bias_correction1
+                param.data.addcdiv_(m, denominator, value=-step_size)
+
+        def step_param(self, state, group, grad, param):
+            grad = self.weight_decay(param, grad, group)
+            m, v = self.get_mv(state, group, grad)
+            state['step'] += 1
+            self.adam_update(state, group, param, m, v)
+
+    class AMSGrad(Adam):
+        def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-16,
+                     weight_decay=WeightDecay(), optimized_update=True, amsgrad=True, defaults=None):
+            defaults = {} if defaults is None else defaults
+            defaults.update(dict(amsgrad=amsgrad))
+            super().__init__(params, lr, betas, eps, weight_decay, optimized_update, defaults)
+
+        def init_state(self, state, group, param):
+            super().init_state(state, group, param)
+            if group['amsgrad']:
+                state['max_exp_avg_sq'] = torch.zeros_like(param, memory_format=torch.preserve_format)
+
+        def get_mv(self, state, group, grad):
+            m, v = super().get_mv(state, group, grad)
+            if group['amsgrad']:
+                v_max = state['max_exp_avg_sq']
+                torch.maximum(v_max, v, out=v_max)
+                return m, v_max
+            else:
+                return m, v
+
+    class RAdam(AMSGrad):
+        def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
+                     weight_decay=WeightDecay(), optimized_update=True, amsgrad=False,
+                     degenerated_to_sgd=True, defaults=None):
+            self.degenerated_to_sgd = degenerated_to_sgd
+            super().__init__(params, lr, betas, eps, weight_decay, optimized_update, amsgrad, defaults)
+
+        def step_param(self, state, group, grad, param):
+            grad = self.weight_decay(param, grad, group)
+            m, v = self.get_mv(state, group, grad)
+            state['step'] += 1
+            self.r_adam_update(state, group, param, m, v)
+
+        @staticmethod
+        def calc_rectification_term(beta2, step):
+            beta2_t = beta2 ** step
+            rho_inf = 2 / (1 - beta2) - 1
+            rho = rho_inf - 2 * step * beta2_t / (1 - beta2_t)
+            if rho >= 5:
+                r2 = (rho - 4) / (rho_inf - 4) * (rho - 2) / rho * rho_inf / (rho_inf - 2)
+                return math.sqrt(r2)
+            else:
+                return None
+
+        def r_adam_update(self, state, group, param, m, v):
+            beta1, beta2 = group['betas']
+            bias_correction1 = 1 - beta1 ** state['step']
+            bias_correction2 = 1 - beta2 ** state['step']
+            r = self.calc_rectification_term(beta2, state['step'])
+            lr = self.get_lr(state, group)
+            if r is not None:
+                if self.optimized_update:
+                    denominator = v.sqrt().add_(group['eps'])
+                    step_size = lr * math.sqrt(bias_correction2) * r / bias_correction1
+                    param.data.addcdiv_(m, denominator, value=-step_size)
+                else:
+                    denominator = (v.sqrt() / math.sqrt(bias_correction2)).add_(group['eps'])
+                    step_size = lr * r / bias_correction1
+                    param.data.addcdiv_(m, denominator, value=-step_size)
+            elif self.degenerated_to_sgd:
+                step_size = lr / bias_correction1
+                param.data.add_(m, alpha=-step_size)
+
+    class AdaBelief(RAdam):
+        def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-16,
+                     weight_decay=WeightDecay(), amsgrad=False, degenerate_to_sgd=True, rectify=True, defaults=None):
+            defaults = {} if defaults is None else defaults
+            super().__init__(params, lr, betas, eps, weight_decay, amsgrad, degenerate_to_sgd, defaults)
+            self.rectify = rectify
+
+        def init_state(self, state, group, param):
+            state['step'] = 0
+            state['exp_avg'] = torch.zeros_like(param, memory_format=torch.preserve_format)
+            state['exp_avg_var'] = torch.zeros_like(param, memory_format=torch.preserve_format)
+            if group['amsgrad']:
+                state['max_exp_avg_var'] = torch.zeros_like(param, memory_format=torch.preserve_format)
+
+        def get_ms(self, state, group, grad):
+            beta1, beta2 = group['betas']
+            m, s = state['exp_avg'], state['exp_avg_var']
+            m.mul_(beta1).add_(grad, alpha=1 - beta1)
+            grad_residual = grad - m
+            s.mul_(beta2).addcmul_(grad_residual, grad_residual, value=1 - beta2)
+            if group['amsgrad']:
+                s_max = state['max_exp_avg_var']
+                torch.maximum(s_max, s, out=s_max)
+                return m, s_max
+            else:
+                return m, s
+
+        def step_param(self, state, group, grad, param):
+            grad = self.weight_decay(param, grad, group)
+            m, s = self.get_ms(state, group, grad)
+            state['step'] += 1
+            if not self.rectify:
+                self.adam_update(state, group, param, m, s + group['eps'])
+            else:
+                self.r_adam_update(state, group, param, m, s + group['eps'])
+
+    class Noam(AMSGrad):
+        def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-16, weight_decay=WeightDecay(),
+                     optimized_update=True, amsgrad=False, warmup=0, d_model=512, defaults=None):
+            defaults = {} if defaults is None else defaults
+            defaults.update(dict(warmup=warmup))
+            super().__init__(params, lr, betas, eps, weight_decay, optimized_update, amsgrad, defaults)
+            self.d_model = d_model
+
+        def get_lr(self, state, group):
+            factor = min(state['step'] ** (-0.5), state['step'] * group['warmup'] ** (-1.5))
+            return group['lr'] * self.d_model ** (-0.5) * factor
+
+    rng = np.random.default_rng(0)
+    X = torch.from_numpy(rng.standard_normal((64, 5)))
+    y = torch.from_numpy((rng.standard_normal(64) > 0).astype(np.int64))
+
+    def make():
+        return nn.Sequential(nn.Linear(5, 16), nn.Tanh(), nn.Linear(16, 2)).double()
+
+    makers = {
+        "adam": lambda p: Adam(p, lr=1e-2, weight_decay=WeightDecay(0.01)),
+        "adam_plain": lambda p: Adam(p, lr=1e-2, eps=1e-8, optimized_update=False),
+        "amsgrad": lambda p: AMSGrad(p, lr=1e-2, betas=(0.9, 0.99), weight_decay=WeightDecay(0.1, weight_decouple=False)),
+        "radam": lambda p: RAdam(p, lr=1e-2, weight_decay=WeightDecay(0.05, absolute=True)),
+        "radam_unoptimized": lambda p: RAdam(p, lr=1e-2, betas=(0.9, 0.9), optimized_update=False),
+        "adabelief": lambda p: AdaBelief(p, lr=1e-2, amsgrad=True),
+        "adabelief_unrectified": lambda p: AdaBelief(p, lr=1e-2, rectify=False),
+        "noam": lambda p: Noam(p, lr=1.0, warmup=4, d_model=16),
+    }
+    out = {}
+    for name, make_opt in makers.items():
+        model = load(m, make(), weights)
+        opt = make_opt(model.parameters())
+        losses = []
+        for step in range(12):
+            def closure():
+                opt.zero_grad()
+                loss = nn.functional.cross_entropy(model(X), y)
+                loss.backward()
+                return loss
+            losses.append(opt.step(closure).item())
+            if step == 5:  # resume half way from a saved state, as labml's checkpoints do
+                saved = copy.deepcopy(opt.state_dict())
+                opt = make_opt(model.parameters())
+                opt.load_state_dict(saved)
+        state = opt.state[model[0].weight]
+        out[name] = {"losses": losses, "w": model[0].weight, "b": model[2].bias,
+                     "steps": state['step'], "keys": sorted(state), "m": state['exp_avg']}
+    # their Adam without the optimized update is PyTorch's Adam: the same steps as optim.Adam
+    model = load(m, make(), weights)
+    opt = optim.Adam(model.parameters(), lr=1e-2, eps=1e-8)
+    for step in range(12):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(X), y).backward()
+        opt.step()
+    out["torch_adam_w"] = model[0].weight
+    # a second group with its own defaults filled in by add_param_group
+    model = load(m, make(), weights)
+    opt = AMSGrad(model[0].parameters(), lr=1e-2)
+    opt.add_param_group({"params": model[2].parameters(), "lr": 0.1, "amsgrad": False})
+    for step in range(3):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(X), y).backward()
+        opt.step()
+    out["groups"] = [sorted(opt.state[p]) for p in model.parameters()] + [opt.param_groups[1]["betas"], model[2].weight]
+    # the AMSGrad paper's synthetic problem, clamped to [-1, 1] through .data
+    for name, cls in (("adam", Adam), ("amsgrad", AMSGrad)):
+        x = nn.Parameter(torch.tensor([.0], dtype=torch.float64))
+        opt = cls([x], lr=1e-2, betas=(0.9, 0.99))
+        for step in range(300):
+            regret = (1010 * x).sum() if step % 101 == 1 else (-10 * x).sum()
+            regret.backward()
+            opt.step()
+            opt.zero_grad()
+            x.data.clamp_(-1., +1.)
+        out["synthetic_" + name] = x
+    try:
+        Adam([x], betas=(1.0, 0.999))
+    except ValueError as e:
+        out["error"] = str(e)
+    return out
+
+
+def test_labml_optimizers():
+    weights = weights_of(lambda m: m.nn.Sequential(m.nn.Linear(5, 16), m.nn.Tanh(), m.nn.Linear(16, 2)).double(), seed=3)
+    ours, _ = run_both(labml_optimizers, weights, rtol=1e-9, atol=1e-11)
+    for name in ("adam", "amsgrad", "radam", "radam_unoptimized", "adabelief", "adabelief_unrectified", "noam"):
+        assert ours[name]["steps"] == 12 and ours[name]["losses"][-1] < ours[name]["losses"][0], name
+    assert ours["amsgrad"]["keys"] == ["exp_avg", "exp_avg_sq", "max_exp_avg_sq", "step"]
+    assert ours["adabelief"]["keys"] == ["exp_avg", "exp_avg_var", "max_exp_avg_var", "step"]
+    np.testing.assert_allclose(ours["adam_plain"]["w"], ours["torch_adam_w"], rtol=1e-12, atol=1e-14)
+    assert ours["groups"][0] == ["exp_avg", "exp_avg_sq", "max_exp_avg_sq", "step"]
+    assert ours["groups"][2] == ["exp_avg", "exp_avg_sq", "step"]
+    assert tuple(ours["groups"][4]) == (0.9, 0.999)
+    # AMSGrad finds the minimiser x = -1 of the synthetic problem, where Adam drifts towards +1
+    assert ours["synthetic_amsgrad"][0] < ours["synthetic_adam"][0]
+    assert ours["error"] == "Invalid beta parameter at index 0: 1.0"
+
+
+# ----------------------------------------------------------------------------------------------
+# labml_nn/activations: fuzzy tiling activation and Swish
+# ----------------------------------------------------------------------------------------------
+
+
+def fta_program(m):
+    torch, nn = m.torch, m.nn
+
+    class FTA(nn.Module):
+        def __init__(self, lower_limit, upper_limit, delta, eta):
+            super().__init__()
+            self.c = nn.Parameter(torch.arange(lower_limit, upper_limit, delta), requires_grad=False)
+            self.expansion_factor = len(self.c)
+            self.delta = delta
+            self.eta = eta
+
+        def fuzzy_i_plus(self, x):
+            return (x <= self.eta) * x + (x > self.eta)
+
+        def forward(self, z):
+            z = z.view(*z.shape, 1)
+            z = 1. - self.fuzzy_i_plus(torch.clip(self.c - z, min=0.) + torch.clip(z - self.delta - self.c, min=0.))
+            return z.view(*z.shape[:-2], -1)
+
+    class Swish(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.sigmoid = nn.Sigmoid()
+
+        def forward(self, x):
+            return x * self.sigmoid(x)
+
+    a = FTA(-10, 10, 2., 0.5)
+    z = torch.tensor([1.1, 2.2, 3.3, 4.4, 5.5, 6.6, 7.7, 8.8, 9., 10., 11.])
+    tiled = a(z)
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fta = FTA(-1., 1., 0.2, 0.2)
+            self.linear1 = nn.Linear(4, 6)
+            self.linear2 = nn.Linear(6 * self.fta.expansion_factor, 3)
+            self.swish = Swish()
+
+        def forward(self, x):
+            return self.linear2(self.swish(self.fta(torch.tanh(self.linear1(x)))))
+
+    torch.manual_seed(0)
+    model = Model()
+    rng = np.random.default_rng(1)
+    x = torch.tensor(rng.standard_normal((32, 4)), dtype=torch.float32)
+    y = torch.tensor(rng.integers(0, 3, 32))
+    optimizer = m.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(6):
+        optimizer.zero_grad()
+        loss = m.F.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    names = [n for n, _ in model.named_parameters()]
+    return {"c": a.c, "expansion": a.expansion_factor, "tiled": tiled, "losses": losses, "names": names,
+            "c_grad": model.fta.c.grad is None, "w": model.linear1.weight, "float32": tiled.dtype == torch.float32}
+
+
+def test_fuzzy_tiling_activation():
+    ours, _ = run_both(fta_program, rtol=1e-5, atol=1e-6)
+    assert ours["expansion"] == 10 and ours["c_grad"] and ours["float32"]
+    # by hand: 1 - I+(max(0, c - z) + max(0, z - delta - c)), eta = 0.5
+    c = np.arange(-10, 10, 2.0)
+    z = np.array([1.1, 2.2, 3.3, 4.4, 5.5, 6.6, 7.7, 8.8, 9., 10., 11.])[:, None]
+    d = np.maximum(c - z, 0) + np.maximum(z - 2.0 - c, 0)
+    np.testing.assert_allclose(ours["tiled"], (1 - np.where(d <= 0.5, d, 1.0)).reshape(-1), rtol=1e-6, atol=1e-6)
+    assert ours["losses"][-1] < ours["losses"][0]
+
+
+# ----------------------------------------------------------------------------------------------
+# labml_nn/normalization: batch, layer, instance, group, batch-channel norm and weight standardisation
+# ----------------------------------------------------------------------------------------------
+
+
+def normalization_program(m):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    class BatchNorm(nn.Module):
+        def __init__(self, channels, *, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True):
+            super().__init__()
+            self.channels = channels
+            self.eps = eps
+            self.momentum = momentum
+            self.affine = affine
+            self.track_running_stats = track_running_stats
+            if self.affine:
+                self.scale = nn.Parameter(torch.ones(channels))
+                self.shift = nn.Parameter(torch.zeros(channels))
+            if self.track_running_stats:
+                self.register_buffer('exp_mean', torch.zeros(channels))
+                self.register_buffer('exp_var', torch.ones(channels))
+
+        def forward(self, x):
+            x_shape = x.shape
+            batch_size = x_shape[0]
+            assert self.channels == x.shape[1]
+            x = x.view(batch_size, self.channels, -1)
+            if self.training or not self.track_running_stats:
+                mean = x.mean(dim=[0, 2])
+                mean_x2 = (x ** 2).mean(dim=[0, 2])
+                var = mean_x2 - mean ** 2
+                if self.training and self.track_running_stats:
+                    self.exp_mean = (1 - self.momentum) * self.exp_mean + self.momentum * mean
+                    self.exp_var = (1 - self.momentum) * self.exp_var + self.momentum * var
+            else:
+                mean = self.exp_mean
+                var = self.exp_var
+            x_norm = (x - mean.view(1, -1, 1)) / torch.sqrt(var + self.eps).view(1, -1, 1)
+            if self.affine:
+                x_norm = self.scale.view(1, -1, 1) * x_norm + self.shift.view(1, -1, 1)
+            return x_norm.view(x_shape)
+
+    class LayerNorm(nn.Module):
+        def __init__(self, normalized_shape, *, eps=1e-5, elementwise_affine=True):
+            super().__init__()
+            if isinstance(normalized_shape, int):
+                normalized_shape = torch.Size([normalized_shape])
+            elif isinstance(normalized_shape, list):
+                normalized_shape = torch.Size(normalized_shape)
+            assert isinstance(normalized_shape, torch.Size)
+            self.normalized_shape = normalized_shape
+            self.eps = eps
+            self.elementwise_affine = elementwise_affine
+            if self.elementwise_affine:
+                self.gain = nn.Parameter(torch.ones(normalized_shape))
+                self.bias = nn.Parameter(torch.zeros(normalized_shape))
+
+        def forward(self, x):
+            assert self.normalized_shape == x.shape[-len(self.normalized_shape):]
+            dims = [-(i + 1) for i in range(len(self.normalized_shape))]
+            mean = x.mean(dim=dims, keepdim=True)
+            mean_x2 = (x ** 2).mean(dim=dims, keepdim=True)
+            var = mean_x2 - mean ** 2
+            x_norm = (x - mean) / torch.sqrt(var + self.eps)
+            if self.elementwise_affine:
+                x_norm = self.gain * x_norm + self.bias
+            return x_norm
+
+    class InstanceNorm(nn.Module):
+        def __init__(self, channels, *, eps=1e-5, affine=True):
+            super().__init__()
+            self.channels = channels
+            self.eps = eps
+            self.affine = affine
+            if self.affine:
+                self.scale = nn.Parameter(torch.ones(channels))
+                self.shift = nn.Parameter(torch.zeros(channels))
+
+        def forward(self, x):
+            x_shape = x.shape
+            batch_size = x_shape[0]
+            assert self.channels == x.shape[1]
+            x = x.view(batch_size, self.channels, -1)
+            mean = x.mean(dim=[-1], keepdim=True)
+            mean_x2 = (x ** 2).mean(dim=[-1], keepdim=True)
+            var = mean_x2 - mean ** 2
+            x_norm = (x - mean) / torch.sqrt(var + self.eps)
+            x_norm = x_norm.view(batch_size, self.channels, -1)
+            if self.affine:
+                x_norm = self.scale.view(1, -1, 1) * x_norm + self.shift.view(1, -1, 1)
+            return x_norm.view(x_shape)
+
+    class GroupNorm(nn.Module):
+        def __init__(self, groups, channels, *, eps=1e-5, affine=True):
+            super().__init__()
+            assert channels % groups == 0, "Number of channels should be evenly divisible by the number of groups"
+            self.groups = groups
+            self.channels = channels
+            self.eps = eps
+            self.affine = affine
+            if self.affine:
+                self.scale = nn.Parameter(torch.ones(channels))
+                self.shift = nn.Parameter(torch.zeros(channels))
+
+        def forward(self, x):
+            x_shape = x.shape
+            batch_size = x_shape[0]
+            assert self.channels == x.shape[1]
+            x = x.view(batch_size, self.groups, -1)
+            mean = x.mean(dim=[-1], keepdim=True)
+            mean_x2 = (x ** 2).mean(dim=[-1], keepdim=True)
+            var = mean_x2 - mean ** 2
+            x_norm = (x - mean) / torch.sqrt(var + self.eps)
+            if self.affine:
+                x_norm = x_norm.view(batch_size, self.channels, -1)
+                x_norm = self.scale.view(1, -1, 1) * x_norm + self.shift.view(1, -1, 1)
+            return x_norm.view(x_shape)
+
+    class EstimatedBatchNorm(nn.Module):
+        def __init__(self, channels, eps=1e-5, momentum=0.1, affine=True):
+            super().__init__()
+            self.eps = eps
+            self.momentum = momentum
+            self.affine = affine
+            self.channels = channels
+            if self.affine:
+                self.scale = nn.Parameter(torch.ones(channels))
+                self.shift = nn.Parameter(torch.zeros(channels))
+            self.register_buffer('exp_mean', torch.zeros(channels))
+            self.register_buffer('exp_var', torch.ones(channels))
+
+        def forward(self, x):
+            x_shape = x.shape
+            batch_size = x_shape[0]
+            assert self.channels == x.shape[1]
+            x = x.view(batch_size, self.channels, -1)
+            if self.training:
+                with torch.no_grad():
+                    mean = x.mean(dim=[0, 2])
+                    mean_x2 = (x ** 2).mean(dim=[0, 2])
+                    var = mean_x2 - mean ** 2
+                    self.exp_mean = (1 - self.momentum) * self.exp_mean + self.momentum * mean
+                    self.exp_var = (1 - self.momentum) * self.exp_var + self.momentum * var
+            x_norm = (x - self.exp_mean.view(1, -1, 1)) / torch.sqrt(self.exp_var + self.eps).view(1, -1, 1)
+            if self.affine:
+                x_norm = self.scale.view(1, -1, 1) * x_norm + self.shift.view(1, -1, 1)
+            return x_norm.view(x_shape)
+
+    class ChannelNorm(nn.Module):
+        def __init__(self, channels, groups, eps=1e-5, affine=True):
+            super().__init__()
+            self.channels = channels
+            self.groups = groups
+            self.eps = eps
+            self.affine = affine
+            if self.affine:
+                self.scale = nn.Parameter(torch.ones(groups))
+                self.shift = nn.Parameter(torch.zeros(groups))
+
+        def forward(self, x):
+            x_shape = x.shape
+            batch_size = x_shape[0]
+            assert self.channels == x.shape[1]
+            x = x.view(batch_size, self.groups, -1)
+            mean = x.mean(dim=[-1], keepdim=True)
+            mean_x2 = (x ** 2).mean(dim=[-1], keepdim=True)
+            var = mean_x2 - mean ** 2
+            x_norm = (x - mean) / torch.sqrt(var + self.eps)
+            if self.affine:
+                x_norm = self.scale.view(1, -1, 1) * x_norm + self.shift.view(1, -1, 1)
+            return x_norm.view(x_shape)
+
+    class BatchChannelNorm(nn.Module):
+        def __init__(self, channels, groups, eps=1e-5, momentum=0.1, estimate=True):
+            super().__init__()
+            if estimate:
+                self.batch_norm = EstimatedBatchNorm(channels, eps=eps, momentum=momentum)
+            else:
+                self.batch_norm = BatchNorm(channels, eps=eps, momentum=momentum)
+            self.channel_norm = ChannelNorm(channels, groups, eps)
+
+        def forward(self, x):
+            x = self.batch_norm(x)
+            return self.channel_norm(x)
+
+    def weight_standardization(weight, eps):
+        c_out, c_in, *kernel_shape = weight.shape
+        weight = weight.view(c_out, -1)
+        var, mean = torch.var_mean(weight, dim=1, keepdim=True)
+        weight = (weight - mean) / (torch.sqrt(var + eps))
+        return weight.view(c_out, c_in, *kernel_shape)
+
+    class Conv2d(nn.Conv2d):
+        def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
+                     bias=True, padding_mode='zeros', eps=1e-5):
+            super(Conv2d, self).__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding,
+                                         dilation=dilation, groups=groups, bias=bias, padding_mode=padding_mode)
+            self.eps = eps
+
+        def forward(self, x):
+            return F.conv2d(x, weight_standardization(self.weight, self.eps), self.bias, self.stride,
+                            self.padding, self.dilation, self.groups)
+
+    rng = np.random.default_rng(0)
+    x = torch.tensor(rng.standard_normal((4, 6, 5, 5)) * 2 + 1)
+    out = {}
+    # each by hand against nn's layer of the same kind, forward and the input's gradient
+    pairs = {
+        "batch": (BatchNorm(6), nn.BatchNorm2d(6)),
+        "layer": (LayerNorm(x.shape[2:]), nn.LayerNorm([5, 5])),
+        "instance": (InstanceNorm(6), nn.InstanceNorm2d(6, affine=True)),
+        "group": (GroupNorm(2, 6), nn.GroupNorm(2, 6)),
+    }
+    for name, (ours_layer, reference) in pairs.items():
+        ours_layer.double(), reference.double()
+        with torch.no_grad():
+            for p in ours_layer.parameters():
+                p.copy_(torch.linspace(0.5, 1.5, p.numel(), dtype=torch.float64).view(p.shape))
+            for p in reference.parameters():
+                p.copy_(torch.linspace(0.5, 1.5, p.numel(), dtype=torch.float64).view(p.shape))
+        xs = x.clone().requires_grad_()
+        y = ours_layer(xs)
+        (y * torch.arange(y.numel(), dtype=torch.float64).view(y.shape).sin()).sum().backward()
+        xr = x.clone().requires_grad_()
+        yr = reference(xr)
+        (yr * torch.arange(yr.numel(), dtype=torch.float64).view(yr.shape).sin()).sum().backward()
+        out[name] = [y, xs.grad, yr, xr.grad, [p.grad for p in ours_layer.parameters()]]
+    bn = pairs["batch"][0]
+    out["buffers"] = [bn.exp_mean, bn.exp_var, pairs["batch"][1].running_mean, sorted(bn.state_dict()),
+                      bn.exp_mean.requires_grad, isinstance(bn._buffers["exp_mean"], torch.Tensor)]
+    bn.eval()
+    out["batch_eval"] = bn(x)
+
+    # a small CNN with weight-standardised convolutions and batch-channel norm, trained a few steps
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = Conv2d(1, 8, 3, padding=1)
+            self.norm1 = BatchChannelNorm(8, 4)
+            self.conv2 = Conv2d(8, 8, 3, stride=2, bias=False)
+            self.norm2 = BatchChannelNorm(8, 2, estimate=False)
+            self.fc = nn.Linear(8, 3)
+
+        def forward(self, x):
+            x = F.relu(self.norm1(self.conv1(x)))
+            x = F.relu(self.norm2(self.conv2(x)))
+            return self.fc(x.mean(dim=[2, 3]))
+
+    torch.manual_seed(0)
+    net = Net().double()
+    images = torch.tensor(rng.standard_normal((8, 1, 7, 7)))
+    labels = torch.tensor(rng.integers(0, 3, 8))
+    optimizer = m.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    losses = []
+    for _ in range(4):
+        optimizer.zero_grad()
+        loss = F.cross_entropy(net(images), labels)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    net.eval()
+    with torch.no_grad():
+        logits = net(images)
+    standardized = weight_standardization(net.conv1.weight, 1e-5)
+    return {**out, "losses": losses, "logits": logits, "exp_var": net.norm1.batch_norm.exp_var,
+            "ws_mean": standardized.mean(dim=[1, 2, 3]), "ws_var": standardized.var(dim=[1, 2, 3]),
+            "state": sorted(net.state_dict())}
+
+
+def test_normalization_by_hand():
+    ours, _ = run_both(normalization_program, rtol=1e-9, atol=1e-10)
+    for name in ("batch", "layer", "instance", "group"):
+        y, gx, yr, gxr, _ = ours[name]
+        np.testing.assert_allclose(y, yr, rtol=1e-8, atol=1e-9, err_msg=name)
+        np.testing.assert_allclose(gx, gxr, rtol=1e-7, atol=1e-8, err_msg=name)
+    exp_mean, exp_var, running_mean, keys, requires_grad, is_tensor = ours["buffers"]
+    np.testing.assert_allclose(exp_mean, running_mean, rtol=1e-10)
+    assert keys == ["exp_mean", "exp_var", "scale", "shift"] and requires_grad and is_tensor
+    assert ours["losses"][-1] < ours["losses"][0]
+    np.testing.assert_allclose(ours["ws_mean"], 0, atol=1e-12)
+    np.testing.assert_allclose(ours["ws_var"], 1, rtol=1e-3)  # eps 1e-5 in the denominator
+    assert "norm2.batch_norm.exp_mean" in ours["state"]
+
+
+# ----------------------------------------------------------------------------------------------
+# labml_nn/transformers: their multi-head attention, feed-forward and layer, shared by what follows
+# ----------------------------------------------------------------------------------------------
+
+
+def labml_transformers(m):
+    """labml_nn/transformers/{mha,feed_forward,models,utils}.py and labml_nn/utils as they write them."""
+    torch, nn = m.torch, m.nn
+
+    def clone_module_list(module, n):
+        return nn.ModuleList([copy.deepcopy(module) for _ in range(n)])
+
+    def subsequent_mask(seq_len):
+        mask = torch.tril(torch.ones(seq_len, seq_len)).to(torch.bool).unsqueeze(-1)
+        return mask
+
+    class PrepareForMultiHeadAttention(nn.Module):
+        def __init__(self, d_model, heads, d_k, bias):
+            super().__init__()
+            self.linear = nn.Linear(d_model, heads * d_k, bias=bias)
+            self.heads = heads
+            self.d_k = d_k
+
+        def forward(self, x):
+            head_shape = x.shape[:-1]
+            x = self.linear(x)
+            x = x.view(*head_shape, self.heads, self.d_k)
+            return x
+
+    class MultiHeadAttention(nn.Module):
+        def __init__(self, heads, d_model, dropout_prob=0.1, bias=True):
+            super().__init__()
+            self.d_k = d_model // heads
+            self.heads = heads
+            self.query = PrepareForMultiHeadAttention(d_model, heads, self.d_k, bias=bias)
+            self.key = PrepareForMultiHeadAttention(d_model, heads, self.d_k, bias=bias)
+            self.value = PrepareForMultiHeadAttention(d_model, heads, self.d_k, bias=True)
+            self.softmax = nn.Softmax(dim=1)
+            self.output = nn.Linear(d_model, d_model)
+            self.dropout = nn.Dropout(dropout_prob)
+            self.scale = 1 / math.sqrt(self.d_k)
+            self.attn = None
+
+        def get_scores(self, query, key):
+            return torch.einsum('ibhd,jbhd->ijbh', query, key)
+
+        def prepare_mask(self, mask, query_shape, key_shape):
+            assert mask.shape[0] == 1 or mask.shape[0] == query_shape[0]
+            assert mask.shape[1] == key_shape[0]
+            assert mask.shape[2] == 1 or mask.shape[2] == query_shape[1]
+            mask = mask.unsqueeze(-1)
+            return mask
+
+        def forward(self, *, query, key, value, mask=None):
+            seq_len, batch_size, _ = query.shape
+            if mask is not None:
+                mask = self.prepare_mask(mask, query.shape, key.shape)
+            query = self.query(query)
+            key = self.key(key)
+            value = self.value(value)
+            scores = self.get_scores(query, key)
+            scores *= self.scale
+            if mask is not None:
+                scores = scores.masked_fill(mask == 0, float('-inf'))
+            attn = self.softmax(scores)
+            attn = self.dropout(attn)
+            x = torch.einsum("ijbh,jbhd->ibhd", attn, value)
+            self.attn = attn.detach()
+            x = x.reshape(seq_len, batch_size, -1)
+            return self.output(x)
+
+    class FeedForward(nn.Module):
+        def __init__(self, d_model, d_ff, dropout=0.1, activation=nn.ReLU(), is_gated=False,
+                     bias1=True, bias2=True, bias_gate=True):
+            super().__init__()
+            self.layer1 = nn.Linear(d_model, d_ff, bias=bias1)
+            self.layer2 = nn.Linear(d_ff, d_model, bias=bias2)
+            self.dropout = nn.Dropout(dropout)
+            self.activation = activation
+            self.is_gated = is_gated
+            if is_gated:
+                self.linear_v = nn.Linear(d_model, d_ff, bias=bias_gate)
+
+        def forward(self, x):
+            g = self.activation(self.layer1(x))
+            if self.is_gated:
+                x = g * self.linear_v(x)
+            else:
+                x = g
+            x = self.dropout(x)
+            return self.layer2(x)
+
+    class TransformerLayer(nn.Module):
+        def __init__(self, *, d_model, self_attn, src_attn=None, feed_forward, dropout_prob):
+            super().__init__()
+            self.size = d_model
+            self.self_attn = self_attn
+            self.src_attn = src_attn
+            self.feed_forward = feed_forward
+            self.dropout = nn.Dropout(dropout_prob)
+            self.norm_self_attn = nn.LayerNorm([d_model])
+            if self.src_attn is not None:
+                self.norm_src_attn = nn.LayerNorm([d_model])
+            self.norm_ff = nn.LayerNorm([d_model])
+            self.is_save_ff_input = False
+
+        def forward(self, *, x, mask, src=None, src_mask=None):
+            z = self.norm_self_attn(x)
+            self_attn = self.self_attn(query=z, key=z, value=z, mask=mask)
+            x = x + self.dropout(self_attn)
+            if src is not None:
+                z = self.norm_src_attn(x)
+                attn_src = self.src_attn(query=z, key=src, value=src, mask=src_mask)
+                x = x + self.dropout(attn_src)
+            z = self.norm_ff(x)
+            if self.is_save_ff_input:
+                self.ff_input = z.clone()
+            ff = self.feed_forward(z)
+            x = x + self.dropout(ff)
+            return x
+
+    return SimpleNamespace(**{k: v for k, v in locals().items() if k not in ("torch", "nn", "m")})
+
+
+def train_few(m, model, batches, loss_fn, steps=3, lr=1e-2, optimizer="Adam"):
+    """A few optimizer steps; the losses and every parameter's gradient of the first step."""
+    opt = getattr(m.optim, optimizer)(model.parameters(), lr=lr)
+    losses, first_grads = [], None
+    for step in range(steps):
+        opt.zero_grad()
+        loss = loss_fn(model, *batches)
+        loss.backward()
+        if first_grads is None:
+            first_grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        opt.step()
+        losses.append(loss.item())
+    return losses, first_grads
+
+
+def sequence_data(seq_len=7, batch=3, d_model=8, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((seq_len, batch, d_model)), rng.standard_normal((seq_len, batch, d_model))
+
+
+# ----------------------------------------------------------------------------------------------
+# labml_nn/normalization/deep_norm: DeepNorm transformer layers
+# ----------------------------------------------------------------------------------------------
+
+
+def make_deep_norm(m):
+    torch, nn = m.torch, m.nn
+    t = labml_transformers(m)
+
+    class LayerNorm(nn.Module):  # labml's own, over a list of dimensions
+        def __init__(self, normalized_shape, *, eps=1e-5, elementwise_affine=True):
+            super().__init__()
+            self.normalized_shape = torch.Size(normalized_shape)
+            self.eps = eps
+            self.gain = nn.Parameter(torch.ones(normalized_shape))
+            self.bias = nn.Parameter(torch.zeros(normalized_shape))
+
+        def forward(self, x):
+            dims = [-(i + 1) for i in range(len(self.normalized_shape))]
+            mean = x.mean(dim=dims, keepdim=True)
+            mean_x2 = (x ** 2).mean(dim=dims, keepdim=True)
+            var = mean_x2 - mean ** 2
+            return self.gain * (x - mean) / torch.sqrt(var + self.eps) + self.bias
+
+    class DeepNorm(nn.Module):
+        def __init__(self, alpha, normalized_shape, *, eps=1e-5, elementwise_affine=True):
+            super().__init__()
+            self.alpha = alpha
+            self.layer_norm = LayerNorm(normalized_shape, eps=eps, elementwise_affine=elementwise_affine)
+
+        def forward(self, x, gx):
+            return self.layer_norm(x + self.alpha * gx)
+
+    class DeepNormTransformerLayer(nn.Module):
+        def __init__(self, *, d_model, self_attn, feed_forward, deep_norm_alpha, deep_norm_beta):
+            super().__init__()
+            self.self_attn = self_attn
+            self.feed_forward = feed_forward
+            self.self_attn_norm = DeepNorm(deep_norm_alpha, [d_model])
+            self.feed_forward_norm = DeepNorm(deep_norm_alpha, [d_model])
+            with torch.no_grad():
+                feed_forward.layer1.weight *= deep_norm_beta
+                feed_forward.layer2.weight *= deep_norm_beta
+                self_attn.value.linear.weight *= deep_norm_beta
+                self_attn.output.weight *= deep_norm_beta
+            self.mask = None
+
+        def forward(self, x):
+            if self.mask is None or self.mask.size(0) != len(x):
+                self.mask = t.subsequent_mask(len(x)).to(x.device)
+            x = self.self_attn_norm(x, self.self_attn(query=x, key=x, value=x, mask=self.mask))
+            x = self.feed_forward_norm(x, self.feed_forward(x))
+            return x
+
+    class AutoregressiveTransformer(nn.Module):
+        def __init__(self, n_tokens, d_model, n_layers, layer):
+            super().__init__()
+            self.transformer = nn.Sequential(*[copy.deepcopy(layer) for _ in range(n_layers)])
+            self.emb = nn.Embedding(n_tokens, d_model)
+            self.readout = nn.Linear(d_model, n_tokens)
+
+        def forward(self, x):
+            x = self.emb(x)
+            x = self.transformer(x)
+            x = self.readout(x)
+            return x, None
+
+    n_layers, d_model = 4, 16
+    deep_norm_alpha = (2. * n_layers) ** (1. / 4.)
+    deep_norm_beta = (8. * n_layers) ** -(1. / 4.)
+    layer = DeepNormTransformerLayer(d_model=d_model, deep_norm_alpha=deep_norm_alpha, deep_norm_beta=deep_norm_beta,
+                                     feed_forward=t.FeedForward(d_model=d_model, d_ff=32, dropout=0.),
+                                     self_attn=t.MultiHeadAttention(4, d_model, dropout_prob=0.))
+    return AutoregressiveTransformer(11, d_model, n_layers, layer).double()
+
+
+def deep_norm_program(m, weights):
+    torch = m.torch
+    model = make_deep_norm(m)
+    model = load(m, model, weights)
+    rng = np.random.default_rng(0)
+    tokens = torch.tensor(rng.integers(0, 11, (9, 2)))
+    target = torch.tensor(rng.integers(0, 11, (9, 2)))
+
+    def loss_fn(model, x, y):
+        out, _ = model(x)
+        return m.F.cross_entropy(out.view(-1, out.shape[-1]), y.view(-1))
+
+    losses, grads = train_few(m, model, (tokens, target), loss_fn, steps=4)
+    attn = model.transformer[1].self_attn.attn
+    return {"losses": losses, "grads": grads, "attn": attn,
+            "mask": model.transformer[0].mask[:, :, 0]}
+
+
+def test_deep_norm_transformer():
+    weights = weights_of(make_deep_norm)
+    fresh = make_deep_norm(OURS)
+    ours, _ = run_both(deep_norm_program, weights, rtol=1e-8, atol=1e-10)
+    assert ours["losses"][-1] < ours["losses"][0]
+    # causal: the attention of position i over j > i is zero, and each row sums to one over keys (dim=1)
+    attn = ours["attn"]
+    assert attn.shape == (9, 9, 2, 4)
+    assert np.all(attn[np.triu_indices(9, 1)] == 0)
+    np.testing.assert_allclose(attn.sum(1), 1, rtol=1e-12)
+    np.testing.assert_array_equal(ours["mask"], np.tril(np.ones((9, 9), bool)))
+    # the in-place scaling under no_grad: beta times Linear's initialisation bound
+    beta = 32 ** -0.25
+    assert np.abs(fresh.transformer[0].feed_forward.layer1.weight.detach().numpy()).max() <= beta / math.sqrt(16) + 1e-12
+    assert fresh.transformer[0].feed_forward.layer1.weight.requires_grad
+
+
+# ----------------------------------------------------------------------------------------------
+# labml_nn/transformers/feedback: the Feedback transformer, and its key/value memory Stack Function
+# ----------------------------------------------------------------------------------------------
+
+
+def make_feedback(m, kv):
+    torch, nn = m.torch, m.nn
+    t = labml_transformers(m)
+
+    class FeedbackAttention(nn.Module):
+        def __init__(self, heads, d_model, dropout_prob=0.1, *, is_kv_precomputed=False):
+            super().__init__()
+            self.d_k = d_model // heads
+            self.heads = heads
+            self.query = t.PrepareForMultiHeadAttention(d_model, heads, self.d_k, bias=False)
+            if not is_kv_precomputed:
+                self.key = t.PrepareForMultiHeadAttention(d_model, heads, self.d_k, bias=False)
+                self.value = t.PrepareForMultiHeadAttention(d_model, heads, self.d_k, bias=True)
+            else:
+                self.key = None
+                self.value = None
+            self.output = nn.Linear(d_model, d_model)
+            self.dropout = nn.Dropout(dropout_prob)
+            self.scale = 1 / math.sqrt(self.d_k)
+            self.softmax = nn.Softmax(dim=0)
+            self.P = 2 ** 6
+            self.key_pos_embeddings = nn.Parameter(torch.zeros((self.P, heads, self.d_k)), requires_grad=True)
+            self.key_pos_bias = nn.Parameter(torch.zeros((self.P, heads)), requires_grad=True)
+            self.query_pos_bias = nn.Parameter(torch.zeros((heads, self.d_k)), requires_grad=True)
+            self.attn = None
+
+        def get_scores(self, query, key):
+            key_pos_emb = self.key_pos_embeddings[-key.shape[0]:]
+            query_pos_bias = self.query_pos_bias[None, :, :]
+            key_pos_bias = self.key_pos_bias[-key.shape[0]:]
+            ac = torch.einsum('bhd,jbhd->jbh', query + query_pos_bias, key)
+            bd = torch.einsum('bhd,jhd->jbh', query, key_pos_emb) + key_pos_bias[:, None, :]
+            return ac + bd
+
+        def forward(self, *, query, key, value):
+            query = self.query(query)
+            if self.key:
+                key = self.key(key)
+            if self.value:
+                value = self.value(value)
+            scores = self.get_scores(query, key)
+            scores *= self.scale
+            attn = self.softmax(scores)
+            attn = self.dropout(attn)
+            x = torch.einsum("jbh,jbhd->bhd", attn, value)
+            x = x.reshape(x.shape[0], -1)
+            return self.output(x)
+
+    class FeedbackTransformerLayer(nn.Module):
+        def __init__(self, *, d_model, attn, feed_forward, dropout_prob):
+            super().__init__()
+            self.size = d_model
+            self.attn = attn
+            self.feed_forward = feed_forward
+            self.dropout = nn.Dropout(dropout_prob)
+            self.norm_self_attn = nn.LayerNorm([d_model])
+            self.norm_ff = nn.LayerNorm([d_model])
+
+        def forward(self, *, x, key, value):
+            if key is not None:
+                z = self.norm_self_attn(x)
+                self_attn = self.attn(query=z, key=key, value=value)
+                x = x + self.dropout(self_attn)
+            z = self.norm_ff(x)
+            ff = self.feed_forward(z)
+            x = x + self.dropout(ff)
+            return x
+
+    class FeedbackTransformer(nn.Module):
+        def __init__(self, layer, n_layers):
+            super().__init__()
+            self.layers = t.clone_module_list(layer, n_layers)
+            self.norm = nn.LayerNorm([layer.size])
+            self.weights = nn.Parameter(torch.ones(n_layers + 1), requires_grad=True)
+            self.softmax = nn.Softmax(0)
+
+        def forward(self, x_seq):
+            x_seq = torch.unbind(x_seq, dim=0)
+            res = []
+            mem = []
+            for x in x_seq:
+                layer_outputs = [x]
+                mem_tensor = torch.stack(mem) if mem else None
+                for layer in self.layers:
+                    x = layer(x=x, key=mem_tensor, value=mem_tensor)
+                    layer_outputs.append(x)
+                layer_outputs = torch.stack(layer_outputs)
+                mem.append(torch.einsum('lbd,l->bd', layer_outputs, self.softmax(self.weights)))
+                res.append(x)
+            res = torch.stack(res)
+            return self.norm(res)
+
+    class StackFunction(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, memory, memory_grad, last, n):
+            ctx._mem_grad = memory_grad
+            ctx._n = n
+            return memory[:n + 1]
+
+        @staticmethod
+        def backward(ctx, grad_output):
+            n = ctx._n
+            memory_grad = ctx._mem_grad
+            memory_grad[:n + 1] += grad_output
+            return None, None, memory_grad[n], None
+
+    class Stack:
+        def __init__(self, max_len):
+            self.max_len = max_len
+            self.memory = None
+            self.memory_grad = None
+            self.last = None
+            self.n = -1
+            self.last_get_n = -1
+
+        def append(self, n, value):
+            assert n == 0 or self.last_get_n == n - 1, f"{n}, {self.last_get_n}"
+            with torch.no_grad():
+                if self.memory is None or self.memory.shape[1:] != value.shape:
+                    assert n == 0
+                    self.memory = value.new_zeros(self.max_len, *value.shape, requires_grad=False)
+                    self.memory_grad = value.new_zeros(self.memory.shape, requires_grad=False)
+                elif n == 0:
+                    self.memory_grad.fill_(0.)
+                self.memory.data[n] = value.detach()
+                self.n = n
+            self.last = value
+
+        def get(self):
+            self.last_get_n = self.n
+            return StackFunction.apply(self.memory, self.memory_grad, self.last, self.n)
+
+        def free(self):
+            self.memory = None
+            self.memory_grad = None
+            self.last = None
+
+    class FeedbackTransformerKV(nn.Module):
+        def __init__(self, layer, n_layers, d_model, heads):
+            super().__init__()
+            self.layers = t.clone_module_list(layer, n_layers)
+            self.norm = nn.LayerNorm([layer.size])
+            self.weights = nn.Parameter(torch.ones(n_layers + 1), requires_grad=True)
+            self.softmax = nn.Softmax(0)
+            d_k = d_model // heads
+            self.key = t.PrepareForMultiHeadAttention(d_model, heads, d_k, bias=False)
+            self.value = t.PrepareForMultiHeadAttention(d_model, heads, d_k, bias=False)
+            self.mem_key = Stack(16)
+            self.mem_value = Stack(16)
+
+        def forward(self, x_seq):
+            x_seq = torch.unbind(x_seq, dim=0)
+            res = []
+            for step, x in enumerate(x_seq):
+                layer_outputs = [x]
+                key_tensor = None
+                value_tensor = None
+                if step > 0:
+                    key_tensor = self.mem_key.get()
+                    value_tensor = self.mem_value.get()
+                for layer in self.layers:
+                    x = layer(x=x, key=key_tensor, value=value_tensor)
+                    layer_outputs.append(x)
+                layer_outputs = torch.stack(layer_outputs)
+                mem = torch.einsum('lbd,l->bd', layer_outputs, self.softmax(self.weights))
+                self.mem_key.append(step, self.key(mem))
+                self.mem_value.append(step, self.value(mem))
+                res.append(x)
+            res = torch.stack(res)
+            return self.norm(res)
+
+        def free(self):
+            self.mem_key.free()
+            self.mem_value.free()
+
+    class AutoregressiveModel(nn.Module):
+        def __init__(self, n_vocab, d_model, transformer):
+            super().__init__()
+            self.src_embed = nn.Embedding(n_vocab, d_model)
+            self.transformer = transformer
+            self.generator = nn.Linear(d_model, n_vocab)
+
+        def forward(self, x):
+            x = self.src_embed(x)
+            res = self.transformer(x)
+            return self.generator(res), None
+
+    d_model, heads = 8, 2
+    layer = FeedbackTransformerLayer(d_model=d_model, attn=FeedbackAttention(heads, d_model, 0., is_kv_precomputed=kv),
+                                     feed_forward=t.FeedForward(d_model, 16, 0.), dropout_prob=0.)
+    transformer = FeedbackTransformerKV(layer, 2, d_model, heads) if kv else FeedbackTransformer(layer, 2)
+    return AutoregressiveModel(10, d_model, transformer).double()
+
+
+def feedback_program(m, weights, kv):
+    torch = m.torch
+    model = load(m, make_feedback(m, kv), weights)
+    with torch.no_grad():  # their position parameters start at zero: give them values to differentiate
+        for name, p in model.named_parameters():
+            if "pos" in name:
+                p.copy_(torch.linspace(-0.5, 0.5, p.numel(), dtype=torch.float64).view(p.shape))
+    rng = np.random.default_rng(0)
+    tokens = torch.tensor(rng.integers(0, 10, (6, 3)))
+    target = torch.tensor(rng.integers(0, 10, (6, 3)))
+
+    def loss_fn(model, x, y):
+        out, _ = model(x)
+        loss = m.F.cross_entropy(out.view(-1, out.shape[-1]), y.view(-1))
+        return loss
+
+    losses, grads = train_few(m, model, (tokens, target), loss_fn, steps=3)
+    out = {"losses": losses, "grads": grads}
+    if kv:
+        out["memory"] = model.transformer.mem_key.memory[:6]
+        out["memory_grad"] = model.transformer.mem_key.memory_grad[:6]
+        model.transformer.free()
+    return out
+
+
+@pytest.mark.parametrize("kv", [False, True], ids=["plain", "kv_stack"])
+def test_feedback_transformer(kv):
+    weights = weights_of(lambda m: make_feedback(m, kv))
+    ours, _ = run_both(feedback_program, weights, kv, rtol=1e-8, atol=1e-10)
+    assert ours["losses"][-1] < ours["losses"][0]
+    assert np.abs(ours["grads"]["transformer.weights"]).max() > 0
+    if kv:
+        # the memory's last row is never read, so the gradient the Function accumulated stops one short
+        assert np.abs(ours["memory_grad"][:5]).max() > 0 and np.all(ours["memory_grad"][5] == 0)
+        assert np.abs(ours["grads"]["transformer.key.linear.weight"]).max() > 0
+
+
+# ----------------------------------------------------------------------------------------------
+# labml_nn/transformers/{fast_weights,primer_ez,gmlp,aft,hour_glass}: attention variants
+# ----------------------------------------------------------------------------------------------
+
+
+def make_attention_variants(m):
+    torch, nn = m.torch, m.nn
+    t = labml_transformers(m)
+
+    class DPFP(nn.Module):
+        def __init__(self, nu=1, eps=1e-6):
+            super().__init__()
+            self.nu = nu
+            self.relu = nn.ReLU()
+            self.eps = eps
+
+        def forward(self, k):
+            k = self.dpfp(k)
+            return k / (torch.sum(k, dim=-1, keepdim=True) + self.eps)
+
+        def dpfp(self, k):
+            x = self.relu(torch.cat([k, -k], dim=-1))
+            x_rolled = [x.roll(shifts=i, dims=-1) for i in range(1, self.nu + 1)]
+            x_rolled = torch.cat(x_rolled, dim=-1)
+            x_repeat = torch.cat([x] * self.nu, dim=-1)
+            return x_repeat * x_rolled
+
+    class FastWeightsAttention(nn.Module):
+        def __init__(self, heads, d_model, dropout_prob, phi):
+            super().__init__()
+            self.d_k = d_model // heads
+            self.heads = heads
+            self.query = t.PrepareForMultiHeadAttention(d_model, heads, self.d_k, bias=False)
+            self.key = t.PrepareForMultiHeadAttention(d_model, heads, self.d_k, bias=False)
+            self.value = t.PrepareForMultiHeadAttention(d_model, heads, self.d_k, bias=False)
+            self.interpolation_weight = nn.Sequential(
+                t.PrepareForMultiHeadAttention(d_model, heads, 1, bias=False),
+                nn.Sigmoid()
+            )
+            self.phi = phi
+            self.output = nn.Linear(d_model, d_model)
+            self.dropout = nn.Dropout(dropout_prob)
+
+        def forward(self, x):
+            seq_len = x.shape[0]
+            query = self.phi(self.query(x))
+            key = self.phi(self.key(x))
+            value = self.value(x)
+            beta = self.interpolation_weight(x)
+            weights = key.new_zeros((key.shape[1], key.shape[2], value.shape[3], key.shape[3]))
+            outputs = []
+            for i in range(seq_len):
+                value_existing = torch.einsum('bhvk,bhk->bhv', weights, key[i])
+                weights = weights + torch.einsum('bhv,bhk->bhvk', beta[i] * (value[i] - value_existing), key[i])
+                y = torch.einsum('bhvk,bhk->bhv', weights, query[i])
+                outputs.append(y.reshape(y.shape[0], -1))
+            x = torch.stack(outputs)
+            return self.output(x)
+
+    class SquaredReLU(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.relu = nn.ReLU()
+
+        def forward(self, x):
+            x = self.relu(x)
+            return x * x
+
+    class SpatialDepthWiseConvolution(nn.Module):
+        def __init__(self, d_k, kernel_size=3):
+            super().__init__()
+            self.kernel_size = kernel_size
+            self.conv = nn.Conv1d(in_channels=d_k, out_channels=d_k, kernel_size=(kernel_size,),
+                                  padding=(kernel_size - 1,), groups=d_k)
+
+        def forward(self, x):
+            seq_len, batch_size, heads, d_k = x.shape
+            x = x.permute(1, 2, 3, 0)
+            x = x.view(batch_size * heads, d_k, seq_len)
+            x = self.conv(x)
+            x = x[:, :, :-(self.kernel_size - 1)]
+            x = x.view(batch_size, heads, d_k, seq_len)
+            x = x.permute(3, 0, 1, 2)
+            return x
+
+    class MultiDConvHeadAttention(t.MultiHeadAttention):
+        def __init__(self, heads, d_model, dropout_prob=0.1):
+            super().__init__(heads, d_model, dropout_prob)
+            self.query = nn.Sequential(self.query, SpatialDepthWiseConvolution(self.d_k))
+            self.key = nn.Sequential(self.key, SpatialDepthWiseConvolution(self.d_k))
+            self.value = nn.Sequential(self.value, SpatialDepthWiseConvolution(self.d_k))
+
+    class SpacialGatingUnit(nn.Module):
+        def __init__(self, d_z, seq_len):
+            super().__init__()
+            self.norm = nn.LayerNorm([d_z // 2])
+            self.weight = nn.Parameter(torch.zeros(seq_len, seq_len).uniform_(-0.01, 0.01), requires_grad=True)
+            self.bias = nn.Parameter(torch.ones(seq_len), requires_grad=True)
+
+        def forward(self, z, mask=None):
+            seq_len = z.shape[0]
+            z1, z2 = torch.chunk(z, 2, dim=-1)
+            if mask is not None:
+                assert mask.shape[0] == 1 or mask.shape[0] == seq_len
+                assert mask.shape[1] == seq_len
+                assert mask.shape[2] == 1
+                mask = mask[:, :, 0]
+            z2 = self.norm(z2)
+            weight = self.weight[:seq_len, :seq_len]
+            if mask is not None:
+                weight = weight * mask
+            z2 = torch.einsum('ij,jbd->ibd', weight, z2) + self.bias[:seq_len, None, None]
+            return z1 * z2
+
+    class GMLPBlock(nn.Module):
+        def __init__(self, d_model, d_ffn, seq_len):
+            super().__init__()
+            self.norm = nn.LayerNorm([d_model])
+            self.activation = nn.GELU()
+            self.proj1 = nn.Linear(d_model, d_ffn)
+            self.sgu = SpacialGatingUnit(d_ffn, seq_len)
+            self.proj2 = nn.Linear(d_ffn // 2, d_model)
+            self.size = d_model
+
+        def forward(self, *, x, mask=None):
+            shortcut = x
+            x = self.norm(x)
+            z = self.activation(self.proj1(x))
+            z = self.sgu(z, mask)
+            z = self.proj2(z)
+            return z + shortcut
+
+    class AFTLocal(nn.Module):
+        def __init__(self, d_model, seq_len, local_window_size, bias=True):
+            super().__init__()
+            self.local_window_size = local_window_size
+            self.query = nn.Linear(d_model, d_model, bias=bias)
+            self.key = nn.Linear(d_model, d_model, bias=bias)
+            self.value = nn.Linear(d_model, d_model, bias=bias)
+            self.pos_bias = nn.Parameter(torch.zeros(seq_len, seq_len), requires_grad=True)
+            self.local_mask = nn.Parameter(self.create_local_mask(seq_len, local_window_size), requires_grad=False)
+            self.activation = nn.Sigmoid()
+            self.output = nn.Linear(d_model, d_model)
+
+        @staticmethod
+        def create_local_mask(seq_len, local_window_size):
+            local_mask = torch.ones(seq_len, seq_len, dtype=torch.bool)
+            local_mask = torch.tril(local_mask, local_window_size - 1)
+            local_mask = torch.triu(local_mask, -(local_window_size - 1))
+            return local_mask
+
+        def forward(self, *, query, key, value, mask=None):
+            seq_len, _, _ = query.shape
+            if mask is not None:
+                assert mask.shape[0] == 1 or mask.shape[0] == query.shape[0]
+                assert mask.shape[1] == key.shape[0]
+                assert mask.shape[2] == 1 or mask.shape[2] == query.shape[1]
+            query = self.query(query)
+            key = self.key(key)
+            value = self.value(value)
+            pos_bias = self.pos_bias[:seq_len, :seq_len] * self.local_mask[:seq_len, :seq_len]
+            pos_bias = pos_bias.unsqueeze(-1)
+            pos_bias.masked_fill_(~mask, float('-inf'))
+            max_key = key.max(dim=0, keepdims=True)[0]
+            max_pos_bias = pos_bias.max(dim=1, keepdims=True)[0]
+            exp_key = torch.exp(key - max_key)
+            exp_pos_bias = torch.exp(pos_bias - max_pos_bias)
+            num = torch.einsum('ijb,jbd->ibd', exp_pos_bias, exp_key * value)
+            den = torch.einsum('ijb,jbd->ibd', exp_pos_bias, exp_key)
+            y = self.activation(query) * num / den
+            return self.output(y)
+
+    class ShiftRight(nn.Module):
+        def __init__(self, shift):
+            super().__init__()
+            assert shift >= 0
+            self.shift = shift
+
+        def forward(self, x):
+            if self.shift == 0:
+                return x
+            prefix = x.new_zeros([self.shift, *x.shape[1:]])
+            return torch.cat([prefix, x[:-self.shift]])
+
+    class AvgPoolShortening(nn.Module):
+        def __init__(self, k):
+            super().__init__()
+            self.pool = nn.AvgPool1d(k, ceil_mode=True)
+
+        def forward(self, x):
+            return self.pool(x.permute(1, 2, 0)).permute(2, 0, 1)
+
+    class NaiveUpSampling(nn.Module):
+        def __init__(self, k):
+            super().__init__()
+            self.k = k
+
+        def forward(self, x, x_short):
+            expanded = torch.repeat_interleave(x_short, self.k, dim=0)
+            expanded = expanded[:x.shape[0]]
+            return expanded
+
+    class AutoregressiveMask(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.mask = None
+
+        def forward(self, x):
+            if self.mask is None or self.mask.size(0) != len(x):
+                self.mask = t.subsequent_mask(len(x)).to(x.device)
+            return self.mask
+
+    def transformer_layer(n_heads, d_model, dropout, d_ff):
+        return t.TransformerLayer(d_model=d_model, self_attn=t.MultiHeadAttention(n_heads, d_model, dropout),
+                                  feed_forward=t.FeedForward(d_model, d_ff, dropout), dropout_prob=dropout)
+
+    class HourGlass(nn.Module):
+        def __init__(self, n_heads, d_model, dropout, d_ff, shortening_factors):
+            super().__init__()
+            self.pre = transformer_layer(n_heads, d_model, dropout, d_ff)
+            self.mask = AutoregressiveMask()
+            k = shortening_factors[0]
+            self.shift_right = ShiftRight(k - 1)
+            self.shortening = AvgPoolShortening(k)
+            if len(shortening_factors) == 1:
+                self.shortened = transformer_layer(n_heads, d_model, dropout, d_ff)
+                self.mask_short = AutoregressiveMask()
+                self.hour_glass = None
+            else:
+                self.hour_glass = HourGlass(n_heads, d_model, dropout, d_ff, shortening_factors[1:])
+            self.up_sampling = NaiveUpSampling(k)
+            self.post = transformer_layer(n_heads, d_model, dropout, d_ff)
+
+        def forward(self, x):
+            x = self.pre(x=x, mask=self.mask(x))
+            x_short = self.shortening(self.shift_right(x))
+            if self.hour_glass is None:
+                x_short = self.shortened(x=x_short, mask=self.mask_short(x_short))
+            else:
+                x_short = self.hour_glass(x_short)
+            x = x + self.up_sampling(x, x_short)
+            x = self.post(x=x, mask=self.mask(x))
+            return x
+
+    class Variants(nn.Module):
+        def __init__(self, d_model=8, heads=2, seq_len=7):
+            super().__init__()
+            self.fast = FastWeightsAttention(heads, d_model, 0., DPFP(nu=2))
+            self.primer_attn = MultiDConvHeadAttention(heads, d_model, 0.)
+            self.primer_ff = t.FeedForward(d_model, 16, 0., activation=SquaredReLU())
+            self.gmlp = GMLPBlock(d_model, 16, seq_len)
+            self.aft = AFTLocal(d_model, seq_len, 3)
+            self.hour_glass = HourGlass(heads, d_model, 0., 16, [2, 2])
+            self.head = nn.Linear(d_model, 1)
+
+        def forward(self, x):
+            mask = t.subsequent_mask(x.shape[0])
+            parts = {"fast": self.fast(x)}
+            parts["primer"] = self.primer_ff(self.primer_attn(query=x, key=x, value=x, mask=mask))
+            parts["gmlp"] = self.gmlp(x=x, mask=mask)
+            parts["aft"] = self.aft(query=x, key=x, value=x, mask=mask)
+            parts["hour_glass"] = self.hour_glass(x)
+            return parts
+
+    return Variants().double()
+
+
+def attention_variants_program(m, weights):
+    torch = m.torch
+    model = load(m, make_attention_variants(m), weights)
+    with torch.no_grad():
+        model.aft.pos_bias.copy_(torch.linspace(-1, 1, 49, dtype=torch.float64).view(7, 7))
+    x, y = (torch.tensor(a) for a in sequence_data())
+    x.requires_grad_()
+    parts = model(x)
+    out = {"parts": {k: v.detach() for k, v in parts.items()}}
+    # each variant's gradient separately (and its input gradient from position 3 alone: all are causal),
+    # then a few steps on their sum
+    for name, value in parts.items():
+        out["grad_" + name] = torch.autograd.grad((value * y).sum(), [p for p in model.parameters() if p.requires_grad],
+                                                  retain_graph=True, allow_unused=True)
+        out["causal_" + name] = torch.autograd.grad(value[3].sum(), x, retain_graph=True)[0]
+    x = x.detach()
+
+    def loss_fn(model, x, y):
+        return sum(((v - y) ** 2).mean() for v in model(x).values())
+
+    out["losses"], out["grads"] = train_few(m, model, (x, y), loss_fn, steps=3)
+    out["local_mask"] = model.aft.local_mask
+    out["local_mask_grad"] = model.aft.local_mask.requires_grad
+    return out
+
+
+def test_attention_variants():
+    weights = weights_of(make_attention_variants)
+    ours, _ = run_both(attention_variants_program, weights, rtol=1e-8, atol=1e-10)
+    assert ours["losses"][-1] < ours["losses"][0]
+    assert not ours["local_mask_grad"]
+    np.testing.assert_array_equal(ours["local_mask"], np.abs(np.subtract.outer(range(7), range(7))) < 3)
+    for name in ("fast", "primer", "gmlp", "aft", "hour_glass"):
+        assert np.all(np.isfinite(ours["parts"][name])), name
+        # (AFT subtracts the maximum key over every position: causal up to its rounding)
+        assert np.abs(ours["causal_" + name][4:]).max() < 1e-15 and np.abs(ours["causal_" + name][:4]).max() > 0, name
+
+
+# ----------------------------------------------------------------------------------------------
+# labml_nn/transformers/{rope,alibi,xl}: positions in attention
+# ----------------------------------------------------------------------------------------------
+
+
+def make_positional_attention(m):
+    torch, nn = m.torch, m.nn
+    t = labml_transformers(m)
+
+    class RotaryPositionalEmbeddings(nn.Module):
+        def __init__(self, d, base=10_000):
+            super().__init__()
+            self.base = base
+            self.d = d
+            self.cos_cached = None
+            self.sin_cached = None
+
+        def _build_cache(self, x):
+            if self.cos_cached is not None and x.shape[0] <= self.cos_cached.shape[0]:
+                return
+            seq_len = x.shape[0]
+            theta = 1. / (self.base ** (torch.arange(0, self.d, 2).float() / self.d)).to(x.device)
+            seq_idx = torch.arange(seq_len, device=x.device).float().to(x.device)
+            idx_theta = torch.einsum('n,d->nd', seq_idx, theta)
+            idx_theta2 = torch.cat([idx_theta, idx_theta], dim=1)
+            self.cos_cached = idx_theta2.cos()[:, None, None, :]
+            self.sin_cached = idx_theta2.sin()[:, None, None, :]
+
+        def _neg_half(self, x):
+            d_2 = self.d // 2
+            return torch.cat([-x[:, :, :, d_2:], x[:, :, :, :d_2]], dim=-1)
+
+        def forward(self, x):
+            self._build_cache(x)
+            seq_len = x.shape[0]
+            x_rope, x_pass = x[..., :self.d], x[..., self.d:]
+            neg_half_x = self._neg_half(x_rope)
+            x_rope = (x_rope * self.cos_cached[:seq_len]) + (neg_half_x * self.sin_cached[:seq_len])
+            return torch.cat((x_rope, x_pass), dim=-1)
+
+    class RotaryPEMultiHeadAttention(t.MultiHeadAttention):
+        def __init__(self, heads, d_model, rope_percentage=0.5, dropout_prob=0.0):
+            super().__init__(heads, d_model, dropout_prob)
+            d_rope = int(self.d_k * rope_percentage)
+            self.query_rotary_pe = RotaryPositionalEmbeddings(d_rope)
+            self.key_rotary_pe = RotaryPositionalEmbeddings(d_rope)
+
+        def get_scores(self, query, key):
+            return torch.einsum('ibhd,jbhd->ijbh', self.query_rotary_pe(query), self.key_rotary_pe(key))
+
+    def get_slopes(n_heads):
+        n = 2 ** math.floor(math.log2(n_heads))
+        m_0 = 2.0 ** (-8.0 / n)
+        m = torch.pow(m_0, torch.arange(1, 1 + n))
+        if n < n_heads:
+            m_hat_0 = 2.0 ** (-4.0 / n)
+            m_hat = torch.pow(m_hat_0, torch.arange(1, 1 + 2 * (n_heads - n), 2))
+            m = torch.cat([m, m_hat])
+        return m
+
+    @torch.no_grad()
+    def get_alibi_biases(n_heads, mask):
+        m = get_slopes(n_heads).to(mask.device)
+        distance = mask.cumsum(dim=-1)
+        return distance[:, :, None] * m[None, None, :]
+
+    class AlibiMultiHeadAttention(t.MultiHeadAttention):
+        def __init__(self, heads, d_model, dropout_prob=0.1):
+            super().__init__(heads, d_model, dropout_prob)
+            self.alibi_biases = None
+
+        def forward(self, *, query, key, value, mask=None):
+            assert mask is not None
+            assert mask.shape[0] == mask.shape[1] and mask.shape[2] == 1
+            seq_len, batch_size, _ = query.shape
+            mask = self.prepare_mask(mask, query.shape, key.shape)
+            query = self.query(query)
+            key = self.key(key)
+            value = self.value(value)
+            scores = self.get_scores(query, key)
+            scores *= self.scale
+            if self.alibi_biases is None or self.alibi_biases.shape[1] < seq_len:
+                self.alibi_biases = get_alibi_biases(scores.shape[-1], mask[:, :, 0, 0])
+            scores += self.alibi_biases[:seq_len, :seq_len, None, :]
+            scores = scores.masked_fill(mask == 0, float('-inf'))
+            attn = self.softmax(scores)
+            attn = self.dropout(attn)
+            x = torch.einsum("ijbh,jbhd->ibhd", attn, value)
+            x = x.reshape(seq_len, batch_size, -1)
+            return self.output(x)
+
+    def shift_right(x):
+        zero_pad = x.new_zeros(x.shape[0], 1, *x.shape[2:])
+        x_padded = torch.cat([x, zero_pad], dim=1)
+        x_padded = x_padded.view(x.shape[1] + 1, x.shape[0], *x.shape[2:])
+        x = x_padded[:-1].view_as(x)
+        return x
+
+    class RelativeMultiHeadAttention(t.MultiHeadAttention):
+        def __init__(self, heads, d_model, dropout_prob=0.1):
+            super().__init__(heads, d_model, dropout_prob, bias=False)
+            self.P = 2 ** 5
+            self.key_pos_embeddings = nn.Parameter(torch.zeros((self.P * 2, heads, self.d_k)), requires_grad=True)
+            self.key_pos_bias = nn.Parameter(torch.zeros((self.P * 2, heads)), requires_grad=True)
+            self.query_pos_bias = nn.Parameter(torch.zeros((heads, self.d_k)), requires_grad=True)
+
+        def get_scores(self, query, key):
+            key_pos_emb = self.key_pos_embeddings[self.P - key.shape[0]:self.P + query.shape[0]]
+            key_pos_bias = self.key_pos_bias[self.P - key.shape[0]:self.P + query.shape[0]]
+            query_pos_bias = self.query_pos_bias[None, None, :, :]
+            ac = torch.einsum('ibhd,jbhd->ijbh', query + query_pos_bias, key)
+            b = torch.einsum('ibhd,jhd->ijbh', query, key_pos_emb)
+            d = key_pos_bias[None, :, None, :]
+            bd = shift_right(b + d)
+            bd = bd[:, -key.shape[0]:]
+            return ac + bd
+
+    class Model(nn.Module):
+        def __init__(self, d_model=16, heads=4):
+            super().__init__()
+            self.rope = RotaryPEMultiHeadAttention(heads, d_model, rope_percentage=0.5)
+            self.alibi = AlibiMultiHeadAttention(6, 12, dropout_prob=0.)
+            self.xl = RelativeMultiHeadAttention(heads, d_model, 0.)
+            self.project = nn.Linear(d_model, 12)
+
+    return Model().double(), RotaryPositionalEmbeddings, get_slopes, get_alibi_biases, shift_right
+
+
+def positional_program(m, weights):
+    torch = m.torch
+    model, Rotary, get_slopes, get_alibi_biases, shift_right = make_positional_attention(m)
+    model = load(m, model, weights)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "pos" in name:
+                p.copy_(torch.linspace(-0.3, 0.3, p.numel(), dtype=torch.float64).view(p.shape))
+    rng = np.random.default_rng(2)
+    x = torch.tensor(rng.standard_normal((6, 2, 16)))
+    mem = torch.tensor(rng.standard_normal((4, 2, 16)))  # Transformer-XL's memory of the previous segment
+    mask = torch.tril(torch.ones(6, 6)).to(torch.bool).unsqueeze(-1)
+    xl_mask = torch.cat([torch.ones(6, 4, 1, dtype=torch.bool), mask], dim=1)
+    out = {}
+    rope = model.rope(query=x, key=x, value=x, mask=mask)
+    alibi = model.alibi(query=model.project(x), key=model.project(x), value=model.project(x), mask=mask)
+    mem_x = torch.cat([mem, x])
+    xl = model.xl(query=x, key=mem_x, value=mem_x, mask=xl_mask)
+    loss = rope.pow(2).mean() + alibi.pow(2).mean() + xl.pow(2).mean()
+    loss.backward()
+    out["outputs"] = [rope, alibi, xl]
+    out["grads"] = {n: p.grad for n, p in model.named_parameters()}
+    # the module-level helpers as the authors' _test functions call them
+    r = Rotary(4)
+    points = torch.tensor([[1, 2, 3, 4], [4, 5, 6, 7], [7, 8, 9, 10]], dtype=torch.float)[:, None, None, :]
+    out["rotary"] = r(points)
+    out["slopes"] = [get_slopes(8), get_slopes(12)]
+    out["biases"] = get_alibi_biases(12, torch.tril(torch.ones(8, 8)).to(torch.bool))[:, :, 3]
+    out["shift"] = shift_right(torch.tensor([[1, 2, 3], [4, 5, 6], [7, 8, 9]]))
+    out["shift4"] = shift_right(torch.arange(1, 6)[None, :, None, None].repeat(3, 1, 1, 1))[:, :, 0, 0]
+    return out
+
+
+def test_rope_alibi_xl_attention():
+    weights = weights_of(lambda m: make_positional_attention(m)[0])
+    # (RoPE's cos/sin cache is float32, as they write it, and float32 cos may differ by an ulp)
+    ours, _ = run_both(positional_program, weights, rtol=2e-6, atol=1e-8)
+    # RoPE rotates pairs (i, i + d/2) by position * theta_i; position 0 is unchanged
+    p = np.array([[1, 2, 3, 4], [4, 5, 6, 7], [7, 8, 9, 10]], dtype=np.float64)
+    theta = 1.0 / 10000 ** (np.arange(0, 4, 2) / 4)
+    ang = np.arange(3)[:, None] * theta
+    cos, sin = np.cos(ang), np.sin(ang)
+    expected = np.concatenate([p[:, :2] * cos - p[:, 2:] * sin, p[:, 2:] * cos + p[:, :2] * sin], axis=1)
+    np.testing.assert_allclose(ours["rotary"][:, 0, 0], expected, rtol=1e-6)
+    np.testing.assert_allclose(ours["slopes"][0], 2.0 ** (-np.arange(1, 9)), rtol=1e-6)
+    assert ours["slopes"][1].shape == (12,)
+    assert ours["biases"].shape == (8, 8)
+    np.testing.assert_array_equal(ours["shift"], [[1, 2, 3], [0, 4, 5], [6, 0, 7]])
+    assert all(np.isfinite(o).all() for o in ours["outputs"])
+    assert np.abs(ours["grads"]["xl.key_pos_embeddings"]).max() > 0
+
+
+# ----------------------------------------------------------------------------------------------
+# labml_nn/transformers/fnet and label_smoothing_loss: an FNet encoder trained with label smoothing
+# ----------------------------------------------------------------------------------------------
+
+
+def make_fnet(m):
+    torch, nn = m.torch, m.nn
+    t = labml_transformers(m)
+
+    class FNetMix(nn.Module):
+        def forward(self, query, key, value, mask=None):
+            assert query is key and key is value
+            assert mask is None
+            x = query
+            fft_hidden = torch.fft.fft(x, dim=2)
+            fft_seq = torch.fft.fft(fft_hidden, dim=0)
+            return torch.real(fft_seq)
+
+    class Classifier(nn.Module):
+        def __init__(self, n_vocab=9, d_model=8, n_layers=2, n_classes=6):
+            super().__init__()
+            self.embed = nn.Embedding(n_vocab, d_model)
+            layer = t.TransformerLayer(d_model=d_model, self_attn=FNetMix(), feed_forward=t.FeedForward(d_model, 16, 0.),
+                                       dropout_prob=0.)
+            self.layers = t.clone_module_list(layer, n_layers)
+            self.norm = nn.LayerNorm([d_model])
+            self.generator = nn.Linear(d_model, n_classes)
+
+        def forward(self, x):
+            x = self.embed(x)
+            for layer in self.layers:
+                x = layer(x=x, mask=None)
+            x = self.norm(x)
+            return torch.log_softmax(self.generator(x[0]), dim=-1)
+
+    return Classifier().double()
+
+
+def fnet_program(m, weights):
+    torch, nn = m.torch, m.nn
+
+    class LabelSmoothingLoss(nn.Module):
+        def __init__(self, size, padding_idx, smoothing=0.0):
+            super().__init__()
+            self.loss = nn.KLDivLoss(reduction='sum')
+            self.padding_idx = padding_idx
+            self.confidence = 1.0 - smoothing
+            self.smoothing = smoothing
+            self.size = size
+            self.true_dist = None
+
+        def forward(self, x, target):
+            assert x.shape[1] == self.size
+            true_dist = x.clone()
+            true_dist.fill_(self.smoothing / (self.size - 2))
+            true_dist.scatter_(1, target.unsqueeze(1), self.confidence)
+            true_dist[:, self.padding_idx] = 0
+            mask = torch.nonzero(target == self.padding_idx, as_tuple=False)
+            if mask.dim() > 0:
+                true_dist.index_fill_(0, mask.squeeze(), 0.0)
+            self.true_dist = true_dist
+            return self.loss(x, true_dist.detach())
+
+    smooth_loss = LabelSmoothingLoss(5, 0, 0.4)
+    predict = torch.tensor([[0, 0.2, 0.7, 0.1, 0], [0, 0.2, 0.7, 0.1, 0], [0, 0.2, 0.7, 0.1, 0]], dtype=torch.float)
+    demo = smooth_loss(predict.log(), torch.tensor([2, 1, 0], dtype=torch.long))
+    out = {"demo_dist": smooth_loss.true_dist, "demo": demo}
+
+    model = load(m, make_fnet(m), weights)
+    rng = np.random.default_rng(3)
+    tokens = torch.tensor(rng.integers(0, 9, (10, 12)))
+    labels = torch.tensor(rng.integers(0, 6, 12))
+    labels[3] = 0  # the padding class: its row drops out of the loss
+    criterion = LabelSmoothingLoss(6, 0, 0.1)
+    out["losses"], out["grads"] = train_few(m, model, (tokens, labels), lambda model, x, y: criterion(model(x), y), steps=4)
+    out["true_dist"] = criterion.true_dist
+    mix = model.layers[0].self_attn
+    z = torch.tensor(rng.standard_normal((4, 2, 3)))
+    out["mix"] = mix(z, z, z)
+    return out
+
+
+def test_fnet_with_label_smoothing():
+    weights = weights_of(make_fnet)
+    ours, _ = run_both(fnet_program, weights, rtol=1e-8, atol=1e-10)
+    assert ours["losses"][-1] < ours["losses"][0]
+    e = 0.4 / 3
+    np.testing.assert_allclose(ours["demo_dist"], [[0, e, 0.6, e, e], [0, 0.6, e, e, e], [0] * 5], rtol=1e-6)
+    td = ours["true_dist"]
+    assert np.all(td[3] == 0) and np.all(td[:, 0] == 0)
+    np.testing.assert_allclose(td.sum(1)[td.sum(1) > 0], 1.0, rtol=1e-12)
+    rng = np.random.default_rng(3)
+    rng.integers(0, 9, (10, 12)), rng.integers(0, 6, 12)
+    z = rng.standard_normal((4, 2, 3))
+    np.testing.assert_allclose(ours["mix"], np.real(np.fft.fft(np.fft.fft(z, axis=2), axis=0)), rtol=1e-12, atol=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------
+# labml_nn/capsule_networks: dynamic routing between capsules with the margin loss
+# ----------------------------------------------------------------------------------------------
+
+
+def make_capsnet(m):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    class Squash(nn.Module):
+        def __init__(self, epsilon=1e-8):
+            super().__init__()
+            self.epsilon = epsilon
+
+        def forward(self, s):
+            s2 = (s ** 2).sum(dim=-1, keepdims=True)
+            return (s2 / (1 + s2)) * (s / torch.sqrt(s2 + self.epsilon))
+
+    class Router(nn.Module):
+        def __init__(self, in_caps, out_caps, in_d, out_d, iterations):
+            super().__init__()
+            self.in_caps = in_caps
+            self.out_caps = out_caps
+            self.iterations = iterations
+            self.softmax = nn.Softmax(dim=1)
+            self.squash = Squash()
+            self.weight = nn.Parameter(torch.randn(in_caps, out_caps, in_d, out_d), requires_grad=True)
+
+        def forward(self, u):
+            u_hat = torch.einsum('ijnm,bin->bijm', self.weight, u)
+            b = u.new_zeros(u.shape[0], self.in_caps, self.out_caps)
+            v = None
+            for i in range(self.iterations):
+                c = self.softmax(b)
+                s = torch.einsum('bij,bijm->bjm', c, u_hat)
+                v = self.squash(s)
+                a = torch.einsum('bjm,bijm->bij', v, u_hat)
+                b = b + a
+            return v
+
+    class MNISTCapsuleNetworkModel(nn.Module):  # labml_nn/capsule_networks/mnist.py, on 12x12 images
+        def __init__(self):
+            super().__init__()
+            self.conv1 = nn.Conv2d(in_channels=1, out_channels=16, kernel_size=3, stride=1)
+            self.conv2 = nn.Conv2d(in_channels=16, out_channels=4 * 4, kernel_size=3, stride=2, padding=0)
+            self.squash = Squash()
+            self.digit_capsules = Router(4 * 4 * 4, 3, 4, 8, 3)
+            self.decoder = nn.Sequential(
+                nn.Linear(8 * 3, 32), nn.ReLU(),
+                nn.Linear(32, 144), nn.Sigmoid()
+            )
+
+        def forward(self, data):
+            x = F.relu(self.conv1(data))
+            caps = self.conv2(x).view(x.shape[0], 4, 4, -1).permute(0, 1, 3, 2)
+            caps = self.squash(caps)
+            caps = caps.reshape(caps.shape[0], -1, 4)
+            caps = self.digit_capsules(caps)
+            with torch.no_grad():
+                pred = (caps ** 2).sum(-1).argmax(-1)
+                mask = torch.eye(3, device=data.device)[pred]
+            reconstructions = self.decoder((caps * mask[:, :, None]).view(x.shape[0], -1))
+            reconstructions = reconstructions.view(-1, 1, 12, 12)
+            return caps, reconstructions, pred
+
+    return MNISTCapsuleNetworkModel().double()
+
+
+def capsnet_program(m, weights):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    class MarginLoss(nn.Module):
+        def __init__(self, *, n_labels, lambda_=0.5, m_positive=0.9, m_negative=0.1):
+            super().__init__()
+            self.m_negative = m_negative
+            self.m_positive = m_positive
+            self.lambda_ = lambda_
+            self.n_labels = n_labels
+
+        def forward(self, v, labels):
+            v_norm = torch.sqrt((v ** 2).sum(dim=-1))
+            labels = torch.eye(self.n_labels, device=labels.device)[labels]
+            loss = labels * F.relu(self.m_positive - v_norm) + \
+                self.lambda_ * (1.0 - labels) * F.relu(v_norm - self.m_negative)
+            return loss.sum(dim=-1).mean()
+
+    model = load(m, make_capsnet(m), weights)
+    rng = np.random.default_rng(4)
+    images = torch.tensor(rng.uniform(0, 1, (6, 1, 12, 12)))
+    labels = torch.tensor(rng.integers(0, 3, 6))
+    margin_loss = MarginLoss(n_labels=3)
+
+    def loss_fn(model, data, target):
+        output, reconstructions, pred = model(data)
+        return margin_loss(output, target) + 0.0005 * F.mse_loss(reconstructions, data)
+
+    losses, grads = train_few(m, model, (images, labels), loss_fn, steps=4, lr=1e-3)
+    caps, rec, pred = model(images)
+    return {"losses": losses, "grads": grads, "caps": caps, "pred": pred, "rec": rec}
+
+
+def test_capsule_network():
+    weights = weights_of(make_capsnet)
+    ours, _ = run_both(capsnet_program, weights, rtol=1e-7, atol=1e-10)
+    assert ours["losses"][-1] < ours["losses"][0]
+    norms = np.sqrt((ours["caps"] ** 2).sum(-1))
+    assert np.all(norms < 1)  # squashed
+    np.testing.assert_array_equal(ours["pred"], norms.argmax(-1))
+
+
+# ----------------------------------------------------------------------------------------------
+# labml_nn/hypernetworks: HyperLSTM (a small LSTM generating the main LSTM's weight scalings)
+# ----------------------------------------------------------------------------------------------
+
+
+def make_hyper_lstm(m):
+    torch, nn = m.torch, m.nn
+
+    class LSTMCell(nn.Module):
+        def __init__(self, input_size, hidden_size, layer_norm=False):
+            super().__init__()
+            self.hidden_lin = nn.Linear(hidden_size, 4 * hidden_size)
+            self.input_lin = nn.Linear(input_size, 4 * hidden_size, bias=False)
+            if layer_norm:
+                self.layer_norm = nn.ModuleList([nn.LayerNorm(hidden_size) for _ in range(4)])
+                self.layer_norm_c = nn.LayerNorm(hidden_size)
+            else:
+                self.layer_norm = nn.ModuleList([nn.Identity() for _ in range(4)])
+                self.layer_norm_c = nn.Identity()
+
+        def forward(self, x, h, c):
+            ifgo = self.hidden_lin(h) + self.input_lin(x)
+            ifgo = ifgo.chunk(4, dim=-1)
+            ifgo = [self.layer_norm[i](ifgo[i]) for i in range(4)]
+            i, f, g, o = ifgo
+            c_next = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            h_next = torch.sigmoid(o) * torch.tanh(self.layer_norm_c(c_next))
+            return h_next, c_next
+
+    class HyperLSTMCell(nn.Module):
+        def __init__(self, input_size, hidden_size, hyper_size, n_z):
+            super().__init__()
+            self.hyper = LSTMCell(hidden_size + input_size, hyper_size, layer_norm=True)
+            self.z_h = nn.Linear(hyper_size, 4 * n_z)
+            self.z_x = nn.Linear(hyper_size, 4 * n_z)
+            self.z_b = nn.Linear(hyper_size, 4 * n_z, bias=False)
+            d_h = [nn.Linear(n_z, hidden_size, bias=False) for _ in range(4)]
+            self.d_h = nn.ModuleList(d_h)
+            d_x = [nn.Linear(n_z, hidden_size, bias=False) for _ in range(4)]
+            self.d_x = nn.ModuleList(d_x)
+            d_b = [nn.Linear(n_z, hidden_size) for _ in range(4)]
+            self.d_b = nn.ModuleList(d_b)
+            self.w_h = nn.ParameterList([nn.Parameter(torch.zeros(hidden_size, hidden_size)) for _ in range(4)])
+            self.w_x = nn.ParameterList([nn.Parameter(torch.zeros(hidden_size, input_size)) for _ in range(4)])
+            self.layer_norm = nn.ModuleList([nn.LayerNorm(hidden_size) for _ in range(4)])
+            self.layer_norm_c = nn.LayerNorm(hidden_size)
+
+        def forward(self, x, h, c, h_hat, c_hat):
+            x_hat = torch.cat((h, x), dim=-1)
+            h_hat, c_hat = self.hyper(x_hat, h_hat, c_hat)
+            z_h = self.z_h(h_hat).chunk(4, dim=-1)
+            z_x = self.z_x(h_hat).chunk(4, dim=-1)
+            z_b = self.z_b(h_hat).chunk(4, dim=-1)
+            ifgo = []
+            for i in range(4):
+                d_h = self.d_h[i](z_h[i])
+                d_x = self.d_x[i](z_x[i])
+                y = d_h * torch.einsum('ij,bj->bi', self.w_h[i], h) + \
+                    d_x * torch.einsum('ij,bj->bi', self.w_x[i], x) + \
+                    self.d_b[i](z_b[i])
+                ifgo.append(self.layer_norm[i](y))
+            i, f, g, o = ifgo
+            c_next = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            h_next = torch.sigmoid(o) * torch.tanh(self.layer_norm_c(c_next))
+            return h_next, c_next, h_hat, c_hat
+
+    class HyperLSTM(nn.Module):
+        def __init__(self, input_size, hidden_size, hyper_size, n_z, n_layers):
+            super().__init__()
+            self.n_layers = n_layers
+            self.hidden_size = hidden_size
+            self.hyper_size = hyper_size
+            self.cells = nn.ModuleList([HyperLSTMCell(input_size, hidden_size, hyper_size, n_z)] +
+                                       [HyperLSTMCell(hidden_size, hidden_size, hyper_size, n_z) for _ in
+                                        range(n_layers - 1)])
+
+        def forward(self, x, state=None):
+            n_steps, batch_size = x.shape[:2]
+            if state is None:
+                h = [x.new_zeros(batch_size, self.hidden_size) for _ in range(self.n_layers)]
+                c = [x.new_zeros(batch_size, self.hidden_size) for _ in range(self.n_layers)]
+                h_hat = [x.new_zeros(batch_size, self.hyper_size) for _ in range(self.n_layers)]
+                c_hat = [x.new_zeros(batch_size, self.hyper_size) for _ in range(self.n_layers)]
+            else:
+                (h, c, h_hat, c_hat) = state
+                h, c = list(torch.unbind(h)), list(torch.unbind(c))
+                h_hat, c_hat = list(torch.unbind(h_hat)), list(torch.unbind(c_hat))
+            out = []
+            for t in range(n_steps):
+                inp = x[t]
+                for layer in range(self.n_layers):
+                    h[layer], c[layer], h_hat[layer], c_hat[layer] = \
+                        self.cells[layer](inp, h[layer], c[layer], h_hat[layer], c_hat[layer])
+                    inp = h[layer]
+                out.append(h[-1])
+            out = torch.stack(out)
+            h = torch.stack(h)
+            c = torch.stack(c)
+            h_hat = torch.stack(h_hat)
+            c_hat = torch.stack(c_hat)
+            return out, (h, c, h_hat, c_hat)
+
+    class AutoregressiveModel(nn.Module):
+        def __init__(self, n_vocab=7, d_model=6, hidden=8):
+            super().__init__()
+            self.src_embed = nn.Embedding(n_vocab, d_model)
+            self.lstm = HyperLSTM(d_model, hidden, 5, 3, 2)
+            self.generator = nn.Linear(hidden, n_vocab)
+
+        def forward(self, x, state=None):
+            x = self.src_embed(x)
+            res, state = self.lstm(x, state)
+            return self.generator(res), state
+
+    model = AutoregressiveModel().double()
+    with torch.no_grad():  # their w_h, w_x start at zero
+        for i, p in enumerate(model.parameters()):
+            if p.dim() == 2 and p.abs().sum() == 0:
+                nn.init.orthogonal_(p)
+    return model
+
+
+def hyper_lstm_program(m, weights):
+    torch = m.torch
+    model = load(m, make_hyper_lstm(m), weights)
+    rng = np.random.default_rng(5)
+    tokens = torch.tensor(rng.integers(0, 7, (8, 3)))
+    target = torch.tensor(rng.integers(0, 7, (8, 3)))
+
+    def loss_fn(model, x, y):
+        first, state = model(x[:4])
+        # truncated backpropagation through time: the second half starts from the detached state
+        second, _ = model(x[4:], tuple(s.detach() for s in state))
+        out = torch.cat([first, second])
+        return m.F.cross_entropy(out.view(-1, 7), y.view(-1))
+
+    losses, grads = train_few(m, model, (tokens, target), loss_fn, steps=3)
+    with torch.no_grad():
+        _, state = model(tokens)
+    return {"losses": losses, "grads": grads, "state": state, "n_params": len(list(model.parameters()))}
+
+
+def test_hyper_lstm():
+    weights = weights_of(make_hyper_lstm)
+    ours, _ = run_both(hyper_lstm_program, weights, rtol=1e-8, atol=1e-10)
+    assert ours["losses"][-1] < ours["losses"][0]
+    assert [s.shape for s in ours["state"]] == [(2, 3, 8), (2, 3, 8), (2, 3, 5), (2, 3, 5)]
+    assert np.abs(ours["grads"]["lstm.cells.1.w_h.2"]).max() > 0
+
+
+# ----------------------------------------------------------------------------------------------
+# labml_nn/uncertainty/evidence: evidential deep learning's losses
+# ----------------------------------------------------------------------------------------------
+
+
+def evidence_program(m):
+    torch, nn = m.torch, m.nn
+
+    class MaximumLikelihoodLoss(nn.Module):
+        def forward(self, evidence, target):
+            alpha = evidence + 1.
+            strength = alpha.sum(dim=-1)
+            loss = (target * (strength.log()[:, None] - alpha.log())).sum(dim=-1)
+            return loss.mean()
+
+    class CrossEntropyBayesRisk(nn.Module):
+        def forward(self, evidence, target):
+            alpha = evidence + 1.
+            strength = alpha.sum(dim=-1)
+            loss = (target * (torch.digamma(strength)[:, None] - torch.digamma(alpha))).sum(dim=-1)
+            return loss.mean()
+
+    class SquaredErrorBayesRisk(nn.Module):
+        def forward(self, evidence, target):
+            alpha = evidence + 1.
+            strength = alpha.sum(dim=-1)
+            p = alpha / strength[:, None]
+            err = (target - p) ** 2
+            var = p * (1 - p) / (strength[:, None] + 1)
+            loss = (err + var).sum(dim=-1)
+            return loss.mean()
+
+    class KLDivergenceLoss(nn.Module):
+        def forward(self, evidence, target):
+            alpha = evidence + 1.
+            n_classes = evidence.shape[-1]
+            alpha_tilde = target + (1 - target) * alpha
+            strength_tilde = alpha_tilde.sum(dim=-1)
+            first = (torch.lgamma(alpha_tilde.sum(dim=-1))
+                     - torch.lgamma(alpha_tilde.new_tensor(float(n_classes)))
+                     - (torch.lgamma(alpha_tilde)).sum(dim=-1))
+            second = (
+                (alpha_tilde - 1) *
+                (torch.digamma(alpha_tilde) - torch.digamma(strength_tilde)[:, None])
+            ).sum(dim=-1)
+            loss = first + second
+            return loss.mean()
+
+    def statistics(evidence, target):
+        n_classes = evidence.shape[-1]
+        match = evidence.argmax(dim=-1).eq(target.argmax(dim=-1))
+        accuracy = match.sum() / match.shape[0]
+        alpha = evidence + 1.
+        strength = alpha.sum(dim=-1)
+        expected_probability = alpha / strength[:, None]
+        expected_probability, _ = expected_probability.max(dim=-1)
+        uncertainty_mass = n_classes / strength
+        return {"accuracy": accuracy, "u.succ": uncertainty_mass.masked_select(match),
+                "u.fail": uncertainty_mass.masked_select(~match),
+                "prob.succ": expected_probability.masked_select(match),
+                "prob.fail": expected_probability.masked_select(~match)}
+
+    class Model(nn.Module):
+        def __init__(self, dropout=0.0):
+            super().__init__()
+            self.fc1 = nn.Linear(6, 24)
+            self.act = nn.ReLU()
+            self.dropout = nn.Dropout(dropout)
+            self.fc2 = nn.Linear(24, 4)
+
+        def forward(self, x):
+            return self.fc2(self.dropout(self.act(self.fc1(x))))
+
+    rng = np.random.default_rng(6)
+    x = torch.tensor(rng.standard_normal((40, 6)))
+    y = torch.tensor(rng.integers(0, 4, 40))
+    target = torch.eye(4, dtype=torch.float64)[y]
+    out = {}
+    for name, loss_func in (("mll", MaximumLikelihoodLoss()), ("ce", CrossEntropyBayesRisk()),
+                            ("sq", SquaredErrorBayesRisk())):
+        torch.manual_seed(0)
+        model = Model().double()
+        optimizer = m.optim.Adam(model.parameters(), lr=5e-3)
+        kl_div_loss = KLDivergenceLoss()
+        losses = []
+        for step in range(8):
+            optimizer.zero_grad()
+            outputs = model(x)
+            evidence = m.F.softplus(outputs)
+            annealing_coef = min(1., step / 4)
+            loss = loss_func(evidence, target) + annealing_coef * kl_div_loss(evidence, target)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+        out[name] = {"losses": losses, "stats": statistics(m.F.softplus(model(x)).detach(), target)}
+    e = torch.tensor(rng.uniform(0, 3, (5, 4)), requires_grad=True)
+    t5 = torch.eye(4, dtype=torch.float64)[torch.tensor([0, 1, 2, 3, 0])]
+    values = [f()(e, t5) for f in (MaximumLikelihoodLoss, CrossEntropyBayesRisk, SquaredErrorBayesRisk, KLDivergenceLoss)]
+    out["values"] = values
+    out["grads"] = [torch.autograd.grad(v, e)[0] for v in values]
+    out["e"] = e
+    return out
+
+
+def test_evidential_losses():
+    ours, _ = run_both(evidence_program, rtol=1e-8, atol=1e-10)
+    for name in ("mll", "ce", "sq"):
+        assert ours[name]["losses"][-1] < ours[name]["losses"][4], name  # once the KL weight is 1
+        s = ours[name]["stats"]
+        assert len(s["u.succ"]) + len(s["u.fail"]) == 40
+    # by hand: the Dirichlet KL to the uniform Dirichlet, and the ML loss
+    from scipy.special import digamma, gammaln
+    e = ours["e"]
+    t = np.eye(4)[[0, 1, 2, 3, 0]]
+    alpha = e + 1
+    S = alpha.sum(-1)
+    assert ours["values"][0] == pytest.approx(np.mean((t * (np.log(S)[:, None] - np.log(alpha))).sum(-1)), rel=1e-12)
+    assert ours["values"][1] == pytest.approx(np.mean((t * (digamma(S)[:, None] - digamma(alpha))).sum(-1)), rel=1e-12)
+    at = t + (1 - t) * alpha
+    St = at.sum(-1)
+    kl = gammaln(St) - gammaln(4.0) - gammaln(at).sum(-1) + ((at - 1) * (digamma(at) - digamma(St)[:, None])).sum(-1)
+    assert ours["values"][3] == pytest.approx(kl.mean(), rel=1e-10)
+
+
+# ----------------------------------------------------------------------------------------------
+# labml_nn/rl/ppo: clipped PPO losses on advantages from GAE
+# ----------------------------------------------------------------------------------------------
+
+
+class GAE:
+    def __init__(self, n_workers, worker_steps, gamma, lambda_):
+        self.lambda_ = lambda_
+        self.gamma = gamma
+        self.worker_steps = worker_steps
+        self.n_workers = n_workers
+
+    def __call__(self, done, rewards, values):
+        advantages = np.zeros((self.n_workers, self.worker_steps), dtype=np.float32)
+        last_advantage = 0
+        last_value = values[:, -1]
+        for t in reversed(range(self.worker_steps)):
+            mask = 1.0 - done[:, t]
+            last_value = last_value * mask
+            last_advantage = last_advantage * mask
+            delta = rewards[:, t] + self.gamma * last_value - values[:, t]
+            last_advantage = delta + self.gamma * self.lambda_ * last_advantage
+            advantages[:, t] = last_advantage
+            last_value = values[:, t]
+        return advantages
+
+
+def make_ppo(m):
+    nn = m.nn
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = nn.Conv2d(in_channels=2, out_channels=8, kernel_size=3, stride=2)
+            self.lin = nn.Linear(in_features=8 * 3 * 3, out_features=32)
+            self.pi_logits = nn.Linear(in_features=32, out_features=4)
+            self.value = nn.Linear(in_features=32, out_features=1)
+            self.activation = nn.ReLU()
+
+        def forward(self, obs):
+            h = self.activation(self.conv1(obs))
+            h = h.reshape((-1, 8 * 3 * 3))
+            h = self.activation(self.lin(h))
+            pi = m.torch.distributions.Categorical(logits=self.pi_logits(h))
+            value = self.value(h).reshape(-1)
+            return pi, value
+
+    return Model()
+
+
+def ppo_program(m, weights):
+    torch, nn = m.torch, m.nn
+
+    class ClippedPPOLoss(nn.Module):
+        def __init__(self):
+            super().__init__()
+
+        def forward(self, log_pi, sampled_log_pi, advantage, clip):
+            ratio = torch.exp(log_pi - sampled_log_pi)
+            clipped_ratio = ratio.clamp(min=1.0 - clip, max=1.0 + clip)
+            policy_reward = torch.min(ratio * advantage, clipped_ratio * advantage)
+            self.clip_fraction = (abs((ratio - 1.0)) > clip).to(torch.float).mean()
+            return -policy_reward.mean()
+
+    class ClippedValueFunctionLoss(nn.Module):
+        def forward(self, value, sampled_value, sampled_return, clip):
+            clipped_value = sampled_value + (value - sampled_value).clamp(min=-clip, max=clip)
+            vf_loss = torch.max((value - sampled_return) ** 2, (clipped_value - sampled_return) ** 2)
+            return 0.5 * vf_loss.mean()
+
+    model = load(m, make_ppo(m), weights)
+    rng = np.random.default_rng(7)
+    n_workers, worker_steps = 4, 8
+    obs = rng.standard_normal((n_workers, worker_steps, 2, 7, 7)).astype(np.float32)
+    actions = rng.integers(0, 4, (n_workers, worker_steps))
+    rewards = rng.standard_normal((n_workers, worker_steps)).astype(np.float32)
+    done = rng.random((n_workers, worker_steps)) < 0.2
+    with torch.no_grad():
+        pi, v = model(torch.tensor(obs.reshape(-1, 2, 7, 7), dtype=torch.float32))
+        log_pis = pi.log_prob(torch.tensor(actions.reshape(-1))).numpy().reshape(n_workers, worker_steps)
+        values = np.concatenate([v.numpy().reshape(n_workers, worker_steps), np.zeros((n_workers, 1), np.float32)], 1)
+    gae = GAE(n_workers, worker_steps, 0.99, 0.95)
+    advantages = gae(done, rewards, values)
+    samples = {'obs': obs, 'actions': actions, 'values': values[:, :-1], 'log_pis': log_pis, 'advantages': advantages}
+    samples_flat = {}
+    for k, v in samples.items():
+        v = v.reshape(v.shape[0] * v.shape[1], *v.shape[2:])
+        samples_flat[k] = torch.tensor(v)
+    ppo_loss = ClippedPPOLoss()
+    value_loss = ClippedValueFunctionLoss()
+    optimizer = m.optim.Adam(model.parameters(), lr=2.5e-3)
+    losses, fractions = [], []
+    for _ in range(3):
+        indexes = torch.tensor(np.random.default_rng(_).permutation(32))
+        for start in range(0, 32, 16):
+            mini_batch_indexes = indexes[start: start + 16]
+            samples_mb = {k: v[mini_batch_indexes] for k, v in samples_flat.items()}
+            sampled_return = samples_mb['values'] + samples_mb['advantages']
+            sampled_normalized_advantage = (samples_mb['advantages'] - samples_mb['advantages'].mean()) / (
+                samples_mb['advantages'].std() + 1e-8)
+            pi, value = model(samples_mb['obs'])
+            log_pi = pi.log_prob(samples_mb['actions'])
+            policy_loss = ppo_loss(log_pi, samples_mb['log_pis'], sampled_normalized_advantage, 0.1)
+            entropy_bonus = pi.entropy()
+            entropy_bonus = entropy_bonus.mean()
+            vf_loss = value_loss(value, samples_mb['values'], sampled_return, 0.1)
+            loss = (policy_loss + 0.5 * vf_loss - 0.01 * entropy_bonus)
+            for pg in optimizer.param_groups:
+                pg['lr'] = 2.5e-3
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=0.5)
+            optimizer.step()
+            losses.append(loss.item())
+            fractions.append(ppo_loss.clip_fraction.item())
+    return {"advantages": advantages, "losses": losses, "fractions": fractions, "w": model.lin.weight,
+            "values": values}
+
+
+def test_ppo_with_gae():
+    weights = weights_of(make_ppo)
+    ours, _ = run_both(ppo_program, weights, rtol=2e-4, atol=2e-5)
+    assert max(ours["fractions"]) > 0  # some ratios left the clip range
+    # GAE by its definition: sum_l (gamma lambda)^l delta_{t+l}, cut at episode ends
+    rng = np.random.default_rng(7)
+    rng.standard_normal((4, 8, 2, 7, 7)), rng.integers(0, 4, (4, 8))
+    rewards = rng.standard_normal((4, 8)).astype(np.float32)
+    done = rng.random((4, 8)) < 0.2
+    values = ours["values"].astype(np.float64)
+    for w in range(4):
+        for t in range(8):
+            total, discount = 0.0, 1.0
+            for s in range(t, 8):
+                nxt = 0.0 if done[w, s] else values[w, s + 1]
+                total += discount * (rewards[w, s] + 0.99 * nxt - values[w, s])
+                if done[w, s]:
+                    break
+                discount *= 0.99 * 0.95
+            assert ours["advantages"][w, t] == pytest.approx(total, rel=1e-4, abs=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------
+# labml_nn/graphs: GAT and GATv2 on a small citation-like graph
+# ----------------------------------------------------------------------------------------------
+
+
+def make_gat(m, v2):
+    torch, nn = m.torch, m.nn
+
+    class GraphAttentionLayer(nn.Module):
+        def __init__(self, in_features, out_features, n_heads, is_concat=True, dropout=0.6,
+                     leaky_relu_negative_slope=0.2):
+            super().__init__()
+            self.is_concat = is_concat
+            self.n_heads = n_heads
+            if is_concat:
+                assert out_features % n_heads == 0
+                self.n_hidden = out_features // n_heads
+            else:
+                self.n_hidden = out_features
+            self.linear = nn.Linear(in_features, self.n_hidden * n_heads, bias=False)
+            self.attn = nn.Linear(self.n_hidden * 2, 1, bias=False)
+            self.activation = nn.LeakyReLU(negative_slope=leaky_relu_negative_slope)
+            self.softmax = nn.Softmax(dim=1)
+            self.dropout = nn.Dropout(dropout)
+
+        def forward(self, h, adj_mat):
+            n_nodes = h.shape[0]
+            g = self.linear(h).view(n_nodes, self.n_heads, self.n_hidden)
+            g_repeat = g.repeat(n_nodes, 1, 1)
+            g_repeat_interleave = g.repeat_interleave(n_nodes, dim=0)
+            g_concat = torch.cat([g_repeat_interleave, g_repeat], dim=-1)
+            g_concat = g_concat.view(n_nodes, n_nodes, self.n_heads, 2 * self.n_hidden)
+            e = self.activation(self.attn(g_concat))
+            e = e.squeeze(-1)
+            assert adj_mat.shape[0] == 1 or adj_mat.shape[0] == n_nodes
+            assert adj_mat.shape[1] == 1 or adj_mat.shape[1] == n_nodes
+            assert adj_mat.shape[2] == 1 or adj_mat.shape[2] == self.n_heads
+            e = e.masked_fill(adj_mat == 0, float('-inf'))
+            a = self.softmax(e)
+            a = self.dropout(a)
+            attn_res = torch.einsum('ijh,jhf->ihf', a, g)
+            if self.is_concat:
+                return attn_res.reshape(n_nodes, self.n_heads * self.n_hidden)
+            else:
+                return attn_res.mean(dim=1)
+
+    class GraphAttentionV2Layer(nn.Module):
+        def __init__(self, in_features, out_features, n_heads, is_concat=True, dropout=0.6,
+                     leaky_relu_negative_slope=0.2, share_weights=False):
+            super().__init__()
+            self.is_concat = is_concat
+            self.n_heads = n_heads
+            self.share_weights = share_weights
+            if is_concat:
+                assert out_features % n_heads == 0
+                self.n_hidden = out_features // n_heads
+            else:
+                self.n_hidden = out_features
+            self.linear_l = nn.Linear(in_features, self.n_hidden * n_heads, bias=False)
+            if share_weights:
+                self.linear_r = self.linear_l
+            else:
+                self.linear_r = nn.Linear(in_features, self.n_hidden * n_heads, bias=False)
+            self.attn = nn.Linear(self.n_hidden, 1, bias=False)
+            self.activation = nn.LeakyReLU(negative_slope=leaky_relu_negative_slope)
+            self.softmax = nn.Softmax(dim=1)
+            self.dropout = nn.Dropout(dropout)
+
+        def forward(self, h, adj_mat):
+            n_nodes = h.shape[0]
+            g_l = self.linear_l(h).view(n_nodes, self.n_heads, self.n_hidden)
+            g_r = self.linear_r(h).view(n_nodes, self.n_heads, self.n_hidden)
+            g_l_repeat = g_l.repeat(n_nodes, 1, 1)
+            g_r_repeat_interleave = g_r.repeat_interleave(n_nodes, dim=0)
+            g_sum = g_l_repeat + g_r_repeat_interleave
+            g_sum = g_sum.view(n_nodes, n_nodes, self.n_heads, self.n_hidden)
+            e = self.attn(self.activation(g_sum))
+            e = e.squeeze(-1)
+            assert adj_mat.shape[0] == 1 or adj_mat.shape[0] == n_nodes
+            assert adj_mat.shape[1] == 1 or adj_mat.shape[1] == n_nodes
+            assert adj_mat.shape[2] == 1 or adj_mat.shape[2] == self.n_heads
+            e = e.masked_fill(adj_mat == 0, float('-inf'))
+            a = self.softmax(e)
+            a = self.dropout(a)
+            attn_res = torch.einsum('ijh,jhf->ihf', a, g_r)
+            if self.is_concat:
+                return attn_res.reshape(n_nodes, self.n_heads * self.n_hidden)
+            else:
+                return attn_res.mean(dim=1)
+
+    class GAT(nn.Module):
+        def __init__(self, in_features, n_hidden, n_classes, n_heads, dropout, share_weights=False):
+            super().__init__()
+            if v2:
+                self.layer1 = GraphAttentionV2Layer(in_features, n_hidden, n_heads, is_concat=True, dropout=dropout,
+                                                    share_weights=share_weights)
+                self.output = GraphAttentionV2Layer(n_hidden, n_classes, 1, is_concat=False, dropout=dropout,
+                                                    share_weights=share_weights)
+            else:
+                self.layer1 = GraphAttentionLayer(in_features, n_hidden, n_heads, is_concat=True, dropout=dropout)
+                self.output = GraphAttentionLayer(n_hidden, n_classes, 1, is_concat=False, dropout=dropout)
+            self.activation = nn.ELU()
+            self.dropout = nn.Dropout(dropout)
+
+        def forward(self, x, adj_mat):
+            x = self.dropout(x)
+            x = self.layer1(x, adj_mat)
+            x = self.activation(x)
+            x = self.dropout(x)
+            return self.output(x, adj_mat)
+
+    return GAT(7, 12, 3, 4, 0.0, share_weights=v2).double()
+
+
+def gat_program(m, weights, v2):
+    torch, nn = m.torch, m.nn
+    model = load(m, make_gat(m, v2), weights)
+    rng = np.random.default_rng(8)
+    n = 10
+    features = torch.tensor(rng.standard_normal((n, 7)))
+    labels = torch.tensor(rng.integers(0, 3, n))
+    edges = rng.integers(0, n, (2, 18))
+    adj_mat = torch.zeros((n, n), dtype=torch.bool)
+    adj_mat[torch.tensor(edges[0]), torch.tensor(edges[1])] = True
+    adj_mat[torch.tensor(edges[1]), torch.tensor(edges[0])] = True
+    adj_mat = adj_mat | torch.eye(n, dtype=torch.bool)  # self-loops, so no row is all -inf
+    adj_mat = adj_mat.unsqueeze(-1)
+    idx_train = torch.arange(0, 7)
+    optimizer = torch.optim.Adam(model.parameters(), lr=5e-3, weight_decay=5e-4)
+    loss_func = nn.CrossEntropyLoss()
+    losses = []
+    for _ in range(5):
+        model.train()
+        optimizer.zero_grad()
+        output = model(features, adj_mat)
+        loss = loss_func(output[idx_train], labels[idx_train])
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    model.eval()
+    with torch.no_grad():
+        output = model(features, adj_mat)
+        accuracy = output.argmax(dim=-1).eq(labels).sum().item() / n
+    a = model.layer1
+    return {"losses": losses, "output": output, "accuracy": accuracy, "shared": getattr(a, "linear_r", None) is getattr(a, "linear_l", 0),
+            "n_params": len(list(model.parameters()))}
+
+
+@pytest.mark.parametrize("v2", [False, True], ids=["gat", "gatv2"])
+def test_graph_attention(v2):
+    weights = weights_of(lambda m: make_gat(m, v2))
+    ours, _ = run_both(gat_program, weights, v2, rtol=1e-8, atol=1e-10)
+    assert ours["losses"][-1] < ours["losses"][0]
+    assert ours["shared"] == v2 and ours["n_params"] == (4 if v2 else 4)
+
+
+# ----------------------------------------------------------------------------------------------
+# labml_nn/conv_mixer: ConvMixer (depth-wise and point-wise convolutions, x += residual after batch norm)
+# ----------------------------------------------------------------------------------------------
+
+
+def make_conv_mixer(m):
+    torch, nn = m.torch, m.nn
+
+    class ConvMixerLayer(nn.Module):
+        def __init__(self, d_model, kernel_size):
+            super().__init__()
+            self.depth_wise_conv = nn.Conv2d(d_model, d_model, kernel_size=kernel_size, groups=d_model,
+                                             padding=(kernel_size - 1) // 2)
+            self.act1 = nn.GELU()
+            self.norm1 = nn.BatchNorm2d(d_model)
+            self.point_wise_conv = nn.Conv2d(d_model, d_model, kernel_size=1)
+            self.act2 = nn.GELU()
+            self.norm2 = nn.BatchNorm2d(d_model)
+
+        def forward(self, x):
+            residual = x
+            x = self.depth_wise_conv(x)
+            x = self.act1(x)
+            x = self.norm1(x)
+            x += residual
+            x = self.point_wise_conv(x)
+            x = self.act2(x)
+            x = self.norm2(x)
+            return x
+
+    class PatchEmbeddings(nn.Module):
+        def __init__(self, d_model, patch_size, in_channels):
+            super().__init__()
+            self.conv = nn.Conv2d(in_channels, d_model, kernel_size=patch_size, stride=patch_size)
+            self.act = nn.GELU()
+            self.norm = nn.BatchNorm2d(d_model)
+
+        def forward(self, x):
+            x = self.conv(x)
+            x = self.act(x)
+            x = self.norm(x)
+            return x
+
+    class ClassificationHead(nn.Module):
+        def __init__(self, d_model, n_classes):
+            super().__init__()
+            self.pool = nn.AdaptiveAvgPool2d((1, 1))
+            self.linear = nn.Linear(d_model, n_classes)
+
+        def forward(self, x):
+            x = self.pool(x)
+            x = x[:, :, 0, 0]
+            x = self.linear(x)
+            return x
+
+    class ConvMixer(nn.Module):
+        def __init__(self, conv_mixer_layer, n_layers, patch_emb, classification):
+            super().__init__()
+            self.patch_emb = patch_emb
+            self.classification = classification
+            self.conv_mixer_layers = nn.ModuleList([copy.deepcopy(conv_mixer_layer) for _ in range(n_layers)])
+
+        def forward(self, x):
+            x = self.patch_emb(x)
+            for layer in self.conv_mixer_layers:
+                x = layer(x)
+            x = self.classification(x)
+            return x
+
+    return ConvMixer(ConvMixerLayer(16, 5), 2, PatchEmbeddings(16, 2, 3), ClassificationHead(16, 4)).double()
+
+
+def conv_mixer_program(m, weights):
+    torch = m.torch
+    model = load(m, make_conv_mixer(m), weights)
+    rng = np.random.default_rng(9)
+    images = torch.tensor(rng.standard_normal((6, 3, 12, 12)))
+    labels = torch.tensor(rng.integers(0, 4, 6))
+    losses, grads = train_few(m, model, (images, labels),
+                              lambda model, x, y: m.F.cross_entropy(model(x), y), steps=3, lr=0.05, optimizer="SGD")
+    model.eval()
+    with torch.no_grad():
+        logits = model(images)
+    return {"losses": losses, "grads": grads, "logits": logits,
+            "running": model.conv_mixer_layers[1].norm1.running_var,
+            "tracked": model.conv_mixer_layers[0].norm2.num_batches_tracked}
+
+
+def test_conv_mixer():
+    weights = weights_of(make_conv_mixer)
+    ours, _ = run_both(conv_mixer_program, weights, rtol=1e-8, atol=1e-10)
+    assert ours["losses"][-1] < ours["losses"][0] and ours["tracked"] == 3
+
+
+# ----------------------------------------------------------------------------------------------
+# labml_nn/lora: LoRA linear and embedding layers over frozen weights
+# ----------------------------------------------------------------------------------------------
+
+
+def lora_program(m):
+    torch, nn = m.torch, m.nn
+
+    class Linear(nn.Module):
+        def __init__(self, in_features, out_features, bias, r, alpha=None):
+            super().__init__()
+            if alpha is None:
+                alpha = r
+            self.weight = nn.Parameter(torch.empty((out_features, in_features)))
+            self.weight.requires_grad = False
+            if bias:
+                self.bias = nn.Parameter(torch.empty(out_features))
+                self.bias.requires_grad = False
+            else:
+                self.bias = None
+            self.scaling = alpha / r
+            self.lora_a = nn.Parameter(torch.empty((r, in_features)))
+            self.lora_b = nn.Parameter(torch.empty((out_features, r)))
+            with torch.no_grad():
+                nn.init.kaiming_uniform_(self.lora_a, a=5 ** 0.5)
+                nn.init.zeros_(self.lora_b)
+
+        def forward(self, x):
+            result = nn.functional.linear(x, self.weight, bias=self.bias)
+            result += (x @ self.lora_a.T @ self.lora_b.T) * self.scaling
+            return result
+
+    class Embedding(nn.Module):
+        def __init__(self, num_embeddings, embedding_dim, r, alpha=None):
+            super().__init__()
+            if alpha is None:
+                alpha = r
+            self.weight = nn.Parameter(torch.empty((num_embeddings, embedding_dim)))
+            self.weight.requires_grad = False
+            self.scaling = alpha / r
+            self.lora_a = nn.Parameter(torch.empty((r, num_embeddings)))
+            self.lora_b = nn.Parameter(torch.empty((embedding_dim, r)))
+            with torch.no_grad():
+                nn.init.normal_(self.lora_a)
+                nn.init.zeros_(self.lora_b)
+
+        def forward(self, x):
+            result = nn.functional.embedding(x, self.weight)
+            result += (nn.functional.embedding(x, self.lora_a.T) @ self.lora_b.T) * self.scaling
+            return result
+
+    class GPT2Ish(nn.Module):  # labml_nn/lora/gpt2.py's shape, one block, with LoRA on every projection
+        def __init__(self, n_vocab=13, d_model=8, r=4):
+            super().__init__()
+            self.token_embedding = Embedding(n_vocab, d_model, r=r)
+            self.position_embedding = Embedding(6, d_model, r=r)
+            self.ln = nn.LayerNorm(d_model)
+            self.c_att = Linear(d_model, d_model * 3, r=r, bias=True)
+            self.c_proj = Linear(d_model, d_model, r=r, bias=True)
+            self.lm_head = Linear(d_model, n_vocab, r=r, bias=False, alpha=8)
+
+        def forward(self, input_ids):
+            batch_size, seq_length = input_ids.shape
+            token_embeddings = self.token_embedding(input_ids)
+            position_ids = torch.arange(seq_length, device=input_ids.device)
+            position_embeddings = self.position_embedding(position_ids[None, :])
+            hidden_states = token_embeddings + position_embeddings
+            q, k, v = self.c_att(self.ln(hidden_states)).split(8, dim=-1)
+            attn = nn.functional.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None], is_causal=True)
+            hidden_states = hidden_states + self.c_proj(attn[:, 0])
+            return self.lm_head(hidden_states)
+
+    torch.manual_seed(0)
+    model = GPT2Ish()
+    rng = np.random.default_rng(10)
+    with torch.no_grad():  # the "pre-trained" weights, and LoRA's B away from zero to test its gradient paths
+        for name, p in model.named_parameters():
+            p.copy_(torch.tensor(rng.standard_normal(p.shape) * 0.3, dtype=torch.float32))
+    frozen = {n: p.clone() for n, p in model.named_parameters() if not p.requires_grad}
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    ids = torch.tensor(rng.integers(0, 13, (3, 6)))
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    losses = []
+    for _ in range(4):
+        optimizer.zero_grad()
+        logits = model(ids[:, :-1])
+        loss = nn.functional.cross_entropy(logits.reshape(-1, 13), ids[:, 1:].reshape(-1))
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    unchanged = all(torch.equal(frozen[n], p) for n, p in model.named_parameters() if n in frozen)
+    return {"losses": losses, "trainable": trainable, "unchanged": unchanged,
+            "grads_of_frozen": [p.grad is None for n, p in model.named_parameters() if n in frozen],
+            "lora": {n: p for n, p in model.named_parameters() if "lora" in n}}
+
+
+def test_lora():
+    ours, _ = run_both(lora_program, rtol=1e-5, atol=1e-6)
+    assert ours["losses"][-1] < ours["losses"][0] and ours["unchanged"] and all(ours["grads_of_frozen"])
+    assert [n for n in ours["trainable"] if "lora" not in n] == ["ln.weight", "ln.bias"] and len(ours["trainable"]) == 12
