@@ -3335,3 +3335,932 @@ def test_rhn_and_samplers():
     assert (np.isfinite(ours["topk"]).sum(-1) == 3).all()
     g = ours["generated"]
     assert all(v.shape == (6, 4) for v in g.values())
+
+
+# ----------------------------------------------------------------------------------------------
+# labml_nn/gan/stylegan: StyleGAN 2 with its gradient and path-length penalties (double backward)
+# ----------------------------------------------------------------------------------------------
+
+
+def make_stylegan(m):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    class EqualizedWeight(nn.Module):
+        def __init__(self, shape):
+            super().__init__()
+            self.c = 1 / math.sqrt(np.prod(shape[1:]))
+            self.weight = nn.Parameter(torch.randn(shape))
+
+        def forward(self):
+            return self.weight * self.c
+
+    class EqualizedLinear(nn.Module):
+        def __init__(self, in_features, out_features, bias=0.):
+            super().__init__()
+            self.weight = EqualizedWeight([out_features, in_features])
+            self.bias = nn.Parameter(torch.ones(out_features) * bias)
+
+        def forward(self, x):
+            return F.linear(x, self.weight(), bias=self.bias)
+
+    class EqualizedConv2d(nn.Module):
+        def __init__(self, in_features, out_features, kernel_size, padding=0):
+            super().__init__()
+            self.padding = padding
+            self.weight = EqualizedWeight([out_features, in_features, kernel_size, kernel_size])
+            self.bias = nn.Parameter(torch.ones(out_features))
+
+        def forward(self, x):
+            return F.conv2d(x, self.weight(), bias=self.bias, padding=self.padding)
+
+    class MappingNetwork(nn.Module):
+        def __init__(self, features, n_layers):
+            super().__init__()
+            layers = []
+            for i in range(n_layers):
+                layers.append(EqualizedLinear(features, features))
+                layers.append(nn.LeakyReLU(negative_slope=0.2, inplace=True))
+            self.net = nn.Sequential(*layers)
+
+        def forward(self, z):
+            z = F.normalize(z, dim=1)
+            return self.net(z)
+
+    class Conv2dWeightModulate(nn.Module):
+        def __init__(self, in_features, out_features, kernel_size, demodulate=True, eps=1e-8):
+            super().__init__()
+            self.out_features = out_features
+            self.demodulate = demodulate
+            self.padding = (kernel_size - 1) // 2
+            self.weight = EqualizedWeight([out_features, in_features, kernel_size, kernel_size])
+            self.eps = eps
+
+        def forward(self, x, s):
+            b, _, h, w = x.shape
+            s = s[:, None, :, None, None]
+            weights = self.weight()[None, :, :, :, :]
+            weights = weights * s
+            if self.demodulate:
+                sigma_inv = torch.rsqrt((weights ** 2).sum(dim=(2, 3, 4), keepdim=True) + self.eps)
+                weights = weights * sigma_inv
+            x = x.reshape(1, -1, h, w)
+            _, _, *ws = weights.shape
+            weights = weights.reshape(b * self.out_features, *ws)
+            x = F.conv2d(x, weights, padding=self.padding, groups=b)
+            return x.reshape(-1, self.out_features, h, w)
+
+    class StyleBlock(nn.Module):
+        def __init__(self, d_latent, in_features, out_features):
+            super().__init__()
+            self.to_style = EqualizedLinear(d_latent, in_features, bias=1.0)
+            self.conv = Conv2dWeightModulate(in_features, out_features, kernel_size=3)
+            self.scale_noise = nn.Parameter(torch.zeros(1))
+            self.bias = nn.Parameter(torch.zeros(out_features))
+            self.activation = nn.LeakyReLU(0.2, True)
+
+        def forward(self, x, w, noise):
+            s = self.to_style(w)
+            x = self.conv(x, s)
+            if noise is not None:
+                x = x + self.scale_noise[None, :, None, None] * noise
+            return self.activation(x + self.bias[None, :, None, None])
+
+    class ToRGB(nn.Module):
+        def __init__(self, d_latent, features):
+            super().__init__()
+            self.to_style = EqualizedLinear(d_latent, features, bias=1.0)
+            self.conv = Conv2dWeightModulate(features, 3, kernel_size=1, demodulate=False)
+            self.bias = nn.Parameter(torch.zeros(3))
+            self.activation = nn.LeakyReLU(0.2, True)
+
+        def forward(self, x, w):
+            style = self.to_style(w)
+            x = self.conv(x, style)
+            return self.activation(x + self.bias[None, :, None, None])
+
+    class Smooth(nn.Module):
+        def __init__(self):
+            super().__init__()
+            kernel = [[1, 2, 1], [2, 4, 2], [1, 2, 1]]
+            kernel = torch.tensor([[kernel]], dtype=torch.float)
+            kernel /= kernel.sum()
+            self.kernel = nn.Parameter(kernel, requires_grad=False)
+            self.pad = nn.ReplicationPad2d(1)
+
+        def forward(self, x):
+            b, c, h, w = x.shape
+            x = x.view(-1, 1, h, w)
+            x = self.pad(x)
+            x = F.conv2d(x, self.kernel)
+            return x.view(b, c, h, w)
+
+    class UpSample(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.up_sample = nn.Upsample(scale_factor=2, mode='bilinear', align_corners=False)
+            self.smooth = Smooth()
+
+        def forward(self, x):
+            return self.smooth(self.up_sample(x))
+
+    class DownSample(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.smooth = Smooth()
+
+        def forward(self, x):
+            x = self.smooth(x)
+            return F.interpolate(x, (x.shape[2] // 2, x.shape[3] // 2), mode='bilinear', align_corners=False)
+
+    class GeneratorBlock(nn.Module):
+        def __init__(self, d_latent, in_features, out_features):
+            super().__init__()
+            self.style_block1 = StyleBlock(d_latent, in_features, out_features)
+            self.style_block2 = StyleBlock(d_latent, out_features, out_features)
+            self.to_rgb = ToRGB(d_latent, out_features)
+
+        def forward(self, x, w, noise):
+            x = self.style_block1(x, w, noise[0])
+            x = self.style_block2(x, w, noise[1])
+            rgb = self.to_rgb(x, w)
+            return x, rgb
+
+    class Generator(nn.Module):
+        def __init__(self, log_resolution, d_latent, n_features=32, max_features=512):
+            super().__init__()
+            features = [min(max_features, n_features * (2 ** i)) for i in range(log_resolution - 2, -1, -1)]
+            self.n_blocks = len(features)
+            self.initial_constant = nn.Parameter(torch.randn((1, features[0], 4, 4)))
+            self.style_block = StyleBlock(d_latent, features[0], features[0])
+            self.to_rgb = ToRGB(d_latent, features[0])
+            blocks = [GeneratorBlock(d_latent, features[i - 1], features[i]) for i in range(1, self.n_blocks)]
+            self.blocks = nn.ModuleList(blocks)
+            self.up_sample = UpSample()
+
+        def forward(self, w, input_noise):
+            batch_size = w.shape[1]
+            x = self.initial_constant.expand(batch_size, -1, -1, -1)
+            x = self.style_block(x, w[0], input_noise[0][1])
+            rgb = self.to_rgb(x, w[0])
+            for i in range(1, self.n_blocks):
+                x = self.up_sample(x)
+                x, rgb_new = self.blocks[i - 1](x, w[i], input_noise[i])
+                rgb = self.up_sample(rgb) + rgb_new
+            return rgb
+
+    class MiniBatchStdDev(nn.Module):
+        def __init__(self, group_size=4):
+            super().__init__()
+            self.group_size = group_size
+
+        def forward(self, x):
+            assert x.shape[0] % self.group_size == 0
+            grouped = x.view(self.group_size, -1)
+            std = torch.sqrt(grouped.var(dim=0) + 1e-8)
+            std = std.mean().view(1, 1, 1, 1)
+            b, _, h, w = x.shape
+            std = std.expand(b, -1, h, w)
+            return torch.cat([x, std], dim=1)
+
+    class DiscriminatorBlock(nn.Module):
+        def __init__(self, in_features, out_features):
+            super().__init__()
+            self.residual = nn.Sequential(DownSample(), EqualizedConv2d(in_features, out_features, kernel_size=1))
+            self.block = nn.Sequential(
+                EqualizedConv2d(in_features, in_features, kernel_size=3, padding=1),
+                nn.LeakyReLU(0.2, True),
+                EqualizedConv2d(in_features, out_features, kernel_size=3, padding=1),
+                nn.LeakyReLU(0.2, True),
+            )
+            self.down_sample = DownSample()
+            self.scale = 1 / math.sqrt(2)
+
+        def forward(self, x):
+            residual = self.residual(x)
+            x = self.block(x)
+            x = self.down_sample(x)
+            return (x + residual) * self.scale
+
+    class Discriminator(nn.Module):
+        def __init__(self, log_resolution, n_features=64, max_features=512):
+            super().__init__()
+            self.from_rgb = nn.Sequential(EqualizedConv2d(3, n_features, 1), nn.LeakyReLU(0.2, True))
+            features = [min(max_features, n_features * (2 ** i)) for i in range(log_resolution - 1)]
+            n_blocks = len(features) - 1
+            blocks = [DiscriminatorBlock(features[i], features[i + 1]) for i in range(n_blocks)]
+            self.blocks = nn.Sequential(*blocks)
+            self.std_dev = MiniBatchStdDev()
+            final_features = features[-1] + 1
+            self.conv = EqualizedConv2d(final_features, final_features, 3)
+            self.final = EqualizedLinear(2 * 2 * final_features, 1)
+
+        def forward(self, x):
+            x = x - 0.5
+            x = self.from_rgb(x)
+            x = self.blocks(x)
+            x = self.std_dev(x)
+            x = self.conv(x)
+            x = x.reshape(x.shape[0], -1)
+            return self.final(x)
+
+    class StyleGAN(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.mapping_network = MappingNetwork(8, 2)
+            self.generator = Generator(4, 8, n_features=4, max_features=8)
+            self.discriminator = Discriminator(4, n_features=4, max_features=8)
+
+    return StyleGAN().double()
+
+
+def stylegan_program(m, weights):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    class GradientPenalty(nn.Module):
+        def forward(self, x, d):
+            batch_size = x.shape[0]
+            gradients, *_ = torch.autograd.grad(outputs=d, inputs=x, grad_outputs=d.new_ones(d.shape),
+                                                create_graph=True)
+            gradients = gradients.reshape(batch_size, -1)
+            norm = gradients.norm(2, dim=-1)
+            return torch.mean(norm ** 2)
+
+    class PathLengthPenalty(nn.Module):
+        def __init__(self, beta):
+            super().__init__()
+            self.beta = beta
+            self.steps = nn.Parameter(torch.tensor(0.), requires_grad=False)
+            self.exp_sum_a = nn.Parameter(torch.tensor(0.), requires_grad=False)
+
+        def forward(self, w, x):
+            image_size = x.shape[2] * x.shape[3]
+            y = torch.randn(x.shape, dtype=x.dtype)
+            output = (x * y).sum() / math.sqrt(image_size)
+            gradients, *_ = torch.autograd.grad(outputs=output, inputs=w, grad_outputs=torch.ones(output.shape, dtype=x.dtype),
+                                                create_graph=True)
+            norm = (gradients ** 2).sum(dim=2).mean(dim=1).sqrt()
+            if self.steps > 0:
+                a = self.exp_sum_a / (1 - self.beta ** self.steps)
+                loss = torch.mean((norm - a) ** 2)
+            else:
+                loss = norm.new_tensor(0)
+            mean = norm.mean().detach()
+            self.exp_sum_a.mul_(self.beta).add_(mean, alpha=1 - self.beta)
+            self.steps.add_(1.)
+            return loss
+
+    class DiscriminatorLoss(nn.Module):
+        def forward(self, f_real, f_fake):
+            return F.relu(1 - f_real).mean(), F.relu(1 + f_fake).mean()
+
+    class GeneratorLoss(nn.Module):
+        def forward(self, f_fake):
+            return -f_fake.mean()
+
+    model = load(m, make_stylegan(m), weights)
+    mapping_network, generator, discriminator = model.mapping_network, model.generator, model.discriminator
+    rng = np.random.default_rng(14)
+    real = torch.tensor(rng.uniform(0, 1, (4, 3, 16, 16)))
+    d_opt = torch.optim.Adam(discriminator.parameters(), lr=1e-3, betas=(0.0, 0.99))
+    g_opt = torch.optim.Adam(generator.parameters(), lr=1e-3, betas=(0.0, 0.99))
+    m_opt = torch.optim.Adam(mapping_network.parameters(), lr=1e-4, betas=(0.0, 0.99))
+    gradient_penalty, path_length_penalty = GradientPenalty(), PathLengthPenalty(0.99)
+    discriminator_loss, generator_loss = DiscriminatorLoss(), GeneratorLoss()
+    torch.manual_seed(0)
+    n_gen_blocks = generator.n_blocks
+
+    def get_w(batch_size):
+        z = torch.randn(batch_size, 8, dtype=torch.float64)
+        w = mapping_network(z)
+        return w[None, :, :].expand(n_gen_blocks, -1, -1)
+
+    def get_noise(batch_size):
+        noise = []
+        resolution = 4
+        for i in range(n_gen_blocks):
+            if i == 0:
+                n1 = None
+            else:
+                n1 = torch.randn(batch_size, 1, resolution, resolution, dtype=torch.float64)
+            n2 = torch.randn(batch_size, 1, resolution, resolution, dtype=torch.float64)
+            noise.append((n1, n2))
+            resolution *= 2
+        return noise
+
+    def generate_images(batch_size):
+        w = get_w(batch_size)
+        noise = get_noise(batch_size)
+        images = generator(w, noise)
+        return images, w
+
+    out = {"d": [], "g": [], "gp": [], "plp": []}
+    for idx in range(3):
+        d_opt.zero_grad()
+        generated_images, _ = generate_images(4)
+        fake_output = discriminator(generated_images.detach())
+        real_images = real.clone().requires_grad_()
+        real_output = discriminator(real_images)
+        real_loss, fake_loss = discriminator_loss(real_output, fake_output)
+        disc_loss = real_loss + fake_loss
+        gp = gradient_penalty(real_images, real_output)
+        disc_loss = disc_loss + 0.5 * 10. * gp
+        disc_loss.backward()
+        nn.utils.clip_grad_norm_(discriminator.parameters(), max_norm=1.0)
+        d_opt.step()
+        g_opt.zero_grad()
+        m_opt.zero_grad()
+        generated_images, w = generate_images(4)
+        fake_output = discriminator(generated_images)
+        gen_loss = generator_loss(fake_output)
+        plp = path_length_penalty(w, generated_images)
+        if not torch.isnan(plp):
+            gen_loss = gen_loss + plp
+        gen_loss.backward()
+        nn.utils.clip_grad_norm_(generator.parameters(), max_norm=1.0)
+        nn.utils.clip_grad_norm_(mapping_network.parameters(), max_norm=1.0)
+        g_opt.step()
+        m_opt.step()
+        out["d"].append(disc_loss.item())
+        out["g"].append(gen_loss.item())
+        out["gp"].append(gp.item())
+        out["plp"].append(plp.item())
+    out["steps"] = path_length_penalty.steps
+    out["exp_sum_a"] = path_length_penalty.exp_sum_a
+    out["conv_grad"] = discriminator.from_rgb[0].weight.weight.grad
+    out["style_grad"] = generator.blocks[0].style_block1.to_style.weight.weight.grad
+    out["images"] = generated_images
+    return out
+
+
+def test_stylegan2_with_penalties():
+    weights = weights_of(make_stylegan)
+    ours, _ = run_both(stylegan_program, weights, rtol=1e-7, atol=1e-9)
+    assert ours["steps"] == 3 and ours["plp"][0] == 0 and ours["plp"][2] > 0
+    assert ours["images"].shape == (4, 3, 16, 16) and all(g > 0 for g in ours["gp"])
+
+
+# ----------------------------------------------------------------------------------------------
+# labml_nn/transformers/{switch,glu_variants,vit,mlp_mixer}: routing, gated feed-forwards, patches
+# ----------------------------------------------------------------------------------------------
+
+
+def make_switch_glu_vit(m):
+    torch, nn = m.torch, m.nn
+    t = labml_transformers(m)
+
+    class SwitchFeedForward(nn.Module):
+        def __init__(self, *, capacity_factor, drop_tokens, is_scale_prob, n_experts, expert, d_model):
+            super().__init__()
+            self.capacity_factor = capacity_factor
+            self.is_scale_prob = is_scale_prob
+            self.n_experts = n_experts
+            self.drop_tokens = drop_tokens
+            self.experts = t.clone_module_list(expert, n_experts)
+            self.switch = nn.Linear(d_model, n_experts)
+            self.softmax = nn.Softmax(dim=-1)
+
+        def forward(self, x):
+            seq_len, batch_size, d_model = x.shape
+            x = x.view(-1, d_model)
+            route_prob = self.softmax(self.switch(x))
+            route_prob_max, routes = torch.max(route_prob, dim=-1)
+            indexes_list = [torch.eq(routes, i).nonzero(as_tuple=True)[0] for i in range(self.n_experts)]
+            final_output = x.new_zeros(x.shape)
+            capacity = int(self.capacity_factor * len(x) / self.n_experts)
+            counts = x.new_tensor([len(indexes_list[i]) for i in range(self.n_experts)])
+            dropped = []
+            if self.drop_tokens:
+                for i in range(self.n_experts):
+                    if len(indexes_list[i]) <= capacity:
+                        continue
+                    indexes_list[i] = indexes_list[i][torch.randperm(len(indexes_list[i]))]
+                    dropped.append(indexes_list[i][capacity:])
+                    indexes_list[i] = indexes_list[i][:capacity]
+            expert_output = [self.experts[i](x[indexes_list[i], :]) for i in range(self.n_experts)]
+            for i in range(self.n_experts):
+                final_output[indexes_list[i], :] = expert_output[i]
+            if dropped:
+                dropped = torch.cat(dropped)
+                final_output[dropped, :] = x[dropped, :]
+            if self.is_scale_prob:
+                final_output = final_output * route_prob_max.view(-1, 1)
+            else:
+                final_output = final_output * (route_prob_max / route_prob_max.detach()).view(-1, 1)
+            final_output = final_output.view(seq_len, batch_size, d_model)
+            return final_output, counts, route_prob.sum(0), len(dropped), route_prob_max
+
+    class MLPMixer(nn.Module):
+        def __init__(self, mlp):
+            super().__init__()
+            self.mlp = mlp
+
+        def forward(self, query, key, value, mask=None):
+            assert query is key and key is value
+            assert mask is None
+            x = query
+            x = x.transpose(0, 2)
+            x = self.mlp(x)
+            x = x.transpose(0, 2)
+            return x
+
+    class PatchEmbeddings(nn.Module):
+        def __init__(self, d_model, patch_size, in_channels):
+            super().__init__()
+            self.conv = nn.Conv2d(in_channels, d_model, patch_size, stride=patch_size)
+
+        def forward(self, x):
+            x = self.conv(x)
+            bs, c, h, w = x.shape
+            x = x.permute(2, 3, 0, 1)
+            x = x.view(h * w, bs, c)
+            return x
+
+    class LearnedPositionalEmbeddings(nn.Module):
+        def __init__(self, d_model, max_len=5_000):
+            super().__init__()
+            self.positional_encodings = nn.Parameter(torch.zeros(max_len, 1, d_model), requires_grad=True)
+
+        def forward(self, x):
+            pe = self.positional_encodings[:x.shape[0]]
+            return x + pe
+
+    class ClassificationHead(nn.Module):
+        def __init__(self, d_model, n_hidden, n_classes):
+            super().__init__()
+            self.linear1 = nn.Linear(d_model, n_hidden)
+            self.act = nn.ReLU()
+            self.linear2 = nn.Linear(n_hidden, n_classes)
+
+        def forward(self, x):
+            x = self.act(self.linear1(x))
+            x = self.linear2(x)
+            return x
+
+    class VisionTransformer(nn.Module):
+        def __init__(self, transformer_layer, n_layers, patch_emb, pos_emb, classification):
+            super().__init__()
+            self.patch_emb = patch_emb
+            self.pos_emb = pos_emb
+            self.classification = classification
+            self.transformer_layers = t.clone_module_list(transformer_layer, n_layers)
+            self.cls_token_emb = nn.Parameter(torch.randn(1, 1, transformer_layer.size), requires_grad=True)
+            self.ln = nn.LayerNorm([transformer_layer.size])
+
+        def forward(self, x):
+            x = self.patch_emb(x)
+            cls_token_emb = self.cls_token_emb.expand(-1, x.shape[1], -1)
+            x = torch.cat([cls_token_emb, x])
+            x = self.pos_emb(x)
+            for layer in self.transformer_layers:
+                x = layer(x=x, mask=None)
+            x = x[0]
+            x = self.ln(x)
+            x = self.classification(x)
+            return x
+
+    class Models(nn.Module):
+        def __init__(self, d_model=8):
+            super().__init__()
+            self.switch = SwitchFeedForward(capacity_factor=1.0, drop_tokens=True, is_scale_prob=False, n_experts=3,
+                                            expert=t.FeedForward(d_model, 16, 0.), d_model=d_model)
+            self.glu = nn.ModuleDict({
+                'GLU': t.FeedForward(d_model, 12, 0., nn.Sigmoid(), True, False, False, False),
+                'Bilinear': t.FeedForward(d_model, 12, 0., nn.Identity(), True, False, False, False),
+                'GEGLU': t.FeedForward(d_model, 12, 0., nn.GELU(), True, False, False, False),
+                'SwiGLU': t.FeedForward(d_model, 12, 0., nn.SiLU(), True, False, False, False),
+            })
+            mixer_layer = t.TransformerLayer(d_model=d_model, self_attn=MLPMixer(t.FeedForward(7, 14, 0., nn.GELU())),
+                                             feed_forward=t.FeedForward(d_model, 16, 0.), dropout_prob=0.)
+            self.mixer = t.clone_module_list(mixer_layer, 2)
+            vit_layer = t.TransformerLayer(d_model=d_model, self_attn=t.MultiHeadAttention(2, d_model, 0.),
+                                           feed_forward=t.FeedForward(d_model, 16, 0.), dropout_prob=0.)
+            self.vit = VisionTransformer(vit_layer, 2, PatchEmbeddings(d_model, 4, 3),
+                                         LearnedPositionalEmbeddings(d_model, 20), ClassificationHead(d_model, 12, 5))
+
+    return Models().double()
+
+
+def switch_glu_vit_program(m, weights):
+    torch = m.torch
+    model = load(m, make_switch_glu_vit(m), weights)
+    with torch.no_grad():
+        model.vit.pos_emb.positional_encodings.copy_(torch.linspace(-1, 1, 160, dtype=torch.float64).view(20, 1, 8))
+    x, y = (torch.tensor(a) for a in sequence_data())
+    torch.manual_seed(3)  # the dropped tokens are drawn by randperm
+    out = {}
+    sw, counts, route_prob, n_dropped, route_prob_max = model.switch(x)
+    load_balancing = 3 * ((counts / counts.sum()) * (route_prob / 21)).sum()
+    ((sw - y) ** 2).mean().add(0.01 * load_balancing).backward()
+    out["switch"] = [sw, counts, route_prob, n_dropped, route_prob_max]
+    out["switch_grads"] = {n: p.grad for n, p in model.switch.named_parameters()}
+    for name, ffn in model.glu.items():
+        x_ = x.clone().requires_grad_()
+        value = ffn(x_)
+        out["glu_" + name] = [value, torch.autograd.grad(value.pow(2).sum(), [x_, ffn.layer1.weight, ffn.linear_v.weight])]
+    h = x
+    for layer in model.mixer:
+        h = layer(x=h, mask=None)
+    out["mixer"] = h
+    out["mixer_grad"] = torch.autograd.grad(h.sum(), model.mixer[0].self_attn.mlp.layer1.weight)[0]
+    rng = np.random.default_rng(15)
+    images = torch.tensor(rng.standard_normal((5, 3, 12, 12)))
+    labels = torch.tensor(rng.integers(0, 5, 5))
+    out["vit_losses"], out["vit_grads"] = train_few(m, model.vit, (images, labels),
+                                                    lambda model, x, y: m.F.cross_entropy(model(x), y), steps=4)
+    return out
+
+
+def test_switch_glu_mixer_vit():
+    weights = weights_of(make_switch_glu_vit)
+    ours, _ = run_both(switch_glu_vit_program, weights, rtol=1e-8, atol=1e-10)
+    sw, counts, route_prob, n_dropped, route_prob_max = ours["switch"]
+    # the experts over their capacity of 7 tokens send their extras through unchanged
+    assert counts.sum() == 21 and n_dropped == np.maximum(counts - 7, 0).sum() > 0
+    np.testing.assert_allclose(route_prob.sum(), 21, rtol=1e-12)
+    assert ours["vit_losses"][-1] < ours["vit_losses"][0]
+
+
+# ----------------------------------------------------------------------------------------------
+# labml_nn/neox: GPT-NeoX layers built by a LayerGenerator, weights merged from two model-parallel
+# partitions through .data slices, generation with a key/value cache, and bias-only fine-tuning
+# ----------------------------------------------------------------------------------------------
+
+
+def neox_program(m, partitions):
+    torch, nn = m.torch, m.nn
+    autocast = m.torch.cuda.amp.autocast
+
+    class Cache:
+        def __init__(self):
+            self._cache = {}
+
+        def clear_all(self):
+            self._cache = {}
+
+        def push(self, name, value):
+            if name not in self._cache:
+                self._cache[name] = []
+            self._cache[name].append(value)
+
+        def pop(self, name):
+            return self._cache[name].pop(0)
+
+        def set(self, key, value):
+            self._cache[key] = value
+
+        def get(self, key, default=None):
+            return self._cache.get(key, default)
+
+    _cache = Cache()
+
+    def get_cache():
+        return _cache
+
+    def merge_params_dim_0(param, key, p1, p2):
+        w1, w2 = p1[key], p2[key]
+        param.data[:w1.shape[0]] = w1
+        param.data[w1.shape[0]:] = w2
+
+    def merge_params_dim_1(param, key, p1, p2):
+        w1, w2 = p1[key], p2[key]
+        param.data[:, :w1.shape[1]] = w1
+        param.data[:, w1.shape[1]:] = w2
+
+    def merge_params_duplicate(param, key, p1, p2):
+        w1, w2 = p1[key], p2[key]
+        diff = sum((w1 - w2) ** 2).item()
+        assert diff < 1e-4, f'The partitions do not match: {key}'
+        param.data[:] = (w1 + w2) / 2.
+
+    def merge_params_sum(param, key, p1, p2):
+        w1, w2 = p1[key], p2[key]
+        param.data[:] = w1 + w2
+
+    class NeoXModule(nn.Module):
+        def load_state(self, p1, p2):
+            pass
+
+    class Embedding(NeoXModule):
+        def __init__(self, n_vocab=50_432, n_hidden=6_144):
+            super().__init__()
+            self.emb = nn.Embedding(n_vocab, n_hidden)
+
+        def forward(self, x):
+            return self.emb(x)
+
+        def load_state(self, p1, p2):
+            merge_params_dim_0(self.emb.weight, 'word_embeddings.weight', p1, p2)
+
+    class RoPE(nn.Module):
+        def __init__(self, d_rope, base=10_000.):
+            super().__init__()
+            self.theta = None
+            self.cos_cached = None
+            self.sin_cached = None
+            self.base = base
+            self.d_rope = d_rope
+
+        @staticmethod
+        def rotate_half(x):
+            x1, x2 = x[..., : x.shape[-1] // 2], x[..., x.shape[-1] // 2:]
+            return torch.cat((-x2, x1), dim=-1)
+
+        def forward(self, x, offset=0):
+            seq_len = x.shape[-3] + offset
+            if self.theta is None:
+                theta = 1.0 / (self.base ** (torch.arange(0, self.d_rope, 2).float() / self.d_rope))
+                self.theta = theta.to(x.device).to(x.dtype)
+            if (self.cos_cached is None or seq_len > self.cos_cached.shape[1] or
+                    self.cos_cached.device != x.device or self.cos_cached.dtype != x.dtype):
+                seq_idx = torch.arange(seq_len, device=x.device).type_as(self.theta)
+                idx_theta = torch.einsum("s,d->sd", seq_idx, self.theta)
+                idx_theta2 = torch.cat((idx_theta, idx_theta), dim=-1).to(x.device)
+                with autocast(enabled=False):
+                    idx_theta2 = idx_theta2.float()
+                    self.cos_cached = idx_theta2.cos()[:, None, :]
+                    self.sin_cached = idx_theta2.sin()[:, None, :]
+                self.cos_cached = self.cos_cached.to(x.dtype)
+                self.sin_cached = self.sin_cached.to(x.dtype)
+            x_rope, x_pass = x[..., :self.d_rope], x[..., self.d_rope:]
+            cos, sin = self.cos_cached[offset: seq_len], self.sin_cached[offset: seq_len]
+            x_rope = (x_rope * cos) + (self.rotate_half(x_rope) * sin)
+            return torch.cat((x_rope, x_pass), dim=-1)
+
+    class AttentionLayer(nn.Module):
+        def __init__(self, n_hidden=6_144, n_heads=64, rope_percentage=0.25, mask_fill=-10_000.0):
+            super().__init__()
+            self.n_heads = n_heads
+            self.mask_fill = mask_fill
+            self.qkv_lin = nn.Linear(n_hidden, n_hidden * 3)
+            self.output = nn.Linear(n_hidden, n_hidden)
+            d_k = n_hidden // n_heads
+            self.rope = RoPE(int(d_k * rope_percentage))
+            self.scale = 1 / math.sqrt(d_k)
+            self.causal_mask = None
+            self.softmax = nn.Softmax(dim=-2)
+
+        def _get_mask(self, attn):
+            nq, nk = attn.shape[1:3]
+            if (self.causal_mask is None or self.causal_mask.shape[0] != nq or self.causal_mask.shape[1] != nk or
+                    self.causal_mask.device != attn.device):
+                self.causal_mask = torch.triu(attn.new_ones([nq, nk], dtype=torch.bool), 1 + nk - nq)
+            return self.causal_mask[None, :, :, None]
+
+        def forward(self, x):
+            qkv = self.qkv_lin(x)
+            qkv = qkv.view(*qkv.shape[:-1], self.n_heads, -1)
+            q, k, v = torch.split(qkv, qkv.shape[-1] // 3, dim=-1)
+            if get_cache().get('use_cache', False):
+                prev_state_id, next_state_id = get_cache().get('state_ids')
+                if prev_state_id is not None:
+                    k_past, v_past = get_cache().pop(f'attn_kv_{prev_state_id}')
+                    offset = k_past.shape[1]
+                    q = self.rope(q, offset=offset)
+                    k = self.rope(k, offset=offset)
+                    k = torch.cat([k_past, k], dim=1)
+                    v = torch.cat([v_past, v], dim=1)
+                else:
+                    q = self.rope(q)
+                    k = self.rope(k)
+                get_cache().push(f'attn_kv_{next_state_id}', (k, v))
+            else:
+                q = self.rope(q)
+                k = self.rope(k)
+            output = self.compute_attention(q, k, v)
+            output = output.reshape(*x.shape)
+            return self.output(output)
+
+        def compute_attention(self, q, k, v):
+            with autocast(enabled=False):
+                if q.dtype == torch.float16:
+                    attn = torch.einsum('bihk,bjhk->bijh', q.float(), k.float())
+                else:
+                    attn = torch.einsum('bihk,bjhk->bijh', q, k)
+                attn = attn * self.scale
+                mask = self._get_mask(attn)
+                attn.masked_fill_(mask, self.mask_fill)
+                attn = self.softmax(attn)
+            output = torch.einsum('bijh,bjhk->bihk', attn.to(v.dtype), v)
+            return output
+
+    class FFNLayer(nn.Module):
+        def __init__(self, n_hidden=6_144, d_ff=0):
+            super().__init__()
+            if not d_ff:
+                d_ff = n_hidden * 4
+            self.dense_h_h4 = nn.Linear(n_hidden, d_ff)
+            self.activation = nn.GELU()
+            self.dense_h4_h = nn.Linear(d_ff, n_hidden)
+
+        def forward(self, x):
+            x = self.dense_h_h4(x)
+            x = self.activation(x)
+            x = self.dense_h4_h(x)
+            return x
+
+    class TransformerLayer(NeoXModule):
+        def __init__(self, n_hidden=6_144, n_heads=64):
+            super().__init__()
+            self.pre_ln_attn = nn.LayerNorm(n_hidden)
+            self.pre_ln_ffn = nn.LayerNorm(n_hidden)
+            self.attention = AttentionLayer(n_hidden, n_heads)
+            self.ffn = FFNLayer(n_hidden)
+
+        def forward(self, x):
+            residual = x
+            attn = self.attention(self.pre_ln_attn(x))
+            ffn = self.ffn(self.pre_ln_ffn(x))
+            return attn + ffn + residual
+
+        def load_state(self, p1, p2):
+            merge_params_sum(self.attention.output.bias, 'attention.dense.bias', p1, p2)
+            merge_params_dim_1(self.attention.output.weight, 'attention.dense.weight', p1, p2)
+            merge_params_dim_0(self.attention.qkv_lin.bias, 'attention.query_key_value.bias', p1, p2)
+            merge_params_dim_0(self.attention.qkv_lin.weight, 'attention.query_key_value.weight', p1, p2)
+            merge_params_duplicate(self.pre_ln_attn.bias, 'input_layernorm.bias', p1, p2)
+            merge_params_duplicate(self.pre_ln_attn.weight, 'input_layernorm.weight', p1, p2)
+            merge_params_dim_0(self.ffn.dense_h_h4.bias, 'mlp.dense_h_to_4h.bias', p1, p2)
+            merge_params_dim_0(self.ffn.dense_h_h4.weight, 'mlp.dense_h_to_4h.weight', p1, p2)
+            merge_params_sum(self.ffn.dense_h4_h.bias, 'mlp.dense_4h_to_h.bias', p1, p2)
+            merge_params_dim_1(self.ffn.dense_h4_h.weight, 'mlp.dense_4h_to_h.weight', p1, p2)
+            merge_params_duplicate(self.pre_ln_ffn.bias, 'post_attention_layernorm.bias', p1, p2)
+            merge_params_duplicate(self.pre_ln_ffn.weight, 'post_attention_layernorm.weight', p1, p2)
+
+    class FinalNorm(NeoXModule):
+        def __init__(self, n_hidden=6_144):
+            super().__init__()
+            self.ln = nn.LayerNorm(n_hidden)
+
+        def forward(self, x):
+            return self.ln(x)
+
+        def load_state(self, p1, p2):
+            merge_params_duplicate(self.ln.bias, 'norm.bias', p1, p2)
+            merge_params_duplicate(self.ln.weight, 'norm.weight', p1, p2)
+
+    class ReadoutLayer(NeoXModule):
+        def __init__(self, n_hidden=6_144, n_vocab=50_432):
+            super().__init__()
+            self.linear = nn.Linear(n_hidden, n_vocab, bias=False)
+
+        def forward(self, x):
+            return self.linear(x)
+
+        def load_state(self, p1, p2):
+            merge_params_dim_0(self.linear.weight, 'final_linear.weight', p1, p2)
+
+    class LayerGenerator:
+        def __init__(self, *, n_vocab=50_432, n_hidden=6_144, n_layers=44, n_heads=64, filter_layers=None,
+                     is_clone_layers=True, dtype=torch.float, device=torch.device('cpu')):
+            if filter_layers is None:
+                filter_layers = set(range(n_layers + 3))
+            self.n_vocab = n_vocab
+            self.n_hidden = n_hidden
+            self.n_layers = n_layers
+            self.n_heads = n_heads
+            self.filter_layers = filter_layers
+            self.is_clone_layers = is_clone_layers
+            self.dtype = dtype
+            self.device = device
+            self.pre_created_layers = dict(transformer_layer=None)
+
+        def _prepare_layer(self, layer):
+            return layer.to(self.device, self.dtype)
+
+        def _create_and_cache_layer(self, name, creator):
+            if not self.is_clone_layers:
+                return self._prepare_layer(creator())
+            if self.pre_created_layers[name] is None:
+                self.pre_created_layers[name] = self._prepare_layer(creator())
+            layer = copy.deepcopy(self.pre_created_layers[name])
+            return layer
+
+        @torch.no_grad()
+        def get_layers(self):
+            if 0 in self.filter_layers:
+                yield self._prepare_layer(Embedding(self.n_vocab, self.n_hidden)), 0
+            for i in range(self.n_layers):
+                if i + 1 in self.filter_layers:
+                    yield self._create_and_cache_layer(
+                        'transformer_layer', lambda: TransformerLayer(self.n_hidden, self.n_heads)), i + 2
+            if self.n_layers + 1 in self.filter_layers:
+                yield self._prepare_layer(FinalNorm(self.n_hidden)), 47
+            if self.n_layers + 2 in self.filter_layers:
+                yield self._prepare_layer(ReadoutLayer(self.n_hidden, self.n_vocab)), 48
+            for k in self.pre_created_layers.keys():
+                self.pre_created_layers[k] = None
+
+        @torch.no_grad()
+        def load(self):
+            for i, (layer, checkpoint) in enumerate(self.get_layers()):
+                p1, p2 = ({k: torch.tensor(v) for k, v in p[checkpoint].items()} for p in partitions)
+                layer.load_state(p1, p2)
+                yield layer
+
+    class FineTuneBiases:
+        def __init__(self, layers):
+            self.layers = layers
+
+        def get_trainable_params(self):
+            params = {}
+            for i, layer in enumerate(self.layers):
+                if isinstance(layer, TransformerLayer):
+                    params[f'layer_{i :02d}.attention.output.bias'] = layer.attention.output.bias
+                    params[f'layer_{i :02d}.attention.qkv_lin.bias'] = layer.attention.qkv_lin.bias
+                    params[f'layer_{i :02d}.ffn.dense_h_h4.bias'] = layer.ffn.dense_h_h4.bias
+            return params
+
+        def set_trainable_params(self):
+            for layer in self.layers:
+                layer.requires_grad_(False)
+                for p in self.get_trainable_params().values():
+                    p.requires_grad_(True)
+
+        def state_dict(self):
+            return {n: p.data.cpu() for n, p in self.get_trainable_params().items()}
+
+        def load_state_dict(self, state_dict):
+            params = self.get_trainable_params()
+            for n, p in params.items():
+                p.data[:] = state_dict[n].to(p.data.device)
+            for n in state_dict.keys():
+                assert n in params, n
+
+    generator = LayerGenerator(n_vocab=13, n_hidden=16, n_layers=2, n_heads=2, dtype=torch.float64)
+    layers = list(generator.load())
+    model = nn.Sequential(*layers)
+    out = {"requires_grad": [p.requires_grad for p in model.parameters()],
+           "weights": {k: v for k, v in model.state_dict().items()}}
+    rng = np.random.default_rng(16)
+    ids = torch.tensor(rng.integers(0, 13, (2, 7)))
+    with torch.no_grad():
+        full = model(ids)
+        # generation with the key/value cache: the prompt, then one token at a time
+        get_cache().set('use_cache', True)
+        get_cache().set('state_ids', (None, 0))
+        prompt_logits = model(ids[:, :5])
+        steps = []
+        for i, token in enumerate((ids[:, 5:6], ids[:, 6:7])):
+            get_cache().set('state_ids', (i, i + 1))
+            steps.append(model(token))
+        get_cache().clear_all()
+    out["full"], out["cached"] = full, torch.cat([prompt_logits] + steps, dim=1)
+    fine_tuner = FineTuneBiases(layers)
+    fine_tuner.set_trainable_params()
+    params = fine_tuner.get_trainable_params()
+    optimizer = torch.optim.Adam(params.values(), lr=1e-2)
+    losses = []
+    for _ in range(3):
+        logits = model(ids[:, :-1])
+        loss = nn.functional.cross_entropy(logits.reshape(-1, 13), ids[:, 1:].reshape(-1))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    out["losses"] = losses
+    out["trainable"] = sorted(n for n, p in model.named_parameters() if p.requires_grad)
+    out["frozen_grads"] = [p.grad is None for p in model.parameters() if not p.requires_grad]
+    saved = fine_tuner.state_dict()
+    fine_tuner.load_state_dict({n: v * 0 for n, v in saved.items()})
+    out["zeroed"] = [p.abs().sum() for p in params.values()]
+    fine_tuner.load_state_dict(saved)
+    out["restored"] = model(ids)
+    return out
+
+
+def neox_partitions():
+    """Two model-parallel halves of a tiny NeoX checkpoint: sharded rows/columns, duplicated norms, summed biases."""
+    rng = np.random.default_rng(17)
+    r = lambda *s: rng.standard_normal(s) * 0.3
+    halves = ({}, {})
+    halves[0][0], halves[1][0] = {'word_embeddings.weight': r(7, 16)}, {'word_embeddings.weight': r(6, 16)}
+    for layer in (2, 3):
+        ln = {k: r(16) for k in ('input_layernorm.bias', 'input_layernorm.weight', 'post_attention_layernorm.bias',
+                                   'post_attention_layernorm.weight')}
+        for half in halves:
+            half[layer] = {'attention.dense.bias': r(16), 'attention.dense.weight': r(16, 8),
+                           'attention.query_key_value.bias': r(24), 'attention.query_key_value.weight': r(24, 16),
+                           'mlp.dense_h_to_4h.bias': r(32), 'mlp.dense_h_to_4h.weight': r(32, 16),
+                           'mlp.dense_4h_to_h.bias': r(16), 'mlp.dense_4h_to_h.weight': r(16, 32), **ln}
+    norm = {'norm.bias': r(16), 'norm.weight': 1 + r(16)}
+    halves[0][47], halves[1][47] = norm, dict(norm)
+    halves[0][48], halves[1][48] = {'final_linear.weight': r(7, 16)}, {'final_linear.weight': r(6, 16)}
+    return halves
+
+
+@pytest.mark.filterwarnings("ignore:`(torch|autograd).cuda.amp.autocast:FutureWarning")
+def test_neox_layers():
+    halves = neox_partitions()
+    # (NeoX's RoPE computes its cos/sin cache in float32, where cos may differ by an ulp)
+    ours, _ = run_both(neox_program, halves, rtol=1e-6, atol=1e-9)
+    w = ours["weights"]
+    np.testing.assert_array_equal(w["0.emb.weight"], np.concatenate([halves[0][0]['word_embeddings.weight'],
+                                                                     halves[1][0]['word_embeddings.weight']]))
+    np.testing.assert_array_equal(w["1.attention.output.weight"], np.concatenate(
+        [halves[0][2]['attention.dense.weight'], halves[1][2]['attention.dense.weight']], axis=1))
+    np.testing.assert_allclose(w["2.ffn.dense_h4_h.bias"], halves[0][3]['mlp.dense_4h_to_h.bias'] + halves[1][3]['mlp.dense_4h_to_h.bias'])
+    assert all(ours["requires_grad"])  # built and loaded under no_grad, its parameters still require grad
+    # the cache gives the same logits as the whole sequence at once
+    np.testing.assert_allclose(ours["cached"], ours["full"], rtol=1e-9, atol=1e-10)
+    assert ours["losses"][-1] < ours["losses"][0] and all(ours["frozen_grads"])
+    assert len(ours["trainable"]) == 6 and all(z == 0 for z in ours["zeroed"])
