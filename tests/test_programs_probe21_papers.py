@@ -1,4 +1,4 @@
-# ruff: noqa: B007, B008, B023, E501, E731, E741, F841, UP004, UP008, UP031  (the programs are kept as their authors wrote them)
+# ruff: noqa: B007, B008, B023, E501, E731, E741, F841, UP004, UP008, UP031, UP034  (the programs are kept as their authors wrote them)
 """Paper implementations as labml.ai's annotated_deep_learning_paper_implementations writes them (labml_nn/...),
 rewritten without labml's config and tracker plumbing but with the authors' tensor idioms, each run on chainrule
 and on PyTorch from the same weights and data (see tests/test_programs_probe21_papers.py's helpers and
@@ -27,6 +27,7 @@ with NumPy where PyTorch is missing.
 """
 
 import copy
+import importlib
 import math
 from types import SimpleNamespace
 
@@ -4264,3 +4265,599 @@ def test_neox_layers():
     np.testing.assert_allclose(ours["cached"], ours["full"], rtol=1e-9, atol=1e-10)
     assert ours["losses"][-1] < ours["losses"][0] and all(ours["frozen_grads"])
     assert len(ours["trainable"]) == 6 and all(z == 0 for z in ours["zeroed"])
+
+
+# ----------------------------------------------------------------------------------------------
+# labml_nn/optimizers/{adam_fp16,adam_warmup_cosine_decay,sophia}: float16 parameters with float32
+# state, a warm-up cosine schedule in get_lr, and Sophia's Hessian estimate
+# ----------------------------------------------------------------------------------------------
+
+
+def fp16_and_sophia_program(m, weights):
+    torch, nn = m.torch, m.nn
+    Optimizer = importlib.import_module(m.optim.__name__ + ".optimizer").Optimizer  # from torch.optim.optimizer import
+
+    class WeightDecay:
+        def __init__(self, weight_decay=0., weight_decouple=True, absolute=False):
+            self.absolute = absolute
+            self.weight_decouple = weight_decouple
+            self.weight_decay = weight_decay
+
+        def defaults(self):
+            return dict(weight_decay=self.weight_decay)
+
+        def __call__(self, param, grad, group):
+            if self.weight_decouple:
+                if self.absolute:
+                    param.data.mul_(1.0 - group['weight_decay'])
+                else:
+                    param.data.mul_(1.0 - group['lr'] * group['weight_decay'])
+                return grad
+            else:
+                if group['weight_decay'] != 0:
+                    return grad.add(param.data, alpha=group['weight_decay'])
+                else:
+                    return grad
+
+    class GenericAdaptiveOptimizer(Optimizer):
+        def __init__(self, params, defaults, lr, betas, eps):
+            defaults.update(dict(lr=lr, betas=betas, eps=eps))
+            super().__init__(params, defaults)
+
+        @torch.no_grad()
+        def step(self, closure=None):
+            loss = None
+            if closure is not None:
+                with torch.enable_grad():
+                    loss = closure()
+            for group in self.param_groups:
+                for param in group['params']:
+                    if param.grad is None:
+                        continue
+                    grad = param.grad.data
+                    state = self.state[param]
+                    if len(state) == 0:
+                        self.init_state(state, group, param)
+                    self.step_param(state, group, grad, param)
+            return loss
+
+    class Adam(GenericAdaptiveOptimizer):
+        def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-16, weight_decay=WeightDecay(),
+                     optimized_update=True, defaults=None):
+            defaults = {} if defaults is None else defaults
+            defaults.update(weight_decay.defaults())
+            super().__init__(params, defaults, lr, betas, eps)
+            self.weight_decay = weight_decay
+            self.optimized_update = optimized_update
+
+        def init_state(self, state, group, param):
+            state['step'] = 0
+            state['exp_avg'] = torch.zeros_like(param, memory_format=torch.preserve_format)
+            state['exp_avg_sq'] = torch.zeros_like(param, memory_format=torch.preserve_format)
+
+        def get_mv(self, state, group, grad):
+            beta1, beta2 = group['betas']
+            m, v = state['exp_avg'], state['exp_avg_sq']
+            m.mul_(beta1).add_(grad, alpha=1 - beta1)
+            v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            return m, v
+
+        def get_lr(self, state, group):
+            return group['lr']
+
+        def adam_update(self, state, group, param, m, v):
+            beta1, beta2 = group['betas']
+            bias_correction1 = 1 - beta1 ** state['step']
+            bias_correction2 = 1 - beta2 ** state['step']
+            lr = self.get_lr(state, group)
+            denominator = v.sqrt().add_(group['eps'])
+            step_size = lr * math.sqrt(bias_correction2) / bias_correction1
+            param.data.addcdiv_(m, denominator, value=-step_size)
+
+        def step_param(self, state, group, grad, param):
+            grad = self.weight_decay(param, grad, group)
+            m, v = self.get_mv(state, group, grad)
+            state['step'] += 1
+            self.adam_update(state, group, param, m, v)
+
+    class AdamFP16(Adam):
+        def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-16, weight_decay=WeightDecay(),
+                     optimized_update=True, defaults=None):
+            self.grad_fp32 = {}
+            super().__init__(params, lr, betas, eps, weight_decay, optimized_update, defaults)
+
+        def init_state(self, state, group, param):
+            state['step'] = 0
+            state['exp_avg'] = torch.zeros_like(param, memory_format=torch.preserve_format, dtype=torch.float)
+            state['exp_avg_sq'] = torch.zeros_like(param, memory_format=torch.preserve_format, dtype=torch.float)
+            state['fp32_copy'] = param.to(torch.float)
+
+        def step_param(self, state, group, grad, param):
+            param_fp32 = state['fp32_copy']
+            grad_fp32 = self.grad_fp32.get(param, None)
+            if grad_fp32 is not None:
+                del self.grad_fp32[param]
+                grad = grad_fp32
+            else:
+                grad = grad.to(torch.float)
+            grad = self.weight_decay(param_fp32, grad, group)
+            m, v = self.get_mv(state, group, grad)
+            state['step'] += 1
+            self.adam_update(state, group, param_fp32, m, v)
+            param.data = param_fp32.to(param.dtype)
+
+    class AdamWarmupCosineDecay(Adam):
+        def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-16, weight_decay=WeightDecay(),
+                     optimized_update=True, warmup=0, total_steps=1e10, defaults=None):
+            defaults = {} if defaults is None else defaults
+            defaults.update(dict(warmup=warmup, total_steps=total_steps))
+            super().__init__(params, lr, betas, eps, weight_decay, optimized_update, defaults)
+
+        def get_lr(self, state, group):
+            if group['warmup'] > state['step']:
+                return 1e-8 + state['step'] * group['lr'] / group['warmup']
+            else:
+                progress = (state['step'] - group['warmup']) / max(1, group['total_steps'] - group['warmup'])
+                return group['lr'] * max(0.1, 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+    class Sophia(GenericAdaptiveOptimizer):
+        def __init__(self, params, lr=1e-4, betas=(0.9, 0.95), eps=1e-12, rho=0.03, weight_decay=WeightDecay(),
+                     defaults=None):
+            defaults = {} if defaults is None else defaults
+            defaults.update(weight_decay.defaults())
+            defaults.update(dict(rho=rho))
+            super().__init__(params, defaults, lr, betas, eps)
+            self.weight_decay = weight_decay
+
+        def init_state(self, state, group, param):
+            state['step'] = 0
+            state['exp_avg'] = torch.zeros_like(param, memory_format=torch.preserve_format)
+            state['hessian'] = torch.zeros_like(param, memory_format=torch.preserve_format)
+
+        def update_hessian(self, n_tokens_training_batch):
+            for group in self.param_groups:
+                _, beta2 = group['betas']
+                for p in group['params']:
+                    if p.grad is None:
+                        continue
+                    state = self.state[p]
+                    if len(state) == 0:
+                        self.init_state(state, group, p)
+                    state['hessian'].mul_(beta2).addcmul_(p.grad, p.grad, value=(1 - beta2) * n_tokens_training_batch)
+
+        def step_param(self, state, group, grad, param):
+            grad = self.weight_decay(param, grad, group)
+            beta1, beta2 = group['betas']
+            rho = group['rho']
+            m, hessian = state['exp_avg'], state['hessian']
+            m.mul_(beta1).add_(grad, alpha=1 - beta1)
+            state['step'] += 1
+            lr = group['lr']
+            eta = lr / rho
+            ratio = (m / (hessian + group['eps'])).clamp(-rho, rho)
+            param.data.add_(ratio, alpha=-eta)
+
+    rng = np.random.default_rng(18)
+    x = rng.standard_normal((32, 6))
+    y = rng.integers(0, 4, 32)
+    out = {}
+    # float16 parameters and activations, the optimizer keeping float32 copies and moments
+    model = load(m, nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 4)), weights).half()
+    opt = AdamFP16(model.parameters(), lr=1e-2, weight_decay=WeightDecay(0.01))
+    xh, yt = torch.tensor(x, dtype=torch.float16), torch.tensor(y)
+    losses = []
+    for _ in range(5):
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(xh).float(), yt)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    state = opt.state[model[0].weight]
+    out["fp16"] = {"losses": losses, "w": model[0].weight, "dtype": model[0].weight.dtype == torch.float16,
+                   "state_dtype": state['exp_avg'].dtype == torch.float32, "copy": state['fp32_copy'],
+                   "grad_dtype": model[0].weight.grad.dtype == torch.float16}
+    # a warm-up of 3 steps, then the cosine decay over 10
+    model = load(m, nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 4)), weights).double()
+    opt = AdamWarmupCosineDecay(model.parameters(), lr=3e-2, warmup=3, total_steps=10)
+    xd = torch.tensor(x)
+    lrs, losses = [], []
+    for _ in range(8):
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(xd), yt)
+        loss.backward()
+        opt.step()
+        lrs.append(opt.get_lr(opt.state[model[0].weight], opt.param_groups[0]))
+        losses.append(loss.item())
+    out["cosine"] = {"lrs": lrs, "losses": losses, "w": model[2].weight,
+                     "schedule": [opt.get_lr({'step': i}, opt.defaults) for i in range(0, 14)]}
+    # Sophia: the Hessian estimate from the squared gradients of sampled labels every other step
+    model = load(m, nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 4)), weights).double()
+    opt = Sophia(model.parameters(), lr=1e-2, rho=0.05, weight_decay=WeightDecay(0.1))
+    torch.manual_seed(0)
+    losses = []
+    for step in range(6):
+        if step % 2 == 0:
+            logits = model(xd)
+            samp = torch.distributions.Categorical(logits=logits).sample()
+            opt.zero_grad()
+            nn.functional.cross_entropy(logits, samp).backward()
+            opt.update_hessian(len(xd))
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(xd), yt)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    out["sophia"] = {"losses": losses, "w": model[0].weight, "hessian": opt.state[model[0].weight]['hessian']}
+    return out
+
+
+def test_fp16_adam_cosine_and_sophia():
+    weights = weights_of(lambda m: m.nn.Sequential(m.nn.Linear(6, 16), m.nn.ReLU(), m.nn.Linear(16, 4)))
+    ours, theirs = run_both(fp16_and_sophia_program, weights, compare=False)
+    f = ours["fp16"]
+    assert f["dtype"] and f["state_dtype"] and f["grad_dtype"] and f["losses"][-1] < f["losses"][0]
+    # the float16 parameter is the float32 copy rounded
+    np.testing.assert_array_equal(f["w"], f["copy"].astype(np.float16))
+    c = ours["cosine"]
+    np.testing.assert_allclose(c["schedule"][:4], [1e-8, 1e-8 + 0.01, 1e-8 + 0.02, 0.03], rtol=1e-12)
+    assert c["schedule"][3] == 0.03 and c["schedule"][10] == pytest.approx(0.003)  # floored at a tenth
+    assert ours["sophia"]["losses"][-1] < ours["sophia"]["losses"][0]
+    if theirs is not None:
+        from .pytorch_programs import assert_same
+        # float16 matmuls may round differently: the float16 run within float16's precision, the rest tightly
+        assert_same(ours["fp16"], theirs["fp16"], rtol=2e-3, atol=2e-3)
+        assert_same(ours["cosine"], theirs["cosine"], rtol=1e-9, atol=1e-11)
+        assert_same(ours["sophia"], theirs["sophia"], rtol=1e-9, atol=1e-11)
+
+
+# ----------------------------------------------------------------------------------------------
+# labml_nn/transformers/{retro,mlm}: RETRO's chunked cross-attention, trained with MLM-style masking
+# ----------------------------------------------------------------------------------------------
+
+
+def make_retro(m):
+    torch, nn = m.torch, m.nn
+
+    class RotaryPositionalEmbeddings(nn.Module):
+        def __init__(self, d, base=10_000):
+            super().__init__()
+            self.theta = nn.Parameter(1. / (base ** (torch.arange(0, d, 2).float() / d)), requires_grad=False)
+
+        def forward(self, x):
+            batch_size, seq_len, n_heads, d = x.shape
+            d_2 = d // 2
+            seq_idx = torch.arange(seq_len, device=x.device).type_as(self.theta)
+            idx_theta = torch.einsum('n,d->nd', seq_idx, self.theta)
+            idx_theta2 = torch.cat([idx_theta, idx_theta], dim=1)
+            neg_half_x = torch.cat([-x[:, :, :, d_2:], x[:, :, :, :d_2]], dim=-1)
+            rx = (x * idx_theta2.cos()[None, :, None, :]) + (neg_half_x * idx_theta2.sin()[None, :, None, :])
+            return rx
+
+    class SelfAttention(nn.Module):
+        def __init__(self, d_model, n_heads, d_k, is_causal):
+            super().__init__()
+            self.is_causal = is_causal
+            self.n_heads = n_heads
+            self.d_k = d_k
+            self.scale = 1 / math.sqrt(self.d_k)
+            self.query = nn.Linear(d_model, n_heads * d_k)
+            self.key = nn.Linear(d_model, n_heads * d_k)
+            self.value = nn.Linear(d_model, n_heads * d_k)
+            self.norm = nn.LayerNorm(d_model)
+            self.softmax = nn.Softmax(dim=-1)
+            self.rotary_pe = RotaryPositionalEmbeddings(self.d_k)
+            self.output = nn.Linear(n_heads * d_k, d_model)
+
+        def mask_attention(self, attn):
+            if not self.is_causal:
+                return attn
+            mask = torch.tril(attn.new_ones(attn.shape[-2:]))
+            return attn.masked_fill(mask == 0, float('-inf'))
+
+        def forward(self, h):
+            h_res = h
+            h = self.norm(h)
+            mh_shape = (*h.shape[:-1], self.n_heads, self.d_k)
+            q = self.query(h).view(mh_shape)
+            k = self.key(h).view(mh_shape)
+            v = self.value(h).view(mh_shape)
+            q = self.rotary_pe(q)
+            k = self.rotary_pe(k)
+            attn = torch.einsum('bihd,bjhd->bhij', q, k)
+            attn = attn * self.scale
+            attn = self.mask_attention(attn)
+            attn = self.softmax(attn)
+            h = torch.einsum("bhij,bjhd->bihd", attn, v)
+            h = h.reshape(*h.shape[:-2], -1)
+            h = self.output(h)
+            return h + h_res
+
+    class CrossAttention(nn.Module):
+        def __init__(self, d_model, n_heads, d_k):
+            super().__init__()
+            self.n_heads = n_heads
+            self.d_k = d_k
+            self.scale = 1 / math.sqrt(self.d_k)
+            self.query = nn.Linear(d_model, n_heads * d_k)
+            self.key = nn.Linear(d_model, n_heads * d_k)
+            self.value = nn.Linear(d_model, n_heads * d_k)
+            self.norm = nn.LayerNorm(d_model)
+            self.softmax = nn.Softmax(dim=-1)
+            self.output = nn.Linear(n_heads * d_k, d_model)
+
+        def forward(self, e, h):
+            e_res = e
+            e = self.norm(e)
+            q = self.query(e).view(*e.shape[:-1], self.n_heads, self.d_k)
+            k = self.key(h).view(*h.shape[:-1], self.n_heads, self.d_k)
+            v = self.value(h).view(*h.shape[:-1], self.n_heads, self.d_k)
+            attn = torch.einsum('bcnihd,bcjhd->bcnhij', q, k)
+            attn = attn * self.scale
+            attn = self.softmax(attn)
+            e = torch.einsum("bcnhij,bcjhd->bcnihd", attn, v)
+            e = e.reshape(*e.shape[:-2], -1)
+            e = self.output(e)
+            return e + e_res
+
+    class ChunkedCrossAttention(nn.Module):
+        def __init__(self, d_model, n_heads, d_k, chunk_len):
+            super().__init__()
+            self.chunk_len = chunk_len
+            self.n_heads = n_heads
+            self.d_k = d_k
+            self.scale = 1 / math.sqrt(self.d_k)
+            self.query = nn.Linear(d_model, n_heads * d_k)
+            self.key = nn.Linear(d_model, n_heads * d_k)
+            self.value = nn.Linear(d_model, n_heads * d_k)
+            self.norm = nn.LayerNorm(d_model)
+            self.softmax = nn.Softmax(dim=-1)
+            self.output = nn.Linear(n_heads * d_k, d_model)
+
+        def forward(self, h, e):
+            batch_size, chunks, neighbors, neighbor_len, d_model = e.shape
+            if chunks == 0:
+                return h
+            h_res = h
+            h = h[:, self.chunk_len - 1:]
+            h = self.norm(h)
+            if h.shape[1] < chunks * self.chunk_len:
+                h = torch.cat((h, h.new_zeros(batch_size, chunks * self.chunk_len - h.shape[1], d_model)), dim=1)
+            h = h.reshape(batch_size, chunks, self.chunk_len, d_model)
+            q = self.query(h).view(*h.shape[:-1], self.n_heads, self.d_k)
+            k = self.key(e).view(*e.shape[:-1], self.n_heads, self.d_k)
+            v = self.value(e).view(*e.shape[:-1], self.n_heads, self.d_k)
+            attn = torch.einsum('bcihd,bcnjhd->bchinj', q, k)
+            attn = attn * self.scale
+            attn = self.softmax(attn.view(*attn.shape[:-2], -1)).view(attn.shape)
+            h = torch.einsum("bchinj,bcnjhd->bcihd", attn, v)
+            h = h.reshape(batch_size, chunks * self.chunk_len, -1)
+            h = self.output(h)
+            h = torch.cat((h.new_zeros(batch_size, self.chunk_len - 1, d_model), h), dim=1)
+            return h[:, :h_res.shape[1]] + h_res
+
+    class FeedForward(nn.Module):
+        def __init__(self, d_model, d_ff):
+            super().__init__()
+            self.lin1 = nn.Linear(d_model, d_ff)
+            self.lin2 = nn.Linear(d_ff, d_model)
+            self.act = nn.ReLU()
+            self.norm = nn.LayerNorm(d_model)
+
+        def forward(self, h):
+            h_res = h
+            h = self.norm(h)
+            h = self.lin1(h)
+            h = self.act(h)
+            h = self.lin2(h)
+            return h + h_res
+
+    class NearestNeighborEncoder(nn.Module):
+        def __init__(self, chunk_len, n_layers, ca_layers, d_model, n_heads, d_k, d_ff):
+            super().__init__()
+            self.ca_layers = ca_layers
+            self.chunk_len = chunk_len
+            self.ca = nn.ModuleList([CrossAttention(d_model, n_heads, d_k) for _ in range(len(ca_layers))])
+            self.attn = nn.ModuleList([SelfAttention(d_model, n_heads, d_k, is_causal=False) for _ in range(n_layers)])
+            self.ffw = nn.ModuleList([FeedForward(d_model, d_ff) for _ in range(n_layers)])
+            self.norm_h = nn.LayerNorm(d_model)
+
+        def forward(self, e, h):
+            batch_size, chunks, neighbors, neighbor_len, d_model = e.shape
+            h_split = h[:, :self.chunk_len * chunks, :].reshape(batch_size, chunks, self.chunk_len, d_model)
+            h_split = self.norm_h(h_split)
+            p_ca = 0
+            for p in range(len(self.attn)):
+                e = self.attn[p](e.view(-1, neighbor_len, d_model)).view(e.shape)
+                if p in self.ca_layers:
+                    e = self.ca[p_ca](e, h_split)
+                    p_ca += 1
+                e = self.ffw[p](e)
+            return e
+
+    class RetroModel(nn.Module):
+        def __init__(self, n_vocab, d_model, n_layers, ca_layers, chunk_len, n_heads, d_k, d_ff, encoder):
+            super().__init__()
+            self.ca_layers = ca_layers
+            self.encoder = encoder
+            self.emb = nn.Embedding(n_vocab, d_model)
+            self.cca = nn.ModuleList(
+                [ChunkedCrossAttention(d_model, n_heads, d_k, chunk_len) for _ in range(len(ca_layers))])
+            self.attn = nn.ModuleList([SelfAttention(d_model, n_heads, d_k, is_causal=True) for _ in range(n_layers)])
+            self.ffw = nn.ModuleList([FeedForward(d_model, d_ff) for _ in range(n_layers)])
+            self.read = nn.Linear(d_model, n_vocab)
+            self.norm_e = nn.LayerNorm(d_model)
+
+        def forward(self, x, ret):
+            h = self.emb(x)
+            ret_emb = self.emb(ret)
+            p_ca = 0
+            for p in range(len(self.attn)):
+                h = self.attn[p](h)
+                if self.ca_layers and p == min(self.ca_layers):
+                    e = self.encoder(ret_emb, h)
+                    e = self.norm_e(e)
+                if p in self.ca_layers:
+                    h = self.cca[p_ca](h, e)
+                    p_ca += 1
+                h = self.ffw[p](h)
+            return self.read(h)
+
+    chunk_len, d_model, d_ff, n_heads, d_k = 4, 8, 16, 2, 4
+    return RetroModel(7, d_model, 4, {1, 3}, chunk_len, n_heads, d_k, d_ff,
+                      encoder=NearestNeighborEncoder(chunk_len, 2, {1}, d_model, n_heads, d_k, d_ff)).double()
+
+
+def retro_mlm_program(m, weights):
+    torch = m.torch
+
+    class MLM:
+        def __init__(self, *, padding_token, mask_token, no_mask_tokens, n_tokens, masking_prob=0.15,
+                     randomize_prob=0.1, no_change_prob=0.1):
+            self.n_tokens = n_tokens
+            self.no_change_prob = no_change_prob
+            self.randomize_prob = randomize_prob
+            self.masking_prob = masking_prob
+            self.no_mask_tokens = no_mask_tokens + [padding_token, mask_token]
+            self.padding_token = padding_token
+            self.mask_token = mask_token
+
+        def __call__(self, x):
+            full_mask = torch.rand(x.shape, device=x.device) < self.masking_prob
+            for t in self.no_mask_tokens:
+                full_mask &= x != t
+            unchanged = full_mask & (torch.rand(x.shape, device=x.device) < self.no_change_prob)
+            random_token_mask = full_mask & (torch.rand(x.shape, device=x.device) < self.randomize_prob)
+            random_token_idx = torch.nonzero(random_token_mask, as_tuple=True)
+            random_tokens = torch.randint(0, self.n_tokens, (len(random_token_idx[0]),), device=x.device)
+            mask = full_mask & ~random_token_mask & ~unchanged
+            y = x.clone()
+            x.masked_fill_(mask, self.mask_token)
+            x[random_token_idx] = random_tokens
+            y.masked_fill_(~full_mask, self.padding_token)
+            return x, y
+
+    model = load(m, make_retro(m), weights)
+    rng = np.random.default_rng(19)
+    x = torch.tensor(rng.integers(2, 7, (3, 10)))
+    ret = torch.tensor(rng.integers(2, 7, (3, 2, 2, 6)))  # (batch, chunks, neighbors, neighbor_len)
+    torch.manual_seed(5)
+    mlm = MLM(padding_token=0, mask_token=1, no_mask_tokens=[6], n_tokens=7, masking_prob=0.4,
+              randomize_prob=0.3, no_change_prob=0.2)
+    masked, target = mlm(x.clone())
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(3):
+        logits = model(masked, ret)
+        loss = m.F.cross_entropy(logits.view(-1, 7), target.view(-1), ignore_index=0)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    logits = model(x, ret)
+    emb_grad = torch.autograd.grad(logits[:, 2].sum(), model.emb.weight)[0]
+    return {"masked": masked, "target": target, "losses": losses, "logits": logits, "emb_grad": emb_grad, "x": x}
+
+
+def test_retro_with_mlm_masking():
+    weights = weights_of(make_retro)
+    ours, _ = run_both(retro_mlm_program, weights, rtol=1e-8, atol=1e-10)
+    x, masked, target = ours["x"], ours["masked"], ours["target"]
+    full = target != 0
+    assert full.any() and np.all(target[full] == x[full]) and np.all(x[full] != 6)
+    assert np.all(masked[~full] == x[~full])
+    assert ours["losses"][-1] < ours["losses"][0]
+
+
+# ----------------------------------------------------------------------------------------------
+# labml_nn/rl/dqn: a dueling double-Q network with prioritised replay's importance weights
+# ----------------------------------------------------------------------------------------------
+
+
+def make_dqn(m):
+    nn = m.nn
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Sequential(
+                nn.Conv2d(in_channels=4, out_channels=8, kernel_size=4, stride=2), nn.ReLU(),
+                nn.Conv2d(in_channels=8, out_channels=8, kernel_size=3, stride=1), nn.ReLU(),
+            )
+            self.lin = nn.Linear(in_features=2 * 2 * 8, out_features=32)
+            self.activation = nn.ReLU()
+            self.state_value = nn.Sequential(nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 1))
+            self.action_value = nn.Sequential(nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 4))
+
+        def forward(self, obs):
+            h = self.conv(obs)
+            h = h.reshape((-1, 2 * 2 * 8))
+            h = self.activation(self.lin(h))
+            action_value = self.action_value(h)
+            state_value = self.state_value(h)
+            action_score_centered = action_value - action_value.mean(dim=-1, keepdim=True)
+            q = state_value + action_score_centered
+            return q
+
+    return Model()
+
+
+def dqn_program(m, weights):
+    torch, nn = m.torch, m.nn
+
+    class QFuncLoss(nn.Module):
+        def __init__(self, gamma):
+            super().__init__()
+            self.gamma = gamma
+            self.huber_loss = nn.SmoothL1Loss(reduction='none')
+
+        def forward(self, q, action, double_q, target_q, done, reward, weights):
+            q_sampled_action = q.gather(-1, action.to(torch.long).unsqueeze(-1)).squeeze(-1)
+            with torch.no_grad():
+                best_next_action = torch.argmax(double_q, -1)
+                best_next_q_value = target_q.gather(-1, best_next_action.unsqueeze(-1)).squeeze(-1)
+                q_update = reward + self.gamma * best_next_q_value * (1 - done)
+                td_error = q_sampled_action - q_update
+            losses = self.huber_loss(q_sampled_action, q_update)
+            loss = torch.mean(weights * losses)
+            return td_error, loss
+
+    model = load(m, make_dqn(m), weights)
+    target_model = load(m, make_dqn(m), weights)
+    rng = np.random.default_rng(20)
+    obs = rng.integers(0, 255, (16, 4, 10, 10)).astype(np.uint8)
+    next_obs = rng.integers(0, 255, (16, 4, 10, 10)).astype(np.uint8)
+    samples = {'obs': obs, 'next_obs': next_obs, 'action': rng.integers(0, 4, 16).astype(np.int32),
+               'reward': rng.standard_normal(16).astype(np.float32), 'done': rng.random(16) < 0.3,
+               'weights': rng.uniform(0.3, 1, 16).astype(np.float32)}
+    loss_func = QFuncLoss(0.99)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    out = {"td": [], "losses": []}
+    obs_to_torch = lambda o: torch.tensor(o, dtype=torch.float32) / 255.
+    for step in range(4):
+        with torch.no_grad():
+            double_q = model(obs_to_torch(samples['next_obs']))
+            target_q = target_model(obs_to_torch(samples['next_obs']))
+        q = model(obs_to_torch(samples['obs']))
+        td_errors, loss = loss_func(q, torch.tensor(samples['action'], dtype=torch.int32), double_q, target_q,
+                                    torch.tensor(samples['done'], dtype=torch.float32),
+                                    torch.tensor(samples['reward']), torch.tensor(samples['weights']))
+        new_priorities = np.abs(td_errors.cpu().numpy()) + 1e-6
+        for pg in optimizer.param_groups:
+            pg['lr'] = 1e-3
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=0.5)
+        optimizer.step()
+        if step == 1:
+            target_model.load_state_dict(model.state_dict())
+        out["td"].append(new_priorities)
+        out["losses"].append(loss.item())
+    out["q"] = model(obs_to_torch(obs))
+    return out
+
+
+def test_dqn_double_q():
+    weights = weights_of(make_dqn)
+    ours, _ = run_both(dqn_program, weights, rtol=2e-5, atol=2e-6)
+    assert ours["losses"][-1] < ours["losses"][0]
+    assert all(np.all(td > 0) for td in ours["td"])
