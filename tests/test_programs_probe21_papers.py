@@ -5281,3 +5281,142 @@ def test_nlp_autoregression_pipeline(replacement):
     assert ours["losses"][-1] < ours["losses"][0]
     assert ours["len"] == ((len(TEXT[:int(len(TEXT) * .9)]) - 1) // 12, (len(TEXT) - int(len(TEXT) * .9)) // 2 // 6)
     assert all(shape[1] == 2 for _, shape in ours["valid"]) and ours["sample"].startswith("First Citizen")
+
+
+# ----------------------------------------------------------------------------------------------
+# labml_nn/unet and gan/wasserstein/gradient_penalty: a U-Net (valid-size crops, transposed
+# convolutions) as the generator of a WGAN-GP critic step (double backward through it all)
+# ----------------------------------------------------------------------------------------------
+
+
+def make_unet_wgan(m):
+    torch, nn = m.torch, m.nn
+
+    def center_crop(img, output_size):  # torchvision.transforms.functional.center_crop's arithmetic
+        image_height, image_width = img.shape[-2:]
+        crop_height, crop_width = output_size
+        crop_top = int(round((image_height - crop_height) / 2.0))
+        crop_left = int(round((image_width - crop_width) / 2.0))
+        return img[..., crop_top:crop_top + crop_height, crop_left:crop_left + crop_width]
+
+    class DoubleConvolution(nn.Module):
+        def __init__(self, in_channels, out_channels):
+            super().__init__()
+            self.first = nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1)
+            self.act1 = nn.ReLU()
+            self.second = nn.Conv2d(out_channels, out_channels, kernel_size=3, padding=1)
+            self.act2 = nn.ReLU()
+
+        def forward(self, x):
+            x = self.first(x)
+            x = self.act1(x)
+            x = self.second(x)
+            return self.act2(x)
+
+    class DownSample(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.pool = nn.MaxPool2d(2)
+
+        def forward(self, x):
+            return self.pool(x)
+
+    class UpSample(nn.Module):
+        def __init__(self, in_channels, out_channels):
+            super().__init__()
+            self.up = nn.ConvTranspose2d(in_channels, out_channels, kernel_size=2, stride=2)
+
+        def forward(self, x):
+            return self.up(x)
+
+    class CropAndConcat(nn.Module):
+        def forward(self, x, contracting_x):
+            contracting_x = center_crop(contracting_x, [x.shape[2], x.shape[3]])
+            x = torch.cat([x, contracting_x], dim=1)
+            return x
+
+    class UNet(nn.Module):
+        def __init__(self, in_channels, out_channels):
+            super().__init__()
+            self.down_conv = nn.ModuleList([DoubleConvolution(i, o) for i, o in [(in_channels, 4), (4, 8), (8, 8)]])
+            self.down_sample = nn.ModuleList([DownSample() for _ in range(3)])
+            self.middle_conv = DoubleConvolution(8, 16)
+            self.up_sample = nn.ModuleList([UpSample(i, o) for i, o in [(16, 8), (8, 8), (8, 4)]])
+            self.up_conv = nn.ModuleList([DoubleConvolution(i, o) for i, o in [(16, 8), (16, 8), (8, 4)]])
+            self.concat = nn.ModuleList([CropAndConcat() for _ in range(3)])
+            self.final_conv = nn.Conv2d(4, out_channels, kernel_size=1)
+
+        def forward(self, x):
+            pass_through = []
+            for i in range(len(self.down_conv)):
+                x = self.down_conv[i](x)
+                pass_through.append(x)
+                x = self.down_sample[i](x)
+            x = self.middle_conv(x)
+            for i in range(len(self.up_conv)):
+                x = self.up_sample[i](x)
+                x = self.concat[i](x, pass_through.pop())
+                x = self.up_conv[i](x)
+            x = self.final_conv(x)
+            return x
+
+    critic = nn.Sequential(nn.Conv2d(1, 8, 4, 2, 1), nn.LeakyReLU(0.2, inplace=True), nn.Conv2d(8, 16, 4, 2, 1),
+                           nn.LeakyReLU(0.2, inplace=True), nn.Flatten(), nn.Linear(16 * 4 * 4, 1))
+    return nn.ModuleDict(dict(generator=UNet(1, 1), critic=critic)).double()
+
+
+def unet_wgan_program(m, weights):
+    torch, nn = m.torch, m.nn
+
+    class GradientPenalty(nn.Module):
+        def forward(self, x, f):
+            batch_size = x.shape[0]
+            gradients, *_ = torch.autograd.grad(outputs=f, inputs=x, grad_outputs=f.new_ones(f.shape),
+                                                create_graph=True)
+            gradients = gradients.reshape(batch_size, -1)
+            norm = gradients.norm(2, dim=-1)
+            return torch.mean((norm - 1) ** 2)
+
+    class DiscriminatorLoss(nn.Module):
+        def forward(self, f_real, f_fake):
+            return F.relu(1 - f_real).mean(), F.relu(1 + f_fake).mean()
+
+    F = nn.functional
+    models = load(m, make_unet_wgan(m), weights)
+    generator, critic = models.generator, models.critic
+    rng = np.random.default_rng(21)
+    real = torch.tensor(rng.uniform(-1, 1, (4, 1, 16, 16)))  # (the U-Net crops 20x20 noise to 16x16)
+    noise = torch.tensor(rng.standard_normal((4, 1, 20, 20)))
+    alpha = torch.tensor(rng.uniform(0, 1, (4, 1, 1, 1)))
+    c_opt = torch.optim.Adam(critic.parameters(), lr=1e-3, betas=(0.5, 0.9))
+    g_opt = torch.optim.Adam(generator.parameters(), lr=1e-3, betas=(0.5, 0.9))
+    gradient_penalty, discriminator_loss = GradientPenalty(), DiscriminatorLoss()
+    out = {"c": [], "g": [], "gp": []}
+    for step in range(3):
+        fake = torch.tanh(generator(noise))
+        interpolates = (alpha * real + (1 - alpha) * fake.detach()).requires_grad_(True)
+        loss_true, loss_false = discriminator_loss(critic(real), critic(fake.detach()))
+        gp = gradient_penalty(interpolates, critic(interpolates))
+        c_loss = loss_true + loss_false + 10 * gp
+        c_opt.zero_grad()
+        c_loss.backward()
+        c_opt.step()
+        # the generator's step, with the penalty through the generator itself (double backward through the U-Net)
+        fake = torch.tanh(generator(noise))
+        g_loss = -critic(fake).mean() + 0.1 * gradient_penalty(noise.requires_grad_(True), generator(noise).sum((1, 2, 3)))
+        g_opt.zero_grad()
+        g_loss.backward()
+        g_opt.step()
+        noise = noise.detach()
+        out["c"].append(c_loss.item())
+        out["g"].append(g_loss.item())
+        out["gp"].append(gp.item())
+    out["w"] = generator.up_sample[0].up.weight
+    out["fake"] = fake
+    return out
+
+
+def test_unet_wgan_gradient_penalty():
+    weights = weights_of(make_unet_wgan)
+    ours, _ = run_both(unet_wgan_program, weights, rtol=1e-8, atol=1e-10)
+    assert ours["fake"].shape == (4, 1, 16, 16) and all(g >= 0 for g in ours["gp"])
