@@ -5420,3 +5420,87 @@ def test_unet_wgan_gradient_penalty():
     weights = weights_of(make_unet_wgan)
     ours, _ = run_both(unet_wgan_program, weights, rtol=1e-8, atol=1e-10)
     assert ours["fake"].shape == (4, 1, 16, 16) and all(g >= 0 for g in ours["gp"])
+
+
+# ----------------------------------------------------------------------------------------------
+# labml_nn/transformers/gpt and distillation: GPT's initialisation by apply(_init_weights), its weight-decay
+# groups built from named_modules x named_parameters, then a smaller student distilled from it with
+# KLDivLoss(log_target=True) on temperature-softened logits
+# ----------------------------------------------------------------------------------------------
+
+
+def gpt_distillation_program(m, weights):
+    torch, nn = m.torch, m.nn
+
+    def _init_weights(module):
+        if not isinstance(module, (nn.Linear, nn.Embedding)):
+            return
+        module.weight.data.normal_(mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            module.bias.data.zero_()
+
+    model = load(m, make_nlp_model(m), weights)
+    torch.manual_seed(0)
+    model.apply(_init_weights)
+    decay = set()
+    for mn, mod in model.named_modules():
+        for pn, p in mod.named_parameters():
+            fpn = f'{mn}.{pn}' if mn else pn  # full param name
+            if fpn.endswith('weight') and isinstance(mod, nn.Linear):
+                decay.add(fpn)
+    param_dict = {pn: p for pn, p in model.named_parameters()}
+    no_decay = set(param_dict.keys()) - decay
+    opt_groups = [
+        {"params": [param_dict[pn] for pn in sorted(list(decay))], "weight_decay": 0.1},
+        {"params": [param_dict[pn] for pn in sorted(list(no_decay))], "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW(opt_groups, lr=3e-3, betas=(0.9, 0.95), eps=1e-8)
+    stoi = {c: i for i, c in enumerate(sorted(set(TEXT)))}
+    data = torch.tensor([stoi[c] for c in TEXT], dtype=torch.long)
+    batch = torch.stack([data[i:i + 17] for i in range(0, 160, 20)], dim=1)  # (seq_len + 1, batch)
+    x, y = batch[:-1], batch[1:]
+    n_vocab = len(stoi)
+    losses = []
+    for _ in range(4):
+        output, *_ = model(x)
+        loss = nn.functional.cross_entropy(output.view(-1, n_vocab), y.reshape(-1))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    # distillation: a student with one layer learns the teacher's softened distribution and the labels
+    student = make_nlp_model(m)
+    student.encoder.layers = student.encoder.layers[:1]
+    torch.manual_seed(1)
+    student.apply(_init_weights)
+    kl_div_loss = nn.KLDivLoss(log_target=True)
+    loss_func = nn.CrossEntropyLoss()
+    temperature, soft_targets_weight, label_loss_weight = 5., 100., 0.5
+    s_opt = torch.optim.Adam(student.parameters(), lr=3e-3)
+    model.eval()
+    s_losses = []
+    for _ in range(4):
+        with torch.no_grad():
+            large_logits, *_ = model(x)
+        output, *_ = student(x)
+        soft_targets = nn.functional.log_softmax(large_logits / temperature, dim=-1)
+        soft_prob = nn.functional.log_softmax(output / temperature, dim=-1)
+        soft_targets_loss = kl_div_loss(soft_prob, soft_targets)
+        label_loss = loss_func(output.view(-1, n_vocab), y.reshape(-1))
+        loss = soft_targets_weight * soft_targets_loss + label_loss_weight * label_loss
+        s_opt.zero_grad()
+        loss.backward()
+        s_opt.step()
+        s_losses.append((loss.item(), soft_targets_loss.item()))
+    return {"decay": sorted(decay), "no_decay": sorted(no_decay), "losses": losses, "student": s_losses,
+            "emb": model.src_embed.linear.weight,
+            "student_layers": len(student.encoder.layers)}
+
+
+@pytest.mark.filterwarnings("ignore:reduction. 'mean' divides the total loss:UserWarning")
+def test_gpt_weight_decay_groups_and_distillation():
+    weights = weights_of(make_nlp_model)
+    ours, _ = run_both(gpt_distillation_program, weights, rtol=1e-8, atol=1e-10)
+    assert all(n.endswith("weight") and "norm" not in n for n in ours["decay"])
+    assert "src_embed.linear.weight" in ours["no_decay"] and "generator.bias" in ours["no_decay"]
+    assert ours["losses"][-1] < ours["losses"][0] and ours["student"][-1][0] < ours["student"][0][0]
