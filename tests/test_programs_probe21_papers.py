@@ -5504,3 +5504,194 @@ def test_gpt_weight_decay_groups_and_distillation():
     assert all(n.endswith("weight") and "norm" not in n for n in ours["decay"])
     assert "src_embed.linear.weight" in ours["no_decay"] and "generator.bias" in ours["no_decay"]
     assert ours["losses"][-1] < ours["losses"][0] and ours["student"][-1][0] < ours["student"][0][0]
+
+
+# ----------------------------------------------------------------------------------------------
+# labml_nn/transformers/compressive: the Compressive Transformer over segments, its memories compressed
+# by a strided Conv1d and trained by the attention-reconstruction loss (detached weights through F.linear
+# and F.layer_norm(x, ln.normalized_shape, ...))
+# ----------------------------------------------------------------------------------------------
+
+
+def make_compressive(m):
+    torch, nn = m.torch, m.nn
+    t = labml_transformers(m)
+    positional = make_positional_attention(m)  # for Transformer-XL's relative attention
+    RelativeMultiHeadAttention = type(positional[0].xl)
+
+    class Conv1dCompression(nn.Module):
+        def __init__(self, compression_rate, d_model):
+            super().__init__()
+            self.conv = nn.Conv1d(d_model, d_model, kernel_size=compression_rate, stride=compression_rate)
+
+        def forward(self, mem):
+            mem = mem.permute(1, 2, 0)
+            c_mem = self.conv(mem)
+            return c_mem.permute(2, 0, 1)
+
+    class CompressiveTransformerLayer(nn.Module):
+        def __init__(self, *, d_model, self_attn, feed_forward, dropout_prob, compress):
+            super().__init__()
+            self.compress = compress
+            self.size = d_model
+            self.self_attn = self_attn
+            self.feed_forward = feed_forward
+            self.dropout = nn.Dropout(dropout_prob)
+            self.norm_self_attn = nn.LayerNorm([d_model])
+            self.norm_ff = nn.LayerNorm([d_model])
+
+        def concat_memory(self, z, mem, c_mem):
+            if mem is None:
+                return z
+            if c_mem is not None:
+                mem = torch.cat((c_mem, mem), dim=0)
+            mem = self.norm_self_attn(mem)
+            return torch.cat((mem, z), dim=0)
+
+        def forward(self, *, x, mem, c_mem, mask):
+            z = self.norm_self_attn(x)
+            m_z = self.concat_memory(z, mem, c_mem)
+            self_attn = self.self_attn(query=z, key=m_z, value=m_z, mask=mask)
+            x = x + self.dropout(self_attn)
+            z = self.norm_ff(x)
+            ff = self.feed_forward(z)
+            x = x + self.dropout(ff)
+            return x
+
+    class CompressiveTransformer(nn.Module):
+        def __init__(self, layer, n_layers):
+            super().__init__()
+            self.layers = t.clone_module_list(layer, n_layers)
+            self.norm = nn.LayerNorm([layer.size])
+
+        def forward(self, x, mem, c_mem, mask):
+            new_mem = []
+            for i, layer in enumerate(self.layers):
+                new_mem.append(x.detach())
+                m = mem[i] if mem else None
+                cm = c_mem[i] if c_mem else None
+                x = layer(x=x, mem=m, c_mem=cm, mask=mask)
+            return self.norm(x), new_mem
+
+    class AutoregressiveModel(nn.Module):
+        def __init__(self, n_vocab, d_model, transformer):
+            super().__init__()
+            self.src_embed = nn.Embedding(n_vocab, d_model)
+            self.transformer = transformer
+            self.generator = nn.Linear(d_model, n_vocab)
+            self.mask_x = None
+            self.mask_mem = None
+
+        def forward(self, x, mem, c_mem):
+            m_len = (len(mem[0]) if mem else 0) + (len(c_mem[0]) if c_mem else 0)
+            if self.mask_x is None or self.mask_x.shape[0] < len(x):
+                self.mask_x = t.subsequent_mask(len(x))
+            if self.mask_mem is None or self.mask_mem.shape[1] < m_len or self.mask_mem.shape[0] < len(x):
+                self.mask_mem = self.mask_x.new_ones(len(x), m_len, 1)
+            if m_len:
+                mask = torch.cat((self.mask_mem[:len(x), :m_len], self.mask_x[:len(x), :len(x)]), dim=1)
+            else:
+                mask = self.mask_x[:len(x), :len(x)]
+            x = self.src_embed(x)
+            res, mem = self.transformer(x, mem, c_mem, mask)
+            res = self.generator(res)
+            return res, mem
+
+    d_model, heads = 8, 2
+    layer = CompressiveTransformerLayer(d_model=d_model, self_attn=RelativeMultiHeadAttention(heads, d_model, 0.),
+                                        feed_forward=t.FeedForward(d_model, 16, 0.), dropout_prob=0.,
+                                        compress=Conv1dCompression(2, d_model))
+    return AutoregressiveModel(9, d_model, CompressiveTransformer(layer, 2)).double()
+
+
+def compressive_program(m, weights):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    class AttentionReconstructionLoss:
+        def __init__(self, layers):
+            self.layers = layers
+            self.loss_func = nn.MSELoss()
+
+        def prepare_for_attn(self, pmha, x):
+            head_shape = x.shape[:-1]
+            weight = pmha.linear.weight.detach()
+            bias = pmha.linear.bias.detach() if pmha.linear.bias is not None else None
+            x = F.linear(x, weight, bias)
+            x = x.view(*head_shape, pmha.heads, pmha.d_k)
+            return x
+
+        def attn(self, layer, query, key, value):
+            query = self.prepare_for_attn(layer.query, query)
+            key = self.prepare_for_attn(layer.key, key)
+            value = self.prepare_for_attn(layer.value, value)
+            scores = torch.einsum('ibhd,jbhd->ijbh', query, key)
+            scores *= layer.scale
+            attn = layer.softmax(scores)
+            return torch.einsum("ijbh,jbhd->ibhd", attn, value)
+
+        def norm(self, ln, x):
+            weight = ln.weight.detach() if ln.weight is not None else None
+            bias = ln.bias.detach() if ln.bias is not None else None
+            return F.layer_norm(x, ln.normalized_shape, weight, bias, ln.eps)
+
+        def calc_loss(self, layer, h, mem):
+            h = h.detach()
+            mem = mem.detach()
+            c_mem = layer.compress(mem)
+            h = self.norm(layer.norm_self_attn, h)
+            mem = self.norm(layer.norm_self_attn, mem)
+            c_mem = self.norm(layer.norm_self_attn, c_mem)
+            attn_mem = self.attn(layer.self_attn, h, mem, mem)
+            attn_cmem = self.attn(layer.self_attn, h, c_mem, c_mem)
+            return self.loss_func(attn_cmem, attn_mem)
+
+        def __call__(self, h, mem):
+            losses = [self.calc_loss(layer, h[n], mem[n]) for n, layer in enumerate(self.layers)]
+            return sum(losses)
+
+    model = load(m, make_compressive(m), weights)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "pos" in name:
+                p.copy_(torch.linspace(-0.3, 0.3, p.numel(), dtype=torch.float64).view(p.shape))
+    reconstruction = AttentionReconstructionLoss(model.transformer.layers)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    rng = np.random.default_rng(22)
+    segments = torch.tensor(rng.integers(0, 9, (5, 4, 3)))  # 5 segments of 4 tokens, batch 3
+    targets = torch.tensor(rng.integers(0, 9, (5, 4, 3)))
+    mem_len, c_mem_len, compression_rate = 4, 4, 2
+    mem, c_mem = [], []
+    out = {"losses": [], "ar": [], "mem_lens": []}
+    for data, target in zip(segments, targets):
+        output, new_mem = model(data, mem, c_mem)
+        # merge the new memories, compressing what overflows mem_len (their merge_compress_memory)
+        if mem:
+            mem = [torch.cat((m_, x), dim=0) for m_, x in zip(mem, new_mem)]
+        else:
+            mem = new_mem
+        ar_loss = torch.zeros((), dtype=torch.float64)
+        if len(mem[0]) > mem_len:
+            n_c_mem = (len(mem[0]) - mem_len + compression_rate - 1) // compression_rate
+            n_old = n_c_mem * compression_rate
+            mem_to_compress = [m_[:n_old] for m_ in mem]
+            mem = [m_[n_old:] for m_ in mem]
+            new_c_mem = [layer.compress(m_) for m_, layer in zip(mem_to_compress, model.transformer.layers)]
+            c_mem = [torch.cat((c, nc), dim=0)[-c_mem_len:] for c, nc in zip(c_mem, new_c_mem)] if c_mem else new_c_mem
+            c_mem = [c.detach() for c in c_mem]
+            ar_loss = reconstruction(new_mem, mem_to_compress)
+        loss = F.cross_entropy(output.view(-1, 9), target.view(-1)) + ar_loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        out["losses"].append(loss.item())
+        out["ar"].append(ar_loss.item())
+        out["mem_lens"].append((len(mem[0]), len(c_mem[0]) if c_mem else 0))
+    out["compress_w"] = model.transformer.layers[0].compress.conv.weight
+    return out
+
+
+def test_compressive_transformer():
+    weights = weights_of(make_compressive)
+    ours, _ = run_both(compressive_program, weights, rtol=1e-8, atol=1e-10)
+    assert ours["mem_lens"] == [(4, 0), (4, 2), (4, 4), (4, 4), (4, 4)]
+    assert ours["ar"][0] == 0 and all(a > 0 for a in ours["ar"][1:])
