@@ -1,29 +1,24 @@
 # ruff: noqa: B007, B008, B023, E501, E731, E741, F841, UP004, UP008, UP031, UP034  (the programs are kept as their authors wrote them)
 """Paper implementations as labml.ai's annotated_deep_learning_paper_implementations writes them (labml_nn/...),
-rewritten without labml's config and tracker plumbing but with the authors' tensor idioms, each run on chainrule
-and on PyTorch from the same weights and data (see tests/test_programs_probe21_papers.py's helpers and
-tests/pytorch_programs.py), comparing forwards, losses, gradients and a few optimizer steps, and checked by hand
-with NumPy where PyTorch is missing.
+rewritten without labml's config and tracker plumbing but keeping the authors' tensor idioms, each run as a program
+on chainrule and on PyTorch from the same weights and data (tests/pytorch_programs.py), comparing forwards, losses,
+gradients and several optimizer steps (float64 to about 1e-8, float32 to its rounding), with hand checks in NumPy.
 
-- labml's optimizers (GenericAdaptiveOptimizer, WeightDecay, Adam, AMSGrad, RAdam, AdaBelief, Noam): subclasses of
-  ``torch.optim.Optimizer`` under ``@torch.no_grad()`` keeping ``self.state[p]`` dicts, ``param.data.addcdiv_``,
-  ``torch.maximum(..., out=)``, ``state_dict``/``load_state_dict`` and ``add_param_group``.
-- Fuzzy tiling activation (``nn.Parameter(arange, requires_grad=False)``, bool * float, ``torch.clip(min=)``) and Swish.
-- Normalisation by hand (BatchNorm reassigning its buffers, LayerNorm over ``torch.Size``, InstanceNorm, GroupNorm,
-  Batch-Channel norm with an estimated batch norm under ``no_grad``, weight standardisation by ``torch.var_mean``
-  in a ``nn.Conv2d`` subclass), each against ``nn``'s own layers.
-- DeepNorm transformer layers on labml's multi-head attention (einsum ``ibhd,jbhd->ijbh``, ``Softmax(dim=1)``,
-  ``masked_fill(mask == 0, -inf)``, weights scaled in place under ``no_grad``).
-- The Feedback transformer, plain and with its key/value memory ``Stack`` whose ``autograd.Function`` returns a
-  view of a buffer and accumulates gradients into another in its backward.
-- Fast-weights linear transformers (DPFP feature map with ``roll``), Primer EZ (squared ReLU, depth-wise
-  convolutions slotted in by ``nn.Sequential(self.query, ...)``), gMLP's spatial gating unit, AFT-local
-  (``masked_fill_`` on a view, ``max(keepdims=True)``), the Hourglass transformer (``AvgPool1d(ceil_mode=True)``,
-  ``repeat_interleave``), RoPE/ALiBi/Transformer-XL relative attention, FNet's ``torch.fft`` mixing and labml's
-  label-smoothing loss.
-- Capsule networks with routing by agreement, HyperLSTM, evidential deep learning's losses (``digamma``, ``lgamma``),
-  PPO's clipped losses with GAE, GAT and GATv2, ConvMixer, LoRA layers, PonderNet, RWKV (``ZeroPad2d`` with a
-  negative pad, the ``L2Wrap`` Function), recurrent highway networks and labml's samplers.
+- optimizers: GenericAdaptiveOptimizer, WeightDecay, Adam, AMSGrad, RAdam, AdaBelief, Noam (subclasses of
+  ``Optimizer`` with ``@torch.no_grad()`` steps over ``self.state[p]``, ``param.data.addcdiv_``,
+  ``torch.maximum(out=)``, state_dict resume, ``add_param_group``), AdamFP16 (float16 parameters, float32 state,
+  ``param.data =``), AdamWarmupCosineDecay and Sophia.
+- activations and normalisation: fuzzy tiling activation, Swish; batch/layer/instance/group norm by hand against
+  ``nn``'s, batch-channel norm, weight standardisation (``torch.var_mean``) in an ``nn.Conv2d`` subclass; DeepNorm.
+- transformers: labml's MHA (``ibhd,jbhd->ijbh``), Feedback transformer (plain, and with its ``Stack``
+  ``autograd.Function``), fast weights (DPFP), Primer EZ, gMLP, AFT-local, Hourglass, RoPE/ALiBi/Transformer-XL,
+  FNet with label smoothing, Switch/GLU variants/MLP-Mixer/ViT, RETRO with MLM masking, Compressive Transformer,
+  GPT's weight-decay groups with distillation, the NLP data pipelines, GPT-NeoX layers (partition merging through
+  ``.data`` slices, KV cache, bias fine-tuning).
+- others: capsule networks, HyperLSTM, evidential losses (``digamma``/``lgamma``), PPO with GAE, dueling double-Q,
+  GAT/GATv2, ConvMixer, LoRA, sketch-RNN (bidirectional LSTM VAE, bivariate Gaussian mixture), PonderNet, RWKV
+  (``ZeroPad2d`` with a negative pad, the ``L2Wrap`` Function), recurrent highway networks with the samplers,
+  StyleGAN 2 with gradient and path-length penalties, CycleGAN, and a U-Net generator under WGAN-GP.
 """
 
 import copy
