@@ -63,3 +63,11 @@ def test_serialization_is_an_attribute_before_any_load():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "autograd.serialization"
     assert autograd.serialization.load is autograd.load
+
+
+def test_distributed_says_which_backends_it_has():
+    # what launch scripts ask before init_process_group: backend = "nccl" if dist.is_nccl_available() else ...
+    import autograd.distributed as dist
+
+    assert dist.is_nccl_available() is False and dist.is_gloo_available() is False and dist.is_ucc_available() is False
+    assert dist.is_mpi_available() == dist.is_available()

@@ -32,8 +32,11 @@ from .process_group import (
     get_world_size,
     init_process_group,
     is_available,
+    is_gloo_available,
     is_initialized,
     is_mpi_available,
+    is_nccl_available,
+    is_ucc_available,
 )
 
 
