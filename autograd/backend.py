@@ -165,24 +165,43 @@ def ufunc_at(name, array, positions, values):
 
 
 def _numpy_at(ufunc, array, positions, values):
-    """``ufunc.at(array, positions, values)``. Where one 1-D integer index picks whole rows of a row-major array
-    (an embedding's gradient, ``index_add_``, ``index_put_(accumulate=True)``), as one ``ufunc.at`` over the
-    flattened elements: the same updates in the same order (row after row as indexed, each row's elements in
-    order), which NumPy runs five to six times quicker on its one-dimensional path (an embedding's backward of
-    8,192 rows of 128: 6.6 ms before, 1.1 ms)."""
-    rows = array.shape[0] if array.ndim > 1 else 0
-    if (rows and type(positions) is numpy.ndarray and positions.ndim == 1 and positions.dtype.kind in "iu"
-            and positions.size and array.flags.c_contiguous and -rows <= positions.min() and positions.max() < rows):
-        width = array[0].size
-        starts = positions.astype(numpy.intp, copy=False)
-        if starts.min() < 0:
-            starts = starts % rows  # (negative indices count from the end)
-        starts = starts * width
-        elements = (starts[:, None] + numpy.arange(width, dtype=numpy.intp)).reshape(-1)
-        values = numpy.broadcast_to(values, (positions.size, *array.shape[1:]))
-        ufunc.at(array.reshape(-1), elements, values.reshape(-1))
-        return
-    ufunc.at(array, positions, values)  # (out-of-range indices raise here, as they would have)
+    """``ufunc.at(array, positions, values)`` on a row-major array, through NumPy's one-dimensional ``ufunc.at``
+    over the flattened elements where that is cheap: the same updates in the same order (the order of the
+    elements ``array[positions]`` names), which NumPy runs five to twenty times quicker on that path. An
+    embedding's backward of 8,192 rows of 128 took 6.6 ms, 1.1 ms now; a bilinear upsampling's backward (a
+    gather's along a dim), 12 ms a gather, about 1 ms now.
+
+    - One 1-D integer index picking whole rows (an embedding's gradient, ``index_add_``): each row's elements
+      numbered directly, at a cost proportional to the values.
+    - Any other index (slices beside an index array: a gather's along a dim) where the array is not much larger
+      than the values: every element numbered once, and the numbers indexed as the array would be."""
+    count = numpy.size(values)
+    if count == 1 and type(positions) is numpy.ndarray:  # (a number added at each position: counting)
+        count = positions.size
+    if array.flags.c_contiguous and array.ndim and count >= 64 and not (
+            array.ndim == 1 and type(positions) is numpy.ndarray):  # (NumPy's own 1-D path already)
+        rows = array.shape[0]
+        if (array.ndim > 1 and type(positions) is numpy.ndarray and positions.ndim == 1
+                and positions.dtype.kind in "iu" and positions.size and rows
+                and -rows <= positions.min() and positions.max() < rows):
+            width = array[0].size
+            starts = positions.astype(numpy.intp, copy=False)
+            if starts.min() < 0:
+                starts = starts % rows  # (negative indices count from the end)
+            elements = (starts[:, None] * width + numpy.arange(width, dtype=numpy.intp)).reshape(-1)
+            values = numpy.broadcast_to(values, (positions.size, *array.shape[1:]))
+            ufunc.at(array.reshape(-1), elements, values.reshape(-1))
+            return
+        if array.size <= 4 * count:
+            try:
+                elements = numpy.arange(array.size, dtype=numpy.intp).reshape(array.shape)[positions]
+            except IndexError:
+                elements = None  # (ufunc.at below raises it, in its words)
+            if elements is not None:
+                values = numpy.broadcast_to(values, elements.shape)
+                ufunc.at(array.reshape(-1), elements.reshape(-1), values.reshape(-1))
+                return
+    ufunc.at(array, positions, values)
 
 
 def ufunc_reduce(name, array, axis, keepdims=False):

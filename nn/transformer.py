@@ -18,10 +18,12 @@ from .normalization import LayerNorm
 
 
 def _activation(activation):
-    """"relu" / "gelu" name F.relu / F.gelu; any callable is used as it is."""
-    if activation == "relu":
+    """"relu" / "gelu" name F.relu / F.gelu; any callable is used as it is. F.relu and F.gelu themselves are read
+    from nn.functional now: the default argument was taken at import, and once a mode or a subclass has made them
+    dispatching wrappers (overrides.py), the plain function it holds no longer pickles by its name."""
+    if activation == "relu" or (callable(activation) and activation == F.relu):
         return F.relu
-    if activation == "gelu":
+    if activation == "gelu" or (callable(activation) and activation == F.gelu):
         return F.gelu
     if callable(activation):
         return activation

@@ -57,7 +57,7 @@ import pytest
 
 from autograd.errors import ShapeError
 
-from .pytorch_programs import OURS, load, run_both, weights_of
+from .pytorch_programs import OURS, assert_same, load, run_both, weights_of
 
 
 def replay_batch(seed, n=32, obs_dim=4, act_dim=None, n_actions=3):
@@ -1234,11 +1234,18 @@ def decision_transformer(m, weights, steps=4, warmup_steps=3, context_len=5):
             act = act_preds[0, -1].detach()
             actions[0, t] = act
             taken.append(act)
-    return log, model.state_dict(), torch.stack(taken)
+    # the key projections' biases get a zero gradient in exact arithmetic (softmax is unchanged by a constant added
+    # to a query's scores), so AdamW steps them by the sign of rounding noise: returned apart, compared loosely
+    weights = {k: v for k, v in model.state_dict().items() if "k_net.bias" not in k}
+    key_biases = torch.stack([v for k, v in model.state_dict().items() if "k_net.bias" in k])
+    return log, weights, torch.stack(taken), key_biases
 
 
 def test_decision_transformer():
-    ours, _ = run_both(decision_transformer, weights_of(make_decision_transformer), rtol=1e-4, atol=1e-5)
+    ours, theirs = run_both(decision_transformer, weights_of(make_decision_transformer), compare=False)
+    if theirs is not None:
+        assert_same(ours[:3], theirs[:3], 1e-4, 1e-5)
+        np.testing.assert_allclose(ours[3], theirs[3], rtol=0, atol=4e-3)  # (4 AdamW steps of 1e-3: noise's sign)
     lrs = [row[2] for row in ours[0]]
     np.testing.assert_allclose(lrs, [2e-3 / 3, 1e-3, 1e-3, 1e-3], rtol=1e-12)
     # the timestep embedding only gets gradients at the timesteps in the batch

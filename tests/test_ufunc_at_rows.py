@@ -53,3 +53,21 @@ def test_other_cases_go_to_numpys_own():
         ufunc_at("add", np.zeros((3, 2)), np.array([0, 3]), np.ones((2, 2)))
     with pytest.raises(IndexError):
         ufunc_at("add", np.zeros((3, 2)), np.array([-4]), np.ones((1, 2)))
+
+
+@pytest.mark.parametrize("name", ["add", "maximum"])
+def test_any_index_on_an_array_not_much_larger_than_its_values(name):
+    # a gather's backward along a dim (slices beside an index array), boolean masks, several index arrays, a number
+    # added at each position: numbered elements, indexed as the array would be, in the same order
+    rng = np.random.default_rng(3)
+    array = rng.standard_normal((4, 6, 5))
+    cases = [((slice(None), np.array([0, 2, 2, 5, -1, 0])), rng.standard_normal((4, 6, 5))),
+             ((slice(None), slice(None), rng.integers(0, 5, 9)), rng.standard_normal((4, 6, 9))),
+             ((rng.integers(0, 4, 30), rng.integers(0, 6, 30)), rng.standard_normal((30, 5))),
+             (rng.standard_normal((4, 6, 5)) > 0, 1.5),
+             ((slice(1, 3), np.array([1, 1, 1])), rng.standard_normal((2, 3, 5)))]
+    for positions, values in cases:
+        result, expected = _both(name, array.copy(), positions, values)
+        assert np.array_equal(result, expected)
+    with pytest.raises(IndexError):
+        ufunc_at(name, array.copy(), (slice(None), np.array([0, 6])), np.ones((4, 2, 5)))
