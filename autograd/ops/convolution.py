@@ -156,9 +156,13 @@ def _batch_outside(y, n, out, bias):
 
 
 def _group_matmul(a, b):
-    """a @ b for stacks of G matrices; with one group, a plain 2-d GEMM (no batch loop)."""
+    """a @ b for stacks of G matrices; with one group, a plain 2-d GEMM (no batch loop). A product over one term
+    (a depthwise convolution's input gradient: one channel per group) is an outer product, the same numbers as a
+    broadcast multiplication, which NumPy does five times quicker than its batched matmul with an inner size of 1."""
     if a.shape[0] == 1:
         return (a[0] @ b[0])[None]
+    if a.shape[2] == 1:
+        return a * b
     return a @ b
 
 
