@@ -3,7 +3,7 @@
 import warnings
 
 from ..backend import bool_
-from ..errors import ShapeError
+from ..errors import ShapeError, broadcast_mismatch
 from ..graph import program_stacklevel
 from ..operands import _operand
 from ..primitive import Primitive, named_node
@@ -87,7 +87,14 @@ def matmul(input, other, *, out=None):
     if A.ndim == 2 and B.ndim == 2:
         return MatMul.apply(a, b)
     if A.ndim >= 2 and B.ndim >= 2:  # (PyTorch folds the batch into one bmm and views it back: _unsafe_view)
-        return MatMul.apply(a, b, pytorch_name="UnsafeViewBackward0")
+        try:
+            return MatMul.apply(a, b, pytorch_name="UnsafeViewBackward0")
+        except ShapeError:  # batch dims that do not broadcast: named among the batch dims, as PyTorch's
+            mismatch = broadcast_mismatch(A.shape[:-2], B.shape[:-2])  # (the product's apply named a matrix dim)
+            if not mismatch:
+                raise
+            raise ShapeError(f"matmul of shapes {tuple(a.shape)} and {tuple(b.shape)}: their batch dims "
+                             f"{tuple(a.shape[:-2])} and {tuple(b.shape[:-2])} do not broadcast: {mismatch}") from None
     y = MatMul.apply(a.unsqueeze(0) if a.ndim == 1 else a, b.unsqueeze(-1) if b.ndim == 1 else b)
     if b.ndim == 1:
         y = y.squeeze(-1)
