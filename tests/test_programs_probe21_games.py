@@ -767,3 +767,93 @@ def test_reinforce_with_baseline():
         np.testing.assert_allclose(episode["returns"], by_hand, rtol=1e-6)
         assert np.all(episode["log_probs"] < 0) and np.all(episode["entropies"] <= np.log(4) + 1e-6)
         assert episode["norm"] >= 0 and set(episode["actions"]) <= {0, 1, 2, 3}
+
+
+# ----------------------------------------------------------------------------------------------
+# Batched self-play: many tic-tac-toe games at once, a column of visit counts per game
+# ----------------------------------------------------------------------------------------------
+
+
+def batched_selfplay(m, weights, games=5, rollouts=16, temperature=1.0):
+    torch, F = m.torch, m.F
+    net = load(m, make_tictactoe_net(m), weights).double().eval()
+    g = torch.Generator().manual_seed(11)
+    boards = torch.zeros(games, 9, dtype=torch.int64)
+    player = torch.ones(games, dtype=torch.int64)
+    finished = torch.zeros(games, dtype=torch.bool)
+    lines = torch.tensor([[0, 1, 2], [3, 4, 5], [6, 7, 8], [0, 3, 6], [1, 4, 7], [2, 5, 8], [0, 4, 8], [2, 4, 6]])
+    record = []
+    for ply in range(9):
+        canonical = boards * player[:, None]
+        planes = torch.stack([canonical == 1, canonical == -1, torch.ones_like(canonical, dtype=torch.bool)], 1)
+        with torch.no_grad():
+            logits, values = net(planes.view(games, 3, 3, 3).double())
+        legal = canonical == 0
+        prior = F.softmax(logits.masked_fill(~legal, float('-inf')), dim=1)
+        # a flat "search": rollouts spread over the moves by the prior; the table keeps a column per game
+        visits = torch.zeros(9, games, dtype=torch.float64)
+        drawn = torch.multinomial(prior, rollouts, replacement=True, generator=g)  # (games, rollouts)
+        visits.T.scatter_add_(1, drawn, torch.ones(games, rollouts, dtype=torch.float64))
+        policy = visits ** (1 / temperature)
+        policy = policy / policy.sum(0)
+        move = torch.multinomial(policy.T, 1, generator=g).squeeze(1)
+        explore = (visits + 0.5) * legal.T  # every legal move a candidate for the shortlist
+        shortlist = torch.multinomial(explore.T, 2, replacement=False, generator=g)
+        move = torch.where(finished, torch.zeros_like(move), move)
+        boards[torch.arange(games)[~finished], move[~finished]] = player[~finished]
+        won = (boards[:, lines].sum(-1).abs() == 3).any(1)
+        full = (boards != 0).all(1)
+        record.append({"visits": visits.clone(), "move": move, "shortlist": shortlist, "values": values})
+        finished = finished | won | full
+        player = -player
+        if finished.all():
+            break
+    return {"record": record, "boards": boards, "finished": finished}
+
+
+def test_batched_selfplay():
+    ours, _ = run_both(batched_selfplay, weights_of(make_tictactoe_net))
+    assert ours["finished"].all()
+    for step in ours["record"]:
+        assert np.all(step["visits"].sum(0) == 16)
+        a, b = step["shortlist"].T
+        assert np.all(a != b)
+    boards = ours["boards"]
+    assert np.all(np.abs(boards.sum(1)) <= 1)  # the players alternated
+
+
+# ----------------------------------------------------------------------------------------------
+# Strict expected failures (the fixes belong to files outside this task's)
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.xfail(strict=True, reason="torch.sparse.torch is missing: PyTorch's torch/sparse/__init__.py imports "
+                   "torch, so the module has it as an attribute, and capsule-network code (gram-ai/capsule-networks, "
+                   "many forks) builds one-hot rows by torch.sparse.torch.eye(n).index_select(0, labels); "
+                   "autograd/sparse/__init__.py has no `torch` (AttributeError)")
+def test_capsule_one_hot_by_sparse_torch_eye():
+    def program(m):
+        torch = m.torch
+        labels = torch.tensor([2, 0, 3])
+        return torch.sparse.torch.eye(4).index_select(dim=0, index=labels)
+
+    ours, _ = run_both(program)
+    np.testing.assert_array_equal(ours, np.eye(4, dtype=np.float32)[[2, 0, 3]])
+
+
+@pytest.mark.xfail(strict=True, reason="empty_like of a view that does not fill its memory densely (a slice of a "
+                   "transpose) is row-major in chainrule (autograd/factories.py), where PyTorch's preserve_format "
+                   "gives dense strides in the view's order (infer_dense_strides): rand_like of it draws in "
+                   "another order than PyTorch's")
+def test_random_like_a_slice_of_a_transpose():
+    def program(m):
+        torch = m.torch
+        torch.manual_seed(0)
+        scores = torch.zeros(6, 8).t()[1:3]
+        noise = torch.rand_like(scores)
+        torch.manual_seed(0)
+        return torch.empty_like(scores).stride(), noise, torch.rand(6, 2).t()
+
+    ours, _ = run_both(program)
+    assert ours[0] == (1, 2)  # PyTorch's empty_like strides here
+    np.testing.assert_array_equal(ours[1], ours[2])
