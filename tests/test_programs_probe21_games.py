@@ -20,7 +20,10 @@ coordinate hypernetwork (a CPPN that paints the weights of a substrate network, 
 circular ``conv2d`` (a glider checked to come back shifted) and a small CNN that learns the rule;
 Gumbel-softmax actions whose straight-through gradient (``hard=True``) must equal the soft sample's; and
 REINFORCE with a learnt baseline over episodes of a hand-written grid world (``Categorical`` sampling,
-discounted returns, entropy bonus, ``clip_grad_norm_``)."""
+discounted returns, entropy bonus, ``clip_grad_norm_``); batched self-play over many games at once, a column of
+visit counts per game, moves drawn by ``multinomial(policy.T, ...)`` (the exponential race laid out as the
+transpose's memory, as PyTorch's ``empty_like``). Strict xfails: ``torch.sparse.torch.eye`` (capsule networks'
+one-hot idiom) and ``rand_like`` of a slice of a transpose (``empty_like``'s layout)."""
 
 import math
 
