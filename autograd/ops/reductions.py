@@ -20,7 +20,7 @@ from . import shape as shape_ops
 from .axes import kept_shape, normalize_dims, unbiased_overload
 from .conjugation import conj, refuse_unordered
 from .conversion import type_name
-from .elementwise import floating, selected_share, where
+from .elementwise import floating, row_major, selected_share, where
 from .names import names
 from .outputs import write_out
 
@@ -326,6 +326,7 @@ def softmax_array(x, axis):
         return softmax_array(x.astype(float32), axis).astype(float16)
     if x.dtype.kind == "c":
         refuse_unordered(x, "softmax")
+    x = row_major(x)  # (PyTorch's result is contiguous whatever x's layout: a transpose's)
     e = x - _shift(x, axis)
     e = xp.exp(e, out=e) if e.ndim else xp.exp(e)  # (a 0-d difference is a NumPy scalar)
     e /= e.sum(axis=axis, keepdims=True)
@@ -377,6 +378,7 @@ class LogSoftmax(Primitive):
             refuse_unordered(x, "log_softmax")
         if x.dtype == float16:
             return self._in_float32(x)
+        x = row_major(x)  # (PyTorch's result is contiguous whatever x's layout: a transpose's)
         shifted = x - _shift(x, self.dim)
         shifted -= xp.log(xp.exp(shifted).sum(axis=self.dim, keepdims=True))
         return shifted

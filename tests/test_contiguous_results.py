@@ -1,0 +1,51 @@
+"""Results PyTorch's kernels write contiguous whatever their input's layout: softmax, log_softmax (so softmin and
+Categorical's probabilities), cumsum, cumprod, cummax, masked_fill, layer_norm and logsigmoid of a transpose or
+a permutation are row-major, so a view of one shares its memory (a write through ``y.view(-1)`` reaches y: it
+went to a copy where chainrule's result kept the transpose's layout) and draws made from one follow PyTorch's
+(``Categorical(logits=scores.T).sample()``). Each test runs on chainrule and on PyTorch (the ``T`` fixture)."""
+
+import pytest
+
+import nn  # noqa: F401  (registers autograd.nn)
+
+OPS = {
+    "softmax": lambda T, x: x.softmax(-1),
+    "log_softmax": lambda T, x: T.nn.functional.log_softmax(x, dim=0),
+    "softmin": lambda T, x: T.nn.functional.softmin(x, dim=1),
+    "cumsum": lambda T, x: x.cumsum(0),
+    "cumprod": lambda T, x: x.cumprod(-1),
+    "cummax": lambda T, x: x.cummax(0).values,
+    "masked_fill": lambda T, x: x.masked_fill(x > 0.3, -1.0),
+    "layer_norm": lambda T, x: T.nn.functional.layer_norm(x, x.shape[-1:]),
+    "logsigmoid": lambda T, x: T.nn.functional.logsigmoid(x),
+}
+
+
+@pytest.mark.parametrize("op", sorted(OPS))
+@pytest.mark.parametrize("layout", ["transpose", "permutation"])
+def test_the_result_of_a_transpose_is_contiguous_and_a_view_of_it_writes_through(T, op, layout):
+    base = T.arange(24, dtype=T.float32).reshape(2, 3, 4) / 24
+    x = base[0].t() if layout == "transpose" else base.permute(2, 0, 1)
+    y = OPS[op](T, x)
+    assert y.is_contiguous()
+    flat = y.view(-1)
+    flat[0] = 100.0
+    assert y.flatten()[0].item() == 100.0
+
+
+def test_categorical_probabilities_are_the_softmax_of_its_logits(T):
+    scores = T.tensor([[0.3, -1.2, 2.0], [0.5, 0.5, -0.1], [1.7, 0.2, 0.9], [-2.0, 0.0, 0.4]])
+    categorical = T.distributions.Categorical(logits=scores.t())
+    assert T.equal(categorical.probs, categorical.logits.softmax(-1))
+    assert categorical.probs.is_contiguous()
+
+
+def test_categorical_samples_of_transposed_logits_are_the_row_major_draws(T):
+    """Categorical samples by multinomial on its probabilities, row-major as PyTorch's softmax writes them: the same
+    draws as from the logits laid out row-major."""
+    scores = T.tensor([[0.3, -1.2, 2.0, 0.1], [0.5, 0.5, -0.1, 1.0], [1.7, 0.2, 0.9, -0.3]])
+    T.manual_seed(0)
+    transposed = T.distributions.Categorical(logits=scores.t()).sample((5,))
+    T.manual_seed(0)
+    row_major = T.distributions.Categorical(logits=scores.t().contiguous()).sample((5,))
+    assert T.equal(transposed, row_major)
