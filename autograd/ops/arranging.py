@@ -192,7 +192,8 @@ def rot90(input, k=1, dims=(0, 1)):
         return Flip.apply(input, dims=tuple(sorted((a, b))))
     if k == 3:
         return Flip.apply(shape.transpose(input, a, b), dims=(b,))
-    return input
+    return named_node(input.clone(), None, "Rot90Backward0", (input,))  # (a copy, as PyTorch's: a board's
+    # identity symmetry written into must leave the board alone)
 
 
 @names("movedim", "moveaxis")
