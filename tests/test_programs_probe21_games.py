@@ -26,7 +26,9 @@ transpose's memory, as PyTorch's ``empty_like``). Strict xfails: ``torch.sparse.
 one-hot idiom), ``rand_like`` of a slice of a transpose (``empty_like``'s layout) and ``randint_like`` of a
 transpose (drawn row-major). Independent learners keep their action scores action-major (one column per agent):
 ``Categorical(logits=scores.T)``, the Gumbel-max trick by ``empty_like(scores.T).exponential_()`` and
-``F.gumbel_softmax`` of the transpose draw as PyTorch's."""
+``F.gumbel_softmax`` of the transpose draw as PyTorch's. Symmetry augmentation edits each ``rot90``/``flip`` copy
+in place (the identity turn, ``rot90(board, 0)``, included) and the search batches ``board.repeat(1, 1, 1, 1)``:
+each a copy, as PyTorch's."""
 
 import math
 
@@ -873,6 +875,47 @@ def test_column_agents():
         assert set(np.unique(step["relaxed"])) <= {0.0, 1.0} and np.all(step["relaxed"].sum(1) == 1)
         assert step["actions"].shape == (6,) and step["gumbel_max"].shape == (6,)
         assert np.all((step["positions"] >= 0) & (step["positions"] <= 4))
+
+
+# ----------------------------------------------------------------------------------------------
+# Symmetry augmentation that edits each transformed board in place, and an MCTS batch of copies
+# ----------------------------------------------------------------------------------------------
+
+
+def augmented_positions(m, simulations=1):
+    torch = m.torch
+    rng = np.random.default_rng(6)
+    board = torch.tensor(rng.choice([-1.0, 0.0, 1.0], (3, 3, 3)).astype(np.float32))  # (planes, rows, columns)
+    views = []
+    for k in range(4):
+        for flip in (False, True):
+            b = torch.rot90(board, k, dims=(1, 2))
+            if flip:
+                b = torch.flip(b, dims=[2])
+            b[2] *= 0.5  # fade the history plane of this augmented copy, in place
+            b[0, 0, 0] = k + 10 * flip  # tag the copy
+            views.append(b)
+    # the search expands a batch of copies of the root, one per simulation, and plays a move on each
+    batch = board.repeat(simulations, 1, 1, 1)
+    batch[:, 0, 1, 1] = 1.0
+    tiled = board[0].tile((1, 1))
+    tiled[2, 2] = -5.0
+    return {"board": board, "views": torch.stack(views), "batch": batch, "tiled": tiled}
+
+
+def test_augmented_positions_leave_the_board_alone():
+    ours, _ = run_both(augmented_positions)
+    board = ours["board"]
+    rng = np.random.default_rng(6)
+    np.testing.assert_array_equal(board, rng.choice([-1.0, 0.0, 1.0], (3, 3, 3)).astype(np.float32))
+    for i, (k, flip) in enumerate((k, f) for k in range(4) for f in (False, True)):
+        expected = np.rot90(board, k, axes=(1, 2))
+        expected = np.flip(expected, 2).copy() if flip else expected.copy()
+        expected[2] *= 0.5
+        expected[0, 0, 0] = k + 10 * flip
+        np.testing.assert_array_equal(ours["views"][i], expected)
+    assert ours["batch"].shape == (1, 3, 3, 3) and ours["batch"][0, 0, 1, 1] == 1.0
+    assert ours["tiled"][2, 2] == -5.0
 
 
 # ----------------------------------------------------------------------------------------------
