@@ -1,9 +1,11 @@
 """Ops whose PyTorch result is always a new tensor give one also where they move nothing: ``repeat``, ``tile`` and
 ``repeat_interleave`` by counts of 1 (``board.repeat(n_simulations, 1, 1)`` with one simulation), ``rot90`` by a
 multiple of 4 turns (a board's identity symmetry), ``pixel_shuffle``/``pixel_unshuffle`` by a factor of 1 and
-``channel_shuffle`` of one group. Each was the input itself reshaped, so a write to either showed in the other
-(an MCTS playing a move on its copy of the board moved the root's). Each test runs on chainrule and on PyTorch
-(the ``T`` fixture)."""
+``channel_shuffle`` of one group, ``interpolate`` (linear modes, antialiased) to the input's own size (a decoder's
+``F.interpolate(x, size=skip.shape[-2:], mode="bilinear")``, then ``+= skip``) and ``F.unfold`` by a 1 x 1 window.
+Each was the input itself, or a view of it (the unfold's read-only: a write into it raised), so a write to either
+showed in the other (an MCTS playing a move on its copy of the board moved the root's). Each test runs on
+chainrule and on PyTorch (the ``T`` fixture)."""
 
 import pytest
 
@@ -20,6 +22,12 @@ COPIES = {
     "pixel_shuffle": lambda T, x: T.nn.functional.pixel_shuffle(x[None], 1)[0],
     "pixel_unshuffle": lambda T, x: T.nn.functional.pixel_unshuffle(x[None], 1)[0],
     "channel_shuffle": lambda T, x: T.nn.functional.channel_shuffle(x[None, None], 1)[0, 0],
+    "bilinear_to_its_size": lambda T, x: T.nn.functional.interpolate(x[None, None], size=(3, 3), mode="bilinear")[0, 0],
+    "linear_to_its_size": lambda T, x: T.nn.functional.interpolate(x[None], size=3, mode="linear",
+                                                                   align_corners=True)[0],
+    "antialiased_to_its_size": lambda T, x: T.nn.functional.interpolate(x[None, None], size=(3, 3), mode="bicubic",
+                                                                        antialias=True)[0, 0],
+    "unfold_1x1": lambda T, x: T.nn.functional.unfold(x[None, None], 1)[0],
 }
 
 
