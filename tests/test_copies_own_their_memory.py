@@ -52,3 +52,15 @@ def test_the_copy_passes_its_gradient_through_under_pytorchs_node(T, make, node)
     y = make(T, x)
     y.backward(T.arange(9.0).view(y.shape))
     assert y.grad_fn.name() == node and x.grad.flatten().tolist() == list(range(9))
+
+
+@pytest.mark.parametrize("make", [lambda T, x: x.broadcast_to((2, 3)), lambda T, x: T.broadcast_to(x, (2, 3)),
+                                  lambda T, x: x.unflatten(0, (2,))])
+def test_a_view_of_the_same_shape_is_a_new_tensor(T, make):
+    """broadcast_to and unflatten to the input's own shape returned the input itself: a change of the view's
+    metadata (t_(), requires_grad_()) changed the input."""
+    x = T.ones(2, 3)
+    y = make(T, x)
+    assert y is not x and y.data_ptr() == x.data_ptr()
+    y.t_()
+    assert tuple(x.shape) == (2, 3) and tuple(y.shape) == (3, 2)

@@ -239,7 +239,7 @@ def unflatten(input, dim, sizes):
     if -1 not in sizes and known != input.shape[axis]:
         raise RuntimeError(f"unflatten: Provided sizes {list(sizes)} don't multiply up to the size of dim {dim} "
                            f"({input.shape[axis]}) in the input tensor")
-    return shape.reshape(input, (*input.shape[:axis], *sizes, *input.shape[axis + 1:]))
+    return shape._new_view(input, shape.reshape(input, (*input.shape[:axis], *sizes, *input.shape[axis + 1:])))
 
 
 @names("unfold", function=False)
@@ -285,8 +285,8 @@ class Unfold(Primitive):
 
 @names("broadcast_to")
 def broadcast_to(input, size):
-    """input expanded to ``size`` (NumPy's broadcasting rules)."""
-    return shape.expand(input, tuple(size))
+    """input expanded to ``size`` (NumPy's broadcasting rules): a new view, also of input's own shape."""
+    return shape._new_view(input, shape.expand(input, tuple(size)), "ExpandBackward0")
 
 
 @names("broadcast_tensors", method=False)
