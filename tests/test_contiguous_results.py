@@ -22,10 +22,11 @@ OPS = {
 
 
 @pytest.mark.parametrize("op", sorted(OPS))
-@pytest.mark.parametrize("layout", ["transpose", "permutation"])
+@pytest.mark.parametrize("layout", ["transpose", "permutation", "float16 transpose"])
 def test_the_result_of_a_transpose_is_contiguous_and_a_view_of_it_writes_through(T, op, layout):
     base = T.arange(24, dtype=T.float32).reshape(2, 3, 4) / 24
-    x = base[0].t() if layout == "transpose" else base.permute(2, 0, 1)
+    x = {"transpose": base[0].t(), "permutation": base.permute(2, 0, 1),
+         "float16 transpose": base[0].half().t()}[layout]
     y = OPS[op](T, x)
     assert y.is_contiguous()
     flat = y.view(-1)

@@ -376,9 +376,9 @@ class LogSoftmax(Primitive):
     def forward(self, x):
         if x.dtype.kind == "c":  # (checked here, not in a call: this is a hot path)
             refuse_unordered(x, "log_softmax")
+        x = row_major(x)  # (PyTorch's result is contiguous whatever x's layout: a transpose's)
         if x.dtype == float16:
             return self._in_float32(x)
-        x = row_major(x)  # (PyTorch's result is contiguous whatever x's layout: a transpose's)
         shifted = x - _shift(x, self.dim)
         shifted -= xp.log(xp.exp(shifted).sum(axis=self.dim, keepdims=True))
         return shifted
