@@ -968,3 +968,21 @@ def test_random_integers_like_a_transpose():
 
     ours, _ = run_both(program)
     np.testing.assert_array_equal(ours[0], ours[1])
+
+
+@pytest.mark.xfail(strict=True, reason="torch.FloatTensor(array) of a float32 array (and FloatTensor(t) of a float32 "
+                   "tensor) shares its memory in PyTorch (a legacy constructor of the same dtype aliases); "
+                   "autograd/constants.py's _TensorType.__call__ copies it, so an environment's observation buffer "
+                   "written in place after the conversion shows in PyTorch's tensor and not in chainrule's")
+def test_a_legacy_constructor_shares_an_array_of_its_dtype():
+    def program(m):
+        torch = m.torch
+        observation = np.zeros(4, dtype=np.float32)  # a gym-style buffer the environment writes in place
+        state = torch.FloatTensor(observation)
+        observation[:] = [1.0, 2.0, 3.0, 4.0]  # the next step
+        weights = torch.FloatTensor(torch.ones(2))
+        weights.add_(1.0)
+        return state, weights
+
+    ours, _ = run_both(program)
+    np.testing.assert_array_equal(ours[0], [1.0, 2.0, 3.0, 4.0])
