@@ -1,7 +1,8 @@
 """Results PyTorch's kernels write contiguous whatever their input's layout: softmax, log_softmax (so softmin and
 Categorical's probabilities), cumsum, cumprod, cummax, masked_fill, layer_norm and logsigmoid of a transpose or
-a permutation are row-major, so a view of one shares its memory (a write through ``y.view(-1)`` reaches y: it
-went to a copy where chainrule's result kept the transpose's layout) and draws made from one follow PyTorch's
+a permutation are row-major, and so are cat, stack and roll unless their inputs are laid out channels-last. So a
+view of one shares its memory (a write through ``y.view(-1)`` reaches y: it went to a copy where chainrule's
+result kept the transpose's layout) and draws made from one follow PyTorch's
 (``Categorical(logits=scores.T).sample()``). Each test runs on chainrule and on PyTorch (the ``T`` fixture)."""
 
 import pytest
@@ -18,6 +19,9 @@ OPS = {
     "masked_fill": lambda T, x: x.masked_fill(x > 0.3, -1.0),
     "layer_norm": lambda T, x: T.nn.functional.layer_norm(x, x.shape[-1:]),
     "logsigmoid": lambda T, x: T.nn.functional.logsigmoid(x),
+    "cat": lambda T, x: T.cat([x, x], 0),
+    "stack": lambda T, x: T.stack([x[0], x[-1]]),
+    "roll": lambda T, x: x.roll(1, 0),
 }
 
 
@@ -50,3 +54,10 @@ def test_categorical_samples_of_transposed_logits_are_the_row_major_draws(T):
     T.manual_seed(0)
     row_major = T.distributions.Categorical(logits=scores.t().contiguous()).sample((5,))
     assert T.equal(transposed, row_major)
+
+
+def test_cat_and_roll_of_channels_last_maps_stay_channels_last(T):
+    maps = T.arange(120.0).reshape(2, 3, 4, 5).contiguous(memory_format=T.channels_last)
+    assert T.cat([maps, maps], 1).is_contiguous(memory_format=T.channels_last)
+    assert T.roll(maps, 1, 2).is_contiguous(memory_format=T.channels_last)
+    assert T.cat([maps, maps.contiguous()], 1).is_contiguous()  # (one row-major input: row-major)

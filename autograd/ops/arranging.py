@@ -18,6 +18,7 @@ from .axes import dim_index, int_or_ints, matrices_only, normalize_dims, sizes_o
 from .conjugation import conj
 from .conversion import type_name
 from .indexing import IndexAddAlong, IndexSelect
+from .joins import pytorchs_layout
 from .names import names
 
 
@@ -148,7 +149,7 @@ class Roll(Primitive):
     handles_complex = True  # linear: the gradient is moved, never multiplied by a value
 
     def forward(self, x):
-        return xp.roll(x, self.shifts, self.dims)
+        return pytorchs_layout(xp.roll(x, self.shifts, self.dims), (x,))  # (row-major, as PyTorch's, or channels-last)
 
     def backward(self, grad, y, x):
         return (Roll.apply(grad, shifts=tuple(-s for s in self.shifts), dims=self.dims),)
