@@ -490,8 +490,9 @@ def randint_like(input, low=0, high=None, *, dtype=None, layout=None, device=Non
     """``randint_like(x, high)`` or ``randint_like(x, low, high)``, in x's dtype."""
     if high is None:
         low, high = 0, low
-    return randint(low, high, input.shape, generator=generator, dtype=dtype or input.dtype, device=device,
-                   requires_grad=requires_grad)
+    # (PyTorch's is empty_like(input).random_(low, high): drawn through the input's memory order, as rand_like)
+    drawn = empty_like(input, dtype=dtype, device=device).random_(low, high, generator=generator)
+    return drawn.requires_grad_(requires_grad) if requires_grad else drawn
 
 
 def eye(n, m=None, *, out=None, dtype=None, layout=None, device=None, requires_grad=False):

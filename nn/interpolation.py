@@ -211,6 +211,8 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
         resized = _resized(input.float(), sizes, factors, mode, align_corners, antialias, spatial).half()
     else:
         resized = _resized(input, sizes, factors, mode, align_corners, antialias, spatial)
+    if resized is input:  # every size kept (a skip connection's size): a copy still, as PyTorch's kernels write one
+        resized = input.clone()
     return named_node(resized, None, _upsample_node(mode, spatial, antialias), (input,))
 
 

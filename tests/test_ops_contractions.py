@@ -122,6 +122,11 @@ ERRORS = {
     "bmm_2d": (lambda m, a, b: m.bmm(a[0], a[0]), "batch1 must be a 3D tensor"),
     "mm_shapes": (lambda m, a, b: m.mm(a[0], a[0]), "mat1 and mat2 shapes cannot be multiplied (3x4 and 3x4)"),
     "outer_matrix": (lambda m, a, b: m.outer(b, b[0]), "outer"),
+    # batch dims that do not broadcast are named among the batch dims (not a matrix dim of the product)
+    "matmul_batch_dims": (lambda m, a, b: m.matmul(a[None, :, None], b.expand(3, 3, 1, 4, 5)),
+                          "The size of tensor a (2) must match the size of tensor b (3) at non-singleton dimension 1"),
+    "matmul_batch_3d": (lambda m, a, b: m.matmul(a, b.expand(3, 4, 5)),
+                        "The size of tensor a (2) must match the size of tensor b (3) at non-singleton dimension 0"),
 }
 
 

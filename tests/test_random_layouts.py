@@ -68,3 +68,51 @@ def test_random_like_a_permuted_tensor_draws_in_its_layout(T):
     assert T.empty_like(T.zeros(3, 4)[:, ::2]).stride() == (2, 1)  # (not dense: row-major)
     normal = _seeded(T, lambda: T.randn_like(T.zeros(5, 4).t()))  # not contiguous: one draw at a time
     assert normal.stride() == (1, 4) and not T.equal(normal, _seeded(T, lambda: T.randn_like(T.zeros(5, 4)).t()))
+
+
+def test_a_dropout_mask_of_a_slice_of_a_transpose_is_drawn_down_its_columns(T):
+    """``empty_like`` of a view with gaps is dense in the order of the view's strides (PyTorch's
+    infer_dense_strides): row-major for a slice of a row-major tensor (above), down the columns for a slice of a
+    transpose, and so is the dropout mask drawn into it."""
+    F = T.nn.functional
+    sliced = _seeded(T, lambda: F.dropout(T.ones(6, 8).t()[1:3], 0.5))
+    assert T.equal(sliced, _seeded(T, lambda: F.dropout(T.ones(6, 2), 0.5)).t())
+    permuted = _seeded(T, lambda: F.dropout(T.ones(2, 3, 4, 5).permute(2, 0, 3, 1)[:, :, 1:4], 0.5))
+    assert T.equal(permuted, _seeded(T, lambda: F.dropout(T.ones(2, 3, 4, 3), 0.5)).permute(2, 0, 3, 1))
+
+
+@pytest.mark.parametrize("view", ["transpose", "slice of a transpose", "strided slice of a transpose"])
+def test_multinomial_races_exponentials_laid_out_as_its_input(T, view):
+    """multinomial without replacement (and a single draw) is PyTorch's exponential race: the indices of the
+    largest p / E for E = empty_like(p).exponential_(), so E follows p's layout. multinomial(probs.T, n) gave
+    other indices than PyTorch's for the same seed (the exponentials went row-major)."""
+    g = T.Generator().manual_seed(3)
+    probs = T.rand(5, 6, generator=g, dtype=T.float64)
+
+    def drawn_down(rows, columns):  # exponentials drawn into a (columns, rows) tensor laid out column-major
+        return lambda: T.empty(rows, columns, dtype=T.float64).exponential_(generator=g).t()
+
+    weights, races = {"transpose": (probs.t(), drawn_down(5, 6)),
+                      "slice of a transpose": (probs.t()[1:4], drawn_down(5, 3)),
+                      "strided slice of a transpose": (probs.t()[::2], drawn_down(5, 3))}[view]
+    state = g.get_state()
+    drawn = T.multinomial(weights, 3, generator=g)
+    g.set_state(state)
+    by_hand = (weights / races()).topk(3, dim=1).indices
+    assert T.equal(drawn, by_hand)
+    g.set_state(state)
+    single = T.multinomial(weights, 1, generator=g)
+    g.set_state(state)
+    assert T.equal(single, (weights / races()).argmax(1, keepdim=True))
+
+
+def test_dense_strides_are_pytorchs_infer_dense_strides():
+    from autograd.ops.sampling import dense_strides
+
+    # the strides of PyTorch's empty_like(x) for x = P.T[1:3], P.t()[::2], permute(2, 0, 1)[:, :, 1:3], a row
+    # expanded, and a slice of a row-major tensor
+    assert dense_strides((2, 4), (1, 6)) == [1, 2]
+    assert dense_strides((3, 4), (2, 6)) == [1, 3]
+    assert dense_strides((4, 2, 2), (1, 12, 4)) == [1, 8, 4]
+    assert dense_strides((3, 8), (0, 1)) == [8, 1]
+    assert dense_strides((4, 3), (6, 2)) == [3, 1]

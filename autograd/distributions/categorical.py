@@ -12,7 +12,7 @@ from ..backend import xp
 from ..ops import sampling
 from ..tensor import Tensor, tensor_from
 from . import constraints
-from .distribution import Distribution, lazy_property, probs_or_logits, probs_to_logits
+from .distribution import Distribution, lazy_property, logits_to_probs, probs_or_logits, probs_to_logits
 
 
 class Categorical(Distribution):
@@ -42,7 +42,7 @@ class Categorical(Distribution):
 
     @lazy_property
     def probs(self):
-        return self.logits.exp()  # (the logits are normalised: logsumexp 0)
+        return logits_to_probs(self.logits)  # (a softmax, as PyTorch's: exp of the normalised logits rounds otherwise)
 
     @constraints.dependent_property(is_discrete=True, event_dim=0)
     def support(self):

@@ -13,7 +13,7 @@ from ..graph import modes
 from ..primitive import Primitive, node_named
 from . import piecewise_linear
 from .conversion import refuse_kinds, type_name
-from .elementwise import half_as_float32, where
+from .elementwise import half_as_float32, row_major, where
 from .elementwise_unary import sigmoid_of
 from .error_function import erf
 from .joins import cat
@@ -168,7 +168,7 @@ class LogSigmoid(Primitive):
     (nn.functional.logsigmoid.)"""
 
     def forward(self, x):
-        wide = half_as_float32(x)
+        wide = row_major(half_as_float32(x))  # (contiguous whatever x's layout, as PyTorch's kernel writes it)
         return (xp.minimum(wide, 0) - xp.log1p(xp.exp(-xp.abs(wide)))).astype(x.dtype, copy=False)
 
     def backward(self, grad, y, x):

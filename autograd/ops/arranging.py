@@ -18,6 +18,7 @@ from .axes import dim_index, int_or_ints, matrices_only, normalize_dims, sizes_o
 from .conjugation import conj
 from .conversion import type_name
 from .indexing import IndexAddAlong, IndexSelect
+from .joins import pytorchs_layout
 from .names import names
 
 
@@ -148,7 +149,7 @@ class Roll(Primitive):
     handles_complex = True  # linear: the gradient is moved, never multiplied by a value
 
     def forward(self, x):
-        return xp.roll(x, self.shifts, self.dims)
+        return pytorchs_layout(xp.roll(x, self.shifts, self.dims), (x,))  # (row-major, as PyTorch's, or channels-last)
 
     def backward(self, grad, y, x):
         return (Roll.apply(grad, shifts=tuple(-s for s in self.shifts), dims=self.dims),)
@@ -192,7 +193,8 @@ def rot90(input, k=1, dims=(0, 1)):
         return Flip.apply(input, dims=tuple(sorted((a, b))))
     if k == 3:
         return Flip.apply(shape.transpose(input, a, b), dims=(b,))
-    return input
+    return named_node(input.clone(), None, "Rot90Backward0", (input,))  # (a copy, as PyTorch's: a board's
+    # identity symmetry written into must leave the board alone)
 
 
 @names("movedim", "moveaxis")
@@ -238,7 +240,7 @@ def unflatten(input, dim, sizes):
     if -1 not in sizes and known != input.shape[axis]:
         raise RuntimeError(f"unflatten: Provided sizes {list(sizes)} don't multiply up to the size of dim {dim} "
                            f"({input.shape[axis]}) in the input tensor")
-    return shape.reshape(input, (*input.shape[:axis], *sizes, *input.shape[axis + 1:]))
+    return shape._new_view(input, shape.reshape(input, (*input.shape[:axis], *sizes, *input.shape[axis + 1:])))
 
 
 @names("unfold", function=False)
@@ -284,8 +286,8 @@ class Unfold(Primitive):
 
 @names("broadcast_to")
 def broadcast_to(input, size):
-    """input expanded to ``size`` (NumPy's broadcasting rules)."""
-    return shape.expand(input, tuple(size))
+    """input expanded to ``size`` (NumPy's broadcasting rules): a new view, also of input's own shape."""
+    return shape._new_view(input, shape.expand(input, tuple(size)), "ExpandBackward0")
 
 
 @names("broadcast_tensors", method=False)

@@ -336,7 +336,8 @@ class Unfold(Primitive):
         if type(x) is MetaArray:  # (as im2col's)
             return meta_array((x.shape[0], rows, out[0] * out[1]), x.dtype)
         view = windows(pad_zeros(x, self.padding), self.kernel_size, self.stride, self.dilation, out)
-        return xp.ascontiguousarray(view).reshape(x.shape[0], rows, out[0] * out[1])
+        # a copy always (as PyTorch's): a 1 x 1 window without padding is x's own memory, read-only in the view
+        return view.copy(order="C").reshape(x.shape[0], rows, out[0] * out[1])
 
     def backward(self, grad, y, x):
         return (Fold.apply(grad, output_size=x.shape[2:], kernel_size=self.kernel_size, stride=self.stride,

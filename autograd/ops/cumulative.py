@@ -20,6 +20,7 @@ from . import joins, shape
 from .arranging import Flip
 from .axes import dim_index, normalize_dims
 from .conversion import refuse_kinds
+from .elementwise import row_major
 from .indexing import Gather
 from .names import names
 from .outputs import write_out
@@ -56,6 +57,8 @@ class CumSum(Primitive):
     def forward(self, x):
         if x.ndim == 0:
             return x.copy()
+        x = row_major(x)  # (PyTorch's result is contiguous whatever x's layout: a transpose's)
+
         def cumsum(a, axis):  # (NumPy's own dtype would sum int32 in int64.) float16 sums in float32 and float32 in
             # float64, as PyTorch's CPU kernel accumulates: a running sum in the input's dtype loses its terms'
             # low bits once it outgrows them (float32 over 10⁵ terms: 3e-6 off; PyTorch's 4e-8)
@@ -89,8 +92,9 @@ class CumProd(Primitive):
         if x.ndim == 0:
             return x.copy()
         # float16 multiplied in float32 and float32 in float64, as PyTorch's CPU kernel accumulates (cumsum's
-        # rule): a float32 running product of a diffusion schedule's 1000 alphas drifted from PyTorch's by 1e-6
-        return xp.cumprod(x, axis=self.dim, dtype=WIDER.get(x.dtype, x.dtype)).astype(x.dtype, copy=False)
+        # rule): a float32 running product of a diffusion schedule's 1000 alphas drifted from PyTorch's by 1e-6;
+        # contiguous whatever x's layout, as PyTorch's
+        return xp.cumprod(row_major(x), axis=self.dim, dtype=WIDER.get(x.dtype, x.dtype)).astype(x.dtype, copy=False)
 
     def backward(self, grad, y, x):
         if x.ndim == 0:
@@ -198,7 +202,7 @@ def _running_extremum(x, dim, running, result):
     axis = dim_index(dim, x.ndim)
     if x.ndim == 0:
         return result(x.clone(), Tensor._make(xp.zeros((), dtype=int64)))
-    data = x._data
+    data = row_major(x._data)  # (the indices, so the values gathered by them: contiguous, as PyTorch's)
     extremum = accumulate(running, data, axis)
     positions = xp.arange(data.shape[axis]).reshape((-1,) + (1,) * (data.ndim - axis - 1))
     attained = (data == extremum) | (xp.isnan(data) if data.dtype.kind == "f" else False)

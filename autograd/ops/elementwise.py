@@ -142,6 +142,13 @@ def half_as_float32(array):
     return array.astype(backend.float32) if array.dtype == backend.float16 else array
 
 
+def row_major(array):
+    """The array laid out row-major (itself when it is): the result of a PyTorch kernel that writes a contiguous
+    output whatever its input's layout (softmax, cumsum, masked_fill of a transpose), so a view of it shares its
+    memory, as PyTorch's does. (A meta array's copy is one too.)"""
+    return array if array.flags.c_contiguous else array.copy(order="C")
+
+
 def unbroadcast(grad, like):
     """Sum ``grad`` over the axes that broadcasting added or stretched, to ``like.shape``."""
     shape = like._data.shape if type(like) is Tensor else like.shape  # (a tensor's array's: no Size made)
@@ -548,7 +555,7 @@ class MaskedFill(Primitive):
     pytorch_name = "MaskedFillBackward0"
 
     def forward(self, x):
-        return xp.where(self.mask, self.value, x)
+        return row_major(xp.where(self.mask, self.value, x))  # (PyTorch's fills a contiguous clone of x)
 
     def backward(self, grad, y, x):
         return (unbroadcast(where(xp.broadcast_to(self.mask, grad.shape), 0.0, grad), x),)  # (a wider mask: summed)

@@ -192,7 +192,9 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
         output = layer_norm(input.float(), normalized_shape, as_float32(weight), as_float32(bias), eps).half()
         return named_node(output, None, "NativeLayerNormBackward0", (input,))
     axes = tuple(range(input.ndim - len(normalized_shape), input.ndim))
-    normalized, _, _ = normalize(input, axes, eps)
+    # PyTorch's kernel normalises a contiguous input (expect_contiguous): its output is row-major whatever the
+    # input's layout (ConvNeXt's permuted feature maps), so a view of it shares its memory
+    normalized, _, _ = normalize(input.contiguous(), axes, eps)
     return named_node(scale_and_shift(normalized, weight, bias, dtype=input.dtype), None, "NativeLayerNormBackward0",
                       (input,))
 

@@ -4,8 +4,15 @@ r × r block of pixels, (*, C·r², H, W) → (*, C, H·r, W·r); ``pixel_unshuf
 All are a reshape, a permutation and a reshape, so the gradient is the same moves undone. PyTorch
 spells them at top level too (``autograd.pixel_shuffle``); ``nn.PixelShuffle`` and its kin wrap them."""
 
+from ..backend import xp
 from ..primitive import node_named
 from .names import names
+
+
+def _own_memory(y, x):
+    """y, or a copy of it where the rearrangement moved nothing and y is a view of x (a factor of 1, one group,
+    single-pixel maps): PyTorch's kernels always write a new tensor, so a write into either leaves the other."""
+    return y.clone() if y._data.size and xp.may_share_memory(y._data, x._data) else y
 
 
 def _check(input, name, condition, what):
@@ -30,10 +37,11 @@ def pixel_shuffle(input, upscale_factor):
     n = len(batch)
     blocks = input.reshape(*batch, channels // (r * r), r, r, height, width)
     moved = blocks.permute(*range(n), n, n + 3, n + 1, n + 4, n + 2)  # (*, C, H, r, W, r)
-    return moved.reshape(*batch, channels // (r * r), height * r, width * r)
+    return _own_memory(moved.reshape(*batch, channels // (r * r), height * r, width * r), input)
 
 
 @names("pixel_unshuffle", method=False)
+@node_named("PixelUnshuffleBackward0")
 def pixel_unshuffle(input, downscale_factor):
     """(*, C, H·r, W·r) → (*, C·r², H, W), the inverse of ``pixel_shuffle``."""
     r = int(downscale_factor)
@@ -47,10 +55,11 @@ def pixel_unshuffle(input, downscale_factor):
     n = len(batch)
     blocks = input.reshape(*batch, channels, height // r, r, width // r, r)
     moved = blocks.permute(*range(n), n, n + 2, n + 4, n + 1, n + 3)  # (*, C, r, r, H, W)
-    return moved.reshape(*batch, channels * r * r, height // r, width // r)
+    return _own_memory(moved.reshape(*batch, channels * r * r, height // r, width // r), input)
 
 
 @names("channel_shuffle", method=False, functions=("native_channel_shuffle",))
+@node_named("ChannelShuffleBackward0")
 def channel_shuffle(input, groups):
     """(N, g·m, *) → (N, m·g, *): out[:, j·g + i] = in[:, i·m + j], channel j of group i moved to place i of
     block j, so that the groups of the next grouped convolution each see every group's channels."""
@@ -65,7 +74,7 @@ def channel_shuffle(input, groups):
                            f"{groups} groups.")
     rest = input.shape[2:]
     grouped = input.reshape(input.shape[0], groups, channels // groups, *rest)
-    return grouped.transpose(1, 2).reshape(input.shape)
+    return _own_memory(grouped.transpose(1, 2).reshape(input.shape), input)
 
 
 native_channel_shuffle = channel_shuffle

@@ -20,7 +20,7 @@ from . import shape as shape_ops
 from .axes import kept_shape, normalize_dims, unbiased_overload
 from .conjugation import conj, refuse_unordered
 from .conversion import type_name
-from .elementwise import floating, selected_share, where
+from .elementwise import floating, row_major, selected_share, where
 from .names import names
 from .outputs import write_out
 
@@ -326,6 +326,7 @@ def softmax_array(x, axis):
         return softmax_array(x.astype(float32), axis).astype(float16)
     if x.dtype.kind == "c":
         refuse_unordered(x, "softmax")
+    x = row_major(x)  # (PyTorch's result is contiguous whatever x's layout: a transpose's)
     e = x - _shift(x, axis)
     e = xp.exp(e, out=e) if e.ndim else xp.exp(e)  # (a 0-d difference is a NumPy scalar)
     e /= e.sum(axis=axis, keepdims=True)
@@ -375,6 +376,7 @@ class LogSoftmax(Primitive):
     def forward(self, x):
         if x.dtype.kind == "c":  # (checked here, not in a call: this is a hot path)
             refuse_unordered(x, "log_softmax")
+        x = row_major(x)  # (PyTorch's result is contiguous whatever x's layout: a transpose's)
         if x.dtype == float16:
             return self._in_float32(x)
         shifted = x - _shift(x, self.dim)

@@ -119,9 +119,11 @@ def multinomial(input, num_samples, replacement=False, *, generator=None, out=No
         samples = numpy.minimum(samples, categories - 1)  # u within rounding of 1
     else:
         # PyTorch's race runs in the input's dtype: w / E with E drawn in float64 and rounded to it; its topk
-        # picks among equal keys (the weights of 0, when as many samples as categories are asked for)
+        # picks among equal keys (the weights of 0, when as many samples as categories are asked for). E fills
+        # empty_like(input): through the input's memory where it is a transpose (probs.T), row-major otherwise
         native = numpy.atleast_2d(backend.to_numpy(input._data))
-        keys = native / rng.exponential(1.0, weights.shape).astype(native.dtype)
+        races = laid_out(rng.exponential(1.0, input.shape), input, fresh=True)
+        keys = native / numpy.atleast_2d(races).astype(native.dtype)
         if num_samples == 1:
             samples = keys.argmax(axis=1)[:, None]
         else:
@@ -314,18 +316,51 @@ def laid_out(values, x, fresh=False):
     """Draws of x's shape, made one after another (``values`` holds them in row-major order), put where
     PyTorch's serial kernels write them: one after another through x's memory, which for a transpose or a
     permutation (``w.t().uniform_()``) is not the row-major order (memory_order.py says which tensors).
-    ``fresh``: into a new tensor made like x (PyTorch's ``empty_like``: dropout's mask), which has x's layout
-    where x fills its memory without gaps (a transpose, a permutation) and is row-major otherwise (a slice's)."""
+    ``fresh``: into a new tensor made like x (PyTorch's ``empty_like``: dropout's mask, multinomial's race), which
+    has x's strides where x fills its memory without gaps (a transpose, a permutation), and otherwise (a slice of
+    a transpose, ``probs.T[1:3]``) dense strides in the order of x's: row-major only where x's order is."""
     data = x._data
-    if not fills_in_memory_order(x) or (fresh and not is_dense(data)):
+    if not fills_in_memory_order(x):
         return values
+    strides = data.strides if not fresh or is_dense(data) else dense_strides(data.shape, data.strides)
     offsets = numpy.zeros(data.shape, numpy.int64)
-    for axis, (size, stride) in enumerate(zip(data.shape, data.strides)):
+    for axis, (size, stride) in enumerate(zip(data.shape, strides)):
         offsets += (numpy.arange(size) * stride).reshape((size,) + (1,) * (data.ndim - axis - 1))
     order = numpy.argsort(offsets, axis=None, kind="stable")
     placed = numpy.empty(values.size, values.dtype)
     placed[order] = values.ravel()
     return placed.reshape(values.shape)
+
+
+def dense_strides(shape, strides):
+    """The strides (in elements) of a dense tensor laid out in the order of ``strides``' dims: PyTorch's
+    infer_dense_strides, which empty_like gives a tensor that does not fill its memory densely. Its dims are
+    sorted innermost first by stride, stably (TensorIterator's insertion sort): a zero stride (an expanded dim)
+    compares as neither, so keeps its row-major place, and of equal strides the smaller size goes inner."""
+    ndim = len(shape)
+
+    def should_swap(dim0, dim1):  # 1: dim0 goes outside dim1; -1: it stays inside; 0: either
+        if strides[dim0] == 0 or strides[dim1] == 0:
+            return 0
+        if strides[dim0] != strides[dim1]:
+            return 1 if strides[dim0] > strides[dim1] else -1
+        return 1 if shape[dim0] > shape[dim1] else 0
+
+    innermost_first = list(range(ndim - 1, -1, -1))
+    for i in range(1, ndim):
+        dim1 = i
+        for dim0 in range(i - 1, -1, -1):
+            comparison = should_swap(innermost_first[dim0], innermost_first[dim1])
+            if comparison > 0:
+                innermost_first[dim0], innermost_first[dim1] = innermost_first[dim1], innermost_first[dim0]
+                dim1 = dim0
+            elif comparison < 0:
+                break
+    dense, step = [0] * ndim, 1
+    for dim in innermost_first:
+        dense[dim] = step
+        step *= max(shape[dim], 1)
+    return dense
 
 
 @names(function=False, inplace="bernoulli_")

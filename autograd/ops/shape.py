@@ -214,10 +214,10 @@ def expand(x, sizes, written=False):
             raise ShapeError(f"The expanded size of the tensor ({new}) must match the existing size ({old}) "
                              f"at non-singleton dimension {i + added}.  Target sizes: {list(sizes)}.  "
                              f"Tensor sizes: {list(x.shape)}")
+    if written:  # (a copy even where nothing grows: x.repeat(1, 1) owns its memory, as PyTorch's)
+        return Expand.apply(x, shape=shape, written=True)
     if shape == x.shape:
         return x
-    if written:
-        return Expand.apply(x, shape=shape, written=True)
     return Expand.apply(x, shape=shape)
 
 

@@ -16,3 +16,13 @@ IntTensor = legacy_constructor(backend.int32)
 
 __all__ = ["DoubleTensor", "FloatTensor", "HalfTensor", "IntTensor", "LongTensor", "SparseTensor", "addmm",
            "check_sparse_tensor_invariants", "log_softmax", "mm", "softmax", "sparse_coo_tensor", "spdiags", "sum"]
+
+
+def __getattr__(name):
+    """``torch.sparse.torch``: PyTorch's module imports torch, so programs reach torch through it (capsule networks'
+    ``torch.sparse.torch.eye(n).index_select(0, labels)``); here it is autograd."""
+    if name == "torch":
+        import autograd
+
+        return autograd
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

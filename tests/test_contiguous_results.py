@@ -1,0 +1,63 @@
+"""Results PyTorch's kernels write contiguous whatever their input's layout: softmax, log_softmax (so softmin and
+Categorical's probabilities), cumsum, cumprod, cummax, masked_fill, layer_norm and logsigmoid of a transpose or
+a permutation are row-major, and so are cat, stack and roll unless their inputs are laid out channels-last. So a
+view of one shares its memory (a write through ``y.view(-1)`` reaches y: it went to a copy where chainrule's
+result kept the transpose's layout) and draws made from one follow PyTorch's
+(``Categorical(logits=scores.T).sample()``). Each test runs on chainrule and on PyTorch (the ``T`` fixture)."""
+
+import pytest
+
+import nn  # noqa: F401  (registers autograd.nn)
+
+OPS = {
+    "softmax": lambda T, x: x.softmax(-1),
+    "log_softmax": lambda T, x: T.nn.functional.log_softmax(x, dim=0),
+    "softmin": lambda T, x: T.nn.functional.softmin(x, dim=1),
+    "cumsum": lambda T, x: x.cumsum(0),
+    "cumprod": lambda T, x: x.cumprod(-1),
+    "cummax": lambda T, x: x.cummax(0).values,
+    "masked_fill": lambda T, x: x.masked_fill(x > 0.3, -1.0),
+    "layer_norm": lambda T, x: T.nn.functional.layer_norm(x, x.shape[-1:]),
+    "logsigmoid": lambda T, x: T.nn.functional.logsigmoid(x),
+    "cat": lambda T, x: T.cat([x, x], 0),
+    "stack": lambda T, x: T.stack([x[0], x[-1]]),
+    "roll": lambda T, x: x.roll(1, 0),
+}
+
+
+@pytest.mark.parametrize("op", sorted(OPS))
+@pytest.mark.parametrize("layout", ["transpose", "permutation", "float16 transpose"])
+def test_the_result_of_a_transpose_is_contiguous_and_a_view_of_it_writes_through(T, op, layout):
+    base = T.arange(24, dtype=T.float32).reshape(2, 3, 4) / 24
+    x = {"transpose": base[0].t(), "permutation": base.permute(2, 0, 1),
+         "float16 transpose": base[0].half().t()}[layout]
+    y = OPS[op](T, x)
+    assert y.is_contiguous()
+    flat = y.view(-1)
+    flat[0] = 100.0
+    assert y.flatten()[0].item() == 100.0
+
+
+def test_categorical_probabilities_are_the_softmax_of_its_logits(T):
+    scores = T.tensor([[0.3, -1.2, 2.0], [0.5, 0.5, -0.1], [1.7, 0.2, 0.9], [-2.0, 0.0, 0.4]])
+    categorical = T.distributions.Categorical(logits=scores.t())
+    assert T.equal(categorical.probs, categorical.logits.softmax(-1))
+    assert categorical.probs.is_contiguous()
+
+
+def test_categorical_samples_of_transposed_logits_are_the_row_major_draws(T):
+    """Categorical samples by multinomial on its probabilities, row-major as PyTorch's softmax writes them: the same
+    draws as from the logits laid out row-major."""
+    scores = T.tensor([[0.3, -1.2, 2.0, 0.1], [0.5, 0.5, -0.1, 1.0], [1.7, 0.2, 0.9, -0.3]])
+    T.manual_seed(0)
+    transposed = T.distributions.Categorical(logits=scores.t()).sample((5,))
+    T.manual_seed(0)
+    row_major = T.distributions.Categorical(logits=scores.t().contiguous()).sample((5,))
+    assert T.equal(transposed, row_major)
+
+
+def test_cat_and_roll_of_channels_last_maps_stay_channels_last(T):
+    maps = T.arange(120.0).reshape(2, 3, 4, 5).contiguous(memory_format=T.channels_last)
+    assert T.cat([maps, maps], 1).is_contiguous(memory_format=T.channels_last)
+    assert T.roll(maps, 1, 2).is_contiguous(memory_format=T.channels_last)
+    assert T.cat([maps, maps.contiguous()], 1).is_contiguous()  # (one row-major input: row-major)
