@@ -24,6 +24,7 @@ gradients and several optimizer steps (float64 to about 1e-8, float32 to its rou
 import copy
 import importlib
 import math
+import types
 from types import SimpleNamespace
 
 import numpy as np
@@ -36,8 +37,10 @@ from .pytorch_programs import OURS, assert_same, load, run_both, weights_of
 # ----------------------------------------------------------------------------------------------
 
 
-def labml_optimizers(m, weights):
-    torch, nn, optim = m.torch, m.nn, m.optim
+def labml_optimizer_family(m):
+    """labml.ai's optimizers (labml_nn/optimizers), as its authors write them: a generic adaptive optimizer over
+    torch.optim.Optimizer, a weight decay, Adam and its descendants."""
+    torch, optim = m.torch, m.optim
     Optimizer = optim.Optimizer
 
     class GenericAdaptiveOptimizer(Optimizer):
@@ -259,6 +262,15 @@ def labml_optimizers(m, weights):
             factor = min(state['step'] ** (-0.5), state['step'] * group['warmup'] ** (-1.5))
             return group['lr'] * self.d_model ** (-0.5) * factor
 
+    return types.SimpleNamespace(GenericAdaptiveOptimizer=GenericAdaptiveOptimizer, WeightDecay=WeightDecay, Adam=Adam,
+                                 AMSGrad=AMSGrad, RAdam=RAdam, AdaBelief=AdaBelief, Noam=Noam)
+
+
+def labml_optimizers(m, weights):
+    torch, nn, optim = m.torch, m.nn, m.optim
+    family = labml_optimizer_family(m)
+    WeightDecay, Adam, AMSGrad, RAdam = family.WeightDecay, family.Adam, family.AMSGrad, family.RAdam
+    AdaBelief, Noam = family.AdaBelief, family.Noam
     rng = np.random.default_rng(0)
     X = torch.from_numpy(rng.standard_normal((64, 5)))
     y = torch.from_numpy((rng.standard_normal(64) > 0).astype(np.int64))
@@ -4271,89 +4283,9 @@ def test_neox_layers():
 def fp16_and_sophia_program(m, weights):
     torch, nn = m.torch, m.nn
     Optimizer = importlib.import_module(m.optim.__name__ + ".optimizer").Optimizer  # from torch.optim.optimizer import
-
-    class WeightDecay:
-        def __init__(self, weight_decay=0., weight_decouple=True, absolute=False):
-            self.absolute = absolute
-            self.weight_decouple = weight_decouple
-            self.weight_decay = weight_decay
-
-        def defaults(self):
-            return dict(weight_decay=self.weight_decay)
-
-        def __call__(self, param, grad, group):
-            if self.weight_decouple:
-                if self.absolute:
-                    param.data.mul_(1.0 - group['weight_decay'])
-                else:
-                    param.data.mul_(1.0 - group['lr'] * group['weight_decay'])
-                return grad
-            else:
-                if group['weight_decay'] != 0:
-                    return grad.add(param.data, alpha=group['weight_decay'])
-                else:
-                    return grad
-
-    class GenericAdaptiveOptimizer(Optimizer):
-        def __init__(self, params, defaults, lr, betas, eps):
-            defaults.update(dict(lr=lr, betas=betas, eps=eps))
-            super().__init__(params, defaults)
-
-        @torch.no_grad()
-        def step(self, closure=None):
-            loss = None
-            if closure is not None:
-                with torch.enable_grad():
-                    loss = closure()
-            for group in self.param_groups:
-                for param in group['params']:
-                    if param.grad is None:
-                        continue
-                    grad = param.grad.data
-                    state = self.state[param]
-                    if len(state) == 0:
-                        self.init_state(state, group, param)
-                    self.step_param(state, group, grad, param)
-            return loss
-
-    class Adam(GenericAdaptiveOptimizer):
-        def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-16, weight_decay=WeightDecay(),
-                     optimized_update=True, defaults=None):
-            defaults = {} if defaults is None else defaults
-            defaults.update(weight_decay.defaults())
-            super().__init__(params, defaults, lr, betas, eps)
-            self.weight_decay = weight_decay
-            self.optimized_update = optimized_update
-
-        def init_state(self, state, group, param):
-            state['step'] = 0
-            state['exp_avg'] = torch.zeros_like(param, memory_format=torch.preserve_format)
-            state['exp_avg_sq'] = torch.zeros_like(param, memory_format=torch.preserve_format)
-
-        def get_mv(self, state, group, grad):
-            beta1, beta2 = group['betas']
-            m, v = state['exp_avg'], state['exp_avg_sq']
-            m.mul_(beta1).add_(grad, alpha=1 - beta1)
-            v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-            return m, v
-
-        def get_lr(self, state, group):
-            return group['lr']
-
-        def adam_update(self, state, group, param, m, v):
-            beta1, beta2 = group['betas']
-            bias_correction1 = 1 - beta1 ** state['step']
-            bias_correction2 = 1 - beta2 ** state['step']
-            lr = self.get_lr(state, group)
-            denominator = v.sqrt().add_(group['eps'])
-            step_size = lr * math.sqrt(bias_correction2) / bias_correction1
-            param.data.addcdiv_(m, denominator, value=-step_size)
-
-        def step_param(self, state, group, grad, param):
-            grad = self.weight_decay(param, grad, group)
-            m, v = self.get_mv(state, group, grad)
-            state['step'] += 1
-            self.adam_update(state, group, param, m, v)
+    assert Optimizer is m.optim.Optimizer
+    family = labml_optimizer_family(m)
+    WeightDecay, GenericAdaptiveOptimizer, Adam = family.WeightDecay, family.GenericAdaptiveOptimizer, family.Adam
 
     class AdamFP16(Adam):
         def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-16, weight_decay=WeightDecay(),
