@@ -72,6 +72,15 @@ class tensortype(type):  # noqa: N801  (torch.tensortype's name)
         sizes = all(isinstance(n, (builtins.int, numpy.integer)) and not isinstance(n, builtins.bool) for n in data)
         if data and sizes:
             return tensor(numpy.zeros(data, dtype=cls.dtype))
+        if len(data) == 1 and cls.device_type == "cpu" and getattr(data[0], "dtype", None) == cls.dtype:
+            # of its own dtype, an array or a tensor is shared, not copied, as PyTorch's (an environment's observation
+            # buffer written in place shows in the tensor): the array as from_numpy, the tensor as an alias of it
+            if isinstance(data[0], Tensor):
+                return data[0].view_as(data[0])
+            if type(data[0]) is numpy.ndarray:
+                from .creation import from_numpy  # (constants is imported before the factories)
+
+                return from_numpy(data[0])
         if len(data) == 1 and isinstance(data[0], Tensor):  # a conversion, without tensor()'s copy warning
             data = (data[0]._data,)
         return tensor(data[0] if len(data) == 1 else list(data), dtype=cls.dtype)

@@ -28,9 +28,9 @@ transpose's memory, as PyTorch's ``empty_like``); independent learners keeping t
 augmentation that edits each ``rot90``/``flip`` copy in place (the identity turn, ``rot90(board, 0)``, included)
 and a search batch by ``board.repeat(1, 1, 1, 1)``: each a copy, as PyTorch's.
 
-Strict xfails: ``rand_like`` of a slice of a transpose (``empty_like``'s layout) and ``torch.FloatTensor(array)``
-sharing a float32 array's memory. (``torch.sparse.torch.eye``, capsule networks' one-hot idiom, and ``randint_like``
-of a transpose, drawn through its memory order, were mended with the proposed diffs.)"""
+Strict xfail: ``rand_like`` of a slice of a transpose (``empty_like``'s layout). (``torch.sparse.torch.eye``,
+capsule networks' one-hot idiom, ``randint_like`` of a transpose, drawn through its memory order, and
+``torch.FloatTensor(array)`` sharing a float32 array's memory were mended with the proposed diffs.)"""
 
 import math
 
@@ -965,10 +965,6 @@ def test_random_integers_like_a_transpose():
     np.testing.assert_array_equal(ours[0], ours[1])
 
 
-@pytest.mark.xfail(strict=True, reason="torch.FloatTensor(array) of a float32 array (and FloatTensor(t) of a float32 "
-                   "tensor) shares its memory in PyTorch (a legacy constructor of the same dtype aliases); "
-                   "autograd/constants.py's _TensorType.__call__ copies it, so an environment's observation buffer "
-                   "written in place after the conversion shows in PyTorch's tensor and not in chainrule's")
 def test_a_legacy_constructor_shares_an_array_of_its_dtype():
     def program(m):
         torch = m.torch
