@@ -14,7 +14,7 @@ import warnings
 import numpy
 
 from .. import backend
-from ..backend import errstate, xp
+from ..backend import errstate, select, xp
 from ..errors import DtypeError, refuse_bool_subtraction, refuse_unbroadcastable
 from ..graph import modes, program_stacklevel
 from ..operands import _is_bool, _operand, python_number
@@ -446,7 +446,7 @@ class Where(Primitive):
     handles_complex = True
 
     def forward(self, x, y):
-        return xp.where(self.condition, x, y)
+        return select(self.condition, x, y)
 
     def backward(self, grad, z, x, y):
         condition = xp.broadcast_to(self.condition, grad.shape)
@@ -555,7 +555,7 @@ class MaskedFill(Primitive):
     pytorch_name = "MaskedFillBackward0"
 
     def forward(self, x):
-        return row_major(xp.where(self.mask, self.value, x))  # (PyTorch's fills a contiguous clone of x)
+        return row_major(select(self.mask, self.value, x))  # (PyTorch's fills a contiguous clone of x)
 
     def backward(self, grad, y, x):
         return (unbroadcast(where(xp.broadcast_to(self.mask, grad.shape), 0.0, grad), x),)  # (a wider mask: summed)
