@@ -1,0 +1,616 @@
+# ruff: noqa: B007, B008, B023, E501, E741, E731, F841, N806, UP004, UP008, UP031  (the programs are kept as their authors wrote them)
+"""Video and spatio-temporal programs (see tests/pytorch_programs.py), each run on chainrule and on PyTorch from the
+same weights and clips, comparing outputs, gradients and short training trajectories, and checked without PyTorch
+against values worked out by hand.
+
+TimeSformer's divided space-time attention (a tubelet ``Conv3d`` embedding, a CLS token ``expand``-ed over the batch
+and ``repeat``-ed over frames, temporal then spatial attention by ``view``/``permute``/``reshape`` between
+``(b t) n d`` and ``(b n) t d``, learnable spatial and temporal position embeddings, ``trunc_normal_``) trained by
+AdamW; a channel-separated network (ir-CSN: depthwise ``Conv3d(groups=channels)`` with temporal dilation,
+``MaxPool3d`` with padding, dilation and ``ceil_mode``, ``Dropout3d`` on an unbatched clip); a video autoencoder
+over ``MaxPool3d(return_indices=True)`` / ``nn.MaxUnpool3d`` with its default output size and ``ConvTranspose3d``
+with groups and ``output_padding``; MoViNet-style causal ``Conv3d`` (temporal padding on the left by ``F.pad``)
+whose frame-by-frame streaming with a cached buffer equals the whole clip; a ConvLSTM encoder-forecaster trained
+with teacher forcing and scheduled sampling (``torch.bernoulli`` with a seeded ``torch.Generator``); Super SloMo's
+frame interpolation (backward warping by ``grid_sample``, intermediate flows, visibility maps, a Charbonnier
+photometric loss and a ``torch.diff`` smoothness loss); BasicVSR's bidirectional propagation with ``flow_warp``
+and ``pixel_shuffle`` upsampling; VideoMAE's tube masking (``argsort`` of noise, ``gather``, patch targets
+normalised per patch); TSN/TRN segment consensus; and temporal super-resolution by ``F.interpolate(mode=
+'trilinear')`` with ``scale_factor`` tuples and ``align_corners`` both ways."""
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+from .pytorch_programs import OURS, load, run_both, weights_of
+
+
+def clips(n=2, channels=3, frames=4, side=8, seed=0):
+    """Synthetic clips: a bright square drifting one pixel a frame over noise, channels-first (B, C, T, H, W)."""
+    rng = np.random.default_rng(seed)
+    video = 0.1 * rng.standard_normal((n, channels, frames, side, side))
+    for b in range(n):
+        y, x = rng.integers(0, side // 2, 2)
+        for t in range(frames):
+            video[b, :, t, y:y + 3, (x + t) % side:(x + t) % side + 3] += 1.0
+    return video
+
+
+# ----------------------------------------------------------------------------------------------
+# TimeSformer: divided space-time attention
+# ----------------------------------------------------------------------------------------------
+
+
+def timesformer(m):
+    torch, nn = m.torch, m.nn
+
+    class PatchEmbed(nn.Module):
+        def __init__(self, img_size=8, patch_size=4, tubelet=1, in_chans=3, embed_dim=16):
+            super().__init__()
+            self.num_patches = (img_size // patch_size) ** 2
+            self.proj = nn.Conv3d(in_chans, embed_dim, kernel_size=(tubelet, patch_size, patch_size),
+                                  stride=(tubelet, patch_size, patch_size))
+
+        def forward(self, x):
+            B, C, T, H, W = x.shape
+            x = self.proj(x)  # B, D, T, h, w
+            T, W = x.size(2), x.size(-1)
+            x = x.flatten(3).permute(0, 2, 3, 1)  # B, T, N, D
+            x = x.reshape(B * T, -1, x.size(-1))
+            return x, T, W
+
+    class Attention(nn.Module):
+        def __init__(self, dim, num_heads=2, qkv_bias=False):
+            super().__init__()
+            self.num_heads = num_heads
+            head_dim = dim // num_heads
+            self.scale = head_dim ** -0.5
+            self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+            self.proj = nn.Linear(dim, dim)
+
+        def forward(self, x):
+            B, N, C = x.shape
+            qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
+            q, k, v = qkv[0], qkv[1], qkv[2]
+            attn = (q @ k.transpose(-2, -1)) * self.scale
+            attn = attn.softmax(dim=-1)
+            x = (attn @ v).transpose(1, 2).reshape(B, N, C)
+            return self.proj(x)
+
+    class Block(nn.Module):
+        def __init__(self, dim, num_heads):
+            super().__init__()
+            self.norm1 = nn.LayerNorm(dim)
+            self.attn = Attention(dim, num_heads, qkv_bias=True)
+            self.temporal_norm1 = nn.LayerNorm(dim)
+            self.temporal_attn = Attention(dim, num_heads, qkv_bias=True)
+            self.temporal_fc = nn.Linear(dim, dim)
+            self.norm2 = nn.LayerNorm(dim)
+            self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+
+        def forward(self, x, B, T, W):
+            num_spatial_tokens = (x.size(1) - 1) // T
+            H = num_spatial_tokens // W
+            # temporal: (b (h w t)) -> ((b h w) t)
+            xt = x[:, 1:, :]
+            xt = xt.reshape(B, H, W, T, xt.size(-1)).reshape(B * H * W, T, xt.size(-1))
+            res_temporal = self.temporal_attn(self.temporal_norm1(xt))
+            res_temporal = res_temporal.reshape(B, H * W * T, res_temporal.size(-1))
+            res_temporal = self.temporal_fc(res_temporal)
+            xt = x[:, 1:, :] + res_temporal
+            # spatial: ((b t) (h w)) with the cls token repeated over the frames
+            init_cls_token = x[:, 0, :].unsqueeze(1)
+            cls_token = init_cls_token.repeat(1, T, 1)
+            cls_token = cls_token.reshape(B * T, cls_token.size(-1)).unsqueeze(1)
+            xs = xt.reshape(B, H, W, T, xt.size(-1)).permute(0, 3, 1, 2, 4).reshape(B * T, H * W, xt.size(-1))
+            xs = torch.cat((cls_token, xs), 1)
+            res_spatial = self.attn(self.norm1(xs))
+            cls_token = res_spatial[:, 0, :]
+            cls_token = cls_token.reshape(B, T, cls_token.size(-1))
+            cls_token = torch.mean(cls_token, 1, True)  # averaging over frames
+            res_spatial = res_spatial[:, 1:, :]
+            res_spatial = res_spatial.reshape(B, T, H, W, res_spatial.size(-1)).permute(0, 2, 3, 1, 4)
+            res_spatial = res_spatial.reshape(B, H * W * T, res_spatial.size(-1))
+            res = res_spatial
+            x = xt
+            x = torch.cat((init_cls_token, x), 1) + torch.cat((cls_token, res), 1)
+            return x + self.mlp(self.norm2(x))
+
+    class VisionTransformer(nn.Module):
+        def __init__(self, num_classes=3, embed_dim=16, depth=2, num_heads=2, num_frames=4):
+            super().__init__()
+            self.patch_embed = PatchEmbed(embed_dim=embed_dim)
+            num_patches = self.patch_embed.num_patches
+            self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+            self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + 1, embed_dim))
+            self.time_embed = nn.Parameter(torch.zeros(1, num_frames, embed_dim))
+            self.blocks = nn.ModuleList([Block(embed_dim, num_heads) for _ in range(depth)])
+            self.norm = nn.LayerNorm(embed_dim)
+            self.head = nn.Linear(embed_dim, num_classes)
+            nn.init.trunc_normal_(self.pos_embed, std=.02)
+            nn.init.trunc_normal_(self.cls_token, std=.02)
+            for blk in self.blocks:  # temporal_fc starts at zero: the block starts as a per-frame ViT
+                nn.init.constant_(blk.temporal_fc.weight, 0)
+                nn.init.constant_(blk.temporal_fc.bias, 0)
+
+        def forward_features(self, x):
+            B = x.shape[0]
+            x, T, W = self.patch_embed(x)
+            cls_tokens = self.cls_token.expand(x.size(0), -1, -1)
+            x = torch.cat((cls_tokens, x), dim=1)
+            x = x + self.pos_embed
+            # time embeddings: ((b t) n m) -> ((b n) t m)
+            cls_tokens = x[:B, 0, :].unsqueeze(1)
+            x = x[:, 1:]
+            x = x.reshape(B, T, -1, x.size(-1)).permute(0, 2, 1, 3).reshape(-1, T, x.size(-1))
+            x = x + self.time_embed
+            x = x.reshape(B, -1, T, x.size(-1)).reshape(B, -1, x.size(-1))  # (b n t) m
+            x = torch.cat((cls_tokens, x), dim=1)
+            for blk in self.blocks:
+                x = blk(x, B, T, W)
+            x = self.norm(x)
+            return x[:, 0]
+
+        def forward(self, x):
+            return self.head(self.forward_features(x))
+
+    return VisionTransformer()
+
+
+def timesformer_training(m, weights):
+    torch, F, optim = m.torch, m.F, m.optim
+    model = load(m, timesformer(m), weights).double()
+    x = torch.from_numpy(clips())
+    labels = torch.tensor([1, 2])
+    optimizer = optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.05)
+    history = []
+    for step in range(3):
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(x), labels, label_smoothing=0.1)
+        loss.backward()
+        optimizer.step()
+        history.append(loss.item())
+    return {"history": history, "logits": model(x), "time_embed_grad": model.time_embed.grad,
+            "temporal_fc_grad": model.blocks[0].temporal_fc.weight.grad, "cls_grad": model.cls_token.grad}
+
+
+def test_timesformer_divided_space_time_attention():
+    weights = weights_of(timesformer)
+    ours, _ = run_both(timesformer_training, weights, rtol=1e-7, atol=1e-9)
+    assert np.abs(ours["time_embed_grad"]).sum() > 0  # reached through the temporal attention and the reshapes
+    assert ours["logits"].shape == (2, 3)
+
+
+def test_timesformer_without_time_embedding_ignores_frame_order_by_hand():
+    """With temporal_fc at zero (its initialisation) the temporal branch adds nothing, attention is spatial within
+    each frame and the cls token is averaged over frames: without a time embedding, reversing the frames leaves the
+    logits as they were; the time embedding is what tells the frames apart."""
+    torch = OURS.torch
+    model = load(OURS, timesformer(OURS), weights_of(timesformer)).double()
+    x = torch.from_numpy(clips(n=1))
+    with torch.no_grad():
+        model.time_embed.zero_()
+        forward, backward = model(x).numpy(), model(x.flip(2)).numpy()
+        np.testing.assert_allclose(forward, backward, rtol=1e-12, atol=1e-12)
+        # (rows differing by a constant would not do: every layer norm the time embedding reaches takes it away)
+        model.time_embed.copy_(torch.from_numpy(np.random.default_rng(4).standard_normal((1, 4, 16))))
+        assert np.abs(model(x).numpy() - model(x.flip(2)).numpy()).max() > 1e-3
+
+
+# ----------------------------------------------------------------------------------------------
+# ir-CSN: channel-separated 3-D convolutions
+# ----------------------------------------------------------------------------------------------
+
+
+def csn(m):
+    nn = m.nn
+
+    class Bottleneck(nn.Module):
+        """ir-CSN's bottleneck: the 3x3x3 convolution is depthwise (groups = channels), here with a temporal
+        dilation as in dilated video ResNets."""
+        expansion = 2
+
+        def __init__(self, inplanes, planes, stride=1, temporal_dilation=1, downsample=None):
+            super().__init__()
+            self.conv1 = nn.Conv3d(inplanes, planes, kernel_size=1, bias=False)
+            self.bn1 = nn.BatchNorm3d(planes)
+            self.conv2 = nn.Conv3d(planes, planes, kernel_size=3, stride=(1, stride, stride),
+                                   padding=(temporal_dilation, 1, 1), dilation=(temporal_dilation, 1, 1),
+                                   groups=planes, bias=False)
+            self.bn2 = nn.BatchNorm3d(planes)
+            self.conv3 = nn.Conv3d(planes, planes * self.expansion, kernel_size=1, bias=False)
+            self.bn3 = nn.BatchNorm3d(planes * self.expansion)
+            self.relu = nn.ReLU(inplace=True)
+            self.downsample = downsample
+
+        def forward(self, x):
+            identity = x
+            out = self.relu(self.bn1(self.conv1(x)))
+            out = self.relu(self.bn2(self.conv2(out)))
+            out = self.bn3(self.conv3(out))
+            if self.downsample is not None:
+                identity = self.downsample(x)
+            out += identity
+            return self.relu(out)
+
+    class CSN(nn.Module):
+        def __init__(self, num_classes=3):
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv3d(3, 8, kernel_size=(3, 5, 5), stride=(1, 2, 2), padding=(1, 2, 2),
+                                                bias=False),
+                                      nn.BatchNorm3d(8), nn.ReLU(inplace=True))
+            # a dilated, padded pool with ceil_mode: time 4 -> 3, height 4 -> 2, width 4 -> 3
+            self.maxpool = nn.MaxPool3d(kernel_size=(2, 3, 3), stride=(2, 2, 2), padding=(1, 1, 1),
+                                        dilation=(1, 2, 1), ceil_mode=True)
+            down = nn.Sequential(nn.Conv3d(8, 8, kernel_size=1, bias=False), nn.BatchNorm3d(8))
+            self.layer1 = Bottleneck(8, 4, downsample=down)
+            self.layer2 = Bottleneck(8, 4, temporal_dilation=2)
+            self.drop = nn.Dropout3d(0.0)
+            self.avgpool = nn.AdaptiveAvgPool3d((1, 1, 1))
+            self.fc = nn.Linear(8, num_classes)
+
+        def forward(self, x):
+            x = self.maxpool(self.stem(x))
+            x = self.layer2(self.layer1(x))
+            x = self.drop(x)
+            return self.fc(self.avgpool(x).flatten(1))
+
+    return CSN()
+
+
+def csn_training(m, weights):
+    torch, F, optim = m.torch, m.F, m.optim
+    model = load(m, csn(m), weights).double()
+    x = torch.from_numpy(clips(n=3, frames=4, side=8, seed=1))
+    labels = torch.tensor([0, 2, 1])
+    optimizer = optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-4)
+    history = []
+    for step in range(3):
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(x), labels)
+        loss.backward()
+        optimizer.step()
+        history.append(loss.item())
+    model.eval()
+    pooled = model.maxpool(model.stem(x))
+    return {"history": history, "pooled": pooled, "depthwise_grad": model.layer2.conv2.weight.grad,
+            "running_var": model.layer1.bn2.running_var, "eval": model(x)}
+
+
+def test_channel_separated_network_with_dilated_depthwise_conv3d():
+    weights = weights_of(csn)
+    ours, _ = run_both(csn_training, weights, rtol=1e-7, atol=1e-9)
+    # ceil_mode: time (4 + 2 - 2) / 2 -> 2.0 + 1 = 3; height (dilated to 5) 0.5 -> 1 + 1 = 2; width 1.5 -> 2 + 1 = 3
+    assert ours["pooled"].shape == (3, 8, 3, 2, 3)
+    assert ours["depthwise_grad"].shape == (4, 1, 3, 3, 3)
+
+
+# ----------------------------------------------------------------------------------------------
+# A video autoencoder over max-pooling switches (MaxUnpool3d) and grouped transposed convolutions
+# ----------------------------------------------------------------------------------------------
+
+
+def switch_autoencoder(m):
+    nn = m.nn
+
+    class SwitchAE(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.enc1 = nn.Sequential(nn.Conv3d(3, 8, 3, padding=1), nn.ReLU())
+            self.pool1 = nn.MaxPool3d((1, 2, 2), stride=(1, 2, 2), return_indices=True)
+            self.enc2 = nn.Sequential(nn.Conv3d(8, 8, 3, padding=1, groups=2), nn.ReLU())
+            self.pool2 = nn.MaxPool3d(kernel_size=(2, 3, 3), stride=(2, 2, 2), padding=(0, 1, 1), return_indices=True)
+            self.unpool2 = nn.MaxUnpool3d(kernel_size=(2, 3, 3), stride=(2, 2, 2), padding=(0, 1, 1))
+            self.dec2 = nn.Sequential(nn.ConvTranspose3d(8, 8, 3, padding=1, groups=4), nn.ReLU())
+            self.unpool1 = nn.MaxUnpool3d((1, 2, 2))
+            self.dec1 = nn.ConvTranspose3d(8, 3, 3, padding=1)
+            # a learnt 2x temporal/spatial upsampler for the coarse code: output_padding makes 2x exact
+            self.up = nn.ConvTranspose3d(8, 4, kernel_size=3, stride=2, padding=1, output_padding=1, groups=4)
+            self.drop = nn.Dropout3d(0.5)
+
+        def forward(self, x):
+            h1 = self.enc1(x)
+            p1, i1 = self.pool1(h1)
+            h2 = self.enc2(p1)
+            p2, i2 = self.pool2(h2)
+            # the default size, (2 - 1) * 2 - 2 * 1 + 3 = 3, would not hold the 4 wide input: the full size is given
+            d2 = self.unpool2(p2, i2, output_size=h2.size())
+            d2 = self.dec2(d2)
+            d1 = self.unpool1(d2, i1)  # the default size, (4 - 1) * 2 + 2 = 8, is the input's
+            return self.dec1(self.drop(d1)), self.up(p2)
+
+    return SwitchAE()
+
+
+def switch_training(m, weights):
+    torch, F, optim = m.torch, m.F, m.optim
+    model = load(m, switch_autoencoder(m), weights).double()
+    x = torch.from_numpy(clips(n=2, frames=4, side=8, seed=2))
+    optimizer = optim.Adam(model.parameters(), lr=3e-3)
+    model.drop.eval()  # the masks are drawn differently by the two libraries
+    history = []
+    for step in range(3):
+        optimizer.zero_grad()
+        recon, up = model(x)
+        loss = F.mse_loss(recon, x) + 0.1 * up.pow(2).mean()
+        loss.backward()
+        optimizer.step()
+        history.append(loss.item())
+    recon, up = model(x)
+    _, i1 = model.pool1(model.enc1(x))
+    return {"history": history, "recon": recon, "up": up, "indices": i1,
+            "grad": model.dec2[0].weight.grad, "up_grad": model.up.weight.grad}
+
+
+def test_switch_autoencoder_with_max_unpool3d_default_size_and_grouped_transposed_conv():
+    weights = weights_of(switch_autoencoder)
+    ours, _ = run_both(switch_training, weights, rtol=1e-7, atol=1e-9)
+    assert ours["recon"].shape == (2, 3, 4, 8, 8)
+    assert ours["up"].shape == (2, 4, 4, 4, 4)  # (2 - 1) * 2 - 2 + 3 + 1 = 4
+
+
+def test_dropout3d_on_an_unbatched_clip_drops_whole_channels_by_hand():
+    """A 4-D input to Dropout3d is one clip (C, T, H, W): each channel is kept whole (scaled by 1 / (1 - p)) or
+    zeroed whole, as PyTorch treats it since 2.0 (no batch dimension)."""
+    torch, nn = OURS.torch, OURS.nn
+    torch.manual_seed(0)
+    drop = nn.Dropout3d(p=0.5)
+    x = torch.ones(16, 2, 3, 3)
+    y = drop(x).numpy()
+    per_channel = y.reshape(16, -1)
+    assert set(np.unique(per_channel)) <= {0.0, 2.0}
+    assert (per_channel.min(1) == per_channel.max(1)).all()  # whole channels
+    assert 0 < (per_channel[:, 0] == 0).sum() < 16
+    drop.eval()
+    np.testing.assert_array_equal(drop(x).numpy(), x.numpy())
+
+
+# ----------------------------------------------------------------------------------------------
+# MoViNet-style causal convolutions: streaming frame by frame with a cached buffer
+# ----------------------------------------------------------------------------------------------
+
+
+def causal_net(m):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    class CausalConv3d(nn.Module):
+        """Pads time on the left only, so an output frame sees only the present and the past; in streaming mode
+        the padding is the previous call's last frames instead of zeros."""
+
+        def __init__(self, in_channels, out_channels, kernel_size, stride=(1, 1, 1), dilation=(1, 1, 1), groups=1):
+            super().__init__()
+            self.conv = nn.Conv3d(in_channels, out_channels, kernel_size, stride=stride, dilation=dilation,
+                                  padding=(0, dilation[1] * (kernel_size[1] // 2), dilation[2] * (kernel_size[2] // 2)),
+                                  groups=groups)
+            self.time_pad = dilation[0] * (kernel_size[0] - 1)
+            self.stream_buffer = None
+
+        def reset(self):
+            self.stream_buffer = None
+
+        def forward(self, x, stream=False):
+            if not stream:
+                return self.conv(F.pad(x, (0, 0, 0, 0, self.time_pad, 0)))
+            if self.stream_buffer is None:
+                self.stream_buffer = torch.zeros_like(x[:, :, :1]).repeat(1, 1, self.time_pad, 1, 1)
+            x = torch.cat([self.stream_buffer, x], dim=2)
+            self.stream_buffer = x[:, :, -self.time_pad:].detach()
+            return self.conv(x)
+
+    class CausalModule(nn.Module):
+        """The cumulative average over time (MoViNet's causal squeeze-excitation) by cumsum / frame count."""
+
+        def __init__(self, channels):
+            super().__init__()
+            self.fc = nn.Conv3d(channels, channels, 1)
+            self.sum_state = None
+            self.count = 0
+
+        def reset(self):
+            self.sum_state, self.count = None, 0
+
+        def forward(self, x, stream=False):
+            frame_means = x.mean(dim=(3, 4), keepdim=True)
+            cumsum = frame_means.cumsum(dim=2)
+            if stream and self.sum_state is not None:
+                cumsum = cumsum + self.sum_state
+            counts = torch.arange(1, x.shape[2] + 1, dtype=x.dtype).view(1, 1, -1, 1, 1)
+            if stream:
+                counts = counts + self.count
+                self.sum_state = cumsum[:, :, -1:].detach()
+                self.count += x.shape[2]
+            return x * torch.sigmoid(self.fc(cumsum / counts))
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1 = CausalConv3d(3, 8, (3, 3, 3), stride=(1, 2, 2))
+            self.c2 = CausalConv3d(8, 8, (3, 3, 3), dilation=(2, 1, 1), groups=8)
+            self.se = CausalModule(8)
+            self.head = nn.Conv3d(8, 2, 1)
+
+        def reset(self):
+            for module in self.modules():
+                if module is not self and hasattr(module, "reset"):
+                    module.reset()
+
+        def forward(self, x, stream=False):
+            x = F.hardswish(self.c1(x, stream))
+            x = self.se(F.hardswish(self.c2(x, stream)), stream)
+            return self.head(x).mean(dim=(3, 4))  # per-frame logits (B, classes, T)
+
+    return Net()
+
+
+def causal_streaming(m, weights):
+    torch, F, optim = m.torch, m.F, m.optim
+    model = load(m, causal_net(m), weights).double()
+    x = torch.from_numpy(clips(n=2, frames=6, seed=4))
+    optimizer = optim.RMSprop(model.parameters(), lr=1e-3, alpha=0.9)
+    labels = torch.tensor([[0, 0, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0]])
+    history = []
+    for step in range(3):
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(x), labels)
+        loss.backward()
+        optimizer.step()
+        history.append(loss.item())
+    with torch.no_grad():
+        whole = model(x)
+        model.reset()
+        streamed = torch.cat([model(chunk, stream=True) for chunk in x.split([1, 2, 3], dim=2)], dim=2)
+        model.reset()
+        prefix = model(x[:, :, :3])
+    return {"history": history, "whole": whole, "streamed": streamed, "prefix": prefix}
+
+
+def test_causal_conv3d_streaming_equals_the_whole_clip():
+    weights = weights_of(causal_net)
+    ours, _ = run_both(causal_streaming, weights, rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(ours["streamed"], ours["whole"], rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(ours["prefix"], ours["whole"][:, :, :3], rtol=1e-10, atol=1e-12)  # causal
+
+
+# ----------------------------------------------------------------------------------------------
+# ConvLSTM video prediction: teacher forcing and scheduled sampling
+# ----------------------------------------------------------------------------------------------
+
+
+def convlstm_model(m):
+    torch, nn = m.torch, m.nn
+
+    class ConvLSTMCell(nn.Module):
+        def __init__(self, input_dim, hidden_dim, kernel_size, bias=True):
+            super().__init__()
+            self.input_dim = input_dim
+            self.hidden_dim = hidden_dim
+            self.padding = kernel_size[0] // 2, kernel_size[1] // 2
+            self.conv = nn.Conv2d(in_channels=self.input_dim + self.hidden_dim, out_channels=4 * self.hidden_dim,
+                                  kernel_size=kernel_size, padding=self.padding, bias=bias)
+
+        def forward(self, input_tensor, cur_state):
+            h_cur, c_cur = cur_state
+            combined = torch.cat([input_tensor, h_cur], dim=1)
+            combined_conv = self.conv(combined)
+            cc_i, cc_f, cc_o, cc_g = torch.split(combined_conv, self.hidden_dim, dim=1)
+            i = torch.sigmoid(cc_i)
+            f = torch.sigmoid(cc_f)
+            o = torch.sigmoid(cc_o)
+            g = torch.tanh(cc_g)
+            c_next = f * c_cur + i * g
+            h_next = o * torch.tanh(c_next)
+            return h_next, c_next
+
+        def init_hidden(self, batch_size, image_size):
+            height, width = image_size
+            return (torch.zeros(batch_size, self.hidden_dim, height, width, device=self.conv.weight.device,
+                                dtype=self.conv.weight.dtype),
+                    torch.zeros(batch_size, self.hidden_dim, height, width, device=self.conv.weight.device,
+                                dtype=self.conv.weight.dtype))
+
+    class Seq2Seq(nn.Module):
+        def __init__(self, hidden=(6, 6)):
+            super().__init__()
+            self.encoder = nn.ModuleList([ConvLSTMCell(1, hidden[0], (3, 3)), ConvLSTMCell(hidden[0], hidden[1], (3, 3))])
+            self.decoder = nn.ModuleList([ConvLSTMCell(1, hidden[0], (3, 3)), ConvLSTMCell(hidden[0], hidden[1], (3, 3))])
+            self.out = nn.Conv2d(hidden[1], 1, kernel_size=1)
+
+        def step(self, cells, frame, states):
+            x = frame
+            new_states = []
+            for cell, state in zip(cells, states):
+                h, c = cell(x, state)
+                new_states.append((h, c))
+                x = h
+            return x, new_states
+
+        def forward(self, inputs, future, targets=None, teacher_forcing_ratio=0.0, generator=None):
+            b, seq_len, _, h, w = inputs.size()  # (B, T, C, H, W), batch_first
+            states = [cell.init_hidden(b, (h, w)) for cell in self.encoder]
+            for t in range(seq_len):
+                _, states = self.step(self.encoder, inputs[:, t], states)
+            frame = inputs[:, -1]
+            outputs = []
+            for t in range(future):
+                top, states = self.step(self.decoder, frame, states)
+                prediction = torch.sigmoid(self.out(top))
+                outputs.append(prediction)
+                if targets is not None:
+                    # scheduled sampling, per example: the true frame with probability teacher_forcing_ratio
+                    use_truth = torch.bernoulli(torch.full((b, 1, 1, 1), teacher_forcing_ratio, dtype=inputs.dtype),
+                                                generator=generator)
+                    frame = use_truth * targets[:, t] + (1 - use_truth) * prediction
+                else:
+                    frame = prediction
+            return torch.stack(outputs, dim=1)
+
+    return Seq2Seq()
+
+
+def moving_squares(n=3, frames=6, side=8, seed=0):
+    rng = np.random.default_rng(seed)
+    video = np.zeros((n, frames, 1, side, side))
+    for b in range(n):
+        y, x = rng.integers(0, side - 2, 2)
+        dy, dx = rng.choice([-1, 1], 2)
+        for t in range(frames):
+            video[b, t, 0, y:y + 2, x:x + 2] = 1.0
+            if not 0 <= y + dy <= side - 2:
+                dy = -dy
+            if not 0 <= x + dx <= side - 2:
+                dx = -dx
+            y, x = y + dy, x + dx
+    return video
+
+
+def convlstm_training(m, weights):
+    torch, F, optim = m.torch, m.F, m.optim
+    model = load(m, convlstm_model(m), weights).double()
+    video = torch.from_numpy(moving_squares())
+    inputs, targets = video[:, :3], video[:, 3:]
+    optimizer = optim.Adam(model.parameters(), lr=5e-3)
+    generator = torch.Generator().manual_seed(1234)
+    history, ratios = [], []
+    for step in range(4):
+        ratio = max(0.0, 1.0 - step / 3)  # linear decay: teacher forcing, then the model's own frames
+        ratios.append(ratio)
+        optimizer.zero_grad()
+        predictions = model(inputs, future=3, targets=targets, teacher_forcing_ratio=ratio, generator=generator)
+        loss = F.binary_cross_entropy(predictions, targets)
+        loss.backward()
+        m.nn.utils.clip_grad_norm_(model.parameters(), max_norm=1.0)
+        optimizer.step()
+        history.append(loss.item())
+    with torch.no_grad():
+        rollout = model(inputs, future=3)
+    return {"history": history, "rollout": rollout, "grad": model.encoder[0].conv.weight.grad,
+            "next_draw": torch.rand(2, generator=generator)}
+
+
+def test_convlstm_seq2seq_with_scheduled_sampling():
+    weights = weights_of(convlstm_model)
+    ours, _ = run_both(convlstm_training, weights, rtol=1e-7, atol=1e-9)
+    assert ours["rollout"].shape == (3, 3, 1, 8, 8)
+
+
+def test_scheduled_sampling_at_ratio_one_is_teacher_forcing_by_hand():
+    """At a ratio of 1 every draw keeps the true frame: the predictions are those of feeding the targets."""
+    torch = OURS.torch
+    model = load(OURS, convlstm_model(OURS), weights_of(convlstm_model)).double()
+    video = torch.from_numpy(moving_squares())
+    inputs, targets = video[:, :3], video[:, 3:]
+    with torch.no_grad():
+        sampled = model(inputs, 3, targets, 1.0, torch.Generator().manual_seed(0)).numpy()
+        free = model(inputs, 3).numpy()
+        states = [cell.init_hidden(3, (8, 8)) for cell in model.encoder]
+        for t in range(3):
+            _, states = model.step(model.encoder, inputs[:, t], states)
+        fed = []
+        for frame in [inputs[:, -1], targets[:, 0], targets[:, 1]]:
+            top, states = model.step(model.decoder, frame, states)
+            fed.append(torch.sigmoid(model.out(top)).numpy())
+    np.testing.assert_allclose(sampled, np.stack(fed, 1), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(sampled[:, 0], free[:, 0])  # the first prediction comes before any feeding
+    assert not np.allclose(sampled[:, 1:], free[:, 1:])
