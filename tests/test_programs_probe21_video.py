@@ -614,3 +614,168 @@ def test_scheduled_sampling_at_ratio_one_is_teacher_forcing_by_hand():
     np.testing.assert_allclose(sampled, np.stack(fed, 1), rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(sampled[:, 0], free[:, 0])  # the first prediction comes before any feeding
     assert not np.allclose(sampled[:, 1:], free[:, 1:])
+
+
+# ----------------------------------------------------------------------------------------------
+# Super SloMo: frame interpolation by intermediate flows, backward warping and visibility maps
+# ----------------------------------------------------------------------------------------------
+
+
+def slomo(m):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    class down(nn.Module):
+        def __init__(self, inChannels, outChannels, filterSize):
+            super().__init__()
+            self.conv1 = nn.Conv2d(inChannels, outChannels, filterSize, stride=1, padding=int((filterSize - 1) / 2))
+            self.conv2 = nn.Conv2d(outChannels, outChannels, filterSize, stride=1, padding=int((filterSize - 1) / 2))
+
+        def forward(self, x):
+            x = F.avg_pool2d(x, 2)
+            x = F.leaky_relu(self.conv1(x), negative_slope=0.1)
+            return F.leaky_relu(self.conv2(x), negative_slope=0.1)
+
+    class up(nn.Module):
+        def __init__(self, inChannels, outChannels):
+            super().__init__()
+            self.conv1 = nn.Conv2d(inChannels, outChannels, 3, stride=1, padding=1)
+            self.conv2 = nn.Conv2d(2 * outChannels, outChannels, 3, stride=1, padding=1)
+
+        def forward(self, x, skpCn):
+            x = F.interpolate(x, scale_factor=2, mode='bilinear', align_corners=False)
+            x = F.leaky_relu(self.conv1(x), negative_slope=0.1)
+            return F.leaky_relu(self.conv2(torch.cat((x, skpCn), 1)), negative_slope=0.1)
+
+    class UNet(nn.Module):
+        def __init__(self, inChannels, outChannels):
+            super().__init__()
+            self.conv1 = nn.Conv2d(inChannels, 8, 7, stride=1, padding=3)
+            self.conv2 = nn.Conv2d(8, 8, 7, stride=1, padding=3)
+            self.down1 = down(8, 16, 5)
+            self.down2 = down(16, 16, 3)
+            self.up1 = up(16, 16)
+            self.up2 = up(16, 8)
+            self.conv3 = nn.Conv2d(8, outChannels, 3, stride=1, padding=1)
+
+        def forward(self, x):
+            x = F.leaky_relu(self.conv1(x), negative_slope=0.1)
+            s1 = F.leaky_relu(self.conv2(x), negative_slope=0.1)
+            s2 = self.down1(s1)
+            x = self.down2(s2)
+            x = self.up1(x, s2)
+            x = self.up2(x, s1)
+            return F.leaky_relu(self.conv3(x), negative_slope=0.1)
+
+    class backWarp(nn.Module):
+        def __init__(self, W, H, device):
+            super().__init__()
+            gridX, gridY = np.meshgrid(np.arange(W), np.arange(H))
+            self.W = W
+            self.H = H
+            self.gridX = torch.tensor(gridX, requires_grad=False, device=device)
+            self.gridY = torch.tensor(gridY, requires_grad=False, device=device)
+
+        def forward(self, img, flow):
+            u = flow[:, 0, :, :]
+            v = flow[:, 1, :, :]
+            x = self.gridX.unsqueeze(0).expand_as(u).float() + u
+            y = self.gridY.unsqueeze(0).expand_as(v).float() + v
+            x = 2 * (x / self.W - 0.5)
+            y = 2 * (y / self.H - 0.5)
+            grid = torch.stack((x, y), dim=3)
+            return F.grid_sample(img, grid, align_corners=False)
+
+    class SloMo(nn.Module):
+        def __init__(self, side=8):
+            super().__init__()
+            self.flowComp = UNet(6, 4)
+            self.ArbTimeFlowIntrp = UNet(20, 5)
+            self.trainFlowBackWarp = backWarp(side, side, "cpu")
+
+        def forward(self, I0, I1, t):
+            flowOut = self.flowComp(torch.cat((I0, I1), dim=1))
+            F_0_1 = flowOut[:, :2, :, :]
+            F_1_0 = flowOut[:, 2:, :, :]
+            fCoeff = [-t * (1 - t), t * t, (1 - t) * (1 - t), -t * (1 - t)]
+            F_t_0 = fCoeff[0] * F_0_1 + fCoeff[1] * F_1_0
+            F_t_1 = fCoeff[2] * F_0_1 + fCoeff[3] * F_1_0
+            g_I0_F_t_0 = self.trainFlowBackWarp(I0, F_t_0)
+            g_I1_F_t_1 = self.trainFlowBackWarp(I1, F_t_1)
+            intrpOut = self.ArbTimeFlowIntrp(torch.cat((I0, I1, F_0_1, F_1_0, F_t_1, F_t_0, g_I1_F_t_1, g_I0_F_t_0), dim=1))
+            F_t_0_f = intrpOut[:, :2, :, :] + F_t_0
+            F_t_1_f = intrpOut[:, 2:4, :, :] + F_t_1
+            V_t_0 = torch.sigmoid(intrpOut[:, 4:5, :, :])
+            V_t_1 = 1 - V_t_0
+            g_I0_F_t_0_f = self.trainFlowBackWarp(I0, F_t_0_f)
+            g_I1_F_t_1_f = self.trainFlowBackWarp(I1, F_t_1_f)
+            wCoeff = [1 - t, t]
+            Ft_p = (wCoeff[0] * V_t_0 * g_I0_F_t_0_f + wCoeff[1] * V_t_1 * g_I1_F_t_1_f) / (wCoeff[0] * V_t_0 + wCoeff[1] * V_t_1)
+            return Ft_p, F_0_1, F_1_0
+
+    return SloMo()
+
+
+def charbonnier(m, x, eps=1e-3):
+    return m.torch.sqrt(x * x + eps * eps).mean()
+
+
+def smoothness(m, flow):
+    torch = m.torch
+    return torch.diff(flow, dim=-1).abs().mean() + torch.diff(flow, dim=-2).abs().mean()
+
+
+def occlusion_mask(m, flow_fw, flow_bw, warp, alpha1=0.01, alpha2=0.5):
+    """UnFlow's forward-backward check: a pixel is occluded where the backward flow, warped to it, does not
+    cancel its forward flow."""
+    flow_bw_warped = warp(flow_bw, flow_fw)
+    flow_diff = flow_fw + flow_bw_warped
+    mag_sq = (flow_fw ** 2).sum(1, keepdim=True) + (flow_bw_warped ** 2).sum(1, keepdim=True)
+    occ_thresh = alpha1 * mag_sq + alpha2
+    return ((flow_diff ** 2).sum(1, keepdim=True) > occ_thresh).float()
+
+
+def slomo_training(m, weights):
+    torch, F, optim = m.torch, m.F, m.optim
+    model = load(m, slomo(m), weights)  # float32, as the paper's code trains
+    video = torch.from_numpy(clips(n=2, frames=3, seed=5).astype(np.float32))
+    I0, It, I1 = video[:, :, 0], video[:, :, 1], video[:, :, 2]
+    optimizer = optim.Adam(model.parameters(), lr=1e-4)
+    history = []
+    for step in range(3):
+        optimizer.zero_grad()
+        Ft_p, F_0_1, F_1_0 = model(I0, I1, 0.5)
+        warp = model.trainFlowBackWarp
+        recnLoss = F.l1_loss(Ft_p, It)
+        warpLoss = F.l1_loss(warp(I1, F_0_1), I0) + F.l1_loss(warp(I0, F_1_0), I1)
+        loss = 204 * recnLoss + 102 * warpLoss + charbonnier(m, Ft_p - It) + smoothness(m, F_0_1) + smoothness(m, F_1_0)
+        loss.backward()
+        optimizer.step()
+        history.append(loss.item())
+    with torch.no_grad():
+        Ft_p, F_0_1, F_1_0 = model(I0, I1, 0.25)
+        occ = occlusion_mask(m, F_0_1 * 10, F_1_0 * 10, model.trainFlowBackWarp)
+    return {"history": history, "frame": Ft_p, "flow": F_0_1, "occ_fraction": occ.mean(),
+            "grad": model.flowComp.conv1.weight.grad}
+
+
+def test_super_slomo_frame_interpolation():
+    weights = weights_of(slomo)
+    ours, _ = run_both(slomo_training, weights, rtol=2e-4, atol=2e-5)
+    assert ours["frame"].dtype == np.float32
+
+
+def test_backward_warp_by_an_integer_flow_shifts_by_hand():
+    """backWarp with align_corners=False maps pixel x to 2 (x / W - 0.5), half a pixel off PyTorch's pixel centres
+    ((2x + 1) / W - 1): it samples at (x + u - 1/2, y + v - 1/2), a blend of four neighbours, as Super SloMo's
+    code does. On the ramp image[y, x] = 8 y + x a flow of one pixel right samples 8 (y - 1/2) + x + 1/2, and the
+    first row and the last column blend with the zero padding."""
+    torch = OURS.torch
+    model = slomo(OURS)
+    image = torch.arange(64, dtype=torch.float32).reshape(1, 1, 8, 8)
+    flow = torch.zeros(1, 2, 8, 8)
+    flow[:, 0] = 1.0
+    warped = model.trainFlowBackWarp(image, flow).numpy()[0, 0]
+    ramp = image.numpy()[0, 0]
+    np.testing.assert_allclose(warped[1:, :7], ramp[1:, :7] - 3.5, rtol=1e-6)
+    np.testing.assert_allclose(warped[0, :7], (ramp[0, :7] + 0.5) / 2, rtol=1e-6)
+    np.testing.assert_allclose(warped[1:, 7], (ramp[1:, 7] - 4) / 2, rtol=1e-6)  # half of (8 (y - 1/2) + 7)
