@@ -779,3 +779,193 @@ def test_backward_warp_by_an_integer_flow_shifts_by_hand():
     np.testing.assert_allclose(warped[1:, :7], ramp[1:, :7] - 3.5, rtol=1e-6)
     np.testing.assert_allclose(warped[0, :7], (ramp[0, :7] + 0.5) / 2, rtol=1e-6)
     np.testing.assert_allclose(warped[1:, 7], (ramp[1:, 7] - 4) / 2, rtol=1e-6)  # half of (8 (y - 1/2) + 7)
+
+
+# ----------------------------------------------------------------------------------------------
+# BasicVSR: bidirectional propagation with flow warping and pixel-shuffle upsampling
+# ----------------------------------------------------------------------------------------------
+
+
+def flow_warp(m, x, flow, interpolation='bilinear', padding_mode='zeros', align_corners=True):
+    """mmedit's flow_warp: flow in pixels, (n, h, w, 2) last."""
+    torch, F = m.torch, m.F
+    if x.size()[-2:] != flow.size()[1:3]:
+        raise ValueError(f'The spatial sizes of input ({x.size()[-2:]}) and flow ({flow.size()[1:3]}) are not the same.')
+    _, _, h, w = x.size()
+    grid_y, grid_x = torch.meshgrid(torch.arange(0, h), torch.arange(0, w), indexing='ij')
+    grid = torch.stack((grid_x, grid_y), 2).type_as(x)  # (w, h, 2)
+    grid.requires_grad = False
+    grid_flow = grid + flow
+    grid_flow_x = 2.0 * grid_flow[:, :, :, 0] / max(w - 1, 1) - 1.0
+    grid_flow_y = 2.0 * grid_flow[:, :, :, 1] / max(h - 1, 1) - 1.0
+    grid_flow = torch.stack((grid_flow_x, grid_flow_y), dim=3)
+    return F.grid_sample(x, grid_flow, mode=interpolation, padding_mode=padding_mode, align_corners=align_corners)
+
+
+def basicvsr(m):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    class ResidualBlockNoBN(nn.Module):
+        def __init__(self, mid_channels=8, res_scale=1.0):
+            super().__init__()
+            self.res_scale = res_scale
+            self.conv1 = nn.Conv2d(mid_channels, mid_channels, 3, 1, 1, bias=True)
+            self.conv2 = nn.Conv2d(mid_channels, mid_channels, 3, 1, 1, bias=True)
+            self.relu = nn.ReLU(inplace=True)
+
+        def forward(self, x):
+            identity = x
+            out = self.conv2(self.relu(self.conv1(x)))
+            return identity + out * self.res_scale
+
+    class ResidualBlocksWithInputConv(nn.Module):
+        def __init__(self, in_channels, out_channels=8, num_blocks=1):
+            super().__init__()
+            main = [nn.Conv2d(in_channels, out_channels, 3, 1, 1, bias=True), nn.LeakyReLU(negative_slope=0.1, inplace=True)]
+            main.extend(ResidualBlockNoBN(out_channels) for _ in range(num_blocks))
+            self.main = nn.Sequential(*main)
+
+        def forward(self, feat):
+            return self.main(feat)
+
+    class PixelShufflePack(nn.Module):
+        def __init__(self, in_channels, out_channels, scale_factor, upsample_kernel):
+            super().__init__()
+            self.scale_factor = scale_factor
+            self.upsample_conv = nn.Conv2d(in_channels, out_channels * scale_factor * scale_factor, upsample_kernel,
+                                           padding=(upsample_kernel - 1) // 2)
+
+        def forward(self, x):
+            return F.pixel_shuffle(self.upsample_conv(x), self.scale_factor)
+
+    class TinySpyNet(nn.Module):
+        """A stand-in for SPyNet: a small flow regressor on the two frames."""
+
+        def __init__(self):
+            super().__init__()
+            self.basic = nn.Sequential(nn.Conv2d(6, 8, 5, 1, 2), nn.ReLU(), nn.Conv2d(8, 2, 5, 1, 2))
+
+        def forward(self, ref, supp):
+            return self.basic(torch.cat([ref, supp], 1)) * 0.5
+
+    class BasicVSRNet(nn.Module):
+        def __init__(self, mid_channels=8, num_blocks=1):
+            super().__init__()
+            self.mid_channels = mid_channels
+            self.spynet = TinySpyNet()
+            self.backward_resblocks = ResidualBlocksWithInputConv(mid_channels + 3, mid_channels, num_blocks)
+            self.forward_resblocks = ResidualBlocksWithInputConv(mid_channels + 3, mid_channels, num_blocks)
+            self.fusion = nn.Conv2d(mid_channels * 2, mid_channels, 1, 1, 0, bias=True)
+            self.upsample1 = PixelShufflePack(mid_channels, mid_channels, 2, upsample_kernel=3)
+            self.conv_hr = nn.Conv2d(mid_channels, 8, 3, 1, 1)
+            self.conv_last = nn.Conv2d(8, 3, 3, 1, 1)
+            self.img_upsample = nn.Upsample(scale_factor=2, mode='bilinear', align_corners=False)
+            self.lrelu = nn.LeakyReLU(negative_slope=0.1, inplace=True)
+
+        def check_if_mirror_extended(self, lrs):
+            self.is_mirror_extended = False
+            if lrs.size(1) % 2 == 0:
+                lrs_1, lrs_2 = torch.chunk(lrs, 2, dim=1)
+                if torch.norm(lrs_1 - lrs_2.flip(1)) == 0:
+                    self.is_mirror_extended = True
+
+        def compute_flow(self, lrs):
+            n, t, c, h, w = lrs.size()
+            lrs_1 = lrs[:, :-1, :, :, :].reshape(-1, c, h, w)
+            lrs_2 = lrs[:, 1:, :, :, :].reshape(-1, c, h, w)
+            flows_backward = self.spynet(lrs_1, lrs_2).view(n, t - 1, 2, h, w)
+            if self.is_mirror_extended:
+                flows_forward = None
+            else:
+                flows_forward = self.spynet(lrs_2, lrs_1).view(n, t - 1, 2, h, w)
+            return flows_forward, flows_backward
+
+        def forward(self, lrs):
+            n, t, c, h, w = lrs.size()
+            self.check_if_mirror_extended(lrs)
+            flows_forward, flows_backward = self.compute_flow(lrs)
+            # backward-time propagation
+            outputs = []
+            feat_prop = lrs.new_zeros(n, self.mid_channels, h, w)
+            for i in range(t - 1, -1, -1):
+                if i < t - 1:
+                    flow = flows_backward[:, i, :, :, :]
+                    feat_prop = flow_warp(m, feat_prop, flow.permute(0, 2, 3, 1))
+                feat_prop = torch.cat([lrs[:, i, :, :, :], feat_prop], dim=1)
+                feat_prop = self.backward_resblocks(feat_prop)
+                outputs.append(feat_prop)
+            outputs = outputs[::-1]
+            # forward-time propagation and upsampling
+            feat_prop = torch.zeros_like(feat_prop)
+            for i in range(0, t):
+                lr_curr = lrs[:, i, :, :, :]
+                if i > 0:
+                    if flows_forward is not None:
+                        flow = flows_forward[:, i - 1, :, :, :]
+                    else:
+                        flow = flows_backward[:, -i, :, :, :]
+                    feat_prop = flow_warp(m, feat_prop, flow.permute(0, 2, 3, 1))
+                feat_prop = torch.cat([lr_curr, feat_prop], dim=1)
+                feat_prop = self.forward_resblocks(feat_prop)
+                out = torch.cat([outputs[i], feat_prop], dim=1)
+                out = self.lrelu(self.fusion(out))
+                out = self.lrelu(self.upsample1(out))
+                out = self.lrelu(self.conv_hr(out))
+                out = self.conv_last(out)
+                base = self.img_upsample(lr_curr)
+                out += base
+                outputs[i] = out
+            return torch.stack(outputs, dim=1)
+
+    return BasicVSRNet()
+
+
+class CharbonnierLoss:
+    def __init__(self, loss_weight=1.0, eps=1e-12):
+        self.loss_weight, self.eps = loss_weight, eps
+
+    def __call__(self, m, pred, target):
+        return self.loss_weight * m.torch.sqrt((pred - target) ** 2 + self.eps).mean()
+
+
+def basicvsr_training(m, weights):
+    torch, F, optim = m.torch, m.F, m.optim
+    model = load(m, basicvsr(m), weights).double()
+    hr = torch.from_numpy(clips(n=2, frames=3, side=8, seed=6)).permute(0, 2, 1, 3, 4).contiguous()  # (n, t, c, h, w)
+    lrs = F.avg_pool3d(hr.transpose(1, 2), (1, 2, 2)).transpose(1, 2)
+    optimizer = optim.Adam([{"params": [p for name, p in model.named_parameters() if not name.startswith("spynet")]},
+                            {"params": model.spynet.parameters(), "lr": 2.5e-5}], lr=2e-4, betas=(0.9, 0.99))
+    scheduler = optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=4, eta_min=1e-7)
+    criterion = CharbonnierLoss()
+    history = []
+    for step in range(3):
+        optimizer.zero_grad()
+        loss = criterion(m, model(lrs), hr)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        history.append(loss.item())
+    mirrored = torch.cat([lrs, lrs.flip(1)], dim=1)
+    out_mirrored = model(mirrored)
+    is_mirrored = model.is_mirror_extended
+    return {"history": history, "sr": model(lrs), "mirrored": is_mirrored, "out_mirrored": out_mirrored,
+            "spy_grad": model.spynet.basic[0].weight.grad, "lrs": scheduler.get_last_lr()}
+
+
+def test_basicvsr_bidirectional_propagation():
+    weights = weights_of(basicvsr)
+    ours, _ = run_both(basicvsr_training, weights, rtol=1e-7, atol=1e-9)
+    assert ours["mirrored"] is True
+    assert ours["sr"].shape == (2, 3, 3, 8, 8)
+
+
+def test_flow_warp_by_an_integer_flow_shifts_by_hand():
+    """With align_corners=True and the grid normalised by (w - 1), an integer flow moves whole pixels."""
+    torch = OURS.torch
+    image = torch.arange(20, dtype=torch.float64).reshape(1, 1, 4, 5)
+    flow = torch.zeros(1, 4, 5, 2, dtype=torch.float64)
+    flow[..., 0], flow[..., 1] = 2.0, -1.0
+    warped = flow_warp(OURS, image, flow).numpy()[0, 0]
+    expected = np.zeros((4, 5))
+    expected[1:, :3] = image.numpy()[0, 0, :3, 2:]
+    np.testing.assert_allclose(warped, expected, atol=1e-12)
