@@ -969,3 +969,175 @@ def test_flow_warp_by_an_integer_flow_shifts_by_hand():
     expected = np.zeros((4, 5))
     expected[1:, :3] = image.numpy()[0, 0, :3, 2:]
     np.testing.assert_allclose(warped, expected, atol=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------
+# TSM: the temporal shift by slicing and by an in-place autograd.Function, temporal pooling, TSN consensus
+# ----------------------------------------------------------------------------------------------
+
+
+def tsm_modules(m):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    class InplaceShift(torch.autograd.Function):
+        """Shifts in place through .data (no copy of the activations), and shifts the gradient back likewise."""
+
+        @staticmethod
+        def forward(ctx, input, fold):
+            ctx.fold_ = fold
+            n, t, c, h, w = input.size()
+            buffer = input.data.new(n, t, fold, h, w).zero_()
+            buffer[:, :-1] = input.data[:, 1:, :fold]
+            input.data[:, :, :fold] = buffer
+            buffer.zero_()
+            buffer[:, 1:] = input.data[:, :-1, fold: 2 * fold]
+            input.data[:, :, fold: 2 * fold] = buffer
+            return input
+
+        @staticmethod
+        def backward(ctx, grad_output):
+            fold = ctx.fold_
+            n, t, c, h, w = grad_output.size()
+            buffer = grad_output.data.new(n, t, fold, h, w).zero_()
+            buffer[:, 1:] = grad_output.data[:, :-1, :fold]
+            grad_output.data[:, :, :fold] = buffer
+            buffer.zero_()
+            buffer[:, :-1] = grad_output.data[:, 1:, fold: 2 * fold]
+            grad_output.data[:, :, fold: 2 * fold] = buffer
+            return grad_output, None
+
+    class TemporalShift(nn.Module):
+        def __init__(self, net, n_segment=4, n_div=4, inplace=False):
+            super().__init__()
+            self.net, self.n_segment, self.fold_div, self.inplace = net, n_segment, n_div, inplace
+
+        def forward(self, x):
+            return self.net(self.shift(x, self.n_segment, fold_div=self.fold_div, inplace=self.inplace))
+
+        @staticmethod
+        def shift(x, n_segment, fold_div=3, inplace=False):
+            nt, c, h, w = x.size()
+            x = x.view(nt // n_segment, n_segment, c, h, w)
+            fold = c // fold_div
+            if inplace:
+                out = InplaceShift.apply(x, fold)
+            else:
+                out = torch.zeros_like(x)
+                out[:, :-1, :fold] = x[:, 1:, :fold]  # shift left
+                out[:, 1:, fold: 2 * fold] = x[:, :-1, fold: 2 * fold]  # shift right
+                out[:, :, 2 * fold:] = x[:, :, 2 * fold:]  # not shift
+            return out.view(nt, c, h, w)
+
+    class TemporalPool(nn.Module):
+        def __init__(self, net, n_segment):
+            super().__init__()
+            self.net, self.n_segment = net, n_segment
+
+        def forward(self, x):
+            nt, c, h, w = x.size()
+            x = x.view(nt // self.n_segment, self.n_segment, c, h, w).transpose(1, 2)  # n, c, t, h, w
+            x = F.max_pool3d(x, kernel_size=(3, 1, 1), stride=(2, 1, 1), padding=(1, 0, 0))
+            x = x.transpose(1, 2).contiguous().view(nt // 2, c, h, w)
+            return self.net(x)
+
+    class ConsensusModule(nn.Module):
+        def __init__(self, consensus_type, dim=1):
+            super().__init__()
+            self.consensus_type, self.dim = consensus_type, dim
+
+        def forward(self, input):
+            if self.consensus_type == 'avg':
+                return input.mean(dim=self.dim, keepdim=True)
+            return input
+
+    class BasicBlock(nn.Module):
+        def __init__(self, channels):
+            super().__init__()
+            self.conv1 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+            self.bn1 = nn.BatchNorm2d(channels)
+            self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+            self.bn2 = nn.BatchNorm2d(channels)
+
+        def forward(self, x):
+            out = F.relu(self.bn1(self.conv1(x)))
+            return F.relu(x + self.bn2(self.conv2(out)))
+
+    class TSN(nn.Module):
+        def __init__(self, num_class=3, num_segments=4, inplace=False):
+            super().__init__()
+            self.num_segments = num_segments
+            self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU())
+            self.layer1 = BasicBlock(8)
+            self.layer2 = BasicBlock(8)
+            # 'blockres' placement: the shift goes before the first conv of each residual branch
+            self.layer1.conv1 = TemporalShift(self.layer1.conv1, n_segment=num_segments, inplace=inplace)
+            self.layer2.conv1 = TemporalShift(self.layer2.conv1, n_segment=num_segments // 2, inplace=inplace)
+            self.layer2 = TemporalPool(self.layer2, num_segments)
+            self.new_fc = nn.Linear(8, num_class)
+            self.consensus = ConsensusModule('avg')
+
+        def forward(self, input):
+            # input: (B, T * C, H, W) as TSN's data loader stacks the segments
+            x = self.stem(input.view((-1, 3) + input.size()[-2:]))
+            x = self.layer2(self.layer1(x))
+            base_out = self.new_fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
+            base_out = base_out.view((-1, self.num_segments // 2) + base_out.size()[1:])  # halved by the pool
+            return self.consensus(base_out).squeeze(1)
+
+    return TemporalShift, TSN
+
+
+def tsm_net(m):
+    return tsm_modules(m)[1]()
+
+
+def tsm_training(m, weights):
+    torch, F, optim = m.torch, m.F, m.optim
+    TemporalShift, TSN = tsm_modules(m)
+    video = clips(n=2, frames=4, seed=7)  # (B, C, T, H, W) -> TSN's (B, T * C, H, W)
+    x = torch.from_numpy(video).transpose(1, 2).reshape(2, 12, 8, 8)
+    labels = torch.tensor([2, 1])
+    results = {}
+    for inplace in (False, True):
+        model = load(m, TSN(inplace=inplace), weights).double()
+        optimizer = optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+        history = []
+        for step in range(3):
+            optimizer.zero_grad()
+            loss = F.cross_entropy(model(x), labels)
+            loss.backward()
+            m.nn.utils.clip_grad_norm_(model.parameters(), 20)
+            optimizer.step()
+            history.append(loss.item())
+        results[f"history_{inplace}"] = history
+        results[f"grad_{inplace}"] = model.stem[0].weight.grad
+    # the module's own check: the in-place shift equals the sliced one, forward and backward
+    tsm1 = TemporalShift(m.nn.Sequential(), n_segment=4, n_div=4, inplace=False)
+    tsm2 = TemporalShift(m.nn.Sequential(), n_segment=4, n_div=4, inplace=True)
+    x1 = torch.from_numpy(np.random.default_rng(0).random((2 * 4, 8, 3, 3))).requires_grad_()
+    x2 = x1.clone()
+    y1, y2 = tsm1(x1), tsm2(x2)
+    grad1 = torch.autograd.grad((y1 ** 2).mean(), [x1])[0]
+    grad2 = torch.autograd.grad((y2 ** 2).mean(), [x1])[0]
+    results.update(y1=y1, y2=y2, grad1=grad1, grad2=grad2)
+    return results
+
+
+def test_tsm_in_place_shift_function_temporal_pool_and_consensus():
+    weights = weights_of(tsm_net)
+    ours, _ = run_both(tsm_training, weights, rtol=1e-7, atol=1e-9)
+    # in a residual block the in-place shift also shifts the identity branch (it writes into the block's input
+    # through .data), so the two networks train differently, in PyTorch as here
+    assert not np.allclose(ours["history_True"][1:], ours["history_False"][1:])
+    np.testing.assert_allclose(ours["y1"], ours["y2"], rtol=1e-12)
+    np.testing.assert_allclose(ours["grad1"], ours["grad2"], rtol=1e-12)
+
+
+def test_temporal_shift_moves_a_quarter_of_the_channels_each_way_by_hand():
+    torch = OURS.torch
+    TemporalShift, _ = tsm_modules(OURS)
+    x = torch.arange(4.0).view(4, 1, 1, 1).expand(4, 4, 1, 1).contiguous()  # frame t holds t in every channel
+    y = TemporalShift.shift(x, 4, fold_div=4).view(4, 4).numpy()
+    np.testing.assert_array_equal(y[:, 0], [1, 2, 3, 0])  # from the next frame, zero at the end
+    np.testing.assert_array_equal(y[:, 1], [0, 0, 1, 2])  # from the previous frame, zero at the start
+    np.testing.assert_array_equal(y[:, 2:], np.arange(4.0)[:, None].repeat(2, 1))
