@@ -1141,3 +1141,139 @@ def test_temporal_shift_moves_a_quarter_of_the_channels_each_way_by_hand():
     np.testing.assert_array_equal(y[:, 0], [1, 2, 3, 0])  # from the next frame, zero at the end
     np.testing.assert_array_equal(y[:, 1], [0, 0, 1, 2])  # from the previous frame, zero at the start
     np.testing.assert_array_equal(y[:, 2:], np.arange(4.0)[:, None].repeat(2, 1))
+
+
+# ----------------------------------------------------------------------------------------------
+# VideoMAE: tube masking and normalised-pixel reconstruction
+# ----------------------------------------------------------------------------------------------
+
+
+def videomae(m):
+    torch, nn = m.torch, m.nn
+
+    def get_sinusoid_encoding_table(n_position, d_hid):
+        def get_position_angle_vec(position):
+            return [position / np.power(10000, 2 * (hid_j // 2) / d_hid) for hid_j in range(d_hid)]
+
+        sinusoid_table = np.array([get_position_angle_vec(pos_i) for pos_i in range(n_position)])
+        sinusoid_table[:, 0::2] = np.sin(sinusoid_table[:, 0::2])
+        sinusoid_table[:, 1::2] = np.cos(sinusoid_table[:, 1::2])
+        return torch.tensor(sinusoid_table, dtype=torch.float, requires_grad=False).unsqueeze(0)
+
+    class PatchEmbed(nn.Module):
+        def __init__(self, img_size=8, patch_size=4, in_chans=3, embed_dim=16, num_frames=4, tubelet_size=2):
+            super().__init__()
+            self.tubelet_size = int(tubelet_size)
+            self.num_patches = (img_size // patch_size) ** 2 * (num_frames // self.tubelet_size)
+            self.proj = nn.Conv3d(in_chans, embed_dim, kernel_size=(self.tubelet_size, patch_size, patch_size),
+                                  stride=(self.tubelet_size, patch_size, patch_size))
+
+        def forward(self, x):
+            return self.proj(x).flatten(2).transpose(1, 2)
+
+    class PretrainVisionTransformer(nn.Module):
+        def __init__(self, embed_dim=16, decoder_dim=8, patch_size=4, tubelet_size=2):
+            super().__init__()
+            self.patch_embed = PatchEmbed(embed_dim=embed_dim, tubelet_size=tubelet_size)
+            num_patches = self.patch_embed.num_patches
+            self.register_buffer("pos_embed", get_sinusoid_encoding_table(num_patches, embed_dim), persistent=False)
+            layer = nn.TransformerEncoderLayer(embed_dim, nhead=2, dim_feedforward=32, dropout=0.0, activation="gelu",
+                                               batch_first=True, norm_first=True)
+            self.encoder = nn.TransformerEncoder(layer, num_layers=1, enable_nested_tensor=False)
+            self.encoder_to_decoder = nn.Linear(embed_dim, decoder_dim, bias=False)
+            self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
+            self.register_buffer("decoder_pos", get_sinusoid_encoding_table(num_patches, decoder_dim), persistent=False)
+            self.decoder = nn.Sequential(nn.LayerNorm(decoder_dim), nn.Linear(decoder_dim, decoder_dim), nn.GELU(),
+                                         nn.Linear(decoder_dim, 3 * tubelet_size * patch_size ** 2))
+            nn.init.trunc_normal_(self.mask_token, std=.02)
+
+        def forward(self, x, mask):
+            # mask: (B, N) bool, True where masked; the same count in every row
+            x = self.patch_embed(x)
+            B, _, C = x.shape
+            x = x + self.pos_embed.type_as(x).to(x.device).clone().detach()
+            x_vis = x[~mask].reshape(B, -1, C)
+            x_vis = self.encoder_to_decoder(self.encoder(x_vis))
+            B, N, C = x_vis.shape
+            expand_pos_embed = self.decoder_pos.expand(B, -1, -1).type_as(x).to(x.device).clone().detach()
+            pos_emd_vis = expand_pos_embed[~mask].reshape(B, -1, C)
+            pos_emd_mask = expand_pos_embed[mask].reshape(B, -1, C)
+            x_full = torch.cat([x_vis + pos_emd_vis, self.mask_token + pos_emd_mask], dim=1)
+            return self.decoder(x_full)[:, -pos_emd_mask.shape[1]:]  # only the masked tokens
+
+    return PretrainVisionTransformer()
+
+
+class TubeMaskingGenerator:
+    """The same spatial mask on every temporal slice (tube masking), drawn by a seeded NumPy generator."""
+
+    def __init__(self, input_size, mask_ratio, rng):
+        self.frames, self.height, self.width = input_size
+        self.num_patches_per_frame = self.height * self.width
+        self.num_masks_per_frame = int(mask_ratio * self.num_patches_per_frame)
+        self.rng = rng
+
+    def __call__(self):
+        mask_per_frame = np.hstack([np.zeros(self.num_patches_per_frame - self.num_masks_per_frame),
+                                    np.ones(self.num_masks_per_frame)])
+        self.rng.shuffle(mask_per_frame)
+        return np.tile(mask_per_frame, (self.frames, 1)).flatten()
+
+
+def videomae_targets(m, videos, patch_size=4, tubelet=2, normlize_target=True):
+    torch = m.torch
+    mean = torch.as_tensor((0.485, 0.456, 0.406), dtype=videos.dtype)[None, :, None, None, None]
+    std = torch.as_tensor((0.229, 0.224, 0.225), dtype=videos.dtype)[None, :, None, None, None]
+    unnorm_videos = videos * std + mean
+    B, C, T, H, W = unnorm_videos.shape
+    p0, p1, p2 = tubelet, patch_size, patch_size
+    # rearrange 'b c (t p0) (h p1) (w p2) -> b (t h w) (p0 p1 p2) c'
+    x = unnorm_videos.reshape(B, C, T // p0, p0, H // p1, p1, W // p2, p2)
+    x = x.permute(0, 2, 4, 6, 3, 5, 7, 1).reshape(B, (T // p0) * (H // p1) * (W // p2), p0 * p1 * p2, C)
+    if normlize_target:
+        x = (x - x.mean(dim=-2, keepdim=True)) / (x.var(dim=-2, unbiased=True, keepdim=True).sqrt() + 1e-6)
+    return x.flatten(2)  # 'b n p c -> b n (p c)'
+
+
+def videomae_training(m, weights):
+    torch, F, optim = m.torch, m.F, m.optim
+    model = load(m, videomae(m), weights).double()
+    videos = torch.from_numpy(clips(n=2, frames=4, seed=8))
+    generator = TubeMaskingGenerator((2, 2, 2), 0.5, np.random.default_rng(0))
+    bool_masked_pos = torch.from_numpy(np.stack([generator(), generator()])).to(torch.bool)
+    optimizer = optim.AdamW(model.parameters(), lr=1.5e-4 * 2 / 256 * 100, betas=(0.9, 0.95), weight_decay=0.05)
+    history = []
+    for step in range(3):
+        with torch.no_grad():
+            videos_patch = videomae_targets(m, videos)
+            B, _, C = videos_patch.shape
+            labels = videos_patch[bool_masked_pos].reshape(B, -1, C)
+        outputs = model(videos, bool_masked_pos)
+        loss = F.mse_loss(outputs, labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        history.append(loss.item())
+    return {"history": history, "labels": labels, "mask_token_grad": model.mask_token.grad,
+            "proj_grad": model.patch_embed.proj.weight.grad}
+
+
+def test_videomae_tube_masking_reconstruction():
+    weights = weights_of(videomae)
+    ours, _ = run_both(videomae_training, weights, rtol=1e-7, atol=1e-9)
+    assert ours["labels"].shape == (2, 4, 96)  # half of 8 tubes masked, 2 x 4 x 4 pixels x 3 channels each
+    assert np.abs(ours["mask_token_grad"]).sum() > 0
+
+
+def test_tube_targets_are_normalised_per_patch_by_hand():
+    torch = OURS.torch
+    videos = torch.from_numpy(clips(n=1, frames=4, seed=9))
+    targets = videomae_targets(OURS, videos).numpy()  # (1, 8, 96): (p0 p1 p2) then c
+    by_channel = targets.reshape(1, 8, 32, 3)
+    np.testing.assert_allclose(by_channel.mean(2), 0, atol=1e-12)
+    np.testing.assert_allclose(by_channel.std(2, ddof=1), 1, rtol=1e-3)  # the 1e-6 beside a std of ~0.02
+    # the first tube is frames 0-1, rows 0-3, columns 0-3; its first pixel (t, h, w) = (0, 0, 0)
+    raw = videos.numpy()[0, :, :2, :4, :4] * np.array([0.229, 0.224, 0.225])[:, None, None, None] \
+        + np.array([0.485, 0.456, 0.406])[:, None, None, None]
+    patch = raw.reshape(3, 32).T
+    np.testing.assert_allclose(by_channel[0, 0], (patch - patch.mean(0)) / (patch.std(0, ddof=1) + 1e-6), rtol=1e-10)
