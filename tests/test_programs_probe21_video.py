@@ -1277,3 +1277,151 @@ def test_tube_targets_are_normalised_per_patch_by_hand():
         + np.array([0.485, 0.456, 0.406])[:, None, None, None]
     patch = raw.reshape(3, 32).T
     np.testing.assert_allclose(by_channel[0, 0], (patch - patch.mean(0)) / (patch.std(0, ddof=1) + 1e-6), rtol=1e-10)
+
+
+# ----------------------------------------------------------------------------------------------
+# Temporal super-resolution by trilinear interpolation, and TRN's multi-scale temporal relations
+# ----------------------------------------------------------------------------------------------
+
+
+def temporal_sr(m):
+    nn, F = m.nn, m.F
+
+    class TemporalSR(nn.Module):
+        """Doubles the frame rate: trilinear upsampling in time (and a fractional rescale in space) as the base,
+        plus a learnt 3-D residual; a coarse branch goes down and up again with align_corners=True."""
+
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(nn.Conv3d(3, 8, 3, padding=1), nn.PReLU(8), nn.Conv3d(8, 3, 3, padding=1))
+            self.coarse = nn.Conv3d(3, 3, (1, 3, 3), padding=(0, 1, 1))
+
+        def forward(self, x):
+            base = F.interpolate(x, scale_factor=(2, 1.5, 1.5), mode='trilinear', align_corners=False)
+            coarse = F.interpolate(self.coarse(F.avg_pool3d(x, (1, 2, 2), ceil_mode=True)), size=base.shape[2:],
+                                   mode='trilinear', align_corners=True)
+            return base + self.body(base) + 0.5 * coarse
+
+    return TemporalSR()
+
+
+def temporal_sr_training(m, weights):
+    torch, F, optim = m.torch, m.F, m.optim
+    model = load(m, temporal_sr(m), weights).double()
+    hr = torch.from_numpy(clips(n=2, frames=6, side=6, seed=10))
+    lr_clip = hr[:, :, ::2]  # every other frame
+    target = F.interpolate(hr, scale_factor=(1, 1.5, 1.5), mode='trilinear', align_corners=False,
+                           recompute_scale_factor=True)
+    lr_clip = lr_clip.clone().requires_grad_()
+    optimizer = optim.Adamax(model.parameters(), lr=2e-3)
+    history = []
+    for step in range(3):
+        optimizer.zero_grad()
+        loss = F.smooth_l1_loss(model(lr_clip), target, beta=0.5)
+        loss.backward()
+        optimizer.step()
+        history.append(loss.item())
+    return {"history": history, "out": model(lr_clip), "input_grad": lr_clip.grad, "prelu_grad": model.body[1].weight.grad}
+
+
+def test_temporal_super_resolution_by_trilinear_interpolation():
+    weights = weights_of(temporal_sr)
+    ours, _ = run_both(temporal_sr_training, weights, rtol=1e-7, atol=1e-9)
+    assert ours["out"].shape == (2, 3, 6, 9, 9)
+
+
+def test_trilinear_doubling_in_time_by_hand():
+    """align_corners=False doubles time by sampling at (t + 1/2) / 2 - 1/2: frames 1/4 and 3/4 of the way between
+    inputs, clamped at the ends; the gradient of the sum gives each input frame its share of those weights."""
+    torch, F = OURS.torch, OURS.F
+    x = torch.tensor([0.0, 4.0, 8.0], dtype=torch.float64).view(1, 1, 3, 1, 1).requires_grad_()
+    y = F.interpolate(x, scale_factor=(2, 1, 1), mode='trilinear', align_corners=False)
+    np.testing.assert_allclose(y.detach().numpy().ravel(), [0, 1, 3, 5, 7, 8])
+    y.sum().backward()
+    np.testing.assert_allclose(x.grad.numpy().ravel(), [1.75 + 0.25, 0.25 + 0.75 + 0.75 + 0.25, 0.25 + 1.75])
+    z = F.interpolate(x, size=(5, 1, 1), mode='trilinear', align_corners=True)  # the end frames are kept
+    np.testing.assert_allclose(z.detach().numpy().ravel(), [0, 2, 4, 6, 8])
+
+
+def trn(m):
+    torch, nn = m.torch, m.nn
+
+    class RelationModuleMultiScale(nn.Module):
+        """TRN: relations between ordered tuples of frames at every scale from all frames down to pairs."""
+
+        def __init__(self, img_feature_dim, num_frames, num_class):
+            super().__init__()
+            self.subsample_num = 3
+            self.img_feature_dim = img_feature_dim
+            self.scales = [i for i in range(num_frames, 1, -1)]
+            self.relations_scales = []
+            self.subsample_scales = []
+            for scale in self.scales:
+                relations_scale = self.return_relationset(num_frames, scale)
+                self.relations_scales.append(relations_scale)
+                self.subsample_scales.append(min(self.subsample_num, len(relations_scale)))
+            self.num_class = num_class
+            self.num_frames = num_frames
+            num_bottleneck = 16
+            self.fc_fusion_scales = nn.ModuleList()
+            for i in range(len(self.scales)):
+                scale = self.scales[i]
+                fc_fusion = nn.Sequential(nn.ReLU(), nn.Linear(scale * self.img_feature_dim, num_bottleneck), nn.ReLU(),
+                                          nn.Linear(num_bottleneck, self.num_class))
+                self.fc_fusion_scales += [fc_fusion]
+
+        def forward(self, input):
+            # the full scale first, then (deterministically here) the first few tuples of each smaller scale
+            act_all = input[:, self.relations_scales[0][0], :]
+            act_all = act_all.view(act_all.size(0), self.scales[0] * self.img_feature_dim)
+            act_all = self.fc_fusion_scales[0](act_all)
+            for scaleID in range(1, len(self.scales)):
+                idx_relations = list(range(self.subsample_scales[scaleID]))
+                for idx in idx_relations:
+                    act_relation = input[:, self.relations_scales[scaleID][idx], :]
+                    act_relation = act_relation.view(act_relation.size(0), self.scales[scaleID] * self.img_feature_dim)
+                    act_relation = self.fc_fusion_scales[scaleID](act_relation)
+                    act_all += act_relation
+            return act_all
+
+        def return_relationset(self, num_frames, num_frames_relation):
+            return list(itertools.combinations([i for i in range(num_frames)], num_frames_relation))
+
+    class TRNNet(nn.Module):
+        def __init__(self, num_segments=4, feature_dim=6, num_class=3):
+            super().__init__()
+            self.num_segments = num_segments
+            self.base = nn.Sequential(nn.Conv2d(3, feature_dim, 3, stride=2, padding=1), nn.ReLU(),
+                                      nn.AdaptiveAvgPool2d(1), nn.Flatten())
+            self.consensus = RelationModuleMultiScale(feature_dim, num_segments, num_class)
+
+        def forward(self, x):
+            # x: (B, T, C, H, W) -> frames through the 2-D base -> (B, T, D) relations
+            b, t = x.shape[:2]
+            feats = self.base(x.flatten(0, 1)).view(b, t, -1)
+            return self.consensus(feats)
+
+    return TRNNet()
+
+
+def trn_training(m, weights):
+    torch, F, optim = m.torch, m.F, m.optim
+    model = load(m, trn(m), weights).double()
+    x = torch.from_numpy(clips(n=3, frames=4, seed=11)).transpose(1, 2)
+    labels = torch.tensor([0, 1, 2])
+    optimizer = optim.Adagrad(model.parameters(), lr=0.05)
+    history = []
+    for step in range(3):
+        optimizer.zero_grad()
+        loss = F.nll_loss(F.log_softmax(model(x), dim=1), labels)
+        loss.backward()
+        optimizer.step()
+        history.append(loss.item())
+    return {"history": history, "logits": model(x), "grad": model.base[0].weight.grad,
+            "relations": [len(r) for r in model.consensus.relations_scales]}
+
+
+def test_trn_multiscale_temporal_relations():
+    weights = weights_of(trn)
+    ours, _ = run_both(trn_training, weights, rtol=1e-7, atol=1e-9)
+    assert ours["relations"] == [1, 4, 6]  # C(4, 4), C(4, 3), C(4, 2)
