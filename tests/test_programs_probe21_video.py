@@ -1425,3 +1425,125 @@ def test_trn_multiscale_temporal_relations():
     weights = weights_of(trn)
     ours, _ = run_both(trn_training, weights, rtol=1e-7, atol=1e-9)
     assert ours["relations"] == [1, 4, 6]  # C(4, 4), C(4, 3), C(4, 2)
+
+
+# ----------------------------------------------------------------------------------------------
+# MS-TCN action segmentation: dilated temporal convolutions, masks of padded frames, the truncated smoothing loss
+# ----------------------------------------------------------------------------------------------
+
+
+def ms_tcn(m):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    class DilatedResidualLayer(nn.Module):
+        def __init__(self, dilation, in_channels, out_channels):
+            super().__init__()
+            self.conv_dilated = nn.Conv1d(in_channels, out_channels, 3, padding=dilation, dilation=dilation)
+            self.conv_1x1 = nn.Conv1d(out_channels, out_channels, 1)
+            self.dropout = nn.Dropout()
+
+        def forward(self, x, mask):
+            out = F.relu(self.conv_dilated(x))
+            out = self.conv_1x1(out)
+            out = self.dropout(out)
+            return (x + out) * mask[:, 0:1, :]
+
+    class SingleStageModel(nn.Module):
+        def __init__(self, num_layers, num_f_maps, dim, num_classes):
+            super().__init__()
+            self.conv_1x1 = nn.Conv1d(dim, num_f_maps, 1)
+            self.layers = nn.ModuleList([DilatedResidualLayer(2 ** i, num_f_maps, num_f_maps) for i in range(num_layers)])
+            self.conv_out = nn.Conv1d(num_f_maps, num_classes, 1)
+
+        def forward(self, x, mask):
+            out = self.conv_1x1(x)
+            for layer in self.layers:
+                out = layer(out, mask)
+            return self.conv_out(out) * mask[:, 0:1, :]
+
+    class MultiStageModel(nn.Module):
+        def __init__(self, num_stages=3, num_layers=3, num_f_maps=8, dim=6, num_classes=3):
+            super().__init__()
+            self.stage1 = SingleStageModel(num_layers, num_f_maps, dim, num_classes)
+            self.stages = nn.ModuleList([SingleStageModel(num_layers, num_f_maps, num_classes, num_classes)
+                                         for s in range(num_stages - 1)])
+
+        def forward(self, x, mask):
+            out = self.stage1(x, mask)
+            outputs = out.unsqueeze(0)
+            for s in self.stages:
+                out = s(F.softmax(out, dim=1) * mask[:, 0:1, :], mask)
+                outputs = torch.cat((outputs, out.unsqueeze(0)), dim=0)
+            return outputs
+
+    return MultiStageModel()
+
+
+def segmentation_batch(m, lengths=(12, 9), dim=6, num_classes=3, seed=12):
+    """Frame features of videos of different lengths padded to the longest, with labels -100 and a 0 mask there
+    (as MS-TCN's BatchGenerator pads)."""
+    torch = m.torch
+    rng = np.random.default_rng(seed)
+    longest = max(lengths)
+    batch_input = np.zeros((len(lengths), dim, longest))
+    batch_target = np.full((len(lengths), longest), -100, dtype=np.int64)
+    mask = np.zeros((len(lengths), num_classes, longest))
+    for i, length in enumerate(lengths):
+        cuts = np.sort(rng.choice(np.arange(2, length - 1), num_classes - 1, replace=False))
+        labels = np.searchsorted(cuts, np.arange(length), side="right")
+        batch_target[i, :length] = labels
+        batch_input[i, :, :length] = 0.5 * rng.standard_normal((dim, length)) + labels[None]
+        mask[i, :, :length] = 1
+    return torch.from_numpy(batch_input), torch.from_numpy(batch_target), torch.from_numpy(mask)
+
+
+def ms_tcn_training(m, weights):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    model = load(m, ms_tcn(m), weights).double()
+    model.eval()  # the dropout masks are drawn differently: the graph and the losses are what is compared
+    ce = nn.CrossEntropyLoss(ignore_index=-100)
+    mse = nn.MSELoss(reduction='none')
+    batch_input, batch_target, mask = segmentation_batch(m)
+    optimizer = optim.Adam(model.parameters(), lr=5e-3)
+    num_classes = 3
+    history = []
+    for step in range(3):
+        optimizer.zero_grad()
+        predictions = model(batch_input, mask)
+        loss = 0
+        for p in predictions:
+            loss += ce(p.transpose(2, 1).contiguous().view(-1, num_classes), batch_target.view(-1))
+            loss += 0.15 * torch.mean(torch.clamp(mse(F.log_softmax(p[:, :, 1:], dim=1),
+                                                      F.log_softmax(p.detach()[:, :, :-1], dim=1)), min=0, max=16)
+                                      * mask[:, :, 1:])
+        loss.backward()
+        optimizer.step()
+        history.append(loss.item())
+    with torch.no_grad():
+        predictions = model(batch_input, mask)
+        _, predicted = torch.max(predictions[-1].data, 1)
+        correct = ((predicted == batch_target).float() * mask[:, 0, :].squeeze(1)).sum().item()
+        total = torch.sum(mask[:, 0, :]).item()
+    return {"history": history, "predictions": predictions, "accuracy": correct / total,
+            "grad": model.stage1.layers[2].conv_dilated.weight.grad}
+
+
+def test_ms_tcn_action_segmentation_with_padded_videos():
+    weights = weights_of(ms_tcn)
+    ours, _ = run_both(ms_tcn_training, weights, rtol=1e-7, atol=1e-9)
+    assert ours["predictions"].shape == (3, 2, 3, 12)
+    np.testing.assert_array_equal(ours["predictions"][:, 1, :, 9:], 0)  # masked frames of the shorter video
+
+
+def test_padding_reaches_a_stage_only_through_its_receptive_field_by_hand():
+    """The stage's first 1x1 convolution is not masked, so a padded frame holds its bias, which the dilated layers
+    (dilations 1, 2, 4: a reach of 7 frames) carry back into the video: padding a 9-frame video to 12 changes the
+    first stage's outputs only within 7 frames of its end."""
+    torch = OURS.torch
+    model = load(OURS, ms_tcn(OURS), weights_of(ms_tcn)).double().eval()
+    batch_input, _, mask = segmentation_batch(OURS)
+    with torch.no_grad():
+        padded = model.stage1(batch_input[1:], mask[1:])[0, :, :9].numpy()
+        alone = model.stage1(batch_input[1:, :, :9], mask[1:, :, :9])[0].numpy()
+    np.testing.assert_allclose(padded[:, :2], alone[:, :2], rtol=1e-12, atol=1e-12)
+    assert not np.allclose(padded[:, 2:], alone[:, 2:])
