@@ -1547,3 +1547,106 @@ def test_padding_reaches_a_stage_only_through_its_receptive_field_by_hand():
         alone = model.stage1(batch_input[1:, :, :9], mask[1:, :, :9])[0].numpy()
     np.testing.assert_allclose(padded[:, :2], alone[:, :2], rtol=1e-12, atol=1e-12)
     assert not np.allclose(padded[:, 2:], alone[:, 2:])
+
+
+# ----------------------------------------------------------------------------------------------
+# Temporal cycle-consistency (TCC): soft nearest neighbours between two videos and cycle-back regression
+# ----------------------------------------------------------------------------------------------
+
+
+def tcc_encoder(m):
+    nn = m.nn
+    return nn.Sequential(nn.Conv3d(3, 8, (3, 3, 3), padding=(1, 1, 1)), nn.BatchNorm3d(8), nn.ReLU(),
+                         nn.AdaptiveMaxPool3d((None, 1, 1)), nn.Flatten(2), nn.Conv1d(8, 8, 1))
+
+
+def pairwise_l2_distance(m, embs1, embs2):
+    torch = m.torch
+    norm1 = torch.sum(torch.square(embs1), dim=1).reshape(-1, 1)
+    norm2 = torch.sum(torch.square(embs2), dim=1).reshape(1, -1)
+    return torch.maximum(norm1 + norm2 - 2.0 * torch.matmul(embs1, embs2.t()), torch.tensor(0.0, dtype=embs1.dtype))
+
+
+def get_scaled_similarity(m, embs1, embs2, similarity_type, temperature):
+    channels = embs1.shape[1]
+    if similarity_type == 'cosine':
+        similarity = m.torch.matmul(embs1, embs2.t())
+    else:
+        similarity = -1.0 * pairwise_l2_distance(m, embs1, embs2)
+    return similarity / channels / temperature
+
+
+def align_pair_of_sequences(m, embs1, embs2, similarity_type, temperature):
+    torch, F = m.torch, m.F
+    max_num_steps = embs1.shape[0]
+    sim_12 = get_scaled_similarity(m, embs1, embs2, similarity_type, temperature)
+    softmaxed_sim_12 = F.softmax(sim_12, dim=1)
+    nn_embs = torch.matmul(softmaxed_sim_12, embs2)  # soft nearest neighbours of embs1 in embs2
+    sim_21 = get_scaled_similarity(m, nn_embs, embs1, similarity_type, temperature)
+    logits = sim_21
+    labels = F.one_hot(torch.arange(max_num_steps), max_num_steps).to(embs1.dtype)
+    return logits, labels
+
+
+def regression_loss(m, logits, labels, num_steps, steps, seq_lens, loss_type, normalize_indices, variance_lambda):
+    """TCC's cycle-back regression: the cycled-back soft index should land on the frame's own index, weighted by
+    the inverse of its variance ('regression_mse_var')."""
+    torch = m.torch
+    if normalize_indices:
+        float_seq_lens = seq_lens.to(logits.dtype)
+        tile_seq_lens = float_seq_lens.unsqueeze(1).repeat(1, num_steps)
+        steps = steps.to(logits.dtype) / tile_seq_lens
+    else:
+        steps = steps.to(logits.dtype)
+    beta = torch.softmax(logits, dim=1)
+    true_time = torch.sum(steps * labels, dim=1)
+    pred_time = torch.sum(steps * beta, dim=1)
+    if loss_type in ['regression_mse', 'regression_mse_var']:
+        if 'var' in loss_type:
+            pred_time_tiled = pred_time.unsqueeze(1).repeat(1, num_steps)
+            pred_time_variance = torch.sum(torch.square(steps - pred_time_tiled) * beta, dim=1)
+            pred_time_log_var = torch.log(pred_time_variance)
+            squared_error = torch.square(true_time - pred_time)
+            return torch.mean(torch.exp(-pred_time_log_var) * squared_error + variance_lambda * pred_time_log_var)
+        return torch.mean(torch.square(true_time - pred_time))
+    raise ValueError(f'Unidentified loss_type {loss_type}')
+
+
+def tcc_training(m, weights):
+    torch, optim = m.torch, m.optim
+    model = load(m, tcc_encoder(m), weights).double()
+    videos = torch.from_numpy(clips(n=2, frames=6, seed=13))
+    optimizer = optim.Adam(model.parameters(), lr=1e-3)
+    num_steps = 6
+    steps = torch.arange(num_steps).unsqueeze(0)
+    seq_lens = torch.tensor([num_steps])
+    history = []
+    for step in range(3):
+        optimizer.zero_grad()
+        embs = model(videos).transpose(1, 2)  # (B, T, D)
+        loss = 0
+        for i, j in [(0, 1), (1, 0)]:
+            for similarity_type, loss_type in [('l2', 'regression_mse_var'), ('cosine', 'regression_mse')]:
+                logits, labels = align_pair_of_sequences(m, embs[i], embs[j], similarity_type, temperature=0.1)
+                loss = loss + regression_loss(m, logits, labels, num_steps, steps.repeat(num_steps, 1),
+                                              seq_lens.repeat(num_steps), loss_type, True, 0.001)
+        loss.backward()
+        optimizer.step()
+        history.append(loss.item())
+    return {"history": history, "embs": embs, "grad": model[0].weight.grad}
+
+
+def test_temporal_cycle_consistency():
+    weights = weights_of(tcc_encoder)
+    ours, _ = run_both(tcc_training, weights, rtol=1e-7, atol=1e-9)
+    assert ours["embs"].shape == (2, 6, 8)
+
+
+def test_a_video_cycles_back_to_itself_at_low_temperature_by_hand():
+    """Aligning a sequence of well-separated embeddings with itself at a low temperature, the soft nearest
+    neighbour of each step is itself and the cycle lands back on it: logits peak on the diagonal."""
+    torch = OURS.torch
+    embs = torch.from_numpy(np.eye(5) * 3.0)
+    logits, labels = align_pair_of_sequences(OURS, embs, embs, 'l2', temperature=0.01)
+    np.testing.assert_array_equal(logits.numpy().argmax(1), np.arange(5))
+    np.testing.assert_array_equal(labels.numpy(), np.eye(5))
