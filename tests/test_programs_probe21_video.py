@@ -1650,3 +1650,66 @@ def test_a_video_cycles_back_to_itself_at_low_temperature_by_hand():
     logits, labels = align_pair_of_sequences(OURS, embs, embs, 'l2', temperature=0.01)
     np.testing.assert_array_equal(logits.numpy().argmax(1), np.arange(5))
     np.testing.assert_array_equal(labels.numpy(), np.eye(5))
+
+
+# ----------------------------------------------------------------------------------------------
+# A clip-sampling data pipeline: TSN's segment jitter, uniform test-time sampling, seeded samplers
+# ----------------------------------------------------------------------------------------------
+
+
+VIDEO_LENGTHS = [9, 12, 7, 16, 10]
+
+
+def video_pipeline(m):
+    torch, data = m.torch, m.data
+    videos = [np.random.default_rng(i).standard_normal((n, 3, 2, 2)).astype(np.float32)
+              for i, n in enumerate(VIDEO_LENGTHS)]
+
+    class VideoDataset(data.Dataset):
+        def __init__(self, videos, num_segments=4, train=True):
+            self.videos, self.num_segments, self.train = videos, num_segments, train
+
+        def __len__(self):
+            return len(self.videos)
+
+        def __getitem__(self, idx):
+            video = torch.from_numpy(self.videos[idx])  # (T, C, H, W)
+            num_frames = video.shape[0]
+            if self.train:  # one random frame from each of num_segments equal segments
+                average_duration = num_frames / self.num_segments
+                offsets = (torch.arange(self.num_segments) * average_duration
+                           + torch.rand(self.num_segments) * average_duration).long()
+            else:  # the segments' centres
+                offsets = torch.linspace(0, num_frames - 1, self.num_segments).round().long()
+            clip = video.index_select(0, offsets)
+            if self.train and torch.rand(1).item() < 0.5:
+                clip = clip.flip(-1)  # horizontal flip of the whole clip
+            return clip.permute(1, 0, 2, 3), offsets  # (C, T, H, W)
+
+    torch.manual_seed(3)
+    loader = data.DataLoader(VideoDataset(videos), batch_size=2, shuffle=True,
+                             generator=torch.Generator().manual_seed(7))
+    batches = []
+    for epoch in range(2):
+        for clips, offsets in loader:
+            batches.append((clips, offsets))
+    test_loader = data.DataLoader(VideoDataset(videos, train=False), batch_size=3)
+    test_offsets = torch.cat([offsets for _, offsets in test_loader])
+    # class-balanced clip sampling by weights, and a seeded train/val split
+    sampler = data.WeightedRandomSampler([0.1, 0.5, 0.2, 0.1, 0.1], num_samples=8, replacement=True,
+                                         generator=torch.Generator().manual_seed(1))
+    train_set, val_set = data.random_split(range(len(videos)), [0.6, 0.4], generator=torch.Generator().manual_seed(42))
+    return {"batches": batches, "test_offsets": test_offsets, "weighted": torch.tensor(list(sampler)),
+            "split": [list(train_set), list(val_set)]}
+
+
+def test_clip_sampling_pipeline():
+    ours, _ = run_both(video_pipeline)
+    for clips, offsets in ours["batches"]:
+        assert clips.shape[1:] == (3, 4, 2, 2)
+        assert (np.diff(offsets, axis=1) >= 0).all()  # frames in temporal order
+    lengths = np.array(VIDEO_LENGTHS)
+    # uniform test-time sampling by hand: round(linspace(0, T - 1, 4))
+    expected = np.concatenate([np.round(np.linspace(0, n - 1, 4)) for n in lengths]).reshape(5, 4)
+    np.testing.assert_array_equal(ours["test_offsets"], expected)
+    assert sorted(ours["split"][0] + ours["split"][1]) == list(range(5)) and len(ours["split"][0]) == 3
