@@ -1713,3 +1713,118 @@ def test_clip_sampling_pipeline():
     expected = np.concatenate([np.round(np.linspace(0, n - 1, 4)) for n in lengths]).reshape(5, 4)
     np.testing.assert_array_equal(ours["test_offsets"], expected)
     assert sorted(ours["split"][0] + ours["split"][1]) == list(range(5)) and len(ours["split"][0]) == 3
+
+
+# ----------------------------------------------------------------------------------------------
+# MoCoGAN: content and motion latents (a GRUCell over time), a per-frame generator, a spectrally normalised
+# Conv3d video discriminator and an image discriminator, trained by the hinge loss
+# ----------------------------------------------------------------------------------------------
+
+
+def mocogan(m):
+    torch, nn = m.torch, m.nn
+    SN = nn.utils.spectral_norm
+
+    class VideoGenerator(nn.Module):
+        def __init__(self, dim_z_content=4, dim_z_motion=3, video_length=4):
+            super().__init__()
+            self.dim_z_content, self.dim_z_motion, self.video_length = dim_z_content, dim_z_motion, video_length
+            self.recurrent = nn.GRUCell(dim_z_motion, dim_z_motion)
+            dim_z = dim_z_content + dim_z_motion
+            self.main = nn.Sequential(
+                nn.ConvTranspose2d(dim_z, 8, 4, 1, 0, bias=False), nn.BatchNorm2d(8), nn.ReLU(True),
+                nn.ConvTranspose2d(8, 4, 4, 2, 1, bias=False), nn.BatchNorm2d(4), nn.ReLU(True),
+                nn.ConvTranspose2d(4, 3, 3, 1, 1, bias=False), nn.Tanh())
+
+        def sample_z_m(self, num_samples, eps):
+            h_t = [torch.zeros(num_samples, self.dim_z_motion, dtype=eps.dtype)]
+            for frame_num in range(self.video_length):
+                h_t.append(self.recurrent(eps[:, frame_num], h_t[-1]))
+            z_m_t = [h_k.view(-1, 1, self.dim_z_motion) for h_k in h_t]
+            return torch.cat(z_m_t[1:], dim=1).view(-1, self.dim_z_motion)
+
+        def forward(self, z_content, eps):
+            num_samples = z_content.shape[0]
+            z_c = z_content.repeat_interleave(self.video_length, dim=0)  # the same content for every frame
+            z = torch.cat([z_c, self.sample_z_m(num_samples, eps)], dim=1)
+            h = self.main(z.view(z.size(0), z.size(1), 1, 1))
+            h = h.view(num_samples, self.video_length, 3, h.size(2), h.size(3))
+            return h.permute(0, 2, 1, 3, 4)  # (B, C, T, H, W)
+
+    class VideoDiscriminator(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.main = nn.Sequential(
+                SN(nn.Conv3d(3, 8, 4, stride=(1, 2, 2), padding=(0, 1, 1), bias=False)), nn.LeakyReLU(0.2, inplace=True),
+                SN(nn.Conv3d(8, 8, (1, 4, 4), stride=(1, 2, 2), padding=(0, 1, 1), bias=False)), nn.LeakyReLU(0.2, inplace=True),
+                SN(nn.Conv3d(8, 1, (1, 2, 2), stride=1, bias=False)))
+
+        def forward(self, video):
+            return self.main(video).flatten(1).mean(1)
+
+    class ImageDiscriminator(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.main = nn.Sequential(SN(nn.Conv2d(3, 8, 4, 2, 1)), nn.LeakyReLU(0.2, inplace=True),
+                                      SN(nn.Conv2d(8, 1, 4, 1, 0)))
+
+        def forward(self, image):
+            return self.main(image).flatten()
+
+    class MoCoGAN(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.generator = VideoGenerator()
+            self.video_discriminator = VideoDiscriminator()
+            self.image_discriminator = ImageDiscriminator()
+
+    return MoCoGAN()
+
+
+def mocogan_training(m, weights):
+    torch, F, optim = m.torch, m.F, m.optim
+    gan = load(m, mocogan(m), weights).double()
+    G, DV, DI = gan.generator, gan.video_discriminator, gan.image_discriminator
+    real = torch.from_numpy(np.tanh(clips(n=2, frames=4, side=8, seed=14)))
+    rng = np.random.default_rng(15)
+    opt_g = optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999), weight_decay=1e-5)
+    opt_d = optim.Adam(list(DV.parameters()) + list(DI.parameters()), lr=2e-4, betas=(0.5, 0.999))
+    history = []
+    for step in range(2):
+        z_content = torch.from_numpy(rng.standard_normal((2, 4)))
+        eps = torch.from_numpy(rng.standard_normal((2, 4, 3)))
+        frame_index = int(rng.integers(0, 4))
+        # discriminators: hinge loss on real and generated videos and on single frames
+        fake = G(z_content, eps)
+        opt_d.zero_grad()
+        d_loss = (F.relu(1.0 - DV(real)).mean() + F.relu(1.0 + DV(fake.detach())).mean()
+                  + F.relu(1.0 - DI(real[:, :, frame_index])).mean() + F.relu(1.0 + DI(fake.detach()[:, :, frame_index])).mean())
+        d_loss.backward()
+        opt_d.step()
+        # generator
+        opt_g.zero_grad()
+        g_loss = -DV(fake).mean() - DI(fake[:, :, frame_index]).mean()
+        g_loss.backward()
+        opt_g.step()
+        history.append((d_loss.item(), g_loss.item()))
+    return {"history": history, "fake": fake, "gru_grad": G.recurrent.weight_hh.grad,
+            "sn_u": DV.main[0].weight_u, "sn_grad": DV.main[0].weight_orig.grad}
+
+
+def test_mocogan_with_spectrally_normalised_conv3d_discriminator():
+    weights = weights_of(mocogan)
+    ours, _ = run_both(mocogan_training, weights, rtol=1e-7, atol=1e-9)
+    assert ours["fake"].shape == (2, 3, 4, 8, 8)
+
+
+def test_spectral_norm_of_a_conv3d_converges_to_unit_norm_by_hand():
+    """Each training-mode forward runs one power iteration: after enough of them the normalised Conv3d weight,
+    flattened to (out, in * kt * kh * kw), has a largest singular value of 1."""
+    torch = OURS.torch
+    gan = load(OURS, mocogan(OURS), weights_of(mocogan)).double()
+    conv = gan.video_discriminator.main[0]
+    video = torch.zeros(1, 3, 4, 8, 8, dtype=torch.float64)
+    for _ in range(60):
+        conv(video)
+    sigma = np.linalg.svd(conv.weight.detach().numpy().reshape(8, -1), compute_uv=False)[0]
+    np.testing.assert_allclose(sigma, 1.0, rtol=1e-6)  # 1.14 after one iteration, 1.0001 after 30
