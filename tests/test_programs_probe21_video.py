@@ -1828,3 +1828,76 @@ def test_spectral_norm_of_a_conv3d_converges_to_unit_norm_by_hand():
         conv(video)
     sigma = np.linalg.svd(conv.weight.detach().numpy().reshape(8, -1), compute_uv=False)[0]
     np.testing.assert_allclose(sigma, 1.0, rtol=1e-6)  # 1.14 after one iteration, 1.0001 after 30
+
+
+# ----------------------------------------------------------------------------------------------
+# Space-time warping: a learnt 3-D displacement field read by a 5-D grid_sample
+# ----------------------------------------------------------------------------------------------
+
+
+def spacetime_warper(m):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    class SpaceTimeWarp(nn.Module):
+        """Predicts a displacement (dt, dy, dx) in voxels for every output voxel and reads the clip there by
+        trilinear grid_sample (grid order x, y, t; align_corners=True: -1 and 1 are the first and last frames)."""
+
+        def __init__(self, size=(4, 8, 8)):
+            super().__init__()
+            self.flow = nn.Sequential(nn.Conv3d(3, 8, 3, padding=1), nn.Tanh(), nn.Conv3d(8, 3, 3, padding=1))
+            vectors = [torch.linspace(-1, 1, s, dtype=torch.float64) for s in size]
+            grid_t, grid_y, grid_x = torch.meshgrid(vectors, indexing='ij')
+            self.register_buffer('grid', torch.stack([grid_x, grid_y, grid_t], dim=-1).unsqueeze(0))
+            self.register_buffer('scale', torch.tensor([2.0 / (s - 1) for s in size[::-1]], dtype=torch.float64))
+
+        def forward(self, video, padding_mode='border'):
+            displacement = self.flow(video)  # (B, 3, T, H, W): dt, dy, dx in voxels
+            offsets = displacement.permute(0, 2, 3, 4, 1).flip(-1) * self.scale  # -> (B, T, H, W, 3): x, y, t
+            warped = F.grid_sample(video, self.grid + offsets, mode='bilinear', padding_mode=padding_mode,
+                                   align_corners=True)
+            return warped, displacement
+
+    return SpaceTimeWarp()
+
+
+def spacetime_training(m, weights):
+    torch, optim = m.torch, m.optim
+    model = load(m, spacetime_warper(m), weights).double()
+    video = torch.from_numpy(clips(n=2, frames=4, seed=16))
+    target = torch.roll(video, shifts=(1, 1), dims=(2, 4))  # the clip a frame later and a pixel right
+    optimizer = optim.Adam(model.parameters(), lr=1e-2)
+    history = []
+    for step in range(3):
+        optimizer.zero_grad()
+        warped, displacement = model(video)
+        photometric = torch.sqrt((warped - target) ** 2 + 1e-6).mean()  # Charbonnier
+        smooth = sum(torch.diff(displacement, dim=d).abs().mean() for d in (2, 3, 4))
+        loss = photometric + 0.1 * smooth
+        loss.backward()
+        optimizer.step()
+        history.append(loss.item())
+    out = {"history": history, "grad": model.flow[2].weight.grad}
+    for padding_mode in ('zeros', 'reflection'):
+        out[padding_mode] = model(video, padding_mode)[0]
+    return out
+
+
+def test_spacetime_warping_by_5d_grid_sample():
+    weights = weights_of(spacetime_warper)
+    ours, _ = run_both(spacetime_training, weights, rtol=1e-7, atol=1e-9)
+    assert ours["zeros"].shape == (2, 3, 4, 8, 8)
+
+
+def test_half_a_frame_of_displacement_blends_neighbouring_frames_by_hand():
+    torch = OURS.torch
+    model = spacetime_warper(OURS).double()
+    video = torch.from_numpy(clips(n=1, frames=4, seed=17))
+    dt = torch.zeros(1, 4, 8, 8, 3, dtype=torch.float64)
+    dt[..., 2] = 0.5 * model.scale[2]  # half a frame later, in normalised units
+    with torch.no_grad():
+        same = OURS.F.grid_sample(video, model.grid, align_corners=True, padding_mode='border').numpy()
+        later = OURS.F.grid_sample(video, model.grid + dt, align_corners=True, padding_mode='border').numpy()
+    np.testing.assert_allclose(same, video.numpy(), rtol=1e-12, atol=1e-12)
+    v = video.numpy()
+    np.testing.assert_allclose(later[:, :, :3], (v[:, :, :3] + v[:, :, 1:]) / 2, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(later[:, :, 3], v[:, :, 3], rtol=1e-12, atol=1e-12)  # clamped at the last frame
