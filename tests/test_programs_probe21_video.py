@@ -4,25 +4,32 @@ same weights and clips, comparing outputs, gradients and short training trajecto
 against values worked out by hand.
 
 TimeSformer's divided space-time attention (a tubelet ``Conv3d`` embedding, a CLS token ``expand``-ed over the batch
-and ``repeat``-ed over frames, temporal then spatial attention by ``view``/``permute``/``reshape`` between
-``(b t) n d`` and ``(b n) t d``, learnable spatial and temporal position embeddings, ``trunc_normal_``) trained by
-AdamW; a channel-separated network (ir-CSN: depthwise ``Conv3d(groups=channels)`` with temporal dilation,
-``MaxPool3d`` with padding, dilation and ``ceil_mode``, ``Dropout3d`` on an unbatched clip); a video autoencoder
-over ``MaxPool3d(return_indices=True)`` / ``nn.MaxUnpool3d`` with its default output size and ``ConvTranspose3d``
-with groups and ``output_padding``; MoViNet-style causal ``Conv3d`` (temporal padding on the left by ``F.pad``)
-whose frame-by-frame streaming with a cached buffer equals the whole clip; a ConvLSTM encoder-forecaster trained
-with teacher forcing and scheduled sampling (``torch.bernoulli`` with a seeded ``torch.Generator``); Super SloMo's
-frame interpolation (backward warping by ``grid_sample``, intermediate flows, visibility maps, a Charbonnier
-photometric loss and a ``torch.diff`` smoothness loss); BasicVSR's bidirectional propagation with ``flow_warp``
-and ``pixel_shuffle`` upsampling; VideoMAE's tube masking (``argsort`` of noise, ``gather``, patch targets
-normalised per patch); TSN/TRN segment consensus; and temporal super-resolution by ``F.interpolate(mode=
-'trilinear')`` with ``scale_factor`` tuples and ``align_corners`` both ways."""
+and ``repeat``-ed over frames, temporal then spatial attention by ``reshape``/``permute`` between ``(b t) n d`` and
+``(b n) t d``, learnable spatial and temporal position embeddings, ``trunc_normal_``) trained by AdamW with label
+smoothing; a channel-separated network (ir-CSN: depthwise ``Conv3d(groups=channels)`` with temporal dilation,
+``MaxPool3d`` with padding, dilation and ``ceil_mode``, ``BatchNorm3d``, Nesterov SGD); a video autoencoder over
+``MaxPool3d(return_indices=True)`` / ``nn.MaxUnpool3d`` (its default output size, and a full ``Size`` as
+``output_size``) with grouped ``ConvTranspose3d`` and ``output_padding``, and ``Dropout3d`` on an unbatched clip;
+MoViNet-style causal ``Conv3d`` (time padded on the left by ``F.pad``, a cumulative-average squeeze-excitation)
+whose chunked streaming with cached buffers equals the whole clip; a ConvLSTM encoder-forecaster (gates by
+``torch.split``) trained with scheduled sampling (``torch.bernoulli`` with a seeded ``torch.Generator``); Super
+SloMo's frame interpolation in float32 (backward warping by ``grid_sample``, intermediate flows, visibility maps,
+Charbonnier and ``torch.diff`` smoothness losses, a forward-backward occlusion mask); BasicVSR's bidirectional
+propagation (``flow_warp``, ``pixel_shuffle``, mirror-extension check, per-group learning rates and cosine
+annealing); TSM's temporal shift by slicing and by an in-place ``autograd.Function`` writing through ``.data``,
+temporal pooling by ``max_pool3d`` and TSN consensus; VideoMAE's tube masking (boolean-mask indexing, patch
+targets normalised per patch); temporal super-resolution by ``F.interpolate(mode='trilinear')`` with
+``scale_factor`` tuples, ``recompute_scale_factor`` and ``align_corners`` both ways; TRN's multi-scale relations
+(``itertools.combinations`` of frames); MS-TCN action segmentation (dilated ``Conv1d`` stages, masks of padded
+frames, the truncated smoothing loss, ``ignore_index``); temporal cycle-consistency (soft nearest neighbours,
+cycle-back regression with its variance); a clip-sampling data pipeline (TSN segment jitter, seeded ``DataLoader``
+shuffling, ``WeightedRandomSampler``, ``random_split`` by fractions); MoCoGAN (a ``GRUCell`` over motion codes,
+spectrally normalised ``Conv3d``/``Conv2d`` discriminators, the hinge loss); and space-time warping by a learnt
+3-D displacement read through a 5-D ``grid_sample`` in every padding mode."""
 
 import itertools
-import math
 
 import numpy as np
-import pytest
 
 from .pytorch_programs import OURS, load, run_both, weights_of
 
