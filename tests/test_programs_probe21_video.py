@@ -25,7 +25,8 @@ frames, the truncated smoothing loss, ``ignore_index``); temporal cycle-consiste
 cycle-back regression with its variance); a clip-sampling data pipeline (TSN segment jitter, seeded ``DataLoader``
 shuffling, ``WeightedRandomSampler``, ``random_split`` by fractions); MoCoGAN (a ``GRUCell`` over motion codes,
 spectrally normalised ``Conv3d``/``Conv2d`` discriminators, the hinge loss); and space-time warping by a learnt
-3-D displacement read through a 5-D ``grid_sample`` in every padding mode."""
+3-D displacement read through a 5-D ``grid_sample`` in every padding mode, also where the flow diverged to nan or
+inf (PyTorch's volume kernel reads such points outside, or at the edge with no gradient)."""
 
 import itertools
 
@@ -1886,6 +1887,17 @@ def spacetime_training(m, weights):
     out = {"history": history, "grad": model.flow[2].weight.grad}
     for padding_mode in ('zeros', 'reflection'):
         out[padding_mode] = model(video, padding_mode)[0]
+    # a flow that diverged in places (nan and inf offsets): PyTorch's volume kernel reads such points outside, or
+    # at the edge under border/reflection padding, with no gradient
+    diverged = torch.zeros(2, 4, 8, 8, 3, dtype=torch.float64)
+    diverged[0, 1, 2, 3] = float('nan')
+    diverged[1, 2, 5, 6, 2] = float('inf')
+    diverged.requires_grad_()
+    clip = video.clone().requires_grad_()
+    for padding_mode in ('zeros', 'border', 'reflection'):
+        warped = m.F.grid_sample(clip, model.grid + diverged, padding_mode=padding_mode, align_corners=True)
+        out[f"diverged_{padding_mode}"] = warped
+        out[f"diverged_grads_{padding_mode}"] = torch.autograd.grad(warped.pow(2).sum(), [clip, diverged])
     return out
 
 
@@ -1893,6 +1905,10 @@ def test_spacetime_warping_by_5d_grid_sample():
     weights = weights_of(spacetime_warper)
     ours, _ = run_both(spacetime_training, weights, rtol=1e-7, atol=1e-9)
     assert ours["zeros"].shape == (2, 3, 4, 8, 8)
+    for padding_mode in ('zeros', 'border', 'reflection'):  # chainrule gave nan at those points
+        assert np.isfinite(ours[f"diverged_{padding_mode}"]).all()
+        assert all(np.isfinite(g).all() for g in ours[f"diverged_grads_{padding_mode}"])
+    assert (ours["diverged_zeros"][0, :, 1, 2, 3] == 0).all()
 
 
 def test_half_a_frame_of_displacement_blends_neighbouring_frames_by_hand():
