@@ -19,6 +19,11 @@ for volumes) blends the 2ᵈ neighbours with weights Π (1 − |x − corner|); 
 interpolate's cubic convolution weights, the padding map applied to each neighbour's position instead
 (PyTorch's order).
 
+A point that no input position can stand for follows PyTorch's volume kernel (its CUDA kernels too): 'border'
+and 'reflection' take a nan (and a reflected ±inf) to the last pixel, though the backward reads nothing there (its
+gradients are 0, as PyTorch's backward clamps differently); for volumes a nan, ±inf or beyond-int coordinate left
+after the padding map reads outside (0, not nan). (PyTorch's vectorised image kernel lets such points through.)
+
 The padding maps are piecewise linear, so each is written x ↦ s·x + b with s ∈ {−1, 0, 1} read off in
 NumPy: PyTorch's gradients with respect to the grid (0 at and beyond a clamped edge, the sign flipped
 in a reflection). The reads are ``GatherFlat`` (its gradient a scatter-add) and the weights are Tensor
@@ -115,25 +120,37 @@ def _reflect(x, twice_low, twice_high):
 
 
 def _clip(x, size):
-    """x clamped to [0, size − 1], with slope 0 at and beyond the edges (PyTorch's clip_coordinates)."""
+    """x clamped to [0, size − 1], with slope 0 at and beyond the edges (PyTorch's clip_coordinates,
+    min(size − 1, max(x, 0)) in C++, which takes a nan to the last pixel: so does its reflection of ±inf)."""
     inside = (x > 0) & (x < size - 1)
-    return xp.clip(x, 0, size - 1), inside.astype(x.dtype)
+    return xp.where(xp.isnan(x), size - 1, xp.clip(x, 0, size - 1)).astype(x.dtype), inside.astype(x.dtype)
 
 
-def _source(coordinate, size, padding_mode, align_corners):
-    """The position in pixels that grid coordinate ``coordinate`` reads, after the padding map."""
+_OUTSIDE = -100.0  # where PyTorch's volume kernel puts a point beyond an int's range: outside any input
+
+
+def _source(coordinate, size, padding_mode, align_corners, volume):
+    """The position in pixels that grid coordinate ``coordinate`` reads, after the padding map; and where the
+    padding map met a nan (see _sampled)."""
     x = _unnormalize(coordinate, size, align_corners)
-    if padding_mode == "zeros":
-        return x
     value, slope = x._data, xp.ones_like(x._data)
     if padding_mode == "reflection":
         value, slope = _reflect(value, 0, 2 * (size - 1)) if align_corners else _reflect(value, -1, 2 * size - 1)
-    value, inside = _clip(value, size)
-    slope = slope * inside
-    if not xp.isfinite(x._data).all():  # a point at ±inf clamps to the edge: s = 0 there, and 0·inf would be nan
+    unclipped_nan = xp.isnan(value)
+    if padding_mode != "zeros":
+        value, inside = _clip(value, size)
+        slope = slope * inside
+    if volume:
+        # PyTorch's safe_downgrade_to_int_range (its volume kernel; the vectorised image kernel lets a nan through
+        # to the output): a nan, ±inf or beyond-int point reads outside, so the sample is 0 and not nan
+        beyond = ~xp.isfinite(value) | (value > 2 ** 31 - 2) | (value < -2 ** 31)
+        value, slope = xp.where(beyond, _OUTSIDE, value).astype(value.dtype), xp.where(beyond, 0, slope)
+    if padding_mode == "zeros" and not volume:
+        return x, unclipped_nan
+    if not xp.isfinite(x._data).all():  # a point at ±inf or nan maps to a constant: s = 0, and 0·inf would be nan
         x = where(Tensor._make(xp.isfinite(x._data)), x, 0.0)
     # s·x + b, b = value − s·x: the value of the map and its derivative s
-    return x * Tensor._make(slope) + Tensor._make(value - slope * x._data)
+    return x * Tensor._make(slope.astype(value.dtype)) + Tensor._make(value - slope * x._data), unclipped_nan
 
 
 def _read(input, positions, sizes):
@@ -232,7 +249,8 @@ def _sampled(input, grid, mode, padding_mode, align_corners):
     if mode == "bicubic":
         return _bicubic(input, grid, sizes, padding_mode, align_corners)
     # the grid's last axis lists x (width) first: input axis a is grid coordinate spatial − 1 − a
-    sources = [_source(grid[..., spatial - 1 - a], sizes[a], padding_mode, align_corners) for a in range(spatial)]
+    sources, nans = zip(*(_source(grid[..., spatial - 1 - a], sizes[a], padding_mode, align_corners, spatial == 3)
+                          for a in range(spatial)))
     if mode == "nearest":
         output = _read(input, [xp.rint(s._data).astype(xp.int64) for s in sources], sizes)
         if grid.requires_grad and is_grad_enabled():
@@ -241,7 +259,7 @@ def _sampled(input, grid, mode, padding_mode, align_corners):
             # input, as PyTorch's (a gradient penalty through a nearest read is zeros, not an error)
             never = Tensor._make(xp.zeros(grid.shape[:-1], dtype=bool))
             output = output * where(never, grid[..., 0], 1.0).unsqueeze(1)
-        return output
+        return _unread_in_backward(output, nans, spatial, padding_mode)
     lows = [xp.floor(s._data) for s in sources]
     output = None
     for corner in itertools.product((0, 1), repeat=spatial):
@@ -253,7 +271,19 @@ def _sampled(input, grid, mode, padding_mode, align_corners):
         term = _read(input, [(low + bit).astype(xp.int64) for low, bit in zip(lows, corner)], sizes)
         term = term * weight.unsqueeze(1)
         output = term if output is None else output + term
-    return output
+    return _unread_in_backward(output, nans, spatial, padding_mode)
+
+
+def _unread_in_backward(output, nans, spatial, padding_mode):
+    """PyTorch's volume backward clamps a coordinate without taking a nan to the edge (its forward does), so a
+    point whose padding map met a nan reads outside there: its value is the edge's, its gradients (to the input
+    and to every coordinate of the point) are 0."""
+    if spatial != 3 or padding_mode == "zeros":
+        return output
+    unread = xp.logical_or.reduce(nans)
+    if not unread.any():
+        return output
+    return where(Tensor._make(unread[:, None]), output.detach(), output)
 
 
 def _tap(position, size, padding_mode, align_corners):
