@@ -33,8 +33,8 @@ def test_a_view_of_a_convolution_shares_its_memory(T, request):
 
 @pytest.mark.parametrize("make", [lambda T, a: a.t().roll(1, 0), lambda T, a: T.cat([a.t(), a.t()]),
                                   lambda T, a: a.t().cumsum(0)])
-def test_a_view_of_a_result_of_a_transpose_shares_its_memory(T, make, request):
-    _view_copies_here(request, T)
+def test_a_view_of_a_result_of_a_transpose_shares_its_memory(T, make):
+    # (roll, cat and cumsum give row-major results, as PyTorch's kernels: probe21_games; it was a strict xfail)
     a = T.tensor(np.linspace(-1, 1, 12).reshape(3, 4), requires_grad=True)
     y = make(T, a)
     flat = y.view(-1)
