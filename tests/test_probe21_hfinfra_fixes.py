@@ -1,0 +1,97 @@
+"""Fixes found by the model-infrastructure programs of tests/test_programs_probe21_hfinfra.py, each checked on
+chainrule and on PyTorch (the ``T`` fixture)."""
+
+import contextlib
+
+import numpy as np
+import pytest
+
+from tests import ported_nn
+
+nn = ported_nn.nn  # the fixture
+
+
+@contextlib.contextmanager
+def registrations_through(nn, seen):
+    """nn.Module.register_parameter / register_buffer wrapped, as accelerate's init_empty_weights wraps them."""
+    register_parameter, register_buffer = nn.Module.register_parameter, nn.Module.register_buffer
+
+    def parameter(module, name, param):
+        seen.append(("parameter", type(module).__name__, name))
+        register_parameter(module, name, param)
+
+    def buffer(module, name, tensor, persistent=True):
+        seen.append(("buffer", type(module).__name__, name, persistent))
+        register_buffer(module, name, tensor, persistent=persistent)
+
+    nn.Module.register_parameter, nn.Module.register_buffer = parameter, buffer
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter, nn.Module.register_buffer = register_parameter, register_buffer
+
+
+def test_assigning_a_parameter_or_buffer_goes_through_register_parameter_and_register_buffer(T, nn):
+    seen = []
+    with registrations_through(nn, seen):
+        linear = nn.Linear(2, 3)  # its __init__ assigns self.weight = Parameter(...), self.bias = Parameter(...)
+        holder = nn.Module()
+        holder.register_buffer("steps", T.zeros(1), persistent=False)
+        holder.steps = T.ones(1)  # an existing buffer's new tensor: register_buffer again, keeping persistence
+        holder.scale = 2.0
+        holder.scale = nn.Parameter(T.ones(2))  # a plain attribute gives way to the parameter
+        holder.scale = None
+    assert seen == [("parameter", "Linear", "weight"), ("parameter", "Linear", "bias"),
+                    ("buffer", "Module", "steps", False), ("buffer", "Module", "steps", False),
+                    ("parameter", "Module", "scale"), ("parameter", "Module", "scale")]
+    assert [name for name, _ in linear.named_parameters()] == ["weight", "bias"]
+    assert list(holder.state_dict()) == [] and holder.steps.tolist() == [1.0]
+    assert holder.scale is None and "scale" in holder._parameters
+    with pytest.raises(TypeError, match="cannot assign 'int' as parameter 'scale'"):
+        holder.scale = 3
+
+
+def test_init_empty_weights_puts_every_parameter_on_the_meta_device(T, nn):
+    """accelerate.init_empty_weights: each parameter a layer registers is replaced by its meta copy."""
+    register_parameter = nn.Module.register_parameter
+
+    def register_empty_parameter(module, name, param):
+        register_parameter(module, name, param)
+        if param is not None:
+            param_cls = type(module._parameters[name])
+            kwargs = module._parameters[name].__dict__
+            kwargs["requires_grad"] = param.requires_grad
+            module._parameters[name] = param_cls(module._parameters[name].to(T.device("meta")), **kwargs)
+
+    nn.Module.register_parameter = register_empty_parameter
+    try:
+        model = nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4), nn.Embedding(5, 4))
+    finally:
+        nn.Module.register_parameter = register_parameter
+    assert [str(p.device) for p in model.parameters()] == ["meta"] * 5
+    assert all(type(p) is nn.Parameter and p.requires_grad for p in model.parameters())
+    assert model[0].weight.shape == (4, 3)
+
+
+def failed_load(T, nn):
+    net = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 3))
+    with T.no_grad():
+        for p in net.parameters():
+            p.fill_(1.0)
+    state = {"0.weight": T.full((2, 2), 5.0), "0.bias": T.full((2,), 5.0), "1.weight": T.zeros(4, 2),
+             "1.bias": T.full((3,), 7.0)}
+    with pytest.raises(RuntimeError, match=r"size mismatch for 1.weight"):
+        net.load_state_dict(state)
+    without_1_weight = {k: v for k, v in state.items() if k != "1.weight"}
+    with pytest.raises(RuntimeError, match=r'Missing key\(s\) in state_dict: "1.weight"'):
+        net.load_state_dict({**without_1_weight, "0.weight": T.full((2, 2), 9.0)}, assign=True)
+    return net
+
+
+def test_a_load_that_raises_has_copied_what_fitted(T, nn):
+    """As PyTorch's: the error is raised after the tensors that fitted were copied (or, with assign, taken)."""
+    net = failed_load(T, nn)
+    np.testing.assert_array_equal(net[0].weight.detach().numpy(), np.full((2, 2), 9.0))
+    np.testing.assert_array_equal(net[0].bias.detach().numpy(), [5.0, 5.0])
+    np.testing.assert_array_equal(net[1].weight.detach().numpy(), np.ones((3, 2)))
+    np.testing.assert_array_equal(net[1].bias.detach().numpy(), [7.0, 7.0, 7.0])
