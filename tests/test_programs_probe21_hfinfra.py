@@ -12,7 +12,11 @@ by ``torch.save`` and merged from ``torch.load(weights_only=True)``, loaded with
 ``register_load_state_dict_post_hook`` that forgives the tied key, then ``assign=True``; fine-tuning from a
 checkpoint with another head as YOLACT loads it (``try: load_state_dict except RuntimeError``: the tensors that
 fitted are loaded); accelerate's ``init_empty_weights`` (``nn.Module.register_parameter`` wrapped to put every
-parameter on the meta device) and ``set_module_tensor_to_device``; ``torch.load(mmap=True)`` into a meta model.
+parameter on the meta device) and ``set_module_tensor_to_device``; ``torch.load(mmap=True)`` into a meta model;
+transformers' ``_load_state_dict_into_model`` calling ``_load_from_state_dict`` by hand; a ``_version`` bump whose
+loader renames old keys; shared tensors grouped by ``untyped_storage().data_ptr()`` as safetensors saving does;
+PEFT-style LoRA injection by ``get_submodule``/``setattr`` with ``ModulesToSaveWrapper`` and ``__getattr__``
+forwarding, merged; training only new token embeddings through a gradient hook, ``max_norm`` renorming.
 Attention masks: extended padding masks ``(1 - mask) * finfo.min`` in float16 and float32, ``_expand_mask`` and
 ``_make_causal_mask`` with a past, a sliding window, the 4-D mask from ``cache_position`` (``*=`` by a boolean
 tensor, which leaves -0.0), position ids from ``cumsum`` under left padding, SDPA with boolean, float and
@@ -25,9 +29,11 @@ tuples with ``None``, under both variants, with dropout, frozen embeddings and `
 forward hook, against the unchecked model."""
 
 import collections
+import copy
 import functools
 import importlib
 import io
+import math
 import os
 import tempfile
 import warnings
@@ -549,6 +555,273 @@ def mmap_load(m):
 def test_mmap_loaded_checkpoint_assigned_into_a_meta_model():
     (out, device, missing), _ = run_both(mmap_load)
     assert device == "cpu" and missing == [] and out.shape == (2, 3)
+
+
+
+def hf_manual_load(m):
+    torch, nn = m.torch, m.nn
+    torch.manual_seed(0)
+    src = nn.Sequential(nn.Linear(2, 3), nn.LayerNorm(3), nn.Sequential(nn.Linear(3, 2)))
+    state_dict = src.state_dict()
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(2, 3), nn.LayerNorm(3), nn.Sequential(nn.Linear(3, 2)))
+    metadata = getattr(state_dict, "_metadata", None)
+    state_dict = state_dict.copy()
+    if metadata is not None:
+        state_dict._metadata = metadata
+    error_msgs = []
+    state_dict["2.0.weight"] = torch.zeros(5, 5)
+    def load(module, state_dict, prefix="", assign_to_params_buffers=False):
+        local_metadata = {} if metadata is None else metadata.get(prefix[:-1], {})
+        local_metadata["assign_to_params_buffers"] = assign_to_params_buffers
+        args = (state_dict, prefix, local_metadata, True, [], [], error_msgs)
+        if len([key for key in state_dict if key.startswith(prefix)]) > 0:
+            module._load_from_state_dict(*args)
+        for name, child in module._modules.items():
+            if child is not None:
+                load(child, state_dict, prefix + name + ".", assign_to_params_buffers)
+    load(model, state_dict)
+    error_msgs = [e.replace("torch.Size", "Size") for e in error_msgs]  # (the libraries name Size apart)
+    return (error_msgs, model[0].weight, model[2][0].bias, model[2][0].weight, sorted(metadata),
+            metadata[""], metadata["1"], type(state_dict).__name__)
+
+def versioned(m):
+    torch, nn = m.torch, m.nn
+    class Block(nn.Module):
+        _version = 2
+        def __init__(self):
+            super().__init__()
+            self.scale = nn.Parameter(torch.ones(2))
+        def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                  error_msgs):
+            version = local_metadata.get("version", None)
+            if version is None or version < 2:
+                old = prefix + "gamma"
+                if old in state_dict:
+                    state_dict[prefix + "scale"] = state_dict.pop(old)
+            super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                          error_msgs)
+    model = nn.Sequential(Block(), Block())
+    sd = model.state_dict()
+    meta = {k: dict(v) for k, v in sd._metadata.items()}
+    old = collections.OrderedDict({"0.gamma": torch.full((2,), 3.0), "1.scale": torch.full((2,), 4.0)})
+    old._metadata = {"0": {"version": 1}, "1": {"version": 2}}
+    r = model.load_state_dict(old)
+    return meta, repr(r), model[0].scale, model[1].scale
+
+def shared_names(m):
+    torch, nn = m.torch, m.nn
+    torch.manual_seed(0)
+    big = torch.zeros(4, 6)
+    emb = nn.Embedding(4, 6); head = nn.Linear(6, 4, bias=False); head.weight = emb.weight
+    model = nn.ModuleDict({"emb": emb, "head": head})
+    model.register_buffer("part", big[1:3])
+    model.register_buffer("whole", big)
+    sd = model.state_dict()
+    def storage_ptr(tensor):
+        return tensor.untyped_storage().data_ptr()
+    def _end_ptr(tensor):
+        if tensor.nelement():
+            stop = tensor.view(-1)[-1].data_ptr() + tensor.element_size()
+        else:
+            stop = tensor.data_ptr()
+        return stop
+    def storage_size(tensor):
+        return tensor.untyped_storage().nbytes()
+    def _find_shared_tensors(state_dict):
+        tensors = collections.defaultdict(set)
+        for k, v in state_dict.items():
+            if v.device != torch.device("meta") and storage_ptr(v) != 0 and storage_size(v) != 0:
+                tensors[(v.device, storage_ptr(v), storage_size(v))].add(k)
+        return sorted(sorted(names) for names in tensors.values())
+    def _find_disjoint(groups, state_dict):
+        shared, disjoint = [], set()
+        for names in groups:
+            if len(names) < 2:
+                continue
+            areas = sorted((state_dict[n].data_ptr(), _end_ptr(state_dict[n]), n) for n in names)
+            _, last_stop, last_name = areas[0]
+            ok = True
+            for start, stop, name in areas[1:]:
+                if start < last_stop:
+                    ok = False
+                    break
+                last_stop = stop
+            if ok:
+                disjoint |= set(names)
+            else:
+                shared.append(names)
+        return shared, sorted(disjoint)
+    groups = _find_shared_tensors(sd)
+    offsets = (sd["part"].data_ptr() - sd["whole"].data_ptr(), _end_ptr(sd["part"]) - sd["whole"].data_ptr(),
+               storage_size(sd["part"]), sd["part"].storage_offset(), big.t()[1].data_ptr() - big.data_ptr())
+    return groups, _find_disjoint(groups, sd), offsets
+
+def peft_like(m):
+    torch, nn, F = m.torch, m.nn, m.F
+    torch.manual_seed(0)
+    class Base(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(7, 4)
+            self.q = nn.Linear(4, 4)
+            self.v = nn.Linear(4, 4)
+            self.classifier = nn.Linear(4, 2)
+        def forward(self, ids):
+            h = self.embed(ids)
+            h = h + self.q(h).tanh() * self.v(h)
+            return self.classifier(h.mean(1))
+    class LoraLinear(nn.Module):
+        def __init__(self, base, r=2, alpha=4):
+            super().__init__()
+            self.base_layer = base
+            self.lora_A = nn.ModuleDict({"default": nn.Linear(base.in_features, r, bias=False)})
+            self.lora_B = nn.ModuleDict({"default": nn.Linear(r, base.out_features, bias=False)})
+            self.scaling = {"default": alpha / r}
+            nn.init.kaiming_uniform_(self.lora_A["default"].weight, a=math.sqrt(5))
+            nn.init.normal_(self.lora_B["default"].weight, std=0.1)
+        def forward(self, x):
+            return self.base_layer(x) + self.lora_B["default"](self.lora_A["default"](x)) * self.scaling["default"]
+    class ModulesToSaveWrapper(nn.Module):
+        def __init__(self, module_to_save):
+            super().__init__()
+            self.original_module = module_to_save
+            self.modules_to_save = nn.ModuleDict({"default": copy.deepcopy(module_to_save)})
+            self.original_module.requires_grad_(False)
+        def forward(self, *args, **kwargs):
+            return self.modules_to_save["default"](*args, **kwargs)
+        def __getattr__(self, name):
+            try:
+                return super().__getattr__(name)
+            except AttributeError:
+                return getattr(self.modules_to_save["default"], name)
+    class PeftModel(nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.base_model = model
+        def __getattr__(self, name):
+            try:
+                return super().__getattr__(name)
+            except AttributeError:
+                if name == "base_model":
+                    raise
+                return getattr(self.base_model, name)
+        def forward(self, *a, **k):
+            return self.base_model(*a, **k)
+    base = Base()
+    base_head = base.classifier.weight.detach().clone()
+    for n, p in base.named_parameters():
+        p.requires_grad = False
+    for name in ["q", "v"]:
+        parent_name, _, child_name = name.rpartition(".")
+        parent = base.get_submodule(parent_name)
+        target = getattr(parent, child_name)
+        setattr(parent, child_name, LoraLinear(target))
+    base.classifier = ModulesToSaveWrapper(base.classifier)
+    model = PeftModel(base)
+    out = {}
+    out["trainable"] = [n for n, p in model.named_parameters() if p.requires_grad]
+    out["all"] = sum(p.numel() for p in model.parameters())
+    out["fwd_attr"] = model.classifier.out_features  # through both __getattr__
+    out["embed_via"] = model.embed.num_embeddings
+    ids = torch.tensor([[1, 2, 3], [4, 5, 6]])
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    for _ in range(3):
+        opt.zero_grad()
+        loss = F.cross_entropy(model(ids), torch.tensor([0, 1]))
+        loss.backward()
+        opt.step()
+    out["loss"] = loss
+    sd = model.state_dict()
+    peft_sd = {k: v for k, v in sd.items() if "lora_" in k or "modules_to_save" in k}
+    out["peft_keys"] = sorted(peft_sd)
+    fresh_base = Base()
+    # merge
+    for name in ["q", "v"]:
+        lora = getattr(model.base_model, name)
+        delta = lora.lora_B["default"].weight @ lora.lora_A["default"].weight * lora.scaling["default"]
+        merged = nn.Linear(4, 4)
+        merged.weight.data = lora.base_layer.weight.data + delta
+        merged.bias.data = lora.base_layer.bias.data.clone()
+        setattr(fresh_base, name, merged)
+    fresh_base.embed.weight.data.copy_(model.base_model.embed.weight.data)
+    fresh_base.classifier.load_state_dict(model.base_model.classifier.modules_to_save["default"].state_dict())
+    out["merged_same"] = (fresh_base(ids) - model(ids)).abs().max()
+    out["original_head"] = model.base_model.classifier.original_module.weight
+    out["base_head"] = base_head
+    return out
+
+def embedding_tricks(m):
+    torch, nn = m.torch, m.nn
+    torch.manual_seed(0)
+    w = torch.randn(6, 3)
+    emb = nn.Embedding.from_pretrained(w, freeze=True, padding_idx=0)
+    out = {"frozen": emb.weight.requires_grad, "pad": emb.padding_idx}
+    emb2 = nn.Embedding.from_pretrained(w.clone(), freeze=False)
+    # train only new tokens 4, 5
+    trainable = torch.zeros(6, 1); trainable[4:] = 1
+    h = emb2.weight.register_hook(lambda grad: grad * trainable)
+    opt = torch.optim.AdamW(emb2.parameters(), lr=0.1, weight_decay=0.0)
+    for _ in range(2):
+        opt.zero_grad()
+        emb2(torch.tensor([[1, 4, 5, 2]])).pow(2).sum().backward()
+        opt.step()
+    out["changed"] = (emb2.weight != w).any(1)
+    out["w"] = emb2.weight
+    out["grad"] = emb2.weight.grad
+    h.remove()
+    e3 = nn.Embedding(5, 2, max_norm=1.0)
+    with torch.no_grad():
+        e3.weight.mul_(10)
+    o = e3(torch.tensor([1, 1, 3]))
+    out["renorm"] = e3.weight.norm(dim=1)
+    out["o"] = o
+    return out
+
+
+
+def test_transformers_load_state_dict_into_model_by_hand():
+    """_load_state_dict_into_model: each module's _load_from_state_dict called directly, with the metadata's
+    version and assign_to_params_buffers, collecting error messages instead of raising."""
+    error_msgs, first, bias, weight, meta_keys, root, norm, kind = run_both(hf_manual_load)[0]
+    assert error_msgs == ["size mismatch for 2.0.weight: copying a param with shape Size([5, 5]) from checkpoint, "
+                          "the shape in current model is Size([2, 3])."]
+    assert meta_keys == ["", "0", "1", "2", "2.0"] and root == norm == {"version": 1, "assign_to_params_buffers": False}
+    assert kind == "OrderedDict" and weight.shape == (2, 3)
+
+
+def test_versioned_load_from_state_dict_renames_old_keys():
+    meta, result, first, second = run_both(versioned)[0]
+    assert meta == {"": {"version": 1}, "0": {"version": 2}, "1": {"version": 2}}
+    assert result == "<All keys matched successfully>"
+    np.testing.assert_array_equal(first, [3.0, 3.0])
+    np.testing.assert_array_equal(second, [4.0, 4.0])
+
+
+def test_shared_tensors_found_by_storage_as_safetensors_saving_does():
+    groups, (shared, disjoint), offsets = run_both(shared_names)[0]
+    assert groups == [["emb.weight", "head.weight"], ["part", "whole"]]
+    assert shared == [["emb.weight", "head.weight"], ["part", "whole"]] and disjoint == []
+    assert tuple(offsets) == (24, 72, 96, 6, 4)
+
+
+def test_peft_style_lora_injection_modules_to_save_and_merge():
+    ours, _ = run_both(peft_like)
+    assert ours["trainable"] == ["base_model.q.lora_A.default.weight", "base_model.q.lora_B.default.weight",
+                                 "base_model.v.lora_A.default.weight", "base_model.v.lora_B.default.weight"]
+    assert ours["fwd_attr"] == 2 and ours["embed_via"] == 7 and ours["all"] == 28 + 2 * 20 + 2 * 16 + 2 * 10
+    assert ours["merged_same"] < 1e-6
+    assert len(ours["peft_keys"]) == 4 + 2  # the LoRA factors, the copied head
+    np.testing.assert_array_equal(ours["original_head"], ours["base_head"])  # frozen, not trained
+
+
+def test_training_only_new_token_embeddings_through_a_gradient_hook():
+    ours, _ = run_both(embedding_tricks)
+    assert not ours["frozen"] and ours["pad"] == 0
+    np.testing.assert_array_equal(ours["changed"], [False, False, False, False, True, True])
+    np.testing.assert_array_equal(ours["grad"][:4], np.zeros((4, 3)))
+    np.testing.assert_allclose(ours["renorm"][[1, 3]], [1.0, 1.0], rtol=1e-5)  # max_norm renormed the rows looked up
+    assert (ours["renorm"][[0, 2, 4]] > 1.5).all()
 
 
 # ----------------------------------------------------------------------------------------------
