@@ -1388,3 +1388,116 @@ def test_checkpointed_layers_returning_tuples_with_none():
         for a, b in zip([ours["plain"][1]] + ours["plain"][2], [ours[mode][1]] + ours[mode][2]):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
         assert ours[mode][3]
+
+
+# ----------------------------------------------------------------------------------------------
+# from_pretrained(low_cpu_mem_usage=True): an empty model on the meta device, filled from the checkpoint
+# ----------------------------------------------------------------------------------------------
+
+
+def low_cpu_mem_usage_loading(m):
+    torch, nn, F = m.torch, m.nn, m.F
+    import contextlib
+
+    @contextlib.contextmanager
+    def init_empty_weights():
+        old_register_parameter = nn.Module.register_parameter
+
+        def register_empty_parameter(module, name, param):
+            old_register_parameter(module, name, param)
+            if param is not None:
+                param_cls = type(module._parameters[name])
+                kwargs = module._parameters[name].__dict__
+                kwargs["requires_grad"] = param.requires_grad
+                module._parameters[name] = param_cls(module._parameters[name].to(torch.device("meta")), **kwargs)
+
+        try:
+            nn.Module.register_parameter = register_empty_parameter
+            yield
+        finally:
+            nn.Module.register_parameter = old_register_parameter
+
+    def set_module_tensor_to_device(module, tensor_name, device, value=None, dtype=None):
+        if "." in tensor_name:
+            splits = tensor_name.split(".")
+            for split in splits[:-1]:
+                module = getattr(module, split)
+            tensor_name = splits[-1]
+        old_value = getattr(module, tensor_name)
+        if old_value.device == torch.device("meta") and device not in ["meta", torch.device("meta")] and value is None:
+            raise ValueError(f"{tensor_name} is on the meta device, we need a `value` to put in on {device}.")
+        if value is not None:
+            if dtype is None:
+                value = value.to(old_value.dtype)
+            elif not str(value.dtype).endswith(("int8", "bool")):
+                value = value.to(dtype)
+        with torch.no_grad():
+            new_value = old_value.to(device) if value is None else value.to(device)
+            if tensor_name in module._buffers:
+                module._buffers[tensor_name] = new_value
+            else:
+                param_cls = type(module._parameters[tensor_name])
+                module._parameters[tensor_name] = param_cls(new_value, requires_grad=old_value.requires_grad)
+
+    class Classifier(nn.Module):
+        def __init__(self, vocab=9, d=6, labels=3):
+            super().__init__()
+            self.embeddings = nn.Embedding(vocab, d, padding_idx=0)
+            self.encoder = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.LayerNorm(d))
+            self.register_buffer("token_type_ids", torch.zeros(1, 5, dtype=torch.long), persistent=False)
+            self.lm_head = nn.Linear(d, vocab, bias=False)
+            self.score = nn.Linear(d, labels)
+            self.lm_head.weight = self.embeddings.weight
+
+        def _init_weights(self, module):
+            if isinstance(module, nn.Linear):
+                module.weight.data.normal_(mean=0.0, std=0.02)
+                if module.bias is not None:
+                    module.bias.data.zero_()
+
+        def forward(self, ids):
+            h = self.encoder(self.embeddings(ids))
+            return self.score(h[:, 0]), self.lm_head(h)
+
+    torch.manual_seed(0)
+    pretrained = Classifier()
+    checkpoint = {k: v.clone() for k, v in pretrained.state_dict().items()
+                  if not k.startswith(("score.", "lm_head."))}  # a base model's checkpoint: no head
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
+    buffer.seek(0)
+    state_dict = torch.load(buffer, map_location="cpu", weights_only=True)
+
+    with init_empty_weights():
+        model = Classifier()
+    on_meta = sorted({str(p.device) for p in model.parameters()})
+    expected_keys = list(model.state_dict().keys())
+    loaded_keys = list(state_dict.keys())
+    missing_keys = sorted(set(expected_keys) - set(loaded_keys) - {"lm_head.weight"})
+    for name, param in state_dict.items():
+        set_module_tensor_to_device(model, name, "cpu", value=param, dtype=torch.float32)
+    # _move_missing_keys_from_meta_to_cpu, then _initialize_missing_keys
+    for key in missing_keys:
+        set_module_tensor_to_device(model, key, "cpu", value=torch.empty(*model.get_parameter(key).size()))
+    torch.manual_seed(1)
+    for name, module in model.named_modules():
+        if any(key.startswith(name + ".") for key in missing_keys) and name:
+            model._init_weights(module)
+    model.lm_head.weight = model.embeddings.weight  # tie_weights
+    model.eval()
+    ids = torch.tensor([[3, 4, 5, 0, 0], [6, 7, 8, 1, 0]])
+    with torch.no_grad():
+        logits, lm_logits = model(ids)
+        _, reference_lm = pretrained.eval()(ids)
+    return {"on_meta": on_meta, "missing": missing_keys, "devices": sorted({str(p.device) for p in model.parameters()}),
+            "logits": logits, "lm_same": torch.equal(lm_logits, reference_lm), "score_bias": model.score.bias,
+            "tied": model.lm_head.weight is model.embeddings.weight, "buffer": model.token_type_ids.device.type}
+
+
+def test_low_cpu_mem_usage_loading_through_the_meta_device():
+    ours, _ = run_both(low_cpu_mem_usage_loading)
+    assert ours["on_meta"] == ["meta"] and ours["devices"] == ["cpu"]
+    assert ours["missing"] == ["score.bias", "score.weight"]
+    assert ours["lm_same"] and ours["tied"] and ours["buffer"] == "cpu"
+    np.testing.assert_array_equal(ours["score_bias"], np.zeros(3))
+    assert ours["logits"].shape == (2, 3) and np.abs(ours["logits"]).max() < 0.5
