@@ -17,6 +17,9 @@ transformers' ``_load_state_dict_into_model`` calling ``_load_from_state_dict`` 
 loader renames old keys; shared tensors grouped by ``untyped_storage().data_ptr()`` as safetensors saving does;
 PEFT-style LoRA injection by ``get_submodule``/``setattr`` with ``ModulesToSaveWrapper`` and ``__getattr__``
 forwarding, merged; training only new token embeddings through a gradient hook, ``max_norm`` renorming.
+``from_pretrained(low_cpu_mem_usage=True)``: the model built under ``init_empty_weights``, filled by
+``set_module_tensor_to_device`` from a headless checkpoint, its missing head moved off the meta device by
+``torch.empty`` and initialised, re-tied.
 Attention masks: extended padding masks ``(1 - mask) * finfo.min`` in float16 and float32, ``_expand_mask`` and
 ``_make_causal_mask`` with a past, a sliding window, the 4-D mask from ``cache_position`` (``*=`` by a boolean
 tensor, which leaves -0.0), position ids from ``cumsum`` under left padding, SDPA with boolean, float and
