@@ -168,11 +168,24 @@ class Module(ModuleState, ModuleHooks):
             if value is not None and not isinstance(value, Tensor) and not _is_sparse(value):
                 raise TypeError(f"cannot assign '{_type_name(value)}' as buffer '{name}' "
                                 "(torch.Tensor or None expected)")
-            self.register_buffer(name, value, persistent=name not in self._non_persistent)  # as PyTorch's
+            self._reregister_buffer(name, value)
             return
         else:
             registry = None
         self._set_member(registry, name, value)
+
+    def _reregister_buffer(self, name, value):
+        """A buffer's new tensor through register_buffer, as PyTorch's __setattr__; a subclass's register_buffer
+        written without ``persistent`` is called without it, for a persistent buffer (PyTorch's allowance)."""
+        persistent = name not in self._non_persistent
+        if type(self).register_buffer is not Module.register_buffer and \
+                "persistent" not in inspect.signature(self.register_buffer).parameters:
+            if not persistent:
+                raise RuntimeError("Registering a non-persistent buffer on a Module subclass that implements "
+                                   "register_buffer() without the persistent argument is not allowed.")
+            self.register_buffer(name, value)
+        else:
+            self.register_buffer(name, value, persistent=persistent)
 
     def _set_member(self, registry, name, value):
         """``value`` as ``name``, in ``registry`` (None for a plain attribute) and in no other."""

@@ -95,3 +95,24 @@ def test_a_load_that_raises_has_copied_what_fitted(T, nn):
     np.testing.assert_array_equal(net[0].bias.detach().numpy(), [5.0, 5.0])
     np.testing.assert_array_equal(net[1].weight.detach().numpy(), np.ones((3, 2)))
     np.testing.assert_array_equal(net[1].bias.detach().numpy(), [7.0, 7.0, 7.0])
+
+
+def test_a_register_buffer_override_without_persistent_is_called_without_it(T, nn):
+    seen = []
+
+    class Legacy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("count", T.zeros(1))
+            nn.Module.register_buffer(self, "scratch", T.zeros(1), persistent=False)
+
+        def register_buffer(self, name, tensor):  # written before PyTorch had persistent
+            seen.append(name)
+            super().register_buffer(name, tensor)
+
+    module = Legacy()
+    module.count = T.ones(1)
+    assert seen == ["count", "count"] and module.count.tolist() == [1.0] and list(module.state_dict()) == ["count"]
+    with pytest.raises(RuntimeError, match="Registering a non-persistent buffer on a Module subclass that implements "
+                                           r"register_buffer\(\) without the persistent argument is not allowed"):
+        module.scratch = T.ones(1)
