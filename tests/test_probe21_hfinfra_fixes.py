@@ -2,6 +2,7 @@
 chainrule and on PyTorch (the ``T`` fixture)."""
 
 import contextlib
+import importlib
 
 import numpy as np
 import pytest
@@ -116,3 +117,65 @@ def test_a_register_buffer_override_without_persistent_is_called_without_it(T, n
     with pytest.raises(RuntimeError, match="Registering a non-persistent buffer on a Module subclass that implements "
                                            r"register_buffer\(\) without the persistent argument is not allowed"):
         module.scratch = T.ones(1)
+
+
+F = ported_nn.F  # the fixture
+
+SDPA_CASES = {  # name: (query, key, value shapes, mask shape, keywords): where PyTorch's CPU flash kernel runs
+    "4-D, 2-D mask": ((2, 2, 3, 4), (2, 2, 5, 4), (2, 2, 5, 4), (3, 5), {}),
+    "4-D, 4-D mask": ((2, 2, 3, 4), (2, 2, 5, 4), (2, 2, 5, 4), (2, 1, 3, 5), {}),
+    "grouped query": ((1, 4, 3, 4), (1, 2, 5, 4), (1, 2, 5, 4), (1, 4, 3, 5), {"enable_gqa": True}),
+    "float mask": ((1, 2, 3, 4), (1, 2, 5, 4), (1, 2, 5, 4), (3, 5), {"float_mask": True}),
+}
+SDPA_REFUSED = {  # where the math kernel runs: it refuses an attn_mask with is_causal
+    "3-D": ((2, 3, 4), (2, 5, 4), (2, 5, 4), (3, 5), {}),
+    "dropout": ((1, 2, 3, 4), (1, 2, 5, 4), (1, 2, 5, 4), (3, 5), {"dropout_p": 0.5}),
+    "value head size": ((1, 2, 3, 4), (1, 2, 5, 4), (1, 2, 5, 6), (3, 5), {}),
+    "3-D mask": ((1, 2, 3, 4), (1, 2, 5, 4), (1, 2, 5, 4), (1, 3, 5), {}),
+    "mask with grad": ((1, 2, 3, 4), (1, 2, 5, 4), (1, 2, 5, 4), (3, 5), {"float_mask": True, "mask_grad": True}),
+    "math kernel only": ((1, 2, 3, 4), (1, 2, 5, 4), (1, 2, 5, 4), (3, 5), {"math": True}),
+}
+
+
+def sdpa_causal_with_mask(T, F, q_shape, k_shape, v_shape, mask_shape, options):
+    options = dict(options)
+    generator = np.random.default_rng(0)
+    q, k, v = (T.tensor(generator.standard_normal(shape).astype(np.float32)) for shape in (q_shape, k_shape, v_shape))
+    keep = generator.random(mask_shape) > 0.3
+    if options.pop("float_mask", False):
+        mask = T.tensor(np.where(keep, 0.0, -2.0).astype(np.float32), requires_grad=options.pop("mask_grad", False))
+    else:
+        mask = T.tensor(keep)
+    backends = importlib.import_module(F.__name__.rpartition(".")[0] + ".attention")
+    kernel = (backends.sdpa_kernel(backends.SDPBackend.MATH) if options.pop("math", False)
+              else contextlib.nullcontext())
+    with kernel:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=True, **options), q, k, v, mask
+
+
+@pytest.mark.parametrize("case", list(SDPA_CASES))
+def test_sdpa_applies_an_attn_mask_with_is_causal_where_the_cpu_flash_kernel_runs(T, F, case):
+    out, q, k, v, mask = sdpa_causal_with_mask(T, F, *SDPA_CASES[case])
+    L, S = q.shape[-2], k.shape[-2]
+    causal = T.ones(L, S, dtype=T.bool).tril()
+    both = causal & mask if mask.dtype == T.bool else mask.masked_fill(~causal, float("-inf"))
+    expected = F.scaled_dot_product_attention(q, k, v, attn_mask=both, enable_gqa=q.shape[1] != k.shape[1])
+    np.testing.assert_allclose(out.numpy(), expected.numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("case", list(SDPA_REFUSED))
+def test_sdpa_refuses_an_attn_mask_with_is_causal_where_the_math_kernel_runs(T, F, case):
+    with pytest.raises(RuntimeError, match="Explicit attn_mask should not be set when is_causal=True"):
+        sdpa_causal_with_mask(T, F, *SDPA_REFUSED[case])
+
+
+def test_sdpa_refuses_a_mask_that_would_broadcast_the_scores_larger(T, F):
+    """A (batch, L, S) mask lines its batch up with the heads: PyTorch adds it into the scores in place, and refuses."""
+    q, k = T.ones(2, 1, 2, 4), T.ones(2, 1, 3, 4)
+    v = T.arange(24.0).reshape(2, 1, 3, 4)
+    for mask in (T.zeros(2, 2, 3), T.ones(3, 2, 3, dtype=T.bool)):
+        wide = [mask.shape[0] if i == 1 else n for i, n in enumerate((2, 1, 2, 3))]
+        with pytest.raises(RuntimeError, match=rf"output with shape \[2, 1, 2, 3\] doesn't match the broadcast shape "
+                                               rf"\[{', '.join(map(str, wide))}\]"):
+            F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    assert F.scaled_dot_product_attention(q, k, v, attn_mask=T.zeros(2, 1, 1, 3)).shape == (2, 1, 2, 4)

@@ -23,8 +23,9 @@ forwarding, merged; training only new token embeddings through a gradient hook, 
 Attention masks: extended padding masks ``(1 - mask) * finfo.min`` in float16 and float32, ``_expand_mask`` and
 ``_make_causal_mask`` with a past, a sliding window, the 4-D mask from ``cache_position`` (``*=`` by a boolean
 tensor, which leaves -0.0), position ids from ``cumsum`` under left padding, SDPA with boolean, float and
-``is_causal`` masks. Generation: the watermarking processor (``randperm`` on a seeded ``Generator``), repetition
-penalty, temperature, top-k, top-p, epsilon and eta warpers, ``multinomial``; beam search in its legacy form
+``is_causal`` masks, a decoder passing its padding mask with ``is_causal=True``. Generation: the watermarking
+processor (``randperm`` on a seeded ``Generator``), repetition penalty, temperature, top-k, top-p, epsilon and
+eta warpers, ``multinomial``; beam search in its legacy form
 (``topk`` over flattened beams, ``index_select`` of a KV cache) and its vectorised form (``take_along_dim``
 gathers); contrastive search's degeneration penalty; ``DynamicCache``'s ``cat``, reorder, crop and
 ``repeat_interleave``; stopping criteria by ``isin``. Gradient checkpointing of Hugging Face layers returning
@@ -976,6 +977,54 @@ def test_causal_mask_from_cache_position_as_transformers_builds_it():
         np.testing.assert_array_equal(mask[:, 0] == lowest, masked)
         np.testing.assert_array_equal(padding[:, 0], ~future[None] & masked)
 
+
+
+def causal_lm_padding_mask_with_is_causal(m, combine):
+    """A decoder whose attention passes the padding mask and is_causal=True together (PyTorch's CPU flash kernel
+    applies both), trained one step; ``combine`` builds the one mask by hand instead."""
+    torch, nn, F = m.torch, m.nn, m.F
+
+    class SelfAttention(nn.Module):
+        def __init__(self, d=8, heads=2):
+            super().__init__()
+            self.heads = heads
+            self.qkv = nn.Linear(d, 3 * d)
+            self.out = nn.Linear(d, d)
+
+        def forward(self, x, padding_mask):
+            B, T, C = x.shape
+            q, k, v = self.qkv(x).view(B, T, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)
+            keep = padding_mask[:, None, None, :].bool()
+            if combine:
+                causal = torch.ones(T, T, dtype=torch.bool).tril()
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=keep & causal)
+            else:
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=keep, is_causal=True)
+            return self.out(y.transpose(1, 2).reshape(B, T, C))
+
+    torch.manual_seed(0)
+    emb, attn, head = nn.Embedding(10, 8), SelfAttention(), nn.Linear(8, 10)
+    params = [*emb.parameters(), *attn.parameters(), *head.parameters()]
+    optimizer = m.optim.SGD(params, lr=0.5)
+    ids = torch.tensor([[1, 2, 3, 4, 5], [6, 7, 8, 0, 0]])
+    padding_mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
+    labels = ids.masked_fill(padding_mask == 0, -100)
+    losses = []
+    for step in range(2):
+        optimizer.zero_grad()
+        logits = head(attn(emb(ids), padding_mask))
+        loss = F.cross_entropy(logits[:, :-1].reshape(-1, 10), labels[:, 1:].reshape(-1), ignore_index=-100)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss)
+    return losses, [p.detach().clone() for p in params]
+
+
+def test_sdpa_with_a_padding_mask_and_is_causal_together():
+    ours, _ = run_both(causal_lm_padding_mask_with_is_causal, False)
+    by_hand, _ = run_both(causal_lm_padding_mask_with_is_causal, True)
+    for a, b in zip(ours[0] + ours[1], by_hand[0] + by_hand[1]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 # ----------------------------------------------------------------------------------------------
 # Generation utilities
