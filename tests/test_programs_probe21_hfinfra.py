@@ -30,7 +30,8 @@ eta warpers, ``multinomial``; beam search in its legacy form
 gathers); contrastive search's degeneration penalty; ``DynamicCache``'s ``cat``, reorder, crop and
 ``repeat_interleave``; stopping criteria by ``isin``. Gradient checkpointing of Hugging Face layers returning
 tuples with ``None``, under both variants, with dropout, frozen embeddings and ``enable_input_require_grads``'
-forward hook, against the unchecked model."""
+forward hook, against the unchecked model. T5's ``_shift_right`` behind transformers' ``is_torch_fx_proxy``
+(a strict xfail: no ``torch.fx.Proxy``)."""
 
 import collections
 import copy
@@ -1553,3 +1554,42 @@ def test_low_cpu_mem_usage_loading_through_the_meta_device():
     assert ours["lm_same"] and ours["tied"] and ours["buffer"] == "cpu"
     np.testing.assert_array_equal(ours["score_bias"], np.zeros(3))
     assert ours["logits"].shape == (2, 3) and np.abs(ours["logits"]).max() < 0.5
+
+
+# ----------------------------------------------------------------------------------------------
+# transformers' framework checks around a model's code
+# ----------------------------------------------------------------------------------------------
+
+
+def t5_shift_right(m):
+    """T5PreTrainedModel._shift_right, with transformers' is_torch_fx_proxy as 4.3x wrote it (no try)."""
+    torch = m.torch
+
+    def is_torch_fx_proxy(x):
+        import importlib
+
+        fx = importlib.import_module(torch.__name__ + ".fx")
+        return isinstance(x, fx.Proxy)
+
+    def _shift_right(input_ids, decoder_start_token_id=0, pad_token_id=0):
+        if is_torch_fx_proxy(input_ids):
+            shifted_input_ids = torch.full(input_ids.shape[:-1] + (1,), decoder_start_token_id)
+            shifted_input_ids = torch.cat([shifted_input_ids, input_ids[..., :-1]], dim=-1)
+        else:
+            shifted_input_ids = input_ids.new_zeros(input_ids.shape)
+            shifted_input_ids[..., 1:] = input_ids[..., :-1].clone()
+            shifted_input_ids[..., 0] = decoder_start_token_id
+        shifted_input_ids.masked_fill_(shifted_input_ids == -100, pad_token_id)
+        return shifted_input_ids
+
+    return _shift_right(torch.tensor([[5, 6, -100, -100], [7, 8, 9, 1]]))
+
+
+@pytest.mark.xfail(strict=True, raises=AttributeError,
+                   reason="autograd/fx.py has no Proxy: transformers' is_torch_fx_proxy (isinstance(x, "
+                          "torch.fx.Proxy), called by T5's _shift_right and others) raises AttributeError; the mend "
+                          "is in a file outside this task's (a Proxy class nothing is an instance of, chainrule "
+                          "tracing nothing)")
+def test_t5_shift_right_asks_whether_its_input_is_an_fx_proxy():
+    shifted, _ = run_both(t5_shift_right)
+    np.testing.assert_array_equal(shifted, [[0, 5, 6, 0], [0, 7, 8, 9]])
