@@ -3,6 +3,7 @@ chainrule and on PyTorch (the ``T`` fixture)."""
 
 import contextlib
 import importlib
+import warnings
 
 import numpy as np
 import pytest
@@ -179,3 +180,25 @@ def test_sdpa_refuses_a_mask_that_would_broadcast_the_scores_larger(T, F):
                                                rf"\[{', '.join(map(str, wide))}\]"):
             F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     assert F.scaled_dot_product_attention(q, k, v, attn_mask=T.zeros(2, 1, 1, 3)).shape == (2, 1, 2, 4)
+
+
+def test_canonical_mask_and_none_or_dtype_as_attention_modules_copied_from_pytorch_call_them(T, F):
+    padding = T.tensor([[False, True, False]])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        canonical = F._canonical_mask(mask=padding, mask_name="key_padding_mask", other_type=T.float32,
+                                      other_name="attn_mask", target_type=T.float64)
+        unchecked = F._canonical_mask(mask=padding, mask_name="attn_mask", other_type=T.float32, other_name="",
+                                      target_type=T.float32, check_other=False)
+    assert [str(w.message) for w in caught] == [
+        "Support for mismatched key_padding_mask and attn_mask is deprecated. Use same type for both instead."]
+    np.testing.assert_array_equal(canonical.numpy(), [[0.0, -np.inf, 0.0]])
+    assert canonical.dtype == T.float64 and unchecked.dtype == T.float32
+    floats = T.zeros(1, 3)
+    assert F._canonical_mask(floats, "attn_mask", None, "", T.float64) is floats
+    assert F._canonical_mask(None, "attn_mask", None, "", T.float32) is None
+    with pytest.raises(AssertionError, match="only bool and floating types of attn_mask are supported"):
+        F._canonical_mask(T.ones(1, 3, dtype=T.int64), "attn_mask", None, "", T.float32)
+    assert F._none_or_dtype(None) is None and F._none_or_dtype(padding) == T.bool
+    with pytest.raises(RuntimeError, match=r"input to _none_or_dtype\(\) must be None or torch.Tensor"):
+        F._none_or_dtype(3)

@@ -23,7 +23,8 @@ forwarding, merged; training only new token embeddings through a gradient hook, 
 Attention masks: extended padding masks ``(1 - mask) * finfo.min`` in float16 and float32, ``_expand_mask`` and
 ``_make_causal_mask`` with a past, a sliding window, the 4-D mask from ``cache_position`` (``*=`` by a boolean
 tensor, which leaves -0.0), position ids from ``cumsum`` under left padding, SDPA with boolean, float and
-``is_causal`` masks, a decoder passing its padding mask with ``is_causal=True``. Generation: the watermarking
+``is_causal`` masks, a decoder passing its padding mask with ``is_causal=True``, a MultiheadAttention
+subclass canonicalising its masks by ``F._canonical_mask``. Generation: the watermarking
 processor (``randperm`` on a seeded ``Generator``), repetition penalty, temperature, top-k, top-p, epsilon and
 eta warpers, ``multinomial``; beam search in its legacy form
 (``topk`` over flattened beams, ``index_select`` of a KV cache) and its vectorised form (``take_along_dim``
@@ -1026,6 +1027,53 @@ def test_sdpa_with_a_padding_mask_and_is_causal_together():
     by_hand, _ = run_both(causal_lm_padding_mask_with_is_causal, True)
     for a, b in zip(ours[0] + ours[1], by_hand[0] + by_hand[1]):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def mha_subclass_replicating_mask_canonicalisation(m):
+    """An nn.MultiheadAttention subclass whose forward replicates the upstream mask canonicalisation
+    (``F._canonical_mask`` with ``F._none_or_dtype``) before adding a learnt per-key bias."""
+    torch, nn, F = m.torch, m.nn, m.F
+
+    class BiasedAttention(nn.MultiheadAttention):
+        def __init__(self, embed_dim, num_heads, src_len):
+            super().__init__(embed_dim, num_heads, batch_first=True)
+            self.key_bias = nn.Parameter(torch.linspace(-0.5, 0.5, src_len))
+
+        def forward(self, query, key, value, key_padding_mask=None, attn_mask=None):
+            key_padding_mask = F._canonical_mask(
+                mask=key_padding_mask,
+                mask_name="key_padding_mask",
+                other_type=F._none_or_dtype(attn_mask),
+                other_name="attn_mask",
+                target_type=query.dtype,
+            )
+            attn_mask = F._canonical_mask(
+                mask=attn_mask,
+                mask_name="attn_mask",
+                other_type=None,
+                other_name="",
+                target_type=query.dtype,
+                check_other=False,
+            )
+            attn_mask = attn_mask + self.key_bias
+            return super().forward(query, key, value, key_padding_mask=key_padding_mask, attn_mask=attn_mask,
+                                   need_weights=True)
+
+    torch.manual_seed(0)
+    attention = BiasedAttention(4, 2, 3)
+    x = torch.randn(2, 3, 4)
+    causal = torch.ones(3, 3, dtype=torch.bool).triu(1)
+    padding = torch.tensor([[False, False, True], [False, False, False]])
+    out, weights = attention(x, x, x, key_padding_mask=padding, attn_mask=causal)
+    out.sum().backward()
+    return out, weights, attention.key_bias.grad
+
+
+def test_multihead_attention_subclass_canonicalising_its_masks():
+    out, weights, grad = run_both(mha_subclass_replicating_mask_canonicalisation)[0]
+    assert (weights[:, np.triu_indices(3, 1)[0], np.triu_indices(3, 1)[1]] == 0).all()  # causal
+    assert (weights[0, :, 2] == 0).all() and np.allclose(weights.sum(-1), 1)  # the padded key
+    assert np.isfinite(grad).all() and grad[2] != 0
 
 # ----------------------------------------------------------------------------------------------
 # Generation utilities

@@ -99,19 +99,29 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     return weights.matmul(value)
 
 
-def _canonical_mask(mask, mask_name, other_type, other_name, target_type):
+def _canonical_mask(mask, mask_name, other_type, other_name, target_type, check_other=True):
     """A boolean mask (True = masked out) becomes a float mask of ``target_type`` with -inf there; a float
-    mask is returned as it is (PyTorch's ``F._canonical_mask``, which warns when the two masks' types differ)."""
+    mask is returned as it is (PyTorch's ``F._canonical_mask``, which, ``check_other``, warns when the two
+    masks' types differ; attention modules copied from PyTorch's call it as ``F._canonical_mask``)."""
     if mask is None:
         return None
     if mask.dtype != autograd.bool and not mask.is_floating_point():
         raise AssertionError(f"only bool and floating types of {mask_name} are supported")
-    if other_type is not None and mask.dtype != other_type:
+    if check_other and other_type is not None and mask.dtype != other_type:
         warnings.warn(f"Support for mismatched {mask_name} and {other_name} is deprecated. Use same type for both "
                       "instead.", UserWarning, stacklevel=program_stacklevel())
     if mask.dtype == autograd.bool:
         return autograd.zeros(mask.shape, dtype=target_type).masked_fill(mask, float("-inf"))
     return mask
+
+
+def _none_or_dtype(input):
+    """PyTorch's ``F._none_or_dtype``: the other mask's dtype for ``_canonical_mask``, or None."""
+    if input is None:
+        return None
+    if isinstance(input, autograd.Tensor):
+        return input.dtype
+    raise RuntimeError("input to _none_or_dtype() must be None or torch.Tensor")
 
 
 def _pad_last(mask):
