@@ -202,3 +202,22 @@ def test_canonical_mask_and_none_or_dtype_as_attention_modules_copied_from_pytor
     assert F._none_or_dtype(None) is None and F._none_or_dtype(padding) == T.bool
     with pytest.raises(RuntimeError, match=r"input to _none_or_dtype\(\) must be None or torch.Tensor"):
         F._none_or_dtype(3)
+
+
+def test_checkpoint_function_applied_directly(T, nn):
+    """``torch.utils.checkpoint.CheckpointFunction.apply(run_function, preserve_rng_state, *args)``: the reentrant
+    checkpoint, replaying dropout's mask."""
+    checkpoint = importlib.import_module(T.__name__ + ".utils.checkpoint")
+    T.manual_seed(0)
+    block = nn.Sequential(nn.Linear(3, 5), nn.Dropout(0.5), nn.Tanh(), nn.Linear(5, 2))
+    x = T.tensor(np.linspace(-1, 1, 12, dtype=np.float32).reshape(4, 3), requires_grad=True)
+    grads = []
+    for checkpointed in (False, True):
+        T.manual_seed(3)
+        block.zero_grad()
+        x.grad = None
+        y = checkpoint.CheckpointFunction.apply(block, 1, x) if checkpointed else block(x)
+        (y ** 2).sum().backward()
+        grads.append([x.grad.numpy().copy()] + [p.grad.numpy().copy() for p in block.parameters()])
+    for plain, checkpointed in zip(*grads):
+        np.testing.assert_allclose(checkpointed, plain, rtol=1e-6, atol=1e-7)
