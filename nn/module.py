@@ -578,10 +578,16 @@ class Module(ModuleState, ModuleHooks):
         """PyTorch's layout: Name(extra) for a leaf, else one line per extra_repr line and child."""
         extra = self.extra_repr()
         lines = extra.split("\n") if extra else []
-        lines += [f"({name}): " + repr(module).replace("\n", "\n  ") for name, module in self._modules.items()]
+        lines += [f"({name}): " + _addindent(repr(module), 2) for name, module in self._modules.items()]
         if not self._modules and len(lines) <= 1:
             return f"{self._get_name()}({extra})"
         return f"{self._get_name()}(\n  " + "\n  ".join(lines) + "\n)"
+
+
+def _addindent(s_, numSpaces):
+    """Every line of ``s_`` after the first indented by ``numSpaces`` (PyTorch's helper of that name, which
+    custom ``__repr__`` methods written after Module's import from torch.nn.modules.module)."""
+    return s_.replace("\n", "\n" + " " * numSpaces)
 
 
 def _type_name(value):

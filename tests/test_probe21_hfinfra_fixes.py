@@ -221,3 +221,22 @@ def test_checkpoint_function_applied_directly(T, nn):
         grads.append([x.grad.numpy().copy()] + [p.grad.numpy().copy() for p in block.parameters()])
     for plain, checkpointed in zip(*grads):
         np.testing.assert_allclose(checkpointed, plain, rtol=1e-6, atol=1e-7)
+
+
+def test_a_custom_repr_built_with_addindent(T, nn):
+    """A module printing its children with extra facts, Module.__repr__'s way, through module._addindent."""
+    module_module = importlib.import_module(nn.__name__ + ".modules.module")
+
+    class Annotated(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(nn.Linear(2, 3), nn.ReLU())
+
+        def __repr__(self):
+            lines = [f"({name}) [{sum(p.numel() for p in child.parameters())} params]: "
+                     + module_module._addindent(repr(child), 2) for name, child in self.named_children()]
+            return "Annotated(\n  " + "\n  ".join(lines) + "\n)"
+
+    assert repr(Annotated()) == ("Annotated(\n  (body) [9 params]: Sequential(\n    (0): Linear(in_features=2, "
+                                 "out_features=3, bias=True)\n    (1): ReLU()\n  )\n)")
+    assert module_module._addindent("one line", 4) == "one line"
