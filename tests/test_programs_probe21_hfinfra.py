@@ -32,7 +32,8 @@ gathers); contrastive search's degeneration penalty; ``DynamicCache``'s ``cat``,
 ``repeat_interleave``; stopping criteria by ``isin``. Gradient checkpointing of Hugging Face layers returning
 tuples with ``None``, under both variants, with dropout, frozen embeddings and ``enable_input_require_grads``'
 forward hook, against the unchecked model. T5's ``_shift_right`` behind transformers' ``is_torch_fx_proxy``
-(a strict xfail: no ``torch.fx.Proxy``)."""
+(a strict xfail: no ``torch.fx.Proxy``). fairseq's checkpoint averaging, loading through a ``map_location``
+that calls ``torch.serialization.default_restore_location``."""
 
 import collections
 import copy
@@ -1641,3 +1642,33 @@ def t5_shift_right(m):
 def test_t5_shift_right_asks_whether_its_input_is_an_fx_proxy():
     shifted, _ = run_both(t5_shift_right)
     np.testing.assert_array_equal(shifted, [[0, 5, 6, 0], [0, 7, 8, 9]])
+
+
+def fairseq_checkpoint_average(m):
+    """fairseq's scripts/average_checkpoints.py: every checkpoint read onto the CPU by a map_location that calls
+    torch.serialization.default_restore_location, the parameters averaged."""
+    torch, nn = m.torch, m.nn
+    states = []
+    with tempfile.TemporaryDirectory() as d:
+        for seed in range(3):
+            torch.manual_seed(seed)
+            path = os.path.join(d, f"checkpoint{seed}.pt")
+            torch.save({"model": nn.Linear(3, 2).state_dict(), "args": None}, path)
+            with open(path, "rb") as f:
+                states.append(torch.load(f, map_location=(
+                    lambda s, _: torch.serialization.default_restore_location(s, "cpu"))))
+    new_state = dict(states[0])
+    averaged = collections.OrderedDict()
+    for state in states:
+        for k, p in state["model"].items():
+            p = p.float() if isinstance(p, torch.HalfTensor) else p
+            averaged[k] = p.clone() if k not in averaged else averaged[k] + p
+    for k, v in averaged.items():
+        averaged[k] = v.div_(len(states))
+    new_state["model"] = averaged
+    return new_state["model"], [s["model"]["bias"] for s in states]
+
+
+def test_fairseq_averages_checkpoints_loaded_through_default_restore_location():
+    averaged, biases = run_both(fairseq_checkpoint_average)[0]
+    np.testing.assert_allclose(averaged["bias"], np.mean(biases, axis=0), rtol=1e-6)
