@@ -33,7 +33,8 @@ gathers); contrastive search's degeneration penalty; ``DynamicCache``'s ``cat``,
 tuples with ``None``, under both variants, with dropout, frozen embeddings and ``enable_input_require_grads``'
 forward hook, against the unchecked model. T5's ``_shift_right`` behind transformers' ``is_torch_fx_proxy``
 (a strict xfail: no ``torch.fx.Proxy``). fairseq's checkpoint averaging, loading through a ``map_location``
-that calls ``torch.serialization.default_restore_location``."""
+that calls ``torch.serialization.default_restore_location``. An embedding's Parameter saved and assigned
+back to a new model (a strict xfail: it loads as a Tensor)."""
 
 import collections
 import copy
@@ -1672,3 +1673,25 @@ def fairseq_checkpoint_average(m):
 def test_fairseq_averages_checkpoints_loaded_through_default_restore_location():
     averaged, biases = run_both(fairseq_checkpoint_average)[0]
     np.testing.assert_allclose(averaged["bias"], np.mean(biases, axis=0), rtol=1e-6)
+
+
+def embedding_weight_saved_and_assigned_back(m):
+    """Pretrained word vectors kept as the embedding's Parameter itself, saved, and assigned back to a new model."""
+    torch, nn = m.torch, m.nn
+    torch.manual_seed(0)
+    trained = nn.Embedding(6, 3)
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "embeddings.pt")
+        torch.save(trained.weight, path)
+        fresh = nn.Embedding(6, 3)
+        fresh.weight = torch.load(path)
+    return type(fresh.weight).__name__, fresh.weight.requires_grad, fresh(torch.tensor([1, 5]))
+
+
+@pytest.mark.xfail(strict=True, raises=TypeError,
+                   reason="chainrule's save/load gives a saved nn.Parameter back as a Tensor "
+                          "(autograd/serialization.py may not import nn's Parameter), so assigning it to a module's "
+                          "weight raises TypeError")
+def test_an_embedding_parameter_saved_and_assigned_back():
+    kind, requires_grad, looked_up = run_both(embedding_weight_saved_and_assigned_back)[0]
+    assert kind == "Parameter" and requires_grad and looked_up.shape == (2, 3)
