@@ -102,6 +102,10 @@ class Generator:
         self._numpy = stream
         return self
 
+    def clone_state(self):
+        """A new generator in this one's state (PyTorch's Generator.clone_state): the same draws from here on."""
+        return Generator(self.device).set_state(self.get_state())
+
     def __repr__(self):
         return f"<autograd.Generator on {self.device}, initial seed {self._seed}>"
 

@@ -186,7 +186,9 @@ class Tensor(WriteDoor):
                        dispatch_layout=False):
         """PyTorch's: a tensor of class ``cls`` on ``data``'s memory, cut from its graph, requiring grad as asked
         (what a subclass's ``__new__`` calls)."""
-        made = data.detach().as_subclass(cls)
+        made = Tensor._make(data._data)  # (not a view of data: its __dict__ holds the subclass's own attributes
+        made._version_cell = data._version_cell  # only, which accelerate rebuilds a parameter from)
+        made.__class__ = cls
         made.requires_grad_(require_grad)
         return made
 

@@ -38,6 +38,26 @@ def sdpa_kernel(backends, set_priority=False):
         _enabled_backends = previous
 
 
+def flash_attention_takes(query, key, value, attn_mask, dropout_p):
+    """Whether PyTorch's CPU flash-attention kernel would take this call (sdp_utils_cpp's
+    use_flash_attention_cpp); unlike the math kernel it applies an attn_mask together with is_causal.
+    Its conditions: enabled, 4-D query, key and value with one head size and unit last stride, no
+    dropout, and no mask, or a 2-D or 4-D one that broadcasts to (batch, heads, L, S) without grad."""
+    if SDPBackend.FLASH_ATTENTION not in _enabled_backends or dropout_p > 0.0:
+        return False
+    if not query.ndim == key.ndim == value.ndim == 4 or not query.shape[-1] == key.shape[-1] == value.shape[-1]:
+        return False
+    if any(t.stride(-1) != 1 for t in (query, key, value)) or 0 in (query.shape[-2], key.shape[-2]):
+        return False
+    if attn_mask is None:
+        return True
+    (batch, heads, L, _), S = query.shape, key.shape[-2]
+    shape = attn_mask.shape
+    if attn_mask.requires_grad or attn_mask.ndim not in (2, 4) or shape[-2] not in (L, 1) or shape[-1] not in (S, 1):
+        return False
+    return attn_mask.ndim == 2 or (shape[0] in (1, batch) and shape[1] in (1, heads))
+
+
 def check_a_kernel_runs():
     """Raise, as PyTorch on a CPU, where sdpa_kernel enabled neither MATH nor FLASH_ATTENTION."""
     if not _enabled_backends & _RUNNABLE:

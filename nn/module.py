@@ -144,14 +144,20 @@ class Module(ModuleState, ModuleHooks):
                 self.register_buffer(name, value, persistent=value.persistent)
                 return
             (self._non_persistent.discard if value.persistent else self._non_persistent.add)(name)
-        if isinstance(value, Parameter):
-            registry = self._parameters
-        elif name in self._parameters:  # a registered parameter takes a Parameter or None only (not a Module)
-            if value is not None:
+        if isinstance(value, Parameter) or name in self._parameters:
+            # a registered parameter takes a Parameter or None only (not a Module)
+            if not isinstance(value, Parameter) and value is not None:
                 raise TypeError(f"cannot assign '{_type_name(value)}' as parameter '{name}' "
                                 "(torch.nn.Parameter or None expected)")
-            registry = self._parameters
-        elif isinstance(value, Module):
+            # through register_parameter, as PyTorch's __setattr__: a program that wraps it sees every parameter
+            # a layer's __init__ assigns (accelerate's init_empty_weights moves each one to the meta device)
+            if name not in self._parameters:
+                for other in (self._buffers, self._modules):
+                    other.pop(name, None)
+                self.__dict__.pop(name, None)  # a plain attribute of that name gives way, as in PyTorch
+            self.register_parameter(name, value)
+            return
+        if isinstance(value, Module):
             registry = self._modules
         elif name in self._modules:
             if value is not None:
@@ -162,9 +168,27 @@ class Module(ModuleState, ModuleHooks):
             if value is not None and not isinstance(value, Tensor) and not _is_sparse(value):
                 raise TypeError(f"cannot assign '{_type_name(value)}' as buffer '{name}' "
                                 "(torch.Tensor or None expected)")
-            registry = self._buffers
+            self._reregister_buffer(name, value)
+            return
         else:
             registry = None
+        self._set_member(registry, name, value)
+
+    def _reregister_buffer(self, name, value):
+        """A buffer's new tensor through register_buffer, as PyTorch's __setattr__; a subclass's register_buffer
+        written without ``persistent`` is called without it, for a persistent buffer (PyTorch's allowance)."""
+        persistent = name not in self._non_persistent
+        if type(self).register_buffer is not Module.register_buffer and \
+                "persistent" not in inspect.signature(self.register_buffer).parameters:
+            if not persistent:
+                raise RuntimeError("Registering a non-persistent buffer on a Module subclass that implements "
+                                   "register_buffer() without the persistent argument is not allowed.")
+            self.register_buffer(name, value)
+        else:
+            self.register_buffer(name, value, persistent=persistent)
+
+    def _set_member(self, registry, name, value):
+        """``value`` as ``name``, in ``registry`` (None for a plain attribute) and in no other."""
         for other in (self._parameters, self._buffers, self._modules):
             if other is not registry:
                 other.pop(name, None)
@@ -217,7 +241,7 @@ class Module(ModuleState, ModuleHooks):
             raise ValueError(f"Cannot assign non-leaf Tensor to parameter '{name}'. Model parameters must be "
                              "created explicitly. To express '{name}' as a function of another Tensor, compute "
                              "the value in the forward() method.")
-        setattr(self, name, param)
+        self._set_member(self._parameters, name, param)
 
     def register_buffer(self, name, tensor, persistent=True):
         """A tensor that is part of the module's state but not trained (BatchNorm's
@@ -232,7 +256,7 @@ class Module(ModuleState, ModuleHooks):
             object.__setattr__(self, "_non_persistent", set())
         self._buffer_names.add(name)
         (self._non_persistent.discard if persistent else self._non_persistent.add)(name)
-        setattr(self, name, tensor)
+        self._set_member(self._buffers, name, tensor)
 
     def _buffer_names_set(self):
         if "_buffer_names" not in self.__dict__:
@@ -554,10 +578,16 @@ class Module(ModuleState, ModuleHooks):
         """PyTorch's layout: Name(extra) for a leaf, else one line per extra_repr line and child."""
         extra = self.extra_repr()
         lines = extra.split("\n") if extra else []
-        lines += [f"({name}): " + repr(module).replace("\n", "\n  ") for name, module in self._modules.items()]
+        lines += [f"({name}): " + _addindent(repr(module), 2) for name, module in self._modules.items()]
         if not self._modules and len(lines) <= 1:
             return f"{self._get_name()}({extra})"
         return f"{self._get_name()}(\n  " + "\n  ".join(lines) + "\n)"
+
+
+def _addindent(s_, numSpaces):
+    """Every line of ``s_`` after the first indented by ``numSpaces`` (PyTorch's helper of that name, which
+    custom ``__repr__`` methods written after Module's import from torch.nn.modules.module)."""
+    return s_.replace("\n", "\n" + " " * numSpaces)
 
 
 def _type_name(value):

@@ -14,16 +14,16 @@ public methods walk the tree and run the hooks around those:
 A module whose class defines ``get_extra_state``/``set_extra_state`` saves any
 object under ``<prefix>_extra_state`` and gets it back on load.
 
-Where PyTorch does worse, ours does better: a ``load_state_dict`` that raises
-(missing or unexpected keys with ``strict``, a shape mismatch) leaves the
-module as it was; PyTorch has already copied the tensors that fitted. The
-tensors written are restored from copies kept while loading.
+A ``load_state_dict`` that raises (missing or unexpected keys with ``strict``, a
+shape mismatch) has copied the tensors that fitted, as PyTorch's: programs
+fine-tuned from a checkpoint with another head catch the error and go on with
+the backbone loaded (YOLACT's ``try: self.load_state_dict(state_dict) except
+RuntimeError as e: print('Ignoring ...')``).
 """
 
 import collections
 import collections.abc
 import itertools
-import threading
 import warnings
 
 import numpy
@@ -42,9 +42,6 @@ IncompatibleKeys.__repr__ = (lambda self: "<All keys matched successfully>"
                                   f"unexpected_keys={self.unexpected_keys})")
 
 EXTRA_STATE_KEY_SUFFIX = "_extra_state"
-
-_loading = threading.local()  # .undo: the writes of the load_state_dict in progress, to take back on error
-
 
 class ModuleState:
     """The state-dict half of ``nn.Module`` (mixed into it)."""
@@ -234,9 +231,6 @@ class ModuleState:
         if isinstance(target, Parameter):
             tensor = (tensor.requires_grad_(target.requires_grad) if isinstance(tensor, Parameter)
                       else Parameter(tensor.detach(), requires_grad=target.requires_grad))
-        undo = getattr(_loading, "undo", None)
-        if undo is not None:
-            undo.append(lambda: setattr(self, name, target))
         setattr(self, name, tensor)
 
     def load_state_dict(self, state_dict, strict=True, assign=False):
@@ -244,7 +238,7 @@ class ModuleState:
         this module's parameters and buffers; returns (missing_keys, unexpected_keys).
 
         With ``strict`` (the default) missing and unexpected keys raise, and a shape mismatch
-        always does: one error lists every problem, and the module is left as it was.
+        always does: one error lists every problem, raised after the tensors that fitted were copied.
         ``assign=True`` puts the loaded tensors in place of the module's own.
         """
         if not isinstance(state_dict, collections.abc.Mapping):
@@ -273,26 +267,20 @@ class ModuleState:
                                          "expected to return new values, if incompatible_keys need to be "
                                          "modified, it should be done inplace.")
 
-        outer, _loading.undo = getattr(_loading, "undo", None), []
         try:
             load(self, state_dict)
-            if strict:
-                if unexpected_keys:
-                    error_msgs.insert(0, "Unexpected key(s) in state_dict: "
-                                         + ", ".join(f'"{k}"' for k in unexpected_keys) + ". ")
-                if missing_keys:
-                    error_msgs.insert(0, "Missing key(s) in state_dict: "
-                                         + ", ".join(f'"{k}"' for k in missing_keys) + ". ")
-            if error_msgs:
-                raise RuntimeError(f"Error(s) in loading state_dict for {type(self).__name__}:\n\t"
-                                   + "\n\t".join(error_msgs))
-        except BaseException:
-            for take_back in reversed(_loading.undo):
-                take_back()
-            raise
         finally:
-            _loading.undo = outer
             load = None  # (the recursive closure refers to itself: a reference cycle the garbage collector must find)
+        if strict:
+            if unexpected_keys:
+                error_msgs.insert(0, "Unexpected key(s) in state_dict: "
+                                     + ", ".join(f'"{k}"' for k in unexpected_keys) + ". ")
+            if missing_keys:
+                error_msgs.insert(0, "Missing key(s) in state_dict: "
+                                     + ", ".join(f'"{k}"' for k in missing_keys) + ". ")
+        if error_msgs:
+            raise RuntimeError(f"Error(s) in loading state_dict for {type(self).__name__}:\n\t"
+                               + "\n\t".join(error_msgs))
         return IncompatibleKeys(missing_keys, unexpected_keys)
 
 
@@ -308,16 +296,6 @@ class _WithModule:
 
 
 def _copy_loaded(target, array):
-    """target ← array through the write door (a pending backward that saved the target raises),
-    keeping a copy of the old values while a load is in progress, so an error can take it back."""
-    undo = getattr(_loading, "undo", None)
+    """target ← array through the write door (a pending backward that saved the target raises)."""
     with autograd.no_grad():
-        if undo is not None:
-            old = target._data.copy()
-            undo.append(lambda: _restore(target, old))
         target.copy_(tensor_from(array, dtype=target.dtype))
-
-
-def _restore(target, old):
-    with autograd.no_grad():
-        target.copy_(tensor_from(old))

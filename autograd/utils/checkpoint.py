@@ -79,6 +79,16 @@ def checkpoint(function, *args, use_reentrant=None, context_fn=None, determinism
         frame.first_run_saved = None  # let go of what the first run saved
 
 
+class CheckpointFunction:
+    """PyTorch's reentrant variant by the name of its autograd Function, which programs call directly:
+    ``CheckpointFunction.apply(run_function, preserve_rng_state, *args)`` is
+    ``checkpoint(run_function, *args, use_reentrant=True, preserve_rng_state=preserve_rng_state)``."""
+
+    @staticmethod
+    def apply(run_function, preserve_rng_state, *args):
+        return checkpoint(run_function, *args, use_reentrant=True, preserve_rng_state=bool(preserve_rng_state))
+
+
 def checkpoint_sequential(functions, segments, input, use_reentrant=None, **kwargs):
     """Run ``functions`` (an nn.Sequential or a list of modules or functions) one after another on
     ``input``, in ``segments`` pieces: every piece but the last is checkpointed."""

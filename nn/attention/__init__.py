@@ -13,7 +13,12 @@ from autograd.ops.conversion import c_name
 
 from .. import functional as F
 from .. import init
-from ..attention_backends import SDPBackend, check_a_kernel_runs, sdpa_kernel  # noqa: F401  (nn.attention's names)
+from ..attention_backends import (  # noqa: F401  (nn.attention's names)
+    SDPBackend,
+    check_a_kernel_runs,
+    flash_attention_takes,
+    sdpa_kernel,
+)
 from ..linear import Linear
 from ..module import Module
 from ..parameter import Parameter
@@ -23,6 +28,17 @@ from .bias import CausalBias
 def _causal_keep(L, S):
     """The (L, S) boolean mask that keeps key j for query i when j ≤ i (top-left aligned, as PyTorch)."""
     return autograd.ones(L, S, dtype=autograd.bool).tril(0)
+
+
+def _refuse_a_mask_that_widens(scores, attn_mask):
+    """PyTorch adds the mask into the scores in place, so a mask that broadcasts them to a larger shape
+    (a (batch, L, S) mask whose batch lines up with the heads) is refused, not broadcast into more outputs."""
+    try:
+        shape = autograd.broadcast_shapes(scores.shape, attn_mask.shape)
+    except RuntimeError:
+        return  # shapes that do not broadcast: masking raises PyTorch's message for that
+    if tuple(shape) != tuple(scores.shape):
+        raise RuntimeError(f"output with shape {list(scores.shape)} doesn't match the broadcast shape {list(shape)}")
 
 
 def _safe_softmax(scores):
@@ -45,8 +61,9 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     if isinstance(attn_mask, CausalBias):  # (PyTorch routes it through CausalBias.__torch_function__)
         return CausalBias._dispatch(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa)
     check_a_kernel_runs()
-    if is_causal and attn_mask is not None:
-        raise RuntimeError("scaled_dot_product_attention: Explicit attn_mask should not be set when is_causal=True")
+    if is_causal and attn_mask is not None and not flash_attention_takes(query, key, value, attn_mask, dropout_p):
+        # (the math kernel refuses both; PyTorch's CPU flash kernel, where it runs, keeps what both allow)
+        raise RuntimeError("_scaled_dot_product_attention: Explicit attn_mask should not be set when is_causal=True")
     if key.dtype != query.dtype or value.dtype != query.dtype:
         raise RuntimeError(f"Expected query, key, and value to have the same dtype, but got query.dtype: "
                            f"{c_name(query.dtype)} key.dtype: {c_name(key.dtype)} and value.dtype: "
@@ -71,6 +88,7 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     if is_causal:
         scores = scores.masked_fill(~_causal_keep(L, S), float("-inf"))
     if attn_mask is not None:
+        _refuse_a_mask_that_widens(scores, attn_mask)
         if attn_mask.dtype == autograd.bool:
             scores = scores.masked_fill(~attn_mask, float("-inf"))
         else:
@@ -81,19 +99,29 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     return weights.matmul(value)
 
 
-def _canonical_mask(mask, mask_name, other_type, other_name, target_type):
+def _canonical_mask(mask, mask_name, other_type, other_name, target_type, check_other=True):
     """A boolean mask (True = masked out) becomes a float mask of ``target_type`` with -inf there; a float
-    mask is returned as it is (PyTorch's ``F._canonical_mask``, which warns when the two masks' types differ)."""
+    mask is returned as it is (PyTorch's ``F._canonical_mask``, which, ``check_other``, warns when the two
+    masks' types differ; attention modules copied from PyTorch's call it as ``F._canonical_mask``)."""
     if mask is None:
         return None
     if mask.dtype != autograd.bool and not mask.is_floating_point():
         raise AssertionError(f"only bool and floating types of {mask_name} are supported")
-    if other_type is not None and mask.dtype != other_type:
+    if check_other and other_type is not None and mask.dtype != other_type:
         warnings.warn(f"Support for mismatched {mask_name} and {other_name} is deprecated. Use same type for both "
                       "instead.", UserWarning, stacklevel=program_stacklevel())
     if mask.dtype == autograd.bool:
         return autograd.zeros(mask.shape, dtype=target_type).masked_fill(mask, float("-inf"))
     return mask
+
+
+def _none_or_dtype(input):
+    """PyTorch's ``F._none_or_dtype``: the other mask's dtype for ``_canonical_mask``, or None."""
+    if input is None:
+        return None
+    if isinstance(input, autograd.Tensor):
+        return input.dtype
+    raise RuntimeError("input to _none_or_dtype() must be None or torch.Tensor")
 
 
 def _pad_last(mask):
