@@ -22,6 +22,9 @@ OPS = {
     "cat": lambda T, x: T.cat([x, x], 0),
     "stack": lambda T, x: T.stack([x[0], x[-1]]),
     "roll": lambda T, x: x.roll(1, 0),
+    "batch_norm": lambda T, x: T.nn.functional.batch_norm(x, None, None, training=True),
+    "batch_norm_eval": lambda T, x: T.nn.functional.batch_norm(x, T.zeros(x.shape[1], dtype=x.dtype),
+                                                              T.ones(x.shape[1], dtype=x.dtype)),
 }
 
 
@@ -61,3 +64,21 @@ def test_cat_and_roll_of_channels_last_maps_stay_channels_last(T):
     assert T.cat([maps, maps], 1).is_contiguous(memory_format=T.channels_last)
     assert T.roll(maps, 1, 2).is_contiguous(memory_format=T.channels_last)
     assert T.cat([maps, maps.contiguous()], 1).is_contiguous()  # (one row-major input: row-major)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_batch_norm_keeps_channels_last_and_instance_norm_is_row_major(T, channels_last):
+    """Batch norm writes its output in the input's suggested layout: channels-last maps stay so, any other layout
+    (BatchNorm1d of a sequence model's (N, L, C) output transposed to (N, C, L)) becomes row-major; instance norm
+    normalises input.contiguous(), row-major whatever the input."""
+    F = T.nn.functional
+    base = T.arange(120, dtype=T.float32).reshape(2, 3, 4, 5) / 120
+    maps = base.contiguous(memory_format=T.channels_last) if channels_last else base.transpose(2, 3)
+    sequence = T.arange(24, dtype=T.float32).reshape(2, 4, 3).transpose(1, 2) / 24
+    y = F.batch_norm(maps, None, None, training=True)
+    assert y.is_contiguous(memory_format=T.channels_last) == channels_last
+    assert y.is_contiguous() != channels_last
+    for y in (F.batch_norm(sequence, None, None, training=True), F.instance_norm(maps), F.instance_norm(sequence)):
+        assert y.is_contiguous()
+        y.view(-1)[0] = 100.0
+        assert y.flatten()[0].item() == 100.0

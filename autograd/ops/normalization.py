@@ -13,12 +13,15 @@ Composed of differentiable ops.
 import math
 
 from ..backend import float16, float32
+from ..constants import channels_last, channels_last_3d
 from ..errors import ShapeError, check_same_dtype
 from ..graph import no_grad
 from ..primitive import named_node
 from ..tensor import Tensor
 from .conversion import refuse_kinds
 from .names import names
+
+_CHANNELS_LAST = {4: channels_last, 5: channels_last_3d}
 
 
 def normalize(input, axes, eps):
@@ -109,6 +112,7 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         return named_node(output, None, "NativeBatchNormBackward0", (input,))
     axes = (0,) + tuple(range(2, input.ndim))
     shape = channel_shape(input)
+    input = _suggested_layout(input)
     if input._data.size == 0:
         if training and num_batches_tracked is not None:
             with no_grad():
@@ -129,6 +133,15 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     normalized = standardize_by_running_stats(input, running_mean, running_var, eps, shape)
     return named_node(scale_and_shift(normalized, weight, bias, shape, input.dtype), None, "NativeBatchNormBackward0",
                       (input,))
+
+
+def _suggested_layout(input):
+    """The input as PyTorch's batch norm kernel reads it (its output is laid out so): as it is where it is laid out
+    channels-last (a 4-d N, H, W, C or a 5-d N, D, H, W, C in memory), row-major otherwise (BatchNorm1d of a
+    (N, L, C) tensor transposed to (N, C, L)), so a view of the output shares its memory, as PyTorch's does."""
+    if input.ndim in (4, 5) and input.is_contiguous(memory_format=_CHANNELS_LAST[input.ndim]):
+        return input
+    return input.contiguous()
 
 
 def scale_and_shift(normalized, weight, bias, shape=None, dtype=None):
@@ -251,7 +264,8 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
     count = input._data.size // max(input.shape[0] * input.shape[1], 1)
     if count == 1:
         raise ValueError(f"Expected more than 1 spatial element when training, got input size {list(input.shape)}")
-    normalized, mean, variance = normalize(input, tuple(range(2, input.ndim)), eps)
+    # (PyTorch's normalises input.contiguous(), whatever its layout, channels-last too: its output is row-major)
+    normalized, mean, variance = normalize(input.contiguous(), tuple(range(2, input.ndim)), eps)
     if running_mean is not None or running_var is not None:
         with no_grad():  # each instance's step, averaged over the batch (PyTorch's order)
             factor = count / (count - 1)
