@@ -841,3 +841,77 @@ def test_poisson_nll_full_target_gradient(T, log_input):
     want = dy + dstirling
     want[0] = np.nan
     np.testing.assert_allclose(y.grad.numpy(), want, rtol=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------
+# DanQ: Conv1d + MaxPool1d, a bidirectional LSTM over variable-length (packed) sequences, BatchNorm1d of the
+# LSTM's output transposed to (N, C, L), flattened by view and rectified in place (the pooled summary read from
+# the normalised map after that write sees it, as in PyTorch, where the view shares the map's memory)
+# ----------------------------------------------------------------------------------------------
+
+
+def danq_net(m, hidden=6, length=24):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    class DanQ(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv1d(4, 8, kernel_size=5, padding=2)
+            self.pool = nn.MaxPool1d(kernel_size=2, stride=2)
+            self.drop = nn.Dropout(0.0)
+            self.lstm = nn.LSTM(8, hidden, batch_first=True, bidirectional=True)
+            self.bn = nn.BatchNorm1d(2 * hidden)
+            self.relu = nn.ReLU(inplace=True)
+            self.fc = nn.Linear(2 * hidden * length // 2, 2)
+            self.aux = nn.Linear(2 * hidden, 2)
+
+        def forward(self, x, lengths):
+            x = self.drop(self.pool(F.relu(self.conv(x))))
+            x = x.transpose(1, 2)  # (N, L, C) for the LSTM
+            packed = nn.utils.rnn.pack_padded_sequence(x, lengths // 2, batch_first=True, enforce_sorted=False)
+            out, _ = self.lstm(packed)
+            out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
+            h = self.bn(out.transpose(1, 2))  # (N, 2H, L)
+            flat = h.view(h.size(0), -1)
+            flat = self.relu(flat)  # in place: h is rectified too
+            return self.fc(flat) + self.aux(h.mean(-1)), h
+
+    return DanQ()
+
+
+def danq(m, weights, steps=3):
+    torch, F, optim = m.torch, m.F, m.optim
+    seqs, labels = dna_data(n=6, length=24, seed=3)
+    lengths = torch.tensor([24, 20, 16, 24, 12, 22])
+    x = F.one_hot(torch.from_numpy(seqs), 4).float().transpose(1, 2)
+    x = x * (torch.arange(24)[None, None, :] < lengths[:, None, None])  # padding positions zeroed
+    y = torch.from_numpy(labels)
+    model = load(m, danq_net(m), weights)
+    opt = optim.RMSprop(model.parameters(), lr=1e-3)
+    losses = []
+    for step in range(steps):
+        opt.zero_grad()
+        logits, h = model(x, lengths)
+        loss = F.binary_cross_entropy_with_logits(logits, y)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses, logits, h.detach().clamp(max=0).abs().sum(), [p.grad for p in model.parameters()]
+
+
+def test_danq_packed_lstm_batchnorm_view():
+    weights = weights_of(danq_net)
+    ours, _ = run_both(danq, weights, rtol=1e-4, atol=1e-5)
+    losses, logits, negative_mass = ours[:3]
+    assert losses[-1] < losses[0]
+    assert negative_mass == 0  # the in-place ReLU through the view rectified the normalised map itself
+
+
+@pytest.mark.xfail(strict=True, reason="autograd/gradcheck.py's gradgradcheck takes the first derivative before "
+                   "checking that an input requires grad: autograd.grad's RuntimeError ('`inputs` argument to `grad()` "
+                   "cannot be empty.') where PyTorch raises gradcheck's ValueError (gradcheck.py is outside this "
+                   "task's files: the proposed diff is in the report)")
+def test_gradgradcheck_refuses_inputs_that_do_not_require_grad_as_gradcheck():
+    x = OURS.torch.randn(3, dtype=OURS.torch.float64)
+    with pytest.raises(ValueError, match="gradcheck expects at least one input tensor to require gradient"):
+        OURS.torch.autograd.gradgradcheck(lambda x: x * 2, (x,))
