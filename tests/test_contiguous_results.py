@@ -82,3 +82,13 @@ def test_batch_norm_keeps_channels_last_and_instance_norm_is_row_major(T, channe
         assert y.is_contiguous()
         y.view(-1)[0] = 100.0
         assert y.flatten()[0].item() == 100.0
+
+
+def test_one_hot_of_transposed_labels_is_row_major(T):
+    """F.one_hot fills a fresh zeros tensor (PyTorch's scatter_): row-major whatever the labels' layout (a batch of
+    sequences stored position-major and transposed), so a view of it writes through."""
+    labels = T.tensor([[0, 1, 2, 3], [3, 2, 1, 0], [1, 1, 2, 2]]).t()
+    y = T.nn.functional.one_hot(labels, 4)
+    assert y.is_contiguous() and y.stride() == (12, 4, 1)
+    y.view(-1)[1] = 7
+    assert y[0, 0, 1].item() == 7
