@@ -92,3 +92,22 @@ def test_one_hot_of_transposed_labels_is_row_major(T):
     assert y.is_contiguous() and y.stride() == (12, 4, 1)
     y.view(-1)[1] = 7
     assert y[0, 0, 1].item() == 7
+
+
+@pytest.mark.parametrize("mode", ["reflect", "replicate", "circular"])
+def test_padding_by_copied_values_is_laid_out_as_pytorchs(T, mode):
+    """reflect and replicate keep a channels-last input's layout (circular copies slices into a fresh row-major
+    tensor); any other input gives a row-major result (a conv1d's padding_mode applied to a transposed (N, L, C)
+    sequence), so a view of it writes through."""
+    F = T.nn.functional
+    maps = (T.arange(120, dtype=T.float32).reshape(2, 3, 4, 5) / 120).contiguous(memory_format=T.channels_last)
+    y = F.pad(maps, (1, 2, 2, 1), mode=mode)
+    assert y.is_contiguous(memory_format=T.channels_last) == (mode != "circular")
+    volumes = T.zeros(1, 2, 3, 3, 3).contiguous(memory_format=T.channels_last_3d)
+    assert F.pad(volumes, (1,) * 6, mode=mode).is_contiguous(memory_format=T.channels_last_3d) == (mode != "circular")
+    sequence = (T.arange(24, dtype=T.float32).reshape(2, 4, 3) / 24).transpose(1, 2)
+    for x, amounts in ((sequence, (2, 1)), (maps.transpose(2, 3), (1, 1, 1, 1))):
+        y = F.pad(x, amounts, mode=mode)
+        assert y.is_contiguous()
+        y.view(-1)[0] = 100.0
+        assert y.flatten()[0].item() == 100.0
