@@ -5,6 +5,7 @@ view of one shares its memory (a write through ``y.view(-1)`` reaches y: it went
 result kept the transpose's layout) and draws made from one follow PyTorch's
 (``Categorical(logits=scores.T).sample()``). Each test runs on chainrule and on PyTorch (the ``T`` fixture)."""
 
+import numpy as np
 import pytest
 
 import nn  # noqa: F401  (registers autograd.nn)
@@ -111,3 +112,23 @@ def test_padding_by_copied_values_is_laid_out_as_pytorchs(T, mode):
         assert y.is_contiguous()
         y.view(-1)[0] = 100.0
         assert y.flatten()[0].item() == 100.0
+
+
+@pytest.mark.parametrize("equation, shapes, strides", [
+    ("bik,bjk->bij", ((2, 3, 4), (2, 5, 4)), (15, 5, 1)),  # attention scores: row-major
+    ("bhij,bjhd->bihd", ((2, 2, 3, 4), (2, 4, 2, 5)), (30, 5, 15, 1)),  # b, h, i, d in memory
+    ("bsic,bsjd->bijcd", ((2, 3, 4, 2), (2, 3, 4, 5)), (160, 40, 5, 20, 1)),  # outer-product mean: b, i, c, j, d
+    ("ik,kj->ji", ((3, 2), (2, 4)), (3, 1)),  # the operands swapped: row-major
+    ("bi,bj->bij", ((2, 3), (2, 4)), (12, 4, 1)),  # nothing summed: an elementwise product, row-major
+])
+def test_einsum_of_two_operands_is_laid_out_as_pytorchs(T, equation, shapes, strides):
+    """einsum contracts a pair by bmm of the operands laid out [shared, own, summed] and views the product back
+    (PyTorch's sumproduct_pair), so 'bik,bjk->bij' is row-major and a view of it writes through (NumPy's einsum
+    laid it out b, j, i: a write through ``scores.view(...)`` went to a copy)."""
+    operands = [T.arange(float(np.prod(s))).reshape(s) for s in shapes]
+    y = T.einsum(equation, *operands)
+    assert y.stride() == strides
+    np.testing.assert_allclose(y.numpy(), np.einsum(equation, *(x.numpy() for x in operands)))
+    if y.is_contiguous():
+        y.view(-1)[1] = -1.0
+        assert y.flatten()[1].item() == -1.0

@@ -35,6 +35,7 @@ class Einsum(Primitive):
     (complex: the other xs conjugated, as every product's)"""
 
     handles_complex = True
+    memory_order = None  # the output's labels from the outermost in memory (None: as NumPy lays it out)
 
     @property
     def saved_input_readers(self):  # x_k's values are read only by the other operands' gradients
@@ -42,7 +43,13 @@ class Einsum(Primitive):
         return tuple(tuple(j for j in operands if j != k) for k in operands)
 
     def forward(self, *xs):
-        return xp.einsum(f"{','.join(self.terms)}->{self.output}", *xs, optimize=len(xs) > 1)
+        equation = f"{','.join(self.terms)}->{self.output}"
+        if self.memory_order is None or not all(type(x) is xp.ndarray for x in xs):
+            return xp.einsum(equation, *xs, optimize=len(xs) > 1)
+        sizes = {label: n for term, x in zip(self.terms, xs) for label, n in zip(term, x.shape)}
+        stored = xp.empty([sizes[label] for label in self.memory_order], dtype=xp.result_type(*xs))
+        out = stored.transpose([self.memory_order.index(label) for label in self.output])
+        return xp.einsum(equation, *xs, out=out, optimize=True)
 
     def backward(self, grad, y, *xs):
         sizes = {label: n for term, x in zip(self.terms, xs) for label, n in zip(term, x.shape)}
@@ -167,7 +174,30 @@ def einsum(equation, *operands):
             operands[k] = shape.reshape(x, tuple(n for i, n in enumerate(x.shape) if i not in dropped))
     dtype = _pairwise_dtype(terms, output, operands, sizes)
     operands = [x if x.dtype == dtype else x.to(dtype) for x in operands]
-    return Einsum.apply(*operands, terms=tuple(terms), output=output)
+    return Einsum.apply(*operands, terms=tuple(terms), output=output,
+                        memory_order=_pytorchs_memory_order(terms, output, sizes))
+
+
+def _pytorchs_memory_order(terms, output, sizes):
+    """The memory order (the output's labels from the outermost) of PyTorch's result for two operands. A pair
+    contracted by bmm (a summed index of size > 1 that both have) gives the output's indices both operands have,
+    then the first's own, then the second's, each in the output's order, the two own groups swapped where all the
+    second's come first in the output (PyTorch's sumproduct_pair: bmm of the operands laid out [shared, own,
+    summed], viewed back; 'bik,bjk->bij' is row-major, 'bsic,bsjd->bijcd' is b, i, c, j, d in memory); any other
+    pair is multiplied elementwise into a row-major result. So a view of the result shares its memory, as
+    PyTorch's does (NumPy's einsum lays 'bik,bjk->bij' out b, j, i). None (NumPy's layout) for one operand, more
+    than two, or a diagonal."""
+    if len(terms) != 2 or any(len(set(term)) < len(term) for term in terms):
+        return None
+    first, second = (set(term) for term in terms)
+    if not any(sizes[label] > 1 for label in (first & second) - set(output)):
+        return output
+    shared = [c for c in output if c in first and c in second]
+    own = [c for c in output if c in first and c not in second]
+    others = [c for c in output if c in second and c not in first]
+    if own and others and output.index(others[-1]) < output.index(own[0]):
+        own, others = others, own  # (PyTorch's swap_lo_ro: the operands swapped so that bmm writes them in order)
+    return "".join(shared + own + others)
 
 
 def _pairwise_dtype(terms, output, operands, sizes):
