@@ -915,3 +915,71 @@ def test_gradgradcheck_refuses_inputs_that_do_not_require_grad_as_gradcheck():
     x = OURS.torch.randn(3, dtype=OURS.torch.float64)
     with pytest.raises(ValueError, match="gradcheck expects at least one input tensor to require gradient"):
         OURS.torch.autograd.gradgradcheck(lambda x: x * 2, (x,))
+
+
+# ----------------------------------------------------------------------------------------------
+# Triangle attention around the starting node (AlphaFold2's algorithm 13) in the style that adds the pair bias and
+# the mask in place, through a (B·I, H, J·K) view of the einsum's logits
+# ----------------------------------------------------------------------------------------------
+
+
+def triangle_attention_net(m, c_z=8, heads=2, c=4):
+    torch, nn = m.torch, m.nn
+
+    class TriangleAttentionStartingNode(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer_norm = nn.LayerNorm(c_z)
+            self.linear_q = nn.Linear(c_z, heads * c, bias=False)
+            self.linear_k = nn.Linear(c_z, heads * c, bias=False)
+            self.linear_v = nn.Linear(c_z, heads * c, bias=False)
+            self.linear_b = nn.Linear(c_z, heads, bias=False)
+            self.linear_g = nn.Linear(c_z, heads * c)
+            self.linear_o = nn.Linear(heads * c, c_z)
+
+        def forward(self, z, pair_mask):
+            B, I, J, _ = z.shape
+            z = self.layer_norm(z)
+            q = self.linear_q(z).view(B, I, J, heads, c) * c ** -0.5
+            k = self.linear_k(z).view(B, I, J, heads, c)
+            v = self.linear_v(z).view(B, I, J, heads, c)
+            logits = torch.einsum("bijhc,bikhc->bihjk", q, k)  # (B, I, H, J, K)
+            flat = logits.view(B * I, heads, J * J)  # the (j, k) pairs flattened, as the bias is
+            bias = self.linear_b(z).permute(0, 3, 1, 2).reshape(B, heads, J * J)  # b_jk per head
+            flat += bias.repeat_interleave(I, dim=0)
+            key_mask = pair_mask.bool()[:, None, :].expand(B, J, J).reshape(B, 1, J * J)
+            flat.masked_fill_(~key_mask.repeat_interleave(I, dim=0), -1e9)
+            attn = logits.softmax(-1)  # (the writes above went through the view into logits)
+            o = torch.einsum("bihjk,bikhc->bijhc", attn, v)
+            g = torch.sigmoid(self.linear_g(z)).view(B, I, J, heads, c)
+            return self.linear_o((g * o).reshape(B, I, J, heads * c)), attn
+
+    return TriangleAttentionStartingNode()
+
+
+def triangle_attention(m, weights, steps=3):
+    torch, optim = m.torch, m.optim
+    rng = np.random.default_rng(8)
+    z = torch.tensor(rng.standard_normal((2, 5, 5, 8)), dtype=torch.float32)
+    target = torch.tensor(rng.standard_normal((2, 5, 5, 8)), dtype=torch.float32)
+    pair_mask = torch.ones(2, 5)
+    pair_mask[1, 4:] = 0
+    model = load(m, triangle_attention_net(m), weights)
+    opt = optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for step in range(steps):
+        opt.zero_grad()
+        out, attn = model(z, pair_mask)
+        loss = ((out - target) ** 2).mean()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses, out, attn, [p.grad for p in model.parameters()]
+
+
+def test_triangle_attention_bias_through_a_view_of_einsum_logits():
+    weights = weights_of(triangle_attention_net)
+    ours, _ = run_both(triangle_attention, weights, rtol=1e-4, atol=1e-5)
+    losses, out, attn = ours[:3]
+    assert losses[-1] < losses[0]
+    assert np.all(attn[1, :, :, :, 4] == 0)  # the masked key (written through the view) takes no attention
