@@ -132,3 +132,28 @@ def test_einsum_of_two_operands_is_laid_out_as_pytorchs(T, equation, shapes, str
     if y.is_contiguous():
         y.view(-1)[1] = -1.0
         assert y.flatten()[1].item() == -1.0
+
+
+REDUCTIONS = {
+    "sum": lambda T, x: x.sum(0),
+    "mean": lambda T, x: x.mean(1),
+    "std": lambda T, x: x.std(0),
+    "amax": lambda T, x: x.amax(0),
+    "logsumexp": lambda T, x: x.logsumexp(1),
+    "prod": lambda T, x: x.prod(0),
+    "vector_norm": lambda T, x: T.linalg.vector_norm(x, dim=0),
+    "any": lambda T, x: (x > 0.5).any(0),
+    "count_nonzero": lambda T, x: T.count_nonzero(x, dim=1),
+}
+
+
+@pytest.mark.parametrize("op", sorted(REDUCTIONS))
+def test_a_reduction_of_a_permutation_is_row_major(T, op):
+    """PyTorch's reductions allocate their result row-major; NumPy's keep the input's order of axes (the sum over
+    the batch of a permuted (N, C, L) map came out L-major), so a write through a view of one went to a copy."""
+    x = (T.arange(60, dtype=T.float32).reshape(3, 5, 4) / 60).permute(0, 2, 1)  # (3, 4, 5), L-major in memory
+    y = REDUCTIONS[op](T, x)
+    assert y.is_contiguous()
+    flat = y.view(-1)
+    flat[1] = 0
+    assert y.flatten()[1].item() == 0
