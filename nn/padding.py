@@ -17,6 +17,7 @@ import sys
 import autograd
 from autograd.errors import ShapeError
 from autograd.ops.constant_padding import ConstantPad, check_output_sizes, constant_pad_nd, padding_amounts
+from autograd.ops.layouts import in_suggested_layout
 from autograd.ops.padding import padded_positions
 from autograd.primitive import named_node
 from autograd.write_door import _refuse_overflow
@@ -98,22 +99,10 @@ def pad(input, pad, mode="constant", value=None):
     padded = _padded(input, amounts, mode)
     if padded is input:  # nothing padded nor cropped: a new tensor all the same, as PyTorch's (not x itself, which
         padded = input.clone()  # an in-place op on the result would change)
-    return named_node(_pytorchs_layout(padded, input, mode), None, name, (input,))
-
-
-_CHANNELS_LAST = {4: autograd.channels_last, 5: autograd.channels_last_3d}
-
-
-def _pytorchs_layout(padded, input, mode):
-    """The padded tensor laid out as PyTorch's kernels write it: reflect and replicate keep a channels-last input's
-    layout (N, H, W, C or N, D, H, W, C in memory), circular (slices copied into a fresh tensor) and every other
-    input are row-major; the index gathers here leave NumPy's layouts (batch or channels innermost), where a view
-    of the result would copy rather than share its memory."""
-    memory_format = _CHANNELS_LAST.get(input.ndim)
-    if mode != "circular" and memory_format is not None and not input.is_contiguous() \
-            and input.is_contiguous(memory_format=memory_format):
-        return padded.contiguous(memory_format=memory_format)
-    return padded.contiguous()
+    # laid out as PyTorch's kernels write it (the index gathers leave NumPy's layouts, batch or channels innermost):
+    # circular copies slices into a fresh row-major tensor, reflect and replicate follow the input's layout
+    padded = padded.contiguous() if mode == "circular" else in_suggested_layout(padded, input)
+    return named_node(padded, None, name, (input,))
 
 
 def _padded(input, amounts, mode):

@@ -157,3 +157,23 @@ def test_a_reduction_of_a_permutation_is_row_major(T, op):
     flat = y.view(-1)
     flat[1] = 0
     assert y.flatten()[1].item() == 0
+
+
+@pytest.mark.parametrize("mode", ["nearest", "bilinear", "bicubic", "area", "nearest-exact"])
+def test_interpolate_keeps_channels_last_and_is_row_major_otherwise(T, mode):
+    """interpolate writes in its input's suggested layout (PyTorch's upsampling kernels): a channels-last map stays
+    channels-last (it came back batch- or channels-innermost), a transposed one becomes row-major, and so does a
+    (N, C, L) sequence transposed from (N, L, C), so a view of the result writes through."""
+    F = T.nn.functional
+    maps = (T.arange(120, dtype=T.float32).reshape(2, 3, 4, 5) / 120).contiguous(memory_format=T.channels_last)
+    size = (2, 3) if mode == "area" else (7, 9)
+    assert F.interpolate(maps, size=size, mode=mode).is_contiguous(memory_format=T.channels_last)
+    sequence = (T.arange(24, dtype=T.float32).reshape(2, 4, 3) / 24).transpose(1, 2)
+    resized = [F.interpolate(maps.transpose(2, 3), size=size, mode=mode)]
+    if mode != "area":  # (PyTorch's 1-d area is a 2-d pool of the unsqueezed sequence, which reads as channels-last)
+        one_d = {"bilinear": "linear", "bicubic": "linear"}.get(mode, mode)
+        resized.append(F.interpolate(sequence, size=6, mode=one_d))
+    for y in resized:
+        assert y.is_contiguous()
+        y.view(-1)[0] = 100.0
+        assert y.flatten()[0].item() == 100.0

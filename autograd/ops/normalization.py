@@ -13,15 +13,13 @@ Composed of differentiable ops.
 import math
 
 from ..backend import float16, float32
-from ..constants import channels_last, channels_last_3d
 from ..errors import ShapeError, check_same_dtype
 from ..graph import no_grad
 from ..primitive import named_node
 from ..tensor import Tensor
 from .conversion import refuse_kinds
+from .layouts import in_suggested_layout
 from .names import names
-
-_CHANNELS_LAST = {4: channels_last, 5: channels_last_3d}
 
 
 def normalize(input, axes, eps):
@@ -112,7 +110,7 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         return named_node(output, None, "NativeBatchNormBackward0", (input,))
     axes = (0,) + tuple(range(2, input.ndim))
     shape = channel_shape(input)
-    input = _suggested_layout(input)
+    input = in_suggested_layout(input, input)  # (PyTorch's kernel writes its output so: a view of it shares it)
     if input._data.size == 0:
         if training and num_batches_tracked is not None:
             with no_grad():
@@ -133,15 +131,6 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     normalized = standardize_by_running_stats(input, running_mean, running_var, eps, shape)
     return named_node(scale_and_shift(normalized, weight, bias, shape, input.dtype), None, "NativeBatchNormBackward0",
                       (input,))
-
-
-def _suggested_layout(input):
-    """The input as PyTorch's batch norm kernel reads it (its output is laid out so): as it is where it is laid out
-    channels-last (a 4-d N, H, W, C or a 5-d N, D, H, W, C in memory), row-major otherwise (BatchNorm1d of a
-    (N, L, C) tensor transposed to (N, C, L)), so a view of the output shares its memory, as PyTorch's does."""
-    if input.ndim in (4, 5) and input.is_contiguous(memory_format=_CHANNELS_LAST[input.ndim]):
-        return input
-    return input.contiguous()
 
 
 def scale_and_shift(normalized, weight, bias, shape=None, dtype=None):
