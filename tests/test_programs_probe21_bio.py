@@ -2,7 +2,29 @@
 """Computational-biology programs (see tests/pytorch_programs.py), each run on chainrule and on PyTorch from the
 same weights and data, and checked against NumPy by hand where PyTorch is missing.
 
-(docstring filled in below)"""
+Basset/DeepSEA on one-hot DNA (``F.one_hot(...).permute(0, 2, 1).float()``, ``one_hot`` with the number of classes
+inferred, Conv1d + BatchNorm1d + ``MaxPool1d(ceil_mode=True)`` + ``LazyLinear``, reverse-complement averaging by
+``torch.flip`` of both axes, gradient-times-input saliency); BPNet (a dilated residual Conv1d tower with
+``padding="same"`` under every ``padding_mode``, a ConvTranspose1d profile head trained with the multinomial NLL of
+``log_softmax`` and ``lgamma`` terms, a counts head with ``F.poisson_nll_loss(log_input=True, full=True)``, and
+Enformer's attention pooling by ``unflatten`` and a masked softmax), checked against NumPy by hand; an ESM-style
+masked protein LM (``Embedding(padding_idx)``, token-dropout rescaling, ``MultiheadAttention`` with a key padding
+mask and per-head weights, ``cross_entropy(ignore_index=-100)``, APC-corrected contacts); an Evoformer block on an
+MSA in float32 and float64 (tied row attention with pair bias and column attention by ``einsum`` over 5-D tensors
+with ``...``, outer-product mean, outgoing and incoming triangle multiplicative updates, a distogram head trained on
+``cdist`` + ``bucketize(right=True)`` bins checked against ``np.digitize``); structure maths (frames by Gram-Schmidt
+with ``F.normalize`` and ``torch.linalg.cross``, quaternions, FAPE, Kabsch RMSD through ``linalg.svd`` with the
+determinant's sign, dihedrals by ``atan2``) in a toy structure module trained by Adam, against known rotations,
+reflections and cis/trans angles, and ``gradcheck``-ed in float64; scVI (a VAE over counts with library size, the
+negative binomial and zero-inflated NB log-likelihoods written with ``lgamma``/``softplus``, KL terms from
+``torch.distributions``), the NB likelihood against ``NegativeBinomial.log_prob`` and ``lgamma``/``digamma`` at
+large arguments; ``F.poisson_nll_loss(full=True)``'s target gradient (NaN at a zero count, as PyTorch's); DanQ
+(Conv1d, a packed bidirectional LSTM, BatchNorm1d of the transposed LSTM output flattened by ``view`` and rectified
+in place through it); and triangle attention that adds its pair bias and mask in place through a view of einsum's
+logits. The last two depend on results laid out as PyTorch's (batch norm's, einsum's), so that a view shares memory.
+
+Strict xfail: ``gradgradcheck`` of inputs none of which requires grad raises autograd.grad's RuntimeError where
+PyTorch raises gradcheck's ValueError (autograd/gradcheck.py is outside this task's files)."""
 
 import math
 
