@@ -26,6 +26,12 @@ class GradcheckError(RuntimeError, AssertionError):
     PyTorch's; an AssertionError too, as a failed check)."""
 
 
+
+def _nothing_to_check():
+    """PyTorch's ValueError where no input requires grad (gradcheck's and gradgradcheck's)."""
+    return ValueError("gradcheck expects at least one input tensor to require gradient, but none of them have "
+                      "requires_grad=True (nothing to check: pass tensors made with requires_grad=True)")
+
 def _as_tuple(value):
     return tuple(value) if isinstance(value, (tuple, list)) else (value,)
 
@@ -91,8 +97,7 @@ def jacobians(fn, inputs, eps, outputs=None, analytic_too=True):
     ``analytic_too=False``: the finite differences alone (the analytic ones left zero)."""
     wrt = [x for x in inputs if isinstance(x, Tensor) and x.requires_grad]
     if not wrt:
-        raise ValueError("gradcheck expects at least one input tensor to require gradient, but none of the them "
-                         "have requires_grad=True (nothing to check: pass tensors made with requires_grad=True)")
+        raise _nothing_to_check()
     outputs = _outputs(fn, inputs) if outputs is None else outputs
     analytic = [[numpy.zeros((y._data.size, x._data.size)) for x in wrt] for y in outputs]
     numeric = [[numpy.zeros((y._data.size, x._data.size)) for x in wrt] for y in outputs]
@@ -316,6 +321,8 @@ def gradgradcheck(fn, inputs, grad_outputs=None, eps=1e-6, atol=1e-5, rtol=1e-3,
         raise AssertionError("Setting check_undefined_grad=True requires check_rev_over_rev to be True")
     fn, inputs = _as_real_function(fn, _float64_inputs(_as_tuple(inputs)))
     wrt = [i for i, x in enumerate(inputs) if isinstance(x, Tensor) and x.requires_grad]
+    if not wrt:  # (before autograd.grad's own error, as PyTorch's)
+        raise _nothing_to_check()
     fn, outputs = _differentiable_outputs_of(fn, _outputs(fn, inputs))
     rng = numpy.random.default_rng(0)
     if grad_outputs is None:

@@ -41,6 +41,7 @@ from autograd import Tensor
 from autograd.backend import xp
 from autograd.graph import program_stacklevel
 from autograd.ops.cubic_convolution import cubic_kernel, cubic_weights
+from autograd.ops.layouts import in_suggested_layout
 from autograd.primitive import named_node
 
 from .functional_3d import adaptive_avg_pool3d
@@ -213,6 +214,11 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
         resized = _resized(input, sizes, factors, mode, align_corners, antialias, spatial)
     if resized is input:  # every size kept (a skip connection's size): a copy still, as PyTorch's kernels write one
         resized = input.clone()
+    # laid out as PyTorch's kernels write it (the index gathers and weighted sums leave NumPy's layouts, batch or
+    # channels innermost): channels-last maps stay channels-last, anything else is row-major. (1-d area is PyTorch's
+    # 2-d adaptive pool of the unsqueezed sequence, laid out as that pool lays it out.)
+    if not (mode == "area" and spatial == 1):
+        resized = in_suggested_layout(resized, input)
     return named_node(resized, None, _upsample_node(mode, spatial, antialias), (input,))
 
 

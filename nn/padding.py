@@ -17,6 +17,7 @@ import sys
 import autograd
 from autograd.errors import ShapeError
 from autograd.ops.constant_padding import ConstantPad, check_output_sizes, constant_pad_nd, padding_amounts
+from autograd.ops.layouts import in_suggested_layout
 from autograd.ops.padding import padded_positions
 from autograd.primitive import named_node
 from autograd.write_door import _refuse_overflow
@@ -98,6 +99,9 @@ def pad(input, pad, mode="constant", value=None):
     padded = _padded(input, amounts, mode)
     if padded is input:  # nothing padded nor cropped: a new tensor all the same, as PyTorch's (not x itself, which
         padded = input.clone()  # an in-place op on the result would change)
+    # laid out as PyTorch's kernels write it (the index gathers leave NumPy's layouts, batch or channels innermost):
+    # circular copies slices into a fresh row-major tensor, reflect and replicate follow the input's layout
+    padded = padded.contiguous() if mode == "circular" else in_suggested_layout(padded, input)
     return named_node(padded, None, name, (input,))
 
 

@@ -41,7 +41,8 @@ def one_hot(input, num_classes=-1):
         raise RuntimeError("Class values must be non-negative.")
     if labels.size and labels.max() >= num_classes:
         raise RuntimeError("Class values must be smaller than num_classes.")
-    return Tensor._make((labels[..., None] == xp.arange(num_classes)).astype(xp.int64))
+    # row-major whatever the labels' layout (PyTorch's zeros(...).scatter_): a view of it shares its memory
+    return Tensor._make((labels[..., None] == xp.arange(num_classes)).astype(xp.int64, order="C"))
 
 
 class Embedding(Module):

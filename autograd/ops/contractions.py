@@ -9,6 +9,7 @@ with a vector of ones); an index it repeats (a diagonal) is tied to a fresh one 
 """
 
 import warnings
+from math import prod as numpy_prod
 
 from ..backend import xp
 from ..errors import refuse_unbroadcastable
@@ -21,7 +22,7 @@ from .arranging import movedim
 from .axes import dim_index
 from .conjugation import conj
 from .conversion import c_name, refuse_kinds, type_name
-from .elementwise import common_dtype
+from .elementwise import common_dtype, row_major
 from .linalg import matmul
 from .names import names
 from .outputs import write_out
@@ -35,6 +36,7 @@ class Einsum(Primitive):
     (complex: the other xs conjugated, as every product's)"""
 
     handles_complex = True
+    memory_order = None  # the output's labels from the outermost in memory (None: as NumPy lays it out)
 
     @property
     def saved_input_readers(self):  # x_k's values are read only by the other operands' gradients
@@ -42,7 +44,39 @@ class Einsum(Primitive):
         return tuple(tuple(j for j in operands if j != k) for k in operands)
 
     def forward(self, *xs):
+        if self.memory_order is not None and all(type(x) is xp.ndarray for x in xs):
+            (ta, tb), (a, b) = self.terms, xs
+            sizes = dict(zip(ta, a.shape))
+            if any(sizes[c] > 1 for c in set(ta) & set(tb) - set(self.output)):
+                return self.batched_product(a, b)
+            return row_major(xp.einsum(f"{ta},{tb}->{self.output}", a, b, optimize=True))  # (an elementwise pair)
         return xp.einsum(f"{','.join(self.terms)}->{self.output}", *xs, optimize=len(xs) > 1)
+
+    def batched_product(self, a, b):
+        """The pair's einsum as PyTorch's sumproduct_pair computes it, one batched matmul of the operands laid out
+        [shared, own, summed] and [shared, summed, other's], its product viewed back in the output's order: laid
+        out as PyTorch's (``memory_order``) and summed in its order."""
+        (ta, tb), output = self.terms, self.output
+        a, ta = _summed_alone(a, ta, tb + output)
+        b, tb = _summed_alone(b, tb, ta + output)
+        shared = [c for c in self.memory_order if c in ta and c in tb]
+        first_own = next((c for c in self.memory_order if c not in shared), None)
+        if first_own is not None and first_own not in ta:  # the second's own come first: the operands swapped
+            a, b, ta, tb = b, a, tb, ta
+        own = [c for c in self.memory_order if c in ta and c not in tb]
+        others = [c for c in self.memory_order if c in tb and c not in ta]
+        summed = [c for c in ta if c in tb and c not in output]
+        sizes = dict(zip(ta, a.shape)) | dict(zip(tb, b.shape))
+
+        def size(labels):
+            return int(numpy_prod([sizes[c] for c in labels]))
+
+        left = a.transpose([ta.index(c) for c in shared + own + summed]).reshape(size(shared), size(own),
+                                                                                 size(summed))
+        right = b.transpose([tb.index(c) for c in shared + summed + others]).reshape(size(shared), size(summed),
+                                                                                   size(others))
+        product = xp.matmul(left, right).reshape([sizes[c] for c in shared + own + others])
+        return product.transpose([(shared + own + others).index(c) for c in output])
 
     def backward(self, grad, y, *xs):
         sizes = {label: n for term, x in zip(self.terms, xs) for label, n in zip(term, x.shape)}
@@ -72,6 +106,15 @@ class Einsum(Primitive):
                 target.append(label)
             grads.append(Einsum.apply(*tensors, terms=tuple(terms), output="".join(target)))
         return tuple(grads)
+
+
+def _summed_alone(x, term, elsewhere):
+    """x with the indices that only it has, and that nothing else keeps, summed out first (as PyTorch's einsum sums
+    them before its pairwise product), and its term without them."""
+    alone = tuple(i for i, c in enumerate(term) if c not in elsewhere)
+    if not alone:
+        return x, term
+    return x.sum(axis=alone), "".join(c for i, c in enumerate(term) if i not in alone)
 
 
 def _parse(equation, operands):
@@ -167,7 +210,30 @@ def einsum(equation, *operands):
             operands[k] = shape.reshape(x, tuple(n for i, n in enumerate(x.shape) if i not in dropped))
     dtype = _pairwise_dtype(terms, output, operands, sizes)
     operands = [x if x.dtype == dtype else x.to(dtype) for x in operands]
-    return Einsum.apply(*operands, terms=tuple(terms), output=output)
+    return Einsum.apply(*operands, terms=tuple(terms), output=output,
+                        memory_order=_pytorchs_memory_order(terms, output, sizes))
+
+
+def _pytorchs_memory_order(terms, output, sizes):
+    """The memory order (the output's labels from the outermost) of PyTorch's result for two operands. A pair
+    contracted by bmm (a summed index of size > 1 that both have) gives the output's indices both operands have,
+    then the first's own, then the second's, each in the output's order, the two own groups swapped where all the
+    second's come first in the output (PyTorch's sumproduct_pair: bmm of the operands laid out [shared, own,
+    summed], viewed back; 'bik,bjk->bij' is row-major, 'bsic,bsjd->bijcd' is b, i, c, j, d in memory); any other
+    pair is multiplied elementwise into a row-major result. So a view of the result shares its memory, as
+    PyTorch's does (NumPy's einsum lays 'bik,bjk->bij' out b, j, i). None (NumPy's layout) for one operand, more
+    than two, or a diagonal."""
+    if len(terms) != 2 or any(len(set(term)) < len(term) for term in terms):
+        return None
+    first, second = (set(term) for term in terms)
+    if not any(sizes[label] > 1 for label in (first & second) - set(output)):
+        return output
+    shared = [c for c in output if c in first and c in second]
+    own = [c for c in output if c in first and c not in second]
+    others = [c for c in output if c in second and c not in first]
+    if own and others and output.index(others[-1]) < output.index(own[0]):
+        own, others = others, own  # (PyTorch's swap_lo_ro: the operands swapped so that bmm writes them in order)
+    return "".join(shared + own + others)
 
 
 def _pairwise_dtype(terms, output, operands, sizes):

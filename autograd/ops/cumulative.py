@@ -159,7 +159,8 @@ class Prod(Primitive):
     handles_complex = True
 
     def forward(self, x):
-        return xp.prod(x, axis=self.axes, keepdims=self.keepdim, dtype=x.dtype)  # (NumPy's: int32 to int64)
+        # (NumPy's: int32 to int64; row-major, as PyTorch's reductions allocate their result)
+        return row_major(xp.prod(x, axis=self.axes, keepdims=self.keepdim, dtype=x.dtype))
 
     def backward(self, grad, y, x):
         grad = spread(grad, x, self.axes, self.keepdim)

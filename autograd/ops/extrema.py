@@ -15,6 +15,7 @@ from ..tensor import Tensor
 from .axes import normalize_dims
 from .conjugation import refuse_unordered
 from .conversion import type_name
+from .elementwise import row_major
 from .names import names
 from .outputs import write_out
 from .reductions import spread
@@ -29,7 +30,7 @@ class ExtremumOverDims(Primitive):
 
     def forward(self, x):
         refuse_unordered(x, "amax/amin")
-        return self.find(x, axis=self.axes, keepdims=self.keepdim)
+        return row_major(self.find(x, axis=self.axes, keepdims=self.keepdim))  # (PyTorch's reductions: row-major)
 
     def name(self):  # (PyTorch's AmaxBackward0 and AminBackward0; aminmax names its own)
         return self.pytorch_name or ("AmaxBackward0" if self.find is xp.max else "AminBackward0")

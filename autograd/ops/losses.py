@@ -205,17 +205,16 @@ def kl_divergence(input, target, reduction, log_target):
 def poisson_nll(input, target, log_input, full, eps, reduction):
     """Negative log-likelihood of y ~ Poisson(λ), dropping the constant ln y!:
         ℓ = e^x - y x  (log_input: x = ln λ),   ℓ = λ - y ln(λ + eps)  otherwise;
-    full adds Stirling's ln y! ≈ y ln y - y + ½ ln(2π y) where y > 1."""
+    full adds Stirling's ln y! ≈ y ln y - y + ½ ln(2π y) where y > 1. That term is computed at every y and then
+    masked, as PyTorch's: a target that requires grad gets NaN where it is 0 or negative (0 · ln 0), as there."""
     target = target if isinstance(target, Tensor) else tensor_from(target)
     if log_input:
         loss = input.exp() - target * input
     else:
         loss = input - target * (input + eps).log()
     if full:
-        above_one = target > 1
-        safe = where(above_one, target, 2.0)
-        stirling = safe * safe.log() - safe + (safe * (2 * math.pi)).log() * 0.5
-        loss = loss + where(above_one, stirling, 0.0)
+        stirling = target * target.log() - target + (target * (2 * math.pi)).log() * 0.5
+        loss = loss + stirling.masked_fill(target <= 1, 0)
     return reduced(loss, reduction)
 
 

@@ -18,6 +18,7 @@ from ..graph import no_grad
 from ..primitive import named_node
 from ..tensor import Tensor
 from .conversion import refuse_kinds
+from .layouts import in_suggested_layout
 from .names import names
 
 
@@ -109,6 +110,7 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         return named_node(output, None, "NativeBatchNormBackward0", (input,))
     axes = (0,) + tuple(range(2, input.ndim))
     shape = channel_shape(input)
+    input = in_suggested_layout(input, input)  # (PyTorch's kernel writes its output so: a view of it shares it)
     if input._data.size == 0:
         if training and num_batches_tracked is not None:
             with no_grad():
@@ -251,7 +253,8 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
     count = input._data.size // max(input.shape[0] * input.shape[1], 1)
     if count == 1:
         raise ValueError(f"Expected more than 1 spatial element when training, got input size {list(input.shape)}")
-    normalized, mean, variance = normalize(input, tuple(range(2, input.ndim)), eps)
+    # (PyTorch's normalises input.contiguous(), whatever its layout, channels-last too: its output is row-major)
+    normalized, mean, variance = normalize(input.contiguous(), tuple(range(2, input.ndim)), eps)
     if running_mean is not None or running_var is not None:
         with no_grad():  # each instance's step, averaged over the batch (PyTorch's order)
             factor = count / (count - 1)

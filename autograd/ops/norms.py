@@ -19,7 +19,7 @@ from . import extrema, shape
 from .axes import dim_index, int_or_ints, normalize_dims
 from .contractions import require_scalar_type
 from .conversion import type_name
-from .elementwise import Where
+from .elementwise import Where, row_major
 from .half_linalg import low_precision, refuses_half
 from .inverses import converging
 from .names import names
@@ -39,8 +39,11 @@ class VectorNorm(Primitive):
     count_has_zeros = False  # with p = 0, the count's gradient is zeros (cdist, pdist), where a norm's is none
 
     def forward(self, x):
+        return row_major(self.value(x))  # (PyTorch's reductions allocate a row-major result)
+
+    def value(self, x):
         if x.dtype == float16:  # in float32, rounded once, as PyTorch's
-            return self.forward(x.astype(float32)).astype(float16)
+            return self.value(x.astype(float32)).astype(float16)
         p, axes, keep = self.ord, self.axes, self.keepdim
         magnitude = xp.abs(x)
         if p == 2:

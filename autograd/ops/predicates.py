@@ -22,7 +22,7 @@ from ..tensor import Tensor
 from ..write_door import _refuse_cast
 from .axes import normalize_dims
 from .conversion import c_name, refuse_kinds, type_name
-from .elementwise import Where, result_type
+from .elementwise import Where, result_type, row_major
 from .names import names
 from .outputs import write_out
 
@@ -172,6 +172,7 @@ def _reduce_bool(function, input, dim, keepdim, out=None):
         result = xp.asarray(function(data))
     else:
         result = function(data, axis=normalize_dims(dim, data.ndim, empty_is_every=False), keepdims=keepdim)
+    result = row_major(result)  # (PyTorch's reductions allocate a row-major result)
     return Tensor._make(result.astype(data.dtype) if data.dtype == xp.uint8 else result)
 
 
@@ -192,7 +193,7 @@ def count_nonzero(input, dim=None):
     """How many elements (along dim) are nonzero, as int64."""
     data = _data(input)
     axes = None if dim is None else normalize_dims(dim, data.ndim)
-    return Tensor._make(xp.asarray(xp.count_nonzero(data, axis=axes), dtype=int64))
+    return Tensor._make(row_major(xp.asarray(xp.count_nonzero(data, axis=axes), dtype=int64)))
 
 
 def _promoted(input, other):

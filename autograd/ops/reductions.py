@@ -63,10 +63,12 @@ class Sum(Primitive):
         else:
             dtype = None
         if _add_reduce is None:
-            return x.sum(axis=self.axes, keepdims=self.keepdim, dtype=dtype)
+            return row_major(x.sum(axis=self.axes, keepdims=self.keepdim, dtype=dtype))
         # NumPy's ufunc itself, not ndarray.sum's Python wrapper: quicker, and a warning it gives for inf - inf is
-        # then this module's, which autograd's filter silences (PyTorch's sum gives NaN silently)
-        return _add_reduce(x, self.axes, dtype, None, self.keepdim)
+        # then this module's, which autograd's filter silences (PyTorch's sum gives NaN silently). Row-major, as
+        # PyTorch's reductions allocate their result (NumPy's keeps the input's order: a sum over the batch of a
+        # transpose was a transpose, and a write through a view of it went to a copy)
+        return row_major(_add_reduce(x, self.axes, dtype, None, self.keepdim))
 
     def backward(self, grad, y, x):
         return (spread(grad, x, self.axes, self.keepdim, self.like),)
@@ -300,7 +302,7 @@ class LogSumExp(Primitive):
         m = _stable_max(x, self.axes)
         with errstate(divide="ignore"):  # (a slice of only -inf sums to 0: its log is -inf, as PyTorch's, unwarned)
             y = xp.log(xp.sum(xp.exp(x - m), axis=self.axes, keepdims=True)) + m
-        return y if self.keepdim else xp.squeeze(y, axis=self.axes)
+        return row_major(y if self.keepdim else xp.squeeze(y, axis=self.axes))  # (PyTorch's reductions: row-major)
 
     def backward(self, grad, y, x):
         return (spread(grad, x, self.axes, self.keepdim) * conj((x - spread(y, x, self.axes, self.keepdim)).exp()),)
