@@ -344,11 +344,10 @@ class Dispatching:
         if modes.torch_function:
             relevant = args + tuple(kwargs.values()) if kwargs else args
             if _dispatch.mode_stack:
-                overloaded = _overloaded_args(relevant, into_sequences=True) if _dispatch.subclasses else []
-                return _asking_the_mode_first(self.public, overloaded, args, kwargs)
+                return _asking_the_mode_first(self.public, _subclasses_asked(relevant), args, kwargs)
             for arg in relevant:  # (plain tensors and numbers pass at once: only a subclass or a list is looked into)
                 if type(arg) is not Tensor and isinstance(arg, (Tensor, list, tuple)):
-                    overloaded = _overloaded_args(relevant, into_sequences=True) if _dispatch.subclasses else ()
+                    overloaded = _subclasses_asked(relevant)
                     if overloaded:
                         return _answered(self.public, overloaded, args, kwargs)
                     break
@@ -373,6 +372,12 @@ class Dispatching:
         wrappers, where pickle's own lookup of ``nn.functional.relu`` finds this wrapper, not the function."""
         function = self.__wrapped__
         return _function_named, (function.__module__, function.__qualname__)
+
+
+def _subclasses_asked(relevant):
+    """The arguments (and elements of list or tuple arguments) whose classes take part, in the order they are
+    asked; none inside DisableTorchFunctionSubclass."""
+    return _overloaded_args(relevant, into_sequences=True) if _dispatch.subclasses else []
 
 
 def _function_named(module_name, qualname):
@@ -405,24 +410,23 @@ _NOT_DISPATCHED = {
 }
 
 
-# autograd's public functions PyTorch does not let a subclass answer for (torch.overrides.get_ignored_functions):
-# factories from data or sizes, and questions about the library's state
-_NOT_OVERRIDABLE = {
-    "arange", "as_strided", "as_tensor", "asarray", "broadcast_shapes", "can_cast", "empty", "empty_permuted",
-    "empty_strided", "eye", "fill", "from_file", "from_numpy", "frombuffer", "full", "get_default_device",
-    "get_default_dtype", "get_device_module", "is_anomaly_enabled", "is_grad_enabled", "is_inference_mode_enabled",
-    "is_tensor", "linspace", "logspace", "normal", "ones", "promote_types", "rand", "rand_like", "randint",
-    "randint_like", "randn", "randn_like", "randperm", "result_type", "scalar_tensor", "set_default_device",
-    "tensor", "zeros", "load", "save", "manual_seed", "seed", "initial_seed", "set_default_dtype", "compile",
-}
-# those of them, and the other factories, that a mode is asked about all the same (PyTorch's factories, and its
-# questions about dtypes; not its questions about the library's state, nor from_numpy or broadcast_shapes)
-_SEEN_ONLY_BY_MODES = {
+# the factories (and questions about dtypes) that no subclass answers for but an entered mode is asked about, as
+# PyTorch's; not its questions about the library's state, nor from_numpy or broadcast_shapes
+_FACTORIES_MODES_SEE = {
     "arange", "as_strided", "as_tensor", "asarray", "can_cast", "empty", "empty_permuted", "empty_strided", "eye",
     "fill", "full", "linspace", "logspace", "normal", "ones", "promote_types", "rand", "rand_like", "randint",
     "randint_like", "randn", "randn_like", "randperm", "result_type", "scalar_tensor", "tensor", "zeros",
-    "sparse_coo_tensor",
 }
+# autograd's public functions PyTorch does not let a subclass answer for (torch.overrides.get_ignored_functions):
+# factories from data or sizes, and questions about the library's state
+_NOT_OVERRIDABLE = _FACTORIES_MODES_SEE | {
+    "broadcast_shapes", "from_file", "from_numpy", "frombuffer", "get_default_device", "get_default_dtype",
+    "get_device_module", "is_anomaly_enabled", "is_grad_enabled", "is_inference_mode_enabled", "is_tensor",
+    "set_default_device", "load", "save", "manual_seed", "seed", "initial_seed", "set_default_dtype", "compile",
+}
+# the functions that dispatch to modes only (DispatchingToModes): those factories, and sparse_coo_tensor, which
+# is not an op of autograd's own namespace
+_SEEN_ONLY_BY_MODES = _FACTORIES_MODES_SEE | {"sparse_coo_tensor"}
 # the operators, as the methods PyTorch gives __torch_function__ for them (a reflected one where the order of
 # its operands does not matter)
 _OPERATOR_METHODS = {

@@ -636,6 +636,13 @@ def _create(T, tensor_cls, rng):
     return data if tensor_cls is T.Tensor else tensor_cls(data)
 
 
+def _subject(T, cls_name, as_param, rng):
+    """(the class under test, an instance of it, made a Parameter with ``as_param``), as TestSubclass makes them."""
+    tensor_cls = _tensor_class(T, cls_name)
+    x = _create(T, tensor_cls, rng)
+    return tensor_cls, _nn(T).Parameter(x) if as_param else x
+
+
 @pytest.mark.parametrize("tensor_requires_grad", [False, True])
 @pytest.mark.parametrize("cls_name", _TENSOR_CLASSES)
 def test_param_invariants(T, cls_name, tensor_requires_grad, rng):
@@ -653,10 +660,7 @@ def test_param_invariants(T, cls_name, tensor_requires_grad, rng):
 def test_deepcopy(T, cls_name, as_param, rng, request):
     if cls_name == "non_wrapper_tensor" and as_param:
         xfail_on_chainrule(T, request, _PARAMETER_OF_A_SUBCLASS)
-    tensor_cls = _tensor_class(T, cls_name)
-    x = _create(T, tensor_cls, rng)
-    if as_param:
-        x = _nn(T).Parameter(x)
+    tensor_cls, x = _subject(T, cls_name, as_param, rng)
     x_copy = copy.deepcopy(x)
     same(x_copy.detach(), x.detach().numpy())
     assert x.__class__ is x_copy.__class__ and x_copy is not x and isinstance(x_copy, tensor_cls)
@@ -669,10 +673,7 @@ def test_deepcopy(T, cls_name, as_param, rng, request):
 def test_serialization(T, cls_name, as_param, rng, request):
     if as_param or cls_name == "non_wrapper_tensor":
         xfail_on_chainrule(T, request, _SAVE_KEEPS_NO_CLASS)
-    tensor_cls = _tensor_class(T, cls_name)
-    x = _create(T, tensor_cls, rng)
-    if as_param:
-        x = _nn(T).Parameter(x)
+    tensor_cls, x = _subject(T, cls_name, as_param, rng)
     buffer = io.BytesIO()
     T.save(x, buffer)
     buffer.seek(0)
@@ -688,10 +689,7 @@ def test_serialization(T, cls_name, as_param, rng, request):
 def test_repr(T, cls_name, as_param, rng, request):
     if as_param and cls_name == "non_wrapper_tensor":
         xfail_on_chainrule(T, request, _PARAMETER_OF_A_SUBCLASS)
-    tensor_cls = _tensor_class(T, cls_name)
-    x = _create(T, tensor_cls, rng)
-    if as_param:
-        x = _nn(T).Parameter(x)
+    tensor_cls, x = _subject(T, cls_name, as_param, rng)
     text = repr(x)
     if tensor_cls is not T.Tensor:
         assert text.count(f"{tensor_cls.__name__}(") == 1  # (NonWrapperTensor_torch(...))
@@ -703,10 +701,7 @@ def test_repr(T, cls_name, as_param, rng, request):
 def test_type_propagation(T, cls_name, as_param, rng, request):
     if as_param and cls_name == "non_wrapper_tensor":
         xfail_on_chainrule(T, request, _PARAMETER_OF_A_SUBCLASS)
-    tensor_cls = _tensor_class(T, cls_name)
-    x = _create(T, tensor_cls, rng)
-    if as_param:
-        x = _nn(T).Parameter(x)
+    tensor_cls, x = _subject(T, cls_name, as_param, rng)
     other = _create(T, T.Tensor, rng)
     output = x + other
     assert isinstance(output, tensor_cls)  # (closed under ops; being a parameter is not propagated)
