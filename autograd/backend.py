@@ -203,12 +203,12 @@ def _numpy_at(ufunc, array, positions, values):
     if array.flags.c_contiguous and array.ndim and count >= 64 and not (
             array.ndim == 1 and type(positions) is numpy.ndarray):  # (NumPy's own 1-D path already)
         rows = array.shape[0]
-        if (array.ndim > 1 and type(positions) is numpy.ndarray and positions.ndim == 1
-                and positions.dtype.kind in "iu" and positions.size and rows
-                and -rows <= positions.min() and positions.max() < rows):
+        lowest = (positions.min() if type(positions) is numpy.ndarray and positions.ndim == 1
+                  and positions.dtype.kind in "iu" and positions.size and rows else None)
+        if array.ndim > 1 and lowest is not None and -rows <= lowest and positions.max() < rows:
             width = array[0].size
             starts = positions.astype(numpy.intp, copy=False)
-            if starts.min() < 0:
+            if lowest < 0:
                 starts = starts % rows  # (negative indices count from the end)
             elements = (starts[:, None] * width + numpy.arange(width, dtype=numpy.intp)).reshape(-1)
             values = numpy.broadcast_to(values, (positions.size, *array.shape[1:]))

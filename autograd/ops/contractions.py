@@ -37,6 +37,7 @@ class Einsum(Primitive):
 
     handles_complex = True
     memory_order = None  # the output's labels from the outermost in memory (None: as NumPy lays it out)
+    contracted = False  # two operands sharing a summed index of size > 1: PyTorch's bmm of them (batched_product)
 
     @property
     def saved_input_readers(self):  # x_k's values are read only by the other operands' gradients
@@ -45,10 +46,9 @@ class Einsum(Primitive):
 
     def forward(self, *xs):
         if self.memory_order is not None and all(type(x) is xp.ndarray for x in xs):
+            if self.contracted:
+                return self.batched_product(*xs)
             (ta, tb), (a, b) = self.terms, xs
-            sizes = dict(zip(ta, a.shape))
-            if any(sizes[c] > 1 for c in set(ta) & set(tb) - set(self.output)):
-                return self.batched_product(a, b)
             return row_major(xp.einsum(f"{ta},{tb}->{self.output}", a, b, optimize=True))  # (an elementwise pair)
         return xp.einsum(f"{','.join(self.terms)}->{self.output}", *xs, optimize=len(xs) > 1)
 
@@ -210,13 +210,15 @@ def einsum(equation, *operands):
             operands[k] = shape.reshape(x, tuple(n for i, n in enumerate(x.shape) if i not in dropped))
     dtype = _pairwise_dtype(terms, output, operands, sizes)
     operands = [x if x.dtype == dtype else x.to(dtype) for x in operands]
-    return Einsum.apply(*operands, terms=tuple(terms), output=output,
-                        memory_order=_pytorchs_memory_order(terms, output, sizes))
+    memory_order, contracted = _pytorchs_memory_order(terms, output, sizes)
+    return Einsum.apply(*operands, terms=tuple(terms), output=output, memory_order=memory_order,
+                        contracted=contracted)
 
 
 def _pytorchs_memory_order(terms, output, sizes):
-    """The memory order (the output's labels from the outermost) of PyTorch's result for two operands. A pair
-    contracted by bmm (a summed index of size > 1 that both have) gives the output's indices both operands have,
+    """(memory order, contracted): the memory order (the output's labels from the outermost) of PyTorch's result
+    for two operands, and whether bmm contracts them. A pair contracted by bmm (a summed index of size > 1 that
+    both have) gives the output's indices both operands have,
     then the first's own, then the second's, each in the output's order, the two own groups swapped where all the
     second's come first in the output (PyTorch's sumproduct_pair: bmm of the operands laid out [shared, own,
     summed], viewed back; 'bik,bjk->bij' is row-major, 'bsic,bsjd->bijcd' is b, i, c, j, d in memory); any other
@@ -224,16 +226,16 @@ def _pytorchs_memory_order(terms, output, sizes):
     PyTorch's does (NumPy's einsum lays 'bik,bjk->bij' out b, j, i). None (NumPy's layout) for one operand, more
     than two, or a diagonal."""
     if len(terms) != 2 or any(len(set(term)) < len(term) for term in terms):
-        return None
+        return None, False
     first, second = (set(term) for term in terms)
     if not any(sizes[label] > 1 for label in (first & second) - set(output)):
-        return output
+        return output, False
     shared = [c for c in output if c in first and c in second]
     own = [c for c in output if c in first and c not in second]
     others = [c for c in output if c in second and c not in first]
     if own and others and output.index(others[-1]) < output.index(own[0]):
         own, others = others, own  # (PyTorch's swap_lo_ro: the operands swapped so that bmm writes them in order)
-    return "".join(shared + own + others)
+    return "".join(shared + own + others), True
 
 
 def _pairwise_dtype(terms, output, operands, sizes):

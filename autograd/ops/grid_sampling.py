@@ -133,11 +133,15 @@ def _source(coordinate, size, padding_mode, align_corners, volume):
     """The position in pixels that grid coordinate ``coordinate`` reads, after the padding map; and where the
     padding map met a nan (see _sampled)."""
     x = _unnormalize(coordinate, size, align_corners)
+    if padding_mode == "zeros" and not volume:  # (the position as it is: no map, nothing read outside)
+        return x, None
     value, slope = x._data, xp.ones_like(x._data)
     if padding_mode == "reflection":
         value, slope = _reflect(value, 0, 2 * (size - 1)) if align_corners else _reflect(value, -1, 2 * size - 1)
-    unclipped_nan = xp.isnan(value)
+    unclipped_nan = None
     if padding_mode != "zeros":
+        if volume:  # (only a volume's clamp reads it: _unread_in_backward)
+            unclipped_nan = xp.isnan(value)
         value, inside = _clip(value, size)
         slope = slope * inside
     if volume:
@@ -145,8 +149,6 @@ def _source(coordinate, size, padding_mode, align_corners, volume):
         # to the output): a nan, ±inf or beyond-int point reads outside, so the sample is 0 and not nan
         beyond = ~xp.isfinite(value) | (value > 2 ** 31 - 2) | (value < -2 ** 31)
         value, slope = xp.where(beyond, _OUTSIDE, value).astype(value.dtype), xp.where(beyond, 0, slope)
-    if padding_mode == "zeros" and not volume:
-        return x, unclipped_nan
     if not xp.isfinite(x._data).all():  # a point at ±inf or nan maps to a constant: s = 0, and 0·inf would be nan
         x = where(Tensor._make(xp.isfinite(x._data)), x, 0.0)
     # s·x + b, b = value − s·x: the value of the map and its derivative s
