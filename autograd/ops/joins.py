@@ -10,6 +10,7 @@ from ..tensor import Tensor
 from .axes import normalize_dims
 from .conversion import type_name
 from .elementwise import common_dtype, row_major
+from .layouts import stored_channels_last
 from .names import _numpy_aliases
 from .outputs import write_out
 from .promotion import can_cast
@@ -20,13 +21,9 @@ def pytorchs_layout(y, inputs):
     """y laid out as PyTorch's cat and roll lay out their result: row-major, unless every input is laid out
     channels-last (N, H, W, C in memory: then y keeps NumPy's layout, which follows theirs). Dims beyond 4 are left
     as NumPy lays them out (a stack of channels-last maps: PyTorch keeps their layout there too)."""
-    if y.ndim > 4 or (y.ndim == 4 and all(_channels_last(x) for x in inputs)):
+    if y.ndim > 4 or (y.ndim == 4 and all(stored_channels_last(x) for x in inputs)):
         return y
     return row_major(y)
-
-
-def _channels_last(array):
-    return not array.flags.c_contiguous and array.transpose(0, 2, 3, 1).flags.c_contiguous
 
 
 class Cat(Primitive):
