@@ -26,11 +26,11 @@ class GradcheckError(RuntimeError, AssertionError):
     PyTorch's; an AssertionError too, as a failed check)."""
 
 
-
 def _nothing_to_check():
     """PyTorch's ValueError where no input requires grad (gradcheck's and gradgradcheck's)."""
     return ValueError("gradcheck expects at least one input tensor to require gradient, but none of them have "
                       "requires_grad=True (nothing to check: pass tensors made with requires_grad=True)")
+
 
 def _as_tuple(value):
     return tuple(value) if isinstance(value, (tuple, list)) else (value,)

@@ -84,11 +84,11 @@ SUBCLASS_WATCHERS = []  # called with each subclass of Tensor once it is defined
 _warned_of_float = False  # float() of a tensor that requires grad has warned (once per process, as PyTorch's)
 
 
-
 def _made_bare(cls):
     """A tensor of class ``cls`` before its state is set: what a deepcopy fills (Tensor's own ``__new__``, not a
     subclass's, which may take arguments)."""
     return Tensor.__new__(cls)
+
 
 class Tensor(WriteDoor):
     # every tensor sets these five; the rest keep their class-level default until set (an
