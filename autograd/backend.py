@@ -172,10 +172,11 @@ def ufunc_at(name, array, positions, values):
         return
     if getattr(values, "dtype", array.dtype) != array.dtype:
         values = values.astype(array.dtype)  # (CuPy's .at reads bool values as if they had the array's dtype)
-    # On an H100 with CuPy 14.2, scatter_reduce's float64 amax/amin failed gradcheck: zero gradients, and finite
-    # differences of 1.0133 = 17 float32 steps over 2e-6, as if maximum/minimum.at rounded float64 values to
-    # float32 (inferred, not yet rerun there): those two go through host memory for float64
-    if name not in ("maximum", "minimum") or array.dtype != float64:
+    # CuPy's maximum/minimum.at on floats are wrong for PyTorch's amax/amin: on an H200 with CuPy 14.2 a NaN
+    # did not propagate (float16 and float32: the largest number won), and on an H100 float64 values seemed
+    # rounded to float32 (gradcheck's finite differences of 1.0133 = 17 float32 steps over 2e-6): floats go
+    # through host memory for those two
+    if name not in ("maximum", "minimum") or array.dtype.kind not in "fc":
         try:
             getattr(xp, name).at(array, positions, values)
             return
@@ -266,6 +267,13 @@ def strided_view(array, shape, strides, dtype=None, writeable=True):
     if not (writeable and array.flags.writeable):
         view.flags.writeable = False
     return view
+
+
+def view_at(owner, offset, shape, dtype, strides):
+    """The view of ``owner``'s memory, ``offset`` bytes in, with ``shape``, ``dtype`` and ``strides`` (bytes)."""
+    if xp is numpy:
+        return numpy.ndarray(shape, dtype, owner, offset, strides)
+    return xp.ndarray(shape, dtype, owner.data + offset, strides)
 
 
 def memory_owner(array):

@@ -239,7 +239,7 @@ def _write_carrying_tangents(self, operands, out_of_place, in_place=None, reads_
     made = []
     # the tangent is updated in place, as PyTorch's (the tensor given to make_dual, or unpack_dual's, changes
     # with it), where it can be: its memory writable, outside any graph (a write would not be recorded)
-    in_place = own is not None and own._data.flags.writeable and not own._requires_grad
+    in_place = own is not None and getattr(own._data.flags, "writeable", True) and not own._requires_grad
     before = Tensor._make(own._data.copy()) if in_place else own  # (what the snapshot below keeps)
 
     def carrying(old):

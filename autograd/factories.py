@@ -322,11 +322,7 @@ def empty(*sizes, out=None, size=None, dtype=None, layout=None, device=None, req
 def full(size, fill_value, *, out=None, dtype=None, layout=None, device=None, requires_grad=False):
     """A tensor of ``size`` filled with ``fill_value``: of its kind without dtype= (a bool fills bool, an int
     int64, a float the default dtype, a complex the default complex dtype; a 0-d tensor counts as its number)."""
-    if isinstance(fill_value, Tensor):
-        if fill_value.ndim:
-            raise TypeError("full(): argument 'fill_value' (position 2) must be Number, not Tensor")
-        fill_value = fill_value.item()
-    fill_value = python_number(fill_value)  # (numpy.int64(2) fills int64, as PyTorch reads it)
+    fill_value = _fill_number(fill_value, "full")
     dtype = out_dtype(dtype, out)
     if dtype is None:
         dtype = xp.asarray(fill_value).dtype if isinstance(fill_value, (bool, int)) else \
@@ -334,6 +330,16 @@ def full(size, fill_value, *, out=None, dtype=None, layout=None, device=None, re
     else:
         fill_value = _fitted(fill_value, dtype)
     return written(_made(xp.full(_shape(tuple(size)), fill_value, dtype=dtype), device, requires_grad), out)
+
+
+def _fill_number(fill_value, name):
+    """``fill_value`` as the Python number PyTorch reads as a Scalar: a 0-d tensor's (its ``item()``; an array
+    module other than NumPy takes no tensor), a NumPy scalar's (numpy.int64(2) fills int64, as PyTorch reads it)."""
+    if isinstance(fill_value, Tensor):
+        if fill_value.ndim:
+            raise TypeError(f"{name}(): argument 'fill_value' (position 2) must be Number, not Tensor")
+        fill_value = fill_value.item()
+    return python_number(fill_value)
 
 
 def _fitted(fill_value, dtype):
@@ -382,7 +388,7 @@ def empty_like(input, *, dtype=None, layout=None, device=None, requires_grad=Fal
 def full_like(input, fill_value, *, dtype=None, layout=None, device=None, requires_grad=False,  # noqa: A002
               memory_format=None, pin_memory=False):
     dtype = dtype or input.dtype
-    value = _fitted(python_number(fill_value), dtype)
+    value = _fitted(_fill_number(fill_value, "full_like"), dtype)
     return _made_by(lambda: xp.full(input.shape, value, dtype=dtype), input.shape, dtype, device_of(input, device),
                     requires_grad)
 

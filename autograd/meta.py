@@ -14,8 +14,6 @@ Reading values (``item()``, ``tolist()``) refuses, as PyTorch's does.
 
 import numpy
 
-from .backend import xp
-
 
 class MetaArray(numpy.ndarray):
     """An array with a shape and a dtype and no values (see the module's docstring)."""
@@ -48,8 +46,9 @@ class MetaArray(numpy.ndarray):
 
 
 def meta_array(shape, dtype):
-    """The array of a meta tensor of ``shape`` and ``dtype``: one zero, seen at every position."""
-    return xp.broadcast_to(xp.zeros((), dtype=dtype), tuple(shape)).view(MetaArray)
+    """The array of a meta tensor of ``shape`` and ``dtype``: one zero, seen at every position. NumPy's, under
+    any array module: it holds no memory to put on a GPU, and only NumPy's arrays take a subclass."""
+    return numpy.broadcast_to(numpy.zeros((), dtype=dtype), tuple(shape)).view(MetaArray)
 
 
 def _shape_of(compute, name, args, kwargs):

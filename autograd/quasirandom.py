@@ -27,7 +27,7 @@ import os
 
 import numpy
 
-from .backend import float32, float64, get_default_dtype, int64
+from .backend import float32, float64, get_default_dtype, int64, to_numpy, xp
 from .ops.conversion import type_name
 from .tensor import Tensor
 
@@ -91,6 +91,17 @@ def _lowest_zero_bits(first, count):
     return numpy.frexp(lowest_zero.astype(float64))[1] - 1
 
 
+def _tensor(array):
+    """A tensor of a NumPy array the engine computed (the bit arithmetic runs in host memory, on NumPy's
+    ``bitwise_xor.accumulate``), on the array module's device."""
+    return Tensor._make(xp.asarray(array))
+
+
+def _array(tensor):
+    """A tensor's values as a NumPy array, for the bit arithmetic."""
+    return to_numpy(tensor._data)
+
+
 class SobolEngine:
     """A (scrambled) Sobol sequence in ``dimension`` dimensions, as PyTorch's
     ``torch.quasirandom.SobolEngine``: ``draw(n)`` gives the next n points as an (n, dimension) tensor,
@@ -113,8 +124,8 @@ class SobolEngine:
             directions, shift = self._scramble(directions)
         else:
             shift = numpy.zeros(dimension, int64)
-        self.sobolstate = Tensor._make(directions)
-        self.shift = Tensor._make(shift)
+        self.sobolstate = _tensor(directions)
+        self.shift = _tensor(shift)
         self.quasi = self.shift.clone()
         # (divided in the default dtype of the engine's making, as PyTorch's long / int: a 30-bit shift
         # rounds to float32's 24 bits there, then a float64 draw widens it)
@@ -130,9 +141,9 @@ class SobolEngine:
             generator = Generator()
             generator.manual_seed(self.seed)
         bits = self.MAXBIT
-        shift_bits = randint(2, (self.dimension, bits), generator=generator)._data
+        shift_bits = _array(randint(2, (self.dimension, bits), generator=generator))
         shift = shift_bits @ (1 << numpy.arange(bits, dtype=int64))  # (bit j of the shift is its j-th draw)
-        lower = numpy.tril(randint(2, (self.dimension, bits, bits), generator=generator)._data)
+        lower = numpy.tril(_array(randint(2, (self.dimension, bits, bits), generator=generator)))
         return _scrambled(directions, lower), shift
 
     def _states(self, count, first_index):
@@ -141,14 +152,14 @@ class SobolEngine:
         if count < 0:
             raise RuntimeError(f"Trying to create tensor with negative dimension {count}: [{count}, "
                                f"{self.dimension}]")
-        steps = self.sobolstate._data[:, _lowest_zero_bits(first_index, count)].T  # (count, dimension)
-        return numpy.bitwise_xor.accumulate(numpy.concatenate([self.quasi._data[None], steps]), axis=0)
+        steps = _array(self.sobolstate)[:, _lowest_zero_bits(first_index, count)].T  # (count, dimension)
+        return numpy.bitwise_xor.accumulate(numpy.concatenate([_array(self.quasi)[None], steps]), axis=0)
 
     def _advance(self, count, first_index):
         """The next ``count`` states (count, dimension); the engine's state is then the last (a new tensor,
         as PyTorch's draw returns one)."""
         states = self._states(count, first_index)
-        self.quasi = Tensor._make(states[-1].copy())
+        self.quasi = _tensor(states[-1].copy())
         return states[1:]
 
     def draw(self, n=1, out=None, dtype=None):
@@ -159,13 +170,13 @@ class SobolEngine:
         if dtype not in (float32, float64):
             raise NotImplementedError(f"\"_sobol_engine_draw\" not implemented for '{type_name(dtype)}'")
         if self.num_generated == 0:
-            first = self._first_point._data.astype(dtype)
+            first = _array(self._first_point).astype(dtype)
             rest = self._advance(n - 1, 0) if n != 1 else numpy.zeros((0, self.dimension), int64)
             points = numpy.concatenate([first, self._fractions(rest, dtype)])
         else:
             points = self._fractions(self._advance(n, self.num_generated - 1), dtype)
         self.num_generated += n
-        result = Tensor._make(points)
+        result = _tensor(points)
         if out is not None:
             out.resize_as_(result).copy_(result)
             return out
@@ -198,7 +209,7 @@ class SobolEngine:
             last = self._states(max(n - 1, 0), 0)[-1]
         else:
             last = self._states(n, self.num_generated - 1)[-1]
-        self.quasi.copy_(Tensor._make(last))  # (in place, as PyTorch's _sobol_engine_ff_)
+        self.quasi.copy_(_tensor(last))  # (in place, as PyTorch's _sobol_engine_ff_)
         self.num_generated += n
         return self
 

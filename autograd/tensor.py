@@ -622,8 +622,8 @@ def _copy_within_memory(view, memo):
     if owner_copy is None:
         owner_copy = memo[id(owner)] = owner.copy(order="K")  # (the same layout: the view's steps fit it)
         memo.setdefault(id(memo), []).append(owner)  # (kept alive while the memo holds its id, as deepcopy does)
-    memo[id(view)] = numpy.ndarray(view.shape, view.dtype, owner_copy, backend.address(view) - backend.address(owner),
-                                   view.strides)
+    memo[id(view)] = backend.view_at(owner_copy, backend.address(view) - backend.address(owner), view.shape,
+                                     view.dtype, view.strides)
 
 
 # backward() starts the engine, which works on Tensors: imported once Tensor exists

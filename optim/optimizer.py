@@ -31,7 +31,7 @@ from typing import Any
 import numpy
 
 from autograd import Tensor, _lazy, enable_grad, set_grad_enabled
-from autograd.backend import float32, float64, get_default_dtype
+from autograd.backend import float32, float64, get_default_dtype, xp
 from autograd.graph import program_stacklevel, zero_grad
 from autograd.hooks import add_hook
 from autograd.tensor import tensor_from
@@ -516,7 +516,7 @@ def real_pairs(tensor):
 def complex_of_pairs(pairs):
     """The complex tensor whose (real, imaginary) pairs ``pairs`` holds, shape (..., 2) (view_as_complex's
     inverse of ``real_pairs``), over the same memory where it is contiguous."""
-    data = numpy.ascontiguousarray(pairs._data)
+    data = xp.ascontiguousarray(pairs._data)
     return Tensor._make(data.view(numpy.result_type(data.dtype, numpy.complex64))[..., 0])
 
 

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 import autograd
 from autograd import distributions as D
+from autograd.backend import xp
 from autograd.ops.incomplete_gamma import regularized_gamma
 from autograd.ops.standard_gamma import _standard_gamma_derivative
 
@@ -59,7 +60,7 @@ def test_draw_derivative_is_minus_dP_da_over_density():
             if density < 1e-250:
                 continue  # (P itself is 0 or 1 in float64 there)
             expected = -float(dP) / density
-            got = float(_standard_gamma_derivative(np.array(x), np.array(a)))
+            got = float(_standard_gamma_derivative(xp.asarray(float(x)), xp.asarray(float(a))))
             assert got == pytest.approx(expected, rel=1e-3, abs=1e-12), (a, x)
 
 
@@ -72,7 +73,7 @@ def test_draw_derivative_against_mpmath():
             A, X = mpmath.mpf(a), mpmath.mpf(float(x))
             dP = mpmath.diff(lambda s, X=X: mpmath.gammainc(s, 0, X, regularized=True), A)
             expected = float(-dP / (X ** (A - 1) * mpmath.exp(-X) / mpmath.gamma(A)))
-            got = float(_standard_gamma_derivative(np.array(x), np.array(a)))
+            got = float(_standard_gamma_derivative(xp.asarray(float(x)), xp.asarray(float(a))))
             assert got == pytest.approx(expected, rel=1e-3), (a, x)  # (PyTorch's approximation: see above)
 
 

@@ -12,8 +12,18 @@ from hypothesis import strategies as st
 
 import autograd
 import nn
-from autograd.ops.error_function import erf, erfc, erfcx_nonnegative
+from autograd.backend import to_numpy, xp
+from autograd.ops import error_function
 from tests.test_ops import _run, unary
+
+
+def _on_the_array_module(function):
+    """``function`` of a NumPy array computed on the array module's (CuPy's too), its result read back."""
+    return lambda values: to_numpy(function(xp.asarray(values)))
+
+
+erf, erfc = _on_the_array_module(error_function.erf), _on_the_array_module(error_function.erfc)
+erfcx_nonnegative = _on_the_array_module(error_function.erfcx_nonnegative)
 
 
 def _gelu_gradient(x):

@@ -4,7 +4,7 @@ NumPy's ``where``, bit for bit (NaN payloads, -0.0), for every dtype it takes, b
 import numpy as np
 import pytest
 
-from autograd.backend import select
+from autograd.backend import select, to_numpy, xp
 
 SHAPES = [((200, 100), (200, 100), (200, 100)), ((200, 100), (200, 100), ()), ((200, 1), (1, 100), (200, 100)),
           ((), (200, 100), (200, 100)), ((300, 60), (60,), ()), ((200, 1), (200, 100), ())]
@@ -17,7 +17,7 @@ def test_the_elements_numpys_where_chooses(dtype, shapes):
     rng = np.random.default_rng(0)
     condition = rng.standard_normal(shapes[0]) > 0
     x, y = ((rng.standard_normal(shape) * 100).astype(dtype) for shape in shapes[1:])
-    chosen, expected = select(condition, x, y), np.where(condition, x, y)
+    chosen, expected = to_numpy(select(xp.asarray(condition), xp.asarray(x), xp.asarray(y))), np.where(condition, x, y)
     assert chosen.dtype == expected.dtype and chosen.shape == expected.shape
     assert chosen.tobytes() == expected.tobytes()
 
@@ -28,7 +28,8 @@ def test_nan_payloads_and_negative_zero_are_kept():
     x = np.resize(np.concatenate([payload, [-0.0]]).astype(np.float32), 9000)
     y = np.full(9000, 0.0, np.float32)
     condition = rng.standard_normal(9000) > 0
-    assert select(condition, x, y).view(np.uint32).tolist() == np.where(condition, x, y).view(np.uint32).tolist()
+    chosen = to_numpy(select(xp.asarray(condition), xp.asarray(x), xp.asarray(y)))
+    assert chosen.view(np.uint32).tolist() == np.where(condition, x, y).view(np.uint32).tolist()
 
 
 def test_where_and_masked_fill_of_large_tensors_with_their_gradients(T):

@@ -8,9 +8,10 @@ its row of W; the padding row gets none, and with ``scale_grad_by_freq`` each is
 often its index occurs in the batch.
 """
 
+import itertools
 import math
 
-from ..backend import float16, float32, float64, ufunc_at, xp
+from ..backend import float16, float32, float64, to_numpy, ufunc_at, xp
 from ..graph import is_grad_enabled, no_grad
 from ..primitive import Primitive
 from ..tensor import Tensor
@@ -114,7 +115,8 @@ def added_in_order(terms, scales, rows, num_rows):
     rows = rows[grouped]
     rank = xp.arange(len(rows)) - xp.searchsorted(rows, rows, side="left")  # the k-th term of its row
     by_rank = xp.argsort(rank, kind="stable")
-    bounds = xp.concatenate([[0], xp.cumsum(xp.bincount(rank))]) if len(rank) else [0]
+    # each rank's first and last position, as Python ints (slicing by arrays of the array module costs a copy back)
+    bounds = [0, *itertools.accumulate(to_numpy(xp.bincount(rank)).tolist())] if len(rank) else [0]
     products = terms[grouped][by_rank].astype(float64) * scales[grouped][by_rank, None].astype(float64)
     rows = rows[by_rank]
     total = xp.zeros((num_rows, terms.shape[1]), dtype=float32)

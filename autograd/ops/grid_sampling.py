@@ -282,7 +282,7 @@ def _unread_in_backward(output, nans, spatial, padding_mode):
     and to every coordinate of the point) are 0."""
     if spatial != 3 or padding_mode == "zeros":
         return output
-    unread = xp.logical_or.reduce(nans)
+    unread = nans[0] | nans[1] | nans[2]  # (a volume's three coordinates)
     if not unread.any():
         return output
     return where(Tensor._make(unread[:, None]), output.detach(), output)

@@ -23,7 +23,7 @@ does not change (repeated singular values included):
 """
 
 
-from ..backend import int64, xp
+from ..backend import errstate, int64, xp
 from ..errors import refuse_unbroadcastable
 from ..primitive import Primitive
 from ..return_types import return_type
@@ -183,7 +183,7 @@ def _relative_tolerance(A, atol, rtol, hermitian):
     atol = xp.asarray(atol._data if isinstance(atol, Tensor) else atol, dtype=xp.float64)
     values = _singular_values(A, hermitian)
     largest = values.max(-1) if values.shape[-1] else xp.zeros(values.shape[:-1])
-    with xp.errstate(divide="ignore", invalid="ignore"):
+    with errstate(divide="ignore", invalid="ignore"):
         return xp.maximum(atol / largest, rtol)
 
 
@@ -219,7 +219,7 @@ def matrix_rank(input, tol=None, hermitian=False, *, atol=None, rtol=None, out=N
     _matrices(A, "matrix_rank")
     values = _singular_values(A, hermitian)
     largest = values.max(-1) if values.shape[-1] else xp.zeros(values.shape[:-1])
-    with xp.errstate(invalid="ignore"):  # (σ_max = 0: a NaN cutoff, which no value exceeds)
+    with errstate(invalid="ignore"):  # (σ_max = 0: a NaN cutoff, which no value exceeds)
         tolerance = _relative_tolerance(A, atol, rtol, hermitian) * largest
     return write_out(Tensor._make((values > tolerance[..., None]).sum(-1).astype(int64)), out)
 

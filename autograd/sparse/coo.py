@@ -353,16 +353,17 @@ class SparseTensor:
             bad = int(wanted.max() if wanted.max() >= self._size[dim] else wanted.min())
             raise IndexError(f"index_select(): index contains {bad} that is out of range for tensor of size "
                              f"{list(self._size)} at dimension {dim}")
-        wanted = wanted % self._size[dim] if wanted.size else wanted
-        along = self._indices_tensor._data[dim]
+        wanted = backend.to_numpy(wanted % self._size[dim] if wanted.size else wanted)
+        along = backend.to_numpy(self._indices_tensor._data[dim])  # (NumPy's: CuPy repeats by no array of its own)
         grouped = numpy.argsort(along, kind="stable")  # the entries at each position, in their own order
         starts = numpy.searchsorted(along[grouped], wanted, side="left")
         counts = numpy.searchsorted(along[grouped], wanted, side="right") - starts
         slot = numpy.repeat(numpy.arange(len(wanted)), counts)
         first = numpy.repeat(numpy.cumsum(counts) - counts, counts)
-        taken = grouped[numpy.repeat(starts, counts) + numpy.arange(len(slot)) - first].astype(numpy.int64)
+        taken = backend.xp.asarray(grouped[numpy.repeat(starts, counts) + numpy.arange(len(slot)) - first],
+                                   dtype=numpy.int64)
         indices = self._indices_tensor._data[:, taken].copy()
-        indices[dim] = slot
+        indices[dim] = backend.xp.asarray(slot)
         size = list(self._size)
         size[dim] = len(wanted)
         return SparseTensor(tensor_from(indices), self._values_tensor.index_select(0, tensor_from(taken)), size,

@@ -6,6 +6,7 @@ import warnings
 
 import numpy
 
+from ..backend import xp
 from ..graph import program_stacklevel
 from ..tensor import Tensor, tensor_from
 from .coo import SparseTensor, _cat_all, _index_tensor, _refuse_layout, sparse_coo_tensor
@@ -73,11 +74,18 @@ def stack_sparse(tensors, dim=0):
         if tuple(t.shape) != tuple(first.shape):
             raise RuntimeError(f"stack expects each tensor to be equal size, but got {list(first.shape)} at entry 0 "
                                f"and {list(t.shape)} at entry {tensors.index(t)}")
-    pieces = [numpy.insert(t._indices_tensor._data, dim, i, axis=0) for i, t in enumerate(tensors)]
+    pieces = [_with_row(t._indices_tensor._data, dim, i) for i, t in enumerate(tensors)]
     size = list(first.shape)
     size.insert(dim, len(tensors))
-    return SparseTensor(tensor_from(numpy.concatenate(pieces, axis=1).astype(numpy.int64)),
+    return SparseTensor(tensor_from(xp.concatenate(pieces, axis=1).astype(numpy.int64)),
                         _cat_all([t._values_tensor for t in tensors]), size)
+
+
+def _with_row(indices, dim, value):
+    """The (sparse dims, nnz) ``indices`` with a row of ``value`` inserted before row ``dim`` (NumPy's insert,
+    which CuPy has not)."""
+    row = xp.full((1, indices.shape[1]), value, dtype=indices.dtype)
+    return xp.concatenate([indices[:dim], row, indices[dim:]])
 
 
 def spdiags(diagonals, offsets, shape, layout=None):

@@ -15,6 +15,7 @@ from typing import NamedTuple
 import autograd
 from autograd import Tensor
 from autograd.backend import xp
+from autograd.device import served
 from autograd.tensor import tensor_from
 from autograd.write_door import _refuse_overflow
 
@@ -42,7 +43,7 @@ class PackedSequence(_PackedSequenceFields):
             if not (isinstance(data, (list, tuple)) and len(data) == 2):
                 raise AssertionError("Expected data to be a list or tuple of length 2")
             data, batch_sizes = data
-        elif batch_sizes.device.type != "cpu":
+        elif batch_sizes.device.type != "cpu" and batch_sizes.device != served():  # (under CuPy: the GPU's)
             raise ValueError("batch_sizes should always be on CPU. Instances of PackedSequence should never be "
                              "created manually. They should be instantiated by functions like pack_sequence and "
                              "pack_padded_sequences in nn.utils.rnn.")
