@@ -42,6 +42,7 @@ from autograd.backend import xp
 from autograd.graph import program_stacklevel
 from autograd.ops.cubic_convolution import cubic_kernel, cubic_weights
 from autograd.ops.layouts import in_suggested_layout
+from autograd.ops.sliced_gather import gather_along
 from autograd.primitive import named_node
 
 from .functional_3d import adaptive_avg_pool3d
@@ -105,9 +106,8 @@ def _linear_along(input, dim, out, factor, align_corners):
     high = xp.minimum(low + 1, size - 1)
     weight = (source - low).astype(input.dtype)
     shape = (out,) + (1,) * (input.ndim - 1 - dim)
-    before = (slice(None),) * dim
-    return (input[before + (low,)] * Tensor._make((1 - weight).reshape(shape))
-            + input[before + (high,)] * Tensor._make(weight.reshape(shape)))
+    return (gather_along(input, {dim: low}) * Tensor._make((1 - weight).reshape(shape))
+            + gather_along(input, {dim: high}) * Tensor._make(weight.reshape(shape)))
 
 
 def _cubic_along(input, dim, out, factor, align_corners):
@@ -251,11 +251,9 @@ def _resized(input, sizes, factors, mode, align_corners, antialias, spatial):
         return _antialiased(input, sizes, factors, bool(align_corners), mode)
     if mode in ("nearest", "nearest-exact"):
         _check_sizes(input, sizes)
-        for k, (out, factor) in enumerate(zip(sizes, factors)):
-            dim = 2 + k
-            index = _nearest_index(input.shape[dim], out, factor, mode == "nearest-exact", spatial == 2)
-            input = input[(slice(None),) * dim + (index,)]
-        return input
+        exact = mode == "nearest-exact"
+        return gather_along(input, {2 + k: _nearest_index(input.shape[2 + k], out, factor, exact, spatial == 2)
+                                    for k, (out, factor) in enumerate(zip(sizes, factors))})
     if mode == "area" and spatial <= 3:  # each output the mean of its input window: adaptive average pooling
         return (adaptive_avg_pool1d, adaptive_avg_pool2d, adaptive_avg_pool3d)[spatial - 1](input, tuple(sizes))
     if mode == "bicubic":

@@ -6,9 +6,9 @@
 'constant' pads with a value (negative amounts crop): ``autograd.constant_pad_nd``,
 one primitive whose adjoint is padding again (``autograd/ops/constant_padding.py``).
 'reflect', 'replicate' and
-'circular' read each output position from some input position, so they are an
-index gather along each padded dim (its gradient adds up where a position is read
-twice, as at a reflected edge).
+'circular' read each output position from some input position: slice copies along
+each padded dim, whose gradient adds up where a position is read twice, as at a
+reflected edge (``autograd/ops/padding.py``).
 """
 
 import numbers
@@ -18,7 +18,7 @@ import autograd
 from autograd.errors import ShapeError
 from autograd.ops.constant_padding import ConstantPad, check_output_sizes, constant_pad_nd, padding_amounts
 from autograd.ops.layouts import in_suggested_layout
-from autograd.ops.padding import padded_positions
+from autograd.ops.padding import copying_pad
 from autograd.primitive import named_node
 from autograd.write_door import _refuse_overflow
 
@@ -107,20 +107,13 @@ def pad(input, pad, mode="constant", value=None):
 
 def _padded(input, amounts, mode):
     if mode in ("replicate", "reflect"):  # PyTorch's index formulas, negative amounts included: positions run
-        for dim, (before, after) in enumerate(amounts):  # from -before in the whole input, so a crop on one
-            if before or after:  # side leaves the other side reflecting (or replicating) the uncropped edge
-                input = input[(slice(None),) * dim + (padded_positions(input.shape[dim], before, after, mode),)]
-        return input
+        return copying_pad(input, amounts, mode)  # from -before in the whole input, so a crop on one side leaves
+        # the other side reflecting (or replicating) the uncropped edge
     # circular: negative amounts crop first; the rest wraps around what remains (PyTorch's _pad_circular)
     cropped = [(min(b, 0), min(a, 0)) for b, a in amounts]
     if any(c != (0, 0) for c in cropped):
         input = ConstantPad.apply(input, amounts=cropped, value=0.0)
-    for dim, (before, after) in enumerate(amounts):
-        before, after = max(before, 0), max(after, 0)
-        if before or after:
-            index = padded_positions(input.shape[dim], before, after, mode)
-            input = input[(slice(None),) * dim + (index,)]
-    return input
+    return copying_pad(input, [(max(b, 0), max(a, 0)) for b, a in amounts], mode)
 
 
 class _PadNd(Module):

@@ -1,8 +1,10 @@
-"""Which input position each position of a padded dim reads, for the padding modes that copy input
-values ('reflect', 'replicate', 'circular'): padding is then an index gather, and its gradient adds up
-where a position is read twice (as at a reflected edge). Used by ``nn.functional.pad`` and ``stft``."""
+"""Padding by copying input values ('reflect', 'replicate', 'circular'): output position j of a padded dim reads
+input position p(j), and the gradient adds up where a position is read more than once (a replicated edge, a
+reflected border). p runs in a few slices (the edges and the middle): a sliced gather (sliced_gather.py). Used
+by ``nn.functional.pad`` and ``stft``."""
 
 from ..backend import xp
+from .sliced_gather import gather_along
 
 
 def padded_positions(size, before, after, mode):
@@ -17,3 +19,10 @@ def padded_positions(size, before, after, mode):
         return positions % size
     last = size - 1  # reflect: mirror about the first and the last element
     return last - xp.abs(last - xp.abs(positions))
+
+
+def copying_pad(x, amounts, mode):
+    """``x`` padded by (before, after) ``amounts`` per dim in ``mode`` (see padded_positions for the amounts each
+    mode takes): one node for all its dims."""
+    return gather_along(x, {dim: padded_positions(x.shape[dim], before, after, mode)
+                            for dim, (before, after) in enumerate(amounts) if before or after})

@@ -19,7 +19,7 @@ from .conjugation import view_as_real
 from .fourier import FFT, InverseRealFFT, RealFFT
 from .joins import cat
 from .names import names
-from .padding import padded_positions
+from .padding import copying_pad
 
 
 def _padded(x, amount, mode):
@@ -34,7 +34,7 @@ def _padded(x, amount, mode):
     if mode == "reflect" and amount >= n:
         raise RuntimeError(f"stft: reflect padding of {amount} samples needs a signal longer than {amount}, "
                            f"got {n} samples")
-    return x[..., Tensor._make(padded_positions(n, amount, amount, mode))]
+    return copying_pad(x, [(0, 0)] * (x.ndim - 1) + [(amount, amount)], mode)
 
 
 def _zeros(x, amount):
