@@ -1,6 +1,7 @@
 """What the real-program tests share: the modules a program is written against (ours, and
 PyTorch's where installed), and running one program on both and comparing the results."""
 
+import contextlib
 from types import SimpleNamespace
 
 import numpy as np
@@ -25,6 +26,21 @@ def pytorch():
     torch.set_num_threads(1)  # tiny programs: threads only contend on a shared machine
     return SimpleNamespace(torch=torch, nn=torch.nn, F=torch.nn.functional, optim=torch.optim,
                            data=torch.utils.data)
+
+
+@contextlib.contextmanager
+def one_blas_thread():
+    """NumPy's BLAS on one thread for the block, where threadpoolctl is installed (PyTorch's side runs on one
+    already): a training run that amplifies rounding compares with PyTorch's only while its matrix products add
+    in one order. OpenBLAS's two-thread products split their sums otherwise: 0.3% apart after a few steps of
+    RAFT's and DenseNet's training on a 2-core Haswell machine, within 2e-4 on one thread."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        yield
+        return
+    with threadpool_limits(1, user_api="blas"):
+        yield
 
 
 def plain(value):

@@ -30,7 +30,7 @@ to are tested in tests/test_probe15_dense_fixes.py."""
 import numpy as np
 import pytest
 
-from .pytorch_programs import OURS, load, run_both, weights_of
+from .pytorch_programs import OURS, load, one_blas_thread, run_both, weights_of
 
 F32 = dict(rtol=2e-4, atol=2e-5)  # a few float32 optimizer steps through a convolutional network
 
@@ -2205,7 +2205,8 @@ def raft_training(m, weights, steps=2):
 
 def test_raft_optical_flow():
     weights = weights_of(raft)
-    ours, _ = run_both(raft_training, weights, **F32)
+    with one_blas_thread():
+        ours, _ = run_both(raft_training, weights, **F32)
     history, flow, grads, state = ours
     assert flow.shape == (2, 2, 32, 32)
 

@@ -60,7 +60,7 @@ from functools import partial
 import numpy as np
 import pytest
 
-from .pytorch_programs import OURS, run_both
+from .pytorch_programs import OURS, one_blas_thread, run_both
 
 # ----------------------------------------------------------------------------------------------
 # LLMs from scratch: the model as chapters 3 and 4 write it
@@ -3753,7 +3753,8 @@ def uva_modern_cnns(m):
 
 
 def test_uva_modern_cnns():
-    (results, refused), _ = run_both(uva_modern_cnns, rtol=2e-4, atol=2e-5)
+    with one_blas_thread():
+        (results, refused), _ = run_both(uva_modern_cnns, rtol=2e-4, atol=2e-5)
     assert refused == "Unsupported nonlinearity leakyrelu"  # the tutorial's names meet calculate_gain's
     assert all(r["losses"][-1] < r["losses"][0] for r in results.values())
 
