@@ -6,6 +6,9 @@ installed (the ``T`` fixture runs each test on chainrule, then on PyTorch) and a
 - Attributes a program sets on the ``grad_fn`` of a Function with several outputs stayed on that output's slot, so
   backward did not find them on its ctx (PyTorch's grad_fn is the ctx).
 - ``bernoulli`` drew from integer and bool probabilities, which PyTorch's kernel refuses.
+- ``heaviside`` of a tensor that requires grad gave a result cut from the graph, so a loss through it backpropagated
+  without that share (a spike function with no surrogate trained silently); PyTorch records it with no derivative
+  and its backward raises. Its ``values`` given as a number raised a dtype error, PyTorch's TypeError.
 """
 
 import numpy as np
@@ -88,6 +91,23 @@ def test_bernoulli_refuses_integer_and_bool_probabilities(T):
     filled = T.zeros(3, dtype=T.int64).bernoulli_(T.tensor([0.0, 1.0, 1.0]))
     assert filled.dtype == T.int64 and filled.tolist() == [0, 1, 1]
     assert T.bernoulli(T.tensor([0.0, 1.0], dtype=T.float16)).tolist() == [0.0, 1.0]
+
+
+def test_heaviside_is_recorded_without_a_derivative(T):
+    mem = T.tensor([-1.0, 0.0, 2.0], requires_grad=True)
+    spikes = T.heaviside(mem - 0.5, T.tensor(0.0))
+    assert spikes.requires_grad and spikes.tolist() == [0.0, 0.0, 1.0]
+    with pytest.raises(RuntimeError, match="derivative for aten::heaviside is not implemented"):
+        (spikes * 2 + mem).sum().backward()  # (mem's own share would flow: PyTorch refuses the whole pass)
+    values = T.tensor(0.5, requires_grad=True)
+    assert T.heaviside(T.tensor([0.0, 1.0]), values).requires_grad
+    assert not T.heaviside(mem.detach(), T.tensor(0.5)).requires_grad
+    with T.no_grad():
+        assert not T.heaviside(mem, T.tensor(0.5)).requires_grad
+    np.testing.assert_array_equal(T.heaviside(mem, T.tensor([[0.5], [0.25]])).detach().numpy(),
+                                  [[0.0, 0.5, 1.0], [0.0, 0.25, 1.0]])
+    with pytest.raises(TypeError, match="argument 'values' \\(position 2\\) must be Tensor, not float"):
+        T.heaviside(mem, 0.5)
 
 
 @pytest.mark.xfail(strict=True, reason="Tensor(t) of a tensor that requires grad is detached here; PyTorch's legacy "
