@@ -28,7 +28,13 @@ and invariants where PyTorch is missing.
   ``linalg.solve``, ``inv``, ``lstsq`` and ``pinv``
   gradients through ``eigvals`` and ``solve``), a sparse
   reservoir, LTC and CfC cells (default, pure, no-gate), Izhikevich neurons, event streams binned into frames and
-  voxel grids.
+  voxel grids;
+- around them: snnTorch's ``init_hidden`` states detached in place through a class-level list of instances, SEW
+  ResNet blocks and Spikformer's spiking self-attention, an excitatory/inhibitory rate RNN (Dale's masks,
+  ``init._calculate_fan_in_and_fan_out``) and Dale's law as a parametrization beside spectral norm and the sparse
+  and orthogonal inits, a Poisson GLM with a spike-history filter fitted by L-BFGS, checkpointed BPTT replaying
+  the encoder's draws, forward-mode JVPs through a surrogate, decoding spike counts with ties, spike-train
+  statistics (ISIs, PSPs by FFT and by conv1d), and ``torch.heaviside`` without a surrogate failing at backward.
 
 The library bugs these programs found are tested in tests/test_probe22_spiking_fixes.py.
 """
@@ -2223,3 +2229,691 @@ def test_old_snntorch_spike_tensor_subclass():
     assert ours["t2"] == "_SpikeTensor" and ours["f"] is True
     np.testing.assert_allclose(ours["v"], [2.0, 4.0])
     np.testing.assert_array_equal(ours["mem"], np.zeros((2, 3)))
+
+
+# ----------------------------------------------------------------------------------------------
+# snnTorch's hidden states, spiking transformers, E/I rate networks, GLMs, and the tools around BPTT
+# ----------------------------------------------------------------------------------------------
+
+
+def snn_init_hidden(m):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    class ATan(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return (x > 0).float()
+
+        @staticmethod
+        def backward(ctx, g):
+            x, = ctx.saved_tensors
+            return g / (1 + (math.pi * x) ** 2)
+
+    class SpikingNeuron(nn.Module):
+        instances = []
+
+        def __init__(self, threshold=1.0, init_hidden=False, output=False, graded_spikes_factor=1.0,
+                     learn_graded_spikes_factor=False):
+            super().__init__()
+            SpikingNeuron.instances.append(self)
+            self.init_hidden = init_hidden
+            self.output = output
+            self.register_buffer("threshold", torch.as_tensor(threshold))
+            gsf = torch.as_tensor(graded_spikes_factor)
+            if learn_graded_spikes_factor:
+                self.graded_spikes_factor = nn.Parameter(gsf)
+            else:
+                self.register_buffer("graded_spikes_factor", gsf)
+
+        def fire(self, mem):
+            spk = ATan.apply(mem - self.threshold)
+            return spk * self.graded_spikes_factor
+
+        @classmethod
+        def init(cls):
+            cls.instances = []
+
+        @classmethod
+        def detach_hidden(cls):
+            for layer in range(len(cls.instances)):
+                if isinstance(cls.instances[layer], Leaky):
+                    cls.instances[layer].mem.detach_()
+
+        @classmethod
+        def reset_hidden(cls):
+            for layer in range(len(cls.instances)):
+                if isinstance(cls.instances[layer], Leaky):
+                    cls.instances[layer].mem = torch.zeros_like(cls.instances[layer].mem, requires_grad=False)
+
+    class Leaky(SpikingNeuron):
+        def __init__(self, beta, **kw):
+            super().__init__(**kw)
+            self.register_buffer("beta", torch.as_tensor(beta))
+            if self.init_hidden:
+                self.mem = torch.zeros(1)
+
+        def forward(self, input_, mem=None):
+            if not self.init_hidden:
+                reset = self.fire(mem).detach() / self.graded_spikes_factor
+                mem = self.beta.clamp(0, 1) * mem + input_ - reset * self.threshold
+                return self.fire(mem), mem
+            if self.mem.shape != input_.shape:
+                self.mem = torch.zeros_like(input_, device=self.mem.device)
+            reset = (self.mem - self.threshold > 0).float()
+            self.mem = self.beta.clamp(0, 1) * self.mem + input_ - reset * self.threshold
+            spk = self.fire(self.mem)
+            if self.output:
+                return spk, self.mem
+            return spk
+    SpikingNeuron.init()
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(12, 10), Leaky(beta=0.9, init_hidden=True),
+                        nn.Linear(10, 3), Leaky(beta=0.8, init_hidden=True, output=True, graded_spikes_factor=0.5,
+                                               learn_graded_spikes_factor=True))
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    data = torch.rand(12, 4, 3, 4) * 2
+    targets = torch.tensor([0, 1, 2, 0])
+    losses = []
+    for epoch in range(2):
+        SpikingNeuron.reset_hidden()
+        for chunk in range(3):
+            spk_rec, mem_rec = [], []
+            for step in range(4):
+                spk, mem = net(data[chunk * 4 + step])
+                spk_rec.append(spk)
+                mem_rec.append(mem)
+            spk_rec = torch.stack(spk_rec)
+            loss = F.cross_entropy(spk_rec.sum(0), targets) + 0.1 * F.mse_loss(torch.stack(mem_rec),
+                                                                                torch.zeros(4, 4, 3))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            SpikingNeuron.detach_hidden()
+            losses.append(loss)
+    names = [type(x).__name__ for x in SpikingNeuron.instances]
+    return dict(losses=losses, gsf=net[4].graded_spikes_factor, names=names, g=net[1].weight.grad,
+                sd=sorted(net.state_dict().keys()))
+
+
+def sew_spikformer(m):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    class Spike(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return (x >= 0).to(x)
+
+        @staticmethod
+        def backward(ctx, g):
+            x, = ctx.saved_tensors
+            sg = torch.sigmoid(4 * x)
+            return g * 4 * sg * (1 - sg)
+
+    class MultiStepLIF(nn.Module):
+        def __init__(self, tau=2.0, v_th=1.0):
+            super().__init__()
+            self.tau, self.v_th = tau, v_th
+
+        def forward(self, x_seq):
+            v = torch.zeros_like(x_seq[0])
+            out = []
+            for x in x_seq.unbind(0):
+                v = v + (x - v) / self.tau
+                s = Spike.apply(v - self.v_th)
+                v = v * (1 - s)
+                out.append(s)
+            return torch.stack(out)
+
+    class SSA(nn.Module):
+        def __init__(self, dim, heads):
+            super().__init__()
+            self.heads = heads
+            self.scale = 0.125
+            self.q = nn.Linear(dim, dim)
+            self.q_bn = nn.BatchNorm1d(dim)
+            self.q_lif = MultiStepLIF()
+            self.k = nn.Linear(dim, dim)
+            self.k_bn = nn.BatchNorm1d(dim)
+            self.k_lif = MultiStepLIF()
+            self.v = nn.Linear(dim, dim)
+            self.v_bn = nn.BatchNorm1d(dim)
+            self.v_lif = MultiStepLIF()
+            self.attn_lif = MultiStepLIF(v_th=0.5)
+            self.proj = nn.Linear(dim, dim)
+            self.proj_bn = nn.BatchNorm1d(dim)
+            self.proj_lif = MultiStepLIF()
+
+        def branch(self, x, lin, bn, lif):
+            T, B, N, C = x.shape
+            y = lin(x.flatten(0, 1))
+            y = bn(y.transpose(-1, -2)).transpose(-1, -2).reshape(T, B, N, C).contiguous()
+            y = lif(y)
+            return y.reshape(T, B, N, self.heads, C // self.heads).permute(0, 1, 3, 2, 4).contiguous()
+
+        def forward(self, x):
+            T, B, N, C = x.shape
+            q = self.branch(x, self.q, self.q_bn, self.q_lif)
+            k = self.branch(x, self.k, self.k_bn, self.k_lif)
+            v = self.branch(x, self.v, self.v_bn, self.v_lif)
+            attn = (q @ k.transpose(-2, -1)) * self.scale
+            x = attn @ v
+            x = x.transpose(2, 3).reshape(T, B, N, C).contiguous()
+            x = self.attn_lif(x)
+            x = x.flatten(0, 1)
+            x = self.proj_lif(self.proj_bn(self.proj(x).transpose(-1, -2)).transpose(-1, -2).reshape(T, B, N, C))
+            return x, attn
+
+    class SEWBlock(nn.Module):
+        def __init__(self, c, connect_f):
+            super().__init__()
+            self.conv = nn.Sequential(nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c))
+            self.lif = MultiStepLIF()
+            self.connect_f = connect_f
+
+        def forward(self, x):
+            T, B = x.shape[:2]
+            out = self.lif(self.conv(x.flatten(0, 1)).view(x.shape))
+            if self.connect_f == 'ADD':
+                return out + x
+            elif self.connect_f == 'AND':
+                return out * x
+            return x * (1. - out)  # IAND
+    torch.manual_seed(0)
+    T, B = 3, 2
+    blocks = nn.ModuleList([SEWBlock(2, f) for f in ("ADD", "AND", "IAND")])
+    ssa = SSA(8, 2)
+    head = nn.Linear(8, 3)
+    params = list(blocks.parameters()) + list(ssa.parameters()) + list(head.parameters())
+    opt = torch.optim.AdamW(params, lr=1e-3)
+    img = (torch.rand(T, B, 2, 4, 4) > 0.5).float()
+    for it in range(2):
+        x = img
+        for b in blocks:
+            x = b(x)
+        tokens = x.flatten(3).transpose(-1, -2)  # T, B, 16, 2
+        tokens = torch.cat([tokens, tokens, tokens, tokens], -1)  # T, B, 16, 8
+        y, attn = ssa(tokens)
+        logits = head(y.mean(2)).mean(0)
+        loss = F.cross_entropy(logits, torch.tensor([0, 2]))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return dict(loss=loss, attn=attn, x=x, g=[p.grad for p in params])
+
+
+def ei_rnn(m):
+    torch, nn, F = m.torch, m.nn, m.F
+    init = nn.init
+
+    class EIRecLinear(nn.Module):
+        __constants__ = ['bias', 'hidden_size', 'e_prop']
+
+        def __init__(self, hidden_size, e_prop, bias=True):
+            super().__init__()
+            self.hidden_size = hidden_size
+            self.e_prop = e_prop
+            self.e_size = int(e_prop * hidden_size)
+            self.i_size = hidden_size - self.e_size
+            self.weight = nn.Parameter(torch.Tensor(hidden_size, hidden_size))
+            mask = np.tile([1] * self.e_size + [-1] * self.i_size, (hidden_size, 1))
+            np.fill_diagonal(mask, 0)
+            self.mask = torch.tensor(mask, dtype=torch.float32)
+            if bias:
+                self.bias = nn.Parameter(torch.Tensor(hidden_size))
+            else:
+                self.register_parameter('bias', None)
+            self.reset_parameters()
+
+        def reset_parameters(self):
+            init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+            self.weight.data[:, :self.e_size] /= (self.e_size / self.i_size)
+            if self.bias is not None:
+                fan_in, _ = init._calculate_fan_in_and_fan_out(self.weight)
+                bound = 1 / math.sqrt(fan_in)
+                init.uniform_(self.bias, -bound, bound)
+
+        def effective_weight(self):
+            return torch.abs(self.weight) * self.mask
+
+        def forward(self, input):
+            return F.linear(input, self.effective_weight(), self.bias)
+
+    class EIRNN(nn.Module):
+        def __init__(self, input_size, hidden_size, dt=None, e_prop=0.8, sigma_rec=0, **kwargs):
+            super().__init__()
+            self.input_size = input_size
+            self.hidden_size = hidden_size
+            self.e_size = int(hidden_size * e_prop)
+            self.i_size = hidden_size - self.e_size
+            self.num_layers = 1
+            tau = 100
+            alpha = 1 if dt is None else dt / tau
+            self.alpha = alpha
+            self.oneminusalpha = 1 - alpha
+            self._sigma_rec = np.sqrt(2 * alpha) * sigma_rec
+            self.input2h = nn.Linear(input_size, hidden_size)
+            self.h2h = EIRecLinear(hidden_size, e_prop=0.8)
+
+        def init_hidden(self, input):
+            batch_size = input.shape[1]
+            return (torch.zeros(batch_size, self.hidden_size).to(input.device),
+                    torch.zeros(batch_size, self.hidden_size).to(input.device))
+
+        def recurrence(self, input, hidden):
+            state, output = hidden
+            total_input = self.input2h(input) + self.h2h(output)
+            state = state * self.oneminusalpha + total_input * self.alpha
+            state += self._sigma_rec * torch.randn_like(state)
+            output = torch.relu(state)
+            return state, output
+
+        def forward(self, input, hidden=None):
+            if hidden is None:
+                hidden = self.init_hidden(input)
+            output = []
+            steps = range(input.size(0))
+            for i in steps:
+                hidden = self.recurrence(input[i], hidden)
+                output.append(hidden[1])
+            output = torch.stack(output, dim=0)
+            return output, hidden
+
+    class Net(nn.Module):
+        def __init__(self, input_size, hidden_size, output_size, **kwargs):
+            super().__init__()
+            self.rnn = EIRNN(input_size, hidden_size, **kwargs)
+            self.fc = nn.Linear(self.rnn.e_size, output_size)
+
+        def forward(self, x):
+            rnn_activity, _ = self.rnn(x)
+            rnn_e = rnn_activity[:, :, :self.rnn.e_size]
+            out = self.fc(rnn_e)
+            return out, rnn_activity
+    torch.manual_seed(0)
+    net = Net(3, 20, 2, dt=20, sigma_rec=0.15)
+    opt = torch.optim.Adam(net.parameters(), lr=0.01)
+    x = torch.randn(15, 4, 3)
+    labels = torch.randint(0, 2, (15 * 4,))
+    losses = []
+    for i in range(3):
+        opt.zero_grad()
+        output, activity = net(x)
+        output = output.view(-1, 2)
+        loss = nn.CrossEntropyLoss()(output, labels)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return dict(losses=losses, w=net.rnn.h2h.weight, eff=net.rnn.h2h.effective_weight(),
+                fan=nn.init._calculate_fan_in_and_fan_out(net.rnn.h2h.weight), act=activity)
+
+
+def dale_parametrize(m):
+    torch, nn, F = m.torch, m.nn, m.F
+    import importlib
+    parametrize = importlib.import_module(m.nn.__name__ + ".utils.parametrize")
+
+    class Dale(nn.Module):
+        def __init__(self, sign):
+            super().__init__()
+            self.register_buffer("sign", sign)
+
+        def forward(self, W):
+            return F.softplus(W) * self.sign
+    torch.manual_seed(0)
+    rnn = nn.RNNCell(4, 6, nonlinearity="tanh")
+    sign = torch.ones(6)
+    sign[4:] = -1
+    parametrize.register_parametrization(rnn, "weight_hh", Dale(sign.unsqueeze(0).expand(6, 6).clone()))
+    opt = torch.optim.SGD(rnn.parameters(), lr=0.1)
+    x = torch.randn(5, 3, 4)
+    for it in range(2):
+        h = torch.zeros(3, 6)
+        for t in range(5):
+            h = rnn(x[t], h)
+        loss = h.pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    W = rnn.weight_hh
+    names = sorted(n for n, _ in rnn.named_parameters())
+    sn = nn.utils.parametrizations.spectral_norm(nn.Linear(6, 6))
+    y = sn(torch.randn(2, 6))
+    sp = torch.empty(8, 5)
+    nn.init.sparse_(sp, sparsity=0.5, std=0.1)
+    orth = torch.empty(5, 5)
+    nn.init.orthogonal_(orth, gain=0.9)
+    return dict(W=W, names=names, loss=loss, g=rnn.parametrizations.weight_hh.original.grad, y=y, sp=sp, orth=orth,
+                u=sn.parametrizations.weight[0]._u)
+
+
+def poisson_glm(m):
+    torch, nn, F = m.torch, m.nn, m.F
+    torch.manual_seed(0)
+    T, D, H = 400, 6, 5
+    stim = torch.randn(T, D, dtype=torch.float64)
+    k_true = torch.tensor([0.5, -0.3, 0.2, 0.0, 0.1, -0.2], dtype=torch.float64)
+    rate = torch.exp(stim @ k_true - 1.0)
+    counts = torch.poisson(rate)
+    k = torch.zeros(D, dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    h = torch.zeros(H, dtype=torch.float64, requires_grad=True)  # spike-history filter
+    past = F.pad(counts, (H, 0))[:-1].unfold(0, H, 1)  # (T, H): the H counts before each bin
+    opt = torch.optim.LBFGS([k, b, h], lr=1, max_iter=50, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        log_rate = stim @ k + b + past @ h
+        loss = F.poisson_nll_loss(log_rate, counts, log_input=True, full=False) + 1e-3 * (h ** 2).sum()
+        loss.backward()
+        return loss
+    loss = opt.step(closure)
+    log_rate = stim @ k + b + past @ h
+    ll = torch.distributions.Poisson(log_rate.exp()).log_prob(counts).sum()
+    ll2 = (counts * log_rate - log_rate.exp() - torch.special.gammaln(counts + 1)).sum()
+    return dict(k=k, b=b, h=h, loss=loss, ll=ll, ll2=ll2, counts=counts.sum(), past=past[:8])
+
+
+def checkpoint_random(m):
+    torch, nn = m.torch, m.nn
+    from_cp = torch.utils.checkpoint.checkpoint
+
+    class Spike(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return (x > 0).float()
+
+        @staticmethod
+        def backward(ctx, g):
+            x, = ctx.saved_tensors
+            return g / (1 + 10 * x.abs()) ** 2
+    torch.manual_seed(0)
+    fc = nn.Linear(5, 4)
+    img = torch.rand(3, 5)
+
+    def chunk(mem, w_scale):
+        spikes = []
+        for t in range(4):
+            x = torch.bernoulli(img)
+            mem = 0.9 * mem + fc(x) * w_scale
+            s = Spike.apply(mem - 0.5)
+            mem = mem - s * 0.5
+            spikes.append(s)
+        return mem, torch.stack(spikes)
+    res = {}
+    for mode in ("plain", "cp"):
+        torch.manual_seed(1)
+        fc.zero_grad()
+        mem = torch.zeros(3, 4)
+        scale = torch.tensor(1.5, requires_grad=True)
+        total = 0
+        for c in range(3):
+            if mode == "cp":
+                mem, s = from_cp(chunk, mem, scale, use_reentrant=False)
+            else:
+                mem, s = chunk(mem, scale)
+            total = total + s.sum() + mem.pow(2).sum()
+        total.backward()
+        res[mode] = (total, fc.weight.grad.clone(), scale.grad)
+    torch.manual_seed(1)
+    mem = torch.zeros(3, 4)
+    scale = torch.tensor(1.5, requires_grad=True)
+    fc.zero_grad()
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: t * 1, lambda t: t):
+        m2, s2 = chunk(mem, scale)
+    (s2.sum() + m2.pow(2).sum()).backward()
+    res["hooks"] = (fc.weight.grad.clone(), scale.grad)
+    return res
+
+
+def forward_ad_lif(m):
+    torch = m.torch
+    import importlib
+    fwAD = importlib.import_module(m.torch.__name__ + ".autograd.forward_ad")
+
+    class Spike(torch.autograd.Function):
+        @staticmethod
+        def forward(x):
+            return (x > 0).to(x.dtype)
+
+        @staticmethod
+        def setup_context(ctx, inputs, output):
+            x, = inputs
+            ctx.save_for_backward(x)
+            ctx.x = x
+
+        @staticmethod
+        def backward(ctx, g):
+            x, = ctx.saved_tensors
+            return g / (1 + 5 * x.abs()) ** 2
+
+        @staticmethod
+        def jvp(ctx, t):
+            x = ctx.x
+            return t / (1 + 5 * x.abs()) ** 2
+    torch.manual_seed(0)
+    W = torch.randn(3, 2, dtype=torch.float64)
+    x = torch.rand(6, 2, dtype=torch.float64)
+    tangent = torch.randn(3, 2, dtype=torch.float64)
+
+    def run_(W):
+        mem = torch.zeros(3, dtype=torch.float64)
+        cnt = 0
+        for t in range(6):
+            mem = 0.8 * mem + W @ x[t]
+            s = Spike.apply(mem - 0.4)
+            mem = mem - s * 0.4
+            cnt = cnt + s * (t + 1)
+        return cnt.sum() + mem.sum()
+    with fwAD.dual_level():
+        dual = fwAD.make_dual(W, tangent)
+        out = run_(dual)
+        primal, jvp_ = fwAD.unpack_dual(out)
+    Wr = W.clone().requires_grad_()
+    run_(Wr).backward()
+    _, jvp2 = torch.func.jvp(run_, (W,), (tangent,))
+    return dict(primal=primal, jvp=jvp_, jvp2=jvp2, vjp_dot=(Wr.grad * tangent).sum())
+
+
+def ties(m):
+    torch, F = m.torch, m.F
+    torch.manual_seed(0)
+    spk = (torch.rand(6, 5, 10) > 0.7).float()
+    counts = spk.sum(0)
+    out = {}
+    out["argmax"] = counts.argmax(1)
+    out["max_dim"] = counts.max(1)
+    out["min_dim"] = counts.min(1)
+    out["topk"] = counts.topk(3, dim=1)
+    out["topk_small"] = counts.topk(3, dim=1, largest=False)
+    out["sort"] = counts.sort(1, descending=True)
+    out["sort_stable"] = counts.sort(dim=1, descending=True, stable=True)
+    out["argsort"] = counts.argsort(1)
+    out["median"] = counts.median(1)
+    out["mode"] = counts.mode(1)
+    out["kth"] = counts.kthvalue(2, 1)
+    c = counts.clone().requires_grad_()
+    (c.max() + c.min() + c.amax(1).sum() + c.max(1).values.sum() + c.median() + c.median(1).values.sum()
+     + c.topk(2, 1).values.sum() + c.mode(1).values.sum() + c.kthvalue(3, 1).values.sum()).backward()
+    out["grad"] = c.grad
+    lc = counts.long()
+    out["lmax"] = lc.max(1)
+    out["ce_ls"] = F.cross_entropy(counts, torch.tensor([0, 1, 2, 3, 4]), label_smoothing=0.1)
+    try:
+        F.softmax(lc, 1)
+        out["sm_long"] = "ok"
+    except RuntimeError:
+        out["sm_long"] = "RuntimeError"
+    out["unique"] = torch.unique(counts, sorted=True, return_counts=True, return_inverse=True)
+    out["ucons"] = torch.unique_consecutive(counts.flatten(), return_counts=True)
+    out["counts"] = counts
+    return out
+
+
+def spike_train_stats(m):
+    torch, nn, F = m.torch, m.nn, m.F
+    g = torch.Generator().manual_seed(11)
+    spk = (torch.rand(50, 3, generator=g) < 0.2)
+    out = {}
+    out["cumsum_bool"] = spk.cumsum(0)
+    out["cumsum_dt"] = dtype_name(spk.cumsum(0).dtype)
+    out["diff"] = torch.diff(spk.float(), dim=0, prepend=torch.zeros(1, 3))
+    out["diff_bool"] = torch.diff(spk, dim=0)
+    nz = torch.nonzero(spk.t(), as_tuple=True)
+    out["nz"] = nz
+    counts = spk.sum(0)
+    per_neuron = torch.split(nz[1], counts.tolist())
+    out["isi"] = [torch.diff(t) for t in per_neuron]
+    padded = nn.utils.rnn.pad_sequence(list(per_neuron), batch_first=True, padding_value=-1)
+    out["padded"] = padded
+    win = spk.float().t().unfold(1, 10, 5)
+    out["win"] = win.sum(-1)
+    out["isi_hist"] = torch.histc(torch.cat(out["isi"]).float(), bins=5, min=0, max=25)
+    t = torch.arange(50.0)
+    kernel = torch.exp(-t / 5.0)
+    sp = spk.float().t()
+    n = 128
+    conv_fft = torch.fft.irfft(torch.fft.rfft(sp, n=n) * torch.fft.rfft(kernel, n=n), n=n)[:, :50]
+    conv_direct = F.conv1d(F.pad(sp.unsqueeze(1), (49, 0)), kernel.flip(0).view(1, 1, -1)).squeeze(1)
+    out["psp_fft"] = conv_fft
+    out["psp"] = conv_direct
+    depth = F.conv1d(F.pad(sp.unsqueeze(0), (4, 0)), torch.rand(3, 1, 5, generator=g), groups=3)
+    out["depth"] = depth
+    power = torch.fft.rfft(sp - sp.mean(1, keepdim=True)).abs().pow(2)
+    out["power"] = power
+    st = torch.tensor([-7, -3, 0, 5, 9])
+    out["floor"] = (torch.div(st, 4, rounding_mode="floor"), st % 4, torch.div(st, 4, rounding_mode="trunc"),
+                    torch.fmod(st, 4), st // 4)
+    out["cumprod"] = (1 - spk.float()).cumprod(0)[-1]
+    out["strided"] = sp.contiguous().as_strided((3, 9, 10), (50, 5, 1)).sum(-1)
+    return out
+
+
+def test_snntorch_init_hidden_with_class_level_detach():
+    ours, _ = run_both(snn_init_hidden, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose([float(x) for x in ours["losses"]], INIT_HIDDEN_LOSSES, rtol=1e-5)
+    assert ours["names"] == ["Leaky", "Leaky"] and float(ours["gsf"]) == 0.5  # (no output spike: no gradient)
+    assert ours["sd"] == ["1.bias", "1.weight", "2.beta", "2.graded_spikes_factor", "2.threshold", "3.bias",
+                          "3.weight", "4.beta", "4.graded_spikes_factor", "4.threshold"]
+
+
+INIT_HIDDEN_LOSSES = [1.112594, 1.141369, 1.147195, 1.10381, 1.109853, 1.117334]
+
+
+def test_sew_resnet_blocks_and_spiking_self_attention():
+    ours, _ = run_both(sew_spikformer, rtol=1e-4, atol=1e-5)
+    assert float(ours["loss"]) == pytest.approx(SEW_LOSS, rel=1e-5)
+    attn = ours["attn"] / 0.125  # products of spikes: whole counts
+    assert np.all(attn == np.round(attn)) and attn.max() <= 4
+    assert set(np.unique(ours["x"])) <= {0.0, 1.0, 2.0}  # ADD, then AND, then IAND of spikes
+
+
+SEW_LOSS = 1.0251653
+
+
+def test_excitatory_inhibitory_rate_rnn_with_dale_masks():
+    ours, _ = run_both(ei_rnn, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(ours["losses"], EI_RNN_LOSSES, rtol=1e-5)
+    eff = ours["eff"]
+    assert np.all(eff[:, :16] >= 0) and np.all(eff[:, 16:] <= 0) and np.all(np.diag(eff) == 0)
+    assert tuple(ours["fan"]) == (20, 20) and np.all(ours["act"] >= 0)
+
+
+EI_RNN_LOSSES = [0.698132, 0.688906, 0.686161]
+
+
+def test_dale_parametrization_spectral_norm_and_sparse_inits():
+    ours, _ = run_both(dale_parametrize, rtol=1e-4, atol=1e-5)
+    W = ours["W"]
+    assert np.all(W[:, :4] > 0) and np.all(W[:, 4:] < 0)
+    assert ours["names"] == ["bias_hh", "bias_ih", "parametrizations.weight_hh.original", "weight_ih"]
+    sparse = ours["sp"]
+    assert all((column == 0).sum() == 4 for column in sparse.T)  # sparsity 0.5 of 8 rows, per column
+    np.testing.assert_allclose(ours["orth"] @ ours["orth"].T, 0.81 * np.eye(5), atol=1e-5)
+
+
+def test_poisson_glm_with_a_history_filter_fitted_by_lbfgs():
+    ours, _ = run_both(poisson_glm, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(ours["ll"], ours["ll2"], rtol=1e-10)
+    np.testing.assert_allclose(ours["k"], [0.5, -0.3, 0.2, 0.0, 0.1, -0.2], atol=0.2)
+    assert ours["counts"] == GLM_SPIKES
+
+
+GLM_SPIKES = 188.0
+
+
+def test_checkpointed_bptt_replays_the_encoder_draws():
+    ours, _ = run_both(checkpoint_random)
+    for a, b in zip(ours["plain"], ours["cp"]):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(ours["hooks"], ours["plain"][1:]):
+        assert a.shape == b.shape
+
+
+def test_forward_mode_jvp_through_a_surrogate():
+    ours, _ = run_both(forward_ad_lif, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(ours["jvp"], ours["vjp_dot"], rtol=1e-10)
+    np.testing.assert_allclose(ours["jvp2"], ours["vjp_dot"], rtol=1e-10)
+
+
+def test_spike_count_decoding_with_ties():
+    ours, _ = run_both(ties)
+    counts = ours["counts"]
+    np.testing.assert_array_equal(ours["argmax"], np.argmax(counts, 1))  # the first of equal counts
+    np.testing.assert_array_equal(ours["max_dim"][1], np.argmax(counts, 1))
+    np.testing.assert_array_equal(ours["min_dim"][1], np.argmin(counts, 1))
+    np.testing.assert_array_equal(ours["sort_stable"][1], np.argsort(-counts, axis=1, kind="stable"))
+    np.testing.assert_array_equal(ours["topk"][0], -np.sort(-counts, axis=1)[:, :3])
+    # each reduction passes a total gradient of 1 per value it returns, split among ties or not
+    assert ours["grad"].sum() == pytest.approx(1 + 1 + 5 + 5 + 1 + 5 + 10 + 5 + 5)
+    assert ours["sm_long"] == "RuntimeError"
+
+
+def test_spike_train_statistics():
+    ours, _ = run_both(spike_train_stats, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(ours["psp_fft"], ours["psp"], atol=1e-4)  # convolution by FFT and by conv1d
+    assert ours["cumsum_dt"] == "int64"
+    times = [np.flatnonzero(row) for row in ours["cumsum_bool"].T.astype(bool) & np.diff(
+        np.concatenate([np.zeros((1, 3), np.int64), ours["cumsum_bool"]]), axis=0).T.astype(bool)]
+    for isi, t in zip(ours["isi"], times):
+        np.testing.assert_array_equal(isi, np.diff(t))
+    st = np.array([-7, -3, 0, 5, 9])
+    floor, mod, trunc, fmod, floordiv = ours["floor"]
+    np.testing.assert_array_equal(floor, st // 4)
+    np.testing.assert_array_equal(mod, st % 4)
+    np.testing.assert_array_equal(trunc, np.trunc(st / 4))
+    np.testing.assert_array_equal(fmod, np.fmod(st, 4))
+    np.testing.assert_array_equal(floordiv, st // 4)
+
+
+def heaviside_without_a_surrogate(m):
+    """The first attempt of many a tutorial: a LIF layer spiking through torch.heaviside, which has no derivative, so
+    training it fails at backward (and the surrogate of the next cell of the notebook mends it)."""
+    torch, nn, F = m.torch, m.nn, m.F
+    torch.manual_seed(0)
+    fc = nn.Linear(4, 3)
+    x = torch.rand(5, 2, 4) * 2
+    mem = torch.zeros(2, 3)
+    spikes = []
+    for t in range(5):
+        mem = 0.9 * mem + fc(x[t])
+        spk = torch.heaviside(mem - 1.0, torch.tensor(0.0))
+        mem = mem - spk
+        spikes.append(spk)
+    spk_rec = torch.stack(spikes)
+    loss = F.mse_loss(spk_rec.mean(0), torch.full((2, 3), 0.5)) + 0.01 * mem.pow(2).mean()
+    try:
+        loss.backward()
+        error = None
+    except RuntimeError as e:
+        error = str(e)
+    return dict(spk_rec=spk_rec, requires_grad=spk_rec.requires_grad, error=error, grad=fc.weight.grad is None)
+
+
+def test_heaviside_without_a_surrogate_fails_at_backward():
+    ours, _ = run_both(heaviside_without_a_surrogate)
+    assert ours["requires_grad"] and ours["grad"]
+    assert ours["error"] == "derivative for aten::heaviside is not implemented"
+    assert set(np.unique(ours["spk_rec"])) <= {0.0, 1.0}
