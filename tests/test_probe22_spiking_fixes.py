@@ -6,6 +6,8 @@ installed (the ``T`` fixture runs each test on chainrule, then on PyTorch) and a
 - Attributes a program sets on the ``grad_fn`` of a Function with several outputs stayed on that output's slot, so
   backward did not find them on its ctx (PyTorch's grad_fn is the ctx).
 - ``bernoulli`` drew from integer and bool probabilities, which PyTorch's kernel refuses.
+- ``Tensor(t)`` of a tensor gave a new tensor on its memory with its own version counter, cut from its graph;
+  PyTorch's legacy constructor aliases it (AliasBackward0, its writes t's).
 - ``heaviside`` of a tensor that requires grad gave a result cut from the graph, so a loss through it backpropagated
   without that share (a spike function with no surrogate trained silently); PyTorch records it with no derivative
   and its backward raises. Its ``values`` given as a number raised a dtype error, PyTorch's TypeError.
@@ -110,13 +112,15 @@ def test_heaviside_is_recorded_without_a_derivative(T):
         T.heaviside(mem, 0.5)
 
 
-@pytest.mark.xfail(strict=True, reason="Tensor(t) of a tensor that requires grad is detached here; PyTorch's legacy "
-                                       "constructor returns an alias in t's graph (grad_fn AliasBackward0)")
-def test_legacy_constructor_of_a_tensor_that_requires_grad_keeps_its_graph():
-    import autograd as T
-
+def test_legacy_constructor_of_a_tensor_is_an_alias_in_its_graph(T):
     t = T.tensor([1.0, 2.0], requires_grad=True)
     alias = T.Tensor(t)
-    assert alias.requires_grad and not alias.is_leaf
-    alias.sum().backward()
-    np.testing.assert_array_equal(t.grad.numpy(), [1.0, 1.0])
+    assert alias.requires_grad and not alias.is_leaf and alias._base is t
+    assert alias.grad_fn.name() == "AliasBackward0" and T.ones(2).new(t).grad_fn.name() == "AliasBackward0"
+    (alias * T.tensor([3.0, 4.0])).sum().backward()
+    np.testing.assert_array_equal(t.grad.numpy(), [3.0, 4.0])
+    plain = T.tensor([1.0, 2.0])
+    shared = T.Tensor(plain)
+    shared.add_(1)  # (its memory and its version counter are the tensor's)
+    assert plain.tolist() == [2.0, 3.0] and plain._version == 1 and shared._base is plain
+    assert T.Tensor(T.tensor([1, 2])).dtype == T.int64 and T.Tensor(T.tensor([1.0], dtype=T.float64)).dtype == T.float64
