@@ -382,6 +382,16 @@ class _OutputSlot:
             raise AttributeError(name)
         return getattr(self.node, name)
 
+    _OWN = frozenset({"node", "index", "count", "parents", "hooks", "pre_hooks", "post_hooks", "retained", "where"})
+
+    def __setattr__(self, name, value):
+        """What a program sets on ``y.grad_fn`` is set on the shared node, so backward finds it on its ctx (as
+        PyTorch's, whose grad_fn is the ctx); the slot keeps only what is its own output's (its hooks)."""
+        if name in _OutputSlot._OWN:
+            object.__setattr__(self, name, value)
+        else:
+            setattr(self.node, name, value)
+
     def chain(self, grad, wanted=None):
         grads = [None] * self.count
         grads[self.index] = grad

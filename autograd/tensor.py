@@ -110,16 +110,32 @@ class Tensor(WriteDoor):
     __array_priority__ = 1000  # ndarray * Tensor calls Tensor.__rmul__
     parents = ()  # a leaf is where the graph ends
 
+    def __new__(cls, *args, **kwargs):
+        """A subclass's own ``__new__`` that calls ``super().__new__(cls, data, ...)`` gets a tensor made from
+        those arguments, as PyTorch's (where ``__new__`` makes every tensor and ``__init__`` does nothing);
+        ``Tensor(data)`` itself, and a subclass without a ``__new__`` of its own, are made by ``__init__``.
+        ``Tensor(t)`` of a tensor is PyTorch's alias of it: a view of all of it, in its graph (AliasBackward0)."""
+        if cls is Tensor and len(args) == 1 and not kwargs and isinstance(args[0], Tensor):
+            return args[0].as_subclass(Tensor)
+        made = object.__new__(cls)
+        if (args or kwargs) and cls.__new__ is not Tensor.__new__:
+            Tensor.__init__(made, *args, **kwargs)
+        return made
+
     def __init__(self, data=(), requires_grad=False, dtype=None, *more_sizes):
         """``Tensor(data)``: an array keeps its dtype (a floating one, float64, too) and a Tensor is
-        shared; Python data (lists, numbers) becomes the default floating dtype, as PyTorch's
+        aliased (``__new__``); Python data (lists, numbers) becomes the default floating dtype, as PyTorch's
         ``torch.Tensor`` makes it (``autograd.tensor`` is the one that infers int64 and bool).
         PyTorch's legacy sizes: ``Tensor(3)``, ``Tensor(2, 3)`` and ``Tensor(Size)`` make zeros of
         those sizes (PyTorch leaves them unset), ``Tensor()`` an empty one; with a ``dtype`` a number
         is a value (``Tensor(3, dtype=float64)`` holds 3.0). As PyTorch's, any other number is refused
         (``Tensor(2.5)``: a float is no size, and data must be a sequence), and so are complex values."""
+        if type(self) is not Tensor and hasattr(self, "_data"):  # made by __new__ already: a subclass's
+            return  # ``super().__init__()`` after ``super().__new__(cls, data)`` keeps it, as PyTorch's
         if type(data) is not _ndarray or dtype is None and data.dtype.kind in "biu":  # (the package's own
             # calls pass a floating array, or a dtype: two tests for them)
+            if isinstance(data, Tensor) and hasattr(self, "_data"):
+                return  # Tensor(t): the alias __new__ made
             data, requires_grad, dtype = _legacy_arguments(data, requires_grad, dtype, more_sizes)
         self._data = as_array(data, dtype)
         self.grad_fn = None

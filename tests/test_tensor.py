@@ -28,7 +28,8 @@ def test_dtype_rules():
     assert Tensor(np.array([1.0], dtype=np.float16)).dtype == autograd.float16
     assert autograd.tensor(np.array([1, 2])).dtype == autograd.int64
     integers = autograd.arange(3)
-    assert Tensor(integers).dtype == autograd.int64 and Tensor(integers)._data is integers._data
+    assert Tensor(integers).dtype == autograd.int64 and np.shares_memory(Tensor(integers)._data, integers._data)
+    assert Tensor(integers)._base is integers  # PyTorch's alias (AliasBackward0 where it requires grad)
     autograd.set_default_dtype(autograd.float64)
     try:
         assert Tensor(np.array([1, 2])).dtype == autograd.float64

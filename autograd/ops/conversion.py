@@ -270,7 +270,7 @@ def new(x, *args, device=None):
         if isinstance(data, Tensor):
             if data.dtype != x.dtype:
                 raise TypeError(f"expected a tensor of dtype {x.dtype} (got {data.dtype})")
-            return data.view(data.shape)  # an alias of a tensor it is given, in the graph (PyTorch's AliasBackward0)
+            return data.as_subclass(Tensor)  # an alias of a tensor it is given, in the graph (PyTorch's AliasBackward0)
         return tensor_from(backend.xp.array(data, dtype=x.dtype))
     return Tensor._make(backend.xp.empty(args if args else (0,), dtype=x.dtype))
 

@@ -15,6 +15,7 @@ from .elementwise import Where, half_as_float32, promote, result_type, unbroadca
 from .names import names
 from .outputs import write_out
 from .pointwise import _floating_only_pair, _floating_pair
+from .predicates import WithoutDerivative
 
 
 class Atan2(Primitive):
@@ -256,15 +257,22 @@ def float_power_(input, exponent):
 
 @names("heaviside", inplace="heaviside_")
 def heaviside(input, values, *, out=None):
-    """0 where input < 0, 1 where input > 0, ``values`` where input is 0 (no gradient; NaN gives 0, as PyTorch).
-    input and values must have one dtype (PyTorch promotes neither)."""
-    x, v = input._data, values._data if isinstance(values, Tensor) else xp.asarray(values)
+    """0 where input < 0, 1 where input > 0, ``values`` where input is 0 (NaN gives 0, as PyTorch). input and values
+    (a tensor, not a number) must have one dtype (PyTorch promotes neither). It has no derivative: recorded where
+    an argument requires grad, so that a backward pass through it raises, as PyTorch's (a surrogate gradient is the
+    program's to write), instead of leaving that argument's share of the gradient out."""
+    if not isinstance(values, Tensor):
+        raise TypeError(f"heaviside(): argument 'values' (position 2) must be Tensor, not {type(values).__name__}")
+    x, v = input._data, values._data
     if x.dtype.kind == "c" or v.dtype.kind == "c" or out is not None and out.dtype.kind == "c":  # (checked first)
         raise DtypeError("heaviside is not yet implemented for complex tensors.")
     if x.dtype != v.dtype:
         raise DtypeError("heaviside is not yet implemented for tensors with different dtypes.")
     refuse_unbroadcastable(x.shape, v.shape)  # (NumPy's where would raise its ValueError)
-    return write_out(Tensor._make(xp.where(x == 0, v, x > 0).astype(xp.result_type(x, v))), out)
+    steps = xp.where(x == 0, v, x > 0).astype(xp.result_type(x, v))
+    if out is None and (input.requires_grad or values.requires_grad):
+        return WithoutDerivative.apply(input, values, values=steps, kernel="heaviside")
+    return write_out(Tensor._make(steps), out)
 
 
 class Copysign(Primitive):

@@ -18,7 +18,7 @@ from ..errors import refuse_unbroadcastable
 from ..factories import out_dtype, written
 from ..memory_order import fills_in_memory_order
 from ..tensor import Tensor
-from .conversion import type_name
+from .conversion import refuse_kinds, type_name
 from .names import names
 from .outputs import write_out
 from .sorting import topk
@@ -75,6 +75,8 @@ def bernoulli(input, p=None, *, generator=None, out=None):  # noqa: A002  (torch
 def _bernoulli_draws(input, p, generator):  # noqa: A002
     """Bernoulli draws of input's shape, as NumPy bools in the order drawn (row-major)."""
     probabilities = input if p is None else p
+    if isinstance(probabilities, Tensor):  # (PyTorch's kernel reads probabilities of a floating dtype only: a
+        refuse_kinds(probabilities, "bernoulli_tensor_cpu_p_", "biu")  # uint8 image or a bool mask is refused)
     probability = _host(probabilities)
     if not numpy.all((numpy.asarray(probability) >= 0) & (numpy.asarray(probability) <= 1)):  # (NaN fails too)
         raise RuntimeError(f"bernoulli expects 0 <= p <= 1, got p = {probability}")
