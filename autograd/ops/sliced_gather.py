@@ -8,6 +8,8 @@ first, first + step, ... read inputs first, first + input step, ... (input step 
 replicated edge). The backward adds each input's terms in the order of j from a zeroed gradient, as PyTorch's
 kernels do, so its sums are theirs bit for bit where theirs run one dim at a time; the runs are ordered so."""
 
+import functools
+
 import numpy
 
 from ..backend import to_numpy, xp
@@ -17,20 +19,21 @@ from ..tensor import Tensor
 MOST_RUNS = 16  # (beyond which slicing costs more in Python than an index gather saves)
 
 
-def _progressions(j, p):
+def _progressions(j, p, most):
     """(first output, output step, count, first input, input step) runs covering outputs ``j`` (an arithmetic
-    sequence) reading ``p``: each run as long as the inputs keep one step."""
-    runs, start = [], 0
+    sequence) reading ``p``, each as long as the inputs keep one step; None beyond ``most`` runs."""
+    runs, start, steps = [], 0, numpy.diff(p)
     out_step = int(j[1] - j[0]) if len(j) > 1 else 1
     while start < len(j):
-        stop = start + 1
-        if stop < len(j):
-            in_step = p[stop] - p[start]
-            while stop < len(j) and p[stop] - p[stop - 1] == in_step:
-                stop += 1
+        if len(runs) == most:
+            return None
+        if start + 1 < len(j):
+            in_step = int(steps[start])
+            changed = steps[start:] != in_step
+            stop = start + 1 + (int(changed.argmax()) if changed.any() else len(changed))
         else:
-            in_step = 0
-        runs.append((int(j[start]), out_step, stop - start, int(p[start]), int(in_step) if stop - start > 1 else 1))
+            in_step, stop = 1, start + 1
+        runs.append((int(j[start]), out_step, stop - start, int(p[start]), in_step if stop - start > 1 else 1))
         start = stop
     return runs
 
@@ -44,8 +47,8 @@ def _in_order(runs, positions):
         label[first:first + step * (count - 1) + 1:step] = k
     by_input = numpy.argsort(positions, kind="stable")  # each input's outputs together, in increasing order
     same = positions[by_input[1:]] == positions[by_input[:-1]]
-    before, after = label[by_input[:-1]][same], label[by_input[1:]][same]
-    edges = {(a, b) for a, b in zip(before.tolist(), after.tolist()) if a != b}
+    pairs = numpy.unique(label[by_input[:-1]][same] * len(runs) + label[by_input[1:]][same]).tolist()
+    edges = {divmod(pair, len(runs)) for pair in pairs} - {(k, k) for k in range(len(runs))}
     ordered, left = [], set(range(len(runs)))
     while left:  # (a topological order of the runs under "some input meets a before b")
         free = sorted(k for k in left if not any(a in left and b == k for a, b in edges))
@@ -58,18 +61,27 @@ def _in_order(runs, positions):
 
 def slice_plan(positions):
     """The runs of a 1-D ``positions`` array (each output's input position), in an order that adds each input's
-    terms as j increases; None where no output stride up to 4 gives MOST_RUNS or fewer."""
+    terms as j increases; None where no output stride up to 4 gives MOST_RUNS or fewer. Plans are remembered
+    (a layer pads or upsamples the same sizes at every call)."""
     positions = to_numpy(positions).astype(numpy.int64, copy=False)
+    return _plan_of(positions.tobytes())
+
+
+@functools.lru_cache(maxsize=256)
+def _plan_of(key):
+    positions = numpy.frombuffer(key, numpy.int64)
     outputs = numpy.arange(len(positions))
     best = None
     for stride in range(1, 5):
         runs = []
         for residue in range(min(stride, len(positions))):
-            runs += _progressions(outputs[residue::stride], positions[residue::stride])
-        if len(runs) <= MOST_RUNS and (best is None or len(runs) < len(best)):
-            ordered = _in_order(runs, positions)
-            if ordered is not None:
-                best = ordered
+            found = _progressions(outputs[residue::stride], positions[residue::stride], MOST_RUNS - len(runs))
+            if found is None:
+                break
+            runs += found
+        else:
+            if best is None or len(runs) < len(best):
+                best = _in_order(runs, positions) or best
     return best
 
 

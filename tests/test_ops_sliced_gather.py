@@ -120,3 +120,26 @@ def test_as_pytorch(mode, shape, pad):
     np.testing.assert_array_equal(y.detach().numpy(), theirs_y.detach().numpy())
     np.testing.assert_allclose(x.grad.numpy(), t.grad.numpy(), rtol=1e-13, atol=1e-13)
     assert y.grad_fn.name() == theirs_y.grad_fn.name()
+
+
+SCATTERED = np.random.default_rng(4).integers(0, 9, 40)  # (in no few runs: the index gather)
+
+
+@pytest.mark.parametrize("positions", [np.arange(24) // 3, np.minimum((np.arange(15) * 0.6).astype(int), 8),
+                                       np.arange(0, 9, 2), np.array([4, 1, 1, 3, 0, 2, 2, 2, 4, 0, 3]), SCATTERED])
+def test_any_positions_gather_and_sum_as_numpy_does(positions):
+    """Upsampling by 3 and by 5/3 (runs with an output stride), downsampling, and positions in no few runs (the
+    index gather): values as NumPy's take, gradients as NumPy's unbuffered add in output order."""
+    from autograd.ops.sliced_gather import gather_along
+
+    values = np.random.default_rng(2).standard_normal((2, 9, 3)).astype(np.float32)
+    x = autograd.tensor(values, requires_grad=True)
+    y = gather_along(x, {1: positions})
+    np.testing.assert_array_equal(y.detach().numpy(), np.take(values, positions, axis=1))
+    grad = np.random.default_rng(3).standard_normal(tuple(y.shape)).astype(np.float32)
+    y.backward(autograd.tensor(grad))
+    expected = np.zeros_like(values)
+    for j, i in enumerate(positions):
+        expected[:, i] += grad[:, j]
+    assert x.grad.numpy().tobytes() == expected.tobytes()
+    assert (slice_plan(positions) is None) == (positions is SCATTERED)
