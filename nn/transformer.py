@@ -9,7 +9,7 @@ from autograd.graph import program_stacklevel
 from . import functional as F
 from . import init
 from .activation import GELU, ReLU
-from .attention import MultiheadAttention, _canonical_mask
+from .attention import MultiheadAttention, _canonical_mask, _wants_no_gradient
 from .container import ModuleList
 from .dropout import Dropout
 from .linear import Linear
@@ -42,12 +42,13 @@ def _relu_or_gelu(activation):
     return 0
 
 
-def _why_not_nested(layer):
-    """PyTorch runs an encoder in inference over "nested" (unpadded) sequences only for layers like these."""
+def _why_not_nested(layer, nested=True):
+    """PyTorch runs an encoder in inference over "nested" (unpadded) sequences only for layers like these; its
+    fused layer kernel (``nested`` False) takes norm_first layers too."""
     name = "encoder_layer"
     if not isinstance(layer, TransformerEncoderLayer):
         return f"{name} was not TransformerEncoderLayer"
-    if layer.norm_first:
+    if layer.norm_first and nested:
         return f"{name}.norm_first was True"
     if not layer.self_attn.batch_first:
         return (f"{name}.self_attn.batch_first was not True"
@@ -129,19 +130,41 @@ class TransformerEncoderLayer(Module):
 
     def forward(self, src, src_mask=None, src_key_padding_mask=None, is_causal=False):
         src_mask, src_key_padding_mask = _canonical_masks(src, src_mask, src_key_padding_mask)
+        sa_block = self._fused_sa_block if self._takes_fast_path(src) else self._sa_block
         x = src
         if self.norm_first:
-            x = x + self._sa_block(self.norm1(x), src_mask, src_key_padding_mask, is_causal)
+            x = x + sa_block(self.norm1(x), src_mask, src_key_padding_mask, is_causal)
             x = x + self._ff_block(self.norm2(x))
         else:
-            x = self.norm1(x + self._sa_block(x, src_mask, src_key_padding_mask, is_causal))
+            x = self.norm1(x + sa_block(x, src_mask, src_key_padding_mask, is_causal))
             x = self.norm2(x + self._ff_block(x))
         return x
+
+    def _takes_fast_path(self, src):
+        """Whether PyTorch runs its fused kernel (``torch._transformer_encoder_layer_fwd``): a batched
+        batch-first layer in eval mode with no gradient wanted, no hooks on it or its parts, and
+        ``backends.mha`` not switched off (and the kernel's conditions on the layer, ``_why_not_nested``)."""
+        return (autograd.backends.mha.get_fastpath_enabled() and src.ndim == 3 and not self.training
+                and not _why_not_nested(self, nested=False) and not autograd.is_autocast_enabled()
+                and not any(m._forward_hooks or m._forward_pre_hooks for m in self.modules())
+                and _wants_no_gradient((src, *self._fused_kernel_parameters())))
+
+    def _fused_kernel_parameters(self):
+        attn = self.self_attn
+        return (attn.in_proj_weight, attn.in_proj_bias, attn.out_proj.weight, attn.out_proj.bias, self.norm1.weight,
+                self.norm1.bias, self.norm2.weight, self.norm2.bias, self.linear1.weight, self.linear1.bias,
+                self.linear2.weight, self.linear2.bias)
 
     def _sa_block(self, x, attn_mask, key_padding_mask, is_causal=False):
         x = self.self_attn(x, x, x, attn_mask=attn_mask, key_padding_mask=key_padding_mask, need_weights=False,
                            is_causal=is_causal)[0]
         return self.dropout1(x)
+
+    def _fused_sa_block(self, x, attn_mask, key_padding_mask, is_causal=False):
+        """The fused kernel's attention: the mask as given (the is_causal hint ignored) through an ordinary
+        softmax, as the weights path computes it, so a query whose every key is masked gives NaN (the SDPA path
+        gives it zero weights); eval mode, so no dropout."""
+        return self.self_attn(x, x, x, attn_mask=attn_mask, key_padding_mask=key_padding_mask, need_weights=True)[0]
 
     def _ff_block(self, x):
         return self.dropout2(self.linear2(self.dropout(self.activation(self.linear1(x)))))
@@ -222,16 +245,13 @@ class TransformerEncoder(Module):
 
     def _pads_with_zeros(self, src, mask, src_key_padding_mask):
         """Whether PyTorch would take its nested-tensor path (whose padded outputs are 0)."""
-        if not self.use_nested_tensor or src_key_padding_mask is None or mask is not None or src.ndim != 3:
+        if (not self.use_nested_tensor or src_key_padding_mask is None or mask is not None or src.ndim != 3
+                or not autograd.backends.mha.get_fastpath_enabled() or autograd.is_autocast_enabled()):
             return False
         first = self.layers[0]
         if first.training or (self.mask_check and not _left_aligned(src_key_padding_mask != 0)):
             return False
-        attn = first.self_attn
-        tensors = (src, attn.in_proj_weight, attn.in_proj_bias, attn.out_proj.weight, attn.out_proj.bias,
-                   first.norm1.weight, first.norm1.bias, first.norm2.weight, first.norm2.bias,
-                   first.linear1.weight, first.linear1.bias, first.linear2.weight, first.linear2.bias)
-        return not (autograd.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors))
+        return _wants_no_gradient((src, *first._fused_kernel_parameters()))
 
     def forward(self, src, mask=None, src_key_padding_mask=None, is_causal=None):
         mask, src_key_padding_mask = _canonical_masks(src, mask, src_key_padding_mask)
