@@ -100,10 +100,12 @@ def _seq_len(src, batch_first):
     return src.shape[1 if batch_first else 0]
 
 
-def _canonical_masks(x, mask, key_padding_mask):
+def _canonical_masks(x, mask, key_padding_mask, mask_name):
+    """Both masks as float masks of x's dtype (``mask_name``, the attention mask's argument name, in the warning
+    about mismatched mask types: "mask" in the encoder, "src_mask" in its layer)."""
     key_padding_mask = _canonical_mask(key_padding_mask, "src_key_padding_mask",
-                                       None if mask is None else mask.dtype, "mask", x.dtype)
-    return _canonical_mask(mask, "mask", None, "src_key_padding_mask", x.dtype), key_padding_mask
+                                       None if mask is None else mask.dtype, mask_name, x.dtype)
+    return _canonical_mask(mask, mask_name, None, "src_key_padding_mask", x.dtype), key_padding_mask
 
 
 class TransformerEncoderLayer(Module):
@@ -129,7 +131,7 @@ class TransformerEncoderLayer(Module):
             self.to(dtype)
 
     def forward(self, src, src_mask=None, src_key_padding_mask=None, is_causal=False):
-        src_mask, src_key_padding_mask = _canonical_masks(src, src_mask, src_key_padding_mask)
+        src_mask, src_key_padding_mask = _canonical_masks(src, src_mask, src_key_padding_mask, "src_mask")
         sa_block = self._fused_sa_block if self._takes_fast_path(src) else self._sa_block
         x = src
         if self.norm_first:
@@ -163,7 +165,8 @@ class TransformerEncoderLayer(Module):
     def _fused_sa_block(self, x, attn_mask, key_padding_mask, is_causal=False):
         """The fused kernel's attention: the mask as given (the is_causal hint ignored) through an ordinary
         softmax, as the weights path computes it, so a query whose every key is masked gives NaN (the SDPA path
-        gives it zero weights); eval mode, so no dropout."""
+        gives it zero weights); eval mode, so no dropout. The kernel reads the masks in x's dtype."""
+        attn_mask, key_padding_mask = (None if m is None else m.to(x.dtype) for m in (attn_mask, key_padding_mask))
         return self.self_attn(x, x, x, attn_mask=attn_mask, key_padding_mask=key_padding_mask, need_weights=True)[0]
 
     def _ff_block(self, x):
@@ -254,7 +257,7 @@ class TransformerEncoder(Module):
         return _wants_no_gradient((src, *first._fused_kernel_parameters()))
 
     def forward(self, src, mask=None, src_key_padding_mask=None, is_causal=None):
-        mask, src_key_padding_mask = _canonical_masks(src, mask, src_key_padding_mask)
+        mask, src_key_padding_mask = _canonical_masks(src, mask, src_key_padding_mask, "mask")
         first = self.layers[0] if len(self.layers) else None
         batch_first = first.self_attn.batch_first if first is not None else False
         is_causal = _detect_is_causal_mask(mask, is_causal, _seq_len(src, batch_first))

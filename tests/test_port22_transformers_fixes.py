@@ -175,3 +175,37 @@ def test_sdpa_checks_in_pytorch_s_order():
     with pytest.raises(RuntimeError, match="Expected attn_mask dtype to be bool or float"):
         torch.nn.functional.scaled_dot_product_attention(t4, t4, t4, attn_mask=torch.ones(3, 3, dtype=torch.int64),
                                                          is_causal=True)
+
+
+def test_encoder_layer_warns_about_mismatched_masks_by_its_own_argument_name():
+    layer = nn.TransformerEncoderLayer(4, 2, 8, 0.0, batch_first=True)
+    encoder = nn.TransformerEncoder(layer, 1, enable_nested_tensor=False)
+    x = autograd.randn(2, 3, 4)
+    with pytest.warns(UserWarning, match="mismatched src_key_padding_mask and src_mask is deprecated"):
+        layer(x, src_mask=autograd.zeros(3, 3), src_key_padding_mask=autograd.zeros(2, 3, dtype=autograd.bool))
+    with pytest.warns(UserWarning, match="mismatched src_key_padding_mask and mask is deprecated"):
+        encoder(x, mask=autograd.zeros(3, 3, dtype=autograd.bool), src_key_padding_mask=autograd.zeros(2, 3))
+
+
+def test_fused_encoder_layer_reads_a_mask_of_another_float_dtype_in_the_input_s():
+    # PyTorch's fused kernel takes a float64 mask for a float32 layer; the slow path refuses it
+    autograd.manual_seed(2)
+    layer = nn.TransformerEncoderLayer(4, 2, 8, 0.0, batch_first=True).eval()
+    x = autograd.randn(2, 3, 4)
+    mask = autograd.tensor([[0.0, -1.0, float("-inf")], [0.5, 0.0, -2.0], [0.0, 0.0, 0.0]])
+    with autograd.no_grad():
+        fused = layer(x, src_mask=mask.double())
+        expected = layer(x, src_mask=mask)
+    assert fused.dtype == autograd.float32
+    np.testing.assert_allclose(fused.numpy(), expected.numpy(), rtol=1e-6, atol=1e-6)
+    with pytest.raises(RuntimeError, match="attn_mask dtype to be bool or float or to match query dtype"):
+        layer.train()(x, src_mask=mask.double())
+
+
+def test_negative_dimension_message_names_the_dimension():
+    # (nn.Transformer.generate_square_subsequent_mask(-1) in PyTorch's words)
+    for make, message in ((lambda: nn.Transformer.generate_square_subsequent_mask(-1), r"-1: \[-1, -1\]"),
+                          (lambda: autograd.ones(3, -1, -2), r"-1: \[3, -1, -2\]"),
+                          (lambda: autograd.empty(-2), r"-2: \[-2\]")):
+        with pytest.raises(RuntimeError, match="Trying to create tensor with negative dimension " + message):
+            make()
