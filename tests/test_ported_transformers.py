@@ -532,9 +532,9 @@ def test_scaled_dot_product_attention(T, F, input_dim, attn_mask_dim, is_causal,
                 scores = np.where(values(attn_mask), scores, -np.inf)
             weights = np.exp(scores - scores.max(-1, keepdims=True))
             close(actual, weights / weights.sum(-1, keepdims=True) @ values(value), rtol=tol, atol=tol)
-    if attn_mask_dim is None:
-        # (two of the batch entries: gradcheck's cost grows with every input element)
-        q, k, v = (t.view(-1, t.size(-2), E)[:2].double().clone().requires_grad_() for t in (query, key, value))
+    if attn_mask_dim is None and input_dim == 3:
+        # (the 4-D case is viewed as this one; one batch entry: gradcheck's cost grows with every input element)
+        q, k, v = (t.view(-1, t.size(-2), E)[:1].double().clone().requires_grad_() for t in (query, key, value))
 
         def with_seed(fn):
             def run(*args):
@@ -666,3 +666,136 @@ def test_is_causal_equals_upper_left(T, F, shape):
     with pytest.raises(ValueError, match="CausalBias should not be used with causal=True"):
         F.scaled_dot_product_attention(query, key, value, attn_mask=bias.causal_upper_left(seq_len_q, seq_len_kv),
                                        is_causal=True)
+
+
+# test_nn.py's deterministic layer tests (the same cos weights): one token, two, and the five of ENCODER_INPUT
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_transformerencoderlayer(T, nn, batch_first, training):
+    def perm(x):
+        x = np.asarray(x, np.float32)
+        return x.transpose(1, 0, 2) if batch_first else x
+
+    model = nn.TransformerEncoderLayer(4, 2, 16, 0.0, batch_first=batch_first)
+    cos_weights_(T, model)
+    model.train(training)
+    with contextlib.nullcontext() if training else T.no_grad():
+        x = T.tensor([[[20.0, 30.0, 40.0, 50.0]]])
+        close(model(x), [[[2.258703, 0.127985, -0.697881, 0.170862]]], rtol=1e-7, atol=1e-5)
+        close(model(x, src_key_padding_mask=T.tensor([[0]]) == 1), [[[2.258703, 0.127985, -0.697881, 0.170862]]],
+              rtol=1e-7, atol=1e-5)
+        # the one key padded: the slow path gives the query zero weights (the output is the residual's), the
+        # fused inference path (eval, batch_first) NaN
+        padded = values(model(x, src_key_padding_mask=T.tensor([[1]]) == 1))
+        if batch_first and not training:
+            assert np.isnan(padded).all()
+        else:
+            close(padded, [[[2.212938, 0.134127, -0.721213, 0.192312]]], rtol=1e-7, atol=1e-5)
+        x = T.tensor(perm([[[1.0, 2.0, 3.0, 4.0]], [[5.0, 6.0, 7.0, 8.0]]]))
+        two = perm([[[2.272644, 0.119035, -0.691669, 0.153486]]] * 2)
+        close(model(x), two, rtol=1e-7, atol=1e-5)
+        close(model(x, src_key_padding_mask=T.tensor([[0, 0]]) == 1), two, rtol=1e-7, atol=1e-5)
+        close(model(x, src_key_padding_mask=T.tensor([[1, 0]]) == 1),
+              perm([[[2.301516, 0.092249, -0.679101, 0.103088]]] * 2), rtol=1e-7, atol=1e-5)
+        x = T.tensor(perm(ENCODER_INPUT))
+        close(model(x), perm(ONE_LAYER), rtol=1e-7, atol=1e-5)
+        padding = T.zeros(2, 5) == 1
+        close(model(x, src_key_padding_mask=padding), perm(ONE_LAYER), rtol=1e-7, atol=1e-5)
+        padding[0, 1] = True
+        padding[1, 3] = True
+        padding[1, 4] = True
+        close(model(x, src_key_padding_mask=padding), perm(ONE_LAYER_PADDED), rtol=1e-7, atol=1e-5)
+
+
+DECODER_INPUT = [[[0.4517, 0.6793, 0.5313, 0.0034], [0.2678, 0.3677, 0.4459, 0.7166]],
+                 [[0.81, 0.3716, 0.4096, 0.1976], [0.6958, 0.8844, 0.6081, 0.8315]],
+                 [[0.0494, 0.9343, 0.5955, 0.383], [0.5404, 0.3464, 0.9378, 0.62]]]
+DECODER_OUTPUT = [[[2.430065, 0.027862, -0.601136, -0.073096], [2.431935, 0.028907, -0.599809, -0.072488]],
+                  [[2.428457, 0.027053, -0.602275, -0.073462], [2.43197, 0.029387, -0.599789, -0.071621]],
+                  [[2.431934, 0.028196, -0.599802, -0.073809], [2.432306, 0.028858, -0.599542, -0.072846]]]
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_transformerdecoderlayer(T, nn, batch_first):
+    def perm(x):
+        x = np.asarray(x, np.float32)
+        return x.transpose(1, 0, 2) if batch_first else x
+
+    model = nn.TransformerDecoderLayer(4, 2, 16, 0.0, batch_first=batch_first)
+    cos_weights_(T, model)
+    close(model(T.tensor([[[20.0, 30.0, 40.0, 50.0]]]), T.tensor([[[60.0, 70.0, 80.0, 90.0]]])),
+          [[[2.314351, 0.094805, -0.671322, 0.101977]]], rtol=1e-7, atol=1e-5)
+    close(model(T.tensor(perm([[[9.0, 10.0, 11.0, 12.0]], [[11.0, 12.0, 13.0, 14.0]]])),
+                T.tensor([[[1.0, 2.0, 3.0, 4.0]]])),
+          perm([[[2.422245, 0.051716, -0.606338, -0.024756]]] * 2), rtol=1e-7, atol=1e-5)
+    close(model(T.tensor(perm([[[1.0, 2.0, 3.0, 4.0]], [[5.0, 6.0, 7.0, 8.0]]])),
+                T.tensor(perm([[[9.0, 10.0, 11.0, 12.0]], [[11.0, 12.0, 13.0, 14.0]]]))),
+          perm([[[2.343536, 0.085561, -0.654954, 0.074991]]] * 2), rtol=1e-7, atol=1e-5)
+    tgt, memory = T.tensor(perm(DECODER_INPUT)), T.tensor(perm(ENCODER_INPUT))
+    close(model(tgt, memory), perm(DECODER_OUTPUT), rtol=1e-7, atol=1e-5)
+    close(model(tgt, memory, tgt_key_padding_mask=T.zeros(2, 3) == 1), perm(DECODER_OUTPUT), rtol=1e-7, atol=1e-5)
+
+
+# PyTorch's outputs (batch entry 0) of the cos-weighted layers with a causal tgt_mask and a memory padding mask
+# (decoder), or the padding mask alone (encoder), per activation and norm_first
+LAYER_OUTPUTS = {
+    ("gelu", False): ([[2.418146, 0.034365, -0.609576, -0.052907], [2.417283, 0.033654, -0.610181, -0.053624],
+                       [2.419873, 0.035146, -0.608366, -0.052645]],
+                      [[2.421553, 0.031887, -0.607198, -0.059733], [2.418860, 0.029056, -0.609077, -0.063113],
+                       [2.423851, 0.031816, -0.605580, -0.061436], [2.424760, 0.032738, -0.604939, -0.060370],
+                       [2.413282, 0.026245, -0.612945, -0.064584]]),
+    ("gelu", True): ([[8.165217, -5.177644, 7.209325, -8.409269], [8.339129, -5.430571, 7.224429, -8.467031],
+                      [7.368762, -4.692446, 7.293641, -8.228851]],
+                     [[7.315102, -4.897098, 6.717826, -6.531852], [7.520554, -5.416572, 6.762929, -6.776646],
+                      [7.150719, -4.552553, 6.231072, -6.022473], [7.564700, -4.871304, 6.470541, -6.865614],
+                      [7.574550, -5.517099, 6.783488, -6.307380]]),
+    ("tanh", False): ([[2.437947, 0.120607, -0.588646, 0.074928], [2.439280, 0.119275, -0.587914, 0.072064],
+                       [2.436833, 0.121011, -0.589365, 0.076274]],
+                      [[2.441650, 0.068576, -0.591770, -0.009313], [2.450938, 0.073477, -0.584734, -0.007876],
+                       [2.441764, 0.076030, -0.591160, 0.003007], [2.439142, 0.075812, -0.593046, 0.004499],
+                       [2.461629, 0.078620, -0.576503, -0.007451]]),
+    ("tanh", True): ([[7.489753, -4.614130, 6.805481, -8.199293], [7.551239, -4.761691, 6.731203, -8.191225],
+                      [7.077745, -4.476541, 7.171131, -8.210112]],
+                     [[6.659564, -4.318042, 6.264285, -6.242235], [6.630758, -4.616931, 6.121158, -6.347090],
+                      [6.537203, -4.017410, 5.819620, -5.769553], [6.844607, -4.253128, 6.006629, -6.595251],
+                      [6.515565, -4.548242, 5.986803, -5.750330]]),
+    ("relu", False): ([[2.427340, 0.028048, -0.603084, -0.070823], [2.426404, 0.027302, -0.603741, -0.071554],
+                       [2.429274, 0.028793, -0.601713, -0.070803]],
+                      [[2.428579, 0.020620, -0.602057, -0.085650], [2.424434, 0.018826, -0.604966, -0.086120],
+                       [2.433930, 0.021496, -0.598228, -0.087856], [2.435683, 0.022320, -0.596981, -0.087578],
+                       [2.416163, 0.017297, -0.610765, -0.083314]]),
+    ("relu", True): ([[8.498583, -5.410729, 7.322393, -8.392745], [8.667405, -5.661618, 7.338684, -8.454818],
+                      [7.738145, -4.959636, 7.436012, -8.234348]],
+                     [[7.715986, -5.217566, 6.930740, -6.619184], [7.903033, -5.725047, 6.971278, -6.867227],
+                      [7.544750, -4.861939, 6.429615, -6.093361], [7.918449, -5.132451, 6.616972, -6.884930],
+                      [7.944046, -5.815581, 6.985681, -6.396160]]),
+}
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+@pytest.mark.parametrize("activation", ["gelu", "tanh", "relu"])
+def test_transformer_layers_activations_and_norm_first(T, nn, F, activation, norm_first):
+    # an activation by name, as a function of the library, as a module or as a lambda: the same layer
+    forms = {"gelu": ["gelu", F.gelu, nn.GELU(), lambda x: F.gelu(x)], "tanh": [T.tanh, nn.Tanh(), lambda x: x.tanh()],
+             "relu": ["relu", F.relu, nn.ReLU(), lambda x: x.clamp(min=0)]}[activation]
+    expected_decoder, expected_encoder = LAYER_OUTPUTS[activation, norm_first]
+    tgt_mask = nn.Transformer.generate_square_subsequent_mask(3)
+    memory_padding = T.tensor([[False, False, False, True, True], [False] * 5])
+    for form in forms:
+        decoder = nn.TransformerDecoderLayer(4, 2, 16, 0.0, activation=form, norm_first=norm_first)
+        cos_weights_(T, decoder)
+        out = decoder(T.tensor(DECODER_INPUT, dtype=T.float32), T.tensor(ENCODER_INPUT, dtype=T.float32),
+                      tgt_mask=tgt_mask,
+                      memory_key_padding_mask=memory_padding)
+        close(out[:, 0], expected_decoder, rtol=1e-6, atol=2e-5)
+        encoder = nn.TransformerEncoderLayer(4, 2, 16, 0.0, activation=form, norm_first=norm_first)
+        cos_weights_(T, encoder)
+        close(encoder(T.tensor(ENCODER_INPUT, dtype=T.float32), src_key_padding_mask=memory_padding)[:, 0],
+              expected_encoder,
+              rtol=1e-6, atol=2e-5)
+        # the fused path's flag: 1 for ReLU, 2 for GELU (by name, function or module), 0 for anything else
+        flag = {"relu": 1, "gelu": 2}.get(activation, 0) if not callable(form) or form in (F.relu, F.gelu) or \
+            isinstance(form, (nn.ReLU, nn.GELU)) else 0
+        assert encoder.activation_relu_or_gelu == flag
+    raises(RuntimeError, "activation should be relu/gelu, not tanh", nn.TransformerDecoderLayer, 4, 2,
+           activation="tanh")
