@@ -71,6 +71,12 @@ def _left_aligned(padding):
     return bool((padding.int().diff(dim=-1) >= 0).all()) if padding.shape[-1] > 1 else True
 
 
+def _as_left_aligned(padding):
+    """The (N, S) padding (True = padded) that keeps each sequence's first n tokens, n its count of unpadded
+    ones: how PyTorch's nested-tensor path reads a padding mask it does not check (``mask_check`` off)."""
+    return autograd.arange(padding.shape[-1]) >= (~padding).sum(-1, keepdim=True)
+
+
 def _clones(module, n):
     """n independent deep copies of a layer (so each has its own parameters), as PyTorch."""
     return ModuleList([copy.deepcopy(module) for _ in range(n)])
@@ -230,7 +236,8 @@ class TransformerEncoder(Module):
 
     As PyTorch, in inference (eval mode, no gradient wanted) with a right-padded ``src_key_padding_mask``
     and no ``mask``, the padded positions come out as zeros before ``norm`` (PyTorch computes only the
-    unpadded tokens there, as nested tensors, and pads the result with 0).
+    unpadded tokens there, as nested tensors, and pads the result with 0; a mask it is told not to check,
+    ``mask_check=False``, it reads as left-aligned).
     """
 
     def __init__(self, encoder_layer, num_layers, norm=None, enable_nested_tensor=True, mask_check=True):
@@ -246,8 +253,9 @@ class TransformerEncoder(Module):
                           UserWarning, stacklevel=program_stacklevel())
             self.use_nested_tensor = False
 
-    def _pads_with_zeros(self, src, mask, src_key_padding_mask):
-        """Whether PyTorch would take its nested-tensor path (whose padded outputs are 0)."""
+    def _takes_nested_path(self, src, mask, src_key_padding_mask):
+        """Whether PyTorch would run the layers over nested (unpadded) sequences: in inference, with a padding
+        mask and no attention mask, left-aligned unless ``mask_check`` is off."""
         if (not self.use_nested_tensor or src_key_padding_mask is None or mask is not None or src.ndim != 3
                 or not autograd.backends.mha.get_fastpath_enabled() or autograd.is_autocast_enabled()):
             return False
@@ -261,11 +269,16 @@ class TransformerEncoder(Module):
         first = self.layers[0] if len(self.layers) else None
         batch_first = first.self_attn.batch_first if first is not None else False
         is_causal = _detect_is_causal_mask(mask, is_causal, _seq_len(src, batch_first))
+        padded = None
+        if self._takes_nested_path(src, mask, src_key_padding_mask):
+            # PyTorch runs the layers over each sequence's unpadded tokens alone and pads the results with 0
+            padded = _as_left_aligned(src_key_padding_mask != 0)
+            src_key_padding_mask = autograd.zeros(padded.shape, dtype=src.dtype).masked_fill(padded, float("-inf"))
         output = src
         for mod in self.layers:
             output = mod(output, src_mask=mask, is_causal=is_causal, src_key_padding_mask=src_key_padding_mask)
-        if self._pads_with_zeros(src, mask, src_key_padding_mask):
-            output = output.masked_fill((src_key_padding_mask != 0).unsqueeze(-1), 0.0)
+        if padded is not None:
+            output = output.masked_fill(padded.unsqueeze(-1), 0.0)
         if self.norm is not None:
             output = self.norm(output)
         return output

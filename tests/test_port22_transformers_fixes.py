@@ -209,3 +209,26 @@ def test_negative_dimension_message_names_the_dimension():
                           (lambda: autograd.empty(-2), r"-2: \[-2\]")):
         with pytest.raises(RuntimeError, match="Trying to create tensor with negative dimension " + message):
             make()
+
+
+def test_encoder_reads_an_unchecked_padding_mask_as_left_aligned():
+    """With mask_check=False PyTorch's nested path keeps each sequence's first n tokens, n its count of unpadded
+    ones, whatever the mask's pattern: the outputs are those of the first n tokens alone, then zeros."""
+    autograd.manual_seed(3)
+    layer = nn.TransformerEncoderLayer(4, 2, 8, 0.0, batch_first=True)
+    x = autograd.randn(2, 4, 4)
+    padding = autograd.tensor([[True, False, True, False], [False, False, False, True]])
+    unchecked = nn.TransformerEncoder(layer, 2, mask_check=False).eval()
+    checked = nn.TransformerEncoder(layer, 2).eval()
+    with autograd.no_grad():
+        out = unchecked(x, src_key_padding_mask=padding).numpy()
+        first_two = unchecked(x[:1, :2]).numpy()
+        first_three = unchecked(x[1:, :3]).numpy()
+        as_checked = checked(x, src_key_padding_mask=padding).numpy()       # not left-aligned: the slow path
+        slow = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)(x, src_key_padding_mask=padding).numpy()
+    np.testing.assert_allclose(out[0, :2], first_two[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out[1, :3], first_three[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(out[0, 2:], 0.0)
+    np.testing.assert_array_equal(out[1, 3:], 0.0)
+    np.testing.assert_allclose(as_checked, slow, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(out[0, 1], as_checked[0, 1])
