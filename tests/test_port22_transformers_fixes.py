@@ -232,3 +232,35 @@ def test_encoder_reads_an_unchecked_padding_mask_as_left_aligned():
     np.testing.assert_array_equal(out[1, 3:], 0.0)
     np.testing.assert_allclose(as_checked, slow, rtol=1e-5, atol=1e-6)
     assert not np.allclose(out[0, 1], as_checked[0, 1])
+
+
+def test_sdpa_with_no_features_attends_uniformly():
+    # E = 0: every score is 0 (PyTorch never multiplies by the infinite 1/√0), so each query averages the values
+    autograd.manual_seed(4)
+    value = autograd.randn(2, 5, 3)
+    out = F.scaled_dot_product_attention(autograd.randn(2, 3, 0), autograd.randn(2, 5, 0), value)
+    np.testing.assert_allclose(out.numpy(), np.repeat(value.numpy().mean(1, keepdims=True), 3, 1), rtol=1e-6)
+    assert tuple(F.scaled_dot_product_attention(*(autograd.randn(2, 3, 0) for _ in range(3))).shape) == (2, 3, 0)
+
+
+def test_sdpa_refuses_a_dropout_probability_above_one_as_pytorch():
+    q = autograd.randn(2, 3, 4)
+    with pytest.raises(RuntimeError, match="dropout probability has to be between 0 and 1, but got 1.5"):
+        F.scaled_dot_product_attention(q, q, q, dropout_p=1.5)
+    # a negative one drops nothing; 1 drops everything
+    np.testing.assert_allclose(F.scaled_dot_product_attention(q, q, q, dropout_p=-0.1).numpy(),
+                               F.scaled_dot_product_attention(q, q, q).numpy(), rtol=1e-6)
+    np.testing.assert_array_equal(F.scaled_dot_product_attention(q, q, q, dropout_p=1.0).numpy(), 0.0)
+
+
+def test_sdpa_grouped_query_heads_must_divide():
+    message = "Number of heads in key and value must divide the number of heads in $"
+    for q_heads, k_heads, v_heads in ((3, 2, 2), (2, 4, 4), (4, 2, 3)):
+        with pytest.raises(RuntimeError, match=message):
+            F.scaled_dot_product_attention(autograd.randn(1, q_heads, 3, 4), autograd.randn(1, k_heads, 5, 4),
+                                           autograd.randn(1, v_heads, 5, 4), enable_gqa=True)
+    # key and value heads may differ, each dividing the query's
+    q, k, v = autograd.randn(1, 4, 3, 4), autograd.randn(1, 2, 5, 4), autograd.randn(1, 1, 5, 4)
+    np.testing.assert_allclose(F.scaled_dot_product_attention(q, k, v, enable_gqa=True).numpy(),
+                               F.scaled_dot_product_attention(q, k.repeat_interleave(2, 1), v.expand(1, 4, 5, 4))
+                               .numpy(), rtol=1e-6)

@@ -82,9 +82,16 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
             attn_mask = attn_mask.float()
         return scaled_dot_product_attention(query.float(), key.float(), value.float(), attn_mask, dropout_p,
                                             is_causal, scale, enable_gqa).half()
-    L, S = query.shape[-2], key.shape[-2]
-    scale_factor = 1 / math.sqrt(query.shape[-1]) if scale is None else scale
+    if dropout_p > 1:  # (a negative probability drops nothing, as PyTorch's)
+        raise RuntimeError(f"dropout probability has to be between 0 and 1, but got {dropout_p}")
+    L, S, E = query.shape[-2], key.shape[-2], query.shape[-1]
+    # (no features: every score is an empty sum, 0; PyTorch scales query and key by √scale before their
+    # product, so the infinite 1/√0 never meets it)
+    scale_factor = (1 / math.sqrt(E) if E else 1.0) if scale is None else scale
     if enable_gqa:
+        heads = query.shape[-3]
+        if heads % key.shape[-3] or heads % value.shape[-3]:
+            raise RuntimeError("Number of heads in key and value must divide the number of heads in ")  # (sic)
         key = key.repeat_interleave(query.shape[-3] // key.shape[-3], -3)
         value = value.repeat_interleave(query.shape[-3] // value.shape[-3], -3)
     scores = query.matmul(key.transpose(-2, -1)) * scale_factor
