@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from tests import ported_nn
-from tests.ported import close, raises, same, values
+from tests.ported import close, raises, same, values, xfail_ours
 
 nn = ported_nn.nn  # the fixture
 F = ported_nn.F
@@ -799,3 +799,50 @@ def test_transformer_layers_activations_and_norm_first(T, nn, F, activation, nor
         assert encoder.activation_relu_or_gelu == flag
     raises(RuntimeError, "activation should be relu/gelu, not tanh", nn.TransformerDecoderLayer, 4, 2,
            activation="tanh")
+
+
+def test_multihead_attn_fast_path_invalid_shape(T, nn):
+    # a batch-first module in eval mode without gradients (where PyTorch's fused path would run) checks the
+    # ranks as the slow path does, with the same messages
+    mha = nn.MultiheadAttention(4, 4, batch_first=True).eval()
+    query, key, value = T.randn(4, 4, 4), T.randn(4, 4, 4), T.randn(4, 4, 4)   # (three tensors: the slow path)
+    with T.no_grad():
+        raises(AssertionError, "expected `key` and `value` to be 3-D but found 2-D and 3-D tensors respectively",
+               mha, query, T.randn(3, 3), value, need_weights=False)
+        raises(AssertionError, "expected `key` and `value` to be 3-D but found 3-D and 2-D tensors respectively",
+               mha, query, key, T.randn(3, 3), need_weights=False)
+        raises(AssertionError, "expected `key_padding_mask` to be `None` or 2-D but found 1-D tensor instead",
+               mha, query, key, value, key_padding_mask=T.tensor([False, True, True]), need_weights=False)
+        raises(AssertionError, "expected `attn_mask` to be `None`, 2-D or 3-D but found 1-D tensor instead",
+               mha, query, key, value, attn_mask=T.tensor([False, True, True]), need_weights=False)
+        query, key, value = T.randn(4, 4), T.randn(4, 4), T.randn(4, 4)
+        raises(AssertionError, "expected `key` and `value` to be 2-D but found 3-D and 2-D tensors respectively",
+               mha, query, T.randn(4, 4, 4), value)
+        raises(AssertionError, "expected `key_padding_mask` to be `None` or 1-D but found 2-D tensor instead",
+               mha, query, key, value, key_padding_mask=T.tensor([[False, False, True, True] * 2]))
+        raises(AssertionError, r"Expected `attn_mask` shape to be \(4, 4, 4\)", mha, query, key, value,
+               attn_mask=T.zeros(5, 4, 4, dtype=T.bool))
+
+
+@xfail_ours("PyTorch's F.linear promotes a bias of another dtype when the input is a non-contiguous 3-D tensor "
+            "(it takes matmul + add there, addmm elsewhere); a batch-first module transposes its query to one. "
+            "chainrule's linear refuses every mismatched bias")
+def test_multihead_attn_fast_path_query_and_bias_have_different_dtypes(T, nn):
+    mha = nn.MultiheadAttention(4, 4, batch_first=True, dtype=T.float64).eval()
+    mha.in_proj_bias = nn.Parameter(mha.in_proj_bias.to(T.half))
+    query = T.randn(4, 4, 4, dtype=T.float64)
+    with T.no_grad():
+        out, weights = mha(query, query, query)
+    assert out.dtype == T.float64 and tuple(out.shape) == (4, 4, 4)
+    close(weights.sum(-1), np.ones((4, 4)), rtol=1e-6)
+
+
+def test_multihead_attn_fast_path_small_test(T, nn):
+    T.manual_seed(13)
+    mha = nn.MultiheadAttention(4, 4, batch_first=True, dtype=T.float64).eval()
+    query = T.randn(4, 4, 4, dtype=T.float64)
+    with T.no_grad():
+        out, weights = mha(query, query, query)
+        slow, slow_weights = mha.train()(query, query, query)
+    close(out, values(slow), rtol=1e-12, atol=1e-12)
+    close(weights, values(slow_weights), rtol=1e-12, atol=1e-12)
