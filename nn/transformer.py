@@ -87,7 +87,10 @@ _get_clones = _clones  # PyTorch's private name, which DETR-style layers import
 
 def generate_square_subsequent_mask(sz, device=None, dtype=None):
     """The (sz, sz) float mask with -inf above the diagonal and 0 elsewhere: position i sees positions ≤ i."""
-    return autograd.full((sz, sz), float("-inf"), dtype=dtype).triu(diagonal=1)
+    return autograd.full((sz, sz), float("-inf"), dtype=dtype, device=device).triu(diagonal=1)
+
+
+_generate_square_subsequent_mask = generate_square_subsequent_mask  # (PyTorch's private name, which programs import)
 
 
 def _detect_is_causal_mask(mask, is_causal, size):
@@ -104,6 +107,9 @@ def _seq_len(src, batch_first):
     if src.ndim == 2:
         return src.shape[0]
     return src.shape[1 if batch_first else 0]
+
+
+_get_seq_len = _seq_len  # (PyTorch's private name)
 
 
 def _canonical_masks(x, mask, key_padding_mask, mask_name):

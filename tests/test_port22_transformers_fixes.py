@@ -264,3 +264,15 @@ def test_sdpa_grouped_query_heads_must_divide():
     np.testing.assert_allclose(F.scaled_dot_product_attention(q, k, v, enable_gqa=True).numpy(),
                                F.scaled_dot_product_attention(q, k.repeat_interleave(2, 1), v.expand(1, 4, 5, 4))
                                .numpy(), rtol=1e-6)
+
+
+def test_square_subsequent_mask_on_its_device_and_under_pytorch_s_private_names():
+    from nn.modules import transformer
+
+    mask = nn.Transformer.generate_square_subsequent_mask(3, device="meta")
+    assert mask.device.type == "meta" and tuple(mask.shape) == (3, 3)
+    np.testing.assert_array_equal(transformer._generate_square_subsequent_mask(2, dtype=autograd.float64).numpy(),
+                                  [[0.0, -np.inf], [0.0, 0.0]])
+    assert transformer._get_seq_len(autograd.zeros(2, 5, 4), True) == 5
+    assert transformer._get_seq_len(autograd.zeros(2, 5, 4), False) == 2
+    assert transformer._get_seq_len(autograd.zeros(7, 4), True) == 7
