@@ -846,3 +846,40 @@ def test_multihead_attn_fast_path_small_test(T, nn):
         slow, slow_weights = mha.train()(query, query, query)
     close(out, values(slow), rtol=1e-12, atol=1e-12)
     close(weights, values(slow_weights), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("d_model", [12, 16])
+@pytest.mark.parametrize("enable_nested_tensor", [True, False])
+def test_transformerencoder_fastpath(T, nn, enable_nested_tensor, d_model):
+    """Inference without gradients (PyTorch's fast path, nested or not) equals the path with gradients, except at
+    padded positions (PyTorch guarantees nothing there; they are set to 0 on both sides, as its test does)."""
+    T.manual_seed(1234)
+    model = nn.TransformerEncoder(nn.TransformerEncoderLayer(d_model, 4, d_model, batch_first=True), num_layers=2,
+                                  enable_nested_tensor=enable_nested_tensor).eval()
+    pairs = [((3, 2), [[0, 1], [0, 1], [1, 1]]),
+             ((2, 20), [[0] * 18 + [1] * 2, [0] * 10 + [1] * 10]),
+             ((2, 24), [[0] * 20 + [1] * 4, [0] * 24]),
+             ((1, 26), [[0] * 24 + [1] * 2]),
+             ((4, 30), [[0] * 24 + [1] * 6, [0] * 25 + [1] * 5, [0] * 29 + [1], [0] * 30])]
+    for (batch, length), mask in pairs:
+        x = T.rand(batch, length, d_model)
+        padding = T.tensor(mask, dtype=T.bool)
+        with T.no_grad():
+            fast = model(x, src_key_padding_mask=padding)
+        slow = model(x, src_key_padding_mask=padding)
+        assert tuple(fast.shape) == (batch, length, d_model)
+        close(fast.masked_fill(padding.unsqueeze(-1), 0), values(slow.masked_fill(padding.unsqueeze(-1), 0)),
+              rtol=1.3e-6, atol=1e-5)
+        if enable_nested_tensor:            # (the nested path pads with zeros itself)
+            same(values(fast)[np.asarray(mask, bool)], np.zeros((int(np.sum(mask)), d_model)))
+
+
+def test_kpm_mask_trailing_column_with_nested_tensor(T, nn):
+    encoder = nn.TransformerEncoder(nn.TransformerEncoderLayer(16, 4, 32, activation="gelu", batch_first=False),
+                                    num_layers=3, enable_nested_tensor=True)
+    x = T.randn(10, 6, 16)
+    mask = T.ones(6, 10)
+    mask[0, :] = 0                   # the first sequence unpadded, every other padded whole
+    out = encoder(src=x, src_key_padding_mask=mask.bool())
+    assert out.shape[1] == 6
+    assert np.isfinite(values(out)[:, 0]).all()
