@@ -36,8 +36,9 @@ def _shape(sizes, size=None):
             raise TypeError(f"the shape was given both positionally {sizes} and as size={size}")
         sizes = (size,)
     shape = sizes_argument(sizes)
-    if any(n < 0 for n in shape):
-        raise RuntimeError(f"Trying to create tensor with negative dimension: {list(shape)}")
+    negative = [n for n in shape if n < 0]
+    if negative:
+        raise RuntimeError(f"Trying to create tensor with negative dimension {negative[0]}: {list(shape)}")
     return shape
 
 

@@ -9,7 +9,7 @@ from autograd.graph import program_stacklevel
 from . import functional as F
 from . import init
 from .activation import GELU, ReLU
-from .attention import MultiheadAttention, _canonical_mask
+from .attention import MultiheadAttention, _canonical_mask, _wants_no_gradient
 from .container import ModuleList
 from .dropout import Dropout
 from .linear import Linear
@@ -42,12 +42,13 @@ def _relu_or_gelu(activation):
     return 0
 
 
-def _why_not_nested(layer):
-    """PyTorch runs an encoder in inference over "nested" (unpadded) sequences only for layers like these."""
+def _why_not_nested(layer, nested=True):
+    """PyTorch runs an encoder in inference over "nested" (unpadded) sequences only for layers like these; its
+    fused layer kernel (``nested`` False) takes norm_first layers too."""
     name = "encoder_layer"
     if not isinstance(layer, TransformerEncoderLayer):
         return f"{name} was not TransformerEncoderLayer"
-    if layer.norm_first:
+    if layer.norm_first and nested:
         return f"{name}.norm_first was True"
     if not layer.self_attn.batch_first:
         return (f"{name}.self_attn.batch_first was not True"
@@ -70,6 +71,12 @@ def _left_aligned(padding):
     return bool((padding.int().diff(dim=-1) >= 0).all()) if padding.shape[-1] > 1 else True
 
 
+def _as_left_aligned(padding):
+    """The (N, S) padding (True = padded) that keeps each sequence's first n tokens, n its count of unpadded
+    ones: how PyTorch's nested-tensor path reads a padding mask it does not check (``mask_check`` off)."""
+    return autograd.arange(padding.shape[-1]) >= (~padding).sum(-1, keepdim=True)
+
+
 def _clones(module, n):
     """n independent deep copies of a layer (so each has its own parameters), as PyTorch."""
     return ModuleList([copy.deepcopy(module) for _ in range(n)])
@@ -80,7 +87,10 @@ _get_clones = _clones  # PyTorch's private name, which DETR-style layers import
 
 def generate_square_subsequent_mask(sz, device=None, dtype=None):
     """The (sz, sz) float mask with -inf above the diagonal and 0 elsewhere: position i sees positions ≤ i."""
-    return autograd.full((sz, sz), float("-inf"), dtype=dtype).triu(diagonal=1)
+    return autograd.full((sz, sz), float("-inf"), dtype=dtype, device=device).triu(diagonal=1)
+
+
+_generate_square_subsequent_mask = generate_square_subsequent_mask  # (PyTorch's private name, which programs import)
 
 
 def _detect_is_causal_mask(mask, is_causal, size):
@@ -99,10 +109,15 @@ def _seq_len(src, batch_first):
     return src.shape[1 if batch_first else 0]
 
 
-def _canonical_masks(x, mask, key_padding_mask):
+_get_seq_len = _seq_len  # (PyTorch's private name)
+
+
+def _canonical_masks(x, mask, key_padding_mask, mask_name):
+    """Both masks as float masks of x's dtype (``mask_name``, the attention mask's argument name, in the warning
+    about mismatched mask types: "mask" in the encoder, "src_mask" in its layer)."""
     key_padding_mask = _canonical_mask(key_padding_mask, "src_key_padding_mask",
-                                       None if mask is None else mask.dtype, "mask", x.dtype)
-    return _canonical_mask(mask, "mask", None, "src_key_padding_mask", x.dtype), key_padding_mask
+                                       None if mask is None else mask.dtype, mask_name, x.dtype)
+    return _canonical_mask(mask, mask_name, None, "src_key_padding_mask", x.dtype), key_padding_mask
 
 
 class TransformerEncoderLayer(Module):
@@ -128,20 +143,43 @@ class TransformerEncoderLayer(Module):
             self.to(dtype)
 
     def forward(self, src, src_mask=None, src_key_padding_mask=None, is_causal=False):
-        src_mask, src_key_padding_mask = _canonical_masks(src, src_mask, src_key_padding_mask)
+        src_mask, src_key_padding_mask = _canonical_masks(src, src_mask, src_key_padding_mask, "src_mask")
+        sa_block = self._fused_sa_block if self._takes_fast_path(src) else self._sa_block
         x = src
         if self.norm_first:
-            x = x + self._sa_block(self.norm1(x), src_mask, src_key_padding_mask, is_causal)
+            x = x + sa_block(self.norm1(x), src_mask, src_key_padding_mask, is_causal)
             x = x + self._ff_block(self.norm2(x))
         else:
-            x = self.norm1(x + self._sa_block(x, src_mask, src_key_padding_mask, is_causal))
+            x = self.norm1(x + sa_block(x, src_mask, src_key_padding_mask, is_causal))
             x = self.norm2(x + self._ff_block(x))
         return x
+
+    def _takes_fast_path(self, src):
+        """Whether PyTorch runs its fused kernel (``torch._transformer_encoder_layer_fwd``): a batched
+        batch-first layer in eval mode with no gradient wanted, no hooks on it or its parts, and
+        ``backends.mha`` not switched off (and the kernel's conditions on the layer, ``_why_not_nested``)."""
+        return (autograd.backends.mha.get_fastpath_enabled() and src.ndim == 3 and not self.training
+                and not _why_not_nested(self, nested=False) and not autograd.is_autocast_enabled()
+                and not any(m._forward_hooks or m._forward_pre_hooks for m in self.modules())
+                and _wants_no_gradient((src, *self._fused_kernel_parameters())))
+
+    def _fused_kernel_parameters(self):
+        attn = self.self_attn
+        return (attn.in_proj_weight, attn.in_proj_bias, attn.out_proj.weight, attn.out_proj.bias, self.norm1.weight,
+                self.norm1.bias, self.norm2.weight, self.norm2.bias, self.linear1.weight, self.linear1.bias,
+                self.linear2.weight, self.linear2.bias)
 
     def _sa_block(self, x, attn_mask, key_padding_mask, is_causal=False):
         x = self.self_attn(x, x, x, attn_mask=attn_mask, key_padding_mask=key_padding_mask, need_weights=False,
                            is_causal=is_causal)[0]
         return self.dropout1(x)
+
+    def _fused_sa_block(self, x, attn_mask, key_padding_mask, is_causal=False):
+        """The fused kernel's attention: the mask as given (the is_causal hint ignored) through an ordinary
+        softmax, as the weights path computes it, so a query whose every key is masked gives NaN (the SDPA path
+        gives it zero weights); eval mode, so no dropout. The kernel reads the masks in x's dtype."""
+        attn_mask, key_padding_mask = (None if m is None else m.to(x.dtype) for m in (attn_mask, key_padding_mask))
+        return self.self_attn(x, x, x, attn_mask=attn_mask, key_padding_mask=key_padding_mask, need_weights=True)[0]
 
     def _ff_block(self, x):
         return self.dropout2(self.linear2(self.dropout(self.activation(self.linear1(x)))))
@@ -204,7 +242,8 @@ class TransformerEncoder(Module):
 
     As PyTorch, in inference (eval mode, no gradient wanted) with a right-padded ``src_key_padding_mask``
     and no ``mask``, the padded positions come out as zeros before ``norm`` (PyTorch computes only the
-    unpadded tokens there, as nested tensors, and pads the result with 0).
+    unpadded tokens there, as nested tensors, and pads the result with 0; a mask it is told not to check,
+    ``mask_check=False``, it reads as left-aligned).
     """
 
     def __init__(self, encoder_layer, num_layers, norm=None, enable_nested_tensor=True, mask_check=True):
@@ -220,29 +259,32 @@ class TransformerEncoder(Module):
                           UserWarning, stacklevel=program_stacklevel())
             self.use_nested_tensor = False
 
-    def _pads_with_zeros(self, src, mask, src_key_padding_mask):
-        """Whether PyTorch would take its nested-tensor path (whose padded outputs are 0)."""
-        if not self.use_nested_tensor or src_key_padding_mask is None or mask is not None or src.ndim != 3:
+    def _takes_nested_path(self, src, mask, src_key_padding_mask):
+        """Whether PyTorch would run the layers over nested (unpadded) sequences: in inference, with a padding
+        mask and no attention mask, left-aligned unless ``mask_check`` is off."""
+        if (not self.use_nested_tensor or src_key_padding_mask is None or mask is not None or src.ndim != 3
+                or not autograd.backends.mha.get_fastpath_enabled() or autograd.is_autocast_enabled()):
             return False
         first = self.layers[0]
         if first.training or (self.mask_check and not _left_aligned(src_key_padding_mask != 0)):
             return False
-        attn = first.self_attn
-        tensors = (src, attn.in_proj_weight, attn.in_proj_bias, attn.out_proj.weight, attn.out_proj.bias,
-                   first.norm1.weight, first.norm1.bias, first.norm2.weight, first.norm2.bias,
-                   first.linear1.weight, first.linear1.bias, first.linear2.weight, first.linear2.bias)
-        return not (autograd.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors))
+        return _wants_no_gradient((src, *first._fused_kernel_parameters()))
 
     def forward(self, src, mask=None, src_key_padding_mask=None, is_causal=None):
-        mask, src_key_padding_mask = _canonical_masks(src, mask, src_key_padding_mask)
+        mask, src_key_padding_mask = _canonical_masks(src, mask, src_key_padding_mask, "mask")
         first = self.layers[0] if len(self.layers) else None
         batch_first = first.self_attn.batch_first if first is not None else False
         is_causal = _detect_is_causal_mask(mask, is_causal, _seq_len(src, batch_first))
+        padded = None
+        if self._takes_nested_path(src, mask, src_key_padding_mask):
+            # PyTorch runs the layers over each sequence's unpadded tokens alone and pads the results with 0
+            padded = _as_left_aligned(src_key_padding_mask != 0)
+            src_key_padding_mask = autograd.zeros(padded.shape, dtype=src.dtype).masked_fill(padded, float("-inf"))
         output = src
         for mod in self.layers:
             output = mod(output, src_mask=mask, is_causal=is_causal, src_key_padding_mask=src_key_padding_mask)
-        if self._pads_with_zeros(src, mask, src_key_padding_mask):
-            output = output.masked_fill((src_key_padding_mask != 0).unsqueeze(-1), 0.0)
+        if padded is not None:
+            output = output.masked_fill(padded.unsqueeze(-1), 0.0)
         if self.norm is not None:
             output = self.norm(output)
         return output

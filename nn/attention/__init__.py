@@ -61,27 +61,37 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     if isinstance(attn_mask, CausalBias):  # (PyTorch routes it through CausalBias.__torch_function__)
         return CausalBias._dispatch(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa)
     check_a_kernel_runs()
-    if is_causal and attn_mask is not None and not flash_attention_takes(query, key, value, attn_mask, dropout_p):
-        # (the math kernel refuses both; PyTorch's CPU flash kernel, where it runs, keeps what both allow)
-        raise RuntimeError("_scaled_dot_product_attention: Explicit attn_mask should not be set when is_causal=True")
     if key.dtype != query.dtype or value.dtype != query.dtype:
         raise RuntimeError(f"Expected query, key, and value to have the same dtype, but got query.dtype: "
                            f"{c_name(query.dtype)} key.dtype: {c_name(key.dtype)} and value.dtype: "
                            f"{c_name(value.dtype)} instead.")
+    if min(query.ndim, key.ndim, value.ndim) < 2:
+        raise RuntimeError(f"Expected query, key, and value to all be  at least 2 dimensional, but got query.dim: "
+                           f"{query.ndim} key.dim: {key.ndim} and value.dim: {value.ndim} instead.")
     if attn_mask is not None and attn_mask.dtype not in (autograd.bool, autograd.float32, query.dtype):
         # (an integer 0/1 mask would be added to the scores, not select them)
         raise RuntimeError(f"Expected attn_mask dtype to be bool or float or to match query dtype, but got "
                            f"attn_mask.dtype: {c_name(attn_mask.dtype)} and  query.dtype: {c_name(query.dtype)} "
                            "instead.")
+    if is_causal and attn_mask is not None and not flash_attention_takes(query, key, value, attn_mask, dropout_p):
+        # (the math kernel refuses both; PyTorch's CPU flash kernel, where it runs, keeps what both allow)
+        raise RuntimeError("_scaled_dot_product_attention: Explicit attn_mask should not be set when is_causal=True")
     if query.dtype == autograd.float16:
         # PyTorch's math kernel computes float16 attention in float32 and rounds the output once
         if attn_mask is not None and attn_mask.dtype == autograd.float16:
             attn_mask = attn_mask.float()
         return scaled_dot_product_attention(query.float(), key.float(), value.float(), attn_mask, dropout_p,
                                             is_causal, scale, enable_gqa).half()
-    L, S = query.shape[-2], key.shape[-2]
-    scale_factor = 1 / math.sqrt(query.shape[-1]) if scale is None else scale
+    if dropout_p > 1:  # (a negative probability drops nothing, as PyTorch's)
+        raise RuntimeError(f"dropout probability has to be between 0 and 1, but got {dropout_p}")
+    L, S, E = query.shape[-2], key.shape[-2], query.shape[-1]
+    # (no features: every score is an empty sum, 0; PyTorch scales query and key by √scale before their
+    # product, so the infinite 1/√0 never meets it)
+    scale_factor = (1 / math.sqrt(E) if E else 1.0) if scale is None else scale
     if enable_gqa:
+        heads = query.shape[-3]
+        if heads % key.shape[-3] or heads % value.shape[-3]:
+            raise RuntimeError("Number of heads in key and value must divide the number of heads in ")  # (sic)
         key = key.repeat_interleave(query.shape[-3] // key.shape[-3], -3)
         value = value.repeat_interleave(query.shape[-3] // value.shape[-3], -3)
     scores = query.matmul(key.transpose(-2, -1)) * scale_factor
@@ -122,6 +132,12 @@ def _none_or_dtype(input):
     if isinstance(input, autograd.Tensor):
         return input.dtype
     raise RuntimeError("input to _none_or_dtype() must be None or torch.Tensor")
+
+
+def _wants_no_gradient(tensors):
+    """True when no gradient can flow to any of ``tensors`` (grad mode off, or none of them requires grad): the
+    condition of PyTorch's fused inference paths."""
+    return not (autograd.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors))
 
 
 def _pad_last(mask):
@@ -345,17 +361,35 @@ class MultiheadAttention(Module):
         """Inputs (L, N, E) (or (N, L, E) with batch_first, or unbatched (L, E)); returns the output in the
         same layout and, where need_weights, the attention weights (N, L, S) averaged over heads (or
         (N, H, L, S)); ``key_padding_mask`` (N, S) and bool ``attn_mask`` are True where attention is barred."""
+        # PyTorch's fused inference kernel computes attention with an ordinary softmax, as the weights path
+        # does: a query whose every key is masked gets NaN there, where the SDPA path gives it zero weights.
+        # It takes the mask as given and ignores the is_causal hint.
+        fused = self._takes_fast_path(query, key, value, attn_mask, key_padding_mask)
         batch_first = self.batch_first and query.ndim == 3
         if batch_first:
             query, key, value = query.transpose(1, 0), key.transpose(1, 0), value.transpose(1, 0)
         out, weights = multi_head_attention_forward(
             query, key, value, self.embed_dim, self.num_heads, self.in_proj_weight, self.in_proj_bias, self.bias_k,
             self.bias_v, self.add_zero_attn, self.dropout, self.out_proj.weight, self.out_proj.bias,
-            training=self.training, key_padding_mask=key_padding_mask, need_weights=need_weights,
+            training=self.training, key_padding_mask=key_padding_mask, need_weights=need_weights or fused,
             attn_mask=attn_mask, use_separate_proj_weight=not self._qkv_same_embed_dim,
             q_proj_weight=self.q_proj_weight, k_proj_weight=self.k_proj_weight, v_proj_weight=self.v_proj_weight,
-            average_attn_weights=average_attn_weights, is_causal=is_causal)
-        return (out.transpose(1, 0) if batch_first else out), weights
+            average_attn_weights=average_attn_weights, is_causal=is_causal and not fused)
+        return (out.transpose(1, 0) if batch_first else out), (weights if need_weights else None)
+
+    def _takes_fast_path(self, query, key, value, attn_mask, key_padding_mask):
+        """Whether PyTorch runs its fused kernel (``torch._native_multi_head_attention``): batch-first
+        self-attention (query, key and value one tensor) in eval mode with no gradient wanted, boolean masks or
+        none, an even number of heads, packed projections with biases of the query's dtype, no bias_k or zero
+        attention, and ``backends.mha`` not switched off."""
+        if any(mask is not None and mask.is_floating_point() for mask in (attn_mask, key_padding_mask)):
+            return False
+        projections = (self.in_proj_weight, self.in_proj_bias)
+        return (autograd.backends.mha.get_fastpath_enabled() and query.ndim == 3 and query is key is value
+                and all(p is not None and p.dtype == query.dtype for p in projections)
+                and not self.training and self.num_heads % 2 == 0 and self.batch_first and self.bias_k is None
+                and not self.add_zero_attn and self._qkv_same_embed_dim and not autograd.is_autocast_enabled()
+                and _wants_no_gradient((query, *projections, self.out_proj.weight, self.out_proj.bias)))
 
     def merge_masks(self, attn_mask, key_padding_mask, query):
         """(merged mask, mask type), as PyTorch's: the key padding mask (N, S) alone is type 1; an attention
