@@ -29,6 +29,7 @@ import numpy
 from ..backend import ufunc_at, xp
 from ..primitive import Primitive
 from ..tensor import Tensor
+from .conversion import type_name
 from .losses import _named
 from .names import names
 
@@ -183,6 +184,8 @@ def _lengths(name, values, batch):
         raise RuntimeError(f"ctc_loss: {name} must be integers, got {array.dtype}")
     if len(array) != batch:
         raise RuntimeError(f"ctc_loss: {name} must have size {batch} (the batch), got {len(array)}")
+    if (array < 0).any():
+        raise RuntimeError(f"Expected {name} to have value at least 0, but got value {int(array.min())}")
     return array.astype(xp.int64)
 
 
@@ -197,14 +200,19 @@ def ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reducti
         log_probs = log_probs.unsqueeze(1)
     if log_probs.ndim != 3:
         raise RuntimeError(f"ctc_loss: log_probs must be (T, N, C) or (T, C), got shape {tuple(log_probs.shape)}")
+    if log_probs.dtype not in (xp.float32, xp.float64):  # PyTorch's kernels have these two loops only
+        raise NotImplementedError(f"\"ctc_loss_cpu\" not implemented for '{type_name(log_probs.dtype)}'")
     frames, batch, classes = log_probs.shape
     if not 0 <= blank < classes:
         raise RuntimeError("blank must be in label range")
     input_lengths = _lengths("input_lengths", input_lengths, batch)
     target_lengths = _lengths("target_lengths", target_lengths, batch)
-    if (input_lengths > frames).any() or (input_lengths < 0).any():
+    if (input_lengths > frames).any():
         raise RuntimeError(f"ctc_loss: input_lengths must lie in [0, {frames}], got {input_lengths.tolist()}")
     labels = targets._data if isinstance(targets, Tensor) else xp.asarray(targets)
+    if labels.ndim not in (1, 2):
+        raise RuntimeError(f"Expected 1 to 2 dimensions, but got {labels.ndim}-dimensional tensor for argument #2 "
+                           "'targets'")
     if labels.ndim == 1:  # concatenated (an unbatched sample's target too): exactly the targets' labels
         if labels.shape[0] != target_lengths.sum():
             raise RuntimeError(f"ctc_loss: expected targets to have size {int(target_lengths.sum())} at dimension 0 "
