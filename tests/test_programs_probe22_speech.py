@@ -168,7 +168,7 @@ def test_ctc_loss_with_a_class_masked_to_minus_infinity():
 def rnnt_training_program(m):
     torch, nn, F = m.torch, m.nn, m.F
     torch.manual_seed(0)
-    B, T, U, V, H = 2, 6, 3, 5, 8
+    B, T, U, V, H = 2, 5, 3, 5, 6
     blank = 0
 
     class Joint(nn.Module):
@@ -217,7 +217,7 @@ def rnnt_training_program(m):
     opt = torch.optim.Adam(params, lr=1e-2)
     x = torch.randn(B, T, 4)
     y = torch.randint(1, V, (B, U))
-    f_len = torch.tensor([6, 4], dtype=torch.int32)
+    f_len = torch.tensor([5, 3], dtype=torch.int32)
     y_len = torch.tensor([3, 2], dtype=torch.int32)
     out = {}
     for step in range(3):
@@ -236,7 +236,7 @@ def rnnt_training_program(m):
 def test_rnnt_loss_by_hand_trains_a_transducer():
     ours, _ = run_both(rnnt_training_program, rtol=1e-4, atol=1e-5)
     lp, y = ours["log_probs"].astype(np.float64), ours["y"]
-    for b, (frames, labels) in enumerate([(6, 3), (4, 2)]):  # the lattice again, in NumPy
+    for b, (frames, labels) in enumerate([(5, 3), (3, 2)]):  # the lattice again, in NumPy
         alpha = np.full((frames, labels + 1), -np.inf)
         for t in range(frames):
             for u in range(labels + 1):
@@ -779,3 +779,405 @@ def test_log_mel_by_hand_with_deltas():
     by_hand = sum(k * padded[..., 2 + k:padded.shape[-1] - 2 + k] for k in (-2, -1, 1, 2)) / 10
     np.testing.assert_allclose(ours["deltas"], by_hand, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(ours["deltas_same"][..., 2:-2], by_hand[..., 2:-2], rtol=1e-9, atol=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------
+# Conformer (Gulati et al. 2020) with ESPnet's relative positional encoding and rel_shift
+# ----------------------------------------------------------------------------------------------
+
+
+def conformer_program(m):
+    torch, nn, F = m.torch, m.nn, m.F
+    torch.manual_seed(0)
+    d, heads, T, B = 8, 2, 6, 2
+
+    class RelPositionalEncoding(nn.Module):
+        def __init__(self, d_model, max_len=50):
+            super().__init__()
+            self.d_model, self.xscale = d_model, math.sqrt(d_model)
+            self.extend_pe(torch.tensor(0.0).expand(1, max_len))
+
+        def extend_pe(self, x):
+            pe_positive = torch.zeros(x.size(1), self.d_model)
+            pe_negative = torch.zeros(x.size(1), self.d_model)
+            position = torch.arange(0, x.size(1), dtype=torch.float32).unsqueeze(1)
+            div_term = torch.exp(torch.arange(0, self.d_model, 2, dtype=torch.float32)
+                                 * -(math.log(10000.0) / self.d_model))
+            pe_positive[:, 0::2] = torch.sin(position * div_term)
+            pe_positive[:, 1::2] = torch.cos(position * div_term)
+            pe_negative[:, 0::2] = torch.sin(-1 * position * div_term)
+            pe_negative[:, 1::2] = torch.cos(-1 * position * div_term)
+            pe_positive = torch.flip(pe_positive, [0]).unsqueeze(0)
+            self.pe = torch.cat([pe_positive, pe_negative[1:].unsqueeze(0)], dim=1).to(device=x.device, dtype=x.dtype)
+
+        def forward(self, x):
+            return x * self.xscale, self.pe[:, self.pe.size(1) // 2 - x.size(1) + 1: self.pe.size(1) // 2 + x.size(1)]
+
+    class RelPositionMultiHeadedAttention(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.d_k = d // heads
+            self.linear_q, self.linear_k, self.linear_v = nn.Linear(d, d), nn.Linear(d, d), nn.Linear(d, d)
+            self.linear_out = nn.Linear(d, d)
+            self.linear_pos = nn.Linear(d, d, bias=False)
+            self.pos_bias_u = nn.Parameter(torch.Tensor(heads, self.d_k))
+            self.pos_bias_v = nn.Parameter(torch.Tensor(heads, self.d_k))
+            torch.nn.init.xavier_uniform_(self.pos_bias_u)
+            torch.nn.init.xavier_uniform_(self.pos_bias_v)
+
+        def rel_shift(self, x):
+            zero_pad = torch.zeros((*x.size()[:3], 1), device=x.device, dtype=x.dtype)
+            x_padded = torch.cat([zero_pad, x], dim=-1).view(*x.size()[:2], x.size(3) + 1, x.size(2))
+            return x_padded[:, :, 1:].view_as(x)[:, :, :, : x.size(-1) // 2 + 1]
+
+        def forward(self, x, pos_emb, mask):
+            n = x.size(0)
+            q = self.linear_q(x).view(n, -1, heads, self.d_k)
+            k = self.linear_k(x).view(n, -1, heads, self.d_k).transpose(1, 2)
+            v = self.linear_v(x).view(n, -1, heads, self.d_k).transpose(1, 2)
+            p = self.linear_pos(pos_emb).view(pos_emb.size(0), -1, heads, self.d_k).transpose(1, 2)
+            matrix_ac = torch.matmul((q + self.pos_bias_u).transpose(1, 2), k.transpose(-2, -1))
+            matrix_bd_unshifted = torch.matmul((q + self.pos_bias_v).transpose(1, 2), p.transpose(-2, -1))
+            matrix_bd = self.rel_shift(matrix_bd_unshifted)
+            scores = (matrix_ac + matrix_bd) / math.sqrt(self.d_k)
+            mask = mask.unsqueeze(1).eq(0)
+            scores = scores.masked_fill(mask, torch.finfo(scores.dtype).min)
+            attn = torch.softmax(scores, dim=-1).masked_fill(mask, 0.0)
+            self.shifted, self.unshifted = matrix_bd, matrix_bd_unshifted
+            return self.linear_out(torch.matmul(attn, v).transpose(1, 2).contiguous().view(n, -1, heads * self.d_k))
+
+    class ConvolutionModule(nn.Module):
+        def __init__(self, kernel=3):
+            super().__init__()
+            self.pointwise_conv1 = nn.Conv1d(d, 2 * d, 1)
+            self.depthwise_conv = nn.Conv1d(d, d, kernel, padding=(kernel - 1) // 2, groups=d)
+            self.norm = nn.BatchNorm1d(d)
+            self.pointwise_conv2 = nn.Conv1d(d, d, 1)
+
+        def forward(self, x, mask_pad):
+            x = x.transpose(1, 2).masked_fill(~mask_pad, 0.0)
+            x = self.depthwise_conv(F.glu(self.pointwise_conv1(x), dim=1))
+            x = self.pointwise_conv2(F.silu(self.norm(x)))
+            return x.masked_fill(~mask_pad, 0.0).transpose(1, 2)
+
+    positions, attention, conv = RelPositionalEncoding(d), RelPositionMultiHeadedAttention(), ConvolutionModule()
+    feed_forward = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, 16), nn.SiLU(), nn.Dropout(0.0), nn.Linear(16, d))
+    norm = nn.LayerNorm(d)
+    params = [*attention.parameters(), *conv.parameters(), *feed_forward.parameters(), *norm.parameters()]
+    # (ESPnet's eps is 1e-9: the keys' bias, the bias before BatchNorm and the slowest positions' weights have gradients
+    # of 0 up to float32 rounding, which so small an eps turns into full steps that differ between the two libraries)
+    opt = torch.optim.AdamW(params, lr=1e-3, betas=(0.9, 0.98), eps=1e-6, weight_decay=1e-2)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) ** -0.5, (s + 1) * 10 ** -1.5))
+    x0 = torch.randn(B, T, d)
+    mask = (torch.arange(T)[None, :] < torch.tensor([6, 4])[:, None]).unsqueeze(1)  # B, 1, T
+    out = {}
+    for step in range(3):
+        x, pos_emb = positions(x0)
+        x = x + 0.5 * feed_forward(x)
+        x = x + attention(norm(x), pos_emb, mask)
+        x = x + conv(x, mask)
+        loss = (x ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        out[f"loss{step}"] = loss
+    out.update(pos_emb=pos_emb, x=x, bias_u=attention.pos_bias_u, lr=sched.get_last_lr()[0],
+               shifted=attention.shifted, unshifted=attention.unshifted, running_var=conv.norm.running_var)
+    return out
+
+
+def test_conformer_block_with_relative_positions():
+    ours, _ = run_both(conformer_program, rtol=1e-4, atol=1e-5)
+    T = 6
+    assert ours["pos_emb"].shape == (1, 2 * T - 1, 8)
+    np.testing.assert_allclose(ours["pos_emb"][0, T - 1, 1::2], 1.0)  # relative position 0: cos 0
+    # rel_shift keeps, for query i and key j, the score of relative position i - j (column T-1 - i + j)
+    i, j = np.meshgrid(np.arange(T), np.arange(T), indexing="ij")
+    np.testing.assert_allclose(ours["shifted"], ours["unshifted"][..., i, T - 1 - i + j], rtol=1e-6)
+    assert ours["lr"] == pytest.approx(1e-3 * min(4 ** -0.5, 4 * 10 ** -1.5))
+
+
+# ----------------------------------------------------------------------------------------------
+# Text to speech: FastSpeech's length regulator, VITS's path, monotonic alignment search and spline,
+# guided attention (DC-TTS), WaveGlow's invertible 1x1 convolution
+# ----------------------------------------------------------------------------------------------
+
+
+def length_regulator_program(m):
+    torch, nn, F = m.torch, m.nn, m.F
+    torch.manual_seed(0)
+    B, L, D = 2, 4, 3
+    x = torch.randn(B, L, D, requires_grad=True)
+    durations = torch.tensor([[1, 2, 0, 3], [2, 2, 1, 0]])
+    expanded = [torch.repeat_interleave(x[i], durations[i], dim=0) for i in range(B)]
+    padded = nn.utils.rnn.pad_sequence(expanded, batch_first=True, padding_value=0.0)
+    left = nn.utils.rnn.pad_sequence(expanded, batch_first=True, padding_value=-1.0, padding_side="left")
+    mel_lengths = torch.LongTensor([e.size(0) for e in expanded])
+
+    def sequence_mask(length, max_length=None):
+        if max_length is None:
+            max_length = length.max()
+        return torch.arange(max_length, dtype=length.dtype, device=length.device).unsqueeze(0) < length.unsqueeze(1)
+
+    T = int(durations.sum(1).max())
+    cumulative = torch.cumsum(durations, -1)
+    path = sequence_mask(cumulative.view(B * L), T).to(x.dtype).view(B, L, T)
+    path = path - F.pad(path, (0, 0, 1, 0, 0, 0))[:, :-1]
+    by_path = torch.matmul(path.transpose(1, 2), x)
+    token_of_frame = torch.searchsorted(cumulative, torch.arange(T).expand(B, T).contiguous(), right=True)
+    ((padded * torch.arange(1.0, D + 1)).sum() + by_path.pow(2).sum() + left.sum()).backward()
+    return {"padded": padded, "left": left, "mel_lengths": mel_lengths, "path": path, "by_path": by_path,
+            "grad": x.grad, "token_of_frame": token_of_frame, "log_durations": torch.log(durations.float() + 1),
+            "x": x}
+
+
+def test_fastspeech_length_regulator_and_vits_path():
+    ours, _ = run_both(length_regulator_program)
+    x, durations = ours["x"], np.array([[1, 2, 0, 3], [2, 2, 1, 0]])
+    for b in range(2):
+        expanded = np.repeat(x[b], durations[b], axis=0)
+        np.testing.assert_array_equal(ours["padded"][b, :len(expanded)], expanded)
+        np.testing.assert_array_equal(ours["by_path"][b, :len(expanded)], expanded)
+        np.testing.assert_array_equal(ours["left"][b, 6 - len(expanded):], expanded)
+        np.testing.assert_array_equal(ours["token_of_frame"][b, :len(expanded)], np.repeat(np.arange(4), durations[b]))
+    np.testing.assert_array_equal(ours["mel_lengths"], [6, 5])
+    np.testing.assert_array_equal(ours["path"].sum(1), [[1] * 6, [1] * 5 + [0]])
+
+
+def vits_alignment_program(m):
+    torch = m.torch
+    torch.manual_seed(0)
+    B, C, T, Tx = 2, 3, 7, 4
+    m_p = torch.randn(B, C, Tx, requires_grad=True)
+    logs_p = (torch.randn(B, C, Tx) * 0.1).requires_grad_()
+    z_p = torch.randn(B, C, T)
+    x_mask = (torch.arange(Tx)[None] < torch.tensor([4, 3])[:, None]).unsqueeze(1).float()
+    y_mask = (torch.arange(T)[None] < torch.tensor([7, 5])[:, None]).unsqueeze(1).float()
+    with torch.no_grad():
+        s_p_sq_r = torch.exp(-2 * logs_p)
+        neg_cent = (torch.sum(-0.5 * math.log(2 * math.pi) - logs_p, [1], keepdim=True)
+                    + torch.matmul(-0.5 * (z_p ** 2).transpose(1, 2), s_p_sq_r)
+                    + torch.matmul(z_p.transpose(1, 2), (m_p * s_p_sq_r))
+                    + torch.sum(-0.5 * (m_p ** 2) * s_p_sq_r, [1], keepdim=True))
+        attn_mask = torch.unsqueeze(x_mask, 2) * torch.unsqueeze(y_mask, -1)
+        # monotonic alignment search in NumPy, as the reference's Cython
+        value = (neg_cent * attn_mask.squeeze(1)).cpu().numpy().astype(np.float32)
+        path = np.zeros_like(value, dtype=np.int32)
+        t_ys = attn_mask.squeeze(1).sum(1)[:, 0].data.cpu().numpy().astype(np.int32)
+        t_xs = attn_mask.squeeze(1).sum(2)[:, 0].data.cpu().numpy().astype(np.int32)
+        for b in range(B):
+            v, t_y, t_x = value[b], t_ys[b], t_xs[b]
+            for y in range(t_y):
+                for x in range(max(0, t_x + y - t_y), min(t_x, y + 1)):
+                    v_cur = -1e9 if x == y else v[y - 1, x]
+                    v_prev = (0.0 if y == 0 else -1e9) if x == 0 else v[y - 1, x - 1]
+                    v[y, x] += max(v_prev, v_cur)
+            index = t_x - 1
+            for y in range(t_y - 1, -1, -1):
+                path[b, y, index] = 1
+                if index != 0 and (index == y or v[y - 1, index] < v[y - 1, index - 1]):
+                    index -= 1
+        attn = torch.from_numpy(path).unsqueeze(1).to(neg_cent.dtype).detach()
+    durations = attn.sum(2)
+    m_p_frames = torch.matmul(attn.squeeze(1), m_p.transpose(1, 2)).transpose(1, 2)
+    logs_p_frames = torch.matmul(attn.squeeze(1), logs_p.transpose(1, 2)).transpose(1, 2)
+    z_q = torch.randn(B, C, T, requires_grad=True)
+    kl = logs_p_frames - torch.zeros(B, C, T) - 0.5
+    kl += 0.5 * ((z_q - m_p_frames) ** 2) * torch.exp(-2.0 * logs_p_frames)
+    kl = torch.sum(kl * y_mask) / torch.sum(y_mask)
+    kl.backward()
+    return {"path": attn, "log_durations": torch.log(durations + 1e-6) * x_mask, "kl": kl, "grad_m": m_p.grad,
+            "grad_logs": logs_p.grad, "grad_z": z_q.grad}
+
+
+def test_vits_monotonic_alignment_search_and_kl():
+    ours, _ = run_both(vits_alignment_program, rtol=1e-5, atol=1e-5)
+    path = ours["path"][:, 0]
+    for b, (frames, tokens) in enumerate([(7, 4), (5, 3)]):
+        assert (path[b, :frames, :tokens].sum(1) == 1).all() and path[b, frames:].sum() == 0
+        chosen = path[b, :frames, :tokens].argmax(1)
+        assert chosen[0] == 0 and chosen[-1] == tokens - 1 and set(np.diff(chosen)) <= {0, 1}  # monotonic
+
+
+def rq_spline_program(m):
+    torch, F = m.torch, m.F
+    min_width = min_height = min_derivative = 1e-3
+
+    def searchsorted(bin_locations, inputs, eps=1e-6):
+        bin_locations[..., -1] += eps
+        return torch.sum(inputs[..., None] >= bin_locations, dim=-1) - 1
+
+    def unconstrained_rational_quadratic_spline(inputs, uw, uh, ud, inverse=False, tail_bound=1.0):
+        inside = (inputs >= -tail_bound) & (inputs <= tail_bound)
+        outside = ~inside
+        outputs, logabsdet = torch.zeros_like(inputs), torch.zeros_like(inputs)
+        ud = F.pad(ud, pad=(1, 1))
+        constant = np.log(np.exp(1 - min_derivative) - 1)
+        ud[..., 0] = constant
+        ud[..., -1] = constant
+        outputs[outside] = inputs[outside]
+        logabsdet[outside] = 0
+        outputs[inside], logabsdet[inside] = rational_quadratic_spline(
+            inputs[inside], uw[inside, :], uh[inside, :], ud[inside, :], inverse, -tail_bound, tail_bound,
+            -tail_bound, tail_bound)
+        return outputs, logabsdet
+
+    def rational_quadratic_spline(inputs, uw, uh, ud, inverse, left, right, bottom, top):
+        num_bins = uw.shape[-1]
+        widths = min_width + (1 - min_width * num_bins) * F.softmax(uw, dim=-1)
+        cumwidths = F.pad(torch.cumsum(widths, dim=-1), pad=(1, 0), mode="constant", value=0.0)
+        cumwidths = (right - left) * cumwidths + left
+        cumwidths[..., 0] = left
+        cumwidths[..., -1] = right
+        widths = cumwidths[..., 1:] - cumwidths[..., :-1]
+        derivatives = min_derivative + F.softplus(ud)
+        heights = min_height + (1 - min_height * num_bins) * F.softmax(uh, dim=-1)
+        cumheights = F.pad(torch.cumsum(heights, dim=-1), pad=(1, 0), mode="constant", value=0.0)
+        cumheights = (top - bottom) * cumheights + bottom
+        cumheights[..., 0] = bottom
+        cumheights[..., -1] = top
+        heights = cumheights[..., 1:] - cumheights[..., :-1]
+        bin_idx = searchsorted(cumheights if inverse else cumwidths, inputs)[..., None]
+        input_cumwidths = cumwidths.gather(-1, bin_idx)[..., 0]
+        input_bin_widths = widths.gather(-1, bin_idx)[..., 0]
+        input_cumheights = cumheights.gather(-1, bin_idx)[..., 0]
+        delta = heights / widths
+        input_delta = delta.gather(-1, bin_idx)[..., 0]
+        input_derivatives = derivatives.gather(-1, bin_idx)[..., 0]
+        input_derivatives_plus_one = derivatives[..., 1:].gather(-1, bin_idx)[..., 0]
+        input_heights = heights.gather(-1, bin_idx)[..., 0]
+        slope_sum = input_derivatives + input_derivatives_plus_one - 2 * input_delta
+        if inverse:
+            a = (inputs - input_cumheights) * slope_sum + input_heights * (input_delta - input_derivatives)
+            b = input_heights * input_derivatives - (inputs - input_cumheights) * slope_sum
+            c = -input_delta * (inputs - input_cumheights)
+            discriminant = b.pow(2) - 4 * a * c
+            assert (discriminant >= 0).all()
+            theta = (2 * c) / (-b - torch.sqrt(discriminant))
+            outputs = theta * input_bin_widths + input_cumwidths
+        else:
+            theta = (inputs - input_cumwidths) / input_bin_widths
+            theta_one_minus_theta = theta * (1 - theta)
+            numerator = input_heights * (input_delta * theta.pow(2) + input_derivatives * theta_one_minus_theta)
+            outputs = input_cumheights + numerator / (input_delta + slope_sum * theta_one_minus_theta)
+        theta_one_minus_theta = theta * (1 - theta)
+        denominator = input_delta + slope_sum * theta_one_minus_theta
+        derivative_numerator = input_delta.pow(2) * (input_derivatives_plus_one * theta.pow(2)
+                                                     + 2 * input_delta * theta_one_minus_theta
+                                                     + input_derivatives * (1 - theta).pow(2))
+        logabsdet = torch.log(derivative_numerator) - 2 * torch.log(denominator)
+        return outputs, -logabsdet if inverse else logabsdet
+
+    torch.manual_seed(0)
+    K = 4
+    x = (torch.randn(2, 3, 5, dtype=torch.float64) * 1.5).requires_grad_()
+    h = torch.randn(2, 3, 5, 3 * K - 1, dtype=torch.float64, requires_grad=True)
+    uw, uh, ud = h[..., :K] / math.sqrt(8), h[..., K:2 * K] / math.sqrt(8), h[..., 2 * K:]
+    y, logdet = unconstrained_rational_quadratic_spline(x, uw, uh, ud, tail_bound=2.0)
+    x_back, logdet_back = unconstrained_rational_quadratic_spline(y, uw, uh, ud, inverse=True, tail_bound=2.0)
+    (y.sum() + logdet.sum() + x_back.pow(2).sum()).backward()
+    return {"x": x, "y": y, "logdet": logdet, "x_back": x_back, "logdet_back": logdet_back, "grad_x": x.grad,
+            "grad_h": h.grad}
+
+
+def test_vits_rational_quadratic_spline_inverts():
+    ours, _ = run_both(rq_spline_program, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(ours["x_back"], ours["x"], atol=1e-10)
+    np.testing.assert_allclose(ours["logdet"] + ours["logdet_back"], 0, atol=1e-10)
+    outside = np.abs(ours["x"]) > 2
+    assert outside.any() and (ours["y"][outside] == ours["x"][outside]).all()
+    np.testing.assert_allclose(ours["grad_x"][outside], 1 + 2 * ours["x"][outside])  # y and x_back are x there
+
+
+def guided_attention_program(m):
+    torch = m.torch
+    ilens, olens, sigma, B = torch.tensor([5, 3]), torch.tensor([8, 6]), 0.4, 2
+    weights = torch.zeros(B, 8, 5)
+    for i, (ilen, olen) in enumerate(zip(ilens, olens)):
+        grid_x, grid_y = torch.meshgrid(torch.arange(olen, device=olen.device), torch.arange(ilen, device=ilen.device),
+                                        indexing="ij")
+        grid_x, grid_y = grid_x.float(), grid_y.float()
+        weights[i, :olen, :ilen] = 1.0 - torch.exp(-((grid_y / ilen - grid_x / olen) ** 2) / (2 * (sigma ** 2)))
+    att = torch.softmax(torch.randn(B, 8, 5, generator=torch.Generator().manual_seed(1)), -1).requires_grad_()
+    out_masks, in_masks = torch.arange(8)[None] < olens[:, None], torch.arange(5)[None] < ilens[:, None]
+    masks = out_masks.unsqueeze(-1) & in_masks.unsqueeze(-2)
+    loss = (weights * att).masked_select(masks).mean()
+    loss.backward()
+    return {"weights": weights, "loss": loss, "grad": att.grad}
+
+
+def test_guided_attention_loss():
+    ours, _ = run_both(guided_attention_program)
+    gx, gy = np.meshgrid(np.arange(6), np.arange(3), indexing="ij")
+    np.testing.assert_allclose(ours["weights"][1, :6, :3], 1 - np.exp(-((gy / 3 - gx / 6) ** 2) / 0.32), rtol=1e-6)
+    assert (ours["weights"][1, 6:] == 0).all()
+    np.testing.assert_allclose(ours["grad"][0, :8, :5], ours["weights"][0] / (8 * 5 + 6 * 3), rtol=1e-6)
+
+
+def waveglow_program(m):
+    torch, nn, F = m.torch, m.nn, m.F
+    torch.manual_seed(0)
+
+    class Invertible1x1Conv(nn.Module):
+        def __init__(self, c):
+            super().__init__()
+            self.conv = nn.Conv1d(c, c, kernel_size=1, stride=1, padding=0, bias=False)
+            W = torch.linalg.qr(torch.FloatTensor(c, c).normal_())[0]
+            if torch.det(W) < 0:
+                W[:, 0] = -1 * W[:, 0]
+            self.conv.weight.data = W.view(c, c, 1)
+
+        def forward(self, z, reverse=False):
+            batch_size, group_size, n_of_groups = z.size()
+            W = self.conv.weight.squeeze()
+            if reverse:
+                return F.conv1d(z, W.float().inverse()[..., None], bias=None, stride=1, padding=0)
+            return self.conv(z), batch_size * n_of_groups * torch.logdet(W)
+
+    class Coupling(nn.Module):
+        def __init__(self, n_half):
+            super().__init__()
+            self.start = nn.utils.parametrizations.weight_norm(nn.Conv1d(n_half, 8, 1))
+            self.mid = nn.Conv1d(8, 8, 3, padding=1)
+            self.end = nn.Conv1d(8, 2 * n_half, 1)
+            self.end.weight.data.zero_()
+            self.end.bias.data.zero_()
+
+        def forward(self, a):
+            return self.end(torch.tanh(self.mid(self.start(a))))
+
+    n_group = 4
+    invertible, coupling = Invertible1x1Conv(n_group), Coupling(n_group // 2)
+    initial_W = invertible.conv.weight.detach().clone()
+    opt = torch.optim.Adam([*invertible.parameters(), *coupling.parameters()], lr=1e-3)
+    audio = torch.randn(2, 32)
+    out = {}
+    for step in range(3):
+        squeezed = audio.unfold(1, n_group, n_group).permute(0, 2, 1)
+        mixed, log_det_W = invertible(squeezed)
+        n_half = int(mixed.size(1) / 2)
+        audio_0, audio_1 = mixed[:, :n_half, :], mixed[:, n_half:, :]
+        output = coupling(audio_0)
+        log_s, b = output[:, n_half:, :], output[:, :n_half, :]
+        z = torch.cat([audio_0, torch.exp(log_s) * audio_1 + b], 1)
+        loss = (torch.sum(z * z) / 2 - torch.sum(log_s) - log_det_W) / (z.size(0) * z.size(1) * z.size(2))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        out[f"loss{step}"] = loss
+    with torch.no_grad():
+        out["back"] = invertible(invertible(squeezed)[0], reverse=True)
+    sign, logabsdet = torch.linalg.slogdet(invertible.conv.weight.squeeze())
+    out.update(squeezed=squeezed, initial_W=initial_W, W=invertible.conv.weight, sign=sign, logabsdet=logabsdet,
+               g=coupling.start.parametrizations.weight.original0)
+    return out
+
+
+def test_waveglow_invertible_convolution():
+    ours, _ = run_both(waveglow_program, rtol=1e-4, atol=1e-5)
+    W0 = ours["initial_W"][..., 0].astype(np.float64)
+    np.testing.assert_allclose(W0 @ W0.T, np.eye(4), atol=1e-5)
+    assert np.linalg.det(W0) > 0
+    np.testing.assert_allclose(ours["back"], ours["squeezed"], atol=1e-5)
+    assert ours["sign"] == 1.0
