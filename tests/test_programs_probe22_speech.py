@@ -1181,3 +1181,310 @@ def test_waveglow_invertible_convolution():
     assert np.linalg.det(W0) > 0
     np.testing.assert_allclose(ours["back"], ours["squeezed"], atol=1e-5)
     assert ours["sign"] == 1.0
+
+
+# ----------------------------------------------------------------------------------------------
+# ESPnet's and WeNet's masks and target preparation; NeMo's length arithmetic; label smoothing
+# ----------------------------------------------------------------------------------------------
+
+
+def masks_program(m):
+    torch, nn = m.torch, m.nn
+    torch.manual_seed(0)
+    lengths = torch.tensor([13, 9, 4])
+    bs, maxlen = 3, 13
+    seq_range_expand = torch.arange(0, maxlen, dtype=torch.int64).unsqueeze(0).expand(bs, maxlen)
+    pad_mask = seq_range_expand >= seq_range_expand.new(lengths).unsqueeze(-1)  # ESPnet's make_pad_mask
+    x_mask = (~pad_mask).unsqueeze(1)
+    subsampled_mask = x_mask[:, :, :-2:2][:, :, :-2:2]  # Conv2dSubsampling's
+    conv = nn.Sequential(nn.Conv2d(1, 2, 3, 2), nn.ReLU(), nn.Conv2d(2, 2, 3, 2), nn.ReLU())
+    out_linear = nn.Linear(2 * 1, 4)
+    feats = torch.randn(bs, maxlen, 7, requires_grad=True)
+    x = conv(feats.unsqueeze(1))
+    b, c, t, f = x.size()
+    y = out_linear(x.transpose(1, 2).contiguous().view(b, t, c * f)).masked_fill(~subsampled_mask.transpose(1, 2), 0.0)
+    y.sum().backward()
+    nemo_lengths = lengths.clone()
+    for _ in range(2):
+        nemo_lengths = (nemo_lengths + 2 * 0 - 1 * (3 - 1) - 1) // 2 + 1
+
+    def subsequent_chunk_mask(size, chunk_size, num_left_chunks=-1):  # WeNet's
+        ret = torch.zeros(size, size, dtype=torch.bool)
+        for i in range(size):
+            start = 0 if num_left_chunks < 0 else max((i // chunk_size - num_left_chunks) * chunk_size, 0)
+            ret[i, start:min((i // chunk_size + 1) * chunk_size, size)] = True
+        return ret
+
+    chunk_masks = x_mask & subsequent_chunk_mask(13, 3, 1).unsqueeze(0)
+    # add_sos_eos and the label-smoothing loss
+    ys_pad = torch.tensor([[4, 5, 6, -1], [7, 8, -1, -1], [3, 3, 3, 3]])
+    sos = eos = 9
+    ignore_id = -1
+    ys = [y[y != ignore_id] for y in ys_pad]
+    _sos, _eos = ys[0].new([sos]), ys[0].new([eos])
+    ys_in_pad = nn.utils.rnn.pad_sequence([torch.cat([_sos, y], dim=0) for y in ys], batch_first=True,
+                                         padding_value=eos)
+    ys_out_pad = nn.utils.rnn.pad_sequence([torch.cat([y, _eos], dim=0) for y in ys], batch_first=True,
+                                          padding_value=ignore_id)
+    reversed_pad = nn.utils.rnn.pad_sequence([torch.flip(y.int(), [0]) for y in ys], True, float(ignore_id))
+    logits = torch.randn(3, ys_out_pad.size(1), 10, requires_grad=True)
+    size, smoothing = 10, 0.1
+    flat, target = logits.view(-1, size), ys_out_pad.view(-1)
+    true_dist = torch.zeros_like(flat)
+    true_dist.fill_(smoothing / (size - 1))
+    ignore = target == ignore_id
+    total = len(target) - ignore.sum().item()
+    true_dist.scatter_(1, target.masked_fill(ignore, 0).unsqueeze(1), 1.0 - smoothing)
+    kl = nn.KLDivLoss(reduction="none")(torch.log_softmax(flat, dim=1), true_dist)
+    loss = kl.masked_fill(ignore.unsqueeze(1), 0).sum() / total
+    loss.backward()
+    pred = logits.argmax(2)
+    accuracy = float(torch.sum(pred.masked_select(ys_out_pad != -1) == ys_out_pad.masked_select(ys_out_pad != -1))) \
+        / float(torch.sum(ys_out_pad != -1))
+    return {"pad_mask": pad_mask, "subsampled_mask": subsampled_mask, "y": y, "grad": feats.grad,
+            "nemo_lengths": nemo_lengths, "floor": torch.div(lengths - 3, 2, rounding_mode="floor") + 1,
+            "chunk_masks": chunk_masks, "ys_in": ys_in_pad, "ys_out": ys_out_pad, "reversed": reversed_pad,
+            "reversed_dtype": str(reversed_pad.dtype)[-5:], "loss": loss, "logits_grad": logits.grad,
+            "accuracy": accuracy, "new_dtype": str(_sos.dtype)[-5:],
+            "label_smoothed_ce": torch.nn.functional.cross_entropy(flat, target, ignore_index=-1, label_smoothing=0.1)}
+
+
+def test_espnet_and_wenet_masks_and_targets():
+    ours, _ = run_both(masks_program)
+    np.testing.assert_array_equal(ours["pad_mask"].sum(1), [0, 4, 9])
+    np.testing.assert_array_equal(ours["subsampled_mask"][:, 0], [[True, True], [True, True], [True, False]])
+    assert (ours["y"][2, 1] == 0).all() and ours["new_dtype"] == "int64" and ours["reversed_dtype"] == "int32"
+    np.testing.assert_array_equal(ours["nemo_lengths"], [2, 1, 0])
+    np.testing.assert_array_equal(ours["floor"], [6, 4, 1])
+    np.testing.assert_array_equal(ours["ys_in"], [[9, 4, 5, 6, 9], [9, 7, 8, 9, 9], [9, 3, 3, 3, 3]])
+    np.testing.assert_array_equal(ours["ys_out"], [[4, 5, 6, 9, -1], [7, 8, 9, -1, -1], [3, 3, 3, 3, 9]])
+    np.testing.assert_array_equal(ours["reversed"], [[6, 5, 4, -1], [8, 7, -1, -1], [3, 3, 3, 3]])
+    expected_chunk = np.zeros((13, 13), bool)
+    for i in range(13):
+        expected_chunk[i, max((i // 3 - 1) * 3, 0):(i // 3 + 1) * 3] = True
+    np.testing.assert_array_equal(ours["chunk_masks"][1], expected_chunk & (np.arange(13) < 9))
+    np.testing.assert_allclose(ours["logits_grad"][1, 3:], 0, atol=1e-7)  # the ignored positions
+
+
+# ----------------------------------------------------------------------------------------------
+# Small pieces: windows and FFT helpers, ties in topk / sort, LSTMP on packed sequences,
+# an IIR filter by a loop, writes through views, random draws
+# ----------------------------------------------------------------------------------------------
+
+
+def windows_program(m):
+    torch = m.torch
+    out = {}
+    for n in (1, 2, 7, 16):
+        for periodic in (True, False):
+            out[f"hann{n}{periodic}"] = torch.hann_window(n, periodic=periodic)
+            out[f"hamming{n}{periodic}"] = torch.hamming_window(n, periodic=periodic, alpha=0.5, beta=0.4)
+            out[f"blackman{n}{periodic}"] = torch.blackman_window(n, periodic=periodic, dtype=torch.float64)
+            out[f"bartlett{n}{periodic}"] = torch.bartlett_window(n, periodic=periodic)
+            out[f"kaiser{n}{periodic}"] = torch.kaiser_window(n, periodic=periodic, beta=8.0)
+    windows = torch.signal.windows
+    out.update(gaussian=windows.gaussian(9, std=2.0, sym=False), kaiser=windows.kaiser(9, beta=6.0),
+               hann=windows.hann(9, sym=False), cosine=windows.cosine(8), exponential=windows.exponential(8, tau=2.0),
+               general_hamming=windows.general_hamming(8, alpha=0.6), nuttall=windows.nuttall(8),
+               general_cosine=windows.general_cosine(8, a=[0.5, 0.3, 0.2]), i0=torch.special.i0(torch.arange(6.0)),
+               sinc=torch.sinc(torch.linspace(-2, 2, 9)))
+    return out
+
+
+def test_windows():
+    ours, _ = run_both(windows_program, rtol=2e-6, atol=1e-6)
+    n = np.arange(16)
+    np.testing.assert_allclose(ours["hann16True"], 0.5 - 0.5 * np.cos(2 * np.pi * n / 16), atol=1e-7)
+    np.testing.assert_allclose(ours["hamming16False"], 0.5 - 0.4 * np.cos(2 * np.pi * n / 15), atol=1e-7)
+    np.testing.assert_allclose(ours["kaiser16False"], np.kaiser(16, 8.0), rtol=1e-5)
+    np.testing.assert_allclose(ours["blackman7False"], np.blackman(7), atol=1e-15)
+    np.testing.assert_allclose(ours["bartlett7False"], np.bartlett(7), atol=1e-7)
+    assert ours["hann1True"].tolist() == [1.0]
+    np.testing.assert_allclose(ours["i0"], np.i0(np.arange(6.0)), rtol=1e-6)
+
+
+def fft_helpers_program(m):
+    torch = m.torch
+    torch.manual_seed(0)
+    x = torch.randn(2, 16, dtype=torch.float64, requires_grad=True)
+    spectrum = torch.fft.rfft(x, norm="ortho")
+    full = torch.fft.fft(x, norm="forward")
+    out = {"irfft_n": torch.fft.irfft(spectrum, n=20), "hfft": torch.fft.hfft(spectrum[:, :5], n=8),
+           "ihfft": torch.view_as_real(torch.fft.ihfft(x).resolve_conj()), "angle": torch.angle(full),
+           "polar": torch.view_as_real(torch.polar(full.abs(), torch.angle(full) + 0.1))}
+    phase = torch.atan2(spectrum.imag, spectrum.real)
+    out["resynthesised"] = torch.fft.irfft(torch.polar(spectrum.abs(), phase), n=16, norm="ortho")
+    out["group_delay"] = -torch.diff(phase, dim=-1)
+    out["cummax"], out["cummax_indices"] = torch.cummax(x, dim=1)
+    out["quantiles"] = torch.quantile(x, torch.tensor([0.1, 0.5, 0.9], dtype=x.dtype), dim=1)
+    out["frames"] = x.unfold(1, 4, 3)
+    loss = out["resynthesised"].pow(2).sum() + out["irfft_n"].pow(2).sum() + out["hfft"].sum() \
+        + out["angle"].sin().sum() + out["group_delay"].sum() + out["quantiles"].sum() + out["frames"].pow(3).sum() \
+        + out["cummax"].sum()
+    loss.backward()
+    out.update(grad=x.grad, x=x, median_index=torch.median(torch.tensor([1.0, 2.0, 2.0, 3.0, 1.0, 2.0]), 0).indices,
+               bincount=torch.bincount(torch.tensor([0, 2, 2, 5]), weights=torch.tensor([0.5, 1.0, 2.0, 1.0]),
+                                       minlength=7))
+    return out
+
+
+def test_fft_helpers():
+    ours, _ = run_both(fft_helpers_program, rtol=1e-9, atol=1e-10)
+    x = ours["x"]
+    np.testing.assert_allclose(ours["resynthesised"], x, atol=1e-12)
+    np.testing.assert_allclose(ours["irfft_n"], np.fft.irfft(np.fft.rfft(x, norm="ortho"), n=20), atol=1e-12)
+    np.testing.assert_allclose(ours["quantiles"], np.quantile(x, [0.1, 0.5, 0.9], axis=1), rtol=1e-12)
+    np.testing.assert_array_equal(ours["cummax"], np.maximum.accumulate(x, axis=1))
+    np.testing.assert_array_equal(ours["bincount"], [0.5, 0, 3.0, 0, 0, 1.0, 0])
+
+
+def ties_program(m):
+    torch = m.torch
+    inf = float("-inf")
+    x = torch.tensor([[0.0, inf, inf, inf, 1.0, inf], [inf] * 6, [2.0, 2.0, 1.0, 2.0, 1.0, 0.0]])
+    out = {}
+    for k in (1, 3, 5):
+        out[f"top{k}"] = x.topk(k, dim=1).indices
+        out[f"low{k}"] = x.topk(k, dim=1, largest=False).indices
+        out[f"unsorted{k}"] = x.topk(k, dim=1, sorted=False).values.sort(dim=1).values
+    ones_at_five = torch.zeros(2, 40)
+    ones_at_five[0, 5] = 1
+    out.update(flat=x.view(-1).topk(7).indices, argmax=x.argmax(1), argmin=x.argmin(1), max=x.max(1).indices,
+               sort_descending=x.sort(1, descending=True).indices,
+               stable=x.sort(dim=1, descending=True, stable=True).indices, argsort=x.argsort(1),
+               kth=x.kthvalue(2, 1).indices, zeros=ones_at_five.topk(6, 1).indices,
+               long=torch.arange(100.0).remainder(7).topk(10).indices,
+               long_smallest=torch.arange(100.0).remainder(7).topk(10, largest=False).indices)
+    return out
+
+
+def test_ties_in_topk_sort_and_argmax():
+    ours, _ = run_both(ties_program)
+    assert ours["argmax"].tolist() == [4, 0, 0] and ours["argmin"].tolist() == [1, 0, 5]
+    np.testing.assert_array_equal(ours["stable"][2], [0, 1, 3, 2, 4, 5])
+    assert ours["top1"][0, 0] == 4 and set(ours["top3"][2]) == {0, 1, 3}  # (which tie comes first is PyTorch's)
+
+
+def lstmp_program(m):
+    torch, nn = m.torch, m.nn
+    torch.manual_seed(0)
+    lstm = nn.LSTM(4, 6, num_layers=2, proj_size=3, bidirectional=True, batch_first=True)
+    x = torch.randn(3, 5, 4, requires_grad=True)
+    packed = nn.utils.rnn.pack_padded_sequence(x, torch.tensor([5, 2, 4]), batch_first=True, enforce_sorted=False)
+    y, (h, c) = lstm(packed)
+    padded, lengths = nn.utils.rnn.pad_packed_sequence(y, batch_first=True, padding_value=-1.0, total_length=6)
+    (padded.sum() + h.pow(2).sum() + c.sum()).backward()
+    sequence = nn.utils.rnn.pack_sequence([torch.ones(3, 2), torch.ones(1, 2), torch.ones(2, 2)], enforce_sorted=False)
+    return {"padded": padded, "lengths": lengths, "h": h, "c": c, "grad": x.grad,
+            "names": "|".join(n for n, _ in lstm.named_parameters()), "w_hr_grad": lstm.weight_hr_l0_reverse.grad,
+            "batch_sizes": sequence.batch_sizes, "sorted_indices": sequence.sorted_indices,
+            "unsorted_indices": sequence.unsorted_indices}
+
+
+def test_lstm_with_projections_on_packed_sequences():
+    ours, _ = run_both(lstmp_program)
+    assert ours["padded"].shape == (3, 6, 6) and ours["h"].shape == (4, 3, 3) and ours["c"].shape == (4, 3, 6)
+    assert (ours["padded"][1, 2:] == -1).all() and (ours["padded"][:, 5] == -1).all()
+    assert (ours["grad"][1, 2:] == 0).all()
+    assert "weight_hr_l1_reverse" in ours["names"].split("|")
+    np.testing.assert_array_equal(ours["batch_sizes"], [3, 2, 1])
+
+
+def iir_program(m):
+    torch = m.torch
+    torch.manual_seed(0)
+    x = torch.randn(2, 30, dtype=torch.float64, requires_grad=True)
+    b = torch.tensor([0.2, 0.3, 0.2], dtype=torch.float64, requires_grad=True)
+    a = torch.tensor([1.0, -0.5, 0.25], dtype=torch.float64, requires_grad=True)
+    outputs = []  # (writing y[:, t] in place would change what the next step saved, as PyTorch refuses too)
+    for t in range(x.shape[1]):
+        acc = b[0] * x[:, t]
+        if t >= 1:
+            acc = acc + b[1] * x[:, t - 1] - a[1] * outputs[t - 1]
+        if t >= 2:
+            acc = acc + b[2] * x[:, t - 2] - a[2] * outputs[t - 2]
+        outputs.append(acc / a[0])
+    y = torch.stack(outputs, dim=1)
+    (y ** 2).sum().backward()
+    fir = torch.nn.functional.conv1d(torch.nn.functional.pad(x, (2, 0)).unsqueeze(1), b.flip(0).view(1, 1, -1))
+    return {"y": y, "grad_x": x.grad, "grad_b": b.grad, "grad_a": a.grad, "fir": fir.squeeze(1), "x": x}
+
+
+def test_iir_filter_by_a_loop():
+    ours, _ = run_both(iir_program, rtol=1e-9, atol=1e-10)
+    x, y = ours["x"], np.zeros((2, 30))
+    for t in range(30):
+        y[:, t] = sum(c * x[:, t - k] for k, c in enumerate([0.2, 0.3, 0.2]) if t >= k) \
+            - sum(c * y[:, t - k] for k, c in ((1, -0.5), (2, 0.25)) if t >= k)
+    np.testing.assert_allclose(ours["y"], y, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(ours["fir"], np.stack([np.convolve(r, [0.2, 0.3, 0.2])[:30] for r in x]), atol=1e-14)
+
+
+def views_program(m):
+    torch = m.torch
+    out = {}
+    x = torch.arange(12.0)
+    x.unfold(0, 4, 2)[1, 0] = -1.0  # frame 1 starts at sample 2
+    x.as_strided((3, 3), (3, 1), 1)[0, 0] = -2.0
+    out["x"] = x
+    c = torch.zeros(2, 3, dtype=torch.complex64)
+    torch.view_as_real(c)[..., 1] = 2.0
+    c.real[0] = 7.0
+    out["complex"] = torch.view_as_real(c).clone()
+    y = torch.zeros(4, 6)
+    for i, chunk in enumerate(y.chunk(3, dim=1)):
+        chunk += i
+    for i, row in enumerate(y.unbind(0)):
+        row.mul_(i + 1)
+    y.narrow(1, 0, 2).neg_()
+    y.movedim(0, 1)[0, 0] = 99
+    out["y"] = y
+    array = np.zeros(5, dtype=np.float32)
+    shared = torch.from_numpy(array)
+    shared[2] = 3.0
+    array[3] = 4.0
+    shared.numpy()[0] = -5
+    out["shared"], out["array"] = shared.clone(), array.copy()
+    spec = torch.zeros(2, 4, 5)
+    spec[:, 1:3].masked_fill_(torch.ones(2, 2, 5, dtype=torch.bool), 1.0)
+    spec[0, :, 2:4] = spec[0, :, 2:4] + 2
+    out["spec"] = spec
+    return out
+
+
+def test_writes_through_views():
+    ours, _ = run_both(views_program)
+    np.testing.assert_array_equal(ours["x"], [0, -2, -1, 3, 4, 5, 6, 7, 8, 9, 10, 11])
+    np.testing.assert_array_equal(ours["complex"][..., 0], [[7, 7, 7], [0, 0, 0]])
+    np.testing.assert_array_equal(ours["shared"], [-5, 0, 3, 4, 0])
+    np.testing.assert_array_equal(ours["array"], ours["shared"])
+    assert ours["y"][0, 0] == 99 and ours["y"][3, 5] == 8 and ours["y"][3, 0] == 0
+    assert ours["spec"][0, 1, 2] == 3 and ours["spec"][1, 1, 2] == 1 and ours["spec"][0, 0, 2] == 2
+
+
+def random_draws_program(m):
+    torch, F = m.torch, m.F
+    torch.manual_seed(0)
+    logits = torch.randn(4, 6)
+    x = torch.zeros(3, 5)
+    x[:, 1:3].normal_()
+    return {"gumbel_soft": F.gumbel_softmax(logits, tau=2.0),
+            "gumbel_hard": F.gumbel_softmax(logits, tau=0.5, hard=True),
+            "exponential": torch.empty(5).exponential_(), "geometric": torch.empty(5).geometric_(0.3),
+            "log_normal": torch.empty(5).log_normal_(0.0, 0.5), "cauchy": torch.empty(5).cauchy_(),
+            "categorical": torch.distributions.Categorical(logits=logits).sample(),
+            "multinomial": torch.multinomial(logits.softmax(-1), 3, replacement=False),
+            "bernoulli": torch.bernoulli(torch.full((3, 4), 0.3)), "uniform": torch.empty(6).uniform_(-0.1, 0.1),
+            "randint_like": torch.randint_like(logits, 0, 10), "dropout1d": F.dropout1d(torch.ones(2, 4, 3), 0.5),
+            "slice_normal": x, "after": torch.randn(2)}
+
+
+def test_random_draws():
+    ours, _ = run_both(random_draws_program)
+    np.testing.assert_allclose(ours["gumbel_soft"].sum(-1), 1, rtol=1e-6)
+    assert (ours["gumbel_hard"].sum(-1) == 1).all() and set(np.unique(ours["gumbel_hard"])) <= {0.0, 1.0}
+    assert (ours["exponential"] > 0).all() and (ours["geometric"] >= 1).all() and (ours["log_normal"] > 0).all()
+    assert (np.abs(ours["uniform"]) <= 0.1).all() and (ours["slice_normal"][:, [0, 3, 4]] == 0).all()
+    assert all(len(set(row)) == 3 for row in ours["multinomial"].tolist())
+    assert set(np.unique(ours["dropout1d"])) <= {0.0, 2.0}
+    assert (ours["dropout1d"] == ours["dropout1d"][..., :1]).all()  # whole channels
