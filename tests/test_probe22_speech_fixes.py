@@ -1,6 +1,7 @@
 """Focused tests of what the speech probe (tests/test_programs_probe22_speech.py) found in chainrule: ``ctc_loss``'s
 refusals of what PyTorch's kernel refuses (log-probabilities neither float32 nor float64, negative lengths, targets
-of more than two dimensions), and, left open, a target that names the blank class."""
+of more than two dimensions), and, left open, a target that names the blank class; ``interpolate``'s nearest modes
+refusing integer and bool tensors other than uint8, as PyTorch's kernels do."""
 
 import math
 
@@ -79,3 +80,31 @@ def test_ctc_loss_reads_a_target_naming_the_blank_as_pytorch_does():
     log_probs = autograd.zeros(4, 1, 3, dtype=autograd.float64).log_softmax(-1)
     loss = F.ctc_loss(log_probs, autograd.tensor([[1, 0]]), [4], [2], reduction="none")
     np.testing.assert_allclose(loss.numpy(), [4 * math.log(3) - math.log(15)], rtol=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 4), (1, 2, 3, 3), (1, 1, 2, 2, 2)])
+@pytest.mark.parametrize("dtype", ["int64", "int32", "int8", "bool"])
+@pytest.mark.parametrize("mode", ["nearest", "nearest-exact"])
+def test_interpolate_nearest_refuses_integers_other_than_uint8(shape, dtype, mode):
+    def call(torch, functional):
+        return functional.interpolate(torch.ones(*shape, dtype=getattr(torch, dtype)), scale_factor=2, mode=mode)
+
+    ours, theirs = _both(call)
+    kernel = "upsample_nearest2d_channels_last" if len(shape) == 4 else "compute_indices_weights_nearest"
+    name = {"int64": "Long", "int32": "Int", "int8": "Char", "bool": "Bool"}[dtype]
+    assert ours == (NotImplementedError, f"\"{kernel}\" not implemented for '{name}'")
+    if theirs is not None:
+        assert theirs == ours
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 4), (1, 2, 3, 3), (1, 1, 2, 2, 2)])
+def test_interpolate_nearest_copies_uint8_and_labels_through_float(shape):
+    labels = np.arange(int(np.prod(shape))).reshape(shape) % 5
+    image = F.interpolate(autograd.tensor(labels.astype(np.uint8)), scale_factor=2, mode="nearest")
+    through_float = F.interpolate(autograd.tensor(labels).float(), scale_factor=2, mode="nearest").long()
+    expected = labels
+    for axis in range(2, len(shape)):
+        expected = expected.repeat(2, axis=axis)
+    assert image.dtype == autograd.uint8 and through_float.dtype == autograd.int64
+    np.testing.assert_array_equal(image.numpy(), expected)
+    np.testing.assert_array_equal(through_float.numpy(), expected)
