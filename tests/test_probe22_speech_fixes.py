@@ -1,7 +1,8 @@
 """Focused tests of what the speech probe (tests/test_programs_probe22_speech.py) found in chainrule: ``ctc_loss``'s
 refusals of what PyTorch's kernel refuses (log-probabilities neither float32 nor float64, negative lengths, targets
 of more than two dimensions), and, left open, a target that names the blank class; ``interpolate``'s nearest modes
-refusing integer and bool tensors other than uint8, as PyTorch's kernels do."""
+refusing integer and bool tensors other than uint8, ``max_pool1d`` without indices refusing integers and bools, and
+reflect / replicate padding refusing bools, as PyTorch's kernels do."""
 
 import math
 
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 
 import autograd
+import nn
 import nn.functional as F
 
 
@@ -108,3 +110,52 @@ def test_interpolate_nearest_copies_uint8_and_labels_through_float(shape):
     assert image.dtype == autograd.uint8 and through_float.dtype == autograd.int64
     np.testing.assert_array_equal(image.numpy(), expected)
     np.testing.assert_array_equal(through_float.numpy(), expected)
+
+
+@pytest.mark.parametrize("dtype", ["int64", "uint8", "bool"])
+@pytest.mark.parametrize("form", ["functional", "module", "top_level", "unbatched"])
+def test_max_pool1d_without_indices_refuses_integers(dtype, form):
+    def call(torch, functional):
+        x = (torch.arange(12).reshape(1, 2, 6) % 5).to(getattr(torch, dtype))
+        if form == "module":
+            return (nn if torch is autograd else torch.nn).MaxPool1d(2)(x)
+        if form == "top_level":
+            return torch.max_pool1d(x, 2)
+        return functional.max_pool1d(x[0] if form == "unbatched" else x, 2)
+
+    ours, theirs = _both(call)
+    name = {"int64": "Long", "uint8": "Byte", "bool": "Bool"}[dtype]
+    assert ours == (NotImplementedError, f"\"max_pool1d_impl\" not implemented for '{name}'")
+    if theirs is not None:
+        assert theirs == ours
+
+
+def test_max_pool1d_with_indices_and_max_pool2d_take_integers():
+    x = autograd.tensor([[[3, 1, 4, 1, 5, 9, 2, 6]]])
+    values, indices = F.max_pool1d(x, 2, return_indices=True)
+    np.testing.assert_array_equal(values.numpy(), [[[3, 4, 9, 6]]])
+    np.testing.assert_array_equal(indices.numpy(), [[[0, 2, 5, 7]]])
+    assert values.dtype == autograd.int64
+    np.testing.assert_array_equal(F.max_pool2d(x[None], (1, 2)).numpy(), [[[[3, 4, 9, 6]]]])
+    np.testing.assert_array_equal(F.max_pool1d(x.double(), 2).numpy(), [[[3, 4, 9, 6]]])
+
+
+@pytest.mark.parametrize("mode,kernel", [("reflect", "reflection"), ("replicate", "replication")])
+@pytest.mark.parametrize("dims", [1, 2, 3])
+def test_reflect_and_replicate_padding_refuse_bool(mode, kernel, dims):
+    def call(torch, functional):
+        x = torch.arange(2 * 3 ** dims).reshape(1, 2, *[3] * dims) > 4
+        return functional.pad(x, (1, 1) * dims, mode=mode)
+
+    ours, theirs = _both(call)
+    assert ours == (NotImplementedError, f"\"{kernel}_pad{dims}d\" not implemented for 'Bool'")
+    if theirs is not None:
+        assert theirs == ours
+
+
+def test_circular_padding_and_integer_reflection_keep_working():
+    mask = autograd.tensor([[[True, False, False]]])
+    np.testing.assert_array_equal(F.pad(mask, (1, 1), mode="circular").numpy(), [[[False, True, False, False, True]]])
+    labels = autograd.tensor([[[1, 2, 3]]])
+    np.testing.assert_array_equal(F.pad(labels, (2, 1), mode="reflect").numpy(), [[[3, 2, 1, 2, 3, 2]]])
+    np.testing.assert_array_equal(F.pad(labels, (2, 1), mode="replicate").numpy(), [[[1, 1, 1, 2, 3, 3]]])

@@ -67,6 +67,8 @@ def _max_pool(input, kernel_size, stride, padding, dilation, ceil_mode, return_i
     sizes = _pool_sizes(input, kernel_size, stride, padding, dilation, ceil_mode, spatial, name)
     input, undo = _as_2d(input, spatial, name)
     kernel, stride, padding, dilation, out = sizes
+    if spatial == 1 and not return_indices:  # PyTorch's values-only 1-d kernel has floating loops only (its kernel
+        refuse_kinds(input, "max_pool1d_impl", "biu")  # with indices, the 2-d one, takes integers too)
     params = dict(kernel_size=kernel, stride=stride, padding=padding, dilation=dilation, out=out)
     values = pooling.MaxPool2d.apply(input, **params)
     if not return_indices:
