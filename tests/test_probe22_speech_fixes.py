@@ -2,7 +2,8 @@
 refusals of what PyTorch's kernel refuses (log-probabilities neither float32 nor float64, negative lengths, targets
 of more than two dimensions), and, left open, a target that names the blank class; ``interpolate``'s nearest modes
 refusing integer and bool tensors other than uint8, ``max_pool1d`` without indices refusing integers and bools, and
-reflect / replicate padding refusing bools, as PyTorch's kernels do."""
+reflect / replicate padding refusing bools, as PyTorch's kernels do; ``einsum``'s dtype where PyTorch sums an index
+out of integers or bools (a sum: int64, so "bij->b" of a mask counts)."""
 
 import math
 
@@ -159,3 +160,52 @@ def test_circular_padding_and_integer_reflection_keep_working():
     labels = autograd.tensor([[[1, 2, 3]]])
     np.testing.assert_array_equal(F.pad(labels, (2, 1), mode="reflect").numpy(), [[[3, 2, 1, 2, 3, 2]]])
     np.testing.assert_array_equal(F.pad(labels, (2, 1), mode="replicate").numpy(), [[[1, 1, 1, 2, 3, 3]]])
+
+
+EINSUM_CASES = [  # (equation, operand shapes, dtypes): PyTorch's dtype follows its pairwise sums and products
+    ("bij->b", [(2, 3, 3)], ["bool"]), ("bij->bj", [(2, 3, 3)], ["int32"]), ("ii->", [(3, 3)], ["uint8"]),
+    ("d->", [(1,)], ["int32"]), ("ii->i", [(3, 3)], ["int16"]), ("bij->bji", [(2, 3, 3)], ["bool"]),
+    ("bij,bij->b", [(2, 3, 3), (2, 3, 3)], ["int32", "int32"]), ("bij,bjk->bk", [(2, 3, 3), (2, 3, 3)], ["int32"] * 2),
+    ("bij,bjk->bk", [(2, 3, 3), (2, 3, 3)], ["int64"] * 2), ("bcd,dac->ca", [(1, 2, 2), (2, 1, 2)], ["int32"] * 2),
+    ("bc,bd->c", [(3, 3), (3, 1)], ["int32"] * 2), ("ba,dba,adc->bac", [(1, 2), (1, 1, 2), (2, 1, 1)],
+                                                     ["int16", "uint8", "int16"]),
+    ("ij,jk->ik", [(2, 3), (3, 2)], ["float64", "float64"]),
+]
+
+
+def _einsum(torch, equation, shapes, dtypes):
+    operands = [torch.tensor(np.arange(int(np.prod(s))).reshape(s) % 3).to(getattr(torch, d))
+                for s, d in zip(shapes, dtypes)]
+    try:
+        result = torch.einsum(equation, *operands)
+    except RuntimeError:
+        return "RuntimeError", None
+    return str(result.dtype).split(".")[-1], result.numpy().astype(np.float64)
+
+
+@pytest.mark.parametrize("equation,shapes,dtypes", EINSUM_CASES)
+def test_einsum_dtype_follows_pytorchs_sums(equation, shapes, dtypes):
+    dtype, values = _einsum(autograd, equation, shapes, dtypes)
+    expected = {"bij->b": "int64", "bij->bj": "int64", "ii->": "int64", "d->": "int64", "ii->i": "int16",
+                "bij->bji": "bool", "bij,bij->b": "int32", "bcd,dac->ca": "int32", "bc,bd->c": "int32",
+                "ba,dba,adc->bac": "int16", "ij,jk->ik": "float64"}.get(equation)
+    if equation == "bij,bjk->bk":  # i is summed out of the first alone (int64), then bmm meets an int32 second
+        expected = "RuntimeError" if dtypes[0] == "int32" else "int64"
+    assert dtype == expected
+    if values is not None:
+        arrays = [(np.arange(int(np.prod(s))).reshape(s) % 3).astype(d).astype(int) for s, d in zip(shapes, dtypes)]
+        np.testing.assert_array_equal(values, np.einsum(equation, *arrays))
+    try:
+        import torch
+    except ImportError:
+        return
+    theirs = _einsum(torch, equation, shapes, dtypes)
+    assert theirs[0] == dtype
+    if values is not None:
+        np.testing.assert_array_equal(theirs[1], values)
+
+
+def test_einsum_counts_a_bool_mask():
+    mask = autograd.tensor([[[True, True, False], [False, True, False]]])
+    counts = autograd.einsum("bij->b", mask)
+    assert counts.dtype == autograd.int64 and counts.tolist() == [3]
