@@ -3,7 +3,7 @@ refusals of what PyTorch's kernel refuses (log-probabilities neither float32 nor
 of more than two dimensions), and, left open, a target that names the blank class; ``interpolate``'s nearest modes
 refusing integer and bool tensors other than uint8, ``max_pool1d`` without indices refusing integers and bools, and
 reflect / replicate padding refusing bools, as PyTorch's kernels do; ``einsum``'s dtype where PyTorch sums an index
-out of integers or bools (a sum: int64, so "bij->b" of a mask counts)."""
+out of integers or bools (a sum: int64, so "bij->b" of a mask counts); convolutions refusing bool."""
 
 import math
 
@@ -209,3 +209,26 @@ def test_einsum_counts_a_bool_mask():
     mask = autograd.tensor([[[True, True, False], [False, True, False]]])
     counts = autograd.einsum("bij->b", mask)
     assert counts.dtype == autograd.int64 and counts.tolist() == [3]
+
+
+@pytest.mark.parametrize("op,kernel", [("conv1d", "slow_conv2d_cpu"), ("conv2d", "slow_conv2d_cpu"),
+                                       ("conv3d", "slow_conv3d_cpu"),
+                                       ("conv_transpose1d", "slow_conv_transpose2d_out_cpu"),
+                                       ("conv_transpose3d", "slow_conv_transpose3d_out_cpu")])
+def test_convolutions_refuse_bool(op, kernel):
+    def call(torch, functional):
+        spatial = int(op[-2])
+        x = torch.ones(1, 2, *[3] * spatial, dtype=torch.bool)
+        weight = torch.ones(*((2, 1) if "transpose" in op else (1, 2)), *[1] * spatial, dtype=torch.bool)
+        return getattr(functional, op)(x, weight)
+
+    ours, theirs = _both(call)
+    assert ours == (NotImplementedError, f"\"{kernel}\" not implemented for 'Bool'")
+    if theirs is not None:
+        assert theirs == ours
+
+
+def test_integer_convolution_still_computes():
+    x = autograd.tensor([[[1, 2, 3, 4]]])
+    y = F.conv1d(x, autograd.tensor([[[1, -1]]]))
+    assert y.dtype == autograd.int64 and y.tolist() == [[[-1, -1, -1]]]
