@@ -3,7 +3,8 @@ refusals of what PyTorch's kernel refuses (log-probabilities neither float32 nor
 of more than two dimensions), and, left open, a target that names the blank class; ``interpolate``'s nearest modes
 refusing integer and bool tensors other than uint8, ``max_pool1d`` without indices refusing integers and bools, and
 reflect / replicate padding refusing bools, as PyTorch's kernels do; ``einsum``'s dtype where PyTorch sums an index
-out of integers or bools (a sum: int64, so "bij->b" of a mask counts); convolutions refusing bool."""
+out of integers or bools (a sum: int64, so "bij->b" of a mask counts); convolutions refusing bool; unfold and fold
+refusing integers (their kernels take floating, complex and bool tensors)."""
 
 import math
 
@@ -232,3 +233,27 @@ def test_integer_convolution_still_computes():
     x = autograd.tensor([[[1, 2, 3, 4]]])
     y = F.conv1d(x, autograd.tensor([[[1, -1]]]))
     assert y.dtype == autograd.int64 and y.tolist() == [[[-1, -1, -1]]]
+
+
+@pytest.mark.parametrize("dtype,name", [("int64", "Long"), ("uint8", "Byte"), ("int32", "Int")])
+@pytest.mark.parametrize("op", ["unfold", "fold", "unbatched_unfold"])
+def test_unfold_and_fold_refuse_integers(dtype, name, op):
+    def call(torch, functional):
+        x = torch.ones(1, 2, 3, 3).to(getattr(torch, dtype))
+        if op == "fold":
+            return functional.fold(torch.ones(1, 8, 4).to(getattr(torch, dtype)), (3, 3), 2)
+        return functional.unfold(x[0] if op == "unbatched_unfold" else x, 2)
+
+    ours, theirs = _both(call)
+    kernel = "col2im_out_cpu" if op == "fold" else "im2col_out_cpu"
+    assert ours == (NotImplementedError, f"\"{kernel}\" not implemented for '{name}'")
+    if theirs is not None:
+        assert theirs == ours
+
+
+def test_unfold_and_fold_take_bool_and_floats():
+    mask = autograd.tensor([[[[True, False], [False, True]]]])
+    columns = F.unfold(mask, 1)
+    assert columns.dtype == autograd.bool and columns.tolist() == [[[True, False, False, True]]]
+    blocks = F.unfold(autograd.arange(9.0).reshape(1, 1, 3, 3), 2)
+    np.testing.assert_array_equal(F.fold(blocks, (3, 3), 2).numpy()[0, 0], [[0, 2, 2], [6, 16, 10], [6, 14, 8]])

@@ -211,6 +211,7 @@ def unfold(input, kernel_size, dilation=1, padding=0, stride=1):
                            f"dimensions for input, but got: {list(input.shape)}")
     if input.ndim == 3:
         return unfold(input.unsqueeze(0), kernel_size, dilation, padding, stride).squeeze(0)
+    refuse_kinds(input, "im2col_out_cpu", "iu")  # (PyTorch's kernel has floating, complex and bool loops)
     params = dict(kernel_size=_tuple(kernel_size, 2, "kernel_size"), dilation=_tuple(dilation, 2, "dilation"),
                   padding=_tuple(padding, 2, "padding"), stride=_tuple(stride, 2, "stride"))
     _check_window(params)
@@ -229,6 +230,7 @@ def fold(input, output_size, kernel_size, dilation=1, padding=0, stride=1):
     input, unbatched = (input.unsqueeze(0), True) if input.ndim == 2 else (input, False)
     if input.ndim != 3:
         raise RuntimeError(f"Expected 2D or 3D (batched) input to fold, got input of size {_dims(input.shape, 1)}")
+    refuse_kinds(input, "col2im_out_cpu", "iu")  # (as unfold's)
     params = dict(kernel_size=_tuple(kernel_size, 2, "kernel_size"), dilation=_tuple(dilation, 2, "dilation"),
                   padding=_tuple(padding, 2, "padding"), stride=_tuple(stride, 2, "stride"))
     _check_window(params)
