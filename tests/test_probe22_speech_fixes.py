@@ -4,7 +4,8 @@ of more than two dimensions), and, left open, a target that names the blank clas
 refusing integer and bool tensors other than uint8, ``max_pool1d`` without indices refusing integers and bools, and
 reflect / replicate padding refusing bools, as PyTorch's kernels do; ``einsum``'s dtype where PyTorch sums an index
 out of integers or bools (a sum: int64, so "bij->b" of a mask counts); convolutions refusing bool; unfold and fold
-refusing integers (their kernels take floating, complex and bool tensors)."""
+refusing integers (their kernels take floating, complex and bool tensors); mse, huber and smooth L1 losses refusing
+integer and bool operands."""
 
 import math
 
@@ -257,3 +258,23 @@ def test_unfold_and_fold_take_bool_and_floats():
     assert columns.dtype == autograd.bool and columns.tolist() == [[[True, False, False, True]]]
     blocks = F.unfold(autograd.arange(9.0).reshape(1, 1, 3, 3), 2)
     np.testing.assert_array_equal(F.fold(blocks, (3, 3), 2).numpy()[0, 0], [[0, 2, 2], [6, 16, 10], [6, 14, 8]])
+
+
+@pytest.mark.parametrize("loss,kernel", [("mse_loss", "mse"), ("huber_loss", "huber"), ("smooth_l1_loss", "smooth_l1")])
+@pytest.mark.parametrize("dtype,name", [("int64", "Long"), ("bool", "Bool"), ("int32", "Int")])
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_squared_difference_losses_refuse_integers_and_bools(loss, kernel, dtype, name, reduction):
+    def call(torch, functional):
+        values = torch.ones(3).to(getattr(torch, dtype))
+        return getattr(functional, loss)(values, values, reduction=reduction)
+
+    ours, theirs = _both(call)
+    assert ours == (NotImplementedError, f"\"{kernel}_cpu\" not implemented for '{name}'")
+    if theirs is not None:
+        assert theirs == ours
+
+
+def test_squared_difference_losses_promote_integer_targets():
+    prediction, labels = autograd.tensor([0.5, 2.0]), autograd.tensor([1, 2])
+    assert F.mse_loss(prediction, labels).item() == pytest.approx(0.125)
+    assert F.smooth_l1_loss(prediction, labels > 1).item() == pytest.approx((0.5 * 0.25 + 0.5) / 2)
