@@ -13,7 +13,8 @@ CRNN for OCR trained by CTC with greedy decoding; batched beam search (``topk``,
 and CTC prefix beam search; SpecAugment; Kaldi's fbank framing by ``as_strided``; a Conformer block with
 ESPnet's relative positions; FastSpeech's length regulator and VITS's path and monotonic alignment search;
 VITS's rational-quadratic spline; WaveGlow's invertible 1x1 convolution; ESPnet's and WeNet's masks; windows,
-FFT helpers, ties in ``topk``/``sort``, LSTM with ``proj_size`` on packed sequences; writes through views."""
+FFT helpers, ties in ``topk``/``sort``, LSTM with ``proj_size`` on packed sequences; writes through views;
+wav2vec 2.0's positional convolution (weight norm over dim 2) and Gumbel vector quantizer."""
 
 import math
 
@@ -1488,3 +1489,53 @@ def test_random_draws():
     assert all(len(set(row)) == 3 for row in ours["multinomial"].tolist())
     assert set(np.unique(ours["dropout1d"])) <= {0.0, 2.0}
     assert (ours["dropout1d"] == ours["dropout1d"][..., :1]).all()  # whole channels
+
+
+def wav2vec2_program(m):
+    """wav2vec 2.0's convolutional positions (weight norm over dim 2, SamePad) and Gumbel vector quantizer."""
+    torch, nn, F = m.torch, m.nn, m.F
+    torch.manual_seed(0)
+    C, K, G = 8, 4, 2
+    conv = nn.Conv1d(C, C, kernel_size=K, padding=K // 2, groups=G)
+    nn.init.normal_(conv.weight, mean=0, std=(4 / (K * C)) ** 0.5)
+    nn.init.constant_(conv.bias, 0)
+    conv = nn.utils.weight_norm(conv, name="weight", dim=2)
+    conv2 = nn.utils.parametrizations.weight_norm(nn.Conv1d(C, C, K, padding=K // 2, groups=G), name="weight",
+                                                  dim=2)
+    x = torch.randn(2, 10, C, requires_grad=True)
+    h = conv(x.transpose(1, 2))
+    h = h[:, :, :-1]  # SamePad for an even kernel
+    h2 = conv2(x.transpose(1, 2))[:, :, :-1]
+    y = x + F.gelu(h).transpose(1, 2) + F.gelu(h2, approximate="tanh").transpose(1, 2)
+    # Gumbel vector quantizer
+    num_vars, groups, vq_dim = 5, 2, 6
+    codevectors = nn.Parameter(torch.FloatTensor(1, groups * num_vars, vq_dim // groups))
+    nn.init.uniform_(codevectors)
+    weight_proj = nn.Linear(C, groups * num_vars)
+    nn.init.normal_(weight_proj.weight, mean=0, std=1)
+    nn.init.zeros_(weight_proj.bias)
+    bsz, tsz, fsz = y.shape
+    logits = weight_proj(y.reshape(-1, fsz)).view(bsz * tsz * groups, -1)
+    _, k = logits.max(-1)
+    hard_x = logits.new_zeros(*logits.shape).scatter_(-1, k.view(-1, 1), 1.0).view(bsz * tsz, groups, -1)
+    hard_probs = torch.mean(hard_x.float(), dim=0)
+    code_perplexity = torch.exp(-torch.sum(hard_probs * torch.log(hard_probs + 1e-7), dim=-1)).sum()
+    avg_probs = torch.softmax(logits.view(bsz * tsz, groups, -1).float(), dim=-1).mean(dim=0)
+    prob_perplexity = torch.exp(-torch.sum(avg_probs * torch.log(avg_probs + 1e-7), dim=-1)).sum()
+    q = F.gumbel_softmax(logits.float(), tau=2.0, hard=True).type_as(logits)
+    q = q.view(bsz * tsz, -1)
+    q = q.unsqueeze(-1) * codevectors
+    q = q.view(bsz * tsz, groups, num_vars, -1).sum(-2).view(bsz, tsz, -1)
+    loss = q.pow(2).sum() + (num_vars * groups - prob_perplexity) / (num_vars * groups) + y.sum()
+    loss.backward()
+    return {"h": h, "q": q, "cp": code_perplexity, "pp": prob_perplexity, "gx": x.grad, "gc": codevectors.grad,
+            "gv": conv.weight_v.grad, "gg": conv.weight_g.grad, "g_shape": list(conv.weight_g.shape),
+            "g2": conv2.parametrizations.weight.original0.grad}
+
+
+@pytest.mark.filterwarnings("ignore:.*weight_norm.*is deprecated:FutureWarning")  # (wav2vec 2.0's code predates it)
+def test_wav2vec2_positional_convolution_and_quantizer():
+    ours, _ = run_both(wav2vec2_program)
+    assert ours["g_shape"] == [1, 1, 4] and ours["h"].shape == (2, 8, 10)
+    assert 1 <= ours["cp"] <= 10 and 1 <= ours["pp"] <= 10
+    assert ours["q"].shape == (2, 10, 6)
