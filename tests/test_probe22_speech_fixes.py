@@ -5,7 +5,7 @@ refusing integer and bool tensors other than uint8, ``max_pool1d`` without indic
 reflect / replicate padding refusing bools, as PyTorch's kernels do; ``einsum``'s dtype where PyTorch sums an index
 out of integers or bools (a sum: int64, so "bij->b" of a mask counts); convolutions refusing bool; unfold and fold
 refusing integers (their kernels take floating, complex and bool tensors); mse, huber and smooth L1 losses refusing
-integer and bool operands."""
+integer and bool operands; pooling refusing complex numbers (an adaptive average into one bin, a mean, takes them)."""
 
 import math
 
@@ -278,3 +278,37 @@ def test_squared_difference_losses_promote_integer_targets():
     prediction, labels = autograd.tensor([0.5, 2.0]), autograd.tensor([1, 2])
     assert F.mse_loss(prediction, labels).item() == pytest.approx(0.125)
     assert F.smooth_l1_loss(prediction, labels > 1).item() == pytest.approx((0.5 * 0.25 + 0.5) / 2)
+
+
+COMPLEX_POOLS = [  # (call, PyTorch's kernel in its refusal, or None where it pools)
+    (lambda F, x: F.avg_pool1d(x[0], 2), "avg_pool2d"), (lambda F, x: F.avg_pool2d(x, 2), "avg_pool2d"),
+    (lambda F, x: F.avg_pool3d(x[None], 1), "avg_pool3d_out_frame"),
+    (lambda F, x: F.adaptive_avg_pool1d(x[0], 2), "adaptive_avg_pool2d"),
+    (lambda F, x: F.adaptive_avg_pool2d(x, 2), "adaptive_avg_pool2d"),
+    (lambda F, x: F.adaptive_avg_pool3d(x[None], 2), "adaptive_avg_pool3d_cpu"),
+    (lambda F, x: F.adaptive_max_pool1d(x[0], 2), "adaptive_max_pool2d"),
+    (lambda F, x: F.adaptive_max_pool2d(x, 2), "adaptive_max_pool2d"),
+    (lambda F, x: F.adaptive_max_pool3d(x[None], 1), "adaptive_max_pool3d_cpu"),
+    (lambda F, x: F.max_pool1d(x[0], 2), "max_pool1d_impl"),
+    (lambda F, x: F.max_pool1d(x[0], 2, return_indices=True), "max_pool2d"),
+    (lambda F, x: F.max_pool2d(x, 2), "max_pool2d"), (lambda F, x: F.max_pool3d(x[None], 1), "max_pool3d"),
+    (lambda F, x: F.adaptive_avg_pool1d(x[0], 1), None), (lambda F, x: F.adaptive_avg_pool2d(x, 1), None),
+    (lambda F, x: F.adaptive_avg_pool3d(x[None], 1), None),
+]
+
+
+@pytest.mark.parametrize("case", range(len(COMPLEX_POOLS)))
+def test_pooling_refuses_complex_numbers(case):
+    pool, kernel = COMPLEX_POOLS[case]
+
+    def call(torch, functional):
+        return pool(functional, torch.ones(1, 2, 4, 4, dtype=torch.complex64))
+
+    ours, theirs = _both(call)
+    assert ours == (None if kernel is None else (NotImplementedError,
+                                                  f"\"{kernel}\" not implemented for 'ComplexFloat'"))
+    if theirs is not None:
+        assert theirs == ours
+    if kernel is None:
+        spectrum = autograd.tensor([[[1 + 2j, 3 - 1j]]])
+        assert F.adaptive_avg_pool1d(spectrum, 1).tolist() == [[[2 + 0.5j]]]
