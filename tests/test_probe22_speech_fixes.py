@@ -1,11 +1,13 @@
-"""Focused tests of what the speech probe (tests/test_programs_probe22_speech.py) found in chainrule: ``ctc_loss``'s
-refusals of what PyTorch's kernel refuses (log-probabilities neither float32 nor float64, negative lengths, targets
-of more than two dimensions), and, left open, a target that names the blank class; ``interpolate``'s nearest modes
-refusing integer and bool tensors other than uint8, ``max_pool1d`` without indices refusing integers and bools, and
-reflect / replicate padding refusing bools, as PyTorch's kernels do; ``einsum``'s dtype where PyTorch sums an index
-out of integers or bools (a sum: int64, so "bij->b" of a mask counts); convolutions refusing bool; unfold and fold
-refusing integers (their kernels take floating, complex and bool tensors); mse, huber and smooth L1 losses refusing
-integer and bool operands; pooling refusing complex numbers (an adaptive average into one bin, a mean, takes them)."""
+"""Focused tests of what the speech probe (tests/test_programs_probe22_speech.py) found in chainrule, each against
+PyTorch where installed and against literals always:
+
+- ``ctc_loss`` refuses what PyTorch's kernel refuses (log-probabilities neither float32 nor float64, negative
+  lengths, targets of three dimensions); left open (strict xfail): a target naming the blank class;
+- kernels without a loop for a dtype refuse it in PyTorch's words: ``interpolate``'s nearest modes (integers other
+  than uint8, bool), ``max_pool1d`` without indices (integers, bool), reflect / replicate padding (bool),
+  convolutions (bool), ``unfold`` / ``fold`` (integers), the mse, huber and smooth L1 losses (integers, bool),
+  pooling (complex; an adaptive average into one bin, a mean, takes it), ``cross_entropy`` (complex);
+- ``einsum``'s dtype follows PyTorch's sums: an index summed out of integers or bools accumulates in int64."""
 
 import math
 
@@ -312,3 +314,21 @@ def test_pooling_refuses_complex_numbers(case):
     if kernel is None:
         spectrum = autograd.tensor([[[1 + 2j, 3 - 1j]]])
         assert F.adaptive_avg_pool1d(spectrum, 1).tolist() == [[[2 + 0.5j]]]
+
+
+@pytest.mark.parametrize("loss,dims,dtype,kernel", [
+    ("cross_entropy", 2, "complex64", "log_softmax_lastdim_kernel_impl"),
+    ("cross_entropy", 3, "complex64", "log_softmax_kernel_impl"),
+    ("cross_entropy", 3, "int64", "log_softmax_kernel_impl"),
+    ("nll_loss", 2, "complex64", "nll_loss_out_frame"), ("nll_loss", 3, "complex64", "nll_loss2d_forward_out_frame"),
+])
+def test_classification_losses_refuse_complex_scores(loss, dims, dtype, kernel):
+    def call(torch, functional):
+        scores = torch.ones(2, 3, *[4] * (dims - 2)).to(getattr(torch, dtype))
+        return getattr(functional, loss)(scores, torch.zeros(2, *[4] * (dims - 2), dtype=torch.long))
+
+    ours, theirs = _both(call)
+    name = {"complex64": "ComplexFloat", "int64": "Long"}[dtype]
+    assert ours == (NotImplementedError, f"\"{kernel}\" not implemented for '{name}'")
+    if theirs is not None:
+        assert theirs == ours
