@@ -42,14 +42,14 @@ def _class_last(input):
 def _refuse_non_tensor_scores(name, input, kernel, kernel_for_images=None):
     """PyTorch's TypeError for scores that are no tensor (a model whose forward forgot its ``return`` gives None;
     NumPy scores are refused as everywhere else), before anything reads their shape; and its NotImplementedError
-    (naming its ``kernel``, for more than 2 dims ``kernel_for_images``) for integer or bool scores, which NumPy
-    would score in float64."""
+    (naming its ``kernel``, for more than 2 dims ``kernel_for_images``) for integer, bool or complex scores, which
+    NumPy would score in float64 (or in complex numbers)."""
     if not isinstance(input, Tensor):
         error = not_a_tensor(name, 0, input)
         if input is None:
             error.args = (f"{error.args[0]} (a forward() without a return statement gives None)",)
         raise error
-    refuse_kinds(input, kernel if input.ndim <= 2 or kernel_for_images is None else kernel_for_images, "biu")
+    refuse_kinds(input, kernel if input.ndim <= 2 or kernel_for_images is None else kernel_for_images, "biuc")
 
 
 def _squeezed_batch_of_one(input, target):
@@ -257,7 +257,7 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
     of ±1000 are fine.
     """
     reduction = legacy_reduction(size_average, reduce, reduction)
-    _refuse_non_tensor_scores("cross_entropy", input, "log_softmax_lastdim_kernel_impl")
+    _refuse_non_tensor_scores("cross_entropy", input, "log_softmax_lastdim_kernel_impl", "log_softmax_kernel_impl")
     if not 0.0 <= label_smoothing <= 1.0:
         # (PyTorch refuses one above 1 with this RuntimeError and silently ignores a negative one: refused too)
         raise RuntimeError(f"label_smoothing must be between 0.0 and 1.0, got {label_smoothing}")

@@ -40,6 +40,7 @@ import numpy
 from autograd import Tensor
 from autograd.backend import xp
 from autograd.graph import program_stacklevel
+from autograd.ops.conversion import type_name
 from autograd.ops.cubic_convolution import cubic_kernel, cubic_weights
 from autograd.ops.layouts import in_suggested_layout
 from autograd.ops.sliced_gather import gather_along
@@ -201,6 +202,10 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
             raise ValueError("Lanczos mode does not support align_corners=True")
         if not antialias:
             raise ValueError("Lanczos mode requires antialias=True")
+    if mode in ("nearest", "nearest-exact") and input.dtype.kind in "biu" and input.dtype != numpy.uint8:
+        # PyTorch's nearest kernels copy floating values and uint8 (images) only: integer labels go through .float()
+        kernel = "upsample_nearest2d_channels_last" if input.ndim == 4 else "compute_indices_weights_nearest"
+        raise NotImplementedError(f"\"{kernel}\" not implemented for '{type_name(input.dtype)}'")
     if mode not in ("nearest", "nearest-exact") and input.dtype.kind not in "fc":
         raise NotImplementedError(
             f"interpolate(mode={mode!r}) of a {input.dtype} tensor of shape {tuple(input.shape)}: the weighted modes "

@@ -44,13 +44,13 @@ from . import functional as F
 from .cross_entropy import _check_class_indices, cross_entropy, nll_loss  # noqa: F401  (F's names, as before)
 
 
-def _refuse_complex(kernel, *tensors):
-    """PyTorch's refusal of complex numbers where a loss squares or compares a difference (d·d is not |d|²:
-    write (ŷ - y).abs().pow(2).mean())."""
-    for t in tensors:
-        if isinstance(t, Tensor) and t.dtype.kind == "c":
-            found = "ComplexFloat" if t.dtype.itemsize == 8 else "ComplexDouble"
-            raise NotImplementedError(f"\"{kernel}_cpu\" not implemented for '{found}'")
+def _refuse_non_floating(kernel, input, target):
+    """PyTorch's refusal where a loss kernel that squares or compares a difference meets a common dtype it has no
+    loop for: complex numbers (d·d is not |d|²: write (ŷ - y).abs().pow(2).mean()), integers and bools (a float
+    prediction against integer or bool targets promotes, and is computed)."""
+    common = autograd.result_type(input, target) if isinstance(target, Tensor) else input.dtype
+    if common.kind in "biuc":
+        raise NotImplementedError(f"\"{kernel}_cpu\" not implemented for '{type_name(common)}'")
 
 
 def _weighted(loss, weight, reduction, mean_over_weights=True):
@@ -104,7 +104,7 @@ class MseLoss(Primitive):
 def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None):
     """(ŷ - y)², the lecture's squared (L2) loss. Complex numbers are refused, as PyTorch refuses them."""
     reduction = legacy_reduction(size_average, reduce, reduction)
-    _refuse_complex("mse", input, target)
+    _refuse_non_floating("mse", input, target)
     input, target = _bools_promoted(input, target)
     target = _same_shape("mse_loss", input, target)
     if weight is None and input.dtype.kind == "f" and target.dtype == input.dtype:
@@ -124,7 +124,7 @@ def huber_loss(input, target, reduction="mean", delta=1.0, weight=None):
     """½ d² where |d| < delta, delta (|d| - ½ delta) elsewhere: MSE near 0, L1 far out."""
     if not delta > 0:  # (a NaN delta too, as PyTorch's check)
         raise RuntimeError("huber_loss does not support non-positive values for delta.")
-    _refuse_complex("huber", input, target)
+    _refuse_non_floating("huber", input, target)
     target = _same_shape("huber_loss", input, target)
     if input.dtype == autograd.float16 and weight is None:  # (each loss in float32, from the exact difference,
         pointwise = huber_loss(input.float(), target.float(), "none", delta).half()  # rounded once: PyTorch's
@@ -246,7 +246,7 @@ def smooth_l1_loss(input, target, size_average=None, reduce=None, reduction="mea
     """½ d² / β where |d| < β, |d| - ½ β elsewhere (d = ŷ - y); β = 0 is the L1 loss.
     Huber's loss divided by β: its slope far out is 1, not β."""
     reduction = legacy_reduction(size_average, reduce, reduction)
-    _refuse_complex("smooth_l1", input, target)
+    _refuse_non_floating("smooth_l1", input, target)
     if not beta >= 0:  # (a NaN beta too, as PyTorch's check)
         raise RuntimeError("smooth_l1_loss does not support negative values for beta.")
     input, target = _bools_promoted(input, target)

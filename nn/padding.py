@@ -17,6 +17,7 @@ import sys
 import autograd
 from autograd.errors import ShapeError
 from autograd.ops.constant_padding import ConstantPad, check_output_sizes, constant_pad_nd, padding_amounts
+from autograd.ops.conversion import refuse_kinds
 from autograd.ops.layouts import in_suggested_layout
 from autograd.ops.padding import copying_pad
 from autograd.primitive import named_node
@@ -39,6 +40,8 @@ def _check_non_constant(input, pad, mode):
             f"Expected {dims + 1}D or {dims + 2}D (batch mode) tensor with possibly 0 batch size and other "
             f"non-zero dimensions for input, but got: {list(input.shape)}")
     if mode in ("reflect", "replicate"):
+        # PyTorch's reflection and replication kernels have no bool loop (circular copies slices, which any dtype has)
+        refuse_kinds(input, f"{'reflection' if mode == 'reflect' else 'replication'}_pad{dims}d", "b")
         _check_gathered_sizes(input.shape, pad)
     for k in range(dims):
         dim = input.ndim - 1 - k

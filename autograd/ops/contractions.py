@@ -114,7 +114,8 @@ def _summed_alone(x, term, elsewhere):
     alone = tuple(i for i, c in enumerate(term) if c not in elsewhere)
     if not alone:
         return x, term
-    return x.sum(axis=alone), "".join(c for i, c in enumerate(term) if i not in alone)
+    # (in the operands' dtype, which einsum chose: NumPy's sum would make int32 int64)
+    return x.sum(axis=alone, dtype=x.dtype), "".join(c for i, c in enumerate(term) if i not in alone)
 
 
 def _parse(equation, operands):
@@ -239,25 +240,45 @@ def _pytorchs_memory_order(terms, output, sizes):
 
 
 def _pairwise_dtype(terms, output, operands, sizes):
-    """The dtype of einsum's result, or PyTorch's refusal. PyTorch takes the operands pairwise, left to right:
-    a pair sharing an index that is summed there (one of size > 1 that neither the output nor a later operand
-    has) is contracted by bmm, which needs one dtype and has no bool kernel; any other pair is multiplied
-    elementwise, which promotes (a float mask by a one_hot of int64, "se,sc->sec", is float). The operands are
-    unsqueezed to one rank first, so a 0-d one promotes as any other; with an empty operand the result is zeros
-    of the promoted dtype, nothing contracted."""
+    """The dtype of einsum's result, or PyTorch's refusal. PyTorch takes the operands pairwise, left to right. An
+    index whose last operand is the current one (neither the output nor a later operand has it) leaves the pair:
+    summed on the side holding it with size > 1 where the other side has size 1 (that sum, as any, turns bool and
+    integers into int64: "bij->b" of a mask counts, in int64), and otherwise contracted by bmm, which needs one dtype
+    and has no bool kernel; a pair with nothing contracted is multiplied elementwise, which promotes (a float mask
+    by a one_hot of int64, "se,sc->sec", is float). The operands are unsqueezed to one rank first, so a 0-d one
+    promotes as any other; with an empty operand the result is zeros of the promoted dtype, nothing contracted."""
     if any(0 in x.shape for x in operands):
         return common_dtype(tuple(x.dtype for x in operands))
     dtype, labels = (operands[0].dtype, set(terms[0])) if operands else (None, set())
+    later = set(output).union(*terms[1:])
+    if len(operands) == 1 and labels - later or any(sizes[label] > 1 for label in labels - later):
+        dtype = _sum_dtype(dtype)  # (among several operands, a dim of size 1 is squeezed away, not summed)
+    labels &= later
     for k in range(1, len(operands)):
         later = set(output).union(*terms[k + 1:])
-        if any(sizes[label] > 1 for label in (labels & set(terms[k])) - later):
+        own, other, contracted = set(terms[k]), operands[k].dtype, False
+        for label in (labels | own) - later:  # (a label an operand lacks is a dim of size 1 there)
+            if sizes[label] == 1:
+                continue
+            if label not in labels:
+                other = _sum_dtype(other)  # PyTorch sums the operand's dim where the result's has size 1
+            elif label not in own:
+                dtype = _sum_dtype(dtype)
+            else:
+                contracted = True
+        if contracted:
             refuse_kinds(xp.empty(0, dtype=dtype), "bmm", "b")
-            if operands[k].dtype != dtype:
-                raise RuntimeError(f"expected scalar type {type_name(dtype)} but found {type_name(operands[k].dtype)}")
+            if other != dtype:
+                raise RuntimeError(f"expected scalar type {type_name(dtype)} but found {type_name(other)}")
         else:
-            dtype = common_dtype((dtype, operands[k].dtype))
-        labels = (labels | set(terms[k])) & later
+            dtype = common_dtype((dtype, other))
+        labels = (labels | own) & later
     return dtype
+
+
+def _sum_dtype(dtype):
+    """A sum's dtype in PyTorch: bool and integers accumulate in int64."""
+    return xp.dtype(xp.int64) if dtype.kind in "biu" else dtype
 
 
 def _check_ndim(x, ndim, op, name):

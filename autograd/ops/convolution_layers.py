@@ -25,6 +25,7 @@ from ..errors import check_same_dtype
 from ..primitive import named_node, node_named
 from . import convolution
 from .constant_padding import constant_pad_nd
+from .conversion import refuse_kinds
 from .layer_arguments import _as_2d, _batched, _dims, _tuple, check_convolution_window
 from .names import names
 
@@ -59,6 +60,9 @@ def _check_conv(input, weight, groups, in_channels, name, transposed=False, bias
     """PyTorch's checks of a convolution's arguments; ``input`` is batched, and for ``spatial`` 1 it has the
     height 1 that ``_as_2d`` gave it (not shown in the messages)."""
     check_same_dtype(name, input, weight=weight, bias=bias)
+    # PyTorch's kernels have no bool loop (NumPy would multiply-add bools); its 1-d convolutions are its 2-d ones
+    kernel = f"slow_conv_transpose{input.ndim - 2}d_out_cpu" if transposed else f"slow_conv{input.ndim - 2}d_cpu"
+    refuse_kinds(input, kernel, "b")
     if groups <= 0:
         raise RuntimeError(f"{name}: non-positive groups is not supported, got groups={groups}")
     if weight.shape[0] < groups:  # (no filter at all: PyTorch's words before NumPy's reshape could fail)
@@ -207,6 +211,7 @@ def unfold(input, kernel_size, dilation=1, padding=0, stride=1):
                            f"dimensions for input, but got: {list(input.shape)}")
     if input.ndim == 3:
         return unfold(input.unsqueeze(0), kernel_size, dilation, padding, stride).squeeze(0)
+    refuse_kinds(input, "im2col_out_cpu", "iu")  # (PyTorch's kernel has floating, complex and bool loops)
     params = dict(kernel_size=_tuple(kernel_size, 2, "kernel_size"), dilation=_tuple(dilation, 2, "dilation"),
                   padding=_tuple(padding, 2, "padding"), stride=_tuple(stride, 2, "stride"))
     _check_window(params)
@@ -225,6 +230,7 @@ def fold(input, output_size, kernel_size, dilation=1, padding=0, stride=1):
     input, unbatched = (input.unsqueeze(0), True) if input.ndim == 2 else (input, False)
     if input.ndim != 3:
         raise RuntimeError(f"Expected 2D or 3D (batched) input to fold, got input of size {_dims(input.shape, 1)}")
+    refuse_kinds(input, "col2im_out_cpu", "iu")  # (as unfold's)
     params = dict(kernel_size=_tuple(kernel_size, 2, "kernel_size"), dilation=_tuple(dilation, 2, "dilation"),
                   padding=_tuple(padding, 2, "padding"), stride=_tuple(stride, 2, "stride"))
     _check_window(params)

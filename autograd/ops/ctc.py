@@ -7,7 +7,7 @@ spells l. Extend the target with blanks, l' = (b, l_1, b, l_2, ..., l_L, b)
 (length S = 2L + 1). The forward variables, in log space,
 
     α_0(0) = x_0(b),   α_0(1) = x_0(l_1),
-    α_t(s) = x_t(l'_s) + logsumexp(α_{t-1}(s), α_{t-1}(s-1), α_{t-1}(s-2) [if l'_s ≠ b and l'_s ≠ l'_{s-2}])
+    α_t(s) = x_t(l'_s) + logsumexp(α_{t-1}(s), α_{t-1}(s-1), α_{t-1}(s-2) [if s is odd and l'_s ≠ l'_{s-2}])
 
 sum every alignment prefix ending at s; the loss is the negative log-likelihood
 
@@ -29,6 +29,7 @@ import numpy
 from ..backend import ufunc_at, xp
 from ..primitive import Primitive
 from ..tensor import Tensor
+from .conversion import type_name
 from .losses import _named
 from .names import names
 
@@ -65,12 +66,14 @@ class _Alignment:
         self.lengths = 2 * xp.asarray(target_lengths, dtype=xp.int64) + 1  # S per sample
         positions = xp.arange(self.size)
         self.inside = positions[None, :] < self.lengths[:, None]
+        # (a label's position, odd s, not its value: a target naming the blank is a label there, as PyTorch reads it)
+        label_position = positions[None, :] % 2 == 1
         before = xp.full(self.labels.shape, -1)
         before[:, 2:] = self.labels[:, :-2]
-        self.skip = (self.labels != blank) & (self.labels != before)  # s-2 -> s allowed
+        self.skip = label_position & (self.labels != before)  # s-2 -> s allowed
         after = xp.full(self.labels.shape, -1)
         after[:, :-2] = self.labels[:, 2:]
-        self.skip_back = (self.labels != blank) & (self.labels != after)  # s+2 -> s allowed (going back)
+        self.skip_back = label_position & (self.labels != after)  # s+2 -> s allowed (going back)
         self.skip_back &= (positions[None, :] + 2) < self.lengths[:, None]
 
 
@@ -183,6 +186,8 @@ def _lengths(name, values, batch):
         raise RuntimeError(f"ctc_loss: {name} must be integers, got {array.dtype}")
     if len(array) != batch:
         raise RuntimeError(f"ctc_loss: {name} must have size {batch} (the batch), got {len(array)}")
+    if (array < 0).any():
+        raise RuntimeError(f"Expected {name} to have value at least 0, but got value {int(array.min())}")
     return array.astype(xp.int64)
 
 
@@ -197,14 +202,19 @@ def ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reducti
         log_probs = log_probs.unsqueeze(1)
     if log_probs.ndim != 3:
         raise RuntimeError(f"ctc_loss: log_probs must be (T, N, C) or (T, C), got shape {tuple(log_probs.shape)}")
+    if log_probs.dtype not in (xp.float32, xp.float64):  # PyTorch's kernels have these two loops only
+        raise NotImplementedError(f"\"ctc_loss_cpu\" not implemented for '{type_name(log_probs.dtype)}'")
     frames, batch, classes = log_probs.shape
     if not 0 <= blank < classes:
         raise RuntimeError("blank must be in label range")
     input_lengths = _lengths("input_lengths", input_lengths, batch)
     target_lengths = _lengths("target_lengths", target_lengths, batch)
-    if (input_lengths > frames).any() or (input_lengths < 0).any():
+    if (input_lengths > frames).any():
         raise RuntimeError(f"ctc_loss: input_lengths must lie in [0, {frames}], got {input_lengths.tolist()}")
     labels = targets._data if isinstance(targets, Tensor) else xp.asarray(targets)
+    if labels.ndim not in (1, 2):
+        raise RuntimeError(f"Expected 1 to 2 dimensions, but got {labels.ndim}-dimensional tensor for argument #2 "
+                           "'targets'")
     if labels.ndim == 1:  # concatenated (an unbatched sample's target too): exactly the targets' labels
         if labels.shape[0] != target_lengths.sum():
             raise RuntimeError(f"ctc_loss: expected targets to have size {int(target_lengths.sum())} at dimension 0 "
@@ -217,8 +227,8 @@ def ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reducti
                                f"{target_lengths.tolist()} for a batch of {batch}")
         rows = list(labels)
     for row, n in zip(rows, target_lengths):
-        if ((row[:n] < 0) | (row[:n] >= classes) | (row[:n] == blank)).any():
-            raise RuntimeError(f"ctc_loss: targets must be classes in [0, {classes}) other than the blank {blank}")
+        if ((row[:n] < 0) | (row[:n] >= classes)).any():
+            raise RuntimeError(f"ctc_loss: targets must be classes in [0, {classes})")
     alignment = _Alignment(rows, target_lengths, blank)
     loss = CTCNegativeLogLikelihood.apply(log_probs, alignment=alignment, input_lengths=input_lengths,
                                           zero_infinity=zero_infinity)

@@ -67,6 +67,10 @@ def _max_pool(input, kernel_size, stride, padding, dilation, ceil_mode, return_i
     sizes = _pool_sizes(input, kernel_size, stride, padding, dilation, ceil_mode, spatial, name)
     input, undo = _as_2d(input, spatial, name)
     kernel, stride, padding, dilation, out = sizes
+    # PyTorch's values-only 1-d kernel has floating loops only (its kernel with indices, the 2-d one, takes integers
+    # too); neither takes complex numbers, which have no order
+    values_only = spatial == 1 and not return_indices
+    refuse_kinds(input, "max_pool1d_impl" if values_only else "max_pool2d", "biuc" if values_only else "c")
     params = dict(kernel_size=kernel, stride=stride, padding=padding, dilation=dilation, out=out)
     values = pooling.MaxPool2d.apply(input, **params)
     if not return_indices:
@@ -135,9 +139,8 @@ def _avg_pool(input, kernel_size, stride, padding, ceil_mode, count_include_pad,
 
 def _refuse_narrow_kinds(input, kernel):
     """PyTorch's average pooling kernels have int64 among the integers: bools and the narrower integers (uint8,
-    int8, int16, int32 images) are its NotImplementedError (NumPy would average them)."""
-    if input.dtype != xp.int64:
-        refuse_kinds(input, kernel, "biu")
+    int8, int16, int32 images) are its NotImplementedError (NumPy would average them), and so are complex numbers."""
+    refuse_kinds(input, kernel, "c" if input.dtype == xp.int64 else "biuc")
 
 
 def _divided_towards_zero(total, divisor, dtype):
@@ -186,7 +189,14 @@ def _adaptive_sizes(input, output_size, spatial, name):
     if min(sizes) < 0:
         raise RuntimeError(f"{name.replace('1d', '2d')}: elements of output_size must be greater than or equal "
                            f"to 0 but received {{{', '.join(map(str, sizes))}}}")
+    _refuse_complex_bins(input, name.replace("1d", "2d"), sizes)
     return input, undo, ((1,) if spatial == 1 else ()) + sizes
+
+
+def _refuse_complex_bins(input, kernel, sizes):
+    """PyTorch's adaptive kernels have no complex loop; an average into one bin per plane is its mean, which has."""
+    if kernel.startswith("adaptive_max") or any(s != 1 for s in sizes):
+        refuse_kinds(input, kernel, "c")
 
 
 def _bins(size, out):
@@ -315,6 +325,7 @@ def _volume_indices(plane_indices, depth_indices, shape):
 
 def _max_pool3d(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
     name = "max_pool3d"
+    refuse_kinds(input, name, "c")  # (before its plane pass, the 2-d kernel, refuses in its own name)
     kernel, stride, padding, dilation, out = _pool_sizes(input, kernel_size, stride, padding, dilation, ceil_mode,
                                                          3, name)
     input, unbatched = _batched(input, 3, name)
@@ -380,6 +391,7 @@ def _adaptive_sizes3d(input, output_size, name):
     sizes = tuple(input.shape[2 + a] if s is None else int(s) for a, s in enumerate(sizes))
     if min(sizes) < 0:
         raise RuntimeError(f"{name}: output_size must be non-negative, got {sizes}")
+    _refuse_complex_bins(input, f"{name}_cpu", sizes)
     return input, unbatched, sizes
 
 
