@@ -43,7 +43,8 @@ def test_a_function_of_inf_nan_and_zero_is_silent_and_its_gradient_too(T, name, 
         block.__exit__(None, None, None)
     with np.errstate(all="ignore"):
         expected = reference(np.array(SPECIAL))
-    np.testing.assert_array_equal(y.detach().numpy(), expected)
+    # (within an ulp: PyTorch's vectorised log1p is one off NumPy's at one of these points on a Haswell machine)
+    np.testing.assert_allclose(y.detach().numpy(), expected, rtol=3e-16, atol=0)
     assert x.grad.shape == (len(SPECIAL),)
 
 
