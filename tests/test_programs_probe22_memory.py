@@ -678,3 +678,524 @@ def test_attentive_np():
     assert all(k >= 0 for k in ours["kls"])
     assert ours["w"].shape == (4, 4, 9, 5)  # per head
     np.testing.assert_allclose(ours["w"].sum(-1), 1.0, rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------
+# Set Transformer
+# ----------------------------------------------------------------------------------------------
+
+
+def set_transformer_authors(m):
+    """The Set Transformer (Lee et al. 2019) as its authors' modules.py writes it: heads split by
+    ``torch.cat(Q.split(dim_split, 2), 0)``, attention by ``torch.softmax(Q_.bmm(K_.transpose(1, 2)) /
+    math.sqrt(dim_V), 2)``, ISAB's inducing points and PMA's seeds as parameters initialised by xavier_uniform_;
+    trained on the max-of-a-set regression with Adam."""
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+
+    class MAB(nn.Module):
+        def __init__(self, dim_Q, dim_K, dim_V, num_heads, ln=False):
+            super(MAB, self).__init__()
+            self.dim_V = dim_V
+            self.num_heads = num_heads
+            self.fc_q = nn.Linear(dim_Q, dim_V)
+            self.fc_k = nn.Linear(dim_K, dim_V)
+            self.fc_v = nn.Linear(dim_K, dim_V)
+            if ln:
+                self.ln0 = nn.LayerNorm(dim_V)
+                self.ln1 = nn.LayerNorm(dim_V)
+            self.fc_o = nn.Linear(dim_V, dim_V)
+
+        def forward(self, Q, K):
+            Q = self.fc_q(Q)
+            K, V = self.fc_k(K), self.fc_v(K)
+            dim_split = self.dim_V // self.num_heads
+            Q_ = torch.cat(Q.split(dim_split, 2), 0)
+            K_ = torch.cat(K.split(dim_split, 2), 0)
+            V_ = torch.cat(V.split(dim_split, 2), 0)
+            A = torch.softmax(Q_.bmm(K_.transpose(1, 2)) / math.sqrt(self.dim_V), 2)
+            O = torch.cat((Q_ + A.bmm(V_)).split(Q.size(0), 0), 2)
+            O = O if getattr(self, 'ln0', None) is None else self.ln0(O)
+            O = O + F.relu(self.fc_o(O))
+            O = O if getattr(self, 'ln1', None) is None else self.ln1(O)
+            return O
+
+    class SAB(nn.Module):
+        def __init__(self, dim_in, dim_out, num_heads, ln=False):
+            super(SAB, self).__init__()
+            self.mab = MAB(dim_in, dim_in, dim_out, num_heads, ln=ln)
+
+        def forward(self, X):
+            return self.mab(X, X)
+
+    class ISAB(nn.Module):
+        def __init__(self, dim_in, dim_out, num_heads, num_inds, ln=False):
+            super(ISAB, self).__init__()
+            self.I = nn.Parameter(torch.Tensor(1, num_inds, dim_out))
+            nn.init.xavier_uniform_(self.I)
+            self.mab0 = MAB(dim_out, dim_in, dim_out, num_heads, ln=ln)
+            self.mab1 = MAB(dim_in, dim_out, dim_out, num_heads, ln=ln)
+
+        def forward(self, X):
+            H = self.mab0(self.I.repeat(X.size(0), 1, 1), X)
+            return self.mab1(X, H)
+
+    class PMA(nn.Module):
+        def __init__(self, dim, num_heads, num_seeds, ln=False):
+            super(PMA, self).__init__()
+            self.S = nn.Parameter(torch.Tensor(1, num_seeds, dim))
+            nn.init.xavier_uniform_(self.S)
+            self.mab = MAB(dim, dim, dim, num_heads, ln=ln)
+
+        def forward(self, X):
+            return self.mab(self.S.repeat(X.size(0), 1, 1), X)
+
+    class SetTransformer(nn.Module):
+        def __init__(self, dim_input, num_outputs, dim_output, num_inds=4, dim_hidden=16, num_heads=4, ln=True):
+            super(SetTransformer, self).__init__()
+            self.enc = nn.Sequential(
+                ISAB(dim_input, dim_hidden, num_heads, num_inds, ln=ln),
+                ISAB(dim_hidden, dim_hidden, num_heads, num_inds, ln=ln))
+            self.dec = nn.Sequential(
+                PMA(dim_hidden, num_heads, num_outputs, ln=ln),
+                SAB(dim_hidden, dim_hidden, num_heads, ln=ln),
+                nn.Linear(dim_hidden, dim_output))
+
+        def forward(self, X):
+            return self.dec(self.enc(X))
+
+    torch.manual_seed(5)
+    model = SetTransformer(1, 1, 1)
+    opt = optim.Adam(model.parameters(), lr=1e-3)
+    criterion = nn.L1Loss()
+    losses = []
+    for step in range(4):
+        X = torch.rand(6, 10, 1) * 10
+        y = X.max(dim=1)[0]
+        pred = model(X).squeeze(-1)
+        loss = criterion(pred, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    perm = torch.randperm(10)
+    with torch.no_grad():
+        a, b = model(X), model(X[:, perm])
+    return {"losses": losses, "pred": a, "perm_diff": (a - b).abs().max(), "I_grad": model.enc[0].I.grad,
+            "S_grad": model.dec[0].S.grad}
+
+
+def test_set_transformer_authors():
+    ours, _ = run_both(set_transformer_authors, rtol=2e-4, atol=1e-5)
+    assert ours["perm_diff"] < 1e-4  # a permutation-invariant function of the set
+
+
+def set_transformer_padded(m):
+    """Set Transformer blocks on nn.MultiheadAttention(batch_first=True) for sets of different sizes in one padded
+    batch: ``key_padding_mask`` in SAB/ISAB/PMA, masked positions zeroed before pooling, a classification head;
+    the result for a padded set equals that of the set alone."""
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+
+    class MAB(nn.Module):
+        def __init__(self, d, heads):
+            super().__init__()
+            self.attn = nn.MultiheadAttention(d, heads, batch_first=True)
+            self.ln0, self.ln1 = nn.LayerNorm(d), nn.LayerNorm(d)
+            self.ff = nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
+
+        def forward(self, Q, K, key_padding_mask=None):
+            H = self.ln0(Q + self.attn(Q, K, K, key_padding_mask=key_padding_mask, need_weights=False)[0])
+            return self.ln1(H + self.ff(H))
+
+    class ISAB(nn.Module):
+        def __init__(self, d, heads, m_ind):
+            super().__init__()
+            self.inducing = nn.Parameter(torch.randn(1, m_ind, d) / math.sqrt(d))
+            self.mab0, self.mab1 = MAB(d, heads), MAB(d, heads)
+
+        def forward(self, X, mask=None):
+            H = self.mab0(self.inducing.expand(X.size(0), -1, -1), X, key_padding_mask=mask)
+            return self.mab1(X, H)
+
+    class PMA(nn.Module):
+        def __init__(self, d, heads, k):
+            super().__init__()
+            self.seeds = nn.Parameter(torch.randn(1, k, d) / math.sqrt(d))
+            self.mab = MAB(d, heads)
+
+        def forward(self, X, mask=None):
+            return self.mab(self.seeds.expand(X.size(0), -1, -1), X, key_padding_mask=mask)
+
+    class Net(nn.Module):
+        def __init__(self, d_in=3, d=16, classes=3):
+            super().__init__()
+            self.embed = nn.Linear(d_in, d)
+            self.isab = ISAB(d, 4, 3)
+            self.sab = MAB(d, 4)
+            self.pma = PMA(d, 4, 2)
+            self.head = nn.Linear(2 * d, classes)
+
+        def forward(self, X, mask):
+            H = self.embed(X)
+            H = self.isab(H, mask)
+            H = self.sab(H, H, key_padding_mask=mask)
+            H = H.masked_fill(mask.unsqueeze(-1), 0.0)
+            return self.head(self.pma(H, mask).flatten(1))
+
+    torch.manual_seed(6)
+    net = Net()
+    sizes = [7, 3, 5, 1, 6]
+    X = torch.randn(len(sizes), 7, 3)
+    mask = torch.arange(7).unsqueeze(0) >= torch.tensor(sizes).unsqueeze(1)
+    X = X.masked_fill(mask.unsqueeze(-1), 0.0)
+    labels = torch.tensor([0, 1, 2, 1, 0])
+    opt = optim.AdamW(net.parameters(), lr=3e-3, betas=(0.9, 0.98), weight_decay=1e-2)
+    sched = optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 3))
+    losses = []
+    for step in range(5):
+        logits = net(X, mask)
+        loss = F.cross_entropy(logits, labels, label_smoothing=0.1)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+    net.eval()
+    with torch.no_grad():
+        batched = net(X, mask)
+        alone = net(X[1:2, :3], mask[1:2, :3])
+        float_mask = torch.zeros(mask.shape).masked_fill(mask, float("-inf"))
+        by_float = net.sab.attn(X[:, :, :1].expand(-1, -1, 16).contiguous(), net.embed(X), net.embed(X),
+                                key_padding_mask=float_mask)[0]
+        by_bool = net.sab.attn(X[:, :, :1].expand(-1, -1, 16).contiguous(), net.embed(X), net.embed(X),
+                               key_padding_mask=mask)[0]
+    return {"losses": losses, "logits": batched, "alone": alone, "by_float": by_float, "by_bool": by_bool,
+            "seed_grad": net.pma.seeds.grad, "in_proj_grad": net.isab.mab0.attn.in_proj_weight.grad}
+
+
+def test_set_transformer_padded():
+    ours, _ = run_both(set_transformer_padded, rtol=2e-4, atol=1e-5)
+    np.testing.assert_allclose(ours["logits"][1:2], ours["alone"], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(ours["by_float"], ours["by_bool"], rtol=1e-5, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------
+# Slot Attention, Perceiver, Deep Sets
+# ----------------------------------------------------------------------------------------------
+
+
+def slot_attention(m):
+    """Slot Attention (Locatello et al. 2020) as lucidrains/slot-attention writes it: slots drawn from a learnt
+    Gaussian (mu + exp(logsigma) * randn), dots scaled by d^-0.5, softmax over the slots (dim=1) plus eps,
+    weights renormalised over the inputs, ``einsum('bjd,bij->bid')`` updates through a GRUCell and a residual MLP;
+    inside an autoencoder with a soft position embedding built from ``torch.meshgrid``, a spatial broadcast
+    decoder and an alpha-mask recombination, trained with Adam under warmup and decay."""
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+
+    class SlotAttention(nn.Module):
+        def __init__(self, num_slots, dim, iters=3, eps=1e-8, hidden_dim=32):
+            super().__init__()
+            self.num_slots = num_slots
+            self.iters = iters
+            self.eps = eps
+            self.scale = dim ** -0.5
+            self.slots_mu = nn.Parameter(torch.randn(1, 1, dim))
+            self.slots_logsigma = nn.Parameter(torch.zeros(1, 1, dim))
+            nn.init.xavier_uniform_(self.slots_logsigma)
+            self.to_q = nn.Linear(dim, dim)
+            self.to_k = nn.Linear(dim, dim)
+            self.to_v = nn.Linear(dim, dim)
+            self.gru = nn.GRUCell(dim, dim)
+            hidden_dim = max(dim, hidden_dim)
+            self.mlp = nn.Sequential(nn.Linear(dim, hidden_dim), nn.ReLU(inplace=True), nn.Linear(hidden_dim, dim))
+            self.norm_input = nn.LayerNorm(dim)
+            self.norm_slots = nn.LayerNorm(dim)
+            self.norm_pre_ff = nn.LayerNorm(dim)
+
+        def forward(self, inputs, num_slots=None):
+            b, n, d = inputs.shape
+            n_s = num_slots if num_slots is not None else self.num_slots
+            mu = self.slots_mu.expand(b, n_s, -1)
+            sigma = self.slots_logsigma.exp().expand(b, n_s, -1)
+            slots = mu + sigma * torch.randn(mu.shape)
+            inputs = self.norm_input(inputs)
+            k, v = self.to_k(inputs), self.to_v(inputs)
+            for _ in range(self.iters):
+                slots_prev = slots
+                slots = self.norm_slots(slots)
+                q = self.to_q(slots)
+                dots = torch.einsum('bid,bjd->bij', q, k) * self.scale
+                attn = dots.softmax(dim=1) + self.eps
+                attn = attn / attn.sum(dim=-1, keepdim=True)
+                updates = torch.einsum('bjd,bij->bid', v, attn)
+                slots = self.gru(updates.reshape(-1, d), slots_prev.reshape(-1, d))
+                slots = slots.reshape(b, -1, d)
+                slots = slots + self.mlp(self.norm_pre_ff(slots))
+            return slots, attn
+
+    def build_grid(resolution):
+        ranges = [torch.linspace(0.0, 1.0, steps=res) for res in resolution]
+        grid = torch.meshgrid(*ranges, indexing="ij")
+        grid = torch.stack(grid, dim=-1)
+        grid = torch.reshape(grid, [resolution[0], resolution[1], -1])
+        grid = grid.unsqueeze(0)
+        return torch.cat([grid, 1.0 - grid], dim=-1)
+
+    class SoftPositionEmbed(nn.Module):
+        def __init__(self, hidden_size, resolution):
+            super().__init__()
+            self.embedding = nn.Linear(4, hidden_size, bias=True)
+            self.register_buffer("grid", build_grid(resolution))
+
+        def forward(self, inputs):
+            return inputs + self.embedding(self.grid)
+
+    class SlotAutoEncoder(nn.Module):
+        def __init__(self, resolution=(8, 8), num_slots=3, hid=16):
+            super().__init__()
+            self.resolution, self.num_slots, self.hid = resolution, num_slots, hid
+            self.conv1 = nn.Conv2d(3, hid, 5, padding=2)
+            self.conv2 = nn.Conv2d(hid, hid, 5, padding=2)
+            self.enc_pos = SoftPositionEmbed(hid, resolution)
+            self.dec_pos = SoftPositionEmbed(hid, resolution)
+            self.fc1 = nn.Linear(hid, hid)
+            self.fc2 = nn.Linear(hid, hid)
+            self.deconv = nn.ConvTranspose2d(hid, 4, 3, stride=(1, 1), padding=1)
+            self.slot_attention = SlotAttention(num_slots, hid, iters=3, eps=1e-8, hidden_dim=32)
+
+        def forward(self, image):
+            x = F.relu(self.conv2(F.relu(self.conv1(image))))
+            x = x.permute(0, 2, 3, 1)
+            x = self.enc_pos(x)
+            x = torch.flatten(x, 1, 2)
+            x = nn.LayerNorm(x.shape[1:])(x)
+            x = self.fc2(F.relu(self.fc1(x)))
+            slots, attn = self.slot_attention(x)
+            b = slots.shape[0]
+            slots = slots.reshape((-1, slots.shape[-1])).unsqueeze(1).unsqueeze(2)
+            slots = slots.repeat((1, self.resolution[0], self.resolution[1], 1))
+            x = self.dec_pos(slots).permute(0, 3, 1, 2)
+            x = self.deconv(x).permute(0, 2, 3, 1)
+            recons, masks = x.reshape(b, -1, x.shape[1], x.shape[2], x.shape[3]).split([3, 1], dim=-1)
+            masks = nn.Softmax(dim=1)(masks)
+            recon_combined = torch.sum(recons * masks, dim=1).permute(0, 3, 1, 2)
+            return recon_combined, recons, masks, attn
+
+    torch.manual_seed(7)
+    model = SlotAutoEncoder()
+    opt = optim.Adam(model.parameters(), lr=4e-4)
+    images = torch.rand(2, 3, 8, 8)
+    losses = []
+    warmup, decay_rate, decay_steps = 2, 0.5, 10
+    for step in range(3):
+        lr = 4e-4 * min(1.0, (step + 1) / warmup) * decay_rate ** (step / decay_steps)
+        opt.param_groups[0]["lr"] = lr
+        recon, recons, masks, attn = model(images)
+        loss = F.mse_loss(recon, images)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return {"losses": losses, "masks": masks.detach(), "attn": attn.detach(),
+            "mu_grad": model.slot_attention.slots_mu.grad, "gru_grad": model.slot_attention.gru.weight_hh.grad,
+            "deconv_grad": model.deconv.weight.grad}
+
+
+def test_slot_attention():
+    ours, _ = run_both(slot_attention, rtol=3e-4, atol=1e-6)
+    np.testing.assert_allclose(ours["masks"].sum(1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(ours["attn"].sum(-1), 1.0, rtol=1e-5)
+    assert ours["attn"].shape == (2, 3, 64)
+
+
+def perceiver(m):
+    """A Perceiver (Jaegle et al. 2021) as lucidrains/perceiver-pytorch writes it: Fourier features of the input
+    positions (``torch.linspace`` grids, ``einops``-free ``repeat`` by ``expand``), a learnt latent array
+    cross-attending to the data with a mask, latent self-attention blocks with weight sharing, GEGLU feed-forward,
+    mean pooling into logits; trained with AdamW."""
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+
+    def fourier_encode(x, max_freq, num_bands=4):
+        x = x.unsqueeze(-1)
+        dtype, orig_x = x.dtype, x
+        scales = torch.linspace(1., max_freq / 2, num_bands, dtype=dtype)
+        scales = scales[(*((None,) * (len(x.shape) - 1)), Ellipsis)]
+        x = x * scales * math.pi
+        x = torch.cat([x.sin(), x.cos()], dim=-1)
+        return torch.cat((x, orig_x), dim=-1)
+
+    class PreNorm(nn.Module):
+        def __init__(self, dim, fn, context_dim=None):
+            super().__init__()
+            self.fn = fn
+            self.norm = nn.LayerNorm(dim)
+            self.norm_context = nn.LayerNorm(context_dim) if context_dim is not None else None
+
+        def forward(self, x, **kwargs):
+            x = self.norm(x)
+            if self.norm_context is not None:
+                kwargs.update(context=self.norm_context(kwargs["context"]))
+            return self.fn(x, **kwargs)
+
+    class GEGLU(nn.Module):
+        def forward(self, x):
+            x, gates = x.chunk(2, dim=-1)
+            return x * F.gelu(gates)
+
+    class FeedForward(nn.Module):
+        def __init__(self, dim, mult=2):
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(dim, dim * mult * 2), GEGLU(), nn.Linear(dim * mult, dim))
+
+        def forward(self, x):
+            return self.net(x)
+
+    class Attention(nn.Module):
+        def __init__(self, query_dim, context_dim=None, heads=2, dim_head=8):
+            super().__init__()
+            inner_dim = dim_head * heads
+            context_dim = context_dim if context_dim is not None else query_dim
+            self.scale = dim_head ** -0.5
+            self.heads = heads
+            self.to_q = nn.Linear(query_dim, inner_dim, bias=False)
+            self.to_kv = nn.Linear(context_dim, inner_dim * 2, bias=False)
+            self.to_out = nn.Linear(inner_dim, query_dim)
+
+        def forward(self, x, context=None, mask=None):
+            h = self.heads
+            q = self.to_q(x)
+            context = context if context is not None else x
+            k, v = self.to_kv(context).chunk(2, dim=-1)
+            q, k, v = (t.reshape(t.shape[0], t.shape[1], h, -1).permute(0, 2, 1, 3).reshape(t.shape[0] * h, t.shape[1], -1)
+                       for t in (q, k, v))
+            sim = torch.einsum('b i d, b j d -> b i j', q, k) * self.scale
+            if mask is not None:
+                mask = mask.reshape(mask.shape[0], -1)
+                max_neg_value = -torch.finfo(sim.dtype).max
+                mask = mask[:, None, :].repeat_interleave(h, dim=0)
+                sim.masked_fill_(~mask, max_neg_value)
+            attn = sim.softmax(dim=-1)
+            out = torch.einsum('b i j, b j d -> b i d', attn, v)
+            out = out.reshape(-1, h, out.shape[1], out.shape[2]).permute(0, 2, 1, 3).flatten(2)
+            return self.to_out(out)
+
+    class Perceiver(nn.Module):
+        def __init__(self, input_channels=3, num_latents=6, latent_dim=16, depth=2, num_classes=4, max_freq=5.,
+                     num_freq_bands=4):
+            super().__init__()
+            self.max_freq, self.num_freq_bands = max_freq, num_freq_bands
+            input_dim = 2 * (num_freq_bands * 2 + 1) + input_channels
+            self.latents = nn.Parameter(torch.randn(num_latents, latent_dim))
+            self.cross_attn = PreNorm(latent_dim, Attention(latent_dim, input_dim, heads=1, dim_head=16),
+                                      context_dim=input_dim)
+            self.cross_ff = PreNorm(latent_dim, FeedForward(latent_dim))
+            self.latent_attn = PreNorm(latent_dim, Attention(latent_dim))
+            self.latent_ff = PreNorm(latent_dim, FeedForward(latent_dim))
+            self.depth = depth
+            self.to_logits = nn.Sequential(nn.LayerNorm(latent_dim), nn.Linear(latent_dim, num_classes))
+
+        def forward(self, data, mask=None):
+            b, *axis, _ = data.shape
+            axis_pos = [torch.linspace(-1., 1., steps=size) for size in axis]
+            pos = torch.stack(torch.meshgrid(*axis_pos, indexing="ij"), dim=-1)
+            enc_pos = fourier_encode(pos, self.max_freq, self.num_freq_bands)
+            enc_pos = enc_pos.reshape(*enc_pos.shape[:-2], -1)
+            enc_pos = enc_pos.unsqueeze(0).expand(b, *enc_pos.shape)
+            data = torch.cat((data, enc_pos), dim=-1)
+            data = data.reshape(b, -1, data.shape[-1])
+            x = self.latents.unsqueeze(0).expand(b, -1, -1)
+            for _ in range(self.depth):  # weights tied across depth
+                x = self.cross_attn(x, context=data, mask=mask) + x
+                x = self.cross_ff(x) + x
+                x = self.latent_attn(x) + x
+                x = self.latent_ff(x) + x
+            return self.to_logits(x.mean(dim=-2))
+
+    torch.manual_seed(8)
+    model = Perceiver()
+    opt = optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1)
+    img = torch.randn(3, 5, 4, 3)
+    mask = torch.ones(3, 5, 4, dtype=torch.bool)
+    mask[0, 3:] = False
+    labels = torch.tensor([1, 3, 0])
+    losses = []
+    for step in range(4):
+        loss = F.cross_entropy(model(img, mask), labels)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0) if hasattr(torch, "nn") else nn.utils.clip_grad_norm_(
+            model.parameters(), 1.0)
+        opt.step()
+        losses.append(loss.item())
+    return {"losses": losses, "latent_grad": model.latents.grad, "kv_grad": model.cross_attn.fn.to_kv.weight.grad,
+            "logits": model(img, mask).detach()}
+
+
+def test_perceiver():
+    ours, _ = run_both(perceiver, rtol=2e-4, atol=1e-5)
+    assert ours["losses"][-1] < ours["losses"][0]
+
+
+def deep_sets(m):
+    """Deep Sets (Zaheer et al. 2017): phi on each element, a masked sum (and a masked mean and max for the
+    variants), rho on the pooled vector; permutation-equivariant layers x W - max(x) Gamma as in the point-cloud
+    classifier; trained on the sum-of-digits task with Adam and an exponential LR decay."""
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+
+    class PermEqui2_max(nn.Module):
+        def __init__(self, in_dim, out_dim):
+            super().__init__()
+            self.Gamma = nn.Linear(in_dim, out_dim)
+            self.Lambda = nn.Linear(in_dim, out_dim, bias=False)
+
+        def forward(self, x, mask):
+            xm, _ = x.masked_fill(~mask.unsqueeze(-1), float("-inf")).max(1, keepdim=True)
+            xm = self.Lambda(xm)
+            x = self.Gamma(x)
+            return x - xm
+
+    class DeepSets(nn.Module):
+        def __init__(self, vocab=10, d=16, pool="sum"):
+            super().__init__()
+            self.embed = nn.Embedding(vocab, d, padding_idx=0)
+            self.phi = nn.Sequential(nn.Linear(d, d), nn.ELU(inplace=True), nn.Linear(d, d), nn.Tanh())
+            self.equi = PermEqui2_max(d, d)
+            self.rho = nn.Sequential(nn.Linear(3 * d, d), nn.ELU(inplace=True), nn.Linear(d, 1))
+
+        def forward(self, digits):
+            mask = digits != 0
+            x = self.phi(self.embed(digits))
+            x = F.elu(self.equi(x, mask))
+            m_f = mask.unsqueeze(-1).to(x.dtype)
+            s = (x * m_f).sum(dim=1)
+            mean = s / m_f.sum(dim=1).clamp(min=1)
+            mx = x.masked_fill(~mask.unsqueeze(-1), -1e9).amax(dim=1)
+            return self.rho(torch.cat([s, mean, mx], dim=-1)).squeeze(-1)
+
+    torch.manual_seed(9)
+    model = DeepSets()
+    opt = optim.Adam(model.parameters(), lr=1e-3, weight_decay=5e-5)
+    sched = optim.lr_scheduler.ExponentialLR(opt, gamma=0.9)
+    digits = torch.randint(1, 10, (16, 6))
+    lengths = torch.randint(1, 7, (16,))
+    digits[torch.arange(6)[None] >= lengths[:, None]] = 0
+    target = digits.sum(1).float()
+    losses = []
+    for epoch in range(5):
+        pred = model(digits)
+        loss = F.l1_loss(pred, target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+    shuffled = digits[:, torch.randperm(6)]
+    with torch.no_grad():
+        diff = (model(digits) - model(shuffled)).abs().max()
+    return {"losses": losses, "diff": diff, "emb_grad": model.embed.weight.grad, "lr": sched.get_last_lr()[0]}
+
+
+def test_deep_sets():
+    ours, _ = run_both(deep_sets, rtol=1e-4, atol=1e-5)
+    assert ours["diff"] < 1e-4
+    assert np.all(ours["emb_grad"][0] == 0)  # padding_idx gets no gradient
+    assert ours["lr"] == pytest.approx(1e-3 * 0.9 ** 5)
