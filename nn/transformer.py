@@ -2,6 +2,7 @@
 
 import copy
 import warnings
+from functools import partial
 
 import autograd
 from autograd.graph import program_stacklevel
@@ -49,6 +50,11 @@ def _why_not_nested(layer):
         return f"{name} was not TransformerEncoderLayer"
     if layer.norm_first:
         return f"{name}.norm_first was True"
+    return _why_not_fused(layer, name)
+
+
+def _why_not_fused(layer, name):
+    """Why PyTorch's fused encoder-layer kernel cannot serve a layer built like this one ("" where it can)."""
     if not layer.self_attn.batch_first:
         return (f"{name}.self_attn.batch_first was not True"
                 "(use batch_first for better inference performance)")
@@ -129,14 +135,49 @@ class TransformerEncoderLayer(Module):
 
     def forward(self, src, src_mask=None, src_key_padding_mask=None, is_causal=False):
         src_mask, src_key_padding_mask = _canonical_masks(src, src_mask, src_key_padding_mask)
+        if self._why_not_fast_path(src):
+            sa_block, ff_block = self._sa_block, self._ff_block
+        else:  # PyTorch's fused kernel: this class's blocks whatever a subclass overrides, and the attention of
+            # MultiheadAttention's fused kernel (a query whose every key is masked gets NaN, not 0)
+            sa_block, ff_block = self._fused_sa_block, partial(TransformerEncoderLayer._ff_block, self)
         x = src
         if self.norm_first:
-            x = x + self._sa_block(self.norm1(x), src_mask, src_key_padding_mask, is_causal)
-            x = x + self._ff_block(self.norm2(x))
+            x = x + sa_block(self.norm1(x), src_mask, src_key_padding_mask, is_causal)
+            x = x + ff_block(self.norm2(x))
         else:
-            x = self.norm1(x + self._sa_block(x, src_mask, src_key_padding_mask, is_causal))
-            x = self.norm2(x + self._ff_block(x))
+            x = self.norm1(x + sa_block(x, src_mask, src_key_padding_mask, is_causal))
+            x = self.norm2(x + ff_block(x))
         return x
+
+    def _why_not_fast_path(self, src):
+        """Why PyTorch would not run its fused inference kernel for this layer and input ("" where it would)."""
+        if not autograd.backends.mha.get_fastpath_enabled():
+            return "torch.backends.mha.get_fastpath_enabled() was not True"
+        if src.ndim != 3:
+            return f"input not batched; expected src.dim() of 3 but got {src.ndim}"
+        if self.training:
+            return "training is enabled"
+        why_not = _why_not_fused(self, "self")
+        if why_not or autograd.is_autocast_enabled():
+            return why_not or "autocast is enabled"
+        if any(m._forward_hooks or m._forward_pre_hooks for m in self.modules()):
+            return "forward pre-/hooks are attached to the module"
+        if autograd.is_grad_enabled() and any(t is not None and t.requires_grad for t in self._fused_tensors(src)):
+            return "grad is enabled and at least one of query or the input/output projection weights or biases " \
+                   "requires_grad"
+        return ""
+
+    def _fused_tensors(self, src):
+        """The tensors PyTorch's fused kernel reads: the input and the layer's weights and biases."""
+        attn = self.self_attn
+        return (src, attn.in_proj_weight, attn.in_proj_bias, attn.out_proj.weight, attn.out_proj.bias,
+                self.norm1.weight, self.norm1.bias, self.norm2.weight, self.norm2.bias,
+                self.linear1.weight, self.linear1.bias, self.linear2.weight, self.linear2.bias)
+
+    def _fused_sa_block(self, x, attn_mask, key_padding_mask, is_causal=False):
+        """Self-attention as the fused kernel computes it: the weights' plain softmax (the ``is_causal`` hint is
+        not read: the mask says it)."""
+        return self.self_attn(x, x, x, attn_mask=attn_mask, key_padding_mask=key_padding_mask)[0]
 
     def _sa_block(self, x, attn_mask, key_padding_mask, is_causal=False):
         x = self.self_attn(x, x, x, attn_mask=attn_mask, key_padding_mask=key_padding_mask, need_weights=False,
@@ -225,12 +266,11 @@ class TransformerEncoder(Module):
         if not self.use_nested_tensor or src_key_padding_mask is None or mask is not None or src.ndim != 3:
             return False
         first = self.layers[0]
-        if first.training or (self.mask_check and not _left_aligned(src_key_padding_mask != 0)):
+        if first.training or not autograd.backends.mha.get_fastpath_enabled() or autograd.is_autocast_enabled():
             return False
-        attn = first.self_attn
-        tensors = (src, attn.in_proj_weight, attn.in_proj_bias, attn.out_proj.weight, attn.out_proj.bias,
-                   first.norm1.weight, first.norm1.bias, first.norm2.weight, first.norm2.bias,
-                   first.linear1.weight, first.linear1.bias, first.linear2.weight, first.linear2.bias)
+        if self.mask_check and not _left_aligned(src_key_padding_mask != 0):
+            return False
+        tensors = first._fused_tensors(src)
         return not (autograd.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors))
 
     def forward(self, src, mask=None, src_key_padding_mask=None, is_causal=None):

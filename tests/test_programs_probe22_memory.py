@@ -23,7 +23,7 @@ import math
 import numpy as np
 import pytest
 
-from .pytorch_programs import OURS, run_both
+from .pytorch_programs import run_both
 
 # ----------------------------------------------------------------------------------------------
 # Modern Hopfield networks

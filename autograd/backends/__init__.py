@@ -3,4 +3,4 @@ or ask about (``import torch.backends.cudnn as cudnn; cudnn.benchmark = True``).
 CuPy, for "cuda"): there is no cuDNN or MPS here, so each ``is_available()`` is False and the switches are kept,
 changing nothing, as on a CPU build of PyTorch."""
 
-from . import cuda, cudnn, mkldnn, mps  # noqa: F401
+from . import cuda, cudnn, mha, mkldnn, mps  # noqa: F401

@@ -345,17 +345,45 @@ class MultiheadAttention(Module):
         """Inputs (L, N, E) (or (N, L, E) with batch_first, or unbatched (L, E)); returns the output in the
         same layout and, where need_weights, the attention weights (N, L, S) averaged over heads (or
         (N, H, L, S)); ``key_padding_mask`` (N, S) and bool ``attn_mask`` are True where attention is barred."""
+        # PyTorch's fused kernel (its fast path) normalises the scores with a plain softmax, so a query whose every
+        # key is masked gets NaN, as the route that returns the weights gives, where the other route's gets 0
+        fused = not need_weights and not self._why_not_fast_path(query, key, value, attn_mask, key_padding_mask)
         batch_first = self.batch_first and query.ndim == 3
         if batch_first:
             query, key, value = query.transpose(1, 0), key.transpose(1, 0), value.transpose(1, 0)
         out, weights = multi_head_attention_forward(
             query, key, value, self.embed_dim, self.num_heads, self.in_proj_weight, self.in_proj_bias, self.bias_k,
             self.bias_v, self.add_zero_attn, self.dropout, self.out_proj.weight, self.out_proj.bias,
-            training=self.training, key_padding_mask=key_padding_mask, need_weights=need_weights,
+            training=self.training, key_padding_mask=key_padding_mask, need_weights=need_weights or fused,
             attn_mask=attn_mask, use_separate_proj_weight=not self._qkv_same_embed_dim,
             q_proj_weight=self.q_proj_weight, k_proj_weight=self.k_proj_weight, v_proj_weight=self.v_proj_weight,
             average_attn_weights=average_attn_weights, is_causal=is_causal)
-        return (out.transpose(1, 0) if batch_first else out), weights
+        return (out.transpose(1, 0) if batch_first else out), (weights if need_weights else None)
+
+    def _why_not_fast_path(self, query, key, value, attn_mask, key_padding_mask):
+        """Why PyTorch would not run its fused inference kernel for this call ("" where it would): the kernel
+        serves batched self-attention (query, key and value one tensor) in eval mode with boolean masks, an even
+        number of heads, one packed projection and nothing to differentiate."""
+        floating = [m for m in (attn_mask, key_padding_mask) if m is not None and m.is_floating_point()]
+        weights = (self.in_proj_weight, self.in_proj_bias, self.out_proj.weight, self.out_proj.bias)
+        reasons = (
+            (floating, "floating-point masks are not supported for fast path."),
+            (not autograd.backends.mha.get_fastpath_enabled(), "the fast path was switched off"),
+            (query.ndim != 3, f"input not batched; expected query.dim() of 3 but got {query.ndim}"),
+            (query is not key or key is not value, "non-self attention was used"),
+            (self.in_proj_weight is None, "in_proj_weight was None"),
+            (any(w is not None and w.dtype != query.dtype for w in weights[:2]), "dtypes of query and weights differ"),
+            (self.training, "training is enabled"),
+            (self.num_heads % 2, "self.num_heads is not even"),
+            (not self.batch_first, "batch_first was not True"),
+            (self.bias_k is not None or self.bias_v is not None, "self.bias_k or self.bias_v was not None"),
+            (self.add_zero_attn, "add_zero_attn was enabled"),
+            (autograd.is_autocast_enabled(), "autocast is enabled"),
+            (autograd.is_grad_enabled() and any(t is not None and t.requires_grad for t in (query, *weights)),
+             "grad is enabled and at least one of query or the input/output projection weights or biases "
+             "requires_grad"),
+        )
+        return next((reason for blocked, reason in reasons if blocked), "")
 
     def merge_masks(self, attn_mask, key_padding_mask, query):
         """(merged mask, mask type), as PyTorch's: the key padding mask (N, S) alone is type 1; an attention

@@ -1,0 +1,142 @@
+"""Focused tests of the library fixes found by probe 22 (memory-augmented and set-structured models), each checked
+against PyTorch where it is installed and against values that hold without it."""
+
+import numpy as np
+import pytest
+
+import autograd
+import nn
+
+from .pytorch_programs import OURS, pytorch, run_both
+
+# ----------------------------------------------------------------------------------------------
+# The fused inference path of MultiheadAttention and TransformerEncoderLayer: a query whose every key is masked
+# gets NaN there (a plain softmax), 0 on the unfused route (SDPA's safe softmax)
+# ----------------------------------------------------------------------------------------------
+
+
+def masked_attention(m, *, training=False, grad=False, cross=False, float_mask=False, odd_heads=False):
+    torch, nn = m.torch, m.nn
+    torch.manual_seed(0)
+    E, H = (9, 3) if odd_heads else (8, 2)
+    mha = nn.MultiheadAttention(E, H, batch_first=True).train(training)
+    x = torch.randn(2, 3, E)
+    kpm = torch.tensor([[False, False, True], [True, True, True]])  # the second set is empty
+    if float_mask:
+        kpm = torch.zeros(2, 3).masked_fill(kpm, float("-inf"))
+    with torch.set_grad_enabled(grad):
+        out, weights = mha(x, x, x.clone() if cross else x, key_padding_mask=kpm, need_weights=False)
+    return {"out": out.detach(), "weights": weights is None}
+
+
+@pytest.mark.parametrize("route", ["fused", "training", "grad", "cross", "float_mask", "odd_heads"])
+def test_multihead_attention_with_an_empty_set(route):
+    kwargs = {} if route == "fused" else {route: True}
+    ours, _ = run_both(masked_attention, **kwargs, rtol=1e-5, atol=1e-6)
+    assert ours["weights"]
+    assert np.isfinite(ours["out"][0]).all()
+    if route == "fused":
+        assert np.isnan(ours["out"][1]).all()
+    else:
+        np.testing.assert_array_equal(ours["out"][1], 0.0)
+
+
+def encoder_layer_with_an_empty_set(m, *, norm_first=False, hooked=False, float_mask=False):
+    torch, nn = m.torch, m.nn
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(8, 2, 16, batch_first=True, norm_first=norm_first).eval()
+    if hooked:
+        layer.linear2.register_forward_hook(lambda module, args, out: None)
+    x = torch.randn(2, 3, 8)
+    kpm = torch.tensor([[False, False, True], [True, True, True]])
+    if float_mask:  # (the fused layer takes float masks, the fused attention does not)
+        kpm = torch.zeros(2, 3).masked_fill(kpm, float("-inf"))
+    with torch.no_grad():
+        return layer(x, src_key_padding_mask=kpm)
+
+
+@pytest.mark.parametrize("kind", ["post_norm", "norm_first", "float_mask", "hooked"])
+def test_encoder_layer_with_an_empty_set(kind):
+    kwargs = {} if kind == "post_norm" else {kind: True}
+    ours, _ = run_both(encoder_layer_with_an_empty_set, **kwargs, rtol=1e-5, atol=1e-5)
+    assert np.isfinite(ours[0]).all()
+    if kind == "hooked":  # a hook keeps PyTorch off its fused kernel: the empty set's attention is 0
+        assert np.isfinite(ours[1]).all()
+    else:
+        assert np.isnan(ours[1]).all()
+
+
+def test_fused_layer_ignores_a_subclass_block():
+    """PyTorch's fused kernel computes the layer's own blocks: a subclass's ``_sa_block`` runs only off it."""
+
+    def program(m):
+        torch, nn = m.torch, m.nn
+
+        class Doubled(nn.TransformerEncoderLayer):
+            calls = 0
+
+            def _sa_block(self, x, attn_mask, key_padding_mask, is_causal=False):
+                Doubled.calls += 1
+                return 2 * super()._sa_block(x, attn_mask, key_padding_mask, is_causal)
+
+        torch.manual_seed(0)
+        layer = Doubled(8, 2, 16, batch_first=True).eval()
+        x = torch.randn(2, 3, 8)
+        with torch.no_grad():
+            fused = layer(x)
+        unfused = layer(x)
+        plain = nn.TransformerEncoderLayer(8, 2, 16, batch_first=True).eval()
+        plain.load_state_dict(layer.state_dict())
+        with torch.no_grad():
+            same = torch.allclose(plain(x), fused)
+        return {"calls": Doubled.calls, "same": same, "differ": not torch.allclose(fused, unfused.detach())}
+
+    ours, _ = run_both(program)
+    assert ours == {"calls": 1, "same": True, "differ": True}
+
+
+def test_fastpath_switch():
+    """``torch.backends.mha.set_fastpath_enabled(False)``: attention and encoders take the unfused route (0 for an
+    empty set, padded positions not zeroed by the encoder)."""
+
+    def program(m):
+        torch, nn = m.torch, m.nn
+        torch.manual_seed(0)
+        layer = nn.TransformerEncoderLayer(8, 2, 16, batch_first=True).eval()
+        encoder = nn.TransformerEncoder(layer, 1).eval()
+        x = torch.randn(2, 3, 8)
+        kpm = torch.tensor([[False, False, True], [True, True, True]])
+        ragged = torch.tensor([[False, False, True], [False, True, True]])
+        results = {}
+        for enabled in (False, True):
+            torch.backends.mha.set_fastpath_enabled(enabled)
+            try:
+                with torch.no_grad():
+                    results[enabled] = (layer(x, src_key_padding_mask=kpm), encoder(x, src_key_padding_mask=ragged),
+                                        torch.backends.mha.get_fastpath_enabled())
+            finally:
+                torch.backends.mha.set_fastpath_enabled(True)
+        return results
+
+    ours, _ = run_both(program, rtol=1e-5, atol=1e-5)
+    off, on = ours[False], ours[True]
+    assert off[2] is False and on[2] is True
+    assert np.isfinite(off[0]).all() and np.isnan(on[0][1]).all()
+    assert (off[1][1, 1:] != 0).all() and (on[1][1, 1:] == 0).all()  # the nested path pads with zeros
+    np.testing.assert_allclose(off[1][:, 0], on[1][:, 0], rtol=1e-5)
+
+
+def test_fused_attention_matches_unfused_where_a_key_is_left():
+    autograd.manual_seed(0)
+    mha = nn.MultiheadAttention(8, 2, batch_first=True).eval()
+    x = autograd.randn(3, 4, 8)
+    kpm = autograd.tensor([[False, True, True, True], [False] * 4, [True, False, True, False]])
+    with autograd.no_grad():
+        fused = mha(x, x, x, key_padding_mask=kpm, need_weights=False)[0]
+        unfused = mha(x, x, x.clone(), key_padding_mask=kpm, need_weights=False)[0]
+    np.testing.assert_allclose(fused.numpy(), unfused.numpy(), rtol=1e-5, atol=1e-6)
+    assert OURS.torch.backends.mha.get_fastpath_enabled()
+    if pytorch() is not None:
+        import torch
+
+        assert torch.backends.mha.get_fastpath_enabled()
