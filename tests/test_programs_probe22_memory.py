@@ -1199,3 +1199,197 @@ def test_deep_sets():
     assert ours["diff"] < 1e-4
     assert np.all(ours["emb_grad"][0] == 0)  # padding_idx gets no gradient
     assert ours["lr"] == pytest.approx(1e-3 * 0.9 ** 5)
+
+
+# ----------------------------------------------------------------------------------------------
+# End-to-end memory networks, product-key memory, an empty set at inference
+# ----------------------------------------------------------------------------------------------
+
+
+def memn2n(m):
+    """End-To-End Memory Networks (Sukhbaatar et al. 2015) on a bAbI-like toy task: adjacent weight tying
+    (``C[k].weight = A[k + 1].weight``), position encoding of the words, temporal encoding added to the memories,
+    three hops, ``clip_grad_norm_(40)``, SGD with the learning rate halved on a schedule; linear start (no softmax)
+    for the first steps."""
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    V, d, n_mem, n_words, hops = 12, 10, 5, 4, 3
+
+    def position_encoding(sentence_size, embedding_dim):
+        encoding = np.ones((embedding_dim, sentence_size), dtype=np.float32)
+        ls, le = sentence_size + 1, embedding_dim + 1
+        for i in range(1, le):
+            for j in range(1, ls):
+                encoding[i - 1, j - 1] = (i - (le - 1) / 2) * (j - (ls - 1) / 2)
+        encoding = 1 + 4 * encoding / embedding_dim / sentence_size
+        return torch.from_numpy(np.transpose(encoding))
+
+    class MemN2N(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.A = nn.ModuleList([nn.Embedding(V, d, padding_idx=0) for _ in range(hops + 1)])
+            for emb in self.A:
+                emb.weight.data.normal_(0, 0.1)
+            self.C = nn.ModuleList()
+            for k in range(hops):
+                self.C.append(nn.Embedding(V, d, padding_idx=0))
+                self.C[k].weight = self.A[k + 1].weight  # adjacent tying
+            self.TA = nn.Parameter(torch.randn(n_mem, d) * 0.1)
+            self.TC = nn.Parameter(torch.randn(n_mem, d) * 0.1)
+            self.register_buffer("encoding", position_encoding(n_words, d))
+            self.linear_start = True
+
+        def forward(self, story, query):
+            u = (self.A[0](query) * self.encoding).sum(1)
+            for k in range(hops):
+                m_in = (self.A[k](story) * self.encoding).sum(2) + self.TA
+                c = (self.C[k](story) * self.encoding).sum(2) + self.TC
+                scores = torch.bmm(m_in, u.unsqueeze(2)).squeeze(2)
+                p = scores if self.linear_start else F.softmax(scores, dim=-1)
+                o = torch.bmm(p.unsqueeze(1), c).squeeze(1)
+                u = u + o
+            return F.linear(u, self.C[-1].weight), p
+
+    rng = np.random.default_rng(0)
+    story = torch.from_numpy(rng.integers(0, V, (8, n_mem, n_words)))
+    query = torch.from_numpy(rng.integers(1, V, (8, n_words)))
+    answer = story[torch.arange(8), 2, 1]
+    torch.manual_seed(10)
+    model = MemN2N()
+    opt = optim.SGD(model.parameters(), lr=0.01)
+    sched = optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
+    losses, norms = [], []
+    for step in range(6):
+        if step == 3:
+            model.linear_start = False
+        logits, p = model(story, query)
+        loss = F.cross_entropy(logits, answer, reduction="sum")
+        opt.zero_grad()
+        loss.backward()
+        norms.append(float(nn.utils.clip_grad_norm_(model.parameters(), 40.0)))
+        opt.step()
+        sched.step()
+        with torch.no_grad():
+            for emb in model.A:
+                emb.weight[0].zero_()  # keep the null word's embedding at zero
+        losses.append(loss.item())
+    n_params = sum(p.numel() for p in model.parameters())
+    return {"losses": losses, "norms": norms, "p": p.detach(), "n_params": n_params,
+            "tied": model.C[0].weight is model.A[1].weight, "A1_grad": model.A[1].weight.grad}
+
+
+def test_memn2n():
+    ours, _ = run_both(memn2n, rtol=1e-4, atol=1e-5)
+    assert ours["tied"]
+    assert ours["n_params"] == 4 * 12 * 10 + 2 * 5 * 10  # tied embeddings counted once
+    assert max(ours["norms"][3:]) > 0 and all(n <= 1e6 for n in ours["norms"])
+    np.testing.assert_allclose(ours["p"].sum(-1), 1.0, rtol=1e-5)
+
+
+def product_key_memory(m):
+    """A product-key memory layer (Lample et al. 2019) as its reference writes it: two half-queries scored
+    against two sets of sub-keys, the top-k of each, the k*k candidate scores and indices by broadcasting, the
+    best k kept, their values read by ``nn.EmbeddingBag(mode="sum", sparse=True)`` with ``per_sample_weights``;
+    sub-keys trained by Adam and the sparse values by SparseAdam."""
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+
+    class HashingMemory(nn.Module):
+        def __init__(self, input_dim=8, k_dim=6, n_keys=5, heads=2, knn=3, v_dim=8):
+            super().__init__()
+            self.k_dim, self.n_keys, self.heads, self.knn = k_dim, n_keys, heads, knn
+            self.keys = nn.Parameter(torch.empty(heads, 2, n_keys, k_dim // 2))
+            nn.init.uniform_(self.keys, -1 / math.sqrt(k_dim), 1 / math.sqrt(k_dim))
+            self.values = nn.EmbeddingBag(n_keys ** 2, v_dim, mode="sum", sparse=True)
+            nn.init.normal_(self.values.weight, mean=0, std=v_dim ** -0.5)
+            self.query_proj = nn.Sequential(nn.Linear(input_dim, heads * k_dim), nn.BatchNorm1d(heads * k_dim))
+
+        def _get_indices(self, query, subkeys):
+            bs = query.size(0)
+            knn, half = self.knn, self.k_dim // 2
+            q1, q2 = query[:, :half], query[:, half:]
+            scores1 = F.linear(q1, subkeys[0], bias=None)
+            scores2 = F.linear(q2, subkeys[1], bias=None)
+            scores1, indices1 = scores1.topk(knn, dim=1)
+            scores2, indices2 = scores2.topk(knn, dim=1)
+            all_scores = (scores1.view(bs, knn, 1).expand(bs, knn, knn) +
+                          scores2.view(bs, 1, knn).expand(bs, knn, knn)).view(bs, -1)
+            all_indices = (indices1.view(bs, knn, 1).expand(bs, knn, knn) * self.n_keys +
+                           indices2.view(bs, 1, knn).expand(bs, knn, knn)).view(bs, -1)
+            scores, best_indices = torch.topk(all_scores, k=knn, dim=1)
+            indices = all_indices.gather(1, best_indices)
+            return scores, indices
+
+        def forward(self, x):
+            prefix_shape = x.shape[:-1]
+            x = x.contiguous().view(-1, x.shape[-1])
+            bs = x.size(0)
+            query = self.query_proj(x).view(bs, self.heads, self.k_dim)
+            outputs = [self._get_indices(query[:, i], self.keys[i]) for i in range(self.heads)]
+            scores = torch.cat([s.unsqueeze(1) for s, _ in outputs], 1).view(bs * self.heads, self.knn)
+            indices = torch.cat([idx.unsqueeze(1) for _, idx in outputs], 1).view(bs * self.heads, self.knn)
+            scores = F.softmax(scores.float(), dim=-1).type_as(scores)
+            output = self.values(indices, per_sample_weights=scores)
+            output = output.view(bs, self.heads, -1).sum(1)
+            return output.view(prefix_shape + (output.shape[-1],)), indices
+
+    torch.manual_seed(11)
+    memory = HashingMemory()
+    head = nn.Linear(8, 1)
+    dense = [p for n, p in memory.named_parameters() if not n.startswith("values")] + list(head.parameters())
+    opt_dense = optim.Adam(dense, lr=1e-2)
+    opt_sparse = optim.SparseAdam(list(memory.values.parameters()), lr=1e-2)
+    x = torch.randn(4, 3, 8)
+    y = x.sum(-1, keepdim=True).tanh()
+    losses = []
+    for step in range(4):
+        out, indices = memory(x)
+        loss = F.mse_loss(head(out + x), y)
+        opt_dense.zero_grad()
+        opt_sparse.zero_grad()
+        loss.backward()
+        grad = memory.values.weight.grad
+        touched = grad.coalesce().indices()[0].unique()
+        opt_dense.step()
+        opt_sparse.step()
+        losses.append(loss.item())
+    return {"losses": losses, "indices": indices, "sparse": grad.is_sparse, "touched": touched,
+            "values": memory.values.weight.detach(), "keys_grad": memory.keys.grad}
+    # (not the batch norm's running mean: the query projection's bias, which batch norm cancels, gets gradients of
+    # rounding noise only, which Adam scales up to steps of lr in directions the two libraries' rounding decides)
+
+
+def test_product_key_memory():
+    ours, _ = run_both(product_key_memory, rtol=2e-4, atol=1e-6)
+    assert ours["sparse"]
+    assert ours["indices"].min() >= 0 and ours["indices"].max() < 25
+    assert set(ours["indices"].ravel()) <= set(ours["touched"].tolist())
+
+
+def empty_set_inference(m):
+    """A set encoder (nn.TransformerEncoder over a padded batch) evaluated on a batch holding an empty set: in
+    inference PyTorch runs its fused kernels, so the empty set's attention is a softmax over nothing (NaN), unlike
+    training mode's SDPA route (0); a pooled readout guards with ``nan_to_num`` as set-prediction code does."""
+    torch, nn, F = m.torch, m.nn, m.F
+    torch.manual_seed(12)
+    layer = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True)
+    encoder = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+    sab = nn.MultiheadAttention(8, 2, batch_first=True)
+    X = torch.randn(3, 4, 8)
+    mask = torch.tensor([[False, False, True, True], [True, True, True, True], [False, False, False, False]])
+    train_out = encoder(X, src_key_padding_mask=mask)
+    encoder.eval()
+    sab.eval()
+    with torch.no_grad():
+        eval_out = encoder(X, src_key_padding_mask=mask)
+        attended, _ = sab(X, X, X, key_padding_mask=mask, need_weights=False)
+        keep = (~mask).unsqueeze(-1).float()
+        pooled = (attended.nan_to_num(0.0) * keep).sum(1) / keep.sum(1).clamp(min=1)
+    return {"train": train_out.detach(), "eval": eval_out, "attended": attended, "pooled": pooled}
+
+
+def test_empty_set_inference():
+    ours, _ = run_both(empty_set_inference, rtol=1e-4, atol=1e-5)
+    assert np.isfinite(ours["train"]).all()
+    assert np.isnan(ours["eval"][1]).all() and np.isfinite(ours["eval"][[0, 2]]).all()
+    np.testing.assert_allclose(ours["eval"][[0, 2]], ours["train"][[0, 2]], rtol=1e-4, atol=1e-5)
+    assert np.isnan(ours["attended"][1]).all()
+    np.testing.assert_array_equal(ours["pooled"][1], 0.0)
