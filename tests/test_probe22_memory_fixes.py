@@ -1,6 +1,8 @@
 """Focused tests of the library fixes found by probe 22 (memory-augmented and set-structured models), each checked
 against PyTorch where it is installed and against values that hold without it."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -140,3 +142,57 @@ def test_fused_attention_matches_unfused_where_a_key_is_left():
         import torch
 
         assert torch.backends.mha.get_fastpath_enabled()
+
+
+# ----------------------------------------------------------------------------------------------
+# scatter with reduce= : PyTorch has no derivative for it (a backward pass raises), and deprecates it for a tensor
+# src with one warning in a process
+# ----------------------------------------------------------------------------------------------
+
+
+def scatter_with_reduce(m, reduce, value):
+    torch = m.torch
+    x = torch.ones(2, 4, requires_grad=True)
+    index = torch.tensor([[0, 1, 0, 1], [3, 3, 3, 3]])
+    src = 2.0 if value else torch.arange(2.0, 10.0).reshape(2, 4).requires_grad_()
+    y = x.scatter(1, index, src, reduce=reduce)
+    try:
+        y.sum().backward()
+        raised = None
+    except RuntimeError as error:
+        raised = str(error)
+    in_place = torch.ones(2, 4, requires_grad=True).clone().scatter_(1, index, src, reduce=reduce)
+    with torch.no_grad():
+        quiet = x.scatter(1, index, src, reduce=reduce)
+    return {"y": y.detach(), "requires_grad": y.requires_grad, "raised": raised, "in_place": in_place.detach(),
+            "in_place_requires_grad": in_place.requires_grad, "quiet": quiet.requires_grad}
+
+
+@pytest.mark.parametrize("value", [False, True], ids=["tensor_src", "value"])
+@pytest.mark.parametrize("reduce", ["add", "multiply"])
+def test_scatter_with_reduce_has_no_derivative(reduce, value):
+    ours, _ = run_both(scatter_with_reduce, reduce, value)
+    assert ours["raised"] == "derivative for aten::scatter is not implemented"
+    assert ours["requires_grad"] and ours["in_place_requires_grad"] and not ours["quiet"]
+    src = np.full((2, 4), 2.0) if value else np.arange(2.0, 10.0).reshape(2, 4)
+    expect = np.ones((2, 4))
+    for i in range(2):
+        for j, k in enumerate([[0, 1, 0, 1], [3, 3, 3, 3]][i]):
+            expect[i, k] = expect[i, k] + src[i, j] if reduce == "add" else expect[i, k] * src[i, j]
+    np.testing.assert_array_equal(ours["y"], expect)
+    np.testing.assert_array_equal(ours["in_place"], expect)
+
+
+def test_scatter_with_reduce_warns_once_for_a_tensor_src(monkeypatch):
+    import autograd.ops.indexing as indexing
+
+    monkeypatch.setattr(indexing, "_warned_of_scatter_reduce", False)
+    x, index = autograd.ones(2, 3), autograd.tensor([[0, 0, 1], [2, 2, 2]])
+    with pytest.warns(UserWarning, match="The reduce argument of torch.scatter with Tensor src is deprecated"):
+        x.scatter(1, index, autograd.ones(2, 3), reduce="add")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        x.scatter(1, index, autograd.ones(2, 3), reduce="multiply")  # once only
+        x.scatter(1, index, 3.0, reduce="add")  # a number: not deprecated
+    with pytest.raises(RuntimeError, match="reduce argument must be either add or multiply"):
+        x.scatter(1, index, 3.0, reduce="mean")
