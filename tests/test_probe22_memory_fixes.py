@@ -196,3 +196,49 @@ def test_scatter_with_reduce_warns_once_for_a_tensor_src(monkeypatch):
         x.scatter(1, index, 3.0, reduce="add")  # a number: not deprecated
     with pytest.raises(RuntimeError, match="reduce argument must be either add or multiply"):
         x.scatter(1, index, 3.0, reduce="mean")
+
+
+# ----------------------------------------------------------------------------------------------
+# Recurrent cells (NTM/DNC controllers): an unbatched input takes unbatched states only; an LSTM cell two states
+# ----------------------------------------------------------------------------------------------
+
+
+def cell_misuse(m, case):
+    torch, nn = m.torch, m.nn
+    torch.manual_seed(0)
+    lstm, gru, rnn = nn.LSTMCell(3, 4), nn.GRUCell(3, 4), nn.RNNCell(3, 4)
+    calls = {
+        "lstm_one_state": lambda: lstm(torch.randn(2, 3), (torch.randn(2, 4),)),
+        "lstm_three_states": lambda: lstm(torch.randn(2, 3), (torch.randn(2, 4),) * 3),
+        "gru_unbatched_input_2d_state": lambda: gru(torch.randn(3), torch.randn(1, 4)),
+        "rnn_unbatched_input_2d_state": lambda: rnn(torch.randn(3), torch.randn(2, 4)),
+        "lstm_unbatched_input_mixed_states": lambda: lstm(torch.randn(3), (torch.randn(4), torch.randn(1, 4))),
+        "lstm_list_of_states": lambda: lstm(torch.randn(2, 3), [torch.randn(2, 4), torch.randn(2, 4)]),
+        "gru_unbatched": lambda: gru(torch.randn(3), torch.randn(4)),
+        "lstm_unbatched_no_state": lambda: lstm(torch.randn(3)),
+    }
+    try:
+        out = calls[case]()
+    except RuntimeError as error:
+        return str(error)
+    return [o.detach() for o in out] if isinstance(out, tuple) else out.detach()
+
+
+@pytest.mark.parametrize("case, message", [
+    ("lstm_one_state", "lstm_cell expects two hidden states"),
+    ("lstm_three_states", "lstm_cell expects two hidden states"),
+    ("gru_unbatched_input_2d_state", "hidden0 has inconsistent hidden_size: got 1, expected 4"),
+    ("rnn_unbatched_input_2d_state", "hidden0 has inconsistent hidden_size: got 2, expected 4"),
+    ("lstm_unbatched_input_mixed_states", "hidden1 has inconsistent hidden_size: got 1, expected 4"),
+    ("lstm_list_of_states", None),
+    ("gru_unbatched", None),
+    ("lstm_unbatched_no_state", None),
+])
+def test_recurrent_cell_states(case, message):
+    ours, _ = run_both(cell_misuse, case)
+    if message is None:
+        assert not isinstance(ours, str)
+        shapes = [o.shape for o in ours] if isinstance(ours, list) else [ours.shape]
+        assert all(s[-1] == 4 for s in shapes)
+    else:
+        assert ours == message
