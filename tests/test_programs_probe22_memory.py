@@ -1393,3 +1393,161 @@ def test_empty_set_inference():
     np.testing.assert_allclose(ours["eval"][[0, 2]], ours["train"][[0, 2]], rtol=1e-4, atol=1e-5)
     assert np.isnan(ours["attended"][1]).all()
     np.testing.assert_array_equal(ours["pooled"][1], 0.0)
+
+
+# ----------------------------------------------------------------------------------------------
+# Perceiver IO on nn modules, the Neural Statistician, Hopfield fixed points through torch.func
+# ----------------------------------------------------------------------------------------------
+
+
+def perceiver_io(m):
+    """A Perceiver IO (Jaegle et al. 2021) on PyTorch's modules: the encoder's cross-attention from the latent array
+    to the inputs by ``nn.MultiheadAttention(kdim=, vdim=)`` with a key padding mask, a latent
+    ``nn.TransformerEncoder`` (pre-norm, GELU), a decoder cross-attending from output queries (a learnt array plus
+    query features) to the latents; trained with AdamW under OneCycleLR, then evaluated (the fused inference path of
+    the latent encoder)."""
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+
+    class PerceiverIO(nn.Module):
+        def __init__(self, in_dim=5, latent_dim=16, num_latents=4, query_dim=3, out_dim=2):
+            super().__init__()
+            self.latents = nn.Parameter(torch.randn(num_latents, latent_dim) * 0.02)
+            self.encode = nn.MultiheadAttention(latent_dim, 2, kdim=in_dim, vdim=in_dim, batch_first=True)
+            self.encode_norm = nn.LayerNorm(latent_dim)
+            layer = nn.TransformerEncoderLayer(latent_dim, 2, 32, dropout=0.1, activation="gelu", batch_first=True,
+                                               norm_first=True)
+            self.process = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+            self.query_embed = nn.Linear(query_dim, latent_dim)
+            self.decode = nn.MultiheadAttention(latent_dim, 2, batch_first=True)
+            self.head = nn.Linear(latent_dim, out_dim)
+
+        def forward(self, inputs, input_mask, queries):
+            b = inputs.size(0)
+            latents = self.latents.unsqueeze(0).expand(b, -1, -1)
+            z, _ = self.encode(latents, inputs, inputs, key_padding_mask=input_mask)
+            z = self.encode_norm(z + latents)
+            z = self.process(z)
+            q = self.query_embed(queries)
+            out, weights = self.decode(q, z, z)
+            return self.head(out + q), weights
+
+    torch.manual_seed(13)
+    model = PerceiverIO()
+    inputs = torch.randn(3, 7, 5)
+    input_mask = torch.zeros(3, 7, dtype=torch.bool)
+    input_mask[0, 5:] = True
+    input_mask[2, 2:] = True
+    queries = torch.rand(3, 6, 3)
+    target = torch.stack([queries.sum(-1), queries.prod(-1)], -1)
+    opt = optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
+    sched = optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-2, total_steps=5)
+    losses, lrs = [], []
+    for step in range(5):
+        pred, _ = model(inputs, input_mask, queries)
+        loss = F.mse_loss(pred, target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        lrs.append(sched.get_last_lr()[0])
+    model.eval()
+    with torch.no_grad():
+        pred, weights = model(inputs, input_mask, queries)
+    return {"losses": losses, "lrs": lrs, "pred": pred, "weights": weights, "latent_grad": model.latents.grad,
+            "k_grad": model.encode.k_proj_weight.grad, "v_grad": model.encode.v_proj_weight.grad}
+
+
+def test_perceiver_io():
+    ours, _ = run_both(perceiver_io, rtol=2e-4, atol=1e-5)
+    np.testing.assert_allclose(ours["weights"].sum(-1), 1.0, rtol=1e-5)
+    assert ours["weights"].shape == (3, 6, 4)
+    assert ours["lrs"][-1] < ours["lrs"][1]
+
+
+def neural_statistician(m):
+    """The Neural Statistician (Edwards & Storkey 2017), reduced: a statistic network pools each set (masked mean of
+    an element encoder) into q(c | D), a Normal with softplus scale; the latent c, drawn by rsample, conditions a
+    Gaussian decoder of every element; the loss is the negative ELBO with ``kl_divergence(q(c|D), N(0, I))``
+    through ``Independent``; trained with Adam; sets of different sizes padded in one batch."""
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    D = m.torch.distributions
+
+    class Statistician(nn.Module):
+        def __init__(self, x_dim=2, h=16, c_dim=3):
+            super().__init__()
+            self.element = nn.Sequential(nn.Linear(x_dim, h), nn.ELU(), nn.Linear(h, h), nn.ELU())
+            self.post = nn.Linear(h, 2 * c_dim)
+            self.decoder = nn.Sequential(nn.Linear(c_dim, h), nn.Tanh(), nn.Linear(h, 2 * x_dim))
+            self.c_dim = c_dim
+
+        def forward(self, x, mask):
+            keep = (~mask).unsqueeze(-1).to(x.dtype)
+            e = self.element(x) * keep
+            pooled = e.sum(1) / keep.sum(1)
+            mu, pre = self.post(pooled).chunk(2, -1)
+            q_c = D.Independent(D.Normal(mu, F.softplus(pre) + 1e-4), 1)
+            prior = D.Independent(D.Normal(torch.zeros_like(mu), torch.ones_like(mu)), 1)
+            c = q_c.rsample()
+            x_mu, x_pre = self.decoder(c).chunk(2, -1)
+            p_x = D.Normal(x_mu.unsqueeze(1), F.softplus(x_pre).unsqueeze(1) + 1e-3)
+            log_lik = (p_x.log_prob(x).sum(-1) * keep.squeeze(-1)).sum(1)
+            kl = D.kl_divergence(q_c, prior)
+            return -(log_lik - kl).mean(), kl, q_c.mean
+
+    torch.manual_seed(14)
+    model = Statistician()
+    opt = optim.Adam(model.parameters(), lr=5e-3)
+    centres = torch.randn(6, 1, 2) * 2
+    x = centres + 0.3 * torch.randn(6, 5, 2)
+    sizes = torch.tensor([5, 3, 4, 2, 5, 1])
+    mask = torch.arange(5)[None] >= sizes[:, None]
+    x = x.masked_fill(mask.unsqueeze(-1), 0.0)
+    losses = []
+    for step in range(5):
+        loss, kl, c_mean = model(x, mask)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return {"losses": losses, "kl": kl.detach(), "c_mean": c_mean.detach(), "grad": model.post.weight.grad}
+
+
+def test_neural_statistician():
+    ours, _ = run_both(neural_statistician, rtol=2e-4, atol=1e-5)
+    assert (ours["kl"] >= 0).all()
+    assert ours["c_mean"].shape == (6, 3)
+
+
+def hopfield_fixed_point_jacobian(m):
+    """The modern Hopfield update f(xi) = X softmax(beta X^T xi) as a function for torch.func: its Jacobian by
+    ``jacrev`` and ``jacfwd`` equals beta X (diag(p) - p p^T) X^T, the Hessian of the energy by ``hessian`` is
+    I - that Jacobian, and ``vmap`` retrieves a batch of queries."""
+    torch = m.torch
+    torch.manual_seed(15)
+    X = torch.randn(5, 7, dtype=torch.float64)
+    beta = 1.5
+
+    def update(xi):
+        return X @ torch.softmax(beta * X.T @ xi, dim=0)
+
+    def energy(xi):
+        return -torch.logsumexp(beta * X.T @ xi, dim=0) / beta + 0.5 * xi @ xi
+
+    xi = torch.randn(5, dtype=torch.float64)
+    return {"jacrev": torch.func.jacrev(update)(xi), "jacfwd": torch.func.jacfwd(update)(xi),
+            "hessian": torch.func.hessian(energy)(xi), "grad": torch.func.grad(energy)(xi),
+            "batch": torch.func.vmap(update)(torch.randn(4, 5, dtype=torch.float64)), "X": X, "xi": xi}
+
+
+def test_hopfield_fixed_point_jacobian():
+    ours, _ = run_both(hopfield_fixed_point_jacobian, rtol=1e-10, atol=1e-12)
+    X, xi, beta = ours["X"], ours["xi"], 1.5
+    z = beta * X.T @ xi
+    p = np.exp(z - z.max())
+    p /= p.sum()
+    J = beta * X @ (np.diag(p) - np.outer(p, p)) @ X.T
+    np.testing.assert_allclose(ours["jacrev"], J, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(ours["jacfwd"], J, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(ours["hessian"], np.eye(5) - J, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(ours["grad"], xi - X @ p, rtol=1e-10, atol=1e-12)
