@@ -242,3 +242,82 @@ def test_recurrent_cell_states(case, message):
         assert all(s[-1] == 4 for s in shapes)
     else:
         assert ours == message
+
+
+# ----------------------------------------------------------------------------------------------
+# heaviside and floor_divide (//) have no derivative in PyTorch: their results require grad, and a backward pass
+# through them raises (rather than a gradient of 0 silently joining the others); div(rounding_mode="floor") keeps 0
+# ----------------------------------------------------------------------------------------------
+
+
+def without_derivative(m, op):
+    torch = m.torch
+    x = torch.tensor([0.5, -1.2, 0.0, 2.0], requires_grad=True)
+    half = torch.tensor(0.5)
+    make = {
+        "heaviside": lambda: torch.heaviside(x, half),
+        "heaviside_values": lambda: torch.heaviside(torch.tensor([1.0, 0.0, -1.0, 0.0]), x),
+        "heaviside_": lambda: x.clone().heaviside_(half),
+        "floor_divide": lambda: torch.floor_divide(x, 0.75),
+        "floordiv": lambda: x // 0.75,
+        "rfloordiv": lambda: 3.0 // (x + 2),
+        "ifloordiv": lambda: x.clone().__ifloordiv__(0.75),
+        "div_floor": lambda: torch.div(x, 0.75, rounding_mode="floor"),
+    }
+    y = make[op]()
+    try:
+        (y.sum() + x.sum()).backward()
+        raised = None
+    except RuntimeError as error:
+        raised = str(error)
+    return {"y": y.detach(), "requires_grad": y.requires_grad, "node": y.grad_fn.name(), "raised": raised,
+            "grad": x.grad}
+
+
+@pytest.mark.parametrize("op, kernel, expect", [
+    ("heaviside", "heaviside", [1.0, 0.0, 0.5, 1.0]),
+    ("heaviside_values", "heaviside", [1.0, -1.2, 0.0, 2.0]),
+    ("floor_divide", "floor_divide", [0.0, -2.0, 0.0, 2.0]),
+    ("floordiv", "floor_divide", [0.0, -2.0, 0.0, 2.0]),
+    ("rfloordiv", "floor_divide", [1.0, 3.0, 1.0, 0.0]),
+])
+def test_no_derivative(op, kernel, expect):
+    ours, theirs = run_both(without_derivative, op)
+    np.testing.assert_allclose(ours["y"], expect, rtol=1e-7)
+    assert ours["requires_grad"]
+    assert ours["node"] == "torch::autograd::NotImplemented"
+    assert ours["raised"] == f"derivative for aten::{kernel} is not implemented"
+    assert ours["grad"] is None
+
+
+@pytest.mark.parametrize("op", ["heaviside_", "ifloordiv"])
+def test_in_place_ops_without_derivative(op):
+    # (PyTorch's message names the in-place kernel, heaviside_; ours the out-of-place one it writes back)
+    ours, theirs = run_both(without_derivative, op, compare=False)
+    assert ours["requires_grad"] and ours["node"] == "torch::autograd::NotImplemented"
+    kernel = "heaviside" if op == "heaviside_" else "floor_divide"
+    assert ours["raised"] == f"derivative for aten::{kernel} is not implemented"
+    if theirs is not None:
+        assert theirs["raised"] == f"derivative for aten::{kernel}_ is not implemented"
+        np.testing.assert_array_equal(ours["y"], theirs["y"])
+
+
+def test_div_with_floor_rounding_keeps_its_zero_gradient():
+    ours, _ = run_both(without_derivative, "div_floor")
+    assert ours["node"] == "DivBackward2" and ours["raised"] is None
+    np.testing.assert_array_equal(ours["grad"], 1.0)  # the sum's 1, plus 0 through the division
+
+
+def test_floor_divide_of_integers_and_numbers():
+    def program(m):
+        torch = m.torch
+        a, b = torch.tensor([7, -7, 5]), torch.tensor([2, 2, -3])
+        return {"ints": a // b, "int_number": a // 2, "number_int": 9 // b, "fn": torch.floor_divide(a, b),
+                "float": torch.tensor([7.5, -7.5]) // 2, "dtype": str(torch.floor_divide(a, 2.5).dtype).split(".")[-1]}
+
+    ours, _ = run_both(program)
+    np.testing.assert_array_equal(ours["ints"], [3, -4, -2])
+    np.testing.assert_array_equal(ours["int_number"], [3, -4, 2])
+    np.testing.assert_array_equal(ours["number_int"], [4, 4, -3])
+    np.testing.assert_array_equal(ours["float"], [3.0, -4.0])
+    assert ours["dtype"] == "float32"

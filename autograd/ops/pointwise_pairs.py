@@ -15,6 +15,7 @@ from .elementwise import Where, half_as_float32, promote, result_type, unbroadca
 from .names import names
 from .outputs import write_out
 from .pointwise import _floating_only_pair, _floating_pair
+from .predicates import WithoutDerivative
 
 
 class Atan2(Primitive):
@@ -256,15 +257,18 @@ def float_power_(input, exponent):
 
 @names("heaviside", inplace="heaviside_")
 def heaviside(input, values, *, out=None):
-    """0 where input < 0, 1 where input > 0, ``values`` where input is 0 (no gradient; NaN gives 0, as PyTorch).
-    input and values must have one dtype (PyTorch promotes neither)."""
+    """0 where input < 0, 1 where input > 0, ``values`` where input is 0 (NaN gives 0, as PyTorch). input and values
+    must have one dtype (PyTorch promotes neither). PyTorch gives it no derivative: recorded so that a backward pass
+    through it raises, as PyTorch's."""
     x, v = input._data, values._data if isinstance(values, Tensor) else xp.asarray(values)
     if x.dtype.kind == "c" or v.dtype.kind == "c" or out is not None and out.dtype.kind == "c":  # (checked first)
         raise DtypeError("heaviside is not yet implemented for complex tensors.")
     if x.dtype != v.dtype:
         raise DtypeError("heaviside is not yet implemented for tensors with different dtypes.")
     refuse_unbroadcastable(x.shape, v.shape)  # (NumPy's where would raise its ValueError)
-    return write_out(Tensor._make(xp.where(x == 0, v, x > 0).astype(xp.result_type(x, v))), out)
+    steps = xp.where(x == 0, v, x > 0).astype(xp.result_type(x, v))
+    operands = [t for t in (input, values) if isinstance(t, Tensor)]
+    return write_out(WithoutDerivative.apply(*operands, values=steps, kernel="heaviside"), out)
 
 
 class Copysign(Primitive):

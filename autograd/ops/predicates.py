@@ -264,6 +264,7 @@ class WithoutDerivative(Primitive):
     (bincount of weights that require grad, x.set_(y)): the result requires grad, and a backward pass through it
     raises in PyTorch's words, where a detached one would leave the inputs' share of the gradient out unsaid."""
 
+    pytorch_name = "torch::autograd::NotImplemented"
     saves_inputs = False
 
     def forward(self, *inputs):
@@ -271,9 +272,6 @@ class WithoutDerivative(Primitive):
 
     def backward(self, grad, y, *inputs):
         raise RuntimeError(f"derivative for aten::{self.kernel} is not implemented")
-
-    def name(self):  # (PyTorch's node is torch::autograd::NotImplemented)
-        return "NotImplemented"
 
 
 @names("histc")
