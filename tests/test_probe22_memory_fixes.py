@@ -321,3 +321,96 @@ def test_floor_divide_of_integers_and_numbers():
     np.testing.assert_array_equal(ours["number_int"], [4, 4, -3])
     np.testing.assert_array_equal(ours["float"], [3.0, -4.0])
     assert ours["dtype"] == "float32"
+
+
+# ----------------------------------------------------------------------------------------------
+# Draws from parameters that require grad: recorded with gradient 0 (PyTorch does not reparameterise them), or
+# without derivative where PyTorch has none; in-place draws are recorded for the tensor they fill
+# ----------------------------------------------------------------------------------------------
+
+
+def draw_from_parameters(m, case):
+    torch = m.torch
+    torch.manual_seed(0)
+    mu = torch.tensor([0.5, 1.2, 0.3], requires_grad=True)
+    sigma = torch.tensor([1.0, 2.0, 0.5], requires_grad=True)
+    probs = mu.sigmoid()
+    make = {
+        "normal_mean": lambda: torch.normal(mu, 1.0),
+        "normal_std": lambda: torch.normal(0.0, sigma),
+        "normal_both": lambda: torch.normal(mu, sigma),
+        "bernoulli": lambda: torch.bernoulli(probs),
+        "bernoulli_method": lambda: probs.bernoulli(),
+        "poisson": lambda: torch.poisson(mu),
+        "bernoulli_p": lambda: torch.bernoulli(mu, p=0.5),
+        "binomial": lambda: torch.binomial(torch.full((3,), 5.0), probs),
+        "sample_dirichlet": lambda: torch._sample_dirichlet(mu),
+        "normal_": lambda: (mu * 1).normal_(),
+        "uniform_": lambda: (mu * 1).uniform_(-1, 1),
+        "bernoulli_": lambda: (mu * 1).bernoulli_(0.3),
+        "bernoulli_tensor_": lambda: (mu * 1).bernoulli_(probs),
+        "exponential_": lambda: (mu * 1).exponential_(),
+        "log_normal_": lambda: (mu * 1).log_normal_(),
+        "cauchy_": lambda: (mu * 1).cauchy_(),
+        "geometric_": lambda: (mu * 1).geometric_(0.4),
+        "random_": lambda: (mu * 1).random_(),
+        "random_to": lambda: (mu * 1).random_(5),
+        "random_from_to": lambda: (mu * 1).random_(2, 5),
+    }
+    y = make[case]()
+    try:
+        grads = torch.autograd.grad((y * 2).sum(), [mu, sigma], allow_unused=True)
+        raised = None
+    except RuntimeError as error:
+        grads, raised = None, str(error)
+    return {"y": y.detach(), "requires_grad": y.requires_grad, "node": y.grad_fn.name(), "raised": raised,
+            "grads": None if grads is None else list(grads)}
+
+
+@pytest.mark.parametrize("case, node", [
+    ("normal_mean", "NormalBackward1"), ("normal_std", "NormalBackward2"), ("normal_both", "NormalBackward3"),
+    ("bernoulli", "BernoulliBackward0"), ("bernoulli_method", "BernoulliBackward0"), ("poisson", "PoissonBackward0"),
+    ("normal_", "NormalBackward0"), ("uniform_", "UniformBackward0"), ("bernoulli_", "BernoulliBackward2"),
+    ("bernoulli_tensor_", "BernoulliBackward1"), ("exponential_", "ExponentialBackward0"),
+    ("log_normal_", "LogNormalBackward0"), ("cauchy_", "CauchyBackward0"), ("geometric_", "GeometricBackward0"),
+    ("random_", "RandomBackward2"), ("random_to", "RandomBackward1"), ("random_from_to", "RandomBackward0"),
+])
+def test_draws_have_gradient_zero(case, node):
+    ours, _ = run_both(draw_from_parameters, case, rtol=1e-6, atol=1e-7)
+    assert ours["requires_grad"] and ours["node"] == node and ours["raised"] is None
+    for grad, used in zip(ours["grads"], ("std" not in case, "std" in case or "both" in case)):
+        if used:
+            np.testing.assert_array_equal(grad, 0.0)
+        else:
+            assert grad is None
+
+
+@pytest.mark.parametrize("case, kernel", [
+    ("bernoulli_p", "bernoulli"), ("binomial", "binomial"), ("sample_dirichlet", "_sample_dirichlet"),
+])
+def test_draws_without_derivative(case, kernel):
+    ours, _ = run_both(draw_from_parameters, case, rtol=1e-6, atol=1e-7)
+    assert ours["requires_grad"] and ours["node"] == "torch::autograd::NotImplemented"
+    assert ours["raised"] == f"derivative for aten::{kernel} is not implemented"
+
+
+def test_reinforce_with_a_drawn_action():
+    """A REINFORCE step whose loss reaches the policy only through a Bernoulli draw: PyTorch runs it (gradient 0;
+    the action requires grad), where an unrecorded draw would refuse the backward pass."""
+
+    def program(m):
+        torch, nn = m.torch, m.nn
+        torch.manual_seed(0)
+        policy = nn.Linear(3, 2)
+        probs = policy(torch.randn(4, 3)).sigmoid()
+        action = torch.bernoulli(probs)
+        (action * 1.5).sum().backward()
+        with torch.no_grad():
+            quiet = torch.bernoulli(probs)
+        return {"grad": policy.weight.grad, "requires_grad": action.requires_grad, "quiet": quiet.requires_grad,
+                "action": action.detach()}
+
+    ours, _ = run_both(program)
+    np.testing.assert_array_equal(ours["grad"], 0.0)
+    assert ours["requires_grad"] and not ours["quiet"]
+    assert set(np.unique(ours["action"])) <= {0.0, 1.0}
