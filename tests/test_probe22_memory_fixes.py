@@ -414,3 +414,49 @@ def test_reinforce_with_a_drawn_action():
     np.testing.assert_array_equal(ours["grad"], 0.0)
     assert ours["requires_grad"] and not ours["quiet"]
     assert set(np.unique(ours["action"])) <= {0.0, 1.0}
+
+
+# ----------------------------------------------------------------------------------------------
+# Histograms of data (or weights) that require grad: recorded without derivative, as PyTorch's
+# ----------------------------------------------------------------------------------------------
+
+
+def histograms(m, case):
+    torch = m.torch
+    x = torch.tensor([[0.5, -1.2], [2.0, 0.1], [0.3, -0.7]], requires_grad=True)
+    w = torch.ones(3, requires_grad=True)
+    make = {
+        "histogram": lambda: torch.histogram(x[:, 0], 3),
+        "histogram_edges": lambda: torch.histogram(x[:, 0], torch.tensor([-2.0, 0.0, 3.0])),
+        "histogram_weight": lambda: torch.histogram(x.detach()[:, 0], 3, weight=w),
+        "histogramdd": lambda: torch.histogramdd(x, bins=2),
+        "histogramdd_edges": lambda: torch.histogramdd(x, bins=[torch.tensor([-2.0, 0.0, 3.0])] * 2),
+        "plain": lambda: torch.histogram(x.detach()[:, 0], 3),
+    }
+    h = make[case]()
+    edges = list(h.bin_edges) if isinstance(h.bin_edges, (tuple, list)) else [h.bin_edges]
+    raised = []
+    for t in [h.hist] + edges:
+        if t.requires_grad:
+            try:
+                t.sum().backward()
+                raised.append(None)
+            except RuntimeError as error:
+                raised.append(str(error))
+    return {"hist": h.hist.detach(), "requires_grad": [h.hist.requires_grad] + [e.requires_grad for e in edges],
+            "raised": raised}
+
+
+@pytest.mark.parametrize("case, requires_grad, kernels", [
+    ("histogram", [True, True], ["histogram", "histogram"]),
+    ("histogram_edges", [True, True], ["histogram", "histogram"]),
+    ("histogram_weight", [True, True], ["histogram", "histogram"]),
+    ("histogramdd", [True, True, True], ["_histogramdd_from_bin_cts"] + ["_histogramdd_bin_edges"] * 2),
+    ("histogramdd_edges", [True, False, False], ["_histogramdd_from_bin_tensors"]),
+    ("plain", [False, False], []),
+])
+def test_histograms_have_no_derivative(case, requires_grad, kernels):
+    ours, _ = run_both(histograms, case)
+    assert ours["requires_grad"] == requires_grad
+    assert ours["raised"] == [f"derivative for aten::{k} is not implemented" for k in kernels]
+    assert ours["hist"].sum() == 3
