@@ -460,3 +460,27 @@ def test_histograms_have_no_derivative(case, requires_grad, kernels):
     assert ours["requires_grad"] == requires_grad
     assert ours["raised"] == [f"derivative for aten::{k} is not implemented" for k in kernels]
     assert ours["hist"].sum() == 3
+
+
+# ----------------------------------------------------------------------------------------------
+# QR's backward for a rank-deficient input (pca_lowrank of a centred set with fewer points than features): R's
+# zero pivot gives inf/NaN by back substitution, as PyTorch's, not a "singular" refusal
+# ----------------------------------------------------------------------------------------------
+
+
+def rank_deficient_qr(m):
+    torch = m.torch
+    A = torch.tensor([[1.0, 2.0], [2.0, 4.0], [0.0, 1.0]], dtype=torch.float64, requires_grad=True)
+    Q, R = torch.linalg.qr(A)
+    full_rank = torch.autograd.grad((Q * torch.arange(6.0, dtype=torch.float64).reshape(3, 2)).sum() + R.sum(), A)[0]
+    x = torch.tensor([[0.5, -1.2, 0.3], [2.0, 0.1, -0.7]], requires_grad=True)
+    torch.manual_seed(0)
+    U, S, V = torch.pca_lowrank(x)
+    return {"full_rank": full_rank, "pca_grad": torch.autograd.grad(U.sum(), x)[0], "S": S.detach()}
+
+
+def test_rank_deficient_qr_backward():
+    ours, _ = run_both(rank_deficient_qr, rtol=1e-5, atol=1e-6)
+    assert np.isfinite(ours["full_rank"]).all()
+    assert np.isnan(ours["pca_grad"]).all()  # the centred pair spans one direction: S = (s, 0)
+    assert ours["S"][1] == pytest.approx(0.0, abs=1e-6)
