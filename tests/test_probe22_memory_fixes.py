@@ -484,3 +484,29 @@ def test_rank_deficient_qr_backward():
     assert np.isfinite(ours["full_rank"]).all()
     assert np.isnan(ours["pca_grad"]).all()  # the centred pair spans one direction: S = (s, 0)
     assert ours["S"][1] == pytest.approx(0.0, abs=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------
+# A sparse tensor made by to_sparse from one that requires grad, used by two backward passes: PyTorch's
+# ToSparseBackward saves no tensor, so the second pass works
+# ----------------------------------------------------------------------------------------------
+
+
+def to_sparse_used_twice(m):
+    torch = m.torch
+    x = torch.tensor([[0.5, -1.2, 0.0], [2.0, 0.1, -0.7]], requires_grad=True)
+    z = x.to_sparse()
+    first = torch.autograd.grad(torch.sparse.sum(z), x)[0]
+    second = torch.autograd.grad((z * 2).to_dense().sum(), x)[0]
+    third = torch.autograd.grad(z.to_dense().pow(2).sum(), x)[0]
+    return {"first": first, "second": second, "third": third, "node": z.grad_fn.name(),
+            "node_dim": x.to_sparse(1).grad_fn.name()}
+
+
+def test_to_sparse_used_by_two_backward_passes():
+    ours, _ = run_both(to_sparse_used_twice)
+    kept = np.array([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])  # the gradient of the stored (nonzero) entries
+    np.testing.assert_array_equal(ours["first"], kept)
+    np.testing.assert_array_equal(ours["second"], 2 * kept)
+    np.testing.assert_allclose(ours["third"], 2 * np.array([[0.5, -1.2, 0.0], [2.0, 0.1, -0.7]]), rtol=1e-6)
+    assert (ours["node"], ours["node_dim"]) == ("ToSparseBackward1", "ToSparseBackward0")
