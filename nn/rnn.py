@@ -419,13 +419,15 @@ class RNNCellBase(Module):
         if input.shape[1] != self.input_size:
             raise RuntimeError(f"input has inconsistent input_size: got {input.shape[1]} expected {self.input_size}")
         batch = input.shape[0]
-        if states is None:
+        given = states is not None
+        if not given:
             states = [autograd.zeros(batch, self.hidden_size, dtype=input.dtype)] * (2 if self.mode == "LSTM" else 1)
         for k, state in enumerate(states):
             what = f"hx[{k}]" if self.mode == "LSTM" else "hidden"
             if state.ndim not in (1, 2):
                 raise ValueError(f"{name}: Expected {what} to be 1D or 2D, got {state.ndim}D instead")
-            state = state.unsqueeze(0) if not is_batched and state.ndim == 1 else state
+            if given and not is_batched:  # as the input (a 2-D state then fails the size checks, as PyTorch's)
+                state = state.unsqueeze(0)
             if state.shape[0] != batch:
                 raise RuntimeError(f"Input batch size {batch} doesn't match hidden{k} batch size {state.shape[0]}")
             if state.shape[1] != self.hidden_size:
@@ -471,6 +473,8 @@ class LSTMCell(RNNCellBase):
     def forward(self, input, hx=None):
         if isinstance(hx, Tensor):  # one tensor would be unpacked row by row into (h, c): PyTorch refuses it
             raise TypeError("lstm_cell(): argument 'hx' (position 2) must be tuple of Tensors, not Tensor")
+        if hx is not None and len(hx) != 2:
+            raise RuntimeError("lstm_cell expects two hidden states")
         return tuple(self._cell(input, None if hx is None else list(hx)))
 
 

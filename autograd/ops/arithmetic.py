@@ -19,6 +19,7 @@ from .conversion import refuse_kinds
 from .elementwise_unary import Abs
 from .names import names
 from .outputs import write_out
+from .predicates import WithoutDerivative
 from .rounding import _refuse_integer_division_by_zero, remainder
 from .selection import zero_gradient
 
@@ -206,8 +207,13 @@ def div(input, other, *, rounding_mode=None, out=None):
 
 @names("floor_divide", inplace="floor_divide_")
 def floor_divide(input, other, *, out=None):
-    """input / other rounded down."""
-    return div(input, other, rounding_mode="floor", out=out)
+    """input / other rounded down: div's with rounding_mode="floor", but where that has gradient 0, PyTorch gives
+    floor_divide (and //) no derivative: recorded so that a backward pass through it raises, as PyTorch's."""
+    quotient = div(*(x.detach() if isinstance(x, Tensor) else x for x in (input, other)), rounding_mode="floor")
+    if not isinstance(quotient, Tensor):  # (a sparse tensor's own division)
+        return write_out(quotient, out)
+    operands = [x for x in (input, other) if isinstance(x, Tensor)]
+    return write_out(WithoutDerivative.apply(*operands, values=quotient._data, kernel="floor_divide"), out)
 
 
 @names("__floordiv__", function=False)

@@ -26,7 +26,7 @@ from .half_linalg import refuses_half
 from .inverses import LinAlgError, Solve, _square, converging, first_failure, inv
 from .names import names
 from .outputs import write_out
-from .triangular import substitute
+from .triangular import SolveTriangular, substitute
 
 EighResult = return_type("linalg_eigh", ["eigenvalues", "eigenvectors"])
 
@@ -208,7 +208,9 @@ class QR(Primitive):
         grad_q, grad_r = grad[..., :m, :], grad[..., m:, :]
         half = _lower_half_diagonal(r @ grad_r.mH - grad_q.mH @ q)
         mirrored = half + half.mH  # (the diagonal: ½(m + m̄) = Re m, exactly m where real)
-        return (Solve.apply(r, (grad_q + q @ mirrored).mH).mH,)  # (…) R⁻ᴴ = (R⁻¹ (…)ᴴ)ᴴ
+        # (…) R⁻ᴴ = (R⁻¹ (…)ᴴ)ᴴ, by back substitution, as PyTorch's: R of a rank-deficient A has a zero on its
+        # diagonal, which gives inf and NaN there rather than the refusal of a general solve
+        return (SolveTriangular.apply(r, (grad_q + q @ mirrored).mH, upper=True, unitriangular=False).mH,)
 
 
 @refuses_half("geqrf_cpu")

@@ -19,6 +19,7 @@ unbiased too, but differs from PyTorch's draw by draw, by tens of percent.)
 from ..backend import errstate, xp
 from ..primitive import Primitive
 from .names import names
+from .predicates import WithoutDerivative
 from .standard_gamma import digamma_one as _digamma
 from .standard_gamma import gamma_draws
 
@@ -183,8 +184,9 @@ def dirichlet_draw(concentration, generator=None):
 @names("_sample_dirichlet", method=False, functions=("_sample_dirichlet",))
 def _sample_dirichlet(input, generator=None):  # noqa: A002  (torch's argument name)
     """torch._sample_dirichlet: draws of Dirichlet(input) along its last dim, as Dirichlet.rsample's (PyTorch's
-    has no derivative: differentiable draws are Dirichlet.rsample's)."""
-    return DirichletDraw.apply(input.detach(), generator=generator)
+    has no derivative, so a backward pass through it raises: differentiable draws are Dirichlet.rsample's)."""
+    draws = DirichletDraw.apply(input.detach(), generator=generator)
+    return WithoutDerivative.apply(input, values=draws._data, kernel="_sample_dirichlet")
 
 
 @names("_dirichlet_grad", functions=("_dirichlet_grad",))

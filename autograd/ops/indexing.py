@@ -10,8 +10,11 @@ index_select and index_add are the same pair for one index vector shared by ever
 take_along_dim and take are built from these and from indexing (the masked ops: masking.py).
 """
 
+import warnings
+
 from ..backend import int32, int64, ufunc_at, xp
 from ..errors import IndexRangeError
+from ..graph import program_stacklevel
 from ..operands import _operand
 from ..primitive import Primitive, node_named
 from ..tensor import Tensor
@@ -22,6 +25,7 @@ from .conversion import type_name
 from .elementwise import Where
 from .names import names
 from .outputs import write_out
+from .predicates import WithoutDerivative
 
 _INT32_OR_64 = (int64, int32)  # what most index ops take; take, put, index_copy and index_fill take int64 only
 
@@ -238,13 +242,31 @@ def scatter(input, dim, index, src=None, *, value=None, reduce=None, out=None):
     source = _source(src, value, input, "scatter")
     if not isinstance(src, Tensor):  # a number: written at every position index names
         source = shape.expand(source, index.shape)
-    if reduce == "add":
-        return write_out(ScatterAdd.apply(input, source, dim=axis, index=index), out, dtype=input.dtype)
-    if reduce == "multiply":  # scatter_reduce's prod with self included (PyTorch has no derivative for it)
-        return write_out(_scatter_reduce(input, source, axis, index, "prod", True), out, dtype=input.dtype)
-    if reduce is not None:
+    if reduce is None:
+        return write_out(Scatter.apply(input, source, dim=axis, index=index), out, dtype=input.dtype)
+    if reduce not in ("add", "multiply"):
         raise RuntimeError(f"scatter(): reduce argument must be either add or multiply, got {reduce!r}")
-    return write_out(Scatter.apply(input, source, dim=axis, index=index), out, dtype=input.dtype)
+    if isinstance(src, Tensor) and not _warned_of_scatter_reduce:
+        _warn_of_scatter_reduce()
+    # the values of scatter_add, or of scatter_reduce's prod with self included; but PyTorch has no derivative for
+    # scatter with reduce: recorded as such, so that a backward pass through it raises, as PyTorch's
+    fresh, new = input.detach(), source.detach()
+    values = (ScatterAdd.apply(fresh, new, dim=axis, index=index) if reduce == "add"
+              else _scatter_reduce(fresh, new, axis, index, "prod", True))
+    return write_out(WithoutDerivative.apply(input, source, values=values._data, kernel="scatter"), out,
+                     dtype=input.dtype)
+
+
+_warned_of_scatter_reduce = False
+
+
+def _warn_of_scatter_reduce():
+    """PyTorch's deprecation of ``reduce=`` with a tensor ``src``, said once in a process, as PyTorch says it."""
+    global _warned_of_scatter_reduce
+    _warned_of_scatter_reduce = True
+    warnings.warn("The reduce argument of torch.scatter with Tensor src is deprecated and will be removed in a future "
+                  "PyTorch release. Use torch.scatter_reduce instead for more reduction options.", UserWarning,
+                  stacklevel=program_stacklevel())
 
 
 @names("scatter_add", inplace="scatter_add_")

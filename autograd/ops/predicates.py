@@ -264,6 +264,7 @@ class WithoutDerivative(Primitive):
     (bincount of weights that require grad, x.set_(y)): the result requires grad, and a backward pass through it
     raises in PyTorch's words, where a detached one would leave the inputs' share of the gradient out unsaid."""
 
+    pytorch_name = "torch::autograd::NotImplemented"
     saves_inputs = False
 
     def forward(self, *inputs):
@@ -271,9 +272,6 @@ class WithoutDerivative(Primitive):
 
     def backward(self, grad, y, *inputs):
         raise RuntimeError(f"derivative for aten::{self.kernel} is not implemented")
-
-    def name(self):  # (PyTorch's node is torch::autograd::NotImplemented)
-        return "NotImplemented"
 
 
 @names("histc")
@@ -313,8 +311,16 @@ def histogram(input, bins=100, *, range=None, weight=None, density=False, out=No
     _check_histogram(data, edges, range, weight)
     hist, bin_edges = xp.histogram(data, bins=edges, range=range, weights=None if weight is None else _data(weight),
                                    density=density)
-    return write_out(HistogramResult(Tensor._make(hist.astype(data.dtype)), Tensor._make(bin_edges.astype(data.dtype))),
-                     out)
+    operands = (input, weight)
+    return write_out(HistogramResult(_undifferentiated(hist.astype(data.dtype), operands, "histogram"),
+                                     _undifferentiated(bin_edges.astype(data.dtype), operands, "histogram")), out)
+
+
+def _undifferentiated(values, operands, kernel):
+    """The array ``values``, a result of the tensors among ``operands`` that PyTorch records without derivative
+    (the histograms of data that requires grad): the result requires grad there, and a backward pass through it
+    raises, naming ``kernel``."""
+    return WithoutDerivative.apply(*(x for x in operands if isinstance(x, Tensor)), values=values, kernel=kernel)
 
 
 def _positive_bins(bins):
@@ -394,8 +400,13 @@ def histogramdd(input, bins, range=None, weight=None, density=False):
                                f"should have the same dtype, but got input({data.dtype}), and weight({weights.dtype})")
         weights = weights.reshape(-1)
     hist, edges = xp.histogramdd(points, bins=bins, range=range, weights=weights, density=density)
-    return HistogramddResult(Tensor._make(hist.astype(data.dtype)),
-                             tuple(Tensor._make(e.astype(data.dtype)) for e in edges))
+    operands = (input, weight)
+    if isinstance(bins, list) and not isinstance(bins[0], int):  # the edges given: returned as they are, unrecorded
+        return HistogramddResult(_undifferentiated(hist.astype(data.dtype), operands, "_histogramdd_from_bin_tensors"),
+                                 tuple(Tensor._make(e.astype(data.dtype)) for e in edges))
+    return HistogramddResult(_undifferentiated(hist.astype(data.dtype), operands, "_histogramdd_from_bin_cts"),
+                             tuple(_undifferentiated(e.astype(data.dtype), operands, "_histogramdd_bin_edges")
+                                   for e in edges))
 
 
 @names("is_floating_point")

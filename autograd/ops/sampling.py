@@ -3,7 +3,9 @@
 ``exponential_``, ...).
 
 Every one takes ``generator=`` (an ``autograd.Generator``; the default one when
-left out). Draws are not differentiable: they carry no graph.
+left out). Draws are not reparameterised: as PyTorch, a draw from parameters that require grad is recorded with
+gradient 0 for each of them (``Draw``), or, where PyTorch has no derivative for it, as such (``WithoutDerivative``);
+an in-place draw is recorded so for the tensor it fills.
 """
 
 import math
@@ -17,10 +19,13 @@ from ..device import resolve
 from ..errors import refuse_unbroadcastable
 from ..factories import out_dtype, written
 from ..memory_order import fills_in_memory_order
+from ..primitive import Primitive
 from ..tensor import Tensor
 from .conversion import refuse_kinds, type_name
 from .names import names
 from .outputs import write_out
+from .predicates import WithoutDerivative
+from .selection import zero_gradient
 from .sorting import topk
 
 
@@ -35,6 +40,32 @@ def _host(x):
 
 def _floating(x):
     return x.dtype if x.dtype.kind == "f" else backend.get_default_dtype()
+
+
+class Draw(Primitive):
+    """y = draws the caller made (``values``) from a distribution whose parameters are the inputs;
+    dL/dparameter = 0 (PyTorch's derivative of a draw: it is not reparameterised). Named by the caller
+    (``pytorch_name``), as PyTorch names each sampler's node."""
+
+    saves_inputs = False  # backward needs no input's values
+
+    def forward(self, *parameters):
+        return self.values
+
+    def backward(self, grad, y, *parameters):
+        return tuple(zero_gradient(p, grad) if p.requires_grad else None for p in parameters)
+
+
+def _recorded(draws, parameters, pytorch_name, kernel=None):
+    """The tensor ``draws`` recorded as drawn from the tensors among ``parameters``: as a ``Draw`` named
+    ``pytorch_name``, or, where that is None, without derivative (PyTorch's ``kernel`` has none). Nothing is
+    recorded where no parameter requires grad, or outside grad mode (as any op)."""
+    tensors = [p for p in parameters if isinstance(p, Tensor)]
+    if not tensors:
+        return draws
+    if pytorch_name is None:
+        return WithoutDerivative.apply(*tensors, values=draws._data, kernel=kernel)
+    return Draw.apply(*tensors, values=draws._data, pytorch_name=pytorch_name)
 
 
 def normal(mean=0.0, std=1.0, size=None, *, generator=None, out=None, dtype=None, layout=None, device=None,
@@ -62,14 +93,18 @@ def normal(mean=0.0, std=1.0, size=None, *, generator=None, out=None, dtype=None
     shapes = numpy.shape(_host(mean)), numpy.shape(std_values)
     refuse_unbroadcastable(*shapes)
     shape = numpy.broadcast_shapes(*shapes)
-    return written(_tensor(rng.normal(_host(mean), std_values, shape, dtype=numpy.dtype(_floating(like))),
-                           _floating(like)), out)
+    draws = _tensor(rng.normal(_host(mean), std_values, shape, dtype=numpy.dtype(_floating(like))), _floating(like))
+    name = "NormalBackward3" if mean_is and std_is else "NormalBackward1" if mean_is else "NormalBackward2"
+    return written(_recorded(draws, (mean, std), name), out)
 
 
 def bernoulli(input, p=None, *, generator=None, out=None):  # noqa: A002  (torch's argument name)
     """1 with probability ``input`` (or ``p``, a number or a tensor broadcast to input's shape), elementwise,
     in input's dtype (row-major, whatever input's layout: PyTorch's draws into a contiguous tensor)."""
-    return write_out(_tensor(_bernoulli_draws(input, p, generator), input.dtype), out)
+    draws = _tensor(_bernoulli_draws(input, p, generator), input.dtype)
+    if p is None:
+        return write_out(_recorded(draws, (input,), "BernoulliBackward0"), out)
+    return write_out(_recorded(draws, (input, p), None, kernel="bernoulli"), out)
 
 
 def _bernoulli_draws(input, p, generator):  # noqa: A002
@@ -142,7 +177,8 @@ def poisson(input, generator=None):  # noqa: A002
     stream = random.generator(generator)
     rates = numpy.asarray(rates, dtype=numpy.float64)
     draws = [_poisson_draw(rate, stream) for rate in rates.reshape(-1).tolist()]  # (in order: each draws its own)
-    return _tensor(numpy.array(draws, dtype=numpy.float64).reshape(rates.shape), input.dtype)
+    return _recorded(_tensor(numpy.array(draws, dtype=numpy.float64).reshape(rates.shape), input.dtype), (input,),
+                     "PoissonBackward0")
 
 
 def _poisson_draw(rate, stream):
@@ -185,7 +221,8 @@ def binomial(count, prob, generator=None):
     stream = random.generator(generator)
     draws = [_binomial_draw(dtype.type(n), dtype.type(p), stream) for n, p in zip(counts.reshape(-1).tolist(),
                                                                                    probs.reshape(-1).tolist())]
-    return _tensor(numpy.array(draws, dtype=numpy.float64).reshape(counts.shape), dtype)
+    return _recorded(_tensor(numpy.array(draws, dtype=numpy.float64).reshape(counts.shape), dtype), (count, prob),
+                     None, kernel="binomial")
 
 
 def _binomial_draw(count, prob, stream):
@@ -295,8 +332,9 @@ def _uniform(x, a=0.0, b=1.0, *, generator=None):
     uniform = random.generator(generator).uniform
     # a float64 draw just below b can round up to b in a narrower dtype: each part is kept below b
     below = numpy.nextafter(part.type(b), part.type(a)) if a < b else part.type(b)
-    return _tensor(laid_out(random.draws(lambda shape, part: numpy.minimum(uniform(a, b, shape, dtype=part), below),
-                                          x.shape, x.dtype), x), x.dtype)
+    draws = laid_out(random.draws(lambda shape, part: numpy.minimum(uniform(a, b, shape, dtype=part), below),
+                                  x.shape, x.dtype), x)
+    return _recorded(_tensor(draws, x.dtype), (x,), "UniformBackward0")
 
 
 @names(function=False, inplace="normal_")
@@ -311,7 +349,7 @@ def _normal(x, mean=0.0, std=1.0, *, generator=None):
     else:  # PyTorch's one-at-a-time kernel, whatever the count (init.normal_ of a slice, of a transpose)
         draw = lambda shape, dtype: numpy.array(  # noqa: E731
             [normal(mean, part, (1,), dtype=dtype)[0] for _ in range(math.prod(shape))], dtype).reshape(shape)
-    return _tensor(laid_out(random.draws(draw, x.shape, x.dtype), x), x.dtype)
+    return _recorded(_tensor(laid_out(random.draws(draw, x.shape, x.dtype), x), x.dtype), (x,), "NormalBackward0")
 
 
 def laid_out(values, x, fresh=False):
@@ -367,7 +405,10 @@ def dense_strides(shape, strides):
 
 @names(function=False, inplace="bernoulli_")
 def _bernoulli(x, p=0.5, *, generator=None):
-    return _tensor(laid_out(_bernoulli_draws(x, p, generator), x), x.dtype)
+    draws = _tensor(laid_out(_bernoulli_draws(x, p, generator), x), x.dtype)
+    if isinstance(p, Tensor):
+        return _recorded(draws, (x, p), "BernoulliBackward1")
+    return _recorded(draws, (x,), "BernoulliBackward2")
 
 
 @names(function=False, inplace="exponential_")
@@ -378,7 +419,8 @@ def _exponential(x, lambd=1.0, *, generator=None):
                            f"floating point but you specified {type_name(x.dtype)}")
     if not lambd > 0:
         raise RuntimeError(f"exponential_ expects lambda > 0.0, but found lambda={lambd}")
-    return _tensor(laid_out(random.generator(generator).exponential(1.0 / lambd, x.shape), x), x.dtype)
+    draws = _tensor(laid_out(random.generator(generator).exponential(1.0 / lambd, x.shape), x), x.dtype)
+    return _recorded(draws, (x,), "ExponentialBackward0")
 
 
 @names(function=False, inplace="log_normal_")
@@ -388,7 +430,8 @@ def _log_normal(x, mean=1.0, std=2.0, *, generator=None):
     # PyTorch's serial kernel: exp of one normal at a time (Box-Muller on two float64 uniforms, the sine kept)
     stream = random.generator(generator)
     normals = numpy.array([stream.one_normal() for _ in range(x.numel())], dtype=numpy.float64)
-    return _tensor(laid_out(numpy.exp(normals * std + mean).reshape(x.shape), x), x.dtype)
+    draws = _tensor(laid_out(numpy.exp(normals * std + mean).reshape(x.shape), x), x.dtype)
+    return _recorded(draws, (x,), "LogNormalBackward0")
 
 
 @names(function=False, inplace="cauchy_")
@@ -397,7 +440,7 @@ def _cauchy(x, median=0.0, sigma=1.0, *, generator=None):
         raise RuntimeError(f"cauchy_ expects sigma > 0.0, but found sigma={sigma}")
     # PyTorch's kernel: median + sigma tan(π (u - 1/2)) for a float64 uniform u each
     u = laid_out(random.generator(generator).units(x.numel(), numpy.float64).reshape(x.shape), x)
-    return _tensor(median + sigma * numpy.tan(numpy.pi * (u - 0.5)), x.dtype)
+    return _recorded(_tensor(median + sigma * numpy.tan(numpy.pi * (u - 0.5)), x.dtype), (x,), "CauchyBackward0")
 
 
 @names(function=False, inplace="geometric_")
@@ -408,13 +451,16 @@ def _geometric(x, p, *, generator=None):
     # PyTorch's kernel: ⌈ln u / ln(1 - p)⌉ for a float64 uniform u each
     u = laid_out(random.generator(generator).units(x.numel(), numpy.float64).reshape(x.shape), x)
     with numpy.errstate(divide="ignore"):  # (u = 0: an infinite count, as PyTorch's)
-        return _tensor(numpy.ceil(numpy.log(u) / numpy.log1p(-p)), x.dtype)
+        draws = _tensor(numpy.ceil(numpy.log(u) / numpy.log1p(-p)), x.dtype)
+    return _recorded(draws, (x,), "GeometricBackward0")
 
 
 @names(function=False, inplace="random_")
 def _random(x, low=0, high=None, *, generator=None):
     """Integers in [from, to): ``random_(to)``, ``random_(from, to)``; with no bound, [0, 2^digits]
     for a floating x (every integer it holds exactly) or [0, max] for an integer one."""
+    # (PyTorch's nodes: RandomBackward2 for random_(), RandomBackward1 for random_(to), RandomBackward0 for both)
+    name = "RandomBackward0" if high is not None else "RandomBackward1" if low != 0 else "RandomBackward2"
     if high is None and low != 0:
         low, high = 0, low
     if high is None:
@@ -428,7 +474,7 @@ def _random(x, low=0, high=None, *, generator=None):
         # whatever the range (a bounded draw picks its word by the range instead)
         stream = random.generator(generator)
         words = stream.words64(x.numel()) if x.dtype in (numpy.int64, numpy.float64) else stream.words(x.numel())
-        return _tensor(laid_out((words % numpy.uint64(high)).reshape(x.shape), x), x.dtype)
+        return _recorded(_tensor(laid_out((words % numpy.uint64(high)).reshape(x.shape), x), x.dtype), (x,), name)
     if low >= high:
         raise RuntimeError(f"random_ expects 'from' to be less than 'to', but got from={low} >= to={high}")
     if x.dtype.kind in "iu":  # (a float x takes any range: its draws are rounded into it)
@@ -438,5 +484,5 @@ def _random(x, low=0, high=None, *, generator=None):
                 raise RuntimeError(f"{name} is out of bounds for {_C_NAMES[x.dtype.name]}")
     values = random.generator(generator).integers(low, high, x.shape, dtype=numpy.int64, endpoint=False) \
         if high <= 2**63 else random.generator(generator).integers(low, high, x.shape, dtype=numpy.uint64)
-    return _tensor(laid_out(values, x), x.dtype)
+    return _recorded(_tensor(laid_out(values, x), x.dtype), (x,), name)
 

@@ -226,6 +226,7 @@ class GetItem(Primitive):
 
     saves_inputs = False  # backward needs no input's values
     handles_complex = True  # linear: the gradient is moved, never multiplied by a value
+    saves_index = True  # an index of tensors, as PyTorch's IndexBackward saves it (to_sparse's gather: not)
 
     def forward(self, x):
         self.is_view = is_basic_index(self.index)
@@ -238,7 +239,7 @@ class GetItem(Primitive):
         return y
 
     def release(self):
-        if not self.is_view:  # an index of tensors is saved for backward (PyTorch's IndexBackward), a slice is not
+        if not self.is_view and self.saves_index:  # (a slice is no saved tensor: a second backward may pass)
             self._free()
 
     def backward(self, grad, y, x):

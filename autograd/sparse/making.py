@@ -8,6 +8,7 @@ import numpy
 
 from ..backend import xp
 from ..graph import program_stacklevel
+from ..ops.shape import GetItem
 from ..tensor import Tensor, tensor_from
 from .coo import SparseTensor, _cat_all, _index_tensor, _refuse_layout, sparse_coo_tensor
 
@@ -16,6 +17,7 @@ def to_sparse(dense, sparse_dim=None, *, layout=None, blocksize=None, dense_dim=
     """``dense.to_sparse()``: the nonzeros of ``dense``, its first ``sparse_dim`` dims (all by default) indexed
     and the rest kept dense in each value (an entry is kept where any of its values is nonzero)."""
     _refuse_layout(layout)
+    node = "ToSparseBackward1" if sparse_dim is None else "ToSparseBackward0"  # (PyTorch's, by overload)
     if sparse_dim is None:
         sparse_dim = dense.ndim - (dense_dim or 0)
     if not 0 < sparse_dim <= dense.ndim:
@@ -25,9 +27,11 @@ def to_sparse(dense, sparse_dim=None, *, layout=None, blocksize=None, dense_dim=
     nonzero = array != 0
     if sparse_dim < array.ndim:
         nonzero = nonzero.any(axis=tuple(range(sparse_dim, array.ndim)))
-    positions = tuple(tensor_from(p.astype(numpy.int64)) for p in numpy.nonzero(nonzero))  # (row-major: sorted)
-    values = dense[positions]
-    indices = tensor_from(numpy.stack([p._data for p in positions]).reshape(sparse_dim, -1))
+    positions = tuple(p.astype(numpy.int64) for p in numpy.nonzero(nonzero))  # (row-major: sorted)
+    # the values gathered as PyTorch's ToSparseBackward0 passes their gradient: saving no tensor, so that a second
+    # backward pass through it (another use of the sparse tensor) works
+    values = GetItem.apply(dense, index=positions, saves_index=False, pytorch_name=node)
+    indices = tensor_from(numpy.stack(positions).reshape(sparse_dim, -1))
     return SparseTensor(indices, values, dense.shape, True)
 
 
