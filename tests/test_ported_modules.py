@@ -263,45 +263,73 @@ CASES = [
       desc="no_batch_norm_first", gradgrad=False),
 ]
 
+CELL_ERRORS = [  # (forward inputs, error class, message) of RNNCell and GRUCell (10 inputs, 20 hidden)
+    ([x(3, 11), x(3, 20)], RuntimeError, "input has inconsistent input_size: got 11 expected 10"),
+    ([x(3, 10), x(3, 21)], RuntimeError, "hidden0 has inconsistent hidden_size: got 21, expected 20"),
+    ([x(3, 10), x(5, 20)], RuntimeError, "Input batch size 3 doesn't match hidden0 batch size 5"),
+]
 ERRORS = [
-    # (name, constructor args, constructor kwargs, forward inputs or None: the error is at construction, error class)
-    ("BatchNorm1d", (3,), {"eps": -1.0}, [x(2, 3)], ValueError),
-    ("BatchNorm2d", (3,), {"eps": 0.0}, [x(2, 3, 2, 2)], ValueError),
-    ("CrossEntropyLoss", (), {}, [x(2, 3), ints(3, 2, 3)], RuntimeError),  # soft targets must float
-    ("CrossEntropyLoss", (), {}, [x(2, 3), x(2)], RuntimeError),  # class indices must be integers
-    ("CrossEntropyLoss", (), {}, [x(2, 3), ints(3, 3)], ValueError),  # batch sizes differ
-    ("CrossEntropyLoss", (), {"weight": pos(2)}, [x(2, 3), ints(3, 2)], RuntimeError),  # a weight per class
-    ("CrossEntropyLoss", (), {"ignore_index": 1}, [x(2, 3), soft(2, 3)], RuntimeError),
-    ("CrossEntropyLoss", (), {"label_smoothing": 1.5}, [x(2, 3), ints(3, 2)], RuntimeError),
-    ("LinearCrossEntropyLoss", (3, 2), {}, [x(4, 3), ints(2, 4, 2)], RuntimeError),
-    ("LinearCrossEntropyLoss", (3, 2), {}, [x(4, 3), prob(5, 2)], ValueError),
-    ("LinearCrossEntropyLoss", (3, 2), {}, [x(4, 5), prob(4, 2)], RuntimeError),
-    ("GroupNorm", (3, 10), {}, None, ValueError), ("GroupNorm", (5, 13), {}, None, ValueError),
-    ("MaxPool2d", (2,), {}, [x(3, 4)], RuntimeError), ("MaxPool2d", (2,), {}, [x(1, 2, 3, 4, 5)], RuntimeError),
-    ("MaxPool2d", (3,), {"padding": 5}, [x(1, 1, 10, 10)], RuntimeError),
-    ("MultiMarginLoss", (), {}, [x(5, 10), ints(10, 3)], RuntimeError),
-    ("Embedding", (), {"num_embeddings": 10, "embedding_dim": 3}, [fixed([0, 5, 15])], IndexError),
-    ("Embedding", (), {"num_embeddings": 10, "embedding_dim": 3}, [fixed([1.5, 2.5], integer=False)], RuntimeError),
-    ("Embedding", (), {"num_embeddings": -1, "embedding_dim": 3}, None, RuntimeError),
-    *[(n, a, {}, i, RuntimeError) for n, a in [("RNNCell", (10, 20)), ("GRUCell", (10, 20)),
-                                               ("RNNCell", (10, 20, "relu")), ("RNNCell", (10, 20, "tanh"))]
-      for i in ([x(3, 11), x(3, 20)], [x(3, 10), x(3, 21)], [x(3, 10), x(5, 20)])],
-    ("RNNCell", (10, 20), {}, [x(3, 10), x(3, 1, 1, 20)], ValueError),
-    ("GRUCell", (10, 20), {}, [x(3, 10), x(3, 1, 1, 20)], ValueError),
-    ("LSTMCell", (10, 20), {}, [x(3, 11), (x(3, 20), x(3, 20))], RuntimeError),
-    ("LSTMCell", (10, 20), {}, [x(3, 10), (x(3, 21), x(3, 21))], RuntimeError),
-    ("LSTMCell", (10, 20), {}, [x(3, 10), (x(5, 20), x(5, 20))], RuntimeError),
-    ("LSTMCell", (10, 20), {}, [x(3, 10), (x(3, 1, 1, 20), x(3, 1, 1, 20))], ValueError),
-    *[(n, a, k, None, e) for n in ("RNN", "GRU", "LSTM") for a, k, e in [
-        ((10, 0, 1), {}, ValueError), ((10, 10, 0), {}, ValueError), ((3, 5), {"bias": 0}, TypeError),
-        ((3, 5), {"bias": 1}, TypeError), ((3, 5), {"bias": "True"}, TypeError),
-        ((3, 5), {"batch_first": 0}, TypeError)]],
-    *[(f"CircularPad{d}d", (3,), {}, [x(*s)], ValueError) for d, s in [(1, (2, 3, 4, 5)), (2, (2, 3)), (3, (2, 3))]],
-    ("HuberLoss", (), {"delta": 1.0 + 0.0j}, None, TypeError),
-    *[(n, (3, 5), {"dtype": Dtype("float32")}, [fixed(np.zeros((2, 4, 3)), False, "float64")], ValueError)
-      for n in ("RNN", "GRU", "LSTM")],  # input dtype is not the weights'
+    # (name, constructor args, constructor kwargs, forward inputs or None: the error is at construction, error
+    # class, a regular expression its message matches)
+    ("BatchNorm1d", (3,), {"eps": -1.0}, [x(2, 3)], ValueError, "eps must be positive"),
+    ("BatchNorm2d", (3,), {"eps": 0.0}, [x(2, 3, 2, 2)], ValueError, "eps must be positive"),
+    ("CrossEntropyLoss", (), {}, [x(2, 3), ints(3, 2, 3)], RuntimeError,
+     "Expected floating point type for target with class probabilities"),
+    ("CrossEntropyLoss", (), {}, [x(2, 3), x(2)], RuntimeError, "expected target dtype to be Long or Byte"),
+    ("CrossEntropyLoss", (), {}, [x(2, 3), ints(3, 3)], ValueError,
+     r"Expected input batch_size \(2\) to match target batch_size \(3\)"),
+    ("CrossEntropyLoss", (), {"weight": pos(2)}, [x(2, 3), ints(3, 2)], RuntimeError,
+     "weight tensor should be defined either for all 3 classes or no classes"),
+    ("CrossEntropyLoss", (), {"ignore_index": 1}, [x(2, 3), soft(2, 3)], RuntimeError,
+     "ignore_index is not supported for floating point target"),
+    ("CrossEntropyLoss", (), {"label_smoothing": 1.5}, [x(2, 3), ints(3, 2)], RuntimeError,
+     "label_smoothing must be between 0.0 and 1.0"),
+    ("LinearCrossEntropyLoss", (3, 2), {}, [x(4, 3), ints(2, 4, 2)], RuntimeError,
+     "Expected floating point type for target with class probabilities"),
+    ("LinearCrossEntropyLoss", (3, 2), {}, [x(4, 3), prob(5, 2)], ValueError,
+     r"Expected input batch_size \(4\) to match target batch_size \(5\)"),
+    ("LinearCrossEntropyLoss", (3, 2), {}, [x(4, 5), prob(4, 2)], RuntimeError,
+     r"expected equal input and linear_weight last dimensions \(in_features\), got 5 and 3, respectively"),
+    ("GroupNorm", (3, 10), {}, None, ValueError, r"num_channels \(10\) must be divisible by num_groups \(3\)"),
+    ("GroupNorm", (5, 13), {}, None, ValueError, r"num_channels \(13\) must be divisible by num_groups \(5\)"),
+    ("MaxPool2d", (2,), {}, [x(3, 4)], RuntimeError, r"non-empty 3D or 4D \(batch mode\) tensor expected for input"),
+    ("MaxPool2d", (2,), {}, [x(1, 2, 3, 4, 5)], RuntimeError,
+     r"non-empty 3D or 4D \(batch mode\) tensor expected for input"),
+    ("MaxPool2d", (3,), {"padding": 5}, [x(1, 1, 10, 10)], RuntimeError,
+     "pad should be at most half of effective kernel size"),
+    ("MultiMarginLoss", (), {}, [x(5, 10), ints(10, 3)], RuntimeError,
+     r"target tensor should be 1-D with size equal to.*Expected target size \[5\].*but got \[3\]"),
+    ("Embedding", (), {"num_embeddings": 10, "embedding_dim": 3}, [fixed([0, 5, 15])], IndexError,
+     "index out of range in self"),
+    ("Embedding", (), {"num_embeddings": 10, "embedding_dim": 3}, [fixed([1.5, 2.5], integer=False)], RuntimeError,
+     "Expected tensor for argument.*indices.*to have.*scalar type.*Long.*Int"),
+    ("Embedding", (), {"num_embeddings": -1, "embedding_dim": 3}, None, RuntimeError,
+     "Trying to create tensor with negative dimension"),
+    *[(n, a, {}, i, e, words) for n, a in [("RNNCell", (10, 20)), ("GRUCell", (10, 20)),
+                                           ("RNNCell", (10, 20, "relu")), ("RNNCell", (10, 20, "tanh"))]
+      for i, e, words in CELL_ERRORS],
+    ("RNNCell", (10, 20), {}, [x(3, 10), x(3, 1, 1, 20)], ValueError, "Expected hidden to be 1D or 2D, got 4D instead"),
+    ("GRUCell", (10, 20), {}, [x(3, 10), x(3, 1, 1, 20)], ValueError, "Expected hidden to be 1D or 2D, got 4D instead"),
+    *[("LSTMCell", (10, 20), {}, [i[0], (i[1], i[1])], e, words) for i, e, words in CELL_ERRORS],
+    ("LSTMCell", (10, 20), {}, [x(3, 10), (x(3, 1, 1, 20), x(3, 1, 1, 20))], ValueError,
+     r"Expected hx\[0\] to be 1D or 2D, got 4D instead"),
+    *[(n, a, k, None, e, words) for n in ("RNN", "GRU", "LSTM") for a, k, e, words in [
+        ((10, 0, 1), {}, ValueError, "hidden_size must be greater than zero"),
+        ((10, 10, 0), {}, ValueError, "num_layers must be greater than zero"),
+        ((3, 5), {"bias": 0}, TypeError, "bias should be of type bool, got: int"),
+        ((3, 5), {"bias": 1}, TypeError, "bias should be of type bool, got: int"),
+        ((3, 5), {"bias": "True"}, TypeError, "bias should be of type bool, got: str"),
+        ((3, 5), {"batch_first": 0}, TypeError, "batch_first should be of type bool, got: int")]],
+    *[(n, (3, 5), {"dtype": Dtype("float32")}, [fixed(np.zeros((2, 4, 3)), False, "float64")], ValueError,
+       r"RNN input dtype .* does not match weight dtype .* ") for n in ("RNN", "GRU", "LSTM")],
+    *[(f"CircularPad{d}d", (3,), {}, [x(*s)], ValueError,
+       rf"expected {d + 1}D or {d + 2}D input \(got {len(s)}D input\)")
+      for d, s in [(1, (2, 3, 4, 5)), (2, (2, 3)), (3, (2, 3))]],
+    ("HuberLoss", (), {"delta": 1.0 + 0.0j}, None, TypeError, "delta must be a float or int, got: <class 'complex'>"),
     ("NLLLoss", (), {"weight": fixed([], False, "float16")}, [fixed(np.zeros((0, 0)), False, "float32"),
-                                                             fixed(np.zeros(0, np.int64))], RuntimeError),
+                                                             fixed(np.zeros(0, np.int64))], RuntimeError,
+     # (ours says the dtypes its own way: "the weight is float64 but the input is float32")
+     r"expected scalar type \w+ but found \w+|the weight is \w+ but the input is \w+"),
 ]
 
 # Σ out·w over the case's floating outputs (flattened in order, w_i = cos(0.7 i + 0.3)), float64, training mode.
@@ -840,18 +868,18 @@ def test_inplace_gives_the_out_of_place_outputs_and_gradients(T, nn, case):
 
 @pytest.mark.parametrize("error", ERRORS, ids=[f"{e[0]}-{i}" for i, e in enumerate(ERRORS)])
 def test_error_inputs_raise_the_databases_exception(T, nn, error):
-    name, args, kwargs, inputs, error_type = error
+    name, args, kwargs, inputs, error_type, words = error
     rng = np.random.default_rng(0)
     kwargs = _materialise(T, kwargs, "float64", rng)
     if inputs is None:
-        with pytest.raises(error_type):
+        with pytest.raises(error_type, match=words):
             getattr(nn, name)(*args, **kwargs)
         return
     module = getattr(nn, name)(*args, **kwargs)
     if "dtype" not in kwargs:  # (the inputs are float64)
         module.double()
     inputs = _materialise(T, inputs, "float64", rng)
-    with pytest.raises(error_type):
+    with pytest.raises(error_type, match=words):
         module(*inputs)
 
 
@@ -890,3 +918,50 @@ def test_dtype_is_floating_point_as_test_modules_reads_it(T, nn, request):
     module = nn.BatchNorm1d(3)
     assert [name for name, t in module.named_buffers() if t.dtype.is_floating_point] == ["running_mean",
                                                                                         "running_var"]
+
+
+def test_to_keeps_the_parameter_objects_and_casts_their_gradients(T, nn, case):
+    module, inputs = _build(T, nn, case)
+    out = module(*inputs)
+    if any(t.requires_grad for t in _floats(out)):
+        sum(t.sum() for t in _floats(out) if t.requires_grad).backward()
+    before = [(p, p.grad) for p in module.parameters()]
+    assert module.to(T.float32) is module
+    for (p, grad), now in zip(before, module.parameters()):
+        assert now is p and dtype_name(p) == "float32"
+        assert (p.grad is None) == (grad is None)
+        if p.grad is not None:
+            assert dtype_name(p.grad) == "float32"
+            np.testing.assert_allclose(values(p.grad), values(grad), rtol=1e-6, atol=1e-7)
+
+
+def test_to_empty_keeps_shapes_and_dtypes(T, nn, case):
+    module, _ = _build(T, nn, case)
+    layout = [(name, tuple(t.shape), dtype_name(t)) for name, t in [*module.named_parameters(),
+                                                                     *module.named_buffers()]]
+    assert module.to_empty(device="cpu") is module
+    assert [(name, tuple(t.shape), dtype_name(t)) for name, t in [*module.named_parameters(),
+                                                                   *module.named_buffers()]] == layout
+
+
+def test_built_on_the_meta_device_has_the_layout_and_no_values(T, nn, case):
+    if _lazy(case) or any(isinstance(v, Spec) for v in (*case.args, *case.kwargs.values())):
+        pytest.skip("a lazy module has no layout before its call; a tensor argument is on the CPU")
+    module, _ = _construct(T, nn, case, "float32")
+    with T.device("meta"):
+        meta, _ = _construct(T, nn, case, "float32")
+    for (name, t), (meta_name, m) in zip([*module.named_parameters(), *module.named_buffers()],
+                                         [*meta.named_parameters(), *meta.named_buffers()]):
+        assert meta_name == name and tuple(m.shape) == tuple(t.shape) and m.dtype == t.dtype
+        assert m.is_meta and m.device.type == "meta"
+
+
+def test_state_dict_saved_and_loaded_with_weights_only(T, nn, case):
+    module, inputs = _build(T, nn, case)
+    buffer = io.BytesIO()
+    T.save(module.state_dict(), buffer)
+    buffer.seek(0)
+    state = T.load(buffer, weights_only=True)
+    other, _ = _build(T, nn, case, seed=1)
+    other.load_state_dict(state)
+    _same(other(*inputs), module(*_fresh_inputs(T, case)))
