@@ -83,6 +83,14 @@ def fixed(values_, integer=True, dtype=None):
     return Spec(lambda rng, s: np.asarray(values_), None, grad=False, integer=integer, dtype=dtype)
 
 
+class Sub:
+    """A module given to a constructor (TransformerEncoder's layer): the library's class ``name`` built from
+    ``args``."""
+
+    def __init__(self, name, *args, **kwargs):
+        self.name, self.args, self.kwargs = name, args, kwargs
+
+
 class Dtype:
     """A dtype argument (by name): the library's dtype of that name."""
 
@@ -259,6 +267,13 @@ CASES = [
                                                                 "activation": "gelu"}, desc="norm_first", differ=True,
       gradgrad=False),
     C("TransformerDecoderLayer", (2, 2, 3, 0.0), [x(3, 2, 2), x(2, 2, 2)], gradgrad=False),
+    C("TransformerEncoder", (Sub("TransformerEncoderLayer", 2, 2, 3, 0.0), 2), [x(3, 2, 2)],
+      {"enable_nested_tensor": False}, differ=True, gradgrad=False),
+    C("TransformerEncoder", (Sub("TransformerEncoderLayer", 2, 2, 3, 0.0, batch_first=True), 1), [x(2, 3, 2)],
+      {"norm": Sub("LayerNorm", 2), "enable_nested_tensor": False}, desc="norm", differ=True, gradgrad=False),
+    C("Transformer", (), [x(3, 2, 2), x(2, 2, 2)], {"d_model": 2, "nhead": 2, "num_encoder_layers": 1,
+                                                    "num_decoder_layers": 1, "dim_feedforward": 3, "dropout": 0.0},
+      gradgrad=False),
     C("TransformerDecoderLayer", (2, 2, 3, 0.0), [x(3, 2), x(2, 2)], {"norm_first": True, "bias": False},
       desc="no_batch_norm_first", gradgrad=False),
 ]
@@ -509,6 +524,9 @@ CHECKSUMS = {
     'TransformerEncoderLayer': 0.6802856194181446,
     'TransformerEncoderLayer-norm_first': -0.34728813786091717,
     'TransformerDecoderLayer': 0.7602519289171557,
+    'TransformerEncoder': -0.14950524356515366,
+    'TransformerEncoder-norm': -0.5965970158711846,
+    'Transformer': 0.14197328613032062,
     'TransformerDecoderLayer-no_batch_norm_first': 1.0016701003712298,
 }
 
@@ -530,6 +548,10 @@ def _materialise(T, value, dtype, rng, grad=False):
         return t.requires_grad_() if grad and value.grad and not value.integer else t
     if isinstance(value, Dtype):
         return getattr(T, value.name)
+    if isinstance(value, Sub):
+        library_nn = chainrule_nn if T is autograd else T.nn
+        return getattr(library_nn, value.name)(*_materialise(T, value.args, dtype, rng),
+                                               **_materialise(T, value.kwargs, dtype, rng))
     if isinstance(value, (tuple, list)):
         return type(value)(_materialise(T, v, dtype, rng, grad) for v in value)
     if isinstance(value, dict):
@@ -733,7 +755,7 @@ def _backward(T, module, inputs, out, strided_seed=False):
     """∂(Σ out·w)/∂(inputs, parameters) for fixed w (a strided tensor when ``strided_seed``)."""
     floats = [t for t in _floats(out) if t.requires_grad]
     rng = np.random.default_rng(7)
-    seeds = [T.tensor(rng.uniform(-1, 1, tuple(t.shape))) for t in floats]
+    seeds = [T.tensor(rng.uniform(-1, 1, tuple(t.shape))).to(t.dtype) for t in floats]
     if strided_seed:
         seeds = [_strided(T, s) for s in seeds]
     wrt = [t for t in _tensors(inputs) if t.requires_grad] + list(module.parameters())
@@ -804,9 +826,13 @@ def test_gradgradcheck(T, nn, case):
     _gradcheck_case(T, nn, case, second_order=True)
 
 
+def _takes_tensors_or_modules(case):
+    return any(isinstance(v, (Spec, Sub)) for v in (*case.args, *case.kwargs.values()))
+
+
 def test_factory_kwargs_give_the_created_parameters_and_buffers_their_dtype(T, nn, case):
     module, _ = _build(T, nn, case)
-    if not _floating_tensors(module) or any(isinstance(v, Spec) for v in (*case.args, *case.kwargs.values())):
+    if not _floating_tensors(module) or _takes_tensors_or_modules(case):
         pytest.skip("the module creates no floating tensor of its own")  # (a loss's weight is the caller's)
     for name in ("float64", "float32"):
         made, _ = _construct(T, nn, case, name, device="cpu", dtype=getattr(T, name))
@@ -883,33 +909,42 @@ def test_error_inputs_raise_the_databases_exception(T, nn, error):
         module(*inputs)
 
 
-AGREE = [(c, True) for c in CASES] + [(c, False) for c in CASES if c.differ]
+# (case, mode): float64 in training mode, float32 too, and eval mode (with gradients, and under no_grad, where
+# PyTorch's transformer layers and attention take their fused inference path) where the modes differ
+AGREE = [(c, mode) for c in CASES for mode in ("train", "float32")] + \
+    [(c, mode) for c in CASES if c.differ for mode in ("eval", "eval-no_grad")]
 
 
 @pytest.mark.torch
-@pytest.mark.parametrize("case, training", AGREE, ids=[c.id + ("" if t else "-eval") for c, t in AGREE])
-def test_forward_and_gradients_agree_with_pytorch(torch, case, training):
-    """Outputs, gradients (inputs' and parameters') and buffers after the call; both modes where they differ."""
+@pytest.mark.parametrize("case, mode", AGREE, ids=[f"{c.id}-{mode}" for c, mode in AGREE])
+def test_forward_and_gradients_agree_with_pytorch(torch, case, mode):
+    """Outputs, gradients (inputs' and parameters') and buffers after the call: values, shapes and dtypes."""
+    dtype = "float32" if mode == "float32" else "float64"
     results = []
     for T, library_nn in ((autograd, chainrule_nn), (torch, torch.nn)):
-        module, _ = _build(T, library_nn, case)
-        module.train(training)
-        inputs = _fresh_inputs(T, case, grad=True)
-        if case.name == "CTCLoss":  # README: PyTorch's log_probs gradient is right only behind a log_softmax
-            out = module(inputs[0].log_softmax(-1), *inputs[1:])
-        else:
-            out = module(*inputs)
+        module, _ = _build(T, library_nn, case, dtype)
+        module.train(mode in ("train", "float32"))
+        inputs = _fresh_inputs(T, case, dtype, grad=mode != "eval-no_grad")
+        with T.set_grad_enabled(mode != "eval-no_grad"):
+            if case.name == "CTCLoss":  # README: PyTorch's log_probs gradient is right only behind a log_softmax
+                out = module(inputs[0].log_softmax(-1), *inputs[1:])
+            else:
+                out = module(*inputs)
         grads = _backward(T, module, inputs, out) if any(t.requires_grad for t in _floats(out)) else ()
         results.append((out, [g for g in grads if g is not None], _state(module)))
     (ours, ours_grads, ours_state), (theirs, theirs_grads, theirs_state) = results
-    assert [dtype_name(t) for t in _tensors(ours)] == [dtype_name(t) for t in _tensors(theirs)]
-    for a, b in zip([*_tensors(ours), *ours_grads], [*_tensors(theirs), *theirs_grads]):
-        assert tuple(a.shape) == tuple(b.shape)
-        np.testing.assert_allclose(values(a), values(b), rtol=1e-9, atol=1e-12)
+    # (float32: a decoder layer's gradients of size 0.08 differ by 3e-5, PyTorch's rounding: ours are within 3e-6 of
+    # the float64 values, its within 3e-5)
+    rtol, atol = (1e-4, 5e-5) if dtype == "float32" else (1e-9, 1e-12)
     assert len(ours_grads) == len(theirs_grads)
+    ours, theirs = [*_tensors(ours), *ours_grads], [*_tensors(theirs), *theirs_grads]
+    assert [dtype_name(t) for t in ours] == [dtype_name(t) for t in theirs]
+    for a, b in zip(ours, theirs):
+        assert tuple(a.shape) == tuple(b.shape)
+        np.testing.assert_allclose(values(a), values(b), rtol=rtol, atol=atol)
     assert list(ours_state) == list(theirs_state)
     for key in ours_state:  # the buffers after the call (a norm's running statistics)
-        np.testing.assert_allclose(ours_state[key], theirs_state[key], rtol=1e-9, atol=1e-12, err_msg=key)
+        np.testing.assert_allclose(ours_state[key], theirs_state[key], rtol=rtol, atol=atol, err_msg=key)
 
 
 def test_dtype_is_floating_point_as_test_modules_reads_it(T, nn, request):
@@ -945,7 +980,7 @@ def test_to_empty_keeps_shapes_and_dtypes(T, nn, case):
 
 
 def test_built_on_the_meta_device_has_the_layout_and_no_values(T, nn, case):
-    if _lazy(case) or any(isinstance(v, Spec) for v in (*case.args, *case.kwargs.values())):
+    if _lazy(case) or _takes_tensors_or_modules(case):
         pytest.skip("a lazy module has no layout before its call; a tensor argument is on the CPU")
     module, _ = _construct(T, nn, case, "float32")
     with T.device("meta"):
