@@ -91,6 +91,10 @@ class Sub:
         self.name, self.args, self.kwargs = name, args, kwargs
 
 
+class Kw(dict):
+    """Forward's keyword arguments (masks, need_weights), last among a case's inputs."""
+
+
 class Dtype:
     """A dtype argument (by name): the library's dtype of that name."""
 
@@ -121,6 +125,14 @@ class Case:
 
 
 C = Case
+PADDED = fixed([[False, False, False], [False, False, True]], dtype="bool")  # (N=2, S=3): the last key of the second
+
+
+def CAUSAL(n):  # noqa: N802  (a constant's name)
+    """The (n, n) mask hiding every later position."""
+    return fixed(np.triu(np.ones((n, n), bool), 1), dtype="bool")
+
+
 # The database's samples, in short. Images are (N, C, H, W), sequences (L, N, E) unless batch_first.
 CASES = [
     # activations: one batched and one unbatched input each, as the database's
@@ -261,7 +273,22 @@ CASES = [
       differ=True),
     C("MultiheadAttention", (4, 1), [x(1, 2, 4), x(1, 3, 3), x(1, 3, 2)], {"kdim": 3, "vdim": 2, "batch_first": True},
       desc="kdim_vdim", differ=True),
+    C("MultiheadAttention", (4, 2), [x(2, 2, 4), x(3, 2, 4), x(3, 2, 4),
+                                     Kw(key_padding_mask=PADDED, need_weights=False)], desc="key_padding_mask",
+      differ=True),
+    C("MultiheadAttention", (4, 2), [x(2, 2, 4), x(3, 2, 4), x(3, 2, 4),
+                                     Kw(attn_mask=x(2, 3, grad=False), average_attn_weights=False)],
+      desc="float_attn_mask_per_head", differ=True),
     # (the database skips the transformers' second derivatives, for time)
+    C("TransformerEncoderLayer", (2, 2, 3, 0.0), [x(2, 3, 2), Kw(src_key_padding_mask=PADDED)],
+      {"batch_first": True}, desc="key_padding_mask", differ=True, gradgrad=False),
+    C("TransformerEncoderLayer", (2, 2, 3, 0.0), [x(3, 2, 2), Kw(src_mask=CAUSAL(3), is_causal=True)],
+      desc="causal", differ=True, gradgrad=False),
+    C("TransformerDecoderLayer", (2, 2, 3, 0.0), [x(3, 2, 2), x(3, 2, 2), Kw(tgt_mask=CAUSAL(3),
+                                                                              memory_key_padding_mask=PADDED)],
+      desc="masks", gradgrad=False),
+    C("TransformerEncoder", (Sub("TransformerEncoderLayer", 2, 2, 3, 0.0, batch_first=True), 2),
+      [x(2, 3, 2), Kw(src_key_padding_mask=PADDED)], desc="nested_padding", differ=True, gradgrad=False),
     C("TransformerEncoderLayer", (2, 2, 3, 0.0), [x(3, 2, 2)], differ=True, gradgrad=False),
     C("TransformerEncoderLayer", (2, 2, 3, 0.0), [x(2, 3, 2)], {"norm_first": True, "batch_first": True,
                                                                 "activation": "gelu"}, desc="norm_first", differ=True,
@@ -521,6 +548,12 @@ CHECKSUMS = {
     'MultiheadAttention': 0.46484029169102725,
     'MultiheadAttention-no_batch_kv': 0.13931605220425158,
     'MultiheadAttention-kdim_vdim': 0.3559706243720323,
+    'MultiheadAttention-key_padding_mask': -1.2541012300991403,
+    'MultiheadAttention-float_attn_mask_per_head': -0.030064142898974522,
+    'TransformerEncoderLayer-key_padding_mask': 0.28644262296054834,
+    'TransformerEncoderLayer-causal': 0.4075597701212362,
+    'TransformerDecoderLayer-masks': 0.672756090465482,
+    'TransformerEncoder-nested_padding': -0.3348875950774882,
     'TransformerEncoderLayer': 0.6802856194181446,
     'TransformerEncoderLayer-norm_first': -0.34728813786091717,
     'TransformerDecoderLayer': 0.7602519289171557,
@@ -554,9 +587,15 @@ def _materialise(T, value, dtype, rng, grad=False):
                                                **_materialise(T, value.kwargs, dtype, rng))
     if isinstance(value, (tuple, list)):
         return type(value)(_materialise(T, v, dtype, rng, grad) for v in value)
-    if isinstance(value, dict):
-        return {k: _materialise(T, v, dtype, rng, grad) for k, v in value.items()}
+    if isinstance(value, dict):  # (constructor keywords, or a Kw)
+        return type(value)({k: _materialise(T, v, dtype, rng, grad) for k, v in value.items()})
     return value
+
+
+def _call(module, inputs):
+    """module(*inputs), a Kw among them passed as keywords."""
+    keywords = next((v for v in inputs if isinstance(v, Kw)), {})
+    return module(*[v for v in inputs if not isinstance(v, Kw)], **keywords)
 
 
 def _lazy(case):
@@ -574,7 +613,7 @@ def _construct(T, nn, case, input_dtype, **factory):
     module = getattr(nn, case.name)(*_materialise(T, case.args, input_dtype, rng), **kwargs, **factory)
     inputs = _materialise(T, case.inputs, input_dtype, rng)
     if _lazy(case):
-        module(*inputs)
+        _call(module, inputs)
     return module, inputs
 
 
@@ -598,9 +637,11 @@ def _fresh_inputs(T, case, dtype="float64", grad=False):
 
 
 def _tensors(value):
-    """The tensors in ``value`` (an output or the inputs: nested tuples and lists), in order."""
+    """The tensors in ``value`` (an output or the inputs: nested tuples, lists and Kw), in order."""
     if isinstance(value, (tuple, list)):
         return [t for v in value for t in _tensors(v)]
+    if isinstance(value, Kw):
+        return [t for v in value.values() for t in _tensors(v)]
     return [value] if hasattr(value, "detach") else []
 
 
@@ -630,11 +671,11 @@ case = pytest.fixture(params=CASES, ids=CASE_IDS)(_case)
 
 def _forward_checksum_and_dtypes(T, nn, case):
     module, inputs = _build(T, nn, case)
-    out = module(*inputs)
+    out = _call(module, inputs)
     assert all(dtype_name(t) == "float64" for t in _floats(out))
     assert np.isfinite(_checksum(out))
     np.testing.assert_allclose(_checksum(out), CHECKSUMS[case.id], rtol=1e-9, atol=1e-12)
-    _same(module(*inputs), out) if not case.differ else None  # a second call gives the same outputs
+    _same(_call(module, inputs), out) if not case.differ else None  # a second call gives the same outputs
 
 
 def _repr_names_the_class(T, nn, case):
@@ -694,7 +735,7 @@ def _save_load_pickle_and_deepcopy_give_the_same_module(T, nn, case):
         ours = {id(p) for p in module.parameters()}
         assert not any(id(p) in ours for p in twin.parameters()), how
         assert all(p.requires_grad for p in twin.parameters()), how
-        _same(twin(*_fresh_inputs(T, case)), copy.deepcopy(module)(*inputs))
+        _same(_call(twin, _fresh_inputs(T, case)), _call(copy.deepcopy(module), inputs))
 
 
 def _state_dict_round_trip_gives_the_same_outputs(T, nn, case):
@@ -705,7 +746,7 @@ def _state_dict_round_trip_gives_the_same_outputs(T, nn, case):
     result = other.load_state_dict(module.state_dict())
     assert list(result.missing_keys) == [] and list(result.unexpected_keys) == []
     _same_state(_state(other), _state(module))
-    _same(other(*inputs), module(*_fresh_inputs(T, case)))
+    _same(_call(other, inputs), _call(module, _fresh_inputs(T, case)))
 
 
 def _floating_tensors(module):
@@ -714,20 +755,20 @@ def _floating_tensors(module):
 
 def _double_float_and_to_cast_parameters_buffers_and_outputs(T, nn, case):
     module, inputs = _build(T, nn, case)
-    expected = module(*inputs)
+    expected = _call(module, inputs)
     single = copy.deepcopy(module).float()
     assert all(dtype_name(t) == "float32" for t in _floating_tensors(single))
-    out = single(*_fresh_inputs(T, case, "float32"))
+    out = _call(single, _fresh_inputs(T, case, "float32"))
     assert all(dtype_name(t) == "float32" for t in _floats(out))
     _same_float32(out, expected)
     again = single.double()
     assert all(dtype_name(t) == "float64" for t in _floating_tensors(again))
-    assert all(dtype_name(t) == "float64" for t in _floats(again(*_fresh_inputs(T, case))))
+    assert all(dtype_name(t) == "float64" for t in _floats(_call(again, _fresh_inputs(T, case))))
     to = copy.deepcopy(module).to(T.float32)
     assert all(dtype_name(t) == "float32" for t in _floating_tensors(to))
     assert [dtype_name(t) for t in to.buffers() if not t.is_floating_point()] == \
         [dtype_name(t) for t in module.buffers() if not t.is_floating_point()]  # (num_batches_tracked stays int64)
-    _same_float32(to(*_fresh_inputs(T, case, "float32")), expected)
+    _same_float32(_call(to, _fresh_inputs(T, case, "float32")), expected)
 
 
 def _same_float32(out, expected):
@@ -748,6 +789,8 @@ def _strided(T, t):
 def _map(value, fn):
     if isinstance(value, (tuple, list)):
         return type(value)(_map(v, fn) for v in value)
+    if isinstance(value, Kw):
+        return Kw({k: _map(v, fn) for k, v in value.items()})
     return fn(value) if hasattr(value, "detach") else value
 
 
@@ -766,9 +809,9 @@ def test_non_contiguous_inputs_give_the_same_outputs_and_gradients(T, nn, case):
     module, inputs = _build(T, nn, case)
     twin = copy.deepcopy(module)
     inputs = _fresh_inputs(T, case, grad=True)
-    out = module(*inputs)
+    out = _call(module, inputs)
     strided_inputs = _map(_fresh_inputs(T, case, grad=True), lambda t: _strided(T, t))
-    strided_out = twin(*strided_inputs)
+    strided_out = _call(twin, strided_inputs)
     _same(strided_out, out)
     if not any(t.requires_grad for t in _floats(out)):
         return
@@ -811,7 +854,9 @@ def _gradcheck_case(case, second_order):
     def call(*flat):
         it = iter(flat[:len(leaves)])
         args = _map(inputs, lambda t: next(it) if t.requires_grad else t)
-        out = T.func.functional_call(module, dict(zip(names, flat[len(leaves):])), tuple(args))
+        keywords = next((v for v in args if isinstance(v, Kw)), {})
+        out = T.func.functional_call(module, dict(zip(names, flat[len(leaves):])),
+                                     tuple(v for v in args if not isinstance(v, Kw)), dict(keywords))
         return tuple(_floats(out))
 
     check = T.autograd.gradgradcheck if second_order else T.autograd.gradcheck
@@ -852,12 +897,12 @@ def _train_and_eval(T, nn, case):
     assert module.training and all(m.training for m in module.modules())
     assert module.eval() is module and not any(m.training for m in module.modules())
     state = _state(module)
-    evaluated = module(*inputs)
+    evaluated = _call(module, inputs)
     _same_state(_state(module), state)  # eval mode writes no buffer
     assert module.train() is module and all(m.training for m in module.modules())
     assert module.train(False) is module and not module.training
     module.train()
-    trained = module(*_fresh_inputs(T, case))
+    trained = _call(module, _fresh_inputs(T, case))
     if not case.differ:  # the database: the modes do not differ
         _same(trained, evaluated)
         _same_state(_state(module), state)
@@ -865,16 +910,16 @@ def _train_and_eval(T, nn, case):
 
 def _requires_grad_false(T, nn, case):
     module, inputs = _build(T, nn, case)
-    expected = module(*inputs)
+    expected = _call(module, inputs)
     assert module.requires_grad_(False) is module
     assert not any(p.requires_grad for p in module.parameters())
     twin, _ = _build(T, nn, case)
-    out = twin.requires_grad_(False)(*_fresh_inputs(T, case))
+    out = _call(twin.requires_grad_(False), _fresh_inputs(T, case))
     assert not any(t.requires_grad for t in _tensors(out))
     _same(out, expected)
     grad_inputs = _fresh_inputs(T, case, grad=True)
     if any(t.requires_grad for t in _tensors(grad_inputs)):  # the inputs' gradients still flow
-        out = twin(*grad_inputs)
+        out = _call(twin, grad_inputs)
         assert all(t.requires_grad for t in _floats(out)) or case.name == "MultiheadAttention"
         assert all(p.grad is None for p in twin.parameters())
 
@@ -934,9 +979,9 @@ def test_forward_and_gradients_agree_with_pytorch(torch, case, mode):
         inputs = _fresh_inputs(T, case, dtype, grad=mode != "eval-no_grad")
         with T.set_grad_enabled(mode != "eval-no_grad"):
             if case.name == "CTCLoss":  # README: PyTorch's log_probs gradient is right only behind a log_softmax
-                out = module(inputs[0].log_softmax(-1), *inputs[1:])
+                out = _call(module, [inputs[0].log_softmax(-1), *inputs[1:]])
             else:
-                out = module(*inputs)
+                out = _call(module, inputs)
         grads = _backward(T, module, inputs, out) if any(t.requires_grad for t in _floats(out)) else ()
         results.append((out, [g for g in grads if g is not None], _state(module)))
     (ours, ours_grads, ours_state), (theirs, theirs_grads, theirs_state) = results
@@ -964,7 +1009,7 @@ def test_dtype_is_floating_point_as_test_modules_reads_it(T, nn, request):
 
 def _to_keeps_the_parameter_objects_and_casts_their_gradients(T, nn, case):
     module, inputs = _build(T, nn, case)
-    out = module(*inputs)
+    out = _call(module, inputs)
     if any(t.requires_grad for t in _floats(out)):
         sum(t.sum() for t in _floats(out) if t.requires_grad).backward()
     before = [(p, p.grad) for p in module.parameters()]
@@ -1006,7 +1051,7 @@ def _state_dict_saved_and_loaded_with_weights_only(T, nn, case):
     state = T.load(buffer, weights_only=True)
     other, _ = _build(T, nn, case, seed=1)
     other.load_state_dict(state)
-    _same(other(*inputs), module(*_fresh_inputs(T, case)))
+    _same(_call(other, inputs), _call(module, _fresh_inputs(T, case)))
 
 
 # The generic checks, a few to a test (one test per check would be six thousand tests, mostly pytest's own time).
