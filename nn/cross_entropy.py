@@ -97,8 +97,8 @@ def _class_weights(name, rows, target, weight, ignore_index):
     classes = rows._data.shape[1]
     check_same_dtype(name, rows, weight=weight)  # (PyTorch's kernels refuse a weight of another dtype)
     if weight is not None and tuple(weight.shape) != (classes,):
-        raise RuntimeError(f"{name}: weight of shape {tuple(weight.shape)} given for {classes} classes; "
-                           f"it needs one entry per class, shape ({classes},)")
+        raise RuntimeError(f"weight tensor should be defined either for all {classes} classes or no classes but got "
+                           f"weight tensor of shape: {list(weight.shape)} ({name}: one entry per class)")
     labels = target._data.reshape(-1).astype(xp.int64, copy=False)  # (uint8 labels index as positions, not a mask)
     if weight is None and labels.size:  # the common case in two reductions: every label a class, none ignored
         low, high = int(labels.min()), int(labels.max())
@@ -268,19 +268,25 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
     dim = _class_dim(input)
     classes = input._data.shape[dim]
     class_shape = (1,) * dim + (classes,) + (1,) * (input.ndim - dim - 1)
+    if target.dtype.kind != "f" and target.shape == input.shape:  # (PyTorch reads the input's shape as probabilities)
+        indices = input.shape[:dim] + input.shape[dim + 1:]
+        raise DtypeError(f"Expected floating point type for target with class probabilities, got "
+                         f"{type_name(target.dtype)} (cross_entropy: a target of the input's shape "
+                         f"{tuple(input.shape)} holds class probabilities; class indices would have shape "
+                         f"{tuple(indices)})")
     if target.dtype.kind == "f":  # class probabilities
         if ignore_index >= 0:  # (a class index to skip means nothing for probabilities: PyTorch's check)
             raise RuntimeError(f"ignore_index is not supported for floating point target (got ignore_index="
                                f"{ignore_index}; the default -100 leaves every class in)")
         if target.shape != input.shape and input.ndim > 1 and target.ndim and target.shape[0] != input.shape[0]:
-            raise ShapeError(f"cross_entropy: expected input batch_size ({input.shape[0]}) to match target "
-                             f"batch_size ({target.shape[0]}): input of shape {tuple(input.shape)}, target of shape "
-                             f"{tuple(target.shape)}")
+            raise ShapeError(f"Expected input batch_size ({input.shape[0]}) to match target batch_size "
+                             f"({target.shape[0]}). cross_entropy: input of shape {tuple(input.shape)}, target of "
+                             f"shape {tuple(target.shape)}")
         if target.shape != input.shape:
-            raise DtypeError(f"cross_entropy: a float target is read as class probabilities and must have "
-                             f"the input's shape {tuple(input.shape)}, got {tuple(target.shape)}; class indices "
-                             f"must be "
-                             "integers (expected target dtype to be Long: use target.long())")
+            raise DtypeError(f"expected target dtype to be Long or Byte, but got {type_name(target.dtype)}. "
+                             f"cross_entropy: a float target is read as class probabilities and must have the "
+                             f"input's shape {tuple(input.shape)}, got {tuple(target.shape)}; class indices must be "
+                             "integers (use target.long())")
         target = target * (1 - label_smoothing) + label_smoothing / classes
         # -(log p · target · weight), summed over everything for a reduction, then negated (and divided by the
         # number of predictions for 'mean'), in PyTorch's order: its nodes NegBackward0 and DivBackward1

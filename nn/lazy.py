@@ -149,6 +149,9 @@ class LazyModuleMixin:
             raise RuntimeError(f"module {self._get_name()} has not been fully initialized")
         self._initialize_hook.remove()
         self._load_hook.remove()
+        # the handles go with their hooks, as PyTorch's do: the module becomes its plain class whole (a checkpoint
+        # of it names no RemovableHandle, which load would refuse)
+        del self._initialize_hook, self._load_hook
         if self.cls_to_become is not None:
             self.__class__ = self.cls_to_become
 

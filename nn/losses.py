@@ -17,6 +17,7 @@ import numpy
 import autograd
 from autograd import Primitive, Tensor
 from autograd.backend import ufunc_at, xp
+from autograd.errors import ShapeError
 from autograd.graph import program_stacklevel
 from autograd.ops.contractions import require_scalar_type
 from autograd.ops.conversion import type_name
@@ -209,6 +210,10 @@ def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, size_average=
         require_scalar_type((input, weight))  # (PyTorch's kernel takes the weight in the input's dtype only)
     target = target if isinstance(target, Tensor) else tensor_from(target)
     scores = input if input.ndim == 2 else input.reshape(1, -1)
+    if target.ndim > 1 or target.numel() != scores.shape[0]:  # (PyTorch's check: one label per row)
+        raise ShapeError(f"multi_margin_loss: target tensor should be 1-D with size equal to the number of input "
+                         f"samples (batch size). Expected target size [{scores.shape[0]}], but got "
+                         f"{list(target.shape)}. Input has shape {list(input.shape)}.")
     labels = target._data.reshape(-1).astype(xp.int64, copy=False)  # (uint8 labels index as positions, not a mask)
     _check_class_indices("multi_margin_loss", scores, tensor_from(labels))
     rows = xp.arange(len(labels))

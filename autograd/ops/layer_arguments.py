@@ -53,14 +53,39 @@ def _dims(value, ndim):
     return "[" + ", ".join(str(s) for s in value) + "]" if ndim else str(value)
 
 
+# PyTorch's words where a pooling layer is given an input of another number of dims: each kernel words its own
+# check (the convolutions say what the other layers here say). {shape}: the input's sizes, {ndim}: their number.
+_TAKES_DIMS = "Expected {low} to {high} dimensions, but got {ndim}-dimensional tensor for argument #1 'self' " \
+              "(while checking arguments for {name})"
+_BATCH_MODE = "non-empty {low}D or {high}D (batch mode) tensor expected for input"
+_WRONG_DIMS = {
+    "max_pool1d": "max_pool1d: Expected 2D or 3D (batch mode) tensor with optional 0 dim batch size for input, "
+                  "but got:{shape}",
+    "max_pool2d": _BATCH_MODE, "max_pool3d": _BATCH_MODE, "avg_pool3d": _BATCH_MODE,
+    "avg_pool1d": _TAKES_DIMS, "adaptive_avg_pool1d": _TAKES_DIMS, "adaptive_max_pool1d": _TAKES_DIMS,
+    "avg_pool2d": "Expected 3D or 4D (batch mode) tensor with optional 0 dim batch size for input, but got:{shape}",
+    "adaptive_avg_pool2d": "adaptive_avg_pool2d(): Expected 3D or 4D tensor, but got {shape}",
+    "adaptive_avg_pool3d": "adaptive_avg_pool3d(): Expected 4D or 5D tensor, but got {shape}",
+    "adaptive_max_pool2d": "adaptive_max_pool2d(): Expected 3D or 4D tensor, but got: {shape}",
+    "adaptive_max_pool3d": "adaptive_max_pool3d(): Expected 4D or 5D tensor, but got: {shape}",
+    "fractional_max_pool2d": "fractional_max_pool2d(): Expected 3D or 4D tensor, but got: {shape}",
+    "fractional_max_pool3d": "fractional_max_pool3d_out(): Expected 4D or 5D tensor, but got: {shape}",
+}
+
+
 def _batched(input, spatial, name):
     """input as (N, C, *spatial) and whether a batch dim was added (PyTorch accepts unbatched input)."""
     if input.ndim == spatial + 2:
         return input, False
     if input.ndim == spatial + 1:
         return input.unsqueeze(0), True
-    raise ShapeError(f"Expected {spatial + 1}D (unbatched) or {spatial + 2}D (batched) input to {name}, "
-                     f"but got input of size: {_dims(input.shape, 1)}")
+    ours = (f"Expected {spatial + 1}D (unbatched) or {spatial + 2}D (batched) input to {name}, "
+            f"but got input of size: {_dims(input.shape, 1)}")
+    if name in _WRONG_DIMS:
+        theirs = _WRONG_DIMS[name].format(low=spatial + 1, high=spatial + 2, ndim=input.ndim, name=name,
+                                          shape=_dims(input.shape, 1))
+        ours = f"{theirs} ({ours})"
+    raise ShapeError(ours)
 
 
 def _as_2d(input, spatial, name):
