@@ -40,6 +40,7 @@ import numpy
 from autograd import Tensor
 from autograd.backend import xp
 from autograd.graph import program_stacklevel
+from autograd.ops.conversion import refuse_kinds
 from autograd.ops.cubic_convolution import cubic_kernel, cubic_weights
 from autograd.ops.layouts import in_suggested_layout
 from autograd.ops.sliced_gather import gather_along
@@ -101,7 +102,7 @@ def _linear_along(input, dim, out, factor, align_corners):
         return input
     ratio = _ratio(size, out, factor, align_corners)
     positions = xp.arange(out, dtype=input.dtype)
-    source = positions * ratio if align_corners else xp.maximum(ratio * (positions + 0.5) - 0.5, 0)
+    source = positions * ratio if align_corners else xp.maximum(_fused_source(ratio, positions), 0)
     low = xp.minimum(xp.floor(source).astype(xp.int64), size - 1)
     high = xp.minimum(low + 1, size - 1)
     weight = (source - low).astype(input.dtype)
@@ -110,11 +111,22 @@ def _linear_along(input, dim, out, factor, align_corners):
             + gather_along(input, {dim: high}) * Tensor._make(weight.reshape(shape)))
 
 
+def _fused_source(ratio, positions):
+    """r (o + ½) - ½ in the positions' precision with one rounding, as PyTorch's compiled kernels compute it (the
+    product and the subtraction contracted to one fused multiply-add): rounding the product first moves the source
+    of a float32 output past a few thousand by an ulp, and the blend of a long signal by 2e-4 of its step. The
+    product of two float32 numbers is exact in float64, so float64 then one rounding is the fused operation."""
+    scale = positions.dtype.type(ratio)  # (PyTorch's scale, in the input's precision)
+    if positions.dtype != numpy.float32:
+        return scale * (positions + 0.5) - 0.5
+    return (numpy.float64(scale) * (positions.astype(numpy.float64) + 0.5) - 0.5).astype(numpy.float32)
+
+
 def _cubic_along(input, dim, out, factor, align_corners):
     size = input.shape[dim]
     ratio = _ratio(size, out, factor, align_corners)
     positions = xp.arange(out, dtype=input.dtype)
-    source = positions * ratio if align_corners else ratio * (positions + 0.5) - 0.5
+    source = positions * ratio if align_corners else _fused_source(ratio, positions)
     floor = xp.floor(source)
     weights = cubic_weights((source - floor).astype(input.dtype))
     shape = (out,) + (1,) * (input.ndim - 1 - dim)
@@ -201,6 +213,7 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
             raise ValueError("Lanczos mode does not support align_corners=True")
         if not antialias:
             raise ValueError("Lanczos mode requires antialias=True")
+    _refuse_complex(input, mode)
     if mode not in ("nearest", "nearest-exact") and input.dtype.kind not in "fc":
         raise NotImplementedError(
             f"interpolate(mode={mode!r}) of a {input.dtype} tensor of shape {tuple(input.shape)}: the weighted modes "
@@ -220,6 +233,18 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
     if not (mode == "area" and spatial == 1):
         resized = in_suggested_layout(resized, input)
     return named_node(resized, None, _upsample_node(mode, spatial, antialias), (input,))
+
+
+def _refuse_complex(input, mode):
+    """PyTorch's resampling kernels have no complex loop: its NotImplementedError names the kernel that looked (a
+    2-d nearest or bilinear one, else the helper computing the indices and weights). Gathers and blends would run."""
+    rule = {"nearest": "nearest", "nearest-exact": "nearest", "linear": "linear", "bilinear": "linear",
+            "trilinear": "linear", "bicubic": "cubic"}.get(mode)
+    if rule is None or input.dtype.kind != "c":
+        return
+    planar = input.ndim == 4 and mode in ("nearest", "nearest-exact", "bilinear")
+    kernel = f"upsample_{mode.split('-')[0]}2d_channels_last" if planar else f"compute_indices_weights_{rule}"
+    refuse_kinds(input, kernel, "c")
 
 
 def _upsample_node(mode, spatial, antialias):
