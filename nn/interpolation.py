@@ -219,9 +219,10 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
             f"interpolate(mode={mode!r}) of a {input.dtype} tensor of shape {tuple(input.shape)}: the weighted modes "
             "need floating point here (PyTorch's fixed-point uint8 kernels are not built); convert with .float() "
             "first, and back with .round().clamp(0, 255).to(autograd.uint8)")
-    if input.dtype == numpy.float16 and mode not in ("nearest", "nearest-exact"):
+    if input.dtype == numpy.float16:
         # PyTorch's kernels weigh float16 in float32 and round once; weights, products and sums rounded to
-        # float16 at each step put a bilinear resize 1e-2 off
+        # float16 at each step put a bilinear resize 1e-2 off. (Nearest copies exactly, but its backward adds each
+        # input's gradient terms in float32 too: rounded at each addition they were an ulp or two off.)
         resized = _resized(input.float(), sizes, factors, mode, align_corners, antialias, spatial).half()
     else:
         resized = _resized(input, sizes, factors, mode, align_corners, antialias, spatial)

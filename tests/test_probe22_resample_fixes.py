@@ -80,3 +80,22 @@ def test_the_gradient_of_a_kept_size_resampled_by_its_factor_is_a_copy(mode, sha
     assert y.shape == x.shape
     y.backward(autograd.arange(1.0, y.numel() + 1).reshape(y.shape))
     np.testing.assert_array_equal(x.grad.numpy().ravel(), np.arange(1.0, x.numel() + 1))  # (PyTorch's numbers)
+
+
+@pytest.mark.parametrize("shape, factor", [((1, 2, 5, 6), 2), ((1, 2, 5, 6), 3), ((1, 1, 3, 4, 5), 2), ((1, 2, 9), 3)])
+def test_the_float16_gradient_of_nearest_is_added_in_float32(shape, factor):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape).astype(np.float16)
+    grad = rng.standard_normal(tuple(n * factor for n in shape[:2]) + tuple(n * factor for n in shape[2:]))
+    grad = grad[:shape[0], :shape[1]].astype(np.float16)
+    half = autograd.tensor(x, requires_grad=True)
+    F.interpolate(half, scale_factor=factor).backward(autograd.tensor(grad))
+    # each input's factor ** dims terms summed exactly in float32 (float16 sums are exact there), rounded once
+    blocks = grad.astype(np.float32).reshape(shape[:2] + sum(((n, factor) for n in shape[2:]), ()))
+    expected = blocks.sum(tuple(range(3, blocks.ndim, 2))).astype(np.float16)
+    np.testing.assert_array_equal(half.grad.numpy(), expected)  # (rounded at each addition: 2 ulp off)
+    assert half.grad.dtype == autograd.float16
+    torch = _torch()
+    theirs = torch.tensor(x, requires_grad=True)
+    torch.nn.functional.interpolate(theirs, scale_factor=factor).backward(torch.tensor(grad))
+    np.testing.assert_array_equal(half.grad.numpy(), theirs.grad.numpy())
