@@ -258,9 +258,13 @@ def _upsample_node(mode, spatial, antialias):
 
 def _check_sizes(input, sizes):
     """PyTorch's upsampling kernels refuse an empty input or output (a scale factor that floors a size to 0, a
-    size of 0 or less). 'area' is adaptive average pooling, which checks its own sizes."""
+    size of 0 or less), then an input without channels. 'area' is adaptive average pooling, which checks its own
+    sizes."""
     inputs, spatial = input.shape[2:], len(sizes)
     if min(inputs) > 0 and min(sizes) > 0:
+        if input.shape[1] == 0:  # (then no channel: an empty batch is resized, an empty channel dim refused)
+            raise RuntimeError(f"Non-empty {input.ndim}D data tensor expected but got a tensor with sizes "
+                               f"{list(input.shape)}")
         return
     names = "DHW"[3 - spatial:]
 

@@ -99,3 +99,31 @@ def test_the_float16_gradient_of_nearest_is_added_in_float32(shape, factor):
     theirs = torch.tensor(x, requires_grad=True)
     torch.nn.functional.interpolate(theirs, scale_factor=factor).backward(torch.tensor(grad))
     np.testing.assert_array_equal(half.grad.numpy(), theirs.grad.numpy())
+
+
+@pytest.mark.parametrize("shape", [(2, 0, 4, 4), (2, 3, 0, 4), (0, 0, 4), (0, 4)])
+def test_reflection_pads_refuse_empty_dims_but_the_batch_as_replication_pads(shape):
+    pad = (1, 1, 0, 0)[:2 if len(shape) < 4 else 4]
+    words = "possibly 0 batch size and other non-zero dimensions"
+    for mode in ("reflect", "replicate"):
+        with pytest.raises(RuntimeError, match=words):
+            F.pad(autograd.zeros(shape), pad, mode=mode)
+    assert F.pad(autograd.zeros(shape), pad, mode="circular").shape[-1] == shape[-1] + 2  # (circular copies slices)
+    assert F.pad(autograd.zeros((0, 3, 4)), (1, 2), mode="reflect").shape == (0, 3, 7)  # (an empty batch pads)
+    torch = _torch()
+    with pytest.raises(RuntimeError, match=words):
+        torch.nn.functional.pad(torch.zeros(shape), pad, mode="reflect")
+
+
+@pytest.mark.parametrize("mode, shape", [("nearest", (2, 0, 4)), ("linear", (2, 0, 4)), ("bilinear", (0, 0, 4, 4)),
+                                         ("bicubic", (2, 0, 4, 4)), ("nearest-exact", (2, 0, 2, 2, 2)),
+                                         ("trilinear", (2, 0, 2, 2, 2))])
+def test_interpolate_refuses_an_input_without_channels(mode, shape):
+    message = f"Non-empty {len(shape)}D data tensor expected but got a tensor with sizes {list(shape)}"
+    with pytest.raises(RuntimeError, match=message.replace("[", r"\[")):
+        F.interpolate(autograd.zeros(shape), scale_factor=2, mode=mode)
+    empty_batch = F.interpolate(autograd.zeros((0, 2) + shape[2:]), scale_factor=2, mode=mode)  # (that one resizes)
+    assert empty_batch.shape == (0, 2) + tuple(2 * n for n in shape[2:])
+    torch = _torch()
+    with pytest.raises(RuntimeError, match=message.replace("[", r"\[")):
+        torch.nn.functional.interpolate(torch.zeros(shape), scale_factor=2, mode=mode)
