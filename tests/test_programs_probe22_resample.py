@@ -12,7 +12,8 @@ segmentation head (``ReplicationPad3d``, ``Conv3d`` with ``padding_mode='replica
 channels_last_3d); StyleGAN's upfirdn2d written with pads (zero insertion by reshape and pad, negative pads that
 crop mixed with positive ones, a flipped FIR kernel); audio: a multi-resolution STFT loss with reflect-padded
 centred frames, a 1-D replicate pad of a long signal and nearest 1-D upsampling by 2 and by 3 (a vocoder's
-upsampling), an ``istft`` round trip; WGAN-GP and R1 gradient penalties (``create_graph=True``) through reflection,
+upsampling), an ``istft`` round trip, MelGAN's generator (``ReflectionPad1d``, weight-normed
+convolutions) and Demucs's ``pad1d`` reflecting a signal shorter than its pad; WGAN-GP and R1 gradient penalties (``create_graph=True``) through reflection,
 replication and circular pads and bilinear and nearest upsampling, in float64; gradcheck and gradgradcheck of the
 pads and the resamplings."""
 
@@ -318,3 +319,54 @@ def test_gradcheck_and_gradgradcheck_in_float64(case):
         fn = lambda x: F.interpolate(x, scale_factor=1.7, mode=case, **corners)
     assert torch.autograd.gradcheck(fn, (x,))
     assert torch.autograd.gradgradcheck(fn, (x,))
+
+
+def melgan(m, c=4):
+    nn = m.nn
+    wn = nn.utils.weight_norm
+    class ResStack(nn.Module):
+        def __init__(self, ch, d):
+            super().__init__()
+            self.block = nn.Sequential(nn.LeakyReLU(0.2), nn.ReflectionPad1d(d), wn(nn.Conv1d(ch, ch, 3, dilation=d)),
+                                       nn.LeakyReLU(0.2), wn(nn.Conv1d(ch, ch, 1)))
+            self.shortcut = wn(nn.Conv1d(ch, ch, 1))
+        def forward(self, x): return self.shortcut(x) + self.block(x)
+    return nn.Sequential(nn.ReflectionPad1d(3), wn(nn.Conv1d(5, 8, 7)), nn.LeakyReLU(0.2),
+        wn(nn.ConvTranspose1d(8, c, 8, stride=4, padding=2)), ResStack(c, 1), ResStack(c, 3), ResStack(c, 9),
+        nn.LeakyReLU(0.2), nn.ReflectionPad1d(3), wn(nn.Conv1d(c, 1, 7)), nn.Tanh())
+def melgan_step(m, weights, mel):
+    torch, F = m.torch, m.F
+    G = load(m, melgan(m), weights)
+    x = torch.tensor(mel, requires_grad=True)
+    audio = G(x)
+    # Demucs's pad1d: reflect where the signal is shorter than the pad, by zero padding first
+    def pad1d(x, paddings, mode="reflect", value=0.0):
+        length = x.shape[-1]
+        l, r = paddings
+        if mode == "reflect":
+            max_pad = max(l, r)
+            extra = 0
+            if length <= max_pad:
+                extra = max_pad - length + 1
+                x = F.pad(x, (0, extra))
+            padded = F.pad(x, paddings, mode, value)
+            end = padded.shape[-1] - extra
+            return padded[..., :end]
+        return F.pad(x, paddings, mode, value)
+    short = pad1d(audio[..., :5], (7, 9))
+    loss = audio.square().mean() + short.abs().sum()
+    loss.backward()
+    return {"audio": audio, "short": short, "grad": x.grad, "w": [p.grad for p in G.parameters()]}
+
+@pytest.mark.filterwarnings("ignore:`torch.nn.utils.weight_norm` is deprecated")
+def test_melgan_generator_and_demucs_pad1d_on_a_short_signal():
+    """MelGAN's generator (ReflectionPad1d around weight-normed convolutions, dilated residual stacks) and Demucs's
+    pad1d, which reflects a signal shorter than its pad after padding it with zeros."""
+    weights = weights_of(melgan)
+    mel = np.random.default_rng(0).standard_normal((2, 5, 10)).astype(np.float32)
+    ours, _ = run_both(melgan_step, weights, mel, rtol=1e-4, atol=1e-6)
+    assert ours["audio"].shape == (2, 1, 40) and ours["short"].shape == (2, 1, 21)
+    head = np.concatenate([ours["audio"][..., :5], np.zeros((2, 1, 3), np.float32)], -1)  # (5 samples and 3 zeros)
+    np.testing.assert_array_equal(ours["short"][..., 7:12], head[..., :5])
+    np.testing.assert_array_equal(ours["short"][..., :7], head[..., 7:0:-1])  # (mirrored about sample 0)
+    assert float(np.square(ours["audio"]).mean()) == pytest.approx(0.00351202, rel=1e-5)
