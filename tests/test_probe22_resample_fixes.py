@@ -127,3 +127,22 @@ def test_interpolate_refuses_an_input_without_channels(mode, shape):
     torch = _torch()
     with pytest.raises(RuntimeError, match=message.replace("[", r"\[")):
         torch.nn.functional.interpolate(torch.zeros(shape), scale_factor=2, mode=mode)
+
+
+def test_remembered_plans_keep_a_digest_not_the_positions():
+    import tracemalloc
+
+    from autograd.ops import sliced_gather
+    from autograd.ops.padding import padded_positions
+
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for n in range(100_000, 100_020):  # clips of 20 lengths, each padded as stft's centre padding pads it
+        F.pad(autograd.zeros(1, 1, n), (128, 128), mode="reflect")
+    held = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    assert held < 2_000_000  # (the positions as keys held 16 MB: 800 kB a clip)
+    assert all(len(key) == 16 for key in sliced_gather._plans) and len(sliced_gather._plans) <= 256
+    plan = sliced_gather.slice_plan(padded_positions(100_000, 128, 128, "reflect"))
+    assert len(plan) == 3 and sum(count for _, _, count, _, _ in plan) == 100_256  # (mirror, middle, mirror)
+    assert sliced_gather.slice_plan(padded_positions(100_000, 128, 128, "reflect")) is plan  # (remembered)
