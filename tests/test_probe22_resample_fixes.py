@@ -146,3 +146,34 @@ def test_remembered_plans_keep_a_digest_not_the_positions():
     plan = sliced_gather.slice_plan(padded_positions(100_000, 128, 128, "reflect"))
     assert len(plan) == 3 and sum(count for _, _, count, _, _ in plan) == 100_256  # (mirror, middle, mirror)
     assert sliced_gather.slice_plan(padded_positions(100_000, 128, 128, "reflect")) is plan  # (remembered)
+
+
+@pytest.mark.parametrize("shape, pad", [((1, 1, 2), (1, 2)), ((2, 3, 5), (2, 5)), ((1, 2, 4, 5), (3, 1, -1, 3)),
+                                        ((1, 1, 3, 4, 2), (1, 2, 0, 4, 3, 3))])
+def test_circular_pad_gradients_add_in_pytorchs_order(shape, pad):
+    """PyTorch's _pad_circular copies the input into the middle, then from the last dim the middle's ends into the
+    pads: its gradient adds, per input and dim from the first, the middle's term, the right pad's, the left's."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(shape).astype(np.float32)
+    ours = autograd.tensor(x, requires_grad=True)
+    y = F.pad(ours, pad, mode="circular")
+    grad = (rng.standard_normal(y.shape) * 10).astype(np.float32)
+    y.backward(autograd.tensor(grad))
+    expected = grad.astype(np.float32)
+    for k in range(len(pad) // 2 - 1, -1, -1):  # (dims from the first padded one)
+        dim, left, right = len(shape) - 1 - k, max(pad[2 * k], 0), max(pad[2 * k + 1], 0)
+        g = np.moveaxis(expected, dim, 0)
+        size = g.shape[0] - left - right
+        folded = g[left:left + size].copy()  # the middle's term
+        folded[:right] += g[left + size:]  # then the right pad's (copied from the middle's start)
+        folded[size - left:] += g[:left]  # then the left pad's (from the middle's end)
+        expected = np.moveaxis(folded, 0, dim)
+    crops = tuple(slice(max(-pad[2 * k], 0), shape[len(shape) - 1 - k] - max(-pad[2 * k + 1], 0))
+                  for k in range(len(pad) // 2 - 1, -1, -1))
+    full = np.zeros(shape, np.float32)
+    full[(Ellipsis,) + crops] = expected
+    np.testing.assert_array_equal(ours.grad.numpy(), full)  # (added in output order: an ulp off, 1 case in 7)
+    torch = _torch()
+    theirs = torch.tensor(x, requires_grad=True)
+    torch.nn.functional.pad(theirs, pad, mode="circular").backward(torch.tensor(grad))
+    np.testing.assert_array_equal(ours.grad.numpy(), theirs.grad.numpy())

@@ -179,3 +179,10 @@ def gather_along(x, positions):
             return x
         plan.append((dim, runs, len(where), x.shape[dim]))
     return SlicedGather.apply(x, plan=plan)
+
+
+def gather_by_plan(x, plan):
+    """SlicedGather of ``x`` by a ``plan`` made by hand ((dim, runs, output length, input size) per dim, gathered in
+    its order and summed in the reverse; each run's inputs read once): for a gradient whose order of sums is not
+    that of the outputs (a circular pad's). ``x`` itself for no dim."""
+    return SlicedGather.apply(x, plan=plan) if plan else x
