@@ -40,7 +40,7 @@ import numpy
 from autograd import Tensor
 from autograd.backend import xp
 from autograd.graph import program_stacklevel
-from autograd.ops.conversion import type_name
+from autograd.ops.conversion import refuse_kinds, type_name
 from autograd.ops.cubic_convolution import cubic_kernel, cubic_weights
 from autograd.ops.layouts import in_suggested_layout
 from autograd.ops.sliced_gather import gather_along
@@ -102,7 +102,7 @@ def _linear_along(input, dim, out, factor, align_corners):
         return input
     ratio = _ratio(size, out, factor, align_corners)
     positions = xp.arange(out, dtype=input.dtype)
-    source = positions * ratio if align_corners else xp.maximum(ratio * (positions + 0.5) - 0.5, 0)
+    source = positions * ratio if align_corners else xp.maximum(_fused_source(ratio, positions), 0)
     low = xp.minimum(xp.floor(source).astype(xp.int64), size - 1)
     high = xp.minimum(low + 1, size - 1)
     weight = (source - low).astype(input.dtype)
@@ -111,11 +111,22 @@ def _linear_along(input, dim, out, factor, align_corners):
             + gather_along(input, {dim: high}) * Tensor._make(weight.reshape(shape)))
 
 
+def _fused_source(ratio, positions):
+    """r (o + ½) - ½ in the positions' precision with one rounding, as PyTorch's compiled kernels compute it (the
+    product and the subtraction contracted to one fused multiply-add): rounding the product first moves the source
+    of a float32 output past a few thousand by an ulp, and the blend of a long signal by 2e-4 of its step. The
+    product of two float32 numbers is exact in float64, so float64 then one rounding is the fused operation."""
+    scale = positions.dtype.type(ratio)  # (PyTorch's scale, in the input's precision)
+    if positions.dtype != numpy.float32:
+        return scale * (positions + 0.5) - 0.5
+    return (numpy.float64(scale) * (positions.astype(numpy.float64) + 0.5) - 0.5).astype(numpy.float32)
+
+
 def _cubic_along(input, dim, out, factor, align_corners):
     size = input.shape[dim]
     ratio = _ratio(size, out, factor, align_corners)
     positions = xp.arange(out, dtype=input.dtype)
-    source = positions * ratio if align_corners else ratio * (positions + 0.5) - 0.5
+    source = positions * ratio if align_corners else _fused_source(ratio, positions)
     floor = xp.floor(source)
     weights = cubic_weights((source - floor).astype(input.dtype))
     shape = (out,) + (1,) * (input.ndim - 1 - dim)
@@ -206,14 +217,16 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
         # PyTorch's nearest kernels copy floating values and uint8 (images) only: integer labels go through .float()
         kernel = "upsample_nearest2d_channels_last" if input.ndim == 4 else "compute_indices_weights_nearest"
         raise NotImplementedError(f"\"{kernel}\" not implemented for '{type_name(input.dtype)}'")
+    _refuse_complex(input, mode)
     if mode not in ("nearest", "nearest-exact") and input.dtype.kind not in "fc":
         raise NotImplementedError(
             f"interpolate(mode={mode!r}) of a {input.dtype} tensor of shape {tuple(input.shape)}: the weighted modes "
             "need floating point here (PyTorch's fixed-point uint8 kernels are not built); convert with .float() "
             "first, and back with .round().clamp(0, 255).to(autograd.uint8)")
-    if input.dtype == numpy.float16 and mode not in ("nearest", "nearest-exact"):
+    if input.dtype == numpy.float16:
         # PyTorch's kernels weigh float16 in float32 and round once; weights, products and sums rounded to
-        # float16 at each step put a bilinear resize 1e-2 off
+        # float16 at each step put a bilinear resize 1e-2 off. (Nearest copies exactly, but its backward adds each
+        # input's gradient terms in float32 too: rounded at each addition they were an ulp or two off.)
         resized = _resized(input.float(), sizes, factors, mode, align_corners, antialias, spatial).half()
     else:
         resized = _resized(input, sizes, factors, mode, align_corners, antialias, spatial)
@@ -227,6 +240,18 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
     return named_node(resized, None, _upsample_node(mode, spatial, antialias), (input,))
 
 
+def _refuse_complex(input, mode):
+    """PyTorch's resampling kernels have no complex loop: its NotImplementedError names the kernel that looked (a
+    2-d nearest or bilinear one, else the helper computing the indices and weights). Gathers and blends would run."""
+    rule = {"nearest": "nearest", "nearest-exact": "nearest", "linear": "linear", "bilinear": "linear",
+            "trilinear": "linear", "bicubic": "cubic"}.get(mode)
+    if rule is None or input.dtype.kind != "c":
+        return
+    planar = input.ndim == 4 and mode in ("nearest", "nearest-exact", "bilinear")
+    kernel = f"upsample_{mode.split('-')[0]}2d_channels_last" if planar else f"compute_indices_weights_{rule}"
+    refuse_kinds(input, kernel, "c")
+
+
 def _upsample_node(mode, spatial, antialias):
     """PyTorch's node for interpolate's mode: UpsampleNearest2DBackward0, UpsampleBilinear2DAaBackward0, ... (area's
     is its adaptive pooling's, named there)."""
@@ -237,9 +262,13 @@ def _upsample_node(mode, spatial, antialias):
 
 def _check_sizes(input, sizes):
     """PyTorch's upsampling kernels refuse an empty input or output (a scale factor that floors a size to 0, a
-    size of 0 or less). 'area' is adaptive average pooling, which checks its own sizes."""
+    size of 0 or less), then an input without channels. 'area' is adaptive average pooling, which checks its own
+    sizes."""
     inputs, spatial = input.shape[2:], len(sizes)
     if min(inputs) > 0 and min(sizes) > 0:
+        if input.shape[1] == 0:  # (then no channel: an empty batch is resized, an empty channel dim refused)
+            raise RuntimeError(f"Non-empty {input.ndim}D data tensor expected but got a tensor with sizes "
+                               f"{list(input.shape)}")
         return
     names = "DHW"[3 - spatial:]
 

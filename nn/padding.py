@@ -35,7 +35,7 @@ def _check_non_constant(input, pad, mode):
             "  - 2D or 3D input: padding size = 2 (pads last dimension)\n"
             "  - 3D or 4D input: padding size = 4 (pads last 2 dimensions)\n"
             "  - 4D or 5D input: padding size = 6 (pads last 3 dimensions)")
-    if mode == "replicate" and 0 in input.shape[input.ndim - dims - 1:]:  # all but a batch dim
+    if mode in ("reflect", "replicate") and 0 in input.shape[input.ndim - dims - 1:]:  # all but a batch dim
         raise RuntimeError(
             f"Expected {dims + 1}D or {dims + 2}D (batch mode) tensor with possibly 0 batch size and other "
             f"non-zero dimensions for input, but got: {list(input.shape)}")

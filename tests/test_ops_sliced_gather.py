@@ -67,12 +67,17 @@ def test_the_same_elements_and_sums_as_the_gather_it_replaces(mode, data):
         positions = padded_positions(x.shape[dim], pad[2 * k], pad[2 * k + 1], mode)
         expected = np.take(expected, positions, axis=dim)
     np.testing.assert_array_equal(y.detach().numpy(), expected)
-    for k in range(len(pad) // 2):  # (the last dim's gradient first, as backward runs: pad lists it first)
+    # (the last dim's gradient first, as backward runs: pad lists it first; circular's from the first dim, each input's
+    # middle term first, then the right pad's and the left's, as PyTorch's _pad_circular copies the middle's ends)
+    for k in range(len(pad) // 2 - 1, -1, -1) if mode == "circular" else range(len(pad) // 2):
         dim = x.ndim - 1 - k
         positions = padded_positions(x.shape[dim], pad[2 * k], pad[2 * k + 1], mode)
         summed = np.zeros(gathered.shape[:dim] + (x.shape[dim],) + gathered.shape[dim + 1:], np.float32)
-        for j, i in enumerate(positions):  # (one output after another, into zeros)
-            summed[(slice(None),) * dim + (i,)] += gathered[(slice(None),) * dim + (j,)]
+        order = np.arange(len(positions))
+        if mode == "circular":  # (outputs from the middle's first, wrapping round)
+            order = np.roll(order, -pad[2 * k])
+        for j in order:  # (one output after another, into zeros)
+            summed[(slice(None),) * dim + (positions[j],)] += gathered[(slice(None),) * dim + (j,)]
         gathered = summed
     assert x.grad.numpy().tobytes() == gathered.tobytes()
 

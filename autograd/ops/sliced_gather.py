@@ -8,7 +8,8 @@ first, first + step, ... read inputs first, first + input step, ... (input step 
 replicated edge). The backward adds each input's terms in the order of j from a zeroed gradient, as PyTorch's
 kernels do, so its sums are theirs bit for bit where theirs run one dim at a time; the runs are ordered so."""
 
-import functools
+import collections
+import hashlib
 
 import numpy
 
@@ -59,17 +60,28 @@ def _in_order(runs, positions):
     return [runs[k] for k in ordered]
 
 
+REMEMBERED_PLANS = 256
+_plans = collections.OrderedDict()  # a digest of the positions -> their plan, least recently used first
+
+
 def slice_plan(positions):
     """The runs of a 1-D ``positions`` array (each output's input position), in an order that adds each input's
     terms as j increases; None where no output stride up to 4 gives MOST_RUNS or fewer. Plans are remembered
-    (a layer pads or upsamples the same sizes at every call)."""
+    (a layer pads or upsamples the same sizes at every call) under a 16-byte digest of the positions, not the
+    positions themselves: an audio pipeline's clips of many lengths would keep 1.6 MB per 200,000 samples."""
     positions = to_numpy(positions).astype(numpy.int64, copy=False)
-    return _plan_of(positions.tobytes())
+    key = hashlib.blake2b(positions.tobytes(), digest_size=16).digest()
+    if key in _plans:
+        _plans.move_to_end(key)
+        return _plans[key]
+    plan = _plan_of(positions)
+    _plans[key] = plan
+    if len(_plans) > REMEMBERED_PLANS:
+        _plans.popitem(last=False)
+    return plan
 
 
-@functools.lru_cache(maxsize=256)
-def _plan_of(key):
-    positions = numpy.frombuffer(key, numpy.int64)
+def _plan_of(positions):
     outputs = numpy.arange(len(positions))
     best = None
     for stride in range(1, 5):
@@ -167,3 +179,10 @@ def gather_along(x, positions):
             return x
         plan.append((dim, runs, len(where), x.shape[dim]))
     return SlicedGather.apply(x, plan=plan)
+
+
+def gather_by_plan(x, plan):
+    """SlicedGather of ``x`` by a ``plan`` made by hand ((dim, runs, output length, input size) per dim, gathered in
+    its order and summed in the reverse; each run's inputs read once): for a gradient whose order of sums is not
+    that of the outputs (a circular pad's). ``x`` itself for no dim."""
+    return SlicedGather.apply(x, plan=plan) if plan else x
