@@ -259,7 +259,7 @@ def strided_view(array, shape, strides, dtype=None, writeable=True):
     except (TypeError, ValueError, BufferError):
         owner = memory_owner(array)
         try:
-            view = numpy.ndarray(shape, dtype, owner, array.ctypes.data - owner.ctypes.data, strides)
+            view = view_at(owner, address(array) - address(owner), shape, dtype, strides)
         except (TypeError, ValueError, BufferError):  # (an owner that exports no buffer)
             if dtype != array.dtype:
                 return None

@@ -45,7 +45,7 @@ def _in_order(runs, positions):
         return runs
     label = numpy.empty(len(positions), numpy.int64)
     for k, (first, step, count, _, _) in enumerate(runs):
-        label[first:first + step * (count - 1) + 1:step] = k
+        label[_outputs(first, step, count)] = k
     by_input = numpy.argsort(positions, kind="stable")  # each input's outputs together, in increasing order
     same = positions[by_input[1:]] == positions[by_input[:-1]]
     pairs = numpy.unique(label[by_input[:-1]][same] * len(runs) + label[by_input[1:]][same]).tolist()
@@ -168,8 +168,6 @@ class SlicedGatherSum(Primitive):
 def gather_along(x, positions):
     """x[..., positions_d, ...] along each dim d of the dict ``positions`` (dim -> 1-D integer array), by slices
     where every dim's positions have a plan, else by indexing one dim after another (``x`` itself for none)."""
-    if not positions:
-        return x
     plan = []
     for dim, where in sorted(positions.items()):
         runs = slice_plan(where)
@@ -178,7 +176,7 @@ def gather_along(x, positions):
                 x = x[_along(dim, Tensor._make(xp.asarray(where)))]
             return x
         plan.append((dim, runs, len(where), x.shape[dim]))
-    return SlicedGather.apply(x, plan=plan)
+    return gather_by_plan(x, plan)
 
 
 def gather_by_plan(x, plan):
