@@ -17,7 +17,7 @@ from . import shape
 from .axes import dim_index, int_or_ints, matrices_only, normalize_dims, sizes_or_keyword
 from .conjugation import conj
 from .conversion import type_name
-from .indexing import IndexAddAlong, IndexSelect
+from .index_vectors import IndexAddAlong, IndexSelect
 from .joins import pytorchs_layout
 from .names import names
 

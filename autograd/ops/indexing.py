@@ -6,8 +6,10 @@ adds values at those positions. Each is the other's derivative:
     y = gather(x, dim, index)            dL/dx = scatter_add(zeros, dim, index, dL/dy)
     y = scatter_add(x, dim, index, src)  dL/dx = dL/dy,  dL/dsrc = gather(dL/dy, dim, index)
 
-index_select and index_add are the same pair for one index vector shared by every slice;
-take_along_dim and take are built from these and from indexing (the masked ops: masking.py).
+scatter writes and scatter_reduce reduces at those positions; take_along_dim is gather with
+broadcasting. The same pair for one index vector shared by every slice, index_select and
+index_add, is in index_vectors.py with the other ops taking vectors of positions (the masked
+ops: masking.py).
 """
 
 import warnings
@@ -16,10 +18,10 @@ from ..backend import int32, int64, ufunc_at, xp
 from ..errors import IndexRangeError
 from ..graph import program_stacklevel
 from ..operands import _operand
-from ..primitive import Primitive, node_named
+from ..primitive import Primitive
 from ..tensor import Tensor
 from ..write_door import _refuse_overflow
-from . import elementwise, shape
+from . import shape
 from .axes import dim_index
 from .conversion import type_name
 from .elementwise import Where
@@ -425,114 +427,6 @@ def _scatter_reduce(input, src, axis, index, reduce, include_self, widens_half=T
     return shape.reshape(vector, ())
 
 
-class IndexSelect(Primitive):
-    """y = x with slices index[0], index[1], ... taken along dim;   dL/dx = index_add(0, dim, index, dL/dy)"""
-
-    saves_inputs = False  # backward needs no input's values
-    saves_arguments = True  # backward uses the index: freed after backward, as PyTorch frees it
-    handles_complex = True  # linear: the gradient is moved, never multiplied by a value
-
-    def forward(self, x):
-        return xp.take(x, self.index, axis=self.dim) if x.ndim else x.copy()  # a scalar's one index is 0
-
-    def backward(self, grad, y, x):
-        zeros = Tensor._make(xp.zeros(x.shape, dtype=grad.dtype))
-        return (IndexAddAlong.apply(zeros, grad, dim=self.dim, index=self.index, alpha=1, fresh=True),)
-
-
-class IndexAddAlong(Primitive):
-    """y = x, then y[..., index[j], ...] += alpha · src[..., j, ...] along dim;
-    dL/dx = dL/dy,   dL/dsrc = alpha · index_select(dL/dy, dim, index)"""
-
-    pytorch_name = "IndexAddBackward0"
-    saves_inputs = False  # backward needs no input's values
-    saves_arguments = True  # backward uses the index: freed after backward, as PyTorch frees it
-
-    fresh = False  # x is a temporary the op may write into (index_select's backward): no copy
-    handles_complex = True  # linear: the gradient is moved, never multiplied by a value
-
-    def forward(self, x, src):
-        y = x if self.fresh else x.copy()
-        if x.ndim == 0:
-            y[()] += self.alpha * src.sum()
-            return y
-        position = (slice(None),) * self.dim + (self.index,)
-        # (PyTorch's index_add of slices by alpha 1 accumulates float16 in float32; of a vector, or with another
-        # alpha, it rounds each step)
-        return _accumulated("add", y, position, src if self.alpha == 1 else self.alpha * src,
-                            widen=x.ndim > 1 and self.alpha == 1)
-
-    def backward(self, grad, y, x, src):
-        grad_src = None
-        if src.requires_grad:
-            grad_src = IndexSelect.apply(grad, dim=self.dim, index=self.index)
-            if self.alpha != 1:
-                grad_src = grad_src * self.alpha
-            grad_src = grad_src.reshape(src.shape)
-        return (grad if x.requires_grad else None), grad_src
-
-
-def _vector_index(x, dim, index, op, refusal, dtypes=_INT32_OR_64, error=RuntimeError, wraps=False):
-    """(axis, index as an int64 vector) for an op taking one index vector along dim: ``refusal`` and ``error``
-    for an index of another dtype than ``dtypes``; negative positions count from the end where the op ``wraps``."""
-    axis = dim_index(dim, x.ndim)
-    index = _index_array(index, refusal, dtypes, error)
-    if index.ndim > 1:
-        raise IndexError(f"{op}(): Index is supposed to be a vector, got shape {tuple(index.shape)}")
-    size = x.shape[axis] if x.ndim else 1
-    index = index.reshape(-1)
-    if wraps:
-        index = xp.where(index < 0, index + size, index)
-    return axis, _check_bounds(index, size, axis).astype(int64, copy=False)
-
-
-@names("index_select")
-def index_select(input, dim, index, *, out=None):
-    """y = input's slices index[0], index[1], ... along dim (index a vector of ints)."""
-    try:
-        axis, index = _vector_index(input, dim, index, "index_select",
-                                    "index_select(): Expected dtype int32 or int64 for index")
-    except IndexRangeError as error:  # (PyTorch's words for index_select, then which index)
-        raise IndexRangeError(f"index out of range in self: {error}") from None
-    if input.ndim == 0 and index.size != 1:  # (a scalar's one value: neither repeated nor left out)
-        raise RuntimeError(f"index_select(): Index to scalar can have only 1 value, got {index.size} value(s)")
-    return write_out(IndexSelect.apply(input, dim=axis, index=index), out)
-
-
-@names("index_add", inplace="index_add_")
-def index_add(input, dim, index, source, *, alpha=1, out=None):
-    """y = input, then y[..., index[j], ...] += alpha · source[..., j, ...] (repeats add up)."""
-    axis, index = _vector_index(input, dim, index, "index_add",
-                                "index_add_(): Expected dtype int32/int64 for index but got: {}")
-    _same_dtype(input, source, "index_add_(): self ({}) and source ({}) must have the same scalar type")
-    expected = tuple(len(index) if d == axis else n for d, n in enumerate(input.shape))
-    if tuple(source.shape) != expected and not (input.ndim == 0 and source.numel() == index.size):
-        raise RuntimeError(f"index_add(): source tensor shape must match self tensor shape, excluding the specified "
-                           f"dimension. Got self.shape = {list(input.shape)} source.shape = {list(source.shape)} "
-                           f"({len(index)} indices along dim {axis} need source of shape {list(expected)})")
-    return write_out(IndexAddAlong.apply(input, source, dim=axis, index=index, alpha=alpha), out)
-
-
-@names("index_reduce", inplace="index_reduce_")
-def index_reduce(input, dim, index, source, reduce, *, include_self=True, out=None):
-    """y = input with each slice source[..., j, ...] reduced ('prod', 'mean', 'amax', 'amin') into
-    y[..., index[j], ...]; include_self=False leaves input's own values at those slices out. It
-    is scatter_reduce with index[j] spread over the whole slice j (same values, same gradients)."""
-    if reduce not in ("prod", "mean", "amax", "amin"):
-        raise RuntimeError(f"index_reduce(): Expected reduce to be one of prod, mean, amax or amin but got {reduce}.")
-    _refuse_unordered(input, reduce, "index_func_")
-    axis, index = _vector_index(input, dim, index, "index_reduce",
-                                "index_reduce_(): Expected dtype int32/int64 for index but got: {}")
-    _same_dtype(input, source, "index_reduce_(): self ({}) and source ({}) must have the same scalar type")
-    expected = tuple(len(index) if d == axis else n for d, n in enumerate(input.shape))
-    if tuple(source.shape) != expected:
-        raise RuntimeError(f"index_reduce(): source has shape {tuple(source.shape)} but input of shape "
-                           f"{tuple(input.shape)} with {len(index)} indices along dim {axis} needs {expected}")
-    spread_index = xp.broadcast_to(index.reshape([-1 if d == axis else 1 for d in range(input.ndim)]), expected)
-    return write_out(_scatter_reduce(input, source, axis, xp.ascontiguousarray(spread_index), reduce, include_self,
-                                     widens_half=False), out)
-
-
 @names("take_along_dim")
 def take_along_dim(input, indices, dim=None, *, out=None):
     """gather with broadcasting: input and indices broadcast against each other outside dim;
@@ -561,139 +455,3 @@ def take_along_dim(input, indices, dim=None, *, out=None):
 
 def _take_along_dim_index(indices):
     return _index_array(indices, "torch.take_along_dim(): dtype of indices should be Long but got {}", (int64,))
-
-
-@names("take")
-@node_named("TakeBackward0")
-def take(input, index, *, out=None):
-    """input's elements at the given positions of its flattened form (the result has index's shape)."""
-    index = _index_array(index, "take(): Expected a long tensor for index, but got {}", (int64,))
-    flat = shape.reshape(input, (-1,))
-    size = input.numel()
-    if index.size and not size:
-        raise IndexError("take(): tried to take from an empty tensor")
-    if index.size and ((index < -size) | (index >= size)).any():  # PyTorch's IndexError here (gather's is RuntimeError)
-        bad = index[(index < -size) | (index >= size)].flat[0]
-        raise IndexError(f"out of range: tried to access index {bad} on a tensor of {size} elements.")
-    positions = index % size if size else index
-    return write_out(shape.GetItem.apply(flat, index=positions.astype(int64)), out)
-
-
-@names("put", inplace="put_")
-def put(input, index, source, accumulate=False):
-    """input with the elements at ``index`` of its flattened (row-major) form replaced by source's
-    (added to, with ``accumulate``); index and source have as many elements, negative positions
-    count from the end. dL/dinput = dL/dy with the replaced positions zeroed (all kept when
-    accumulating), dL/dsource = dL/dy at the positions."""
-    index = _index_array(index, "put_(): Expected a long tensor for index, but got {}", (int64,)).reshape(-1)
-    if source.numel() != index.size:
-        raise IndexError(f"put_(): Expected source and index to have the same number of elements, but got "
-                         f"source.numel() = {source.numel()}, index.numel() = {index.size}")
-    _same_dtype(input, source, "put_(): self and source expected to have the same dtype, but got self.dtype = {} "
-                               "and source.dtype = {}")
-    size = input.numel()
-    if index.size and ((index < -size) | (index >= size)).any():
-        bad = index[(index < -size) | (index >= size)][0]
-        raise IndexError(f"out of range: tried to access index {bad} on a tensor of {size} elements.")
-    positions = (index % size if size else index).astype(int64)
-    flat, values = shape.reshape(input, (-1,)), shape.reshape(source, (-1,))
-    if accumulate:
-        put_flat = IndexAddAlong.apply(flat, values, dim=0, index=positions, alpha=1)
-    else:
-        put_flat = shape.IndexPut.apply(flat, values, index=(positions,))
-    return shape.reshape(put_flat, tuple(input.shape))
-
-
-def _slices_mask(input, axis, index):
-    """True at the slices ``index`` along ``axis``, shaped to broadcast against input."""
-    chosen = xp.zeros(input.shape[axis] if input.ndim else 1, dtype=bool)
-    chosen[index] = True
-    return chosen.reshape((-1,) + (1,) * (input.ndim - axis - 1)) if input.ndim else chosen.reshape(())
-
-
-@names("index_copy", inplace="index_copy_")
-@node_named("IndexCopyBackward0")
-def index_copy(input, dim, index, source, *, out=None):
-    """input with its slices index[j] along dim replaced by source's slices j (of a position named twice, the
-    last slice, as PyTorch's loop leaves it; the others get no gradient)."""
-    dim_index(dim, input.ndim)  # (PyTorch's order of checks: the dim, the dtypes, then the index)
-    _same_dtype(input, source, "index_copy_(): self and source expected to have the same dtype, but got (self) {} "
-                               "and (source) {}")
-    try:
-        axis, index = _vector_index(input, dim, index, "index_copy",
-                                    "index_copy_(): Expected a long tensor for index, but got {}", (int64,))
-    except IndexRangeError as error:  # (PyTorch's IndexError here, named for the op)
-        raise IndexError(f"index_copy_(): {error}") from None
-    if source.ndim and input.ndim and source.ndim != input.ndim:
-        raise IndexError(f"index_copy_(): When source and destination are not scalars, their dimensionality must "
-                         f"match. Source dimensionality ({source.ndim}), destination dimensionality ({input.ndim})")
-    count = source.shape[axis] if source.ndim else 1
-    if index.size != count:
-        raise IndexError(f"index_copy_(): Number of indices ({index.size}) should be equal to source.size(dim) "
-                         f"({count})")
-    slices = [(n, m) for d, (n, m) in enumerate(zip(input.shape, source.shape)) if d != axis]
-    for d, (n, m) in enumerate(slices):
-        if n != m:
-            raise RuntimeError(f"index_copy_(): Source/destination tensor must have same slice shapes. Destination "
-                               f"slice shape: {n} at dimension {d} and source slice shape: {m} at dimension {d}.")
-    named, last_from_end = xp.unique(index[::-1], return_index=True)
-    if named.size != index.size:  # (copied, not added up: only each position's last slice is written)
-        kept = xp.sort(index.size - 1 - last_from_end)
-        index, source = index[kept], IndexSelect.apply(source, dim=axis if source.ndim else 0, index=kept)
-    mask = _slices_mask(input, axis, index)
-    zeros = Tensor._make(xp.zeros(input.shape, dtype=source.dtype))
-    placed = IndexAddAlong.apply(zeros, source, dim=axis, index=index, alpha=1, fresh=True)
-    return write_out(elementwise.Where.apply(placed, input, condition=xp.broadcast_to(mask, input.shape)), out)
-
-
-def _put_index(index):
-    """One of index_put's indices as an array: integer positions (int64 or int32) or a mask (bool, or uint8 as
-    PyTorch's deprecated rule reads it)."""
-    array = index._data if isinstance(index, Tensor) else xp.asarray(index)
-    if array.dtype == xp.uint8:
-        return array.astype(bool)
-    if array.dtype not in _INT32_OR_64 and array.dtype != bool:
-        raise IndexError("tensors used as indices must be long, int, byte or bool tensors")
-    return array
-
-
-@names("index_put", inplace="index_put_")
-@node_named("IndexPutBackward0")
-def index_put(input, indices, values, accumulate=False):
-    """input with ``values`` written at input[indices] (a tuple of index tensors), or added there
-    with accumulate=True (repeated positions then add up)."""
-    index = tuple(_put_index(i) for i in indices)
-    if not isinstance(values, Tensor):
-        values = Tensor._make(xp.asarray(values, dtype=input.dtype))
-    if not (len(index) == 1 and index[0].dtype == bool and index[0].ndim and values.numel() == 1):  # (but for
-        # one mask and one value: PyTorch's masked_fill_, which casts)
-        _same_dtype(input, values, "Index put requires the source and destination dtypes match, got {} for the "
-                                   "destination and {} for the source.")
-    elif values.dtype != input.dtype:
-        values = values.to(input.dtype)
-    if len(index) > input.ndim:
-        raise IndexError(f"too many indices for tensor of dimension {input.ndim}")
-    for d, i in enumerate(index):
-        outside = (i < -input.shape[d]) | (i >= input.shape[d]) if i.dtype != bool else None
-        if outside is not None and outside.any():
-            raise IndexError(f"index {i[outside].flat[0]} is out of bounds for dimension {d} with size "
-                             f"{input.shape[d]}")
-    target = xp.empty(input.shape, dtype=bool)[index].shape  # the shape input[indices] has
-    if values.ndim > len(target) or any(v not in (1, n) for v, n in zip(values.shape[::-1], target[::-1])):
-        raise RuntimeError(f"shape mismatch: value tensor of shape {list(values.shape)} cannot be broadcast to "
-                           f"indexing result of shape {list(target)}")
-    values = shape.expand(values, target)
-    if accumulate:
-        return input + shape.IndexAdd.apply(values, index=index, shape=input.shape, basic=False)
-    positions = xp.arange(input.numel()).reshape(input.shape)[index].reshape(-1)  # where each value lands
-    written = xp.zeros(input.numel(), dtype=bool)
-    written[positions] = True
-    if written.sum() < positions.size:  # a position written twice: the last write wins, as in NumPy (PyTorch
-        # leaves it undefined); the values it overwrites reach nothing, so they get no gradient
-        _, last_from_end = xp.unique(positions[::-1], return_index=True)
-        last = xp.zeros(positions.size, dtype=bool)
-        last[positions.size - 1 - last_from_end] = True
-        nothing = Tensor._make(xp.zeros((), dtype=values.dtype))
-        values = elementwise.Where.apply(values, nothing, condition=last.reshape(target))
-    placed = shape.IndexAdd.apply(values, index=index, shape=input.shape, basic=False)
-    return elementwise.Where.apply(placed, input, condition=written.reshape(input.shape))

@@ -16,7 +16,8 @@ from ..tensor import Tensor
 from ..write_door import _refuse_overflow
 from . import elementwise, shape
 from .conversion import type_name
-from .indexing import _same_dtype, _slices_mask, _vector_index
+from .index_vectors import _slices_mask, _vector_index
+from .indexing import _same_dtype
 from .names import names
 from .outputs import write_out
 
