@@ -8,11 +8,10 @@ Leaves (tensors made by the user) collect dL/dleaf in ``.grad``.
 The arithmetic lives in ``autograd.ops``: each op declares the Tensor methods,
 Python operators and ``autograd`` functions it provides (``autograd.ops.names``),
 so this file holds only what a tensor is: its array, its place in the graph,
-its conversions; the one door through which its memory is written is its base class
-(``write_door.py``).
+its conversions; the one door through which its memory is written is a base class
+(``write_door.py``), and how it is pickled and deep-copied another (``tensor_copying.py``).
 """
 
-import copy
 import numbers
 import operator
 import warnings
@@ -27,6 +26,7 @@ from .graph import accumulate_grad, modes, program_stacklevel, run_hooks, run_ho
 from .hooks import add_hook
 from .meta import MetaArray
 from .size import Size
+from .tensor_copying import Copying
 from .write_door import WriteDoor
 
 
@@ -84,13 +84,7 @@ SUBCLASS_WATCHERS = []  # called with each subclass of Tensor once it is defined
 _warned_of_float = False  # float() of a tensor that requires grad has warned (once per process, as PyTorch's)
 
 
-def _made_bare(cls):
-    """A tensor of class ``cls`` before its state is set: what a deepcopy fills (Tensor's own ``__new__``, not a
-    subclass's, which may take arguments)."""
-    return Tensor.__new__(cls)
-
-
-class Tensor(WriteDoor):
+class Tensor(Copying, WriteDoor):
     # every tensor sets these five; the rest keep their class-level default until set (an
     # instance dict is made only then), so wrapping a computed array costs five stores
     __slots__ = ("_data", "_requires_grad", "grad_fn", "_version_cell", "_shared", "__dict__", "__weakref__")
@@ -171,31 +165,6 @@ class Tensor(WriteDoor):
             return NotImplemented
         with DisableTorchFunctionSubclass():
             return convert(func(*args, **(kwargs or {})), cls)
-
-    def __getstate__(self):
-        """Pickling and copy.deepcopy keep a tensor's values, flags and graph attributes but not the weak
-        set of its live views (a weak set cannot be pickled, and those views are not the copy's)."""
-        attributes, slots = object.__getstate__(self)
-        if attributes and "_views" in attributes:
-            attributes = {name: value for name, value in attributes.items() if name != "_views"}
-        return attributes, slots
-
-    def __deepcopy__(self, memo):
-        """A copy by the default protocol (``__getstate__``), for a leaf; a tensor computed in a graph is refused,
-        as PyTorch refuses it (the copy would have to copy or share the graph). Tensors that share memory and are
-        copied by one deepcopy (a tensor and its view, in one container or module) share the copy of it, as
-        PyTorch's, which copies each storage once."""
-        if self.grad_fn is not None:
-            raise RuntimeError(
-                "Only Tensors created explicitly by the user (graph leaves) support the deepcopy protocol at the "
-                f"moment (this tensor of shape {tuple(self.shape)} was made by {self.grad_fn.name()}: deepcopy its "
-                "detach(), or the leaves it came from). If you were attempting to deepcopy a module, this may be "
-                "because of a torch.nn.utils.weight_norm usage.")
-        array = self._data
-        if type(array) is _ndarray and array.base is not None and id(array) not in memo:
-            _copy_within_memory(array, memo)
-        _, _, *state = self.__reduce_ex__(4)  # (made bare: a subclass's own __new__ may want arguments)
-        return copy._reconstruct(self, memo, _made_bare, (type(self),), *state)
 
     @staticmethod
     def _make_subclass(cls, data, require_grad=False, dispatch_sizes_strides_policy=None, dispatch_device=False,
@@ -626,20 +595,6 @@ def _legacy_arguments(data, requires_grad, dtype, more_sizes):
         if data.dtype.kind in "biu":  # integers and bools become the default float, as PyTorch's
             data = data.astype(backend.get_default_dtype())
     return data, requires_grad, dtype
-
-
-def _copy_within_memory(view, memo):
-    """deepcopy's copy of a NumPy view: the same elements of the copy of the memory it shows (copied once per
-    deepcopy, the first time a tensor showing it is copied: ``memo`` remembers the copy by the memory's id)."""
-    owner = backend.memory_owner(view)
-    if not (owner.flags.c_contiguous or owner.flags.f_contiguous):  # (no buffer to lay the view on: a copy of its own)
-        return
-    owner_copy = memo.get(id(owner))
-    if owner_copy is None:
-        owner_copy = memo[id(owner)] = owner.copy(order="K")  # (the same layout: the view's steps fit it)
-        memo.setdefault(id(memo), []).append(owner)  # (kept alive while the memo holds its id, as deepcopy does)
-    memo[id(view)] = backend.view_at(owner_copy, backend.address(view) - backend.address(owner), view.shape,
-                                     view.dtype, view.strides)
 
 
 # backward() starts the engine, which works on Tensors: imported once Tensor exists
