@@ -28,6 +28,8 @@ def _swap(module, name, tensor):
     other goes through ``setattr``, as PyTorch's, so a Parameter at a new name is a parameter while
     the call lasts and a plain tensor an attribute."""
     owner, attribute = _owner(module, name)
+    if attribute == "":  # ("" or "l1.": PyTorch's refusal, not an attribute by the empty name)
+        raise KeyError('tensor name can\'t be empty string ""')
     if tensor is not _MISSING and tensor is not None and not isinstance(tensor, Tensor):
         raise TypeError(f"{tensor} is not an instance of torch.Tensor")
     registry = next((r for r in (owner._parameters, owner._buffers) if attribute in r), None)
