@@ -3,9 +3,12 @@
 ``functional_call(model, {"fc.weight": w, ...}, args)`` runs ``model(*args)`` as if those were
 its tensors, then puts the module's own back, so the output is a function of the tensors given
 (gradients flow to them, not to the module's parameters): what ``autograd.func.grad`` and
-per-sample gradients build on. The swap writes the module's registries directly, so any
-Tensor may stand in for a parameter (a non-leaf, a batched one), and an attribute that is not
-a tensor of the module yet may be given (it is removed after).
+per-sample gradients build on. The swap is PyTorch's: a registered name is written in its
+registry directly, so any Tensor may stand in for a parameter (a non-leaf, a batched one); any
+other name goes through ``setattr``, so a parametrized tensor is assigned through its
+``right_inverse`` and a name the module lacks becomes an attribute (a Parameter: a parameter)
+until the call ends. What forward assigns to a name given (``self.seen = self.seen + 1``) ends
+up in the caller's dict.
 """
 
 import contextlib
