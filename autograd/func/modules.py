@@ -2,6 +2,7 @@
 batch) and ``replace_all_batch_norm_modules_``. autograd does not import nn: each reaches the module
 through its own methods."""
 
+from collections import Counter
 
 from ..ops.joins import stack
 
@@ -15,8 +16,10 @@ def functional_call(module, parameter_and_buffer_dicts, args=None, kwargs=None, 
     if isinstance(parameter_and_buffer_dicts, dict):
         tensors = parameter_and_buffer_dicts
     elif isinstance(parameter_and_buffer_dicts, (tuple, list)):
-        keys = [key for d in parameter_and_buffer_dicts for key in d]
-        repeated = sorted({key for key in keys if keys.count(key) > 1})
+        if not all(isinstance(d, dict) for d in parameter_and_buffer_dicts):
+            raise ValueError("Expected all elements of parameter_and_buffer_dicts to be dictionaries")
+        counts = Counter(key for d in parameter_and_buffer_dicts for key in d)
+        repeated = [key for key, count in counts.items() if count > 1]  # (in order of appearance, as PyTorch's)
         if repeated:
             raise ValueError(f"{repeated} appeared in multiple dictionaries; behavior of functional call is "
                              "ambiguous")

@@ -3,9 +3,12 @@
 ``functional_call(model, {"fc.weight": w, ...}, args)`` runs ``model(*args)`` as if those were
 its tensors, then puts the module's own back, so the output is a function of the tensors given
 (gradients flow to them, not to the module's parameters): what ``autograd.func.grad`` and
-per-sample gradients build on. The swap writes the module's registries directly, so any
-Tensor may stand in for a parameter (a non-leaf, a batched one), and an attribute that is not
-a tensor of the module yet may be given (it is removed after).
+per-sample gradients build on. The swap is PyTorch's: a registered name is written in its
+registry directly, so any Tensor may stand in for a parameter (a non-leaf, a batched one); any
+other name goes through ``setattr``, so a parametrized tensor is assigned through its
+``right_inverse`` and a name the module lacks becomes an attribute (a Parameter: a parameter)
+until the call ends. What forward assigns to a name given (``self.seen = self.seen + 1``) ends
+up in the caller's dict.
 """
 
 import contextlib
@@ -23,27 +26,30 @@ def _owner(module, name):
 
 
 def _swap(module, name, tensor):
-    """Put ``tensor`` (or _MISSING: remove) at dotted ``name``; return what was there (or _MISSING)."""
+    """Put ``tensor`` (or _MISSING: remove) at dotted ``name``; return what was there (or _MISSING).
+    A registered name is written in its registry (a plain tensor may stand in for a parameter); any
+    other goes through ``setattr``, as PyTorch's, so a Parameter at a new name is a parameter while
+    the call lasts and a plain tensor an attribute."""
     owner, attribute = _owner(module, name)
+    if attribute == "":  # ("" or "l1.": PyTorch's refusal, not an attribute by the empty name)
+        raise KeyError('tensor name can\'t be empty string ""')
     if tensor is not _MISSING and tensor is not None and not isinstance(tensor, Tensor):
         raise TypeError(f"{tensor} is not an instance of torch.Tensor")
     registry = next((r for r in (owner._parameters, owner._buffers) if attribute in r), None)
     if registry is not None:
         original = registry[attribute]
-    elif attribute in owner.__dict__:
-        original = owner.__dict__[attribute]
-        if original is not None and not isinstance(original, Tensor):
-            raise TypeError(f"attribute `{attribute}`: {original} is not an instance of torch.Tensor")
-    else:
-        original = _MISSING
-    if tensor is _MISSING:
-        if registry is not None:
+        if tensor is _MISSING:
             del registry[attribute]
-        owner.__dict__.pop(attribute, None)
-    else:
-        if registry is not None:
-            registry[attribute] = tensor
-        owner.__dict__[attribute] = tensor  # (bypassing __setattr__, which wants a Parameter here)
+        else:
+            registry[attribute] = tensor  # (the registry keeps the attribute in step)
+        return original
+    original = getattr(owner, attribute, _MISSING)
+    if original is not _MISSING and original is not None and not isinstance(original, Tensor):
+        raise TypeError(f"attribute `{attribute}`: {original} is not an instance of torch.Tensor")
+    if tensor is not _MISSING:
+        setattr(owner, attribute, tensor)
+    elif hasattr(owner, attribute):
+        delattr(owner, attribute)
     return original
 
 
@@ -86,8 +92,11 @@ def _reparametrize_module(module, parameters_and_buffers, tie_weights=False, str
             originals[name] = _swap(module, name, tensor)
         yield
     finally:
-        for name, original in reversed(list(originals.items())):
-            _swap(module, name, original)
+        finals = {name: _swap(module, name, original) for name, original in reversed(list(originals.items()))}
+        # what forward assigned (``self.running = self.running + x``) goes back to the caller's dict, as in
+        # PyTorch: the module's own tensor is put back either way
+        parameters_and_buffers.update({name: finals[name] for name in parameters_and_buffers
+                                       if finals.get(name, _MISSING) is not _MISSING})
 
 
 def _functional_call(module, parameters_and_buffers, args=None, kwargs=None, *, tie_weights=True, strict=False):
