@@ -37,6 +37,18 @@ def _operand_array(value, like):
     return as_array(value) if array is None else array
 
 
+# what PyTorch's Python operators take from no side: Python answers x + None, x + [1, 2] and [pad] * n itself
+# (unsupported operand type(s), or a sequence's repetition by a 0-d tensor's __index__)
+_NOT_OPERANDS = (type(None), str, bytes, list, tuple, range, dict, set, frozenset)
+
+
+def left_to_python(value):
+    """Whether an arithmetic operator (x + value, value ** x) returns NotImplemented for ``value``, as PyTorch's
+    do: None, a string or a Python container is no operand of them (the functions, autograd.add(x, [1, 2]), read a
+    list as a tensor)."""
+    return isinstance(value, _NOT_OPERANDS)
+
+
 def python_number(value):
     """A NumPy scalar (``numpy.float64(0.5)``, ``numpy.int64(3)``) as the Python number it holds; anything else as
     it is. PyTorch reads a NumPy scalar as a Python number, which never raises a tensor's dtype; NumPy 2 keeps the

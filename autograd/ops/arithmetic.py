@@ -11,7 +11,7 @@ import warnings
 from ..backend import float16, float32, float64, xp
 from ..errors import refuse_bool_subtraction
 from ..graph import program_stacklevel
-from ..operands import _is_bool, _operand, python_number
+from ..operands import _is_bool, _operand, left_to_python, python_number
 from ..primitive import Primitive, named_node, node_named
 from ..tensor import Tensor, tensor_from
 from . import elementwise
@@ -219,22 +219,30 @@ def floor_divide(input, other, *, out=None):
 @names("__floordiv__", function=False)
 def _floordiv(input, other):
     """x // y: floor division (Tensor has no // of its own)."""
+    if left_to_python(other):
+        return NotImplemented
     return floor_divide(input, other)
 
 
 @names("__rfloordiv__", function=False)
 def _rfloordiv(input, other):
+    if left_to_python(other):
+        return NotImplemented
     return floor_divide(other, input)
 
 
 @names("__mod__", function=False)
 def _mod(input, other):
     """x % y: the remainder with y's sign, as Python's."""
+    if left_to_python(other):
+        return NotImplemented
     return remainder(input, other)
 
 
 @names("__rmod__", function=False)
 def _rmod(input, other):
+    if left_to_python(other):
+        return NotImplemented
     return remainder(other, input)
 
 

@@ -8,7 +8,7 @@ import numbers
 from .. import backend
 from ..backend import errstate, xp
 from ..errors import DtypeError
-from ..operands import python_number
+from ..operands import left_to_python, python_number
 from ..primitive import named_node
 from ..tensor import Tensor
 from .arithmetic import positive
@@ -62,9 +62,7 @@ def _operator(op, reflected=False, by_number=None, reflected_name=None):
         elif (type(other) is float or type(other) is int) and by_number is not None and x._data.dtype.kind == "f" \
                 and not (op is Mul and x._data.dtype is backend.float16):  # (binary's float32 product)
             return by_number(x, other)
-        elif op is Mul and isinstance(other, (list, tuple, str)):
-            # a Python sequence times a tensor is Python's repetition by the tensor's __index__, as in PyTorch
-            # ([pad] * (max_len - n) with a 0-d max_len), not an elementwise product
+        elif left_to_python(other):  # (x + None: Python's TypeError; [pad] * n with a 0-d n: a list's repetition)
             return NotImplemented
         elif reflected and op is Div and isinstance(other, numbers.Number):
             # c / x for every number c (a NumPy one; beside an integer tensor, len(labels) / counts): PyTorch's
@@ -121,6 +119,8 @@ for _name, _op, _by_number, _reflected_by_number in (("add", Add, _shifted, _shi
 @names("__pow__")
 def _pow(input, exponent):
     """input ** exponent; a number exponent is a constant of the op (y = x^c)."""
+    if left_to_python(exponent):
+        return NotImplemented
     exponent = python_number(exponent)
     if isinstance(exponent, (int, float)) and not isinstance(exponent, bool) and isinstance(input, Tensor):
         if isinstance(exponent, float) and input.dtype.kind not in "fc":  # int ** float: the default dtype
@@ -142,6 +142,8 @@ def _pow(input, exponent):
 
 @names("__rpow__")
 def _reflected_pow(x, base):
+    if left_to_python(base):
+        return NotImplemented
     if type(base) in (int, float) and x._data.dtype.kind == "f":  # (its gradient takes ln of the number itself)
         return NumberPow.apply(x, base=float(base))
     return named_node(binary(Pow, base, x), Pow, "PowBackward2")  # (PyTorch's node for a number to a tensor power)
