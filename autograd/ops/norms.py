@@ -74,13 +74,16 @@ class VectorNorm(Primitive):
             share = attains if self.each_tie_whole else attains / ties
             return (grad * x.sgn() * Tensor._make(share.astype(x.dtype)),)
         nonzero = norm._data != 0
+        zero = Tensor._make(xp.zeros((), dtype=x.dtype))
+        # The 0s below replace values worked out as 0 / 0 or 0 · inf, as PyTorch's masked_fill_ does: the gradient
+        # is 0 there, and its own derivative NaN (a force field's loss through ‖x_i - x_i‖ is NaN in PyTorch)
+        if p == 2:  # g · (x / ‖x‖), PyTorch's order
+            return (grad * Where.apply(x / norm, zero, condition=nonzero),)
+        if p < 1:  # sgn(x) |x|^(p-1), 0 where x = 0, times g · ‖x‖^(1-p)
+            scaled = x.sgn() * Where.apply(x.abs() ** (p - 1), zero, condition=x._data != 0)
+            return (scaled * grad * norm ** (1 - p),)
         safe_norm = Where.apply(norm, Tensor._make(xp.ones((), dtype=x.dtype)), condition=nonzero)
-        if p == 2:  # x is 0 wherever the norm is: x / 1 gives the 0 gradient there. g · (x / ‖x‖), PyTorch's order
-            return (grad * (x / safe_norm),)
-        magnitude = x.abs()
-        if p < 1:  # |x|^(p-1) is infinite at x = 0, where sign(x) = 0: 1 there gives PyTorch's 0, not NaN
-            magnitude = Where.apply(magnitude, Tensor._make(xp.ones((), dtype=x.dtype)), condition=x._data != 0)
-        scaled = x.sgn() * magnitude ** (p - 1) / safe_norm ** (p - 1)
+        scaled = x.sgn() * x.abs() ** (p - 1) / safe_norm ** (p - 1)
         return (grad * Where.apply(scaled, Tensor._make(xp.zeros((), dtype=x.dtype)), condition=nonzero),)
 
 
