@@ -70,4 +70,4 @@ def pdist(input, p=2.0):
     if input.dtype == xp.float16:
         raise NotImplementedError("\"pdist\" not implemented for 'Half'")
     first, second = xp.triu_indices(input.shape[0], 1)
-    return norms.distance_norm(input[first] - input[second], p, 1)
+    return norms.distance_norm(input[first] - input[second], p, 1, "_pdist_backward")

@@ -12,7 +12,7 @@ import numbers
 
 from ..backend import errstate, float16, float32, xp
 from ..errors import refuse_unbroadcastable
-from ..graph import is_grad_enabled
+from ..graph import is_grad_enabled, no_grad
 from ..primitive import Primitive, node_named
 from ..tensor import Tensor
 from . import extrema, shape
@@ -26,6 +26,7 @@ from .names import names
 from .outputs import write_out
 from .reductions import spread
 from .selection import zero_gradient
+from .sorting import UniqueValues
 
 
 class VectorNorm(Primitive):
@@ -37,6 +38,9 @@ class VectorNorm(Primitive):
     handles_complex = True
     each_tie_whole = False  # with p = ±inf, each element attaining the norm takes the whole gradient (cdist, pdist)
     count_has_zeros = False  # with p = 0, the count's gradient is zeros (cdist, pdist), where a norm's is none
+    # PyTorch's kernel for the gradient where it has no derivative of its own ('_cdist_backward', '_pdist_backward'):
+    # a second derivative through it raises, as PyTorch's (a force field's loss on forces from cdist, say)
+    gradient_kernel = None
 
     def forward(self, x):
         return row_major(self.value(x))  # (PyTorch's reductions allocate a row-major result)
@@ -60,6 +64,13 @@ class VectorNorm(Primitive):
             return xp.sum(magnitude**p, axis=axes, keepdims=keep) ** (1 / p)
 
     def backward(self, grad, y, x):
+        if self.gradient_kernel is None or not is_grad_enabled():
+            return self.gradient(grad, y, x)
+        with no_grad():
+            (gradient,) = self.gradient(grad, y, x)
+        return (UniqueValues.apply(grad, x, values=gradient._data, kernel=self.gradient_kernel),)
+
+    def gradient(self, grad, y, x):
         p = self.ord
         grad = spread(grad, x, self.axes, self.keepdim)
         norm = spread(y, x, self.axes, self.keepdim)
@@ -290,7 +301,7 @@ def cdist(x1, x2, p=2.0, compute_mode=None):
         batch = tuple(xp.broadcast_shapes(tuple(x1.shape[:-2]), tuple(x2.shape[:-2])))
         return EuclideanDistance.apply(x1.expand(*batch, *x1.shape[-2:]), x2.expand(*batch, *x2.shape[-2:]))
     differences = shape.unsqueeze(x1, -2) - shape.unsqueeze(x2, -3)
-    return distance_norm(differences, p, -1)
+    return distance_norm(differences, p, -1, "_cdist_backward")
 
 
 # compute_mode: whether p = 2 goes through a matrix product (None: where either side has more than 25 rows)
@@ -323,15 +334,13 @@ class EuclideanDistance(Primitive):
                 x2 * shape.unsqueeze(ratio.sum(-2), -1) - ratio.mT @ x1)
 
 
-def distance_norm(differences, p, dim):
+def distance_norm(differences, p, dim, gradient_kernel):
     """‖differences‖_p over ``dim`` as PyTorch's cdist and pdist take it: with p = inf every tied largest
     |difference| takes the whole gradient (a norm shares it among them); with p = 0 the gradient is zeros (a
-    norm gives none)."""
-    if not (math.isinf(p) or p == 0):
-        return vector_norm(differences, p, dim)
+    norm gives none); and the gradient has no derivative (``gradient_kernel`` names PyTorch's)."""
     differences = _floating(differences, None, "cdist")
     return VectorNorm.apply(differences, ord=float(p), axes=normalize_dims(dim, differences.ndim), keepdim=False,
-                            each_tie_whole=True, count_has_zeros=True)
+                            each_tie_whole=True, count_has_zeros=True, gradient_kernel=gradient_kernel)
 
 
 @names("dist")
