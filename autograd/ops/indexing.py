@@ -295,7 +295,8 @@ def _kept(grad, takes_part):
 
 class ScatterReduce(Primitive):
     """y = x with src reduced into the positions index names along dim: reduce is sum, prod, mean,
-    amax or amin, and with include_self False x's own value at a written position takes no part.
+    amax or amin (or max or min: the same, without a derivative), and with include_self False x's own value at a
+    written position takes no part.
 
         sum:         dL/dx = dL/dy where x takes part,   dL/dsrc = gather(dL/dy)
         mean:        the same, each divided by the number of terms at that position
@@ -322,9 +323,10 @@ class ScatterReduce(Primitive):
         if not self.include_self:
             start = self._START.get(self.reduce)
             if start is None:  # amax/amin start from the dtype's most extreme value: -inf for a float
-                start = _extreme(x.dtype, lowest=self.reduce == "amax")  # (a src of only -inf gives -inf)
+                start = _extreme(x.dtype, lowest=self.reduce in ("amax", "max"))  # (a src of only -inf gives -inf)
             y[self.written] = start
-        ufunc = {"sum": "add", "mean": "add", "prod": "multiply", "amax": "maximum", "amin": "minimum"}
+        ufunc = {"sum": "add", "mean": "add", "prod": "multiply", "amax": "maximum", "amin": "minimum",
+                 "max": "maximum", "min": "minimum"}
         y = _accumulated(ufunc[self.reduce], y, positions, values, widen=self.widens_half)
         if self.reduce == "mean":
             count = xp.maximum(self.terms + (1 if self.include_self else 0), 1)
@@ -333,6 +335,9 @@ class ScatterReduce(Primitive):
         return y
 
     def backward(self, grad, y, x, src):
+        if self.reduce in ("max", "min"):  # (old names PyTorch's kernel takes for amax and amin; its derivative not)
+            raise RuntimeError("Expected 'reduce' to be one of 'sum', 'prod', 'mean', 'amax', 'amin' but got "
+                               f"{self.reduce}.")
         takes_part = ~self.written | self.include_self
         if self.reduce in ("sum", "mean"):
             if self.reduce == "mean":
@@ -390,8 +395,9 @@ class ScatterReduce(Primitive):
 @names("scatter_reduce", inplace="scatter_reduce_")
 def scatter_reduce(input, dim, index, src, reduce, *, include_self=True, out=None):
     """y = input with src reduced ('sum', 'prod', 'mean', 'amax', 'amin') into the positions index
-    names along dim; include_self=False leaves input's own values at those positions out."""
-    if reduce not in ("sum", "prod", "mean", "amax", "amin"):
+    names along dim; include_self=False leaves input's own values at those positions out. 'max' and 'min' are
+    amax and amin without a derivative, as PyTorch's."""
+    if reduce not in ("sum", "prod", "mean", "amax", "amin", "max", "min"):
         raise RuntimeError(f"reduce argument must be either sum, prod, mean, amax or amin, got {reduce}")
     _refuse_non_tensor(src, "scatter_reduce")
     _refuse_unordered(input, reduce, "scatter_gather_tensor_cpu_reduce_" + reduce)
