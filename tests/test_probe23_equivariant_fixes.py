@@ -222,3 +222,23 @@ def test_scatter_reduce_max_has_no_derivative_and_index_reduce_refuses_it():
             x.detach().scatter_reduce(0, lib.tensor([0]), lib.tensor([1.0]), "maximum")
         with pytest.raises(RuntimeError, match="index_reduce.*Expected reduce to be one of prod, mean, amax or amin"):
             lib.zeros(3).index_reduce(0, lib.tensor([0]), lib.tensor([1.0]), "max")
+
+
+# ----------------------------------------------------------------------------------------------
+# index_add's alpha as a one-element tensor
+# ----------------------------------------------------------------------------------------------
+
+
+def test_index_add_takes_a_tensor_alpha_as_its_number():
+    for lib, _ in libraries():
+        x = lib.zeros(3, requires_grad=True)
+        source = lib.ones(2, requires_grad=True)
+        y = x.index_add(0, lib.tensor([0, 1]), source, alpha=lib.tensor(-3.0))
+        y.sum().backward()
+        np.testing.assert_array_equal(y.detach().numpy(), [-3.0, -3.0, 0.0])
+        np.testing.assert_array_equal(source.grad.numpy(), [-3.0, -3.0])
+        assert y.dtype == lib.float32
+        counts = lib.zeros(3, dtype=lib.long).index_add_(0, lib.tensor([0, 0]), lib.ones(2, dtype=lib.long),
+                                                         alpha=lib.tensor(2))
+        np.testing.assert_array_equal(counts.numpy(), [4, 0, 0])
+        assert counts.dtype == lib.long

@@ -15,7 +15,7 @@ import warnings
 from ..backend import int32, int64, ufunc_at, xp
 from ..errors import IndexRangeError
 from ..graph import program_stacklevel
-from ..operands import _operand
+from ..operands import _operand, python_number
 from ..primitive import Primitive, node_named
 from ..tensor import Tensor
 from ..write_door import _refuse_overflow
@@ -516,7 +516,9 @@ def index_add(input, dim, index, source, *, alpha=1, out=None):
         raise RuntimeError(f"index_add(): source tensor shape must match self tensor shape, excluding the specified "
                            f"dimension. Got self.shape = {list(input.shape)} source.shape = {list(source.shape)} "
                            f"({len(index)} indices along dim {axis} need source of shape {list(expected)})")
-    return write_out(IndexAddAlong.apply(input, source, dim=axis, index=index, alpha=alpha), out)
+    if isinstance(alpha, Tensor):  # a one-element tensor is read as the number it holds, as PyTorch's Scalar
+        alpha = alpha.item()
+    return write_out(IndexAddAlong.apply(input, source, dim=axis, index=index, alpha=python_number(alpha)), out)
 
 
 @names("index_reduce", inplace="index_reduce_")
