@@ -242,3 +242,33 @@ def test_index_add_takes_a_tensor_alpha_as_its_number():
                                                          alpha=lib.tensor(2))
         np.testing.assert_array_equal(counts.numpy(), [4, 0, 0])
         assert counts.dtype == lib.long
+
+
+def test_scatter_refuses_a_zero_dim_src_for_an_index_of_two():
+    for lib, _ in libraries():
+        for op in ("scatter", "scatter_add"):
+            with pytest.raises(RuntimeError, match=r"Expected index \[2\] to be no larger than self \[3\] apart from "
+                                                   r"dimension 0 and to be no larger size than src \[\]"):
+                getattr(lib.zeros(3), op)(0, lib.tensor([0, 2]), lib.tensor(2.0))
+        # a 0-d src fills an index of one element, 0-d or not
+        np.testing.assert_array_equal(lib.zeros(3).scatter(0, lib.tensor([1]), lib.tensor(5.0)).numpy(), [0, 5, 0])
+        np.testing.assert_array_equal(lib.zeros(3).scatter(0, lib.tensor(2), lib.tensor(5.0)).numpy(), [0, 0, 5])
+
+
+@pytest.mark.parametrize("reduce", ["scatter", "scatter_add", "prod", "amax"])
+def test_a_zero_dim_src_scattered_at_one_position_gets_a_zero_dim_gradient(reduce):
+    for lib, _ in libraries():
+        x = lib.zeros(3, requires_grad=True)
+        src = lib.tensor(5.0, requires_grad=True)
+        index = lib.tensor([1])
+        if reduce in ("scatter", "scatter_add"):
+            y = getattr(x, reduce)(0, index, src)
+        else:
+            y = x.scatter_reduce(0, index, src, reduce, include_self=reduce == "prod")
+        y.backward(lib.tensor([1.0, 2.0, 3.0]))
+        assert src.grad.shape == ()
+        expected = {"scatter": ([0, 5, 0], [1, 0, 3], 2), "scatter_add": ([0, 5, 0], [1, 2, 3], 2),
+                    "prod": ([0, 0, 0], [1, 10, 3], 0), "amax": ([0, 5, 0], [1, 0, 3], 2)}[reduce]
+        np.testing.assert_array_equal(y.detach().numpy(), expected[0])
+        np.testing.assert_array_equal(x.grad.numpy(), expected[1])
+        assert src.grad.item() == expected[2]

@@ -71,7 +71,8 @@ def _check_along(x_shape, index_shape, dim, op, other="self"):
 def _check_src(x_shape, index_shape, src_shape, dim, op):
     """scatter's rule for its src: index has src's ndim and is no larger than src in any dimension."""
     _check_along(src_shape, index_shape, dim, op, other="src")
-    if len(index_shape) == len(src_shape) and any(i > n for i, n in zip(index_shape, src_shape)):
+    # (a 0-d index or src is a vector of one element here, as in PyTorch's size check: a 0-d src fits a 0-d index)
+    if any(i > n for i, n in zip(index_shape or (1,), src_shape or (1,))):
         raise RuntimeError(f"{op}(): Expected index {list(index_shape)} to be no larger than self {list(x_shape)} "
                            f"apart from dimension {dim} and to be no larger size than src {list(src_shape)}")
 
@@ -92,6 +93,8 @@ def _corner(src, like_shape):
     or a Tensor."""
     if src.shape == tuple(like_shape):
         return src
+    if not src.ndim:  # a 0-d src, for an index of one element (1-d here)
+        return src.reshape(like_shape)
     return src[tuple(slice(0, n) for n in like_shape)]
 
 
@@ -189,7 +192,10 @@ class Scatter(Primitive):
 
 
 def _pad_to(grad, like_shape):
-    """``grad`` placed in the leading corner of zeros of ``like_shape`` (a larger src's unused rest gets 0)."""
+    """``grad`` placed in the leading corner of zeros of ``like_shape`` (a larger src's unused rest gets 0); a 0-d
+    src's gradient, of the one element its index names, takes its shape."""
+    if not like_shape:
+        return shape.reshape(grad, like_shape)
     corner = tuple(slice(0, n) for n in grad.shape)
     return shape.IndexAdd.apply(grad, index=corner, shape=like_shape, basic=True)
 
