@@ -722,3 +722,21 @@ def test_programs_run_without_pytorch_too():
     assert ours["ptr"].tolist() == [0, 5, 12]
     if pytorch() is None:
         pytest.skip("PyTorch is not installed: the comparisons above ran on chainrule only")
+
+
+def csr_message_passing(m):
+    """Message passing by a CSR adjacency (PyTorch's compressed sparse rows), gradients to its values."""
+    torch = m.torch
+    values = torch.tensor([1.0, 2, 3, 4, 5], requires_grad=True)
+    A = torch.sparse_csr_tensor(torch.tensor([0, 2, 3, 5]), torch.tensor([0, 2, 1, 0, 2]), values, (3, 3))
+    X = torch.arange(6.0).view(3, 2).requires_grad_()
+    Y = A @ X
+    Y.pow(2).sum().backward()
+    return {"Y": Y, "values": values.grad, "X": X.grad, "dense": A.to_dense()}
+
+
+@pytest.mark.xfail(strict=True, reason="sparse CSR tensors (torch.sparse_csr_tensor, Tensor.to_sparse_csr, CSR @ "
+                                       "dense) are not implemented: only the COO layout is")
+def test_csr_adjacency_message_passing():
+    ours, _ = run_both(csr_message_passing)
+    np.testing.assert_allclose(ours["dense"], [[1, 0, 2], [0, 3, 0], [4, 0, 5]])
