@@ -4,8 +4,6 @@
 gradient). Compositions of differentiable ops: their gradients are those ops'.
 """
 
-import math
-
 from ..backend import float16, xp
 from ..primitive import node_named
 from ..tensor import Tensor
@@ -24,28 +22,13 @@ def pairwise_distance(x1, x2, p=2.0, eps=1e-6, keepdim=False):
 
 
 def vector_norm(input, p=2.0, dim=None, keepdim=False):
-    """‖x‖_p = (Σ |x_i|^p)^(1/p) over ``dim``; p = inf gives max |x_i|.
-
-    At a zero vector the gradient is 0, as PyTorch's: the root's derivative there
-    is infinite, so the root is taken of 1 where the sum is 0 and that branch is
-    discarded by ``where`` (0 · finite, not 0 · inf). p = 0 counts the nonzero elements (gradient 0). Below
-    p = 1 a zero element's |x|^(p-1) is infinite too, so that gradient is VectorNorm's (0 there, as PyTorch's).
-    """
+    """‖x‖_p = (Σ |x_i|^p)^(1/p) over ``dim``; p = inf gives max |x_i|: linalg.vector_norm, whose gradient at a zero
+    vector is 0 and its second derivative there NaN, as PyTorch's (F.normalize and cosine_similarity take theirs)."""
     input = norms._floating(input, None, "linalg.vector_norm")  # (integers refused, as PyTorch's norm refuses them)
     if input.dtype == float16:  # in float32, rounded once, as PyTorch's norm kernel: the squares and their sum
         # rounded to float16 put F.normalize, cosine_similarity and pairwise_distance a unit or two off in a tenth
         return vector_norm(input.float(), p, dim, keepdim).half()  # of their values (more for a cosine near 0)
-    if p < 1 or math.isinf(p):  # (±inf: the elements attaining the extremum share the gradient, as PyTorch's)
-        return norms.vector_norm(input, p, dim, keepdim)
-    if input.dtype.kind == "c":  # the norm of complex numbers is of their moduli (z·z is not |z|²)
-        input = input.abs()
-    powered = input * input if p == 2 else input.abs() if p == 1 else input.abs() ** p
-    total = powered.sum(dim, keepdim=keepdim)
-    if p == 1:
-        return total
-    zero = total == 0
-    safe = where(zero, 1.0, total)
-    return where(zero, 0.0, safe.sqrt() if p == 2 else safe ** (1.0 / p))
+    return norms.vector_norm(input, p, dim, keepdim)
 
 
 def clamped_below_in_value(tensor, low):
@@ -87,4 +70,4 @@ def pdist(input, p=2.0):
     if input.dtype == xp.float16:
         raise NotImplementedError("\"pdist\" not implemented for 'Half'")
     first, second = xp.triu_indices(input.shape[0], 1)
-    return norms.distance_norm(input[first] - input[second], p, 1)
+    return norms.distance_norm(input[first] - input[second], p, 1, "_pdist_backward")

@@ -9,6 +9,7 @@ derivative; index_select and index_add are each other's adjoint, as gather and s
 
 from ..backend import int64, xp
 from ..errors import IndexRangeError
+from ..operands import python_number
 from ..primitive import Primitive, node_named
 from ..tensor import Tensor
 from . import elementwise, shape
@@ -111,7 +112,9 @@ def index_add(input, dim, index, source, *, alpha=1, out=None):
         raise RuntimeError(f"index_add(): source tensor shape must match self tensor shape, excluding the specified "
                            f"dimension. Got self.shape = {list(input.shape)} source.shape = {list(source.shape)} "
                            f"({len(index)} indices along dim {axis} need source of shape {list(expected)})")
-    return write_out(IndexAddAlong.apply(input, source, dim=axis, index=index, alpha=alpha), out)
+    if isinstance(alpha, Tensor):  # a one-element tensor is read as the number it holds, as PyTorch's Scalar
+        alpha = alpha.item()
+    return write_out(IndexAddAlong.apply(input, source, dim=axis, index=index, alpha=python_number(alpha)), out)
 
 
 @names("index_reduce", inplace="index_reduce_")

@@ -73,7 +73,8 @@ def _check_along(x_shape, index_shape, dim, op, other="self"):
 def _check_src(x_shape, index_shape, src_shape, dim, op):
     """scatter's rule for its src: index has src's ndim and is no larger than src in any dimension."""
     _check_along(src_shape, index_shape, dim, op, other="src")
-    if len(index_shape) == len(src_shape) and any(i > n for i, n in zip(index_shape, src_shape)):
+    # (a 0-d index or src is a vector of one element here, as in PyTorch's size check: a 0-d src fits a 0-d index)
+    if any(i > n for i, n in zip(index_shape or (1,), src_shape or (1,))):
         raise RuntimeError(f"{op}(): Expected index {list(index_shape)} to be no larger than self {list(x_shape)} "
                            f"apart from dimension {dim} and to be no larger size than src {list(src_shape)}")
 
@@ -94,6 +95,8 @@ def _corner(src, like_shape):
     or a Tensor."""
     if src.shape == tuple(like_shape):
         return src
+    if not src.ndim:  # a 0-d src, for an index of one element (1-d here)
+        return src.reshape(like_shape)
     return src[tuple(slice(0, n) for n in like_shape)]
 
 
@@ -191,7 +194,10 @@ class Scatter(Primitive):
 
 
 def _pad_to(grad, like_shape):
-    """``grad`` placed in the leading corner of zeros of ``like_shape`` (a larger src's unused rest gets 0)."""
+    """``grad`` placed in the leading corner of zeros of ``like_shape`` (a larger src's unused rest gets 0); a 0-d
+    src's gradient, of the one element its index names, takes its shape."""
+    if not like_shape:
+        return shape.reshape(grad, like_shape)
     corner = tuple(slice(0, n) for n in grad.shape)
     return shape.IndexAdd.apply(grad, index=corner, shape=like_shape, basic=True)
 
@@ -297,7 +303,8 @@ def _kept(grad, takes_part):
 
 class ScatterReduce(Primitive):
     """y = x with src reduced into the positions index names along dim: reduce is sum, prod, mean,
-    amax or amin, and with include_self False x's own value at a written position takes no part.
+    amax or amin (or max or min: the same, without a derivative), and with include_self False x's own value at a
+    written position takes no part.
 
         sum:         dL/dx = dL/dy where x takes part,   dL/dsrc = gather(dL/dy)
         mean:        the same, each divided by the number of terms at that position
@@ -324,9 +331,10 @@ class ScatterReduce(Primitive):
         if not self.include_self:
             start = self._START.get(self.reduce)
             if start is None:  # amax/amin start from the dtype's most extreme value: -inf for a float
-                start = _extreme(x.dtype, lowest=self.reduce == "amax")  # (a src of only -inf gives -inf)
+                start = _extreme(x.dtype, lowest=self.reduce in ("amax", "max"))  # (a src of only -inf gives -inf)
             y[self.written] = start
-        ufunc = {"sum": "add", "mean": "add", "prod": "multiply", "amax": "maximum", "amin": "minimum"}
+        ufunc = {"sum": "add", "mean": "add", "prod": "multiply", "amax": "maximum", "amin": "minimum",
+                 "max": "maximum", "min": "minimum"}
         y = _accumulated(ufunc[self.reduce], y, positions, values, widen=self.widens_half)
         if self.reduce == "mean":
             count = xp.maximum(self.terms + (1 if self.include_self else 0), 1)
@@ -335,6 +343,9 @@ class ScatterReduce(Primitive):
         return y
 
     def backward(self, grad, y, x, src):
+        if self.reduce in ("max", "min"):  # (old names PyTorch's kernel takes for amax and amin; its derivative not)
+            raise RuntimeError("Expected 'reduce' to be one of 'sum', 'prod', 'mean', 'amax', 'amin' but got "
+                               f"{self.reduce}.")
         takes_part = ~self.written | self.include_self
         if self.reduce in ("sum", "mean"):
             if self.reduce == "mean":
@@ -392,8 +403,9 @@ class ScatterReduce(Primitive):
 @names("scatter_reduce", inplace="scatter_reduce_")
 def scatter_reduce(input, dim, index, src, reduce, *, include_self=True, out=None):
     """y = input with src reduced ('sum', 'prod', 'mean', 'amax', 'amin') into the positions index
-    names along dim; include_self=False leaves input's own values at those positions out."""
-    if reduce not in ("sum", "prod", "mean", "amax", "amin"):
+    names along dim; include_self=False leaves input's own values at those positions out. 'max' and 'min' are
+    amax and amin without a derivative, as PyTorch's."""
+    if reduce not in ("sum", "prod", "mean", "amax", "amin", "max", "min"):
         raise RuntimeError(f"reduce argument must be either sum, prod, mean, amax or amin, got {reduce}")
     _refuse_non_tensor(src, "scatter_reduce")
     _refuse_unordered(input, reduce, "scatter_gather_tensor_cpu_reduce_" + reduce)

@@ -12,7 +12,7 @@ import numbers
 
 from ..backend import errstate, float16, float32, xp
 from ..errors import refuse_unbroadcastable
-from ..graph import is_grad_enabled
+from ..graph import is_grad_enabled, no_grad
 from ..primitive import Primitive, node_named
 from ..tensor import Tensor
 from . import extrema, shape
@@ -26,6 +26,7 @@ from .names import names
 from .outputs import write_out
 from .reductions import spread
 from .selection import zero_gradient
+from .sorting import UniqueValues
 
 
 class VectorNorm(Primitive):
@@ -37,6 +38,9 @@ class VectorNorm(Primitive):
     handles_complex = True
     each_tie_whole = False  # with p = ±inf, each element attaining the norm takes the whole gradient (cdist, pdist)
     count_has_zeros = False  # with p = 0, the count's gradient is zeros (cdist, pdist), where a norm's is none
+    # PyTorch's kernel for the gradient where it has no derivative of its own ('_cdist_backward', '_pdist_backward'):
+    # a second derivative through it raises, as PyTorch's (a force field's loss on forces from cdist, say)
+    gradient_kernel = None
 
     def forward(self, x):
         return row_major(self.value(x))  # (PyTorch's reductions allocate a row-major result)
@@ -60,6 +64,13 @@ class VectorNorm(Primitive):
             return xp.sum(magnitude**p, axis=axes, keepdims=keep) ** (1 / p)
 
     def backward(self, grad, y, x):
+        if self.gradient_kernel is None or not is_grad_enabled():
+            return self.gradient(grad, y, x)
+        with no_grad():
+            (gradient,) = self.gradient(grad, y, x)
+        return (UniqueValues.apply(grad, x, values=gradient._data, kernel=self.gradient_kernel),)
+
+    def gradient(self, grad, y, x):
         p = self.ord
         grad = spread(grad, x, self.axes, self.keepdim)
         norm = spread(y, x, self.axes, self.keepdim)
@@ -74,13 +85,16 @@ class VectorNorm(Primitive):
             share = attains if self.each_tie_whole else attains / ties
             return (grad * x.sgn() * Tensor._make(share.astype(x.dtype)),)
         nonzero = norm._data != 0
+        zero = Tensor._make(xp.zeros((), dtype=x.dtype))
+        # The 0s below replace values worked out as 0 / 0 or 0 · inf, as PyTorch's masked_fill_ does: the gradient
+        # is 0 there, and its own derivative NaN (a force field's loss through ‖x_i - x_i‖ is NaN in PyTorch)
+        if p == 2:  # g · (x / ‖x‖), PyTorch's order
+            return (grad * Where.apply(x / norm, zero, condition=nonzero),)
+        if p < 1:  # sgn(x) |x|^(p-1), 0 where x = 0, times g · ‖x‖^(1-p)
+            scaled = x.sgn() * Where.apply(x.abs() ** (p - 1), zero, condition=x._data != 0)
+            return (scaled * grad * norm ** (1 - p),)
         safe_norm = Where.apply(norm, Tensor._make(xp.ones((), dtype=x.dtype)), condition=nonzero)
-        if p == 2:  # x is 0 wherever the norm is: x / 1 gives the 0 gradient there. g · (x / ‖x‖), PyTorch's order
-            return (grad * (x / safe_norm),)
-        magnitude = x.abs()
-        if p < 1:  # |x|^(p-1) is infinite at x = 0, where sign(x) = 0: 1 there gives PyTorch's 0, not NaN
-            magnitude = Where.apply(magnitude, Tensor._make(xp.ones((), dtype=x.dtype)), condition=x._data != 0)
-        scaled = x.sgn() * magnitude ** (p - 1) / safe_norm ** (p - 1)
+        scaled = x.sgn() * x.abs() ** (p - 1) / safe_norm ** (p - 1)
         return (grad * Where.apply(scaled, Tensor._make(xp.zeros((), dtype=x.dtype)), condition=nonzero),)
 
 
@@ -287,7 +301,7 @@ def cdist(x1, x2, p=2.0, compute_mode=None):
         batch = tuple(xp.broadcast_shapes(tuple(x1.shape[:-2]), tuple(x2.shape[:-2])))
         return EuclideanDistance.apply(x1.expand(*batch, *x1.shape[-2:]), x2.expand(*batch, *x2.shape[-2:]))
     differences = shape.unsqueeze(x1, -2) - shape.unsqueeze(x2, -3)
-    return distance_norm(differences, p, -1)
+    return distance_norm(differences, p, -1, "_cdist_backward")
 
 
 # compute_mode: whether p = 2 goes through a matrix product (None: where either side has more than 25 rows)
@@ -320,15 +334,13 @@ class EuclideanDistance(Primitive):
                 x2 * shape.unsqueeze(ratio.sum(-2), -1) - ratio.mT @ x1)
 
 
-def distance_norm(differences, p, dim):
+def distance_norm(differences, p, dim, gradient_kernel):
     """‖differences‖_p over ``dim`` as PyTorch's cdist and pdist take it: with p = inf every tied largest
     |difference| takes the whole gradient (a norm shares it among them); with p = 0 the gradient is zeros (a
-    norm gives none)."""
-    if not (math.isinf(p) or p == 0):
-        return vector_norm(differences, p, dim)
+    norm gives none); and the gradient has no derivative (``gradient_kernel`` names PyTorch's)."""
     differences = _floating(differences, None, "cdist")
     return VectorNorm.apply(differences, ord=float(p), axes=normalize_dims(dim, differences.ndim), keepdim=False,
-                            each_tie_whole=True, count_has_zeros=True)
+                            each_tie_whole=True, count_has_zeros=True, gradient_kernel=gradient_kernel)
 
 
 @names("dist")

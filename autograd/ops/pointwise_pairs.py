@@ -26,13 +26,12 @@ class Atan2(Primitive):
         return xp.arctan2(y, x)
 
     def backward(self, grad, z, y, x):
-        squared = x * x + y * y
-        origin = squared._data == 0
-        if origin.any():  # at (0, 0) both numerators are 0: divide by 1 there, for PyTorch's gradient 0 (not NaN)
-            squared = squared + Tensor._make(origin.astype(squared.dtype))
-        recip = squared.reciprocal()  # g · x · (1 / (x² + y²)) in this order, as PyTorch's atan2_backward
-        return (unbroadcast(grad * x * recip, y) if y.requires_grad else None,
-                unbroadcast(grad * -y * recip, x) if x.requires_grad else None)
+        recip = (x * x + y * y).reciprocal()
+        # at (0, 0) 1 / 0 is replaced by 0 after it is taken, as PyTorch's: the gradient there is 0 (-0 · 0 gives
+        # -0, as PyTorch's), and its own derivative NaN (inf · 0 in the reciprocal's), as PyTorch's
+        recip = Where.apply(recip, Tensor._make(xp.zeros((), dtype=recip.dtype)), condition=recip._data != xp.inf)
+        return (unbroadcast(grad * x * recip, y) if y.requires_grad else None,  # g · x · (1 / (x² + y²)) in this
+                unbroadcast(grad * -y * recip, x) if x.requires_grad else None)  # order, as PyTorch's atan2_backward
 
 
 @names("atan2", "arctan2", inplace=("atan2_", "arctan2_"))

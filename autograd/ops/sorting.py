@@ -335,14 +335,15 @@ class UniqueValues(Primitive):
     """y = the distinct values of x (worked out by the caller: ``values``), as PyTorch's unique: a result that
     is part of the graph but has no derivative (which distinct values there are jumps with x), so a backward
     pass through it raises, naming PyTorch's kernel, where one that skipped it would leave x's gradient out.
-    (geqrf's factors, which PyTorch gives no derivative either, are such results too.)"""
+    (geqrf's factors, which PyTorch gives no derivative either, are such results too, and so are cdist's and
+    pdist's gradients, of the incoming gradient and the differences: CdistBackwardBackward0.)"""
 
     saves_inputs = False
 
-    def forward(self, x):
+    def forward(self, *inputs):
         return self.values
 
-    def backward(self, grad, y, x):
+    def backward(self, grad, y, *inputs):
         raise NotImplementedError(f"the derivative for '{self.kernel}' is not implemented.")
 
     def name(self):  # (_unique2 is Unique2Backward0, unique_consecutive UniqueConsecutiveBackward0, ...)
