@@ -5,7 +5,7 @@ input (C, *spatial) gets a batch dim of 1; 1-d inputs get a height of 1, so that
 (``autograd.ops.convolution``, ``autograd.ops.pooling``) compute every 1-d and 2-d layer.
 """
 
-from ..errors import ShapeError
+from ..errors import ShapeError, not_a_tensor
 
 
 def _tuple(value, n, name):
@@ -75,6 +75,8 @@ _WRONG_DIMS = {
 
 def _batched(input, spatial, name):
     """input as (N, C, *spatial) and whether a batch dim was added (PyTorch accepts unbatched input)."""
+    if not hasattr(input, "ndim"):  # (None, a number: PyTorch's TypeError, not an AttributeError from here)
+        raise not_a_tensor(name, 0, input)
     if input.ndim == spatial + 2:
         return input, False
     if input.ndim == spatial + 1:
