@@ -348,3 +348,162 @@ def test_conv_vs_numpy_convolve(T, F, dims, mode):
             else:
                 expected = whole[tuple(slice((k - 1) // 2, (k - 1) // 2 + s) for k, s in zip(kernel, size))]
         close(actual[0, 0], expected, rtol=2e-5, atol=5e-6)
+
+
+# -- groups and depthwise --------------------------------------------------------------------------------------
+
+def _as_halves(T, nn, m, x, grad_output, Conv, halves):
+    """Run module `m` and its `halves` separate convolutions (weights, biases, inputs and incoming gradients cut
+    along the channels); return the whole's and the halves' outputs and gradients as NumPy arrays."""
+    output = m(x)
+    output.backward(grad_output)
+    parts = {"out": [], "x": [], "w": [], "b": []}
+    cin, cout = x.shape[1] // halves, m.weight.shape[0] // halves
+    for h in range(halves):
+        part = Conv(cin, cout, kernel_size=m.kernel_size, bias=m.bias is not None, dtype=x.dtype)
+        with T.no_grad():
+            part.weight.copy_(m.weight[h * cout:(h + 1) * cout])
+            if m.bias is not None:
+                part.bias.copy_(m.bias[h * cout:(h + 1) * cout])
+        xi = x.detach()[:, h * cin:(h + 1) * cin].contiguous().requires_grad_()
+        oi = part(xi)
+        oi.backward(grad_output[:, h * cout:(h + 1) * cout].contiguous())
+        parts["out"].append(values(oi))
+        parts["x"].append(values(xi.grad))
+        parts["w"].append(values(part.weight.grad))
+        if m.bias is not None:
+            parts["b"].append(values(part.bias.grad))
+    close(output, np.concatenate(parts["out"], 1), rtol=1e-5, atol=1e-5)
+    close(x.grad, np.concatenate(parts["x"], 1), rtol=1e-5, atol=1e-5)
+    close(m.weight.grad, np.concatenate(parts["w"], 0), rtol=1e-5, atol=1e-5)
+    if m.bias is not None:
+        close(m.bias.grad, np.concatenate(parts["b"], 0), rtol=1e-5, atol=1e-5)
+    return values(output)
+
+
+@pytest.mark.parametrize("dims, bias", [(2, False), (3, False), (3, True)])
+def test_grouped_conv_is_its_halves(T, nn, dims, bias):
+    """Conv2d_groups_nobias_v2, Conv3d_groups_nobias and _wbias: 4 → 16 channels in two groups."""
+    T.manual_seed(123)
+    Conv = getattr(nn, f"Conv{dims}d")
+    m = Conv(4, 16, kernel_size=3, groups=2, bias=bias)
+    x = T.randn(2, 4, *(6,) * dims, requires_grad=True)
+    grad_output = T.randn(2, 16, *(4,) * dims)
+    output = _as_halves(T, nn, m, x, grad_output, Conv, 2)
+    expected = reference_conv(values(x).astype(np.float64), values(m.weight).astype(np.float64),
+                              None if m.bias is None else values(m.bias).astype(np.float64), groups=2)
+    np.testing.assert_allclose(output, expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+@pytest.mark.parametrize("depth_multiplier", [1, 2])
+def test_depthwise_conv_is_per_channel(T, nn, dims, depth_multiplier):
+    """Conv2d/3d_depthwise_naive_groups (there CUDA's, here the CPU's): groups = input channels, with bias."""
+    T.manual_seed(depth_multiplier)
+    Conv = getattr(nn, f"Conv{dims}d")
+    m = Conv(2, 2 * depth_multiplier, kernel_size=3, groups=2, dtype=T.float64)
+    x = (T.randn(2, 2, *(6,) * dims, dtype=T.float64) / 2).requires_grad_()
+    grad_output = T.randn(2, 2 * depth_multiplier, *(4,) * dims, dtype=T.float64) / 2
+    output = _as_halves(T, nn, m, x, grad_output, Conv, 2)
+    np.testing.assert_allclose(output, reference_conv(values(x), values(m.weight), values(m.bias), groups=2),
+                               rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("groups", [24, 23])
+@pytest.mark.parametrize("dilation", [1, 2])
+def test_depthwise_strided_weight_gradient(T, nn, groups, dilation):
+    """Conv2d_OneDNN: depthwise, stride 2, padding 1, ones in and ones back: each weight's gradient counts the
+    outputs whose window puts that tap on the input rather than on the padding."""
+    op = nn.Conv2d(groups, groups, kernel_size=3, stride=2, padding=1, dilation=dilation, groups=groups, bias=False)
+    with T.no_grad():
+        op.weight.copy_(T.ones(groups, 1, 3, 3))
+    res = op(T.ones(1, groups, 6, 6))
+    res.backward(T.ones(res.shape))
+    out = (6 + 2 - dilation * 2 - 1) // 2 + 1
+    taps = [sum(0 <= t * 2 - 1 + k * dilation < 6 for t in range(out)) for k in range(3)]
+    expected = np.broadcast_to(np.outer(taps, taps), (groups, 1, 3, 3))
+    close(op.weight.grad, expected, rtol=0, atol=0)
+
+
+def test_Conv2d_backward_depthwise(T, F):
+    for dtype in ("float64", "complex128"):
+        x = rand(T, 2, 2, 4, 20, dtype=dtype, requires_grad=True)
+        weight = rand(T, 2, 1, 3, 5, dtype=dtype, seed=1, requires_grad=True)
+        assert T.autograd.gradcheck(lambda x, w: F.conv2d(x, w, None, stride=(1, 10), groups=2), (x, weight))
+
+
+def test_depthwise_and_grouped_conv_of_permuted_and_long_kernels(T, F):
+    """Issues 120211, 120406, 120547: a channels-last view into a depthwise row filter, a depthwise 3-d kernel
+    longer than wide, and a depthwise 1-d kernel as long as the padded input."""
+    image = T.rand(1, 16, 17, 3).permute(0, 3, 1, 2)
+    for radius in (0, 3, 7):
+        kernel = T.zeros([3, 1, 1, radius * 2 + 1])
+        y = F.conv2d(image, kernel, groups=3)
+        assert tuple(y.shape) == (1, 3, 16, 17 - 2 * radius)
+    y = F.conv3d(T.ones(2, 3, 8, 9, 26), T.ones(3, 1, 1, 1, 17), groups=3)
+    close(y, np.full((2, 3, 8, 9, 10), 17.0))
+    x = T.tensor(np.arange(16.0, dtype=np.float32).reshape(1, 1, 16)).transpose(1, 2)  # (1, 16, 1), strided
+    y = F.conv1d(x, T.ones([16, 1, 32]), T.ones([16]), 1, 16, 1, 16)
+    close(y, np.broadcast_to(np.arange(16.0)[:, None] + 1, (1, 16, 2)))
+
+
+# -- transposed convolutions -----------------------------------------------------------------------------------
+
+def test_ConvTranspose2d_output_size(T, nn):
+    m = nn.ConvTranspose2d(3, 4, 3, 3, 0, 2)
+    i = T.randn(2, 3, 6, 6)
+    for h in range(15, 22):
+        for w in range(15, 22):
+            if 18 <= h <= 20 and 18 <= w <= 20:
+                assert tuple(m(i, output_size=(h, w)).shape[2:]) == (h, w)
+            else:
+                raises(ValueError, "", m, i, (h, w))
+
+
+def test_ConvTranspose3d_correct_output_size(T, nn):
+    m = nn.ConvTranspose3d(2, 2, 2)
+    y = m(T.rand(1, 2, 1, 1, 1), output_size=(1, 2, 2, 2, 2))
+    assert tuple(y.shape) == (1, 2, 2, 2, 2)
+
+
+@pytest.mark.parametrize("N", [2, 3])
+def test_conv_transpose_with_output_size_and_no_batch_dim(T, nn, N):
+    inp = T.randn((1, 15, 13) if N == 2 else (1, 3, 7, 6))
+    output_size = (1, 240, 200) if N == 2 else (1, 48, 112, 96)
+    m = getattr(nn, f"ConvTranspose{N}d")(1, 1, kernel_size=16, stride=16, padding=7, bias=False)
+    output = m(inp, output_size=output_size)
+    assert tuple(output.shape) == output_size
+    # output_size asks for the output_padding (below the stride 16) that makes up the difference
+    output_padding = [size - ((n - 1) * 16 - 2 * 7 + 16) for size, n in zip(output_size[1:], inp.shape[1:])]
+    assert output_padding == ([14, 6] if N == 2 else [14, 14, 14])
+    expected = reference_conv_transpose(values(inp)[None].astype(np.float64), values(m.weight).astype(np.float64),
+                                        stride=16, padding=7, output_padding=output_padding)[0]
+    close(output, expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("groups", [1, 4])
+def test_conv_transpose_empty_batch(T, nn, groups):
+    """test_convTranspose_empty and test_group_convTranspose_empty, and a grouped conv on an empty batch: an empty
+    output and zero gradients for the parameters."""
+    for Module in (nn.ConvTranspose2d, nn.Conv2d):
+        mod = Module(4, 4, stride=2, kernel_size=3, padding=1, groups=groups)
+        x = T.randn(0, 4, 4, 4, requires_grad=True)
+        y = mod(x)
+        assert tuple(y.shape) == ((0, 4, 7, 7) if Module is nn.ConvTranspose2d else (0, 4, 2, 2))
+        y.sum().backward()
+        assert tuple(x.grad.shape) == (0, 4, 4, 4)
+        close(mod.weight.grad, np.zeros(tuple(mod.weight.shape)), rtol=0, atol=0)
+        close(mod.bias.grad, np.zeros(4), rtol=0, atol=0)
+
+
+def test_conv_tbc(T, F):
+    inp = rand(T, 9, 4, 5, requires_grad=True)
+    weight = rand(T, 3, 5, 6, seed=1, requires_grad=True)
+    bias = rand(T, 6, seed=2, requires_grad=True)
+    assert T.autograd.gradcheck(lambda i, w, b: F.conv_tbc(i, w, b, 3), (inp, weight, bias))
+    y = F.conv_tbc(inp, weight, bias, 3)
+    assert tuple(y.shape) == (9 + 6 - 3 + 1, 4, 6)
+    # time-batch-channel: conv1d on (B, C, T) with the weight (out, in, k)
+    expected = reference_conv(values(inp).transpose(1, 2, 0), values(weight).transpose(2, 1, 0), values(bias),
+                              padding=3).transpose(2, 0, 1)
+    close(y, expected, rtol=1e-12, atol=1e-12)
