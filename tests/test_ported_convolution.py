@@ -313,7 +313,7 @@ def test_same_padding_backward(T, F, dims, dtype):
     actual = grads(conv(x, y, padding="same"))
     for a, e in zip(actual, expect):
         close(a, e, rtol=1e-10, atol=1e-12)
-    if dims == 3:
+    if dims == 3 and dtype == "float64":  # (time: PyTorch's complex gradgradcheck takes seconds)
         T.autograd.gradcheck(lambda x, y: F.conv3d(x, y, padding="same", dilation=2), (x, y))
         T.autograd.gradgradcheck(lambda x, y: F.conv3d(x, y, padding="same"), (x, y))
 
@@ -507,3 +507,114 @@ def test_conv_tbc(T, F):
     expected = reference_conv(values(inp).transpose(1, 2, 0), values(weight).transpose(2, 1, 0), values(bias),
                               padding=3).transpose(2, 0, 1)
     close(y, expected, rtol=1e-12, atol=1e-12)
+
+
+# -- double backward ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kern, stride, padding, chan_in, chan_out, batch, size, dilation, groups, bias", [
+    (3, 2, 1, 2, 4, 2, 5, 1, 1, True),      # test_conv_double_backward_no_bias (its bias is on)
+    (3, 1, 2, 4, 8, 1, 6, 1, 2, True),      # test_conv_double_backward_groups (one sample, not two)
+    (3, 2, 0, 1, 2, 2, 5, 2, 1, True),      # test_conv_double_backward_stride
+    (3, 2, 1, 1, 2, 2, 7, 1, 1, False),
+    (4, 1, 2, 2, 3, 1, 9, 1, 1, True),      # test_conv_double_backward (CUDA's cases, here on the CPU)
+])
+def test_conv_double_backward(T, F, kern, stride, padding, chan_in, chan_out, batch, size, dilation, groups, bias):
+    x = rand(T, batch, chan_in, size, size, requires_grad=True)
+    weight = rand(T, chan_out, chan_in // groups, kern, kern, seed=1, requires_grad=True)
+    inputs = (x, weight) + ((rand(T, chan_out, seed=2, requires_grad=True),) if bias else ())
+
+    def func(*inputs):
+        return F.conv2d(*inputs[:2], inputs[2] if bias else None, stride, padding, dilation, groups)
+
+    grad_y = rand(T, *func(*inputs).shape, seed=3, requires_grad=True)
+    assert T.autograd.gradgradcheck(func, inputs, (grad_y,))
+    # in float32 (PyTorch's mkldnn case) only that the input's gradient, made with create_graph, depends on the weight
+    xf, wf = x.detach().float().requires_grad_(), weight.detach().float().requires_grad_()
+    g, = T.autograd.grad(F.conv2d(xf, wf, None, stride, padding, dilation, groups).sum(), xf, create_graph=True)
+    assert g.requires_grad and g.dtype == T.float32
+
+
+def test_Conv2d_1x1_gradcheck(T, nn, F):
+    mod = nn.Conv2d(2, 2, 1, bias=False).to(dtype=T.float64)
+    x = rand(T, 1, 2, 5, 5, requires_grad=True)
+    assert T.autograd.gradcheck(F.conv2d, (x, mod.weight))
+
+
+# -- every form through `convolution` ----------------------------------------------------------------------------
+
+def _noncontiguous(t):
+    """Every other element of `t` repeated twice along its last dim: the same values, strided."""
+    if t is None:
+        return None
+    return T_of(t).repeat_interleave(t, 2, dim=-1)[..., ::2].detach().requires_grad_(t.requires_grad)
+
+
+def T_of(t):
+    import importlib
+
+    return importlib.import_module(type(t).__module__.split(".")[0])
+
+
+def _backends():
+    """PyTorch's test_conv_backend's CPU cases, name: (input shape, transposed, dilated, groups); smaller (3 input
+    channels, not 6, and fewer positions) for the numerical gradients' sake."""
+    shapes = {1: (2, 3, 7), 2: (1, 3, 6, 5), 3: (1, 3, 5, 5, 5)}
+    cases = {}
+    for dims in (1, 2, 3):
+        for transposed, dilated in ((False, False), (True, False), (False, True), (True, True)):
+            if dims == 3 and transposed:  # (PyTorch's are commented out: CUDA runs out of memory)
+                continue
+            name = f"slow{dims}d" + "_dilated" * dilated + "_transposed" * transposed
+            cases[name] = (shapes[dims], transposed, dilated, 3)
+        for empty, shape in (("batch", (0, 3)), ("channel", (2, 0)), ("batch_channel", (0, 0))):
+            cases[f"empty_{empty}{dims}d"] = (shape + shapes[dims][2:], False, False, 3)
+    return cases
+
+
+BACKENDS = _backends()
+
+
+@pytest.mark.parametrize("name", list(BACKENDS))
+@pytest.mark.parametrize("has_bias, strided, contiguous", [(False, False, True), (True, True, False)])
+def test_conv_backend(T, nn, name, has_bias, strided, contiguous):  # (nn: PyTorch on one thread)
+    input_shape, transposed, dilated, groups = BACKENDS[name]
+    c_in, c_out, dims = input_shape[1], 6, len(input_shape) - 2
+    x = rand(T, *input_shape, seed=1, requires_grad=True)
+    weight = rand(T, c_in if transposed else c_out, (c_out if transposed else c_in) // groups, *(3,) * dims,
+                  seed=2, requires_grad=True)
+    bias = rand(T, c_out, seed=3, requires_grad=True) if has_bias else None
+    if not contiguous:
+        x, weight, bias = _noncontiguous(x), _noncontiguous(weight), _noncontiguous(bias)
+        assert not x.is_contiguous() or x.numel() == 0
+    stride, padding = (2 if strided else 1,) * dims, (0,) * dims
+    dilation, output_padding = (2 if dilated else 1,) * dims, (0,) * dims
+    args = (stride, padding, dilation, transposed, output_padding, groups)
+    output = T.convolution(x, weight, bias, *args)
+
+    if c_in == 0:
+        # PyTorch's 'Empty' backend gives no output channels for no input channels (see test_conv_empty_channel)
+        assert output.shape[0] == input_shape[0]
+        return
+    if transposed:
+        expected = reference_conv_transpose(values(x), values(weight), None if bias is None else values(bias),
+                                            stride, padding, output_padding, groups, dilation)
+    else:
+        expected = reference_conv(values(x), values(weight), None if bias is None else values(bias), stride,
+                                  padding, dilation, groups)
+    close(output, expected, rtol=1e-10, atol=1e-10)
+    grad_output = rand(T, *output.shape, seed=4)
+    if not contiguous:
+        grad_output = _noncontiguous(grad_output)
+    output.backward(grad_output)
+    assert tuple(x.grad.shape) == input_shape and tuple(weight.grad.shape) == tuple(weight.shape)
+    if input_shape[0] == 0:
+        close(weight.grad, np.zeros(tuple(weight.shape)), rtol=0, atol=0)
+        return
+    inputs = (x, weight, bias) if has_bias else (x, weight)
+
+    def conv(x, weight, bias=None):
+        return T.convolution(x, weight, bias, *args)
+
+    assert T.autograd.gradcheck(conv, inputs)
+    if dims < 3:  # (time: the 3-d double backward is the 2-d one's, see autograd/ops/convolution_layers.py)
+        assert T.autograd.gradgradcheck(conv, (x, weight))
