@@ -618,3 +618,106 @@ def test_conv_backend(T, nn, name, has_bias, strided, contiguous):  # (nn: PyTor
     assert T.autograd.gradcheck(conv, inputs)
     if dims < 3:  # (time: the 3-d double backward is the 2-d one's, see autograd/ops/convolution_layers.py)
         assert T.autograd.gradgradcheck(conv, (x, weight))
+
+
+# -- non-contiguous and channels-last operands ---------------------------------------------------------------------
+
+def test_conv2d_discontiguous_weight(T, F):
+    """Issue 55781: a weight that is every other column of a contiguous one."""
+    for dtype in ("float32", "complex64"):
+        x = T.ones(64, 16, 16, 16, dtype=getattr(T, dtype))
+        weight = T.arange(0, 1.0, 1 / 2.0**10).reshape(32, 16, 1, 2).to(getattr(T, dtype))[:, :, :, ::2]
+        assert not weight.is_contiguous()
+        y = F.conv2d(x, weight, None)
+        # each output is the sum of its filter's 16 taps: Σ_o Σ_c (32c + 2o... ) / 1024 over 64 · 16 · 16 places
+        taps = np.arange(0, 1.0, 1 / 2.0**10).reshape(32, 16, 1, 2)[:, :, :, 0]
+        assert values(y.sum()) == 4186112.0 == taps.sum() * 64 * 16 * 16
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_conv_noncontig_weights_and_bias(T, nn, bias):
+    """Issue 16018: a strided input, weight and bias give the contiguous ones' output."""
+    T.manual_seed(0)
+    conv1 = nn.Conv2d(3, 16, kernel_size=7, stride=2, padding=3, bias=bias)
+    input_nc = T.randn((1, 3, 24, 24, 2))[:, :, :, :, 1]
+    weight_nc = T.randn((16, 3, 7, 7, 2))[:, :, :, :, 1]
+    conv1.weight = nn.Parameter(weight_nc)
+    if bias:
+        conv1.bias = nn.Parameter(T.randn((16, 2))[:, 1])
+    out1 = conv1(input_nc)
+    conv1.weight = nn.Parameter(weight_nc.contiguous())
+    if bias:
+        conv1.bias = nn.Parameter(conv1.bias.contiguous())
+    out2 = conv1(input_nc.contiguous())
+    close(out1, values(out2), rtol=1e-6, atol=1e-6)
+    expected = reference_conv(values(input_nc).astype(np.float64), values(weight_nc).astype(np.float64),
+                              values(conv1.bias).astype(np.float64) if bias else None, stride=2, padding=3)
+    close(out1, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_noncontig_conv_grad(T, nn):
+    """An incoming gradient that is a strided slice gives the contiguous one's input gradient."""
+    T.manual_seed(0)
+    module = nn.Conv2d(3, 5, kernel_size=3, padding=1, dtype=T.float64)
+    x = T.randn(2, 3, 10, 10, dtype=T.float64, requires_grad=True)
+    output = module(x)
+    grad = T.randn(2, 2, 5, 10, 10, dtype=T.float64)[:, 1]
+    assert not grad.is_contiguous()
+    output.backward(grad, retain_graph=True)
+    result = values(x.grad).copy()
+    x.grad.zero_()
+    output.backward(grad.contiguous())
+    close(x.grad, result, rtol=1e-12, atol=1e-12)
+    # the input's gradient is the transposed convolution of the incoming one
+    close(x.grad, reference_conv_transpose(values(grad), values(module.weight), padding=1), rtol=1e-10, atol=1e-12)
+
+
+def test_conv2d_no_grad(T, nn):
+    """Without grad mode the result is the same (PyTorch checks its faster inference kernels)."""
+    for batch in (1, 2, 3):
+        for groups in (1, 2, 4):
+            x = T.rand(batch, groups, 8, 8)
+            m = nn.Conv2d(groups, 8, kernel_size=(3, 3), groups=groups)
+            with T.no_grad():
+                output_ng = m(x)
+            output = m(x)
+            assert output_ng.grad_fn is None and output.grad_fn is not None
+            close(output_ng, values(output), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("Module, n, c, h, w, out_channels, kernel_size, dilation, groups", [
+    ("Conv2d", 2, 8, 4, 4, 4, 3, 1, 1), ("Conv2d", 2, 8, 4, 4, 8, 3, 1, 8), ("Conv2d", 2, 1, 10, 10, 8, 3, 1, 1),
+    ("Conv2d", 1, 16, 9, 9, 16, 1, 1, 16), ("Conv2d", 2, 8, 11, 13, 16, 3, 2, 1), ("Conv2d", 2, 16, 11, 13, 32, 3, 2, 16),
+    ("ConvTranspose2d", 2, 8, 4, 4, 4, 3, 1, 1), ("ConvTranspose2d", 2, 8, 4, 4, 8, 3, 1, 8),
+    ("ConvTranspose2d", 1, 16, 9, 9, 32, 1, 1, 16),
+])
+def test_conv_thnn_nhwc(T, nn, Module, n, c, h, w, out_channels, kernel_size, dilation, groups):
+    """Channels-last inputs and weights give the contiguous ones' outputs and gradients, exactly on small
+    integers. (PyTorch also returns its output channels-last; chainrule lays a convolution's output out with
+    the batch innermost, autograd/ops/convolution.py, so only the values are compared.)"""
+    T.manual_seed(0)
+    Mod = getattr(nn, Module)
+    for input_format, weight_format in ((T.channels_last, T.channels_last), (T.channels_last, T.contiguous_format),
+                                        (T.contiguous_format, T.channels_last)):
+        x = T.randint(-3, 3, (n, c, h, w), dtype=T.float64).to(memory_format=input_format).requires_grad_()
+        conv = Mod(c, out_channels, kernel_size, dilation=dilation, groups=groups).to(
+            dtype=T.float64, memory_format=weight_format)
+        with T.no_grad():
+            for p in conv.parameters():
+                p.copy_(T.randint_like(p, -3, 3))
+        ref_x = x.detach().clone().contiguous().requires_grad_()
+        ref_conv = Mod(c, out_channels, kernel_size, dilation=dilation, groups=groups).to(T.float64)
+        ref_conv.load_state_dict(conv.state_dict())
+        out, ref_out = conv(x), ref_conv(ref_x)
+        grad = T.randint_like(out, -3, 3)
+        out.backward(grad)
+        ref_out.backward(grad.detach().clone().contiguous())
+        for got, want in ((out, ref_out), (conv.weight.grad, ref_conv.weight.grad),
+                          (conv.bias.grad, ref_conv.bias.grad), (x.grad, ref_x.grad)):
+            close(got, values(want), rtol=0, atol=0)
+        if Module == "Conv2d":
+            close(out, reference_conv(values(x), values(conv.weight), values(conv.bias), dilation=dilation,
+                                      groups=groups), rtol=0, atol=0)
+        else:
+            close(out, reference_conv_transpose(values(x), values(conv.weight), values(conv.bias), groups=groups,
+                                                dilation=dilation), rtol=0, atol=0)

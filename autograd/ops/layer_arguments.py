@@ -12,7 +12,9 @@ def _tuple(value, n, name):
     """An int or a sequence of n ints, as a tuple of n ints (PyTorch's _pair / _single). A sequence of one
     int stands for that int in every dim, as PyTorch's kernels read it (``avg_pool2d(x, 2, padding=[1])``).
     A sequence of another length is PyTorch's RuntimeError (which it raises at the forward call), also a
-    ValueError."""
+    ValueError. A string (``padding='same'`` where no string is taken) is PyTorch's TypeError."""
+    if isinstance(value, str):
+        raise TypeError(f"argument '{name}' must be tuple of ints, not str")
     if isinstance(value, (tuple, list)):
         if len(value) == 1:
             return (int(value[0]),) * n
