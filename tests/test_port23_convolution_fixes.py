@@ -3,10 +3,11 @@ given no tensor raises PyTorch's TypeError; a string where a convolution takes i
 a transposed convolution's output_size out of range, its output cut to nothing, and conv_tbc's wrong shapes
 are refused in PyTorch's words. Each runs on chainrule and, where installed, on PyTorch."""
 
+import numpy as np
 import pytest
 
 from tests import ported_nn
-from tests.ported import raises
+from tests.ported import raises, values
 
 nn = ported_nn.nn  # the fixtures
 F = ported_nn.F
@@ -74,3 +75,39 @@ def test_conv_tbc_values(T, F):
     y = F.conv_tbc(T.ones(4, 2, 5), T.ones(3, 5, 6), T.zeros(6), 1)
     assert tuple(y.shape) == (4, 2, 6)
     assert y[:, 0, 0].tolist() == [10.0, 15.0, 15.0, 10.0]
+
+
+def test_forward_over_reverse_carries_a_dual_grad_outputs_tangent(T):
+    """autograd.grad with a dual incoming gradient: d/dt of (ġ_t · ∂y/∂x) is ġ's tangent through the backward
+    (chainrule re-wrapped the grad_output and dropped its tangent: None where PyTorch gives 2ṫ)."""
+    fwAD = T.autograd.forward_ad
+    x = T.tensor([1.0, 2.0, 3.0], dtype=T.float64, requires_grad=True)
+    with fwAD.dual_level():
+        y = x * 2.0
+        g = fwAD.make_dual(T.ones(3, dtype=T.float64), T.tensor([1.0, 10.0, 100.0], dtype=T.float64))
+        grad_x, = T.autograd.grad(y, [x], g)
+        assert fwAD.unpack_dual(grad_x).tangent.tolist() == [2.0, 20.0, 200.0]
+        # sin: ∂y/∂x = cos x, so the gradient's tangent is ṫ · cos x
+        grad_x, = T.autograd.grad(x.sin(), [x], g)
+        np.testing.assert_allclose(values(fwAD.unpack_dual(grad_x).tangent), [1.0, 10.0, 100.0] * np.cos([1, 2, 3]),
+                                   rtol=1e-12)
+
+
+def test_forward_over_reverse_keeps_the_tangent_of_an_input_not_asked_for(T, F):
+    """The gradient of x · w in x is w: with w dual and only x asked for, its tangent is ẇ (chainrule detached
+    the unwanted w, tangent and all: None where PyTorch gives ẇ)."""
+    fwAD = T.autograd.forward_ad
+    x = T.tensor([1.0, 2.0, 3.0], dtype=T.float64, requires_grad=True)
+    w = T.tensor([4.0, 5.0, 6.0], dtype=T.float64, requires_grad=True)
+    with fwAD.dual_level():
+        y = x * fwAD.make_dual(w, T.tensor([0.5, 0.25, 0.125], dtype=T.float64))
+        grad_x, = T.autograd.grad(y.sum(), [x])
+        assert values(grad_x).tolist() == [4.0, 5.0, 6.0]
+        assert fwAD.unpack_dual(grad_x).tangent.tolist() == [0.5, 0.25, 0.125]
+        # a convolution: the input's gradient conv_transpose(g, w) has the tangent conv_transpose(g, ẇ)
+        xs = T.ones(1, 1, 4, dtype=T.float64, requires_grad=True)
+        kernel = T.tensor([[[1.0, 2.0]]], dtype=T.float64, requires_grad=True)
+        out = F.conv1d(xs, fwAD.make_dual(kernel, T.tensor([[[1.0, -1.0]]], dtype=T.float64)))
+        grad_x, = T.autograd.grad(out, [xs], T.ones(1, 1, 3, dtype=T.float64))
+        assert values(grad_x).tolist() == [[[1.0, 3.0, 3.0, 2.0]]]
+        assert fwAD.unpack_dual(grad_x).tangent.tolist() == [[[1.0, 0.0, 0.0, -1.0]]]

@@ -730,3 +730,43 @@ def test_conv_thnn_nhwc(T, nn, Module, n, c, h, w, out_channels, kernel_size, di
         else:
             close(out, reference_conv_transpose(values(x), values(conv.weight), values(conv.bias), groups=groups,
                                                 dilation=dilation), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", ["slow1d", "slow2d_dilated_transposed", "slow3d"])
+def test_conv_backend_forward_ad_and_forward_over_reverse(T, nn, name):
+    """test_conv_backend's forward-mode smoke test, with values: the tangent of a convolution (bilinear in input
+    and weight) is conv(ẋ, w) + conv(x, ẇ) + ḃ, and the tangent of its input gradient conv_transpose(g, w), with a
+    dual incoming gradient, is conv_transpose(ġ, w) + conv_transpose(g, ẇ)."""
+    input_shape, transposed, dilated, groups = BACKENDS[name]
+    dims = len(input_shape) - 2
+    fwAD = T.autograd.forward_ad
+    x = rand(T, *input_shape, seed=1, requires_grad=True)
+    weight = rand(T, 3 if transposed else 6, 2 if transposed else 1, *(3,) * dims, seed=2, requires_grad=True)
+    bias = rand(T, 6, seed=3, requires_grad=True)
+    tx, tw, tb = rand(T, *x.shape, seed=4), rand(T, *weight.shape, seed=5), rand(T, 6, seed=6)
+    args = ((1,) * dims, (0,) * dims, (2 if dilated else 1,) * dims, transposed, (0,) * dims, groups)
+
+    def conv(x, w, b=None):
+        if transposed:
+            return reference_conv_transpose(x, w, b, groups=groups, dilation=args[2])
+        return reference_conv(x, w, b, groups=groups, dilation=args[2])
+
+    def conv_input_gradient(g, w):  # the adjoint of conv in its input
+        if transposed:
+            return reference_conv(g, w, groups=groups, dilation=args[2])
+        return reference_conv_transpose(g, w, groups=groups, dilation=args[2])
+
+    with fwAD.dual_level():
+        output = T.convolution(fwAD.make_dual(x, tx), fwAD.make_dual(weight, tw), fwAD.make_dual(bias, tb), *args)
+        primal, tangent = fwAD.unpack_dual(output)
+        xv, wv = values(x), values(weight)
+        close(primal, conv(xv, wv, values(bias)), rtol=1e-10, atol=1e-10)
+        close(tangent, conv(values(tx), wv) + conv(xv, values(tw)) + conv(0 * xv, 0 * wv, values(tb)),
+              rtol=1e-10, atol=1e-10)
+        g, tg = rand(T, *output.shape, seed=7), rand(T, *output.shape, seed=8)
+        grad_x, grad_b = T.autograd.grad(output, [x, bias], fwAD.make_dual(g, tg))
+        gv = values(g)
+        close(fwAD.unpack_dual(grad_x).tangent,
+              conv_input_gradient(values(tg), wv) + conv_input_gradient(gv, values(tw)), rtol=1e-10, atol=1e-10)
+        close(fwAD.unpack_dual(grad_b).tangent, values(tg).sum(axis=(0, *range(2, 2 + dims))), rtol=1e-10,
+              atol=1e-10)
