@@ -43,9 +43,11 @@ def _seed(output, grad, i):
         raise RuntimeError(f"Mismatch in shape: grad_output[{i}] has a shape of {grad.shape} and output[{i}] "
                            f"has a shape of {output.shape}.")  # (PyTorch's words: its Sizes, printed)
     if not grad._requires_grad:  # the user's tensor, not copied: marked as held elsewhere
-        data = grad._data
+        data, tangent = grad._data, dual.tangent_of(grad)
         grad = Tensor._make(data if data.dtype is output._data.dtype else data.astype(output.dtype))
         grad._shared = True
+        if tangent is not None:  # (a dual grad_output: its tangent flows through the pass, forward-over-reverse)
+            dual.set_tangent(grad, tangent)
     return grad
 
 

@@ -32,6 +32,7 @@ its parameters, ``saves_arguments``); a node that saved none of them can run aga
 import functools
 import weakref
 
+from . import dual
 from .backend import errstate, on_host
 from .device import served
 from .errors import ShapeError, broadcast_mismatch, refuse_non_tensors
@@ -74,6 +75,16 @@ class InputInfo:
     @property
     def ndim(self):
         return len(self.shape)
+
+
+def _as_constant(x):
+    """x detached, a value that needs no gradient, but with its tangent in an open dual level: the gradients of
+    the wanted inputs are functions of it (forward-over-reverse, as PyTorch's)."""
+    constant = x.detach()
+    tangent = dual.tangent_of(x)
+    if tangent is not None:
+        dual.set_tangent(constant, tangent)
+    return constant
 
 
 class Primitive:
@@ -378,7 +389,7 @@ class Primitive:
             output = self._output_again(output_data)
         if wanted is not None:  # unwanted inputs take part as values that need no gradient
             inputs = tuple(x if keep or not x.requires_grad else
-                           (x.detach() if isinstance(x, Tensor) else InputInfo(x, False))
+                           (_as_constant(x) if isinstance(x, Tensor) else InputInfo(x, False))
                            for x, keep in zip(inputs, wanted))
         grads = self.backward(grad, output, *inputs)
         if len(grads) != len(inputs):

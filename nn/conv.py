@@ -169,22 +169,19 @@ class _ConvTransposeNd(_ConvNd):
             num_spatial_dims, dilation = len(self.kernel_size), self.dilation
         dilation = (1,) * num_spatial_dims if dilation is None else dilation
         batch_dims = 2 if input.ndim == num_spatial_dims + 2 else 1
-        output_size = tuple(output_size)
         if len(output_size) == batch_dims + num_spatial_dims:
             output_size = output_size[batch_dims:]
         if len(output_size) != num_spatial_dims:
             raise ValueError(f"ConvTranspose{num_spatial_dims}D: for {input.ndim}D input, output_size must have "
                              f"{num_spatial_dims} or {batch_dims + num_spatial_dims} elements (got {len(output_size)})")
-        extra = []
-        for axis, wanted in enumerate(output_size):
-            size = input.shape[batch_dims + axis]
-            least = (size - 1) * stride[axis] - 2 * padding[axis] + dilation[axis] * (kernel_size[axis] - 1) + 1
-            most = least + stride[axis] - 1
-            if not least <= wanted <= most:
-                raise ValueError(f"requested an output size of {list(output_size)}, but valid sizes range from "
-                                 f"{least} to {most} in dim {axis} (for an input of {tuple(input.shape[batch_dims:])})")
-            extra.append(wanted - least)
-        return tuple(extra)
+        least = [(input.shape[batch_dims + axis] - 1) * stride[axis] - 2 * padding[axis]
+                 + dilation[axis] * (kernel_size[axis] - 1) + 1 for axis in range(num_spatial_dims)]
+        most = [size + s - 1 for size, s in zip(least, stride)]
+        if any(not low <= wanted <= high for low, wanted, high in zip(least, output_size, most)):
+            # (PyTorch's words, its input.size()[2:] too, which for an unbatched input drops a spatial size)
+            raise ValueError(f"requested an output size of {output_size}, but valid sizes range from {least} to "
+                             f"{most} (for an input of {input.shape[2:]})")
+        return tuple(wanted - low for wanted, low in zip(output_size, least))
 
 
 class ConvTranspose2d(_ConvTransposeNd):

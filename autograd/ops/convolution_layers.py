@@ -147,11 +147,27 @@ def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
 def conv_tbc(input, weight, bias, pad=0):
     """conv1d in (time, batch, channel) layout: input (T, B, C_in), weight (k, C_in, C_out), bias (C_out,)
     → (T + 2·pad − k + 1, B, C_out)."""
-    if input.ndim != 3 or weight.ndim != 3 or bias.ndim != 1:
-        raise RuntimeError(f"conv_tbc: expected a 3-D input, a 3-D weight and a 1-D bias, got shapes "
-                           f"{list(input.shape)}, {list(weight.shape)} and {list(bias.shape)}")
+    # (PyTorch's checks, in its order)
+    if input.ndim != 3:
+        raise RuntimeError("Input must have 3 dims: time, batch, in_channel")
+    if weight.ndim != 3:
+        raise RuntimeError("Weight tensor must have 3 dims: kernel_width, in_channels, out_channels.")
+    if bias.ndim != 1:
+        raise RuntimeError("Bias must be 1-D")
+    if input.shape[2] != weight.shape[1]:
+        raise RuntimeError("Input dim 2 (input channels) is not == dim 1 in the weight tensor")
+    if bias.shape[0] != weight.shape[2]:
+        raise RuntimeError("Bias size must equal dim 2 in the weight tensor (output channels).")
     y = conv1d(input.permute(1, 2, 0), weight.permute(2, 1, 0), bias, padding=pad)
     return y.permute(2, 0, 1)
+
+
+def _check_transposed_output(input, out):
+    """PyTorch's words for a transposed convolution whose padding cuts away its whole output (a 1-d one's sizes
+    with the height 1 that its 2-d kernel sees, as PyTorch's)."""
+    if min(out) <= 0:
+        raise RuntimeError(f"Given input size per channel: ({' x '.join(map(str, input.shape[2:]))}). Calculated "
+                           f"output size per channel: ({' x '.join(map(str, out))}). Output size is too small")
 
 
 def _conv_transpose(input, weight, bias, stride, padding, output_padding, groups, dilation, spatial):
@@ -170,9 +186,7 @@ def _conv_transpose(input, weight, bias, stride, padding, output_padding, groups
         output_padding = (0,) + output_padding
     out = [(input.shape[2 + a] - 1) * stride[a] - 2 * padding[a] + dilation[a] * (weight.shape[2 + a] - 1) + 1
            + output_padding[a] for a in (0, 1)]
-    if min(out) <= 0:
-        raise RuntimeError(f"{name}: output size {tuple(out[2 - spatial:])} is too small (input shape "
-                           f"{_dims(input.shape, 1)}, weight shape {_dims(weight.shape, 1)}, padding {padding})")
+    _check_transposed_output(input, out)
     params = dict(stride=stride, padding=padding, dilation=dilation, groups=groups, output_padding=output_padding)
     inputs = (input, weight) if bias is None else (input, weight, bias)
     return undo(convolution.ConvTranspose2d.apply(*inputs, **params))
@@ -311,9 +325,7 @@ def conv_transpose3d(input, weight, bias=None, stride=1, padding=0, output_paddi
     kernel = tuple(weight.shape[2:])
     out = [(input.shape[2 + a] - 1) * stride[a] - 2 * padding[a] + dilation[a] * (kernel[a] - 1) + 1
            + output_padding[a] for a in range(3)]
-    if min(out) <= 0:
-        raise RuntimeError(f"{name}: output size {tuple(out)} is too small (input shape {_dims(input.shape, 1)}, "
-                           f"weight shape {_dims(weight.shape, 1)}, padding {padding})")
+    _check_transposed_output(input, out)
     n, channels, depth, height, width = input.shape
     planes = input.permute(0, 2, 1, 3, 4).reshape(n * depth, channels, height, width)
     # each input plane → C_out·kd planes, channel (o, p) the one that lands at depth t·s + p·d

@@ -5,14 +5,16 @@ input (C, *spatial) gets a batch dim of 1; 1-d inputs get a height of 1, so that
 (``autograd.ops.convolution``, ``autograd.ops.pooling``) compute every 1-d and 2-d layer.
 """
 
-from ..errors import ShapeError
+from ..errors import ShapeError, not_a_tensor
 
 
 def _tuple(value, n, name):
     """An int or a sequence of n ints, as a tuple of n ints (PyTorch's _pair / _single). A sequence of one
     int stands for that int in every dim, as PyTorch's kernels read it (``avg_pool2d(x, 2, padding=[1])``).
     A sequence of another length is PyTorch's RuntimeError (which it raises at the forward call), also a
-    ValueError."""
+    ValueError. A string (``padding='same'`` where no string is taken) is PyTorch's TypeError."""
+    if isinstance(value, str):
+        raise TypeError(f"argument '{name}' must be tuple of ints, not str")
     if isinstance(value, (tuple, list)):
         if len(value) == 1:
             return (int(value[0]),) * n
@@ -75,6 +77,8 @@ _WRONG_DIMS = {
 
 def _batched(input, spatial, name):
     """input as (N, C, *spatial) and whether a batch dim was added (PyTorch accepts unbatched input)."""
+    if not hasattr(input, "ndim"):  # (None, a number: PyTorch's TypeError, not an AttributeError from here)
+        raise not_a_tensor(name, 0, input)
     if input.ndim == spatial + 2:
         return input, False
     if input.ndim == spatial + 1:
