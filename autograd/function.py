@@ -214,10 +214,15 @@ class BackwardFunction(FunctionCtx):
                     )
         differentiable = [j for j, y in enumerate(outputs) if isinstance(y, Tensor)
                           and y.dtype.kind in "fc" and id(y) not in self._non_differentiable]
+        input_memory = {id(x._version_cell) for x in args if isinstance(x, Tensor)}
+        several = len(differentiable) > 1
         for j in differentiable:
             y = outputs[j]
             y._requires_grad = True
             y.grad_fn = self if len(outputs) == 1 else _OutputSlot(self, j, len(outputs))
+            if id(y._version_cell) in input_memory and id(y) not in self._dirty:  # an input returned as it is, or a
+                # view of one: PyTorch's view made in a custom Function, whose in-place writes it refuses
+                y._made_by_function, y._made_in_no_grad = (j, self._forward_cls.__name__, several), False
         if graph.is_anomaly_enabled():
             self.where = graph.user_frame()
         hooks = self.__dict__.pop("_pack_with", None)
