@@ -296,6 +296,7 @@ def ghost_clipping(m):
     ghost = (torch.einsum("bik,bjk->bij", A, A) * torch.einsum("bik,bjk->bij", B, B)).sum((1, 2))
     true = torch.einsum("bto,bti->boi", B, A).flatten(1).pow(2).sum(1)
     got = []
+    lin.zero_grad()
     for p in lin.parameters():
         p.register_post_accumulate_grad_hook(lambda p: got.append(p.grad.clone()))
     with pytest.warns(UserWarning, match="no inputs require gradients"):
