@@ -270,6 +270,8 @@ class WriteDoor:
                 refuse_partial_overlap(self._data, value._data)
         self._before_write()
         if modes.grad_enabled and (self.requires_grad or (isinstance(value, WriteDoor) and value.requires_grad)):
+            if self._made_by_function is not None and is_basic_index(index):  # PyTorch writes through the view
+                self[index]._refuse_write_into_function_output()  # x[index], and names its op (Select, Slice)
             self._refuse_recorded_write()
             from .operands import _operand  # (a recorded write: the rare path)
 

@@ -1,0 +1,201 @@
+"""Fixes found by the privacy programs (tests/test_programs_probe23_privacy.py), each checked against PyTorch where it
+is installed and against what PyTorch is known to do always.
+
+- A custom Function's output that shows one of its inputs (returned as-is, or a view made in forward) refuses a
+  recorded in-place write, as PyTorch's IN_CUSTOM_FUNCTION view does (MULTI_OUTPUT_NODE's message where the Function
+  had several differentiable outputs); so does a view of such an output, named by its own view op. Under no_grad, on
+  a detached or cloned copy, on a non-differentiable output or on an output forward wrote in place (mark_dirty),
+  the write goes through.
+- The same for the tensors a module's full backward hooks pass through their gate (PyTorch's BackwardHookFunction):
+  Opacus's well-known error for a ``ReLU(inplace=True)`` after (or inside) a hooked module. The deprecated
+  ``register_backward_hook`` wraps nothing in PyTorch, and refuses nothing here.
+- ``optim.LBFGS`` without a line search took ``float()`` of the closure's loss inside ``enable_grad`` on its
+  fixed-step path, so it warned "Converting a tensor with requires_grad=True to a scalar" where PyTorch's does not.
+"""
+
+import warnings
+
+import numpy as np
+import pytest
+
+from .pytorch_programs import OURS, pytorch
+
+CUSTOM = "is a view and is being modified inplace. This view was created inside a custom Function"
+MULTI = "is a view and is being modified inplace. This view is the output of a function that returns multiple views"
+
+
+def _both():
+    modules = [OURS]
+    theirs = pytorch()
+    if theirs is not None:
+        modules.append(theirs)
+    return modules
+
+
+def _functions(torch):
+    class Same(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x
+
+        @staticmethod
+        def backward(ctx, g):
+            return g
+
+    class ViewAs(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x.view_as(x)
+
+        @staticmethod
+        def backward(ctx, g):
+            return g
+
+    class Pair(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, y):
+            return x, y
+
+        @staticmethod
+        def backward(ctx, g, h):
+            return g, h
+
+    class WithIndices(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            i = torch.zeros(3)
+            ctx.mark_non_differentiable(i)
+            return x, i
+
+        @staticmethod
+        def backward(ctx, g, h):
+            return g
+
+    class Transposed(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, w):
+            return w.t()
+
+        @staticmethod
+        def backward(ctx, g):
+            return None, None
+
+    class Doubled(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.mark_dirty(x)
+            return x.mul_(2)
+
+        @staticmethod
+        def backward(ctx, g):
+            return 2 * g
+
+    return Same, ViewAs, Pair, WithIndices, Transposed, Doubled
+
+
+@pytest.mark.parametrize("m", _both(), ids=lambda m: m.torch.__name__)
+def test_in_place_write_to_a_custom_functions_view_output_is_refused(m):
+    torch = m.torch
+    Same, ViewAs, Pair, WithIndices, Transposed, Doubled = _functions(torch)
+    a = torch.randn(3, requires_grad=True)
+    for function in (Same, ViewAs):
+        y = function.apply(a * 2)
+        with pytest.raises(RuntimeError, match=f"Output 0 of {function.__name__} {CUSTOM}"):
+            y.relu_()
+        with pytest.raises(RuntimeError, match=f"Output 0 of Select {CUSTOM}"):  # (written through the view y[0])
+            y[0] = 1.0
+        with pytest.raises(RuntimeError, match=f"Output 0 of {function.__name__} {CUSTOM}"):
+            y[torch.tensor([0, 2])] = 1.0  # (an advanced index writes y itself: index_put_)
+    u, v = Pair.apply(a * 2, a * 3)
+    with pytest.raises(RuntimeError, match=f"Output 1 of Pair {MULTI}"):
+        v.add_(1)
+    y, i = WithIndices.apply(a * 2)  # one differentiable output: the single-output message
+    with pytest.raises(RuntimeError, match=f"Output 0 of WithIndices {CUSTOM}"):
+        y.add_(1)
+    i.add_(1)  # (a non-differentiable output takes writes)
+    t = Transposed.apply(torch.randn(3, 3, requires_grad=True) * 1, torch.randn(3, 3))  # a view of an input
+    with pytest.raises(RuntimeError, match=f"Output 0 of Transposed {CUSTOM}"):
+        t.mul_(2)
+    with pytest.raises(RuntimeError, match=f"Output 0 of Select {CUSTOM}"):  # a view of it: named by its view op
+        t[0].mul_(2)
+    t.clone().mul_(2)
+    with torch.no_grad():
+        t.mul_(2)
+    b = a * 1
+    d = Doubled.apply(b)  # changed in place by forward (mark_dirty): not a view, so it takes writes
+    d.add_(1)
+    d.sum().backward()
+    np.testing.assert_allclose(a.grad.numpy(), np.full(3, 2.0))
+
+
+@pytest.mark.parametrize("m", _both(), ids=lambda m: m.torch.__name__)
+def test_in_place_write_to_what_a_full_backward_hook_gates_is_refused(m):
+    torch, nn = m.torch, m.nn
+    x = torch.randn(2, 3, requires_grad=True)
+    model = nn.Sequential(nn.Linear(3, 3), nn.ReLU(inplace=True), nn.Linear(3, 2))
+    model[0].register_full_backward_hook(lambda mod, gi, go: None)
+    with pytest.raises(RuntimeError, match=f"Output 0 of BackwardHookFunction {CUSTOM}"):
+        model(x)
+    relu = nn.ReLU(inplace=True)  # its input passes through the gate too
+    relu.register_full_backward_hook(lambda mod, gi, go: None)
+    with pytest.raises(RuntimeError, match=f"Output 0 of BackwardHookFunction {CUSTOM}"):
+        relu(x * 1)
+    lin = nn.Linear(3, 3)
+    lin.register_full_backward_pre_hook(lambda mod, go: None)
+    with pytest.raises(RuntimeError, match=f"Output 0 of Slice {CUSTOM}"):
+        lin(x)[:, :2].relu_()
+
+    class Two(nn.Module):
+        def forward(self, a, b, c):
+            return a * 2, b * 3
+
+    two = Two()
+    two.register_full_backward_hook(lambda mod, gi, go: None)
+    out = two(torch.randn(2), x, torch.randn(2))
+    with pytest.raises(RuntimeError, match=f"Output 1 of BackwardHookFunction {CUSTOM}"):
+        out[1].add_(1)  # (index among the tensors passed; one of them differentiable: the single-output message)
+    out[0].add_(1)  # needs no gradient: not gated
+    y = lin(x)
+    with torch.no_grad():
+        y.add_(1)
+    y.detach().add_(1)
+    hooked = nn.Linear(3, 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (the deprecated hook's own warnings)
+        hooked.register_backward_hook(lambda mod, gi, go: None)
+        hooked(x).relu_().sum().backward()  # the deprecated hook wraps nothing
+    assert x.grad.shape == (2, 3)
+
+
+def _dlg_like(m):
+    """A gradient-matching closure (create_graph) minimised by LBFGS without a line search."""
+    torch, nn, optim = m.torch, m.nn, m.optim
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 4), nn.Sigmoid(), nn.Linear(4, 2)).double()
+    target = [g.detach() for g in torch.autograd.grad(net(torch.ones(1, 3, dtype=torch.float64)).sum(),
+                                                      net.parameters())]
+    dummy = torch.zeros(1, 3, dtype=torch.float64, requires_grad=True)
+    opt = optim.LBFGS([dummy], lr=0.5, max_iter=4)
+
+    def closure():
+        opt.zero_grad()
+        grads = torch.autograd.grad(net(dummy).sum(), net.parameters(), create_graph=True)
+        diff = sum(((g - t) ** 2).sum() for g, t in zip(grads, target))
+        diff.backward()
+        return diff
+
+    losses = [opt.step(closure).item() for _ in range(3)]
+    return losses, dummy.detach().numpy().copy()
+
+
+def test_lbfgs_without_line_search_does_not_warn_of_float_on_a_loss_that_requires_grad():
+    results = []
+    for m in _both():
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            results.append(_dlg_like(m))
+    losses, dummy = results[0]
+    assert losses[-1] < losses[0]
+    if len(results) == 2:
+        np.testing.assert_allclose(losses, results[1][0], rtol=1e-10)
+        np.testing.assert_allclose(dummy, results[1][1], rtol=1e-9, atol=1e-12)
