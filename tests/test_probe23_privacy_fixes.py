@@ -9,16 +9,19 @@ is installed and against what PyTorch is known to do always.
 - The same for the tensors a module's full backward hooks pass through their gate (PyTorch's BackwardHookFunction):
   Opacus's well-known error for a ``ReLU(inplace=True)`` after (or inside) a hooked module. The deprecated
   ``register_backward_hook`` wraps nothing in PyTorch, and refuses nothing here.
+- ``nn.utils._per_sample_grad.call_for_per_sample_grads`` (PyTorch's Expanded Weights) was missing: per-sample
+  gradients in ``p.grad_sample`` after one backward pass, ``p.grad`` left None, with PyTorch's refusals.
 - ``optim.LBFGS`` without a line search took ``float()`` of the closure's loss inside ``enable_grad`` on its
   fixed-step path, so it warned "Converting a tensor with requires_grad=True to a scalar" where PyTorch's does not.
 """
 
+import importlib
 import warnings
 
 import numpy as np
 import pytest
 
-from .pytorch_programs import OURS, pytorch
+from .pytorch_programs import OURS, assert_same, plain, pytorch
 
 CUSTOM = "is a view and is being modified inplace. This view was created inside a custom Function"
 MULTI = "is a view and is being modified inplace. This view is the output of a function that returns multiple views"
@@ -199,3 +202,74 @@ def test_lbfgs_without_line_search_does_not_warn_of_float_on_a_loss_that_require
     if len(results) == 2:
         np.testing.assert_allclose(losses, results[1][0], rtol=1e-10)
         np.testing.assert_allclose(dummy, results[1][1], rtol=1e-9, atol=1e-12)
+
+
+def _expanded_weights(m):
+    """call_for_per_sample_grads over a model of Embedding, Conv2d, GroupNorm, LayerNorm (its weight frozen) and
+    Linear, with a keyword argument; then with loss_reduction="mean"; and its refusals."""
+    torch, nn, F = m.torch, m.nn, m.F
+    expanded_weights = importlib.import_module(f"{nn.__name__}.utils._per_sample_grad")
+    call_for_per_sample_grads = expanded_weights.call_for_per_sample_grads
+    torch.manual_seed(0)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(10, 4)
+            self.conv = nn.Conv2d(1, 3, 3, padding=1)
+            self.gn = nn.GroupNorm(1, 3)
+            self.ln = nn.LayerNorm(4)
+            self.fc = nn.Linear(3 * 4 * 4 + 4, 2)
+
+        def forward(self, img, tok, scale=1.0):
+            e = self.ln(self.emb(tok)).mean(1)
+            c = F.relu(self.gn(self.conv(img))).flatten(1)
+            return self.fc(torch.cat([c, e], 1)) * scale
+
+    net = Net()
+    net.ln.weight.requires_grad_(False)
+    img, tok, y = torch.randn(5, 1, 4, 4), torch.randint(0, 10, (5, 3)), torch.randint(0, 2, (5,))
+    out = call_for_per_sample_grads(net)(img, tok, scale=2.0)
+    F.cross_entropy(out, y, reduction="sum").backward()
+    result = {"out": out.detach(), "summed": {n: p.grad_sample for n, p in net.named_parameters() if p.requires_grad},
+              "grads_none": all(p.grad is None for p in net.parameters()),
+              "frozen": getattr(net.ln.weight, "grad_sample", None) is None}
+    with pytest.raises(RuntimeError, match="Current Expanded Weights accumulates the gradients"):
+        call_for_per_sample_grads(net)
+    for p in net.parameters():
+        p.grad_sample = None
+    F.cross_entropy(call_for_per_sample_grads(net, batch_size=5, loss_reduction="mean")(img, tok), y).backward()
+    result["mean"] = {n: p.grad_sample for n, p in net.named_parameters() if p.requires_grad}
+    for p in net.parameters():
+        p.grad_sample = None
+    result["loop"] = {}
+    for b in range(5):
+        net.zero_grad()
+        F.cross_entropy(net(img[b:b + 1], tok[b:b + 1]), y[b:b + 1]).backward()
+        for n, p in net.named_parameters():
+            if p.requires_grad:
+                result["loop"].setdefault(n, []).append(p.grad.clone())
+    with pytest.raises(RuntimeError, match="Expected loss_reduction argument to be sum or mean, got none"):
+        call_for_per_sample_grads(net, loss_reduction="none")
+    with pytest.raises(RuntimeError, match="Batch size must be positive, got 0"):
+        call_for_per_sample_grads(net, batch_size=0)
+    with pytest.raises(RuntimeError, match="Batch size passed must be None or an integer, got float"):
+        call_for_per_sample_grads(net, batch_size=2.0)
+    with pytest.raises(RuntimeError, match="found at least one input with batch size 5 and one with batch size 3"):
+        call_for_per_sample_grads(net)(img, tok[:3])
+    with pytest.raises(RuntimeError, match="Unable to find a tensor in the passed args and kwargs"):
+        call_for_per_sample_grads(net)()
+    with pytest.raises(RuntimeError, match="cannot handle function batch_norm"):
+        call_for_per_sample_grads(nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3)))(torch.randn(4, 3))
+    return result
+
+
+def test_call_for_per_sample_grads():
+    ours = plain(_expanded_weights(OURS))
+    theirs = pytorch()
+    if theirs is not None:
+        assert_same(ours, plain(_expanded_weights(theirs)), rtol=1e-5, atol=1e-6)
+    assert ours["grads_none"] and ours["frozen"] and "ln.weight" not in ours["summed"]
+    for name, rows in ours["loop"].items():  # each row is that sample's own gradient (the loop's, scaled by 2)
+        np.testing.assert_allclose(ours["mean"][name], np.stack(rows), rtol=1e-4, atol=1e-6)
+        assert ours["summed"][name].shape == (5, *rows[0].shape)
