@@ -22,6 +22,7 @@ without PyTorch.
 """
 
 import copy
+import importlib
 import io
 import math
 
@@ -950,3 +951,197 @@ def hessian_through_a_cnn(m, act):
 def test_hessian_vector_products_through_a_cnn(act):
     ours, _ = run_both(hessian_through_a_cnn, act, rtol=1e-7, atol=1e-9)
     assert ours["w_hv"] == pytest.approx(ours["v_hw"], rel=1e-9)  # the Hessian is symmetric
+
+
+# ----------------------------------------------------------------------------------------------
+# More of the same, added with the fixes
+# ----------------------------------------------------------------------------------------------
+
+
+def dp_optimizer(m):
+    """Opacus's DPOptimizer in small, over per-sample gradients from call_for_per_sample_grads (its "ew" mode): a
+    subclass of optim.Optimizer that never calls its __init__ and hands param_groups, state and defaults through to
+    the wrapped SGD (so a StepLR on that SGD sets its rate); per-sample clipping, noise and the expected batch size."""
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    cfp = importlib.import_module(f"{nn.__name__}.utils._per_sample_grad").call_for_per_sample_grads
+    torch.manual_seed(0)
+
+    class DPOptimizer(optim.Optimizer):
+        def __init__(self, original, noise_multiplier, max_grad_norm, expected_batch_size, generator=None):
+            self.original_optimizer = original
+            self.noise_multiplier, self.max_grad_norm = noise_multiplier, max_grad_norm
+            self.expected_batch_size, self.generator = expected_batch_size, generator
+
+        @property
+        def param_groups(self):
+            return self.original_optimizer.param_groups
+
+        @property
+        def state(self):
+            return self.original_optimizer.state
+
+        @property
+        def defaults(self):
+            return self.original_optimizer.defaults
+
+        @property
+        def params(self):
+            return [p for g in self.param_groups for p in g["params"] if p.requires_grad]
+
+        def clip_and_accumulate(self):
+            per_param_norms = [p.grad_sample.reshape(len(p.grad_sample), -1).norm(2, dim=-1) for p in self.params]
+            per_sample_norms = torch.stack(per_param_norms, dim=1).norm(2, dim=1)
+            factor = (self.max_grad_norm / (per_sample_norms + 1e-6)).clamp(max=1.0)
+            for p in self.params:
+                grad = torch.einsum("i,i...", factor, p.grad_sample)
+                if getattr(p, "summed_grad", None) is not None:
+                    p.summed_grad += grad
+                else:
+                    p.summed_grad = grad
+            return per_sample_norms
+
+        def add_noise(self):
+            for p in self.params:
+                noise = torch.normal(mean=0, std=self.noise_multiplier * self.max_grad_norm, size=p.summed_grad.shape,
+                                     device=p.summed_grad.device, generator=self.generator)
+                p.grad = (p.summed_grad + noise).view_as(p)
+
+        def zero_grad(self, set_to_none=True):
+            for p in self.params:
+                p.grad_sample = None
+                p.summed_grad = None
+            self.original_optimizer.zero_grad(set_to_none)
+
+        def step(self, closure=None):
+            norms = self.clip_and_accumulate()
+            self.add_noise()
+            for p in self.params:
+                p.grad /= self.expected_batch_size
+            self.original_optimizer.step(closure)
+            return norms
+
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    base = optim.SGD(model.parameters(), lr=0.5, momentum=0.5)
+    dpo = DPOptimizer(base, 1.0, 0.7, 6, generator=torch.Generator().manual_seed(11))
+    sched = optim.lr_scheduler.StepLR(base, step_size=1, gamma=0.5)
+    X, y = torch.randn(12, 4), torch.randint(0, 2, (12,))
+    hist = []
+    for step in range(2):
+        xb, yb = X[step * 6:(step + 1) * 6], y[step * 6:(step + 1) * 6]
+        dpo.zero_grad()
+        loss = F.cross_entropy(cfp(model, loss_reduction="mean")(xb), yb)
+        loss.backward()
+        hist.append(dpo.step())
+        sched.step()
+    return {"norms": hist, "params": [p.detach().clone() for p in model.parameters()], "lr": dpo.param_groups[0]["lr"],
+            "mom": [dpo.state[p]["momentum_buffer"] for p in model.parameters()], "repr_ok": "SGD" in repr(base)}
+
+
+def test_an_opacus_style_dp_optimizer_over_expanded_weights():
+    ours, _ = run_both(dp_optimizer, rtol=1e-5, atol=1e-6)
+    assert ours["lr"] == 0.125 and ours["repr_ok"]
+    assert all(n.shape == (6,) and (n > 0).all() for n in ours["norms"])
+
+
+def shared_memory(m):
+    """What shares memory in a federated round, as PyTorch: a module's state_dict with its parameters,
+    vector_to_parameters's parameters with the vector, load_state_dict(assign=True) with the dict (a plain
+    load_state_dict copies), .data assignment; tied weights through deepcopy; an optimizer's deep-copied state
+    dict loaded."""
+    torch, nn = m.torch, m.nn
+    nnu = nn.utils
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 3), nn.Linear(3, 1))
+    r = {}
+    sd = model.state_dict()
+    sd["0.weight"].mul_(0)
+    r["sd_shares"] = model[0].weight.detach().clone()
+    r["sd_rg"] = sd["0.bias"].requires_grad
+    vec = nnu.parameters_to_vector(model.parameters())
+    vec2 = torch.arange(vec.numel(), dtype=torch.float32)
+    nnu.vector_to_parameters(vec2, model.parameters())
+    vec2.add_(100)
+    r["v2p_shares"] = [p.detach().clone() for p in model.parameters()]
+    r["is_leaf"] = [p.is_leaf for p in model.parameters()]
+    r["rg"] = [p.requires_grad for p in model.parameters()]
+    model2 = nn.Sequential(nn.Linear(2, 3), nn.Linear(3, 1))
+    src = {k: v.clone() * 2 for k, v in model.state_dict().items()}
+    model2.load_state_dict(src)
+    src["0.bias"].add_(1000)
+    r["load_copies"] = model2[0].bias.detach().clone()
+    model3 = nn.Sequential(nn.Linear(2, 3), nn.Linear(3, 1))
+    src3 = {k: v.clone() for k, v in model.state_dict().items()}
+    model3.load_state_dict(src3, assign=True)
+    src3["0.bias"].add_(1000)
+    r["assign_shares"] = model3[0].bias.detach().clone()
+    r["assign_type"] = type(model3[0].bias).__name__
+    # tied weights deepcopy
+    emb, head = nn.Embedding(4, 3), nn.Linear(3, 4, bias=False)
+    head.weight = emb.weight
+    tied = nn.ModuleDict({"emb": emb, "head": head})
+    c = copy.deepcopy(tied)
+    r["tied_kept"] = c["emb"].weight is c["head"].weight
+    sdt = tied.state_dict()
+    r["sd_keys"] = list(sdt.keys())
+    sdc = copy.deepcopy(sdt)
+    sdc["emb.weight"].add_(1)
+    r["sdc_shared"] = bool((sdc["emb.weight"] == sdc["head.weight"]).all())
+    r["params_count"] = len(list(tied.parameters()))
+    r["named"] = [n for n, _ in tied.named_parameters(remove_duplicate=False)]
+    # .data assignment in FedAvg
+    g = nn.Linear(2, 2)
+    newv = torch.ones(2, 2)
+    g.weight.data = newv
+    newv.add_(1)
+    r["data_assign_shares"] = g.weight.detach().clone()
+    with torch.no_grad():
+        for p, q in zip(model.parameters(), model2.parameters()):
+            p.copy_(0.5 * p + 0.5 * q)
+    r["avg"] = [p.detach().clone() for p in model.parameters()]
+    # optimizer state dict averaging
+    opt = m.optim.Adam(model.parameters(), lr=0.1)
+    model(torch.randn(4, 2)).sum().backward()
+    opt.step()
+    st = opt.state_dict()
+    st2 = copy.deepcopy(st)
+    st2["state"][0]["exp_avg"].mul_(2)
+    r["opt_state_shared"] = opt.state[model[0].weight]["exp_avg"].clone()
+    opt.load_state_dict(st2)  # (a change to st2 after this reaches the optimizer in PyTorch 2.13, not in later
+    # PyTorch nor here: see tests/test_ported_optim.py's test_load_state_dict_clones_tensor_state)
+    r["opt_loaded"] = opt.state[model[0].weight]["exp_avg"].clone()
+    return r
+
+
+def test_what_shares_memory_in_a_federated_round():
+    ours, _ = run_both(shared_memory, rtol=1e-5, atol=1e-6)
+    assert not ours["sd_shares"].any() and not ours["sd_rg"]
+    np.testing.assert_allclose(np.concatenate([p.ravel() for p in ours["v2p_shares"]]), np.arange(13) + 100)
+    assert ours["tied_kept"] and ours["sdc_shared"] and ours["params_count"] == 1
+    assert ours["named"] == ["emb.weight", "head.weight"] and ours["assign_type"] == "Parameter"
+    np.testing.assert_allclose(ours["data_assign_shares"], np.full((2, 2), 2.0))
+    np.testing.assert_allclose(ours["opt_loaded"], 2 * ours["opt_state_shared"], rtol=1e-6)
+
+
+def sparse_deltas(m):
+    """A top-k model delta sent as a sparse COO tensor: to_sparse, indices/values, sparse_coo_tensor, coalesce,
+    sparse.sum, sparse.mm."""
+    torch = m.torch
+    torch.manual_seed(1)
+    delta = torch.randn(4, 5)
+    k = 4
+    thresh = delta.abs().flatten().kthvalue(delta.numel() - k + 1).values
+    mask = delta.abs() >= thresh
+    sp = (delta * mask).to_sparse()
+    idx, vals = sp.indices(), sp.values()
+    s2 = torch.sparse_coo_tensor(idx, vals, delta.shape)
+    s3 = (s2 + s2).coalesce()
+    dense = s3.to_dense()
+    ssum = torch.sparse.sum(s3, dim=1).to_dense()
+    mm = torch.sparse.mm(s2, torch.ones(5, 2))
+    return {"idx": idx, "vals": vals, "dense": dense, "ssum": ssum, "mm": mm, "nnz": s3._nnz(), "thresh": thresh}
+
+
+def test_a_top_k_delta_as_a_sparse_tensor():
+    ours, _ = run_both(sparse_deltas, rtol=1e-6, atol=1e-7)
+    assert ours["nnz"] == 4 and (ours["dense"] != 0).sum() == 4
+    np.testing.assert_allclose(ours["ssum"], ours["dense"].sum(1), rtol=1e-6)
