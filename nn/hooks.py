@@ -166,9 +166,10 @@ class BackwardHook:
             self.noted, self.grad_outputs = {}, None
 
     def _on_output_gradients(self, grads):
+        # an output that needs no gradient, or that none reached, shows None, as PyTorch's (unlike grad_input,
+        # where an input that needs none shows zeros)
         grad_outputs = _spread(self.outputs, self.output_positions, grads)
-        grad_outputs = tuple(None if i in self.output_positions and i not in self.outputs_reached else g
-                             for i, g in enumerate(grad_outputs))
+        grad_outputs = tuple(None if i not in self.outputs_reached else g for i, g in enumerate(grad_outputs))
         self.outputs_reached = set()  # the next backward through this graph (retain_graph) notes its own
         for hook in list(self.pre_hooks.values()):
             replaced = hook(self.module, grad_outputs)

@@ -9,6 +9,8 @@ is installed and against what PyTorch is known to do always.
 - The same for the tensors a module's full backward hooks pass through their gate (PyTorch's BackwardHookFunction):
   Opacus's well-known error for a ``ReLU(inplace=True)`` after (or inside) a hooked module. The deprecated
   ``register_backward_hook`` wraps nothing in PyTorch, and refuses nothing here.
+- A full backward hook's grad_output showed zeros for a module output that needs no gradient (a detached one, or
+  one computed from inputs that need none): PyTorch shows None there (zeros only in grad_input).
 - ``nn.utils._per_sample_grad.call_for_per_sample_grads`` (PyTorch's Expanded Weights) was missing: per-sample
   gradients in ``p.grad_sample`` after one backward pass, ``p.grad`` left None, with PyTorch's refusals.
 - ``optim.LBFGS`` without a line search took ``float()`` of the closure's loss inside ``enable_grad`` on its
@@ -273,3 +275,32 @@ def test_call_for_per_sample_grads():
     for name, rows in ours["loop"].items():  # each row is that sample's own gradient (the loop's, scaled by 2)
         np.testing.assert_allclose(ours["mean"][name], np.stack(rows), rtol=1e-4, atol=1e-6)
         assert ours["summed"][name].shape == (5, *rows[0].shape)
+
+
+def _hooked_outputs(m):
+    torch, nn = m.torch, m.nn
+    seen = []
+
+    class Two(nn.Module):
+        def forward(self, a, b):
+            return a * b, b * 2, (a * 0).detach()
+
+    two = Two()
+    two.register_full_backward_pre_hook(lambda mod, go: seen.append(("pre", go)))
+    two.register_full_backward_hook(lambda mod, gi, go: seen.append(("full", gi, go)))
+    x, w = torch.ones(3, requires_grad=True), torch.full((3,), 5.0)
+    product, doubled, detached = two(x, w)
+    product.sum().backward()
+    return seen
+
+
+def test_full_backward_hooks_show_none_for_outputs_that_need_no_gradient():
+    """grad_output holds None for an output that needs no gradient (PyTorch's BackwardHookFunction marks it
+    non-differentiable); grad_input holds zeros for an input that needs none. Before, both sides showed zeros."""
+    for m in _both():
+        (pre, grad_output), (full, grad_input, grad_output_again) = _hooked_outputs(m)
+        assert grad_output[1] is None and grad_output[2] is None
+        assert grad_output_again[1] is None and grad_output_again[2] is None
+        np.testing.assert_array_equal(grad_output[0].numpy(), np.ones(3))
+        np.testing.assert_array_equal(grad_input[0].numpy(), np.full(3, 5.0))
+        np.testing.assert_array_equal(grad_input[1].numpy(), np.zeros(3))
