@@ -304,3 +304,40 @@ def test_full_backward_hooks_show_none_for_outputs_that_need_no_gradient():
         np.testing.assert_array_equal(grad_output[0].numpy(), np.ones(3))
         np.testing.assert_array_equal(grad_input[0].numpy(), np.full(3, 5.0))
         np.testing.assert_array_equal(grad_input[1].numpy(), np.zeros(3))
+
+
+FORWARD_BODIES = {  # what forward returns -> whether an in-place write to the output is refused (PyTorch 2.13)
+    "x.detach()": (lambda x, w: x.detach(), False),  # (shares memory, but is no view in PyTorch's autograd)
+    "w.detach()": (lambda x, w: w.detach(), False),
+    "x.clone()": (lambda x, w: x.clone(), False),
+    "x + 0": (lambda x, w: x + 0, False),
+    "x.float()": (lambda x, w: x.float(), True),  # (x itself)
+    "x.contiguous()": (lambda x, w: x.contiguous(), True),
+    "x.reshape(-1)": (lambda x, w: x.reshape(-1), True),
+    "x.squeeze()": (lambda x, w: x.squeeze(), True),
+    "x.expand(3)": (lambda x, w: x.expand(3), True),
+    "w": (lambda x, w: w, True),  # (an input that needs no gradient, returned as it is)
+}
+
+
+@pytest.mark.parametrize("m", _both(), ids=lambda m: m.torch.__name__)
+@pytest.mark.parametrize("body", sorted(FORWARD_BODIES))
+def test_which_custom_function_outputs_refuse_in_place_writes(m, body):
+    torch = m.torch
+    returns, refused = FORWARD_BODIES[body]
+
+    class Forward(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, w):
+            return returns(x, w)
+
+        @staticmethod
+        def backward(ctx, g):
+            return g, None
+
+    y = Forward.apply(torch.randn(3, requires_grad=True) * 2, torch.randn(3))
+    if refused:
+        with pytest.raises(RuntimeError, match=f"Output 0 of Forward {CUSTOM}"):
+            y.add_(1)
+    else:
+        y.add_(1)
