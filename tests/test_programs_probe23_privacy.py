@@ -6,14 +6,17 @@ without PyTorch.
 - DP-SGD's per-sample gradients three ways: Opacus-style forward/full-backward hooks and einsum for Linear, Conv2d
   (``F.unfold``, groups, stride, dilation), Embedding, LayerNorm and GroupNorm; ``torch.func`` (``vmap(grad)`` over
   ``functional_call`` with parameters and buffers, ``has_aux``, ``grad_and_value``); micro-batch loops with
-  ``clip_grad_norm_``; ``autograd.grad(is_grads_batched=True)``; ghost clipping's norms; per-sample clipping, Gaussian
+  ``clip_grad_norm_``; ``autograd.grad(is_grads_batched=True)``; ``nn.utils._per_sample_grad.call_for_per_sample_grads``
+  under an Opacus-style DPOptimizer; a MultiheadAttention model under vmap (dropout's draws in both randomness
+  modes); what full backward hooks see around view-returning modules; ghost clipping's norms; per-sample clipping, Gaussian
   noise from a ``Generator``, RDP and GDP accounting (``lgamma``, ``logsumexp``, ``special.ndtr``/``log_ndtr``);
 - federated learning: FedAvg by ``state_dict`` arithmetic over ``copy.deepcopy`` clients (BatchNorm buffers and
   ``num_batches_tracked``), FedProx's proximal term, FedAdam on a pseudo-gradient with
   ``parameters_to_vector``/``vector_to_parameters``, SCAFFOLD's control variates, ``stack_module_state``, checkpoints
   through ``torch.save``/``load(weights_only=True)``, ``load_state_dict(strict=False, assign=True)`` and its errors,
   robust aggregation (median, trimmed mean, Krum, geometric median, signSGD, top-k with error feedback), pairwise
-  secure-aggregation masks from seeded generators (float and modular integer);
+  secure-aggregation masks from seeded generators (float and modular integer) and the generators' draws; what
+  shares memory in a round (state_dict, vector_to_parameters, assign=True, .data); a top-k delta as a COO tensor;
 - attacks and audits: Deep Leakage from Gradients with LBFGS (second order through a CNN), membership inference
   (ROC AUC by ``argsort``/``cumsum``/``trapezoid``), PATE's noisy argmax, randomised response;
 - influence functions and unlearning: Hessian-vector products by double ``autograd.grad``, ``func.jvp(grad)``,
@@ -1145,3 +1148,144 @@ def test_a_top_k_delta_as_a_sparse_tensor():
     ours, _ = run_both(sparse_deltas, rtol=1e-6, atol=1e-7)
     assert ours["nnz"] == 4 and (ours["dense"] != 0).sum() == 4
     np.testing.assert_allclose(ours["ssum"], ours["dense"].sum(1), rtol=1e-6)
+
+
+def hook_semantics(m):
+    """What Opacus-like code reads in full backward (pre-)hooks of modules that return views or as-is inputs (Identity,
+    Flatten, eval Dropout, Unflatten) and of a module with a detached and a non-tensor output: grad_output holds
+    None for an output that needs no gradient."""
+    torch, nn, F = m.torch, m.nn, m.F
+    torch.manual_seed(0)
+    rec = []
+    def h(mod, gi, go):
+        rec.append((type(mod).__name__, [None if g is None else g.clone() for g in gi],
+                    [None if g is None else g.clone() for g in go]))
+    def pre(mod, go):
+        rec.append(("pre:" + type(mod).__name__, [None if g is None else g.clone() for g in go]))
+    class Split(nn.Module):
+        def forward(self, x, k):
+            return x[:, :k] * 2, x[:, k:].detach(), k
+    mods = [nn.Identity(), nn.Flatten(), nn.Dropout(0.5).eval(), nn.Unflatten(1, (2, 3)), Split()]
+    for md in mods:
+        md.register_full_backward_hook(h)
+        md.register_full_backward_pre_hook(pre)
+    x = torch.randn(2, 6, requires_grad=True)
+    outs = []
+    for md in mods[:4]:
+        y = md(x * 1)
+        (y * torch.arange(y.numel()).view_as(y)).sum().backward()
+        outs.append(x.grad.clone())
+        x.grad = None
+    a, b, k = mods[4](x * 1, 2)
+    (a.sum() * 3).backward()
+    outs.append(x.grad.clone())
+    # identity returning input: is output the same object?
+    ident = nn.Identity()
+    ident.register_full_backward_hook(h)
+    z = x * 1
+    zz = ident(z)
+    same = zz is z
+    return {"rec": rec, "outs": outs, "same": same, "b_rg": b.requires_grad}
+
+
+def test_full_backward_hooks_on_view_returning_modules():
+    ours, _ = run_both(hook_semantics)
+    split_pre, split_full = ours["rec"][-2:]
+    assert split_pre[1][1] is None and split_full[2][1] is None and split_full[2][2] is None
+    np.testing.assert_allclose(ours["outs"][-1][:, :2], np.full((2, 2), 6.0))
+    assert not ours["same"] and not ours["b_rg"]
+
+
+def per_sample_attention_model(m):
+    """Per-sample gradients by vmap(grad) of a MultiheadAttention (key_padding_mask per sample), Conv1d and
+    ConvTranspose1d model, against a loop; and in training with dropout, randomness "different" and "same" (the
+    draws PyTorch's)."""
+    torch, nn, F = m.torch, m.nn, m.F
+    tf = _func(m)
+    torch.manual_seed(0)
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = nn.MultiheadAttention(6, 2, batch_first=True)
+            self.conv = nn.Conv1d(6, 4, 3, padding=1)
+            self.tconv = nn.ConvTranspose1d(4, 2, 2, stride=2)
+            self.drop = nn.Dropout(0.3)
+            self.out = nn.Linear(2 * 10, 3)
+        def forward(self, x, mask=None):
+            a, _ = self.attn(x, x, x, key_padding_mask=mask)
+            h = self.conv(self.drop(a).transpose(1, 2))
+            h = self.tconv(torch.relu(h))
+            return self.out(h.flatten(1))
+    model = M()
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    def loss(p, x, y, mask):
+        logits = tf.functional_call(model, p, (x.unsqueeze(0),), {"mask": mask.unsqueeze(0)})
+        return F.cross_entropy(logits, y.unsqueeze(0))
+    x, y = torch.randn(4, 5, 6), torch.randint(0, 3, (4,))
+    mask = torch.zeros(4, 5, dtype=torch.bool)
+    mask[1, 3:] = True
+    model.eval()
+    g = tf.vmap(tf.grad(loss), in_dims=(None, 0, 0, 0))(params, x, y, mask)
+    loop = []
+    for i in range(4):
+        model.zero_grad()
+        F.cross_entropy(model(x[i:i + 1], mask=mask[i:i + 1]), y[i:i + 1]).backward()
+        loop.append({k: p.grad.clone() for k, p in model.named_parameters()})
+    model.train()
+    torch.manual_seed(5)
+    gd = tf.vmap(tf.grad(loss), in_dims=(None, 0, 0, 0), randomness="different")(params, x, y, mask)
+    torch.manual_seed(5)
+    gs = tf.vmap(tf.grad(loss), in_dims=(None, 0, 0, 0), randomness="same")(params, x, y, mask)
+    return {"g": g, "loop": {k: torch.stack([l[k] for l in loop]) for k in g}, "gd": gd, "gs": gs}
+
+
+def test_per_sample_gradients_of_an_attention_model():
+    ours, _ = run_both(per_sample_attention_model, rtol=1e-4, atol=1e-5)
+    for k in ours["g"]:
+        np.testing.assert_allclose(ours["g"][k], ours["loop"][k], rtol=1e-4, atol=1e-5)
+
+
+def generator_draws(m):
+    """The draws secure aggregation and noise addition take from seeded generators: randint over wide and narrow
+    ranges and dtypes, random_, rand/randn in float64 and float16, a negative and a 63-bit seed, the default
+    generator, get_state/set_state replay, randperm, normal, bernoulli_ with a tensor of probabilities."""
+    torch = m.torch
+    g = torch.Generator().manual_seed(2**63 - 1)
+    r = {}
+    r["a"] = torch.randint(-2**40, 2**40, (3,), generator=g)
+    r["b"] = torch.randint(0, 2**62, (3,), generator=g)
+    r["c"] = torch.randint(0, 100, (3,), generator=g, dtype=torch.int32)
+    r["d"] = torch.empty(3, dtype=torch.int64).random_(generator=g)
+    r["e"] = torch.empty(3, dtype=torch.int32).random_(generator=g)
+    r["f"] = torch.empty(3).random_(generator=g)
+    r["h"] = torch.rand(3, generator=g, dtype=torch.float64)
+    r["i"] = torch.randn(5, generator=g, dtype=torch.float16)
+    r["j"] = torch.randint(0, 2, (6,), generator=g, dtype=torch.bool)
+    r["k"] = torch.randint(0, 256, (4,), generator=g, dtype=torch.uint8)
+    gen2 = torch.random.manual_seed(3)
+    r["gen_type"] = type(gen2).__name__
+    r["l"] = torch.randn(2)
+    r["dg"] = torch.default_generator.initial_seed()
+    r["m"] = torch.randn(2, generator=torch.default_generator)
+    g3 = torch.Generator().manual_seed(-5)
+    r["neg"] = torch.randn(2, generator=g3)
+    r["neg_seed"] = g3.initial_seed()
+    g4 = torch.Generator()
+    g4.manual_seed(7)
+    st = g4.get_state()
+    x1 = torch.randn(3, generator=g4)
+    g4.set_state(st)
+    x2 = torch.randn(3, generator=g4)
+    r["eq"] = bool((x1 == x2).all())
+    g5 = torch.Generator().manual_seed(7)
+    r["perm64"] = torch.randperm(5, generator=g5, dtype=torch.int32)
+    r["normal_scalar"] = torch.normal(2.0, 3.0, size=(3,), generator=g5, dtype=torch.float64)
+    r["bern_p"] = torch.empty(5).bernoulli_(torch.full((5,), 0.7), generator=g5)
+    return r
+
+
+def test_generator_draws():
+    ours, _ = run_both(generator_draws)
+    assert ours["eq"] and ours["gen_type"] == "Generator" and ours["neg_seed"] == 2 ** 64 - 5
+    assert ours["i"].dtype == np.float16 and ours["c"].dtype == np.int32 and ours["k"].dtype == np.uint8
+    assert sorted(ours["perm64"]) == [0, 1, 2, 3, 4]
