@@ -1289,3 +1289,62 @@ def test_generator_draws():
     assert ours["eq"] and ours["gen_type"] == "Generator" and ours["neg_seed"] == 2 ** 64 - 5
     assert ours["i"].dtype == np.float16 and ours["c"].dtype == np.int32 and ours["k"].dtype == np.uint8
     assert sorted(ours["perm64"]) == [0, 1, 2, 3, 4]
+
+
+def federated_lora(m):
+    """Federated LoRA: low-rank adapters registered by parametrize.register_parametrization on frozen Linear weights,
+    clients deep-copied and trained with Adam on the adapters only, the adapters averaged and loaded
+    with strict=False; then merged by remove_parametrizations(leave_parametrized=True). (On a deep copy the merge
+    would change the original too: the copy shares the parametrized class, in PyTorch as here.)"""
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    P = nn.utils.parametrize
+    torch.manual_seed(0)
+    class LoRA(nn.Module):
+        def __init__(self, out_f, in_f, r=2, alpha=4.0):
+            super().__init__()
+            self.A = nn.Parameter(torch.randn(r, in_f) * 0.1)
+            self.B = nn.Parameter(torch.zeros(out_f, r))
+            self.scale = alpha / r
+        def forward(self, W):
+            return W + self.scale * self.B @ self.A
+    base = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 2))
+    for lin in (base[0], base[2]):
+        P.register_parametrization(lin, "weight", LoRA(*lin.weight.shape))
+        lin.parametrizations.weight.original.requires_grad_(False)
+    wn = nn.utils.parametrizations.weight_norm(nn.Linear(2, 2))
+    keys = list(base.state_dict().keys())
+    data = [(torch.randn(8, 4), torch.randint(0, 2, (8,))) for _ in range(2)]
+    for rnd in range(2):
+        states = []
+        for X, y in data:
+            c = copy.deepcopy(base)
+            opt = optim.Adam([p for p in c.parameters() if p.requires_grad], lr=0.05)
+            for _ in range(2):
+                opt.zero_grad()
+                F.cross_entropy(c(X), y).backward()
+                opt.step()
+            states.append({k: v for k, v in c.state_dict().items() if ".0.A" in k or ".0.B" in k})
+        avg = {k: torch.stack([s[k] for s in states]).mean(0) for k in states[0]}
+        res = base.load_state_dict(avg, strict=False)
+    x = torch.randn(3, 4)
+    out = base(x).detach()
+    w = base[0].weight.detach()
+    is_param = P.is_parametrized(base[0])
+    merged = base
+    for lin in (merged[0], merged[2]):
+        P.remove_parametrizations(lin, "weight", leave_parametrized=True)
+    return {"keys": keys, "missing": list(res.missing_keys), "out": out, "merged": merged(x).detach(),
+            "merged_keys": list(merged.state_dict().keys()), "wn_keys": list(wn.state_dict().keys()),
+            "n_trainable": sum(p.numel() for p in base.parameters() if p.requires_grad),
+            "is_param": is_param, "w": w, "cls": type(merged[0]).__name__}
+
+
+def test_federated_lora_adapters():
+    ours, _ = run_both(federated_lora, rtol=1e-5, atol=1e-6)
+    # (the adapters of both layers are averaged: "parametrizations.weight.0.A" is in both names)
+    assert ours["missing"] == ["0.bias", "0.parametrizations.weight.original", "2.bias",
+                               "2.parametrizations.weight.original"]
+    assert ours["n_trainable"] == 6 + 2 and ours["is_param"]  # (merged: the weights keep the frozen original's flag)
+    np.testing.assert_allclose(ours["merged"], ours["out"], rtol=1e-6)
+    assert ours["merged_keys"] == ["0.bias", "0.weight", "2.bias", "2.weight"] and ours["cls"] == "Linear"
+    assert ours["wn_keys"] == ["bias", "parametrizations.weight.original0", "parametrizations.weight.original1"]
