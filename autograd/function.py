@@ -173,12 +173,14 @@ class BackwardFunction(FunctionCtx):
         outputs = [output] if single else list(output)
         input_ids = {id(x) for x in args if isinstance(x, Tensor)}
         recording = is_grad_enabled() and any(self.needs_input_grad)
+        returned_inputs = set()
         for j, y in enumerate(outputs):
             if isinstance(y, Tensor) and id(y) in input_ids and (id(y) not in self._dirty
                                                                   or (not recording and y.requires_grad)):
                 # an input returned unchanged, or changed in place while nothing is recorded (no_grad): a new
                 # tensor on the same memory, so the output does not carry the input's history
                 outputs[j] = _alias(y)
+                returned_inputs.add(j)
         for x in args:
             if isinstance(x, Tensor) and id(x) in self._dirty:
                 # forward may have written it in ways no version counter saw (x.data, NumPy): what an
@@ -189,10 +191,10 @@ class BackwardFunction(FunctionCtx):
             # which saves at that point): forward's own in-place work on a tensor it saves is no change
             self._saved_versions = tuple(None if t is None else t._version_cell[0] for t in saved)
         if recording:
-            self._record(args, outputs)
+            self._record(args, outputs, returned_inputs)
         return outputs[0] if single else tuple(outputs)
 
-    def _record(self, args, outputs):
+    def _record(self, args, outputs, returned_inputs=()):
         self._inputs = args
         self.parents = [_graph_node(x) if needed else None for x, needed in zip(args, self.needs_input_grad)]
         # (what backward gets for an output no gradient reached: zeros of this shape and dtype, or None)
@@ -214,10 +216,17 @@ class BackwardFunction(FunctionCtx):
                     )
         differentiable = [j for j, y in enumerate(outputs) if isinstance(y, Tensor)
                           and y.dtype.kind in "fc" and id(y) not in self._non_differentiable]
+        input_arrays = {id(x._version_cell): x._data for x in args if isinstance(x, Tensor)}
+        several = len(differentiable) > 1
         for j in differentiable:
             y = outputs[j]
             y._requires_grad = True
             y.grad_fn = self if len(outputs) == 1 else _OutputSlot(self, j, len(outputs))
+            shown = input_arrays.get(id(y._version_cell))  # (the memory of the input y shares a version with)
+            if j in returned_inputs or (shown is not None and y._data is not shown and id(y) not in self._dirty):
+                # an input returned as it is, or a view of one (not its detach(), the same array: PyTorch's is no
+                # view): PyTorch's view made in a custom Function, whose in-place writes it refuses
+                y._made_by_function, y._made_in_no_grad = (j, self._forward_cls.__name__, several), False
         if graph.is_anomaly_enabled():
             self.where = graph.user_frame()
         hooks = self.__dict__.pop("_pack_with", None)

@@ -100,6 +100,9 @@ class Tensor(Copying, WriteDoor):
     _inference = False  # made in inference_mode: never part of a graph (see _refuse_inference_write)
     _made_in_no_grad = False  # a view of a tensor that requires grad, made under no_grad (its writes are refused
     # with grad mode on: see _refuse_write_into_no_grad_view)
+    _made_by_function = None  # an output of a custom Function that shows one of its inputs' memory (returned as it
+    # is, or a view), or a view of one: (output index, Function name, whether it had several tensor outputs); its
+    # recorded writes are refused (see _refuse_write_into_function_output). A view of it keeps the mark.
     __hash__ = object.__hash__  # identity: == is elementwise, but tensors key dicts in the engine
     __array_priority__ = 1000  # ndarray * Tensor calls Tensor.__rmul__
     parents = ()  # a leaf is where the graph ends

@@ -15,6 +15,7 @@ an inference tensor outside ``inference_mode``.
 
 import math
 import numbers
+import re
 import warnings
 import weakref
 
@@ -48,7 +49,7 @@ class WriteDoor:
                 refuse_partial_overlap(self._data, operand._data)
         self._before_write()
         if modes.grad_enabled and (self._requires_grad or _requires_grad(operands)):
-            self._refuse_leaf_write()
+            self._refuse_recorded_write()
             self._take(out_of_place(self._snapshot() if reads_old else None))
             return self
         if in_place is None:
@@ -96,7 +97,11 @@ class WriteDoor:
             "tracked) or both outside (if you want the inplace to be tracked). (A view of shape "
             f"{tuple(self.shape)}: its write would not be recorded, and the gradient would leave it out.)")
 
-    def _refuse_leaf_write(self):
+    def _refuse_recorded_write(self):
+        """What a write that is recorded refuses: a leaf that requires grad, a view of one, and an output of a custom
+        Function that shows one of its inputs (its history would replace the Function's backward)."""
+        if self._made_by_function is not None:
+            self._refuse_write_into_function_output()
         if self.grad_fn is None and self.requires_grad:
             raise RuntimeError(
                 f"a leaf Variable that requires grad is being used in an in-place operation "
@@ -110,6 +115,21 @@ class WriteDoor:
                 f"a view of a leaf Variable that requires grad is being used in an in-place operation "
                 f"(a view of shape {tuple(self.shape)} of a leaf of shape {tuple(base.shape)})"
             )
+
+    def _refuse_write_into_function_output(self):
+        index, name, several = self._made_by_function
+        if name is None:  # a view of such an output: PyTorch names the view's own op
+            index, name = 0, re.sub(r"Backward\d*$", "", self.grad_fn.name())
+        if several:
+            raise RuntimeError(
+                f"Output {index} of {name} is a view and is being modified inplace. This view is the output of a "
+                "function that returns multiple views. Such functions do not allow the output views to be modified "
+                "inplace. You should replace the inplace operation by an out-of-place one.")
+        raise RuntimeError(
+            f"Output {index} of {name} is a view and is being modified inplace. This view was created inside a custom "
+            "Function (or because an input was returned as-is) and the autograd logic to handle view+inplace would "
+            "override the custom backward associated with the custom Function, leading to incorrect gradients. This "
+            "behavior is forbidden. You can fix this by cloning the output of the custom Function.")
 
     def _snapshot(self):
         """The current value, copied, at this tensor's place in the graph: the input of a
@@ -172,6 +192,8 @@ class WriteDoor:
         if self._data.base is None:  # NumPy had to copy (a reshape of a strided array)
             return
         self._version_cell = source._version_cell  # a view and its base change together
+        if source._made_by_function is not None:  # (a view of a custom Function's view output is refused writes too)
+            self._made_by_function = (None, None, source._made_by_function[2])
         if not modes.grad_enabled:  # (a backward pass's own views): no write through it is recorded
             if source._requires_grad:  # so, with grad mode on again, one is refused (PyTorch's NO_GRAD_MODE view)
                 self._made_in_no_grad = True
@@ -203,7 +225,7 @@ class WriteDoor:
         self._before_write()
         recorded = modes.grad_enabled and (self.requires_grad or view.requires_grad)
         if recorded:
-            self._refuse_leaf_write()
+            self._refuse_recorded_write()
         if new_memory:
             self._views = None
         elif self._base is None and self._views and any(other is not view for other in self._views):
@@ -248,7 +270,9 @@ class WriteDoor:
                 refuse_partial_overlap(self._data, value._data)
         self._before_write()
         if modes.grad_enabled and (self.requires_grad or (isinstance(value, WriteDoor) and value.requires_grad)):
-            self._refuse_leaf_write()
+            if self._made_by_function is not None and is_basic_index(index):  # PyTorch writes through the view
+                self[index]._refuse_write_into_function_output()  # x[index], and names its op (Select, Slice)
+            self._refuse_recorded_write()
             from .operands import _operand  # (a recorded write: the rare path)
 
             if self._base is not None and shows_an_element_twice(self._data):

@@ -56,9 +56,12 @@ def _as_dtype_of(piece, tensor):
     return piece if piece.dtype == tensor.dtype else piece.to(tensor.dtype)
 
 
-def through_gate(values, on_gradients):
+def through_gate(values, on_gradients, refuse_writes=True):
     """``values`` (a tuple) with its tensors that require grad passed through one GradientGate.
-    Returns the new tuple and the positions of the gated tensors (None when none was)."""
+    Returns the new tuple and the positions of the gated tensors (None when none was).
+    Where ``refuse_writes`` (a full hook's gate), a recorded in-place write to a gated tensor is refused, as PyTorch
+    refuses one to the outputs of its BackwardHookFunction (its inputs returned as they are): the write's history
+    would go around the hook."""
     positions = [i for i, v in enumerate(values) if isinstance(v, Tensor) and v.requires_grad]
     if not positions:
         return values, None
@@ -68,6 +71,9 @@ def through_gate(values, on_gradients):
     for i, tensor in zip(positions, tensors):
         piece = joined[start:start + tensor.numel()].reshape(tensor.shape)
         out[i] = _as_dtype_of(piece, tensor)
+        if refuse_writes and out[i].requires_grad:  # (PyTorch's output index counts every tensor passed)
+            index = sum(isinstance(v, Tensor) for v in values[:i])
+            out[i]._made_by_function = (index, "BackwardHookFunction", len(positions) > 1)
         start += tensor.numel()
     return tuple(out), positions
 
@@ -116,7 +122,7 @@ class BackwardHook:
 
     def setup_input_hook(self, args):
         self.inputs = args
-        args, self.input_positions = through_gate(args, self._on_input_gradients)
+        args, self.input_positions = through_gate(args, self._on_input_gradients, refuse_writes=not self.deprecated)
         return args
 
     def setup_output_hook(self, result):
@@ -125,7 +131,8 @@ class BackwardHook:
         if (self.deprecated and (self.input_positions is not None or not is_tuple)
                 and all(v.grad_fn is not None for v in self.outputs if isinstance(v, Tensor) and v.requires_grad)):
             return self._watch_outputs(result)  # (a leaf returned as it is would keep a hook per call: gated)
-        values, self.output_positions = through_gate(self.outputs, self._on_output_gradients)
+        values, self.output_positions = through_gate(self.outputs, self._on_output_gradients,
+                                                     refuse_writes=not self.deprecated)
         # an output no gradient reaches shows None in grad_output, as PyTorch's (the gate itself sees
         # zeros there): a hook on each output notes the ones reached
         self.outputs_reached = set()
@@ -159,9 +166,10 @@ class BackwardHook:
             self.noted, self.grad_outputs = {}, None
 
     def _on_output_gradients(self, grads):
+        # an output that needs no gradient, or that none reached, shows None, as PyTorch's (unlike grad_input,
+        # where an input that needs none shows zeros)
         grad_outputs = _spread(self.outputs, self.output_positions, grads)
-        grad_outputs = tuple(None if i in self.output_positions and i not in self.outputs_reached else g
-                             for i, g in enumerate(grad_outputs))
+        grad_outputs = tuple(None if i not in self.outputs_reached else g for i, g in enumerate(grad_outputs))
         self.outputs_reached = set()  # the next backward through this graph (retain_graph) notes its own
         for hook in list(self.pre_hooks.values()):
             replaced = hook(self.module, grad_outputs)

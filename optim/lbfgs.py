@@ -197,7 +197,8 @@ class LBFGS(Optimizer):
                 self._add_grad(t, d)
                 if n_iter != max_iter:  # the last iteration's loss is left to the next step
                     with enable_grad():
-                        loss = float(closure())
+                        loss = closure()
+                    loss = float(loss)  # outside enable_grad, as in _directional_evaluate
                     flat_grad = self._gather_flat_grad()
                     opt_cond = flat_grad.abs().max().item() <= tolerance_grad
                     ls_func_evals = 1

@@ -1,0 +1,104 @@
+"""``nn.utils._per_sample_grad.call_for_per_sample_grads``: PyTorch's Expanded Weights front door, per-sample
+gradients of a module's parameters in a ``grad_sample`` field after one backward pass.
+
+For a batch x_1 .. x_B with per-sample losses l_b and L = sum_b l_b (``loss_reduction="sum"``),
+
+    p.grad_sample[b] = dl_b/dp,   sum_b p.grad_sample[b] = dL/dp;
+
+for L = (1/B) sum_b l_b (``"mean"``) the rows are scaled by B, so that they are still dl_b/dp.
+
+PyTorch gets them from batched kernels that keep the batch dimension of the
+weight gradient; here every trainable parameter is expanded to a batch of B leaves (``p.expand(B, *p.shape)``,
+one copy per sample, sharing memory) and the module is mapped over the samples by ``func.vmap`` of
+``func.functional_call``, each sample run as a batch of one. The gradient that reaches the expanded leaf is then
+the per-sample gradient itself; a hook on it fills ``p.grad_sample`` (adding to one already there), and ``p.grad``
+stays None, as PyTorch's.
+"""
+
+import functools
+
+import autograd
+from autograd.func import functional_call, vmap
+from autograd.utils._pytree import tree_flatten, tree_map, tree_unflatten
+
+from ..module import Module
+from ..normalization import _BatchNorm
+
+
+def call_for_per_sample_grads(module, *, batch_size=None, loss_reduction="sum", batch_first=True):
+    """``module``'s forward, wrapped so that a backward pass through its output leaves each trainable parameter's
+    per-sample gradients in ``p.grad_sample`` (shape (B, *p.shape)) and ``p.grad`` None. ``batch_size``: B, or
+    None to read it from the inputs (every tensor argument's batch dimension: the first, or the second where not
+    ``batch_first``); ``loss_reduction``: "mean" scales the per-sample gradients by B (the mean's 1/B undone), as
+    PyTorch's. A module that mixes samples (batch norm) is refused, as PyTorch's Expanded Weights refuses it."""
+    if loss_reduction not in ["sum", "mean"]:
+        raise RuntimeError(f"Expected loss_reduction argument to be sum or mean, got {loss_reduction}")
+    if not isinstance(module, Module):
+        raise RuntimeError(f"Module passed must be nn.Module, got {type(module).__name__}")
+    if not (batch_size is None or isinstance(batch_size, int)):
+        raise RuntimeError(f"Batch size passed must be None or an integer, got {type(batch_size).__name__}")
+    if batch_size is not None and batch_size < 1:
+        raise RuntimeError(f"Batch size must be positive, got {batch_size}")
+    for weight in module.parameters():
+        if getattr(weight, "grad_sample", None) is not None:
+            raise RuntimeError(
+                "Current Expanded Weights accumulates the gradients, which will be incorrect for multiple "
+                f"calls without clearing gradients. Please clear out the grad_sample parameter of {weight} or "
+                "post an issue to pytorch/pytorch to prioritize correct behavior")
+    batch_dim = 0 if batch_first else 1
+
+    def compute_batch_size(leaves):
+        found = None
+        for leaf in leaves:
+            if not isinstance(leaf, autograd.Tensor):
+                continue
+            size = leaf.shape[batch_dim]
+            if found is not None and found != size:
+                raise RuntimeError(
+                    "When computing batch size, found at least one input with batch size "
+                    f"{found} and one with batch size {size}. Please specify it "
+                    "explicitly using the batch size kwarg in call_for_per_sample_grads")
+            found = size
+        if found is None:
+            raise RuntimeError(
+                "Unable to find a tensor in the passed args and kwargs. They may not be pytree-able "
+                "and so ExpandedWeights cannot compute the batch size from the inputs. Please specify "
+                "it explicitly")
+        return found
+
+    @functools.wraps(module.forward)
+    def wrapper(*args, **kwargs):
+        for sub in module.modules():
+            if isinstance(sub, _BatchNorm) and any(p.requires_grad for p in sub.parameters(recurse=False)):
+                raise RuntimeError("Expanded Weights encountered but cannot handle function batch_norm")
+        leaves, spec = tree_flatten((args, kwargs))
+        size = batch_size if batch_size is not None else compute_batch_size(leaves)
+        scale = size if loss_reduction == "mean" else 1
+        expanded = {}
+        for name, p in module.named_parameters():
+            if p.requires_grad:
+                leaf = p.detach().unsqueeze(0).expand(size, *p.shape).requires_grad_()
+                leaf.register_hook(functools.partial(_add_grad_sample, p, scale))
+                expanded[name] = leaf
+        # a tensor with the batch dimension is cut into samples (each kept as a batch of one); others go whole
+        leaf_dims = [batch_dim if isinstance(leaf, autograd.Tensor) and leaf.dim() > batch_dim
+                     and leaf.shape[batch_dim] == size else None for leaf in leaves]
+
+        def one_sample(params, *sample_leaves):
+            sample_leaves = [leaf.unsqueeze(batch_dim) if dim is not None else leaf
+                             for leaf, dim in zip(sample_leaves, leaf_dims)]
+            sample_args, sample_kwargs = tree_unflatten(sample_leaves, spec)
+            out = functional_call(module, params, sample_args, sample_kwargs)
+            # (its batch of one taken out: vmap puts the batch there)
+            return tree_map(lambda t: t.squeeze(batch_dim) if isinstance(t, autograd.Tensor) else t, out)
+
+        return vmap(one_sample, in_dims=(0, *leaf_dims), out_dims=batch_dim)(expanded, *leaves)
+
+    return wrapper
+
+
+def _add_grad_sample(param, scale, grad):
+    """The hook on a parameter's expanded leaf: its gradient is the per-sample gradients (times B for a mean)."""
+    grad = grad * scale if scale != 1 else grad
+    previous = getattr(param, "grad_sample", None)
+    param.grad_sample = grad if previous is None else previous + grad
