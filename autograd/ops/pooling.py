@@ -39,6 +39,8 @@ def _padded(x, padding, out, kernel, stride, dilation, fill):
     width = max(w + 2 * padding[1], (out[1] - 1) * stride[1] + dilation[1] * (kernel[1] - 1) + 1)
     if (height, width) == (h, w):
         return x
+    if fill == -xp.inf and x.dtype.kind in "iu":  # integers have no −∞: their least value stands for it
+        fill = xp.iinfo(x.dtype).min
     padded = full_like_layout(x, (n, c, height, width), fill)
     padded[:, :, padding[0]:padding[0] + h, padding[1]:padding[1] + w] = x
     return padded
