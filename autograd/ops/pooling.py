@@ -134,7 +134,7 @@ def max_pool_indices(winners, shape, params):
     width = shape[3]
     rows = xp.arange(params["out"][0]) * params["stride"][0] - params["padding"][0]
     cols = xp.arange(params["out"][1]) * params["stride"][1] - params["padding"][1]
-    indices = xp.zeros(winners[0].shape, dtype=xp.int64)
+    indices = full_like_layout(winners[0], winners[0].shape, 0, dtype=xp.int64)  # (in the layout of the values)
     indices += rows[:, None] * width + cols
     _, slices = _window_slices(xp.empty((1, 1) + tuple(shape[2:])), params, 0)
     for (offset, _), mask in zip(slices, winners):

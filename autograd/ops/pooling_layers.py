@@ -22,6 +22,7 @@ from ..tensor import tensor_from
 from . import pooling
 from .conversion import refuse_kinds
 from .layer_arguments import _as_2d, _batched, _tuple, check_pooling_window
+from .layouts import in_suggested_layout
 from .names import names
 from .outputs import write_out
 
@@ -245,11 +246,11 @@ def adaptive_avg_pool2d(input, output_size):
     planes, undo, out = _adaptive_sizes(input, output_size, 2, "adaptive_avg_pool2d")
     if 0 in out:
         return _no_bins(input, out, 2, "adaptive_avg_pool2d")
-    input = planes
-    pooled = undo(_separable(input, [_bin_average(input.shape[2 + a], out[a], input.dtype) for a in (0, 1)]))
+    pooled = undo(_separable(planes, [_bin_average(planes.shape[2 + a], out[a], planes.dtype) for a in (0, 1)]))
+    pooled = in_suggested_layout(pooled, input)  # (a product's result is row-major; PyTorch's follows its input)
     # (PyTorch's: a mean over the last two dims for a 1x1 output, its adaptive pooling's node otherwise)
     return named_node(pooled, None, "MeanBackward1" if tuple(out) == (1, 1) else "AdaptiveAvgPool2DBackward0",
-                      (input,))
+                      (planes, input))
 
 
 @names("adaptive_avg_pool1d", method=False)
@@ -298,7 +299,9 @@ def _adaptive_max(input, output_size, return_indices, spatial):
     candidates = xp.broadcast_to(flat.reshape(*out, window), values.shape)
     indices = xp.take_along_axis(candidates, choice[..., None], -1)[..., 0]
     y = pooling.GatherFlat.apply(input, indices=indices, overlapping=True)
-    return pooling.with_indices(undo(y), undo(tensor_from(indices))) if return_indices else undo(y)
+    # (a gather's result is row-major; PyTorch's follows its input)
+    y, indices = in_suggested_layout(y, input), in_suggested_layout(tensor_from(indices), input)
+    return pooling.with_indices(undo(y), undo(indices)) if return_indices else undo(y)
 
 
 @node_named("AdaptiveMaxPool2DBackward0")
@@ -360,10 +363,12 @@ def _max_pool3d(input, kernel_size, stride, padding, dilation, ceil_mode, return
     values = planes[0] if return_indices else planes
     pooled = _max_pool(_columns(values, n, c, depth), (kernel[0], 1), (stride[0], 1), (padding[0], 0),
                        (dilation[0], 1), ceil_mode, return_indices, 2)
+    # (the depth pass's result is row-major; PyTorch's follows its input)
     if not return_indices:
-        return _unbatch(pooled.reshape(n, c, *out), unbatched)
-    indices = _volume_indices(planes[1], pooled[1], input.shape)
-    return pooling.with_indices(_unbatch(pooled[0].reshape(n, c, *out), unbatched), _unbatch(indices, unbatched))
+        return _unbatch(in_suggested_layout(pooled.reshape(n, c, *out), input), unbatched)
+    y = in_suggested_layout(pooled[0].reshape(n, c, *out), input)
+    indices = in_suggested_layout(_volume_indices(planes[1], pooled[1], input.shape), input)
+    return pooling.with_indices(_unbatch(y, unbatched), _unbatch(indices, unbatched))
 
 
 @node_named("MaxPool3DWithIndicesBackward0")
