@@ -121,3 +121,21 @@ def test_max_pooling_of_integers_with_padding_warns_of_nothing(T, F):
     same(out, [[[[-4, -4], [-4, -4]]]], dtype="int32")
     same(indices, [[[[3, 3], [3, 3]]]])
     same(F.max_pool1d(T.tensor([[5, 7, 6]]), 2, 1, 1, return_indices=True)[0], [[5, 7, 7, 6]])
+
+
+def test_max_pool1d_without_indices_checks_its_arguments_in_its_own_words(T, F):
+    x = T.ones(1, 1, 5)
+    for kwargs, words in [
+            (dict(kernel_size=0), r"kernel_size must be greater than zero, but got 0$"),
+            (dict(kernel_size=3, stride=0), r"stride must be greater than zero, but got 0$"),
+            (dict(kernel_size=3, padding=-1), r"padding must be non-negative, but got -1$"),
+            (dict(kernel_size=3, padding=2), r"padding should be at most half of kernel size, but got padding=2 and "
+                                             r"kernel_size=3$"),
+            (dict(kernel_size=3, dilation=0), r"dilation must be greater than zero"),
+            (dict(kernel_size=3, dilation=3), r"Invalid computed output size: 0$")]:
+        raises(RuntimeError, r"^max_pool1d\(\) " + words, F.max_pool1d, x, **kwargs)
+    # with indices it is the 2-d kernel, which sees a height of 1
+    raises(RuntimeError, r"^Given input size: \(1x1x5\)\. Calculated output size: \(1x1x0\)\. Output size is too small",
+           F.max_pool1d, x, 7, return_indices=True)
+    raises(RuntimeError, r"^Given input size: \(1x1x5\)\. Calculated output size: \(1x1x0\)", F.avg_pool1d, x, 7)
+    same(F.max_pool1d(x, 2, padding=1, dilation=2), [[[1.0, 1.0, 1.0]]])

@@ -50,9 +50,10 @@ def _pool_sizes(input, kernel_size, stride, padding, dilation, ceil_mode, spatia
                            f"kernel_size={kernel}")
     sizes = input.shape[-spatial:]
     out = tuple(pooling.pool_output_size(*args, ceil_mode) for args in zip(sizes, kernel, stride, padding, dilation))
-    if min(out) <= 0:
-        raise RuntimeError(f"Given input size: ({'x'.join(map(str, input.shape[-spatial - 1:]))}). "
-                           f"Calculated output size: ({'x'.join(map(str, input.shape[-spatial - 1:-spatial] + out))})"
+    if min(out) <= 0:  # (sizes as the 2-d kernel sees a 1-d input: of height 1)
+        channels, height = input.shape[-spatial - 1:-spatial], (1,) if spatial == 1 else ()
+        raise RuntimeError(f"Given input size: ({'x'.join(map(str, channels + height + sizes))}). "
+                           f"Calculated output size: ({'x'.join(map(str, channels + height + out))})"
                            f". Output size is too small ({name})")
     if spatial == 1:
         return (1,) + kernel, (1,) + stride, (0,) + padding, (1,) + dilation, (1,) + out
@@ -77,9 +78,33 @@ def _refuse_empty_planes_to_pool(input, spatial, name):
                        f"batch size for input, but got:{shape}")
 
 
+def _check_max_pool1d_values(input, kernel_size, stride, padding, dilation, ceil_mode):
+    """PyTorch's max_pool1d without indices is a kernel of its own, which checks its arguments in its own words (with
+    indices it is the 2-d kernel's, as here): each size, the padding against half the kernel, the output's size."""
+    kernel, padding, dilation = (_tuple(v, 1, what)[0] for v, what in ((kernel_size, "kernel_size"),
+                                                                         (padding, "padding"), (dilation, "dilation")))
+    no_stride = stride is None or isinstance(stride, (list, tuple)) and len(stride) == 0
+    stride = kernel if no_stride else _tuple(stride, 1, "stride")[0]
+    for what, value, least, bound in (("kernel_size", kernel, 1, "greater than zero"),
+                                      ("stride", stride, 1, "greater than zero"),
+                                      ("padding", padding, 0, "non-negative")):
+        if value < least:
+            raise RuntimeError(f"max_pool1d() {what} must be {bound}, but got {value}")
+    if padding > kernel // 2:
+        raise RuntimeError(f"max_pool1d() padding should be at most half of kernel size, but got padding={padding} "
+                           f"and kernel_size={kernel}")
+    if dilation < 1:
+        raise RuntimeError(f"max_pool1d() dilation must be greater than zero, but got {dilation}")
+    out = pooling.pool_output_size(input.shape[-1], kernel, stride, padding, dilation, ceil_mode)
+    if out <= 0:
+        raise RuntimeError(f"max_pool1d() Invalid computed output size: {out}")
+
+
 def _max_pool(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices, spatial):
     name = f"max_pool{spatial}d"
     _refuse_empty_planes_to_pool(input, spatial, name)
+    if spatial == 1 and not return_indices:
+        _check_max_pool1d_values(input, kernel_size, stride, padding, dilation, ceil_mode)
     sizes = _pool_sizes(input, kernel_size, stride, padding, dilation, ceil_mode, spatial, name)
     input, undo = _as_2d(input, spatial, name)
     kernel, stride, padding, dilation, out = sizes
