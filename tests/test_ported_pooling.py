@@ -691,3 +691,50 @@ def test_lp_pool_of_infinite_power_is_max_pooling_of_the_magnitudes(T, F, spatia
     assert np.count_nonzero(values(x.grad)) > 0
     # d|x|/dx = sign(x) at the winners: every gradient entry is a sum of ±1s
     same(np.abs(values(x.grad)) % 1, np.zeros(a.shape))
+
+
+# -- float16 ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("make, shape, layout", [
+    (lambda nn: nn.AdaptiveAvgPool2d((7, 7)), (3, 19, 8, 8), "channels_last"),
+    (lambda nn: nn.AdaptiveMaxPool2d((7, 7), return_indices=True), (3, 19, 8, 8), "channels_last"),
+    (lambda nn: nn.MaxPool2d(7, 1, return_indices=True), (4, 30, 8, 8), "contiguous_format"),
+    (lambda nn: nn.MaxPool2d(8, 2, return_indices=True), (1, 19, 20, 10), "channels_last"),
+    (lambda nn: nn.AvgPool2d(7, 1), (4, 30, 8, 8), "channels_last"),
+    (lambda nn: nn.AvgPool2d(8, 2), (1, 19, 20, 10), "contiguous_format"),
+    (lambda nn: nn.MaxPool3d(8, 2, return_indices=True), (1, 19, 10, 9, 14), "channels_last_3d"),
+    (lambda nn: nn.MaxPool3d(3, 1, return_indices=True), (4, 10, 3, 8, 8), "contiguous_format")])
+def test_float16_pooling_is_float32_pooling_rounded(T, nn, make, shape, layout):
+    rng = np.random.default_rng(20)
+    module = make(nn)
+    memory_format = getattr(T, layout)
+    # in each plane distinct integers, exact in float16 (< 2048): the same winners in both dtypes
+    plane = int(np.prod(shape[2:]))
+    x = T.tensor(rng.permuted(np.tile(np.arange(plane, dtype=np.float32), shape[:2] + (1,)), axis=-1).reshape(shape))
+    x = x.to(memory_format=memory_format).requires_grad_()
+    x16 = x.detach().to(T.float16).requires_grad_()
+    assert x16.is_contiguous(memory_format=memory_format)
+    results = []
+    for inputs in (x, x16):
+        out = module(inputs)
+        out, indices = out if isinstance(out, tuple) else (out, None)
+        out.sum().backward()
+        results.append((out, indices))
+    (out, indices), (out16, indices16) = results
+    assert out16.dtype == x16.grad.dtype == T.float16
+    assert out16.is_contiguous(memory_format=memory_format)
+    if indices is None:  # means: rounded once, from float32 sums
+        close(out16.float(), values(out), rtol=1e-3, atol=0)
+        close(x16.grad.float(), values(x.grad), rtol=1e-3, atol=0)
+    else:  # maxima: the same winners, the values rounded
+        same(indices16, values(indices))
+        same(out16, values(out).astype(np.float16))
+        same(x16.grad, values(x.grad).astype(np.float16))
+
+
+@xfail_ours("x.clone() of a channels_last tensor is row-major in chainrule; PyTorch's clone keeps a dense input's "
+            "layout (memory_format=torch.preserve_format), as its *_like factories do")
+def test_clone_keeps_channels_last(T):
+    x = T.ones(2, 3, 4, 4).contiguous(memory_format=T.channels_last)
+    assert x.clone().is_contiguous(memory_format=T.channels_last)
