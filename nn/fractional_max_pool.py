@@ -70,8 +70,9 @@ def _fractional_max_pool(input, kernel_size, output_size, output_ratio, return_i
     if 0 in shape[1:]:  # (PyTorch's kernel takes the first dim for a batch even in an unbatched input)
         raise RuntimeError(f"{kernel_name}(): Expected input to have non-zero size for non-batch dimensions, but got"
                            f"{shape} with dimension {shape.index(0, 1)} being empty.")
+    # output + pool − 1 must not exceed the input, in PyTorch's 2-d kernel; must be less than it, in its 3-d one
     for axis, size, o, k in zip(("time", "height", "width")[3 - spatial:], sizes, out, kernel):
-        if o + k - 1 > size:  # (output + pool − 1 must not exceed the input)
+        if o + k - 1 > size - (spatial == 3):
             raise RuntimeError(f"{kernel_name}(): pool {axis} {k} too large relative to input {axis} {size}")
     if samples is None:
         samples = tensor_from(generator().random((n, c, spatial)).astype(input._data.dtype))

@@ -102,6 +102,11 @@ def test_fractional_max_pool_argument_errors(T, F):
            F.fractional_max_pool2d, x, 2, output_size=(3, 7))
     raises(RuntimeError, r"^fractional_max_pool3d_out\(\): pool time 2 too large relative to input time 7$",
            F.fractional_max_pool3d, T.ones(2, 7, 7, 7), 2, output_size=(7, 3, 3))
+    # the 3-d kernel wants output + pool - 1 below the input size, the 2-d one at most the input size
+    raises(RuntimeError, r"pool height 2 too large relative to input height 4$",
+           F.fractional_max_pool3d, T.ones(1, 1, 5, 4, 5), 2, output_size=3)
+    assert tuple(F.fractional_max_pool3d(T.ones(1, 1, 5, 4, 5), 2, output_size=(3, 2, 3)).shape) == (1, 1, 3, 2, 3)
+    assert tuple(F.fractional_max_pool2d(T.ones(1, 1, 4, 4), 2, output_size=3).shape) == (1, 1, 3, 3)
     for samples, words in [((1, 3, 2), r"^Expect _random_samples.size\(0\) no less then input batch size\.$"),
                            ((2, 3), r"^Expect _random_samples to have 3 dimensions, got 2$"),
                            ((2, 4, 2), r"^Expect _random_samples.size\(1\) equals to input channel size\.$"),
