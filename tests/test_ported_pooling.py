@@ -731,14 +731,3 @@ def test_float16_pooling_is_float32_pooling_rounded(T, nn, make, shape, layout):
         same(indices16, values(indices))
         same(out16, values(out).astype(np.float16))
         same(x16.grad, values(x.grad).astype(np.float16))
-
-
-def test_clone_keeps_channels_last(T):
-    # (the tests above make their references as x.detach().clone().contiguous(): PyTorch's clone keeps the layout)
-    x = T.arange(96.0).view(2, 3, 4, 4).contiguous(memory_format=T.channels_last)
-    for copy in (x.clone(), T.clone(x), x.clone(memory_format=T.preserve_format)):
-        assert copy.is_contiguous(memory_format=T.channels_last) and tuple(copy.stride()) == (48, 1, 12, 3)
-        same(copy, values(x))
-    assert x.clone(memory_format=T.contiguous_format).is_contiguous()
-    volume = T.ones(2, 3, 2, 2, 2).contiguous(memory_format=T.channels_last_3d)
-    assert volume.clone().is_contiguous(memory_format=T.channels_last_3d)
