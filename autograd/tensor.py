@@ -443,10 +443,7 @@ class Tensor(WriteDoor):
     def contiguous(self, memory_format=None):
         """Itself when laid out so (row-major, or N, H, W, C for channels_last), else such a copy (recorded, as
         PyTorch's)."""
-        from .constants import contiguous_format  # (constants are built on the Tensor)
-
-        return self if self.is_contiguous(memory_format) else self.clone(memory_format=memory_format or
-                                                                          contiguous_format)
+        return self if self.is_contiguous(memory_format) else self.clone(memory_format=memory_format)
 
     # -- autograd -----------------------------------------------------------------------
 

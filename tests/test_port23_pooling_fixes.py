@@ -2,7 +2,7 @@
 installed): max pooling's indices are saved by its node, NaN windows of adaptive max pooling pick the last NaN,
 lp_pool of p = ±inf, adaptive pooling to no bins refuses its backward, empty non-batch dims and fractional max
 pooling's sizes and samples are refused in PyTorch's words, integer max pooling with padding warns of nothing,
-max_pool1d without indices checks its arguments in its own words, clone keeps channels_last."""
+max_pool1d without indices checks its arguments in its own words."""
 
 import math
 import warnings
@@ -145,14 +145,3 @@ def test_max_pool1d_without_indices_checks_its_arguments_in_its_own_words(T, F):
            F.max_pool1d, x, 7, return_indices=True)
     raises(RuntimeError, r"^Given input size: \(1x1x5\)\. Calculated output size: \(1x1x0\)", F.avg_pool1d, x, 7)
     same(F.max_pool1d(x, 2, padding=1, dilation=2), [[[1.0, 1.0, 1.0]]])
-
-
-def test_clone_keeps_channels_last(T):
-    # (PyTorch's pooling tests make their references as x.detach().clone().contiguous(): clone keeps the layout)
-    x = T.arange(96.0).view(2, 3, 4, 4).contiguous(memory_format=T.channels_last)
-    for copy in (x.clone(), T.clone(x), x.clone(memory_format=T.preserve_format)):
-        assert copy.is_contiguous(memory_format=T.channels_last) and tuple(copy.stride()) == (48, 1, 12, 3)
-        same(copy, values(x))
-    assert x.clone(memory_format=T.contiguous_format).is_contiguous()
-    volume = T.ones(2, 3, 2, 2, 2).contiguous(memory_format=T.channels_last_3d)
-    assert volume.clone().is_contiguous(memory_format=T.channels_last_3d)

@@ -2,7 +2,7 @@
 is a different tensor to a program that views it (``y.view(-1)`` shares PyTorch's memory, where here it would have
 to copy, and a write through the view would not reach y)."""
 
-from ..constants import channels_last, channels_last_3d, contiguous_format
+from ..constants import channels_last, channels_last_3d
 
 _CHANNELS_LAST = {4: channels_last, 5: channels_last_3d}
 
@@ -15,14 +15,10 @@ def stored_channels_last(array):
             and array.transpose(memory_format.order).flags.c_contiguous)
 
 
-def suggested_channels_last(array):
-    """channels_last (channels_last_3d) where ``array`` is stored so (``stored_channels_last``), else None:
-    PyTorch's suggested memory format, where it is not row-major."""
-    return _CHANNELS_LAST[array.ndim] if stored_channels_last(array) else None
-
-
 def in_suggested_layout(y, like):
     """y laid out in ``like``'s suggested memory format, PyTorch's rule for the kernels that follow their input's
     layout (batch norm, the reflect and replicate pads, interpolation): channels-last where ``like`` is stored so
     (``stored_channels_last``), row-major otherwise (a transposed (N, L, C) sequence)."""
-    return y.contiguous(memory_format=suggested_channels_last(like._data) or contiguous_format)
+    if stored_channels_last(like._data):
+        return y.contiguous(memory_format=_CHANNELS_LAST[like.ndim])
+    return y.contiguous()

@@ -7,7 +7,6 @@ import numbers
 
 from .. import backend
 from ..backend import errstate, xp
-from ..constants import preserve_format
 from ..errors import DtypeError
 from ..operands import python_number
 from ..primitive import named_node
@@ -35,7 +34,6 @@ from .elementwise import (
     where,
 )
 from .elementwise_unary import Abs, Cos, Exp, Log, Sigmoid, Sin, Sqrt, Tanh
-from .layouts import suggested_channels_last
 from .names import names
 from .pointwise import Reciprocal
 
@@ -190,10 +188,7 @@ def _where_method(x, condition, other):
 
 @names("clone", function=False)
 def clone(input, *, memory_format=None):
-    """A copy, recorded: row-major, or laid out as ``memory_format`` asks (channels_last: N, H, W, C). PyTorch's
-    default, preserve_format, keeps a channels_last input's layout."""
-    if memory_format is None or memory_format is preserve_format:
-        memory_format = suggested_channels_last(input._data)
+    """A copy, recorded: row-major, or laid out as ``memory_format`` asks (channels_last: N, H, W, C)."""
     order = getattr(memory_format, "order", None)
     if order is None:
         return Clone.apply(input)
