@@ -103,6 +103,7 @@ class Primitive:
     retained = None  # weak reference to the output tensor when it retains .grad
     where = None  # where the user created this op (anomaly mode only)
     output_data = output_version = None  # the output's array and version, when saves_output
+    watched_outputs = None  # (version cell, shape) of other outputs of the call that PyTorch's node saves: watch_output
     handles_complex = False  # its backward is right for complex tensors too (see complex_gradients.py)
     pytorch_name = None  # PyTorch's Node.name() where it is not op_name + "Backward0" (a class's, or a caller's)
     number_operand = False  # the op's other operand is a number (x + 1, x * 0.5): next_functions lists it as None
@@ -232,6 +233,11 @@ class Primitive:
             self.output_data = PackedTensor(out, hooks)
             self.output_version = self.output_data._version_cell  # (the version of what the hooks keep)
         self.packed = self.saves_inputs or self.saves_output
+
+    def watch_output(self, tensor):
+        """Count ``tensor``, another output of the user's call (max pooling's indices), as saved by this node, as
+        PyTorch's node saves it: writing it in place after the forward then refuses the backward, as for y."""
+        self.watched_outputs = (self.watched_outputs or ()) + ((tensor._version_cell, tuple(tensor.shape)),)
 
     def _unpacked(self):
         """The saved inputs and output (an array), through the unpack hook."""
@@ -382,6 +388,10 @@ class Primitive:
         if self.saves_output:
             if self.output_version[0] > self.created:
                 self._raise_modified(self.output_data.shape)
+        if self.watched_outputs is not None:
+            for version, shape in self.watched_outputs:
+                if version[0] > self.created:
+                    self._raise_modified(shape)
         output_data = self.output_data
         if self.packed:
             inputs, output_data = self._unpacked()

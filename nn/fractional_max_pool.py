@@ -14,7 +14,7 @@ scatters dL/dy back to it. PyTorch's arithmetic (in the input's dtype) gives its
 import math
 
 from autograd.backend import xp
-from autograd.ops.pooling import GatherFlat
+from autograd.ops.pooling import GatherFlat, window_winner, with_indices
 from autograd.random import generator
 from autograd.tensor import tensor_from
 
@@ -34,26 +34,49 @@ def _starts(samples, size, out, kernel):
     return starts
 
 
+def _sizes(value, spatial, name, what):
+    """An int, or a sequence of ``spatial`` ints (a shorter one stands for nothing here, as in PyTorch's kernel)."""
+    if isinstance(value, (tuple, list)) and len(value) != spatial:
+        raise RuntimeError(f"{name}: {what} must either be a single Int or tuple of "
+                           f"{'Ints' if spatial == 2 else 'three Ints'}")
+    return _tuple(value, spatial, what)
+
+
+def _check_samples(samples, n, c, spatial):
+    """PyTorch's checks of _random_samples: (at least n, c, spatial)."""
+    if samples.ndim != 3:
+        raise RuntimeError(f"Expect _random_samples to have 3 dimensions, got {samples.ndim}")
+    if samples.shape[0] < n:
+        raise RuntimeError("Expect _random_samples.size(0) no less then input batch size.")
+    if samples.shape[1] != c:
+        raise RuntimeError("Expect _random_samples.size(1) equals to input channel size.")
+    if samples.shape[2] != spatial:
+        raise RuntimeError(f"Expect _random_samples.size(2) equals to {spatial}; got {samples.shape[2]}.")
+
+
 def _fractional_max_pool(input, kernel_size, output_size, output_ratio, return_indices, samples, spatial):
     name = f"fractional_max_pool{spatial}d"
     if output_size is None and output_ratio is None:
         raise ValueError(f"{name} requires specifying either an output_size or an output_ratio")
-    kernel = _tuple(kernel_size, spatial, "kernel_size")
+    kernel = _sizes(kernel_size, spatial, name, "kernel_size")
     if output_size is None:
         ratio = tuple(output_ratio) if isinstance(output_ratio, (tuple, list)) else (output_ratio,) * spatial
         output_size = [int(input.shape[input.ndim - spatial + a] * ratio[a]) for a in range(spatial)]
-    out = _tuple(output_size, spatial, "output_size")
+    out = _sizes(output_size, spatial, name, "output_size")
+    shape = list(input.shape)
     input, unbatched = _batched(input, spatial, name)
     n, c, sizes = input.shape[0], input.shape[1], input.shape[2:]
-    for axis, size, o, k in zip("DHW"[3 - spatial:], sizes, out, kernel):
-        if o + k - 1 > size:
-            raise RuntimeError(f"{name}(): pool size {k} too large relative to input size {size} along {axis} "
-                               f"(output size {o}: output + pool − 1 must not exceed the input)")
+    kernel_name = name if spatial == 2 else f"{name}_out"
+    if 0 in shape[1:]:  # (PyTorch's kernel takes the first dim for a batch even in an unbatched input)
+        raise RuntimeError(f"{kernel_name}(): Expected input to have non-zero size for non-batch dimensions, but got"
+                           f"{shape} with dimension {shape.index(0, 1)} being empty.")
+    # output + pool − 1 must not exceed the input, in PyTorch's 2-d kernel; must be less than it, in its 3-d one
+    for axis, size, o, k in zip(("time", "height", "width")[3 - spatial:], sizes, out, kernel):
+        if o + k - 1 > size - (spatial == 3):
+            raise RuntimeError(f"{kernel_name}(): pool {axis} {k} too large relative to input {axis} {size}")
     if samples is None:
         samples = tensor_from(generator().random((n, c, spatial)).astype(input._data.dtype))
-    if samples.ndim != 3 or samples.shape[0] < n or samples.shape[1:] != (c, spatial):
-        raise RuntimeError(f"{name}: expected _random_samples of shape (at least {n}, {c}, {spatial}) for an input "
-                           f"of shape {list(input.shape)}, got {list(samples.shape)}")
+    _check_samples(samples, n, c, spatial)
     samples = samples[:n]  # (a longer batch of samples: the first n, as PyTorch's)
     # the samples of a 2-d pool are (u_W, u_H), of a 3-d one (u_T, u_H, u_W), as PyTorch's
     order = (1, 0) if spatial == 2 else (0, 1, 2)
@@ -69,14 +92,11 @@ def _fractional_max_pool(input, kernel_size, output_size, output_ratio, return_i
     # (planes and windows spelt out, not -1: ambiguous in an empty batch)
     planes = input._data.reshape(n, c, math.prod(input.shape[2:]))
     values = xp.take_along_axis(planes, flat.reshape(n, c, math.prod(flat.shape[2:])), 2).reshape(flat.shape)
-    nan = xp.isnan(values)
-    last_nan = flat.shape[-1] - 1 - nan[..., ::-1].argmax(-1)
-    choice = xp.where(nan.any(-1), last_nan, values.argmax(-1))
-    indices = xp.take_along_axis(flat, choice[..., None], -1)[..., 0]
+    indices = xp.take_along_axis(flat, window_winner(values)[..., None], -1)[..., 0]
     y = GatherFlat.apply(input, indices=indices, overlapping=True)
     if unbatched:
         y, indices = y.squeeze(0), indices[0]
-    return (y, tensor_from(indices)) if return_indices else y
+    return with_indices(y, tensor_from(indices)) if return_indices else y
 
 
 def fractional_max_pool2d(input, kernel_size, output_size=None, output_ratio=None, return_indices=False,

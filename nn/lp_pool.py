@@ -2,21 +2,27 @@
 
     y = (Σ_window x^p)^(1/p)
 
-p = 1 is sum pooling, p → ∞ max pooling (of |x|). As PyTorch, the sum is an average pooling of x^p times the
-kernel's size (so a window that ceil_mode cuts short is scaled as if it were whole), no padding, and
-sign(s)·relu(|s|) is taken of it before the root (the same value; its derivative is 0 where s = 0).
+p = 1 is sum pooling, p = ∞ max pooling of |x| (and p = −∞ the minimum of |x|), as PyTorch computes them.
+Otherwise, as PyTorch, the sum is an average pooling of x^p times the kernel's size (so a window that ceil_mode
+cuts short is scaled as if it were whole), no padding, and sign(s)·relu(|s|) is taken of it before the root (the
+same value; its derivative is 0 where s = 0).
 """
 
 import math
 
 import autograd
 
-from .functional_3d import avg_pool3d
-from .functional_conv import _tuple, avg_pool1d, avg_pool2d
+from .functional_3d import avg_pool3d, max_pool3d
+from .functional_conv import _tuple, avg_pool1d, avg_pool2d, max_pool1d, max_pool2d
 from .module import Module
 
 
 def _lp_pool(input, norm_type, kernel_size, stride, ceil_mode, spatial):
+    max_pool = (max_pool1d, max_pool2d, max_pool3d)[spatial - 1]
+    if norm_type == math.inf:  # the limits: max |x|, and min |x| = −max(−|x|)
+        return max_pool(input.abs(), kernel_size, stride, 0, 1, ceil_mode)
+    if norm_type == -math.inf:
+        return -max_pool(-input.abs(), kernel_size, stride, 0, 1, ceil_mode)
     pool = (avg_pool1d, avg_pool2d, avg_pool3d)[spatial - 1]
     sums = pool(input**norm_type, kernel_size, stride, 0, ceil_mode)
     size = math.prod(_tuple(kernel_size, spatial, "kernel_size"))

@@ -14,6 +14,7 @@ import math
 
 import autograd
 from autograd.ops import pooling
+from autograd.ops.layouts import in_suggested_layout
 
 from .functional_conv import _batched, _tuple
 from .module import Module
@@ -58,6 +59,7 @@ def _max_unpool(input, indices, kernel_size, stride, padding, output_size, spati
         raise RuntimeError(f"Found an invalid max index: {int(bad[0])} (output volumes are of size "
                            f"{'x'.join(map(str, sizes))})")
     y = pooling.ScatterFlat.apply(input, indices=flat, shape=input.shape[:2] + sizes, overlapping=False)
+    y = in_suggested_layout(y, input)  # (a scatter's result is row-major; PyTorch's follows its input)
     return y.squeeze(0) if unbatched else y
 
 

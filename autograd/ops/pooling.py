@@ -39,6 +39,8 @@ def _padded(x, padding, out, kernel, stride, dilation, fill):
     width = max(w + 2 * padding[1], (out[1] - 1) * stride[1] + dilation[1] * (kernel[1] - 1) + 1)
     if (height, width) == (h, w):
         return x
+    if fill == -xp.inf and x.dtype.kind in "iu":  # integers have no −∞: their least value stands for it
+        fill = xp.iinfo(x.dtype).min
     padded = full_like_layout(x, (n, c, height, width), fill)
     padded[:, :, padding[0]:padding[0] + h, padding[1]:padding[1] + w] = x
     return padded
@@ -111,12 +113,28 @@ def _first_inside_offset(shape, params):
     return first[0][:, None] * kw + first[1]
 
 
+def window_winner(values):
+    """The winner along the last axis as PyTorch's max-pooling loops pick it (a value wins when larger than the
+    best so far, or NaN): the first maximum, or where NaN occurs the last NaN."""
+    nan = xp.isnan(values)
+    last_nan = values.shape[-1] - 1 - nan[..., ::-1].argmax(-1)
+    return xp.where(nan.any(-1), last_nan, values.argmax(-1))
+
+
+def with_indices(values, indices):
+    """(values, indices) of a max pooling: PyTorch's node saves the indices it returns, so writing them in place
+    refuses the backward (values' node watches them)."""
+    if values.grad_fn is not None:
+        values.grad_fn.watch_output(indices)
+    return values, indices
+
+
 def max_pool_indices(winners, shape, params):
     """PyTorch's return_indices: the flat position h·W + w of each window's maximum in its input plane."""
     width = shape[3]
     rows = xp.arange(params["out"][0]) * params["stride"][0] - params["padding"][0]
     cols = xp.arange(params["out"][1]) * params["stride"][1] - params["padding"][1]
-    indices = xp.zeros(winners[0].shape, dtype=xp.int64)
+    indices = full_like_layout(winners[0], winners[0].shape, 0, dtype=xp.int64)  # (in the layout of the values)
     indices += rows[:, None] * width + cols
     _, slices = _window_slices(xp.empty((1, 1) + tuple(shape[2:])), params, 0)
     for (offset, _), mask in zip(slices, winners):
@@ -262,6 +280,21 @@ class ScatterFlat(Primitive):
 
     def backward(self, grad, y, x):
         return (GatherFlat.apply(grad, indices=self.indices, overlapping=self.overlapping),)
+
+
+class NoBins(Primitive):
+    """y = an empty array of ``shape``: adaptive pooling to an output size with a 0. Its backward is PyTorch's
+    error, whose adaptive kernels refuse an empty grad_output (``shown``: its shape as the ``kernel`` sees it)."""
+
+    saves_inputs = False  # backward needs no input's values
+
+    def forward(self, x):
+        return xp.zeros(self.shape, dtype=x.dtype)
+
+    def backward(self, grad, y, x):
+        dim = next(d for d in range(1, len(self.shown)) if self.shown[d] == 0)
+        raise RuntimeError(f"{self.kernel}_backward(): Expected grad_output to have non-zero size for non-batch "
+                           f"dimensions, but grad_output has sizes {list(self.shown)} with dimension {dim} being empty")
 
 
 class AvgPool2d(Primitive):

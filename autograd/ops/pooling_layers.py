@@ -22,6 +22,7 @@ from ..tensor import tensor_from
 from . import pooling
 from .conversion import refuse_kinds
 from .layer_arguments import _as_2d, _batched, _tuple, check_pooling_window
+from .layouts import in_suggested_layout
 from .names import names
 from .outputs import write_out
 
@@ -49,21 +50,61 @@ def _pool_sizes(input, kernel_size, stride, padding, dilation, ceil_mode, spatia
                            f"kernel_size={kernel}")
     sizes = input.shape[-spatial:]
     out = tuple(pooling.pool_output_size(*args, ceil_mode) for args in zip(sizes, kernel, stride, padding, dilation))
-    if min(out) <= 0:
-        raise RuntimeError(f"Given input size: ({'x'.join(map(str, input.shape[-spatial - 1:]))}). "
-                           f"Calculated output size: ({'x'.join(map(str, input.shape[-spatial - 1:-spatial] + out))})"
+    if min(out) <= 0:  # (sizes as the 2-d kernel sees a 1-d input: of height 1)
+        channels, height = input.shape[-spatial - 1:-spatial], (1,) if spatial == 1 else ()
+        raise RuntimeError(f"Given input size: ({'x'.join(map(str, channels + height + sizes))}). "
+                           f"Calculated output size: ({'x'.join(map(str, channels + height + out))})"
                            f". Output size is too small ({name})")
     if spatial == 1:
         return (1,) + kernel, (1,) + stride, (0,) + padding, (1,) + dilation, (1,) + out
     return kernel, stride, padding, dilation, out
 
 
+def _refuse_empty_planes_to_pool(input, spatial, name):
+    """PyTorch's max and average pooling take an empty batch, but no other empty dim (a window of nothing has no
+    maximum or mean), in the words of each kernel: the 1-d average pooling's is the 2-d one's, of height 1."""
+    _batched(input, spatial, name)  # (the number of dims checked before the sizes are read)
+    shape = list(input.shape)
+    if 0 not in shape[-(spatial + 1):]:
+        return
+    if spatial == 3:  # (PyTorch's sentence names the empty dim by its size, 0, not by its index)
+        kernel = "max_pool3d_with_indices_out_cpu_template" if name == "max_pool3d" else name
+        raise RuntimeError(f"{kernel}(): Expected input's non-batch dimensions to have positive length, but input has "
+                           f"a shape of {shape} and non-batch dimension 0 has length zero!")
+    prefix = "max_pool1d: " if name == "max_pool1d" else ""
+    if name == "avg_pool1d":
+        shape, spatial = shape[:-1] + [1] + shape[-1:], 2
+    raise RuntimeError(f"{prefix}Expected {spatial + 1}D or {spatial + 2}D (batch mode) tensor with optional 0 dim "
+                       f"batch size for input, but got:{shape}")
+
+
+def _check_max_pool1d_values(input, kernel_size, stride, padding, dilation, ceil_mode):
+    """PyTorch's max_pool1d without indices is a kernel of its own, which checks its arguments in its own words (with
+    indices it is the 2-d kernel's, as here): each size, the padding against half the kernel, the output's size."""
+    kernel, padding, dilation = (_tuple(v, 1, what)[0] for v, what in ((kernel_size, "kernel_size"),
+                                                                         (padding, "padding"), (dilation, "dilation")))
+    no_stride = stride is None or isinstance(stride, (list, tuple)) and len(stride) == 0
+    stride = kernel if no_stride else _tuple(stride, 1, "stride")[0]
+    for what, value, least, bound in (("kernel_size", kernel, 1, "greater than zero"),
+                                      ("stride", stride, 1, "greater than zero"),
+                                      ("padding", padding, 0, "non-negative")):
+        if value < least:
+            raise RuntimeError(f"max_pool1d() {what} must be {bound}, but got {value}")
+    if padding > kernel // 2:
+        raise RuntimeError(f"max_pool1d() padding should be at most half of kernel size, but got padding={padding} "
+                           f"and kernel_size={kernel}")
+    if dilation < 1:
+        raise RuntimeError(f"max_pool1d() dilation must be greater than zero, but got {dilation}")
+    out = pooling.pool_output_size(input.shape[-1], kernel, stride, padding, dilation, ceil_mode)
+    if out <= 0:
+        raise RuntimeError(f"max_pool1d() Invalid computed output size: {out}")
+
+
 def _max_pool(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices, spatial):
     name = f"max_pool{spatial}d"
-    _batched(input, spatial, name)  # (the number of dims checked before the sizes are read)
-    if 0 in input.shape[-(spatial + 1):]:
-        raise RuntimeError(f"{name}: Expected {spatial + 1}D or {spatial + 2}D (batch mode) tensor with optional 0 "
-                           f"dim batch size for input, but got:{list(input.shape)}")
+    _refuse_empty_planes_to_pool(input, spatial, name)
+    if spatial == 1 and not return_indices:
+        _check_max_pool1d_values(input, kernel_size, stride, padding, dilation, ceil_mode)
     sizes = _pool_sizes(input, kernel_size, stride, padding, dilation, ceil_mode, spatial, name)
     input, undo = _as_2d(input, spatial, name)
     kernel, stride, padding, dilation, out = sizes
@@ -78,7 +119,8 @@ def _max_pool(input, kernel_size, stride, padding, dilation, ceil_mode, return_i
     node = values.grad_fn
     winners = (node.winners_for(input._data, values._data) if node is not None else
                pooling.max_pool_winners(input._data, values._data, params))
-    return undo(values), undo(tensor_from(pooling.max_pool_indices(winners, input.shape, params)))
+    indices = tensor_from(pooling.max_pool_indices(winners, input.shape, params))
+    return pooling.with_indices(undo(values), undo(indices))
 
 
 @node_named("MaxPool2DWithIndicesBackward0")  # (an unbatched input too: PyTorch's kernel takes it as it is)
@@ -114,6 +156,7 @@ def _window_counts(size, out, kernel, stride, padding):
 
 def _avg_pool(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override, spatial):
     name = f"avg_pool{spatial}d"
+    _refuse_empty_planes_to_pool(input, spatial, name)
     kernel, stride, padding, _, out = _pool_sizes(input, kernel_size, stride, padding, 1, ceil_mode, spatial, name)
     input, undo = _as_2d(input, spatial, name)
     if divisor_override is not None:
@@ -193,6 +236,15 @@ def _adaptive_sizes(input, output_size, spatial, name):
     return input, undo, ((1,) if spatial == 1 else ()) + sizes
 
 
+def _no_bins(input, out, spatial, kernel, return_indices=False):
+    """Adaptive pooling to an output size ``out`` with a 0: an empty result (and indices), whose backward PyTorch's
+    ``kernel`` refuses (its 2-d kernel sees a 1-d output with a height of 1)."""
+    shape = input.shape[:input.ndim - spatial] + tuple(out[-spatial:])
+    shown = shape[:-1] + (1,) + shape[-1:] if spatial == 1 else shape
+    y = pooling.NoBins.apply(input, shape=shape, shown=shown, kernel=kernel)
+    return pooling.with_indices(y, tensor_from(xp.zeros(shape, dtype=xp.int64))) if return_indices else y
+
+
 def _refuse_complex_bins(input, kernel, sizes):
     """PyTorch's adaptive kernels have no complex loop; an average into one bin per plane is its mean, which has."""
     if kernel.startswith("adaptive_max") or any(s != 1 for s in sizes):
@@ -216,16 +268,22 @@ def _bin_average(size, out, dtype):
 
 def adaptive_avg_pool2d(input, output_size):
     """y[i, j] = the mean of x over bin i of the rows and bin j of the columns: y = A_h x A_wᵀ."""
-    input, undo, out = _adaptive_sizes(input, output_size, 2, "adaptive_avg_pool2d")
-    pooled = undo(_separable(input, [_bin_average(input.shape[2 + a], out[a], input.dtype) for a in (0, 1)]))
+    planes, undo, out = _adaptive_sizes(input, output_size, 2, "adaptive_avg_pool2d")
+    if 0 in out:
+        return _no_bins(input, out, 2, "adaptive_avg_pool2d")
+    pooled = undo(_separable(planes, [_bin_average(planes.shape[2 + a], out[a], planes.dtype) for a in (0, 1)]))
+    pooled = in_suggested_layout(pooled, input)  # (a product's result is row-major; PyTorch's follows its input)
     # (PyTorch's: a mean over the last two dims for a 1x1 output, its adaptive pooling's node otherwise)
     return named_node(pooled, None, "MeanBackward1" if tuple(out) == (1, 1) else "AdaptiveAvgPool2DBackward0",
-                      (input,))
+                      (planes, input))
 
 
 @names("adaptive_avg_pool1d", method=False)
 def adaptive_avg_pool1d(input, output_size):
-    input, undo, out = _adaptive_sizes(input, output_size, 1, "adaptive_avg_pool1d")
+    planes, undo, out = _adaptive_sizes(input, output_size, 1, "adaptive_avg_pool1d")
+    if 0 in out:
+        return _no_bins(input, out, 1, "adaptive_avg_pool2d")
+    input = planes
     return undo(_separable(input, [None, _bin_average(input.shape[3], out[1], input.dtype)]))
 
 
@@ -245,12 +303,11 @@ def _separable(input, matrices):
 
 def _adaptive_max(input, output_size, return_indices, spatial):
     name = f"adaptive_max_pool{spatial}d"
-    input, undo, out = _adaptive_sizes(input, output_size, spatial, name)
+    planes, undo, out = _adaptive_sizes(input, output_size, spatial, name)
+    if 0 in out:
+        return _no_bins(input, out, spatial, "adaptive_max_pool2d", return_indices)
+    input = planes
     height, width = input.shape[2:]
-    if 0 in out:  # no bins: an empty result (its gradient is zeros)
-        indices = xp.zeros((*input.shape[:2], *out), dtype=xp.int64)
-        y = pooling.GatherFlat.apply(input, indices=indices, overlapping=True)
-        return (undo(y), undo(tensor_from(indices))) if return_indices else undo(y)
     # Every bin padded to the longest bin by repeating its last position: repeats never change a maximum,
     # and come after the original in scan order, so the first maximum is PyTorch's.
     positions = []
@@ -263,17 +320,13 @@ def _adaptive_max(input, output_size, return_indices, spatial):
     window = flat.shape[2] * flat.shape[3]  # (sizes spelled out: a -1 is ambiguous in an empty batch)
     values = input._data.reshape(*input.shape[:2], height * width)[:, :, flat.reshape(-1)]
     values = values.reshape(*input.shape[:2], *out, window)
-    choice = _first_max(values)
+    choice = pooling.window_winner(values)
     candidates = xp.broadcast_to(flat.reshape(*out, window), values.shape)
     indices = xp.take_along_axis(candidates, choice[..., None], -1)[..., 0]
     y = pooling.GatherFlat.apply(input, indices=indices, overlapping=True)
-    return (undo(y), undo(tensor_from(indices))) if return_indices else undo(y)
-
-
-def _first_max(values):
-    """argmax over the last axis, NaN counted as the largest (as PyTorch's max pooling)."""
-    nan = xp.isnan(values)
-    return xp.where(nan.any(-1), nan.argmax(-1), values.argmax(-1))
+    # (a gather's result is row-major; PyTorch's follows its input)
+    y, indices = in_suggested_layout(y, input), in_suggested_layout(tensor_from(indices), input)
+    return pooling.with_indices(undo(y), undo(indices)) if return_indices else undo(y)
 
 
 @node_named("AdaptiveMaxPool2DBackward0")
@@ -326,6 +379,7 @@ def _volume_indices(plane_indices, depth_indices, shape):
 def _max_pool3d(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
     name = "max_pool3d"
     refuse_kinds(input, name, "c")  # (before its plane pass, the 2-d kernel, refuses in its own name)
+    _refuse_empty_planes_to_pool(input, 3, name)
     kernel, stride, padding, dilation, out = _pool_sizes(input, kernel_size, stride, padding, dilation, ceil_mode,
                                                          3, name)
     input, unbatched = _batched(input, 3, name)
@@ -334,10 +388,12 @@ def _max_pool3d(input, kernel_size, stride, padding, dilation, ceil_mode, return
     values = planes[0] if return_indices else planes
     pooled = _max_pool(_columns(values, n, c, depth), (kernel[0], 1), (stride[0], 1), (padding[0], 0),
                        (dilation[0], 1), ceil_mode, return_indices, 2)
+    # (the depth pass's result is row-major; PyTorch's follows its input)
     if not return_indices:
-        return _unbatch(pooled.reshape(n, c, *out), unbatched)
-    indices = _volume_indices(planes[1], pooled[1], input.shape)
-    return _unbatch(pooled[0].reshape(n, c, *out), unbatched), _unbatch(indices, unbatched)
+        return _unbatch(in_suggested_layout(pooled.reshape(n, c, *out), input), unbatched)
+    y = in_suggested_layout(pooled[0].reshape(n, c, *out), input)
+    indices = in_suggested_layout(_volume_indices(planes[1], pooled[1], input.shape), input)
+    return pooling.with_indices(_unbatch(y, unbatched), _unbatch(indices, unbatched))
 
 
 @node_named("MaxPool3DWithIndicesBackward0")
@@ -358,6 +414,7 @@ def avg_pool3d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
     """y = the mean of each window: its sum over the size of the window counted with the zero padding
     (count_include_pad) or without, or over divisor_override."""
     name = "avg_pool3d"
+    _refuse_empty_planes_to_pool(input, 3, name)
     kernel, stride, padding, _, _ = _pool_sizes(input, kernel_size, stride, padding, 1, ceil_mode, 3, name)
     if divisor_override is not None and divisor_override == 0:
         raise RuntimeError("avg_pool3d: divisor must be not zero")
@@ -397,7 +454,10 @@ def _adaptive_sizes3d(input, output_size, name):
 
 def adaptive_avg_pool3d(input, output_size):
     """y[t, i, j] = the mean of x over PyTorch's adaptive bins of each axis: y = A_d · (plane pass)."""
-    input, unbatched, out = _adaptive_sizes3d(input, output_size, "adaptive_avg_pool3d")
+    volumes, unbatched, out = _adaptive_sizes3d(input, output_size, "adaptive_avg_pool3d")
+    if 0 in out:
+        return _no_bins(input, out, 3, "adaptive_avg_pool3d")
+    input = volumes
     n, c, depth = input.shape[:3]
     planes = _columns(adaptive_avg_pool2d(_planes(input), out[1:]), n, c, depth)
     y = _separable(planes, [_bin_average(depth, out[0], input.dtype), None])
@@ -406,7 +466,10 @@ def adaptive_avg_pool3d(input, output_size):
 
 
 def _adaptive_max3d(input, output_size, return_indices):
-    input, unbatched, out = _adaptive_sizes3d(input, output_size, "adaptive_max_pool3d")
+    volumes, unbatched, out = _adaptive_sizes3d(input, output_size, "adaptive_max_pool3d")
+    if 0 in out:
+        return _no_bins(input, out, 3, "adaptive_max_pool3d", return_indices)
+    input = volumes
     n, c, depth = input.shape[:3]
     planes = _adaptive_max(_planes(input), out[1:], return_indices, 2)
     values = planes[0] if return_indices else planes
@@ -414,7 +477,7 @@ def _adaptive_max3d(input, output_size, return_indices):
     if not return_indices:
         return _unbatch(pooled.reshape(n, c, *out), unbatched)
     indices = _volume_indices(planes[1], pooled[1], input.shape)
-    return _unbatch(pooled[0].reshape(n, c, *out), unbatched), _unbatch(indices, unbatched)
+    return pooling.with_indices(_unbatch(pooled[0].reshape(n, c, *out), unbatched), _unbatch(indices, unbatched))
 
 
 @node_named("AdaptiveMaxPool3DBackward0")  # (PyTorch's one kernel, for an unbatched input too)
