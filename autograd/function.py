@@ -37,7 +37,8 @@ from .backend import xp
 from .grad_mode import is_grad_enabled, no_grad
 from .graph import program_stacklevel
 from .hooks import add_hook
-from .primitive import FREED_GRAPH, FreedGraph, InputInfo, Primitive, _graph_node, run_node_hooks
+from .primitive import FreedGraph, InputInfo, Primitive, _graph_node, run_node_hooks
+from .saved_tensor_views import FREED_GRAPH
 from .tensor import Tensor
 
 

@@ -47,17 +47,10 @@ from .graph import (
     validate_gradients,
 )
 from .hooks import add_hook
+from .saved_tensor_views import FREED_GRAPH, SavedTensorViews
 from .tensor import Tensor
 
 REGISTRY = {}
-
-FREED_GRAPH = (
-    "Trying to backward through the graph a second time (or directly access saved tensors after they have "
-    "already been freed): the first backward() freed the graph behind {op}. Saved intermediate values of the "
-    "graph are freed when you call .backward() or autograd.grad(). Specify retain_graph=True if you need to "
-    "backward through the graph a second time or if you need to access saved tensors after calling backward."
-)
-
 
 class InputInfo:
     """What a node remembers of an input it does not save: enough to shape its gradient."""
@@ -87,7 +80,7 @@ def _as_constant(x):
     return constant
 
 
-class Primitive:
+class Primitive(SavedTensorViews):
     is_view = False  # the output shares memory with the first input (reshape, slicing)
     saves_output = False  # backward uses the output y (exp, tanh, softmax): keep it
     saves_inputs = True  # backward uses the inputs' values (mul, matmul); False: shapes only
@@ -302,57 +295,6 @@ class Primitive:
         requires grad, or None. Still there after a backward pass has freed what the node saved."""
         return next_functions(self)
 
-    # What the node saved, as PyTorch shows it: its inputs (``_saved_self``, ``_saved_other``) and its
-    # output (``_saved_result``); reading them after a backward pass has freed them raises, as in PyTorch.
-    # (Properties, not a __getattr__: a class with __getattr__ loses Python's fast attribute reads.)
-
-    @property
-    def _saved_self(self):
-        return self._saved(0)
-
-    @property
-    def _saved_other(self):
-        return self._saved(1)
-
-    @property
-    def _saved_result(self):
-        return self._saved("result")
-
-    # The same as SavedTensor objects, whose register_hooks(pack_hook, unpack_hook) puts one saved tensor
-    # through hooks of its own (PyTorch's grad_fn._raw_saved_self).
-
-    @property
-    def _raw_saved_self(self):
-        return self._raw_saved(0)
-
-    @property
-    def _raw_saved_other(self):
-        return self._raw_saved(1)
-
-    @property
-    def _raw_saved_result(self):
-        return self._raw_saved("result")
-
-    def _raw_saved(self, position):
-        self._refuse_unsaved(position, "_raw")
-        return SavedTensor(self, position)
-
-    def _refuse_unsaved(self, position, prefix=""):
-        """AttributeError where this op saves nothing at ``position`` (an input's index, or 'result')."""
-        name = "_saved_result" if position == "result" else ("_saved_self", "_saved_other")[position]
-        saved = self.saves_output if position == "result" else self.saves_inputs
-        inputs = self.__dict__.get("inputs")  # (None once a backward pass freed it)
-        if not saved or (position != "result" and inputs is not None and position >= len(inputs)):
-            raise AttributeError(f"'{type(self).__name__}' object has no attribute '{prefix}{name}'")
-
-    def _saved(self, position):
-        self._refuse_unsaved(position)
-        inputs = self.__dict__.get("inputs")
-        if inputs is None:
-            raise RuntimeError(FREED_GRAPH.format(op=self.op_name))
-        inputs, output = self._unpacked() if self.packed else (inputs, self.output_data)
-        return self._output_again(output) if position == "result" else inputs[position]
-
     # -- the engine's interface (see autograd.engine) -------------------------------
 
     # parents, set by _record: for each input its grad_fn, the leaf itself, or None
@@ -523,33 +465,6 @@ def _no_complex_gradient(op, inputs):
         "its derivative is written for real numbers. Detach the complex input, or compute with real and "
         "imaginary parts (autograd.view_as_real)."
     )
-
-
-class SavedTensor:
-    """One tensor a node saved, as PyTorch's ``grad_fn._raw_saved_self``. ``register_hooks(pack_hook,
-    unpack_hook)``: the node keeps ``pack_hook(tensor)`` from now on, and backward uses
-    ``unpack_hook(packed)`` (``saved_tensors_hooks`` for this one tensor; one pair per saved tensor)."""
-
-    def __init__(self, node, position):
-        self.node, self.position = node, position
-
-    def register_hooks(self, pack_hook, unpack_hook):
-        if not (callable(pack_hook) and callable(unpack_hook)):
-            raise TypeError("register_hooks(pack_hook, unpack_hook) takes two callables, got "
-                            f"{type(pack_hook).__name__} and {type(unpack_hook).__name__}")
-        node = self.node
-        if node.__dict__.get("inputs") is None:
-            raise RuntimeError(FREED_GRAPH.format(op=node.op_name))
-        saved = node.output_data if self.position == "result" else node.inputs[self.position]
-        if type(saved) is PackedTensor:
-            raise RuntimeError("Calling register_hooks on a saved tensor whose hooks have already been set. "
-                               "Hint: only one pair of hooks is allowed at a time.")
-        if self.position == "result":
-            node.output_data = PackedTensor(node._output_again(saved), (pack_hook, unpack_hook))
-        else:
-            node.inputs = tuple(PackedTensor(x, (pack_hook, unpack_hook)) if i == self.position else x
-                                for i, x in enumerate(node.inputs))
-        node.packed = True
 
 
 class _OnOneGradient:

@@ -1,0 +1,96 @@
+"""What a graph node shows of the tensors it saved, as PyTorch's nodes show them: ``grad_fn._saved_self``,
+``_saved_other`` and ``_saved_result`` (its inputs and output, read back through any saved-tensor hooks), and the
+same as ``SavedTensor`` objects (``grad_fn._raw_saved_self``), whose ``register_hooks(pack_hook, unpack_hook)``
+puts one saved tensor through hooks of its own. Reading them after a backward pass has freed them raises, as in
+PyTorch. A mixin of ``Primitive`` (primitive.py), which keeps what is saved."""
+
+from .graph import PackedTensor
+
+FREED_GRAPH = (
+    "Trying to backward through the graph a second time (or directly access saved tensors after they have "
+    "already been freed): the first backward() freed the graph behind {op}. Saved intermediate values of the "
+    "graph are freed when you call .backward() or autograd.grad(). Specify retain_graph=True if you need to "
+    "backward through the graph a second time or if you need to access saved tensors after calling backward."
+)
+
+
+class SavedTensorViews:
+    """The saved-tensor properties of a node (``Primitive``: its ``inputs``, ``output_data``, ``saves_inputs``,
+    ``saves_output``, ``packed``, ``_unpacked()`` and ``_output_again()``)."""
+
+    # (Properties, not a __getattr__: a class with __getattr__ loses Python's fast attribute reads.)
+
+
+    @property
+    def _saved_self(self):
+        return self._saved(0)
+
+    @property
+    def _saved_other(self):
+        return self._saved(1)
+
+    @property
+    def _saved_result(self):
+        return self._saved("result")
+
+    # The same as SavedTensor objects, whose register_hooks(pack_hook, unpack_hook) puts one saved tensor
+    # through hooks of its own (PyTorch's grad_fn._raw_saved_self).
+
+    @property
+    def _raw_saved_self(self):
+        return self._raw_saved(0)
+
+    @property
+    def _raw_saved_other(self):
+        return self._raw_saved(1)
+
+    @property
+    def _raw_saved_result(self):
+        return self._raw_saved("result")
+
+    def _raw_saved(self, position):
+        self._refuse_unsaved(position, "_raw")
+        return SavedTensor(self, position)
+
+    def _refuse_unsaved(self, position, prefix=""):
+        """AttributeError where this op saves nothing at ``position`` (an input's index, or 'result')."""
+        name = "_saved_result" if position == "result" else ("_saved_self", "_saved_other")[position]
+        saved = self.saves_output if position == "result" else self.saves_inputs
+        inputs = self.__dict__.get("inputs")  # (None once a backward pass freed it)
+        if not saved or (position != "result" and inputs is not None and position >= len(inputs)):
+            raise AttributeError(f"'{type(self).__name__}' object has no attribute '{prefix}{name}'")
+
+    def _saved(self, position):
+        self._refuse_unsaved(position)
+        inputs = self.__dict__.get("inputs")
+        if inputs is None:
+            raise RuntimeError(FREED_GRAPH.format(op=self.op_name))
+        inputs, output = self._unpacked() if self.packed else (inputs, self.output_data)
+        return self._output_again(output) if position == "result" else inputs[position]
+
+
+class SavedTensor:
+    """One tensor a node saved, as PyTorch's ``grad_fn._raw_saved_self``. ``register_hooks(pack_hook,
+    unpack_hook)``: the node keeps ``pack_hook(tensor)`` from now on, and backward uses
+    ``unpack_hook(packed)`` (``saved_tensors_hooks`` for this one tensor; one pair per saved tensor)."""
+
+    def __init__(self, node, position):
+        self.node, self.position = node, position
+
+    def register_hooks(self, pack_hook, unpack_hook):
+        if not (callable(pack_hook) and callable(unpack_hook)):
+            raise TypeError("register_hooks(pack_hook, unpack_hook) takes two callables, got "
+                            f"{type(pack_hook).__name__} and {type(unpack_hook).__name__}")
+        node = self.node
+        if node.__dict__.get("inputs") is None:
+            raise RuntimeError(FREED_GRAPH.format(op=node.op_name))
+        saved = node.output_data if self.position == "result" else node.inputs[self.position]
+        if type(saved) is PackedTensor:
+            raise RuntimeError("Calling register_hooks on a saved tensor whose hooks have already been set. "
+                               "Hint: only one pair of hooks is allowed at a time.")
+        if self.position == "result":
+            node.output_data = PackedTensor(node._output_again(saved), (pack_hook, unpack_hook))
+        else:
+            node.inputs = tuple(PackedTensor(x, (pack_hook, unpack_hook)) if i == self.position else x
+                                for i, x in enumerate(node.inputs))
+        node.packed = True
