@@ -62,3 +62,50 @@ def test_a_freed_graph_still_has_its_edges_for_a_later_walk():
     z.backward()
     order = autograd.topological_order([z.grad_fn])  # walks the freed Exp and Mul nodes
     assert order[0] is z.grad_fn and x in order and len(order) == 4
+
+
+# ----------------------------------------------------------------------------------------------
+# linalg.solve_triangular answers in A's dtype (B is copied into it), and so do the Gaussian distributions
+# ----------------------------------------------------------------------------------------------
+
+
+def solves_in_mixed_dtypes(torch):
+    A = torch.tensor([[2.0, 0.0], [1.0, 4.0]])
+    B = torch.tensor([[1.0, 2.0], [3.0, 4.0]], dtype=torch.float64)
+    results = {}
+    for name, (a, b) in {"f32_f64": (A, B), "f64_f32": (A.double(), B.float()), "f32_i64": (A, B.long())}.items():
+        x = torch.linalg.solve_triangular(a, b, upper=False)
+        results[name] = (str(x.dtype).replace("torch.", ""), x.double().numpy())
+    a, b = A.clone().requires_grad_(), B.clone().requires_grad_()
+    torch.linalg.solve_triangular(a, b, upper=False, left=False).sum().backward()
+    results["grads"] = (str(a.grad.dtype).replace("torch.", ""), str(b.grad.dtype).replace("torch.", ""))
+    D = torch.distributions
+    mvn32 = D.MultivariateNormal(torch.zeros(2), torch.tensor([[2.0, 0.5], [0.5, 1.0]]))
+    value = torch.tensor([0.3, -0.4], dtype=torch.float64)
+    results["mvn32_lp64"] = mvn32.log_prob(value)
+    mvn64 = D.MultivariateNormal(torch.zeros(2), torch.tensor([[2.0, 0.5], [0.5, 1.0]], dtype=torch.float64))
+    results["mvn64_lp32"] = mvn64.log_prob(value.float())
+    return results
+
+
+def test_solve_triangular_answers_in_the_dtype_of_A():
+    ours, theirs = both(solves_in_mixed_dtypes)
+    expected = np.linalg.solve(np.array([[2.0, 0.0], [1.0, 4.0]]), np.array([[1.0, 2.0], [3.0, 4.0]]))
+    assert [ours[k][0] for k in ("f32_f64", "f64_f32", "f32_i64")] == ["float32", "float64", "float32"]
+    for k in ("f32_f64", "f64_f32", "f32_i64"):
+        np.testing.assert_allclose(ours[k][1], expected, rtol=1e-6)
+    assert ours["grads"] == ("float32", "float64")  # each gradient in its input's dtype
+    cov = np.array([[2.0, 0.5], [0.5, 1.0]])
+    v = np.array([0.3, -0.4])
+    lp = -0.5 * (v @ np.linalg.solve(cov, v) + np.log(np.linalg.det(cov)) + 2 * np.log(2 * np.pi))
+    assert ours["mvn32_lp64"].dtype == autograd.float32 and ours["mvn64_lp32"].dtype == autograd.float64
+    assert ours["mvn32_lp64"].item() == pytest.approx(lp, rel=1e-6)
+    assert ours["mvn64_lp32"].item() == pytest.approx(lp, rel=1e-6)
+    if theirs is not None:
+        for k in ("f32_f64", "f64_f32", "f32_i64"):
+            assert ours[k][0] == theirs[k][0]
+            np.testing.assert_allclose(ours[k][1], theirs[k][1], rtol=1e-6)
+        assert ours["grads"] == theirs["grads"]
+        for k in ("mvn32_lp64", "mvn64_lp32"):
+            assert str(ours[k].dtype) == str(theirs[k].dtype).replace("torch.", "")
+            assert ours[k].item() == pytest.approx(theirs[k].item(), rel=1e-6)
