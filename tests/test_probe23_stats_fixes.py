@@ -109,3 +109,44 @@ def test_solve_triangular_answers_in_the_dtype_of_A():
         for k in ("mvn32_lp64", "mvn64_lp32"):
             assert str(ours[k].dtype) == str(theirs[k].dtype).replace("torch.", "")
             assert ours[k].item() == pytest.approx(theirs[k].item(), rel=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------
+# Gamma (and Chi2) and HalfCauchy make log_prob's value a tensor of their parameters' dtype, as PyTorch's
+# ----------------------------------------------------------------------------------------------
+
+
+def densities_of_a_wider_value(torch):
+    D = torch.distributions
+    value = torch.tensor([0.3, 1.6], dtype=torch.float64, requires_grad=True)
+    params = torch.tensor([1.4, 1.7])
+    results = {}
+    for name, dist in {"gamma": D.Gamma(params, params + 1), "chi2": D.Chi2(params + 1),
+                       "half_cauchy": D.HalfCauchy(params), "half_normal": D.HalfNormal(params)}.items():
+        lp = dist.log_prob(value)
+        g, = torch.autograd.grad(lp.sum(), value)
+        results[name] = (str(lp.dtype).replace("torch.", ""), lp.detach().double().numpy(),
+                         str(g.dtype).replace("torch.", ""))
+    results["number"] = D.Gamma(params, params + 1).log_prob(2).detach().double().numpy()
+    return results
+
+
+def test_gamma_and_half_cauchy_take_the_value_in_their_dtype():
+    ours, theirs = both(densities_of_a_wider_value)
+    lg = np.vectorize(math.lgamma)
+    x, a = np.array([0.3, 1.6]), np.array([1.4, 1.7])
+    gamma = a * np.log(a + 1) + (a - 1) * np.log(x) - (a + 1) * x - lg(a)
+    chi2 = (a + 1) / 2 * np.log(0.5) + ((a + 1) / 2 - 1) * np.log(x) - 0.5 * x - lg((a + 1) / 2)
+    half_cauchy = np.log(2 / (np.pi * a * (1 + (x / a) ** 2)))
+    half_normal = np.log(2) - 0.5 * np.log(2 * np.pi * a ** 2) - x ** 2 / (2 * a ** 2)
+    for name, expected, dtype in (("gamma", gamma, "float32"), ("chi2", chi2, "float32"),
+                                  ("half_cauchy", half_cauchy, "float32"), ("half_normal", half_normal, "float64")):
+        assert ours[name][0] == dtype and ours[name][2] == "float64"  # the gradient in the value's own dtype
+        np.testing.assert_allclose(ours[name][1], expected, rtol=1e-6)
+    np.testing.assert_allclose(ours["number"], a * np.log(a + 1) + (a - 1) * np.log(2) - 2 * (a + 1) - lg(a),
+                               rtol=1e-6)
+    if theirs is not None:
+        for name in ("gamma", "chi2", "half_cauchy", "half_normal"):
+            assert ours[name][0] == theirs[name][0] and ours[name][2] == theirs[name][2]
+            np.testing.assert_allclose(ours[name][1], theirs[name][1], rtol=1e-6)
+        np.testing.assert_allclose(ours["number"], theirs["number"], rtol=1e-6)
