@@ -150,3 +150,27 @@ def test_gamma_and_half_cauchy_take_the_value_in_their_dtype():
             assert ours[name][0] == theirs[name][0] and ours[name][2] == theirs[name][2]
             np.testing.assert_allclose(ours[name][1], theirs[name][1], rtol=1e-6)
         np.testing.assert_allclose(ours["number"], theirs["number"], rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------
+# polygamma(n ≥ 2) at ±inf: PyTorch's (-1)ⁿ⁺¹ n! ζ(n+1, x) (NaN at +inf, a signed pole at -inf)
+# ----------------------------------------------------------------------------------------------
+
+
+def test_polygamma_of_order_two_and_more_at_the_infinities():
+    x = autograd.tensor([float("inf"), float("-inf"), 1e300, -3.0, 2.5], dtype=autograd.float64)
+    got = {n: autograd.polygamma(n, x).numpy() for n in range(5)}
+    np.testing.assert_array_equal(got[0][:2], [np.inf, np.nan])
+    np.testing.assert_array_equal(got[1][:4], [0.0, np.nan, 1e-300, np.inf])
+    for n in (2, 3, 4):
+        sign = 1.0 if n % 2 else -1.0
+        np.testing.assert_array_equal(got[n][:4], [np.nan, sign * np.inf, 0.0, sign * np.inf])
+        # ψ⁽ⁿ⁾(2.5) = (-1)ⁿ⁺¹ n! Σ_k 1/(2.5 + k)ⁿ⁺¹
+        series = sign * math.factorial(n) * sum((2.5 + k) ** -(n + 1) for k in range(200000))
+        assert got[n][4] == pytest.approx(series, rel=1e-9)
+    modules = pytorch()
+    if modules is not None:
+        torch = modules.torch
+        theirs = torch.tensor([float("inf"), float("-inf"), 1e300, -3.0, 2.5], dtype=torch.float64)
+        for n in (0, 2, 3, 4):
+            np.testing.assert_allclose(got[n], torch.polygamma(n, theirs).numpy(), rtol=1e-12)
