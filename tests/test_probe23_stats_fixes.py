@@ -174,3 +174,30 @@ def test_polygamma_of_order_two_and_more_at_the_infinities():
         theirs = torch.tensor([float("inf"), float("-inf"), 1e300, -3.0, 2.5], dtype=torch.float64)
         for n in (0, 2, 3, 4):
             np.testing.assert_allclose(got[n], torch.polygamma(n, theirs).numpy(), rtol=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------
+# Uniform's arg_constraints: each bound constrained by the other, as PyTorch's (and its error's words)
+# ----------------------------------------------------------------------------------------------
+
+
+def uniform_constraints(torch):
+    D = torch.distributions
+    shown = {k: repr(c) for k, c in D.Uniform(torch.tensor(0.0), torch.tensor(2.0)).arg_constraints.items()}
+    try:
+        D.Uniform(torch.tensor([1.0, 0.0]), torch.tensor([0.5, 1.0]))
+        message = None
+    except ValueError as error:
+        message = str(error)
+    checks = D.Uniform(torch.tensor(0.0), torch.tensor(2.0)).arg_constraints["low"].check(torch.tensor([1.0, 3.0]))
+    return shown, message, checks.tolist()
+
+
+def test_uniform_bounds_constrain_each_other():
+    ours, theirs = both(uniform_constraints)
+    assert ours[0] == {"low": "LessThan(upper_bound=2.0)", "high": "GreaterThan(lower_bound=0.0)"}
+    assert "to satisfy the constraint LessThan(upper_bound=tensor([0.5000, 1.0000])), but found" in ours[1]
+    assert ours[2] == [True, False]
+    if theirs is not None:
+        assert ours[0] == theirs[0] and ours[2] == theirs[2]
+        assert ours[1].replace("Size(", "torch.Size(") == theirs[1]
