@@ -201,3 +201,32 @@ def test_uniform_bounds_constrain_each_other():
     if theirs is not None:
         assert ours[0] == theirs[0] and ours[2] == theirs[2]
         assert ours[1].replace("Size(", "torch.Size(") == theirs[1]
+
+
+# ----------------------------------------------------------------------------------------------
+# A distribution's repr shows probs and logits both once the derived one has been used (PyTorch's lazy property)
+# ----------------------------------------------------------------------------------------------
+
+
+def reprs_before_and_after_use(torch):
+    D = torch.distributions
+    shown = []
+    for dist in (D.Categorical(probs=torch.tensor([0.3, 0.7])), D.Bernoulli(logits=torch.tensor([0.3, 0.7])),
+                 D.Geometric(logits=torch.tensor([0.3, 0.7]))):
+        before = repr(dist)
+        dist.entropy()
+        shown.append((before, repr(dist)))
+    mixture = D.MixtureSameFamily(D.Categorical(torch.tensor([0.4, 0.6])), D.Normal(torch.zeros(2), torch.ones(2)))
+    shown.append(repr(mixture))
+    return [tuple(s.replace("torch.Size", "Size") for s in pair) if isinstance(pair, tuple)
+            else pair.replace("torch.Size", "Size") for pair in shown]
+
+
+def test_repr_shows_a_derived_parameter_once_it_was_used():
+    ours, theirs = both(reprs_before_and_after_use)
+    assert ours[0] == ("Categorical(probs: Size([2]))", "Categorical(probs: Size([2]), logits: Size([2]))")
+    assert ours[1] == ("Bernoulli(logits: Size([2]))", "Bernoulli(probs: Size([2]), logits: Size([2]))")
+    assert ours[2] == ("Geometric(logits: Size([2]))", "Geometric(probs: Size([2]), logits: Size([2]))")
+    assert "Categorical(probs: Size([2]), logits: Size([2]))" in ours[3]  # the mixture read its logits
+    if theirs is not None:
+        assert ours == theirs
