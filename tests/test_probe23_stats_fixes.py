@@ -218,6 +218,7 @@ def reprs_before_and_after_use(torch):
         shown.append((before, repr(dist)))
     mixture = D.MixtureSameFamily(D.Categorical(torch.tensor([0.4, 0.6])), D.Normal(torch.zeros(2), torch.ones(2)))
     shown.append(repr(mixture))
+    shown.append(repr(D.Beta(torch.tensor([2.0, 1.0]), 3.0)))  # its parameters are properties: PyTorch shows none
     return [tuple(s.replace("torch.Size", "Size") for s in pair) if isinstance(pair, tuple)
             else pair.replace("torch.Size", "Size") for pair in shown]
 
@@ -228,5 +229,6 @@ def test_repr_shows_a_derived_parameter_once_it_was_used():
     assert ours[1] == ("Bernoulli(logits: Size([2]))", "Bernoulli(probs: Size([2]), logits: Size([2]))")
     assert ours[2] == ("Geometric(logits: Size([2]))", "Geometric(probs: Size([2]), logits: Size([2]))")
     assert "Categorical(probs: Size([2]), logits: Size([2]))" in ours[3]  # the mixture read its logits
+    assert ours[4] == "Beta()"
     if theirs is not None:
         assert ours == theirs
