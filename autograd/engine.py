@@ -21,6 +21,16 @@ from .backend import errstate
 from .graph import add_share, modes, program_stacklevel, refuse_nan_gradients, run_hooks
 
 
+def edges(node):
+    """The nodes ``node`` was computed from, also once its graph was freed: PyTorch keeps a freed node's
+    edges (only its saved tensors go), so a later pass walks through it, and ``autograd.grad`` of an input
+    that does not lie below it runs; only running the freed node's backward raises (its ``chain``)."""
+    try:
+        return iter(node.parents)
+    except RuntimeError:  # the FreedGraph release() left: the parents it had
+        return iter(node.released_parents)
+
+
 def topological_order(roots):
     """Nodes reachable from ``roots``, each one before every node it was computed from.
 
@@ -35,14 +45,14 @@ def topological_order(roots):
         if root in visited:
             continue
         visited.add(root)
-        stack = [(root, iter(root.parents))]
+        stack = [(root, edges(root))]
         while stack:
             node, parents = stack[-1]
             for parent in parents:
                 if parent is not None and parent not in visited:
                     visited.add(parent)
-                    if parent.parents:  # (a freed node's parents are truthy too: walking them raises)
-                        stack.append((parent, iter(parent.parents)))
+                    if parent.parents:  # (a freed node's FreedGraph is truthy too)
+                        stack.append((parent, edges(parent)))
                         break
                     order.append(parent)  # a leaf: nothing below it, emitted at once (most parents are)
             else:
@@ -56,7 +66,7 @@ def _leading_to(order, targets):
     """The nodes of ``order`` from which some target can be reached (the rest need no work)."""
     needed = set()
     for node in reversed(order):  # parents before consumers
-        if node in targets or any(parent in needed for parent in node.parents if parent is not None):
+        if node in targets or any(parent in needed for parent in edges(node) if parent is not None):
             needed.add(node)
     return needed
 
@@ -185,12 +195,12 @@ def _backpropagate(roots, root_grads, retain_graph, capture, on_step, prune, wat
         elif node in capture:
             captured[node], held_back = _capture_at(node, grad)
             grad = captured[node]
-            if held_back is not None and any(parent in needed for parent in node.parents):
+            if held_back is not None and any(parent in needed for parent in edges(node)):
                 grad = run_hooks(held_back, grad)  # the pass goes on through the node: its pre-hooks run
         else:
             grad = node.run_hooks(grad)
         parents = node.parents
-        if needed is not None and parents and not any(parent in needed for parent in parents):
+        if needed is not None and parents and not any(parent in needed for parent in edges(node)):
             parents = ()  # captured, and nothing wanted below it: not run, what it saved kept
         if parents:  # (a leaf has none: nothing to pass on, nothing saved to free)
             wanted = [parent in needed for parent in parents] if prune and capture is not None else None

@@ -6,7 +6,6 @@ It is the first coordinate of Dirichlet((α, β)), which supplies its log_prob, 
 """
 
 from ..ops.joins import stack
-from ..size import Size
 from . import constraints
 from .dirichlet import Dirichlet
 from .distribution import broadcast_all
@@ -66,10 +65,3 @@ class Beta(ExponentialFamily):
 
     def entropy(self):
         return self._dirichlet.entropy()
-
-    def __repr__(self):
-        return f"Beta(concentration1: {_shown(self.concentration1)}, concentration0: {_shown(self.concentration0)})"
-
-
-def _shown(t):
-    return t if t.numel() == 1 else Size(t.shape)

@@ -24,7 +24,6 @@ class Binomial(BinaryParameters, Distribution):
 
     def __init__(self, total_count=1, probs=None, logits=None, validate_args=None):
         probs_or_logits(probs, logits)
-        self._given = "probs" if probs is not None else "logits"  # (its repr shows the one given)
         if probs is not None:
             self.total_count, self.probs = broadcast_all(total_count, probs)
             self.total_count = self.total_count.to(self.probs.dtype)

@@ -21,7 +21,7 @@ class Categorical(Distribution):
 
     def __init__(self, probs=None, logits=None, validate_args=None):
         probs_or_logits(probs, logits)
-        self._given = "probs" if probs is not None else "logits"  # (its repr shows the one given)
+        self._given = "probs" if probs is not None else "logits"  # (param_shape is the given one's)
         if probs is not None:
             probs = probs if isinstance(probs, Tensor) else tensor_from(probs)
             if probs.ndim < 1:

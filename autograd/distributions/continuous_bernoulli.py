@@ -40,7 +40,6 @@ class ContinuousBernoulli(ExponentialFamily):
 
     def __init__(self, probs=None, logits=None, lims=(0.499, 0.501), validate_args=None):
         probs_or_logits(probs, logits)
-        self._given = "probs" if probs is not None else "logits"
         self._lims = lims
         if probs is not None:
             (probs,) = broadcast_all(probs)

@@ -192,14 +192,14 @@ class Distribution:
         return value if isinstance(value, Tensor) else tensor_from(value, dtype=like.dtype)
 
     def __repr__(self):
-        """``Normal(loc: Size([3]), scale: 2.0)``-like: each parameter given, by value when it is one number."""
-        hidden = {"probs": "logits", "logits": "probs"}.get(self.__dict__.get("_given"))  # (the one derived)
+        """``Normal(loc: Size([3]), scale: 2.0)``-like: each parameter held, by value when it is one number (probs
+        or logits derived from the other once it has been used, as PyTorch's lazy property)."""
         try:
             names = self.arg_constraints
         except NotImplementedError:
             names = {}
         shown = {name: self.__dict__[name] for name in names
-                 if isinstance(self.__dict__.get(name), Tensor) and name != hidden}
+                 if isinstance(self.__dict__.get(name), Tensor)}
         args = ", ".join(f"{name}: {value if value.numel() == 1 else Size(value.shape)}"
                          for name, value in shown.items())
         return f"{type(self).__name__}({args})"

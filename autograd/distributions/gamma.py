@@ -6,11 +6,11 @@
     the implicit reparameterisation dG/dα = -(∂P/∂α)/p(G) (see ops/standard_gamma.py).
 """
 
+from .. import factories
 from ..backend import xp
 from ..ops.incomplete_gamma import igamma
 from ..ops.pointwise_pairs import xlogy
 from ..ops.standard_gamma import standard_gamma
-from ..tensor import Tensor, tensor_from
 from . import constraints
 from .distribution import broadcast_all
 from .exp_family import ExponentialFamily
@@ -59,9 +59,9 @@ class Gamma(ExponentialFamily):
         return clamp_tiny(standard_gamma(self.concentration.expand(shape)) / self.rate.expand(shape))
 
     def log_prob(self, value):
-        if not isinstance(value, Tensor):  # PyTorch's Gamma (and Chi2) alone take a number here
-            value = tensor_from(value, dtype=self.rate.dtype)
-        value = self._value(value, self.rate)
+        # PyTorch's Gamma (and Chi2) makes the value a tensor of the rate's dtype first: a number is taken, and a
+        # float64 value under float32 parameters gives a float32 density
+        value = self._value(factories.as_tensor(value, dtype=self.rate.dtype), self.rate)
         return (xlogy(self.concentration, self.rate) + xlogy(self.concentration - 1, value) - self.rate * value
                 - self.concentration.lgamma())
 

@@ -19,7 +19,6 @@ class Geometric(BinaryParameters, Distribution):
 
     def __init__(self, probs=None, logits=None, validate_args=None):
         probs_or_logits(probs, logits)
-        self._given = "probs" if probs is not None else "logits"  # (its repr shows the one given)
         if probs is not None:
             (self.probs,) = broadcast_all(probs)
         else:  # (the other one is computed on first use, as PyTorch's)

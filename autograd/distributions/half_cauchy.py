@@ -5,6 +5,7 @@
 """
 
 from .. import factories
+from ..tensor import Tensor
 from .cauchy import Cauchy
 from .folded import Folded
 
@@ -19,3 +20,7 @@ class HalfCauchy(Folded):
     @property
     def variance(self):
         return factories.full(self._extended_shape(), float("inf"), dtype=self.scale.dtype)
+
+    def log_prob(self, value):
+        # PyTorch's HalfCauchy (not HalfNormal) takes the value in the scale's dtype (a number is still refused)
+        return super().log_prob(value.to(self.scale.dtype) if isinstance(value, Tensor) else value)

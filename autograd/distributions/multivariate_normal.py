@@ -16,7 +16,7 @@ from ..backend import xp
 from ..linalg import cholesky
 from ..ops.decompositions import cholesky_inverse
 from ..ops.inverses import solve
-from ..ops.triangular import _same_floating_dtype
+from ..ops.triangular import _in_dtype_of_A
 from ..size import Size
 from ..tensor import Tensor, tensor_from
 from . import constraints
@@ -24,10 +24,10 @@ from .distribution import Distribution, lazy_property
 
 
 def solve_lower(L, B):
-    """L⁻¹ B for lower-triangular L (batched, broadcasting): a solve with L's lower triangle. L and B of
-    different dtypes meet at the wider, as in PyTorch's distributions, whose linalg.solve_triangular promotes
-    (a float64 cov_factor beside a float32 loc from torch.zeros)."""
-    L, B = _same_floating_dtype(L, B, "linalg.solve_triangular")
+    """L⁻¹ B for lower-triangular L (batched, broadcasting): a solve with L's lower triangle, in L's dtype,
+    as PyTorch's distributions solve with linalg.solve_triangular (a float64 value's log_prob under a float32
+    MultivariateNormal is float32; a float32 loc from torch.zeros beside a float64 covariance gives float64)."""
+    L, B = _in_dtype_of_A(L, B, "linalg.solve_triangular")
     return solve(L.tril(), B)
 
 

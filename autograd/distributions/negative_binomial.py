@@ -21,7 +21,6 @@ class NegativeBinomial(BinaryParameters, Distribution):
 
     def __init__(self, total_count, probs=None, logits=None, validate_args=None):
         probs_or_logits(probs, logits)
-        self._given = "probs" if probs is not None else "logits"
         if probs is not None:
             self.total_count, self.probs = broadcast_all(total_count, probs)
             self.total_count = self.total_count.to(self.probs.dtype)

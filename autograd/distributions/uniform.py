@@ -7,14 +7,16 @@ from .distribution import Distribution, broadcast_all
 
 
 class Uniform(Distribution):
-    arg_constraints = {"low": constraints.dependent(is_discrete=False, event_dim=0),
-                       "high": constraints.dependent(is_discrete=False, event_dim=0)}
     has_rsample = True
 
     def __init__(self, low, high, validate_args=None):
         self.low, self.high = broadcast_all(low, high)
         super().__init__(self.low.shape, validate_args=validate_args)
-        self._check("low", self.low, self.low < self.high, "LessThan(upper_bound=high)")
+
+    @property
+    def arg_constraints(self):
+        """Each bound constrained by the other, as PyTorch's (whose error then names the other's values)."""
+        return {"low": constraints.less_than(self.high), "high": constraints.greater_than(self.low)}
 
     @constraints.dependent_property(is_discrete=False, event_dim=0)
     def support(self):

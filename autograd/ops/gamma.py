@@ -82,9 +82,13 @@ def _polygamma(n, x):
         # ψ(±0) = ∓inf: the sign of the zero picks the side of the pole, as PyTorch's
         pole = xp.where(xp.signbit(x), xp.inf, -xp.inf)
         y = xp.where(x == 0, pole, xp.where((x < 0) & (x == xp.floor(x)), xp.nan, y))
-    else:
-        y = xp.where(pole, xp.inf if n % 2 else -xp.inf, y)  # poles, signed as PyTorch
+    elif n == 1:
+        y = xp.where(pole, xp.inf, y)
         y = xp.where(xp.isneginf(x), xp.nan, y)  # no limit at -inf: it passes a pole at every integer
+    else:  # PyTorch's ψ⁽ⁿ⁾ for n ≥ 2 is (-1)ⁿ⁺¹ n! ζ(n+1, x), and its Hurwitz ζ (Cephes') answers inf at
+        # every integer q ≤ 0, -inf among them, and NaN at q = +inf (0/0 in its convergence test)
+        y = xp.where(pole | xp.isneginf(x), xp.inf if n % 2 else -xp.inf, y)  # poles, signed as PyTorch
+        y = xp.where(xp.isposinf(x), xp.nan, y)
     return y
 
 

@@ -71,15 +71,13 @@ class SolveTriangular(Primitive):
         return grad_a, unbroadcast(grad_b, b) if b.requires_grad else None
 
 
-def _same_floating_dtype(A, B, op):
-    """A and B in their common floating or complex dtype (PyTorch promotes; integers are refused)."""
-    if A.dtype.kind not in "fc" or B.dtype.kind not in "fc":
-        wrong = A.dtype if A.dtype.kind not in "fc" else B.dtype
-        raise RuntimeError(f"{op}: Expected a floating point or complex tensor as input, got {wrong}")
-    if A.dtype != B.dtype:
-        common = xp.result_type(A.dtype, B.dtype)
-        A, B = A.to(common), B.to(common)
-    return A, B
+def _in_dtype_of_A(A, B, op):
+    """A, and B in A's dtype: PyTorch writes the solution into a tensor of A's dtype and copies B there
+    first, so a wider B is narrowed (float32 A, float64 B: a float32 X), an integer B made floating, and
+    a complex B beside a real A loses its imaginary part (with the copy's warning). A must be floating."""
+    if A.dtype.kind not in "fc":
+        raise RuntimeError(f"{op}: Expected a floating point or complex tensor as input, got {A.dtype}")
+    return A, (B if B.dtype == A.dtype else B.to(A.dtype))
 
 
 @refuses_half("triangular_solve_cpu")
@@ -96,7 +94,7 @@ def solve_triangular(input, B, *, upper, left=True, unitriangular=False, out=Non
         raise RuntimeError(f"linalg.solve_triangular: Incompatible shapes of A and B for the equation {equation} "
                            f"({A.shape[-2]}x{A.shape[-1]} and {B.shape[-2]}x{B.shape[-1]})")
     refuse_unbroadcastable(B.shape[:-2], A.shape[:-2])  # (the batch dims, in PyTorch's order: B's, then A's)
-    A, B = _same_floating_dtype(A, B, "linalg.solve_triangular")
+    A, B = _in_dtype_of_A(A, B, "linalg.solve_triangular")
     if left:
         X = SolveTriangular.apply(A, B, upper=bool(upper), unitriangular=bool(unitriangular))
     else:  # X A = B  ⇔  Aᵀ Xᵀ = Bᵀ, and Aᵀ is triangular the other way up
