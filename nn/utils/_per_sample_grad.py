@@ -83,18 +83,46 @@ def call_for_per_sample_grads(module, *, batch_size=None, loss_reduction="sum", 
         # a tensor with the batch dimension is cut into samples (each kept as a batch of one); others go whole
         leaf_dims = [batch_dim if isinstance(leaf, autograd.Tensor) and leaf.dim() > batch_dim
                      and leaf.shape[batch_dim] == size else None for leaf in leaves]
+        first = next((leaf for leaf in leaves if isinstance(leaf, autograd.Tensor) and leaf.dim() > batch_dim), None)
+        if first is not None and first.shape[batch_dim] != size:  # (each sample would otherwise see the whole input)
+            raise RuntimeError("Expected ExpandedWeights to have batch size matching input but got input batch size "
+                               f"of {first.shape[batch_dim]} with ExpandedWeight of batch size {size}")
 
         def one_sample(params, *sample_leaves):
             sample_leaves = [leaf.unsqueeze(batch_dim) if dim is not None else leaf
                              for leaf, dim in zip(sample_leaves, leaf_dims)]
             sample_args, sample_kwargs = tree_unflatten(sample_leaves, spec)
-            out = functional_call(module, params, sample_args, sample_kwargs)
-            # (its batch of one taken out: vmap puts the batch there)
-            return tree_map(lambda t: t.squeeze(batch_dim) if isinstance(t, autograd.Tensor) else t, out)
+            return functional_call(module, params, sample_args, sample_kwargs)
 
-        return vmap(one_sample, in_dims=(0, *leaf_dims), out_dims=batch_dim)(expanded, *leaves)
+        # dropout inside draws for the whole batch at once, the numbers the module would draw on the batch
+        stacked = vmap(one_sample, in_dims=(0, *leaf_dims), randomness="different")(expanded, *leaves)
+        out_leaves, out_spec = tree_flatten(stacked)
+        dims = _output_batch_dims(module, out_leaves, leaves, leaf_dims, spec, batch_dim)
+        # each output (B, *one sample's output): the batch of one at its dim k becomes the batch
+        return tree_unflatten([out.movedim(0, k).squeeze(k + 1) if k is not None else out
+                               for out, k in zip(out_leaves, dims)], out_spec)
 
     return wrapper
+
+
+def _output_batch_dims(module, stacked, leaves, leaf_dims, spec, batch_dim):
+    """Where each output of the module (``stacked``: B one-sample outputs, stacked in front) holds its batch: the
+    one dim of size 1 in a sample's output, or, where there are several (an RNN's h_n is (layers, batch, hidden)
+    whatever its batch_first), the one that is 2 in the module's output on the first two samples (run without
+    gradients, its random draws given back). None for what is not a tensor or has no dim of size 1."""
+    ones = [[d for d in range(out.dim() - 1) if out.shape[d + 1] == 1] if isinstance(out, autograd.Tensor) else []
+            for out in stacked]
+    dims = [None if not candidates else batch_dim if batch_dim in candidates else candidates[0]
+            for candidates in ones]
+    size = next((out.shape[0] for out in stacked if isinstance(out, autograd.Tensor)), 1)
+    if size > 1 and any(len(candidates) > 1 for candidates in ones):
+        pair = [leaf.narrow(dim, 0, 2) if dim is not None else leaf for leaf, dim in zip(leaves, leaf_dims)]
+        pair_args, pair_kwargs = tree_unflatten(pair, spec)
+        with autograd.no_grad(), autograd.random.fork_rng():
+            pair_out = tree_flatten(module(*pair_args, **pair_kwargs))[0]
+        dims = [next((d for d in candidates if out.shape[d] == 2), dim) if len(candidates) > 1 else dim
+                for candidates, dim, out in zip(ones, dims, pair_out)]
+    return dims
 
 
 def _add_grad_sample(param, scale, grad):
