@@ -19,7 +19,7 @@ import functools
 
 import autograd
 from autograd.func import functional_call, vmap
-from autograd.utils._pytree import tree_flatten, tree_map, tree_unflatten
+from autograd.utils._pytree import tree_flatten, tree_unflatten
 
 from ..module import Module
 from ..normalization import _BatchNorm
