@@ -185,6 +185,7 @@ def tensor_cholesky(input, upper=False, *, out=None):
 
 
 QRResult = return_type("linalg_qr", ["Q", "R"])
+TorchQRResult = return_type("qr", ["Q", "R"])  # (torch.qr's own type)
 
 
 class QR(Primitive):
@@ -281,7 +282,7 @@ def tensor_qr(input, some=True):
                   "Q, R = torch.qr(A, some)\nshould be replaced with\n"
                   "Q, R = torch.linalg.qr(A, 'reduced' if some else 'complete')", UserWarning,
                   stacklevel=program_stacklevel())
-    return qr(input, "reduced" if some else "complete")
+    return TorchQRResult(*qr(input, "reduced" if some else "complete"))
 
 
 def _require_square_factor(L):
