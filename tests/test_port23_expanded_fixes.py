@@ -109,3 +109,34 @@ def test_out_returns_the_out_type(T):
     assert type(result) is T.return_types.sort_out and result.values is outs[0] and result.indices is outs[1]
     assert type(result).__name__ == "sort_out" and type(T.sort(x, 1)) is T.return_types.sort
     np.testing.assert_array_equal(outs[1].numpy(), [[0, 1], [1, 0]])
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+@pytest.mark.parametrize("enforce_sorted", [True, False])
+def test_packed_sequence_input(T, batch_first, enforce_sorted):
+    """An LSTM over a PackedSequence: each sample runs packed alone (it saw the whole packed data before, and
+    then the batch-size check refused it); the output is packed as the input, and grad_sample is a loop's."""
+    nn = _nn(T)
+    rnn_utils = importlib.import_module(f"{nn.__name__}.utils.rnn")
+    T.manual_seed(0)
+    lstm = nn.LSTM(3, 4, batch_first=batch_first).double()
+    lengths = [5, 3, 2] if enforce_sorted else [3, 5, 2]
+    x = T.randn(3, 5, 3, dtype=T.float64)
+    padded = x if batch_first else x.transpose(0, 1)
+    packed = rnn_utils.pack_padded_sequence(padded, lengths, batch_first=batch_first, enforce_sorted=enforce_sorted)
+    out, (h, c) = _per_sample(T)(lstm, batch_size=3, batch_first=batch_first)(packed)  # (PyTorch needs it)
+    plain_out, (plain_h, _) = lstm(packed)
+    assert isinstance(out, rnn_utils.PackedSequence) and out.batch_sizes.tolist() == [3, 3, 2, 1, 1]
+    np.testing.assert_allclose(out.data.detach().numpy(), plain_out.data.detach().numpy(), rtol=1e-12)
+    np.testing.assert_allclose(h.detach().numpy(), plain_h.detach().numpy(), rtol=1e-12)
+    (out.data.sum() + h.sum()).backward()
+    got = [p.grad_sample.numpy() for p in lstm.parameters()]
+    if T.__name__ == "torch" and not enforce_sorted:  # PyTorch's rows come in the packed (sorted) order: row j is
+        # sample sorted_indices[j]; chainrule's row i is sample i, as every other output's
+        got = [g[packed.unsorted_indices.numpy()] for g in got]
+    for i, length in enumerate(lengths):
+        one = x[i:i + 1, :length] if batch_first else x[i:i + 1, :length].transpose(0, 1)
+        one_out, (one_h, _) = lstm(rnn_utils.pack_padded_sequence(one, [length], batch_first=batch_first))
+        grads = T.autograd.grad(one_out.data.sum() + one_h.sum(), list(lstm.parameters()))
+        for g, e in zip(got, grads):
+            np.testing.assert_allclose(g[i], e.numpy(), rtol=1e-9, atol=1e-12)
