@@ -28,7 +28,14 @@ def _named_tuple(name, fields):
         body = ",\n".join(f"{field}={value!r}" for field, value in zip(self._fields, self))
         return f"autograd.return_types.{name}(\n{body})"
 
-    made = type(name, (collections.namedtuple(name, fields),), {"__slots__": (), "__repr__": __repr__,
-                                                                 "__module__": __name__, "__qualname__": name})
+    base = collections.namedtuple(name, fields)
+
+    def __new__(cls, *items):
+        # PyTorch's are structseqs, made from one sequence (``return_types.max((values, indices))``)
+        return base.__new__(cls, *(items[0] if len(items) == 1 else items))
+
+    made = type(name, (base,), {"__slots__": (), "__repr__": __repr__, "__new__": __new__, "__module__": __name__,
+                                "__qualname__": name, "n_fields": len(fields), "n_sequence_fields": len(fields),
+                                "n_unnamed_fields": 0})
     globals()[name] = made
     return made

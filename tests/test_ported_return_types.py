@@ -123,3 +123,12 @@ def test_indexing_unpacking_and_repr(T):
         result.values = values
     with pytest.raises(TypeError):
         result[0] = values
+
+
+def test_made_from_a_sequence_as_a_structseq(T):
+    """PyTorch's return types are structseqs: made from one sequence, with n_fields and n_sequence_fields."""
+    values, indices = T.tensor([5.0, 3.0]), T.tensor([1, 0])
+    result = T.return_types.max((values, indices))
+    assert result.values is values and result.indices is indices and type(result) is T.return_types.max
+    assert T.return_types.linalg_svd.n_fields == 3 and result.n_sequence_fields == 2 and result.n_unnamed_fields == 0
+    np.testing.assert_array_equal(T.return_types.topk([values, indices])[1].numpy(), [1, 0])
