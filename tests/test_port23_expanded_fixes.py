@@ -87,7 +87,7 @@ def test_batch_size_that_is_not_the_inputs_is_refused(T):
         _per_sample(T)(nn.Linear(3, 2), batch_size=3)(T.randn(4, 3))
 
 
-def test_qr_returns_its_own_type_and_takes_out(T):
+def test_qr_returns_its_own_type_and_takes_out(T, warn_always):
     a = T.tensor([[2.0, 1.0], [1.0, 3.0]])
     with pytest.warns(UserWarning, match="torch.qr is deprecated"):
         result = T.qr(a)
