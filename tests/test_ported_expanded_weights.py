@@ -211,3 +211,18 @@ def test_frozen_batch_norm_in_training_mixes_the_batch():
     model = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4).requires_grad_(False)).double()
     _per_sample(T)(model)(T.randn(5, 4, dtype=T.float64)).sum().backward()
     assert model[0].weight.grad_sample.shape == (5, 4, 4)
+
+
+def test_embedding_padding_idx_row_has_no_per_sample_gradient(T):
+    """chainrule's rows are each sample's own gradient, where the padding row gets none (as .grad). PyTorch's
+    Expanded Weights scatters every token, the padding one too, so its rows there count the padding tokens
+    (a difference from its own loop, kept as PyTorch's here only in this assertion)."""
+    nn = _nn(T)
+    T.manual_seed(0)
+    embedding = nn.Embedding(6, 3, padding_idx=0).double()
+    tokens = T.tensor([[0, 1, 1], [2, 0, 0]])
+    _per_sample(T)(embedding)(tokens).sum().backward()
+    padding_rows = embedding.weight.grad_sample[:, 0].numpy()
+    expected_padding_rows = [[1.0] * 3, [2.0] * 3] if T.__name__ == "torch" else np.zeros((2, 3))
+    np.testing.assert_array_equal(padding_rows, expected_padding_rows)
+    np.testing.assert_array_equal(embedding.weight.grad_sample[:, 1].numpy(), [[2.0] * 3, [0.0] * 3])
