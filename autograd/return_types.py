@@ -8,20 +8,34 @@ PyTorch prints it:
     indices=tensor([1, 0]))
 
 An op declares its type where it is defined (``return_type("max", ["values", "indices"])``); the type lives
-here, under its name, so that ``isinstance`` and pickling find it.
+here, under its name, so that ``isinstance`` and pickling find it. An op given ``out=`` tensors returns them in
+the type's twin ``<name>_out`` (``max_out``), as PyTorch's.
 """
 
 import collections
 
 
-def return_type(name, fields):
-    """The named tuple type ``autograd.return_types.<name>`` with ``fields``."""
+def return_type(name, fields, *, has_out=True):
+    """The named tuple type ``autograd.return_types.<name>`` with ``fields``, and (``has_out``) its twin
+    ``<name>_out``, the type of what the op returns with ``out=``, reached as the first's ``_out_type``."""
+    made = _named_tuple(name, fields)
+    made._out_type = _named_tuple(f"{name}_out", fields) if has_out else made
+    return made
 
+
+def _named_tuple(name, fields):
     def __repr__(self):
         body = ",\n".join(f"{field}={value!r}" for field, value in zip(self._fields, self))
         return f"autograd.return_types.{name}(\n{body})"
 
-    made = type(name, (collections.namedtuple(name, fields),), {"__slots__": (), "__repr__": __repr__,
-                                                                 "__module__": __name__, "__qualname__": name})
+    base = collections.namedtuple(name, fields)
+
+    def __new__(cls, *items):
+        # PyTorch's are structseqs, made from one sequence (``return_types.max((values, indices))``)
+        return base.__new__(cls, *(items[0] if len(items) == 1 else items))
+
+    made = type(name, (base,), {"__slots__": (), "__repr__": __repr__, "__new__": __new__, "__module__": __name__,
+                                "__qualname__": name, "n_fields": len(fields), "n_sequence_fields": len(fields),
+                                "n_unnamed_fields": 0})
     globals()[name] = made
     return made

@@ -185,6 +185,7 @@ def tensor_cholesky(input, upper=False, *, out=None):
 
 
 QRResult = return_type("linalg_qr", ["Q", "R"])
+TorchQRResult = return_type("qr", ["Q", "R"])  # (torch.qr's own type)
 
 
 class QR(Primitive):
@@ -273,7 +274,7 @@ def tensor_matrix_power(input, n, *, out=None):
 
 
 @names("qr")
-def tensor_qr(input, some=True):
+def tensor_qr(input, some=True, *, out=None):
     """torch.qr / x.qr(): linalg.qr in mode 'reduced' (some=True) or 'complete' (deprecated in PyTorch, with
     this warning)."""
     warnings.warn("torch.qr is deprecated in favor of torch.linalg.qr and will be removed in a future PyTorch "
@@ -281,7 +282,7 @@ def tensor_qr(input, some=True):
                   "Q, R = torch.qr(A, some)\nshould be replaced with\n"
                   "Q, R = torch.linalg.qr(A, 'reduced' if some else 'complete')", UserWarning,
                   stacklevel=program_stacklevel())
-    return qr(input, "reduced" if some else "complete")
+    return write_out(TorchQRResult(*qr(input, "reduced" if some else "complete")), out, same_dtype=True)
 
 
 def _require_square_factor(L):

@@ -42,7 +42,7 @@ def write_out(result, out, same_dtype=False, dtype=None):
                 raise RuntimeError(f"Expected out tensor to have dtype {c_name(value.dtype)}, but got "
                                    f"{c_name(target.dtype)} instead")
             write_out(value, target)
-        return type(result)(*out) if hasattr(result, "_fields") else tuple(out)
+        return type(result)._out_type(*out) if hasattr(type(result), "_out_type") else tuple(out)
     if not isinstance(out, Tensor):
         raise TypeError(f"out= must be a Tensor, got {type(out).__name__}")
     if result.dtype != out.dtype and not _can_cast(result.dtype, out.dtype):  # (a float into integers, ...)

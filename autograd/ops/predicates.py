@@ -366,7 +366,7 @@ def _check_histogram(data, edges, range, weight):
         raise RuntimeError(f"torch.histogramdd: dimension 0's range [{low:g}, {high:g}] is not finite")
 
 
-HistogramddResult = return_type("histogramdd", ["hist", "bin_edges"])
+HistogramddResult = return_type("histogramdd", ["hist", "bin_edges"], has_out=False)
 
 
 @names("histogramdd", method=False)
