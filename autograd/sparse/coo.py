@@ -44,9 +44,10 @@ def _index_tensor(indices):
     return indices
 
 
-def sparse_coo_tensor(indices, values, size=None, *, dtype=None, device=None, pin_memory=False, requires_grad=False,
-                      check_invariants=None, is_coalesced=None):
-    """A sparse COO tensor with ``values[e]`` at position ``indices[:, e]`` (``torch.sparse_coo_tensor``).
+def sparse_coo_tensor(indices=None, values=None, size=None, *, dtype=None, device=None, pin_memory=False,
+                      requires_grad=False, check_invariants=None, is_coalesced=None):
+    """A sparse COO tensor with ``values[e]`` at position ``indices[:, e]`` (``torch.sparse_coo_tensor``); given only a
+    size (``sparse_coo_tensor((2, 3))`` or ``size=``), the empty one of that size, as ``zeros(size, layout=sparse_coo)``.
 
     indices: (sparse_dim, nnz) integers; values: (nnz, *dense_sizes). ``size`` defaults to one past the largest
     index in each sparse dim, followed by the values' own sizes. The indices are always checked against ``size``
@@ -54,6 +55,8 @@ def sparse_coo_tensor(indices, values, size=None, *, dtype=None, device=None, pi
     from ..device import resolve
 
     resolve(device)
+    if values is None:
+        return empty_sparse(indices if size is None else size, dtype=dtype, requires_grad=requires_grad)
     indices = _index_tensor(indices)
     if isinstance(values, Tensor):
         values = values if dtype is None or values.dtype == dtype else values.to(dtype)
@@ -95,6 +98,18 @@ def sparse_coo_tensor(indices, values, size=None, *, dtype=None, device=None, pi
             raise RuntimeError("is_coalesced=True, but the indices are not sorted and unique (a coalesced tensor's "
                                f"are); leave it out or call .coalesce() (indices of shape {list(indices.shape)})")
     return SparseTensor(indices, values, size, coalesced)
+
+
+def empty_sparse(size, sparse_dim=None, *, dtype=None, requires_grad=False):
+    """The sparse tensor of ``size`` with no entries (nnz 0), its first ``sparse_dim`` dims sparse (all by default):
+    PyTorch's ``zeros(size, layout=sparse_coo)``, ``zeros_like(sparse)``."""
+    from ..factories import zeros
+
+    size = Size(size)
+    sparse_dim = len(size) if sparse_dim is None else sparse_dim
+    indices = zeros((sparse_dim, 0), dtype=backend.int64)
+    values = zeros((0,) + tuple(size[sparse_dim:]), dtype=dtype, requires_grad=requires_grad)
+    return SparseTensor(indices, values, size, True)
 
 
 class SparseTensor:
@@ -324,8 +339,9 @@ class SparseTensor:
         """The entries at ``index`` along sparse dim ``dim``, without that dim (a sparse tensor; a dense one
         once no sparse dim is left)."""
         dim = dim % self.dim()
-        if dim >= self.sparse_dim():
-            raise NotImplementedError("select: selecting along a dense dim of a sparse tensor is not built here")
+        if dim >= self.sparse_dim():  # a dense dim: each value's slice, at the same positions
+            return SparseTensor(self._indices_tensor, self._values_tensor.select(dim - self.sparse_dim() + 1, index),
+                                self._size[:dim] + self._size[dim + 1:], self._coalesced)
         if not -self._size[dim] <= index < self._size[dim]:
             raise IndexError(f"select(): index {index} out of range for tensor of size {list(self._size)} at "
                              f"dimension {dim}")
@@ -343,9 +359,10 @@ class SparseTensor:
         each position of ``index`` the entries there, in their own order (uncoalesced). A minibatch of a graph's
         rows: ``adj.index_select(0, batch)``."""
         dim = dim % self.dim()
-        if dim >= self.sparse_dim():
-            raise NotImplementedError("index_select: selecting along a dense dim of a sparse tensor is not built here")
         index = _index_tensor(index)
+        if dim >= self.sparse_dim():  # a dense dim: each value's slices, at the same positions
+            return SparseTensor(self._indices_tensor, self._values_tensor.index_select(dim - self.sparse_dim() + 1, index),
+                                self._size[:dim] + (index.numel(),) + self._size[dim + 1:], self._coalesced)
         if index.ndim > 1:
             raise IndexError("index_select() argument index must be 1-D strided (non-sparse) long-tensor.")
         wanted = index._data.reshape(-1)
@@ -387,8 +404,8 @@ class SparseTensor:
         n = self.sparse_dim()
         dim0, dim1 = dim0 % self.dim(), dim1 % self.dim()
         if dim0 >= n or dim1 >= n:
-            raise RuntimeError(f"transpose: a sparse tensor's sparse and dense dims cannot be swapped (dims {dim0} "
-                               f"and {dim1}, {n} sparse dims)")
+            raise RuntimeError(f"sparse transpose: transposed dimensions must be sparse Got sparse_dim: {n}, d0: "
+                               f"{dim0}, d1: {dim1}")
         order = list(range(n))
         order[dim0], order[dim1] = order[dim1], order[dim0]
         size = list(self._size)
@@ -469,7 +486,10 @@ class SparseTensor:
         return self.pow(exponent)
 
     def pow(self, exponent):
-        if not isinstance(exponent, (int, float)) or exponent <= 0:
+        if isinstance(exponent, (int, float)) and exponent == 0:
+            raise RuntimeError("pow: cannot raise to zeroth power on sparse tensor; it would make the result tensor "
+                               "dense")
+        if not isinstance(exponent, (int, float)) or exponent < 0:
             raise RuntimeError(f"pow: a sparse tensor is raised only to a positive number (0 ** {exponent} is not "
                                f"0), got {exponent!r}")
         coalesced = self.coalesce()
@@ -598,6 +618,9 @@ def _dense(other):
 
 def _refuse_other_shape(a, b, op):
     if tuple(a.shape) != tuple(b.shape):
+        if op == "add":
+            raise RuntimeError(f"add: expected sizes of 'self' and 'other' to match, but {list(a.shape)} != "
+                               f"{list(b.shape)}")
         raise RuntimeError(f"{op}: expected sizes to match, but got {list(a.shape)} (sparse) and {list(b.shape)}")
 
 
