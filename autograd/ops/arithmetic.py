@@ -160,7 +160,8 @@ def rsub(input, other, *, alpha=1):
 @names("mul", "multiply", inplace="multiply_")
 def mul(input, other, *, out=None):
     """input · other"""
-    if isinstance(input, Tensor) and not isinstance(other, Tensor):  # as the operator: a number keeps its value
+    if isinstance(input, Tensor) and not isinstance(other, Tensor) and not _is_sparse(other):
+        # as the operator: a number keeps its value
         return write_out(elementwise.binary(elementwise.Mul, input, other), out)  # (float16 · 0.1 in float32)
     input, other = _pair(input, other)
     return write_out(input * other, out)

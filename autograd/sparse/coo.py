@@ -46,8 +46,8 @@ def _index_tensor(indices):
 
 def sparse_coo_tensor(indices=None, values=None, size=None, *, dtype=None, device=None, pin_memory=False,
                       requires_grad=False, check_invariants=None, is_coalesced=None):
-    """A sparse COO tensor with ``values[e]`` at position ``indices[:, e]`` (``torch.sparse_coo_tensor``); given only a
-    size (``sparse_coo_tensor((2, 3))`` or ``size=``), the empty one of that size, as ``zeros(size, layout=sparse_coo)``.
+    """A sparse COO tensor with ``values[e]`` at position ``indices[:, e]`` (``torch.sparse_coo_tensor``); given only
+    a size (``sparse_coo_tensor((2, 3))`` or ``size=``), the empty one of that size (``zeros(size, layout=...)``).
 
     indices: (sparse_dim, nnz) integers; values: (nnz, *dense_sizes). ``size`` defaults to one past the largest
     index in each sparse dim, followed by the values' own sizes. The indices are always checked against ``size``
@@ -64,9 +64,6 @@ def sparse_coo_tensor(indices=None, values=None, size=None, *, dtype=None, devic
         values = tensor_from(values, dtype)
     if indices.ndim != 2:
         raise RuntimeError(f"indices must be sparse_dim x nnz, but got: {list(indices.shape)}")
-    if indices.shape[1] != values.shape[0]:
-        raise RuntimeError(f"indices and values must have same nnz, but got nnz from indices: {indices.shape[1]}, "
-                           f"nnz from values: {values.shape[0]}")
     sparse_dim = indices.shape[0]
     positions = indices._data
     if size is None:
@@ -76,9 +73,12 @@ def sparse_coo_tensor(indices=None, values=None, size=None, *, dtype=None, devic
     if len(size) != sparse_dim + values.ndim - 1:
         raise RuntimeError(f"'len(size) == sparse_dim + dense_dim' is not satisfied: len(size) = {len(size)}, "
                            f"sparse_dim = {sparse_dim}, dense_dim = {values.ndim - 1}")
+    if indices.shape[1] != values.shape[0]:  # (checked after the number of dims, as PyTorch's)
+        raise RuntimeError(f"indices and values must have same nnz, but got nnz from indices: {indices.shape[1]}, "
+                           f"nnz from values: {values.shape[0]}")
     if tuple(size[sparse_dim:]) != tuple(values.shape[1:]):
-        raise RuntimeError(f"values has incorrect size, expected {list(size[sparse_dim:])} for its dense dims, "
-                           f"got {list(values.shape[1:])} (values of shape {list(values.shape)})")
+        raise RuntimeError(f"values has incorrect size, expected {[values.shape[0], *size[sparse_dim:]]}, got "
+                           f"{list(values.shape)}")
     if positions.size:
         for dim, row in enumerate(positions):
             lowest, highest = int(row.min()), int(row.max())
@@ -361,8 +361,9 @@ class SparseTensor:
         dim = dim % self.dim()
         index = _index_tensor(index)
         if dim >= self.sparse_dim():  # a dense dim: each value's slices, at the same positions
-            return SparseTensor(self._indices_tensor, self._values_tensor.index_select(dim - self.sparse_dim() + 1, index),
-                                self._size[:dim] + (index.numel(),) + self._size[dim + 1:], self._coalesced)
+            values = self._values_tensor.index_select(dim - self.sparse_dim() + 1, index)
+            size = self._size[:dim] + (index.numel(),) + self._size[dim + 1:]
+            return SparseTensor(self._indices_tensor, values, size, self._coalesced)
         if index.ndim > 1:
             raise IndexError("index_select() argument index must be 1-D strided (non-sparse) long-tensor.")
         wanted = index._data.reshape(-1)
