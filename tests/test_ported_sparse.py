@@ -241,3 +241,27 @@ def test_pow_and_is_nonzero(T):
     one = T.sparse_coo_tensor(T.tensor([[0]]), T.tensor([1.]), (1,))
     cancelling = T.sparse_coo_tensor(T.tensor([[0, 0]]), T.tensor([1., -1]), (1,))
     assert one.is_nonzero() and not cancelling.is_nonzero() and not T.zeros(1, layout=T.sparse_coo).is_nonzero()
+
+
+def test_hspmm_and_smm_keep_the_rows_the_sparse_matrix_has(T):
+    x = T.sparse_coo_tensor(T.tensor([[0, 1, 1], [2, 0, 2]]), T.tensor([1., 2, 3]), (3, 3))
+    dense = T.arange(6.).reshape(3, 2)
+    rows = T.hspmm(x, dense)
+    assert (rows.sparse_dim(), rows.dense_dim(), rows.is_coalesced()) == (1, 1, False)
+    assert rows._indices().tolist() == [[0, 1]] and rows._values().tolist() == [[4, 5], [12, 17]]
+    entries = T.smm(x, dense)
+    assert entries._indices().tolist() == [[0, 0, 1, 1], [0, 1, 0, 1]] and entries._values().tolist() == [4, 5, 12, 17]
+    assert entries.to_dense().tolist() == [[4, 5], [12, 17], [0, 0]] and tuple(entries.shape) == (3, 2)
+
+
+def test_rounded_division_coalesces_first(T):
+    x = T.sparse_coo_tensor(T.tensor([[0, 1, 0]]), T.tensor([1, 2, 3]), (3,))  # 4 at 0: 4 // 2, not 1 // 2 + 3 // 2
+    for result in (x // 2, x.div(2, rounding_mode="floor"), T.div(x, 2, rounding_mode="floor")):
+        assert result.is_coalesced() and result._values().tolist() == [2, 1]
+    assert x.div(-3, rounding_mode="trunc").to_dense().tolist() == [-1, 0, 0]
+
+
+def test_the_private_coalesced_flag_and_is_same_size(T):
+    x = T.sparse_coo_tensor(T.tensor([[0, 2]]), T.tensor([1., 2]), (3,))
+    assert not x.is_coalesced() and x._coalesced_(True) is x and x.is_coalesced()
+    assert x.is_same_size(T.sparse_coo_tensor((3,))) and not x.is_same_size(T.sparse_coo_tensor((4,)))

@@ -190,8 +190,8 @@ class RoundedDiv(Primitive):
 def div(input, other, *, rounding_mode=None, out=None):
     """input / other; rounding_mode 'trunc' rounds toward zero, 'floor' down (then integers stay integers)."""
     if not isinstance(input, Tensor):
-        if _is_sparse(input) and rounding_mode is None:  # a sparse tensor's own division (by a number)
-            return write_out(input / other, out)
+        if _is_sparse(input):  # a sparse tensor's own division (by a number)
+            return write_out(input.div(other, rounding_mode=rounding_mode), out)
         if not isinstance(other, Tensor):  # two numbers: a 0-d tensor, as PyTorch
             input = tensor_from(input)
     if rounding_mode is None:  # true division, as the operator: a number is not first made the tensor's dtype

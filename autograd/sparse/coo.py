@@ -322,7 +322,7 @@ class SparseTensor:
         """The dense tensor: zeros, plus each value at its position (repeated positions add)."""
         values = self._values_tensor if dtype is None else self._values_tensor.to(dtype)
         dense = values.new_zeros(tuple(self._size))
-        return dense.index_put(self._positions(), values, accumulate=True)
+        return named_node(dense.index_put(self._positions(), values, accumulate=True), None, "ToDenseBackward0")
 
     def coalesce(self):
         """The same tensor with its indices sorted (row-major) and repeated positions summed into one entry."""
@@ -432,13 +432,29 @@ class SparseTensor:
 
     __rmul__ = mul = __mul__
 
-    def __truediv__(self, other):
+    def div(self, other, *, rounding_mode=None):
+        """sparse / number (or 0-d tensor). Rounded (``//``, ``rounding_mode``), it is not linear in the values: the
+        repeated entries are summed first (coalesced), as PyTorch's."""
         if isinstance(other, (SparseTensor, Tensor)) and getattr(other, "ndim", 0) > 0:
             raise RuntimeError("div(sparse, tensor) divides only by a number or a 0-d tensor here (dividing by "
                                "the zeros of a dense tensor would make the result dense)")
-        return self._with_values(self._values_tensor / other)
+        if rounding_mode is None:
+            return self._with_values(self._values_tensor / other)
+        coalesced = self.coalesce()
+        return coalesced._with_values(coalesced._values_tensor.div(other, rounding_mode=rounding_mode))
 
-    div = __truediv__
+    __truediv__ = div
+
+    def __floordiv__(self, other):
+        return self.div(other, rounding_mode="floor")
+
+    def _coalesced_(self, coalesced):
+        """Marks it coalesced or not, unchecked (PyTorch's private setter, which its tests use)."""
+        self._coalesced = bool(coalesced)
+        return self
+
+    def is_same_size(self, other):
+        return tuple(self.shape) == tuple(other.shape)
 
     def __neg__(self):
         return self._with_values(-self._values_tensor)
