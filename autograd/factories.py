@@ -399,7 +399,9 @@ def empty_like(input, *, dtype=None, layout=None, device=None, requires_grad=Fal
                pin_memory=False):
     """A new tensor of input's shape, laid out as input where input is a view that fills its memory densely (a
     transpose, a permutation: PyTorch's preserve_format, which rand_like's draws follow), row-major otherwise
-    (memory_order.py)."""
+    (memory_order.py). A sparse input (or ``layout=sparse_coo``) gives the sparse tensor with no entries."""
+    if _is_sparse_coo(layout) or (layout is None and getattr(input, "is_sparse", False)):
+        return zeros_like(input, dtype=dtype, layout=layout, requires_grad=requires_grad)
     dtype = dtype or input.dtype
     array, device = input._data, device_of(input, device)
     if type(array) is not MetaArray and is_dense(array) and fills_in_memory_order(input):

@@ -265,3 +265,30 @@ def test_the_private_coalesced_flag_and_is_same_size(T):
     x = T.sparse_coo_tensor(T.tensor([[0, 2]]), T.tensor([1., 2]), (3,))
     assert not x.is_coalesced() and x._coalesced_(True) is x and x.is_coalesced()
     assert x.is_same_size(T.sparse_coo_tensor((3,))) and not x.is_same_size(T.sparse_coo_tensor((4,)))
+
+
+def test_nan_and_inf_tests_and_any_read_the_values(T):
+    x = T.sparse_coo_tensor(T.tensor([[0, 1, 2]]), T.tensor([float("nan"), 2., float("-inf")]), (4,))
+    nan = T.isnan(x)
+    assert nan.is_sparse and nan.dtype == T.bool and nan.to_dense().tolist() == [True, False, False, False]
+    assert T.isinf(x).to_dense().tolist() == [False, False, True, False]
+    assert T.isneginf(x).to_dense().tolist() == [False, False, True, False] and not T.isposinf(x).to_dense().any()
+    assert T.any(x).item() and not T.any(T.sparse_coo_tensor(T.tensor([[0, 1]]), T.tensor([0., 0]), (2,))).item()
+    assert T.any(T.sparse_coo_tensor(T.tensor([[0, 0]]), T.tensor([1., -1]), (2,))).item()  # (its values as stored)
+
+
+def test_the_like_factories_and_new_zeros_keep_the_layout(T):
+    x = T.sparse_coo_tensor(T.tensor([[0, 2]]), T.tensor([1., 2]), (3,))
+    for made in (T.empty_like(x), T.zeros_like(x), T.zeros_like(x, dtype=T.float64), x.new_zeros(2, 2)):
+        assert made.is_sparse and made._nnz() == 0
+    assert T.zeros_like(x, dtype=T.float64).dtype == T.float64 and tuple(x.new_zeros((2, 2)).shape) == (2, 2)
+
+
+def test_what_a_sparse_tensor_refuses(T):
+    x = T.sparse_coo_tensor(T.tensor([[0, 2]]), T.tensor([1., 2]), (3,))
+    with pytest.raises(TypeError, match="can't convert Sparse layout tensor to numpy. Use Tensor.to_dense"):
+        x.numpy()
+    with pytest.raises(RuntimeError, match=r"Sparse division requires a scalar or zero-dim dense tensor divisor "
+                                           r"\(got shape \[3\] for divisor\)"):
+        x / T.ones(3)
+    assert (x / T.tensor(2.)).to_dense().tolist() == [0.5, 0, 1]

@@ -436,8 +436,8 @@ class SparseTensor:
         """sparse / number (or 0-d tensor). Rounded (``//``, ``rounding_mode``), it is not linear in the values: the
         repeated entries are summed first (coalesced), as PyTorch's."""
         if isinstance(other, (SparseTensor, Tensor)) and getattr(other, "ndim", 0) > 0:
-            raise RuntimeError("div(sparse, tensor) divides only by a number or a 0-d tensor here (dividing by "
-                               "the zeros of a dense tensor would make the result dense)")
+            raise RuntimeError(f"Sparse division requires a scalar or zero-dim dense tensor divisor (got shape "
+                               f"{list(other.shape)} for divisor)")
         if rounding_mode is None:
             return self._with_values(self._values_tensor / other)
         coalesced = self.coalesce()
@@ -578,7 +578,7 @@ class SparseTensor:
 
     for _name in ("abs", "sqrt", "square", "sin", "sinh", "tan", "tanh", "asin", "asinh", "atan", "atanh", "relu",
                   "sign", "sgn", "expm1", "log1p", "erf", "erfinv", "trunc", "floor", "ceil", "round", "frac",
-                  "signbit", "isnan", "isinf", "nan_to_num"):
+                  "signbit", "isnan", "isinf", "isposinf", "isneginf", "nan_to_num"):
         locals()[_name] = _zero_preserving(_name)
     deg2rad, rad2deg = _zero_preserving("deg2rad", True), _zero_preserving("rad2deg", True)
     del _name, _zero_preserving
@@ -591,6 +591,15 @@ class SparseTensor:
         raise NotImplementedError(f"Could not run 'aten::{name}' with arguments from the 'SparseCPU' backend: "
                                   f"{name} is not defined for sparse tensors (a tensor of layout torch.sparse_coo, "
                                   f"size {tuple(self._size)}); call .to_dense() first")
+
+    def numpy(self, *, force=False):
+        raise TypeError("can't convert Sparse layout tensor to numpy. Use Tensor.to_dense() first.")
+
+    def new_zeros(self, *size, dtype=None, device=None, requires_grad=False, layout=None, pin_memory=False):
+        """The sparse tensor of ``size`` with no entries, in its dtype (PyTorch's new_zeros keeps the layout)."""
+        from ..size import sizes_argument
+
+        return empty_sparse(sizes_argument(size), dtype=dtype or self.dtype, requires_grad=requires_grad)
 
     def __array__(self, dtype=None, copy=None):
         raise TypeError(f"a sparse tensor (size {tuple(self._size)}, nnz {self._nnz()}) has no dense array; call "
