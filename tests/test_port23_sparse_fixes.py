@@ -78,3 +78,12 @@ def test_a_sparse_leaf_made_by_size_takes_gradients(T):
     assert x.requires_grad and x.is_leaf and x._nnz() == 0
     T.sparse.mm(x, T.ones(2, 1)).sum().backward()
     assert x.grad.is_sparse and x.grad._nnz() == 0 and x.grad.to_dense().tolist() == [[0, 0], [0, 0]]
+
+
+def test_cat_along_a_dense_dim_passes_each_one_its_gradient():
+    values = autograd.tensor([[1., 2], [3, 4]], requires_grad=True)
+    x = autograd.sparse_coo_tensor(autograd.tensor([[0, 1]]), values, (3, 2))
+    y = autograd.sparse_coo_tensor(autograd.tensor([[2]]), autograd.tensor([[5.]]), (3, 1))
+    joined = autograd.cat([x, y], 1)
+    (joined.to_dense() * autograd.arange(9.).reshape(3, 3)).sum().backward()
+    assert values.grad.tolist() == [[0, 1], [3, 4]]

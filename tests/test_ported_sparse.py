@@ -292,3 +292,14 @@ def test_what_a_sparse_tensor_refuses(T):
                                            r"\(got shape \[3\] for divisor\)"):
         x / T.ones(3)
     assert (x / T.tensor(2.)).to_dense().tolist() == [0.5, 0, 1]
+
+
+def test_cat_along_a_dense_dim_pads_each_ones_values(T):
+    x = T.sparse_coo_tensor(T.tensor([[0, 1]]), T.tensor([[1., 2], [3, 4]]), (3, 2))
+    y = T.sparse_coo_tensor(T.tensor([[2]]), T.tensor([[5.]]), (3, 1))
+    joined = T.cat([x, y], 1)
+    assert joined._indices().tolist() == [[0, 1, 2]] and not joined.is_coalesced() and tuple(joined.shape) == (3, 3)
+    assert joined._values().tolist() == [[1, 2, 0], [3, 4, 0], [0, 0, 5]]
+    assert T.cat([x, x], 0).to_dense().tolist() == [[1, 2], [3, 4], [0, 0]] * 2
+    with pytest.raises(RuntimeError, match="All tensors must have the same shape"):
+        T.cat([x, y], 0)
