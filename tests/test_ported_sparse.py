@@ -303,3 +303,16 @@ def test_cat_along_a_dense_dim_pads_each_ones_values(T):
     assert T.cat([x, x], 0).to_dense().tolist() == [[1, 2], [3, 4], [0, 0]] * 2
     with pytest.raises(RuntimeError, match="All tensors must have the same shape"):
         T.cat([x, y], 0)
+
+
+def test_the_sum_method_keeps_the_summed_dims(T):
+    x = T.sparse_coo_tensor(T.tensor([[1, 0, 1], [0, 2, 0]]), T.tensor([[1., 2], [3, 4], [5, 6]]), (2, 3, 2))
+    kept = x.sum(2, keepdim=True)  # (the size-1 dim is a sparse one, as unsqueeze puts it)
+    assert kept.is_sparse and tuple(kept.shape) == (2, 3, 1) and kept.sparse_dim() == 3
+    assert kept.to_dense().tolist() == [[[0], [0], [7]], [[14], [0], [0]]]
+    both = x.sum((0, 2), keepdim=True)
+    assert tuple(both.shape) == (1, 3, 1) and both.to_dense().tolist() == [[[14], [0], [7]]]
+    dense = x.sum((0, 1), keepdim=True)
+    assert not dense.is_sparse and dense.tolist() == [[[9, 12]]]
+    with pytest.raises(RuntimeError, match=r"Invalid range to narrow"):
+        x.narrow_copy(1, -2, 2)

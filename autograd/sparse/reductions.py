@@ -103,9 +103,13 @@ def log_softmax(input, dim, dtype=None):
 
 
 def _sum_method(self, dim=None, keepdim=False, dtype=None):
-    if keepdim:
-        raise RuntimeError("sum: keepdim is not defined for a sparse tensor")
-    return sum(self, dim, dtype=dtype)
+    """``x.sum(dim, keepdim)``: torch.sparse.sum, each summed dim then put back with size 1 (as ``unsqueeze`` puts
+    it: a sparse dim where it falls among the sparse ones), as PyTorch's."""
+    total = sum(self, dim, dtype=dtype)
+    if keepdim and dim is not None:
+        for d in sorted(dim_index(d, self.dim()) for d in ((dim,) if isinstance(dim, int) else dim)):
+            total = total.unsqueeze(d)
+    return total
 
 
 SparseTensor.sum = _sum_method

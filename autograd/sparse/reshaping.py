@@ -14,8 +14,6 @@ def narrow_copy(self, dim, start, length):
     """The entries with ``start <= index < start + length`` along ``dim``, that index less ``start`` (a sparse dim);
     each value narrowed (a dense dim). A new tensor, as PyTorch's (``narrow`` itself, a view, has no sparse kernel)."""
     dim = dim_index(dim, self.dim())
-    if start < 0:
-        start += self._size[dim]
     if not (0 <= start and length >= 0 and start + length <= self._size[dim]):
         raise RuntimeError(f"Invalid range to narrow. range(start, start+length) must be a subset of range(0, "
                            f"{self._size[dim]}).")
