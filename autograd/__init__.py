@@ -244,6 +244,8 @@ __getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {
                         "sym_sum"),
     "sparse": ".sparse",
     "sparse_coo_tensor": ".sparse.coo:sparse_coo_tensor",
+    "hspmm": ".sparse.products:hspmm",
+    "smm": ".sparse.products:smm",
     "viz": ".viz",
     "vmap": ".func:vmap",
     "xpu": ".xpu",

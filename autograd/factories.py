@@ -305,6 +305,8 @@ def _copy(data):
 
 
 def zeros(*sizes, out=None, size=None, dtype=None, layout=None, device=None, requires_grad=False):
+    if _is_sparse_coo(layout):
+        return _empty_sparse(_shape(sizes, size), dtype=dtype, requires_grad=requires_grad)
     dtype = out_dtype(dtype, out)
     return written(_made(xp.zeros(_shape(sizes, size), dtype=_float(dtype)), device, requires_grad), out)
 
@@ -316,6 +318,8 @@ def ones(*sizes, out=None, size=None, dtype=None, layout=None, device=None, requ
 
 def empty(*sizes, out=None, size=None, dtype=None, layout=None, device=None, requires_grad=False, pin_memory=False,
           memory_format=None):
+    if _is_sparse_coo(layout):  # (a sparse tensor has no uninitialised memory to show: empty is zeros)
+        return _empty_sparse(_shape(sizes, size), dtype=dtype, requires_grad=requires_grad)
     dtype = out_dtype(dtype, out)
     return written(_made(xp.empty(_shape(sizes, size), dtype=_float(dtype)), device, requires_grad), out)
 
@@ -360,8 +364,25 @@ def device_of(input, device):
     return META if device is None and type(input._data) is MetaArray else device
 
 
+def _is_sparse_coo(layout):
+    from .constants import sparse_coo  # (constants imports this module)
+
+    return layout is sparse_coo
+
+
+def _empty_sparse(size, sparse_dim=None, dtype=None, requires_grad=False):
+    from .sparse.coo import empty_sparse
+
+    return empty_sparse(size, sparse_dim, dtype=dtype, requires_grad=requires_grad)
+
+
 def zeros_like(input, *, dtype=None, layout=None, device=None, requires_grad=False, memory_format=None,  # noqa: A002
                pin_memory=False):
+    """Zeros of input's shape; a sparse input (or ``layout=sparse_coo``) gives the sparse tensor with no entries,
+    with input's sparse dims."""
+    if _is_sparse_coo(layout) or (layout is None and getattr(input, "is_sparse", False)):
+        return _empty_sparse(input.shape, input.sparse_dim() if input.is_sparse else None, dtype or input.dtype,
+                             requires_grad)
     dtype = dtype or input.dtype
     return _made_by(lambda: xp.zeros(input.shape, dtype=dtype), input.shape, dtype, device_of(input, device),
                     requires_grad)
@@ -378,7 +399,9 @@ def empty_like(input, *, dtype=None, layout=None, device=None, requires_grad=Fal
                pin_memory=False):
     """A new tensor of input's shape, laid out as input where input is a view that fills its memory densely (a
     transpose, a permutation: PyTorch's preserve_format, which rand_like's draws follow), row-major otherwise
-    (memory_order.py)."""
+    (memory_order.py). A sparse input (or ``layout=sparse_coo``) gives the sparse tensor with no entries."""
+    if _is_sparse_coo(layout) or (layout is None and getattr(input, "is_sparse", False)):
+        return zeros_like(input, dtype=dtype, layout=layout, requires_grad=requires_grad)
     dtype = dtype or input.dtype
     array, device = input._data, device_of(input, device)
     if type(array) is not MetaArray and is_dense(array) and fills_in_memory_order(input):

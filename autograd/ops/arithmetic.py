@@ -160,7 +160,8 @@ def rsub(input, other, *, alpha=1):
 @names("mul", "multiply", inplace="multiply_")
 def mul(input, other, *, out=None):
     """input · other"""
-    if isinstance(input, Tensor) and not isinstance(other, Tensor):  # as the operator: a number keeps its value
+    if isinstance(input, Tensor) and not isinstance(other, Tensor) and not _is_sparse(other):
+        # as the operator: a number keeps its value
         return write_out(elementwise.binary(elementwise.Mul, input, other), out)  # (float16 · 0.1 in float32)
     input, other = _pair(input, other)
     return write_out(input * other, out)
@@ -189,8 +190,8 @@ class RoundedDiv(Primitive):
 def div(input, other, *, rounding_mode=None, out=None):
     """input / other; rounding_mode 'trunc' rounds toward zero, 'floor' down (then integers stay integers)."""
     if not isinstance(input, Tensor):
-        if _is_sparse(input) and rounding_mode is None:  # a sparse tensor's own division (by a number)
-            return write_out(input / other, out)
+        if _is_sparse(input):  # a sparse tensor's own division (by a number)
+            return write_out(input.div(other, rounding_mode=rounding_mode), out)
         if not isinstance(other, Tensor):  # two numbers: a 0-d tensor, as PyTorch
             input = tensor_from(input)
     if rounding_mode is None:  # true division, as the operator: a number is not first made the tensor's dtype

@@ -91,6 +91,8 @@ def _vector_index(x, dim, index, op, refusal, dtypes=_INT32_OR_64, error=Runtime
 @names("index_select")
 def index_select(input, dim, index, *, out=None):
     """y = input's slices index[0], index[1], ... along dim (index a vector of ints)."""
+    if getattr(input, "is_sparse", False) is True:  # (autograd.index_select(sparse, ...): the sparse tensor's own)
+        return write_out(input.index_select(dim, index), out)
     try:
         axis, index = _vector_index(input, dim, index, "index_select",
                                     "index_select(): Expected dtype int32 or int64 for index")

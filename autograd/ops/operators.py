@@ -62,6 +62,8 @@ def _operator(op, reflected=False, by_number=None, reflected_name=None):
         elif (type(other) is float or type(other) is int) and by_number is not None and x._data.dtype.kind == "f" \
                 and not (op is Mul and x._data.dtype is backend.float16):  # (binary's float32 product)
             return by_number(x, other)
+        elif op is Mul and getattr(other, "is_sparse", False) is True:  # dense · sparse: sparse, as sparse · dense
+            return other * x
         elif left_to_python(other):  # (x + None: Python's TypeError; [pad] * n with a 0-d n: a list's repetition)
             return NotImplemented
         elif reflected and op is Div and isinstance(other, numbers.Number):

@@ -132,6 +132,8 @@ def tensor_split(input, indices_or_sections=None, dim=0, *, sections=None, indic
 @names("select")
 def select(input, dim, index):
     """The slice at ``index`` along dim, with that dim removed (x.select(0, i) is x[i])."""
+    if getattr(input, "is_sparse", False) is True:  # (autograd.select(sparse, ...): the sparse tensor's own)
+        return input.select(dim, index)
     axis = dim_index(dim, input.ndim)
     size = input.shape[axis]
     if not -size <= index < size:

@@ -3,9 +3,10 @@ legacy constructors ``FloatTensor(indices, values, size)`` and kin that older pr
 adjacency matrices with."""
 
 from .. import backend
+from . import reshaping  # noqa: F401  (binds narrow_copy, unsqueeze, permute, t_ to SparseTensor)
 from .coo import SparseTensor, sparse_coo_tensor
 from .making import check_sparse_tensor_invariants, legacy_constructor, spdiags
-from .products import addmm, mm
+from .products import addmm, hspmm, mm, smm
 from .reductions import log_softmax, softmax, sum  # noqa: A004
 
 FloatTensor = legacy_constructor(backend.float32)

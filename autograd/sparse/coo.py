@@ -44,9 +44,10 @@ def _index_tensor(indices):
     return indices
 
 
-def sparse_coo_tensor(indices, values, size=None, *, dtype=None, device=None, pin_memory=False, requires_grad=False,
-                      check_invariants=None, is_coalesced=None):
-    """A sparse COO tensor with ``values[e]`` at position ``indices[:, e]`` (``torch.sparse_coo_tensor``).
+def sparse_coo_tensor(indices=None, values=None, size=None, *, dtype=None, device=None, pin_memory=False,
+                      requires_grad=False, check_invariants=None, is_coalesced=None):
+    """A sparse COO tensor with ``values[e]`` at position ``indices[:, e]`` (``torch.sparse_coo_tensor``); given only
+    a size (``sparse_coo_tensor((2, 3))`` or ``size=``), the empty one of that size (``zeros(size, layout=...)``).
 
     indices: (sparse_dim, nnz) integers; values: (nnz, *dense_sizes). ``size`` defaults to one past the largest
     index in each sparse dim, followed by the values' own sizes. The indices are always checked against ``size``
@@ -54,6 +55,8 @@ def sparse_coo_tensor(indices, values, size=None, *, dtype=None, device=None, pi
     from ..device import resolve
 
     resolve(device)
+    if values is None:
+        return empty_sparse(indices if size is None else size, dtype=dtype, requires_grad=requires_grad)
     indices = _index_tensor(indices)
     if isinstance(values, Tensor):
         values = values if dtype is None or values.dtype == dtype else values.to(dtype)
@@ -61,9 +64,6 @@ def sparse_coo_tensor(indices, values, size=None, *, dtype=None, device=None, pi
         values = tensor_from(values, dtype)
     if indices.ndim != 2:
         raise RuntimeError(f"indices must be sparse_dim x nnz, but got: {list(indices.shape)}")
-    if indices.shape[1] != values.shape[0]:
-        raise RuntimeError(f"indices and values must have same nnz, but got nnz from indices: {indices.shape[1]}, "
-                           f"nnz from values: {values.shape[0]}")
     sparse_dim = indices.shape[0]
     positions = indices._data
     if size is None:
@@ -73,9 +73,12 @@ def sparse_coo_tensor(indices, values, size=None, *, dtype=None, device=None, pi
     if len(size) != sparse_dim + values.ndim - 1:
         raise RuntimeError(f"'len(size) == sparse_dim + dense_dim' is not satisfied: len(size) = {len(size)}, "
                            f"sparse_dim = {sparse_dim}, dense_dim = {values.ndim - 1}")
+    if indices.shape[1] != values.shape[0]:  # (checked after the number of dims, as PyTorch's)
+        raise RuntimeError(f"indices and values must have same nnz, but got nnz from indices: {indices.shape[1]}, "
+                           f"nnz from values: {values.shape[0]}")
     if tuple(size[sparse_dim:]) != tuple(values.shape[1:]):
-        raise RuntimeError(f"values has incorrect size, expected {list(size[sparse_dim:])} for its dense dims, "
-                           f"got {list(values.shape[1:])} (values of shape {list(values.shape)})")
+        raise RuntimeError(f"values has incorrect size, expected {[values.shape[0], *size[sparse_dim:]]}, got "
+                           f"{list(values.shape)}")
     if positions.size:
         for dim, row in enumerate(positions):
             lowest, highest = int(row.min()), int(row.max())
@@ -95,6 +98,18 @@ def sparse_coo_tensor(indices, values, size=None, *, dtype=None, device=None, pi
             raise RuntimeError("is_coalesced=True, but the indices are not sorted and unique (a coalesced tensor's "
                                f"are); leave it out or call .coalesce() (indices of shape {list(indices.shape)})")
     return SparseTensor(indices, values, size, coalesced)
+
+
+def empty_sparse(size, sparse_dim=None, *, dtype=None, requires_grad=False):
+    """The sparse tensor of ``size`` with no entries (nnz 0), its first ``sparse_dim`` dims sparse (all by default):
+    PyTorch's ``zeros(size, layout=sparse_coo)``, ``zeros_like(sparse)``."""
+    from ..factories import zeros
+
+    size = Size(size)
+    sparse_dim = len(size) if sparse_dim is None else sparse_dim
+    indices = zeros((sparse_dim, 0), dtype=backend.int64)
+    values = zeros((0,) + tuple(size[sparse_dim:]), dtype=dtype, requires_grad=requires_grad)
+    return SparseTensor(indices, values, size, True)
 
 
 class SparseTensor:
@@ -307,7 +322,7 @@ class SparseTensor:
         """The dense tensor: zeros, plus each value at its position (repeated positions add)."""
         values = self._values_tensor if dtype is None else self._values_tensor.to(dtype)
         dense = values.new_zeros(tuple(self._size))
-        return dense.index_put(self._positions(), values, accumulate=True)
+        return named_node(dense.index_put(self._positions(), values, accumulate=True), None, "ToDenseBackward0")
 
     def coalesce(self):
         """The same tensor with its indices sorted (row-major) and repeated positions summed into one entry."""
@@ -324,8 +339,9 @@ class SparseTensor:
         """The entries at ``index`` along sparse dim ``dim``, without that dim (a sparse tensor; a dense one
         once no sparse dim is left)."""
         dim = dim % self.dim()
-        if dim >= self.sparse_dim():
-            raise NotImplementedError("select: selecting along a dense dim of a sparse tensor is not built here")
+        if dim >= self.sparse_dim():  # a dense dim: each value's slice, at the same positions
+            return SparseTensor(self._indices_tensor, self._values_tensor.select(dim - self.sparse_dim() + 1, index),
+                                self._size[:dim] + self._size[dim + 1:], self._coalesced)
         if not -self._size[dim] <= index < self._size[dim]:
             raise IndexError(f"select(): index {index} out of range for tensor of size {list(self._size)} at "
                              f"dimension {dim}")
@@ -343,9 +359,11 @@ class SparseTensor:
         each position of ``index`` the entries there, in their own order (uncoalesced). A minibatch of a graph's
         rows: ``adj.index_select(0, batch)``."""
         dim = dim % self.dim()
-        if dim >= self.sparse_dim():
-            raise NotImplementedError("index_select: selecting along a dense dim of a sparse tensor is not built here")
         index = _index_tensor(index)
+        if dim >= self.sparse_dim():  # a dense dim: each value's slices, at the same positions
+            values = self._values_tensor.index_select(dim - self.sparse_dim() + 1, index)
+            size = self._size[:dim] + (index.numel(),) + self._size[dim + 1:]
+            return SparseTensor(self._indices_tensor, values, size, self._coalesced)
         if index.ndim > 1:
             raise IndexError("index_select() argument index must be 1-D strided (non-sparse) long-tensor.")
         wanted = index._data.reshape(-1)
@@ -387,8 +405,8 @@ class SparseTensor:
         n = self.sparse_dim()
         dim0, dim1 = dim0 % self.dim(), dim1 % self.dim()
         if dim0 >= n or dim1 >= n:
-            raise RuntimeError(f"transpose: a sparse tensor's sparse and dense dims cannot be swapped (dims {dim0} "
-                               f"and {dim1}, {n} sparse dims)")
+            raise RuntimeError(f"sparse transpose: transposed dimensions must be sparse Got sparse_dim: {n}, d0: "
+                               f"{dim0}, d1: {dim1}")
         order = list(range(n))
         order[dim0], order[dim1] = order[dim1], order[dim0]
         size = list(self._size)
@@ -414,13 +432,29 @@ class SparseTensor:
 
     __rmul__ = mul = __mul__
 
-    def __truediv__(self, other):
+    def div(self, other, *, rounding_mode=None):
+        """sparse / number (or 0-d tensor). Rounded (``//``, ``rounding_mode``), it is not linear in the values: the
+        repeated entries are summed first (coalesced), as PyTorch's."""
         if isinstance(other, (SparseTensor, Tensor)) and getattr(other, "ndim", 0) > 0:
-            raise RuntimeError("div(sparse, tensor) divides only by a number or a 0-d tensor here (dividing by "
-                               "the zeros of a dense tensor would make the result dense)")
-        return self._with_values(self._values_tensor / other)
+            raise RuntimeError(f"Sparse division requires a scalar or zero-dim dense tensor divisor (got shape "
+                               f"{list(other.shape)} for divisor)")
+        if rounding_mode is None:
+            return self._with_values(self._values_tensor / other)
+        coalesced = self.coalesce()
+        return coalesced._with_values(coalesced._values_tensor.div(other, rounding_mode=rounding_mode))
 
-    div = __truediv__
+    __truediv__ = div
+
+    def __floordiv__(self, other):
+        return self.div(other, rounding_mode="floor")
+
+    def _coalesced_(self, coalesced):
+        """Marks it coalesced or not, unchecked (PyTorch's private setter, which its tests use)."""
+        self._coalesced = bool(coalesced)
+        return self
+
+    def is_same_size(self, other):
+        return tuple(self.shape) == tuple(other.shape)
 
     def __neg__(self):
         return self._with_values(-self._values_tensor)
@@ -469,7 +503,10 @@ class SparseTensor:
         return self.pow(exponent)
 
     def pow(self, exponent):
-        if not isinstance(exponent, (int, float)) or exponent <= 0:
+        if isinstance(exponent, (int, float)) and exponent == 0:
+            raise RuntimeError("pow: cannot raise to zeroth power on sparse tensor; it would make the result tensor "
+                               "dense")
+        if not isinstance(exponent, (int, float)) or exponent < 0:
             raise RuntimeError(f"pow: a sparse tensor is raised only to a positive number (0 ** {exponent} is not "
                                f"0), got {exponent!r}")
         coalesced = self.coalesce()
@@ -541,7 +578,7 @@ class SparseTensor:
 
     for _name in ("abs", "sqrt", "square", "sin", "sinh", "tan", "tanh", "asin", "asinh", "atan", "atanh", "relu",
                   "sign", "sgn", "expm1", "log1p", "erf", "erfinv", "trunc", "floor", "ceil", "round", "frac",
-                  "signbit", "isnan", "isinf", "nan_to_num"):
+                  "signbit", "isnan", "isinf", "isposinf", "isneginf", "nan_to_num"):
         locals()[_name] = _zero_preserving(_name)
     deg2rad, rad2deg = _zero_preserving("deg2rad", True), _zero_preserving("rad2deg", True)
     del _name, _zero_preserving
@@ -554,6 +591,15 @@ class SparseTensor:
         raise NotImplementedError(f"Could not run 'aten::{name}' with arguments from the 'SparseCPU' backend: "
                                   f"{name} is not defined for sparse tensors (a tensor of layout torch.sparse_coo, "
                                   f"size {tuple(self._size)}); call .to_dense() first")
+
+    def numpy(self, *, force=False):
+        raise TypeError("can't convert Sparse layout tensor to numpy. Use Tensor.to_dense() first.")
+
+    def new_zeros(self, *size, dtype=None, device=None, requires_grad=False, layout=None, pin_memory=False):
+        """The sparse tensor of ``size`` with no entries, in its dtype (PyTorch's new_zeros keeps the layout)."""
+        from ..size import sizes_argument
+
+        return empty_sparse(sizes_argument(size), dtype=dtype or self.dtype, requires_grad=requires_grad)
 
     def __array__(self, dtype=None, copy=None):
         raise TypeError(f"a sparse tensor (size {tuple(self._size)}, nnz {self._nnz()}) has no dense array; call "
@@ -598,6 +644,9 @@ def _dense(other):
 
 def _refuse_other_shape(a, b, op):
     if tuple(a.shape) != tuple(b.shape):
+        if op == "add":
+            raise RuntimeError(f"add: expected sizes of 'self' and 'other' to match, but {list(a.shape)} != "
+                               f"{list(b.shape)}")
         raise RuntimeError(f"{op}: expected sizes to match, but got {list(a.shape)} (sparse) and {list(b.shape)}")
 
 

@@ -8,6 +8,8 @@ import numpy
 
 from ..backend import xp
 from ..graph import program_stacklevel
+from ..ops.constant_padding import constant_pad_nd
+from ..ops.joins import cat
 from ..ops.shape import GetItem
 from ..tensor import Tensor, tensor_from
 from .coo import SparseTensor, _cat_all, _index_tensor, _refuse_layout, sparse_coo_tensor
@@ -43,18 +45,19 @@ def _refuse_dense_among(tensors):
 
 def cat_sparse(tensors, dim=0):
     """``torch.cat`` of sparse tensors along a sparse dim: each one's entries after the one before's, shifted along
-    ``dim`` by the sizes before it (uncoalesced), as PyTorch's. Relations' adjacencies side by side."""
+    ``dim`` by the sizes before it (uncoalesced), as PyTorch's. Relations' adjacencies side by side. Along a dense
+    dim: each one's entries too, their values padded with zeros to the joined dense size, in their own place."""
     _refuse_dense_among(tensors)
     first = tensors[0]
     dim = dim % first.dim()
-    if dim >= first.sparse_dim():
-        raise NotImplementedError(f"cat: joining sparse tensors along a dense dim ({dim}) is not built here")
     for i, t in enumerate(tensors):
         if t.sparse_dim() != first.sparse_dim() or [s for d, s in enumerate(t.shape) if d != dim] != \
                 [s for d, s in enumerate(first.shape) if d != dim]:
             raise RuntimeError(f"All tensors must have the same shape: {list(first.shape)} (except in the "
                                f"concatenating dimension), but found shape: {list(t.shape)} at position {i}.")
     starts = numpy.cumsum([0] + [t.shape[dim] for t in tensors[:-1]])
+    if dim >= first.sparse_dim():
+        return _cat_along_a_dense_dim(tensors, dim, starts)
     pieces = []
     for t, start in zip(tensors, starts):
         positions = t._indices_tensor._data.copy()
@@ -64,6 +67,17 @@ def cat_sparse(tensors, dim=0):
     size[dim] = sum(t.shape[dim] for t in tensors)
     values = _cat_all([t._values_tensor for t in tensors])
     return SparseTensor(tensor_from(numpy.concatenate(pieces, axis=1)), values, size)
+
+
+def _cat_along_a_dense_dim(tensors, dim, starts):
+    axis = dim - tensors[0].sparse_dim() + 1  # (of the values)
+    total = int(starts[-1]) + tensors[-1].shape[dim]
+    padded = [constant_pad_nd(t._values_tensor, (0, 0) * (t._values_tensor.ndim - axis - 1)
+                  + (int(start), int(total - start - t.shape[dim])))
+              for t, start in zip(tensors, starts)]
+    size = list(tensors[0].shape)
+    size[dim] = total
+    return SparseTensor(cat([t._indices_tensor for t in tensors], 1), _cat_all(padded), size)
 
 
 def stack_sparse(tensors, dim=0):

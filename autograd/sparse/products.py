@@ -4,8 +4,12 @@
 
 so the gradients are index_add's and index_select's (see ``autograd.sparse.coo``)."""
 
+import numpy
+
+from .. import backend
 from ..ops.conversion import type_name
 from ..ops.joins import stack
+from ..tensor import tensor_from
 from .coo import SparseTensor, _dense
 
 
@@ -69,6 +73,23 @@ def addmm(mat, mat1, mat2, *, beta=1.0, alpha=1.0):
     return (mat if beta == 1 else mat * beta) + (product if alpha == 1 else product * alpha)
 
 
+def hspmm(sparse, dense):
+    """sparse @ dense as a hybrid sparse tensor (``torch.hspmm``): one entry per row the sparse matrix has entries in,
+    holding that row of the product (1 sparse dim, 1 dense)."""
+    product = mm(sparse, dense)
+    rows = tensor_from(numpy.unique(backend.to_numpy(sparse._indices_tensor._data[0])))
+    return SparseTensor(rows.unsqueeze(0), product.index_select(0, rows), product.shape)
+
+
+def smm(sparse, dense):
+    """sparse @ dense as a sparse matrix (``torch.smm``): every column of each row ``hspmm`` keeps, as an entry."""
+    rows = hspmm(sparse, dense)
+    columns = dense.shape[1]
+    indices = stack([rows._indices_tensor[0].repeat_interleave(columns),
+                     tensor_from(numpy.arange(columns)).repeat(rows._nnz())])
+    return SparseTensor(indices, rows._values_tensor.reshape(-1), rows.shape)
+
+
 def _reflected_mm(sparse, other):
     """dense @ sparse = (sparseᵀ @ denseᵀ)ᵀ (a vector: sparseᵀ @ vector)."""
     other = _dense(other)
@@ -76,5 +97,5 @@ def _reflected_mm(sparse, other):
 
 
 SparseTensor.mm = SparseTensor.matmul = SparseTensor.__matmul__ = mm
-SparseTensor.bmm = bmm
+SparseTensor.bmm, SparseTensor.hspmm, SparseTensor.smm = bmm, hspmm, smm
 SparseTensor.__rmatmul__ = _reflected_mm

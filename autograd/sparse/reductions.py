@@ -4,6 +4,7 @@ present, the missing ones counting as 0 in a sum and as -inf in a softmax (so th
 import numpy
 
 from ..backend import ufunc_at, xp
+from ..ops.axes import dim_index
 from ..primitive import Primitive, named_node
 from ..tensor import Tensor
 from .coo import SparseTensor
@@ -16,7 +17,11 @@ def sum(input, dim=None, dtype=None):  # noqa: A001  (torch.sparse.sum's name)
     values = input._values_tensor if dtype is None else input._values_tensor.to(dtype)
     if dim is None:
         return values.sum()
-    dims = {d % input.dim() for d in ((dim,) if isinstance(dim, int) else dim)}
+    listed = [dim_index(d, input.dim()) for d in ((dim,) if isinstance(dim, int) else dim)]
+    dims = set(listed)
+    if len(dims) < len(listed):
+        repeated = next(d for d in listed if listed.count(d) > 1)
+        raise RuntimeError(f"dim {repeated} appears multiple times in the list of dims")
     n = input.sparse_dim()
     dense_dims = sorted(d - n + 1 for d in dims if d >= n)
     if dense_dims:
@@ -98,9 +103,13 @@ def log_softmax(input, dim, dtype=None):
 
 
 def _sum_method(self, dim=None, keepdim=False, dtype=None):
-    if keepdim:
-        raise RuntimeError("sum: keepdim is not defined for a sparse tensor")
-    return sum(self, dim, dtype=dtype)
+    """``x.sum(dim, keepdim)``: torch.sparse.sum, each summed dim then put back with size 1 (as ``unsqueeze`` puts
+    it: a sparse dim where it falls among the sparse ones), as PyTorch's."""
+    total = sum(self, dim, dtype=dtype)
+    if keepdim and dim is not None:
+        for d in sorted(dim_index(d, self.dim()) for d in ((dim,) if isinstance(dim, int) else dim)):
+            total = total.unsqueeze(d)
+    return total
 
 
 SparseTensor.sum = _sum_method
