@@ -12,7 +12,8 @@ from ..ops.constant_padding import constant_pad_nd
 from ..ops.joins import cat
 from ..ops.shape import GetItem
 from ..tensor import Tensor, tensor_from
-from .coo import SparseTensor, _cat_all, _index_tensor, _refuse_layout, sparse_coo_tensor
+from .arithmetic import _cat_all
+from .coo import SparseTensor, _index_tensor, _refuse_layout, sparse_coo_tensor
 
 
 def to_sparse(dense, sparse_dim=None, *, layout=None, blocksize=None, dense_dim=None):

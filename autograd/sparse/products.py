@@ -10,7 +10,8 @@ from .. import backend
 from ..ops.conversion import type_name
 from ..ops.joins import stack
 from ..tensor import tensor_from
-from .coo import SparseTensor, _dense
+from .arithmetic import _dense
+from .coo import SparseTensor
 
 
 def _refuse_not_sparse_matrix(sparse, op):
