@@ -1123,6 +1123,116 @@ def assign(m):
     return out
 
 
+def lbfgs_icp(m):
+    torch, F = m.torch, m.F
+    torch.manual_seed(23)
+    src = torch.randn(60, 3, dtype=torch.float64)
+    w_true = torch.tensor([0.2, -0.1, 0.3], dtype=torch.float64)
+    def so3(w):
+        th = w.norm()
+        K = torch.zeros(3, 3, dtype=w.dtype)
+        K = K + torch.tensor([[0, 0, 0], [0, 0, -1], [0, 1, 0]], dtype=w.dtype) * w[0] + torch.tensor([[0, 0, 1], [0, 0, 0], [-1, 0, 0]], dtype=w.dtype) * w[1] + torch.tensor([[0, -1, 0], [1, 0, 0], [0, 0, 0]], dtype=w.dtype) * w[2]
+        return torch.eye(3, dtype=w.dtype) + torch.sin(th) / th * K + (1 - torch.cos(th)) / th**2 * K @ K
+    dst = src @ so3(w_true).T + torch.tensor([0.5, 0.0, -0.2], dtype=torch.float64)
+    dst = dst[torch.randperm(60)]
+    w = torch.full((3,), 1e-3, dtype=torch.float64, requires_grad=True)
+    t = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    opt = m.optim.LBFGS([w, t], lr=1, max_iter=50, line_search_fn="strong_wolfe")
+    hist = []
+    for outer in range(10):
+        with torch.no_grad():
+            moved = src @ so3(w).T + t
+            nn_idx = torch.cdist(moved, dst).argmin(1)
+        def closure():
+            opt.zero_grad()
+            loss = (src @ so3(w).T + t - dst[nn_idx]).pow(2).sum(-1).mean()
+            loss.backward()
+            return loss
+        l = opt.step(closure)
+        hist.append(l.detach())
+    # jacobian by is_grads_batched
+    x = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    y = torch.stack([x[0] * x[1], x[2].sin(), x[3].exp() * x[0], x.pow(2).sum()])
+    J, = torch.autograd.grad(y, x, torch.eye(4, dtype=torch.float64), is_grads_batched=True)
+    A = torch.stack([torch.eye(3, dtype=torch.float64), -torch.eye(3, dtype=torch.float64), torch.tensor([[1.0, 2, 0], [2, 1, 0], [0, 0, 1]], dtype=torch.float64)])
+    L, info = torch.linalg.cholesky_ex(A)
+    s, sinfo = torch.linalg.solve_ex(torch.tensor([[1.0, 2.0], [2.0, 4.0]], dtype=torch.float64), torch.ones(2, dtype=torch.float64))
+    return dict(w=w, t=t, hist=torch.stack(hist), J=J, info=info, L0=L[0], sinfo=sinfo, state_n=opt.state[opt._params[0]]["n_iter"])
+
+
+def linalg_method_sweep(m):
+    torch, F = m.torch, m.F
+    torch.manual_seed(24)
+    A = torch.randn(3, 3, dtype=torch.float64) + 2 * torch.eye(3, dtype=torch.float64)
+    b = torch.randn(3, 2, dtype=torch.float64)
+    calls = {
+        "det": lambda: A.det(), "slogdet": lambda: A.slogdet(), "pinverse": lambda: A.pinverse(), "svd": lambda: A.svd()[1],
+        "lu": lambda: A.lu()[0], "triangular_solve": lambda: torch.triangular_solve(b, A.triu()).solution,
+        "qr": lambda: torch.qr(A)[1].abs(), "ger": lambda: torch.ger(b[:, 0], b[:, 1]), "outer": lambda: torch.outer(b[:, 0], b[:, 1]),
+        "chain_matmul": lambda: torch.chain_matmul(A, A, b), "addcmul": lambda: A.addcmul(A, A, value=0.5),
+        "addbmm": lambda: torch.addbmm(A, A[None].expand(2, 3, 3), A[None].expand(2, 3, 3)),
+        "mexp_m": lambda: A.matrix_exp(), "logdet": lambda: (A @ A.T).logdet(), "mexp11": lambda: torch.linalg.matrix_exp(A[:1, :1]),
+        "cos0": lambda: F.cosine_similarity(torch.zeros(2, 3, dtype=torch.float64), A[:2]),
+        "inverse_m": lambda: A.inverse(), "cholesky_inverse": lambda: torch.cholesky_inverse(torch.linalg.cholesky(A @ A.T)),
+        "lu_unpack": lambda: torch.lu_unpack(*torch.linalg.lu_factor(A))[1], "linalg_lu": lambda: torch.linalg.lu(A)[2],
+        "matrix_power_m": lambda: A.matrix_power(2), "trace_m": lambda: A.trace(), "diag_m": lambda: A.diagonal(1),
+        "tril_idx": lambda: torch.tril_indices(3, 3, -1), "kron": lambda: A.kron(b), "cross_m": lambda: A.cross(A.flip(0)),
+        "solve_tri_left": lambda: torch.linalg.solve_triangular(A.tril(), b.T, upper=False, left=False),
+        "eigvals": lambda: torch.sort(torch.linalg.eigvals(A).real).values, "vander": lambda: torch.linalg.vander(b[:, 0], N=3),
+        "cov": lambda: torch.cov(A), "corrcoef": lambda: torch.corrcoef(A), "atan2_": lambda: A.clone().atan2_(A.T),
+        "hypot": lambda: torch.hypot(A, A.T), "logaddexp": lambda: torch.logaddexp(A, A.T), "frexp": lambda: torch.frexp(A)[0],
+        "cdist_mm": lambda: torch.cdist(A, A, compute_mode="use_mm_for_euclid_dist"),
+        "rot90": lambda: torch.rot90(A, 1, [0, 1]), "nuc": lambda: torch.norm(A, p="nuc"), "matrix_norm2": lambda: torch.linalg.matrix_norm(A, ord=-2),
+        "svd_lowrank": lambda: torch.svd_lowrank(A, q=3)[1] if hasattr(torch, "svd_lowrank") else "x",
+        "pca_lowrank": lambda: torch.pca_lowrank(A, q=3, center=False)[1],
+        "diag_embed_off": lambda: torch.diag_embed(b.T, offset=1), "block_diag": lambda: torch.block_diag(A[:1], b),
+        "cartesian": lambda: torch.cartesian_prod(b[:, 0], b[:, 1]), "combinations": lambda: torch.combinations(b[:, 0], r=2),
+        "householder": lambda: torch.linalg.householder_product(A, torch.tensor([1.2, 0.5], dtype=torch.float64)),
+        "ldl": lambda: torch.linalg.ldl_factor(A @ A.T)[0], "matrix_exp_big": lambda: torch.linalg.matrix_exp(10 * A),
+        "inv_ex": lambda: torch.linalg.inv_ex(A)[0], "solve_int": lambda: torch.linalg.solve(torch.eye(3), torch.tensor([1, 2, 3])),
+    }
+    out = {}
+    for k, f in calls.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                out[k] = f()
+            except Exception as e:
+                out[k] = "ERR " + type(e).__name__ + " " + str(e)[:80]
+    return out
+
+
+def mixed_dtypes(m):
+    torch, F = m.torch, m.F
+    A32 = torch.eye(3) * 2; A64 = torch.eye(3, dtype=torch.float64) * 2
+    v32 = torch.ones(3); v64 = torch.ones(3, dtype=torch.float64)
+    s64 = torch.tensor(2.0, dtype=torch.float64)
+    calls = {
+        "solve": lambda: torch.linalg.solve(A32, v64), "solve2": lambda: torch.linalg.solve(A64, v32),
+        "lstsq": lambda: torch.linalg.lstsq(A32, v64[:, None]).solution, "cross": lambda: torch.linalg.cross(v32, v64),
+        "cross_old": lambda: torch.cross(v32, v64, dim=0), "bmm": lambda: torch.bmm(A32[None], A64[None]), "mm": lambda: A32.mm(A64),
+        "mv": lambda: A32.mv(v64), "dot": lambda: v32.dot(v64), "einsum": lambda: torch.einsum("ij,j->i", A32, v64),
+        "matmul_scalar64": lambda: (A32 * s64).dtype, "atan2": lambda: torch.atan2(v32, v64).dtype, "where": lambda: torch.where(v32 > 0, v32, v64).dtype,
+        "cat": lambda: torch.cat([v32, v64]).dtype, "stack": lambda: torch.stack([v32, v64]).dtype, "tensordot": lambda: torch.tensordot(A32, A64, 1),
+        "cdist": lambda: torch.cdist(A32, A64), "vecdot": lambda: torch.linalg.vecdot(v32, v64), "inner": lambda: torch.inner(v32, v64),
+        "outer": lambda: torch.outer(v32, v64).dtype, "kron": lambda: torch.kron(A32, A64).dtype, "addmm": lambda: torch.addmm(A32, A32, A64),
+        "solve_tri": lambda: torch.linalg.solve_triangular(A32, A64, upper=True), "chol_solve": lambda: torch.cholesky_solve(A64, A32),
+        "lu_solve": lambda: torch.linalg.lu_solve(*torch.linalg.lu_factor(A32), A64), "index_add": lambda: torch.zeros(3).index_add_(0, torch.tensor([0]), v64[:1]),
+        "copy": lambda: A32.clone().copy_(A64).dtype, "setitem": lambda: (lambda T: (T.__setitem__((0, slice(None)), v64), T.dtype))(A32.clone())[1],
+        "bmm_int": lambda: torch.bmm(torch.ones(1, 2, 2, dtype=torch.int64), torch.ones(1, 2, 2, dtype=torch.int64)),
+        "matmul_int_float": lambda: torch.ones(2, 2, dtype=torch.int64) @ torch.ones(2, 2),
+        "baddbmm": lambda: torch.baddbmm(A64[None], A32[None], A32[None]),
+    }
+    out = {}
+    for k, f in calls.items():
+        try:
+            r = f()
+            out[k] = str(r).replace("torch.", "") if not hasattr(r, "detach") else (str(r.dtype).replace("torch.", ""), r.detach())
+        except Exception as e:
+            out[k] = "ERR " + type(e).__name__.lstrip("_")
+    return out
+
+
 # ----------------------------------------------------------------------------------------------
 # tests: compared with PyTorch where installed; invariants and NumPy always
 # ----------------------------------------------------------------------------------------------
@@ -1400,3 +1510,47 @@ def test_rotation_by_item_assignment():
     np.testing.assert_allclose(o["gth"], -3 * math.sin(th) - math.cos(th), rtol=1e-6)
     assert o["rg"] is True and o["Mrg"] is False
     assert o["np64"] == "float32" and o["np32"] == "float64" and o["int_div"] == "float32"
+
+
+@pytest.mark.xfail(strict=True, reason="vmap runs a Python loop over the batch, so Python control flow on a batched "
+                   "value (if theta < eps: ...) runs per example, where PyTorch's vmap raises RuntimeError ('data-"
+                   "dependent control flow is not supported')")
+def test_vmap_refuses_control_flow_on_a_batched_value():
+    import autograd
+
+    def small_angle_exp(w):
+        th = w.norm()
+        if th < 1e-6:
+            return w
+        return w * autograd.sin(th) / th
+    with pytest.raises(RuntimeError):
+        autograd.func.vmap(small_angle_exp)(autograd.randn(4, 3))
+
+
+def test_icp_by_lbfgs_with_nearest_neighbours():
+    o, _ = run_both(lbfgs_icp, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(o["w"], [0.2, -0.1, 0.3], atol=1e-5)
+    np.testing.assert_allclose(o["t"], [0.5, 0.0, -0.2], atol=1e-5)
+    np.testing.assert_array_equal(o["info"], [0, 1, 2])  # the order of the first leading minor that is not positive
+    assert o["sinfo"] == 2 and o["hist"][-1] < 1e-10
+    x_rows = o["J"]
+    assert x_rows.shape == (4, 4) and np.isfinite(x_rows).all()
+
+
+def test_linalg_methods_and_old_names():
+    o, _ = run_both(linalg_method_sweep, rtol=1e-8, atol=1e-10)
+    errors = {k for k, v in o.items() if isinstance(v, str) and v.startswith("ERR")}
+    assert errors == {"solve_int"}, errors  # (linalg.solve refuses float A with int64 B, as PyTorch's)
+    np.testing.assert_allclose(o["det"], np.linalg.det(o["inverse_m"]) ** -1, rtol=1e-12)
+    np.testing.assert_allclose(o["pinverse"], o["inverse_m"], rtol=1e-10)
+
+
+def test_mixed_dtypes_in_linear_algebra():
+    o, _ = run_both(mixed_dtypes, rtol=1e-6, atol=1e-6)
+    refused = {"solve", "solve2", "lstsq", "cross", "cross_old", "bmm", "mm", "mv", "dot", "einsum", "tensordot", "cdist",
+               "vecdot", "inner", "addmm", "chol_solve", "lu_solve", "index_add", "matmul_int_float", "baddbmm"}
+    for key, value in o.items():
+        assert (isinstance(value, str) and value.startswith("ERR RuntimeError")) == (key in refused) or \
+            (key in refused and value == "ERR ShapeError"), key
+    assert o["matmul_scalar64"] == "float32" and o["atan2"] == o["cat"] == o["stack"] == o["outer"] == "float64"
+    assert o["copy"] == o["setitem"] == "float32" and o["solve_tri"][0] == "float32" and o["bmm_int"][0] == "int64"
