@@ -191,9 +191,27 @@ def drawn_seed(source=None):
     return int(generator(source).words64(1)[0]) % 2**63
 
 
+_draws_refused = 0  # how many vmap(randomness='error') calls are running (each refuses every random op)
+
+
+@contextlib.contextmanager
+def refusing_draws():
+    """Every random op raises inside (vmap's randomness='error', which refuses a draw from any generator)."""
+    global _draws_refused
+    _draws_refused += 1
+    try:
+        yield
+    finally:
+        _draws_refused -= 1
+
+
 def generator(source=None):
     """The NumPy ``Generator`` a random op draws from: ``source``'s (an ``autograd.Generator``)
     or, when None, the default generator's. Anything else is a TypeError."""
+    if _draws_refused:
+        raise RuntimeError("vmap: called random operation while in randomness error mode. Please either use the "
+                           "'same' or 'different' randomness flags on vmap or perform the randomness operation out "
+                           "of vmap")
     if source is None:
         return default_generator.numpy
     if not isinstance(source, Generator):

@@ -5,6 +5,7 @@ import functools
 
 from ..backend import xp
 from ..ops.joins import stack
+from ..random import refusing_draws
 from ..tensor import Tensor
 from ..utils._pytree import tree_flatten, tree_unflatten, treespec_pprint
 
@@ -28,11 +29,18 @@ def vmap(func, in_dims=0, out_dims=0, randomness="error", *, chunk_size=None):
                            f"{randomness}")
     if not (chunk_size is None or chunk_size > 0):
         raise ValueError(f"vmap: chunk_size should be None or greater than 0. (got {chunk_size})")
+    if not all(dim is None or isinstance(dim, int) for dim in tree_flatten(out_dims)[0]):
+        raise ValueError(f"vmap({getattr(func, '__name__', 'f')}, ..., out_dims={out_dims}): `out_dims` must be an "
+                         "int, None or a python collection of ints representing where in the outputs the vmapped "
+                         "dimension should appear.")
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         name = getattr(func, "__name__", "f")
-        if not (in_dims is None or isinstance(in_dims, (int, tuple))):
+        if not args:
+            raise ValueError(f"vmap({name})(<inputs>): got no inputs. Maybe you forgot to add inputs, or you are "
+                             "trying to vmap over a function with no inputs. The latter is unsupported.")
+        if not isinstance(in_dims, (int, tuple)):  # (None too: some input must be batched)
             raise ValueError(f"vmap({name}, in_dims={in_dims}, ...)(<inputs>): expected `in_dims` to be int or a "
                              f"(potentially nested) tuple matching the structure of inputs, got: {type(in_dims)}.")
         dims = in_dims if isinstance(in_dims, tuple) else (in_dims,) * len(args)
@@ -49,14 +57,14 @@ def vmap(func, in_dims=0, out_dims=0, randomness="error", *, chunk_size=None):
                 if not isinstance(leaf, Tensor):
                     raise ValueError(f"vmap({name}, in_dims={in_dims}, ...)(<inputs>): Got in_dim={dim} for an "
                                      f"input but the input is of type {type(leaf)}. We cannot vmap over non-Tensor "
-                                     "arguments")
+                                     "arguments, please use None as the respective in_dim")
                 if not -leaf.ndim <= dim < leaf.ndim:
                     raise ValueError(f"vmap({name}, in_dims={in_dims}, ...)(<inputs>): Got in_dim={dim} for some "
                                      f"input, but that input is a Tensor of dimensionality {leaf.ndim} so expected "
                                      f"in_dim to satisfy -{leaf.ndim} <= in_dim < {leaf.ndim}.")
                 sizes.add(leaf.shape[dim])
         if not sizes:
-            raise ValueError(f"vmap({name}, in_dims={in_dims}, ...)(<inputs>): at least one input must be batched")
+            raise ValueError("vmap: Expected at least one Tensor to vmap over")
         if len(sizes) > 1:
             raise ValueError(f"vmap: Expected all tensors to have the same size in the mapped dimension, got sizes "
                              f"{sorted(sizes)} for the mapped dimension")
@@ -78,12 +86,8 @@ def vmap(func, in_dims=0, out_dims=0, randomness="error", *, chunk_size=None):
                     set_rng_state(state)
                 call_args = [_select(arg, arg_dims, b) for arg, arg_dims in zip(args, leaf_dims)]
                 if randomness == "error":
-                    before = _default_draws()
-                    results.append(func(*call_args, **kwargs))
-                    if _default_draws() != before:
-                        raise RuntimeError("vmap: called random operation while in randomness error mode. Please "
-                                           "either use the 'same' or 'different' randomness flags on vmap or "
-                                           "perform the randomness operation out of vmap")
+                    with refusing_draws():
+                        results.append(func(*call_args, **kwargs))
                 else:
                     if draws is not None:
                         draws.example, draws.calls = b, 0
@@ -174,14 +178,6 @@ def _dims_of_leaves(dims, arg, name, in_dims):
     if isinstance(arg, dict):
         return [d for key in arg for d in _dims_of_leaves(dims[key], arg[key], name, in_dims)]
     return [d for sub_dims, sub in zip(dims, arg) for d in _dims_of_leaves(sub_dims, sub, name, in_dims)]
-
-
-def _default_draws():
-    """Where the default generator stands (to tell whether a call drew from it)."""
-    from ..random import default_generator
-
-    made = default_generator._numpy  # (None until the first draw)
-    return None if made is None else made.position()
 
 
 def _select(tree, dims, index):
