@@ -29,14 +29,14 @@ def vmap(func, in_dims=0, out_dims=0, randomness="error", *, chunk_size=None):
                            f"{randomness}")
     if not (chunk_size is None or chunk_size > 0):
         raise ValueError(f"vmap: chunk_size should be None or greater than 0. (got {chunk_size})")
-    if not all(dim is None or isinstance(dim, int) for dim in tree_flatten(out_dims)[0]):
-        raise ValueError(f"vmap({getattr(func, '__name__', 'f')}, ..., out_dims={out_dims}): `out_dims` must be an "
-                         "int, None or a python collection of ints representing where in the outputs the vmapped "
-                         "dimension should appear.")
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         name = getattr(func, "__name__", "f")
+        if not all(dim is None or isinstance(dim, int) for dim in tree_flatten(out_dims)[0]):
+            raise ValueError(f"vmap({name}, ..., out_dims={out_dims}): `out_dims` must be an int, None or a python "
+                             "collection of ints representing where in the outputs the vmapped dimension should "
+                             "appear.")
         if not args:
             raise ValueError(f"vmap({name})(<inputs>): got no inputs. Maybe you forgot to add inputs, or you are "
                              "trying to vmap over a function with no inputs. The latter is unsupported.")
