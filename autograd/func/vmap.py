@@ -4,6 +4,7 @@ import contextlib
 import functools
 
 from ..backend import xp
+from ..differentiate import inside_a_transform
 from ..ops.joins import stack
 from ..random import refusing_draws
 from ..tensor import Tensor
@@ -85,12 +86,9 @@ def vmap(func, in_dims=0, out_dims=0, randomness="error", *, chunk_size=None):
 
                     set_rng_state(state)
                 call_args = [_select(arg, arg_dims, b) for arg, arg_dims in zip(args, leaf_dims)]
-                if randomness == "error":
-                    with refusing_draws():
-                        results.append(func(*call_args, **kwargs))
-                else:
-                    if draws is not None:
-                        draws.example, draws.calls = b, 0
+                if draws is not None:
+                    draws.example, draws.calls = b, 0
+                with refusing_draws() if randomness == "error" else contextlib.nullcontext(), inside_a_transform():
                     results.append(func(*call_args, **kwargs))
         return _stack_results(results, out_dims, name)
 

@@ -1,0 +1,48 @@
+"""Focused tests of the library fixes made while porting test/functorch/test_vmap.py (tests/test_ported_vmap.py):
+randomness='error' refuses a draw from any generator, at the draw; backward() inside a transform is refused;
+vmap's argument errors are checked when it is called."""
+
+import importlib
+
+import numpy as np
+import pytest
+
+from tests.ported import raises, same
+from tests.ported_func import t
+
+
+@pytest.fixture
+def fn(T):
+    return importlib.import_module(T.__name__ + ".func")
+
+
+def test_randomness_error_refuses_a_generator_of_ones_own_and_leaves_draws_working_after(T, fn):
+    g = T.Generator().manual_seed(0)
+    raises(RuntimeError, "called random operation while in randomness error mode",
+           fn.vmap(lambda a: a + T.rand(3, generator=g)), t(T, np.ones((2, 3))))
+    # the refusal ends with the call, even one that raised; the generator state read inside is no draw
+    np.testing.assert_allclose(T.rand(3, generator=g).numpy(), [0.4962566, 0.7682218, 0.0884774], atol=1e-6)
+    states = fn.vmap(lambda a: a + T.get_rng_state()[:3].double())(t(T, np.zeros((2, 3))))
+    same(states[0], states[1].numpy())
+
+
+@pytest.mark.parametrize("transform", ["vmap", "grad"])
+def test_backward_inside_a_transform_is_refused(T, fn, transform):
+    w = t(T, [1.0, 2.0]).requires_grad_()
+
+    def f(a):
+        (a * w).sum().backward()
+        return (a * a).sum()
+
+    raises(RuntimeError, "backward\\(\\) called inside a functorch transform", getattr(fn, transform)(f),
+           t(T, [1.0, 2.0]))
+    assert w.grad is None
+    (w * w).sum().backward()  # and works again after
+    same(w.grad, [2.0, 4.0])
+
+
+def test_argument_errors_come_when_vmap_is_called(T, fn):
+    bad_out_dims = fn.vmap(T.sin, out_dims="a")  # (vmap itself accepts it: the call refuses it)
+    raises(ValueError, "`out_dims` must be an int, None or a python collection of ints", bad_out_dims,
+           t(T, [1.0]))
+    raises(ValueError, "expected `in_dims` to be int", fn.vmap(T.sin, in_dims=None), t(T, [1.0]))
