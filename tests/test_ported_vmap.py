@@ -322,3 +322,23 @@ def test_per_sample_grads_of_a_module_through_functional_call(T, fn):
     residual = np.arange(6.0).reshape(2, 3) @ [1.0, 2.0, 3.0] + 0.5 - [1.0, 2.0]  # [7.5, 24.5]
     same(grads["weight"], 2 * residual[:, None, None] * np.arange(6.0).reshape(2, 1, 3))
     same(grads["bias"], 2 * residual[:, None])
+
+
+def test_an_output_that_views_the_input_is_a_view_of_it(T, fn):
+    z = arange(T, 2, 3)
+    fn.vmap(lambda a: a)(z).add_(1)  # the identity's result is the input's memory
+    same(z, np.arange(6.0).reshape(2, 3) + 1)
+    z = arange(T, 2, 3)
+    fn.vmap(lambda a: a[:2])(z).mul_(0)
+    same(z, [[0.0, 0.0, 2.0], [0.0, 0.0, 5.0]])
+    y = arange(T, 3, 2)
+    moved = fn.vmap(lambda a: a, in_dims=1)(y)
+    same(moved, np.arange(6.0).reshape(3, 2).T)
+    assert moved.stride() == (1, 2)
+    moved.mul_(2)
+    same(y, np.arange(6.0).reshape(3, 2) * 2)
+    assert fn.vmap(lambda a: a.t(), out_dims=-1)(t(T, np.ones((2, 3, 4)))).stride() == (1, 4, 12)
+    # a result computed from the examples is new memory
+    z = arange(T, 2, 3)
+    fn.vmap(lambda a: a * 1)(z).add_(1)
+    same(z, np.arange(6.0).reshape(2, 3))

@@ -217,9 +217,32 @@ def _stack_results(results, out_dims, name="f", empty=False):
         if not all(isinstance(c, Tensor) for c in column):
             raise ValueError(f"vmap({name}, ...): `{name}` must only return Tensors, got type {type(column[0])}. "
                              "Did you mean to set out_dims= to None for output?")
-        stacked.append(column[0].unsqueeze(dim)[(slice(None),) * (dim % (column[0].ndim + 1)) + (slice(0, 0),)]
-                       if empty else stack(column, dim=dim))
+        if empty:
+            stacked.append(column[0].unsqueeze(dim)[(slice(None),) * (dim % (column[0].ndim + 1)) + (slice(0, 0),)])
+            continue
+        shared = _one_view(column, dim)
+        stacked.append(stack(column, dim=dim) if shared is None else shared)
     return tree_unflatten(stacked, spec)
+
+
+def _one_view(column, dim):
+    """The examples' outputs as one view, batched at ``dim``, of the memory they show, where they are views of
+    one tensor evenly spaced in it (func returned its example, or a view of it: PyTorch's vmap then returns a
+    view of the input, so writing into the result writes into the input); None otherwise, and where they
+    require grad (the memory's owner may not be on their graph: the stack's gradient is the same)."""
+    first = column[0]
+    root = first if first._base is None else first._base
+    if any(c.requires_grad or (c if c._base is None else c._base) is not root or c.shape != first.shape
+           or c.stride() != first.stride() for c in column):
+        return None
+    offsets = [c.storage_offset() for c in column]
+    step = offsets[1] - offsets[0] if len(offsets) > 1 else 1
+    if step <= 0 or any(later - earlier != step for earlier, later in zip(offsets, offsets[1:])):
+        return None
+    size, stride = list(first.shape), list(first.stride())
+    size.insert(dim % (first.ndim + 1), len(column))
+    stride.insert(dim % (first.ndim + 1), step)
+    return root.as_strided(size, stride, offsets[0])
 
 
 def _same_value(a, b):
