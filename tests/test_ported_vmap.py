@@ -275,6 +275,21 @@ def test_in_place_into_an_unbatched_tensor_from_a_batched_one_is_refused(T, fn, 
                z, y)
 
 
+def test_func_runs_once_for_the_whole_batch(T, fn, request):
+    xfail_on_chainrule(T, request, "chainrule's vmap calls func once per example: its side effects (an in-place "
+                       "op on a captured unbatched tensor, a Python list appended to) happen batch-size times")
+    z, calls = t(T, np.zeros(3)), []
+
+    def f(a):
+        calls.append(1)
+        z.add_(1)
+        return a * 2
+
+    same(fn.vmap(f)(t(T, np.ones((4, 3)))), np.full((4, 3), 2.0))
+    same(z, [1.0, 1.0, 1.0])
+    assert len(calls) == 1
+
+
 @pytest.mark.parametrize("use", ["item", "if"])
 def test_data_dependent_python_is_refused(T, fn, use, request):
     xfail_on_chainrule(T, request, "chainrule's vmap hands func real examples: .item() and bool() of a value "
