@@ -46,3 +46,21 @@ def test_argument_errors_come_when_vmap_is_called(T, fn):
     raises(ValueError, "`out_dims` must be an int, None or a python collection of ints", bad_out_dims,
            t(T, [1.0]))
     raises(ValueError, "expected `in_dims` to be int", fn.vmap(T.sin, in_dims=None), t(T, [1.0]))
+
+
+def _nn(T):
+    return importlib.import_module("torch.nn" if T.__name__ == "torch" else "nn")
+
+
+def test_training_batch_norm_with_running_statistics_is_refused_under_vmap(T, fn):
+    nn = _nn(T)
+    x = t(T, np.arange(24.0).reshape(4, 2, 3))
+    bn = nn.BatchNorm1d(3).double()
+    raises(RuntimeError, "Batch norm got a batched tensor as input while the running_mean or running_var",
+           fn.vmap(bn), x)
+    same(bn.running_mean, [0.0, 0.0, 0.0])  # (refused before any example moved them)
+    # eval mode, and a module patched to keep no running statistics, normalise each example by itself
+    same(fn.vmap(bn.eval())(x)[1], (np.arange(6.0, 12.0).reshape(2, 3)) / np.sqrt(1 + 1e-5))
+    patched = nn.BatchNorm1d(3).double()
+    fn.replace_all_batch_norm_modules_(patched)
+    np.testing.assert_allclose(fn.vmap(patched)(x).detach().numpy(), np.tile([[-1.0], [1.0]], (4, 1, 3)), atol=1e-4)

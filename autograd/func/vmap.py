@@ -88,11 +88,30 @@ def vmap(func, in_dims=0, out_dims=0, randomness="error", *, chunk_size=None):
                 call_args = [_select(arg, arg_dims, b) for arg, arg_dims in zip(args, leaf_dims)]
                 if draws is not None:
                     draws.example, draws.calls = b, 0
-                with refusing_draws() if randomness == "error" else contextlib.nullcontext(), inside_a_transform():
+                with refusing_draws() if randomness == "error" else contextlib.nullcontext(), \
+                        inside_a_transform(), _running_an_example():
                     results.append(func(*call_args, **kwargs))
         return _stack_results(results, out_dims, name)
 
     return wrapper
+
+
+_examples_running = 0  # how many vmaps are running func on an example (nested vmaps each count)
+
+
+@contextlib.contextmanager
+def _running_an_example():
+    global _examples_running
+    _examples_running += 1
+    try:
+        yield
+    finally:
+        _examples_running -= 1
+
+
+def running_an_example():
+    """Whether a vmap is running its function on an example (where PyTorch's ops see a batched tensor)."""
+    return _examples_running > 0
 
 
 @contextlib.contextmanager
