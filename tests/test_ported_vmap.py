@@ -357,3 +357,22 @@ def test_an_output_that_views_the_input_is_a_view_of_it(T, fn):
     z = arange(T, 2, 3)
     fn.vmap(lambda a: a * 1)(z).add_(1)
     same(z, np.arange(6.0).reshape(2, 3))
+
+
+def test_model_ensembling_with_stacked_module_state(T, fn):
+    nn = importlib.import_module("torch.nn" if T.__name__ == "torch" else "nn")
+    models = [nn.Linear(3, 1).double() for _ in range(3)]
+    with T.no_grad():
+        for k, model in enumerate(models):
+            model.weight.copy_(t(T, [[1.0, k, -k]]))
+            model.bias.fill_(k / 2)
+    params, buffers = fn.stack_module_state(models)
+    assert tuple(params["weight"].shape) == (3, 1, 3) and params["weight"].requires_grad
+    base = models[0]
+    x = arange(T, 2, 3)
+    out = fn.vmap(lambda p, b, xs: fn.functional_call(base, (p, b), (xs,)), in_dims=(0, 0, None))(params, buffers, x)
+    weights = np.array([[1.0, k, -k] for k in range(3)])
+    close(out, (np.einsum("kj,ij->ki", weights, np.arange(6.0).reshape(2, 3)) + np.arange(3)[:, None] / 2)[..., None])
+    grads = fn.vmap(fn.grad(lambda p, b: fn.functional_call(base, (p, b), (x,)).sum()))(params, buffers)
+    same(grads["weight"], np.tile([[[3.0, 5.0, 7.0]]], (3, 1, 1)))
+    same(grads["bias"], [[2.0], [2.0], [2.0]])

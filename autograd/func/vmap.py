@@ -20,8 +20,11 @@ def vmap(func, in_dims=0, out_dims=0, randomness="error", *, chunk_size=None):
     batch dimension goes in each output (None: the output is not batched, and must be the same
     for every example). This implementation loops over the batch in Python and stacks the
     results: PyTorch's vmap runs the batch through batched kernels instead, so the values are the
-    same but the cost is one call of ``func`` per example. ``randomness``: 'error' refuses a draw
-    from the default generator inside ``func`` (as PyTorch's refuses any random op), 'different'
+    same but the cost is one call of ``func`` per example (and its side effects happen once per example).
+    An output that is a view of its example (the example itself, a slice of it) comes back as one view
+    of the input, as PyTorch's; any other is a new stack. Inside ``func``, backward() and a training
+    batch_norm that moves running statistics raise, as PyTorch's. ``randomness``: 'error' refuses a
+    draw from any generator inside ``func`` (as PyTorch's refuses any random op), 'different'
     draws fresh numbers in each call, 'same' replays the generator's state for every call, so
     each sees the same numbers. ``chunk_size`` changes nothing here.
     """
