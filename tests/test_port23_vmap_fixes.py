@@ -64,3 +64,14 @@ def test_training_batch_norm_with_running_statistics_is_refused_under_vmap(T, fn
     patched = nn.BatchNorm1d(3).double()
     fn.replace_all_batch_norm_modules_(patched)
     np.testing.assert_allclose(fn.vmap(patched)(x).detach().numpy(), np.tile([[-1.0], [1.0]], (4, 1, 3)), atol=1e-4)
+
+
+def test_training_batch_norm_with_batched_running_statistics_moves_each_examples(T, fn):
+    F = importlib.import_module(_nn(T).__name__ + ".functional")
+    x = t(T, np.arange(24.0).reshape(4, 2, 3))
+    running_mean, running_var = t(T, np.zeros((4, 3))), t(T, np.ones((4, 3)))
+    out = fn.vmap(lambda a, m, v: F.batch_norm(a, m, v, training=True))(x, running_mean, running_var)
+    np.testing.assert_allclose(out.numpy(), np.tile([[-1.0], [1.0]], (4, 1, 3)), atol=1e-4)
+    means = np.arange(24.0).reshape(4, 2, 3).mean(1)  # each example's channel means, and unbiased variance 4.5
+    np.testing.assert_allclose(running_mean.numpy(), 0.1 * means, rtol=1e-12)
+    np.testing.assert_allclose(running_var.numpy(), np.full((4, 3), 0.9 + 0.1 * 4.5), rtol=1e-12)

@@ -92,29 +92,29 @@ def vmap(func, in_dims=0, out_dims=0, randomness="error", *, chunk_size=None):
                 if draws is not None:
                     draws.example, draws.calls = b, 0
                 with refusing_draws() if randomness == "error" else contextlib.nullcontext(), \
-                        inside_a_transform(), _running_an_example():
+                        inside_a_transform(), _running_on(call_args):
                     results.append(func(*call_args, **kwargs))
         return _stack_results(results, out_dims, name)
 
     return wrapper
 
 
-_examples_running = 0  # how many vmaps are running func on an example (nested vmaps each count)
+_running_examples = []  # the ids of the tensors each running vmap (outermost first) handed func as its example
 
 
 @contextlib.contextmanager
-def _running_an_example():
-    global _examples_running
-    _examples_running += 1
+def _running_on(call_args):
+    _running_examples.append({id(leaf) for leaf in tree_flatten(call_args)[0] if isinstance(leaf, Tensor)})
     try:
         yield
     finally:
-        _examples_running -= 1
+        _running_examples.pop()
 
 
-def running_an_example():
-    """Whether a vmap is running its function on an example (where PyTorch's ops see a batched tensor)."""
-    return _examples_running > 0
+def unbatched_under_vmap(tensor):
+    """Whether a vmap is running its function and ``tensor`` is none of the examples it was handed (where
+    PyTorch's ops would see an unbatched tensor beside batched ones; ones computed from examples do not count)."""
+    return bool(_running_examples) and not any(id(tensor) in level for level in _running_examples)
 
 
 @contextlib.contextmanager

@@ -102,9 +102,10 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     if eps < 0.0:
         raise ValueError(f"batch_norm eps must be non-negative, but got {eps}")
     if training and (running_mean is not None or running_var is not None):
-        from ..func.vmap import running_an_example
+        from ..func.vmap import unbatched_under_vmap
 
-        if running_an_example():  # (vmap runs one example at a time: each would move the running statistics)
+        # (vmap runs one example at a time: each would move running statistics not batched with it)
+        if unbatched_under_vmap(running_mean if running_mean is not None else running_var):
             raise RuntimeError(
                 "Batch norm got a batched tensor as input while the running_mean or running_var, which will be "
                 "updated in place, were not batched.\nIf you are using a module and do not need eval mode, please "
