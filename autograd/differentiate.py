@@ -1,8 +1,10 @@
 """Starting a backward pass: ``Tensor.backward`` and ``autograd.grad``."""
 
+import contextlib
+
 from . import dual, engine
 from .backend import xp
-from .graph import accumulate_grad, set_grad_enabled
+from .graph import accumulate_grad, modes, set_grad_enabled
 from .tensor import Tensor, as_array, tensor_from
 
 
@@ -51,10 +53,25 @@ def _seed(output, grad, i):
     return grad
 
 
+@contextlib.contextmanager
+def inside_a_transform():
+    """Refuse backward() inside (in this thread): a transform's function has its values (and vmap its examples) for
+    the transform alone, so accumulating into .grad from there is refused, as PyTorch's functorch refuses it."""
+    modes.transforms_running += 1
+    try:
+        yield
+    finally:
+        modes.transforms_running -= 1
+
+
 def backward(outputs, grad_outputs=None, retain_graph=False, create_graph=False, on_step=None, inputs=None):
     """Accumulate dL/dleaf into ``.grad`` of every leaf below ``outputs``; with ``inputs``, only
     into theirs (a non-leaf among them too, as PyTorch's).
     ``on_step`` is the engine's per-node callback (the step-through's trace)."""
+    if modes.transforms_running:
+        raise RuntimeError("backward() called inside a functorch transform. This is not supported, please use "
+                           "functorch.grad or functorch.vjp instead or call backward() outside of functorch "
+                           "transforms.")
     if inputs is not None:
         _backward_into(outputs, grad_outputs, retain_graph, create_graph, inputs)
         return

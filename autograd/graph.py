@@ -38,6 +38,8 @@ class _Modes(threading.local):
     saved_mutation = None  # the allow_mutation_on_saved_tensors block open in this thread
     torch_function = True  # Tensor subclasses' __torch_function__ is asked (overrides.py): off inside the default
     # one (DisableTorchFunctionSubclass) and during a backward pass, whose ops are the engine's, not the program's
+    transforms_running = 0  # torch.func transforms (vmap, grad, vjp, ...) running their function: backward() refused
+    draws_refused = 0  # vmap(randomness='error') calls running: every random op refused (random.generator)
 
 
 modes = _Modes()

@@ -18,6 +18,7 @@ import numpy
 
 from .device import device as _device
 from .device import resolve
+from .graph import modes
 
 DEFAULT_SEED = 67280421310721  # PyTorch's initial seed for a new Generator
 _STATE_BYTES = 5056  # sizeof(CPUGeneratorImplState), PyTorch's layout of a CPU generator's state
@@ -191,9 +192,24 @@ def drawn_seed(source=None):
     return int(generator(source).words64(1)[0]) % 2**63
 
 
+@contextlib.contextmanager
+def refusing_draws():
+    """Every random op raises inside, in this thread (vmap's randomness='error', which refuses a draw from any
+    generator)."""
+    modes.draws_refused += 1
+    try:
+        yield
+    finally:
+        modes.draws_refused -= 1
+
+
 def generator(source=None):
     """The NumPy ``Generator`` a random op draws from: ``source``'s (an ``autograd.Generator``)
     or, when None, the default generator's. Anything else is a TypeError."""
+    if modes.draws_refused:
+        raise RuntimeError("vmap: called random operation while in randomness error mode. Please either use the "
+                           "'same' or 'different' randomness flags on vmap or perform the randomness operation out "
+                           "of vmap")
     if source is None:
         return default_generator.numpy
     if not isinstance(source, Generator):

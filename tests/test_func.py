@@ -134,7 +134,7 @@ def test_vmap_by_hand():
     assert func.vmap(func.vmap(lambda a: a * a))(xs).shape == (3, 2)
     with pytest.raises(ValueError, match="Expected all tensors to have the same size in the mapped dimension"):
         func.vmap(lambda a, b: a + b)(xs, t([1.0, 2.0]))
-    with pytest.raises(ValueError, match="at least one input must be batched"):
+    with pytest.raises(ValueError, match="expected `in_dims` to be int or a"):
         func.vmap(lambda a: a, in_dims=None)(xs)
     autograd.manual_seed(0)
     same = func.vmap(lambda x: autograd.rand(2) + x * 0, randomness="same")(xs)

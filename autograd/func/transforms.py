@@ -7,6 +7,7 @@ import functools
 import threading
 import weakref
 
+from ..differentiate import inside_a_transform
 from ..factories import zeros_like
 from ..grad_mode import inference_mode, is_grad_enabled
 from ..ops.joins import stack
@@ -132,7 +133,7 @@ def _call_on_roots(func, args, kwargs, argnums, has_aux, name, aux_name=None):
     (output, aux, the differentiated trees as given, their roots flat, the spec of the argnums tree).
     ``aux_name`` names the call in has_aux's message where it is not ``name`` (jacrev's is vjp's)."""
     args, originals, roots, spec = _with_roots(args, argnums, name)
-    with _running_with(roots):
+    with _running_with(roots), inside_a_transform():
         output, aux = _split_aux(func(*args, **kwargs), has_aux, aux_name or name)
     return output, aux, originals, roots, spec
 

@@ -4,7 +4,9 @@ import contextlib
 import functools
 
 from ..backend import xp
+from ..differentiate import inside_a_transform
 from ..ops.joins import stack
+from ..random import refusing_draws
 from ..tensor import Tensor
 from ..utils._pytree import tree_flatten, tree_unflatten, treespec_pprint
 
@@ -18,8 +20,11 @@ def vmap(func, in_dims=0, out_dims=0, randomness="error", *, chunk_size=None):
     batch dimension goes in each output (None: the output is not batched, and must be the same
     for every example). This implementation loops over the batch in Python and stacks the
     results: PyTorch's vmap runs the batch through batched kernels instead, so the values are the
-    same but the cost is one call of ``func`` per example. ``randomness``: 'error' refuses a draw
-    from the default generator inside ``func`` (as PyTorch's refuses any random op), 'different'
+    same but the cost is one call of ``func`` per example (and its side effects happen once per example).
+    An output that is a view of its example (the example itself, a slice of it) comes back as one view
+    of the input, as PyTorch's; any other is a new stack. Inside ``func``, backward() and a training
+    batch_norm that moves running statistics raise, as PyTorch's. ``randomness``: 'error' refuses a
+    draw from any generator inside ``func`` (as PyTorch's refuses any random op), 'different'
     draws fresh numbers in each call, 'same' replays the generator's state for every call, so
     each sees the same numbers. ``chunk_size`` changes nothing here.
     """
@@ -32,7 +37,14 @@ def vmap(func, in_dims=0, out_dims=0, randomness="error", *, chunk_size=None):
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         name = getattr(func, "__name__", "f")
-        if not (in_dims is None or isinstance(in_dims, (int, tuple))):
+        if not all(dim is None or isinstance(dim, int) for dim in tree_flatten(out_dims)[0]):
+            raise ValueError(f"vmap({name}, ..., out_dims={out_dims}): `out_dims` must be an int, None or a python "
+                             "collection of ints representing where in the outputs the vmapped dimension should "
+                             "appear.")
+        if not args:
+            raise ValueError(f"vmap({name})(<inputs>): got no inputs. Maybe you forgot to add inputs, or you are "
+                             "trying to vmap over a function with no inputs. The latter is unsupported.")
+        if not isinstance(in_dims, (int, tuple)):  # (None too: some input must be batched)
             raise ValueError(f"vmap({name}, in_dims={in_dims}, ...)(<inputs>): expected `in_dims` to be int or a "
                              f"(potentially nested) tuple matching the structure of inputs, got: {type(in_dims)}.")
         dims = in_dims if isinstance(in_dims, tuple) else (in_dims,) * len(args)
@@ -49,14 +61,14 @@ def vmap(func, in_dims=0, out_dims=0, randomness="error", *, chunk_size=None):
                 if not isinstance(leaf, Tensor):
                     raise ValueError(f"vmap({name}, in_dims={in_dims}, ...)(<inputs>): Got in_dim={dim} for an "
                                      f"input but the input is of type {type(leaf)}. We cannot vmap over non-Tensor "
-                                     "arguments")
+                                     "arguments, please use None as the respective in_dim")
                 if not -leaf.ndim <= dim < leaf.ndim:
                     raise ValueError(f"vmap({name}, in_dims={in_dims}, ...)(<inputs>): Got in_dim={dim} for some "
                                      f"input, but that input is a Tensor of dimensionality {leaf.ndim} so expected "
                                      f"in_dim to satisfy -{leaf.ndim} <= in_dim < {leaf.ndim}.")
                 sizes.add(leaf.shape[dim])
         if not sizes:
-            raise ValueError(f"vmap({name}, in_dims={in_dims}, ...)(<inputs>): at least one input must be batched")
+            raise ValueError("vmap: Expected at least one Tensor to vmap over")
         if len(sizes) > 1:
             raise ValueError(f"vmap: Expected all tensors to have the same size in the mapped dimension, got sizes "
                              f"{sorted(sizes)} for the mapped dimension")
@@ -77,20 +89,32 @@ def vmap(func, in_dims=0, out_dims=0, randomness="error", *, chunk_size=None):
 
                     set_rng_state(state)
                 call_args = [_select(arg, arg_dims, b) for arg, arg_dims in zip(args, leaf_dims)]
-                if randomness == "error":
-                    before = _default_draws()
-                    results.append(func(*call_args, **kwargs))
-                    if _default_draws() != before:
-                        raise RuntimeError("vmap: called random operation while in randomness error mode. Please "
-                                           "either use the 'same' or 'different' randomness flags on vmap or "
-                                           "perform the randomness operation out of vmap")
-                else:
-                    if draws is not None:
-                        draws.example, draws.calls = b, 0
+                if draws is not None:
+                    draws.example, draws.calls = b, 0
+                with refusing_draws() if randomness == "error" else contextlib.nullcontext(), \
+                        inside_a_transform(), _running_on(call_args):
                     results.append(func(*call_args, **kwargs))
         return _stack_results(results, out_dims, name)
 
     return wrapper
+
+
+_running_examples = []  # the ids of the tensors each running vmap (outermost first) handed func as its example
+
+
+@contextlib.contextmanager
+def _running_on(call_args):
+    _running_examples.append({id(leaf) for leaf in tree_flatten(call_args)[0] if isinstance(leaf, Tensor)})
+    try:
+        yield
+    finally:
+        _running_examples.pop()
+
+
+def unbatched_under_vmap(tensor):
+    """Whether a vmap is running its function and ``tensor`` is none of the examples it was handed (where
+    PyTorch's ops would see an unbatched tensor beside batched ones; ones computed from examples do not count)."""
+    return bool(_running_examples) and not any(id(tensor) in level for level in _running_examples)
 
 
 @contextlib.contextmanager
@@ -176,14 +200,6 @@ def _dims_of_leaves(dims, arg, name, in_dims):
     return [d for sub_dims, sub in zip(dims, arg) for d in _dims_of_leaves(sub_dims, sub, name, in_dims)]
 
 
-def _default_draws():
-    """Where the default generator stands (to tell whether a call drew from it)."""
-    from ..random import default_generator
-
-    made = default_generator._numpy  # (None until the first draw)
-    return None if made is None else made.position()
-
-
 def _select(tree, dims, index):
     """Example ``index`` of each batched tensor of the tree (index None, for an empty batch: zeros of
     an example's shape, still on the tensor's graph: the sum over its empty batch dim)."""
@@ -223,9 +239,32 @@ def _stack_results(results, out_dims, name="f", empty=False):
         if not all(isinstance(c, Tensor) for c in column):
             raise ValueError(f"vmap({name}, ...): `{name}` must only return Tensors, got type {type(column[0])}. "
                              "Did you mean to set out_dims= to None for output?")
-        stacked.append(column[0].unsqueeze(dim)[(slice(None),) * (dim % (column[0].ndim + 1)) + (slice(0, 0),)]
-                       if empty else stack(column, dim=dim))
+        if empty:
+            stacked.append(column[0].unsqueeze(dim)[(slice(None),) * (dim % (column[0].ndim + 1)) + (slice(0, 0),)])
+            continue
+        shared = _one_view(column, dim)
+        stacked.append(stack(column, dim=dim) if shared is None else shared)
     return tree_unflatten(stacked, spec)
+
+
+def _one_view(column, dim):
+    """The examples' outputs as one view, batched at ``dim``, of the memory they show, where they are views of
+    one tensor evenly spaced in it (func returned its example, or a view of it: PyTorch's vmap then returns a
+    view of the input, so writing into the result writes into the input); None otherwise, and where they
+    require grad (the memory's owner may not be on their graph: the stack's gradient is the same)."""
+    first = column[0]
+    root = first if first._base is None else first._base
+    if any(c.requires_grad or (c if c._base is None else c._base) is not root or c.shape != first.shape
+           or c.stride() != first.stride() for c in column):
+        return None
+    offsets = [c.storage_offset() for c in column]
+    step = offsets[1] - offsets[0] if len(offsets) > 1 else 1
+    if step <= 0 or any(later - earlier != step for earlier, later in zip(offsets, offsets[1:])):
+        return None
+    size, stride = list(first.shape), list(first.stride())
+    size.insert(dim % (first.ndim + 1), len(column))
+    stride.insert(dim % (first.ndim + 1), step)
+    return root.as_strided(size, stride, offsets[0])
 
 
 def _same_value(a, b):

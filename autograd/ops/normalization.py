@@ -101,6 +101,16 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         raise ValueError(f"batch_norm eps must be positive during training, but got {eps}")
     if eps < 0.0:
         raise ValueError(f"batch_norm eps must be non-negative, but got {eps}")
+    if training and (running_mean is not None or running_var is not None):
+        from ..func.vmap import unbatched_under_vmap
+
+        # (vmap runs one example at a time: each would move running statistics not batched with it)
+        if unbatched_under_vmap(running_mean if running_mean is not None else running_var):
+            raise RuntimeError(
+                "Batch norm got a batched tensor as input while the running_mean or running_var, which will be "
+                "updated in place, were not batched.\nIf you are using a module and do not need eval mode, please "
+                "set `track_running_stats` to be False.If you are using a prebuilt module and do not need eval "
+                "mode, please see the functorch website for resources on how to patch your module to work with vmap")
     if in_float32(input, "batch_norm", weight=weight, bias=bias, running_mean=running_mean, running_var=running_var) \
             and any(t is not None and t._data.dtype == float32 for t in (weight, bias, running_mean, running_var)):
         # "mixed dtype" (a half model whose norms stay float32): PyTorch's kernel computes in float32, its batch
