@@ -111,3 +111,31 @@ def test_forward_over_reverse_keeps_the_tangent_of_an_input_not_asked_for(T, F):
         grad_x, = T.autograd.grad(out, [xs], T.ones(1, 1, 3, dtype=T.float64))
         assert values(grad_x).tolist() == [[[1.0, 3.0, 3.0, 2.0]]]
         assert fwAD.unpack_dual(grad_x).tangent.tolist() == [[[1.0, 0.0, 0.0, -1.0]]]
+
+
+def test_same_padding_warns_once_a_process_for_an_even_window_only(monkeypatch):
+    """PyTorch's TORCH_WARN_ONCE for 'same' padding that needs one more zero on one side (an even d(k-1)): once a
+    process, every time under set_warn_always; an odd window needs no copy and never warns."""
+    import warnings
+
+    import autograd
+    import autograd.runtime as runtime
+    import nn.functional as functional
+
+    monkeypatch.setattr(runtime, "_warned_once", set())
+    x = autograd.arange(10.0).reshape(1, 1, 10)
+    with pytest.warns(UserWarning, match="Using padding='same' with even kernel lengths and odd dilation") as said:
+        y = functional.conv1d(x, autograd.ones(1, 1, 4), padding="same")
+    assert len(said) == 1 and said[0].filename == __file__  # (at the user's line)
+    np.testing.assert_array_equal(y.numpy(), [[[3, 6, 10, 14, 18, 22, 26, 30, 24, 17]]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        functional.conv1d(x, autograd.ones(1, 1, 4), padding="same")  # once only
+        functional.conv2d(x.reshape(1, 1, 2, 5), autograd.ones(1, 1, 3, 3), padding="same")  # an odd window
+    autograd.set_warn_always(True)
+    try:
+        for _ in range(2):
+            with pytest.warns(UserWarning, match="even kernel lengths"):
+                functional.conv2d(x.reshape(1, 1, 2, 5), autograd.ones(1, 1, 2, 3), padding="same")
+    finally:
+        autograd.set_warn_always(False)

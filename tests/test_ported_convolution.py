@@ -775,9 +775,6 @@ def test_conv_backend_forward_ad_and_forward_over_reverse(T, nn, name):
               atol=1e-10)
 
 
-@xfail_ours("PyTorch warns (once a process, each time under set_warn_always) that 'same' with an even d(k-1) may "
-            "copy the input zero-padded; chainrule does not warn (a warn-once helper that honours set_warn_always "
-            "would serve this and the other warn-once sites, autograd/ops/shape.py's x.T)")
 def test_same_padding_with_an_even_window_warns(T, F, warn_always):
     with pytest.warns(UserWarning, match="Using padding='same' with even kernel lengths and odd dilation"):
         F.conv1d(T.ones(1, 1, 10), T.ones(1, 1, 4), padding="same")

@@ -23,6 +23,7 @@ import functools
 
 from ..errors import check_same_dtype
 from ..primitive import named_node, node_named
+from ..runtime import warn_once
 from . import convolution
 from .constant_padding import constant_pad_nd
 from .conversion import refuse_kinds
@@ -51,7 +52,11 @@ def _conv_padding(padding, n, kernel, dilation, stride):
         if padding == "same":
             if any(s != 1 for s in stride):
                 raise RuntimeError("padding='same' is not supported for strided convolutions")
-            return _same_padding(kernel, dilation)
+            padding, extra = _same_padding(kernel, dilation)
+            if any(extra):  # (the input is padded by one more zero on one side first: a copy, as in PyTorch)
+                warn_once("conv same padding", "Using padding='same' with even kernel lengths and odd dilation may "
+                                               "require a zero-padded copy of the input be created")
+            return padding, extra
         raise RuntimeError(f"Invalid padding string: {padding!r}, should be one of 'valid', 'same'")
     return _tuple(padding, n, "padding"), (0,) * n
 
