@@ -40,6 +40,8 @@ class _Modes(threading.local):
     # one (DisableTorchFunctionSubclass) and during a backward pass, whose ops are the engine's, not the program's
     transforms_running = 0  # torch.func transforms (vmap, grad, vjp, ...) running their function: backward() refused
     draws_refused = 0  # vmap(randomness='error') calls running: every random op refused (random.generator)
+    vmap_examples = ()  # per vmap running its function (outermost first), the ids of the tensors handed it as its
+    # example: what unbatched_under_vmap reads
 
 
 modes = _Modes()
@@ -61,6 +63,14 @@ def is_inference_mode_enabled():
 
 def is_anomaly_enabled():
     return modes.anomaly
+
+
+def unbatched_under_vmap(tensor):
+    """Whether a vmap is running its function in this thread and ``tensor`` is none of the examples it was handed
+    (where PyTorch's ops would see an unbatched tensor beside batched ones; ones computed from examples do not
+    count): a training batch_norm's running statistics, say, which it would move once per example."""
+    running = modes.vmap_examples
+    return bool(running) and not any(id(tensor) in level for level in running)
 
 
 class ModeSwitch:

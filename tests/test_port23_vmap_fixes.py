@@ -102,3 +102,32 @@ def test_a_transform_in_one_thread_refuses_nothing_in_another():
         with pytest.raises(RuntimeError, match="randomness error mode"):
             autograd.rand(3)
     assert results == [([2.0, 2.0], (3,))]
+
+
+def test_a_vmap_in_one_thread_leaves_another_threads_batch_norm_alone():
+    """The examples a running vmap handed its function are this thread's: a training BatchNorm in another thread,
+    with running statistics of its own, is no unbatched tensor beside batched ones, and moves them."""
+    import threading
+
+    import autograd
+    import nn as chainrule_nn
+    from autograd import func
+
+    norm = chainrule_nn.BatchNorm1d(2)
+    moved = []
+
+    def other_thread():
+        norm(autograd.tensor([[1.0, 2.0], [3.0, 6.0]]))
+        moved.append(norm.running_mean.tolist())
+
+    def example(x):
+        worker = threading.Thread(target=other_thread)
+        worker.start()
+        worker.join()
+        with pytest.raises(RuntimeError, match="Batch norm got a batched tensor"):  # (in vmap's own thread)
+            chainrule_nn.functional.batch_norm(x.reshape(1, 2).expand(2, 2), autograd.zeros(2), autograd.ones(2),
+                                               training=True)
+        return x * 2
+
+    np.testing.assert_array_equal(func.vmap(example)(autograd.ones(1, 2)).numpy(), [[2.0, 2.0]])
+    np.testing.assert_allclose(moved, [[0.2, 0.4]], rtol=1e-6)

@@ -5,6 +5,7 @@ import functools
 
 from ..backend import xp
 from ..differentiate import inside_a_transform
+from ..graph import modes
 from ..ops.joins import stack
 from ..random import refusing_draws
 from ..tensor import Tensor
@@ -99,22 +100,15 @@ def vmap(func, in_dims=0, out_dims=0, randomness="error", *, chunk_size=None):
     return wrapper
 
 
-_running_examples = []  # the ids of the tensors each running vmap (outermost first) handed func as its example
-
-
 @contextlib.contextmanager
 def _running_on(call_args):
-    _running_examples.append({id(leaf) for leaf in tree_flatten(call_args)[0] if isinstance(leaf, Tensor)})
+    """func runs on ``call_args`` in this thread: their tensors are its example (graph.unbatched_under_vmap)."""
+    before = modes.vmap_examples
+    modes.vmap_examples = before + ({id(leaf) for leaf in tree_flatten(call_args)[0] if isinstance(leaf, Tensor)},)
     try:
         yield
     finally:
-        _running_examples.pop()
-
-
-def unbatched_under_vmap(tensor):
-    """Whether a vmap is running its function and ``tensor`` is none of the examples it was handed (where
-    PyTorch's ops would see an unbatched tensor beside batched ones; ones computed from examples do not count)."""
-    return bool(_running_examples) and not any(id(tensor) in level for level in _running_examples)
+        modes.vmap_examples = before
 
 
 @contextlib.contextmanager

@@ -14,7 +14,7 @@ import math
 
 from ..backend import float16, float32
 from ..errors import ShapeError, check_same_dtype
-from ..graph import no_grad
+from ..graph import no_grad, unbatched_under_vmap
 from ..primitive import named_node
 from ..tensor import Tensor
 from .conversion import refuse_kinds
@@ -102,8 +102,6 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     if eps < 0.0:
         raise ValueError(f"batch_norm eps must be non-negative, but got {eps}")
     if training and (running_mean is not None or running_var is not None):
-        from ..func.vmap import unbatched_under_vmap
-
         # (vmap runs one example at a time: each would move running statistics not batched with it)
         if unbatched_under_vmap(running_mean if running_mean is not None else running_var):
             raise RuntimeError(
