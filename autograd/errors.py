@@ -1,5 +1,7 @@
 """Exception types shared across the package."""
 
+from .sparse_layout import is_sparse
+
 
 class ShapeError(RuntimeError, ValueError):
     """Shapes that do not fit together (a reshape, cat, stack, expand or permute that cannot be).
@@ -50,7 +52,7 @@ def refuse_unbroadcastable(*shapes):
 
 def not_a_tensor(where, i, argument):
     """The NotATensorError for positional argument i (from 0) of ``where``."""
-    if getattr(argument, "is_sparse", False) is True:  # (PyTorch's error for an op with no sparse kernel)
+    if is_sparse(argument):  # (PyTorch's error for an op with no sparse kernel)
         return NotImplementedError(f"Could not run '{where}' with arguments from the 'SparseCPU' backend: argument "
                                    f"{i + 1} is a sparse tensor (size {tuple(argument.shape)}), which {where} does "
                                    "not take; call .to_dense() first")

@@ -25,6 +25,7 @@ from .operands import python_number
 from .random import draws
 from .random import generator as _rng
 from .size import sizes_argument
+from .sparse_layout import is_sparse
 from .tensor import Tensor, as_array, tensor_from
 from .write_door import _refuse_overflow
 
@@ -380,7 +381,7 @@ def zeros_like(input, *, dtype=None, layout=None, device=None, requires_grad=Fal
                pin_memory=False):
     """Zeros of input's shape; a sparse input (or ``layout=sparse_coo``) gives the sparse tensor with no entries,
     with input's sparse dims."""
-    if _is_sparse_coo(layout) or (layout is None and getattr(input, "is_sparse", False)):
+    if _is_sparse_coo(layout) or (layout is None and is_sparse(input)):
         return _empty_sparse(input.shape, input.sparse_dim() if input.is_sparse else None, dtype or input.dtype,
                              requires_grad)
     dtype = dtype or input.dtype
@@ -400,7 +401,7 @@ def empty_like(input, *, dtype=None, layout=None, device=None, requires_grad=Fal
     """A new tensor of input's shape, laid out as input where input is a view that fills its memory densely (a
     transpose, a permutation: PyTorch's preserve_format, which rand_like's draws follow), row-major otherwise
     (memory_order.py). A sparse input (or ``layout=sparse_coo``) gives the sparse tensor with no entries."""
-    if _is_sparse_coo(layout) or (layout is None and getattr(input, "is_sparse", False)):
+    if _is_sparse_coo(layout) or (layout is None and is_sparse(input)):
         return zeros_like(input, dtype=dtype, layout=layout, requires_grad=requires_grad)
     dtype = dtype or input.dtype
     array, device = input._data, device_of(input, device)

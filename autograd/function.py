@@ -39,6 +39,7 @@ from .graph import program_stacklevel
 from .hooks import add_hook
 from .primitive import FreedGraph, InputInfo, Primitive, _graph_node, run_node_hooks
 from .saved_tensor_views import FREED_GRAPH
+from .sparse_layout import is_sparse
 from .tensor import Tensor
 
 
@@ -49,7 +50,7 @@ class FunctionCtx:
         """Keep ``tensors`` (or None) for backward; ``saved_tensors`` gives them back, checked
         against in-place changes made after forward returns (forward may change them itself)."""
         for i, t in enumerate(tensors):
-            if t is not None and not isinstance(t, Tensor) and getattr(t, "is_sparse", False) is not True:
+            if t is not None and not isinstance(t, Tensor) and not is_sparse(t):
                 raise TypeError(f"save_for_backward can only save tensors (or None), but argument {i} "
                                 f"is of type {type(t).__name__}")
         self._saved_versions = tuple(None if t is None else t._version_cell[0] for t in tensors)

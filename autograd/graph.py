@@ -20,6 +20,7 @@ import warnings
 import weakref
 
 from .backend import xp
+from .sparse_layout import is_sparse
 
 # -- modes -------------------------------------------------------------------------------
 
@@ -397,7 +398,7 @@ def run_hooks_on_leaf_gradient(hooks, grad):
         return run_hooks(hooks, grad)
     for hook in list(hooks.values()):
         replaced = run_hooks({0: hook}, sparse)
-        if not getattr(replaced, "is_sparse", False):
+        if not is_sparse(replaced):
             raise RuntimeError(f"hook '{_hook_name(hook)}' has changed the type of value (was a sparse COO gradient "
                                f"of shape {tuple(sparse.shape)}, got a dense {type(replaced).__name__}): return a "
                                "sparse tensor, or None")

@@ -9,6 +9,7 @@ import numpy
 
 from . import backend
 from .backend import xp
+from .sparse_layout import is_sparse
 from .tensor import Tensor, as_array
 
 
@@ -24,7 +25,7 @@ def _operand(value, like):
     category's default (an integer tensor times 0.5 gives the default float dtype)."""
     if isinstance(value, Tensor):
         return value
-    if getattr(value, "is_sparse", False) is True:  # dense op sparse: the sparse operand as the dense tensor it is
+    if is_sparse(value):  # dense op sparse: the sparse operand as the dense tensor it is
         return value.to_dense()
     return Tensor._make(_operand_array(value, like))
 

@@ -52,6 +52,7 @@ from .safe_globals import (  # noqa: F401  (torch.serialization's names for them
     safe_globals,
 )
 from .size import Size
+from .sparse_layout import is_sparse
 from .tensor import Tensor, tensor_from
 
 STRUCTURE = "__structure__"
@@ -104,7 +105,7 @@ def _encode(obj, written):
         return node
     if isinstance(obj, (numpy.ndarray, xp.ndarray)):
         return {"array": written.array(obj)}
-    if getattr(obj, "is_sparse", False) is True:  # a COO tensor (autograd.sparse): its indices, values and size
+    if is_sparse(obj):  # a COO tensor (autograd.sparse): its indices, values and size
         return {"sparse_coo": [_encode(obj._indices(), written), _encode(obj._values(), written), list(obj.shape),
                                obj.is_coalesced()]}
     if isinstance(obj, collections.OrderedDict):  # (a state_dict) comes back as one

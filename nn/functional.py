@@ -58,6 +58,7 @@ from autograd.ops.pixel_shuffle import (  # noqa: F401  (F.pixel_shuffle, ...)
 )
 from autograd.primitive import named_node
 from autograd.random import generator
+from autograd.sparse_layout import is_sparse
 from nn.affine import AffineMap, linear  # noqa: F401  (F.linear; AffineMap: Linear's node)
 
 # -- activations ------------------------------------------------------------------------------
@@ -75,7 +76,7 @@ def _inplace(input, function, inplace):
     tracked y is computed from a copy of ``input``: what its backward saves is not overwritten.
     An input that is no tensor (an LSTM's (output, state) tuple) is PyTorch's TypeError."""
     if not isinstance(input, Tensor):
-        if getattr(input, "is_sparse", False) is True and not inplace:  # (F.relu(S): the sparse tensor's own relu)
+        if is_sparse(input) and not inplace:  # (F.relu(S): the sparse tensor's own relu)
             return function(input)
         raise not_a_tensor(f"F.{sys._getframe(1).f_code.co_name}", 0, input)  # (the F function called)
     if not inplace:

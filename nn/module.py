@@ -20,6 +20,7 @@ import autograd
 from autograd import Tensor
 from autograd.errors import NotATensorError, not_a_tensor
 from autograd.graph import zero_grad
+from autograd.sparse_layout import is_sparse
 
 from .module_hooks import (  # noqa: F401  (torch.nn.modules.module's names)
     ModuleHooks,
@@ -165,7 +166,7 @@ class Module(ModuleState, ModuleHooks, ModulePlacement):
                                 "(torch.nn.Module or None expected)")
             registry = self._modules
         elif name in self.__dict__.get("_buffer_names", ()):
-            if value is not None and not isinstance(value, Tensor) and not _is_sparse(value):
+            if value is not None and not isinstance(value, Tensor) and not is_sparse(value):
                 raise TypeError(f"cannot assign '{_type_name(value)}' as buffer '{name}' "
                                 "(torch.Tensor or None expected)")
             self._reregister_buffer(name, value)
@@ -248,7 +249,7 @@ class Module(ModuleState, ModuleHooks, ModulePlacement):
         running mean). It is saved in ``state_dict`` unless ``persistent=False``."""
         self._refuse_before_init("buffer")
         self._check_new_name("buffer", name, self._buffers)
-        if tensor is not None and not isinstance(tensor, Tensor) and not _is_sparse(tensor):
+        if tensor is not None and not isinstance(tensor, Tensor) and not is_sparse(tensor):
             raise TypeError(f"cannot assign '{_type_name(tensor)}' object to buffer '{name}' "
                             "(torch Tensor or None required)")
         if "_buffer_names" not in self.__dict__:
@@ -490,11 +491,6 @@ def _made_on_the_device(init):
             return init(self, *args, **kwargs)
 
     return made
-
-
-def _is_sparse(value):
-    """A sparse tensor (autograd.sparse), which a buffer may hold too (a graph network's adjacency), as PyTorch's."""
-    return getattr(value, "is_sparse", False) is True
 
 
 def _owner_of(root, target):

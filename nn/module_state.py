@@ -32,6 +32,7 @@ import autograd
 from autograd import Tensor
 from autograd.graph import program_stacklevel
 from autograd.hooks import add_hook
+from autograd.sparse_layout import is_sparse
 from autograd.tensor import tensor_from
 
 # PyTorch's class name (code may test type(result).__name__); nn.module also gives it as IncompatibleKeys
@@ -172,7 +173,7 @@ class ModuleState:
             value = state_dict[key]
             if is_lazy(target):  # still without a shape: the checkpoint's is uninitialized too (PyTorch leaves it)
                 continue
-            if getattr(target, "is_sparse", False) is True:  # a sparse buffer (an adjacency) takes the saved entries
+            if is_sparse(target):  # a sparse buffer (an adjacency) takes the saved entries
                 if tuple(value.shape) != tuple(target.shape):
                     error_msgs.append(f"size mismatch for {key}: copying a param with shape {value.shape!r} from "
                                       f"checkpoint, the shape in current model is {target.shape!r}.")

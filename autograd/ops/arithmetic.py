@@ -13,6 +13,7 @@ from ..errors import refuse_bool_subtraction
 from ..graph import program_stacklevel
 from ..operands import _is_bool, _operand, left_to_python, python_number
 from ..primitive import Primitive, named_node, node_named
+from ..sparse_layout import is_sparse
 from ..tensor import Tensor, tensor_from
 from . import elementwise
 from .conversion import refuse_kinds
@@ -27,15 +28,11 @@ from .selection import zero_gradient
 def _pair(input, other):
     """input and other as Tensors (numbers made the other's dtype); a sparse tensor (autograd.sparse) stays one: its
     own operators give ``autograd.add(S, S)``, ``autograd.mul(S, 2)``, ... as PyTorch's."""
-    if not isinstance(input, Tensor) and not _is_sparse(input):
+    if not isinstance(input, Tensor) and not is_sparse(input):
         input = _operand(input, other) if isinstance(other, Tensor) else tensor_from(input)
-    if not isinstance(other, Tensor) and not _is_sparse(other) and not _is_sparse(input):
+    if not isinstance(other, Tensor) and not is_sparse(other) and not is_sparse(input):
         other = _operand(other, input)
     return input, other
-
-
-def _is_sparse(x):
-    return getattr(x, "is_sparse", False) is True
 
 
 def _scaled(other, alpha, input):
@@ -160,7 +157,7 @@ def rsub(input, other, *, alpha=1):
 @names("mul", "multiply", inplace="multiply_")
 def mul(input, other, *, out=None):
     """input · other"""
-    if isinstance(input, Tensor) and not isinstance(other, Tensor) and not _is_sparse(other):
+    if isinstance(input, Tensor) and not isinstance(other, Tensor) and not is_sparse(other):
         # as the operator: a number keeps its value
         return write_out(elementwise.binary(elementwise.Mul, input, other), out)  # (float16 · 0.1 in float32)
     input, other = _pair(input, other)
@@ -190,7 +187,7 @@ class RoundedDiv(Primitive):
 def div(input, other, *, rounding_mode=None, out=None):
     """input / other; rounding_mode 'trunc' rounds toward zero, 'floor' down (then integers stay integers)."""
     if not isinstance(input, Tensor):
-        if _is_sparse(input):  # a sparse tensor's own division (by a number)
+        if is_sparse(input):  # a sparse tensor's own division (by a number)
             return write_out(input.div(other, rounding_mode=rounding_mode), out)
         if not isinstance(other, Tensor):  # two numbers: a 0-d tensor, as PyTorch
             input = tensor_from(input)

@@ -11,6 +11,7 @@ from ..backend import int64, xp
 from ..errors import IndexRangeError
 from ..operands import python_number
 from ..primitive import Primitive, node_named
+from ..sparse_layout import is_sparse
 from ..tensor import Tensor
 from . import elementwise, shape
 from .axes import dim_index
@@ -91,7 +92,7 @@ def _vector_index(x, dim, index, op, refusal, dtypes=_INT32_OR_64, error=Runtime
 @names("index_select")
 def index_select(input, dim, index, *, out=None):
     """y = input's slices index[0], index[1], ... along dim (index a vector of ints)."""
-    if getattr(input, "is_sparse", False) is True:  # (autograd.index_select(sparse, ...): the sparse tensor's own)
+    if is_sparse(input):  # (autograd.index_select(sparse, ...): the sparse tensor's own)
         return write_out(input.index_select(dim, index), out)
     try:
         axis, index = _vector_index(input, dim, index, "index_select",

@@ -6,6 +6,7 @@
 from ..backend import xp
 from ..errors import ShapeError
 from ..primitive import Primitive, named_node
+from ..sparse_layout import is_sparse
 from ..tensor import Tensor
 from .axes import normalize_dims
 from .conversion import type_name
@@ -51,7 +52,7 @@ def _sequence_of_tensors(name, tensors):
                         f"{type(tensors).__name__}; write autograd.{name}([a, b])")
     tensors = list(tensors)
     for i, t in enumerate(tensors):
-        if not isinstance(t, Tensor) and getattr(t, "is_sparse", False) is not True:  # (PyTorch's TypeError: NumPy
+        if not isinstance(t, Tensor) and not is_sparse(t):  # (PyTorch's TypeError: NumPy
             # arrays, lists and numbers are not joined; sparse tensors are, by their own cat and stack)
             kind = f"{type(t).__module__}.{type(t).__name__}".removeprefix("builtins.")
             hint = (f" of shape {tuple(t.shape)}: convert it with autograd.from_numpy(x) or autograd.tensor(x)"

@@ -7,6 +7,7 @@ from ..errors import ShapeError
 from ..graph import program_stacklevel
 from ..operands import _operand
 from ..primitive import Primitive, named_node
+from ..sparse_layout import is_sparse
 from ..tensor import Tensor
 from .conjugation import conj
 from .conversion import c_name, refuse_kinds
@@ -66,9 +67,9 @@ def matmul(input, other, *, out=None):
         return write_out(matmul(input, other), out)
     a, b = input, other
     if type(a) is not Tensor or type(b) is not Tensor:  # (a number, a subclass: the rare case, tested once)
-        if getattr(a, "is_sparse", False) is True:  # a sparse factor (autograd.sparse) has its own product
+        if is_sparse(a):  # a sparse factor (autograd.sparse) has its own product
             return a.__matmul__(b)
-        if getattr(b, "is_sparse", False) is True:
+        if is_sparse(b):
             return b.__rmatmul__(a)
         a, b = a if isinstance(a, Tensor) else _operand(a, b), b if isinstance(b, Tensor) else _operand(b, a)
     A, B = a._data, b._data  # (the checks read the arrays: they run before every product)

@@ -12,6 +12,7 @@ The mask must be bool, as PyTorch's (no uint8 masks), and broadcasts against the
 from ..backend import int64, xp
 from ..errors import refuse_unbroadcastable
 from ..primitive import named_node, node_named
+from ..sparse_layout import is_sparse
 from ..tensor import Tensor
 from ..write_door import _refuse_overflow
 from . import elementwise, shape
@@ -138,7 +139,7 @@ def index_fill(input, dim, index, value):
 def sparse_mask(x, mask):
     """x at the positions a sparse tensor has (autograd.sparse: its indices, its coalesced or not), as a sparse
     tensor: dL/dx is dL/dvalues scattered back to those positions."""
-    if not getattr(mask, "is_sparse", False):
+    if not is_sparse(mask):
         raise NotImplementedError("Could not run 'aten::sparse_mask' with arguments from the 'CPU' backend: the mask "
                                   f"must be a sparse tensor (layout torch.sparse_coo), got a dense one of shape "
                                   f"{tuple(mask.shape)}")

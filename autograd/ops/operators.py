@@ -10,6 +10,7 @@ from ..backend import errstate, xp
 from ..errors import DtypeError
 from ..operands import left_to_python, python_number
 from ..primitive import named_node
+from ..sparse_layout import is_sparse
 from ..tensor import Tensor
 from .arithmetic import positive
 from .elementwise import (
@@ -62,7 +63,7 @@ def _operator(op, reflected=False, by_number=None, reflected_name=None):
         elif (type(other) is float or type(other) is int) and by_number is not None and x._data.dtype.kind == "f" \
                 and not (op is Mul and x._data.dtype is backend.float16):  # (binary's float32 product)
             return by_number(x, other)
-        elif op is Mul and getattr(other, "is_sparse", False) is True:  # dense · sparse: sparse, as sparse · dense
+        elif op is Mul and is_sparse(other):  # dense · sparse: sparse, as sparse · dense
             return other * x
         elif left_to_python(other):  # (x + None: Python's TypeError; [pad] * n with a 0-d n: a list's repetition)
             return NotImplemented

@@ -18,6 +18,7 @@ from ..errors import ShapeError, broadcast_mismatch, refuse_unordered
 from ..operands import _operand
 from ..primitive import Primitive
 from ..return_types import return_type
+from ..sparse_layout import is_sparse
 from ..tensor import Tensor
 from ..write_door import _refuse_cast
 from .axes import normalize_dims
@@ -62,7 +63,7 @@ def _test(function, name, doc, inplace=False, real=False, same_dtype=False):
     signbit refuse complex inputs, and write only into a bool out=; ``same_dtype``: out= must have the result's
     dtype (bitwise_not's)."""
     def op(input, *, out=None):
-        if getattr(input, "is_sparse", False) is True and name in ("isnan", "isinf", "isposinf", "isneginf", "signbit"):
+        if is_sparse(input) and name in ("isnan", "isinf", "isposinf", "isneginf", "signbit"):
             return write_out(getattr(input, name)(), out)  # (false at 0: a sparse tensor's test of its values)
         if not isinstance(input, Tensor):  # (PyTorch's tests take tensors only: isfinite(1) is a TypeError)
             raise TypeError(f"{name}(): argument 'input' (position 1) must be Tensor, not {type(input).__name__}")
@@ -181,7 +182,7 @@ def _reduce_bool(function, input, dim, keepdim, out=None):
 @names("any")
 def any(input, dim=None, keepdim=False, *, out=None):
     """True where some element (along dim) is nonzero."""
-    if getattr(input, "is_sparse", False) is True and dim is None:  # a sparse tensor: some value of it, as stored
+    if is_sparse(input) and dim is None:  # a sparse tensor: some value of it, as stored
         return write_out(any(input._values_tensor), out)  # (PyTorch's: 1 and -1 at one index are two values)
     return write_out(_reduce_bool(xp.any, input, dim, keepdim, out), out)
 

@@ -8,6 +8,7 @@ dL/dinput is dL/dout with the region zeroed, dL/dsrc the region of dL/dout.
 """
 
 from ..errors import ShapeError
+from ..sparse_layout import is_sparse
 from .axes import dim_index
 from .names import names
 from .outputs import write_out
@@ -56,6 +57,6 @@ def diagonal_scatter(input, src, offset=0, dim1=0, dim2=1):
 @names("narrow_copy")
 def narrow_copy(input, dim, start, length, *, out=None):
     """input.narrow(dim, start, length) as a new tensor (not a view)."""
-    if getattr(input, "is_sparse", False) is True:  # (a sparse tensor has no narrow view, only its own copy)
+    if is_sparse(input):  # (a sparse tensor has no narrow view, only its own copy)
         return write_out(input.narrow_copy(dim, start, length), out)
     return write_out(input.narrow(dim, start, length).clone(), out)

@@ -8,6 +8,7 @@ where the piece came from, 0 elsewhere.
 import operator
 
 from ..backend import int64
+from ..sparse_layout import is_sparse
 from ..tensor import Tensor, tensor_from
 from . import joins, shape
 from .axes import dim_index
@@ -132,7 +133,7 @@ def tensor_split(input, indices_or_sections=None, dim=0, *, sections=None, indic
 @names("select")
 def select(input, dim, index):
     """The slice at ``index`` along dim, with that dim removed (x.select(0, i) is x[i])."""
-    if getattr(input, "is_sparse", False) is True:  # (autograd.select(sparse, ...): the sparse tensor's own)
+    if is_sparse(input):  # (autograd.select(sparse, ...): the sparse tensor's own)
         return input.select(dim, index)
     axis = dim_index(dim, input.ndim)
     size = input.shape[axis]

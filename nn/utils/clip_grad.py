@@ -12,6 +12,7 @@ import warnings
 import autograd
 from autograd import Tensor
 from autograd.graph import program_stacklevel
+from autograd.sparse_layout import is_sparse
 
 
 def _tensor_list(tensors):
@@ -33,7 +34,7 @@ def get_total_norm(tensors, norm_type=2.0, error_if_nonfinite=False, foreach=Non
     if not tensors:
         return autograd.tensor(0.0)
     for t in tensors:
-        if getattr(t, "is_sparse", False) is True:  # (an Embedding(sparse=True)'s .grad: PyTorch has no norm kernel)
+        if is_sparse(t):  # (an Embedding(sparse=True)'s .grad: PyTorch has no norm kernel)
             raise NotImplementedError("Could not run 'aten::linalg_vector_norm' with arguments from the 'SparseCPU' "
                                       f"backend: a sparse gradient (size {tuple(t.shape)}) has no norm here; clip "
                                       "the dense parameters only, or use an optimizer that takes sparse gradients")
