@@ -119,6 +119,7 @@ from .random import (
 from .ranges import arange, linspace, logspace
 from .tensor import Tensor
 from .tensor_info import TypedStorage, UntypedStorage, finfo, iinfo
+from .warn_once import is_warn_always_enabled, set_warn_always
 
 bool = bool_  # autograd.bool, as torch.bool (inside this module only)
 double = float64
@@ -224,10 +225,10 @@ __getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {
     **_lazy.from_module(".runtime", "are_deterministic_algorithms_enabled", "get_deterministic_debug_mode",
                         "get_file_path", "get_float32_matmul_precision", "get_num_interop_threads",
                         "get_num_threads", "init_num_threads", "is_anomaly_check_nan_enabled", "is_storage",
-                        "is_deterministic_algorithms_warn_only_enabled", "is_warn_always_enabled",
+                        "is_deterministic_algorithms_warn_only_enabled",
                         "prepare_multiprocessing_environment", "set_anomaly_enabled", "set_default_tensor_type",
                         "set_deterministic_debug_mode", "set_float32_matmul_precision", "set_flush_denormal",
-                        "set_num_interop_threads", "set_num_threads", "set_warn_always", "typename",
+                        "set_num_interop_threads", "set_num_threads", "typename",
                         "use_deterministic_algorithms"),
     **_lazy.from_module(".serialization", "load", "save"),
     "serialization": ".serialization",

@@ -14,8 +14,7 @@ and checks, and what each means here:
   1 warn only, 2 on), one setting read by both.
 - ``set_flush_denormal``: NumPy cannot flush denormal numbers to zero, so it returns False, as
   PyTorch does on a CPU without the instructions, and nothing changes.
-- ``set_warn_always``: PyTorch's warnings given once a process (``warn_once``) are given every time
-  while it is on; every warning here is a Python warning, shown as Python's filters say.
+- ``set_warn_always`` is warn_once.py's, the owner of PyTorch's once-a-process warnings.
 - ``set_anomaly_enabled``: the function form of ``set_detect_anomaly`` (``autograd.graph`` owns
   the mode). Anomaly mode here always checks for NaN, so ``check_nan=False`` is refused.
 - ``set_default_tensor_type`` (deprecated in PyTorch): sets the default dtype from a type name
@@ -28,7 +27,7 @@ import warnings
 from .graph import program_stacklevel
 
 _settings = {"matmul_precision": "highest", "deterministic": False, "warn_only": False, "threads": None,
-             "interop_threads": None, "warn_always": False}
+             "interop_threads": None}
 _limits = []  # the threadpoolctl limit in force (kept alive: releasing it restores the default)
 
 
@@ -117,26 +116,6 @@ def get_deterministic_debug_mode():
     if not _settings["deterministic"]:
         return 0
     return 1 if _settings["warn_only"] else 2
-
-
-def set_warn_always(b):
-    _settings["warn_always"] = bool(b)
-
-
-_warned_once = set()  # the warn_once keys said in this process
-
-
-def warn_once(key, message, category=UserWarning):
-    """PyTorch's TORCH_WARN_ONCE: ``message`` the first time ``key`` is met in a process, and every time while
-    ``set_warn_always(True)``, at the user's line."""
-    if key in _warned_once and not _settings["warn_always"]:
-        return
-    _warned_once.add(key)
-    warnings.warn(message, category, stacklevel=program_stacklevel())
-
-
-def is_warn_always_enabled():
-    return _settings["warn_always"]
 
 
 def set_anomaly_enabled(enabled, check_nan=True):

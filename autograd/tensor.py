@@ -27,6 +27,7 @@ from .hooks import add_hook
 from .meta import MetaArray
 from .size import Size
 from .tensor_copying import Copying
+from .warn_once import warn_once
 from .write_door import WriteDoor
 
 
@@ -81,7 +82,6 @@ def tensor_from(data, dtype=None, requires_grad=False):
 
 
 SUBCLASS_WATCHERS = []  # called with each subclass of Tensor once it is defined (see __init_subclass__)
-_warned_of_float = False  # float() of a tensor that requires grad has warned (once per process, as PyTorch's)
 
 
 class Tensor(Copying, WriteDoor):
@@ -358,11 +358,9 @@ class Tensor(Copying, WriteDoor):
         return Tensor._make(array)
 
     def __float__(self):
-        global _warned_of_float
-        if self._requires_grad and modes.grad_enabled and not _warned_of_float:  # (PyTorch's warning, once in
-            _warned_of_float = True  # a process, for float() only: item(), int() and bool() say nothing)
-            warnings.warn("Converting a tensor with requires_grad=True to a scalar may lead to unexpected behavior.\n"
-                          "Consider using tensor.detach() first.", UserWarning, stacklevel=program_stacklevel())
+        if self._requires_grad and modes.grad_enabled:  # (PyTorch's, for float() only: item(), int() and bool() say
+            warn_once("float()", "Converting a tensor with requires_grad=True to a scalar may lead to unexpected "
+                      "behavior.\nConsider using tensor.detach() first.")  # nothing)
         return float(self._real_item("double"))
 
     def __int__(self):

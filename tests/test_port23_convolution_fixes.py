@@ -119,10 +119,10 @@ def test_same_padding_warns_once_a_process_for_an_even_window_only(monkeypatch):
     import warnings
 
     import autograd
-    import autograd.runtime as runtime
+    import autograd.warn_once as once
     import nn.functional as functional
 
-    monkeypatch.setattr(runtime, "_warned_once", set())
+    monkeypatch.setattr(once, "_warned_once", set())
     x = autograd.arange(10.0).reshape(1, 1, 10)
     with pytest.warns(UserWarning, match="Using padding='same' with even kernel lengths and odd dilation") as said:
         y = functional.conv1d(x, autograd.ones(1, 1, 4), padding="same")

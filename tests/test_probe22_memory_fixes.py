@@ -184,9 +184,9 @@ def test_scatter_with_reduce_has_no_derivative(reduce, value):
 
 
 def test_scatter_with_reduce_warns_once_for_a_tensor_src(monkeypatch):
-    import autograd.ops.indexing as indexing
+    import autograd.warn_once as once
 
-    monkeypatch.setattr(indexing, "_warned_of_scatter_reduce", False)
+    monkeypatch.setattr(once, "_warned_once", set())
     x, index = autograd.ones(2, 3), autograd.tensor([[0, 0, 1], [2, 2, 2]])
     with pytest.warns(UserWarning, match="The reduce argument of torch.scatter with Tensor src is deprecated"):
         x.scatter(1, index, autograd.ones(2, 3), reduce="add")

@@ -290,7 +290,7 @@ def test_lbfgs_evaluates_the_loss_as_a_number_without_the_requires_grad_warning(
 
     if T.__name__ == "autograd":
         # the warning is given once a process
-        monkeypatch.setattr(sys.modules["autograd.tensor"], "_warned_of_float", False)
+        monkeypatch.setattr(sys.modules["autograd.warn_once"], "_warned_once", set())
     w = T.tensor([1.0, -2.0], requires_grad=True)
     opt = (OURS.optim if T.__name__ == "autograd" else pytorch().optim).LBFGS([w], max_iter=50,
                                                                               line_search_fn="strong_wolfe")

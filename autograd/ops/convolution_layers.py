@@ -23,7 +23,7 @@ import functools
 
 from ..errors import check_same_dtype
 from ..primitive import named_node, node_named
-from ..runtime import warn_once
+from ..warn_once import warn_once
 from . import convolution
 from .constant_padding import constant_pad_nd
 from .conversion import refuse_kinds

@@ -12,14 +12,13 @@ index_add, is in index_vectors.py with the other ops taking vectors of positions
 ops: masking.py).
 """
 
-import warnings
 
 from ..backend import int32, int64, ufunc_at, xp
 from ..errors import IndexRangeError
-from ..graph import program_stacklevel
 from ..operands import _operand
 from ..primitive import Primitive
 from ..tensor import Tensor
+from ..warn_once import warn_once
 from ..write_door import _refuse_overflow
 from . import shape
 from .axes import dim_index
@@ -254,8 +253,9 @@ def scatter(input, dim, index, src=None, *, value=None, reduce=None, out=None):
         return write_out(Scatter.apply(input, source, dim=axis, index=index), out, dtype=input.dtype)
     if reduce not in ("add", "multiply"):
         raise RuntimeError(f"scatter(): reduce argument must be either add or multiply, got {reduce!r}")
-    if isinstance(src, Tensor) and not _warned_of_scatter_reduce:
-        _warn_of_scatter_reduce()
+    if isinstance(src, Tensor):  # PyTorch's deprecation, said once in a process
+        warn_once("scatter reduce", "The reduce argument of torch.scatter with Tensor src is deprecated and will be "
+                  "removed in a future PyTorch release. Use torch.scatter_reduce instead for more reduction options.")
     # the values of scatter_add, or of scatter_reduce's prod with self included; but PyTorch has no derivative for
     # scatter with reduce: recorded as such, so that a backward pass through it raises, as PyTorch's
     fresh, new = input.detach(), source.detach()
@@ -263,18 +263,6 @@ def scatter(input, dim, index, src=None, *, value=None, reduce=None, out=None):
               else _scatter_reduce(fresh, new, axis, index, "prod", True))
     return write_out(WithoutDerivative.apply(input, source, values=values._data, kernel="scatter"), out,
                      dtype=input.dtype)
-
-
-_warned_of_scatter_reduce = False
-
-
-def _warn_of_scatter_reduce():
-    """PyTorch's deprecation of ``reduce=`` with a tensor ``src``, said once in a process, as PyTorch says it."""
-    global _warned_of_scatter_reduce
-    _warned_of_scatter_reduce = True
-    warnings.warn("The reduce argument of torch.scatter with Tensor src is deprecated and will be removed in a future "
-                  "PyTorch release. Use torch.scatter_reduce instead for more reduction options.", UserWarning,
-                  stacklevel=program_stacklevel())
 
 
 @names("scatter_add", inplace="scatter_add_")

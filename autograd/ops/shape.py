@@ -8,17 +8,16 @@ Reshape, permute, expand and basic indexing return views of their input. How ``x
 import builtins
 import operator
 import re
-import warnings
 
 import numpy
 
 from ..backend import strided_view, ufunc_at, xp
 from ..errors import ShapeError
-from ..graph import program_stacklevel
 from ..meta import MetaArray, meta_array
 from ..primitive import Primitive
 from ..size import sizes_argument
 from ..tensor import Tensor
+from ..warn_once import warn_once
 from ..write_door import is_basic_index
 from .axes import dim_index, inverse_permutation, matrices_only, normalize_dims, sizes_or_keyword
 from .conjugation import ViewAsComplex, ViewAsReal
@@ -517,21 +516,11 @@ def _in_pytorch_words(error, shape, index):
 def reversed_dims(x):
     """x with its dims in reverse order. PyTorch deprecates it for other than 2 dims (x.mT transposes
     the last two), and warns once in a process, as here."""
-    if x.ndim not in (0, 2) and not _warned_of_T:
-        _warn_of_T()
+    if x.ndim not in (0, 2):
+        warn_once("x.T", "The use of `x.T` on tensors of dimension other than 2 to reverse their shape is deprecated "
+                  "and it will throw an error in a future release. Consider `x.mT` to transpose batches of matrices "
+                  "or `x.permute(*torch.arange(x.ndim - 1, -1, -1))` to reverse the dimensions of a tensor.")
     return permute(x, tuple(reversed(range(x.ndim))))
-
-
-_warned_of_T = False
-
-
-def _warn_of_T():
-    global _warned_of_T
-    _warned_of_T = True
-    warnings.warn("The use of `x.T` on tensors of dimension other than 2 to reverse their shape is deprecated and "
-                  "it will throw an error in a future release. Consider `x.mT` to transpose batches of matrices or "
-                  "`x.permute(*torch.arange(x.ndim - 1, -1, -1))` to reverse the dimensions of a tensor.",
-                  UserWarning, stacklevel=program_stacklevel())
 
 
 def _matrix_transpose(x):
