@@ -254,7 +254,7 @@ def _listed_dtype(data):
         level = list(itertools.chain.from_iterable(level))
     if not visit(data) or not found:
         return None
-    from .ops.elementwise import common_dtype  # (here: importing the ops while this module loads is circular)
+    from .ops.promotion import common_dtype  # (here: importing the ops while this module loads is circular)
 
     return common_dtype(dtypes)
 

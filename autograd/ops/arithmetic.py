@@ -21,6 +21,7 @@ from .elementwise_unary import Abs
 from .names import names
 from .outputs import write_out
 from .predicates import WithoutDerivative
+from .promotion import common_dtype, promoted_dtype
 from .rounding import _refuse_integer_division_by_zero, remainder
 from .selection import zero_gradient
 
@@ -45,7 +46,7 @@ def _scaled(other, alpha, input):
         raise RuntimeError("Boolean alpha only supported for Boolean results.")
     if alpha == 1:
         return other
-    common = elementwise.result_type(input, other)
+    common = promoted_dtype(input, other)
     if other.dtype != common:  # PyTorch scales in the result's dtype: a float32 other beside a float64 input is
         other = other.to(common)  # not rounded to float32 once more after the multiplication by alpha
     return other * alpha
@@ -287,7 +288,7 @@ def in_common_dtype(input, tensor1, tensor2):
     tensors = (input, tensor1, tensor2)
     if not all(isinstance(t, Tensor) and t.ndim for t in tensors) or len({t.dtype for t in tensors}) == 1:
         return tensor1, tensor2
-    dtype = elementwise.common_dtype([t.dtype for t in tensors])
+    dtype = common_dtype([t.dtype for t in tensors])
     return tensor1.to(dtype), tensor2.to(dtype)
 
 

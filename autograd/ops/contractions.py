@@ -22,10 +22,11 @@ from .arranging import movedim
 from .axes import dim_index
 from .conjugation import conj
 from .conversion import c_name, refuse_kinds, type_name
-from .elementwise import common_dtype, row_major
+from .elementwise import row_major
 from .linalg import matmul
 from .names import names
 from .outputs import write_out
+from .promotion import common_dtype
 
 # einsum's subscripts: string.ascii_letters, spelled out (importing string costs more than the line)
 LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"

@@ -11,8 +11,6 @@ conjugate where complex numbers need it (the rule is in conjugation.py). The nam
 import math
 import warnings
 
-import numpy
-
 from .. import backend
 from ..backend import errstate, select, xp
 from ..errors import DtypeError, refuse_bool_subtraction, refuse_unbroadcastable
@@ -24,36 +22,8 @@ from ..write_door import _refuse_overflow
 from .axes import inverse_permutation
 from .conjugation import conj, refuse_unordered
 from .outputs import write_out
+from .promotion import promoted_dtype
 from .selection import all_finite, zero_gradient
-
-_CATEGORY = {"b": 0, "u": 1, "i": 1, "f": 2, "c": 3}
-
-
-def result_type(x, y):
-    """PyTorch's type promotion of two tensors: the higher category (bool < integer < floating)
-    wins; within a category the wider dtype, except that a 0-d tensor does not widen a tensor
-    with dimensions (float32 with a 0-d float64 stays float32; with a 0-d int64, float32), and
-    a 0-d complex tensor makes floats with dimensions complex of their own precision (float64
-    with a 0-d complex64 is complex128)."""
-    if x.dtype == y.dtype:
-        return x.dtype
-    cx, cy = _CATEGORY[x.dtype.kind], _CATEGORY[y.dtype.kind]
-    if (x.ndim == 0) != (y.ndim == 0):
-        dimensioned, zero_dim = (y, x) if x.ndim == 0 else (x, y)
-        cd, cz = (cy, cx) if x.ndim == 0 else (cx, cy)
-        if cz <= cd:
-            return dimensioned.dtype
-        return backend.complex_counterpart(dimensioned.dtype) if cz == 3 and cd == 2 else zero_dim.dtype
-    return common_dtype((x.dtype, y.dtype))
-
-
-def common_dtype(dtypes):
-    """PyTorch's promotion of tensors that all have dimensions: the highest category wins, and
-    the widest dtype within it (int64 with float32 is float32, where NumPy says float64). A complex result
-    keeps the floating dtypes' precision too (complex64 with float64 is complex128)."""
-    highest = max(_CATEGORY[dtype.kind] for dtype in dtypes)
-    lowest_kept = 2 if highest == 3 else highest
-    return numpy.result_type(*(dtype for dtype in dtypes if _CATEGORY[dtype.kind] >= lowest_kept))
 
 
 def promote(x, y):
@@ -65,7 +35,7 @@ def promote(x, y):
         y = _operand(y, x)
     if x.dtype == y.dtype:
         return x, y
-    dtype = result_type(x, y)
+    dtype = promoted_dtype(x, y)
     return (x if x.dtype == dtype else Cast.apply(x, dtype=dtype),
             y if y.dtype == dtype else Cast.apply(y, dtype=dtype))
 

@@ -11,8 +11,8 @@ from ..backend import int64, xp
 from ..graph import program_stacklevel
 from ..tensor import Tensor
 from . import joins, shape
-from .elementwise import common_dtype
 from .names import names
+from .promotion import common_dtype
 
 
 @names("meshgrid", method=False)

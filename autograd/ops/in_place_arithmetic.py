@@ -26,8 +26,9 @@ from .arithmetic import (
     sub,
 )
 from .clamping import refuse_overflowing_bounds
-from .elementwise import Where, result_type
+from .elementwise import Where
 from .names import names
+from .promotion import promoted_dtype
 
 
 @names("abs_", "absolute_", function=False)
@@ -91,7 +92,7 @@ def _operand_in_common(other, self):
     x.add_(float32 y, alpha=a) scales y in float64, where NumPy would round a · y to float32)."""
     array = _operand_array(other, self)
     if array.dtype != self._data.dtype:
-        array = array.astype(result_type(self._data, array), copy=False)
+        array = array.astype(promoted_dtype(self._data, array), copy=False)
     return array
 
 

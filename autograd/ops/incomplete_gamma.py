@@ -36,7 +36,7 @@ from .elementwise import promote, unbroadcast
 from .gamma import _BERNOULLI, _lgamma, lgamma
 from .names import names
 from .outputs import write_out
-from .predicates import result_type
+from .promotion import promoted_dtype
 from .zeta import hurwitz_zeta
 
 _EPS = 2.0**-53  # the relative precision the sums stop at
@@ -205,7 +205,7 @@ def _regularized(primitive, name, input, other, out):
         if not isinstance(value, Tensor):
             raise TypeError(f"{name}(): argument '{argument}' (position {position}) must be Tensor, "
                             f"not {type(value).__name__}")
-    dtype = result_type(input, other)
+    dtype = promoted_dtype(input, other)
     if dtype.kind != "f":
         raise NotImplementedError(f"\"{name}_cpu\" not implemented for '{dtype}'")
     return write_out(primitive.apply(*promote(input, other)), out)

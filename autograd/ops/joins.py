@@ -10,11 +10,11 @@ from ..sparse_layout import is_sparse
 from ..tensor import Tensor
 from .axes import normalize_dims
 from .conversion import type_name
-from .elementwise import common_dtype, row_major
+from .elementwise import row_major
 from .layouts import stored_channels_last
 from .names import _numpy_aliases
 from .outputs import write_out
-from .promotion import can_cast
+from .promotion import can_cast, common_dtype
 from .shape import unsqueeze
 
 

@@ -19,9 +19,10 @@ from ..size import Size
 from ..tensor import Tensor, tensor_from
 from .conversion import type_name
 from .distances import pairwise_distance
-from .elementwise import common_dtype, where
+from .elementwise import where
 from .names import names
 from .pointwise_pairs import xlogy
+from .promotion import common_dtype
 
 
 def legacy_reduction(size_average, reduce, reduction):

@@ -11,11 +11,12 @@ from ..primitive import Primitive, named_node, node_named
 from ..tensor import Tensor, tensor_from
 from .conjugation import conj, refuse_unordered
 from .conversion import c_name, refuse_kinds, type_name
-from .elementwise import Where, half_as_float32, promote, result_type, unbroadcast, where
+from .elementwise import Where, half_as_float32, promote, unbroadcast, where
 from .names import names
 from .outputs import write_out
 from .pointwise import _floating_only_pair, _floating_pair
 from .predicates import WithoutDerivative
+from .promotion import promoted_dtype
 
 
 class Atan2(Primitive):
@@ -217,7 +218,7 @@ def lerp(input, end, weight, *, out=None):
                                         (input, end)), out)
         weight = _operand(weight, input)
     else:
-        dtype = result_type(input, weight)
+        dtype = promoted_dtype(input, weight)
         input, end, weight = (t if t.dtype == dtype else t.to(dtype) for t in (input, end, weight))
         refuse_kinds(input, "lerp_kernel_tensor", "biu")
         return write_out(Lerp.apply(input, end, weight, pytorch_name="LerpBackward1"), out)  # (PyTorch's overload)

@@ -23,9 +23,10 @@ from ..tensor import Tensor
 from ..write_door import _refuse_cast
 from .axes import normalize_dims
 from .conversion import c_name, refuse_kinds, type_name
-from .elementwise import Where, result_type, row_major
+from .elementwise import Where, row_major
 from .names import names
 from .outputs import write_out
+from .promotion import promoted_dtype
 
 HistogramResult = return_type("histogram", ["hist", "bin_edges"])
 
@@ -117,7 +118,7 @@ def _compare(function, name, aliases=(), by_order=False, operator=None):
         y = _operand(other, input)._data if isinstance(input, Tensor) and not isinstance(other, Tensor) \
             else _data(other)
         if x.dtype != y.dtype:  # both in PyTorch's common dtype: a 0-d float64 tensor leaves float32 x float32
-            common = result_type(x, y)
+            common = promoted_dtype(x, y)
             x, y = x.astype(common, copy=False), y.astype(common, copy=False)
         if by_order:
             x, y = ordered(name, x, y)
@@ -481,7 +482,7 @@ def on_integers(function, x, y, name, kinds="biu", error=NotImplementedError):
     """``function`` of two tensors' arrays in their common dtype (PyTorch's promotion), as a tensor
     without gradient; any dtype whose kind is not in ``kinds`` gets PyTorch's error (a
     NotImplementedError, which is a RuntimeError, naming the dtype as PyTorch's C++ does: 'Float')."""
-    dtype = result_type(x, y)
+    dtype = promoted_dtype(x, y)
     if dtype.kind not in kinds:
         raise error(f"\"{name}_cpu\" not implemented for '{type_name(dtype)}'")
     return Tensor._make(function(x._data.astype(dtype, copy=False), y._data.astype(dtype, copy=False)))
@@ -501,7 +502,7 @@ def _bitwise(function, name, aliases=(), reflected=False, kernel=None, kinds="bi
     def in_place(input, other):
         # the write's cast is refused before the kernel's dtype (int64.bitwise_and_(2.5): Float can't be cast to
         # Long, as PyTorch says, not that bitwise_and has no kernel for Float)
-        _refuse_cast(result_type(input, _operand(other, input)), input.dtype, input.shape)
+        _refuse_cast(promoted_dtype(input, _operand(other, input)), input.dtype, input.shape)
         return _written_in_place(input, op(input, other))
 
     op.__name__ = name

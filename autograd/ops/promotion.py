@@ -1,7 +1,7 @@
 """PyTorch's type promotion, asked directly: ``result_type(a, b)`` (the dtype ``a + b`` would
 have), ``promote_types(dtype1, dtype2)`` and ``can_cast(from_, to)``.
 
-They answer with the rules the arithmetic itself uses (``elementwise.result_type``): the
+They answer with the rules the arithmetic itself uses (``promoted_dtype``, ``common_dtype``, here): the
 categories bool < integer < floating, the widest dtype within the winning category, and a
 Python number or a 0-d tensor never widening a tensor of its own category.
 """
@@ -10,11 +10,39 @@ import numbers
 
 import numpy
 
+from .. import backend
 from ..operands import _operand
 from ..tensor import Tensor, tensor_from
-from .elementwise import _CATEGORY, common_dtype
-from .elementwise import result_type as _result_type
 from .names import names
+
+CATEGORY = {"b": 0, "u": 1, "i": 1, "f": 2, "c": 3}
+
+
+def promoted_dtype(x, y):
+    """PyTorch's type promotion of two tensors: the higher category (bool < integer < floating)
+    wins; within a category the wider dtype, except that a 0-d tensor does not widen a tensor
+    with dimensions (float32 with a 0-d float64 stays float32; with a 0-d int64, float32), and
+    a 0-d complex tensor makes floats with dimensions complex of their own precision (float64
+    with a 0-d complex64 is complex128)."""
+    if x.dtype == y.dtype:
+        return x.dtype
+    cx, cy = CATEGORY[x.dtype.kind], CATEGORY[y.dtype.kind]
+    if (x.ndim == 0) != (y.ndim == 0):
+        dimensioned, zero_dim = (y, x) if x.ndim == 0 else (x, y)
+        cd, cz = (cy, cx) if x.ndim == 0 else (cx, cy)
+        if cz <= cd:
+            return dimensioned.dtype
+        return backend.complex_counterpart(dimensioned.dtype) if cz == 3 and cd == 2 else zero_dim.dtype
+    return common_dtype((x.dtype, y.dtype))
+
+
+def common_dtype(dtypes):
+    """PyTorch's promotion of tensors that all have dimensions: the highest category wins, and
+    the widest dtype within it (int64 with float32 is float32, where NumPy says float64). A complex result
+    keeps the floating dtypes' precision too (complex64 with float64 is complex128)."""
+    highest = max(CATEGORY[dtype.kind] for dtype in dtypes)
+    lowest_kept = 2 if highest == 3 else highest
+    return numpy.result_type(*(dtype for dtype in dtypes if CATEGORY[dtype.kind] >= lowest_kept))
 
 
 def _as_tensor(value, other):
@@ -29,7 +57,7 @@ def _as_tensor(value, other):
 @names("result_type", method=False)
 def result_type(tensor1, tensor2):
     """The dtype of an arithmetic result of tensor1 and tensor2 (tensors or Python numbers)."""
-    return _result_type(_as_tensor(tensor1, tensor2), _as_tensor(tensor2, tensor1))
+    return promoted_dtype(_as_tensor(tensor1, tensor2), _as_tensor(tensor2, tensor1))
 
 
 @names("promote_types", method=False)
@@ -43,4 +71,4 @@ def promote_types(type1, type2):
 def can_cast(from_, to):
     """Whether PyTorch's in-place ops may write a from_ value into a to tensor: never into a lower
     category (a float into an integer, an integer into a bool); narrowing within one is allowed."""
-    return _CATEGORY[numpy.dtype(from_).kind] <= _CATEGORY[numpy.dtype(to).kind]
+    return CATEGORY[numpy.dtype(from_).kind] <= CATEGORY[numpy.dtype(to).kind]

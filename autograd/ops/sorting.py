@@ -19,10 +19,10 @@ from . import shape, tie_orders
 from .axes import dim_index
 from .conjugation import refuse_unordered
 from .conversion import refuse_kinds, type_name
-from .elementwise import result_type
 from .indexing import Gather
 from .names import names
 from .outputs import write_out
+from .promotion import promoted_dtype
 from .reductions import Extremum
 
 SortResult = return_type("sort", ["values", "indices"])
@@ -439,7 +439,7 @@ def _check_search_out(out, out_int32):
 def _refuse_unordered_kinds(sequence, values):
     """PyTorch's refusal of a search in the dtype the sequence and the values promote to where its kernel has
     none: bool and complex (values may be a number)."""
-    common = result_type(sequence, values) if isinstance(values, Tensor) else sequence.dtype
+    common = promoted_dtype(sequence, values) if isinstance(values, Tensor) else sequence.dtype
     if common.kind in "bc":
         raise NotImplementedError(f"\"searchsorted_out_cpu\" not implemented for '{type_name(common)}'")
 

@@ -155,9 +155,9 @@ def _broadcast(*shapes):
 
 
 def _result_type(a, b):
-    from ..ops.elementwise import result_type
+    from ..ops.promotion import promoted_dtype
 
-    return result_type(a, b)
+    return promoted_dtype(a, b)
 
 
 def _cat_values(a, b):
