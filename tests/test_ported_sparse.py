@@ -320,9 +320,6 @@ def test_the_sum_method_keeps_the_summed_dims(T):
         x.narrow_copy(1, -2, 2)
 
 
-@pytest.mark.xfail(strict=True, reason="a sparse leaf's .grad through torch.mm/matmul/@/addmm, Tensor.sum or "
-                   "to_dense(masked_grad=False) is PyTorch's dense dL/dA (nonzero where A has no entry); here it is "
-                   "always the sparse dL/dvalues at A's entries, torch.sparse.mm's")
 def test_a_sparse_leafs_gradient_through_torch_mm_is_dense():
     leaf = matrix(autograd).requires_grad_()
     autograd.mm(leaf, autograd.arange(6.).reshape(3, 2)).pow(2).sum().backward()

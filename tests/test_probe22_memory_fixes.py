@@ -529,9 +529,6 @@ def test_legacy_constructor_of_a_tensor_keeps_its_history():
 # ----------------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="sparse.sum() of x.to_sparse(): PyTorch's ToSparseBackward passes the "
-                                       "(dense) gradient to every entry of x, its zeros too; chainrule's gathers "
-                                       "only the stored entries, so x's zeros get 0")
 def test_dense_gradient_through_to_sparse_reaches_the_zeros():
     def program(m):
         torch = m.torch

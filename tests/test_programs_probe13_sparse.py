@@ -658,12 +658,6 @@ def test_minibatches_of_rows_by_index_select():
 # what differs: PyTorch's dense gradient through a sparse factor of torch.mm / @ / matmul / spmm
 # ----------------------------------------------------------------------------------------------
 
-DENSE_GRADIENT = ("PyTorch's torch.mm/@/matmul/spmm/addmm (not torch.sparse.mm/addmm) and sparse * number pass the "
-                  "dense dL/dS = dL/dY D^T to a sparse factor, so x.to_sparse()'s x (and a sparse leaf's .grad, then "
-                  "a dense tensor) get gradient at positions S lacks; chainrule's sparse ops are built of dense ops on "
-                  "the values, so every gradient is masked to S's entries (a gradient at x's zeros is lost)")
-
-
 def learned_adjacency(m):
     torch = m.torch
     weights = m.nn.Parameter(torch.tensor(numpy_normalized().astype(np.float32)))  # learnt edge weights
@@ -672,7 +666,6 @@ def learned_adjacency(m):
     return out, weights.grad
 
 
-@pytest.mark.xfail(strict=True, reason=DENSE_GRADIENT)
 def test_a_dense_matrix_made_sparse_gets_pytorchs_dense_gradient_through_matmul():
     (out, grad), theirs = run_both(learned_adjacency, rtol=1e-5, atol=1e-5)
     expected = 2 * out @ X0.T  # the full dL/dW = 2 Y X^T: nonzero where W is 0 too

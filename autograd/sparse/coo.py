@@ -88,7 +88,7 @@ def sparse_coo_tensor(indices=None, values=None, size=None, *, dtype=None, devic
             if highest >= size[dim]:
                 raise RuntimeError(f"size is inconsistent with indices: for dim {dim}, size is {size[dim]} but "
                                    f"found index {highest}")
-    if requires_grad:  # a leaf: its .grad is dL/dvalues at these indices
+    if requires_grad:  # a leaf: its .grad is dL/dvalues at these indices, or dense (see SparseTensor.grad)
         values = values.detach().requires_grad_()
     elif values.requires_grad:  # made from values of a graph: not a leaf, gradients flow back to them
         values = named_node(values.view(values.shape), None, "SparseCooTensorWithDimsAndTensorsBackward0")
@@ -98,7 +98,9 @@ def sparse_coo_tensor(indices=None, values=None, size=None, *, dtype=None, devic
         if not (order[1:] > order[:-1]).all():
             raise RuntimeError("is_coalesced=True, but the indices are not sorted and unique (a coalesced tensor's "
                                f"are); leave it out or call .coalesce() (indices of shape {list(indices.shape)})")
-    return SparseTensor(indices, values, size, coalesced)
+    made = SparseTensor(indices, values, size, coalesced)
+    made._gradient_leaf = requires_grad
+    return made
 
 
 def empty_sparse(size, sparse_dim=None, *, dtype=None, requires_grad=False):
@@ -121,6 +123,12 @@ class SparseTensor(SparseArithmetic):
     is_sparse_csr = False
     layout = sparse_coo
     __array_priority__ = 2000  # ndarray op sparse calls the sparse tensor's reflected operator
+    # the whole dense gradient of torch.mm and kin (dense_gradient.py): a function giving the dense tensor that
+    # stands in for this one, where it was made from one (W.to_sparse(), S.t()); whether it is a leaf that takes
+    # that gradient itself, and the dense tensor holding it
+    _dense_origin = None
+    _gradient_leaf = False
+    _gradient_holder = None
 
     def __init__(self, indices, values, size, coalesced=False):
         self._indices_tensor, self._values_tensor = indices, values
@@ -197,6 +205,7 @@ class SparseTensor(SparseArithmetic):
 
     def requires_grad_(self, requires_grad=True):
         self._values_tensor.requires_grad_(requires_grad)
+        self._gradient_leaf = bool(requires_grad) and self._values_tensor.is_leaf
         return self
 
     @property
@@ -210,8 +219,17 @@ class SparseTensor(SparseArithmetic):
     @property
     def grad(self):
         """dL/dself of a sparse leaf, as PyTorch's: dL/dA (A the dense tensor it stands for) at the positions it
-        has, coalesced; None before backward. Each entry's dL/dvalues[e] is dL/dA at its position, so an index
-        given twice has the same gradient twice: the first is taken."""
+        has, coalesced, from the ops on its values (torch.sparse.mm); dense, all of dL/dA, once a dense-facing op
+        (torch.mm, @, S.sum()) has given it a gradient (dense_gradient.py); None before backward. Each entry's
+        dL/dvalues[e] is dL/dA at its position, so an index given twice has the same gradient twice: the first is
+        taken."""
+        at_entries = self._gradient_at_entries()
+        whole = None if self._gradient_holder is None else self._gradient_holder.grad
+        if whole is None or at_entries is None:
+            return at_entries if whole is None else whole
+        return whole + at_entries.to_dense()
+
+    def _gradient_at_entries(self):
         grad = self._values_tensor.grad
         if grad is None or self._coalesced:
             return None if grad is None else SparseTensor(self._indices_tensor, grad, self._size, True)
@@ -235,6 +253,8 @@ class SparseTensor(SparseArithmetic):
         if value is not None:
             raise RuntimeError("a sparse tensor's grad can only be set to None here")
         self._values_tensor.grad = None
+        if self._gradient_holder is not None:
+            self._gradient_holder.grad = None
 
     def zero_(self):
         """No entries left (PyTorch's zero_ of a sparse tensor: nnz 0), in place: what zero_grad(set_to_none=False)

@@ -14,6 +14,7 @@ from ..ops.shape import GetItem
 from ..tensor import Tensor, tensor_from
 from .arithmetic import _cat_all
 from .coo import SparseTensor, _index_tensor, _refuse_layout, sparse_coo_tensor
+from .dense_gradient import stand_in_of
 
 
 def to_sparse(dense, sparse_dim=None, *, layout=None, blocksize=None, dense_dim=None):
@@ -35,7 +36,10 @@ def to_sparse(dense, sparse_dim=None, *, layout=None, blocksize=None, dense_dim=
     # backward pass through it (another use of the sparse tensor) works
     values = GetItem.apply(dense, index=positions, saves_index=False, pytorch_name=node)
     indices = tensor_from(numpy.stack(positions).reshape(sparse_dim, -1))
-    return SparseTensor(indices, values, dense.shape, True)
+    made = SparseTensor(indices, values, dense.shape, True)
+    if values.requires_grad:  # torch.mm and kin pass all of dL/d(dense) back to it, not only at the nonzeros
+        made._dense_origin = stand_in_of(dense, made, node)
+    return made
 
 
 def _refuse_dense_among(tensors):

@@ -23,16 +23,10 @@ def _refuse_not_sparse_matrix(sparse, op):
                            f"sparse and {sparse.dense_dim()} dense dims (size {list(sparse.shape)})")
 
 
-def mm(sparse, dense):
-    """sparse @ dense (``torch.sparse.mm``, ``torch.spmm``): each row i sums values[e] · dense[k_e] over its
-    entries e = (i, k_e). A sparse second factor gives the sparse product."""
-    if isinstance(sparse, SparseTensor) and sparse.sparse_dim() == 3 and getattr(dense, "ndim", 0) == 3:
-        return bmm(sparse, dense)  # (autograd.bmm's product of a sparse batch)
-    _refuse_not_sparse_matrix(sparse, "mm")
-    if isinstance(dense, SparseTensor):
-        return mm(sparse, dense.to_dense()).to_sparse()
-    vector = dense.ndim == 1
-    matrix = dense.unsqueeze(1) if vector else dense
+def dense_factor(sparse, dense):
+    """The dense factor of sparse @ dense as a matrix (a vector as one column), refused in PyTorch's words where
+    it does not fit the sparse matrix."""
+    matrix = dense.unsqueeze(1) if dense.ndim == 1 else dense
     if matrix.ndim != 2:
         raise RuntimeError(f"mm: expected a matrix or a vector as the dense factor, got shape {list(dense.shape)}")
     if matrix.shape[0] != sparse.shape[1]:
@@ -41,6 +35,19 @@ def mm(sparse, dense):
     if matrix.dtype != sparse.dtype:
         raise RuntimeError(f"expected scalar type {type_name(sparse.dtype)} but found "
                            f"{type_name(matrix.dtype)} (sparse {sparse.dtype} @ dense {matrix.dtype})")
+    return matrix
+
+
+def mm(sparse, dense):
+    """sparse @ dense (``torch.sparse.mm``, ``torch.spmm``): each row i sums values[e] · dense[k_e] over its
+    entries e = (i, k_e). A sparse second factor gives the sparse product."""
+    if isinstance(sparse, SparseTensor) and sparse.sparse_dim() == 3 and getattr(dense, "ndim", 0) == 3:
+        return bmm(sparse, dense)  # (autograd.bmm's product of a sparse batch)
+    _refuse_not_sparse_matrix(sparse, "mm")
+    if isinstance(dense, SparseTensor):
+        return mm(sparse, dense.to_dense()).to_sparse()
+    matrix = dense_factor(sparse, dense)
+    vector = dense.ndim == 1
     rows, columns = sparse._indices_tensor.unbind(0)
     shares = sparse._values_tensor.unsqueeze(1) * matrix.index_select(0, columns)  # values[e] · dense[k_e]
     product = matrix.new_zeros((sparse.shape[0], matrix.shape[1])).index_add(0, rows, shares)
