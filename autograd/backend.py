@@ -296,6 +296,37 @@ def is_dense(array):
     return True
 
 
+def dense_strides(shape, strides):
+    """The strides (in elements) of a dense tensor laid out in the order of ``strides``' dims: PyTorch's
+    infer_dense_strides, which empty_like gives a tensor that does not fill its memory densely. Its dims are
+    sorted innermost first by stride, stably (TensorIterator's insertion sort): a zero stride (an expanded dim)
+    compares as neither, so keeps its row-major place, and of equal strides the smaller size goes inner."""
+    ndim = len(shape)
+
+    def should_swap(dim0, dim1):  # 1: dim0 goes outside dim1; -1: it stays inside; 0: either
+        if strides[dim0] == 0 or strides[dim1] == 0:
+            return 0
+        if strides[dim0] != strides[dim1]:
+            return 1 if strides[dim0] > strides[dim1] else -1
+        return 1 if shape[dim0] > shape[dim1] else 0
+
+    innermost_first = list(range(ndim - 1, -1, -1))
+    for i in range(1, ndim):
+        dim1 = i
+        for dim0 in range(i - 1, -1, -1):
+            comparison = should_swap(innermost_first[dim0], innermost_first[dim1])
+            if comparison > 0:
+                innermost_first[dim0], innermost_first[dim1] = innermost_first[dim1], innermost_first[dim0]
+                dim1 = dim0
+            elif comparison < 0:
+                break
+    dense, step = [0] * ndim, 1
+    for dim in innermost_first:
+        dense[dim] = step
+        step *= max(shape[dim], 1)
+    return dense
+
+
 def address(array):
     """Where an array's first element lies: in host memory (NumPy), or on the GPU (CuPy)."""
     interface = getattr(array, "__array_interface__", None) or array.__cuda_array_interface__

@@ -413,7 +413,11 @@ class Tensor(Copying, WriteDoor):
     def contiguous(self, memory_format=None):
         """Itself when laid out so (row-major, or N, H, W, C for channels_last), else such a copy (recorded, as
         PyTorch's)."""
-        return self if self.is_contiguous(memory_format) else self.clone(memory_format=memory_format)
+        if self.is_contiguous(memory_format):
+            return self
+        from .constants import contiguous_format  # (constants builds on this module)
+
+        return self.clone(memory_format=memory_format or contiguous_format)
 
     # -- autograd -----------------------------------------------------------------------
 

@@ -733,9 +733,6 @@ def test_float16_pooling_is_float32_pooling_rounded(T, nn, make, shape, layout):
         same(x16.grad, values(x.grad).astype(np.float16))
 
 
-@xfail_ours("x.clone() of a channels_last tensor is row-major in chainrule (PyTorch's preserve_format keeps the "
-            "layout); keeping it (operators.clone) changed the timm recipes' results in test_programs_probe11_timm "
-            "against PyTorch's, so it waits for a look at what reads a clone's layout")
 def test_clone_keeps_channels_last(T):
     x = T.arange(96.0).view(2, 3, 4, 4).contiguous(memory_format=T.channels_last)
     copy = x.clone()

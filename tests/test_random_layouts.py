@@ -107,7 +107,7 @@ def test_multinomial_races_exponentials_laid_out_as_its_input(T, view):
 
 
 def test_dense_strides_are_pytorchs_infer_dense_strides():
-    from autograd.ops.sampling import dense_strides
+    from autograd.backend import dense_strides
 
     # the strides of PyTorch's empty_like(x) for x = P.T[1:3], P.t()[::2], permute(2, 0, 1)[:, :, 1:3], a row
     # expanded, and a slice of a row-major tensor

@@ -12,7 +12,7 @@ import math
 import warnings
 
 from .. import backend
-from ..backend import errstate, select, xp
+from ..backend import dense_strides, errstate, select, xp
 from ..errors import DtypeError, refuse_bool_subtraction, refuse_unbroadcastable
 from ..graph import modes, program_stacklevel
 from ..operands import _is_bool, _operand, python_number
@@ -584,17 +584,23 @@ class Fill(Primitive):
 
 
 class Clone(Primitive):
-    """y = a copy of x;   dL/dx = dL/dy. ``order``: the dims from the outermost in memory (channels_last's), else
-    row-major."""
+    """y = a copy of x;   dL/dx = dL/dy. ``order``: the dims from the outermost in memory (channels_last's, or
+    row-major's); else PyTorch's preserve_format: x's own layout where x fills its memory densely (a transpose,
+    channels_last), and otherwise dense strides in the order of x's (infer_dense_strides: row-major for a slice
+    of a row-major tensor)."""
 
     saves_inputs = False  # backward needs no input's values
     handles_complex = True
     order = None
 
     def forward(self, x):
-        if self.order is None:
-            return x.copy()
-        return xp.ascontiguousarray(x.transpose(self.order)).transpose(inverse_permutation(self.order))
+        order = self.order
+        if order is None:
+            if x.flags.c_contiguous:
+                return x.copy()
+            strides = dense_strides(x.shape, x.strides)
+            order = sorted(range(x.ndim), key=lambda dim: -strides[dim])  # (the outermost first)
+        return x.transpose(order).copy().transpose(inverse_permutation(order))  # (copy: a new array, always)
 
     def backward(self, grad, y, x):
         return (grad,)

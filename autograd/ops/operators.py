@@ -193,10 +193,12 @@ def _where_method(x, condition, other):
 
 @names("clone", function=False)
 def clone(input, *, memory_format=None):
-    """A copy, recorded: row-major, or laid out as ``memory_format`` asks (channels_last: N, H, W, C)."""
-    order = getattr(memory_format, "order", None)
-    if order is None:
+    """A copy, recorded: laid out as input where it fills its memory densely (PyTorch's default preserve_format:
+    channels_last, a transpose), row-major otherwise, or as ``memory_format`` asks (contiguous_format: row-major;
+    channels_last: N, H, W, C)."""
+    if memory_format is None or getattr(memory_format, "name", None) == "preserve_format":
         return Clone.apply(input)
+    order = getattr(memory_format, "order", None) or tuple(range(input.ndim))  # (contiguous_format: row-major)
     if input.ndim != len(order):
         raise RuntimeError(f"required rank {len(order)} tensor to use {memory_format.name} format")
     return Clone.apply(input, order=order)
