@@ -1,0 +1,676 @@
+# ruff: noqa: B007, B008, B023, E501, E701, E702, E731, E741, F841, N801, N802, N806, UP004, UP008, UP031  (the programs are kept as their authors wrote them)
+"""Autoregressive generative models and classic architectures from papers (see tests/pytorch_programs.py), as
+PyTorch users write them, each run on chainrule and on PyTorch from the same seeds, and checked without PyTorch
+against invariants that can fail (receptive fields, normalisation, reconstructions, ranges).
+
+PixelCNN with masked convolutions (a ``Conv2d`` subclass with a mask buffer multiplied into ``self.weight.data``,
+type A/B masks, BatchNorm, 256-way ``cross_entropy``, a receptive-field check by the input's gradient, sampling
+pixel by pixel with ``multinomial``); a class-conditional gated PixelCNN (vertical and horizontal stacks, gated
+activations by ``chunk``, the first layer made causal by zeroing ``weight.data``, generation writing through
+``x.data``); PixelCNN++'s pieces (``weight_norm``, down-shifts by ``ZeroPad2d``, ``concat_elu``, the discretised
+logistic mixture loss and its Gumbel-max sampler through ``FloatTensor(...).uniform_`` and ``scatter_``); masks by
+``prune.custom_from_mask``, ``parametrize`` and gradient hooks, colour-grouped masks through ``_conv_forward``,
+``torch.where`` and ``masked_fill``; MADE (Karpathy's, numpy masks copied into ``register_buffer`` masks,
+connectivity checked by gradients and ``autograd.functional.jacobian``, order-agnostic training) and a MAF layer
+(``randperm`` orders, ``randint`` degrees, a triangular Jacobian, ``logdet``, ``func.jacrev``, inversion by D
+passes); a WaveNet (causal dilated ``Conv1d`` by ``F.pad``, gated residual and skip connections, mu-law coding,
+``cross_entropy`` over 256 classes, causality by gradients, sampling with a temperature); a char-RNN (``LSTM`` and
+``GRU``, truncated BPTT by ``detach``, ``clip_grad_norm_``, temperature sampling); a NADE (exact normalisation over
+all 256 binary vectors, ``bernoulli`` sampling); capsule networks (squash, dynamic routing by softmax over routes,
+margin loss, masked reconstruction; gram-ai's with 5-D broadcast matmul and ``torch.sparse.torch.eye``); mixture
+density networks (``MixtureSameFamily`` of ``Categorical`` with ``Independent(Normal)``, ``MultivariateNormal``,
+``LogNormal`` and ``LowRankMultivariateNormal``; ``log_prob`` against a hand-written ``logsumexp``, ``sample``,
+``mean``, ``variance``, ``cdf``); Highway networks; top-k and nucleus sampling."""
+
+import numpy as np
+import pytest
+
+from .pytorch_programs import run_both
+
+# ----------------------------------------------------------------------------------------------
+# PixelCNN (van den Oord et al., 2016): masked convolutions, 256-way softmax, sampling pixel by pixel
+# ----------------------------------------------------------------------------------------------
+
+
+def pixelcnn(m):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    class MaskedConv2d(nn.Conv2d):
+        def __init__(self, mask_type, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            assert mask_type in {'A', 'B'}
+            self.register_buffer('mask', self.weight.data.clone())
+            _, _, kH, kW = self.weight.size()
+            self.mask.fill_(1)
+            self.mask[:, :, kH // 2, kW // 2 + (mask_type == 'B'):] = 0
+            self.mask[:, :, kH // 2 + 1:] = 0
+
+        def forward(self, x):
+            self.weight.data *= self.mask
+            return super(MaskedConv2d, self).forward(x)
+
+    torch.manual_seed(0)
+    fm = 8
+    net = nn.Sequential(
+        MaskedConv2d('A', 1, fm, 7, 1, 3, bias=False), nn.BatchNorm2d(fm), nn.ReLU(True),
+        MaskedConv2d('B', fm, fm, 7, 1, 3, bias=False), nn.BatchNorm2d(fm), nn.ReLU(True),
+        MaskedConv2d('B', fm, fm, 7, 1, 3, bias=False), nn.BatchNorm2d(fm), nn.ReLU(True),
+        nn.Conv2d(fm, 256, 1))
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    x = torch.rand(4, 1, 8, 8)
+    target = (x[:, 0] * 255).long()
+    losses = []
+    for step in range(3):
+        out = net(x)
+        loss = F.cross_entropy(out, target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    g0 = net[0].weight.grad.clone()
+    xi = torch.rand(1, 1, 8, 8, requires_grad=True)
+    net.eval()
+    o = net(xi)
+    o[0, :, 4, 4].sum().backward()
+    rf = (xi.grad[0, 0] != 0).int()
+    sample = torch.zeros(2, 1, 8, 8)
+    with torch.no_grad():
+        for i in range(3):
+            for j in range(8):
+                out = net(sample)
+                probs = F.softmax(out[:, :, i, j], dim=1)
+                sample[:, :, i, j] = torch.multinomial(probs, 1).float() / 255.
+    return {"losses": losses, "g0": g0, "rf": rf, "sample": sample, "mask": net[3].mask[0, 0],
+            "w0": net[0].weight}
+
+
+def test_pixelcnn():
+    ours, _ = run_both(pixelcnn, rtol=1e-4, atol=1e-5)
+    rf = ours["rf"]
+    # pixel (4, 4) sees every pixel above it and those to its left on its row, never itself or what follows
+    expected = np.zeros((8, 8), int)
+    expected[:4] = 1
+    expected[4, :4] = 1
+    np.testing.assert_array_equal(rf, expected)
+    mask_b = np.ones((7, 7))
+    mask_b[3, 4:] = 0
+    mask_b[4:] = 0
+    np.testing.assert_array_equal(ours["mask"], mask_b)
+    assert np.all(ours["w0"][:, :, 3, 3:] == 0) and np.all(ours["w0"][:, :, 4:] == 0)  # type A: centre masked too
+    assert np.abs(ours["g0"][:, :, 4:]).sum() > 0  # masked weights still get gradients: each forward masks again
+    assert ours["losses"][-1] < ours["losses"][0]
+    s = ours["sample"] * 255
+    np.testing.assert_allclose(s, np.round(s), atol=1e-4)
+    assert s.min() >= 0 and s.max() <= 255
+
+
+# ----------------------------------------------------------------------------------------------
+# Gated PixelCNN (van den Oord et al., 2016b), class-conditional, vertical and horizontal stacks
+# ----------------------------------------------------------------------------------------------
+
+
+def gated_pixelcnn(m):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    class GatedActivation(nn.Module):
+        def forward(self, x):
+            x, y = x.chunk(2, dim=1)
+            return torch.tanh(x) * torch.sigmoid(y)
+
+    class GatedMaskedConv2d(nn.Module):
+        def __init__(self, mask_type, dim, kernel, residual=True, n_classes=4):
+            super().__init__()
+            self.mask_type, self.residual = mask_type, residual
+            self.class_cond_embedding = nn.Embedding(n_classes, 2 * dim)
+            kernel_shp = (kernel // 2 + 1, kernel)
+            padding_shp = (kernel // 2, kernel // 2)
+            self.vert_stack = nn.Conv2d(dim, dim * 2, kernel_shp, 1, padding_shp)
+            self.vert_to_horiz = nn.Conv2d(2 * dim, 2 * dim, 1)
+            kernel_shp = (1, kernel // 2 + 1)
+            padding_shp = (0, kernel // 2)
+            self.horiz_stack = nn.Conv2d(dim, dim * 2, kernel_shp, 1, padding_shp)
+            self.horiz_resid = nn.Conv2d(dim, dim, 1)
+            self.gate = GatedActivation()
+
+        def make_causal(self):
+            self.vert_stack.weight.data[:, :, -1].zero_()
+            self.horiz_stack.weight.data[:, :, :, -1].zero_()
+
+        def forward(self, x_v, x_h, h):
+            if self.mask_type == 'A':
+                self.make_causal()
+            h = self.class_cond_embedding(h)
+            h_vert = self.vert_stack(x_v)
+            h_vert = h_vert[:, :, :x_v.size(-1), :]
+            out_v = self.gate(h_vert + h[:, :, None, None])
+            h_horiz = self.horiz_stack(x_h)
+            h_horiz = h_horiz[:, :, :, :x_h.size(-2)]
+            v2h = self.vert_to_horiz(h_vert)
+            out = self.gate(v2h + h_horiz + h[:, :, None, None])
+            if self.residual:
+                out_h = self.horiz_resid(out) + x_h
+            else:
+                out_h = self.horiz_resid(out)
+            return out_v, out_h
+
+    class GatedPixelCNN(nn.Module):
+        def __init__(self, input_dim=4, dim=8, n_layers=4, n_classes=4):
+            super().__init__()
+            self.dim = dim
+            self.embedding = nn.Embedding(input_dim, dim)
+            self.layers = nn.ModuleList()
+            for i in range(n_layers):
+                mask_type = 'A' if i == 0 else 'B'
+                kernel = 7 if i == 0 else 3
+                residual = False if i == 0 else True
+                self.layers.append(GatedMaskedConv2d(mask_type, dim, kernel, residual, n_classes))
+            self.output_conv = nn.Sequential(nn.Conv2d(dim, 16, 1), nn.ReLU(True), nn.Conv2d(16, input_dim, 1))
+
+        def forward(self, x, label):
+            shp = x.size() + (-1,)
+            x = self.embedding(x.view(-1)).view(shp)
+            x = x.permute(0, 3, 1, 2)
+            x_v, x_h = (x, x)
+            for i, layer in enumerate(self.layers):
+                x_v, x_h = layer(x_v, x_h, label)
+            return self.output_conv(x_h)
+
+        def generate(self, label, shape=(6, 6), batch_size=2):
+            param = next(self.parameters())
+            x = torch.zeros((batch_size, *shape), dtype=torch.int64, device=param.device)
+            for i in range(shape[0]):
+                for j in range(shape[1]):
+                    logits = self.forward(x, label)
+                    probs = F.softmax(logits[:, :, i, j], -1)
+                    x.data[:, i, j].copy_(probs.multinomial(1).squeeze().data)
+            return x
+
+    torch.manual_seed(0)
+    model = GatedPixelCNN()
+    x = torch.randint(0, 4, (3, 6, 6))
+    lab = torch.tensor([0, 1, 3])
+    opt = torch.optim.Adam(model.parameters(), lr=3e-4)
+    ls = []
+    for it in range(2):
+        logits = model(x, lab)
+        logits = logits.permute(0, 2, 3, 1).contiguous()
+        loss = F.cross_entropy(logits.view(-1, 4), x.view(-1))
+        opt.zero_grad(); loss.backward(); opt.step(); ls.append(loss.item())
+    model.eval()
+    with torch.no_grad():
+        gen = model.generate(torch.tensor([1, 2]))
+    xi = model.embedding(x[:1].view(-1)).view(1, 6, 6, -1).permute(0, 3, 1, 2).detach().requires_grad_()
+    ov, oh = model.layers[0](xi, xi, lab[:1])
+    oh[0, :, 3, 3].sum().backward()
+    return {"ls": ls, "gen": gen, "dep": (xi.grad[0].abs().sum(0) > 0).int(),
+            "g": model.layers[1].vert_stack.weight.grad}
+
+
+def test_gated_pixelcnn():
+    ours, _ = run_both(gated_pixelcnn, rtol=1e-4, atol=1e-5)
+    dep = ours["dep"]
+    assert dep[3, 3] == 0 and dep[3, 4:].sum() == 0 and dep[4:].sum() == 0  # causal: nothing at or after (3, 3)
+    assert dep[3, :3].sum() == 3 and dep[2, 3] == 1  # the row's left part and the pixel above
+    assert ours["gen"].dtype == np.int64 and ours["gen"].min() >= 0 and ours["gen"].max() < 4
+    assert ours["ls"][1] < ours["ls"][0] < np.log(4) + 0.5
+
+
+# ----------------------------------------------------------------------------------------------
+# PixelCNN++ (Salimans et al., 2017): weight norm, shifts, concat_elu, discretised logistic mixture
+# ----------------------------------------------------------------------------------------------
+
+
+def pixelcnnpp_pieces(m):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    def concat_elu(x):
+        axis = len(x.size()) - 3
+        return F.elu(torch.cat([x, -x], dim=axis))
+
+    def log_sum_exp(x):
+        axis = len(x.size()) - 1
+        m_, _ = torch.max(x, dim=axis)
+        m2, _ = torch.max(x, dim=axis, keepdim=True)
+        return m_ + torch.log(torch.sum(torch.exp(x - m2), dim=axis))
+
+    def log_prob_from_logits(x):
+        axis = len(x.size()) - 1
+        m_, _ = torch.max(x, dim=axis, keepdim=True)
+        return x - m_ - torch.log(torch.sum(torch.exp(x - m_), dim=axis, keepdim=True))
+
+    def discretized_mix_logistic_loss_1d(x, l):
+        x = x.permute(0, 2, 3, 1)
+        l = l.permute(0, 2, 3, 1)
+        xs = [int(y) for y in x.size()]
+        ls = [int(y) for y in l.size()]
+        nr_mix = int(ls[-1] / 3)
+        logit_probs = l[:, :, :, :nr_mix]
+        l = l[:, :, :, nr_mix:].contiguous().view(xs + [nr_mix * 2])
+        means = l[:, :, :, :, :nr_mix]
+        log_scales = torch.clamp(l[:, :, :, :, nr_mix:2 * nr_mix], min=-7.)
+        x = x.contiguous()
+        x = x.unsqueeze(-1) + torch.zeros(xs + [nr_mix], requires_grad=False)
+        centered_x = x - means
+        inv_stdv = torch.exp(-log_scales)
+        plus_in = inv_stdv * (centered_x + 1. / 255.)
+        cdf_plus = F.sigmoid(plus_in)
+        min_in = inv_stdv * (centered_x - 1. / 255.)
+        cdf_min = F.sigmoid(min_in)
+        log_cdf_plus = plus_in - F.softplus(plus_in)
+        log_one_minus_cdf_min = -F.softplus(min_in)
+        cdf_delta = cdf_plus - cdf_min
+        mid_in = inv_stdv * centered_x
+        log_pdf_mid = mid_in - log_scales - 2. * F.softplus(mid_in)
+        inner_inner_cond = (cdf_delta > 1e-5).float()
+        inner_inner_out = inner_inner_cond * torch.log(torch.clamp(cdf_delta, min=1e-12)) + (1. - inner_inner_cond) * (log_pdf_mid - np.log(127.5))
+        inner_cond = (x > 0.999).float()
+        inner_out = inner_cond * log_one_minus_cdf_min + (1. - inner_cond) * inner_inner_out
+        cond = (x < -0.999).float()
+        log_probs = cond * log_cdf_plus + (1. - cond) * inner_out
+        log_probs = torch.sum(log_probs, dim=3) + log_prob_from_logits(logit_probs)
+        return -torch.sum(log_sum_exp(log_probs))
+
+    def to_one_hot(tensor, n, fill_with=1.):
+        one_hot = torch.FloatTensor(tensor.size() + (n,)).zero_()
+        one_hot.scatter_(len(tensor.size()), tensor.unsqueeze(-1), fill_with)
+        return one_hot
+
+    def sample_from_discretized_mix_logistic_1d(l, nr_mix):
+        l = l.permute(0, 2, 3, 1)
+        ls = [int(y) for y in l.size()]
+        xs = ls[:-1] + [1]
+        logit_probs = l[:, :, :, :nr_mix]
+        l = l[:, :, :, nr_mix:].contiguous().view(xs + [nr_mix * 2])
+        temp = torch.FloatTensor(logit_probs.size())
+        temp.uniform_(1e-5, 1. - 1e-5)
+        temp = logit_probs.data - torch.log(- torch.log(temp))
+        _, argmax = temp.max(dim=3)
+        one_hot = to_one_hot(argmax, nr_mix)
+        sel = one_hot.view(xs[:-1] + [1, nr_mix])
+        means = torch.sum(l[:, :, :, :, :nr_mix] * sel, dim=4)
+        log_scales = torch.clamp(torch.sum(l[:, :, :, :, nr_mix:2 * nr_mix] * sel, dim=4), min=-7.)
+        u = torch.FloatTensor(means.size())
+        u.uniform_(1e-5, 1. - 1e-5)
+        x = means + torch.exp(log_scales) * (torch.log(u) - torch.log(1. - u))
+        x0 = torch.clamp(torch.clamp(x[:, :, :, 0], min=-1.), max=1.)
+        return x0.unsqueeze(1)
+
+    class down_shift(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.pad = nn.ZeroPad2d((0, 0, 1, 0))
+
+        def forward(self, x):
+            xs = [int(y) for y in x.size()]
+            x = x[:, :, :xs[2] - 1, :]
+            return self.pad(x)
+
+    class down_right_shifted_conv2d(nn.Module):
+        def __init__(self, nin, nout, fs=(2, 2)):
+            super().__init__()
+            self.pad = nn.ZeroPad2d((fs[1] - 1, 0, fs[0] - 1, 0))
+            self.conv = nn.utils.parametrizations.weight_norm(nn.Conv2d(nin, nout, fs))
+
+        def forward(self, x):
+            return self.conv(self.pad(x))
+
+    torch.manual_seed(0)
+    nr_mix = 3
+    c1 = down_right_shifted_conv2d(1, 8)
+    c2 = down_right_shifted_conv2d(16, nr_mix * 3)
+    ds = down_shift()
+    x = torch.rand(2, 1, 6, 6) * 2 - 1
+    x.requires_grad_()
+    h = concat_elu(c1(ds(x)))
+    l = c2(h)
+    loss = discretized_mix_logistic_loss_1d(x.detach(), l)
+    loss.backward(retain_graph=True)
+    # causality of the shifted stack: the output at (2, 3) sees only rows above
+    x.grad = None
+    l[0, :, 2, 3].sum().backward()
+    smp = sample_from_discretized_mix_logistic_1d(l.detach(), nr_mix)
+    return {"loss": loss, "g": c1.conv.parametrizations.weight.original1.grad,
+            "gg": c1.conv.parametrizations.weight.original0.grad, "smp": smp,
+            "dep": (x.grad[0, 0] != 0).int(), "oh": to_one_hot(torch.tensor([[0, 2], [1, 1]]), 3)}
+
+
+def test_pixelcnnpp_pieces():
+    ours, _ = run_both(pixelcnnpp_pieces, rtol=1e-4, atol=1e-4)  # (a float32 sum of 216 log-probabilities)
+    assert np.all(ours["dep"][2:] == 0) and ours["dep"][:2].sum() > 0  # down-shifted: rows 0 and 1 only
+    assert np.all(np.abs(ours["smp"]) <= 1)
+    np.testing.assert_array_equal(ours["oh"], np.eye(3)[[[0, 2], [1, 1]]])
+    assert np.isfinite(ours["loss"]) and ours["loss"] > 0
+
+
+# ----------------------------------------------------------------------------------------------
+# MADE (Germain et al., 2015) as Karpathy's pytorch-made writes it, and a MAF layer on top
+# ----------------------------------------------------------------------------------------------
+
+
+def made(m):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    class MaskedLinear(nn.Linear):
+        def __init__(self, in_features, out_features, bias=True):
+            super().__init__(in_features, out_features, bias)
+            self.register_buffer('mask', torch.ones(out_features, in_features))
+
+        def set_mask(self, mask):
+            self.mask.data.copy_(torch.from_numpy(mask.astype(np.uint8).T))
+
+        def forward(self, input):
+            return F.linear(input, self.mask * self.weight, self.bias)
+
+    class MADE(nn.Module):
+        def __init__(self, nin, hidden_sizes, nout, num_masks=1, natural_ordering=False):
+            super().__init__()
+            self.nin, self.nout, self.hidden_sizes = nin, nout, hidden_sizes
+            self.net = []
+            hs = [nin] + hidden_sizes + [nout]
+            for h0, h1 in zip(hs, hs[1:]):
+                self.net.extend([MaskedLinear(h0, h1), nn.ReLU()])
+            self.net.pop()
+            self.net = nn.Sequential(*self.net)
+            self.natural_ordering = natural_ordering
+            self.num_masks = num_masks
+            self.seed = 0
+            self.m = {}
+            self.update_masks()
+
+        def update_masks(self):
+            if self.m and self.num_masks == 1:
+                return
+            L = len(self.hidden_sizes)
+            rng = np.random.RandomState(self.seed)
+            self.seed = (self.seed + 1) % self.num_masks
+            self.m[-1] = np.arange(self.nin) if self.natural_ordering else rng.permutation(self.nin)
+            for l in range(L):
+                self.m[l] = rng.randint(self.m[l - 1].min(), self.nin - 1, size=self.hidden_sizes[l])
+            masks = [self.m[l - 1][:, None] <= self.m[l][None, :] for l in range(L)]
+            masks.append(self.m[L - 1][:, None] < self.m[-1][None, :])
+            if self.nout > self.nin:
+                k = int(self.nout / self.nin)
+                masks[-1] = np.concatenate([masks[-1]] * k, axis=1)
+            layers = [l for l in self.net.modules() if isinstance(l, MaskedLinear)]
+            for l, mm in zip(layers, masks):
+                l.set_mask(mm)
+
+        def forward(self, x):
+            return self.net(x)
+
+    torch.manual_seed(0)
+    D = 6
+    model = MADE(D, [20, 20], D * 2, num_masks=2)
+    order = model.m[-1].copy()
+    res = []
+    for k in range(D * 2):
+        x = (torch.rand(1, D) > 0.5).float().requires_grad_(True)
+        xtr = model(x)
+        loss = xtr[0, k]
+        loss.backward()
+        depends = (x.grad[0] != 0).numpy().astype(np.uint8)
+        res.append(depends)
+    x = torch.rand(3, D)
+    jac = torch.autograd.functional.jacobian(lambda v: model(v), x[0])
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2, weight_decay=1e-4)
+    data = (torch.rand(32, D) > 0.5).float()
+    losses = []
+    for step in range(4):
+        model.update_masks()
+        logits = model(data)[:, :D]
+        loss = F.binary_cross_entropy_with_logits(logits, data, reduction='sum') / data.size(0)
+        opt.zero_grad(); loss.backward(); opt.step()
+        losses.append(loss)
+    return {"dep": np.array(res), "order": order, "jac": jac, "losses": torch.stack(losses),
+            "m1": model.net[2].mask, "g": model.net[0].weight.grad}
+
+
+def test_made():
+    ours, _ = run_both(made, rtol=1e-4, atol=1e-5)
+    order, dep = ours["order"], ours["dep"]
+    # output k (and its twin k + D) depends exactly on inputs earlier in the ordering: never on itself or later
+    for k in range(12):
+        allowed = order < order[k % 6]
+        assert not np.any(dep[k] & ~allowed)
+    assert not np.any(ours["jac"][np.arange(6), np.arange(6)])  # no output sees its own input
+    assert set(np.unique(ours["m1"])) <= {0.0, 1.0}
+    assert np.isfinite(ours["losses"]).all()
+
+
+def maf_layer(m):
+    torch, nn, F = m.torch, m.nn, m.F
+    D = m.torch.distributions
+    torch.manual_seed(3)
+
+    class MaskedLinear(nn.Linear):
+        def __init__(self, i, o, mask):
+            super().__init__(i, o)
+            self.register_buffer("mask", mask.float())
+
+        def forward(self, x):
+            return F.linear(x, self.weight * self.mask, self.bias)
+
+    d, h = 5, 12
+    order = torch.randperm(d)
+    hid = torch.randint(order.min().item(), d - 1, (h,))
+    m1 = hid.unsqueeze(-1) >= order.unsqueeze(0)
+    m2 = order.unsqueeze(-1) > hid.unsqueeze(0)
+    net = nn.Sequential(MaskedLinear(d, h, m1), nn.ELU(), MaskedLinear(h, 2 * d, m2.repeat(2, 1)))
+    x = torch.randn(7, d)
+
+    def forward(x):
+        mu, alpha = net(x).chunk(2, dim=1)
+        u = (x - mu) * torch.exp(-alpha)
+        logdet = -alpha.sum(1)
+        return u, logdet
+
+    u, logdet = forward(x)
+    base = D.Normal(torch.zeros(d), torch.ones(d))
+    lp = base.log_prob(u).sum(1) + logdet
+    lp.mean().backward()
+    J = torch.autograd.functional.jacobian(lambda v: forward(v.unsqueeze(0))[0].squeeze(0), x[0])
+    Jp = J[torch.argsort(order)][:, torch.argsort(order)]
+    x_rec = torch.zeros_like(u)
+    with torch.no_grad():
+        for i in range(d):
+            mu, alpha = net(x_rec).chunk(2, dim=1)
+            idx = (order == i).nonzero().squeeze()
+            x_rec[:, idx] = u[:, idx] * torch.exp(alpha[:, idx]) + mu[:, idx]
+    JF = torch.func.jacrev(lambda v: forward(v.unsqueeze(0))[0].squeeze(0))(x[0])
+    return {"lp": lp, "J": J, "Jp": Jp, "rec": (x_rec - x).abs().max(), "logdet": logdet[0],
+            "slogdet": torch.linalg.slogdet(J)[1], "g": net[0].weight.grad, "JF": JF, "order": order, "hid": hid}
+
+
+def test_maf_layer():
+    ours, _ = run_both(maf_layer, rtol=1e-4, atol=1e-5)
+    assert sorted(ours["order"].tolist()) == [0, 1, 2, 3, 4]
+    np.testing.assert_array_equal(np.triu(ours["Jp"], 1), 0)  # triangular in the permuted order
+    np.testing.assert_allclose(ours["slogdet"], ours["logdet"], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(ours["JF"], ours["J"], rtol=1e-6, atol=1e-7)
+    assert ours["rec"] < 1e-5
+
+
+# ----------------------------------------------------------------------------------------------
+# WaveNet (van den Oord et al., 2016): dilated causal convolutions, gated units, mu-law over 256 classes
+# ----------------------------------------------------------------------------------------------
+
+
+def mu_law_encode(torch, x, mu=255):
+    x = torch.clamp(x, -1.0, 1.0)
+    y = torch.sign(x) * torch.log1p(mu * torch.abs(x)) / np.log1p(mu)
+    return ((y + 1) / 2 * mu + 0.5).long()
+
+
+def mu_law_decode(torch, q, mu=255):
+    y = 2 * (q.float() / mu) - 1
+    return torch.sign(y) * (1.0 / mu) * ((1 + mu) ** torch.abs(y) - 1)
+
+
+def wavenet(m):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    class CausalConv1d(nn.Conv1d):
+        def __init__(self, cin, cout, k, dilation=1):
+            super().__init__(cin, cout, k, dilation=dilation)
+            self.left = (k - 1) * dilation
+
+        def forward(self, x):
+            return super().forward(F.pad(x, (self.left, 0)))
+
+    class ResidualBlock(nn.Module):
+        def __init__(self, rc, sc, dilation):
+            super().__init__()
+            self.filter = CausalConv1d(rc, rc, 2, dilation)
+            self.gate = CausalConv1d(rc, rc, 2, dilation)
+            self.res = nn.Conv1d(rc, rc, 1)
+            self.skip = nn.Conv1d(rc, sc, 1)
+
+        def forward(self, x):
+            z = torch.tanh(self.filter(x)) * torch.sigmoid(self.gate(x))
+            return x + self.res(z), self.skip(z)
+
+    class WaveNet(nn.Module):
+        def __init__(self, layers=5, stacks=2, rc=8, sc=16, classes=256):
+            super().__init__()
+            self.embed = nn.Embedding(classes, rc)
+            self.start = CausalConv1d(rc, rc, 2)
+            self.blocks = nn.ModuleList([ResidualBlock(rc, sc, 2 ** i) for _ in range(stacks) for i in range(layers)])
+            self.out1 = nn.Conv1d(sc, sc, 1)
+            self.out2 = nn.Conv1d(sc, classes, 1)
+
+        def forward(self, q):
+            x = self.embed(q).transpose(1, 2)
+            x = self.start(x)
+            skips = 0
+            for b in self.blocks:
+                x, s = b(x)
+                skips = skips + s
+            return self.out2(F.relu(self.out1(F.relu(skips))))
+
+    torch.manual_seed(0)
+    t = torch.linspace(0, 1, 120)
+    audio = 0.8 * torch.sin(2 * np.pi * 5 * t) * torch.exp(-t)
+    q = mu_law_encode(torch, audio).unsqueeze(0).repeat(2, 1)
+    rec = mu_law_decode(torch, q)
+    net = WaveNet()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    losses = []
+    for step in range(3):
+        logits = net(q[:, :-1])
+        loss = F.cross_entropy(logits, q[:, 1:])
+        opt.zero_grad(); loss.backward()
+        nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        opt.step()
+        losses.append(loss.item())
+    x = net.embed(q[:1]).detach().requires_grad_()
+    h = net.start(x.transpose(1, 2))
+    skips = 0
+    for b in net.blocks:
+        h, s = b(h); skips = skips + s
+    skips[0, :, 100].sum().backward()
+    dep = (x.grad[0].abs().sum(1) > 0)
+    net.eval()
+    gen = q[:1, :20]
+    with torch.no_grad():
+        for i in range(8):
+            logits = net(gen)[:, :, -1]
+            p = F.softmax(logits / 0.9, dim=-1)
+            nxt = torch.multinomial(p, num_samples=1)
+            gen = torch.cat([gen, nxt], dim=1)
+        many = torch.multinomial(F.softmax(net(gen)[0].T, -1), 4, replacement=True)
+    return {"q": q, "rec": rec, "losses": losses, "dep": dep, "gen": gen, "many": many,
+            "err": (rec[0] - audio).abs().max(), "g": net.blocks[3].filter.weight.grad}
+
+
+def test_wavenet():
+    ours, _ = run_both(wavenet, rtol=1e-4, atol=1e-5)
+    dep = np.nonzero(ours["dep"])[0]
+    # receptive field of two stacks of dilations 1..16 after the start conv: 2 * 31 + 1 steps back, never ahead
+    assert dep.max() == 100 and dep.min() == 100 - 63
+    assert ours["err"] < 0.02  # mu-law quantisation error at this amplitude
+    assert 0 <= ours["q"].min() and ours["q"].max() <= 255
+    assert ours["losses"][-1] < ours["losses"][0] and abs(ours["losses"][0] - np.log(256)) < 0.5
+    assert ours["gen"].shape == (1, 28) and ours["many"].shape == (28, 4)
+
+
+# ----------------------------------------------------------------------------------------------
+# char-RNN (Karpathy): LSTM / GRU, truncated backpropagation through time, temperature sampling
+# ----------------------------------------------------------------------------------------------
+
+TEXT = "the quick brown fox jumps over the lazy dog. " * 8
+
+
+def char_rnn(m, cell):
+    torch, nn, F = m.torch, m.nn, m.F
+    chars = sorted(set(TEXT))
+    stoi = {c: i for i, c in enumerate(chars)}
+    data = torch.tensor([stoi[c] for c in TEXT], dtype=torch.long)
+
+    class CharRNN(nn.Module):
+        def __init__(self, vocab, hidden=32, layers=2):
+            super().__init__()
+            self.encoder = nn.Embedding(vocab, hidden)
+            self.rnn = getattr(nn, cell)(hidden, hidden, layers, dropout=0.0, batch_first=True)
+            self.decoder = nn.Linear(hidden, vocab)
+            self.hidden, self.layers = hidden, layers
+
+        def forward(self, x, h):
+            out, h = self.rnn(self.encoder(x), h)
+            return self.decoder(out.reshape(-1, out.size(2))), h
+
+        def init_hidden(self, bsz):
+            w = next(self.parameters())
+            if cell == "LSTM":
+                return (w.new_zeros(self.layers, bsz, self.hidden), w.new_zeros(self.layers, bsz, self.hidden))
+            return w.new_zeros(self.layers, bsz, self.hidden)
+
+    def repackage(h):
+        if isinstance(h, torch.Tensor):
+            return h.detach()
+        return tuple(repackage(v) for v in h)
+
+    torch.manual_seed(0)
+    V = len(chars)
+    model = CharRNN(V)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    bsz, bptt = 4, 10
+    nb = data.size(0) // bsz
+    batched = data[: nb * bsz].view(bsz, -1)
+    h = model.init_hidden(bsz)
+    losses = []
+    for i in range(0, min(batched.size(1) - 1, 60), bptt):
+        seq = min(bptt, batched.size(1) - 1 - i)
+        x, y = batched[:, i:i + seq], batched[:, i + 1:i + 1 + seq]
+        h = repackage(h)
+        model.zero_grad()
+        out, h = model(x, h)
+        loss = F.cross_entropy(out, y.reshape(-1))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.25)
+        opt.step()
+        losses.append(loss.item())
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    leaf = all(v.grad_fn is None for v in (h if isinstance(h, tuple) else (h,)))
+    model.eval()
+    with torch.no_grad():
+        h = model.init_hidden(1)
+        inp = torch.tensor([[stoi['t']]])
+        out_chars = []
+        for T in [0.5, 1.0, 1.5]:
+            for _ in range(8):
+                logits, h = model(inp, h)
+                word_weights = logits.squeeze().div(T).exp()
+                idx = torch.multinomial(word_weights, 1)[0]
+                inp.fill_(idx)
+                out_chars.append(chars[idx])
+    return {"losses": losses, "grads": grads, "text": "".join(out_chars), "leaf": leaf}
+
+
+@pytest.mark.parametrize("cell", ["LSTM", "GRU"])
+def test_char_rnn(cell):
+    ours, _ = run_both(char_rnn, cell, rtol=1e-4, atol=1e-5)
+    assert len(ours["text"]) == 24 and set(ours["text"]) <= set(TEXT)
+    assert ours["leaf"] is False  # the last chunk's state still has its history until detached
+    assert ours["losses"][-1] < ours["losses"][0]
+    total = np.sqrt(sum((g.astype(np.float64) ** 2).sum() for g in ours["grads"].values()))
+    assert total > 0
