@@ -22,6 +22,7 @@ density networks (``MixtureSameFamily`` of ``Categorical`` with ``Independent(No
 ``LogNormal`` and ``LowRankMultivariateNormal``; ``log_prob`` against a hand-written ``logsumexp``, ``sample``,
 ``mean``, ``variance``, ``cdf``); Highway networks; top-k and nucleus sampling."""
 
+import importlib
 import math
 
 import numpy as np
@@ -1120,3 +1121,136 @@ def test_highway():
     assert ours["ls"][-1] < ours["ls"][0]
     assert np.all(np.abs(ours["bias"] + 2.0) < 0.04)  # three RMSprop steps of lr 1e-3 from -2: ~0.01 each at most
     assert np.abs(ours["g"]).sum() > 0
+
+
+# ----------------------------------------------------------------------------------------------
+# Other ways to mask: prune.custom_from_mask, parametrize, gradient hooks, colour groups, where / masked_fill
+# ----------------------------------------------------------------------------------------------
+
+
+def causal_mask(torch, cout, cin, k, typ):
+    mask = torch.ones(cout, cin, k, k)
+    mask[:, :, k // 2, k // 2 + (typ == 'B'):] = 0
+    mask[:, :, k // 2 + 1:] = 0
+    return mask
+
+
+def masks_other_ways(m):
+    torch, nn, F = m.torch, m.nn, m.F
+    prune = importlib.import_module(nn.__name__ + ".utils.prune")  # (PyTorch's is imported on demand)
+    parametrize = importlib.import_module(nn.__name__ + ".utils.parametrize")
+    torch.manual_seed(0)
+    out = {}
+    conv = nn.Conv2d(2, 4, 5, padding=2)
+    prune.custom_from_mask(conv, name='weight', mask=causal_mask(torch, 4, 2, 5, 'A'))
+    out["names"] = sorted(n for n, _ in conv.named_parameters()) + sorted(n for n, _ in conv.named_buffers())
+    x = torch.randn(1, 2, 6, 6, requires_grad=True)
+    y = conv(x)
+    y[0, :, 3, 3].sum().backward()
+    out["dep"] = (x.grad[0].abs().sum(0) > 0).int()
+    out["gorig"] = conv.weight_orig.grad
+    prune.remove(conv, 'weight')
+    out["after"] = sorted(n for n, _ in conv.named_parameters())
+    out["w"] = conv.weight
+
+    class Mask(nn.Module):
+        def __init__(self, mask):
+            super().__init__()
+            self.register_buffer("mask", mask)
+
+        def forward(self, w):
+            return w * self.mask
+
+    conv2 = nn.Conv2d(2, 4, 3, padding=1)
+    parametrize.register_parametrization(conv2, "weight", Mask(causal_mask(torch, 4, 2, 3, 'B')))
+    out["pnames"] = sorted(conv2.state_dict().keys())
+    x2 = torch.randn(1, 2, 5, 5, requires_grad=True)
+    y2 = conv2(x2)
+    y2[0, :, 2, 2].sum().backward()
+    out["pdep"] = (x2.grad[0].abs().sum(0) > 0).int()
+    out["pgo"] = conv2.parametrizations.weight.original.grad
+    with parametrize.cached():
+        out["cached"] = conv2(x2)
+    parametrize.remove_parametrizations(conv2, "weight", leave_parametrized=True)
+    out["pw"] = conv2.weight
+    lin = nn.Linear(4, 4)
+    M = torch.tril(torch.ones(4, 4), -1)
+    with torch.no_grad():
+        lin.weight.mul_(M)
+    lin.weight.register_hook(lambda g: g * M)
+    opt = torch.optim.SGD(lin.parameters(), lr=0.5)
+    for _ in range(3):
+        loss = lin(torch.randn(8, 4)).pow(2).mean()
+        opt.zero_grad(); loss.backward(); opt.step()
+    out["hookw"] = lin.weight
+    return out
+
+
+def test_masks_other_ways():
+    ours, _ = run_both(masks_other_ways, rtol=1e-5, atol=1e-6)
+    assert ours["names"] == ["bias", "weight_orig", "weight_mask"]
+    assert ours["after"] == ["bias", "weight"]
+    expected = np.zeros((6, 6), int)
+    expected[1:3, 1:6] = 1
+    expected[3, 1:3] = 1
+    np.testing.assert_array_equal(ours["dep"], expected)  # a 5x5 type-A window around (3, 3)
+    np.testing.assert_array_equal(ours["w"][:, :, 2, 2:], 0)
+    assert ours["pnames"] == ["bias", "parametrizations.weight.0.mask", "parametrizations.weight.original"]
+    assert ours["pdep"][2, 2] == 1 and ours["pdep"][2, 3] == 0 and ours["pdep"][3].sum() == 0  # type B sees (2, 2)
+    np.testing.assert_array_equal(np.triu(ours["hookw"]), 0)  # the hook kept the masked weights at 0
+
+
+def colour_masked_convs(m):
+    torch, nn, F = m.torch, m.nn, m.F
+    torch.manual_seed(0)
+    out = {}
+
+    class MaskedConv(nn.Conv2d):
+        def __init__(self, typ, cin, cout, k, **kw):
+            super().__init__(cin, cout, k, padding=k // 2, **kw)
+            mask = torch.ones_like(self.weight, dtype=torch.bool)
+            c = k // 2
+            mask[:, :, c, c + 1:] = False
+            mask[:, :, c + 1:] = False
+            for i in range(3):  # R sees nothing of this pixel, G sees R, B sees R and G (and themselves in B)
+                for j in range(3):
+                    if (typ == 'A' and j >= i) or (typ == 'B' and j > i):
+                        mask[i * cout // 3:(i + 1) * cout // 3, j * cin // 3:(j + 1) * cin // 3, c, c] = False
+            self.register_buffer('mask', mask, persistent=False)
+
+        def forward(self, x):
+            return self._conv_forward(x, self.weight * self.mask, self.bias)
+
+    class MaskedConvWhere(MaskedConv):
+        def forward(self, x):
+            return F.conv2d(x, torch.where(self.mask, self.weight, 0.), self.bias, self.stride, self.padding,
+                            self.dilation, self.groups)
+
+    class MaskedConvFill(MaskedConv):
+        def forward(self, x):
+            return F.conv2d(x, self.weight.masked_fill(~self.mask, 0), self.bias, self.stride, self.padding)
+
+    a = MaskedConv('A', 3, 6, 5)
+    b = MaskedConvWhere('B', 6, 6, 3, padding_mode='reflect')
+    c = MaskedConvFill('B', 6, 3, 3)
+    out["sd"] = sorted(a.state_dict().keys())
+    x = torch.randn(1, 3, 6, 6, requires_grad=True)
+    y = c(F.elu(b(F.elu(a(x)))))
+    deps = []
+    for ch in range(3):
+        x.grad = None
+        y[0, ch, 3, 3].backward(retain_graph=True)
+        deps.append((x.grad[0, :, 3, 3] != 0).int())
+    out["deps"] = torch.stack(deps)
+    out["grads"] = (a.weight.grad, b.weight.grad, c.weight.grad, b.bias.grad)
+    d = a.double()
+    out["y64"] = d(x.double().detach())
+    out["dtypes"] = (d.mask.dtype == torch.bool, d.weight.dtype == torch.float64)
+    return out
+
+
+def test_colour_masked_convs():
+    ours, _ = run_both(colour_masked_convs, rtol=1e-5, atol=1e-6)
+    assert ours["sd"] == ["bias", "weight"]  # a mask that is not persistent stays out of the state dict
+    np.testing.assert_array_equal(ours["deps"], [[0, 0, 0], [1, 0, 0], [1, 1, 0]])
+    assert ours["dtypes"] == (True, True)
