@@ -1254,3 +1254,47 @@ def test_colour_masked_convs():
     assert ours["sd"] == ["bias", "weight"]  # a mask that is not persistent stays out of the state dict
     np.testing.assert_array_equal(ours["deps"], [[0, 0, 0], [1, 0, 0], [1, 1, 0]])
     assert ours["dtypes"] == (True, True)
+
+
+# ----------------------------------------------------------------------------------------------
+# Decoding: temperature, top-k, nucleus (top-p), beam search pieces, many 256-way draws
+# ----------------------------------------------------------------------------------------------
+
+
+def decoding(m):
+    torch, nn, F = m.torch, m.nn, m.F
+    torch.manual_seed(0)
+    out = {}
+    logits = torch.randn(4, 12)
+    sorted_logits, sorted_indices = torch.sort(logits, descending=True)
+    cumulative_probs = torch.cumsum(F.softmax(sorted_logits, dim=-1), dim=-1)
+    sorted_indices_to_remove = cumulative_probs > 0.7
+    sorted_indices_to_remove[..., 1:] = sorted_indices_to_remove[..., :-1].clone()
+    sorted_indices_to_remove[..., 0] = 0
+    indices_to_remove = sorted_indices_to_remove.scatter(1, sorted_indices, sorted_indices_to_remove)
+    top_p = logits.clone()
+    top_p[indices_to_remove] = -float('Inf')
+    out["top_p"] = top_p
+    out["top_p_draws"] = torch.multinomial(F.softmax(top_p, -1), 6, replacement=True)
+    v, _ = torch.topk(logits, 3)
+    top_k = logits.clone()
+    top_k[top_k < v[:, [-1]]] = -float('Inf')
+    out["top_k_draws"] = torch.multinomial(F.softmax(top_k / 0.8, -1), 2)
+    V, beam = 6, 3
+    scores = torch.log_softmax(torch.randn(beam, V), -1) + torch.tensor([[0.0], [-1.0], [-2.0]])
+    top, idx = scores.view(-1).topk(beam)
+    out["beam"] = (top, torch.div(idx, V, rounding_mode='floor'), idx % V)
+    wide = F.softmax(torch.randn(600, 256) * 3, -1)
+    out["wide"] = torch.multinomial(wide, 16, replacement=True)
+    out["cat"] = torch.distributions.Categorical(logits=torch.randn(300, 256)).sample((8,))
+    return out
+
+
+def test_decoding():
+    ours, _ = run_both(decoding, rtol=1e-6, atol=1e-7)
+    top_p, draws = ours["top_p"], ours["top_p_draws"]
+    assert np.all(np.isfinite(np.take_along_axis(top_p, draws, 1)))  # never a removed token
+    assert np.all(np.isfinite(top_p).sum(1) >= 1)
+    k_draws = ours["top_k_draws"]
+    assert np.all(k_draws[:, 0] != k_draws[:, 1])  # without replacement
+    assert ours["wide"].min() >= 0 and ours["wide"].max() <= 255 and ours["cat"].shape == (8, 300)
