@@ -9,6 +9,8 @@
   (it was refused as "cannot sample n_sample <= 0 samples"), a float, bool or string is a TypeError naming the
   argument, and ``num_samples=0`` says PyTorch's words. ``tril``/``triu``'s ``diagonal`` refuses a bool, as
   PyTorch's does (it was read as 1): the three ops share one reading of an int argument.
+- ``multinomial(p, n, replacement=True)`` of a (0, C) input raised NumPy's "need at least one array to stack";
+  PyTorch gives an empty (0, n) result.
 """
 
 import numpy as np
@@ -90,3 +92,11 @@ def test_triangle_diagonal_refuses_a_bool(module):
             op(x, True)
     np.testing.assert_array_equal(torch.tril(x, torch.tensor(-1)).numpy(), np.tril(np.ones((3, 3)), -1))
     np.testing.assert_allclose(torch.hann_window(torch.tensor(3)).numpy(), [0.0, 0.75, 0.75], atol=1e-6)
+
+
+@pytest.mark.parametrize("module", ["autograd", "torch"])
+def test_multinomial_with_replacement_of_no_rows(module):
+    torch = autograd if module == "autograd" else pytest.importorskip("torch")
+    draws = torch.multinomial(torch.empty(0, 3), 2, replacement=True)  # (NumPy's stack of no rows raised)
+    assert tuple(draws.shape) == (0, 2) and draws.dtype == torch.int64
+    assert tuple(torch.multinomial(torch.empty(0, 3, dtype=torch.float64), 4, True).shape) == (0, 4)

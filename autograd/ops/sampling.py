@@ -157,7 +157,8 @@ def multinomial(input, num_samples, replacement=False, *, generator=None, out=No
         cumulative[:, -1] = 1
         cumulative = cumulative.astype(numpy.float64)  # (compared with u in float64, as PyTorch's search)
         draws = rng.random((weights.shape[0], num_samples))
-        samples = numpy.stack([numpy.searchsorted(row, u, side="left") for row, u in zip(cumulative, draws)])
+        samples = numpy.array([numpy.searchsorted(row, u, side="left") for row, u in zip(cumulative, draws)],
+                              dtype=numpy.int64).reshape(draws.shape)  # (no rows: an empty (0, n) result)
     else:
         # PyTorch's race runs in the input's dtype: w / E with E drawn in float64 and rounded to it; its topk
         # picks among equal keys (the weights of 0, when as many samples as categories are asked for). E fills
