@@ -10,7 +10,8 @@
   argument, and ``num_samples=0`` says PyTorch's words. ``tril``/``triu``'s ``diagonal`` refuses a bool, as
   PyTorch's does (it was read as 1): the three ops share one reading of an int argument.
 - ``multinomial(p, n, replacement=True)`` of a (0, C) input raised NumPy's "need at least one array to stack";
-  PyTorch gives an empty (0, n) result.
+  PyTorch gives an empty (0, n) result; so did a batched ``searchsorted`` of no sequences, and one of empty
+  sequences ((2, 0) boundaries) could not be reshaped: PyTorch places every value at 0.
 """
 
 import numpy as np
@@ -100,3 +101,14 @@ def test_multinomial_with_replacement_of_no_rows(module):
     draws = torch.multinomial(torch.empty(0, 3), 2, replacement=True)  # (NumPy's stack of no rows raised)
     assert tuple(draws.shape) == (0, 2) and draws.dtype == torch.int64
     assert tuple(torch.multinomial(torch.empty(0, 3, dtype=torch.float64), 4, True).shape) == (0, 4)
+
+
+@pytest.mark.parametrize("module", ["autograd", "torch"])
+def test_batched_searchsorted_of_no_rows_or_empty_rows(module):
+    torch = autograd if module == "autograd" else pytest.importorskip("torch")
+    assert tuple(torch.searchsorted(torch.empty(0, 3), torch.empty(0, 2)).shape) == (0, 2)
+    assert torch.searchsorted(torch.empty(2, 0), torch.rand(2, 3)).tolist() == [[0, 0, 0], [0, 0, 0]]
+    at = torch.searchsorted(torch.empty(2, 3, 0), torch.rand(2, 3, 1), right=True, out_int32=True)
+    assert at.dtype == torch.int32 and at.tolist() == [[[0], [0], [0]], [[0], [0], [0]]]
+    sequences = torch.tensor([[0.0, 1, 2], [1, 2, 3]])
+    assert torch.searchsorted(sequences, torch.tensor([[0.5, 2.5], [3.5, 0.0]])).tolist() == [[1, 3], [3, 0]]
