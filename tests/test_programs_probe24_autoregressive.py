@@ -7,7 +7,7 @@ PixelCNN with masked convolutions (a ``Conv2d`` subclass with a mask buffer mult
 type A/B masks, BatchNorm, 256-way ``cross_entropy``, a receptive-field check by the input's gradient, sampling
 pixel by pixel with ``multinomial``); a class-conditional gated PixelCNN (vertical and horizontal stacks, gated
 activations by ``chunk``, the first layer made causal by zeroing ``weight.data``, generation writing through
-``x.data``); PixelCNN++'s pieces (``weight_norm``, down-shifts by ``ZeroPad2d``, ``concat_elu``, the discretised
+``x.data``); PixelRNN's Diagonal LSTM (skewing by slice writes into ``new_zeros``); PixelCNN++'s pieces (``weight_norm``, down-shifts by ``ZeroPad2d``, ``concat_elu``, the discretised
 logistic mixture loss and its Gumbel-max sampler through ``FloatTensor(...).uniform_`` and ``scatter_``); masks by
 ``prune.custom_from_mask``, ``parametrize`` and gradient hooks, colour-grouped masks through ``_conv_forward``,
 ``torch.where`` and ``masked_fill``; MADE (Karpathy's, numpy masks copied into ``register_buffer`` masks,
@@ -20,7 +20,7 @@ all 256 binary vectors, ``bernoulli`` sampling); capsule networks (squash, dynam
 margin loss, masked reconstruction; gram-ai's with 5-D broadcast matmul and ``torch.sparse.torch.eye``); mixture
 density networks (``MixtureSameFamily`` of ``Categorical`` with ``Independent(Normal)``, ``MultivariateNormal``,
 ``LogNormal`` and ``LowRankMultivariateNormal``; ``log_prob`` against a hand-written ``logsumexp``, ``sample``,
-``mean``, ``variance``, ``cdf``); Highway networks; top-k and nucleus sampling."""
+``mean``, ``variance``, ``cdf``); Highway networks; temperature, top-k, nucleus and beam decoding."""
 
 import importlib
 import math
@@ -1298,3 +1298,65 @@ def test_decoding():
     k_draws = ours["top_k_draws"]
     assert np.all(k_draws[:, 0] != k_draws[:, 1])  # without replacement
     assert ours["wide"].min() >= 0 and ours["wide"].max() <= 255 and ours["cat"].shape == (8, 300)
+
+
+# ----------------------------------------------------------------------------------------------
+# PixelRNN's Diagonal BiLSTM half (van den Oord et al., 2016a): skewing by slice writes, a column-by-column LSTM
+# ----------------------------------------------------------------------------------------------
+
+
+def diagonal_lstm(m):
+    torch, nn, F = m.torch, m.nn, m.F
+    torch.manual_seed(0)
+
+    def skew(x):
+        B, C, H, W = x.shape
+        out = x.new_zeros(B, C, H, 2 * W - 1)
+        for i in range(H):
+            out[:, :, i, i:i + W] = x[:, :, i]
+        return out
+
+    def unskew(x):
+        B, C, H, W2 = x.shape
+        W = (W2 + 1) // 2
+        return torch.stack([x[:, :, i, i:i + W] for i in range(H)], dim=2)
+
+    class DiagonalLSTM(nn.Module):
+        def __init__(self, cin, h):
+            super().__init__()
+            self.h = h
+            self.i2s = nn.Conv2d(cin, 4 * h, (1, 1))
+            self.s2s = nn.Conv1d(h, 4 * h, 2, padding=1)
+
+        def forward(self, x):
+            xs = skew(x)
+            B, C, H, W = xs.shape
+            i2s = self.i2s(xs)
+            h = xs.new_zeros(B, self.h, H); c = xs.new_zeros(B, self.h, H)
+            outs = []
+            for col in range(W):
+                s2s = self.s2s(h)[:, :, :H]
+                gates = i2s[:, :, :, col] + s2s
+                o, f, i, g = torch.split(gates, self.h, dim=1)
+                c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+                h = torch.sigmoid(o) * torch.tanh(c)
+                outs.append(h)
+            return unskew(torch.stack(outs, dim=3))
+
+    net = DiagonalLSTM(2, 3)
+    x = torch.randn(2, 2, 4, 4, requires_grad=True)
+    y = net(x)
+    y.pow(2).sum().backward()
+    probe = torch.randn(1, 2, 4, 4, requires_grad=True)
+    net(probe)[0, :, 1, 1].sum().backward()
+    grid = torch.arange(8.).view(1, 1, 2, 4)
+    return {"y": y, "gx": x.grad, "gw": net.s2s.weight.grad, "gi": net.i2s.weight.grad, "skew": skew(grid),
+            "round_trip": unskew(skew(grid)), "dep": (probe.grad[0].abs().sum(0) > 0).int()}
+
+
+def test_diagonal_lstm():
+    ours, _ = run_both(diagonal_lstm, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(ours["skew"][0, 0], [[0, 1, 2, 3, 0, 0, 0], [0, 4, 5, 6, 7, 0, 0]])
+    np.testing.assert_array_equal(ours["round_trip"], np.arange(8.0).reshape(1, 1, 2, 4))
+    dep = ours["dep"]
+    assert dep[2:].sum() == 0 and dep[1, 2:].sum() == 0 and dep[1, 1] == 1  # only rows above and the left
