@@ -1,26 +1,27 @@
 # ruff: noqa: B007, B008, B023, E501, E701, E702, E731, E741, F841, N801, N802, N806, UP004, UP008, UP031  (the programs are kept as their authors wrote them)
-"""Autoregressive generative models and classic architectures from papers (see tests/pytorch_programs.py), as
-PyTorch users write them, each run on chainrule and on PyTorch from the same seeds, and checked without PyTorch
-against invariants that can fail (receptive fields, normalisation, reconstructions, ranges).
+"""Autoregressive generative models and classic architectures from papers (see tests/pytorch_programs.py), as PyTorch
+users write them, each run on chainrule and on PyTorch from the same seeds, and checked without PyTorch against
+invariants that can fail (receptive fields, normalisation, reconstructions, ranges).
 
 PixelCNN with masked convolutions (a ``Conv2d`` subclass with a mask buffer multiplied into ``self.weight.data``,
 type A/B masks, BatchNorm, 256-way ``cross_entropy``, a receptive-field check by the input's gradient, sampling
 pixel by pixel with ``multinomial``); a class-conditional gated PixelCNN (vertical and horizontal stacks, gated
 activations by ``chunk``, the first layer made causal by zeroing ``weight.data``, generation writing through
-``x.data``); PixelRNN's Diagonal LSTM (skewing by slice writes into ``new_zeros``); PixelCNN++'s pieces (``weight_norm``, down-shifts by ``ZeroPad2d``, ``concat_elu``, the discretised
-logistic mixture loss and its Gumbel-max sampler through ``FloatTensor(...).uniform_`` and ``scatter_``); masks by
-``prune.custom_from_mask``, ``parametrize`` and gradient hooks, colour-grouped masks through ``_conv_forward``,
-``torch.where`` and ``masked_fill``; MADE (Karpathy's, numpy masks copied into ``register_buffer`` masks,
-connectivity checked by gradients and ``autograd.functional.jacobian``, order-agnostic training) and a MAF layer
-(``randperm`` orders, ``randint`` degrees, a triangular Jacobian, ``logdet``, ``func.jacrev``, inversion by D
-passes); a WaveNet (causal dilated ``Conv1d`` by ``F.pad``, gated residual and skip connections, mu-law coding,
-``cross_entropy`` over 256 classes, causality by gradients, sampling with a temperature); a char-RNN (``LSTM`` and
-``GRU``, truncated BPTT by ``detach``, ``clip_grad_norm_``, temperature sampling); a NADE (exact normalisation over
-all 256 binary vectors, ``bernoulli`` sampling); capsule networks (squash, dynamic routing by softmax over routes,
-margin loss, masked reconstruction; gram-ai's with 5-D broadcast matmul and ``torch.sparse.torch.eye``); mixture
-density networks (``MixtureSameFamily`` of ``Categorical`` with ``Independent(Normal)``, ``MultivariateNormal``,
-``LogNormal`` and ``LowRankMultivariateNormal``; ``log_prob`` against a hand-written ``logsumexp``, ``sample``,
-``mean``, ``variance``, ``cdf``); Highway networks; temperature, top-k, nucleus and beam decoding."""
+``x.data``); PixelRNN's Diagonal LSTM (skewing by slice writes into ``new_zeros``); PixelCNN++'s pieces
+(``weight_norm``, down-shifts by ``ZeroPad2d``, ``concat_elu``, the discretised logistic mixture loss and its
+Gumbel-max sampler through ``FloatTensor(...).uniform_`` and ``scatter_``); masks by ``prune.custom_from_mask``,
+``parametrize`` and gradient hooks, colour-grouped masks through ``_conv_forward``, ``torch.where`` and
+``masked_fill``; MADE (Karpathy's, numpy masks copied into ``register_buffer`` masks, connectivity checked by
+gradients and ``autograd.functional.jacobian``, order-agnostic training) and a MAF layer (``randperm`` orders,
+``randint`` degrees, a triangular Jacobian, ``slogdet``, ``func.jacrev``, inversion by D passes); a WaveNet (causal
+dilated ``Conv1d`` by ``F.pad``, gated residual and skip connections, mu-law coding, ``cross_entropy`` over 256
+classes, causality by gradients, sampling with a temperature); a char-RNN (``LSTM`` and ``GRU``, truncated BPTT by
+``detach``, ``clip_grad_norm_``, temperature sampling); a NADE (exact normalisation over all 256 binary vectors,
+``bernoulli`` sampling); capsule networks (squash, dynamic routing by softmax over routes, margin loss, masked
+reconstruction; gram-ai's with 5-D broadcast matmul and ``torch.sparse.torch.eye``); mixture density networks
+(``MixtureSameFamily`` of ``Categorical`` with ``Independent(Normal)``, ``MultivariateNormal``, ``LogNormal`` and
+``LowRankMultivariateNormal``; ``log_prob`` against a hand-written ``logsumexp``, ``sample``, ``mean``,
+``variance``, ``cdf``); Highway networks; temperature, top-k, nucleus and beam decoding."""
 
 import importlib
 import math
