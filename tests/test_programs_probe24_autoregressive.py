@@ -15,13 +15,13 @@ Gumbel-max sampler through ``FloatTensor(...).uniform_`` and ``scatter_``); mask
 gradients and ``autograd.functional.jacobian``, order-agnostic training) and a MAF layer (``randperm`` orders,
 ``randint`` degrees, a triangular Jacobian, ``slogdet``, ``func.jacrev``, inversion by D passes); a WaveNet (causal
 dilated ``Conv1d`` by ``F.pad``, gated residual and skip connections, mu-law coding, ``cross_entropy`` over 256
-classes, causality by gradients, sampling with a temperature, fast generation by queues); a char-RNN (``LSTM`` and ``GRU``, truncated BPTT by
-``detach``, ``clip_grad_norm_``, temperature sampling); a NADE (exact normalisation over all 256 binary vectors,
-``bernoulli`` sampling); capsule networks (squash, dynamic routing by softmax over routes, margin loss, masked
-reconstruction; gram-ai's with 5-D broadcast matmul and ``torch.sparse.torch.eye``); mixture density networks
-(``MixtureSameFamily`` of ``Categorical`` with ``Independent(Normal)``, ``MultivariateNormal``, ``LogNormal`` and
-``LowRankMultivariateNormal``; ``log_prob`` against a hand-written ``logsumexp``, ``sample``, ``mean``,
-``variance``, ``cdf``); Highway networks; temperature, top-k, nucleus and beam decoding."""
+classes, causality by gradients, sampling with a temperature, fast generation by queues); a char-RNN (``LSTM`` and
+``GRU``, truncated BPTT by ``detach``, ``clip_grad_norm_``, temperature sampling); a NADE (exact normalisation over
+all 256 binary vectors, ``bernoulli`` sampling); capsule networks (squash, dynamic routing by softmax over routes,
+margin loss, masked reconstruction; gram-ai's with 5-D broadcast matmul and ``torch.sparse.torch.eye``); mixture
+density networks (``MixtureSameFamily`` of ``Categorical`` with ``Independent(Normal)``, ``MultivariateNormal``,
+``LogNormal`` and ``LowRankMultivariateNormal``; ``log_prob`` against a hand-written ``logsumexp``, ``sample``,
+``mean``, ``variance``, ``cdf``); Highway networks; temperature, top-k, nucleus and beam decoding."""
 
 import importlib
 import math
