@@ -11,6 +11,8 @@ Under CuPy every tensor lives on the GPU, except one moved to the CPU (``x.cpu()
 PyTorch's does.
 """
 
+import operator
+
 import numpy
 
 from .. import backend
@@ -45,6 +47,18 @@ def c_name(dtype):
 def type_name(dtype):
     """PyTorch's C++ name of a dtype, as its messages and x.type() say it: Float, Long, Int, ..."""
     return _TYPE_NAMES.get(dtype.name, dtype.name)
+
+
+def int_argument(value, op, name, position):
+    """An argument PyTorch's parser reads as an int: a Python or NumPy integer, or an integer tensor of one
+    element. A bool, a float, a floating tensor or a string is refused with PyTorch's TypeError, as
+    "multinomial(): argument 'num_samples' (position 2) must be int, not float"."""
+    if not isinstance(value, (bool, numpy.bool_)):
+        try:
+            return operator.index(value)
+        except TypeError:
+            pass
+    raise TypeError(f"{op}(): argument '{name}' (position {position}) must be int, not {type(value).__name__}")
 
 
 def require_same_dtype(first, second, names, op=""):

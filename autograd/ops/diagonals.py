@@ -6,7 +6,6 @@ elements kept. A diagonal is a view (a write through it changes the matrix, as i
 on a diagonal its adjoint.
 """
 
-import operator
 
 from ..backend import xp
 from ..primitive import Primitive, named_node, node_named
@@ -14,7 +13,7 @@ from ..tensor import Tensor
 from . import elementwise, shape
 from .arranging import movedim
 from .axes import dim_index
-from .conversion import refuse_kinds
+from .conversion import int_argument, refuse_kinds
 from .names import names
 from .outputs import write_out
 
@@ -27,12 +26,8 @@ def _triangle(input, keep, op):
 
 
 def _offset(diagonal, op, name="diagonal", position=1):
-    """A diagonal's offset as an int (a 0-d integer tensor will do; a float is refused, as PyTorch)."""
-    try:
-        return operator.index(diagonal)
-    except TypeError:
-        raise TypeError(f"{op}(): argument '{name}' (position {position}) must be int, not "
-                        f"{type(diagonal).__name__}") from None
+    """A diagonal's offset as an int (a 0-d integer tensor will do; a float or a bool is refused, as PyTorch)."""
+    return int_argument(diagonal, op, name, position)
 
 
 @names("tril", inplace="tril_")

@@ -9,7 +9,6 @@ an in-place draw is recorded so for the tensor it fills.
 """
 
 import math
-import numbers
 
 import numpy
 
@@ -21,7 +20,7 @@ from ..factories import out_dtype, written
 from ..memory_order import fills_in_memory_order
 from ..primitive import Primitive
 from ..tensor import Tensor
-from .conversion import refuse_kinds, type_name
+from .conversion import int_argument, refuse_kinds, type_name
 from .names import names
 from .outputs import write_out
 from .predicates import WithoutDerivative
@@ -126,19 +125,20 @@ def multinomial(input, num_samples, replacement=False, *, generator=None, out=No
     """``num_samples`` category indices per row of the weights ``input`` (1-D or 2-D), drawn with
     probability proportional to the weights; without replacement each index at most once.
 
-    With replacement: inverse-CDF lookups of uniform draws. Without, or for a single sample: the
-    indices of the ``num_samples`` largest w / E, E ~ Exp(1) (PyTorch's exponential race, which its
-    kernel takes for one sample with replacement too, so Categorical's single draws are PyTorch's).
+    With replacement: inverse-CDF lookups of float64 uniform draws u, the first index whose cumulative
+    weight C_j / C_last reaches u. Without, or for a single sample: the indices of the ``num_samples``
+    largest w / E, E ~ Exp(1) (PyTorch's exponential race, which its kernel takes for one sample with
+    replacement too, so Categorical's single draws are PyTorch's).
     """
     if input.ndim not in (1, 2):
         raise RuntimeError(f"prob_dist must be 1 or 2 dim, got shape {tuple(input.shape)}")
     if input.dtype.kind != "f":
         raise RuntimeError(f"multinomial only supports floating-point dtypes for input, got: {type_name(input.dtype)}")
-    if isinstance(num_samples, numbers.Integral) and not isinstance(num_samples, bool):
-        num_samples = int(num_samples)  # (a NumPy integer, as PyTorch's parser reads it)
-    if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples <= 0:
-        raise RuntimeError(f"cannot sample n_sample <= 0 samples, got num_samples={num_samples!r}")
-    weights = numpy.atleast_2d(backend.to_numpy(input._data)).astype(numpy.float64)
+    num_samples = int_argument(num_samples, "multinomial", "num_samples", 2)
+    if num_samples <= 0:
+        raise RuntimeError("cannot sample n_sample <= 0 samples")
+    native = numpy.atleast_2d(backend.to_numpy(input._data))
+    weights = native.astype(numpy.float64)
     categories = weights.shape[1]
     if not replacement and num_samples > categories:
         raise RuntimeError(f"cannot sample n_sample > prob_dist.size(-1) samples without replacement "
@@ -150,15 +150,19 @@ def multinomial(input, num_samples, replacement=False, *, generator=None, out=No
         raise RuntimeError("invalid multinomial distribution (sum of probabilities <= 0)")
     rng = random.generator(generator)
     if replacement and num_samples > 1:
-        cumulative = numpy.cumsum(weights / totals, axis=1)
+        # PyTorch's kernel: a running sum in the input's dtype (float32 for float16), divided by its last value,
+        # that last value then set to 1; a draw u of a boundary's rounding would pick a neighbour otherwise
+        running = numpy.cumsum(native.astype(numpy.promote_types(native.dtype, numpy.float32)), axis=1)
+        cumulative = running / running[:, -1:]
+        cumulative[:, -1] = 1
+        cumulative = cumulative.astype(numpy.float64)  # (compared with u in float64, as PyTorch's search)
         draws = rng.random((weights.shape[0], num_samples))
-        samples = numpy.stack([numpy.searchsorted(row, u, side="right") for row, u in zip(cumulative, draws)])
-        samples = numpy.minimum(samples, categories - 1)  # u within rounding of 1
+        samples = numpy.array([numpy.searchsorted(row, u, side="left") for row, u in zip(cumulative, draws)],
+                              dtype=numpy.int64).reshape(draws.shape)  # (no rows: an empty (0, n) result)
     else:
         # PyTorch's race runs in the input's dtype: w / E with E drawn in float64 and rounded to it; its topk
         # picks among equal keys (the weights of 0, when as many samples as categories are asked for). E fills
         # empty_like(input): through the input's memory where it is a transpose (probs.T), row-major otherwise
-        native = numpy.atleast_2d(backend.to_numpy(input._data))
         races = laid_out(rng.exponential(1.0, input.shape), input, fresh=True)
         keys = native / numpy.atleast_2d(races).astype(native.dtype)
         if num_samples == 1:

@@ -9,6 +9,7 @@ Among equal values, sort and argsort (stable=False, the default), kthvalue, topk
 element PyTorch's CPU algorithms do (replayed by tie_orders.py where there are ties).
 """
 
+import math
 import operator
 
 from ..backend import accumulate, int64, xp
@@ -479,9 +480,13 @@ def searchsorted(sorted_sequence, input, *, out_int32=False, right=False, side=N
             raise RuntimeError(f"torch.searchsorted(): boundaries tensor should be 1 dimension or the first N-1 "
                                f"dimensions of boundaries tensor and input value tensor must match, but we got "
                                f"boundaries tensor {list(sequence.shape)} and input value tensor {list(values.shape)}")
-        rows = sequence.reshape(-1, sequence.shape[-1])
-        wanted = values.reshape(-1, values.shape[-1])
-        result = xp.stack([_search(r, v, side) for r, v in zip(rows, wanted)]).reshape(values.shape)
+        batch = math.prod(sequence.shape[:-1])  # (not -1: a batch of empty sequences, or no sequences at all)
+        rows = sequence.reshape(batch, sequence.shape[-1])
+        wanted = values.reshape(batch, values.shape[-1])
+        result = xp.empty(wanted.shape, dtype=int64)
+        for row, (sequence_row, values_row) in enumerate(zip(rows, wanted)):
+            result[row] = _search(sequence_row, values_row, side)
+        result = result.reshape(values.shape)
     return write_out(Tensor._make(result.astype(xp.int32 if out_int32 else int64)), out)
 
 

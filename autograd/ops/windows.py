@@ -14,19 +14,15 @@ points without its last. With M = N - 1:
 A window of one point is [1]; of none, empty. Computed in float64, returned in ``dtype``.
 """
 
-import operator
 
 from ..backend import get_default_dtype, xp
 from ..tensor import Tensor
-from .conversion import type_name
+from .conversion import int_argument, type_name
 from .names import names
 
 
 def _window(name, window_length, periodic, dtype, requires_grad, formula):
-    if isinstance(window_length, (bool, float)) or not hasattr(window_length, "__index__"):
-        raise TypeError(f"{name}(): argument 'window_length' (position 1) must be int, not "
-                        f"{type(window_length).__name__}")
-    window_length = operator.index(window_length)  # (an integer 0-d tensor or NumPy integer counts as an int)
+    window_length = int_argument(window_length, name, "window_length", 1)
     if window_length < 0:
         raise RuntimeError(f"{name} requires non-negative window_length, got window_length={window_length}")
     dtype = dtype or get_default_dtype()
