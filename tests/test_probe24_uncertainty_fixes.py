@@ -1,5 +1,6 @@
 """Fixes found by the probe24 uncertainty programs, each checked against literals (and PyTorch where installed)."""
 
+import numpy as np
 import pytest
 
 import autograd
@@ -72,3 +73,75 @@ def test_quantile_refuses_a_list_of_qs(name, q):
     assert ours == (3.0, 3.0)
     if theirs is not None:
         assert ours == theirs
+
+
+# ----------------------------------------------------------------------------------------------
+# The rest of PyTorch's layer family tree: which layer is an instance of which
+# ----------------------------------------------------------------------------------------------
+
+# (layer, the classes it is an instance of in PyTorch among the others named here)
+FAMILY = {
+    "Softmax": [], "LogSoftmax": [], "Softmin": [], "ELU": [], "CELU": [], "Hardshrink": [], "Softshrink": [],
+    "ConstantPad2d": [], "ZeroPad2d": ["ConstantPad2d"], "ZeroPad1d": [],
+    "Dropout": [], "Dropout2d": [], "AlphaDropout": [],
+}
+LOSSES = {  # weighted: subclasses of _WeightedLoss; every one is a _Loss
+    "CrossEntropyLoss": True, "NLLLoss": True, "BCELoss": True, "MultiMarginLoss": True,
+    "MultiLabelSoftMarginLoss": True, "NLLLoss2d": True, "BCEWithLogitsLoss": False, "MSELoss": False,
+    "GaussianNLLLoss": False, "CTCLoss": False,
+}
+
+
+def family_tree(torch, nn):
+    layers = {name: [other for other in FAMILY if other != name and issubclass(getattr(nn, name), getattr(nn, other))]
+              for name in FAMILY}
+    loss_module = nn.modules.loss
+    losses = {name: (issubclass(getattr(nn, name), loss_module._Loss),
+                     issubclass(getattr(nn, name), loss_module._WeightedLoss)) for name in LOSSES}
+    return layers, losses
+
+
+def test_layer_family_tree():
+    ours, theirs = both(family_tree)
+    assert ours == (FAMILY, {name: (True, weighted) for name, weighted in LOSSES.items()})
+    if theirs is not None:
+        assert ours == theirs
+
+
+def layers_after_the_split(torch, nn):
+    """The layers keep their options, reprs, state and values once they no longer share a class with another."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 3)
+    weight = torch.tensor([1.0, 2.0, 0.5])
+    ce = nn.CrossEntropyLoss(weight=weight, ignore_index=1, label_smoothing=0.1)
+    nll = nn.NLLLoss(weight, reduction="sum")
+    mm = nn.MultiMarginLoss(p=2, margin=0.5, weight=weight)
+    ctc = nn.CTCLoss(blank=2, reduction="sum", zero_infinity=True)
+    target = torch.tensor([0, 2])
+    layers = [nn.ELU(0.5), nn.CELU(2.0, inplace=True), nn.Hardshrink(0.3), nn.Softshrink(0.3), nn.Softmax(1),
+              nn.LogSoftmax(dim=1), nn.Softmin(-1), nn.ZeroPad1d(1), nn.ConstantPad1d((0, 1), 2.5)]
+    values = [layer(x.clone()) for layer in layers]
+    losses = [ce(x, target), nll(x, target), mm(x, target), nn.BCELoss(weight)(x.sigmoid(), x.gt(0).float())]
+    return ([repr(layer) for layer in layers + [ce, nll, mm, ctc]], values, losses,
+            [sorted(loss.state_dict()) for loss in (ce, nll, mm, ctc)],
+            (ce.ignore_index, ce.label_smoothing, mm.p, mm.margin, ctc.blank, ctc.reduction, ctc.zero_infinity))
+
+
+def test_layers_after_the_split():
+    ours, theirs = both(layers_after_the_split)
+    reprs, values, losses, states, options = ours
+    assert reprs[:9] == ["ELU(alpha=0.5)", "CELU(alpha=2.0, inplace=True)", "Hardshrink(0.3)", "Softshrink(0.3)",
+                         "Softmax(dim=1)", "LogSoftmax(dim=1)", "Softmin(dim=-1)", "ZeroPad1d((1, 1))",
+                         "ConstantPad1d(padding=(0, 1), value=2.5)"]
+    assert states == [["weight"], ["weight"], ["weight"], []]
+    assert options == (1, 0.1, 2, 0.5, 2, "sum", True)
+    autograd.manual_seed(0)
+    x = autograd.randn(2, 3).numpy()
+    np.testing.assert_allclose(values[4].numpy(), np.exp(x) / np.exp(x).sum(1, keepdims=True), rtol=1e-6)
+    np.testing.assert_allclose(values[6].numpy(), np.exp(-x) / np.exp(-x).sum(1, keepdims=True), rtol=1e-6)
+    np.testing.assert_allclose(values[1].numpy(), np.where(x > 0, x, 2.0 * np.expm1(x / 2.0)), rtol=1e-6)
+    np.testing.assert_allclose(values[8].numpy(), np.pad(x, ((0, 0), (0, 1)), constant_values=2.5))
+    if theirs is not None:
+        assert reprs == theirs[0] and states == theirs[3] and options == theirs[4]
+        for a, b in zip(values + losses, theirs[1] + theirs[2]):
+            np.testing.assert_allclose(a.detach().numpy(), b.detach().numpy(), rtol=1e-6, atol=1e-7)
