@@ -145,3 +145,39 @@ def test_layers_after_the_split():
         assert reprs == theirs[0] and states == theirs[3] and options == theirs[4]
         for a, b in zip(values + losses, theirs[1] + theirs[2]):
             np.testing.assert_allclose(a.detach().numpy(), b.detach().numpy(), rtol=1e-6, atol=1e-7)
+
+
+# ----------------------------------------------------------------------------------------------
+# _LRScheduler is PyTorch's old base, a subclass of LRScheduler: the built-in schedulers are none of it
+# ----------------------------------------------------------------------------------------------
+
+
+def scheduler_bases(torch, nn):
+    optim = torch.optim
+    opt = optim.SGD(nn.Linear(2, 1).parameters(), lr=0.1)
+    step = optim.lr_scheduler.StepLR(opt, 2, gamma=0.5)
+
+    class Halving(optim.lr_scheduler._LRScheduler):  # an older author's own schedule
+        def get_lr(self):
+            return [base * 0.5 ** self.last_epoch for base in self.base_lrs]
+
+    opt2 = optim.SGD(nn.Linear(2, 1).parameters(), lr=0.1)
+    own = Halving(opt2)
+    lrs = []
+    for _ in range(3):
+        opt2.step()
+        own.step()
+        lrs.append(opt2.param_groups[0]["lr"])
+    lr_scheduler = optim.lr_scheduler
+    return (isinstance(step, lr_scheduler._LRScheduler), isinstance(step, lr_scheduler.LRScheduler),
+            isinstance(own, lr_scheduler.LRScheduler), issubclass(lr_scheduler._LRScheduler, lr_scheduler.LRScheduler),
+            lr_scheduler._LRScheduler is lr_scheduler.LRScheduler, lrs)
+
+
+def test_lr_scheduler_old_base():
+    ours, theirs = both(scheduler_bases)
+    assert ours[:5] == (False, True, True, True, False)
+    np.testing.assert_allclose(ours[5], [0.05, 0.025, 0.0125])
+    if theirs is not None:
+        assert ours[:5] == theirs[:5]
+        np.testing.assert_allclose(ours[5], theirs[5])
