@@ -216,8 +216,8 @@ def test_temperature_scaling():
     assert ours["after"] < ours["before"] and ours["T"][0] > 1.5  # over-confident logits are cooled
     np.testing.assert_allclose(ours["e1"], [ours["e2"]], rtol=1e-5)
     assert ours["counts"].sum() == 200 and ours["h"].sum() == 200
-    assert ours["state"] == ['H_diag', 'al', 'd', 'func_evals', 'n_iter', 'old_dirs', 'old_stps', 'prev_flat_grad', 'prev_loss',
-                             'ro', 't']
+    assert ours["state"] == ['H_diag', 'al', 'd', 'func_evals', 'n_iter', 'old_dirs', 'old_stps', 'prev_flat_grad',
+                             'prev_loss', 'ro', 't']
 
 
 def lbfgs_wolfe_scaling(m):
@@ -724,11 +724,13 @@ def evidential_cls(m):
         return first + second
 
     def edl_loss(out, Y, epoch, fn):
-        evidence = {'relu': F.relu, 'exp': lambda o: torch.exp(torch.clamp(o, -10, 10)), 'softplus': F.softplus}[fn](out)
+        activations = {'relu': F.relu, 'exp': lambda o: torch.exp(torch.clamp(o, -10, 10)), 'softplus': F.softplus}
+        evidence = activations[fn](out)
         alpha = evidence + 1
         S = alpha.sum(1, keepdim=True)
         A = torch.sum(Y * (torch.digamma(S) - torch.digamma(alpha)), dim=1, keepdim=True)
-        mse = ((Y - alpha / S) ** 2).sum(1, keepdim=True) + (alpha * (S - alpha) / (S * S * (S + 1))).sum(1, keepdim=True)
+        mse = ((Y - alpha / S) ** 2).sum(1, keepdim=True) \
+            + (alpha * (S - alpha) / (S * S * (S + 1))).sum(1, keepdim=True)
         ann = torch.min(torch.tensor(1.0, dtype=torch.float32), torch.tensor(epoch / 10, dtype=torch.float32))
         kl_alpha = (alpha - 1) * (1 - Y) + 1
         return torch.mean(A + ann * kl_dir(kl_alpha)), torch.mean(mse)
@@ -923,7 +925,8 @@ def sngp(m):
         var = torch.diagonal(cov)
         probs = (logits / torch.sqrt(1 + math.pi / 8 * var).unsqueeze(-1)).softmax(-1)
         sig = torch.linalg.matrix_norm(body[0].weight, ord=2)
-    return dict(hist=torch.stack(hist), probs=probs, var=var, sig=sig, names=sorted(n for n, _ in body.named_parameters()),
+    return dict(hist=torch.stack(hist), probs=probs, var=var, sig=sig,
+                names=sorted(n for n, _ in body.named_parameters()),
                 sd=sorted(body.state_dict().keys()), u=body[2].parametrizations.weight[0]._u)
 
 
