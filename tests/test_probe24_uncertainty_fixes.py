@@ -181,3 +181,43 @@ def test_lr_scheduler_old_base():
     if theirs is not None:
         assert ours[:5] == theirs[:5]
         np.testing.assert_allclose(ours[5], theirs[5])
+
+
+# ----------------------------------------------------------------------------------------------
+# Gumbel is a TransformedDistribution of a uniform, as PyTorch's
+# ----------------------------------------------------------------------------------------------
+
+
+def gumbel_as_transformed(torch, nn):
+    D = torch.distributions
+    torch.manual_seed(0)
+    loc, scale = torch.tensor([0.0, 1.0], requires_grad=True), torch.tensor([1.0, 2.0])
+    g = D.Gumbel(loc, scale)
+    x = g.rsample((3,))
+    grad, = torch.autograd.grad(x.sum(), loc)
+    expanded = g.expand((4, 2))
+    scalar = D.Gumbel(0.0, 1.0)
+    value = torch.tensor([0.5, -0.5])
+    return dict(kinds=(isinstance(g, D.TransformedDistribution), type(g.base_dist).__name__,
+                       [type(t).__name__ for t in g.transforms], type(expanded).__name__, tuple(expanded.batch_shape),
+                       tuple(scalar.batch_shape)),
+                x=x.detach().numpy(), grad=grad.numpy(), log_prob=g.log_prob(value).detach().numpy(),
+                cdf=g.cdf(value).detach().numpy(), icdf=g.icdf(torch.tensor([0.3, 0.6])).detach().numpy(),
+                mean=expanded.mean.detach().numpy(), scalar=scalar.sample((2,)).numpy())
+
+
+def test_gumbel_is_a_transformed_uniform():
+    ours, theirs = both(gumbel_as_transformed)
+    assert ours["kinds"] == (True, "Uniform", ["_InverseTransform", "AffineTransform", "_InverseTransform",
+                                                "AffineTransform"], "Gumbel", (4, 2), ())
+    loc, scale, v = np.array([0.0, 1.0]), np.array([1.0, 2.0]), np.array([0.5, -0.5])
+    z = (v - loc) / scale
+    np.testing.assert_allclose(ours["log_prob"], -(z + np.exp(-z)) - np.log(scale), rtol=1e-6)
+    np.testing.assert_allclose(ours["cdf"], np.exp(-np.exp(-z)), rtol=1e-6)
+    np.testing.assert_allclose(ours["icdf"], loc - scale * np.log(-np.log([0.3, 0.6])), rtol=1e-6)
+    np.testing.assert_allclose(ours["grad"], [3.0, 3.0])  # x = μ + β g: dx/dμ = 1 per draw
+    np.testing.assert_allclose(ours["mean"], np.tile(loc + scale * 0.5772156649, (4, 1)), rtol=1e-6)
+    if theirs is not None:
+        assert ours["kinds"] == theirs["kinds"]
+        for key in ("x", "log_prob", "cdf", "icdf", "mean", "scalar"):
+            np.testing.assert_allclose(ours[key], theirs[key], rtol=1e-6, atol=1e-7)
