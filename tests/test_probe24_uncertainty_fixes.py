@@ -221,3 +221,29 @@ def test_gumbel_is_a_transformed_uniform():
         assert ours["kinds"] == theirs["kinds"]
         for key in ("x", "log_prob", "cdf", "icdf", "mean", "scalar"):
             np.testing.assert_allclose(ours[key], theirs[key], rtol=1e-6, atol=1e-7)
+
+
+# ----------------------------------------------------------------------------------------------
+# Constraints: greater_than_eq is no greater_than, half_open_interval no interval; _IntegerLessThan,
+# transforms._InverseTransform under PyTorch's names
+# ----------------------------------------------------------------------------------------------
+
+
+def constraint_kinds(torch, nn):
+    C, T = torch.distributions.constraints, torch.distributions.transforms
+    upto3 = C._IntegerLessThan(3)
+    return (isinstance(C.greater_than_eq(0.5), C._GreaterThan), isinstance(C.nonnegative, C._GreaterThan),
+            isinstance(C.half_open_interval(0, 1), C._Interval), isinstance(C.unit_interval, C._Interval),
+            isinstance(C.positive, C._GreaterThan), repr(C.greater_than_eq(0.5)), repr(C.half_open_interval(0, 1)),
+            repr(upto3), upto3.is_discrete, upto3.check(torch.tensor([2.0, 2.5, 3.0, 4.0])).tolist(),
+            C.greater_than_eq(1.0).check(torch.tensor([1.0, 0.5])).tolist(),
+            isinstance(T.ExpTransform().inv, T._InverseTransform))
+
+
+def test_constraint_kinds():
+    ours, theirs = both(constraint_kinds)
+    assert ours == (False, False, False, True, True, "GreaterThanEq(lower_bound=0.5)",
+                    "HalfOpenInterval(lower_bound=0, upper_bound=1)", "IntegerLessThan(upper_bound=3)", True,
+                    [True, False, True, False], [True, False], True)
+    if theirs is not None:
+        assert ours == theirs
