@@ -106,25 +106,31 @@ class RReLU(Module):
         return f"lower={self.lower}, upper={self.upper}" + (", inplace=True" if self.inplace else "")
 
 
-class ELU(Module):
-    """φ(x) = x for x > 0, α (e^x - 1) otherwise"""
+class _ExponentialLinear(Module):
+    """What ELU and CELU share (alpha, inplace); neither is the other, as in PyTorch, where ``isinstance(m,
+    nn.ELU)`` is False for a CELU."""
 
     def __init__(self, alpha=1.0, inplace=False):
         super().__init__()
         self.alpha, self.inplace = alpha, inplace
 
     def forward(self, input):
-        return F.elu(input, self.alpha, self.inplace)
+        return type(self).function(input, self.alpha, self.inplace)
 
     def extra_repr(self):
         return f"alpha={self.alpha}" + (", inplace=True" if self.inplace else "")
 
 
-class CELU(ELU):
+class ELU(_ExponentialLinear):
+    """φ(x) = x for x > 0, α (e^x - 1) otherwise"""
+
+    function = staticmethod(F.elu)
+
+
+class CELU(_ExponentialLinear):
     """φ(x) = max(0, x) + min(0, α (e^(x/α) - 1))"""
 
-    def forward(self, input):
-        return F.celu(input, self.alpha, self.inplace)
+    function = staticmethod(F.celu)
 
 
 class Hardtanh(Module):
@@ -251,25 +257,30 @@ class Tanhshrink(_Stateless):
     function = F.tanhshrink
 
 
-class Hardshrink(Module):
-    """φ(x) = x where |x| > λ, else 0"""
+class _Shrink(Module):
+    """What Hardshrink and Softshrink share (the threshold λ); neither is the other, as in PyTorch."""
 
     def __init__(self, lambd=0.5):
         super().__init__()
         self.lambd = lambd
 
     def forward(self, input):
-        return F.hardshrink(input, self.lambd)
+        return type(self).function(input, self.lambd)
 
     def extra_repr(self):
         return f"{self.lambd}"
 
 
-class Softshrink(Hardshrink):
+class Hardshrink(_Shrink):
+    """φ(x) = x where |x| > λ, else 0"""
+
+    function = staticmethod(F.hardshrink)
+
+
+class Softshrink(_Shrink):
     """φ(x) = x - λ above λ, x + λ below -λ, else 0"""
 
-    def forward(self, input):
-        return F.softshrink(input, self.lambd)
+    function = staticmethod(F.softshrink)
 
 
 class GELU(Module):
@@ -300,10 +311,9 @@ class GLU(Module):
         return f"dim={self.dim}"
 
 
-class Softmax(Module):
-    """φ(x)_i = e^x_i / Σ_j e^x_j along ``dim`` (dim=None: PyTorch's implicit choice, with a warning)"""
-
-    function = staticmethod(F.softmax)
+class _AlongDim(Module):
+    """What Softmax, LogSoftmax and Softmin share (``dim``, the function along it); none is another, as in
+    PyTorch: code that strips a final ``isinstance(m, nn.Softmax)`` to read logits leaves a LogSoftmax."""
 
     def __init__(self, dim=None):
         super().__init__()
@@ -316,13 +326,19 @@ class Softmax(Module):
         return f"dim={self.dim}"
 
 
-class LogSoftmax(Softmax):
+class Softmax(_AlongDim):
+    """φ(x)_i = e^x_i / Σ_j e^x_j along ``dim`` (dim=None: PyTorch's implicit choice, with a warning)"""
+
+    function = staticmethod(F.softmax)
+
+
+class LogSoftmax(_AlongDim):
     """φ(x)_i = x_i - ln Σ_j e^x_j along ``dim``"""
 
     function = staticmethod(F.log_softmax)
 
 
-class Softmin(Softmax):
+class Softmin(_AlongDim):
     """φ(x) = softmax(-x) along ``dim``"""
 
     function = staticmethod(F.softmin)

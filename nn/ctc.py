@@ -3,19 +3,16 @@ and its exact gradient live in ``autograd/ops/ctc.py`` (``F.ctc_loss``, ``autogr
 
 from autograd.ops.ctc import ctc_loss
 
-from .module import Module
+from .loss import _Loss
 
 
-class CTCLoss(Module):
+class CTCLoss(_Loss):
     """The CTC loss as a layer: CTCLoss(blank=0, reduction='mean', zero_infinity=False)."""
 
     def __init__(self, blank=0, reduction="mean", zero_infinity=False):
-        super().__init__()
-        self.blank, self.reduction, self.zero_infinity = blank, reduction, zero_infinity
+        super().__init__(reduction)
+        self.blank, self.zero_infinity = blank, zero_infinity
 
     def forward(self, log_probs, targets, input_lengths, target_lengths):
         return ctc_loss(log_probs, targets, input_lengths, target_lengths, self.blank, self.reduction,
                         self.zero_infinity)
-
-    def extra_repr(self):
-        return ""

@@ -7,12 +7,11 @@ from . import functional as F
 from .module import Module
 
 
-class Dropout(Module):
-    """Inverted dropout (Srivastava et al., 2014): in training each activation is zeroed
-    with probability p and the survivors are scaled by 1/(1-p), so the expected output
-    equals the input; in eval it is the identity."""
-
-    function = staticmethod(F.dropout)
+class _DropoutNd(Module):
+    """What every dropout layer shares (p, inplace, and training-only application of its ``function``), as
+    PyTorch's base of that name. Each layer below derives from it, not from Dropout: PyTorch's Dropout2d or
+    AlphaDropout is no Dropout, so MC-dropout code that re-enables ``isinstance(m, nn.Dropout)`` at test time
+    leaves them off, and ``isinstance(m, _DropoutNd)`` finds them all."""
 
     def __init__(self, p=0.5, inplace=False):
         super().__init__()
@@ -26,25 +25,33 @@ class Dropout(Module):
         return f"p={self.p}, inplace={self.inplace}"
 
 
-class Dropout1d(Dropout):
+class Dropout(_DropoutNd):
+    """Inverted dropout (Srivastava et al., 2014): in training each activation is zeroed
+    with probability p and the survivors are scaled by 1/(1-p), so the expected output
+    equals the input; in eval it is the identity."""
+
+    function = staticmethod(F.dropout)
+
+
+class Dropout1d(_DropoutNd):
     """Channel dropout for (N, C, L) inputs: each channel of each sample is zeroed whole."""
 
     function = staticmethod(F.dropout1d)
 
 
-class Dropout2d(Dropout):
+class Dropout2d(_DropoutNd):
     """Channel dropout for (N, C, H, W) inputs: each feature map is zeroed whole."""
 
     function = staticmethod(F.dropout2d)
 
 
-class Dropout3d(Dropout):
+class Dropout3d(_DropoutNd):
     """Channel dropout for (N, C, D, H, W) inputs: each feature volume is zeroed whole."""
 
     function = staticmethod(F.dropout3d)
 
 
-class AlphaDropout(Dropout):
+class AlphaDropout(_DropoutNd):
     """Dropout for SELU networks: dropped units take SELU's negative saturation value and
     the output is rescaled so that zero mean and unit variance are kept (see
     ``F.alpha_dropout``); in eval it is the identity."""
@@ -52,7 +59,7 @@ class AlphaDropout(Dropout):
     function = staticmethod(F.alpha_dropout)
 
 
-class FeatureAlphaDropout(Dropout):
+class FeatureAlphaDropout(_DropoutNd):
     """Alpha dropout of whole channels of (N, C, *) inputs (see ``F.feature_alpha_dropout``); in eval the
     identity."""
 

@@ -13,7 +13,7 @@ import math
 
 from .functional import cross_entropy, linear
 from .linear import Linear
-from .loss import _Loss
+from .loss import _WeightedLoss
 
 
 def _refuse_options(options):
@@ -55,7 +55,7 @@ def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weig
                          ignore_index=-100 if ignore_index is None else ignore_index, label_smoothing=label_smoothing)
 
 
-class LinearCrossEntropyLoss(_Loss):
+class LinearCrossEntropyLoss(_WeightedLoss):
     """LinearCrossEntropyLoss(in_features, num_classes, *, out_features=(), bias=False, device=None, dtype=None,
     reduction='mean', weight=None, ignore_index=None, label_smoothing=0.0, options=None): a ``Linear`` layer
     (``self.linear``, weight stored flat as (C·d₁···d_K, in_features)) and cross-entropy in one module; the class
@@ -68,7 +68,7 @@ class LinearCrossEntropyLoss(_Loss):
         if not 0.0 <= label_smoothing <= 1.0:
             raise RuntimeError(f"expected label_smoothing to be in range [0, 1], got {label_smoothing}")
         _refuse_options(options)
-        super().__init__(reduction, weight=weight)
+        super().__init__(weight, reduction=reduction)
         self.num_classes, self.out_features = num_classes, out_features
         self.ignore_index, self.label_smoothing, self.options = ignore_index, label_smoothing, options
         self.linear = Linear(in_features, math.prod(out_features, start=num_classes), bias=bias, device=device,

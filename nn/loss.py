@@ -42,6 +42,16 @@ class _Loss(Module):
         return ", ".join(f"{name}={getattr(self, name)!r}" for name in self.repr_options)
 
 
+class _WeightedLoss(_Loss):
+    """PyTorch's base of the losses that take a class ``weight`` (kept as a buffer), with its
+    signature: what user-written losses (a focal loss, say) subclass, and what ``isinstance`` finds
+    BCELoss, CrossEntropyLoss, NLLLoss and the margin losses with a weight to be. ``options`` are a
+    subclass's own (``ignore_index``, ``margin``)."""
+
+    def __init__(self, weight=None, size_average=None, reduce=None, reduction="mean", **options):
+        super().__init__(reduction, size_average, reduce, weight=weight, **options)
+
+
 class MSELoss(_Loss):
     function = losses.mse_loss
 
@@ -72,11 +82,11 @@ class SmoothL1Loss(_Loss):
         super().__init__(reduction, size_average, reduce, beta=beta)
 
 
-class BCELoss(_Loss):
+class BCELoss(_WeightedLoss):
     function, options = losses.binary_cross_entropy, ("weight",)
 
     def __init__(self, weight=None, size_average=None, reduce=None, reduction="mean"):
-        super().__init__(reduction, size_average, reduce, weight=weight)
+        super().__init__(weight, size_average, reduce, reduction)
 
 
 class BCEWithLogitsLoss(_Loss):
@@ -86,28 +96,20 @@ class BCEWithLogitsLoss(_Loss):
         super().__init__(reduction, size_average, reduce, weight=weight, pos_weight=pos_weight)
 
 
-class _WeightedLoss(_Loss):
-    """PyTorch's base of the losses that take a class ``weight`` (kept as a buffer), with its
-    signature: what user-written losses (a focal loss, say) subclass."""
-
-    def __init__(self, weight=None, size_average=None, reduce=None, reduction="mean"):
-        super().__init__(reduction, size_average, reduce, weight=weight)
-
-
-class CrossEntropyLoss(_Loss):
+class CrossEntropyLoss(_WeightedLoss):
     function, options = losses.cross_entropy, ("weight", "ignore_index", "label_smoothing")
 
     def __init__(self, weight=None, size_average=None, ignore_index=-100, reduce=None, reduction="mean",
                  label_smoothing=0.0):
-        super().__init__(reduction, size_average, reduce, weight=weight, ignore_index=ignore_index,
+        super().__init__(weight, size_average, reduce, reduction, ignore_index=ignore_index,
                          label_smoothing=label_smoothing)
 
 
-class NLLLoss(_Loss):
+class NLLLoss(_WeightedLoss):
     function, options = losses.nll_loss, ("weight", "ignore_index")
 
     def __init__(self, weight=None, size_average=None, ignore_index=-100, reduce=None, reduction="mean"):
-        super().__init__(reduction, size_average, reduce, weight=weight, ignore_index=ignore_index)
+        super().__init__(weight, size_average, reduce, reduction, ignore_index=ignore_index)
 
 
 class NLLLoss2d(NLLLoss):
@@ -173,11 +175,11 @@ class SoftMarginLoss(_Loss):
         super().__init__(reduction, size_average, reduce)
 
 
-class MultiLabelSoftMarginLoss(_Loss):
+class MultiLabelSoftMarginLoss(_WeightedLoss):
     function, options = losses.multilabel_soft_margin_loss, ("weight",)
 
     def __init__(self, weight=None, size_average=None, reduce=None, reduction="mean"):
-        super().__init__(reduction, size_average, reduce, weight=weight)
+        super().__init__(weight, size_average, reduce, reduction)
 
 
 class MultiLabelMarginLoss(_Loss):
@@ -187,11 +189,11 @@ class MultiLabelMarginLoss(_Loss):
         super().__init__(reduction, size_average, reduce)
 
 
-class MultiMarginLoss(_Loss):
+class MultiMarginLoss(_WeightedLoss):
     function, options = losses.multi_margin_loss, ("p", "margin", "weight")
 
     def __init__(self, p=1, margin=1.0, weight=None, size_average=None, reduce=None, reduction="mean"):
-        super().__init__(reduction, size_average, reduce, p=p, margin=margin, weight=weight)
+        super().__init__(weight, size_average, reduce, reduction, p=p, margin=margin)
 
 
 class TripletMarginLoss(_Loss):

@@ -166,7 +166,9 @@ class _CircularPadNd(_PadNd):
 _MODE_BASES = {base.mode: base for base in (_ConstantPadNd, _ReflectionPadNd, _ReplicationPadNd, _CircularPadNd)}
 
 
-def _pad_layer(name, mode, dims, takes_value):
+def _pad_layer(name, mode, dims, takes_value, base=None):
+    """The layer class ``name``: a subclass of its mode's base, or of ``base`` (ZeroPad2d is a ConstantPad2d
+    in PyTorch)."""
     def __init__(self, padding, value=0.0):
         _PadNd.__init__(self, padding, value)
 
@@ -175,15 +177,15 @@ def _pad_layer(name, mode, dims, takes_value):
 
     body = {"dims": dims, "__init__": __init__ if takes_value else __init_without_value,
             "__doc__": f"F.pad of the last {dims} dim(s) in mode {mode!r}, as torch.nn.{name}."}
-    return type(name, (_MODE_BASES[mode],), body)
+    return type(name, (base or _MODE_BASES[mode],), body)
 
 
 ConstantPad1d = _pad_layer("ConstantPad1d", "constant", 1, True)
 ConstantPad2d = _pad_layer("ConstantPad2d", "constant", 2, True)
 ConstantPad3d = _pad_layer("ConstantPad3d", "constant", 3, True)
-ZeroPad1d = _pad_layer("ZeroPad1d", "constant", 1, False)
-ZeroPad2d = _pad_layer("ZeroPad2d", "constant", 2, False)
-ZeroPad3d = _pad_layer("ZeroPad3d", "constant", 3, False)
+ZeroPad1d = _pad_layer("ZeroPad1d", "constant", 1, False, ConstantPad1d)
+ZeroPad2d = _pad_layer("ZeroPad2d", "constant", 2, False, ConstantPad2d)
+ZeroPad3d = _pad_layer("ZeroPad3d", "constant", 3, False, ConstantPad3d)
 ReflectionPad1d = _pad_layer("ReflectionPad1d", "reflect", 1, False)
 ReflectionPad2d = _pad_layer("ReflectionPad2d", "reflect", 2, False)
 ReflectionPad3d = _pad_layer("ReflectionPad3d", "reflect", 3, False)

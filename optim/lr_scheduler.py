@@ -26,7 +26,11 @@ from .scheduler import (  # noqa: F401 (EPOCH_DEPRECATION_WARNING: PyTorch expor
     warn_outside_step,
 )
 
-_LRScheduler = LRScheduler  # PyTorch's old name, which older code subclasses
+
+class _LRScheduler(LRScheduler):
+    """PyTorch's old base, which older code subclasses: a subclass of LRScheduler, not its other name, so
+    ``isinstance(StepLR(...), _LRScheduler)`` is False, as in PyTorch (where code tests it to tell schedulers
+    apart)."""
 
 
 # -- PyTorch's helpers under their names (schedulers copied from PyTorch's sources import them) ------------------

@@ -152,6 +152,21 @@ class _IntegerInterval(Constraint):
         return f"{type(self).__name__[1:]}(lower_bound={self.lower_bound}, upper_bound={self.upper_bound})"
 
 
+class _IntegerLessThan(Constraint):
+    """Integers at most ``upper_bound`` (PyTorch's, unnamed in its constraints' list)."""
+
+    is_discrete = True
+
+    def __init__(self, upper_bound):
+        self.upper_bound = upper_bound
+
+    def check(self, value):
+        return (value % 1 == 0) & (value <= self.upper_bound)
+
+    def __repr__(self):
+        return f"{type(self).__name__[1:]}(upper_bound={self.upper_bound})"
+
+
 class _IntegerGreaterThan(Constraint):
     is_discrete = True
 
@@ -170,18 +185,22 @@ class _Real(Constraint):
         return value == value  # False for NaN
 
 
-class _GreaterThan(Constraint):
+class _LowerBounded(Constraint):
+    """What greater_than and greater_than_eq share (the bound, the repr); neither is the other, as in PyTorch."""
+
     def __init__(self, lower_bound):
         self.lower_bound = lower_bound
-
-    def check(self, value):
-        return self.lower_bound < value
 
     def __repr__(self):
         return f"{type(self).__name__[1:]}(lower_bound={self.lower_bound})"
 
 
-class _GreaterThanEq(_GreaterThan):
+class _GreaterThan(_LowerBounded):
+    def check(self, value):
+        return self.lower_bound < value
+
+
+class _GreaterThanEq(_LowerBounded):
     def check(self, value):
         return self.lower_bound <= value
 
@@ -197,18 +216,22 @@ class _LessThan(Constraint):
         return f"{type(self).__name__[1:]}(upper_bound={self.upper_bound})"
 
 
-class _Interval(Constraint):
+class _Bounded(Constraint):
+    """What interval and half_open_interval share (the bounds, the repr); neither is the other, as in PyTorch."""
+
     def __init__(self, lower_bound, upper_bound):
         self.lower_bound, self.upper_bound = lower_bound, upper_bound
-
-    def check(self, value):
-        return (self.lower_bound <= value) & (value <= self.upper_bound)
 
     def __repr__(self):
         return f"{type(self).__name__[1:]}(lower_bound={self.lower_bound}, upper_bound={self.upper_bound})"
 
 
-class _HalfOpenInterval(_Interval):
+class _Interval(_Bounded):
+    def check(self, value):
+        return (self.lower_bound <= value) & (value <= self.upper_bound)
+
+
+class _HalfOpenInterval(_Bounded):
     def check(self, value):
         return (self.lower_bound <= value) & (value < self.upper_bound)
 

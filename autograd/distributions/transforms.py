@@ -39,6 +39,7 @@ from .transform import (  # noqa: F401
     ReshapeTransform,
     StackTransform,
     Transform,
+    _InverseTransform,
     identity_transform,
 )
 

@@ -5,6 +5,7 @@
     corrcoef(X)_ij = cov_ij / √(cov_ii cov_jj)
 """
 
+import numbers
 import warnings
 
 from ..backend import errstate, int64, xp
@@ -126,6 +127,10 @@ def _quantile(input, q, dim, keepdim, interpolation, ignore_nan, out):
         raise RuntimeError("quantile() input tensor must be non-empty")
     if out is not None and out.dtype != input.dtype:
         raise RuntimeError("quantile() out tensor must be same dtype as the input tensor")
+    if not isinstance(q, (Tensor, numbers.Real)):  # (a list of q's is no tensor: PyTorch takes a float or a Tensor)
+        name = "nanquantile" if ignore_nan else "quantile"
+        raise TypeError(f"{name}() received an invalid combination of arguments - got (Tensor, {type(q).__name__}), "
+                        f"but expected q to be a float or a Tensor")
     if isinstance(q, Tensor):
         if q.ndim > 1:
             raise RuntimeError("quantile() q must be a scalar or 1D tensor")

@@ -43,7 +43,7 @@ _ALSO = {
     "conv": ("LazyConv1d", "LazyConv2d", "LazyConv3d", "LazyConvTranspose1d", "LazyConvTranspose2d",
              "LazyConvTranspose3d"),
     "instancenorm": ("LazyInstanceNorm1d", "LazyInstanceNorm2d", "LazyInstanceNorm3d"),
-    "dropout": ("nn.dropout:Dropout as _DropoutNd",),  # the base of every dropout class, as PyTorch's
+    "dropout": ("nn.dropout:_DropoutNd",),  # the base of every dropout class, as PyTorch's
     "linear": ("LazyLinear", "nn.attention:NonDynamicallyQuantizableLinear"),  # (MultiheadAttention's out_proj)
     "loss": ("CTCLoss", "LinearCrossEntropyLoss"),
     "normalization": ("CrossMapLRN2d",),
