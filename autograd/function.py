@@ -235,7 +235,7 @@ class BackwardFunction(FunctionCtx):
                 written._requires_grad, written.grad_fn = True, y.grad_fn
                 y._rebase_view(written)
         if graph.is_anomaly_enabled():
-            self.where = graph.user_frame()
+            graph.remember_creation(self)
         hooks = self.__dict__.pop("_pack_with", None)
         if hooks is not None and self.__dict__.get("_saved"):
             with no_grad():  # (the pack hook runs without recording, as in PyTorch)

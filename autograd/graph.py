@@ -32,6 +32,7 @@ class _Modes(threading.local):
     inference = False
     anomaly = False
     anomaly_check_nan = True  # anomaly mode's check of values (off: it only remembers where ops were made)
+    anomaly_parent = None  # anomaly mode: the node whose backward is running, parent of the ops it makes
     saved_tensor_hooks = None  # (pack, unpack) of the innermost saved_tensors_hooks block
     saved_tensor_hooks_refused = None  # the message of a disable_saved_tensors_hooks block
     backward_pass = None  # the backward pass running in this thread (engine.BackwardPass), for hooks to ask
@@ -578,6 +579,15 @@ def user_frame():
         if not frame.filename.startswith(_LIBRARY):
             return f"{frame.filename}:{frame.lineno} in {frame.name}\n    {frame.line}"
     return "<unknown>"
+
+
+def remember_creation(node):
+    """Anomaly mode's note on a node as its op is created: the user's line that made it and, for an op made by a
+    backward (create_graph=True), the node whose backward made it (PyTorch's anomaly parent), so that an error in a
+    second backward also says which forward call led to it."""
+    node.where = user_frame()
+    if modes.anomaly_parent is not None:
+        node.anomaly_parent = modes.anomaly_parent
 
 
 def program_stacklevel():
