@@ -136,3 +136,22 @@ def test_assigning_a_tensor_as_its_own_grad_is_refused(T):
     assert x.grad is None
     x.grad = x.clone()
     same(x.grad, values(x))
+
+
+def test_prod_scatter_with_two_zeros_at_one_place_refuses_its_second_backward(T):
+    """src's gradient there is 0 (the other zero), but its derivative is not the product of the other terms:
+    PyTorch refuses to differentiate it again; chainrule gave a wrong second derivative."""
+    inp = T.tensor([1.0, 3.0], dtype=T.float64, requires_grad=True)
+    src = T.tensor([0.0, 0.0, 2.0], dtype=T.float64, requires_grad=True)
+    index = T.tensor([0, 0, 1])
+    for fn, source in ((T.scatter_reduce, "src"), (T.index_reduce, "source")):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # (PyTorch's "index_reduce() is in beta")
+            out = fn(inp, 0, index, src, "prod")
+        same(out, [0.0, 6.0])
+        grad_inp, grad_src = T.autograd.grad(out.sum(), (inp, src), create_graph=True)
+        same(grad_inp, [0.0, 2.0])
+        same(grad_src, [0.0, 0.0, 3.0])
+        raises(RuntimeError, f"{fn.__name__}\\(\\): Double backward is unsupported for {source} when >1 zeros in "
+               f"{source} are scattered to the same position in self", T.autograd.grad, grad_src.sum(), src)
+        same(T.autograd.grad(grad_inp.sum(), src)[0], [0.0, 0.0, 1.0])  # (inp's own second derivative is taken)

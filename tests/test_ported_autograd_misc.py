@@ -289,8 +289,6 @@ def test_scatter_index_reduce_prod_with_two_zeros_gradcheck(T):
             assert T.autograd.gradcheck(fn, (inp, 0, idx, src, "prod"), check_batched_grad=False)
 
 
-@xfail_ours("scatter_reduce/index_reduce 'prod' with two zeros scattered to one place: chainrule's double "
-            "backward gives a wrong second derivative instead of PyTorch's 'Double backward is unsupported' error")
 def test_scatter_index_reduce_prod_gradgrad_error(T):
     inp, src, idx = prod_with_two_zeros(T)
     for fn in (T.scatter_reduce, T.index_reduce):
