@@ -155,3 +155,20 @@ def test_prod_scatter_with_two_zeros_at_one_place_refuses_its_second_backward(T)
         raises(RuntimeError, f"{fn.__name__}\\(\\): Double backward is unsupported for {source} when >1 zeros in "
                f"{source} are scattered to the same position in self", T.autograd.grad, grad_src.sum(), src)
         same(T.autograd.grad(grad_inp.sum(), src)[0], [0.0, 0.0, 1.0])  # (inp's own second derivative is taken)
+
+
+def test_unsafe_split_pieces_are_not_views_to_autograd(T):
+    """unsafe_split/unsafe_chunk/unsafe_split_with_sizes: memory shared, but each piece its own version counter, so
+    writing one in place leaves what another's node saved usable (it was refused as 'modified by an inplace
+    operation'); split's pieces stay views."""
+    for cut in (lambda t: t.unsafe_split(2), lambda t: T.unsafe_chunk(t, 2),
+                lambda t: t.unsafe_split_with_sizes([2, 2])):
+        a = T.tensor([1.0, 2.0, 3.0, 4.0], requires_grad=True)
+        b = a * 1
+        first, second = cut(b)
+        assert first.data_ptr() == b.data_ptr() and not first._is_view()
+        first.mul_(second)
+        same(b, [3.0, 8.0, 3.0, 4.0])  # (the memory is shared)
+        first.sum().backward()
+        same(a.grad, [3.0, 4.0, 1.0, 2.0])
+    assert T.tensor([1.0, 2.0]).split(1)[0]._is_view()

@@ -549,8 +549,6 @@ def test_inplace_on_view_multi_output_safe(T):
         raises(RuntimeError, "This view is the output of a function that returns multiple views", s1.mul_, s2)
 
 
-@xfail_ours("unsafe_split's outputs are views to chainrule, which then refuses the backward of s1.mul_(s2) as "
-            "modified in place; PyTorch's unsafe_* outputs are not tracked as views and differentiate")
 def test_inplace_on_view_multi_output_unsafe(T):
     for f in (lambda t: t.unsafe_split(1), lambda t: t.unsafe_split_with_sizes((1, 1, 1)),
               lambda t: t.unsafe_chunk(3)):
