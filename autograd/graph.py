@@ -19,7 +19,7 @@ import threading
 import warnings
 import weakref
 
-from .backend import xp
+from .backend import is_dense, xp
 
 # -- modes -------------------------------------------------------------------------------
 
@@ -451,7 +451,9 @@ def accumulate_grad(tensor, grad):
     """``tensor.grad += grad``: the only place ``.grad`` is written by the engine.
 
     - the first gradient is stored as it is unless its buffer may be shared (a hook saw it,
-      another tensor stores it, it is a view): then a copy is stored;
+      another tensor stores it, it is a view): then a copy is stored; and, as PyTorch's, laid out in
+      memory as the tensor is where the tensor fills its memory densely (a channels_last weight's
+      gradient is channels_last, so a step's in-place update walks both in the same order);
     - a later one is added in place, or out of place when either side has a graph or grad mode is on
       (a create_graph=True pass, as PyTorch's: .grad is then a new tensor), so a stored graph is never
       changed under the user;
@@ -462,8 +464,12 @@ def accumulate_grad(tensor, grad):
         if grad._sparse_gradient is not None:  # an embedding's sparse=True: .grad is the gradient's sparse form
             tensor._grad = grad._sparse_gradient
             return
-        if grad._shared or grad._data.base is not None:  # (arrays the engine makes are writeable)
-            grad = grad.clone() if grad._requires_grad else type(grad)._make(grad._data.copy())
+        if grad._requires_grad:  # (a create_graph pass: the gradient is part of a graph)
+            if grad._shared or grad._data.base is not None:
+                grad = grad.clone()
+        elif grad._shared or grad._data.base is not None or not _laid_out_alike(grad._data, tensor._data):
+            grad = type(grad)._make(_copied_as_laid_out(grad._data, tensor._data))  # (arrays the engine makes
+            # are writeable)
         grad._shared = True
         tensor._grad = grad
     elif type(stored) is not type(grad) and stored.is_sparse:  # sparse so far: sparse again, or dense (PyTorch's)
@@ -473,6 +479,26 @@ def accumulate_grad(tensor, grad):
         tensor._grad._shared = True
     else:
         add_into(stored._data, grad._data)
+
+
+def _laid_out_alike(array, like):
+    """Whether ``array`` steps through memory as ``like`` does (dims of one element aside); where ``like`` is not
+    dense, whether ``array`` is row-major (PyTorch's layout for such a tensor's gradient)."""
+    if array.shape != like.shape:  # (a GradientEdge's stand-in: no tensor of the gradient's shape to follow)
+        return True
+    if not is_dense(like):
+        return array.flags.c_contiguous
+    return [s for s, n in zip(array.strides, array.shape) if n > 1] == [s for s, n in zip(like.strides, like.shape)
+                                                                        if n > 1]
+
+
+def _copied_as_laid_out(array, like):
+    """A copy of ``array`` in ``like``'s memory order where ``like`` is dense (row-major otherwise)."""
+    if array.shape != like.shape or not is_dense(like):
+        return array.copy()
+    copy = xp.empty_like(like)  # (order 'K': a dense array's own order of dims)
+    copy[...] = array
+    return copy
 
 
 def add_into(total, share):

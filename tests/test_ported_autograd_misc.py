@@ -589,12 +589,20 @@ def test_strided_leaf_grad_layout(T):
     assert c.grad.stride() == (2, 1)
 
 
-@xfail_ours("a channels_last leaf's gradient from a*b is laid out row-major by chainrule; PyTorch lays it out as "
-            "the leaf (a dense leaf's gradient takes its strides)")
 def test_strided_leaf_grad_layout_channels_last(T):
-    a = T.rand((2, 3, 4, 5)).to(memory_format=T.channels_last).requires_grad_()
-    (a * T.rand((2, 3, 4, 5))).sum().backward()
-    assert a.grad.stride() == a.stride()
+    for fmt_a in (T.contiguous_format, T.channels_last):
+        for fmt_b in (T.contiguous_format, T.channels_last):
+            a = T.rand((2, 3, 4, 5)).to(memory_format=fmt_a).requires_grad_()
+            b = T.rand((2, 3, 4, 5)).to(memory_format=fmt_b).requires_grad_()
+            a.sum().backward()
+            assert a.grad.stride() == a.stride()
+            b.sum().backward()
+            assert b.grad.stride() == b.stride()
+            a.grad = b.grad = None
+            (a * b).sum().backward()
+            assert a.grad.stride() == a.stride() and b.grad.stride() == b.stride()
+            same(a.grad, values(b))
+            same(b.grad, values(a))
 
 
 def test_copy_and_to_real_to_complex(T):
