@@ -865,3 +865,21 @@ def test_real_input_complex_dtype_grad(T, op, dim):
     else:
         expected = np.full((2, 3), 1.0 / n if op == "mean" else 1.0)
     close(x.grad, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_real_and_imag_views_of_a_complex_tensor(T):
+    """hasattr(x, 'imag') of a real tensor raises (PyTorch's attribute check); writes through .real and .imag
+    views are recorded: |z|² of the written values differentiates to 2·re + 2i·im of them, by the chain rule."""
+    with pytest.raises(RuntimeError, match="imag is not implemented for tensors with non-complex dtypes"):
+        hasattr(T.randn(2), "imag")
+    assert hasattr(T.randn(2, dtype=T.cfloat), "imag")
+    a = T.tensor([1.0 + 2.0j, -0.5 + 0.25j, 3.0 - 1.0j], requires_grad=True)
+    (a.real * 2 + a.imag * 3).sum().backward()
+    same(a.grad, np.full(3, 2 + 3j))
+    a.grad = None
+    b = a.clone()
+    b.imag.mul_(2)
+    b.real.add_(1)
+    (b.abs() ** 2).sum().backward()
+    z = values(a)
+    close(a.grad, 2 * (z.real + 1) + 8j * z.imag, rtol=1e-6)
