@@ -16,6 +16,7 @@ the gradient it passes on is already the sum of all its consumers' shares.
 """
 
 import gc
+import sys
 
 from .backend import errstate
 from .graph import add_share, modes, program_stacklevel, refuse_nan_gradients, run_hooks
@@ -115,21 +116,38 @@ def _capture_at(node, grad):
 
 def _warn_where(error):
     """Anomaly mode's note on an error raised during a pass, as PyTorch's: a warning naming the node whose backward
-    raised it and where its op was created. (The node is read from the pass's frame in the traceback: the loop
-    keeps no record of it, which would cost every node of every pass.)"""
-    import warnings  # (anomaly mode only)
-
+    raised it and where its op was created, then one per node whose backward made that op (a second backward's
+    op was made by a first backward), up to the program's forward call. A warnings filter that makes them errors
+    does not hide the pass's own error: they are printed to stderr instead. (The node is read from the pass's
+    frame in the traceback: the loop keeps no record of it, which would cost every node of every pass.)"""
     tb = error.__traceback__
     while tb is not None and tb.tb_frame.f_code is not _backpropagate.__code__:
         tb = tb.tb_next
     node = None if tb is None else tb.tb_frame.f_locals.get("node")
     if node is None or not hasattr(node, "name"):
         return
+    _warn_or_print(f"Error detected in {node.name()}. " + _forward_trace(node, "caused the error"))
+    parent = getattr(node, "anomaly_parent", None)
+    while parent is not None:
+        _warn_or_print(f"\n\nPrevious calculation was induced by {parent.name()}. "
+                       + _forward_trace(parent, "induced the previous calculation"))
+        parent = getattr(parent, "anomaly_parent", None)
+
+
+def _forward_trace(node, what):
     where = getattr(node, "where", None)
-    warnings.warn(f"Error detected in {node.name()}. " + (
-        f"Traceback of forward call that caused the error:\n{where}" if where is not None else
-        "No forward pass information available. Enable detect anomaly during forward pass for more information."),
-        stacklevel=program_stacklevel())
+    if where is None:
+        return "No forward pass information available. Enable detect anomaly during forward pass for more information."
+    return f"Traceback of forward call that {what}:\n{where}"
+
+
+def _warn_or_print(message):
+    import warnings  # (anomaly mode only)
+
+    try:
+        warnings.warn(message, stacklevel=program_stacklevel())
+    except Warning as as_error:  # (a filter made it an error: PyTorch prints what it would have warned)
+        print(f"{type(as_error).__name__}: {as_error}", file=sys.stderr)
 
 
 def backpropagate(roots, root_grads, retain_graph=False, capture=None, on_step=None, prune=False,
@@ -204,11 +222,16 @@ def _backpropagate(roots, root_grads, retain_graph, capture, on_step, prune, wat
             parents = ()  # captured, and nothing wanted below it: not run, what it saved kept
         if parents:  # (a leaf has none: nothing to pass on, nothing saved to free)
             wanted = [parent in needed for parent in parents] if prune and capture is not None else None
+            if anomaly:  # the ops its backward makes (create_graph=True) remember it as their parent
+                outer_parent, modes.anomaly_parent = modes.anomaly_parent, node
             try:
                 parent_grads = node.chain(grad) if wanted is None else node.chain(grad, wanted)
             except (RuntimeWarning, FloatingPointError):  # a warnings filter made NumPy's "divide by zero" an
                 with errstate(all="ignore"):  # error: computed again without it (backend.py)
                     parent_grads = node.chain(grad) if wanted is None else node.chain(grad, wanted)
+            finally:
+                if anomaly:
+                    modes.anomaly_parent = outer_parent
             if node.post_hooks is not None:  # the node's own hooks (Node.register_hook)
                 parent_grads = node.run_post_hooks(parent_grads, grad)
             if anomaly:

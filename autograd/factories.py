@@ -116,6 +116,9 @@ def copied_data(data, call="torch.tensor(sourceTensor)"):
     if isinstance(data, Tensor):
         warnings.warn(COPY_CONSTRUCT.format(call=call), UserWarning, stacklevel=program_stacklevel())
         return data._data
+    if hasattr(data, "__dlpack__") and not hasattr(data, "__array__"):  # (an array of another library, or any
+        # object that hands its memory over DLPack: read through it, as PyTorch does, not element by element)
+        return xp.from_dlpack(data)
     return data
 
 

@@ -229,8 +229,14 @@ class BackwardFunction(FunctionCtx):
                 # an input returned as it is, or a view of one (not its detach(), the same array: PyTorch's is no
                 # view): PyTorch's view made in a custom Function, whose in-place writes it refuses
                 y._made_by_function, y._made_in_no_grad = (j, self._forward_cls.__name__, several), False
+            if id(y) in self._dirty and y._base is not None:
+                # forward wrote a view in place: its base's history takes the write, as an in-place op's does
+                # (PyTorch's CopySlices), or a gradient through the base would miss this Function
+                written = _alias(y)
+                written._requires_grad, written.grad_fn = True, y.grad_fn
+                y._rebase_view(written)
         if graph.is_anomaly_enabled():
-            self.where = graph.user_frame()
+            graph.remember_creation(self)
         hooks = self.__dict__.pop("_pack_with", None)
         if hooks is not None and self.__dict__.get("_saved"):
             with no_grad():  # (the pack hook runs without recording, as in PyTorch)

@@ -19,7 +19,7 @@ import threading
 import warnings
 import weakref
 
-from .backend import xp
+from .backend import is_dense, xp
 from .sparse_layout import is_sparse
 
 # -- modes -------------------------------------------------------------------------------
@@ -33,6 +33,7 @@ class _Modes(threading.local):
     inference = False
     anomaly = False
     anomaly_check_nan = True  # anomaly mode's check of values (off: it only remembers where ops were made)
+    anomaly_parent = None  # anomaly mode: the node whose backward is running, parent of the ops it makes
     saved_tensor_hooks = None  # (pack, unpack) of the innermost saved_tensors_hooks block
     saved_tensor_hooks_refused = None  # the message of a disable_saved_tensors_hooks block
     backward_pass = None  # the backward pass running in this thread (engine.BackwardPass), for hooks to ask
@@ -451,7 +452,9 @@ def accumulate_grad(tensor, grad):
     """``tensor.grad += grad``: the only place ``.grad`` is written by the engine.
 
     - the first gradient is stored as it is unless its buffer may be shared (a hook saw it,
-      another tensor stores it, it is a view): then a copy is stored;
+      another tensor stores it, it is a view): then a copy is stored; and, as PyTorch's, laid out in
+      memory as the tensor is where the tensor fills its memory densely (a channels_last weight's
+      gradient is channels_last, so a step's in-place update walks both in the same order);
     - a later one is added in place, or out of place when either side has a graph or grad mode is on
       (a create_graph=True pass, as PyTorch's: .grad is then a new tensor), so a stored graph is never
       changed under the user;
@@ -462,8 +465,12 @@ def accumulate_grad(tensor, grad):
         if grad._sparse_gradient is not None:  # an embedding's sparse=True: .grad is the gradient's sparse form
             tensor._grad = grad._sparse_gradient
             return
-        if grad._shared or grad._data.base is not None:  # (arrays the engine makes are writeable)
-            grad = grad.clone() if grad._requires_grad else type(grad)._make(grad._data.copy())
+        if grad._requires_grad:  # (a create_graph pass: the gradient is part of a graph)
+            if grad._shared or grad._data.base is not None:
+                grad = grad.clone()
+        elif grad._shared or grad._data.base is not None or not _laid_out_alike(grad._data, tensor._data):
+            grad = type(grad)._make(_copied_as_laid_out(grad._data, tensor._data))  # (arrays the engine makes
+            # are writeable)
         grad._shared = True
         tensor._grad = grad
     elif type(stored) is not type(grad) and stored.is_sparse:  # sparse so far: sparse again, or dense (PyTorch's)
@@ -473,6 +480,28 @@ def accumulate_grad(tensor, grad):
         tensor._grad._shared = True
     else:
         add_into(stored._data, grad._data)
+
+
+def _laid_out_alike(array, like):
+    """Whether ``array`` steps through memory as ``like`` does (dims of one element aside); where ``like`` is not
+    dense, whether ``array`` is row-major (PyTorch's layout for such a tensor's gradient)."""
+    if array.flags.c_contiguous and like.flags.c_contiguous:  # (the common case, first: every step's parameters)
+        return True
+    if array.shape != like.shape:  # (a GradientEdge's stand-in: no tensor of the gradient's shape to follow)
+        return True
+    if not is_dense(like):
+        return array.flags.c_contiguous
+    return [s for s, n in zip(array.strides, array.shape) if n > 1] == [s for s, n in zip(like.strides, like.shape)
+                                                                        if n > 1]
+
+
+def _copied_as_laid_out(array, like):
+    """A copy of ``array`` in ``like``'s memory order where ``like`` is dense (row-major otherwise)."""
+    if array.shape != like.shape or not is_dense(like):
+        return array.copy()
+    copy = xp.empty_like(like)  # (order 'K': a dense array's own order of dims)
+    copy[...] = array
+    return copy
 
 
 def add_into(total, share):
@@ -579,6 +608,15 @@ def user_frame():
         if not frame.filename.startswith(_LIBRARY):
             return f"{frame.filename}:{frame.lineno} in {frame.name}\n    {frame.line}"
     return "<unknown>"
+
+
+def remember_creation(node):
+    """Anomaly mode's note on a node as its op is created: the user's line that made it and, for an op made by a
+    backward (create_graph=True), the node whose backward made it (PyTorch's anomaly parent), so that an error in a
+    second backward also says which forward call led to it."""
+    node.where = user_frame()
+    if modes.anomaly_parent is not None:
+        node.anomaly_parent = modes.anomaly_parent
 
 
 def program_stacklevel():

@@ -42,8 +42,8 @@ from .graph import (
     VersionClock,
     accumulate_grad,
     modes,
+    remember_creation,
     run_hooks,
-    user_frame,
     validate_gradients,
 )
 from .hooks import add_hook
@@ -240,7 +240,7 @@ class Primitive(SavedTensorViews):
 
     def _remember_where(self):
         """Anomaly mode: the user's line that created this op (said if its backward gives NaN)."""
-        self.where = user_frame()
+        remember_creation(self)
 
     @property
     def op_name(self):

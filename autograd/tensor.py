@@ -256,6 +256,8 @@ class Tensor(Copying, WriteDoor):
             if not isinstance(value, Tensor):
                 raise TypeError(f"assigned grad expected to be a Tensor or None but got grad of type "
                                 f"{type(value).__name__}")
+            if value is self:  # (its values would change under it with every step that uses it)
+                raise RuntimeError("can't assign Variable as its own grad")
             if value._data.shape != self._data.shape:
                 raise ShapeError(f"attempting to assign a gradient of size {list(value.shape)} to a tensor of "
                                  f"size {list(self.shape)}. Please ensure that the gradient and the tensor are "

@@ -137,7 +137,7 @@ def index_reduce(input, dim, index, source, reduce, *, include_self=True, out=No
                            f"{tuple(input.shape)} with {len(index)} indices along dim {axis} needs {expected}")
     spread_index = xp.broadcast_to(index.reshape([-1 if d == axis else 1 for d in range(input.ndim)]), expected)
     return write_out(_scatter_reduce(input, source, axis, xp.ascontiguousarray(spread_index), reduce, include_self,
-                                     widens_half=False), out)
+                                     caller="index_reduce"), out)
 
 
 @names("take")

@@ -15,6 +15,7 @@ ops: masking.py).
 
 from ..backend import int32, int64, ufunc_at, xp
 from ..errors import IndexRangeError
+from ..graph import modes
 from ..operands import _operand
 from ..primitive import Primitive
 from ..tensor import Tensor
@@ -306,6 +307,7 @@ class ScatterReduce(Primitive):
 
     saves_output = True
     widens_half = True  # float16 accumulated in float32, as scatter_reduce's kernel (index_reduce's is sequential)
+    caller = "scatter_reduce"  # or index_reduce, which PyTorch's refusals name with its argument 'source'
     _START = {"sum": 0, "mean": 0, "prod": 1}
 
     def forward(self, x, src):
@@ -366,7 +368,8 @@ class ScatterReduce(Primitive):
                   the product taken again with the zero replaced by 1 where it is its position's only zero
 
         (PyTorch's first-order values; at a position with two zeros every term gets 0, and its second
-        derivatives there, which PyTorch refuses to take, are not the product of the remaining terms.)"""
+        derivatives there are not the product of the remaining terms: as PyTorch, differentiating src's gradient
+        again is refused.)"""
         arguments = dict(dim=self.dim, index=self.index, reduce="prod", include_self=self.include_self)
         grad_x = None
         if x.requires_grad:
@@ -385,6 +388,13 @@ class ScatterReduce(Primitive):
             others = ScatterReduce.apply(x, Where.apply(ones, corner, condition=lone_zero), **arguments)
             grad_src = Where.apply(Gather.apply(grad * others, dim=self.dim, index=self.index), grad_src,
                                    condition=lone_zero)
+        if modes.grad_enabled and src.requires_grad and (zeros_at > 1).any():  # (create_graph=True)
+            from ..function import _DelayedError  # (here: only such a second backward needs it)
+
+            source = "src" if self.caller == "scatter_reduce" else "source"
+            (grad_src,) = _DelayedError.apply(
+                f"{self.caller}(): Double backward is unsupported for {source} when >1 zeros in {source} are "
+                "scattered to the same position in self", 1, grad_src)
         return grad_x, grad_src
 
 
@@ -414,16 +424,15 @@ def _refuse_unordered(input, reduce, kernel):
         raise NotImplementedError(f'"{kernel}" not implemented for \'{type_name(input.dtype)}\'')
 
 
-def _scatter_reduce(input, src, axis, index, reduce, include_self, widens_half=True):
+def _scatter_reduce(input, src, axis, index, reduce, include_self, caller="scatter_reduce"):
     """ScatterReduce, which works on positions along an axis: a 0-d input (and its one index, 0) is reduced
-    as a 1-element vector. ``widens_half``: float16 accumulated in float32 (scatter_reduce's kernel; index_reduce's
-    rounds each step)."""
+    as a 1-element vector. ``caller``: scatter_reduce (float16 accumulated in float32, as its kernel) or
+    index_reduce (whose kernel rounds each step)."""
+    params = dict(reduce=reduce, include_self=include_self, widens_half=caller == "scatter_reduce", caller=caller)
     if input.ndim:
-        return ScatterReduce.apply(input, src, dim=axis, index=index, reduce=reduce, include_self=include_self,
-                                   widens_half=widens_half)
+        return ScatterReduce.apply(input, src, dim=axis, index=index, **params)
     vector = ScatterReduce.apply(shape.reshape(input, (1,)), shape.reshape(src, (-1,)), dim=0,
-                                 index=index.reshape(-1), reduce=reduce, include_self=include_self,
-                                 widens_half=widens_half)
+                                 index=index.reshape(-1), **params)
     return shape.reshape(vector, ())
 
 

@@ -62,19 +62,43 @@ def split(tensor, split_size_or_sections, dim=0):
     return _pieces(tensor, axis, sizes, "SplitWithSizesBackward0")
 
 
-@names("unsafe_split")
 @names("split", function=False)
-def unsafe_split(input, split_size, dim=0):
-    """split under the keyword x.split and torch.unsafe_split take (``x.split(split_size=2)``)."""
+def split_method(input, split_size, dim=0):
+    """split under the keyword x.split takes (``x.split(split_size=2)``)."""
     return split(input, split_size, dim)
 
 
-@names("split_with_sizes", "unsafe_split_with_sizes")
+@names("split_with_sizes")
 def split_with_sizes(input, split_sizes, dim=0):
     return split(input, list(split_sizes), dim)
 
 
-@names("chunk", "unsafe_chunk")
+def _not_views(pieces):
+    """The unsafe_* forms: pieces on the input's memory that autograd does not take for views (PyTorch's): each
+    has a version counter of its own and no base, so writing one in place leaves what was saved of another valid
+    (the caller answers for such writes, as the name says)."""
+    for piece in pieces:
+        piece._version_cell = [0, 0]
+        piece._base = piece._view_chain = None
+    return pieces
+
+
+@names("unsafe_split")
+def unsafe_split(input, split_size, dim=0):
+    return _not_views(split(input, split_size, dim))
+
+
+@names("unsafe_split_with_sizes")
+def unsafe_split_with_sizes(input, split_sizes, dim=0):
+    return _not_views(split(input, list(split_sizes), dim))
+
+
+@names("unsafe_chunk")
+def unsafe_chunk(input, chunks, dim=0):
+    return _not_views(chunk(input, chunks, dim))
+
+
+@names("chunk")
 def chunk(input, chunks, dim=0):
     """At most ``chunks`` pieces along dim, each of ceil(size / chunks) elements (the last smaller)."""
     chunks = operator.index(chunks)  # (an int, or a 0-d integer tensor)

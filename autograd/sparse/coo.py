@@ -481,6 +481,9 @@ class SparseTensor(SparseArithmetic):
     def numpy(self, *, force=False):
         raise TypeError("can't convert Sparse layout tensor to numpy. Use Tensor.to_dense() first.")
 
+    def __dlpack__(self, **kwargs):
+        raise BufferError("Can't export tensors with layout other than torch.strided")
+
     def new_zeros(self, *size, dtype=None, device=None, requires_grad=False, layout=None, pin_memory=False):
         """The sparse tensor of ``size`` with no entries, in its dtype (PyTorch's new_zeros keeps the layout)."""
         from ..size import sizes_argument
