@@ -19,7 +19,7 @@ import threading
 import warnings
 import weakref
 
-from .backend import xp
+from .backend import is_dense, xp
 
 # -- modes -------------------------------------------------------------------------------
 
@@ -461,7 +461,9 @@ def accumulate_grad(tensor, grad):
         if grad._sparse_gradient is not None:  # an embedding's sparse=True: .grad is the gradient's sparse form
             tensor._grad = grad._sparse_gradient
             return
-        if grad._shared or grad._data.base is not None:  # (arrays the engine makes are writeable)
+        if not _obeys_layout_contract(grad, tensor):
+            grad = _laid_out_as(grad, tensor)
+        elif grad._shared or grad._data.base is not None:  # (arrays the engine makes are writeable)
             grad = grad.clone() if grad._requires_grad else type(grad)._make(grad._data.copy())
         grad._shared = True
         tensor._grad = grad
@@ -472,6 +474,24 @@ def accumulate_grad(tensor, grad):
         tensor._grad._shared = True
     else:
         add_into(stored._data, grad._data)
+
+
+
+def _obeys_layout_contract(grad, tensor):
+    """PyTorch's layout contract for a first ``.grad``: laid out as its tensor (the same strides, size-1 dims
+    aside) where the tensor fills its memory densely, row-major otherwise. An op's gradient follows the layout
+    of its incoming gradient (an upsampling's, a permute's), so a channels-last weight or image would otherwise
+    store a row-major gradient, and an optimizer step or a ``.view`` of it would differ from PyTorch's."""
+    if not is_dense(tensor._data):
+        return grad.is_contiguous()
+    return all(step == expected for step, expected, n in zip(grad.stride(), tensor.stride(), grad.shape) if n != 1)
+
+
+def _laid_out_as(grad, tensor):
+    """A copy of ``grad`` that obeys the layout contract (PyTorch's clone_obey_contract)."""
+    if not is_dense(tensor._data):
+        return grad.contiguous()  # (a copy: grad is not row-major here)
+    return grad.new_empty_strided(tuple(grad.shape), tensor.stride()).copy_(grad)
 
 
 def add_into(total, share):
