@@ -450,7 +450,8 @@ def accumulate_grad(tensor, grad):
     """``tensor.grad += grad``: the only place ``.grad`` is written by the engine.
 
     - the first gradient is stored as it is unless its buffer may be shared (a hook saw it,
-      another tensor stores it, it is a view): then a copy is stored;
+      another tensor stores it, it is a view) or it is laid out otherwise than the tensor (PyTorch's
+      layout contract: ``_obeys_layout_contract``): then a copy laid out as the tensor is stored;
     - a later one is added in place, or out of place when either side has a graph or grad mode is on
       (a create_graph=True pass, as PyTorch's: .grad is then a new tensor), so a stored graph is never
       changed under the user;
@@ -461,10 +462,8 @@ def accumulate_grad(tensor, grad):
         if grad._sparse_gradient is not None:  # an embedding's sparse=True: .grad is the gradient's sparse form
             tensor._grad = grad._sparse_gradient
             return
-        if not _obeys_layout_contract(grad, tensor):
-            grad = _laid_out_as(grad, tensor)
-        elif grad._shared or grad._data.base is not None:  # (arrays the engine makes are writeable)
-            grad = grad.clone() if grad._requires_grad else type(grad)._make(grad._data.copy())
+        if grad._shared or grad._data.base is not None or not _obeys_layout_contract(grad, tensor):
+            grad = _laid_out_as(grad, tensor)  # (arrays the engine makes are writeable)
         grad._shared = True
         tensor._grad = grad
     elif type(stored) is not type(grad) and stored.is_sparse:  # sparse so far: sparse again, or dense (PyTorch's)
@@ -488,10 +487,16 @@ def _obeys_layout_contract(grad, tensor):
 
 
 def _laid_out_as(grad, tensor):
-    """A copy of ``grad`` that obeys the layout contract (PyTorch's clone_obey_contract)."""
-    if not is_dense(tensor._data):
-        return grad.contiguous()  # (a copy: grad is not row-major here)
-    return grad.new_empty_strided(tuple(grad.shape), tensor.stride()).copy_(grad)
+    """A copy of ``grad`` that obeys the layout contract (PyTorch's clone_obey_contract); recorded where ``grad`` has
+    a graph (create_graph's)."""
+    dense = is_dense(tensor._data)
+    if grad._requires_grad:
+        return grad.new_empty_strided(tuple(grad.shape), tensor.stride()).copy_(grad) if dense else grad.clone()
+    if type(grad._data) is not xp.ndarray:  # (a meta array has no values to lay out: its own copy)
+        return type(grad)._make(grad._data.copy())
+    copy = xp.empty_like(tensor._data, dtype=grad._data.dtype) if dense else xp.empty(grad.shape, grad._data.dtype)
+    copy[...] = grad._data  # (empty_like keeps a dense array's order of dims)
+    return type(grad)._make(copy)
 
 
 def add_into(total, share):

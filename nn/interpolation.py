@@ -270,9 +270,9 @@ def _refuse_dtype(input, mode, antialias):
         return
     if input.dtype == numpy.uint8 and mode in ("bilinear", "bicubic"):
         raise NotImplementedError(
-            f"interpolate(mode={mode!r}) of a uint8 tensor of shape {tuple(input.shape)}: PyTorch's fixed-point uint8 "
-            "kernels are not built here; convert with .float() first, and back with "
-            ".round().clamp(0, 255).to(autograd.uint8)")
+            f"interpolate(mode={mode!r}) of a uint8 tensor of shape {tuple(input.shape)}: the weighted modes need "
+            "floating point here (PyTorch's fixed-point uint8 kernels are not built); convert with .float() first, "
+            "and back with .round().clamp(0, 255).to(autograd.uint8)")
     raise NotImplementedError(f"\"{kernel}\" not implemented for '{type_name(input.dtype)}'")
 
 

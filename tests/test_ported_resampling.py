@@ -188,17 +188,20 @@ _EDGE_POINTS = [[[1.0, 1.0], [1.0, -1.0], [0.8, 0.8], [0.8, -0.8]],
                 [[-1.0, -1.0], [-1.0, 1.0], [-0.8, -0.8], [-0.8, 0.8]]]
 _ZERO_GRID_GRAD = [[[-0., -0.], [-0., 0.], [-0., -0.], [-0., 0.]], [[0., 0.], [0., 0.], [0., 0.], [0., 0.]]]
 _EXPECTED_GRID_GRAD = {
-    ("bilinear", "zeros", True): [[[-8., -8.], [-8., 0.], [2., 0.], [2., 0.]], [[2., 0.], [2., 0.], [2., 0.], [2., 0.]]],
+    ("bilinear", "zeros", True): [[[-8., -8.], [-8., 0.], [2., 0.], [2., 0.]],
+                                  [[2., 0.], [2., 0.], [2., 0.], [2., 0.]]],
     ("bilinear", "zeros", False): [[[-5., -5.], [-5., 5.], [-10., -10.], [-10., 10.]],
                                    [[0., 0.], [0., 0.], [0., 0.], [0., 0.]]],
-    ("bilinear", "border", True): [[[-0., -0.], [-0., 0.], [2., 0.], [2., 0.]], [[0., 0.], [0., 0.], [2., 0.], [2., 0.]]],
+    ("bilinear", "border", True): [[[-0., -0.], [-0., 0.], [2., 0.], [2., 0.]],
+                                   [[0., 0.], [0., 0.], [2., 0.], [2., 0.]]],
     ("bilinear", "border", False): _ZERO_GRID_GRAD,
     ("bilinear", "reflection", True): [[[-0., -0.], [-0., 0.], [2., 0.], [2., 0.]],
                                        [[0., 0.], [0., 0.], [2., 0.], [2., 0.]]],
     ("bilinear", "reflection", False): _ZERO_GRID_GRAD,
     ("bicubic", "zeros", True): [[[-4.5, -6.], [-4.5, 6.], [2.725679, 0.740878], [2.725679, -0.740878]],
                                  [[1.5, 0.], [1.5, 0.], [1.927921, -0.05688], [1.927921, 0.05688]]],
-    ("bicubic", "zeros", False): [[[-5.859375, -5.888672], [-5.859375, 5.888672], [-5.6250, -7.5000], [-5.6250, 7.5000]],
+    ("bicubic", "zeros", False): [[[-5.859375, -5.888672], [-5.859375, 5.888672], [-5.6250, -7.5000],
+                                   [-5.6250, 7.5000]],
                                   [[-0.234375, -0.263672], [-0.234375, 0.263672], [1.8750, 0.], [1.8750, 0.]]],
     ("bicubic", "border", True): [[[1.5, 0.], [1.5, 0.], [1.74, 0.], [1.74, 0.]],
                                   [[1.5, 0.], [1.5, 0.], [1.74, 0.], [1.74, 0.]]],
@@ -269,8 +272,8 @@ def test_grid_sample_shapes_and_empty_tensors(T, F, mode):
 @pytest.mark.parametrize("mode, padding_mode, align_corners", list(itertools.product(MODES, PADDINGS, (True, False))))
 def test_grid_sample_gradcheck(T, F, mode, padding_mode, align_corners):
     rng = np.random.default_rng(11)
-    input = T.tensor(rng.standard_normal((2, 2, 3, 3)), requires_grad=True)
-    grid = T.tensor(rng.uniform(-1.3, 1.3, (2, 3, 2, 2)), requires_grad=True)
+    input = T.tensor(rng.standard_normal((1, 2, 3, 3)), requires_grad=True)
+    grid = T.tensor(rng.uniform(-1.3, 1.3, (1, 3, 2, 2)), requires_grad=True)
 
     def sample(input, grid):
         return F.grid_sample(input, grid, mode=mode, padding_mode=padding_mode, align_corners=align_corners)
@@ -283,8 +286,8 @@ def test_grid_sample_gradcheck(T, F, mode, padding_mode, align_corners):
                          list(itertools.product(("bilinear", "nearest"), PADDINGS, (True, False))))
 def test_grid_sample_3d_matches_numpy_and_gradcheck(T, F, mode, padding_mode, align_corners):
     rng = np.random.default_rng(5)
-    x = rng.standard_normal((2, 2, 2, 3, 3))
-    points = rng.uniform(-1.3, 1.3, (2, 2, 2, 3, 3))
+    x = rng.standard_normal((2, 1, 2, 2, 3))
+    points = rng.uniform(-1.3, 1.3, (2, 1, 2, 2, 3))
     input = T.tensor(np.ascontiguousarray(x.transpose(1, 0, 2, 3, 4)), requires_grad=True)
     grid = T.tensor(np.ascontiguousarray(points.transpose(1, 0, 2, 3, 4)), requires_grad=True)
 
@@ -435,3 +438,376 @@ def test_affine_grid_then_grid_sample_reads_the_identity_back(T, F):
     same(out, expected)
     out.backward(T.ones_like(out))
     same(image.grad, (expected != 0).astype(np.float64))
+
+
+# -- interpolate: NumPy's one-dim rules -----------------------------------------------------------------------------
+
+def _np_source_ratio(n, m, align_corners, scale=None):
+    if align_corners:
+        return (n - 1) / (m - 1) if m > 1 else 0.0
+    return 1.0 / scale if scale is not None else n / m
+
+
+def np_linear_matrix(n, m, align_corners, scale=None):
+    """The (m, n) matrix of 1-d linear interpolation from n samples to m."""
+    r = _np_source_ratio(n, m, align_corners, scale)
+    matrix = np.zeros((m, n))
+    for o in range(m):
+        s = o * r if align_corners else max(r * (o + 0.5) - 0.5, 0.0)
+        low = min(int(math.floor(s)), n - 1)
+        high = min(low + 1, n - 1)
+        matrix[o, low] += 1 - (s - low)
+        matrix[o, high] += s - low
+    return matrix
+
+
+def np_cubic_matrix(n, m, align_corners, scale=None):
+    """The (m, n) matrix of 1-d bicubic interpolation (Keys, a = -0.75; indices clamped to the input)."""
+    r = _np_source_ratio(n, m, align_corners, scale)
+    matrix = np.zeros((m, n))
+    for o in range(m):
+        s = o * r if align_corners else r * (o + 0.5) - 0.5
+        f = math.floor(s)
+        for k, w in enumerate(_cubic_weights(s - f)):
+            matrix[o, min(max(f - 1 + k, 0), n - 1)] += w
+    return matrix
+
+
+def np_resize(x, matrices):
+    """x (N, C, *spatial) resized along each spatial dim by its matrix."""
+    for axis, matrix in enumerate(matrices, start=2):
+        x = np.moveaxis(np.tensordot(matrix, x, axes=([1], [axis])), 0, axis)
+    return x
+
+
+def _layout(T, dims, channels_last):
+    if not channels_last:
+        return T.contiguous_format
+    return T.channels_last if dims == 4 else T.channels_last_3d
+
+
+# -- nearest and nearest-exact --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", ["nearest", "nearest-exact"])
+def test_upsampling_nearest_1d_values_uint8_and_gradients(T, nn, F, mode):
+    m = nn.Upsample(size=4, mode=mode)
+    same(m(T.ones(1, 1, 2, dtype=T.float64)), np.ones((1, 1, 4)), dtype="float64")
+    same(m(T.ones(1, 1, 2, dtype=T.uint8)), np.ones((1, 1, 4), np.uint8), dtype="uint8")
+    x = T.randn(1, 1, 2, dtype=T.float64, requires_grad=True)
+    _gradcheck(T, lambda x: F.interpolate(x, 4, mode=mode), (x,), check_forward_ad=True)
+    _gradgradcheck(T, lambda x: F.interpolate(x, 4, mode=mode), (x,))
+    x = T.randn(1, 1, 20, dtype=T.float64, requires_grad=True)
+    _gradcheck(T, lambda x: F.interpolate(x, 11, mode=mode), (x,), check_forward_ad=True)
+    _gradgradcheck(T, lambda x: F.interpolate(x, 4, mode=mode), (x,))
+    # each input's gradient: how many outputs copied it
+    F.interpolate(x, 11, mode=mode).sum().backward()
+    offset = 0.5 if mode == "nearest-exact" else 0.0
+    copied = np.bincount(np.floor((np.arange(11) + offset) * (20 / 11)).astype(int), minlength=20)
+    same(x.grad, copied.reshape(1, 1, 20).astype(np.float64))
+
+
+def _np_nearest_index(isize, osize, exact):
+    scale = isize / osize  # OpenCV's INTER_NEAREST (o · scale) and scikit-image's ((o + ½) · scale), truncated
+    return np.array([int(((o + 0.5) if exact else o) * scale) for o in range(osize)])
+
+
+@pytest.mark.parametrize("mode", ["nearest", "nearest-exact"])
+@pytest.mark.parametrize("dims, channels_last", [(1, False), (2, False), (2, True), (3, False), (3, True)])
+@pytest.mark.parametrize("isize, osize", [(20, 11), (10, 15)])
+def test_upsampling_nearest_matches_opencv_and_scikit_image(T, F, mode, dims, channels_last, isize, osize):
+    x = np.arange(float(isize ** dims), dtype=np.float32).reshape((1, 1) + (isize,) * dims)
+    input = T.tensor(x).contiguous(memory_format=_layout(T, dims + 2, channels_last)) if dims > 1 else T.tensor(x)
+    out = F.interpolate(input, size=(osize,) * dims, recompute_scale_factor=False, mode=mode)
+    index = _np_nearest_index(isize, osize, mode == "nearest-exact")
+    same(out, x[(Ellipsis,) + np.ix_(*[index] * dims)], dtype="float32")
+    if channels_last:
+        assert out.is_contiguous(memory_format=_layout(T, dims + 2, True))
+
+
+def test_upsampling_nearest_exact_1d_rescale(T, F):
+    x = T.arange(20.0).view(1, 1, 20)
+    same(F.interpolate(x, scale_factor=1.00001, recompute_scale_factor=False, mode="nearest-exact"), values(x))
+    same(F.interpolate(x, scale_factor=2.00001, recompute_scale_factor=False, mode="nearest-exact"),
+         np.repeat(np.arange(20.0, dtype=np.float32), 2).reshape(1, 1, 40))
+
+
+@pytest.mark.parametrize("mode", ["nearest", "nearest-exact"])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_upsampling_nearest_2d_keeps_the_layout(T, F, mode, channels_last):
+    layout = _layout(T, 4, channels_last)
+    out = F.interpolate(T.ones(1, 2, 2, 2, dtype=T.float64).contiguous(memory_format=layout), size=4, mode=mode)
+    same(out, np.ones((1, 2, 4, 4)))
+    assert out.is_contiguous(memory_format=layout)
+    same(F.interpolate(T.ones(1, 2, 2, 2, dtype=T.uint8).contiguous(memory_format=layout), size=4, mode=mode),
+         np.ones((1, 2, 4, 4), np.uint8), dtype="uint8")
+    # height and width apart; the gradient laid out as the input, whatever the incoming gradient's layout
+    x = T.ones(1, 2, 2, 1, dtype=T.float64).contiguous(memory_format=layout).requires_grad_()
+    out = F.interpolate(x, size=(4, 2), mode=mode)
+    same(out, np.ones((1, 2, 4, 2)))
+    assert out.is_contiguous(memory_format=layout)
+    out.backward(T.arange(16.0, dtype=T.float64).view(1, 2, 4, 2))
+    assert x.grad.is_contiguous(memory_format=layout)
+    same(x.grad, np.arange(16.0).reshape(1, 2, 2, 2, 2).sum((3, 4))[..., None])  # rows (0, 1) and (2, 3) add up
+    _gradcheck(T, lambda x: F.interpolate(x, size=(4, 2), mode=mode), (x,), check_forward_ad=True)
+    _gradgradcheck(T, lambda x: F.interpolate(x, size=(4, 2), mode=mode), (x,))
+    x = T.randn(1, 2, 2, 2, dtype=T.float64).contiguous(memory_format=layout)
+    same(F.interpolate(x, 4, mode=mode), values(F.interpolate(x, scale_factor=2, mode=mode)))
+    same(F.interpolate(x, 4, mode=mode), np.repeat(np.repeat(values(x), 2, 2), 2, 3))
+
+
+@pytest.mark.parametrize("mode", ["nearest", "nearest-exact"])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_upsampling_nearest_3d_keeps_the_layout(T, nn, F, mode, channels_last):
+    layout = _layout(T, 5, channels_last)
+    m = nn.Upsample(size=4, mode=mode)
+    x = T.ones(1, 2, 2, 2, 2, dtype=T.float64).contiguous(memory_format=layout).requires_grad_()
+    out = m(x)
+    same(out, np.ones((1, 2, 4, 4, 4)))
+    same(m(T.ones(1, 2, 2, 2, 2, dtype=T.uint8).contiguous(memory_format=layout)), np.ones((1, 2, 4, 4, 4), np.uint8))
+    assert out.is_contiguous(memory_format=layout)
+    out.backward(T.ones_like(out))
+    assert x.grad.is_contiguous(memory_format=layout)
+    same(x.grad, np.full((1, 2, 2, 2, 2), 8.0))
+    x = T.randn(1, 2, 2, 2, 2, dtype=T.float64).contiguous(memory_format=layout).requires_grad_()
+    _gradcheck(T, lambda x: F.interpolate(x, 4, mode=mode), (x,), check_forward_ad=True)
+    _gradgradcheck(T, lambda x: F.interpolate(x, 4, mode=mode), (x,))
+
+
+# -- bilinear and bicubic -------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("antialias", [True, False])
+@pytest.mark.parametrize("align_corners", [True, False])
+@pytest.mark.parametrize("mode", ["bilinear", "bicubic"])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_upsampling_bilinear_and_bicubic(T, F, antialias, align_corners, mode, channels_last):
+    layout = _layout(T, 4, channels_last)
+    kwargs = dict(mode=mode, align_corners=align_corners, antialias=antialias)
+    for scale_factor in (0.5, 1.5, 2):
+        x = T.ones(2, 3, 8, 8, dtype=T.float64).contiguous(memory_format=layout).requires_grad_()
+        out_size = int(math.floor(8 * scale_factor))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            out = F.interpolate(x, scale_factor=scale_factor, **kwargs)
+        close(out, np.ones((2, 3, out_size, out_size)), rtol=0, atol=1e-12)  # the weights of each output sum to 1
+        assert out.is_contiguous(memory_format=layout)
+        out.backward(T.randn_like(out))
+        assert x.grad.is_contiguous(memory_format=layout)
+    x = T.randn(1, 2, 4, 4, dtype=T.float64).contiguous(memory_format=layout).requires_grad_()
+    _gradcheck(T, lambda x: F.interpolate(x, 6, **kwargs), (x,), check_forward_ad=True)
+    _gradgradcheck(T, lambda x: F.interpolate(x, 3, **kwargs), (x[:, :1],))
+    if not antialias:  # against NumPy's separable rule
+        matrix = (np_linear_matrix if mode == "bilinear" else np_cubic_matrix)(4, 7, align_corners)
+        close(F.interpolate(x, 7, **kwargs), np_resize(values(x), [matrix, matrix]), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("mode", ["nearest", "nearest-exact", "bilinear", "bicubic"])
+@pytest.mark.parametrize("antialias", [False, True])
+@pytest.mark.parametrize("dtype", ["uint8", "int8", "int16", "int32", "int64", "float32", "float64"])
+def test_upsampling_2d_dtypes(T, F, request, mode, antialias, dtype):
+    if antialias and "nearest" in mode:
+        pytest.skip("nearest has no antialiasing")
+    x = T.ones(1, 3, 32, 32, dtype=getattr(T, dtype))
+    if dtype.startswith("float") or dtype == "uint8":
+        if dtype == "uint8" and mode in ("bilinear", "bicubic"):
+            xfail_on_chainrule(T, request, "uint8 bilinear and bicubic resizing (PyTorch's fixed-point kernels) is "
+                                           "not built: chainrule refuses it")
+        out = F.interpolate(x, (12, 12), mode=mode, antialias=antialias)
+        close(out, np.ones((1, 3, 12, 12), dtype), rtol=0, atol=1e-6)
+        assert str(out.dtype).endswith(dtype)
+    else:
+        raises(RuntimeError, "not implemented for", F.interpolate, x, (12, 12), mode=mode, antialias=antialias)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_upsampling_antialiased_matches_pil(T, F, channels_last):
+    x = T.arange(3 * 8 * 8, dtype=T.float32).reshape(1, 3, 8, 8).expand(5, 3, 8, 8)
+    x = x.contiguous(memory_format=_layout(T, 4, channels_last))
+    # PIL.Image.resize((2, 2), LINEAR) and BICUBIC of each channel, PyTorch's literals
+    bilinear = [17.035713, 20.25, 42.75, 45.964287, 81.03572, 84.25, 106.75, 109.96428, 145.0357, 148.25, 170.75,
+                173.9643]
+    bicubic = [15.1205635, 18.760439, 44.23956, 47.879436, 79.12056, 82.76044, 108.23956, 111.87944, 143.12057,
+               146.76044, 172.23956, 175.87943]
+    for mode, expected in (("bilinear", bilinear), ("bicubic", bicubic)):
+        out = F.interpolate(x, size=(2, 2), mode=mode, align_corners=False, antialias=True)
+        close(out, np.broadcast_to(np.array(expected, np.float32).reshape(1, 3, 2, 2), (5, 3, 2, 2)),
+              rtol=1.3e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("mode", ["bilinear", "bicubic"])
+@pytest.mark.parametrize("antialias", [True, False])
+def test_upsampling_uint8_is_the_rounded_float_resize(T, F, request, channels_last, mode, antialias):
+    xfail_on_chainrule(T, request, "uint8 bilinear and bicubic resizing (PyTorch's fixed-point kernels) is not "
+                                   "built: chainrule refuses it")
+    low, high = (30, 220) if mode == "bicubic" else (0, 256)
+    image = np.random.default_rng(0).integers(low, high, (1, 3, 40, 40)).astype(np.uint8)
+    x = T.tensor(image).contiguous(memory_format=_layout(T, 4, channels_last))
+    for size in (16, 60):
+        as_float = F.interpolate(x.float(), size=(size, size), mode=mode, antialias=antialias).round().clip(0, 255)
+        out = F.interpolate(x, size=(size, size), mode=mode, antialias=antialias)
+        assert out.dtype == T.uint8 and out.is_contiguous(memory_format=_layout(T, 4, channels_last))
+        assert np.abs(values(as_float) - values(out).astype(np.float32)).max() <= (1 if mode == "bilinear" else 15)
+
+
+def test_upsampling_bicubic_matches_opencv(T, F):
+    x = T.arange(8.0).view(1, 2, 2, 2)
+    expected = [[[[-0.31641, 0.01562, 0.56250, 0.89453], [0.34766, 0.67969, 1.22656, 1.55859],
+                  [1.44141, 1.77344, 2.32031, 2.65234], [2.10547, 2.43750, 2.98438, 3.31641]],
+                 [[3.68359, 4.01562, 4.56250, 4.89453], [4.34766, 4.67969, 5.22656, 5.55859],
+                  [5.44141, 5.77344, 6.32031, 6.65234], [6.10547, 6.43750, 6.98438, 7.31641]]]]
+    close(F.interpolate(x, scale_factor=2, mode="bicubic", align_corners=False), expected, rtol=0, atol=1e-5)
+    cubic = np_cubic_matrix(2, 4, False)
+    close(F.interpolate(x, scale_factor=2, mode="bicubic", align_corners=False),
+          np_resize(np.arange(8.0).reshape(1, 2, 2, 2), [cubic, cubic]), rtol=0, atol=1e-6)
+
+
+def test_upsampling_bicubic_without_recomputing_the_scale_factor(T, F):
+    x = T.arange(8.0, dtype=T.float64).view(1, 2, 2, 2)
+    expected = [[[[-0.32725, -0.08843, 0.37933, 0.79744], [0.15039, 0.38921, 0.85697, 1.27508],
+                  [1.08591, 1.32473, 1.79249, 2.21060], [1.92213, 2.16095, 2.62871, 3.04682]],
+                 [[3.67275, 3.91157, 4.37933, 4.79744], [4.15039, 4.38921, 4.85697, 5.27508],
+                  [5.08591, 5.32473, 5.79249, 6.21060], [5.92213, 6.16095, 6.62871, 7.04682]]]]
+    out = F.interpolate(x, scale_factor=2.3, mode="bicubic", align_corners=False, recompute_scale_factor=False)
+    close(out, expected, rtol=0, atol=1e-4)  # (OpenCV's: the source steps by 1/2.3, not by 2/4)
+    cubic = np_cubic_matrix(2, 4, False, scale=2.3)
+    close(out, np_resize(values(x), [cubic, cubic]), rtol=1e-12, atol=1e-12)
+    for align_corners in (True, False):
+        for scale_factor in (0.6, 1.6, 2.3):
+            out_size = int(math.floor(2 * scale_factor))
+            out = F.interpolate(T.ones(2, 2, 2, 2), scale_factor=scale_factor, mode="bicubic",
+                                align_corners=align_corners)
+            close(out, np.ones((2, 2, out_size, out_size)), rtol=0, atol=1e-5)
+            x = T.randn(2, 2, 2, 2, dtype=T.float64, requires_grad=True)
+            _gradcheck(T, lambda x, size=out_size, align=align_corners: F.interpolate(
+                x, size, mode="bicubic", align_corners=align), (x,))
+
+
+# -- linear and trilinear -------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("align_corners", [True, False])
+@pytest.mark.parametrize("recompute_scale_factor", [True, False])
+def test_upsampling_linear_1d(T, nn, F, align_corners, recompute_scale_factor):
+    kwargs = dict(mode="linear", align_corners=align_corners, recompute_scale_factor=recompute_scale_factor)
+    for scale_factor in (0.5, 1.5, 2):
+        m = nn.Upsample(scale_factor=scale_factor, **kwargs)
+        out_size = int(math.floor(2 * scale_factor))
+        same(m(T.ones(1, 1, 2)), np.ones((1, 1, out_size), np.float32))
+        x = T.tensor([[[0.3, -1.2]]], dtype=T.float64, requires_grad=True)
+        out = F.interpolate(x, scale_factor=scale_factor, **kwargs)
+        scale = None if recompute_scale_factor or align_corners else scale_factor
+        matrix = np_linear_matrix(2, out_size, align_corners, scale)
+        close(out, np_resize(values(x), [matrix]), rtol=1e-12, atol=1e-12)
+        weights = np.arange(1.0, out_size + 1)
+        out.backward(T.tensor(weights.reshape(1, 1, -1)))
+        close(x.grad, (weights @ matrix).reshape(1, 1, 2), rtol=1e-12, atol=1e-12)
+        _gradcheck(T, lambda x, factor=scale_factor: F.interpolate(x, scale_factor=factor, **kwargs), (x,))
+        _gradcheck(T, lambda x, size=out_size: F.interpolate(x, size, mode="linear", align_corners=align_corners), (x,))
+
+
+@pytest.mark.parametrize("mode, dims", [("linear", 1), ("bilinear", 2), ("trilinear", 3)])
+def test_upsampling_is_spatially_invariant(T, nn, F, mode, dims):
+    m = nn.Upsample(scale_factor=3, mode=mode, align_corners=False)
+    x = T.zeros((1, 1) + (9,) * dims)
+    x[(Ellipsis,) + (slice(0, 4),) * dims] = T.randn((1, 1) + (4,) * dims)
+    whole, part = m(x), m(x[(Ellipsis,) + (slice(0, 5),) * dims])
+    close(whole[(Ellipsis,) + (slice(0, 15),) * dims], values(part), rtol=1e-6, atol=1e-6)
+
+
+def test_upsampling_small_scale(T, nn):
+    m = nn.Upsample(scale_factor=0.5, mode="bilinear")
+    same(m(T.arange(1, 5, dtype=T.float32).reshape(1, 1, 2, 2)), [[[[2.5]]]])  # (the centre of 2×2: their mean)
+
+
+@pytest.mark.parametrize("align_corners", [True, False])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_upsampling_trilinear_3d(T, nn, F, align_corners, channels_last):
+    layout = _layout(T, 5, channels_last)
+    kwargs = dict(mode="trilinear", align_corners=align_corners)
+    for scale_factor in (0.5, 1.5, 2):
+        m = nn.Upsample(scale_factor=scale_factor, **kwargs)
+        x = T.ones(1, 2, 4, 4, 4, dtype=T.float64).contiguous(memory_format=layout).requires_grad_()
+        out_size = int(math.floor(4 * scale_factor))
+        out = m(x)
+        close(out, np.ones((1, 2) + (out_size,) * 3), rtol=0, atol=1e-12)
+        assert out.is_contiguous(memory_format=layout)
+        gradient = T.randn_like(out).contiguous(memory_format=layout)
+        out.backward(gradient, retain_graph=True)
+        assert x.grad.is_contiguous(memory_format=layout)
+        first = x.grad.clone()
+        x.grad = None
+        out.backward(gradient.contiguous())  # a row-major gradient: the same values, the input's layout still
+        close(x.grad, values(first), rtol=1e-12, atol=1e-12)
+        assert x.grad.is_contiguous(memory_format=layout)
+        x = T.randn(1, 2, 4, 4, 4, dtype=T.float64)
+        scale = None if align_corners else scale_factor
+        matrix = np_linear_matrix(4, out_size, align_corners, scale)
+        by_scale = F.interpolate(x, scale_factor=scale_factor, **kwargs)
+        close(by_scale, values(F.interpolate(x, (out_size,) * 3, **kwargs)), rtol=1e-12, atol=1e-12)
+        close(by_scale, np_resize(values(x), [matrix] * 3), rtol=1e-12, atol=1e-12)
+    x = T.randn(1, 1, 2, 2, 3, dtype=T.float64, requires_grad=True)
+    _gradcheck(T, lambda x: F.interpolate(x, 3, **kwargs), (x,))
+    _gradgradcheck(T, lambda x: F.interpolate(x, 3, **kwargs), (x,))
+
+
+# -- interpolate: scale factors, sizes and errors -------------------------------------------------------------------
+
+@pytest.mark.parametrize("scale_factor", [0.5, 1.5, 2])
+@pytest.mark.parametrize("mode, dims", [("nearest", 1), ("nearest", 2), ("nearest", 3), ("area", 1), ("area", 2),
+                                        ("area", 3), ("linear", 1), ("bilinear", 2), ("bicubic", 2),
+                                        ("trilinear", 3)])
+def test_interpolate_ones_sizes_and_gradients(T, nn, F, scale_factor, mode, dims):
+    kwargs = dict(mode=mode) if mode in ("nearest", "area") else dict(mode=mode, align_corners=False)
+    x = T.ones([1, 1] + [2] * dims, dtype=T.float64, requires_grad=True)
+    out_size = int(math.floor(2 * scale_factor))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = nn.Upsample(scale_factor=scale_factor, **kwargs)(x)
+    close(out, np.ones([1, 1] + [out_size] * dims), rtol=0, atol=1e-12)
+    close(F.interpolate(x, (out_size,) * dims, **kwargs), values(F.interpolate(x, scale_factor=scale_factor, **kwargs)),
+          rtol=1e-12, atol=1e-12)
+    _gradcheck(T, lambda x: F.interpolate(x, out_size, **kwargs), (x,))
+    _gradgradcheck(T, lambda x: F.interpolate(x, out_size, **kwargs), (x,))
+    for size in (float(out_size), T.tensor(out_size, dtype=T.float32)):
+        raises(TypeError, "expected size to be one of int or", F.interpolate, x, size=(size,) * dims, **kwargs)
+
+
+def test_interpolate_sizes_and_scale_factors_refused(T, F):
+    x = T.ones(1, 1, 16, 16)
+    raises(RuntimeError, "value cannot be converted to type int64_t without overflow", F.interpolate, x,
+           scale_factor=-1e20, mode="bilinear")
+    raises(RuntimeError, "value cannot be converted to type int64_t without overflow", F.interpolate, x,
+           scale_factor=1e20, mode="bilinear")
+    raises(RuntimeError, "value cannot be converted to type int64_t without overflow", F.interpolate, x,
+           scale_factor=float("nan"))
+    raises(ValueError, "recompute_scale_factor is not meaningful with an explicit size", F.interpolate, x, size=3,
+           recompute_scale_factor=True)
+    # a size n·f is truncated toward 0 (-0.3 · 4 = -1.2: -1), and 1-d kernels say "and output"
+    raises(RuntimeError, r"but got input \(W: 4\) and output \(W: -1\)", F.interpolate, T.ones(1, 1, 4),
+           scale_factor=-0.3, mode="linear")
+    raises(RuntimeError, r"but got input \(W: 4\) and output \(W: 0\)", F.interpolate, T.ones(1, 1, 4),
+           scale_factor=-0.1, mode="nearest")
+    raises(RuntimeError, r"but got input \(H: 4, W: 4\) output \(H: 0, W: 0\)", F.interpolate, T.ones(1, 1, 4, 4),
+           size=0, mode="bicubic")
+    raises(TypeError, r"but got size with types \[<class 'float'>\]", F.interpolate, T.ones(1, 1, 4), size=(3.5,))
+    raises(TypeError, "", F.interpolate, T.ones(1, 1, 4), size=(True,))
+    # integer tensors and NumPy integers are sizes
+    same(F.interpolate(T.ones(1, 1, 4), size=(T.tensor(3),)), np.ones((1, 1, 3), np.float32))
+    same(F.interpolate(T.ones(1, 1, 4), size=np.int64(3)), np.ones((1, 1, 3), np.float32))
+
+
+def test_grid_sample_far_outside_points(T, F):
+    # PyTorch's issues 35202 and 24823 (its CUDA test; the CPU kernels share the rules): points ~1e7 pixels away read
+    # zeros with no gradient, or the edge pixel under border padding
+    image = T.arange(12.0).view(1, 1, 3, 4).requires_grad_()
+    points = T.tensor([[-10059144.0, 67680944.0], [67680944.0, 67680944.0]]).view(1, 1, 2, 2)
+    out = F.grid_sample(image, points, align_corners=False)
+    same(out, [[[[0.0, 0.0]]]])
+    out.backward(T.ones_like(out))
+    same(image.grad, np.zeros((1, 1, 3, 4), np.float32))
+    same(F.grid_sample(image, points, padding_mode="border", align_corners=False), [[[[8.0, 11.0]]]])
+    theta = T.tensor([[[-1.0e20, 0.0, 0.0], [0.0, -1.0e20, 0.0]]])
+    blank = T.zeros(1, 1, 4, 4, requires_grad=True)
+    out = F.grid_sample(blank, F.affine_grid(theta, (1, 1, 4, 4), align_corners=False), align_corners=False)
+    same(out, np.zeros((1, 1, 4, 4), np.float32))
+    out.backward(T.ones_like(out))
+    same(blank.grad, np.zeros((1, 1, 4, 4), np.float32))
