@@ -158,3 +158,28 @@ def test_interpolate_size_rules(T):
         RuntimeError, "Input and output sizes should be greater than 0, but got input (H: 4, W: 4) output "
                       "(H: -1, W: -1)")
 
+
+
+# -- PyTorch's suggested memory format: channels-last by the order of the strides, dense or not -------------------
+
+@pytest.mark.parametrize("cut", ["cropped", "strided"])
+def test_a_cut_channels_last_image_is_resized_and_padded_channels_last(T, cut):
+    F = T.nn.functional
+    image = T.arange(2 * 3 * 12 * 12, dtype=T.float32).reshape(2, 3, 12, 12).contiguous(memory_format=T.channels_last)
+    part = image[:, :, 1:-1, 1:-1] if cut == "cropped" else image[:, :, ::2, ::2]
+    assert not part.is_contiguous(memory_format=T.channels_last)
+    for out in (F.interpolate(part, size=(7, 7), mode="bilinear"), F.interpolate(part, size=(7, 7), mode="nearest"),
+                F.pad(part, (1, 1, 1, 1), mode="replicate")):
+        assert out.is_contiguous(memory_format=T.channels_last), out.stride()
+    expected = part.numpy()[:, :, np.floor(np.arange(7) * (part.shape[2] / 7)).astype(int)][..., np.floor(
+        np.arange(7) * (part.shape[3] / 7)).astype(int)]
+    np.testing.assert_array_equal(F.interpolate(part, size=(7, 7), mode="nearest").numpy(), expected)
+
+
+def test_ambiguous_strides_suggest_row_major(T):
+    F = T.nn.functional
+    one_channel = T.ones(2, 1, 3, 3).contiguous(memory_format=T.channels_last)  # (also row-major: it stays so)
+    assert F.interpolate(one_channel, size=(5, 5)).stride() == (25, 25, 5, 1)
+    from_channels_last = T.ones(1, 2, 4, 4).contiguous(memory_format=T.channels_last)
+    assert F.interpolate(from_channels_last, size=(5, 5)).stride() == (50, 1, 10, 2)
+

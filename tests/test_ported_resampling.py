@@ -649,6 +649,23 @@ def test_upsampling_uint8_is_the_rounded_float_resize(T, F, request, channels_la
         assert np.abs(values(as_float) - values(out).astype(np.float32)).max() <= (1 if mode == "bilinear" else 15)
 
 
+
+@pytest.mark.parametrize("cut", [False, "sliced", "restrided"])
+@pytest.mark.parametrize("mode", ["bilinear", "bicubic"])
+@pytest.mark.parametrize("antialias", [True, False])
+def test_upsampling_a_cut_channels_last_image_stays_channels_last(T, F, cut, mode, antialias):
+    # the float half of PyTorch's test_upsamplingBiMode2d_consistency: the output keeps the input's suggested layout
+    image = np.random.default_rng(1).integers(0, 256, (2, 3, 24, 24)).astype(np.float32)
+    x = T.tensor(image).contiguous(memory_format=T.channels_last)
+    x = {False: x, "sliced": x[:, :, 2:-2, 2:-2], "restrided": x[:, :, ::2, ::2]}[cut]
+    for size in (8, 30):
+        out = F.interpolate(x, size=(size, size), mode=mode, align_corners=False, antialias=antialias)
+        assert out.is_contiguous(memory_format=T.channels_last)
+        if not antialias:
+            rule = np_linear_matrix if mode == "bilinear" else np_cubic_matrix
+            rows, columns = (rule(n, size, False) for n in x.shape[2:])
+            close(out, np_resize(values(x).astype(np.float64), [rows, columns]), rtol=1e-5, atol=1e-3)
+
 def test_upsampling_bicubic_matches_opencv(T, F):
     x = T.arange(8.0).view(1, 2, 2, 2)
     expected = [[[[-0.31641, 0.01562, 0.56250, 0.89453], [0.34766, 0.67969, 1.22656, 1.55859],
