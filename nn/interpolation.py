@@ -109,7 +109,7 @@ def _nearest_index(size, out, factor, exact, planar):
     return xp.minimum(xp.floor(positions * ratio).astype(xp.int64), size - 1)
 
 
-def _linear_along(input, dim, out, factor, align_corners):
+def _linear_along(input, dim, out, factor, align_corners, weights_dtype=None):
     size = input.shape[dim]
     if out == size:  # PyTorch's kernels copy a dim that keeps its size, whatever the scale factor (1.1 on 3 rows)
         return input
@@ -119,8 +119,12 @@ def _linear_along(input, dim, out, factor, align_corners):
     low = xp.minimum(xp.floor(source).astype(xp.int64), size - 1)
     high = xp.minimum(low + 1, size - 1)
     weight = (source - low).astype(input.dtype)
+    rest = 1 - weight
+    if weights_dtype is not None:  # (float16: PyTorch's kernel keeps λ in float16, and 1 - λ computed from it)
+        weight = weight.astype(weights_dtype)
+        weight, rest = weight.astype(input.dtype), (1 - weight).astype(input.dtype)
     shape = (out,) + (1,) * (input.ndim - 1 - dim)
-    return (gather_along(input, {dim: low}) * Tensor._make((1 - weight).reshape(shape))
+    return (gather_along(input, {dim: low}) * Tensor._make(rest.reshape(shape))
             + gather_along(input, {dim: high}) * Tensor._make(weight.reshape(shape)))
 
 
@@ -135,13 +139,15 @@ def _fused_source(ratio, positions):
     return (numpy.float64(scale) * (positions.astype(numpy.float64) + 0.5) - 0.5).astype(numpy.float32)
 
 
-def _cubic_along(input, dim, out, factor, align_corners):
+def _cubic_along(input, dim, out, factor, align_corners, weights_dtype=None):
     size = input.shape[dim]
     ratio = _ratio(size, out, factor, align_corners)
     positions = xp.arange(out, dtype=input.dtype)
     source = positions * ratio if align_corners else _fused_source(ratio, positions)
     floor = xp.floor(source)
     weights = cubic_weights((source - floor).astype(input.dtype))
+    if weights_dtype is not None:  # (float16: PyTorch's kernel stores the weights in float16)
+        weights = [weight.astype(weights_dtype).astype(input.dtype) for weight in weights]
     shape = (out,) + (1,) * (input.ndim - 1 - dim)
     before = (slice(None),) * dim
     result = None
@@ -231,7 +237,15 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
         # PyTorch's kernels weigh float16 in float32 and round once; weights, products and sums rounded to
         # float16 at each step put a bilinear resize 1e-2 off. (Nearest copies exactly, but its backward adds each
         # input's gradient terms in float32 too: rounded at each addition they were an ulp or two off.)
-        resized = _resized(input.float(), sizes, factors, mode, align_corners, antialias, spatial).half()
+        # The linear, trilinear and bicubic forward kernels also store their weights in float16 (1 - λ from the
+        # rounded λ), their backward kernels not: the forward's values, the backward's gradient.
+        widened = input.float()
+        resized = _resized(widened, sizes, factors, mode, align_corners, antialias, spatial)
+        if mode in ("linear", "trilinear", "bicubic") and resized is not widened:
+            rounded = _resized(widened.detach(), sizes, factors, mode, align_corners, antialias, spatial,
+                               numpy.float16)
+            resized = resized + (rounded - resized).detach()
+        resized = resized.half()
     else:
         resized = _resized(input, sizes, factors, mode, align_corners, antialias, spatial)
     if resized is input:  # every size kept (a skip connection's size): a copy still, as PyTorch's kernels write one
@@ -304,7 +318,9 @@ def _check_sizes(input, sizes):
                        f"output ({described(sizes)})")
 
 
-def _resized(input, sizes, factors, mode, align_corners, antialias, spatial):
+def _resized(input, sizes, factors, mode, align_corners, antialias, spatial, weights_dtype=None):
+    """The resize in input's dtype, its linear, trilinear and bicubic weights rounded to ``weights_dtype`` if given
+    (PyTorch's forward kernels of a float16 input; its bilinear one keeps them in float32)."""
     if antialias:
         _check_sizes(input, sizes)
         return _antialiased(input, sizes, factors, bool(align_corners), mode)
@@ -320,7 +336,7 @@ def _resized(input, sizes, factors, mode, align_corners, antialias, spatial):
             raise NotImplementedError(f"Got {input.ndim}D input, but bicubic mode needs 4D input")
         _check_sizes(input, sizes)
         for k, (out, factor) in enumerate(zip(sizes, factors)):
-            input = _cubic_along(input, 2 + k, out, factor, bool(align_corners))
+            input = _cubic_along(input, 2 + k, out, factor, bool(align_corners), weights_dtype)
         return input
     if mode in _LINEAR_MODES:
         if _LINEAR_MODES[mode] != spatial:
@@ -328,7 +344,7 @@ def _resized(input, sizes, factors, mode, align_corners, antialias, spatial):
                                       f"{_LINEAR_MODES[mode] + 2}D input")
         _check_sizes(input, sizes)
         for k, (out, factor) in enumerate(zip(sizes, factors)):
-            input = _linear_along(input, 2 + k, out, factor, bool(align_corners))
+            input = _linear_along(input, 2 + k, out, factor, bool(align_corners), weights_dtype)
         return input
     raise _unsupported(input, mode)
 

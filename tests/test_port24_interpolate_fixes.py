@@ -183,3 +183,28 @@ def test_ambiguous_strides_suggest_row_major(T):
     from_channels_last = T.ones(1, 2, 4, 4).contiguous(memory_format=T.channels_last)
     assert F.interpolate(from_channels_last, size=(5, 5)).stride() == (50, 1, 10, 2)
 
+
+
+# -- float16 linear resizing: PyTorch's forward keeps λ in float16, its backward in float32 -------------------------
+
+def test_float16_linear_resize_rounds_its_weights_forward_only(T):
+    F = T.nn.functional
+    x = np.random.default_rng(1).standard_normal((2, 3, 7)).astype(np.float16)
+    g = np.cos(np.arange(18.0)).reshape(2, 3, 3).astype(np.float16)
+    source = T.tensor(x, requires_grad=True)
+    out = F.interpolate(source, size=3, mode="linear")
+    out.backward(T.tensor(g))
+    # NumPy: s = (o + ½)·7/3 - ½ in float32; λ rounded to float16 and 1 - λ from it, the blend in float32
+    s = ((np.arange(3) + 0.5) * np.float64(np.float32(7 / 3)) - 0.5).astype(np.float32)
+    low = np.floor(s).astype(int)
+    high = np.minimum(low + 1, 6)
+    lam = (s - low).astype(np.float16)
+    blend = x[..., low].astype(np.float32) * (1 - lam).astype(np.float32) + x[..., high].astype(np.float32) * lam
+    np.testing.assert_array_equal(out.detach().numpy(), blend.astype(np.float16))
+    # the gradient's weights are float32's: dL/dx[i] = Σ_o g[o] · w[o, i], rounded once
+    lam32 = s - low
+    grad = np.zeros((2, 3, 7), np.float32)
+    for o in range(3):
+        grad[..., low[o]] += g[..., o].astype(np.float32) * (1 - lam32[o])
+        grad[..., high[o]] += g[..., o].astype(np.float32) * lam32[o]
+    np.testing.assert_array_equal(source.grad.numpy(), grad.astype(np.float16))
