@@ -40,7 +40,7 @@ import numpy
 from autograd import Tensor
 from autograd.backend import xp
 from autograd.graph import program_stacklevel
-from autograd.ops.conversion import refuse_kinds, type_name
+from autograd.ops.conversion import type_name
 from autograd.ops.cubic_convolution import cubic_kernel, cubic_weights
 from autograd.ops.layouts import in_suggested_layout
 from autograd.ops.sliced_gather import gather_along
@@ -53,29 +53,42 @@ from .module import Module
 _LINEAR_MODES = {"linear": 1, "bilinear": 2, "trilinear": 3}
 
 
-def _output_sizes(input, size, scale_factor, spatial):
+def _is_integer(size):
+    """PyTorch's _is_integer for one output size: an int (not a bool), a NumPy integer, an integer tensor."""
+    if isinstance(size, Tensor):
+        return size.dtype.kind in "iu"
+    return isinstance(size, numbers.Integral) and not isinstance(size, bool)
+
+
+def _output_sizes(input, size, scale_factor, spatial, recompute_scale_factor):
     if size is not None and scale_factor is not None:
         raise ValueError("only one of size or scale_factor should be defined")
     if size is None and scale_factor is None:
         raise ValueError("either size or scale_factor should be defined")
     if size is not None:
-        if isinstance(size, Tensor) and size.ndim == 0:  # a 0-d tensor is one size, as an int is
-            size = int(size)
-        sizes = [size] * spatial if isinstance(size, numbers.Integral) else list(size)  # (NumPy's ints too)
+        listed = isinstance(size, (list, tuple)) or isinstance(size, Tensor) and size.ndim > 0
+        sizes = list(size) if listed else [size] * spatial  # (a 0-d integer tensor is one size, as an int is)
+        if not all(_is_integer(s) for s in sizes):  # (PyTorch's message; for one number its argument parser's)
+            raise TypeError(f"expected size to be one of int or Tuple[int] or Tuple[int, int] or Tuple[int, int, int], "
+                            f"but got size with types {[type(s) for s in sizes]}")
         if len(sizes) != spatial:
             raise ValueError(f"Input and output must have the same number of spatial dimensions, but got input "
                              f"with spatial dimensions of {list(input.shape[2:])} and output size of {size}. "
                              "Please provide input tensor in (N, C, d1, d2, ...,dK) format and output size in "
                              "(o1, o2, ...,oK) format.")
+        if recompute_scale_factor:
+            raise ValueError("recompute_scale_factor is not meaningful with an explicit size.")
         return [int(s) for s in sizes], None
     factors = [scale_factor] * spatial if isinstance(scale_factor, numbers.Real) else list(scale_factor)
     if len(factors) != spatial:
         raise ValueError(f"Input and scale_factor must have the same number of spatial dimensions, but got input "
                          f"with spatial dimensions of {list(input.shape[2:])} and scale_factor of shape "
                          f"{scale_factor}.")
-    if not all(math.isfinite(n * f) for n, f in zip(input.shape[2:], factors)):  # (an inf or NaN factor)
+    if not all(abs(n * f) < 2.0 ** 63 for n, f in zip(input.shape[2:], factors)):  # (an inf or NaN factor too)
         raise RuntimeError("value cannot be converted to type int64_t without overflow")
-    sizes = [int(math.floor(n * f)) for n, f in zip(input.shape[2:], factors)]
+    # PyTorch's kernels truncate n·f toward 0 (a negative factor's size is then refused unless it is 0 or -0.x); its
+    # Python computes the size floor(n·f) where it recomputes the scale factor
+    sizes = [math.floor(n * f) if recompute_scale_factor else int(n * f) for n, f in zip(input.shape[2:], factors)]
     return sizes, factors
 
 
@@ -96,7 +109,7 @@ def _nearest_index(size, out, factor, exact, planar):
     return xp.minimum(xp.floor(positions * ratio).astype(xp.int64), size - 1)
 
 
-def _linear_along(input, dim, out, factor, align_corners):
+def _linear_along(input, dim, out, factor, align_corners, weights_dtype=None):
     size = input.shape[dim]
     if out == size:  # PyTorch's kernels copy a dim that keeps its size, whatever the scale factor (1.1 on 3 rows)
         return input
@@ -106,8 +119,12 @@ def _linear_along(input, dim, out, factor, align_corners):
     low = xp.minimum(xp.floor(source).astype(xp.int64), size - 1)
     high = xp.minimum(low + 1, size - 1)
     weight = (source - low).astype(input.dtype)
+    rest = 1 - weight
+    if weights_dtype is not None:  # (float16: PyTorch's kernel keeps λ in float16, and 1 - λ computed from it)
+        weight = weight.astype(weights_dtype)
+        weight, rest = weight.astype(input.dtype), (1 - weight).astype(input.dtype)
     shape = (out,) + (1,) * (input.ndim - 1 - dim)
-    return (gather_along(input, {dim: low}) * Tensor._make((1 - weight).reshape(shape))
+    return (gather_along(input, {dim: low}) * Tensor._make(rest.reshape(shape))
             + gather_along(input, {dim: high}) * Tensor._make(weight.reshape(shape)))
 
 
@@ -122,13 +139,15 @@ def _fused_source(ratio, positions):
     return (numpy.float64(scale) * (positions.astype(numpy.float64) + 0.5) - 0.5).astype(numpy.float32)
 
 
-def _cubic_along(input, dim, out, factor, align_corners):
+def _cubic_along(input, dim, out, factor, align_corners, weights_dtype=None):
     size = input.shape[dim]
     ratio = _ratio(size, out, factor, align_corners)
     positions = xp.arange(out, dtype=input.dtype)
     source = positions * ratio if align_corners else _fused_source(ratio, positions)
     floor = xp.floor(source)
     weights = cubic_weights((source - floor).astype(input.dtype))
+    if weights_dtype is not None:  # (float16: PyTorch's kernel stores the weights in float16)
+        weights = [weight.astype(weights_dtype).astype(input.dtype) for weight in weights]
     shape = (out,) + (1,) * (input.ndim - 1 - dim)
     before = (slice(None),) * dim
     result = None
@@ -201,7 +220,7 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
     if mode in ("nearest", "nearest-exact", "area") and align_corners is not None:
         raise ValueError("align_corners option can only be set with the interpolating modes: "
                          "linear | bilinear | bicubic | trilinear")
-    sizes, factors = _output_sizes(input, size, scale_factor, spatial)
+    sizes, factors = _output_sizes(input, size, scale_factor, spatial, recompute_scale_factor)
     if recompute_scale_factor:
         factors = None
     factors = factors or [None] * spatial
@@ -213,21 +232,20 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
             raise ValueError("Lanczos mode does not support align_corners=True")
         if not antialias:
             raise ValueError("Lanczos mode requires antialias=True")
-    if mode in ("nearest", "nearest-exact") and input.dtype.kind in "biu" and input.dtype != numpy.uint8:
-        # PyTorch's nearest kernels copy floating values and uint8 (images) only: integer labels go through .float()
-        kernel = "upsample_nearest2d_channels_last" if input.ndim == 4 else "compute_indices_weights_nearest"
-        raise NotImplementedError(f"\"{kernel}\" not implemented for '{type_name(input.dtype)}'")
-    _refuse_complex(input, mode)
-    if mode not in ("nearest", "nearest-exact") and input.dtype.kind not in "fc":
-        raise NotImplementedError(
-            f"interpolate(mode={mode!r}) of a {input.dtype} tensor of shape {tuple(input.shape)}: the weighted modes "
-            "need floating point here (PyTorch's fixed-point uint8 kernels are not built); convert with .float() "
-            "first, and back with .round().clamp(0, 255).to(autograd.uint8)")
+    _refuse_dtype(input, mode, antialias)
     if input.dtype == numpy.float16:
         # PyTorch's kernels weigh float16 in float32 and round once; weights, products and sums rounded to
         # float16 at each step put a bilinear resize 1e-2 off. (Nearest copies exactly, but its backward adds each
         # input's gradient terms in float32 too: rounded at each addition they were an ulp or two off.)
-        resized = _resized(input.float(), sizes, factors, mode, align_corners, antialias, spatial).half()
+        # The linear, trilinear and bicubic forward kernels also store their weights in float16 (1 - λ from the
+        # rounded λ), their backward kernels not: the forward's values, the backward's gradient.
+        widened = input.float()
+        resized = _resized(widened, sizes, factors, mode, align_corners, antialias, spatial)
+        if mode in ("linear", "trilinear", "bicubic") and resized is not widened:
+            rounded = _resized(widened.detach(), sizes, factors, mode, align_corners, antialias, spatial,
+                               numpy.float16)
+            resized = resized + (rounded - resized).detach()
+        resized = resized.half()
     else:
         resized = _resized(input, sizes, factors, mode, align_corners, antialias, spatial)
     if resized is input:  # every size kept (a skip connection's size): a copy still, as PyTorch's kernels write one
@@ -240,16 +258,36 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
     return named_node(resized, None, _upsample_node(mode, spatial, antialias), (input,))
 
 
-def _refuse_complex(input, mode):
-    """PyTorch's resampling kernels have no complex loop: its NotImplementedError names the kernel that looked (a
-    2-d nearest or bilinear one, else the helper computing the indices and weights). Gathers and blends would run."""
-    rule = {"nearest": "nearest", "nearest-exact": "nearest", "linear": "linear", "bilinear": "linear",
-            "trilinear": "linear", "bicubic": "cubic"}.get(mode)
-    if rule is None or input.dtype.kind != "c":
+_DIMS = {"linear": 3, "bilinear": 4, "bicubic": 4, "trilinear": 5}  # the input's dims each mode needs
+
+
+def _refuse_dtype(input, mode, antialias):
+    """PyTorch's NotImplementedError (naming the kernel that looked) for a dtype its resampling kernels have no loop
+    for: nearest copies floating values and uint8; the weighted modes weigh floating values, and uint8 images
+    (bilinear and bicubic of a 4-d input, in fixed point: not built here, our own message); antialiasing weighs
+    float32 and float64 only. (An input with the wrong number of dims for its mode is refused by _resized.)"""
+    kind, spatial = input.dtype.kind, input.ndim - 2
+    if mode in _DIMS and input.ndim != _DIMS[mode] or mode not in _DIMS and mode not in ("nearest", "nearest-exact",
+                                                                                        "area"):
         return
-    planar = input.ndim == 4 and mode in ("nearest", "nearest-exact", "bilinear")
-    kernel = f"upsample_{mode.split('-')[0]}2d_channels_last" if planar else f"compute_indices_weights_{rule}"
-    refuse_kinds(input, kernel, "c")
+    planar = spatial == 2 and mode in ("nearest", "nearest-exact", "bilinear")
+    if antialias:
+        kernel, floating = "compute_index_ranges_weights", input.dtype in (numpy.float32, numpy.float64)
+    elif mode == "area":
+        kernel, floating = "adaptive_avg_pool3d_cpu" if spatial == 3 else "adaptive_avg_pool2d", kind == "f"
+    elif planar:
+        kernel, floating = f"upsample_{mode.split('-')[0]}2d_channels_last", kind == "f"
+    else:
+        rule = {"bicubic": "cubic", "linear": "linear", "trilinear": "linear"}.get(mode, "nearest")
+        kernel, floating = f"compute_indices_weights_{rule}", kind == "f"
+    if floating or input.dtype == numpy.uint8 and "nearest" in mode:
+        return
+    if input.dtype == numpy.uint8 and mode in ("bilinear", "bicubic"):
+        raise NotImplementedError(
+            f"interpolate(mode={mode!r}) of a uint8 tensor of shape {tuple(input.shape)}: the weighted modes need "
+            "floating point here (PyTorch's fixed-point uint8 kernels are not built); convert with .float() first, "
+            "and back with .round().clamp(0, 255).to(autograd.uint8)")
+    raise NotImplementedError(f"\"{kernel}\" not implemented for '{type_name(input.dtype)}'")
 
 
 def _upsample_node(mode, spatial, antialias):
@@ -275,11 +313,14 @@ def _check_sizes(input, sizes):
     def described(values):
         return ", ".join(f"{name}: {value}" for name, value in zip(names, values))
 
-    raise RuntimeError(f"Input and output sizes should be greater than 0, but got input ({described(inputs)}) "
+    joined = " and" if spatial == 1 else ""  # (PyTorch's 1-d kernels' message)
+    raise RuntimeError(f"Input and output sizes should be greater than 0, but got input ({described(inputs)}){joined} "
                        f"output ({described(sizes)})")
 
 
-def _resized(input, sizes, factors, mode, align_corners, antialias, spatial):
+def _resized(input, sizes, factors, mode, align_corners, antialias, spatial, weights_dtype=None):
+    """The resize in input's dtype, its linear, trilinear and bicubic weights rounded to ``weights_dtype`` if given
+    (PyTorch's forward kernels of a float16 input; its bilinear one keeps them in float32)."""
     if antialias:
         _check_sizes(input, sizes)
         return _antialiased(input, sizes, factors, bool(align_corners), mode)
@@ -295,7 +336,7 @@ def _resized(input, sizes, factors, mode, align_corners, antialias, spatial):
             raise NotImplementedError(f"Got {input.ndim}D input, but bicubic mode needs 4D input")
         _check_sizes(input, sizes)
         for k, (out, factor) in enumerate(zip(sizes, factors)):
-            input = _cubic_along(input, 2 + k, out, factor, bool(align_corners))
+            input = _cubic_along(input, 2 + k, out, factor, bool(align_corners), weights_dtype)
         return input
     if mode in _LINEAR_MODES:
         if _LINEAR_MODES[mode] != spatial:
@@ -303,7 +344,7 @@ def _resized(input, sizes, factors, mode, align_corners, antialias, spatial):
                                       f"{_LINEAR_MODES[mode] + 2}D input")
         _check_sizes(input, sizes)
         for k, (out, factor) in enumerate(zip(sizes, factors)):
-            input = _linear_along(input, 2 + k, out, factor, bool(align_corners))
+            input = _linear_along(input, 2 + k, out, factor, bool(align_corners), weights_dtype)
         return input
     raise _unsupported(input, mode)
 

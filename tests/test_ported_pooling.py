@@ -219,8 +219,6 @@ def test_adaptive_avg_pool2d_keeps_channels_last(T, nn):
     assert nn.AdaptiveAvgPool2d((1, 1))(x).is_contiguous(memory_format=T.channels_last)
 
 
-@xfail_ours("a strided channels_last input (every other channel) is laid out as channels_last by PyTorch's "
-            "suggest_memory_format (its strides' order), not by chainrule's stored_channels_last (a dense N, H, W, C)")
 def test_adaptive_avg_pool2d_of_strided_channels_last_input_keeps_its_layout(T, nn):
     x = T.ones(2, 8, 8, 8).contiguous(memory_format=T.channels_last)[:, ::2]
     assert nn.AdaptiveAvgPool2d((7, 7))(x).is_contiguous(memory_format=T.channels_last)

@@ -38,6 +38,7 @@ from ..graph import is_grad_enabled, program_stacklevel
 from ..primitive import named_node
 from ..ranges import _spaced_points
 from ..tensor import Tensor, tensor_from
+from .conversion import refuse_kinds, type_name
 from .cubic_convolution import cubic_weights
 from .elementwise import where
 from .names import names
@@ -231,22 +232,34 @@ def _sample(input, grid, mode, padding_mode, align_corners):
     return named_node(output, None, f"GridSampler{input.ndim - 2}DBackward0", (input, grid))
 
 
-def _sampled(input, grid, mode, padding_mode, align_corners):
-    spatial = input.ndim - 2
-    if input.ndim not in (4, 5) or grid.ndim != input.ndim:
-        raise RuntimeError(f"grid_sampler(): expected 4D or 5D input and grid with same number of dimensions, "
-                           f"but got input with sizes {list(input.shape)} and grid with sizes {list(grid.shape)}")
-    if grid.shape[0] != input.shape[0]:
-        raise RuntimeError(f"grid_sampler(): expected grid and input to have same batch size, but got input with "
-                           f"sizes {list(input.shape)} and grid with sizes {list(grid.shape)}")
-    if grid.shape[-1] != spatial:
-        raise RuntimeError(f"grid_sampler(): expected grid to have size {spatial} in last dimension, but got grid "
-                           f"with sizes {list(grid.shape)}")
-    if mode == "bicubic" and spatial != 2:
+def _check(input, grid, mode):
+    """PyTorch's checks, in its order: the batch, the grid's last size and the spatial sizes first (its common
+    check), then the number of dims (4 picks the image kernel, anything else the volume kernel), then the
+    kernel's dtype (its loops are floating point only), then the grid's dtype (the input's, as it reads it)."""
+    described = f"input with sizes {list(input.shape)} and grid with sizes {list(grid.shape)}"
+    if input.shape[0] != grid.shape[0]:
+        raise RuntimeError(f"grid_sampler(): expected grid and input to have same batch size, but got {described}")
+    if grid.shape[-1] != input.ndim - 2:
+        raise RuntimeError(f"grid_sampler(): expected grid to have size {input.ndim - 2} in last dimension, but got "
+                           f"grid with sizes {list(grid.shape)}")
+    for dim in range(2, input.ndim):
+        if input.shape[dim] == 0:
+            raise RuntimeError(f"grid_sampler(): expected input to have non-empty spatial dimensions, but input has "
+                               f"sizes {list(input.shape)} with dimension {dim} being empty")
+    dims = 4 if input.ndim == 4 else 5
+    if input.ndim != dims or grid.ndim != dims:
+        raise RuntimeError(f"grid_sampler(): expected {dims}D input and grid with same number of dimensions, but got "
+                           f"{described}")
+    if mode == "bicubic" and dims == 5:
         raise RuntimeError("grid_sampler(): bicubic interpolation only supports 4D input")
+    refuse_kinds(input, "grid_sampler_2d_cpu_kernel_impl" if dims == 4 else "grid_sampler3d_cpu", "biuc")
     if grid.dtype != input.dtype:
-        raise RuntimeError(f"grid_sampler(): expected input and grid to have the same dtype, but input has "
-                           f"{input.dtype} and grid has {grid.dtype}")
+        raise RuntimeError(f"expected scalar type {type_name(input.dtype)} but found {type_name(grid.dtype)}")
+
+
+def _sampled(input, grid, mode, padding_mode, align_corners):
+    _check(input, grid, mode)
+    spatial = input.ndim - 2
     sizes = input.shape[2:]
     if mode == "bicubic":
         return _bicubic(input, grid, sizes, padding_mode, align_corners)

@@ -8,11 +8,20 @@ _CHANNELS_LAST = {4: channels_last, 5: channels_last_3d}
 
 
 def stored_channels_last(array):
-    """Whether ``array`` is a 4-d map stored N, H, W, C (or a 5-d volume stored N, D, H, W, C) and not also row-major:
-    PyTorch's suggested memory format for it is channels-last."""
-    memory_format = _CHANNELS_LAST.get(array.ndim)
-    return (memory_format is not None and not array.flags.c_contiguous
-            and array.transpose(memory_format.order).flags.c_contiguous)
+    """Whether ``array`` is a 4-d map (a 5-d volume) whose strides are ordered N, H, W, C (N, D, H, W, C): PyTorch's
+    suggested memory format for it is channels-last (its is_channels_last_strides_2d/3d). The strides need not be
+    dense: a crop or a strided slice of a channels-last image is channels-last still. Walking from C outwards, each
+    dim's stride must be at least the span of the dims inside it; where size-1 dims leave it ambiguous (N×1×1×1, a
+    zero channel stride) the answer is row-major."""
+    if array.ndim not in _CHANNELS_LAST or array.strides[1] == 0:
+        return False
+    sizes, strides = array.shape, [step // array.itemsize for step in array.strides]
+    span = 0
+    for dim in (1,) + tuple(range(array.ndim - 1, 1, -1)) + (0,):  # C, then W, H[, D], then N
+        if sizes[dim] == 0 or strides[dim] < span or dim == 0 and span == strides[1]:
+            return False
+        span = strides[dim] * max(sizes[dim], 1)
+    return True
 
 
 def in_suggested_layout(y, like):
