@@ -365,3 +365,219 @@ def test_darts_second_order_architect():
 def test_darts_first_order_architect():
     ours, _ = run_both(darts, second_order=False, rtol=1e-7, atol=1e-9)
     assert ours["genotype"].startswith("([(")
+
+
+# ----------------------------------------------------------------------------------------------
+# Deep equilibrium models: Anderson acceleration, a backward hook solving the adjoint fixed point
+# ----------------------------------------------------------------------------------------------
+
+
+def anderson(torch, f, x0, m=5, lam=1e-4, threshold=50, eps=1e-8, stop_mode='rel', beta=1.0, **kwargs):
+    """ Anderson acceleration for fixed point iteration (the DEQ repository's, with its bookkeeping). """
+    bsz, d, L = x0.shape
+    alternative_mode = 'rel' if stop_mode == 'abs' else 'abs'
+    X = torch.zeros(bsz, m, d * L, dtype=x0.dtype, device=x0.device)
+    F = torch.zeros(bsz, m, d * L, dtype=x0.dtype, device=x0.device)
+    X[:, 0], F[:, 0] = x0.reshape(bsz, -1), f(x0).reshape(bsz, -1)
+    X[:, 1], F[:, 1] = F[:, 0], f(F[:, 0].reshape_as(x0)).reshape(bsz, -1)
+    H = torch.zeros(bsz, m + 1, m + 1, dtype=x0.dtype, device=x0.device)
+    H[:, 0, 1:] = H[:, 1:, 0] = 1
+    y = torch.zeros(bsz, m + 1, 1, dtype=x0.dtype, device=x0.device)
+    y[:, 0] = 1
+    trace_dict = {'abs': [], 'rel': []}
+    lowest_dict = {'abs': 1e8, 'rel': 1e8}
+    lowest_step_dict = {'abs': 0, 'rel': 0}
+    lowest_xest = x0
+    for k in range(2, threshold):
+        n = min(k, m)
+        G = F[:, :n] - X[:, :n]
+        H[:, 1:n + 1, 1:n + 1] = torch.bmm(G, G.transpose(1, 2)) + lam * torch.eye(n, dtype=x0.dtype, device=x0.device)[None]
+        alpha = torch.linalg.solve(H[:, :n + 1, :n + 1], y[:, :n + 1])[:, 1:n + 1, 0]
+        X[:, k % m] = beta * (alpha[:, None] @ F[:, :n])[:, 0] + (1 - beta) * (alpha[:, None] @ X[:, :n])[:, 0]
+        F[:, k % m] = f(X[:, k % m].reshape_as(x0)).reshape(bsz, -1)
+        gx = (F[:, k % m] - X[:, k % m]).view_as(x0)
+        abs_diff = gx.norm().item()
+        rel_diff = abs_diff / (1e-5 + F[:, k % m].norm().item())
+        diff_dict = {'abs': abs_diff, 'rel': rel_diff}
+        trace_dict['abs'].append(abs_diff)
+        trace_dict['rel'].append(rel_diff)
+        for mode in ['rel', 'abs']:
+            if diff_dict[mode] < lowest_dict[mode]:
+                if mode == stop_mode:
+                    lowest_xest, lowest_gx = X[:, k % m].view_as(x0).clone().detach(), gx.clone().detach()
+                lowest_dict[mode] = diff_dict[mode]
+                lowest_step_dict[mode] = k
+        if trace_dict[stop_mode][-1] < eps:
+            for _ in range(threshold - 1 - k):
+                trace_dict[stop_mode].append(lowest_dict[stop_mode])
+                trace_dict[alternative_mode].append(lowest_dict[alternative_mode])
+            break
+    out = {"result": lowest_xest, "lowest": lowest_dict[stop_mode], "nstep": lowest_step_dict[stop_mode],
+           "prot_break": False, "abs_trace": trace_dict['abs'], "rel_trace": trace_dict['rel'], "eps": eps, "threshold": threshold}
+    X = F = None
+    return out
+
+
+def deq_conv(m):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    autograd = torch.autograd
+    torch.manual_seed(0)
+
+    class ResNetLayer(nn.Module):
+        def __init__(self, n_channels, n_inner_channels, kernel_size=3, num_groups=2):
+            super().__init__()
+            self.conv1 = nn.Conv2d(n_channels, n_inner_channels, kernel_size, padding=kernel_size // 2, bias=False)
+            self.conv2 = nn.Conv2d(n_inner_channels, n_channels, kernel_size, padding=kernel_size // 2, bias=False)
+            self.norm1 = nn.GroupNorm(num_groups, n_inner_channels)
+            self.norm2 = nn.GroupNorm(num_groups, n_channels)
+            self.norm3 = nn.GroupNorm(num_groups, n_channels)
+            self.conv1.weight.data.normal_(0, 0.01)
+            self.conv2.weight.data.normal_(0, 0.01)
+
+        def forward(self, z, x):
+            y = self.norm1(F.relu(self.conv1(z)))
+            return self.norm3(F.relu(z + self.norm2(x + self.conv2(y))))
+
+    class DEQFixedPoint(nn.Module):
+        def __init__(self, f, solver, **kwargs):
+            super().__init__()
+            self.f = f
+            self.solver = solver
+            self.kwargs = kwargs
+            self.hook = None
+
+        def forward(self, x):
+            with torch.no_grad():
+                out = self.solver(lambda z: self.f(z.view_as(x), x).flatten(1).unsqueeze(-1),
+                                  torch.zeros_like(x).flatten(1).unsqueeze(-1), **self.kwargs)
+                z = out['result'].view_as(x)
+                self.forward_res = out['lowest']
+            z = self.f(z, x)
+            z0 = z.clone().detach().requires_grad_()
+            f0 = self.f(z0, x)
+            self.jac_loss = torch.zeros(())
+            if self.training:  # Hutchinson's estimate of the Jacobian's Frobenius norm (on its own copy of f)
+                zj = z.clone().detach().requires_grad_()
+                fj = self.f(zj, x)
+                v = torch.randn_like(fj)
+                vJ = autograd.grad(fj, zj, v, retain_graph=True, create_graph=True)[0]
+                self.jac_loss = vJ.norm() ** 2 / v.numel()
+
+            def backward_hook(grad):
+                if self.hook is not None:
+                    self.hook.remove()  # (the DEQ repository's guard: the hook runs once however often it is reached)
+                g = self.solver(lambda y: autograd.grad(f0, z0, y.view_as(grad), retain_graph=True)[0].flatten(1).unsqueeze(-1) + grad.flatten(1).unsqueeze(-1),
+                                torch.zeros_like(grad).flatten(1).unsqueeze(-1), **self.kwargs)
+                self.backward_res = g['lowest']
+                return g['result'].view_as(grad)
+            if z.requires_grad:
+                self.hook = z.register_hook(backward_hook)
+            return z
+
+    chan = 4
+    f = ResNetLayer(chan, 8, kernel_size=3)
+    model = nn.Sequential(nn.Conv2d(1, chan, kernel_size=3, bias=True, padding=1), nn.BatchNorm2d(chan),
+                          DEQFixedPoint(f, lambda f_, x0, **kw: anderson(torch, f_, x0, **kw), threshold=30, eps=1e-6),
+                          nn.BatchNorm2d(chan), nn.AvgPool2d(2, 2), nn.Flatten(), nn.Linear(chan * 3 * 3, 5))
+    model = model.double()
+    opt = optim.Adam(model.parameters(), lr=1e-3)
+    X = torch.randn(4, 1, 6, 6, dtype=torch.float64)
+    y = torch.randint(0, 5, (4,))
+    hist = []
+    for it in range(2):
+        opt.zero_grad()
+        yp = model(X)
+        loss = nn.CrossEntropyLoss()(yp, y) + 0.5 * model[2].jac_loss
+        loss.backward()
+        opt.step()
+        hist.append((loss.item(), model[2].forward_res, model[2].backward_res))
+    model.eval()
+    with torch.no_grad():
+        ev = model(X)
+    return {"hist": hist, "ev": ev, "grads": [p.grad for p in model.parameters()]}
+
+
+def test_deq_convolutional_with_anderson_and_self_removing_hook():
+    ours, _ = run_both(deq_conv, rtol=1e-6, atol=1e-8)
+    assert all(h[1] < 1e-4 and h[2] < 1e-2 for h in ours["hist"])  # both fixed points found (relative residuals)
+    np.testing.assert_allclose([h[0] for h in ours["hist"]], [1.8355967717546011, 1.771098096771409], rtol=1e-7)
+
+
+def deq_function(m):
+    torch, nn, F = m.torch, m.nn, m.F
+    autograd = torch.autograd
+    fwAD = importlib.import_module(torch.__name__ + ".autograd.forward_ad")
+    func = importlib.import_module(torch.__name__ + ".func")
+    torch.manual_seed(0)
+
+    def fixed_point(f, z0, iters=60):
+        z = z0
+        for _ in range(iters):
+            z = f(z)
+        return z
+
+    class DEQFunc(autograd.Function):
+        @staticmethod
+        def forward(ctx, x, W, U, b):
+            with torch.no_grad():
+                z = fixed_point(lambda z: torch.tanh(z @ W.t() + x @ U.t() + b), torch.zeros(x.shape[0], W.shape[0], dtype=x.dtype))
+            ctx.save_for_backward(z, x, W, U, b)
+            return z
+
+        @staticmethod
+        def backward(ctx, grad):
+            z, x, W, U, b = ctx.saved_tensors
+            with torch.enable_grad():
+                z = z.detach().requires_grad_()
+                W_ = W.detach().requires_grad_(); U_ = U.detach().requires_grad_(); b_ = b.detach().requires_grad_()
+                x_ = x.detach().requires_grad_()
+                fz = torch.tanh(z @ W_.t() + x_ @ U_.t() + b_)
+                g = grad
+                for _ in range(60):
+                    g = autograd.grad(fz, z, g, retain_graph=True)[0] + grad
+                gx, gW, gU, gb = autograd.grad(fz, (x_, W_, U_, b_), g)
+            return gx, gW, gU, gb
+
+    W = (0.3 * torch.randn(6, 6, dtype=torch.float64)).requires_grad_()
+    U = torch.randn(6, 3, dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(6, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    z = DEQFunc.apply(x, W, U, b)
+    loss = z.pow(2).sum()
+    loss.backward()
+    # the same gradient through 80 unrolled iterations
+    W2 = W.detach().clone().requires_grad_()
+    zu = torch.zeros(4, 6, dtype=torch.float64)
+    for _ in range(80):
+        zu = torch.tanh(zu @ W2.t() + x.detach() @ U.detach().t() + b.detach())
+    zu.pow(2).sum().backward()
+    # Jacobian-vector products of f at the fixed point: dual numbers, torch.func, batched grads, HVPs
+    z0 = z.detach()
+    v = torch.randn_like(z0)
+    with fwAD.dual_level():
+        dz = fwAD.make_dual(z0, v)
+        out = torch.tanh(dz @ W.detach().t() + x.detach() @ U.detach().t())
+        jvp = fwAD.unpack_dual(out).tangent
+    fn = lambda zz: torch.tanh(zz @ W.detach().t() + x.detach() @ U.detach().t())
+    _, jvp2 = func.jvp(fn, (z0,), (v,))
+    _, vjp_fn = func.vjp(fn, z0)
+    (vjp2,) = vjp_fn(v)
+    zz = z0.clone().requires_grad_()
+    o = fn(zz)
+    eye = torch.eye(6, dtype=torch.float64).unsqueeze(1).expand(6, 4, 6)
+    jac_rows = autograd.grad(o, zz, eye, is_grads_batched=True)[0]
+    hv = autograd.functional.hvp(lambda t: fn(t).pow(2).sum(), z0, v)[1]
+    vh = autograd.functional.vhp(lambda t: fn(t).pow(2).sum(), z0, v)[1]
+    J = autograd.functional.jacobian(lambda t: fn(t).sum(0), z0, vectorize=True)
+    return {"z": z, "grads": [x.grad, W.grad, U.grad, b.grad], "unrolled": W2.grad, "jvp": jvp, "jvp2": jvp2,
+            "vjp": vjp2, "jac_rows": jac_rows, "hvp": hv, "vhp": vh, "J": J, "v": v}
+
+
+def test_deq_as_a_function_with_implicit_backward():
+    ours, _ = run_both(deq_function, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(ours["grads"][1], ours["unrolled"], rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(ours["jvp"], ours["jvp2"], rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(ours["hvp"], ours["vhp"], rtol=1e-10, atol=1e-12)  # the Hessian is symmetric
+    # row j of the batched grads is e_j's vector-Jacobian product: the VJP with v is their v-weighted sum
+    vjp = np.einsum("jbk,bj->bk", ours["jac_rows"], ours["v"])
+    np.testing.assert_allclose(vjp, ours["vjp"], rtol=1e-10, atol=1e-12)
