@@ -581,3 +581,246 @@ def test_deq_as_a_function_with_implicit_backward():
     # row j of the batched grads is e_j's vector-Jacobian product: the VJP with v is their v-weighted sum
     vjp = np.einsum("jbk,bj->bk", ours["jac_rows"], ours["v"])
     np.testing.assert_allclose(vjp, ours["vjp"], rtol=1e-10, atol=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------
+# iMAML: a proximal inner loop, the implicit meta-gradient by conjugate gradient on HVPs
+# ----------------------------------------------------------------------------------------------
+
+
+def imaml(m):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    parameters_to_vector, vector_to_parameters = nn.utils.parameters_to_vector, nn.utils.vector_to_parameters
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(1, 16), nn.Tanh(), nn.Linear(16, 1)).double()
+    meta_opt = optim.Adam(model.parameters(), lr=1e-3)
+    lam = 2.0
+
+    def matrix_evaluator(loss_fn, params, lam, regu_coef=1.0, lam_damping=10.0):
+        def evaluator(v):
+            grads = torch.autograd.grad(loss_fn(), params, create_graph=True)
+            flat = torch.cat([g.contiguous().view(-1) for g in grads])
+            hvp = torch.autograd.grad(flat, params, grad_outputs=v)
+            hvp = torch.cat([h.reshape(-1) for h in hvp])
+            return (1.0 + regu_coef) * v + hvp / (lam + lam_damping)
+        return evaluator
+
+    def cg_solve(f_Ax, b, cg_iters=10, x_init=None, residual_tol=1e-10):
+        x = torch.zeros(b.shape[0], dtype=b.dtype) if x_init is None else x_init
+        r = b - f_Ax(x)
+        p = r.clone()
+        for i in range(cg_iters):
+            Ap = f_Ax(p)
+            alpha = (r @ r) / (p @ Ap)
+            x = x + alpha * p
+            r_new = r - alpha * Ap
+            beta = (r_new @ r_new) / (r @ r)
+            p = r_new + beta * p
+            r = r_new
+            if r.norm().item() < residual_tol:
+                break
+        return x, f_Ax(x)
+
+    g = torch.Generator().manual_seed(3)
+    outs, residuals = [], []
+    for it in range(2):
+        meta_grad = None
+        for task in range(2):
+            amp = torch.rand(1, generator=g, dtype=torch.float64) * 4 + 1
+            phase = torch.rand(1, generator=g, dtype=torch.float64) * math.pi
+            xs = torch.rand(10, 1, generator=g, dtype=torch.float64) * 10 - 5
+            ys = amp * torch.sin(xs + phase)
+            fast = nn.Sequential(nn.Linear(1, 16), nn.Tanh(), nn.Linear(16, 1)).double()
+            fast.load_state_dict(model.state_dict())
+            w0 = parameters_to_vector(model.parameters()).detach()
+            inner_opt = optim.SGD(fast.parameters(), lr=0.01)
+            for k in range(5):
+                inner_opt.zero_grad()
+                reg = 0.5 * lam * (parameters_to_vector(fast.parameters()) - w0).pow(2).sum()
+                loss = F.mse_loss(fast(xs), ys) + reg
+                loss.backward()
+                inner_opt.step()
+            vl = F.mse_loss(fast(xs[:5]), ys[:5])
+            vgrad = torch.autograd.grad(vl, list(fast.parameters()))
+            vgrad = torch.cat([t.reshape(-1) for t in vgrad])
+            ev = matrix_evaluator(lambda: F.mse_loss(fast(xs[5:]), ys[5:]), list(fast.parameters()), lam, 0.0)
+            ig, Aig = cg_solve(ev, vgrad, cg_iters=8)
+            residuals.append((Aig - vgrad).norm().item() / vgrad.norm().item())
+            meta_grad = ig if meta_grad is None else meta_grad + ig
+        meta_opt.zero_grad()
+        off = 0
+        for p in model.parameters():
+            n = p.numel()
+            p.grad = (meta_grad[off:off + n] / 2).view(p.size()).clone()
+            off += n
+        meta_opt.step()
+        outs.append(meta_grad)
+    vec = parameters_to_vector(model.parameters())
+    vector_to_parameters(vec * 0.5, model.parameters())
+    return {"meta_grads": outs, "params": [p.detach() for p in model.parameters()], "vec": vec,
+            "residuals": residuals}
+
+
+def test_imaml_conjugate_gradient_on_hessian_vector_products():
+    ours, _ = run_both(imaml, rtol=1e-8, atol=1e-10)
+    assert sorted(ours["residuals"])[2] < 1e-7  # CG solved (I + H / (λ + 10)) x = g (one task's H is indefinite)
+    np.testing.assert_allclose([np.linalg.norm(g) for g in ours["meta_grads"]], [4.333237935778838, 11.109679000851326],
+                               rtol=1e-7)
+    np.testing.assert_array_equal(np.concatenate([p.ravel() for p in ours["params"]]), 0.5 * ours["vec"])
+
+
+# ----------------------------------------------------------------------------------------------
+# Hyperparameters by unrolled differentiation: hand-written SGD with momentum, torch.func, and
+# PyTorch's differentiable=True optimizers
+# ----------------------------------------------------------------------------------------------
+
+
+def hyperopt(m, lr0=0.05):
+    torch, F = m.torch, m.F
+    torch.manual_seed(0)
+    X = torch.randn(30, 4, dtype=torch.float64); w_true = torch.randn(4, 1, dtype=torch.float64)
+    y = X @ w_true + 0.1 * torch.randn(30, 1, dtype=torch.float64)
+    Xv = torch.randn(20, 4, dtype=torch.float64); yv = Xv @ w_true
+    log_lr = torch.tensor(math.log(lr0), dtype=torch.float64, requires_grad=True)
+    log_wd = torch.full((), -3.0, dtype=torch.float64, requires_grad=True)
+    mom = torch.tensor([0.5], dtype=torch.float64, requires_grad=True)
+    hopt = torch.optim.Adam([log_lr, log_wd, mom], lr=0.05)
+    hist = []
+    for outer in range(3):
+        w = torch.zeros(4, 1, dtype=torch.float64, requires_grad=True)
+        b = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+        vw, vb = torch.zeros_like(w), torch.zeros_like(b)
+        for t in range(5):
+            loss = F.mse_loss(X @ w + b, y) + log_wd.exp() * (w ** 2).sum() / 2
+            gw, gb = torch.autograd.grad(loss, (w, b), create_graph=True)
+            vw = mom * vw + gw
+            vb = mom * vb + gb
+            w = w - log_lr.exp() * vw
+            b = b - log_lr.exp() * vb
+        vloss = F.mse_loss(Xv @ w + b, yv)
+        hopt.zero_grad()
+        vloss.backward()
+        hist.append((vloss.item(), log_lr.grad.clone(), log_wd.grad.clone(), mom.grad.clone()))
+        hopt.step()
+    # hypergradient descent (Baydin et al.): the step size follows the dot product of successive gradients
+    torch.manual_seed(1)
+    net = torch.nn.Linear(4, 1).double()
+    alpha = torch.tensor(0.01, dtype=torch.float64)
+    prev = None
+    for t in range(4):
+        net.zero_grad()
+        F.mse_loss(net(X), y).backward()
+        g = torch.cat([p.grad.view(-1) for p in net.parameters()])
+        if prev is not None:
+            alpha = alpha + 0.001 * torch.dot(g, prev)
+        prev = g.clone()
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(p.grad, alpha=-alpha.item())
+    return {"hist": hist, "alpha": alpha, "weight": net.weight, "hyper": [log_lr, log_wd, mom]}
+
+
+def test_hyperparameters_through_unrolled_sgd():
+    ours, _ = run_both(hyperopt, rtol=1e-9, atol=1e-11)
+    # the first hypergradient in the learning rate is the slope of the validation loss (central differences)
+    h = 1e-6
+    up, down = hyperopt(OURS, 0.05 * math.exp(h))["hist"][0][0], hyperopt(OURS, 0.05 * math.exp(-h))["hist"][0][0]
+    np.testing.assert_allclose(ours["hist"][0][1], (up - down) / (2 * h), rtol=1e-6)
+
+
+def unrolled_func(m):
+    torch, nn, F = m.torch, m.nn, m.F
+    func = importlib.import_module(torch.__name__ + ".func")
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 1)).double()
+    params = {k: v.detach() for k, v in net.named_parameters()}
+    X = torch.randn(16, 3, dtype=torch.float64); y = torch.randn(16, 1, dtype=torch.float64)
+    Xv = torch.randn(8, 3, dtype=torch.float64); yv = torch.randn(8, 1, dtype=torch.float64)
+
+    def inner_loss(p, wd):
+        out = func.functional_call(net, p, (X,))
+        return F.mse_loss(out, y) + wd * sum((w ** 2).sum() for w in p.values())
+
+    def val_loss_of(hp):
+        lr, wd = hp[0], hp[1]
+        p = params
+        for _ in range(4):
+            g = func.grad(inner_loss)(p, wd)
+            p = {k: p[k] - lr * g[k] for k in p}
+        return F.mse_loss(func.functional_call(net, p, (Xv,)), yv)
+
+    hp = torch.tensor([0.1, 0.01], dtype=torch.float64)
+    hg = func.grad(val_loss_of)(hp)
+    hp2 = hp.clone().requires_grad_()
+    vl = val_loss_of(hp2)
+    vl.backward()
+    H = func.jacrev(func.jacrev(val_loss_of))(hp)  # (PyTorch 2.13's func.hessian here: "ZeroTensors are immutable")
+    return {"hg": hg, "backward": hp2.grad, "vl": vl, "H": H}
+
+
+def test_hyperparameters_through_torch_func_grad():
+    ours, _ = run_both(unrolled_func, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(ours["hg"], ours["backward"], rtol=1e-12)
+    np.testing.assert_allclose(ours["H"], ours["H"].T, rtol=1e-9, atol=1e-12)
+
+
+def test_func_hessian_of_unrolled_inner_loop_equals_jacrev_twice():
+    """PyTorch 2.13 fails here (its ZeroTensor of an unused input's gradient is written to in place); ours gives
+    the Hessian jacrev(jacrev) gives."""
+    torch, nn, F = OURS.torch, OURS.nn, OURS.F
+    func = importlib.import_module("autograd.func")
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 1)).double()
+    params = {k: v.detach() for k, v in net.named_parameters()}
+    X = torch.randn(16, 3, dtype=torch.float64); y = torch.randn(16, 1, dtype=torch.float64)
+
+    def val(hp):
+        p = params
+        for _ in range(2):
+            g = func.grad(lambda q: F.mse_loss(func.functional_call(net, q, (X,)), y) + hp[1] * sum((w ** 2).sum() for w in q.values()))(p)
+            p = {k: p[k] - hp[0] * g[k] for k in p}
+        return F.mse_loss(func.functional_call(net, p, (X,)), y)
+
+    hp = torch.tensor([0.1, 0.01], dtype=torch.float64)
+    np.testing.assert_allclose(func.hessian(val)(hp).numpy(), func.jacrev(func.jacrev(val))(hp).numpy(), rtol=1e-10)
+
+
+def differentiable_optimizer(m, name):
+    torch = m.torch
+    torch.manual_seed(0)
+    X = torch.randn(10, 3, dtype=torch.float64); y = torch.randn(10, dtype=torch.float64)
+    w0 = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    lr = torch.tensor(0.1, dtype=torch.float64, requires_grad=True)
+    w = w0.clone()
+    opt = {"sgd": lambda: torch.optim.SGD([w], lr=lr, differentiable=True),
+           "sgd_nesterov": lambda: torch.optim.SGD([w], lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01, differentiable=True),
+           "adam": lambda: torch.optim.Adam([w], lr=lr, differentiable=True),
+           "adamw": lambda: torch.optim.AdamW([w], lr=0.05, weight_decay=0.1, differentiable=True),
+           "adagrad": lambda: torch.optim.Adagrad([w], lr=0.1, differentiable=True),
+           "nadam": lambda: torch.optim.NAdam([w], lr=0.1, differentiable=True),
+           "radam": lambda: torch.optim.RAdam([w], lr=0.1, differentiable=True)}[name]()
+    for _ in range(3):
+        loss = ((X @ w - y) ** 2).mean()
+        g, = torch.autograd.grad(loss, w, create_graph=True)
+        w.grad = g
+        opt.step()
+    vl = ((X @ w - 1) ** 2).mean()
+    vl.backward()
+    return {"vl": vl, "w": w, "lr_grad": lr.grad, "w0_grad": w0.grad, "state": sorted(opt.state[w].keys())}
+
+
+@pytest.mark.parametrize("name", ["sgd", "sgd_nesterov", "adam", "adamw", "adagrad", "nadam", "radam"])
+def test_differentiable_optimizers(name):
+    ours, _ = run_both(differentiable_optimizer, name, rtol=1e-8, atol=1e-10)
+    assert np.abs(ours["w0_grad"]).max() > 0  # the validation loss reaches the initial weights through the steps
+    if name == "sgd":  # plain SGD by hand in NumPy: d vl / d lr by central differences
+        OURS.torch.manual_seed(0)
+        X, y = OURS.torch.randn(10, 3, dtype=OURS.torch.float64).numpy(), OURS.torch.randn(10, dtype=OURS.torch.float64).numpy()
+
+        def vl_at(lr):
+            w = np.zeros(3)
+            for _ in range(3):
+                w = w - lr * 2 * X.T @ (X @ w - y) / len(y)
+            return ((X @ w - 1) ** 2).mean()
+        np.testing.assert_allclose(ours["vl"], vl_at(0.1), rtol=1e-12)
+        np.testing.assert_allclose(ours["lr_grad"], (vl_at(0.1 + 1e-6) - vl_at(0.1 - 1e-6)) / 2e-6, rtol=1e-6)
