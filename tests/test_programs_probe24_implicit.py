@@ -1783,3 +1783,143 @@ def test_scipy_root_layer_with_implicit_backward():
     np.testing.assert_allclose(z, np.tanh(W @ z + x), atol=1e-13)
     assert ours["ok"]
     np.testing.assert_array_equal(ours["shared"], [7.0, 1.0, 2.0])  # from_numpy shares the array's memory
+
+
+# ----------------------------------------------------------------------------------------------
+# The DEQ repository's Broyden solver (low-rank inverse-Jacobian updates by einsum, Armijo line search)
+# ----------------------------------------------------------------------------------------------
+
+
+def broyden_prog(m):
+    torch = m.torch
+    def _safe_norm(v):
+        if not torch.isfinite(v).all():
+            return float('inf')
+        return torch.norm(v)
+    def scalar_search_armijo(phi, phi0, derphi0, c1=1e-4, alpha0=1, amin=0):
+        ite = 0
+        phi_a0 = phi(alpha0)
+        if phi_a0 <= phi0 + c1 * alpha0 * derphi0:
+            return alpha0, phi_a0, ite
+        alpha1 = -(derphi0) * alpha0 ** 2 / 2.0 / (phi_a0 - phi0 - derphi0 * alpha0)
+        phi_a1 = phi(alpha1)
+        while alpha1 > amin:
+            factor = alpha0 ** 2 * alpha1 ** 2 * (alpha1 - alpha0)
+            a = alpha0 ** 2 * (phi_a1 - phi0 - derphi0 * alpha1) - alpha1 ** 2 * (phi_a0 - phi0 - derphi0 * alpha0)
+            a = a / factor
+            b = -alpha0 ** 3 * (phi_a1 - phi0 - derphi0 * alpha1) + alpha1 ** 3 * (phi_a0 - phi0 - derphi0 * alpha0)
+            b = b / factor
+            alpha2 = (-b + torch.sqrt(torch.abs(b ** 2 - 3 * a * derphi0))) / (3.0 * a)
+            phi_a2 = phi(alpha2)
+            ite += 1
+            if (phi_a2 <= phi0 + c1 * alpha2 * derphi0):
+                return alpha2, phi_a2, ite
+            if (alpha1 - alpha2) > alpha1 / 2.0 or (1 - alpha2 / alpha1) < 0.96:
+                alpha2 = alpha1 / 2.0
+            alpha0 = alpha1; alpha1 = alpha2; phi_a0 = phi_a1; phi_a1 = phi_a2
+        return None, phi_a1, ite
+    def line_search(update, x0, g0, g, nstep=0, on=True):
+        tmp_s = [0]; tmp_g0 = [g0]; tmp_phi = [torch.norm(g0) ** 2]; s_norm = torch.norm(x0) / torch.norm(update)
+        def phi(s, store=True):
+            if s == tmp_s[0]:
+                return tmp_phi[0]
+            x_est = x0 + s * update
+            g0_new = g(x_est)
+            phi_new = _safe_norm(g0_new) ** 2
+            if store:
+                tmp_s[0] = s; tmp_g0[0] = g0_new; tmp_phi[0] = phi_new
+            return phi_new
+        if on:
+            s, phi1, ite = scalar_search_armijo(phi, tmp_phi[0], -tmp_phi[0], amin=1e-2)
+        if (not on) or s is None:
+            s = 1.0; ite = 0
+        x_est = x0 + s * update
+        if s == tmp_s[0]:
+            g0_new = tmp_g0[0]
+        else:
+            g0_new = g(x_est)
+        return x_est, g0_new, x_est - x0, g0_new - g0, ite
+    def rmatvec(part_Us, part_VTs, x):
+        if part_Us.nelement() == 0:
+            return -x
+        xTU = torch.einsum('bij, bijd -> bd', x, part_Us)
+        return -x + torch.einsum('bd, bdij -> bij', xTU, part_VTs)
+    def matvec(part_Us, part_VTs, x):
+        if part_Us.nelement() == 0:
+            return -x
+        VTx = torch.einsum('bdij, bij -> bd', part_VTs, x)
+        return -x + torch.einsum('bijd, bd -> bij', part_Us, VTx)
+    def broyden(f, x0, threshold, eps=1e-3, stop_mode="rel", ls=False, name="unknown"):
+        bsz, total_hsize, seq_len = x0.size()
+        g = lambda y: f(y) - y
+        dev = x0.device
+        alternative_mode = 'rel' if stop_mode == 'abs' else 'abs'
+        x_est = x0
+        gx = g(x_est)
+        nstep = 0
+        tnstep = 0
+        Us = torch.zeros(bsz, total_hsize, seq_len, threshold, dtype=x0.dtype).to(dev)
+        VTs = torch.zeros(bsz, threshold, total_hsize, seq_len, dtype=x0.dtype).to(dev)
+        update = -matvec(Us[:, :, :, :nstep], VTs[:, :nstep], gx)
+        prot_break = False
+        protect_thres = (1e6 if stop_mode == "abs" else 1e3) * seq_len
+        new_objective = 1e8
+        trace_dict = {'abs': [], 'rel': []}
+        lowest_dict = {'abs': 1e8, 'rel': 1e8}
+        lowest_step_dict = {'abs': 0, 'rel': 0}
+        nstep, lowest_xest, lowest_gx = 0, x_est, gx
+        while nstep < threshold:
+            x_est, gx, delta_x, delta_gx, ite = line_search(update, x_est, gx, g, nstep=nstep, on=ls)
+            nstep += 1
+            tnstep += (ite + 1)
+            abs_diff = torch.norm(gx).item()
+            rel_diff = abs_diff / (torch.norm(gx + x_est).item() + 1e-9)
+            diff_dict = {'abs': abs_diff, 'rel': rel_diff}
+            trace_dict['abs'].append(abs_diff)
+            trace_dict['rel'].append(rel_diff)
+            for mode in ['rel', 'abs']:
+                if diff_dict[mode] < lowest_dict[mode]:
+                    if mode == stop_mode:
+                        lowest_xest, lowest_gx = x_est.clone().detach(), gx.clone().detach()
+                    lowest_dict[mode] = diff_dict[mode]
+                    lowest_step_dict[mode] = nstep
+            new_objective = diff_dict[stop_mode]
+            if new_objective < eps: break
+            if new_objective < 3 * eps and nstep > 30 and np.max(trace_dict[stop_mode][-30:]) / np.min(trace_dict[stop_mode][-30:]) < 1.3:
+                break
+            if new_objective > trace_dict[stop_mode][0] * protect_thres:
+                prot_break = True
+                break
+            part_Us, part_VTs = Us[:, :, :, :nstep - 1], VTs[:, :nstep - 1]
+            vT = rmatvec(part_Us, part_VTs, delta_x)
+            u = (delta_x - matvec(part_Us, part_VTs, delta_gx)) / torch.einsum('bij, bij -> b', vT, delta_gx)[:, None, None]
+            vT[vT != vT] = 0
+            u[u != u] = 0
+            VTs[:, nstep - 1] = vT
+            Us[:, :, :, nstep - 1] = u
+            update = -matvec(Us[:, :, :, :nstep], VTs[:, :nstep], gx)
+        for _ in range(threshold + 1 - len(trace_dict[stop_mode])):
+            trace_dict[stop_mode].append(lowest_dict[stop_mode])
+            trace_dict[alternative_mode].append(lowest_dict[alternative_mode])
+        return {"result": lowest_xest, "lowest": lowest_dict[stop_mode], "nstep": lowest_step_dict[stop_mode],
+                "prot_break": prot_break, "abs_trace": trace_dict['abs'], "rel_trace": trace_dict['rel'],
+                "eps": eps, "threshold": threshold}
+    torch.manual_seed(0)
+    W = 0.4 * torch.randn(6, 6, dtype=torch.float64) / 6 ** 0.5
+    U = torch.randn(6, 3, dtype=torch.float64)
+    x = torch.randn(2, 3, 4, dtype=torch.float64)
+    f = lambda z: torch.tanh(torch.einsum('ij,bjl->bil', W, z) + torch.einsum('ij,bjl->bil', U, x))
+    out = broyden(f, torch.zeros(2, 6, 4, dtype=torch.float64), 30, eps=1e-10)
+    out2 = broyden(f, torch.zeros(2, 6, 4, dtype=torch.float64), 30, eps=1e-10, ls=True)
+    z = torch.zeros(2, 6, 4, dtype=torch.float64)
+    for _ in range(200):
+        z = f(z)
+    return {"result": out["result"], "nstep": out["nstep"], "trace": out["rel_trace"][:8], "ls_result": out2["result"],
+            "ls_nstep": out2["nstep"], "residual": (f(out["result"]) - out["result"]).abs().max(), "iterated": z}
+
+
+def test_deq_broyden_solver_with_armijo_line_search():
+    ours, _ = run_both(broyden_prog, rtol=1e-6, atol=1e-9)
+    assert ours["residual"] < 1e-9 and ours["nstep"] < 30
+    np.testing.assert_allclose(ours["result"], ours["iterated"], atol=1e-9)
+    np.testing.assert_allclose(ours["ls_result"], ours["iterated"], atol=1e-9)
