@@ -1923,3 +1923,50 @@ def test_deq_broyden_solver_with_armijo_line_search():
     assert ours["residual"] < 1e-9 and ours["nstep"] < 30
     np.testing.assert_allclose(ours["result"], ours["iterated"], atol=1e-9)
     np.testing.assert_allclose(ours["ls_result"], ours["iterated"], atol=1e-9)
+
+
+# ----------------------------------------------------------------------------------------------
+# MAML-Pytorch's Learner: functional batch norm with running statistics, second order
+# ----------------------------------------------------------------------------------------------
+
+
+def maml_batchnorm_second_order(m):
+    torch, nn, F = m.torch, m.nn, m.F
+    torch.manual_seed(0)
+    dt = torch.float64
+    vars_ = [torch.randn(4, 2, 3, 3, dtype=dt) * 0.3, torch.zeros(4, dtype=dt),
+             torch.ones(4, dtype=dt), torch.zeros(4, dtype=dt),
+             torch.randn(4, 3, 2, 2, dtype=dt) * 0.3, torch.zeros(3, dtype=dt),
+             torch.randn(5, 3 * 4 * 4, dtype=dt) * 0.1, torch.zeros(5, dtype=dt)]
+    vars_ = [v.requires_grad_() for v in vars_]
+    running_mean = torch.zeros(4, dtype=dt); running_var = torch.ones(4, dtype=dt)
+    def forward(x, v, bn_training=True):
+        x = F.conv2d(x, v[0], v[1], stride=1, padding=1)
+        x = F.batch_norm(x, running_mean, running_var, weight=v[2], bias=v[3], training=bn_training)
+        x = F.leaky_relu(x, negative_slope=0.1, inplace=True)
+        x = F.max_pool2d(x, 2, 2, 0)
+        x = F.conv_transpose2d(x, v[4], v[5], stride=2, padding=0)
+        x = F.elu(x, inplace=True)
+        x = F.avg_pool2d(x, 2)
+        x = x.view(x.size(0), -1)
+        return F.linear(x, v[6], v[7])
+    x = torch.randn(6, 2, 8, 8, dtype=dt); y = torch.randint(0, 5, (6,))
+    xq = torch.randn(6, 2, 8, 8, dtype=dt); yq = torch.randint(0, 5, (6,))
+    fast = vars_
+    for k in range(2):
+        loss = F.cross_entropy(forward(x, fast), y)
+        grad = torch.autograd.grad(loss, fast, create_graph=True)
+        fast = [p - 0.4 * g for p, g in zip(fast, grad)]
+    lq = F.cross_entropy(forward(xq, fast), yq)
+    lq.backward()
+    with torch.no_grad():
+        ev = forward(xq, fast, bn_training=False)
+    return {"lq": lq, "grads": [v.grad for v in vars_], "running_mean": running_mean, "running_var": running_var,
+            "ev": ev}
+
+
+def test_maml_with_functional_batch_norm_and_transposed_convolution():
+    ours, _ = run_both(maml_batchnorm_second_order, rtol=1e-8, atol=1e-10)
+    assert all(np.abs(g).max() > 0 for g in ours["grads"])
+    # the three training-mode forwards (two inner steps, the query) moved the running statistics
+    assert (ours["running_var"] != 1).all() and (ours["running_mean"] != 0).all()
