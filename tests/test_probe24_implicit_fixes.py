@@ -5,6 +5,11 @@
   WeightNormInterfaceBackward0 only where PyTorch's fused kernel serves (dim the first or the last axis).
 - ``backward(create_graph=True)`` gave no warning; PyTorch warns, once a process, of the reference cycle between a
   parameter and a gradient that has a graph (MAML-style code that calls backward with create_graph sees it).
+- A Number argument (``alpha`` of add/sub, ``value`` of addcmul/addcdiv, and their in-place forms) took a tensor
+  that requires grad and recorded a gradient through it; PyTorch refuses it (TypeError "argument 'alpha' must be
+  Number, not Tensor"), as it refuses a tensor with dims there. A hand-written unrolled step ``p.add(g, alpha=-lr)``
+  with a learnt lr got a hypergradient from us and an error from PyTorch. SGD's ``differentiable=True`` step with a
+  learnt lr is PyTorch's ``addcmul_(grad, lr, value=-1)``.
 
 Checked against NumPy always and against PyTorch where installed."""
 
@@ -15,6 +20,7 @@ import pytest
 
 import autograd
 import nn
+import optim  # noqa: F401  (registers autograd.optim, which the SGD program reaches as torch.optim)
 
 
 def _torch():
@@ -124,3 +130,64 @@ def test_the_reference_cycle_warning_is_given_once():
         for _ in range(3):
             (a ** 3).sum().backward(create_graph=True)
     assert sum("reference cycle" in str(w.message) for w in caught) <= 1
+
+
+NUMBER_CALLS = [
+    ("add", "alpha", lambda t, n: t.add(t, alpha=n)),
+    ("add", "alpha", lambda t, n: t.add(1.0, alpha=n)),
+    ("sub", "alpha", lambda t, n: t.sub(t, alpha=n)),
+    ("addcmul", "value", lambda t, n: t.addcmul(t, t, value=n)),
+    ("addcdiv", "value", lambda t, n: t.addcdiv(t, t, value=n)),
+    ("add_", "alpha", lambda t, n: t.clone().add_(t, alpha=n)),
+    ("sub_", "alpha", lambda t, n: t.clone().sub_(t, alpha=n)),
+    ("addcmul_", "value", lambda t, n: t.clone().addcmul_(t, t, value=n)),
+    ("addcdiv_", "value", lambda t, n: t.clone().addcdiv_(t, t, value=n)),
+]
+
+
+@pytest.mark.parametrize("op,name,call", NUMBER_CALLS)
+def test_number_arguments_refuse_tensors_that_require_grad(op, name, call):
+    for lib in [autograd] + ([] if _torch_or_none() is None else [_torch_or_none()]):
+        t = lib.tensor([1.0, 2.0])
+        with pytest.raises(TypeError, match=rf"{op}\(\): argument '{name}' must be Number, not Tensor"):
+            call(t, lib.tensor(0.5, requires_grad=True))
+        with pytest.raises(TypeError, match=f"argument '{name}' must be Number, not Tensor"):
+            call(t, lib.tensor([0.5]))  # (one element, but a dim)
+        # a 0-d tensor outside the graph is its number
+        np.testing.assert_allclose(np.asarray(call(t, lib.tensor(0.5)).numpy()), np.asarray(call(t, 0.5).numpy()))
+
+
+def _torch_or_none():
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+def _sgd_with_learnt_lr(lib, momentum):
+    lib.manual_seed(0)
+    X, y = lib.randn(10, 3, dtype=lib.float64), lib.randn(10, dtype=lib.float64)
+    lr = lib.tensor(0.1, dtype=lib.float64, requires_grad=True)
+    w = lib.zeros(3, dtype=lib.float64, requires_grad=True).clone()
+    opt = lib.optim.SGD([w], lr=lr, momentum=momentum, differentiable=True)
+    for _ in range(3):
+        g, = lib.autograd.grad(((X @ w - y) ** 2).mean(), w, create_graph=True)
+        w.grad = g
+        opt.step()
+    ((X @ w - 1) ** 2).mean().backward()
+    return lr.grad.item(), X.numpy(), y.numpy()
+
+
+def test_sgd_differentiable_step_with_a_learnt_lr():
+    grad, X, y = _sgd_with_learnt_lr(autograd, 0)
+
+    def validation_loss(lr):  # three plain SGD steps by hand
+        w = np.zeros(3)
+        for _ in range(3):
+            w = w - lr * 2 * X.T @ (X @ w - y) / len(y)
+        return ((X @ w - 1) ** 2).mean()
+    np.testing.assert_allclose(grad, (validation_loss(0.1 + 1e-6) - validation_loss(0.1 - 1e-6)) / 2e-6, rtol=1e-6)
+    torch = _torch_or_none()
+    if torch is not None:
+        assert grad == pytest.approx(_sgd_with_learnt_lr(torch, 0)[0], rel=1e-12)
