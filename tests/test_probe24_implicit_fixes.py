@@ -5,7 +5,8 @@
   WeightNormInterfaceBackward0 only where PyTorch's fused kernel serves (dim the first or the last axis).
 - ``backward(create_graph=True)`` gave no warning; PyTorch warns, once a process, of the reference cycle between a
   parameter and a gradient that has a graph (MAML-style code that calls backward with create_graph sees it).
-- A Number argument (``alpha`` of add/sub, ``value`` of addcmul/addcdiv, and their in-place forms) took a tensor
+- A Number argument (``alpha`` of add/sub, ``value`` of addcmul/addcdiv, their in-place forms, ``beta`` and ``alpha``
+  of the addmm family) took a tensor
   that requires grad and recorded a gradient through it; PyTorch refuses it (TypeError "argument 'alpha' must be
   Number, not Tensor"), as it refuses a tensor with dims there. A hand-written unrolled step ``p.add(g, alpha=-lr)``
   with a learnt lr got a hypergradient from us and an error from PyTorch. SGD's ``differentiable=True`` step with a
@@ -142,6 +143,11 @@ NUMBER_CALLS = [
     ("sub_", "alpha", lambda t, n: t.clone().sub_(t, alpha=n)),
     ("addcmul_", "value", lambda t, n: t.clone().addcmul_(t, t, value=n)),
     ("addcdiv_", "value", lambda t, n: t.clone().addcdiv_(t, t, value=n)),
+    ("addmv", "beta", lambda t, n: t.addmv(t.outer(t), t, beta=n)),
+    ("addmm", "alpha", lambda t, n: t.outer(t).addmm(t.outer(t), t.outer(t), alpha=n)),
+    ("addr", "alpha", lambda t, n: t.outer(t).addr(t, t, alpha=n)),
+    ("baddbmm", "beta", lambda t, n: t.outer(t)[None].baddbmm(t.outer(t)[None], t.outer(t)[None], beta=n)),
+    ("addbmm", "alpha", lambda t, n: t.outer(t).addbmm(t.outer(t)[None], t.outer(t)[None], alpha=n)),
 ]
 
 
