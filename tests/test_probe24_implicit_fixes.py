@@ -5,10 +5,10 @@
   WeightNormInterfaceBackward0 only where PyTorch's fused kernel serves (dim the first or the last axis).
 - ``backward(create_graph=True)`` gave no warning; PyTorch warns, once a process, of the reference cycle between a
   parameter and a gradient that has a graph (MAML-style code that calls backward with create_graph sees it).
+- ``register_hook`` on a tensor without grad: PyTorch's words ("... that doesn't require gradient").
 - A Number argument (``alpha`` of add/sub, ``value`` of addcmul/addcdiv, their in-place forms, ``beta`` and ``alpha``
-  of the addmm family) took a tensor
-  that requires grad and recorded a gradient through it; PyTorch refuses it (TypeError "argument 'alpha' must be
-  Number, not Tensor"), as it refuses a tensor with dims there. A hand-written unrolled step ``p.add(g, alpha=-lr)``
+  of the addmm family) took a tensor that requires grad and recorded a gradient through it; PyTorch refuses it
+  (TypeError "argument 'alpha' must be Number, not Tensor"), as it refuses a tensor with dims there. A hand-written unrolled step ``p.add(g, alpha=-lr)``
   with a learnt lr got a hypergradient from us and an error from PyTorch. SGD's ``differentiable=True`` step with a
   learnt lr is PyTorch's ``addcmul_(grad, lr, value=-1)``.
 
@@ -197,3 +197,12 @@ def test_sgd_differentiable_step_with_a_learnt_lr():
     torch = _torch_or_none()
     if torch is not None:
         assert grad == pytest.approx(_sgd_with_learnt_lr(torch, 0)[0], rel=1e-12)
+
+
+@pytest.mark.parametrize("register", ["register_hook", "register_post_accumulate_grad_hook"])
+def test_a_hook_on_a_tensor_without_grad_is_refused_in_pytorchs_words(register):
+    """A DEQ registers its backward hook on the fixed point only where it requires grad (not under no_grad in
+    eval): programs match PyTorch's message."""
+    for lib in [autograd] + ([] if _torch_or_none() is None else [_torch_or_none()]):
+        with pytest.raises(RuntimeError, match="^cannot register a hook on a tensor that doesn't require gradient$"):
+            getattr(lib.ones(2), register)(lambda g: g)
