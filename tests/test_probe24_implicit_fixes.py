@@ -8,8 +8,9 @@
 - ``register_hook`` on a tensor without grad: PyTorch's words ("... that doesn't require gradient").
 - A Number argument (``alpha`` of add/sub, ``value`` of addcmul/addcdiv, their in-place forms, ``beta`` and ``alpha``
   of the addmm family) took a tensor that requires grad and recorded a gradient through it; PyTorch refuses it
-  (TypeError "argument 'alpha' must be Number, not Tensor"), as it refuses a tensor with dims there. A hand-written unrolled step ``p.add(g, alpha=-lr)``
-  with a learnt lr got a hypergradient from us and an error from PyTorch. SGD's ``differentiable=True`` step with a
+  (TypeError "argument 'alpha' must be Number, not Tensor"), as it refuses a tensor with dims there. A
+  hand-written unrolled step ``p.add(g, alpha=-lr)`` with a learnt lr got a hypergradient from us and an error
+  from PyTorch. SGD's ``differentiable=True`` step with a
   learnt lr is PyTorch's ``addcmul_(grad, lr, value=-1)``.
 
 Checked against NumPy always and against PyTorch where installed."""
