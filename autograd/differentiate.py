@@ -6,6 +6,7 @@ from . import dual, engine
 from .backend import xp
 from .graph import accumulate_grad, modes, set_grad_enabled
 from .tensor import Tensor, as_array, tensor_from
+from .warn_once import warn_once
 
 
 def _node(tensor):
@@ -72,6 +73,12 @@ def backward(outputs, grad_outputs=None, retain_graph=False, create_graph=False,
         raise RuntimeError("backward() called inside a functorch transform. This is not supported, please use "
                            "functorch.grad or functorch.vjp instead or call backward() outside of functorch "
                            "transforms.")
+    if create_graph:  # (.grad then holds a graph that reaches back to its own leaf; PyTorch says so, once)
+        warn_once("backward create_graph", "Using backward() with create_graph=True will create a reference cycle "
+                  "between the parameter and its gradient which can cause a memory leak. We recommend using "
+                  "autograd.grad when creating the graph to avoid this. If you have to use this function, make sure "
+                  "to reset the .grad fields of your parameters to None after use to break the cycle and avoid the "
+                  "leak.")
     if inputs is not None:
         _backward_into(outputs, grad_outputs, retain_graph, create_graph, inputs)
         return

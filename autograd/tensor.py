@@ -84,6 +84,9 @@ def tensor_from(data, dtype=None, requires_grad=False):
 SUBCLASS_WATCHERS = []  # called with each subclass of Tensor once it is defined (see __init_subclass__)
 
 
+_NO_GRAD_TO_HOOK = "cannot register a hook on a tensor that doesn't require gradient"
+
+
 class Tensor(Copying, WriteDoor):
     # every tensor sets these five; the rest keep their class-level default until set (an
     # instance dict is made only then), so wrapping a computed array costs five stores
@@ -485,11 +488,12 @@ class Tensor(Copying, WriteDoor):
     def retains_grad(self):
         return self.grad_fn is not None and self.grad_fn.retained is not None
 
+    # (PyTorch's words, which programs match: a DEQ's hook on its fixed point is registered only where it has grad)
     def register_hook(self, hook):
         """Call ``hook(grad)`` with dL/dself during backward; a returned tensor replaces grad.
         Returns a handle whose ``remove()`` unregisters it."""
         if not self.requires_grad:
-            raise RuntimeError("cannot register a hook on a tensor that does not require grad")
+            raise RuntimeError(_NO_GRAD_TO_HOOK)
         if self.grad_fn is not None:
             if self.grad_fn.hooks is None:
                 self.grad_fn.hooks = {}
@@ -516,7 +520,7 @@ class Tensor(Copying, WriteDoor):
         if self.grad_fn is not None:
             raise RuntimeError("post accumulate grad hooks cannot be registered on non-leaf tensors")
         if not self.requires_grad:
-            raise RuntimeError("cannot register a hook on a tensor that does not require grad")
+            raise RuntimeError(_NO_GRAD_TO_HOOK)
         if self._post_hooks is None:
             self._post_hooks = {}
         return add_hook(self._post_hooks, hook)

@@ -2,7 +2,7 @@
 given every time while it is on. Every warning here is a Python warning, shown as Python's filters say: "once"
 is this module's rule, on top of theirs. The ops warn through ``warn_once`` (``x.T`` of other than 2 dims,
 scatter's ``reduce=`` with a tensor src, ``float()`` of a tensor that requires grad, 'same' padding with an
-even window), so one set of keys, here, says what a process has been told."""
+even window, ``backward(create_graph=True)``), so one set of keys, here, says what a process has been told."""
 
 import warnings
 

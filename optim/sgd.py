@@ -1,5 +1,7 @@
 """Stochastic gradient descent, with momentum and Nesterov's look-ahead."""
 
+from autograd import Tensor
+
 from ._functional import sgd  # noqa: F401  (torch.optim.sgd.sgd, the functional step)
 from .optimizer import Optimizer, l2_decayed, require
 
@@ -63,4 +65,8 @@ class SGD(Optimizer):
             else:
                 velocity.mul_(momentum).add_(grad, alpha=1 - group["dampening"])
             grad = grad + momentum * velocity if group["nesterov"] else velocity
-        param.add_(grad, alpha=-group["lr"])
+        lr = group["lr"]
+        if isinstance(lr, Tensor) and lr.requires_grad:  # a learnt lr (differentiable=True): a recorded product, as
+            param.addcmul_(grad, lr, value=-1)  # PyTorch's (a Number alpha takes no tensor that requires grad)
+        else:
+            param.add_(grad, alpha=-lr)

@@ -1,6 +1,6 @@
 """PyTorch's TORCH_WARN_ONCE warnings: said once a process, and every time while ``set_warn_always(True)``.
 Each one goes through ``autograd.warn_once``, the owner of that rule: ``x.T`` of other than 2 dims, scatter's
-``reduce=`` with a tensor src, and ``float()`` of a tensor that requires grad."""
+``reduce=`` with a tensor src, ``float()`` of a tensor that requires grad, and ``backward(create_graph=True)``."""
 
 import importlib
 import warnings
@@ -16,6 +16,8 @@ SITES = {
                        "The reduce argument of torch.scatter with Tensor src is deprecated"),
     "float()": (lambda T: float(T.ones((), requires_grad=True)),
                 "Converting a tensor with requires_grad=True to a scalar may lead to unexpected behavior"),
+    "backward(create_graph=True)": (lambda T: (T.ones(2, requires_grad=True) ** 2).sum().backward(create_graph=True),
+                                    "Using backward() with create_graph=True will create a reference cycle"),
 }
 
 

@@ -52,6 +52,15 @@ def _scaled(other, alpha, input):
     return other * alpha
 
 
+def number_argument(op, name, number):
+    """A Number argument (add's alpha, addcdiv's value) as PyTorch's argument parser takes it: a 0-d tensor outside
+    the graph passes as its number; a tensor with dims, or one that requires grad, is refused (PyTorch records no
+    gradient for a Number: a learnt step size in ``p.add(g, alpha=-lr)`` would get none there, so it says so)."""
+    if isinstance(number, Tensor) and (number.ndim != 0 or number.requires_grad):
+        raise TypeError(f"{op}(): argument '{name}' must be Number, not Tensor")
+    return number
+
+
 def _number_first(name, signature, number):
     """``number``, given first as PyTorch 1's signatures put it (optimizers of that time still call
     ``p.data.addcdiv_(-step_size, exp_avg, denom)``): read as PyTorch reads it, with its warning (at the
@@ -125,6 +134,7 @@ def add(input, other, *number_first, alpha=1, out=None):
     if number_first:
         other, alpha = number_first[0], _number_first("add", "add(Tensor input, Tensor other, *, Number alpha)",
                                                       other)
+    alpha = number_argument("add", "alpha", alpha)
     fused = _fused_scaled_sum(input, other, alpha)
     if fused is not None:
         return write_out(fused, out)
@@ -139,7 +149,7 @@ def sub(input, other, *number_first, alpha=1, out=None):
         other, alpha = number_first[0], _number_first("sub", "sub(Tensor input, Tensor other, *, Number alpha)",
                                                       other)
     refuse_bool_subtraction(_is_bool(input), _is_bool(other))  # (before _pair: it would make True a number)
-    number = _alpha_number(alpha)
+    number = _alpha_number(number_argument("sub", "alpha", alpha))
     fused = None if number is None else _fused_scaled_sum(input, other, -number, "SubBackward0")
     if fused is not None:
         return write_out(fused, out)
@@ -302,7 +312,7 @@ def addcmul(input, tensor1, tensor2, *number_first, value=1, out=None):
                               tensor1)
         tensor1, tensor2 = tensor2, number_first[0]
     refuse_kinds(input, "addcmul_cpu_out", "b")
-    value = integer_value(value, input, tensor1, tensor2)
+    value = integer_value(number_argument("addcmul", "value", value), input, tensor1, tensor2)
     if all(isinstance(t, Tensor) and t._data.dtype == float16 for t in (input, tensor1, tensor2)):
         # in float32, rounded once, as PyTorch's kernel (value · t1 · t2 rounded at each step came out a unit off)
         return write_out(addcmul(input.float(), tensor1.float(), tensor2.float(), value=value).half(), out)
@@ -331,6 +341,7 @@ def addcdiv(input, tensor1, tensor2, *number_first, value=1, out=None):
         value = _number_first("addcdiv", "addcdiv(Tensor input, Tensor tensor1, Tensor tensor2, *, Number value)",
                               tensor1)
         tensor1, tensor2 = tensor2, number_first[0]
+    number_argument("addcdiv", "value", value)
     refuse_integer_addcdiv(tensor1, tensor2)
     if all(isinstance(t, Tensor) and t._data.dtype == float16 for t in (input, tensor1, tensor2)):
         # in float32, rounded once, as PyTorch's kernel (as addcmul)

@@ -18,6 +18,7 @@ from ..operands import _operand
 from ..primitive import Primitive, node_named
 from ..tensor import Tensor, tensor_from
 from . import shape
+from .arithmetic import number_argument
 from .arranging import movedim
 from .axes import dim_index
 from .conjugation import conj
@@ -383,10 +384,11 @@ def bmm(input, mat2, *, out=None):
     return write_out(matmul(input, mat2), out)
 
 
-def _scaled_sum(input, product, beta, alpha, refuse_float_scales=False):
+def _scaled_sum(input, product, beta, alpha, refuse_float_scales=False, op=None):
     """beta · input + alpha · product; with beta = 0 input is ignored (NaN in it does not spread). With
     integer tensors a float beta or alpha is cast to the integer dtype, truncated (PyTorch's addmm, addmv,
-    baddbmm, addbmm), or refused (its addr)."""
+    baddbmm, addbmm), or refused (its addr). Both are Numbers (``op``'s name for the refusal of a Tensor)."""
+    beta, alpha = number_argument(op, "beta", beta), number_argument(op, "alpha", alpha)
     if product.dtype.kind in "iub" and isinstance(input, Tensor) and input.dtype.kind in "iub":
         for name, scale in (("beta", beta), ("alpha", alpha)):
             if isinstance(scale, float) and refuse_float_scales:
@@ -433,10 +435,11 @@ def _require_input_dtype(input, factors, message):
         raise RuntimeError(message(*(x.dtype for x in (input, *factors))))
 
 
-def _scaled_sum_of_product(input, a, b, beta, alpha):
+def _scaled_sum_of_product(input, a, b, beta, alpha, op):
     """beta · input + alpha · (a @ b); float16 computed in float32 and rounded once, as PyTorch's addmm and
     baddbmm kernels (rounding the product before adding the input is an ulp off in a quarter of the values)."""
-    return _rounded_once(lambda input, a, b: _scaled_sum(input, matmul(a, b), beta, alpha), _input(input, a), a, b)
+    return _rounded_once(lambda input, a, b: _scaled_sum(input, matmul(a, b), beta, alpha, op=op), _input(input, a),
+                         a, b)
 
 
 def _scales_first(name, factors, input, first, second, rest):
@@ -469,7 +472,7 @@ def addmm(input, mat1, mat2, *scales_first, beta=1, alpha=1, out=None):
     _check_matrices(mat1, mat2, "addmm", ("mat1", "mat2"))
     _require_input_dtype(input, (mat2,), lambda a, b: f"self and mat2 must have the same dtype, but got "
                                                       f"{type_name(a)} and {type_name(b)}")
-    return write_out(_scaled_sum_of_product(input, mat1, mat2, beta, alpha), out)
+    return write_out(_scaled_sum_of_product(input, mat1, mat2, beta, alpha, "addmm"), out)
 
 
 @names("addmv", inplace="addmv_")
@@ -480,7 +483,7 @@ def addmv(input, mat, vec, *scales_first, beta=1, alpha=1, out=None):
         input, mat, vec, beta, alpha = _scales_first("addmv", ("mat", "vec"), input, mat, vec, scales_first)
     _require_input_dtype(input, (mat, vec), lambda a, b, c: "addmv input tensors must have the same dtype, but "
                                                             f"got {type_name(a)}, {type_name(b)}, and {type_name(c)}")
-    return write_out(_rounded_once(lambda input, mat, vec: _scaled_sum(input, mv(mat, vec), beta, alpha),
+    return write_out(_rounded_once(lambda input, mat, vec: _scaled_sum(input, mv(mat, vec), beta, alpha, op="addmv"),
                                    _input(input, mat), mat, vec), out)
 
 
@@ -495,7 +498,7 @@ def baddbmm(input, batch1, batch2, *scales_first, beta=1, alpha=1, out=None):
     _require_input_dtype(input, (batch1, batch2), lambda a, b, c: f"Input dtypes must be the same, got: input "
                                                                   f"{c_name(a)}, batch1: {c_name(b)}, batch2: "
                                                                   f"{c_name(c)}")
-    return write_out(_scaled_sum_of_product(input, batch1, batch2, beta, alpha), out)
+    return write_out(_scaled_sum_of_product(input, batch1, batch2, beta, alpha, "baddbmm"), out)
 
 
 @names("addbmm", inplace="addbmm_")
@@ -509,7 +512,7 @@ def addbmm(input, batch1, batch2, *scales_first, beta=1, alpha=1, out=None):
     _require_input_dtype(input, (batch2,), lambda a, b: f"self and mat2 must have the same dtype, but got "
                                                         f"{type_name(a)} and {type_name(b)}")
     product = Einsum.apply(batch1, batch2, terms=("bij", "bjk"), output="ik")
-    return write_out(_scaled_sum(_input(input, batch1), product, beta, alpha), out)
+    return write_out(_scaled_sum(_input(input, batch1), product, beta, alpha, op="addbmm"), out)
 
 
 @names("addr", inplace="addr_")
@@ -519,8 +522,8 @@ def addr(input, vec1, vec2, *scales_first, beta=1, alpha=1, out=None):
     warning)."""
     if scales_first:
         input, vec1, vec2, beta, alpha = _scales_first("addr", ("vec1", "vec2"), input, vec1, vec2, scales_first)
-    return write_out(_scaled_sum(_input(input, vec1), outer(vec1, vec2), beta, alpha, refuse_float_scales=True),
-                     out)
+    return write_out(_scaled_sum(_input(input, vec1), outer(vec1, vec2), beta, alpha, refuse_float_scales=True,
+                                 op="addr"), out)
 
 
 @names("kron")

@@ -22,6 +22,7 @@ from .arithmetic import (
     fused_add_into,
     in_common_dtype,
     integer_value,
+    number_argument,
     refuse_integer_addcdiv,
     sub,
 )
@@ -100,6 +101,7 @@ def _operand_in_common(other, self):
 def add_(self, other, *number_first, alpha=1):
     if number_first:  # PyTorch 1's add_(alpha, other), alpha also a 0-d Tensor (SGD-HD's Tensor lr)
         other, alpha = number_first[0], _number_first("add_", "add_(Tensor other, *, Number alpha)", other)
+    alpha = number_argument("add_", "alpha", alpha)
     if alpha == 1:
         return self._write((other,), lambda old: old + _operand(other, old),
                            lambda a: xp.add(a, _operand_in_common(other, self), out=a, casting="same_kind"))
@@ -114,6 +116,7 @@ def add_(self, other, *number_first, alpha=1):
 def sub_(self, other, *number_first, alpha=1):
     if number_first:  # PyTorch 1's sub_(alpha, other)
         other, alpha = number_first[0], _number_first("sub_", "sub_(Tensor other, *, Number alpha)", other)
+    alpha = number_argument("sub_", "alpha", alpha)
     refuse_bool_subtraction(_is_bool(self), _is_bool(other))
     if alpha == 1:  # (a subtraction, not an addition of -other: -1 is no uint8)
         return self._write((other,), lambda old: old - _operand(other, old),
@@ -173,7 +176,7 @@ def addcmul_(self, tensor1, tensor2, *number_first, value=1):
     if number_first:  # PyTorch 1's addcmul_(value, tensor1, tensor2)
         value = _number_first("addcmul_", "addcmul_(Tensor tensor1, Tensor tensor2, *, Number value)", tensor1)
         tensor1, tensor2 = tensor2, number_first[0]
-    value = integer_value(value, self, tensor1, tensor2)
+    value = integer_value(number_argument("addcmul_", "value", value), self, tensor1, tensor2)
     tensor1, tensor2 = in_common_dtype(self, tensor1, tensor2)  # (formed in the wider dtype, written in self's)
     if self._data.dtype == float16:  # (in float32, rounded once: addcmul's)
         return self._write((tensor1, tensor2), lambda old: addcmul(old, tensor1, tensor2, value=value))
@@ -187,6 +190,7 @@ def addcdiv_(self, tensor1, tensor2, *number_first, value=1):
     if number_first:  # PyTorch 1's addcdiv_(value, tensor1, tensor2)
         value = _number_first("addcdiv_", "addcdiv_(Tensor tensor1, Tensor tensor2, *, Number value)", tensor1)
         tensor1, tensor2 = tensor2, number_first[0]
+    number_argument("addcdiv_", "value", value)
     refuse_integer_addcdiv(tensor1, tensor2)
     tensor1, tensor2 = in_common_dtype(self, tensor1, tensor2)  # (formed in the wider dtype, written in self's)
     if self._data.dtype == float16:  # (in float32, rounded once: addcdiv's)

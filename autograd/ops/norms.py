@@ -13,7 +13,7 @@ import numbers
 from ..backend import errstate, float16, float32, xp
 from ..errors import refuse_unbroadcastable
 from ..graph import is_grad_enabled, no_grad
-from ..primitive import Primitive, node_named
+from ..primitive import Primitive, named_node, node_named
 from ..tensor import Tensor
 from . import extrema, shape
 from .axes import dim_index, int_or_ints, normalize_dims
@@ -258,6 +258,30 @@ def norm_method(input, p="fro", dim=None, keepdim=False, dtype=None):
     """x.norm(p, dim, keepdim, dtype): torch.norm's method, whose fifth parameter is dtype (the
     function's is out)."""
     return norm(input, p, dim, keepdim, dtype=dtype)
+
+
+@names("norm_except_dim", method=False)
+def norm_except_dim(v, pow=2, dim=0):
+    """‖v‖_pow over every axis but ``dim``, that axis kept and the others kept as size 1 (weight
+    normalization's ‖v‖ per output unit); over all of v, a 0-d norm, when dim is -1 (PyTorch's sentinel, not
+    the last axis)."""
+    if dim == -1:
+        return vector_norm(v, pow)
+    kept = dim_index(dim, v.ndim)
+    others = tuple(a for a in range(v.ndim) if a != kept)
+    if not others:  # a vector's norm per element, |v_i| (an empty dim would mean all of them)
+        return vector_norm(shape.unsqueeze(v, -1), pow, -1)
+    return vector_norm(v, pow, others, keepdim=True)
+
+
+@names(functions=("_weight_norm",), method=False)
+def weight_norm(v, g, dim=0):
+    """w = g · v / ‖v‖, the norm over every axis but ``dim`` (all of them for -1): Salimans & Kingma's weight
+    normalization, torch._weight_norm. Its node is PyTorch's WeightNormInterfaceBackward0 where PyTorch's fused
+    kernel serves (dim the first or last axis), a product (MulBackward0) elsewhere, as there."""
+    w = v * (g / norm_except_dim(v, 2, dim))
+    fused = dim in (0, v.ndim - 1)
+    return named_node(w, None, "WeightNormInterfaceBackward0", (v, g)) if fused else w
 
 
 @names("frobenius_norm", method=False)

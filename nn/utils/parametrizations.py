@@ -2,7 +2,6 @@
 ``weight_norm`` and ``spectral_norm``)."""
 
 import autograd
-from autograd.primitive import named_node
 
 from .. import functional as F
 from ..module import Module
@@ -10,21 +9,6 @@ from . import parametrize
 from .orthogonal import _OrthMaps, _Orthogonal
 
 __all__ = ["orthogonal", "spectral_norm", "weight_norm"]
-
-
-def _norm_except_dim(v, dim):
-    """‖v‖ over every axis but ``dim``, kept as size-1 axes (the whole norm when dim is -1)."""
-    if dim == -1:
-        return (v * v).sum().sqrt()
-    axes = tuple(a for a in range(v.ndim) if a != dim % v.ndim)
-    return (v * v).sum(dim=axes, keepdim=True).sqrt() if axes else v.abs()
-
-
-def _weight_norm(v, g, dim):
-    """w = g · v / ‖v‖ (the norm over every axis but ``dim``; all of them for -1). Its node is PyTorch's
-    WeightNormInterfaceBackward0 but with every axis normed, where PyTorch too multiplies out (MulBackward0)."""
-    w = v * (g / _norm_except_dim(v, dim))
-    return w if dim == -1 else named_node(w, None, "WeightNormInterfaceBackward0", (v, g))
 
 
 class _WeightNorm(Module):
@@ -35,10 +19,10 @@ class _WeightNorm(Module):
         self.dim = -1 if dim is None else dim
 
     def forward(self, weight_g, weight_v):
-        return _weight_norm(weight_v, weight_g, self.dim)
+        return autograd._weight_norm(weight_v, weight_g, self.dim)
 
     def right_inverse(self, weight):
-        return _norm_except_dim(weight, self.dim), weight
+        return autograd.norm_except_dim(weight, 2, self.dim), weight
 
 
 def weight_norm(module, name="weight", dim=0):

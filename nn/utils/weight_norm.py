@@ -11,10 +11,10 @@ state dict of this one (``weight_g``, ``weight_v``) loads into a PyTorch model t
 
 import warnings
 
+import autograd
 from autograd.graph import program_stacklevel
 
 from ..parameter import Parameter
-from .parametrizations import _norm_except_dim, _weight_norm
 
 
 class WeightNorm:
@@ -25,7 +25,7 @@ class WeightNorm:
 
     def compute_weight(self, module):
         g, v = getattr(module, self.name + "_g"), getattr(module, self.name + "_v")
-        return _weight_norm(v, g, self.dim)
+        return autograd._weight_norm(v, g, self.dim)
 
     @staticmethod
     def apply(module, name, dim):
@@ -42,7 +42,7 @@ class WeightNorm:
             raise ValueError("The module passed to `WeightNorm` can't have uninitialized parameters. Make sure to "
                              "run the dummy forward before applying weight normalization")
         delattr(module, name)
-        module.register_parameter(name + "_g", Parameter(_norm_except_dim(weight.detach(), fn.dim)))
+        module.register_parameter(name + "_g", Parameter(autograd.norm_except_dim(weight.detach(), 2, fn.dim)))
         module.register_parameter(name + "_v", Parameter(weight.detach()))
         setattr(module, name, fn.compute_weight(module))
         module.register_forward_pre_hook(fn)
