@@ -12,9 +12,10 @@ Composed of differentiable ops.
 
 import math
 
+from .. import dual
 from ..backend import float16, float32
 from ..errors import ShapeError, check_same_dtype
-from ..graph import no_grad, unbatched_under_vmap
+from ..graph import is_grad_enabled, no_grad, unbatched_under_vmap
 from ..primitive import named_node
 from ..tensor import Tensor
 from .conversion import refuse_kinds
@@ -67,16 +68,36 @@ def one_value_per_channel(size, where=""):
     return ValueError(f"Expected more than 1 value per channel when training, got input size {size}{where}")
 
 
-def update_running_stats(running_mean, running_var, num_batches_tracked, momentum, mean, variance, count):
+def refuse_differentiable_running_stats(input, running_mean, running_var, use_running_stats):
+    """PyTorch's batch norm (its instance norm too) is not differentiable with respect to the running statistics:
+    with grad mode on, one that requires grad is refused; and when they normalise (eval), a tangent on one beside
+    the input's (forward mode)."""
+    for name, running in (("running_mean", running_mean), ("running_var", running_var)):
+        if running is not None and running.requires_grad and is_grad_enabled():
+            raise RuntimeError(f"The function 'native_batch_norm' is not differentiable with respect to argument "
+                               f"'{name}'. This input cannot have requires_grad True.")
+    if use_running_stats and dual.LEVEL is not None and dual.tangent_of(input) is not None and (
+            dual.tangent_of(running_mean) is not None or dual.tangent_of(running_var) is not None):
+        raise RuntimeError("batch_norm is not differentiable wrt running_mean and running_var, they cannot have "
+                           "forward grad defined")
+
+
+def count_batch(num_batches_tracked, momentum):
+    """A training batch counted, as PyTorch's BatchNorm modules count it before any check of the batch (a batch
+    refused still counts), and the factor its running statistics move by: ``momentum``, or with momentum=None the
+    cumulative average's 1 / batches seen (None: no count is kept)."""
+    if num_batches_tracked is None:
+        return momentum
+    with no_grad():
+        num_batches_tracked.add_(1)
+    return momentum if momentum is not None else 1.0 / num_batches_tracked.item()
+
+
+def update_running_stats(running_mean, running_var, factor, mean, variance, count):
     """Move the running statistics towards a batch's (arrays of per-channel mean and biased
-    variance over ``count`` values): running = (1 - momentum) · running + momentum · batch,
-    with the unbiased variance; momentum=None is the cumulative average (SyncBatchNorm shares this)."""
+    variance over ``count`` values): running = (1 - factor) · running + factor · batch,
+    with the unbiased variance (``count_batch`` gives the factor; SyncBatchNorm shares this)."""
     with no_grad():  # the running statistics are buffers, outside the graph
-        factor = momentum
-        if num_batches_tracked is not None:
-            num_batches_tracked.add_(1)
-            if momentum is None:
-                factor = 1.0 / num_batches_tracked.item()
         unbiased = Tensor._make(variance * (count / (count - 1)))
         running_mean.mul_(1 - factor).add_(Tensor._make(mean), alpha=factor)
         running_var.mul_(1 - factor).add_(unbiased, alpha=factor)
@@ -92,11 +113,14 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     (momentum=None: a cumulative average, factor 1 / batches seen). Eval: the
     running statistics. Exactly PyTorch's rules, and its checks: eps > 0 in training (≥ 0 in eval), more
     than one value per channel in training; an empty batch gives an empty output and leaves the running
-    statistics alone (the batch count still moves on).
+    statistics alone (the batch count still moves on). ``num_batches_tracked``, a module's count, is counted first.
     """
+    if training:
+        momentum = count_batch(num_batches_tracked, momentum)
     if input.ndim < 2:
         raise ValueError(f"batch_norm expects input of shape (N, C, ...), got {tuple(input.shape)}")
     refuse_kinds(input, "batch_norm", "c")
+    refuse_differentiable_running_stats(input, running_mean, running_var, not training)
     if training and eps <= 0.0:
         raise ValueError(f"batch_norm eps must be positive during training, but got {eps}")
     if eps < 0.0:
@@ -113,16 +137,12 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
             and any(t is not None and t._data.dtype == float32 for t in (weight, bias, running_mean, running_var)):
         # "mixed dtype" (a half model whose norms stay float32): PyTorch's kernel computes in float32, its batch
         # statistics and running statistics float32 too, and rounds the output to float16 once
-        output = batch_norm(input.float(), running_mean, running_var, weight, bias, training, momentum, eps,
-                            num_batches_tracked).half()
+        output = batch_norm(input.float(), running_mean, running_var, weight, bias, training, momentum, eps).half()
         return named_node(output, None, "NativeBatchNormBackward0", (input,))
     axes = (0,) + tuple(range(2, input.ndim))
     shape = channel_shape(input)
     input = in_suggested_layout(input, input)  # (PyTorch's kernel writes its output so: a view of it shares it)
     if input._data.size == 0:
-        if training and num_batches_tracked is not None:
-            with no_grad():
-                num_batches_tracked.add_(1)
         output = scale_and_shift(input, weight, bias, shape)
         return input.clone() if output is input else output  # (a new tensor, as PyTorch's: CloneBackward0)
     if training:
@@ -132,8 +152,8 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         normalized, mean, variance = (half_batch_statistics if input._data.dtype == float16 else normalize)(
             input, axes, eps)
         if running_mean is not None:
-            update_running_stats(running_mean, running_var, num_batches_tracked, momentum,
-                                  mean._data.reshape(-1), variance._data.reshape(-1), count)
+            update_running_stats(running_mean, running_var, momentum, mean._data.reshape(-1),
+                                 variance._data.reshape(-1), count)
         return named_node(scale_and_shift(normalized, weight, bias, shape, input.dtype), None,
                           "NativeBatchNormBackward0")
     normalized = standardize_by_running_stats(input, running_mean, running_var, eps, shape)
@@ -242,8 +262,9 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
     normalized, _, _ = normalize(grouped, (2,), eps)
     normalized = normalized.reshape(input.shape)
     shape = channel_shape(input)
-    return named_node(scale_and_shift(normalized, weight, bias, shape, input.dtype), None, "NativeGroupNormBackward0",
-                      (input,))
+    # PyTorch's kernel writes its output in the input's suggested memory format: channels-last stays channels-last
+    output = in_suggested_layout(scale_and_shift(normalized, weight, bias, shape, input.dtype), input)
+    return named_node(output, None, "NativeGroupNormBackward0", (input,))
 
 
 def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=None, use_input_stats=True,
@@ -254,6 +275,7 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
         raise ValueError(f"instance_norm expects input of shape (N, C, ...), got {tuple(input.shape)}")
     refuse_kinds(input, "batch_norm", "c")  # (PyTorch's instance norm is its batch norm's kernel)
     check_same_dtype("instance_norm", input, weight=weight, bias=bias)  # (PyTorch's takes any running stats')
+    refuse_differentiable_running_stats(input, running_mean, running_var, not use_input_stats)
     shape = channel_shape(input)
     if not use_input_stats:
         return named_node(scale_and_shift(standardize_by_running_stats(input, running_mean, running_var, eps, shape),
@@ -279,6 +301,25 @@ def batch_norm_by_position(input, weight, bias, running_mean, running_var, train
     """PyTorch's top-level ``batch_norm``: every argument required, weight and bias before the
     running statistics (``nn.functional.batch_norm`` takes the statistics first)."""
     return batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps)
+
+
+@names("batch_norm_update_stats", method=False)
+def batch_norm_update_stats(input, running_mean, running_var, momentum):
+    """PyTorch's ``batch_norm_update_stats``: the batch's per-channel mean and biased variance (over every dim but
+    dim 1), with the running statistics moved towards them as a training batch norm moves them (the unbiased
+    variance, ``update_running_stats``). Statistics only: no gradient flows through them."""
+    if input._data.size == 0:
+        raise RuntimeError(f"input tensor must have at least one element, but got input_sizes = {list(input.shape)}")
+    axes = (0,) + tuple(range(2, input.ndim))
+    with no_grad():
+        mean = input.mean(axes, keepdim=True)
+        centred = input - mean
+        variance = (centred * centred).mean(axes)
+        mean = mean.reshape(-1)
+    if running_mean is not None and running_var is not None:
+        update_running_stats(running_mean, running_var, momentum, mean._data, variance._data,
+                             input._data.size // input.shape[1])
+    return mean, variance
 
 
 @names("instance_norm", method=False)
