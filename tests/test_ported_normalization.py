@@ -61,7 +61,8 @@ def test_batchnorm_grad_and_double_backward(T, F):
           batch_norm_reference(xv, xv.mean((0, 2)), xv.var((0, 2)), w, b, 1e-4), rtol=1e-12, atol=1e-12)
     small = x.detach()[:2, :, :3].requires_grad_()       # (PyTorch's checks the whole; a part keeps this quick)
     for training in (False, True):
-        check_grads(T, lambda x, w, b: F.batch_norm(x, running_mean, running_var, w, b, training, 0.1, 1e-4),
+        check_grads(T, lambda x, w, b, training=training: F.batch_norm(x, running_mean, running_var, w, b, training,
+                                                                       0.1, 1e-4),
                     small, weight, bias)
 
 

@@ -82,6 +82,15 @@ def refuse_differentiable_running_stats(input, running_mean, running_var, use_ru
                            "forward grad defined")
 
 
+def check_per_channel(channels, repeats=1, **vectors):
+    """PyTorch's check of batch norm's per-channel tensors (weight, bias, running statistics; None passes): one value
+    per channel each. Instance norm runs batch norm on the batch's channels side by side, its vectors ``repeats``
+    times over, and PyTorch's message counts them so."""
+    for name, vector in vectors.items():
+        if vector is not None and vector.numel() != channels:
+            raise ShapeError(f"{name} should contain {channels * repeats} elements not {vector.numel() * repeats}")
+
+
 def count_batch(num_batches_tracked, momentum):
     """A training batch counted, as PyTorch's BatchNorm modules count it before any check of the batch (a batch
     refused still counts), and the factor its running statistics move by: ``momentum``, or with momentum=None the
@@ -119,7 +128,10 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         momentum = count_batch(num_batches_tracked, momentum)
     if input.ndim < 2:
         raise ValueError(f"batch_norm expects input of shape (N, C, ...), got {tuple(input.shape)}")
-    refuse_kinds(input, "batch_norm", "c")
+    refuse_kinds(input, "batch_norm", "biuc")
+    check_per_channel(input.shape[1], weight=weight, bias=bias, running_mean=running_mean, running_var=running_var)
+    if not training and (running_mean is None or running_var is None):
+        raise RuntimeError(f"running_{'mean' if running_mean is None else 'var'} must be defined in evaluation mode")
     refuse_differentiable_running_stats(input, running_mean, running_var, not training)
     if training and eps <= 0.0:
         raise ValueError(f"batch_norm eps must be positive during training, but got {eps}")
@@ -202,8 +214,9 @@ def refuse_empty_normalized_shape(normalized_shape):
                            f"element, but got normalized_shape = {list(normalized_shape)}")
 
 
-def _normalized_shape(op, input, normalized_shape):
-    """normalized_shape as a tuple: at least one dim, the ones the input ends in."""
+def _normalized_shape(op, input, normalized_shape, **parameters):
+    """normalized_shape as a tuple: at least one dim, the ones the input ends in, and the shape of each of the
+    ``parameters`` given (weight, bias)."""
     normalized_shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
     refuse_empty_normalized_shape(normalized_shape)
     if input.shape[input.ndim - len(normalized_shape):] != normalized_shape:
@@ -211,13 +224,17 @@ def _normalized_shape(op, input, normalized_shape):
         raise ShapeError(f"Given normalized_shape=[{shown}], expected input with shape [*, {shown}], but got input of "
                          f"size{list(input.shape)} ({op}: input of shape {tuple(input.shape)} does not end in "
                          f"{normalized_shape})")
+    for name, parameter in parameters.items():
+        if parameter is not None and tuple(parameter.shape) != normalized_shape:
+            raise ShapeError(f"Expected {name} to be of same shape as normalized_shape, but got {name} of shape "
+                             f"{list(parameter.shape)} and normalized_shape = {list(normalized_shape)}")
     return normalized_shape
 
 
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     """Normalise over the last len(normalized_shape) dims of each sample (Ba et al., 2016)."""
     refuse_kinds(input, "LayerNormKernelImpl", "biuc")
-    normalized_shape = _normalized_shape("layer_norm", input, normalized_shape)
+    normalized_shape = _normalized_shape("layer_norm", input, normalized_shape, weight=weight, bias=bias)
     if in_float32(input, "layer_norm", weight=weight, bias=bias):
         output = layer_norm(input.float(), normalized_shape, as_float32(weight), as_float32(bias), eps).half()
         return named_node(output, None, "NativeLayerNormBackward0", (input,))
@@ -233,7 +250,8 @@ def rms_norm(input, normalized_shape, weight=None, eps=None):
     """y = x / sqrt(mean(x²) + eps) · γ over the last len(normalized_shape) dims (Zhang & Sennrich,
     2019): LayerNorm without the centring (eps None: the machine epsilon of the dtype it is computed in, as
     PyTorch's)."""
-    normalized_shape = _normalized_shape("rms_norm", input, normalized_shape)
+    refuse_kinds(input, "rms_norm", "biu")
+    normalized_shape = _normalized_shape("rms_norm", input, normalized_shape, weight=weight)
     # any weight's dtype is taken, the output has the input's; float16 is computed in float32 and rounded once
     computed = input.float() if input._data.dtype == float16 else input
     if eps is None:  # the machine epsilon of the dtype computed in (float32's for float16, as PyTorch's opmath)
@@ -250,10 +268,16 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
     """Normalise groups of channels of each sample (Wu & He, 2018)."""
     if input.ndim < 2:
         raise RuntimeError(f"Expected at least 2 dimensions for input tensor but received {input.ndim}")
-    refuse_kinds(input, "GroupNormKernelImpl", "c")
+    refuse_kinds(input, "GroupNormKernelImpl", "biuc")
     batch, channels = input.shape[0], input.shape[1]
     if channels % num_groups:
-        raise ShapeError(f"group_norm: {channels} channels cannot be split into {num_groups} groups")
+        raise ShapeError(f"Expected number of channels in input to be divisible by num_groups, but got input of shape "
+                         f"{list(input.shape)} and num_groups={num_groups} (group_norm: {channels} channels cannot be "
+                         f"split into {num_groups} groups)")
+    for name, parameter in (("weight", weight), ("bias", bias)):
+        if parameter is not None and (parameter.ndim != 1 or parameter.numel() != channels):
+            raise ShapeError(f"Expected {name} to be a vector of size equal to the number of channels in input, but "
+                             f"got {name} of shape {list(parameter.shape)} and input of shape {list(input.shape)}")
     if in_float32(input, "group_norm", weight=weight, bias=bias):
         output = group_norm(input.float(), num_groups, as_float32(weight), as_float32(bias), eps).half()
         return named_node(output, None, "NativeGroupNormBackward0", (input,))
@@ -273,7 +297,11 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
     statistics are used instead (and left alone)."""
     if input.ndim < 2:
         raise ValueError(f"instance_norm expects input of shape (N, C, ...), got {tuple(input.shape)}")
-    refuse_kinds(input, "batch_norm", "c")  # (PyTorch's instance norm is its batch norm's kernel)
+    refuse_kinds(input, "batch_norm", "biuc")  # (PyTorch's instance norm is its batch norm's kernel)
+    check_per_channel(input.shape[1], input.shape[0], weight=weight, bias=bias, running_mean=running_mean,
+                      running_var=running_var)
+    if not use_input_stats and (running_mean is None or running_var is None):
+        raise RuntimeError("Expected running_mean and running_var to be defined when use_input_stats is false")
     check_same_dtype("instance_norm", input, weight=weight, bias=bias)  # (PyTorch's takes any running stats')
     refuse_differentiable_running_stats(input, running_mean, running_var, not use_input_stats)
     shape = channel_shape(input)

@@ -1,0 +1,144 @@
+"""Fixes found porting PyTorch's normalisation tests (tests/test_ported_normalization.py): GroupNorm keeps a
+channels-last input's layout; ``batch_norm_update_stats``; running statistics that require grad are refused (and in
+eval a tangent on them beside the input's); a BatchNorm module counts a batch before its checks; convert_sync_batchnorm
+keeps bias=False and qconfig and converts a SyncBatchNorm too; the norms refuse integer inputs and wrongly sized
+parameters with PyTorch's errors. Each test runs on chainrule and, where installed, on PyTorch, against literals or
+NumPy."""
+
+import numpy as np
+import pytest
+
+from tests import ported_nn
+from tests.ported import close, raises, same, values
+
+nn = ported_nn.nn  # the fixture
+F = ported_nn.F
+
+
+def test_group_norm_output_follows_a_channels_last_input(T, nn):
+    x = T.arange(16.0).reshape(1, 4, 2, 2).contiguous(memory_format=T.channels_last)
+    out = nn.GroupNorm(2, 4)(x)
+    assert out.is_contiguous(memory_format=T.channels_last) and not out.is_contiguous()
+    g = np.arange(16.0).reshape(2, 8)
+    expected = ((g - g.mean(1, keepdims=True)) / np.sqrt(g.var(1, keepdims=True) + 1e-5)).reshape(1, 4, 2, 2)
+    close(out, expected, rtol=1e-5, atol=1e-6)
+    assert nn.GroupNorm(2, 4)(x.contiguous()).is_contiguous()      # a row-major input stays row-major
+
+
+def test_batch_norm_update_stats_returns_the_batch_statistics(T):
+    x = T.tensor([[1.0, 2.0], [3.0, 6.0], [5.0, 10.0]])
+    running_mean, running_var = T.zeros(2), T.ones(2)
+    mean, var = T.batch_norm_update_stats(x, running_mean, running_var, 0.5)
+    same(mean, np.array([3.0, 6.0], np.float32))
+    close(var, [8 / 3, 32 / 3], rtol=1e-6)                            # biased
+    close(running_mean, [1.5, 3.0], rtol=1e-6)
+    close(running_var, [0.5 + 0.5 * 4.0, 0.5 + 0.5 * 16.0], rtol=1e-6)  # moved with the unbiased variance
+    assert not mean.requires_grad
+    raises(RuntimeError, r"input tensor must have at least one element, but got input_sizes = \[0, 3\]",
+           T.batch_norm_update_stats, T.rand(0, 3), None, None, 0.1)
+
+
+@pytest.mark.parametrize("training", [False, True])
+@pytest.mark.parametrize("which", ["running_mean", "running_var"])
+def test_running_stats_that_require_grad_are_refused(T, F, training, which):
+    x = T.randn(3, 2, 4)
+    stats = {"running_mean": T.zeros(2), "running_var": T.ones(2)}
+    stats[which].requires_grad_()
+    raises(RuntimeError, f"The function 'native_batch_norm' is not differentiable with respect to argument '{which}'. "
+           "This input cannot have requires_grad True.", F.batch_norm, x, training=training, **stats)
+    raises(RuntimeError, f"not differentiable with respect to argument '{which}'", F.instance_norm, x,
+           use_input_stats=training, **stats)
+    with T.no_grad():                                                 # outside grad mode they normalise
+        out = F.batch_norm(x, stats["running_mean"], stats["running_var"], training=False)
+    close(out, values(x) / np.sqrt(1 + 1e-5), rtol=1e-6)
+
+
+def test_running_stats_with_a_tangent_in_eval_are_refused(T, F):
+    fwAD = T.autograd.forward_ad
+    x, rm, rv = T.tensor([[1.0, 2.0], [3.0, 5.0]]), T.tensor([1.0, 2.0]), T.tensor([4.0, 1.0])
+    with fwAD.dual_level():
+        dual_x = fwAD.make_dual(x, T.ones(2, 2))
+        dual_rm = fwAD.make_dual(rm, T.ones(2))
+        raises(RuntimeError, "batch_norm is not differentiable wrt running_mean and running_var", F.batch_norm,
+               dual_x, dual_rm, rv)
+        raises(RuntimeError, "batch_norm is not differentiable wrt running_mean and running_var", F.instance_norm,
+               dual_x[None], dual_rm, rv, use_input_stats=False)
+        out = F.batch_norm(dual_x, rm, rv, eps=0.0)                   # the input's tangent alone flows
+        close(fwAD.unpack_dual(out).tangent, [[0.5, 1.0], [0.5, 1.0]], rtol=1e-6)
+        out = F.batch_norm(dual_x, dual_rm, rv, training=True)        # training ignores them: allowed
+        assert tuple(out.shape) == (2, 2)
+
+
+def test_a_refused_training_batch_is_still_counted(T, nn):
+    bn = nn.BatchNorm1d(3)
+    raises(ValueError, r"Expected more than 1 value per channel when training, got input size "
+           r"(torch.Size\(\[1, 3\]\)|\(1, 3\))", bn, T.ones(1, 3))
+    same(bn.num_batches_tracked, 1)
+    raises(ValueError, "eps must be positive", nn.BatchNorm1d(3, eps=0.0), T.ones(2, 3))
+    same(bn.running_mean, np.zeros(3, np.float32))                    # the statistics did not move
+
+
+def test_momentum_none_counts_a_mixed_precision_batch_once(T, nn):
+    bn = nn.BatchNorm1d(2, momentum=None)                             # float32 statistics, float16 batches
+    first, second = np.array([[1.0, 2.0], [3.0, 4.0]]), np.array([[5.0, 0.0], [7.0, 2.0]])
+    bn(T.tensor(first, dtype=T.float16))
+    bn(T.tensor(second, dtype=T.float16))
+    same(bn.num_batches_tracked, 2)
+    close(bn.running_mean, (first.mean(0) + second.mean(0)) / 2, rtol=1e-6)      # [4, 2]
+    close(bn.running_var, (first.var(0, ddof=1) + second.var(0, ddof=1)) / 2, rtol=1e-6)
+
+
+def test_convert_sync_batchnorm_like_pytorch(T, nn):
+    bn = nn.BatchNorm1d(4, bias=False, momentum=0.3)
+    bn.qconfig = "qat"
+    bn.eval()
+    sync = nn.SyncBatchNorm.convert_sync_batchnorm(nn.Sequential(bn))[0]
+    assert type(sync) is nn.SyncBatchNorm and sync.bias is None and sync.weight is bn.weight
+    assert sync.qconfig == "qat" and not sync.training and sync.momentum == 0.3
+    assert sync.running_mean is bn.running_mean and sync.num_batches_tracked is bn.num_batches_tracked
+    again = nn.SyncBatchNorm.convert_sync_batchnorm(sync)             # a SyncBatchNorm is made anew too
+    assert type(again) is nn.SyncBatchNorm and again is not sync and again.weight is sync.weight
+    raises(ValueError, "SyncBatchNorm number of input channels should be non-zero", nn.SyncBatchNorm(0),
+           T.rand(2, 0))
+
+
+@pytest.mark.parametrize("dtype", ["int64", "bool"])
+def test_norms_refuse_integer_and_bool_inputs(T, F, dtype):
+    x = T.ones(2, 4, 3, dtype=getattr(T, dtype))
+    name = "Long" if dtype == "int64" else "Bool"
+    raises(NotImplementedError, f'"batch_norm" not implemented for \'{name}\'', F.batch_norm, x, None, None,
+           training=True)
+    raises(NotImplementedError, f'"batch_norm" not implemented for \'{name}\'', F.instance_norm, x)
+    raises(NotImplementedError, f'"GroupNormKernelImpl" not implemented for \'{name}\'', F.group_norm, x, 2)
+    raises(NotImplementedError, f'"rms_norm" not implemented for \'{name}\'', F.rms_norm, x, (3,))
+
+
+def test_norms_refuse_wrongly_sized_parameters(T, F):
+    x = T.randn(2, 3, 4)
+    three, two = T.ones(3), T.ones(2)
+    raises(RuntimeError, "weight should contain 3 elements not 2", F.batch_norm, x, three, three, two)
+    raises(RuntimeError, "bias should contain 3 elements not 2", F.batch_norm, x, three, three, None, two)
+    raises(RuntimeError, "running_var should contain 3 elements not 2", F.batch_norm, x, three, two, training=True)
+    raises(RuntimeError, "running_mean should contain 6 elements not 4", F.instance_norm, x, two)
+    raises(RuntimeError, "weight should contain 6 elements not 4", F.instance_norm, x, weight=two)
+    raises(RuntimeError, r"Expected weight to be of same shape as normalized_shape, but got weight of shape \[2, 2\] "
+           r"and normalized_shape = \[4\]", F.layer_norm, x, (4,), T.ones(2, 2))
+    raises(RuntimeError, r"Expected bias to be of same shape as normalized_shape, but got bias of shape \[3\]",
+           F.layer_norm, x, (4,), None, three)
+    raises(RuntimeError, r"Expected weight to be of same shape as normalized_shape, but got weight of shape \[3\] "
+           r"and normalized_shape = \[4\]", F.rms_norm, x, (4,), three)
+    raises(RuntimeError, r"Expected weight to be a vector of size equal to the number of channels in input, but got "
+           r"weight of shape \[2\] and input of shape \[2, 3, 4\]", F.group_norm, x, 3, two)
+    raises(RuntimeError, r"Expected number of channels in input to be divisible by num_groups, but got input of shape "
+           r"\[2, 3, 4\] and num_groups=2", F.group_norm, x, 2)
+
+
+def test_normalising_by_running_stats_needs_them(T, F):
+    x = T.randn(2, 3, 4)
+    raises(RuntimeError, "running_mean must be defined in evaluation mode", F.batch_norm, x, None, None)
+    raises(RuntimeError, "running_var must be defined in evaluation mode", F.batch_norm, x, T.zeros(3), None)
+    raises(RuntimeError, "Expected running_mean and running_var to be defined when use_input_stats is false",
+           F.instance_norm, x, use_input_stats=False)
+    xv = values(x)
+    close(F.batch_norm(x, None, None, training=True),                  # training needs none
+          (xv - xv.mean((0, 2), keepdims=True)) / np.sqrt(xv.var((0, 2), keepdims=True) + 1e-5), rtol=1e-4, atol=1e-5)
