@@ -142,3 +142,16 @@ def test_normalising_by_running_stats_needs_them(T, F):
     xv = values(x)
     close(F.batch_norm(x, None, None, training=True),                  # training needs none
           (xv - xv.mean((0, 2), keepdims=True)) / np.sqrt(xv.var((0, 2), keepdims=True) + 1e-5), rtol=1e-4, atol=1e-5)
+
+
+def test_lazy_norm_base_is_importable_where_pytorch_keeps_it(T, nn):
+    from importlib import import_module
+
+    batchnorm = import_module(f"{nn.__name__}.modules.batchnorm")
+    assert isinstance(nn.LazyBatchNorm1d(), batchnorm._LazyNormBase)
+    assert isinstance(nn.LazyInstanceNorm2d(), batchnorm._LazyNormBase)
+    assert not isinstance(nn.BatchNorm1d(2), batchnorm._LazyNormBase)
+    lazy = nn.LazyBatchNorm1d()
+    lazy(T.tensor([[1.0, 2.0], [3.0, 6.0]]))                         # materialised: the eager class
+    assert type(lazy) is nn.BatchNorm1d and not isinstance(lazy, batchnorm._LazyNormBase)
+    close(lazy.running_mean, [0.2, 0.4], rtol=1e-6)

@@ -728,3 +728,74 @@ def test_fuse_conv_and_linear_bn_weights(T, nn):
     close(fused(x), batch_norm_reference(xv @ lw.T + lb, np.array([0.5, -1.0, 2.0]), np.array([2.0, 0.5, 1.5]),
                                          np.array([1.5, -0.5, 2.0]), np.array([0.1, 0.2, 0.3]), 1e-5),
           rtol=1e-5, atol=1e-6)
+
+
+# -- float16 inputs with float16 or float32 parameters (PyTorch's CPU "mixed dtype" kernels) --------
+
+@pytest.mark.parametrize("elementwise_affine", [True, False])
+def test_layer_norm_half_and_mixed_dtype(T, nn, elementwise_affine):
+    from copy import deepcopy
+
+    x = T.tensor(uniform((2, 3, 11, 3), 1, 10, seed=34).round(), dtype=T.float16)
+    m = nn.LayerNorm([11, 3], elementwise_affine=elementwise_affine).half()
+    x_fp32 = x.float().requires_grad_()
+    out_fp32 = deepcopy(m).float()(x_fp32)
+    out_fp32.sum().backward()
+    x_half, x_mix = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out_half = deepcopy(m)(x_half)
+    out_half.sum().backward()
+    out_mix = deepcopy(m).float()(x_mix)
+    out_mix.sum().backward()
+    assert out_half.dtype == out_mix.dtype == T.float16
+    close(out_half, values(out_fp32.half()), rtol=1e-3, atol=1e-3)
+    close(out_mix, values(out_fp32.half()), rtol=1e-3, atol=1e-3)
+    close(x_half.grad.float(), values(x_fp32.grad), rtol=1e-1, atol=1e-1)
+    close(x_mix.grad.float(), values(x_fp32.grad), rtol=1e-1, atol=1e-1)
+    xv = values(x).astype(np.float64).reshape(6, -1)
+    ref = (xv - xv.mean(1, keepdims=True)) / np.sqrt(xv.var(1, keepdims=True) + 1e-5)
+    close(out_fp32, ref.reshape(2, 3, 11, 3), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape, g", [((1, 8, 4, 3), 2), ((1, 8, 3, 4), 4), ((1, 9, 3, 4, 5), 3), ((1, 3, 5, 5), 1)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_group_norm_half_and_mixed_dtype(T, nn, shape, g, channels_last):
+    from copy import deepcopy
+
+    T.manual_seed(0)
+    x = T.randn(shape).half()
+    if channels_last:
+        x = x.contiguous(memory_format=T.channels_last if len(shape) == 4 else T.channels_last_3d)
+    x_half, x_mix = x.detach().clone().requires_grad_(), x.detach().clone().requires_grad_()
+    x_f = x.float().detach().requires_grad_()
+    m_half = nn.GroupNorm(g, shape[1]).half()
+    m_f = deepcopy(m_half).float()
+    m_f2 = deepcopy(m_f)
+    out, out2, out3 = m_half(x_half), m_f(x_mix), m_f2(x_f)
+    assert out.dtype == out2.dtype == T.float16
+    close(out.float(), values(out2.float()), rtol=5e-3, atol=5e-3)
+    close(out2.float(), values(out3), rtol=5e-3, atol=5e-3)
+    grad = T.randn(shape).half()
+    out2.backward(grad)
+    out3.backward(grad.float())
+    out.backward(grad)
+    close(m_f.weight.grad, values(m_f2.weight.grad), rtol=1e-3, atol=1e-3)
+    close(m_f.bias.grad, values(m_f2.bias.grad), rtol=1e-3, atol=1e-3)
+    close(x_mix.grad.float(), values(x_f.grad), rtol=5e-3, atol=5e-3)
+    close(m_half.weight.grad.float(), values(m_f.weight.grad), rtol=1.5e-2, atol=5e-2)
+    close(x_half.grad.float(), values(x_mix.grad.float()), rtol=1.5e-2, atol=5e-3)
+    xv = values(x).astype(np.float64).reshape(1, g, -1)
+    ref = ((xv - xv.mean(2, keepdims=True)) / np.sqrt(xv.var(2, keepdims=True) + 1e-5)).reshape(shape)
+    close(out3, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_cross_map_lrn2d(T, nn):
+    x = uniform((2, 3, 4, 4), -2, 2, seed=35).astype(np.float64)
+    m = nn.CrossMapLRN2d(5, 5e-3, 1e-3, 2)
+    xt = T.tensor(x, requires_grad=True)
+    out = m(xt)
+    # PyTorch's port of Lua's LRN: with C ≤ ⌊(size − 1)/2⌋ + 1 channels its window is LocalResponseNorm's
+    close(out, lrn_reference(x, 5, 5e-3, 1e-3, 2), rtol=1e-10)
+    if not ported_nn.on_chainrule(T):
+        return  # PyTorch's hand-written backward is not its forward's derivative (nn/cross_map_lrn.py says so)
+    assert T.autograd.gradcheck(lambda a: nn.CrossMapLRN2d(3, 1e-2, 0.75, 1)(a), (xt[:1, :, :2, :2],), eps=1e-6,
+                                atol=1e-5)
