@@ -155,3 +155,22 @@ def test_lazy_norm_base_is_importable_where_pytorch_keeps_it(T, nn):
     lazy(T.tensor([[1.0, 2.0], [3.0, 6.0]]))                         # materialised: the eager class
     assert type(lazy) is nn.BatchNorm1d and not isinstance(lazy, batchnorm._LazyNormBase)
     close(lazy.running_mean, [0.2, 0.4], rtol=1e-6)
+
+
+def test_instance_norm_refuses_a_pre_0_4_checkpoint_with_running_stats(T, nn):
+    from collections import OrderedDict
+
+    model = nn.Sequential(nn.InstanceNorm1d(3))
+    checkpoint = OrderedDict({"0.running_mean": T.zeros(3), "0.running_var": T.ones(3)})     # no version
+    error = raises(RuntimeError, r'Unexpected running stats buffer\(s\) "0.running_mean" and "0.running_var" for '
+                   "InstanceNorm1d with track_running_stats=False. If state_dict is a checkpoint saved before 0.4.0",
+                   model.load_state_dict, checkpoint, strict=False)
+    assert "Unexpected key(s)" not in str(error)
+    assert list(checkpoint) == ["0.running_mean", "0.running_var"]          # the caller's dict is left alone
+    checkpoint._metadata = OrderedDict({"0": {"version": 1}})               # a versioned one: unexpected keys
+    raises(RuntimeError, r'Unexpected key\(s\) in state_dict: "0.running_mean", "0.running_var"', model.load_state_dict,
+           checkpoint)
+    tracked = nn.Sequential(nn.InstanceNorm1d(3, track_running_stats=True))
+    tracked.load_state_dict(OrderedDict({"0.running_mean": T.full((3,), 2.0), "0.running_var": T.ones(3)}),
+                            strict=False)
+    same(tracked[0].running_mean, [2.0, 2.0, 2.0])
