@@ -174,3 +174,14 @@ def test_instance_norm_refuses_a_pre_0_4_checkpoint_with_running_stats(T, nn):
     tracked.load_state_dict(OrderedDict({"0.running_mean": T.full((3,), 2.0), "0.running_var": T.ones(3)}),
                             strict=False)
     same(tracked[0].running_mean, [2.0, 2.0, 2.0])
+
+
+def test_a_meta_batch_norm_loaded_without_a_count_gets_a_real_zero(T, nn):
+    with T.device("meta"):
+        meta_bn = nn.BatchNorm2d(3)
+    assert meta_bn.num_batches_tracked.is_meta
+    meta_bn.load_state_dict({}, assign=True, strict=False)
+    count = meta_bn.state_dict()["num_batches_tracked"]
+    assert not count.is_meta and str(count.device) == "cpu"
+    same(count, 0, dtype="int64")
+    assert meta_bn.running_mean.is_meta                                    # not in the dict: left as it was
