@@ -31,6 +31,27 @@ class _InstanceNorm(_NormBase):
                  dtype=None, *, bias=True):
         super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype, bias=bias)
 
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        """A checkpoint with no version (PyTorch before 0.4.0, when instance norms kept running statistics by
+        default) loaded into a layer that keeps none: PyTorch's error names its running statistics and drops them,
+        strict or not, instead of reporting unexpected keys."""
+        if local_metadata.get("version") is None and not self.track_running_stats:
+            found = [prefix + name for name in ("running_mean", "running_var") if prefix + name in state_dict]
+            if found:
+                cls = type(self).__name__
+                names = " and ".join(f'"{key}"' for key in found)
+                error_msgs.append(
+                    f"Unexpected running stats buffer(s) {names} for {cls} with track_running_stats=False. If "
+                    f"state_dict is a checkpoint saved before 0.4.0, this may be expected because {cls} does not track "
+                    f"running stats by default since 0.4.0. Please remove these keys from state_dict. If the running "
+                    f"stats are actually needed, instead set track_running_stats=True in {cls} to enable them. See "
+                    f"the documentation of {cls} for details.")
+                for key in found:
+                    del state_dict[key]
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+
     def _get_no_batch_dim(self):
         """The dims of an unbatched input, (C, *spatial): PyTorch's hook, which forward asks as it asks
         _check_input_dim; a subclass of _InstanceNorm names both (_InstanceNorm itself neither)."""

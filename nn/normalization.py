@@ -46,11 +46,13 @@ class _NormBase(Module):
                               error_msgs):
         """A state_dict older than version 2 (or a plain dict, with no version) may lack
         num_batches_tracked, as checkpoints written before PyTorch 0.4.1 do: this module's own count
-        is kept then, as PyTorch keeps it, instead of a missing key."""
+        is kept then, as PyTorch keeps it, instead of a missing key (a count on the meta device, which holds no
+        value, is a 0 then, as PyTorch's: loading with assign=True gives the module a real count)."""
         key = prefix + "num_batches_tracked"
         version = local_metadata.get("version")
         if (version is None or version < 2) and self.track_running_stats and key not in state_dict:
-            state_dict[key] = self.num_batches_tracked
+            count = self.num_batches_tracked
+            state_dict[key] = autograd.tensor(0) if count is None or count.is_meta else count
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
 

@@ -21,7 +21,7 @@ import autograd
 import autograd.distributed as dist
 from autograd import Primitive, Tensor
 from autograd.errors import ShapeError
-from autograd.ops.normalization import one_value_per_channel, update_running_stats
+from autograd.ops.normalization import count_batch, one_value_per_channel, update_running_stats
 
 from . import functional as F
 from .normalization import _BatchNorm
@@ -82,6 +82,8 @@ class SyncBatchNorm(_BatchNorm):
     def forward(self, input):
         if input.ndim < 2:
             raise ValueError(f"expected at least 2D input (got {input.ndim}D input)")
+        if input.shape[1] == 0:
+            raise ValueError("SyncBatchNorm number of input channels should be non-zero")
         if input.shape[1] != self.num_features:  # (PyTorch's RuntimeError; a ValueError too)
             raise ShapeError(f"SyncBatchNorm({self.num_features}) expects {self.num_features} channels in dim 1, "
                              f"got input of shape {tuple(input.shape)}")
@@ -90,13 +92,13 @@ class SyncBatchNorm(_BatchNorm):
             return F.batch_norm(input, self.running_mean, self.running_var, self.weight, self.bias,
                                 training=training, momentum=self.momentum, eps=self.eps,
                                 num_batches_tracked=self.num_batches_tracked if self.training else None)
+        factor = count_batch(self.num_batches_tracked if self.training else None, self.momentum)
         axes = (0,) + tuple(range(2, input.ndim))
         mean, variance, count = _global_moments(input._data, axes)
         if count <= 1:
             raise one_value_per_channel(tuple(input.shape), f" on {dist.get_world_size()} ranks")
         if self.training and self.running_mean is not None:
-            update_running_stats(self.running_mean, self.running_var, self.num_batches_tracked, self.momentum,
-                                 mean, variance, count)
+            update_running_stats(self.running_mean, self.running_var, factor, mean, variance, count)
         shape = (1, self.num_features) + (1,) * (input.ndim - 2)
         normalized = SyncBatchNormalize.apply(input, mean=mean.reshape(shape),
                                               invstd=(1.0 / numpy.sqrt(variance + self.eps)).reshape(shape),
@@ -110,19 +112,20 @@ class SyncBatchNorm(_BatchNorm):
     @classmethod
     def convert_sync_batchnorm(cls, module, process_group=None):
         """Replace every BatchNorm*d inside ``module`` by a SyncBatchNorm holding the same weights,
-        running statistics and mode; returns the converted module (``module`` itself when it is
+        running statistics, mode and qconfig; returns the converted module (``module`` itself when it is
         not a BatchNorm)."""
         converted = module
-        if isinstance(module, _BatchNorm) and not isinstance(module, SyncBatchNorm):
+        if isinstance(module, _BatchNorm):  # (a SyncBatchNorm too: PyTorch's makes a new one of it as well)
             converted = cls(module.num_features, module.eps, module.momentum, module.affine,
-                            module.track_running_stats, process_group)
+                            module.track_running_stats, process_group, bias=module.bias is not None)
             with autograd.no_grad():
                 if module.affine:
                     converted.weight, converted.bias = module.weight, module.bias
-                if module.track_running_stats:
-                    converted.running_mean, converted.running_var = module.running_mean, module.running_var
-                    converted.num_batches_tracked = module.num_batches_tracked
+                converted.running_mean, converted.running_var = module.running_mean, module.running_var
+                converted.num_batches_tracked = module.num_batches_tracked
             converted.training = module.training
+            if hasattr(module, "qconfig"):  # (quantization-aware training's setting goes with the layer)
+                converted.qconfig = module.qconfig
         for name, child in list(module.named_children()):
             converted.add_module(name, cls.convert_sync_batchnorm(child, process_group))
         return converted

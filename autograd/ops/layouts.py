@@ -24,6 +24,23 @@ def stored_channels_last(array):
     return True
 
 
+def contiguous_channels_last(array):
+    """Whether ``array`` is laid out N, H, W, C (N, D, H, W, C) without gaps, its size-1 dims aside (PyTorch's
+    is_contiguous(memory_format=channels_last)), and is not row-major too."""
+    memory_format = _CHANNELS_LAST.get(array.ndim)
+    return (memory_format is not None and not array.flags.c_contiguous
+            and array.transpose(memory_format.order).flags.c_contiguous)
+
+
+def in_batch_norm_layout(y, like):
+    """y laid out as PyTorch's batch norm writes its output: channels-last where ``like`` is channels-last
+    contiguous (its channels-last kernels' test, which size-1 dims do not confuse: a (1, C, H, 1) permutation) or
+    suggests channels-last (a crop of a channels-last image), row-major otherwise."""
+    if contiguous_channels_last(like._data):
+        return y.contiguous(memory_format=_CHANNELS_LAST[like.ndim])
+    return in_suggested_layout(y, like)
+
+
 def in_suggested_layout(y, like):
     """y laid out in ``like``'s suggested memory format, PyTorch's rule for the kernels that follow their input's
     layout (batch norm, the reflect and replicate pads, interpolation): channels-last where ``like`` is stored so

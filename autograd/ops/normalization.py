@@ -12,13 +12,14 @@ Composed of differentiable ops.
 
 import math
 
+from .. import dual
 from ..backend import float16, float32
 from ..errors import ShapeError, check_same_dtype
-from ..graph import no_grad, unbatched_under_vmap
+from ..graph import is_grad_enabled, no_grad, unbatched_under_vmap
 from ..primitive import named_node
 from ..tensor import Tensor
 from .conversion import refuse_kinds
-from .layouts import in_suggested_layout
+from .layouts import in_batch_norm_layout, in_suggested_layout
 from .names import names
 
 
@@ -67,16 +68,45 @@ def one_value_per_channel(size, where=""):
     return ValueError(f"Expected more than 1 value per channel when training, got input size {size}{where}")
 
 
-def update_running_stats(running_mean, running_var, num_batches_tracked, momentum, mean, variance, count):
+def refuse_differentiable_running_stats(input, running_mean, running_var, use_running_stats):
+    """PyTorch's batch norm (its instance norm too) is not differentiable with respect to the running statistics:
+    with grad mode on, one that requires grad is refused; and when they normalise (eval), a tangent on one beside
+    the input's (forward mode)."""
+    for name, running in (("running_mean", running_mean), ("running_var", running_var)):
+        if running is not None and running.requires_grad and is_grad_enabled():
+            raise RuntimeError(f"The function 'native_batch_norm' is not differentiable with respect to argument "
+                               f"'{name}'. This input cannot have requires_grad True.")
+    if use_running_stats and dual.LEVEL is not None and dual.tangent_of(input) is not None and (
+            dual.tangent_of(running_mean) is not None or dual.tangent_of(running_var) is not None):
+        raise RuntimeError("batch_norm is not differentiable wrt running_mean and running_var, they cannot have "
+                           "forward grad defined")
+
+
+def check_per_channel(channels, repeats=1, **vectors):
+    """PyTorch's check of batch norm's per-channel tensors (weight, bias, running statistics; None passes): one value
+    per channel each. Instance norm runs batch norm on the batch's channels side by side, its vectors ``repeats``
+    times over, and PyTorch's message counts them so."""
+    for name, vector in vectors.items():
+        if vector is not None and vector.numel() != channels:
+            raise ShapeError(f"{name} should contain {channels * repeats} elements not {vector.numel() * repeats}")
+
+
+def count_batch(num_batches_tracked, momentum):
+    """A training batch counted, as PyTorch's BatchNorm modules count it before any check of the batch (a batch
+    refused still counts), and the factor its running statistics move by: ``momentum``, or with momentum=None the
+    cumulative average's 1 / batches seen (None: no count is kept)."""
+    if num_batches_tracked is None:
+        return momentum
+    with no_grad():
+        num_batches_tracked.add_(1)
+    return momentum if momentum is not None else 1.0 / num_batches_tracked.item()
+
+
+def update_running_stats(running_mean, running_var, factor, mean, variance, count):
     """Move the running statistics towards a batch's (arrays of per-channel mean and biased
-    variance over ``count`` values): running = (1 - momentum) · running + momentum · batch,
-    with the unbiased variance; momentum=None is the cumulative average (SyncBatchNorm shares this)."""
+    variance over ``count`` values): running = (1 - factor) · running + factor · batch,
+    with the unbiased variance (``count_batch`` gives the factor; SyncBatchNorm shares this)."""
     with no_grad():  # the running statistics are buffers, outside the graph
-        factor = momentum
-        if num_batches_tracked is not None:
-            num_batches_tracked.add_(1)
-            if momentum is None:
-                factor = 1.0 / num_batches_tracked.item()
         unbiased = Tensor._make(variance * (count / (count - 1)))
         running_mean.mul_(1 - factor).add_(Tensor._make(mean), alpha=factor)
         running_var.mul_(1 - factor).add_(unbiased, alpha=factor)
@@ -92,11 +122,17 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     (momentum=None: a cumulative average, factor 1 / batches seen). Eval: the
     running statistics. Exactly PyTorch's rules, and its checks: eps > 0 in training (≥ 0 in eval), more
     than one value per channel in training; an empty batch gives an empty output and leaves the running
-    statistics alone (the batch count still moves on).
+    statistics alone (the batch count still moves on). ``num_batches_tracked``, a module's count, is counted first.
     """
+    if training:
+        momentum = count_batch(num_batches_tracked, momentum)
     if input.ndim < 2:
         raise ValueError(f"batch_norm expects input of shape (N, C, ...), got {tuple(input.shape)}")
-    refuse_kinds(input, "batch_norm", "c")
+    refuse_kinds(input, "batch_norm", "biuc")
+    check_per_channel(input.shape[1], weight=weight, bias=bias, running_mean=running_mean, running_var=running_var)
+    if not training and (running_mean is None or running_var is None):
+        raise RuntimeError(f"running_{'mean' if running_mean is None else 'var'} must be defined in evaluation mode")
+    refuse_differentiable_running_stats(input, running_mean, running_var, not training)
     if training and eps <= 0.0:
         raise ValueError(f"batch_norm eps must be positive during training, but got {eps}")
     if eps < 0.0:
@@ -113,16 +149,12 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
             and any(t is not None and t._data.dtype == float32 for t in (weight, bias, running_mean, running_var)):
         # "mixed dtype" (a half model whose norms stay float32): PyTorch's kernel computes in float32, its batch
         # statistics and running statistics float32 too, and rounds the output to float16 once
-        output = batch_norm(input.float(), running_mean, running_var, weight, bias, training, momentum, eps,
-                            num_batches_tracked).half()
+        output = batch_norm(input.float(), running_mean, running_var, weight, bias, training, momentum, eps).half()
         return named_node(output, None, "NativeBatchNormBackward0", (input,))
     axes = (0,) + tuple(range(2, input.ndim))
     shape = channel_shape(input)
-    input = in_suggested_layout(input, input)  # (PyTorch's kernel writes its output so: a view of it shares it)
+    input = in_batch_norm_layout(input, input)  # (PyTorch's kernel writes its output so: a view of it shares it)
     if input._data.size == 0:
-        if training and num_batches_tracked is not None:
-            with no_grad():
-                num_batches_tracked.add_(1)
         output = scale_and_shift(input, weight, bias, shape)
         return input.clone() if output is input else output  # (a new tensor, as PyTorch's: CloneBackward0)
     if training:
@@ -132,8 +164,8 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         normalized, mean, variance = (half_batch_statistics if input._data.dtype == float16 else normalize)(
             input, axes, eps)
         if running_mean is not None:
-            update_running_stats(running_mean, running_var, num_batches_tracked, momentum,
-                                  mean._data.reshape(-1), variance._data.reshape(-1), count)
+            update_running_stats(running_mean, running_var, momentum, mean._data.reshape(-1),
+                                 variance._data.reshape(-1), count)
         return named_node(scale_and_shift(normalized, weight, bias, shape, input.dtype), None,
                           "NativeBatchNormBackward0")
     normalized = standardize_by_running_stats(input, running_mean, running_var, eps, shape)
@@ -182,8 +214,9 @@ def refuse_empty_normalized_shape(normalized_shape):
                            f"element, but got normalized_shape = {list(normalized_shape)}")
 
 
-def _normalized_shape(op, input, normalized_shape):
-    """normalized_shape as a tuple: at least one dim, the ones the input ends in."""
+def _normalized_shape(op, input, normalized_shape, **parameters):
+    """normalized_shape as a tuple: at least one dim, the ones the input ends in, and the shape of each of the
+    ``parameters`` given (weight, bias)."""
     normalized_shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
     refuse_empty_normalized_shape(normalized_shape)
     if input.shape[input.ndim - len(normalized_shape):] != normalized_shape:
@@ -191,13 +224,17 @@ def _normalized_shape(op, input, normalized_shape):
         raise ShapeError(f"Given normalized_shape=[{shown}], expected input with shape [*, {shown}], but got input of "
                          f"size{list(input.shape)} ({op}: input of shape {tuple(input.shape)} does not end in "
                          f"{normalized_shape})")
+    for name, parameter in parameters.items():
+        if parameter is not None and tuple(parameter.shape) != normalized_shape:
+            raise ShapeError(f"Expected {name} to be of same shape as normalized_shape, but got {name} of shape "
+                             f"{list(parameter.shape)} and normalized_shape = {list(normalized_shape)}")
     return normalized_shape
 
 
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     """Normalise over the last len(normalized_shape) dims of each sample (Ba et al., 2016)."""
     refuse_kinds(input, "LayerNormKernelImpl", "biuc")
-    normalized_shape = _normalized_shape("layer_norm", input, normalized_shape)
+    normalized_shape = _normalized_shape("layer_norm", input, normalized_shape, weight=weight, bias=bias)
     if in_float32(input, "layer_norm", weight=weight, bias=bias):
         output = layer_norm(input.float(), normalized_shape, as_float32(weight), as_float32(bias), eps).half()
         return named_node(output, None, "NativeLayerNormBackward0", (input,))
@@ -213,7 +250,8 @@ def rms_norm(input, normalized_shape, weight=None, eps=None):
     """y = x / sqrt(mean(x²) + eps) · γ over the last len(normalized_shape) dims (Zhang & Sennrich,
     2019): LayerNorm without the centring (eps None: the machine epsilon of the dtype it is computed in, as
     PyTorch's)."""
-    normalized_shape = _normalized_shape("rms_norm", input, normalized_shape)
+    refuse_kinds(input, "rms_norm", "biu")
+    normalized_shape = _normalized_shape("rms_norm", input, normalized_shape, weight=weight)
     # any weight's dtype is taken, the output has the input's; float16 is computed in float32 and rounded once
     computed = input.float() if input._data.dtype == float16 else input
     if eps is None:  # the machine epsilon of the dtype computed in (float32's for float16, as PyTorch's opmath)
@@ -230,10 +268,16 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
     """Normalise groups of channels of each sample (Wu & He, 2018)."""
     if input.ndim < 2:
         raise RuntimeError(f"Expected at least 2 dimensions for input tensor but received {input.ndim}")
-    refuse_kinds(input, "GroupNormKernelImpl", "c")
+    refuse_kinds(input, "GroupNormKernelImpl", "biuc")
     batch, channels = input.shape[0], input.shape[1]
     if channels % num_groups:
-        raise ShapeError(f"group_norm: {channels} channels cannot be split into {num_groups} groups")
+        raise ShapeError(f"Expected number of channels in input to be divisible by num_groups, but got input of shape "
+                         f"{list(input.shape)} and num_groups={num_groups} (group_norm: {channels} channels cannot be "
+                         f"split into {num_groups} groups)")
+    for name, parameter in (("weight", weight), ("bias", bias)):
+        if parameter is not None and (parameter.ndim != 1 or parameter.numel() != channels):
+            raise ShapeError(f"Expected {name} to be a vector of size equal to the number of channels in input, but "
+                             f"got {name} of shape {list(parameter.shape)} and input of shape {list(input.shape)}")
     if in_float32(input, "group_norm", weight=weight, bias=bias):
         output = group_norm(input.float(), num_groups, as_float32(weight), as_float32(bias), eps).half()
         return named_node(output, None, "NativeGroupNormBackward0", (input,))
@@ -242,8 +286,9 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
     normalized, _, _ = normalize(grouped, (2,), eps)
     normalized = normalized.reshape(input.shape)
     shape = channel_shape(input)
-    return named_node(scale_and_shift(normalized, weight, bias, shape, input.dtype), None, "NativeGroupNormBackward0",
-                      (input,))
+    # PyTorch's kernel writes its output in the input's suggested memory format: channels-last stays channels-last
+    output = in_suggested_layout(scale_and_shift(normalized, weight, bias, shape, input.dtype), input)
+    return named_node(output, None, "NativeGroupNormBackward0", (input,))
 
 
 def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=None, use_input_stats=True,
@@ -252,8 +297,13 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
     statistics are used instead (and left alone)."""
     if input.ndim < 2:
         raise ValueError(f"instance_norm expects input of shape (N, C, ...), got {tuple(input.shape)}")
-    refuse_kinds(input, "batch_norm", "c")  # (PyTorch's instance norm is its batch norm's kernel)
+    refuse_kinds(input, "batch_norm", "biuc")  # (PyTorch's instance norm is its batch norm's kernel)
+    check_per_channel(input.shape[1], input.shape[0], weight=weight, bias=bias, running_mean=running_mean,
+                      running_var=running_var)
+    if not use_input_stats and (running_mean is None or running_var is None):
+        raise RuntimeError("Expected running_mean and running_var to be defined when use_input_stats is false")
     check_same_dtype("instance_norm", input, weight=weight, bias=bias)  # (PyTorch's takes any running stats')
+    refuse_differentiable_running_stats(input, running_mean, running_var, not use_input_stats)
     shape = channel_shape(input)
     if not use_input_stats:
         return named_node(scale_and_shift(standardize_by_running_stats(input, running_mean, running_var, eps, shape),
@@ -279,6 +329,25 @@ def batch_norm_by_position(input, weight, bias, running_mean, running_var, train
     """PyTorch's top-level ``batch_norm``: every argument required, weight and bias before the
     running statistics (``nn.functional.batch_norm`` takes the statistics first)."""
     return batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps)
+
+
+@names("batch_norm_update_stats", method=False)
+def batch_norm_update_stats(input, running_mean, running_var, momentum):
+    """PyTorch's ``batch_norm_update_stats``: the batch's per-channel mean and biased variance (over every dim but
+    dim 1), with the running statistics moved towards them as a training batch norm moves them (the unbiased
+    variance, ``update_running_stats``). Statistics only: no gradient flows through them."""
+    if input._data.size == 0:
+        raise RuntimeError(f"input tensor must have at least one element, but got input_sizes = {list(input.shape)}")
+    axes = (0,) + tuple(range(2, input.ndim))
+    with no_grad():
+        mean = input.mean(axes, keepdim=True)
+        centred = input - mean
+        variance = (centred * centred).mean(axes)
+        mean = mean.reshape(-1)
+    if running_mean is not None and running_var is not None:
+        update_running_stats(running_mean, running_var, momentum, mean._data, variance._data,
+                             input._data.size // input.shape[1])
+    return mean, variance
 
 
 @names("instance_norm", method=False)

@@ -39,7 +39,8 @@ _WHERE = {
 # them there (timm: ``isinstance(m, torch.nn.modules.batchnorm.SyncBatchNorm)``)
 _ALSO = {
     "activation": ("MultiheadAttention",),
-    "batchnorm": ("SyncBatchNorm", "LazyBatchNorm1d", "LazyBatchNorm2d", "LazyBatchNorm3d"),
+    "batchnorm": ("SyncBatchNorm", "LazyBatchNorm1d", "LazyBatchNorm2d", "LazyBatchNorm3d",
+                  "nn.lazy:_LazyNormMixin as _LazyNormBase"),  # (the lazy norms' base, as PyTorch's)
     "conv": ("LazyConv1d", "LazyConv2d", "LazyConv3d", "LazyConvTranspose1d", "LazyConvTranspose2d",
              "LazyConvTranspose3d"),
     "instancenorm": ("LazyInstanceNorm1d", "LazyInstanceNorm2d", "LazyInstanceNorm3d"),
