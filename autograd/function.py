@@ -38,6 +38,7 @@ from .grad_mode import is_grad_enabled, no_grad
 from .graph import program_stacklevel
 from .hooks import add_hook
 from .primitive import FreedGraph, InputInfo, Primitive, _graph_node, run_node_hooks
+from .saved_tensor_hooks import PackedTensor
 from .saved_tensor_views import FREED_GRAPH
 from .sparse_layout import is_sparse
 from .tensor import Tensor
@@ -84,8 +85,8 @@ class FunctionCtx:
                     "so its gradient would be wrong. Use an out-of-place operation (x = x + 1, not "
                     "x += 1) or clone() it first."
                 )
-        if any(type(t) is graph.PackedTensor for t in saved):
-            return tuple(t.unpacked() if type(t) is graph.PackedTensor else t for t in saved)
+        if any(type(t) is PackedTensor for t in saved):
+            return tuple(t.unpacked() if type(t) is PackedTensor else t for t in saved)
         return saved
 
     def mark_dirty(self, *tensors):
@@ -240,7 +241,7 @@ class BackwardFunction(FunctionCtx):
         hooks = self.__dict__.pop("_pack_with", None)
         if hooks is not None and self.__dict__.get("_saved"):
             with no_grad():  # (the pack hook runs without recording, as in PyTorch)
-                self._saved = tuple(None if t is None else graph.PackedTensor(t, hooks) for t in self._saved)
+                self._saved = tuple(None if t is None else PackedTensor(t, hooks) for t in self._saved)
 
     # -- the engine's interface ----------------------------------------------------------------
 

@@ -38,7 +38,6 @@ from .device import served
 from .errors import ShapeError, broadcast_mismatch, refuse_non_tensors
 from .graph import (
     INFERENCE,
-    PackedTensor,
     VersionClock,
     accumulate_grad,
     modes,
@@ -47,6 +46,7 @@ from .graph import (
     validate_gradients,
 )
 from .hooks import add_hook
+from .saved_tensor_hooks import PackedTensor
 from .saved_tensor_views import FREED_GRAPH, SavedTensorViews
 from .tensor import Tensor
 
@@ -216,7 +216,7 @@ class Primitive(SavedTensorViews):
     packed = False  # what it saved went through saved_tensors_hooks: unpacked at backward
 
     def _pack(self, out):
-        """Pass what this node saves through the saved-tensor hooks (graph.saved_tensors_hooks)."""
+        """Pass what this node saves through the saved-tensor hooks (saved_tensor_hooks.saved_tensors_hooks)."""
         hooks = modes.saved_tensor_hooks
         if self.saves_inputs:  # the inputs a gradient reads, as PyTorch packs only what it saved
             inputs = self.inputs

@@ -4,7 +4,7 @@ same as ``SavedTensor`` objects (``grad_fn._raw_saved_self``), whose ``register_
 puts one saved tensor through hooks of its own. Reading them after a backward pass has freed them raises, as in
 PyTorch. A mixin of ``Primitive`` (primitive.py), which keeps what is saved."""
 
-from .graph import PackedTensor
+from .saved_tensor_hooks import PackedTensor
 
 FREED_GRAPH = (
     "Trying to backward through the graph a second time (or directly access saved tensors after they have "

@@ -23,8 +23,9 @@ import numpy
 
 from .backend import QUIET, address, float_error_mode, is_dense, xp
 from .errors import DtypeError, ShapeError
-from .graph import allow_mutation_on_saved_tensors, bump_version, modes, no_grad, preserve_saved, program_stacklevel
+from .graph import bump_version, modes, no_grad, program_stacklevel
 from .meta import MetaArray
+from .saved_tensor_hooks import allow_mutation_on_saved_tensors, preserve_saved
 
 
 class WriteDoor:

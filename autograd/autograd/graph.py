@@ -17,9 +17,10 @@ from typing import NamedTuple
 from ..backend import to_numpy, xp
 from ..engine import current_backward_pass, watch_passes
 from ..function import BackwardFunction, _OutputSlot
-from ..graph import allow_mutation_on_saved_tensors, bump_version, disable_saved_tensors_hooks, saved_tensors_hooks
+from ..graph import bump_version
 from ..hooks import RemovableHandle
 from ..primitive import AccumulateGrad, Primitive
+from ..saved_tensor_hooks import allow_mutation_on_saved_tensors, disable_saved_tensors_hooks, saved_tensors_hooks
 from ..tensor import Tensor
 
 __all__ = ["GradientEdge", "Node", "allow_mutation_on_saved_tensors", "disable_saved_tensors_hooks",
