@@ -31,6 +31,7 @@ OPS = {
     "t then mm": (lambda T, S: T.mm(S.t(), T.tensor([[1.0], [2.0]], dtype=T.float64)), True),
     "transpose then mm": (lambda T, S: T.mm(S.transpose(0, 1), T.tensor([[1.0], [-1.0]], dtype=T.float64)), True),
     "coalesce then mm": (lambda T, S: T.mm(S.coalesce(), T.ones(3, 1, dtype=T.float64)), True),
+    "clone then mm": (lambda T, S: T.mm(S.clone(), T.ones(3, 1, dtype=T.float64)), True),
     "negation then mm": (lambda T, S: T.mm(-S, T.ones(3, 1, dtype=T.float64)), True),
     "times a number then mm": (lambda T, S: T.mm(S * 2, T.arange(3.0, dtype=T.float64).reshape(3, 1)), True),
     "a number times then mm": (lambda T, S: T.mm(0.5 * S, T.arange(3.0, dtype=T.float64).reshape(3, 1)), True),
@@ -71,6 +72,7 @@ DENSE_FORMS = {  # what torch.sparse's own ops and conversions are for a dense m
     "sparse.addmm": lambda T, A: A @ T.arange(6.0, dtype=T.float64).reshape(3, 2),
     "to_dense": lambda T, A: A,
     "coalesce then mm": lambda T, A: T.mm(A, T.ones(3, 1, dtype=T.float64)),
+    "clone then mm": lambda T, A: T.mm(A, T.ones(3, 1, dtype=T.float64)),
 }
 
 

@@ -116,7 +116,7 @@ def dense_facing_sum(sparse, dim=None, keepdim=False, dtype=None):
 
 def _passing_whole(method, dense_form):
     """``method`` of a sparse tensor, its result standing in as the same op of the parent's stand-in, so that the
-    whole gradient goes on through it (PyTorch's t, transpose, coalesce, negation, scaling by a number).
+    whole gradient goes on through it (PyTorch's t, transpose, coalesce, clone, negation, scaling by a number).
     ``dense_form(*args, **kwargs)`` is that op as a function of the dense matrix, or None where the result takes
     its values' own gradient (S times a tensor)."""
 
@@ -152,6 +152,7 @@ SparseTensor.sum = dense_facing_sum
 SparseTensor.t = _passing_whole(SparseTensor.t, lambda: lambda dense: dense.t())
 SparseTensor.transpose = _passing_whole(SparseTensor.transpose, lambda d0, d1: lambda dense: dense.transpose(d0, d1))
 SparseTensor.coalesce = _passing_whole(SparseTensor.coalesce, lambda: lambda dense: dense)
+SparseTensor.clone = _passing_whole(SparseTensor.clone, lambda: lambda dense: dense)
 SparseTensor.__neg__ = SparseTensor.neg = _passing_whole(SparseTensor.__neg__, lambda: lambda dense: -dense)
 SparseTensor.__mul__ = SparseTensor.__rmul__ = SparseTensor.mul = _passing_whole(
     SparseTensor.__mul__, _by_number(lambda dense, c: dense * c))
