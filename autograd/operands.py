@@ -25,9 +25,20 @@ def _operand(value, like):
     category's default (an integer tensor times 0.5 gives the default float dtype)."""
     if isinstance(value, Tensor):
         return value
-    if is_sparse(value):  # dense op sparse: the sparse operand as the dense tensor it is
+    if is_sparse(value):  # dense op sparse: the sparse operand as the dense tensor it is, of the dense one's size
+        refuse_broadcast_with_sparse(like, value)
         return value.to_dense()
     return Tensor._make(_operand_array(value, like))
+
+
+def refuse_broadcast_with_sparse(dense, sparse):
+    """PyTorch's dense-sparse arithmetic does not broadcast: the dense operand (or a number, size []) must have the
+    sparse one's size."""
+    size = list(getattr(dense, "shape", ()))
+    if size != list(sparse.shape):
+        raise RuntimeError(f"add: expected 'self' and 'other' to have same size, but self has size {size} while other "
+                           f"has size {list(sparse.shape)} (FYI: dense-sparse addition does not currently support "
+                           "broadcasting)")
 
 
 def _operand_array(value, like):

@@ -5,6 +5,7 @@ PyTorch's order of entries, powers, negation, and their in-place forms, which th
 
 import numpy
 
+from ..operands import refuse_broadcast_with_sparse
 from ..tensor import Tensor, tensor_from
 from .merging import _merge_walk
 
@@ -86,7 +87,10 @@ class SparseArithmetic:
     add = __add__
 
     def __radd__(self, other):
-        return _dense(other) + self.to_dense()
+        if not isinstance(other, Tensor):  # number + sparse: PyTorch's add(sparse, number)
+            raise RuntimeError("add(sparse, dense) is not supported. Use add(dense, sparse) instead.")
+        refuse_broadcast_with_sparse(other, self)
+        return other + self.to_dense()
 
     def __sub__(self, other):
         return self.__add__(other, alpha=-1)
@@ -94,6 +98,7 @@ class SparseArithmetic:
     sub = __sub__
 
     def __rsub__(self, other):
+        refuse_broadcast_with_sparse(_dense(other), self)  # (a number is a tensor of size [] here, as PyTorch's)
         return _dense(other) - self.to_dense()
 
     def __pow__(self, exponent):
