@@ -292,8 +292,11 @@ def _lazy_norm(eager, affine, track_running_stats):
                  dtype=None, *, bias=True):
         _LazyNormMixin.__init__(self, eps, momentum, affine, track_running_stats, device, dtype, bias=bias)
 
-    return type("Lazy" + eager.__name__, (_LazyNormMixin, eager),
-                dict(__init__=__init__, cls_to_become=eager, __module__=__name__,
+    # on the eager class's base, with its own settings (expected_dims, spatial): until its first input a lazy norm
+    # is no BatchNorm1d (PyTorch's _LazyNormBase, _BatchNorm), and code telling layers apart by isinstance skips it
+    own = {name: value for name, value in vars(eager).items() if not name.startswith("__")}
+    return type("Lazy" + eager.__name__, (_LazyNormMixin, eager.__base__),
+                dict(own, __init__=__init__, cls_to_become=eager, __module__=__name__,
                      __doc__=f"{eager.__name__} whose num_features is the channel count of its first input."))
 
 
