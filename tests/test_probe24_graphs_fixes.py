@@ -1,0 +1,44 @@
+"""Fixes found by running graph neural network programs (tests/test_programs_probe24_graphs.py) on chainrule and
+PyTorch: an advanced index (a boolean mask or an index tensor after a ``:``) gives a row-major tensor, as PyTorch's
+gather does, so a view of it shares its memory (``edge_index[:, keep].view(-1)`` was a copy here: a write through it
+was lost). Each test runs on chainrule and on PyTorch (the ``T`` fixture) against the same literals."""
+
+import pytest
+
+EDGES = [[0, 1, 2, 3], [1, 2, 3, 0]]
+KEEP = [True, False, True, True]
+
+
+def test_a_masked_edge_list_is_row_major(T):
+    kept = T.tensor(EDGES)[:, T.tensor(KEEP)]
+    assert kept.is_contiguous()
+    assert kept.stride() == (3, 1)
+    assert kept.tolist() == [[0, 2, 3], [1, 3, 0]]
+
+
+def test_a_write_through_a_view_of_a_masked_edge_list_reaches_it(T):
+    kept = T.tensor(EDGES)[:, T.tensor(KEEP)]
+    kept.view(-1)[0] = 9
+    assert kept.tolist() == [[9, 2, 3], [1, 3, 0]]
+
+
+@pytest.mark.parametrize("index", ["list after :", "tensor after :", "tensor of pairs"])
+def test_a_gather_of_a_row_major_tensor_is_row_major(T, index):
+    x = T.arange(24.0).reshape(2, 3, 4)
+    y = {"list after :": lambda: x[:, [0, 2]],
+         "tensor after :": lambda: x[:, T.tensor([2, 0]), 1:],
+         "tensor of pairs": lambda: x[0][T.tensor([[0, 1], [1, 2]])]}[index]()
+    expected = {"list after :": (8, 4, 1), "tensor after :": (6, 3, 1), "tensor of pairs": (8, 4, 1)}[index]
+    assert y.stride() == expected
+    assert y.is_contiguous()
+
+
+def test_a_gather_of_a_transpose_is_row_major_and_its_gradient_lands_back(T):
+    w = T.arange(12.0).reshape(3, 4).requires_grad_()
+    y = w.t()[:, T.tensor([True, False, True])]
+    assert y.stride() == (2, 1)
+    assert y.tolist() == [[0.0, 8.0], [1.0, 9.0], [2.0, 10.0], [3.0, 11.0]]
+    flat = y.view(-1)
+    assert flat.grad_fn.name() == "ViewBackward0"
+    (flat * T.arange(8.0)).sum().backward()
+    assert w.grad.tolist() == [[0.0, 2.0, 4.0, 6.0], [0.0, 0.0, 0.0, 0.0], [1.0, 3.0, 5.0, 7.0]]
