@@ -79,3 +79,45 @@ def test_the_entries_gradient_of_an_uncoalesced_leaf_is_uncoalesced():
     autograd.sparse.mm(S, autograd.ones(2, 1)).sum().backward()
     assert S.grad.to_dense().tolist() == [[0.0, 1.0], [1.0, 1.0]]
     assert not S.grad.is_coalesced()
+
+
+# -- autograd.grad and backward(inputs=...) take a sparse leaf, as .grad does -------------------------------------
+
+X = [[1.0, 2.0], [3.0, 4.0]]
+
+
+def _sparse_leaf(T):
+    return T.sparse_coo_tensor(T.tensor([[0, 1, 1], [1, 0, 1]]), T.tensor([1.0, 2.0, 3.0]), (2, 2),
+                               requires_grad=True)
+
+
+def test_autograd_grad_of_a_sparse_leaf_through_sparse_mm_is_its_entries(T):
+    S, x = _sparse_leaf(T), T.tensor(X, requires_grad=True)
+    dS, dx = T.autograd.grad(T.sparse.mm(S, x).sum(), [S, x])
+    assert dS.is_sparse
+    assert dS.to_dense().tolist() == [[0.0, 7.0], [3.0, 7.0]]  # dL/dA = ones @ xᵀ at S's entries
+    assert dx.tolist() == [[2.0, 2.0], [4.0, 4.0]]
+
+
+def test_autograd_grad_of_a_sparse_leaf_alone_through_both_products(T):
+    S, x = _sparse_leaf(T), T.tensor(X)
+    dS, = T.autograd.grad(T.sparse.mm(S, x).sum() + (S @ x).sum(), S)  # (one tensor, not its rows)
+    assert not dS.is_sparse  # @ passes the whole dense gradient
+    assert dS.tolist() == [[3.0, 14.0], [6.0, 14.0]]
+
+
+def test_autograd_grad_of_a_sparse_leaf_keeps_a_graph_when_asked(T):
+    S, x = _sparse_leaf(T), T.tensor(X, requires_grad=True)
+    dS, dx = T.autograd.grad(T.sparse.mm(S, x).sum(), [S, x], create_graph=True)
+    assert dS.requires_grad and dx.requires_grad
+    assert T.autograd.grad(x.sum(), [S, x], allow_unused=True)[0] is None
+
+
+@pytest.mark.parametrize("product", ["sparse.mm", "@"])
+def test_backward_into_a_sparse_leaf_only(T, product):
+    S, x = _sparse_leaf(T), T.tensor(X, requires_grad=True)
+    y = T.sparse.mm(S, x) if product == "sparse.mm" else S @ x
+    y.sum().backward(inputs=S if product == "@" else [S])
+    assert x.grad is None
+    grad = S.grad.to_dense() if S.grad.is_sparse else S.grad
+    assert grad.tolist() == ([[0.0, 7.0], [3.0, 7.0]] if product == "sparse.mm" else [[3.0, 7.0], [3.0, 7.0]])

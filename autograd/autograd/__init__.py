@@ -26,7 +26,7 @@ for _name, _module in (("function", function), ("gradcheck", sys.modules[gradche
 def _tensors(value, role=None):
     """A tensor or a sequence of them as a tuple; with ``role``, a GradientEdge (graph.GradientEdge) may
     stand for a tensor there ('input' or 'output' of the backward pass)."""
-    if isinstance(value, Tensor):
+    if isinstance(value, Tensor) or getattr(value, "is_sparse", False):  # (a sparse tensor is one, not rows)
         return (value,)
     if role is not None:
         from .graph import GradientEdge, edge_as_tensor
