@@ -8,7 +8,8 @@ prediction with negative sampling, node2vec walks and its sparse Embedding with 
 Each program runs on chainrule and is checked against sums of its outputs computed once (the sum of absolute
 values of each returned tensor, values and gradients and draws alike)
 where PyTorch is installed it also runs
-there with the same seeds and every output is compared element by element, dtype included."""
+there with the same seeds (torch.autograd.grad of a sparse leaf too) and every output is compared element by
+element, dtype included."""
 
 import numpy as np
 import pytest
@@ -581,6 +582,69 @@ def node2vec_sparse_emb(torch, nn, F):
         opt.step()
     return [loss, emb.weight, neg, torch.tensor(emb.weight.grad.is_sparse)]
 
+
+def autograd_grad_sparse(torch, nn, F):
+    idx = torch.tensor([[0, 1, 1], [1, 0, 1]])
+    S = torch.sparse_coo_tensor(idx, torch.tensor([1.0, 2.0, 3.0]), (2, 2), requires_grad=True)
+    x = torch.tensor([[1.0, 2.0], [3.0, 4.0]], requires_grad=True)
+    g1, gx = torch.autograd.grad(torch.sparse.mm(S, x).pow(2).sum(), [S, x])
+    g2, = torch.autograd.grad((S @ x).sum(), S)
+    W = torch.tensor([[0.0, 1.0], [2.0, 3.0]], requires_grad=True)
+    g3, = torch.autograd.grad(torch.sparse.mm(W.to_sparse(), x).sum(), W)
+    return [g1, gx, g2, g3, torch.tensor(g1.is_sparse), torch.tensor(g2.is_sparse)]
+
+def hybrid_sparse(torch, nn, F):
+    torch.manual_seed(40)
+    X = torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 0.0], [2.0, 0.0, 3.0]])
+    Hs = X.to_sparse(sparse_dim=1)
+    Wt = torch.randn(3, 2, requires_grad=True)
+    v = Hs.coalesce().values()
+    y = torch.sparse.mm(X.to_sparse(), Wt)
+    y.sum().backward()
+    return [v, Hs.to_dense(), torch.tensor(Hs.sparse_dim()), torch.tensor(Hs.dense_dim()), y, Wt.grad]
+
+def sparse_values_grad_paths(torch, nn, F):
+    torch.manual_seed(41)
+    W = torch.randn(4, 4, requires_grad=True)
+    S = W.to_sparse()
+    v = S.values()
+    S2 = torch.sparse_coo_tensor(S.indices(), v.sigmoid(), S.shape)
+    y = torch.sparse.mm(S2, torch.ones(4, 1))
+    z = torch.sparse.sum(S, dim=0).to_dense()
+    d = S.to_dense()
+    (y.sum() + (z * torch.arange(4.0)).sum() + d.pow(3).sum()).backward()
+    return [y, z, W.grad]
+
+def sparse_transpose_products(torch, nn, F):
+    torch.manual_seed(42)
+    W = nn.Parameter(torch.randn(3, 4))
+    S = W.to_sparse()
+    x = torch.randn(3, 2)
+    a = torch.sparse.mm(S.t(), x)
+    b = torch.sparse.mm(S.transpose(0, 1).coalesce(), x)
+    c = S.t() @ x
+    d = torch.matmul(x.t(), S)
+    (a.sum() + b.pow(2).sum() + c.sin().sum() + d.cos().sum()).backward()
+    return [a, b, c, d, W.grad]
+
+def dgl_style_message_passing(torch, nn, F):
+    torch.manual_seed(43)
+    n, e = 5, 9
+    src = torch.randint(0, n, (e,))
+    dst = torch.randint(0, n, (e,))
+    h = torch.randn(n, 3, requires_grad=True)
+    ew = torch.rand(e, requires_grad=True)
+    m = h[src] * ew[:, None]
+    agg = torch.zeros(n, 3, dtype=h.dtype).index_add_(0, dst, m)
+    deg = torch.zeros(n).index_add_(0, dst, torch.ones(e))
+    out = agg / deg.clamp(min=1).view(-1, 1)
+    hmax = torch.zeros(n, 3).index_reduce_(0, dst, m, 'amax', include_self=False)
+    gate = torch.sigmoid(out.sum(1, keepdim=True))
+    res = gate * out + (1 - gate) * hmax
+    res.norm().backward()
+    return [src, dst, res, h.grad, ew.grad]
+
+
 CHECKSUMS = {
     'gcn_fixed': [1.1115, 2.9223, 0.2138, 0.3845, 0.0919, 5.9889],
     'gcn_learnt_dense': [28.2621, 89.2575, 52.8687],
@@ -615,8 +679,12 @@ CHECKSUMS = {
     'sgc_precompute': [18.8478, 16.0, 1.0, 24.0, 0.0],
     'gcn_train_loop': [4.3048, 27.3979, 12.3871, 16.0, 0.3333],
     'node2vec_sparse_emb': [1.5719, 17.2641, 12.0, 1.0],
+    'autograd_grad_sparse': [330.0, 284.0, 20.0, 17.0, 1.0, 0.0],
+    'hybrid_sparse': [6.0, 6.0, 1.0, 1.0, 4.0752, 12.0],
+    'sparse_values_grad_paths': [6.8868, 5.6966, 61.1517],
+    'sparse_transpose_products': [9.8888, 9.8888, 9.8888, 9.8888, 42.5551],
+    'dgl_style_message_passing': [11.0, 22.0, 2.1568, 1.0098, 2.7929],
 }
-
 PROGRAMS = {name: globals()[name] for name in CHECKSUMS}
 
 
