@@ -1,15 +1,13 @@
 """Graph neural networks written by hand, as their papers' reference code and tutorials write them without
-torch_geometric: GCN on a normalised sparse adjacency (torch.sparse.mm, torch.mm, @, spmm
-fixed, learnt through
+torch_geometric: GCN on a normalised sparse adjacency (torch.sparse.mm, torch.mm, @, spmm; fixed, learnt through
 ``W.to_sparse()`` and a sparse leaf), GAT with edge-wise attention and a segment softmax (scatter_reduce 'amax'),
 pyGAT's custom sparse Function, GraphSAGE mean/max, GIN with a readout over a batch vector, edge dropout, link
 prediction with negative sampling, node2vec walks and its sparse Embedding with SparseAdam, APPNP, SGC.
 
-Each program runs on chainrule and is checked against sums of its outputs computed once (the sum of absolute
-values of each returned tensor, values and gradients and draws alike)
-where PyTorch is installed it also runs
-there with the same seeds (torch.autograd.grad of a sparse leaf too) and every output is compared element by
-element, dtype included."""
+Each program runs on chainrule and is checked against sums of its outputs computed once (the sum of absolute values
+of each returned tensor, values and gradients and draws alike); where PyTorch is installed it also runs there with
+the same seeds (torch.autograd.grad of a sparse leaf too) and every output is compared element by element, dtype
+included."""
 
 import numpy as np
 import pytest
