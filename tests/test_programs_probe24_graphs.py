@@ -2,7 +2,8 @@
 torch_geometric: GCN on a normalised sparse adjacency (torch.sparse.mm, torch.mm, @, spmm; fixed, learnt through
 ``W.to_sparse()`` and a sparse leaf), GAT with edge-wise attention and a segment softmax (scatter_reduce 'amax'),
 pyGAT's custom sparse Function, GraphSAGE mean/max, GIN with a readout over a batch vector, edge dropout, link
-prediction with negative sampling, node2vec walks and its sparse Embedding with SparseAdam, APPNP, SGC.
+prediction with negative sampling, node2vec walks and its sparse Embedding with SparseAdam, APPNP, SGC,
+to_dense_adj, SAGPool, Gumbel edge masks.
 
 Each program runs on chainrule and is checked against sums of its outputs computed once (the sum of absolute values
 of each returned tensor, values and gradients and draws alike); where PyTorch is installed it also runs there with
@@ -643,6 +644,60 @@ def dgl_style_message_passing(torch, nn, F):
     return [src, dst, res, h.grad, ew.grad]
 
 
+def to_dense_adj(torch, nn, F):
+    batch = torch.tensor([0, 0, 0, 1, 1])
+    ei = torch.tensor([[0, 1, 2, 3, 4, 0], [1, 2, 0, 4, 3, 1]])
+    w = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0, 6.0], requires_grad=True)
+    num = torch.bincount(batch)
+    cum = torch.cat([batch.new_zeros(1), num.cumsum(0)[:-1]])
+    b = batch[ei[0]]
+    i = ei[0] - cum[b]
+    j = ei[1] - cum[b]
+    adj = torch.zeros(2, 3, 3).index_put((b, i, j), w, accumulate=True)
+    mask = torch.arange(3).unsqueeze(0) < num.unsqueeze(1)
+    (adj.pow(2).sum() + adj[mask].sum()).backward()
+    return [adj, mask, w.grad]
+
+def coalesce_dupes_grad(torch, nn, F):
+    idx = torch.tensor([[0, 1, 0, 1], [1, 0, 1, 1]])
+    v = torch.tensor([1.0, 2.0, 3.0, 4.0], requires_grad=True)
+    S = torch.sparse_coo_tensor(idx, v, (2, 2), dtype=torch.float64)
+    C = S.coalesce()
+    y = torch.sparse.mm(C, torch.tensor([[1.0], [2.0]], dtype=torch.float64))
+    t = torch.sparse.sum(S)
+    (y.sum() * 2 + t + C.values().pow(2).sum()).backward()
+    Si = torch.sparse_coo_tensor(idx, torch.tensor([1, 2, 3, 4]), (2, 2))
+    return [C.values(), C.indices(), y, t, v.grad, Si.to_dense(), torch.tensor(t.dim())]
+
+def sagpool(torch, nn, F):
+    torch.manual_seed(44)
+    n = 6
+    ei = torch.tensor([[0, 1, 2, 3, 4, 5, 0, 2], [1, 2, 3, 4, 5, 0, 3, 5]])
+    x = torch.randn(n, 4)
+    score_lin = nn.Linear(4, 1)
+    score = score_lin(x).squeeze(-1)
+    k = 3
+    top, perm = score.topk(k)
+    xp = x[perm] * torch.tanh(top).unsqueeze(-1)
+    new_id = torch.full((n,), -1, dtype=torch.long)
+    new_id[perm] = torch.arange(k)
+    r, c = new_id[ei[0]], new_id[ei[1]]
+    keep = (r >= 0) & (c >= 0)
+    ei2 = torch.stack([r[keep], c[keep]])
+    out = torch.cat([xp.mean(0), xp.max(0).values])
+    out.sum().backward()
+    return [perm, xp, ei2, score_lin.weight.grad, out]
+
+def gumbel_edges(torch, nn, F):
+    torch.manual_seed(45)
+    logits = torch.randn(6, 2, requires_grad=True)
+    s = F.gumbel_softmax(logits, tau=0.5, hard=True)
+    s2 = F.gumbel_softmax(logits, tau=1.0)
+    rb = torch.distributions.RelaxedBernoulli(torch.tensor(0.5), logits=logits[:, 0]).rsample()
+    (s[:, 0] * torch.arange(6.0)).sum().backward()
+    return [s, s2, rb, logits.grad]
+
+
 CHECKSUMS = {
     'gcn_fixed': [1.1115, 2.9223, 0.2138, 0.3845, 0.0919, 5.9889],
     'gcn_learnt_dense': [28.2621, 89.2575, 52.8687],
@@ -682,7 +737,12 @@ CHECKSUMS = {
     'sparse_values_grad_paths': [6.8868, 5.6966, 61.1517],
     'sparse_transpose_products': [9.8888, 9.8888, 9.8888, 9.8888, 42.5551],
     'dgl_style_message_passing': [11.0, 22.0, 2.1568, 1.0098, 2.7929],
+    'to_dense_adj': [21.0, 5.0, 62.0],
+    'coalesce_dupes_grad': [10.0, 4.0, 18.0, 10.0, 46.0, 10.0, 0.0],
+    'sagpool': [8.0, 4.5025, 2.0, 6.1666, 1.7719],
+    'gumbel_edges': [6.0, 6.0, 2.579, 1.4034],
 }
+
 PROGRAMS = {name: globals()[name] for name in CHECKSUMS}
 
 
