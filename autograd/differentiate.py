@@ -5,6 +5,7 @@ import contextlib
 from . import dual, engine
 from .backend import xp
 from .graph import accumulate_grad, modes, set_grad_enabled
+from .sparse_layout import is_sparse
 from .tensor import Tensor, as_array, tensor_from
 from .warn_once import warn_once
 
@@ -91,9 +92,11 @@ def backward(outputs, grad_outputs=None, retain_graph=False, create_graph=False,
 
 
 def _backward_into(outputs, grad_outputs, retain_graph, create_graph, inputs):
-    inputs = [inputs] if isinstance(inputs, Tensor) else list(inputs)
+    inputs = [inputs] if isinstance(inputs, Tensor) or is_sparse(inputs) else list(inputs)
     if not inputs:
         raise RuntimeError("`inputs` argument to `backward()` cannot be empty.")
+    # (a sparse tensor's .grad is read from its sources' grads: sparse/dense_gradient.py)
+    inputs = [s for x in inputs for s in (x._gradient_sources() if is_sparse(x) else (x,))]
     grads = grad(outputs, inputs, grad_outputs, retain_graph=retain_graph, create_graph=create_graph,
                  allow_unused=True)
     with set_grad_enabled(create_graph):  # (as during the pass: whether .grad is added to in place)
@@ -127,18 +130,25 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
     if retain_graph is None:
         retain_graph = create_graph
     seeds = _seed_gradients(outputs, grad_outputs)
+    # (a sparse input's gradient comes from its values and its dense stand-in's holder: sparse/dense_gradient.py)
+    sources = [x._gradient_sources() if is_sparse(x) else (x,) for x in inputs]
     captured = engine.backpropagate([_node(o) for o in outputs], seeds, retain_graph=retain_graph,
-                                    capture={_node(x) for x in inputs}, prune=not create_graph,
+                                    capture={_node(s) for each in sources for s in each}, prune=not create_graph,
                                     create_graph=create_graph)
     results = []
     for i, x in enumerate(inputs):
-        g = captured.get(_node(x))
+        if is_sparse(x):
+            g = x._gradient_from(*(captured.get(_node(s)) for s in sources[i]))
+        else:
+            g = captured.get(_node(x))
         if g is None:
             if not allow_unused:
                 raise RuntimeError(
                     f"One of the differentiated Tensors (input {i}, shape {tuple(x.shape)}) appears to not have been "
                     "used in the graph. Set allow_unused=True if this is the desired behavior."
                 )
+        elif is_sparse(g):
+            g = g if create_graph else g.detach()
         elif g._sparse_gradient is not None:  # (an embedding's sparse=True: its sparse form, as .grad would be)
             g = g._sparse_gradient if create_graph else g._sparse_gradient.detach()
         elif not create_graph:

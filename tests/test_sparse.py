@@ -135,7 +135,7 @@ def test_functions_of_the_values_keep_the_zeros_and_other_functions_refuse(T):
         S + T.ones(2, 3, dtype=T.float64)
 
 
-def test_construction_checks(T):
+def test_construction_checks(T, warn_always):  # (the legacy constructor warns once a process)
     indices = T.tensor([[0, 1, 1], [2, 0, 2]])
     values = T.tensor([3.0, 4.0, 5.0])
     with pytest.raises(RuntimeError, match="for dim 1, size is 2 but found index 2"):

@@ -14,6 +14,7 @@ from ..grad_mode import enable_grad, inference_mode, is_grad_enabled, no_grad, s
 from ..gradcheck import gradcheck, gradgradcheck
 from ..graph import detect_anomaly, is_anomaly_enabled, set_detect_anomaly  # noqa: F401
 from ..ops.joins import stack
+from ..sparse_layout import is_sparse
 from ..tensor import Tensor
 
 # PyTorch's submodules of torch.autograd that programs import from (``from torch.autograd.function import
@@ -26,7 +27,7 @@ for _name, _module in (("function", function), ("gradcheck", sys.modules[gradche
 def _tensors(value, role=None):
     """A tensor or a sequence of them as a tuple; with ``role``, a GradientEdge (graph.GradientEdge) may
     stand for a tensor there ('input' or 'output' of the backward pass)."""
-    if isinstance(value, Tensor):
+    if isinstance(value, Tensor) or is_sparse(value):  # (a sparse tensor is one tensor, not its rows)
         return (value,)
     if role is not None:
         from .graph import GradientEdge, edge_as_tensor

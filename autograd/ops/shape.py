@@ -235,6 +235,10 @@ class GetItem(Primitive):
             raise _in_pytorch_words(error, x.shape, self.index) from None
         if type(y) is not type(x):  # an element: NumPy gives a scalar (a copy), PyTorch a 0-d view
             y = x[(*self.index, ...) if type(self.index) is tuple else (self.index, ...)]
+        elif not self.is_view and type(y) is numpy.ndarray and not y.flags.c_contiguous:
+            # NumPy lays x[:, mask] out with the indexed dim innermost; PyTorch's gather of a row-major x is
+            # row-major (is_contiguous(), stride())
+            y = numpy.ascontiguousarray(y)
         return y
 
     def release(self):

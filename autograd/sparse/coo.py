@@ -223,18 +223,27 @@ class SparseTensor(SparseArithmetic):
         (torch.mm, @, S.sum()) has given it a gradient (dense_gradient.py); None before backward. Each entry's
         dL/dvalues[e] is dL/dA at its position, so an index given twice has the same gradient twice: the first is
         taken."""
-        at_entries = self._gradient_at_entries()
-        whole = None if self._gradient_holder is None else self._gradient_holder.grad
+        return self._gradient_from(self._values_tensor.grad,
+                                   None if self._gradient_holder is None else self._gradient_holder.grad)
+
+    def _gradient_sources(self):
+        """The tensors in the graph whose gradients make dL/dself (what autograd.grad captures for it): its
+        values, and the holder of the whole gradient once a dense-facing op has given it one."""
+        return (self._values_tensor,) if self._gradient_holder is None else (self._values_tensor,
+                                                                             self._gradient_holder)
+
+    def _gradient_from(self, values_grad, whole=None):
+        """dL/dself from dL/dvalues and the whole dense gradient (either may be None), as .grad reads it."""
+        at_entries = self._gradient_at_entries(values_grad)
         if whole is None or at_entries is None:
             return at_entries if whole is None else whole
         return whole + at_entries.to_dense()
 
-    def _gradient_at_entries(self):
-        grad = self._values_tensor.grad
+    def _gradient_at_entries(self, grad):
         if grad is None or self._coalesced:
             return None if grad is None else SparseTensor(self._indices_tensor, grad, self._size, True)
         indices, first = self._coalesced_positions(return_index=True)
-        return SparseTensor(indices, grad.detach().index_select(0, tensor_from(first)), self._size, True)
+        return SparseTensor(indices, grad.index_select(0, tensor_from(first)), self._size, True)
 
     def _coalesced_positions(self, return_index=False):
         """The sorted unique indices, and for each entry which of them it is (or, with ``return_index``, for
