@@ -99,6 +99,8 @@ def sparse_rows(flat, rows, shape, padding_idx):
     kept = xp.flatnonzero(flat != padding_idx) if padding_idx is not None else None
     if kept is not None:
         flat, rows = flat[kept], rows[Tensor._make(kept)]
+    if rows.numel() == 0:  # (no entry at all, as PyTorch's, where rows have no elements: an embedding of dim 0)
+        flat, rows = flat[:0], rows[:0]
     return SparseTensor(Tensor._make(flat.astype(xp.int64).reshape(1, -1)), rows, shape)
 
 

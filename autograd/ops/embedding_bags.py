@@ -109,11 +109,15 @@ def _pool(indices, bag_of, bags, weight, mode, max_norm, norm_type, scale_grad_b
                            f"Long, Int; but got torch.{type_name(indices.dtype)}Tensor instead (while checking "
                            "arguments for embedding_bag)")
     bad = (indices < 0) | (indices >= weight.shape[0])
-    if bad.any():  # PyTorch's RuntimeError, naming the first index out of range
-        k = int(bad.argmax())
-        raise RuntimeError(f"Index {k} of input takes value {int(indices[k])} which is not in the valid range "
-                           f"[0, {weight.shape[0]})")
     padding_idx = _padding_index(padding_idx, weight.shape[0])
+    if bad.any():  # PyTorch's RuntimeError, naming the first index out of range in the words of the kernel that
+        # meets it: the fast one (float32 and float16 sums and means without padding) or the generic one
+        k = int(bad.argmax())
+        if mode != "max" and padding_idx is None and weight.dtype in (float32, float16):
+            raise RuntimeError(f"Index {k} of input takes value {int(indices[k])} which is not in the valid range "
+                               f"[0, {weight.shape[0]})")
+        raise RuntimeError("embedding_bag: Expected idx >= 0 && idx < num_embeddings but found idx to be "
+                           f"{int(indices[k])}")
     if max_norm is not None:  # every index's row, the padding row too, as F.embedding_bag renormalises its input
         embedding_renorm_(weight, indices, max_norm, norm_type)
     kept = xp.ones(len(indices), dtype=bool) if padding_idx is None else indices != padding_idx
@@ -124,8 +128,8 @@ def _pool(indices, bag_of, bags, weight, mode, max_norm, norm_type, scale_grad_b
         # the winning lookup of each bag and dim, found on the arrays, then gathered. PyTorch's kernel scans each
         # bag keeping its first value until a strictly greater one comes: a NaN wins only as the bag's first (no
         # value is greater), and is passed over anywhere else (it is greater than none)
-        if not len(indices):
-            return Tensor._make(xp.zeros(shape, weight.dtype)), counts, xp.zeros(shape, dtype=xp.int64)
+        if not len(indices):  # zeros, on the graph as PyTorch's (a gradient of zeros for W)
+            return weight.new_zeros(shape) + weight[:0].sum(0), counts, xp.zeros(shape, dtype=xp.int64)
         rows = EmbeddingLookup.apply(weight, indices=indices, padding_idx=None,
                                      scale_grad_by_freq=scale_grad_by_freq, added_in=None, sparse=bool(sparse))
         best = xp.full(shape, -xp.inf, dtype=weight.dtype)
