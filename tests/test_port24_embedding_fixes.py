@@ -53,3 +53,35 @@ def test_an_index_out_of_range_is_reported_as_pytorchs_kernel_reports_it(T, F, m
     table = T.ones(3, 2, dtype=getattr(T, dtype))
     raises(RuntimeError, words, F.embedding_bag, T.tensor([0, 1, -4, 7]), table, T.tensor([0, 2]), mode=mode,
            padding_idx=padding_idx)
+
+
+def test_embedding_bag_dimension_errors(T, F):
+    """PyTorch's test_embedding_bag_dimension_errors: F.embedding_bag's ValueErrors and the top-level kernel's
+    RuntimeErrors, checked input, then offsets, then weight."""
+    weight = T.zeros(2, 6, dtype=T.float64)
+    indices = T.full((2, 0, 0, 6, 6), 2, dtype=T.int64)
+    offsets = T.full((2, 0, 0, 6, 6), 0, dtype=T.int64)
+    raises(ValueError, "input has to be 1D or 2D Tensor, but got Tensor of dimension 5", F.embedding_bag, indices,
+           weight, offsets)
+    raises(RuntimeError, "input has to be a 1D or 2D Tensor, but got Tensor of dimension 5", T.embedding_bag,
+           weight, indices, offsets)
+    weight, indices = T.zeros(2, 2, dtype=T.float64), T.full((2,), 1, dtype=T.int64)
+    raises(ValueError, "offsets has to be a 1D Tensor", F.embedding_bag, indices, weight, offsets)
+    raises(RuntimeError, "offsets has to be a 1D Tensor, but got Tensor of dimension 5", T.embedding_bag, weight,
+           indices, offsets)
+    weight, offsets = T.zeros(2, 2, 2, dtype=T.float64), T.zeros(2, dtype=T.int64)
+    raises(ValueError, "weight has to be a 2D Tensor, but got Tensor of dimension 3", F.embedding_bag, indices,
+           weight, offsets)
+    raises(RuntimeError, "weight has to be a 2D Tensor, but got Tensor of dimension 3", T.embedding_bag, weight,
+           indices, offsets)
+
+
+def test_the_top_level_embedding_bag_reads_2d_indices_as_one_row(T):
+    table = T.tensor([[1.0, 10.0], [2.0, 20.0], [3.0, -30.0]], dtype=T.float64)
+    indices = T.tensor([[0], [1], [2], [2], [1]])
+    output, offset2bag, _, _ = T.embedding_bag(table, indices, T.tensor([0, 2, 2]))
+    same(output, [[3.0, 30.0], [0.0, 0.0], [8.0, -40.0]])
+    same(offset2bag, [0, 0, 2, 2, 2])
+    # the last offset may not pass the number of rows (PyTorch's check reads size(0))
+    raises(RuntimeError, "offsets\\[-1\\] can not be greater than input's length 1 but got offsets\\[-1\\] of 2",
+           T.embedding_bag, table, indices.reshape(1, 5), T.tensor([0, 2, 2]))

@@ -370,3 +370,104 @@ def test_embedding_bag_index_out_of_range_errors(T, F, mode, table_dtype):
     if mode != "max":  # with padding, PyTorch's generic kernel at any dtype
         raises(RuntimeError, "found idx to be 9", F.embedding_bag, T.tensor([0, 9]), table, T.tensor([0]), mode=mode,
                padding_idx=0)
+
+
+def _reference_bags(input, weight, starts, ends, mode, per_sample_weights, padding_idx):
+    """Bags by hand, NumPy: the rows of input[start:end], padding left out (and out of the mean's count), zeros
+    for a bag left empty; and dL/dW, dL/d(per-sample weights) under an upstream of ones."""
+    psw = np.ones(len(input)) if per_sample_weights is None else per_sample_weights
+    output, grad_weight, grad_psw = np.zeros((len(starts), weight.shape[1])), np.zeros_like(weight), np.zeros(len(psw))
+    for b, (start, end) in enumerate(zip(starts, ends)):
+        kept = [k for k in range(start, end) if input[k] != padding_idx]
+        if not kept:
+            continue
+        rows = weight[input[kept]] * psw[kept][:, None]
+        if mode == "max":
+            output[b] = rows.max(0)
+            for d in range(weight.shape[1]):
+                grad_weight[input[kept][np.argmax(rows[:, d])], d] += 1
+            continue
+        output[b] = rows.sum(0) / (len(kept) if mode == "mean" else 1)
+        for k in kept:
+            grad_weight[input[k]] += psw[k] / (len(kept) if mode == "mean" else 1)
+            grad_psw[k] = weight[input[k]].sum()
+    return output, grad_weight, grad_psw
+
+
+@pytest.mark.parametrize("mode", ["sum", "mean", "max"])
+def test_embedding_bag_1d_padding_idx_matches_the_2d_input(T, F, mode):
+    rng = np.random.default_rng(7)
+    sizes = [3, 0, 5, 1, 4]  # one bag empty, one of the most lookups
+    starts = np.cumsum([0] + sizes[:-1])
+    ends = starts + sizes
+    for sparse, include_last_offset, all_padding in [(s, i, a) for s in (False, True) for i in (False, True)
+                                                     for a in (False, True) if not (s and mode == "max")]:
+        input = np.ones(sum(sizes), np.int64) if all_padding else rng.integers(0, 8, sum(sizes))
+        offsets = np.append(starts, len(input)) if include_last_offset else starts
+        for padding_idx in sorted(set(input.tolist()))[:2] + [None]:
+            weight = rng.standard_normal((9, 3))
+            padding_2d = 8 if padding_idx is None else padding_idx  # row 8 is never looked up
+            input_2d = np.full((len(sizes), max(sizes)), padding_2d)
+            for b, (start, end) in enumerate(zip(starts, ends)):
+                input_2d[b, :end - start] = input[start:end]
+            w1, w2 = T.tensor(weight, requires_grad=True), T.tensor(weight, requires_grad=True)
+            bag = F.embedding_bag(T.tensor(input), w1, T.tensor(offsets), padding_idx=padding_idx, mode=mode,
+                                  sparse=sparse, include_last_offset=include_last_offset)
+            bag_2d = F.embedding_bag(T.tensor(input_2d), w2, padding_idx=padding_2d, mode=mode, sparse=sparse)
+            expected, grad, _ = _reference_bags(input, weight, starts, ends, mode, None, padding_idx)
+            close(bag, expected, rtol=1e-12, atol=1e-12)
+            close(bag_2d, expected, rtol=1e-12, atol=1e-12)
+            bag.sum().backward()
+            bag_2d.sum().backward()
+            dense = (lambda g: g.to_dense()) if sparse else (lambda g: g)
+            close(dense(w1.grad), grad, rtol=1e-12, atol=1e-12)
+            close(dense(w2.grad), grad, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("index_dtypes", [("int32", "int32"), ("int32", "int64"), ("int64", "int32"),
+                                          ("int64", "int64")])
+def test_embedding_bag_per_sample_weights_and_new_offsets(T, nn, index_dtypes):
+    input = np.array([3, 1, 1, 1, 4, 0])
+    psw = np.array([0.5, -1.0, 2.0, 3.0, 1.5, -2.0])
+    for include_last_offset in (False, True):
+        bag = nn.EmbeddingBag(5, 2, mode="sum", include_last_offset=include_last_offset).double()
+        with T.no_grad():
+            bag.weight.copy_(T.arange(1, 11).view(5, 2).double())
+        offsets = [0, 0, 3, 3, 6] + ([6] if include_last_offset else [])
+        sample_weights = T.tensor(psw, requires_grad=True)
+        output = bag(T.tensor(input, dtype=getattr(T, index_dtypes[0])),
+                     T.tensor(offsets, dtype=getattr(T, index_dtypes[1])), sample_weights)
+        starts = [0, 0, 3, 3, 6]
+        ends = starts[1:] + [6]
+        weight = np.arange(1.0, 11).reshape(5, 2)
+        expected, grad_weight, grad_psw = _reference_bags(input, weight, starts, ends, "sum", psw, None)
+        close(output, expected, rtol=1e-12)
+        output.sum().backward()
+        close(bag.weight.grad, grad_weight, rtol=1e-12)
+        close(sample_weights.grad, grad_psw, rtol=1e-12)
+
+
+def test_embedding_bag_empty_per_sample_weights_and_offsets(T, nn):
+    bag = nn.EmbeddingBag(5, 2, mode="sum").double()
+    sample_weights = T.tensor([], dtype=T.float64, requires_grad=True)
+    output = bag(T.tensor([], dtype=T.int32), T.tensor([0, 0, 0, 0, 0]), sample_weights)
+    same(output, np.zeros((5, 2)))
+    output.backward(T.ones(5, 2, dtype=T.float64))
+    same(bag.weight.grad, np.zeros((5, 2)))
+    assert tuple(sample_weights.grad.shape) == (0,)
+
+
+def test_embedding_padding_idx_gets_no_gradient_in_double_backward(T, nn):
+    embedding = nn.Embedding(5, 2, padding_idx=0).double()
+    before = values(embedding.weight[0]).copy()
+    total = embedding(T.tensor([1, 3, 0, 0])).sum()
+    (grad,) = T.autograd.grad(total, list(embedding.parameters()), retain_graph=True)
+    (grad.sum() + total).backward()  # the first gradient is a constant here: only total's reaches W
+    same(embedding.weight.grad, [[0, 0], [1, 1], [0, 0], [1, 1], [0, 0]])
+    same(values(embedding.weight + embedding.weight.grad)[0], before)
+    sparse = nn.Embedding(5, 2, padding_idx=0, sparse=True).double()
+    total = sparse(T.tensor([1, 3, 0, 0])).sum()
+    (grad,) = T.autograd.grad(total, list(sparse.parameters()), create_graph=True)
+    assert grad.is_sparse  # autograd.grad hands back the sparse form, without the padding row's entries
+    same(grad._indices(), [[1, 3]])
+    same(grad.to_dense(), [[0, 0], [1, 1], [0, 0], [1, 1], [0, 0]])

@@ -31,9 +31,9 @@ from .promotion import promote_types
 from .sorting import _sort_order
 
 
-def _bags(input, offsets, include_last_offset):
+def _bags(input, offsets, include_last_offset, length=None):
     """(flat indices, the bag of each index, number of bags) for 2-D input (one bag per row)
-    or 1-D input cut at ``offsets``."""
+    or 1-D input cut at ``offsets``, whose last may not pass ``length`` (the input's length unless given)."""
     indices = input._data if isinstance(input, Tensor) else xp.asarray(input)
     if indices.ndim == 2:
         if offsets is not None:
@@ -55,8 +55,9 @@ def _bags(input, offsets, include_last_offset):
     if starts.size and starts[0] != 0:
         raise RuntimeError(f"offsets[0] has to be 0, i.e., the first sequence in the mini-batch has to start from "
                            f"position 0. However, got {starts[0]}")
-    if starts.size and starts[-1] > len(indices):
-        raise RuntimeError(f"offsets[-1] can not be greater than input's length {len(indices)} but got "
+    length = len(indices) if length is None else length
+    if starts.size and starts[-1] > length:
+        raise RuntimeError(f"offsets[-1] can not be greater than input's length {length} but got "
                            f"offsets[-1] of {starts[-1]}")
     if include_last_offset:
         starts = starts[:-1]
@@ -91,6 +92,8 @@ def embedding_bag(input, weight, offsets=None, max_norm=None, norm_type=2, scale
                            f"#1 'per_sample_weights'; but type torch.{type_name(weight.dtype)}Tensor does not equal "
                            f"torch.{type_name(per_sample_weights.dtype)}Tensor (while checking arguments for "
                            "embedding_bag)")
+    if weight.ndim != 2:
+        raise ValueError(f"weight has to be a 2D Tensor, but got Tensor of dimension {weight.ndim}")
     rows = weight.shape[0]
     if padding_idx is not None and not -rows <= padding_idx < rows:
         raise RuntimeError(f"padding_idx must be within the number of embeddings, {-rows} through {rows - 1}, but "
@@ -246,10 +249,15 @@ def embedding_bag_by_position(weight, indices, offsets, scale_grad_by_freq=False
         raise RuntimeError("`mode` must be sum, mean, or max.")
     if per_sample_weights is not None and mode != 0:
         raise RuntimeError("embedding_bag: per_sample_weights only supported with mode='sum'")
-    if indices.ndim != 1:
-        raise RuntimeError(f"embedding_bag: expected 1-D indices (cut into bags at offsets), got indices of size "
-                           f"{list(indices.shape)}")
-    flat, bag_of, bags = _bags(indices, offsets, include_last_offset)
+    # PyTorch's checks of the kernel, in its order; 2-D indices are read as one row cut at offsets (whose last
+    # may not pass the number of rows there, as PyTorch's check reads size(0))
+    if indices.ndim not in (1, 2):
+        raise RuntimeError(f"input has to be a 1D or 2D Tensor, but got Tensor of dimension {indices.ndim}")
+    if indices.ndim == 1 and offsets.ndim != 1:
+        raise RuntimeError(f"offsets has to be a 1D Tensor, but got Tensor of dimension {offsets.ndim}")
+    if weight.ndim != 2:
+        raise RuntimeError(f"weight has to be a 2D Tensor, but got Tensor of dimension {weight.ndim}")
+    flat, bag_of, bags = _bags(indices.reshape(-1), offsets, include_last_offset, length=indices.shape[0])
     output, counts, winners = _pool(flat, bag_of, bags, weight, _MODES[mode], None, 2, scale_grad_by_freq,
                                     per_sample_weights, padding_idx, sparse and mode != 2)
     zeros = xp.zeros(bags, dtype=xp.int64)
