@@ -6,7 +6,10 @@ where installed, PyTorch:
 - an embedding bag in mode='max' with no lookups at all (empty input, or padding only) is on the graph: it
   requires grad and gives W a gradient of zeros (it was a constant, and backward refused);
 - an embedding_bag index out of range is reported in the words of the PyTorch kernel that meets it: the fast
-  one (float32 and float16 sums and means without padding) names its position, the generic one its value.
+  one (float32 and float16 sums and means without padding) names its position, the generic one its value;
+- embedding_bag's dimension checks: F.embedding_bag refuses a weight that is not 2-D (ValueError; it went on to a
+  broadcasting error), the top-level embedding_bag checks input, offsets and weight with PyTorch's RuntimeErrors and
+  reads 2-D indices as one row cut at offsets (it refused them).
 """
 
 import numpy as np

@@ -471,3 +471,81 @@ def test_embedding_padding_idx_gets_no_gradient_in_double_backward(T, nn):
     assert grad.is_sparse  # autograd.grad hands back the sparse form, without the padding row's entries
     same(grad._indices(), [[1, 3]])
     same(grad.to_dense(), [[0, 0], [1, 1], [0, 0], [1, 1], [0, 0]])
+
+
+@pytest.mark.parametrize("mode, sparse", [("sum", False), ("mean", False), ("max", False), ("sum", True),
+                                          ("mean", True)])
+@pytest.mark.parametrize("index_dtypes", [("int32", "int64"), ("int64", "int32"), ("int64", "int64")])
+def test_embedding_bag_known_example(T, nn, mode, sparse, index_dtypes):
+    """PyTorch's _test_EmbeddingBag: a known example, 1-D with empty bags, the same as 2-D, and all bags empty."""
+    bag = nn.EmbeddingBag(5, 2, mode=mode, sparse=sparse).double()
+    with T.no_grad():
+        bag.weight.copy_(T.arange(1, 11).view(5, 2).double())  # rows [1 2] [3 4] [5 6] [7 8] [9 10]
+    index_dtype, offset_dtype = (getattr(T, name) for name in index_dtypes)
+    input = T.tensor([3, 1, 1, 1, 4, 0], dtype=index_dtype)
+    denominator = 3 if mode == "mean" else 1
+    if mode == "max":
+        expected, expected_grad = np.array([[7.0, 8], [9, 10]]), np.array([[0.0, 0], [0, 0], [0, 0], [1, 2], [3, 4]])
+    else:
+        expected = np.array([[13.0, 16], [13, 16]]) / denominator
+        expected_grad = np.array([[3.0, 4], [5, 8], [0, 0], [1, 2], [3, 4]]) / denominator
+    output = bag(input, T.tensor([0, 0, 3, 3, 6], dtype=offset_dtype))
+    output.backward(T.tensor([[99.0, 99], [1, 2], [99, 99], [3, 4], [99, 99]], dtype=T.float64))
+    dense = (lambda g: g.to_dense()) if sparse else (lambda g: g)
+    close(output, [[0, 0], expected[0], [0, 0], expected[1], [0, 0]], rtol=1e-12)
+    close(dense(bag.weight.grad), expected_grad, rtol=1e-12)
+    bag.zero_grad()
+    output = bag(input.view(2, -1))
+    output.backward(T.tensor([[1.0, 2], [3, 4]], dtype=T.float64))
+    close(output, expected, rtol=1e-12)
+    close(dense(bag.weight.grad), expected_grad, rtol=1e-12)
+    bag.zero_grad()
+    bag(T.tensor([], dtype=index_dtype), T.tensor([0, 0, 0, 0], dtype=offset_dtype)).sum().backward()
+    same(dense(bag.weight.grad), np.zeros((5, 2)))
+    # illegal combinations
+    bag = nn.EmbeddingBag(10, 20, mode=mode, sparse=sparse)
+    ones = T.ones(3, 4, dtype=index_dtype)
+    raises(ValueError, "offsets has to be None", bag, ones, T.arange(0, 3, dtype=offset_dtype))
+    raises(ValueError, "offsets has to be a 1D Tensor but got None", bag, ones.view(-1))
+    raises(RuntimeError, "offsets\\[0\\] has to be 0", bag, ones.view(-1), T.tensor([1, 1, 2], dtype=offset_dtype))
+    raises(RuntimeError, "offsets\\[-1\\] can not be greater than input's length 12 but got offsets\\[-1\\] of 100",
+           bag, ones.view(-1), T.tensor([0, 1, 100], dtype=offset_dtype))
+
+
+@pytest.mark.parametrize("mode", ["sum", "mean", "max"])
+@pytest.mark.parametrize("max_norm", [None, 3.0])
+def test_embedding_bag_vs_embedding(T, nn, mode, max_norm):
+    """PyTorch's _test_EmbeddingBag_vs_Embedding: bags of a constant length L are Embedding then a reduction."""
+    rng = np.random.default_rng(3)
+    num, dim, batch, length = 7, 4, 5, 3
+    table = rng.standard_normal((num, dim)) * 2
+    bag = nn.EmbeddingBag.from_pretrained(T.tensor(table), freeze=False, mode=mode, max_norm=max_norm)
+    embedding = nn.Embedding.from_pretrained(T.tensor(table), freeze=False, max_norm=max_norm)
+    input = rng.integers(0, num, (batch, length))
+    upstream = rng.random((batch, dim))
+    output = bag(T.tensor(input.reshape(-1)), T.arange(0, batch * length, length))
+    lookups = embedding(T.tensor(input))
+    reference = {"sum": lookups.sum(1), "mean": lookups.mean(1), "max": lookups.max(1)[0]}[mode]
+    rows = table if max_norm is None else _renormed(table, max_norm, 2.0)
+    reduce = {"sum": np.sum, "mean": np.mean, "max": np.max}[mode]
+    close(output, reduce(rows[input], 1), rtol=1e-12)
+    close(output, values(reference), rtol=1e-12)
+    output.backward(T.tensor(upstream))
+    reference.backward(T.tensor(upstream))
+    close(bag.weight.grad, values(embedding.weight.grad), rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("bag_use_grad, per_sample_weights_use_grad", [(True, True), (True, False), (False, True),
+                                                                        (False, False)])
+def test_embedding_bag_per_sample_weights_grad(T, nn, F, bag_use_grad, per_sample_weights_use_grad):
+    bag = nn.EmbeddingBag(6, 3, mode="sum")
+    bag.requires_grad_(bag_use_grad)
+    x = T.arange(1, 5).expand(3, -1)
+    w = T.tensor(np.arange(12.0).reshape(3, 4) / 10, dtype=T.float32, requires_grad=per_sample_weights_use_grad)
+    output = bag(x, per_sample_weights=F.softmax(w, dim=-1))
+    assert output.requires_grad == (bag_use_grad or per_sample_weights_use_grad)
+    e = np.exp(np.arange(12.0).reshape(3, 4) / 10)
+    close(output, (e / e.sum(1, keepdims=True)) @ values(bag.weight)[1:5], rtol=1e-5)
+    if output.requires_grad:
+        output.sum().backward()
+        assert (w.grad is not None) == per_sample_weights_use_grad

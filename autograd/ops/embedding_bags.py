@@ -234,7 +234,8 @@ _MODES = ("sum", "mean", "max")  # PyTorch's codes of mode, 0, 1, 2
 @names("embedding_bag", method=False)
 def embedding_bag_by_position(weight, indices, offsets, scale_grad_by_freq=False, mode=0, sparse=False,
                               per_sample_weights=None, include_last_offset=False, padding_idx=None):
-    """PyTorch's top-level ``embedding_bag``: weight first, 1-D ``indices`` cut at ``offsets``, mode an int
+    """PyTorch's top-level ``embedding_bag``: weight first, 1-D ``indices`` cut at ``offsets`` (2-D ones read as
+    one row), mode an int
     (0 sum, 1 mean, 2 max), and four tensors back, as PyTorch's CPU kernel gives them:
 
     - the bags' embeddings (bags, dim);
