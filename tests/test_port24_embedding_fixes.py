@@ -88,3 +88,35 @@ def test_the_top_level_embedding_bag_reads_2d_indices_as_one_row(T):
     # the last offset may not pass the number of rows (PyTorch's check reads size(0))
     raises(RuntimeError, "offsets\\[-1\\] can not be greater than input's length 1 but got offsets\\[-1\\] of 2",
            T.embedding_bag, table, indices.reshape(1, 5), T.tensor([0, 2, 2]))
+
+
+def test_max_norm_with_norm_type_0_counts_the_nonzero_entries(T, F):
+    weight = T.tensor([[2.0, 3.0], [0.0, 0.5], [4.0, 0.0]], dtype=T.float64)
+    output = F.embedding(T.tensor([0, 1, 2]), weight, max_norm=1.0, norm_type=0.0)
+    # 0-norms 2, 1, 1: only row 0 passes max_norm, scaled by 1 / (2 + 1e-7)
+    scale = 1.0 / (2 + 1e-7)
+    same(output, [[2 * scale, 3 * scale], [0.0, 0.5], [4.0, 0.0]])
+    same(weight, output.detach())
+
+
+@pytest.mark.parametrize("dtype, name", [("int64", "torch.LongTensor"), ("int32", "torch.IntTensor"),
+                                         ("bool", "CPUBoolType"), ("complex64", "CPUComplexFloatType")])
+def test_embedding_bag_takes_floating_tables_only(T, F, dtype, name):
+    table = T.ones(2, 2, dtype=getattr(T, dtype))
+    raises(RuntimeError, "Expected tensor for argument #1 'weight' to have one of the following scalar types: Half, "
+           f"BFloat16, Float, Double; but got {name} instead \\(while checking arguments for embedding_bag\\)",
+           F.embedding_bag, T.tensor([0]), table, T.tensor([0]))
+
+
+@pytest.mark.parametrize("dtype, name", [("uint8", "torch.ByteTensor"), ("float64", "torch.DoubleTensor"),
+                                         ("bool", "CPUBoolType"), ("complex128", "CPUComplexDoubleType")])
+def test_indices_of_another_type_are_named_as_pytorchs_checks_name_them(T, F, dtype, name):
+    indices = T.zeros(1, dtype=getattr(T, dtype))
+    raises(RuntimeError, f"Long, Int; but got {name} instead", F.embedding, indices, T.ones(2, 2))
+
+
+def test_embedding_bag_with_the_old_argument_order_swaps_them_with_a_warning(T, F):
+    table = T.tensor([[1.0, 2.0], [3.0, 4.0]])
+    with pytest.warns(UserWarning, match="Argument order of nn.functional.embedding_bag was changed"):
+        output = F.embedding_bag(table, T.tensor([[1, 0]]))
+    same(output, [[2.0, 3.0]])

@@ -13,10 +13,12 @@ W[i] of its indices, computed without forming the (bags, length, dim) tensor of 
 lookups and a gather of the winners, whose gradients are theirs.
 """
 
+import warnings
+
 from ..backend import float16, float32, float64, ufunc_at, xp
 from ..primitive import Primitive, node_named
 from ..tensor import Tensor, tensor_from
-from .conversion import type_name
+from .conversion import legacy_type_name, type_name
 from .elementwise import where
 from .embedding import (
     EmbeddingDenseBackward,
@@ -74,6 +76,11 @@ def embedding_bag(input, weight, offsets=None, max_norm=None, norm_type=2, scale
     of a 1-D ``input`` that start at ``offsets``. Indices equal to ``padding_idx`` are left
     out of their bag (and of its count, for the mean); an empty bag gives zeros.
     ``per_sample_weights`` scales each lookup (mode='sum' only)."""
+    if weight.dtype == xp.int64 and input.is_floating_point():  # (the order of old PyTorch: swapped, with its warning)
+        warnings.warn("Argument order of nn.functional.embedding_bag was changed. Usage `embedding_bag(weight, "
+                      "input, ...)` is deprecated, and should now be `embedding_bag(input, weight, ...)`.",
+                      stacklevel=2)
+        weight, input = input, weight
     if mode not in ("sum", "mean", "max"):
         raise ValueError(f"mode has to be one of sum, mean or max, got {mode}")
     if mode == "max" and scale_grad_by_freq:  # PyTorch's kernel has no frequency scaling of the winners
@@ -109,8 +116,12 @@ def _pool(indices, bag_of, bags, weight, mode, max_norm, norm_type, scale_grad_b
     mode='max' the row of W that gives each maximum, 0 in an empty bag)."""
     if indices.dtype not in (xp.int64, xp.int32):  # (PyTorch's kernels read int64 or int32 indices only)
         raise RuntimeError("Expected tensor for argument #1 'indices' to have one of the following scalar types: "
-                           f"Long, Int; but got torch.{type_name(indices.dtype)}Tensor instead (while checking "
+                           f"Long, Int; but got {legacy_type_name(indices.dtype)} instead (while checking "
                            "arguments for embedding_bag)")
+    if weight.dtype not in (float16, float32, float64):  # (nor other tables than floating ones)
+        raise RuntimeError("Expected tensor for argument #1 'weight' to have one of the following scalar types: "
+                           f"Half, BFloat16, Float, Double; but got {legacy_type_name(weight.dtype)} instead (while "
+                           "checking arguments for embedding_bag)")
     bad = (indices < 0) | (indices >= weight.shape[0])
     padding_idx = _padding_index(padding_idx, weight.shape[0])
     if bad.any():  # PyTorch's RuntimeError, naming the first index out of range in the words of the kernel that
