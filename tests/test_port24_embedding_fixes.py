@@ -9,7 +9,10 @@ where installed, PyTorch:
   one (float32 and float16 sums and means without padding) names its position, the generic one its value;
 - embedding_bag's dimension checks: F.embedding_bag refuses a weight that is not 2-D (ValueError; it went on to a
   broadcasting error), the top-level embedding_bag checks input, offsets and weight with PyTorch's RuntimeErrors and
-  reads 2-D indices as one row cut at offsets (it refused them).
+  reads 2-D indices as one row cut at offsets (it refused them);
+- max_norm with norm_type=0 counts nonzero entries (it divided by zero); embedding_bag refuses integer, bool and
+  complex tables (it summed them); F.embedding_bag(weight, input), the old order, is swapped with PyTorch's
+  warning; a bad dtype is named as PyTorch's checks name it (torch.DoubleTensor, CPUBoolType).
 """
 
 import numpy as np
