@@ -339,8 +339,12 @@ def test_embedding_bag_returns_the_bags_and_their_bookkeeping():
     output, _, bag_size, max_indices = autograd.embedding_bag(table, indices, offsets)  # sum
     assert output.tolist() == [[3.0, 30.0], [0.0, 0.0], [8.0, -40.0]]
     assert bag_size.tolist() == max_indices.tolist() == [0, 0, 0]
-    with pytest.raises(RuntimeError, match="expected 1-D indices"):
-        autograd.embedding_bag(table, indices.reshape(1, 5), offsets)
+    output, *_ = autograd.embedding_bag(table, indices.reshape(5, 1), offsets)  # 2-D: one row, as PyTorch's
+    assert output.tolist() == [[3.0, 30.0], [0.0, 0.0], [8.0, -40.0]]
+    with pytest.raises(RuntimeError, match="offsets\\[-1\\] can not be greater than input's length 1"):
+        autograd.embedding_bag(table, indices.reshape(1, 5), offsets)  # PyTorch's check reads size(0)
+    with pytest.raises(RuntimeError, match="input has to be a 1D or 2D Tensor"):
+        autograd.embedding_bag(table, indices.reshape(1, 1, 5), offsets)
 
 
 def test_grid_sampler_of_the_identity_grid_is_the_input():

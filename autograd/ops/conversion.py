@@ -49,6 +49,14 @@ def type_name(dtype):
     return _TYPE_NAMES.get(dtype.name, dtype.name)
 
 
+def legacy_type_name(dtype):
+    """The name PyTorch's argument checks (checkScalarTypes) give a CPU tensor's type: its legacy class
+    (torch.LongTensor) where it has one, CPUBoolType, CPUComplexFloatType, ... otherwise."""
+    name = type_name(dtype)
+    return f"torch.{name}Tensor" if name in ("Byte", "Char", "Short", "Int", "Long", "Half", "Float", "Double") \
+        else f"CPU{name}Type"
+
+
 def int_argument(value, op, name, position):
     """An argument PyTorch's parser reads as an int: a Python or NumPy integer, or an integer tensor of one
     element. A bool, a float, a floating tensor or a string is refused with PyTorch's TypeError, as

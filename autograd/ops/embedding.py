@@ -15,7 +15,7 @@ from ..backend import float16, float32, float64, to_numpy, ufunc_at, xp
 from ..graph import is_grad_enabled, no_grad
 from ..primitive import Primitive
 from ..tensor import Tensor
-from .conversion import type_name
+from .conversion import legacy_type_name, type_name
 from .names import names
 
 
@@ -99,6 +99,8 @@ def sparse_rows(flat, rows, shape, padding_idx):
     kept = xp.flatnonzero(flat != padding_idx) if padding_idx is not None else None
     if kept is not None:
         flat, rows = flat[kept], rows[Tensor._make(kept)]
+    if rows.numel() == 0:  # (no entry at all, as PyTorch's, where rows have no elements: an embedding of dim 0)
+        flat, rows = flat[:0], rows[:0]
     return SparseTensor(Tensor._make(flat.astype(xp.int64).reshape(1, -1)), rows, shape)
 
 
@@ -130,7 +132,7 @@ def _indices(input, num_embeddings):
     indices = input._data if isinstance(input, Tensor) else xp.asarray(input)
     if indices.dtype not in (xp.int64, xp.int32):  # (PyTorch's kernels read int64 or int32 indices only)
         raise RuntimeError("Expected tensor for argument #1 'indices' to have one of the following scalar "
-                           f"types: Long, Int; but got torch.{type_name(indices.dtype)}Tensor instead (while "
+                           f"types: Long, Int; but got {legacy_type_name(indices.dtype)} instead (while "
                            "checking arguments for embedding)")
     if indices.size and (indices.min() < 0 or indices.max() >= num_embeddings):
         raise IndexError("index out of range in self")
@@ -160,6 +162,8 @@ def embedding_renorm_(weight, indices, max_norm, norm_type=2.0):
     wide = values.astype(float32) if values.dtype == float16 else values
     if norm_type == math.inf:
         norms = xp.abs(wide).max(axis=1)
+    elif norm_type == 0:  # (the number of nonzero entries, as PyTorch's 0-norm)
+        norms = (wide != 0).sum(axis=1).astype(float64)
     elif norm_type == 2:
         norms = xp.sqrt((wide * wide).sum(axis=1))
     else:

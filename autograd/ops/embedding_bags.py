@@ -13,10 +13,13 @@ W[i] of its indices, computed without forming the (bags, length, dim) tensor of 
 lookups and a gather of the winners, whose gradients are theirs.
 """
 
+import warnings
+
 from ..backend import float16, float32, float64, ufunc_at, xp
+from ..graph import program_stacklevel
 from ..primitive import Primitive, node_named
 from ..tensor import Tensor, tensor_from
-from .conversion import type_name
+from .conversion import legacy_type_name, type_name
 from .elementwise import where
 from .embedding import (
     EmbeddingDenseBackward,
@@ -31,9 +34,9 @@ from .promotion import promote_types
 from .sorting import _sort_order
 
 
-def _bags(input, offsets, include_last_offset):
+def _bags(input, offsets, include_last_offset, length=None):
     """(flat indices, the bag of each index, number of bags) for 2-D input (one bag per row)
-    or 1-D input cut at ``offsets``."""
+    or 1-D input cut at ``offsets``, whose last may not pass ``length`` (the input's length unless given)."""
     indices = input._data if isinstance(input, Tensor) else xp.asarray(input)
     if indices.ndim == 2:
         if offsets is not None:
@@ -55,8 +58,9 @@ def _bags(input, offsets, include_last_offset):
     if starts.size and starts[0] != 0:
         raise RuntimeError(f"offsets[0] has to be 0, i.e., the first sequence in the mini-batch has to start from "
                            f"position 0. However, got {starts[0]}")
-    if starts.size and starts[-1] > len(indices):
-        raise RuntimeError(f"offsets[-1] can not be greater than input's length {len(indices)} but got "
+    length = len(indices) if length is None else length
+    if starts.size and starts[-1] > length:
+        raise RuntimeError(f"offsets[-1] can not be greater than input's length {length} but got "
                            f"offsets[-1] of {starts[-1]}")
     if include_last_offset:
         starts = starts[:-1]
@@ -73,6 +77,11 @@ def embedding_bag(input, weight, offsets=None, max_norm=None, norm_type=2, scale
     of a 1-D ``input`` that start at ``offsets``. Indices equal to ``padding_idx`` are left
     out of their bag (and of its count, for the mean); an empty bag gives zeros.
     ``per_sample_weights`` scales each lookup (mode='sum' only)."""
+    if weight.dtype == xp.int64 and input.is_floating_point():  # (the order of old PyTorch: swapped, with its warning)
+        warnings.warn("Argument order of nn.functional.embedding_bag was changed. Usage `embedding_bag(weight, "
+                      "input, ...)` is deprecated, and should now be `embedding_bag(input, weight, ...)`.",
+                      stacklevel=program_stacklevel())
+        weight, input = input, weight
     if mode not in ("sum", "mean", "max"):
         raise ValueError(f"mode has to be one of sum, mean or max, got {mode}")
     if mode == "max" and scale_grad_by_freq:  # PyTorch's kernel has no frequency scaling of the winners
@@ -91,6 +100,8 @@ def embedding_bag(input, weight, offsets=None, max_norm=None, norm_type=2, scale
                            f"#1 'per_sample_weights'; but type torch.{type_name(weight.dtype)}Tensor does not equal "
                            f"torch.{type_name(per_sample_weights.dtype)}Tensor (while checking arguments for "
                            "embedding_bag)")
+    if weight.ndim != 2:
+        raise ValueError(f"weight has to be a 2D Tensor, but got Tensor of dimension {weight.ndim}")
     rows = weight.shape[0]
     if padding_idx is not None and not -rows <= padding_idx < rows:
         raise RuntimeError(f"padding_idx must be within the number of embeddings, {-rows} through {rows - 1}, but "
@@ -106,14 +117,22 @@ def _pool(indices, bag_of, bags, weight, mode, max_norm, norm_type, scale_grad_b
     mode='max' the row of W that gives each maximum, 0 in an empty bag)."""
     if indices.dtype not in (xp.int64, xp.int32):  # (PyTorch's kernels read int64 or int32 indices only)
         raise RuntimeError("Expected tensor for argument #1 'indices' to have one of the following scalar types: "
-                           f"Long, Int; but got torch.{type_name(indices.dtype)}Tensor instead (while checking "
+                           f"Long, Int; but got {legacy_type_name(indices.dtype)} instead (while checking "
                            "arguments for embedding_bag)")
+    if weight.dtype not in (float16, float32, float64):  # (nor other tables than floating ones)
+        raise RuntimeError("Expected tensor for argument #1 'weight' to have one of the following scalar types: "
+                           f"Half, BFloat16, Float, Double; but got {legacy_type_name(weight.dtype)} instead (while "
+                           "checking arguments for embedding_bag)")
     bad = (indices < 0) | (indices >= weight.shape[0])
-    if bad.any():  # PyTorch's RuntimeError, naming the first index out of range
-        k = int(bad.argmax())
-        raise RuntimeError(f"Index {k} of input takes value {int(indices[k])} which is not in the valid range "
-                           f"[0, {weight.shape[0]})")
     padding_idx = _padding_index(padding_idx, weight.shape[0])
+    if bad.any():  # PyTorch's RuntimeError, naming the first index out of range in the words of the kernel that
+        # meets it: the fast one (float32 and float16 sums and means without padding) or the generic one
+        k = int(bad.argmax())
+        if mode != "max" and padding_idx is None and weight.dtype in (float32, float16):
+            raise RuntimeError(f"Index {k} of input takes value {int(indices[k])} which is not in the valid range "
+                               f"[0, {weight.shape[0]})")
+        raise RuntimeError("embedding_bag: Expected idx >= 0 && idx < num_embeddings but found idx to be "
+                           f"{int(indices[k])}")
     if max_norm is not None:  # every index's row, the padding row too, as F.embedding_bag renormalises its input
         embedding_renorm_(weight, indices, max_norm, norm_type)
     kept = xp.ones(len(indices), dtype=bool) if padding_idx is None else indices != padding_idx
@@ -124,8 +143,8 @@ def _pool(indices, bag_of, bags, weight, mode, max_norm, norm_type, scale_grad_b
         # the winning lookup of each bag and dim, found on the arrays, then gathered. PyTorch's kernel scans each
         # bag keeping its first value until a strictly greater one comes: a NaN wins only as the bag's first (no
         # value is greater), and is passed over anywhere else (it is greater than none)
-        if not len(indices):
-            return Tensor._make(xp.zeros(shape, weight.dtype)), counts, xp.zeros(shape, dtype=xp.int64)
+        if not len(indices):  # zeros, on the graph as PyTorch's (a gradient of zeros for W)
+            return weight.new_zeros(shape) + weight[:0].sum(0), counts, xp.zeros(shape, dtype=xp.int64)
         rows = EmbeddingLookup.apply(weight, indices=indices, padding_idx=None,
                                      scale_grad_by_freq=scale_grad_by_freq, added_in=None, sparse=bool(sparse))
         best = xp.full(shape, -xp.inf, dtype=weight.dtype)
@@ -227,7 +246,8 @@ _MODES = ("sum", "mean", "max")  # PyTorch's codes of mode, 0, 1, 2
 @names("embedding_bag", method=False)
 def embedding_bag_by_position(weight, indices, offsets, scale_grad_by_freq=False, mode=0, sparse=False,
                               per_sample_weights=None, include_last_offset=False, padding_idx=None):
-    """PyTorch's top-level ``embedding_bag``: weight first, 1-D ``indices`` cut at ``offsets``, mode an int
+    """PyTorch's top-level ``embedding_bag``: weight first, 1-D ``indices`` cut at ``offsets`` (2-D ones read as
+    one row), mode an int
     (0 sum, 1 mean, 2 max), and four tensors back, as PyTorch's CPU kernel gives them:
 
     - the bags' embeddings (bags, dim);
@@ -242,10 +262,15 @@ def embedding_bag_by_position(weight, indices, offsets, scale_grad_by_freq=False
         raise RuntimeError("`mode` must be sum, mean, or max.")
     if per_sample_weights is not None and mode != 0:
         raise RuntimeError("embedding_bag: per_sample_weights only supported with mode='sum'")
-    if indices.ndim != 1:
-        raise RuntimeError(f"embedding_bag: expected 1-D indices (cut into bags at offsets), got indices of size "
-                           f"{list(indices.shape)}")
-    flat, bag_of, bags = _bags(indices, offsets, include_last_offset)
+    # PyTorch's checks of the kernel, in its order; 2-D indices are read as one row cut at offsets (whose last
+    # may not pass the number of rows there, as PyTorch's check reads size(0))
+    if indices.ndim not in (1, 2):
+        raise RuntimeError(f"input has to be a 1D or 2D Tensor, but got Tensor of dimension {indices.ndim}")
+    if indices.ndim == 1 and offsets.ndim != 1:
+        raise RuntimeError(f"offsets has to be a 1D Tensor, but got Tensor of dimension {offsets.ndim}")
+    if weight.ndim != 2:
+        raise RuntimeError(f"weight has to be a 2D Tensor, but got Tensor of dimension {weight.ndim}")
+    flat, bag_of, bags = _bags(indices.reshape(-1), offsets, include_last_offset, length=indices.shape[0])
     output, counts, winners = _pool(flat, bag_of, bags, weight, _MODES[mode], None, 2, scale_grad_by_freq,
                                     per_sample_weights, padding_idx, sparse and mode != 2)
     zeros = xp.zeros(bags, dtype=xp.int64)
