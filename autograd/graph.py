@@ -19,7 +19,7 @@ import threading
 import warnings
 import weakref
 
-from .backend import is_dense, xp
+from .backend import is_dense, strided_view, xp
 from .sparse_layout import is_sparse
 
 # -- modes -------------------------------------------------------------------------------
@@ -496,10 +496,12 @@ def _laid_out_alike(array, like):
 
 
 def _copied_as_laid_out(array, like):
-    """A copy of ``array`` in ``like``'s memory order where ``like`` is dense (row-major otherwise)."""
-    if array.shape != like.shape or not is_dense(like):
+    """A copy of ``array`` with ``like``'s strides where ``like`` is dense (row-major otherwise): PyTorch's
+    new_empty_strided, which keeps even a size-1 dim's stride (a channels-last (O, C, 1, 1) weight's gradient
+    reports (C, 1, C, C), as the weight does)."""
+    if array.shape != like.shape or not is_dense(like) or like.size == 0:
         return array.copy()
-    copy = xp.empty_like(like)  # (order 'K': a dense array's own order of dims)
+    copy = strided_view(xp.empty(like.size, like.dtype), like.shape, like.strides)
     copy[...] = array
     return copy
 
