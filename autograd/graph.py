@@ -468,9 +468,14 @@ def accumulate_grad(tensor, grad):
         if grad._requires_grad:  # (a create_graph pass: the gradient is part of a graph)
             if grad._shared or grad._data.base is not None:
                 grad = grad.clone()
-        elif grad._shared or grad._data.base is not None or not _laid_out_alike(grad._data, tensor._data):
-            grad = type(grad)._make(_copied_as_laid_out(grad._data, tensor._data))  # (arrays the engine makes
-            # are writeable)
+        else:
+            alike = _laid_out_alike(grad._data, tensor._data)
+            if grad._shared or grad._data.base is not None or not alike:
+                # (a gradient that keeps the layout contract is stored as PyTorch stores it, with its own strides:
+                # a channels-last kernel's (C, 1, C, C) for a row-major (O, C, 1, 1) weight)
+                like = grad._data if alike else tensor._data
+                grad = type(grad)._make(_copied_as_laid_out(grad._data, like))  # (arrays the engine makes are
+                # writeable)
         grad._shared = True
         tensor._grad = grad
     elif type(stored) is not type(grad) and stored.is_sparse:  # sparse so far: sparse again, or dense (PyTorch's)

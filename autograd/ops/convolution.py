@@ -170,10 +170,14 @@ def _group_matmul(a, b):
 
 
 def in_channels_last(y):
-    """y (N, C, H, W) copied into N, H, W, C order: the strides of PyTorch's channels-last kernels' result."""
+    """y (N, C, H, W) copied into N, H, W, C order, with the strides of PyTorch's channels-last kernels' result (a
+    size-1 dim's too: NumPy's ascontiguousarray would keep a (C, 1, 1, 1) weight's as they are)."""
     if type(y) is MetaArray:
         return y
-    return xp.ascontiguousarray(y.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    n, c, h, w = y.shape
+    copy = xp.empty((n, h, w, c), dtype=y.dtype).transpose(0, 3, 1, 2)
+    copy[...] = y
+    return copy
 
 
 class _ConvParams:
