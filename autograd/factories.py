@@ -325,11 +325,11 @@ def empty(*sizes, out=None, size=None, dtype=None, layout=None, device=None, req
     if _is_sparse_coo(layout):  # (a sparse tensor has no uninitialised memory to show: empty is zeros)
         return _empty_sparse(_shape(sizes, size), dtype=dtype, requires_grad=requires_grad)
     dtype = out_dtype(dtype, out)
-    return written(_made(_empty_laid_out(_shape(sizes, size), _float(dtype), memory_format), device, requires_grad),
+    return written(_made(empty_in_format(_shape(sizes, size), _float(dtype), memory_format), device, requires_grad),
                    out)
 
 
-def _empty_laid_out(shape, dtype, memory_format):
+def empty_in_format(shape, dtype, memory_format):
     """An uninitialised array of ``shape``, laid out as ``memory_format`` asks (channels_last: its dims in memory
     N, H, W, C, with that format's own strides, a size-1 dim's too), row-major otherwise."""
     order = getattr(memory_format, "order", None)
@@ -427,7 +427,7 @@ def empty_like(input, *, dtype=None, layout=None, device=None, requires_grad=Fal
     dtype = dtype or input.dtype
     array, device = input._data, device_of(input, device)
     if getattr(memory_format, "order", None) is not None:
-        return _made_by(lambda: _empty_laid_out(input.shape, dtype, memory_format), input.shape, dtype, device,
+        return _made_by(lambda: empty_in_format(input.shape, dtype, memory_format), input.shape, dtype, device,
                         requires_grad)
     preserve = memory_format is None or getattr(memory_format, "name", None) == "preserve_format"
     if preserve and type(array) is not MetaArray and is_dense(array) and fills_in_memory_order(input):

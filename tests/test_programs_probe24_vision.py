@@ -365,6 +365,47 @@ def cl_layers(m):
     return dict(s=s, loss=loss, xg=x.grad, wg=conv.weight.grad, tg=convt.weight.grad)
 
 
+def cl_misc(m):
+    torch, nn, F = m.torch, m.nn, m.F
+    torch.manual_seed(11)
+    cl = torch.channels_last
+    x = torch.randn(2, 4, 6, 6).contiguous(memory_format=cl).requires_grad_()
+    r = torch.randn(2, 4, 6, 6)
+    s = {}
+    s["mean_keep"] = x.mean((2, 3), keepdim=True).stride()
+    s["add_mixed2"] = (r + x).stride()
+    s["mul_scalar"] = (x * 2).stride()
+    s["clamp"] = x.clamp(min=0).stride()
+    s["sig"] = torch.sigmoid(x).stride()
+    s["silu"] = F.silu(x).stride()
+    s["gelu"] = F.gelu(x).stride()
+    s["hsw"] = F.hardswish(x).stride()
+    s["relu6"] = F.relu6(x).stride()
+    s["pad_reflect"] = F.pad(x, (1, 1, 1, 1), mode="reflect").stride()
+    s["pad_const"] = F.pad(x, (1, 1, 1, 1)).stride()
+    s["bn_eval"] = F.batch_norm(x, torch.zeros(4), torch.ones(4), training=False).stride()
+    s["ln_perm"] = F.layer_norm(x.permute(0, 2, 3, 1), (4,)).permute(0, 3, 1, 2).stride()
+    pooled = F.adaptive_avg_pool2d(x, 1)
+    s["view"] = pooled.view(2, -1).stride()
+    s["reshape"] = x.reshape(2, -1).stride()
+    s["flat"] = x.flatten(1)[0, :5]
+    s["mp_idx"] = F.max_pool2d(x, 2, return_indices=True)[1].stride()
+    s["up"] = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False).stride()
+    s["softmax_c"] = F.softmax(x, 1).stride()
+    s["cat0"] = torch.cat([x, x], 0).stride()
+    s["stack"] = torch.stack([x, x]).stride()
+    s["type_as"] = x.double().stride()
+    s["half"] = x.half().stride()
+    s["detach_clone"] = x.detach().clone().stride()
+    s["new_zeros"] = x.new_zeros(x.shape).stride()
+    s["chunk"] = [t.stride() for t in x.chunk(2, 1)]
+    s["chunk_contig"] = [t.contiguous().stride() for t in x.chunk(2, 1)]
+    loss = (F.silu(x) * r).sum() + F.pad(x, (1, 1, 1, 1), mode="reflect").pow(2).sum()
+    loss.backward()
+    s["xgrad"] = x.grad.stride()
+    return dict(s=s, g=x.grad, loss=loss)
+
+
 # ----------------------------------------------------------------------------------------------
 # the tests
 # ----------------------------------------------------------------------------------------------
@@ -478,3 +519,17 @@ def test_channels_last_layers():
     assert s["mp"] == (24, 1, 12, 6) and s["aap"] and s["aap23"] == (36, 1, 18, 6)
     assert s["convt"] == (196, 1, 28, 4) and s["cat"] == s["gn"] == (392, 1, 56, 8)
     assert s["xgrad"] == (196, 1, 28, 4) and s["wgrad"] == s["twgrad"] == (36, 1, 12, 4)
+
+
+def test_channels_last_elementwise_pads_and_views():
+    ours, _ = run_both(cl_misc, rtol=1e-5, atol=1e-6)
+    s = ours["s"]
+    for key in ("add_mixed2", "softmax_c", "new_zeros"):
+        assert s[key] == (144, 36, 6, 1), key  # (row-major, as PyTorch's)
+    for key in ("mul_scalar", "clamp", "sig", "silu", "gelu", "hsw", "relu6", "bn_eval", "ln_perm", "type_as",
+                "half", "detach_clone", "xgrad"):
+        assert s[key] == (144, 1, 24, 4), key
+    assert s["pad_reflect"] == s["pad_const"] == (256, 1, 32, 4) and s["up"] == (576, 1, 48, 4)
+    assert s["view"] == (4, 1) and s["reshape"] == (144, 1) and s["mean_keep"] == (4, 1, 1, 1)
+    assert s["cat0"] == (144, 1, 24, 4) and s["stack"] == (288, 144, 1, 24, 4)
+    assert s["chunk"] == [(144, 1, 24, 4)] * 2 and s["chunk_contig"] == [(72, 36, 6, 1)] * 2
