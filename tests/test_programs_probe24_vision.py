@@ -406,6 +406,22 @@ def cl_misc(m):
     return dict(s=s, g=x.grad, loss=loss)
 
 
+def cl_copy(m):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    import copy  # noqa: PLC0415
+    model = small_net(m, cl=True)
+    ema = optim.swa_utils.AveragedModel(model, multi_avg_fn=optim.swa_utils.get_ema_multi_avg_fn(0.9))
+    dc = copy.deepcopy(model)
+    model.eval()
+    fused = nn.utils.fusion.fuse_conv_bn_eval(model[0], model[1])
+    sd = model.state_dict()
+    fresh = small_net(m)
+    fresh.load_state_dict(sd)
+    return dict(ema=[p.stride() for p in ema.parameters()], dc=[p.stride() for p in dc.parameters()],
+                fused=fused.weight.stride(), sd=sd["0.weight"].stride(), loaded=fresh[0].weight.stride(),
+                dw=model[3].weight.stride())
+
+
 # ----------------------------------------------------------------------------------------------
 # the tests
 # ----------------------------------------------------------------------------------------------
@@ -533,3 +549,9 @@ def test_channels_last_elementwise_pads_and_views():
     assert s["view"] == (4, 1) and s["reshape"] == (144, 1) and s["mean_keep"] == (4, 1, 1, 1)
     assert s["cat0"] == (144, 1, 24, 4) and s["stack"] == (288, 144, 1, 24, 4)
     assert s["chunk"] == [(144, 1, 24, 4)] * 2 and s["chunk_contig"] == [(72, 36, 6, 1)] * 2
+
+
+def test_channels_last_copies_keep_their_strides():
+    ours, _ = run_both(cl_copy)
+    assert ours["ema"] == ours["dc"] == [(27, 1, 9, 3), (1,), (1,), (9, 1, 3, 1), (1,), (1,), (8, 1), (1,)]
+    assert ours["dw"] == (9, 1, 3, 1) and ours["fused"] == ours["sd"] == (27, 1, 9, 3) and ours["loaded"] == (27, 9, 3, 1)

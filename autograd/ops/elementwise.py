@@ -589,10 +589,11 @@ def preserved_copy(x, values=None):
     otherwise dense strides in the order of x's (infer_dense_strides: row-major for a slice of a row-major
     tensor). A flip's result is its input's reversed values in its input's layout."""
     values = x if values is None else values
-    if x.flags.c_contiguous:
-        return values.copy()
+    if x.flags.c_contiguous and 1 not in x.shape:  # (NumPy's flag overlooks size-1 dims: a channels_last
+        return values.copy()  # (C, 1, kh, kw) kernel's is set, and a plain copy would lose its steps)
     strides = dense_strides(x.shape, x.strides)
-    order = sorted(range(x.ndim), key=lambda dim: -strides[dim])  # (the outermost first)
+    order = sorted(range(x.ndim), key=lambda dim: (-strides[dim], -x.shape[dim]))  # (the outermost first; of equal
+    # steps, a size-1 dim inside, as dense_strides puts it)
     return values.transpose(order).copy().transpose(inverse_permutation(order))
 
 
