@@ -325,7 +325,19 @@ def empty(*sizes, out=None, size=None, dtype=None, layout=None, device=None, req
     if _is_sparse_coo(layout):  # (a sparse tensor has no uninitialised memory to show: empty is zeros)
         return _empty_sparse(_shape(sizes, size), dtype=dtype, requires_grad=requires_grad)
     dtype = out_dtype(dtype, out)
-    return written(_made(xp.empty(_shape(sizes, size), dtype=_float(dtype)), device, requires_grad), out)
+    return written(_made(empty_in_format(_shape(sizes, size), _float(dtype), memory_format), device, requires_grad),
+                   out)
+
+
+def empty_in_format(shape, dtype, memory_format):
+    """An uninitialised array of ``shape``, laid out as ``memory_format`` asks (channels_last: its dims in memory
+    N, H, W, C, with that format's own strides, a size-1 dim's too), row-major otherwise."""
+    order = getattr(memory_format, "order", None)
+    if order is None:
+        return xp.empty(shape, dtype=dtype)
+    if len(shape) != len(order):
+        raise RuntimeError(f"required rank {len(order)} tensor to use {memory_format.name} format")
+    return xp.empty(tuple(shape[dim] for dim in order), dtype=dtype).transpose(tuple(numpy.argsort(order)))
 
 
 def full(size, fill_value, *, out=None, dtype=None, layout=None, device=None, requires_grad=False):
@@ -387,28 +399,38 @@ def zeros_like(input, *, dtype=None, layout=None, device=None, requires_grad=Fal
     if _is_sparse_coo(layout) or (layout is None and is_sparse(input)):
         return _empty_sparse(input.shape, input.sparse_dim() if input.is_sparse else None, dtype or input.dtype,
                              requires_grad)
-    dtype = dtype or input.dtype
-    return _made_by(lambda: xp.zeros(input.shape, dtype=dtype), input.shape, dtype, device_of(input, device),
-                    requires_grad)
+    return _filled_like(input, 0, dtype, device, requires_grad, memory_format)
 
 
 def ones_like(input, *, dtype=None, layout=None, device=None, requires_grad=False, memory_format=None,  # noqa: A002
               pin_memory=False):
-    dtype = dtype or input.dtype
-    return _made_by(lambda: xp.ones(input.shape, dtype=dtype), input.shape, dtype, device_of(input, device),
-                    requires_grad)
+    return _filled_like(input, 1, dtype, device, requires_grad, memory_format)
+
+
+def _filled_like(input, value, dtype, device, requires_grad, memory_format):
+    """PyTorch's empty_like(input, memory_format=...).fill_(value): laid out as empty_like lays it out."""
+    made = empty_like(input, dtype=dtype, device=device, requires_grad=requires_grad, memory_format=memory_format)
+    if type(made._data) is not MetaArray:
+        made._data.fill(value)
+    return made
 
 
 def empty_like(input, *, dtype=None, layout=None, device=None, requires_grad=False, memory_format=None,  # noqa: A002
                pin_memory=False):
-    """A new tensor of input's shape, laid out as input where input is a view that fills its memory densely (a
-    transpose, a permutation: PyTorch's preserve_format, which rand_like's draws follow), row-major otherwise
-    (memory_order.py). A sparse input (or ``layout=sparse_coo``) gives the sparse tensor with no entries."""
+    """A new tensor of input's shape, laid out as ``memory_format`` asks (channels_last: N, H, W, C, with that
+    format's own strides; contiguous_format: row-major), else as input where input is a view, or a channels-last
+    tensor, that fills its memory densely (a transpose, a permutation: PyTorch's preserve_format, which
+    rand_like's draws follow), row-major otherwise (memory_order.py). A sparse input (or ``layout=sparse_coo``)
+    gives the sparse tensor with no entries."""
     if _is_sparse_coo(layout) or (layout is None and is_sparse(input)):
         return zeros_like(input, dtype=dtype, layout=layout, requires_grad=requires_grad)
     dtype = dtype or input.dtype
     array, device = input._data, device_of(input, device)
-    if type(array) is not MetaArray and is_dense(array) and fills_in_memory_order(input):
+    if getattr(memory_format, "order", None) is not None:
+        return _made_by(lambda: empty_in_format(input.shape, dtype, memory_format), input.shape, dtype, device,
+                        requires_grad)
+    preserve = memory_format is None or getattr(memory_format, "name", None) == "preserve_format"
+    if preserve and type(array) is not MetaArray and is_dense(array) and fills_in_memory_order(input):
         return made_like_a_view(_made(xp.empty_like(array, dtype=dtype), device, requires_grad))
     return _made_by(lambda: xp.empty(input.shape, dtype=dtype), input.shape, dtype, device, requires_grad)
 
@@ -417,8 +439,7 @@ def full_like(input, fill_value, *, dtype=None, layout=None, device=None, requir
               memory_format=None, pin_memory=False):
     dtype = dtype or input.dtype
     value = _fitted(_fill_number(fill_value, "full_like"), dtype)
-    return _made_by(lambda: xp.full(input.shape, value, dtype=dtype), input.shape, dtype, device_of(input, device),
-                    requires_grad)
+    return _filled_like(input, value, dtype, device, requires_grad, memory_format)
 
 
 def rand(*sizes, out=None, size=None, generator=None, dtype=None, layout=None, device=None, requires_grad=False,

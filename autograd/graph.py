@@ -18,7 +18,7 @@ import sys
 import threading
 import warnings
 
-from .backend import is_dense, xp
+from .backend import is_dense, strided_view, xp
 from .sparse_layout import is_sparse
 
 # -- modes -------------------------------------------------------------------------------
@@ -336,9 +336,14 @@ def accumulate_grad(tensor, grad):
         if grad._requires_grad:  # (a create_graph pass: the gradient is part of a graph)
             if grad._shared or grad._data.base is not None:
                 grad = grad.clone()
-        elif grad._shared or grad._data.base is not None or not _laid_out_alike(grad._data, tensor._data):
-            grad = type(grad)._make(_copied_as_laid_out(grad._data, tensor._data))  # (arrays the engine makes
-            # are writeable)
+        else:
+            alike = _laid_out_alike(grad._data, tensor._data)
+            if grad._shared or grad._data.base is not None or not alike:
+                # (a gradient that keeps the layout contract is stored as PyTorch stores it, with its own strides:
+                # a channels-last kernel's (C, 1, C, C) for a row-major (O, C, 1, 1) weight)
+                like = grad._data if alike else tensor._data
+                grad = type(grad)._make(_copied_as_laid_out(grad._data, like))  # (arrays the engine makes are
+                # writeable)
         grad._shared = True
         tensor._grad = grad
     elif type(stored) is not type(grad) and stored.is_sparse:  # sparse so far: sparse again, or dense (PyTorch's)
@@ -364,10 +369,12 @@ def _laid_out_alike(array, like):
 
 
 def _copied_as_laid_out(array, like):
-    """A copy of ``array`` in ``like``'s memory order where ``like`` is dense (row-major otherwise)."""
-    if array.shape != like.shape or not is_dense(like):
+    """A copy of ``array`` with ``like``'s strides where ``like`` is dense (row-major otherwise): PyTorch's
+    new_empty_strided, which keeps even a size-1 dim's stride (a channels-last (O, C, 1, 1) weight's gradient
+    reports (C, 1, C, C), as the weight does)."""
+    if array.shape != like.shape or not is_dense(like) or like.size == 0:
         return array.copy()
-    copy = xp.empty_like(like)  # (order 'K': a dense array's own order of dims)
+    copy = strided_view(xp.empty(like.size, like.dtype), like.shape, like.strides)
     copy[...] = array
     return copy
 

@@ -13,11 +13,21 @@ import weakref
 _MADE_LIKE_A_VIEW = weakref.WeakValueDictionary()  # id -> tensor (a WeakSet would compare tensors by ==)
 
 
+_CHANNELS_LAST_ORDERS = {4: (0, 2, 3, 1), 5: (0, 2, 3, 4, 1)}  # (constants.py's, which imports the factories)
+
+
 def fills_in_memory_order(tensor):
     """Whether PyTorch's serial kernels fill ``tensor`` otherwise than row-major: it is not row-major, and it is a
-    view whose layout PyTorch shares (see the module's docstring), so its memory order is its own."""
-    return not tensor._data.flags.c_contiguous and (tensor._base is not None
-                                                    or _MADE_LIKE_A_VIEW.get(id(tensor)) is tensor)
+    view whose layout PyTorch shares (see the module's docstring), so its memory order is its own, or it is laid
+    out channels-last, a layout PyTorch's kernels keep as NumPy's do (``randn_like``, dropout's mask of a
+    channels-last image go through it N, H, W, C)."""
+    array = tensor._data
+    if array.flags.c_contiguous:
+        return False
+    if tensor._base is not None or _MADE_LIKE_A_VIEW.get(id(tensor)) is tensor:
+        return True
+    order = _CHANNELS_LAST_ORDERS.get(array.ndim)
+    return order is not None and array.transpose(order).flags.c_contiguous
 
 
 def made_like_a_view(tensor):

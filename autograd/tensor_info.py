@@ -24,17 +24,32 @@ from .tensor import Tensor
 @names("stride", function=False)
 def stride(self, dim=None):
     """The step in elements between neighbours along each dim (or along ``dim``). A dim of
-    size 0 or 1 reports the row-major step, as PyTorch's contiguous tensors do."""
+    size 0 or 1 reports the row-major step, as PyTorch's contiguous tensors do, or the channels-last one
+    where the tensor is laid out by channels_last's own strides (a copy into that format, PyTorch's
+    (C, 1, C, C) for an (N, C, 1, 1) weight)."""
     array = self._data
     strides = tuple(step // array.itemsize for step in array.strides)
     no_steps = array.size == 0 or type(array) is MetaArray  # (empty, or a meta tensor's one zero: row-major's)
-    if no_steps or 1 in array.shape:  # NumPy's steps there are arbitrary
+    as_channels_last = not no_steps and 1 in array.shape and strides == _channels_last_strides(array.shape)
+    if (no_steps or 1 in array.shape) and not as_channels_last:  # NumPy's steps there are arbitrary
         row_major, step = [], 1
         for n, own in zip(reversed(array.shape), reversed(strides)):
             row_major.append(step if n <= 1 or no_steps else own)
             step *= builtins.max(n, 1)
         strides = tuple(reversed(row_major))
     return strides if dim is None else strides[dim_index(dim, array.ndim)]
+
+
+def _channels_last_strides(shape):
+    """The strides of a dense tensor of ``shape`` in channels_last's (channels_last_3d's) order, or None for
+    another rank: each dim's step is the product of the sizes inside it in N, [D,] H, W, C order."""
+    if len(shape) not in (4, 5):
+        return None
+    strides, step = [0] * len(shape), 1
+    for dim in (1,) + tuple(range(len(shape) - 1, 1, -1)) + (0,):  # C, then W, H[, D], then N
+        strides[dim] = step
+        step *= builtins.max(shape[dim], 1)
+    return tuple(strides)
 
 
 @names("storage_offset", function=False)

@@ -31,7 +31,7 @@ class ModulePlacement:
             self._apply(lambda tensor: tensor)
         layout = kwargs.get("memory_format")
         if getattr(layout, "order", None) is not None:  # channels_last: the tensors of its rank laid out so
-            self._apply(lambda tensor: tensor.contiguous(memory_format=layout) if tensor.ndim == len(layout.order)
+            self._apply(lambda tensor: tensor.to(memory_format=layout) if tensor.ndim == len(layout.order)
                         else tensor)
         return self
 

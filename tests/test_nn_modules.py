@@ -376,7 +376,7 @@ def test_memory_formats_exist_and_change_no_values():
     assert isinstance(autograd.contiguous_format, autograd.memory_format)
     for y in (autograd.clone(x, memory_format=autograd.preserve_format),
               x.contiguous(memory_format=autograd.channels_last), x.to(memory_format=autograd.channels_last),
-              autograd.zeros_like(x, memory_format=autograd.channels_last_3d) + x):
+              autograd.zeros_like(x, memory_format=autograd.channels_last) + x):
         np.testing.assert_array_equal(y.numpy(), x.numpy())
     conv = nn.Conv2d(3, 2, 3).to(memory_format=autograd.channels_last)
     assert conv(x.to(memory_format=autograd.channels_last)).shape == (2, 2, 2, 3)

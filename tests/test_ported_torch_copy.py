@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 import pytest
 
-from tests.ported import dtype_name, raises, same, values, xfail_ours
+from tests.ported import dtype_name, raises, same, values
 
 # ---------------------------------------------------------------------------------------------- copy_
 
@@ -149,7 +149,6 @@ def test_memory_format_keeps_values(T):
     assert x.contiguous(memory_format=T.contiguous_format).is_contiguous()
 
 
-@xfail_ours("channels_last is accepted and ignored: arrays have one layout here (constants.memory_format)")
 def test_memory_format(T):
     """test_memory_format_* : channels_last is a permutation of strides; values do not change."""
     x = T.randn(4, 3, 8, 8)

@@ -17,6 +17,7 @@ from . import shape
 from .axes import dim_index, int_or_ints, matrices_only, normalize_dims, sizes_or_keyword
 from .conjugation import conj
 from .conversion import type_name
+from .elementwise import preserved_copy
 from .index_vectors import IndexAddAlong, IndexSelect
 from .joins import pytorchs_layout
 from .names import names
@@ -105,13 +106,14 @@ def repeat_interleave(input, repeats=None, dim=None, *, output_size=None):
 
 
 class Flip(Primitive):
-    """y = x reversed along dims;   dL/dx = dL/dy reversed along the same dims"""
+    """y = x reversed along dims;   dL/dx = dL/dy reversed along the same dims. y is laid out as x (PyTorch's
+    preserve_format: a channels_last image flips into a channels_last one)."""
 
     saves_inputs = False  # backward needs no input's values
     handles_complex = True  # linear: the gradient is moved, never multiplied by a value
 
     def forward(self, x):
-        return xp.flip(x, self.dims).copy() if self.dims else x.copy()
+        return preserved_copy(x, xp.flip(x, self.dims) if self.dims else x)
 
     def backward(self, grad, y, x):
         return (Flip.apply(grad, dims=self.dims),)

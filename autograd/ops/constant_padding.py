@@ -8,8 +8,10 @@ where the forward cropped.
 """
 
 from ..backend import xp
+from ..factories import empty_in_format
 from ..primitive import Primitive
 from ..write_door import _refuse_overflow
+from .layouts import suggested_format
 from .names import names
 
 
@@ -28,7 +30,12 @@ class ConstantPad(Primitive):
             shape.append(kept + max(before, 0) + max(after, 0))
             source.append(slice(max(-before, 0), max(-before, 0) + max(kept, 0)))
             target.append(slice(max(before, 0), max(before, 0) + max(kept, 0)))
-        y = xp.full(shape, self.value, dtype=x.dtype)
+        memory_format = suggested_format(x)  # (PyTorch's pad is laid out so: a channels_last image pads into one)
+        if memory_format is None:
+            y = xp.full(shape, self.value, dtype=x.dtype)
+        else:
+            y = empty_in_format(shape, x.dtype, memory_format)
+            y.fill(self.value)
         y[tuple(target)] = x[tuple(source)]
         return y
 

@@ -25,6 +25,7 @@ from ..primitive import Primitive
 from ..size import Size
 from ..tensor import Tensor, tensor_from
 from .elementwise import Cast, Clone
+from .layouts import stored_channels_last
 from .names import names
 
 # x.type() names, as PyTorch's (programs compare them with strings such as 'torch.FloatTensor')
@@ -173,10 +174,15 @@ def parse_to(args, kwargs):
 @names("to", function=False)
 def to(x, *args, **kwargs):
     """x on ``device`` with ``dtype``, laid out as ``memory_format`` asks (channels_last: N, H, W, C): x itself when
-    it already is (unless ``copy``)."""
+    it already is (unless ``copy``). PyTorch's test of "already" is its suggested memory format, which reads the
+    strides of size-1 dims too: a row-major (N, C, 1, 1) is copied into channels-last strides, (C, 1, C, C)."""
     memory_format = kwargs.pop("memory_format", None)
-    if getattr(memory_format, "order", None) is not None:
-        return to(x, *args, **kwargs).contiguous(memory_format=memory_format)
+    order = getattr(memory_format, "order", None)
+    if order is not None:
+        x = to(x, *args, **kwargs)
+        if x.ndim == len(order) and stored_channels_last(x._data):
+            return x
+        return Clone.apply(x, order=order) if x.ndim == len(order) else x.contiguous(memory_format=memory_format)
     device, dtype, copy = parse_to(args, kwargs)
     if device is not None:
         where = _destination(device)

@@ -30,6 +30,9 @@ adds) then moves N neighbouring values at a time where NCHW would move one; the
 ReLU between, the pooling and the backward products keep the layout, so no
 layer spends a transpose on its output or on its incoming gradient. Values and
 shapes are NCHW's; only the strides differ (``.contiguous()`` gives C order).
+Where an input or weight is stored channels-last, the results (and the gradients
+through them) are laid out N, H, W, C, as PyTorch's channels-last kernels write
+them: a program that asks for that layout checks it and views its results so.
 """
 
 from ..backend import strided_view, xp
@@ -166,20 +169,35 @@ def _group_matmul(a, b):
     return a @ b
 
 
+def in_channels_last(y):
+    """y (N, C, H, W) copied into N, H, W, C order, with the strides of PyTorch's channels-last kernels' result (a
+    size-1 dim's too: NumPy's ascontiguousarray would keep a (C, 1, 1, 1) weight's as they are)."""
+    if type(y) is MetaArray:
+        return y
+    n, c, h, w = y.shape
+    copy = xp.empty((n, h, w, c), dtype=y.dtype).transpose(0, 3, 1, 2)
+    copy[...] = y
+    return copy
+
+
 class _ConvParams:
-    """Shared by the convolution family: stride, padding, dilation, groups (pairs, except groups).
+    """Shared by the convolution family: stride, padding, dilation, groups (pairs, except groups), and
+    ``channels_last``: an input or weight is stored N, H, W, C, so PyTorch's channels-last kernels serve and lay
+    out their results so (the batch-innermost layout of the module's docstring otherwise).
 
     ``grad_inside``: the caller may pass the (N, C, h, w) operand already in the (G, C/G, N·h·w) layout
     (Conv2d's backward makes it once for its two products); it is used once, then dropped."""
 
     grad_inside = None
+    channels_last = False
 
     def inside(self, g):
         ready, self.grad_inside = self.grad_inside, None
         return _batch_inside(g, self.groups) if ready is None else ready
 
     def params(self, **extra):
-        return dict(stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups, **extra)
+        return dict(stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups,
+                    channels_last=self.channels_last, **extra)
 
     def output_padding_for(self, shape, kernel, out):
         return tuple(leftover(shape[2 + a], kernel[a], self.stride[a], self.padding[a], self.dilation[a], out[a])
@@ -214,7 +232,8 @@ class Conv2d(_ConvParams, Primitive):
         cols = cols.reshape(self.groups, x.shape[1] // self.groups * kernel[0] * kernel[1], out[0] * out[1] * n)
         self.cols = cols
         y = _group_matmul(weight.reshape(self.groups, weight.shape[0] // self.groups, -1), cols)
-        return _batch_outside(y, n, out, bias)
+        y = _batch_outside(y, n, out, bias)
+        return in_channels_last(y) if self.channels_last else y
 
     def backward(self, grad, y, x, weight, bias=None):
         grad_x = grad_weight = None
@@ -257,7 +276,8 @@ class ConvTranspose2d(_ConvParams, Primitive):
                                 self.inside(g))  # (G, C_out/G · kh · kw, h·w·N)
         columns = columns.reshape(shape[1], *kernel, h, w, n).transpose(0, 1, 2, 5, 3, 4)
         z = col2im(columns, shape, self.stride, self.padding, self.dilation)
-        return z if bias is None else z + bias.reshape(-1, 1, 1)
+        z = z if bias is None else z + bias.reshape(-1, 1, 1)
+        return in_channels_last(z) if self.channels_last else z
 
     def backward(self, grad, z, g, weight, bias=None):
         grad_g = grad_weight = None
@@ -286,15 +306,16 @@ class Conv2dWeightGrad(_ConvParams, Primitive):
             cols = cols.reshape(self.groups, c // self.groups * kh * kw, oh * ow * n)
         self.cols = None  # used once: a second backward recomputes them
         g = self.inside(g)
-        if g.dtype == xp.float16:
-            return self._summed_by_sample(x.shape[0], g, cols)
         # v = g colsᵀ, (G, O/G, C/G · kh · kw): a product over the long axis of positions with a small result.
         # OpenBLAS makes it up to twice as fast with the factor of more rows first, so v may come as (colsᵀ g)ᵀ
-        if cols.shape[1] > g.shape[1]:
+        if g.dtype == xp.float16:
+            v = self._summed_by_sample(x.shape[0], g, cols)
+        elif cols.shape[1] > g.shape[1]:
             v = _group_matmul(cols, g.swapaxes(1, 2)).swapaxes(1, 2)
         else:
             v = _group_matmul(g, cols.swapaxes(1, 2))
-        return v.reshape(g.shape[0] * g.shape[1], -1, *self.kernel)
+        v = v.reshape(g.shape[0] * g.shape[1], -1, *self.kernel)
+        return in_channels_last(v) if self.channels_last else v
 
     def _summed_by_sample(self, n, g, cols):
         """float16's v as PyTorch's kernel sums it: each sample's product in float32, added into a float16
@@ -305,7 +326,7 @@ class Conv2dWeightGrad(_ConvParams, Primitive):
             product = _group_matmul(by_sample[0][..., i].astype(xp.float32),
                                     by_sample[1][..., i].astype(xp.float32).swapaxes(1, 2))
             v = (v.astype(xp.float32) + product).astype(xp.float16)
-        return v.reshape(g.shape[0] * g.shape[1], -1, *self.kernel)
+        return v
 
     def backward(self, grad, v, x, g):
         grad_x = grad_g = None

@@ -23,11 +23,13 @@ import functools
 
 from ..errors import check_same_dtype
 from ..primitive import named_node, node_named
+from ..tensor import Tensor
 from ..warn_once import warn_once
 from . import convolution
 from .constant_padding import constant_pad_nd
 from .conversion import refuse_kinds
 from .layer_arguments import _as_2d, _batched, _dims, _tuple, check_convolution_window
+from .layouts import stored_channels_last
 from .names import names
 
 __all__ = ["conv1d", "conv2d", "conv3d", "conv_tbc", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
@@ -88,6 +90,14 @@ def _check_conv(input, weight, groups, in_channels, name, transposed=False, bias
             f"channels, but got {input.shape[1]} channels instead")
 
 
+def _channels_last(input, weight, spatial):
+    """Whether PyTorch's 2-d convolution kernels lay out their result N, H, W, C: where the input or the weight
+    suggests channels-last (its is_channels_last_strides, a crop of a channels-last image included). A 1-d
+    convolution's input, however it is stored, gives a row-major result."""
+    return spatial == 2 and any(stored_channels_last(x._data) for x in (input, weight)
+                                if isinstance(x, Tensor))  # (a non-tensor is refused by the op, in its words)
+
+
 def _conv(input, weight, bias, stride, padding, dilation, groups, spatial):
     name = f"conv{spatial}d"
     if weight.ndim != spatial + 2:
@@ -114,7 +124,8 @@ def _conv(input, weight, bias, stride, padding, dilation, groups, spatial):
             f"Calculated padded input size per channel: ({' x '.join(map(str, padded[shown]))}). Kernel size: "
             f"({' x '.join(map(str, effective[shown]))}). Kernel size can't be greater than actual input size "
             f"(input shape {_dims(input.shape[:2] + input.shape[3:] if spatial == 1 else input.shape, 1)})")
-    params = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    params = dict(stride=stride, padding=padding, dilation=dilation, groups=groups,
+                  channels_last=_channels_last(input, weight, spatial))
     inputs = (input, weight) if bias is None else (input, weight, bias)
     return undo(convolution.Conv2d.apply(*inputs, **params))
 
@@ -192,7 +203,8 @@ def _conv_transpose(input, weight, bias, stride, padding, output_padding, groups
     out = [(input.shape[2 + a] - 1) * stride[a] - 2 * padding[a] + dilation[a] * (weight.shape[2 + a] - 1) + 1
            + output_padding[a] for a in (0, 1)]
     _check_transposed_output(input, out)
-    params = dict(stride=stride, padding=padding, dilation=dilation, groups=groups, output_padding=output_padding)
+    params = dict(stride=stride, padding=padding, dilation=dilation, groups=groups, output_padding=output_padding,
+                  channels_last=_channels_last(input, weight, spatial))
     inputs = (input, weight) if bias is None else (input, weight, bias)
     return undo(convolution.ConvTranspose2d.apply(*inputs, **params))
 

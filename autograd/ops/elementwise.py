@@ -583,6 +583,20 @@ class Fill(Primitive):
                 unbroadcast(grad, value) if value.requires_grad else None)
 
 
+def preserved_copy(x, values=None):
+    """A new array of ``values`` (x's own by default; x's shape), laid out as PyTorch's preserve_format lays out a
+    result made like x: x's own layout where x fills its memory densely (a transpose, channels_last), and
+    otherwise dense strides in the order of x's (infer_dense_strides: row-major for a slice of a row-major
+    tensor). A flip's result is its input's reversed values in its input's layout."""
+    values = x if values is None else values
+    if x.flags.c_contiguous and 1 not in x.shape:  # (NumPy's flag overlooks size-1 dims: a channels_last
+        return values.copy()  # (C, 1, kh, kw) kernel's is set, and a plain copy would lose its steps)
+    strides = dense_strides(x.shape, x.strides)
+    order = sorted(range(x.ndim), key=lambda dim: (-strides[dim], -x.shape[dim]))  # (the outermost first; of equal
+    # steps, a size-1 dim inside, as dense_strides puts it)
+    return values.transpose(order).copy().transpose(inverse_permutation(order))
+
+
 class Clone(Primitive):
     """y = a copy of x;   dL/dx = dL/dy. ``order``: the dims from the outermost in memory (channels_last's, or
     row-major's); else PyTorch's preserve_format: x's own layout where x fills its memory densely (a transpose,
@@ -594,13 +608,9 @@ class Clone(Primitive):
     order = None
 
     def forward(self, x):
-        order = self.order
-        if order is None:
-            if x.flags.c_contiguous:
-                return x.copy()
-            strides = dense_strides(x.shape, x.strides)
-            order = sorted(range(x.ndim), key=lambda dim: -strides[dim])  # (the outermost first)
-        return x.transpose(order).copy().transpose(inverse_permutation(order))  # (copy: a new array, always)
+        if self.order is None:
+            return preserved_copy(x)
+        return x.transpose(self.order).copy().transpose(inverse_permutation(self.order))  # (copy: a new array, always)
 
     def backward(self, grad, y, x):
         return (grad,)

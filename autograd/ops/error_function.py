@@ -24,7 +24,7 @@ import math
 
 import numpy
 
-from ..backend import errstate, xp
+from ..backend import errstate, is_dense, xp
 
 # R₁: erf on [0, 0.46875], in z = x²
 _A = (3.16112374387056560e00, 1.13864154151050156e02, 3.77485237685302021e02, 3.20937758913846947e03,
@@ -116,8 +116,14 @@ _BLOCK = 16384  # elements: a block's float64 temporaries stay in the CPU's cach
 def _in_blocks(evaluate, x, dtype):
     """evaluate(float64 block) over x, block by block, into an array of ``dtype`` and x's shape. A block at a
     time is over three times quicker on large arrays than whole-array passes, each of which would go out to
-    memory and back."""
+    memory and back. A dense input in another layout (channels_last, a transpose) is read in its memory order, and
+    the result is laid out as it, as PyTorch's unary kernels lay theirs out (a reshape would copy it row-major)."""
     x = xp.asarray(x)
+    if x.ndim > 1 and not x.flags.c_contiguous and is_dense(x):
+        order = sorted(range(x.ndim), key=lambda dim: -x.strides[dim])  # (the outermost first)
+        in_memory = x.transpose(order)
+        if in_memory.flags.c_contiguous:
+            return _in_blocks(evaluate, in_memory, dtype).transpose(numpy.argsort(order))
     flat = x.reshape(-1)  # (1-d: NumPy's arithmetic on a 0-d array gives scalars, which copyto cannot write)
     if x.size <= _BLOCK or xp is not numpy:  # (a GPU runs each pass over the whole array at once)
         return evaluate(flat.astype(numpy.float64)).astype(dtype, copy=False).reshape(x.shape)

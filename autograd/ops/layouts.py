@@ -24,6 +24,12 @@ def stored_channels_last(array):
     return True
 
 
+def suggested_format(array):
+    """PyTorch's suggest_memory_format of ``array``: channels_last (channels_last_3d) where it is stored so
+    (``stored_channels_last``), else None (row-major)."""
+    return _CHANNELS_LAST[array.ndim] if stored_channels_last(array) else None
+
+
 def contiguous_channels_last(array):
     """Whether ``array`` is laid out N, H, W, C (N, D, H, W, C) without gaps, its size-1 dims aside (PyTorch's
     is_contiguous(memory_format=channels_last)), and is not row-major too."""

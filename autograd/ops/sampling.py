@@ -21,6 +21,7 @@ from ..memory_order import fills_in_memory_order
 from ..primitive import Primitive
 from ..tensor import Tensor
 from .conversion import int_argument, refuse_kinds, type_name
+from .elementwise import preserved_copy
 from .names import names
 from .outputs import write_out
 from .predicates import WithoutDerivative
@@ -362,7 +363,8 @@ def laid_out(values, x, fresh=False):
     permutation (``w.t().uniform_()``) is not the row-major order (memory_order.py says which tensors).
     ``fresh``: into a new tensor made like x (PyTorch's ``empty_like``: dropout's mask, multinomial's race), which
     has x's strides where x fills its memory without gaps (a transpose, a permutation), and otherwise (a slice of
-    a transpose, ``probs.T[1:3]``) dense strides in the order of x's: row-major only where x's order is."""
+    a transpose, ``probs.T[1:3]``) dense strides in the order of x's: row-major only where x's order is; the
+    draws come laid out so too."""
     data = x._data
     if not fills_in_memory_order(x):
         return values
@@ -373,7 +375,8 @@ def laid_out(values, x, fresh=False):
     order = numpy.argsort(offsets, axis=None, kind="stable")
     placed = numpy.empty(values.size, values.dtype)
     placed[order] = values.ravel()
-    return placed.reshape(values.shape)
+    placed = placed.reshape(values.shape)
+    return preserved_copy(data, placed) if fresh else placed  # (a new tensor's layout: what x * mask keeps)
 
 
 @names(function=False, inplace="bernoulli_")
