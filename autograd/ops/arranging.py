@@ -17,9 +17,9 @@ from . import shape
 from .axes import dim_index, int_or_ints, matrices_only, normalize_dims, sizes_or_keyword
 from .conjugation import conj
 from .conversion import type_name
-from .elementwise import preserved_copy
 from .index_vectors import IndexAddAlong, IndexSelect
 from .joins import pytorchs_layout
+from .layouts import preserved_copy
 from .names import names
 
 

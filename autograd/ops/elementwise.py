@@ -12,7 +12,7 @@ import math
 import warnings
 
 from .. import backend
-from ..backend import dense_strides, errstate, select, xp
+from ..backend import errstate, select, xp
 from ..errors import DtypeError, refuse_bool_subtraction, refuse_unbroadcastable
 from ..graph import modes, program_stacklevel
 from ..operands import _is_bool, _operand, python_number
@@ -21,6 +21,7 @@ from ..tensor import Tensor, as_array
 from ..write_door import _refuse_overflow
 from .axes import inverse_permutation
 from .conjugation import conj, refuse_unordered
+from .layouts import preserved_copy
 from .outputs import write_out
 from .promotion import promoted_dtype
 from .selection import all_finite, zero_gradient
@@ -581,20 +582,6 @@ class Fill(Primitive):
     def backward(self, grad, y, x, value):
         return (zero_gradient(x, grad) if x.requires_grad else None,
                 unbroadcast(grad, value) if value.requires_grad else None)
-
-
-def preserved_copy(x, values=None):
-    """A new array of ``values`` (x's own by default; x's shape), laid out as PyTorch's preserve_format lays out a
-    result made like x: x's own layout where x fills its memory densely (a transpose, channels_last), and
-    otherwise dense strides in the order of x's (infer_dense_strides: row-major for a slice of a row-major
-    tensor). A flip's result is its input's reversed values in its input's layout."""
-    values = x if values is None else values
-    if x.flags.c_contiguous and 1 not in x.shape:  # (NumPy's flag overlooks size-1 dims: a channels_last
-        return values.copy()  # (C, 1, kh, kw) kernel's is set, and a plain copy would lose its steps)
-    strides = dense_strides(x.shape, x.strides)
-    order = sorted(range(x.ndim), key=lambda dim: (-strides[dim], -x.shape[dim]))  # (the outermost first; of equal
-    # steps, a size-1 dim inside, as dense_strides puts it)
-    return values.transpose(order).copy().transpose(inverse_permutation(order))
 
 
 class Clone(Primitive):

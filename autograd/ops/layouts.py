@@ -2,7 +2,9 @@
 is a different tensor to a program that views it (``y.view(-1)`` shares PyTorch's memory, where here it would have
 to copy, and a write through the view would not reach y)."""
 
+from ..backend import dense_strides
 from ..constants import channels_last, channels_last_3d
+from .axes import inverse_permutation
 
 _CHANNELS_LAST = {4: channels_last, 5: channels_last_3d}
 
@@ -54,3 +56,17 @@ def in_suggested_layout(y, like):
     if stored_channels_last(like._data):
         return y.contiguous(memory_format=_CHANNELS_LAST[like.ndim])
     return y.contiguous()
+
+
+def preserved_copy(x, values=None):
+    """A new array of ``values`` (x's own by default; x's shape), laid out as PyTorch's preserve_format lays out a
+    result made like x: x's own layout where x fills its memory densely (a transpose, channels_last), and
+    otherwise dense strides in the order of x's (infer_dense_strides: row-major for a slice of a row-major
+    tensor). A flip's result is its input's reversed values in its input's layout."""
+    values = x if values is None else values
+    if x.flags.c_contiguous and 1 not in x.shape:  # (NumPy's flag overlooks size-1 dims: a channels_last
+        return values.copy()  # (C, 1, kh, kw) kernel's is set, and a plain copy would lose its steps)
+    strides = dense_strides(x.shape, x.strides)
+    order = sorted(range(x.ndim), key=lambda dim: (-strides[dim], -x.shape[dim]))  # (the outermost first; of equal
+    # steps, a size-1 dim inside, as dense_strides puts it)
+    return values.transpose(order).copy().transpose(inverse_permutation(order))

@@ -21,7 +21,7 @@ from ..memory_order import fills_in_memory_order
 from ..primitive import Primitive
 from ..tensor import Tensor
 from .conversion import int_argument, refuse_kinds, type_name
-from .elementwise import preserved_copy
+from .layouts import preserved_copy
 from .names import names
 from .outputs import write_out
 from .predicates import WithoutDerivative
