@@ -8,6 +8,7 @@ import types
 import numpy
 
 from . import backend
+from .channels_last_layout import ORDERS as channels_last_orders
 from .factories import tensor
 from .size import Size  # noqa: F401  (autograd.Size)
 from .tensor import Tensor
@@ -53,8 +54,8 @@ class memory_format:  # noqa: N801  (torch.memory_format's name)
 
 contiguous_format = memory_format("contiguous_format")
 preserve_format = memory_format("preserve_format")
-channels_last = memory_format("channels_last", (0, 2, 3, 1))
-channels_last_3d = memory_format("channels_last_3d", (0, 2, 3, 4, 1))
+channels_last = memory_format("channels_last", channels_last_orders[4])
+channels_last_3d = memory_format("channels_last_3d", channels_last_orders[5])
 
 
 class tensortype(type):  # noqa: N801  (torch.tensortype's name)

@@ -10,10 +10,9 @@ base), and the tensors ``empty_like`` made like one (``randn_like(img.permute(2,
 
 import weakref
 
+from . import channels_last_layout
+
 _MADE_LIKE_A_VIEW = weakref.WeakValueDictionary()  # id -> tensor (a WeakSet would compare tensors by ==)
-
-
-_CHANNELS_LAST_ORDERS = {4: (0, 2, 3, 1), 5: (0, 2, 3, 4, 1)}  # (constants.py's, which imports the factories)
 
 
 def fills_in_memory_order(tensor):
@@ -26,8 +25,7 @@ def fills_in_memory_order(tensor):
         return False
     if tensor._base is not None or _MADE_LIKE_A_VIEW.get(id(tensor)) is tensor:
         return True
-    order = _CHANNELS_LAST_ORDERS.get(array.ndim)
-    return order is not None and array.transpose(order).flags.c_contiguous
+    return channels_last_layout.is_contiguous(array)
 
 
 def made_like_a_view(tensor):

@@ -8,7 +8,7 @@ import warnings
 
 import numpy
 
-from . import backend
+from . import backend, channels_last_layout
 from .backend import address, bfloat16, memory_owner
 from .constants import memory_format
 from .graph import program_stacklevel
@@ -30,7 +30,7 @@ def stride(self, dim=None):
     array = self._data
     strides = tuple(step // array.itemsize for step in array.strides)
     no_steps = array.size == 0 or type(array) is MetaArray  # (empty, or a meta tensor's one zero: row-major's)
-    as_channels_last = not no_steps and 1 in array.shape and strides == _channels_last_strides(array.shape)
+    as_channels_last = not no_steps and 1 in array.shape and strides == channels_last_layout.dense_strides(array.shape)
     if (no_steps or 1 in array.shape) and not as_channels_last:  # NumPy's steps there are arbitrary
         row_major, step = [], 1
         for n, own in zip(reversed(array.shape), reversed(strides)):
@@ -38,18 +38,6 @@ def stride(self, dim=None):
             step *= builtins.max(n, 1)
         strides = tuple(reversed(row_major))
     return strides if dim is None else strides[dim_index(dim, array.ndim)]
-
-
-def _channels_last_strides(shape):
-    """The strides of a dense tensor of ``shape`` in channels_last's (channels_last_3d's) order, or None for
-    another rank: each dim's step is the product of the sizes inside it in N, [D,] H, W, C order."""
-    if len(shape) not in (4, 5):
-        return None
-    strides, step = [0] * len(shape), 1
-    for dim in (1,) + tuple(range(len(shape) - 1, 1, -1)) + (0,):  # C, then W, H[, D], then N
-        strides[dim] = step
-        step *= builtins.max(shape[dim], 1)
-    return tuple(strides)
 
 
 @names("storage_offset", function=False)

@@ -36,6 +36,8 @@ them: a program that asks for that layout checks it and views its results so.
 """
 
 from ..backend import strided_view, xp
+from ..constants import channels_last
+from ..factories import empty_in_format
 from ..meta import MetaArray, meta_array
 from ..primitive import Primitive
 from .conjugation import conj
@@ -174,8 +176,7 @@ def in_channels_last(y):
     size-1 dim's too: NumPy's ascontiguousarray would keep a (C, 1, 1, 1) weight's as they are)."""
     if type(y) is MetaArray:
         return y
-    n, c, h, w = y.shape
-    copy = xp.empty((n, h, w, c), dtype=y.dtype).transpose(0, 3, 1, 2)
+    copy = empty_in_format(y.shape, y.dtype, channels_last)
     copy[...] = y
     return copy
 

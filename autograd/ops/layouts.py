@@ -2,11 +2,11 @@
 is a different tensor to a program that views it (``y.view(-1)`` shares PyTorch's memory, where here it would have
 to copy, and a write through the view would not reach y)."""
 
+from .. import channels_last_layout, constants
 from ..backend import dense_strides
-from ..constants import channels_last, channels_last_3d
 from .axes import inverse_permutation
 
-_CHANNELS_LAST = {4: channels_last, 5: channels_last_3d}
+_CHANNELS_LAST = {4: constants.channels_last, 5: constants.channels_last_3d}
 
 
 def stored_channels_last(array):
@@ -19,7 +19,7 @@ def stored_channels_last(array):
         return False
     sizes, strides = array.shape, [step // array.itemsize for step in array.strides]
     span = 0
-    for dim in (1,) + tuple(range(array.ndim - 1, 1, -1)) + (0,):  # C, then W, H[, D], then N
+    for dim in reversed(channels_last_layout.ORDERS[array.ndim]):  # C, then W, H[, D], then N
         if sizes[dim] == 0 or strides[dim] < span or dim == 0 and span == strides[1]:
             return False
         span = strides[dim] * max(sizes[dim], 1)
@@ -32,19 +32,11 @@ def suggested_format(array):
     return _CHANNELS_LAST[array.ndim] if stored_channels_last(array) else None
 
 
-def contiguous_channels_last(array):
-    """Whether ``array`` is laid out N, H, W, C (N, D, H, W, C) without gaps, its size-1 dims aside (PyTorch's
-    is_contiguous(memory_format=channels_last)), and is not row-major too."""
-    memory_format = _CHANNELS_LAST.get(array.ndim)
-    return (memory_format is not None and not array.flags.c_contiguous
-            and array.transpose(memory_format.order).flags.c_contiguous)
-
-
 def in_batch_norm_layout(y, like):
     """y laid out as PyTorch's batch norm writes its output: channels-last where ``like`` is channels-last
     contiguous (its channels-last kernels' test, which size-1 dims do not confuse: a (1, C, H, 1) permutation) or
     suggests channels-last (a crop of a channels-last image), row-major otherwise."""
-    if contiguous_channels_last(like._data):
+    if channels_last_layout.is_contiguous(like._data):
         return y.contiguous(memory_format=_CHANNELS_LAST[like.ndim])
     return in_suggested_layout(y, like)
 
