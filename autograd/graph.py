@@ -457,7 +457,7 @@ def conformed(x, g):
             broadcast = False
         if not broadcast:
             return None
-        from .ops.elementwise import unbroadcast  # the ops build on this module
+        from .ops.broadcasting import unbroadcast  # the ops build on this module
 
         g = unbroadcast(g, x)
     if g.dtype != x.dtype:

@@ -16,6 +16,7 @@ from ..primitive import Primitive, named_node, node_named
 from ..sparse_layout import is_sparse
 from ..tensor import Tensor, tensor_from
 from . import elementwise
+from .broadcasting import unbroadcast
 from .conversion import refuse_kinds
 from .elementwise_unary import Abs
 from .names import names
@@ -87,8 +88,8 @@ class ScaledSum(Primitive):
 
     def backward(self, grad, z, x, y):
         # (PyTorch's dL/dy multiplies by α as given, not rounded: dL/dz · α is its number product)
-        return (elementwise.unbroadcast(grad, x) if x.requires_grad else None,
-                elementwise.unbroadcast(grad * self.alpha, y) if y.requires_grad else None)
+        return (unbroadcast(grad, x) if x.requires_grad else None,
+                unbroadcast(grad * self.alpha, y) if y.requires_grad else None)
 
 
 def _fused_scaled_sum(input, other, alpha, pytorch_name=None):

@@ -1,13 +1,25 @@
-"""``x.sum_to_size(*size)``: the inverse of broadcasting, x summed down to a shape it could have
-been expanded from (what every binary op's backward does to a broadcast gradient)."""
+"""The inverse of broadcasting: a gradient summed down to the shape of the input that was broadcast
+(``unbroadcast``, what every binary op's backward does), and ``x.sum_to_size(*size)``, the same for the user."""
 
 import collections
 
 from ..size import Size
-from .elementwise import unbroadcast
+from ..tensor import Tensor
 from .names import names
 
 _Shape = collections.namedtuple("_Shape", "shape")  # what unbroadcast reads off its ``like``
+
+
+def unbroadcast(grad, like):
+    """Sum ``grad`` over the axes that broadcasting added or stretched, to ``like.shape``."""
+    shape = like._data.shape if type(like) is Tensor else like.shape  # (a tensor's array's: no Size made)
+    if grad._data.shape == shape:  # (the common case: nothing was broadcast)
+        return grad
+    added = grad.ndim - len(shape)
+    stretched = tuple(added + i for i, n in enumerate(shape) if n == 1 and grad.shape[added + i] != 1)
+    if not stretched:  # only leading axes were added (a bias): summing them gives the shape
+        return grad.sum(tuple(range(added)))
+    return grad.sum(tuple(range(added)) + stretched, keepdim=True).reshape(shape)
 
 
 @names("sum_to_size", function=False)

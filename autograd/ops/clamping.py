@@ -16,8 +16,9 @@ from ..operands import python_number
 from ..primitive import Primitive, named_node
 from ..tensor import Tensor
 from ..write_door import _refuse_overflow
+from .broadcasting import unbroadcast
 from .conjugation import refuse_unordered
-from .elementwise import Cast, promote, selected_share, unbroadcast, where
+from .elementwise import Cast, promote, selected_share, where
 from .names import names
 from .outputs import write_out
 

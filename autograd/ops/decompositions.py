@@ -20,8 +20,9 @@ from ..primitive import Primitive, named_node
 from ..return_types import return_type
 from ..tensor import Tensor
 from . import joins, shape
+from .broadcasting import unbroadcast
 from .conversion import require_same_dtype
-from .elementwise import Where, unbroadcast
+from .elementwise import Where
 from .half_linalg import refuses_half
 from .inverses import LinAlgError, Solve, _square, converging, first_failure, inv
 from .names import names

@@ -20,7 +20,9 @@ from ..primitive import Primitive
 from ..tensor import Tensor, as_array
 from ..write_door import _refuse_overflow
 from .axes import inverse_permutation
+from .broadcasting import unbroadcast
 from .conjugation import conj, refuse_unordered
+from .half_arithmetic import HalfDiv, HalfMul, half_with_number, number_beside_half
 from .layouts import preserved_copy
 from .outputs import write_out
 from .promotion import promoted_dtype
@@ -61,11 +63,11 @@ def binary(op, x, y):
     if op is Div and (type(y) is float or type(y) is int) and dtype is not None and dtype.kind == "f" \
             and dtype.itemsize >= 4:  # a floating tensor over a Python number: the number is all the node keeps
         return DivConstant.apply(x, c=_operand(y, x)._data)
-    if (op is Mul or op is Div) and _half_with_number(x, y):
-        return (HalfMul if op is Mul else HalfDiv).apply(x, _half_operand(y))
-    if (op is Mul or op is Div) and type(x) is not Tensor and _half_with_number(y, x):
+    if (op is Mul or op is Div) and half_with_number(x, y):
+        return (HalfMul if op is Mul else HalfDiv).apply(x, number_beside_half(y))
+    if (op is Mul or op is Div) and type(x) is not Tensor and half_with_number(y, x):
         if op is Mul:  # a number times the tensor: the tensor first, as PyTorch's node has them
-            return HalfMul.apply(y, _half_operand(x))
+            return HalfMul.apply(y, number_beside_half(x))
         return Cast.apply(binary(op, x, _widened(y)), dtype=backend.float16)
     if op is Sub:
         refuse_bool_subtraction(_is_bool(x), _is_bool(y))
@@ -84,25 +86,6 @@ def _floating(value):
     return value._data.dtype.kind in "fc" if isinstance(value, Tensor) else isinstance(value, (float, complex))
 
 
-
-
-def _half_with_number(x, y):
-    """x a float16 tensor and y a number: a Python one, or a 0-d real tensor as the second operand (PyTorch's
-    kernels read a 0-d second operand beside a tensor with dims by its value, not rounded to float16; a 0-d
-    first operand is rounded)."""
-    if type(x) is not Tensor or x._data.dtype != backend.float16:
-        return False
-    if type(y) is Tensor:
-        return y.ndim == 0 and x.ndim > 0 and y._data.dtype.kind in "fiub"
-    return isinstance(y, (int, float)) and not isinstance(y, bool)
-
-
-def _half_operand(number):
-    """The number beside a float16 tensor as HalfMul and HalfDiv take it: a 0-d tensor as it is, a Python number as
-    a 0-d float32 tensor (PyTorch's kernels compute in float32)."""
-    return number if type(number) is Tensor else Tensor._make(xp.asarray(number, dtype=backend.float32))
-
-
 def _widened(x):
     return Cast.apply(x, dtype=backend.float32) if type(x) is Tensor and x._data.dtype == backend.float16 else x
 
@@ -118,18 +101,6 @@ def row_major(array):
     output whatever its input's layout (softmax, cumsum, masked_fill of a transpose), so a view of it shares its
     memory, as PyTorch's does. (A meta array's copy is one too.)"""
     return array if array.flags.c_contiguous else array.copy(order="C")
-
-
-def unbroadcast(grad, like):
-    """Sum ``grad`` over the axes that broadcasting added or stretched, to ``like.shape``."""
-    shape = like._data.shape if type(like) is Tensor else like.shape  # (a tensor's array's: no Size made)
-    if grad._data.shape == shape:  # (the common case: nothing was broadcast)
-        return grad
-    added = grad.ndim - len(shape)
-    stretched = tuple(added + i for i, n in enumerate(shape) if n == 1 and grad.shape[added + i] != 1)
-    if not stretched:  # only leading axes were added (a bias): summing them gives the shape
-        return grad.sum(tuple(range(added)))
-    return grad.sum(tuple(range(added)) + stretched, keepdim=True).reshape(shape)
 
 
 class Add(Primitive):
@@ -211,43 +182,6 @@ class DivConstant(Primitive):
 
     def backward(self, grad, z, x):
         return (DivConstant.apply(grad, c=self.c),)
-
-
-class HalfMul(Primitive):
-    """z = x · y for a float16 x and a number y (a 0-d tensor: a Python number's is float32), computed in float32
-    and rounded to float16 once, as PyTorch's kernels do (y itself is not rounded to float16: 1e5 would be inf,
-    0.1 lose digits);   dL/dx = dL/dz · y (rounded alike),   dL/dy = Σ dL/dz · x (each product in float16, as
-    PyTorch's; then in y's dtype)
-
-    One node, MulBackward0 as PyTorch's, where casts around a float32 product showed ToCopyBackward0 in the graph
-    and in the tensor's repr."""
-
-    op_name = "Mul"  # as the graph and PyTorch (MulBackward0) call it
-    saved_input_readers = ((1,), (0,))  # x is read only for dL/dy, y only for dL/dx
-
-    def forward(self, x, y):
-        return (x.astype(backend.float32) * y.astype(backend.float32)).astype(backend.float16)
-
-    def backward(self, grad, z, x, y):
-        return (HalfMul.apply_in_backward(grad, y) if x.requires_grad else None,
-                unbroadcast(grad * x, y).to(y.dtype) if y.requires_grad else None)
-
-
-class HalfDiv(Primitive):
-    """z = x / y for a float16 x and a number y, computed in float32 and rounded to float16 once (HalfMul's rule);
-    dL/dx = dL/dz / y (rounded alike),   dL/dy = -Σ dL/dz · (x / y) / y (each step rounded to float16, as PyTorch's;
-    then in y's dtype). One node, DivBackward0."""
-
-    op_name = "Div"  # as the graph and PyTorch (DivBackward0) call it
-    saved_input_readers = ((1,), (0, 1))  # x is read only for dL/dy; y for both
-
-    def forward(self, x, y):
-        return (x.astype(backend.float32) / y.astype(backend.float32)).astype(backend.float16)
-
-    def backward(self, grad, z, x, y):
-        quotient = HalfDiv.apply_in_backward(HalfDiv.apply_in_backward(x, y), y) if y.requires_grad else None
-        return (HalfDiv.apply_in_backward(grad, y) if x.requires_grad else None,
-                unbroadcast(-grad * quotient, y).to(y.dtype) if y.requires_grad else None)
 
 
 class Pow(Primitive):

@@ -32,7 +32,8 @@ import math
 from ..backend import errstate, xp
 from ..primitive import Primitive
 from ..tensor import Tensor
-from .elementwise import promote, unbroadcast
+from .broadcasting import unbroadcast
+from .elementwise import promote
 from .gamma import _BERNOULLI, _lgamma, lgamma
 from .names import names
 from .outputs import write_out

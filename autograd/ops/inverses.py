@@ -15,9 +15,10 @@ from ..primitive import Primitive, named_node
 from ..return_types import return_type
 from ..tensor import Tensor
 from . import shape
+from .broadcasting import unbroadcast
 from .conversion import require_same_dtype
 from .cumulative import _product_of_others
-from .elementwise import Where, unbroadcast
+from .elementwise import Where
 from .half_linalg import low_precision, refuses_half
 from .names import names
 from .outputs import write_out

@@ -9,9 +9,9 @@ from ..operands import _operand
 from ..primitive import Primitive, named_node
 from ..sparse_layout import is_sparse
 from ..tensor import Tensor
+from .broadcasting import unbroadcast
 from .conjugation import conj
 from .conversion import c_name, refuse_kinds
-from .elementwise import unbroadcast
 from .names import names
 
 

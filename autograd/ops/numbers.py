@@ -12,8 +12,9 @@ from ..operands import _operand
 from ..primitive import Primitive
 from ..return_types import return_type
 from ..tensor import Tensor
+from .broadcasting import unbroadcast
 from .conversion import c_name, refuse_kinds
-from .elementwise import floating, promote, unbroadcast, where
+from .elementwise import floating, promote, where
 from .error_function import erfc as erfc_of_array
 from .names import names
 from .outputs import write_out

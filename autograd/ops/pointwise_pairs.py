@@ -9,9 +9,10 @@ from ..errors import DtypeError, refuse_unbroadcastable
 from ..operands import _operand
 from ..primitive import Primitive, named_node, node_named
 from ..tensor import Tensor, tensor_from
+from .broadcasting import unbroadcast
 from .conjugation import conj, refuse_unordered
 from .conversion import c_name, refuse_kinds, type_name
-from .elementwise import Where, half_as_float32, promote, unbroadcast, where
+from .elementwise import Where, half_as_float32, promote, where
 from .names import names
 from .outputs import write_out
 from .pointwise import _floating_only_pair, _floating_pair

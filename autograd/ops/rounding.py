@@ -10,9 +10,10 @@ zero raises, where NumPy would give 0.
 from ..backend import xp
 from ..primitive import Primitive
 from ..tensor import Tensor
+from .broadcasting import unbroadcast
 from .conjugation import sgn_of_complex
 from .conversion import refuse_kinds
-from .elementwise import half_as_float32, promote, unbroadcast
+from .elementwise import half_as_float32, promote
 from .names import names
 from .outputs import write_out
 from .selection import zero_gradient

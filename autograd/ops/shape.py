@@ -20,9 +20,9 @@ from ..tensor import Tensor
 from ..warn_once import warn_once
 from ..write_door import is_basic_index
 from .axes import dim_index, inverse_permutation, matrices_only, normalize_dims, sizes_or_keyword
+from .broadcasting import unbroadcast
 from .conjugation import ViewAsComplex, ViewAsReal
 from .conversion import type_name
-from .elementwise import unbroadcast
 from .names import names
 
 

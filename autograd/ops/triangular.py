@@ -22,8 +22,8 @@ from ..errors import refuse_unbroadcastable
 from ..graph import program_stacklevel
 from ..primitive import Primitive, named_node
 from ..return_types import return_type
+from .broadcasting import unbroadcast
 from .conversion import require_same_dtype
-from .elementwise import unbroadcast
 from .half_linalg import refuses_half
 from .inverses import _square
 from .names import names

@@ -16,8 +16,8 @@ import math
 
 from ..backend import errstate, xp
 from ..primitive import Primitive
+from .broadcasting import unbroadcast
 from .conversion import type_name
-from .elementwise import unbroadcast
 from .gamma import _BERNOULLI
 from .outputs import write_out
 from .pointwise import _floating_pair
