@@ -1,0 +1,87 @@
+"""How a tensor gives up its values (a mixin of ``Tensor``, tensor.py): as a NumPy array that shares its memory,
+as one Python number (``item``, ``float``, ``int``, ``bool``, an index), or as nested lists, with PyTorch's
+refusals where a value would be lost or is ambiguous."""
+
+import numpy
+
+from . import backend
+from .backend import xp
+from .errors import ShapeError
+from .graph import modes
+from .meta import MetaArray
+from .warn_once import warn_once
+
+
+class Conversions:
+    """The conversions of ``Tensor`` (its only subclass)."""
+
+    __slots__ = ()
+
+    def numpy(self, *, force=False):
+        """The data as a NumPy array (shared with the tensor, not copied; under CuPy a GPU tensor's
+        is a copy in host memory). ``force=True``, PyTorch's way past its refusals (a tensor that
+        requires grad, one on a GPU), changes nothing here: neither is refused. A meta tensor has no values
+        to give: refused, as PyTorch's."""
+        if type(self._data) is MetaArray:
+            raise TypeError("can't convert meta device type tensor to numpy. Copy the tensor to host memory first.")
+        return backend.to_numpy(self._data)
+
+    def item(self):
+        if self._data.size != 1:
+            raise ShapeError(f"a Tensor with {self._data.size} elements cannot be converted to Scalar: item() needs "
+                             f"one element, got shape {tuple(self.shape)}")
+        return self._data.item()
+
+    def tolist(self):
+        return self._data.tolist()
+
+    def __array__(self, dtype=None, copy=None):
+        """The values for NumPy: ``numpy.asarray(t)`` shares the tensor's memory, ``numpy.array(t)`` (copy=True)
+        copies it, as with PyTorch's tensors."""
+        array = self.numpy()
+        if dtype is not None and numpy.dtype(dtype) != array.dtype:
+            return array.astype(dtype)
+        return array.copy() if copy else array
+
+    def __array_wrap__(self, array, context=None, return_scalar=False):
+        """A NumPy ufunc's result on a tensor (``numpy.sin(t)``) as a tensor, as PyTorch's; not recorded, so for a
+        tensor that requires grad the bare array comes back (a tensor would look like part of the graph)."""
+        if self._requires_grad or not isinstance(array, (xp.ndarray, numpy.ndarray)):  # (a host array too, under CuPy)
+            return array[()] if return_scalar and isinstance(array, numpy.ndarray) else array
+        return type(self)._make(array)
+
+    def __float__(self):
+        if self._requires_grad and modes.grad_enabled:  # (PyTorch's, for float() only: item(), int() and bool() say
+            warn_once("float()", "Converting a tensor with requires_grad=True to a scalar may lead to unexpected "
+                      "behavior.\nConsider using tensor.detach() first.")  # nothing)
+        return float(self._real_item("double"))
+
+    def __int__(self):
+        return int(self._real_item("int64_t"))
+
+    def __complex__(self):
+        return complex(self.item())
+
+    def _real_item(self, c_type):
+        """The one number; a complex one only where its imaginary part is 0, as PyTorch's (it would be lost)."""
+        value = self.item()
+        if type(value) is complex:
+            if value.imag != 0:
+                raise RuntimeError(f"value cannot be converted to type {c_type} without overflow (a complex number "
+                                   "with an imaginary part: take .real or .abs() first)")
+            return value.real
+        return value
+
+    def __index__(self):
+        if self._data.dtype.kind not in "biu" or self._data.size != 1:  # (a 0-d bool is 0 or 1, as PyTorch's)
+            raise TypeError("only integer tensors of a single element can be converted to an index")
+        return int(self.item())
+
+    def __bool__(self):
+        if self._data.size != 1:
+            raise RuntimeError(
+                f"Boolean value of Tensor with more than one value is ambiguous (a tensor of shape "
+                f"{tuple(self.shape)}); "
+                "use .any() or .all()"
+            )
+        return bool(self._data)
