@@ -11,10 +11,12 @@ with ``allow_pickle=False`` and parses JSON, so opening a file never runs code. 
 ``argparse.Namespace`` (a training script's arguments, saved beside its weights) is kept as its names
 and values and comes back as one.
 
+A tensor keeps its class (``nn.Parameter``, a program's subclass) and the attributes the program set on it,
+as PyTorch's pickle keeps them; which classes a file may name is tensor_classes.py's rule.
+
 ``load`` also reads the files ``torch.save`` writes (a zip of a pickle and raw
-storages), the way ``torch.load(weights_only=True)`` does: the pickle is read
-by an unpickler that knows only tensors (sparse COO ones too, their indices checked), storages, ``OrderedDict``,
-``torch.Size``, dtypes, devices, sets, complex numbers and bytes, and refuses
+storages), the way ``torch.load(weights_only=True)`` does (torch_pickle.py): the pickle is read
+by an unpickler that knows only the few names a file of tensors uses and refuses
 any other name in the file (``pickle.UnpicklingError``), so no code from the
 file runs. Tensors that shared a storage share memory again.
 
@@ -27,19 +29,17 @@ with ``safetensors.torch.save_file(model.state_dict(), path)`` load as they are.
 """
 
 import argparse
-import codecs
 import collections
 import enum
 import io
 import os
-import pickle
 import secrets
-import struct
 import types
 import zipfile
 
 import numpy
 
+from . import tensor_classes
 from .backend import to_numpy, xp
 from .device import device as _device
 from .safe_globals import (  # noqa: F401  (torch.serialization's names for them: add_safe_globals, ...)
@@ -54,6 +54,7 @@ from .safe_globals import (  # noqa: F401  (torch.serialization's names for them
 from .size import Size
 from .sparse_layout import is_sparse
 from .tensor import Tensor, tensor_from
+from .torch_pickle import SPARSE_COO, TorchUnpickler, number_dtype, rebuild_sparse_tensor, torch_pickle_name, zip_here
 
 STRUCTURE = "__structure__"
 
@@ -99,9 +100,13 @@ _NOT_RECORDS = (types.FunctionType, types.MethodType, types.ModuleType, types.Bu
 def _encode(obj, written):
     if isinstance(obj, Tensor):
         entry, view = written.memory(obj._data)
-        node = {"tensor": entry, "object": written.tensor(obj), "requires_grad": obj.requires_grad}
+        node = {"tensor": entry, "object": written.tensor(obj), "requires_grad": obj.requires_grad,
+                **tensor_classes.class_record(obj)}
         if view is not None:
             node["view"] = view
+        attributes = tensor_classes.saved_attributes(obj)
+        if attributes:
+            node["attributes"] = _encode(attributes, written)["dict"]
         return node
     if isinstance(obj, (numpy.ndarray, xp.ndarray)):
         return {"array": written.array(obj)}
@@ -159,8 +164,9 @@ class _Read:
     """What one ``load`` has made so far: each stored array once (the tensors that shared it
     when saved share it again) and each stored tensor once."""
 
-    def __init__(self, archive):
+    def __init__(self, archive, weights_only):
         self.archive, self.arrays, self.tensors, self.host = archive, {}, {}, {}
+        self.weights_only = weights_only  # (False: a tensor's class may be one the program defines, unallowed)
 
     def numpy_array(self, index):
         if index not in self.host:
@@ -186,6 +192,11 @@ def _decode(node, read):
         if key is None or key not in read.tensors:
             array = read.view(node["tensor"], node["view"]) if "view" in node else read.array(node["tensor"])
             tensor = tensor_from(array, requires_grad=node["requires_grad"])
+            if "class" in node or "attributes" in node:
+                cls = tensor_classes.saved_class(node["class"], node.get("registered", False), read.weights_only) \
+                    if "class" in node else None
+                attributes = {key: _decode(value, read) for key, value in node.get("attributes", ())}
+                tensor = tensor_classes.rebuilt(tensor, cls, attributes)
             if key is None:
                 return tensor
             read.tensors[key] = tensor
@@ -194,7 +205,7 @@ def _decode(node, read):
         return read.numpy_array(node["array"])
     if "sparse_coo" in node:
         indices, values, size, coalesced = node["sparse_coo"]
-        return _rebuild_sparse_tensor(_SPARSE_COO, (_decode(indices, read), _decode(values, read), size, coalesced))
+        return rebuild_sparse_tensor(SPARSE_COO, (_decode(indices, read), _decode(values, read), size, coalesced))
     if "dict" in node:
         return {key: _decode(value, read) for key, value in node["dict"]}
     if "odict" in node:
@@ -202,10 +213,10 @@ def _decode(node, read):
     if "size" in node:
         return Size(node["size"])
     if "dtype" in node:
-        return _number_dtype(node["dtype"])
+        return number_dtype(node["dtype"])
     if "numpy_scalar" in node:
         name, value = node["numpy_scalar"]
-        return _number_dtype(name).type(_decode(value, read))
+        return number_dtype(name).type(_decode(value, read))
     if "bytes" in node:
         return bytes.fromhex(node["bytes"])
     if "complex" in node:
@@ -334,32 +345,32 @@ def load(f, map_location=None, pickle_module=None, *, weights_only=True, mmap=No
     if _is_safetensors(_checked_file(f, "read")):
         return _load_safetensors(f)
     if hasattr(f, "read"):
-        f = _zip_here(f)
-    torch_pickle = _torch_pickle_name(f)
+        f = zip_here(f)
+    torch_pickle = torch_pickle_name(f)
     if torch_pickle is not None:
         with zipfile.ZipFile(f) as archive, archive.open(torch_pickle) as pickled:
-            return _TorchUnpickler(archive, torch_pickle, pickled).load()
+            return TorchUnpickler(archive, torch_pickle, pickled, weights_only).load()
     with numpy.load(f, allow_pickle=False) as archive:
         if STRUCTURE not in archive.files:
             raise ValueError(f"{f} is not a file written by autograd.save")
         import json
 
         structure = json.loads(archive[STRUCTURE].tobytes().decode())
-        return _decode(structure, _Read(archive))
+        return _decode(structure, _Read(archive, weights_only))
 
 
 def get_unsafe_globals_in_checkpoint(f):
     """The names of the classes and functions a checkpoint names that the program has not allowed
     (``add_safe_globals``): what ``load`` would refuse. Reading them runs nothing."""
     if hasattr(f, "read"):
-        f = _zip_here(f)
-    torch_pickle = _torch_pickle_name(f)
+        f = zip_here(f)
+    torch_pickle = torch_pickle_name(f)
     if torch_pickle is not None:
         import pickletools
 
         with zipfile.ZipFile(f) as archive:
             names = _pickled_globals(pickletools.genops(archive.read(torch_pickle)))
-        return sorted(name for name in names if not _TorchUnpickler.knows(name))
+        return sorted(name for name in names if not TorchUnpickler.knows(name))
     with numpy.load(f, allow_pickle=False) as archive:
         import json
 
@@ -368,8 +379,8 @@ def get_unsafe_globals_in_checkpoint(f):
 
     def walk(node):
         if isinstance(node, dict):
-            for kind in ("instance", "global"):
-                if isinstance(node.get(kind), str):
+            for kind in ("instance", "global", "class"):  # (a tensor's class: tensor_classes.py)
+                if isinstance(node.get(kind), str) and tensor_classes.registered(node[kind]) is None:
                     found.add(node[kind])
             if isinstance(node.get("enum"), list):
                 found.add(node["enum"][0])
@@ -394,199 +405,3 @@ def _pickled_globals(opcodes):
         if isinstance(argument, str):
             strings.append(argument)
     return names
-
-
-# --- files written by torch.save: a zip holding <name>/data.pkl (the pickled object, whose tensors name their
-# storages by key) and <name>/data/<key> (each storage's raw bytes) ---
-
-def _zip_here(f):
-    """The zip archive that starts at the stream's position (both formats are zips), as a BytesIO, leaving
-    the stream just after it, as torch.load does: a stream may hold several saved objects one after
-    another, and other data between them. The archive ends with its end record, the first one found
-    whose central directory ends just before it."""
-    if not (hasattr(f, "seek") and hasattr(f, "tell")):
-        raise AttributeError("You can only torch.load from a file that is seekable. Please pre-load the data into "
-                             "a buffer like io.BytesIO and try to load from it instead.")
-    start = f.tell()
-    rest = f.read()
-    at = rest.find(b"PK\x05\x06")
-    while 0 <= at <= len(rest) - 22:
-        cd_size, cd_offset, comment = struct.unpack("<IIH", rest[at + 12:at + 22])
-        # (offsets count from the archive's start, torch's, or from the stream's, Python's zipfile's; a zip64
-        # archive's end record follows its locator)
-        if cd_offset + cd_size in (at, start + at) or rest[at - 20:at - 16] == b"PK\x06\x07":
-            end = at + 22 + comment
-            f.seek(start + end)
-            return io.BytesIO(rest[:end])
-        at = rest.find(b"PK\x05\x06", at + 4)
-    f.seek(start)
-    return f  # not a zip: _torch_pickle_name says what it is not
-
-
-def _torch_pickle_name(f):
-    """The name of the pickle in a file ``torch.save`` wrote, None for a file autograd.save wrote (an
-    UnpicklingError for any other file; a stream is left where it was)."""
-    start = f.tell() if hasattr(f, "read") else None
-    try:
-        with zipfile.ZipFile(f) as archive:
-            names = archive.namelist()
-    except zipfile.BadZipFile:
-        if start is not None:
-            f.seek(start)
-            head = f.read(2)
-        else:
-            with open(f, "rb") as file:
-                head = file.read(2)
-        if head == b"\x80\x02":
-            raise RuntimeError("load: this file was written by torch.save in its legacy format "
-                               "(_use_new_zipfile_serialization=False), which only a full unpickler reads; "
-                               "save it again with torch.save's default format") from None
-        raise pickle.UnpicklingError(f"load: {f} is neither a file written by autograd.save nor one written "
-                                     f"by torch.save (not a zip archive)") from None
-    finally:
-        if start is not None:
-            f.seek(start)
-    return next((name for name in names if name.endswith("data.pkl") and name.count("/") <= 1), None)
-
-
-_TORCH_DTYPES = {name: numpy.dtype(kind) for kind, names in {
-    "float32": ("float32", "float"), "float64": ("float64", "double"), "float16": ("float16", "half"),
-    "int64": ("int64", "long"), "int32": ("int32", "int"), "int16": ("int16", "short"), "int8": ("int8",),
-    "uint8": ("uint8",), "bool": ("bool",), "complex64": ("complex64", "cfloat"),
-    "complex128": ("complex128", "cdouble")}.items() for name in names}
-_TORCH_STORAGES = {"FloatStorage": "float32", "DoubleStorage": "float64", "HalfStorage": "float16",
-                   "LongStorage": "int64", "IntStorage": "int32", "ShortStorage": "int16", "CharStorage": "int8",
-                   "ByteStorage": "uint8", "BoolStorage": "bool", "ComplexFloatStorage": "complex64",
-                   "ComplexDoubleStorage": "complex128", "UntypedStorage": "uint8"}
-
-
-class _StorageKind:
-    """What the pickle names a storage's class by (torch.FloatStorage, ...): the dtype of its elements."""
-
-    def __init__(self, dtype):
-        self.dtype = numpy.dtype(dtype)
-
-
-class _TorchUnpickler(pickle.Unpickler):
-    """Reads the pickle of a ``torch.save`` file knowing only the names such a file of tensors uses;
-    any other name is refused, so nothing but these few constructors ever runs."""
-
-    def __init__(self, archive, pickle_name, pickled):
-        self.archive, self.prefix = archive, pickle_name[:-len("data.pkl")]
-        self.big_endian = archive.read(self.prefix + "byteorder") == b"big" \
-            if self.prefix + "byteorder" in archive.namelist() else False
-        self.storages = {}
-        super().__init__(pickled)
-
-    @classmethod
-    def knows(cls, name):
-        """Whether ``find_class`` gives something for the global named module.name."""
-        module, _, short = name.rpartition(".")
-        try:
-            cls.find_class(None, module, short)
-        except pickle.UnpicklingError:
-            return False
-        return True
-
-    def find_class(self, module, name):
-        if module == "torch._utils" and name in ("_rebuild_tensor_v2", "_rebuild_tensor_v3"):
-            return _rebuild_tensor
-        if module == "torch._utils" and name in ("_rebuild_parameter", "_rebuild_parameter_with_state"):
-            return _rebuild_parameter
-        if module in ("torch", "torch.storage") and name in _TORCH_STORAGES:
-            return _StorageKind(_TORCH_STORAGES[name])
-        if module == "torch" and name in _TORCH_DTYPES:
-            return _TORCH_DTYPES[name]
-        if module == "torch" and name in ("Size", "device"):
-            from . import device
-
-            return Size if name == "Size" else device
-        if module == "collections" and name in ("OrderedDict", "Counter"):  # (a MultiStepLR's milestones: Counter)
-            return getattr(collections, name)
-        if module in ("builtins", "__builtin__") and name in ("set", "frozenset", "complex"):
-            return {"set": set, "frozenset": frozenset, "complex": complex}[name]
-        if module == "_codecs" and name == "encode":
-            return _encode_text
-        if (module, name) == ("torch._utils", "_rebuild_sparse_tensor"):
-            return _rebuild_sparse_tensor
-        if (module, name) == ("torch.serialization", "_get_layout"):
-            return _layout_named
-        if is_allowed(f"{module}.{name}"):
-            return allowed(f"{module}.{name}")
-        raise pickle.UnpicklingError(
-            f"Weights only load failed: the file names {module}.{name}, which is not a tensor, a storage, a "
-            f"dtype, a device or a plain container; chainrule's load never runs code from a file, so it reads "
-            f"only those")
-
-    def persistent_load(self, pid):
-        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"
-                and isinstance(pid[1], _StorageKind)):
-            raise pickle.UnpicklingError(f"load: unexpected persistent id {pid!r} in a torch.save file")
-        _, kind, key, _location, _numel = pid
-        if key not in self.storages:
-            raw = bytearray(self.archive.read(f"{self.prefix}data/{key}"))  # (writable memory)
-            dtype = kind.dtype.newbyteorder(">") if self.big_endian else kind.dtype
-            self.storages[key] = numpy.frombuffer(raw, dtype).astype(kind.dtype, copy=False)
-        return self.storages[key]
-
-
-def _number_dtype(name):
-    """The dtype a file names, a tensor's only: no object dtype comes out of a file."""
-    dtype = numpy.dtype(name)
-    if dtype.kind not in "biufc":
-        raise pickle.UnpicklingError(f"load: a dtype {name!r} that no tensor has")
-    return dtype
-
-
-def _encode_text(text, encoding="utf-8"):
-    """_codecs.encode, as protocol 2 pickles bytes: only the text encodings it uses."""
-    if encoding not in ("latin1", "latin-1", "utf-8", "utf8"):
-        raise pickle.UnpicklingError(f"load: bytes encoded as {encoding!r} in a torch.save file")
-    return codecs.encode(text, encoding)
-
-
-def _rebuild_tensor(storage, storage_offset, size, stride, requires_grad, backward_hooks, *rest):
-    """torch._utils._rebuild_tensor_v2 (and _v3, whose storage is bytes and which names the dtype): a
-    tensor showing the storage's elements from storage_offset on, with strides in elements."""
-    if rest and isinstance(rest[0], numpy.dtype):  # _v3
-        storage = storage.view(rest[0])
-    itemsize = storage.dtype.itemsize
-    size, stride = tuple(size), tuple(stride)
-    last = storage_offset + sum((n - 1) * step for n, step in zip(size, stride))
-    if (len(size) != len(stride) or storage_offset < 0 or any(step < 0 for step in stride)
-            or (0 not in size and last >= len(storage))):
-        raise RuntimeError(f"load: a tensor of size {list(size)}, stride {list(stride)} and offset {storage_offset} "
-                           f"lies outside its storage of {len(storage)} elements")
-    array = numpy.lib.stride_tricks.as_strided(storage[storage_offset:], size,
-                                               tuple(step * itemsize for step in stride))
-    return tensor_from(xp.asarray(array), requires_grad=requires_grad)
-
-
-def _rebuild_parameter(data, requires_grad, backward_hooks, *state):
-    """torch._utils._rebuild_parameter: the tensor, requiring grad as the parameter did (a plain Tensor:
-    nn.Parameter lives above autograd)."""
-    return data.requires_grad_(requires_grad)
-
-
-_SPARSE_COO = "torch.sparse_coo"  # (the layouts as torch.save names them: torch.serialization._get_layout's text)
-
-
-def _layout_named(name):
-    """torch.serialization._get_layout: a layout by its name; only the sparse COO layout is read."""
-    if name != _SPARSE_COO:
-        raise pickle.UnpicklingError(f"load: a tensor of layout {name!r}; chainrule reads strided and sparse COO "
-                                     "tensors only")
-    return name
-
-
-def _rebuild_sparse_tensor(layout, data):
-    """torch._utils._rebuild_sparse_tensor: a sparse COO tensor from (indices, values, size[, is_coalesced]), its
-    indices checked against the size (sparse_coo_tensor always checks them), so a file cannot make one that
-    reads outside its memory."""
-    from .sparse import sparse_coo_tensor  # (sparse tensors are built on Tensor: loaded where a file holds one)
-
-    if layout != _SPARSE_COO or not isinstance(data, tuple) or len(data) not in (3, 4):
-        raise pickle.UnpicklingError(f"load: a sparse tensor of layout {layout!r} with {type(data).__name__} data")
-    indices, values, size = data[:3]
-    coalesced = data[3] if len(data) == 4 else None
-    return sparse_coo_tensor(indices, values, tuple(size), is_coalesced=coalesced or None)

@@ -2,7 +2,7 @@
 that holds it as an attribute lists it in ``parameters()``). ``Buffer``: a tensor
 that a Module holding it as an attribute lists in ``buffers()`` (and saves)."""
 
-from autograd import Tensor
+from autograd import Tensor, tensor_classes
 from autograd.overrides import _disabled_torch_function_impl
 from autograd.tensor import tensor_from
 
@@ -45,6 +45,10 @@ class Parameter(Tensor):
         result = type(self)(self.data.clone(), self.requires_grad)
         memo[id(self)] = result
         return result
+
+
+tensor_classes.register(Parameter, "torch.nn.parameter.Parameter")  # (saved and loaded as a Parameter; PyTorch's
+# files name it so)
 
 
 class _BufferMeta(type):

@@ -332,10 +332,7 @@ def test_safe_globals_allow_a_class(T):
         assert T.load(buffer, weights_only=True) == {"p": Point(1, 2)}
 
 
-def test_python_attributes_of_a_tensor(T, request):
-    if ours(T):
-        request.applymarker(pytest.mark.xfail(strict=True, reason="chainrule saves a tensor's values, dtype and "
-                                                                  "requires_grad, not Python attributes set on it"))
+def test_python_attributes_of_a_tensor(T):
     t = T.zeros(3)
     t.foo, t.pi = "foo", 3.14
     loaded = roundtrip(T, t, weights_only=True)

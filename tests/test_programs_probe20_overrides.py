@@ -831,9 +831,6 @@ def save_and_load_a_subclass(m):
     return name(back), getattr(back, "label", None), back
 
 
-@pytest.mark.xfail(strict=True, reason="autograd.save writes every tensor as a plain one (serialization.py's _encode "
-                   "records no class or attributes): a subclass and its attributes come back as a Tensor without "
-                   "them; PyTorch's pickles the class and __dict__")
 def test_save_and_load_keep_a_subclass_and_its_attributes():
     ours, _ = run_both(save_and_load_a_subclass)
     assert ours[:2] == ("Labelled", "cat")

@@ -1685,10 +1685,6 @@ def embedding_weight_saved_and_assigned_back(m):
     return type(fresh.weight).__name__, fresh.weight.requires_grad, fresh(torch.tensor([1, 5]))
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError,
-                   reason="chainrule's save/load gives a saved nn.Parameter back as a Tensor "
-                          "(autograd/serialization.py may not import nn's Parameter), so assigning it to a module's "
-                          "weight raises TypeError")
 def test_an_embedding_parameter_saved_and_assigned_back():
     kind, requires_grad, looked_up = run_both(embedding_weight_saved_and_assigned_back)[0]
     assert kind == "Parameter" and requires_grad and looked_up.shape == (2, 3)
