@@ -1,12 +1,12 @@
 """Focused tests of the pytree fixes made while porting PyTorch's ``test/test_pytree.py`` (beyond what the ported
-tests in ``tests/test_ported_pytree.py`` show): each runs on ``autograd.utils._pytree`` and, where torch is
-installed, on ``torch.utils._pytree``, with the expected values written out."""
+tests in ``tests/test_ported_pytree.py`` show), and of vmap's in_dims and out_dims read as pytree prefixes: each
+runs on chainrule and, where torch is installed, on torch, with the expected values written out."""
 
 import dataclasses
 import fractions
 import importlib
 import time
-from collections import defaultdict
+from collections import OrderedDict, defaultdict, namedtuple
 from typing import Any
 
 import pytest
@@ -70,3 +70,37 @@ def test_register_pytree_node_refuses_a_type_twice_the_private_form_overwrites_i
     assert P.tree_leaves(Pair(1, 2)) == [1]
     P._deregister_pytree_node(Pair)
     assert P.tree_structure(Pair(1, 2)).is_leaf()
+
+
+# -- vmap reads in_dims and out_dims as pytree prefixes (PyTorch's _broadcast_to_and_flatten) ----------------------
+
+Pt = namedtuple("Pt", "x y")
+
+
+def test_vmap_in_dims_and_out_dims_are_prefixes_of_any_registered_container(T):
+    func = importlib.import_module(f"{T.__name__}.func")
+    x, y = T.arange(6.0).reshape(2, 3), T.tensor([1.0, -1.0, 2.0])
+    assert func.vmap(lambda p: p.x * p.y, in_dims=(Pt(0, None),))(Pt(x, y)).tolist() == [[0, -1, 4], [3, -4, 10]]
+    od = func.vmap(lambda d: d["a"] + d["b"], in_dims=(OrderedDict(a=0, b=None),))({"a": x, "b": y})
+    assert od.tolist() == [[1, 0, 4], [4, 3, 7]]
+    out = func.vmap(lambda a: Pt(a * 2, a.sum()), out_dims=Pt(1, 0))(x)
+    assert type(out) is Pt and out.x.tolist() == [[0, 6], [2, 8], [4, 10]] and out.y.tolist() == [3, 12]
+
+
+@pytest.mark.parametrize("case, message", [
+    ("list for a tuple", r"in_dims has structure TreeSpec\(tuple, None, \[TreeSpec\(list, None, \[\*,\n    \*\]\)\]\) "
+                         r"but inputs has structure "
+                         r"TreeSpec\(tuple, None, \[TreeSpec\(tuple, None, \[\*,\n    \*\]\)\]\)"),
+    ("one too many", r"in_dims has structure TreeSpec\(tuple, None, \[\*,\n  \*\]\) but inputs has structure "
+                     r"TreeSpec\(tuple, None, \[\*\]\)\."),
+    ("out list for a tuple", r"out_dims has structure TreeSpec\(list, None, \[\*,\n  \*\]\) but outputs has "
+                             r"structure TreeSpec\(tuple, None, \[\*,\n  \*\]\)\."),
+])
+def test_vmap_refuses_dims_of_another_structure_naming_both_specs(T, case, message):
+    func = importlib.import_module(f"{T.__name__}.func")
+    x = T.ones(2, 3)
+    call = {"list for a tuple": lambda: func.vmap(lambda t: t[0] + t[1], in_dims=([0, None],))((x, x[0])),
+            "one too many": lambda: func.vmap(lambda a: a, in_dims=(0, 0))(x),
+            "out list for a tuple": lambda: func.vmap(lambda a: (a, a.sum()), out_dims=[1, 0])(x)}[case]
+    with pytest.raises(ValueError, match="is not compatible with the structure of `(inputs|outputs)`. " + message):
+        call()
