@@ -120,7 +120,7 @@ class ModeSwitch:
             def function(*args, **kwargs):
                 return cls(*args, **kwargs)
         if inspect.isgeneratorfunction(function):
-            return _each_step_in(settings, function)
+            return each_step_in(lambda: ModeSwitch(**settings), function)
 
         @functools.wraps(function)
         def run_with_mode(*args, **kwargs):
@@ -130,9 +130,10 @@ class ModeSwitch:
         return run_with_mode
 
 
-def _each_step_in(settings, generator_function):
-    """A decorated generator function, as PyTorch wraps one: each step of the generator runs in the mode
-    (``@no_grad`` on a sampler that yields tokens), and the caller between steps in its own."""
+def each_step_in(context, generator_function):
+    """A decorated generator function, as PyTorch wraps one: each step of the generator runs inside a fresh
+    ``context()`` (``@no_grad`` on a sampler that yields tokens: each step in the mode), and the caller between
+    steps outside it."""
 
     @functools.wraps(generator_function)
     def generator(*args, **kwargs):
@@ -140,7 +141,7 @@ def _each_step_in(settings, generator_function):
         sent, thrown = None, None
         while True:
             try:
-                with ModeSwitch(**settings):
+                with context():
                     value = steps.send(sent) if thrown is None else steps.throw(thrown)
             except StopIteration as finished:
                 return finished.value
@@ -148,7 +149,7 @@ def _each_step_in(settings, generator_function):
             try:
                 sent = yield value
             except GeneratorExit:
-                with ModeSwitch(**settings):
+                with context():
                     steps.close()
                 raise
             except BaseException as error:  # thrown in by the caller: passed on to the generator

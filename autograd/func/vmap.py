@@ -9,7 +9,7 @@ from ..graph import modes
 from ..ops.joins import stack
 from ..random import refusing_draws
 from ..tensor import Tensor
-from ..utils._pytree import tree_flatten, tree_unflatten, treespec_pprint
+from ..utils._pytree import _broadcast_to_and_flatten, tree_flatten, tree_structure, tree_unflatten
 
 
 def vmap(func, in_dims=0, out_dims=0, randomness="error", *, chunk_size=None):
@@ -48,26 +48,25 @@ def vmap(func, in_dims=0, out_dims=0, randomness="error", *, chunk_size=None):
         if not isinstance(in_dims, (int, tuple)):  # (None too: some input must be batched)
             raise ValueError(f"vmap({name}, in_dims={in_dims}, ...)(<inputs>): expected `in_dims` to be int or a "
                              f"(potentially nested) tuple matching the structure of inputs, got: {type(in_dims)}.")
-        dims = in_dims if isinstance(in_dims, tuple) else (in_dims,) * len(args)
-        if len(dims) != len(args):
-            raise ValueError(f"vmap({name}, in_dims={in_dims}, ...)(<inputs>): in_dims is not compatible with "
-                             f"the structure of `inputs`. in_dims has structure with {len(dims)} entries but "
-                             f"inputs has {len(args)}.")
-        leaf_dims = [_dims_of_leaves(dim, arg, name, in_dims) for arg, dim in zip(args, dims)]
+        leaves, args_spec = tree_flatten(args)
+        leaf_dims = _broadcast_to_and_flatten(in_dims, args_spec)
+        if leaf_dims is None:
+            raise ValueError(f"vmap({name}, in_dims={in_dims}, ...)(<inputs>): in_dims is not compatible with the "
+                             f"structure of `inputs`. in_dims has structure {tree_structure(in_dims)} but inputs "
+                             f"has structure {args_spec}.")
         sizes = set()
-        for arg, arg_dims in zip(args, leaf_dims):
-            for leaf, dim in zip(tree_flatten(arg)[0], arg_dims):
-                if dim is None:
-                    continue
-                if not isinstance(leaf, Tensor):
-                    raise ValueError(f"vmap({name}, in_dims={in_dims}, ...)(<inputs>): Got in_dim={dim} for an "
-                                     f"input but the input is of type {type(leaf)}. We cannot vmap over non-Tensor "
-                                     "arguments, please use None as the respective in_dim")
-                if not -leaf.ndim <= dim < leaf.ndim:
-                    raise ValueError(f"vmap({name}, in_dims={in_dims}, ...)(<inputs>): Got in_dim={dim} for some "
-                                     f"input, but that input is a Tensor of dimensionality {leaf.ndim} so expected "
-                                     f"in_dim to satisfy -{leaf.ndim} <= in_dim < {leaf.ndim}.")
-                sizes.add(leaf.shape[dim])
+        for leaf, dim in zip(leaves, leaf_dims):
+            if dim is None:
+                continue
+            if not isinstance(leaf, Tensor):
+                raise ValueError(f"vmap({name}, in_dims={in_dims}, ...)(<inputs>): Got in_dim={dim} for an "
+                                 f"input but the input is of type {type(leaf)}. We cannot vmap over non-Tensor "
+                                 "arguments, please use None as the respective in_dim")
+            if not -leaf.ndim <= dim < leaf.ndim:
+                raise ValueError(f"vmap({name}, in_dims={in_dims}, ...)(<inputs>): Got in_dim={dim} for some "
+                                 f"input, but that input is a Tensor of dimensionality {leaf.ndim} so expected "
+                                 f"in_dim to satisfy -{leaf.ndim} <= in_dim < {leaf.ndim}.")
+            sizes.add(leaf.shape[dim])
         if not sizes:
             raise ValueError("vmap: Expected at least one Tensor to vmap over")
         if len(sizes) > 1:
@@ -80,7 +79,7 @@ def vmap(func, in_dims=0, out_dims=0, randomness="error", *, chunk_size=None):
 
             state = get_rng_state()
         if batch == 0:  # no example to loop over: f runs once, as PyTorch's does, on one made of zeros
-            call_args = [_select(arg, arg_dims, None) for arg, arg_dims in zip(args, leaf_dims)]
+            call_args = _select(args, leaf_dims, None)
             return _stack_results([func(*call_args, **kwargs)], out_dims, name, empty=True)
         results = []
         with _drawn_for_the_batch(batch, randomness == "different") as draws:
@@ -89,7 +88,7 @@ def vmap(func, in_dims=0, out_dims=0, randomness="error", *, chunk_size=None):
                     from ..random import set_rng_state
 
                     set_rng_state(state)
-                call_args = [_select(arg, arg_dims, b) for arg, arg_dims in zip(args, leaf_dims)]
+                call_args = _select(args, leaf_dims, b)
                 if draws is not None:
                     draws.example, draws.calls = b, 0
                 with refusing_draws() if randomness == "error" else contextlib.nullcontext(), \
@@ -178,22 +177,6 @@ def _arg(args, kwargs, index, name, default):
     return args[index] if len(args) > index else kwargs.get(name, default)
 
 
-def _dims_of_leaves(dims, arg, name, in_dims):
-    """The batch dim of each tensor of the argument ``arg``, from its entry of in_dims: an int or
-    None for all of them, or a tree shaped like ``arg`` (PyTorch's in_dims are such prefixes)."""
-    if dims is None or isinstance(dims, int):
-        return [dims] * len(tree_flatten(arg)[0])
-    same_kind = (isinstance(dims, dict) and isinstance(arg, dict) and set(dims) == set(arg)) or (
-        isinstance(dims, (tuple, list)) and isinstance(arg, (tuple, list)) and len(dims) == len(arg))
-    if not same_kind:
-        raise ValueError(f"vmap({name}, in_dims={in_dims}, ...)(<inputs>): in_dims is not compatible with the "
-                         f"structure of `inputs`: an entry {dims!r} stands for an input of type "
-                         f"{type(arg).__name__}")
-    if isinstance(arg, dict):
-        return [d for key in arg for d in _dims_of_leaves(dims[key], arg[key], name, in_dims)]
-    return [d for sub_dims, sub in zip(dims, arg) for d in _dims_of_leaves(sub_dims, sub, name, in_dims)]
-
-
 def _select(tree, dims, index):
     """Example ``index`` of each batched tensor of the tree (index None, for an empty batch: zeros of
     an example's shape, still on the tensor's graph: the sum over its empty batch dim)."""
@@ -207,20 +190,14 @@ def _stack_results(results, out_dims, name="f", empty=False):
     one call made for an empty batch, and each batched output gets a batch dim of size 0)."""
     flat = [tree_flatten(r) for r in results]
     spec = flat[0][1]
-    count = len(flat[0][0])
     if isinstance(results[0], Tensor) and isinstance(out_dims, tuple) and len(out_dims) == 1:
         dims = out_dims  # (one output, its dim in a 1-tuple: PyTorch accepts it)
     else:  # an int or None for every output, or a tree shaped like a prefix of the output's (as in_dims)
-        try:
-            dims = _dims_of_leaves(out_dims, results[0], name, out_dims)
-        except ValueError:
-            dims = None
-        if dims is None or len(dims) != count:
+        dims = _broadcast_to_and_flatten(out_dims, spec)
+        if dims is None:
             raise ValueError(f"vmap({name}, ..., out_dims={out_dims})(<inputs>): out_dims is not compatible with "
-                             f"the structure of `outputs`. out_dims has structure "
-                             f"{treespec_pprint(tree_flatten(out_dims)[1])} but outputs has structure "
-                             f"{treespec_pprint(spec)}."
-                             ) from None
+                             f"the structure of `outputs`. out_dims has structure {tree_structure(out_dims)} but "
+                             f"outputs has structure {spec}.")
     stacked = []
     for k, dim in enumerate(dims):
         column = [leaves[k] for leaves, _ in flat]

@@ -7,4 +7,5 @@ from . import data, hooks  # noqa: F401  (autograd.utils.data after import autog
 from .swap import swap_tensors  # noqa: F401
 
 __getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {"benchmark": ".benchmark", "checkpoint": ".checkpoint",
-                                                                 "_pytree": "._pytree", "dlpack": ".dlpack"})
+                                                                 "_pytree": "._pytree", "dlpack": ".dlpack",
+                                                                 "_device": "._device"})
