@@ -327,6 +327,13 @@ def dense_strides(shape, strides):
     return dense
 
 
+def dense_order(shape, strides):
+    """The dims from the outermost in memory of the dense tensor laid out in the order of ``strides``' dims
+    (``dense_strides``, whose ties it keeps: of equal steps, a size-1 dim inside)."""
+    dense = dense_strides(shape, strides)
+    return sorted(range(len(shape)), key=lambda dim: (-dense[dim], -shape[dim]))
+
+
 def address(array):
     """Where an array's first element lies: in host memory (NumPy), or on the GPU (CuPy)."""
     interface = getattr(array, "__array_interface__", None) or array.__cuda_array_interface__

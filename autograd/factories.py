@@ -16,7 +16,7 @@ import warnings
 import numpy
 
 from . import backend
-from .backend import is_dense, to_numpy, xp
+from .backend import dense_order, is_dense, to_numpy, xp
 from .device import META, resolve
 from .graph import program_stacklevel
 from .memory_order import fills_in_memory_order, made_like_a_view
@@ -418,10 +418,11 @@ def _filled_like(input, value, dtype, device, requires_grad, memory_format):
 def empty_like(input, *, dtype=None, layout=None, device=None, requires_grad=False, memory_format=None,  # noqa: A002
                pin_memory=False):
     """A new tensor of input's shape, laid out as ``memory_format`` asks (channels_last: N, H, W, C, with that
-    format's own strides; contiguous_format: row-major), else as input where input is a view, or a channels-last
-    tensor, that fills its memory densely (a transpose, a permutation: PyTorch's preserve_format, which
-    rand_like's draws follow), row-major otherwise (memory_order.py). A sparse input (or ``layout=sparse_coo``)
-    gives the sparse tensor with no entries."""
+    format's own strides; contiguous_format: row-major), else, where input is a view or a channels-last tensor, as
+    PyTorch's preserve_format lays it out, which rand_like's draws follow: with input's strides where it fills its
+    memory densely (a transpose, a permutation), or dense in the order of its strides where it does not (a slice of
+    a transpose: infer_dense_strides); row-major otherwise (memory_order.py). A sparse input (or
+    ``layout=sparse_coo``) gives the sparse tensor with no entries."""
     if _is_sparse_coo(layout) or (layout is None and is_sparse(input)):
         return zeros_like(input, dtype=dtype, layout=layout, requires_grad=requires_grad)
     dtype = dtype or input.dtype
@@ -430,8 +431,12 @@ def empty_like(input, *, dtype=None, layout=None, device=None, requires_grad=Fal
         return _made_by(lambda: empty_in_format(input.shape, dtype, memory_format), input.shape, dtype, device,
                         requires_grad)
     preserve = memory_format is None or getattr(memory_format, "name", None) == "preserve_format"
-    if preserve and type(array) is not MetaArray and is_dense(array) and fills_in_memory_order(input):
-        return made_like_a_view(_made(xp.empty_like(array, dtype=dtype), device, requires_grad))
+    if preserve and type(array) is not MetaArray and fills_in_memory_order(input):
+        if is_dense(array):
+            return made_like_a_view(_made(xp.empty_like(array, dtype=dtype), device, requires_grad))
+        order = dense_order(array.shape, array.strides)
+        laid_out = xp.empty(tuple(array.shape[dim] for dim in order), dtype=dtype).transpose(numpy.argsort(order))
+        return made_like_a_view(_made(laid_out, device, requires_grad))
     return _made_by(lambda: xp.empty(input.shape, dtype=dtype), input.shape, dtype, device, requires_grad)
 
 

@@ -935,10 +935,6 @@ def test_capsule_one_hot_by_sparse_torch_eye():
     np.testing.assert_array_equal(ours, np.eye(4, dtype=np.float32)[[2, 0, 3]])
 
 
-@pytest.mark.xfail(strict=True, reason="empty_like of a view that does not fill its memory densely (a slice of a "
-                   "transpose) is row-major in chainrule (autograd/factories.py), where PyTorch's preserve_format "
-                   "gives dense strides in the view's order (infer_dense_strides): rand_like of it draws in "
-                   "another order than PyTorch's")
 def test_random_like_a_slice_of_a_transpose():
     def program(m):
         torch = m.torch

@@ -3,7 +3,7 @@ is a different tensor to a program that views it (``y.view(-1)`` shares PyTorch'
 to copy, and a write through the view would not reach y)."""
 
 from .. import channels_last_layout, constants
-from ..backend import dense_strides
+from ..backend import dense_order
 from .axes import inverse_permutation
 
 _CHANNELS_LAST = {4: constants.channels_last, 5: constants.channels_last_3d}
@@ -58,7 +58,5 @@ def preserved_copy(x, values=None):
     values = x if values is None else values
     if x.flags.c_contiguous and 1 not in x.shape:  # (NumPy's flag overlooks size-1 dims: a channels_last
         return values.copy()  # (C, 1, kh, kw) kernel's is set, and a plain copy would lose its steps)
-    strides = dense_strides(x.shape, x.strides)
-    order = sorted(range(x.ndim), key=lambda dim: (-strides[dim], -x.shape[dim]))  # (the outermost first; of equal
-    # steps, a size-1 dim inside, as dense_strides puts it)
+    order = dense_order(x.shape, x.strides)
     return values.transpose(order).copy().transpose(inverse_permutation(order))
