@@ -13,9 +13,13 @@ time is its total less theirs, and the table's "Self CPU" column adds up to the 
 
 How: while a profiler records, ``Primitive.apply`` and the nodes' ``chain`` are replaced by timed
 versions (and put back after), so a program that is not being profiled pays nothing for this module.
-Only the CPU is measured (``ProfilerActivity.CUDA`` is accepted and, with no CUDA, records nothing, as
-PyTorch's does without it); ``schedule``, ``step()``, ``on_trace_ready``, ``export_chrome_trace`` and
-``tensorboard_trace_handler`` follow PyTorch's.
+With ``profile_memory=True`` each event also counts the memory it allocated for the tensors it made (an op's
+results, a node's gradients; views allocate nothing): ``cpu_memory_usage`` with its children's, and
+``self_cpu_memory_usage`` without them, the table's "CPU Mem" and "Self CPU Mem" columns, as PyTorch's (which
+also counts its kernels' temporaries, and their frees as negative rows). Only the CPU is measured
+(``ProfilerActivity.CUDA`` is accepted and, with no CUDA, records nothing, as PyTorch's does without it);
+``schedule``, ``step()``, ``on_trace_ready``, ``export_chrome_trace`` and ``tensorboard_trace_handler`` follow
+PyTorch's.
 """
 
 import enum
@@ -26,9 +30,12 @@ import socket
 import threading
 import time
 import warnings
+import weakref
 
+from .backend import memory_owner
 from .function import BackwardFunction
 from .graph import program_stacklevel
+from .meta import MetaArray
 from .primitive import Primitive
 
 
@@ -102,6 +109,7 @@ class FunctionEvent:
         self.thread, self.input_shapes = thread, input_shapes
         self.cpu_parent, self.cpu_children = parent, []
         self.count = 1
+        self.cpu_memory_usage = self.self_cpu_memory_usage = 0  # bytes (profile_memory: _count_allocations)
 
     @property
     def cpu_time_total(self):
@@ -124,11 +132,14 @@ class FunctionEventAvg:
         self.key, self.input_shapes = key, input_shapes
         self.count = 0
         self.cpu_time_total = self.self_cpu_time_total = 0.0
+        self.cpu_memory_usage = self.self_cpu_memory_usage = 0
 
     def add(self, event):
         self.count += 1
         self.cpu_time_total += event.cpu_time_total
         self.self_cpu_time_total += event.self_cpu_time_total
+        self.cpu_memory_usage += event.cpu_memory_usage
+        self.self_cpu_memory_usage += event.self_cpu_memory_usage
         return self
 
     @property
@@ -141,7 +152,8 @@ class FunctionEventAvg:
                 f"cpu_time={self.cpu_time_total:.3f}us count={self.count}>")
 
 
-_SORT_KEYS = {"cpu_time", "cpu_time_total", "self_cpu_time_total", "count"}
+_SORT_KEYS = {"cpu_time", "cpu_time_total", "self_cpu_time_total", "count", "cpu_memory_usage",
+              "self_cpu_memory_usage"}
 
 
 class EventList(list):
@@ -152,8 +164,8 @@ class EventList(list):
         rows = [e for e in self if not top_level_events_only or getattr(e, "cpu_parent", None) is None]
         if sort_by is not None:
             if sort_by not in _SORT_KEYS:
-                if sort_by.startswith(("cuda", "device", "self_cuda", "self_device")) or "memory" in sort_by:
-                    rows = list(rows)  # nothing is measured on a device or of memory: the order stays
+                if sort_by.startswith(("cuda", "device", "self_cuda", "self_device")):
+                    rows = list(rows)  # nothing is measured on a device: the order stays
                 else:
                     raise AttributeError(f"'FunctionEventAvg' object has no attribute '{sort_by}'")
             else:
@@ -163,7 +175,9 @@ class EventList(list):
         total = sum(e.self_cpu_time_total for e in self) or 1.0
         shapes = any(getattr(e, "input_shapes", None) for e in rows) and isinstance(self, _GroupedByShapes)
         width = min(max_name_column_width, max([len("Name")] + [len(str(e.key)) for e in rows]))
-        columns = ["Self CPU %", "Self CPU", "CPU total %", "CPU total", "CPU time avg", "# of Calls"]
+        memory = self.profile_memory
+        columns = ["Self CPU %", "Self CPU", "CPU total %", "CPU total", "CPU time avg"] + \
+            ["CPU Mem", "Self CPU Mem"] * memory + ["# of Calls"]
         line = "-" * width + "  " + "  ".join("-" * 12 for _ in columns) + ("  " + "-" * 20 if shapes else "")
         out = [] if header is None else [header]
         out += [line, f"{'Name':>{width}}  " + "  ".join(f"{c:>12}" for c in columns)
@@ -173,7 +187,8 @@ class EventList(list):
             name = name if len(name) <= width else name[:width - 3] + "..."
             cells = [f"{100 * e.self_cpu_time_total / total:.2f}%", _duration(e.self_cpu_time_total),
                      f"{100 * e.cpu_time_total / total:.2f}%", _duration(e.cpu_time_total),
-                     _duration(e.cpu_time), str(e.count)]
+                     _duration(e.cpu_time)] + \
+                [_memory(e.cpu_memory_usage), _memory(e.self_cpu_memory_usage)] * memory + [str(e.count)]
             row = f"{name:>{width}}  " + "  ".join(f"{c:>12}" for c in cells)
             if shapes:
                 row += f"  {str(e.input_shapes or [])[:max_shapes_column_width]:>20}"
@@ -184,9 +199,19 @@ class EventList(list):
     def __str__(self):
         return self.table()
 
+    profile_memory = False  # (set by a profiler that counted memory: the table then shows it)
+
 
 class _GroupedByShapes(EventList):
     pass
+
+
+def _memory(nbytes):
+    """Bytes as PyTorch's tables show them (1024 to a KB)."""
+    for unit, size in (("GB", 1024 ** 3), ("MB", 1024 ** 2), ("KB", 1024)):
+        if abs(nbytes) >= size:
+            return f"{nbytes / size:.2f} {unit}"
+    return f"{nbytes} B"
 
 
 def _duration(us):
@@ -208,27 +233,35 @@ def _shapes(values):
     return [list(v.shape) if hasattr(v, "shape") else [] for v in values]
 
 
-def _timed(name, shapes, call):
+def _timed(name, shapes, call, inputs=()):
     profilers = list(_recording)
     if not profilers:
         return call()
     events = [p._open(name, shapes) for p in profilers]
+    result = None
     try:
-        return call()
+        result = call()
+        return result
     finally:
         for p, event in zip(profilers, events):
-            p._close(event)
+            p._close(event, result, inputs)
+
+
+def _arrays(values):
+    """The arrays of the tensors among ``values`` (one value, or a tuple or list of them)."""
+    values = values if isinstance(values, (tuple, list)) else (values,)
+    return [value._data for value in values if getattr(value, "_data", None) is not None]
 
 
 def _timed_apply(cls, *inputs, **params):
     return _timed(cls.__name__, _shapes(inputs) if any(p.record_shapes for p in _recording) else None,
-                  lambda: _originals["apply"].__func__(cls, *inputs, **params))
+                  lambda: _originals["apply"].__func__(cls, *inputs, **params), inputs)
 
 
 def _timing_chain(original):
     @functools.wraps(original)
     def chain(self, grad, wanted=None):
-        return _timed(self.name(), None, lambda: original(self, grad, wanted))
+        return _timed(self.name(), None, lambda: original(self, grad, wanted), (grad,))
     return chain
 
 
@@ -287,11 +320,13 @@ class profile:
         self.schedule = schedule if schedule is not None else _always_record
         self.on_trace_ready = on_trace_ready
         self.record_shapes = record_shapes
-        self.profile_memory, self.with_stack, self.with_flops, self.with_modules = (
-            profile_memory, with_stack, with_flops, with_modules)  # (accepted: nothing of these is measured)
+        self.profile_memory = profile_memory
+        self.with_stack, self.with_flops, self.with_modules = with_stack, with_flops, with_modules  # (accepted:
+        # nothing of these is measured)
         self.step_num = 0
         self.current_action = None
         self._events, self._open_by_thread = [], {}
+        self._live = {}  # id -> bytes of the memory allocated while recording, not yet freed (profile_memory)
         self._step_range = None
 
     # recording on and off
@@ -376,16 +411,53 @@ class profile:
         stack.append(event)
         return event
 
-    def _close(self, event):
+    def _close(self, event, result=None, inputs=()):
         event.end_ns = time.perf_counter_ns()
+        if self.profile_memory:
+            self._count_allocations(event, result, inputs)
         stack = self._open_by_thread.get(event.thread, [])
         if event in stack:
             del stack[stack.index(event):]
         self._events.append(event)
 
+    # memory (profile_memory=True)
+
+    def _count_allocations(self, event, result, inputs):
+        """The memory ``event`` allocated: the memory of the tensors it returned, where no tensor showed it before
+        (a view's, or an input returned as it is, is not new; what its children made they counted), added to what
+        it freed while it ran (``_freed``); its total adds its children's."""
+        given = {id(memory_owner(array)) for array in _arrays(inputs)}
+        for array in _arrays(result):
+            owner = memory_owner(array)
+            key = id(owner)
+            if key in self._live or key in given or type(owner) is MetaArray:
+                continue
+            self._live[key] = owner.nbytes
+            weakref.finalize(owner, self._freed, key)
+            event.self_cpu_memory_usage += owner.nbytes
+        event.cpu_memory_usage = event.self_cpu_memory_usage + sum(child.cpu_memory_usage
+                                                                   for child in event.cpu_children)
+
+    def _freed(self, key):
+        """Memory an event allocated is freed: counted against the event running now on this thread, as PyTorch
+        counts a free (or, between events, in a "[memory]" event of its own, as PyTorch's)."""
+        nbytes = self._live.pop(key, 0)
+        if not nbytes or not self._records():
+            return
+        stack = self._open_by_thread.get(threading.get_ident())
+        if stack:
+            stack[-1].self_cpu_memory_usage -= nbytes
+            return
+        event = FunctionEvent("[memory]", time.perf_counter_ns(), threading.get_ident(), None, None)
+        event.end_ns = event.start_ns
+        event.cpu_memory_usage = event.self_cpu_memory_usage = -nbytes
+        self._events.append(event)
+
     def events(self):
         """Every finished event, in the order they started."""
-        return EventList(sorted((e for e in self._events if e.end_ns is not None), key=lambda e: e.start_ns))
+        events = EventList(sorted((e for e in self._events if e.end_ns is not None), key=lambda e: e.start_ns))
+        events.profile_memory = self.profile_memory
+        return events
 
     def key_averages(self, group_by_input_shape=False, group_by_stack_n=0, group_by_overload_name=False):
         """One row per name (and input shapes): calls, total and self time."""
@@ -396,7 +468,9 @@ class profile:
             if key not in rows:
                 rows[key] = FunctionEventAvg(event.name, event.input_shapes if group_by_input_shape else None)
             rows[key].add(event)
-        return (_GroupedByShapes if group_by_input_shape else EventList)(rows.values())
+        averages = (_GroupedByShapes if group_by_input_shape else EventList)(rows.values())
+        averages.profile_memory = self.profile_memory
+        return averages
 
     def export_chrome_trace(self, path):
         """The events as Chrome's trace format (chrome://tracing, Perfetto): one complete event each."""

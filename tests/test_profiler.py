@@ -136,3 +136,58 @@ def test_the_same_api_as_pytorchs():
     with profiler.profile(activities=[profiler.ProfilerActivity.CPU, profiler.ProfilerActivity.CUDA]) as prof:
         run_step()
     assert prof.key_averages()  # (CUDA: nothing to record without it, as PyTorch's)
+
+
+# -- profile_memory=True: what each event allocated and freed, as PyTorch counts it ------------------------
+
+def _memory_of_a_chain(T):
+    x = T.ones(4, 4)  # (float32: 64 bytes)
+    with T.profiler.profile(profile_memory=True) as prof:
+        with T.profiler.record_function("chain"):
+            y = (x * 2).exp().t().sum(0)  # x * 2 and its exp are freed inside the range; the sum (16 B) is not
+        del y  # (freed between events: a "[memory]" event)
+    rows = {row.key: row for row in prof.key_averages()}
+    return rows, prof
+
+
+def test_memory_counts_allocations_and_frees_of_each_event():
+    rows, prof = _memory_of_a_chain(autograd)
+    assert (rows["chain"].cpu_memory_usage, rows["chain"].self_cpu_memory_usage) == (16, -128)
+    assert (rows["Exp"].cpu_memory_usage, rows["Sum"].cpu_memory_usage) == (64, 16)
+    assert rows["Permute"].cpu_memory_usage == 0  # (a view allocates nothing)
+    assert rows["[memory]"].self_cpu_memory_usage == -16
+    table = prof.key_averages().table(sort_by="self_cpu_memory_usage").splitlines()
+    assert "CPU Mem" in table[1] and "Self CPU Mem" in table[1]
+    named = [line.split()[0] for line in table[3:-2]]
+    assert named.index("Exp") < named.index("Sum") < named.index("Permute") < named.index("chain")  # (by self mem)
+    assert "64 B" in table[3 + named.index("Exp")] and "-128 B" in table[3 + named.index("chain")]
+
+
+def test_memory_totals_agree_with_pytorchs():
+    torch = pytest.importorskip("torch")
+    ours, _ = _memory_of_a_chain(autograd)
+    theirs, _ = _memory_of_a_chain(torch)
+    for key in ("chain", "[memory]"):
+        assert (ours[key].cpu_memory_usage, ours[key].self_cpu_memory_usage) == \
+            (theirs[key].cpu_memory_usage, theirs[key].self_cpu_memory_usage)
+    assert ours["Exp"].cpu_memory_usage == theirs["aten::exp"].cpu_memory_usage
+
+
+def test_memory_is_not_counted_or_shown_unless_asked():
+    x = autograd.ones(4, 4)
+    with autograd.profiler.profile() as prof:
+        x.exp()
+    (row,) = prof.key_averages()
+    assert row.cpu_memory_usage == row.self_cpu_memory_usage == 0
+    assert "CPU Mem" not in prof.key_averages().table()
+    assert prof.key_averages().table(sort_by="self_cpu_memory_usage")  # (accepted, as PyTorch's)
+
+
+def test_a_gradient_passed_on_as_it_is_allocates_nothing():
+    x = autograd.ones(8, requires_grad=True)  # (float32: 32 bytes)
+    y = x * 3
+    with autograd.profiler.profile(profile_memory=True) as prof:
+        (y + 1).sum().backward()
+    rows = {row.key: row for row in prof.key_averages()}
+    assert rows["AddBackward0"].self_cpu_memory_usage == 0  # (dL/dy is its incoming gradient, unchanged)
+    assert rows["SumBackward0"].cpu_memory_usage == 32  # (the expanded gradient, made by its Expand)

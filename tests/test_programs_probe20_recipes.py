@@ -546,9 +546,6 @@ def test_profiler_step_rows_are_one_wildcard_row():
     assert ours == ["ProfilerStep*"]
 
 
-@pytest.mark.xfail(strict=True, reason="autograd/profiler.py accepts profile_memory=True but measures no memory, so "
-                                       "its table has no 'CPU Mem' / 'Self CPU Mem' columns (outside this task's "
-                                       "files)")
 def test_profiler_recipe_memory_columns():
     import autograd as torch
     import nn
