@@ -208,3 +208,41 @@ def test_max_unpool_names_the_last_invalid_index():
     assert ours["default"] == ("RuntimeError", f"Found an invalid max index: {last_bad}")
     assert ours["sized"].shape == (1, 3, 5, 7)
     same(ours, theirs)
+
+
+def test_uint8_images_resize_in_fixed_point():
+    def program(torch, F):
+        rng = np.random.default_rng(0)
+        out = {}
+        for mode, antialias, align_corners, size in [("bilinear", False, False, (13, 31)),
+                                                     ("bilinear", False, True, (5, 9)),
+                                                     ("bilinear", True, False, (4, 6)),
+                                                     ("bicubic", False, False, (20, 7)),
+                                                     ("bicubic", False, True, (9, 25)),
+                                                     ("bicubic", True, False, (3, 11))]:
+            image = torch.tensor(rng.integers(0, 256, (2, 3, 8, 15)).astype(np.uint8))
+            image[:, :, ::3] = 255  # (a bicubic overshoot past 255 is clamped)
+            key = f"{mode}-{antialias}-{align_corners}"
+            out[key] = outcome(lambda image=image, size=size, mode=mode, antialias=antialias, corners=align_corners:
+                               F.interpolate(image, size=size, mode=mode, antialias=antialias, align_corners=corners))
+        out["scale_factor"] = outcome(lambda: F.interpolate(image, scale_factor=(1.7, 0.45), mode="bilinear"))
+        out["kept_rows"] = outcome(lambda: F.interpolate(image, size=(8, 4), mode="bilinear"))
+        out["linear_refused"] = outcome(lambda: F.interpolate(image[0], size=4, mode="linear"))
+        return out
+    ours, theirs = both(program)
+    for key, value in ours.items():
+        if key != "linear_refused":
+            assert value.dtype == np.uint8, key
+    assert ours["linear_refused"] == ("NotImplementedError",
+                                      "\"compute_indices_weights_linear\" not implemented for 'Byte'")
+    image = autograd.tensor([[[[0, 100, 200], [50, 150, 250]]]], dtype=autograd.uint8)
+    np.testing.assert_array_equal(F.interpolate(image, size=(2, 5), mode="bilinear").numpy(),
+                                  [[[[0, 40, 100, 160, 200], [50, 90, 150, 210, 250]]]])
+    np.testing.assert_array_equal(F.interpolate(image, size=(1, 2), mode="bilinear", antialias=True).numpy(),
+                                  [[[[63, 188]]]])
+    if theirs is not None:
+        for key in ours:
+            if isinstance(ours[key], tuple):
+                assert ours[key] == theirs[key], key
+            else:
+                np.testing.assert_array_equal(ours[key], theirs[key], err_msg=key)

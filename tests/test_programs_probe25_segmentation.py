@@ -13,7 +13,8 @@ matrices by bincount, histc and index_put_ with accumulate, mIoU, pixel and freq
 LambdaLR and PolynomialLR; tensor augmentations of an image and its mask together; flip TTA; sliding-window
 inference with count maps, Gaussian importance maps and fold/unfold; a Mask R-CNN-style mask head over a bilinear
 RoI crop by affine_grid/grid_sample; boundary and signed-distance losses by max pooling; SegNet's max_unpool2d;
-3-d segmentation with trilinear interpolation; DataLoader collation of uint8 masks; from_numpy sharing."""
+3-d segmentation with trilinear interpolation; uint8 image resizing (bilinear, bicubic, antialiased) as
+torchvision's tensor transforms do it; DataLoader collation of uint8 masks; from_numpy sharing."""
 
 import math
 
@@ -1056,14 +1057,39 @@ def test_mask_resizing_dtypes():
     assert (ours["boolerr"], ours["longerr"]) == ("NotImplementedError", "NotImplementedError")
 
 
-@pytest.mark.xfail(strict=True, reason="PyTorch's bilinear/bicubic interpolation of uint8 images (its fixed-point "
-                                       "separable kernels, as torchvision's resize of uint8 tensors uses) is refused")
-def test_bilinear_resize_of_a_uint8_image():
-    import autograd
-    import nn.functional as F
-    image = autograd.tensor([[[[0, 100, 200], [50, 150, 250]]]], dtype=autograd.uint8)
-    resized = F.interpolate(image, size=(2, 5), mode="bilinear", align_corners=False)
-    np.testing.assert_array_equal(resized.numpy(), [[[[0, 40, 100, 160, 200], [50, 90, 150, 210, 250]]]])
+def uint8_resize(m):
+    """A data pipeline's resize of uint8 images (torchvision's tensor Resize): bilinear with antialiasing for the
+    image, nearest for its mask, and a random-scale augmentation of both."""
+    torch, F = m.torch, m.F
+    torch.manual_seed(0)
+    img = torch.randint(0, 256, (3, 21, 30), dtype=torch.uint8)
+    mask = torch.randint(0, 4, (21, 30), dtype=torch.uint8)
+    out = {}
+    out['down'] = F.interpolate(img[None], size=(10, 14), mode='bilinear', antialias=True, align_corners=False)[0]
+    out['up'] = F.interpolate(img[None], scale_factor=1.6, mode='bilinear', align_corners=False)[0]
+    out['cubic'] = F.interpolate(img[None].contiguous(memory_format=torch.channels_last), size=(25, 13),
+                                 mode='bicubic', align_corners=True)
+    out['cubic_stride'] = tuple(out['cubic'].stride())
+    s = float(torch.empty(1).uniform_(0.5, 2.0))
+    h, w = int(21 * s), int(30 * s)
+    out['scaled'] = F.interpolate(img[None], size=(h, w), mode='bilinear', align_corners=False)[0]
+    out['scaled_mask'] = F.interpolate(mask[None, None], size=(h, w), mode='nearest')[0, 0]
+    out['dtypes'] = [D(v) for v in (out['down'], out['up'], out['cubic'], out['scaled_mask'])]
+    small = torch.tensor([[[[0, 100, 200], [50, 150, 250]]]], dtype=torch.uint8)
+    out['small'] = F.interpolate(small, size=(2, 5), mode='bilinear', align_corners=False)
+    out['small_cubic'] = F.interpolate(small, size=(3, 5), mode='bicubic', align_corners=True)
+    out['small_aa'] = F.interpolate(small, size=(1, 2), mode='bilinear', antialias=True)
+    return out
+
+
+def test_uint8_image_resizing():
+    ours, _ = run_both(uint8_resize, rtol=0, atol=0)
+    assert ours["dtypes"] == ["uint8"] * 4 and ours["cubic_stride"] == (975, 1, 39, 3)
+    np.testing.assert_array_equal(ours["small"], [[[[0, 40, 100, 160, 200], [50, 90, 150, 210, 250]]]])
+    np.testing.assert_array_equal(ours["small_cubic"], [[[[0, 41, 100, 159, 200], [25, 66, 125, 184, 225],
+                                                          [50, 91, 150, 209, 250]]]])
+    np.testing.assert_array_equal(ours["small_aa"], [[[[63, 188]]]])
+    assert ours["down"].shape == (3, 10, 14) and set(np.unique(ours["scaled_mask"])) <= {0, 1, 2, 3}
 
 
 def test_segnet_unpooling():
