@@ -12,7 +12,8 @@ soft Dice, Tversky, focal, OHEM by topk and sort, Lovasz-softmax and Lovasz-hing
 matrices by bincount, histc and index_put_ with accumulate, mIoU, pixel and frequency-weighted accuracy; poly LR by
 LambdaLR and PolynomialLR; tensor augmentations of an image and its mask together; flip TTA; sliding-window
 inference with count maps, Gaussian importance maps and fold/unfold; a Mask R-CNN-style mask head over a bilinear
-RoI crop by affine_grid/grid_sample; boundary and signed-distance losses by max pooling; SegNet's max_unpool2d;
+RoI crop by affine_grid/grid_sample (and grid_sample's modes and paddings, 2-d and 3-d); a CRF-like mean-field
+step by unfold; boundary and signed-distance losses by max pooling; SegNet's max_unpool2d;
 3-d segmentation with trilinear interpolation; uint8 image resizing (bilinear, bicubic, antialiased) as
 torchvision's tensor transforms do it; DataLoader collation of uint8 masks; from_numpy sharing."""
 
@@ -888,6 +889,50 @@ def vol_seg(m):
     return dict(ce=ce, dice=dice, tri=tri, tri2=tri2, g=x.grad, gw=[q.grad for q in net.parameters()])
 
 
+def grid_modes(m):
+    torch, F = m.torch, m.F
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 6, 7, requires_grad=True)
+    theta = (torch.eye(2, 3)[None].repeat(2, 1, 1) + 0.3 * torch.randn(2, 2, 3)).requires_grad_()
+    out = {}
+    tot = 0
+    for ac in (False, True):
+        grid = F.affine_grid(theta, (2, 3, 5, 4), align_corners=ac)
+        for mode in ('bilinear', 'nearest', 'bicubic'):
+            for pad in ('zeros', 'border', 'reflection'):
+                y = F.grid_sample(x, grid * 1.3, mode=mode, padding_mode=pad, align_corners=ac)
+                out[f'{ac}{mode}{pad}'] = y
+                tot = tot + (y * torch.arange(y.numel()).reshape(y.shape).float().cos()).sum()
+    tot.backward()
+    out['gx'] = x.grad; out['gt'] = theta.grad
+    # 3-d
+    v = torch.randn(1, 2, 4, 5, 6, requires_grad=True)
+    g3 = F.affine_grid(torch.eye(3, 4)[None] * 0.9, (1, 2, 3, 3, 3), align_corners=False)
+    y3 = F.grid_sample(v, g3, align_corners=False, padding_mode='reflection')
+    y3.sum().backward()
+    out['y3'] = y3; out['gv'] = v.grad
+    return out
+
+def crf_like(m):
+    torch, F = m.torch, m.F
+    torch.manual_seed(0)
+    logits = torch.randn(1, 3, 6, 6, requires_grad=True)
+    img = torch.rand(1, 3, 6, 6)
+    k = 3
+    q = logits.softmax(1)
+    for _ in range(2):
+        patches = F.unfold(q, k, padding=1).view(1, 3, k * k, 6, 6)
+        ip = F.unfold(img, k, padding=1).view(1, 3, k * k, 6, 6)
+        w = torch.exp(-((ip - img.unsqueeze(2)) ** 2).sum(1, keepdim=True) / 0.1)
+        msg = (patches * w).sum(2)
+        compat = torch.ones(3, 3) - torch.eye(3)
+        pen = torch.einsum('ij,bjhw->bihw', compat, msg)
+        q = (logits - pen).softmax(1)
+    loss = -(q.clamp_min(1e-6).log() * q).sum()
+    loss.backward()
+    return dict(q=q, g=logits.grad)
+
+
 def softmax(z, axis):
     e = np.exp(z - z.max(axis, keepdims=True))
     return e / e.sum(axis, keepdims=True)
@@ -1197,3 +1242,17 @@ def test_volumetric_segmentation():
     ours, _ = run_both(vol_seg, rtol=1e-4, atol=1e-5)
     assert ours["tri"].shape == (2, 3, 3, 6, 6) and ours["tri2"].shape == (2, 3, 3, 5, 7)
     assert 0 < ours["dice"] < 1 and np.isfinite(ours["g"]).all()
+
+
+def test_grid_sampling_modes_for_spatial_transformers():
+    ours, _ = run_both(grid_modes, rtol=1e-4, atol=1e-5)
+    assert ours["gx"].shape == (2, 3, 6, 7) and ours["gt"].shape == (2, 2, 3) and ours["y3"].shape == (1, 2, 3, 3, 3)
+    assert all(ours[f"{ac}{mode}{pad}"].shape == (2, 3, 5, 4) for ac in (False, True)
+               for mode in ("bilinear", "nearest", "bicubic") for pad in ("zeros", "border", "reflection"))
+    assert np.isfinite(ours["gt"]).all() and np.abs(ours["gv"]).sum() > 0
+
+
+def test_crf_like_mean_field_by_unfold():
+    ours, _ = run_both(crf_like, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(ours["q"].sum(1), 1, rtol=1e-5)
+    assert np.isfinite(ours["g"]).all()
