@@ -89,6 +89,10 @@ def _check_class_indices(name, input, target):
         raise ShapeError(f"{words}{name}: input of shape {tuple(input.shape)} needs a target of shape "
                          f"{tuple(expected)}, "
                          f"got {tuple(target.shape)}")
+    if target.dtype == numpy.uint8 and input.ndim > 2:  # (PyTorch's spatial kernel, nll_loss2d, reads int64 only;
+        # its 1-d one takes a uint8 mask as class indices too)
+        raise DtypeError(f"expected scalar type Long but found Byte ({name} of an input of shape "
+                         f"{tuple(input.shape)}: convert a uint8 mask of class indices with target.long())")
 
 
 def _class_weights(name, rows, target, weight, ignore_index):

@@ -14,6 +14,7 @@ scatters dL/dy back to it. PyTorch's arithmetic (in the input's dtype) gives its
 import math
 
 from autograd.backend import xp
+from autograd.ops.conversion import refuse_kinds
 from autograd.ops.pooling import GatherFlat, window_winner, with_indices
 from autograd.random import generator
 from autograd.tensor import tensor_from
@@ -42,8 +43,11 @@ def _sizes(value, spatial, name, what):
     return _tuple(value, spatial, what)
 
 
-def _check_samples(samples, n, c, spatial):
-    """PyTorch's checks of _random_samples: (at least n, c, spatial)."""
+def _check_samples(samples, input, n, c, spatial):
+    """PyTorch's checks of _random_samples: the input's dtype (the windows are computed in it), then (at least n,
+    c, spatial)."""
+    if samples.dtype != input.dtype:
+        raise RuntimeError("Expect _random_samples to have the same dtype as input")
     if samples.ndim != 3:
         raise RuntimeError(f"Expect _random_samples to have 3 dimensions, got {samples.ndim}")
     if samples.shape[0] < n:
@@ -74,9 +78,11 @@ def _fractional_max_pool(input, kernel_size, output_size, output_ratio, return_i
     for axis, size, o, k in zip(("time", "height", "width")[3 - spatial:], sizes, out, kernel):
         if o + k - 1 > size - (spatial == 3):
             raise RuntimeError(f"{kernel_name}(): pool {axis} {k} too large relative to input {axis} {size}")
-    if samples is None:
+    if samples is None:  # (u is drawn in the input's dtype: PyTorch's uniform draw has no integer or bool loop)
+        refuse_kinds(input, "check_uniform_bounds", "biu")
         samples = tensor_from(generator().random((n, c, spatial)).astype(input._data.dtype))
-    _check_samples(samples, n, c, spatial)
+    _check_samples(samples, input, n, c, spatial)
+    refuse_kinds(input, f"{name}_out_frame", "biu")
     samples = samples[:n]  # (a longer batch of samples: the first n, as PyTorch's)
     # the samples of a 2-d pool are (u_W, u_H), of a 3-d one (u_T, u_H, u_W), as PyTorch's
     order = (1, 0) if spatial == 2 else (0, 1, 2)

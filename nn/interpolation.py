@@ -29,6 +29,10 @@ k((i + ½ - c) / max(r, 1)) and normalised to sum to 1, with the kernel k of sup
     lanczos:   k(d) = sinc(d) sinc(d / 3) for |d| < 3          R = 3
 The weights make one matrix per dim, and the resize is y = M_H x M_Wᵀ (matrix products: their
 gradients are the transposed products).
+
+uint8 images (bilinear, bicubic, antialiased or not) are resized in fixed point, as PyTorch's and PIL's
+kernels resize them: the same matrices rounded to integers, each pass rounded back to uint8
+(_fixed_point_resize).
 """
 
 import math
@@ -201,6 +205,36 @@ def _antialiased(input, sizes, factors, align_corners, mode):
     return input
 
 
+def _weight_matrix(size, out, factor, align_corners, mode, antialias):
+    """The (out, size) float64 matrix of one dim's resize: the antialiased one, or the float kernels' own weights
+    (their resize of the identity), a weight read at a clamped index added to that index's."""
+    if antialias:
+        return _antialiased_weights(size, out, factor, align_corners, mode)
+    along = _cubic_along if mode == "bicubic" else _linear_along
+    return along(Tensor._make(xp.eye(size)), 0, out, factor, align_corners)._data
+
+
+def _fixed_point_resize(input, sizes, factors, align_corners, mode, antialias):
+    """A uint8 image resized as PyTorch's (and PIL's) fixed-point kernels resize it, along W, then along H, each
+    pass rounded back to uint8. A pass's weights w (_weight_matrix) become integers q = round(w·2^P), at the
+    precision P, at most 22, past which the largest weight doubled would not fit in int16; each output is
+        y = clamp((Σ q·x + 2^(P-1)) >> P, 0, 255),
+    so rounding happens once per pass, in integers. A dim that keeps its size is left as it is."""
+    data = input._data.astype(xp.int64)
+    for axis in (3, 2):
+        size, out = data.shape[axis], sizes[axis - 2]
+        if out == size:
+            continue
+        matrix = xp.asarray(_weight_matrix(size, out, factors[axis - 2], align_corners, mode, antialias))
+        largest = float(matrix.max())
+        precision = next((p for p in range(22) if int(0.5 + largest * (1 << (p + 1))) >= 1 << 15), 22)
+        scaled = matrix * (1 << precision)
+        quantised = xp.trunc(scaled + xp.where(scaled < 0, -0.5, 0.5)).astype(xp.int64)
+        summed = xp.moveaxis(xp.tensordot(data, quantised, axes=([axis], [1])), -1, axis)
+        data = xp.clip((summed + (1 << (precision - 1))) >> precision, 0, 255)
+    return Tensor._make(data.astype(xp.uint8))
+
+
 def _is_identity(matrix):
     return matrix.shape[0] == matrix.shape[1] and numpy.array_equal(matrix, numpy.eye(len(matrix)))
 
@@ -246,6 +280,9 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
                                numpy.float16)
             resized = resized + (rounded - resized).detach()
         resized = resized.half()
+    elif input.dtype == numpy.uint8 and mode in ("bilinear", "bicubic"):
+        _check_sizes(input, sizes)
+        resized = _fixed_point_resize(input, sizes, factors, bool(align_corners), mode, antialias)
     else:
         resized = _resized(input, sizes, factors, mode, align_corners, antialias, spatial)
     if resized is input:  # every size kept (a skip connection's size): a copy still, as PyTorch's kernels write one
@@ -280,13 +317,8 @@ def _refuse_dtype(input, mode, antialias):
     else:
         rule = {"bicubic": "cubic", "linear": "linear", "trilinear": "linear"}.get(mode, "nearest")
         kernel, floating = f"compute_indices_weights_{rule}", kind == "f"
-    if floating or input.dtype == numpy.uint8 and "nearest" in mode:
+    if floating or input.dtype == numpy.uint8 and ("nearest" in mode or mode in ("bilinear", "bicubic")):
         return
-    if input.dtype == numpy.uint8 and mode in ("bilinear", "bicubic"):
-        raise NotImplementedError(
-            f"interpolate(mode={mode!r}) of a uint8 tensor of shape {tuple(input.shape)}: the weighted modes need "
-            "floating point here (PyTorch's fixed-point uint8 kernels are not built); convert with .float() first, "
-            "and back with .round().clamp(0, 255).to(autograd.uint8)")
     raise NotImplementedError(f"\"{kernel}\" not implemented for '{type_name(input.dtype)}'")
 
 

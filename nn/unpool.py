@@ -55,8 +55,8 @@ def _max_unpool(input, indices, kernel_size, stride, padding, output_size, spati
     flat = indices._data.reshape(input.shape)
     plane = math.prod(sizes)
     bad = flat[(flat < 0) | (flat >= plane)]
-    if bad.size:
-        raise RuntimeError(f"Found an invalid max index: {int(bad[0])} (output volumes are of size "
+    if bad.size:  # (PyTorch's loop keeps the last one it meets, in the input's order)
+        raise RuntimeError(f"Found an invalid max index: {int(bad[-1])} (output volumes are of size "
                            f"{'x'.join(map(str, sizes))})")
     y = pooling.ScatterFlat.apply(input, indices=flat, shape=input.shape[:2] + sizes, overlapping=False)
     y = in_suggested_layout(y, input)  # (a scatter's result is row-major; PyTorch's follows its input)

@@ -96,10 +96,11 @@ def test_refusals():
         F.interpolate(x, size=3, mode="lanczos")
     with pytest.raises(ValueError, match="Lanczos mode does not support align_corners=True"):
         F.interpolate(x, size=3, mode="lanczos", antialias=True, align_corners=True)
-    image = autograd.arange(36).reshape(1, 1, 6, 6).to(autograd.uint8)  # (before, bilinear gave wrong integers)
-    for mode, antialias in [("bilinear", False), ("bilinear", True), ("bicubic", False)]:
-        with pytest.raises(NotImplementedError, match="need floating point"):
-            F.interpolate(image, size=4, mode=mode, antialias=antialias)
+    image = autograd.arange(36).reshape(1, 1, 6, 6).to(autograd.uint8)  # (PyTorch's fixed-point kernels' integers)
+    for mode, antialias, row in [("bilinear", False, [2, 4, 5, 7]), ("bilinear", True, [2, 4, 5, 7]),
+                                 ("bicubic", False, [1, 3, 4, 6])]:
+        np.testing.assert_array_equal(F.interpolate(image, size=4, mode=mode, antialias=antialias).numpy()[0, 0, 0],
+                                      row)
     with pytest.raises(NotImplementedError, match="\"adaptive_avg_pool2d\" not implemented for 'Byte'"):
         F.interpolate(image, size=4, mode="area")
     np.testing.assert_array_equal(F.interpolate(image, size=3, mode="nearest").numpy()[0, 0, 0], [0, 2, 4])

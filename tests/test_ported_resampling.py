@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from tests import ported_nn
-from tests.ported import close, raises, same, values, xfail_on_chainrule
+from tests.ported import close, raises, same, values
 
 nn = ported_nn.nn  # the fixture
 F = ported_nn.F
@@ -608,9 +608,6 @@ def test_upsampling_2d_dtypes(T, F, request, mode, antialias, dtype):
         pytest.skip("nearest has no antialiasing")
     x = T.ones(1, 3, 32, 32, dtype=getattr(T, dtype))
     if dtype.startswith("float") or dtype == "uint8":
-        if dtype == "uint8" and mode in ("bilinear", "bicubic"):
-            xfail_on_chainrule(T, request, "uint8 bilinear and bicubic resizing (PyTorch's fixed-point kernels) is "
-                                           "not built: chainrule refuses it")
         out = F.interpolate(x, (12, 12), mode=mode, antialias=antialias)
         close(out, np.ones((1, 3, 12, 12), dtype), rtol=0, atol=1e-6)
         assert str(out.dtype).endswith(dtype)
@@ -637,8 +634,6 @@ def test_upsampling_antialiased_matches_pil(T, F, channels_last):
 @pytest.mark.parametrize("mode", ["bilinear", "bicubic"])
 @pytest.mark.parametrize("antialias", [True, False])
 def test_upsampling_uint8_is_the_rounded_float_resize(T, F, request, channels_last, mode, antialias):
-    xfail_on_chainrule(T, request, "uint8 bilinear and bicubic resizing (PyTorch's fixed-point kernels) is not "
-                                   "built: chainrule refuses it")
     low, high = (30, 220) if mode == "bicubic" else (0, 256)
     image = np.random.default_rng(0).integers(low, high, (1, 3, 40, 40)).astype(np.uint8)
     x = T.tensor(image).contiguous(memory_format=_layout(T, 4, channels_last))

@@ -2643,10 +2643,6 @@ def test_recurrent_cells_embedding_bag_and_multi_margin_refuse_mixed_dtypes(T):
         F.multi_margin_loss(T.ones(2, 3, dtype=T.float64), T.tensor([0, 1]), weight=T.ones(3))
 
 
-@pytest.mark.xfail(strict=True, raises=RuntimeError,
-                   reason="interpolate refuses uint8 for 'bilinear' (and 'bicubic'), which PyTorch computes with a "
-                          "fixed-point separable kernel (neither rounding the float result nor rounding between "
-                          "the two passes reproduces it exactly; porting that kernel is left for later)")
 def test_bilinear_interpolation_of_uint8_images():
     x = OURS.torch.tensor([[[[0, 255], [100, 3]]]], dtype=OURS.torch.uint8)
     y = OURS.F.interpolate(x, scale_factor=2, mode="bilinear")

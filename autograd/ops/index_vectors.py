@@ -234,11 +234,23 @@ def _put_index(index):
     return array
 
 
+def refuse_uint8_mask_fill(index_arrays, numel):
+    """PyTorch writes one number (``numel`` 1) through an index of one mask tensor (beside slices and None) as
+    masked_fill_ does, and masked_fill_ takes bool masks only: ``x[m] = 0`` with a uint8 ``m`` is its error, where
+    ``x[m]`` reads m as a mask (with a warning) and ``x[m] = v`` writes several numbers. ``index_arrays`` are the
+    index's tensors (and lists), integers beside them already applied."""
+    if numel == 1 and len(index_arrays) == 1 and getattr(index_arrays[0], "dtype", None) == xp.uint8:
+        raise RuntimeError("masked_fill_ only supports boolean masks, but got mask with dtype unsigned char")
+
+
 @names("index_put", inplace="index_put_")
 @node_named("IndexPutBackward0")
 def index_put(input, indices, values, accumulate=False):
     """input with ``values`` written at input[indices] (a tuple of index tensors), or added there
     with accumulate=True (repeated positions then add up)."""
+    if not accumulate:
+        refuse_uint8_mask_fill([i._data if isinstance(i, Tensor) else i for i in indices if i is not None],
+                               values.numel() if isinstance(values, Tensor) else xp.size(values))
     index = tuple(_put_index(i) for i in indices)
     if not isinstance(values, Tensor):
         values = Tensor._make(xp.asarray(values, dtype=input.dtype))

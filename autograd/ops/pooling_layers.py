@@ -20,7 +20,7 @@ from ..errors import ShapeError
 from ..primitive import named_node, node_named
 from ..tensor import tensor_from
 from . import pooling
-from .conversion import refuse_kinds
+from .conversion import refuse_kinds, type_name
 from .layer_arguments import _as_2d, _batched, _tuple, check_pooling_window
 from .layouts import in_suggested_layout
 from .names import names
@@ -109,9 +109,9 @@ def _max_pool(input, kernel_size, stride, padding, dilation, ceil_mode, return_i
     input, undo = _as_2d(input, spatial, name)
     kernel, stride, padding, dilation, out = sizes
     # PyTorch's values-only 1-d kernel has floating loops only (its kernel with indices, the 2-d one, takes integers
-    # too); neither takes complex numbers, which have no order
+    # too, but not bools: a mask is pooled as uint8 or float); neither takes complex numbers, which have no order
     values_only = spatial == 1 and not return_indices
-    refuse_kinds(input, "max_pool1d_impl" if values_only else "max_pool2d", "biuc" if values_only else "c")
+    refuse_kinds(input, "max_pool1d_impl" if values_only else "max_pool2d", "biuc" if values_only else "bc")
     params = dict(kernel_size=kernel, stride=stride, padding=padding, dilation=dilation, out=out)
     values = pooling.MaxPool2d.apply(input, **params)
     if not return_indices:
@@ -224,7 +224,6 @@ def _adaptive_sizes(input, output_size, spatial, name):
         viewed = input.shape if spatial == 2 else input.shape[:-1] + (1,) + input.shape[-1:]
         _refuse_empty_planes(viewed, "adaptive_avg_pool2d", len(viewed) - 2)
     input, undo = _as_2d(input, spatial, name)
-    refuse_kinds(input, name.replace("1d", "2d"), "biu")  # (NumPy would average integers into floats)
     sizes = output_size if isinstance(output_size, (tuple, list)) else (output_size,) * spatial
     if len(sizes) != spatial:
         raise ShapeError(f"{name}: output_size must be an int or a tuple of {spatial}, got {output_size!r}")
@@ -232,7 +231,7 @@ def _adaptive_sizes(input, output_size, spatial, name):
     if min(sizes) < 0:
         raise RuntimeError(f"{name.replace('1d', '2d')}: elements of output_size must be greater than or equal "
                            f"to 0 but received {{{', '.join(map(str, sizes))}}}")
-    _refuse_complex_bins(input, name.replace("1d", "2d"), sizes)
+    _refuse_kinds_of_bins(input, name.replace("1d", "2d"), sizes)
     return input, undo, ((1,) if spatial == 1 else ()) + sizes
 
 
@@ -245,10 +244,17 @@ def _no_bins(input, out, spatial, kernel, return_indices=False):
     return pooling.with_indices(y, tensor_from(xp.zeros(shape, dtype=xp.int64))) if return_indices else y
 
 
-def _refuse_complex_bins(input, kernel, sizes):
-    """PyTorch's adaptive kernels have no complex loop; an average into one bin per plane is its mean, which has."""
-    if kernel.startswith("adaptive_max") or any(s != 1 for s in sizes):
-        refuse_kinds(input, kernel, "c")
+def _refuse_kinds_of_bins(input, kernel, sizes):
+    """PyTorch's adaptive kernels have no bool, integer or complex loops (NumPy would average integers into
+    floats); an average into one bin per plane is its mean, which takes complex numbers and refuses integers in its
+    own words, and the 2-d average into no bins returns its empty result before its kernel looks at the dtype."""
+    average = kernel.startswith("adaptive_avg")
+    if average and all(s == 1 for s in sizes):
+        if input.dtype.kind in "biu":
+            raise RuntimeError("mean(): could not infer output dtype. Input dtype must be either a floating point or "
+                               f"complex dtype. Got: {type_name(input.dtype)}")
+    elif not (kernel == "adaptive_avg_pool2d" and 0 in sizes):
+        refuse_kinds(input, kernel, "biuc")
 
 
 def _bins(size, out):
@@ -378,7 +384,7 @@ def _volume_indices(plane_indices, depth_indices, shape):
 
 def _max_pool3d(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
     name = "max_pool3d"
-    refuse_kinds(input, name, "c")  # (before its plane pass, the 2-d kernel, refuses in its own name)
+    refuse_kinds(input, name, "bc")  # (before its plane pass, the 2-d kernel, refuses in its own name)
     _refuse_empty_planes_to_pool(input, 3, name)
     kernel, stride, padding, dilation, out = _pool_sizes(input, kernel_size, stride, padding, dilation, ceil_mode,
                                                          3, name)
@@ -448,7 +454,7 @@ def _adaptive_sizes3d(input, output_size, name):
     sizes = tuple(input.shape[2 + a] if s is None else int(s) for a, s in enumerate(sizes))
     if min(sizes) < 0:
         raise RuntimeError(f"{name}: output_size must be non-negative, got {sizes}")
-    _refuse_complex_bins(input, f"{name}_cpu", sizes)
+    _refuse_kinds_of_bins(input, f"{name}_cpu", sizes)
     return input, unbatched, sizes
 
 

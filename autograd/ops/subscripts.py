@@ -14,6 +14,7 @@ from ..graph import program_stacklevel
 from ..tensor import Tensor
 from ..write_door import _refuse_overflow
 from .conversion import type_name
+from .index_vectors import refuse_uint8_mask_fill
 from .names import names
 from .shape import GetItem, _in_pytorch_words, _is_int, reshape
 
@@ -77,6 +78,8 @@ def _setitem(x, index, value):
     """x[index] = value, the index read as ``x[index]`` reads it: where an integer stands beside index
     arrays it selects first (x[0, :, [1, 2]] is a (3, 2) region, as PyTorch's, not NumPy's (2, 3)), so the
     write goes through that view of x, and the value broadcasts against the region PyTorch's does."""
+    refuse_uint8_mask_fill(_index_arrays(tuple(index) if _sequence_as_tuple(index) else index),
+                           value.numel() if isinstance(value, Tensor) else numpy.size(value))
     x, index = _as_pytorch_reads_it(x, index)
     mask = index[0] if isinstance(index, tuple) and len(index) == 1 else index
     if isinstance(value, Tensor) and value._data.size == 1 and value._data.dtype != x._data.dtype \
@@ -92,6 +95,15 @@ def _setitem(x, index, value):
         x._write_at(index, value)
     except IndexError as error:
         raise _in_pytorch_words(error, x.shape, index) from None
+
+
+def _index_arrays(index):
+    """The tensors (arrays, lists, bools) of an index as PyTorch's index_put_ receives them: a 0-d integer tensor
+    is an integer, which selects first (and a 0-d uint8 one a bool, as PyTorch's subscripts read it)."""
+    parts = index if isinstance(index, tuple) else (index,)
+    arrays = [i._data if isinstance(i, Tensor) else i for i in parts
+              if isinstance(i, (Tensor, xp.ndarray, list)) or type(i) is bool]
+    return [i for i in arrays if not (isinstance(i, xp.ndarray) and i.ndim == 0 and i.dtype.kind in "iu")]
 
 
 def _without_leading_ones(value):
