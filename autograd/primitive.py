@@ -286,7 +286,10 @@ class Primitive(SavedTensorViews):
         return add_hook(self.post_hooks, hook)
 
     def run_post_hooks(self, grad_inputs, grad_output):
-        """The node hooks on what it computed; a hook's returned tuple replaces grad_inputs."""
+        """The node hooks on what it computed; a hook's returned tuple replaces grad_inputs. A number operand is
+        an input of PyTorch's node, as next_functions shows: its gradient is None there."""
+        if self.number_operand:
+            return run_node_hooks(self, tuple(grad_inputs) + (None,), (grad_output,))[:-1]
         return run_node_hooks(self, grad_inputs, (grad_output,))
 
     @property

@@ -66,6 +66,22 @@ class AffineMap(Primitive):
         return (edges[2], edges[0], transposed) if len(edges) == 3 else (edges[0], transposed)
 
 
+    def run_post_hooks(self, grad_inputs, grad_output):
+        """Node hooks see the gradients as PyTorch's addmm and mm give them, in next_functions' order:
+        (dL/db, dL/dx, dL/d(Wᵀ)) and (dL/dx, dL/d(Wᵀ)) (a deprecated module hook on a Linear reads them so); what a
+        hook returns in that order is taken back into the node's own (x, W, b)."""
+        if self.name() not in ("AddmmBackward0", "MmBackward0"):
+            return super().run_post_hooks(grad_inputs, grad_output)
+        grad_x, grad_weight, *grad_bias = grad_inputs
+        shown = (grad_x, None if grad_weight is None else grad_weight.t())
+        shown = tuple(grad_bias) + shown if grad_bias else shown
+        replaced = super().run_post_hooks(shown, grad_output)
+        if replaced is shown:
+            return grad_inputs
+        *grad_bias, grad_x, grad_weight_t = replaced
+        return (grad_x, None if grad_weight_t is None else grad_weight_t.t(), *grad_bias)
+
+
 class _TransposeOf:
     """PyTorch's TBackward0 between a linear layer's node and its weight, as next_functions shows it (no pass
     goes through it: AffineMap's backward gives dL/dW in W's own layout)."""

@@ -97,6 +97,8 @@ def _in_float32(function):
 
 
 def relu(input, inplace=False):
+    if inplace and isinstance(input, Tensor):  # the tensor's own relu_, one ReluBackward0 node, as PyTorch's
+        return input.relu_()  # (a deprecated module hook on an in-place ReLU hooks that node)
     return _inplace(input, lambda input: input.relu(), inplace)
 
 

@@ -11,12 +11,12 @@ them replace it, and send the result on:
     outputs → gate (backward: grad_output, pre-hooks may replace it)
     inputs  → gate (backward: grad_input; hook(module, grad_input, grad_output))
 
-The deprecated ``register_backward_hook`` (with no pre-hooks) leaves the outputs themselves in
-place, as PyTorch's hooks their grad_fn and wraps nothing: an in-place op after the module
-(a ``ReLU(inplace=True)``) then changes what forward hooks kept of the output, as there. A
-hook on each output notes its gradient instead of the output gate.
+The deprecated ``register_backward_hook`` is PyTorch's: a hook on the node of forward's last operation
+(``hook_last_node``), which wraps nothing, so an in-place op after the module (a ``ReLU(inplace=True)``)
+changes what forward hooks kept of the output, as there.
 """
 
+import functools
 import warnings
 
 import numpy
@@ -56,12 +56,11 @@ def _as_dtype_of(piece, tensor):
     return piece if piece.dtype == tensor.dtype else piece.to(tensor.dtype)
 
 
-def through_gate(values, on_gradients, refuse_writes=True):
+def through_gate(values, on_gradients):
     """``values`` (a tuple) with its tensors that require grad passed through one GradientGate.
     Returns the new tuple and the positions of the gated tensors (None when none was).
-    Where ``refuse_writes`` (a full hook's gate), a recorded in-place write to a gated tensor is refused, as PyTorch
-    refuses one to the outputs of its BackwardHookFunction (its inputs returned as they are): the write's history
-    would go around the hook."""
+    A recorded in-place write to a gated tensor is refused, as PyTorch refuses one to the outputs of its
+    BackwardHookFunction (its inputs returned as they are): the write's history would go around the hook."""
     positions = [i for i, v in enumerate(values) if isinstance(v, Tensor) and v.requires_grad]
     if not positions:
         return values, None
@@ -71,7 +70,7 @@ def through_gate(values, on_gradients, refuse_writes=True):
     for i, tensor in zip(positions, tensors):
         piece = joined[start:start + tensor.numel()].reshape(tensor.shape)
         out[i] = _as_dtype_of(piece, tensor)
-        if refuse_writes and out[i].requires_grad:  # (PyTorch's output index counts every tensor passed)
+        if out[i].requires_grad:  # (PyTorch's output index counts every tensor passed)
             index = sum(isinstance(v, Tensor) for v in values[:i])
             out[i]._made_by_function = (index, "BackwardHookFunction", len(positions) > 1)
         start += tensor.numel()
@@ -101,16 +100,15 @@ def _spread(values, positions, grads):
 class BackwardHook:
     """One forward call's full backward hooks: gates on its inputs and outputs."""
 
-    def __init__(self, module, hooks, pre_hooks, deprecated=False):
+    def __init__(self, module, hooks, pre_hooks):
         self.module, self.hooks, self.pre_hooks = module, hooks, pre_hooks
-        self.deprecated = deprecated and not pre_hooks  # (pre-hooks may replace grad_output: they need the gate)
         self.grad_outputs = None
         self.inputs, self.input_positions = (), None
 
     def _check(self, result, count, what):
         """A hook's replacement as a tuple of ``count``. A full hook's may be any sequence, as PyTorch takes
         it (a list; a tensor then counts as the sequence of its rows, which the checks that follow refuse)."""
-        if not self.deprecated and isinstance(result, (list, Tensor)):
+        if isinstance(result, (list, Tensor)):
             result = tuple(result)
         if not isinstance(result, tuple):
             result = (result,)
@@ -122,48 +120,19 @@ class BackwardHook:
 
     def setup_input_hook(self, args):
         self.inputs = args
-        args, self.input_positions = through_gate(args, self._on_input_gradients, refuse_writes=not self.deprecated)
+        args, self.input_positions = through_gate(args, self._on_input_gradients)
         return args
 
     def setup_output_hook(self, result):
         is_tuple = isinstance(result, tuple)
         self.outputs = result if is_tuple else (result,)
-        if (self.deprecated and (self.input_positions is not None or not is_tuple)
-                and all(v.grad_fn is not None for v in self.outputs if isinstance(v, Tensor) and v.requires_grad)):
-            return self._watch_outputs(result)  # (a leaf returned as it is would keep a hook per call: gated)
-        values, self.output_positions = through_gate(self.outputs, self._on_output_gradients,
-                                                     refuse_writes=not self.deprecated)
+        values, self.output_positions = through_gate(self.outputs, self._on_output_gradients)
         # an output no gradient reaches shows None in grad_output, as PyTorch's (the gate itself sees
         # zeros there): a hook on each output notes the ones reached
         self.outputs_reached = set()
         for i in self.output_positions or ():
             values[i].register_hook(lambda grad, i=i: self.outputs_reached.add(i))
         return values if is_tuple else values[0]
-
-    def _watch_outputs(self, result):
-        """The deprecated hook's outputs, returned as they are, each with a hook noting its gradient:
-        the input gate then shows them as grad_output (or, where no input needs a gradient, the
-        one output's hook runs the module's hooks itself)."""
-        self.output_positions = [i for i, v in enumerate(self.outputs) if isinstance(v, Tensor) and v.requires_grad]
-        if not self.output_positions:
-            self.output_positions = None
-        self.noted = {}
-        for i in self.output_positions or ():
-            self.outputs[i].register_hook(lambda grad, i=i: self._note_output_gradient(i, grad))
-        return result
-
-    def _note_output_gradient(self, i, grad):
-        self.noted[i] = grad
-        self.grad_outputs = tuple(self.noted.get(j) if isinstance(v, Tensor) else None
-                                  for j, v in enumerate(self.outputs))
-        if self.input_positions is None:  # no input needs a gradient: the hooks run now (one output)
-            for hook in list(self.hooks.values()):
-                replaced = hook(self.module, (None,) * len(self.inputs), self.grad_outputs)
-                if replaced is not None and any(r is not None for r in self._check(replaced, len(self.inputs),
-                                                                                  "input")):
-                    raise RuntimeError("Backward hook for Modules where no input requires gradient should "
-                                       "always return None or None for all gradients.")
-            self.noted, self.grad_outputs = {}, None
 
     def _on_output_gradients(self, grads):
         # an output that needs no gradient, or that none reached, shows None, as PyTorch's (unlike grad_input,
@@ -204,5 +173,64 @@ class BackwardHook:
                 replaced = self._check(replaced, len(self.inputs), "input")
                 grad_inputs = _check_replacement(hook, replaced, grad_inputs)
         self.grad_outputs = None  # the next backward through the outputs sets its own
-        self.noted = {}
         return tuple(grad_inputs[i] for i in self.input_positions)
+
+
+# -- the deprecated backward hook (Module.register_backward_hook) ------------------------------------
+
+
+def hook_last_node(module, hooks, args, result):
+    """PyTorch's deprecated backward hooks: each hook(module, grad_input, grad_output) registered on the node of
+    forward's last operation, the grad_fn of its first tensor output (a dict's first tensor value, a tuple's first
+    item), so grad_input is about that node's inputs (the module's only where forward is one op) and a returned
+    tuple replaces them (``Node.register_hook``). Then PyTorch's warnings of what such a hook will miss."""
+    first = result
+    while first is not None and not isinstance(first, Tensor):
+        if isinstance(first, dict):
+            first = next((v for v in first.values() if isinstance(v, Tensor)), None)
+        else:
+            first = first[0] if isinstance(first, (tuple, list)) and first else None
+    node = first.grad_fn if first is not None else None
+    if node is None:
+        return
+    for hook in hooks:
+        node.register_hook(functools.partial(_module_hook_on_node, hook, module))
+    _warn_of_what_is_missed(args, result, node)
+
+
+def _module_hook_on_node(hook, module, grad_inputs, grad_outputs):
+    return hook(module, grad_inputs, grad_outputs)
+
+
+def _warn_of_what_is_missed(inputs, result, node):
+    """PyTorch's _maybe_warn_non_full_backward_hook, in its words."""
+    result = (result,) if isinstance(result, Tensor) else result
+    if not (isinstance(result, tuple) and all(isinstance(r, Tensor) for r in result)):
+        return _deprecated("Using non-full backward hooks on a Module that does not return a single Tensor or a "
+                           "tuple of Tensors is deprecated and will be removed in future versions. This hook will be "
+                           "missing some of the grad_output. Please use register_full_backward_hook to get the "
+                           "documented behavior.")
+    inputs = (inputs,) if isinstance(inputs, Tensor) else inputs
+    if not (isinstance(inputs, tuple) and all(isinstance(i, Tensor) for i in inputs)):
+        return _deprecated("Using non-full backward hooks on a Module that does not take as input a single Tensor "
+                           "or a tuple of Tensors is deprecated and will be removed in future versions. This hook "
+                           "will be missing some of the grad_input. Please use register_full_backward_hook to get "
+                           "the documented behavior.")
+    output_nodes = {r.grad_fn for r in result if r.grad_fn is not None}
+    if not output_nodes or (len(output_nodes) == 1 and node not in output_nodes):
+        return _deprecated("Using a non-full backward hook when outputs are nested in python data structure is "
+                           "deprecated and will be removed in future versions. This hook will be missing some "
+                           "grad_output.")
+    if len(output_nodes) > 1:
+        return _deprecated("Using a non-full backward hook when outputs are generated by different autograd Nodes "
+                           "is deprecated and will be removed in future versions. This hook will be missing some "
+                           "grad_output. Please use register_full_backward_hook to get the documented behavior.")
+    input_nodes = {i.grad_fn for i in inputs if i.grad_fn is not None}
+    if input_nodes != {edge[0] for edge in node.next_functions}:
+        _deprecated("Using a non-full backward hook when the forward contains multiple autograd Nodes is deprecated "
+                    "and will be removed in future versions. This hook will be missing some grad_input. Please use "
+                    "register_full_backward_hook to get the documented behavior.")
+
+
+def _deprecated(message):
+    warnings.warn(message, FutureWarning, stacklevel=program_stacklevel())

@@ -29,6 +29,7 @@ from .module_hooks import (  # noqa: F401  (torch.nn.modules.module's names)
     _global_backward_pre_hooks,
     _global_forward_hooks,
     _global_forward_pre_hooks,
+    register_module_backward_hook,
     register_module_buffer_registration_hook,
     register_module_forward_hook,
     register_module_forward_pre_hook,

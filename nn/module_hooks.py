@@ -75,8 +75,25 @@ def register_module_full_backward_pre_hook(hook):
     return hook_tools.add_hook(_global_backward_pre_hooks, hook)
 
 
+_global_backward_hook_kind = [None]  # True: full hooks in _global_backward_hooks; False: deprecated ones
+
+
+def _set_global_backward_hook_kind(full):
+    if _global_backward_hooks and _global_backward_hook_kind[0] not in (None, full):
+        raise RuntimeError("Cannot use both regular backward hooks and full backward hooks as a global Module hook. "
+                           "Please use only one of them.")
+    _global_backward_hook_kind[0] = full
+
+
 def register_module_full_backward_hook(hook):
     """hook(module, grad_input, grad_output) -> None or a new grad_input, for every module."""
+    _set_global_backward_hook_kind(True)
+    return hook_tools.add_hook(_global_backward_hooks, hook)
+
+
+def register_module_backward_hook(hook):
+    """PyTorch's deprecated global backward hook: ``Module.register_backward_hook``'s, on every module."""
+    _set_global_backward_hook_kind(False)
     return hook_tools.add_hook(_global_backward_hooks, hook)
 
 
@@ -92,7 +109,11 @@ class ModuleHooks:
         result, always_called = None, set()
         try:
             args, kwargs = self._run_forward_pre_hooks(args, kwargs)
-            backward_hook = self._backward_hook_for_call()
+            full_hooks, deprecated_hooks = self._backward_hooks_for_call()
+            backward_hook = None
+            if full_hooks or self._backward_pre_hooks or _global_backward_pre_hooks:
+                backward_hook = hook_tools.BackwardHook(self, full_hooks,
+                                                        {**_global_backward_pre_hooks, **self._backward_pre_hooks})
             if backward_hook is not None:
                 args = backward_hook.setup_input_hook(args)
             result = self.forward(*args, **kwargs)
@@ -116,14 +137,11 @@ class ModuleHooks:
         if backward_hook is not None:
             if isinstance(result, (Tensor, tuple)):
                 result = backward_hook.setup_output_hook(result)
-            elif isinstance(result, dict) and not self.__dict__.get("_is_full_backward_hook", True):
-                # the deprecated hook follows a dict's tensors (PyTorch's hooks the first one's grad_fn)
-                names = [name for name, value in result.items() if isinstance(value, Tensor)]
-                hooked = backward_hook.setup_output_hook(tuple(result[name] for name in names))
-                result = {**result, **dict(zip(names, hooked))}
             else:  # a dict or list: PyTorch's full backward hooks then never run, and it says so
                 warnings.warn("For backward hooks to be called, module output should be a Tensor or a tuple of "
                               f"Tensors but received {type(result)}", stacklevel=program_stacklevel())
+        if deprecated_hooks:
+            hook_tools.hook_last_node(self, deprecated_hooks, args, result)
         return result
 
     def _run_forward_pre_hooks(self, args, kwargs):
@@ -141,15 +159,17 @@ class ModuleHooks:
                     args = result if isinstance(result, tuple) else (result,)
         return args, kwargs
 
-    def _backward_hook_for_call(self):
-        """This call's gates for the full (or deprecated) backward hooks, or None where there are none."""
-        hooked = self._backward_hooks or self._backward_pre_hooks
-        if not (hooked or _global_backward_hooks or _global_backward_pre_hooks):
-            return None
-        return hook_tools.BackwardHook(self, {**_global_backward_hooks, **self._backward_hooks},
-                                       {**_global_backward_pre_hooks, **self._backward_pre_hooks},
-                                       deprecated=not (self.__dict__.get("_is_full_backward_hook", True)
-                                                       or _global_backward_hooks))
+    def _backward_hooks_for_call(self):
+        """This call's full backward hooks ({id: hook}) and deprecated ones (a list), the global ones first, each
+        kind where it was registered as such (PyTorch's _get_backward_hooks)."""
+        full, deprecated = {}, []
+        for hooks, is_full in ((_global_backward_hooks, _global_backward_hook_kind[0]),
+                               (self._backward_hooks, self.__dict__.get("_is_full_backward_hook"))):
+            if hooks and is_full is False:
+                deprecated += hooks.values()
+            elif hooks:
+                full.update(hooks)
+        return full, deprecated
 
     def _always_called(self, hook_id):
         return hook_id in self._forward_hooks_always_called or hook_id in _global_forward_hooks_always_called
@@ -188,13 +208,11 @@ class ModuleHooks:
         return hook_tools.add_hook(self._backward_hooks, hook, prepend)
 
     def register_backward_hook(self, hook):
-        """PyTorch's deprecated backward hook. PyTorch's shows the gradients of the *last operation*
-        of forward (only right for a single-op forward); here it is a full backward hook, whose
-        grad_input is the gradient with respect to the module's inputs, and a warning says so."""
-        warnings.warn("register_backward_hook is deprecated; here it registers a full backward hook "
-                      "(register_full_backward_hook): grad_input is the gradient with respect to the module's "
-                      "inputs, not to the inputs of forward's last operation as in PyTorch", FutureWarning,
-                      stacklevel=program_stacklevel())
+        """PyTorch's deprecated backward hook: hook(module, grad_input, grad_output) on the node of forward's *last
+        operation* (the grad_fn of its first output), whose inputs grad_input is about: the module's inputs only
+        where forward is one op (nn/hooks.py hook_last_node). It wraps nothing, so an in-place op after the
+        module (ReLU(inplace=True)) changes the module's output itself, as in PyTorch. A forward of several
+        nodes, or of other than tensors, is warned of at the call, as PyTorch's."""
         self._set_backward_hook_kind(full=False)
         return hook_tools.add_hook(self._backward_hooks, hook)
 

@@ -228,16 +228,33 @@ def test_type_matches_torch():
     assert net.compile() is None
 
 
-def test_legacy_backward_hook_is_a_full_one_with_a_warning():
+def test_legacy_backward_hook_hooks_the_last_node_as_pytorchs():
+    """PyTorch's deprecated hook: registered without a warning, on the node of forward's last op (its grad_input
+    is about that op's inputs: the module's where forward is one op; a forward of more ops is warned of)."""
     class Tanh(nn.Module):
         def forward(self, x):
             return x.tanh()
 
-    module, seen = Tanh(), []
-    with pytest.warns(FutureWarning, match="register_backward_hook is deprecated"):
+    class ScaledTanh(nn.Module):
+        def forward(self, x):
+            return x.tanh() * 3
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        two_ops, two_seen = ScaledTanh(), []
+        two_ops.register_backward_hook(lambda m, grad_in, grad_out: two_seen.append(grad_in))
+        module, seen = Tanh(), []
         module.register_backward_hook(lambda m, grad_in, grad_out: seen.append((grad_in, grad_out)))
     x = autograd.tensor([0.5, -1.0], requires_grad=True)
-    module(x).sum().backward()
+    with pytest.warns(FutureWarning, match="the forward contains multiple autograd Nodes"):
+        y = two_ops(x)
+    y.sum().backward()
+    assert len(two_seen[0]) == 2  # (the product's two inputs: tanh(x) and the constant's place)
+    np.testing.assert_allclose(two_seen[0][0].numpy(), [3.0, 3.0])  # dL/d tanh(x), not dL/dx
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # (one op on a computed input: nothing is missed, nothing said; on a leaf
+        y = module(x * 1)  # PyTorch warns, its AccumulateGrad being no input's grad_fn)
+    y.sum().backward()
     (grad_in,), (grad_out,) = seen[0]
     np.testing.assert_allclose(grad_in.numpy(), 1 - np.tanh([0.5, -1.0]) ** 2, rtol=1e-6)
     np.testing.assert_allclose(grad_out.numpy(), [1.0, 1.0])

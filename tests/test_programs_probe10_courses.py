@@ -2583,11 +2583,6 @@ def test_grad_cam_with_module_hooks_and_tensor_hooks():
         grad_cam(OURS, hook_kind="register_full_backward_hook")
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="a module with a (deprecated or full) backward hook gets its inputs through a copying "
-                          "gate (nn/hooks.py GradientGate), so ReLU(inplace=True) with a deprecated backward hook "
-                          "no longer changes the caller's tensor: the conv output Grad-CAM's forward hook kept "
-                          "misses the ReLU (PyTorch's deprecated hook wraps nothing)")
 def test_guided_grad_cam_hooks_on_in_place_relus():
     ours, _ = run_both(grad_cam, guided_hooks=True, rtol=1e-4, atol=1e-6)
     assert ours["kept_after_relu"] is True
