@@ -49,3 +49,41 @@ def test_deprecated_hook_on_a_module_whose_input_needs_no_gradient_still_runs(li
     out.sum().backward()
     assert calls == [(3, 2)]
     assert layer.weight.grad is not None
+
+
+def test_a_linear_hook_sees_its_last_nodes_gradients_in_pytorchs_order_and_may_replace_them(library):
+    """grad_input of a Linear's deprecated hook is its AddmmBackward0's: (dL/db, dL/dx, dL/dWᵀ); what the hook
+    returns in that order is what flows on."""
+    nn, T = library
+    layer = nn.Linear(3, 2)
+    with T.no_grad():
+        layer.weight.copy_(T.tensor([[1.0, 2.0, 3.0], [-1.0, 0.5, 2.0]]))
+    x = T.tensor([[1.0, -1.0, 2.0]], requires_grad=True)
+    seen = []
+
+    def halve_everything(module, grad_input, grad_output):
+        seen.append([tuple(g.shape) for g in grad_input])
+        return tuple(g / 2 for g in grad_input)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        layer.register_backward_hook(halve_everything)
+        (layer(x) * T.tensor([1.0, 3.0])).sum().backward()
+    assert seen == [[(2,), (1, 3), (3, 2)]]
+    np.testing.assert_allclose(layer.bias.grad.numpy(), [0.5, 1.5])
+    np.testing.assert_allclose(x.grad.numpy(), [[-1.0, 1.75, 4.5]])
+    np.testing.assert_allclose(layer.weight.grad.numpy(), [[0.5, -0.5, 1.0], [1.5, -1.5, 3.0]])
+
+
+def test_a_hook_on_an_in_place_relu_replaces_its_gradient_as_guided_backprop_does(library):
+    nn, T = library
+    relu = nn.ReLU(inplace=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        relu.register_backward_hook(lambda module, grad_in, grad_out: (grad_in[0].clamp(min=0),))
+    x = T.tensor([1.0, -2.0, 3.0, 0.5], requires_grad=True)
+    y = x * 1
+    out = relu(y)
+    assert out is y and out.grad_fn.name() == "ReluBackward0"
+    (out * T.tensor([1.0, 1.0, -1.0, 2.0])).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), [1.0, 0.0, 0.0, 2.0])
