@@ -112,3 +112,24 @@ def test_a_custom_method_can_use_the_amount_helpers(T):
     raises(ValueError, "should either be a float in the range", EveryOther, amount=-1)
     raises(ValueError, "amount=9 should be smaller than the number of parameters to prune=8", EveryOther.apply,
            nn.Linear(4, 2), "weight", amount=9)
+
+
+def test_vector_to_parameters_names_the_type_as_torch_typename(T):
+    nn, _ = _modules(T)
+    raises(TypeError, "expected torch.Tensor, but got: numpy.ndarray$", nn.utils.vector_to_parameters, np.ones(3),
+           [nn.Parameter(T.ones(3))])
+    raises(TypeError, "expected torch.Tensor, but got: tuple$", nn.utils.vector_to_parameters, (1.0,),
+           [nn.Parameter(T.ones(1))])
+
+
+def test_parameters_to_vector_of_a_pruned_model(T):
+    """A pruned model's parameters are weight_orig (unpruned) and the bias; vector_to_parameters writes
+    weight_orig, and the hook masks it at the next call."""
+    nn, prune = _modules(T)
+    m = _pruned_linear(T, nn, prune)
+    vector = nn.utils.parameters_to_vector(m.parameters())
+    assert [name for name, _ in m.named_parameters()] == ["bias", "weight_orig"]
+    same(vector[2:], np.array([0.5, -2.0, 0.1, 3.0, -0.2, 1.0], np.float32))
+    nn.utils.vector_to_parameters(T.arange(8.0), m.parameters())
+    same(m(T.ones(1, 3)), np.array([[0.0 + 2 + 3, 1.0 + 5 + 7]], np.float32))
+    same(m.weight, np.array([[2, 3, 0], [5, 0, 7]], np.float32))
