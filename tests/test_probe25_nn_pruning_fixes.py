@@ -133,3 +133,13 @@ def test_parameters_to_vector_of_a_pruned_model(T):
     nn.utils.vector_to_parameters(T.arange(8.0), m.parameters())
     same(m(T.ones(1, 3)), np.array([[0.0 + 2 + 3, 1.0 + 5 + 7]], np.float32))
     same(m.weight, np.array([[2, 3, 0], [5, 0, 7]], np.float32))
+
+
+def test_structured_errors_print_the_shape_as_a_size(T):
+    nn, prune = _modules(T)
+    m = nn.Linear(4, 3)
+    raises(ValueError, r"Found tensor of shape (torch\.)?Size\(\[3\]\) with 1 dims", prune.random_structured, m, "bias",
+           amount=1, dim=0)
+    raises(IndexError, r"Invalid index 2 for tensor of size (torch\.)?Size\(\[3, 4\]\)$", prune.ln_structured, m,
+           "weight", amount=1, n=1, dim=2)
+    assert not prune.is_pruned(m)

@@ -88,7 +88,7 @@ class BasePruningMethod(abc.ABC):
         """t with this method's mask applied (the mask computed from ``importance_scores``, or t)."""
         if importance_scores is not None and tuple(importance_scores.shape) != tuple(t.shape):
             raise AssertionError(f"importance_scores should have the same shape as tensor t, got "
-                                 f"{tuple(importance_scores.shape)} vs {tuple(t.shape)}")
+                                 f"{importance_scores.shape} vs {t.shape}")
         scores = importance_scores if importance_scores is not None else t
         mask = self.compute_mask(scores, default_mask=default_mask if default_mask is not None
                                  else autograd.ones_like(t))
@@ -291,9 +291,9 @@ class L1Unstructured(BasePruningMethod):
 def _check_structured(t, dim):
     if t.ndim <= 1:
         raise ValueError(f"Structured pruning can only be applied to multidimensional tensors. Found tensor of shape "
-                         f"{tuple(t.shape)} with {t.ndim} dims")
+                         f"{t.shape} with {t.ndim} dims")
     if dim >= t.ndim:
-        raise IndexError(f"Invalid index {dim} for tensor of size {tuple(t.shape)}")
+        raise IndexError(f"Invalid index {dim} for tensor of size {t.shape}")
 
 
 def _channel_mask(t, dim, kept):
