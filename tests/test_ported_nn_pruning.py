@@ -493,3 +493,69 @@ def test_rnn_pruning(T, nn):
     assert lstm._parameters["weight_ih_l0"] is not None and "weight_ih_l0_orig" not in lstm._parameters
     named = dict(lstm.named_parameters())
     assert named["weight_ih_l0"] is not None and "weight_ih_l0_orig" not in named
+
+
+def test_gru_pruning_across_layers_and_pickle(T, nn):
+    """Structured pruning of a second layer's recurrent weight: the layer computes with the pruned weight, and a
+    pickled copy keeps the hook, which recomputes from the copy's own weight_orig."""
+    prune = _prune(nn)
+    T.manual_seed(0)
+    gru = nn.GRU(3, 4, num_layers=2)
+    prune.ln_structured(gru, "weight_hh_l1", amount=3, n=2, dim=0)
+    assert sum(isinstance(p, nn.Parameter) for p in gru._flat_weights) == 7
+    assert (values(gru.weight_hh_l1_mask).sum(1) == 0).sum() == 3
+    x = T.ones(2, 1, 3)
+    out = values(gru(x)[0])
+    twin = pickle.loads(pickle.dumps(gru))
+    same(twin(x)[0], out)
+    with T.no_grad():
+        twin.weight_hh_l1_orig.zero_()
+        gru.weight_hh_l1_orig.zero_()
+    changed = values(twin(x)[0])
+    assert np.abs(changed - out).max() > 0
+    same(gru(x)[0], changed)
+
+
+# -- a program: iterative magnitude pruning with rewinding (the lottery-ticket recipe) --------------
+
+def test_iterative_magnitude_pruning_with_rewinding(T, nn):
+    prune = _prune(nn)
+    F = nn.functional
+    optim = importlib.import_module("optim") if T.__name__ == "autograd" else T.optim
+    T.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 10))
+    start = {name: p.detach().clone() for name, p in model.named_parameters()}
+    x, y = T.randn(8, 1, 8, 8), T.randint(0, 10, (8,))
+    opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+
+    def train(steps=3):
+        for _ in range(steps):
+            opt.zero_grad()
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            opt.step()
+        return loss.item()
+
+    losses = [train()]
+    pruned = [(model[0], "weight"), (model[3], "weight")]
+    kept = []
+    for _ in range(2):
+        prune.global_unstructured(pruned, pruning_method=prune.L1Unstructured, amount=0.3)
+        with T.no_grad():  # rewind what survives to its starting values (the optimizer holds weight_orig)
+            for index in (0, 3):
+                model[index].weight_orig.copy_(start[f"{index}.weight"])
+        losses.append(train())
+        kept.append(int(sum(values(m.weight_mask).sum() for m, _ in pruned)))
+    total = 36 + 1440
+    assert kept == [total - round(0.3 * total), total - round(0.3 * total) - round(0.3 * (total - round(0.3 * total)))]
+    hook = next(iter(model[3]._forward_pre_hooks.values()))
+    assert [type(h).__name__ for h in hook] == ["CustomFromMask", "CustomFromMask"]
+    for m, name in pruned:
+        weight = values(getattr(m, name + "_orig")) * values(getattr(m, name + "_mask"))  # (m.weight: the last call's)
+        prune.remove(m, name)
+        same(getattr(m, name), weight)
+    assert (values(model[3].weight) == 0).sum() + (values(model[0].weight) == 0).sum() == total - kept[-1]
+    np.testing.assert_allclose(losses, LOTTERY_LOSSES, rtol=1e-4)
+
+
+LOTTERY_LOSSES = [1.2806185, 0.41093004, 0.1355599]  # the same on PyTorch (the same draws from the seed)
