@@ -13,7 +13,7 @@ def parameters_to_vector(parameters):
 def vector_to_parameters(vector, parameters):
     """Make each parameter's data the next slice of ``vector`` (a view of it, in its dtype, as PyTorch's)."""
     if not isinstance(vector, Tensor):
-        raise TypeError(f"expected torch.Tensor, but got: {type(vector).__name__}")
+        raise TypeError(f"expected torch.Tensor, but got: {autograd.typename(vector)}")
     parameters = list(parameters)
     needed = sum(p.numel() for p in parameters)
     # (PyTorch reads a longer vector's first elements silently, and fails on a shorter one with a RuntimeError:

@@ -21,11 +21,13 @@ any submodule carries a pruning hook.
 """
 
 import abc
+import collections.abc
 import numbers
 
 import numpy
 
 import autograd
+from nn.utils.convert_parameters import parameters_to_vector
 
 __all__ = ["BasePruningMethod", "CustomFromMask", "Identity", "L1Unstructured", "LnStructured", "PruningContainer",
            "RandomStructured", "RandomUnstructured", "custom_from_mask", "global_unstructured", "identity",
@@ -84,6 +86,9 @@ class BasePruningMethod(abc.ABC):
 
     def prune(self, t, default_mask=None, importance_scores=None):
         """t with this method's mask applied (the mask computed from ``importance_scores``, or t)."""
+        if importance_scores is not None and tuple(importance_scores.shape) != tuple(t.shape):
+            raise AssertionError(f"importance_scores should have the same shape as tensor t, got "
+                                 f"{importance_scores.shape} vs {t.shape}")
         scores = importance_scores if importance_scores is not None else t
         mask = self.compute_mask(scores, default_mask=default_mask if default_mask is not None
                                  else autograd.ones_like(t))
@@ -98,8 +103,9 @@ class BasePruningMethod(abc.ABC):
         if hasattr(module, self._tensor_name):
             delattr(module, self._tensor_name)
         orig = module._parameters[self._tensor_name + "_orig"]
-        with autograd.no_grad():
-            orig.copy_(weight)
+        # the pruned values become orig's data, as PyTorch's: a new storage, not a write into the old one (which a
+        # graph may have saved, or a tensor may share)
+        orig.data = weight.data
         delattr(module, self._tensor_name + "_orig")
         delattr(module, self._tensor_name + "_mask")
         setattr(module, self._tensor_name, orig)
@@ -203,7 +209,9 @@ class Identity(BasePruningMethod):
         return super().apply(module, name)
 
 
-def _check_amount(amount):
+def _validate_pruning_amount_init(amount):
+    """``amount`` is a count (an int >= 0) or a fraction (a float in [0, 1]); checked when a method is made, before
+    the size of the tensor it prunes is known."""
     if not isinstance(amount, numbers.Real) or isinstance(amount, bool):
         raise TypeError(f"Invalid type for amount: {amount}. Must be int or float.")
     if (isinstance(amount, numbers.Integral) and amount < 0) or (
@@ -211,13 +219,26 @@ def _check_amount(amount):
         raise ValueError(f"amount={amount} should either be a float in the range [0, 1] or a non-negative integer")
 
 
-def _count(amount, size):
-    """How many of ``size`` to prune: ``amount`` itself (an int, checked against size) or round(amount · size)."""
+def _validate_pruning_amount(amount, tensor_size):
+    """A count must not exceed the ``tensor_size`` units there are (a fraction never does)."""
+    if isinstance(amount, numbers.Integral) and amount > tensor_size:
+        raise ValueError(f"amount={amount} should be smaller than the number of parameters to prune={tensor_size}")
+
+
+def _compute_nparams_toprune(amount, tensor_size):
+    """How many of ``tensor_size`` units to prune: ``amount`` itself (an int) or round(amount · tensor_size)
+    (Python's round: halves to even). These three helpers keep PyTorch's names, which custom pruning methods
+    call."""
     if isinstance(amount, numbers.Integral):
-        if amount > size:
-            raise ValueError(f"amount={amount} should be smaller than the number of parameters to prune={size}")
-        return int(amount)
-    return round(amount * size)
+        return amount
+    return round(amount * tensor_size)
+
+
+def _count(amount, size):
+    """_compute_nparams_toprune, checked against ``size``."""
+    count = _compute_nparams_toprune(amount, size)
+    _validate_pruning_amount(count, size)
+    return int(count)
 
 
 def _without(t, default_mask, amount, chosen):
@@ -237,7 +258,7 @@ class RandomUnstructured(BasePruningMethod):
     PRUNING_TYPE = "unstructured"
 
     def __init__(self, amount):
-        _check_amount(amount)
+        _validate_pruning_amount_init(amount)
         self.amount = amount
 
     def compute_mask(self, t, default_mask):  # (t's dtype for the draws: a float64 tensor draws doubles)
@@ -255,7 +276,7 @@ class L1Unstructured(BasePruningMethod):
     PRUNING_TYPE = "unstructured"
 
     def __init__(self, amount):
-        _check_amount(amount)
+        _validate_pruning_amount_init(amount)
         self.amount = amount
 
     def compute_mask(self, t, default_mask):  # (topk's choice among equal |w|, as PyTorch's)
@@ -270,9 +291,9 @@ class L1Unstructured(BasePruningMethod):
 def _check_structured(t, dim):
     if t.ndim <= 1:
         raise ValueError(f"Structured pruning can only be applied to multidimensional tensors. Found tensor of shape "
-                         f"{tuple(t.shape)} with {t.ndim} dims")
+                         f"{t.shape} with {t.ndim} dims")
     if dim >= t.ndim:
-        raise IndexError(f"Invalid index {dim} for tensor of size {tuple(t.shape)}")
+        raise IndexError(f"Invalid index {dim} for tensor of size {t.shape}")
 
 
 def _channel_mask(t, dim, kept):
@@ -307,7 +328,7 @@ class RandomStructured(BasePruningMethod):
     PRUNING_TYPE = "structured"
 
     def __init__(self, amount, dim=-1):
-        _check_amount(amount)
+        _validate_pruning_amount_init(amount)
         self.amount, self.dim = amount, dim
 
     def compute_mask(self, t, default_mask):
@@ -324,7 +345,7 @@ class LnStructured(BasePruningMethod):
     PRUNING_TYPE = "structured"
 
     def __init__(self, amount, n, dim=-1):
-        _check_amount(amount)
+        _validate_pruning_amount_init(amount)
         self.amount, self.n, self.dim = amount, n, dim
 
     def compute_mask(self, t, default_mask):
@@ -348,8 +369,8 @@ class CustomFromMask(BasePruningMethod):
 
     def compute_mask(self, t, default_mask):
         if tuple(default_mask.shape) != tuple(self.mask.shape):
-            raise AssertionError(f"the mask's shape {tuple(self.mask.shape)} is not the tensor's "
-                                 f"{tuple(default_mask.shape)}")
+            raise AssertionError(f"default_mask shape {default_mask.shape} must match self.mask shape "
+                                 f"{self.mask.shape}")
         return default_mask * self.mask.to(dtype=default_mask.dtype)
 
     @classmethod
@@ -397,29 +418,27 @@ def global_unstructured(parameters, pruning_method, importance_scores=None, **kw
     """Prune several tensors together: ``pruning_method(**kwargs)`` (an unstructured method) ranks the
     entries of all the (module, name) pairs of ``parameters`` at once, then each gets its part of
     the mask (so a layer with small weights may lose more than another)."""
-    parameters = list(parameters)
-    if not parameters:
-        raise TypeError("global_unstructured(): parameters should be an iterable of (module, name) pairs")
+    if not isinstance(parameters, collections.abc.Iterable):
+        raise TypeError("global_unstructured(): parameters is not an Iterable")
+    parameters = list(parameters)  # (read twice: PyTorch's, given a generator, finds it empty the second time)
     importance_scores = importance_scores if importance_scores is not None else {}
     if not isinstance(importance_scores, dict):
         raise TypeError("global_unstructured(): importance_scores must be of type dict")
-    scores = numpy.concatenate([importance_scores.get((module, name), getattr(module, name)).detach().numpy()
-                                .reshape(-1) for module, name in parameters])
-    default = numpy.concatenate([getattr(module, name + "_mask", autograd.ones_like(getattr(module, name)))
-                                 .detach().numpy().reshape(-1) for module, name in parameters])
+    scores = parameters_to_vector([importance_scores.get((module, name), getattr(module, name))
+                                   for module, name in parameters])
+    default_mask = parameters_to_vector([getattr(module, name + "_mask", autograd.ones_like(getattr(module, name)))
+                                         for module, name in parameters])
     method = pruning_method(**kwargs)
     method._tensor_name = "temp"
     if method.PRUNING_TYPE != "unstructured":
         raise TypeError(f'Only "unstructured" PRUNING_TYPE supported for the `pruning_method`. Found method '
                         f"{pruning_method} of type {method.PRUNING_TYPE}")
-    container = PruningContainer(method)
-    final = container.compute_mask(autograd.tensor(scores), autograd.tensor(default)).numpy()
+    final_mask = PruningContainer(method).compute_mask(scores, default_mask)
     start = 0
     for module, name in parameters:
         param = getattr(module, name)
-        size = param.numel()
-        custom_from_mask(module, name, mask=autograd.tensor(final[start:start + size].reshape(tuple(param.shape))))
-        start += size
+        custom_from_mask(module, name, mask=final_mask[start:start + param.numel()].view_as(param))
+        start += param.numel()
 
 
 def remove(module, name):
