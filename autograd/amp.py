@@ -71,7 +71,8 @@ def set_autocast_enabled(device_type, enabled=None):
     if enabled is None:
         device_type, enabled = "cuda", device_type
     if not isinstance(enabled, bool):
-        raise TypeError(f"set_autocast_enabled(): argument 'enabled' must be bool, not {type(enabled).__name__}")
+        raise TypeError("set_autocast_enabled(): argument 'enabled' (position 2) must be bool, not "
+                        f"{type(enabled).__name__}")
     if enabled:
         _refuse_if_effective(_device_type(device_type), get_autocast_dtype(device_type))
     _state.enabled[_device_type(device_type)] = enabled
@@ -149,23 +150,32 @@ class autocast:
     ``enabled`` with ``dtype`` and ``cache_enabled``; the previous state comes back at the end."""
 
     def __init__(self, device_type, dtype=None, enabled=True, cache_enabled=None):
+        if not isinstance(device_type, str):
+            raise ValueError(f"Expected `device_type` of type `str`, got: `{type(device_type)}`")
         _device_type(device_type)
-        self.device_type, self.enabled = device_type, bool(enabled)
-        self.dtype = get_autocast_dtype(device_type) if dtype is None else dtype
-        self.cache_enabled = is_autocast_cache_enabled() if cache_enabled is None else bool(cache_enabled)
-        if self.enabled and device_type == "cuda" and not cuda.is_available():
-            warnings.warn("CUDA is not available. Disabling autocast.", stacklevel=program_stacklevel())
-            self.enabled = False
-        if self.enabled:
+        self.device, self._enabled = device_type, enabled
+        self.fast_dtype = get_autocast_dtype(device_type) if dtype is None else dtype
+        self._cache_enabled = is_autocast_cache_enabled() if cache_enabled is None else cache_enabled
+        if self._enabled and device_type == "cuda" and not cuda.is_available():
+            warnings.warn("CUDA is not available or torch_xla is imported. Disabling autocast.",
+                          stacklevel=program_stacklevel())
+            self._enabled = False
+        elif self._enabled and device_type != "cuda" and self.fast_dtype not in (backend.bfloat16, backend.float16):
+            name = device_type.upper()
+            warnings.warn(f"In {name} autocast, but the target dtype is not supported. Disabling autocast.\n"
+                          f"{name} Autocast only supports dtypes of torch.bfloat16, torch.float16 currently.",
+                          stacklevel=program_stacklevel())
+            self._enabled = False
+        if self._enabled:
             _refuse_if_effective(device_type, dtype)
         self._saved = []
 
     def __enter__(self):
-        self._saved.append((is_autocast_enabled(self.device_type), get_autocast_dtype(self.device_type),
+        self._saved.append((is_autocast_enabled(self.device), get_autocast_dtype(self.device),
                             is_autocast_cache_enabled()))
-        set_autocast_enabled(self.device_type, self.enabled)
-        set_autocast_dtype(self.device_type, self.dtype)
-        set_autocast_cache_enabled(self.cache_enabled)
+        set_autocast_enabled(self.device, bool(self._enabled))
+        set_autocast_dtype(self.device, self.fast_dtype)
+        set_autocast_cache_enabled(self._cache_enabled)
         autocast_increment_nesting()
         return self
 
@@ -173,12 +183,16 @@ class autocast:
         if autocast_decrement_nesting() == 0:
             clear_autocast_cache()
         enabled, dtype, cache_enabled = self._saved.pop()
-        set_autocast_enabled(self.device_type, enabled)
-        set_autocast_dtype(self.device_type, dtype)
+        set_autocast_enabled(self.device, enabled)
+        set_autocast_dtype(self.device, dtype)
         set_autocast_cache_enabled(cache_enabled)
         return False
 
     def __call__(self, function):
+        if not callable(function):
+            raise TypeError(f"autocast()(func) requires a callable, but got {type(function).__name__}. Did you mean to "
+                            "use autocast as a context manager? For example:\n    with torch.autocast(device_type=...):"
+                            "\n        output = model(input)")
         @functools.wraps(function)
         def run_in_autocast(*args, **kwargs):
             with self:
