@@ -17,9 +17,13 @@ on where it would take effect raises, as ``autocast`` does. NumPy has no bfloat1
 device's dtype starts as float16 (PyTorch's CPU starts at bfloat16).
 """
 
+import collections.abc
 import functools
+import math
 import threading
 import warnings
+
+import numpy
 
 from . import backend, cuda
 from .grad_mode import no_grad
@@ -67,7 +71,8 @@ def set_autocast_enabled(device_type, enabled=None):
     if enabled is None:
         device_type, enabled = "cuda", device_type
     if not isinstance(enabled, bool):
-        raise TypeError(f"set_autocast_enabled(): argument 'enabled' must be bool, not {type(enabled).__name__}")
+        raise TypeError("set_autocast_enabled(): argument 'enabled' (position 2) must be bool, not "
+                        f"{type(enabled).__name__}")
     if enabled:
         _refuse_if_effective(_device_type(device_type), get_autocast_dtype(device_type))
     _state.enabled[_device_type(device_type)] = enabled
@@ -145,23 +150,32 @@ class autocast:
     ``enabled`` with ``dtype`` and ``cache_enabled``; the previous state comes back at the end."""
 
     def __init__(self, device_type, dtype=None, enabled=True, cache_enabled=None):
+        if not isinstance(device_type, str):
+            raise ValueError(f"Expected `device_type` of type `str`, got: `{type(device_type)}`")
         _device_type(device_type)
-        self.device_type, self.enabled = device_type, bool(enabled)
-        self.dtype = get_autocast_dtype(device_type) if dtype is None else dtype
-        self.cache_enabled = is_autocast_cache_enabled() if cache_enabled is None else bool(cache_enabled)
-        if self.enabled and device_type == "cuda" and not cuda.is_available():
-            warnings.warn("CUDA is not available. Disabling autocast.", stacklevel=program_stacklevel())
-            self.enabled = False
-        if self.enabled:
+        self.device, self._enabled = device_type, enabled
+        self.fast_dtype = get_autocast_dtype(device_type) if dtype is None else dtype
+        self._cache_enabled = is_autocast_cache_enabled() if cache_enabled is None else cache_enabled
+        if self._enabled and device_type == "cuda" and not cuda.is_available():
+            warnings.warn("CUDA is not available or torch_xla is imported. Disabling autocast.",
+                          stacklevel=program_stacklevel())
+            self._enabled = False
+        elif self._enabled and device_type != "cuda" and self.fast_dtype not in (backend.bfloat16, backend.float16):
+            name = device_type.upper()
+            warnings.warn(f"In {name} autocast, but the target dtype is not supported. Disabling autocast.\n"
+                          f"{name} Autocast only supports dtypes of torch.bfloat16, torch.float16 currently.",
+                          stacklevel=program_stacklevel())
+            self._enabled = False
+        if self._enabled:
             _refuse_if_effective(device_type, dtype)
         self._saved = []
 
     def __enter__(self):
-        self._saved.append((is_autocast_enabled(self.device_type), get_autocast_dtype(self.device_type),
+        self._saved.append((is_autocast_enabled(self.device), get_autocast_dtype(self.device),
                             is_autocast_cache_enabled()))
-        set_autocast_enabled(self.device_type, self.enabled)
-        set_autocast_dtype(self.device_type, self.dtype)
-        set_autocast_cache_enabled(self.cache_enabled)
+        set_autocast_enabled(self.device, bool(self._enabled))
+        set_autocast_dtype(self.device, self.fast_dtype)
+        set_autocast_cache_enabled(self._cache_enabled)
         autocast_increment_nesting()
         return self
 
@@ -169,12 +183,16 @@ class autocast:
         if autocast_decrement_nesting() == 0:
             clear_autocast_cache()
         enabled, dtype, cache_enabled = self._saved.pop()
-        set_autocast_enabled(self.device_type, enabled)
-        set_autocast_dtype(self.device_type, dtype)
+        set_autocast_enabled(self.device, enabled)
+        set_autocast_dtype(self.device, dtype)
         set_autocast_cache_enabled(cache_enabled)
         return False
 
     def __call__(self, function):
+        if not callable(function):
+            raise TypeError(f"autocast()(func) requires a callable, but got {type(function).__name__}. Did you mean to "
+                            "use autocast as a context manager? For example:\n    with torch.autocast(device_type=...):"
+                            "\n        output = model(input)")
         @functools.wraps(function)
         def run_in_autocast(*args, **kwargs):
             with self:
@@ -247,71 +265,133 @@ def custom_bwd(bwd=None, *, device_type):
 
 
 class GradScaler:
+    """Loss scaling, as PyTorch's ``torch.amp.GradScaler``. The scale s is a float32 number (PyTorch keeps it in
+    a float32 tensor, so ``get_scale()`` reads float32's rounding of it).
+
+    Each optimizer goes through three stages per iteration: ready; unscaled (``unscale_``: its gradients divided
+    by s, and whether any held inf or NaN noted); stepped (``step``: ``optimizer.step()`` unless they did).
+    ``update()`` then changes s from what every optimizer found, and readies them all again:
+
+        any inf or NaN:  s ← s · backoff_factor,  tracker ← 0
+        otherwise:       tracker ← tracker + 1; at growth_interval, s ← s · growth_factor (if finite), tracker ← 0
+    """
+
     def __init__(self, device="cuda", init_scale=2.0**16, growth_factor=2.0, backoff_factor=0.5,
                  growth_interval=2000, enabled=True):
         if enabled and device == "cuda" and not cuda.is_available():
-            warnings.warn("GradScaler is enabled, but CUDA is not available. Disabling.",
+            warnings.warn("torch.cuda.amp.GradScaler is enabled, but CUDA is not available.  Disabling.",
                           stacklevel=program_stacklevel())
             enabled = False
-        self._enabled = bool(enabled)
-        self._scale, self._growth_factor, self._backoff_factor = float(init_scale), growth_factor, backoff_factor
-        self._growth_interval, self._growth_tracker = growth_interval, 0
-        self._unscaled = {}  # id(optimizer) -> whether its gradients held inf or NaN, since the last update()
+        self._device, self._enabled = device, enabled
+        if not self._enabled:
+            return
+        if growth_factor <= 1.0:
+            raise AssertionError("The growth factor must be > 1.0.")
+        if backoff_factor >= 1.0:
+            raise AssertionError("The backoff factor must be < 1.0.")
+        self._init_scale, self._growth_factor, self._backoff_factor = init_scale, growth_factor, backoff_factor
+        self._growth_interval, self._init_growth_tracker = growth_interval, 0
+        self._scale = self._growth_tracker = None  # set by the first scale(), as PyTorch's (lazily)
+        self._stages = {}  # id(optimizer) -> (stage, whether its gradients held inf or NaN), this iteration
+
+    def _started(self, doing):
+        """The scale, which only ``scale()`` sets up: a step or update before any is a mistake in the loop."""
+        if self._scale is None:
+            raise AssertionError(f"Attempted {doing} but _scale is None.  This may indicate your script did not use "
+                                 "scaler.scale(loss or outputs) earlier in the iteration.")
+        return self._scale
 
     def is_enabled(self):
         return self._enabled
 
     def get_scale(self):
-        return self._scale if self._enabled else 1.0
+        if not self._enabled:
+            return 1.0
+        return self._init_scale if self._scale is None else self._scale
 
     def scale(self, outputs):
-        """outputs · s (a tensor, or each of a list or tuple of them)."""
+        """outputs · s: a tensor, or each tensor of a (nested) list, tuple or other iterable (given back as a map)."""
         if not self._enabled:
             return outputs
+        if isinstance(outputs, Tensor):
+            if self._scale is None:
+                self._scale = _float32(self._init_scale)
+                self._growth_tracker = self._init_growth_tracker
+            return outputs * self._scale
         if isinstance(outputs, (list, tuple)):
             return type(outputs)(self.scale(output) for output in outputs)
-        return outputs * self._scale
+        if isinstance(outputs, collections.abc.Iterable):
+            return map(self.scale, outputs)
+        raise ValueError("outputs must be a Tensor or an iterable of Tensors")
 
     def unscale_(self, optimizer):
-        """Divide the optimizer's gradients by s, in place (before clipping them, say)."""
+        """Divide the optimizer's gradients by s, in place (before clipping them, say), noting whether any holds
+        inf or NaN. float16 gradients are refused: a float16 master weight cannot take the unscaled step."""
         if not self._enabled:
             return
-        if id(optimizer) in self._unscaled:
+        scale = self._started("unscale_")
+        stage = self._stages.get(id(optimizer), ("ready",))[0]
+        if stage == "unscaled":
             raise RuntimeError("unscale_() has already been called on this optimizer since the last update().")
-        found_inf = False
+        if stage == "stepped":
+            raise RuntimeError("unscale_() is being called after step().")
+        inverse_scale = _float32(1.0 / scale)  # (the reciprocal in float64, then float32, as PyTorch's)
+        found_inf = None  # None: no gradient to look at
         with no_grad():
             for group in optimizer.param_groups:
                 for p in group["params"]:
-                    if p.grad is not None:
-                        p.grad.mul_(1.0 / self._scale)
-                        found_inf = found_inf or not bool(p.grad.isfinite().all())
-        self._unscaled[id(optimizer)] = found_inf
+                    if p.grad is None:
+                        continue
+                    if p.grad.dtype == backend.float16:
+                        raise ValueError("Attempting to unscale FP16 gradients.")
+                    p.grad.mul_(inverse_scale)
+                    found_inf = bool(found_inf) or not bool(p.grad.isfinite().all())
+        self._stages[id(optimizer)] = ("unscaled", found_inf)
 
     def step(self, optimizer, *args, **kwargs):
-        """optimizer.step(), unless the unscaled gradients hold inf or NaN (then skipped)."""
+        """optimizer.step(), unless the unscaled gradients hold inf or NaN (then skipped, giving None)."""
         if not self._enabled:
             return optimizer.step(*args, **kwargs)
-        if id(optimizer) not in self._unscaled:
+        if "closure" in kwargs:
+            raise RuntimeError("Closure use is not currently supported if GradScaler is enabled.")
+        self._started("step")
+        stage = self._stages.get(id(optimizer), ("ready",))[0]
+        if stage == "stepped":
+            raise RuntimeError("step() has already been called since the last update().")
+        if stage == "ready":
             self.unscale_(optimizer)
-        if self._unscaled[id(optimizer)]:
-            return None
-        return optimizer.step(*args, **kwargs)
+        found_inf = self._stages[id(optimizer)][1]
+        if found_inf is None:
+            raise AssertionError("No inf checks were recorded for this optimizer.")
+        self._stages[id(optimizer)] = ("stepped", found_inf)
+        return None if found_inf else optimizer.step(*args, **kwargs)
 
     def update(self, new_scale=None):
-        """s × backoff_factor after a skipped step; s × growth_factor after growth_interval clean ones."""
+        """s × backoff_factor after a skipped step; s × growth_factor after growth_interval clean ones; or
+        ``new_scale`` (a float, or a one-element tensor without grad on the scaler's device)."""
         if not self._enabled:
             return
+        scale = self._started("update")
         if new_scale is not None:
-            self._scale = float(new_scale)
-        elif any(self._unscaled.values()):
-            self._scale *= self._backoff_factor
-            self._growth_tracker = 0
+            if not isinstance(new_scale, float):
+                if (new_scale.device.type != self._device or new_scale.numel() != 1 or new_scale.requires_grad):
+                    raise AssertionError("new_scale should be a float or a 1-element torch.cuda.FloatTensor or "
+                                         "torch.FloatTensor with requires_grad=False.")
+                new_scale = new_scale.item()
+            self._scale = _float32(new_scale)
         else:
-            self._growth_tracker += 1
-            if self._growth_tracker == self._growth_interval:
-                self._scale *= self._growth_factor
+            found_infs = [found_inf for _, found_inf in self._stages.values() if found_inf is not None]
+            if not found_infs:
+                raise AssertionError("No inf checks were recorded prior to update.")
+            if any(found_infs):
+                self._scale, self._growth_tracker = _float32(scale * self._backoff_factor), 0
+            elif self._growth_tracker + 1 == self._growth_interval:
+                grown = _float32(scale * self._growth_factor)
+                self._scale = grown if math.isfinite(grown) else scale
                 self._growth_tracker = 0
-        self._unscaled.clear()
+            else:
+                self._growth_tracker += 1
+        self._stages.clear()
 
     def get_growth_factor(self):
         return self._growth_factor
@@ -331,11 +411,17 @@ class GradScaler:
     def set_growth_interval(self, new_interval):
         self._growth_interval = new_interval
 
+    def _get_growth_tracker(self):
+        if not self._enabled:
+            return 0
+        return self._init_growth_tracker if self._growth_tracker is None else self._growth_tracker
+
     def state_dict(self):
         if not self._enabled:
             return {}
-        return {"scale": self._scale, "growth_factor": self._growth_factor, "backoff_factor": self._backoff_factor,
-                "growth_interval": self._growth_interval, "_growth_tracker": self._growth_tracker}
+        return {"scale": self.get_scale(), "growth_factor": self._growth_factor,
+                "backoff_factor": self._backoff_factor, "growth_interval": self._growth_interval,
+                "_growth_tracker": self._get_growth_tracker()}
 
     def load_state_dict(self, state_dict):
         if not self._enabled:
@@ -343,6 +429,24 @@ class GradScaler:
         if not state_dict:
             raise RuntimeError("The source state dict is empty, possibly because it was saved from a disabled "
                                "instance of GradScaler.")
-        self._scale = float(state_dict["scale"])
+        self._init_scale, self._init_growth_tracker = state_dict["scale"], state_dict["_growth_tracker"]
+        if self._scale is not None:
+            self._scale, self._growth_tracker = _float32(state_dict["scale"]), state_dict["_growth_tracker"]
         self._growth_factor, self._backoff_factor = state_dict["growth_factor"], state_dict["backoff_factor"]
-        self._growth_interval, self._growth_tracker = state_dict["growth_interval"], state_dict["_growth_tracker"]
+        self._growth_interval = state_dict["growth_interval"]
+
+    def __getstate__(self):
+        """Picklable between iterations only, as PyTorch's; the copy sets its scale up again at its first scale()."""
+        state = self.__dict__.copy()
+        if self._enabled:
+            if self._stages:
+                raise AssertionError("A GradScaler instance may only be pickled at the beginning of an iteration, "
+                                     "or at the end after scaler.update().")
+            state.update(_init_scale=self.get_scale(), _init_growth_tracker=self._get_growth_tracker(),
+                         _scale=None, _growth_tracker=None)
+        return state
+
+
+def _float32(number):
+    """The float32 nearest ``number``, as a Python float: the precision of PyTorch's scale tensor."""
+    return float(numpy.float32(number))

@@ -52,7 +52,7 @@ def test_cpu_streams_and_events():
 def test_cpu_amp_is_the_deprecated_spelling_of_amp_cpu():
     with pytest.warns(FutureWarning, match=r"Please use `autograd.amp.autocast\('cpu', args...\)`"):
         block = cpu.amp.autocast(enabled=False)
-    assert isinstance(block, amp.autocast) and block.device_type == "cpu"
+    assert isinstance(block, amp.autocast) and block.device == "cpu"
     with block:
         assert not autograd.is_autocast_enabled("cpu")
     with warnings.catch_warnings():

@@ -1,0 +1,622 @@
+"""Mixed precision ported from PyTorch's test/test_autocast.py (the CPU parts: autocast as a context manager and
+a decorator, nesting, enabled=False, the dtype argument and its checks, the thread-local state, the cache switch,
+custom_fwd/custom_bwd, the errors) and the CPU GradScaler tests of test/test_torch.py (grad_scaling_*: unscale_,
+skipping a step on inf/NaN, growth and backoff, state_dict, scaling nested outputs, clipping, a gradient penalty,
+accumulation, several optimizers, the errors).
+
+Each test runs on chainrule's `autograd` and, where installed, on PyTorch (fixture `T`), against literals.
+What is not built: CPU autocast that takes effect (ops lowered to float16 or bfloat16: the op lists of
+TestAutocastCPU), and bfloat16 as CPU autocast's default dtype (NumPy has no bfloat16): strict xfails below.
+"""
+
+import importlib
+import pickle
+import threading
+
+import numpy as np
+import pytest
+
+
+def nn_of(T):
+    return importlib.import_module("nn") if T.__name__ == "autograd" else T.nn
+
+
+def optim_of(T):
+    return importlib.import_module("optim") if T.__name__ == "autograd" else T.optim
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# autocast's state (test_autocast.py: TestTorchAutocast, TestAutocastCPU's non-op tests)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_autocast_disabled_with_fp32_dtype(T):
+    with T.autocast(device_type="cpu", dtype=T.float32, enabled=False):
+        assert not T.is_autocast_enabled("cpu")
+        assert T.get_autocast_dtype("cpu") == T.float32
+        np.testing.assert_array_equal(T.ones(10).numpy(), np.ones(10, np.float32))
+    assert not T.is_autocast_enabled("cpu")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_cpu_autocast_of_an_unsupported_dtype_warns_and_disables(T, dtype):
+    with pytest.warns(UserWarning, match="In CPU autocast, but the target dtype is not supported. Disabling"):
+        block = T.autocast("cpu", dtype=getattr(T, dtype))
+    with block:
+        assert not T.is_autocast_enabled("cpu")
+        x = T.ones(2, 2)
+        assert (x @ x).dtype == T.float32
+
+
+def test_non_string_device(T):
+    with pytest.raises(ValueError, match=r"Expected `device_type` of type `str`, got: `<class '.*device'>`"):
+        T.autocast(device_type=T.device("cpu"))
+    with pytest.raises(ValueError, match="Expected `device_type` of type `str`"):
+        T.amp.custom_fwd(device_type=T.device("cpu"))
+    with pytest.raises(ValueError, match="Expected `device_type` of type `str`"):
+        T.amp.custom_bwd(device_type=T.device("cpu"))
+
+
+def test_invalid_device(T):
+    with pytest.raises(RuntimeError, match="device"):
+        with T.autocast(device_type="not a real device"):
+            pass
+    with pytest.raises(RuntimeError, match="Expected one of cpu, cuda"):
+        T.is_autocast_enabled("bogus")
+
+
+def test_autocast_fast_dtype_of_cuda(T):
+    assert T.get_autocast_dtype("cuda") == T.float16
+    with pytest.warns(DeprecationWarning):
+        assert T.get_autocast_gpu_dtype() == T.half
+
+
+@pytest.mark.xfail(strict=True, reason="NumPy has no bfloat16: chainrule's CPU autocast dtype starts at float16, "
+                                       "PyTorch's at bfloat16")
+def test_autocast_fast_dtype_of_cpu_is_bfloat16():
+    import autograd
+
+    assert autograd.get_autocast_dtype("cpu") == autograd.bfloat16
+
+
+def test_nested_blocks_restore_enabled_dtype_and_cache(T):
+    before = T.get_autocast_dtype("cpu")
+    assert T.is_autocast_cache_enabled()
+    with T.autocast("cpu", enabled=False, cache_enabled=False):
+        assert (T.is_autocast_enabled("cpu"), T.is_autocast_cache_enabled()) == (False, False)
+        with T.autocast("cpu", dtype=T.float16, enabled=False):
+            assert T.get_autocast_dtype("cpu") == T.float16
+            assert not T.is_autocast_cache_enabled()  # (None: the enclosing block's)
+            with T.autocast("cpu", dtype=T.float64, enabled=False, cache_enabled=True):
+                assert T.get_autocast_dtype("cpu") == T.float64 and T.is_autocast_cache_enabled()
+            assert T.get_autocast_dtype("cpu") == T.float16 and not T.is_autocast_cache_enabled()
+        assert T.get_autocast_dtype("cpu") == before
+    assert T.is_autocast_cache_enabled() and not T.is_autocast_enabled("cpu")
+
+
+def test_a_block_restores_the_state_when_its_body_raises(T):
+    with pytest.raises(KeyError):
+        with T.autocast("cpu", dtype=T.float64, enabled=False, cache_enabled=False):
+            raise KeyError("x")
+    assert T.is_autocast_cache_enabled() and T.get_autocast_dtype("cpu") != T.float64
+
+
+def test_nesting_counter(T):
+    assert T.autocast_increment_nesting() == 1
+    assert T.autocast_increment_nesting() == 2
+    assert T.autocast_decrement_nesting() == 1
+    assert T.autocast_decrement_nesting() == 0
+    T.clear_autocast_cache()  # (nothing cached: a no-op that runs)
+
+
+def test_autocast_as_a_decorator(T):
+    seen = []
+
+    @T.autocast("cpu", dtype=T.float64, enabled=False)
+    def body(x):
+        """Doubles x."""
+        seen.append((T.is_autocast_enabled("cpu"), T.get_autocast_dtype("cpu")))
+        return 2 * x
+
+    assert body.__name__ == "body" and body.__doc__ == "Doubles x."
+    np.testing.assert_array_equal(body(T.tensor([1.0, 2.0])).numpy(), [2.0, 4.0])
+    body(T.tensor(0.0))  # (each call enters the block again)
+    assert seen == [(False, T.float64)] * 2
+    assert T.get_autocast_dtype("cpu") != T.float64
+
+
+def test_decorating_what_is_not_callable(T):
+    with pytest.raises(TypeError, match=r"autocast\(\)\(func\) requires a callable, but got int"):
+        T.autocast("cpu", enabled=False)(3)
+
+
+def test_the_state_is_per_thread(T):
+    seen = []
+    before = T.get_autocast_dtype("cpu")
+    with T.autocast("cpu", dtype=T.float64, enabled=False, cache_enabled=False):
+        worker = threading.Thread(target=lambda: seen.append(
+            (T.get_autocast_dtype("cpu") == before, T.is_autocast_cache_enabled())))
+        worker.start()
+        worker.join()
+    assert seen == [(True, True)]
+
+
+def test_set_autocast_enabled_wants_a_bool(T):
+    with pytest.raises(TypeError, match=r"argument 'enabled' \(position 2\) must be bool, not int"):
+        T.set_autocast_enabled("cpu", 1)
+
+
+def test_cuda_autocast_without_a_gpu_warns_and_disables(T):
+    with pytest.warns(UserWarning, match="CUDA is not available or torch_xla is imported. Disabling autocast."):
+        block = T.autocast("cuda")
+    with block:
+        assert not T.is_autocast_enabled("cuda")
+        assert (T.ones(2, 2) @ T.ones(2, 2)).dtype == T.float32
+
+
+def test_custom_fwd_and_bwd_outside_autocast(T):
+    """A Function decorated for CPU autocast, run outside any autocast block: its own values and gradients."""
+
+    class Cube(T.autograd.Function):
+        @staticmethod
+        @T.amp.custom_fwd(device_type="cpu", cast_inputs=T.float32)
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return x**3
+
+        @staticmethod
+        @T.amp.custom_bwd(device_type="cpu")
+        def backward(ctx, grad):
+            (x,) = ctx.saved_tensors
+            assert not T.is_autocast_enabled("cpu")
+            return 3 * x**2 * grad
+
+    x = T.tensor([1.0, -2.0], dtype=T.float64, requires_grad=True)
+    y = Cube.apply(x)
+    y.sum().backward()
+    assert y.dtype == T.float64  # (cast_inputs applies only inside autocast)
+    np.testing.assert_array_equal(y.detach().numpy(), [1.0, -8.0])
+    np.testing.assert_array_equal(x.grad.numpy(), [3.0, 12.0])
+
+
+def test_custom_fwd_wants_device_type_by_keyword(T):
+    with pytest.raises(TypeError):
+        T.amp.custom_fwd(lambda ctx, x: x)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# CPU autocast that takes effect (TestAutocastCPU's op lists, with dtype=float16): not built here
+# ---------------------------------------------------------------------------------------------------------------
+
+NOT_BUILT = "CPU autocast that takes effect (ops lowered to float16/bfloat16) is not built: chainrule refuses it"
+
+
+def lowered_ops(T):
+    """Ops autocast runs in the lower dtype, each with float32 arguments (autocast_test_lists' torch_16, nn_16)."""
+    T.manual_seed(0)
+    mat = [T.randn(4, 4) for _ in range(3)]
+    batch = [T.randn(2, 4, 4) for _ in range(3)]
+    F = nn_of(T).functional
+    return [("mm", T.mm, mat[:2]), ("matmul", T.matmul, mat[:2]), ("bmm", T.bmm, batch[:2]),
+            ("addmm", T.addmm, mat), ("baddbmm", T.baddbmm, batch), ("linear", F.linear, mat[:2]),
+            ("conv1d", F.conv1d, [T.randn(2, 3, 5), T.randn(4, 3, 2)]),
+            ("conv2d", F.conv2d, [T.randn(1, 2, 4, 4), T.randn(3, 2, 2, 2)])]
+
+
+def run_lowered_ops(T):
+    for name, op, args in lowered_ops(T):
+        with T.autocast("cpu", dtype=T.float16):
+            out = op(*args)
+        assert out.dtype == T.float16, name
+        control = op(*[a.half() for a in args])
+        np.testing.assert_allclose(out.float().numpy(), control.float().numpy(), rtol=1e-2, atol=1e-2)
+
+
+def run_fp32_and_promote_ops(T):
+    F = nn_of(T).functional
+    a, b = T.rand(4, 4).half(), T.rand(4, 4).half()
+    with T.autocast("cpu", dtype=T.float16):
+        assert F.mse_loss(a, b).dtype == T.float32  # (autocast's fp32 list)
+        assert F.binary_cross_entropy(a, b).dtype == T.float32
+        assert T.cat([a[0], T.ones(4)]).dtype == T.float32  # (its promote list)
+        assert T.stack([a[0], T.ones(4)]).dtype == T.float32
+        assert (a + T.ones(4, 4)).dtype == T.float32  # (ordinary promotion, which autocast relies on)
+
+
+def run_training_step(T):
+    model = nn_of(T).Linear(4, 2)
+    with T.autocast("cpu", dtype=T.float16):
+        out = model(T.ones(3, 4))
+        loss = out.float().pow(2).mean()
+    loss.backward()
+    assert out.dtype == T.float16 and model.weight.grad.dtype == T.float32
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("program", [run_lowered_ops, run_fp32_and_promote_ops, run_training_step])
+def test_cpu_float16_autocast_in_pytorch(program):
+    program(pytest.importorskip("torch"))
+
+
+@pytest.mark.xfail(strict=True, raises=NotImplementedError, reason=NOT_BUILT)
+@pytest.mark.parametrize("program", [run_lowered_ops, run_fp32_and_promote_ops, run_training_step])
+def test_cpu_float16_autocast(program):
+    program(importlib.import_module("autograd"))
+
+
+def test_cpu_autocast_that_would_take_effect_is_refused_in_words():
+    import autograd
+
+    with pytest.raises(NotImplementedError, match="enabled=False"):
+        autograd.autocast("cpu", dtype=autograd.float16)
+    assert not autograd.amp.is_autocast_available("cpu")  # (PyTorch: True)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# GradScaler on the CPU (test_torch.py: test_grad_scaling_*)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def params_with_grads(T, grads):
+    params = [T.zeros(g.shape, requires_grad=True) for g in grads]
+    for p, g in zip(params, grads):
+        p.grad = g
+    return params
+
+
+@pytest.mark.parametrize("inject", [None, "inf", "nan"])
+@pytest.mark.parametrize("layout", ["contiguous", "transposed", "sliced"])
+def test_grad_scaling_unscale(T, inject, layout):
+    """unscale_ divides every gradient by the scale (dense, transposed, sliced) and finds an inf or NaN anywhere;
+    step then skips the update."""
+    g = T.full((6, 6), 4.0)
+    second = g.clone()
+    if inject:
+        second[2, 2] = float(inject)
+    second = {"contiguous": second, "transposed": second.t(), "sliced": second[:, :5]}[layout]
+    params = params_with_grads(T, [g.clone(), second])
+    optimizer = optim_of(T).SGD(params, lr=1.0)
+    scaler = T.amp.GradScaler("cpu", init_scale=4.0)
+    scaler.scale(T.ones(1))
+    scaler.unscale_(optimizer)
+    np.testing.assert_array_equal(params[0].grad.numpy(), np.ones((6, 6), np.float32))
+    if inject is None:
+        np.testing.assert_array_equal(params[1].grad.numpy(), np.ones(second.shape, np.float32))
+    assert scaler.step(optimizer) is None
+    stepped = not np.array_equal(params[0].detach().numpy(), np.zeros((6, 6)))
+    assert stepped == (inject is None)
+    scaler.update()
+    assert scaler.get_scale() == (4.0 if inject is None else 2.0)
+
+
+def test_grad_scaling_update_scale(T):
+    """growth_interval=2: two clean steps double the scale; an inf halves it and restarts the count."""
+    param = T.zeros(1, requires_grad=True)
+    optimizer = optim_of(T).SGD([param], lr=1.0)
+    scaler = T.amp.GradScaler("cpu", init_scale=4.0, growth_factor=2.0, backoff_factor=0.5, growth_interval=2)
+    seen = []
+    for grad in (1.0, 1.0, float("inf"), 1.0):
+        scaler.scale(T.ones(1))
+        param.grad = T.tensor([grad])
+        scaler.step(optimizer)
+        scaler.update()
+        seen.append((scaler.get_scale(), scaler.state_dict()["_growth_tracker"]))
+    assert seen == [(4.0, 1), (8.0, 0), (4.0, 0), (4.0, 1)]
+
+
+def test_grad_scaling_growth_stops_at_a_finite_scale(T):
+    scaler = T.amp.GradScaler("cpu", init_scale=2.0**127, growth_interval=1)
+    param = T.zeros(1, requires_grad=True)
+    optimizer = optim_of(T).SGD([param], lr=1.0)
+    scaler.scale(T.ones(1))
+    param.grad = T.zeros(1)
+    scaler.step(optimizer)
+    scaler.update()
+    assert scaler.get_scale() == 2.0**127  # (2^128 overflows float32: kept)
+    assert scaler.state_dict()["_growth_tracker"] == 0
+
+
+def test_the_scale_is_float32(T):
+    scaler = T.amp.GradScaler("cpu", init_scale=0.1)
+    assert scaler.get_scale() == 0.1  # (before the first scale(): the number given)
+    scaler.scale(T.ones(1))
+    assert scaler.get_scale() == float(np.float32(0.1)) != 0.1
+    scaler.update(new_scale=0.3)
+    assert scaler.get_scale() == float(np.float32(0.3))
+    scaler.update(new_scale=T.tensor(5.0))
+    assert scaler.get_scale() == 5.0
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_grad_scaling_state_dict(T, lazy):
+    s0 = T.amp.GradScaler("cpu", init_scale=3.0, growth_factor=4.0, backoff_factor=0.5, growth_interval=2)
+    s1 = T.amp.GradScaler("cpu", init_scale=6.0, growth_factor=7.0, backoff_factor=0.8, growth_interval=1)
+    if lazy:
+        s1.scale(T.full((1,), 4.0))
+    s1.load_state_dict(s0.state_dict())
+    assert s1.state_dict() == {"scale": 3.0, "growth_factor": 4.0, "backoff_factor": 0.5, "growth_interval": 2,
+                               "_growth_tracker": 0}
+    assert s1.get_scale() == 3.0 and s1.get_growth_factor() == 4.0 and s1.get_backoff_factor() == 0.5
+    assert s1.get_growth_interval() == 2
+    np.testing.assert_array_equal(s1.scale(T.full((1,), 4.0)).numpy(), [12.0])
+
+
+def test_a_disabled_scaler_passes_everything_through(T):
+    scaler = T.amp.GradScaler("cpu", enabled=False)
+    x = T.ones(2)
+    assert scaler.scale(x) is x and scaler.get_scale() == 1.0 and not scaler.is_enabled()
+    assert scaler.state_dict() == {}
+    scaler.update()  # (no inf checks needed)
+    enabled = T.amp.GradScaler("cpu")
+    with pytest.raises(RuntimeError, match="The source state dict is empty"):
+        enabled.load_state_dict(scaler.state_dict())
+
+
+def test_grad_scaling_scale_nested_outputs(T):
+    scaler = T.amp.GradScaler("cpu", init_scale=2.0)
+    t0, t1 = T.full((1,), 4.0), T.full((1,), 4.0)
+    outputs = scaler.scale((t1.clone(), (t0.clone(), t1.clone()), [t0.clone(), (t1.clone(), t0.clone())]))
+    assert isinstance(outputs, tuple) and isinstance(outputs[1], tuple) and isinstance(outputs[2], list)
+    flat = [outputs[0], *outputs[1], outputs[2][0], *outputs[2][1]]
+    assert [float(t.item()) for t in flat] == [8.0] * 6
+    scaled = scaler.scale(t for t in (t0, t1))  # (another iterable: scaled lazily, as a map)
+    assert [float(t.item()) for t in scaled] == [8.0, 8.0]
+    with pytest.raises(ValueError, match="outputs must be a Tensor or an iterable of Tensors"):
+        scaler.scale(4.0)
+
+
+def test_grad_scaler_errors(T):
+    with pytest.raises(AssertionError, match="The growth factor must be > 1.0."):
+        T.amp.GradScaler("cpu", growth_factor=1.0)
+    with pytest.raises(AssertionError, match="The backoff factor must be < 1.0."):
+        T.amp.GradScaler("cpu", backoff_factor=1.0)
+    param = T.zeros(2, requires_grad=True)
+    optimizer = optim_of(T).SGD([param], lr=1.0)
+    scaler = T.amp.GradScaler("cpu")
+    for call in (lambda: scaler.step(optimizer), lambda: scaler.unscale_(optimizer), scaler.update):
+        with pytest.raises(AssertionError, match="but _scale is None"):
+            call()
+    scaler.scale(T.ones(1))
+    without_grads = optim_of(T).SGD([T.zeros(1, requires_grad=True)], lr=1.0)
+    with pytest.raises(AssertionError, match="No inf checks were recorded for this optimizer."):
+        scaler.step(without_grads)  # (no gradient to check)
+    param.grad = T.ones(2)
+    with pytest.raises(RuntimeError, match="Closure use is not currently supported if GradScaler is enabled."):
+        scaler.step(optimizer, closure=lambda: None)
+    scaler.unscale_(optimizer)
+    with pytest.raises(RuntimeError, match="unscale_\\(\\) has already been called on this optimizer"):
+        scaler.unscale_(optimizer)
+    scaler.step(optimizer)
+    with pytest.raises(RuntimeError, match="step\\(\\) has already been called since the last update\\(\\)."):
+        scaler.step(optimizer)
+    with pytest.raises(RuntimeError, match="unscale_\\(\\) is being called after step\\(\\)."):
+        scaler.unscale_(optimizer)
+    with pytest.raises(AssertionError, match="A GradScaler instance may only be pickled"):
+        pickle.dumps(scaler)
+    scaler.update()
+    with pytest.raises(AssertionError, match="No inf checks were recorded prior to update."):
+        scaler.update()
+    for bad in (T.ones(2), T.ones(1, requires_grad=True)):
+        with pytest.raises(AssertionError, match="new_scale should be a float or a 1-element"):
+            scaler.update(new_scale=bad)
+    half = T.zeros(2, dtype=T.float16, requires_grad=True)
+    half.grad = T.ones(2, dtype=T.float16)
+    with pytest.raises(ValueError, match="Attempting to unscale FP16 gradients."):
+        scaler.unscale_(optim_of(T).SGD([half], lr=1.0))
+
+
+def test_grad_scaler_pickles_between_iterations(T):
+    scaler = T.amp.GradScaler("cpu", init_scale=8.0, growth_interval=3)
+    param = T.zeros(1, requires_grad=True)
+    optimizer = optim_of(T).SGD([param], lr=1.0)
+    scaler.scale(T.ones(1))
+    param.grad = T.ones(1)
+    scaler.step(optimizer)
+    scaler.update()
+    copy = pickle.loads(pickle.dumps(scaler))
+    assert copy.state_dict() == {"scale": 8.0, "growth_factor": 2.0, "backoff_factor": 0.5, "growth_interval": 3,
+                                 "_growth_tracker": 1}
+
+
+# Training against an unscaled control (test_torch.py's _run_scaling_case): 4 iterations, the third skipped
+# (its gradient set to inf after backward), growth_interval=1; the scaled model must end where the control ends.
+
+
+def scaling_models(T):
+    nn = nn_of(T)
+    T.manual_seed(0)
+    control = nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 8))
+    scaled = nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 8))
+    with T.no_grad():
+        for c, s in zip(control.parameters(), scaled.parameters()):
+            s.copy_(c)
+    data = [(T.randn(8, 8), T.randn(8, 8)) for _ in range(4)]
+    return control, scaled, data
+
+
+def default_run(T, data, model, optimizer, scaler, loss_fn, skip_iter, scaling):
+    for i, (x, target) in enumerate(data):
+        optimizer.zero_grad()
+        loss = loss_fn(model(x), target)
+        if scaling:
+            scaler.scale(loss).backward()
+            if i == skip_iter and scaler.is_enabled():
+                with T.no_grad():
+                    model[1].weight.grad.fill_(float("inf"))
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            if not scaler.is_enabled() or i != skip_iter:
+                optimizer.step()
+
+
+def clipping_run(T, data, model, optimizer, scaler, loss_fn, skip_iter, scaling, max_norm=0.2):
+    """Clipping the scaled gradients to max_norm · scale."""
+    clip = nn_of(T).utils.clip_grad_norm_
+    for i, (x, target) in enumerate(data):
+        optimizer.zero_grad()
+        loss = loss_fn(model(x), target)
+        if scaling:
+            scaler.scale(loss).backward()
+            clip(model.parameters(), max_norm * scaler.get_scale())
+            if i == skip_iter and scaler.is_enabled():
+                model[1].weight.grad.data.fill_(float("inf"))
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            clip(model.parameters(), max_norm)
+            if not scaler.is_enabled() or i != skip_iter:
+                optimizer.step()
+
+
+def separate_unscale_run(T, data, model, optimizer, scaler, loss_fn, skip_iter, scaling, max_norm=0.2):
+    """unscale_ first, then clip the true gradients (an inf one gives a non-finite norm, not an error)."""
+    clip = nn_of(T).utils.clip_grad_norm_
+    for i, (x, target) in enumerate(data):
+        optimizer.zero_grad()
+        loss = loss_fn(model(x), target)
+        if scaling:
+            scaler.scale(loss).backward()
+            if i == skip_iter and scaler.is_enabled():
+                model[1].weight.grad.data.fill_(float("inf"))
+            scaler.unscale_(optimizer)
+            clip(model.parameters(), max_norm, error_if_nonfinite=False)
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            clip(model.parameters(), max_norm)
+            if not scaler.is_enabled() or i != skip_iter:
+                optimizer.step()
+
+
+def penalty_run(T, data, model, optimizer, scaler, loss_fn, skip_iter, scaling):
+    """A gradient penalty: the gradients of the scaled loss, unscaled by hand, their norm added to the loss."""
+    for i, (x, target) in enumerate(data):
+        optimizer.zero_grad()
+        loss = loss_fn(model(x), target)
+        params = list(model.parameters())
+        if scaling:
+            grads = T.autograd.grad(scaler.scale(loss), params, create_graph=True)
+            grads = [g * (1.0 / scaler.get_scale()) for g in grads]
+        else:
+            grads = T.autograd.grad(loss, params, create_graph=True)
+        loss = loss + sum(g.pow(2).sum() for g in grads).sqrt()
+        if scaling:
+            scaler.scale(loss).backward()
+            if i == skip_iter and scaler.is_enabled():
+                model[1].weight.grad.data.fill_(float("inf"))
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            if not scaler.is_enabled() or i != skip_iter:
+                optimizer.step()
+
+
+def accumulation_run(T, data, model, optimizer, scaler, loss_fn, skip_iter, scaling, every=2):
+    """Gradients of two iterations summed before each step (skip_iter -1: nothing skipped)."""
+    for i, (x, target) in enumerate(data):
+        loss = loss_fn(model(x), target) / every
+        if scaling:
+            scaler.scale(loss).backward()
+        else:
+            loss.backward()
+        if (i + 1) % every == 0:
+            if scaling:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            optimizer.zero_grad()
+
+
+RUNS = {"default": (default_run, 3, 1, 1e-7), "clipping": (clipping_run, 3, 1, 1e-5),
+        "separate_unscale": (separate_unscale_run, 3, 1, 1e-5), "penalty": (penalty_run, 3, 1, 1e-5),
+        "accumulation": (accumulation_run, 2, 0, 1e-6)}
+
+
+def run_scaling_case(T, name, enabled):
+    run, unskipped, skipped, atol = RUNS[name]
+    control, scaled, data = scaling_models(T)
+    optim = optim_of(T)
+    opt_control, opt_scaled = optim.SGD(control.parameters(), lr=1.0), optim.SGD(scaled.parameters(), lr=1.0)
+    loss_fn = nn_of(T).MSELoss()
+    skip_iter = -1 if name == "accumulation" else 2
+    scaler = T.amp.GradScaler("cpu", init_scale=128.0, growth_factor=2.0, enabled=enabled, growth_interval=1)
+    run(T, data, control, opt_control, scaler, loss_fn, skip_iter, False)
+    run(T, data, scaled, opt_scaled, scaler, loss_fn, skip_iter, True)
+    expected_scale = 128.0 * 2.0**unskipped * 0.5**skipped if enabled else 1.0
+    assert scaler.get_scale() == expected_scale
+    for c, s in zip(control.parameters(), scaled.parameters()):
+        np.testing.assert_allclose(s.detach().numpy(), c.detach().numpy(), atol=atol, rtol=1e-5)
+    return [p.detach().numpy() for p in scaled.parameters()]
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+@pytest.mark.parametrize("name", list(RUNS))
+def test_grad_scaling_runs(T, name, enabled):
+    run_scaling_case(T, name, enabled)
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("name", list(RUNS))
+def test_grad_scaling_runs_end_where_pytorch_ends(name):
+    torch = pytest.importorskip("torch")
+    ours = run_scaling_case(importlib.import_module("autograd"), name, True)
+    theirs = run_scaling_case(torch, name, True)
+    for a, b in zip(ours, theirs):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_grad_scaling_multiple(T):
+    """Two models, two optimizers, two losses summed from both; one optimizer's gradient made inf in the third
+    iteration: that step skipped alone, and the scale backs off once for both."""
+    nn, optim = nn_of(T), optim_of(T)
+    control0, scaled0, data = scaling_models(T)
+    control1, scaled1, _ = scaling_models(T)
+    scaler = T.amp.GradScaler("cpu", init_scale=128.0, growth_factor=2.0, growth_interval=1)
+    loss_fn = nn.MSELoss()
+    for models, scaling in (((control0, control1), False), ((scaled0, scaled1), True)):
+        optimizers = [optim.SGD(m.parameters(), lr=1.0) for m in models]
+        for i, (x, target) in enumerate(data):
+            for o in optimizers:
+                o.zero_grad()
+            out0, out1 = models[0](x), models[1](x)
+            loss0 = loss_fn(0.3 * out0 + 0.7 * out1, target)
+            loss1 = loss_fn(0.6 * out0 - 0.4 * out1, target)
+            if scaling:
+                scaler.scale(loss0).backward(retain_graph=True)
+                scaler.scale(loss1).backward()
+                if i == 2:
+                    models[1][1].weight.grad.data.fill_(float("inf"))
+                scaler.unscale_(optimizers[0])  # (one unscaled by hand, one by step)
+                scaler.step(optimizers[0])
+                scaler.step(optimizers[1])
+                scaler.update()
+            else:
+                loss0.backward(retain_graph=True)
+                loss1.backward()
+                optimizers[0].step()
+                if i != 2:
+                    optimizers[1].step()
+    assert scaler.get_scale() == 128.0 * 2.0**3 * 0.5
+    for control, scaled in ((control0, scaled0), (control1, scaled1)):
+        for c, s in zip(control.parameters(), scaled.parameters()):
+            np.testing.assert_allclose(s.detach().numpy(), c.detach().numpy(), atol=1e-6, rtol=1e-5)
+
+
+def test_scaled_loss_keeps_its_dtype(T):
+    scaler = T.amp.GradScaler("cpu", init_scale=2.0**10)
+    for dtype in (T.float16, T.float32, T.float64):
+        out = scaler.scale(T.ones(2, dtype=dtype))
+        assert out.dtype == dtype
+        np.testing.assert_array_equal(out.double().numpy(), [1024.0, 1024.0])
+
+
+def test_the_deprecated_cpu_spelling_warns(T):
+    with pytest.warns(FutureWarning, match="GradScaler"):
+        scaler = T.cpu.amp.GradScaler(init_scale=8.0)
+    assert scaler.get_scale() == 8.0
