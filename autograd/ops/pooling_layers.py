@@ -109,9 +109,9 @@ def _max_pool(input, kernel_size, stride, padding, dilation, ceil_mode, return_i
     input, undo = _as_2d(input, spatial, name)
     kernel, stride, padding, dilation, out = sizes
     # PyTorch's values-only 1-d kernel has floating loops only (its kernel with indices, the 2-d one, takes integers
-    # too); neither takes complex numbers, which have no order
+    # too, but not bools); neither takes complex numbers, which have no order
     values_only = spatial == 1 and not return_indices
-    refuse_kinds(input, "max_pool1d_impl" if values_only else "max_pool2d", "biuc" if values_only else "c")
+    refuse_kinds(input, "max_pool1d_impl" if values_only else "max_pool2d", "biuc" if values_only else "bc")
     params = dict(kernel_size=kernel, stride=stride, padding=padding, dilation=dilation, out=out)
     values = pooling.MaxPool2d.apply(input, **params)
     if not return_indices:
@@ -378,10 +378,10 @@ def _volume_indices(plane_indices, depth_indices, shape):
 
 def _max_pool3d(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
     name = "max_pool3d"
-    refuse_kinds(input, name, "c")  # (before its plane pass, the 2-d kernel, refuses in its own name)
     _refuse_empty_planes_to_pool(input, 3, name)
     kernel, stride, padding, dilation, out = _pool_sizes(input, kernel_size, stride, padding, dilation, ceil_mode,
                                                          3, name)
+    refuse_kinds(input, name, "bc")  # (before its plane pass, the 2-d kernel, refuses in its own name)
     input, unbatched = _batched(input, 3, name)
     n, c, depth = input.shape[:3]
     planes = _max_pool(_planes(input), kernel[1:], stride[1:], padding[1:], dilation[1:], ceil_mode, return_indices, 2)
