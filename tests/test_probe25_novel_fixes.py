@@ -72,3 +72,58 @@ def test_max_unpool_names_a_wrong_index_dtype_as_pytorch_does():
     x = np.ones((1, 1, 2, 2))  # (the shape is checked first)
     with pytest.raises(RuntimeError, match="Expected shape of indices"):
         F.max_unpool2d(autograd.tensor(x) > 0, autograd.zeros(1, 1, 2, 1, dtype=autograd.int64), 2)
+
+
+# ----------------------------------------------------------------------------------------------
+# cosine_similarity promotes its two vectors (NTM's content addressing of a float memory by an integer key);
+# cdist and the norms name a refused dtype as PyTorch does
+# ----------------------------------------------------------------------------------------------
+
+
+def test_cosine_similarity_of_a_float_and_an_integer_vector():
+    memory = autograd.tensor([[3.0, 4.0, 0.0], [1.0, 0.0, 0.0]], requires_grad=True)
+    key = autograd.tensor([[0, 4, 0]], dtype=autograd.int32)
+    sim = F.cosine_similarity(memory, key, dim=-1)
+    assert sim.dtype == autograd.float32
+    np.testing.assert_allclose(sim.detach().numpy(), [0.8, 0.0], rtol=1e-6)
+    sim.sum().backward()
+    # d cos / d a = b/(|a||b|) - cos a/|a|^2: for a = (3, 4, 0), b = (0, 1, 0): (0, 1/5, 0) - 0.8 (3, 4, 0)/25
+    np.testing.assert_allclose(memory.grad.numpy()[0], [-0.096, 0.072, 0.0], rtol=1e-5, atol=1e-7)
+    assert memory.grad.dtype == autograd.float32
+    half = F.cosine_similarity(autograd.ones(1, 3, dtype=autograd.float16), autograd.ones(1, 3, dtype=autograd.int64))
+    assert half.dtype == autograd.float16 and half.item() == 0.9990234375  # (PyTorch's: 1/sqrt(3) in float16, squared)
+    torch = _torch()
+    if torch is None:
+        return
+    m = torch.tensor(memory.detach().numpy(), requires_grad=True)
+    theirs = torch.nn.functional.cosine_similarity(m, torch.tensor([[0, 4, 0]], dtype=torch.int32), dim=-1)
+    theirs.sum().backward()
+    np.testing.assert_allclose(sim.detach().numpy(), theirs.detach().numpy(), rtol=1e-6)
+    np.testing.assert_allclose(memory.grad.numpy(), m.grad.numpy(), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("dtype, name", [("int32", "Int"), ("bool", "Bool")])
+def test_cosine_similarity_refuses_a_common_dtype_not_floating(dtype, name):
+    x = autograd.ones(1, 3).to(getattr(autograd, dtype))
+    with pytest.raises(RuntimeError, match=f"expected common dtype to be floating point, yet common dtype is {name}$"):
+        F.cosine_similarity(x, x)
+
+
+@pytest.mark.parametrize("first, second, message", [
+    ("float32", "int32", "X2 got: Int"), ("int64", "float32", "X1 got: Long"), ("bool", "bool", "X1 got: Bool"),
+    ("float32", "complex64", "X2 got: ComplexFloat")])
+def test_cdist_names_the_operand_that_is_not_floating(first, second, message):
+    x1 = autograd.ones(1, 2, 3).to(getattr(autograd, first))
+    x2 = autograd.ones(1, 2, 3).to(getattr(autograd, second))
+    with pytest.raises(RuntimeError, match=f"cdist only supports floating-point dtypes, {message}$"):
+        autograd.cdist(x1, x2)
+    torch = _torch()
+    if torch is None:
+        return
+    with pytest.raises(RuntimeError, match=message):
+        torch.cdist(torch.ones(1, 2, 3).to(getattr(torch, first)), torch.ones(1, 2, 3).to(getattr(torch, second)))
+
+
+def test_vector_norm_names_an_integer_dtype_as_pytorch_does():
+    with pytest.raises(RuntimeError, match="Expected a floating point or complex tensor as input. Got Int$"):
+        autograd.linalg.vector_norm(autograd.ones(3, dtype=autograd.int32))
