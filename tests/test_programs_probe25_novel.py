@@ -1,4 +1,4 @@
-# ruff: noqa: B007, B008, B023, E501, E722, E701, E702, E731, E741, F841, N801, N802, N806, UP004, UP008, UP031  (the programs are kept as their authors wrote them)
+# ruff: noqa: B007, B008, B023, E501, E722, E701, E702, E731, E741, F841, N801, N802, N806, B006, UP004, UP008, UP031  (the programs are kept as their authors wrote them)
 """Recent and unusual architectures (see tests/pytorch_programs.py) as their reference implementations write them,
 each run on chainrule and on PyTorch from the same seeds, and checked without PyTorch against NumPy and invariants.
 
@@ -12,7 +12,6 @@ Gumbel-Sinkhorn."""
 import math
 
 import numpy as np
-import pytest
 
 from .pytorch_programs import run_both
 
@@ -169,6 +168,75 @@ def test_efficient_kan_trains_and_updates_its_grid():
     np.testing.assert_allclose(ours["bases"].sum(-1), 1.0, rtol=1e-5)
     assert ours["losses"][-1] < ours["losses"][0]
     assert np.all(np.diff(ours["grid"], axis=1) > 0)
+
+
+# ----------------------------------------------------------------------------------------------
+# FastKAN (Gaussian radial bases over a frozen grid parameter) and ChebyKAN (cos(k acos x), an in-place
+# multiply after an expand), trained by L-BFGS with the strong Wolfe line search as pykan trains
+# ----------------------------------------------------------------------------------------------
+
+
+def kan_lbfgs(m):
+    torch, nn, F = m.torch, m.nn, m.F
+    torch.manual_seed(0)
+    torch.set_default_dtype(torch.float64)
+    try:
+        class FastKANLayer(nn.Module):
+            def __init__(self, i, o, grid_min=-2., grid_max=2., num_grids=8):
+                super().__init__()
+                self.layernorm = nn.LayerNorm(i)
+                grid = torch.linspace(grid_min, grid_max, num_grids)
+                self.grid = nn.Parameter(grid, requires_grad=False)
+                self.denominator = (grid_max - grid_min) / (num_grids - 1)
+                self.spline_linear = nn.Linear(i * num_grids, o, bias=False)
+                nn.init.trunc_normal_(self.spline_linear.weight, mean=0.0, std=0.1)
+                self.base_linear = nn.Linear(i, o)
+            def forward(self, x):
+                spline_basis = torch.exp(-((self.layernorm(x)[..., None] - self.grid) / self.denominator) ** 2)
+                ret = self.spline_linear(spline_basis.view(*spline_basis.shape[:-2], -1))
+                return ret + self.base_linear(F.silu(x))
+        class ChebyKANLayer(nn.Module):
+            def __init__(self, input_dim, output_dim, degree):
+                super().__init__()
+                self.inputdim, self.outdim, self.degree = input_dim, output_dim, degree
+                self.cheby_coeffs = nn.Parameter(torch.empty(input_dim, output_dim, degree + 1))
+                nn.init.normal_(self.cheby_coeffs, mean=0.0, std=1 / (input_dim * (degree + 1)))
+                self.register_buffer("arange", torch.arange(0, degree + 1, 1))
+            def forward(self, x):
+                x = torch.reshape(x, (-1, self.inputdim))
+                x = torch.tanh(x)
+                x = x.view((-1, self.inputdim, 1)).expand(-1, -1, self.degree + 1)
+                x = x.acos()
+                x *= self.arange
+                x = x.cos()
+                y = torch.einsum("bid,iod->bo", x, self.cheby_coeffs)
+                return y.view(-1, self.outdim)
+        model = nn.Sequential(FastKANLayer(2, 4), ChebyKANLayer(4, 1, 3))
+        x = torch.rand(32, 2) * 2 - 1
+        y = torch.exp(torch.sin(math.pi * x[:, :1]) + x[:, 1:] ** 2)
+        opt = torch.optim.LBFGS(model.parameters(), lr=1, history_size=10, line_search_fn="strong_wolfe",
+                                tolerance_grad=1e-32, tolerance_change=1e-32)
+        losses = []
+        for step in range(3):
+            def closure():
+                opt.zero_grad()
+                loss = F.mse_loss(model(x), y)
+                loss.backward()
+                return loss
+            opt.step(closure)
+            losses.append(closure().item())
+        st = opt.state[opt._params[0]]
+        return {"losses": losses, "n_iter": st["n_iter"], "func_evals": st["func_evals"],
+                "w": model[1].cheby_coeffs, "grid_grad": model[0].grid.grad}
+    finally:
+        torch.set_default_dtype(torch.float32)
+
+
+def test_fastkan_and_chebykan_trained_by_lbfgs():
+    ours, theirs = run_both(kan_lbfgs, rtol=1e-6, atol=1e-8)
+    assert ours["losses"][-1] < ours["losses"][0] / 3
+    assert ours["grid_grad"] is None  # (a parameter that does not require grad gets none)
+    assert ours["func_evals"] >= ours["n_iter"] > 3
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1084,3 +1152,41 @@ def test_neuralsort_and_gumbel_sinkhorn():
     assert np.all(np.diff(s, axis=-1) <= 1e-3)
     np.testing.assert_allclose(ours["ds"].sum(-2), 1.0, rtol=1e-4)
     np.testing.assert_allclose(ours["ds"].sum(-1), 1.0, rtol=1e-2)
+
+
+# ----------------------------------------------------------------------------------------------
+# Memory the architectures above share: a NumPy pool seen through from_numpy, a grid expanded then made
+# contiguous, q/k/v unbound from one tensor, the gates chunked from one projection, .data of a parameter
+# ----------------------------------------------------------------------------------------------
+
+
+def shared_memory(m):
+    torch, nn, F = m.torch, m.nn, m.F
+    pool = np.zeros((3, 2), np.float32)
+    seen = torch.from_numpy(pool)
+    seen[1] += 2  # writes into the pool
+    grid = torch.linspace(-1, 1, 4).expand(3, -1)
+    expanded_shares = grid.stride() == (0, 1)
+    dense = grid.contiguous()
+    dense[0, 0] = 9.0  # a copy: the linspace is untouched
+    qkv = torch.zeros(3, 2, 4)
+    q, k, v = qkv.unbind(0)
+    k.add_(1)
+    gates = torch.zeros(2, 6)
+    i, f, o = gates.chunk(3, dim=-1)
+    f.fill_(5)
+    lin = nn.Linear(2, 2)
+    lin.weight.data.zero_()
+    arr = qkv.numpy()
+    arr[2] = 7
+    return {"pool": pool, "expanded_shares": expanded_shares, "grid": grid, "qkv": qkv, "gates": gates,
+            "w": lin.weight, "v": v}
+
+
+def test_memory_shared_as_pytorch_shares_it():
+    ours, _ = run_both(shared_memory)
+    assert ours["pool"].tolist() == [[0, 0], [2, 2], [0, 0]]
+    assert ours["expanded_shares"] is True and ours["grid"][0, 0] == -1
+    assert ours["qkv"][1].min() == 1 and ours["qkv"][2].min() == 7 and ours["v"].min() == 7
+    assert ours["gates"][:, 2:4].min() == 5 and ours["gates"][:, :2].max() == 0
+    assert not ours["w"].any()
