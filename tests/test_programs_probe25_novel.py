@@ -1190,3 +1190,142 @@ def test_memory_shared_as_pytorch_shares_it():
     assert ours["qkv"][1].min() == 1 and ours["qkv"][2].min() == 7 and ours["v"].min() == 7
     assert ours["gates"][:, 2:4].min() == 5 and ours["gates"][:, :2].max() == 0
     assert not ours["w"].any()
+
+
+# ----------------------------------------------------------------------------------------------
+# An xLSTM-style block trained as its repository trains: a causal depthwise convolution, a multi-head layer norm
+# by group_norm, small/Wang inits, AdamW with decay split by parameter kind, warmup-cosine LambdaLR, clipping,
+# gradient accumulation; a Perceiver-IO decoder through nn.MultiheadAttention with kdim/vdim
+# ----------------------------------------------------------------------------------------------
+
+
+def xlstm_block_training(m, steps=3):
+    torch, nn, F = m.torch, m.nn, m.F
+    torch.manual_seed(0)
+
+    def small_init_init_(param, dim):
+        std = math.sqrt(2 / (5 * dim))
+        torch.nn.init.normal_(param, mean=0.0, std=std)
+        return param
+
+    def wang_init_(param, dim, num_blocks):
+        std = 2 / num_blocks / math.sqrt(dim)
+        torch.nn.init.normal_(param, mean=0.0, std=std)
+        return param
+
+    class CausalConv1d(nn.Module):
+        def __init__(self, feature_dim, kernel_size=4):
+            super().__init__()
+            self.pad = kernel_size - 1
+            self.conv = nn.Conv1d(feature_dim, feature_dim, kernel_size, padding=self.pad, groups=feature_dim)
+
+        def forward(self, x):
+            y = self.conv(x.transpose(1, 2))
+            return y[:, :, :-self.pad].transpose(1, 2)
+
+    class MultiHeadLayerNorm(nn.Module):
+        def __init__(self, ndim, num_heads):
+            super().__init__()
+            self.weight = nn.Parameter(torch.zeros(ndim))
+            self.num_heads = num_heads
+
+        def forward(self, x):  # (B, NH, S, DH)
+            B, NH, S, DH = x.shape
+            gn_in = x.transpose(1, 2).reshape(B * S, NH * DH)
+            out = F.group_norm(gn_in, num_groups=NH, weight=1.0 + self.weight, eps=1e-5)
+            return out.view(B, S, NH * DH)
+
+    class Block(nn.Module):
+        def __init__(self, dim=8, heads=2, vocab=11):
+            super().__init__()
+            self.heads = heads
+            self.emb = nn.Embedding(vocab, dim)
+            self.norm = nn.LayerNorm(dim, bias=False)
+            self.proj_up = nn.Linear(dim, 2 * dim)
+            self.conv = CausalConv1d(dim)
+            self.qkv = nn.Linear(dim, 3 * dim, bias=False)
+            self.igate = nn.Linear(3 * dim, heads)
+            self.fgate = nn.Linear(3 * dim, heads)
+            self.outnorm = MultiHeadLayerNorm(dim, heads)
+            self.proj_down = nn.Linear(dim, dim)
+            self.head = nn.Linear(dim, vocab, bias=False)
+            small_init_init_(self.proj_up.weight, dim)
+            wang_init_(self.proj_down.weight, dim, 1)
+            torch.nn.init.zeros_(self.igate.weight)
+            torch.nn.init.normal_(self.igate.bias, mean=0.0, std=0.1)
+            with torch.no_grad():
+                self.fgate.bias.copy_(torch.linspace(3.0, 6.0, heads))
+
+        def forward(self, idx):
+            x = self.emb(idx)
+            B, S, D = x.shape
+            h = self.norm(x)
+            x_m, z = self.proj_up(h).split(D, dim=-1)
+            c = F.silu(self.conv(x_m))
+            q, k, v = self.qkv(c).chunk(3, dim=-1)
+            gates_in = torch.cat([q, k, v], dim=-1)
+            ig = self.igate(gates_in).transpose(-1, -2).unsqueeze(-1)
+            fg = self.fgate(gates_in).transpose(-1, -2).unsqueeze(-1)
+            q, k, v = (t.view(B, S, self.heads, -1).transpose(1, 2) for t in (q, k, v))
+            log_f = F.logsigmoid(fg)
+            cum = torch.cat([torch.zeros(B, self.heads, 1, 1), torch.cumsum(log_f, dim=-2)], dim=-2)
+            log_fg = cum[:, :, 1:] - cum[:, :, 1:].transpose(-2, -1)
+            log_fg = log_fg.masked_fill(~torch.tril(torch.ones(S, S, dtype=torch.bool)), float("-inf"))
+            log_D = log_fg + ig.transpose(-2, -1)
+            max_log_D = log_D.amax(dim=-1, keepdim=True)
+            Dm = torch.exp(log_D - max_log_D)
+            C = (q @ k.transpose(-2, -1) / math.sqrt(k.shape[-1])) * Dm
+            norm = torch.maximum(C.sum(-1, keepdim=True).abs(), torch.exp(-max_log_D))
+            hs = (C / (norm + 1e-6)) @ v
+            out = self.outnorm(hs) * F.silu(z)
+            x = x + self.proj_down(out)
+            return self.head(x)
+
+    model = Block()
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if p.ndim < 2 or "norm" in name or "emb" in name else decay).append(p)
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
+                            lr=3e-3, betas=(0.9, 0.95), eps=1e-8)
+    warmup, total = 2, 6
+
+    def lr_lambda(step):
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
+    data = torch.randint(0, 11, (4, 7))
+    losses, norms, lrs = [], [], []
+    for step in range(steps):
+        opt.zero_grad(set_to_none=True)
+        for micro in data.split(2):
+            logits = model(micro[:, :-1])
+            loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), micro[:, 1:].reshape(-1)) / 2
+            loss.backward()
+            losses.append(loss.item())
+        norms.append(torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5).item())
+        opt.step()
+        sched.step()
+        lrs.append(sched.get_last_lr())
+
+    # a Perceiver-IO decoder: output queries attend to latents of another width
+    torch.manual_seed(1)
+    dec = nn.MultiheadAttention(6, 2, kdim=8, vdim=5, batch_first=True)
+    queries = torch.randn(2, 3, 6, requires_grad=True)
+    latents = torch.randn(2, 4, 8)
+    values = torch.randn(2, 4, 5)
+    pad = torch.tensor([[False, False, False, True], [False, True, False, False]])
+    out, w = dec(queries, latents, values, key_padding_mask=pad, average_attn_weights=False)
+    out.pow(2).sum().backward()
+    return {"losses": losses, "norms": norms, "lrs": lrs, "up": model.proj_up.weight, "fgate_b": model.fgate.bias,
+            "out": out, "w": w, "gq": queries.grad, "g_k": dec.k_proj_weight.grad, "g_v": dec.v_proj_weight.grad}
+
+
+def test_xlstm_block_training_and_perceiver_io_decoder():
+    ours, _ = run_both(xlstm_block_training, rtol=1e-4, atol=1e-6)
+    assert len(ours["losses"]) == 6 and all(n > 0 for n in ours["norms"])
+    np.testing.assert_allclose([lr[0] for lr in ours["lrs"]], [3e-3, 3e-3, 3e-3 * 0.5 * (1 + math.cos(math.pi / 4))])
+    assert np.all(ours["w"][0, :, :, 3] == 0) and np.all(ours["w"][1, :, :, 1] == 0)
+    np.testing.assert_allclose(ours["w"].sum(-1), 1.0, rtol=1e-5)
