@@ -127,3 +127,26 @@ def test_cdist_names_the_operand_that_is_not_floating(first, second, message):
 def test_vector_norm_names_an_integer_dtype_as_pytorch_does():
     with pytest.raises(RuntimeError, match="Expected a floating point or complex tensor as input. Got Int$"):
         autograd.linalg.vector_norm(autograd.ones(3, dtype=autograd.int32))
+
+
+# ----------------------------------------------------------------------------------------------
+# One element of an expanded tensor written by ints is PyTorch's select and fill_: no index_put_ warning
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("write", ["set", "iadd"])
+def test_writing_one_element_of_an_expanded_tensor_does_not_warn(write):
+    import warnings
+
+    grid = autograd.zeros(3).expand(2, 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        if write == "set":
+            grid[0, 1] = 1.0
+        else:
+            grid[0, 1] += 1.0
+    assert grid.tolist() == [[0.0, 1.0, 0.0], [0.0, 1.0, 0.0]]  # (both rows show the one memory)
+    # an advanced index is PyTorch's index_put_, which still warns
+    with pytest.warns(UserWarning, match="Use of index_put_ on expanded tensors is deprecated"):
+        grid[autograd.tensor([0]), 0] = 2.0
+    assert grid[:, 0].tolist() == [2.0, 2.0]
