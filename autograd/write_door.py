@@ -258,7 +258,9 @@ class WriteDoor:
             if type(self._data) is MetaArray:  # (as _write)
                 return
             region = self._data[index]
-            if region.base is None:  # an advanced index (its region is a copy): PyTorch's index_put_, which warns
+            if not isinstance(region, xp.ndarray):  # one element by ints (NumPy's scalar): PyTorch's select and
+                pass  # fill_, which neither warn nor refuse (one element overlaps nothing)
+            elif region.base is None:  # an advanced index (its region is a copy): PyTorch's index_put_, which warns
                 if overlapping(self._data):
                     _warn_expanded("index_put_")
             else:

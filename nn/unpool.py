@@ -14,6 +14,7 @@ import math
 
 import autograd
 from autograd.ops import pooling
+from autograd.ops.conversion import refuse_kinds, type_name
 from autograd.ops.layouts import in_suggested_layout
 
 from .functional_conv import _batched, _tuple
@@ -50,7 +51,9 @@ def _max_unpool(input, indices, kernel_size, stride, padding, output_size, spati
         raise RuntimeError(f"Expected shape of indices to be same as that of the input tensor ({list(input.shape)}) "
                            f"but got indices tensor with shape: {list(indices.shape)}")
     if indices.dtype != autograd.int64:
-        raise RuntimeError(f"elements in indices should be type int64 but got: {indices.dtype}")
+        raise RuntimeError(f"elements in indices should be type int64 but got: {type_name(indices.dtype)}")
+    # PyTorch's kernels have floating loops only (the 1-d one is the 2-d one, and says so)
+    refuse_kinds(input, name.replace("1d", "2d"), "biuc")
     input, unbatched = _batched(input, spatial, name)
     flat = indices._data.reshape(input.shape)
     plane = math.prod(sizes)

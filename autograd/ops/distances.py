@@ -9,8 +9,10 @@ from ..primitive import node_named
 from ..tensor import Tensor
 from . import norms
 from .arranging import broadcast_tensors
+from .conversion import type_name
 from .elementwise import where
 from .names import names
+from .promotion import promoted_dtype
 
 
 @names("pairwise_distance", method=False)
@@ -44,11 +46,12 @@ def cosine_similarity(x1, x2, dim=1, eps=1e-8):
     """Σ (x1 / max(‖x1‖, eps)) (x2 / max(‖x2‖, eps)) along dim, as PyTorch 2 computes it:
     each vector normalised first (better precision than x1·x2 / (‖x1‖ ‖x2‖)); at a zero
     vector the gradient is finite. Complex vectors are refused, as
-    PyTorch refuses them (the product would need a conjugate)."""
-    for x in (x1, x2):
-        if x.dtype.kind == "c":
-            found = "ComplexFloat" if x.dtype.itemsize == 8 else "ComplexDouble"
-            raise RuntimeError(f"expected common dtype to be floating point, yet common dtype is {found}")
+    PyTorch refuses them (the product would need a conjugate); so are integers and bools, unless the other
+    vector is floating: both are taken in their promoted dtype (float32 with int32 is float32), as PyTorch's."""
+    common = promoted_dtype(x1, x2)
+    if common.kind != "f":
+        raise RuntimeError(f"expected common dtype to be floating point, yet common dtype is {type_name(common)}")
+    x1, x2 = x1.to(common), x2.to(common)
     if x1.shape != x2.shape:
         x1, x2 = broadcast_tensors(x1, x2)
     norm1 = clamped_below_in_value(vector_norm(x1, 2, dim, keepdim=True), eps)

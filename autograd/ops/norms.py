@@ -105,7 +105,7 @@ def _floating(x, dtype, op):
                                f"narrowing to the specified dtype ({xp.dtype(dtype)})")
         x = x.to(dtype)
     if x.dtype.kind not in "fc":
-        raise RuntimeError(f"{op}: Expected a floating point or complex tensor as input. Got {x.dtype}")
+        raise RuntimeError(f"{op}: Expected a floating point or complex tensor as input. Got {type_name(x.dtype)}")
     return x
 
 
@@ -313,6 +313,9 @@ def cdist(x1, x2, p=2.0, compute_mode=None):
     if x1.shape[-1] != x2.shape[-1]:
         raise RuntimeError(f"X1 and X2 must have the same number of columns. X1: {x1.shape[-1]} X2: {x2.shape[-1]}")
     refuse_unbroadcastable(x1.shape[:-2], x2.shape[:-2])  # (the batch dims: the rows' differences would name others)
+    for name, x in (("X1", x1), ("X2", x2)):
+        if x.dtype.kind != "f":
+            raise RuntimeError(f"cdist only supports floating-point dtypes, {name} got: {type_name(x.dtype)}")
     require_scalar_type((x1, x2))
     if not p >= 0:  # (-inf and NaN too: PyTorch's cdist has no -inf "distance")
         raise RuntimeError("cdist only supports non-negative p values")

@@ -384,10 +384,10 @@ def _volume_indices(plane_indices, depth_indices, shape):
 
 def _max_pool3d(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
     name = "max_pool3d"
-    refuse_kinds(input, name, "bc")  # (before its plane pass, the 2-d kernel, refuses in its own name)
     _refuse_empty_planes_to_pool(input, 3, name)
     kernel, stride, padding, dilation, out = _pool_sizes(input, kernel_size, stride, padding, dilation, ceil_mode,
                                                          3, name)
+    refuse_kinds(input, name, "bc")  # (before its plane pass, the 2-d kernel, refuses in its own name)
     input, unbatched = _batched(input, 3, name)
     n, c, depth = input.shape[:3]
     planes = _max_pool(_planes(input), kernel[1:], stride[1:], padding[1:], dilation[1:], ceil_mode, return_indices, 2)
