@@ -1,0 +1,55 @@
+"""Fixes found by the image-synthesis probe (tests/test_programs_probe25_synthesis.py), each checked against NumPy
+always and against PyTorch where it is installed.
+
+- torch.linalg, torch.fft and torch.special take NumPy's ``axis=`` for ``dim=`` and ``keepdims=`` for ``keepdim=``,
+  as PyTorch's argument parser gives them to every function it binds (Lucid's colour decorrelation writes
+  ``torch.linalg.norm(color_correlation, axis=0)``, which raised TypeError); the functions stay picklable."""
+
+import pickle
+
+import numpy as np
+import pytest
+
+import autograd
+from autograd import fft, linalg, special
+
+from .pytorch_programs import pytorch
+
+X = np.array([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03], [0.1, 0.2, 0.3]], dtype=np.float32)
+
+CALLS = [  # (namespace, name, args, NumPy's answer)
+    ("linalg", "norm", dict(axis=0), np.linalg.norm(X, axis=0)),
+    ("linalg", "vector_norm", dict(axis=1, keepdims=True), np.linalg.norm(X, axis=1, keepdims=True)),
+    ("linalg", "matrix_norm", dict(axis=(0, 1)), np.linalg.norm(X)),
+    ("fft", "fft", dict(axis=0), np.fft.fft(X, axis=0)),
+    ("fft", "rfft", dict(axis=0), np.fft.rfft(X, axis=0)),
+    ("fft", "fftn", dict(axis=(0,)), np.fft.fftn(X, axes=(0,))),
+    ("fft", "fftshift", dict(axis=0), np.fft.fftshift(X, axes=0)),
+    ("special", "logsumexp", dict(axis=0), np.log(np.exp(X).sum(0))),
+    ("special", "softmax", dict(axis=0), np.exp(X) / np.exp(X).sum(0)),
+    ("special", "log_softmax", dict(axis=1), X - np.log(np.exp(X).sum(1, keepdims=True))),
+]
+
+
+@pytest.mark.parametrize("namespace, name, kwargs, expected", CALLS, ids=[f"{n}.{f}" for n, f, *_ in CALLS])
+def test_numpy_keywords_in_namespaces(namespace, name, kwargs, expected):
+    ours = getattr(getattr(autograd, namespace), name)(autograd.tensor(X), **kwargs)
+    np.testing.assert_allclose(ours.numpy(), expected, rtol=1e-5, atol=1e-6)
+    torch = pytorch()
+    if torch is not None:
+        theirs = getattr(getattr(torch.torch, namespace), name)(torch.torch.tensor(X), **kwargs)
+        np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-5, atol=1e-6)
+        assert ours.dtype == np.dtype(str(theirs.dtype).replace("torch.", ""))
+
+
+def test_numpy_keywords_gradient_and_clash():
+    x = autograd.tensor(X, requires_grad=True)
+    linalg.vector_norm(x, axis=0).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), X / np.linalg.norm(X, axis=0), rtol=1e-5)
+    with pytest.raises(TypeError, match="both 'dim' and its alias 'axis'"):
+        linalg.norm(x, dim=0, axis=0)
+
+
+def test_numpy_keyword_functions_pickle():
+    for function in (linalg.norm, linalg.vector_norm, fft.rfft2, fft.fftshift, special.logsumexp):
+        assert pickle.loads(pickle.dumps(function)) is function
