@@ -3,14 +3,19 @@ always and against PyTorch where it is installed.
 
 - torch.linalg, torch.fft and torch.special take NumPy's ``axis=`` for ``dim=`` and ``keepdims=`` for ``keepdim=``,
   as PyTorch's argument parser gives them to every function it binds (Lucid's colour decorrelation writes
-  ``torch.linalg.norm(color_correlation, axis=0)``, which raised TypeError); the functions stay picklable."""
+  ``torch.linalg.norm(color_correlation, axis=0)``, which raised TypeError); the functions stay picklable.
+- A module's backward hook kind is the first one registered, hooks removed or not: after a full backward hook
+  (guided backpropagation's, removed), ``register_backward_hook`` raises PyTorch's "Cannot use both", and the
+  reverse; chainrule refused the mix only while a hook was set."""
 
 import pickle
+import warnings
 
 import numpy as np
 import pytest
 
 import autograd
+import nn
 from autograd import fft, linalg, special
 
 from .pytorch_programs import pytorch
@@ -53,3 +58,16 @@ def test_numpy_keywords_gradient_and_clash():
 def test_numpy_keyword_functions_pickle():
     for function in (linalg.norm, linalg.vector_norm, fft.rfft2, fft.fftshift, special.logsumexp):
         assert pickle.loads(pickle.dumps(function)) is function
+
+
+@pytest.mark.parametrize("first_full", [True, False])
+def test_backward_hook_kind_is_kept_after_removal(first_full):
+    for modules in filter(None, (type("Ours", (), {"nn": nn}), pytorch())):
+        relu = modules.nn.ReLU()
+        register = {True: relu.register_full_backward_hook, False: relu.register_backward_hook}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # (the deprecated hook's warning)
+            register[first_full](lambda module, grad_input, grad_output: None).remove()
+            with pytest.raises(RuntimeError, match="Cannot use both regular backward hooks and full backward hooks"):
+                register[not first_full](lambda module, grad_input, grad_output: None)
+            register[first_full](lambda module, grad_input, grad_output: None)  # the same kind again is fine
