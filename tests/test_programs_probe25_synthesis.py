@@ -14,9 +14,11 @@ instance norm and AdaIN; CycleGAN (ResNet generator, PatchGAN, LSGAN targets as 
 loss, LambdaLR) and pix2pix (the U-Net whose in-place LeakyReLU rewrites the skip input before ``cat``); WGAN-GP
 and R1 penalties by ``autograd.grad(create_graph=True)``; ESPCN/SRCNN with ``PixelShuffle`` and bicubic resizing;
 adversarial patches, FGSM/PGD and feature inversion; texture synthesis by einsum Grams, sliced Wasserstein,
-patch matching with ``unfold``/``fold``, a Laplacian pyramid; WCT whitening by ``svd``; and what these programs
+patch matching with ``unfold``/``fold``, a Laplacian pyramid; WCT whitening by ``svd``; guided backpropagation by
+backward hooks, Lucid's redirected ReLU as an ``autograd.Function``, editing an ``nn.Sequential``; and what these programs
 share memory with (``.data``, ``detach``, ``numpy``, views)."""
 
+import copy
 import functools
 import random
 import warnings
@@ -853,6 +855,84 @@ def lapstyle(m):
     return dict(pyr=pyr, g=x.grad)
 
 
+def guided(m):
+    torch, nn, F = m.torch, m.nn, m.F
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 4 * 4, 3))
+    hs = []
+    for mod in net.modules():
+        if isinstance(mod, nn.ReLU):
+            hs.append(mod.register_full_backward_hook(lambda mod, gi, go: (torch.clamp(gi[0], min=0.0),)))
+    x = torch.rand(1, 3, 8, 8, requires_grad=True)
+    out = net(x)
+    out[0, 1].backward()
+    g1 = x.grad.clone()
+    for h in hs: h.remove()
+    # old-style backward hook
+    x.grad = None
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        net[3] = nn.ReLU(); h = net[3].register_backward_hook(lambda mod, gi, go: (gi[0] * 0.5,))
+    net(x)[0, 2].backward()
+    h.remove()
+    g2 = x.grad.clone()
+    # forward hook replacing output, with_kwargs, prepend
+    order = []
+    net[5].register_forward_hook(lambda mod, i, o: (order.append('a'), o * 2)[1])
+    net[5].register_forward_hook(lambda mod, i, o: order.append('b'), prepend=True)
+    net[5].register_forward_pre_hook(lambda mod, args, kwargs: (order.append('pre'), None)[1], with_kwargs=True)
+    y = net(x)
+    sub = net.get_submodule('2')
+    named = dict(net.named_modules())
+    cp = copy.deepcopy(net)
+    y2 = cp(x)
+    return dict(g1=g1, g2=g2, y=y, order=order, x=x, sub=type(sub).__name__, names=list(named.keys()), y2=y2)
+
+
+def redirected(m):
+    torch, nn = m.torch, m.nn
+    torch.manual_seed(1)
+    class RedirectedReLU(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, input_tensor):
+            ctx.save_for_backward(input_tensor)
+            return input_tensor.clamp(min=0)
+        @staticmethod
+        def backward(ctx, grad_output):
+            input_tensor, = ctx.saved_tensors
+            relu_grad = grad_output.clone()
+            relu_grad[input_tensor < 0] = 0
+            if torch.all(relu_grad == 0):
+                return grad_output * (grad_output < 0).float() * 0 + grad_output * (input_tensor < 0).float() * (grad_output < 0).float()
+            return relu_grad
+    class RedirectedReluLayer(nn.Module):
+        def forward(self, tensor):
+            return RedirectedReLU.apply(tensor)
+    x = torch.randn(2, 5, requires_grad=True)
+    y = RedirectedReluLayer()(x - 3)
+    (y * (torch.arange(10.).view(2, 5) - 5)).sum().backward()
+    g1 = x.grad.clone(); x.grad = None
+    y = RedirectedReluLayer()(x)
+    (y * torch.arange(10.).view(2, 5)).sum().backward()
+    return dict(g1=g1, g2=x.grad, name=type(y.grad_fn).__name__, x=x)
+
+
+def seq_edit(m):
+    torch, nn = m.torch, m.nn
+    torch.manual_seed(2)
+    s = nn.Sequential(nn.Conv2d(3, 3, 1), nn.ReLU(), nn.Conv2d(3, 3, 1), nn.ReLU(), nn.MaxPool2d(2))
+    s.insert(2, nn.Identity()); s.append(nn.Flatten()); s.extend([nn.Identity()])
+    p = s.pop(1)
+    del s[0]
+    names = [n for n, _ in s.named_children()]
+    s2 = s[1:3]
+    for i, layer in enumerate(s):
+        if isinstance(layer, nn.ReLU):
+            s[i] = nn.LeakyReLU(0.1)
+    r = repr(s)
+    return dict(names=names, p=type(p).__name__, n2=[n for n, _ in s2.named_children()], r=r, l=len(s))
+
+
 def close(actual, expected, rtol=1e-5, atol=1e-6):
     np.testing.assert_allclose(np.asarray(actual, dtype=np.float64), np.asarray(expected, dtype=np.float64),
                                rtol=rtol, atol=atol)
@@ -1063,3 +1143,26 @@ def test_laplacian_pyramid():
 def test_programs_run_without_pytorch():
     for program in (gram_bmm, memory):
         assert program(OURS)
+
+
+def test_guided_backprop_and_module_hooks():
+    ours, _ = run_both(guided, rtol=1e-4, atol=1e-6)
+    assert ours["order"] == ["pre", "b", "a"] * 2  # prepend puts b first; a's returned output replaces it
+    assert ours["sub"] == "Conv2d" and ours["names"] == ["", "0", "1", "2", "3", "4", "5"]
+    close(ours["y2"], ours["y"], 0, 0)  # a deep copy keeps the hooks
+
+
+def test_custom_function_redirected_relu():
+    ours, _ = run_both(redirected)
+    x, go = ours["x"], np.arange(10.).reshape(2, 5) - 5
+    relu_grad = np.where(x - 3 < 0, 0, go)
+    expected = relu_grad if relu_grad.any() else go * (x - 3 < 0) * (go < 0)
+    close(ours["g1"], expected, 0, 0)
+    close(ours["g2"], np.where(x < 0, 0, np.arange(10.).reshape(2, 5)), 0, 0)
+    assert ours["name"] == "RedirectedReLUBackward"
+
+
+def test_sequential_editing():
+    ours, _ = run_both(seq_edit)
+    assert ours["names"] == ["0", "1", "2", "3", "4", "5"] and ours["n2"] == ["1", "2"]
+    assert ours["p"] == "ReLU" and ours["l"] == 6 and "(2): LeakyReLU(negative_slope=0.1)" in ours["r"]
