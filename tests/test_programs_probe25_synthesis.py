@@ -14,7 +14,7 @@ instance norm and AdaIN; CycleGAN (ResNet generator, PatchGAN, LSGAN targets as 
 loss, LambdaLR) and pix2pix (the U-Net whose in-place LeakyReLU rewrites the skip input before ``cat``); WGAN-GP
 and R1 penalties by ``autograd.grad(create_graph=True)``; ESPCN/SRCNN with ``PixelShuffle`` and bicubic resizing;
 adversarial patches, FGSM/PGD and feature inversion; texture synthesis by einsum Grams, sliced Wasserstein,
-patch matching with ``unfold``/``fold``, a Laplacian pyramid; WCT whitening by ``svd``; guided backpropagation by
+patch matching with ``unfold``/``fold``, a Laplacian pyramid; WCT whitening by ``svd`` (and differentiated through ``eigh``/``svd``); guided backpropagation by
 backward hooks, Lucid's redirected ReLU as an ``autograd.Function``, editing an ``nn.Sequential``; StyleGAN2's modulated convolution, noise, upfirdn
 by a grouped transposed convolution, minibatch std and path-length penalty; a perceptual loss over namedtuple
 features; SSIM; and what these programs
@@ -1097,6 +1097,31 @@ def ssim_prog(m):
     return dict(s=s, g=a.grad, same=s_same, dbl=dbl, dt=str(dbl.dtype).replace('torch.', ''))
 
 
+def wct_grad(m):
+    torch = m.torch
+    torch.manual_seed(3)
+    cF = torch.randn(4, 30, dtype=torch.float64, requires_grad=True)
+    sF = torch.randn(4, 25, dtype=torch.float64) * 2 + 1
+    def cov(f):
+        fc = f - f.mean(1, keepdim=True)
+        return fc @ fc.T / (f.shape[1] - 1), fc
+    Cc, fc = cov(cF); Cs, _ = cov(sF)
+    ec, Vc = torch.linalg.eigh(Cc + 1e-5 * torch.eye(4, dtype=torch.float64))
+    es, Vs = torch.linalg.eigh(Cs)
+    white = Vc @ torch.diag(ec.rsqrt()) @ Vc.T @ fc
+    out = Vs @ torch.diag(es.sqrt()) @ Vs.T @ white + sF.mean(1, keepdim=True)
+    (out * torch.arange(120., dtype=torch.float64).view(4, 30).cos()).sum().backward()
+    g1 = cF.grad.clone(); cF.grad = None
+    Cc, fc = cov(cF)
+    U, S, Vh = torch.linalg.svd(Cc)
+    white2 = U @ torch.diag(S.pow(-0.5)) @ Vh @ fc
+    (white2.sin()).sum().backward()
+    L = torch.linalg.cholesky(Cs)
+    Lc = torch.linalg.cholesky(Cc.detach().requires_grad_())
+    sv = torch.linalg.svdvals(fc.detach())
+    return dict(out=out, g1=g1, g2=cF.grad, L=L, sv=sv, Cs=Cs, wcov=white @ white.T / 29, fc=fc)
+
+
 def close(actual, expected, rtol=1e-5, atol=1e-6):
     np.testing.assert_allclose(np.asarray(actual, dtype=np.float64), np.asarray(expected, dtype=np.float64),
                                rtol=rtol, atol=atol)
@@ -1354,3 +1379,11 @@ def test_ssim():
     assert ours["same"] == 1.0 and ours["dt"] == "float64"
     close(ours["s"], 0.9605042, rtol=1e-5)
     close(ours["dbl"], ours["s"], rtol=1e-6)
+
+
+def test_differentiable_whitening_by_eigh_and_svd():
+    ours, _ = run_both(wct_grad, rtol=1e-7, atol=1e-9)
+    close(ours["wcov"], np.eye(4), rtol=0, atol=1e-4)  # whitened features have unit covariance (up to the 1e-5 ridge)
+    close(ours["L"] @ ours["L"].T, ours["Cs"], rtol=1e-10)
+    close(ours["sv"], np.linalg.svd(ours["fc"], compute_uv=False), rtol=1e-10)
+    assert np.isfinite(ours["g1"]).all() and np.isfinite(ours["g2"]).all()
