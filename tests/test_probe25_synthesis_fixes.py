@@ -6,7 +6,10 @@ always and against PyTorch where it is installed.
   ``torch.linalg.norm(color_correlation, axis=0)``, which raised TypeError); the functions stay picklable.
 - A module's backward hook kind is the first one registered, hooks removed or not: after a full backward hook
   (guided backpropagation's, removed), ``register_backward_hook`` raises PyTorch's "Cannot use both", and the
-  reverse; chainrule refused the mix only while a hook was set."""
+  reverse; chainrule refused the mix only while a hook was set.
+- ``pixel_shuffle``/``pixel_unshuffle`` of a channels-last image give a channels-last result, as PyTorch's kernels
+  write it (an ESPCN head after a channels-last convolution): pixel_unshuffle's was row-major, (48, 4, 2, 1) where
+  PyTorch's is (48, 1, 24, 12), so ``rand_like`` and ``view`` of it differed."""
 
 import pickle
 import warnings
@@ -71,3 +74,36 @@ def test_backward_hook_kind_is_kept_after_removal(first_full):
             with pytest.raises(RuntimeError, match="Cannot use both regular backward hooks and full backward hooks"):
                 register[not first_full](lambda module, grad_input, grad_output: None)
             register[first_full](lambda module, grad_input, grad_output: None)  # the same kind again is fine
+
+
+SHUFFLES = [("pixel_shuffle", (2, 12, 4, 4), 2, (192, 1, 24, 3)), ("pixel_unshuffle", (2, 3, 4, 6), 2, (72, 1, 36, 12)),
+            ("pixel_unshuffle", (2, 12, 4, 4), 2, (192, 1, 96, 48)), ("pixel_shuffle", (2, 3, 4, 4), 1, (48, 1, 12, 3)),
+            ("pixel_unshuffle", (2, 8, 1, 1), 1, (8, 1, 1, 1)), ("pixel_shuffle", (2, 8, 1, 1), 2, (8, 4, 2, 1))]
+
+
+@pytest.mark.parametrize("name, shape, factor, strides", SHUFFLES)
+def test_pixel_shuffles_keep_channels_last(name, shape, factor, strides):
+    values = np.random.default_rng(0).random(shape).astype(np.float32)
+    row_major = getattr(nn.functional, name)(autograd.tensor(values), factor)
+    x = autograd.tensor(values).contiguous(memory_format=autograd.channels_last).requires_grad_()
+    y = getattr(nn.functional, name)(x, factor)
+    assert y.stride() == strides
+    np.testing.assert_array_equal(y.detach().numpy(), row_major.numpy())
+    assert not np.shares_memory(y.detach().numpy(), x.detach().numpy())
+    (y * autograd.arange(y.numel()).reshape(y.shape)).sum().backward()
+    assert x.grad.shape == shape
+    torch = pytorch()
+    if torch is not None:
+        t = torch.torch.tensor(values).contiguous(memory_format=torch.torch.channels_last).requires_grad_()
+        ty = getattr(torch.F, name)(t, factor)
+        assert ty.stride() == strides
+        (ty * torch.torch.arange(ty.numel()).reshape(ty.shape)).sum().backward()
+        np.testing.assert_array_equal(x.grad.numpy(), t.grad.numpy())
+
+
+@pytest.mark.xfail(strict=True, reason="a channels-last result of one channel gets PyTorch's size-1 steps only from "
+                   "its kernel's resize_: in_suggested_layout keeps a (1, 1, H, W) array that is contiguous both ways "
+                   "row-major, (16, 16, 4, 1) where PyTorch's pixel_shuffle writes (16, 1, 4, 1)")
+def test_pixel_shuffle_one_channel_size_one_steps():
+    x = autograd.rand(1, 4, 2, 2).contiguous(memory_format=autograd.channels_last)
+    assert nn.functional.pixel_shuffle(x, 2).stride() == (16, 1, 4, 1)
