@@ -16,6 +16,7 @@ from .graph import program_stacklevel
 from .ops.conjugation import conj
 from .ops.conversion import type_name
 from .ops.fourier import FFT, OTHER_NORM, InverseRealFFT, RealFFT
+from .ops.names import taking_numpy_keywords
 from .ops.outputs import write_out
 from .tensor import Tensor, tensor_from
 
@@ -299,3 +300,6 @@ def _shift(input, dim, by):
         raise RuntimeError("`shifts` required")
     dims = tuple(_dim(d, input.ndim) for d in dims)
     return input.roll(tuple(by(input.shape[d]) for d in dims), dims)
+
+
+taking_numpy_keywords(globals(), __all__)  # (axis= for dim=, keepdims= for keepdim=)

@@ -14,6 +14,7 @@ from .ops.ldl import ldl_factor, ldl_factor_ex, ldl_solve
 from .ops.linalg import matmul, multi_dot
 from .ops.lu import lu, lu_factor, lu_factor_ex, lu_solve
 from .ops.matrix_exp import matrix_exp
+from .ops.names import taking_numpy_keywords
 from .ops.norms import linalg_norm as norm
 from .ops.norms import matrix_norm, svdvals, vector_norm
 from .ops.outputs import write_out
@@ -51,3 +52,6 @@ def vecdot(x, y, *, dim=-1, out=None):
     """Σ_i conj(x_i) y_i along dim (the two broadcast): the inner product, x conjugated where complex."""
     require_same_dtype(x, y, ("x", "y"), "linalg.vecdot")  # (PyTorch promotes neither)
     return write_out((x.conj() * y).sum(dim), out)
+
+
+taking_numpy_keywords(globals(), __all__)  # (axis= for dim=, keepdims= for keepdim=)

@@ -20,7 +20,7 @@ from .ops.bessel_integrals import (  # noqa: F401  (re-exported)
 from .ops.conversion import refuse_half_and_complex
 from .ops.gamma import digamma, lgamma, mvlgamma, polygamma  # noqa: F401  (re-exported)
 from .ops.incomplete_gamma import igamma, igammac
-from .ops.names import FUNCTIONS
+from .ops.names import FUNCTIONS, taking_numpy_keywords
 from .ops.numbers import erfc  # noqa: F401  (re-exported)
 from .ops.outputs import write_out
 from .ops.pointwise import Entr, floating, logit  # noqa: F401
@@ -134,3 +134,5 @@ def softmax(input, dim, dtype=None):
 def log_softmax(input, dim, *, dtype=None):
     return (input if dtype is None else input.to(dtype)).log_softmax(dim)
 
+
+taking_numpy_keywords(globals(), __all__)  # (axis= for dim=, keepdims= for keepdim=)

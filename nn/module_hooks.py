@@ -79,7 +79,7 @@ _global_backward_hook_kind = [None]  # True: full hooks in _global_backward_hook
 
 
 def _set_global_backward_hook_kind(full):
-    if _global_backward_hooks and _global_backward_hook_kind[0] not in (None, full):
+    if _global_backward_hook_kind[0] not in (None, full):  # (never reset, as PyTorch's flag)
         raise RuntimeError("Cannot use both regular backward hooks and full backward hooks as a global Module hook. "
                            "Please use only one of them.")
     _global_backward_hook_kind[0] = full
@@ -217,8 +217,9 @@ class ModuleHooks:
         return hook_tools.add_hook(self._backward_hooks, hook)
 
     def _set_backward_hook_kind(self, full):
-        """PyTorch refuses the deprecated and the full backward hooks on one module (while either is set)."""
-        if self._backward_hooks and self.__dict__.get("_is_full_backward_hook", full) != full:
+        """PyTorch refuses the deprecated and the full backward hooks on one module: the first kind registered
+        stays the module's kind, its hooks removed or not (PyTorch's flag is never reset)."""
+        if self.__dict__.get("_is_full_backward_hook", full) != full:
             raise RuntimeError("Cannot use both regular backward hooks and full backward hooks on a single Module. "
                                "Please use only one of them.")
         object.__setattr__(self, "_is_full_backward_hook", full)

@@ -80,6 +80,17 @@ def _numpy_aliases(op):
     return _ALIASED[op]
 
 
+def taking_numpy_keywords(namespace, public):
+    """Every function among ``public`` in the module namespace ``namespace`` (its ``globals()``) replaced by one
+    taking NumPy's ``axis``/``keepdims`` as well, as PyTorch's argument parser gives them to torch.linalg, torch.fft
+    and torch.special as to torch's own functions (``torch.linalg.norm(c, axis=0)``); each stays findable by pickle
+    under its name there."""
+    for name in public:
+        aliased = _numpy_aliases(namespace[name])
+        if aliased is not namespace[name]:
+            namespace[name] = pickled_by_name(aliased, namespace["__name__"], name)
+
+
 def refusing_arrays(function):
     """``function`` as ``autograd.<name>``: when its first parameter is PyTorch's ``input`` (a Tensor), a NumPy
     array given there is refused with a TypeError naming it and the fix, as PyTorch refuses it ("must be

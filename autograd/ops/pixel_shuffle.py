@@ -1,11 +1,14 @@
 """Sub-pixel rearrangement (Shi et al., 2016): ``pixel_shuffle`` moves r² channels into an
 r × r block of pixels, (*, C·r², H, W) → (*, C, H·r, W·r); ``pixel_unshuffle`` is its inverse.
 ``channel_shuffle`` (ShuffleNet, Zhang et al., 2017) interleaves the channels of g groups.
-All are a reshape, a permutation and a reshape, so the gradient is the same moves undone. PyTorch
+All are a reshape, a permutation and a reshape, so the gradient is the same moves undone; the two pixel
+rearrangements lay their result out in their input's suggested memory format (channels-last for a channels-last
+image), as PyTorch's kernels write it, channel_shuffle row-major. PyTorch
 spells them at top level too (``autograd.pixel_shuffle``); ``nn.PixelShuffle`` and its kin wrap them."""
 
 from ..backend import xp
 from ..primitive import node_named
+from .layouts import in_suggested_layout
 from .names import names
 
 
@@ -37,7 +40,8 @@ def pixel_shuffle(input, upscale_factor):
     n = len(batch)
     blocks = input.reshape(*batch, channels // (r * r), r, r, height, width)
     moved = blocks.permute(*range(n), n, n + 3, n + 1, n + 4, n + 2)  # (*, C, H, r, W, r)
-    return _own_memory(moved.reshape(*batch, channels // (r * r), height * r, width * r), input)
+    return _own_memory(in_suggested_layout(moved.reshape(*batch, channels // (r * r), height * r, width * r), input),
+                       input)
 
 
 @names("pixel_unshuffle", method=False)
@@ -55,7 +59,8 @@ def pixel_unshuffle(input, downscale_factor):
     n = len(batch)
     blocks = input.reshape(*batch, channels, height // r, r, width // r, r)
     moved = blocks.permute(*range(n), n, n + 2, n + 4, n + 1, n + 3)  # (*, C, r, r, H, W)
-    return _own_memory(moved.reshape(*batch, channels * r * r, height // r, width // r), input)
+    return _own_memory(in_suggested_layout(moved.reshape(*batch, channels * r * r, height // r, width // r), input),
+                       input)
 
 
 @names("channel_shuffle", method=False, functions=("native_channel_shuffle",))
