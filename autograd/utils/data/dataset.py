@@ -50,12 +50,10 @@ class TensorDataset(Dataset):
 
     def __init__(self, *tensors):
         tensors = [t if isinstance(t, Tensor) else tensor_from(t) for t in tensors]
-        if not tensors:
-            raise ValueError("TensorDataset needs at least one tensor")
-        for i, t in enumerate(tensors):
-            if t.ndim == 0:
-                raise IndexError(f"TensorDataset: tensor {i} is 0-d, but samples are rows of the first dim")
-        if len({len(t) for t in tensors}) != 1:
+        # (no tensors is allowed, as PyTorch's: such a dataset's len() is then an IndexError)
+        if any(t.ndim == 0 for t in tensors):  # (PyTorch's words: it reads each tensor's size(0))
+            raise IndexError("Dimension specified as 0 but tensor has no dimensions")
+        if len({len(t) for t in tensors}) > 1:
             # an AssertionError, as PyTorch's (which asserts it)
             raise AssertionError("Size mismatch between tensors: first dimensions "
                                  + ", ".join(str(len(t)) for t in tensors))
