@@ -127,3 +127,26 @@ def test_random_split_with_tensor_lengths():
     first, second = random_split(range(6), (autograd.tensor(4), autograd.tensor(2)),
                                  generator=autograd.Generator().manual_seed(0))
     assert list(first) == [2, 5, 3, 0] and list(second) == [1, 4]
+
+
+def test_loader_reads_a_tensor_dataset_subclass_through_its_getitem():
+    """A TensorDataset subclass that augments in ``__getitem__`` was batched by TensorDataset's own fast path, so its
+    samples came back unaugmented ([0, 1] where PyTorch's [0, 2]); a Subset of it too."""
+    from autograd.utils.data import DataLoader, Subset
+
+    class Doubled(TensorDataset):
+        def __getitem__(self, i):
+            x, y = super().__getitem__(i)
+            return x * 2, y + 100
+
+    class WithIndex(TensorDataset):
+        def __getitem__(self, i):
+            return (*super().__getitem__(i), i)
+
+    doubled = Doubled(autograd.arange(4.0), autograd.arange(4))
+    assert [b[0].tolist() for b in DataLoader(doubled, batch_size=2)] == [[0.0, 2.0], [4.0, 6.0]]
+    assert [b[1].tolist() for b in DataLoader(Subset(doubled, [3, 1]), batch_size=2)] == [[103, 101]]
+    with_index = [b[1].tolist() for b in DataLoader(WithIndex(autograd.arange(3.0)), batch_size=2)]
+    assert with_index == [[0, 1], [2]]
+    plain = TensorDataset(autograd.arange(3.0))
+    assert [b[0].tolist() for b in DataLoader(Subset(plain, [2, 0]), batch_size=2)] == [[2.0, 0.0]]

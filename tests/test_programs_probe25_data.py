@@ -561,3 +561,26 @@ def test_transform_dataset_shuffled_with_workers(workers):
     out, _ = run_both(program, rtol=1e-4, atol=1e-5)
     assert [b[0].shape for b in out] == [(4, 3, 4, 4), (2, 3, 4, 4)]
     np.testing.assert_allclose(out[0][0].mean(axis=(2, 3)), 0, atol=1e-5)  # per-channel normalised
+
+
+def augmenting_tensor_dataset(m):
+    torch, D = m.torch, m.data
+
+    class NoisyTensorDataset(D.TensorDataset):
+        """A TensorDataset with Gaussian noise added in __getitem__ (a common augmentation of tabular data)."""
+
+        def __getitem__(self, i):
+            x, y = super().__getitem__(i)
+            return x + 0.1 * torch.randn_like(x), y
+
+    torch.manual_seed(0)
+    ds = NoisyTensorDataset(torch.zeros(6, 2), torch.arange(6))
+    train, val = D.random_split(ds, [4, 2], generator=torch.Generator().manual_seed(0))
+    return batches(D.DataLoader(train, batch_size=2, shuffle=True)), batches(D.DataLoader(val, batch_size=2))
+
+
+def test_tensor_dataset_subclass_augments_in_getitem():
+    (train, val), _ = run_both(augmenting_tensor_dataset)
+    xs = np.concatenate([b[0] for b in train + val])
+    assert xs.shape == (6, 2) and (xs != 0).all() and np.abs(xs).max() < 0.5  # every sample went through __getitem__
+    assert sorted(int(v) for b in train + val for v in b[1]) == list(range(6))

@@ -140,9 +140,20 @@ class Subset(Dataset):
         return [self.dataset[_int(self.indices[i])] for i in indices]
 
     def batch(self, indices):
-        if not hasattr(self.dataset, "batch"):
+        if not batches_itself(self.dataset):
             return default_collate(self.__getitems__(indices))
         return self.dataset.batch(numpy.asarray(self.indices)[numpy.asarray(indices, dtype=numpy.int64)])
+
+
+def batches_itself(dataset):
+    """Whether ``dataset.batch(indices)`` is its samples at ``indices``, collated: a dataset with a ``batch`` of
+    its own (TensorDataset's, Subset's), unless a subclass reads its samples otherwise (an augmentation in its
+    ``__getitem__``): the loader then reads it sample by sample, as PyTorch's."""
+    owner = next((cls for cls in type(dataset).__mro__ if "batch" in vars(cls)), None)
+    if owner is None:
+        return False
+    return all(getattr(type(dataset), name, None) is getattr(owner, name, None)
+               for name in ("__getitem__", "__getitems__"))
 
 
 def _int(index):
