@@ -150,3 +150,18 @@ def test_loader_reads_a_tensor_dataset_subclass_through_its_getitem():
     assert with_index == [[0, 1], [2]]
     plain = TensorDataset(autograd.arange(3.0))
     assert [b[0].tolist() for b in DataLoader(Subset(plain, [2, 0]), batch_size=2)] == [[2.0, 0.0]]
+
+
+def test_worker_info_under_pytorch_private_path():
+    """Sharding code imports get_worker_info from torch.utils.data._utils.worker; that module was missing."""
+    import autograd.utils.data as data
+    from autograd.utils.data._utils.worker import WorkerInfo, get_worker_info
+
+    class Shards(data.IterableDataset):
+        def __iter__(self):
+            info = get_worker_info()
+            assert isinstance(info, WorkerInfo)
+            return iter(range(info.id, 6, info.num_workers))
+
+    assert get_worker_info() is None
+    assert [b.item() for b in data.DataLoader(Shards(), num_workers=2)] == [0, 1, 2, 3, 4, 5]
