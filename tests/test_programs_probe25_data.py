@@ -584,3 +584,33 @@ def test_tensor_dataset_subclass_augments_in_getitem():
     xs = np.concatenate([b[0] for b in train + val])
     assert xs.shape == (6, 2) and (xs != 0).all() and np.abs(xs).max() < 0.5  # every sample went through __getitem__
     assert sorted(int(v) for b in train + val for v in b[1]) == list(range(6))
+
+
+def iterable_workers_edges(m):
+    torch, D = m.torch, m.data
+
+    class Strided(D.IterableDataset):
+        def __iter__(self):
+            info = D.get_worker_info()
+            return iter(range(info.id, 9, info.num_workers)) if info else iter(range(9))
+
+    class Unsharded(D.IterableDataset):  # the docs' warning: each worker yields the whole stream
+        def __iter__(self):
+            return iter(range(3))
+
+    class Noisy(D.IterableDataset):
+        def __iter__(self):
+            for _ in range(3):
+                yield torch.rand(1).item(), np.random.rand(), random.random()
+
+    torch.manual_seed(7)
+    return (batches(D.DataLoader(Strided(), batch_size=2, num_workers=2, drop_last=True)),
+            batches(D.DataLoader(Unsharded(), batch_size=2, num_workers=2)),
+            batches(D.DataLoader(Noisy(), batch_size=2, num_workers=2)))
+
+
+def test_iterable_dataset_workers_drop_last_duplicates_and_seeds():
+    (dropped, duplicated, noisy), _ = run_both(iterable_workers_edges)
+    assert [b.tolist() for b in dropped] == [[0, 2], [1, 3], [4, 6], [5, 7]]  # each worker drops its own tail
+    assert [b.tolist() for b in duplicated] == [[0, 1], [0, 1], [2], [2]]
+    assert len(noisy) == 4 and noisy[0][0][0] != noisy[1][0][0]  # the two workers draw apart
