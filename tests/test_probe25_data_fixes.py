@@ -165,3 +165,47 @@ def test_worker_info_under_pytorch_private_path():
 
     assert get_worker_info() is None
     assert [b.item() for b in data.DataLoader(Shards(), num_workers=2)] == [0, 1, 2, 3, 4, 5]
+
+
+def test_loader_index_errors_of_a_tensor_dataset_are_pytorch_words():
+    """TensorDataset's batch-at-once path handed the sampler's indices to NumPy: an index past the end was NumPy's
+    "axis 0" error, a float index (1.0) was read as 1; now such a batch is read sample by sample, as PyTorch's."""
+    from autograd.utils.data import DataLoader, Subset
+
+    ds = TensorDataset(autograd.arange(5) * 2, autograd.arange(5.0))
+    assert error_of(lambda: list(DataLoader(ds, sampler=[1, 10], batch_size=2))) == (
+        "IndexError", "index 10 is out of bounds for dimension 0 with size 5")
+    assert error_of(lambda: list(DataLoader(Subset(ds, [0, 9]), batch_size=2))) == (
+        "IndexError", "index 9 is out of bounds for dimension 0 with size 5")
+    floats = ("IndexError", "only integers, slices (`:`), ellipsis (`...`), None and long or byte Variables are "
+              "valid indices (got float)")
+    assert error_of(lambda: list(DataLoader(ds, sampler=[1.0], batch_size=1))) == floats
+    assert [b[0].tolist() for b in DataLoader(ds, sampler=[-1, 0], batch_size=2)] == [[8, 0]]
+
+
+@pytest.mark.parametrize("index, expected", [
+    (1.0, "only integers, slices (`:`), ellipsis (`...`), None and long or byte Variables are valid indices (got "
+          "float)"),
+    ((0, 1.5), "only integers, slices (`:`), ellipsis (`...`), None and long or byte Variables are valid indices "
+               "(got float)"),
+    ("float64", "only integers, slices (`:`), ellipsis (`...`), None and long or byte Variables are valid indices "
+                "(got numpy.float64)"),
+    ("tensor", "tensors used as indices must be long, int, byte or bool tensors"),
+])
+def test_float_subscripts_refused_in_pytorch_words(index, expected):
+    import numpy
+
+    def key(lib):
+        if index == "float64":
+            return numpy.float64(1.0)
+        if index == "tensor":
+            return lib.tensor([1.0])
+        return index
+
+    x = autograd.arange(6).view(2, 3)
+    assert error_of(lambda: x[key(autograd)]) == ("IndexError", expected)
+    try:
+        import torch
+    except ImportError:
+        return
+    assert error_of(lambda: torch.arange(6).view(2, 3)[key(torch)]) == ("IndexError", expected)

@@ -69,7 +69,9 @@ class TensorDataset(Dataset):
         """Many samples at once, collated: a list with one tensor per field (no per-sample Python).
         A tensor that requires grad is indexed as an op, so that the batch stays in its graph, as the
         stacked samples would."""
-        rows = numpy.asarray(indices, dtype=numpy.int64)
+        rows = _rows(indices, len(self))
+        if rows is None:
+            return default_collate([self[index] for index in indices])
         data_rows = xp.asarray(rows)
         return [t[rows] if t.requires_grad else Tensor._make(t._data[data_rows]) for t in self.tensors]
 
@@ -140,9 +142,19 @@ class Subset(Dataset):
         return [self.dataset[_int(self.indices[i])] for i in indices]
 
     def batch(self, indices):
-        if not batches_itself(self.dataset):
+        rows = _rows(indices, len(self))
+        if rows is None or not batches_itself(self.dataset):
             return default_collate(self.__getitems__(indices))
-        return self.dataset.batch(numpy.asarray(self.indices)[numpy.asarray(indices, dtype=numpy.int64)])
+        return self.dataset.batch(numpy.asarray(self.indices)[rows])
+
+
+def _rows(indices, length):
+    """``indices`` as an int64 array of rows in [-length, length), or None where one is not such an integer (a
+    float, out of range): the batch is then read sample by sample, so that its error is PyTorch's."""
+    rows = numpy.asarray(indices)
+    if rows.dtype.kind not in "iu" or (rows.size and not (-length <= rows.min() and rows.max() < length)):
+        return None
+    return rows.astype(numpy.int64)
 
 
 def batches_itself(dataset):
