@@ -196,6 +196,10 @@ def _array(data, dtype, copy):
         except TypeError:
             if isinstance(data, (list, tuple)) and _holds_strings(data):  # (PyTorch's words for a str in a list)
                 raise TypeError("new(): invalid data type 'str'") from None
+            if _python_numbers(data) and _holds(data, int):  # an int past int64's range (NumPy's object array)
+                if not _holds(data, float):
+                    raise ValueError("Overflow when unpacking long long") from None
+                return as_array(_as_floats(data))  # (among floats it is read as one, as PyTorch reads it)
             raise
         if array.dtype == numpy.uint64 and isinstance(data, (int, list, tuple)):
             raise ValueError("Overflow when unpacking long long")
@@ -288,6 +292,26 @@ def _holds_strings(data):
     if isinstance(data, (list, tuple)):
         return any(_holds_strings(item) for item in data)
     return isinstance(data, (str, bytes))
+
+
+def _python_numbers(data):
+    """Whether ``data`` is a Python number or a (nested) list or tuple of them only."""
+    if isinstance(data, (list, tuple)):
+        return all(_python_numbers(item) for item in data)
+    return type(data) in _PYTHON_NUMBERS
+
+
+def _holds(data, kind):
+    """Whether a Python number of exactly type ``kind`` is in the (nested) list ``data``, or is ``data``."""
+    if isinstance(data, (list, tuple)):
+        return any(_holds(item, kind) for item in data)
+    return type(data) is kind
+
+
+def _as_floats(data):
+    if isinstance(data, (list, tuple)):
+        return [_as_floats(item) for item in data]
+    return float(data) if type(data) is int else data
 
 
 def _integers_cast(data, dtype):
@@ -523,6 +547,9 @@ def _in_bounds(low, high, dtype):
 def randperm(n, *, out=None, generator=None, dtype=None, layout=None, device=None, requires_grad=False,
              pin_memory=False):
     """A random permutation of 0..n-1 (in a dtype that holds every one of them exactly)."""
+    from .ops.conversion import int_argument  # (here: importing the ops while this module loads is circular)
+
+    n = int_argument(n, "randperm", "n", 1)  # (an integer tensor of one element too: random_split's summed lengths)
     if n < 0:
         raise RuntimeError(f"Trying to create tensor with negative dimension {n}: [{n}]")
     dtype = xp.dtype(out_dtype(dtype, out) or backend.int64)

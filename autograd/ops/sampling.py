@@ -144,7 +144,9 @@ def multinomial(input, num_samples, replacement=False, *, generator=None, out=No
     if not replacement and num_samples > categories:
         raise RuntimeError(f"cannot sample n_sample > prob_dist.size(-1) samples without replacement "
                            f"(n_sample={num_samples}, prob_dist.size(-1)={categories})")
-    if not numpy.isfinite(weights).all() or (weights < 0).any():
+    if replacement and num_samples > 1:
+        _check_rows_as_replacement_kernel(weights)
+    elif not numpy.isfinite(weights).all() or (weights < 0).any():  # (PyTorch's check of the whole tensor at once)
         raise RuntimeError("probability tensor contains either `inf`, `nan` or element < 0")
     totals = weights.sum(axis=1, keepdims=True)
     if (totals <= 0).any():
@@ -172,6 +174,19 @@ def multinomial(input, num_samples, replacement=False, *, generator=None, out=No
             samples = backend.to_numpy(topk(Tensor._make(xp.asarray(keys)), num_samples, dim=1).indices._data)
     samples = samples if input.ndim == 2 else samples[0]
     return write_out(_tensor(samples, backend.int64), out)
+
+
+def _check_rows_as_replacement_kernel(weights):
+    """PyTorch's kernel for several draws with replacement checks each row's entries in turn (a negative or NaN
+    one first, then an infinite one), then the row's sum, before the next row: its first fault names the error."""
+    for row in weights:
+        faults = numpy.flatnonzero(~(row >= 0) | ~numpy.isfinite(row))
+        if faults.size and not row[faults[0]] >= 0:  # (NaN fails ``>= 0`` too)
+            raise RuntimeError("invalid multinomial distribution (encountering probability entry < 0)")
+        if faults.size:
+            raise RuntimeError("invalid multinomial distribution (encountering probability entry = infinity or NaN)")
+        if not row.sum() > 0:
+            raise RuntimeError("invalid multinomial distribution (sum of probabilities <= 0)")
 
 
 def poisson(input, generator=None):  # noqa: A002

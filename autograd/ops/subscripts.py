@@ -48,7 +48,8 @@ def _array_index(i):
         i = i._data if is_tensor else i
         if i.ndim == 0 and i.dtype.kind in "iu" and i.dtype != xp.uint8:
             return int(i)  # a 0-d integer tensor is an integer (x[t] is a view), not an index array (a copy)
-        if is_tensor and i.dtype.kind in "iu" and i.dtype not in (xp.int64, xp.int32, xp.uint8):
+        if is_tensor and (i.dtype.kind in "fc" or i.dtype.kind in "iu" and i.dtype not in (xp.int64, xp.int32,
+                                                                                           xp.uint8)):
             # PyTorch indexes by int64, int32, uint8 (a mask) and bool tensors only; NumPy would take int8 positions
             # (a NumPy array of them is converted first, as PyTorch converts it)
             raise IndexError("tensors used as indices must be long, int, byte or bool tensors")
@@ -57,6 +58,10 @@ def _array_index(i):
                           "instead.", UserWarning,
                           stacklevel=program_stacklevel())  # (the line indexing, past _as_pytorch_reads_it)
             return i.astype(bool)
+    elif isinstance(i, (float, numpy.floating)):  # (NumPy's refusal has other words)
+        kind = type(i).__name__ if type(i) is float else f"numpy.{type(i).__name__}"
+        raise IndexError("only integers, slices (`:`), ellipsis (`...`), None and long or byte Variables are valid "
+                         f"indices (got {kind})")
     elif isinstance(i, slice) and i.step is not None and i.step < 0:
         raise ValueError("step must be greater than zero")
     return i

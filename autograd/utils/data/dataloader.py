@@ -26,7 +26,7 @@ from typing import Generic, TypeVar
 
 from ...random import drawn_seed
 from .collate import default_collate, default_convert
-from .dataset import IterableDataset
+from .dataset import IterableDataset, batches_itself
 from .sampler import BatchSampler, RandomSampler, SequentialSampler
 from .workers import Worker, get_worker_info  # noqa: F401  (get_worker_info: torch.utils.data.dataloader's too)
 
@@ -127,7 +127,7 @@ class DataLoader(Generic[T_co]):
     def _fetch(self, indices, dataset=None):
         """The batch of the samples at ``indices`` of ``dataset`` (the loader's, or a worker's copy of it)."""
         dataset = self.dataset if dataset is None else dataset
-        if self._default_collate and hasattr(dataset, "batch"):
+        if self._default_collate and batches_itself(dataset):
             return dataset.batch(indices)  # the same batch, made without per-sample Python
         if hasattr(dataset, "__getitems__"):
             return self.collate_fn(dataset.__getitems__(indices))

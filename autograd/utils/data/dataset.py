@@ -50,12 +50,10 @@ class TensorDataset(Dataset):
 
     def __init__(self, *tensors):
         tensors = [t if isinstance(t, Tensor) else tensor_from(t) for t in tensors]
-        if not tensors:
-            raise ValueError("TensorDataset needs at least one tensor")
-        for i, t in enumerate(tensors):
-            if t.ndim == 0:
-                raise IndexError(f"TensorDataset: tensor {i} is 0-d, but samples are rows of the first dim")
-        if len({len(t) for t in tensors}) != 1:
+        # (no tensors is allowed, as PyTorch's: such a dataset's len() is then an IndexError)
+        if any(t.ndim == 0 for t in tensors):  # (PyTorch's words: it reads each tensor's size(0))
+            raise IndexError("Dimension specified as 0 but tensor has no dimensions")
+        if len({len(t) for t in tensors}) > 1:
             # an AssertionError, as PyTorch's (which asserts it)
             raise AssertionError("Size mismatch between tensors: first dimensions "
                                  + ", ".join(str(len(t)) for t in tensors))
@@ -71,7 +69,9 @@ class TensorDataset(Dataset):
         """Many samples at once, collated: a list with one tensor per field (no per-sample Python).
         A tensor that requires grad is indexed as an op, so that the batch stays in its graph, as the
         stacked samples would."""
-        rows = numpy.asarray(indices, dtype=numpy.int64)
+        rows = _rows(indices, len(self))
+        if rows is None:
+            return default_collate([self[index] for index in indices])
         data_rows = xp.asarray(rows)
         return [t[rows] if t.requires_grad else Tensor._make(t._data[data_rows]) for t in self.tensors]
 
@@ -142,9 +142,30 @@ class Subset(Dataset):
         return [self.dataset[_int(self.indices[i])] for i in indices]
 
     def batch(self, indices):
-        if not hasattr(self.dataset, "batch"):
+        rows = _rows(indices, len(self))
+        if rows is None or not batches_itself(self.dataset):
             return default_collate(self.__getitems__(indices))
-        return self.dataset.batch(numpy.asarray(self.indices)[numpy.asarray(indices, dtype=numpy.int64)])
+        return self.dataset.batch(numpy.asarray(self.indices)[rows])
+
+
+def _rows(indices, length):
+    """``indices`` as an int64 array of rows in [-length, length), or None where one is not such an integer (a
+    float, out of range): the batch is then read sample by sample, so that its error is PyTorch's."""
+    rows = numpy.asarray(indices)
+    if rows.dtype.kind not in "iu" or (rows.size and not (-length <= rows.min() and rows.max() < length)):
+        return None
+    return rows.astype(numpy.int64)
+
+
+def batches_itself(dataset):
+    """Whether ``dataset.batch(indices)`` is its samples at ``indices``, collated: a dataset with a ``batch`` of
+    its own (TensorDataset's, Subset's), unless a subclass reads its samples otherwise (an augmentation in its
+    ``__getitem__``): the loader then reads it sample by sample, as PyTorch's."""
+    owner = next((cls for cls in type(dataset).__mro__ if "batch" in vars(cls)), None)
+    if owner is None:
+        return False
+    return all(getattr(type(dataset), name, None) is getattr(owner, name, None)
+               for name in ("__getitem__", "__getitems__"))
 
 
 def _int(index):
