@@ -154,7 +154,7 @@ def _require_phase_free(inner, message, other=None):
 def eigh(input, UPLO="L", *, out=None):
     """(eigenvalues, eigenvectors) of symmetric A, eigenvalues ascending; A's ``UPLO`` triangle is read."""
     A = input  # (PyTorch's keyword is input=, though its docs write A)
-    _square(A, "eigh")
+    _square(A, "eigh", kernel="linalg_eigh_cpu")
     if UPLO not in ("L", "U", "l", "u"):  # (either case, as PyTorch's check)
         raise RuntimeError(f"Expected UPLO argument to be 'L' or 'U', but got {UPLO}")
     stacked = Eigh.apply(A, uplo=UPLO.upper())
