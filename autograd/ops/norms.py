@@ -105,7 +105,7 @@ def _floating(x, dtype, op):
                                f"narrowing to the specified dtype ({xp.dtype(dtype)})")
         x = x.to(dtype)
     if x.dtype.kind not in "fc":
-        raise RuntimeError(f"{op}: Expected a floating point or complex tensor as input. Got {x.dtype}")
+        raise RuntimeError(f"{op}: Expected a floating point or complex tensor as input. Got {type_name(x.dtype)}")
     return x
 
 
