@@ -17,9 +17,9 @@ from ..graph import is_grad_enabled
 from ..primitive import Primitive
 from ..return_types import return_type
 from ..tensor import Tensor
+from .conversion import type_name
 from .decompositions import _require_phase_free
 from .half_linalg import refuses_half
-from .conversion import type_name
 from .inverses import Solve, _square
 from .outputs import write_out
 
