@@ -15,6 +15,9 @@ def both():
     return [autograd] + ([theirs.torch] if theirs else [])
 
 
+LIBRARIES = pytest.mark.parametrize("torch", both(), ids=lambda module: module.__name__)
+
+
 def refusal(call):
     with pytest.raises(Exception) as caught:
         call()
@@ -22,73 +25,73 @@ def refusal(call):
 
 
 @pytest.mark.parametrize("default", ["float32", "float64"])
-def test_distribution_of_python_numbers_takes_the_default_dtype(default):
+@LIBRARIES
+def test_distribution_of_python_numbers_takes_the_default_dtype(default, torch):
     """BoTorch sets float64 as the default: Normal(0, 1) is then float64 (it was float32, from the ints)."""
-    for torch in both():
-        old = torch.get_default_dtype()
-        torch.set_default_dtype(getattr(torch, default))
-        try:
-            D = torch.distributions
-            for dist in (D.Normal(0, 1), D.Uniform(0, 1), D.Normal(0, 1.5), D.Laplace(0, 2)):
-                sample = dist.sample((3,))
-                assert str(sample.dtype).replace("torch.", "") == default
-            assert str(D.Normal(torch.tensor([0.5], dtype=torch.float16), 2).scale.dtype).endswith("float16")
-        finally:
-            torch.set_default_dtype(old)
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(getattr(torch, default))
+    try:
+        D = torch.distributions
+        for dist in (D.Normal(0, 1), D.Uniform(0, 1), D.Normal(0, 1.5), D.Laplace(0, 2)):
+            sample = dist.sample((3,))
+            assert str(sample.dtype).replace("torch.", "") == default
+        assert str(D.Normal(torch.tensor([0.5], dtype=torch.float16), 2).scale.dtype).endswith("float16")
+    finally:
+        torch.set_default_dtype(old)
 
 
-def test_cholesky_solve_and_inverse_refusals():
-    for torch in both():
-        ints = torch.ones(2, 2, dtype=torch.long)
-        assert refusal(lambda: torch.cholesky_solve(torch.ones(2, 1, dtype=torch.long), ints)) == (
-            "NotImplementedError", "\"cholesky_solve_cpu\" not implemented for 'Long'")
-        assert refusal(lambda: torch.cholesky_solve(torch.ones(2, 1, dtype=torch.bool), ints.bool())) == (
-            "NotImplementedError", "\"cholesky_solve_cpu\" not implemented for 'Bool'")
-        assert refusal(lambda: torch.cholesky_solve(torch.ones(2, dtype=torch.long), ints)) == (
-            "RuntimeError", "b should have at least 2 dimensions, but has 1 dimensions instead")
-        assert refusal(lambda: torch.cholesky_solve(torch.ones(2, 1), torch.ones(2, 3))) == (
-            "RuntimeError", "A must be batches of square matrices, but they are 2 by 3 matrices")
-        assert refusal(lambda: torch.cholesky_inverse(ints)) == (
-            "NotImplementedError", "\"cholesky_inverse_out_cpu\" not implemented for 'Long'")
-        assert refusal(lambda: torch.cholesky_inverse(torch.ones(2, 3))) == (
-            "RuntimeError", "cholesky_inverse: A must be batches of square matrices, but they are 2 by 3 matrices")
-        assert refusal(lambda: torch.cholesky_inverse(torch.ones(2))) == (
-            "RuntimeError", "cholesky_inverse: The input tensor A must have at least 2 dimensions.")
-        # floating inputs still solve
-        L = torch.tensor([[2.0, 0.0], [1.0, 3.0]], dtype=torch.float64)
-        x = torch.cholesky_solve(torch.tensor([[1.0], [2.0]], dtype=torch.float64), L)
-        np.testing.assert_allclose(x.numpy(), np.linalg.solve(L.numpy() @ L.numpy().T, [[1.0], [2.0]]), rtol=1e-12)
+@LIBRARIES
+def test_cholesky_solve_and_inverse_refusals(torch):
+    ints = torch.ones(2, 2, dtype=torch.long)
+    assert refusal(lambda: torch.cholesky_solve(torch.ones(2, 1, dtype=torch.long), ints)) == (
+        "NotImplementedError", "\"cholesky_solve_cpu\" not implemented for 'Long'")
+    assert refusal(lambda: torch.cholesky_solve(torch.ones(2, 1, dtype=torch.bool), ints.bool())) == (
+        "NotImplementedError", "\"cholesky_solve_cpu\" not implemented for 'Bool'")
+    assert refusal(lambda: torch.cholesky_solve(torch.ones(2, dtype=torch.long), ints)) == (
+        "RuntimeError", "b should have at least 2 dimensions, but has 1 dimensions instead")
+    assert refusal(lambda: torch.cholesky_solve(torch.ones(2, 1), torch.ones(2, 3))) == (
+        "RuntimeError", "A must be batches of square matrices, but they are 2 by 3 matrices")
+    assert refusal(lambda: torch.cholesky_inverse(ints)) == (
+        "NotImplementedError", "\"cholesky_inverse_out_cpu\" not implemented for 'Long'")
+    assert refusal(lambda: torch.cholesky_inverse(torch.ones(2, 3))) == (
+        "RuntimeError", "cholesky_inverse: A must be batches of square matrices, but they are 2 by 3 matrices")
+    assert refusal(lambda: torch.cholesky_inverse(torch.ones(2))) == (
+        "RuntimeError", "cholesky_inverse: The input tensor A must have at least 2 dimensions.")
+    # floating inputs still solve
+    L = torch.tensor([[2.0, 0.0], [1.0, 3.0]], dtype=torch.float64)
+    x = torch.cholesky_solve(torch.tensor([[1.0], [2.0]], dtype=torch.float64), L)
+    np.testing.assert_allclose(x.numpy(), np.linalg.solve(L.numpy() @ L.numpy().T, [[1.0], [2.0]]), rtol=1e-12)
 
 
-def test_qr_eigh_and_cdist_refuse_integers():
-    for torch in both():
-        ints = torch.eye(2, dtype=torch.long)
-        assert refusal(lambda: torch.linalg.qr(ints)) == (
-            "RuntimeError", "linalg.qr: Expected a floating point or complex tensor as input. Got Long")
-        assert refusal(lambda: torch.linalg.qr(torch.ones(2))) == (
-            "RuntimeError", "linalg.qr: The input tensor A must have at least 2 dimensions.")
-        assert refusal(lambda: torch.linalg.eigh(ints)) == (
-            "NotImplementedError", "\"linalg_eigh_cpu\" not implemented for 'Long'")
-        assert refusal(lambda: torch.linalg.eigvalsh(ints.bool())) == (
-            "NotImplementedError", "\"linalg_eigh_cpu\" not implemented for 'Bool'")
-        assert refusal(lambda: torch.cdist(torch.ones(3), torch.ones(2, 3))) == (
-            "RuntimeError", "cdist only supports at least 2D tensors, X1 got: 1D")
-        assert refusal(lambda: torch.cdist(torch.ones(2, 3), torch.ones(3))) == (
-            "RuntimeError", "cdist only supports at least 2D tensors, X2 got: 1D")
-        assert refusal(lambda: torch.cdist(torch.ones(2, 3), torch.ones(2, 3, dtype=torch.long))) == (
-            "RuntimeError", "cdist only supports floating-point dtypes, X2 got: Long")
-        assert refusal(lambda: torch.cdist(torch.ones(2, 3, dtype=torch.long), torch.ones(2, 3), p=-1)) == (
-            "RuntimeError", "cdist only supports floating-point dtypes, X1 got: Long")
+@LIBRARIES
+def test_qr_eigh_and_cdist_refuse_integers(torch):
+    ints = torch.eye(2, dtype=torch.long)
+    assert refusal(lambda: torch.linalg.qr(ints)) == (
+        "RuntimeError", "linalg.qr: Expected a floating point or complex tensor as input. Got Long")
+    assert refusal(lambda: torch.linalg.qr(torch.ones(2))) == (
+        "RuntimeError", "linalg.qr: The input tensor A must have at least 2 dimensions.")
+    assert refusal(lambda: torch.linalg.eigh(ints)) == (
+        "NotImplementedError", "\"linalg_eigh_cpu\" not implemented for 'Long'")
+    assert refusal(lambda: torch.linalg.eigvalsh(ints.bool())) == (
+        "NotImplementedError", "\"linalg_eigh_cpu\" not implemented for 'Bool'")
+    assert refusal(lambda: torch.cdist(torch.ones(3), torch.ones(2, 3))) == (
+        "RuntimeError", "cdist only supports at least 2D tensors, X1 got: 1D")
+    assert refusal(lambda: torch.cdist(torch.ones(2, 3), torch.ones(3))) == (
+        "RuntimeError", "cdist only supports at least 2D tensors, X2 got: 1D")
+    assert refusal(lambda: torch.cdist(torch.ones(2, 3), torch.ones(2, 3, dtype=torch.long))) == (
+        "RuntimeError", "cdist only supports floating-point dtypes, X2 got: Long")
+    assert refusal(lambda: torch.cdist(torch.ones(2, 3, dtype=torch.long), torch.ones(2, 3), p=-1)) == (
+        "RuntimeError", "cdist only supports floating-point dtypes, X1 got: Long")
 
 
-def test_square_matrix_refusals_in_pytorchs_words():
-    for torch in both():
-        assert refusal(lambda: torch.linalg.cholesky(torch.eye(2, dtype=torch.long)))[1] == (
-            "linalg.cholesky: Expected a floating point or complex tensor as input. Got Long")
-        assert refusal(lambda: torch.linalg.inv(torch.ones(2, 3)))[1] == (
-            "linalg.inv: A must be batches of square matrices, but they are 2 by 3 matrices")
-        assert refusal(lambda: torch.linalg.cholesky(torch.ones(3)))[1] == (
-            "linalg.cholesky: The input tensor A must have at least 2 dimensions.")
-        assert refusal(lambda: torch.linalg.eig(torch.eye(2, dtype=torch.int32)))[0] == "RuntimeError"
-        assert refusal(lambda: torch.tril(torch.ones(3))) == (
-            "RuntimeError", "tril: input tensor must have at least 2 dimensions")
+@LIBRARIES
+def test_square_matrix_refusals_in_pytorchs_words(torch):
+    assert refusal(lambda: torch.linalg.cholesky(torch.eye(2, dtype=torch.long)))[1] == (
+        "linalg.cholesky: Expected a floating point or complex tensor as input. Got Long")
+    assert refusal(lambda: torch.linalg.inv(torch.ones(2, 3)))[1] == (
+        "linalg.inv: A must be batches of square matrices, but they are 2 by 3 matrices")
+    assert refusal(lambda: torch.linalg.cholesky(torch.ones(3)))[1] == (
+        "linalg.cholesky: The input tensor A must have at least 2 dimensions.")
+    assert refusal(lambda: torch.linalg.eig(torch.eye(2, dtype=torch.int32)))[0] == "RuntimeError"
+    assert refusal(lambda: torch.tril(torch.ones(3))) == (
+        "RuntimeError", "tril: input tensor must have at least 2 dimensions")
