@@ -95,3 +95,39 @@ def test_square_matrix_refusals_in_pytorchs_words(torch):
     assert refusal(lambda: torch.linalg.eig(torch.eye(2, dtype=torch.int32)))[0] == "RuntimeError"
     assert refusal(lambda: torch.tril(torch.ones(3))) == (
         "RuntimeError", "tril: input tensor must have at least 2 dimensions")
+
+
+@LIBRARIES
+@pytest.mark.parametrize("op", ["getitem", "mask", "index_select", "gather", "index_add", "index_put", "setitem",
+                                "scatter"])
+def test_an_index_written_after_use_refuses_the_backward(op, torch):
+    """The index ops save their index tensors (PyTorch's nodes do): an index written in place before the backward
+    refuses it. Ours read the index's array, shared with the tensor, so the backward used the new indices: a wrong
+    gradient, or a shape error for a mask."""
+    x = torch.arange(5.0, requires_grad=True)
+    index = torch.tensor([True, False, True, False, False]) if op == "mask" else torch.tensor([0, 2])
+    y = {"getitem": lambda: x[index], "mask": lambda: x[index], "index_select": lambda: x.index_select(0, index),
+         "gather": lambda: x.gather(0, index), "index_add": lambda: torch.zeros(5).index_add(0, index, x[:2]),
+         "index_put": lambda: torch.zeros(5).index_put((index,), x[:2]), "scatter": lambda: x.scatter(0, index, x[3:]),
+         "setitem": lambda: None}[op]()
+    if op == "setitem":
+        y = x * 1
+        y[index] = x[3:]
+    index[0] = bool(1 - index[0].item()) if op == "mask" else 1
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        y.sum().backward()
+
+
+@LIBRARIES
+def test_an_index_left_alone_or_written_under_no_grad_is_fine(torch):
+    x = torch.arange(5.0, requires_grad=True)
+    index = torch.tensor([0, 2, 2])
+    y = x[index.clone()] * 2  # (a copy is saved, not index)
+    z = x * 1
+    with torch.no_grad():
+        z[index] = 0.0  # (not recorded: z's node keeps no watch on index)
+    index[0] = 4
+    other = torch.tensor([1, 3])
+    w = x.index_select(0, other)
+    (y.sum() + z.sum() + w.sum()).backward()
+    np.testing.assert_allclose(x.grad.numpy(), [3.0, 2.0, 5.0, 2.0, 1.0])

@@ -726,9 +726,167 @@ def func_mll(m):
     return out
 
 
-def rbf_numpy(a, b, ls):
-    d2 = ((a[:, None, :] - b[None, :, :]) / ls) ** 2
-    return np.exp(-0.5 * d2.sum(-1))
+def inplace_jitter(m):
+    torch, nn, F = m.torch, m.nn, m.F
+    torch.manual_seed(0)
+    X = torch.rand(6, 2, dtype=torch.float64)
+    raw = torch.tensor([0.3, -0.2], dtype=torch.float64, requires_grad=True)
+    noise = torch.tensor(-1.0, dtype=torch.float64, requires_grad=True)
+    out = {}
+    K = torch.exp(-0.5 * torch.cdist(X / F.softplus(raw), X / F.softplus(raw)) ** 2) * 1.0
+    K.diagonal(dim1=-2, dim2=-1).add_(F.softplus(noise))
+    K.diagonal().add_(1e-6)
+    L = torch.empty(6, 6, dtype=torch.float64)
+    info = torch.empty((), dtype=torch.int32)
+    torch.linalg.cholesky_ex(K.detach(), out=(L, info))
+    out['info_out'] = info
+    L2 = torch.linalg.cholesky(K)
+    Lo = torch.empty(6, 6, dtype=torch.float64)
+    torch.linalg.cholesky(K.detach(), out=Lo)
+    out['Lo'] = Lo
+    y = torch.arange(6.0, dtype=torch.float64)[:, None]
+    a = y.cholesky_solve(L2)
+    sol = torch.empty(6, 1, dtype=torch.float64)
+    torch.linalg.solve_triangular(L2.detach(), y, upper=False, out=sol)
+    out['sol'] = sol
+    loss = (y * a).sum() + 2 * L2.diagonal().log().sum()
+    out['g'] = torch.autograd.grad(loss, [raw, noise])
+    out['ver'] = K._version if hasattr(K, '_version') else None
+    # batched kernels: (b, n, n) with batch of lengthscales
+    ls = torch.tensor([[0.2], [0.5], [1.0]], dtype=torch.float64, requires_grad=True)
+    Xb = X.unsqueeze(0) / ls.unsqueeze(-1)
+    Kb = torch.exp(-0.5 * torch.cdist(Xb, Xb).pow(2)) + 1e-3 * torch.eye(6, dtype=torch.float64)
+    Lb = torch.linalg.cholesky(Kb)
+    ab = torch.cholesky_solve(y.expand(3, 6, 1), Lb)
+    mll = -0.5 * (y * ab).sum((-1, -2)) - Lb.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+    out['mll'] = mll
+    out['gls'] = torch.autograd.grad(mll.sum(), ls)[0]
+    # MVN with batch loc and shared scale_tril
+    mvn = torch.distributions.MultivariateNormal(torch.zeros(3, 6, dtype=torch.float64), scale_tril=Lb[0].detach())
+    out['mvn_lp'] = mvn.log_prob(torch.ones(2, 1, 6, dtype=torch.float64))
+    out['mvn_bs'] = tuple(mvn.batch_shape)
+    e = mvn.expand((4, 3))
+    out['exp_bs'] = tuple(e.batch_shape)
+    torch.manual_seed(1)
+    out['rs'] = mvn.rsample(torch.Size([2]))
+    return out
+
+def qmc_sampler(m):
+    torch = m.torch
+    out = {}
+    eng = torch.quasirandom.SobolEngine(dimension=4, scramble=True, seed=12)
+    u = eng.draw(16, dtype=torch.float64)
+    out['u'] = u
+    z = torch.erfinv(2 * u - 1) * math.sqrt(2)
+    out['z'] = z
+    n = torch.distributions.Normal(torch.tensor(0.0, dtype=torch.float64), torch.tensor(1.0, dtype=torch.float64))
+    out['icdf'] = n.icdf(u)
+    eng.reset()
+    out['again'] = eng.draw(4, dtype=torch.float64)
+    eng2 = torch.quasirandom.SobolEngine(dimension=2)
+    out['plain'] = eng2.draw(5)
+    out['nd'] = eng2.num_generated
+    # erfinv grad
+    x = torch.tensor([-0.999, -0.5, 0.0, 0.9, 0.999999], dtype=torch.float64, requires_grad=True)
+    y = torch.erfinv(x)
+    out['erfinv'] = (y, torch.autograd.grad(y.sum(), x)[0])
+    x32 = torch.tensor([-0.999, -0.5, 0.0, 0.9, 0.99999], requires_grad=True)
+    out['erfinv32'] = torch.erfinv(x32)
+    return out
+
+def constraints(m):
+    torch, nn, F = m.torch, m.nn, m.F
+    P = nn.utils.parametrize
+    class Positive(nn.Module):
+        def forward(self, x):
+            return F.softplus(x) + 1e-4
+        def right_inverse(self, y):
+            return torch.log(torch.expm1(y - 1e-4))
+    class Interval(nn.Module):
+        def __init__(self, lo, hi):
+            super().__init__(); self.lo, self.hi = lo, hi
+        def forward(self, x):
+            return self.lo + (self.hi - self.lo) * torch.sigmoid(x)
+        def right_inverse(self, y):
+            v = (y - self.lo) / (self.hi - self.lo)
+            return torch.log(v) - torch.log1p(-v)
+    class Kern(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lengthscale = nn.Parameter(torch.ones(1, 2, dtype=torch.float64))
+            self.noise = nn.Parameter(torch.tensor([0.1], dtype=torch.float64))
+    k = Kern()
+    P.register_parametrization(k, 'lengthscale', Positive())
+    P.register_parametrization(k, 'noise', Interval(1e-4, 1.0))
+    out = {}
+    out['ls0'] = k.lengthscale
+    k.lengthscale = torch.tensor([[0.5, 2.0]], dtype=torch.float64)
+    out['ls1'] = k.lengthscale
+    out['raw'] = k.parametrizations.lengthscale.original
+    out['names'] = sorted(n for n, _ in k.named_parameters())
+    torch.manual_seed(0)
+    X = torch.rand(8, 2, dtype=torch.float64)
+    y = X.sum(-1)
+    opt = torch.optim.Adam(k.parameters(), lr=0.1)
+    for _ in range(5):
+        opt.zero_grad()
+        K = torch.exp(-0.5 * torch.cdist(X / k.lengthscale, X / k.lengthscale).pow(2)) + k.noise * torch.eye(8, dtype=torch.float64)
+        dist = torch.distributions.MultivariateNormal(torch.zeros(8, dtype=torch.float64), covariance_matrix=K)
+        loss = -dist.log_prob(y)
+        loss.backward()
+        opt.step()
+    out['loss'] = loss
+    out['ls'] = k.lengthscale
+    out['nz'] = k.noise
+    with P.cached():
+        out['cached'] = k.lengthscale * 2
+    sd = k.state_dict()
+    out['sd'] = sorted(sd.keys())
+    return out
+
+
+def pivoted_cholesky_precond(m, clone_perm=True):
+    torch = m.torch
+    torch.manual_seed(21)
+    n, k = 15, 5
+    X = torch.randn(n, 2, dtype=torch.float64)
+    ls = torch.tensor(0.8, dtype=torch.float64, requires_grad=True)
+    K = torch.exp(-0.5 * torch.cdist(X, X).pow(2) / ls ** 2)
+    def pivoted_cholesky(K, k):
+        n = K.shape[-1]
+        d = K.diagonal().clone()
+        perm = torch.arange(n)
+        L = torch.zeros(k, n, dtype=K.dtype)
+        piv_list = []
+        for i in range(k):
+            pi = int(torch.argmax(d[perm[i:]])) + i
+            if clone_perm:  # (the last step's perm[i + 1:] is a view of perm, which the swap writes)
+                perm = perm.clone()
+            perm[[i, pi]] = perm[[pi, i]]
+            p = perm[i]
+            piv_list.append(int(p))
+            l = K[p, perm[i + 1:]] - (L[:i, p:p + 1] * L[:i, perm[i + 1:]]).sum(0) if i > 0 else K[p, perm[i + 1:]]
+            Lp = d[p].sqrt()
+            L = L.clone()
+            L[i, p] = Lp
+            L[i, perm[i + 1:]] = l / Lp
+            d = d - torch.zeros_like(d).index_put((perm[i + 1:],), (l / Lp) ** 2)
+            d[p] = 0.0
+        return L.T, piv_list
+    Lk, piv = pivoted_cholesky(K, k)
+    approx = Lk @ Lk.T
+    err = (K - approx).diagonal().sum()
+    # Woodbury solve of (Lk Lk^T + s I) with the preconditioner
+    s = 0.1
+    b = torch.randn(n, 1, dtype=torch.float64)
+    inner = torch.eye(k, dtype=torch.float64) + Lk.T @ Lk / s
+    Li = torch.linalg.cholesky(inner)
+    pinv_b = b / s - Lk @ torch.cholesky_solve(Lk.T @ b, Li) / s ** 2
+    direct = torch.linalg.solve(approx + s * torch.eye(n, dtype=torch.float64), b)
+    # logdet of preconditioner via matrix determinant lemma
+    ld = 2 * Li.diagonal().log().sum() + n * math.log(s)
+    g = torch.autograd.grad(err + ld + pinv_b.sum(), ls)
+    return dict(piv=piv, err=err, pinv_b=pinv_b, direct=direct, ld=ld, ld2=torch.logdet(approx + s * torch.eye(n, dtype=torch.float64)), g=g)
 
 
 @pytest.mark.parametrize("kern", ["rbf", "matern52", "matern32"])
@@ -892,3 +1050,48 @@ def test_torch_func_marginal_likelihood():
     np.testing.assert_allclose(ours["h"], ours["h"].T, rtol=1e-10)
     np.testing.assert_allclose(ours["vg"][0], ours["g"], rtol=1e-12)
     np.testing.assert_allclose(ours["jf"], ours["g"], rtol=1e-8)
+
+
+def test_in_place_jitter_out_and_batched_kernels():
+    ours, _ = run_both(inplace_jitter, rtol=1e-6, atol=1e-8)
+    assert int(ours["info_out"]) == 0 and ours["mvn_bs"] == (3,) and ours["exp_bs"] == (4, 3)
+    np.testing.assert_allclose(np.tril(ours["Lo"]) @ ours["sol"], np.arange(6.0)[:, None], atol=1e-10)
+    assert ours["mvn_lp"].shape == (2, 3) and ours["ver"] == 2  # two add_ through diagonal views
+    assert np.isfinite(ours["gls"]).all() and ours["gls"].shape == (3, 1)
+
+
+def test_qmc_normal_base_samples():
+    ours, _ = run_both(qmc_sampler, rtol=1e-6, atol=1e-8)
+    from scipy.special import erfinv, ndtri
+    np.testing.assert_allclose(ours["z"], erfinv(2 * ours["u"] - 1) * math.sqrt(2), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(ours["icdf"], ndtri(ours["u"]), rtol=1e-10, atol=1e-12)
+    np.testing.assert_array_equal(ours["again"], ours["u"][:4])  # reset() starts the sequence again
+    assert ours["nd"] == 5 and ours["plain"][0].tolist() == [0.0, 0.0]
+    y, g = ours["erfinv"]
+    np.testing.assert_allclose(g, math.sqrt(math.pi) / 2 * np.exp(y ** 2), rtol=1e-10)
+
+
+def test_parametrized_positive_and_interval_constraints():
+    ours, _ = run_both(constraints, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(ours["ls1"], [[0.5, 2.0]], rtol=1e-10)  # right_inverse then forward
+    assert ours["names"] == ["parametrizations.lengthscale.original", "parametrizations.noise.original"]
+    assert (ours["ls"] > 0).all() and 1e-4 < float(ours["nz"][0]) < 1.0
+    np.testing.assert_allclose(ours["cached"], 2 * ours["ls"])
+
+
+def test_pivoted_cholesky_preconditioner():
+    ours, _ = run_both(pivoted_cholesky_precond, rtol=1e-6, atol=1e-8)
+    assert ours["piv"] == [0, 6, 3, 1, 10]
+    np.testing.assert_allclose(ours["ld"], ours["ld2"], rtol=1e-10)  # the matrix determinant lemma
+    np.testing.assert_allclose(ours["pinv_b"], ours["direct"], rtol=1e-8, atol=1e-10)  # Woodbury
+
+
+def test_pivoted_cholesky_writing_its_saved_permutation():
+    """perm[i + 1:] indexes K and d and is then written by the next swap: PyTorch refuses the backward, as the
+    indexing node saved it (ours read the index's shared array, a silently wrong gradient, before)."""
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        pivoted_cholesky_precond(OURS, clone_perm=False)
+    from .pytorch_programs import pytorch
+    if pytorch() is not None:
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            pivoted_cholesky_precond(pytorch(), clone_perm=False)
