@@ -410,6 +410,23 @@ def watch_index_tensors(result, index):
             node.watch_output(part)
 
 
+def watches_index(name, position):
+    """Decorator of an op taking an index (or mask) tensor as argument ``name`` at ``position``: its result's node
+    watches that tensor (watch_index_tensors), as PyTorch's node saves it."""
+
+    def decorate(function):
+        @functools.wraps(function)
+        def watching(*args, **kwargs):
+            result = function(*args, **kwargs)
+            watch_index_tensors(result, kwargs[name] if name in kwargs else args[position] if len(args) > position
+                                else None)
+            return result
+
+        return watching
+
+    return decorate
+
+
 def named_node(y, op, pytorch_name, inputs=()):
     """y, its node given PyTorch's name for it (``Node.name()``), for a function that ends in another's op where
     PyTorch's node has its own name (x.clamp_min(0) ends in Clamp, stack in Cat, mse_loss in Mean): when ``op``

@@ -97,23 +97,49 @@ def test_square_matrix_refusals_in_pytorchs_words(torch):
         "RuntimeError", "tril: input tensor must have at least 2 dimensions")
 
 
+MASKS = ("mask", "masked_fill", "where", "masked_select", "masked_scatter")
+INDEXED = {
+    "getitem": lambda torch, F, x, i: x[i],
+    "mask": lambda torch, F, x, i: x[i],
+    "index_select": lambda torch, F, x, i: x.index_select(0, i),
+    "gather": lambda torch, F, x, i: x.gather(0, i),
+    "index_add": lambda torch, F, x, i: torch.zeros(5).index_add(0, i, x[:2]),
+    "index_put": lambda torch, F, x, i: torch.zeros(5).index_put((i,), x[:2]),
+    "scatter": lambda torch, F, x, i: x.scatter(0, i, x[3:]),
+    "scatter_add": lambda torch, F, x, i: x.scatter_add(0, i, x[3:]),
+    "scatter_reduce": lambda torch, F, x, i: torch.zeros(5).scatter_reduce(0, i, x[:2], "sum"),
+    "index_reduce": lambda torch, F, x, i: torch.ones(5).index_reduce(0, i, x[:2], "prod"),
+    "index_copy": lambda torch, F, x, i: torch.zeros(5).index_copy(0, i, x[:2]),
+    "index_fill": lambda torch, F, x, i: x.index_fill(0, i, 0.0),
+    "take": lambda torch, F, x, i: torch.take(x, i),
+    "take_along_dim": lambda torch, F, x, i: torch.take_along_dim(x, i),
+    "put": lambda torch, F, x, i: torch.zeros(5).put(i, x[:2]),
+    "embedding": lambda torch, F, x, i: F.embedding(i, x.view(5, 1)),
+    "masked_fill": lambda torch, F, x, m: x.masked_fill(m, 0.0),
+    "where": lambda torch, F, x, m: torch.where(m, x, 0.0),
+    "masked_select": lambda torch, F, x, m: x.masked_select(m),
+    "masked_scatter": lambda torch, F, x, m: torch.zeros(5).masked_scatter(m, x),
+}
+
+
 @LIBRARIES
-@pytest.mark.parametrize("op", ["getitem", "mask", "index_select", "gather", "index_add", "index_put", "setitem",
-                                "scatter"])
+@pytest.mark.parametrize("op", [*INDEXED, "setitem"])
 def test_an_index_written_after_use_refuses_the_backward(op, torch):
-    """The index ops save their index tensors (PyTorch's nodes do): an index written in place before the backward
-    refuses it. Ours read the index's array, shared with the tensor, so the backward used the new indices: a wrong
-    gradient, or a shape error for a mask."""
+    """The index ops save their index and mask tensors (PyTorch's nodes do): one written in place before the
+    backward refuses it. Ours read the index's array, shared with the tensor, so the backward used the new indices:
+    a wrong gradient, or a shape error for a mask."""
+    F = torch.nn.functional
     x = torch.arange(5.0, requires_grad=True)
-    index = torch.tensor([True, False, True, False, False]) if op == "mask" else torch.tensor([0, 2])
-    y = {"getitem": lambda: x[index], "mask": lambda: x[index], "index_select": lambda: x.index_select(0, index),
-         "gather": lambda: x.gather(0, index), "index_add": lambda: torch.zeros(5).index_add(0, index, x[:2]),
-         "index_put": lambda: torch.zeros(5).index_put((index,), x[:2]), "scatter": lambda: x.scatter(0, index, x[3:]),
-         "setitem": lambda: None}[op]()
+    index = torch.tensor([True, False, True, False, False]) if op in MASKS else torch.tensor([0, 2])
     if op == "setitem":
         y = x * 1
         y[index] = x[3:]
-    index[0] = bool(1 - index[0].item()) if op == "mask" else 1
+    else:
+        y = INDEXED[op](torch, F, x, index)
+    if op in MASKS:
+        index.logical_not_()
+    else:
+        index.add_(1)
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         y.sum().backward()
 

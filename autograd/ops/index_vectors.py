@@ -10,7 +10,7 @@ derivative; index_select and index_add are each other's adjoint, as gather and s
 from ..backend import int64, xp
 from ..errors import IndexRangeError
 from ..operands import python_number
-from ..primitive import Primitive, node_named, watch_index_tensors
+from ..primitive import Primitive, node_named, watch_index_tensors, watches_index
 from ..sparse_layout import is_sparse
 from ..tensor import Tensor
 from . import elementwise, shape
@@ -127,6 +127,7 @@ def index_add(input, dim, index, source, *, alpha=1, out=None):
 
 
 @names("index_reduce", inplace="index_reduce_")
+@watches_index("index", 2)
 def index_reduce(input, dim, index, source, reduce, *, include_self=True, out=None):
     """y = input with each slice source[..., j, ...] reduced ('prod', 'mean', 'amax', 'amin') into
     y[..., index[j], ...]; include_self=False leaves input's own values at those slices out. It
@@ -148,6 +149,7 @@ def index_reduce(input, dim, index, source, reduce, *, include_self=True, out=No
 
 @names("take")
 @node_named("TakeBackward0")
+@watches_index("index", 1)
 def take(input, index, *, out=None):
     """input's elements at the given positions of its flattened form (the result has index's shape)."""
     index = _index_array(index, "take(): Expected a long tensor for index, but got {}", (int64,))
@@ -163,6 +165,7 @@ def take(input, index, *, out=None):
 
 
 @names("put", inplace="put_")
+@watches_index("index", 1)
 def put(input, index, source, accumulate=False):
     """input with the elements at ``index`` of its flattened (row-major) form replaced by source's
     (added to, with ``accumulate``); index and source have as many elements, negative positions
@@ -196,6 +199,7 @@ def _slices_mask(input, axis, index):
 
 @names("index_copy", inplace="index_copy_")
 @node_named("IndexCopyBackward0")
+@watches_index("index", 2)
 def index_copy(input, dim, index, source, *, out=None):
     """input with its slices index[j] along dim replaced by source's slices j (of a position named twice, the
     last slice, as PyTorch's loop leaves it; the others get no gradient)."""

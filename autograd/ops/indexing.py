@@ -17,7 +17,7 @@ from ..backend import int32, int64, ufunc_at, xp
 from ..errors import IndexRangeError
 from ..graph import modes
 from ..operands import _operand
-from ..primitive import Primitive, watch_index_tensors
+from ..primitive import Primitive, watch_index_tensors, watches_index
 from ..tensor import Tensor
 from ..warn_once import warn_once
 from ..write_door import _refuse_overflow
@@ -407,6 +407,7 @@ class ScatterReduce(Primitive):
 
 
 @names("scatter_reduce", inplace="scatter_reduce_")
+@watches_index("index", 2)
 def scatter_reduce(input, dim, index, src, reduce, *, include_self=True, out=None):
     """y = input with src reduced ('sum', 'prod', 'mean', 'amax', 'amin') into the positions index
     names along dim; include_self=False leaves input's own values at those positions out. 'max' and 'min' are
@@ -450,7 +451,9 @@ def take_along_dim(input, indices, dim=None, *, out=None):
     with dim None both are flattened first."""
     if dim is None:  # PyTorch flattens both and gathers: gather's dtypes (int32 too) and words
         flat_index = indices._data if isinstance(indices, Tensor) else xp.asarray(indices)
-        return write_out(gather(shape.reshape(input, (-1,)), 0, flat_index.reshape(-1)), out)
+        taken = gather(shape.reshape(input, (-1,)), 0, flat_index.reshape(-1))
+        watch_index_tensors(taken, indices)  # (PyTorch's gather saves the flattened view of indices)
+        return write_out(taken, out)
     index = _take_along_dim_index(indices)
     axis = dim_index(dim, input.ndim)
     if input.ndim:  # (negative positions count from the end here, as PyTorch's; gather's do not)
