@@ -11,7 +11,7 @@ named in ``arg_constraints`` are checked at construction and the values given to
 
 import warnings
 
-from ..backend import xp
+from ..backend import get_default_dtype, xp
 from ..errors import ShapeError, broadcast_mismatch
 from ..grad_mode import enable_grad, no_grad
 from ..graph import program_stacklevel
@@ -252,7 +252,10 @@ def broadcast_all(*values):
     among them (the default dtype when there are none), as PyTorch's broadcast_all. Shapes that do not
     broadcast raise PyTorch's RuntimeError (a ShapeError) naming the sizes."""
     tensors = [v for v in values if isinstance(v, Tensor)]
-    dtype = tensors[0].dtype if tensors and tensors[0].dtype.kind == "f" else None
+    if not tensors:  # (Python ints too: Normal(0, 1) is of the default dtype, float64 under BoTorch's setting)
+        dtype = get_default_dtype()
+    else:
+        dtype = tensors[0].dtype if tensors[0].dtype.kind == "f" else None
     # (a NumPy scalar is the Python number it holds: np.float64(0.5) takes the default dtype, not float64)
     made = [v if isinstance(v, Tensor) else tensor_from(as_array(python_number(v), dtype)) for v in values]
     made = [t if t.dtype.kind == "f" else t.float() for t in made]

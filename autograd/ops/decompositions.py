@@ -21,7 +21,7 @@ from ..return_types import return_type
 from ..tensor import Tensor
 from . import joins, shape
 from .broadcasting import unbroadcast
-from .conversion import require_same_dtype
+from .conversion import require_same_dtype, type_name
 from .elementwise import Where
 from .half_linalg import refuses_half
 from .inverses import LinAlgError, Solve, _square, converging, first_failure, inv
@@ -154,7 +154,7 @@ def _require_phase_free(inner, message, other=None):
 def eigh(input, UPLO="L", *, out=None):
     """(eigenvalues, eigenvectors) of symmetric A, eigenvalues ascending; A's ``UPLO`` triangle is read."""
     A = input  # (PyTorch's keyword is input=, though its docs write A)
-    _square(A, "eigh")
+    _square(A, "eigh", kernel="linalg_eigh_cpu")
     if UPLO not in ("L", "U", "l", "u"):  # (either case, as PyTorch's check)
         raise RuntimeError(f"Expected UPLO argument to be 'L' or 'U', but got {UPLO}")
     stacked = Eigh.apply(A, uplo=UPLO.upper())
@@ -225,7 +225,9 @@ def qr(A, mode="reduced", *, out=None):
     any orthonormal completion, with no gradient (PyTorch's has none either): an input that requires
     grad is refused there."""
     if A.ndim < 2:
-        raise RuntimeError(f"linalg.qr: The input tensor A must have at least 2 dimensions, got {A.ndim}")
+        raise RuntimeError("linalg.qr: The input tensor A must have at least 2 dimensions.")
+    if A.dtype.kind not in "fc":
+        raise RuntimeError(f"linalg.qr: Expected a floating point or complex tensor as input. Got {type_name(A.dtype)}")
     if mode not in ("reduced", "r", "complete"):
         raise RuntimeError(f"qr received unrecognized mode '{mode}' but expected one of 'reduced' (default), 'r', "
                            "or 'complete'")
@@ -286,9 +288,20 @@ def tensor_qr(input, some=True, *, out=None):
     return write_out(TorchQRResult(*qr(input, "reduced" if some else "complete")), out, same_dtype=True)
 
 
-def _require_square_factor(L):
-    if L.ndim < 2 or L.shape[-1] != L.shape[-2]:
-        raise RuntimeError(f"cholesky: the factor must be a batch of square matrices, got shape {tuple(L.shape)}")
+def _require_square_factor(L, prefix):
+    """PyTorch's refusals of a Cholesky factor that is not a batch of square matrices (its messages' prefix:
+    '' for cholesky_solve's, 'cholesky_inverse: ')."""
+    if L.ndim < 2:
+        raise RuntimeError(f"{prefix}The input tensor A must have at least 2 dimensions." if prefix else
+                           f"u should have at least 2 dimensions, but has {L.ndim} dimensions instead")
+    if L.shape[-1] != L.shape[-2]:
+        raise RuntimeError(f"{prefix}A must be batches of square matrices, but they are {L.shape[-2]} by "
+                           f"{L.shape[-1]} matrices")
+
+
+def _refuse_integers(L, kernel):
+    if L.dtype.kind not in "fc":  # (PyTorch's kernel has no integer or bool version, and is dispatched last)
+        raise NotImplementedError(f"\"{kernel}\" not implemented for '{type_name(L.dtype)}'")
 
 
 def _lower_triangle(factor, upper):
@@ -325,14 +338,16 @@ class CholeskySolve(Primitive):
 def cholesky_solve(input, input2, upper=False, *, out=None):
     """X with A X = input, for A = L Lᴴ given its Cholesky factor input2 (L, or U = Lᴴ with upper), batches
     broadcast: two triangular solves, L Y = input then Lᴴ X = Y (ᴴ is ᵀ for reals)."""
-    _require_square_factor(input2)
     if input.ndim < 2:
         raise RuntimeError(f"b should have at least 2 dimensions, but has {input.ndim} dimensions instead")
+    if input2.ndim >= 2:
+        require_same_dtype(input, input2, ("b", "A"))
+    _require_square_factor(input2, "")
     if input.shape[-2] != input2.shape[-1]:
         raise RuntimeError(f"Incompatible matrix sizes for cholesky_solve: each A matrix is {input2.shape[-1]} by "
                            f"{input2.shape[-1]} but each b matrix is {input.shape[-2]} by {input.shape[-1]}")
     refuse_unbroadcastable(input.shape[:-2], input2.shape[:-2])  # (the batch dims: b's, then A's, as PyTorch)
-    require_same_dtype(input, input2, ("b", "A"))
+    _refuse_integers(input2, "cholesky_solve_cpu")
     return write_out(CholeskySolve.apply(input, input2, upper=bool(upper)), out)
 
 
@@ -360,7 +375,8 @@ class CholeskyInverse(Primitive):
 def cholesky_inverse(input, upper=False, *, out=None):
     """A⁻¹ for A = L Lᴴ given its Cholesky factor (L, or U with upper): L⁻ᴴ L⁻¹. A zero on the factor's
     diagonal is LAPACK's potri error, naming its 1-based index."""
-    _require_square_factor(input)
+    _require_square_factor(input, "cholesky_inverse: ")
+    _refuse_integers(input, "cholesky_inverse_out_cpu")
     zeros = xp.diagonal(input._data, 0, -2, -1) == 0
     if zeros.any():
         where, order = first_failure(xp.where(zeros.any(-1), zeros.argmax(-1) + 1, 0))

@@ -17,6 +17,7 @@ from ..graph import is_grad_enabled
 from ..primitive import Primitive
 from ..return_types import return_type
 from ..tensor import Tensor
+from .conversion import type_name
 from .decompositions import _require_phase_free
 from .half_linalg import refuses_half
 from .inverses import Solve, _square
@@ -68,7 +69,8 @@ def _complex_dtype(dtype):
 def _decompose(A, op, vectors):
     _square(A, op)
     if A.dtype.kind not in "fc":
-        raise RuntimeError(f"linalg.{op}: Expected a floating point or complex tensor as input. Got {A.dtype}")
+        raise RuntimeError(f"linalg.{op}: Expected a floating point or complex tensor as input. Got "
+                           f"{type_name(A.dtype)}")
     differentiated = A.requires_grad and is_grad_enabled()
     if not xp.isfinite(A._data).all():  # (NumPy refuses any with a ValueError)
         if vectors or differentiated:  # (PyTorch's eig checks; its eigvals, without a graph, lets LAPACK give NaN)

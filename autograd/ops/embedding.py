@@ -13,7 +13,7 @@ import math
 
 from ..backend import float16, float32, float64, to_numpy, ufunc_at, xp
 from ..graph import is_grad_enabled, no_grad
-from ..primitive import Primitive
+from ..primitive import Primitive, watches_index
 from ..tensor import Tensor
 from .conversion import legacy_type_name, type_name
 from .names import names
@@ -198,6 +198,7 @@ def embedding_renorm_checked(input, indices, max_norm, norm_type):
     return embedding_renorm_(input, rows % input.shape[0], max_norm, norm_type)
 
 
+@watches_index("input", 0)
 def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0, scale_grad_by_freq=False,
               sparse=False):
     """Row ``input[...]`` of ``weight`` for each index: output shape input.shape + (embedding_dim,).

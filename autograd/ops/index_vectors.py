@@ -10,7 +10,7 @@ derivative; index_select and index_add are each other's adjoint, as gather and s
 from ..backend import int64, xp
 from ..errors import IndexRangeError
 from ..operands import python_number
-from ..primitive import Primitive, node_named
+from ..primitive import Primitive, node_named, watch_index_tensors, watches_index
 from ..sparse_layout import is_sparse
 from ..tensor import Tensor
 from . import elementwise, shape
@@ -94,6 +94,7 @@ def index_select(input, dim, index, *, out=None):
     """y = input's slices index[0], index[1], ... along dim (index a vector of ints)."""
     if is_sparse(input):  # (autograd.index_select(sparse, ...): the sparse tensor's own)
         return write_out(input.index_select(dim, index), out)
+    given = index
     try:
         axis, index = _vector_index(input, dim, index, "index_select",
                                     "index_select(): Expected dtype int32 or int64 for index")
@@ -101,12 +102,15 @@ def index_select(input, dim, index, *, out=None):
         raise IndexRangeError(f"index out of range in self: {error}") from None
     if input.ndim == 0 and index.size != 1:  # (a scalar's one value: neither repeated nor left out)
         raise RuntimeError(f"index_select(): Index to scalar can have only 1 value, got {index.size} value(s)")
-    return write_out(IndexSelect.apply(input, dim=axis, index=index), out)
+    selected = IndexSelect.apply(input, dim=axis, index=index)
+    watch_index_tensors(selected, given)
+    return write_out(selected, out)
 
 
 @names("index_add", inplace="index_add_")
 def index_add(input, dim, index, source, *, alpha=1, out=None):
     """y = input, then y[..., index[j], ...] += alpha · source[..., j, ...] (repeats add up)."""
+    given = index
     axis, index = _vector_index(input, dim, index, "index_add",
                                 "index_add_(): Expected dtype int32/int64 for index but got: {}")
     _same_dtype(input, source, "index_add_(): self ({}) and source ({}) must have the same scalar type")
@@ -117,10 +121,13 @@ def index_add(input, dim, index, source, *, alpha=1, out=None):
                            f"({len(index)} indices along dim {axis} need source of shape {list(expected)})")
     if isinstance(alpha, Tensor):  # a one-element tensor is read as the number it holds, as PyTorch's Scalar
         alpha = alpha.item()
-    return write_out(IndexAddAlong.apply(input, source, dim=axis, index=index, alpha=python_number(alpha)), out)
+    added = IndexAddAlong.apply(input, source, dim=axis, index=index, alpha=python_number(alpha))
+    watch_index_tensors(added, given)
+    return write_out(added, out)
 
 
 @names("index_reduce", inplace="index_reduce_")
+@watches_index("index", 2)
 def index_reduce(input, dim, index, source, reduce, *, include_self=True, out=None):
     """y = input with each slice source[..., j, ...] reduced ('prod', 'mean', 'amax', 'amin') into
     y[..., index[j], ...]; include_self=False leaves input's own values at those slices out. It
@@ -142,6 +149,7 @@ def index_reduce(input, dim, index, source, reduce, *, include_self=True, out=No
 
 @names("take")
 @node_named("TakeBackward0")
+@watches_index("index", 1)
 def take(input, index, *, out=None):
     """input's elements at the given positions of its flattened form (the result has index's shape)."""
     index = _index_array(index, "take(): Expected a long tensor for index, but got {}", (int64,))
@@ -157,6 +165,7 @@ def take(input, index, *, out=None):
 
 
 @names("put", inplace="put_")
+@watches_index("index", 1)
 def put(input, index, source, accumulate=False):
     """input with the elements at ``index`` of its flattened (row-major) form replaced by source's
     (added to, with ``accumulate``); index and source have as many elements, negative positions
@@ -190,6 +199,7 @@ def _slices_mask(input, axis, index):
 
 @names("index_copy", inplace="index_copy_")
 @node_named("IndexCopyBackward0")
+@watches_index("index", 2)
 def index_copy(input, dim, index, source, *, out=None):
     """input with its slices index[j] along dim replaced by source's slices j (of a position named twice, the
     last slice, as PyTorch's loop leaves it; the others get no gradient)."""
@@ -273,7 +283,9 @@ def index_put(input, indices, values, accumulate=False):
                            f"indexing result of shape {list(target)}")
     values = shape.expand(values, target)
     if accumulate:
-        return input + shape.IndexAdd.apply(values, index=index, shape=input.shape, basic=False)
+        summed = input + shape.IndexAdd.apply(values, index=index, shape=input.shape, basic=False)
+        watch_index_tensors(summed, indices)
+        return summed
     positions = xp.arange(input.numel()).reshape(input.shape)[index].reshape(-1)  # where each value lands
     written = xp.zeros(input.numel(), dtype=bool)
     written[positions] = True
@@ -285,4 +297,6 @@ def index_put(input, indices, values, accumulate=False):
         nothing = Tensor._make(xp.zeros((), dtype=values.dtype))
         values = elementwise.Where.apply(values, nothing, condition=last.reshape(target))
     placed = shape.IndexAdd.apply(values, index=index, shape=input.shape, basic=False)
-    return elementwise.Where.apply(placed, input, condition=written.reshape(input.shape))
+    put = elementwise.Where.apply(placed, input, condition=written.reshape(input.shape))
+    watch_index_tensors(put, indices)
+    return put

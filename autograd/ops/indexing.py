@@ -17,7 +17,7 @@ from ..backend import int32, int64, ufunc_at, xp
 from ..errors import IndexRangeError
 from ..graph import modes
 from ..operands import _operand
-from ..primitive import Primitive
+from ..primitive import Primitive, watch_index_tensors, watches_index
 from ..tensor import Tensor
 from ..warn_once import warn_once
 from ..write_door import _refuse_overflow
@@ -224,8 +224,10 @@ def _along_args(x, dim, index, op, src=None):
 def gather(input, dim, index, *, sparse_grad=False, out=None):
     """y[i][j][k] = input[i][index[i][j][k]][k] for dim 1 (and likewise for any dim)."""
     index_shape = tuple(getattr(index, "shape", xp.shape(index)))
+    given = index
     axis, index = _along_args(input, dim, index, "gather")
     gathered = Gather.apply(input, dim=axis, index=index)
+    watch_index_tensors(gathered, given)
     if gathered.shape != index_shape:  # an empty index, of another shape than the one gathered with
         gathered = shape.reshape(gathered, index_shape)
     return write_out(gathered, out, dtype=input.dtype)  # (PyTorch writes gather into no other dtype)
@@ -246,12 +248,15 @@ def _source(src, value, like, op):
 def scatter(input, dim, index, src=None, *, value=None, reduce=None, out=None):
     """y = input with src (or the number ``value``) written at the positions index names along dim.
     reduce='add' adds instead (as scatter_add); 'multiply' multiplies (as scatter_reduce's 'prod')."""
+    given = index
     axis, index = _along_args(input, dim, index, "scatter", src if isinstance(src, Tensor) else None)
     source = _source(src, value, input, "scatter")
     if not isinstance(src, Tensor):  # a number: written at every position index names
         source = shape.expand(source, index.shape)
     if reduce is None:
-        return write_out(Scatter.apply(input, source, dim=axis, index=index), out, dtype=input.dtype)
+        scattered = Scatter.apply(input, source, dim=axis, index=index)
+        watch_index_tensors(scattered, given)
+        return write_out(scattered, out, dtype=input.dtype)
     if reduce not in ("add", "multiply"):
         raise RuntimeError(f"scatter(): reduce argument must be either add or multiply, got {reduce!r}")
     if isinstance(src, Tensor):  # PyTorch's deprecation, said once in a process
@@ -270,8 +275,11 @@ def scatter(input, dim, index, src=None, *, value=None, reduce=None, out=None):
 def scatter_add(input, dim, index, src, *, out=None):
     """y = input, then y[index[i][j][k]][j][k] += src[i][j][k] for dim 0 (repeated positions add up)."""
     _refuse_non_tensor(src, "scatter_add")
+    given = index
     axis, index = _along_args(input, dim, index, "scatter", src)
-    return write_out(ScatterAdd.apply(input, src, dim=axis, index=index), out, dtype=input.dtype)
+    added = ScatterAdd.apply(input, src, dim=axis, index=index)
+    watch_index_tensors(added, given)
+    return write_out(added, out, dtype=input.dtype)
 
 
 def _extreme(dtype, lowest):
@@ -399,6 +407,7 @@ class ScatterReduce(Primitive):
 
 
 @names("scatter_reduce", inplace="scatter_reduce_")
+@watches_index("index", 2)
 def scatter_reduce(input, dim, index, src, reduce, *, include_self=True, out=None):
     """y = input with src reduced ('sum', 'prod', 'mean', 'amax', 'amin') into the positions index
     names along dim; include_self=False leaves input's own values at those positions out. 'max' and 'min' are
@@ -442,7 +451,9 @@ def take_along_dim(input, indices, dim=None, *, out=None):
     with dim None both are flattened first."""
     if dim is None:  # PyTorch flattens both and gathers: gather's dtypes (int32 too) and words
         flat_index = indices._data if isinstance(indices, Tensor) else xp.asarray(indices)
-        return write_out(gather(shape.reshape(input, (-1,)), 0, flat_index.reshape(-1)), out)
+        taken = gather(shape.reshape(input, (-1,)), 0, flat_index.reshape(-1))
+        watch_index_tensors(taken, indices)  # (PyTorch's gather saves the flattened view of indices)
+        return write_out(taken, out)
     index = _take_along_dim_index(indices)
     axis = dim_index(dim, input.ndim)
     if input.ndim:  # (negative positions count from the end here, as PyTorch's; gather's do not)

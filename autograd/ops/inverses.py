@@ -16,7 +16,7 @@ from ..return_types import return_type
 from ..tensor import Tensor
 from . import shape
 from .broadcasting import unbroadcast
-from .conversion import require_same_dtype
+from .conversion import require_same_dtype, type_name
 from .cumulative import _product_of_others
 from .elementwise import Where
 from .half_linalg import low_precision, refuses_half
@@ -31,12 +31,19 @@ class LinAlgError(RuntimeError):
     """A matrix the operation cannot handle (singular), as torch.linalg.LinAlgError."""
 
 
-def _square(A, op):
-    if A.ndim < 2 or A.shape[-1] != A.shape[-2]:
-        raise RuntimeError(f"linalg.{op}: A must be batches of square matrices, but they are "
-                           f"{' by '.join(map(str, A.shape[-2:]))} matrices (shape {tuple(A.shape)})")
+def _square(A, op, kernel=None):
+    """PyTorch's refusals of A that is not a batch of floating or complex square matrices. With ``kernel``, an
+    integer or bool A is refused as PyTorch's dispatch does, naming that kernel (NotImplementedError)."""
+    if A.ndim < 2:
+        raise RuntimeError(f"linalg.{op}: The input tensor A must have at least 2 dimensions.")
+    if A.shape[-1] != A.shape[-2]:
+        raise RuntimeError(f"linalg.{op}: A must be batches of square matrices, but they are {A.shape[-2]} by "
+                           f"{A.shape[-1]} matrices")
+    if A.dtype.kind not in "fc" and kernel is not None:
+        raise NotImplementedError(f"\"{kernel}\" not implemented for '{type_name(A.dtype)}'")
     if A.dtype.kind not in "fc":
-        raise RuntimeError(f"linalg.{op}: Expected a floating point or complex tensor as input. Got {A.dtype}")
+        raise RuntimeError(f"linalg.{op}: Expected a floating point or complex tensor as input. Got "
+                           f"{type_name(A.dtype)}")
 
 
 def first_failure(info):

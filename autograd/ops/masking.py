@@ -11,7 +11,7 @@ The mask must be bool, as PyTorch's (no uint8 masks), and broadcasts against the
 
 from ..backend import int64, xp
 from ..errors import refuse_unbroadcastable
-from ..primitive import named_node, node_named
+from ..primitive import named_node, node_named, watches_index
 from ..sparse_layout import is_sparse
 from ..tensor import Tensor
 from ..write_door import _refuse_overflow
@@ -44,6 +44,7 @@ def _common_shape(first, second):
 
 
 @names("masked_fill", inplace="masked_fill_")
+@watches_index("mask", 1)
 def masked_fill(input, mask, value):
     """y = value where mask holds, input elsewhere (mask broadcasts to input's shape)."""
     mask = _mask_array(mask, "masked_fill")
@@ -66,6 +67,7 @@ def masked_fill(input, mask, value):
 
 @names("masked_select")
 @node_named("MaskedSelectBackward0")
+@watches_index("mask", 1)
 def masked_select(input, mask, *, out=None):
     """The elements of input where mask holds, as a vector (input and mask broadcast together)."""
     mask = _mask_array(mask, "masked_select")
@@ -75,6 +77,7 @@ def masked_select(input, mask, *, out=None):
 
 @names("masked_scatter", inplace="masked_scatter_")
 @node_named("MaskedScatterBackward0")
+@watches_index("mask", 1)
 def masked_scatter(input, mask, source):
     """y = input with source's leading elements written, in order, where mask holds (input and mask
     broadcast together)."""
@@ -121,6 +124,7 @@ def argwhere(input):
 
 
 @names("index_fill", inplace="index_fill_")
+@watches_index("index", 2)
 def index_fill(input, dim, index, value):
     """input with the slices index[0], index[1], ... along dim set to value."""
     if isinstance(value, Tensor) and value.ndim:  # (checked first, as PyTorch's)

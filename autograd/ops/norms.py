@@ -308,8 +308,9 @@ def nuclear_norm(input, dim=None, keepdim=False, *, out=None):
 @node_named("CdistBackward0")
 def cdist(x1, x2, p=2.0, compute_mode=None):
     """The p-norm distance between every row of x1 and every row of x2 (batched): (..., P, R)."""
-    if x1.ndim < 2 or x2.ndim < 2:
-        raise RuntimeError(f"cdist only supports at least 2D tensors, X1 got: {x1.ndim}D, X2 got: {x2.ndim}D")
+    for name, x in (("X1", x1), ("X2", x2)):  # (PyTorch's checks name the first that fails)
+        if x.ndim < 2:
+            raise RuntimeError(f"cdist only supports at least 2D tensors, {name} got: {x.ndim}D")
     if x1.shape[-1] != x2.shape[-1]:
         raise RuntimeError(f"X1 and X2 must have the same number of columns. X1: {x1.shape[-1]} X2: {x2.shape[-1]}")
     refuse_unbroadcastable(x1.shape[:-2], x2.shape[:-2])  # (the batch dims: the rows' differences would name others)

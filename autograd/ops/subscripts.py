@@ -11,6 +11,7 @@ import numpy
 from ..backend import xp
 from ..errors import DtypeError
 from ..graph import program_stacklevel
+from ..primitive import watch_index_tensors
 from ..tensor import Tensor
 from ..write_door import _refuse_overflow
 from .conversion import type_name
@@ -74,8 +75,12 @@ def _getitem(x, index):
                       "in pytorch 2.9; use x[tuple(seq)] instead of x[seq]. In pytorch 2.9 this will be interpreted "
                       "as tensor index, x[torch.tensor(seq)], which will result either in an error or a different "
                       "result", UserWarning, stacklevel=program_stacklevel())
+    given = index
     x, index = _as_pytorch_reads_it(x, index)
-    return GetItem.apply(x, index=index)
+    y = GetItem.apply(x, index=index)
+    if y.grad_fn is not None and type(given) is not int:  # (the common x[t] of no graph: nothing to watch)
+        watch_index_tensors(y, given)
+    return y
 
 
 @names("__setitem__", function=False)
@@ -85,6 +90,7 @@ def _setitem(x, index, value):
     write goes through that view of x, and the value broadcasts against the region PyTorch's does."""
     refuse_uint8_mask_fill(_index_arrays(tuple(index) if _sequence_as_tuple(index) else index),
                            value.numel() if isinstance(value, Tensor) else numpy.size(value))
+    given = index
     x, index = _as_pytorch_reads_it(x, index)
     mask = index[0] if isinstance(index, tuple) and len(index) == 1 else index
     if isinstance(value, Tensor) and value._data.size == 1 and value._data.dtype != x._data.dtype \
@@ -96,10 +102,13 @@ def _setitem(x, index, value):
         value = _without_leading_ones(value)
     if type(value) is Tensor and value._data.dtype != x._data.dtype:
         _refuse_index_put_of_another_dtype(x, index, value)
+    node_before = x.grad_fn
     try:
         x._write_at(index, value)
     except IndexError as error:
         raise _in_pytorch_words(error, x.shape, index) from None
+    if x.grad_fn is not node_before:  # (a recorded write: under no_grad x keeps the node that made it)
+        watch_index_tensors(x, given)
 
 
 def _index_arrays(index):
