@@ -310,3 +310,129 @@ def test_print_formats(T, printoptions):
     printoptions(profile="default")
     printoptions(sci_mode=True)
     assert repr(T.tensor([1.5, 2.])) == "tensor([1.5000e+00, 2.0000e+00])"
+
+
+# ------------------------------------------------------------------------------- writes, casts and out=
+
+
+def test_writes_cast_into_the_tensor_dtype(T):
+    """test_copy_*, test_fill_*, test_setitem_*: a number or tensor written into an integer tensor truncates toward
+    zero; a complex number into a real tensor is refused; nonzero floats are True."""
+    same(T.zeros(2, dtype=T.int64).copy_(T.tensor([1.7, -1.7])), [1, -1], "int64")
+    a = T.zeros(2, dtype=T.int64)
+    a[0] = 2.7
+    same(a, [2, 0])
+    a[1] = T.tensor(-2.7)
+    same(a, [2, -2])
+    raises(RuntimeError, "value cannot be converted to type float", a.float().__setitem__, 0, 1j)
+    same(T.zeros(2, dtype=T.int64).fill_(2.7), [2, 2])
+    same(T.zeros(2, dtype=T.bool).fill_(2), [True, True])
+    same(T.zeros(2, dtype=T.int64).masked_fill(T.tensor([True, False]), 2.7), [2, 0])
+    same(T.zeros(2, dtype=T.int64).index_fill(0, T.tensor([0]), 2.7), [2, 0])
+    same(T.tensor([2.7, -2.7], dtype=T.int64), [2, -2])
+    same(T.full((2,), 2.7, dtype=T.int64), [2, 2])
+    same(T.tensor([0.1, 0., nan]).bool(), [True, False, True])
+    same(T.tensor([0.5, 0.], dtype=T.bool), [True, False])
+    same(T.tensor([65520]).half(), [inf], "float16")
+    raises(RuntimeError, "value cannot be converted to type uint8 without overflow", T.tensor, [300, -1],
+           dtype=T.uint8)
+
+
+def test_writes_refuse_overlapping_memory(T):
+    """test_memory_overlap: a write into an expanded tensor, or from memory it partly overlaps, is refused."""
+    raises(RuntimeError, "more than one element of the written-to tensor refers to a single memory location",
+           T.zeros(1).expand(3).add_, 1)
+    a = T.arange(4.)
+    raises(RuntimeError, "some elements of the input tensor and the written-to tensor refer to a single memory",
+           a[1:].copy_, a[:-1])
+
+
+def test_out_overlapping_an_input(T, request):
+    """test_binary_op_mem_overlap: out= that partly overlaps an input is refused."""
+    xfail_on_chainrule(T, request, "out= is written after the op, without the inputs: write_out cannot check their "
+                                   "memory against out's")
+    a = T.arange(3.)
+    raises(RuntimeError, "some elements of the input tensor and the written-to tensor refer to a single memory",
+           T.add, a[:2], a[1:], out=a[1:])
+
+
+def test_out_argument(T):
+    """test_out_*: out= takes any dtype the result casts to, resizes an empty out, fills (values, indices) pairs,
+    and refuses inputs that require grad."""
+    out = T.zeros(0)
+    assert T.add(T.ones(3), 1, out=out) is out
+    same(out, [2., 2., 2.], "float32")
+    same(T.add(T.ones(3, dtype=T.int64), 1, out=T.zeros(3)), [2., 2., 2.], "float32")
+    raises(RuntimeError, "result type Float can't be cast to the desired output type Long", T.add, T.ones(3), 1,
+           out=T.zeros(3, dtype=T.int64))
+    same(T.sum(T.ones(3), 0, out=T.zeros((), dtype=T.float64)), 3., "float64")
+    values, indices = T.zeros(1), T.zeros(1, dtype=T.int64)
+    T.max(T.tensor([[1., 3.]]), 1, out=(values, indices))
+    same(values, [3.])
+    same(indices, [1])
+    raises(RuntimeError, "functions with out=... arguments don't support automatic differentiation", T.add,
+           T.ones(2, requires_grad=True), 1, out=T.zeros(2))
+
+
+# ---------------------------------------------------------------------------- gradients at the edges
+
+
+def grad_of(T, fn, values):
+    x = T.tensor(values, requires_grad=True)
+    fn(x).backward()
+    return x.grad
+
+
+def test_subgradients_at_ties_and_zeros(T):
+    """The gradients PyTorch picks where the derivative is not unique: max/amax of ties share evenly, max(dim)
+    picks one, median the lower middle's, clamp's bounds pass, |x| at 0 is 0, norm at 0 is 0."""
+    same(grad_of(T, lambda x: x.max(), [1., 3., 3.]), [0., 0.5, 0.5])
+    same(grad_of(T, lambda x: x.amax(), [1., 3., 3.]), [0., 0.5, 0.5])
+    same(grad_of(T, lambda x: x.max(0)[0], [1., 3., 3.]), [0., 1., 0.])
+    same(grad_of(T, lambda x: x.median(), [1., 3., 2., 2.]), [0., 0., 0.5, 0.5])
+    same(grad_of(T, lambda x: x.kthvalue(2)[0], [3., 1., 2.]), [0., 0., 1.])
+    same(grad_of(T, lambda x: x.clamp(0, 1).sum(), [0., 1., 0.5, 2.]), [1., 1., 1., 0.])
+    same(grad_of(T, lambda x: x.abs().sum(), [0., -1.]), [0., -1.])
+    same(grad_of(T, lambda x: x.norm(), [0., 0.]), [0., 0.])
+    same(grad_of(T, lambda x: T.dist(x, x.detach()), [1., 2.]), [0., 0.])
+    same(grad_of(T, lambda x: T.atan2(x, x).sum(), [0.]), [0.])
+
+
+def test_gradients_through_zeros_and_nans(T):
+    """cumprod and prod through zeros, sqrt at 0, where's NaN leaking from the branch not taken, xlogy at 0,
+    std of one element, nan_to_num."""
+    same(grad_of(T, lambda x: x.cumprod(0).sum(), [2., 0., 3.]), [1., 8., 0.])
+    same(grad_of(T, lambda x: x.prod(), [0., 0., 3.]), [0., 0., 0.])
+    same(grad_of(T, lambda x: x.prod(1).sum(), [[0., 2., 3.]]), [[6., 0., 0.]])
+    same(grad_of(T, lambda x: x.sqrt().sum(), [0., 4.]), [inf, 0.25])
+    same(grad_of(T, lambda x: T.pow(0., x).sum(), [0., 2.]), [0., 0.])
+    same(grad_of(T, lambda x: T.where(x > 0, x.sqrt(), T.zeros(2)).sum(), [-1., 4.]), [nan, 0.25])
+    same(grad_of(T, lambda x: T.xlogy(x, x).sum(), [0., 1.]), [nan, 1.])
+    same(grad_of(T, lambda x: x.std(), [1.]), [nan])
+    same(grad_of(T, lambda x: x.logsumexp(0), [-inf, -inf]), [nan, nan])
+    same(grad_of(T, lambda x: x.nan_to_num().sum(), [nan, 1.]), [0., 1.])
+
+
+def test_gradients_of_indexing_writes(T):
+    """index_put with accumulate, scatter_reduce amax (ties shared with self), masked_scatter, take with repeats,
+    fmod and remainder."""
+    a, v = T.zeros(2, requires_grad=True), T.ones(2, requires_grad=True)
+    a.index_put((T.tensor([0, 0]),), v, accumulate=True).sum().backward()
+    same(a.grad, [1., 1.])
+    same(v.grad, [1., 1.])
+    a, v = T.tensor([1., 0.], requires_grad=True), T.tensor([1., 0.5], requires_grad=True)
+    a.scatter_reduce(0, T.tensor([0, 0]), v, "amax").sum().backward()
+    same(a.grad, [0.5, 1.])
+    same(v.grad, [0.5, 0.])
+    a, v = T.zeros(2, requires_grad=True), T.ones(3, requires_grad=True)
+    a.masked_scatter(T.tensor([True, False]), v).sum().backward()
+    same(a.grad, [0., 1.])
+    same(v.grad, [1., 0., 0.])
+    same(grad_of(T, lambda x: x.take(T.tensor([1, 1])).sum(), [0., 0.]), [0., 2.])
+    a, b = T.tensor([-5.], requires_grad=True), T.tensor([3.], requires_grad=True)
+    T.remainder(a, b).sum().backward()
+    same(a.grad, [1.])
+    same(b.grad, [2.])  # -floor(-5 / 3)
+    a, b = T.tensor([5.], requires_grad=True), T.tensor([3.], requires_grad=True)
+    T.fmod(a, b).sum().backward()
+    same(b.grad, [-1.])  # -trunc(5 / 3)
