@@ -436,3 +436,27 @@ def test_gradients_of_indexing_writes(T):
     a, b = T.tensor([5.], requires_grad=True), T.tensor([3.], requires_grad=True)
     T.fmod(a, b).sum().backward()
     same(b.grad, [-1.])  # -trunc(5 / 3)
+
+
+# ------------------------------------------------------------------------------------------- creation
+
+
+@pytest.mark.parametrize("data, name", [(None, "NoneType"), ([1, None], "NoneType"), ([[1], [None]], "NoneType"),
+                                        ({1: 2}, "dict"), ([object()], "object")])
+def test_tensor_of_values_without_a_dtype(T, data, name):
+    """test_tensor_factory_type_inference: values of no dtype are refused with PyTorch's RuntimeError (a string
+    stays a TypeError)."""
+    raises(RuntimeError, f"Could not infer dtype of {name}", T.tensor, data)
+
+
+def test_tensor_type_inference(T):
+    """test_tensor_factory_type_inference: NumPy scalars keep their dtype, bools with ints are int64, 0-d tensors
+    in a list are read as numbers."""
+    assert dtype_name(T.tensor(np.float64(1.5))) == "float64" and dtype_name(T.tensor(np.int32(1))) == "int32"
+    assert dtype_name(T.tensor([np.float32(1.), 2.])) == "float32"
+    assert dtype_name(T.tensor([True, 2])) == "int64" and dtype_name(T.tensor([True, 2.])) == "float32"
+    assert dtype_name(T.tensor([1, 1j])) == "complex64"
+    same(T.tensor([T.tensor(1), 2.5]), [1., 2.5], "float32")
+    assert tuple(T.tensor([[], []]).shape) == (2, 0)
+    raises(TypeError, "", T.tensor, "a")
+    raises(ValueError, "", T.tensor, [[1, 2], [3]])
