@@ -204,12 +204,15 @@ def _with_suffixes(text, suffixes, indent, line_length=None):
     if line_length is None:
         line_length = len(text) - text.rfind("\n") + 1
     for suffix in suffixes:
-        if line_length + len(suffix) + 2 > OPTIONS.linewidth:
+        # PyTorch's dtype suffix reads ``dtype=torch.float64`` where ours reads ``dtype=float64``: it is
+        # measured as PyTorch's, so that the same tensor breaks onto the same lines
+        length = len(suffix) + (len("torch.") if suffix.startswith("dtype=") else 0)
+        if line_length + length + 2 > OPTIONS.linewidth:
             parts.append(",\n" + " " * indent + suffix)
-            line_length = indent + len(suffix)
+            line_length = indent + length
         else:
             parts.append(", " + suffix)
-            line_length += len(suffix) + 2
+            line_length += length + 2
     return "".join(parts) + ")"
 
 

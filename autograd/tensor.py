@@ -31,6 +31,25 @@ from .tensor_conversions import Conversions
 from .tensor_copying import Copying
 from .write_door import WriteDoor
 
+_ALL_NUMBERS = object()  # (what _first_leaf_not_a_number finds where every leaf is a number: None may be a leaf)
+
+
+def _first_leaf_not_a_number(data):
+    """The first element of a (nested) list or tuple that is neither a number nor an array."""
+    if isinstance(data, (list, tuple)):
+        for item in data:
+            leaf = _first_leaf_not_a_number(item)
+            if leaf is not _ALL_NUMBERS:
+                return leaf
+        return _ALL_NUMBERS
+    return _ALL_NUMBERS if isinstance(data, (numbers.Number, Tensor, xp.ndarray, numpy.ndarray, numpy.generic)) \
+        else data
+
+
+def _could_not_infer(leaf):
+    """PyTorch's words for a value of no dtype (None, a dict, an object), before ours; none for a string."""
+    return "" if isinstance(leaf, (str, bytes)) else f"Could not infer dtype of {type(leaf).__name__}: "
+
 
 def as_array(data, dtype=None):
     """An array of the array module for ``data``, with the contract's dtype rules:
@@ -40,8 +59,10 @@ def as_array(data, dtype=None):
     if type(data) is MetaArray:  # (no values to convert: a meta tensor's array stays one)
         return data if dtype is None or data.dtype == dtype else data.astype(dtype)
     if isinstance(data, (str, bytes, dict, set)) or data is None:
-        raise TypeError(f"cannot make a tensor from {type(data).__name__} {data!r:.40}: expected a number, "
-                        "a (nested) list of numbers or an array")
+        # (PyTorch: a TypeError for a string, "Could not infer dtype" (a RuntimeError) for the others)
+        error = TypeError if isinstance(data, (str, bytes)) else DtypeError
+        raise error(f"{_could_not_infer(data)}cannot make a tensor from {type(data).__name__} {data!r:.40}: "
+                    "expected a number, a (nested) list of numbers or an array")
     if dtype is not None:
         return xp.asarray(data, dtype=dtype)
     is_array = isinstance(data, (xp.ndarray, numpy.ndarray, numpy.generic))
@@ -51,8 +72,11 @@ def as_array(data, dtype=None):
         refuse_ragged(data)
         raise ValueError(f"cannot make a tensor from {data!r:.60}: {error}") from None
     if array.dtype.kind not in "biufc":
-        raise TypeError(f"cannot make a tensor of {array.dtype} values from {data!r:.60}: "
-                        "expected numbers or booleans")
+        leaf = _ALL_NUMBERS if is_array else _first_leaf_not_a_number(data)
+        known = leaf is not _ALL_NUMBERS
+        error = DtypeError if known and not isinstance(leaf, (str, bytes)) else TypeError
+        raise error(f"{_could_not_infer(leaf) if known else ''}cannot make a tensor of {array.dtype} values "
+                    f"from {data!r:.60}: expected numbers or booleans")
     if not is_array and array.dtype == backend.float64:
         array = array.astype(backend.get_default_dtype())
     elif not is_array and array.dtype == numpy.complex128:

@@ -299,8 +299,8 @@ def test_requires_grad_and_grad_fn_suffixes():
 def test_suffixes_wrap_at_the_line_width():
     x = autograd.tensor(np.arange(14) * 1.123, requires_grad=True)
     assert repr(x) == ("tensor([ 0.0000,  1.1230,  2.2460,  3.3690,  4.4920,  5.6150,  6.7380,  7.8610,\n"
-                       "         8.9840, 10.1070, 11.2300, 12.3530, 13.4760, 14.5990], dtype=float64,\n"
-                       "       requires_grad=True)")
+                       "         8.9840, 10.1070, 11.2300, 12.3530, 13.4760, 14.5990],\n"
+                       "       dtype=float64, requires_grad=True)")
     assert repr(x.reshape(2, 7) * 1) == (
         "tensor([[ 0.0000,  1.1230,  2.2460,  3.3690,  4.4920,  5.6150,  6.7380],\n"
         "        [ 7.8610,  8.9840, 10.1070, 11.2300, 12.3530, 13.4760, 14.5990]],\n"
