@@ -136,7 +136,7 @@ class TorchUnpickler(pickle.Unpickler):
             return {"set": set, "frozenset": frozenset, "complex": complex}[name]
         if module == "_codecs" and name == "encode":
             return _encode_text
-        if (module, name) == ("torch._utils", "rebuild_sparse_tensor"):
+        if (module, name) == ("torch._utils", "_rebuild_sparse_tensor"):
             return rebuild_sparse_tensor
         if (module, name) == ("torch.serialization", "_get_layout"):
             return _layout_named
@@ -224,7 +224,7 @@ def _layout_named(name):
 
 
 def rebuild_sparse_tensor(layout, data):
-    """torch._utils.rebuild_sparse_tensor: a sparse COO tensor from (indices, values, size[, is_coalesced]), its
+    """torch._utils._rebuild_sparse_tensor: a sparse COO tensor from (indices, values, size[, is_coalesced]), its
     indices checked against the size (sparse_coo_tensor always checks them), so a file cannot make one that
     reads outside its memory."""
     from .sparse import sparse_coo_tensor  # (sparse tensors are built on Tensor: loaded where a file holds one)
