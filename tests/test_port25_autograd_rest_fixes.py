@@ -42,3 +42,61 @@ def test_gather_and_scatter_take_a_0d_index_on_a_1d_input(T):
     same(base.scatter(0, i, 7.0), np.array([0, 1, 7, 3, 4], np.float32))
     # a 0-d index on a 2-d input is still refused
     raises(RuntimeError, "Index tensor must have the same number of dimensions", T.gather, T.ones(2, 3), 0, i)
+
+
+def test_a_dirty_input_must_be_returned_in_any_grad_mode(T):
+    class CloneOfDirty(T.autograd.Function):
+        @staticmethod
+        def forward(ctx, a, b):
+            a.add_(b)
+            ctx.mark_dirty(a)
+            return a.clone()
+
+        @staticmethod
+        def backward(ctx, grad):
+            return grad, grad
+
+    words = "Some elements marked as dirty during the forward method were not returned as output"
+    raises(RuntimeError, words, CloneOfDirty.apply, T.ones(2, requires_grad=True).clone(), T.ones(2))
+    with T.no_grad():
+        raises(RuntimeError, words, CloneOfDirty.apply, T.ones(2), T.ones(2))
+
+
+def test_a_dirty_view_refuses_several_outputs_only_when_recording(T):
+    class Both(T.autograd.Function):
+        @staticmethod
+        def forward(ctx, a, b):
+            a.add_(b)
+            ctx.mark_dirty(a)
+            return a, a + b
+
+        @staticmethod
+        def backward(ctx, ga, gab):
+            return ga + gab, gab
+
+    a = T.ones(2, requires_grad=True)
+    raises(RuntimeError, "If your Function modifies inplace an input that is a view of another Tensor, your "
+           "Function cannot return more than one Tensor", Both.apply, a.clone().view_as(a), T.ones(2))
+    with T.no_grad():
+        c, d = Both.apply(a.clone().view_as(a), T.ones(2))
+    same(c, np.array([2.0, 2.0], np.float32))
+    same(d, np.array([3.0, 3.0], np.float32))
+
+
+def test_queue_callback_runs_at_the_end_of_the_backward_pass(T):
+    engine = T.autograd.Variable._execution_engine
+    raises(RuntimeError, "Final callbacks can only be installed during backward pass", engine.queue_callback, print)
+    events = []
+    x = T.ones(3, requires_grad=True)
+    y = x * 2
+
+    def hook(grad):
+        events.append("hook")
+        engine.queue_callback(lambda: events.append(("callback", x.grad is not None)))
+        engine.queue_callback(lambda: engine.queue_callback(lambda: events.append("queued by a callback")))
+        return grad
+
+    y.register_hook(hook)
+    y.sum().backward()
+    assert events == ["hook", ("callback", True), "queued by a callback"]
+    same(x.grad, np.full(3, 2.0, np.float32))

@@ -560,3 +560,183 @@ def test_no_grad_copy(T):
     expected[1, 0] = 1
     same(a.grad, expected)
     same(b.grad, expected)
+
+
+# -- reentrant backward with callbacks, checkpointing -----------------------------------------------------------------
+
+@pytest.mark.parametrize("depths, outer, inner", [([0], 1, 0), ([1], 0, 1), ([0, 1], 1, 1)])
+def test_reentrant_with_callbacks(T, depths, outer, inner):
+    counter = {"inner": 0, "outer": 0}
+    engine = T.autograd.Variable._execution_engine
+
+    class MyFunc(T.autograd.Function):
+        @staticmethod
+        def forward(ctx, input):
+            return input
+
+        @staticmethod
+        @T.autograd.function.once_differentiable
+        def backward(ctx, input):
+            if 1 in depths:
+                engine.queue_callback(lambda: counter.__setitem__("inner", counter["inner"] + 1))
+            return input
+
+    class MyReentrantFunc(T.autograd.Function):
+        @staticmethod
+        def forward(ctx, input):
+            return input
+
+        @staticmethod
+        @T.autograd.function.once_differentiable
+        def backward(ctx, input):
+            if 0 in depths:
+                engine.queue_callback(lambda: counter.__setitem__("outer", counter["outer"] + 1))
+            tmp_inp = input.detach().requires_grad_()
+            with T.enable_grad():
+                tmp_out = MyFunc.apply(tmp_inp).sum()
+            tmp_out.backward()
+            return input
+
+    t1 = T.rand((3, 3), requires_grad=True)
+    T.autograd.backward([MyReentrantFunc.apply(t1).sum()])
+    assert counter == {"outer": outer, "inner": inner}
+    same(t1.grad, np.ones((3, 3), np.float32))
+
+
+def test_checkpointing_many_inputs(T):
+    checkpoint = __import__("torch.utils.checkpoint" if T.__name__ == "torch" else "autograd.utils.checkpoint",
+                            fromlist=["checkpoint"]).checkpoint
+    T.manual_seed(0)
+    module = nn(T).Sequential(nn(T).Linear(10, 50), nn(T).ReLU(), nn(T).Linear(50, 10))
+    inputs = [T.rand(1, 10, requires_grad=True) for _ in range(20)]
+    feats = [checkpoint(module, x, use_reentrant=False) for x in inputs]
+    T.stack(feats).mean().backward()
+    grads_checkpointed = [values(x.grad).copy() for x in inputs]
+    weight_grad = values(module[0].weight.grad).copy()
+    module.zero_grad()
+    for x in inputs:
+        x.grad = None
+    T.stack([module(x) for x in inputs]).mean().backward()
+    for x, g in zip(inputs, grads_checkpointed):
+        close(x.grad, g, atol=1e-7)
+    close(module[0].weight.grad, weight_grad, atol=1e-7)
+
+
+# -- custom Functions that modify their inputs or return views --------------------------------------------------------
+
+def test_autograd_inplace_views_python(T):
+    bw_called = [0]
+
+    class MyAdder(T.autograd.Function):
+        @staticmethod
+        def forward(ctx, a, b):
+            a.add_(b)
+            ctx.mark_dirty(a)
+            return a
+
+        @staticmethod
+        def backward(ctx, grad):
+            bw_called[0] += 1
+            return grad, grad
+
+    a = T.ones(2, requires_grad=True)
+    b = T.ones(2, requires_grad=True)
+    c = MyAdder.apply(a.clone(), b)
+    c.sum().backward()
+    assert bw_called[0] == 1
+    same(a.grad, [1.0, 1.0])
+    bw_called[0] = 0
+    c = MyAdder.apply(a.clone(), b)
+    c += 2
+    c.sum().backward()
+    assert bw_called[0] == 1
+    same(c, [4.0, 4.0])
+    bw_called[0] = 0
+    c = MyAdder.apply(a.clone().view_as(a), b)
+    c.sum().backward()
+    assert bw_called[0] == 1
+    same(b.grad, [3.0, 3.0])
+
+    class MyBadAdder(T.autograd.Function):
+        @staticmethod
+        def forward(ctx, a, b):
+            a.add_(b)
+            ctx.mark_dirty(a)
+            return a, a + b
+
+        @staticmethod
+        def backward(ctx, ga, gab):
+            bw_called[0] += 1
+            return ga + gab, ga + gab
+
+    bw_called[0] = 0
+    c, d = MyBadAdder.apply(a.clone(), b)
+    (c * d).sum().backward()
+    assert bw_called[0] == 1
+    bw_called[0] = 0
+    c, d = MyBadAdder.apply(a.clone(), b)
+    c += 2
+    (c * d).sum().backward()
+    assert bw_called[0] == 1
+    raises(RuntimeError, "your Function modifies inplace an input that is a view of another Tensor",
+           MyBadAdder.apply, a.clone().view_as(a), b)
+
+    class MyOutPlaceAdder(T.autograd.Function):
+        @staticmethod
+        def forward(ctx, a, b):
+            a.add_(b)
+            ctx.mark_dirty(a)
+            return a.clone(), a + b
+
+        @staticmethod
+        def backward(ctx, ga, gab):
+            return ga + gab, ga + 2 * gab
+
+    raises(RuntimeError, "Some elements marked as dirty during the forward method were not returned as output",
+           MyOutPlaceAdder.apply, a.clone().view_as(a), b)
+
+
+def test_custom_function_return_view_in_nograd(T):
+    class Alias(T.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x[:]
+
+        @staticmethod
+        def backward(ctx, gx):
+            return gx
+
+    inp = T.rand(2, requires_grad=True)
+    with T.no_grad():
+        output = Alias.apply(inp)
+        expected_output = inp[:]
+    assert output.requires_grad == expected_output.requires_grad
+    raises(RuntimeError, "A view was created in no_grad mode and is being modified inplace", output.zero_)
+
+
+# -- nansum -----------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dims", [(), (0,), (0, 2), (0, -1)])
+def test_nansum_with_nans(T, dims):
+    a = np.random.default_rng(5).standard_normal((2, 2, 2, 2))
+    a[a < 0.2] = np.nan
+    x = T.tensor(a, requires_grad=True)
+    fn = (lambda t: t.nansum()) if not dims else (lambda t: t.nansum(dims))
+    assert T.autograd.gradcheck(fn, x)
+    assert T.autograd.gradgradcheck(fn, x)
+    fn(x).sum().backward()
+    same(x.grad, np.where(np.isnan(a), 0.0, 1.0))
+    if dims:
+        x.grad = None
+        y = x.nansum(dims, True)
+        same(y, np.nansum(a, axis=dims, keepdims=True))
+
+
+@pytest.mark.parametrize("inp_dtype, out_dtype", [("float", "double"), ("double", "float")])
+def test_sum_dtype_gradient_keeps_the_input_dtype(T, inp_dtype, out_dtype):
+    a = np.random.default_rng(6).standard_normal((2, 2, 2, 2))
+    a[a < 0.2] = np.nan
+    x = T.tensor(a).to(getattr(T, inp_dtype)).requires_grad_()
+    T.sum(x, dtype=getattr(T, out_dtype)).backward()
+    assert x.grad.dtype == x.dtype
+    same(x.grad, np.ones((2, 2, 2, 2), x.grad.detach().numpy().dtype))
