@@ -740,3 +740,101 @@ def test_sum_dtype_gradient_keeps_the_input_dtype(T, inp_dtype, out_dtype):
     T.sum(x, dtype=getattr(T, out_dtype)).backward()
     assert x.grad.dtype == x.dtype
     same(x.grad, np.ones((2, 2, 2, 2), x.grad.detach().numpy().dtype))
+
+
+# -- torch.autograd.functional: argument checks, strict mode, agreement of the products -------------------------------
+
+def functional(T):
+    return T.autograd.functional
+
+
+@pytest.mark.parametrize("name", ["hessian", "vhp", "hvp"])
+def test_second_order_functional_err_check(T, name):
+    fn = getattr(functional(T), name)
+    v = (T.rand(4),) if name != "hessian" else ()
+
+    def foo(a):
+        return 3 * a.narrow(0, 0, 3).exp().sum()
+
+    inp = T.rand(4, dtype=T.double)
+    raises(TypeError, f"The inputs given to {name} must be either a Tensor", fn, foo, (inp, 2), *v)
+    raises(TypeError, f"The outputs of the user-provided function given to {name} must", fn,
+           lambda a: (3 * a.narrow(0, 0, 3), "bar"), inp, *v)
+    if name != "hessian":
+        raises(RuntimeError, "v has invalid size:", fn, foo, inp, T.rand(5))
+        raises(TypeError, f"The v given to {name} must be either a Tensor or a tuple of Tensors", fn, foo, inp,
+               (v[0], 2))
+    res = fn(foo, inp, *(t.double() for t in v))
+    second = res if name == "hessian" else res[1]
+    assert tuple(second.shape) == ((4, 4) if name == "hessian" else (4,))
+
+    def foo2(a, b):
+        return (3 * b.narrow(0, 0, 3) * a.narrow(0, 0, 3)).sum()
+
+    inp2 = (T.rand(4, dtype=T.double), T.rand(5, dtype=T.double))
+    res = fn(foo2, inp2, *([(T.rand(4, dtype=T.double), T.rand(5, dtype=T.double))] if v else []))
+    if name == "hessian":
+        assert [[tuple(h.shape) for h in row] for row in res] == [[(4, 4), (4, 5)], [(5, 4), (5, 5)]]
+        same(res[0][1], np.pad(3 * np.eye(3), ((0, 1), (0, 2))))
+    else:
+        assert [tuple(r.shape) for r in res[1]] == [(4,), (5,)]
+
+
+@pytest.mark.parametrize("name", ["hessian", "vhp", "hvp"])
+def test_second_order_functional_err_check_strict(T, name):
+    fn = getattr(functional(T), name)
+    inp = T.rand(4)
+    v = (T.rand(4),) if name != "hessian" else ()
+
+    def second(res):
+        return res if name == "hessian" else res[1]
+
+    detached = lambda a: a.detach().sum()  # noqa: E731
+    unconnected = lambda a: a.long().float().requires_grad_().clone().sum()  # noqa: E731
+    linear = lambda a: (3 * a).sum()  # noqa: E731
+    raises(RuntimeError, "Output 0 of the user-provided function does not require gradients.", fn, detached, inp, *v,
+           strict=True)
+    same(second(fn(detached, inp, *v, strict=False)), np.zeros((4, 4) if name == "hessian" else 4, np.float32))
+    words = ("jacobian of the user-provided function with respect to input 0" if name == "hessian" else
+             "The output of the user-provided function is independent of input 0")
+    raises(RuntimeError, words, fn, unconnected, inp, *v, strict=True)
+    same(second(fn(unconnected, inp, *v, strict=False)), np.zeros((4, 4) if name == "hessian" else 4, np.float32))
+    raises(RuntimeError, "jacobian of the user-provided function with respect to input 0 is", fn, linear, inp, *v,
+           strict=True)
+    same(second(fn(linear, inp, *v, strict=False)), np.zeros((4, 4) if name == "hessian" else 4, np.float32))
+
+
+def test_jacobian_matches_vjp_and_jvp(T):
+    def foo(x):
+        return x ** 3 + x.sum()
+
+    inputs = T.rand(4, dtype=T.double)
+    v = T.rand(4, dtype=T.double)
+    jac = functional(T).jacobian(foo, inputs)
+    close(jac, 3 * np.diag(values(inputs) ** 2) + 1, atol=1e-12)
+    close(functional(T).jvp(foo, inputs, v)[1], values(jac) @ values(v), atol=1e-12)
+    close(functional(T).vjp(foo, inputs, v)[1], values(v) @ values(jac), atol=1e-12)
+
+
+def test_hessian_matches_vhp_and_hvp(T):
+    def foo(a):
+        return 3 * a.narrow(0, 0, 3).exp().sum()
+
+    inputs = T.rand(4, dtype=T.double)
+    v = T.rand(4, dtype=T.double)
+    hes = functional(T).hessian(foo, inputs)
+    close(hes, np.diag(np.r_[3 * np.exp(values(inputs)[:3]), 0.0]), atol=1e-12)
+    close(functional(T).hvp(foo, inputs, v)[1], values(hes) @ values(v), atol=1e-12)
+    close(functional(T).vhp(foo, inputs, v)[1], values(v) @ values(hes), atol=1e-12)
+
+
+# -- cdist at zero distance -------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("p", [0, 1, 2, 3, 1.5, 2.5, float("inf")])
+def test_cdist_same_inputs_has_finite_gradients(T, p):
+    x = randn(T, 1, 27, 32).float()
+    dist_grad = randn(T, 1, 27, 27, seed=1, requires_grad=False).float()
+    y = x.detach().clone()
+    x = x.detach().requires_grad_()
+    T.cdist(x, y, p=p).backward(dist_grad)
+    assert np.isfinite(values(x.grad)).all()
