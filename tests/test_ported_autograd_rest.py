@@ -481,45 +481,6 @@ def test_inplace_view_saved_output_leaves_no_cycle(T):
     assert dealloc[0] == 1
 
 
-def test_inplace_view_backward(T):
-    net = nn(T).Sequential(nn(T).InstanceNorm2d(2), nn(T).ReLU(True))
-    x = T.tensor([[[[1.0, 1.0]]]], requires_grad=True)
-    g, = T.autograd.grad(net(x).pow(2), [x], grad_outputs=x.new_ones(x.shape), create_graph=True)
-    T.autograd.grad(g.sum(), [x])
-    same(x, np.ones((1, 1, 1, 2), np.float32))
-
-    inputs = T.ones((1, 3, 8, 8), requires_grad=True)
-    tmp1 = (inputs + 1).view_as(inputs)
-    tmp2 = nn(T).functional.threshold(tmp1, 0.0, 0.0, True)
-    prob = T.sigmoid(tmp2)
-    gradients = T.autograd.grad(outputs=prob, inputs=inputs, grad_outputs=T.ones(prob.size()), create_graph=True,
-                                retain_graph=True)[0]
-    s = 1 / (1 + np.exp(-2.0))
-    close(gradients, np.full((1, 3, 8, 8), s * (1 - s), np.float32))
-    penalty = gradients.sum()
-    penalty.backward()
-    close(inputs.grad, np.full((1, 3, 8, 8), s * (1 - s) * (1 - 2 * s), np.float32))
-    # (PyTorch's test also names a node of the double-backward graph, whose shape is an implementation detail)
-
-
-def test_inplace_view_weak_grad_fn(T):
-    a = T.arange(10.0, requires_grad=True)
-    b = a.narrow(0, 0, 2).clone().view(-1)
-    b.relu_()
-    c = b.clone()
-    del b
-    gc.collect()
-    s = c.sum()
-    s.backward()
-    same(s, np.float32(1.0))
-    same(a.grad, np.array([0, 1] + [0] * 8, np.float32))
-
-    # an in-place op on a view of a leaf: PyTorch now refuses it at once (the test's old form raised in backward)
-    a = T.rand(10, requires_grad=True).narrow(0, 0, 10)
-    raises(RuntimeError, "a view of a leaf Variable that requires grad is being used in an in-place operation",
-           a.relu_)
-
-
 # -- gradients passed without copies ----------------------------------------------------------------------------------
 
 def test_no_grad_copy(T):
@@ -838,3 +799,58 @@ def test_cdist_same_inputs_has_finite_gradients(T, p):
     x = x.detach().requires_grad_()
     T.cdist(x, y, p=p).backward(dist_grad)
     assert np.isfinite(values(x.grad)).all()
+
+
+# -- TestAutogradDeviceType on the CPU --------------------------------------------------------------------------------
+
+def test_leaky_relu_inplace_with_negative_slope_refuses_backward(T):
+    F = nn(T).functional
+    a = T.tensor([-1.0, 1.0], requires_grad=True)
+    b = F.leaky_relu_(a.clone(), -2)
+    raises(RuntimeError, "call out-of-place version", b.backward, T.ones(2))
+    a = T.tensor([-1.0, 1.0], requires_grad=True)
+    b = F.rrelu_(a.clone(), -5.0, 1.0)
+    raises(RuntimeError, "call out-of-place version", b.backward, T.ones(2))
+
+
+def test_leaky_relu_inplace_with_zero_slope(T):
+    a = T.tensor([-2.0, 0.0, 2.0], requires_grad=True)
+    b = nn(T).functional.leaky_relu_(a.clone(), 0.0)
+    b.backward(T.ones(3))
+    same(a.grad, np.array([0.0, 0.0, 1.0], np.float32))
+
+
+def test_movedim_grad(T):
+    x = randn(T, 4, 3, 2, 1)
+    for source, destination in [((0, 1, 2, 3), (3, 2, 1, 0)), ((0, -1, -2, -3), (-3, -2, -1, -0))]:
+        assert T.autograd.gradcheck(lambda x, s=source, d=destination: T.movedim(x, s, d), x)
+        assert T.autograd.gradgradcheck(lambda x, s=source, d=destination: T.movedim(x, s, d), x)
+    y = T.movedim(x, (0, 1, 2, 3), (3, 2, 1, 0))
+    assert tuple(y.shape) == (1, 2, 3, 4)
+    w = np.arange(24.0).reshape(1, 2, 3, 4)
+    y.backward(T.tensor(w))
+    same(x.grad, w.transpose(3, 2, 1, 0))
+
+
+@pytest.mark.parametrize("zero_targets", [False, True])
+def test_ctc_loss_gradcheck(T, zero_targets):
+    rng = np.random.default_rng(8)
+    input_length, batch_size, num_labels, target_length = 12, 3, 5, 4
+    targets = T.tensor(rng.integers(1, num_labels, (batch_size, target_length)))
+    input_lengths = [12, 9, 10]
+    target_lengths = [0, 0, 0] if zero_targets else [4, 2, 3]
+    x = randn(T, 6, seed=9)
+    tile = T.tensor(rng.standard_normal(input_length * batch_size * num_labels // 6 + 1))
+
+    def ctc_after_softmax(x):
+        full = (x[:, None] * tile[None, :]).view(-1)[:input_length * batch_size * num_labels]
+        log_probs = T.log_softmax(full.view(input_length, batch_size, num_labels), 2)
+        return nn(T).functional.ctc_loss(log_probs, targets, input_lengths, target_lengths)
+
+    assert T.autograd.gradcheck(ctc_after_softmax, [x])
+    if zero_targets:  # only blanks: the loss is the mean over the batch of -sum_t log p_t(blank) / 1
+        full = (values(x)[:, None] * values(tile)[None, :]).reshape(-1)[:input_length * batch_size * num_labels]
+        lp = full.reshape(input_length, batch_size, num_labels)
+        lp = lp - np.log(np.exp(lp).sum(-1, keepdims=True))
+        expected = np.mean([-lp[:n, b, 0].sum() for b, n in enumerate(input_lengths)])
+        close(ctc_after_softmax(x), expected, atol=1e-10)
