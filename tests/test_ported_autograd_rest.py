@@ -854,3 +854,23 @@ def test_ctc_loss_gradcheck(T, zero_targets):
         lp = lp - np.log(np.exp(lp).sum(-1, keepdims=True))
         expected = np.mean([-lp[:n, b, 0].sum() for b, n in enumerate(input_lengths)])
         close(ctc_after_softmax(x), expected, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", ["vjp", "jvp"])
+def test_first_order_functional_err_check_strict(T, name):
+    fn = getattr(functional(T), name)
+    inp = T.rand(4)
+    v = T.rand(4)
+    detached = lambda a: a.detach()  # noqa: E731
+    unconnected = lambda a: a.long().float().requires_grad_().clone()  # noqa: E731
+    raises(RuntimeError, "Output 0 of the user-provided function does not require gradients.", fn, detached, inp, v,
+           strict=True)
+    same(fn(detached, inp, v, strict=False)[1], np.zeros(4, np.float32))
+    raises(RuntimeError, "The output of the user-provided function is independent of input 0", fn, unconnected, inp,
+           v, strict=True)
+    same(fn(unconnected, inp, v, strict=False)[1], np.zeros(4, np.float32))
+    # a Jacobian that does not depend on the input: refused in strict mode when the graph is wanted
+    inp.requires_grad_()
+    raises(RuntimeError, "jacobian of the user-provided function is independent of input 0", fn,
+           lambda a: a.clone(), inp, v, create_graph=True, strict=True)
+    same(fn(lambda a: a.clone(), inp, v, create_graph=True, strict=False)[1], values(v))
