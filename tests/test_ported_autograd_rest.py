@@ -14,7 +14,7 @@ import weakref
 import numpy as np
 import pytest
 
-from tests.ported import close, raises, same, values
+from tests.ported import close, raises, same, values, xfail_ours
 from tests.ported_autograd import nn, randn
 
 # -- gradient accumulation --------------------------------------------------------------------------------------------
@@ -30,6 +30,24 @@ def test_accumulate_grad_tensor_reference(T, create_graph):
     assert (params.grad is grad_saved) == (not create_graph)
     same(params.grad, [3.0, 3.0])
     same(grad_saved, [3.0, 3.0] if not create_graph else [1.5, 1.5])
+
+
+@pytest.mark.filterwarnings("ignore:Using backward\\(\\) with create_graph=True")
+@pytest.mark.parametrize("create_graph", [False, True])
+@xfail_ours("a sparse COO tensor cannot be assigned to .grad (Tensor.grad takes dense tensors only), so sparse "
+            "gradients do not accumulate into a sparse .grad")
+def test_accumulate_grad_sparse_tensor_reference(T, create_graph):
+    def sparse():
+        return T.sparse_coo_tensor(T.tensor([[1, 1]]), T.tensor([1.0, 1.0]))
+
+    for start, incoming, kept, expected in [(sparse, lambda: T.tensor([1.5, 1.5]), False, [1.5, 3.5]),
+                                            (sparse, sparse, not create_graph, [0.0, 4.0])]:
+        params = T.tensor([1.5, 1.5]).requires_grad_()
+        params.grad = start()
+        grad_saved = params.grad
+        params.backward(incoming(), create_graph=create_graph)
+        assert (params.grad is grad_saved) == kept
+        same(params.grad.to_dense() if params.grad.is_sparse else params.grad, np.array(expected, np.float32))
 
 
 def test_sum_to_with_empty_dim_grad(T):
