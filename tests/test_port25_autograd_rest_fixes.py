@@ -1,5 +1,7 @@
 """The library fixes found porting the rest of PyTorch's test/test_autograd.py (tests/test_ported_autograd_rest.py):
-cat's legacy 1-d empty input gets an empty gradient, and gather/scatter take a 0-d index on a 1-d input.
+cat's legacy 1-d empty input gets an empty gradient; gather/scatter take a 0-d index on a 1-d input; a custom
+Function's dirty input must be returned, and a dirty view refuses several outputs; Variable._execution_engine's
+queue_callback; an in-place leaky_relu/rrelu of a negative slope refuses its backward.
 
 Each test runs on chainrule's `autograd` and, where it is installed, on PyTorch (fixture `T`), against literals.
 """
