@@ -13,7 +13,6 @@ import autograd
 from autograd import Tensor, _lazy
 from autograd.backend import xp
 from autograd.errors import not_a_tensor
-from autograd.function import _DelayedError
 from autograd.graph import program_stacklevel
 from autograd.ops import piecewise_linear as _piecewise_linear
 from autograd.ops.activations import (  # noqa: F401  (F.hardshrink, F.prelu, F.SELU_ALPHA as before)
@@ -117,28 +116,9 @@ def hardtanh(input, min_val=-1.0, max_val=1.0, inplace=False):
     return _inplace(input, lambda input: _piecewise_linear.hardtanh(input, min_val, max_val), inplace)
 
 
-NEGATIVE_SLOPE_IN_PLACE = (
-    "In-place leakyReLu backward calculation is triggered with a negative slope which is not supported. This is "
-    "caused by calling in-place forward function with a negative slope, please call out-of-place version instead.")
-
-
-def _refusing_backward_below_zero(function, slope):
-    """``function`` (a leaky ReLU of ``slope``), whose result's backward raises where the slope is negative:
-    PyTorch's in-place leaky_relu saves its output, whose sign tells x's only for a slope >= 0."""
-    if slope >= 0:
-        return function
-
-    def refusing(input):
-        y = function(input)
-        return _DelayedError.apply(NEGATIVE_SLOPE_IN_PLACE, 1, y)[0] if y.requires_grad else y
-
-    return refusing
-
-
 def leaky_relu(input, negative_slope=0.01, inplace=False):
     """y = x for x > 0, a·x otherwise; dy/dx = 1 for x > 0, a otherwise; d²y/dx² = 0."""
-    function = lambda input: _piecewise_linear.leaky_relu(input, negative_slope)  # noqa: E731
-    return _inplace(input, _refusing_backward_below_zero(function, negative_slope) if inplace else function, inplace)
+    return _inplace(input, lambda input: _piecewise_linear.leaky_relu(input, negative_slope), inplace)
 
 
 def elu(input, alpha=1.0, inplace=False):
@@ -250,10 +230,7 @@ def threshold_(input, threshold_value, value):
 def rrelu(input, lower=1.0 / 8, upper=1.0 / 3, training=False, inplace=False):
     """Randomized leaky ReLU (``autograd.rrelu``): a random slope per element in training, the mean
     slope (lower + upper) / 2 in eval."""
-    function = lambda input: _rrelu(input, lower, upper, training)  # noqa: E731
-    if inplace and not training:  # (eval: a leaky ReLU of the mean slope)
-        function = _refusing_backward_below_zero(function, (lower + upper) / 2)
-    return _inplace(input, function, inplace)
+    return _inplace(input, lambda input: _rrelu(input, lower, upper, training), inplace)
 
 
 def rrelu_(input, lower=1.0 / 8, upper=1.0 / 3, training=False):

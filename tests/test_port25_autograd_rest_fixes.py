@@ -1,7 +1,7 @@
 """The library fixes found porting the rest of PyTorch's test/test_autograd.py (tests/test_ported_autograd_rest.py):
 cat's legacy 1-d empty input gets an empty gradient; gather/scatter take a 0-d index on a 1-d input; a custom
 Function's dirty input must be returned, and a dirty view refuses several outputs; Variable._execution_engine's
-queue_callback; an in-place leaky_relu/rrelu of a negative slope refuses its backward.
+queue_callback.
 
 Each test runs on chainrule's `autograd` and, where it is installed, on PyTorch (fixture `T`), against literals.
 """
@@ -9,7 +9,6 @@ Each test runs on chainrule's `autograd` and, where it is installed, on PyTorch 
 import numpy as np
 
 from tests.ported import raises, same
-from tests.ported_autograd import nn
 
 
 def test_cat_gives_a_legacy_empty_input_an_empty_gradient(T):
@@ -104,16 +103,3 @@ def test_queue_callback_runs_at_the_end_of_the_backward_pass(T):
     assert events == ["hook", ("callback", True), "queued by a callback"]
     same(x.grad, np.full(3, 2.0, np.float32))
 
-
-def test_inplace_leaky_relu_with_a_negative_slope_refuses_backward_only(T):
-    F = nn(T).functional
-    a = T.tensor([-1.0, 1.0], requires_grad=True)
-    b = nn(T).LeakyReLU(-0.5, inplace=True)(a * 1)
-    same(b, np.array([0.5, 1.0], np.float32))  # the forward is computed
-    raises(RuntimeError, "In-place leakyReLu backward calculation is triggered with a negative slope", b.sum().backward)
-    with T.no_grad():
-        same(F.leaky_relu_(a.clone(), -2), np.array([2.0, 1.0], np.float32))
-    b = F.rrelu_(a.clone(), -5.0, -1.0)  # eval: the mean slope, -3
-    raises(RuntimeError, "call out-of-place version", b.backward, T.ones(2))
-    F.leaky_relu(a, -2).sum().backward()  # out of place: a gradient
-    same(a.grad, np.array([-2.0, 1.0], np.float32))
