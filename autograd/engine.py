@@ -95,6 +95,14 @@ def watch_passes():
     BackwardPass.watched = True
 
 
+def queue_callback(callback):
+    """Run ``callback()`` when the backward pass running in this thread ends (a nested pass's own end, for a
+    callback queued inside it), as PyTorch's ``Variable._execution_engine.queue_callback``."""
+    if modes.final_callbacks is None:
+        raise RuntimeError("Final callbacks can only be installed during backward pass.")
+    modes.final_callbacks.append(callback)
+
+
 def current_backward_pass():
     """The backward pass running in this thread (None outside one, or before ``watch_passes``)."""
     return modes.backward_pass
@@ -174,14 +182,20 @@ def backpropagate(roots, root_grads, retain_graph=False, capture=None, on_step=N
     modes.torch_function = False  # (the pass's ops are the engine's: no subclass is asked about them, as PyTorch's)
     watched = BackwardPass.watched
     outer_pass = modes.backward_pass if watched else None  # (a hook may run a pass of its own)
+    outer_callbacks, modes.final_callbacks = modes.final_callbacks, []
     try:
-        return _backpropagate(roots, root_grads, retain_graph, capture, on_step, prune, watched)
+        captured = _backpropagate(roots, root_grads, retain_graph, capture, on_step, prune, watched)
+        callbacks = modes.final_callbacks
+        while callbacks:  # (a callback may queue another: it runs too, as PyTorch's)
+            callbacks.pop(0)()
+        return captured
     except Exception as error:
         if modes.anomaly:
             _warn_where(error)
         raise
     finally:
         modes.grad_enabled, modes.torch_function = recording, subclasses_asked
+        modes.final_callbacks = outer_callbacks
         if watched:
             modes.backward_pass = outer_pass
         if collecting:

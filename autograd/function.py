@@ -175,6 +175,9 @@ class BackwardFunction(FunctionCtx):
         single = not isinstance(output, tuple)
         outputs = [output] if single else list(output)
         input_ids = {id(x) for x in args if isinstance(x, Tensor)}
+        if not self._dirty <= {id(y) for y in outputs}:  # PyTorch's check, in any grad mode
+            raise RuntimeError("Some elements marked as dirty during the forward method were not returned as output. "
+                               "The inputs that are modified inplace must all be outputs of the Function.")
         recording = is_grad_enabled() and any(self.needs_input_grad)
         returned_inputs = set()
         for j, y in enumerate(outputs):
@@ -216,6 +219,16 @@ class BackwardFunction(FunctionCtx):
                         f"a view of a leaf Variable that requires grad is being used in an in-place operation: "
                         f"{self._forward_cls.__name__}.forward marked dirty a view of shape {tuple(y.shape)} of a "
                         f"leaf of shape {tuple(base.shape)}"
+                    )
+                if base is not None and sum(isinstance(t, Tensor) for t in outputs) > 1:
+                    # (the view's base would have to take the history of one output among several)
+                    raise RuntimeError(
+                        "If your Function modifies inplace an input that is a view of another Tensor, your Function "
+                        "cannot return more than one Tensor. This is not supported by the current autograd engine. "
+                        "You should either make sure the input is not a view (using .clone() for example) or make "
+                        "your Function only return one Tensor (potentially splitting it into two Functions: one "
+                        "doing the inplace that returns a single Tensor and a second one that does the other "
+                        "operations)."
                     )
         differentiable = [j for j, y in enumerate(outputs) if isinstance(y, Tensor)
                           and y.dtype.kind in "fc" and id(y) not in self._non_differentiable]

@@ -36,6 +36,7 @@ class _Modes(threading.local):
     saved_tensor_hooks = None  # (pack, unpack) of the innermost saved_tensors_hooks block
     saved_tensor_hooks_refused = None  # the message of a disable_saved_tensors_hooks block
     backward_pass = None  # the backward pass running in this thread (engine.BackwardPass), for hooks to ask
+    final_callbacks = None  # the callbacks queued for the end of the backward pass running here (a list)
     saved_mutation = None  # the allow_mutation_on_saved_tensors block open in this thread
     torch_function = True  # Tensor subclasses' __torch_function__ is asked (overrides.py): off inside the default
     # one (DisableTorchFunctionSubclass) and during a backward pass, whose ops are the engine's, not the program's

@@ -4,6 +4,7 @@
 
 import warnings
 
+from .. import engine
 from ..graph import program_stacklevel
 from ..tensor import Tensor, tensor_from
 
@@ -13,7 +14,17 @@ class _VariableMeta(type):
         return isinstance(other, Tensor)
 
 
+class _ExecutionEngine:
+    """``Variable._execution_engine``: the backward engine's interface PyTorch's programs reach for."""
+
+    @staticmethod
+    def queue_callback(callback):
+        engine.queue_callback(callback)
+
+
 class Variable(metaclass=_VariableMeta):
+    _execution_engine = _ExecutionEngine()
+
     def __new__(cls, data=None, requires_grad=False, volatile=False):
         if volatile:
             warnings.warn("volatile was removed and now has no effect. Use `with torch.no_grad():` instead.",

@@ -211,6 +211,8 @@ def _along_args(x, dim, index, op, src=None):
     if src is not None:
         _same_dtype(x, src, "scatter(): Expected self.dtype to be equal to src.dtype")
     index = _index_array(index, f"{op}(): Expected dtype int32/int64 for index")
+    if index.ndim == 0 and x.ndim == 1:  # PyTorch counts a 0-d index as 1-d (its ensure_nonempty_dim)
+        index = index.reshape(1)
     if index.size == 0:
         return axis, xp.zeros((0,) * max(x.ndim, 1), dtype=int64)
     _check_along(x.shape, index.shape, axis, op)

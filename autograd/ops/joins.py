@@ -33,17 +33,31 @@ class Cat(Primitive):
     saves_inputs = False  # backward needs no input's values
     handles_complex = True  # linear: the gradient is moved, never multiplied by a value
 
+    legacy_empties = False  # some inputs are 1-d empties beside tensors of more dims: left out (cat's)
+
     def forward(self, *xs):
+        if self.legacy_empties:
+            ndim = max(x.ndim for x in xs)
+            xs = [x for x in xs if not _left_out(x, ndim)]
         return pytorchs_layout(xp.concatenate(xs, axis=self.dim), xs)
 
     def backward(self, grad, y, *xs):
         grads, start = [], 0
         for x in xs:
+            if self.legacy_empties and _left_out(x, grad.ndim):  # (left out of the join: an empty gradient)
+                grads.append(Tensor._make(xp.zeros((0,), dtype=grad.dtype)) if x.requires_grad else None)
+                continue
             stop = start + x.shape[self.dim]
             index = (slice(None),) * self.dim + (slice(start, stop),)
             grads.append(grad[index] if x.requires_grad else None)
             start = stop
         return tuple(grads)
+
+
+def _left_out(x, ndim):
+    """Whether cat leaves ``x`` out of a result of ``ndim`` dims: a 1-d empty tensor beside tensors of more dims
+    (PyTorch's legacy rule; it still gets a gradient, empty)."""
+    return x.shape == (0,) and ndim > 1
 
 
 def _sequence_of_tensors(name, tensors):
@@ -91,16 +105,17 @@ def cat(tensors, dim=0, *, out=None):
     kept = [t for t in tensors if t.shape != (0,)]
     if not kept:  # only legacy empties: nothing to join, along whatever dim
         return write_out(Cat.apply(*tensors, dim=0), out)
-    tensors = kept
-    axis = normalize_dims(dim, tensors[0].ndim)[0]
-    first = tensors[0].shape
-    for t in tensors[1:]:
+    axis = normalize_dims(dim, kept[0].ndim)[0]
+    first = kept[0].shape
+    for t in kept[1:]:
         if t.ndim != len(first):
             raise ShapeError(f"Tensors must have same number of dimensions: got {len(first)} and {t.ndim}")
         if any(a != b for i, (a, b) in enumerate(zip(t.shape, first)) if i != axis):
-            shapes = ", ".join(str(tuple(u.shape)) for u in tensors)
+            shapes = ", ".join(str(tuple(u.shape)) for u in kept)
             raise ShapeError(f"Sizes of tensors must match except in dimension {dim}: shapes {shapes}")
-    return write_out(Cat.apply(*tensors, dim=axis), out)
+    if len(kept) == len(tensors):  # (the common case: no legacy empty to leave out)
+        return write_out(Cat.apply(*tensors, dim=axis), out)
+    return write_out(Cat.apply(*tensors, dim=axis, legacy_empties=True), out)
 
 
 def stack(tensors, dim=0, *, out=None):
