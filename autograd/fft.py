@@ -153,7 +153,11 @@ def _written(result, out, op):
 def _one(n, dim, op):
     """A one-dim transform's ``n`` and ``dim`` as the n-dim plan takes them: ints only, as PyTorch's parser
     reads them (a tuple dim is fftn's, refused here with "fft_fft(): argument 'dim' must be int, not tuple")."""
-    n = None if n is None else (int_argument(n, f"fft_{op}", "n"),)
+    if n is not None:
+        n = int_argument(n, f"fft_{op}", "n")
+        if n < 1:  # (-1 keeps a dim's length in fftn's s, never in n)
+            raise RuntimeError(f"Invalid number of data points ({n}) specified")
+        n = (n,)
     return n, int_argument(dim, f"fft_{op}", "dim")
 
 
