@@ -15,7 +15,7 @@ import math
 from ..backend import accumulate, errstate, float16, float32, float64, int64, xp
 from ..primitive import Primitive, node_named
 from ..return_types import return_type
-from ..tensor import Tensor, tensor_from
+from ..tensor import Tensor
 from . import joins, shape
 from .arranging import Flip
 from .axes import dim_index, normalize_dims

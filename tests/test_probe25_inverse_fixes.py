@@ -1,0 +1,78 @@
+# ruff: noqa: B023  (each lambda is called at once, inside its loop turn)
+"""Focused tests of probe25_inverse's library fixes: torch.diff's prepend/append (tensors of the input's rank only),
+the one-dim torch.fft transforms' int n and dim, and the dtype check between a complex output and its grad_output,
+each against PyTorch where installed and against NumPy or literals always."""
+
+import numpy as np
+import pytest
+
+import autograd
+
+from .pytorch_programs import pytorch
+
+
+def both():
+    """chainrule, and PyTorch where installed."""
+    torch_modules = pytorch()
+    return [autograd] + ([] if torch_modules is None else [torch_modules.torch])
+
+
+def raised(call):
+    try:
+        call()
+    except Exception as error:  # noqa: BLE001  (the class and words are what is compared)
+        return type(error), str(error)
+    return None
+
+
+def test_diff_refuses_a_0d_or_python_number_prepend():
+    for T in both():
+        x = T.arange(5.0)
+        assert raised(lambda: T.diff(x, prepend=T.tensor(0.0))) == (
+            RuntimeError, "diff expects prepend or append to be the same dimension as input")
+        assert raised(lambda: T.diff(x, append=2.0)) == (
+            TypeError, "diff(): argument 'append' must be Tensor, not float")
+        assert raised(lambda: T.diff(x, prepend=[0.0])) == (
+            TypeError, "diff(): argument 'prepend' must be Tensor, not list")
+        y = T.diff(x, prepend=T.tensor([0.0]), append=T.tensor([9.0]))
+        np.testing.assert_array_equal(y.numpy(), np.diff(np.arange(5.0), prepend=0.0, append=9.0))
+
+
+@pytest.mark.parametrize("op", ["fft", "ifft", "rfft", "irfft", "hfft", "ihfft"])
+def test_one_dim_fft_takes_int_n_and_dim(op):
+    for T in both():
+        x = T.ones(3, 4)
+        transform = getattr(T.fft, op)
+        assert raised(lambda: transform(x, dim=(0,))) == (
+            TypeError, f"fft_{op}(): argument 'dim' must be int, not tuple")
+        assert raised(lambda: transform(x, n=(3,))) == (TypeError, f"fft_{op}(): argument 'n' must be int, not tuple")
+        assert raised(lambda: transform(x, dim=1.0)) == (
+            TypeError, f"fft_{op}(): argument 'dim' must be int, not float")
+        for n in (-1, 0):
+            assert raised(lambda: transform(x, n=n)) == (RuntimeError, f"Invalid number of data points ({n}) specified")
+        assert tuple(transform(x, n=np.int64(2), dim=0).shape)[1] == 4  # a NumPy integer is an int
+
+
+def test_fft_along_a_dim_still_matches_numpy():
+    x = np.arange(12.0).reshape(3, 4)
+    np.testing.assert_allclose(autograd.fft.fft(autograd.tensor(x), n=5, dim=0).numpy(), np.fft.fft(x, n=5, axis=0))
+
+
+def test_complex_output_needs_a_complex_grad_output():
+    for T in both():
+        z = T.tensor([1 + 2j], requires_grad=True)
+        assert raised(lambda: T.autograd.grad(z.abs().sum(), z, grad_outputs=T.tensor(1j))) == (
+            RuntimeError, "For complex Tensors, both grad_output and output are required to have the same dtype. "
+            "Mismatch in dtype: grad_output[0] has a dtype of torch.complex64 and output[0] has a dtype of "
+            "torch.float32.")
+        w = T.tensor([1.0, 2.0], requires_grad=True)
+        assert raised(lambda: (w * 2).backward(T.ones(2, dtype=T.complex64))) == (
+            RuntimeError, "For complex Tensors, both grad_output and output are required to have the same dtype. "
+            "Mismatch in dtype: grad_output[0] has a dtype of torch.complex64 and output[0] has a dtype of "
+            "torch.float32.")
+        (w * 2).backward(T.ones(2, dtype=T.float64))  # a real grad_output of another width is cast, as before
+        np.testing.assert_array_equal(w.grad.numpy(), [2.0, 2.0])
+        assert str(w.grad.dtype).endswith("float32")
+        c = T.tensor([3j], requires_grad=True)
+        c.abs().backward(T.ones(1))
+        np.testing.assert_allclose(c.grad.numpy(), [1j])  # z/|z|
