@@ -72,6 +72,8 @@ def _dim(dim, ndim):
 def _plan(input, s, dim, every_dim, last_is_half=False):
     """(dims, sizes): the dims to transform, non-negative, and the number of points along each.
     ``every_dim``: the default dims when neither s nor dim is given (all, or the last two)."""
+    if s is not None:  # (one int is a one-dim s, as PyTorch's parser reads int[1]: fftn(x, s=8, dim=0))
+        s = _listed(s)
     if dim is None:
         if s is not None:
             if len(s) > input.ndim:

@@ -76,3 +76,26 @@ def test_complex_output_needs_a_complex_grad_output():
         c = T.tensor([3j], requires_grad=True)
         c.abs().backward(T.ones(1))
         np.testing.assert_allclose(c.grad.numpy(), [1j])  # z/|z|
+
+
+def test_norm_dtype_keeps_real_and_complex_apart():
+    for T in both():
+        assert raised(lambda: T.linalg.vector_norm(T.tensor([1.0, 2.0]), dtype=T.complex128)) == (
+            RuntimeError, "linalg.vector_norm: dtype should be real for real inputs, but got ComplexDouble")
+        # (the norm of 3+4j in float64 was 3: its real part's, the imaginary part cast away)
+        assert raised(lambda: T.linalg.vector_norm(T.tensor([3 + 4j]), dtype=T.float64)) == (
+            RuntimeError, "linalg.vector_norm: dtype should be complex for complex inputs, but got Double")
+        assert raised(lambda: T.linalg.matrix_norm(T.tensor([[1.0, 2.0]]), dtype=T.complex64)) == (
+            RuntimeError, "linalg.matrix_norm: dtype should be real for real inputs, but got ComplexFloat")
+        assert raised(lambda: T.linalg.vector_norm(T.tensor([1, 2]), dtype=T.float32)) == (
+            RuntimeError, "linalg.vector_norm: Expected a floating point or complex tensor as input. Got Long")
+        norm = T.linalg.vector_norm(T.tensor([3 + 4j]), dtype=T.complex128)
+        assert str(norm.dtype).endswith("float64") and norm.item() == 5.0
+
+
+def test_fftn_takes_one_int_s():
+    x = np.arange(6.0).reshape(2, 3)
+    for T in both():
+        np.testing.assert_allclose(T.fft.fftn(T.tensor(x), s=3, dim=0).numpy(), np.fft.fft(x, n=3, axis=0),
+                                   rtol=1e-6, atol=1e-6)
+        assert tuple(T.fft.rfftn(T.tensor(x), s=3).shape) == (2, 2)
