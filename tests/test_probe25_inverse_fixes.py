@@ -99,3 +99,18 @@ def test_fftn_takes_one_int_s():
         np.testing.assert_allclose(T.fft.fftn(T.tensor(x), s=3, dim=0).numpy(), np.fft.fft(x, n=3, axis=0),
                                    rtol=1e-6, atol=1e-6)
         assert tuple(T.fft.rfftn(T.tensor(x), s=3).shape) == (2, 2)
+
+
+def test_normal_of_a_complex_mean():
+    """normal(mean, std) of a complex mean: a complex draw, each part N(0, std²/2), plus the mean (it was real)."""
+    for T in both():
+        T.manual_seed(0)
+        z = T.normal(T.ones(3, dtype=T.complex64) * 1j, T.tensor([1.0, 2.0, 3.0]))
+        assert str(z.dtype).endswith("complex64")
+        np.testing.assert_allclose(z.numpy(), [1.0896488 + 0.79251444j, -3.0812736 + 1.8038832j,
+                                               -2.3006194 - 1.9668689j], rtol=1e-5)
+        T.manual_seed(0)
+        parts = T.randn(3, dtype=T.complex64)  # the same draws, std 1
+        np.testing.assert_allclose(z.numpy(), parts.numpy() * [1, 2, 3] + 1j, rtol=1e-5)
+        assert raised(lambda: T.normal(0.0, T.ones(3, dtype=T.complex64))) == (
+            RuntimeError, "normal expects standard deviation to be non-complex")
