@@ -414,6 +414,49 @@ def adjoint_autograd(m):
     At10 = F.conv_transpose2d(y10, k, stride=2, padding=1, output_padding=1)
     return dict(d=(lhs - rhs).item(), Aty=Aty, At=At(y), ff=from_func, s10=tuple(At10.shape))
 
+def complex_optimisers_more(m):
+    torch = m.torch
+    out = {}
+    A = None
+    for name, make in [("adam_amsgrad", lambda p: torch.optim.Adam(p, lr=0.05, amsgrad=True)), ("adam_foreach", lambda p: torch.optim.Adam(p, lr=0.05, foreach=True)),
+                       ("nadam", lambda p: torch.optim.NAdam(p, lr=0.05)), ("radam", lambda p: torch.optim.RAdam(p, lr=0.05)),
+                       ("adagrad", lambda p: torch.optim.Adagrad(p, lr=0.05)), ("adadelta", lambda p: torch.optim.Adadelta(p, lr=0.5)),
+                       ("adamax", lambda p: torch.optim.Adamax(p, lr=0.05)), ("asgd", lambda p: torch.optim.ASGD(p, lr=0.05)),
+                       ("rprop", lambda p: torch.optim.Rprop(p, lr=0.05)), ("sgd_nest", lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.01)),
+                       ("rms_c", lambda p: torch.optim.RMSprop(p, lr=0.01, centered=True, momentum=0.5)),
+                       ("lbfgs_sw", None)]:
+        torch.manual_seed(0)
+        A = torch.randn(10, 4, dtype=torch.complex64); y = (A @ torch.randn(4, dtype=torch.complex64)).abs()
+        z = torch.randn(4, dtype=torch.complex64, requires_grad=True)
+        loss_fn = lambda: ((A @ z).abs() - y).pow(2).mean()
+        if make is None:
+            opt = torch.optim.LBFGS([z], max_iter=6, line_search_fn="strong_wolfe")
+            def closure():
+                opt.zero_grad(); l = loss_fn(); l.backward(); return l
+            opt.step(closure)
+        else:
+            opt = make([z])
+            for _ in range(3):
+                opt.zero_grad(); l = loss_fn(); l.backward(); opt.step()
+        out[name] = z.detach()
+    # scheduler + complex param in a module
+    class PhaseMask(torch.nn.Module):
+        def __init__(self):
+            super().__init__(); self.mask = torch.nn.Parameter(torch.ones(4, 4, dtype=torch.complex64))
+        def forward(self, x):
+            return torch.fft.ifft2(torch.fft.fft2(x) * self.mask)
+    net = PhaseMask()
+    opt = torch.optim.Adam(net.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.StepLR(opt, 1, 0.5)
+    x = torch.rand(4, 4); t = torch.rand(4, 4)
+    for _ in range(3):
+        opt.zero_grad(); l = (net(x).abs() - t).pow(2).sum(); l.backward(); opt.step(); sched.step()
+    sd = net.state_dict()
+    out["mask"] = sd["mask"]; out["st"] = opt.state_dict()["state"][0]["exp_avg"]
+    torch.nn.utils.clip_grad_norm_(net.parameters(), 0.1)
+    out["clipped"] = net.mask.grad
+    return out
+
 
 def test_deblur_adjoint_wiener_adam_lbfgs():
     ours, _ = run_both(deblur, rtol=1e-5, atol=1e-8)
@@ -525,3 +568,14 @@ def test_conv_adjoint_by_autograd_and_vjp():
     assert abs(ours["d"]) < 1e-12 and ours["s10"] == (1, 3, 10, 10)
     close(ours["Aty"], ours["At"], rtol=1e-12)  # the vjp of conv2d is conv_transpose2d
     close(ours["ff"], ours["At"], rtol=1e-12)
+
+
+def test_complex_optimisers_more_and_a_complex_parameter():
+    ours, _ = run_both(complex_optimisers_more, rtol=1e-4, atol=1e-5)
+    close(ours["adam_amsgrad"][:2], [1.3050956 - 0.1728189j, 0.1828882 - 0.3929225j], rtol=1e-4, atol=1e-6)
+    close(ours["adam_foreach"], ours["adam_amsgrad"], rtol=1e-2, atol=1e-2)  # (3 steps: v never falls below its max)
+    close(ours["nadam"][:2], [1.3277068 - 0.1432505j, 0.1422484 - 0.4193924j], rtol=1e-4, atol=1e-6)
+    close(ours["rprop"][:2], [1.2729368 - 0.207047j, 0.2263489 - 0.3598603j], rtol=1e-4, atol=1e-6)
+    close(ours["lbfgs_sw"][:2], [0.150243 - 0.0597393j, -0.600157 - 0.0942597j], rtol=1e-4, atol=1e-6)
+    close(ours["mask"][0, :2], [1.1703367, 0.8259935 - 0.1745741j], rtol=1e-4, atol=1e-6)
+    close(np.linalg.norm(ours["clipped"]), 0.1, rtol=1e-5)  # clip_grad_norm_ of a complex gradient: its modulus
