@@ -458,6 +458,31 @@ def complex_optimisers_more(m):
     return out
 
 
+def complex_second_order(m):
+    torch = m.torch
+    torch.manual_seed(0)
+    A = torch.randn(8, 3, dtype=torch.complex128); y = (A @ torch.randn(3, dtype=torch.complex128)).abs() ** 2
+    z = torch.randn(3, dtype=torch.complex128, requires_grad=True)
+    f = (((A @ z).abs() ** 2 - y) ** 2).mean()
+    g, = torch.autograd.grad(f, z, create_graph=True)
+    v = torch.randn(3, dtype=torch.complex128)
+    hv, = torch.autograd.grad((g.conj() * v).real.sum(), z)
+    H = torch.randn(4, 4, dtype=torch.complex128, requires_grad=True)
+    Hh = H + H.mH
+    w, V = torch.linalg.eigh(Hh)
+    (w.pow(2).sum() + (V.abs() ** 2)[0].sum()).backward()
+    B = torch.randn(5, 3, dtype=torch.complex128, requires_grad=True)
+    U, S, Vh = torch.linalg.svd(B, full_matrices=False)
+    (S.sum() + (U @ Vh).real.sum()).backward()
+    P = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+    torch.linalg.pinv(P).pow(2).sum().backward()
+    Q = torch.randn(3, 3, dtype=torch.complex128, requires_grad=True)
+    (torch.linalg.det(Q).abs() + torch.linalg.slogdet(Q).logabsdet + torch.linalg.inv(Q).real.sum()).backward()
+    X = torch.randn(3, 3, dtype=torch.complex128, requires_grad=True)
+    torch.linalg.matrix_exp(X).abs().sum().backward()
+    return dict(g=g.detach(), hv=hv, Hg=H.grad, Bg=B.grad, Pg=P.grad, Qg=Q.grad, Xg=X.grad, w=w.detach())
+
+
 def test_deblur_adjoint_wiener_adam_lbfgs():
     ours, _ = run_both(deblur, rtol=1e-5, atol=1e-8)
     assert abs(ours["dot"]) < 1e-12  # <Ax, y> = <x, A^T y>: conv_transpose2d is conv2d's adjoint
@@ -579,3 +604,12 @@ def test_complex_optimisers_more_and_a_complex_parameter():
     close(ours["lbfgs_sw"][:2], [0.150243 - 0.0597393j, -0.600157 - 0.0942597j], rtol=1e-4, atol=1e-6)
     close(ours["mask"][0, :2], [1.1703367, 0.8259935 - 0.1745741j], rtol=1e-4, atol=1e-6)
     close(np.linalg.norm(ours["clipped"]), 0.1, rtol=1e-5)  # clip_grad_norm_ of a complex gradient: its modulus
+
+
+def test_complex_hessian_vector_and_spectral_gradients():
+    ours, _ = run_both(complex_second_order, rtol=1e-7, atol=1e-9)
+    # (Wirtinger flow's Gauss-Newton step: the Hessian-vector product of a real loss of complex z, by double backward)
+    close(ours["hv"], [-2.8589356 - 1.0217823j, 4.2575005 + 0.1343503j, -15.6503049 + 1.3199753j], rtol=1e-6)
+    close(ours["Pg"][0], [0.1939668, -0.4331658, 0.2618441], rtol=1e-6)
+    close(ours["Xg"][0], [2.9184784 - 0.1359108j, 4.8225543 + 0.863748j, 2.1917973 - 1.727732j], rtol=1e-6)
+    assert (np.diff(ours["w"]) >= 0).all()  # eigh's eigenvalues ascending
