@@ -114,3 +114,13 @@ def test_normal_of_a_complex_mean():
         np.testing.assert_allclose(z.numpy(), parts.numpy() * [1, 2, 3] + 1j, rtol=1e-5)
         assert raised(lambda: T.normal(0.0, T.ones(3, dtype=T.complex64))) == (
             RuntimeError, "normal expects standard deviation to be non-complex")
+
+
+def test_zero_norm_of_a_complex_tensor_is_real():
+    """ord=0 counts the nonzero entries: in the real dtype of the values' moduli (it was complex64)."""
+    for T in both():
+        z = T.tensor([[1 + 1j, 0j, 2j]], dtype=T.complex128)
+        for count in (T.linalg.vector_norm(z, ord=0), T.linalg.norm(z[0], ord=0), z.norm(p=0, dim=1)):
+            assert str(count.dtype).endswith("float64")
+            nonzero = np.count_nonzero(z.numpy(), axis=-1)
+            np.testing.assert_array_equal(count.numpy(), nonzero if count.ndim else nonzero.sum())

@@ -59,7 +59,7 @@ class VectorNorm(Primitive):
         if p == -math.inf:
             return xp.min(magnitude, axis=axes, keepdims=keep)
         if p == 0:
-            return xp.sum(magnitude != 0, axis=axes, keepdims=keep).astype(x.dtype)
+            return xp.sum(magnitude != 0, axis=axes, keepdims=keep).astype(magnitude.dtype)  # (real, as every norm)
         with errstate(divide="ignore"):  # a zero under a negative p: its power is inf, and the norm 0, silently
             return xp.sum(magnitude**p, axis=axes, keepdims=keep) ** (1 / p)
 
