@@ -124,3 +124,16 @@ def test_zero_norm_of_a_complex_tensor_is_real():
             assert str(count.dtype).endswith("float64")
             nonzero = np.count_nonzero(z.numpy(), axis=-1)
             np.testing.assert_array_equal(count.numpy(), nonzero if count.ndim else nonzero.sum())
+
+
+def test_window_parameters_only_after_the_ones_before():
+    """PyTorch's overloads of hamming_window and kaiser_window take (periodic, alpha, beta) as a prefix."""
+    for T in both():
+        for call in (lambda: T.hamming_window(6, alpha=0.5), lambda: T.hamming_window(6, True, beta=0.5),
+                     lambda: T.kaiser_window(5, beta=8.0)):
+            assert raised(call)[0] is TypeError
+        n = np.arange(6)
+        np.testing.assert_allclose(T.hamming_window(6, False, 0.5, beta=0.4).numpy(),
+                                   0.5 - 0.4 * np.cos(2 * np.pi * n / 5), rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(T.kaiser_window(5, periodic=False, beta=8.0).numpy(), np.kaiser(5, 8.0), rtol=1e-5)
+        np.testing.assert_allclose(T.hamming_window(6).numpy(), np.hamming(7)[:6], rtol=1e-6, atol=1e-7)
