@@ -46,6 +46,10 @@ def _seed(output, grad, i):
     if grad._data.shape != output._data.shape:  # (the arrays' shapes: no Size is made on every backward)
         raise RuntimeError(f"Mismatch in shape: grad_output[{i}] has a shape of {grad.shape} and output[{i}] "
                            f"has a shape of {output.shape}.")  # (PyTorch's words: its Sizes, printed)
+    if (grad._data.dtype.kind == "c") != (output._data.dtype.kind == "c"):  # (a real/complex cast would drop a part)
+        raise RuntimeError("For complex Tensors, both grad_output and output are required to have the same dtype. "
+                           f"Mismatch in dtype: grad_output[{i}] has a dtype of torch.{grad.dtype} and "
+                           f"output[{i}] has a dtype of torch.{output.dtype}.")
     if not grad._requires_grad:  # the user's tensor, not copied: marked as held elsewhere
         data, tangent = grad._data, dual.tangent_of(grad)
         grad = Tensor._make(data if data.dtype is output._data.dtype else data.astype(output.dtype))

@@ -14,7 +14,7 @@ import warnings
 from .backend import errstate, get_default_dtype, xp
 from .graph import program_stacklevel
 from .ops.conjugation import conj
-from .ops.conversion import type_name
+from .ops.conversion import int_argument, type_name
 from .ops.fourier import FFT, OTHER_NORM, InverseRealFFT, RealFFT
 from .ops.names import taking_numpy_keywords
 from .ops.outputs import write_out
@@ -72,6 +72,8 @@ def _dim(dim, ndim):
 def _plan(input, s, dim, every_dim, last_is_half=False):
     """(dims, sizes): the dims to transform, non-negative, and the number of points along each.
     ``every_dim``: the default dims when neither s nor dim is given (all, or the last two)."""
+    if s is not None:  # (one int is a one-dim s, as PyTorch's parser reads int[1]: fftn(x, s=8, dim=0))
+        s = _listed(s)
     if dim is None:
         if s is not None:
             if len(s) > input.ndim:
@@ -150,18 +152,25 @@ def _written(result, out, op):
     return write_out(result, out, same_dtype=op in ("ifft", "ihfft"))
 
 
-def _one(n):
-    return None if n is None else (n,)
+def _one(n, dim, op):
+    """A one-dim transform's ``n`` and ``dim`` as the n-dim plan takes them: ints only, as PyTorch's parser
+    reads them (a tuple dim is fftn's, refused here with "fft_fft(): argument 'dim' must be int, not tuple")."""
+    if n is not None:
+        n = int_argument(n, f"fft_{op}", "n")
+        if n < 1:  # (-1 keeps a dim's length in fftn's s, never in n)
+            raise RuntimeError(f"Invalid number of data points ({n}) specified")
+        n = (n,)
+    return n, int_argument(dim, f"fft_{op}", "dim")
 
 
 def fft(input, n=None, dim=-1, norm=None, *, out=None):
     """y_k = Σ_t x_t e^(-2πi kt/n) along ``dim``."""
-    return _complex_transform(input, _one(n), dim, norm, out, False, "fft")
+    return _complex_transform(input, *_one(n, dim, "fft"), norm, out, False, "fft")
 
 
 def ifft(input, n=None, dim=-1, norm=None, *, out=None):
     """x_t = (1/n) Σ_k y_k e^(2πi kt/n) along ``dim``."""
-    return _complex_transform(input, _one(n), dim, norm, out, True, "ifft")
+    return _complex_transform(input, *_one(n, dim, "ifft"), norm, out, True, "ifft")
 
 
 def fft2(input, s=None, dim=(-2, -1), norm=None, *, out=None):
@@ -183,12 +192,12 @@ def ifftn(input, s=None, dim=None, norm=None, *, out=None):
 
 def rfft(input, n=None, dim=-1, norm=None, *, out=None):
     """The first n//2 + 1 terms of fft of a real input (the rest are their conjugate mirror)."""
-    return _real_transform(input, _one(n), dim, norm, out, "rfft")
+    return _real_transform(input, *_one(n, dim, "rfft"), norm, out, "rfft")
 
 
 def irfft(input, n=None, dim=-1, norm=None, *, out=None):
     """The real n-point signal (n = 2(m - 1) by default) whose rfft is the m-term half spectrum input."""
-    return _inverse_real_transform(input, _one(n), dim, norm, out, "irfft")
+    return _inverse_real_transform(input, *_one(n, dim, "irfft"), norm, out, "irfft")
 
 
 def rfft2(input, s=None, dim=(-2, -1), norm=None, *, out=None):
@@ -211,12 +220,12 @@ def irfftn(input, s=None, dim=None, norm=None, *, out=None):
 def hfft(input, n=None, dim=-1, norm=None, *, out=None):
     """The real spectrum of a signal with Hermitian symmetry, given as its first half:
     irfft of the conjugate with the scale on the other side."""
-    return _hermitian_transform(input, _one(n), dim, norm, out, "hfft")
+    return _hermitian_transform(input, *_one(n, dim, "hfft"), norm, out, "hfft")
 
 
 def ihfft(input, n=None, dim=-1, norm=None, *, out=None):
     """The inverse of hfft: the conjugate of rfft with the scale on the other side."""
-    return _conjugated_real_transform(input, _one(n), dim, norm, out, "ihfft")
+    return _conjugated_real_transform(input, *_one(n, dim, "ihfft"), norm, out, "ihfft")
 
 
 def hfft2(input, s=None, dim=(-2, -1), norm=None, *, out=None):

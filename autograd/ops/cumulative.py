@@ -15,7 +15,7 @@ import math
 from ..backend import accumulate, errstate, float16, float32, float64, int64, xp
 from ..primitive import Primitive, node_named
 from ..return_types import return_type
-from ..tensor import Tensor, tensor_from
+from ..tensor import Tensor
 from . import joins, shape
 from .arranging import Flip
 from .axes import dim_index, normalize_dims
@@ -347,12 +347,14 @@ def diff(input, n=1, dim=-1, prepend=None, append=None, *, out=None):
     axis = dim_index(dim, input.ndim)
     x = input
     if prepend is not None or append is not None:
-        parts = [p if isinstance(p, Tensor) else tensor_from(p, dtype=input.dtype) for p in (prepend, input, append)
-                 if p is not None]
-        if any(p.ndim not in (0, input.ndim) for p in parts):
+        # PyTorch takes tensors of the input's rank only: no Python numbers (NumPy's diff takes them) and no
+        # 0-d tensor broadcast along dim
+        for name, joined in (("prepend", prepend), ("append", append)):
+            if joined is not None and not isinstance(joined, Tensor):
+                raise TypeError(f"diff(): argument '{name}' must be Tensor, not {type(joined).__name__}")
+        parts = [p for p in (prepend, input, append) if p is not None]
+        if any(p.ndim != input.ndim for p in parts):
             raise RuntimeError("diff expects prepend or append to be the same dimension as input")
-        parts = [shape.expand(p, tuple(1 if d == axis else n for d, n in enumerate(input.shape))) if p.ndim == 0
-                 else p for p in parts]
         x = joins.cat(parts, axis)
     before = (slice(None),) * axis
     for _ in range(n):

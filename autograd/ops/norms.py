@@ -59,7 +59,7 @@ class VectorNorm(Primitive):
         if p == -math.inf:
             return xp.min(magnitude, axis=axes, keepdims=keep)
         if p == 0:
-            return xp.sum(magnitude != 0, axis=axes, keepdims=keep).astype(x.dtype)
+            return xp.sum(magnitude != 0, axis=axes, keepdims=keep).astype(magnitude.dtype)  # (real, as every norm)
         with errstate(divide="ignore"):  # a zero under a negative p: its power is inf, and the norm 0, silently
             return xp.sum(magnitude**p, axis=axes, keepdims=keep) ** (1 / p)
 
@@ -99,13 +99,19 @@ class VectorNorm(Primitive):
 
 
 def _floating(x, dtype, op):
-    if dtype is not None:
-        if x.dtype.kind in "fc" and xp.dtype(dtype).itemsize < x.dtype.itemsize:
-            raise RuntimeError(f"{op}: the dtype of the input ({x.dtype}) should be convertible without "
-                               f"narrowing to the specified dtype ({xp.dtype(dtype)})")
-        x = x.to(dtype)
+    """x in ``dtype`` where given: a floating input takes a real dtype, a complex one a complex dtype (the norm of
+    a complex tensor is taken of its values, never of their real parts), neither narrower; integers are refused."""
     if x.dtype.kind not in "fc":
         raise RuntimeError(f"{op}: Expected a floating point or complex tensor as input. Got {type_name(x.dtype)}")
+    if dtype is not None:
+        dtype = xp.dtype(dtype)
+        if (dtype.kind == "c") != (x.dtype.kind == "c"):
+            kind = "complex" if x.dtype.kind == "c" else "real"
+            raise RuntimeError(f"{op}: dtype should be {kind} for {kind} inputs, but got {type_name(dtype)}")
+        if dtype.itemsize < x.dtype.itemsize:
+            raise RuntimeError(f"{op}: the dtype of the input ({x.dtype}) should be convertible without "
+                               f"narrowing to the specified dtype ({dtype})")
+        x = x.to(dtype)
     return x
 
 

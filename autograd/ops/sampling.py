@@ -93,7 +93,16 @@ def normal(mean=0.0, std=1.0, size=None, *, generator=None, out=None, dtype=None
     shapes = numpy.shape(_host(mean)), numpy.shape(std_values)
     refuse_unbroadcastable(*shapes)
     shape = numpy.broadcast_shapes(*shapes)
-    draws = _tensor(rng.normal(_host(mean), std_values, shape, dtype=numpy.dtype(_floating(like))), _floating(like))
+    if std_is and std.dtype.kind == "c":
+        raise RuntimeError("normal expects standard deviation to be non-complex")
+    if mean_is and mean.dtype.kind == "c":  # PyTorch's normal_(0, std) of a complex tensor (each part N(0, std²/2)),
+        part = numpy.asarray(std_values) / math.sqrt(2)  # then plus the mean
+        values = random.draws(lambda shape, dtype: rng.normal(0.0, part[..., None], shape, dtype=dtype),
+                              shape, mean.dtype) + _host(mean)
+        draws = _tensor(values.astype(mean.dtype), mean.dtype)
+    else:
+        draws = _tensor(rng.normal(_host(mean), std_values, shape, dtype=numpy.dtype(_floating(like))),
+                        _floating(like))
     name = "NormalBackward3" if mean_is and std_is else "NormalBackward1" if mean_is else "NormalBackward2"
     return written(_recorded(draws, (mean, std), name), out)
 

@@ -21,6 +21,17 @@ from .conversion import int_argument, type_name
 from .names import names
 
 
+def _overload_prefix(name, given):
+    """PyTorch's overloads of a window with parameters each take a prefix of (periodic, alpha, beta): a later
+    parameter only with every earlier one (``hamming_window(6, alpha=0.5)`` is refused: periodic is missing).
+    ``given``: each optional parameter's name and whether it was given, in order."""
+    names_given = [name_ for name_, was in given if was]
+    if names_given != [name_ for name_, _ in given[:len(names_given)]]:
+        raise TypeError(f"{name}() received an invalid combination of arguments - got (int, "
+                        f"{', '.join(f'{n}=...' for n in names_given)}): each of {', '.join(n for n, _ in given)} "
+                        "is taken only with those before it")
+
+
 def _window(name, window_length, periodic, dtype, requires_grad, formula):
     window_length = int_argument(window_length, name, "window_length", 1)
     if window_length < 0:
@@ -53,8 +64,12 @@ def hann_window(window_length, periodic=True, *, dtype=None, layout=None, device
 
 
 @names("hamming_window", method=False)
-def hamming_window(window_length, periodic=True, alpha=0.54, beta=0.46, *, dtype=None, layout=None, device=None,
+def hamming_window(window_length, periodic=None, alpha=None, beta=None, *, dtype=None, layout=None, device=None,
                    pin_memory=False, requires_grad=False):
+    _overload_prefix("hamming_window", [("periodic", periodic is not None), ("alpha", alpha is not None),
+                                        ("beta", beta is not None)])
+    periodic, alpha, beta = (True if periodic is None else periodic, 0.54 if alpha is None else alpha,
+                             0.46 if beta is None else beta)
     return _window("hamming_window", window_length, periodic, dtype, requires_grad, _cosines(alpha, beta))
 
 
@@ -72,7 +87,9 @@ def bartlett_window(window_length, periodic=True, *, dtype=None, layout=None, de
 
 
 @names("kaiser_window", method=False)
-def kaiser_window(window_length, periodic=True, beta=12.0, *, dtype=None, layout=None, device=None,
+def kaiser_window(window_length, periodic=None, beta=None, *, dtype=None, layout=None, device=None,
                   pin_memory=False, requires_grad=False):
+    _overload_prefix("kaiser_window", [("periodic", periodic is not None), ("beta", beta is not None)])
+    periodic, beta = True if periodic is None else periodic, 12.0 if beta is None else beta
     return _window("kaiser_window", window_length, periodic, dtype, requires_grad,
                    lambda n, m: xp.i0(beta * xp.sqrt(xp.clip(1 - (2 * n / m - 1) ** 2, 0, None))) / xp.i0(beta))
