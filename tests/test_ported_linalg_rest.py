@@ -294,6 +294,7 @@ def test_matrix_power_negative_and_matrix_exp(T):
 
 
 @DEPRECATED
+@pytest.mark.filterwarnings("ignore:torch.triangular_solve is deprecated")
 def test_gradcheck_float64(T):
     def leaf(x):
         return T.tensor(x, dtype=T.float64, requires_grad=True)
@@ -315,3 +316,25 @@ def test_gradcheck_float64(T):
     ]
     for fn, *inputs in checks:
         assert T.autograd.gradcheck(fn, tuple(leaf(x) for x in inputs))
+
+
+def test_svd_driver_is_for_cuda_only(T):
+    """test_svd_errors_and_warnings: driver= picks a cuSOLVER routine; on the CPU it is refused."""
+    for fn in (T.linalg.svd, T.linalg.svdvals):
+        raises(RuntimeError, "driver=` is only supported on CUDA", fn, T.eye(2), driver="gesvd")
+    same(T.linalg.svd(T.eye(2), driver=None).S, [1.0, 1.0])
+    same(T.linalg.svdvals(T.eye(2), driver=None), [1.0, 1.0])
+
+
+def test_ldl_factor_and_solve_of_complex_matrices(T, request):
+    """test_ldl_factor / test_ldl_solve sweep complex dtypes: complex symmetric (sytrf) and Hermitian (hetrf)."""
+    if T.__name__ == "autograd":
+        request.applymarker(pytest.mark.xfail(strict=True, raises=RuntimeError, reason=(
+            "linalg.ldl_factor/ldl_solve take real matrices only: complex symmetric (sytrf) and Hermitian "
+            "(hermitian=True, hetrf) Bunch-Kaufman factorisations are not implemented")))
+    hermitian = np.array([[4.0, 1j], [-1j, 3.0]])
+    for a, is_hermitian in ((hermitian, True), (np.array([[4.0, 1j], [1j, 3.0]]), False)):
+        A = T.tensor(a)
+        x = T.linalg.ldl_solve(*T.linalg.ldl_factor(A, hermitian=is_hermitian), T.ones(2, 1, dtype=A.dtype),
+                               hermitian=is_hermitian)
+        close(x, np.linalg.solve(a, np.ones((2, 1))), rtol=1e-10)

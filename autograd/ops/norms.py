@@ -161,10 +161,18 @@ class SingularValues(Primitive):
         return (u * shape.unsqueeze(grad, -2) @ vh,)
 
 
+def refuse_cpu_svd_driver(A, driver):
+    """PyTorch's ``driver=`` of linalg.svd/svdvals picks a cuSOLVER routine: given for a CPU tensor it is an
+    error there (LAPACK has the one), and on a CUDA tensor it is accepted (our backend has one routine)."""
+    if driver is not None and A.device.type != "cuda":
+        raise RuntimeError("torch.linalg.svd: keyword argument `driver=` is only supported on CUDA inputs with "
+                           "cuSOLVER backend.")
+
+
 @refuses_half("linalg_svd_cpu")
 def svdvals(A, *, driver=None, out=None):
-    """The singular values of each matrix, largest first. ``driver`` picks a cuSOLVER routine in
-    PyTorch (CUDA only); NumPy has one, so it is accepted as linalg.svd's is."""
+    """The singular values of each matrix, largest first (``driver``: see refuse_cpu_svd_driver)."""
+    refuse_cpu_svd_driver(A, driver)
     sigma = SingularValues.apply(_floating(A, None, "linalg.svdvals"))
     return write_out(sigma, out, dtype=sigma.dtype)
 
