@@ -338,3 +338,21 @@ def test_ldl_factor_and_solve_of_complex_matrices(T, request):
         x = T.linalg.ldl_solve(*T.linalg.ldl_factor(A, hermitian=is_hermitian), T.ones(2, 1, dtype=A.dtype),
                                hermitian=is_hermitian)
         close(x, np.linalg.solve(a, np.ones((2, 1))), rtol=1e-10)
+
+
+def test_norm_dtype_must_keep_the_kind(T):
+    """test_norm_fused_type_promotion / test_vector_norm dtype checks: dtype= widens within the input's kind only
+    (a complex input's norm in a real dtype would be its real part's: refused)."""
+    for norm, x in ((T.linalg.vector_norm, T.ones(3, dtype=T.complex64)),
+                    (T.linalg.matrix_norm, T.ones(3, 3, dtype=T.complex64))):
+        raises(RuntimeError, "dtype should be complex for complex inputs, but got Double", norm, x, dtype=T.float64)
+        same(norm(x, dtype=T.complex128), 3.0 if x.ndim == 2 else 3 ** 0.5, "float64")
+    raises(RuntimeError, "dtype should be real for real inputs, but got ComplexFloat", T.linalg.vector_norm,
+           T.ones(3), dtype=T.complex64)
+    raises(RuntimeError, "dtype should be floating point or complex, but got Long", T.linalg.vector_norm, T.ones(3),
+           dtype=T.int64)
+    raises(RuntimeError, "Expected a floating point or complex tensor as input. Got Long", T.linalg.vector_norm,
+           T.ones(3, dtype=T.int64), dtype=T.float32)
+    raises(RuntimeError, r"input \(Double\) should be convertible without narrowing to the specified dtype \(Float\)",
+           T.linalg.vector_norm, T.ones(3, dtype=T.float64), dtype=T.float32)
+    same(T.linalg.vector_norm(T.tensor([3.0, 4.0], dtype=T.float16), dtype=T.float32), 5.0, "float32")

@@ -99,13 +99,21 @@ class VectorNorm(Primitive):
 
 
 def _floating(x, dtype, op):
-    if dtype is not None:
-        if x.dtype.kind in "fc" and xp.dtype(dtype).itemsize < x.dtype.itemsize:
-            raise RuntimeError(f"{op}: the dtype of the input ({x.dtype}) should be convertible without "
-                               f"narrowing to the specified dtype ({xp.dtype(dtype)})")
-        x = x.to(dtype)
+    """x, of a floating or complex dtype, cast to ``dtype`` where given: of the same kind (a complex input's
+    norm is never that of its real part) and no narrower, as PyTorch's norms check it."""
     if x.dtype.kind not in "fc":
         raise RuntimeError(f"{op}: Expected a floating point or complex tensor as input. Got {type_name(x.dtype)}")
+    if dtype is not None:
+        wanted = xp.dtype(dtype)
+        if wanted.kind not in "fc":
+            raise RuntimeError(f"{op}: dtype should be floating point or complex, but got {type_name(wanted)}")
+        if (x.dtype.kind == "c") != (wanted.kind == "c"):
+            kind = "complex for complex" if x.dtype.kind == "c" else "real for real"
+            raise RuntimeError(f"{op}: dtype should be {kind} inputs, but got {type_name(wanted)}")
+        if wanted.itemsize < x.dtype.itemsize:
+            raise RuntimeError(f"{op}: the dtype of the input ({type_name(x.dtype)}) should be convertible without "
+                               f"narrowing to the specified dtype ({type_name(wanted)})")
+        x = x.to(dtype)
     return x
 
 
