@@ -51,7 +51,8 @@ def vander(x, *, N=None):
 def vecdot(x, y, *, dim=-1, out=None):
     """Σ_i conj(x_i) y_i along dim (the two broadcast): the inner product, x conjugated where complex."""
     require_same_dtype(x, y, ("x", "y"), "linalg.vecdot")  # (PyTorch promotes neither)
-    return write_out((x.conj() * y).sum(dim), out)
+    result = (x.conj() * y).sum(dim)
+    return write_out(result, out, dtype=result.dtype)  # (PyTorch casts into no other dtype)
 
 
 taking_numpy_keywords(globals(), __all__)  # (axis= for dim=, keepdims= for keepdim=)

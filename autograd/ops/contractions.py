@@ -288,6 +288,13 @@ def _check_ndim(x, ndim, op, name):
         raise RuntimeError(f"{op}: Expected {ndim}-D argument {name}, but got {x.ndim}-D (shape {tuple(x.shape)})")
 
 
+def write_product(result, out):
+    """``write_out`` for PyTorch's matrix products (dot, mv, mm, bmm, the addmm family, tensordot): their
+    out= must have the result's dtype exactly, as their kernels cast into no other (a float64 out of a
+    float32 product is refused), where the elementwise ops (outer, addr, kron) write into any wider one."""
+    return write_out(result, out, dtype=result.dtype)
+
+
 def _check_dtypes(a, b, op):
     if a.dtype != b.dtype:
         raise RuntimeError(f"{op}: expected both vectors to have same dtype, but found {a.dtype} and {b.dtype}")
@@ -311,7 +318,7 @@ def dot(input, tensor, *, out=None):
                            f"to have the same number of elements, but got {input.shape[0]} and {other.shape[0]} "
                            "elements respectively")
     _check_dtypes(input, other, "dot")
-    return write_out(matmul(input, other), out)
+    return write_product(matmul(input, other), out)
 
 
 @names("inner")
@@ -345,7 +352,7 @@ def mv(input, vec, *, out=None):
     if input.shape[1] != vec.shape[0]:
         raise RuntimeError(f"size mismatch, got input ({input.shape[0]}), mat ({input.shape[0]}x{input.shape[1]}), "
                            f"vec ({vec.shape[0]})")
-    return write_out(matmul(input, vec), out)
+    return write_product(matmul(input, vec), out)
 
 
 def _check_matrices(a, b, op, names_=("self", "mat2")):
@@ -364,7 +371,7 @@ def mm(input, mat2, *, out=None):
     product, as PyTorch's: its first factor sparse (autograd.sparse: pygcn's ``torch.spmm(adj, support)``) or
     dense."""
     _check_matrices(input, mat2, "mm")
-    return write_out(matmul(input, mat2), out)
+    return write_product(matmul(input, mat2), out)
 
 
 def _check_batches(a, b):
@@ -381,7 +388,7 @@ def _check_batches(a, b):
 def bmm(input, mat2, *, out=None):
     """A batch of matrix products: (b, n, m) @ (b, m, p) gives (b, n, p); no broadcasting."""
     _check_batches(input, mat2)
-    return write_out(matmul(input, mat2), out)
+    return write_product(matmul(input, mat2), out)
 
 
 def _scaled_sum(input, product, beta, alpha, refuse_float_scales=False, op=None):
@@ -389,6 +396,8 @@ def _scaled_sum(input, product, beta, alpha, refuse_float_scales=False, op=None)
     integer tensors a float beta or alpha is cast to the integer dtype, truncated (PyTorch's addmm, addmv,
     baddbmm, addbmm), or refused (its addr). Both are Numbers (``op``'s name for the refusal of a Tensor)."""
     beta, alpha = number_argument(op, "beta", beta), number_argument(op, "alpha", alpha)
+    if input.shape != product.shape:  # PyTorch expands input to the product's shape: it never grows the result
+        input = shape.expand(input, product.shape)
     if product.dtype.kind in "iub" and isinstance(input, Tensor) and input.dtype.kind in "iub":
         for name, scale in (("beta", beta), ("alpha", alpha)):
             if isinstance(scale, float) and refuse_float_scales:
@@ -400,8 +409,7 @@ def _scaled_sum(input, product, beta, alpha, refuse_float_scales=False, op=None)
     if alpha != 1:
         product = product * alpha
     if beta == 0:
-        common = xp.broadcast_shapes(input.shape, product.shape)
-        return product if product.shape == common else shape.expand(product, common, written=True)
+        return product
     scaled = input if beta == 1 else input * beta
     return scaled + product
 
@@ -472,7 +480,7 @@ def addmm(input, mat1, mat2, *scales_first, beta=1, alpha=1, out=None):
     _check_matrices(mat1, mat2, "addmm", ("mat1", "mat2"))
     _require_input_dtype(input, (mat2,), lambda a, b: f"self and mat2 must have the same dtype, but got "
                                                       f"{type_name(a)} and {type_name(b)}")
-    return write_out(_scaled_sum_of_product(input, mat1, mat2, beta, alpha, "addmm"), out)
+    return write_product(_scaled_sum_of_product(input, mat1, mat2, beta, alpha, "addmm"), out)
 
 
 @names("addmv", inplace="addmv_")
@@ -483,8 +491,9 @@ def addmv(input, mat, vec, *scales_first, beta=1, alpha=1, out=None):
         input, mat, vec, beta, alpha = _scales_first("addmv", ("mat", "vec"), input, mat, vec, scales_first)
     _require_input_dtype(input, (mat, vec), lambda a, b, c: "addmv input tensors must have the same dtype, but "
                                                             f"got {type_name(a)}, {type_name(b)}, and {type_name(c)}")
-    return write_out(_rounded_once(lambda input, mat, vec: _scaled_sum(input, mv(mat, vec), beta, alpha, op="addmv"),
-                                   _input(input, mat), mat, vec), out)
+    return write_product(_rounded_once(lambda input, mat, vec: _scaled_sum(input, mv(mat, vec), beta, alpha,
+                                                                           op="addmv"), _input(input, mat), mat, vec),
+                         out)
 
 
 @names("baddbmm", inplace="baddbmm_")
@@ -498,7 +507,7 @@ def baddbmm(input, batch1, batch2, *scales_first, beta=1, alpha=1, out=None):
     _require_input_dtype(input, (batch1, batch2), lambda a, b, c: f"Input dtypes must be the same, got: input "
                                                                   f"{c_name(a)}, batch1: {c_name(b)}, batch2: "
                                                                   f"{c_name(c)}")
-    return write_out(_scaled_sum_of_product(input, batch1, batch2, beta, alpha, "baddbmm"), out)
+    return write_product(_scaled_sum_of_product(input, batch1, batch2, beta, alpha, "baddbmm"), out)
 
 
 @names("addbmm", inplace="addbmm_")
@@ -512,7 +521,7 @@ def addbmm(input, batch1, batch2, *scales_first, beta=1, alpha=1, out=None):
     _require_input_dtype(input, (batch2,), lambda a, b: f"self and mat2 must have the same dtype, but got "
                                                         f"{type_name(a)} and {type_name(b)}")
     product = Einsum.apply(batch1, batch2, terms=("bij", "bjk"), output="ik")
-    return write_out(_scaled_sum(_input(input, batch1), product, beta, alpha, op="addbmm"), out)
+    return write_product(_scaled_sum(_input(input, batch1), product, beta, alpha, op="addbmm"), out)
 
 
 @names("addr", inplace="addr_")
@@ -561,7 +570,7 @@ def tensordot(a, b, dims=2, out=None):
                                f"and second has size {b.shape[j]} in dim {j}")
         term_b[j] = term_a[i]
     output = [c for i, c in enumerate(term_a) if i not in dims_a] + [c for j, c in enumerate(term_b) if j not in dims_b]
-    return write_out(Einsum.apply(a, b, terms=("".join(term_a), "".join(term_b)), output="".join(output)), out)
+    return write_product(Einsum.apply(a, b, terms=("".join(term_a), "".join(term_b)), output="".join(output)), out)
 
 
 @node_named("LinalgCrossBackward0")

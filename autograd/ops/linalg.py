@@ -64,7 +64,8 @@ def matmul(input, other, *, out=None):
     if out is not None:
         from .outputs import write_out  # out= is rare; the @ operator never passes it
 
-        return write_out(matmul(input, other), out)
+        result = matmul(input, other)
+        return write_out(result, out, dtype=result.dtype)  # (PyTorch's products cast into no other dtype)
     a, b = input, other
     if type(a) is not Tensor or type(b) is not Tensor:  # (a number, a subclass: the rare case, tested once)
         if is_sparse(a):  # a sparse factor (autograd.sparse) has its own product

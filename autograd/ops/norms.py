@@ -99,18 +99,20 @@ class VectorNorm(Primitive):
 
 
 def _floating(x, dtype, op):
-    """x in ``dtype`` where given: a floating input takes a real dtype, a complex one a complex dtype (the norm of
-    a complex tensor is taken of its values, never of their real parts), neither narrower; integers are refused."""
+    """x, of a floating or complex dtype, cast to ``dtype`` where given: of the same kind (a complex input's
+    norm is never that of its real part) and no narrower, as PyTorch's norms check it."""
     if x.dtype.kind not in "fc":
         raise RuntimeError(f"{op}: Expected a floating point or complex tensor as input. Got {type_name(x.dtype)}")
     if dtype is not None:
-        dtype = xp.dtype(dtype)
-        if (dtype.kind == "c") != (x.dtype.kind == "c"):
-            kind = "complex" if x.dtype.kind == "c" else "real"
-            raise RuntimeError(f"{op}: dtype should be {kind} for {kind} inputs, but got {type_name(dtype)}")
-        if dtype.itemsize < x.dtype.itemsize:
-            raise RuntimeError(f"{op}: the dtype of the input ({x.dtype}) should be convertible without "
-                               f"narrowing to the specified dtype ({dtype})")
+        wanted = xp.dtype(dtype)
+        if wanted.kind not in "fc":
+            raise RuntimeError(f"{op}: dtype should be floating point or complex, but got {type_name(wanted)}")
+        if (x.dtype.kind == "c") != (wanted.kind == "c"):
+            kind = "complex for complex" if x.dtype.kind == "c" else "real for real"
+            raise RuntimeError(f"{op}: dtype should be {kind} inputs, but got {type_name(wanted)}")
+        if wanted.itemsize < x.dtype.itemsize:
+            raise RuntimeError(f"{op}: the dtype of the input ({type_name(x.dtype)}) should be convertible without "
+                               f"narrowing to the specified dtype ({type_name(wanted)})")
         x = x.to(dtype)
     return x
 
@@ -167,10 +169,18 @@ class SingularValues(Primitive):
         return (u * shape.unsqueeze(grad, -2) @ vh,)
 
 
+def refuse_cpu_svd_driver(A, driver):
+    """PyTorch's ``driver=`` of linalg.svd/svdvals picks a cuSOLVER routine: given for a CPU tensor it is an
+    error there (LAPACK has the one), and on a CUDA tensor it is accepted (our backend has one routine)."""
+    if driver is not None and A.device.type != "cuda":
+        raise RuntimeError("torch.linalg.svd: keyword argument `driver=` is only supported on CUDA inputs with "
+                           "cuSOLVER backend.")
+
+
 @refuses_half("linalg_svd_cpu")
 def svdvals(A, *, driver=None, out=None):
-    """The singular values of each matrix, largest first. ``driver`` picks a cuSOLVER routine in
-    PyTorch (CUDA only); NumPy has one, so it is accepted as linalg.svd's is."""
+    """The singular values of each matrix, largest first (``driver``: see refuse_cpu_svd_driver)."""
+    refuse_cpu_svd_driver(A, driver)
     sigma = SingularValues.apply(_floating(A, None, "linalg.svdvals"))
     return write_out(sigma, out, dtype=sigma.dtype)
 

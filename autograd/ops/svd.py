@@ -34,6 +34,7 @@ from .half_linalg import FLOAT_OR_DOUBLE, PINV, refuses_half
 from .inverses import LinAlgError, converging, first_failure, is_vector_rhs
 from .linalg import matmul
 from .names import names
+from .norms import refuse_cpu_svd_driver
 from .outputs import write_out
 
 SVDResult = return_type("linalg_svd", ["U", "S", "Vh"])
@@ -115,8 +116,10 @@ class SVD(Primitive):
 
 @refuses_half("linalg_svd_cpu")
 def svd(A, full_matrices=True, *, driver=None, out=None):
-    """(U, S, Vh) with A = U diag(S) Vh, S descending and real (torch.linalg.svd)."""
+    """(U, S, Vh) with A = U diag(S) Vh, S descending and real (torch.linalg.svd; ``driver``: see
+    refuse_cpu_svd_driver)."""
     _matrices(A, "svd")
+    refuse_cpu_svd_driver(A, driver)
     m, n = A.shape[-2:]
     packed = SVD.apply(A, full_matrices=bool(full_matrices) and m != n)
     u, s, vh = _unpack(packed, m, n, bool(full_matrices) and m != n)
