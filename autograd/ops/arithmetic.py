@@ -47,6 +47,8 @@ def _scaled(other, alpha, input):
         raise RuntimeError("Boolean alpha only supported for Boolean results.")
     if alpha == 1:
         return other
+    if input.dtype.kind == "b" and other.dtype.kind == "b":  # PyTorch casts alpha to the bool result: 0 is False,
+        return other * bool(alpha)  # any other number True (an int alpha made the sum int64)
     common = promoted_dtype(input, other)
     if other.dtype != common:  # PyTorch scales in the result's dtype: a float32 other beside a float64 input is
         other = other.to(common)  # not rounded to float32 once more after the multiplication by alpha

@@ -342,7 +342,8 @@ class NanToNum(Primitive):
     """y = x with NaN, +inf and -inf replaced by numbers;   dL/dx = dL/dy where x is finite, 0 elsewhere"""
 
     def forward(self, x):
-        return xp.nan_to_num(x, nan=self.nan, posinf=self.posinf, neginf=self.neginf)
+        with errstate(over="ignore"):  # a replacement beyond the dtype's range rounds to ±inf silently, as in
+            return xp.nan_to_num(x, nan=self.nan, posinf=self.posinf, neginf=self.neginf)  # PyTorch's kernel
 
     def backward(self, grad, y, x):
         return (grad * Tensor._make(xp.isfinite(x._data).astype(grad.dtype)),)

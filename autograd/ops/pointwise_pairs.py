@@ -242,6 +242,9 @@ def float_power(input, exponent, *, out=None):
         exponent = exponent.to(wide)
     else:  # (a complex number exponent: x ** 0.5 of a complex x must not take the real path)
         exponent = complex(exponent) if complex_ else float(exponent)
+    if out is not None and out.dtype != wide:  # (a float32 out would silently lose the precision the op is for)
+        raise RuntimeError(f"the output given to float_power has dtype {type_name(out.dtype)} but the operation's "
+                           f"result requires dtype {type_name(xp.dtype(wide))}")
     return write_out(input ** exponent, out)
 
 
