@@ -71,6 +71,8 @@ def test_multi_margin_loss_weight_size(T, F):
     x = T.randn(3, 4)
     raises(RuntimeError, r"inconsistent weight size, expected 4 but got \[3\]", F.multi_margin_loss, x,
            T.tensor([0, 1, 2]), weight=T.ones(3))
+    raises(RuntimeError, "target out of range", F.multi_margin_loss, x, T.tensor([0, 1, 4]))
+    raises(RuntimeError, "target out of range", F.multi_margin_loss, x, T.tensor([0, -1, 2]))
     # a weight per class scales each row's loss by its label's weight
     w = T.tensor([1.0, 2.0, 3.0, 4.0])
     close(F.multi_margin_loss(x, T.tensor([0, 1, 2]), weight=w, reduction="none"),
