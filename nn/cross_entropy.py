@@ -320,7 +320,7 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
         nll = CrossEntropy.apply(rows, labels=labels, weights=weights, scale=scale, reduce=True, pytorch_name=name,
                                  ignored=ignored)
     else:
-        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+        raise ValueError(f"{reduction} is not a valid value for reduction")  # (PyTorch's words)
     if label_smoothing == 0:
         return _mean_over_nothing(nll, name) if nothing_kept else nll
     # the uniform part: -Σ_c w_c ln p_c per prediction, reduced as PyTorch does

@@ -214,7 +214,11 @@ def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, size_average=
         raise ShapeError(f"multi_margin_loss: target tensor should be 1-D with size equal to the number of input "
                          f"samples (batch size). Expected target size [{scores.shape[0]}], but got "
                          f"{list(target.shape)}. Input has shape {list(input.shape)}.")
+    if weight is not None and weight.shape[0] != scores.shape[1]:  # (one weight per class, as PyTorch's kernel)
+        raise RuntimeError(f"inconsistent weight size, expected {scores.shape[1]} but got {list(weight.shape)}")
     labels = target._data.reshape(-1).astype(xp.int64, copy=False)  # (uint8 labels index as positions, not a mask)
+    if target.dtype.kind in "iu" and ((labels < 0) | (labels >= scores.shape[1])).any():
+        raise RuntimeError("target out of range")  # (PyTorch's kernel's words: not nll_loss's IndexError)
     _check_class_indices("multi_margin_loss", scores, tensor_from(labels))
     rows = xp.arange(len(labels))
     correct = scores[rows, labels].unsqueeze(1)

@@ -67,7 +67,15 @@ class Module(ModuleState, ModuleHooks, ModulePlacement):
                 and "device" in inspect.signature(cls.__init__).parameters:
             cls.__init__ = _made_on_the_device(cls.__init__)
 
-    def __init__(self):
+    def __init__(self, *args, **kwargs):
+        """A module's empty registries and hooks. Arguments are PyTorch's allowance for cooperative mixins: with
+        ``call_super_init`` set, they go on to the next ``__init__`` in the method resolution order."""
+        if not self.call_super_init and kwargs:
+            raise TypeError(f"{type(self).__name__}.__init__() got an unexpected keyword argument "
+                            f"'{next(iter(kwargs))}'")
+        if not self.call_super_init and args:
+            raise TypeError(f"{type(self).__name__}.__init__() takes 1 positional argument but {len(args) + 1} "
+                            "were given")
         object.__setattr__(self, "_parameters", Registry(self))
         object.__setattr__(self, "_buffers", Registry(self))
         object.__setattr__(self, "_modules", Registry(self))
@@ -77,6 +85,8 @@ class Module(ModuleState, ModuleHooks, ModulePlacement):
             object.__setattr__(self, name, {})
         for name in ("_forward_hooks_with_kwargs", "_forward_hooks_always_called", "_forward_pre_hooks_with_kwargs"):
             object.__setattr__(self, name, set())
+        if self.call_super_init:
+            super().__init__(*args, **kwargs)
 
     def __setstate__(self, state):
         """A copied or unpickled module's attributes (PyTorch's Module has this too: subclasses call
@@ -143,7 +153,7 @@ class Module(ModuleState, ModuleHooks, ModulePlacement):
             value = Registry(self, value)
         if isinstance(value, Buffer):  # nn.Buffer(t, persistent): a buffer, whatever the name held before
             if name not in self.__dict__.get("_buffer_names", ()):
-                self.register_buffer(name, value, persistent=value.persistent)
+                self._reregister_buffer(name, value, value.persistent)
                 return
             (self._non_persistent.discard if value.persistent else self._non_persistent.add)(name)
         if isinstance(value, Parameter) or name in self._parameters:
@@ -176,10 +186,11 @@ class Module(ModuleState, ModuleHooks, ModulePlacement):
             registry = None
         self._set_member(registry, name, value)
 
-    def _reregister_buffer(self, name, value):
-        """A buffer's new tensor through register_buffer, as PyTorch's __setattr__; a subclass's register_buffer
-        written without ``persistent`` is called without it, for a persistent buffer (PyTorch's allowance)."""
-        persistent = name not in self._non_persistent
+    def _reregister_buffer(self, name, value, persistent=None):
+        """A buffer's new tensor (persistent as before unless said) through register_buffer, as PyTorch's
+        __setattr__; a subclass's register_buffer written without ``persistent`` is called without it, for a
+        persistent buffer (PyTorch's allowance)."""
+        persistent = name not in self._non_persistent if persistent is None else persistent
         if type(self).register_buffer is not Module.register_buffer and \
                 "persistent" not in inspect.signature(self.register_buffer).parameters:
             if not persistent:

@@ -17,7 +17,9 @@ class ModulePlacement:
         """Move and/or cast every parameter and buffer in place, as PyTorch's: ``to(device)``,
         ``to(dtype)``, ``to(tensor)``, ``to(device, dtype)`` and the keywords ``device``, ``dtype``,
         ``non_blocking``. A dtype applies to floating and complex tensors only, and must be one."""
-        device, dtype, _ = parse_to(args, dict(kwargs))
+        device, dtype, copy = parse_to(args, dict(kwargs))
+        if copy:  # a module's tensors are moved in place: there is no copy to make
+            raise RuntimeError(".to() does not accept copy argument")
         moved = device is not None and (resolve_device(device).type == "meta" or self._on_meta())
         if moved:  # to the meta device (a skeleton for functional_call), or refused from it: each tensor's to()
             self._apply(lambda tensor: tensor.to(device))

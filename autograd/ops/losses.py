@@ -53,7 +53,7 @@ def reduced(loss, reduction):
         return loss.sum()
     if reduction == "none":
         return loss
-    raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    raise ValueError(f"{reduction} is not a valid value for reduction")  # (PyTorch's words)
 
 
 def reduce_batchmean(loss, reduction, batch):
