@@ -13,7 +13,6 @@ import importlib
 import math
 import pickle
 
-import numpy as np
 import pytest
 
 from tests import ported_nn
