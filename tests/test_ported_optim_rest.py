@@ -26,6 +26,14 @@ def optim(T):
     return importlib.import_module({"autograd": "optim", "torch": "torch.optim"}[T.__name__])
 
 
+def installed_torch():
+    """PyTorch where it is installed, else None (the chainrule half of a test still runs)."""
+    try:
+        return importlib.import_module("torch")
+    except ModuleNotFoundError:
+        return None
+
+
 def annealing_cos(start, end, pct):
     return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1)
 
@@ -126,3 +134,43 @@ def test_copied_lbfgs_steps(T, nn, optim):
         return
     twin.step(loss_of(twin_param, twin))
     close(twin_param, values(param))
+
+
+@pytest.mark.parametrize("name, kwargs", [
+    ("SGD", dict(momentum=0.9)), ("Adam", {}), ("AdamW", {}), ("NAdam", {}), ("RAdam", {}), ("Adamax", {}),
+    ("Adagrad", {}), ("Adadelta", dict(lr=1.0)), ("RMSprop", {}), ("Rprop", {}), ("ASGD", {})])
+def test_param_group_with_lrscheduler_goes_right_direction(T, nn, optim, name, kwargs):
+    """Two groups (the bias at its own lr) under a StepLR: five steps lower the loss, and the steps are
+    PyTorch's (the torch run's final weights equal chainrule's, checked where it is installed)."""
+    T.manual_seed(0)
+    weight, bias = nn.Parameter(T.randn(5, 3)), nn.Parameter(T.randn(5))
+    kwargs = {"lr": 0.01, **kwargs}
+    opt = getattr(optim, name)([{"params": [weight]}, {"params": [bias], "lr": 5 * kwargs["lr"]}], **kwargs)
+    scheduler = optim.lr_scheduler.StepLR(opt, gamma=0.9, step_size=2)
+    x = T.arange(3.0)
+
+    def loss_now():
+        return (weight @ x + bias).pow(2).sum()
+
+    initial = loss_now().item()
+    for _ in range(5):
+        opt.zero_grad()
+        loss_now().backward()
+        opt.step()
+        scheduler.step()
+    assert loss_now().item() < initial
+    assert opt.param_groups[1]["lr"] == pytest.approx(5 * kwargs["lr"] * 0.81)
+    torch = installed_torch()
+    if T.__name__ == "autograd" and torch:
+        torch.manual_seed(0)
+        weight_t, bias_t = torch.nn.Parameter(torch.randn(5, 3)), torch.nn.Parameter(torch.randn(5))
+        opt_t = getattr(torch.optim, name)([{"params": [weight_t]}, {"params": [bias_t], "lr": 5 * kwargs["lr"]}],
+                                           **kwargs)
+        scheduler_t = torch.optim.lr_scheduler.StepLR(opt_t, gamma=0.9, step_size=2)
+        for _ in range(5):
+            opt_t.zero_grad()
+            (weight_t @ torch.arange(3.0) + bias_t).pow(2).sum().backward()
+            opt_t.step()
+            scheduler_t.step()
+        close(weight, weight_t.detach().numpy(), atol=1e-5)
+        close(bias, bias_t.detach().numpy(), atol=1e-5)
