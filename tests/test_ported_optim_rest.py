@@ -4,7 +4,8 @@ OneCycleLR loaded from a checkpoint of PyTorch before 2.2 (its ``anneal_func`` i
 an optimizer's pickling and deepcopy keeping only its defaults, state and groups (test_deepcopy_copies_all_public_
 attrs: hooks and other attributes stay behind, so an optimizer with a lambda hook pickles; LBFGS's copy still
 steps, where PyTorch's lacks ``_params``), the defaults gaining ``differentiable`` once loaded, and eleven
-optimizers over two parameter groups under a StepLR (test_param_group_with_lrscheduler_goes_right_direction). The rest of those files is ported in the files above.
+optimizers over two parameter groups under a StepLR (test_param_group_with_lrscheduler_goes_right_direction).
+The rest of those files that applies to the CPU is ported in the files above.
 
 Each test runs on chainrule and, where it is installed, on PyTorch (fixture `T`); the expectations are literals
 or computed by hand.
