@@ -185,10 +185,16 @@ class OneCycleLR(LRScheduler):
         super().__init__(optimizer, last_epoch)
 
     def _anneal_func(self, start, end, pct):
-        """The annealing of ``anneal_strategy`` from start (pct 0) to end (pct 1)."""
-        if self._anneal_func_type == "cos":
+        """The annealing of ``anneal_strategy`` from start (pct 0) to end (pct 1). A scheduler loaded from a
+        checkpoint of PyTorch before 2.2 has no ``_anneal_func_type`` but the function itself, ``anneal_func``."""
+        kind = getattr(self, "_anneal_func_type", None)
+        if kind is None:
+            return self.anneal_func(start, end, pct)
+        if kind == "cos":
             return self._annealing_cos(start, end, pct)
-        return self._annealing_linear(start, end, pct)
+        if kind == "linear":
+            return self._annealing_linear(start, end, pct)
+        raise ValueError(f"Unknown _anneal_func_type: {kind}")
 
     @staticmethod
     def _annealing_cos(start, end, pct):

@@ -54,6 +54,12 @@ class LBFGS(Optimizer):
             self._numel_cache = sum(2 * p.numel() if p.dtype.kind == "c" else p.numel() for p in self._params)
         return self._numel_cache
 
+    def __setstate__(self, state):
+        # PyTorch's copy has no _params, so its step raises AttributeError; ours steps as the original
+        super().__setstate__(state)
+        self._params = self.param_groups[0]["params"]
+        self._numel_cache = None
+
     def add_param_group(self, param_group):
         group = self._named_group(param_group)  # (its errors first, as PyTorch's)
         if "_params" in self.__dict__:  # (the groups given to the constructor are all checked first)

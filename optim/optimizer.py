@@ -231,10 +231,16 @@ class Optimizer:
     profile_hook_step = staticmethod(_with_step_hooks)  # PyTorch's name for the step wrapper
     OptimizerPreHook, OptimizerPostHook = OptimizerPreHook, OptimizerPostHook
 
-    def __setstate__(self, state):  # an optimizer pickled before it had hooks gets empty registries
+    def __getstate__(self):
+        """What pickling and ``copy.deepcopy`` keep, as PyTorch's: the defaults, the state and the groups. The
+        hooks (often lambdas, which cannot be pickled) and any other attribute stay behind."""
+        return {"defaults": self.defaults, "state": self.state, "param_groups": self.param_groups}
+
+    def __setstate__(self, state):  # a copy, or an optimizer pickled before it had hooks, gets empty registries
         self.__dict__.update(state)
         for name in self._hook_registries:
             self.__dict__.setdefault(name, {})
+        self.defaults.setdefault("differentiable", False)  # PyTorch's: so LBFGS's defaults gain it once loaded
 
     # -- hooks ----------------------------------------------------------------------------
 
