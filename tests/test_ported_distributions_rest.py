@@ -254,3 +254,16 @@ def test_negative_binomial_log_prob_vectorized_count(T):
           [[-6.681590624929, -3.132616875182, -21.48111371182], [-2.078625451672, -0.9397850625547, -5.902354577281]],
           rtol=1e-5, atol=1e-5)
     close(d.mean, values(T.tensor([[10.0], [3.0]]) * T.tensor([0.5, -1.0, 3.0]).exp()), rtol=1e-6)
+
+
+def test_positive_definite_is_whether_cholesky_completes(T):
+    """PyTorch's positive_definite.check is `linalg.cholesky_ex(value).info == 0`, so a matrix at the edge whose
+    rounded factorisation completes ([[.5, .5], [.5, .5]]) passes where an exact zero pivot ([[1, 1], [1, 1]]) does
+    not; chainrule asked for positive eigenvalues and refused the first. Wishart's log_prob validates with it."""
+    check = T.distributions.constraints.positive_definite.check
+    for dtype in (T.float32, T.float64):
+        matrices = T.tensor([[[0.5, 0.5], [0.5, 0.5]], [[1.0, 1.0], [1.0, 1.0]], [[2.0, 1.0], [1.0, 0.5]],
+                             [[1.0, 0.0], [0.0, 0.0]], [[2.0, 0.3], [0.3, 1.0]]], dtype=dtype)
+        assert values(check(matrices)).tolist() == [True, False, True, False, True]
+    wishart = T.distributions.Wishart(T.tensor(3.0), covariance_matrix=T.eye(2))
+    assert tuple(wishart.log_prob(T.full((2, 1, 2, 2), 0.5)).shape) == (2, 1)
