@@ -17,6 +17,7 @@ __all__ = ["Constraint", "MixtureSameFamilyConstraint", "boolean", "cat", "corr_
 from .. import factories
 from ..backend import xp
 from ..ops import joins
+from ..ops.checked import cholesky_ex
 from ..tensor import tensor_from
 
 
@@ -310,8 +311,9 @@ class _PositiveDefinite(_Symmetric):
         symmetric = super().check(value)
         if not bool(symmetric.all()):
             return symmetric
-        eigenvalues = xp.linalg.eigvalsh(value.detach()._data)  # PyTorch asks whether Cholesky succeeds
-        return tensor_from(xp.asarray((eigenvalues > 0).all(-1)))
+        # PyTorch's test is whether Cholesky succeeds, not the signs of the eigenvalues: the two part on matrices at
+        # the edge, e.g. [[.5, .5], [.5, .5]], whose rounded factorisation completes
+        return cholesky_ex(value.detach()).info == 0
 
 
 class _Cat(Constraint):
