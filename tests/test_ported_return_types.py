@@ -67,7 +67,10 @@ def test_named_tuple_return(T, op, args, names, has_method):
     _fields_are_items(with_out, names)
     assert all(given is back for given, back in zip(outs, with_out))
     for ours, theirs in zip(with_out, result):
-        np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+        if T.__name__ == "torch" and op == "linalg.lstsq":  # (PyTorch's own two calls differed by 1 ulp in a full
+            np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=0, atol=1e-6)  # run: its BLAS threads)
+        else:
+            np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
 
 
 def test_histogramdd_has_no_out_type(T):
