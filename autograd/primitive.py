@@ -404,7 +404,9 @@ def watch_index_tensors(result, index):
     """PyTorch's index ops (x[i], x[i] = v, index_select, index_add, index_put, gather, scatter) save their index
     tensors, so writing one in place before the backward refuses it. Ours read the index's array, which the tensor
     shares: the node that made ``result`` watches the version of each index tensor of ``index`` (one, or a tuple
-    or list of them) instead of reading new indices silently. A 0-d one selects as a number, saved by neither."""
+    or list of them) instead of reading new indices silently. A 0-d one selects as a number, saved by neither.
+    An op taking its index as an argument says so with ``watches_index``; only x[i] and x[i] = v call this, as
+    their index is the whole subscript and x[i] of no graph (the common case) skips it."""
     node = getattr(result, "grad_fn", None)
     if not isinstance(node, Primitive):
         return

@@ -113,6 +113,7 @@ INDEXED = {
     "index_fill": lambda torch, F, x, i: x.index_fill(0, i, 0.0),
     "take": lambda torch, F, x, i: torch.take(x, i),
     "take_along_dim": lambda torch, F, x, i: torch.take_along_dim(x, i),
+    "index_put_accumulate": lambda torch, F, x, i: torch.zeros(5).index_put((i,), x[:2], accumulate=True),
     "put": lambda torch, F, x, i: torch.zeros(5).put(i, x[:2]),
     "embedding": lambda torch, F, x, i: F.embedding(i, x.view(5, 1)),
     "masked_fill": lambda torch, F, x, m: x.masked_fill(m, 0.0),
@@ -157,3 +158,15 @@ def test_an_index_left_alone_or_written_under_no_grad_is_fine(torch):
     w = x.index_select(0, other)
     (y.sum() + z.sum() + w.sum()).backward()
     np.testing.assert_allclose(x.grad.numpy(), [3.0, 2.0, 5.0, 2.0, 1.0])
+
+
+@LIBRARIES
+def test_take_along_a_dim_saves_a_copy_of_its_indices(torch):
+    """take_along_dim with a dim gathers with a broadcast copy of indices (PyTorch's): writing them after the
+    forward leaves the gradient the old indices' (without a dim it saves a view, and refuses: above)."""
+    x = torch.arange(5.0, requires_grad=True)
+    index = torch.tensor([0, 2])
+    y = torch.take_along_dim(x, index, dim=0)
+    index.add_(1)
+    y.sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), [1.0, 0.0, 1.0, 0.0, 0.0])

@@ -16,7 +16,7 @@ from ..backend import errstate, select, xp
 from ..errors import DtypeError, refuse_bool_subtraction, refuse_unbroadcastable
 from ..graph import modes, program_stacklevel
 from ..operands import _is_bool, _operand, python_number
-from ..primitive import Primitive, watch_index_tensors
+from ..primitive import Primitive, watches_index
 from ..tensor import Tensor, as_array
 from ..write_door import _refuse_overflow
 from .axes import inverse_permutation
@@ -359,10 +359,10 @@ class Where(Primitive):
                 unbroadcast(where(condition, 0.0, grad), y) if y.requires_grad else None)
 
 
+@watches_index("condition", 0)
 def where(condition, input=None, other=None, *, out=None):
     """Elementwise choice: input where ``condition`` holds, other elsewhere (either may be a number).
     With the condition alone, as PyTorch: the indices where it holds, one int64 vector per dim."""
-    given = condition
     condition = condition._data if isinstance(condition, Tensor) else xp.asarray(condition)
     if input is None and other is None:
         return tuple(Tensor._make(i.astype(xp.int64)) for i in xp.nonzero(xp.atleast_1d(condition)))
@@ -387,10 +387,7 @@ def where(condition, input=None, other=None, *, out=None):
         from .conversion import type_name  # (conversion imports this module: imported when needed)
 
         raise RuntimeError(f"Expected out type to be {type_name(x.dtype)} but got {type_name(out.dtype)}")
-    chosen = Where.apply(x, y, condition=condition)
-    if chosen.grad_fn is not None:
-        watch_index_tensors(chosen, given)
-    return write_out(chosen, out)
+    return write_out(Where.apply(x, y, condition=condition), out)
 
 
 class Scale(Primitive):

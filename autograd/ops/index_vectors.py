@@ -10,7 +10,7 @@ derivative; index_select and index_add are each other's adjoint, as gather and s
 from ..backend import int64, xp
 from ..errors import IndexRangeError
 from ..operands import python_number
-from ..primitive import Primitive, node_named, watch_index_tensors, watches_index
+from ..primitive import Primitive, node_named, watches_index
 from ..sparse_layout import is_sparse
 from ..tensor import Tensor
 from . import elementwise, shape
@@ -90,11 +90,11 @@ def _vector_index(x, dim, index, op, refusal, dtypes=_INT32_OR_64, error=Runtime
 
 
 @names("index_select")
+@watches_index("index", 2)
 def index_select(input, dim, index, *, out=None):
     """y = input's slices index[0], index[1], ... along dim (index a vector of ints)."""
     if is_sparse(input):  # (autograd.index_select(sparse, ...): the sparse tensor's own)
         return write_out(input.index_select(dim, index), out)
-    given = index
     try:
         axis, index = _vector_index(input, dim, index, "index_select",
                                     "index_select(): Expected dtype int32 or int64 for index")
@@ -102,15 +102,13 @@ def index_select(input, dim, index, *, out=None):
         raise IndexRangeError(f"index out of range in self: {error}") from None
     if input.ndim == 0 and index.size != 1:  # (a scalar's one value: neither repeated nor left out)
         raise RuntimeError(f"index_select(): Index to scalar can have only 1 value, got {index.size} value(s)")
-    selected = IndexSelect.apply(input, dim=axis, index=index)
-    watch_index_tensors(selected, given)
-    return write_out(selected, out)
+    return write_out(IndexSelect.apply(input, dim=axis, index=index), out)
 
 
 @names("index_add", inplace="index_add_")
+@watches_index("index", 2)
 def index_add(input, dim, index, source, *, alpha=1, out=None):
     """y = input, then y[..., index[j], ...] += alpha · source[..., j, ...] (repeats add up)."""
-    given = index
     axis, index = _vector_index(input, dim, index, "index_add",
                                 "index_add_(): Expected dtype int32/int64 for index but got: {}")
     _same_dtype(input, source, "index_add_(): self ({}) and source ({}) must have the same scalar type")
@@ -121,9 +119,7 @@ def index_add(input, dim, index, source, *, alpha=1, out=None):
                            f"({len(index)} indices along dim {axis} need source of shape {list(expected)})")
     if isinstance(alpha, Tensor):  # a one-element tensor is read as the number it holds, as PyTorch's Scalar
         alpha = alpha.item()
-    added = IndexAddAlong.apply(input, source, dim=axis, index=index, alpha=python_number(alpha))
-    watch_index_tensors(added, given)
-    return write_out(added, out)
+    return write_out(IndexAddAlong.apply(input, source, dim=axis, index=index, alpha=python_number(alpha)), out)
 
 
 @names("index_reduce", inplace="index_reduce_")
@@ -255,6 +251,7 @@ def refuse_uint8_mask_fill(index_arrays, numel):
 
 @names("index_put", inplace="index_put_")
 @node_named("IndexPutBackward0")
+@watches_index("indices", 1)
 def index_put(input, indices, values, accumulate=False):
     """input with ``values`` written at input[indices] (a tuple of index tensors), or added there
     with accumulate=True (repeated positions then add up)."""
@@ -283,9 +280,7 @@ def index_put(input, indices, values, accumulate=False):
                            f"indexing result of shape {list(target)}")
     values = shape.expand(values, target)
     if accumulate:
-        summed = input + shape.IndexAdd.apply(values, index=index, shape=input.shape, basic=False)
-        watch_index_tensors(summed, indices)
-        return summed
+        return input + shape.IndexAdd.apply(values, index=index, shape=input.shape, basic=False)
     positions = xp.arange(input.numel()).reshape(input.shape)[index].reshape(-1)  # where each value lands
     written = xp.zeros(input.numel(), dtype=bool)
     written[positions] = True
@@ -297,6 +292,4 @@ def index_put(input, indices, values, accumulate=False):
         nothing = Tensor._make(xp.zeros((), dtype=values.dtype))
         values = elementwise.Where.apply(values, nothing, condition=last.reshape(target))
     placed = shape.IndexAdd.apply(values, index=index, shape=input.shape, basic=False)
-    put = elementwise.Where.apply(placed, input, condition=written.reshape(input.shape))
-    watch_index_tensors(put, indices)
-    return put
+    return elementwise.Where.apply(placed, input, condition=written.reshape(input.shape))

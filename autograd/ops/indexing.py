@@ -17,7 +17,7 @@ from ..backend import int32, int64, ufunc_at, xp
 from ..errors import IndexRangeError
 from ..graph import modes
 from ..operands import _operand
-from ..primitive import Primitive, watch_index_tensors, watches_index
+from ..primitive import Primitive, watches_index
 from ..tensor import Tensor
 from ..warn_once import warn_once
 from ..write_door import _refuse_overflow
@@ -223,13 +223,12 @@ def _along_args(x, dim, index, op, src=None):
 
 
 @names("gather")
+@watches_index("index", 2)
 def gather(input, dim, index, *, sparse_grad=False, out=None):
     """y[i][j][k] = input[i][index[i][j][k]][k] for dim 1 (and likewise for any dim)."""
     index_shape = tuple(getattr(index, "shape", xp.shape(index)))
-    given = index
     axis, index = _along_args(input, dim, index, "gather")
     gathered = Gather.apply(input, dim=axis, index=index)
-    watch_index_tensors(gathered, given)
     if gathered.shape != index_shape:  # an empty index, of another shape than the one gathered with
         gathered = shape.reshape(gathered, index_shape)
     return write_out(gathered, out, dtype=input.dtype)  # (PyTorch writes gather into no other dtype)
@@ -247,18 +246,16 @@ def _source(src, value, like, op):
 
 
 @names("scatter", inplace="scatter_")
+@watches_index("index", 2)
 def scatter(input, dim, index, src=None, *, value=None, reduce=None, out=None):
     """y = input with src (or the number ``value``) written at the positions index names along dim.
     reduce='add' adds instead (as scatter_add); 'multiply' multiplies (as scatter_reduce's 'prod')."""
-    given = index
     axis, index = _along_args(input, dim, index, "scatter", src if isinstance(src, Tensor) else None)
     source = _source(src, value, input, "scatter")
     if not isinstance(src, Tensor):  # a number: written at every position index names
         source = shape.expand(source, index.shape)
     if reduce is None:
-        scattered = Scatter.apply(input, source, dim=axis, index=index)
-        watch_index_tensors(scattered, given)
-        return write_out(scattered, out, dtype=input.dtype)
+        return write_out(Scatter.apply(input, source, dim=axis, index=index), out, dtype=input.dtype)
     if reduce not in ("add", "multiply"):
         raise RuntimeError(f"scatter(): reduce argument must be either add or multiply, got {reduce!r}")
     if isinstance(src, Tensor):  # PyTorch's deprecation, said once in a process
@@ -274,14 +271,12 @@ def scatter(input, dim, index, src=None, *, value=None, reduce=None, out=None):
 
 
 @names("scatter_add", inplace="scatter_add_")
+@watches_index("index", 2)
 def scatter_add(input, dim, index, src, *, out=None):
     """y = input, then y[index[i][j][k]][j][k] += src[i][j][k] for dim 0 (repeated positions add up)."""
     _refuse_non_tensor(src, "scatter_add")
-    given = index
     axis, index = _along_args(input, dim, index, "scatter", src)
-    added = ScatterAdd.apply(input, src, dim=axis, index=index)
-    watch_index_tensors(added, given)
-    return write_out(added, out, dtype=input.dtype)
+    return write_out(ScatterAdd.apply(input, src, dim=axis, index=index), out, dtype=input.dtype)
 
 
 def _extreme(dtype, lowest):
@@ -451,11 +446,10 @@ def _scatter_reduce(input, src, axis, index, reduce, include_self, caller="scatt
 def take_along_dim(input, indices, dim=None, *, out=None):
     """gather with broadcasting: input and indices broadcast against each other outside dim;
     with dim None both are flattened first."""
-    if dim is None:  # PyTorch flattens both and gathers: gather's dtypes (int32 too) and words
-        flat_index = indices._data if isinstance(indices, Tensor) else xp.asarray(indices)
-        taken = gather(shape.reshape(input, (-1,)), 0, flat_index.reshape(-1))
-        watch_index_tensors(taken, indices)  # (PyTorch's gather saves the flattened view of indices)
-        return write_out(taken, out)
+    if dim is None:  # PyTorch flattens both and gathers: gather's dtypes (int32 too) and words; a view of indices
+        # is what its gather saves (written in place, the backward is refused), where the dim's gather saves a copy
+        flat_index = shape.reshape(indices, (-1,)) if isinstance(indices, Tensor) else xp.asarray(indices).reshape(-1)
+        return write_out(gather(shape.reshape(input, (-1,)), 0, flat_index), out)
     index = _take_along_dim_index(indices)
     axis = dim_index(dim, input.ndim)
     if input.ndim:  # (negative positions count from the end here, as PyTorch's; gather's do not)
