@@ -57,6 +57,7 @@ from . import (  # noqa: F401  (each declares its names)
     rounding,
     runtime_checks,
     sampling,
+    scaled_products,
     shape,
     short_time_fourier,
     sorting,
