@@ -9,7 +9,6 @@ replicated edge). The backward adds each input's terms in the order of j from a 
 kernels do, so its sums are theirs bit for bit where theirs run one dim at a time; the runs are ordered so."""
 
 import collections
-import hashlib
 
 import numpy
 
@@ -69,6 +68,8 @@ def slice_plan(positions):
     terms as j increases; None where no output stride up to 4 gives MOST_RUNS or fewer. Plans are remembered
     (a layer pads or upsamples the same sizes at every call) under a 16-byte digest of the positions, not the
     positions themselves: an audio pipeline's clips of many lengths would keep 1.6 MB per 200,000 samples."""
+    import hashlib  # (here, not above: loading it is 4 ms of every `import autograd`, 3% of it)
+
     positions = to_numpy(positions).astype(numpy.int64, copy=False)
     key = hashlib.blake2b(positions.tobytes(), digest_size=16).digest()
     if key in _plans:
