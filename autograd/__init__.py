@@ -12,17 +12,7 @@ from . import (
     creation,  # declares from_numpy, as_tensor and the x.new_* methods
     cuda,
 )
-from .backend import (
-    bfloat16,
-    bool_,
-    float16,
-    float32,
-    float64,
-    get_default_dtype,
-    int32,
-    int64,
-    set_default_dtype,
-)
+from .backend import bfloat16, get_default_dtype, set_default_dtype
 from .constants import (  # noqa: E402
     BoolTensor,
     ByteTensor,
@@ -35,6 +25,7 @@ from .constants import (  # noqa: E402
     ShortTensor,
     Size,
     accelerator,
+    bool_,
     cdouble,
     cfloat,
     channels_last,
@@ -44,11 +35,16 @@ from .constants import (  # noqa: E402
     contiguous_format,
     dtype,
     e,
+    float16,
+    float32,
+    float64,
     half,
     inf,
     int,
     int8,
     int16,
+    int32,
+    int64,
     layout,
     memory_format,
     nan,

@@ -26,6 +26,7 @@ import warnings
 import numpy
 
 from . import backend, cuda
+from .dtype_objects import torch_dtype
 from .grad_mode import no_grad
 from .graph import program_stacklevel
 from .tensor import Tensor
@@ -79,7 +80,7 @@ def set_autocast_enabled(device_type, enabled=None):
 
 
 def get_autocast_dtype(device_type):
-    return _state.dtype.get(_device_type(device_type), backend.float16)
+    return torch_dtype(numpy.dtype(_state.dtype.get(_device_type(device_type), backend.float16)))
 
 
 def set_autocast_dtype(device_type, dtype):

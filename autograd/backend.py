@@ -12,6 +12,8 @@ import warnings
 
 import numpy
 
+from .dtype_objects import torch_dtype
+
 xp = importlib.import_module(os.environ.get("CHAINRULE_ARRAY_MODULE", "numpy"))
 
 # Silencing floating-point warnings where an op handles inf and NaN itself: NumPy's block. CuPy
@@ -65,13 +67,7 @@ class MissingDtype:
         raise TypeError(f"{self.name} is not built here: NumPy has no {self.name} type. Use float16 or float32 "
                         f"(on a CPU, {self.name} saves memory but not time)")
 
-    @property
-    def is_floating_point(self):
-        return True
-
-    @property
-    def itemsize(self):
-        return 2
+    is_floating_point, is_complex, is_signed, itemsize = True, False, True, 2  # (autograd.dtype's properties)
 
 
 bfloat16 = MissingDtype("bfloat16")
@@ -89,8 +85,8 @@ def set_default_dtype(dtype):
 
 
 def get_default_dtype():
-    """The floating dtype that Python floats and lists become."""
-    return _default_dtype
+    """The floating dtype that Python floats and lists become (its dtype object: dtype_objects.py)."""
+    return torch_dtype(_default_dtype)
 
 
 def complex_counterpart(dtype):

@@ -9,13 +9,16 @@ import numpy
 
 from . import backend
 from .channels_last_layout import ORDERS as channels_last_orders
+from .dtype_objects import dtype  # torch.dtype: the type of autograd.float32 and the others
 from .factories import tensor
 from .size import Size  # noqa: F401  (autograd.Size)
 from .tensor import Tensor
 
-int8, int16, uint8 = numpy.dtype("int8"), numpy.dtype("int16"), numpy.dtype("uint8")
-half, short, int = backend.float16, int16, backend.int32  # torch.half, torch.short, torch.int
-complex64, complex128 = numpy.dtype("complex64"), numpy.dtype("complex128")
+float16, float32, float64 = dtype(backend.float16), dtype(backend.float32), dtype(backend.float64)
+int8, int16, int32, int64, uint8 = dtype("int8"), dtype("int16"), dtype("int32"), dtype("int64"), dtype("uint8")
+bool_ = dtype(backend.bool_)
+half, short, int = float16, int16, int32  # torch.half, torch.short, torch.int
+complex64, complex128 = dtype("complex64"), dtype("complex128")
 cfloat, cdouble = complex64, complex128  # torch.cfloat, torch.cdouble
 inf, nan, pi, e = math.inf, math.nan, math.pi, math.e
 newaxis = None  # torch.newaxis, NumPy's: x[:, autograd.newaxis] adds a dim of size 1
@@ -100,15 +103,15 @@ def _typed(dtype, name, device_type="cpu"):
                                  "__doc__": f"The legacy constructor of {dtype.name} tensors ({device_type})."})
 
 
-FloatTensor = _typed(backend.float32, "FloatTensor")
-DoubleTensor = _typed(backend.float64, "DoubleTensor")
-HalfTensor = _typed(backend.float16, "HalfTensor")
-LongTensor = _typed(backend.int64, "LongTensor")
-IntTensor = _typed(backend.int32, "IntTensor")
+FloatTensor = _typed(float32, "FloatTensor")
+DoubleTensor = _typed(float64, "DoubleTensor")
+HalfTensor = _typed(float16, "HalfTensor")
+LongTensor = _typed(int64, "LongTensor")
+IntTensor = _typed(int32, "IntTensor")
 ShortTensor = _typed(int16, "ShortTensor")
 CharTensor = _typed(int8, "CharTensor")
 ByteTensor = _typed(uint8, "ByteTensor")
-BoolTensor = _typed(backend.bool_, "BoolTensor")
+BoolTensor = _typed(bool_, "BoolTensor")
 
 
 def typed_constructors(device_type):
@@ -116,7 +119,6 @@ def typed_constructors(device_type):
     return {cls.__name__: _typed(cls.dtype, cls.__name__, device_type) for cls in (
         FloatTensor, DoubleTensor, HalfTensor, LongTensor, IntTensor, ShortTensor, CharTensor, ByteTensor, BoolTensor)}
 
-dtype = numpy.dtype  # torch.dtype: the type of autograd.float32 and the others (NumPy's dtypes here)
 
 
 def _current_accelerator(check_available=False):

@@ -42,6 +42,7 @@ import numpy
 from . import tensor_classes
 from .backend import to_numpy, xp
 from .device import device as _device
+from .dtype_objects import DTYPE_TYPES
 from .safe_globals import (  # noqa: F401  (torch.serialization's names for them: add_safe_globals, ...)
     add_safe_globals,
     allowed,
@@ -117,7 +118,7 @@ def _encode(obj, written):
         return {"odict": _encode(dict(obj), written)["dict"]}
     if isinstance(obj, Size):
         return {"size": list(obj)}
-    if isinstance(obj, numpy.dtype) and obj.kind in "biufc":  # a dtype a checkpoint records (torch.float32)
+    if isinstance(obj, DTYPE_TYPES) and obj.kind in "biufc":  # a dtype a checkpoint records (torch.float32)
         return {"dtype": obj.name}
     if isinstance(obj, bytes):
         return {"bytes": obj.hex()}

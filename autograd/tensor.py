@@ -22,6 +22,7 @@ import numpy
 
 from . import backend
 from .backend import xp
+from .dtype_objects import _MADE, torch_dtype
 from .errors import DtypeError, ShapeError, refuse_ragged
 from .graph import accumulate_grad, modes, program_stacklevel, run_hooks, run_hooks_on_leaf_gradient
 from .hooks import add_hook
@@ -266,7 +267,8 @@ class Tensor(Conversions, Copying, WriteDoor):
 
     @property
     def dtype(self):
-        return self._data.dtype
+        """PyTorch's dtype object for the array's NumPy dtype (dtype_objects.py)."""
+        return _MADE.get(self._data.dtype) or torch_dtype(self._data.dtype)
 
     @property
     def grad(self):

@@ -11,6 +11,7 @@ import numpy
 from . import backend, channels_last_layout
 from .backend import address, bfloat16, memory_owner
 from .constants import memory_format
+from .dtype_objects import torch_dtype
 from .graph import program_stacklevel
 from .meta import MetaArray
 from .ops import bind_tensor_methods
@@ -108,7 +109,7 @@ class TypedStorage(UntypedStorage):
 
     def __init__(self, memory, dtype):
         super().__init__(memory)
-        self.dtype = numpy.dtype(dtype)
+        self.dtype = torch_dtype(numpy.dtype(dtype))
 
     def element_size(self):
         return self.dtype.itemsize

@@ -16,6 +16,7 @@ import numpy
 
 from . import tensor_classes
 from .backend import xp
+from .dtype_objects import DTYPE_TYPES, dtype
 from .safe_globals import allowed, is_allowed
 from .size import Size
 from .tensor import Tensor, tensor_from
@@ -71,7 +72,7 @@ def torch_pickle_name(f):
     return next((name for name in names if name.endswith("data.pkl") and name.count("/") <= 1), None)
 
 
-_TORCH_DTYPES = {name: numpy.dtype(kind) for kind, names in {
+_TORCH_DTYPES = {name: dtype(kind) for kind, names in {
     "float32": ("float32", "float"), "float64": ("float64", "double"), "float16": ("float16", "half"),
     "int64": ("int64", "long"), "int32": ("int32", "int"), "int16": ("int16", "short"), "int8": ("int8",),
     "uint8": ("uint8",), "bool": ("bool",), "complex64": ("complex64", "cfloat"),
@@ -166,10 +167,10 @@ class TorchUnpickler(pickle.Unpickler):
 
 def number_dtype(name):
     """The dtype a file names, a tensor's only: no object dtype comes out of a file."""
-    dtype = numpy.dtype(name)
-    if dtype.kind not in "biufc":
+    found = dtype(name)
+    if found.kind not in "biufc":
         raise pickle.UnpicklingError(f"load: a dtype {name!r} that no tensor has")
-    return dtype
+    return found
 
 
 def _encode_text(text, encoding="utf-8"):
@@ -182,7 +183,7 @@ def _encode_text(text, encoding="utf-8"):
 def _rebuild_tensor(storage, storage_offset, size, stride, requires_grad, backward_hooks, *rest):
     """torch._utils._rebuild_tensor_v2 (and _v3, whose storage is bytes and which names the dtype): a
     tensor showing the storage's elements from storage_offset on, with strides in elements."""
-    if rest and isinstance(rest[0], numpy.dtype):  # _v3
+    if rest and isinstance(rest[0], DTYPE_TYPES):  # _v3
         storage = storage.view(rest[0])
     itemsize = storage.dtype.itemsize
     size, stride = tuple(size), tuple(stride)

@@ -6,7 +6,7 @@ Each test runs on chainrule's `autograd` and, where it is installed, on PyTorch 
 import numpy as np
 import pytest
 
-from tests.ported import xfail_on_chainrule, xfail_ours
+from tests.ported import xfail_on_chainrule
 
 FLOATS = ["float16", "float32", "float64"]
 INTEGERS = ["int64", "int32", "int16", "int8", "uint8"]
@@ -21,8 +21,6 @@ def test_invalid_input(T):
             T.finfo(getattr(T, dtype))
 
 
-@xfail_ours("chainrule's dtypes are NumPy's dtype objects, which have no to_complex() or to_real() methods "
-            "(autograd/backend.py would need its own dtype class)")
 def test_dtype_to_complex_and_to_real(T):
     for dtype in INTEGERS + ["bool"]:
         with pytest.raises(RuntimeError):

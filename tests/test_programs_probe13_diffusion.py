@@ -2789,9 +2789,6 @@ def state_dict_ema(m, weights):
     return teacher.state_dict()
 
 
-@pytest.mark.xfail(strict=True, raises=AttributeError,
-                   reason="chainrule's dtypes are NumPy dtypes (autograd/backend.py), which have no "
-                          "is_floating_point/is_complex/is_signed properties; PyTorch's torch.dtype has them")
 def test_state_dict_ema_filters_by_dtype_is_floating_point():
     weights = weights_of(make_bn_net)
     ours, _ = run_both(state_dict_ema, weights)

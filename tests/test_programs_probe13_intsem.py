@@ -1237,8 +1237,6 @@ def test_a_bool_tensor_is_an_index():
     assert [10, 20][autograd.tensor(False)] == 10
 
 
-@pytest.mark.xfail(strict=True, reason="deliberate: chainrule's dtypes are NumPy's dtype objects, which take no "
-                                       "attributes: torchvision's to_dtype reads dtype.is_floating_point")
 def test_dtype_is_floating_point():
     assert autograd.float32.is_floating_point and not autograd.uint8.is_floating_point
     assert autograd.int8.is_signed and not autograd.uint8.is_signed

@@ -3818,16 +3818,12 @@ def test_reflect_and_replicate_pads_refuse_an_output_without_elements(T, F):
 
 def v2_to_float(m, image):
     """torchvision v2's to_dtype_image reads dtype.is_floating_point (v1 made a tensor to ask it)."""
-    dtype = m.torch.float32
+    dtype, image = m.torch.float32, m.torch.as_tensor(image)
     if dtype.is_floating_point and not image.is_floating_point():
         return image.to(dtype).mul_(1.0 / 255)
     return image
 
 
-@pytest.mark.xfail(strict=True, reason="chainrule's dtypes are NumPy's dtype objects (autograd/backend.py): they "
-                   "have no is_floating_point / is_complex / is_signed attributes, and NumPy's dtype types are "
-                   "immutable, so only a dtype class of chainrule's own in backend.py (outside this task's files) "
-                   "can add them")
 def test_torchvision_v2_reads_dtype_is_floating_point():
     array = np.arange(6, dtype=np.uint8).reshape(1, 1, 2, 3)
     ours, _ = run_both(v2_to_float, array)

@@ -8,6 +8,7 @@ import re
 import warnings
 
 from ..device import device
+from ..dtype_objects import DTYPE_TYPES
 from ..function import Function
 from ..graph import bump_version, is_grad_enabled, no_grad, program_stacklevel
 from ..tensor import Tensor
@@ -309,9 +310,7 @@ def _accepts(word, value):
     if word == "Device":
         return isinstance(value, (device, str))
     if word == "ScalarType":
-        from .. import dtype
-
-        return isinstance(value, (dtype, numbers.Integral))
+        return isinstance(value, (*DTYPE_TYPES, numbers.Integral))
     return True  # (a type this library does not check)
 
 

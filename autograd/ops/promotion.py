@@ -11,6 +11,7 @@ import numbers
 import numpy
 
 from .. import backend
+from ..dtype_objects import torch_dtype
 from ..operands import _operand
 from ..tensor import Tensor, tensor_from
 from .names import names
@@ -57,14 +58,14 @@ def _as_tensor(value, other):
 @names("result_type", method=False)
 def result_type(tensor1, tensor2):
     """The dtype of an arithmetic result of tensor1 and tensor2 (tensors or Python numbers)."""
-    return promoted_dtype(_as_tensor(tensor1, tensor2), _as_tensor(tensor2, tensor1))
+    return torch_dtype(promoted_dtype(_as_tensor(tensor1, tensor2), _as_tensor(tensor2, tensor1)))
 
 
 @names("promote_types", method=False)
 def promote_types(type1, type2):
     """The smallest dtype both type1 and type2 convert to without leaving their highest category
     (int32 with float16 is float16, where NumPy says float32)."""
-    return common_dtype((numpy.dtype(type1), numpy.dtype(type2)))
+    return torch_dtype(common_dtype((numpy.dtype(type1), numpy.dtype(type2))))
 
 
 @names("can_cast", method=False)

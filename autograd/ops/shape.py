@@ -12,6 +12,7 @@ import re
 import numpy
 
 from ..backend import strided_view, ufunc_at, xp
+from ..dtype_objects import DTYPE_TYPES
 from ..errors import ShapeError
 from ..meta import MetaArray, meta_array
 from ..primitive import Primitive
@@ -392,7 +393,7 @@ def _view(x, *sizes, size=None, dtype=None):
     where they do not (a transposed tensor, a convolution's batch-innermost output): chainrule's
     memory layouts differ from PyTorch's, so refusing would break programs PyTorch runs.
     Given a dtype instead (``x.view(autograd.int32)``), x's memory read as that dtype."""
-    if dtype is None and len(sizes) == 1 and isinstance(sizes[0], numpy.dtype):
+    if dtype is None and len(sizes) == 1 and isinstance(sizes[0], DTYPE_TYPES):
         dtype = sizes[0]
     elif dtype is not None and sizes:
         raise TypeError(f"view() takes sizes or a dtype, got both {sizes} and dtype={dtype}")

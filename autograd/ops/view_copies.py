@@ -14,6 +14,7 @@ which is what the name says.
 import numpy
 
 from ..backend import xp
+from ..dtype_objects import DTYPE_TYPES
 from ..graph import no_grad
 from ..tensor import Tensor
 from .axes import dim_index
@@ -132,7 +133,7 @@ def view_copy(input, size=None, *, dtype=None, out=None):
     without gradient, as PyTorch's."""
     if (size is None) == (dtype is None):
         raise TypeError("view_copy() takes a size or a dtype")
-    if dtype is not None or isinstance(size, (numpy.dtype, type)):
+    if dtype is not None or isinstance(size, (*DTYPE_TYPES, type)):
         return write_out(_bytes_as(input, numpy.dtype(size if dtype is None else dtype)), out)
     return _copied(input.view(*size) if isinstance(size, (tuple, list)) else input.view(size), out)
 
