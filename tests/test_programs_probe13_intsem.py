@@ -27,8 +27,8 @@ value: -1 is 255 in uint8), floating bounds past the dtype's range, the sign of 
 ``repeat_interleave`` of int32 counts, a sequence times a 0-d tensor, in-place bitwise refusals, index tensors of
 int8/int16, embedding's and embedding_bag's index dtypes, hardtanh of uint8, padding values that must fit, bool and
 integer loss targets, and masked writes of one number of another dtype; a 0-d bool tensor as an index, ``~`` of
-floats refused, a big-endian array refused by ``tensor()``, ``full_like``'s number fitted as ``full``'s. Strict
-xfail pins what still differs: ``dtype.is_floating_point`` (NumPy's dtypes)."""
+floats refused, a big-endian array refused by ``tensor()``, ``full_like``'s number fitted as ``full``'s, and
+``dtype.is_floating_point``."""
 
 import math
 import operator

@@ -1195,7 +1195,7 @@ def to_dtype_image(m, image, dtype, scale=False):
         return image.to(dtype)
     float_input = image.is_floating_point()
     # torchvision v1's convert_image_dtype spelling ("replace with dtype.is_floating_point when torchscript
-    # supports it"); v2's dtype.is_floating_point is the strict xfail below
+    # supports it"); v2's dtype.is_floating_point is tested below
     float_output = torch.tensor(0, dtype=dtype).is_floating_point()
     if float_input:
         if float_output:
