@@ -15,7 +15,7 @@ from ..primitive import watch_index_tensors
 from ..tensor import Tensor
 from ..write_door import _refuse_overflow
 from .conversion import type_name
-from .index_vectors import refuse_uint8_mask_fill
+from .index_vectors import refuse_uint8_mask_fill, warn_uint8_mask
 from .names import names
 from .shape import GetItem, _in_pytorch_words, _is_int, reshape
 
@@ -55,9 +55,7 @@ def _array_index(i):
             # (a NumPy array of them is converted first, as PyTorch converts it)
             raise IndexError("tensors used as indices must be long, int, byte or bool tensors")
         if i.dtype == xp.uint8:
-            warnings.warn("indexing with dtype torch.uint8 is now deprecated, please use a dtype torch.bool "
-                          "instead.", UserWarning,
-                          stacklevel=program_stacklevel())  # (the line indexing, past _as_pytorch_reads_it)
+            warn_uint8_mask()
             return i.astype(bool)
     elif isinstance(i, (float, numpy.floating)):  # (NumPy's refusal has other words)
         kind = type(i).__name__ if type(i) is float else f"numpy.{type(i).__name__}"
