@@ -63,6 +63,8 @@ def test_index_put_takes_a_tuple_of_tensors(T):
     raises(TypeError, "expected Tensor as element 1 in argument", T.index_put, w, (T.tensor([0]), None),
            T.tensor(1.0))
     raises(TypeError, "must be tuple of Tensors, not Tensor", w.index_put_, T.tensor([0, 1]), T.tensor(1.0))
+    raises(TypeError, "expected Tensor as element 0 in argument .*, but got list", w.index_put_, ([0, 1],),
+           T.tensor(1.0))
     same(w, np.arange(12.0).reshape(3, 4))
 
 
@@ -376,6 +378,25 @@ def test_leaf_that_requires_grad_refuses_index_writes(T):
 
 
 # ---------------------------------------------------------------------- out-of-range and wrong-dtype indices
+
+
+def test_sequences_of_floats_are_positions(T):
+    """PyTorch makes an index tensor of a list (or NumPy array) of numbers, int64 where it holds floats: the
+    positions toward zero. A float number or NumPy bool alone is refused."""
+    x = T.arange(5.0)
+    same(x[[1.7, 2.2]], [1, 2], "float32")
+    same(x[np.array([-1.5])], [4])
+    same(x[np.array([1.0], dtype=np.float32)], [1])
+    same(x[[True, 1.0]], [1, 1])
+    y = T.arange(6.0).view(2, 3)
+    same(y[[0.0, 1.0], :], [[0, 1, 2], [3, 4, 5]])
+    same(y[0, [1.5]], [1])
+    same(y[np.array([[1.0, 0.0]])], [[[3, 4, 5], [0, 1, 2]]])
+    z = T.zeros(5, requires_grad=True).clone()
+    z[[0.5, 3.9]] = T.tensor([1.0, 2.0])
+    same(z, [1, 0, 0, 2, 0])
+    for bad, name in ((np.bool_(True), r"numpy\.bool_?"), (np.float64(1.0), r"numpy\.float64"), (1.0, "float")):
+        raises(IndexError, rf"valid indices \(got {name}\)", x.__getitem__, bad)
 
 
 def test_indices_of_the_wrong_dtype(T):

@@ -280,8 +280,9 @@ def index_put(input, indices, values, accumulate=False):
     if isinstance(indices, Tensor):
         raise TypeError("index_put(): argument 'indices' (position 1) must be tuple of Tensors, not Tensor")
     for k, i in enumerate(indices):
-        if i is None:  # (ATen's index_put takes None for a whole dim: torch.ops.aten.index_put, optional_index_put)
-            raise TypeError(f"expected Tensor as element {k} in argument 1, but got NoneType")
+        if not isinstance(i, Tensor):  # (ATen's index_put takes None for a whole dim: torch.ops.aten.index_put,
+            # optional_index_put)
+            raise TypeError(f"expected Tensor as element {k} in argument 1, but got {type(i).__name__}")
     return optional_index_put(input, indices, values, accumulate)
 
 

@@ -57,13 +57,24 @@ def _array_index(i):
         if i.dtype == xp.uint8:
             warn_uint8_mask()
             return i.astype(bool)
-    elif isinstance(i, (float, numpy.floating)):  # (NumPy's refusal has other words)
+        if not is_tensor and i.dtype.kind == "f":  # (PyTorch reads a NumPy array index as a sequence of numbers)
+            return i.astype(numpy.int64)
+    elif isinstance(i, list) and _holds_floats(i):
+        return numpy.asarray(i).astype(numpy.int64)
+    elif isinstance(i, (float, numpy.floating, numpy.bool_)):  # (NumPy's refusal has other words; a NumPy bool
+        # is no Python bool, which adds a dim)
         kind = type(i).__name__ if type(i) is float else f"numpy.{type(i).__name__}"
         raise IndexError("only integers, slices (`:`), ellipsis (`...`), None and long or byte Variables are valid "
                          f"indices (got {kind})")
     elif isinstance(i, slice) and i.step is not None and i.step < 0:
         raise ValueError("step must be greater than zero")
     return i
+
+
+def _holds_floats(sequence):
+    """Whether a (nested) list index holds a float: PyTorch makes an index tensor of a sequence of numbers, and an
+    int64 one of floats (the positions toward zero: [1.7, -1.5] is [1, -1]), where NumPy refuses them."""
+    return builtins.any(isinstance(e, float) or isinstance(e, list) and _holds_floats(e) for e in sequence)
 
 
 @names("__getitem__")
