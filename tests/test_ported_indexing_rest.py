@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 import pytest
 
-from tests.ported import close, dtype_name, raises, same, values
+from tests.ported import close, dtype_name, raises, same, values, xfail_ours
 
 S, E = slice(None), Ellipsis
 
@@ -485,3 +485,25 @@ def test_written_values_of_another_dtype_or_shape(T):
     z[[0, 2], 1:3] = T.tensor([[1.0], [2.0]])
     same(z, [[0, 1, 1, 0], [1, 1, 1, 1], [0, 2, 2, 0]])
     same(x, np.arange(5.0))
+
+
+@xfail_ours("x[i] = v takes any value NumPy broadcasts (a list, a tuple, a NumPy array or float32 or bool) where "
+            "PyTorch takes a tensor or a Python number (and NumPy integers, float64) only, with a TypeError; "
+            "refusing them needs a check of the library's own callers and tests first")
+def test_written_values_are_tensors_or_numbers(T):
+    x = T.zeros(2, 3)
+    x[0] = np.float64(2.5)
+    x[1] = np.int64(3)
+    same(x, [[2.5] * 3, [3] * 3])
+    for value, name in (([1.0, 2.0, 3.0], "list"), ((1.0, 2.0, 3.0), "tuple"), (np.ones(3), r"numpy\.ndarray"),
+                        (np.float32(1.5), r"numpy\.float32")):
+        raises(TypeError, f"can't assign a {name} to a torch.FloatTensor", x.__setitem__, 0, value)
+
+
+@xfail_ours("PyTorch lets an index hold several Ellipses (the first takes the dims left over, the others none "
+            "where nothing but None follows them), where NumPy refuses more than one")
+def test_several_ellipses(T):
+    x = T.arange(24.0).view(2, 3, 4)
+    assert x[..., ...].shape == (2, 3, 4)
+    assert x[..., 0, ...].shape == (2, 3)
+    assert x[..., None, ...].shape == (2, 3, 4, 1)
