@@ -61,13 +61,37 @@ def _softmax(name):
     return function
 
 
-_ATEN_ONLY = {"_softmax": _softmax("softmax"), "_log_softmax": _softmax("log_softmax")}
+def _index(input, indices):  # noqa: A002  (ATen's name)
+    """aten's index: ``input[indices]`` for a list of index tensors, None standing for a whole dim (``:``)."""
+    if not indices:
+        raise IndexError("at least one index must be provided")
+    if len(indices) > input.ndim:
+        raise IndexError(f"too many indices for tensor of dimension {input.ndim} (got {len(indices)})")
+    return input[tuple(slice(None) if i is None else i for i in indices)]
+
+
+def _index_put(input, indices, values, accumulate=False):  # noqa: A002
+    from ..ops.index_vectors import optional_index_put
+
+    return optional_index_put(input, indices, values, accumulate)
+
+
+def _index_put_(input, indices, values, accumulate=False):  # noqa: A002
+    from ..ops.index_vectors import optional_index_put
+
+    return input._write_back(optional_index_put, (indices, values, accumulate), {}, "index_put_")
+
+
+# aten's own ops, and those whose ATen form takes more than the library's function of the name: index_put's
+# indices may hold None there, where torch.index_put (and so the library's) refuses it
+_ATEN_ONLY = {"_softmax": _softmax("softmax"), "_log_softmax": _softmax("log_softmax"), "index": _index,
+              "index_put": _index_put, "index_put_": _index_put_}
 
 
 def _aten(name):
     import autograd
 
-    function = getattr(autograd, name, None) or _ATEN_ONLY.get(name)
+    function = _ATEN_ONLY.get(name) or getattr(autograd, name, None)
     if function is None and hasattr(Tensor, name):  # (a method only: view, expand, add_, ...)
         def function(self, *args, **kwargs):
             return getattr(self, name)(*args, **kwargs)

@@ -7,12 +7,16 @@ derivative; index_select and index_add are each other's adjoint, as gather and s
     y = index_add(x, dim, index, src, α)     dL/dx = dL/dy,  dL/dsrc = α · index_select(dL/dy, dim, index)
 """
 
+import warnings
+
 from ..backend import int64, xp
 from ..errors import IndexRangeError
+from ..graph import program_stacklevel
 from ..operands import python_number
 from ..primitive import Primitive, node_named, watches_index
 from ..sparse_layout import is_sparse
 from ..tensor import Tensor
+from ..warn_once import warn_once
 from . import elementwise, shape
 from .axes import dim_index
 from .indexing import (
@@ -75,18 +79,26 @@ class IndexAddAlong(Primitive):
         return (grad if x.requires_grad else None), grad_src
 
 
-def _vector_index(x, dim, index, op, refusal, dtypes=_INT32_OR_64, error=RuntimeError, wraps=False):
+def _vector_index(x, dim, index, op, refusal, dtypes=_INT32_OR_64, error=RuntimeError, wraps=False,
+                  in_self=False):
     """(axis, index as an int64 vector) for an op taking one index vector along dim: ``refusal`` and ``error``
-    for an index of another dtype than ``dtypes``; negative positions count from the end where the op ``wraps``."""
+    for an index of another dtype than ``dtypes``; negative positions count from the end where the op ``wraps``;
+    a position out of range is "index out of range in self" (then which) where PyTorch's kernel says so
+    (``in_self``)."""
     axis = dim_index(dim, x.ndim)
     index = _index_array(index, refusal, dtypes, error)
     if index.ndim > 1:
         raise IndexError(f"{op}(): Index is supposed to be a vector, got shape {tuple(index.shape)}")
     size = x.shape[axis] if x.ndim else 1
     index = index.reshape(-1)
-    if wraps:
-        index = xp.where(index < 0, index + size, index)
-    return axis, _check_bounds(index, size, axis).astype(int64, copy=False)
+    try:
+        if wraps:  # (checked before wrapping, so that the error names the index given: -6, not -1)
+            index = xp.where(_check_bounds(index, size, axis, low=-size) < 0, index + size, index)
+        return axis, _check_bounds(index, size, axis).astype(int64, copy=False)
+    except IndexRangeError as out_of_range:
+        if not in_self:
+            raise
+        raise IndexRangeError(f"index out of range in self: {out_of_range}") from None
 
 
 @names("index_select")
@@ -95,11 +107,8 @@ def index_select(input, dim, index, *, out=None):
     """y = input's slices index[0], index[1], ... along dim (index a vector of ints)."""
     if is_sparse(input):  # (autograd.index_select(sparse, ...): the sparse tensor's own)
         return write_out(input.index_select(dim, index), out)
-    try:
-        axis, index = _vector_index(input, dim, index, "index_select",
-                                    "index_select(): Expected dtype int32 or int64 for index")
-    except IndexRangeError as error:  # (PyTorch's words for index_select, then which index)
-        raise IndexRangeError(f"index out of range in self: {error}") from None
+    axis, index = _vector_index(input, dim, index, "index_select",
+                                "index_select(): Expected dtype int32 or int64 for index", in_self=True)
     if input.ndim == 0 and index.size != 1:  # (a scalar's one value: neither repeated nor left out)
         raise RuntimeError(f"index_select(): Index to scalar can have only 1 value, got {index.size} value(s)")
     return write_out(IndexSelect.apply(input, dim=axis, index=index), out)
@@ -110,7 +119,8 @@ def index_select(input, dim, index, *, out=None):
 def index_add(input, dim, index, source, *, alpha=1, out=None):
     """y = input, then y[..., index[j], ...] += alpha · source[..., j, ...] (repeats add up)."""
     axis, index = _vector_index(input, dim, index, "index_add",
-                                "index_add_(): Expected dtype int32/int64 for index but got: {}")
+                                "index_add_(): Expected dtype int32/int64 for index but got: {}",
+                                in_self=input.ndim <= 1)  # (PyTorch's kernel for a vector or a scalar)
     _same_dtype(input, source, "index_add_(): self ({}) and source ({}) must have the same scalar type")
     expected = tuple(len(index) if d == axis else n for d, n in enumerate(input.shape))
     if tuple(source.shape) != expected and not (input.ndim == 0 and source.numel() == index.size):
@@ -138,6 +148,7 @@ def index_reduce(input, dim, index, source, reduce, *, include_self=True, out=No
     if tuple(source.shape) != expected:
         raise RuntimeError(f"index_reduce(): source has shape {tuple(source.shape)} but input of shape "
                            f"{tuple(input.shape)} with {len(index)} indices along dim {axis} needs {expected}")
+    warn_once("index_reduce", "index_reduce() is in beta and the API may change at any time.")
     spread_index = xp.broadcast_to(index.reshape([-1 if d == axis else 1 for d in range(input.ndim)]), expected)
     return write_out(_scatter_reduce(input, source, axis, xp.ascontiguousarray(spread_index), reduce, include_self,
                                      caller="index_reduce"), out)
@@ -229,11 +240,20 @@ def index_copy(input, dim, index, source, *, out=None):
     return write_out(elementwise.Where.apply(placed, input, condition=xp.broadcast_to(mask, input.shape)), out)
 
 
+def warn_uint8_mask():
+    """PyTorch reads a uint8 index tensor as a mask (where NumPy reads integer positions), and says so each time."""
+    warnings.warn("indexing with dtype torch.uint8 is now deprecated, please use a dtype torch.bool instead.",
+                  UserWarning, stacklevel=program_stacklevel())
+
+
 def _put_index(index):
     """One of index_put's indices as an array: integer positions (int64 or int32) or a mask (bool, or uint8 as
-    PyTorch's deprecated rule reads it)."""
+    PyTorch's deprecated rule reads it); None (ATen's optional index) is a whole dim, a slice."""
+    if index is None:
+        return slice(None)
     array = index._data if isinstance(index, Tensor) else xp.asarray(index)
     if array.dtype == xp.uint8:
+        warn_uint8_mask()
         return array.astype(bool)
     if array.dtype not in _INT32_OR_64 and array.dtype != bool:
         raise IndexError("tensors used as indices must be long, int, byte or bool tensors")
@@ -250,11 +270,23 @@ def refuse_uint8_mask_fill(index_arrays, numel):
 
 
 @names("index_put", inplace="index_put_")
-@node_named("IndexPutBackward0")
-@watches_index("indices", 1)
 def index_put(input, indices, values, accumulate=False):
     """input with ``values`` written at input[indices] (a tuple of index tensors), or added there
     with accumulate=True (repeated positions then add up)."""
+    if isinstance(indices, Tensor):
+        raise TypeError("index_put(): argument 'indices' (position 1) must be tuple of Tensors, not Tensor")
+    for k, i in enumerate(indices):
+        if not isinstance(i, Tensor):  # (ATen's index_put takes None for a whole dim: torch.ops.aten.index_put,
+            # optional_index_put)
+            raise TypeError(f"expected Tensor as element {k} in argument 1, but got {type(i).__name__}")
+    return optional_index_put(input, indices, values, accumulate)
+
+
+@node_named("IndexPutBackward0")
+@watches_index("indices", 1)
+def optional_index_put(input, indices, values, accumulate=False):
+    """ATen's index_put: index_put whose ``indices`` may hold None, a whole dim (as a slice ``:`` in a subscript),
+    so x.index_put((None, i), v) writes v at x[:, i]."""
     if not accumulate:
         refuse_uint8_mask_fill([i._data if isinstance(i, Tensor) else i for i in indices if i is not None],
                                values.numel() if isinstance(values, Tensor) else xp.size(values))
@@ -268,13 +300,18 @@ def index_put(input, indices, values, accumulate=False):
     elif values.dtype != input.dtype:
         values = values.to(input.dtype)
     if len(index) > input.ndim:
-        raise IndexError(f"too many indices for tensor of dimension {input.ndim}")
+        raise IndexError(f"too many indices for tensor of dimension {input.ndim} (got {len(index)})")
     for d, i in enumerate(index):
-        outside = (i < -input.shape[d]) | (i >= input.shape[d]) if i.dtype != bool else None
-        if outside is not None and outside.any():
+        if isinstance(i, slice) or i.dtype == bool:  # (a whole dim; a mask, whose shape NumPy checks below)
+            continue
+        outside = (i < -input.shape[d]) | (i >= input.shape[d])
+        if outside.any():
             raise IndexError(f"index {i[outside].flat[0]} is out of bounds for dimension {d} with size "
                              f"{input.shape[d]}")
-    target = xp.empty(input.shape, dtype=bool)[index].shape  # the shape input[indices] has
+    try:
+        target = xp.empty(input.shape, dtype=bool)[index].shape  # the shape input[indices] has
+    except IndexError as error:  # (a mask that does not fit)
+        raise shape._in_pytorch_words(error, input.shape, index) from None
     if values.ndim > len(target) or any(v not in (1, n) for v, n in zip(values.shape[::-1], target[::-1])):
         raise RuntimeError(f"shape mismatch: value tensor of shape {list(values.shape)} cannot be broadcast to "
                            f"indexing result of shape {list(target)}")

@@ -48,11 +48,11 @@ def _same_dtype(input, source, refusal):
         raise RuntimeError(refusal.format(type_name(input.dtype), type_name(source.dtype)))
 
 
-def _check_bounds(index, size, dim):
-    """PyTorch's error for an index outside [0, size)."""
+def _check_bounds(index, size, dim, low=0):
+    """PyTorch's error for an index outside [low, size) (``low`` -size where negative positions count from the end)."""
     if index.size == 0:
         return index
-    bad = (index < 0) | (index >= size)
+    bad = (index < low) | (index >= size)
     if bad.any():
         raise IndexRangeError(f"index {index[bad].flat[0]} is out of bounds for dimension {dim} with size {size}")
     return index

@@ -15,7 +15,7 @@ from ..primitive import watch_index_tensors
 from ..tensor import Tensor
 from ..write_door import _refuse_overflow
 from .conversion import type_name
-from .index_vectors import refuse_uint8_mask_fill
+from .index_vectors import refuse_uint8_mask_fill, warn_uint8_mask
 from .names import names
 from .shape import GetItem, _in_pytorch_words, _is_int, reshape
 
@@ -55,17 +55,26 @@ def _array_index(i):
             # (a NumPy array of them is converted first, as PyTorch converts it)
             raise IndexError("tensors used as indices must be long, int, byte or bool tensors")
         if i.dtype == xp.uint8:
-            warnings.warn("indexing with dtype torch.uint8 is now deprecated, please use a dtype torch.bool "
-                          "instead.", UserWarning,
-                          stacklevel=program_stacklevel())  # (the line indexing, past _as_pytorch_reads_it)
+            warn_uint8_mask()
             return i.astype(bool)
-    elif isinstance(i, (float, numpy.floating)):  # (NumPy's refusal has other words)
+        if not is_tensor and i.dtype.kind == "f":  # (PyTorch reads a NumPy array index as a sequence of numbers)
+            return i.astype(numpy.int64)
+    elif isinstance(i, list) and _holds_floats(i):
+        return numpy.asarray(i).astype(numpy.int64)
+    elif isinstance(i, (float, numpy.floating, numpy.bool_)):  # (NumPy's refusal has other words; a NumPy bool
+        # is no Python bool, which adds a dim)
         kind = type(i).__name__ if type(i) is float else f"numpy.{type(i).__name__}"
         raise IndexError("only integers, slices (`:`), ellipsis (`...`), None and long or byte Variables are valid "
                          f"indices (got {kind})")
     elif isinstance(i, slice) and i.step is not None and i.step < 0:
         raise ValueError("step must be greater than zero")
     return i
+
+
+def _holds_floats(sequence):
+    """Whether a (nested) list index holds a float: PyTorch makes an index tensor of a sequence of numbers, and an
+    int64 one of floats (the positions toward zero: [1.7, -1.5] is [1, -1]), where NumPy refuses them."""
+    return builtins.any(isinstance(e, float) or isinstance(e, list) and _holds_floats(e) for e in sequence)
 
 
 @names("__getitem__")
