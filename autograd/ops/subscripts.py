@@ -44,6 +44,8 @@ def _array_index(i):
     """One index with a tensor's array for the tensor. A uint8 tensor is read as a mask (PyTorch's
     deprecated rule, with its warning: NumPy would read it as integer positions); a negative step
     is refused (NumPy would reverse: PyTorch has no such view)."""
+    if type(i) is int:  # (the common x[t]: none of the checks below)
+        return i
     if isinstance(i, (Tensor, numpy.ndarray)):  # (a NumPy array is read as PyTorch reads it: as a tensor)
         is_tensor = isinstance(i, Tensor)
         i = i._data if is_tensor else i
