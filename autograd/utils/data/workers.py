@@ -69,10 +69,14 @@ class Worker:
         self._numpy_state = numpy.random.RandomState(numpy_seed(base_seed, worker_id)).get_state()
         self.failure = None  # worker_init_fn's exception: raised at the worker's first batch, as PyTorch's
         self.stream = None  # an IterableDataset's samples, as this worker iterates its copy
+        init_fn = loader.worker_init_fn
+        if isinstance(init_fn, types.MethodType) and init_fn.__self__ is loader.dataset:
+            # a method of the dataset: in PyTorch's forked worker it is the method of the worker's copy
+            init_fn = types.MethodType(init_fn.__func__, self.dataset)
         with self:
             try:
-                if loader.worker_init_fn is not None:
-                    loader.worker_init_fn(worker_id)
+                if init_fn is not None:
+                    init_fn(worker_id)
             except Exception as error:
                 self.failure = error
 
@@ -98,7 +102,10 @@ class Worker:
         """A new pass over this worker's copy of an IterableDataset (PyTorch's worker makes its fetcher
         anew each pass, after ``worker_init_fn`` the first time)."""
         with self:
-            self.stream = iter(self.dataset)
+            try:
+                self.stream = iter(self.dataset)
+            except Exception as error:  # (raised at the worker's next batch, named as the worker's, as PyTorch's)
+                self.failure = error
 
     def make(self, make_batch, *args):
         """``make_batch(self, *args)`` in this worker (it reads the worker's dataset or stream); an exception
