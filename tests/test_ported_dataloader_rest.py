@@ -20,7 +20,7 @@ import warnings
 import numpy as np
 import pytest
 
-from tests.ported import raises, same, values
+from tests.ported import same, values
 
 
 def ours(T):
@@ -280,8 +280,8 @@ def test_warning_after_an_iterable_dataset_gives_more_than_its_length(T):
             next(it)
     for fetched in (21, 22, 23):
         with pytest.warns(UserWarning, match=rf"was reported to be 20\(when accessing len\(dataloader\)\), but "
-                                             rf"{fetched} samples have been fetched\. For multiprocessing data-loading, "
-                                             "this"):
+                                             rf"{fetched} samples have been fetched\. For multiprocessing "
+                                             "data-loading, this"):
             next(it)
 
 
