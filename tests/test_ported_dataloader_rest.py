@@ -13,6 +13,7 @@ turns in the main process), pinned memory on a GPU, nested tensors, DataPipes, C
 """
 
 import dataclasses
+import functools
 import math
 import multiprocessing
 import warnings
@@ -237,6 +238,15 @@ def test_method_of_the_dataset_as_worker_init_fn(T):
             for i, (worker_ids, sample) in enumerate(loader):
                 assert worker_ids.tolist() == [i % num_workers] * batch_size
                 assert sample.tolist() == list(range(i * batch_size, (i + 1) * batch_size))
+    assert dataset.worker_id is None
+
+    def set_worker_id(dataset, worker_id):
+        dataset.worker_id = worker_id
+
+    # a functools.partial given the dataset works on each worker's copy too
+    loader = T.utils.data.DataLoader(dataset, batch_size=8, num_workers=2,
+                                     worker_init_fn=functools.partial(set_worker_id, dataset))
+    assert [worker_ids.tolist() for worker_ids, _ in loader] == [[i % 2] * 8 for i in range(6)]
     assert dataset.worker_id is None
 
 
