@@ -119,13 +119,17 @@ def check_shuffle(loader, data, labels):
     assert sorted(seen) == list(range(len(data)))
 
 
-@pytest.mark.parametrize("prefetch_factor", [None, 3])
-def test_sequential_and_shuffled_batches_with_workers(T, prefetch_factor):
+@pytest.mark.parametrize("prefetch_factor, persistent_workers", [(None, False), (3, False), (None, True)])
+def test_sequential_and_shuffled_batches_with_workers(T, prefetch_factor, persistent_workers):
+    """TestDataLoader's sequential and shuffled passes with workers; TestDataLoaderPersistentWorkers runs them with
+    persistent workers (two passes here, the second by the workers of the first)."""
     data, labels, dataset = setup(T)
-    DataLoader = T.utils.data.DataLoader
-    check_sequential(DataLoader(dataset, batch_size=2, num_workers=2, prefetch_factor=prefetch_factor), data, labels)
-    check_shuffle(DataLoader(dataset, batch_size=3, shuffle=True, num_workers=2, prefetch_factor=prefetch_factor),
-                  data, labels)
+    options = {"num_workers": 2, "prefetch_factor": prefetch_factor, "persistent_workers": persistent_workers}
+    sequential = T.utils.data.DataLoader(dataset, batch_size=2, **options)
+    shuffled = T.utils.data.DataLoader(dataset, batch_size=3, shuffle=True, **options)
+    for _ in range(2 if persistent_workers else 1):
+        check_sequential(sequential, data, labels)
+        check_shuffle(shuffled, data, labels)
 
 
 def test_shuffle_reproducibility_with_workers(T):
@@ -168,14 +172,16 @@ def test_worker_init_fn(T):
     assert [b.tolist() for b in loader] == [[12345, 12345], [12345, 12345]]
 
 
-def test_multi_epochs_reproducibility(T):
+@pytest.mark.parametrize("persistent_workers", [False, True])
+def test_multi_epochs_reproducibility(T, persistent_workers):
     class MultiEpochDataset(T.utils.data.IterableDataset):
         def __iter__(self):
             info = T.utils.data.get_worker_info()
             for _ in range(20 // info.num_workers):
                 yield info.id
 
-    loader = T.utils.data.DataLoader(MultiEpochDataset(), batch_size=10, shuffle=False, num_workers=2)
+    loader = T.utils.data.DataLoader(MultiEpochDataset(), batch_size=10, shuffle=False, num_workers=2,
+                                     persistent_workers=persistent_workers)
     for _ in range(3):
         assert [b.tolist() for b in loader] == [[0] * 10, [1] * 10]
 
