@@ -165,6 +165,44 @@ def test_sdpa_scale_with_dropout_is_the_composition_under_one_seed(T, F):
     close(out, (scores / scores.sum(-1, keepdims=True) * kept / 0.6) @ v, rtol=1e-5, atol=1e-5)
 
 
+@pytest.fixture
+def kernel_switches(T):
+    """torch.backends.cuda's switches of the attention kernels (global), put back as they were after the test."""
+    switches = T.backends.cuda
+    names = ("flash", "math", "mem_efficient", "cudnn")
+    before = {name: getattr(switches, f"{name}_sdp_enabled")() for name in names}
+    yield switches
+    for name, enabled in before.items():
+        getattr(switches, f"enable_{name}_sdp")(enabled)
+
+
+def test_attention_kernel_switches(T, F, kernel_switches):
+    """test_dispatch_fails_no_backend on the CPU, through the switches a program sets: turning off the math kernel
+    and flash attention (the CPU's two) leaves no kernel; sdpa_kernel sets the switches for a block."""
+    cuda = kernel_switches
+    attention = importlib.import_module(attention_bias(T).__name__.rsplit(".", 1)[0])
+    (q, k, v), (tq, tk, tv) = qkv(T, [(1, 2, 3, 8)] * 3, 8, "float32")
+    assert (cuda.math_sdp_enabled(), cuda.flash_sdp_enabled(), cuda.mem_efficient_sdp_enabled(),
+            cuda.cudnn_sdp_enabled()) == (True, True, True, True)
+    with attention.sdpa_kernel(attention.SDPBackend.MATH):
+        assert (cuda.math_sdp_enabled(), cuda.flash_sdp_enabled(), cuda.cudnn_sdp_enabled()) == (True, False, False)
+        close(F.scaled_dot_product_attention(tq, tk, tv), softmax_attention(q, k, v), rtol=1e-5, atol=1e-6)
+    assert cuda.flash_sdp_enabled()
+    cuda.enable_flash_sdp(False)
+    close(F.scaled_dot_product_attention(tq, tk, tv), softmax_attention(q, k, v), rtol=1e-5, atol=1e-6)
+    cuda.enable_math_sdp(False)
+    assert (cuda.math_sdp_enabled(), cuda.flash_sdp_enabled()) == (False, False)
+    raises(RuntimeError, "No viable backend for scaled_dot_product_attention was found", F.scaled_dot_product_attention,
+           tq, tk, tv)
+    cuda.enable_math_sdp(True)
+    with pytest.warns(FutureWarning, match=r"`torch.backends.cuda.sdp_kernel\(\)` is deprecated"):
+        with cuda.sdp_kernel(enable_flash=True, enable_math=False):
+            assert (cuda.flash_sdp_enabled(), cuda.math_sdp_enabled(), cuda.mem_efficient_sdp_enabled()) == \
+                (True, False, True)
+            close(F.scaled_dot_product_attention(tq, tk, tv), softmax_attention(q, k, v), rtol=1e-5, atol=1e-6)
+    assert (cuda.flash_sdp_enabled(), cuda.math_sdp_enabled()) == (False, True)
+
+
 # --- nn.Transformer and its layers ---
 
 def small_transformer(nn, **kwargs):
