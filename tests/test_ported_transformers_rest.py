@@ -203,6 +203,25 @@ def test_attention_kernel_switches(T, F, kernel_switches):
     assert (cuda.flash_sdp_enabled(), cuda.math_sdp_enabled()) == (False, True)
 
 
+def test_in_projection_helpers(T, F):
+    """F._in_projection_packed and F._in_projection, the helpers of multi_head_attention_forward that custom
+    attention code imports: self-attention, encoder-decoder attention and three inputs against NumPy."""
+    (x, y, z, w, b), (tx, ty, tz, tw, tb) = qkv(T, [(4, 2, 16), (6, 2, 16), (6, 2, 16), (48, 16), (48,)], 9)
+    w_q, w_k, w_v, b_q, b_k, b_v = w[:16], w[16:32], w[32:], b[:16], b[16:32], b[32:]
+    for inputs, arrays in (((tx, tx, tx), (x, x, x)), ((tx, ty, ty), (x, y, y)), ((tx, ty, tz), (x, y, z))):
+        projected = F._in_projection_packed(*inputs, tw, tb)
+        assert len(projected) == 3
+        for got, a, weight, bias in zip(projected, arrays, (w_q, w_k, w_v), (b_q, b_k, b_v)):
+            close(got, a @ weight.T + bias, rtol=1e-12, atol=1e-12)
+            assert got.is_contiguous()
+    tw_k, tw_v = T.tensor(w_k[:, :8]), T.tensor(w_v[:, :4])
+    projected = F._in_projection(tx, ty[..., :8], tz[..., :4], T.tensor(w_q), tw_k, tw_v, T.tensor(b_q))
+    for got, expected in zip(projected, (x @ w_q.T + b_q, y[..., :8] @ w_k[:, :8].T, z[..., :4] @ w_v[:, :4].T)):
+        close(got, expected, rtol=1e-12, atol=1e-12)
+    raises(AssertionError, r"expecting key weights shape of \(16, 16\), but got .*Size\(\[16, 8\]\)",
+           F._in_projection, tx, ty, tz, T.tensor(w_q), tw_k, T.tensor(w_v))
+
+
 # --- nn.Transformer and its layers ---
 
 def small_transformer(nn, **kwargs):
