@@ -6,6 +6,8 @@ does there, when neither is enabled."""
 import contextlib
 import enum
 
+from autograd.backends import cuda as kernel_switches
+
 
 class SDPBackend(enum.Enum):
     """PyTorch's attention kernels, for ``sdpa_kernel``."""
@@ -18,24 +20,31 @@ class SDPBackend(enum.Enum):
     OVERRIDEABLE = 4
 
 
-_enabled_backends = set(SDPBackend) - {SDPBackend.ERROR}  # sdpa_kernel's choice, all by default
+# each kernel's switch in autograd.backends.cuda (PyTorch's global flags, which sdpa_kernel sets)
+_SWITCH = {SDPBackend.MATH: "math", SDPBackend.FLASH_ATTENTION: "flash",
+           SDPBackend.EFFICIENT_ATTENTION: "mem_efficient", SDPBackend.CUDNN_ATTENTION: "cudnn",
+           SDPBackend.OVERRIDEABLE: "overrideable"}
 _RUNNABLE = {SDPBackend.MATH, SDPBackend.FLASH_ATTENTION}  # the kernels PyTorch has on a CPU
+
+
+def _enabled_backends():
+    return {backend for backend, switch in _SWITCH.items() if kernel_switches._sdp_enabled[switch]}
 
 
 @contextlib.contextmanager
 def sdpa_kernel(backends, set_priority=False):
     """Within the block, scaled_dot_product_attention may use only ``backends`` (one or a list);
     without MATH or FLASH_ATTENTION among them it raises, as PyTorch's does on a CPU."""
-    global _enabled_backends
     if not isinstance(backends, (list, SDPBackend)):
         raise AssertionError("Backend must be an instance of SDPBackend or a list of SDPBackend instances, "
                              f"got {type(backends).__name__}")
-    previous = _enabled_backends
-    _enabled_backends = {backends} if isinstance(backends, SDPBackend) else set(backends)
+    chosen = {backends} if isinstance(backends, SDPBackend) else set(backends)
+    previous = dict(kernel_switches._sdp_enabled)
+    kernel_switches._sdp_enabled.update({switch: backend in chosen for backend, switch in _SWITCH.items()})
     try:
         yield {}
     finally:
-        _enabled_backends = previous
+        kernel_switches._sdp_enabled.update(previous)
 
 
 def flash_attention_takes(query, key, value, attn_mask, dropout_p):
@@ -43,7 +52,7 @@ def flash_attention_takes(query, key, value, attn_mask, dropout_p):
     use_flash_attention_cpp); unlike the math kernel it applies an attn_mask together with is_causal.
     Its conditions: enabled, 4-D query, key and value with one head size and unit last stride, no
     dropout, and no mask, or a 2-D or 4-D one that broadcasts to (batch, heads, L, S) without grad."""
-    if SDPBackend.FLASH_ATTENTION not in _enabled_backends or dropout_p > 0.0:
+    if not kernel_switches.flash_sdp_enabled() or dropout_p > 0.0:
         return False
     if not query.ndim == key.ndim == value.ndim == 4 or not query.shape[-1] == key.shape[-1] == value.shape[-1]:
         return False
@@ -60,6 +69,6 @@ def flash_attention_takes(query, key, value, attn_mask, dropout_p):
 
 def check_a_kernel_runs():
     """Raise, as PyTorch on a CPU, where sdpa_kernel enabled neither MATH nor FLASH_ATTENTION."""
-    if not _enabled_backends & _RUNNABLE:
+    if not _enabled_backends() & _RUNNABLE:
         raise RuntimeError("No viable backend for scaled_dot_product_attention was found. This is likely due to "
                            "turning off both the math kernel and the fused kernels.")

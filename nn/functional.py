@@ -523,7 +523,8 @@ from .losses import (  # noqa: E402, F401
 # F.conv2d and F.pad work as in PyTorch.
 __getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {
     **_lazy.from_module(".attention", "multi_head_attention_forward", "scaled_dot_product_attention",
-                        "_canonical_mask", "_none_or_dtype"),
+                        "_canonical_mask", "_none_or_dtype", "_in_projection_packed", "_in_projection",
+                        "_mha_shape_check"),
     **_lazy.from_module(".ctc", "ctc_loss"),
     **_lazy.from_module(".functional_conv", "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_max_pool1d",
                         "adaptive_max_pool1d_with_indices", "adaptive_max_pool2d", "adaptive_max_pool2d_with_indices",

@@ -172,6 +172,41 @@ def _mha_shape_check(query, key, value, key_padding_mask, attn_mask, num_heads):
     return batched
 
 
+def _split_packed(projection, parts, E):
+    """The (..., parts·E) projection as ``parts`` tensors of (..., E), made contiguous as PyTorch's."""
+    projection = projection.unflatten(-1, (parts, E)).unsqueeze(0).transpose(0, -2).squeeze(-2).contiguous()
+    return tuple(projection[i] for i in range(parts))
+
+
+def _in_projection_packed(q, k, v, w, b=None):
+    """Query, key and value projected by the packed (3E, E) weight ``w`` = [W_q; W_k; W_v] (and bias ``b``), as
+    PyTorch's helper: self-attention (q is k is v) in one product split in three, encoder-decoder attention
+    (k is v) in two, else three."""
+    E = q.shape[-1]
+    if k is v:
+        if q is k:
+            return _split_packed(F.linear(q, w, b), 3, E)
+        w_q, w_kv = w.split([E, E * 2])
+        b_q, b_kv = (None, None) if b is None else b.split([E, E * 2])
+        return (F.linear(q, w_q, b_q), *_split_packed(F.linear(k, w_kv, b_kv), 2, E))
+    w_q, w_k, w_v = w.chunk(3)
+    b_q, b_k, b_v = (None, None, None) if b is None else b.chunk(3)
+    return F.linear(q, w_q, b_q), F.linear(k, w_k, b_k), F.linear(v, w_v, b_v)
+
+
+def _in_projection(q, k, v, w_q, w_k, w_v, b_q=None, b_k=None, b_v=None):
+    """Query, key and value projected by their own weights (W_q (E, E), W_k (E, kdim), W_v (E, vdim)), with
+    PyTorch's checks of the shapes."""
+    Eq, Ek, Ev = q.shape[-1], k.shape[-1], v.shape[-1]
+    for name, weight, shape in (("query", w_q, (Eq, Eq)), ("key", w_k, (Eq, Ek)), ("value", w_v, (Eq, Ev))):
+        if tuple(weight.shape) != shape:
+            raise AssertionError(f"expecting {name} weights shape of {shape}, but got {autograd.Size(weight.shape)!r}")
+    for name, bias in (("query", b_q), ("key", b_k), ("value", b_v)):
+        if bias is not None and tuple(bias.shape) != (Eq,):
+            raise AssertionError(f"expecting {name} bias shape of {(Eq,)}, but got {autograd.Size(bias.shape)!r}")
+    return F.linear(q, w_q, b_q), F.linear(k, w_k, b_k), F.linear(v, w_v, b_v)
+
+
 def multi_head_attention_forward(query, key, value, embed_dim_to_check, num_heads, in_proj_weight, in_proj_bias,
                                  bias_k, bias_v, add_zero_attn, dropout_p, out_proj_weight, out_proj_bias,
                                  training=True, key_padding_mask=None, need_weights=True, attn_mask=None,
@@ -220,14 +255,11 @@ def multi_head_attention_forward(query, key, value, embed_dim_to_check, num_head
         else:
             raise RuntimeError(f"attn_mask's dimension {attn_mask.ndim} is not supported")
 
-    b_q = b_k = b_v = None
-    if in_proj_bias is not None:
-        b_q, b_k, b_v = in_proj_bias[:E], in_proj_bias[E:2 * E], in_proj_bias[2 * E:]
     if not use_separate_proj_weight:
-        q_proj_weight, k_proj_weight, v_proj_weight = (in_proj_weight[:E], in_proj_weight[E:2 * E],
-                                                       in_proj_weight[2 * E:])
-    q, k, v = (F.linear(query, q_proj_weight, b_q), F.linear(key, k_proj_weight, b_k),
-               F.linear(value, v_proj_weight, b_v))
+        q, k, v = _in_projection_packed(query, key, value, in_proj_weight, in_proj_bias)
+    else:
+        b_q, b_k, b_v = (None, None, None) if in_proj_bias is None else in_proj_bias.chunk(3)
+        q, k, v = _in_projection(query, key, value, q_proj_weight, k_proj_weight, v_proj_weight, b_q, b_k, b_v)
     if bias_k is not None and bias_v is not None:
         if static_k is not None:
             raise AssertionError("bias cannot be added to static key.")
@@ -366,8 +398,9 @@ class MultiheadAttention(Module):
         # It takes the mask as given and ignores the is_causal hint.
         fused = self._takes_fast_path(query, key, value, attn_mask, key_padding_mask)
         batch_first = self.batch_first and query.ndim == 3
-        if batch_first:
-            query, key, value = query.transpose(1, 0), key.transpose(1, 0), value.transpose(1, 0)
+        if batch_first:  # (one tensor passed twice stays one: self-attention is projected in one product)
+            transposed = {}
+            query, key, value = (transposed.setdefault(id(t), t.transpose(1, 0)) for t in (query, key, value))
         out, weights = multi_head_attention_forward(
             query, key, value, self.embed_dim, self.num_heads, self.in_proj_weight, self.in_proj_bias, self.bias_k,
             self.bias_v, self.add_zero_attn, self.dropout, self.out_proj.weight, self.out_proj.bias,

@@ -22,6 +22,8 @@ made (setting one is a ValueError: they decide the batches together), and
 
 import collections
 import multiprocessing
+import os
+import warnings
 from typing import Generic, TypeVar
 
 from ...random import drawn_seed
@@ -97,7 +99,11 @@ class DataLoader(Generic[T_co]):
         self.collate_fn = collate_fn
         self._workers = None  # the workers kept from pass to pass (persistent_workers)
         self._last_pass = None  # (and the pass they last worked for)
+        # an IterableDataset's length as len(loader) last read it (None before): a pass that yields more batches
+        # than that warns, as PyTorch's (which compares its count of batches with the dataset's length)
+        self._IterableDataset_len_called = None
         self._initialized = True
+        self.check_worker_number_rationality()
 
     def __setattr__(self, name, value):
         if self._initialized and name in self._FIXED:
@@ -112,13 +118,37 @@ class DataLoader(Generic[T_co]):
     def __len__(self):
         if isinstance(self.dataset, IterableDataset):
             length = len(self.dataset)  # a TypeError when the dataset has no length, as PyTorch
+            self._IterableDataset_len_called = length
             if self.batch_size is None:
                 return length
             return length // self.batch_size if self.drop_last else -(-length // self.batch_size)
         return len(self.batch_sampler if self.batch_sampler is not None else self.sampler)
 
     def __iter__(self):
+        if self.num_workers:
+            self.check_worker_number_rationality()
         return _LoaderIterator(self)
+
+    def check_worker_number_rationality(self):
+        """Warn, as PyTorch's loader does at its making and at each pass with workers, when it would start more
+        worker processes than the CPUs this process may run on (here they take turns in this process, but a
+        program written for PyTorch hears what PyTorch would tell it)."""
+        if not self.num_workers:
+            return
+        cpuset_checked = hasattr(os, "sched_getaffinity")
+        suggested = len(os.sched_getaffinity(0)) if cpuset_checked else os.cpu_count()
+        if suggested is not None and self.num_workers <= suggested:
+            return
+        if suggested is None:
+            suggestion = "DataLoader is not able to compute a suggested max number of worker in current system."
+        else:
+            suggestion = (f"Our suggested max number of worker in current system is {suggested}"
+                          f"{'' if cpuset_checked else ' (`cpuset` is not taken into account)'}, which is smaller "
+                          "than what this DataLoader is going to create.")
+        warnings.warn(f"This DataLoader will create {self.num_workers} worker processes in total. {suggestion} "
+                      "Please be aware that excessive worker creation might get DataLoader running slow or even "
+                      "freeze, lower the worker number to avoid potential slowness/freeze if necessary.",
+                      stacklevel=2)
 
     def _finish(self, batch):
         """What is done to each batch once it is made (nothing here; autograd.data's loader transforms it)."""
@@ -165,6 +195,7 @@ class _LoaderIterator:
 
     def __init__(self, loader):
         self._loader = loader
+        self._reported_length, self._yielded = loader._IterableDataset_len_called, 0
         self._sent = collections.deque()  # (worker, indices) of the batches sent to the workers, not yet made
         if loader.persistent_workers and loader._workers is not None:  # the workers of an earlier pass go on
             self._workers = loader._workers
@@ -242,16 +273,29 @@ class _LoaderIterator:
         loader = self._loader
         if isinstance(loader.dataset, IterableDataset):
             batch = self._next_from_stream() if self._workers is None else self._next_from_workers()
+            self._yielded += 1
+            if self._reported_length is not None and self._yielded > self._reported_length:
+                self._warn_past_reported_length()
+        elif self._workers is None:
+            batch = self._make(next(self._indices), loader.dataset)
         else:
-            if self._workers is None:
-                batch = self._make(next(self._indices), loader.dataset)
-            else:
-                if not self._sent:
-                    raise StopIteration
-                worker, indices = self._sent.popleft()
-                self._send_next_indices()  # (before the batch is made: its error still sends the next one)
-                batch = self._make_sent(worker, indices)
+            if not self._sent:
+                raise StopIteration
+            worker, indices = self._sent.popleft()
+            self._send_next_indices()  # (before the batch is made: its error still sends the next one)
+            batch = self._make_sent(worker, indices)
         return loader._finish(batch)
+
+    def _warn_past_reported_length(self):
+        """PyTorch's warning when a pass over an IterableDataset yields more batches than the dataset's length as
+        ``len(loader)`` read it before the pass (a dataset not sharded among the workers gives each one it all)."""
+        message = (f"Length of IterableDataset {self._loader.dataset} was reported to be {self._reported_length}"
+                   f"(when accessing len(dataloader)), but {self._yielded} samples have been fetched. ")
+        if self._loader.num_workers > 0:
+            message += ("For multiprocessing data-loading, this could be caused by not properly configuring the "
+                        "IterableDataset replica at each worker. Please see "
+                        "https://pytorch.org/docs/stable/data.html#torch.utils.data.IterableDataset for examples.")
+        warnings.warn(message, stacklevel=3)
 
     def _make(self, indices, dataset):
         loader = self._loader

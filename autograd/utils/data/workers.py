@@ -18,6 +18,7 @@ the dataset draws at random, are therefore PyTorch's; only the loading is not pa
 
 import copy
 import dataclasses
+import functools
 import random
 import traceback
 import types
@@ -62,17 +63,19 @@ class Worker:
     def __init__(self, loader, worker_id, base_seed):
         self.id = worker_id
         seed = base_seed + worker_id
-        self.dataset = _own_copy(loader.dataset)
+        copied = _kept_shared(loader.dataset)  # (deepcopy's memo: each object of the dataset to the worker's own)
+        self.dataset = _own_copy(loader.dataset, copied)
         self.info = WorkerInfo(id=worker_id, num_workers=loader.num_workers, seed=seed, dataset=self.dataset)
         self._default_stream = (seed, None)  # (manual_seed(seed): the stream is made from it on the first draw)
         self._python_state = random.Random(seed).getstate()
         self._numpy_state = numpy.random.RandomState(numpy_seed(base_seed, worker_id)).get_state()
         self.failure = None  # worker_init_fn's exception: raised at the worker's first batch, as PyTorch's
         self.stream = None  # an IterableDataset's samples, as this worker iterates its copy
+        init_fn = _referring_to_the_copy(loader.worker_init_fn, copied)
         with self:
             try:
-                if loader.worker_init_fn is not None:
-                    loader.worker_init_fn(worker_id)
+                if init_fn is not None:
+                    init_fn(worker_id)
             except Exception as error:
                 self.failure = error
 
@@ -98,7 +101,10 @@ class Worker:
         """A new pass over this worker's copy of an IterableDataset (PyTorch's worker makes its fetcher
         anew each pass, after ``worker_init_fn`` the first time)."""
         with self:
-            self.stream = iter(self.dataset)
+            try:
+                self.stream = iter(self.dataset)
+            except Exception as error:  # (raised at the worker's next batch, named as the worker's, as PyTorch's)
+                self.failure = error
 
     def make(self, make_batch, *args):
         """``make_batch(self, *args)`` in this worker (it reads the worker's dataset or stream); an exception
@@ -140,13 +146,14 @@ def _raise_as_pytorch(kind, message):
     raise error
 
 
-def _own_copy(dataset):
+def _own_copy(dataset, memo):
     """The worker's copy of the dataset: a deep copy, as a forked process's memory is, so that whatever a
     worker changes (a shard's bounds set in ``worker_init_fn``, a cache it fills, a random generator the
     dataset holds and draws from) is its own: each worker's generator starts where the dataset's stood,
-    and the main process's dataset is left as it was. Memory a fork shares stays shared (``_kept_shared``)."""
+    and the main process's dataset is left as it was. Memory a fork shares stays shared (``memo``, from
+    ``_kept_shared``), and ``memo`` is left mapping each object copied to its copy."""
     try:
-        return copy.deepcopy(dataset, _kept_shared(dataset))
+        return copy.deepcopy(dataset, memo)
     except Exception:
         pass
     # a dataset holding something that cannot be copied (an open file, a lock): its own shallow copy, each of
@@ -155,15 +162,31 @@ def _own_copy(dataset):
         duplicate = copy.copy(dataset)
     except Exception:
         return dataset
+    memo[id(dataset)] = duplicate
     attributes = getattr(duplicate, "__dict__", None)
     if attributes is not None:
-        memo = _kept_shared(dataset)
         for name, value in attributes.items():
             try:
                 attributes[name] = copy.deepcopy(value, memo)
             except Exception:
                 pass
     return duplicate
+
+
+def _referring_to_the_copy(worker_init_fn, copied):
+    """``worker_init_fn`` as a forked worker has it: a method of the dataset (or of anything in it), or a
+    ``functools.partial`` given the dataset, works on the worker's copy (``copied``: the memo of the copy, each
+    object of the dataset to its copy). Only those references are swapped: what else the function holds stays
+    the main process's, rather than being copied for every worker at every pass."""
+    def in_worker(item):
+        return copied.get(id(item), item)
+
+    if isinstance(worker_init_fn, types.MethodType):
+        return types.MethodType(worker_init_fn.__func__, in_worker(worker_init_fn.__self__))
+    if isinstance(worker_init_fn, functools.partial):
+        return functools.partial(worker_init_fn.func, *map(in_worker, worker_init_fn.args),
+                                 **{name: in_worker(value) for name, value in worker_init_fn.keywords.items()})
+    return worker_init_fn
 
 
 # Arrays at least this large are shared with the workers rather than copied (see _kept_shared)
