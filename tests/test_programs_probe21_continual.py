@@ -1018,11 +1018,7 @@ def soups(m, float_check):
             "loaded_keys": list(ingredients[0])}
 
 
-@pytest.mark.parametrize("float_check", [
-    pytest.param("dtype", marks=pytest.mark.xfail(strict=True, raises=AttributeError, reason=(
-        "chainrule's dtypes are NumPy dtypes (autograd/backend.py), which have no is_floating_point "
-        "attribute: task arithmetic keeps the state dict entries whose `v.dtype.is_floating_point`"))),
-    "function"])
+@pytest.mark.parametrize("float_check", ["dtype", "function"])
 def test_model_soups_and_merging(float_check):
     ours, _ = run_both(soups, float_check=float_check, rtol=1e-4, atol=1e-6)
     assert ours["tracked_dtype_float"]
