@@ -19,7 +19,7 @@ from ..tensor import Tensor
 from . import shape, tie_orders
 from .axes import dim_index
 from .conjugation import refuse_unordered
-from .conversion import refuse_kinds, type_name
+from .conversion import legacy_type_name, refuse_kinds, type_name
 from .indexing import Gather
 from .names import names
 from .outputs import write_out
@@ -97,22 +97,24 @@ def sort(input, dim=-1, descending=False, *, stable=None, out=None):
     PyTorch's order: see _sort_order). ``stable`` given (True or False) is PyTorch's other overload, whose node is
     SortBackward1."""
     axis = dim_index(dim, input.ndim)
+    _refuse_complex(input, "Sort")
     indices = _sort_order(input, axis, descending, bool(stable))
     values = named_node(_pick(input, axis, indices), None, "SortBackward0" if stable is None else "SortBackward1",
                         (input,))
-    return write_out(SortResult(values, Tensor._make(indices)), out)
+    return write_out(SortResult(values, Tensor._make(indices)), out, same_dtype=True)
 
 
 @names("argsort")
 def argsort(input, dim=-1, descending=False, *, stable=False):
     """The indices that sort input along dim (int64), as sort's."""
+    _refuse_complex(input, "Sort")
     return Tensor._make(_sort_order(input, dim_index(dim, input.ndim), descending, stable))
 
 
 @names("msort")
 def msort(input, *, out=None):
     """input sorted along its first dim."""
-    return write_out(sort(input, dim=0).values, out)
+    return write_out(sort(input, dim=0).values, out, dtype=input.dtype)
 
 
 @names("topk")
@@ -120,9 +122,13 @@ def topk(input, k, dim=-1, largest=True, sorted=True, *, out=None):
     """(values, indices): the k largest (or smallest) elements along dim, largest first."""
     if isinstance(dim, bool):  # (x.topk(4, True) means largest=True: PyTorch refuses a bool dim)
         raise TypeError("topk(): argument 'dim' (position 2) must be int, not bool")
+    if isinstance(k, float):
+        raise TypeError("topk(): argument 'k' (position 1) must be int, not float")
     axis = dim_index(dim, input.ndim)
     if input.dtype.kind == "b":
         raise RuntimeError("topk does not support bool dtypes on CPU")  # (PyTorch's refusal, after the dim's)
+    _refuse_complex(input, "topk")
+    _refuse_out_overlap(input, out, partial_only=True)
     size = input.shape[axis] if input.ndim else 1
     if not 0 <= k <= size:
         raise RuntimeError(f"selected index k out of range: k={k} for dimension {axis} of size {size}")
@@ -138,7 +144,29 @@ def topk(input, k, dim=-1, largest=True, sorted=True, *, out=None):
     if input.ndim and k:
         indices = _topk_ties(input._data, axis, indices, k, largest, sorted)
     values = named_node(_pick(input, axis, indices), None, "TopkBackward0", (input,))
-    return write_out(TopKResult(values, Tensor._make(indices)), out)
+    return write_out(TopKResult(values, Tensor._make(indices)), out, same_dtype=True)
+
+
+def _refuse_complex(input, op):
+    """PyTorch's sort and topk have no complex kernel (complex numbers have no order; NumPy would order them
+    part by part): its RuntimeError."""
+    if input.dtype.kind == "c":
+        raise RuntimeError(f"{op} does not support complex dtypes on CPU")
+
+
+def _refuse_out_overlap(input, out, partial_only):
+    """PyTorch's refusal of an out= values tensor sharing the input's memory: any of it (kthvalue), or only
+    part of it (topk, median: the input itself as out is taken)."""
+    if out is None or not isinstance(out[0], Tensor):
+        return
+    from ..write_door import refuse_partial_overlap  # (the write door builds on the ops: imported when needed)
+
+    written, read = out[0]._data, input._data
+    if partial_only:
+        refuse_partial_overlap(written, read)
+    elif xp.may_share_memory(written, read):
+        raise RuntimeError("unsupported operation: some elements of the input tensor and the written-to tensor refer "
+                           "to a single memory location. Please clone() the tensor before performing the operation.")
 
 
 def _topk_ties(data, axis, indices, k, largest, sorted):
@@ -220,7 +248,13 @@ def kthvalue(input, k, dim=-1, keepdim=False, *, out=None):
     k = operator.index(k)  # (a NumPy integer or a 0-d integer tensor is an int; a float is refused, as PyTorch)
     axis = dim_index(dim, input.ndim)
     if input.ndim:  # (a 0-d tensor is its own answer: no kernel runs)
-        refuse_kinds(input, "kthvalue_cpu", "b")
+        refuse_kinds(input, "kthvalue_cpu", "bc")
+    if out is not None:  # (PyTorch casts into no other dtype, and writes into no part of the input)
+        if out[0].dtype != input.dtype:
+            raise RuntimeError("output values must be of same type as input")
+        if out[1].dtype != int64:
+            raise RuntimeError("output indices must be of scalar type Long")
+        _refuse_out_overlap(input, out, partial_only=False)
     _nonempty("kthvalue", input, axis)
     size = input.shape[axis] if input.ndim else 1
     if not 1 <= k <= size:
@@ -258,8 +292,8 @@ def _nan_only_slices(data, axis, indices):
 
 def _median(input, dim, keepdim, skip_nan):
     result = NanMedianResult if skip_nan else MedianResult
-    if input.dtype.kind == "b":  # (PyTorch has no median of bools: its kernel names in the message)
-        refuse_kinds(input, "median_cpu" if dim is None else "median_out", "b")
+    if input.dtype.kind in "bc":  # (PyTorch has no median of bools or complex numbers: its kernel names in the message)
+        refuse_kinds(input, "median_cpu" if dim is None else "median_out", "bc")
     if dim is None:
         if input.numel() == 0:
             return Tensor._make(xp.asarray(xp.nan, dtype=input.dtype))
@@ -281,12 +315,30 @@ def _median(input, dim, keepdim, skip_nan):
 def median(input, dim=None, keepdim=False, *, out=None):
     """The median: the lower of the two middle elements for an even count (as PyTorch), over all
     elements or, with dim, (values, indices) along it. A NaN makes its slice's median NaN."""
+    _check_median_out(input, out)
     return write_out(_median(input, dim, keepdim, skip_nan=False), out)
+
+
+def _check_median_out(input, out):
+    """PyTorch's median(dim) and nanmedian(dim) write into out tensors of the input's dtype and int64 only, and
+    into no part of the input."""
+    if out is None or isinstance(out, Tensor):
+        return
+    values, indices = out
+    if values.dtype != input.dtype:
+        raise RuntimeError(f"Expected tensor for 'values' to have the same type as tensor for argument #2 'self'; but "
+                           f"type {legacy_type_name(values.dtype)} does not equal {legacy_type_name(input.dtype)} "
+                           "(while checking arguments for median)")
+    if indices.dtype != int64:
+        raise RuntimeError("Expected tensor for argument #1 'indices' to have scalar type Long; but got "
+                           f"{legacy_type_name(indices.dtype)} instead (while checking arguments for median)")
+    _refuse_out_overlap(input, out, partial_only=True)
 
 
 @names("nanmedian")
 def nanmedian(input, dim=None, keepdim=False, *, out=None):
     """median ignoring NaN (NaN only where a slice holds nothing else)."""
+    _check_median_out(input, out)
     return write_out(_median(input, dim, keepdim, skip_nan=True), out)
 
 
@@ -296,6 +348,8 @@ def mode(input, dim=-1, keepdim=False, *, out=None):
     ones) and the position PyTorch names: the last where it occurs in a slice of up to 16, else the
     one std::sort leaves last among them (see tie_orders.py)."""
     axis = dim_index(dim, input.ndim)
+    refuse_kinds(input, "mode_cpu", "c")
+    _refuse_out_overlap(input, out, partial_only=True)
     if out is not None:  # PyTorch casts into no other dtype
         for target, dtype, which in zip(out, (input.dtype, int64), ("values", "indices")):
             if target.dtype != dtype:
