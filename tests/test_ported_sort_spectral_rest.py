@@ -45,9 +45,11 @@ def test_kthvalue_overlap(T):
 
 @pytest.mark.filterwarnings("ignore:An output with one or more elements was resized")
 def test_out_of_a_part_of_the_input_is_refused(T):
-    """topk, median, nanmedian and mode refuse an out= values tensor sharing part of the input's memory."""
+    """topk, median, nanmedian, mode and max/min(dim) refuse an out= values tensor sharing part of the input's
+    memory."""
     for call in (lambda a, out: T.topk(a, 2, out=out), lambda a, out: T.median(a, 0, out=out),
-                 lambda a, out: T.nanmedian(a, 0, out=out), lambda a, out: T.mode(a, 0, out=out)):
+                 lambda a, out: T.nanmedian(a, 0, out=out), lambda a, out: T.mode(a, 0, out=out),
+                 lambda a, out: T.max(a, 0, out=out), lambda a, out: T.min(a, 0, out=out)):
         a = T.tensor([3.0, 1.0, 2.0])
         raises(RuntimeError, OVERLAP, call, a, (a[:1], T.empty(0, dtype=T.long)))
         same(a, [3.0, 1.0, 2.0])

@@ -22,7 +22,7 @@ from .conjugation import refuse_unordered
 from .conversion import legacy_type_name, refuse_kinds, type_name
 from .indexing import Gather
 from .names import names
-from .outputs import write_out
+from .outputs import refuse_out_overlap, write_out
 from .promotion import promoted_dtype
 from .reductions import Extremum
 
@@ -128,7 +128,7 @@ def topk(input, k, dim=-1, largest=True, sorted=True, *, out=None):
     if input.dtype.kind == "b":
         raise RuntimeError("topk does not support bool dtypes on CPU")  # (PyTorch's refusal, after the dim's)
     _refuse_complex(input, "topk")
-    _refuse_out_overlap(input, out, partial_only=True)
+    refuse_out_overlap(input, out)
     size = input.shape[axis] if input.ndim else 1
     if not 0 <= k <= size:
         raise RuntimeError(f"selected index k out of range: k={k} for dimension {axis} of size {size}")
@@ -152,21 +152,6 @@ def _refuse_complex(input, op):
     part by part): its RuntimeError."""
     if input.dtype.kind == "c":
         raise RuntimeError(f"{op} does not support complex dtypes on CPU")
-
-
-def _refuse_out_overlap(input, out, partial_only):
-    """PyTorch's refusal of an out= values tensor sharing the input's memory: any of it (kthvalue), or only
-    part of it (topk, median: the input itself as out is taken)."""
-    if out is None or not isinstance(out[0], Tensor):
-        return
-    from ..write_door import refuse_partial_overlap  # (the write door builds on the ops: imported when needed)
-
-    written, read = out[0]._data, input._data
-    if partial_only:
-        refuse_partial_overlap(written, read)
-    elif xp.may_share_memory(written, read):
-        raise RuntimeError("unsupported operation: some elements of the input tensor and the written-to tensor refer "
-                           "to a single memory location. Please clone() the tensor before performing the operation.")
 
 
 def _topk_ties(data, axis, indices, k, largest, sorted):
@@ -254,7 +239,7 @@ def kthvalue(input, k, dim=-1, keepdim=False, *, out=None):
             raise RuntimeError("output values must be of same type as input")
         if out[1].dtype != int64:
             raise RuntimeError("output indices must be of scalar type Long")
-        _refuse_out_overlap(input, out, partial_only=False)
+        refuse_out_overlap(input, out, partial_only=False)
     _nonempty("kthvalue", input, axis)
     size = input.shape[axis] if input.ndim else 1
     if not 1 <= k <= size:
@@ -332,7 +317,7 @@ def _check_median_out(input, out):
     if indices.dtype != int64:
         raise RuntimeError("Expected tensor for argument #1 'indices' to have scalar type Long; but got "
                            f"{legacy_type_name(indices.dtype)} instead (while checking arguments for median)")
-    _refuse_out_overlap(input, out, partial_only=True)
+    refuse_out_overlap(input, out)
 
 
 @names("nanmedian")
@@ -349,7 +334,7 @@ def mode(input, dim=-1, keepdim=False, *, out=None):
     one std::sort leaves last among them (see tie_orders.py)."""
     axis = dim_index(dim, input.ndim)
     refuse_kinds(input, "mode_cpu", "c")
-    _refuse_out_overlap(input, out, partial_only=True)
+    refuse_out_overlap(input, out)
     if out is not None:  # PyTorch casts into no other dtype
         for target, dtype, which in zip(out, (input.dtype, int64), ("values", "indices")):
             if target.dtype != dtype:
