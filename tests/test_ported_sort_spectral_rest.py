@@ -351,3 +351,16 @@ def test_istft_round_trips(T):
                    length=64)
     assert dtype_name(back) == "complex128"
     close(back, values(z), atol=1e-10)
+
+
+def test_mode_with_nan(T):
+    """Up to 16 elements PyTorch's mode runs std::sort's insertion sort, whose `<` leaves NaN where it stands, and
+    counts runs with `!=`, so that each NaN is a run of its own: the first run of the greatest length wins."""
+    for row, value, index in (([nan, nan, 1.0], nan, 0), ([nan, 1.0, 1.0], 1.0, 2), ([1.0, nan, 1.0], 1.0, 0),
+                              ([2.0, nan, 2.0, nan, 2.0], 2.0, 0), ([nan], nan, 0)):
+        v, i = T.tensor(row).mode()
+        same(v, value)
+        same(i, index)
+    v, i = T.tensor([[nan, nan, 1.0], [3.0, 3.0, 1.0]]).mode(1)
+    same(v, [nan, 3.0])
+    same(i, [0, 1])

@@ -360,11 +360,12 @@ def mode(input, dim=-1, keepdim=False, *, out=None):
     in_best = run_id == best_run
     last_position = xp.max(xp.where(in_best, moved_order, -1), axis=-1, keepdims=True)
     indices = xp.moveaxis(last_position, -1, axis).astype(int64)
+    has_nan = xp.isnan(moved).any(axis=-1) if data.dtype.kind == "f" else xp.zeros(moved.shape[:-1], dtype=bool)
     if n > 16:  # (up to 16, std::sort's insertion sort keeps equal values in order: the last position)
-        needed = run_length.max(axis=-1) > 1
-        if data.dtype.kind in "fc":  # (NaN makes its comparisons unordered: left as it is)
-            needed &= ~xp.isnan(moved).any(axis=-1)
-        indices = _replayed(data, axis, indices, needed, lambda row: [tie_orders.mode_index(row)])
+        needed = (run_length.max(axis=-1) > 1) & ~has_nan  # (NaN: introsort's comparisons unordered, left as it is)
+    else:  # (NaN: the insertion sort's `<` leaves it where it is, and `!=` makes each NaN a run of its own)
+        needed = has_nan
+    indices = _replayed(data, axis, indices, needed, lambda row: [tie_orders.mode_index(row)])
     values = _pick(input, axis, indices)
     if not keepdim:
         values, indices = shape.squeeze(values, axis), xp.squeeze(indices, axis)
