@@ -364,3 +364,11 @@ def test_mode_with_nan(T):
     v, i = T.tensor([[nan, nan, 1.0], [3.0, 3.0, 1.0]]).mode(1)
     same(v, [nan, 3.0])
     same(i, [0, 1])
+    # beyond 16, std::sort's introsort moves the NaN about: its answer, replayed
+    row = [2.0, nan, 1.0, 1.0, nan, 3.0, 2.0, nan, nan, 0.0, 1.0, 2.0, nan, 3.0, 3.0, 0.0, nan, 2.0, 1.0, nan, 2.0]
+    v, i = T.tensor(row).mode()
+    same(v, 1.0)
+    same(i, 3)
+    v, i = T.tensor([nan] * 18 + [1.0]).mode()
+    same(v, nan)
+    same(i, 9)

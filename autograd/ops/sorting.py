@@ -331,7 +331,8 @@ def nanmedian(input, dim=None, keepdim=False, *, out=None):
 def mode(input, dim=-1, keepdim=False, *, out=None):
     """(values, indices): the most frequent value along dim (the smallest among equally frequent
     ones) and the position PyTorch names: the last where it occurs in a slice of up to 16, else the
-    one std::sort leaves last among them (see tie_orders.py)."""
+    one std::sort leaves last among them (see tie_orders.py). Where a slice holds NaN, which PyTorch's
+    comparisons leave unordered and count as a run of one each, its answer is replayed likewise."""
     axis = dim_index(dim, input.ndim)
     refuse_kinds(input, "mode_cpu", "c")
     refuse_out_overlap(input, out)
@@ -361,10 +362,9 @@ def mode(input, dim=-1, keepdim=False, *, out=None):
     last_position = xp.max(xp.where(in_best, moved_order, -1), axis=-1, keepdims=True)
     indices = xp.moveaxis(last_position, -1, axis).astype(int64)
     has_nan = xp.isnan(moved).any(axis=-1) if data.dtype.kind == "f" else xp.zeros(moved.shape[:-1], dtype=bool)
-    if n > 16:  # (up to 16, std::sort's insertion sort keeps equal values in order: the last position)
-        needed = (run_length.max(axis=-1) > 1) & ~has_nan  # (NaN: introsort's comparisons unordered, left as it is)
-    else:  # (NaN: the insertion sort's `<` leaves it where it is, and `!=` makes each NaN a run of its own)
-        needed = has_nan
+    # Replayed: a slice with NaN (std::sort's `<` orders no NaN, and `!=` makes each NaN a run of its own), and
+    # one of more than 16 with ties (up to 16, std::sort's insertion sort keeps equal values in order: the last)
+    needed = has_nan | (run_length.max(axis=-1) > 1) if n > 16 else has_nan
     indices = _replayed(data, axis, indices, needed, lambda row: [tie_orders.mode_index(row)])
     values = _pick(input, axis, indices)
     if not keepdim:
