@@ -170,6 +170,24 @@ def test_unique_with_nan(T):
     same(counts, [1, 1])
 
 
+def test_unique_dim_with_nan_keeps_pytorchs_order(T):
+    """unique(dim=) sorts the slices with a lexicographic `<` that passes over NaN, then merges runs of equal
+    slices: a slice with NaN is never merged, and stays where that sort leaves it."""
+    x = T.tensor([[nan, 1.0], [1.0, 1.0], [nan, 1.0], [0.0, 2.0]])
+    u, inverse, counts = T.unique(x, dim=0, return_inverse=True, return_counts=True)
+    same(u, [[nan, 1.0], [1.0, 1.0], [nan, 1.0], [0.0, 2.0]])  # (NaN against 1 and 0 decides nothing)
+    same(inverse, [0, 1, 2, 3])
+    same(counts, [1, 1, 1, 1])
+    u, inverse, counts = T.unique(T.tensor([[1.0, nan], [1.0, 0.0]]), dim=1, return_inverse=True, return_counts=True)
+    same(u, [[nan, 1.0], [0.0, 1.0]])
+    same(inverse, [1, 0])
+    u, inverse, counts = T.unique(T.tensor([[2.0, 1.0], [nan, 5.0], [2.0, 1.0], [1.0, 3.0]]), dim=0,
+                                  return_inverse=True, return_counts=True)
+    same(u, [[1.0, 3.0], [2.0, 1.0], [nan, 5.0]])
+    same(inverse, [1, 2, 1, 0])
+    same(counts, [1, 2, 1])
+
+
 def test_unique_ints_and_ill_formed_empty(T):
     u, inverse = T.unique(T.tensor([3, -1, 3], dtype=T.int8), return_inverse=True)
     same(u, [-1, 3], dtype="int8")

@@ -431,11 +431,39 @@ def unique(input, sorted=True, return_inverse=False, return_counts=False, dim=No
     axis = dim_index(dim, data.ndim)
     _unique_slices_exist(data.shape, axis)
     # (bool slices compared as bytes: CuPy's unique(axis=) subtracts its keys, which bools refuse)
-    keys = data.view(xp.uint8) if data.dtype == bool else data
-    values, inverse, counts = xp.unique(keys, return_inverse=True, return_counts=True, axis=axis, equal_nan=False)
-    values = values.view(bool) if data.dtype == bool else values
+    if data.dtype.kind == "f" and xp.isnan(data).any():
+        values, inverse, counts = _unique_slices_with_nan(data, axis)
+    else:
+        keys = data.view(xp.uint8) if data.dtype == bool else data
+        values, inverse, counts = xp.unique(keys, return_inverse=True, return_counts=True, axis=axis, equal_nan=False)
+        values = values.view(bool) if data.dtype == bool else values
     return _unique_results(input, "unique_dim", values, inverse, counts, return_inverse, return_counts,
                            (data.shape[axis],))
+
+
+def _unique_slices_with_nan(data, axis):
+    """(values, inverse, counts) of unique(dim=) as PyTorch's finds them where slices hold NaN: std::sort of the
+    slices by a lexicographic `<` that passes over a NaN (neither less nor greater than anything), then runs of
+    equal slices in that order (a slice with NaN is equal to none, itself included)."""
+    moved = xp.moveaxis(data, axis, 0).reshape(data.shape[axis], -1)
+    rows = moved.tolist()
+
+    def less(a, b):
+        for x, y in zip(rows[a], rows[b]):
+            if x < y:
+                return True
+            if x > y:
+                return False
+        return False
+
+    order = list(range(len(rows)))
+    tie_orders.std_sort(order, len(order), less)
+    ordered = moved[order]
+    starts = xp.concatenate([xp.ones(1, dtype=bool), (ordered[1:] != ordered[:-1]).any(axis=1)])
+    inverse = xp.empty(len(order), dtype=int64)
+    inverse[order] = xp.cumsum(starts) - 1
+    counts = xp.diff(xp.append(xp.flatnonzero(starts), len(starts)))
+    return xp.take(data, xp.asarray(order)[starts], axis=axis), inverse, counts
 
 
 @names("unique_consecutive")
