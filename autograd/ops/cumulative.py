@@ -19,7 +19,7 @@ from ..tensor import Tensor
 from . import joins, shape
 from .arranging import Flip
 from .axes import dim_index, normalize_dims
-from .conversion import refuse_kinds
+from .conversion import refuse_kinds, type_name
 from .elementwise import row_major
 from .indexing import Gather
 from .names import names
@@ -211,11 +211,19 @@ def _running_extremum(x, dim, running, result):
     return result(Gather.apply(x, dim=axis, index=indices), Tensor._make(indices))
 
 
+def _check_extremum_out(input, out):
+    """PyTorch's cummax and cummin write into out tensors of the input's dtype and int64 only."""
+    for target, dtype in zip(out or (), (input.dtype, int64)):
+        if target.dtype != dtype:
+            raise RuntimeError(f"expected scalar_type {type_name(dtype)} but found {type_name(target.dtype)}")
+
+
 @names("cummax")
 @node_named("CummaxBackward0")
 def cummax(input, dim, *, out=None):
     """(values, indices): the largest element so far along dim, and where it is."""
     refuse_kinds(input, "cummax_cpu", "c")
+    _check_extremum_out(input, out)
     return write_out(_running_extremum(input, dim, xp.maximum, CumMaxResult), out)
 
 
@@ -223,6 +231,7 @@ def cummax(input, dim, *, out=None):
 def cummin(input, dim, *, out=None):
     """(values, indices): the smallest element so far along dim, and where it is."""
     refuse_kinds(input, "cummin_cpu", "c")
+    _check_extremum_out(input, out)
     return write_out(_running_extremum(input, dim, xp.minimum, CumMinResult), out)
 
 

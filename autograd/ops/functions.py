@@ -7,7 +7,7 @@
 from ..tensor import Tensor
 from .axes import unbiased_overload
 from .names import names
-from .outputs import write_out
+from .outputs import refuse_out_overlap, write_out
 
 
 def _unary(name, inplace=None):
@@ -99,6 +99,7 @@ def max(input, dim=None, keepdim=False, *, other=None, out=None):
     other = _other(dim, keepdim, other)
     if other is not None:
         return write_out(input.maximum(other), out)
+    refuse_out_overlap(input, out)
     return write_out(input.max(dim, keepdim), out, same_dtype=True)
 
 
@@ -109,6 +110,7 @@ def min(input, dim=None, keepdim=False, *, other=None, out=None):
     other = _other(dim, keepdim, other)
     if other is not None:
         return write_out(input.minimum(other), out)
+    refuse_out_overlap(input, out)
     return write_out(input.min(dim, keepdim), out, same_dtype=True)
 
 

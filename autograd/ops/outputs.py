@@ -63,6 +63,21 @@ def write_out(result, out, same_dtype=False, dtype=None):
     return out
 
 
+def refuse_out_overlap(input, out, partial_only=True):
+    """PyTorch's refusal of a (values, indices) op's out= values tensor sharing the input's memory: only part of
+    it (topk, median, mode, max(dim): the input itself as out is taken), or any of it (kthvalue)."""
+    if not isinstance(out, (tuple, list)) or not isinstance(out[0], Tensor):
+        return
+    from ..write_door import refuse_partial_overlap  # (the write door builds on the ops: imported when needed)
+
+    written, read = out[0]._data, input._data
+    if partial_only:
+        refuse_partial_overlap(written, read)
+    elif xp.may_share_memory(written, read):
+        raise RuntimeError("unsupported operation: some elements of the input tensor and the written-to tensor refer "
+                           "to a single memory location. Please clone() the tensor before performing the operation.")
+
+
 def _tensors(result_or_out):
     return list(result_or_out) if isinstance(result_or_out, (tuple, list)) else [result_or_out]
 

@@ -467,6 +467,9 @@ def is_nonzero(input):
 def isin(elements, test_elements, *, assume_unique=False, invert=False, out=None):
     """True where an element of ``elements`` occurs in ``test_elements`` (False with invert). A number on
     either side takes the other side's dtype first, as in PyTorch (float32 x and 0.1: float32's 0.1)."""
+    if not isinstance(elements, Tensor) and not isinstance(test_elements, Tensor):  # (PyTorch's overloads need one)
+        raise TypeError(f"isin() received an invalid combination of arguments - got ({type(elements).__name__}, "
+                        f"{type(test_elements).__name__}), but expected a Tensor for elements or test_elements")
     if isinstance(elements, Tensor) and not isinstance(test_elements, Tensor):
         test_elements = _operand(test_elements, elements)
     elif isinstance(test_elements, Tensor) and not isinstance(elements, Tensor):
@@ -475,7 +478,7 @@ def isin(elements, test_elements, *, assume_unique=False, invert=False, out=None
         if side.dtype.kind in "bc":
             raise RuntimeError(f"Unsupported input type encountered for isin(): {type_name(side.dtype)}")
     found = xp.isin(_data(elements), _data(test_elements), assume_unique=assume_unique, invert=invert)
-    return write_out(Tensor._make(found), out)
+    return write_out(Tensor._make(found), out, dtype=found.dtype)
 
 
 def on_integers(function, x, y, name, kinds="biu", error=NotImplementedError):

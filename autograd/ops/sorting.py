@@ -19,10 +19,10 @@ from ..tensor import Tensor
 from . import shape, tie_orders
 from .axes import dim_index
 from .conjugation import refuse_unordered
-from .conversion import refuse_kinds, type_name
+from .conversion import legacy_type_name, refuse_kinds, type_name
 from .indexing import Gather
 from .names import names
-from .outputs import write_out
+from .outputs import refuse_out_overlap, write_out
 from .promotion import promoted_dtype
 from .reductions import Extremum
 
@@ -97,22 +97,24 @@ def sort(input, dim=-1, descending=False, *, stable=None, out=None):
     PyTorch's order: see _sort_order). ``stable`` given (True or False) is PyTorch's other overload, whose node is
     SortBackward1."""
     axis = dim_index(dim, input.ndim)
+    _refuse_complex(input, "Sort")
     indices = _sort_order(input, axis, descending, bool(stable))
     values = named_node(_pick(input, axis, indices), None, "SortBackward0" if stable is None else "SortBackward1",
                         (input,))
-    return write_out(SortResult(values, Tensor._make(indices)), out)
+    return write_out(SortResult(values, Tensor._make(indices)), out, same_dtype=True)
 
 
 @names("argsort")
 def argsort(input, dim=-1, descending=False, *, stable=False):
     """The indices that sort input along dim (int64), as sort's."""
+    _refuse_complex(input, "Sort")
     return Tensor._make(_sort_order(input, dim_index(dim, input.ndim), descending, stable))
 
 
 @names("msort")
 def msort(input, *, out=None):
     """input sorted along its first dim."""
-    return write_out(sort(input, dim=0).values, out)
+    return write_out(sort(input, dim=0).values, out, dtype=input.dtype)
 
 
 @names("topk")
@@ -120,9 +122,13 @@ def topk(input, k, dim=-1, largest=True, sorted=True, *, out=None):
     """(values, indices): the k largest (or smallest) elements along dim, largest first."""
     if isinstance(dim, bool):  # (x.topk(4, True) means largest=True: PyTorch refuses a bool dim)
         raise TypeError("topk(): argument 'dim' (position 2) must be int, not bool")
+    if isinstance(k, float):
+        raise TypeError("topk(): argument 'k' (position 1) must be int, not float")
     axis = dim_index(dim, input.ndim)
     if input.dtype.kind == "b":
         raise RuntimeError("topk does not support bool dtypes on CPU")  # (PyTorch's refusal, after the dim's)
+    _refuse_complex(input, "topk")
+    refuse_out_overlap(input, out)
     size = input.shape[axis] if input.ndim else 1
     if not 0 <= k <= size:
         raise RuntimeError(f"selected index k out of range: k={k} for dimension {axis} of size {size}")
@@ -138,7 +144,14 @@ def topk(input, k, dim=-1, largest=True, sorted=True, *, out=None):
     if input.ndim and k:
         indices = _topk_ties(input._data, axis, indices, k, largest, sorted)
     values = named_node(_pick(input, axis, indices), None, "TopkBackward0", (input,))
-    return write_out(TopKResult(values, Tensor._make(indices)), out)
+    return write_out(TopKResult(values, Tensor._make(indices)), out, same_dtype=True)
+
+
+def _refuse_complex(input, op):
+    """PyTorch's sort and topk have no complex kernel (complex numbers have no order; NumPy would order them
+    part by part): its RuntimeError."""
+    if input.dtype.kind == "c":
+        raise RuntimeError(f"{op} does not support complex dtypes on CPU")
 
 
 def _topk_ties(data, axis, indices, k, largest, sorted):
@@ -220,7 +233,13 @@ def kthvalue(input, k, dim=-1, keepdim=False, *, out=None):
     k = operator.index(k)  # (a NumPy integer or a 0-d integer tensor is an int; a float is refused, as PyTorch)
     axis = dim_index(dim, input.ndim)
     if input.ndim:  # (a 0-d tensor is its own answer: no kernel runs)
-        refuse_kinds(input, "kthvalue_cpu", "b")
+        refuse_kinds(input, "kthvalue_cpu", "bc")
+    if out is not None:  # (PyTorch casts into no other dtype, and writes into no part of the input)
+        if out[0].dtype != input.dtype:
+            raise RuntimeError("output values must be of same type as input")
+        if out[1].dtype != int64:
+            raise RuntimeError("output indices must be of scalar type Long")
+        refuse_out_overlap(input, out, partial_only=False)
     _nonempty("kthvalue", input, axis)
     size = input.shape[axis] if input.ndim else 1
     if not 1 <= k <= size:
@@ -258,8 +277,8 @@ def _nan_only_slices(data, axis, indices):
 
 def _median(input, dim, keepdim, skip_nan):
     result = NanMedianResult if skip_nan else MedianResult
-    if input.dtype.kind == "b":  # (PyTorch has no median of bools: its kernel names in the message)
-        refuse_kinds(input, "median_cpu" if dim is None else "median_out", "b")
+    if input.dtype.kind in "bc":  # (PyTorch has no median of bools or complex numbers: its kernel names in the message)
+        refuse_kinds(input, "median_cpu" if dim is None else "median_out", "bc")
     if dim is None:
         if input.numel() == 0:
             return Tensor._make(xp.asarray(xp.nan, dtype=input.dtype))
@@ -281,12 +300,30 @@ def _median(input, dim, keepdim, skip_nan):
 def median(input, dim=None, keepdim=False, *, out=None):
     """The median: the lower of the two middle elements for an even count (as PyTorch), over all
     elements or, with dim, (values, indices) along it. A NaN makes its slice's median NaN."""
+    _check_median_out(input, out)
     return write_out(_median(input, dim, keepdim, skip_nan=False), out)
+
+
+def _check_median_out(input, out):
+    """PyTorch's median(dim) and nanmedian(dim) write into out tensors of the input's dtype and int64 only, and
+    into no part of the input."""
+    if out is None or isinstance(out, Tensor):
+        return
+    values, indices = out
+    if values.dtype != input.dtype:
+        raise RuntimeError(f"Expected tensor for 'values' to have the same type as tensor for argument #2 'self'; but "
+                           f"type {legacy_type_name(values.dtype)} does not equal {legacy_type_name(input.dtype)} "
+                           "(while checking arguments for median)")
+    if indices.dtype != int64:
+        raise RuntimeError("Expected tensor for argument #1 'indices' to have scalar type Long; but got "
+                           f"{legacy_type_name(indices.dtype)} instead (while checking arguments for median)")
+    refuse_out_overlap(input, out)
 
 
 @names("nanmedian")
 def nanmedian(input, dim=None, keepdim=False, *, out=None):
     """median ignoring NaN (NaN only where a slice holds nothing else)."""
+    _check_median_out(input, out)
     return write_out(_median(input, dim, keepdim, skip_nan=True), out)
 
 
@@ -294,8 +331,11 @@ def nanmedian(input, dim=None, keepdim=False, *, out=None):
 def mode(input, dim=-1, keepdim=False, *, out=None):
     """(values, indices): the most frequent value along dim (the smallest among equally frequent
     ones) and the position PyTorch names: the last where it occurs in a slice of up to 16, else the
-    one std::sort leaves last among them (see tie_orders.py)."""
+    one std::sort leaves last among them (see tie_orders.py). Where a slice holds NaN, which PyTorch's
+    comparisons leave unordered and count as a run of one each, its answer is replayed likewise."""
     axis = dim_index(dim, input.ndim)
+    refuse_kinds(input, "mode_cpu", "c")
+    refuse_out_overlap(input, out)
     if out is not None:  # PyTorch casts into no other dtype
         for target, dtype, which in zip(out, (input.dtype, int64), ("values", "indices")):
             if target.dtype != dtype:
@@ -321,11 +361,11 @@ def mode(input, dim=-1, keepdim=False, *, out=None):
     in_best = run_id == best_run
     last_position = xp.max(xp.where(in_best, moved_order, -1), axis=-1, keepdims=True)
     indices = xp.moveaxis(last_position, -1, axis).astype(int64)
-    if n > 16:  # (up to 16, std::sort's insertion sort keeps equal values in order: the last position)
-        needed = run_length.max(axis=-1) > 1
-        if data.dtype.kind in "fc":  # (NaN makes its comparisons unordered: left as it is)
-            needed &= ~xp.isnan(moved).any(axis=-1)
-        indices = _replayed(data, axis, indices, needed, lambda row: [tie_orders.mode_index(row)])
+    has_nan = xp.isnan(moved).any(axis=-1) if data.dtype.kind == "f" else xp.zeros(moved.shape[:-1], dtype=bool)
+    # Replayed: a slice with NaN (std::sort's `<` orders no NaN, and `!=` makes each NaN a run of its own), and
+    # one of more than 16 with ties (up to 16, std::sort's insertion sort keeps equal values in order: the last)
+    needed = has_nan | (run_length.max(axis=-1) > 1) if n > 16 else has_nan
+    indices = _replayed(data, axis, indices, needed, lambda row: [tie_orders.mode_index(row)])
     values = _pick(input, axis, indices)
     if not keepdim:
         values, indices = shape.squeeze(values, axis), xp.squeeze(indices, axis)
@@ -391,11 +431,39 @@ def unique(input, sorted=True, return_inverse=False, return_counts=False, dim=No
     axis = dim_index(dim, data.ndim)
     _unique_slices_exist(data.shape, axis)
     # (bool slices compared as bytes: CuPy's unique(axis=) subtracts its keys, which bools refuse)
-    keys = data.view(xp.uint8) if data.dtype == bool else data
-    values, inverse, counts = xp.unique(keys, return_inverse=True, return_counts=True, axis=axis, equal_nan=False)
-    values = values.view(bool) if data.dtype == bool else values
+    if data.dtype.kind == "f" and xp.isnan(data).any():
+        values, inverse, counts = _unique_slices_with_nan(data, axis)
+    else:
+        keys = data.view(xp.uint8) if data.dtype == bool else data
+        values, inverse, counts = xp.unique(keys, return_inverse=True, return_counts=True, axis=axis, equal_nan=False)
+        values = values.view(bool) if data.dtype == bool else values
     return _unique_results(input, "unique_dim", values, inverse, counts, return_inverse, return_counts,
                            (data.shape[axis],))
+
+
+def _unique_slices_with_nan(data, axis):
+    """(values, inverse, counts) of unique(dim=) as PyTorch's finds them where slices hold NaN: std::sort of the
+    slices by a lexicographic `<` that passes over a NaN (neither less nor greater than anything), then runs of
+    equal slices in that order (a slice with NaN is equal to none, itself included)."""
+    moved = xp.moveaxis(data, axis, 0).reshape(data.shape[axis], -1)
+    rows = moved.tolist()
+
+    def less(a, b):
+        for x, y in zip(rows[a], rows[b]):
+            if x < y:
+                return True
+            if x > y:
+                return False
+        return False
+
+    order = list(range(len(rows)))
+    tie_orders.std_sort(order, len(order), less)
+    ordered = moved[order]
+    starts = xp.concatenate([xp.ones(1, dtype=bool), (ordered[1:] != ordered[:-1]).any(axis=1)])
+    inverse = xp.empty(len(order), dtype=int64)
+    inverse[order] = xp.cumsum(starts) - 1
+    counts = xp.diff(xp.append(xp.flatnonzero(starts), len(starts)))
+    return xp.take(data, xp.asarray(order)[starts], axis=axis), inverse, counts
 
 
 @names("unique_consecutive")

@@ -217,8 +217,9 @@ def topk_indices(row, k, largest, sorted):
 
 
 def mode_index(row):
-    """The index PyTorch's mode gives for one slice without NaN: the last of the most frequent (smallest
-    such) value's run once std::sort has ordered the (value, index) pairs by value."""
+    """The index PyTorch's mode gives for one slice: the last of the most frequent (smallest such) value's run
+    once std::sort has ordered the (value, index) pairs by value. Python's float `<` and `!=` are C++'s, so a
+    NaN (less than nothing, nothing less than it; unequal to itself) is replayed as PyTorch leaves it."""
     items = [(value, j) for j, value in enumerate(row)]
     std_sort(items, len(items), lambda x, y: x[0] < y[0])
     best, best_count, count = 0, 0, 0
