@@ -22,29 +22,11 @@ import numpy as np
 import pytest
 
 from tests.ported import same, values
+from tests.test_ported_dataloader import counting_iterable, setup
 
 
 def ours(T):
     return T.__name__ == "autograd"
-
-
-def counting_iterable(T, n):
-    class CountingIterable(T.utils.data.IterableDataset):
-        def __iter__(self):
-            return iter(range(n))
-
-        def __len__(self):
-            return n
-
-    return CountingIterable()
-
-
-def setup(T):
-    """TestDataLoader.setUp: 100 samples of shape (2, 3, 5) and labels 0..49 twice."""
-    rng = np.random.default_rng(0)
-    data = T.tensor(rng.standard_normal((100, 2, 3, 5)).astype(np.float32))
-    labels = T.tensor(np.tile(rng.permutation(50), 2))
-    return data, labels, T.utils.data.TensorDataset(data, labels)
 
 
 # --- random_split (TestDatasetRandomSplit) ---
