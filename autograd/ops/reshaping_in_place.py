@@ -12,11 +12,11 @@ grad refuses and the version counter moves on.
 import warnings
 
 from ..backend import memory_owner, strided_view, xp
+from ..constants import contiguous_format
 from ..graph import enable_grad, modes, program_stacklevel
 from ..size import Size, sizes_argument
 from ..tensor import Tensor
 from .axes import sizes_or_keyword
-from ..constants import contiguous_format
 from .conversion import c_name
 from .layouts import suggested_format
 from .names import names
