@@ -332,8 +332,10 @@ def broadcast_shapes(*shapes):
 
 @names("ravel")
 def ravel(input):
-    """input as a vector: a view of input when it is contiguous, else a contiguous copy (as PyTorch's)."""
-    return shape._new_view(input, shape.reshape(input.contiguous(), (-1,)))
+    """input as a vector: a view of input when it is contiguous, else a view of a contiguous copy (as PyTorch's
+    contiguous().view(-1): the result's _base is the copy)."""
+    dense = input.contiguous()
+    return shape._new_view(dense, shape.reshape(dense, (-1,)))
 
 
 @names("adjoint")

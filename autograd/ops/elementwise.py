@@ -484,7 +484,10 @@ class Neg(Primitive):
 
 
 class Cast(Primitive):
-    """y = x as another dtype;   dL/dx = dL/dy as x's dtype (its real part, for a real x made complex)"""
+    """y = x as another dtype;   dL/dx = dL/dy as x's dtype (its real part, for a real x made complex).
+    y is laid out as PyTorch's _to_copy lays it out (preserve_format, as Clone): x's own layout where x fills its
+    memory densely, else dense in the order of x's strides (row-major for an expanded x, where NumPy's order
+    would follow the zero strides)."""
 
     saves_inputs = False  # backward needs no input's values
     handles_complex = True
@@ -492,12 +495,14 @@ class Cast(Primitive):
 
     def forward(self, x):
         if x.dtype.kind == "c" and self.dtype.kind == "b":
-            return x != 0  # a complex number is true where either part is nonzero (NumPy's cast too), unwarned
-        if x.dtype.kind == "c" and self.dtype.kind != "c":
+            cast = x != 0  # a complex number is true where either part is nonzero (NumPy's cast too), unwarned
+        elif x.dtype.kind == "c" and self.dtype.kind != "c":
             warnings.warn("Casting complex values to real discards the imaginary part", UserWarning,
                           stacklevel=program_stacklevel())
-            return x.real.astype(self.dtype)  # (PyTorch's warning, not NumPy's ComplexWarning)
-        return x.astype(self.dtype, copy=False)
+            cast = x.real.astype(self.dtype)  # (PyTorch's warning, not NumPy's ComplexWarning)
+        else:
+            cast = x.astype(self.dtype, copy=False)
+        return cast if cast is x or backend.is_dense(x) else preserved_copy(x, cast)
 
     def backward(self, grad, y, x):
         if grad._data.dtype.kind == "c" and x.dtype.kind != "c":

@@ -12,11 +12,13 @@ grad refuses and the version counter moves on.
 import warnings
 
 from ..backend import memory_owner, strided_view, xp
+from ..constants import contiguous_format
 from ..graph import enable_grad, modes, program_stacklevel
 from ..size import Size, sizes_argument
 from ..tensor import Tensor
 from .axes import sizes_or_keyword
 from .conversion import c_name
+from .layouts import suggested_format
 from .names import names
 from .strided import checked_layout, reach_of, refuse_outside
 
@@ -80,11 +82,16 @@ def resize_(input, *sizes, size=None, memory_format=None):
     A tensor that requires grad refuses (PyTorch: "cannot resize variables that require grad").
     Growing gives the tensor new memory, which views made earlier no longer share (PyTorch grows
     the storage they share); a tensor whose elements are not one dense block of memory (a strided
-    slice) refuses a new shape, rather than guess what PyTorch's storage would hold."""
+    slice) refuses a new shape, rather than guess what PyTorch's storage would hold.
+
+    ``memory_format`` lays those elements out anew, shape changed or not (PyTorch's restride):
+    channels_last (channels_last_3d) reads them as N, H, W, C (N, D, H, W, C), contiguous_format
+    row-major; the elements stay where they are in memory."""
     shape = _sizes(sizes_or_keyword(sizes, "size", size))
     if input.requires_grad:
         raise RuntimeError("cannot resize variables that require grad")
-    if shape == tuple(input.shape):
+    order = _memory_order(memory_format, len(shape))
+    if shape == tuple(input.shape) and order is None:
         return input
     array = input._data
     if not (array.flags.c_contiguous or array.flags.f_contiguous):
@@ -99,11 +106,27 @@ def resize_(input, *sizes, size=None, memory_format=None):
     if count * array.itemsize >= 2**63:
         raise RuntimeError(f"Storage size calculation overflowed with sizes={list(shape)}")
     flat = _storage_from(input) if array.flags.c_contiguous else array.ravel(order="K")  # (a view: dense)
-    if count <= flat.size:
+    if count > flat.size:
+        grown = xp.zeros(count, dtype=array.dtype)
+        grown[:flat.size] = flat
+        flat = grown
+    if order is None:
         return input._become(Tensor._make(flat[:count].reshape(shape)))
-    grown = xp.zeros(count, dtype=array.dtype)
-    grown[:flat.size] = flat
-    return input._become(Tensor._make(grown.reshape(shape)))
+    laid_out = flat[:count].reshape(tuple(shape[dim] for dim in order))  # (dims in memory order, outermost first)
+    return input._become(Tensor._make(laid_out.transpose(tuple(int(d) for d in xp.argsort(xp.asarray(order))))))
+
+
+def _memory_order(memory_format, ndim):
+    """The dims from the outermost in memory that ``memory_format`` lays a tensor of ``ndim`` dims out in (None
+    where none is asked for), refused as PyTorch's resize_ refuses preserve_format and a format of another rank."""
+    if memory_format is None:
+        return None
+    if memory_format.name == "preserve_format":
+        raise RuntimeError("Unsupported memory formatPreserve")
+    order = memory_format.order or tuple(range(ndim))  # (contiguous_format: row-major)
+    if len(order) != ndim:
+        raise RuntimeError(f"required rank {len(order)} tensor to use {memory_format.name} format")
+    return order
 
 
 def _storage_from(input):
@@ -117,8 +140,11 @@ def _storage_from(input):
 
 @names("resize_as_", function=False)
 def resize_as_(input, other, memory_format=None):
-    """input.resize_(other.shape)."""
-    return resize_(input, Size(other.shape))
+    """input.resize_(other.shape, memory_format=...); preserve_format lays input out in other's suggested
+    memory format (channels-last where other is stored so, row-major otherwise)."""
+    if memory_format is not None and memory_format.name == "preserve_format":
+        memory_format = suggested_format(other._data) or contiguous_format
+    return resize_(input, Size(other.shape), memory_format=memory_format)
 
 
 @names("resize", function=False)
