@@ -32,6 +32,7 @@ from . import (  # noqa: F401  (each declares its names)
     householder,
     in_place_arithmetic,
     incomplete_gamma,
+    index_errors,
     index_vectors,
     indexing,
     inverses,

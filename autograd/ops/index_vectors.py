@@ -19,6 +19,7 @@ from ..tensor import Tensor
 from ..warn_once import warn_once
 from . import elementwise, shape
 from .axes import dim_index
+from .index_errors import index_error_in_pytorch_words
 from .indexing import (
     _INT32_OR_64,
     _accumulated,
@@ -311,7 +312,7 @@ def optional_index_put(input, indices, values, accumulate=False):
     try:
         target = xp.empty(input.shape, dtype=bool)[index].shape  # the shape input[indices] has
     except IndexError as error:  # (a mask that does not fit)
-        raise shape._in_pytorch_words(error, input.shape, index) from None
+        raise index_error_in_pytorch_words(error, input.shape, index) from None
     if values.ndim > len(target) or any(v not in (1, n) for v, n in zip(values.shape[::-1], target[::-1])):
         raise RuntimeError(f"shape mismatch: value tensor of shape {list(values.shape)} cannot be broadcast to "
                            f"indexing result of shape {list(target)}")

@@ -7,7 +7,6 @@ Reshape, permute, expand and basic indexing return views of their input. How ``x
 
 import builtins
 import operator
-import re
 
 import numpy
 
@@ -24,6 +23,7 @@ from .axes import dim_index, inverse_permutation, matrices_only, normalize_dims,
 from .broadcasting import unbroadcast
 from .conjugation import ViewAsComplex, ViewAsReal
 from .conversion import type_name
+from .index_errors import index_error_in_pytorch_words
 from .names import names
 
 
@@ -233,7 +233,7 @@ class GetItem(Primitive):
         try:
             y = x[self.index]
         except IndexError as error:
-            raise _in_pytorch_words(error, x.shape, self.index) from None
+            raise index_error_in_pytorch_words(error, x.shape, self.index) from None
         if type(y) is not type(x):  # an element: NumPy gives a scalar (a copy), PyTorch a 0-d view
             y = x[(*self.index, ...) if type(self.index) is tuple else (self.index, ...)]
         elif not self.is_view and type(y) is numpy.ndarray and not y.flags.c_contiguous:
@@ -480,57 +480,6 @@ def _expand(x, *sizes, size=None):
 @names("expand_as", function=False)
 def _expand_as(x, other):
     return _new_view(x, expand(x, other.shape), "ExpandBackward0")
-
-
-def _is_int(i):
-    return isinstance(i, (int, numpy.integer)) and not isinstance(i, (bool, numpy.bool_))
-
-
-def _mask_at(parts, axis, ndim):
-    """(the mask of an index's ``parts`` that covers dim ``axis`` of a tensor of ``ndim`` dims, the dim it
-    starts at), or (None, 0): each part covers as many dims as it indexes (a mask its ndim, None and a bool
-    none, Ellipsis the rest)."""
-    def covered(i):
-        if i is None or i is Ellipsis or isinstance(i, (bool, numpy.bool_)):
-            return 0
-        return i.ndim if isinstance(i, xp.ndarray) and i.dtype == bool else 1
-    start = 0
-    for i in parts:
-        width = ndim - builtins.sum(map(covered, parts)) if i is Ellipsis else covered(i)
-        if isinstance(i, xp.ndarray) and i.dtype == bool and i.ndim and start <= axis < start + width:
-            return i, start
-        start += width
-    return None, 0
-
-
-def _in_pytorch_words(error, shape, index):
-    """NumPy's IndexError for ``array[index]`` (array of ``shape``) said as PyTorch says it: dims, not axes,
-    and a mask that does not fit named with its shape and the tensor's."""
-    message = str(error)
-    found = re.fullmatch(r"index (-?\d+) is out of bounds for axis (\d+) with size (\d+)", message)
-    if found:
-        position, dim, size = found.groups()
-        if size == "0":
-            return IndexError("index is out of bounds for dimension with size 0")
-        return IndexError(f"index {position} is out of bounds for dimension {dim} with size {size}")
-    found = re.match(r"boolean index did not match indexed array along axis (\d+); size of axis is (\d+) but "
-                     r"size of corresponding boolean axis is (\d+)", message)
-    if found:
-        axis = int(found.group(1))
-        parts = index if isinstance(index, tuple) else (index,)
-        mask, start = _mask_at(parts, axis, len(shape))
-        what = f" {list(mask.shape)} at index {axis - start}" if mask is not None else ""
-        return IndexError(f"The shape of the mask{what} does not match the shape of the indexed tensor "
-                          f"{list(shape)} at index {axis}")
-    found = re.match(r"too many indices for array: array is (\d+)-dimensional", message)
-    if found and _is_int(index) and not shape:
-        return IndexError("invalid index of a 0-dim tensor. Use `tensor.item()` in Python or `tensor.item<T>()` in "
-                          "C++ to convert a 0-dim tensor to a number")
-    if found and isinstance(index, slice) and not shape:
-        return IndexError("slice() cannot be applied to a 0-dim tensor.")
-    if found:
-        return IndexError(f"too many indices for tensor of dimension {found.group(1)}")
-    return error
 
 
 @names("T", function=False)

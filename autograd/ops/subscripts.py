@@ -15,9 +15,10 @@ from ..primitive import watch_index_tensors
 from ..tensor import Tensor
 from ..write_door import _refuse_overflow
 from .conversion import type_name
+from .index_errors import index_error_in_pytorch_words, is_integer_index
 from .index_vectors import refuse_uint8_mask_fill, warn_uint8_mask
 from .names import names
-from .shape import GetItem, _in_pytorch_words, _is_int, reshape
+from .shape import GetItem, reshape
 
 
 def _ndim(index):
@@ -117,7 +118,7 @@ def _setitem(x, index, value):
     try:
         x._write_at(index, value)
     except IndexError as error:
-        raise _in_pytorch_words(error, x.shape, index) from None
+        raise index_error_in_pytorch_words(error, x.shape, index) from None
     if x.grad_fn is not node_before:  # (a recorded write: under no_grad x keeps the node that made it)
         watch_index_tensors(x, given)
 
@@ -193,7 +194,7 @@ def _as_pytorch_reads_it(x, index):
 
 
 def _ints_beside_arrays(index):
-    return builtins.any(_is_int(i) for i in index) and \
+    return builtins.any(is_integer_index(i) for i in index) and \
         builtins.any(isinstance(i, (list, xp.ndarray)) and numpy.ndim(i) > 0 for i in index)
 
 
@@ -203,7 +204,7 @@ def _integers_first(x, index):
     (2, 3, 4): NumPy counts the 0 among the advanced indices, and so moves their dim first, (2, 3)."""
     first, rest = [], []
     for i in index:
-        if _is_int(i):
+        if is_integer_index(i):
             first.append(i)
         elif isinstance(i, (list, xp.ndarray)) and _ndim(i) > 0:
             dims = _ndim(i) if _is_mask(i) else 1  # (a mask takes its ndim dims)
