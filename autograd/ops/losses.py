@@ -47,13 +47,10 @@ def check_reduction(reduction):
 
 def reduced(loss, reduction):
     """The mean, sum or none of the elementwise losses."""
+    check_reduction(reduction)
     if reduction == "mean":
         return loss.mean()
-    if reduction == "sum":
-        return loss.sum()
-    if reduction == "none":
-        return loss
-    raise ValueError(f"{reduction} is not a valid value for reduction")  # (PyTorch's words)
+    return loss.sum() if reduction == "sum" else loss
 
 
 def reduce_batchmean(loss, reduction, batch):
