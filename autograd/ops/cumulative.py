@@ -23,7 +23,7 @@ from .conversion import refuse_kinds, type_name
 from .elementwise import row_major
 from .indexing import Gather
 from .names import names
-from .outputs import write_out
+from .outputs import accumulate_dtype, write_out
 from .reductions import spread
 from .splitting import narrow, select
 
@@ -73,7 +73,7 @@ class CumSum(Primitive):
 @names("cumsum", inplace="cumsum_")
 def cumsum(input, dim, *, dtype=None, out=None):
     """y_i = x_0 + ... + x_i along dim (integers and bools sum in int64, as PyTorch)."""
-    x, axis = _along(input, dim, dtype)
+    x, axis = _along(input, dim, accumulate_dtype(dtype, out))
     return write_out(CumSum.apply(x, dim=axis, reverse=False), out, dtype=dtype)
 
 
@@ -129,7 +129,7 @@ def _product_gradient(grad, x, d):
 @names("cumprod", inplace="cumprod_")
 def cumprod(input, dim, *, dtype=None, out=None):
     """y_i = x_0 · ... · x_i along dim; its gradient is exact where x holds zeros."""
-    x, axis = _along(input, dim, dtype)
+    x, axis = _along(input, dim, accumulate_dtype(dtype, out))
     return write_out(CumProd.apply(x, dim=axis), out, dtype=dtype)
 
 
@@ -186,7 +186,7 @@ def prod(input, dim=None, keepdim=False, *, dtype=None, out=None):
         raise TypeError(f"prod() received an invalid combination of arguments - got (Tensor, {type(dim).__name__}), "
                         "but expected one of: (Tensor input, *, torch.dtype dtype = None) or (Tensor input, int dim, "
                         "bool keepdim = False, *, torch.dtype dtype = None, Tensor out = None)")
-    x = _accumulating_dtype(input, dtype)
+    x = _accumulating_dtype(input, accumulate_dtype(dtype, out))
     axes = normalize_dims(dim, x.ndim)
     if dim is None:
         return write_out(Prod.apply(x, axes=axes, keepdim=False), out, dtype=dtype)
