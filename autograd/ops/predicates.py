@@ -388,7 +388,10 @@ def histogramdd(input, bins, range=None, weight=None, density=False):
         raise NotImplementedError(f"\"histogramdd\" not implemented for '{_TYPE_NAMES.get(data.dtype.name)}'")
     if data.ndim < 2:
         raise RuntimeError("torch.histogramdd: input tensor should have at least 2 dimensions")
-    points, n = data.reshape(-1, data.shape[-1]), data.shape[-1]
+    n = data.shape[-1]
+    if n == 0:  # points of no coordinates: a 0-d histogram holding nothing (NaN once normalised), and no edges
+        return HistogramddResult(Tensor._make(xp.asarray(xp.nan if density else 0.0, data.dtype)), ())
+    points = data.reshape(-1, n)
     if isinstance(bins, (list, tuple)):
         if len(bins) != n:
             raise RuntimeError("histogramdd: The size of bins must be equal to the innermost dimension of the input.")
@@ -398,6 +401,8 @@ def histogramdd(input, bins, range=None, weight=None, density=False):
             raise RuntimeError(f"torch.histogramdd: for a {n}-dimensional histogram range should have {2 * n} "
                                f"elements, but got {len(range)}")
         range = [(float(range[2 * d]), float(range[2 * d + 1])) for d in builtins.range(n)]
+    elif not points.size:  # no points to span: PyTorch's bins then cover [0, 1] (NumPy's, [-0.5, 0.5])
+        range = [(0.0, 1.0)] * n
     weights = None
     if weight is not None:
         weights = _data(weight)
