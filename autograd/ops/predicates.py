@@ -172,8 +172,8 @@ def _reduce_bool(function, input, dim, keepdim, out=None):
     if out is not None and out.dtype.kind != "b" and out.dtype != xp.uint8:
         name = function.__name__
         raise RuntimeError(f"{name} only supports bool tensor for result, got: {type_name(out.dtype)}")
-    if dim is None:
-        result = xp.asarray(function(data))
+    if dim is None:  # every dim (kept as 1s with keepdim, as PyTorch's any/all, unlike its sum/mean)
+        result = xp.asarray(function(data, keepdims=keepdim))
     else:
         result = function(data, axis=normalize_dims(dim, data.ndim, empty_is_every=False), keepdims=keepdim)
     result = row_major(result)  # (PyTorch's reductions allocate a row-major result)
