@@ -13,7 +13,7 @@ import warnings
 
 import numpy
 
-from ..backend import float32, int64, ufunc_at, xp
+from ..backend import errstate, float32, int64, ufunc_at, xp
 from ..errors import ShapeError, broadcast_mismatch, refuse_unordered
 from ..operands import _operand
 from ..primitive import Primitive
@@ -315,8 +315,9 @@ def histogram(input, bins=100, *, range=None, weight=None, density=False, out=No
         raise NotImplementedError(f"\"histogramdd\" not implemented for '{type_name(data.dtype)}'")
     edges = _data(bins) if isinstance(bins, (Tensor, list, tuple)) else operator.index(bins)  # (a NumPy int too)
     _check_histogram(data, edges, range, weight)
-    hist, bin_edges = xp.histogram(data, bins=edges, range=range, weights=None if weight is None else _data(weight),
-                                   density=density)
+    with errstate(invalid="ignore", divide="ignore"):  # (the density of nothing is 0/0: NaN, silently as PyTorch's)
+        hist, bin_edges = xp.histogram(data, bins=edges, range=range,
+                                       weights=None if weight is None else _data(weight), density=density)
     operands = (input, weight)
     return write_out(HistogramResult(_undifferentiated(hist.astype(data.dtype), operands, "histogram"),
                                      _undifferentiated(bin_edges.astype(data.dtype), operands, "histogram")), out)
@@ -410,7 +411,8 @@ def histogramdd(input, bins, range=None, weight=None, density=False):
             raise RuntimeError("torch.histogramdd: if weight tensor is provided, input tensor and weight tensor "
                                f"should have the same dtype, but got input({data.dtype}), and weight({weights.dtype})")
         weights = weights.reshape(-1)
-    hist, edges = xp.histogramdd(points, bins=bins, range=range, weights=weights, density=density)
+    with errstate(invalid="ignore", divide="ignore"):  # (the density of nothing is 0/0: NaN, silently as PyTorch's)
+        hist, edges = xp.histogramdd(points, bins=bins, range=range, weights=weights, density=density)
     operands = (input, weight)
     if isinstance(bins, list) and not isinstance(bins[0], int):  # the edges given: returned as they are, unrecorded
         return HistogramddResult(_undifferentiated(hist.astype(data.dtype), operands, "_histogramdd_from_bin_tensors"),
