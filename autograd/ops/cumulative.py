@@ -23,7 +23,7 @@ from .conversion import refuse_kinds, type_name
 from .elementwise import row_major
 from .indexing import Gather
 from .names import names
-from .outputs import write_out
+from .outputs import accumulate_dtype, write_out
 from .reductions import spread
 from .splitting import narrow, select
 
@@ -73,7 +73,7 @@ class CumSum(Primitive):
 @names("cumsum", inplace="cumsum_")
 def cumsum(input, dim, *, dtype=None, out=None):
     """y_i = x_0 + ... + x_i along dim (integers and bools sum in int64, as PyTorch)."""
-    x, axis = _along(input, dim, dtype)
+    x, axis = _along(input, dim, accumulate_dtype(dtype, out))
     return write_out(CumSum.apply(x, dim=axis, reverse=False), out, dtype=dtype)
 
 
@@ -129,7 +129,7 @@ def _product_gradient(grad, x, d):
 @names("cumprod", inplace="cumprod_")
 def cumprod(input, dim, *, dtype=None, out=None):
     """y_i = x_0 · ... · x_i along dim; its gradient is exact where x holds zeros."""
-    x, axis = _along(input, dim, dtype)
+    x, axis = _along(input, dim, accumulate_dtype(dtype, out))
     return write_out(CumProd.apply(x, dim=axis), out, dtype=dtype)
 
 
@@ -186,7 +186,7 @@ def prod(input, dim=None, keepdim=False, *, dtype=None, out=None):
         raise TypeError(f"prod() received an invalid combination of arguments - got (Tensor, {type(dim).__name__}), "
                         "but expected one of: (Tensor input, *, torch.dtype dtype = None) or (Tensor input, int dim, "
                         "bool keepdim = False, *, torch.dtype dtype = None, Tensor out = None)")
-    x = _accumulating_dtype(input, dtype)
+    x = _accumulating_dtype(input, accumulate_dtype(dtype, out))
     axes = normalize_dims(dim, x.ndim)
     if dim is None:
         return write_out(Prod.apply(x, axes=axes, keepdim=False), out, dtype=dtype)
@@ -248,24 +248,28 @@ def _running_logaddexp(x, axis):
 
 
 def _complex_logaddexp(a, b):
-    """ln(e^a + e^b) for complex a, b as PyTorch's CPU kernel takes it: the larger real part m plus
-    log1p(e^(smaller - m)); where both real parts are -inf, the smaller (its angle is moot), both +inf, the plain
-    formula; a NaN in either, NaN. (No angle is wrapped into (-π, π]: the sum's imaginary parts accumulate.)"""
+    """ln(e^a + e^b) for complex a, the running value, and b, as PyTorch's CPU kernel takes it: the larger real
+    part m plus log1p(e^(smaller - m)); where both real parts are -inf, a, the running -inf + 0i (an angle is
+    moot), both +inf, the plain formula; a NaN in either, NaN. (No angle is wrapped into (-π, π]: the sum's
+    imaginary parts accumulate.)"""
     smaller_first = a.real < b.real
     low, high = xp.where(smaller_first, a, b), xp.where(smaller_first, b, a)
     with errstate(invalid="ignore", over="ignore"):
         result = xp.log1p(xp.exp(low - high)) + high
         infinite = ~xp.isfinite(low.real) & (low.real == high.real)
-        result = xp.where(infinite & (low.real < 0), low, result)
+        result = xp.where(infinite & (low.real < 0), a, result)
         result = xp.where(infinite & (low.real > 0), xp.log(xp.exp(low) + xp.exp(high)), result)
     nan = xp.isnan(a) | xp.isnan(b)
     return xp.where(nan, xp.asarray(complex(math.nan, math.nan), dtype=result.dtype), result)
 
 
 def _running_complex_logaddexp(x, axis):
-    """The running complex log-add-exp along axis, one step per element (NumPy's logaddexp is real only)."""
+    """The running complex log-add-exp along axis, one step per element (NumPy's logaddexp is real only), from
+    PyTorch's start, -inf + 0i: a first element of real part -inf is that start whatever its angle."""
     result = xp.array(x, copy=True)
     along = xp.moveaxis(result, axis, 0)  # (a view: writes reach result)
+    if along.shape[0]:
+        along[0] = xp.where(xp.isneginf(along[0].real), xp.asarray(complex(-math.inf, 0), along.dtype), along[0])
     for i in range(1, along.shape[0]):
         along[i] = _complex_logaddexp(along[i - 1], along[i])
     return result

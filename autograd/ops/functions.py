@@ -7,7 +7,7 @@
 from ..tensor import Tensor
 from .axes import unbiased_overload
 from .names import names
-from .outputs import refuse_out_overlap, write_out
+from .outputs import accumulate_dtype, refuse_out_overlap, write_out
 
 
 def _unary(name, inplace=None):
@@ -57,7 +57,7 @@ def _cast(input, dtype):
 @names("sum", method=False)
 def sum(input, dim=None, keepdim=False, *, dtype=None, out=None):
     """Σ of input's elements (over dim)."""
-    return write_out(input.sum(dim, keepdim, dtype=dtype), out, dtype=dtype)
+    return write_out(input.sum(dim, keepdim, dtype=accumulate_dtype(dtype, out)), out, dtype=dtype)
 
 
 @names("mean", method=False)

@@ -63,6 +63,15 @@ def write_out(result, out, same_dtype=False, dtype=None):
     return out
 
 
+def accumulate_dtype(dtype, out):
+    """The dtype a sum-like reduction (sum, prod, cumsum, cumprod) computes in: its dtype= argument, else, given
+    out=, out's dtype (PyTorch's get_dtype_from_result: the input is cast to it first, so a float input summed into
+    an integer out adds truncated values, and a complex one into a real out drops its imaginary parts)."""
+    if dtype is None and isinstance(out, Tensor):
+        return out.dtype
+    return dtype
+
+
 def refuse_out_overlap(input, out, partial_only=True):
     """PyTorch's refusal of a (values, indices) op's out= values tensor sharing the input's memory: only part of
     it (topk, median, mode, max(dim): the input itself as out is taken), or any of it (kthvalue)."""

@@ -13,7 +13,7 @@ import warnings
 
 import numpy
 
-from ..backend import float32, int64, ufunc_at, xp
+from ..backend import errstate, float32, int64, ufunc_at, xp
 from ..errors import ShapeError, broadcast_mismatch, refuse_unordered
 from ..operands import _operand
 from ..primitive import Primitive
@@ -172,8 +172,8 @@ def _reduce_bool(function, input, dim, keepdim, out=None):
     if out is not None and out.dtype.kind != "b" and out.dtype != xp.uint8:
         name = function.__name__
         raise RuntimeError(f"{name} only supports bool tensor for result, got: {type_name(out.dtype)}")
-    if dim is None:
-        result = xp.asarray(function(data))
+    if dim is None:  # every dim (kept as 1s with keepdim, as PyTorch's any/all, unlike its sum/mean)
+        result = xp.asarray(function(data, keepdims=keepdim))
     else:
         result = function(data, axis=normalize_dims(dim, data.ndim, empty_is_every=False), keepdims=keepdim)
     result = row_major(result)  # (PyTorch's reductions allocate a row-major result)
@@ -315,8 +315,9 @@ def histogram(input, bins=100, *, range=None, weight=None, density=False, out=No
         raise NotImplementedError(f"\"histogramdd\" not implemented for '{type_name(data.dtype)}'")
     edges = _data(bins) if isinstance(bins, (Tensor, list, tuple)) else operator.index(bins)  # (a NumPy int too)
     _check_histogram(data, edges, range, weight)
-    hist, bin_edges = xp.histogram(data, bins=edges, range=range, weights=None if weight is None else _data(weight),
-                                   density=density)
+    with errstate(invalid="ignore", divide="ignore"):  # (the density of nothing is 0/0: NaN, silently as PyTorch's)
+        hist, bin_edges = xp.histogram(data, bins=edges, range=range,
+                                       weights=None if weight is None else _data(weight), density=density)
     operands = (input, weight)
     return write_out(HistogramResult(_undifferentiated(hist.astype(data.dtype), operands, "histogram"),
                                      _undifferentiated(bin_edges.astype(data.dtype), operands, "histogram")), out)
@@ -388,7 +389,10 @@ def histogramdd(input, bins, range=None, weight=None, density=False):
         raise NotImplementedError(f"\"histogramdd\" not implemented for '{_TYPE_NAMES.get(data.dtype.name)}'")
     if data.ndim < 2:
         raise RuntimeError("torch.histogramdd: input tensor should have at least 2 dimensions")
-    points, n = data.reshape(-1, data.shape[-1]), data.shape[-1]
+    n = data.shape[-1]
+    if n == 0:  # points of no coordinates: a 0-d histogram holding nothing (NaN once normalised), and no edges
+        return HistogramddResult(Tensor._make(xp.asarray(xp.nan if density else 0.0, data.dtype)), ())
+    points = data.reshape(-1, n)
     if isinstance(bins, (list, tuple)):
         if len(bins) != n:
             raise RuntimeError("histogramdd: The size of bins must be equal to the innermost dimension of the input.")
@@ -398,6 +402,8 @@ def histogramdd(input, bins, range=None, weight=None, density=False):
             raise RuntimeError(f"torch.histogramdd: for a {n}-dimensional histogram range should have {2 * n} "
                                f"elements, but got {len(range)}")
         range = [(float(range[2 * d]), float(range[2 * d + 1])) for d in builtins.range(n)]
+    elif not points.size:  # no points to span: PyTorch's bins then cover [0, 1] (NumPy's, [-0.5, 0.5])
+        range = [(0.0, 1.0)] * n
     weights = None
     if weight is not None:
         weights = _data(weight)
@@ -405,7 +411,8 @@ def histogramdd(input, bins, range=None, weight=None, density=False):
             raise RuntimeError("torch.histogramdd: if weight tensor is provided, input tensor and weight tensor "
                                f"should have the same dtype, but got input({data.dtype}), and weight({weights.dtype})")
         weights = weights.reshape(-1)
-    hist, edges = xp.histogramdd(points, bins=bins, range=range, weights=weights, density=density)
+    with errstate(invalid="ignore", divide="ignore"):  # (the density of nothing is 0/0: NaN, silently as PyTorch's)
+        hist, edges = xp.histogramdd(points, bins=bins, range=range, weights=weights, density=density)
     operands = (input, weight)
     if isinstance(bins, list) and not isinstance(bins[0], int):  # the edges given: returned as they are, unrecorded
         return HistogramddResult(_undifferentiated(hist.astype(data.dtype), operands, "_histogramdd_from_bin_tensors"),

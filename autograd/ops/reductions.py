@@ -17,7 +17,7 @@ from ..primitive import Primitive, named_node
 from ..return_types import return_type
 from ..tensor import Tensor
 from . import shape as shape_ops
-from .axes import kept_shape, normalize_dims, unbiased_overload
+from .axes import dim_index, kept_shape, normalize_dims, unbiased_overload
 from .conjugation import conj, refuse_unordered
 from .conversion import type_name
 from .elementwise import floating, row_major, selected_share, where
@@ -257,8 +257,9 @@ def _arg_extremum(name, find, x, dim, keepdim):
             raise IndexError(f"{name}(): Expected reduction dim to be specified for input.numel() == 0.")
         index = find(x._data)
         return Tensor._make(index.reshape((1,) * x.ndim) if keepdim else index)
+    dim = dim_index(dim, x.ndim)  # (PyTorch's IndexError for a dim out of range, where the shape lookup failed)
     if x.ndim and x.shape[dim] == 0:
-        raise IndexError(f"{name}(): Expected reduction dim {dim % x.ndim} to have non-zero size.")
+        raise IndexError(f"{name}(): Expected reduction dim {dim} to have non-zero size.")
     if not x.ndim and dim in (0, -1):  # (NumPy takes axis 0 of a 0-d array, CuPy does not: its one element)
         return Tensor._make(find(x._data.reshape(1), axis=0))
     return Tensor._make(find(x._data, axis=dim, keepdims=keepdim))
