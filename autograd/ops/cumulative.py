@@ -23,7 +23,7 @@ from .conversion import refuse_kinds, type_name
 from .elementwise import row_major
 from .indexing import Gather
 from .names import names
-from .outputs import accumulate_dtype, write_out
+from .outputs import accumulate_dtype, check_pair_out_dtypes, write_out
 from .reductions import spread
 from .splitting import narrow, select
 
@@ -213,9 +213,8 @@ def _running_extremum(x, dim, running, result):
 
 def _check_extremum_out(input, out):
     """PyTorch's cummax and cummin write into out tensors of the input's dtype and int64 only."""
-    for target, dtype in zip(out or (), (input.dtype, int64)):
-        if target.dtype != dtype:
-            raise RuntimeError(f"expected scalar_type {type_name(dtype)} but found {type_name(target.dtype)}")
+    check_pair_out_dtypes(input, out, lambda which, expected, got: f"expected scalar_type {type_name(expected)} but "
+                                                                    f"found {type_name(got)}")
 
 
 @names("cummax")

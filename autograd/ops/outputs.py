@@ -3,7 +3,7 @@
 import warnings
 
 from .. import dual
-from ..backend import xp
+from ..backend import int64, xp
 from ..graph import bump_version, is_grad_enabled, program_stacklevel
 from ..tensor import Tensor
 
@@ -70,6 +70,15 @@ def accumulate_dtype(dtype, out):
     if dtype is None and isinstance(out, Tensor):
         return out.dtype
     return dtype
+
+
+def check_pair_out_dtypes(input, out, complaint):
+    """A (values, indices) op's out= pair must hold the input's dtype and int64: PyTorch casts into neither. Each
+    op words the refusal its own way: ``complaint(which, expected, got)`` ("values" or "indices", and the two
+    dtypes) says it."""
+    for target, dtype, which in zip(out or (), (input.dtype, int64), ("values", "indices")):
+        if target.dtype != dtype:
+            raise RuntimeError(complaint(which, dtype, target.dtype))
 
 
 def refuse_out_overlap(input, out, partial_only=True):

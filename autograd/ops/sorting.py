@@ -22,7 +22,7 @@ from .conjugation import refuse_unordered
 from .conversion import legacy_type_name, refuse_kinds, type_name
 from .indexing import Gather
 from .names import names
-from .outputs import refuse_out_overlap, write_out
+from .outputs import check_pair_out_dtypes, refuse_out_overlap, write_out
 from .promotion import promoted_dtype
 from .reductions import Extremum
 
@@ -226,6 +226,11 @@ def _kthvalue_ties(k):
     return choose
 
 
+def _kthvalue_out_complaint(which, expected, got):
+    return "output values must be of same type as input" if which == "values" else \
+        "output indices must be of scalar type Long"
+
+
 @names("kthvalue")
 @node_named("KthvalueBackward0")
 def kthvalue(input, k, dim=-1, keepdim=False, *, out=None):
@@ -235,10 +240,7 @@ def kthvalue(input, k, dim=-1, keepdim=False, *, out=None):
     if input.ndim:  # (a 0-d tensor is its own answer: no kernel runs)
         refuse_kinds(input, "kthvalue_cpu", "bc")
     if out is not None:  # (PyTorch casts into no other dtype, and writes into no part of the input)
-        if out[0].dtype != input.dtype:
-            raise RuntimeError("output values must be of same type as input")
-        if out[1].dtype != int64:
-            raise RuntimeError("output indices must be of scalar type Long")
+        check_pair_out_dtypes(input, out, _kthvalue_out_complaint)
         refuse_out_overlap(input, out, partial_only=False)
     _nonempty("kthvalue", input, axis)
     size = input.shape[axis] if input.ndim else 1
@@ -309,15 +311,17 @@ def _check_median_out(input, out):
     into no part of the input."""
     if out is None or isinstance(out, Tensor):
         return
-    values, indices = out
-    if values.dtype != input.dtype:
-        raise RuntimeError(f"Expected tensor for 'values' to have the same type as tensor for argument #2 'self'; but "
-                           f"type {legacy_type_name(values.dtype)} does not equal {legacy_type_name(input.dtype)} "
-                           "(while checking arguments for median)")
-    if indices.dtype != int64:
-        raise RuntimeError("Expected tensor for argument #1 'indices' to have scalar type Long; but got "
-                           f"{legacy_type_name(indices.dtype)} instead (while checking arguments for median)")
+    check_pair_out_dtypes(input, out, _median_out_complaint)
     refuse_out_overlap(input, out)
+
+
+def _median_out_complaint(which, expected, got):
+    if which == "values":
+        return (f"Expected tensor for 'values' to have the same type as tensor for argument #2 'self'; but type "
+                f"{legacy_type_name(got)} does not equal {legacy_type_name(expected)} (while checking arguments for "
+                "median)")
+    return (f"Expected tensor for argument #1 'indices' to have scalar type Long; but got {legacy_type_name(got)} "
+            "instead (while checking arguments for median)")
 
 
 @names("nanmedian")
@@ -336,11 +340,8 @@ def mode(input, dim=-1, keepdim=False, *, out=None):
     axis = dim_index(dim, input.ndim)
     refuse_kinds(input, "mode_cpu", "c")
     refuse_out_overlap(input, out)
-    if out is not None:  # PyTorch casts into no other dtype
-        for target, dtype, which in zip(out, (input.dtype, int64), ("values", "indices")):
-            if target.dtype != dtype:
-                raise RuntimeError(f"expected scalar type '{type_name(dtype)}' but got '{type_name(target.dtype)}' "
-                                   f"for {which} output")
+    check_pair_out_dtypes(input, out, lambda which, expected, got: f"expected scalar type '{type_name(expected)}' "
+                                                                    f"but got '{type_name(got)}' for {which} output")
     data = input._data
     _nonempty("mode", input, axis)
     if data.ndim == 0:
