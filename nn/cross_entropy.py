@@ -17,7 +17,7 @@ from autograd.errors import DtypeError, ShapeError, check_same_dtype, not_a_tens
 from autograd.meta import MetaArray, meta_array
 from autograd.ops.conversion import refuse_kinds, type_name
 from autograd.ops.elementwise import where
-from autograd.ops.losses import legacy_reduction
+from autograd.ops.losses import checked_reduction
 from autograd.ops.losses import reduced as _reduce
 from autograd.ops.reductions import SoftmaxGrad, softmax_array
 from autograd.primitive import named_node
@@ -221,7 +221,7 @@ def _nll_node_name(input, reduction):
 
 def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None, reduction="mean"):
     """ℓ_n = -w_{y_n} x_{n, y_n} for log-probabilities x; 'mean' divides by Σ w_{y_n}."""
-    reduction = legacy_reduction(size_average, reduce, reduction)
+    reduction = checked_reduction(size_average, reduce, reduction)
     return named_node(_nll_loss(input, target, weight, ignore_index, reduction), None,
                       _nll_node_name(input, reduction), (input,))
 
@@ -260,7 +260,7 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
     logits by one fused node (class indices) or the fused log_softmax, so logits
     of ±1000 are fine.
     """
-    reduction = legacy_reduction(size_average, reduce, reduction)
+    reduction = checked_reduction(size_average, reduce, reduction)
     _refuse_non_tensor_scores("cross_entropy", input, "log_softmax_lastdim_kernel_impl", "log_softmax_kernel_impl")
     if not 0.0 <= label_smoothing <= 1.0:
         # (PyTorch refuses one above 1 with this RuntimeError and silently ignores a negative one: refused too)
@@ -313,14 +313,12 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
     if reduction == "none":
         nll = CrossEntropy.apply(rows, labels=labels, weights=weights, scale=1.0, reduce=False, ignored=ignored)
         nll = named_node(nll.reshape(target.shape), None, name, (input,))
-    elif reduction in ("mean", "sum"):
+    else:  # mean or sum (checked at the call)
         scale = 1.0
         if reduction == "mean" and not nothing_kept:  # (kept targets of weight 0 only: NaN, as PyTorch's)
             scale = 1.0 / total_weight if total_weight else float("nan")
         nll = CrossEntropy.apply(rows, labels=labels, weights=weights, scale=scale, reduce=True, pytorch_name=name,
                                  ignored=ignored)
-    else:
-        raise ValueError(f"{reduction} is not a valid value for reduction")  # (PyTorch's words)
     if label_smoothing == 0:
         return _mean_over_nothing(nll, name) if nothing_kept else nll
     # the uniform part: -Σ_c w_c ln p_c per prediction, reduced as PyTorch does

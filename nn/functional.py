@@ -41,6 +41,7 @@ from autograd.ops.distances import (  # noqa: F401  (F.cosine_similarity, F.pdis
 from autograd.ops.dropout import alpha_drop, check_dropout_probability, drop, feature_shape
 from autograd.ops.embedding import embedding  # noqa: F401  (F.embedding)
 from autograd.ops.hardswish import Hardswish
+from autograd.ops.losses import read_reduction
 from autograd.ops.normalization import (  # noqa: F401  (F.batch_norm, F.layer_norm, ... as before)
     batch_norm,
     instance_norm,
@@ -468,13 +469,7 @@ class _Reduction:
 
     @staticmethod
     def get_enum(reduction):
-        if reduction == "elementwise_mean":
-            warnings.warn("reduction='elementwise_mean' is deprecated. Please use reduction='mean' instead.",
-                          stacklevel=program_stacklevel())
-            return 1
-        if reduction not in ("none", "mean", "sum"):
-            raise ValueError(f"{reduction} is not a valid value for reduction")
-        return ("none", "mean", "sum").index(reduction)
+        return ("none", "mean", "sum").index(read_reduction(reduction))
 
     @staticmethod
     def legacy_get_string(size_average, reduce, emit_warning=True):

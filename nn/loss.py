@@ -18,7 +18,9 @@ class _Loss(Module):
     def __init__(self, reduction="mean", size_average=None, reduce=None, **options):
         super().__init__()
         reduction = legacy_reduction(size_average, reduce, reduction)
-        if reduction not in self.reductions:
+        # PyTorch's deprecated 'elementwise_mean' is left to the call, which reads it as 'mean' (or refuses it) as
+        # PyTorch's function does
+        if reduction not in self.reductions and reduction != "elementwise_mean":
             raise ValueError(f"{reduction} is not a valid value for reduction "
                              f"(expected one of {', '.join(map(repr, self.reductions))})")
         self.reduction = reduction

@@ -25,12 +25,14 @@ from autograd.ops.losses import (  # noqa: F401  (F.binary_cross_entropy_with_lo
     FLOAT_EPSILON,
     binary_cross_entropy_with_logits,
     check_reduction,
+    checked_reduction,
     cosine_embedding_loss,
     hinge_embedding,
     kl_divergence,
     legacy_reduction,
     margin_ranking_loss,
     poisson_nll,
+    read_reduction,
     triplet_margin_loss,
 )
 from autograd.ops.losses import reduced as _reduce
@@ -108,8 +110,8 @@ def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", we
     _refuse_non_floating("mse", input, target)
     input, target = _bools_promoted(input, target)
     target = _same_shape("mse_loss", input, target)
+    reduction = read_reduction(reduction)  # (after the shapes, as PyTorch's)
     if weight is None and input.dtype.kind == "f" and target.dtype == input.dtype:
-        check_reduction(reduction)
         return MseLoss.apply(input, target, reduction=reduction)
     difference = input - target
     return named_node(_weighted(difference * difference, weight, reduction), None, "MseLossBackward0")
@@ -118,7 +120,8 @@ def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", we
 def l1_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None):
     """|ŷ - y|, the lecture's mean absolute error: less swayed by outliers than MSE."""
     reduction = legacy_reduction(size_average, reduce, reduction)
-    return _weighted((input - _same_shape("l1_loss", input, target)).abs(), weight, reduction)
+    target = _same_shape("l1_loss", input, target)
+    return _weighted((input - target).abs(), weight, read_reduction(reduction))  # (read after the shapes: PyTorch's)
 
 
 def huber_loss(input, target, reduction="mean", delta=1.0, weight=None):
@@ -127,6 +130,7 @@ def huber_loss(input, target, reduction="mean", delta=1.0, weight=None):
         raise RuntimeError("huber_loss does not support non-positive values for delta.")
     _refuse_non_floating("huber", input, target)
     target = _same_shape("huber_loss", input, target)
+    reduction = read_reduction(reduction)  # (after the shapes, as PyTorch's)
     if input.dtype == autograd.float16 and weight is None:  # (each loss in float32, from the exact difference,
         pointwise = huber_loss(input.float(), target.float(), "none", delta).half()  # rounded once: PyTorch's
         return named_node(_weighted(pointwise, None, reduction), None, "HuberLossBackward0")  # kernel)
@@ -167,7 +171,7 @@ class BinaryCrossEntropy(Primitive):
 def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=None, reduction="mean"):
     """BCE on probabilities: L = -(1/m) Σ [y ln ŷ + (1 - y) ln(1 - ŷ)] (the lecture's).
     Prefer binary_cross_entropy_with_logits on raw scores: it is stabler."""
-    reduction = legacy_reduction(size_average, reduce, reduction)
+    reduction = checked_reduction(size_average, reduce, reduction)
     target = _same_shape("binary_cross_entropy", input, target)
     if target.dtype != input.dtype:  # PyTorch does not cast it (an integer or float64 target is refused)
         raise RuntimeError(f"Found dtype {type_name(target.dtype)} but expected {type_name(input.dtype)}")
@@ -194,14 +198,13 @@ def hinge_loss(input, target, margin=1.0, reduction="mean"):
 
 def hinge_embedding_loss(input, target, margin=1.0, size_average=None, reduce=None, reduction="mean"):
     """ℓ = x for y = 1,  max(0, margin − x) for y = −1 (``autograd.ops.losses.hinge_embedding``)."""
-    return hinge_embedding(input, target, margin, legacy_reduction(size_average, reduce, reduction))
+    return hinge_embedding(input, target, margin, checked_reduction(size_average, reduce, reduction))
 
 
 @node_named("MultiMarginLossBackward0")  # (PyTorch's one kernel and node)
 def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, size_average=None, reduce=None, reduction="mean"):
     """Multi-class hinge: ℓ_n = Σ_{i ≠ y} max(0, margin - x_y + x_i)^p / C (times w_y)."""
-    reduction = legacy_reduction(size_average, reduce, reduction)
-    check_reduction(reduction)
+    reduction = checked_reduction(size_average, reduce, reduction)
     if p not in (1, 2):
         raise ValueError(f"multi_margin_loss: only p = 1 and p = 2 are supported, got {p}")
     if weight is not None and weight.ndim != 1:
@@ -260,6 +263,7 @@ def smooth_l1_loss(input, target, size_average=None, reduce=None, reduction="mea
         raise RuntimeError("smooth_l1_loss does not support negative values for beta.")
     input, target = _bools_promoted(input, target)
     signed = input - _same_shape("smooth_l1_loss", input, target)
+    reduction = read_reduction(reduction)  # (after the shapes, as PyTorch's)
     difference = signed.abs()
     if beta == 0:
         return _reduce(difference, reduction)  # (PyTorch's too: the L1 loss's nodes)
@@ -284,13 +288,13 @@ def kl_div(input, target, size_average=None, reduce=None, reduction="mean", log_
     reduction='batchmean' divides the sum by the batch size: the true KL divergence per
     sample ('mean' divides by the number of elements, as PyTorch, with its warning)."""
     reduction = legacy_reduction(size_average, reduce, reduction)
-    if reduction not in ("mean", "sum", "none", "batchmean"):
-        raise ValueError(f"{reduction} is not a valid value for reduction")
     if reduction == "mean":
         warnings.warn("reduction: 'mean' divides the total loss by both the batch size and the support size."
                       "'batchmean' divides only by the batch size, and aligns with the KL div math definition."
                       "'mean' will be changed to behave the same as 'batchmean' in the next major release.",
                       stacklevel=program_stacklevel())
+    if reduction != "batchmean":
+        reduction = read_reduction(reduction)
     return kl_divergence(input, target, reduction, log_target)
 
 
@@ -298,6 +302,7 @@ def poisson_nll_loss(input, target, log_input=True, full=False, size_average=Non
                      reduction="mean"):
     """Negative log-likelihood of y ~ Poisson(λ) (``autograd.ops.losses.poisson_nll``)."""
     reduction = legacy_reduction(size_average, reduce, reduction)
+    check_reduction(reduction)  # (first, in PyTorch's Python: 'elementwise_mean' refused)
     return poisson_nll(input, target, log_input, full, eps, reduction)
 
 
@@ -335,7 +340,7 @@ def gaussian_nll_loss(input, target, var, full=False, eps=1e-6, reduction="mean"
 @node_named("SoftMarginLossBackward0")
 def soft_margin_loss(input, target, size_average=None, reduce=None, reduction="mean"):
     """ℓ = ln(1 + e^(-y x)) for labels y in {-1, +1}: the logistic loss."""
-    reduction = legacy_reduction(size_average, reduce, reduction)
+    reduction = checked_reduction(size_average, reduce, reduction)
     if autograd.is_grad_enabled() and getattr(target, "requires_grad", False):  # (PyTorch has no derivative for it)
         raise RuntimeError("The function 'soft_margin_loss' is not differentiable with respect to argument 'target'. "
                            "This input cannot have requires_grad True.")
@@ -353,6 +358,8 @@ def multilabel_soft_margin_loss(input, target, weight=None, size_average=None, r
         loss = loss * weight
     classes = input.shape[-1]
     loss = loss.sum(input.ndim - 1) / classes  # (divided, as PyTorch's: a product by 1/C rounds differently)
+    if reduction not in ("mean", "sum", "none"):  # (checked last, in PyTorch's words for this loss)
+        raise ValueError(reduction + " is not valid")
     return _reduce(loss, reduction)
 
 
@@ -361,8 +368,7 @@ def multilabel_margin_loss(input, target, size_average=None, reduce=None, reduct
     """Multi-label hinge: for each sample, every target class j should score at least 1
     above every non-target class i:   ℓ_n = Σ_j Σ_{i ∉ targets} max(0, 1 - (x_j - x_i)) / C.
     ``target`` holds class indices, the list ending at the first -1 (the rest is ignored)."""
-    reduction = legacy_reduction(size_average, reduce, reduction)
-    check_reduction(reduction)
+    reduction = checked_reduction(size_average, reduce, reduction)
     if input.ndim > 2 or input.shape[-1:] == (0,):
         raise RuntimeError(f"Expected non-empty vector or matrix with optional 0-dim batch size, but got: "
                            f"{list(input.shape)}")
@@ -393,6 +399,7 @@ def triplet_margin_with_distance_loss(anchor, positive, negative, *, distance_fu
                                       swap=False, reduction="mean"):
     """ℓ = max(d(a, p) - d(a, n) + margin, 0) with any distance d (pairwise_distance by
     default); swap uses min(d(a, n), d(p, n))."""
+    check_reduction(reduction)  # (first, as PyTorch's)
     if margin <= 0:
         raise ValueError(f"TripletMarginWithDistanceLoss: expected margin to be greater than 0, got {margin} instead")
     _same_dims_triplet(anchor, positive, negative)

@@ -30,7 +30,7 @@ from ..backend import ufunc_at, xp
 from ..primitive import Primitive
 from ..tensor import Tensor
 from .conversion import type_name
-from .losses import _named
+from .losses import _named, read_reduction
 from .names import names
 
 _NEG_INF = -numpy.inf
@@ -197,6 +197,7 @@ def ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reducti
     gives each sample's number of frames (0 spells only the empty target). reduction='mean' divides each loss by its
     target length (at least 1) and averages over the batch. An infinite loss (no alignment
     possible) has a NaN gradient on the sample's frames; zero_infinity replaces both by 0."""
+    reduction = read_reduction(reduction)  # (first, as PyTorch's: its reduction is read at the call)
     unbatched = log_probs.ndim == 2
     if unbatched:
         log_probs = log_probs.unsqueeze(1)
@@ -237,9 +238,7 @@ def ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reducti
         return (loss / divisor).mean()
     if reduction == "sum":
         return loss.sum()
-    if reduction == "none":
-        return loss.reshape(()) if unbatched else loss
-    raise ValueError(f"{reduction} is not a valid value for reduction")
+    return loss.reshape(()) if unbatched else loss  # reduction 'none'
 
 
 @names("ctc_loss", method=False)

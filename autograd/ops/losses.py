@@ -45,6 +45,26 @@ def check_reduction(reduction):
         raise ValueError(f"{reduction} is not a valid value for reduction")
 
 
+def read_reduction(reduction):
+    """PyTorch's _Reduction.get_enum, by name: the reduction checked, with the long-deprecated 'elementwise_mean'
+    read as 'mean' (and its warning), as the losses PyTorch computes in C++ read it. (Those checking the name in
+    Python, poisson_nll_loss, gaussian_nll_loss, multilabel_soft_margin_loss and
+    triplet_margin_with_distance_loss, refuse it.)"""
+    if reduction == "elementwise_mean":
+        warnings.warn("reduction='elementwise_mean' is deprecated. Please use reduction='mean' instead.",
+                      stacklevel=program_stacklevel())
+        return "mean"
+    check_reduction(reduction)
+    return reduction
+
+
+def checked_reduction(size_average, reduce, reduction):
+    """The reduction a loss asked for (``legacy_reduction``, then ``read_reduction``), read before any other
+    argument: the order of PyTorch's losses that read it at the call, so a bad reduction is named even where the
+    inputs are wrong too. (l1, mse, smooth_l1 and huber broadcast their inputs first, then read it.)"""
+    return read_reduction(legacy_reduction(size_average, reduce, reduction))
+
+
 def reduced(loss, reduction):
     """The mean, sum or none of the elementwise losses."""
     check_reduction(reduction)
@@ -84,7 +104,7 @@ def binary_cross_entropy_with_logits(input, target, weight=None, size_average=No
     """BCE of σ(x), computed from the logit x without forming σ(x):
         ℓ = (1 - y) x + (1 + (pos_weight - 1) y) · softplus(-x)
     which equals -[pos_weight · y ln σ(x) + (1 - y) ln(1 - σ(x))] and never overflows."""
-    reduction = legacy_reduction(size_average, reduce, reduction)
+    reduction = checked_reduction(size_average, reduce, reduction)
     target = same_shape("binary_cross_entropy_with_logits", input, target)
     # PyTorch writes the loss into a tensor made from the target ((1 - target).mul_(input)...): it has
     # the target's dtype (a float64 input with a float32 target gives a float32 loss), and an integer
@@ -120,10 +140,10 @@ def triplet_margin_loss(anchor, positive, negative, margin=1.0, p=2.0, eps=1e-6,
     """ℓ = max(d(a, p) - d(a, n) + margin, 0): the anchor nearer its positive than its
     negative by a margin (Schroff et al., 2015). swap uses min(d(a, n), d(p, n)). nn.functional's
     form asks for margin > 0 (the top-level one takes any)."""
+    reduction = checked_reduction(size_average, reduce, reduction)
     if margin <= 0:
         raise ValueError(f"margin must be greater than 0, got {margin}")
-    return _triplet_margin(anchor, positive, negative, margin, p, eps, swap,
-                           legacy_reduction(size_average, reduce, reduction))
+    return _triplet_margin(anchor, positive, negative, margin, p, eps, swap, reduction)
 
 
 def same_dims_triplet(anchor, positive, negative):
@@ -153,7 +173,7 @@ FLOAT_EPSILON = 9.999999960041972e-13
 def cosine_embedding_loss(input1, input2, target, margin=0.0, size_average=None, reduce=None, reduction="mean"):
     """ℓ = 1 - cos(x1, x2) for y = 1;  max(0, cos(x1, x2) - margin) for y = -1; 0 for any other y, as PyTorch
     (which checks no target: 0/1 labels give the loss of the 1s alone)."""
-    reduction = legacy_reduction(size_average, reduce, reduction)
+    reduction = checked_reduction(size_average, reduce, reduction)
     target = target if isinstance(target, Tensor) else tensor_from(target)
     if target.ndim > 1:
         raise RuntimeError("0D or 1D target tensor expected, multi-target not supported")
@@ -173,7 +193,7 @@ def cosine_embedding_loss(input1, input2, target, margin=0.0, size_average=None,
 def margin_ranking_loss(input1, input2, target, margin=0.0, size_average=None, reduce=None, reduction="mean"):
     """ℓ = max(0, -y (x1 - x2) + margin): y = 1 wants x1 ranked above x2. Any real y is taken (a
     weighted ranking), as PyTorch takes it."""
-    reduction = legacy_reduction(size_average, reduce, reduction)
+    reduction = checked_reduction(size_average, reduce, reduction)
     target = (target if isinstance(target, Tensor) else tensor_from(target)).to(input1.dtype)
     if not input1.ndim == input2.ndim == target.ndim:  # a (15, 1) target would broadcast to (15, 15)
         raise RuntimeError(f"margin_ranking_loss : All input tensors should have same dimension but got sizes: "
