@@ -46,7 +46,9 @@ class WeakIdKeyDictionary(MutableMapping):
         self._iterations = 0  # loops over self.data now running (removals wait for the last to end)
         self._pending_removals = []  # references whose referents died during a loop
 
-        def forget(reference, dictionary_ref=weakref.ref(self)):
+        dictionary_ref = weakref.ref(self)  # (the callback must not keep the dictionary alive)
+
+        def forget(reference):
             dictionary = dictionary_ref()  # (the dictionary may have gone before its keys)
             if dictionary is None:
                 return
