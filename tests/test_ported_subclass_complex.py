@@ -156,6 +156,7 @@ def test_a_key_dropped_while_iterating_goes_when_the_loop_ends(T):
     keys = [T.randn(1) for _ in range(4)]
     for i, k in enumerate(keys):
         d[k] = i
+    del k  # (the list holds the only references)
     seen = []
     for _, v in d.items():  # (no "dictionary changed size during iteration")
         seen.append(v)
@@ -401,6 +402,63 @@ def test_parameter_of_a_subclass_in_ops_module_and_optimizer(T):
     _optim(T).SGD([m.extra], lr=0.5).step()
     same(m.extra.detach(), [-0.5, 0.5])
     assert type(m.extra) is Plain and isinstance(m.extra, nn.Parameter)
+
+
+# each optimizer's state after two steps on p = [1, -2] of loss sum(p * p): the values of p, and which state
+# tensors are of p's class (made like p: zeros_like(p), as PyTorch's) rather than plain (made from the gradient or a
+# number)
+_OPTIMIZER_STATES = {
+    "SGD": ([0.46, -0.92], {"momentum_buffer": False}),
+    "Adam": ([0.8004, -1.8002], {"exp_avg": True, "exp_avg_sq": True, "step": False}),
+    "Adamax": ([0.8052, -1.8025], {"exp_avg": True, "exp_inf": True, "step": False}),
+    "Adadelta": ([0.9994, -1.9994], {"acc_delta": True, "square_avg": True, "step": False}),
+    "Adagrad": ([0.8331, -1.8311], {"sum": True, "step": False}),
+    "ASGD": ([0.64, -1.28], {"ax": True, "eta": False, "mu": False, "step": False}),
+    "NAdam": ([0.82, -1.8179], {"exp_avg": True, "exp_avg_sq": True, "mu_product": False, "step": False}),
+    "RAdam": ([0.6211, -1.2421], {"exp_avg": True, "exp_avg_sq": True, "step": False}),
+    "RMSprop": ([-0.9, 0.349], {"momentum_buffer": True, "square_avg": True, "step": False}),
+    "Rprop": ([0.78, -1.78], {"prev": True, "step_size": False, "step": False}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_OPTIMIZER_STATES))
+def test_optimizer_state_of_a_subclass_parameter(T, name):
+    Plain = _plain_subclass(T)
+    p = _nn(T).Parameter(T.tensor([1.0, -2.0]).as_subclass(Plain))
+    optimizer = getattr(_optim(T), name)([p], lr=0.1, **({"momentum": 0.9} if name in ("SGD", "RMSprop") else {}))
+    for _ in range(2):
+        optimizer.zero_grad()
+        (p * p).sum().backward()
+        optimizer.step()
+    expected_values, of_p_class = _OPTIMIZER_STATES[name]
+    assert type(p) is Plain
+    close(p.detach(), expected_values, rtol=0, atol=1e-4)
+    assert {key: type(value) is Plain for key, value in optimizer.state[p].items()} == of_p_class
+
+
+def test_an_operator_no_subclass_answers_is_not_implemented(T):
+    """Between two unrelated subclasses no default __torch_function__ answers: an operator gives NotImplemented, so
+    Python asks the other operand's reflected method and else says "unsupported operand"; a function raises."""
+
+    class A(T.Tensor):
+        pass
+
+    class B(T.Tensor):
+        def __rmatmul__(self, other):
+            return "B.__rmatmul__"
+
+    a, b = T.ones(1).as_subclass(A), T.ones(1).as_subclass(B)
+    raises(TypeError, r"unsupported operand type\(s\) for \+: 'A' and 'B'", lambda: a + b)
+    raises(TypeError, r"unsupported operand type\(s\) for \*\* or pow\(\): 'A' and 'B'", lambda: a ** b)
+    raises(TypeError, "'<' not supported between instances of 'A' and 'B'", lambda: a < b)
+    assert a @ b == "B.__rmatmul__"
+    raises(TypeError, "Multiple dispatch failed for .*add'; all __torch_function__ handlers returned NotImplemented",
+           T.add, a, b)
+    raises(TypeError, r"unsupported operand type\(s\) for \+: 'Tensor' and 'str'", lambda: T.ones(1) + "x")
+    x = T.ones(2).as_subclass(A)
+    x += 1
+    assert type(x) is A
+    same(x, [2.0, 2.0])
 
 
 def test_parameter_of_a_subclass_prints_both(T):
