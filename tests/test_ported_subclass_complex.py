@@ -47,6 +47,7 @@ def test_make_weak_keyed_dict_from_dict_and_from_another(T):
 
 def test_weak_tensor_key_dictionary_is_the_same_class(T):
     assert _weak(T).WeakTensorKeyDictionary is _weak(T).WeakIdKeyDictionary
+    assert T.utils.weak is _weak(T)  # (reached as an attribute too)
 
 
 def test_equal_tensors_are_different_keys(T):
