@@ -31,7 +31,13 @@ class Copying:
         """A copy by the default protocol (``__getstate__``), for a leaf; a tensor computed in a graph is refused,
         as PyTorch refuses it (the copy would have to copy or share the graph). Tensors that share memory and are
         copied by one deepcopy (a tensor and its view, in one container or module) share the copy of it, as
-        PyTorch's, which copies each storage once."""
+        PyTorch's, which copies each storage once. A subclass's ``__torch_function__`` and an entered mode are asked
+        first (given ``Tensor.__deepcopy__``), as PyTorch's (common_subclass's NonWrapperTensor copies its state
+        there)."""
+        from .overrides import handle_torch_function, has_torch_function_unary
+
+        if has_torch_function_unary(self):
+            return handle_torch_function(Copying.__deepcopy__, (self,), self, memo)
         if self.grad_fn is not None:
             raise RuntimeError(
                 "Only Tensors created explicitly by the user (graph leaves) support the deepcopy protocol at the "

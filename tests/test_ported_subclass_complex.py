@@ -511,6 +511,42 @@ def test_deepcopy_of_a_subclass_needs_new_empty_of_its_class(T):
     assert type(p_copy) is WithNewEmpty and isinstance(p_copy, _nn(T).Parameter) and p_copy.requires_grad
 
 
+def test_deepcopy_asks_the_subclass_and_the_mode(T):
+    """copy.deepcopy of a tensor goes through __torch_function__ as Tensor.__deepcopy__ (once: inside it the
+    subclasses are off), so a subclass can copy its own state there, and a mode sees it."""
+
+    class Logged(T.Tensor):
+        calls = []
+
+        @classmethod
+        def __torch_function__(cls, func, types, args=(), kwargs=None):
+            cls.calls.append(func.__name__)
+            result = super().__torch_function__(func, types, args, kwargs)
+            if func is T.Tensor.__deepcopy__:
+                result.copied_from = id(args[0])
+            return result
+
+        def new_empty(self, shape, **kwargs):
+            return T.empty(shape, **kwargs).as_subclass(type(self))
+
+    x = T.tensor([1.0, 2.0]).as_subclass(Logged)
+    Logged.calls.clear()
+    y = copy.deepcopy(x)
+    assert Logged.calls == ["__deepcopy__"] and type(y) is Logged and y.copied_from == id(x)
+    same(y, [1.0, 2.0])
+    seen = []
+
+    class Recording(T.overrides.TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            seen.append(func.__name__)
+            return func(*args, **(kwargs or {}))
+
+    plain = T.ones(2)
+    with Recording():
+        copied = copy.deepcopy(plain)
+    assert seen == ["__deepcopy__"] and type(copied) is T.Tensor
+
+
 @pytest.mark.parametrize("leave_parametrized", [False, True])
 def test_parametrization_of_a_subclass_parameter(T, leave_parametrized):
     nn = _nn(T)
