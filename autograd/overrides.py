@@ -388,6 +388,20 @@ def _function_named(module_name, qualname):
     return found
 
 
+class DispatchingOperator(Dispatching):
+    """A binary operator method (``Tensor.__add__``, ``__lt__``): a TypeError from the protocol (no class taking part
+    answers) gives NotImplemented, as PyTorch's, so that Python asks the other operand's reflected method and else
+    says "unsupported operand type(s)"."""
+
+    def __call__(self, *args, **kwargs):
+        try:
+            return super().__call__(*args, **kwargs)
+        except TypeError:
+            if not (_dispatch.mode_stack or any(isinstance(arg, Tensor) and type(arg) is not Tensor for arg in args)):
+                raise  # (no protocol was asked: the op's own error)
+            return NotImplemented
+
+
 class DispatchingToModes(Dispatching):
     """A factory (``autograd.zeros``, ``tensor``, ``arange``) or another function no subclass answers for
     (``get_ignored_functions``) that an entered mode is asked about nonetheless, as PyTorch's."""
@@ -438,6 +452,10 @@ _OPERATOR_METHODS = {
 }  # (== is Tensor.__eq__ itself, as PyTorch's)
 # methods PyTorch defines under another name (Tensor.__rtruediv__ is its __rdiv__)
 _PYTORCH_NAMES = {"__rtruediv__": "__rdiv__"}
+# the binary operators whose TypeError is NotImplemented (not == and !=, which PyTorch answers otherwise)
+_BINARY_OPERATORS = {f"__{side}{op}__" for side in ("", "r", "i") for op in (
+    "add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "matmul", "and", "or", "xor", "lshift", "rshift")} | {
+    "__lt__", "__le__", "__gt__", "__ge__"}
 # the properties whose values are tensors made from the tensor (PyTorch's default gives them back as the subclass;
 # __torch_function__ is given their getter, named __get__ as PyTorch's)
 _TENSOR_PROPERTIES = ("T", "mT", "H", "mH", "real", "imag", "data")
@@ -503,8 +521,9 @@ def install():
         attribute = inspect.getattr_static(Tensor, name)  # (the definition attribute lookup finds)
         if isinstance(attribute, types.FunctionType):
             public = Tensor.__dict__.get(_OPERATOR_METHODS.get(name))
-            method = Dispatching(attribute, _PYTORCH_NAMES.get(name, name),
-                                 public if isinstance(public, Dispatching) else None)
+            wrapper = DispatchingOperator if name in _BINARY_OPERATORS else Dispatching
+            method = wrapper(attribute, _PYTORCH_NAMES.get(name, name),
+                             public if isinstance(public, Dispatching) else None)
             method.tensor_method = True
             _replace(Tensor, name, method)
         elif isinstance(attribute, property) and name in _TENSOR_PROPERTIES:

@@ -259,7 +259,10 @@ def tensor_repr(tensor):
     tangent = dual.tangent_of(tensor)
     if tangent is not None:  # a dual tensor (forward mode): its tangent, printed as a tensor
         suffixes.append(f"tangent={tensor_repr(tangent)}")
-    return _with_suffixes(prefix + text, suffixes, indent)
+    text = _with_suffixes(prefix + text, suffixes, indent)
+    if getattr(tensor, "_is_param", False) and prefix != "tensor(":  # a parameter of another class (nn.Parameter
+        return f"Parameter({text})"  # of a subclass instance, a subclass of Parameter) says both, as PyTorch's
+    return text
 
 
 def sparse_repr(sparse):

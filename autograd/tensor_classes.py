@@ -47,8 +47,9 @@ def class_record(tensor):
 
 def saved_attributes(tensor):
     """The attributes the program set on ``tensor`` (its public names: the engine keeps its own state on a tensor
-    under underscored ones), which a save records as PyTorch's pickle records a tensor's ``__dict__``."""
-    return {key: value for key, value in vars(tensor).items() if not key.startswith("_")}
+    under underscored ones), which a save records as PyTorch's pickle records a tensor's ``__dict__``; and PyTorch's
+    ``_is_param``, the mark of a parameter of another class (``nn.Parameter(MyTensor(...))``: nn/parameter.py)."""
+    return {key: value for key, value in vars(tensor).items() if not key.startswith("_") or key == "_is_param"}
 
 
 def saved_class(name, is_registered, weights_only):

@@ -7,14 +7,30 @@ from autograd.overrides import _disabled_torch_function_impl
 from autograd.tensor import tensor_from
 
 
-class Parameter(Tensor):
+class _ParameterMeta(type(Tensor)):
+    def __instancecheck__(cls, instance):
+        """A tensor of another class made a parameter (``nn.Parameter(MyTensor(...))``: see ``Parameter.__new__``)
+        is a Parameter too, as in PyTorch."""
+        if cls is Parameter and isinstance(instance, Tensor) and getattr(instance, "_is_param", False):
+            return True
+        return super().__instancecheck__(instance)
+
+
+class Parameter(Tensor, metaclass=_ParameterMeta):
     _prints_as_tensor = True  # its body prints as tensor(...), not Parameter(...), as in PyTorch
+    _is_param = True  # (what printing.py reads: a subclass of Parameter prints as Parameter(MyParameter(...)))
     __torch_function__ = _disabled_torch_function_impl  # ops on parameters give plain tensors, as PyTorch's
 
     def __new__(cls, data=None, requires_grad=True):
         """Made by ``__new__``, as PyTorch's (its ``__init__`` is object's, taking anything): a subclass that
         calls ``super().__new__(cls, data, requires_grad)`` and sets its own attributes, or takes keywords of its
-        own, is made as in PyTorch."""
+        own, is made as in PyTorch.
+
+        ``data`` of a class other than Tensor and Parameter (a subclass of Tensor) stays of its class, as in PyTorch:
+        the parameter is ``data.detach()`` (a subclass's own ``__torch_function__`` keeps its class and its
+        attributes) requiring grad as asked, marked ``_is_param`` (which Parameter's ``isinstance`` reads)."""
+        if isinstance(data, Tensor) and type(data) is not Tensor and type(data) is not Parameter:
+            return _subclass_parameter(data, requires_grad)
         parameter = Tensor.__new__(cls)
         parameter._fill(data, requires_grad)
         return parameter
@@ -45,6 +61,18 @@ class Parameter(Tensor):
         result = type(self)(self.data.clone(), self.requires_grad)
         memo[id(self)] = result
         return result
+
+
+def _subclass_parameter(data, requires_grad):
+    parameter = data.detach().requires_grad_(requires_grad)
+    if type(parameter) is not type(data):
+        raise RuntimeError(
+            f"Creating a Parameter from an instance of type {type(data).__name__} requires that detach() returns an "
+            f"instance of the same type, but return type {type(parameter).__name__} was found instead. To use the "
+            "type as a Parameter, please correct the detach() semantics defined by its __torch_dispatch__() "
+            "implementation.")
+    parameter._is_param = True
+    return parameter
 
 
 tensor_classes.register(Parameter, "torch.nn.parameter.Parameter")  # (saved and loaded as a Parameter; PyTorch's

@@ -1,6 +1,6 @@
 """Adadelta: step sizes from the ratio of recent update and gradient magnitudes."""
 
-from autograd import zeros_like
+import autograd
 
 from ._functional import adadelta  # noqa: F401  (torch.optim.adadelta.adadelta, the functional step)
 from .optimizer import Optimizer, l2_decayed, require, scalar_tensor
@@ -33,8 +33,8 @@ class Adadelta(Optimizer):
     def update(self, param, grad, state, group):
         if not state:
             state["step"] = scalar_tensor(0.0)
-            state["square_avg"] = zeros_like(param)
-            state["acc_delta"] = zeros_like(param)
+            state["square_avg"] = autograd.zeros_like(param)
+            state["acc_delta"] = autograd.zeros_like(param)
         state["step"].add_(1)
         if group["weight_decay"]:
             grad = l2_decayed(grad, param, group["weight_decay"])

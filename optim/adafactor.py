@@ -1,6 +1,7 @@
 """Adafactor: Adam's second moment in factored form, a relative step size, update clipping."""
 
-from autograd import finfo, zeros_like
+import autograd
+from autograd import finfo
 
 from .optimizer import Optimizer, check_tensor_lr, require, scalar_tensor
 
@@ -54,7 +55,7 @@ class Adafactor(Optimizer):
                 state["row_var"] = grad.new_zeros(grad.shape[:-1] + (1,))
                 state["col_var"] = grad.new_zeros(grad.shape[:-2] + (1, grad.shape[-1]))
             else:
-                state["variance"] = zeros_like(grad)
+                state["variance"] = autograd.zeros_like(grad)
         lr, (eps1, eps2), weight_decay = group["lr"], group["eps"], group["weight_decay"]
         if eps1 is None:
             eps1 = finfo(param.dtype).eps

@@ -1,6 +1,6 @@
 """Adagrad: per-weight learning rates that shrink with the gradients seen so far."""
 
-from autograd import full_like
+import autograd
 
 from ._functional import adagrad  # noqa: F401  (torch.optim.adagrad.adagrad, the functional step)
 from .optimizer import Optimizer, fresh_plus, l2_decayed, require, scalar_tensor
@@ -33,7 +33,7 @@ class Adagrad(Optimizer):
         notwithstanding (also for a group added later), as PyTorch's: the group's value is kept, and unused."""
         state["step"] = scalar_tensor(0.0, fused=group["fused"])
         value = self.defaults["initial_accumulator_value"]  # (both parts of a complex parameter's, as PyTorch's)
-        state["sum"] = full_like(param, complex(value, value) if param.dtype.kind == "c" else value)
+        state["sum"] = autograd.full_like(param, complex(value, value) if param.dtype.kind == "c" else value)
 
     def share_memory(self):
         """PyTorch moves the sums to shared memory for torch.multiprocessing; on one process

@@ -1,7 +1,7 @@
 """Adam and AdamW: momentum on the gradient and on its square, with bias correction."""
 
 import autograd
-from autograd import Tensor, zeros_like
+from autograd import Tensor
 
 from ._functional import adam  # noqa: F401  (torch.optim.adam.adam, the functional step)
 from .optimizer import Optimizer, kept_for_backward, l2_decayed, number_over, require, scalar_tensor
@@ -85,10 +85,10 @@ class Adam(AdamFamily):
     def update(self, param, grad, state, group):
         if not state:
             state["step"] = scalar_tensor(0.0, fused=group["fused"])
-            state["exp_avg"] = zeros_like(param)
-            state["exp_avg_sq"] = zeros_like(param)
+            state["exp_avg"] = autograd.zeros_like(param)
+            state["exp_avg_sq"] = autograd.zeros_like(param)
             if group["amsgrad"]:
-                state["max_exp_avg_sq"] = zeros_like(param)
+                state["max_exp_avg_sq"] = autograd.zeros_like(param)
         step = state["step"].add_(1).item()
         lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
         if (group["fused"] or one_call_is_the_same(param, state, group)) and grad.dtype == param.dtype:

@@ -1,6 +1,6 @@
 """Adamax: Adam with the infinity norm of past gradients in place of their root mean square."""
 
-from autograd import zeros_like
+import autograd
 
 from ._functional import adamax  # noqa: F401  (torch.optim.adamax.adamax, the functional step)
 from .adam import AdamFamily, apply_weight_decay
@@ -27,8 +27,8 @@ class Adamax(AdamFamily):
     def update(self, param, grad, state, group):
         if not state:
             state["step"] = scalar_tensor(0.0)
-            state["exp_avg"] = zeros_like(param)
-            state["exp_inf"] = zeros_like(param)
+            state["exp_avg"] = autograd.zeros_like(param)
+            state["exp_inf"] = autograd.zeros_like(param)
         step = state["step"].add_(1).item()
         lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
         grad = apply_weight_decay(param, grad, group)

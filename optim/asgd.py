@@ -1,6 +1,6 @@
 """ASGD: stochastic gradient descent that also keeps a running average of the iterates."""
 
-from autograd import zeros_like
+import autograd
 
 from ._functional import asgd  # noqa: F401  (torch.optim.asgd.asgd, the functional step)
 from .optimizer import Optimizer, l2_decayed, require, scalar_tensor
@@ -34,7 +34,7 @@ class ASGD(Optimizer):
             state["step"] = scalar_tensor(0.0)
             state["eta"] = scalar_tensor(group["lr"])
             state["mu"] = scalar_tensor(1.0)
-            state["ax"] = zeros_like(param)
+            state["ax"] = autograd.zeros_like(param)
         step = state["step"].add_(1).item()
         lr, lambd = group["lr"], group["lambd"]
         if group["weight_decay"]:

@@ -2,7 +2,7 @@
 
 import math
 
-from autograd import zeros_like
+import autograd
 
 from .optimizer import Optimizer, check_tensor_lr, require
 
@@ -87,7 +87,7 @@ class Muon(Optimizer):
 
     def update(self, param, grad, state, group):
         if "momentum_buffer" not in state:
-            state["momentum_buffer"] = zeros_like(grad)
+            state["momentum_buffer"] = autograd.zeros_like(grad)
         lr, momentum = group["lr"], group["momentum"]
         buffer = state["momentum_buffer"]
         buffer.lerp_(grad, 1 - momentum)

@@ -1,6 +1,6 @@
 """NAdam: Adam with Nesterov momentum, the momentum coefficient warming up over time."""
 
-from autograd import zeros_like
+import autograd
 
 from ._functional import nadam  # noqa: F401  (torch.optim.nadam.nadam, the functional step)
 from .adam import AdamFamily, apply_weight_decay, update_moments
@@ -39,8 +39,8 @@ class NAdam(AdamFamily):
         if not state:
             state["step"] = scalar_tensor(0.0)
             state["mu_product"] = scalar_tensor(1.0)
-            state["exp_avg"] = zeros_like(param)
-            state["exp_avg_sq"] = zeros_like(param)
+            state["exp_avg"] = autograd.zeros_like(param)
+            state["exp_avg_sq"] = autograd.zeros_like(param)
         step = state["step"].add_(1).item()
         lr, (beta1, beta2), eps, psi = group["lr"], group["betas"], group["eps"], group["momentum_decay"]
         grad = apply_weight_decay(param, grad, group)

@@ -1,6 +1,6 @@
 """RAdam: Adam whose adaptive step is switched on only once its variance is tractable."""
 
-from autograd import zeros_like
+import autograd
 
 from ._functional import radam  # noqa: F401  (torch.optim.radam.radam, the functional step)
 from .adam import AdamFamily, apply_weight_decay, update_moments
@@ -31,8 +31,8 @@ class RAdam(AdamFamily):
     def update(self, param, grad, state, group):
         if not state:
             state["step"] = scalar_tensor(0.0)
-            state["exp_avg"] = zeros_like(param)
-            state["exp_avg_sq"] = zeros_like(param)
+            state["exp_avg"] = autograd.zeros_like(param)
+            state["exp_avg_sq"] = autograd.zeros_like(param)
         step = state["step"].add_(1).item()
         lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
         grad = apply_weight_decay(param, grad, group)

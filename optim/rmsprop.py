@@ -1,6 +1,6 @@
 """RMSprop: divide the gradient by a running root-mean-square of recent gradients."""
 
-from autograd import zeros_like
+import autograd
 
 from ._functional import rmsprop  # noqa: F401  (torch.optim.rmsprop.rmsprop, the functional step)
 from .optimizer import Optimizer, l2_decayed, require, scalar_tensor
@@ -35,11 +35,11 @@ class RMSprop(Optimizer):
     def update(self, param, grad, state, group):
         if not state:
             state["step"] = scalar_tensor(0.0)
-            state["square_avg"] = zeros_like(param)
+            state["square_avg"] = autograd.zeros_like(param)
             if group["momentum"] > 0:
-                state["momentum_buffer"] = zeros_like(param)
+                state["momentum_buffer"] = autograd.zeros_like(param)
             if group["centered"]:
-                state["grad_avg"] = zeros_like(param)
+                state["grad_avg"] = autograd.zeros_like(param)
         state["step"].add_(1)
         if group["weight_decay"]:
             grad = l2_decayed(grad, param, group["weight_decay"])

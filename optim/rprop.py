@@ -1,6 +1,7 @@
 """Rprop: a step per weight that grows while its gradient keeps its sign and shrinks when it flips."""
 
-from autograd import full_like, ones_like, where, zeros_like
+import autograd
+from autograd import where
 
 from ._functional import rprop  # noqa: F401  (torch.optim.rprop.rprop, the functional step)
 from .optimizer import Optimizer, require, scalar_tensor
@@ -30,13 +31,14 @@ class Rprop(Optimizer):
     def update(self, param, grad, state, group):
         if not state:
             state["step"] = scalar_tensor(0.0)
-            state["prev"] = zeros_like(param)
-            state["step_size"] = full_like(param, group["lr"])
+            state["prev"] = autograd.zeros_like(param)
+            state["step_size"] = autograd.full_like(grad, group["lr"])  # (of grad, as PyTorch's: a plain tensor)
         state["step"].add_(1)
         eta_minus, eta_plus = group["etas"]
         step_min, step_max = group["step_sizes"]
         agreement = (grad * state["prev"]).sign()
-        factor = where(agreement > 0, eta_plus, where(agreement < 0, eta_minus, ones_like(param)))  # (param's dtype)
+        factor = where(agreement > 0, eta_plus,  # (ones_like: param's dtype)
+                       where(agreement < 0, eta_minus, autograd.ones_like(param)))
         state["step_size"].mul_(factor).clamp_(step_min, step_max)
         grad = where(agreement < 0, 0.0, grad)
         param.addcmul_(grad.sign(), state["step_size"], value=-1)

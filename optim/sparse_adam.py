@@ -2,7 +2,8 @@
 
 import math
 
-from autograd import Tensor, zeros_like
+import autograd
+from autograd import Tensor
 
 from .optimizer import Optimizer
 
@@ -46,8 +47,8 @@ class SparseAdam(Optimizer):
             raise RuntimeError("SparseAdam does not support dense gradients, please consider Adam instead")
         if not state:
             state["step"] = 0
-            state["exp_avg"] = zeros_like(param)
-            state["exp_avg_sq"] = zeros_like(param)
+            state["exp_avg"] = autograd.zeros_like(param)
+            state["exp_avg_sq"] = autograd.zeros_like(param)
         state["step"] += 1
         grad = grad.coalesce()  # (the update is not linear in g: each row once)
         rows, values = tuple(grad._indices()), grad._values()

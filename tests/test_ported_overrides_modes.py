@@ -19,7 +19,7 @@ import warnings
 import numpy as np
 import pytest
 
-from tests.ported import close, raises, same, xfail_on_chainrule, xfail_ours
+from tests.ported import close, raises, same, xfail_ours
 
 
 def _nn(T):
@@ -617,11 +617,6 @@ def _non_wrapper_tensor(T):
 
 _TENSOR_CLASSES = ["base_tensor", "non_wrapper_tensor"]
 
-# what chainrule does otherwise, outside the files this port may change
-_PARAMETER_OF_A_SUBCLASS = (
-    "nn.Parameter(x) of a subclass instance x is a plain Parameter (nn/parameter.py makes one from x's values): "
-    "PyTorch's is x's class, detached and flagged _is_param (Parameter's metaclass counts it as a Parameter), so "
-    "ops on it keep the subclass")
 
 
 def _tensor_class(T, name):
@@ -654,9 +649,7 @@ def test_param_invariants(T, cls_name, tensor_requires_grad, rng):
 
 @pytest.mark.parametrize("as_param", [False, True])
 @pytest.mark.parametrize("cls_name", _TENSOR_CLASSES)
-def test_deepcopy(T, cls_name, as_param, rng, request):
-    if cls_name == "non_wrapper_tensor" and as_param:
-        xfail_on_chainrule(T, request, _PARAMETER_OF_A_SUBCLASS)
+def test_deepcopy(T, cls_name, as_param, rng):
     tensor_cls, x = _subject(T, cls_name, as_param, rng)
     x_copy = copy.deepcopy(x)
     same(x_copy.detach(), x.detach().numpy())
@@ -667,9 +660,7 @@ def test_deepcopy(T, cls_name, as_param, rng, request):
 
 @pytest.mark.parametrize("as_param", [False, True])
 @pytest.mark.parametrize("cls_name", _TENSOR_CLASSES)
-def test_serialization(T, cls_name, as_param, rng, request):
-    if as_param and cls_name == "non_wrapper_tensor":
-        xfail_on_chainrule(T, request, _PARAMETER_OF_A_SUBCLASS)
+def test_serialization(T, cls_name, as_param, rng):
     tensor_cls, x = _subject(T, cls_name, as_param, rng)
     buffer = io.BytesIO()
     T.save(x, buffer)
@@ -683,9 +674,7 @@ def test_serialization(T, cls_name, as_param, rng, request):
 
 @pytest.mark.parametrize("as_param", [False, True])
 @pytest.mark.parametrize("cls_name", _TENSOR_CLASSES)
-def test_repr(T, cls_name, as_param, rng, request):
-    if as_param and cls_name == "non_wrapper_tensor":
-        xfail_on_chainrule(T, request, _PARAMETER_OF_A_SUBCLASS)
+def test_repr(T, cls_name, as_param, rng):
     tensor_cls, x = _subject(T, cls_name, as_param, rng)
     text = repr(x)
     if tensor_cls is not T.Tensor:
@@ -695,9 +684,7 @@ def test_repr(T, cls_name, as_param, rng, request):
 
 @pytest.mark.parametrize("as_param", [False, True])
 @pytest.mark.parametrize("cls_name", _TENSOR_CLASSES)
-def test_type_propagation(T, cls_name, as_param, rng, request):
-    if as_param and cls_name == "non_wrapper_tensor":
-        xfail_on_chainrule(T, request, _PARAMETER_OF_A_SUBCLASS)
+def test_type_propagation(T, cls_name, as_param, rng):
     tensor_cls, x = _subject(T, cls_name, as_param, rng)
     other = _create(T, T.Tensor, rng)
     output = x + other
@@ -709,9 +696,7 @@ def test_type_propagation(T, cls_name, as_param, rng, request):
 
 
 @pytest.mark.parametrize("cls_name", _TENSOR_CLASSES)
-def test_module_optimization(T, cls_name, rng, request):
-    if cls_name == "non_wrapper_tensor":
-        xfail_on_chainrule(T, request, _PARAMETER_OF_A_SUBCLASS)
+def test_module_optimization(T, cls_name, rng):
     tensor_cls = _tensor_class(T, cls_name)
     nn = _nn(T)
 
@@ -748,9 +733,7 @@ def test_module_optimization(T, cls_name, rng, request):
 
 @pytest.mark.parametrize("leave_parametrized", [False, True])
 @pytest.mark.parametrize("cls_name", _TENSOR_CLASSES)
-def test_parametrization(T, cls_name, leave_parametrized, rng, request):
-    if cls_name == "non_wrapper_tensor":
-        xfail_on_chainrule(T, request, _PARAMETER_OF_A_SUBCLASS)
+def test_parametrization(T, cls_name, leave_parametrized, rng):
     tensor_cls = _tensor_class(T, cls_name)
     nn = _nn(T)
     parametrize = importlib.import_module(f"{nn.__name__}.utils.parametrize")
