@@ -1086,6 +1086,73 @@ def func_maml_nested(m, layer_norm=False, use_vmap=True):
     return {"meta_g": meta_g, "val": val, "looped": looped}
 
 
+def dyn_conv(m):
+    """Dynamic filters from a hypernetwork: per-sample convolution by the groups trick, an input-gradient penalty,
+    batched weights through einsum, and a transposed convolution with the generated weights."""
+    torch, nn, F = m.torch, m.nn, m.F
+    torch.manual_seed(32)
+    B, C, O, K = 3, 2, 4, 3
+    hyper = nn.Sequential(nn.Linear(5, 16), nn.ReLU(), nn.Linear(16, O * C * K * K + O)).double()
+    z = torch.tensor(arr(1, B, 5)); x = torch.tensor(arr(2, B, C, 6, 6), requires_grad=True)
+    flat = hyper(z)
+    w = flat[:, :O * C * K * K].reshape(B * O, C, K, K); b = flat[:, O * C * K * K:].reshape(-1)
+    y = F.conv2d(x.reshape(1, B * C, 6, 6), w, b, padding=1, groups=B).reshape(B, O, 6, 6)
+    y = F.leaky_relu(y, 0.1)
+    gx, = torch.autograd.grad(y.pow(2).sum(), x, create_graph=True)
+    pen = gx.pow(2).mean()
+    W = torch.einsum("bi,ij->bj", z, torch.tensor(arr(3, 5, 12))).reshape(B, 3, 4)
+    e = torch.einsum("bij,bcj->bci", W, y.flatten(2)[:, :, :4].tanh())
+    loss = pen + e.pow(2).mean() + F.conv_transpose2d(y, w[:O], stride=2).pow(2).mean()
+    g = torch.autograd.grad(loss, list(hyper.parameters()) + [x])
+    return {"loss": loss, "g": list(g)}
+
+
+def maml_pp(m):
+    """MAML++ (Antoniou et al.): per-step BatchNorm statistics kept as rows of a buffer and updated through
+    F.batch_norm on a row (a view), per-step weights and biases, learned per-layer per-step learning rates (LSLR)
+    in a ParameterDict, and the multi-step loss weighted by importance."""
+    torch, nn, F = m.torch, m.nn, m.F
+    torch.manual_seed(33)
+    steps = 3
+    class MetaBN(nn.Module):
+        def __init__(self, C):
+            super().__init__()
+            self.register_buffer("running_mean", torch.zeros(steps, C))
+            self.register_buffer("running_var", torch.ones(steps, C))
+            self.weight = nn.Parameter(torch.ones(steps, C))
+            self.bias = nn.Parameter(torch.zeros(steps, C))
+        def forward(self, x, step, params=None):
+            w, b = (self.weight, self.bias) if params is None else params
+            return F.batch_norm(x, self.running_mean[step], self.running_var[step], w[step], b[step], training=True, momentum=0.1)
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 3, 3)
+            self.bn = MetaBN(3)
+            self.fc = nn.Linear(3, 2)
+        def forward(self, x, step, p):
+            x = F.conv2d(x, p["conv.weight"], p["conv.bias"])
+            x = F.relu(self.bn(x, step, (p["bn.weight"], p["bn.bias"])))
+            return F.linear(x.mean((2, 3)), p["fc.weight"], p["fc.bias"])
+    net = Net().double()
+    names = [n for n, _ in net.named_parameters()]
+    lslr = nn.ParameterDict({n.replace(".", "-"): nn.Parameter(torch.full((steps + 1,), 0.1, dtype=torch.float64)) for n in names})
+    opt = torch.optim.Adam(list(net.parameters()) + list(lslr.parameters()), lr=1e-3)
+    xs = torch.tensor(arr(1, 4, 1, 5, 5)); ys = torch.tensor([0, 1, 0, 1])
+    xq = torch.tensor(arr(2, 4, 1, 5, 5)); yq = torch.tensor([1, 0, 1, 0])
+    importance = torch.tensor([0.2, 0.3, 0.5], dtype=torch.float64)
+    for epoch in range(2):
+        p = dict(net.named_parameters())
+        total = 0
+        for s in range(steps):
+            loss = F.cross_entropy(net(xs, s, p), ys)
+            g = torch.autograd.grad(loss, list(p.values()), create_graph=True)
+            p = {n: w - lslr[n.replace(".", "-")][s] * gi for (n, w), gi in zip(p.items(), g)}
+            total = total + importance[s] * F.cross_entropy(net(xq, s, p), yq)
+        opt.zero_grad(); total.backward(); opt.step()
+    return {"rm": net.bn.running_mean, "rv": net.bn.running_var, "lslr": [v.detach() for v in lslr.values()], "total": total}
+
+
 # ----------------------------------------------------------------------------------------------
 # the tests: each program on both libraries, and what must hold without PyTorch
 # ----------------------------------------------------------------------------------------------
@@ -1330,3 +1397,17 @@ def test_maml_in_torch_func_through_layer_norm():
     for k, g in ours["looped"].items():
         np.testing.assert_allclose(ours["meta_g"][k].numpy(), g.numpy(), rtol=1e-10, atol=1e-14)
     assert ours["meta_g"]["0.weight"][0, 0].item() == pytest.approx(0.3914642656633732, rel=1e-9)
+
+
+def test_dynamic_convolution_from_a_hypernetwork():
+    ours, _ = run_both(dyn_conv, **TIGHT)
+    assert ours["loss"] == pytest.approx(4.051715277004383, rel=1e-9)
+    assert ours["g"][0].sum() == pytest.approx(11.938297611296123, rel=1e-8)
+
+
+def test_maml_plus_plus_per_step_batch_norm_rows():
+    ours, _ = run_both(maml_pp, **TIGHT)
+    assert ours["total"] == pytest.approx(0.7891948230632566, rel=1e-9)
+    rm = ours["rm"]  # each step's row of the buffer moved, through F.batch_norm on the row
+    assert np.abs(rm).min() > 1e-3 and not np.allclose(rm[0], rm[1])
+    np.testing.assert_allclose(rm[2], [-0.00855894274909414, 0.08802937920048563, 0.07961928372130764], rtol=1e-8)
