@@ -1153,6 +1153,39 @@ def maml_pp(m):
     return {"rm": net.bn.running_mean, "rv": net.bn.running_var, "lslr": [v.detach() for v in lslr.values()], "total": total}
 
 
+def mlp_lopt(m):
+    """A per-parameter MLP learned optimizer (learned_optimization's features: momenta at three timescales by lerp,
+    an rsqrt-normalised gradient, clipped gradient, the parameter and the step), second-order through the
+    optimizee's gradients, the meta-gradient clipped by value."""
+    torch, nn, F = m.torch, m.nn, m.F
+    torch.manual_seed(34)
+    decays = torch.tensor([0.5, 0.9, 0.99], dtype=torch.float64)
+    lopt = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2)).double()
+    mopt = torch.optim.Adam(lopt.parameters(), lr=1e-3)
+    A = torch.tensor(arr(1, 8, 4)); b = torch.tensor(arr(2, 8))
+    for outer in range(2):
+        w = torch.zeros(4, dtype=torch.float64, requires_grad=True)
+        mom = torch.zeros(4, 3, dtype=torch.float64); rms = torch.zeros(4, dtype=torch.float64)
+        meta_loss = 0
+        for t in range(4):
+            loss = F.smooth_l1_loss(A @ w, b)
+            g, = torch.autograd.grad(loss, w, create_graph=True)
+            mom = torch.lerp(mom, g.unsqueeze(-1).expand(-1, 3), 1 - decays)
+            rms = 0.999 * rms + 0.001 * g * g
+            feats = torch.cat([g.unsqueeze(-1), mom, (g * torch.rsqrt(rms + 1e-8)).unsqueeze(-1), w.unsqueeze(-1),
+                               torch.clip(g, -0.1, 0.1).unsqueeze(-1), torch.full_like(g, t / 4.0).unsqueeze(-1)], -1)
+            feats = feats / (feats.pow(2).mean(0, keepdim=True) + 1e-8).sqrt()
+            out = lopt(torch.nan_to_num(feats))
+            direction, magnitude = out[:, 0], out[:, 1]
+            step = direction * torch.exp(magnitude * 1e-3) * 1e-2
+            w = w - step
+            meta_loss = meta_loss + F.smooth_l1_loss(A @ w, b)
+        mopt.zero_grad(); (meta_loss / 4).backward()
+        torch.nn.utils.clip_grad_value_(lopt.parameters(), 1.0)
+        mopt.step()
+    return {"w": w.detach(), "p": [p.detach() for p in lopt.parameters()], "ml": meta_loss}
+
+
 # ----------------------------------------------------------------------------------------------
 # the tests: each program on both libraries, and what must hold without PyTorch
 # ----------------------------------------------------------------------------------------------
@@ -1411,3 +1444,10 @@ def test_maml_plus_plus_per_step_batch_norm_rows():
     rm = ours["rm"]  # each step's row of the buffer moved, through F.batch_norm on the row
     assert np.abs(rm).min() > 1e-3 and not np.allclose(rm[0], rm[1])
     np.testing.assert_allclose(rm[2], [-0.00855894274909414, 0.08802937920048563, 0.07961928372130764], rtol=1e-8)
+
+
+def test_mlp_learned_optimizer_with_momentum_features():
+    ours, _ = run_both(mlp_lopt, **TIGHT)
+    assert ours["ml"] == pytest.approx(2.2345496723824305, rel=1e-9)
+    np.testing.assert_allclose(ours["w"], [-0.004109985474971715, -0.006834806719988092, -0.00262612230690357,
+                                           -0.02307816392645598], rtol=1e-7)
