@@ -383,9 +383,14 @@ class Tensor(Conversions, Copying, WriteDoor):
     # -- autograd -----------------------------------------------------------------------
 
     def detach_(self):
-        """Cut this tensor from the graph in place: it becomes a leaf that does not require grad."""
-        if self._base is not None and self.grad_fn is not None:
-            raise RuntimeError("detach_() on a view of a tensor with a graph: use detach() (out of place)")
+        """Cut this tensor from the graph in place: it becomes a leaf that does not require grad. A view refuses, with
+        or without a graph, as PyTorch's (its base would go on recording what is written through it)."""
+        if self._base is not None:
+            raise RuntimeError("Can't detach views in-place. Use detach() instead. If you are using "
+                               "DistributedDataParallel (DDP) for training, and gradient_as_bucket_view is set as "
+                               "True, gradients are views of DDP buckets, and hence detach_() cannot be called on "
+                               "these gradients. To fix this error, please refer to the Optimizer.zero_grad() "
+                               "function in torch/optim/optimizer.py as the solution.")
         self.grad_fn = None
         self._requires_grad = False
         return self

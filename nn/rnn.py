@@ -20,6 +20,7 @@ import autograd
 from autograd import Tensor
 from autograd.graph import program_stacklevel
 from autograd.ops.conversion import type_name
+from autograd.ops.splitting import not_views
 
 from . import functional as F
 from . import init
@@ -32,18 +33,19 @@ _GATES = {"RNN_TANH": 1, "RNN_RELU": 1, "LSTM": 4, "GRU": 3}
 
 
 def _run_layer(mode, x, weights, states, reverse=False, batch_sizes=None):
-    """One layer in one direction over time-major x (T, B, I): y (T, B, P), h_n and, for the LSTM, c_n."""
+    """One layer in one direction over time-major x (T, B, I): y (T, B, P), h_n and, for the LSTM, c_n; each a
+    tensor of its own, not a view of the layer's flat output (so ``h.detach_()`` between truncated steps works)."""
     w_ih, w_hh, b_ih, b_hh, *projection = weights
     steps, batch = x.shape[0], x.shape[1]
     options = {"reverse": reverse, "batch_sizes": batch_sizes}
     if mode == "LSTM":
         flat = LSTMLayer.apply(x, w_ih, w_hh, b_ih, b_hh, *states, *projection, **options)
-        return unpack(flat, steps, batch, states[0].shape[-1], states[1].shape[-1])
+        return not_views(unpack(flat, steps, batch, states[0].shape[-1], states[1].shape[-1]))
     if mode == "GRU":
         flat = GRULayer.apply(x, w_ih, w_hh, b_ih, b_hh, *states, **options)
     else:
         flat = RNNLayer.apply(x, w_ih, w_hh, b_ih, b_hh, *states, nonlinearity=mode[4:].lower(), **options)
-    return unpack(flat, steps, batch, states[0].shape[-1])
+    return not_views(unpack(flat, steps, batch, states[0].shape[-1]))
 
 
 def _check_size(name, value):

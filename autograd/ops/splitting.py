@@ -73,10 +73,11 @@ def split_with_sizes(input, split_sizes, dim=0):
     return split(input, list(split_sizes), dim)
 
 
-def _not_views(pieces):
-    """The unsafe_* forms: pieces on the input's memory that autograd does not take for views (PyTorch's): each
-    has a version counter of its own and no base, so writing one in place leaves what was saved of another valid
-    (the caller answers for such writes, as the name says)."""
+def not_views(pieces):
+    """Pieces on one tensor's memory that autograd does not take for views: each has a version counter of its own
+    and no base, so writing one in place leaves what was saved of another valid. The unsafe_* forms (PyTorch's:
+    the caller answers for such writes, as the name says), and the outputs of a primitive that returns several
+    tensors as one flat array (a recurrent layer's y, h_n, c_n: PyTorch's kernel gives separate tensors)."""
     for piece in pieces:
         piece._version_cell = [0, 0]
         piece._base = piece._view_chain = None
@@ -85,17 +86,17 @@ def _not_views(pieces):
 
 @names("unsafe_split")
 def unsafe_split(input, split_size, dim=0):
-    return _not_views(split(input, split_size, dim))
+    return not_views(split(input, split_size, dim))
 
 
 @names("unsafe_split_with_sizes")
 def unsafe_split_with_sizes(input, split_sizes, dim=0):
-    return _not_views(split(input, list(split_sizes), dim))
+    return not_views(split(input, list(split_sizes), dim))
 
 
 @names("unsafe_chunk")
 def unsafe_chunk(input, chunks, dim=0):
-    return _not_views(chunk(input, chunks, dim))
+    return not_views(chunk(input, chunks, dim))
 
 
 @names("chunk")
