@@ -91,3 +91,46 @@ def test_out_of_bounds_messages_are_pytorchs(subscript, message):
     torch = pytest.importorskip("torch")
     x, T = torch.arange(24.0).view(2, 3, 4), torch.tensor
     assert error_of(lambda: eval(subscript, {"x": x, "T": T, "MASK": MASK})) == ("IndexError", message)
+
+
+# (function of autograd.linalg, its matrix's keyword): PyTorch names it A where its documentation does, and the
+# float16 refusal in front of these functions took it positionally as ``input``, so linalg.svd(A=H) (Kabsch, as
+# the documentation writes it) was a TypeError
+MATRIX_KEYWORDS = [("svd", "A"), ("svdvals", "A"), ("det", "A"), ("slogdet", "A"), ("inv", "A"), ("inv_ex", "A"),
+                   ("qr", "A"), ("lu", "A"), ("lu_factor", "A"), ("lu_factor_ex", "A"), ("eigh", "input"),
+                   ("eigvalsh", "input"), ("cholesky", "input"), ("pinv", "input"), ("matrix_rank", "input"),
+                   ("cond", "input")]
+SPD = [[4.0, 1.0, 0.5], [1.0, 3.0, 0.2], [0.5, 0.2, 2.0]]
+
+
+def first_result(value):
+    while isinstance(value, tuple):
+        value = value[0]
+    return value
+
+
+@pytest.mark.parametrize("name,keyword", MATRIX_KEYWORDS)
+def test_linalg_matrix_keyword_is_pytorchs(name, keyword):
+    function = getattr(autograd.linalg, name)
+    by_keyword = first_result(function(**{keyword: autograd.tensor(SPD)}))
+    by_position = first_result(function(autograd.tensor(SPD)))
+    np.testing.assert_array_equal(np.asarray(by_keyword), np.asarray(by_position))
+    other = "input" if keyword == "A" else "A"
+    assert error_of(lambda: function(**{other: autograd.tensor(SPD)}))[0] == "TypeError"
+    try:
+        import torch
+    except ImportError:
+        return
+    np.testing.assert_allclose(np.asarray(by_keyword),
+                               first_result(getattr(torch.linalg, name)(**{keyword: torch.tensor(SPD)})).numpy(),
+                               rtol=1e-6, atol=1e-6)
+
+
+def test_linalg_solve_by_keywords_and_half_refusal_by_keyword():
+    x = autograd.linalg.solve(A=autograd.tensor(SPD), B=autograd.ones(3))
+    np.testing.assert_allclose(np.asarray(SPD) @ x.numpy(), np.ones(3), rtol=1e-6)
+    half = autograd.tensor(SPD, dtype=autograd.float16)
+    assert error_of(lambda: autograd.linalg.svd(A=half)) == ("NotImplementedError",
+                                                           "\"linalg_svd_cpu\" not implemented for 'Half'")
+    assert error_of(lambda: autograd.linalg.eigh(input=half)) == ("NotImplementedError",
+                                                                "\"linalg_eigh_cpu\" not implemented for 'Half'")
