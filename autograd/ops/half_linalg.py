@@ -13,13 +13,16 @@ def refuses_half(refusal):
     message (holding a space)."""
 
     def decorate(function):
+        first = function.__code__.co_varnames[0]  # the matrix's name, PyTorch's keyword: A (linalg.svd) or input
+
         @functools.wraps(function)
-        def checked(input, *args, **kwargs):
-            if getattr(input, "dtype", None) == float16:
+        def checked(*args, **kwargs):
+            matrix = args[0] if args else kwargs.get(first)
+            if getattr(matrix, "dtype", None) == float16:
                 if " " in refusal:
-                    raise RuntimeError(refusal.format(shape=list(input.shape)))
+                    raise RuntimeError(refusal.format(shape=list(matrix.shape)))
                 raise NotImplementedError(f"\"{refusal}\" not implemented for 'Half'")
-            return function(input, *args, **kwargs)
+            return function(*args, **kwargs)
 
         return checked
 

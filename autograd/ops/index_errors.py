@@ -15,21 +15,44 @@ def is_integer_index(i):
     return isinstance(i, (int, numpy.integer)) and not isinstance(i, (bool, numpy.bool_))
 
 
-def _mask_at(parts, axis, ndim):
-    """(the mask of an index's ``parts`` that covers dim ``axis`` of a tensor of ``ndim`` dims, the dim it
-    starts at), or (None, 0): each part covers as many dims as it indexes (a mask its ndim, None and a bool
-    none, Ellipsis the rest)."""
-    def covered(i):
-        if i is None or i is Ellipsis or isinstance(i, (bool, numpy.bool_)):
-            return 0
-        return i.ndim if isinstance(i, xp.ndarray) and i.dtype == bool else 1
+def _covered(i):
+    """How many dims of the tensor an index part indexes: a mask its ndim, None and a bool none (Ellipsis: the
+    rest, counted by the caller), any other part one."""
+    if i is None or i is Ellipsis or isinstance(i, (bool, numpy.bool_)):
+        return 0
+    return i.ndim if isinstance(i, xp.ndarray) and i.dtype == bool else 1
+
+
+def _widths(parts, ndim):
+    """(part, the dim it starts at, how many dims it covers) for each of an index's ``parts``."""
     start = 0
     for i in parts:
-        width = ndim - builtins.sum(map(covered, parts)) if i is Ellipsis else covered(i)
+        width = ndim - builtins.sum(map(_covered, parts)) if i is Ellipsis else _covered(i)
+        yield i, start, width
+        start += width
+
+
+def _mask_at(parts, axis, ndim):
+    """(the mask of an index's ``parts`` that covers dim ``axis`` of a tensor of ``ndim`` dims, the dim it
+    starts at), or (None, 0)."""
+    for i, start, width in _widths(parts, ndim):
         if isinstance(i, xp.ndarray) and i.dtype == bool and i.ndim and start <= axis < start + width:
             return i, start
-        start += width
     return None, 0
+
+
+def index_tensor_dim(parts, axis, ndim):
+    """The dim PyTorch names where the index tensor among ``parts`` that indexes dim ``axis`` (of a tensor of
+    ``ndim`` dims) is out of bounds: its indexing kernel numbers only the dims index tensors cover (a mask its
+    ndim, an integer tensor one), not those of slices, None or Ellipsis, so x[:, t] names dimension 0 and
+    x[m2, t] (m2 a 2-d mask) dimension 2. Where no index tensor indexes ``axis`` (an integer does), ``axis``."""
+    tensor_dims = 0
+    for i, start, width in _widths(parts, ndim):
+        is_tensor = isinstance(i, (xp.ndarray, list)) and numpy.ndim(i) > 0  # (a list is a tensor to PyTorch)
+        if is_tensor and start <= axis < start + width:
+            return tensor_dims + axis - start
+        tensor_dims += width if is_tensor else 0
+    return axis
 
 
 def index_error_in_pytorch_words(error, shape, index):
@@ -38,9 +61,10 @@ def index_error_in_pytorch_words(error, shape, index):
     message = str(error)
     found = re.fullmatch(r"index (-?\d+) is out of bounds for axis (\d+) with size (\d+)", message)
     if found:
-        position, dim, size = found.groups()
+        position, axis, size = found.groups()
         if size == "0":
             return IndexError("index is out of bounds for dimension with size 0")
+        dim = index_tensor_dim(index if isinstance(index, tuple) else (index,), int(axis), len(shape))
         return IndexError(f"index {position} is out of bounds for dimension {dim} with size {size}")
     found = re.match(r"boolean index did not match indexed array along axis (\d+); size of axis is (\d+) but "
                      r"size of corresponding boolean axis is (\d+)", message)

@@ -19,7 +19,7 @@ from ..tensor import Tensor
 from ..warn_once import warn_once
 from . import elementwise, shape
 from .axes import dim_index
-from .index_errors import index_error_in_pytorch_words
+from .index_errors import index_error_in_pytorch_words, index_tensor_dim
 from .indexing import (
     _INT32_OR_64,
     _accumulated,
@@ -302,13 +302,16 @@ def optional_index_put(input, indices, values, accumulate=False):
         values = values.to(input.dtype)
     if len(index) > input.ndim:
         raise IndexError(f"too many indices for tensor of dimension {input.ndim} (got {len(index)})")
-    for d, i in enumerate(index):
-        if isinstance(i, slice) or i.dtype == bool:  # (a whole dim; a mask, whose shape NumPy checks below)
-            continue
-        outside = (i < -input.shape[d]) | (i >= input.shape[d])
-        if outside.any():
-            raise IndexError(f"index {i[outside].flat[0]} is out of bounds for dimension {d} with size "
-                             f"{input.shape[d]}")
+    d = 0  # the dim of input that i indexes: a mask covers as many as it has (its shape NumPy checks below)
+    for i in index:
+        if d >= input.ndim:
+            break
+        if not isinstance(i, slice) and i.dtype != bool:
+            outside = (i < -input.shape[d]) | (i >= input.shape[d])
+            if outside.any():
+                raise IndexError(f"index {i[outside].flat[0]} is out of bounds for dimension "
+                                 f"{index_tensor_dim(index, d, input.ndim)} with size {input.shape[d]}")
+        d += i.ndim if not isinstance(i, slice) and i.dtype == bool else 1
     try:
         target = xp.empty(input.shape, dtype=bool)[index].shape  # the shape input[indices] has
     except IndexError as error:  # (a mask that does not fit)
