@@ -3,7 +3,8 @@ serialization.py sends them here): a zip holding ``<name>/data.pkl``, the pickle
 storages by key, and ``<name>/data/<key>``, each storage's raw bytes. The pickle is read by an unpickler that knows
 only the few names a file of tensors uses (tensors, sparse COO ones with their indices checked, storages,
 ``OrderedDict``, ``torch.Size``, dtypes, devices, sets, complex numbers, bytes, nn's Parameter and the tensor
-classes of tensor_classes.py) and refuses any other, so nothing but those constructors ever runs."""
+classes of tensor_classes.py; with ``weights_only=False`` a ``deque`` too) and refuses any other, so nothing but
+those constructors ever runs."""
 
 import codecs
 import collections
@@ -133,6 +134,8 @@ class TorchUnpickler(pickle.Unpickler):
             return Size if name == "Size" else device
         if module == "collections" and name in ("OrderedDict", "Counter"):  # (a MultiStepLR's milestones: Counter)
             return getattr(collections, name)
+        if (module, name) == ("collections", "deque") and not self.weights_only:  # (a replay buffer; refused by
+            return collections.deque  # PyTorch's weights-only load as by ours, unless allowed: below)
         if module in ("builtins", "__builtin__") and name in ("set", "frozenset", "complex"):
             return {"set": set, "frozenset": frozenset, "complex": complex}[name]
         if module == "_codecs" and name == "encode":

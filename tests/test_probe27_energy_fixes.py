@@ -1,6 +1,11 @@
 """Fixes found by the energy-based-model probe (tests/test_programs_probe27_energy.py), each against PyTorch where
 installed and against literals always."""
 
+import collections
+import io
+import pickle
+
+import numpy as np
 import pytest
 
 import autograd
@@ -42,3 +47,61 @@ def test_removed_linalg_methods(name):
         return
     with pytest.raises(RuntimeError, match="is now removed"):
         getattr(A, name)(A)
+
+
+# ----------------------------------------------------------------------------------------------
+# save/load of a replay buffer kept in a collections.deque, and of a Counter
+# ----------------------------------------------------------------------------------------------
+
+
+def _round_trip(lib, obj, **load_kwargs):
+    f = io.BytesIO()
+    lib.save(obj, f)
+    f.seek(0)
+    return lib.load(f, **load_kwargs)
+
+
+def test_deque_round_trips_with_weights_only_false():
+    buffer = collections.deque(maxlen=3)
+    for i in range(5):
+        buffer.append(autograd.full((2,), float(i)))
+    loaded = _round_trip(autograd, {"buffer": buffer, "step": 5}, weights_only=False)["buffer"]
+    assert isinstance(loaded, collections.deque) and loaded.maxlen == 3
+    np.testing.assert_array_equal(autograd.stack(list(loaded)).numpy(), [[2, 2], [3, 3], [4, 4]])
+
+
+def test_deque_refused_by_weights_only_load_unless_allowed():
+    """PyTorch's weights-only load (the default) refuses a deque: it is no allowed global."""
+    with pytest.raises(pickle.UnpicklingError, match="collections.deque"):
+        _round_trip(autograd, {"buffer": collections.deque([1, 2])})
+    with autograd.serialization.safe_globals([collections.deque]):
+        assert _round_trip(autograd, collections.deque([1, 2], maxlen=4)) == collections.deque([1, 2], maxlen=4)
+
+
+def test_counter_comes_back_a_counter():
+    counts = collections.Counter("abracadabra")
+    loaded = _round_trip(autograd, {"vocab": counts})["vocab"]
+    assert type(loaded) is collections.Counter and loaded == counts
+
+
+def test_deque_and_counter_as_pytorch_loads_them():
+    torch = _torch()
+    obj = {"c": collections.Counter("abca"), "d": collections.deque([3, 4.5], maxlen=5)}
+    ours, theirs = _round_trip(autograd, obj, weights_only=False), _round_trip(torch, obj, weights_only=False)
+    assert ours == theirs and type(ours["c"]) is type(theirs["c"]) and ours["d"].maxlen == theirs["d"].maxlen
+    assert type(_round_trip(torch, {"c": obj["c"]})["c"]) is collections.Counter
+    with pytest.raises(pickle.UnpicklingError):
+        _round_trip(torch, {"d": obj["d"]})
+
+
+def test_pytorchs_file_with_a_deque_loads_with_weights_only_false():
+    torch = _torch()
+    f = io.BytesIO()
+    torch.save({"buffer": collections.deque([torch.ones(2), 7], maxlen=3)}, f)
+    f.seek(0)
+    with pytest.raises(pickle.UnpicklingError, match="collections.deque"):
+        autograd.load(f)
+    f.seek(0)
+    buffer = autograd.load(f, weights_only=False)["buffer"]
+    assert isinstance(buffer, collections.deque) and buffer.maxlen == 3 and buffer[1] == 7
+    np.testing.assert_array_equal(buffer[0].numpy(), [1.0, 1.0])
