@@ -105,3 +105,30 @@ def test_pytorchs_file_with_a_deque_loads_with_weights_only_false():
     buffer = autograd.load(f, weights_only=False)["buffer"]
     assert isinstance(buffer, collections.deque) and buffer.maxlen == 3 and buffer[1] == 7
     np.testing.assert_array_equal(buffer[0].numpy(), [1.0, 1.0])
+
+
+def test_defaultdict_keeps_its_factory():
+    """A run's histories (defaultdict(list)) came back a plain dict: a new key then raised KeyError."""
+    history = collections.defaultdict(list)
+    history["loss"].append(autograd.tensor(0.5))
+    loaded = _round_trip(autograd, {"history": history}, weights_only=False)["history"]
+    assert type(loaded) is collections.defaultdict and loaded.default_factory is list
+    assert loaded["accuracy"] == [] and float(loaded["loss"][0]) == 0.5
+    assert _round_trip(autograd, collections.defaultdict(None, a=1), weights_only=False).default_factory is None
+    with pytest.raises(pickle.UnpicklingError, match="collections.defaultdict"):
+        _round_trip(autograd, {"history": history})
+
+
+def test_defaultdict_as_pytorch_saves_and_loads_it():
+    torch = _torch()
+    history = collections.defaultdict(int, steps=3)
+    theirs = _round_trip(torch, {"h": history}, weights_only=False)["h"]
+    ours = _round_trip(autograd, {"h": history}, weights_only=False)["h"]
+    assert ours == theirs and ours.default_factory is theirs.default_factory is int
+    with pytest.raises(pickle.UnpicklingError):
+        _round_trip(torch, {"h": history})
+    f = io.BytesIO()  # PyTorch's own file, read by ours
+    torch.save({"h": collections.defaultdict(list, a=[torch.ones(1)])}, f)
+    f.seek(0)
+    loaded = autograd.load(f, weights_only=False)["h"]
+    assert loaded.default_factory is list and loaded["b"] == [] and loaded["a"][0].numpy().tolist() == [1.0]
