@@ -858,3 +858,75 @@ def test_ebm_checkpoint():
     ours, _ = run_both(ebm_checkpoint)
     assert ours["refused"] == "UnpicklingError" and ours["kind"] == "deque" and ours["maxlen"] == 4
     assert ours["same"] is True and ours["buffer"].shape == (12, 2) and ours["step"] == 6
+
+
+# ----------------------------------------------------------------------------------------------
+# Chains vectorised by torch.func.vmap (randomness="different"), and an old Riemannian-HMC metric
+# that tries torch.symeig (removed in PyTorch 1.9: a RuntimeError) before linalg.eigh
+# ----------------------------------------------------------------------------------------------
+
+
+def vmap_hmc(m):
+    import importlib
+
+    torch = m.torch
+    func = importlib.import_module(torch.__name__ + ".func")
+    torch.manual_seed(0)
+    prec = torch.tensor([[2.0, 0.5], [0.5, 1.0]])
+
+    def logp(q):
+        return -0.5 * q @ prec @ q
+
+    grad_logp = func.grad(logp)
+
+    def step(q):
+        p = torch.randn_like(q)
+        q_new, p_new = q, p + 0.5 * 0.2 * grad_logp(q)
+        for i in range(5):
+            q_new = q_new + 0.2 * p_new
+            p_new = p_new + (0.2 if i < 4 else 0.1) * grad_logp(q_new)
+        h0 = -logp(q) + 0.5 * (p * p).sum()
+        h1 = -logp(q_new) + 0.5 * (p_new * p_new).sum()
+        accept = torch.log(torch.rand(())) < (h0 - h1)
+        return torch.where(accept, q_new, q), accept
+
+    qs = torch.randn(6, 2)
+    rates = []
+    for _ in range(5):
+        qs, accept = func.vmap(step, randomness="different")(qs)
+        rates.append(accept.float().mean())
+    g = func.vmap(grad_logp)(qs)
+    return dict(qs=qs, rates=torch.stack(rates), g=g, is_bool=accept.dtype == torch.bool)
+
+
+def test_vmap_hmc():
+    ours, _ = run_both(vmap_hmc)
+    assert ours["is_bool"] is True and ours["qs"].shape == (6, 2)
+    np.testing.assert_allclose(ours["g"], -ours["qs"] @ np.array([[2.0, 0.5], [0.5, 1.0]]), rtol=1e-5, atol=1e-6)
+
+
+def softabs_metric(m):
+    torch = m.torch
+    torch.manual_seed(3)
+    H0 = torch.randn(3, 3, dtype=torch.float64)
+    H = (H0 + H0.T).requires_grad_()
+    try:
+        L, Q = torch.symeig(H, eigenvectors=True)
+        route = "symeig"
+    except RuntimeError as e:
+        L, Q = torch.linalg.eigh(H)
+        route = "eigh: " + str(e).splitlines()[0]
+    lam = L / torch.tanh(1e6 * L)  # SoftAbs: |L| smoothed
+    G = Q @ torch.diag_embed(lam) @ Q.T
+    log_det = torch.logdet(G)
+    (g,) = torch.autograd.grad(log_det, H)
+    return dict(route=route, lam=lam, G=G, log_det=log_det, g=g, H=H)
+
+
+def test_softabs_metric():
+    ours, _ = run_both(softabs_metric, rtol=1e-10, atol=1e-12)
+    assert ours["route"] == "eigh: This function was deprecated since version 1.9 and is now removed. The default " \
+                            "behavior has changed from using the upper triangular portion of the matrix by default " \
+                            "to using the lower triangular portion."
+    np.testing.assert_allclose(ours["lam"], np.abs(np.linalg.eigvalsh(ours["H"])), rtol=1e-10)
+    np.testing.assert_allclose(ours["log_det"], np.log(np.abs(np.linalg.eigvalsh(ours["H"]))).sum(), rtol=1e-10)
