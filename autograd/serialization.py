@@ -55,7 +55,15 @@ from .safe_globals import (  # noqa: F401  (torch.serialization's names for them
 from .size import Size
 from .sparse_layout import is_sparse
 from .tensor import Tensor, tensor_from
-from .torch_pickle import SPARSE_COO, TorchUnpickler, number_dtype, rebuild_sparse_tensor, torch_pickle_name, zip_here
+from .torch_pickle import (
+    BUILTIN_FACTORIES,
+    SPARSE_COO,
+    TorchUnpickler,
+    number_dtype,
+    rebuild_sparse_tensor,
+    torch_pickle_name,
+    zip_here,
+)
 
 STRUCTURE = "__structure__"
 
@@ -116,6 +124,12 @@ def _encode(obj, written):
                                obj.is_coalesced()]}
     if isinstance(obj, collections.OrderedDict):  # (a state_dict) comes back as one
         return {"odict": _encode(dict(obj), written)["dict"]}
+    if isinstance(obj, collections.Counter):  # (a vocabulary's counts) comes back as one, as from PyTorch's pickle
+        return {"counter": _encode(dict(obj), written)["dict"]}
+    if isinstance(obj, collections.deque):  # a replay buffer: its items and its maxlen
+        return {"deque": [_encode(v, written) for v in obj], "maxlen": obj.maxlen}
+    if isinstance(obj, collections.defaultdict):  # (a run's histories) its items and its factory
+        return {"defaultdict": _encode(dict(obj), written)["dict"], "factory": _encode(obj.default_factory, written)}
     if isinstance(obj, Size):
         return {"size": list(obj)}
     if isinstance(obj, DTYPE_TYPES) and obj.kind in "biufc":  # a dtype a checkpoint records (torch.float32)
@@ -211,6 +225,19 @@ def _decode(node, read):
         return {key: _decode(value, read) for key, value in node["dict"]}
     if "odict" in node:
         return collections.OrderedDict((key, _decode(value, read)) for key, value in node["odict"])
+    if "counter" in node:
+        return collections.Counter({key: _decode(value, read) for key, value in node["counter"]})
+    if "deque" in node:
+        if read.weights_only and not is_allowed("collections.deque"):
+            allowed("collections.deque")  # PyTorch's weights-only load refuses a deque too, unless allowed
+        return collections.deque((_decode(value, read) for value in node["deque"]), maxlen=node["maxlen"])
+    if "defaultdict" in node:
+        if read.weights_only and not is_allowed("collections.defaultdict"):
+            allowed("collections.defaultdict")  # refused by PyTorch's weights-only load too, unless allowed
+        factory = node["factory"]
+        factory = BUILTIN_FACTORIES[factory["global"]] if factory.get("global") in BUILTIN_FACTORIES \
+            else _decode(factory, read)
+        return collections.defaultdict(factory, ((key, _decode(value, read)) for key, value in node["defaultdict"]))
     if "size" in node:
         return Size(node["size"])
     if "dtype" in node:

@@ -3,7 +3,8 @@ serialization.py sends them here): a zip holding ``<name>/data.pkl``, the pickle
 storages by key, and ``<name>/data/<key>``, each storage's raw bytes. The pickle is read by an unpickler that knows
 only the few names a file of tensors uses (tensors, sparse COO ones with their indices checked, storages,
 ``OrderedDict``, ``torch.Size``, dtypes, devices, sets, complex numbers, bytes, nn's Parameter and the tensor
-classes of tensor_classes.py) and refuses any other, so nothing but those constructors ever runs."""
+classes of tensor_classes.py; with ``weights_only=False`` a ``deque`` and a ``defaultdict`` too) and refuses any
+other, so nothing but those constructors ever runs."""
 
 import codecs
 import collections
@@ -90,6 +91,11 @@ class _StorageKind:
         self.dtype = numpy.dtype(dtype)
 
 
+# a defaultdict's factory that a load with weights_only=False makes without its being allowed: a builtin container
+# or number, which runs no code of the file's choosing (another is loaded as any global is: only where allowed)
+BUILTIN_FACTORIES = {f"builtins.{factory.__name__}": factory for factory in (list, dict, set, int, float, str, tuple)}
+
+
 class TorchUnpickler(pickle.Unpickler):
     """Reads the pickle of a ``torch.save`` file knowing only the names such a file of tensors uses;
     any other name is refused, so nothing but these few constructors ever runs."""
@@ -133,6 +139,11 @@ class TorchUnpickler(pickle.Unpickler):
             return Size if name == "Size" else device
         if module == "collections" and name in ("OrderedDict", "Counter"):  # (a MultiStepLR's milestones: Counter)
             return getattr(collections, name)
+        if not self.weights_only:  # (refused by PyTorch's weights-only load as by ours, unless allowed: below)
+            if module == "collections" and name in ("deque", "defaultdict"):  # a replay buffer, a run's histories
+                return getattr(collections, name)
+            if module in ("builtins", "__builtin__") and f"builtins.{name}" in BUILTIN_FACTORIES:  # (a defaultdict's
+                return BUILTIN_FACTORIES[f"builtins.{name}"]  # factory; pickle protocol 2 names builtins __builtin__)
         if module in ("builtins", "__builtin__") and name in ("set", "frozenset", "complex"):
             return {"set": set, "frozenset": frozenset, "complex": complex}[name]
         if module == "_codecs" and name == "encode":

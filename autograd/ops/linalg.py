@@ -161,3 +161,44 @@ def chain_matmul(*matrices, out=None):
         if m.ndim != 2:
             raise RuntimeError(f"Tensor dimension is {m.ndim}, expected 2 instead.")
     return multi_dot(matrices, out=out) if len(matrices) > 1 else matrices[0].clone()
+
+
+_REMOVED_IN_1_9 = {  # name -> the rest of PyTorch's message: what to use instead
+    "solve": " `torch.solve` is deprecated in favor of `torch.linalg.solve`. `torch.linalg.solve` has its arguments "
+             "reversed and does not return the LU factorization.\n\nTo get the LU factorization see `torch.lu`, "
+             "which can be used with `torch.lu_solve` or `torch.lu_unpack`.\nX = torch.solve(B, A).solution should "
+             "be replaced with:\nX = torch.linalg.solve(A, B)",
+    "lstsq": " `torch.lstsq` is deprecated in favor of `torch.linalg.lstsq`.\n`torch.linalg.lstsq` has reversed "
+             "arguments and does not return the QR decomposition in the returned tuple (although it returns other "
+             "information about the problem).\n\nTo get the QR decomposition consider using `torch.linalg.qr`.\n\n"
+             "The returned solution in `torch.lstsq` stored the residuals of the solution in the last m - n columns "
+             "of the returned value whenever m > n. In torch.linalg.lstsq, the residuals are in the field "
+             "'residuals' of the returned named tuple.\n\nThe unpacking of the solution, as in\n"
+             "X, _ = torch.lstsq(B, A).solution[:A.size(1)]\nshould be replaced with:\n"
+             "X = torch.linalg.lstsq(A, B).solution",
+    "eig": " `torch.linalg.eig` returns complex tensors of dtype `cfloat` or `cdouble` rather than real tensors "
+           "mimicking complex tensors.\n\nL, _ = torch.eig(A) should be replaced with:\n"
+           "L_complex = torch.linalg.eigvals(A)\n\nand\n\nL, V = torch.eig(A, eigenvectors=True) should be "
+           "replaced with:\nL_complex, V_complex = torch.linalg.eig(A)",
+    "symeig": " The default behavior has changed from using the upper triangular portion of the matrix by default to "
+              "using the lower triangular portion.\n\nL, _ = torch.symeig(A, upper=upper) should be replaced with:\n"
+              "L = torch.linalg.eigvalsh(A, UPLO='U' if upper else 'L')\n\nand\n\nL, V = torch.symeig(A, "
+              "eigenvectors=True) should be replaced with:\nL, V = torch.linalg.eigh(A, UPLO='U' if upper else 'L')",
+    "matrix_rank": "\nPlease use the `torch.linalg.matrix_rank` function instead. The parameter 'symmetric' was "
+                   "renamed in `torch.linalg.matrix_rank()` to 'hermitian'.",
+}
+
+
+def _removed_in_1_9(name):
+    """``torch.<name>``, removed in PyTorch 1.9 but still a name there, so that old code (``torch.symeig`` in an
+    HMC metric, ``A.solve(B)``) fails with a RuntimeError that says what replaces it, not an AttributeError."""
+
+    def removed(*args, **kwargs):
+        raise RuntimeError(f"This function was deprecated since version 1.9 and is now removed.{_REMOVED_IN_1_9[name]}")
+
+    removed.__name__ = removed.__qualname__ = name
+    return names(name, method=name != "matrix_rank")(removed)  # PyTorch's Tensor has no matrix_rank method
+
+
+for _name in _REMOVED_IN_1_9:
+    _removed_in_1_9(_name)
