@@ -17,7 +17,9 @@ So a program written for TorchScript gives the same numbers, and gradients, as i
 What disabled TorchScript cannot give is not faked: ``save`` and ``load`` raise (there is no
 TorchScript archive to write, and loading one would run the code it holds; save the weights
 with ``autograd.save(model.state_dict(), path)`` instead), and ``ScriptModule`` is a type that
-nothing is an instance of (no module is scripted here), which cannot be subclassed.
+no module is an instance of (none is scripted here) but those written on it: TorchScript's legacy
+API, ``class Cell(torch.jit.ScriptModule)``, gives an ``nn.Module``, as PyTorch's with TorchScript
+disabled.
 
 PyTorch deprecates TorchScript: ``script``, ``trace``, ``trace_module``, ``script_method``,
 ``interface``, ``fork`` and ``wait`` warn with a DeprecationWarning, as PyTorch's do, pointing to
@@ -30,6 +32,7 @@ import sys
 import types
 import typing
 import warnings
+import weakref
 
 from .futures import Future
 from .graph import program_stacklevel
@@ -163,18 +166,39 @@ def wait(future):
     return future.wait()
 
 
-class ScriptModule:
-    """The type of scripted modules: nothing is one here, so ``isinstance(model, ScriptModule)`` is
-    False for every ``nn.Module``, as in PyTorch for a module that was not scripted.
+class _BuiltOnModule(type):
+    """ScriptModule's type. PyTorch's ScriptModule is an ``nn.Module`` (with TorchScript disabled, nothing
+    more), but autograd does not import nn: a class written on ScriptModule is built on the nn.Module of
+    the program (which imported nn to write it) in ScriptModule's place. ``isinstance(x, ScriptModule)``
+    holds for the instances of those classes (and of their subclasses) only."""
 
-    PyTorch's older way to write a scripted module, subclassing ``torch.jit.ScriptModule`` with
-    ``@script_method`` methods, is refused: write ``nn.Module`` (PyTorch's ScriptModule with
-    TorchScript disabled is ``nn.Module`` with nothing added; autograd does not import nn)."""
+    written_on_it = weakref.WeakSet()  # the classes built in ScriptModule's place
 
-    def __init_subclass__(cls, **kwargs):
-        raise TypeError(f"class {cls.__name__}: subclassing autograd.jit.ScriptModule (TorchScript's legacy "
-                        "module API) is not supported, as there is no TorchScript here; subclass nn.Module "
-                        "instead (with TorchScript disabled, PyTorch's ScriptModule is nn.Module)")
+    def __new__(mcs, name, bases, namespace, **kwargs):
+        if not any(isinstance(base, mcs) for base in bases):  # ScriptModule itself
+            return super().__new__(mcs, name, bases, namespace, **kwargs)
+        nn_module = sys.modules.get("nn.module")
+        if nn_module is None:
+            raise TypeError(f"class {name}: a ScriptModule is an nn.Module; import nn before writing one")
+        bases = tuple(nn_module.Module if isinstance(base, mcs) else base for base in bases)
+        cls = type(nn_module.Module)(name, bases, namespace, **kwargs)
+        mcs.written_on_it.add(cls)
+        return cls
+
+    def __instancecheck__(cls, instance):
+        return cls.__subclasscheck__(type(instance))
+
+    def __subclasscheck__(cls, subclass):
+        return subclass is cls or any(issubclass(subclass, written) for written in cls.written_on_it)
+
+
+class ScriptModule(metaclass=_BuiltOnModule):
+    """The type of scripted modules. No module is scripted here, so ``isinstance(model, ScriptModule)`` is
+    False for an ``nn.Module`` as in PyTorch for a module that was not scripted.
+
+    TorchScript's legacy module API, a class written on ``torch.jit.ScriptModule`` with ``@script_method``
+    methods (PyTorch's custom_lstms.py, the chatbot tutorial's GreedySearchDecoder), gives an ``nn.Module``
+    whose methods run eagerly, as PyTorch's with TorchScript disabled; its instances are ScriptModules."""
 
     def __new__(cls, *args, **kwargs):
         raise TypeError("autograd.jit.ScriptModule cannot be created: there is no TorchScript here; use "
