@@ -225,3 +225,34 @@ def test_script_module_is_not_constructed_nor_an_ordinary_module():
     np.testing.assert_array_equal(model.scale.grad.numpy(), [4.0])
     assert isinstance(model, jit.ScriptModule) and isinstance(model, nn.Module)
     assert list(model.state_dict()) == ["scale"] and "Shifted()" == repr(model)
+
+
+# ----------------------------------------------------------------------------------------------
+# nn.Transformer._reset_parameters: PyTorch's re-initialisation, which programs call
+# ----------------------------------------------------------------------------------------------
+
+
+def transformer_reset(m):
+    torch, nn = m.torch, m.nn
+    torch.manual_seed(0)
+    model = nn.Transformer(d_model=8, nhead=2, num_encoder_layers=1, num_decoder_layers=1, dim_feedforward=16)
+    first = [p.detach().clone() for p in model.parameters()]
+    torch.manual_seed(0)
+    model._reset_parameters()
+    again = [p.detach().clone() for p in model.parameters()]
+    model._reset_parameters()
+    return first, again, [p.detach() for p in model.parameters()]
+
+
+def test_transformer_reset_parameters():
+    (first, again, third), _ = run_both(_quiet(transformer_reset))
+    matrices = [i for i, p in enumerate(first) if p.ndim > 1]
+    assert len(matrices) == 10  # 4 in the encoder layer, 6 in the decoder layer
+    for i, (a, b, c) in enumerate(zip(first, again, third)):
+        if i in matrices:  # drawn anew: a Glorot-uniform bound, and the second draw differs from the first
+            bound = np.sqrt(6 / (a.shape[0] + a.shape[1])) if a.ndim == 2 else None
+            assert bound is None or np.abs(b).max() <= bound
+            assert not np.array_equal(b, c)
+        else:  # vectors (biases, norms) are left alone
+            np.testing.assert_array_equal(b, a)
+            np.testing.assert_array_equal(c, a)
