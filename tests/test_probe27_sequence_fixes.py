@@ -256,3 +256,39 @@ def test_transformer_reset_parameters():
         else:  # vectors (biases, norms) are left alone
             np.testing.assert_array_equal(b, a)
             np.testing.assert_array_equal(c, a)
+
+
+# ----------------------------------------------------------------------------------------------
+# unpad_sequence / unpack_sequence give copies, as PyTorch's (boolean-mask indexing), not views of the batch
+# ----------------------------------------------------------------------------------------------
+
+
+def unpadded_pieces(m):
+    torch, nn = m.torch, m.nn
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 2, requires_grad=True)
+    padded = x * 1
+    pieces = nn.utils.rnn.unpad_sequence(padded, torch.tensor([4, 1, 3]))  # (leaves padded batch-first)
+    (pieces[0].sum() + 2 * pieces[1].sum() + 3 * pieces[2].pow(2).sum()).backward()
+    with torch.no_grad():
+        before = padded.clone()
+        for piece in pieces:
+            piece.fill_(7.0)
+    packed = nn.utils.rnn.pack_sequence([torch.arange(3.0), torch.arange(1.0)], enforce_sorted=False)
+    unpacked = nn.utils.rnn.unpack_sequence(packed)
+    unpacked[0].fill_(-1.0)
+    return x, x.grad, before, padded, pieces, packed.data, unpacked, tuple(padded.shape)
+
+
+def test_unpad_sequence_gives_copies():
+    (x, grad, before, padded, pieces, packed_data, unpacked, shape), _ = run_both(unpadded_pieces)
+    np.testing.assert_array_equal(padded, before)  # writing to the pieces left the batch alone
+    assert shape == (3, 4, 2)  # transposed in place to batch-first, as PyTorch's
+    assert [p.shape for p in pieces] == [(4, 2), (1, 2), (3, 2)] and all((p == 7).all() for p in pieces)
+    expected = np.zeros_like(x)
+    expected[:, 0] = 1
+    expected[0, 1] = 2
+    expected[:3, 2] = 6 * x[:3, 2]
+    np.testing.assert_allclose(grad, expected, rtol=1e-6)
+    np.testing.assert_array_equal(packed_data, [0.0, 0.0, 1.0, 2.0])
+    assert unpacked[0].tolist() == [-1.0] * 3 and unpacked[1].tolist() == [0.0]

@@ -238,10 +238,12 @@ def pack_sequence(sequences, enforce_sorted=True):
 
 
 def unpad_sequence(padded_sequences, lengths, batch_first=False):
-    """The list of sequences of a padded batch, each cut to its length."""
+    """The list of sequences of a padded batch, each cut to its length: copies, as PyTorch's (it picks each
+    sequence's steps by a boolean mask), so writing to one leaves the batch alone."""
     if not batch_first:  # in place, as PyTorch's: the caller's tensor is left batch-first
         padded_sequences.transpose_(0, 1)
-    return [padded_sequences[b, :int(length)] for b, length in enumerate(_as_ints(lengths))]
+    steps = autograd.arange(padded_sequences.shape[1])
+    return [sequence[steps < length] for sequence, length in zip(padded_sequences, _as_ints(lengths))]
 
 
 def unpack_sequence(packed_sequences):
