@@ -292,3 +292,30 @@ def test_unpad_sequence_gives_copies():
     np.testing.assert_allclose(grad, expected, rtol=1e-6)
     np.testing.assert_array_equal(packed_data, [0.0, 0.0, 1.0, 2.0])
     assert unpacked[0].tolist() == [-1.0] * 3 and unpacked[1].tolist() == [0.0]
+
+
+# ----------------------------------------------------------------------------------------------
+# pad_sequence gives the first sequence's dtype (PyTorch copies each into a tensor made like the first)
+# ----------------------------------------------------------------------------------------------
+
+
+def mixed_dtype_padding(m):
+    torch, nn = m.torch, m.nn
+    ints = nn.utils.rnn.pad_sequence([torch.tensor([1, 2]), torch.tensor([3.7])], padding_value=-1)
+    a = torch.tensor([1.5, 2.0], requires_grad=True)
+    b = torch.tensor([0.25], dtype=torch.float64, requires_grad=True)
+    floats = nn.utils.rnn.pad_sequence([a, b], batch_first=True, padding_side="left")
+    (floats * torch.tensor([[1.0, 2.0], [3.0, 4.0]])).sum().backward()
+    wide = nn.utils.rnn.pad_sequence([b.detach(), a.detach()])
+    names = [str(t.dtype).rpartition(".")[2] for t in (ints, floats, wide, a.grad, b.grad)]
+    return ints, floats, wide, a.grad, b.grad, names
+
+
+def test_pad_sequence_keeps_the_first_dtype():
+    (ints, floats, wide, grad_a, grad_b, names), _ = run_both(mixed_dtype_padding)
+    assert names == ["int64", "float32", "float64", "float32", "float64"]
+    np.testing.assert_array_equal(ints, [[1, 3], [2, -1]])  # 3.7 cast to the first's int64, as PyTorch
+    np.testing.assert_array_equal(floats, [[1.5, 2.0], [0.0, 0.25]])
+    np.testing.assert_array_equal(wide, [[0.25, 1.5], [0.0, 2.0]])
+    np.testing.assert_array_equal(grad_a, [1.0, 2.0])
+    np.testing.assert_array_equal(grad_b, [4.0])

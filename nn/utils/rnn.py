@@ -146,7 +146,8 @@ def invert_permutation(permutation):
 
 def pad_sequence(sequences, batch_first=False, padding_value=0.0, padding_side="right"):
     """Stack sequences of shapes (L_k, *) into (T, B, *) (or (B, T, *)), T = max L_k,
-    filling with ``padding_value`` on the right (or the left)."""
+    filling with ``padding_value`` on the right (or the left). The result has the first sequence's dtype, the
+    others cast to it (PyTorch copies each into a tensor made like the first: no promotion)."""
     if padding_side not in ("left", "right"):
         raise RuntimeError(f"Expected padding_side to be one of left or right, but got {padding_side}.")
     if not isinstance(sequences, (Tensor, Iterable)):
@@ -160,6 +161,7 @@ def pad_sequence(sequences, batch_first=False, padding_value=0.0, padding_side="
     _refuse_overflow(float(padding_value), sequences[0].dtype)
     padded = []
     for s in sequences:
+        s = s.to(sequences[0].dtype)
         if s.shape[0] < longest:
             filler = autograd.full((longest - s.shape[0],) + tuple(s.shape[1:]), padding_value, dtype=s.dtype)
             s = autograd.cat([s, filler] if padding_side == "right" else [filler, s])
