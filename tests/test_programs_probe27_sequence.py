@@ -1199,3 +1199,81 @@ def test_word_language_model_all_recurrent_types():
         assert tied and tuple(shape) == (20, 4) and len(losses) == 4 and len(words) == 6
         np.testing.assert_allclose(losses[0], math.log(15), atol=0.05)  # weights within ±0.1: nearly uniform
         assert all(0 <= w < 15 for w in words)
+
+
+# ----------------------------------------------------------------------------------------------
+# Listen, Attend and Spell: pyramidal BiLSTMs (reshape of padded outputs, lengths halved, re-packed) and
+# location-aware attention (a Conv1d over the previous attention weights)
+# ----------------------------------------------------------------------------------------------
+
+
+def listen_attend_spell(m):
+    torch, nn, F = m.torch, m.nn, m.F
+    torch.manual_seed(0)
+
+    class pBLSTM(nn.Module):
+        def __init__(self, input_dim, hidden_dim):
+            super().__init__()
+            self.blstm = nn.LSTM(input_dim * 2, hidden_dim, 1, bidirectional=True, batch_first=True)
+
+        def forward(self, x, lens):
+            B, T, Fd = x.size()
+            if T % 2:
+                x = x[:, :-1]
+                T -= 1
+            x = x.contiguous().view(B, T // 2, Fd * 2)
+            lens = lens // 2
+            packed = nn.utils.rnn.pack_padded_sequence(x, lens.cpu(), batch_first=True, enforce_sorted=False)
+            out, _ = self.blstm(packed)
+            out, lens = nn.utils.rnn.pad_packed_sequence(out, batch_first=True)
+            return out, lens
+
+    class LocationAttention(nn.Module):
+        def __init__(self, dim, conv_channels=3, kernel=5):
+            super().__init__()
+            self.conv = nn.Conv1d(1, conv_channels, kernel, padding=kernel // 2, bias=False)
+            self.loc = nn.Linear(conv_channels, dim, bias=False)
+            self.q = nn.Linear(dim, dim, bias=False)
+            self.k = nn.Linear(dim, dim)
+            self.v = nn.Linear(dim, 1, bias=False)
+
+        def forward(self, query, keys, prev_attn, mask):
+            loc = self.loc(self.conv(prev_attn.unsqueeze(1)).transpose(1, 2))
+            e = self.v(torch.tanh(self.q(query).unsqueeze(1) + self.k(keys) + loc)).squeeze(-1)
+            e = e.masked_fill(~mask, float("-inf"))
+            a = F.softmax(e, -1)
+            return torch.bmm(a.unsqueeze(1), keys).squeeze(1), a
+
+    x = torch.randn(3, 17, 4)
+    lens = torch.tensor([17, 12, 14])
+    listener1, listener2 = pBLSTM(4, 3), pBLSTM(6, 3)
+    h, hl = listener1(x, lens)
+    h, hl = listener2(h, hl)
+    mask = torch.arange(h.size(1))[None] < hl[:, None]
+    attention = LocationAttention(6)
+    cell, emb, out = nn.LSTMCell(6 + 5, 6), nn.Embedding(5, 5), nn.Linear(12, 5)
+    ys = torch.tensor([[1, 2, 3], [2, 2, 4], [3, 1, 0]])
+    state = (torch.zeros(3, 6), torch.zeros(3, 6))
+    ctx = torch.zeros(3, 6)
+    prev = mask.float() / mask.float().sum(1, keepdim=True)
+    logits, attentions = [], []
+    for t in range(3):
+        state = cell(torch.cat([emb(ys[:, t]), ctx], -1), state)
+        ctx, prev = attention(state[0], h, prev, mask)
+        logits.append(out(torch.cat([state[0], ctx], -1)))
+        attentions.append(prev)
+    logits = torch.stack(logits, 1)
+    loss = F.cross_entropy(logits.reshape(-1, 5), ys.reshape(-1), ignore_index=0, label_smoothing=0.1)
+    loss.backward()
+    return (h, hl, torch.stack(attentions, 1), loss, [p.grad for p in attention.parameters()],
+            [p.grad for p in listener1.parameters()])
+
+
+def test_listen_attend_spell_pyramid_and_location_attention():
+    (h, hl, attentions, loss, attention_grads, listener_grads), _ = run_both(listen_attend_spell, rtol=1e-4,
+                                                                             atol=1e-6)
+    np.testing.assert_array_equal(hl, [4, 3, 3])  # 17, 12, 14 frames halved twice
+    assert h.shape == (3, 4, 6) and (h[1:, 3:] == 0).all()
+    np.testing.assert_allclose(attentions.sum(-1), 1.0, rtol=1e-6)
+    assert (attentions[1:, :, 3:] == 0).all()  # nothing attends past a sequence's end
+    assert float(loss) > 0 and all(np.isfinite(g).all() and g.any() for g in attention_grads + listener_grads)
