@@ -1,4 +1,4 @@
-# ruff: noqa: N801, UP006, UP008, UP035  (the programs are kept as their authors wrote them)
+# ruff: noqa: N801, UP006, UP007, UP008, UP035, UP045  (the programs are kept as their authors wrote them; typing forms tested)
 """Fixes found by the sequence probe (tests/test_programs_probe27_sequence.py), each checked against literals and
 NumPy always and against PyTorch where it is installed."""
 
@@ -319,3 +319,47 @@ def test_pad_sequence_keeps_the_first_dtype():
     np.testing.assert_array_equal(wide, [[0.25, 1.5], [0.0, 2.0]])
     np.testing.assert_array_equal(grad_a, [1.0, 2.0])
     np.testing.assert_array_equal(grad_b, [4.0])
+
+
+# ----------------------------------------------------------------------------------------------
+# jit.isinstance: TorchScript's container type refinement, as PyTorch checks it in eager mode
+# ----------------------------------------------------------------------------------------------
+
+
+def _refinements(torch):
+    from typing import Dict, List, Optional, Tuple, Union
+
+    T = torch.Tensor
+    cases = [([1, 2], List[int]), ([1, "a"], List[int]), ({"a": torch.ones(1)}, Dict[str, T]),
+             ({"a": 1}, Dict[str, T]), ((1, 2.0), Tuple[int, float]), ((1, 2.0, 3), Tuple[int, float]),
+             (None, Optional[int]), ([[1], [2, 3]], List[List[int]]), ([[1], ["x"]], List[List[int]]),
+             ({"k": [torch.ones(1)]}, Dict[str, List[T]]), ((1, "s"), Optional[Tuple[int, str]]),
+             (3, Optional[Tuple[int, str]]), (torch.ones(1), T), (3, (str, int)), (3.0, Union[int, str]),
+             ([1], list[int]), (None, int | None), ([], List[int])]
+    results = []
+    for obj, target_type in cases:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            results.append((torch.jit.isinstance(obj, target_type), len(caught)))
+    errors = []
+    for target_type in (List, Dict, [int]):
+        with pytest.raises(RuntimeError) as error:
+            torch.jit.isinstance(1, target_type)
+        errors.append(str(error.value))
+    return results, errors
+
+
+def test_jit_isinstance_refines_containers():
+    results, errors = _refinements(autograd)
+    assert results == [(True, 0), (False, 0), (True, 0), (False, 0), (True, 0), (False, 0), (True, 0), (True, 0),
+                       (False, 0), (True, 0), (True, 0), (False, 0), (True, 0), (True, 0), (False, 0), (True, 0),
+                       (True, 0), (True, 1)]  # an empty list matches List[int], with a warning
+    assert errors == ["Attempted to use List without a contained type. Please add a contained type, e.g. List[int]",
+                      "Attempted to use Dict without contained types. Please add contained type, e.g. Dict[int, int]",
+                      "The second argument to `torch.jit.isinstance` must be a type or a tuple of types"]
+    assert jit.isinstance is autograd.jit.isinstance and "isinstance" in jit.__all__
+    try:
+        import torch
+    except ModuleNotFoundError:
+        return
+    assert _refinements(torch) == (results, errors)
