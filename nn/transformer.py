@@ -336,12 +336,16 @@ class Transformer(Module):
                                             batch_first, norm_first, bias, dtype=dtype)
             self.decoder = TransformerDecoder(layer, num_decoder_layers,
                                               LayerNorm(d_model, eps=layer_norm_eps, bias=bias))
+        self._reset_parameters()
         self.d_model, self.nhead, self.batch_first = d_model, nhead, batch_first
+        if dtype is not None:
+            self.to(dtype)
+
+    def _reset_parameters(self):
+        """Every weight matrix drawn anew, Glorot-uniform (PyTorch's name: programs call it to re-initialise)."""
         for p in self.parameters():
             if p.ndim > 1:
                 init.xavier_uniform_(p)
-        if dtype is not None:
-            self.to(dtype)
 
     def forward(self, src, tgt, src_mask=None, tgt_mask=None, memory_mask=None, src_key_padding_mask=None,
                 tgt_key_padding_mask=None, memory_key_padding_mask=None, src_is_causal=None, tgt_is_causal=None,

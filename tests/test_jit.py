@@ -115,9 +115,9 @@ def test_script_module_and_function_are_types_nothing_is_an_instance_of():
     model = nn.Linear(2, 2)
     assert not isinstance(model, jit.ScriptModule)
     assert not isinstance(double, jit.ScriptFunction)
-    with pytest.raises(TypeError, match="subclass nn.Module instead"):
-        class Old(jit.ScriptModule):
-            pass
+    class Old(jit.ScriptModule):  # TorchScript's legacy API gives an nn.Module (tests/test_probe27_sequence_fixes.py)
+        pass
+    assert isinstance(Old(), nn.Module) and isinstance(Old(), jit.ScriptModule)
     with pytest.raises(TypeError):
         jit.ScriptModule()
     with pytest.raises(TypeError, match="No constructor defined"):

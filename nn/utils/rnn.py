@@ -146,7 +146,8 @@ def invert_permutation(permutation):
 
 def pad_sequence(sequences, batch_first=False, padding_value=0.0, padding_side="right"):
     """Stack sequences of shapes (L_k, *) into (T, B, *) (or (B, T, *)), T = max L_k,
-    filling with ``padding_value`` on the right (or the left)."""
+    filling with ``padding_value`` on the right (or the left). The result has the first sequence's dtype, the
+    others cast to it (PyTorch copies each into a tensor made like the first: no promotion)."""
     if padding_side not in ("left", "right"):
         raise RuntimeError(f"Expected padding_side to be one of left or right, but got {padding_side}.")
     if not isinstance(sequences, (Tensor, Iterable)):
@@ -160,6 +161,7 @@ def pad_sequence(sequences, batch_first=False, padding_value=0.0, padding_side="
     _refuse_overflow(float(padding_value), sequences[0].dtype)
     padded = []
     for s in sequences:
+        s = s.to(sequences[0].dtype)
         if s.shape[0] < longest:
             filler = autograd.full((longest - s.shape[0],) + tuple(s.shape[1:]), padding_value, dtype=s.dtype)
             s = autograd.cat([s, filler] if padding_side == "right" else [filler, s])
@@ -238,10 +240,12 @@ def pack_sequence(sequences, enforce_sorted=True):
 
 
 def unpad_sequence(padded_sequences, lengths, batch_first=False):
-    """The list of sequences of a padded batch, each cut to its length."""
+    """The list of sequences of a padded batch, each cut to its length: copies, as PyTorch's (it picks each
+    sequence's steps by a boolean mask), so writing to one leaves the batch alone."""
     if not batch_first:  # in place, as PyTorch's: the caller's tensor is left batch-first
         padded_sequences.transpose_(0, 1)
-    return [padded_sequences[b, :int(length)] for b, length in enumerate(_as_ints(lengths))]
+    steps = autograd.arange(padded_sequences.shape[1])
+    return [sequence[steps < length] for sequence, length in zip(padded_sequences, _as_ints(lengths))]
 
 
 def unpack_sequence(packed_sequences):
