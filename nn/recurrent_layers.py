@@ -44,6 +44,15 @@ def _sigmoid(x, out=None):
     return out
 
 
+def _gate_activation(hidden, dtype):
+    """(scale, shift) rows over an LSTM's four gates i, f, g, o such that shift + scale · tanh(scale · a) is
+    [σ, σ, tanh, σ](a): σ(a) = 1/2 + tanh(a/2)/2 (scale 1/2, shift 1/2), tanh itself for g (1, 0)."""
+    scale = xp.full(4 * hidden, 0.5, dtype=dtype)
+    shift = xp.full(4 * hidden, 0.5, dtype=dtype)
+    scale[2 * hidden:3 * hidden], shift[2 * hidden:3 * hidden] = 1, 0
+    return scale, shift
+
+
 def unpack(flat, steps, batch, out_size, cell_size=None):
     """Split a layer's flat output into y (T, B, P), h_n (B, P) and, for the LSTM, c_n (B, H)."""
     n_y, n_h = steps * batch * out_size, batch * out_size
@@ -272,14 +281,16 @@ class LSTMLayer(_RecurrentLayer, Primitive):
         c_prev, tanh_c = self.buffer((length, batch, hidden), acts.dtype), self.buffer((length, batch, hidden),
                                                                                        acts.dtype)
         h_cell = xp.empty_like(c_prev) if w_hr is not None else None
+        scale, shift = _gate_activation(hidden, acts.dtype)
         for t in self.steps(length):
             n = self.active(t, batch)
             h_prev[t, :n], c_prev[t, :n] = h[:n], c[:n]
             a = acts[t, :n]
             a += h[:n] @ w_hh.T  # the one matmul of the step, all four gates
-            _sigmoid(a[:, :2 * hidden], out=a[:, :2 * hidden])
-            xp.tanh(a[:, 2 * hidden:3 * hidden], out=a[:, 2 * hidden:3 * hidden])
-            _sigmoid(a[:, 3 * hidden:], out=a[:, 3 * hidden:])
+            a *= scale  # [σ, σ, tanh, σ] of the four gates in four whole-row passes (σ(x) = (1 + tanh(x/2)) / 2)
+            xp.tanh(a, out=a)
+            a *= scale
+            a += shift
             c_t = c[:n]
             c_t *= a[:, hidden:2 * hidden]
             c_t += a[:, :hidden] * a[:, 2 * hidden:3 * hidden]
@@ -298,13 +309,23 @@ class LSTMLayer(_RecurrentLayer, Primitive):
         gy, dh, dc = unpack(grad, length, batch, out_size, hidden)
         acts, h_prev, c_prev, tanh_c, h_cell = self.saved
         i, f, g, o = (acts[..., k * hidden:(k + 1) * hidden] for k in range(4))
-        # d(pre-activation)/d(c') for i, f, g, and d(pre-activation of o)/dh', all steps at once
+        # d(pre-activation)/d(c') for i, f, g, and d(pre-activation of o)/dh', all steps at once: g·i(1 - i),
+        # c·f(1 - f), i(1 - g²), tanh c'·o(1 - o), each made in two reused buffers and written once into its
+        # (strided) place, where temporaries of the sequence's size were allocated for every factor
         local = xp.empty(acts.shape[:2] + (4, hidden), dtype=acts.dtype)
-        xp.multiply(g * i, 1 - i, out=local[..., 0, :])
-        xp.multiply(c_prev * f, 1 - f, out=local[..., 1, :])
-        xp.multiply(i, 1 - g * g, out=local[..., 2, :])
-        xp.multiply(tanh_c * o, 1 - o, out=local[..., 3, :])
-        through_tanh = o * (1 - tanh_c * tanh_c)
+        product, slope = xp.empty_like(c_prev), xp.empty_like(c_prev)
+        for k, (gate, times) in enumerate(((i, g), (f, c_prev), (g, i), (o, tanh_c))):
+            if k == 2:  # tanh's derivative
+                xp.multiply(gate, gate, out=slope)
+                xp.subtract(1, slope, out=slope)
+                xp.multiply(times, slope, out=local[..., k, :])
+            else:  # σ's
+                xp.multiply(times, gate, out=product)
+                xp.subtract(1, gate, out=slope)
+                xp.multiply(product, slope, out=local[..., k, :])
+        through_tanh = xp.multiply(tanh_c, tanh_c)  # o (1 - tanh² c')
+        xp.subtract(1, through_tanh, out=through_tanh)
+        through_tanh *= o
         dpre = self.buffer(local.shape, local.dtype)
         dh, dc = dh.copy(), dc.copy()
         dw_hr = xp.zeros_like(w_hr) if w_hr is not None else None
