@@ -168,8 +168,8 @@ def legacy_constructor_policy(m):
 
 @pytest.mark.xfail(strict=True, reason="torch.Tensor(ndarray) keeps a floating array's dtype and shares it "
                    "(float64 stays float64, so nn.Linear's float32 weights refuse it); PyTorch's legacy constructor "
-                   "casts every ndarray to the default dtype (a copy). Many tests rely on Tensor(np.ones(3)) being "
-                   "float64 (autograd/tensor.py, Tensor.__init__)")
+                   "casts every ndarray to the default dtype (a copy). A documented difference (README, 'the "
+                   "contract's rule'); some 28 test files rely on Tensor(np.ones(3)) being float64 (tensor.py)")
 def test_legacy_tensor_constructor_of_a_float64_state():
     ours, _ = run_both(legacy_constructor_policy)
     assert ours["dtype"] == "float32" and ours["shares"] is False and ours["logits"].shape == (4, 2)
