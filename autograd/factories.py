@@ -27,6 +27,7 @@ from .random import generator as _rng
 from .size import sizes_argument
 from .sparse_layout import is_sparse
 from .tensor import Tensor, as_array, tensor_from
+from .warn_once import warn_once
 from .write_door import _refuse_overflow
 
 
@@ -155,10 +156,9 @@ def _shareable(ndarray):
                          "strides are not currently supported. (You can probably work around this by making a copy "
                          "of your array  with array.copy().) ")
     if not getattr(ndarray.flags, "writeable", True):
-        warnings.warn("The given NumPy array is not writable, and PyTorch does not support non-writable tensors. This "
-                      "means writing to this tensor will result in undefined behavior. You may want to copy the array "
-                      "to protect its data or make it writable before converting it to a tensor.", UserWarning,
-                      stacklevel=program_stacklevel())
+        warn_once("not writable", "The given NumPy array is not writable, and PyTorch does not support "
+                  "non-writable tensors. This means writing to this tensor will result in undefined behavior. You may "
+                  "want to copy the array to protect its data or make it writable before converting it to a tensor.")
     return xp.asarray(ndarray)
 
 
@@ -173,10 +173,10 @@ def _array(data, dtype, copy):
     for. An integer out of an integer dtype's range is cast as PyTorch casts it (``_integers_cast``)."""
     if isinstance(data, (str, bytes)) or dtype is not None and xp.dtype(dtype).kind == "b" and _holds_strings(data):
         as_array(data)  # (raises its TypeError: strings are no numbers)
-    if type(data) is list and data and type(data[0]) is numpy.ndarray:  # (PyTorch's advice, where it says it)
-        warnings.warn("Creating a tensor from a list of numpy.ndarrays is extremely slow. Please consider converting "
-                      "the list to a single numpy.ndarray with numpy.array() before converting to a tensor.",
-                      UserWarning, stacklevel=program_stacklevel())
+    if type(data) is list and data and type(data[0]) is numpy.ndarray:  # (PyTorch's advice, once, where it says it)
+        warn_once("list of ndarrays", "Creating a tensor from a list of numpy.ndarrays is extremely slow. Please "
+                  "consider converting the list to a single numpy.ndarray with numpy.array() before converting to a "
+                  "tensor.")
     if _is_sequence(data) and not isinstance(data, (list, tuple, range)):
         try:  # a sequence NumPy cannot read as one (its __getitem__ fails): PyTorch's ValueError
             len(data) and data[0]

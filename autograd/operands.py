@@ -64,7 +64,11 @@ def left_to_python(value):
 def python_number(value):
     """A NumPy scalar (``numpy.float64(0.5)``, ``numpy.int64(3)``) as the Python number it holds; anything else as
     it is. PyTorch reads a NumPy scalar as a Python number, which never raises a tensor's dtype; NumPy 2 keeps the
-    scalar's own dtype in arithmetic (float32 ** numpy.float64(0.5) would be float64)."""
+    scalar's own dtype in arithmetic (float32 ** numpy.float64(0.5) would be float64). ``numpy.bool_`` is no Python
+    bool to PyTorch's reading of a number: it is read as a float (``full((2,), numpy.bool_(True))`` is float32 1.0,
+    an int tensor times ``numpy.bool_(True)`` is float)."""
+    if type(value) is numpy.bool_:
+        return float(value)
     return value.item() if isinstance(value, numpy.generic) else value
 
 
@@ -77,7 +81,7 @@ def _number_array(value, dtype):
         pass  # a bool keeps the tensor's dtype
     elif type(value) is int or type(value) is not float and isinstance(value, numbers.Integral):
         dtype = dtype if kind in "iuf" else backend.int64
-    elif type(value) is float or isinstance(value, numbers.Real):
+    elif type(value) is float or isinstance(value, numbers.Real) or type(value) is numpy.bool_:  # (python_number's)
         dtype = dtype if kind == "f" or kind == "c" else backend.get_default_dtype()  # (complex: its precision)
     elif isinstance(value, numbers.Complex):  # the tensor's precision, made complex (PyTorch's rule)
         dtype = dtype if kind == "c" else backend.complex_counterpart(dtype) if kind == "f" else \

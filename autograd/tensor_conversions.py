@@ -37,18 +37,23 @@ class Conversions:
 
     def __array__(self, dtype=None, copy=None):
         """The values for NumPy: ``numpy.asarray(t)`` shares the tensor's memory, ``numpy.array(t)`` (copy=True)
-        copies it, as with PyTorch's tensors."""
+        copies it, as with PyTorch's tensors. ``copy=False`` with another dtype is NumPy's ValueError (a cast
+        copies), as PyTorch's."""
         array = self.numpy()
         if dtype is not None and numpy.dtype(dtype) != array.dtype:
+            if copy is False:
+                raise ValueError("Unable to avoid copy while creating an array as requested: the tensor's "
+                                 f"{array.dtype} values cast to {numpy.dtype(dtype)} are a copy.")
             return array.astype(dtype)
         return array.copy() if copy else array
 
     def __array_wrap__(self, array, context=None, return_scalar=False):
-        """A NumPy ufunc's result on a tensor (``numpy.sin(t)``) as a tensor, as PyTorch's; not recorded, so for a
+        """A NumPy ufunc's result on a tensor (``numpy.sin(t)``) as a tensor, as PyTorch's: a bool result
+        (``numpy.isnan(t)``, ``numpy.greater(t, 0)``) as uint8, PyTorch's ByteTensor. Not recorded, so for a
         tensor that requires grad the bare array comes back (a tensor would look like part of the graph)."""
         if self._requires_grad or not isinstance(array, (xp.ndarray, numpy.ndarray)):  # (a host array too, under CuPy)
             return array[()] if return_scalar and isinstance(array, numpy.ndarray) else array
-        return type(self)._make(array)
+        return type(self)._make(array.astype(numpy.uint8) if array.dtype == bool else array)
 
     def __float__(self):
         if self._requires_grad and modes.grad_enabled:  # (PyTorch's, for float() only: item(), int() and bool() say

@@ -12,7 +12,7 @@ import warnings
 import numpy as np
 import pytest
 
-from tests.ported import close, dtype_name, raises, same, values, xfail_on_chainrule, xfail_ours
+from tests.ported import close, dtype_name, raises, same, values, xfail_on_chainrule
 
 TO_NUMPY_DTYPES = ["uint8", "int8", "int16", "int32", "float16", "float32", "float64", "int64"]
 
@@ -284,8 +284,6 @@ def test_numpy_ufuncs_on_float_tensors(T, dtype, legacy):
             close(result, getattr(np, name)(array))
 
 
-@xfail_ours("a NumPy ufunc's bool result on a tensor stays bool, where PyTorch's __array_wrap__ makes it uint8 "
-            "(a ByteTensor), in autograd/tensor.py")
 @pytest.mark.parametrize("dtype, legacy", ARRAY_INTERFACE)
 def test_numpy_ufunc_with_a_boolean_result(T, dtype, legacy):
     x = T.tensor([1, 2, 3, 4]).type(getattr(T, legacy))
