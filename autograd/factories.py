@@ -520,7 +520,7 @@ def randint(*args, out=None, size=None, generator=None, dtype=None, layout=None,
     if low >= high:
         raise RuntimeError(f"random_ expects 'from' to be less than 'to', but got from={low} >= to={high}")
     if dtype is not None:
-        _in_bounds(low, high, xp.dtype(dtype))
+        random_bounds_checked(low, high, xp.dtype(dtype))
     return written(_made_by(lambda: _rng(generator).integers(low, high, size=tuple(size)), tuple(size),
                            xp.dtype(out_dtype(dtype, out) or backend.int64), device, requires_grad), out)
 
@@ -528,8 +528,10 @@ def randint(*args, out=None, size=None, generator=None, dtype=None, layout=None,
 _LARGEST_EXACT_INTEGER = {"float16": 2**11, "float32": 2**24, "float64": 2**53}  # 2^(mantissa bits + 1)
 
 
-def _in_bounds(low, high, dtype):
-    """PyTorch's refusal of a randint whose bounds ``dtype`` cannot hold (its range, or [0, 1] for bool)."""
+def random_bounds_checked(low, high, dtype):
+    """PyTorch's check_from_to_in_range for draws of integers in [low, high) into ``dtype`` (randint,
+    random_): an error where ``dtype`` cannot hold a bound (its range, or [0, 1] for bool), and a warning
+    where a floating dtype holds it but not every integer up to it (past ±2^(mantissa bits + 1))."""
     from .ops.conversion import c_name  # (the ops import this module: imported when needed)
 
     if dtype.kind == "b":
@@ -538,10 +540,18 @@ def _in_bounds(low, high, dtype):
         smallest, largest = numpy.iinfo(dtype).min, numpy.iinfo(dtype).max
     else:
         smallest, largest = -numpy.finfo(dtype).max, numpy.finfo(dtype).max
-    if not smallest <= low <= largest:
-        raise RuntimeError(f"from is out of bounds for {c_name(dtype)}")
-    if not smallest <= high - 1 <= largest:
-        raise RuntimeError(f"to - 1 is out of bounds for {c_name(dtype)}")
+    bounds = (("from", low), ("to - 1", high - 1))
+    for name, bound in bounds:
+        if not smallest <= bound <= largest:
+            raise RuntimeError(f"{name} is out of bounds for {c_name(dtype)}")
+    exact = _LARGEST_EXACT_INTEGER.get(dtype.name)
+    for name, bound in bounds if exact else ():
+        if not -exact <= bound <= exact:
+            digits = exact.bit_length() - 1
+            warnings.warn(f"{name} is out of bounds [-(2^{digits}), 2^{digits}]. Due to precision limitations "
+                          f"{c_name(dtype)} can support discrete uniform distribution only within this range. This "
+                          "warning will become an error in version 1.7 release, please fix the code in advance",
+                          UserWarning, stacklevel=program_stacklevel())
 
 
 def randperm(n, *, out=None, generator=None, dtype=None, layout=None, device=None, requires_grad=False,
