@@ -71,16 +71,17 @@ def _floating_only(dtype, kernel):
 
 
 def written(result, out, points=False):
-    """``result``, or, given ``out``, result written into out (resized to its shape), and out. The points
-    of a range (``points``: arange, range, linspace, logspace) fill an out of as many elements in its own
-    shape, in order, as PyTorch's do (linspace(0, 3, 4, out=x[:, 1:]) fills a 2 × 2 slice)."""
+    """``result``, or, given ``out``, result written into out (resized to its shape, without the warning that
+    other ops' outs get: PyTorch's factories resize theirs), and out. The points of a range (``points``: arange,
+    range, linspace, logspace) fill an out of as many elements in its own shape, in order, as PyTorch's do
+    (linspace(0, 3, 4, out=x[:, 1:]) fills a 2 × 2 slice)."""
     if out is None:
         return result
     if points and out.numel() == result.numel() and out.shape != result.shape:
         return out.copy_(result.reshape(out.shape))
     from .ops.outputs import write_out  # (the ops import this module: imported when needed)
 
-    return write_out(result, out)
+    return write_out(result, out, warn_resize=False)
 
 
 def _made(array, device, requires_grad):
