@@ -139,6 +139,12 @@ def frombuffer(buffer, *, dtype, count=-1, offset=0, requires_grad=False):
         raise ValueError(f"requested buffer length ({count} * {size} bytes) after offset ({offset} bytes) must not "
                          f"be greater than actual buffer length ({length} bytes)")
     array = numpy.frombuffer(buffer, dtype=dtype, count=count, offset=offset)
+    if not array.flags.writeable:  # (bytes; PyTorch's tensor writes into it, where NumPy's read-only view refuses)
+        warnings.warn("The given buffer is not writable, and PyTorch does not support non-writable tensors. This means "
+                      "you can write to the underlying (supposedly non-writable) buffer using the tensor. You may want "
+                      "to copy the buffer to protect its data or make it writable before converting it to a tensor. "
+                      "This type of warning will be suppressed for the rest of this program.", UserWarning,
+                      stacklevel=program_stacklevel())
     return Tensor._make(xp.asarray(array)).requires_grad_(requires_grad)
 
 
@@ -185,6 +191,8 @@ def _strided(size, stride, dtype):
     a new buffer just long enough (strides of 0 repeat an element, as an expanded tensor's)."""
     size, stride = checked_layout(size, stride)
     span = 0 if 0 in size else 1 + builtins.sum((n - 1) * s for n, s in zip(size, stride))
+    if span * numpy.dtype(dtype).itemsize >= 2**63:
+        raise RuntimeError(f"Storage size calculation overflowed with sizes={list(size)} and strides={list(stride)}")
     buffer = xp.zeros(span, dtype=dtype)  # (zeros where PyTorch leaves memory uninitialised)
     return xp.lib.stride_tricks.as_strided(buffer, size, tuple(s * buffer.itemsize for s in stride))
 

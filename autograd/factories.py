@@ -358,6 +358,8 @@ def empty_in_format(shape, dtype, memory_format):
     """An uninitialised array of ``shape``, laid out as ``memory_format`` asks (channels_last: its dims in memory
     N, H, W, C, with that format's own strides, a size-1 dim's too), row-major otherwise."""
     order = getattr(memory_format, "order", None)
+    if math.prod(shape) * xp.dtype(dtype).itemsize >= 2**63:  # (NumPy's ValueError: "array is too big")
+        raise RuntimeError(f"Storage size calculation overflowed with sizes={list(shape)}")
     if order is None:
         return xp.empty(shape, dtype=dtype)
     if len(shape) != len(order):
