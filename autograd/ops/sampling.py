@@ -457,18 +457,18 @@ _TO_UNSAID = object()  # random_(to) and random_(): no second bound given (rando
 
 
 @names(function=False, inplace="random_")
-def _random(x, low=0, high=_TO_UNSAID, *, generator=None):
+def _random(x, low=_TO_UNSAID, high=_TO_UNSAID, *, generator=None):
     """Integers in [from, to): ``random_(to)``, ``random_(from, to)``; ``random_(from, None)`` from ``from`` to the
     largest integer x's dtype holds (2^digits for a floating one), every int64 for from = -2^63; with no bound,
     [0, 2^digits] for a floating x (every integer it holds exactly) or [0, max] for an integer one."""
     # (PyTorch's nodes: RandomBackward2 for random_(), RandomBackward1 for random_(to), RandomBackward0 for both)
-    to_given = high is not _TO_UNSAID
-    for bound in (low, high) if to_given else (low,):
+    to_given, any_given = high is not _TO_UNSAID, low is not _TO_UNSAID
+    for bound in (low, high) if to_given else (low,) if any_given else ():
         if bound is not None and not -2**63 <= bound < 2**63:  # (PyTorch's int64 arguments)
             raise ValueError("Overflow when unpacking long long")
-    name = "RandomBackward0" if to_given else "RandomBackward1" if low != 0 else "RandomBackward2"
+    name = "RandomBackward0" if to_given else "RandomBackward1" if any_given else "RandomBackward2"
     stream = random.generator(generator)
-    if not to_given and low != 0:
+    if not to_given and any_given:  # random_(to)
         low, high = 0, low
     elif not to_given:
         if x.dtype.kind == "f":
