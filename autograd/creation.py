@@ -71,7 +71,8 @@ def new_tensor(self, data, dtype=None, device=None, requires_grad=False):
 
 @names("asarray", method=False)
 def asarray(obj, *, dtype=None, device=None, copy=None, requires_grad=None):
-    """``obj`` as a tensor, sharing memory with a Tensor or an array when it can (``copy=None``),
+    """``obj`` as a tensor, sharing memory with a Tensor, an array or a buffer (bytes read as ``dtype``, the default
+    dtype unless given) when it can (``copy=None``),
     always copying (``copy=True``), or raising where it would have to copy (``copy=False``). A tensor
     keeps its graph unless ``requires_grad=False`` (left unsaid, it follows obj's, with PyTorch's warning
     that this default changed)."""
@@ -89,11 +90,29 @@ def asarray(obj, *, dtype=None, device=None, copy=None, requires_grad=None):
             raise ValueError(f"can't alias tensor with dtype '{type_name(data.dtype)}' into dtype "
                              f"'{type_name(numpy.dtype(dtype))}'.")
         result = obj if array is data and isinstance(obj, Tensor) else Tensor._make(array)
+    elif _is_buffer(obj):  # bytes, bytearray, array.array, a memoryview: its bytes read as dtype, as frombuffer
+        result = frombuffer(obj, dtype=dtype or get_default_dtype())
+        if copy:
+            result = result.clone()
     else:
+        if copy is False and isinstance(obj, numpy.generic):
+            raise RuntimeError("can't alias NumPy scalars. Either remove copy=False or transform it in a ndarray. ")
         if copy is False:
             raise ValueError("can't alias arbitrary sequence into a tensor.")
         result = Tensor._make(as_array(obj, dtype))
     return result.requires_grad_() if requires_grad else result
+
+
+def _is_buffer(obj):
+    """Whether asarray reads ``obj`` as PyTorch's does an object with the buffer protocol: its raw bytes (a NumPy
+    scalar has the protocol too, but is read as its number)."""
+    if isinstance(obj, (numpy.generic, str)):
+        return False
+    try:
+        memoryview(obj)
+    except TypeError:
+        return False
+    return True
 
 
 def _tensor_as_array(obj, dtype, copy, requires_grad):

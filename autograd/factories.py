@@ -335,6 +335,7 @@ def _copy(data):
 
 def zeros(*sizes, out=None, size=None, dtype=None, layout=None, device=None, requires_grad=False):
     if _is_sparse_coo(layout):
+        _refuse_sparse_into(out)
         return _empty_sparse(_shape(sizes, size), dtype=dtype, requires_grad=requires_grad)
     dtype = out_dtype(dtype, out)
     return written(_made(xp.zeros(_shape(sizes, size), dtype=_float(dtype)), device, requires_grad), out)
@@ -348,6 +349,7 @@ def ones(*sizes, out=None, size=None, dtype=None, layout=None, device=None, requ
 def empty(*sizes, out=None, size=None, dtype=None, layout=None, device=None, requires_grad=False, pin_memory=False,
           memory_format=None):
     if _is_sparse_coo(layout):  # (a sparse tensor has no uninitialised memory to show: empty is zeros)
+        _refuse_sparse_into(out)
         return _empty_sparse(_shape(sizes, size), dtype=dtype, requires_grad=requires_grad)
     dtype = out_dtype(dtype, out)
     return written(_made(empty_in_format(_shape(sizes, size), _float(dtype), memory_format), device, requires_grad),
@@ -405,6 +407,12 @@ def device_of(input, device):
     """The device a ``*_like`` or ``new_*`` factory makes on: the one given, else input's own where that is the meta
     device, as PyTorch's (the CPU and the GPU are the device in use anyway: see device.py)."""
     return META if device is None and type(input._data) is MetaArray else device
+
+
+def _refuse_sparse_into(out):
+    """PyTorch's refusal of a sparse layout= with a (strided) out= tensor."""
+    if out is not None:
+        raise RuntimeError("layout Sparse does not match layout of out parameter (Strided)")
 
 
 def _is_sparse_coo(layout):

@@ -420,3 +420,59 @@ def test_block_diag_against_scipy(T):
         result = T.block_diag(*[T.tensor(p) for p in parts])
         assert result.dtype == getattr(T, dtype)
         same(result, scipy_linalg.block_diag(*parts).astype(dtype))
+
+
+def test_asarray_of_a_buffer(T):
+    """An object with the buffer protocol (bytes, bytearray, array.array, a memoryview) is read as raw bytes of
+    the given dtype, or of the default dtype: aliased, or copied with copy=True."""
+    import array
+
+    floats = array.array("f", [1.0, 2.0])
+    same(T.asarray(floats), np.array([1.0, 2.0], dtype=np.float32))
+    same(T.asarray(floats, dtype=T.uint8), np.array([1.0, 2.0], dtype=np.float32).view(np.uint8))
+    doubles = np.arange(4.0)
+    view = T.asarray(memoryview(doubles))  # (float64's bytes read as float32)
+    same(view, doubles.view(np.float32))
+    assert view.data_ptr() == doubles.__array_interface__["data"][0]
+    copied = T.asarray(memoryview(doubles), dtype=T.float64, copy=True)
+    assert copied.data_ptr() != doubles.__array_interface__["data"][0]
+    same(copied, doubles)
+    aliased = T.asarray(memoryview(doubles), dtype=T.float64, copy=False)
+    doubles[0] = 5.0
+    assert aliased[0].item() == 5.0 and copied[0].item() == 0.0
+    same(T.asarray(bytearray(b"abcd"), dtype=T.uint8), [97, 98, 99, 100])
+    raises(ValueError, r"buffer length \(25 bytes\) after offset \(0 bytes\) must be a multiple of element size "
+           r"\(4\)", T.asarray, memoryview(np.ones(25, dtype=bool)))
+    same(T.asarray(np.float32(2.5)), np.float32(2.5))  # (a NumPy scalar is its number, not its bytes)
+    raises(RuntimeError, "can't alias NumPy scalars", T.asarray, np.float64(1.5), copy=False)
+
+
+def test_legacy_constructors_and_device(T):
+    legacy = "legacy constructor expects device type: cpu but device type: cuda was passed"
+    for make in (T.FloatTensor, T.Tensor):
+        raises(RuntimeError, legacy, make, device="cuda")
+        raises(RuntimeError, legacy, make, T.Size([2, 3, 4]), device="cuda")
+        raises(RuntimeError, legacy, make, (2.0, 3.0), device="cuda")
+        same(make((2.0, 3.0), device="cpu"), np.array([2.0, 3.0], dtype=np.float32))
+    i = T.tensor([1])
+    raises(RuntimeError, r"Legacy tensor constructor of the form torch.Tensor\(tensor, device=device\) is not "
+           "supported", T.Tensor, i, device="cpu")
+    raises(RuntimeError, r"Legacy tensor new of the form tensor.new\(tensor, device=device\) is not supported",
+           i.new, i, device="cpu")
+    x = T.randn(3)
+    raises(RuntimeError, legacy, x.new, device="cuda")
+    raises(RuntimeError, legacy, x.new, T.Size([2, 3, 4]), device="cuda")
+    raises(RuntimeError, legacy, x.new, (2.0, 3.0), device="cuda")
+    assert tuple(x.new(T.Size([2, 3]), device="cpu").shape) == (2, 3)
+
+
+def test_zeros_out_dtype_and_layout(T):
+    out = T.zeros(3, 4)
+    raises(RuntimeError, "", T.zeros, (3, 4), dtype=T.int64, out=out)
+    raises(RuntimeError, "layout Sparse does not match layout of out parameter", T.zeros, (3, 4),
+           layout=T.sparse_coo, out=out)
+    same(T.zeros((3, 4), dtype=out.dtype, out=out), np.zeros((3, 4), dtype=np.float32))
+    same(T.zeros((3, 4), layout=T.strided, out=out), np.zeros((3, 4), dtype=np.float32))
+    made = T.zeros((2, 3), dtype=T.int16, layout=T.strided)
+    assert made.dtype == T.int16 and made.layout == T.strided and made.device.type == "cpu"
+    raises(RuntimeError, "", T.zeros, (2, 3), dtype=T.float32, out=T.zeros(2, 3, dtype=T.float64))
