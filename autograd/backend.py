@@ -80,7 +80,7 @@ def set_default_dtype(dtype):
     global _default_dtype
     dtype = numpy.dtype(dtype)
     if dtype.kind != "f":
-        raise TypeError(f"default dtype must be a floating dtype, got {dtype}")
+        raise TypeError(f"only floating-point types are supported as the default type (got {dtype})")
     _default_dtype = dtype
 
 

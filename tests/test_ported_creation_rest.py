@@ -476,3 +476,26 @@ def test_zeros_out_dtype_and_layout(T):
     made = T.zeros((2, 3), dtype=T.int16, layout=T.strided)
     assert made.dtype == T.int16 and made.layout == T.strided and made.device.type == "cpu"
     raises(RuntimeError, "", T.zeros, (2, 3), dtype=T.float32, out=T.zeros(2, 3, dtype=T.float64))
+
+
+def test_set_default_dtype_refuses_other_kinds(T):
+    saved = T.get_default_dtype()
+    try:
+        for dtype in ("bool", "uint8", "int8", "int16", "int32", "int64", "complex64", "complex128"):
+            raises(TypeError, "only floating-point types are supported as the default type", T.set_default_dtype,
+                   getattr(T, dtype))
+        for dtype in ("float16", "float64", "float32"):
+            T.set_default_dtype(getattr(T, dtype))
+            assert T.get_default_dtype() == getattr(T, dtype) and T.tensor([1.5]).dtype == getattr(T, dtype)
+    finally:
+        T.set_default_dtype(saved)
+    assert T.uint8 is T.ByteTensor.dtype and T.float32 is T.FloatTensor.dtype and T.float64 is T.DoubleTensor.dtype
+
+
+@pytest.mark.parametrize("ctor", ["DoubleTensor", "FloatTensor", "HalfTensor"])
+def test_legacy_constructor_of_numpy_arrays(T, ctor):
+    """The typed constructors take an array of any dtype, cast to their own (up or down)."""
+    for dtype in ("float64", "float32", "float16", "int64", "int32", "int16", "int8", "uint8", "bool"):
+        array = np.array([1, 2, 3, 4], dtype=dtype)
+        made = getattr(T, ctor)(array)
+        same(made, array.astype({"DoubleTensor": "float64", "FloatTensor": "float32", "HalfTensor": "float16"}[ctor]))
