@@ -107,6 +107,8 @@ def test_random_from_none_values_and_refusals(T):
     assert drawn("float32", I64_MIN, None) == [3.325388805568987e+18, 3.592547728569139e+17, 8.54487385671467e+18,
                                                -5.074073538860679e+18]
     assert drawn("int16", -5, 30000) == [3416, 16789, 21580, 6277]
+    # a float's bound past its exact integers is rounded into it first (to = 2^29 is 2^29 - 32 in float32)
+    assert drawn("float32", 0, 2**29) == [396645856.0, 109015544.0, 120543096.0, 40282316.0]
     raises(RuntimeError, "from is out of bounds for signed char", drawn, "int8", 200, None)
     raises(RuntimeError, "from is out of bounds for bool", drawn, "bool", -1, None)
     raises(RuntimeError, "'from' casted to dtype to be less than or equal to 'to_inc' casted to dtype, but got "
@@ -499,3 +501,29 @@ def test_legacy_constructor_of_numpy_arrays(T, ctor):
         array = np.array([1, 2, 3, 4], dtype=dtype)
         made = getattr(T, ctor)(array)
         same(made, array.astype({"DoubleTensor": "float64", "FloatTensor": "float32", "HalfTensor": "float16"}[ctor]))
+
+
+def test_cat_channels_last(T):
+    cl = T.channels_last
+    x, y = T.randn(4, 3, 8, 8), T.randn(4, 3, 8, 8)
+    joined = T.cat((x, y))
+    into = joined.clone().contiguous(memory_format=cl)
+    same(T.cat((x, y), out=into), values(joined))  # (out= in channels_last: its layout kept)
+    assert into.is_contiguous(memory_format=cl)
+    for dim in range(4):
+        a, b = T.randn(2, 5, 3, 3), T.randn(2, 5, 3, 3)
+        plain = T.cat((a, b), dim=dim)
+        both = T.cat((a.contiguous(memory_format=cl), b.contiguous(memory_format=cl)), dim=dim)
+        assert both.is_contiguous(memory_format=cl)
+        same(both, values(plain))
+    z = T.arange(24, dtype=T.float32).reshape(2, 2, 3, 2).to(memory_format=cl)
+    halves = T.cat((z[:, :, :2], z[:, :, 1:]), dim=-1)
+    same(halves, np.concatenate([values(z)[:, :, :2], values(z)[:, :, 1:]], axis=-1))
+    assert halves.is_contiguous(memory_format=cl)
+
+
+def test_ranges_into_an_expanded_out(T):
+    x = T.rand(1).expand(10)
+    raises(RuntimeError, "unsupported operation", T.linspace, 1, 10, 10, out=x)
+    raises(RuntimeError, "unsupported operation", T.logspace, 1, 10, 10, out=x)
+    raises(RuntimeError, "", T.arange, 10, out=T.empty(1).expand(10))
