@@ -527,3 +527,15 @@ def test_ranges_into_an_expanded_out(T):
     raises(RuntimeError, "unsupported operation", T.linspace, 1, 10, 10, out=x)
     raises(RuntimeError, "unsupported operation", T.logspace, 1, 10, 10, out=x)
     raises(RuntimeError, "", T.arange, 10, out=T.empty(1).expand(10))
+
+
+def test_randint_of_floats_rounds_its_bounds_as_random_(T):
+    """randint into a floating dtype is empty(...).random_(low, high): the bounds rounded into the dtype, and the
+    precision warning past its exact integers."""
+    T.manual_seed(3)
+    drawn, said = _warnings_of(T.randint, 0, 2**29, (4,), dtype=T.float32)
+    assert drawn.tolist() == [322108832.0, 3446179.0, 399205952.0, 391636576.0]
+    assert any(w.startswith("to - 1 is out of bounds [-(2^24), 2^24]") for w in said), said
+    T.manual_seed(3)
+    drawn, _ = _warnings_of(T.randint, 0, 4096, (4,), dtype=T.float16)
+    assert drawn.tolist() == [2496.0, 2624.0, 2292.0, 2748.0]

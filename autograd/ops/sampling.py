@@ -16,7 +16,7 @@ from .. import backend, random
 from ..backend import dense_strides, is_dense, xp
 from ..device import resolve
 from ..errors import refuse_unbroadcastable
-from ..factories import out_dtype, random_bounds_checked, written
+from ..factories import out_dtype, random_bounds_checked, rounded_up, written
 from ..memory_order import fills_in_memory_order
 from ..primitive import Primitive
 from ..tensor import Tensor
@@ -494,54 +494,20 @@ def _random(x, low=_TO_UNSAID, high=_TO_UNSAID, *, generator=None):
     if high is None:  # [from, the largest integer of x's dtype]
         if x.dtype.kind == "f":
             largest = 2 ** (numpy.finfo(x.dtype).nmant + 1)
-            low = _rounded_up(low, x.dtype)
+            low = rounded_up(low, x.dtype)
             if low >= largest:
                 raise RuntimeError("random_ expects 'from' casted to dtype to be less than or equal to 'to_inc' "
                                    f"casted to dtype, but got from={low} > to_inc={largest}")
         else:
             largest = 1 if x.dtype.kind == "b" else int(numpy.iinfo(x.dtype).max)
         high = largest + 1
-    else:
-        if low >= high:
-            raise RuntimeError(f"random_ expects 'from' to be less than 'to', but got from={low} >= to={high}")
-        if x.dtype.kind == "f":
-            low, high = _rounded_up(low, x.dtype), _rounded_down(high, x.dtype)
-            if low >= high:
-                raise RuntimeError("random_ expects 'from' casted to dtype to be less than 'to' casted to dtype, but "
-                                   f"got from={low} >= to={high}")
-    random_bounds_checked(low, high, x.dtype)
+    elif low >= high:
+        raise RuntimeError(f"random_ expects 'from' to be less than 'to', but got from={low} >= to={high}")
+    low, high = random_bounds_checked(low, high, x.dtype)
     if high - low > 2**63:  # a range past int64's: PyTorch's (w mod range) + from, in uint64's wrapping arithmetic
         words = stream.words64(x.numel()) % numpy.uint64(high - low) + numpy.uint64(low % 2**64)
         values = words.view(numpy.int64).reshape(x.shape)
     else:
         values = stream.integers(low, high, x.shape, dtype=numpy.int64, endpoint=False)
     return _recorded(_tensor(laid_out(values, x), x.dtype), (x,), name)
-
-
-def _held(bound, dtype):
-    """The integer ``bound`` rounded to the nearest number of the floating ``dtype``, back as an int64 as PyTorch's
-    casts give it: -2^63 for one past int64's range (x86's answer to a cast it cannot make), and ``bound`` itself
-    where the dtype cannot hold it (the bounds check names it then)."""
-    with numpy.errstate(over="ignore"):
-        held = dtype.type(bound)
-    if not numpy.isfinite(held):
-        return bound
-    return int(held) if -2**63 <= int(held) < 2**63 else -2**63
-
-
-def _rounded_up(low, dtype):
-    """PyTorch's update_from: a ``from`` past the integers a floating dtype holds exactly moves up to one
-    it holds (from + 1 rounded, raised by one step of the dtype where that rounding went below from)."""
-    below = _held(low + 1, dtype)
-    if below < low:
-        low = below + 2 ** (abs(low + 1).bit_length() - 1 - numpy.finfo(dtype).nmant)
-    return low
-
-
-def _rounded_down(high, dtype):
-    """PyTorch's update_to: a ``to`` past the integers a floating dtype holds exactly moves down to one it holds."""
-    above = _held(high - 1, dtype)
-    if above >= high:
-        high = above - 2 ** (abs(high - 1).bit_length() - 1 - numpy.finfo(dtype).nmant)
-    return high
 
