@@ -9,9 +9,10 @@ import numpy
 
 from . import backend
 from .backend import xp
-from .factories import _LARGEST_EXACT_INTEGER, _fitted, _float, _made, out_dtype, written
+from .factories import _fitted, _float, _made, out_dtype, written
 from .graph import program_stacklevel
 from .operands import python_number
+from .random import _LARGEST_EXACT_INTEGER
 from .tensor import Tensor
 
 

@@ -16,9 +16,10 @@ from .. import backend, random
 from ..backend import dense_strides, is_dense, xp
 from ..device import resolve
 from ..errors import refuse_unbroadcastable
-from ..factories import out_dtype, random_bounds_checked, rounded_up, written
+from ..factories import out_dtype, written
 from ..memory_order import fills_in_memory_order
 from ..primitive import Primitive
+from ..random import random_bounds_checked, rounded_up
 from ..tensor import Tensor
 from .conversion import int_argument, refuse_kinds, type_name
 from .layouts import preserved_copy
