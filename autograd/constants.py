@@ -68,9 +68,12 @@ class tensortype(type):  # noqa: N801  (torch.tensortype's name)
     ``x.type(LongTensor)`` converts to it. ``autograd.cuda.FloatTensor`` and the others are the GPU's: without one
     they make nothing, as PyTorch's refuse, and no tensor is one of them."""
 
-    def __call__(cls, *data):
+    def __call__(cls, *data, device=None):
         if cls.device_type == "cuda" and backend.xp.__name__ == "numpy":
             raise TypeError(f"type torch.cuda.{cls.__name__} not available. Torch not compiled with CUDA enabled.")
+        from .device import legacy_device_checked  # (constants is imported before the devices)
+
+        legacy_device_checked(device, data[0] if len(data) == 1 else None)
         if len(data) == 1 and isinstance(data[0], Size):
             data = tuple(data[0])
         sizes = all(isinstance(n, (builtins.int, numpy.integer)) and not isinstance(n, builtins.bool) for n in data)

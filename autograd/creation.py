@@ -71,7 +71,8 @@ def new_tensor(self, data, dtype=None, device=None, requires_grad=False):
 
 @names("asarray", method=False)
 def asarray(obj, *, dtype=None, device=None, copy=None, requires_grad=None):
-    """``obj`` as a tensor, sharing memory with a Tensor or an array when it can (``copy=None``),
+    """``obj`` as a tensor, sharing memory with a Tensor, an array or a buffer (bytes read as ``dtype``, the default
+    dtype unless given) when it can (``copy=None``),
     always copying (``copy=True``), or raising where it would have to copy (``copy=False``). A tensor
     keeps its graph unless ``requires_grad=False`` (left unsaid, it follows obj's, with PyTorch's warning
     that this default changed)."""
@@ -89,11 +90,29 @@ def asarray(obj, *, dtype=None, device=None, copy=None, requires_grad=None):
             raise ValueError(f"can't alias tensor with dtype '{type_name(data.dtype)}' into dtype "
                              f"'{type_name(numpy.dtype(dtype))}'.")
         result = obj if array is data and isinstance(obj, Tensor) else Tensor._make(array)
+    elif _is_buffer(obj):  # bytes, bytearray, array.array, a memoryview: its bytes read as dtype, as frombuffer
+        result = frombuffer(obj, dtype=dtype or get_default_dtype())
+        if copy:
+            result = result.clone()
     else:
+        if copy is False and isinstance(obj, numpy.generic):
+            raise RuntimeError("can't alias NumPy scalars. Either remove copy=False or transform it in a ndarray. ")
         if copy is False:
             raise ValueError("can't alias arbitrary sequence into a tensor.")
         result = Tensor._make(as_array(obj, dtype))
     return result.requires_grad_() if requires_grad else result
+
+
+def _is_buffer(obj):
+    """Whether asarray reads ``obj`` as PyTorch's does an object with the buffer protocol: its raw bytes (a NumPy
+    scalar has the protocol too, but is read as its number)."""
+    if isinstance(obj, (numpy.generic, str)):
+        return False
+    try:
+        memoryview(obj)
+    except TypeError:
+        return False
+    return True
 
 
 def _tensor_as_array(obj, dtype, copy, requires_grad):
@@ -139,6 +158,12 @@ def frombuffer(buffer, *, dtype, count=-1, offset=0, requires_grad=False):
         raise ValueError(f"requested buffer length ({count} * {size} bytes) after offset ({offset} bytes) must not "
                          f"be greater than actual buffer length ({length} bytes)")
     array = numpy.frombuffer(buffer, dtype=dtype, count=count, offset=offset)
+    if not array.flags.writeable:  # (bytes; PyTorch's tensor writes into it, where NumPy's read-only view refuses)
+        warnings.warn("The given buffer is not writable, and PyTorch does not support non-writable tensors. This means "
+                      "you can write to the underlying (supposedly non-writable) buffer using the tensor. You may want "
+                      "to copy the buffer to protect its data or make it writable before converting it to a tensor. "
+                      "This type of warning will be suppressed for the rest of this program.", UserWarning,
+                      stacklevel=program_stacklevel())
     return Tensor._make(xp.asarray(array)).requires_grad_(requires_grad)
 
 
@@ -185,6 +210,8 @@ def _strided(size, stride, dtype):
     a new buffer just long enough (strides of 0 repeat an element, as an expanded tensor's)."""
     size, stride = checked_layout(size, stride)
     span = 0 if 0 in size else 1 + builtins.sum((n - 1) * s for n, s in zip(size, stride))
+    if span * numpy.dtype(dtype).itemsize >= 2**63:
+        raise RuntimeError(f"Storage size calculation overflowed with sizes={list(size)} and strides={list(stride)}")
     buffer = xp.zeros(span, dtype=dtype)  # (zeros where PyTorch leaves memory uninitialised)
     return xp.lib.stride_tricks.as_strided(buffer, size, tuple(s * buffer.itemsize for s in stride))
 

@@ -113,6 +113,24 @@ def resolve(requested):
                        f"device of its array module ({backend.xp.__name__}). {_how_to_get(wanted)}")
 
 
+def legacy_device_checked(requested, data=None, form="torch.Tensor(tensor, device=device)"):
+    """PyTorch's legacy constructors (``torch.Tensor(...)``, ``FloatTensor(...)``, ``x.new(...)``) take a device=
+    of the served device's type only (the CPU's: a CUDA one is refused, whatever is installed), and none with a
+    tensor to alias (``form`` names the call)."""
+    if requested is None:
+        return
+    from .tensor import Tensor  # (the tensor module builds on this one: imported when needed)
+
+    if isinstance(data, Tensor):
+        use = "torch.tensor(...) or torch.as_tensor(...)" if form.startswith("torch.") else "torch.as_tensor(...)"
+        raise RuntimeError(f"Legacy tensor {'constructor' if form.startswith('torch.') else 'new'} of the form "
+                           f"{form} is not supported.  Use {use} instead.")
+    wanted = requested if isinstance(requested, device) else device(requested)
+    if wanted.type != served().type:
+        raise RuntimeError(f"legacy constructor expects device type: {served().type} but device type: {wanted.type} "
+                           "was passed")
+
+
 def _how_to_get(wanted):
     if wanted.type == "cuda" and backend.xp.__name__ != "cupy":
         return ("CUDA needs CuPy: install it and set CHAINRULE_ARRAY_MODULE=cupy before importing autograd; "

@@ -22,7 +22,7 @@ from .graph import program_stacklevel
 from .memory_order import fills_in_memory_order, made_like_a_view
 from .meta import MetaArray, meta_array
 from .operands import python_number
-from .random import draws
+from .random import _LARGEST_EXACT_INTEGER, draws, random_bounds_checked
 from .random import generator as _rng
 from .size import sizes_argument
 from .sparse_layout import is_sparse
@@ -72,16 +72,17 @@ def _floating_only(dtype, kernel):
 
 
 def written(result, out, points=False):
-    """``result``, or, given ``out``, result written into out (resized to its shape), and out. The points
-    of a range (``points``: arange, range, linspace, logspace) fill an out of as many elements in its own
-    shape, in order, as PyTorch's do (linspace(0, 3, 4, out=x[:, 1:]) fills a 2 × 2 slice)."""
+    """``result``, or, given ``out``, result written into out (resized to its shape, without the warning that
+    other ops' outs get: PyTorch's factories resize theirs), and out. The points of a range (``points``: arange,
+    range, linspace, logspace) fill an out of as many elements in its own shape, in order, as PyTorch's do
+    (linspace(0, 3, 4, out=x[:, 1:]) fills a 2 × 2 slice)."""
     if out is None:
         return result
     if points and out.numel() == result.numel() and out.shape != result.shape:
         return out.copy_(result.reshape(out.shape))
     from .ops.outputs import write_out  # (the ops import this module: imported when needed)
 
-    return write_out(result, out)
+    return write_out(result, out, warn_resize=False)
 
 
 def _made(array, device, requires_grad):
@@ -334,6 +335,7 @@ def _copy(data):
 
 def zeros(*sizes, out=None, size=None, dtype=None, layout=None, device=None, requires_grad=False):
     if _is_sparse_coo(layout):
+        _refuse_sparse_into(out)
         return _empty_sparse(_shape(sizes, size), dtype=dtype, requires_grad=requires_grad)
     dtype = out_dtype(dtype, out)
     return written(_made(xp.zeros(_shape(sizes, size), dtype=_float(dtype)), device, requires_grad), out)
@@ -347,6 +349,7 @@ def ones(*sizes, out=None, size=None, dtype=None, layout=None, device=None, requ
 def empty(*sizes, out=None, size=None, dtype=None, layout=None, device=None, requires_grad=False, pin_memory=False,
           memory_format=None):
     if _is_sparse_coo(layout):  # (a sparse tensor has no uninitialised memory to show: empty is zeros)
+        _refuse_sparse_into(out)
         return _empty_sparse(_shape(sizes, size), dtype=dtype, requires_grad=requires_grad)
     dtype = out_dtype(dtype, out)
     return written(_made(empty_in_format(_shape(sizes, size), _float(dtype), memory_format), device, requires_grad),
@@ -357,6 +360,8 @@ def empty_in_format(shape, dtype, memory_format):
     """An uninitialised array of ``shape``, laid out as ``memory_format`` asks (channels_last: its dims in memory
     N, H, W, C, with that format's own strides, a size-1 dim's too), row-major otherwise."""
     order = getattr(memory_format, "order", None)
+    if math.prod(shape) * xp.dtype(dtype).itemsize >= 2**63:  # (NumPy's ValueError: "array is too big")
+        raise RuntimeError(f"Storage size calculation overflowed with sizes={list(shape)}")
     if order is None:
         return xp.empty(shape, dtype=dtype)
     if len(shape) != len(order):
@@ -402,6 +407,12 @@ def device_of(input, device):
     """The device a ``*_like`` or ``new_*`` factory makes on: the one given, else input's own where that is the meta
     device, as PyTorch's (the CPU and the GPU are the device in use anyway: see device.py)."""
     return META if device is None and type(input._data) is MetaArray else device
+
+
+def _refuse_sparse_into(out):
+    """PyTorch's refusal of a sparse layout= with a (strided) out= tensor."""
+    if out is not None:
+        raise RuntimeError("layout Sparse does not match layout of out parameter (Strided)")
 
 
 def _is_sparse_coo(layout):
@@ -520,28 +531,9 @@ def randint(*args, out=None, size=None, generator=None, dtype=None, layout=None,
     if low >= high:
         raise RuntimeError(f"random_ expects 'from' to be less than 'to', but got from={low} >= to={high}")
     if dtype is not None:
-        _in_bounds(low, high, xp.dtype(dtype))
+        low, high = random_bounds_checked(low, high, xp.dtype(dtype))
     return written(_made_by(lambda: _rng(generator).integers(low, high, size=tuple(size)), tuple(size),
                            xp.dtype(out_dtype(dtype, out) or backend.int64), device, requires_grad), out)
-
-
-_LARGEST_EXACT_INTEGER = {"float16": 2**11, "float32": 2**24, "float64": 2**53}  # 2^(mantissa bits + 1)
-
-
-def _in_bounds(low, high, dtype):
-    """PyTorch's refusal of a randint whose bounds ``dtype`` cannot hold (its range, or [0, 1] for bool)."""
-    from .ops.conversion import c_name  # (the ops import this module: imported when needed)
-
-    if dtype.kind == "b":
-        smallest, largest = 0, 1
-    elif dtype.kind in "iu":
-        smallest, largest = numpy.iinfo(dtype).min, numpy.iinfo(dtype).max
-    else:
-        smallest, largest = -numpy.finfo(dtype).max, numpy.finfo(dtype).max
-    if not smallest <= low <= largest:
-        raise RuntimeError(f"from is out of bounds for {c_name(dtype)}")
-    if not smallest <= high - 1 <= largest:
-        raise RuntimeError(f"to - 1 is out of bounds for {c_name(dtype)}")
 
 
 def randperm(n, *, out=None, generator=None, dtype=None, layout=None, device=None, requires_grad=False,

@@ -13,12 +13,13 @@ import contextlib
 import functools
 import os
 import struct
+import warnings
 
 import numpy
 
 from .device import device as _device
 from .device import resolve
-from .graph import modes
+from .graph import modes, program_stacklevel
 
 DEFAULT_SEED = 67280421310721  # PyTorch's initial seed for a new Generator
 _STATE_BYTES = 5056  # sizeof(CPUGeneratorImplState), PyTorch's layout of a CPU generator's state
@@ -215,3 +216,69 @@ def generator(source=None):
     if not isinstance(source, Generator):
         raise TypeError(f"generator must be an autograd.Generator, got {type(source).__name__} ({source!r})")
     return source.numpy
+
+
+# -- the bounds of draws of integers (random_, randint), as PyTorch's random_ takes them -------------------
+
+_LARGEST_EXACT_INTEGER = {"float16": 2**11, "float32": 2**24, "float64": 2**53}  # 2^(mantissa bits + 1)
+
+
+def random_bounds_checked(low, high, dtype):
+    """[low, high) for draws of integers into ``dtype`` (randint, random_), as PyTorch's random_ takes them: a
+    floating dtype's bounds rounded into it (rounded_up, rounded_down), then check_from_to_in_range: an error
+    where ``dtype`` cannot hold a bound (its range, or [0, 1] for bool), and a warning where a floating dtype holds
+    it but not every integer up to it (past ±2^(mantissa bits + 1))."""
+    from .ops.conversion import c_name  # (the ops import this module: imported when needed)
+
+    if dtype.kind == "f":
+        low, high = rounded_up(low, dtype), rounded_down(high, dtype)
+        if low >= high:
+            raise RuntimeError("random_ expects 'from' casted to dtype to be less than 'to' casted to dtype, but got "
+                               f"from={low} >= to={high}")
+    if dtype.kind == "b":
+        smallest, largest = 0, 1
+    elif dtype.kind in "iu":
+        smallest, largest = numpy.iinfo(dtype).min, numpy.iinfo(dtype).max
+    else:
+        smallest, largest = -numpy.finfo(dtype).max, numpy.finfo(dtype).max
+    bounds = (("from", low), ("to - 1", high - 1))
+    for name, bound in bounds:
+        if not smallest <= bound <= largest:
+            raise RuntimeError(f"{name} is out of bounds for {c_name(dtype)}")
+    exact = _LARGEST_EXACT_INTEGER.get(dtype.name)
+    for name, bound in bounds if exact else ():
+        if not -exact <= bound <= exact:
+            digits = exact.bit_length() - 1
+            warnings.warn(f"{name} is out of bounds [-(2^{digits}), 2^{digits}]. Due to precision limitations "
+                          f"{c_name(dtype)} can support discrete uniform distribution only within this range. This "
+                          "warning will become an error in version 1.7 release, please fix the code in advance",
+                          UserWarning, stacklevel=program_stacklevel())
+    return low, high
+
+
+def _held(bound, dtype):
+    """The integer ``bound`` rounded to the nearest number of the floating ``dtype``, back as an int64 as PyTorch's
+    casts give it: -2^63 for one past int64's range (x86's answer to a cast it cannot make), and ``bound`` itself
+    where the dtype cannot hold it (the bounds check names it then)."""
+    with numpy.errstate(over="ignore"):
+        held = dtype.type(bound)
+    if not numpy.isfinite(held):
+        return bound
+    return int(held) if -2**63 <= int(held) < 2**63 else -2**63
+
+
+def rounded_up(low, dtype):
+    """PyTorch's update_from: a ``from`` past the integers a floating dtype holds exactly moves up to one
+    it holds (from + 1 rounded, raised by one step of the dtype where that rounding went below from)."""
+    below = _held(low + 1, dtype)
+    if below < low:
+        low = below + 2 ** (abs(low + 1).bit_length() - 1 - numpy.finfo(dtype).nmant)
+    return low
+
+
+def rounded_down(high, dtype):
+    """PyTorch's update_to: a ``to`` past the integers a floating dtype holds exactly moves down to one it holds."""
+    above = _held(high - 1, dtype)
+    if above >= high:
+        high = above - 2 ** (abs(high - 1).bit_length() - 1 - numpy.finfo(dtype).nmant)
+    return high

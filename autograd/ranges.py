@@ -3,13 +3,16 @@
 sin(30 x) makes such differences visible)."""
 
 import math
+import warnings
 
 import numpy
 
 from . import backend
 from .backend import xp
-from .factories import _LARGEST_EXACT_INTEGER, _float, _made, out_dtype, written
+from .factories import _fitted, _float, _made, out_dtype, written
+from .graph import program_stacklevel
 from .operands import python_number
+from .random import _LARGEST_EXACT_INTEGER
 from .tensor import Tensor
 
 
@@ -27,6 +30,8 @@ def arange(start, end=None, step=1, *, out=None, dtype=None, layout=None, device
     if dtype is None and all(isinstance(v, int) for v in (start, end, step)):
         dtype = backend.int64
     dtype = xp.dtype(_float(dtype))
+    if dtype.kind == "b":
+        raise NotImplementedError("\"arange_cpu\" not implemented for 'Bool'")
     if not all(math.isfinite(v) for v in (start, end)):
         raise RuntimeError(f"unsupported range: {start} -> {end}")
     if step == 0:
@@ -45,6 +50,11 @@ def arange(start, end=None, step=1, *, out=None, dtype=None, layout=None, device
         points = _floating_range(start, end, step, dtype)
     else:
         points = xp.arange(start, end, step, dtype=dtype)
+    if out is not None and out.numel() not in (0, len(points)):
+        warnings.warn(f"The number of elements in the out tensor of shape {list(out.shape)} is {out.numel()} which "
+                      f"does not match the computed number of elements {len(points)}. Note that this may occur as a "
+                      f"result of rounding error. The out tensor will be resized to a tensor of shape "
+                      f"({len(points)},).", UserWarning, stacklevel=program_stacklevel())
     return written(_made(xp.asarray(points), device, requires_grad), out, points=True)
 
 
@@ -110,6 +120,11 @@ def _spaced_bounds(op, start, end, steps, dtype):
 
         raise RuntimeError(f"torch.{op}(): inferred dtype {c_name(xp.dtype(backend.get_default_complex_dtype()))} "
                            f"can't be safely cast to passed dtype {type_name(xp.dtype(dtype))}")
+    if dtype is not None and xp.dtype(dtype).kind == "b" and steps > 1:  # (0 or 1 points need no arithmetic)
+        raise NotImplementedError(f"\"{op}_cpu\" not implemented for 'Bool'")
+    if dtype is not None and xp.dtype(dtype).kind in "iuf":
+        # PyTorch casts the bounds to the dtype first, checked (a negative int wraps into an unsigned one)
+        start, end = (_number(_fitted(bound, xp.dtype(dtype))) for bound in (start, end))
     return start, end
 
 
@@ -173,8 +188,8 @@ def logspace(start, end, steps, base=10.0, *, out=None, dtype=None, layout=None,
     if dtype.kind == "c":
         return written(_made(xp.asarray(numpy.logspace(start, end, steps, base=base).astype(dtype)), device,
                              requires_grad), out, points=True)
-    if steps == 1:  # (PyTorch raises base to start itself here, not to start cast to the dtype)
-        exponents = numpy.array([float(start)])
+    if steps <= 1:  # (PyTorch raises base to start itself here, not to start cast to the dtype)
+        exponents = numpy.array([float(start)])[:steps]
     else:
         start, end = (int(start), int(end)) if dtype.kind in "iu" else (dtype.type(start), dtype.type(end))
         step = float(end - start) / (steps - 1)

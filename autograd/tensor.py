@@ -22,6 +22,7 @@ import numpy
 
 from . import backend
 from .backend import xp
+from .device import legacy_device_checked
 from .dtype_objects import _MADE, torch_dtype
 from .errors import DtypeError, ShapeError, refuse_ragged
 from .graph import accumulate_grad, modes, program_stacklevel, run_hooks, run_hooks_on_leaf_gradient
@@ -148,7 +149,7 @@ class Tensor(Conversions, Copying, WriteDoor):
             Tensor.__init__(made, *args, **kwargs)
         return made
 
-    def __init__(self, data=(), requires_grad=False, dtype=None, *more_sizes):
+    def __init__(self, data=(), requires_grad=False, dtype=None, *more_sizes, device=None):
         """``Tensor(data)``: an array keeps its dtype (a floating one, float64, too) and a Tensor is
         aliased (``__new__``); Python data (lists, numbers) becomes the default floating dtype, as PyTorch's
         ``torch.Tensor`` makes it (``autograd.tensor`` is the one that infers int64 and bool).
@@ -158,6 +159,7 @@ class Tensor(Conversions, Copying, WriteDoor):
         (``Tensor(2.5)``: a float is no size, and data must be a sequence), and so are complex values."""
         if type(self) is not Tensor and hasattr(self, "_data"):  # made by __new__ already: a subclass's
             return  # ``super().__init__()`` after ``super().__new__(cls, data)`` keeps it, as PyTorch's
+        legacy_device_checked(device, data)
         if type(data) is not _ndarray or dtype is None and data.dtype.kind in "biu":  # (the package's own
             # calls pass a floating array, or a dtype: two tests for them)
             if isinstance(data, Tensor) and hasattr(self, "_data"):

@@ -17,7 +17,7 @@ import numpy
 
 from .. import backend
 from ..constants import strided
-from ..device import META, resolve, served
+from ..device import META, legacy_device_checked, resolve, served
 from ..device import device as Device
 from ..graph import bump_version
 from ..meta import MetaArray, meta_array
@@ -292,6 +292,7 @@ def share_memory_(x):
 def new(x, *args, device=None):
     """The legacy constructor: x.new(2, 3) and x.new(x.size()) are uninitialised of x's dtype, x.new([1, 2])
     holds the data in x's dtype, x.new(tensor) is an alias of it, x.new() is empty."""
+    legacy_device_checked(device, args[0] if len(args) == 1 else None, form="tensor.new(tensor, device=device)")
     resolve(device)
     if len(args) == 1 and isinstance(args[0], Size):  # x.new(x.size()): a Size is a shape (a tuple or list is data)
         args = tuple(args[0])

@@ -3,7 +3,7 @@
     y = [x_1, x_2, ...] joined along dim;   dL/dx_k = the slice of dL/dy where x_k sits
 """
 
-from ..backend import xp
+from ..backend import is_dense, xp
 from ..errors import ShapeError
 from ..primitive import Primitive, named_node
 from ..sparse_layout import is_sparse
@@ -85,6 +85,21 @@ def _refuse_cast_into(out, tensors):
                             f"{type_name(out.dtype)} (the inputs' common dtype is {type_name(dtype)})")
 
 
+def _refuse_overlap_with_out(out, tensors):
+    """PyTorch's refusal of a cat or stack into an ``out`` that is one of its inputs or shares memory with one:
+    its kernel would read values it has already overwritten. (Told for dense layouts, as PyTorch tells it: other
+    layouts are "too hard" to judge, and pass.)"""
+    if not isinstance(out, Tensor):
+        return
+    for t in tensors:
+        written, read = out._data, t._data
+        if t is out or (written.size and read.size and is_dense(written) and is_dense(read)
+                        and xp.may_share_memory(written, read)):
+            raise RuntimeError("unsupported operation: some elements of the input tensor and the written-to tensor "
+                               "refer to a single memory location. Please clone() the tensor before performing the "
+                               "operation.")
+
+
 def cat(tensors, dim=0, *, out=None):
     """Join tensors along an existing dim (shapes must agree elsewhere). As PyTorch's, a 1-d empty tensor
     joins anything (its legacy rule: it is left out, but for its dtype), and a 0-d one nothing."""
@@ -99,6 +114,7 @@ def cat(tensors, dim=0, *, out=None):
         if t.ndim == 0:
             raise RuntimeError(f"zero-dimensional tensor (at position {i}) cannot be concatenated")
     _refuse_cast_into(out, tensors)
+    _refuse_overlap_with_out(out, tensors)
     if len({t.dtype for t in tensors}) > 1:  # PyTorch's promotion, not NumPy's; the casts are recorded
         dtype = common_dtype([t.dtype for t in tensors])
         tensors = [t if t.dtype == dtype else t.to(dtype) for t in tensors]
@@ -133,6 +149,7 @@ def stack(tensors, dim=0, *, out=None):
         shapes = ", ".join(map(str, shapes))
         raise ShapeError(f"stack expects each tensor to be equal size (the same shape), got {shapes}")
     _refuse_cast_into(out, tensors)
+    _refuse_overlap_with_out(out, tensors)
     joined = cat([unsqueeze(t, dim) for t in tensors], dim=dim % (tensors[0].ndim + 1))
     return write_out(named_node(joined, Cat, "StackBackward0"), out)
 

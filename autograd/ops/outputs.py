@@ -8,14 +8,15 @@ from ..graph import bump_version, is_grad_enabled, program_stacklevel
 from ..tensor import Tensor
 
 
-def write_out(result, out, same_dtype=False, dtype=None):
+def write_out(result, out, same_dtype=False, dtype=None, warn_resize=True):
     """``result``, or, given ``out``, result written into out (resized when its shape differs, as
     PyTorch does) and out returned. As in PyTorch, out= is not recorded: it refuses inputs that
     require grad while grad mode is on. With ``same_dtype`` out must have the result's dtype: PyTorch's
     ops that keep their input's dtype (neg, abs, floor, sign, ...) cast into no other, where the
     promoting ones (add, sin, ...) write into any dtype the result can be cast to (for a (values, indices)
     result, each out tensor must have its part's dtype: max(dim), sort, ...). ``dtype``, a
-    reduction's dtype= argument, is the only dtype out may have (sum(x, dtype=..., out=...))."""
+    reduction's dtype= argument, is the only dtype out may have (sum(x, dtype=..., out=...)). ``warn_resize``:
+    PyTorch's warning that an out of elements was resized (its factories resize out without it)."""
     if out is None:
         return result
     if dual.LEVEL is not None and any(dual.tangent_of(t) is not None for t in _tensors(result) + _tensors(out)):
@@ -52,7 +53,7 @@ def write_out(result, out, same_dtype=False, dtype=None):
                            f"{type_name(out.dtype)}")
     if out.shape == result.shape:
         return out.copy_(result)  # through the write door
-    if out._data.size:
+    if out._data.size and warn_resize:
         warnings.warn(f"An output with one or more elements was resized since it had shape {list(out.shape)}, which "
                       f"does not match the required output shape {list(result.shape)}. This behavior is deprecated, "
                       "and in a future PyTorch release outputs will not be resized unless they have zero elements. "

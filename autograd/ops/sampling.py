@@ -19,6 +19,7 @@ from ..errors import refuse_unbroadcastable
 from ..factories import out_dtype, written
 from ..memory_order import fills_in_memory_order
 from ..primitive import Primitive
+from ..random import random_bounds_checked, rounded_up
 from ..tensor import Tensor
 from .conversion import int_argument, refuse_kinds, type_name
 from .layouts import preserved_copy
@@ -331,10 +332,8 @@ names(method=False, functions=("poisson",))(poisson)
 
 # -- in-place initialisers: each returns draws of x's shape, which x.<name>_() writes into x ----------
 
-# the C names of the integer types, as random_'s bounds errors give them
 # PyTorch's names of a floating dtype in its checks: C++'s, and that of its numeric_limits
 _C_FLOAT_NAMES = {"float16": ("c10::Half", "Half"), "float32": ("float", "Float"), "float64": ("double", "Double")}
-_C_NAMES = {"uint8": "unsigned char", "int8": "signed char", "int16": "short", "int32": "int", "int64": "long"}
 
 
 def _floating_only(x, kernel):
@@ -354,7 +353,7 @@ def _uniform(x, a=0.0, b=1.0, *, generator=None):
         if not -largest <= bound <= largest:  # (±inf and NaN too, as PyTorch's check)
             raise RuntimeError(f"{name} is out of bounds for {c_name}")
     if a > b:
-        raise RuntimeError(f"uniform_ expects to return a [from, to) range, but found from={a} > to={b}")
+        raise RuntimeError(f"uniform_ expects to return a [from, to) range, but found from={a:g} > to={b:g}")
     if b - a > largest:  # (the width would overflow the draws)
         raise RuntimeError(f"uniform_ expects to-from <= std::numeric_limits<{limits_name}>::max(), but found "
                            f"to={b:g} and from={a:g} which result in to-from to exceed the limit")
@@ -455,15 +454,24 @@ def _geometric(x, p, *, generator=None):
     return _recorded(draws, (x,), "GeometricBackward0")
 
 
+_TO_UNSAID = object()  # random_(to) and random_(): no second bound given (random_(from, None) gives None)
+
+
 @names(function=False, inplace="random_")
-def _random(x, low=0, high=None, *, generator=None):
-    """Integers in [from, to): ``random_(to)``, ``random_(from, to)``; with no bound, [0, 2^digits]
-    for a floating x (every integer it holds exactly) or [0, max] for an integer one."""
+def _random(x, low=_TO_UNSAID, high=_TO_UNSAID, *, generator=None):
+    """Integers in [from, to): ``random_(to)``, ``random_(from, to)``; ``random_(from, None)`` from ``from`` to the
+    largest integer x's dtype holds (2^digits for a floating one), every int64 for from = -2^63; with no bound,
+    [0, 2^digits] for a floating x (every integer it holds exactly) or [0, max] for an integer one."""
     # (PyTorch's nodes: RandomBackward2 for random_(), RandomBackward1 for random_(to), RandomBackward0 for both)
-    name = "RandomBackward0" if high is not None else "RandomBackward1" if low != 0 else "RandomBackward2"
-    if high is None and low != 0:
+    to_given, any_given = high is not _TO_UNSAID, low is not _TO_UNSAID
+    for bound in (low, high) if to_given else (low,) if any_given else ():
+        if bound is not None and not -2**63 <= bound < 2**63:  # (PyTorch's int64 arguments)
+            raise ValueError("Overflow when unpacking long long")
+    name = "RandomBackward0" if to_given else "RandomBackward1" if any_given else "RandomBackward2"
+    stream = random.generator(generator)
+    if not to_given and any_given:  # random_(to)
         low, high = 0, low
-    if high is None:
+    elif not to_given:
         if x.dtype.kind == "f":
             high = 2 ** (numpy.finfo(x.dtype).nmant + 1) + 1
         elif x.dtype.kind == "b":
@@ -472,17 +480,35 @@ def _random(x, low=0, high=None, *, generator=None):
             high = int(numpy.iinfo(x.dtype).max) + 1
         # PyTorch's uniform_int_distribution: a 64-bit word for int64 and float64, a 32-bit one for the rest,
         # whatever the range (a bounded draw picks its word by the range instead)
-        stream = random.generator(generator)
         words = stream.words64(x.numel()) if x.dtype in (numpy.int64, numpy.float64) else stream.words(x.numel())
         return _recorded(_tensor(laid_out((words % numpy.uint64(high)).reshape(x.shape), x), x.dtype), (x,), name)
-    if low >= high:
+    if x.dtype.kind not in "biuf":
+        raise RuntimeError("random_from_to_impl handles only integral, floating-point and boolean types")
+    if high is None and low == -2**63:  # every int64 (PyTorch's random_full_64_bits_range_kernel)
+        if x.dtype.kind == "b" or x.dtype == numpy.float16:
+            raise NotImplementedError('"random_full_64_bits_range_kernel_cpu" not implemented for '
+                                      f"'{type_name(x.dtype)}'")
+        if x.dtype not in (numpy.int64, numpy.float64, numpy.float32):
+            raise RuntimeError("random_full_64_bits_range_kernel_cpu handles only int64, double, float and bfloat16")
+        values = stream.words64(x.numel()).view(numpy.int64).reshape(x.shape)
+        return _recorded(_tensor(laid_out(values, x), x.dtype), (x,), name)
+    if high is None:  # [from, the largest integer of x's dtype]
+        if x.dtype.kind == "f":
+            largest = 2 ** (numpy.finfo(x.dtype).nmant + 1)
+            low = rounded_up(low, x.dtype)
+            if low >= largest:
+                raise RuntimeError("random_ expects 'from' casted to dtype to be less than or equal to 'to_inc' "
+                                   f"casted to dtype, but got from={low} > to_inc={largest}")
+        else:
+            largest = 1 if x.dtype.kind == "b" else int(numpy.iinfo(x.dtype).max)
+        high = largest + 1
+    elif low >= high:
         raise RuntimeError(f"random_ expects 'from' to be less than 'to', but got from={low} >= to={high}")
-    if x.dtype.kind in "iu":  # (a float x takes any range: its draws are rounded into it)
-        info = numpy.iinfo(x.dtype)
-        for name, bound in (("from", low), ("to - 1", high - 1)):
-            if not info.min <= bound <= info.max:
-                raise RuntimeError(f"{name} is out of bounds for {_C_NAMES[x.dtype.name]}")
-    values = random.generator(generator).integers(low, high, x.shape, dtype=numpy.int64, endpoint=False) \
-        if high <= 2**63 else random.generator(generator).integers(low, high, x.shape, dtype=numpy.uint64)
+    low, high = random_bounds_checked(low, high, x.dtype)
+    if high - low > 2**63:  # a range past int64's: PyTorch's (w mod range) + from, in uint64's wrapping arithmetic
+        words = stream.words64(x.numel()) % numpy.uint64(high - low) + numpy.uint64(low % 2**64)
+        values = words.view(numpy.int64).reshape(x.shape)
+    else:
+        values = stream.integers(low, high, x.shape, dtype=numpy.int64, endpoint=False)
     return _recorded(_tensor(laid_out(values, x), x.dtype), (x,), name)
 
