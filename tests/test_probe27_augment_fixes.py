@@ -30,3 +30,14 @@ def test_flip_function_errors_match_pytorch():
         with pytest.raises(TypeError, match="argument 'dims'.* must be tuple of ints, not int"):
             call()
     np.testing.assert_array_equal(x.flip(-1).numpy(), autograd.arange(6.0).view(2, 3).flip(-1).numpy())
+
+
+def test_wider_unsigned_dtype_names():
+    """autograd.uint16/uint32/uint64 name the dtypes a 16-bit image arrives with from NumPy (PyTorch's torch.uint16)."""
+    u16 = autograd.from_numpy(np.array([[1, 300, 65535]], dtype=np.uint16))
+    assert u16.dtype == autograd.uint16 and autograd.iinfo(autograd.uint16).max == 65535
+    assert autograd.tensor([7]).to(autograd.uint32).dtype == autograd.uint32
+    assert autograd.tensor([7]).to(autograd.uint64).dtype == autograd.uint64
+    as_float = u16.to(autograd.int32).to(autograd.float32).div(65535)
+    np.testing.assert_allclose(as_float.numpy(), [[1 / 65535, 300 / 65535, 1.0]], rtol=1e-6)
+    assert as_float.dtype == autograd.float32
