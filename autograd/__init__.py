@@ -59,6 +59,9 @@ from .constants import (  # noqa: E402
     sparse_csr,
     strided,
     uint8,
+    uint16,
+    uint32,
+    uint64,
 )
 from .device import device, get_default_device, get_device_module, set_default_device
 from .differentiate import grad

@@ -16,6 +16,9 @@ from .tensor import Tensor
 
 float16, float32, float64 = dtype(backend.float16), dtype(backend.float32), dtype(backend.float64)
 int8, int16, int32, int64, uint8 = dtype("int8"), dtype("int16"), dtype("int32"), dtype("int64"), dtype("uint8")
+# (PyTorch's wider unsigned dtypes: 16-bit images arrive as uint16 from NumPy; PyTorch does little arithmetic
+# on them, so programs convert them first, as torchvision's to_dtype does)
+uint16, uint32, uint64 = dtype("uint16"), dtype("uint32"), dtype("uint64")
 bool_ = dtype(backend.bool_)
 half, short, int = float16, int16, int32  # torch.half, torch.short, torch.int
 complex64, complex128 = dtype("complex64"), dtype("complex128")

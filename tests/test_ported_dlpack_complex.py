@@ -13,7 +13,7 @@ import pytest
 
 from tests.ported import DTYPES, close, raises, same, xfail_ours
 
-# the dtypes both libraries share (PyTorch's bfloat16 and uint16/32/64 are left out: chainrule has none of them)
+# the dtypes both libraries share (bfloat16 is left out: chainrule has none; uint16/32/64 are names only here)
 DLPACK_DTYPES = DTYPES
 
 

@@ -119,13 +119,28 @@ class Flip(Primitive):
         return (Flip.apply(grad, dims=self.dims),)
 
 
-@names("flip")
+@names("flip", function=False)
 def flip(input, *order, dims=None):
-    """input reversed along each of dims (flip(x, [0, 1]), x.flip(0, 1) or flip(x, dims=[0, 1]))."""
+    """input reversed along each of dims (x.flip(0, 1), x.flip([0, 1]) or x.flip(dims=[0, 1]))."""
     if not order and dims is None:  # (dims=() flips nothing; no dims at all is a mistake, as PyTorch says)
         raise TypeError('flip() missing 1 required positional arguments: "dims"')
+    if dims is not None:
+        _check_dims_sequence(dims)
     dims = _sizes(sizes_or_keyword(order, "dims", dims), "flip")
     return Flip.apply(input, dims=normalize_dims(dims, input.ndim, empty_is_every=False))
+
+
+@names("flip", method=False)
+def flip_function(input, dims=None):
+    """autograd.flip(input, dims): dims is a sequence, flip(x, [0, 1]) (only the method takes them one by one)."""
+    return flip(input, dims=dims)
+
+
+def _check_dims_sequence(dims):
+    """PyTorch's TypeError for flip's dims given as one int (or anything but a list or tuple of ints): x.flip(-1)
+    reads its ints as the dims, torch.flip(x, -1) and x.flip(dims=-1) refuse the lone int."""
+    if not isinstance(dims, (tuple, list)):
+        raise TypeError(f"flip(): argument 'dims' must be tuple of ints, not {type(dims).__name__}")
 
 
 @names("fliplr")
