@@ -421,3 +421,17 @@ def test_cumulative_trapezoid_refusals(T):
            dx=complex(1, 1))
     raises(RuntimeError, "There must be one `x` value for each sample point", T.cumulative_trapezoid,
            T.zeros(0, 2), x=T.tensor([1.0, 2.0]), dim=0)
+
+
+def test_chebyshev_polynomials_of_high_degree_end(T):
+    """The closed forms stand for |x| < 1 and x = ±1 at any degree, and past float64's range the recurrence is NaN
+    for good: none of these climbs n steps (n = 2^31 - 1 took minutes, n = 9e18 never ended)."""
+    x = T.tensor([0.5, 1.0, -1.0, 2.0, -1.5], dtype=T.float64)
+    for n in (2**31 - 1, 9e18):
+        degree = T.tensor([n] * 5, dtype=T.float64)
+        t = T.special.chebyshev_polynomial_t(x, degree)
+        close(t[:3], [math.cos(int(n) * math.acos(0.5)), 1.0, 1.0 if int(n) % 2 == 0 else -1.0], rtol=1e-6, atol=1e-6)
+        assert np.isnan(values(t[3:])).all()
+        u = T.special.chebyshev_polynomial_u(x, degree)
+        same(u[1:3], [int(n) + 1.0, (int(n) + 1.0) * (1 if int(n) % 2 == 0 else -1)], "float64")
+    same(T.special.chebyshev_polynomial_t(x, T.tensor([INF] * 5, dtype=T.float64)), np.zeros(5), "float64")
