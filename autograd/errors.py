@@ -99,12 +99,17 @@ def check_same_dtype(op, input, **parameters):
                                "they must have the same dtype (convert one with .to())")
 
 
-def refuse_unordered(value, op):
+def refuse_unordered(value, op, message=None):
     """Complex numbers have no order: an op that compares them (max, sort, clamp, relu, <, softmax's shift)
     refuses them, as PyTorch's do, where NumPy would compare them part by part. ``value``: an array or
-    a Python number."""
+    a Python number; ``message``: PyTorch's own words, where the op has them."""
     if type(value) is complex or (getattr(value, "dtype", None) is not None and value.dtype.kind == "c"):
-        raise NotImplementedError(f"{op} does not support complex inputs: complex numbers have no order")
+        raise NotImplementedError(message or f"{op} does not support complex inputs: complex numbers have no order")
+
+
+def refuse_complex_extremum(value, op):
+    """maximum, minimum, fmax and fmin (max and min of two tensors) refuse complex numbers in PyTorch's words."""
+    refuse_unordered(value, op, f"{op} not implemented for complex tensors. (complex numbers have no order)")
 
 
 def refuse_ragged(data):

@@ -45,6 +45,9 @@ def _operand_array(value, like):
     """The array of ``_operand(value, like)``: the in-place fast paths need no Tensor around a number."""
     if isinstance(value, Tensor):
         return value._data
+    if not isinstance(like, Tensor):  # (PyTorch's functions of two numbers take no other pair than add's and mul's)
+        raise TypeError(f"expected a Tensor among the arguments, got {type(value).__name__} and "
+                        f"{type(like).__name__}")
     array = _number_array(value, like._data.dtype)
     return as_array(value) if array is None else array
 
@@ -57,8 +60,12 @@ _NOT_OPERANDS = (type(None), str, bytes, list, tuple, range, dict, set, frozense
 def left_to_python(value):
     """Whether an arithmetic operator (x + value, value ** x) returns NotImplemented for ``value``, as PyTorch's
     do: None, a string or a Python container is no operand of them (the functions, autograd.add(x, [1, 2]), read a
-    list as a tensor)."""
-    return isinstance(value, _NOT_OPERANDS)
+    list as a tensor), nor an object of a type that is no number and no array, so that its own reflected
+    operator (a unit's __radd__, a symbol's __rmul__) answers, or Python's TypeError."""
+    if isinstance(value, (Tensor, numbers.Number, numpy.ndarray, numpy.generic)):
+        return False
+    return isinstance(value, _NOT_OPERANDS) or not (is_sparse(value) or hasattr(value, "__array__")
+                                                    or hasattr(value, "__array_interface__"))
 
 
 def python_number(value):

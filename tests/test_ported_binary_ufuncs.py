@@ -486,9 +486,7 @@ def test_maximum_minimum_refuse_complex(T, other):
     for op in (T.maximum, T.minimum, T.max, T.min, T.fmax, T.fmin):
         for a, b in ((T.ones(1, dtype=T.complex64), T.ones(1, dtype=getattr(T, other))),
                      (T.ones(1, dtype=getattr(T, other)), T.ones(1, dtype=T.complex64))):
-            # (PyTorch: "maximum not implemented for complex tensors."; chainrule: "maximum does not support
-            # complex inputs: complex numbers have no order")
-            raises(RuntimeError, "(not implemented|not support) .*complex", op, a, b)
+            raises(RuntimeError, ".+not implemented for.+", op, a, b)  # (PyTorch's words, both libraries)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

@@ -262,6 +262,9 @@ def _rmod(input, other):
 def pow(input, exponent, *, out=None):
     """input ** exponent; either may be a number (autograd.pow(2, x) is 2 ** x)."""
     if not isinstance(input, Tensor):
+        if not isinstance(exponent, Tensor):  # (Python's own number ** number otherwise)
+            raise TypeError(f"pow() received an invalid combination of arguments - got ({type(input).__name__}, "
+                            f"{type(exponent).__name__}): one of them must be a Tensor")
         return write_out(exponent.__rpow__(input), out)
     return write_out(input**exponent, out)
 

@@ -27,7 +27,7 @@ return a gradient that is silently wrong. On a real tensor, conjugation changes 
 import math
 
 from ..backend import get_default_dtype, strided_view, xp
-from ..errors import refuse_unordered  # noqa: F401  (the ops that need an order import it from here)
+from ..errors import refuse_non_tensors, refuse_unordered  # noqa: F401  (the ops that need an order import it here)
 from ..primitive import Primitive
 from ..tensor import Tensor, tensor_from
 from .axes import matrices_only
@@ -244,10 +244,12 @@ def view_as_complex(input):
     return ViewAsComplex.apply(input)
 
 
-def _check_parts(first, second, out):
-    """PyTorch's checks of complex's and polar's operands: both float or double (half is PyTorch's too, and
-    not chainrule's), of one dtype, and an out= of the complex dtype they make."""
+def _check_parts(op, first, second, out):
+    """PyTorch's checks of complex's and polar's operands: two tensors (a number is a TypeError), both float or
+    double (half is PyTorch's too, and not chainrule's), of one dtype, and an out= of the complex dtype they make."""
     from .conversion import type_name  # (conversion builds on this module)
+
+    refuse_non_tensors(f"autograd.{op}", (first, second), Tensor)
 
     if first.dtype.kind != "f" or second.dtype.kind != "f":
         raise RuntimeError(f"Expected both inputs to be Half, Float or Double tensors but got "
@@ -266,7 +268,7 @@ def _check_parts(first, second, out):
 @names("complex", method=False)
 def from_parts(real, imag, *, out=None):
     """real + i imag, from two real tensors of one floating dtype (float32 gives complex64)."""
-    _check_parts(real, imag, out)
+    _check_parts("complex", real, imag, out)
     from .arranging import broadcast_tensors  # (the shape ops build on the elementwise ones, which build on
     from .joins import stack  # this module)
 
@@ -291,7 +293,7 @@ class PolarMagnitude(Primitive):
 @names("polar", method=False)
 def polar(abs, angle, *, out=None):
     """abs · (cos angle + i sin angle)  (PyTorch's argument names)."""
-    _check_parts(abs, angle, out)
+    _check_parts("polar", abs, angle, out)
     size = PolarMagnitude.apply(abs)
     return write_out(from_parts(size * angle.cos(), size * angle.sin()), out)
 

@@ -13,7 +13,7 @@ import warnings
 
 from .. import backend
 from ..backend import errstate, select, xp
-from ..errors import DtypeError, refuse_bool_subtraction, refuse_unbroadcastable
+from ..errors import DtypeError, refuse_bool_subtraction, refuse_complex_extremum, refuse_unbroadcastable
 from ..graph import modes, program_stacklevel
 from ..operands import _is_bool, _operand, python_number
 from ..primitive import Primitive, watches_index
@@ -21,7 +21,7 @@ from ..tensor import Tensor, as_array
 from ..write_door import _refuse_overflow
 from .axes import inverse_permutation
 from .broadcasting import unbroadcast
-from .conjugation import conj, refuse_unordered
+from .conjugation import conj
 from .half_arithmetic import HalfDiv, HalfMul, half_with_number, number_beside_half
 from .layouts import preserved_copy
 from .outputs import write_out
@@ -289,7 +289,7 @@ class Maximum(Primitive):
     see _split)"""
 
     def forward(self, x, y):
-        refuse_unordered(x, "maximum")
+        refuse_complex_extremum(x, "maximum")
         return xp.maximum(x, y)
 
     def backward(self, grad, z, x, y):
@@ -304,7 +304,7 @@ class Minimum(Primitive):
     see _split)"""
 
     def forward(self, x, y):
-        refuse_unordered(x, "minimum")
+        refuse_complex_extremum(x, "minimum")
         return xp.minimum(x, y)
 
     def backward(self, grad, z, x, y):

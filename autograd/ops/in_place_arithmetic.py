@@ -10,7 +10,7 @@ writes ``x.op(...)`` back (``names(..., inplace=...)``); these are the ones with
 
 from ..backend import float16, float32, xp
 from ..errors import refuse_bool_subtraction, refuse_unbroadcastable
-from ..operands import _is_bool, _operand, _operand_array, python_number
+from ..operands import _is_bool, _operand, _operand_array, left_to_python, python_number
 from ..tensor import Tensor, tensor_from
 from ..write_door import _data, _refuse_overflow
 from .arithmetic import (
@@ -231,31 +231,15 @@ def neg_(self):
     return self._write((), lambda old: -old, lambda a: xp.negative(a, out=a))
 
 
-@names("__iadd__", function=False)
-def __iadd__(self, other):
-    return self.add_(other)
-
-
-@names("__isub__", function=False)
-def __isub__(self, other):
-    return self.sub_(other)
-
-
-@names("__imul__", function=False)
-def __imul__(self, other):
-    return self.mul_(other)
-
-
-@names("__itruediv__", function=False)
-def __itruediv__(self, other):
-    return self.div_(other)
-
-
 def _augmented(dunder, method):
     """``x //= y`` and the other augmented operators write into x, as PyTorch's do: without them Python
-    would rebind x to a new tensor, and a view of x (or another name for it) would not see the change."""
+    would rebind x to a new tensor, and a view of x (or another name for it) would not see the change. An operand
+    that is no number and no array is left to Python (x += None is its TypeError; an object's own reflected
+    operator answers x += unit), as PyTorch's return NotImplemented."""
 
     def operator(self, other):
+        if left_to_python(other):
+            return NotImplemented
         return getattr(self, method)(other)
 
     operator.__name__ = operator.__qualname__ = dunder
@@ -263,7 +247,8 @@ def _augmented(dunder, method):
     names(dunder, function=False)(operator)
 
 
-for _dunder, _method in (("__ifloordiv__", "floor_divide_"), ("__imod__", "remainder_"), ("__ipow__", "pow_"),
+for _dunder, _method in (("__iadd__", "add_"), ("__isub__", "sub_"), ("__imul__", "mul_"), ("__itruediv__", "div_"),
+                         ("__ifloordiv__", "floor_divide_"), ("__imod__", "remainder_"), ("__ipow__", "pow_"),
                          ("__iand__", "bitwise_and_"), ("__ior__", "bitwise_or_"), ("__ixor__", "bitwise_xor_"),
                          ("__ilshift__", "bitwise_left_shift_"), ("__irshift__", "bitwise_right_shift_")):
     _augmented(_dunder, _method)

@@ -9,9 +9,7 @@ The derivative in a has no closed form; PyTorch does not implement it, and neith
 (the same NotImplementedError, raised when that gradient is asked for).
 
 Both are computed in float64 as Cephes does, by whichever expansion converges and loses
-nothing to cancellation where the point lies (Temme's uniform expansion, which Cephes adds
-for a > 20 with x ≈ a, is left out: there the series below need about 9√a terms, so their
-cost grows with a, not their error):
+nothing to cancellation where the point lies:
 
 - the series  P = x^a e^(-x) / Γ(a+1) · Σ_n x^n / ((a+1)(a+2)···(a+n)), positive terms, for
   x below a (or x ≤ 1);
@@ -19,6 +17,11 @@ cost grows with a, not their error):
   for x above a and 1.1;
 - for x ≤ 1.1 with a small, where Q is tiny beside P, Q's own series
   Q = 1 - x^a / Γ(a+1) - x^a/Γ(a) · Σ_{n≥1} (-x)^n / (n! (a+n)).
+- for a ≥ 10^6 with |x - a| < 0.3 a, where the two above would need about 9√a terms (a = 10^38 never
+  ended), Temme's uniform expansion to its second term, with λ = x/a, μ = λ - 1 and η = sign(μ) √(2(μ - ln λ)):
+  Q = ½ erfc(η √(a/2)) + e^(-aη²/2) / √(2πa) · (c₀(η) + c₁(η)/a),  P = ½ erfc(-η √(a/2)) - (the same),
+  c₀ = 1/μ - 1/η,  c₁ = 1/η³ - 1/μ³ - 1/μ² - 1/(12μ)  (their Taylor series near η = 0, where those cancel);
+  the next term, c₂/a², is below 10^-15 of the first there. (Cephes uses it, to 25 terms, from a = 20.)
 
 The other function is 1 minus the one computed (at most 1/2 or so there: nothing lost).
 The factor x^a e^(-x)/Γ(a) is taken as a logarithm; for a ≥ 10 it is written through
@@ -34,6 +37,7 @@ from ..primitive import Primitive
 from ..tensor import Tensor
 from .broadcasting import unbroadcast
 from .elementwise import promote
+from .error_function import erfc
 from .gamma import _BERNOULLI, _lgamma, lgamma
 from .names import names
 from .outputs import write_out
@@ -149,6 +153,24 @@ def _upper_fraction(a, x):
     return xp.where(prefactor > 0, answer * prefactor, 0.0)
 
 
+_TEMME_FROM = 1e6  # a from which the uniform expansion replaces the series near x = a
+
+
+def _uniform_expansion(a, x):
+    """P(a, x) where x < a, Q(a, x) elsewhere, by Temme's uniform expansion (a ≥ 10^6, |x - a| < 0.3 a)."""
+    mu = (x - a) / a
+    eta = xp.sign(mu) * xp.sqrt(2 * _log1p_minus(mu))
+    near = xp.abs(eta) < 1e-2
+    with errstate(divide="ignore", invalid="ignore"):
+        c0 = xp.where(near, -1 / 3 + eta / 12 - 2 * eta**2 / 135 + eta**3 / 864 + eta**4 / 2835, 1 / mu - 1 / eta)
+        c1 = xp.where(near, -1 / 540 - eta / 288 + eta**2 / 378,
+                      1 / eta**3 - 1 / mu**3 - 1 / mu**2 - 1 / (12 * mu))
+    with errstate(under="ignore"):
+        remainder = xp.exp(-0.5 * a * eta * eta) / xp.sqrt(2 * math.pi * a) * (c0 + c1 / a)
+    lower = x < a
+    return xp.where(lower, 0.5 * erfc(-eta * xp.sqrt(a / 2)) - remainder, 0.5 * erfc(eta * xp.sqrt(a / 2)) + remainder)
+
+
 def regularized_gamma(a, x, upper):
     """P(a, x) (or Q(a, x) when ``upper``) of two arrays of one floating dtype, with Cephes's
     values at the edges: NaN for a < 0 or x < 0, P(0, x > 0) = 1, P(a, 0) = 0, P(∞, x) = 0,
@@ -170,9 +192,14 @@ def regularized_gamma(a, x, upper):
     else:
         lower = ~((x > 1.0) & (x > a))
         fraction = ~lower & (x > 1.1)
-    series = ~lower & ~fraction
+    uniform = (a >= _TEMME_FROM) & (xp.abs(x - a) < 0.3 * a)
+    lower = xp.where(uniform, x < a, lower)
+    fraction &= ~uniform
+    series = ~lower & ~fraction & ~uniform
     computed = xp.empty(a.shape)  # P where ``lower``, Q elsewhere
-    computed[lower] = _lower_series(a[lower], x[lower])
+    computed[uniform] = _uniform_expansion(a[uniform], x[uniform])
+    by_series = lower & ~uniform
+    computed[by_series] = _lower_series(a[by_series], x[by_series])
     computed[fraction] = _upper_fraction(a[fraction], x[fraction])
     computed[series] = _upper_series(a[series], x[series])
     result[inside] = xp.where(lower == upper, 1.0 - computed, computed)

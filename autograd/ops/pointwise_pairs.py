@@ -5,12 +5,12 @@ fmax and fmin (the functions of one tensor: pointwise.py)."""
 import math
 
 from ..backend import errstate, xp
-from ..errors import DtypeError, refuse_unbroadcastable
+from ..errors import DtypeError, refuse_complex_extremum, refuse_unbroadcastable
 from ..operands import _operand
 from ..primitive import Primitive, named_node, node_named
 from ..tensor import Tensor, tensor_from
 from .broadcasting import unbroadcast
-from .conjugation import conj, refuse_unordered
+from .conjugation import conj
 from .conversion import c_name, refuse_kinds, type_name
 from .elementwise import Where, half_as_float32, promote, where
 from .names import names
@@ -315,7 +315,7 @@ class Fmax(Primitive):
     pytorch_name = "FmaxBackward0"
 
     def forward(self, x, y):
-        refuse_unordered(x, "fmax")  # (x and y share a dtype: promoted by fmax)
+        refuse_complex_extremum(x, "fmax")  # (x and y share a dtype: promoted by fmax)
         return xp.where(_x_chosen(x, y), x, y)
 
     def backward(self, grad, z, x, y):
@@ -347,4 +347,5 @@ def fmax(input, other, *, out=None):
 def fmin(input, other, *, out=None):
     """The smaller of input and other elementwise, ignoring a NaN (NaN only where both are)."""
     input, other = promote(input, other)  # (shapes that do not broadcast: the comparison raises PyTorch's error)
+    refuse_complex_extremum(input, "fmin")
     return write_out(where((input <= other) | other.isnan(), input, other), out)

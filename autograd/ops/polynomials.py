@@ -40,14 +40,18 @@ def _operands(name, input, n):
     return values, degrees.astype(xp.int64), x.dtype
 
 
-def _recurrence(x, n, first, step):
-    """p_n(x) per element from p_0 = 1, p_1 = first, p_{k+1} = step(k, p_k, p_{k-1})."""
+def _recurrence(x, n, first, step, needed=None, saturates=False):
+    """p_n(x) per element from p_0 = 1, p_1 = first, p_{k+1} = step(k, p_k, p_{k-1}), climbed only where
+    ``needed`` (all elements if None). ``saturates``: the step is 2x p_k - p_{k-1} (Chebyshev's), whose value
+    once two in a row are infinite is NaN for good, so that an element stops climbing there (T_n(2) for
+    n = 10^18 would take 10^18 steps)."""
     shape = x.shape  # (the elements still climbing are tracked by flat index)
     x, n, first = x.reshape(-1), n.reshape(-1), xp.broadcast_to(first, shape).reshape(-1)
     before, last = xp.ones_like(x), first.copy()
     result = xp.where(n == 0, 1.0, first)
-    top = int(n.max()) if n.size else 0
-    active = xp.flatnonzero(n >= 2)
+    climbing = n >= 2
+    active = xp.flatnonzero(climbing if needed is None else climbing & needed.reshape(-1))
+    top = int(n[active].max()) if active.size else 0
     for k in range(1, top):
         if not active.size:
             break
@@ -56,6 +60,10 @@ def _recurrence(x, n, first, step):
         before[active], last[active] = last[active], after
         done = n[active] == k + 1
         result[active[done]] = after[done]
+        if saturates:
+            lost = ~done & ~xp.isfinite(after) & ~xp.isfinite(before[active])
+            result[active[lost]] = xp.nan
+            done |= lost
         active = active[~done]
     return result.reshape(shape)
 
@@ -69,7 +77,8 @@ def _chebyshev(x, n, kind, trig_above):
     n > ``trig_above``."""
     odd = n % 2 == 1
     first = {"t": x, "u": 2 * x, "v": 2 * x - 1, "w": 2 * x + 1}[kind]
-    result = _recurrence(x, n, first, lambda k, x, last, before: 2 * x * last - before)
+    climbed = ~(((n > trig_above) & (xp.abs(x) < 1)) | (xp.abs(x) == 1))  # (the others have closed forms)
+    result = _recurrence(x, n, first, lambda k, x, last, before: 2 * x * last - before, climbed, saturates=True)
     with errstate(divide="ignore", invalid="ignore"):
         theta = xp.arccos(xp.clip(x, -1, 1))
         inside = xp.abs(x) < 1

@@ -15,7 +15,7 @@ import numpy
 
 from ..backend import errstate, float32, int64, ufunc_at, xp
 from ..errors import ShapeError, broadcast_mismatch, refuse_unordered
-from ..operands import _operand
+from ..operands import _operand, left_to_python
 from ..primitive import Primitive
 from ..return_types import return_type
 from ..sparse_layout import is_sparse
@@ -515,10 +515,20 @@ def _bitwise(function, name, aliases=(), reflected=False, kernel=None, kinds="bi
         _refuse_cast(promoted_dtype(input, _operand(other, input)), input.dtype, input.shape)
         return _written_in_place(input, op(input, other))
 
+    def operator(input, other):
+        # (Python's x & y, x << y: an operand that is no number and no array is left to Python, as PyTorch's)
+        return NotImplemented if left_to_python(other) else op(input, other)
+
     op.__name__ = name
     op.__doc__ = f"Elementwise {name} of integers or bools (broadcasting), without gradient."
     in_place.__name__ = f"{name}_"
-    names(name, *aliases)(op)
+    operator.__name__, operator.__doc__ = (aliases or (name,))[0], op.__doc__
+    if name.startswith("__"):
+        names(name)(operator)
+    else:
+        names(name)(op)
+        if aliases:
+            names(*aliases)(operator)
     if not name.startswith("_"):
         names(inplace=f"{name}_")(in_place)
 

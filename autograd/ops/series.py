@@ -19,6 +19,11 @@ from .elementwise import floating
 from .names import names
 
 
+def _refuse_complex_spacing(dx, name):
+    if isinstance(dx, complex):
+        raise RuntimeError(f"{name}: Currently, we only support dx as a real number.")
+
+
 def _areas(y, x, dx, dim, name):
     """The trapezoids' areas (y_i + y_{i+1}) / 2 · Δx_i along dim (one fewer than the samples)."""
     if x is not None and dx is not None:
@@ -48,6 +53,7 @@ def trapezoid(y, x=None, *, dx=None, dim=-1):
     """∫ y along dim by the trapezoidal rule: Σ_i (y_i + y_{i+1}) / 2 · (x_{i+1} - x_i), with samples
     at ``x`` (one per point, or of y's shape) or ``dx`` apart (1 by default). Fewer than two
     samples give 0."""
+    _refuse_complex_spacing(dx, "trapezoid")
     if y.shape[dim_index(dim, y.ndim)] == 0:
         return floating(y).sum(dim)
     areas, dim = _areas(y, x, dx, dim, "trapezoid")
@@ -57,7 +63,10 @@ def trapezoid(y, x=None, *, dx=None, dim=-1):
 @names("cumulative_trapezoid", method=False)
 def cumulative_trapezoid(y, x=None, *, dx=None, dim=-1):
     """The running trapezoidal integral: one value per interval (one fewer than the samples)."""
-    if y.shape[dim_index(dim, y.ndim)] == 0:
+    _refuse_complex_spacing(dx, "cumulative_trapezoid")
+    if y.shape[dim_index(dim, y.ndim)] == 0:  # (nothing to integrate; a 1-d x must still have no points, as PyTorch)
+        if isinstance(x, Tensor) and x.ndim == 1 and x.shape[0] != 0:
+            raise RuntimeError("cumulative_trapezoid: There must be one `x` value for each sample point")
         return floating(y)
     areas, dim = _areas(y, x, dx, dim, "cumulative_trapezoid")
     return areas.cumsum(dim)
