@@ -11,6 +11,7 @@ the ``generator=`` given. Every factory takes PyTorch's keywords: ``device``
 
 import itertools
 import math
+import operator
 import warnings
 
 import numpy
@@ -360,7 +361,8 @@ def empty_in_format(shape, dtype, memory_format):
     """An uninitialised array of ``shape``, laid out as ``memory_format`` asks (channels_last: its dims in memory
     N, H, W, C, with that format's own strides, a size-1 dim's too), row-major otherwise."""
     order = getattr(memory_format, "order", None)
-    if math.prod(shape) * xp.dtype(dtype).itemsize >= 2**63:  # (NumPy's ValueError: "array is too big")
+    # (NumPy's ValueError there: "array is too big"; a size may be a 0-d tensor or a NumPy integer: its int)
+    if math.prod(map(operator.index, shape)) * xp.dtype(dtype).itemsize >= 2**63:
         raise RuntimeError(f"Storage size calculation overflowed with sizes={list(shape)}")
     if order is None:
         return xp.empty(shape, dtype=dtype)
