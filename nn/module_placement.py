@@ -8,6 +8,7 @@ import numpy
 import autograd
 from autograd import Tensor
 from autograd.device import resolve as resolve_device
+from autograd.graph import bump_version
 from autograd.ops.conversion import parse_to
 
 
@@ -65,10 +66,10 @@ class ModulePlacement:
         for parameter in self._parameters.values():
             if parameter is None:
                 continue
-            with autograd.no_grad():  # (``.data =`` moves no version on, as PyTorch's set_data)
-                parameter.data = fn(parameter)
+            with autograd.no_grad():
+                _set_storage(parameter, _array(fn(parameter)))
                 if parameter.grad is not None:
-                    parameter.grad.data = fn(parameter.grad)
+                    _set_storage(parameter.grad, _array(fn(parameter.grad)))
         for name, buffer in list(self._buffers.items()):
             if buffer is not None:
                 with autograd.no_grad():
@@ -133,3 +134,15 @@ class ModulePlacement:
     def bfloat16(self):
         self._cast(numpy.dtype(autograd.bfloat16), kinds="f")  # (refused, naming why: NumPy has no bfloat16)
         return self
+
+
+def _set_storage(tensor, array):
+    """``tensor`` takes ``array`` as its memory (any shape or dtype), as PyTorch's ``t.data = new``;
+    the version moves on, so a graph that saved the old values refuses backward."""
+    if array is not tensor._data:
+        tensor._data = array
+        bump_version(tensor)
+
+
+def _array(value):
+    return value._data if isinstance(value, Tensor) else numpy.asarray(value)

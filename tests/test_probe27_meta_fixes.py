@@ -73,19 +73,26 @@ def test_detach_in_place_refuses_every_view(T, N):
     assert x.detach_() is x and x.grad_fn is None
 
 
-@pytest.mark.parametrize("T, N", modules(), ids=lambda v: getattr(v, "__name__", "")[:8])
-def test_module_cast_moves_no_version(T, N):
-    """Module.double()/float()/to(dtype) set each parameter's memory as PyTorch's param.data = fn(param), which
-    keeps the version: a Linear is at 1 after its initialiser writes, and stays there."""
+def test_module_cast_moves_the_version_on_so_a_saved_graph_refuses_backward():
+    """Module.double()/float()/to(dtype) give each parameter new memory and move its version on by one (chainrule's
+    deliberate difference: PyTorch's param.data = fn(param) keeps the version, and a graph recorded before the cast
+    then runs backward on values that mix old and new). Its gradient, if any, is cast too, its version kept."""
+    import autograd as T
+    import nn as N
+
     T.manual_seed(3)
     lin = N.Linear(2, 2)
     assert lin.weight._version == 1
+    loss = lin(T.ones(1, 2, requires_grad=True)).pow(2).sum()
     lin.weight.grad = T.ones(2, 2)
     lin.double()
-    assert lin.weight._version == 1 and lin.weight.dtype == T.float64 and lin.weight.grad.dtype == T.float64
-    lin.to(T.float32)
+    assert lin.weight._version == 2 and lin.weight.dtype == T.float64 and lin.weight.grad.dtype == T.float64
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
     lin.float()
-    assert lin.weight._version == 1 and lin.weight.grad._version == 0
+    assert lin.weight._version == 3 and lin.weight.dtype == T.float32
+    lin.float()  # (already float32: the same memory, no move)
+    assert lin.weight._version == 3
     with T.no_grad():
         lin.weight.sub_(1.0)
-    assert lin.weight._version == 2
+    assert lin.weight._version == 4
