@@ -753,10 +753,15 @@ def create_graph_backward(m):
     torch.manual_seed(12)
     net = nn.Sequential(nn.Linear(3, 4), nn.ELU(), nn.Linear(4, 1)).double()
     x = torch.tensor(arr(47, 5, 3))
-    with warnings.catch_warnings(record=True) as w:
-        warnings.simplefilter("always")
-        loss = net(x).pow(2).mean()
-        loss.backward(create_graph=True)
+    always = torch.is_warn_always_enabled()
+    torch.set_warn_always(True)  # (the warning comes once per process: an earlier test may have had it)
+    try:
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            loss = net(x).pow(2).mean()
+            loss.backward(create_graph=True)
+    finally:
+        torch.set_warn_always(always)
     res = {"warned": any("create_graph=True" in str(i.message) for i in w)}
     res["has_fn"] = [p.grad.grad_fn is not None for p in net.parameters()]
     pen = sum(p.grad.pow(2).sum() for p in net.parameters())
