@@ -84,6 +84,15 @@ def amd_processor():
         return False
 
 
+def error_of(f):
+    """(the error's class name, its message) of calling f, or None: what the programs compare between libraries."""
+    try:
+        f()
+    except Exception as e:  # noqa: BLE001  (the error itself is what is compared)
+        return type(e).__name__, str(e)
+    return None
+
+
 def run_both(program, *args, compare=True, rtol=1e-5, atol=1e-6, **kwargs):
     """Run ``program(modules, *args, **kwargs)`` on chainrule and (where installed) PyTorch; where
     ``compare`` the two results must agree. Returns chainrule's result, and PyTorch's (or None)."""

@@ -10,17 +10,11 @@ import pytest
 import autograd
 from autograd.utils.data import TensorDataset, random_split
 
+from .pytorch_programs import error_of
+
 
 def torch_or_skip():
     return pytest.importorskip("torch")
-
-
-def error_of(f):
-    try:
-        f()
-    except Exception as e:  # noqa: BLE001  (the error itself is what is compared)
-        return type(e).__name__, str(e)
-    return None
 
 
 NEGATIVE = ("RuntimeError", "invalid multinomial distribution (encountering probability entry < 0)")

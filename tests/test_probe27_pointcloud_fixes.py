@@ -8,15 +8,9 @@ import pytest
 
 import autograd
 
+from .pytorch_programs import error_of
+
 MASK = [[True, False, True], [False, False, False]]  # covers dims 0 and 1 of a (2, 3, 4) tensor
-
-
-def error_of(f):
-    try:
-        f()
-    except Exception as e:  # noqa: BLE001  (the error itself is what is compared)
-        return type(e).__name__, str(e)
-    return None
 
 
 @pytest.mark.parametrize("last", [3, -4, 0])
