@@ -15,6 +15,7 @@ from .ops import bind_tensor_methods
 from .ops.names import names
 from .ops.strided import checked_layout
 from .tensor import Tensor, as_array
+from .warn_once import warn_once
 
 
 @names("from_numpy", method=False)
@@ -159,11 +160,10 @@ def frombuffer(buffer, *, dtype, count=-1, offset=0, requires_grad=False):
                          f"be greater than actual buffer length ({length} bytes)")
     array = numpy.frombuffer(buffer, dtype=dtype, count=count, offset=offset)
     if not array.flags.writeable:  # (bytes; PyTorch's tensor writes into it, where NumPy's read-only view refuses)
-        warnings.warn("The given buffer is not writable, and PyTorch does not support non-writable tensors. This means "
-                      "you can write to the underlying (supposedly non-writable) buffer using the tensor. You may want "
-                      "to copy the buffer to protect its data or make it writable before converting it to a tensor. "
-                      "This type of warning will be suppressed for the rest of this program.", UserWarning,
-                      stacklevel=program_stacklevel())
+        warn_once("buffer not writable", "The given buffer is not writable, and PyTorch does not support "
+                  "non-writable tensors. This means you can write to the underlying (supposedly non-writable) buffer "
+                  "using the tensor. You may want to copy the buffer to protect its data or make it writable before "
+                  "converting it to a tensor. This type of warning will be suppressed for the rest of this program.")
     return Tensor._make(xp.asarray(array)).requires_grad_(requires_grad)
 
 

@@ -18,6 +18,8 @@ SITES = {
                 "Converting a tensor with requires_grad=True to a scalar may lead to unexpected behavior"),
     "backward(create_graph=True)": (lambda T: (T.ones(2, requires_grad=True) ** 2).sum().backward(create_graph=True),
                                     "Using backward() with create_graph=True will create a reference cycle"),
+    "frombuffer(bytes)": (lambda T: T.frombuffer(b"\0\0\0\0", dtype=T.float32),
+                          "The given buffer is not writable, and PyTorch does not support non-writable tensors"),
 }
 
 
@@ -51,6 +53,22 @@ def test_said_every_time_under_set_warn_always(site, module):
             assert len(said) == 1 and words in said[0]
     finally:
         T.set_warn_always(before)
+
+
+@pytest.mark.parametrize("site", SITES)
+def test_said_under_set_warn_always_is_not_yet_said_once(site, monkeypatch):
+    # c10's TORCH_WARN_ONCE marks a site said only when it says it with set_warn_always off: a warning given
+    # while it is on still comes once after (torch: 1, 1 under it, then 1, then 0)
+    monkeypatch.setattr(once, "_warned_once", set())
+    call, words = SITES[site]
+    autograd.set_warn_always(True)
+    try:
+        assert len(_said(call, autograd)) == 1
+    finally:
+        autograd.set_warn_always(False)
+    after = _said(call, autograd)
+    assert len(after) == 1 and words in after[0]
+    assert _said(call, autograd) == []
 
 
 def test_not_said_without_the_condition(monkeypatch):
