@@ -124,3 +124,25 @@ def test_the_one_hot_lambda_as_the_tutorial_writes_it():
     torch = OURS.torch
     one_hot = torch.zeros(10, dtype=torch.float).scatter_(0, torch.tensor(3), value=1)
     np.testing.assert_array_equal(one_hot, np.eye(10, dtype=np.float32)[3])
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "nll_loss"])
+@pytest.mark.parametrize("scores, labels, message", [
+    ((3, 4), [[1], [2], [0]], "0D or 1D target tensor expected, multi-target not supported"),  # a column of labels
+    ((4,), [[1]], "0D or 1D target tensor expected, multi-target not supported"),
+    ((3, 4), [[1, 2, 0]], "Expected input batch_size (3) to match target batch_size (1)."),  # checked first
+    ((3, 4), [[1], [2]], "Expected input batch_size (3) to match target batch_size (2)."),
+])
+def test_a_column_of_class_labels_is_multi_target_in_pytorchs_words_and_order(loss, scores, labels, message):
+    def call(torch):
+        return getattr(torch.nn.functional, loss)(torch.zeros(scores), torch.tensor(labels))
+
+    kind = ValueError if message.startswith("Expected") else RuntimeError
+    _alike(call, kind, message)
+
+
+def test_a_column_of_labels_squeezed_gives_the_loss():
+    torch, F = OURS.torch, OURS.F
+    labels = torch.tensor([[1], [2], [0]])
+    loss = F.cross_entropy(torch.zeros(3, 4), labels.squeeze(1))
+    np.testing.assert_allclose(loss.item(), np.log(4), rtol=1e-6)
