@@ -85,7 +85,9 @@ def _check_class_indices(name, input, target):
     expected = shape[:_class_dim(input)] + shape[_class_dim(input) + 1:]
     if target._data.shape != expected:
         words = (f"Expected input batch_size ({input.shape[0]}) to match target batch_size ({target.shape[0]}). "
-                 if input.ndim >= 2 and target.ndim >= 1 and target.shape[0] != input.shape[0] else "")  # (PyTorch's)
+                 if input.ndim >= 2 and target.ndim >= 1 and target.shape[0] != input.shape[0]  # (PyTorch's words, in
+                 else "0D or 1D target tensor expected, multi-target not supported. "  # its order: a column of
+                 if input.ndim <= 2 and target.ndim > 1 else "")  # labels, (N, 1), as a DataFrame gives them)
         raise ShapeError(f"{words}{name}: input of shape {tuple(input.shape)} needs a target of shape "
                          f"{tuple(expected)}, "
                          f"got {tuple(target.shape)}")
