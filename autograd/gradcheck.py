@@ -13,10 +13,13 @@ finite differences then move real and imaginary parts separately, and the engine
 gradient (∂L/∂a + i ∂L/∂b, see ops/conjugation.py) must match both.
 """
 
+import warnings
+
 import numpy
 
 from .backend import to_numpy, xp
 from .differentiate import grad
+from .graph import program_stacklevel
 from .tensor import Tensor, tensor_from
 from .write_door import overlapping
 
@@ -37,7 +40,8 @@ def _as_tuple(value):
 
 
 def _float64_inputs(inputs):
-    """Copies of the inputs in float64; those that required grad still do."""
+    """Copies of the inputs in float64; those that required grad still do. An input of lower precision that
+    requires grad is warned about in PyTorch's words, which also checks in the input's own precision."""
     copies = []
     for i, x in enumerate(inputs):
         if isinstance(x, Tensor) and x.requires_grad and overlapping(x._data):
@@ -45,6 +49,11 @@ def _float64_inputs(inputs):
                                "are non-overlapping to be able to compute the numerical gradients correctly. You "
                                f"should call .contiguous on the input before passing it to gradcheck. (Its shape is "
                                f"{tuple(x.shape)}, its strides {x.stride()}: an expanded tensor.)")
+        if isinstance(x, Tensor) and x.requires_grad and x.dtype.name not in ("float64", "complex128"):
+            warnings.warn(f"Input #{i} requires gradient and is not a double precision floating point or complex. "
+                          "This check will likely fail if all the inputs are not of double precision floating point "
+                          "or complex. (Here every input is copied to float64 first, so the check does not fail for "
+                          "this reason, where PyTorch's would.)", UserWarning, stacklevel=program_stacklevel())
         if isinstance(x, Tensor) and x.dtype.kind in "fc":
             # a C-contiguous float64 (complex128) copy (of a 0-d input too, which ascontiguousarray would make 1-d):
             # the perturbations below write into its flat view

@@ -146,3 +146,32 @@ def test_a_column_of_labels_squeezed_gives_the_loss():
     labels = torch.tensor([[1], [2], [0]])
     loss = F.cross_entropy(torch.zeros(3, 4), labels.squeeze(1))
     np.testing.assert_allclose(loss.item(), np.log(4), rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "complex64"])
+def test_gradcheck_warns_of_an_input_below_double_precision(dtype):
+    # PyTorch's warning, at each input that requires grad; ours then checks in float64 all the same (and passes),
+    # where PyTorch's checks in the input's precision (and fails on float32's rounding)
+    for m in [OURS] + [m for m in [pytorch()] if m is not None and dtype != "float16"]:
+        torch = m.torch
+        x = torch.tensor([0.5, -1.0, 2.0], dtype=getattr(torch, dtype), requires_grad=True)
+        w = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)
+        with pytest.warns(UserWarning, match="Input #0 requires gradient and is not a double precision floating "
+                                             "point or complex"):
+            passed = torch.autograd.gradcheck(lambda a, b: (a.real * a.real).sum() * b.sum(), (x, w),
+                                              raise_exception=False)
+        if m is OURS:
+            assert passed is True
+
+
+def test_gradcheck_is_silent_on_double_precision_and_inputs_without_grad():
+    torch = OURS.torch
+    x = torch.tensor([0.5, -1.0], dtype=torch.float64, requires_grad=True)
+    z = torch.tensor([0.5, -1.0], dtype=torch.complex128, requires_grad=True)
+    constant = torch.tensor([1.0, 2.0])  # float32, but no gradient asked: nothing to warn of
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert torch.autograd.gradcheck(lambda a, c: (a * c).sum(), (x, constant))
+        assert torch.autograd.gradcheck(lambda a: (a * a.conj()).real.sum(), (z,))
