@@ -218,6 +218,7 @@ __getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {
     "Future": ".futures:Future",
     "jit": ".jit",
     "linalg": ".linalg",
+    "masked": ".masked",
     "mps": ".mps",
     "quasirandom": ".quasirandom",
     "signal": ".signal",

@@ -184,6 +184,8 @@ def _check_jacobians(analytic, numeric, atol, rtol, outputs, forward=False):
         for j, a in enumerate(row):
             n = numeric[k][j]
             excess = numpy.abs(a - n) - (atol + rtol * numpy.abs(n))
+            # a NaN on either side is a mismatch, as PyTorch's allclose (equal_nan=False) reads it
+            excess = numpy.where(numpy.isnan(excess), numpy.inf, excess)
             if excess.size and excess.max() > 0:
                 where = numpy.unravel_index(excess.argmax(), excess.shape)
                 if worst is None or excess.max() > worst[0]:

@@ -93,7 +93,7 @@ COMPLEX_USES = {
     "sinh, cosh, tan": (complex_arrays(low=-1.0, high=1.0), lambda z: z.sinh() + z.cosh() * z.tan()),
     "logsumexp": (complex_arrays(low=-1.0, high=1.0), lambda z: z.reshape(-1).logsumexp(0)),
     "sigmoid, var": (complex_arrays(low=-1.0, high=1.0),  # (std is √var: a kink where the values are equal)
-                     lambda z: z.sigmoid() * (z.var() + z.var(dim=0, correction=0))),
+                     lambda z: z.sigmoid() * (z.var(correction=int(z.numel() > 1)) + z.var(dim=0, correction=0))),
     "matmul": (complex_matmul_pair(), lambda a, b: a @ b),
     "linear": (complex_matmul_pair(), lambda a, b, lib=autograd: _functional(lib).linear(a, b.T, b[0] * 2.0)),
     "einsum": (complex_matmul_pair(),

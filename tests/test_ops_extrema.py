@@ -22,7 +22,7 @@ COMPOSITES = {
     "meshgrid": (distinct_values(), lambda x: sum(g.sin() for g in autograd.meshgrid(x.reshape(-1), x.reshape(-1)[:2],
                                                                                       indexing="xy"))),
     "block_diag": (distinct_values(), lambda x: autograd.block_diag(x.reshape(-1, 1), x.reshape(-1)) * 2),
-    "cov": (distinct_values(), lambda x: autograd.cov(x.reshape(x.shape[0], -1)) if x.numel() > 1 else x),
+    "cov": (distinct_values(), lambda x: autograd.cov(x.reshape(x.shape[0], -1)) if x.numel() > x.shape[0] else x),
     "corrcoef": (distinct_values(min_side=3), lambda x: autograd.corrcoef(x.reshape(-1, 3).exp())),
 }
 
