@@ -366,3 +366,44 @@ def test_observers_see_forward_and_backward_ops_and_leave_apply_as_it_was():
     # forward x @ w; backward dL/dx = dL/dy @ wᵀ (w used transposed: its own shape)
     assert products == [([(2, 3), (3, 4)], False), ([(2, 4), (3, 4)], True)]
     assert x.grad.tolist() == [[4.0] * 3] * 2
+
+
+def test_counts_only_its_own_threads_ops(lib):
+    import threading
+
+    with lib.counter() as mode:
+        worker = threading.Thread(target=lambda: lib.torch.mm(lib.T(4, 5), lib.T(5, 6)))
+        worker.start()
+        worker.join()
+        lib.torch.mm(lib.T(2, 5), lib.T(5, 6))
+    assert mode.get_total_flops() == mm(2, 5, 6)
+
+
+@pytest.mark.xfail(strict=True, reason="addmm and baddbmm run the library's MatMul, which the counter sees as mm "
+                   "and bmm (the same FLOPs): the op does not know the function that called it")
+def test_addmm_and_baddbmm_are_counted_under_their_names():
+    lib = Lib("autograd")
+    with lib.counter() as mode:
+        lib.torch.addmm(lib.T(4, 6), lib.T(4, 5), lib.T(5, 6))
+        lib.torch.baddbmm(lib.T(3, 4, 6), lib.T(3, 4, 5), lib.T(3, 5, 6))
+    assert by_name(mode.get_flop_counts()) == {"Global": {"aten.addmm": 240, "aten.baddbmm": 720}}
+
+
+@pytest.mark.xfail(strict=True, reason="a matrix (or batch) times a vector, and two vectors, are PyTorch's mv and "
+                   "dot, which it does not count; the library's MatMul of a column is counted as mm")
+def test_matrix_vector_products_count_nothing():
+    lib = Lib("autograd")
+    with lib.counter() as mode:
+        lib.T(3, 4) @ lib.T(4)
+        lib.T(4) @ lib.T(4)
+    assert mode.get_total_flops() == 0
+
+
+@pytest.mark.xfail(strict=True, reason="matrix @ batch: PyTorch folds it into mm forward and backward; the library's "
+                   "backward computes the matrix's gradient as a batched product then summed, counted bmm (the same "
+                   "FLOPs)")
+def test_matrix_by_batch_backward_is_mm():
+    lib = Lib("autograd")
+    with lib.counter() as mode:
+        (lib.T(3, 4, requires_grad=True) @ lib.T(2, 4, 5)).sum().backward()
+    assert by_name(mode.get_flop_counts()) == {"Global": {"aten.mm": 2 * mm(6, 4, 5)}}

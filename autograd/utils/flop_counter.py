@@ -20,6 +20,7 @@ PyTorch's fused CPU kernel counts nothing.
 """
 
 import math
+import threading
 from collections import defaultdict
 
 from ..op_observers import observing
@@ -232,18 +233,28 @@ def _aten_call(call):
     its class's name in snake case (Add: aten.add) with its inputs, for formulas a counter's custom_mapping adds."""
     said = _ATEN_CALLS.get(call.op)
     if said is None:
-        if call.op.__name__ == "AffineMap":
+        if call.op.__name__ == "AffineMap":  # (nn's op: the library does not import nn)
             said = _linear_call
         else:
-            name = "".join("_" + c.lower() if c.isupper() else c for c in call.op.__name__).lstrip("_")
-            try:
-                return getattr(aten, name), call.inputs, call.output
-            except AttributeError:
-                return None
+            operator = _NAMED.get(call.op, False)
+            if operator is False:
+                operator = _NAMED[call.op] = _aten_named(call.op.__name__)
+            return None if operator is None else (operator, call.inputs, call.output)
     result = said(call)
     if result is None or len(result) == 3:
         return result
     return (*result, call.output)
+
+
+_NAMED = {}  # op class -> the aten operator of its name in snake case, or None (looked up once)
+
+
+def _aten_named(class_name):
+    name = "".join("_" + c.lower() if c.isupper() else c for c in class_name).lstrip("_")
+    try:
+        return getattr(aten, name)
+    except AttributeError:
+        return None
 
 
 # -- the counter ----------------------------------------------------------------------------------------------
@@ -343,6 +354,7 @@ class FlopCounterMode:
     def __enter__(self):
         self.flop_counts.clear()
         self.mod_tracker.__enter__()
+        self._thread = threading.get_ident()  # (PyTorch's modes are per thread: another thread's ops are not counted)
         self._observing = observing(self._count)
         self._observing.__enter__()
         return self
@@ -356,6 +368,8 @@ class FlopCounterMode:
         return False
 
     def _count(self, call):
+        if threading.get_ident() != self._thread:
+            return
         said = _aten_call(call)
         if said is None or said[0] not in self.flop_registry:
             return
