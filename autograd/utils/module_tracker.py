@@ -10,7 +10,9 @@ pass a multi-grad hook on its outputs adds it again when their gradients arrive,
 away when theirs are computed (and the set is "Global" alone when the pass ends).
 """
 
+import importlib
 import logging
+import sys
 import weakref
 
 from ..engine import queue_callback
@@ -39,6 +41,7 @@ class ModuleTracker:
 
     def __init__(self):
         self.parents = {"Global"}
+        self._handles = []
         self._known_modules = weakref.WeakKeyDictionary()
         self._seen_modules = weakref.WeakSet()
         self._has_callback = False
@@ -113,15 +116,16 @@ class ModuleTracker:
             self._hooks.append(register_multi_grad_hook(tensors, self._get_append_fn(name, True)))
 
     def __enter__(self):
-        from nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
-
-        self._fw_pre_handle = register_module_forward_pre_hook(self._fw_pre_hook)
-        self._fw_post_handle = register_module_forward_hook(self._fw_post_hook)
+        # the global module hooks are nn's, and autograd does not import nn (the layer built on it): modules exist
+        # only once nn is imported, so a tracker entered before has none to track (and registers nothing)
+        module = importlib.import_module("nn.modules.module") if "nn" in sys.modules else None
+        self._handles = [] if module is None else [module.register_module_forward_pre_hook(self._fw_pre_hook),
+                                                   module.register_module_forward_hook(self._fw_post_hook)]
         return self
 
     def __exit__(self, *args):
-        self._fw_pre_handle.remove()
-        self._fw_post_handle.remove()
+        for handle in self._handles:
+            handle.remove()
         for hook in self._hooks:
             hook.remove()
         self._hooks.clear()
