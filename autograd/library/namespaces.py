@@ -26,6 +26,14 @@ class _AtenPacket:
     def __repr__(self):
         return f"aten.{self._name}"
 
+    # one operator, however it was reached (aten.mm, aten.mm.default): equal, and one key of a dict (the FLOP
+    # counter's counts are keyed by it, as PyTorch's by the OpOverloadPacket)
+    def __eq__(self, other):
+        return type(other) is _AtenPacket and other._name == self._name
+
+    def __hash__(self):
+        return hash(("aten", self._name))
+
 
 class _OpNamespace:
     def __init__(self, name):
@@ -82,10 +90,26 @@ def _index_put_(input, indices, values, accumulate=False):  # noqa: A002
     return input._write_back(optional_index_put, (indices, values, accumulate), {}, "index_put_")
 
 
+def _convolution_backward(grad_output, input, weight, bias_sizes, stride, padding, dilation, transposed,  # noqa: A002
+                          output_padding, groups, output_mask):
+    """aten's convolution_backward: (dL/dinput, dL/dweight, dL/dbias) of ``convolution`` for dL/doutput, each None
+    where ``output_mask`` asks none (the bias's only its sizes: None, no bias)."""
+    import autograd
+
+    with autograd.enable_grad():
+        x, w = (t.detach().requires_grad_(wanted) for t, wanted in zip((input, weight), output_mask))
+        bias = None if bias_sizes is None else autograd.zeros(bias_sizes, dtype=weight.dtype).requires_grad_(
+            output_mask[2])
+        y = autograd.convolution(x, w, bias, stride, padding, dilation, transposed, output_padding, groups)
+        wanted = [t for t, asked in zip((x, w, bias), output_mask) if asked]
+        grads = iter(autograd.autograd.grad(y, wanted, grad_output))
+    return tuple(next(grads) if asked else None for asked in output_mask)
+
+
 # aten's own ops, and those whose ATen form takes more than the library's function of the name: index_put's
 # indices may hold None there, where torch.index_put (and so the library's) refuses it
 _ATEN_ONLY = {"_softmax": _softmax("softmax"), "_log_softmax": _softmax("log_softmax"), "index": _index,
-              "index_put": _index_put, "index_put_": _index_put_}
+              "index_put": _index_put, "index_put_": _index_put_, "convolution_backward": _convolution_backward}
 
 
 def _aten(name):
