@@ -6,7 +6,7 @@ the wrappers, as the first subclass taking part does."""
 import contextlib
 import warnings
 
-from .overrides import _dispatch, install
+from .overrides import _dispatch
 
 
 class TorchFunctionMode:
@@ -54,6 +54,8 @@ def _get_function_stack_at(level):
 def _push_on_torch_function_stack(mode):
     """``mode`` becomes this thread's innermost; the functions dispatch from now on (install: a program that
     enters no mode and defines no subclass never pays for it)."""
+    from .dispatching import install  # (dispatching.py builds on overrides.py, which imports this module)
+
     install()
     _dispatch.mode_stack += (mode,)
 
