@@ -72,9 +72,9 @@ def _refused_at_backward(loss, input):
 
 def _check_class_indices(name, input, target):
     if target.dtype.kind not in "iu":  # (PyTorch's RuntimeError; a TypeError too)
-        raise DtypeError(f"{name}: target of dtype {target.dtype} given, but class indices must be "
-                        "integers (use .long()); for class probabilities pass a float target of "
-                        f"the input's shape {tuple(input.shape)}")
+        raise DtypeError(f"expected target dtype to be Long or Byte, but got {type_name(target.dtype)} ({name}: "
+                         f"target of dtype {target.dtype} given, but class indices must be integers (use .long()); "
+                         f"for class probabilities pass a float target of the input's shape {tuple(input.shape)})")
     if target.dtype != numpy.int64 and target.dtype != numpy.uint8:  # PyTorch reads them as int64 (or uint8) only
         raise DtypeError(f"{name}: expected target dtype to be Long or Byte, but got {type_name(target.dtype)} "
                          f"({target.dtype}); convert the class indices with target.long()")
