@@ -99,7 +99,9 @@ def _class_weights(name, rows, target, weight, ignore_index):
     """(labels, w_y per prediction, Σ w_y): ignored targets get weight 0; the weights are
     constants, so their sum is a plain number."""
     classes = rows._data.shape[1]
-    check_same_dtype(name, rows, weight=weight)  # (PyTorch's kernels refuse a weight of another dtype)
+    # (PyTorch's kernels refuse a weight of another dtype, in their words)
+    check_same_dtype(name, rows, lambda _: f"expected scalar type {type_name(rows.dtype)} but found "
+                                           f"{type_name(weight.dtype)}", weight=weight)
     if weight is not None and tuple(weight.shape) != (classes,):
         raise RuntimeError(f"weight tensor should be defined either for all {classes} classes or no classes but got "
                            f"weight tensor of shape: {list(weight.shape)} ({name}: one entry per class)")
@@ -148,7 +150,7 @@ class CrossEntropy(Primitive):
 
     pytorch_name = "NllLossBackward0"  # (PyTorch's cross_entropy: log_softmax, then nll_loss)
     ignored = None  # the rows whose target is ignore_index (None: none is), their losses 0 whatever their logits
-    mean = False  # reduction='mean' (float16 divides by its own sum of the weights: _half_total_weight)
+    mean = False  # reduction='mean' (float16 divides by its own sum of the weights: _float16_total_weight)
 
     def forward(self, x):
         if x.dtype == xp.float16:
@@ -172,23 +174,14 @@ class CrossEntropy(Primitive):
             losses = xp.where(self.ignored, xp.float16(0), losses)
         if not self.reduce:
             return losses
-        kept = self._kept_rows()
-        total = _float16_sum(losses[kept], kept)
-        return xp.asarray(total / self._half_total_weight() if self.mean else total, dtype=xp.float16)
-
-    def _kept_rows(self):
-        return xp.arange(len(self.labels)) if self.ignored is None else xp.flatnonzero(~self.ignored)
-
-    def _half_total_weight(self):
-        """Σ w_n over the kept rows as PyTorch's float16 nll_loss holds it: their count, or _float16_sum of their
-        weights."""
-        kept = self._kept_rows()
-        return xp.float16(len(kept)) if self.weights is None else _float16_sum(self.weights[kept], kept)
+        return _float16_reduced(losses, self.labels, self.weights, self.ignored, self.mean)
 
     def backward(self, grad, loss, x):
-        half_mean = self.mean and x._data.dtype == xp.float16
+        total_weight = 1
+        if self.mean and x._data.dtype == xp.float16:
+            total_weight = _float16_total_weight(self.labels, self.weights, self.ignored)
         return (CrossEntropyGrad.apply(grad, x, labels=self.labels, weights=self.weights, scale=self.scale,
-                                       reduce=self.reduce, total_weight=self._half_total_weight() if half_mean else 1),)
+                                       reduce=self.reduce, total_weight=total_weight),)
 
 
 class CrossEntropyGrad(Primitive):
@@ -259,6 +252,24 @@ def _float16_sum(terms, rows):
     for value in partial:
         total = total + value
     return total
+
+
+def _kept_rows(labels, ignored):
+    return xp.arange(len(labels)) if ignored is None else xp.flatnonzero(~ignored)
+
+
+def _float16_total_weight(labels, weights, ignored):
+    """Σ w_n over the kept rows as PyTorch's float16 nll_loss holds it: their count, or _float16_sum of their
+    weights."""
+    kept = _kept_rows(labels, ignored)
+    return xp.float16(len(kept)) if weights is None else _float16_sum(weights[kept], kept)
+
+
+def _float16_reduced(losses, labels, weights, ignored, mean):
+    """float16 losses -w_n ln p_n (0 where ignored) summed, or averaged, as PyTorch's float16 nll_loss does."""
+    kept = _kept_rows(labels, ignored)
+    total = _float16_sum(losses[kept], kept)
+    return xp.asarray(total / _float16_total_weight(labels, weights, ignored) if mean else total, dtype=xp.float16)
 
 
 def _nll_node_name(input, reduction):
