@@ -174,3 +174,40 @@ def test_half_nll_loss_reduces_in_float16_as_pytorchs_kernel():
     by_hand = np.float16(np.float16(rest + first) + terms[0])
     assert by_hand == np.float16(30.28) != np.float16(terms.astype(np.float32).sum())
     assert total == by_hand
+
+
+@pytest.mark.parametrize("case, words", [
+    ("conv bias", "Input type (double) and bias type (float) should be the same"),
+    ("conv no bias", "expected scalar type Double but found Float"),
+    ("conv half", "Input type (c10::Half) and bias type (float) should be the same"),
+    ("transposed", "expected scalar type Double but found Float"),
+    ("layer_norm", "mixed dtype (CPU): all inputs must share same datatype."),
+    ("double layer_norm", "mixed dtype (CPU): expect parameter to have scalar type of Float"),
+    ("batch_norm", "mixed dtype (CPU): all inputs must share same datatype."),
+    ("group_norm", "mixed dtype (CPU): expect parameter to have scalar type of Float"),
+    ("instance_norm", "mixed dtype (CPU): all inputs must share same datatype."),
+    ("vdot", "dot : expected both vectors to have same dtype, but found Float and Double"),
+])
+def test_convolutions_norms_and_dot_of_two_dtypes_say_pytorchs_words(case, words):
+    def call(m):
+        torch, nn = m.torch, m.nn
+        wide = torch.float64
+        calls = {
+            "conv bias": lambda: nn.Conv2d(1, 2, 3)(torch.ones(1, 1, 5, 5, dtype=wide)),
+            "conv no bias": lambda: nn.Conv2d(1, 2, 3, bias=False)(torch.ones(1, 1, 5, 5, dtype=wide)),
+            "conv half": lambda: nn.Conv1d(1, 2, 3)(torch.ones(1, 1, 5).half()),
+            "transposed": lambda: nn.ConvTranspose2d(1, 2, 3)(torch.ones(1, 1, 5, 5, dtype=wide)),
+            "layer_norm": lambda: nn.LayerNorm(3)(torch.ones(2, 3, dtype=wide)),
+            "double layer_norm": lambda: nn.LayerNorm(3).double()(torch.ones(2, 3)),
+            "batch_norm": lambda: nn.BatchNorm1d(3)(torch.ones(2, 3, dtype=wide)),
+            "group_norm": lambda: nn.GroupNorm(1, 2).double()(torch.ones(2, 2, 3)),
+            "instance_norm": lambda: nn.InstanceNorm1d(3, affine=True)(torch.ones(2, 3, 4, dtype=wide)),
+            "vdot": lambda: torch.vdot(torch.ones(2), torch.ones(2, dtype=wide)),
+        }
+        return calls[case]()
+
+    ours = error_of(lambda: call(autograd_modules()))
+    assert ours[0] == "RuntimeError" and ours[1].startswith(words)
+    torch_modules = pytorch()
+    if torch_modules is not None:
+        assert error_of(lambda: call(torch_modules))[1] == words
