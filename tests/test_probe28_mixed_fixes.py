@@ -211,3 +211,18 @@ def test_convolutions_norms_and_dot_of_two_dtypes_say_pytorchs_words(case, words
     torch_modules = pytorch()
     if torch_modules is not None:
         assert error_of(lambda: call(torch_modules))[1] == words
+
+
+def test_assigning_a_gradient_of_another_dtype_says_pytorchs_first_sentences():
+    words = ("attempting to assign a gradient with dtype 'double' to a tensor with grad_dtype 'Float'. The gradient "
+             "must match the tensor's grad_dtype (defaults to the tensor's dtype).")
+
+    def assign(torch):
+        x = torch.tensor([1.0, 2.0], requires_grad=True)
+        x.grad = torch.ones(2, dtype=torch.float64)
+
+    ours = error_of(lambda: assign(autograd))
+    assert ours[0] == "DtypeError" and ours[1].startswith(words)
+    torch_modules = pytorch()
+    if torch_modules is not None:
+        assert error_of(lambda: assign(torch_modules.torch))[1].startswith(words)
