@@ -295,8 +295,13 @@ class Tensor(Conversions, Copying, WriteDoor):
                                  f"size {list(self.shape)}. Please ensure that the gradient and the tensor are "
                                  "the same size")
             if value._data.dtype != self._data.dtype:
-                raise DtypeError(f"attempting to assign a gradient with dtype {value.dtype} to a tensor with "
-                                 f"dtype {self.dtype}: they must match")
+                from .ops.conversion import c_name, type_name  # (an error's words: conversion imports this module)
+
+                # (PyTorch's first two sentences; its grad_dtype, which would allow another dtype, is not built)
+                raise DtypeError(f"attempting to assign a gradient with dtype '{c_name(value.dtype)}' to a tensor "
+                                 f"with grad_dtype '{type_name(self.dtype)}'. The gradient must match the tensor's "
+                                 f"grad_dtype (defaults to the tensor's dtype). (a gradient of {value.dtype} for a "
+                                 f"tensor of {self.dtype}: convert it with .to({self.dtype}))")
         self._grad = value
 
     @grad.deleter

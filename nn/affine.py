@@ -5,8 +5,8 @@ from autograd import Primitive
 from autograd.backend import float16, xp
 from autograd.errors import ShapeError, check_same_dtype
 from autograd.ops.conjugation import conj
-from autograd.ops.conversion import refuse_kinds
-from autograd.ops.linalg import MatMul
+from autograd.ops.conversion import refuse_kinds, type_name
+from autograd.ops.linalg import MatMul, matmul_dtype_words
 from autograd.ops.outputs import write_out
 from autograd.primitive import named_node
 
@@ -98,6 +98,17 @@ class _TransposeOf:
         return "<TBackward0>"
 
 
+def _linear_dtype_words(input, weight, bias, name):
+    """PyTorch's words for a weight or bias of a dtype other than the input's: its addmm's (with a bias) or
+    matmul's (without)."""
+    if name == "bias":
+        return (f"self and mat2 must have the same dtype, but got {type_name(bias.dtype)} and "
+                f"{type_name(weight.dtype)}")
+    if bias is None:
+        return matmul_dtype_words(input._data, weight._data.T)
+    return f"mat1 and mat2 must have the same dtype, but got {type_name(input.dtype)} and {type_name(weight.dtype)}"
+
+
 def linear(input, weight, bias=None, *, out=None):
     """y = x Wᵀ + b, with W of shape (out_features, in_features)."""
     if input.ndim == 0 or weight.ndim == 0:
@@ -108,7 +119,8 @@ def linear(input, weight, bias=None, *, out=None):
                          f"weight of shape {tuple(weight.shape)} expects {weight.shape[-1]} (mat1 and mat2 "
                          f"shapes cannot "
                          "be multiplied)")
-    check_same_dtype("linear", input, weight=weight, bias=bias)
+    check_same_dtype("linear", input, lambda name: _linear_dtype_words(input, weight, bias, name), weight=weight,
+                     bias=bias)
     refuse_kinds(input, "addmm_impl_cpu_", "b")  # (NumPy would multiply bools; PyTorch has no kernel for them)
     if bias is not None and input._data.dtype == float16:
         # PyTorch runs a 2-d input (of any layout) and a contiguous one through addmm (flattened), whose float16

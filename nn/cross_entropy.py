@@ -19,7 +19,7 @@ from autograd.ops.conversion import refuse_kinds, type_name
 from autograd.ops.elementwise import where
 from autograd.ops.losses import checked_reduction
 from autograd.ops.losses import reduced as _reduce
-from autograd.ops.reductions import SoftmaxGrad, softmax_array
+from autograd.ops.reductions import SoftmaxGrad, log_softmax_array, softmax_array
 from autograd.primitive import named_node
 from autograd.tensor import tensor_from
 
@@ -72,9 +72,9 @@ def _refused_at_backward(loss, input):
 
 def _check_class_indices(name, input, target):
     if target.dtype.kind not in "iu":  # (PyTorch's RuntimeError; a TypeError too)
-        raise DtypeError(f"{name}: target of dtype {target.dtype} given, but class indices must be "
-                        "integers (use .long()); for class probabilities pass a float target of "
-                        f"the input's shape {tuple(input.shape)}")
+        raise DtypeError(f"expected target dtype to be Long or Byte, but got {type_name(target.dtype)} ({name}: "
+                         f"target of dtype {target.dtype} given, but class indices must be integers (use .long()); "
+                         f"for class probabilities pass a float target of the input's shape {tuple(input.shape)})")
     if target.dtype != numpy.int64 and target.dtype != numpy.uint8:  # PyTorch reads them as int64 (or uint8) only
         raise DtypeError(f"{name}: expected target dtype to be Long or Byte, but got {type_name(target.dtype)} "
                          f"({target.dtype}); convert the class indices with target.long()")
@@ -101,7 +101,9 @@ def _class_weights(name, rows, target, weight, ignore_index):
     """(labels, w_y per prediction, Σ w_y): ignored targets get weight 0; the weights are
     constants, so their sum is a plain number."""
     classes = rows._data.shape[1]
-    check_same_dtype(name, rows, weight=weight)  # (PyTorch's kernels refuse a weight of another dtype)
+    # (PyTorch's kernels refuse a weight of another dtype, in their words)
+    check_same_dtype(name, rows, lambda _: f"expected scalar type {type_name(rows.dtype)} but found "
+                                           f"{type_name(weight.dtype)}", weight=weight)
     if weight is not None and tuple(weight.shape) != (classes,):
         raise RuntimeError(f"weight tensor should be defined either for all {classes} classes or no classes but got "
                            f"weight tensor of shape: {list(weight.shape)} ({name}: one entry per class)")
@@ -150,26 +152,38 @@ class CrossEntropy(Primitive):
 
     pytorch_name = "NllLossBackward0"  # (PyTorch's cross_entropy: log_softmax, then nll_loss)
     ignored = None  # the rows whose target is ignore_index (None: none is), their losses 0 whatever their logits
+    mean = False  # reduction='mean' (float16 divides by its own sum of the weights: _float16_total_weight)
 
     def forward(self, x):
-        half = x.dtype == xp.float16
-        if half:  # as PyTorch's log_softmax then nll_loss: each -ln p in float32 rounded to float16 once, summed wide
-            x = x.astype(xp.float32)
+        if x.dtype == xp.float16:
+            return self._half(x)
         rows = xp.arange(len(self.labels))
         shifted = x - x.max(axis=1, keepdims=True) if x.size else x  # (no rows, no classes: nothing to shift)
         losses = xp.log(xp.exp(shifted).sum(axis=1)) - shifted[rows, self.labels]
         if self.ignored is not None:  # skipped, as PyTorch's nll_loss skips them (a row of -inf logits is NaN)
             losses = xp.where(self.ignored, 0, losses)
-        if half:
-            losses = losses.astype(xp.float16).astype(xp.float32)
         if self.weights is not None:
             losses = losses * self.weights
-        loss = losses.sum() * self.scale if self.reduce else losses
-        return loss.astype(xp.float16) if half else loss
+        return losses.sum() * self.scale if self.reduce else losses
+
+    def _half(self, x):
+        """float16 as PyTorch's log_softmax, then nll_loss's float16 arithmetic: -w_n ln p_n rounded, summed by
+        _float16_sum, a mean divided by the float16 total weight."""
+        losses = -log_softmax_array(x, 1)[xp.arange(len(self.labels)), self.labels]
+        if self.weights is not None:
+            losses = (losses * self.weights).astype(xp.float16)
+        if self.ignored is not None:
+            losses = xp.where(self.ignored, xp.float16(0), losses)
+        if not self.reduce:
+            return losses
+        return _float16_reduced(losses, self.labels, self.weights, self.ignored, self.mean)
 
     def backward(self, grad, loss, x):
+        total_weight = 1
+        if self.mean and x._data.dtype == xp.float16:
+            total_weight = _float16_total_weight(self.labels, self.weights, self.ignored)
         return (CrossEntropyGrad.apply(grad, x, labels=self.labels, weights=self.weights, scale=self.scale,
-                                       reduce=self.reduce),)
+                                       reduce=self.reduce, total_weight=total_weight),)
 
 
 class CrossEntropyGrad(Primitive):
@@ -181,6 +195,8 @@ class CrossEntropyGrad(Primitive):
     One pass over the logits instead of five ops; still differentiable for second derivatives.
     """
 
+    total_weight = 1  # float16 'mean': PyTorch's float16 Σ w_n, which g is divided by (the scale s is not used)
+
     def row_scales(self, dtype):
         """s · w_n for each row, as a column."""
         scales = xp.full(len(self.labels), self.scale if self.reduce else 1, dtype=dtype)
@@ -189,13 +205,23 @@ class CrossEntropyGrad(Primitive):
     def forward(self, g, x):
         if type(x) is MetaArray:  # (a meta model's loss): a gradient of x's shape, no values to write into
             return meta_array(x.shape, x.dtype)
-        half = x.dtype == xp.float16
-        if half:  # in float32, rounded to float16 once (PyTorch's log_softmax backward)
-            g, x = g.astype(xp.float32), x.astype(xp.float32)
+        if x.dtype == xp.float16:
+            return self._half(g, x)
         z = softmax_array(x, 1)  # the softmax, as x.softmax(1) computes it
         z[xp.arange(len(self.labels)), self.labels] -= 1
         z *= self.row_scales(x.dtype) * (g if self.reduce else g[:, None])
-        return z.astype(xp.float16) if half else z
+        return z
+
+    def _half(self, g, x):
+        """float16 as PyTorch's two backwards: nll_loss's -c_n = -w_n · (g / Σw), each step rounded to float16, at
+        the labels; then log_softmax's, from its float16 output y, in float32 rounded once: c_n (e^y - [c = y_n])."""
+        c = (g.astype(xp.float16) / self.total_weight).astype(xp.float16)
+        if self.weights is not None:
+            c = (self.weights * c).astype(xp.float16)
+        c = xp.broadcast_to(c.astype(xp.float32), (len(self.labels),))[:, None]
+        z = xp.exp(log_softmax_array(x, 1).astype(xp.float32)) * c
+        z[xp.arange(len(self.labels)), self.labels] -= c[:, 0]
+        return z.astype(xp.float16)
 
     def backward(self, u, z, g, x):
         probabilities = x.softmax(1)
@@ -210,6 +236,42 @@ class CrossEntropyGrad(Primitive):
             row_scales = scales * (g if self.reduce else g.unsqueeze(1))
             grad_x = SoftmaxGrad.apply(u * row_scales, probabilities, dim=1)
         return grad_g, grad_x
+
+
+def _float16_sum(terms, rows):
+    """Σ terms in float16, each addition rounded, as PyTorch's nll_loss kernel sums float16 losses: a cascade of 8
+    partial sums, row n's term added to the first, which passes its sum up a level (and is cleared) when n is a
+    multiple of 16 (of 256 for the next level, ...); then the partial sums added in order. ``rows``: each term's row
+    (the index n; ignored rows are skipped, passing nothing up)."""
+    partial = [xp.float16(0)] * 8
+    for row, term in zip(rows.tolist(), terms):
+        partial[0] = partial[0] + term
+        for level in range(7):
+            if row & (15 << (4 * level)):
+                break
+            partial[level + 1], partial[level] = partial[level + 1] + partial[level], xp.float16(0)
+    total = xp.float16(0)
+    for value in partial:
+        total = total + value
+    return total
+
+
+def _kept_rows(labels, ignored):
+    return xp.arange(len(labels)) if ignored is None else xp.flatnonzero(~ignored)
+
+
+def _float16_total_weight(labels, weights, ignored):
+    """Σ w_n over the kept rows as PyTorch's float16 nll_loss holds it: their count, or _float16_sum of their
+    weights."""
+    kept = _kept_rows(labels, ignored)
+    return xp.float16(len(kept)) if weights is None else _float16_sum(weights[kept], kept)
+
+
+def _float16_reduced(losses, labels, weights, ignored, mean):
+    """float16 losses -w_n ln p_n (0 where ignored) summed, or averaged, as PyTorch's float16 nll_loss does."""
+    kept = _kept_rows(labels, ignored)
+    total = _float16_sum(losses[kept], kept)
+    return xp.asarray(total / _float16_total_weight(labels, weights, ignored) if mean else total, dtype=xp.float16)
 
 
 def _nll_node_name(input, reduction):
@@ -320,6 +382,7 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
         if reduction == "mean" and not nothing_kept:  # (kept targets of weight 0 only: NaN, as PyTorch's)
             scale = 1.0 / total_weight if total_weight else float("nan")
         nll = CrossEntropy.apply(rows, labels=labels, weights=weights, scale=scale, reduce=True, pytorch_name=name,
+                                 mean=reduction == "mean" and not nothing_kept,
                                  ignored=ignored)
     if label_smoothing == 0:
         return _mean_over_nothing(nll, name) if nothing_kept else nll

@@ -329,7 +329,8 @@ def addcmul(input, tensor1, tensor2, *number_first, value=1, out=None):
 
 def refuse_integer_addcdiv(tensor1, tensor2):
     if all(isinstance(t, Tensor) and t.dtype.kind in "iub" for t in (tensor1, tensor2)):
-        raise RuntimeError("Integer division with addcdiv is no longer supported, and in a future release addcdiv "
+        # (PyTorch's words, its two spaces included: programs match them)
+        raise RuntimeError("Integer division with addcdiv is no longer supported, and in a future  release addcdiv "
                            "will perform a true division of tensor1 and tensor2. The historic addcdiv behavior can be "
                            "implemented as (input + value * torch.trunc(tensor1 / tensor2)).to(input.dtype) for "
                            "integer inputs and as (input + value * tensor1 / tensor2) for float inputs. The future "

@@ -27,7 +27,7 @@ from ..tensor import Tensor
 from ..warn_once import warn_once
 from . import convolution
 from .constant_padding import constant_pad_nd
-from .conversion import refuse_kinds
+from .conversion import c_name, refuse_kinds, type_name
 from .layer_arguments import _as_2d, _batched, _dims, _tuple, check_convolution_window
 from .layouts import stored_channels_last
 from .names import names
@@ -63,10 +63,19 @@ def _conv_padding(padding, n, kernel, dilation, stride):
     return _tuple(padding, n, "padding"), (0,) * n
 
 
+def _convolution_dtype_words(input, weight, bias, transposed):
+    """PyTorch's words for a weight or bias of a dtype other than the input's: its check of the bias comes first
+    (its transposed convolutions check the weight's only)."""
+    if bias is not None and bias.dtype != input.dtype and not (transposed and weight.dtype != input.dtype):
+        return f"Input type ({c_name(input.dtype)}) and bias type ({c_name(bias.dtype)}) should be the same"
+    return f"expected scalar type {type_name(input.dtype)} but found {type_name(weight.dtype)}"
+
+
 def _check_conv(input, weight, groups, in_channels, name, transposed=False, bias=None, spatial=2):
     """PyTorch's checks of a convolution's arguments; ``input`` is batched, and for ``spatial`` 1 it has the
     height 1 that ``_as_2d`` gave it (not shown in the messages)."""
-    check_same_dtype(name, input, weight=weight, bias=bias)
+    check_same_dtype(name, input, lambda _: _convolution_dtype_words(input, weight, bias, transposed), weight=weight,
+                     bias=bias)
     # PyTorch's kernels have no bool loop (NumPy would multiply-add bools); its 1-d convolutions are its 2-d ones
     kernel = f"slow_conv_transpose{input.ndim - 2}d_out_cpu" if transposed else f"slow_conv{input.ndim - 2}d_cpu"
     refuse_kinds(input, kernel, "b")

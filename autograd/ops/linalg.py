@@ -11,7 +11,7 @@ from ..sparse_layout import is_sparse
 from ..tensor import Tensor
 from .broadcasting import unbroadcast
 from .conjugation import conj
-from .conversion import c_name, refuse_kinds
+from .conversion import c_name, refuse_kinds, type_name
 from .names import names
 
 
@@ -58,6 +58,20 @@ class MatMul(Primitive):
         return grad_a, grad_b
 
 
+def matmul_dtype_words(A, B):
+    """PyTorch's words for a product of arrays of two dtypes: those of the kernel its matmul takes for their
+    dims (dot, addmv, mm with a batch folded into the rows, bmm)."""
+    if A.ndim == 1 and B.ndim == 1:
+        return f"dot : expected both vectors to have same dtype, but found {type_name(A.dtype)} and " \
+               f"{type_name(B.dtype)}"
+    if B.ndim == 1:  # (its result takes the vector's dtype, named first)
+        return f"addmv input tensors must have the same dtype, but got {type_name(B.dtype)}, {type_name(A.dtype)}, " \
+               f"and {type_name(B.dtype)}"
+    if B.ndim == 2:
+        return f"expected m1 and m2 to have the same dtype, but got: {c_name(A.dtype)} != {c_name(B.dtype)}"
+    return f"expected scalar type {type_name(A.dtype)} but found {type_name(B.dtype)}"
+
+
 @names("matmul", "__matmul__")
 def matmul(input, other, *, out=None):
     """A @ B with NumPy's rules: 1-D operands are a row (left) or a column (right)."""
@@ -75,8 +89,8 @@ def matmul(input, other, *, out=None):
         a, b = a if isinstance(a, Tensor) else _operand(a, b), b if isinstance(b, Tensor) else _operand(b, a)
     A, B = a._data, b._data  # (the checks read the arrays: they run before every product)
     if A.dtype is not B.dtype and A.dtype != B.dtype:
-        raise RuntimeError(f"matmul: expected both operands to have the same dtype, but got {a.dtype} "
-                           f"and {b.dtype} (shapes {tuple(a.shape)} and {tuple(b.shape)}); convert one with .to()")
+        raise RuntimeError(f"{matmul_dtype_words(A, B)} (matmul of {a.dtype} and {b.dtype}, shapes "
+                           f"{tuple(a.shape)} and {tuple(b.shape)}: convert one with .to())")
     if A.ndim == 0 or B.ndim == 0 or A.dtype is bool_:  # (one test on the hot path for both refusals)
         _refuse_matmul(a, b)
     inner_b = B.shape[0] if B.ndim == 1 else B.shape[-2]

@@ -84,7 +84,8 @@ def masked_scatter(input, mask, source):
     mask = _mask_array(mask, "masked_scatter")
     common = _common_shape(input.shape, mask.shape)
     input, mask = shape.expand(input, common), xp.broadcast_to(mask, common)
-    _same_dtype(input, source, "masked_scatter: expected self and source to have same dtypes but got {} and {}")
+    # (PyTorch's words, "gotFloat" without its space: programs match them)
+    _same_dtype(input, source, "masked_scatter: expected self and source to have same dtypes but got{} and {}")
     count = int(mask.sum())
     if source.numel() < count:
         raise RuntimeError(f"Number of elements of source < number of ones in mask ({source.numel()} < {count})")

@@ -196,12 +196,20 @@ def in_float32(input, op, **parameters):
     compute it): its parameters are all float16 or, "mixed dtype" (norms kept in float32 in a half model), all
     float32; any other mix is refused, as it is for other dtypes."""
     if input._data.dtype != float16:
-        check_same_dtype(op, input, **parameters)
+        check_same_dtype(op, input, lambda _: mixed_dtype_words(input), **parameters)
         return False
     given = [t for t in parameters.values() if t is not None]
     if not (given and all(t._data.dtype == float32 for t in given)):
-        check_same_dtype(op, input, **parameters)
+        check_same_dtype(op, input, lambda _: mixed_dtype_words(input), **parameters)
     return True
+
+
+def mixed_dtype_words(input):
+    """PyTorch's words for a norm's parameters of a dtype other than its input's: its CPU kernels' check of a
+    "mixed dtype" (float16 input, float32 parameters) names float32 parameters for a float32 input."""
+    if input._data.dtype == float32:
+        return "mixed dtype (CPU): expect parameter to have scalar type of Float"
+    return "mixed dtype (CPU): all inputs must share same datatype."
 
 
 def as_float32(parameter):
@@ -302,7 +310,8 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
                       running_var=running_var)
     if not use_input_stats and (running_mean is None or running_var is None):
         raise RuntimeError("Expected running_mean and running_var to be defined when use_input_stats is false")
-    check_same_dtype("instance_norm", input, weight=weight, bias=bias)  # (PyTorch's takes any running stats')
+    # (PyTorch's takes any running stats')
+    check_same_dtype("instance_norm", input, lambda _: mixed_dtype_words(input), weight=weight, bias=bias)
     refuse_differentiable_running_stats(input, running_mean, running_var, not use_input_stats)
     shape = channel_shape(input)
     if not use_input_stats:

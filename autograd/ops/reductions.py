@@ -370,6 +370,29 @@ class SoftmaxGrad(Primitive):
         return grad_g, grad_y
 
 
+def log_softmax_array(x, axis):
+    """x_i - ln Σ_j e^(x_j) along ``axis`` of an array, shifted by the maximum (float16: see _log_softmax_half)."""
+    x = row_major(x)  # (PyTorch's result is contiguous whatever x's layout: a transpose's)
+    if x.dtype == float16:
+        return _log_softmax_half(x, axis)
+    shifted = x - _shift(x, axis)
+    shifted -= xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
+    return shifted
+
+
+def _log_softmax_half(x, axis):
+    """float16 in float32, rounded once at the end, as PyTorch's kernels; its kernel for the last dim holds
+    Σ e^(x - max) and then its log in float16 (rounded there: a fifth of the values came out a unit off
+    without them)."""
+    if axis is None or axis != x.ndim - 1:
+        return log_softmax_array(x.astype(float32), axis).astype(float16)
+    wide = x.astype(float32)
+    shifted = wide - _shift(wide, axis)
+    total = xp.exp(shifted).sum(axis=axis, keepdims=True).astype(float16).astype(float32)
+    shifted -= xp.log(total).astype(float16).astype(float32)
+    return shifted.astype(float16)
+
+
 class LogSoftmax(Primitive):
     """y_i = x_i - ln Σ_j e^(x_j);   dL/dx_i = dL/dy_i - e^(y_i) Σ_j dL/dy_j"""
 
@@ -379,24 +402,7 @@ class LogSoftmax(Primitive):
     def forward(self, x):
         if x.dtype.kind == "c":  # (checked here, not in a call: this is a hot path)
             refuse_unordered(x, "log_softmax")
-        x = row_major(x)  # (PyTorch's result is contiguous whatever x's layout: a transpose's)
-        if x.dtype == float16:
-            return self._in_float32(x)
-        shifted = x - _shift(x, self.dim)
-        shifted -= xp.log(xp.exp(shifted).sum(axis=self.dim, keepdims=True))
-        return shifted
-
-    def _in_float32(self, x):
-        """float16 in float32, rounded once at the end, as PyTorch's kernels; its kernel for the last dim holds
-        Σ e^(x - max) and then its log in float16 (rounded there: a fifth of the values came out a unit off
-        without them)."""
-        if self.dim is None or self.dim != x.ndim - 1:
-            return self.forward(x.astype(float32)).astype(float16)
-        wide = x.astype(float32)
-        shifted = wide - _shift(wide, self.dim)
-        total = xp.exp(shifted).sum(axis=self.dim, keepdims=True).astype(float16).astype(float32)
-        shifted -= xp.log(total).astype(float16).astype(float32)
-        return shifted.astype(float16)
+        return log_softmax_array(x, self.dim)
 
     def backward(self, grad, y, x):
         return (LogSoftmaxGrad.apply(grad, y, dim=self.dim),)
