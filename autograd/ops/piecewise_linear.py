@@ -28,10 +28,10 @@ from typing import NamedTuple
 import numpy
 
 from ..backend import errstate, float16, float32, xp
-from .conversion import type_name
 from ..primitive import Primitive
 from ..tensor import Tensor
 from .conjugation import refuse_unordered
+from .conversion import type_name
 from .elementwise import half_as_float32
 from .selection import selected
 
