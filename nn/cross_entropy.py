@@ -296,14 +296,17 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
                              f"cross_entropy: a float target is read as class probabilities and must have the "
                              f"input's shape {tuple(input.shape)}, got {tuple(target.shape)}; class indices must be "
                              "integers (use target.long())")
-        target = target * (1 - label_smoothing) + label_smoothing / classes
+        # (no classes: the target is empty, so the smoothed term may be any number, and 'mean' divides by PyTorch's
+        # 0/0 predictions: NaN, not Python's ZeroDivisionError)
+        target = target * (1 - label_smoothing) + label_smoothing / max(classes, 1)
         # -(log p · target · weight), summed over everything for a reduction, then negated (and divided by the
         # number of predictions for 'mean'), in PyTorch's order: its nodes NegBackward0 and DivBackward1
         products = input.log_softmax(dim) * target
         if weight is not None:
             products = products * weight.reshape(class_shape)
         if reduction == "mean":
-            return named_node(-products.sum() / (input._data.size // classes), None, "DivBackward1")
+            predictions = input._data.size // classes if classes else math.nan
+            return named_node(-products.sum() / predictions, None, "DivBackward1")
         if reduction == "sum":
             return -products.sum()
         return _reduce(-products.sum(dim), reduction)
