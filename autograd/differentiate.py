@@ -148,8 +148,8 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
         if g is None:
             if not allow_unused:
                 raise RuntimeError(
-                    f"One of the differentiated Tensors (input {i}, shape {tuple(x.shape)}) appears to not have been "
-                    "used in the graph. Set allow_unused=True if this is the desired behavior."
+                    f"The differentiated Tensor at index {i} appears to not have been used in the graph. Set "
+                    f"allow_unused=True if this is the desired behavior. (It has shape {tuple(x.shape)}.)"
                 )
         elif is_sparse(g):
             g = g if create_graph else g.detach()

@@ -145,9 +145,7 @@ def _shareable(ndarray):
     """``ndarray`` as a tensor's memory, with PyTorch's checks (from_numpy's and asarray's): a dtype it has, native
     byte order, strides of whole elements and none negative (a PyTorch tensor has no such strides), and a warning
     for a read-only array."""
-    if ndarray.dtype.name not in _NUMBER_DTYPES:  # (objects, strings, dates, long doubles: no tensor dtype)
-        raise TypeError(f"can't convert np.ndarray of type numpy.{ndarray.dtype.type.__name__}. The only supported "
-                        f"types are: {', '.join(_NUMBER_DTYPES)}.")
+    _refuse_array_of_no_tensor_dtype(ndarray)
     if not ndarray.dtype.isnative:
         _refuse_foreign_byte_order()
     if any(stride % ndarray.itemsize for stride in ndarray.strides):
@@ -168,6 +166,16 @@ _NUMBER_DTYPES = ("float64", "float32", "float16", "complex64", "complex128", "i
                   "uint64", "uint32", "uint16", "uint8", "bool")
 
 
+def _refuse_array_of_no_tensor_dtype(ndarray):
+    """PyTorch's TypeError for an array of objects, strings, dates or long doubles (no tensor dtype holds them: a
+    pandas column of mixed values comes as objects), from ``tensor``, ``as_tensor`` and ``from_numpy`` alike."""
+    if ndarray.dtype.name not in _NUMBER_DTYPES:
+        raise TypeError(f"can't convert np.ndarray of type numpy.{ndarray.dtype.type.__name__}. The only supported "
+                        f"types are: {', '.join(_NUMBER_DTYPES[:-1])}, and {_NUMBER_DTYPES[-1]}. (This project "
+                        f"cannot make a tensor of {ndarray.dtype} values: convert the array to numbers first, "
+                        "e.g. array.astype(numpy.float32).)")
+
+
 def _array(data, dtype, copy):
     """``data`` as an array (of ``dtype``, or as_array's inference), with PyTorch's refusals of what
     NumPy would read: a string, whatever the dtype (NumPy reads 'abc' as True in a bool tensor), and
@@ -175,6 +183,8 @@ def _array(data, dtype, copy):
     for. An integer out of an integer dtype's range is cast as PyTorch casts it (``_integers_cast``)."""
     if isinstance(data, (str, bytes)) or dtype is not None and xp.dtype(dtype).kind == "b" and _holds_strings(data):
         as_array(data)  # (raises its TypeError: strings are no numbers)
+    if isinstance(data, numpy.ndarray):
+        _refuse_array_of_no_tensor_dtype(data)
     if type(data) is list and data and type(data[0]) is numpy.ndarray:  # (PyTorch's advice, once, where it says it)
         warn_once("list of ndarrays", "Creating a tensor from a list of numpy.ndarrays is extremely slow. Please "
                   "consider converting the list to a single numpy.ndarray with numpy.array() before converting to a "
@@ -196,8 +206,8 @@ def _array(data, dtype, copy):
         try:
             array = as_array(_copy(data) if copy else data)
         except TypeError:
-            if isinstance(data, (list, tuple)) and _holds_strings(data):  # (PyTorch's words for a str in a list)
-                raise TypeError("new(): invalid data type 'str'") from None
+            if isinstance(data, (list, tuple)) and _holds_strings(data):
+                raise _string_in_list(data) from None
             if _python_numbers(data) and _holds(data, int):  # an int past int64's range (NumPy's object array)
                 if not _holds(data, float):
                     raise ValueError("Overflow when unpacking long long") from None
@@ -294,6 +304,27 @@ def _holds_strings(data):
     if isinstance(data, (list, tuple)):
         return any(_holds_strings(item) for item in data)
     return isinstance(data, (str, bytes))
+
+
+def _string_in_list(data):
+    """PyTorch's error for a string in a list (labels read from a CSV, say). It reads the shape down the first
+    elements, where a str is one more sequence: "too many dimensions 'str'" (ValueError); a string met later,
+    where a number belongs, is a type it cannot store (TypeError, naming str or bytes)."""
+    first = data
+    while isinstance(first, (list, tuple)) and first:
+        first = first[0]
+    if isinstance(first, str):
+        return ValueError("too many dimensions 'str'")
+    kind = next(type(item).__name__ for item in _leaves(data) if isinstance(item, (str, bytes)))
+    return TypeError(f"new(): invalid data type '{kind}'")
+
+
+def _leaves(data):
+    if isinstance(data, (list, tuple)):
+        for item in data:
+            yield from _leaves(item)
+    else:
+        yield data
 
 
 def _python_numbers(data):

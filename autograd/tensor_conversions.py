@@ -65,11 +65,19 @@ class Conversions:
         return int(self._real_item("int64_t"))
 
     def __complex__(self):
-        return complex(self.item())
+        return complex(self._python_scalar())
+
+    def _python_scalar(self):
+        """The one number for ``float()``, ``int()`` and ``complex()``: of more or fewer elements, PyTorch's
+        ValueError (``item()`` says it another way, as a RuntimeError)."""
+        if self._data.size != 1:
+            raise ValueError(f"only one element tensors can be converted to Python scalars (got shape "
+                             f"{tuple(self.shape)}: reduce it first, or take one element)")
+        return self.item()
 
     def _real_item(self, c_type):
         """The one number; a complex one only where its imaginary part is 0, as PyTorch's (it would be lost)."""
-        value = self.item()
+        value = self._python_scalar()
         if type(value) is complex:
             if value.imag != 0:
                 raise RuntimeError(f"value cannot be converted to type {c_type} without overflow (a complex number "

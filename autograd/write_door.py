@@ -275,6 +275,9 @@ class WriteDoor:
         if modes.grad_enabled and (self.requires_grad or (isinstance(value, WriteDoor) and value.requires_grad)):
             if self._made_by_function is not None and is_basic_index(index):  # PyTorch writes through the view
                 self[index]._refuse_write_into_function_output()  # x[index], and names its op (Select, Slice)
+            if self.grad_fn is None and self.requires_grad and is_basic_index(index) \
+                    and self._data[index].shape != self._data.shape:  # (x[0] = v on a leaf: PyTorch writes through
+                self[index]._refuse_recorded_write()  # the view x[0], so refuses "a view of a leaf"; x[:] is x itself)
             self._refuse_recorded_write()
             from .operands import _operand  # (a recorded write: the rare path)
 

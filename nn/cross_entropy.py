@@ -84,11 +84,12 @@ def _check_class_indices(name, input, target):
     shape = input._data.shape  # (the arrays' shapes: the hot path makes no Size)
     expected = shape[:_class_dim(input)] + shape[_class_dim(input) + 1:]
     if target._data.shape != expected:
-        # (PyTorch's words first: its kernels check the target's rank, then the batch, then the spatial size)
-        if input.ndim <= 2 and target.ndim > 1:
-            words = "0D or 1D target tensor expected, multi-target not supported. "
-        elif input.ndim >= 2 and target.ndim >= 1 and target.shape[0] != input.shape[0]:
+        # (PyTorch's words, in its order: the batch, then the target's rank (a column of labels, (N, 1), as a
+        # DataFrame gives them), then a spatial target's size)
+        if input.ndim >= 2 and target.ndim >= 1 and target.shape[0] != input.shape[0]:
             words = f"Expected input batch_size ({input.shape[0]}) to match target batch_size ({target.shape[0]}). "
+        elif input.ndim <= 2 and target.ndim > 1:
+            words = "0D or 1D target tensor expected, multi-target not supported. "
         else:
             words = f"Expected target size {list(expected)}, got {list(target.shape)}. " if input.ndim > 2 else ""
         raise ShapeError(f"{words}{name}: input of shape {tuple(input.shape)} needs a target of shape "

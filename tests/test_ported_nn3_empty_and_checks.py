@@ -182,8 +182,9 @@ def test_every_loss_refuses_a_bogus_reduction(T, F):
 
 def test_nll_loss_target_checks_in_pytorchs_words(T, F):
     x = T.randn(10, 3)
-    raises(ValueError, "Expected input batch_size \\(10\\) to match target batch_size \\(3\\)", F.nll_loss, x,
-           T.zeros(3, dtype=T.long))
+    for target_shape in ((3,), (3, 2)):  # (the batch is checked before the target's rank)
+        raises(ValueError, "Expected input batch_size \\(10\\) to match target batch_size \\(3\\)", F.nll_loss, x,
+               T.zeros(target_shape, dtype=T.long))
     for target_shape in ((10, 2), (10, 1), (10, 2, 2)):
         raises(RuntimeError, "0D or 1D target tensor expected, multi-target not supported", F.nll_loss, x,
                T.zeros(target_shape, dtype=T.long))

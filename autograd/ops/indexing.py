@@ -208,7 +208,9 @@ def _along_args(x, dim, index, op, src=None):
     empty index names nothing, so PyTorch checks no shape for it: it becomes an empty index of x's ndim,
     which every op takes."""
     axis = dim_index(dim, x.ndim)
-    if src is not None:
+    if isinstance(index, (int, float, complex)):  # (scatter_(0, label, 1) for a one-hot of an int label: NumPy would
+        raise TypeError(f"{op}(): argument 'index' (position 2) must be Tensor, not {type(index).__name__}")  # read
+    if src is not None:  # it as a 0-d index; PyTorch refuses it, asking for torch.tensor(label))
         _same_dtype(x, src, "scatter(): Expected self.dtype to be equal to src.dtype")
     index = _index_array(index, f"{op}(): Expected dtype int32/int64 for index")
     if index.ndim == 0 and x.ndim == 1:  # PyTorch counts a 0-d index as 1-d (its ensure_nonempty_dim)
