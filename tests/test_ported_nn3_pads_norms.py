@@ -103,14 +103,15 @@ def test_layers_of_an_empty_batch(T, nn, F):
             y = layer(x)
             y.sum().backward()
             assert tuple(y.shape) == shape and tuple(x.grad.shape) == shape
-    encoder = nn.TransformerEncoder(nn.TransformerEncoderLayer(d_model=16, nhead=4, dtype=T.float64), num_layers=2)
+    encoder = nn.TransformerEncoder(nn.TransformerEncoderLayer(d_model=16, nhead=4, dtype=T.float64), num_layers=2,
+                                    enable_nested_tensor=False)
     assert tuple(encoder(T.rand(10, 0, 16, dtype=T.float64)).shape) == (10, 0, 16)
     decoder = nn.TransformerDecoderLayer(d_model=16, nhead=4, batch_first=True, dtype=T.float64)
     assert tuple(decoder(T.rand(0, 20, 16, dtype=T.float64), T.rand(0, 10, 16, dtype=T.float64)).shape) == (0, 20, 16)
     transformer = nn.Transformer(d_model=16, nhead=4, num_encoder_layers=1, num_decoder_layers=1, dim_feedforward=32,
-                                 dtype=T.float64)
-    assert tuple(transformer(T.rand(10, 0, 16, dtype=T.float64), T.rand(20, 0, 16, dtype=T.float64)).shape) == \
-        (20, 0, 16)
+                                 batch_first=True, dtype=T.float64)
+    assert tuple(transformer(T.rand(0, 10, 16, dtype=T.float64), T.rand(0, 20, 16, dtype=T.float64)).shape) == \
+        (0, 20, 16)
     # a convolution with a strided (every other input channel) weight, as with a contiguous copy
     weight = T.rand(4, 8, 3, 3)[:, ::2]
     out = F.conv2d(T.randn(0, 4, 20, 20), weight, T.rand(4))
