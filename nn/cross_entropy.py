@@ -84,10 +84,14 @@ def _check_class_indices(name, input, target):
     shape = input._data.shape  # (the arrays' shapes: the hot path makes no Size)
     expected = shape[:_class_dim(input)] + shape[_class_dim(input) + 1:]
     if target._data.shape != expected:
-        words = (f"Expected input batch_size ({input.shape[0]}) to match target batch_size ({target.shape[0]}). "
-                 if input.ndim >= 2 and target.ndim >= 1 and target.shape[0] != input.shape[0]  # (PyTorch's words, in
-                 else "0D or 1D target tensor expected, multi-target not supported. "  # its order: a column of
-                 if input.ndim <= 2 and target.ndim > 1 else "")  # labels, (N, 1), as a DataFrame gives them)
+        # (PyTorch's words, in its order: the batch, then the target's rank (a column of labels, (N, 1), as a
+        # DataFrame gives them), then a spatial target's size)
+        if input.ndim >= 2 and target.ndim >= 1 and target.shape[0] != input.shape[0]:
+            words = f"Expected input batch_size ({input.shape[0]}) to match target batch_size ({target.shape[0]}). "
+        elif input.ndim <= 2 and target.ndim > 1:
+            words = "0D or 1D target tensor expected, multi-target not supported. "
+        else:
+            words = f"Expected target size {list(expected)}, got {list(target.shape)}. " if input.ndim > 2 else ""
         raise ShapeError(f"{words}{name}: input of shape {tuple(input.shape)} needs a target of shape "
                          f"{tuple(expected)}, "
                          f"got {tuple(target.shape)}")
@@ -355,14 +359,17 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
                              f"cross_entropy: a float target is read as class probabilities and must have the "
                              f"input's shape {tuple(input.shape)}, got {tuple(target.shape)}; class indices must be "
                              "integers (use target.long())")
-        target = target * (1 - label_smoothing) + label_smoothing / classes
+        # (no classes: the target is empty, so the smoothed term may be any number, and 'mean' divides by PyTorch's
+        # 0/0 predictions: NaN, not Python's ZeroDivisionError)
+        target = target * (1 - label_smoothing) + label_smoothing / max(classes, 1)
         # -(log p · target · weight), summed over everything for a reduction, then negated (and divided by the
         # number of predictions for 'mean'), in PyTorch's order: its nodes NegBackward0 and DivBackward1
         products = input.log_softmax(dim) * target
         if weight is not None:
             products = products * weight.reshape(class_shape)
         if reduction == "mean":
-            return named_node(-products.sum() / (input._data.size // classes), None, "DivBackward1")
+            predictions = input._data.size // classes if classes else math.nan
+            return named_node(-products.sum() / predictions, None, "DivBackward1")
         if reduction == "sum":
             return -products.sum()
         return _reduce(-products.sum(dim), reduction)

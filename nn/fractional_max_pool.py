@@ -65,6 +65,8 @@ def _fractional_max_pool(input, kernel_size, output_size, output_ratio, return_i
     kernel = _sizes(kernel_size, spatial, name, "kernel_size")
     if output_size is None:
         ratio = tuple(output_ratio) if isinstance(output_ratio, (tuple, list)) else (output_ratio,) * spatial
+        if spatial == 2 and len(ratio) > 2:  # (PyTorch's 2-d form checks the ratio's length, in these words)
+            raise ValueError(f"{name} requires output_ratio to either be a single Int or tuple of Ints.")
         output_size = [int(input.shape[input.ndim - spatial + a] * ratio[a]) for a in range(spatial)]
     out = _sizes(output_size, spatial, name, "output_size")
     shape = list(input.shape)

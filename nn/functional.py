@@ -221,6 +221,8 @@ def hardswish(input, inplace=False):
 
 def threshold(input, threshold, value, inplace=False):
     """y = x where x > threshold, else value."""
+    if inplace and isinstance(input, Tensor):  # (autograd's threshold_: it writes expanded inputs too)
+        return autograd.threshold_(input, threshold, value)
     return _inplace(input, lambda input: _threshold(input, threshold, value), inplace)
 
 

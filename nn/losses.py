@@ -201,6 +201,21 @@ def hinge_embedding_loss(input, target, margin=1.0, size_average=None, reduce=No
     return hinge_embedding(input, target, margin, checked_reduction(size_average, reduce, reduction))
 
 
+def _check_margin_scores(input):
+    """The margin losses' scores: a vector or a batch of them, with classes (PyTorch's check, its words)."""
+    if input.ndim > 2 or input.shape[-1:] == (0,):
+        raise RuntimeError(f"Expected non-empty vector or matrix with optional 0-dim batch size, but got: "
+                           f"{list(input.shape)}")
+
+
+def _reduce_rows(losses, reduction):
+    """The margin losses' reduction: as ``_reduce``, but an empty batch's mean is 0 (PyTorch's kernels divide
+    only a batch that has rows), not 0/0."""
+    if reduction == "mean" and losses.numel() == 0:
+        return losses.sum()
+    return _reduce(losses, reduction)
+
+
 @node_named("MultiMarginLossBackward0")  # (PyTorch's one kernel and node)
 def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, size_average=None, reduce=None, reduction="mean"):
     """Multi-class hinge: ℓ_n = Σ_{i ≠ y} max(0, margin - x_y + x_i)^p / C (times w_y)."""
@@ -211,6 +226,7 @@ def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, size_average=
         raise ValueError("weight must be one-dimensional")
     if weight is not None:
         require_scalar_type((input, weight))  # (PyTorch's kernel takes the weight in the input's dtype only)
+    _check_margin_scores(input)
     target = target if isinstance(target, Tensor) else tensor_from(target)
     scores = input if input.ndim == 2 else input.reshape(1, -1)
     if target.ndim > 1 or target.numel() != scores.shape[0]:  # (PyTorch's check: one label per row)
@@ -236,7 +252,7 @@ def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, size_average=
     if weight is not None:
         losses = losses * Tensor._make(weight._data[labels])
     # (one prediction's scores: its loss has the label's shape, () or (1,), as PyTorch's)
-    return _reduce(losses if input.ndim == 2 else losses.reshape(target.shape), reduction)
+    return _reduce_rows(losses if input.ndim == 2 else losses.reshape(target.shape), reduction)
 
 
 def contrastive_loss(input1, input2, target, margin=1.0, reduction="mean"):
@@ -369,9 +385,7 @@ def multilabel_margin_loss(input, target, size_average=None, reduce=None, reduct
     above every non-target class i:   ℓ_n = Σ_j Σ_{i ∉ targets} max(0, 1 - (x_j - x_i)) / C.
     ``target`` holds class indices, the list ending at the first -1 (the rest is ignored)."""
     reduction = checked_reduction(size_average, reduce, reduction)
-    if input.ndim > 2 or input.shape[-1:] == (0,):
-        raise RuntimeError(f"Expected non-empty vector or matrix with optional 0-dim batch size, but got: "
-                           f"{list(input.shape)}")
+    _check_margin_scores(input)
     target = target if isinstance(target, Tensor) else tensor_from(target)
     if target.dtype != xp.int64:  # (class indices: int64 only, as PyTorch's kernel)
         raise RuntimeError(f"expected scalar type Long but found {type_name(target.dtype)}")
@@ -392,7 +406,7 @@ def multilabel_margin_loss(input, target, size_average=None, reduce=None, reduct
     margins = 1.0 - scores.unsqueeze(2) + scores.unsqueeze(1)
     hinge = autograd.where(Tensor._make(margins._data > 0), margins, 0.0)  # (a NaN margin adds nothing, as there)
     loss = (hinge * pairs).sum((1, 2)) * (1.0 / classes)
-    return _reduce(loss if input.ndim == 2 else loss.reshape(()), reduction)
+    return _reduce_rows(loss if input.ndim == 2 else loss.reshape(()), reduction)
 
 
 def triplet_margin_with_distance_loss(anchor, positive, negative, *, distance_function=None, margin=1.0,

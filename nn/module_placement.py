@@ -3,12 +3,14 @@
 which a subclass may override (a cache kept in float32 while the weights go to float16). Mixed
 into ``Module`` (module.py), as its hooks (module_hooks.py) and its state (module_state.py) are."""
 
+import warnings
+
 import numpy
 
 import autograd
 from autograd import Tensor
 from autograd.device import resolve as resolve_device
-from autograd.graph import bump_version
+from autograd.graph import bump_version, program_stacklevel
 from autograd.ops.conversion import parse_to
 
 
@@ -28,6 +30,12 @@ class ModulePlacement:
             if dtype.kind not in "fc":
                 raise TypeError(f"nn.Module.to only accepts floating point or complex dtypes, but got desired "
                                 f"dtype={dtype}")
+            if dtype.kind == "c":  # (PyTorch's caution, in its words, at every complex to())
+                warnings.warn("Complex modules are a new feature under active development whose design may change, "
+                              "and some modules might not work as expected when using complex tensors as parameters "
+                              "or buffers. Please file an issue at "
+                              "https://github.com/pytorch/pytorch/issues/new?template=bug-report.yml if a complex "
+                              "module does not work as expected.", stacklevel=program_stacklevel())
             self._cast(dtype, kinds="fc")
         elif not moved:  # nothing to move to (one device), but a subclass's _apply runs on every to(), as PyTorch's
             self._apply(lambda tensor: tensor)

@@ -52,6 +52,8 @@ def _check_non_constant(input, pad, mode):
                 f"padding ({before}, {after}) at dimension {dim} of input {list(input.shape)}")
         if mode == "circular" and (before > size or after > size):
             raise RuntimeError("Padding value causes wrapping around more than once.")
+        if mode == "circular" and size + before + after < 0:  # (crops past the whole dim: PyTorch's check)
+            raise RuntimeError("Negative padding value is resulting in an empty dimension")
 
 
 def _check_gathered_sizes(shape, pad):

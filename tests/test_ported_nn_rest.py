@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tests import ported_nn
-from tests.ported import close, raises, same, values, xfail_on_chainrule
+from tests.ported import close, raises, same, values
 
 nn = ported_nn.nn  # the fixture
 F = ported_nn.F
@@ -215,10 +215,8 @@ def test_in_place_activations_on_overlapping_memory(T, F, request):
         raises(RuntimeError, "unsupported operation", fn, expanded)
 
 
-def test_threshold_in_place_on_overlapping_memory(T, F, request):
+def test_threshold_in_place_on_overlapping_memory(T, F):
     # PyTorch allows it for threshold alone: it is idempotent, so every alias of an element gets the same value
-    xfail_on_chainrule(T, request, "the write door refuses any in-place write into an expanded tensor; PyTorch's "
-                                   "threshold_ turns its overlap check off")
     row = T.tensor([[1.5, 0.2, -1.0]])
     out = F.threshold(row.expand(3, 3), 0.5, 0.5, inplace=True)
     same(out, [[1.5, 0.5, 0.5]] * 3)

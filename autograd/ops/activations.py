@@ -35,8 +35,11 @@ def threshold(input, threshold, value, *, out=None):
 
 @names("threshold_", method=False)
 def threshold_(input, threshold_value, value):
-    """threshold written into input (recorded, as every in-place write)."""
-    return input._write_back(threshold, (threshold_value, value), {})
+    """threshold written into input (recorded, as every in-place write). An expanded input is written too:
+    elements sharing one memory location hold one value and so get one result (PyTorch's threshold_ alone of
+    the activations skips the overlap check, its write being idempotent)."""
+    return input._write((threshold_value, value), lambda old: threshold(old, threshold_value, value),
+                        overlapping_ok=True)
 
 
 SELU_ALPHA = 1.6732632423543772848170429916717

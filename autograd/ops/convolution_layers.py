@@ -246,7 +246,8 @@ def _check_window(params):
 def unfold(input, kernel_size, dilation=1, padding=0, stride=1):
     """im2col: every kh×kw block of (N, C, H, W) as a column, (N, C·kh·kw, L), L the number of blocks;
     an unbatched (C, H, W) gives (C·kh·kw, L), as fold takes back."""
-    if input.ndim not in (3, 4):
+    # (only the batch may be empty: no channels or no rows is refused, as PyTorch's im2col)
+    if input.ndim not in (3, 4) or 0 in input.shape[input.ndim - 3:]:
         raise RuntimeError(f"Expected 3D or 4D (batch mode) tensor with possibly 0 batch size and other non-zero "
                            f"dimensions for input, but got: {list(input.shape)}")
     if input.ndim == 3:

@@ -203,6 +203,8 @@ def ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reducti
         log_probs = log_probs.unsqueeze(1)
     if log_probs.ndim != 3:
         raise RuntimeError(f"ctc_loss: log_probs must be (T, N, C) or (T, C), got shape {tuple(log_probs.shape)}")
+    if log_probs.numel() == 0:  # (no frames, no batch or no classes: PyTorch's check, its words)
+        raise RuntimeError("log_probs tensor must not be empty")
     if log_probs.dtype not in (xp.float32, xp.float64):  # PyTorch's kernels have these two loops only
         raise NotImplementedError(f"\"ctc_loss_cpu\" not implemented for '{type_name(log_probs.dtype)}'")
     frames, batch, classes = log_probs.shape

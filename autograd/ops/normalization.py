@@ -319,7 +319,8 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
                                           weight, bias, shape, input.dtype), None, "ViewBackward0", (input,))
     count = input._data.size // max(input.shape[0] * input.shape[1], 1)
     if count == 1:
-        raise ValueError(f"Expected more than 1 spatial element when training, got input size {list(input.shape)}")
+        raise ValueError(f"Expected more than 1 spatial element when training, got input size "
+                         f"torch.Size({list(input.shape)})")
     # (PyTorch's normalises input.contiguous(), whatever its layout, channels-last too: its output is row-major)
     normalized, mean, variance = normalize(input.contiguous(), tuple(range(2, input.ndim)), eps)
     if running_mean is not None or running_var is not None:

@@ -31,6 +31,7 @@ from ..backend import errstate, float16, float32, xp
 from ..primitive import Primitive
 from ..tensor import Tensor
 from .conjugation import refuse_unordered
+from .conversion import type_name
 from .elementwise import half_as_float32
 from .selection import selected
 
@@ -255,8 +256,11 @@ def hardshrink(input, lambd=0.5):
 def softshrink(input, lambd=0.5):
     """y = x - λ above λ, x + λ below -λ, 0 between;  dy/dx = 1 where |x| > λ, else 0 (0 at ±λ).
     (PyTorch's kernel gives -0.0 between for negative x, 0 · x: the sign of zero is not kept here.)"""
-    if lambd < 0:
-        raise RuntimeError(f"lambda must be in range [0, inf] for input dtype {input.dtype}, but found {lambd}")
+    # (PyTorch's range: up to the dtype's largest finite value, both printed as C++'s streams print, %g)
+    largest = float(numpy.finfo(input.dtype).max) if input.dtype.kind in "fc" else math.inf
+    if not 0 <= lambd <= largest:
+        raise RuntimeError(f"lambda must be in range [0, {largest:g}] for input dtype {type_name(input.dtype)}, "
+                           f"but found {lambd:g}")
     lambd = _number_of(lambd, input)
     held = _held_in(lambd, input)  # PyTorch's backward compares in x's dtype, its forward in float32 for float16
     pieces = Pieces("Softshrink", (("<", -held, Line(1.0, lambd)), ("<=", held, flat(0.0))), Line(1.0, -lambd),
