@@ -6,8 +6,9 @@
     t = autograd.tensor([float(dist.get_rank())])
     dist.all_reduce(t)                       # every rank: tensor([1.])
 
-Needs the optional extra ``pip install 'chainrule[distributed]'`` (mpi4py and
-MPICH); nothing here imports mpi4py until ``init_process_group``.
+Several processes need the optional extra ``pip install 'chainrule[distributed]'`` (mpi4py
+and MPICH); nothing here imports mpi4py until ``init_process_group("mpi")``. A program started
+alone may call ``init_process_group("gloo", ..., world_size=1)``: a job of one process.
 """
 
 from .checkpoint import save_on_rank0
@@ -22,8 +23,11 @@ from .collectives import (
     broadcast,
     gather,
     reduce,
+    reduce_scatter,
+    reduce_scatter_tensor,
     scatter,
 )
+from .object_collectives import all_gather_object, broadcast_object_list, gather_object
 from .process_group import (
     DistBackendError,
     destroy_process_group,

@@ -1,5 +1,5 @@
 """Collectives on Tensors, as ``torch.distributed``'s: ``all_reduce``, ``broadcast``,
-``all_gather``, ``reduce``, ``scatter``, ``gather``, ``barrier``.
+``all_gather``, ``reduce``, ``reduce_scatter``, ``scatter``, ``gather``, ``barrier``.
 
 Each moves the tensors' NumPy arrays with mpi4py's buffer methods (capitalised:
 ``Iallreduce``, ``Ibcast``, ...), never pickling, and writes the result into the
@@ -214,6 +214,48 @@ def reduce(tensor, dst=0, op=ReduceOp.SUM, group=None, async_op=False, group_dst
             _copy_back(array, buffer)
 
     return _start(f"reduce({op.name}) to rank {dst} of shape {tuple(tensor.shape)}", launch, finish, async_op, [tensor])
+
+
+def _reduce_scatter(output, send, op, what, async_op):
+    """Rank i's ``output`` becomes op over the ranks of block i of their ``send`` (one block a rank)."""
+    array = _tensor_array(output, "output")
+    if op is ReduceOp.AVG and array.dtype.kind not in "fc":
+        raise TypeError(f"{what}: ReduceOp.AVG needs a floating-point tensor, got {array.dtype}")
+    mpi_op, buffer = _mpi_op(op), _buffer(array)
+
+    def finish():
+        if op is ReduceOp.AVG:
+            buffer[...] /= pg._State.size
+        _copy_back(array, buffer)
+
+    return _start(f"{what}({op.name}) of shape {tuple(output.shape)}",
+                  lambda: [pg._State.comm.Ireduce_scatter_block(send, buffer, op=mpi_op)], finish, async_op, [output])
+
+
+def reduce_scatter(output, input_list, op=ReduceOp.SUM, group=None, async_op=False):
+    """Rank i's ``output`` becomes op over every rank's ``input_list[i]``."""
+    _check_group(group)
+    if len(input_list) != pg._State.size:
+        raise ValueError(f"reduce_scatter: input_list has {len(input_list)} tensors, the world size is "
+                         f"{pg._State.size}")
+    for i, t in enumerate(input_list):
+        if tuple(t.shape) != tuple(output.shape):
+            raise ValueError(f"reduce_scatter: input_list[{i}] has shape {tuple(t.shape)}, "
+                             f"the output {tuple(output.shape)}")
+    dtype = _tensor_array(output, "output").dtype
+    send = numpy.ascontiguousarray(numpy.stack([t._data for t in input_list]).astype(dtype, copy=False))
+    return _reduce_scatter(output, send, op, "reduce_scatter", async_op)
+
+
+def reduce_scatter_tensor(output, input, op=ReduceOp.SUM, group=None, async_op=False):
+    """``input`` (world size × output's elements) cut into one block a rank; rank i's ``output``
+    becomes op over every rank's block i."""
+    _check_group(group)
+    array = _tensor_array(input, "input")
+    if array.size != _tensor_array(output, "output").size * pg._State.size:
+        raise ValueError(f"reduce_scatter_tensor: input of shape {tuple(input.shape)} is not {pg._State.size} "
+                         f"outputs of shape {tuple(output.shape)}")
+    return _reduce_scatter(output, numpy.ascontiguousarray(array), op, "reduce_scatter_tensor", async_op)
 
 
 def scatter(tensor, scatter_list=None, src=0, group=None, async_op=False, group_src=None):
