@@ -1,0 +1,139 @@
+"""The fixes of probe 28 (distributed): init_process_group("gloo") as a job of one process with PyTorch's
+rendezvous rules and errors, is_available(), reduce_scatter, the object collectives, and PyTorch's errors for
+initializing twice and destroying no group."""
+
+import numpy as np
+import pytest
+
+import autograd
+import autograd.distributed as dist
+import nn
+from autograd.distributed import process_group
+
+
+@pytest.fixture
+def alone(tmp_path):
+    """A "gloo" job of this process alone, left again afterwards."""
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    yield
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def error_of(init, **kwargs):
+    try:
+        init("gloo", **kwargs)
+    except Exception as error:  # noqa: BLE001  (the error is the result compared)
+        return type(error).__name__, str(error)
+    return None
+
+
+RENDEZVOUS_CASES = [
+    ({}, {}, "environment variable RANK expected, but not set"),
+    ({}, {"rank": 0, "world_size": 1}, "environment variable MASTER_ADDR expected, but not set"),
+    ({"MASTER_ADDR": "127.0.0.1"}, {"rank": 0, "world_size": 1}, "environment variable MASTER_PORT expected"),
+    ({"RANK": "0"}, {}, "environment variable WORLD_SIZE expected, but not set"),
+    ({}, {"init_method": "tcp://127.0.0.1:29512"}, "tcp:// rendezvous: rank parameter missing"),
+    ({}, {"init_method": "tcp://127.0.0.1:29512", "rank": 0}, "tcp:// rendezvous: world size parameter missing"),
+    ({}, {"init_method": "file:///tmp/probe28-never-made"}, "file:// rendezvous: rank parameter missing"),
+]
+
+
+@pytest.mark.parametrize("environment, kwargs, message", RENDEZVOUS_CASES)
+def test_rendezvous_says_what_is_missing_as_pytorch(monkeypatch, environment, kwargs, message):
+    for name in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    ours = error_of(dist.init_process_group, **kwargs)
+    assert ours[0] == "ValueError" and ours[1].startswith("Error initializing torch.distributed using ")
+    assert message in ours[1] and not dist.is_initialized()
+    pytest.importorskip("torch")
+    import torch.distributed
+
+    assert ours == error_of(torch.distributed.init_process_group, **kwargs)
+
+
+def test_every_way_to_name_a_job_of_one(tmp_path, monkeypatch):
+    for name, value in (("RANK", "0"), ("WORLD_SIZE", "1"), ("MASTER_ADDR", "localhost"), ("MASTER_PORT", "29500")):
+        monkeypatch.setenv(name, value)
+    for kwargs in ({}, {"init_method": "env://"}, {"init_method": "tcp://127.0.0.1:23456?rank=0&world_size=1"},
+                   {"init_method": f"file://{tmp_path}/s", "rank": 0, "world_size": 1},
+                   {"store": object(), "rank": 0, "world_size": 1}):
+        dist.init_process_group(backend="gloo", **kwargs)
+        assert (dist.get_rank(), dist.get_world_size(), dist.get_backend()) == (0, 1, "gloo")
+        dist.destroy_process_group()
+    with pytest.raises(AssertionError, match="Cannot specify both init_method and store."):
+        dist.init_process_group("gloo", init_method="env://", store=object(), rank=0, world_size=1)
+    with pytest.raises(RuntimeError, match="No rendezvous handler for udp://"):
+        dist.init_process_group("gloo", init_method="udp://x:1", rank=0, world_size=1)
+
+
+def test_gloo_serves_one_process_and_says_how_to_run_more():
+    with pytest.raises(RuntimeError, match=r"world_size is 2: start 2 processes with mpiexec -n 2"):
+        dist.init_process_group("gloo", init_method="tcp://127.0.0.1:29500", rank=0, world_size=2)
+    with pytest.raises(ValueError, match="rank=1 in a job of world_size 1"):
+        dist.init_process_group("gloo", init_method="tcp://127.0.0.1:29500", rank=1, world_size=1)
+    assert not dist.is_initialized()
+    assert dist.is_available() is True  # as PyTorch's: the package is there; MPI is asked for separately
+    assert dist.is_gloo_available() is False  # (several gloo processes are not served: scripts pick MPI)
+
+
+def test_twice_and_destroying_nothing_raise_as_pytorch(alone):
+    with pytest.raises(ValueError, match="trying to initialize the default process group twice!"):
+        dist.init_process_group("gloo", init_method="tcp://127.0.0.1:29500", rank=0, world_size=1)
+    dist.destroy_process_group()
+    assert process_group._State.MPI is None or process_group._State.MPI.__name__ == "mpi4py.MPI"
+    with pytest.raises(AssertionError, match="Process group cannot be None"):
+        dist.destroy_process_group()
+    with pytest.raises(ValueError, match="has not been initialized"):
+        dist.barrier()
+
+
+def test_reduce_scatter_of_one_rank(alone):
+    output = autograd.zeros(2, 2)
+    dist.reduce_scatter(output, [autograd.tensor([[1.0, 2.0], [3.0, 4.0]])], op=dist.ReduceOp.MAX)
+    assert output.tolist() == [[1.0, 2.0], [3.0, 4.0]]
+    block = autograd.zeros(3, dtype=autograd.float64)
+    work = dist.reduce_scatter_tensor(block, autograd.arange(3.0, dtype=autograd.float64), op=dist.ReduceOp.AVG,
+                                      async_op=True)
+    assert work.wait() and block.tolist() == [0.0, 1.0, 2.0]
+    with pytest.raises(ValueError, match="input_list has 2 tensors, the world size is 1"):
+        dist.reduce_scatter(output, [output, output])
+    with pytest.raises(ValueError, match=r"input of shape \(4,\) is not 1 outputs of shape \(3,\)"):
+        dist.reduce_scatter_tensor(block, autograd.zeros(4))
+    with pytest.raises(TypeError, match="ReduceOp.AVG needs a floating-point tensor"):
+        dist.reduce_scatter_tensor(autograd.zeros(2, dtype=autograd.int64), autograd.ones(2, dtype=autograd.int64),
+                                   op=dist.ReduceOp.AVG)
+
+
+def test_object_collectives_copy_picklable_objects(alone):
+    metrics = {"loss": np.float64(0.25), "names": ["a", "b"], "shape": (2, 3)}
+    everyone = [None]
+    dist.all_gather_object(everyone, metrics)
+    assert everyone == [metrics] and everyone[0] is not metrics
+    gathered = [None]
+    dist.gather_object("done", gathered, dst=0)
+    assert gathered == ["done"]
+    with pytest.raises(ValueError, match="must give object_gather_list with 1 items, got None"):
+        dist.gather_object("done", None, dst=0)
+    settings = [{"lr": 0.1}, None, 3]
+    dist.broadcast_object_list(settings, src=0)
+    assert settings == [{"lr": 0.1}, None, 3]
+    dist.broadcast_object_list([], src=0)
+
+
+def test_sync_batchnorm_of_one_rank_is_batchnorm(alone):
+    """Under a job of one process (PyTorch's SyncBatchNorm refuses CPU inputs in training; ours normalises them)."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((5, 3, 2))
+    autograd.manual_seed(0)
+    plain = nn.BatchNorm1d(3).double()
+    synced = nn.SyncBatchNorm.convert_sync_batchnorm(nn.BatchNorm1d(3).double())
+    a, b = autograd.tensor(x, requires_grad=True), autograd.tensor(x, requires_grad=True)
+    (plain(a) ** 3).sum().backward()
+    (synced(b) ** 3).sum().backward()
+    np.testing.assert_allclose(b.grad.numpy(), a.grad.numpy(), atol=1e-12)
+    np.testing.assert_allclose(synced.running_var.numpy(), plain.running_var.numpy(), atol=1e-12)
+    centred = x - x.mean((0, 2), keepdims=True)
+    np.testing.assert_allclose(plain.running_var.numpy(), 0.9 + 0.1 * (centred ** 2).sum((0, 2)) / 9, atol=1e-12)
