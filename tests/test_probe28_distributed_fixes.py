@@ -137,3 +137,37 @@ def test_sync_batchnorm_of_one_rank_is_batchnorm(alone):
     np.testing.assert_allclose(synced.running_var.numpy(), plain.running_var.numpy(), atol=1e-12)
     centred = x - x.mean((0, 2), keepdims=True)
     np.testing.assert_allclose(plain.running_var.numpy(), 0.9 + 0.1 * (centred ** 2).sum((0, 2)) / 9, atol=1e-12)
+
+
+def test_all_to_all_groups_and_local_rank(alone, monkeypatch):
+    output = autograd.zeros(4)
+    dist.all_to_all_single(output, autograd.arange(4.0))
+    assert output.tolist() == [0.0, 1.0, 2.0, 3.0]
+    outputs = [autograd.zeros(2, dtype=autograd.int64)]
+    dist.all_to_all(outputs, [autograd.tensor([7, 8])])
+    assert outputs[0].tolist() == [7, 8]
+    with pytest.raises(NotImplementedError, match="only equal splits"):
+        dist.all_to_all_single(output, autograd.arange(4.0), [1, 3], [1, 3])
+    world = dist.new_group()
+    assert world is dist.group.WORLD is dist.GroupMember.WORLD and dist.new_group([0]) is world
+    assert dist.get_world_size(world) == 1 and dist.get_global_rank(world, 0) == 0 == dist.get_group_rank(world, 0)
+    with pytest.raises(NotImplementedError, match=r"only the group of every rank \(0 to 0\)"):
+        dist.new_group([0, 1])
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert dist.get_node_local_rank(fallback_rank=0) == 0
+    with pytest.raises(RuntimeError, match="LOCAL_RANK is not in the environment"):
+        dist.get_node_local_rank()
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    assert dist.get_node_local_rank(fallback_rank=0) == 3
+
+
+def test_consume_prefix_of_nn_parallel_is_nn_modules_utils():
+    """(nn.parallel had its own copy, which kept the keys' order and left _metadata's prefixes.)"""
+    from nn.modules.utils import consume_prefix_in_state_dict_if_present
+
+    assert nn.parallel.consume_prefix_in_state_dict_if_present is consume_prefix_in_state_dict_if_present
+    state = nn.DataParallel(nn.Sequential(nn.Linear(2, 2))).state_dict()
+    state["extra"] = 1
+    state.move_to_end("extra", last=False)
+    nn.parallel.consume_prefix_in_state_dict_if_present(state, "module.")
+    assert list(state) == ["extra", "0.weight", "0.bias"] and sorted(state._metadata) == ["", "0"]

@@ -19,9 +19,14 @@ from .collectives import (
     all_gather,
     all_gather_into_tensor,
     all_reduce,
+    all_to_all,
+    all_to_all_single,
     barrier,
     broadcast,
     gather,
+    get_global_rank,
+    get_group_rank,
+    new_group,
     reduce,
     reduce_scatter,
     reduce_scatter_tensor,
@@ -32,6 +37,7 @@ from .process_group import (
     DistBackendError,
     destroy_process_group,
     get_backend,
+    get_node_local_rank,
     get_rank,
     get_world_size,
     init_process_group,
@@ -46,3 +52,6 @@ from .process_group import (
 
 class group:  # noqa: N801  (torch.distributed.group.WORLD)
     WORLD = WORLD
+
+
+GroupMember = group  # (torch.distributed.GroupMember.WORLD)

@@ -18,6 +18,7 @@ others. Two guards:
 """
 
 import datetime
+import os
 import sys
 import threading
 import time
@@ -117,6 +118,17 @@ def get_world_size(group=None):
 def get_backend(group=None):
     _require()
     return _State.backend
+
+
+def get_node_local_rank(fallback_rank=None):
+    """This process's rank on its machine, from LOCAL_RANK (torchrun sets it), else ``fallback_rank``."""
+    if "LOCAL_RANK" in os.environ:
+        return int(os.environ["LOCAL_RANK"])
+    if fallback_rank is not None:
+        return int(fallback_rank)
+    raise RuntimeError(
+        "LOCAL_RANK is not in the environment. Consider passing fallback_rank to allow `get_node_local_rank` to work, "
+        "assuming you are not running in a multi-device context and want the code to run locally instead.")
 
 
 def _seconds(timeout):

@@ -17,6 +17,7 @@ import autograd
 import autograd.distributed as dist
 
 from ..module import Module
+from ..modules.utils import consume_prefix_in_state_dict_if_present  # noqa: F401  (its name here too)
 from .reducer import Reducer
 
 
@@ -95,11 +96,3 @@ class DistributedDataParallel(Module):
     def extra_repr(self):
         return ""
 
-
-def consume_prefix_in_state_dict_if_present(state_dict, prefix):
-    """Strip ``prefix`` ("module.") from the keys of a DistributedDataParallel's state_dict in
-    place, so the plain module loads it (as torch.nn.modules.utils')."""
-    items = list(state_dict.items())
-    state_dict.clear()
-    for key, value in items:
-        state_dict[key[len(prefix):] if key.startswith(prefix) else key] = value
