@@ -171,3 +171,24 @@ def test_consume_prefix_of_nn_parallel_is_nn_modules_utils():
     state.move_to_end("extra", last=False)
     nn.parallel.consume_prefix_in_state_dict_if_present(state, "module.")
     assert list(state) == ["extra", "0.weight", "0.bias"] and sorted(state._metadata) == ["", "0"]
+
+
+def test_new_collectives_over_mpi_ranks():
+    """Under mpiexec -n 2 and -n 3 where the distributed extra is installed (tests/distributed_programs)."""
+    import importlib.util
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    beside = Path(sys.executable).parent / "mpiexec"
+    mpiexec = str(beside) if beside.exists() else shutil.which("mpiexec")
+    if importlib.util.find_spec("mpi4py") is None or mpiexec is None:
+        pytest.skip("the distributed extra (mpi4py, mpiexec) is not installed")
+    program = Path(__file__).resolve().parent / "distributed_programs" / "probe28_collectives.py"
+    root = str(Path(__file__).resolve().parent.parent)
+    for processes in (2, 3):
+        result = subprocess.run([mpiexec, "-n", str(processes), sys.executable, str(program)], capture_output=True,
+                                text=True, timeout=60, cwd=root, env={**os.environ, "PYTHONPATH": root})
+        assert result.returncode == 0 and "new collectives OK" in result.stdout, result.stderr[-2000:]
