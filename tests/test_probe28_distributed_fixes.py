@@ -192,3 +192,35 @@ def test_new_collectives_over_mpi_ranks():
         result = subprocess.run([mpiexec, "-n", str(processes), sys.executable, str(program)], capture_output=True,
                                 text=True, timeout=60, cwd=root, env={**os.environ, "PYTHONPATH": root})
         assert result.returncode == 0 and "new collectives OK" in result.stdout, result.stderr[-2000:]
+
+
+def differentiable_collectives(torch, dnn):
+    x = torch.tensor([1.0, -2.0], requires_grad=True)
+    gathered = dnn.all_gather(x * 3)
+    (torch.cat(gathered) * torch.tensor([2.0, 5.0])).sum().backward()
+    y = torch.tensor([0.5, 4.0], requires_grad=True)
+    total = dnn.all_reduce(y)
+    (total ** 2).sum().backward()
+    z = torch.tensor([7.0], requires_grad=True)
+    shared = dnn.broadcast(z, src=0)
+    (shared * -1).sum().backward()
+    return (len(gathered), gathered[0].tolist(), x.grad.tolist(), total.tolist(), y.grad.tolist(), shared.tolist(),
+            z.grad.tolist(), total.data_ptr() != y.data_ptr())
+
+
+def test_differentiable_collectives_of_one_rank(alone, tmp_path):
+    import autograd.distributed.nn
+
+    ours = differentiable_collectives(autograd, autograd.distributed.nn)
+    assert ours == (1, [3.0, -6.0], [6.0, 15.0], [0.5, 4.0], [1.0, 8.0], [7.0], [-1.0], True)
+    assert dist.is_torchelastic_launched() is False
+    pytest.importorskip("torch")
+    import torch
+    import torch.distributed.nn
+
+    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'theirs'}", rank=0, world_size=1)
+    try:
+        with pytest.warns(FutureWarning):
+            assert ours == differentiable_collectives(torch, torch.distributed.nn)
+    finally:
+        torch.distributed.destroy_process_group()

@@ -46,6 +46,7 @@ from .process_group import (
     is_initialized,
     is_mpi_available,
     is_nccl_available,
+    is_torchelastic_launched,
     is_ucc_available,
 )
 

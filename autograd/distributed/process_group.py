@@ -120,6 +120,11 @@ def get_backend(group=None):
     return _State.backend
 
 
+def is_torchelastic_launched():
+    """Whether torchrun (torch.distributed.elastic) started this process: it sets TORCHELASTIC_RUN_ID."""
+    return os.getenv("TORCHELASTIC_RUN_ID") is not None
+
+
 def get_node_local_rank(fallback_rank=None):
     """This process's rank on its machine, from LOCAL_RANK (torchrun sets it), else ``fallback_rank``."""
     if "LOCAL_RANK" in os.environ:

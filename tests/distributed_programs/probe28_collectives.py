@@ -31,6 +31,26 @@ lst = [{"cfg": [1, 2]}, "name"] if r == 0 else [None, None]
 dist.broadcast_object_list(lst, src=0)
 assert lst == [{"cfg": [1, 2]}, "name"]
 assert dist.new_group(list(range(n))) is dist.group.WORLD
+
+# the differentiable collectives: rank k's loss weighs rank i's gathered x by (k + 1) * (i + 2)
+from autograd.distributed.nn import functional as dnn  # noqa: E402
+
+x = autograd.full((2,), float(r), requires_grad=True)
+gathered = dnn.all_gather(x)
+assert [t.tolist() for t in gathered] == [[float(i)] * 2 for i in range(n)]
+sum((r + 1) * (i + 2) * t.sum() for i, t in enumerate(gathered)).backward()
+assert x.grad.tolist() == [float(sum(k + 1 for k in range(n)) * (r + 2))] * 2, x.grad
+y = autograd.full((3,), float(r + 1), requires_grad=True)
+total = dnn.all_reduce(y * 2)
+assert total.tolist() == [float(n * (n + 1))] * 3 and y.tolist() == [float(r + 1)] * 3
+(total * (r + 1)).sum().backward()
+assert y.grad.tolist() == [2.0 * n * (n + 1) / 2] * 3, y.grad
+z = autograd.full((2,), float(r + 5), requires_grad=True)
+shared = dnn.broadcast(z, src=1)
+assert shared.tolist() == [6.0, 6.0]
+(shared * (r + 1)).sum().backward()
+assert z.grad.tolist() == ([float(n * (n + 1) / 2)] * 2 if r == 1 else [0.0, 0.0]), z.grad
+
 dist.barrier()
 dist.destroy_process_group()
 if r == 0:
