@@ -227,3 +227,82 @@ def test_data_parallel_without_gpus_runs_the_module():
     theirs = data_parallel_program(torch_modules())
     np.testing.assert_allclose(ours.pop("grad"), theirs.pop("grad"), rtol=1e-4, atol=1e-6)
     assert ours == theirs
+
+
+def simclr_program(modules, store):
+    """SimCLR's NT-Xent over every rank's embeddings, gathered by the usual custom Function."""
+    torch, nn, F, dist = modules[:4]
+
+    class GatherLayer(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            out = [torch.zeros_like(x) for _ in range(dist.get_world_size())]
+            dist.all_gather(out, x)
+            return tuple(out)
+
+        @staticmethod
+        def backward(ctx, *grads):
+            every = torch.stack(grads)
+            dist.all_reduce(every)
+            return every[dist.get_rank()]
+
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=0, world_size=1)
+    try:
+        torch.manual_seed(0)
+        encoder = nn.Linear(3, 4)
+        model = nn.parallel.DistributedDataParallel(encoder)
+        x1, x2 = torch.randn(4, 3), torch.randn(4, 3)
+        a = torch.cat(GatherLayer.apply(F.normalize(model(x1), dim=1)), 0)
+        b = torch.cat(GatherLayer.apply(F.normalize(model(x2), dim=1)), 0)
+        z = torch.cat([a, b])
+        n = a.shape[0]
+        similarity = (z @ z.t() / 0.5).masked_fill(torch.eye(2 * n, dtype=torch.bool), float("-inf"))
+        loss = F.cross_entropy(similarity, torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]))
+        loss.backward()
+        return loss.item(), np.asarray(encoder.weight.grad.tolist())
+    finally:
+        dist.destroy_process_group()
+
+
+def test_simclr_gather_layer(tmp_path):
+    loss, grad = simclr_program(chainrule_modules(), tmp_path / "ours")
+    assert abs(loss - 1.85519) < 1e-5 and grad.shape == (4, 3)
+    their_loss, their_grad = simclr_program(torch_modules(), tmp_path / "theirs")
+    assert abs(loss - their_loss) < 1e-5
+    np.testing.assert_allclose(grad, their_grad, rtol=1e-4, atol=1e-6)
+
+
+
+def unused_parameter_program(modules, store):
+    """A branch left out of the loss without find_unused_parameters: the next forward says so."""
+    torch, nn, F, dist = modules[:4]
+
+    class TwoHeads(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(3, 2), nn.Linear(3, 2)
+
+        def forward(self, x):
+            return self.a(x)
+
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=0, world_size=1)
+    try:
+        torch.manual_seed(0)
+        model = nn.parallel.DistributedDataParallel(TwoHeads())
+        x = torch.randn(4, 3)
+        model(x).sum().backward()
+        grads = [p.grad is None for p in model.parameters()]
+        try:
+            model(x)
+        except RuntimeError as error:
+            return grads, type(error).__name__, str(error).split(".")[0]
+        return grads, None, None
+    finally:
+        dist.destroy_process_group()
+
+
+def test_unused_parameters_without_detection_raise_at_the_next_forward(tmp_path):
+    ours = unused_parameter_program(chainrule_modules(), tmp_path / "ours")
+    assert ours == ([False, False, True, True], "RuntimeError",
+                    "Expected to have finished reduction in the prior iteration before starting a new one")
+    assert ours == unused_parameter_program(torch_modules(), tmp_path / "theirs")
