@@ -224,3 +224,18 @@ def test_differentiable_collectives_of_one_rank(alone, tmp_path):
             assert ours == differentiable_collectives(torch, torch.distributed.nn)
     finally:
         torch.distributed.destroy_process_group()
+
+
+def test_backend_names_and_monitored_barrier(alone):
+    import datetime
+
+    assert dist.Backend("GLOO") == "gloo" == dist.Backend.GLOO and type(dist.Backend("Mpi")) is str
+    assert dist.get_backend() == dist.Backend.GLOO and dist.Backend("custom") == "custom"
+    with pytest.raises(ValueError, match="Backend constructor parameter must be string-ish"):
+        dist.Backend(3)
+    assert dist.monitored_barrier(timeout=datetime.timedelta(seconds=5)) is None
+    pytest.importorskip("torch")
+    import torch.distributed
+
+    assert [getattr(torch.distributed.Backend, name) for name in ("GLOO", "NCCL", "MPI", "UCC", "UNDEFINED")] == \
+        [getattr(dist.Backend, name) for name in ("GLOO", "NCCL", "MPI", "UCC", "UNDEFINED")]

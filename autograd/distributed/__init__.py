@@ -26,6 +26,7 @@ from .collectives import (
     gather,
     get_global_rank,
     get_group_rank,
+    monitored_barrier,
     new_group,
     reduce,
     reduce_scatter,
@@ -34,6 +35,7 @@ from .collectives import (
 )
 from .object_collectives import all_gather_object, broadcast_object_list, gather_object
 from .process_group import (
+    Backend,
     DistBackendError,
     destroy_process_group,
     get_backend,

@@ -375,3 +375,10 @@ def barrier(group=None, async_op=False, device_ids=None):
     """Wait until every rank has reached the barrier."""
     _check_group(group)
     return _start("barrier", lambda: [pg._State.comm.Ibarrier()], None, async_op)
+
+
+def monitored_barrier(group=None, timeout=None, wait_all_ranks=False):
+    """A barrier that raises once it has waited ``timeout`` (a datetime.timedelta; the group's timeout by
+    default), naming the ranks that did not arrive."""
+    _check_group(group)
+    _start("monitored_barrier", lambda: [pg._State.comm.Ibarrier()], None, async_op=True).wait(timeout)

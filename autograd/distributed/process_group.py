@@ -39,6 +39,18 @@ class DistBackendError(RuntimeError):
     __module__ = "autograd.distributed"
 
 
+class Backend(str):
+    """The backends' names, as ``torch.distributed.Backend``: ``Backend("GLOO")`` is the str "gloo"."""
+
+    UNDEFINED, GLOO, NCCL, XCCL, UCC, MPI = "undefined", "gloo", "nccl", "xccl", "ucc", "mpi"
+    backend_list = [UNDEFINED, GLOO, NCCL, XCCL, UCC, MPI]
+
+    def __new__(cls, name):
+        if not isinstance(name, str):
+            raise ValueError("Backend constructor parameter must be string-ish")
+        return getattr(cls, name.upper(), name.lower())
+
+
 class _State:
     MPI = None  # the mpi4py.MPI module, once imported
     comm = None  # COMM_WORLD while a process group is initialized (a SingleProcessComm for "gloo")
