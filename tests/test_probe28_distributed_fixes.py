@@ -239,3 +239,28 @@ def test_backend_names_and_monitored_barrier(alone):
 
     assert [getattr(torch.distributed.Backend, name) for name in ("GLOO", "NCCL", "MPI", "UCC", "UNDEFINED")] == \
         [getattr(dist.Backend, name) for name in ("GLOO", "NCCL", "MPI", "UCC", "UNDEFINED")]
+
+
+def test_no_backend_is_gloo_alone_and_mpi_under_mpiexec(tmp_path, monkeypatch):
+    """PyTorch's default backend on the CPU is gloo; in a job mpiexec started, it is MPI."""
+    monkeypatch.delenv("PMI_SIZE", raising=False)
+    monkeypatch.delenv("OMPI_COMM_WORLD_SIZE", raising=False)
+    dist.init_process_group(init_method=f"file://{tmp_path / 'ours'}", rank=0, world_size=1)
+    try:
+        assert dist.get_backend() == "gloo"
+    finally:
+        dist.destroy_process_group()
+    monkeypatch.setenv("PMI_SIZE", "1")
+    monkeypatch.setattr(process_group._State, "MPI", None)
+    monkeypatch.setitem(__import__("sys").modules, "mpi4py", None)  # (no mpi4py: MPI's error says what to install)
+    with pytest.raises(RuntimeError, match=r"pip install 'chainrule\[distributed\]'"):
+        dist.init_process_group(init_method="env://")
+    assert not dist.is_initialized()
+    torch = pytest.importorskip("torch")
+    import torch.distributed  # noqa: F811
+
+    torch.distributed.init_process_group(init_method=f"file://{tmp_path / 'theirs'}", rank=0, world_size=1)
+    try:  # (PyTorch's get_backend() answers "undefined" here: a gloo group for the CPU, no name chosen)
+        assert torch.distributed.get_world_size() == 1 and torch.distributed.get_backend() in ("gloo", "undefined")
+    finally:
+        torch.distributed.destroy_process_group()

@@ -156,19 +156,20 @@ def _seconds(timeout):
     raise TypeError(f"timeout must be a datetime.timedelta, got {type(timeout).__name__} {timeout!r}")
 
 
-def init_process_group(backend="mpi", init_method=None, timeout=None, world_size=-1, rank=-1, store=None,
+def init_process_group(backend=None, init_method=None, timeout=None, world_size=-1, rank=-1, store=None,
                        group_name="", pg_options=None, device_id=None):
     """Join the job: with "mpi", the one ``mpiexec`` started (rank and world size come from MPI);
     with "gloo", a job of this process alone (see ``single_process``).
 
-    backend:    "mpi" (None means it too), or "gloo" for world_size 1.
+    backend:    "mpi", or "gloo" for world_size 1; None (PyTorch's default) means "mpi" in a job an
+                MPI launcher started, else "gloo" (PyTorch's choice on the CPU).
     init_method, store: for "gloo", where PyTorch's rendezvous finds rank and world size
                 (default "env://": RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT).
     timeout:    a datetime.timedelta; a collective waiting longer raises and names
                 the missing ranks (default 30 minutes, as PyTorch's).
     world_size, rank: optional for "mpi"; when given they must agree with MPI's.
     """
-    name = "mpi" if backend is None else str(backend).lower()
+    name = (_launcher_backend() if backend is None else str(backend)).lower()
     if name not in ("mpi", "gloo"):
         raise ValueError(f"Invalid backend: {backend!r}; chainrule's distributed package has the 'mpi' backend "
                          f"(start the job with mpiexec -n N), and 'gloo' for a job of one process")
@@ -191,6 +192,12 @@ def init_process_group(backend="mpi", init_method=None, timeout=None, world_size
     _State.timeout, _State.sequence = seconds, 0
     _share_arrival_counters(MPI, comm)
     _install_abort_on_error()
+
+
+def _launcher_backend():
+    """ "mpi" when mpiexec started this process (MPICH's Hydra sets PMI_SIZE, Open MPI
+    OMPI_COMM_WORLD_SIZE), else "gloo"."""
+    return "mpi" if "PMI_SIZE" in os.environ or "OMPI_COMM_WORLD_SIZE" in os.environ else "gloo"
 
 
 def _join_alone(rank, world_size):
