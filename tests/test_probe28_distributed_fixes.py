@@ -264,3 +264,32 @@ def test_no_backend_is_gloo_alone_and_mpi_under_mpiexec(tmp_path, monkeypatch):
         assert torch.distributed.get_world_size() == 1 and torch.distributed.get_backend() in ("gloo", "undefined")
     finally:
         torch.distributed.destroy_process_group()
+
+
+def ddp_without_trainable_parameters(torch, nn):
+    errors = []
+    frozen = nn.Linear(2, 2).requires_grad_(False)
+    for module in (nn.ReLU(), frozen):
+        try:
+            nn.parallel.DistributedDataParallel(module)
+        except RuntimeError as error:
+            errors.append(str(error))
+    model = nn.parallel.DistributedDataParallel(nn.Linear(2, 1))
+    with model.join():
+        model(torch.ones(1, 2)).sum().backward()
+    return errors, model.module.weight.grad.tolist()
+
+
+def test_ddp_needs_a_trainable_parameter_and_joins_alone(alone, tmp_path):
+    ours = ddp_without_trainable_parameters(autograd, nn)
+    assert ours == (["DistributedDataParallel is not needed when a module doesn't have any parameter that requires "
+                     "a gradient."] * 2, [[1.0, 1.0]])
+    pytest.importorskip("torch")
+    import torch
+    import torch.distributed
+
+    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'theirs'}", rank=0, world_size=1)
+    try:
+        assert ours == ddp_without_trainable_parameters(torch, torch.nn)
+    finally:
+        torch.distributed.destroy_process_group()
