@@ -306,3 +306,42 @@ def test_unused_parameters_without_detection_raise_at_the_next_forward(tmp_path)
     assert ours == ([False, False, True, True], "RuntimeError",
                     "Expected to have finished reduction in the prior iteration before starting a new one")
     assert ours == unused_parameter_program(torch_modules(), tmp_path / "theirs")
+
+
+def ddp_tutorial_program(modules, folder, port, rank=0, world_size=1):
+    """PyTorch's "Getting Started with DDP" checkpoint demo (the body mp.spawn runs on each rank): env://
+    through MASTER_ADDR/MASTER_PORT, rank 0 saves, a barrier, every rank loads with a cuda map_location."""
+    torch, nn, F, dist, optim, data = modules
+    os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "localhost", str(port)
+    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    try:
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(10, 10), nn.ReLU(), nn.Linear(10, 5))
+        ddp_model = nn.parallel.DistributedDataParallel(model)
+        path = os.path.join(folder, "model.checkpoint")
+        if rank == 0:
+            torch.save(ddp_model.state_dict(), path)
+        dist.barrier()
+        ddp_model.load_state_dict(torch.load(path, map_location={"cuda:0": f"cuda:{rank}"}, weights_only=True))
+        optimizer = optim.SGD(ddp_model.parameters(), lr=0.001)
+        torch.manual_seed(1)
+        for _ in range(3):
+            optimizer.zero_grad()
+            nn.MSELoss()(ddp_model(torch.randn(20, 10)), torch.randn(20, 5)).backward()
+            optimizer.step()
+        return np.asarray(ddp_model.module[2].weight.tolist())
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_tutorial_checkpoint_demo(tmp_path, monkeypatch):
+    monkeypatch.setenv("MASTER_ADDR", "")  # (restored afterwards: the program sets both)
+    monkeypatch.setenv("MASTER_PORT", "")
+    (tmp_path / "ours").mkdir()
+    ours = ddp_tutorial_program(chainrule_modules(), tmp_path / "ours", free_port())
+    # PyTorch's first weights of the last layer after the three steps (torch 2.13, computed once)
+    np.testing.assert_allclose(ours.reshape(-1)[:8], [-0.129506, 0.187690, -0.192411, 0.286966, 0.216680, -0.266646,
+                                                      -0.078760, 0.014324], atol=2e-6)
+    (tmp_path / "theirs").mkdir()
+    theirs = ddp_tutorial_program(torch_modules(), tmp_path / "theirs", free_port())
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-7)
