@@ -2,6 +2,8 @@
 rendezvous rules and errors, is_available(), reduce_scatter, the object collectives, and PyTorch's errors for
 initializing twice and destroying no group."""
 
+import datetime
+
 import numpy as np
 import pytest
 
@@ -9,6 +11,8 @@ import autograd
 import autograd.distributed as dist
 import nn
 from autograd.distributed import process_group
+
+TIMEOUT = datetime.timedelta(seconds=60)  # a stuck rendezvous fails the test instead of hanging it
 
 
 @pytest.fixture
@@ -194,15 +198,16 @@ def test_new_collectives_over_mpi_ranks():
         assert result.returncode == 0 and "new collectives OK" in result.stdout, result.stderr[-2000:]
 
 
-def differentiable_collectives(torch, dnn):
+def differentiable_collectives(torch, dnn, world):
+    """(``group`` given: torch.distributed.nn's default is the WORLD of when it was first imported.)"""
     x = torch.tensor([1.0, -2.0], requires_grad=True)
-    gathered = dnn.all_gather(x * 3)
+    gathered = dnn.all_gather(x * 3, group=world)
     (torch.cat(gathered) * torch.tensor([2.0, 5.0])).sum().backward()
     y = torch.tensor([0.5, 4.0], requires_grad=True)
-    total = dnn.all_reduce(y)
+    total = dnn.all_reduce(y, group=world)
     (total ** 2).sum().backward()
     z = torch.tensor([7.0], requires_grad=True)
-    shared = dnn.broadcast(z, src=0)
+    shared = dnn.broadcast(z, src=0, group=world)
     (shared * -1).sum().backward()
     return (len(gathered), gathered[0].tolist(), x.grad.tolist(), total.tolist(), y.grad.tolist(), shared.tolist(),
             z.grad.tolist(), total.data_ptr() != y.data_ptr())
@@ -211,17 +216,18 @@ def differentiable_collectives(torch, dnn):
 def test_differentiable_collectives_of_one_rank(alone, tmp_path):
     import autograd.distributed.nn
 
-    ours = differentiable_collectives(autograd, autograd.distributed.nn)
+    ours = differentiable_collectives(autograd, autograd.distributed.nn, dist.group.WORLD)
     assert ours == (1, [3.0, -6.0], [6.0, 15.0], [0.5, 4.0], [1.0, 8.0], [7.0], [-1.0], True)
     assert dist.is_torchelastic_launched() is False
     pytest.importorskip("torch")
     import torch
     import torch.distributed.nn
 
-    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'theirs'}", rank=0, world_size=1)
+    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'theirs'}", rank=0, world_size=1,
+                                         timeout=TIMEOUT)
     try:
         with pytest.warns(FutureWarning):
-            assert ours == differentiable_collectives(torch, torch.distributed.nn)
+            assert ours == differentiable_collectives(torch, torch.distributed.nn, torch.distributed.group.WORLD)
     finally:
         torch.distributed.destroy_process_group()
 
@@ -259,7 +265,8 @@ def test_no_backend_is_gloo_alone_and_mpi_under_mpiexec(tmp_path, monkeypatch):
     torch = pytest.importorskip("torch")
     import torch.distributed  # noqa: F811
 
-    torch.distributed.init_process_group(init_method=f"file://{tmp_path / 'theirs'}", rank=0, world_size=1)
+    torch.distributed.init_process_group(init_method=f"file://{tmp_path / 'theirs'}", rank=0, world_size=1,
+                                         timeout=TIMEOUT)
     try:  # (PyTorch's get_backend() answers "undefined" here: a gloo group for the CPU, no name chosen)
         assert torch.distributed.get_world_size() == 1 and torch.distributed.get_backend() in ("gloo", "undefined")
     finally:
@@ -288,7 +295,8 @@ def test_ddp_needs_a_trainable_parameter_and_joins_alone(alone, tmp_path):
     import torch
     import torch.distributed
 
-    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'theirs'}", rank=0, world_size=1)
+    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'theirs'}", rank=0, world_size=1,
+                                         timeout=TIMEOUT)
     try:
         assert ours == ddp_without_trainable_parameters(torch, torch.nn)
     finally:

@@ -3,6 +3,7 @@ on chainrule and, where torch is installed, on PyTorch: collectives, an env:// l
 DistributedDataParallel model with a DistributedSampler, no_sync and find_unused_parameters, saving on rank 0,
 and nn.DataParallel on the CPU."""
 
+import datetime
 import os
 import socket
 
@@ -15,6 +16,8 @@ import nn
 import nn.functional
 import optim
 from autograd.utils import data as chainrule_data
+
+TIMEOUT = datetime.timedelta(seconds=60)  # a stuck rendezvous fails the test instead of hanging it
 
 
 def chainrule_modules():
@@ -41,7 +44,7 @@ def free_port():
 
 def collectives_program(modules, store):
     torch, nn, F, dist, optim, data = modules
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=0, world_size=1)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=0, world_size=1, timeout=TIMEOUT)
     try:
         seen = {"group": (dist.is_initialized(), dist.get_rank(), dist.get_world_size(), dist.get_backend())}
         dist.barrier()
@@ -114,7 +117,7 @@ def launcher_program(modules, folder, wrap=True):
     torch, nn, F, dist, optim, data = modules
     local_rank = int(os.environ["LOCAL_RANK"])
     if wrap:
-        dist.init_process_group(backend="gloo")
+        dist.init_process_group(backend="gloo", timeout=TIMEOUT)
     torch.manual_seed(0)
     model = Net.make(nn, F)
     ddp = nn.parallel.DistributedDataParallel(model, find_unused_parameters=True) if wrap else model
@@ -246,7 +249,7 @@ def simclr_program(modules, store):
             dist.all_reduce(every)
             return every[dist.get_rank()]
 
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=0, world_size=1)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=0, world_size=1, timeout=TIMEOUT)
     try:
         torch.manual_seed(0)
         encoder = nn.Linear(3, 4)
@@ -285,7 +288,7 @@ def unused_parameter_program(modules, store):
         def forward(self, x):
             return self.a(x)
 
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=0, world_size=1)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=0, world_size=1, timeout=TIMEOUT)
     try:
         torch.manual_seed(0)
         model = nn.parallel.DistributedDataParallel(TwoHeads())
@@ -313,7 +316,7 @@ def ddp_tutorial_program(modules, folder, port, rank=0, world_size=1):
     through MASTER_ADDR/MASTER_PORT, rank 0 saves, a barrier, every rank loads with a cuda map_location."""
     torch, nn, F, dist, optim, data = modules
     os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "localhost", str(port)
-    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    dist.init_process_group("gloo", rank=rank, world_size=world_size, timeout=TIMEOUT)
     try:
         torch.manual_seed(0)
         model = nn.Sequential(nn.Linear(10, 10), nn.ReLU(), nn.Linear(10, 5))
