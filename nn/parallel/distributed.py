@@ -17,7 +17,6 @@ import autograd
 import autograd.distributed as dist
 
 from ..module import Module
-from ..modules.utils import consume_prefix_in_state_dict_if_present  # noqa: F401  (its name here too)
 from .reducer import Reducer
 
 
