@@ -6,8 +6,9 @@
     t = autograd.tensor([float(dist.get_rank())])
     dist.all_reduce(t)                       # every rank: tensor([1.])
 
-Needs the optional extra ``pip install 'chainrule[distributed]'`` (mpi4py and
-MPICH); nothing here imports mpi4py until ``init_process_group``.
+Several processes need the optional extra ``pip install 'chainrule[distributed]'`` (mpi4py
+and MPICH); nothing here imports mpi4py until ``init_process_group("mpi")``. A program started
+alone may call ``init_process_group("gloo", ..., world_size=1)``: a job of one process.
 """
 
 from .checkpoint import save_on_rank0
@@ -18,16 +19,27 @@ from .collectives import (
     all_gather,
     all_gather_into_tensor,
     all_reduce,
+    all_to_all,
+    all_to_all_single,
     barrier,
     broadcast,
     gather,
+    get_global_rank,
+    get_group_rank,
+    monitored_barrier,
+    new_group,
     reduce,
+    reduce_scatter,
+    reduce_scatter_tensor,
     scatter,
 )
+from .object_collectives import all_gather_object, broadcast_object_list, gather_object
 from .process_group import (
+    Backend,
     DistBackendError,
     destroy_process_group,
     get_backend,
+    get_node_local_rank,
     get_rank,
     get_world_size,
     init_process_group,
@@ -36,9 +48,13 @@ from .process_group import (
     is_initialized,
     is_mpi_available,
     is_nccl_available,
+    is_torchelastic_launched,
     is_ucc_available,
 )
 
 
 class group:  # noqa: N801  (torch.distributed.group.WORLD)
     WORLD = WORLD
+
+
+GroupMember = group  # (torch.distributed.GroupMember.WORLD)

@@ -1,5 +1,5 @@
 """Collectives on Tensors, as ``torch.distributed``'s: ``all_reduce``, ``broadcast``,
-``all_gather``, ``reduce``, ``scatter``, ``gather``, ``barrier``.
+``all_gather``, ``reduce``, ``reduce_scatter``, ``scatter``, ``gather``, ``barrier``.
 
 Each moves the tensors' NumPy arrays with mpi4py's buffer methods (capitalised:
 ``Iallreduce``, ``Ibcast``, ...), never pickling, and writes the result into the
@@ -91,6 +91,28 @@ class _World:
 
 
 WORLD = _World()  # torch.distributed.group.WORLD
+
+
+def new_group(ranks=None, timeout=None, backend=None, pg_options=None, use_local_synchronization=False,
+              group_desc=None, device_id=None, sort_ranks=True):
+    """A group of every rank is the default group (``WORLD``); smaller groups are not supported."""
+    pg._require()
+    if ranks is not None and sorted(ranks) != list(range(pg._State.size)):
+        raise NotImplementedError(f"new_group: only the group of every rank (0 to {pg._State.size - 1}) is supported, "
+                                  f"got ranks={list(ranks)}")
+    return WORLD
+
+
+def get_global_rank(group, group_rank):
+    """The global rank of ``group_rank`` in ``group``: the default group's ranks are the global ones."""
+    _check_group(group)
+    return group_rank
+
+
+def get_group_rank(group, global_rank):
+    """The rank in ``group`` of global rank ``global_rank``: the same in the default group."""
+    _check_group(group)
+    return global_rank
 
 
 def _tensor_array(tensor, name):
@@ -216,6 +238,48 @@ def reduce(tensor, dst=0, op=ReduceOp.SUM, group=None, async_op=False, group_dst
     return _start(f"reduce({op.name}) to rank {dst} of shape {tuple(tensor.shape)}", launch, finish, async_op, [tensor])
 
 
+def _reduce_scatter(output, send, op, what, async_op):
+    """Rank i's ``output`` becomes op over the ranks of block i of their ``send`` (one block a rank)."""
+    array = _tensor_array(output, "output")
+    if op is ReduceOp.AVG and array.dtype.kind not in "fc":
+        raise TypeError(f"{what}: ReduceOp.AVG needs a floating-point tensor, got {array.dtype}")
+    mpi_op, buffer = _mpi_op(op), _buffer(array)
+
+    def finish():
+        if op is ReduceOp.AVG:
+            buffer[...] /= pg._State.size
+        _copy_back(array, buffer)
+
+    return _start(f"{what}({op.name}) of shape {tuple(output.shape)}",
+                  lambda: [pg._State.comm.Ireduce_scatter_block(send, buffer, op=mpi_op)], finish, async_op, [output])
+
+
+def reduce_scatter(output, input_list, op=ReduceOp.SUM, group=None, async_op=False):
+    """Rank i's ``output`` becomes op over every rank's ``input_list[i]``."""
+    _check_group(group)
+    if len(input_list) != pg._State.size:
+        raise ValueError(f"reduce_scatter: input_list has {len(input_list)} tensors, the world size is "
+                         f"{pg._State.size}")
+    for i, t in enumerate(input_list):
+        if tuple(t.shape) != tuple(output.shape):
+            raise ValueError(f"reduce_scatter: input_list[{i}] has shape {tuple(t.shape)}, "
+                             f"the output {tuple(output.shape)}")
+    dtype = _tensor_array(output, "output").dtype
+    send = numpy.ascontiguousarray(numpy.stack([t._data for t in input_list]).astype(dtype, copy=False))
+    return _reduce_scatter(output, send, op, "reduce_scatter", async_op)
+
+
+def reduce_scatter_tensor(output, input, op=ReduceOp.SUM, group=None, async_op=False):
+    """``input`` (world size × output's elements) cut into one block a rank; rank i's ``output``
+    becomes op over every rank's block i."""
+    _check_group(group)
+    array = _tensor_array(input, "input")
+    if array.size != _tensor_array(output, "output").size * pg._State.size:
+        raise ValueError(f"reduce_scatter_tensor: input of shape {tuple(input.shape)} is not {pg._State.size} "
+                         f"outputs of shape {tuple(output.shape)}")
+    return _reduce_scatter(output, numpy.ascontiguousarray(array), op, "reduce_scatter_tensor", async_op)
+
+
 def scatter(tensor, scatter_list=None, src=0, group=None, async_op=False, group_src=None):
     """Rank i's ``tensor`` becomes ``scatter_list[i]`` of rank ``src`` (only ``src`` gives the list)."""
     _check_group(group)
@@ -265,7 +329,56 @@ def gather(tensor, gather_list=None, dst=0, group=None, async_op=False, group_ds
                   gather_list or [])
 
 
+def _all_to_all(send, receive, what, async_op, result, finish=None):
+    return _start(what, lambda: [pg._State.comm.Ialltoall(send, receive)], finish, async_op, result)
+
+
+def all_to_all_single(output, input, output_split_sizes=None, input_split_sizes=None, group=None, async_op=False):
+    """``input``'s dim 0 cut into one equal block a rank: rank j's ``output`` block i becomes rank i's
+    ``input`` block j (uneven ``*_split_sizes`` are not supported)."""
+    _check_group(group)
+    size = pg._State.size
+    for name, splits in (("output_split_sizes", output_split_sizes), ("input_split_sizes", input_split_sizes)):
+        if splits and (len(splits) != size or len(set(splits)) != 1):
+            raise NotImplementedError(f"all_to_all_single: only equal splits are supported, got {name}={splits}")
+    array, out = _tensor_array(input, "input"), _tensor_array(output, "output")
+    if array.shape != out.shape or (array.ndim and array.shape[0] % size):
+        raise ValueError(f"all_to_all_single: input {tuple(input.shape)} and output {tuple(output.shape)} must have "
+                         f"the same shape, with dim 0 divisible by the world size {size}")
+    buffer = _buffer(out)
+    return _all_to_all(numpy.ascontiguousarray(array), buffer, f"all_to_all_single of shape {tuple(input.shape)}",
+                       async_op, [output], lambda: _copy_back(out, buffer))
+
+
+def all_to_all(output_tensor_list, input_tensor_list, group=None, async_op=False):
+    """Rank j's ``output_tensor_list[i]`` becomes rank i's ``input_tensor_list[j]`` (tensors of one shape)."""
+    _check_group(group)
+    size = pg._State.size
+    if len(output_tensor_list) != size or len(input_tensor_list) != size:
+        raise ValueError(f"all_to_all: give {size} output and {size} input tensors (the world size), got "
+                         f"{len(output_tensor_list)} and {len(input_tensor_list)}")
+    shape = tuple(input_tensor_list[0].shape)
+    if any(tuple(t.shape) != shape for t in list(input_tensor_list) + list(output_tensor_list)):
+        raise NotImplementedError(f"all_to_all: only tensors of one shape are supported (the first is {shape})")
+    send = numpy.ascontiguousarray(numpy.stack([t._data for t in input_tensor_list]))
+    received = numpy.empty_like(send)
+
+    def finish():
+        with no_grad():
+            for t, part in zip(output_tensor_list, received):
+                t.copy_(Tensor._make(part))
+
+    return _all_to_all(send, received, f"all_to_all of shape {shape}", async_op, output_tensor_list, finish)
+
+
 def barrier(group=None, async_op=False, device_ids=None):
     """Wait until every rank has reached the barrier."""
     _check_group(group)
     return _start("barrier", lambda: [pg._State.comm.Ibarrier()], None, async_op)
+
+
+def monitored_barrier(group=None, timeout=None, wait_all_ranks=False):
+    """A barrier that raises once it has waited ``timeout`` (a datetime.timedelta; the group's timeout by
+    default), naming the ranks that did not arrive."""
+    _check_group(group)
+    _start("monitored_barrier", lambda: [pg._State.comm.Ibarrier()], None, async_op=True).wait(timeout)

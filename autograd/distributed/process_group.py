@@ -18,11 +18,14 @@ others. Two guards:
 """
 
 import datetime
+import os
 import sys
 import threading
 import time
 
 import numpy
+
+from . import single_process
 
 INSTALL_HINT = "pip install 'chainrule[distributed]'  (mpi4py and MPICH's mpiexec)"
 NOT_INITIALIZED = ("Default process group has not been initialized, please make sure to call "
@@ -36,9 +39,23 @@ class DistBackendError(RuntimeError):
     __module__ = "autograd.distributed"
 
 
+class Backend(str):
+    """The backends' names, as ``torch.distributed.Backend``: ``Backend("GLOO")`` is the str "gloo"."""
+
+    UNDEFINED, GLOO, NCCL, XCCL, UCC, MPI = "undefined", "gloo", "nccl", "xccl", "ucc", "mpi"
+    backend_list = [UNDEFINED, GLOO, NCCL, XCCL, UCC, MPI]
+
+    def __new__(cls, name):
+        if not isinstance(name, str):
+            raise ValueError("Backend constructor parameter must be string-ish")
+        return getattr(cls, name.upper(), name.lower())
+
+
 class _State:
     MPI = None  # the mpi4py.MPI module, once imported
-    comm = None  # COMM_WORLD while a process group is initialized
+    comm = None  # COMM_WORLD while a process group is initialized (a SingleProcessComm for "gloo")
+    backend = None
+    mpi_module = None  # mpi4py's MPI, put aside while "gloo" puts its stand-in in MPI
     rank = 0
     size = 1
     timeout = DEFAULT_TIMEOUT.total_seconds()
@@ -70,10 +87,9 @@ def _import_mpi():
 
 
 def is_available():
-    """Whether the distributed package can be used here (mpi4py is installed)."""
-    import importlib.util
-
-    return importlib.util.find_spec("mpi4py") is not None
+    """True, as PyTorch's: a job of one process ("gloo") needs nothing more; one of several
+    needs mpi4py (``is_mpi_available``)."""
+    return True
 
 
 def is_initialized():
@@ -81,11 +97,15 @@ def is_initialized():
 
 
 def is_mpi_available():
-    return is_available()
+    """Whether mpi4py is installed, so that init_process_group("mpi") can join an mpiexec job."""
+    import importlib.util
+
+    return importlib.util.find_spec("mpi4py") is not None
 
 
 def is_nccl_available():
-    """False: chainrule's one backend is MPI (what a program asks before choosing init_process_group's backend)."""
+    """False: chainrule's backend for several processes is MPI (what a program asks before choosing
+    init_process_group's backend); "gloo" serves a job of one process only, so it is not offered here."""
     return False
 
 
@@ -109,7 +129,23 @@ def get_world_size(group=None):
 
 def get_backend(group=None):
     _require()
-    return "mpi"
+    return _State.backend
+
+
+def is_torchelastic_launched():
+    """Whether torchrun (torch.distributed.elastic) started this process: it sets TORCHELASTIC_RUN_ID."""
+    return os.getenv("TORCHELASTIC_RUN_ID") is not None
+
+
+def get_node_local_rank(fallback_rank=None):
+    """This process's rank on its machine, from LOCAL_RANK (torchrun sets it), else ``fallback_rank``."""
+    if "LOCAL_RANK" in os.environ:
+        return int(os.environ["LOCAL_RANK"])
+    if fallback_rank is not None:
+        return int(fallback_rank)
+    raise RuntimeError(
+        "LOCAL_RANK is not in the environment. Consider passing fallback_rank to allow `get_node_local_rank` to work, "
+        "assuming you are not running in a multi-device context and want the code to run locally instead.")
 
 
 def _seconds(timeout):
@@ -120,21 +156,30 @@ def _seconds(timeout):
     raise TypeError(f"timeout must be a datetime.timedelta, got {type(timeout).__name__} {timeout!r}")
 
 
-def init_process_group(backend="mpi", init_method=None, timeout=None, world_size=-1, rank=-1, store=None,
+def init_process_group(backend=None, init_method=None, timeout=None, world_size=-1, rank=-1, store=None,
                        group_name="", pg_options=None, device_id=None):
-    """Join the job started by ``mpiexec``: rank and world size come from MPI.
+    """Join the job: with "mpi", the one ``mpiexec`` started (rank and world size come from MPI);
+    with "gloo", a job of this process alone (see ``single_process``).
 
-    backend:    "mpi" (the only one; None means it too).
+    backend:    "mpi", or "gloo" for world_size 1; None (PyTorch's default) means "mpi" in a job an
+                MPI launcher started, else "gloo" (PyTorch's choice on the CPU).
+    init_method, store: for "gloo", where PyTorch's rendezvous finds rank and world size
+                (default "env://": RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT).
     timeout:    a datetime.timedelta; a collective waiting longer raises and names
                 the missing ranks (default 30 minutes, as PyTorch's).
-    world_size, rank: optional; when given they must agree with MPI's.
+    world_size, rank: optional for "mpi"; when given they must agree with MPI's.
     """
-    if backend is not None and str(backend).lower() != "mpi":
+    name = (_launcher_backend() if backend is None else str(backend)).lower()
+    if name not in ("mpi", "gloo"):
         raise ValueError(f"Invalid backend: {backend!r}; chainrule's distributed package has the 'mpi' backend "
-                         f"only (start the job with mpiexec -n N)")
+                         f"(start the job with mpiexec -n N), and 'gloo' for a job of one process")
     if _State.comm is not None:
-        raise RuntimeError("trying to initialize the default process group twice!")
+        raise ValueError("trying to initialize the default process group twice!")
     seconds = _seconds(timeout)
+    if name == "gloo":
+        _join_alone(*single_process.rendezvous(init_method, rank, world_size, store))
+        _State.timeout, _State.sequence = seconds, 0
+        return
     MPI = _import_mpi()
     comm = MPI.COMM_WORLD
     if world_size not in (-1, None) and world_size != comm.Get_size():
@@ -143,10 +188,28 @@ def init_process_group(backend="mpi", init_method=None, timeout=None, world_size
     if rank not in (-1, None) and rank != comm.Get_rank():
         raise ValueError(f"init_process_group: rank={rank} but MPI gave this process rank {comm.Get_rank()}; "
                          "leave rank out")
-    _State.comm, _State.rank, _State.size = comm, comm.Get_rank(), comm.Get_size()
+    _State.comm, _State.rank, _State.size, _State.backend = comm, comm.Get_rank(), comm.Get_size(), "mpi"
     _State.timeout, _State.sequence = seconds, 0
     _share_arrival_counters(MPI, comm)
     _install_abort_on_error()
+
+
+def _launcher_backend():
+    """ "mpi" when mpiexec started this process (MPICH's Hydra sets PMI_SIZE, Open MPI
+    OMPI_COMM_WORLD_SIZE), else "gloo"."""
+    return "mpi" if "PMI_SIZE" in os.environ or "OMPI_COMM_WORLD_SIZE" in os.environ else "gloo"
+
+
+def _join_alone(rank, world_size):
+    """The "gloo" group: this process is the whole job."""
+    if world_size != 1:
+        raise RuntimeError(f"chainrule's 'gloo' backend runs a job of one process, but world_size is {world_size}: "
+                           f"start {world_size} processes with mpiexec -n {world_size} and "
+                           f"init_process_group('mpi') ({INSTALL_HINT})")
+    if rank != 0:
+        raise ValueError(f"init_process_group: rank={rank} in a job of world_size 1 (its one rank is 0)")
+    _State.mpi_module, _State.MPI = _State.MPI, single_process.MPI
+    _State.comm, _State.rank, _State.size, _State.backend = single_process.SingleProcessComm(), 0, 1, "gloo"
 
 
 def _share_arrival_counters(MPI, comm):
@@ -196,7 +259,7 @@ def _abort(message):
 def destroy_process_group(group=None):
     """Leave the process group: restore the exception hooks, free the shared counters."""
     if _State.comm is None:
-        return
+        raise AssertionError("Process group cannot be None")  # (PyTorch's words)
     wait_all([_State.comm.Ibarrier()], "destroy_process_group", _arrive())  # no rank leaves while others talk
     if _State.window is not None:
         _State.arrivals = None
@@ -205,7 +268,9 @@ def destroy_process_group(group=None):
     if _State.previous_hooks is not None:
         sys.excepthook, threading.excepthook = _State.previous_hooks
         _State.previous_hooks = None
-    _State.comm = None
+    if _State.backend == "gloo":
+        _State.MPI, _State.mpi_module = _State.mpi_module, None
+    _State.comm, _State.backend = None, None
     _State.rank, _State.size = 0, 1
 
 

@@ -50,6 +50,9 @@ class DistributedDataParallel(Module):
         self.require_backward_grad_sync = True
         self.require_forward_param_sync = True
         self.parameters_to_ignore = set(getattr(module, "_ddp_params_and_buffers_to_ignore", ()))
+        if not any(p.requires_grad for n, p in module.named_parameters() if n not in self.parameters_to_ignore):
+            raise RuntimeError("DistributedDataParallel is not needed when a module doesn't have any parameter that "
+                               "requires a gradient.")
         self._sync_module_states()
         self.reducer = Reducer([(n, p) for n, p in module.named_parameters() if n not in self.parameters_to_ignore],
                                int(self.bucket_cap_mb * 1024 * 1024), find_unused_parameters)
@@ -88,6 +91,15 @@ class DistributedDataParallel(Module):
         finally:
             self.require_backward_grad_sync = previous
 
+    @contextlib.contextmanager
+    def join(self, divide_by_initial_world_size=True, enable=True, throw_on_early_termination=False):
+        """PyTorch's context for ranks with uneven numbers of batches. With one rank there is no other
+        rank's collectives to shadow, and it does nothing; with several it is not supported."""
+        if enable and dist.get_world_size() > 1:
+            raise NotImplementedError("DistributedDataParallel.join (uneven inputs across ranks) is not supported: "
+                                      "give every rank the same number of batches (a DistributedSampler does)")
+        yield
+
     @staticmethod
     def _set_params_and_buffers_to_ignore_for_model(module, params_and_buffers_to_ignore):
         module._ddp_params_and_buffers_to_ignore = list(params_and_buffers_to_ignore)
@@ -95,11 +107,3 @@ class DistributedDataParallel(Module):
     def extra_repr(self):
         return ""
 
-
-def consume_prefix_in_state_dict_if_present(state_dict, prefix):
-    """Strip ``prefix`` ("module.") from the keys of a DistributedDataParallel's state_dict in
-    place, so the plain module loads it (as torch.nn.modules.utils')."""
-    items = list(state_dict.items())
-    state_dict.clear()
-    for key, value in items:
-        state_dict[key[len(prefix):] if key.startswith(prefix) else key] = value
