@@ -64,6 +64,9 @@ LITERALS = {
     'cached_sn': [0.46845502, -0.118293, -0.77086544, -0.75398153],
     'sagan_own_sn': [-0.08198968, -0.56418306, -1.05639839],
     'esrgan': 0.09426122,
+    'amp_gp': [[0.03287517, 256.0], [0.02747022, 256.0]],
+    'dtypes': [-0.17755414, 0.055811],
+    'melgan': [[2.64274836, 78.02581787, 74.62309265], [2.62428355, 77.4172287, 74.05983734]],
 }
 
 
@@ -943,6 +946,189 @@ def esrgan(m):
 
 
 
+def amp_gp(m):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    torch.manual_seed(16)
+    D = nn.Sequential(nn.Linear(4, 8), nn.LeakyReLU(0.2), nn.Linear(8, 1))
+    nn.init.xavier_uniform_(D[0].weight, gain=nn.init.calculate_gain('leaky_relu', 0.2))
+    nn.init.trunc_normal_(D[2].weight, std=0.02)
+    opt = optim.Adam(D.parameters(), lr=1e-3)
+    scaler = torch.amp.GradScaler('cpu', init_scale=2. ** 8)
+    x = torch.randn(5, 4, requires_grad=True)
+    hist = []
+    for i in range(2):
+        opt.zero_grad()
+        with torch.autocast('cpu', dtype=torch.bfloat16, enabled=False):
+            out = D(x)
+            loss = out.float().mean()
+        scaled_grads = torch.autograd.grad(outputs=scaler.scale(loss), inputs=x, create_graph=True)
+        inv_scale = 1. / scaler.get_scale()
+        grads = [p * inv_scale for p in scaled_grads]
+        with torch.autocast('cpu', dtype=torch.bfloat16, enabled=False):
+            grad_norm = grads[0].pow(2).sum().sqrt()
+            loss = loss + grad_norm
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        hist.append([loss.item(), scaler.get_scale(), out.dtype == torch.float32])
+    # progressive growing: new block, add_param_group
+    blocks = nn.ModuleList([nn.Linear(4, 4)])
+    optG = optim.Adam(blocks.parameters(), lr=1e-2, betas=(0.0, 0.99))
+    sched = optim.lr_scheduler.StepLR(optG, 1, gamma=0.5)
+    z = torch.randn(3, 4)
+    for stage in range(2):
+        for k in range(2):
+            h = z
+            for b in blocks:
+                h = F.leaky_relu(b(h), 0.2)
+            l = h.square().mean()
+            optG.zero_grad(); l.backward(); optG.step()
+        sched.step()
+        new = nn.Linear(4, 4)
+        blocks.append(new)
+        optG.add_param_group({'params': new.parameters(), 'lr': 5e-3})
+    sd = optG.state_dict()
+    h = z
+    for b in blocks:
+        h = b(h)
+    # gradient reversal by a hook
+    fake = torch.randn(3, 4, requires_grad=True)
+    y = fake * 2
+    y.register_hook(lambda g: -0.5 * g)
+    (y.sum() * 3).backward()
+    return hist, [p.grad for p in D.parameters()], h, [g['lr'] for g in optG.param_groups], sorted(sd['state'].keys()), [g['initial_lr'] if 'initial_lr' in g else None for g in optG.param_groups], fake.grad, [p for p in D.parameters()]
+
+def dtypes(m):
+    torch, nn = m.torch, m.nn
+    torch.manual_seed(17)
+    net = nn.Sequential(nn.utils.spectral_norm(nn.Linear(3, 3)), nn.utils.parametrizations.spectral_norm(nn.Linear(3, 2))).double()
+    x = torch.randn(2, 3, dtype=torch.float64)
+    y = net(x)
+    n = torch.randn(4, dtype=torch.float64)
+    e = torch.empty(3, dtype=torch.float64).normal_(0, 1)
+    return y, y.dtype == torch.float64, net[0].weight_u.dtype == torch.float64, net[1].parametrizations.weight[0]._u.dtype == torch.float64, n, e, net[1].parametrizations.weight.original.dtype == torch.float64
+
+
+def melgan(m):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    from_wn = nn.utils.weight_norm
+    pwn = nn.utils.parametrizations.weight_norm
+    SN = nn.utils.spectral_norm
+    torch.manual_seed(18)
+    LRELU = 0.1
+    def init_weights(mm, mean=0.0, std=0.01):
+        if mm.__class__.__name__.find("Conv") != -1:
+            mm.weight.data.normal_(mean, std)
+    def get_padding(k, d=1):
+        return int((k * d - d) / 2)
+    class ResBlock(nn.Module):
+        def __init__(self, ch, k=3, dilation=(1, 3)):
+            super().__init__()
+            self.convs = nn.ModuleList([from_wn(nn.Conv1d(ch, ch, k, 1, dilation=d, padding=get_padding(k, d))) for d in dilation])
+            self.convs.apply(init_weights)
+        def forward(self, x):
+            for c in self.convs:
+                xt = F.leaky_relu(x, LRELU)
+                xt = c(xt)
+                x = xt + x
+            return x
+        def remove_weight_norm(self):
+            for l in self.convs:
+                nn.utils.remove_weight_norm(l)
+    class Generator(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv_pre = from_wn(nn.Conv1d(4, 8, 7, 1, padding=3))
+            self.ups = nn.ModuleList([pwn(nn.ConvTranspose1d(8, 4, 4, 2, padding=1)), from_wn(nn.ConvTranspose1d(4, 2, 4, 2, padding=1))])
+            self.resblocks = nn.ModuleList([ResBlock(4), ResBlock(2)])
+            self.conv_post = from_wn(nn.Conv1d(2, 1, 7, 1, padding=3))
+            self.ups.apply(init_weights)
+        def forward(self, x):
+            x = self.conv_pre(x)
+            for i in range(2):
+                x = F.leaky_relu(x, LRELU)
+                x = self.ups[i](x)
+                x = self.resblocks[i](x)
+            x = F.leaky_relu(x)
+            return torch.tanh(self.conv_post(x))
+    class DiscriminatorS(nn.Module):
+        def __init__(self, use_spectral_norm=False):
+            super().__init__()
+            norm_f = SN if use_spectral_norm else from_wn
+            self.convs = nn.ModuleList([norm_f(nn.Conv1d(1, 4, 15, 1, padding=7)), norm_f(nn.Conv1d(4, 8, 41, 2, groups=4, padding=20)), norm_f(nn.Conv1d(8, 8, 5, 1, padding=2))])
+            self.conv_post = norm_f(nn.Conv1d(8, 1, 3, 1, padding=1))
+        def forward(self, x):
+            fmap = []
+            for l in self.convs:
+                x = F.leaky_relu(l(x), LRELU); fmap.append(x)
+            x = self.conv_post(x); fmap.append(x)
+            return torch.flatten(x, 1, -1), fmap
+    class MSD(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.discriminators = nn.ModuleList([DiscriminatorS(use_spectral_norm=True), DiscriminatorS(), DiscriminatorS()])
+            self.meanpools = nn.ModuleList([nn.AvgPool1d(4, 2, padding=2), nn.AvgPool1d(4, 2, padding=2)])
+        def forward(self, y, y_hat):
+            y_d_rs, y_d_gs, fmap_rs, fmap_gs = [], [], [], []
+            for i, d in enumerate(self.discriminators):
+                if i != 0:
+                    y = self.meanpools[i - 1](y); y_hat = self.meanpools[i - 1](y_hat)
+                y_d_r, fmap_r = d(y); y_d_g, fmap_g = d(y_hat)
+                y_d_rs.append(y_d_r); fmap_rs.append(fmap_r); y_d_gs.append(y_d_g); fmap_gs.append(fmap_g)
+            return y_d_rs, y_d_gs, fmap_rs, fmap_gs
+    def feature_loss(fmap_r, fmap_g):
+        loss = 0
+        for dr, dg in zip(fmap_r, fmap_g):
+            for rl, gl in zip(dr, dg):
+                loss += torch.mean(torch.abs(rl - gl))
+        return loss * 2
+    def discriminator_loss(disc_real_outputs, disc_generated_outputs):
+        loss = 0
+        for dr, dg in zip(disc_real_outputs, disc_generated_outputs):
+            loss += torch.mean((1 - dr) ** 2) + torch.mean(dg ** 2)
+        return loss
+    def generator_loss(disc_outputs):
+        loss = 0
+        for dg in disc_outputs:
+            loss += torch.mean((1 - dg) ** 2)
+        return loss
+    def stft_mag(x):
+        spec = torch.stft(x, n_fft=16, hop_length=4, win_length=16, window=torch.hann_window(16), return_complex=True, center=True, pad_mode='reflect')
+        return torch.sqrt(spec.real ** 2 + spec.imag ** 2 + 1e-9)
+    G, D = Generator(), MSD()
+    optG = optim.AdamW(G.parameters(), 2e-4, betas=[0.8, 0.99])
+    optD = optim.AdamW(D.parameters(), 2e-4, betas=[0.8, 0.99])
+    schG = optim.lr_scheduler.ExponentialLR(optG, gamma=0.999)
+    mel = torch.randn(2, 4, 8); y = torch.sin(torch.linspace(0, 20, 32)).repeat(2, 1, 1) * 0.5
+    hist = []
+    for it in range(2):
+        y_g_hat = G(mel)
+        optD.zero_grad()
+        y_d_rs, y_d_gs, _, _ = D(y, y_g_hat.detach())
+        loss_disc = discriminator_loss(y_d_rs, y_d_gs)
+        loss_disc.backward(); optD.step()
+        optG.zero_grad()
+        sc = F.l1_loss(stft_mag(y_g_hat.squeeze(1)).log(), stft_mag(y.squeeze(1)).log()) * 45
+        y_d_rs, y_d_gs, fmap_rs, fmap_gs = D(y, y_g_hat)
+        loss_gen = generator_loss(y_d_gs) + feature_loss(fmap_rs, fmap_gs) + sc
+        loss_gen.backward(); optG.step(); schG.step()
+        hist.append([loss_disc.item(), loss_gen.item(), sc.item()])
+    grads = [p.grad for p in G.parameters()]
+    names = sorted(n for n, _ in G.named_parameters())
+    G.eval()
+    for l in G.ups:
+        if hasattr(l, 'weight_g'):
+            nn.utils.remove_weight_norm(l)
+        else:
+            torch.nn.utils.parametrize.remove_parametrizations(l, 'weight')
+    for l in G.resblocks:
+        l.remove_weight_norm()
+    nn.utils.remove_weight_norm(G.conv_pre); nn.utils.remove_weight_norm(G.conv_post)
+    with torch.no_grad():
+        out = G(mel)
+    return hist, grads, names, out, sorted(G.state_dict().keys())
+
+
 # ----------------------------------------------------------------------------------------------
 # the tests: each compares with PyTorch where installed, and checks literals and invariants always
 # ----------------------------------------------------------------------------------------------
@@ -1132,3 +1318,31 @@ def test_esrgan_relativistic_and_perceptual_losses():
     sr, loss, g_grads, d_grads, blend, lo2, lo3 = ours
     assert sr.shape == (2, 3, 12, 12) and lo2.shape == (2, 3, 6, 6) and lo3.shape == (2, 3, 5, 7)
     np.testing.assert_allclose(loss, LITERALS['esrgan'], rtol=1e-5)
+
+
+def test_grad_scaler_gradient_penalty_progressive_growing_and_a_reversal_hook():
+    # (autocast itself is off: chainrule has no bfloat16; the scaler's penalty recipe from PyTorch's AMP notes runs)
+    ours, _ = run_both(amp_gp, rtol=1e-4, atol=1e-6)
+    hist, d_grads, h, lrs, state_keys, initial_lrs, reversed_grad, d_params = ours
+    np.testing.assert_allclose([row[:2] for row in hist], LITERALS['amp_gp'], rtol=1e-4)
+    np.testing.assert_allclose(lrs, [0.0025, 0.0025, 0.005])
+    assert state_keys == [0, 1, 2, 3] and initial_lrs == [0.01, None, None]
+    np.testing.assert_array_equal(reversed_grad, np.full((3, 4), -3.0))
+
+
+def test_spectral_norms_follow_a_model_to_float64():
+    ours, _ = run_both(dtypes, rtol=1e-10, atol=1e-12)
+    assert ours[1:4] == (True, True, True) and ours[6] is True
+    np.testing.assert_allclose(ours[0][0], LITERALS['dtypes'], rtol=1e-7)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.nn.utils.weight_norm` is deprecated:FutureWarning")
+def test_hifigan_weight_norm_multi_scale_discriminators_and_stft_loss():
+    # the log-magnitude STFT loss amplifies rounding: gradients of size ~10 agree to 1e-3 absolute
+    ours, _ = run_both(melgan, rtol=1e-4, atol=1e-3)
+    hist, grads, names, out, keys = ours
+    np.testing.assert_allclose(hist, LITERALS['melgan'], rtol=1e-4)
+    assert 'ups.0.parametrizations.weight.original0' in names and 'conv_pre.weight_g' in names
+    # both weight norms removed: plain weights again
+    assert len(keys) == 16 and 'ups.0.weight' in keys and not any('_g' in k or 'parametrizations' in k for k in keys)
+    assert np.all(np.abs(out) <= 1)
