@@ -1,6 +1,7 @@
 """Focused tests of the library fixes found by tests/test_programs_probe28_gan.py, against PyTorch where installed
 and against PyTorch's words always."""
 
+import numpy as np
 import pytest
 
 import autograd
@@ -38,3 +39,56 @@ def test_grad_errors_are_pytorchs():
     theirs = grad_errors(torch_modules.torch)
     for a, b in zip(grad_errors(autograd), theirs):
         assert a[0] == b[0] and a[1].startswith(b[1]), (a, b)
+
+
+def normalisation_after_an_in_place_write(torch, nn, F, norm, write):
+    """A normalisation layer reads a convolution's output, then the program writes that output in place (``write``:
+    before or after nothing else reads it): PyTorch's batch, instance, layer and group norm nodes save their input, so
+    the backward is refused; the gradient of a program that does not write is returned."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, 3, 3, requires_grad=True)
+    conv = nn.Conv2d(4, 4, 1)
+    layers = {"batch": nn.BatchNorm2d(4), "instance": nn.InstanceNorm2d(4, affine=True),
+              "layer": nn.LayerNorm([4, 3, 3]), "group": nn.GroupNorm(2, 4),
+              "batch_eval": nn.BatchNorm2d(4).eval(),
+              "instance_running": nn.InstanceNorm2d(4, track_running_stats=True).eval()}
+    h = conv(x)
+    out = layers[norm](h)
+    if write:
+        F.relu(h, inplace=True)
+    weights = torch.arange(out.numel()).reshape(out.shape).float().sin()  # (not the square: its sum is constant)
+    failure = error_of(lambda: (out * weights).sum().backward())
+    return failure if failure else x.grad
+
+
+NORMS = ["batch", "instance", "layer", "group", "batch_eval", "instance_running"]
+MODIFIED = "one of the variables needed for gradient computation has been modified by an inplace operation"
+
+
+@pytest.mark.parametrize("norm", NORMS)
+def test_normalisation_refuses_a_backward_after_its_input_is_written(norm):
+    import nn
+    import nn.functional as F
+
+    failure = normalisation_after_an_in_place_write(autograd, nn, F, norm, write=True)
+    assert failure[0] == "RuntimeError" and failure[1].startswith(MODIFIED)
+    grad = normalisation_after_an_in_place_write(autograd, nn, F, norm, write=False)
+    assert grad.shape == (2, 4, 3, 3) and bool(grad.abs().sum() > 0)
+    torch_modules = pytorch()
+    if torch_modules is not None:
+        theirs = normalisation_after_an_in_place_write(torch_modules.torch, torch_modules.nn, torch_modules.F, norm,
+                                                       write=True)
+        assert theirs[0] == "RuntimeError" and theirs[1].startswith(MODIFIED)
+        their_grad = normalisation_after_an_in_place_write(torch_modules.torch, torch_modules.nn, torch_modules.F,
+                                                           norm, write=False)
+        np.testing.assert_allclose(grad.numpy(), their_grad.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_normalisation_allows_writing_its_output_in_place():
+    # (CycleGAN's InstanceNorm2d then ReLU(True), a ResNet's BatchNorm2d then ReLU(True): the output is not saved)
+    import nn
+
+    x = autograd.randn(2, 4, 3, 3, requires_grad=True)
+    for norm in (nn.BatchNorm2d(4), nn.InstanceNorm2d(4), nn.LayerNorm([4, 3, 3]), nn.GroupNorm(2, 4)):
+        nn.ReLU(inplace=True)(norm(x * 1)).sum().backward()
+    assert x.grad is not None
