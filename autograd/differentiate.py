@@ -128,12 +128,13 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
         raise RuntimeError("`inputs` argument to `grad()` cannot be empty.")
     if isinstance(grad_outputs, Tensor):
         grad_outputs = [grad_outputs]
+    seeds = _seed_gradients(outputs, grad_outputs)  # (the outputs are checked before the inputs, as PyTorch's)
     for i, x in enumerate(inputs):
         if not x.requires_grad:
-            raise RuntimeError(f"input {i} (shape {tuple(x.shape)}) does not require grad")
+            raise RuntimeError(f"One of the differentiated Tensors does not require grad (input {i}, shape "
+                               f"{tuple(x.shape)})")
     if retain_graph is None:
         retain_graph = create_graph
-    seeds = _seed_gradients(outputs, grad_outputs)
     # (a sparse input's gradient comes from its values and its dense stand-in's holder: sparse/dense_gradient.py)
     sources = [x._gradient_sources() if is_sparse(x) else (x,) for x in inputs]
     captured = engine.backpropagate([_node(o) for o in outputs], seeds, retain_graph=retain_graph,

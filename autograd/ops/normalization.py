@@ -57,6 +57,17 @@ def standardize(centred, variance, eps):
     return centred * (variance + eps).rsqrt()
 
 
+def saving_input(output, input):
+    """output, its node counting ``input`` as saved for backward, as PyTorch's normalisation nodes save it (batch,
+    instance, layer and group norm): writing the input in place after the forward then refuses the backward, as
+    PyTorch's does (a ReLU(inplace=True) on the convolution output a BatchNorm2d read). The composite's own nodes
+    keep x - mean, not x, so without this nothing would notice, and PyTorch's error would be missed."""
+    node = output.grad_fn
+    if node is not None and output is not input and getattr(input, "grad_fn", None) is not node:
+        node.watch_output(input)
+    return output
+
+
 def channel_shape(input):
     """Broadcast shape for per-channel tensors: (1, C, 1, ...) for input (N, C, ...)."""
     return (1, input.shape[1]) + (1,) * (input.ndim - 2)
@@ -153,6 +164,7 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         return named_node(output, None, "NativeBatchNormBackward0", (input,))
     axes = (0,) + tuple(range(2, input.ndim))
     shape = channel_shape(input)
+    given = input  # (the user's tensor, the one PyTorch saves: saving_input)
     input = in_batch_norm_layout(input, input)  # (PyTorch's kernel writes its output so: a view of it shares it)
     if input._data.size == 0:
         output = scale_and_shift(input, weight, bias, shape)
@@ -166,11 +178,11 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         if running_mean is not None:
             update_running_stats(running_mean, running_var, momentum, mean._data.reshape(-1),
                                  variance._data.reshape(-1), count)
-        return named_node(scale_and_shift(normalized, weight, bias, shape, input.dtype), None,
-                          "NativeBatchNormBackward0")
+        return saving_input(named_node(scale_and_shift(normalized, weight, bias, shape, input.dtype), None,
+                                       "NativeBatchNormBackward0"), given)
     normalized = standardize_by_running_stats(input, running_mean, running_var, eps, shape)
-    return named_node(scale_and_shift(normalized, weight, bias, shape, input.dtype), None, "NativeBatchNormBackward0",
-                      (input,))
+    return saving_input(named_node(scale_and_shift(normalized, weight, bias, shape, input.dtype), None,
+                                   "NativeBatchNormBackward0", (input,)), given)
 
 
 def scale_and_shift(normalized, weight, bias, shape=None, dtype=None):
@@ -250,8 +262,8 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     # PyTorch's kernel normalises a contiguous input (expect_contiguous): its output is row-major whatever the
     # input's layout (ConvNeXt's permuted feature maps), so a view of it shares its memory
     normalized, _, _ = normalize(input.contiguous(), axes, eps)
-    return named_node(scale_and_shift(normalized, weight, bias, dtype=input.dtype), None, "NativeLayerNormBackward0",
-                      (input,))
+    return saving_input(named_node(scale_and_shift(normalized, weight, bias, dtype=input.dtype), None,
+                                   "NativeLayerNormBackward0", (input,)), input)
 
 
 def rms_norm(input, normalized_shape, weight=None, eps=None):
@@ -296,7 +308,7 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
     shape = channel_shape(input)
     # PyTorch's kernel writes its output in the input's suggested memory format: channels-last stays channels-last
     output = in_suggested_layout(scale_and_shift(normalized, weight, bias, shape, input.dtype), input)
-    return named_node(output, None, "NativeGroupNormBackward0", (input,))
+    return saving_input(named_node(output, None, "NativeGroupNormBackward0", (input,)), input)
 
 
 def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=None, use_input_stats=True,
@@ -315,8 +327,9 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
     refuse_differentiable_running_stats(input, running_mean, running_var, not use_input_stats)
     shape = channel_shape(input)
     if not use_input_stats:
-        return named_node(scale_and_shift(standardize_by_running_stats(input, running_mean, running_var, eps, shape),
-                                          weight, bias, shape, input.dtype), None, "ViewBackward0", (input,))
+        normalized = standardize_by_running_stats(input, running_mean, running_var, eps, shape)
+        return saving_input(named_node(scale_and_shift(normalized, weight, bias, shape, input.dtype), None,
+                                       "ViewBackward0", (input,)), input)
     count = input._data.size // max(input.shape[0] * input.shape[1], 1)
     if count == 1:
         raise ValueError(f"Expected more than 1 spatial element when training, got input size "
@@ -331,7 +344,8 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
                     step = statistic.detach().reshape(input.shape[:2]).mean(0)
                     running.mul_(1 - momentum).add_(step.to(running.dtype), alpha=momentum)
     # (PyTorch's runs batch norm on the input viewed as (1, N·C, ...), and views the result back)
-    return named_node(scale_and_shift(normalized, weight, bias, shape, input.dtype), None, "ViewBackward0", (input,))
+    return saving_input(named_node(scale_and_shift(normalized, weight, bias, shape, input.dtype), None,
+                                   "ViewBackward0", (input,)), input)
 
 
 @names("batch_norm", method=False)
