@@ -147,12 +147,11 @@ def _copy_back(array, buffer):
         array[...] = buffer
 
 
-def all_reduce(tensor, op=ReduceOp.SUM, group=None, async_op=False):
-    """Every rank's ``tensor`` becomes op(tensor of rank 0, ..., tensor of rank N-1), in place."""
-    _check_group(group)
-    array = _tensor_array(tensor, "tensor")
+def _reducing(array, op, what):
+    """(MPI's op, the buffer it reduces ``array`` into, finish: the buffer averaged for AVG and copied back into
+    ``array``), after refusing AVG of integers: the one reading of ``op`` of the reducing collectives."""
     if op is ReduceOp.AVG and array.dtype.kind not in "fc":
-        raise TypeError(f"all_reduce: ReduceOp.AVG needs a floating-point tensor, got {array.dtype}")
+        raise TypeError(f"{what}: ReduceOp.AVG needs a floating-point tensor, got {array.dtype}")
     mpi_op, buffer = _mpi_op(op), _buffer(array)
 
     def finish():
@@ -160,6 +159,13 @@ def all_reduce(tensor, op=ReduceOp.SUM, group=None, async_op=False):
             buffer[...] /= pg._State.size
         _copy_back(array, buffer)
 
+    return mpi_op, buffer, finish
+
+
+def all_reduce(tensor, op=ReduceOp.SUM, group=None, async_op=False):
+    """Every rank's ``tensor`` becomes op(tensor of rank 0, ..., tensor of rank N-1), in place."""
+    _check_group(group)
+    mpi_op, buffer, finish = _reducing(_tensor_array(tensor, "tensor"), op, "all_reduce")
     return _start(f"all_reduce({op.name}) of shape {tuple(tensor.shape)}",
                   lambda: [pg._State.comm.Iallreduce(pg._State.MPI.IN_PLACE, buffer, op=mpi_op)],
                   finish, async_op, [tensor])
@@ -217,11 +223,8 @@ def reduce(tensor, dst=0, op=ReduceOp.SUM, group=None, async_op=False, group_dst
     """Rank ``dst``'s ``tensor`` becomes op over every rank's; the others' are left as they were."""
     _check_group(group)
     dst = _rank_argument(dst if group_dst is None else group_dst, "dst")
-    array = _tensor_array(tensor, "tensor")
-    mpi_op, buffer = _mpi_op(op), _buffer(array)
+    mpi_op, buffer, finish = _reducing(_tensor_array(tensor, "tensor"), op, "reduce")
     root = pg._State.rank == dst
-    if op is ReduceOp.AVG and array.dtype.kind not in "fc":
-        raise TypeError(f"reduce: ReduceOp.AVG needs a floating-point tensor, got {array.dtype}")
 
     def launch():
         MPI, comm = pg._State.MPI, pg._State.comm
@@ -229,27 +232,13 @@ def reduce(tensor, dst=0, op=ReduceOp.SUM, group=None, async_op=False, group_dst
             return [comm.Ireduce(MPI.IN_PLACE, buffer, op=mpi_op, root=dst)]
         return [comm.Ireduce(buffer, None, op=mpi_op, root=dst)]
 
-    def finish():
-        if root:
-            if op is ReduceOp.AVG:
-                buffer[...] /= pg._State.size
-            _copy_back(array, buffer)
-
-    return _start(f"reduce({op.name}) to rank {dst} of shape {tuple(tensor.shape)}", launch, finish, async_op, [tensor])
+    return _start(f"reduce({op.name}) to rank {dst} of shape {tuple(tensor.shape)}", launch,
+                  finish if root else None, async_op, [tensor])  # (the others' are left as they were)
 
 
 def _reduce_scatter(output, send, op, what, async_op):
     """Rank i's ``output`` becomes op over the ranks of block i of their ``send`` (one block a rank)."""
-    array = _tensor_array(output, "output")
-    if op is ReduceOp.AVG and array.dtype.kind not in "fc":
-        raise TypeError(f"{what}: ReduceOp.AVG needs a floating-point tensor, got {array.dtype}")
-    mpi_op, buffer = _mpi_op(op), _buffer(array)
-
-    def finish():
-        if op is ReduceOp.AVG:
-            buffer[...] /= pg._State.size
-        _copy_back(array, buffer)
-
+    mpi_op, buffer, finish = _reducing(_tensor_array(output, "output"), op, what)
     return _start(f"{what}({op.name}) of shape {tuple(output.shape)}",
                   lambda: [pg._State.comm.Ireduce_scatter_block(send, buffer, op=mpi_op)], finish, async_op, [output])
 
