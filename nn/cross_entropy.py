@@ -157,15 +157,25 @@ class CrossEntropy(Primitive):
     pytorch_name = "NllLossBackward0"  # (PyTorch's cross_entropy: log_softmax, then nll_loss)
     ignored = None  # the rows whose target is ignore_index (None: none is), their losses 0 whatever their logits
     mean = False  # reduction='mean' (float16 divides by its own sum of the weights: _float16_total_weight)
+    class_last = True  # the classes were the input's last dim, (N, C); not an image's (N, C, H, W) (see forward)
 
     def forward(self, x):
         if x.dtype == xp.float16:
-            return self._half(x)
+            if self.class_last:
+                return self._half(x)
+            # an image's: PyTorch's log_softmax off the last dim is float32 rounded once, and nll_loss2d sums the
+            # rounded losses wide
+            return self._wide(x.astype(xp.float32), rounded_to=xp.float16).astype(xp.float16)
+        return self._wide(x)
+
+    def _wide(self, x, rounded_to=None):
         rows = xp.arange(len(self.labels))
         shifted = x - x.max(axis=1, keepdims=True) if x.size else x  # (no rows, no classes: nothing to shift)
         losses = xp.log(xp.exp(shifted).sum(axis=1)) - shifted[rows, self.labels]
         if self.ignored is not None:  # skipped, as PyTorch's nll_loss skips them (a row of -inf logits is NaN)
             losses = xp.where(self.ignored, 0, losses)
+        if rounded_to is not None:
+            losses = losses.astype(rounded_to).astype(x.dtype)
         if self.weights is not None:
             losses = losses * self.weights
         return losses.sum() * self.scale if self.reduce else losses
@@ -187,7 +197,7 @@ class CrossEntropy(Primitive):
         if self.mean and x._data.dtype == xp.float16:
             total_weight = _float16_total_weight(self.labels, self.weights, self.ignored)
         return (CrossEntropyGrad.apply(grad, x, labels=self.labels, weights=self.weights, scale=self.scale,
-                                       reduce=self.reduce, total_weight=total_weight),)
+                                       reduce=self.reduce, total_weight=total_weight, class_last=self.class_last),)
 
 
 class CrossEntropyGrad(Primitive):
@@ -200,6 +210,7 @@ class CrossEntropyGrad(Primitive):
     """
 
     total_weight = 1  # float16 'mean': PyTorch's float16 Σ w_n, which g is divided by (the scale s is not used)
+    class_last = True  # as CrossEntropy's
 
     def row_scales(self, dtype):
         """s · w_n for each row, as a column."""
@@ -210,7 +221,12 @@ class CrossEntropyGrad(Primitive):
         if type(x) is MetaArray:  # (a meta model's loss): a gradient of x's shape, no values to write into
             return meta_array(x.shape, x.dtype)
         if x.dtype == xp.float16:
-            return self._half(g, x)
+            if self.class_last:
+                return self._half(g, x)
+            return self._wide(g.astype(xp.float32), x.astype(xp.float32)).astype(xp.float16)  # (an image's: once)
+        return self._wide(g, x)
+
+    def _wide(self, g, x):
         z = softmax_array(x, 1)  # the softmax, as x.softmax(1) computes it
         z[xp.arange(len(self.labels)), self.labels] -= 1
         z *= self.row_scales(x.dtype) * (g if self.reduce else g[:, None])
@@ -375,6 +391,7 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
         return _reduce(-products.sum(dim), reduction)
     _check_class_indices("cross_entropy", input, target)
     rows = _class_last(input)
+    class_last = dim == input.ndim - 1  # (PyTorch's float16 arithmetic differs for an image's classes: CrossEntropy)
     labels, weights, total_weight = _class_weights("cross_entropy", rows, target, weight, ignore_index)
     # (weights None: every label kept, so something is unless there are none)
     nothing_kept = (reduction == "mean" and (weights is not None or not len(labels))
@@ -382,15 +399,16 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
     name = _nll_node_name(input, reduction)
     ignored = None if weights is None else _ignored(target, ignore_index)
     if reduction == "none":
-        nll = CrossEntropy.apply(rows, labels=labels, weights=weights, scale=1.0, reduce=False, ignored=ignored)
+        nll = CrossEntropy.apply(rows, labels=labels, weights=weights, scale=1.0, reduce=False, ignored=ignored,
+                                 class_last=class_last)
         nll = named_node(nll.reshape(target.shape), None, name, (input,))
     else:  # mean or sum (checked at the call)
         scale = 1.0
         if reduction == "mean" and not nothing_kept:  # (kept targets of weight 0 only: NaN, as PyTorch's)
             scale = 1.0 / total_weight if total_weight else float("nan")
         nll = CrossEntropy.apply(rows, labels=labels, weights=weights, scale=scale, reduce=True, pytorch_name=name,
-                                 mean=reduction == "mean" and not nothing_kept,
-                                 ignored=ignored)
+                                 mean=reduction == "mean" and not nothing_kept, ignored=ignored,
+                                 class_last=class_last)
     if label_smoothing == 0:
         return _mean_over_nothing(nll, name) if nothing_kept else nll
     # the uniform part: -Σ_c w_c ln p_c per prediction, reduced as PyTorch does
