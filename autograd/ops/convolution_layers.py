@@ -250,8 +250,14 @@ def unfold(input, kernel_size, dilation=1, padding=0, stride=1):
     if input.ndim not in (3, 4) or 0 in input.shape[input.ndim - 3:]:
         raise RuntimeError(f"Expected 3D or 4D (batch mode) tensor with possibly 0 batch size and other non-zero "
                            f"dimensions for input, but got: {list(input.shape)}")
+    return _unfold(input, kernel_size, dilation, padding, stride)
+
+
+def _unfold(input, kernel_size, dilation, padding, stride):
+    """unfold without its refusal of empty dims: conv3d's planes, of an input with no channels or an empty batch,
+    which PyTorch's conv3d takes."""
     if input.ndim == 3:
-        return unfold(input.unsqueeze(0), kernel_size, dilation, padding, stride).squeeze(0)
+        return _unfold(input.unsqueeze(0), kernel_size, dilation, padding, stride).squeeze(0)
     refuse_kinds(input, "im2col_out_cpu", "iu")  # (PyTorch's kernel has floating, complex and bool loops)
     params = dict(kernel_size=_tuple(kernel_size, 2, "kernel_size"), dilation=_tuple(dilation, 2, "dilation"),
                   padding=_tuple(padding, 2, "padding"), stride=_tuple(stride, 2, "stride"))
@@ -322,8 +328,8 @@ def conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
             f"(input shape {_dims(input.shape, 1)})")
     n, channels, depth_in, height, width = input.shape  # (sizes spelt out, not -1: ambiguous in an empty batch)
     # (N, C, D, H·W) → (N, C·kd, od·H·W): channel (c, p) of output depth t is the plane x_pad[c, t·s + p·d]
-    columns = unfold(input.reshape(n, channels, depth_in, height * width), (kernel[0], 1), (dilation[0], 1),
-                     (padding[0], 0), (stride[0], 1))
+    columns = _unfold(input.reshape(n, channels, depth_in, height * width), (kernel[0], 1), (dilation[0], 1),
+                      (padding[0], 0), (stride[0], 1))
     depth = columns.shape[2] // (height * width)
     planes = columns.reshape(n, channels * kernel[0], depth, height, width).permute(0, 2, 1, 3, 4)
     planes = planes.reshape(n * depth, channels * kernel[0], height, width)
