@@ -157,25 +157,16 @@ class CrossEntropy(Primitive):
     pytorch_name = "NllLossBackward0"  # (PyTorch's cross_entropy: log_softmax, then nll_loss)
     ignored = None  # the rows whose target is ignore_index (None: none is), their losses 0 whatever their logits
     mean = False  # reduction='mean' (float16 divides by its own sum of the weights: _float16_total_weight)
-    class_last = True  # the classes were the input's last dim, (N, C); not an image's (N, C, H, W) (see forward)
+    class_last = True  # the classes were the input's last dim, (N, C); not an image's (N, C, H, W): _half_log_softmax
 
     def forward(self, x):
         if x.dtype == xp.float16:
-            if self.class_last:
-                return self._half(x)
-            # an image's: PyTorch's log_softmax off the last dim is float32 rounded once, and nll_loss2d sums the
-            # rounded losses wide
-            return self._wide(x.astype(xp.float32), rounded_to=xp.float16).astype(xp.float16)
-        return self._wide(x)
-
-    def _wide(self, x, rounded_to=None):
+            return self._half(x)
         rows = xp.arange(len(self.labels))
         shifted = x - x.max(axis=1, keepdims=True) if x.size else x  # (no rows, no classes: nothing to shift)
         losses = xp.log(xp.exp(shifted).sum(axis=1)) - shifted[rows, self.labels]
         if self.ignored is not None:  # skipped, as PyTorch's nll_loss skips them (a row of -inf logits is NaN)
             losses = xp.where(self.ignored, 0, losses)
-        if rounded_to is not None:
-            losses = losses.astype(rounded_to).astype(x.dtype)
         if self.weights is not None:
             losses = losses * self.weights
         return losses.sum() * self.scale if self.reduce else losses
@@ -183,7 +174,7 @@ class CrossEntropy(Primitive):
     def _half(self, x):
         """float16 as PyTorch's log_softmax, then nll_loss's float16 arithmetic: -w_n ln p_n rounded, summed by
         _float16_sum, a mean divided by the float16 total weight."""
-        losses = -log_softmax_array(x, 1)[xp.arange(len(self.labels)), self.labels]
+        losses = -_half_log_softmax(x, self.class_last)[xp.arange(len(self.labels)), self.labels]
         if self.weights is not None:
             losses = (losses * self.weights).astype(xp.float16)
         if self.ignored is not None:
@@ -221,12 +212,7 @@ class CrossEntropyGrad(Primitive):
         if type(x) is MetaArray:  # (a meta model's loss): a gradient of x's shape, no values to write into
             return meta_array(x.shape, x.dtype)
         if x.dtype == xp.float16:
-            if self.class_last:
-                return self._half(g, x)
-            return self._wide(g.astype(xp.float32), x.astype(xp.float32)).astype(xp.float16)  # (an image's: once)
-        return self._wide(g, x)
-
-    def _wide(self, g, x):
+            return self._half(g, x)
         z = softmax_array(x, 1)  # the softmax, as x.softmax(1) computes it
         z[xp.arange(len(self.labels)), self.labels] -= 1
         z *= self.row_scales(x.dtype) * (g if self.reduce else g[:, None])
@@ -239,7 +225,7 @@ class CrossEntropyGrad(Primitive):
         if self.weights is not None:
             c = (self.weights * c).astype(xp.float16)
         c = xp.broadcast_to(c.astype(xp.float32), (len(self.labels),))[:, None]
-        z = xp.exp(log_softmax_array(x, 1).astype(xp.float32)) * c
+        z = xp.exp(_half_log_softmax(x, self.class_last).astype(xp.float32)) * c
         z[xp.arange(len(self.labels)), self.labels] -= c[:, 0]
         return z.astype(xp.float16)
 
@@ -256,6 +242,12 @@ class CrossEntropyGrad(Primitive):
             row_scales = scales * (g if self.reduce else g.unsqueeze(1))
             grad_x = SoftmaxGrad.apply(u * row_scales, probabilities, dim=1)
         return grad_g, grad_x
+
+
+def _half_log_softmax(x, class_last):
+    """float16 log_softmax over the rows' classes, as PyTorch computes it for the input they came from: its kernel
+    for the last dim, of (N, C); of an image's classes (N, C, H, W), not the last dim, float32 rounded once."""
+    return log_softmax_array(x, 1) if class_last else log_softmax_array(x.astype(xp.float32), 1).astype(xp.float16)
 
 
 def _float16_sum(terms, rows):

@@ -226,3 +226,39 @@ def test_assigning_a_gradient_of_another_dtype_says_pytorchs_first_sentences():
     torch_modules = pytorch()
     if torch_modules is not None:
         assert error_of(lambda: assign(torch_modules.torch))[1].startswith(words)
+
+
+def test_half_cross_entropy_of_an_image_rounds_as_pytorchs_nll_loss2d():
+    # an image's classes are not the last dim: PyTorch's log_softmax there is float32 rounded once, and nll_loss2d
+    # sums the float16 losses in its float16 cascade (the wide float32 sum, rounded, was 113.1875 / 2.830078125)
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((2, 3, 5, 4)) * 3).astype(np.float16)
+    target = rng.integers(0, 3, (2, 5, 4))
+    logits = autograd.tensor(x, requires_grad=True)
+    total = F.cross_entropy(logits, autograd.tensor(target), reduction="sum")
+    assert total.dtype == autograd.float16 and total.item() == 113.25
+    assert F.cross_entropy(logits, autograd.tensor(target)).item() == 2.83203125
+    each = F.cross_entropy(logits, autograd.tensor(target), reduction="none")  # each loss: float32, rounded once
+    by_hand = -np.take_along_axis(x.astype(np.float32) - np.log(np.exp(x.astype(np.float32)).sum(1, keepdims=True)),
+                                  target[:, None], 1)[:, 0]
+    np.testing.assert_array_equal(each.detach().numpy(), by_hand.astype(np.float16))
+    total.backward()
+    torch_modules = pytorch()
+    if torch_modules is None:
+        return
+    torch = torch_modules.torch
+    for seed in range(20):  # with class weights and ignored pixels: values and gradients bit for bit
+        rng = np.random.default_rng(seed)
+        x = (rng.standard_normal((2, 4, 3, 5)) * 3).astype(np.float16)
+        target = rng.integers(0, 4, (2, 3, 5))
+        target[rng.random(target.shape) < 0.2] = -100
+        weight = (rng.random(4) + 0.5).astype(np.float16)
+        for reduction in ("none", "mean", "sum"):
+            ours, theirs = autograd.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+            mine = F.cross_entropy(ours, autograd.tensor(target), autograd.tensor(weight), reduction=reduction)
+            reference = torch.nn.functional.cross_entropy(theirs, torch.tensor(target), torch.tensor(weight),
+                                                          reduction=reduction)
+            np.testing.assert_array_equal(mine.detach().numpy(), reference.detach().numpy())
+            mine.sum().backward()
+            reference.sum().backward()
+            np.testing.assert_allclose(ours.grad.numpy(), theirs.grad.numpy(), rtol=2e-3, atol=0)
