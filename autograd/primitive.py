@@ -229,8 +229,8 @@ class Primitive(SavedTensorViews):
 
     def watch_output(self, tensor):
         """Count ``tensor``, another output of the user's call (max pooling's indices) or an index it read
-        (watch_index_tensors), as saved by this node, as PyTorch's node saves it: writing it in place after the
-        forward then refuses the backward, as for y."""
+        (watch_index_tensors), or an input a composite's nodes do not keep (saving_input), as saved by this node,
+        as PyTorch's node saves it: writing it in place after the forward then refuses the backward, as for y."""
         self.watched_outputs = (self.watched_outputs or ()) + ((tensor._version_cell, tuple(tensor.shape)),)
 
     def _unpacked(self):
@@ -398,6 +398,21 @@ class Primitive(SavedTensorViews):
         if self.saves_output:  # (no store where nothing is: the node's dict stays small)
             self.output_data = None
         self.released_parents, self.parents = self.parents, self.freed_parents  # (next_functions reads them)
+
+
+def saving_input(output, *inputs):
+    """output, its node counting each tensor of ``inputs`` (None: not given) as saved for backward, as PyTorch's node
+    saves it: writing one in place after the forward then refuses the backward, as PyTorch's does (a ReLU(inplace=True)
+    on the convolution output a BatchNorm2d read; a target written after binary_cross_entropy_with_logits). For
+    composites whose own nodes keep something else (normalisation's x - mean, var's squares, the loss's 1 - y):
+    without this nothing would notice, and PyTorch's error would be missed."""
+    node = output.grad_fn
+    if node is None:
+        return output
+    for input in inputs:
+        if isinstance(input, Tensor) and input is not output and input.grad_fn is not node:
+            node.watch_output(input)
+    return output
 
 
 def watch_index_tensors(result, index):

@@ -368,8 +368,10 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
                              f"input's shape {tuple(input.shape)}, got {tuple(target.shape)}; class indices must be "
                              "integers (use target.long())")
         # (no classes: the target is empty, so the smoothed term may be any number, and 'mean' divides by PyTorch's
-        # 0/0 predictions: NaN, not Python's ZeroDivisionError)
-        target = target * (1 - label_smoothing) + label_smoothing / max(classes, 1)
+        # 0/0 predictions: NaN, not Python's ZeroDivisionError. Unsmoothed, the user's target is what the product
+        # saves, as PyTorch's: writing it in place before the backward refuses it)
+        if label_smoothing:
+            target = target * (1 - label_smoothing) + label_smoothing / max(classes, 1)
         # -(log p · target · weight), summed over everything for a reduction, then negated (and divided by the
         # number of predictions for 'mean'), in PyTorch's order: its nodes NegBackward0 and DivBackward1
         products = input.log_softmax(dim) * target

@@ -107,18 +107,100 @@ def write_after(torch, F, loss, written):
 
 
 @pytest.mark.xfail(strict=True, reason="cross_entropy is one fused node that saves the logits (nn/cross_entropy.py); "
-                   "PyTorch's log_softmax saves its result, so writing the logits in place after the loss is allowed")
+                   "PyTorch's log_softmax saves its result, so writing the logits in place after the loss is allowed. "
+                   "Allowing it needs the node to keep its N x C log-softmax (float16's rounded one) and, for double "
+                   "backward, a log-softmax node of the logits built from it; CrossEntropyGrad to read it")
 def test_cross_entropy_allows_writing_its_logits_after_the_forward():
     import nn.functional as F
 
     assert write_after(autograd, F, "cross_entropy", "input") is False  # PyTorch 2.13: False
 
 
-@pytest.mark.xfail(strict=True, reason="binary_cross_entropy_with_logits, var and std are composites whose nodes do "
-                   "not keep their input; PyTorch's save it (and the target), so writing it in place refuses backward")
 @pytest.mark.parametrize("loss, written", [("bce_with_logits", "input"), ("bce_with_logits", "target"),
                                            ("var", "input"), ("std", "input")])
 def test_losses_refuse_a_backward_after_their_input_is_written(loss, written):
     import nn.functional as F
 
     assert write_after(autograd, F, loss, written) is True  # PyTorch 2.13: True
+
+
+def saved_for_backward(torch, F, op, written):
+    """Whether backward is refused after ``written`` (x, target, weight or pos_weight) of ``op`` is written in place:
+    the tensors PyTorch's node for it saves."""
+    torch.manual_seed(0)
+    x = torch.randn(3, 4, requires_grad=True) * 1
+    given = {"x": x, "target": torch.rand(3, 4), "weight": torch.rand(3, 4), "pos_weight": torch.rand(4)}
+    y = {"bce_with_logits": lambda: F.binary_cross_entropy_with_logits(x, given["target"], weight=given["weight"],
+                                                                      pos_weight=given["pos_weight"]),
+         "bce_with_logits_none": lambda: F.binary_cross_entropy_with_logits(x, given["target"], reduction="none"),
+         "var": lambda: x.var(1), "std": lambda: x.std(), "var_mean": lambda: torch.var_mean(x, 0)[0],
+         "std_mean": lambda: torch.std_mean(x)[1], "top_var": lambda: torch.var(x, 1, keepdim=True)}[op]()
+    given[written].mul_(2)
+    failure = error_of(lambda: y.sum().backward())
+    assert failure is None or (failure[0] == "RuntimeError" and failure[1].startswith(MODIFIED)), failure
+    return failure is not None
+
+
+# (op, tensor written, whether PyTorch 2.13 refuses the backward)
+SAVED = [("bce_with_logits", "x", True), ("bce_with_logits", "target", True), ("bce_with_logits", "weight", True),
+         ("bce_with_logits", "pos_weight", True), ("bce_with_logits_none", "x", True),
+         ("bce_with_logits_none", "target", True), ("bce_with_logits_none", "weight", False),
+         ("var", "x", True), ("var", "target", False), ("std", "x", True), ("var_mean", "x", True),
+         ("std_mean", "x", True), ("top_var", "x", True)]
+
+
+@pytest.mark.parametrize("op, written, refused", SAVED)
+def test_losses_and_moments_refuse_a_backward_after_a_saved_tensor_is_written(op, written, refused):
+    # (binary_cross_entropy_with_logits, var and std are composites whose nodes keep 1 - y, x - mean: saving_input)
+    import nn.functional as F
+
+    assert saved_for_backward(autograd, F, op, written) is refused
+    torch_modules = pytorch()
+    if torch_modules is not None:
+        assert saved_for_backward(torch_modules.torch, torch_modules.F, op, written) is refused
+
+
+def test_unwritten_losses_and_moments_give_pytorchs_gradients():
+    import nn.functional as F
+
+    def gradients(torch, F):
+        x = torch.tensor([[0.5, -1.0, 2.0], [1.5, 0.25, -0.75]], requires_grad=True)
+        target = torch.tensor([[1.0, 0.0, 0.5], [0.0, 1.0, 0.25]])
+        (F.binary_cross_entropy_with_logits(x, target, pos_weight=torch.tensor([2.0, 1.0, 0.5])) + x.var(1).sum()
+         + x.std()).backward()
+        return x.grad.numpy()
+
+    ours = gradients(autograd, F)
+    x = np.array([[0.5, -1.0, 2.0], [1.5, 0.25, -0.75]])
+    target = np.array([[1.0, 0.0, 0.5], [0.0, 1.0, 0.25]])
+    pos_weight = np.array([2.0, 1.0, 0.5])
+    sigmoid = 1 / (1 + np.exp(-x))
+    bce = ((1 + (pos_weight - 1) * target) * sigmoid - pos_weight * target) / x.size
+    var = 2 * (x - x.mean(1, keepdims=True)) / (x.shape[1] - 1)
+    std = (x - x.mean()) / ((x.size - 1) * x.std(ddof=1))
+    np.testing.assert_allclose(ours, bce + var + std, rtol=1e-5, atol=1e-6)
+    torch_modules = pytorch()
+    if torch_modules is not None:
+        np.testing.assert_allclose(ours, gradients(torch_modules.torch, torch_modules.F), rtol=1e-5, atol=1e-6)
+
+
+def soft_target_written(torch, F, label_smoothing):
+    """Whether backward is refused after cross_entropy's class-probability target is written in place: PyTorch's
+    product log_softmax(x) · target saves the user's target, or with label smoothing the smoothed copy it made."""
+    x = torch.randn(3, 4, requires_grad=True) * 1
+    target = torch.tensor([[0.5, 0.5, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.25, 0.25, 0.25, 0.25]])
+    loss = F.cross_entropy(x, target, label_smoothing=label_smoothing)
+    target.mul_(2)
+    failure = error_of(loss.backward)
+    assert failure is None or (failure[0] == "RuntimeError" and failure[1].startswith(MODIFIED)), failure
+    return failure is not None
+
+
+@pytest.mark.parametrize("label_smoothing, refused", [(0.0, True), (0.1, False)])  # (PyTorch 2.13's answers)
+def test_cross_entropy_saves_an_unsmoothed_probability_target(label_smoothing, refused):
+    import nn.functional as F
+
+    assert soft_target_written(autograd, F, label_smoothing) is refused
+    torch_modules = pytorch()
+    if torch_modules is not None:
+        assert soft_target_written(torch_modules.torch, torch_modules.F, label_smoothing) is refused

@@ -16,7 +16,7 @@ from .. import dual
 from ..backend import float16, float32
 from ..errors import ShapeError, check_same_dtype
 from ..graph import is_grad_enabled, no_grad, unbatched_under_vmap
-from ..primitive import named_node
+from ..primitive import named_node, saving_input
 from ..tensor import Tensor
 from .conversion import refuse_kinds
 from .layouts import in_batch_norm_layout, in_suggested_layout
@@ -55,17 +55,6 @@ def standardize(centred, variance, eps):
     do. The product's backward keeps its factors, not its result, so the normalised tensor may be
     changed in place afterwards (InstanceNorm2d then ReLU(True), as CycleGAN's generator does)."""
     return centred * (variance + eps).rsqrt()
-
-
-def saving_input(output, input):
-    """output, its node counting ``input`` as saved for backward, as PyTorch's normalisation nodes save it (batch,
-    instance, layer and group norm): writing the input in place after the forward then refuses the backward, as
-    PyTorch's does (a ReLU(inplace=True) on the convolution output a BatchNorm2d read). The composite's own nodes
-    keep x - mean, not x, so without this nothing would notice, and PyTorch's error would be missed."""
-    node = output.grad_fn
-    if node is not None and output is not input and getattr(input, "grad_fn", None) is not node:
-        node.watch_output(input)
-    return output
 
 
 def channel_shape(input):
