@@ -385,7 +385,7 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
         return _reduce(-products.sum(dim), reduction)
     _check_class_indices("cross_entropy", input, target)
     rows = _class_last(input)
-    class_last = dim == input._data.ndim - 1  # (PyTorch's float16 arithmetic differs for an image's classes: CrossEntropy)
+    class_last = dim == input._data.ndim - 1  # (float16 rounds otherwise for an image's classes: CrossEntropy)
     labels, weights, total_weight = _class_weights("cross_entropy", rows, target, weight, ignore_index)
     # (weights None: every label kept, so something is unless there are none)
     nothing_kept = (reduction == "mean" and (weights is not None or not len(labels))
