@@ -182,17 +182,21 @@ def broadcast(tensor, src=0, group=None, async_op=False, group_src=None):
                   lambda: _copy_back(array, buffer), async_op, [tensor])
 
 
+def _check_one_per_rank(what, tensors, name, like, like_name):
+    """``tensors`` (the argument ``name`` of the collective ``what``) holds one tensor per rank, each of ``like``'s
+    shape: all_gather's tensor_list, reduce_scatter's input_list, scatter's scatter_list."""
+    if len(tensors) != pg._State.size:
+        raise ValueError(f"{what}: {name} has {len(tensors)} tensors, the world size is {pg._State.size}")
+    for i, t in enumerate(tensors):
+        if tuple(t.shape) != tuple(like.shape):
+            raise ValueError(f"{what}: {name}[{i}] has shape {tuple(t.shape)}, the {like_name} {tuple(like.shape)}")
+
+
 def all_gather(tensor_list, tensor, group=None, async_op=False):
     """``tensor_list[i]`` on every rank becomes rank i's ``tensor``."""
     _check_group(group)
     array = _tensor_array(tensor, "tensor")
-    if len(tensor_list) != pg._State.size:
-        raise ValueError(f"all_gather: tensor_list has {len(tensor_list)} tensors, the world size is "
-                         f"{pg._State.size}")
-    for i, t in enumerate(tensor_list):
-        if tuple(t.shape) != tuple(tensor.shape):
-            raise ValueError(f"all_gather: tensor_list[{i}] has shape {tuple(t.shape)}, "
-                             f"the tensor {tuple(tensor.shape)}")
+    _check_one_per_rank("all_gather", tensor_list, "tensor_list", tensor, "tensor")
     send = numpy.ascontiguousarray(array)
     received = numpy.empty((pg._State.size,) + array.shape, dtype=array.dtype)
 
@@ -246,13 +250,7 @@ def _reduce_scatter(output, send, op, what, async_op):
 def reduce_scatter(output, input_list, op=ReduceOp.SUM, group=None, async_op=False):
     """Rank i's ``output`` becomes op over every rank's ``input_list[i]``."""
     _check_group(group)
-    if len(input_list) != pg._State.size:
-        raise ValueError(f"reduce_scatter: input_list has {len(input_list)} tensors, the world size is "
-                         f"{pg._State.size}")
-    for i, t in enumerate(input_list):
-        if tuple(t.shape) != tuple(output.shape):
-            raise ValueError(f"reduce_scatter: input_list[{i}] has shape {tuple(t.shape)}, "
-                             f"the output {tuple(output.shape)}")
+    _check_one_per_rank("reduce_scatter", input_list, "input_list", output, "output")
     dtype = _tensor_array(output, "output").dtype
     send = numpy.ascontiguousarray(numpy.stack([t._data for t in input_list]).astype(dtype, copy=False))
     return _reduce_scatter(output, send, op, "reduce_scatter", async_op)
@@ -280,10 +278,7 @@ def scatter(tensor, scatter_list=None, src=0, group=None, async_op=False, group_
         if scatter_list is None or len(scatter_list) != pg._State.size:
             raise ValueError(f"scatter: rank {src} (src) must give scatter_list with {pg._State.size} tensors, "
                              f"got {None if scatter_list is None else len(scatter_list)}")
-        for i, t in enumerate(scatter_list):
-            if tuple(t.shape) != tuple(tensor.shape):
-                raise ValueError(f"scatter: scatter_list[{i}] has shape {tuple(t.shape)}, "
-                                 f"the tensor {tuple(tensor.shape)}")
+        _check_one_per_rank("scatter", scatter_list, "scatter_list", tensor, "tensor")
         send = numpy.ascontiguousarray(numpy.stack([t._data for t in scatter_list]).astype(array.dtype, copy=False))
     elif scatter_list:
         raise ValueError(f"scatter: only rank {src} (src) gives scatter_list; rank {pg._State.rank} gave one")
