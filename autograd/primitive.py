@@ -229,7 +229,7 @@ class Primitive(SavedTensorViews):
 
     def watch_output(self, tensor):
         """Count ``tensor``, another output of the user's call (max pooling's indices) or an index it read
-        (watch_index_tensors), or an input a composite's nodes do not keep (saving_input), as saved by this node,
+        (watch_index_tensors), or an input a composite's nodes do not keep (named_node's saves), as saved by this node,
         as PyTorch's node saves it: writing it in place after the forward then refuses the backward, as for y."""
         self.watched_outputs = (self.watched_outputs or ()) + ((tensor._version_cell, tuple(tensor.shape)),)
 
@@ -400,21 +400,6 @@ class Primitive(SavedTensorViews):
         self.released_parents, self.parents = self.parents, self.freed_parents  # (next_functions reads them)
 
 
-def saving_input(output, *inputs):
-    """output, its node counting each tensor of ``inputs`` (None: not given) as saved for backward, as PyTorch's node
-    saves it: writing one in place after the forward then refuses the backward, as PyTorch's does (a ReLU(inplace=True)
-    on the convolution output a BatchNorm2d read; a target written after binary_cross_entropy_with_logits). For
-    composites whose own nodes keep something else (normalisation's x - mean, var's squares, the loss's 1 - y):
-    without this nothing would notice, and PyTorch's error would be missed."""
-    node = output.grad_fn
-    if node is None:
-        return output
-    for input in inputs:
-        if isinstance(input, Tensor) and input is not output and input.grad_fn is not node:
-            node.watch_output(input)
-    return output
-
-
 def watch_index_tensors(result, index):
     """PyTorch's index ops (x[i], x[i] = v, index_select, index_add, index_put, gather, scatter) save their index
     tensors, so writing one in place before the backward refuses it. Ours read the index's array, which the tensor
@@ -447,12 +432,23 @@ def watches_index(name, position):
     return decorate
 
 
-def named_node(y, op, pytorch_name, inputs=()):
+def named_node(y, op, pytorch_name, inputs=(), saves=()):
     """y, its node given PyTorch's name for it (``Node.name()``), for a function that ends in another's op where
     PyTorch's node has its own name (x.clamp_min(0) ends in Clamp, stack in Cat, mse_loss in Mean): when ``op``
-    made it (None: any op), and it is not the node of one of the call's ``inputs`` (returned as it was)."""
+    made it (None: any op), and it is not the node of one of the call's ``inputs`` (returned as it was).
+
+    ``saves``: the tensors (None: not given) PyTorch's node saves for backward where the composite's own nodes keep
+    something else (normalisation's x - mean, var's squares, a loss's 1 - y). y's node counts them as saved, so
+    writing one in place after the forward refuses the backward, as PyTorch's does (a ReLU(inplace=True) on the
+    convolution output a BatchNorm2d read; a target written after binary_cross_entropy_with_logits): without
+    this nothing would notice, and PyTorch's error would be missed."""
     node = y.grad_fn
-    if node is None or pytorch_name is None or (op is not None and type(node) is not op):
+    if node is None:
+        return y
+    for x in saves:
+        if isinstance(x, Tensor) and x is not y and x.grad_fn is not node:
+            node.watch_output(x)
+    if pytorch_name is None or (op is not None and type(node) is not op):
         return y
     for x in inputs:
         if getattr(x, "grad_fn", None) is node:

@@ -151,7 +151,7 @@ SAVED = [("bce_with_logits", "x", True), ("bce_with_logits", "target", True), ("
 
 @pytest.mark.parametrize("op, written, refused", SAVED)
 def test_losses_and_moments_refuse_a_backward_after_a_saved_tensor_is_written(op, written, refused):
-    # (binary_cross_entropy_with_logits, var and std are composites whose nodes keep 1 - y, x - mean: saving_input)
+    # (binary_cross_entropy_with_logits, var and std are composites whose nodes keep 1 - y, x - mean: saves=)
     import nn.functional as F
 
     assert saved_for_backward(autograd, F, op, written) is refused

@@ -14,7 +14,7 @@ import warnings
 
 from ..errors import ShapeError
 from ..graph import program_stacklevel
-from ..primitive import named_node, saving_input
+from ..primitive import named_node
 from ..size import Size
 from ..tensor import Tensor, tensor_from
 from .conversion import type_name
@@ -105,7 +105,7 @@ def binary_cross_entropy_with_logits(input, target, weight=None, size_average=No
         ℓ = (1 - y) x + (1 + (pos_weight - 1) y) · softplus(-x)
     which equals -[pos_weight · y ln σ(x) + (1 - y) ln(1 - σ(x))] and never overflows."""
     reduction = checked_reduction(size_average, reduce, reduction)
-    given_target = target  # (the user's tensor, which PyTorch's node saves with the input and weights: saving_input)
+    given_target = target  # (the user's tensor, saved by PyTorch's node with the input and weights)
     target = same_shape("binary_cross_entropy_with_logits", input, target)
     # PyTorch writes the loss into a tensor made from the target ((1 - target).mul_(input)...): it has
     # the target's dtype (a float64 input with a float32 target gives a float32 loss), and an integer
@@ -124,9 +124,8 @@ def binary_cross_entropy_with_logits(input, target, weight=None, size_average=No
     # -log σ(x) is the input's dtype (pos_weight's factor written back into it, as PyTorch's mul_)
     loss = (1.0 - target) * input + ((-input).softplus() * scale).to(input.dtype)
     loss = loss if weight is None else loss * weight
-    return saving_input(named_node(reduced(loss if loss.dtype == loss_dtype else loss.to(loss_dtype), reduction),
-                                   None, "BinaryCrossEntropyWithLogitsBackward0"),
-                        input, given_target, weight, pos_weight)
+    return named_node(reduced(loss if loss.dtype == loss_dtype else loss.to(loss_dtype), reduction), None,
+                      "BinaryCrossEntropyWithLogitsBackward0", saves=(input, given_target, weight, pos_weight))
 
 
 def hinge_embedding(input, target, margin, reduction):

@@ -16,7 +16,7 @@ from .. import dual
 from ..backend import float16, float32
 from ..errors import ShapeError, check_same_dtype
 from ..graph import is_grad_enabled, no_grad, unbatched_under_vmap
-from ..primitive import named_node, saving_input
+from ..primitive import named_node
 from ..tensor import Tensor
 from .conversion import refuse_kinds
 from .layouts import in_batch_norm_layout, in_suggested_layout
@@ -153,7 +153,7 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         return named_node(output, None, "NativeBatchNormBackward0", (input,))
     axes = (0,) + tuple(range(2, input.ndim))
     shape = channel_shape(input)
-    given = input  # (the user's tensor, the one PyTorch saves: saving_input)
+    given = input  # (the user's tensor, the one PyTorch saves: named_node's saves)
     input = in_batch_norm_layout(input, input)  # (PyTorch's kernel writes its output so: a view of it shares it)
     if input._data.size == 0:
         output = scale_and_shift(input, weight, bias, shape)
@@ -167,11 +167,11 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         if running_mean is not None:
             update_running_stats(running_mean, running_var, momentum, mean._data.reshape(-1),
                                  variance._data.reshape(-1), count)
-        return saving_input(named_node(scale_and_shift(normalized, weight, bias, shape, input.dtype), None,
-                                       "NativeBatchNormBackward0"), given)
+        return named_node(scale_and_shift(normalized, weight, bias, shape, input.dtype), None,
+                          "NativeBatchNormBackward0", saves=(given,))
     normalized = standardize_by_running_stats(input, running_mean, running_var, eps, shape)
-    return saving_input(named_node(scale_and_shift(normalized, weight, bias, shape, input.dtype), None,
-                                   "NativeBatchNormBackward0", (input,)), given)
+    return named_node(scale_and_shift(normalized, weight, bias, shape, input.dtype), None,
+                      "NativeBatchNormBackward0", (input,), saves=(given,))
 
 
 def scale_and_shift(normalized, weight, bias, shape=None, dtype=None):
@@ -251,8 +251,8 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     # PyTorch's kernel normalises a contiguous input (expect_contiguous): its output is row-major whatever the
     # input's layout (ConvNeXt's permuted feature maps), so a view of it shares its memory
     normalized, _, _ = normalize(input.contiguous(), axes, eps)
-    return saving_input(named_node(scale_and_shift(normalized, weight, bias, dtype=input.dtype), None,
-                                   "NativeLayerNormBackward0", (input,)), input)
+    return named_node(scale_and_shift(normalized, weight, bias, dtype=input.dtype), None,
+                      "NativeLayerNormBackward0", (input,), saves=(input,))
 
 
 def rms_norm(input, normalized_shape, weight=None, eps=None):
@@ -297,7 +297,7 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
     shape = channel_shape(input)
     # PyTorch's kernel writes its output in the input's suggested memory format: channels-last stays channels-last
     output = in_suggested_layout(scale_and_shift(normalized, weight, bias, shape, input.dtype), input)
-    return saving_input(named_node(output, None, "NativeGroupNormBackward0", (input,)), input)
+    return named_node(output, None, "NativeGroupNormBackward0", (input,), saves=(input,))
 
 
 def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=None, use_input_stats=True,
@@ -317,8 +317,8 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
     shape = channel_shape(input)
     if not use_input_stats:
         normalized = standardize_by_running_stats(input, running_mean, running_var, eps, shape)
-        return saving_input(named_node(scale_and_shift(normalized, weight, bias, shape, input.dtype), None,
-                                       "ViewBackward0", (input,)), input)
+        return named_node(scale_and_shift(normalized, weight, bias, shape, input.dtype), None, "ViewBackward0",
+                          (input,), saves=(input,))
     count = input._data.size // max(input.shape[0] * input.shape[1], 1)
     if count == 1:
         raise ValueError(f"Expected more than 1 spatial element when training, got input size "
@@ -333,8 +333,8 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
                     step = statistic.detach().reshape(input.shape[:2]).mean(0)
                     running.mul_(1 - momentum).add_(step.to(running.dtype), alpha=momentum)
     # (PyTorch's runs batch norm on the input viewed as (1, N·C, ...), and views the result back)
-    return saving_input(named_node(scale_and_shift(normalized, weight, bias, shape, input.dtype), None,
-                                   "ViewBackward0", (input,)), input)
+    return named_node(scale_and_shift(normalized, weight, bias, shape, input.dtype), None, "ViewBackward0",
+                      (input,), saves=(input,))
 
 
 @names("batch_norm", method=False)

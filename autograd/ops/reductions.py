@@ -13,7 +13,7 @@ from ..backend import errstate, float16, float32, int64, xp
 from ..errors import DtypeError
 from ..graph import program_stacklevel
 from ..meta import MetaArray
-from ..primitive import Primitive, named_node, saving_input
+from ..primitive import Primitive, named_node
 from ..return_types import return_type
 from ..tensor import Tensor
 from . import shape as shape_ops
@@ -118,10 +118,9 @@ def _correction(unbiased, correction):
 
 def var(x, dim=None, unbiased=None, keepdim=False, correction=None):
     """y = Σ |x_i - mean|² / (n - correction); correction 1 (unbiased) by default, as PyTorch.
-    x.var(False) is PyTorch's var(unbiased) overload. PyTorch's node saves x (ours keep x - mean): saving_input."""
+    x.var(False) is PyTorch's var(unbiased) overload. PyTorch's node saves x (ours keep x - mean)."""
     dim, unbiased = unbiased_overload("var", dim, unbiased, keepdim, correction)
-    return saving_input(named_node(variance(x, dim, unbiased, keepdim, correction, "var"), None, "VarBackward0",
-                                   (x,)), x)
+    return named_node(variance(x, dim, unbiased, keepdim, correction, "var"), None, "VarBackward0", (x,), saves=(x,))
 
 
 def variance(x, dim, unbiased, keepdim, correction, name):
@@ -157,8 +156,8 @@ def std(x, dim=None, unbiased=None, keepdim=False, correction=None):
     """y = √var; where var is 0 (equal values) the gradient is 0, as PyTorch's, not 0 · ∞ = NaN.
     x.std(False) is PyTorch's std(unbiased) overload."""
     dim, unbiased = unbiased_overload("std", dim, unbiased, keepdim, correction)
-    return saving_input(named_node(standard_deviation(x, dim, unbiased, keepdim, correction, "std"), None,
-                                   "StdBackward0", (x,)), x)
+    return named_node(standard_deviation(x, dim, unbiased, keepdim, correction, "std"), None, "StdBackward0", (x,),
+                      saves=(x,))
 
 
 def standard_deviation(x, dim, unbiased, keepdim, correction, name):

@@ -10,7 +10,7 @@ import warnings
 
 from ..backend import errstate, int64, xp
 from ..graph import program_stacklevel
-from ..primitive import named_node, saving_input
+from ..primitive import named_node
 from ..tensor import Tensor, tensor_from
 from . import conjugation, elementwise, reductions, shape
 from .axes import dim_index, unbiased_overload
@@ -38,8 +38,8 @@ def std_mean(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
 
 def _one_node(outputs, pytorch_name, input):
     """Both outputs with the name of PyTorch's one node for them (VarMeanBackward0, StdMeanBackward0), which saves
-    the input: writing it in place refuses the backward through either (saving_input)."""
-    return tuple(saving_input(named_node(output, None, pytorch_name, (input,)), input) for output in outputs)
+    the input: writing it in place refuses the backward through either (named_node's saves)."""
+    return tuple(named_node(output, None, pytorch_name, (input,), saves=(input,)) for output in outputs)
 
 
 @names("cov")
