@@ -93,13 +93,15 @@ def refuse_bool_subtraction(x_is_bool, y_is_bool):
 def check_same_dtype(op, input, pytorchs_words=None, **parameters):
     """A layer's parameters (None where absent) must have its input's dtype, as PyTorch's refuse to
     mix them (no silent promotion: a float64 batch into a float32 model is a mistake to report).
-    ``pytorchs_words(name)``: PyTorch's message for the parameter ``name`` of another dtype, said first."""
+    ``pytorchs_words``: (function, *arguments), where function(*arguments) is PyTorch's message, said first.
+    (A tuple, not a closure: this runs at every layer call, and the words only when the dtypes differ.)"""
     for name, tensor in parameters.items():
         if tensor is not None and tensor.dtype != input.dtype:
             ours = f"{op}: the {name} is {tensor.dtype} but the input is {input.dtype}"
             if pytorchs_words is None:
                 raise RuntimeError(f"{ours}; they must have the same dtype (convert one with .to())")
-            raise RuntimeError(f"{pytorchs_words(name)} ({ours}: convert one with .to())")
+            words, *arguments = pytorchs_words
+            raise RuntimeError(f"{words(*arguments)} ({ours}: convert one with .to())")
 
 
 def refuse_unordered(value, op, message=None):

@@ -98,10 +98,10 @@ class _TransposeOf:
         return "<TBackward0>"
 
 
-def _linear_dtype_words(input, weight, bias, name):
+def _linear_dtype_words(input, weight, bias):
     """PyTorch's words for a weight or bias of a dtype other than the input's: its addmm's (with a bias) or
-    matmul's (without)."""
-    if name == "bias":
+    matmul's (without). The weight is checked first."""
+    if weight.dtype == input.dtype:  # (then the bias differs)
         return (f"self and mat2 must have the same dtype, but got {type_name(bias.dtype)} and "
                 f"{type_name(weight.dtype)}")
     if bias is None:
@@ -119,7 +119,7 @@ def linear(input, weight, bias=None, *, out=None):
                          f"weight of shape {tuple(weight.shape)} expects {weight.shape[-1]} (mat1 and mat2 "
                          f"shapes cannot "
                          "be multiplied)")
-    check_same_dtype("linear", input, lambda name: _linear_dtype_words(input, weight, bias, name), weight=weight,
+    check_same_dtype("linear", input, (_linear_dtype_words, input, weight, bias), weight=weight,
                      bias=bias)
     refuse_kinds(input, "addmm_impl_cpu_", "b")  # (NumPy would multiply bools; PyTorch has no kernel for them)
     if bias is not None and input._data.dtype == float16:

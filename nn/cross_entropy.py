@@ -101,13 +101,16 @@ def _check_class_indices(name, input, target):
                          f"{tuple(input.shape)}: convert a uint8 mask of class indices with target.long())")
 
 
+def _weight_dtype_words(rows, weight):
+    return f"expected scalar type {type_name(rows.dtype)} but found {type_name(weight.dtype)}"
+
+
 def _class_weights(name, rows, target, weight, ignore_index):
     """(labels, w_y per prediction, Σ w_y): ignored targets get weight 0; the weights are
     constants, so their sum is a plain number."""
     classes = rows._data.shape[1]
     # (PyTorch's kernels refuse a weight of another dtype, in their words)
-    check_same_dtype(name, rows, lambda _: f"expected scalar type {type_name(rows.dtype)} but found "
-                                           f"{type_name(weight.dtype)}", weight=weight)
+    check_same_dtype(name, rows, (_weight_dtype_words, rows, weight), weight=weight)
     if weight is not None and tuple(weight.shape) != (classes,):
         raise RuntimeError(f"weight tensor should be defined either for all {classes} classes or no classes but got "
                            f"weight tensor of shape: {list(weight.shape)} ({name}: one entry per class)")

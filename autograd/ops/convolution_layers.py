@@ -74,7 +74,7 @@ def _convolution_dtype_words(input, weight, bias, transposed):
 def _check_conv(input, weight, groups, in_channels, name, transposed=False, bias=None, spatial=2):
     """PyTorch's checks of a convolution's arguments; ``input`` is batched, and for ``spatial`` 1 it has the
     height 1 that ``_as_2d`` gave it (not shown in the messages)."""
-    check_same_dtype(name, input, lambda _: _convolution_dtype_words(input, weight, bias, transposed), weight=weight,
+    check_same_dtype(name, input, (_convolution_dtype_words, input, weight, bias, transposed), weight=weight,
                      bias=bias)
     # PyTorch's kernels have no bool loop (NumPy would multiply-add bools); its 1-d convolutions are its 2-d ones
     kernel = f"slow_conv_transpose{input.ndim - 2}d_out_cpu" if transposed else f"slow_conv{input.ndim - 2}d_cpu"

@@ -197,11 +197,11 @@ def in_float32(input, op, **parameters):
     compute it): its parameters are all float16 or, "mixed dtype" (norms kept in float32 in a half model), all
     float32; any other mix is refused, as it is for other dtypes."""
     if input._data.dtype != float16:
-        check_same_dtype(op, input, lambda _: mixed_dtype_words(input), **parameters)
+        check_same_dtype(op, input, (mixed_dtype_words, input), **parameters)
         return False
     given = [t for t in parameters.values() if t is not None]
     if not (given and all(t._data.dtype == float32 for t in given)):
-        check_same_dtype(op, input, lambda _: mixed_dtype_words(input), **parameters)
+        check_same_dtype(op, input, (mixed_dtype_words, input), **parameters)
     return True
 
 
@@ -312,7 +312,7 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
     if not use_input_stats and (running_mean is None or running_var is None):
         raise RuntimeError("Expected running_mean and running_var to be defined when use_input_stats is false")
     # (PyTorch's takes any running stats')
-    check_same_dtype("instance_norm", input, lambda _: mixed_dtype_words(input), weight=weight, bias=bias)
+    check_same_dtype("instance_norm", input, (mixed_dtype_words, input), weight=weight, bias=bias)
     refuse_differentiable_running_stats(input, running_mean, running_var, not use_input_stats)
     shape = channel_shape(input)
     if not use_input_stats:
