@@ -41,91 +41,83 @@ class ModuleTracker:
 
     def __init__(self):
         self.parents = {"Global"}
-        self._handles = []
-        self._known_modules = weakref.WeakKeyDictionary()
-        self._seen_modules = weakref.WeakSet()
-        self._has_callback = False
-        self._hooks = []
+        self._handles = []  # the global forward hooks, while entered
+        self._gradient_hooks = []  # the multi-grad hooks put on modules' inputs and outputs
+        self._names = weakref.WeakKeyDictionary()  # module -> its name, learnt when it or its owner first ran
+        self._children_named = weakref.WeakSet()  # the modules whose children have their names
+        self._reset_queued = False  # whether this pass already resets the set at its end
 
     @property
     def is_bw(self):
         """Whether a backward pass runs in this thread now (it keeps its final callbacks in modes)."""
         return modes.final_callbacks is not None
 
-    def _maybe_set_engine_callback(self):
-        """At the end of the pass, "Global" alone again (a module whose inputs need no gradient is never left)."""
-        if self._has_callback:
+    def _reset_when_the_pass_ends(self):
+        """"Global" alone again at the end of the pass: a module whose inputs need no gradient is never left."""
+        if self._reset_queued:
             return
 
         def reset():
             self.parents = {"Global"}
-            self._has_callback = False
+            self._reset_queued = False
 
         queue_callback(reset)
-        self._has_callback = True
+        self._reset_queued = True
 
-    def _get_mod_name(self, mod):
-        """The module's type name, and for its submodules the attribute path under it (learnt on first sight)."""
-        if mod not in self._known_modules:
-            self._known_modules[mod] = type(mod).__name__
-        name = self._known_modules[mod]
-        if mod not in self._seen_modules:
-            for child_name, child in mod.named_children():
-                self._known_modules[child] = f"{name}.{child_name}"
-                self._get_mod_name(child)
-            self._seen_modules.add(mod)
+    def _name_of(self, module):
+        """The module's type name, and for its submodules the attribute path under it (``Net.encoder.0``)."""
+        name = self._names.setdefault(module, type(module).__name__)
+        if module not in self._children_named:
+            for child_name, child in module.named_children():
+                self._names[child] = f"{name}.{child_name}"
+                self._name_of(child)
+            self._children_named.add(module)
         return name
 
-    def _get_append_fn(self, name, is_bw):
-        def enter(*args):
-            if is_bw:
-                self._maybe_set_engine_callback()
-            if name in self.parents:
-                logger.info("The module hierarchy tracking seems to be broken as this Module was already entered. "
-                            "%s during %s", name, "backward" if is_bw else "forward")
-            self.parents.add(name)
+    def _enter(self, name, in_backward):
+        if in_backward:
+            self._reset_when_the_pass_ends()
+        if name in self.parents:  # (PyTorch's log words)
+            logger.info("The module hierarchy tracking seems to be broken as this Module was already entered. "
+                        "%s during %s", name, "backward" if in_backward else "forward")
+        self.parents.add(name)
 
-        return enter
+    def _leave(self, name, in_backward):
+        if name in self.parents:
+            self.parents.remove(name)
+        else:
+            logger.info("The Module hierarchy tracking is confused as we're exiting a Module that was never "
+                        "entered. %s during %s", name, "backward" if in_backward else "forward")
 
-    def _get_pop_fn(self, name, is_bw):
-        def leave(*args):
-            if name in self.parents:
-                self.parents.remove(name)
-            else:
-                logger.info("The Module hierarchy tracking is confused as we're exiting a Module that was never "
-                            "entered. %s during %s", name, "backward" if is_bw else "forward")
-
-        return leave
-
-    def _fw_pre_hook(self, mod, input):  # noqa: A002  (PyTorch's name)
+    def _on_gradients(self, tensors, step, name):
+        """Run step(name, True) once the gradients of all ``tensors`` (those requiring grad) are computed."""
         from ..autograd.graph import register_multi_grad_hook
 
-        name = self._get_mod_name(mod)
-        self._get_append_fn(name, False)()
-        tensors = _tensors_requiring_grad(input)
+        tensors = _tensors_requiring_grad(tensors)
         if tensors:
-            self._hooks.append(register_multi_grad_hook(tensors, self._get_pop_fn(name, True)))
+            self._gradient_hooks.append(register_multi_grad_hook(tensors, lambda *_: step(name, True)))
 
-    def _fw_post_hook(self, mod, input, output):  # noqa: A002
-        from ..autograd.graph import register_multi_grad_hook
+    def _before_forward(self, module, inputs):
+        name = self._name_of(module)
+        self._enter(name, False)
+        self._on_gradients(inputs, self._leave, name)  # the backward leaves it once its inputs' gradients are made
 
-        name = self._get_mod_name(mod)
-        self._get_pop_fn(name, False)()
-        tensors = _tensors_requiring_grad(output)
-        if tensors:
-            self._hooks.append(register_multi_grad_hook(tensors, self._get_append_fn(name, True)))
+    def _after_forward(self, module, inputs, output):
+        name = self._name_of(module)
+        self._leave(name, False)
+        self._on_gradients(output, self._enter, name)  # ... and enters it when its outputs' gradients arrive
 
     def __enter__(self):
         # the global module hooks are nn's, and autograd does not import nn (the layer built on it): modules exist
         # only once nn is imported, so a tracker entered before has none to track (and registers nothing)
         module = importlib.import_module("nn.modules.module") if "nn" in sys.modules else None
-        self._handles = [] if module is None else [module.register_module_forward_pre_hook(self._fw_pre_hook),
-                                                   module.register_module_forward_hook(self._fw_post_hook)]
+        self._handles = [] if module is None else [module.register_module_forward_pre_hook(self._before_forward),
+                                                   module.register_module_forward_hook(self._after_forward)]
         return self
 
     def __exit__(self, *args):
         for handle in self._handles:
             handle.remove()
-        for hook in self._hooks:
+        for hook in self._gradient_hooks:
             hook.remove()
-        self._hooks.clear()
+        self._gradient_hooks.clear()
