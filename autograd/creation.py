@@ -9,11 +9,12 @@ import numpy
 
 from .backend import get_default_dtype, xp
 from .device import resolve
-from .factories import _shape, _shareable, as_tensor, copied_data, device_of, empty, full, ones, tensor, zeros
+from .factories import _shape, as_tensor, copied_data, device_of, empty, full, ones, tensor, zeros
 from .graph import modes, program_stacklevel
 from .ops import bind_tensor_methods
 from .ops.names import names
 from .ops.strided import checked_layout
+from .reading_data import shareable
 from .tensor import Tensor, as_array
 from .warn_once import warn_once
 
@@ -23,7 +24,7 @@ def from_numpy(ndarray):
     """A tensor on the same memory as ``ndarray`` (its dtype kept): a change to one shows in the other."""
     if not isinstance(ndarray, (numpy.ndarray, xp.ndarray)):
         raise TypeError(f"expected np.ndarray (got {type(ndarray).__name__})")
-    tensor = Tensor._make(_shareable(ndarray))
+    tensor = Tensor._make(shareable(ndarray))
     if modes.inference:  # made in inference_mode: an inference tensor, as a factory's there
         tensor._inference = True
     return tensor
@@ -81,7 +82,7 @@ def asarray(obj, *, dtype=None, device=None, copy=None, requires_grad=None):
         return _tensor_as_array(obj, dtype, copy, requires_grad)
     data = obj
     if isinstance(data, (numpy.ndarray, xp.ndarray)):
-        data = _shareable(data)
+        data = shareable(data)
         array = data if dtype is None else data.astype(dtype, copy=False)
         if copy:
             array = array.copy()

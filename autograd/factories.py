@@ -9,7 +9,6 @@ the ``generator=`` given. Every factory takes PyTorch's keywords: ``device``
 ``memory_format``.
 """
 
-import itertools
 import math
 import operator
 import warnings
@@ -17,7 +16,7 @@ import warnings
 import numpy
 
 from . import backend
-from .backend import dense_order, is_dense, to_numpy, xp
+from .backend import dense_order, is_dense, xp
 from .device import META, resolve
 from .graph import program_stacklevel
 from .memory_order import fills_in_memory_order, made_like_a_view
@@ -25,10 +24,10 @@ from .meta import MetaArray, meta_array
 from .operands import python_number
 from .random import _LARGEST_EXACT_INTEGER, draws, random_bounds_checked
 from .random import generator as _rng
+from .reading_data import integers_cast, read_array, refuse_foreign_byte_order, shareable
 from .size import sizes_argument
 from .sparse_layout import is_sparse
-from .tensor import Tensor, as_array, tensor_from
-from .warn_once import warn_once
+from .tensor import Tensor, tensor_from
 from .write_door import _refuse_overflow
 
 
@@ -109,8 +108,8 @@ def tensor(data, *, dtype=None, device=None, requires_grad=False, pin_memory=Fal
     that ``detach().clone()`` says so)."""
     data = copied_data(data)
     if type(data) is numpy.ndarray and not data.dtype.isnative:
-        _refuse_foreign_byte_order()
-    return _made(_array(data, dtype, copy=True), device, requires_grad)
+        refuse_foreign_byte_order()
+    return _made(read_array(data, dtype, copy=True), device, requires_grad)
 
 
 def copied_data(data, call="torch.tensor(sourceTensor)"):
@@ -125,11 +124,6 @@ def copied_data(data, call="torch.tensor(sourceTensor)"):
     return data
 
 
-def _refuse_foreign_byte_order():
-    raise ValueError("given numpy array has byte order different from the native byte order. Conversion between "
-                     "byte orders is currently not supported.")
-
-
 def as_tensor(data, dtype=None, device=None):
     """``data`` as a tensor, sharing memory where it can (a tensor of the same dtype is returned itself; a NumPy
     array passes from_numpy's checks first, as PyTorch's: no negative strides, a dtype a tensor has)."""
@@ -137,232 +131,8 @@ def as_tensor(data, dtype=None, device=None):
     if isinstance(data, Tensor):
         return data if dtype is None else data.to(dtype)
     if type(data) is numpy.ndarray:
-        data = _shareable(data)
-    return tensor_from(_array(data, dtype, copy=False))
-
-
-def _shareable(ndarray):
-    """``ndarray`` as a tensor's memory, with PyTorch's checks (from_numpy's and asarray's): a dtype it has, native
-    byte order, strides of whole elements and none negative (a PyTorch tensor has no such strides), and a warning
-    for a read-only array."""
-    _refuse_array_of_no_tensor_dtype(ndarray)
-    if not ndarray.dtype.isnative:
-        _refuse_foreign_byte_order()
-    if any(stride % ndarray.itemsize for stride in ndarray.strides):
-        raise ValueError("given numpy array strides not a multiple of the element byte size. Copy the numpy array "
-                         "to reallocate the memory.")
-    if ndarray.size and any(stride < 0 for stride in ndarray.strides):
-        raise ValueError("At least one stride in the given numpy array is negative, and tensors with negative "
-                         "strides are not currently supported. (You can probably work around this by making a copy "
-                         "of your array  with array.copy().) ")
-    if not getattr(ndarray.flags, "writeable", True):
-        warn_once("not writable", "The given NumPy array is not writable, and PyTorch does not support "
-                  "non-writable tensors. This means writing to this tensor will result in undefined behavior. You may "
-                  "want to copy the array to protect its data or make it writable before converting it to a tensor.")
-    return xp.asarray(ndarray)
-
-
-_NUMBER_DTYPES = ("float64", "float32", "float16", "complex64", "complex128", "int64", "int32", "int16", "int8",
-                  "uint64", "uint32", "uint16", "uint8", "bool")
-
-
-def _refuse_array_of_no_tensor_dtype(ndarray):
-    """PyTorch's TypeError for an array of objects, strings, dates or long doubles (no tensor dtype holds them: a
-    pandas column of mixed values comes as objects), from ``tensor``, ``as_tensor`` and ``from_numpy`` alike."""
-    if ndarray.dtype.name not in _NUMBER_DTYPES:
-        raise TypeError(f"can't convert np.ndarray of type numpy.{ndarray.dtype.type.__name__}. The only supported "
-                        f"types are: {', '.join(_NUMBER_DTYPES[:-1])}, and {_NUMBER_DTYPES[-1]}. (This project "
-                        f"cannot make a tensor of {ndarray.dtype} values: convert the array to numbers first, "
-                        "e.g. array.astype(numpy.float32).)")
-
-
-def _array(data, dtype, copy):
-    """``data`` as an array (of ``dtype``, or as_array's inference), with PyTorch's refusals of what
-    NumPy would read: a string, whatever the dtype (NumPy reads 'abc' as True in a bool tensor), and
-    a Python integer past int64's range (NumPy makes uint64) unless a floating or bool dtype is asked
-    for. An integer out of an integer dtype's range is cast as PyTorch casts it (``_integers_cast``)."""
-    if isinstance(data, (str, bytes)) or dtype is not None and xp.dtype(dtype).kind == "b" and _holds_strings(data):
-        as_array(data)  # (raises its TypeError: strings are no numbers)
-    if isinstance(data, numpy.ndarray):
-        _refuse_array_of_no_tensor_dtype(data)
-    if type(data) is list and data and type(data[0]) is numpy.ndarray:  # (PyTorch's advice, once, where it says it)
-        warn_once("list of ndarrays", "Creating a tensor from a list of numpy.ndarrays is extremely slow. Please "
-                  "consider converting the list to a single numpy.ndarray with numpy.array() before converting to a "
-                  "tensor.")
-    if _is_sequence(data) and not isinstance(data, (list, tuple, range)):
-        try:  # a sequence NumPy cannot read as one (its __getitem__ fails): PyTorch's ValueError
-            len(data) and data[0]
-        except Exception:
-            raise ValueError(f"could not determine the shape of object type '{type(data).__name__}'") from None
-    if dtype is None:
-        listed = _listed_dtype(data) if isinstance(data, (list, tuple)) else None
-        if listed is not None:
-            values = _arrays_for_tensors(data)
-            try:
-                return xp.asarray(values, dtype=listed)
-            except ValueError:  # a ragged list: as_array's error names it
-                as_array(values)
-                raise
-        try:
-            array = as_array(_copy(data) if copy else data)
-        except TypeError:
-            if isinstance(data, (list, tuple)) and _holds_strings(data):
-                raise _string_in_list(data) from None
-            if _python_numbers(data) and _holds(data, int):  # an int past int64's range (NumPy's object array)
-                if not _holds(data, float):
-                    raise ValueError("Overflow when unpacking long long") from None
-                return as_array(_as_floats(data))  # (among floats it is read as one, as PyTorch reads it)
-            raise
-        if array.dtype == numpy.uint64 and isinstance(data, (int, list, tuple)):
-            raise ValueError("Overflow when unpacking long long")
-        return array
-    try:
-        return xp.array(data, dtype=dtype, copy=True) if copy else as_array(data, dtype)
-    except OverflowError:  # (NumPy's: an integer out of dtype's range)
-        return _integers_cast(data, dtype)
-    except ValueError:  # (NumPy's, for strings into numbers: as_array's TypeError)
-        values = as_array(data)
-        if xp.dtype(dtype).kind in "iu" and values.dtype.kind == "f":  # a NaN into integers: PyTorch's overflow
-            raise RuntimeError(f"value cannot be converted to type {xp.dtype(dtype)} without overflow") from None
-        raise
-
-
-_PYTHON_NUMBERS = {int, float, bool, complex}
-_HOLDERS = (Tensor, xp.ndarray, numpy.ndarray, numpy.generic)  # what carries a dtype of its own
-
-
-def _listed_dtype(data):
-    """PyTorch's dtype for a (nested) list that holds tensors, arrays or NumPy scalars: the promotion of
-    its items' dtypes, a Python bool counting as bool, an int as int64, a float as the default dtype and
-    a complex as the default complex dtype (``tensor([R])`` with R a float64 0-d tensor is float64,
-    ``tensor([1, h])`` with h float16 is float16). NumPy reads a 0-d tensor through ``float()`` and
-    promotes otherwise (a Python float is float64 to it), so it is asked for the values only. None for
-    a list of Python numbers alone, which NumPy reads as PyTorch does once as_array has cast its float64
-    to the default dtype, and for a list holding anything else (as_array's errors then speak)."""
-    python = {bool: numpy.dtype(bool), int: numpy.dtype(numpy.int64), float: backend.get_default_dtype(),
-              complex: backend.get_default_complex_dtype()}
-    dtypes, found, path = set(), [], set()
-
-    def visit(items):
-        kinds = set(map(type, items))
-        dtypes.update(numpy.dtype(python[kind]) for kind in kinds & _PYTHON_NUMBERS)
-        if kinds <= _PYTHON_NUMBERS:
-            return True
-        path.add(id(items))  # (the lists being visited: one holding itself would be visited forever)
-        for item in items:
-            if isinstance(item, (list, tuple)):
-                if id(item) in path:
-                    raise TypeError("self-referential lists are incompatible")
-                if not visit(item):
-                    return False
-            elif isinstance(item, _HOLDERS):
-                dtypes.add(numpy.dtype(item.dtype))
-                found.append(True)
-            elif type(item) not in _PYTHON_NUMBERS:
-                return False
-        path.discard(id(items))
-        return True
-
-    level = data
-    while True:  # level by level, at C speed, while the lists hold lists or Python numbers only
-        kinds = set(map(type, level))
-        if kinds <= _PYTHON_NUMBERS:
-            return None
-        if not kinds <= {list, tuple}:
-            break
-        level = list(itertools.chain.from_iterable(level))
-    if not visit(data) or not found:
-        return None
-    from .ops.promotion import common_dtype  # (here: importing the ops while this module loads is circular)
-
-    return common_dtype(dtypes)
-
-
-def _arrays_for_tensors(data):
-    """A nested list with each tensor in it replaced by its array, in host memory: the array module reads
-    the list through NumPy (CuPy refuses to convert its own arrays implicitly there)."""
-    if isinstance(data, Tensor):  # (in a list: read as a number, as PyTorch reads it)
-        if data._data.size != 1:
-            raise ValueError(f"only one element tensors can be converted to Python scalars (a tensor of shape "
-                             f"{tuple(data.shape)} in the list: join tensors with autograd.stack)")
-        if data.requires_grad:
-            warnings.warn("Converting a tensor with requires_grad=True to a scalar may lead to unexpected behavior.\n"
-                          "Consider using tensor.detach() first.", UserWarning, stacklevel=program_stacklevel())
-        data = data._data.reshape(())  # (a number, whatever its one element's shape: [ones(1)] is of shape (1,))
-    if isinstance(data, (list, tuple)):
-        return [_arrays_for_tensors(item) for item in data]
-    return to_numpy(data) if isinstance(data, xp.ndarray) else data
-
-
-def _is_sequence(data):
-    """A Python sequence (not an array, a tensor or a number): something with a length and items."""
-    return hasattr(data, "__len__") and hasattr(data, "__getitem__") and not isinstance(data, _HOLDERS + (str, bytes,
-                                                                                                          dict))
-
-
-def _holds_strings(data):
-    if isinstance(data, (list, tuple)):
-        return any(_holds_strings(item) for item in data)
-    return isinstance(data, (str, bytes))
-
-
-def _string_in_list(data):
-    """PyTorch's error for a string in a list (labels read from a CSV, say). It reads the shape down the first
-    elements, where a str is one more sequence: "too many dimensions 'str'" (ValueError); a string met later,
-    where a number belongs, is a type it cannot store (TypeError, naming str or bytes)."""
-    first = data
-    while isinstance(first, (list, tuple)) and first:
-        first = first[0]
-    if isinstance(first, str):
-        return ValueError("too many dimensions 'str'")
-    kind = next(type(item).__name__ for item in _leaves(data) if isinstance(item, (str, bytes)))
-    return TypeError(f"new(): invalid data type '{kind}'")
-
-
-def _leaves(data):
-    if isinstance(data, (list, tuple)):
-        for item in data:
-            yield from _leaves(item)
-    else:
-        yield data
-
-
-def _python_numbers(data):
-    """Whether ``data`` is a Python number or a (nested) list or tuple of them only."""
-    if isinstance(data, (list, tuple)):
-        return all(_python_numbers(item) for item in data)
-    return type(data) in _PYTHON_NUMBERS
-
-
-def _holds(data, kind):
-    """Whether a Python number of exactly type ``kind`` is in the (nested) list ``data``, or is ``data``."""
-    if isinstance(data, (list, tuple)):
-        return any(_holds(item, kind) for item in data)
-    return type(data) is kind
-
-
-def _as_floats(data):
-    if isinstance(data, (list, tuple)):
-        return [_as_floats(item) for item in data]
-    return float(data) if type(data) is int else data
-
-
-def _integers_cast(data, dtype):
-    """Python integers out of an integer ``dtype``'s range, as PyTorch casts them: an unsigned dtype
-    takes negative values down to -max, wrapped (tensor([-1], dtype=uint8) is 255); others refuse,
-    and an integer past int64's range is refused whatever the integer dtype."""
-    dtype = xp.dtype(dtype)
-    values = numpy.asarray(data)
-    if values.dtype.kind in "uO":
-        raise ValueError("Overflow when unpacking long long")
-    if dtype.kind == "u" and values.dtype.kind == "i" and values.min() >= -numpy.iinfo(dtype).max \
-            and values.max() <= numpy.iinfo(dtype).max:
-        return xp.asarray(values.astype(dtype))
-    raise RuntimeError(f"value cannot be converted to type {dtype} without overflow")
-
-
-def _copy(data):
-    return data.copy() if isinstance(data, xp.ndarray) else data
+        data = shareable(data)
+    return tensor_from(read_array(data, dtype, copy=False))
 
 
 def zeros(*sizes, out=None, size=None, dtype=None, layout=None, device=None, requires_grad=False):
@@ -432,7 +202,7 @@ def _fitted(fill_value, dtype):
         dtype = xp.dtype(dtype)
         _refuse_overflow(fill_value, dtype)
         if type(fill_value) is int and dtype.kind == "u" and fill_value < 0:
-            return _integers_cast(fill_value, dtype)
+            return integers_cast(fill_value, dtype)
     return fill_value
 
 

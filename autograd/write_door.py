@@ -412,9 +412,9 @@ def _written_value(array, index, value, error):
     cannot hold (NaN or inf into integers, a complex number into reals) and a value that does not broadcast
     to the region are RuntimeErrors, not NumPy's TypeError or ValueError."""
     if isinstance(error, OverflowError) and type(value) is int:
-        from .factories import _integers_cast
+        from .reading_data import integers_cast
 
-        return _integers_cast(value, array.dtype)
+        return integers_cast(value, array.dtype)
     if isinstance(value, complex) and value.imag == 0:  # (a complex number without imaginary part is its real one)
         return value.real
     if isinstance(value, numbers.Number):

@@ -159,10 +159,10 @@ def _integer_clamp(x, min, max):
     if any(isinstance(b, float) for b in (min, max)):
         return Cast.apply(x, dtype=backend.get_default_dtype()), min, max
     if x._data.dtype.kind != "b":
-        from ..factories import _integers_cast  # (the range rule of a number written into integers)
+        from ..reading_data import integers_cast  # (the range rule of a number written into integers)
 
         low, high = numpy.iinfo(x._data.dtype).min, numpy.iinfo(x._data.dtype).max
-        min, max = (_integers_cast(b, x._data.dtype) if type(b) is int and not low <= b <= high else b
+        min, max = (integers_cast(b, x._data.dtype) if type(b) is int and not low <= b <= high else b
                     for b in (min, max))
     return x, min, max
 
