@@ -299,8 +299,9 @@ def log_softmax(input, dim=None, _stacklevel=3, dtype=None):
 
 
 def softmin(input, dim=None, _stacklevel=3, dtype=None):
-    """softmax(-x) along dim."""
-    return (-_as_dtype(input, dtype)).softmax(_softmax_dim("softmin", input.ndim, dim))
+    """softmax(-x) along dim. x is negated before the cast to ``dtype``, as PyTorch's: in uint8 -x wraps
+    around (-3 is 253, -0 is 0), and a bool x is refused."""
+    return _as_dtype(-input, dtype).softmax(_softmax_dim("softmin", input.ndim, dim))
 
 
 def gumbel_softmax(logits, tau=1.0, hard=False, eps=1e-10, dim=-1):

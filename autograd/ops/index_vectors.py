@@ -61,13 +61,15 @@ class IndexAddAlong(Primitive):
 
     def forward(self, x, src):
         y = x if self.fresh else x.copy()
+        # (PyTorch casts alpha to an integer source's dtype, wrapping around: -1 scales uint8 by 255)
+        alpha = xp.asarray(self.alpha).astype(src.dtype) if src.dtype.kind in "iu" else self.alpha
         if x.ndim == 0:
-            y[()] += self.alpha * src.sum()
+            y[()] += (alpha * src.sum()).astype(y.dtype)
             return y
         position = (slice(None),) * self.dim + (self.index,)
         # (PyTorch's index_add of slices by alpha 1 accumulates float16 in float32; of a vector, or with another
         # alpha, it rounds each step)
-        return _accumulated("add", y, position, src if self.alpha == 1 else self.alpha * src,
+        return _accumulated("add", y, position, src if self.alpha == 1 else alpha * src,
                             widen=x.ndim > 1 and self.alpha == 1)
 
     def backward(self, grad, y, x, src):

@@ -275,7 +275,7 @@ def lstsq(input, b, rcond=None, *, driver=None, out=None):
     if driver == "gels" and A.numel():
         _require_full_rank(A)
     solution = matmul(pinv(A, rtol=rcond), B)
-    empty = Tensor._make(xp.zeros((0,), dtype=A.dtype))
+    empty = Tensor._make(xp.zeros((0,), dtype=xp.finfo(A.dtype).dtype))  # (real: norms and singular values)
     rank = matrix_rank(A, rtol=rcond) if driver != "gels" else Tensor._make(xp.zeros((0,), dtype=int64))
     full_rank = driver == "gels" or bool((rank._data == A.shape[-1]).all())
     residuals = empty
