@@ -426,6 +426,8 @@ def avg_pool3d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
         raise RuntimeError("avg_pool3d: divisor must be not zero")
     input, unbatched = _batched(input, 3, name)
     _refuse_narrow_kinds(input, "avg_pool3d_out_frame")
+    if input.dtype == xp.float16:  # (its 3-d kernel has no Half loop; its 2-d one has)
+        refuse_kinds(input, "avg_pool3d_out_frame", "f")
     if input.dtype.kind in "iu":  # integers: the sums (exact in float64), divided once as integers
         total = avg_pool3d(input.double(), kernel, stride, padding, ceil_mode, count_include_pad, 1)._data
         if divisor_override is None:
