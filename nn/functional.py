@@ -15,7 +15,6 @@ from autograd.backend import xp
 from autograd.errors import not_a_tensor
 from autograd.graph import program_stacklevel
 from autograd.ops import piecewise_linear as _piecewise_linear
-from autograd.ops.pooling_layers import _refuse_narrow_kinds
 from autograd.ops.activations import (  # noqa: F401  (F.hardshrink, F.prelu, F.SELU_ALPHA as before)
     SELU_ALPHA,
     SELU_SCALE,
@@ -58,6 +57,7 @@ from autograd.ops.pixel_shuffle import (  # noqa: F401  (F.pixel_shuffle, ...)
     pixel_shuffle,
     pixel_unshuffle,
 )
+from autograd.ops.pooling_layers import refuse_narrow_kinds
 from autograd.primitive import named_node
 from autograd.random import generator
 from autograd.sparse_layout import is_sparse
@@ -442,7 +442,7 @@ def local_response_norm(input, size, alpha=1e-4, beta=0.75, k=1.0):
     if size <= 0:  # (a window of no channels: PyTorch's RuntimeError, not a division by zero)
         raise RuntimeError(f"kernel size should be greater than zero, but got size: {size}")
     # (PyTorch sums the window by average pooling: its kernels' dtypes, int64 the only integer one)
-    _refuse_narrow_kinds(input, "avg_pool2d" if input.ndim == 3 else "avg_pool3d_out_frame")
+    refuse_narrow_kinds(input, "avg_pool2d" if input.ndim == 3 else "avg_pool3d_out_frame")
     if input._data.size == 0:
         return input
     from .padding import pad  # nn.padding is built after this module

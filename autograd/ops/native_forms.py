@@ -20,8 +20,8 @@ from ..backend import xp
 from ..errors import check_same_dtype
 from ..graph import no_grad
 from ..tensor import tensor_from
-from .dropout import check_dropout_probability
 from .conversion import refuse_kinds
+from .dropout import check_dropout_probability
 from .names import names
 from .normalization import batch_norm, channel_shape, normalize, refuse_empty_normalized_shape, scale_and_shift
 
