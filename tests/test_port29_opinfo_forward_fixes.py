@@ -209,3 +209,20 @@ def test_the_tangent_of_a_mean_over_nothing_is_nan():
     assert np.isnan(tangents[0].item()) and np.isnan(tangents[1].numpy()).all() and tangents[1].shape == (3,)
     np.testing.assert_allclose(tangents[2].numpy(), [0.0, 3.0])
     assert tangents[3].item() == 1.5
+
+
+def test_embedding_tangent_is_the_lookup_of_the_weight_tangent():
+    """y = W[indices] is linear in W: ẏ = Ẇ[indices], the padding row's lookups too (PyTorch's forward rule; the
+    backward read forward gave them 0); max_norm's renorm rewrites W's rows, not their tangent (it zeroed them)."""
+    w0 = _rng(0).standard_normal((5, 3)) * 2
+    wt = _rng(1).standard_normal((5, 3))
+    idx = autograd.tensor([[0, 2], [2, 4]])
+    for options in ({"padding_idx": 2}, {"max_norm": 1.0}, {"scale_grad_by_freq": True}):
+        with fwAD.dual_level():
+            w = fwAD.make_dual(autograd.tensor(w0), autograd.tensor(wt))
+            y = F.embedding(idx, w, **options)
+            tangent, weight_tangent = fwAD.unpack_dual(y).tangent, fwAD.unpack_dual(w).tangent
+        np.testing.assert_array_equal(tangent.numpy(), wt[[[0, 2], [2, 4]]])
+        np.testing.assert_array_equal(weight_tangent.numpy(), wt)
+        norms = np.linalg.norm(w.detach().numpy()[[0, 2, 4]], axis=1)
+        assert np.all(norms <= 1.0 + 1e-6) == ("max_norm" in options)  # (the renorm did rewrite the values)
