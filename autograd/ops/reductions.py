@@ -95,6 +95,11 @@ class Mean(Sum):
     def backward(self, grad, y, x):
         return (spread(grad, x, self.axes, self.keepdim, self.like) / (self.count or float("nan")),)
 
+    def jvp(self, tangents, y, x):
+        """ẏ = (1/n) Σ_i ẋ_i, the mean of the tangents: NaN over none, as PyTorch's forward rule (read from the
+        backward it would be 0, the empty sum)."""
+        return mean(tangents[0], self.axes, self.keepdim)
+
 
 def mean(x, dim=None, keepdim=False):
     if x.dtype.kind not in "fc":
