@@ -250,15 +250,15 @@ def unfold(input, kernel_size, dilation=1, padding=0, stride=1):
     if input.ndim not in (3, 4) or 0 in input.shape[input.ndim - 3:]:
         raise RuntimeError(f"Expected 3D or 4D (batch mode) tensor with possibly 0 batch size and other non-zero "
                            f"dimensions for input, but got: {list(input.shape)}")
+    refuse_kinds(input, "im2col_out_cpu", "iu")  # (PyTorch's kernel has floating, complex and bool loops)
     return _unfold(input, kernel_size, dilation, padding, stride)
 
 
 def _unfold(input, kernel_size, dilation, padding, stride):
-    """unfold without its refusal of empty dims: conv3d's planes, of an input with no channels or an empty batch,
-    which PyTorch's conv3d takes."""
+    """unfold without its refusals of empty dims and integers: conv3d's planes, of an input with no channels or an
+    empty batch, or of integers, which PyTorch's conv3d takes."""
     if input.ndim == 3:
         return _unfold(input.unsqueeze(0), kernel_size, dilation, padding, stride).squeeze(0)
-    refuse_kinds(input, "im2col_out_cpu", "iu")  # (PyTorch's kernel has floating, complex and bool loops)
     params = dict(kernel_size=_tuple(kernel_size, 2, "kernel_size"), dilation=_tuple(dilation, 2, "dilation"),
                   padding=_tuple(padding, 2, "padding"), stride=_tuple(stride, 2, "stride"))
     _check_window(params)
@@ -274,10 +274,15 @@ def _unfold(input, kernel_size, dilation, padding, stride):
 @node_named("Col2ImBackward0")
 def fold(input, output_size, kernel_size, dilation=1, padding=0, stride=1):
     """col2im, unfold's adjoint: columns (N, C·kh·kw, L) summed into (N, C, *output_size) where blocks overlap."""
+    refuse_kinds(input, "col2im_out_cpu", "iu")  # (as unfold's)
+    return _fold(input, output_size, kernel_size, dilation, padding, stride)
+
+
+def _fold(input, output_size, kernel_size, dilation, padding, stride):
+    """fold without its refusal of integers: conv_transpose3d's planes, which PyTorch's computes for integers."""
     input, unbatched = (input.unsqueeze(0), True) if input.ndim == 2 else (input, False)
     if input.ndim != 3:
         raise RuntimeError(f"Expected 2D or 3D (batched) input to fold, got input of size {_dims(input.shape, 1)}")
-    refuse_kinds(input, "col2im_out_cpu", "iu")  # (as unfold's)
     params = dict(kernel_size=_tuple(kernel_size, 2, "kernel_size"), dilation=_tuple(dilation, 2, "dilation"),
                   padding=_tuple(padding, 2, "padding"), stride=_tuple(stride, 2, "stride"))
     _check_window(params)
@@ -370,7 +375,7 @@ def conv_transpose3d(input, weight, bias=None, stride=1, padding=0, output_paddi
     # fold adds the planes at depths t·s + p·d, 0 ≤ t < depth, into the uncropped depth (D − 1)·s + d(kd − 1) + 1;
     # the output is its rows padding ≤ r < padding + out, those past its end (output_padding) zeros
     full = (depth - 1) * stride[0] + dilation[0] * (kernel[0] - 1) + 1
-    y = fold(columns, (full, area), (kernel[0], 1), (dilation[0], 1), 0, (stride[0], 1))
+    y = _fold(columns, (full, area), (kernel[0], 1), (dilation[0], 1), 0, (stride[0], 1))
     if padding[0] + out[0] > full:
         y = constant_pad_nd(y, (0, 0, 0, padding[0] + out[0] - full))
     y = y[:, :, padding[0]:padding[0] + out[0]].reshape(n, y.shape[1], out[0], *made.shape[2:])
