@@ -45,13 +45,12 @@ class Proxy:
     def __iter__(self):
         """Unpacking (``a, b = x.chunk(2)``) gives one proxy per name, as many as the calling line unpacks;
         any other iteration is refused, as PyTorch's."""
-        frame = sys._getframe(1)
-        instructions = list(dis.get_instructions(frame.f_code))
-        for index, instruction in enumerate(instructions):
-            if instruction.offset == frame.f_lasti and index + 1 < len(instructions):
-                following = instructions[index + 1]
-                if following.opname == "UNPACK_SEQUENCE":
-                    return iter([self[i] for i in range(following.argval)])
+        frame = sys._getframe(1)  # (the caller, stopped at the instruction asking for the iterator)
+        for instruction in dis.get_instructions(frame.f_code):
+            if instruction.offset == frame.f_lasti:
+                if instruction.opname == "UNPACK_SEQUENCE":
+                    return iter([self[i] for i in range(instruction.argval)])
+                break
         return self.tracer.iter(self)
 
     def keys(self):

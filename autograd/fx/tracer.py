@@ -184,11 +184,23 @@ class Tracer:
         def module_call(mod, *args, **kwargs):
             return tracer.call_module(mod, lambda *a, **k: original_call(mod, *a, **k), args, kwargs)
 
+        original_getattribute = vars(nn.Module).get("__getattribute__", _MISSING)
+        read = object.__getattribute__ if original_getattribute is _MISSING else original_getattribute
+
+        def module_getattribute(mod, name):
+            # a parameter or buffer of the root read in a forward is a proxy of its get_attr node, as PyTorch's
+            # tracer gives (``self.scale * 2`` is then operator.mul of that node); any other attribute as it is
+            value = read(mod, name)
+            if isinstance(value, Tensor) and id(value) in tracer._attribute_paths:
+                return tracer.proxy(tracer.create_arg(value))
+            return value
+
         patched = [(globals_, name, globals_.get(name, _MISSING)) for globals_, name in _WRAPPED]
         patched += [(fn.__globals__, function.__name__, fn.__globals__.get(function.__name__, _MISSING))
                     for function in self.autowrap_functions if hasattr(fn, "__globals__")]
         try:
             nn.Module.__call__ = module_call
+            nn.Module.__getattribute__ = module_getattribute
             for globals_, name, held in patched:
                 function = held if held is not _MISSING else getattr(builtins, name, None)
                 if function is not None:
@@ -197,6 +209,10 @@ class Tracer:
                 result = fn(*args)
         finally:
             nn.Module.__call__ = original_call
+            if original_getattribute is _MISSING:
+                del nn.Module.__getattribute__
+            else:
+                nn.Module.__getattribute__ = original_getattribute
             for globals_, name, held in reversed(patched):
                 if held is _MISSING:
                     globals_.pop(name, None)
