@@ -7,7 +7,6 @@ import importlib
 import operator
 
 import numpy as np
-import pytest
 
 from .pytorch_programs import OURS, error_of, run_both
 
@@ -63,7 +62,7 @@ def test_trace_mlp():
                              ("call_function", "log_softmax", "log_softmax"), ("output", "output", "output")]
     np.testing.assert_allclose(ours["out"], ours["same"], rtol=1e-6)
     assert ours["keys"] == ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"] and ours["class"] == "MLP"
-    assert ours["grads"]["fc2.bias"].shape == (3,) and abs(ours["grads"]["fc2.bias"].sum()) < 1e-5  # (softmax sums to one)
+    assert abs(ours["grads"]["fc2.bias"].sum()) < 1e-5  # (softmax sums to 1)
 
 
 def cnn(m):
@@ -405,8 +404,8 @@ def shape_propagation(m):
     torch.manual_seed(0)
     gm = torch.fx.symbolic_trace(nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(8, 3)))
     shape_prop.ShapeProp(gm).propagate(torch.randn(5, 1, 4, 4))
-    return [(node.name, tuple(node.meta["tensor_meta"].shape), str(node.meta["tensor_meta"].dtype).replace("torch.", ""))
-            for node in gm.graph.nodes if "tensor_meta" in node.meta]
+    found = [(node.name, node.meta["tensor_meta"]) for node in gm.graph.nodes if "tensor_meta" in node.meta]
+    return [(name, tuple(meta.shape), str(meta.dtype).replace("torch.", "")) for name, meta in found]
 
 
 def test_shape_prop():

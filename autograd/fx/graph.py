@@ -7,6 +7,7 @@ node, ``name = target(args)``, each call written as PyTorch writes it (``x + y``
 ``torch.relu(x)``, ``self.linear(x)``, ``x.view(-1)``)."""
 
 import builtins
+import math
 import operator
 
 from .node import Namespace, Node, map_arg, target_to_name
@@ -243,9 +244,10 @@ def _write_forward(graph, root_module):
             return f"slice({expression(value.start)}, {expression(value.stop)}, {expression(value.step)})"
         if value is None or isinstance(value, (bool, int, str)):
             return repr(value)
+        if isinstance(value, float) and not math.isfinite(value):  # (read from the globals inf and nan)
+            return "nan" if math.isnan(value) else "inf" if value > 0 else "-inf"
         if isinstance(value, float):
-            return repr(value) if value == value and abs(value) != float("inf") else ("nan" if value != value else
-                                                                                        f"{'-' if value < 0 else ''}inf")
+            return repr(value)
         return global_name(value)  # (a dtype, a device, an object: read from the globals)
 
     def call(args, kwargs):

@@ -84,8 +84,19 @@ class Proxy:
                                f"{orig_method}")
         tracer = tracers.pop()
         if is_tensor_method_or_property(orig_method):
-            return tracer.create_proxy("call_method", orig_method.__name__, args, kwargs)
+            return tracer.create_proxy("call_method", _method_name(orig_method), args, kwargs)
         return tracer.create_proxy("call_function", orig_method, args, kwargs)
+
+
+def _method_name(method):
+    """The name Tensor holds ``method`` under (a method defined under another name, ``Tensor.view``'s ``_view``, by
+    the attribute's)."""
+    from ..tensor import Tensor
+
+    name = method.__name__
+    if getattr(Tensor, name, None) == method:
+        return name
+    return next((attribute for attribute, value in vars(Tensor).items() if value == method), name)
 
 
 class Attribute(Proxy):
