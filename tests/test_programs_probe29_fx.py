@@ -522,3 +522,43 @@ def test_code_and_graph_text(capsys):
     printed = capsys.readouterr().out.splitlines()
     assert printed[0].split() == ["opcode", "name", "target", "args", "kwargs"] and len(printed) == 7
     assert printed[5].split()[:3] == ["call_function", "linear", "nn.affine.linear"]
+
+
+def attention_block(m):
+    """A GPT-style attention block (minGPT's shape juggling: unpacking x.shape, split, view, transpose, a causal
+    mask buffer) with nn.MultiheadAttention as a leaf, traced."""
+    torch, nn, F = m.torch, m.nn, m.F
+
+    class Attention(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.qkv, self.proj, self.ln = nn.Linear(8, 24), nn.Linear(8, 8), nn.LayerNorm(8)
+            self.register_buffer("mask", torch.tril(torch.ones(4, 4)).view(1, 1, 4, 4))
+            self.mha = nn.MultiheadAttention(8, 2, batch_first=True)
+
+        def forward(self, x):
+            B, T, C = x.shape
+            q, k, v = self.qkv(self.ln(x)).split(8, dim=2)
+            q, k, v = (t.view(B, T, 2, C // 2).transpose(1, 2) for t in (q, k, v))
+            att = (q @ k.transpose(-2, -1)) * (1.0 / (k.size(-1) ** 0.5))
+            att = F.softmax(att.masked_fill(self.mask[:, :, :4, :4] == 0, float("-inf")), dim=-1)
+            y = (att @ v).transpose(1, 2).contiguous().view(B, T, C)
+            z, _ = self.mha(x, x, x, need_weights=False)
+            w = torch.zeros_like(x) + x.new_ones(1)
+            return torch.cat([x + self.proj(y) + z + w, torch.zeros(2, 1, C)], dim=1).mean(dim=(1,))
+
+    torch.manual_seed(0)
+    model = Attention()
+    gm = torch.fx.symbolic_trace(model)
+    x = torch.randn(2, 4, 8)
+    out = gm(x)
+    out.pow(2).sum().backward()
+    return {"nodes": nodes_of(gm.graph), "out": out, "same": model(x), "grads": grads_of(gm)}
+
+
+def test_trace_an_attention_block():
+    ours, _ = run_both(attention_block, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(ours["out"], ours["same"], rtol=1e-6)
+    assert len(ours["nodes"]) == 47 and ours["nodes"][1:3] == [("call_function", "getattr", "getattr_1"),
+                                                               ("call_function", "operator.getitem", "getitem")]
+    assert ("get_attr", "_tensor_constant0", "_tensor_constant0") in ours["nodes"]  # (the mask, sliced at trace)

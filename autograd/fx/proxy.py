@@ -145,16 +145,15 @@ for _name in ("neg", "pos", "invert", "abs"):
 Proxy.__hash__ = object.__hash__  # (__eq__ records a node: proxies are told apart by identity)
 
 
-def arguments_hold_proxies(value, also=None):
-    """Whether ``value`` holds a Proxy (through lists, tuples, dicts and slices), or an object whose id is in
-    ``also``."""
-    if isinstance(value, Proxy) or (also and id(value) in also):
+def arguments_hold_proxies(value):
+    """Whether ``value`` holds a Proxy (through lists, tuples, dicts and slices)."""
+    if isinstance(value, Proxy):
         return True
     if isinstance(value, (list, tuple)):
-        return any(arguments_hold_proxies(item, also) for item in value)
+        return any(arguments_hold_proxies(item) for item in value)
     if isinstance(value, dict):
-        return any(arguments_hold_proxies(item, also) for item in value.values())
+        return any(arguments_hold_proxies(item) for item in value.values())
     if isinstance(value, slice):
-        return any(arguments_hold_proxies(item, also) for item in (value.start, value.stop, value.step))
+        return any(arguments_hold_proxies(item) for item in (value.start, value.stop, value.step))
     return False
 

@@ -39,7 +39,8 @@ def _assert_is_none(value, message):
 
 
 class _Recording(TorchFunctionMode):
-    """While a trace runs: a call holding a proxy, or a parameter or buffer of the root, is recorded as a node."""
+    """While a trace runs: a call holding a proxy is recorded as a node (one holding none runs: its result is a
+    constant of the graph)."""
 
     def __init__(self, tracer):
         super().__init__()
@@ -47,8 +48,7 @@ class _Recording(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if arguments_hold_proxies((args, kwargs), self.tracer._attribute_paths):
-            args, kwargs = self.tracer._proxies_for_attributes((args, kwargs))
+        if arguments_hold_proxies((args, kwargs)):
             return Proxy.__torch_function__(func, types, args, kwargs)
         return func(*args, **kwargs)
 
@@ -111,20 +111,6 @@ class Tracer:
         self._constant_paths[id(tensor)] = name
         return name
 
-    def _proxies_for_attributes(self, value):
-        """``value`` with the root's parameters and buffers in it as the proxies of their ``get_attr`` nodes."""
-        def swap(item):
-            if isinstance(item, Tensor) and id(item) in self._attribute_paths:
-                return self.proxy(self.create_arg(item))
-            if isinstance(item, (list, tuple)) and not isinstance(item, Proxy):
-                items = [swap(element) for element in item]
-                make = getattr(type(item), "_make", None)
-                return make(items) if make is not None else type(item)(items)
-            if isinstance(item, dict):
-                return {key: swap(element) for key, element in item.items()}
-            return item
-        return swap(value)
-
     def to_bool(self, obj):
         raise TraceError("symbolically traced variables cannot be used as inputs to control flow")
 
@@ -184,14 +170,16 @@ class Tracer:
         def module_call(mod, *args, **kwargs):
             return tracer.call_module(mod, lambda *a, **k: original_call(mod, *a, **k), args, kwargs)
 
+        parameters = {id(parameter) for parameter in self.root.parameters()}
         original_getattribute = vars(nn.Module).get("__getattribute__", _MISSING)
         read = object.__getattribute__ if original_getattribute is _MISSING else original_getattribute
 
         def module_getattribute(mod, name):
-            # a parameter or buffer of the root read in a forward is a proxy of its get_attr node, as PyTorch's
-            # tracer gives (``self.scale * 2`` is then operator.mul of that node); any other attribute as it is
+            # a parameter of the root read in a forward is a proxy of its get_attr node, as PyTorch's tracer gives
+            # (``self.scale * 2`` is then operator.mul of that node); a buffer or any other attribute as it is (a
+            # buffer becomes a get_attr node where a recorded call takes it, as PyTorch's by default)
             value = read(mod, name)
-            if isinstance(value, Tensor) and id(value) in tracer._attribute_paths:
+            if isinstance(value, Tensor) and id(value) in parameters:
                 return tracer.proxy(tracer.create_arg(value))
             return value
 
