@@ -172,3 +172,15 @@ def test_proxy_answers_torch_function_and_tensors_are_no_proxies():
     assert not isinstance(autograd.ones(1), fx.Proxy)
     with pytest.raises(fx.TraceError, match="control flow"):
         bool(result)
+
+
+def test_tracing_leaves_the_functions_plain():
+    # (entering the tracing mode installs the dispatching wrappers: taken off again, the targets the plain functions)
+    from autograd import dispatching
+
+    nn_functional = __import__("nn.functional", fromlist=["relu"])
+    assert not dispatching._installed
+    gm = autograd.fx.symbolic_trace(lambda x: nn_functional.relu(autograd.relu(x)).sum())
+    targets = [node.target for node in gm.graph.nodes if node.op == "call_function"]
+    assert targets[0] is autograd.relu and targets[1] is nn_functional.relu and not dispatching._installed
+    assert gm.graph.nodes[-2].op == "call_method"

@@ -10,7 +10,7 @@ import builtins
 import math
 import operator
 
-from .node import Namespace, Node, map_arg, target_to_name
+from .node import Namespace, Node, map_arg, qualified_name, target_to_name
 
 # operator's functions written as Python writes them (``operator.add(a, b)`` is ``a + b``)
 _INFIX = {operator.add: "+", operator.sub: "-", operator.mul: "*", operator.truediv: "/", operator.floordiv: "//",
@@ -165,7 +165,7 @@ class Graph:
     def print_tabular(self):
         """The nodes as a table (PyTorch's needs the tabulate package; a plain one here when it is missing)."""
         rows = [["opcode", "name", "target", "args", "kwargs"]] + [
-            [node.op, node.name, str(node.target) if isinstance(node.target, str) else _qualified(node.target),
+            [node.op, node.name, qualified_name(node.target),
              repr(node.args), repr(node.kwargs)] for node in self.nodes]
         try:
             from tabulate import tabulate
@@ -180,12 +180,6 @@ class Graph:
     def python_code(self, root_module="self"):
         """The graph as the source of ``def forward(self, ...)``, and the globals that source reads."""
         return _write_forward(self, root_module)
-
-
-def _qualified(function):
-    name = getattr(function, "__name__", repr(function))
-    module = getattr(function, "__module__", None)
-    return name if module in (None, "builtins", "_operator") else f"{module}.{name}"
 
 
 class PythonCode:
@@ -219,9 +213,9 @@ def _write_forward(graph, root_module):
         if id(obj) in named:
             return named[id(obj)]
         name = getattr(obj, "__name__", None)
-        if callable(obj) and not isinstance(obj, autograd.Tensor) and name is not None and (
-                getattr(autograd, name, None) == obj):  # (== : a dispatching wrapper is equal to its function)
-            found = f"torch.{name}"
+        shown = qualified_name(obj) if callable(obj) and not isinstance(obj, autograd.Tensor) else ""
+        if shown.startswith("torch.") and not shown.startswith("torch.nn."):
+            found = shown
         elif name is not None and vars(builtins).get(name) is obj:
             found = name
         else:
@@ -254,6 +248,13 @@ def _write_forward(graph, root_module):
         return ", ".join([expression(arg) for arg in args] + [f"{key} = {expression(item)}"
                                                              for key, item in kwargs.items()])
 
+    # each value set to None after its last use, as PyTorch's code does (an inference frees activations early)
+    last_used_by, seen = {}, set()
+    for node in reversed(graph.nodes):
+        for input_node in node.all_input_nodes:
+            if input_node not in seen and node.op != "output":
+                last_used_by.setdefault(node, []).append(input_node)
+            seen.add(input_node)
     parameters, body = [root_module], []
     for node in graph.nodes:
         if node.op == "placeholder":
@@ -280,6 +281,8 @@ def _write_forward(graph, root_module):
             value = f"{expression(node.args[0])}.{node.args[1]}"
         else:
             value = f"{global_name(node.target)}({call(node.args, node.kwargs)})"
-        body.append(f"{node.name} = {value}")
-    source = f"def forward({', '.join(parameters)}):\n" + "".join(f"    {line}\n" for line in body or ["pass"])
+        freed = last_used_by.get(node, []) + ([node] if not node.users else [])
+        body.append(f"{node.name} = {value}" + (f";  {' = '.join(n.name for n in freed)} = None" if freed else ""))
+    source = f"\n\n\ndef forward({', '.join(parameters)}):\n" + "".join(
+        f"    {line}\n" for line in body or ["pass"]) + "    "  # (blank lines around it as PyTorch's, to the space)
     return PythonCode(source, globals_)

@@ -9,7 +9,9 @@ each node knows the nodes that use it (``users``), which the graph keeps up to d
 
 import builtins
 import keyword
+import operator
 import re
+import sys
 
 
 def map_arg(value, function):
@@ -142,8 +144,8 @@ class Node:
             default = f" (default={self.args[0]!r})" if self.args else ""
             return f"%{self.name} : [num_users={len(self.users)}] = placeholder[target={self.target}]{default}"
         if self.op == "output":
-            return f"return {_format(self.args[0])}"
-        return (f"%{self.name} : [num_users={len(self.users)}] = {self.op}[target={_target_name(self.target)}]"
+            return f"return {_format(self.args[0]).replace('%', '')}"
+        return (f"%{self.name} : [num_users={len(self.users)}] = {self.op}[target={qualified_name(self.target)}]"
                 f"(args = {_format(self.args)}, kwargs = {_format(self.kwargs)})")
 
     def __repr__(self):
@@ -151,6 +153,10 @@ class Node:
 
 
 def _format(value):
+    """Arguments as PyTorch prints them: nodes as ``%name``, a dict's string keys bare (``{dim: 1}``)."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{key if isinstance(key, str) else _format(key)}: {_format(item)}"
+                               for key, item in value.items()) + "}"
     return repr(map_arg(value, lambda node: _Percent(node.name)))
 
 
@@ -162,12 +168,23 @@ class _Percent:
         return f"%{self.name}"
 
 
-def _target_name(target):
+def qualified_name(target):
+    """A function target as PyTorch names it: ``torch.relu`` (one of autograd's), ``torch.nn.functional.gelu``,
+    ``operator.add``, ``getattr`` (a builtin), else its module and name."""
     if isinstance(target, str):
         return target
-    module = getattr(target, "__module__", None) or ""
-    name = getattr(target, "__qualname__", None) or getattr(target, "__name__", repr(target))
-    return f"{module}.{name}" if module not in ("", "builtins", "_operator") else name
+    name = getattr(target, "__name__", None)
+    if name is None:
+        return repr(target)
+    if vars(builtins).get(name) is target:
+        return name
+    if getattr(operator, name, None) is target:
+        return f"operator.{name}"
+    for module_name, shown in (("autograd", "torch"), ("nn.functional", "torch.nn.functional")):
+        module = sys.modules.get(module_name)
+        if module is not None and getattr(module, name, None) == target:  # (== : a dispatching wrapper is equal)
+            return f"{shown}.{name}"
+    return f"{getattr(target, '__module__', None)}.{getattr(target, '__qualname__', name)}"
 
 
 def _snake_case(name):

@@ -15,6 +15,7 @@ import operator
 import sys
 import warnings
 
+from .. import dispatching
 from ..function_modes import TorchFunctionMode
 from ..tensor import Tensor
 from .graph import Graph
@@ -40,15 +41,28 @@ def _assert_is_none(value, message):
 
 class _Recording(TorchFunctionMode):
     """While a trace runs: a call holding a proxy is recorded as a node (one holding none runs: its result is a
-    constant of the graph)."""
+    constant of the graph). The node's target is the function itself, not the dispatching wrapper entering the mode
+    installed (``node.target is torch.relu`` holds); the wrappers are taken off again at the end where this mode put
+    them on, so that a program that traced once does not pay for them on every call of its training."""
 
     def __init__(self, tracer):
         super().__init__()
         self.tracer = tracer
 
+    def __enter__(self):
+        self.installed_before = dispatching._installed
+        return super().__enter__()
+
+    def __exit__(self, *exc_info):
+        super().__exit__(*exc_info)
+        if not self.installed_before and not dispatching._dispatch.mode_stack:
+            dispatching.uninstall()
+
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if arguments_hold_proxies((args, kwargs)):
+            if isinstance(func, dispatching.Dispatching) and not func.tensor_method:
+                func = func.__wrapped__
             return Proxy.__torch_function__(func, types, args, kwargs)
         return func(*args, **kwargs)
 
