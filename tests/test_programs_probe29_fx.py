@@ -565,3 +565,62 @@ def test_trace_an_attention_block():
     assert len(ours["nodes"]) == 47 and ours["nodes"][1:3] == [("call_function", "getattr", "getattr_1"),
                                                                ("call_function", "operator.getitem", "getitem")]
     assert ("get_attr", "_tensor_constant0", "_tensor_constant0") in ours["nodes"]  # (the mask, sliced at trace)
+
+
+def custom_tracer(m):
+    """A Tracer subclass that keeps a program's block as a leaf, a GraphModule built from its graph, and a pass that
+    swaps every nn.Linear for a submodule added with add_submodule."""
+    torch, nn, F = m.torch, m.nn, m.F
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(3, 3)
+
+        def forward(self, x):
+            return F.silu(self.fc(x)) + x
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.block = Block()
+            self.head = nn.Linear(3, 2)
+
+        def forward(self, x):
+            return self.head(self.block(x))
+
+    class Scaled(nn.Module):
+        def __init__(self, linear):
+            super().__init__()
+            self.linear = linear
+
+        def forward(self, x):
+            return self.linear(x) * 0.5
+
+    class BlockTracer(torch.fx.Tracer):
+        def is_leaf_module(self, m, module_qualified_name):
+            return isinstance(m, Block) or super().is_leaf_module(m, module_qualified_name)
+
+    torch.manual_seed(0)
+    model = Net()
+    graph = BlockTracer().trace(model)
+    gm = torch.fx.GraphModule(model, graph)
+    leaf_nodes = nodes_of(gm.graph)
+    for node in gm.graph.nodes:
+        if node.op == "call_module" and isinstance(gm.get_submodule(node.target), nn.Linear):
+            gm.add_submodule("scaled_" + node.name, Scaled(gm.get_submodule(node.target)))
+            node.target = "scaled_" + node.name
+    gm.recompile()
+    x = torch.randn(4, 3)
+    out = gm(x)
+    out.sum().backward()
+    return {"leaf_nodes": leaf_nodes, "out": out, "expected": model.head(model.block(x)) * 0.5,
+            "keys": list(gm.state_dict()), "grad": model.head.weight.grad}
+
+
+def test_custom_tracer_and_added_submodules():
+    ours, _ = run_both(custom_tracer)
+    assert [t for _, t, _ in ours["leaf_nodes"]] == ["x", "block", "head", "output"]
+    np.testing.assert_allclose(ours["out"], ours["expected"], rtol=1e-6)
+    assert ours["keys"] == ["block.fc.weight", "block.fc.bias", "head.weight", "head.bias", "scaled_head.linear.weight",
+                            "scaled_head.linear.bias"]

@@ -46,6 +46,12 @@ class Graph:
         self._tracer_cls = tracer_cls
         self._len = 0
 
+    def __getstate__(self):  # (pickled and copied without the module owning it: the new one takes it)
+        return {key: value for key, value in self.__dict__.items() if key != "owning_module"}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state, owning_module=None)
+
     @property
     def nodes(self):
         """The nodes in order (a list taken now: editing the graph while walking it is safe)."""

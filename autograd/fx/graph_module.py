@@ -127,18 +127,16 @@ class GraphModule(nn.Module):
             print(text)
         return text
 
+    def __reduce__(self):
+        """Pickled (``torch.save(gm)``) as its module state and its graph, and made again from them: its class is
+        its own, which pickle could not find by name."""
+        state = {key: value for key, value in self.__dict__.items() if key not in ("_graph", "_code")}
+        return _rebuilt, (state, self._graph, type(self).__name__)
+
     def __deepcopy__(self, memo):
         """A copy with its own class, modules, tensors and graph (PyTorch's copies its graph too)."""
-        result = type(self).__new__(type(self))
-        nn.Module.__init__(result)
-        memo[id(self)] = result
-        fake = nn.Module()
-        fake.__dict__.update(copy.deepcopy({key: value for key, value in self.__dict__.items()
-                                            if key not in ("_graph", "_code")}, memo))
-        graph = copy.deepcopy(self._graph, memo)
-        GraphModule.__init__(result, fake, graph, type(self).__name__)
-        result.meta = copy.deepcopy(self.meta, memo)
-        return result
+        function, (state, graph, class_name) = self.__reduce__()
+        return function(copy.deepcopy(state, memo), copy.deepcopy(graph, memo), class_name)
 
     def __copy__(self):
         result = GraphModule(self, self._graph)
@@ -180,3 +178,12 @@ class GraphModule(nn.Module):
         for name, _ in list(self.named_modules()):
             if name and name not in used:
                 self.delete_submodule(name)
+
+
+def _rebuilt(state, graph, class_name):
+    """A GraphModule from a pickled or copied one's state (its attributes, submodules, parameters) and graph."""
+    root = nn.Module.__new__(nn.Module)
+    root.__setstate__(state)
+    rebuilt = GraphModule(root, graph, class_name)
+    rebuilt.meta = state.get("meta", {})
+    return rebuilt
