@@ -624,3 +624,46 @@ def test_custom_tracer_and_added_submodules():
     np.testing.assert_allclose(ours["out"], ours["expected"], rtol=1e-6)
     assert ours["keys"] == ["block.fc.weight", "block.fc.bias", "head.weight", "head.bias", "scaled_head.linear.weight",
                             "scaled_head.linear.bias"]
+
+
+def decomposition(m):
+    """The fx docs' "Proxy/Retracing" decomposition: each F.relu and F.gelu node rewritten by running a Python
+    function on proxies made by hand into a new graph (GraphAppendingTracer), outside any trace."""
+    torch, nn, F = m.torch, m.nn, m.F
+    fx = torch.fx
+    proxy_module = importlib.import_module(torch.__name__ + ".fx.proxy")
+
+    def relu_decomposition(x):
+        return (x > 0) * x
+
+    def gelu_decomposition(x):
+        return 0.5 * x * (1 + torch.tanh(0.7978845608 * (x + 0.044715 * torch.pow(x, 3))))
+
+    rules = {F.relu: relu_decomposition, F.gelu: gelu_decomposition}
+
+    class Net(nn.Module):
+        def forward(self, x):
+            return F.gelu(F.relu(x) - 1.0) + torch.sin(x)
+
+    graph = fx.Tracer().trace(Net())
+    new_graph = fx.Graph()
+    env = {}
+    tracer = proxy_module.GraphAppendingTracer(new_graph)
+    for node in graph.nodes:
+        if node.op == "call_function" and node.target in rules:
+            proxy_args = fx.node.map_arg(node.args, lambda n: fx.Proxy(env[n.name], tracer))
+            env[node.name] = rules[node.target](*proxy_args).node
+        else:
+            env[node.name] = new_graph.node_copy(node, lambda n: env[n.name])
+    gm = fx.GraphModule(Net(), new_graph)
+    x = torch.linspace(-2, 2, 9)
+    return {"nodes": nodes_of(gm.graph), "out": gm(x),
+            "expected": gelu_decomposition(relu_decomposition(x) - 1.0) + torch.sin(x)}
+
+
+def test_decomposition_with_proxies_made_by_hand():
+    ours, _ = run_both(decomposition)
+    np.testing.assert_allclose(ours["out"], ours["expected"], rtol=1e-6)
+    assert [t for _, t, _ in ours["nodes"]] == [
+        "x", "operator.gt", "operator.mul", "operator.sub", "operator.mul", "pow", "operator.mul", "operator.add",
+        "operator.mul", "tanh", "operator.add", "operator.mul", "sin", "operator.add", "output"]

@@ -6,6 +6,7 @@ overrides one of them to observe or change what the nodes compute (count operati
 ``Transformer`` runs the same methods on proxies, so what they return is recorded into a new graph:
 ``Transformer(module).transform()`` is the rewritten ``GraphModule``."""
 
+from .. import dispatching
 from .graph import Graph
 from .graph_module import GraphModule
 from .node import map_arg
@@ -114,7 +115,7 @@ class Transformer(Interpreter):
     def transform(self):
         """The module rewritten by this transformer's methods (library calls made on proxies inside them are
         recorded too)."""
-        with _Recording(self.tracer):
+        with _Recording(self.tracer, dispatching._installed):
             result = super().run()
         if result is not None:
             self.new_graph.output(self.tracer.create_arg(result))

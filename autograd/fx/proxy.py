@@ -10,6 +10,9 @@ import dis
 import operator
 import sys
 
+from .. import dispatching
+from ..overrides import register_tensor_like
+
 
 class TraceError(ValueError):
     pass
@@ -25,6 +28,8 @@ class Proxy:
 
             tracer = GraphAppendingTracer(node.graph)
         self.node, self.tracer = node, tracer
+        if not dispatching._installed:  # (the library's functions then ask a proxy among their arguments)
+            dispatching.install()
 
     def __repr__(self):
         return f"Proxy({self.node.name})"
@@ -143,6 +148,7 @@ for _name in ("eq", "ne", "lt", "gt", "le", "ge", "getitem"):
 for _name in ("neg", "pos", "invert", "abs"):
     setattr(Proxy, f"__{_name}__", _unary(getattr(operator, _name)))
 Proxy.__hash__ = object.__hash__  # (__eq__ records a node: proxies are told apart by identity)
+register_tensor_like(Proxy)  # (a proxy made by hand, outside a trace, is asked by the library's functions too)
 
 
 def arguments_hold_proxies(value):
@@ -157,3 +163,13 @@ def arguments_hold_proxies(value):
         return any(arguments_hold_proxies(item) for item in (value.start, value.stop, value.step))
     return False
 
+
+
+def __getattr__(name):
+    """``torch.fx.proxy.GraphAppendingTracer`` and ``TracerBase``, where PyTorch defines them (tracer.py here, which
+    builds on this module)."""
+    if name in ("GraphAppendingTracer", "TracerBase"):
+        from . import tracer
+
+        return getattr(tracer, "Tracer" if name == "TracerBase" else name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -45,13 +45,9 @@ class _Recording(TorchFunctionMode):
     installed (``node.target is torch.relu`` holds); the wrappers are taken off again at the end where this mode put
     them on, so that a program that traced once does not pay for them on every call of its training."""
 
-    def __init__(self, tracer):
+    def __init__(self, tracer, installed_before):
         super().__init__()
-        self.tracer = tracer
-
-    def __enter__(self):
-        self.installed_before = dispatching._installed
-        return super().__enter__()
+        self.tracer, self.installed_before = tracer, installed_before
 
     def __exit__(self, *exc_info):
         super().__exit__(*exc_info)
@@ -172,6 +168,7 @@ class Tracer:
         else:
             self.root, fn = nn.Module(), root
         self.graph = Graph(tracer_cls=type(self))
+        installed_before = dispatching._installed  # (before the placeholders' proxies install the wrappers)
         self._module_paths = {id(module): name for name, module in self.root.named_modules(remove_duplicate=False)}
         self._attribute_paths = {id(tensor): name for name, tensor in (
             *self.root.named_parameters(remove_duplicate=False), *self.root.named_buffers(remove_duplicate=False))}
@@ -207,7 +204,7 @@ class Tracer:
                 function = held if held is not _MISSING else getattr(builtins, name, None)
                 if function is not None:
                     globals_[name] = self._recorded_whole(function)
-            with _Recording(self):
+            with _Recording(self, installed_before):
                 result = fn(*args)
         finally:
             nn.Module.__call__ = original_call
