@@ -217,3 +217,44 @@ def test_a_graph_module_pickles():
 def test_a_graph_module_saves_and_loads():
     ours, _ = run_both(saved_and_loaded, "save")
     np.testing.assert_allclose(ours["out"], ours["same"])
+
+
+def test_a_proxy_made_by_hand_is_asked_by_the_library():
+    # (overrides.register_tensor_like: a class taking part without subclassing Tensor)
+    fx = autograd.fx
+    graph = fx.Graph()
+    x = fx.Proxy(graph.placeholder("x"))
+    y = autograd.tanh(autograd.cat([x, x * 2], dim=0)).sum()
+    graph.output(y.node)
+    assert [(n.op, n.name) for n in graph.nodes] == [
+        ("placeholder", "x"), ("call_function", "mul"), ("call_function", "cat"), ("call_function", "tanh"),
+        ("call_method", "sum_1"), ("output", "output")]
+    gm = fx.GraphModule(nn.Module(), graph)
+    np.testing.assert_allclose(gm(autograd.tensor([0.5])).item(), np.tanh(0.5) + np.tanh(1.0), rtol=1e-6)
+
+
+def module_list(m):
+    torch, nn = m.torch, m.nn
+
+    class Stack(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers = nn.ModuleList([nn.Linear(2, 2) for _ in range(3)])
+            self.norms = nn.ModuleDict({"out": nn.LayerNorm(2)})
+
+        def forward(self, x):
+            for i, layer in enumerate(self.layers):
+                x = layer(x) if i % 2 == 0 else torch.tanh(layer(x))
+            return self.norms["out"](x)
+
+    torch.manual_seed(0)
+    model = Stack()
+    gm = torch.fx.symbolic_trace(model)
+    x = torch.ones(1, 2)
+    return {"names": names(gm.graph), "out": gm(x), "same": model(x)}
+
+
+def test_module_lists_and_dicts_are_traced_through():
+    ours, _ = run_both(module_list)
+    assert ours["names"] == ["x", "layers_0", "layers_1", "tanh", "layers_2", "norms_out", "output"]
+    np.testing.assert_allclose(ours["out"], ours["same"])

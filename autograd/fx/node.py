@@ -141,7 +141,7 @@ class Node:
 
     def format_node(self):
         if self.op == "placeholder":
-            default = f" (default={self.args[0]!r})" if self.args else ""
+            default = f"(default={self.args[0]!r})" if self.args else ""
             return f"%{self.name} : [num_users={len(self.users)}] = placeholder[target={self.target}]{default}"
         if self.op == "output":
             return f"return {_format(self.args[0]).replace('%', '')}"
