@@ -667,3 +667,36 @@ def test_decomposition_with_proxies_made_by_hand():
     assert [t for _, t, _ in ours["nodes"]] == [
         "x", "operator.gt", "operator.mul", "operator.sub", "operator.mul", "pow", "operator.mul", "operator.add",
         "operator.mul", "tanh", "operator.add", "operator.mul", "sin", "operator.add", "output"]
+
+
+def rewrite_pattern(m):
+    """The fx docs' replace_pattern: cat-then-sum rewritten as stack-then-sum, and x * 1 + 0 removed."""
+    torch, nn = m.torch, m.nn
+    fx = torch.fx
+
+    class Net(nn.Module):
+        def forward(self, x, w1, w2):
+            m1 = torch.cat([w1, w2]).sum()
+            m2 = torch.cat([w1, w2]).sum()
+            y = (x * 1 + 0) + m1 + m2
+            return torch.cat([x, w1]).sum() + y
+
+    def pattern(w1, w2):
+        return torch.cat([w1, w2]).sum()
+
+    def replacement(w1, w2):
+        return torch.stack([w1, w2]).sum() * 10
+
+    gm = fx.symbolic_trace(Net())
+    matches = fx.replace_pattern(gm, pattern, replacement)
+    gm.graph.lint()
+    x, w1, w2 = torch.tensor([1.0, 2.0]), torch.tensor([3.0, 4.0]), torch.tensor([5.0, 6.0])
+    return {"count": len(matches), "anchors": [match.anchor.name for match in matches],
+            "nodes": nodes_of(gm.graph), "out": gm(x, w1, w2)}
+
+
+def test_replace_pattern():
+    ours, _ = run_both(rewrite_pattern)
+    assert ours["count"] == 3 and ours["anchors"] == ["sum_1", "sum_1", "sum_1"]  # (the pattern's node)
+    assert [t for _, t, _ in ours["nodes"]][3:8] == ["operator.mul", "operator.add", "stack", "sum", "operator.mul"]
+    np.testing.assert_allclose(ours["out"], [1 + 180 * 2 + 100, 2 + 180 * 2 + 100])  # (x + m1 + m2 + the last)

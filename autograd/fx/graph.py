@@ -136,8 +136,11 @@ class Graph:
         return copied
 
     def graph_copy(self, other, value_remap):
-        """The nodes of ``other`` copied here but its output; what it returned (in this graph's nodes)."""
+        """The nodes of ``other`` copied here but its output and those ``value_remap`` maps already; what it
+        returned (in this graph's nodes)."""
         for node in other.nodes:
+            if node in value_remap:
+                continue
             if node.op == "output":
                 return map_arg(node.args[0], lambda found: value_remap[found])
             value_remap[node] = self.node_copy(node, lambda found: value_remap[found])
