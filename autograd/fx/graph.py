@@ -207,6 +207,12 @@ def _attribute_path(root_module, target):
     return expression
 
 
+def _resolves(module, path, obj):
+    for part in path:
+        module = getattr(module, part, None)
+    return module is not None and module == obj
+
+
 def _write_forward(graph, root_module):
     import autograd
 
@@ -223,8 +229,8 @@ def _write_forward(graph, root_module):
             return named[id(obj)]
         name = getattr(obj, "__name__", None)
         shown = qualified_name(obj) if callable(obj) and not isinstance(obj, autograd.Tensor) else ""
-        if shown.startswith("torch.") and not shown.startswith("torch.nn."):
-            found = shown
+        if shown.startswith("torch.") and _resolves(autograd, shown.split(".")[1:], obj):
+            found = shown  # (torch.nn.functional.gelu: autograd.nn is nn once nn is loaded)
         elif name is not None and vars(builtins).get(name) is obj:
             found = name
         else:
