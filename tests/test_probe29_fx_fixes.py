@@ -261,3 +261,15 @@ def test_module_lists_and_dicts_are_traced_through():
     ours, _ = run_both(module_list)
     assert ours["names"] == ["x", "layers_0", "layers_1", "tanh", "layers_2", "norms_out", "output"]
     np.testing.assert_allclose(ours["out"], ours["same"])
+
+
+def lint_of_a_missing_submodule(m):
+    torch, nn = m.torch, m.nn
+    gm = torch.fx.symbolic_trace(nn.Sequential(nn.Linear(2, 2)))
+    next(node for node in gm.graph.nodes if node.op == "call_module").target = "missing.layer"
+    return error_of(gm.graph.lint)
+
+
+def test_lint_refuses_a_target_the_module_lacks():
+    ours, _ = run_both(lint_of_a_missing_submodule)
+    assert ours == ("RuntimeError", "Node _0 target missing.layer references nonexistent attribute missing of ")

@@ -147,8 +147,8 @@ class Graph:
         return None
 
     def lint(self):
-        """Checks that each node's inputs are nodes of this graph placed before it, the names unique, and one output
-        ending the graph."""
+        """Checks that each node's inputs are nodes of this graph placed before it, the names unique, and the
+        attributes and submodules the nodes read there in the module owning the graph."""
         seen, names = set(), set()
         for node in self.nodes:
             if node.graph is not self:
@@ -164,6 +164,14 @@ class Graph:
                                        f"{self}")
             if node.name in names:
                 raise RuntimeError(f"Node redefined name {node.name}!")
+            if self.owning_module is not None and node.op in ("get_attr", "call_module"):
+                found = self.owning_module
+                atoms = node.target.split(".")
+                for i, atom in enumerate(atoms):
+                    if not hasattr(found, atom):
+                        raise RuntimeError(f"Node {node} target {node.target} references nonexistent attribute "
+                                           f"{atom} of {'.'.join(atoms[:i])}")
+                    found = getattr(found, atom)
             seen.add(node)
             names.add(node.name)
 
