@@ -71,6 +71,9 @@ class Tracer:
         self.autowrap_functions = tuple(autowrap_functions)
         self.graph = None
         self.root = None
+        # id of each parameter and buffer of the root → its path; of each constant tensor → the attribute holding
+        # it; each such path → its get_attr node (one per attribute)
+        self._attribute_paths, self._constant_paths, self._attribute_nodes = {}, {}, {}
 
     # -- the nodes ---------------------------------------------------------------------------------------------------
 
@@ -90,9 +93,7 @@ class Tracer:
         if isinstance(a, Proxy):
             return a.node
         if isinstance(a, Tensor):
-            path = self._attribute_paths.get(id(a)) if self._attribute_paths else None
-            if path is None:
-                path = self._constant_paths.get(id(a))
+            path = self._attribute_paths.get(id(a)) or self._constant_paths.get(id(a))
             if path is None:
                 path = self._new_constant(a)
             if path not in self._attribute_nodes:  # (one node per attribute, however often it is read)
@@ -271,8 +272,6 @@ class GraphAppendingTracer(Tracer):
     def __init__(self, graph):
         super().__init__()
         self.graph = graph
-        self.root = None
-        self._attribute_paths, self._constant_paths, self._attribute_nodes = {}, {}, {}
 
 
 def _nn():
