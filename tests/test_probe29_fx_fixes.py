@@ -273,3 +273,17 @@ def lint_of_a_missing_submodule(m):
 def test_lint_refuses_a_target_the_module_lacks():
     ours, _ = run_both(lint_of_a_missing_submodule)
     assert ours == ("RuntimeError", "Node _0 target missing.layer references nonexistent attribute missing of ")
+
+
+def test_a_failed_trace_puts_everything_back():
+    from autograd import dispatching
+
+    class Gate(nn.Module):
+        def forward(self, x):
+            return x if x.sum() > 0 else -x
+
+    call = nn.Module.__call__
+    with pytest.raises(autograd.fx.TraceError):
+        autograd.fx.symbolic_trace(Gate())
+    assert "__getattribute__" not in vars(nn.Module) and nn.Module.__call__ is call
+    assert not dispatching._installed and not dispatching._dispatch.mode_stack
