@@ -19,6 +19,7 @@ from .tensor import Tensor
 _PACKAGE = os.path.dirname(os.path.abspath(__file__))  # autograd's folder
 _NAMESPACES = []  # (namespace, which of its functions) that dispatch once installed: autograd's, F's
 _installed = False
+LOOKED_INTO = [(Tensor, list, tuple)]  # what a call's arguments are looked into for (and overrides.TENSOR_LIKE)
 
 
 class Dispatching:
@@ -42,7 +43,7 @@ class Dispatching:
             if _dispatch.mode_stack:
                 return _asking_the_mode_first(self.public, _subclasses_asked(relevant), args, kwargs)
             for arg in relevant:  # (plain tensors and numbers pass at once: only a subclass or a list is looked into)
-                if type(arg) is not Tensor and isinstance(arg, (Tensor, list, tuple)):
+                if type(arg) is not Tensor and isinstance(arg, LOOKED_INTO[0]):
                     overloaded = _subclasses_asked(relevant)
                     if overloaded:
                         return _answered(self.public, overloaded, args, kwargs)

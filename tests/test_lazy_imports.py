@@ -18,7 +18,7 @@ LAZY = ["graphviz", "html", "importlib.metadata", "numpy.polynomial", "numpy.ran
         "autograd.viz", "autograd.trace", "autograd.value", "autograd.datasets", "autograd.transforms",
         "autograd.data", "autograd.utils", "autograd.distributed", "autograd.serialization", "autograd.version",
         "autograd.linalg", "autograd.special", "autograd.autograd.functional", "autograd.jit", "autograd.futures",
-        "autograd.cpu", "autograd.masked", "nn.grad", "nn.cross_map_lrn",
+        "autograd.cpu", "autograd.masked", "autograd.fx", "nn.grad", "nn.cross_map_lrn",
         "nn.attention", "nn.conv", "nn.ctc", "nn.functional_conv", "nn.interpolation", "nn.lecture", "nn.padding",
         "nn.parallel", "nn.pooling", "nn.recurrent_layers", "nn.rnn", "nn.sparse", "nn.sync_batchnorm",
         "nn.transformer", "nn.utils", "optim.lr_scheduler"]
