@@ -12,8 +12,10 @@ As PyTorch's, it counts the ops of its registry by ATen's names (``mm``, ``addmm
 2·m·k·n; a convolution 2·N·C_out·C_in/groups·prod(kernel)·prod(output positions), input positions when
 transposed; biases and elementwise ops count nothing). The library's ops are not ATen's: each op it runs is
 seen (``autograd.op_observers``) and said as the ATen call PyTorch makes for it: a product of two matrices is
-``mm``, of batches ``bmm`` (a batch by a matrix is folded into one ``mm``, as PyTorch's matmul folds it),
-``linear`` with a bias ``addmm``, a two-operand ``einsum`` that sums over a shared index ``bmm``, and in a
+``mm``, of batches ``bmm``, of a batch and a matrix ``mm`` or ``bmm`` as PyTorch's matmul folds it or not, forward
+and backward (``MatMul.kernel``); a matrix (or batch) times a vector, and two vectors, are ``mv`` and ``dot``, which
+count nothing; ``addmm`` and ``baddbmm`` are themselves, ``linear`` with a bias ``addmm``, a two-operand ``einsum``
+that sums over a shared index ``bmm`` (``addbmm``'s counts nothing, its backward's products ``bmm``), and in a
 backward pass the two products of a convolution's gradients halves of ``convolution_backward``.
 ``scaled_dot_product_attention`` counts as PyTorch's math backend (its four products, ``bmm``), where
 PyTorch's fused CPU kernel counts nothing.
@@ -155,15 +157,27 @@ def _swap_last(shape, swap):
 
 
 def _matmul_call(call):
-    """mm for two matrices, or a batch by a matrix (folded, as PyTorch's matmul); bmm for two batches."""
+    """The product's kernel (MatMul.kernel), or by its shapes mm for two matrices, bmm for batches. mm of a batch
+    and a matrix is the batch folded (as PyTorch's matmul folds it), of two batches (a backward's gradient of the
+    matrix, summed over the batch) the batch folded into the summed dim; addmm and baddbmm add the output's shape;
+    mv, dot and the products of their backwards (outer, mul) are said with the operands' shapes, and counted by
+    no formula of PyTorch's."""
     a = _swap_last(tuple(call.inputs[0].shape), call.params.get("transpose_a"))
     b = _swap_last(tuple(call.inputs[1].shape), call.params.get("transpose_b"))
+    kernel = call.params.get("kernel")
+    if kernel in ("addmm", "baddbmm"):
+        return getattr(aten, kernel), (tuple(call.output.shape), a, b)
+    if kernel not in (None, "mm", "bmm"):
+        return getattr(aten, kernel), (a, b)
+    if kernel == "bmm" or kernel is None and len(a) > 2 and len(b) > 2:
+        batch = math.prod(_broadcast(a[:-2], b[:-2]))
+        return aten.bmm, ((batch, *a[-2:]), (batch, *b[-2:]))
+    if len(a) > 2 and len(b) > 2:  # (the summed batch: dL/dW of x @ W or W @ x, x a batch)
+        batch = math.prod(a[:-2])
+        return aten.mm, ((a[-2], batch * a[-1]), (batch * b[-2], b[-1]))
     if len(b) == 2:
         return aten.mm, ((math.prod(a[:-1]), a[-1]), b)
-    if len(a) == 2:
-        return aten.mm, (a, (b[-2], math.prod(b[:-2]) * b[-1]))
-    batch = math.prod(_broadcast(a[:-2], b[:-2]))
-    return aten.bmm, ((batch, *a[-2:]), (batch, *b[-2:]))
+    return aten.mm, (a, (b[-2], math.prod(b[:-2]) * b[-1]))
 
 
 def _broadcast(a, b):
@@ -186,6 +200,8 @@ def _einsum_call(call):
     """Two operands summed over a shared index (not size 1): PyTorch's one bmm of them; else none (a mul)."""
     if len(call.inputs) != 2:
         return None
+    if call.params.get("kernel") == "addbmm":  # (uncounted: PyTorch counts only its backward's bmm)
+        return aten.addbmm, (tuple(call.output.shape), *(tuple(x.shape) for x in call.inputs))
     (ta, tb), output = call.params["terms"], call.params["output"]
     sizes = dict(zip(ta, call.inputs[0].shape)) | dict(zip(tb, call.inputs[1].shape))
     shared, summed = set(ta) & set(tb), (set(ta) & set(tb)) - set(output)
