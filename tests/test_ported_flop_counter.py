@@ -402,8 +402,6 @@ def test_matrix_by_batch_backward_is_mm():
     assert by_name(mode.get_flop_counts()) == {"Global": {"aten.mm": 2 * mm(6, 4, 5)}}
 
 
-@pytest.mark.xfail(strict=True, reason="nn's recurrent layers (RNN, GRU, LSTM) are one fused op each (GRULayer, ...), "
-                   "which the counter has no ATen call for; PyTorch counts their per-step addmm and mm")
 def test_recurrent_layers_are_counted():
     lib = Lib("autograd")
     with lib.counter() as mode:

@@ -29,7 +29,7 @@ class MatMul(Primitive):
     transpose_a = transpose_b = False
     # the ATen kernel PyTorch runs for this product where its shapes do not say it (None: mm for two matrices, bmm
     # for batches), read by op observers (the FLOP counter): "mv" or "dot" (a vector viewed as a column or a row),
-    # "mm" or "bmm" for a matrix and a batch (matmul's folding: _mixed_kernel), "addmm" or "baddbmm" (their product)
+    # "mm" or "bmm" for a matrix and a batch (matmul's folding: mixed_kernel), "addmm" or "baddbmm" (their product)
     kernel = None
     handles_complex = True
     saved_input_readers = ((1,), (0,))  # A is read only for dL/dB, B only for dL/dA
@@ -76,7 +76,7 @@ class MatMul(Primitive):
         return self.kernel, self.kernel
 
 
-def _mixed_kernel(a, b, vector):
+def mixed_kernel(a, b, vector):
     """The kernel PyTorch's matmul runs for a batch and a matrix (or a vector: ``vector``, the other operand viewed
     as one): the batch folded into the rows of one mm (mv) when the smaller operand requires grad, or when the batch
     (a, the left operand) is contiguous but for its last dim (a view, no copy); else the smaller one expanded to a
@@ -146,12 +146,12 @@ def product(a, b, kernel=None):
         return MatMul.apply(a, b) if kernel is None else MatMul.apply(a, b, kernel=kernel)
     if A.ndim >= 2 and B.ndim >= 2:  # (PyTorch folds the batch into one bmm and views it back: _unsafe_view)
         if kernel is None and (A.ndim == 2 or B.ndim == 2):
-            kernel = _mixed_kernel(a, b, vector=False)
+            kernel = mixed_kernel(a, b, vector=False)
         return MatMul.apply(a, b, pytorch_name="UnsafeViewBackward0", kernel=kernel)
     if kernel is None and B.ndim == 1:
-        kernel = "dot" if A.ndim == 1 else _mixed_kernel(a, b, vector=True)
+        kernel = "dot" if A.ndim == 1 else mixed_kernel(a, b, vector=True)
     elif kernel is None and B.ndim > 2:  # (a vector times a matrix is mm)
-        kernel = _mixed_kernel(a, b, vector=True)
+        kernel = mixed_kernel(a, b, vector=True)
     y = MatMul.apply(a.unsqueeze(0) if a.ndim == 1 else a, b.unsqueeze(-1) if b.ndim == 1 else b, kernel=kernel)
     if b.ndim == 1:
         y = y.squeeze(-1)
