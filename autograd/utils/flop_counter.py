@@ -18,8 +18,8 @@ count nothing; ``addmm`` and ``baddbmm`` are themselves, ``linear`` with a bias 
 that sums over a shared index ``bmm`` (``addbmm``'s counts nothing, its backward's products ``bmm``), and in a
 backward pass the two products of a convolution's gradients halves of ``convolution_backward``. nn's fused
 recurrent layers count the per-step ``addmm`` and ``mm`` of PyTorch's CPU kernels, their backward's when it runs
-(``_recurrent_calls``). ``scaled_dot_product_attention`` counts as PyTorch's math backend (its four products, ``bmm``), where
-PyTorch's fused CPU kernel counts nothing.
+(``_recurrent_calls``). ``scaled_dot_product_attention`` counts as PyTorch's math backend (its four products,
+``bmm``), where PyTorch's fused CPU kernel counts nothing.
 """
 
 import math
