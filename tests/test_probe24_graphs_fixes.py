@@ -69,9 +69,6 @@ def test_sgd_steps_a_sparse_leaf():
     assert S.detach().coalesce().values().tolist() == pytest.approx([-4.0, -6.6, -16.4])
 
 
-@pytest.mark.xfail(strict=True, reason="the gradient torch.sparse.mm gives a sparse leaf made without "
-                                       "is_coalesced is marked coalesced here (values right); PyTorch's keeps the "
-                                       "leaf's entries and is_coalesced() is False")
 def test_the_entries_gradient_of_an_uncoalesced_leaf_is_uncoalesced():
     import autograd
     S = autograd.sparse_coo_tensor(autograd.tensor([[0, 1, 1], [1, 0, 1]]), autograd.tensor([1.0, 2.0, 3.0]),
