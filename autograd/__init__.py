@@ -165,6 +165,7 @@ __getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {
     "compile": ".compiler:compile",
     "compiler": ".compiler",
     "_dynamo": "._dynamo",
+    "_higher_order_ops": "._higher_order_ops",
     "_inductor": "._inductor",
     "cpu": ".cpu",
     **_lazy.from_module(".control_flow", "cond", "while_loop"),

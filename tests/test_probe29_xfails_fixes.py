@@ -235,3 +235,77 @@ def test_the_gradient_of_an_unsorted_sparse_leaf_is_sorted_and_unflagged():
     assert not S.grad.is_coalesced()
     assert S.grad.coalesce().indices().tolist() == [[0, 1], [1, 0]]
     assert S.grad.coalesce().values().tolist() == [350.0, 10.0]  # (dL/dA there, as PyTorch's)
+
+
+# -- scan, PyTorch's prototype control-flow operator, run eagerly --------------------------------------------------
+
+
+def _scan_lstm(lib, nn_module, scan, state):
+    cell = nn_module.LSTMCell(4, 5)
+    cell.load_state_dict({k: lib.tensor(v) for k, v in state.items()})
+
+    def combine(carry, x):
+        hx, cx = cell(x, carry)
+        return (hx, cx.clone()), hx.clone()
+
+    xs = lib.tensor(np.random.default_rng(0).standard_normal((6, 4)), dtype=lib.float32, requires_grad=True)
+    carry, outs = scan(combine, (lib.zeros(5), lib.zeros(5)), xs, dim=0)
+    outs.sum().backward()
+    return outs.detach().numpy(), carry[1].detach().numpy(), xs.grad.numpy()
+
+
+def test_scan_runs_an_lstm_cell_over_a_sequence():
+    from autograd._higher_order_ops.scan import scan
+
+    assert autograd._higher_order_ops.scan is scan  # (the function over its module, as PyTorch's package binds it)
+    rng = np.random.default_rng(1)
+    state = {"weight_ih": rng.standard_normal((20, 4)) * 0.3, "weight_hh": rng.standard_normal((20, 5)) * 0.3,
+             "bias_ih": rng.standard_normal(20) * 0.1, "bias_hh": rng.standard_normal(20) * 0.1}
+    state = {k: v.astype(np.float32) for k, v in state.items()}
+    outs, last_cell, grad = _scan_lstm(autograd, nn, scan, state)
+    # always: the same loop written out
+    cell, h, c = nn.LSTMCell(4, 5), autograd.zeros(5), autograd.zeros(5)
+    cell.load_state_dict({k: autograd.tensor(v) for k, v in state.items()})
+    xs = autograd.tensor(np.random.default_rng(0).standard_normal((6, 4)), dtype=autograd.float32)
+    rows = []
+    for x in xs:
+        h, c = cell(x, (h, c))
+        rows.append(h.detach().numpy())
+    np.testing.assert_allclose(outs, np.stack(rows), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(last_cell, c.detach().numpy(), rtol=1e-6, atol=1e-7)
+    assert grad.shape == (6, 4) and np.abs(grad).sum() > 0
+    torch = _torch()
+    if torch is not None:
+        from torch._higher_order_ops.scan import scan as torch_scan
+
+        theirs = _scan_lstm(torch, torch.nn, torch_scan, state)
+        for a, b in zip((outs, last_cell, grad), theirs):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_scan_stacks_pytrees_along_dim_and_reverses():
+    from autograd._higher_order_ops.scan import scan
+
+    def add(carry, x):
+        total = carry + x
+        return total, {"a": total.clone(), "b": [x * 2]}
+
+    carry, ys = scan(add, autograd.zeros(2), autograd.arange(6.0).reshape(2, 3), dim=1, reverse=True)
+    assert carry.tolist() == [3.0, 12.0]
+    assert ys["a"].tolist() == [[3.0, 3.0, 2.0], [12.0, 9.0, 5.0]]  # (PyTorch's: each y at its slice's place)
+    assert ys["b"][0].tolist() == [[0.0, 2.0, 4.0], [6.0, 8.0, 10.0]]
+    init = {"u": autograd.zeros(3)}
+    nothing = scan(add, init, [])  # (no xs: the init as it is, and no outputs)
+    assert nothing[0] is init and nothing[1] == []
+
+
+@pytest.mark.parametrize("combine, init, xs, words", [
+    (lambda c, x: (c, x), (3,), (2, 3), "aliasing"),
+    (lambda c, x: (c.sum(), x * 1), (3,), (2, 3), "same metadata"),
+    (lambda c, x: (c + x, x * 1), (3,), (0, 3), "scan dimension > 0"),
+])
+def test_scan_refuses_what_pytorchs_refuses(combine, init, xs, words):
+    from autograd._higher_order_ops.scan import scan
+
+    with pytest.raises(RuntimeError, match=words):
+        scan(combine, autograd.zeros(init), autograd.ones(xs))
