@@ -246,6 +246,7 @@ __getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {
                         "sym_sum"),
     "sparse": ".sparse",
     "sparse_coo_tensor": ".sparse.coo:sparse_coo_tensor",
+    "sparse_csr_tensor": ".sparse.csr:sparse_csr_tensor",
     "hspmm": ".sparse.products:hspmm",
     "smm": ".sparse.products:smm",
     "viz": ".viz",

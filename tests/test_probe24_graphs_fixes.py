@@ -46,8 +46,6 @@ def test_a_gather_of_a_transpose_is_row_major_and_its_gradient_lands_back(T):
 
 # -- gaps left (each names what PyTorch does; they fail here until the library does it) -------------------------
 
-@pytest.mark.xfail(strict=True, reason="no compressed sparse layouts: Tensor.to_sparse_csr, crow_indices, "
-                                       "col_indices and CSR @ dense are missing (modern GCN code keeps A in CSR)")
 def test_a_csr_adjacency_multiplies_a_dense_matrix():
     import autograd
     dense = autograd.tensor([[1.0, 0, 2], [0, 0, 3], [4, 5, 0]])

@@ -309,3 +309,42 @@ def test_scan_refuses_what_pytorchs_refuses(combine, init, xs, words):
 
     with pytest.raises(RuntimeError, match=words):
         scan(combine, autograd.zeros(init), autograd.ones(xs))
+
+
+# -- sparse CSR matrices -------------------------------------------------------------------------------------------
+
+
+def _csr_program(lib):
+    values = lib.tensor([1.0, 2, 3, 4, 5], requires_grad=True)
+    A = lib.sparse_csr_tensor(lib.tensor([0, 2, 3, 5]), lib.tensor([0, 2, 1, 0, 2]), values, (3, 3))
+    X = lib.arange(6.0).view(3, 2).requires_grad_()
+    Y = A @ X
+    Y.pow(2).sum().backward()
+    dense = lib.tensor([[1.0, 0, 2], [0, 0, 3], [4, 5, 0]]).to_sparse_csr()
+    return dict(Y=Y.tolist(), values=values.grad.tolist(), X=X.grad.tolist(), dense=A.to_dense().tolist(),
+                crow=dense.crow_indices().tolist(), col=dense.col_indices().tolist(),
+                vals=dense.values().tolist(), layout=str(A.layout), csr=(A.is_sparse, A.is_sparse_csr))
+
+
+def test_a_csr_matrix_multiplies_and_passes_gradients_to_its_values():
+    ours = _csr_program(autograd)
+    assert ours == dict(Y=[[8.0, 11.0], [6.0, 9.0], [20.0, 29.0]], values=[22.0, 174.0, 78.0, 58.0, 450.0],
+                        X=[[176.0, 254.0], [36.0, 54.0], [232.0, 334.0]],
+                        dense=[[1.0, 0.0, 2.0], [0.0, 3.0, 0.0], [4.0, 0.0, 5.0]], crow=[0, 2, 3, 5],
+                        col=[0, 2, 2, 0, 1], vals=[1.0, 2.0, 3.0, 4.0, 5.0], layout="torch.sparse_csr",
+                        csr=(False, True))
+    torch = _torch()
+    if torch is not None:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # (PyTorch's note that CSR support is in beta)
+            assert _csr_program(torch) == ours
+
+
+@pytest.mark.parametrize("crow, col, words", [([0, 2, 3], [0, 1, 2], "crow_indices.size"),
+                                              ([0, 2, 3, 4], [0, 1, 2], "must start at 0, end at nnz"),
+                                              ([0, 1, 2, 3], [0, 1, 3], "col_indices must be in")])
+def test_a_csr_matrix_of_bad_indices_is_refused(crow, col, words):
+    with pytest.raises(RuntimeError, match=words):
+        autograd.sparse_csr_tensor(autograd.tensor(crow), autograd.tensor(col), autograd.ones(3), (3, 3))
