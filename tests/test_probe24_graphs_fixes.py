@@ -54,8 +54,6 @@ def test_a_csr_adjacency_multiplies_a_dense_matrix():
     assert (adjacency @ autograd.ones(3, 1)).view(-1).tolist() == [3.0, 3.0, 9.0]
 
 
-@pytest.mark.xfail(strict=True, reason="an optimizer takes no sparse leaf (TypeError: it is no Tensor); PyTorch's "
-                                       "SGD updates one with its sparse gradient, values 1,2,3 -> -4,-6.6,-16.4")
 def test_sgd_steps_a_sparse_leaf():
     import autograd
     import optim

@@ -348,3 +348,44 @@ def test_a_csr_matrix_multiplies_and_passes_gradients_to_its_values():
 def test_a_csr_matrix_of_bad_indices_is_refused(crow, col, words):
     with pytest.raises(RuntimeError, match=words):
         autograd.sparse_csr_tensor(autograd.tensor(crow), autograd.tensor(col), autograd.ones(3), (3, 3))
+
+
+# -- SGD steps a sparse leaf -----------------------------------------------------------------------------------------
+
+
+def _sgd_on_a_sparse_leaf(lib, optimizers):
+    S = lib.sparse_coo_tensor(lib.tensor([[0, 1, 1], [1, 0, 1]]), lib.tensor([1.0, 2.0, 3.0]), (2, 2),
+                              requires_grad=True)
+    step = optimizers.SGD([S], lr=0.1)
+    seen = []
+    for _ in range(2):
+        step.zero_grad()
+        lib.sparse.mm(S, lib.tensor([[1.0, 2.0], [3.0, 4.0]])).pow(2).sum().backward()
+        step.step()
+        seen.append(S.detach().coalesce().values().tolist())
+    return seen, S.is_leaf and S.requires_grad
+
+
+def test_sgd_steps_a_sparse_leaf_and_keeps_it_a_leaf():
+    import optim
+
+    seen, leaf = _sgd_on_a_sparse_leaf(autograd, optim)
+    assert leaf
+    np.testing.assert_allclose(seen, [[-4.0, -6.6, -16.4], [16.0, 36.08, 80.12]], rtol=1e-6)
+    torch = _torch()
+    if torch is not None:
+        theirs, their_leaf = _sgd_on_a_sparse_leaf(torch, torch.optim)
+        np.testing.assert_allclose(seen, theirs, rtol=1e-6)  # (PyTorch adds a + alpha·b rounded once: an ulp)
+        assert their_leaf
+
+
+def test_other_optimizers_refuse_a_sparse_leaf_at_the_step():
+    import optim
+
+    S = autograd.sparse_coo_tensor(autograd.tensor([[0], [1]]), autograd.tensor([1.0]), (2, 2), requires_grad=True)
+    step = optim.Adam([S])
+    autograd.sparse.mm(S, autograd.ones(2, 1)).sum().backward()
+    with pytest.raises(RuntimeError, match="Adam does not support sparse gradients"):
+        step.step()
+    with pytest.raises(RuntimeError, match="plain steps only"):
+        optim.SGD([S], lr=0.1, momentum=0.9).step()
