@@ -39,6 +39,7 @@ class Einsum(Primitive):
     handles_complex = True
     memory_order = None  # the output's labels from the outermost in memory (None: as NumPy lays it out)
     contracted = False  # two operands sharing a summed index of size > 1: PyTorch's bmm of them (batched_product)
+    kernel = None  # PyTorch's kernel where it is not einsum's bmm ("addbmm"), read by op observers (FLOP counter)
 
     @property
     def saved_input_readers(self):  # x_k's values are read only by the other operands' gradients

@@ -268,6 +268,16 @@ def to_sparse(x, sparse_dim=None, *, layout=None, blocksize=None, dense_dim=None
     from ..sparse.making import to_sparse
 
     return to_sparse(x, sparse_dim, layout=layout, blocksize=blocksize, dense_dim=dense_dim)
+
+
+@names("to_sparse_csr", function=False)
+def to_sparse_csr(x, dense_dim=None):
+    """The nonzeros of the matrix ``x`` as a sparse CSR matrix (autograd.sparse.csr: loaded on first use)."""
+    from ..sparse.csr import to_sparse_csr
+
+    return to_sparse_csr(x, dense_dim)
+
+
 names("is_meta", function=False)(property(lambda x: type(x._data) is MetaArray))
 for _kind in ("is_sparse", "is_sparse_csr", "is_quantized", "is_nested", "is_mkldnn", "is_xla", "is_xpu",
               "is_mps", "is_ipu", "is_vulkan", "is_maia", "is_mtia"):  # (every tensor here is a dense NumPy array)
