@@ -206,6 +206,9 @@ def install():
     import autograd
 
     from . import _lazy
+    from .ops import load_every_deferred
+
+    load_every_deferred()  # (their Tensor methods, stand-ins until then, dispatch as the others)
 
     _lazy.after_load = _on_load
     names = set()

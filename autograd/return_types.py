@@ -51,3 +51,22 @@ def _tuple_with_fields(fields):
     if fields not in _TUPLES_WITH_FIELDS:
         _TUPLES_WITH_FIELDS[fields] = collections.namedtuple("_".join(fields), fields)
     return _TUPLES_WITH_FIELDS[fields]
+
+
+def __getattr__(name):
+    """A return type of an op module autograd.ops leaves out (``return_types.linalg_svd``), declared when its module
+    is imported now (ops/deferred.py): found by name as the others, by ``isinstance`` and by pickle."""
+    from .ops.deferred import RETURN_TYPES
+
+    if name not in RETURN_TYPES:  # (__path__ and the like, which the import system asks for)
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from .ops import load_deferred
+
+    load_deferred(RETURN_TYPES[name])
+    return globals()[name]
+
+
+def __dir__():
+    from .ops.deferred import RETURN_TYPES
+
+    return sorted(set(globals()) | set(RETURN_TYPES))

@@ -21,7 +21,6 @@ from .contractions import require_scalar_type
 from .conversion import type_name
 from .elementwise import Where, row_major
 from .half_linalg import low_precision, refuses_half
-from .inverses import converging
 from .names import names
 from .outputs import write_out
 from .reductions import spread
@@ -155,6 +154,8 @@ class SingularValues(Primitive):
     handles_complex = True  # (real σ of a complex A: U diag(dL/dσ) Vᴴ is PyTorch's complex gradient too)
 
     def forward(self, a):
+        from .inverses import converging  # (here: the linear algebra's ops load on first use, ops/deferred.py)
+
         with converging(a, "linalg.svd", "singular values"):
             self.u, sigma, self.vh = xp.linalg.svd(a, full_matrices=False)
         return sigma
