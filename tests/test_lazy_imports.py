@@ -30,7 +30,7 @@ LAZY = ["graphviz", "html", "importlib.metadata", "numpy.polynomial", "numpy.ran
         "autograd.ops.short_time_fourier", "autograd.ops.fourier", "autograd.ops.scaled_products",
         "autograd.ops.pooling", "autograd.ops.convolution", "autograd.ops.cumulative", "autograd.ops.splitting",
         "autograd.ops.diagonals", "autograd.ops.statistics", "autograd.ops.regions", "autograd.ops.masking",
-        "autograd.ops.reshaping_in_place"]
+        "autograd.ops.reshaping_in_place", "autograd.ops.sorting", "autograd.ops.tie_orders"]
 PACKAGES = ["autograd", "autograd.autograd", "nn", "nn.functional", "optim"]  # the ones with names on first use
 
 
@@ -64,7 +64,8 @@ def test_import_loads_none_of_them():
                                                 "autograd.ops.svd", "autograd.ops.inverses", "autograd.ops.householder",
                                                 "autograd.ops.triangular", "autograd.ops.matrix_exp",
                                                 "autograd.ops.cumulative", "autograd.ops.splitting",
-                                                "autograd.ops.diagonals"]),
+                                                "autograd.ops.diagonals", "autograd.ops.sorting",
+                                                "autograd.ops.tie_orders"]),
     ("import nn; nn.SyncBatchNorm", ["autograd.distributed", "autograd.serialization", "nn.sync_batchnorm"]),
     ("from nn.parallel import DistributedDataParallel", ["autograd.distributed", "autograd.serialization",
                                                          "nn.parallel"]),
@@ -75,6 +76,7 @@ def test_import_loads_none_of_them():
                                                 "autograd.ops.inverses", "autograd.ops.triangular",
                                                 "autograd.ops.cumulative", "autograd.ops.splitting"]),
     ("import autograd; autograd.Tensor.lgamma", ["autograd.ops.gamma"]),
+    ("import autograd; autograd.arange(3).sort()", ["autograd.ops.sorting", "autograd.ops.tie_orders"]),
     ("import nn; nn.functional.pad", ["nn.padding"]),
     ("import optim; optim.lr_scheduler.StepLR", ["optim.lr_scheduler"]),
 ])

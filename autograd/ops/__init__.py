@@ -44,7 +44,6 @@ from . import (  # noqa: F401  (each declares its names)
     runtime_checks,
     sampling,
     shape,
-    sorting,
     special,
     strided,
     subscripts,

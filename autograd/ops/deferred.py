@@ -12,7 +12,7 @@ too.
 """
 
 MODULES = {  # module of autograd.ops: {kind: its names, space-separated}
-    "fourier": {}, "zeta": {}, "pooling": {}, "convolution": {},  # (no names: helpers)
+    "fourier": {}, "zeta": {}, "pooling": {}, "convolution": {}, "tie_orders": {},  # (no names: helpers)
     "lu": {
         "methods": "lu lu_solve",
         "functions": "lu lu_solve lu_unpack",
@@ -126,6 +126,13 @@ MODULES = {  # module of autograd.ops: {kind: its names, space-separated}
     "reshaping_in_place": {
         "methods": ("as_strided_ resize resize_ resize_as resize_as_ set_ squeeze_ swapaxes_ swapdims_ t_ transpose_ "
                     "unsqueeze_"),
+    },
+    "sorting": {
+        "methods": "argsort kthvalue median mode msort nanmedian sort topk unique unique_consecutive",
+        "functions": ("argsort bucketize kthvalue median mode msort nanmedian searchsorted sort topk unique "
+                      "unique_consecutive"),
+        "return_types": ("kthvalue kthvalue_out median median_out mode mode_out nanmedian nanmedian_out sort sort_out "
+                         "topk topk_out"),
     },
 }
 

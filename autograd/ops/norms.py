@@ -25,7 +25,6 @@ from .names import names
 from .outputs import write_out
 from .reductions import spread
 from .selection import zero_gradient
-from .sorting import UniqueValues
 
 
 class VectorNorm(Primitive):
@@ -65,6 +64,8 @@ class VectorNorm(Primitive):
     def backward(self, grad, y, x):
         if self.gradient_kernel is None or not is_grad_enabled():
             return self.gradient(grad, y, x)
+        from .sorting import UniqueValues  # (here: sorting loads on first use, ops/deferred.py)
+
         with no_grad():
             (gradient,) = self.gradient(grad, y, x)
         return (UniqueValues.apply(grad, x, values=gradient._data, kernel=self.gradient_kernel),)

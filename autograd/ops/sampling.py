@@ -27,7 +27,6 @@ from .names import names
 from .outputs import write_out
 from .predicates import WithoutDerivative
 from .selection import zero_gradient
-from .sorting import topk
 
 
 def _tensor(values, dtype):
@@ -181,6 +180,8 @@ def multinomial(input, num_samples, replacement=False, *, generator=None, out=No
         if num_samples == 1:
             samples = keys.argmax(axis=1)[:, None]
         else:
+            from .sorting import topk  # (here: sorting loads on first use, ops/deferred.py)
+
             samples = backend.to_numpy(topk(Tensor._make(xp.asarray(keys)), num_samples, dim=1).indices._data)
     samples = samples if input.ndim == 2 else samples[0]
     return write_out(_tensor(samples, backend.int64), out)
