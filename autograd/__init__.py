@@ -105,7 +105,6 @@ from .ops.elementwise import where
 from .ops.joins import cat, stack
 from .ops.linalg import matmul
 from .primitive import REGISTRY, Primitive
-from .printing import set_printoptions
 from .random import (
     Generator,
     default_generator,
@@ -155,6 +154,8 @@ def numel(input):
 # name, and importing autograd.gradcheck anywhere would bind the module over a lazy function.)
 __getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {
     "Value": ".value:Value",
+    "set_printoptions": ".printing:set_printoptions",  # (printing.py loads with the first tensor printed)
+    "printing": ".printing",
     "__version__": ".version:__version__",
     "version": ".version",
     "amp": ".amp",

@@ -134,6 +134,15 @@ MODULES = {  # module of autograd.ops: {kind: its names, space-separated}
         "return_types": ("kthvalue kthvalue_out median median_out mode mode_out nanmedian nanmedian_out sort sort_out "
                          "topk topk_out"),
     },
+    "contractions": {
+        "methods": "bmm cross dot ger inner kron mm mv outer vdot",
+        "functions": "bmm cross dot einsum ger inner kron mm mv outer spmm tensordot vdot",
+    },
+    "sampling": {
+        "methods": "bernoulli multinomial",
+        "inplace": "bernoulli_ cauchy_ exponential_ geometric_ log_normal_ normal_ random_ uniform_",
+        "functions": "bernoulli binomial multinomial normal poisson",
+    },
 }
 
 

@@ -17,8 +17,7 @@ from ..primitive import Primitive, named_node, node_named
 from ..tensor import Tensor
 from . import extrema, shape
 from .axes import dim_index, int_or_ints, normalize_dims
-from .contractions import require_scalar_type
-from .conversion import type_name
+from .conversion import require_scalar_type, type_name
 from .elementwise import Where, row_major
 from .half_linalg import low_precision, refuses_half
 from .names import names
