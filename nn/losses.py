@@ -19,8 +19,7 @@ from autograd import Primitive, Tensor
 from autograd.backend import ufunc_at, xp
 from autograd.errors import ShapeError
 from autograd.graph import program_stacklevel
-from autograd.ops.contractions import require_scalar_type
-from autograd.ops.conversion import type_name
+from autograd.ops.conversion import require_scalar_type, type_name
 from autograd.ops.losses import (  # noqa: F401  (F.binary_cross_entropy_with_logits, ... as before)
     FLOAT_EPSILON,
     binary_cross_entropy_with_logits,

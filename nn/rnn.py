@@ -17,7 +17,7 @@ import sys
 import warnings
 
 import autograd
-from autograd import Tensor
+from autograd import Tensor, _lazy
 from autograd.graph import program_stacklevel
 from autograd.ops.conversion import type_name
 from autograd.ops.splitting import not_views
@@ -375,7 +375,7 @@ def rnn_relu_cell(input, states, module):
 
 _CORES = ("lstm", "gru", "rnn_tanh", "rnn_relu", "lstm_cell", "gru_cell", "rnn_tanh_cell", "rnn_relu_cell")
 # nn.LSTM(x) and nn.LSTMCell(x) ask a subclass of Tensor x at their recurrent core, as PyTorch's torch.lstm
-autograd.overrides.dispatch_namespace(sys.modules[__name__], lambda name, function: name in _CORES)
+_lazy.dispatch_namespace(sys.modules[__name__], lambda name, function: name in _CORES)
 
 
 def _same_dtype_as_weight(operand, weight):

@@ -351,3 +351,12 @@ def pin_memory(x, device=None):
 
 
 names("is_pinned", function=False)(lambda x, device=None: False)
+
+
+def require_scalar_type(operands):
+    """PyTorch's cdist and linalg.cross promote nothing (nor einsum where it contracts, _pairwise_dtype): every
+    operand must have the first's dtype (a float64 batch against float32 weights is refused, as by its layers)."""
+    first = operands[0].dtype
+    for x in operands[1:]:
+        if x.dtype != first:
+            raise RuntimeError(f"expected scalar type {type_name(first)} but found {type_name(x.dtype)}")
