@@ -144,6 +144,16 @@ def _by_number(scale):
     return form
 
 
+def _times_dense(other):
+    """The ``dense_form`` of S * c and S * D for a number or a dense tensor D (broadcast to S's shape): A * D, so that
+    a dense-facing op after the product passes dL/dA = dL/dY * D back whole, as PyTorch's mul backward does with the
+    dense gradient ``(S * D).sum()`` gives it (``(W.to_sparse() * D).sum()``: dL/dW = D, at W's zeros too). A sparse
+    factor's product (sparse, dense there) takes its values' own gradient."""
+    if isinstance(other, (int, float, Tensor)):
+        return lambda dense: dense * other
+    return None
+
+
 _reflected_mm = SparseTensor.__rmatmul__
 _sparse_sum = SparseTensor.sum
 SparseTensor.mm = SparseTensor.matmul = SparseTensor.__matmul__ = dense_facing_mm
@@ -154,6 +164,5 @@ SparseTensor.transpose = _passing_whole(SparseTensor.transpose, lambda d0, d1: l
 SparseTensor.coalesce = _passing_whole(SparseTensor.coalesce, lambda: lambda dense: dense)
 SparseTensor.clone = _passing_whole(SparseTensor.clone, lambda: lambda dense: dense)
 SparseTensor.__neg__ = SparseTensor.neg = _passing_whole(SparseTensor.__neg__, lambda: lambda dense: -dense)
-SparseTensor.__mul__ = SparseTensor.__rmul__ = SparseTensor.mul = _passing_whole(
-    SparseTensor.__mul__, _by_number(lambda dense, c: dense * c))
+SparseTensor.__mul__ = SparseTensor.__rmul__ = SparseTensor.mul = _passing_whole(SparseTensor.__mul__, _times_dense)
 SparseTensor.__truediv__ = SparseTensor.div = _passing_whole(SparseTensor.div, _by_number(lambda dense, c: dense / c))
