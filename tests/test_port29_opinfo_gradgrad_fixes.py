@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import autograd
+import nn
 import nn.functional as F
 from autograd.autograd import gradgradcheck
 
@@ -20,6 +21,12 @@ def _inputs(*shapes, low=-2.0, high=2.0, seed=0):
         values = np.where(np.abs(values) < 0.1, values + np.sign(values + 1e-3) * 0.2, values)
         leaves.append(autograd.tensor(values, requires_grad=True))
     return leaves
+
+
+def _module(make):
+    """A float64 module made once, with the same weights every run (a fresh one per call would change them)."""
+    autograd.manual_seed(0)
+    return make().double()
 
 
 POSITIVE = {"low": 0.3, "high": 2.0}
@@ -76,6 +83,16 @@ CASES = {  # name: (function, shapes, input range)
     "conv1d": (F.conv1d, [(2, 2, 5), (3, 2, 3)], {}),
     "det": (autograd.linalg.det, [(3, 3)], {}),
     "inv": (autograd.linalg.inv, [(3, 3)], {}),
+    "group_norm": (lambda x, w, b: F.group_norm(x, 2, w, b), [(2, 4, 3), (4,), (4,)], {}),
+    "batch_norm_training": (lambda x, w, b: F.batch_norm(x, None, None, w, b, training=True), [(4, 3), (3,), (3,)],
+                            {}),
+    "grid_sample": (lambda x, g: F.grid_sample(x, g * 0.4, align_corners=False), [(1, 1, 3, 3), (1, 2, 2, 2)], UNIT),
+    "scaled_dot_product_attention": (F.scaled_dot_product_attention, [(1, 2, 3, 4)] * 3, {}),
+    "rnn": (_module(lambda: nn.RNN(3, 2, batch_first=True)), [(1, 2, 3)], {}),
+    "lstm": (_module(lambda: nn.LSTM(3, 2)), [(2, 1, 3)], {}),
+    "gru": (_module(lambda: nn.GRU(3, 2)), [(2, 1, 3)], {}),
+    "multi_head_attention": ((lambda m: lambda x: m(x, x, x)[0])(_module(lambda: nn.MultiheadAttention(4, 2))),
+                             [(2, 1, 4)], {}),
     "where": (lambda x, y: autograd.where(x > 0, x * x, y.exp()), [(3, 4), (3, 4)], {}),
 }
 
