@@ -105,7 +105,6 @@ from .ops.elementwise import where
 from .ops.joins import cat, stack
 from .ops.linalg import matmul
 from .primitive import REGISTRY, Primitive
-from .printing import set_printoptions
 from .random import (
     Generator,
     default_generator,
@@ -126,6 +125,8 @@ float = float32
 long = int64
 
 # every op's functional name (autograd.sort, autograd.gather, ...), declared where the op is defined
+from .ops import load_deferred as _load_deferred  # noqa: E402
+from .ops.deferred import FUNCTIONS as _deferred_functions  # noqa: E402
 from .ops.names import FUNCTIONS as _FUNCTIONS  # noqa: E402
 from .ops.names import pickled_by_name as _pickled_by_name  # noqa: E402
 from .ops.names import refusing_arrays as _refusing_arrays  # noqa: E402
@@ -153,6 +154,8 @@ def numel(input):
 # name, and importing autograd.gradcheck anywhere would bind the module over a lazy function.)
 __getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {
     "Value": ".value:Value",
+    "set_printoptions": ".printing:set_printoptions",  # (printing.py loads with the first tensor printed)
+    "printing": ".printing",
     "__version__": ".version:__version__",
     "version": ".version",
     "amp": ".amp",
@@ -165,6 +168,7 @@ __getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {
     "compile": ".compiler:compile",
     "compiler": ".compiler",
     "_dynamo": "._dynamo",
+    "_higher_order_ops": "._higher_order_ops",
     "_inductor": "._inductor",
     "cpu": ".cpu",
     **_lazy.from_module(".control_flow", "cond", "while_loop"),
@@ -245,6 +249,7 @@ __getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {
                         "sym_sum"),
     "sparse": ".sparse",
     "sparse_coo_tensor": ".sparse.coo:sparse_coo_tensor",
+    "sparse_csr_tensor": ".sparse.csr:sparse_csr_tensor",
     "hspmm": ".sparse.products:hspmm",
     "smm": ".sparse.products:smm",
     "viz": ".viz",
@@ -253,6 +258,9 @@ __getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {
     "profiler": ".profiler",
     "_fused_adam_": ".ops.fused_adam:fused_adam_",
     "_fused_adamw_": ".ops.fused_adam:fused_adamw_",
+    # the functions of the op modules autograd.ops leaves out (autograd.svd, autograd.lgamma, ...): listed here for
+    # dir() and `import *`; __getattr__ below loads them (ops/deferred.py)
+    **{name: f".ops.{module}" for name, module in _deferred_functions.items()},
 }, finished_by_caller=True)
 _names_on_first_use = __getattr__
 
@@ -266,7 +274,11 @@ def __getattr__(name):
         globals().update(FUNCTIONS)
         if name in FUNCTIONS:
             return FUNCTIONS[name]
-    value = _names_on_first_use(name)
+    if name in _deferred_functions:
+        _load_deferred(_deferred_functions[name])
+        value = _FUNCTIONS[name]
+    else:
+        value = _names_on_first_use(name)
     # an op's function loaded now (autograd.trapezoid): as its module declared it (taking NumPy's axis= where it
     # takes dim=, names.py), and refusing arrays as the others do
     registered = _FUNCTIONS.get(name)

@@ -17,6 +17,7 @@ when, changes nothing else: every public name stays where it was.
 """
 
 import importlib
+import sys
 
 after_load = None  # set once subclasses take part in calls (overrides.install): a function loaded then dispatches
 
@@ -91,3 +92,17 @@ def provided_from_above(namespace, what):
         return sorted(set(namespace) | (set(dir(importlib.import_module(home))) if home else set()))
 
     return __getattr__, __dir__
+
+
+DISPATCHING = []  # (namespace, which of its functions) that dispatch once a class takes part: dispatching.py's list
+
+
+def dispatch_namespace(namespace, wraps=None):
+    """``overrides.dispatch_namespace`` (nn.functional, the loss layers) without importing the dispatching machinery
+    (overrides.py, dispatching.py), which a program whose classes never take part in calls does not need: the
+    namespace waits in DISPATCHING, which dispatching.py takes as its list."""
+    dispatching = sys.modules.get(f"{__package__}.dispatching")
+    if dispatching is None:
+        DISPATCHING.append((namespace, wraps))
+    else:
+        dispatching.dispatch_namespace(namespace, wraps)

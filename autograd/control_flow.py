@@ -1,7 +1,10 @@
-"""``autograd.cond`` and ``autograd.while_loop``: PyTorch's control-flow operators, run eagerly.
+"""``autograd.cond``, ``autograd.while_loop`` and ``scan`` (``autograd._higher_order_ops.scan.scan``, where
+PyTorch keeps its prototype): PyTorch's control-flow operators, run eagerly.
 
     cond(pred, true_fn, false_fn, operands)   true_fn(*operands) if pred else false_fn(*operands)
     while_loop(cond_fn, body_fn, carried)     while cond_fn(*carried): carried = body_fn(*carried)
+    scan(combine_fn, init, xs, dim=0)         for each slice x_t of xs along dim: carry, y_t = combine_fn(carry, x_t);
+                                              (the last carry, the y_t stacked along dim)
 
 In PyTorch these exist so that a compiler can keep both branches, or the loop, in one graph
 (``torch.compile``, ``torch.export``); called eagerly they compute exactly the lines above. There
@@ -20,6 +23,8 @@ effects), so a disagreement in the branch not taken goes unnoticed.
 
 from .backend import bool_
 from .func import tree_flatten, tree_unflatten
+from .ops.axes import dim_index
+from .ops.joins import stack
 from .tensor import Tensor
 
 __all__ = ["cond", "while_loop"]
@@ -72,6 +77,63 @@ def while_loop(cond_fn, body_fn, carried_inputs):
         return carried
     clones = [leaf.clone() if isinstance(leaf, Tensor) else leaf for leaf in leaves]
     return tuple(tree_unflatten(clones, spec))
+
+
+def scan(combine_fn, init, xs, *, dim=0, reverse=False):
+    """An inclusive scan: ``carry, y_t = combine_fn(carry, x_t)`` for the slices x_t of ``xs`` along ``dim`` (from
+    the last with ``reverse``), starting from ``init``; returns (the last carry, the y_t stacked along ``dim`` in
+    the slices' order). ``init`` and ``xs`` are tensors or pytrees of them (each x_t has xs's structure; each carry
+    init's, with its shapes and dtypes). ``combine_fn`` must neither write into its inputs nor return one of them
+    (or a view of one, or one tensor twice): clone it, as PyTorch requires. No xs leaves: (init, [])."""
+    init_leaves, init_spec = tree_flatten(init)
+    xs_leaves, xs_spec = tree_flatten(xs)
+    if not xs_leaves:
+        return init, []
+    dim = dim_index(dim, xs_leaves[0].ndim) if isinstance(dim, int) else dim
+    if not callable(combine_fn):
+        raise RuntimeError(f"Combine_fn must be a callable, but got {combine_fn}")
+    if not isinstance(dim, int):
+        raise RuntimeError("Dim must be an int, but got " + str(type(dim)))
+    if not isinstance(reverse, bool):
+        raise RuntimeError("Reverse must be a bool, but got " + str(type(reverse)))
+    if not init_leaves:
+        raise RuntimeError("scan() operator requires init leaves.")
+    for role, leaves in (("init", init_leaves), ("xs", xs_leaves)):
+        for leaf in leaves:
+            if not isinstance(leaf, Tensor):
+                raise RuntimeError(f"All {role} leaves must be a Tensor but got {leaf}")
+    if any(x.ndim <= dim or x.shape[dim] == 0 for x in xs_leaves):
+        raise RuntimeError("All xs leaves must at least have 'dim' number of dimensions and scan dimension > 0")
+    steps = xs_leaves[0].shape[dim]
+    carry, ys = init, [None] * steps
+    for t in (range(steps - 1, -1, -1) if reverse else range(steps)):
+        x = tree_unflatten([leaf.select(dim, t) for leaf in xs_leaves], xs_spec)
+        out = _run_pure("scan", combine_fn, (carry, x), tree_flatten(carry)[0] + tree_flatten(x)[0])
+        if not isinstance(out, (tuple, list)) or len(out) != 2:
+            raise RuntimeError(f"combine_fn must return a tuple (next_carry, y), but got {out}")
+        out_leaves = tree_flatten(out)[0]
+        if len({id(leaf._version_cell) for leaf in out_leaves if isinstance(leaf, Tensor)}) < len(out_leaves):
+            raise RuntimeError("scan: Higher order ops do not support aliasing: combine_fn returns one tensor twice "
+                               "(or views of one); clone one of them")
+        carry, ys[t] = _like_init(out[0], init_leaves, init_spec), out[1]
+    y_leaves, y_spec = tree_flatten(ys[0])
+    columns = [tree_flatten(y)[0] for y in ys]
+    stacked = [stack([column[k] for column in columns], dim=dim if dim <= leaf.ndim else 0)
+               for k, leaf in enumerate(y_leaves)]
+    return carry, tree_unflatten(stacked, y_spec)
+
+
+def _like_init(carry, init_leaves, init_spec):
+    """``combine_fn``'s next carry, checked to be like ``init``: its structure, and each tensor's shape and dtype."""
+    leaves, spec = tree_flatten(carry)
+    if spec != init_spec:
+        raise RuntimeError(f"Expected init and carry to have same pytree structure, but got {init_spec} and {spec}")
+    for k, (new, old) in enumerate(zip(leaves, init_leaves)):
+        for field, a, b in (("shape", new.shape, old.shape), ("dtype", new.dtype, old.dtype)):
+            if a != b:
+                raise RuntimeError(f"Expected init and carry to have same metadata but found:\npair[{k}] differ in "
+                                   f"'{field}: {b} vs {a}'")
+    return carry
 
 
 def _loop_predicate(pred):

@@ -12,13 +12,16 @@ import inspect
 import os
 import types
 
+from . import _lazy
 from .graph import modes
 from .overrides import _answered, _asking_the_mode_first, _dispatch, _overloaded_args
 from .tensor import Tensor
 
 _PACKAGE = os.path.dirname(os.path.abspath(__file__))  # autograd's folder
-_NAMESPACES = []  # (namespace, which of its functions) that dispatch once installed: autograd's, F's
+_NAMESPACES = _lazy.DISPATCHING  # (namespace, which of its functions) that dispatch once installed: autograd's,
+# F's (registered through _lazy.dispatch_namespace before this module is loaded)
 _installed = False
+LOOKED_INTO = [(Tensor, list, tuple)]  # what a call's arguments are looked into for (and overrides.TENSOR_LIKE)
 
 
 class Dispatching:
@@ -42,7 +45,7 @@ class Dispatching:
             if _dispatch.mode_stack:
                 return _asking_the_mode_first(self.public, _subclasses_asked(relevant), args, kwargs)
             for arg in relevant:  # (plain tensors and numbers pass at once: only a subclass or a list is looked into)
-                if type(arg) is not Tensor and isinstance(arg, (Tensor, list, tuple)):
+                if type(arg) is not Tensor and isinstance(arg, LOOKED_INTO[0]):
                     overloaded = _subclasses_asked(relevant)
                     if overloaded:
                         return _answered(self.public, overloaded, args, kwargs)
@@ -205,7 +208,9 @@ def install():
     _installed = True
     import autograd
 
-    from . import _lazy
+    from .ops import load_every_deferred
+
+    load_every_deferred()  # (their Tensor methods, stand-ins until then, dispatch as the others)
 
     _lazy.after_load = _on_load
     names = set()
@@ -253,8 +258,6 @@ def uninstall():
     if not _installed:
         return
     _installed = False
-    from . import _lazy
-
     _lazy.after_load = None
     _WRAPPERS.clear()
     while _REPLACED:

@@ -232,10 +232,12 @@ def _write_carrying_tangents(self, operands, out_of_place, in_place=None, reads_
     if own is None and not any(tangent_of(x) is not None for x in operands):
         return _PLAIN["write"](self, operands, out_of_place, in_place, reads_old, overlapping_ok)
     base = self._base
-    if base is not None and (tangent_of(base) is not None
-                             or _at_this_level(base, "_fw_primal") and not _at_this_level(self, "_fw_root")):
+    sharing = base is not None and tangent_of(base) is not None
+    if base is not None and (_at_this_level(base, "_fw_primal") and not _at_this_level(self, "_fw_root")
+                             or sharing and not _shares_the_base_tangent(self)):
         raise NotImplementedError("an in-place write into a view of a dual tensor is not built here (its base's "
                                   "tangent would not follow): write into the dual tensor itself, or out of place")
+    own = tangent_of(self)  # (where the base's is shared, now the region of it the view shows)
     made = []
     # the tangent is updated in place, as PyTorch's (the tensor given to make_dual, or unpack_dual's, changes
     # with it), where it can be: its memory writable, outside any graph (a write would not be recorded)
@@ -258,9 +260,28 @@ def _write_carrying_tangents(self, operands, out_of_place, in_place=None, reads_
         graph.bump_version(own)
         tangent = own
     set_tangent(self, tangent)
-    if base is not None and self._view_chain is not None and not _at_this_level(base, "_fw_primal"):
+    if base is not None and not sharing and self._view_chain is not None and not _at_this_level(base, "_fw_primal"):
         _give_the_base_a_tangent(self)
     return self
+
+
+def _shares_the_base_tangent(view):
+    """A write into a view of a tensor that carries a tangent (``out = x.clone(); out.diagonal().copy_(d)``): the
+    view's tangent becomes the region of its base's tangent that the view shows, so that the write's new tangent,
+    made in place there, is the base's too (as PyTorch's view and base share their tangent), and every view written
+    so shows the others' writes. The base's tangent is copied the first time: another tensor may hold the same one
+    (an op's tangent may be its input's). False where that cannot be done (no replayable view chain, or a tangent
+    in a graph, which is not written in place)."""
+    base, base_tangent = view._base, tangent_of(view._base)
+    if view._view_chain is None or base_tangent._requires_grad:
+        return False
+    from .ops.shape import _replay_view_of_array
+
+    if base.__dict__.get("_fw_own_tangent") is not base_tangent:
+        base_tangent = base._fw_own_tangent = Tensor._make(base_tangent._data.copy())
+        set_tangent(base, base_tangent)
+    set_tangent(view, Tensor._make(_replay_view_of_array(base_tangent._data, view._view_chain)))
+    return True
 
 
 def mark_root(view):

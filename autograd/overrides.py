@@ -28,8 +28,9 @@ Entering the first mode installs the wrappers, as the first subclass does.
 Three switches, per thread, as PyTorch's: inside ``DisableTorchFunctionSubclass`` no subclass is asked but modes
 are; inside ``DisableTorchFunction`` (and during a backward pass, whose ops are the engine's) neither is.
 
-Not built: classes that take part without subclassing Tensor (PyTorch's "tensor-like" duck types), which would
-need every call to look at its arguments, and properties other than the tensor-valued ones reaching a mode
+Classes that take part without subclassing Tensor (PyTorch's "tensor-like" duck types) are those registered with
+``register_tensor_like`` (torch.fx's Proxy), not any class with a ``__torch_function__``, which would need every call
+to look at each argument's class. Not built: properties other than the tensor-valued ones reaching a mode
 (PyTorch gives it ``x.shape``'s and ``x.grad``'s getters too).
 """
 
@@ -166,8 +167,23 @@ def _overloaded_args(relevant, into_sequences=False):
 
 
 def _consider(arg, found):
-    if isinstance(arg, Tensor) and _takes_part(type(arg)):  # (another library's tensor: not ours to ask)
+    # (another library's tensor: not ours to ask)
+    if isinstance(arg, Tensor) and _takes_part(type(arg)) or isinstance(arg, TENSOR_LIKE[0]):
         _place(arg, found)
+
+
+# the classes that take part without subclassing Tensor (register_tensor_like): torch.fx's Proxy. (Not any class
+# with a __torch_function__, as PyTorch's: each call would have to look at every argument's class.)
+TENSOR_LIKE = [()]
+
+
+def register_tensor_like(cls):
+    """Instances of ``cls`` (not a Tensor) take part in calls, asked through its ``__torch_function__`` as a
+    subclass's is, once the wrappers are installed (``dispatching.install``: the class's first instance calls it)."""
+    from . import dispatching  # (the wrappers build on this module: imported when needed)
+
+    TENSOR_LIKE[0] += (cls,)
+    dispatching.LOOKED_INTO[0] += (cls,)
 
 
 def _place(arg, found, type_of=type):

@@ -28,7 +28,7 @@ def _named_tuple(name, fields):
         body = ",\n".join(f"{field}={value!r}" for field, value in zip(self._fields, self))
         return f"autograd.return_types.{name}(\n{body})"
 
-    base = collections.namedtuple(name, fields)
+    base = _tuple_with_fields(tuple(fields))
 
     def __new__(cls, *items):
         # PyTorch's are structseqs, made from one sequence (``return_types.max((values, indices))``)
@@ -39,3 +39,34 @@ def _named_tuple(name, fields):
                                 "n_unnamed_fields": 0})
     globals()[name] = made
     return made
+
+
+_TUPLES_WITH_FIELDS = {}  # (fields) -> its namedtuple
+
+
+def _tuple_with_fields(fields):
+    """The namedtuple with ``fields``, one for every return type with those fields (ten have (values, indices)):
+    ``collections.namedtuple`` compiles code for each type it makes, most of what declaring the types cost at
+    ``import autograd``. Each return type is its own subclass, so names, ``isinstance`` and pickling are its own."""
+    if fields not in _TUPLES_WITH_FIELDS:
+        _TUPLES_WITH_FIELDS[fields] = collections.namedtuple("_".join(fields), fields)
+    return _TUPLES_WITH_FIELDS[fields]
+
+
+def __getattr__(name):
+    """A return type of an op module autograd.ops leaves out (``return_types.linalg_svd``), declared when its module
+    is imported now (ops/deferred.py): found by name as the others, by ``isinstance`` and by pickle."""
+    from .ops.deferred import RETURN_TYPES
+
+    if name not in RETURN_TYPES:  # (__path__ and the like, which the import system asks for)
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from .ops import load_deferred
+
+    load_deferred(RETURN_TYPES[name])
+    return globals()[name]
+
+
+def __dir__():
+    from .ops.deferred import RETURN_TYPES
+
+    return sorted(set(globals()) | set(RETURN_TYPES))

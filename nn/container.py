@@ -149,10 +149,10 @@ class Sequential(_ModuleSequence):
         self._check_factor(other)
         return self.extend(list(self) * (other - 1))
 
-    def forward(self, x):
+    def forward(self, input):  # (PyTorch's name: model(input=x), and a traced Sequential's placeholder, input_1)
         for module in self._modules.values():
-            x = module(x)
-        return x
+            input = module(input)
+        return input
 
 
 class ModuleList(_ModuleSequence):

@@ -19,7 +19,7 @@ from autograd.ops.conversion import refuse_kinds, type_name
 from autograd.ops.elementwise import where
 from autograd.ops.losses import checked_reduction
 from autograd.ops.losses import reduced as _reduce
-from autograd.ops.reductions import SoftmaxGrad, log_softmax_array, softmax_array
+from autograd.ops.reductions import SoftmaxGrad, Sum, log_softmax_array, softmax_array
 from autograd.primitive import named_node
 from autograd.tensor import tensor_from
 
@@ -312,11 +312,36 @@ def _nll_loss(input, target, weight, ignore_index, reduction):
         return _refused_at_backward(_nll_loss(input, target.reshape(()), weight, ignore_index, reduction), input)
     _check_class_indices("nll_loss", input, target)
     losses, total_weight = _picked_log_probabilities("nll_loss", input, target, weight, ignore_index)
+    if input._data.dtype == xp.float16 and reduction != "none":
+        return _half_nll_reduced(losses, target, weight, ignore_index, reduction)
     if reduction == "mean":
         return _mean_over_nothing(losses.sum()) if _nothing_kept(target, ignore_index) else losses.sum() / total_weight
     if reduction == "none":
         return losses.reshape(target.shape)
     return _reduce(losses, reduction)
+
+
+def _cascade_total(terms, kept):
+    """Σ of the kept rows' float16 terms by _float16_sum, a 0-d array (a meta array's: no values to sum)."""
+    if type(terms) is MetaArray:
+        return meta_array((), terms.dtype)
+    return xp.asarray(_float16_sum(terms[kept], kept), dtype=xp.float16)
+
+
+def _half_nll_reduced(losses, target, weight, ignore_index, reduction):
+    """float16 nll_loss summed, or averaged, in PyTorch's kernel's float16 arithmetic: the kept rows' losses summed
+    by _float16_sum's cascade (a Sum node, so the gradient is Sum's), a mean divided by the float16 total weight
+    (_float16_total_weight), as cross_entropy's fused node does."""
+    labels = target._data.reshape(-1)
+    ignored = _ignored(target, ignore_index)
+    kept = _kept_rows(labels, ignored if ignored.any() else None)
+    total = Sum.apply(losses, axes=(0,), keepdim=False, float16_total=lambda terms: _cascade_total(terms, kept))
+    if reduction != "mean":
+        return total
+    if not len(kept):
+        return _mean_over_nothing(total)
+    weights = None if weight is None else weight._data[xp.where(ignored, 0, labels)] * ~ignored
+    return total / float(_float16_total_weight(labels, weights, ignored if ignored.any() else None))
 
 
 def _nothing_kept(target, ignore_index):

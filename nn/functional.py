@@ -547,4 +547,4 @@ __getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {
     **_lazy.from_module(".unpool", "max_unpool1d", "max_unpool2d", "max_unpool3d"),
 })
 
-autograd.overrides.dispatch_namespace(sys.modules[__name__])  # F.relu(x) asks a subclass of Tensor x, as PyTorch's
+_lazy.dispatch_namespace(sys.modules[__name__])  # F.relu(x) asks a subclass of Tensor x, as PyTorch's

@@ -1,7 +1,7 @@
 """Loss modules: each holds its options and calls its function in ``nn/losses.py``."""
 
 
-import autograd
+from autograd import _lazy
 from autograd.ops.losses import legacy_reduction
 
 from . import losses
@@ -265,4 +265,4 @@ def _the_loss_function(name, function):
 # a loss layer asks a subclass of Tensor among its inputs as its functional form (F.mse_loss) does: each calls the
 # function its class holds
 for _layer in [value for value in list(globals().values()) if isinstance(value, type) and "function" in vars(value)]:
-    autograd.overrides.dispatch_namespace(_layer, _the_loss_function)
+    _lazy.dispatch_namespace(_layer, _the_loss_function)

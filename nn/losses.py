@@ -19,8 +19,7 @@ from autograd import Primitive, Tensor
 from autograd.backend import ufunc_at, xp
 from autograd.errors import ShapeError
 from autograd.graph import program_stacklevel
-from autograd.ops.contractions import require_scalar_type
-from autograd.ops.conversion import c_name, refuse_kinds, type_name
+from autograd.ops.conversion import c_name, refuse_kinds, require_scalar_type, type_name
 from autograd.ops.losses import (  # noqa: F401  (F.binary_cross_entropy_with_logits, ... as before)
     FLOAT_EPSILON,
     binary_cross_entropy_with_logits,
@@ -239,8 +238,11 @@ def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, size_average=
                          f"{list(target.shape)}. Input has shape {list(input.shape)}.")
     if weight is not None and weight.shape[0] != scores.shape[1]:  # (one weight per class, as PyTorch's kernel)
         raise RuntimeError(f"inconsistent weight size, expected {scores.shape[1]} but got {list(weight.shape)}")
-    labels = target._data.reshape(-1).astype(xp.int64, copy=False)  # (uint8 labels index as positions, not a mask)
-    if target.dtype.kind in "iu" and ((labels < 0) | (labels >= scores.shape[1])).any():
+    if target.dtype != xp.int64:  # (PyTorch's kernel reads the labels as int64 only, after its shape checks)
+        raise RuntimeError(f"expected scalar type Long but found {type_name(target.dtype)} (multi_margin_loss: the "
+                           "target holds class indices: convert it with target.long())")
+    labels = target._data.reshape(-1)
+    if ((labels < 0) | (labels >= scores.shape[1])).any():
         raise RuntimeError("target out of range")  # (PyTorch's kernel's words: not nll_loss's IndexError)
     _check_class_indices("multi_margin_loss", scores, tensor_from(labels))
     rows = xp.arange(len(labels))

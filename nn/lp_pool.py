@@ -10,7 +10,7 @@ same value; its derivative is 0 where s = 0).
 
 import math
 
-import autograd
+from autograd import _lazy
 
 from .functional_3d import avg_pool3d, max_pool3d
 from .functional_conv import _tuple, avg_pool1d, avg_pool2d, max_pool1d, max_pool2d
@@ -77,4 +77,4 @@ def _the_pool_function(name, function):
 
 # nn.LPPool2d(x) asks a subclass of Tensor x as F.lp_pool2d(x, ...) does (each layer calls the function its class holds)
 for _layer in (LPPool1d, LPPool2d, LPPool3d):
-    autograd.overrides.dispatch_namespace(_layer, _the_pool_function)
+    _lazy.dispatch_namespace(_layer, _the_pool_function)

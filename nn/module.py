@@ -20,6 +20,7 @@ import autograd
 from autograd import Tensor
 from autograd.errors import NotATensorError, not_a_tensor
 from autograd.graph import zero_grad
+from autograd.ops.names import parameter_names
 from autograd.sparse_layout import is_sparse
 
 from .module_hooks import (  # noqa: F401  (torch.nn.modules.module's names)
@@ -64,7 +65,7 @@ class Module(ModuleState, ModuleHooks, ModulePlacement):
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         if cls.__module__.partition(".")[0] == "nn" and "__init__" in cls.__dict__ \
-                and "device" in inspect.signature(cls.__init__).parameters:
+                and "device" in parameter_names(cls.__init__):  # (not inspect.signature: slow, for every layer)
             cls.__init__ = _made_on_the_device(cls.__init__)
 
     def __init__(self, *args, **kwargs):

@@ -14,7 +14,7 @@ reflected edge (``autograd/ops/padding.py``).
 import numbers
 import sys
 
-import autograd
+from autograd import _lazy
 from autograd.errors import ShapeError
 from autograd.ops.constant_padding import ConstantPad, check_output_sizes, constant_pad_nd, padding_amounts
 from autograd.ops.conversion import refuse_kinds
@@ -200,4 +200,4 @@ CircularPad3d = _pad_layer("CircularPad3d", "circular", 3, False)
 
 
 # a padding layer asks a subclass of Tensor input as F.pad(input, ...) does (the layers call the pad held here)
-autograd.overrides.dispatch_namespace(sys.modules[__name__], lambda name, function: name == "pad")
+_lazy.dispatch_namespace(sys.modules[__name__], lambda name, function: name == "pad")

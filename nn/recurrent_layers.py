@@ -73,6 +73,10 @@ class _RecurrentLayer:
     between two conjugations."""
 
     handles_complex = True
+    # read by op observers (the FLOP counter's PyTorch kernels): b_ih and b_hh are zeros standing for no bias (its
+    # products are then mm, not addmm); the layer is one step of a cell module (PyTorch's cell ops, never oneDNN's)
+    bias = True
+    cell = False
 
     def steps(self, length):
         return range(length - 1, -1, -1) if self.reverse else range(length)

@@ -17,7 +17,7 @@ import sys
 import warnings
 
 import autograd
-from autograd import Tensor
+from autograd import Tensor, _lazy
 from autograd.graph import program_stacklevel
 from autograd.ops.conversion import type_name
 from autograd.ops.splitting import not_views
@@ -32,12 +32,13 @@ from .utils.rnn import PackedSequence, packed_to_padded, padded_to_packed
 _GATES = {"RNN_TANH": 1, "RNN_RELU": 1, "LSTM": 4, "GRU": 3}
 
 
-def _run_layer(mode, x, weights, states, reverse=False, batch_sizes=None):
+def _run_layer(mode, x, weights, states, reverse=False, batch_sizes=None, bias=True, cell=False):
     """One layer in one direction over time-major x (T, B, I): y (T, B, P), h_n and, for the LSTM, c_n; each a
-    tensor of its own, not a view of the layer's flat output (so ``h.detach_()`` between truncated steps works)."""
+    tensor of its own, not a view of the layer's flat output (so ``h.detach_()`` between truncated steps works).
+    ``bias``: False where b_ih and b_hh are zeros standing for none; ``cell``: one step of a cell module."""
     w_ih, w_hh, b_ih, b_hh, *projection = weights
     steps, batch = x.shape[0], x.shape[1]
-    options = {"reverse": reverse, "batch_sizes": batch_sizes}
+    options = {"reverse": reverse, "batch_sizes": batch_sizes, "bias": bias, "cell": cell}
     if mode == "LSTM":
         flat = LSTMLayer.apply(x, w_ih, w_hh, b_ih, b_hh, *states, *projection, **options)
         return not_views(unpack(flat, steps, batch, states[0].shape[-1], states[1].shape[-1]))
@@ -176,7 +177,7 @@ class RNNBase(Module):
             for direction in range(directions):
                 k = layer * directions + direction
                 y, *final = _run_layer(self.mode, x, self._weights(layer, direction), [s[k] for s in states],
-                                       reverse=bool(direction), batch_sizes=batch_sizes)
+                                       reverse=bool(direction), batch_sizes=batch_sizes, bias=self.bias)
                 outputs.append(y)
                 for store, value in zip(finals, final):
                     store.append(value)
@@ -374,7 +375,7 @@ def rnn_relu_cell(input, states, module):
 
 _CORES = ("lstm", "gru", "rnn_tanh", "rnn_relu", "lstm_cell", "gru_cell", "rnn_tanh_cell", "rnn_relu_cell")
 # nn.LSTM(x) and nn.LSTMCell(x) ask a subclass of Tensor x at their recurrent core, as PyTorch's torch.lstm
-autograd.overrides.dispatch_namespace(sys.modules[__name__], lambda name, function: name in _CORES)
+_lazy.dispatch_namespace(sys.modules[__name__], lambda name, function: name in _CORES)
 
 
 def _same_dtype_as_weight(operand, weight):
@@ -443,7 +444,7 @@ class RNNCellBase(Module):
         else:
             zero = autograd.zeros(self.weight_ih.shape[0], dtype=self.weight_ih.dtype)
             weights = (self.weight_ih, self.weight_hh, zero, zero)
-        _, *finals = _run_layer(self.mode, input.unsqueeze(0), weights, states)
+        _, *finals = _run_layer(self.mode, input.unsqueeze(0), weights, states, bias=self.bias, cell=True)
         return finals if is_batched else [s.squeeze(0) for s in finals]
 
     def extra_repr(self):

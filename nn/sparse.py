@@ -12,7 +12,7 @@ frequency of each index in the batch.
 import sys
 
 import autograd
-from autograd import Tensor
+from autograd import Tensor, _lazy
 from autograd.backend import xp
 from autograd.ops.embedding import (  # noqa: F401  (F.embedding as before)
     EmbeddingLookup,
@@ -157,5 +157,5 @@ class EmbeddingBag(Module):
 
 
 # nn.Embedding(x) asks a subclass of Tensor x as F.embedding(x, ...) does (the layers call the functions held here)
-autograd.overrides.dispatch_namespace(sys.modules[__name__],
+_lazy.dispatch_namespace(sys.modules[__name__],
                                       lambda name, function: name in ("embedding", "embedding_bag"))

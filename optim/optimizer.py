@@ -34,6 +34,7 @@ from autograd import Tensor, _lazy, enable_grad, set_grad_enabled
 from autograd.backend import float32, float64, get_default_dtype, xp
 from autograd.graph import program_stacklevel, zero_grad
 from autograd.hooks import add_hook
+from autograd.sparse_layout import is_sparse
 from autograd.tensor import tensor_from
 
 # what optimizers copied from PyTorch's sources import from torch.optim.optimizer (pytorch_helpers.py)
@@ -328,7 +329,7 @@ class Optimizer:
         group = self._named_group(param_group)
         seen = set()
         for i, p in enumerate(group["params"]):
-            if not isinstance(p, Tensor):
+            if not isinstance(p, Tensor) and not is_sparse(p):  # (a sparse leaf: SGD steps it, as PyTorch's)
                 raise TypeError(f"optimizer can only optimize Tensors, but parameter {i} is a "
                                 f"{type(p).__name__}")
             if not (self.defaults.get("differentiable") or p.is_leaf or p.retains_grad):
@@ -374,10 +375,18 @@ class Optimizer:
         refusal here; SGD and Adagrad take it (as the dense gradient it stands for), SparseAdam only it."""
         raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
 
+    def update_sparse_parameter(self, p, grad, group):
+        """The step of a sparse leaf (autograd.sparse, a COO tensor) with its gradient: PyTorch's refusal here (its
+        optimizers take a sparse gradient as SGD's, or refuse it); SGD adds it."""
+        raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+
     def _update_parameter(self, p, grad, state, group):
         """``update`` of one parameter with its gradient (negated under maximize): a complex one as its
         real pairs. ``step`` runs it for each parameter with a gradient, the functional forms
         (``optim.sgd.sgd``, ...) for each parameter they are given."""
+        if not isinstance(p, Tensor):  # a sparse leaf (add_param_group lets no other non-Tensor in)
+            self.update_sparse_parameter(p, grad, group)
+            return
         if type(grad) is not Tensor and grad.is_sparse:  # (an Embedding's sparse=True)
             grad = self.sparse_gradient(grad, group)
         # (a dense gradient's array's shape: no Size made for each parameter's step; a sparse one's own)

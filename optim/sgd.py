@@ -51,6 +51,14 @@ class SGD(Optimizer):
             raise RuntimeError("add(sparse, dense) is not supported. Use add(dense, sparse) instead.")
         return grad.to_dense() if group["momentum"] else grad
 
+    def update_sparse_parameter(self, param, grad, group):
+        """A sparse leaf p ← p - lr · g: its entries and the gradient's together (uncoalesced, as PyTorch's sparse
+        add); no momentum or weight decay, which PyTorch refuses for sparse tensors too."""
+        if group["momentum"] or group["weight_decay"] or group.get("maximize"):
+            raise RuntimeError("SGD steps a sparse parameter with plain steps only (no momentum, weight_decay or "
+                               "maximize), as PyTorch's sparse tensors allow")
+        param.add_(grad, alpha=-group["lr"])
+
     def update(self, param, grad, state, group):
         if grad.is_sparse:
             param.index_put_(tuple(grad._indices()), grad._values() * -group["lr"], accumulate=True)

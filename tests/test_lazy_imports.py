@@ -18,10 +18,20 @@ LAZY = ["graphviz", "html", "importlib.metadata", "numpy.polynomial", "numpy.ran
         "autograd.viz", "autograd.trace", "autograd.value", "autograd.datasets", "autograd.transforms",
         "autograd.data", "autograd.utils", "autograd.distributed", "autograd.serialization", "autograd.version",
         "autograd.linalg", "autograd.special", "autograd.autograd.functional", "autograd.jit", "autograd.futures",
-        "autograd.cpu", "autograd.masked", "nn.grad", "nn.cross_map_lrn",
+        "autograd.cpu", "autograd.masked", "autograd.fx", "nn.grad", "nn.cross_map_lrn",
         "nn.attention", "nn.conv", "nn.ctc", "nn.functional_conv", "nn.interpolation", "nn.lecture", "nn.padding",
         "nn.parallel", "nn.pooling", "nn.recurrent_layers", "nn.rnn", "nn.sparse", "nn.sync_batchnorm",
-        "nn.transformer", "nn.utils", "optim.lr_scheduler"]
+        "nn.transformer", "nn.utils", "optim.lr_scheduler",
+        # the op modules autograd.ops leaves out (autograd/ops/deferred.py)
+        "autograd.ops.lu", "autograd.ops.decompositions", "autograd.ops.svd", "autograd.ops.inverses",
+        "autograd.ops.householder", "autograd.ops.triangular", "autograd.ops.matrix_exp", "autograd.ops.gamma",
+        "autograd.ops.bessel", "autograd.ops.zeta", "autograd.ops.incomplete_gamma", "autograd.ops.standard_gamma",
+        "autograd.ops.dirichlet_draw", "autograd.ops.dlpack", "autograd.ops.hashing", "autograd.ops.quantization",
+        "autograd.ops.short_time_fourier", "autograd.ops.fourier", "autograd.ops.scaled_products",
+        "autograd.ops.pooling", "autograd.ops.convolution", "autograd.ops.cumulative", "autograd.ops.splitting",
+        "autograd.ops.diagonals", "autograd.ops.statistics", "autograd.ops.regions", "autograd.ops.masking",
+        "autograd.ops.reshaping_in_place", "autograd.ops.sorting", "autograd.ops.tie_orders",
+        "autograd.ops.contractions", "autograd.ops.sampling", "autograd.printing", "autograd.dispatching"]
 PACKAGES = ["autograd", "autograd.autograd", "nn", "nn.functional", "optim"]  # the ones with names on first use
 
 
@@ -51,12 +61,23 @@ def test_import_loads_none_of_them():
     ("from autograd import transforms", ["autograd.transforms"]),
     ("import autograd; autograd.__version__", ["importlib.metadata", "autograd.version"]),
     ("import autograd; autograd.rand(2)", ["numpy.random"]),
-    ("import autograd; autograd.linalg.norm", ["autograd.linalg"]),
+    ("import autograd; autograd.linalg.norm", ["autograd.linalg", "autograd.ops.lu", "autograd.ops.decompositions",
+                                                "autograd.ops.svd", "autograd.ops.inverses", "autograd.ops.householder",
+                                                "autograd.ops.triangular", "autograd.ops.matrix_exp",
+                                                "autograd.ops.cumulative", "autograd.ops.splitting",
+                                                "autograd.ops.diagonals", "autograd.ops.sorting",
+                                                "autograd.ops.tie_orders", "autograd.ops.contractions"]),
     ("import nn; nn.SyncBatchNorm", ["autograd.distributed", "autograd.serialization", "nn.sync_batchnorm"]),
     ("from nn.parallel import DistributedDataParallel", ["autograd.distributed", "autograd.serialization",
                                                          "nn.parallel"]),
-    ("import nn; nn.Conv2d", ["nn.conv", "nn.functional_conv"]),  # (zero padding: autograd.constant_pad_nd)
-    ("from nn import LSTM", ["nn.rnn", "nn.recurrent_layers", "nn.utils"]),
+    # (zero padding: autograd.constant_pad_nd)
+    ("import nn; nn.Conv2d", ["nn.conv", "nn.functional_conv", "autograd.ops.pooling", "autograd.ops.convolution"]),
+    ("from nn import LSTM", ["nn.rnn", "nn.recurrent_layers", "nn.utils", "autograd.ops.splitting"]),
+    ("import autograd; autograd.eye(2).svd()", ["autograd.ops.svd", "autograd.ops.decompositions",
+                                                "autograd.ops.inverses", "autograd.ops.triangular",
+                                                "autograd.ops.cumulative", "autograd.ops.splitting"]),
+    ("import autograd; autograd.Tensor.lgamma", ["autograd.ops.gamma"]),
+    ("import autograd; autograd.arange(3).sort()", ["autograd.ops.sorting", "autograd.ops.tie_orders"]),
     ("import nn; nn.functional.pad", ["nn.padding"]),
     ("import optim; optim.lr_scheduler.StepLR", ["optim.lr_scheduler"]),
 ])
@@ -331,3 +352,151 @@ def test_torch_dot_nn_reads_once_nn_and_optim_are_imported():
                        "print(json.dumps([before, autograd.nn is nn, autograd.optim is optim,\n"
                        "                  autograd.nn.functional.relu is nn.functional.relu]))")
     assert "import optim first" in report[0] and report[1:] == [True, True, True]
+
+
+DECLARED_BY_EACH = """
+import json, sys
+import autograd
+from autograd.ops import deferred, names
+from autograd import return_types
+
+declared = {}  # each deferred module: {kind: the names its own body declares}
+
+
+def record(kind, name, depth=2):  # (the frame that declares: the module's body)
+    module = sys._getframe(depth).f_globals["__name__"].rpartition(".")[2]
+    declared.setdefault(module, {}).setdefault(kind, set()).add(name)
+
+
+plain_names, plain_return_type = names.names, return_types.return_type
+
+
+def spying_names(*method_names, function=True, method=True, inplace=None, functions=()):
+    register = plain_names(*method_names, function=function, method=method, inplace=inplace, functions=functions)
+
+    def spy(op):
+        for name in method_names:
+            if method:
+                record("methods", name)
+            if function and not name.startswith("_"):
+                record("functions", name)
+        for name in functions:
+            record("functions", name)
+        for name in (inplace,) if isinstance(inplace, str) else (inplace or ()):
+            record("inplace", name)
+        return register(op)
+    return spy
+
+
+def spying_return_type(name, fields, *, has_out=True):
+    record("return_types", name)
+    if has_out:
+        record("return_types", name + "_out")
+    return plain_return_type(name, fields, has_out=has_out)
+
+
+names.names, return_types.return_type = spying_names, spying_return_type
+assert not [m for m in deferred.MODULES if "autograd.ops." + m in sys.modules]
+deferred_modules = list(deferred.MODULES)
+autograd.ops.load_every_deferred()
+print(json.dumps({m: {kind: sorted(found) for kind, found in declared.get(m, {}).items()} for m in deferred_modules}))
+"""
+
+
+def test_the_table_of_deferred_modules_lists_what_each_declares():
+    """autograd/ops/deferred.py names, for each module autograd.ops leaves out, the methods, in-place methods,
+    functions and return types its own body declares: no more, no fewer (a name added to one goes there too)."""
+    from autograd.ops import deferred
+
+    listed = {module: {kind: sorted(names.split()) for kind, names in kinds.items()}
+              for module, kinds in deferred.MODULES.items()}
+    assert run_fresh(DECLARED_BY_EACH) == listed
+
+
+FIRST_USES = {  # each in a fresh interpreter: what loads, and what it gives
+    "x.svd()": ("import autograd; x = autograd.eye(3) * 2\nresult = [x.svd().S.tolist()]", [[2.0, 2.0, 2.0]]),
+    "Tensor.lgamma": ("import autograd\nf = autograd.Tensor.lgamma\n"
+                      "result = [f.__name__, f(autograd.tensor([3.0])).tolist()]", ["lgamma", [0.6931471824645996]]),
+    "autograd.cumsum": ("import autograd\nresult = autograd.cumsum(autograd.arange(4.0), 0).tolist()",
+                        [0.0, 1.0, 3.0, 6.0]),
+    "from autograd import det": ("from autograd import det, eye\nresult = det(eye(2) * 3).item()", 9.0),
+    "x.chunk": ("import autograd\nresult = [c.tolist() for c in autograd.arange(4).chunk(2)]", [[0, 1], [2, 3]]),
+    "x.masked_fill_": ("import autograd\nx = autograd.zeros(3)\nx.masked_fill_(x == 0, 1.5)\n"
+                       "result = x.tolist()", [1.5, 1.5, 1.5]),
+    "return_types.linalg_slogdet": ("from autograd.return_types import linalg_slogdet\n"
+                                    "result = [linalg_slogdet.__name__, list(linalg_slogdet._fields)]",
+                                    ["linalg_slogdet", ["sign", "logabsdet"]]),
+    "hasattr(Tensor, 'tril_')": ("import autograd\nresult = [hasattr(autograd.Tensor, 'tril_'), "
+                                 "type(autograd.Tensor.__dict__['tril_']).__name__]", [True, "function"]),
+    "autograd.ops.zeta": ("import autograd\nresult = autograd.ops.zeta.__name__", "autograd.ops.zeta"),
+}
+
+
+@pytest.mark.parametrize("use", sorted(FIRST_USES))
+def test_a_deferred_name_works_at_its_first_use(use):
+    code, expected = FIRST_USES[use]
+    assert run_fresh(f"import json\n{code}\nprint(json.dumps(result))") == expected
+
+
+def test_deferred_names_are_listed_before_they_load():
+    from autograd.ops import deferred
+
+    code = ("import json, autograd\nfrom autograd import return_types\n"
+            "print(json.dumps([sorted(set(dir(autograd.Tensor))), sorted(set(dir(autograd)) & set(autograd.__all__)),"
+            " dir(return_types)]))")
+    tensor_names, autograd_names, return_type_names = run_fresh(code)
+    assert set(deferred.METHODS) | set(deferred.INPLACE) <= set(tensor_names)
+    assert {name for name in deferred.FUNCTIONS if not name.startswith("_")} <= set(autograd_names)
+    assert set(deferred.RETURN_TYPES) <= set(return_type_names)
+
+
+def test_every_deferred_name_resolves_to_what_its_module_declares():
+    import autograd
+    from autograd.ops import deferred
+    from autograd.ops.names import FUNCTIONS, INPLACE, METHODS
+
+    for name in deferred.METHODS:
+        assert getattr(autograd.Tensor, name) is METHODS[name], name
+    for name in deferred.INPLACE:
+        assert getattr(autograd.Tensor, name).__name__ == name and name in INPLACE
+    for name in deferred.FUNCTIONS:
+        assert inspect_unwrapped(getattr(autograd, name)) is inspect_unwrapped(FUNCTIONS[name]), name
+    for name in deferred.RETURN_TYPES:
+        assert getattr(autograd.return_types, name).__name__ == name
+
+
+def inspect_unwrapped(function):
+    import inspect
+
+    return inspect.unwrap(function)
+
+
+def test_a_deferred_return_type_unpickles_in_a_fresh_interpreter(tmp_path):
+    import autograd
+
+    result = autograd.linalg.slogdet(autograd.eye(2) * 2)
+    with open(tmp_path / "result.pkl", "wb") as file:
+        pickle.dump(result, file)
+    code = (f"import json, pickle\nwith open({str(tmp_path / 'result.pkl')!r}, 'rb') as file:\n"
+            "    result = pickle.load(file)\nimport autograd\n"
+            "print(json.dumps([type(result).__name__, isinstance(result, autograd.return_types.linalg_slogdet),"
+            " result.logabsdet.item()]))")
+    assert run_fresh(code) == ["linalg_slogdet", True, pytest.approx(np.log(4.0))]
+
+
+def test_a_subclass_defined_before_a_deferred_method_is_asked_for_it():
+    """A class taking part in calls (__torch_function__) defined before any deferred module loads: their methods
+    dispatch as the others (dispatching.install loads them first)."""
+    code = """
+import json, autograd
+seen = []
+class Logged(autograd.Tensor):
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        seen.append(func.__name__)
+        return super().__torch_function__(func, types, args, kwargs or {})
+x = autograd.eye(2).as_subclass(Logged)
+x.det(); x.cumsum(0); autograd.tril(x)
+print(json.dumps(seen))
+"""
+    assert {"det", "cumsum", "tril"} <= set(run_fresh(code))

@@ -85,8 +85,6 @@ XFAIL_DTYPES = {
     ("nn.functional.pdist", F16): "a single row (no pairs): PyTorch returns the empty result before refusing Half",
     ("histogramdd", torch.float32): "bins that decrease: PyTorch counts nothing, NumPy's histogramdd refuses them "
                                     "(as test_opinfo's XFAIL, float64)",
-    **{(name, dtype): "chainrule's LDLᵀ (ldl.py) is real only; PyTorch's sytrf takes complex symmetric matrices"
-       for name in ("linalg.ldl_factor", "linalg.ldl_factor_ex") for dtype in (C64, C128)},
     **{(name, torch.uint8): WRAPS for name in ("trapz", "trapezoid", "cumulative_trapezoid")},
     ("matrix_exp", F16): "PyTorch's float16 matrix_exp overflows to NaN on the samples (5x5, entries up to 9); "
                          "chainrule's gives finite values",

@@ -340,3 +340,27 @@ def test_div_of_two_numbers_is_a_0d_tensor():
     assert autograd.div(3.0, 2.0).item() == 1.5 and autograd.div(3.0, 2.0).ndim == 0
     assert autograd.true_divide(3, 2).item() == 1.5
     assert autograd.div(7, 2, rounding_mode="floor").item() == 3
+
+
+def test_integer_conv3d_and_conv_transpose3d_compute_as_pytorch():
+    # PyTorch's 3-d convolutions have integer loops (its unfold and fold alone refuse integers): here they run
+    # through unfold's and fold's planes, which must not refuse them either
+    x = autograd.arange(2 * 3 * 3 * 3, dtype=autograd.int64).reshape(1, 2, 3, 3, 3)
+    w = autograd.ones(1, 2, 2, 2, 2, dtype=autograd.int64)
+    y = F.conv3d(x, w)
+    assert y.dtype == autograd.int64 and y.shape == (1, 1, 2, 2, 2)
+    windows = np.lib.stride_tricks.sliding_window_view(x.numpy()[0], (2, 2, 2), axis=(1, 2, 3))
+    np.testing.assert_array_equal(y.numpy()[0, 0], windows.sum(axis=(0, 4, 5, 6)))
+    t = F.conv_transpose3d(autograd.ones(1, 1, 2, 2, 2, dtype=autograd.int64), w)
+    assert t.dtype == autograd.int64 and t.shape == (1, 2, 3, 3, 3)
+    np.testing.assert_array_equal(t.numpy()[0, 0, :, 0, 0], [1, 2, 1])  # (overlaps counted: a corner, an edge)
+    with pytest.raises(NotImplementedError, match="im2col_out_cpu"):
+        F.unfold(x[0, :, 0].unsqueeze(0), 2)
+
+
+def test_multi_margin_loss_takes_int64_labels_only():
+    x = autograd.randn(5, 4)
+    for dtype, name in ((autograd.float32, "Float"), (autograd.int32, "Int"), (autograd.uint8, "Byte")):
+        with pytest.raises(RuntimeError, match=f"expected scalar type Long but found {name}"):
+            F.multi_margin_loss(x, autograd.tensor([0, 1, 2, 3, 0], dtype=dtype))
+    assert F.multi_margin_loss(x, autograd.tensor([0, 1, 2, 3, 0])).dtype == autograd.float32

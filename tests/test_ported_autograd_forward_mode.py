@@ -343,8 +343,6 @@ def test_dual_written_into_a_view_gives_the_base_a_tangent(T, op):
     same(total, np.sum(tangent))
 
 
-@xfail_ours("an in-place write into a view of a dual tensor is refused (NotImplementedError): its base's "
-            "tangent would not follow")
 @pytest.mark.parametrize("op", list(WRITTEN_THROUGH_A_VIEW))
 def test_view_inplace_always_creates_a_view(T, op):
     """After the write, the view's tangent is a view of the base's: a later in-place op on the view scales both."""

@@ -379,8 +379,6 @@ def test_counts_only_its_own_threads_ops(lib):
     assert mode.get_total_flops() == mm(2, 5, 6)
 
 
-@pytest.mark.xfail(strict=True, reason="addmm and baddbmm run the library's MatMul, which the counter sees as mm "
-                   "and bmm (the same FLOPs): the op does not know the function that called it")
 def test_addmm_and_baddbmm_are_counted_under_their_names():
     lib = Lib("autograd")
     with lib.counter() as mode:
@@ -389,8 +387,6 @@ def test_addmm_and_baddbmm_are_counted_under_their_names():
     assert by_name(mode.get_flop_counts()) == {"Global": {"aten.addmm": 240, "aten.baddbmm": 720}}
 
 
-@pytest.mark.xfail(strict=True, reason="a matrix (or batch) times a vector, and two vectors, are PyTorch's mv and "
-                   "dot, which it does not count; the library's MatMul of a column is counted as mm")
 def test_matrix_vector_products_count_nothing():
     lib = Lib("autograd")
     with lib.counter() as mode:
@@ -399,9 +395,6 @@ def test_matrix_vector_products_count_nothing():
     assert mode.get_total_flops() == 0
 
 
-@pytest.mark.xfail(strict=True, reason="matrix @ batch: PyTorch folds it into mm forward and backward; the library's "
-                   "backward computes the matrix's gradient as a batched product then summed, counted bmm (the same "
-                   "FLOPs)")
 def test_matrix_by_batch_backward_is_mm():
     lib = Lib("autograd")
     with lib.counter() as mode:
@@ -409,8 +402,6 @@ def test_matrix_by_batch_backward_is_mm():
     assert by_name(mode.get_flop_counts()) == {"Global": {"aten.mm": 2 * mm(6, 4, 5)}}
 
 
-@pytest.mark.xfail(strict=True, reason="nn's recurrent layers (RNN, GRU, LSTM) are one fused op each (GRULayer, ...), "
-                   "which the counter has no ATen call for; PyTorch counts their per-step addmm and mm")
 def test_recurrent_layers_are_counted():
     lib = Lib("autograd")
     with lib.counter() as mode:

@@ -328,10 +328,6 @@ def test_svd_driver_is_for_cuda_only(T):
 
 def test_ldl_factor_and_solve_of_complex_matrices(T, request):
     """test_ldl_factor / test_ldl_solve sweep complex dtypes: complex symmetric (sytrf) and Hermitian (hetrf)."""
-    if T.__name__ == "autograd":
-        request.applymarker(pytest.mark.xfail(strict=True, raises=RuntimeError, reason=(
-            "linalg.ldl_factor/ldl_solve take real matrices only: complex symmetric (sytrf) and Hermitian "
-            "(hermitian=True, hetrf) Bunch-Kaufman factorisations are not implemented")))
     hermitian = np.array([[4.0, 1j], [-1j, 3.0]])
     for a, is_hermitian in ((hermitian, True), (np.array([[4.0, 1j], [1j, 3.0]]), False)):
         A = T.tensor(a)

@@ -46,8 +46,6 @@ def test_a_gather_of_a_transpose_is_row_major_and_its_gradient_lands_back(T):
 
 # -- gaps left (each names what PyTorch does; they fail here until the library does it) -------------------------
 
-@pytest.mark.xfail(strict=True, reason="no compressed sparse layouts: Tensor.to_sparse_csr, crow_indices, "
-                                       "col_indices and CSR @ dense are missing (modern GCN code keeps A in CSR)")
 def test_a_csr_adjacency_multiplies_a_dense_matrix():
     import autograd
     dense = autograd.tensor([[1.0, 0, 2], [0, 0, 3], [4, 5, 0]])
@@ -56,8 +54,6 @@ def test_a_csr_adjacency_multiplies_a_dense_matrix():
     assert (adjacency @ autograd.ones(3, 1)).view(-1).tolist() == [3.0, 3.0, 9.0]
 
 
-@pytest.mark.xfail(strict=True, reason="an optimizer takes no sparse leaf (TypeError: it is no Tensor); PyTorch's "
-                                       "SGD updates one with its sparse gradient, values 1,2,3 -> -4,-6.6,-16.4")
 def test_sgd_steps_a_sparse_leaf():
     import autograd
     import optim
@@ -69,9 +65,6 @@ def test_sgd_steps_a_sparse_leaf():
     assert S.detach().coalesce().values().tolist() == pytest.approx([-4.0, -6.6, -16.4])
 
 
-@pytest.mark.xfail(strict=True, reason="the gradient torch.sparse.mm gives a sparse leaf made without "
-                                       "is_coalesced is marked coalesced here (values right); PyTorch's keeps the "
-                                       "leaf's entries and is_coalesced() is False")
 def test_the_entries_gradient_of_an_uncoalesced_leaf_is_uncoalesced():
     import autograd
     S = autograd.sparse_coo_tensor(autograd.tensor([[0, 1, 1], [1, 0, 1]]), autograd.tensor([1.0, 2.0, 3.0]),

@@ -156,9 +156,6 @@ def test_class_weight_of_another_dtype_says_pytorchs_words(loss):
             "expected scalar type Float but found Double"
 
 
-@pytest.mark.xfail(strict=True, reason="F.nll_loss of float16 log-probabilities sums in float32 and rounds once; "
-                                       "PyTorch's kernel sums in float16 by cascade (_float16_sum, used by "
-                                       "cross_entropy's fused node): 21 rows sum to 30.25 here, 30.28 there")
 def test_half_nll_loss_reduces_in_float16_as_pytorchs_kernel():
     rng = np.random.default_rng(0)
     x = -(rng.random((21, 3)) * 3).astype(np.float16)

@@ -703,9 +703,6 @@ def fx_fuser(m):
     return model(inp), fused_model(inp), [(node.op, str(node.target)) for node in fused_model.graph.nodes]
 
 
-@pytest.mark.xfail(strict=True, raises=AttributeError,
-                   reason="torch.fx.symbolic_trace is not built: autograd.fx has only wrap (no tracer, Graph or "
-                          "GraphModule)")
 def test_fx_conv_bn_fuser():
     ours, _ = run_both(fx_fuser, rtol=1e-5, atol=1e-6)
     assert ("call_module", "bn1") not in ours[2]

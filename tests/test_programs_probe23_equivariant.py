@@ -735,8 +735,6 @@ def csr_message_passing(m):
     return {"Y": Y, "values": values.grad, "X": X.grad, "dense": A.to_dense()}
 
 
-@pytest.mark.xfail(strict=True, reason="sparse CSR tensors (torch.sparse_csr_tensor, Tensor.to_sparse_csr, CSR @ "
-                                       "dense) are not implemented: only the COO layout is")
 def test_csr_adjacency_message_passing():
     ours, _ = run_both(csr_message_passing)
     np.testing.assert_allclose(ours["dense"], [[1, 0, 2], [0, 3, 0], [4, 0, 5]])

@@ -1737,8 +1737,9 @@ def scan_lstm(m, weights):
 
 
 @pytest.mark.xfail(strict=True, raises=AttributeError,
-                   reason="chainrule has torch.cond and torch.while_loop but no scan (nor the private "
-                          "torch._higher_order_ops module the tutorial imports it from)")
+                   reason="the tutorial's torch._higher_order_ops.scan.scan: PyTorch 2.13's (and so chainrule's) "
+                          "torch._higher_order_ops.scan is the function scan itself, which has no attribute scan; "
+                          "`from torch._higher_order_ops.scan import scan` works in both")
 def test_control_flow_scan_lstm():
     run_both(scan_lstm, weights_of(lambda m: m.nn.LSTMCell(4, 5)), rtol=1e-5, atol=1e-6)
 

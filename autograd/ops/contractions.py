@@ -21,7 +21,7 @@ from . import shape
 from .arranging import movedim
 from .axes import dim_index
 from .conjugation import conj
-from .conversion import refuse_kinds, type_name
+from .conversion import refuse_kinds, require_scalar_type, type_name
 from .elementwise import row_major
 from .linalg import matmul
 from .names import names
@@ -39,6 +39,7 @@ class Einsum(Primitive):
     handles_complex = True
     memory_order = None  # the output's labels from the outermost in memory (None: as NumPy lays it out)
     contracted = False  # two operands sharing a summed index of size > 1: PyTorch's bmm of them (batched_product)
+    kernel = None  # PyTorch's kernel where it is not einsum's bmm ("addbmm"), read by op observers (FLOP counter)
 
     @property
     def saved_input_readers(self):  # x_k's values are read only by the other operands' gradients
@@ -382,15 +383,6 @@ def bmm(input, mat2, *, out=None):
     """A batch of matrix products: (b, n, m) @ (b, m, p) gives (b, n, p); no broadcasting."""
     _check_batches(input, mat2)
     return write_product(matmul(input, mat2), out)
-
-
-def require_scalar_type(operands):
-    """PyTorch's cdist and linalg.cross promote nothing (nor einsum where it contracts, _pairwise_dtype): every
-    operand must have the first's dtype (a float64 batch against float32 weights is refused, as by its layers)."""
-    first = operands[0].dtype
-    for x in operands[1:]:
-        if x.dtype != first:
-            raise RuntimeError(f"expected scalar type {type_name(first)} but found {type_name(x.dtype)}")
 
 
 @names("kron")

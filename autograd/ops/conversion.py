@@ -268,6 +268,16 @@ def to_sparse(x, sparse_dim=None, *, layout=None, blocksize=None, dense_dim=None
     from ..sparse.making import to_sparse
 
     return to_sparse(x, sparse_dim, layout=layout, blocksize=blocksize, dense_dim=dense_dim)
+
+
+@names("to_sparse_csr", function=False)
+def to_sparse_csr(x, dense_dim=None):
+    """The nonzeros of the matrix ``x`` as a sparse CSR matrix (autograd.sparse.csr: loaded on first use)."""
+    from ..sparse.csr import to_sparse_csr
+
+    return to_sparse_csr(x, dense_dim)
+
+
 names("is_meta", function=False)(property(lambda x: type(x._data) is MetaArray))
 for _kind in ("is_sparse", "is_sparse_csr", "is_quantized", "is_nested", "is_mkldnn", "is_xla", "is_xpu",
               "is_mps", "is_ipu", "is_vulkan", "is_maia", "is_mtia"):  # (every tensor here is a dense NumPy array)
@@ -341,3 +351,12 @@ def pin_memory(x, device=None):
 
 
 names("is_pinned", function=False)(lambda x, device=None: False)
+
+
+def require_scalar_type(operands):
+    """PyTorch's cdist and linalg.cross promote nothing (nor einsum where it contracts, _pairwise_dtype): every
+    operand must have the first's dtype (a float64 batch against float32 weights is refused, as by its layers)."""
+    first = operands[0].dtype
+    for x in operands[1:]:
+        if x.dtype != first:
+            raise RuntimeError(f"expected scalar type {type_name(first)} but found {type_name(x.dtype)}")

@@ -257,8 +257,8 @@ def unfold(input, kernel_size, dilation=1, padding=0, stride=1):
 
 
 def _unfold(input, kernel_size, dilation, padding, stride):
-    """unfold without its refusals of empty dims and of integers: conv3d's planes, of an input with no channels or
-    an empty batch, or of integers, which PyTorch's conv3d takes."""
+    """unfold without its refusals of empty dims and integers: conv3d's planes, of an input with no channels or an
+    empty batch, or of integers, which PyTorch's conv3d takes."""
     if input.ndim == 3:
         return _unfold(input.unsqueeze(0), kernel_size, dilation, padding, stride).squeeze(0)
     params = dict(kernel_size=_tuple(kernel_size, 2, "kernel_size"), dilation=_tuple(dilation, 2, "dilation"),
@@ -273,17 +273,15 @@ def _unfold(input, kernel_size, dilation, padding, stride):
     return convolution.Unfold.apply(input, **params)
 
 
+@node_named("Col2ImBackward0")
 def fold(input, output_size, kernel_size, dilation=1, padding=0, stride=1):
     """col2im, unfold's adjoint: columns (N, C·kh·kw, L) summed into (N, C, *output_size) where blocks overlap."""
-    if input.ndim in (2, 3):
-        refuse_kinds(input, "col2im_out_cpu", "iu")  # (as unfold's)
+    refuse_kinds(input, "col2im_out_cpu", "iu")  # (as unfold's)
     return _fold(input, output_size, kernel_size, dilation, padding, stride)
 
 
-@node_named("Col2ImBackward0")
 def _fold(input, output_size, kernel_size, dilation, padding, stride):
-    """fold without its refusal of integers: conv_transpose3d's columns, of int64 too, which PyTorch's
-    slow_conv_transpose3d takes."""
+    """fold without its refusal of integers: conv_transpose3d's planes, which PyTorch's computes for integers."""
     input, unbatched = (input.unsqueeze(0), True) if input.ndim == 2 else (input, False)
     if input.ndim != 3:
         raise RuntimeError(f"Expected 2D or 3D (batched) input to fold, got input of size {_dims(input.shape, 1)}")

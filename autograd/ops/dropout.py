@@ -17,8 +17,8 @@ from ..backend import xp
 from ..tensor import tensor_from
 from .activations import SELU_ALPHA, SELU_SCALE
 from .conversion import type_name
+from .layouts import laid_out
 from .names import names
-from .sampling import laid_out
 
 
 def check_dropout_probability(p, error=ValueError):

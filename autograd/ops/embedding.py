@@ -11,6 +11,7 @@ often its index occurs in the batch.
 import itertools
 import math
 
+from .. import dual
 from ..backend import float16, float32, float64, to_numpy, ufunc_at, xp
 from ..graph import is_grad_enabled, no_grad
 from ..primitive import Primitive, watches_index
@@ -46,6 +47,13 @@ class EmbeddingLookup(Primitive):
         if self.sparse:
             grad_weight._sparse_gradient = sparse_rows(flat, rows, weight.shape, self.padding_idx)
         return (grad_weight,)
+
+    def jvp(self, tangents, y, weight):
+        """ẏ = Ẇ[indices]: the lookup is linear in W, so its tangent is the same lookup of W's tangent, the padding
+        index's rows too (PyTorch's forward rule: only the gradient leaves them out)."""
+        return EmbeddingLookup.apply(tangents[0], indices=self.indices, padding_idx=self.padding_idx,
+                                     scale_grad_by_freq=self.scale_grad_by_freq, added_in=self.added_in,
+                                     sparse=self.sparse)
 
 
 class EmbeddingDenseBackward(Primitive):
@@ -172,7 +180,7 @@ def embedding_renorm_(weight, indices, max_norm, norm_type=2.0):
     over = norms > max_norm
     if over.any():
         scale = (max_norm / (norms[over] + 1e-7)).astype(values.dtype)
-        with no_grad():
+        with no_grad(), dual.paused():  # (the rows' values: their tangents stay, as PyTorch's renorm leaves them)
             weight[rows[over]] = values[over] * scale[:, None]
     return weight
 

@@ -242,8 +242,10 @@ class LogAbsDet(Primitive):
 
 
 class DetSign(Primitive):
-    """s = det A / |det A| for a complex A (on the unit circle: s = e^(iθ), θ = arg det A);
-    dL/dA = i · Im(s̄ · dL/ds) · A⁻ᴴ   (dθ = Im tr(A⁻¹ dA), so ds = i s dθ; PyTorch's slogdet gradient)"""
+    """s = det A / |det A| (for a complex A on the unit circle: s = e^(iθ), θ = arg det A);
+    dL/dA = i · Im(s̄ · dL/ds) · A⁻ᴴ   (dθ = Im tr(A⁻¹ dA), so ds = i s dθ; PyTorch's slogdet gradient).
+    A real sign, ±1, is piecewise constant: its derivative is 0 (in the graph all the same, as PyTorch's:
+    it requires grad, and its tangent is zeros)."""
 
     saves_output = True
     handles_complex = True
@@ -253,6 +255,8 @@ class DetSign(Primitive):
         return xp.linalg.slogdet(a)[0]
 
     def backward(self, grad, s, a):
+        if s._data.dtype.kind != "c":
+            return (None,)
         turn = (s.conj() * grad).imag * 1j  # i · Im(s̄ dL/ds), per matrix
         return (shape.unsqueeze(shape.unsqueeze(turn, -1), -1) * Inverse.apply(a).mH,)
 
@@ -260,13 +264,9 @@ class DetSign(Primitive):
 @refuses_half(low_precision("linalg.slogdet"))
 def slogdet(A, *, out=None, result=LinalgSlogdetResult):
     """(sign, logabsdet) of each square matrix: det A = sign · e^logabsdet, without overflow.
-    A real sign is piecewise constant and returned without a graph; a complex one, e^(i arg det A), has one."""
+    A real sign is piecewise constant (a zero derivative); a complex one, e^(i arg det A), is not."""
     _square(A, "slogdet")
-    if A._data.dtype.kind == "c":
-        sign = DetSign.apply(A)
-    else:
-        sign = Tensor._make(xp.linalg.slogdet(A._data)[0])
-    return write_out(result(sign, LogAbsDet.apply(A)), out)
+    return write_out(result(DetSign.apply(A), LogAbsDet.apply(A)), out)
 
 
 @names("inverse")

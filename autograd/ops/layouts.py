@@ -2,8 +2,11 @@
 is a different tensor to a program that views it (``y.view(-1)`` shares PyTorch's memory, where here it would have
 to copy, and a write through the view would not reach y)."""
 
+import numpy
+
 from .. import channels_last_layout, constants
-from ..backend import dense_order
+from ..backend import dense_order, dense_strides, is_dense
+from ..memory_order import fills_in_memory_order
 from .axes import inverse_permutation
 
 _CHANNELS_LAST = {4: constants.channels_last, 5: constants.channels_last_3d}
@@ -60,3 +63,25 @@ def preserved_copy(x, values=None):
         return values.copy()  # (C, 1, kh, kw) kernel's is set, and a plain copy would lose its steps)
     order = dense_order(x.shape, x.strides)
     return values.transpose(order).copy().transpose(inverse_permutation(order))
+
+
+def laid_out(values, x, fresh=False):
+    """Draws of x's shape, made one after another (``values`` holds them in row-major order), put where
+    PyTorch's serial kernels write them: one after another through x's memory, which for a transpose or a
+    permutation (``w.t().uniform_()``) is not the row-major order (memory_order.py says which tensors).
+    ``fresh``: into a new tensor made like x (PyTorch's ``empty_like``: dropout's mask, multinomial's race), which
+    has x's strides where x fills its memory without gaps (a transpose, a permutation), and otherwise (a slice of
+    a transpose, ``probs.T[1:3]``) dense strides in the order of x's: row-major only where x's order is; the
+    draws come laid out so too."""
+    data = x._data
+    if not fills_in_memory_order(x):
+        return values
+    strides = data.strides if not fresh or is_dense(data) else dense_strides(data.shape, data.strides)
+    offsets = numpy.zeros(data.shape, numpy.int64)
+    for axis, (size, stride) in enumerate(zip(data.shape, strides)):
+        offsets += (numpy.arange(size) * stride).reshape((size,) + (1,) * (data.ndim - axis - 1))
+    order = numpy.argsort(offsets, axis=None, kind="stable")
+    placed = numpy.empty(values.size, values.dtype)
+    placed[order] = values.ravel()
+    placed = placed.reshape(values.shape)
+    return preserved_copy(data, placed) if fresh else placed  # (a new tensor's layout: what x * mask keeps)

@@ -1,6 +1,8 @@
 """The LDLᵀ factorisation of a symmetric (possibly indefinite) matrix with Bunch-Kaufman
 pivoting, torch.linalg.ldl_factor, ldl_factor_ex and ldl_solve (LAPACK's sytrf and sytrs, which
-PyTorch calls; only A's lower triangle is read).
+PyTorch calls; only A's lower triangle is read). Complex matrices are complex symmetric, or with
+hermitian=True Hermitian (hetrf and hetrs: Lᴴ for Lᵀ, D's diagonal real); pivots are chosen by
+|Re| + |Im|, as LAPACK's.
 
     Pᵀ A P = L D Lᵀ,  L unit lower triangular, D block diagonal with 1 × 1 and 2 × 2 blocks
 
@@ -40,29 +42,39 @@ def _swap_symmetric(w, i, j, start):
     w[start:, [i, j]] = w[start:, [j, i]]
 
 
-def _factor_one(a):
-    """(LD, pivots, info) of one symmetric matrix, from its lower triangle."""
+def _magnitude(x):
+    """LAPACK's measure of entries for pivoting: |x| of real numbers, |Re x| + |Im x| of complex (CABS1)."""
+    return xp.abs(x.real) + xp.abs(x.imag) if x.dtype.kind == "c" else xp.abs(x)
+
+
+def _factor_one(a, hermitian):
+    """(LD, pivots, info) of one symmetric (complex: ``hermitian``, or complex symmetric) matrix, from its lower
+    triangle. A Hermitian matrix's diagonal is read real, and D's stays real (LAPACK's hetrf)."""
     n = a.shape[-1]
-    w = xp.tril(a) + xp.tril(a, -1).T  # the symmetric matrix the lower triangle stands for
+    hermitian = hermitian and a.dtype.kind == "c"
+    upper = xp.tril(a, -1).T
+    w = xp.tril(a) + (upper.conj() if hermitian else upper)  # the matrix the lower triangle stands for
+    if hermitian:
+        w[xp.diag_indices(n)] = w.diagonal().real
     pivots = xp.zeros(n, dtype=int32)
     info = 0
     k = 0
     while k < n:
         step, r = 1, k
-        diagonal = abs(w[k, k])
-        below = xp.abs(w[k + 1:, k])
+        diagonal = abs(w[k, k].real) if hermitian else _magnitude(w[k, k])
+        below = _magnitude(w[k + 1:, k])
         i = k + 1 + int(xp.argmax(below)) if below.size else k
         column_max = below.max() if below.size else 0.0
         zero_column = max(diagonal, column_max) == 0 or xp.isnan(diagonal)
         if zero_column:
             info = info or k + 1  # D has a zero here, and there is nothing to eliminate
         elif diagonal < ALPHA * column_max:
-            row = xp.abs(w[i, k:])
+            row = _magnitude(w[i, k:])
             row[i - k] = 0
             row_max = row.max()
             if diagonal >= ALPHA * column_max * (column_max / row_max):
                 pass  # a_kk after all
-            elif abs(w[i, i]) >= ALPHA * row_max:
+            elif (abs(w[i, i].real) if hermitian else _magnitude(w[i, i])) >= ALPHA * row_max:
                 r = i  # the 1 × 1 pivot a_ii, swapped into place
             else:
                 step, r = 2, i  # the 2 × 2 block of rows k and i
@@ -71,16 +83,19 @@ def _factor_one(a):
             if r != last:
                 _swap_symmetric(w, last, r, k)
             rest = slice(k + step, n)
-            if step == 1:
+            if step == 1:  # A' = A - a aᵀ / d (Hermitian: a aᴴ / d)
                 multipliers = w[rest, k] / w[k, k]
-                w[rest, rest] -= xp.outer(multipliers, w[rest, k])
+                w[rest, rest] -= xp.outer(multipliers, w[rest, k].conj() if hermitian else w[rest, k])
                 w[rest, k] = multipliers
-            else:  # [w_k w_{k+1}] = [a_k a_{k+1}] D⁻¹ with D the 2 × 2 block
+            else:  # [w_k w_{k+1}] = [a_k a_{k+1}] D⁻¹ with D the 2 × 2 block; A' = A - W Cᵀ (Hermitian: W Cᴴ)
                 block = w[k:k + 2, k:k + 2]
                 columns = w[rest, k:k + 2]
-                multipliers = xp.linalg.solve(block, columns.T).T
-                w[rest, rest] -= multipliers @ columns.T
+                multipliers = xp.linalg.solve(block.T, columns.T).T
+                w[rest, rest] -= multipliers @ (columns.conj().T if hermitian else columns.T)
                 w[rest, k:k + 2] = multipliers
+            if hermitian:  # (the rest's diagonal stays real, as LAPACK's keeps it)
+                diagonal_rest = (xp.arange(k + step, n),) * 2
+                w[diagonal_rest] = w[diagonal_rest].real
         pivots[k:k + step] = r + 1 if step == 1 else -(r + 1)
         k += step
     return xp.tril(w), pivots, info
@@ -100,15 +115,15 @@ def ldl_factor_ex(input, *, hermitian=False, check_errors=False, out=None):
     if A.ndim < 2:
         raise RuntimeError(f"{op}: The input tensor A must have at least 2 dimensions.")
     _square(A, "ldl_factor_ex")
-    if A.dtype.kind != "f":
-        raise RuntimeError(f"{op}: Expected a floating point tensor as input, got {A.dtype}")
+    if A.dtype.kind not in "fc":
+        raise RuntimeError(f"{op}: Expected a floating point or complex tensor as input, got {A.dtype}")
     if A.dtype == xp.float16:  # (LAPACK's sytrf has no half precision)
         raise NotImplementedError("\"ldl_factor_kernel_cpu\" not implemented for 'Half'")
     _refuse_grad(A, op)
     n = A.shape[-1]
     batch = tuple(A.shape[:-2])
     flat = A._data.reshape((math.prod(batch), n, n))
-    results = [_factor_one(a) for a in flat]
+    results = [_factor_one(a, hermitian) for a in flat]
     LD = xp.stack([r[0] for r in results]) if results else xp.zeros_like(flat)
     pivots = xp.stack([r[1] for r in results]) if results else xp.zeros((0, n), dtype=int32)
     info = xp.array([r[2] for r in results], dtype=int32)
@@ -130,9 +145,10 @@ def ldl_factor(input, *, hermitian=False, out=None):
     return write_out(LDLFactorResult(LD, pivots), out)
 
 
-def _solve_one(ld, pivots, b):
-    """X with A X = B from one matrix's packed factors (LAPACK's sytrs): L D Y = Pᵀ B with the swaps
-    replayed step by step, then Lᵀ X = Y undoing them in reverse."""
+def _solve_one(ld, pivots, b, hermitian):
+    """X with A X = B from one matrix's packed factors (LAPACK's sytrs, of a Hermitian matrix hetrs): L D Y = Pᵀ B
+    with the swaps replayed step by step, then Lᵀ X = Y (Lᴴ X = Y) undoing them in reverse."""
+    flip = xp.conj if hermitian and ld.dtype.kind == "c" else (lambda m: m)  # Lᵀ's entries, or Lᴴ's
     n = ld.shape[-1]
     pivots = [int(p) for p in to_numpy(pivots)]  # (they steer the loop: Python integers, in host memory)
     x = b.copy()
@@ -149,18 +165,18 @@ def _solve_one(ld, pivots, b):
             x[[k + 1, r]] = x[[r, k + 1]]
             x[k + 2:] -= ld[k + 2:, k:k + 2] @ x[k:k + 2]
             block = ld[k:k + 2, k:k + 2].copy()
-            block[0, 1] = block[1, 0]  # (the packed factors hold the lower triangle only)
+            block[0, 1] = flip(block[1, 0])  # (the packed factors hold the lower triangle only)
             x[k:k + 2] = xp.linalg.solve(block, x[k:k + 2])
             k += 2
     k = n - 1
     while k >= 0:  # Lᵀ X = Y, backward
         if pivots[k] > 0:
-            x[k] -= ld[k + 1:, k] @ x[k + 1:]
+            x[k] -= flip(ld[k + 1:, k]) @ x[k + 1:]
             r = pivots[k] - 1
             x[[k, r]] = x[[r, k]]
             k -= 1
         else:
-            x[k - 1:k + 1] -= ld[k + 1:, k - 1:k + 1].T @ x[k + 1:]
+            x[k - 1:k + 1] -= flip(ld[k + 1:, k - 1:k + 1]).T @ x[k + 1:]
             r = -pivots[k] - 1
             x[[k, r]] = x[[r, k]]
             k -= 2
@@ -188,6 +204,6 @@ def ldl_solve(LD, pivots, B, *, hermitian=False, out=None):
     p = xp.broadcast_to(pivots._data, batch + (n,)).reshape((-1, n))
     b = xp.broadcast_to(B._data, batch + tuple(B.shape[-2:])).reshape((-1,) + tuple(B.shape[-2:]))
     with errstate(divide="ignore", invalid="ignore"):  # a singular D gives inf/nan, as LAPACK's
-        x = xp.stack([_solve_one(*args) for args in zip(ld, p, b)]) if b.shape[0] else b.copy()
+        x = xp.stack([_solve_one(*args, hermitian) for args in zip(ld, p, b)]) if b.shape[0] else b.copy()
     return write_out(Tensor._make(x.reshape(batch + tuple(B.shape[-2:]))), out, dtype=x.dtype)
 

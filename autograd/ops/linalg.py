@@ -27,6 +27,10 @@ class MatMul(Primitive):
     """
 
     transpose_a = transpose_b = False
+    # the ATen kernel PyTorch runs for this product where its shapes do not say it (None: mm for two matrices, bmm
+    # for batches), read by op observers (the FLOP counter): "mv" or "dot" (a vector viewed as a column or a row),
+    # "mm" or "bmm" for a matrix and a batch (matmul's folding: mixed_kernel), "addmm" or "baddbmm" (their product)
+    kernel = None
     handles_complex = True
     saved_input_readers = ((1,), (0,))  # A is read only for dL/dB, B only for dL/dA
     core_dims = 2  # (a broadcast error names the batch sizes, as PyTorch's)
@@ -45,17 +49,48 @@ class MatMul(Primitive):
         grad_a = grad_b = None
         batched = grad._data.ndim > 2  # (two matrices never broadcast: their gradients fit as they are)
         product = MatMul.apply_in_backward
+        kernel_a, kernel_b = (None, None) if self.kernel is None else self.backward_kernels(a, b)
         if a.requires_grad:
-            grad_a = (product(by_b, grad, transpose_a=tb, transpose_b=True) if ta else
-                      product(grad, by_b, transpose_b=not tb))
+            grad_a = (product(by_b, grad, transpose_a=tb, transpose_b=True, kernel=kernel_a) if ta else
+                      product(grad, by_b, transpose_b=not tb, kernel=kernel_a))
             if batched:
                 grad_a = unbroadcast(grad_a, a)
         if b.requires_grad:
-            grad_b = (product(grad, by_a, transpose_a=True, transpose_b=ta) if tb else
-                      product(by_a, grad, transpose_a=not ta))
+            grad_b = (product(grad, by_a, transpose_a=True, transpose_b=ta, kernel=kernel_b) if tb else
+                      product(by_a, grad, transpose_a=not ta, kernel=kernel_b))
             if batched:
                 grad_b = unbroadcast(grad_b, b)
         return grad_a, grad_b
+
+    def backward_kernels(self, a, b):
+        """The kernels of PyTorch's backward products for dL/dA and dL/dB: mv's are an outer product (of the
+        matrix, the side of more dims) and an mv, dot's two products by a number, addmm's and baddbmm's plain mm
+        and bmm; a folded or batched product's are its own kernel."""
+        if self.kernel == "mv":
+            return ("outer", "mv") if a.ndim >= b.ndim else ("mv", "outer")
+        if self.kernel == "dot":
+            return "mul", "mul"
+        if self.kernel in ("addmm", "baddbmm"):
+            return None, None
+        return self.kernel, self.kernel
+
+
+def mixed_kernel(a, b, vector):
+    """The kernel PyTorch's matmul runs for a batch and a matrix (or a vector: ``vector``, the other operand viewed
+    as one): the batch folded into the rows of one mm (mv) when the smaller operand requires grad, or when the batch
+    (a, the left operand) is contiguous but for its last dim (a view, no copy); else the smaller one expanded to a
+    bmm. A matrix (or vector) times a batch folds only when it requires grad."""
+    if a.ndim > b.ndim:  # the batch (or matrix, times a vector) on the left
+        folds = b.requires_grad or a.ndim == 2 or a.numel() == 0 or _rows_contiguous(a)
+    else:
+        folds = a.requires_grad
+    return ("mv" if vector else "mm") if folds else "bmm"
+
+
+def _rows_contiguous(x):
+    """x's dims but the last lie as one run of rows (x.view(-1, x.size(-1)) would copy nothing)."""
+    size, stride = x.shape, x.stride()
+    return all(stride[i] == stride[i + 1] * size[i + 1] for i in range(x.ndim - 2))
 
 
 def matmul_dtype_words(A, B):
@@ -72,7 +107,7 @@ def matmul_dtype_words(A, B):
     return f"expected scalar type {type_name(A.dtype)} but found {type_name(B.dtype)}"
 
 
-@names("matmul", "__matmul__")
+@names("matmul")
 def matmul(input, other, *, out=None):
     """A @ B with NumPy's rules: 1-D operands are a row (left) or a column (right)."""
     if out is not None:
@@ -80,7 +115,13 @@ def matmul(input, other, *, out=None):
 
         result = matmul(input, other)
         return write_out(result, out, dtype=result.dtype)  # (PyTorch's products cast into no other dtype)
-    a, b = input, other
+    return product(input, other)
+
+
+@names("__matmul__")  # (the @ operator: the product at once, no out= to read)
+def product(a, b, kernel=None):
+    """matmul's A @ B, its operands checked; ``kernel``: PyTorch's for it where not its matmul's (MatMul.kernel:
+    addmm's product)."""
     if type(a) is not Tensor or type(b) is not Tensor:  # (a number, a subclass: the rare case, tested once)
         if is_sparse(a):  # a sparse factor (autograd.sparse) has its own product
             return a.__matmul__(b)
@@ -102,10 +143,19 @@ def matmul(input, other, *, out=None):
             f"{a.shape[-1]} columns but the second has {inner_b} rows"
         )
     if A.ndim == 2 and B.ndim == 2:
-        return MatMul.apply(a, b)
+        return MatMul.apply(a, b) if kernel is None else MatMul.apply(a, b, kernel=kernel)
+    # PyTorch's kernel for the other shapes is worked out only while an op observer (the FLOP counter) watches
+    observed = kernel is None and MatMul.apply_replaced
     if A.ndim >= 2 and B.ndim >= 2:  # (PyTorch folds the batch into one bmm and views it back: _unsafe_view)
-        return MatMul.apply(a, b, pytorch_name="UnsafeViewBackward0")
-    y = MatMul.apply(a.unsqueeze(0) if a.ndim == 1 else a, b.unsqueeze(-1) if b.ndim == 1 else b)
+        if observed and (A.ndim == 2 or B.ndim == 2):
+            kernel = mixed_kernel(a, b, vector=False)
+        return MatMul.apply(a, b, pytorch_name="UnsafeViewBackward0", kernel=kernel)
+    if observed and B.ndim == 1:
+        kernel = "dot" if A.ndim == 1 else mixed_kernel(a, b, vector=True)
+    elif observed and B.ndim > 2:  # (a vector times a matrix is mm)
+        kernel = mixed_kernel(a, b, vector=True)
+    rows, columns = a.unsqueeze(0) if a.ndim == 1 else a, b.unsqueeze(-1) if b.ndim == 1 else b
+    y = MatMul.apply(rows, columns) if kernel is None else MatMul.apply(rows, columns, kernel=kernel)
     if b.ndim == 1:
         y = y.squeeze(-1)
     if a.ndim == 1:

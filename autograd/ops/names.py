@@ -14,6 +14,7 @@ gives ``x.exp()``, ``autograd.exp(x)`` and the in-place ``x.exp_()``. A
 
 import inspect
 import sys
+import types
 
 import numpy
 
@@ -61,7 +62,7 @@ def _numpy_aliases(op):
     gets a wrapper that renames them."""
     if op in _ALIASED:
         return _ALIASED[op]
-    parameters = _parameter_names(op)
+    parameters = parameter_names(op)
     renames = {alias: name for alias, name in (("axis", "dim"), ("keepdims", "keepdim"))
                if name in parameters and alias not in parameters}
     if not renames:
@@ -96,7 +97,7 @@ def refusing_arrays(function):
     array given there is refused with a TypeError naming it and the fix, as PyTorch refuses it ("must be
     Tensor, not numpy.ndarray"), rather than failing deep inside or being computed by NumPy alone; a tuple,
     list or number there that fails as a tensor (an LSTM's (output, state)) is that TypeError too."""
-    parameters = _parameter_names(inspect.unwrap(function))  # (unwrapped: read off its code, quickly)
+    parameters = parameter_names(inspect.unwrap(function))  # (unwrapped: read off its code, quickly)
     if not parameters or next(iter(parameters)) != "input":
         return function
 
@@ -136,19 +137,31 @@ def _standing_for(call, function):
     return call
 
 
-def _parameter_names(op):
-    """The names of ``op``'s parameters. A plain function's are read off its code object:
-    every declared op passes here at import, and ``inspect.signature`` would cost
-    milliseconds in all."""
-    code = getattr(op, "__code__", None)
-    if code is not None and not hasattr(op, "__wrapped__"):
-        count = code.co_argcount + code.co_kwonlyargcount
-        count += bool(code.co_flags & inspect.CO_VARARGS) + bool(code.co_flags & inspect.CO_VARKEYWORDS)
-        return code.co_varnames[:count]
+def parameter_names(op):
+    """The names of ``op``'s parameters, in ``inspect.signature``'s order. A plain function's, or a wrapper's
+    (``functools.wraps``) of one, are read off its code object: every declared op and every layer class passes
+    here at import, and ``inspect.signature`` would cost milliseconds in all."""
+    function = inspect.unwrap(op, stop=_has_signature) if hasattr(op, "__wrapped__") else op
+    code = getattr(function, "__code__", None)
+    if type(function) is types.FunctionType and code is not None and not _has_signature(function):
+        positional, keyword_only = code.co_argcount, code.co_kwonlyargcount
+        names = code.co_varnames[:positional]  # then *args, the keyword-only ones and **kwargs, as signature lists them
+        rest = positional + keyword_only
+        if code.co_flags & inspect.CO_VARARGS:
+            names += (code.co_varnames[rest],)
+            rest += 1
+        names += code.co_varnames[positional:positional + keyword_only]
+        if code.co_flags & inspect.CO_VARKEYWORDS:
+            names += (code.co_varnames[rest],)
+        return names
     try:
-        return inspect.signature(op).parameters
+        return tuple(inspect.signature(op).parameters)
     except (TypeError, ValueError):  # a property, a builtin without a signature
         return ()
+
+
+def _has_signature(function):
+    return hasattr(function, "__signature__")
 
 
 def _applying(primitive):

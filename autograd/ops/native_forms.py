@@ -60,8 +60,8 @@ def native_batch_norm(input, weight, bias, running_mean, running_var, training, 
     if not training:
         empty = tensor_from(xp.empty(0, dtype=input._data.dtype))
         return y, empty, empty.clone()
-    with no_grad():  # the batch's statistics, as batch_norm normalised by them (outside the graph)
-        _, mean, variance = normalize(input, (0,) + tuple(range(2, input.ndim)), eps)
+    with no_grad():  # the batch's statistics, as batch_norm normalised by them (outside the graph, and without a
+        _, mean, variance = normalize(input.detach(), (0,) + tuple(range(2, input.ndim)), eps)  # tangent: PyTorch's)
         return y, mean.reshape(-1), _reciprocal_deviation(variance, eps).reshape(-1)
 
 

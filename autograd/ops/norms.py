@@ -17,16 +17,13 @@ from ..primitive import Primitive, named_node, node_named
 from ..tensor import Tensor
 from . import extrema, shape
 from .axes import dim_index, int_or_ints, normalize_dims
-from .contractions import require_scalar_type
-from .conversion import type_name
+from .conversion import require_scalar_type, type_name
 from .elementwise import Where, row_major
 from .half_linalg import low_precision, refuses_half
-from .inverses import converging
 from .names import names
 from .outputs import write_out
 from .reductions import spread
 from .selection import zero_gradient
-from .sorting import UniqueValues
 
 
 class VectorNorm(Primitive):
@@ -66,6 +63,8 @@ class VectorNorm(Primitive):
     def backward(self, grad, y, x):
         if self.gradient_kernel is None or not is_grad_enabled():
             return self.gradient(grad, y, x)
+        from .sorting import UniqueValues  # (here: sorting loads on first use, ops/deferred.py)
+
         with no_grad():
             (gradient,) = self.gradient(grad, y, x)
         return (UniqueValues.apply(grad, x, values=gradient._data, kernel=self.gradient_kernel),)
@@ -155,6 +154,8 @@ class SingularValues(Primitive):
     handles_complex = True  # (real σ of a complex A: U diag(dL/dσ) Vᴴ is PyTorch's complex gradient too)
 
     def forward(self, a):
+        from .inverses import converging  # (here: the linear algebra's ops load on first use, ops/deferred.py)
+
         with converging(a, "linalg.svd", "singular values"):
             self.u, sigma, self.vh = xp.linalg.svd(a, full_matrices=False)
         return sigma

@@ -42,10 +42,14 @@ class Sum(Primitive):
     saves_inputs = False  # backward needs no input's values
     like = None  # x's memory layout, when it is not row-major
     handles_complex = True  # linear: the gradient is moved, never multiplied by a value
+    # float16 x summed otherwise than in float32 rounded once: a function of x's array (nll_loss's, which sums as
+    # PyTorch's kernel does, in float16 by a cascade)
+    float16_total = None
 
     def forward(self, x):
-        total = self.total(x)
-        return total.astype(float16) if x.dtype is float16 else total
+        if x.dtype is float16:
+            return self.float16_total(x) if self.float16_total else self.total(x).astype(float16)
+        return self.total(x)
 
     def total(self, x):
         """The sum in PyTorch's dtypes: float16 accumulated in float32 (the caller rounds it once),
@@ -94,6 +98,11 @@ class Mean(Sum):
 
     def backward(self, grad, y, x):
         return (spread(grad, x, self.axes, self.keepdim, self.like) / (self.count or float("nan")),)
+
+    def jvp(self, tangents, y, x):
+        """ẏ = (1/n) Σ_i ẋ_i, the mean of the tangents: NaN over none, as PyTorch's forward rule (read from the
+        backward it would be 0, the empty sum)."""
+        return mean(tangents[0], self.axes, self.keepdim)
 
 
 def mean(x, dim=None, keepdim=False):

@@ -13,7 +13,7 @@ import math
 import numpy
 
 from .. import backend, random
-from ..backend import dense_strides, is_dense, xp
+from ..backend import xp
 from ..device import resolve
 from ..errors import refuse_unbroadcastable
 from ..factories import out_dtype, written
@@ -22,12 +22,11 @@ from ..primitive import Primitive
 from ..random import random_bounds_checked, rounded_up
 from ..tensor import Tensor
 from .conversion import int_argument, refuse_kinds, type_name
-from .layouts import preserved_copy
+from .layouts import laid_out
 from .names import names
 from .outputs import write_out
 from .predicates import WithoutDerivative
 from .selection import zero_gradient
-from .sorting import topk
 
 
 def _tensor(values, dtype):
@@ -181,6 +180,8 @@ def multinomial(input, num_samples, replacement=False, *, generator=None, out=No
         if num_samples == 1:
             samples = keys.argmax(axis=1)[:, None]
         else:
+            from .sorting import topk  # (here: sorting loads on first use, ops/deferred.py)
+
             samples = backend.to_numpy(topk(Tensor._make(xp.asarray(keys)), num_samples, dim=1).indices._data)
     samples = samples if input.ndim == 2 else samples[0]
     return write_out(_tensor(samples, backend.int64), out)
@@ -378,28 +379,6 @@ def _normal(x, mean=0.0, std=1.0, *, generator=None):
         draw = lambda shape, dtype: numpy.array(  # noqa: E731
             [normal(mean, part, (1,), dtype=dtype)[0] for _ in range(math.prod(shape))], dtype).reshape(shape)
     return _recorded(_tensor(laid_out(random.draws(draw, x.shape, x.dtype), x), x.dtype), (x,), "NormalBackward0")
-
-
-def laid_out(values, x, fresh=False):
-    """Draws of x's shape, made one after another (``values`` holds them in row-major order), put where
-    PyTorch's serial kernels write them: one after another through x's memory, which for a transpose or a
-    permutation (``w.t().uniform_()``) is not the row-major order (memory_order.py says which tensors).
-    ``fresh``: into a new tensor made like x (PyTorch's ``empty_like``: dropout's mask, multinomial's race), which
-    has x's strides where x fills its memory without gaps (a transpose, a permutation), and otherwise (a slice of
-    a transpose, ``probs.T[1:3]``) dense strides in the order of x's: row-major only where x's order is; the
-    draws come laid out so too."""
-    data = x._data
-    if not fills_in_memory_order(x):
-        return values
-    strides = data.strides if not fresh or is_dense(data) else dense_strides(data.shape, data.strides)
-    offsets = numpy.zeros(data.shape, numpy.int64)
-    for axis, (size, stride) in enumerate(zip(data.shape, strides)):
-        offsets += (numpy.arange(size) * stride).reshape((size,) + (1,) * (data.ndim - axis - 1))
-    order = numpy.argsort(offsets, axis=None, kind="stable")
-    placed = numpy.empty(values.size, values.dtype)
-    placed[order] = values.ravel()
-    placed = placed.reshape(values.shape)
-    return preserved_copy(data, placed) if fresh else placed  # (a new tensor's layout: what x * mask keeps)
 
 
 @names(function=False, inplace="bernoulli_")

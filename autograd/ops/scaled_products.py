@@ -15,7 +15,7 @@ from . import shape
 from .arithmetic import number_argument
 from .contractions import Einsum, _check_batches, _check_matrices, mv, outer, write_product
 from .conversion import c_name, refuse_kinds, type_name
-from .linalg import matmul
+from .linalg import product
 from .names import names
 from .outputs import write_out
 
@@ -66,8 +66,8 @@ def _require_input_dtype(input, factors, message):
 def _scaled_sum_of_product(input, a, b, beta, alpha, op):
     """beta · input + alpha · (a @ b); float16 computed in float32 and rounded once, as PyTorch's addmm and
     baddbmm kernels (rounding the product before adding the input is an ulp off in a quarter of the values)."""
-    return _rounded_once(lambda input, a, b: _scaled_sum(input, matmul(a, b), beta, alpha, op=op), _input(input, a),
-                         a, b)
+    return _rounded_once(lambda input, a, b: _scaled_sum(input, product(a, b, kernel=op), beta, alpha, op=op),
+                         _input(input, a), a, b)
 
 
 def _scales_first(name, factors, input, first, second, rest):
@@ -141,7 +141,7 @@ def addbmm(input, batch1, batch2, *scales_first, beta=1, alpha=1, out=None):
     _require_input_dtype(input, (batch2,), lambda a, b: f"self and mat2 must have the same dtype, but got "
                                                         f"{type_name(a)} and {type_name(b)}")
     refuse_kinds(batch1, "addmm_impl_cpu_", "b")  # (a sum of matrix products: PyTorch has no bool kernel)
-    product = Einsum.apply(batch1, batch2, terms=("bij", "bjk"), output="ik")
+    product = Einsum.apply(batch1, batch2, terms=("bij", "bjk"), output="ik", kernel="addbmm")
     return write_product(_scaled_sum(_input(input, batch1), product, beta, alpha, op="addbmm"), out)
 
 

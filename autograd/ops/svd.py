@@ -275,13 +275,14 @@ def lstsq(input, b, rcond=None, *, driver=None, out=None):
     if driver == "gels" and A.numel():
         _require_full_rank(A)
     solution = matmul(pinv(A, rtol=rcond), B)
-    empty = Tensor._make(xp.zeros((0,), dtype=xp.finfo(A.dtype).dtype))  # (real: norms and singular values)
     rank = matrix_rank(A, rtol=rcond) if driver != "gels" else Tensor._make(xp.zeros((0,), dtype=int64))
     full_rank = driver == "gels" or bool((rank._data == A.shape[-1]).all())
-    residuals = empty
+    # none computed: an empty (real) tensor of the solution's graph, as PyTorch's (it requires grad, its tangent
+    # is empty)
+    residuals = solution.real.reshape(-1)[:0]
     if driver != "gelsy" and A.shape[-2] > A.shape[-1] and full_rank:
         residuals = (matmul(A, solution) - B).abs().square().sum(-2)  # (a vector B keeps its column: (1,))
-    singular_values = empty
+    singular_values = Tensor._make(xp.zeros((0,), dtype=A._data.real.dtype))  # (none computed; real, as A's are)
     if driver in ("gelsd", "gelss"):
         singular_values = Tensor._make(_singular_values(A, False))
     result = LstsqResult(solution.squeeze(-1) if vector else solution, residuals, rank, singular_values)

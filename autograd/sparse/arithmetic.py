@@ -5,6 +5,7 @@ PyTorch's order of entries, powers, negation, and their in-place forms, which th
 
 import numpy
 
+from ..graph import is_grad_enabled
 from ..operands import refuse_broadcast_with_sparse
 from ..tensor import Tensor, tensor_from
 from .merging import _merge_walk
@@ -117,9 +118,12 @@ class SparseArithmetic:
     # -- in place: the same object holds the result (pygcn-style ``adj.mul_(scale)``) -------------------------
 
     def _assign(self, result):
-        if self._values_tensor.is_leaf and self._values_tensor.requires_grad:
+        leaf = self._values_tensor.is_leaf and self._values_tensor.requires_grad
+        if leaf and is_grad_enabled():
             raise RuntimeError("a leaf Variable that requires grad is being used in an in-place operation.")
-        self._indices_tensor, self._values_tensor = result._indices_tensor, result._values_tensor
+        # (a leaf changed under no_grad, an optimizer's step: still the leaf, its values a new leaf)
+        values = result._values_tensor.detach().requires_grad_() if leaf else result._values_tensor
+        self._indices_tensor, self._values_tensor = result._indices_tensor, values
         self._coalesced = result._coalesced
         return self
 

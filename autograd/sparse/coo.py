@@ -222,7 +222,8 @@ class SparseTensor(SparseArithmetic):
         has, coalesced, from the ops on its values (torch.sparse.mm); dense, all of dL/dA, once a dense-facing op
         (torch.mm, @, S.sum()) has given it a gradient (dense_gradient.py); None before backward. Each entry's
         dL/dvalues[e] is dL/dA at its position, so an index given twice has the same gradient twice: the first is
-        taken."""
+        taken. The gradient of a leaf not flagged coalesced has sorted unique indices but is not flagged either
+        (is_coalesced() False, as PyTorch's)."""
         return self._gradient_from(self._values_tensor.grad,
                                    None if self._gradient_holder is None else self._gradient_holder.grad)
 
@@ -242,8 +243,8 @@ class SparseTensor(SparseArithmetic):
     def _gradient_at_entries(self, grad):
         if grad is None or self._coalesced:
             return None if grad is None else SparseTensor(self._indices_tensor, grad, self._size, True)
-        indices, first = self._coalesced_positions(return_index=True)
-        return SparseTensor(indices, grad.index_select(0, tensor_from(first)), self._size, True)
+        indices, first = self._coalesced_positions(return_index=True)  # (unflagged, as PyTorch's of such a leaf)
+        return SparseTensor(indices, grad.index_select(0, tensor_from(first)), self._size, False)
 
     def _coalesced_positions(self, return_index=False):
         """The sorted unique indices, and for each entry which of them it is (or, with ``return_index``, for

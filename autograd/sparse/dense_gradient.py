@@ -6,9 +6,9 @@ a sparse factor S as the dense matrix A it stands for:
     Y = A X,   dL/dA = dL/dY Xᵀ
 
 which is dense: nonzero where S has no entry. PyTorch passes it back whole: into a sparse leaf's ``.grad`` (then a
-dense tensor), through ``t``, ``coalesce`` and scaling by a number, and to the dense tensor S was made from
-(``W.to_sparse()``: all of dL/dW, not only where W is nonzero). ``torch.sparse.mm``, ``torch.sparse.addmm`` and
-``torch.sparse.sum`` give the masked gradient at S's entries instead, and so does a sparse tensor made from values
+dense tensor), through ``t``, ``coalesce``, scaling by a number and by a dense tensor, and to the dense tensor S was
+made from (``W.to_sparse()``: all of dL/dW, not only where W is nonzero). ``torch.sparse.mm``, ``torch.sparse.addmm``
+and ``torch.sparse.sum`` give the masked gradient at S's entries instead, and so does a sparse tensor made from values
 (``sparse_coo_tensor(indices, values)``: PyTorch gathers dL/dA at the indices for the values), which is what the
 ops on the values here compute.
 
@@ -116,9 +116,9 @@ def dense_facing_sum(sparse, dim=None, keepdim=False, dtype=None):
 
 def _passing_whole(method, dense_form):
     """``method`` of a sparse tensor, its result standing in as the same op of the parent's stand-in, so that the
-    whole gradient goes on through it (PyTorch's t, transpose, coalesce, clone, negation, scaling by a number).
-    ``dense_form(*args, **kwargs)`` is that op as a function of the dense matrix, or None where the result takes
-    its values' own gradient (S times a tensor)."""
+    whole gradient goes on through it (PyTorch's t, transpose, coalesce, clone, negation, scaling by a number or a
+    dense tensor). ``dense_form(*args, **kwargs)`` is that op as a function of the dense matrix, or None where the
+    result takes its values' own gradient (S times a sparse tensor)."""
 
     def op(self, *args, **kwargs):
         result = method(self, *args, **kwargs)
@@ -144,6 +144,16 @@ def _by_number(scale):
     return form
 
 
+def _times_dense(other):
+    """The ``dense_form`` of S * c and S * D for a number or a dense tensor D (broadcast to S's shape): A * D, so that
+    a dense-facing op after the product passes dL/dA = dL/dY * D back whole, as PyTorch's mul backward does with the
+    dense gradient ``(S * D).sum()`` gives it (``(W.to_sparse() * D).sum()``: dL/dW = D, at W's zeros too). A sparse
+    factor's product (sparse, dense there) takes its values' own gradient."""
+    if isinstance(other, (int, float, Tensor)):
+        return lambda dense: dense * other
+    return None
+
+
 _reflected_mm = SparseTensor.__rmatmul__
 _sparse_sum = SparseTensor.sum
 SparseTensor.mm = SparseTensor.matmul = SparseTensor.__matmul__ = dense_facing_mm
@@ -154,6 +164,5 @@ SparseTensor.transpose = _passing_whole(SparseTensor.transpose, lambda d0, d1: l
 SparseTensor.coalesce = _passing_whole(SparseTensor.coalesce, lambda: lambda dense: dense)
 SparseTensor.clone = _passing_whole(SparseTensor.clone, lambda: lambda dense: dense)
 SparseTensor.__neg__ = SparseTensor.neg = _passing_whole(SparseTensor.__neg__, lambda: lambda dense: -dense)
-SparseTensor.__mul__ = SparseTensor.__rmul__ = SparseTensor.mul = _passing_whole(
-    SparseTensor.__mul__, _by_number(lambda dense, c: dense * c))
+SparseTensor.__mul__ = SparseTensor.__rmul__ = SparseTensor.mul = _passing_whole(SparseTensor.__mul__, _times_dense)
 SparseTensor.__truediv__ = SparseTensor.div = _passing_whole(SparseTensor.div, _by_number(lambda dense, c: dense / c))

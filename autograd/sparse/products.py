@@ -9,7 +9,7 @@ import numpy
 from .. import backend
 from ..ops.conversion import type_name
 from ..ops.joins import stack
-from ..tensor import tensor_from
+from ..tensor import Tensor, tensor_from
 from .arithmetic import _dense
 from .coo import SparseTensor
 
@@ -43,6 +43,8 @@ def mm(sparse, dense):
     entries e = (i, k_e). A sparse second factor gives the sparse product."""
     if isinstance(sparse, SparseTensor) and sparse.sparse_dim() == 3 and getattr(dense, "ndim", 0) == 3:
         return bmm(sparse, dense)  # (autograd.bmm's product of a sparse batch)
+    if getattr(sparse, "is_sparse_csr", False) is True and not isinstance(sparse, Tensor):  # (a CSR matrix: its COO's)
+        sparse = sparse.to_sparse_coo()
     _refuse_not_sparse_matrix(sparse, "mm")
     if isinstance(dense, SparseTensor):
         return mm(sparse, dense.to_dense()).to_sparse()

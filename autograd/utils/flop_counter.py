@@ -12,22 +12,27 @@ As PyTorch's, it counts the ops of its registry by ATen's names (``mm``, ``addmm
 2·m·k·n; a convolution 2·N·C_out·C_in/groups·prod(kernel)·prod(output positions), input positions when
 transposed; biases and elementwise ops count nothing). The library's ops are not ATen's: each op it runs is
 seen (``autograd.op_observers``) and said as the ATen call PyTorch makes for it: a product of two matrices is
-``mm``, of batches ``bmm`` (a batch by a matrix is folded into one ``mm``, as PyTorch's matmul folds it),
-``linear`` with a bias ``addmm``, a two-operand ``einsum`` that sums over a shared index ``bmm``, and in a
-backward pass the two products of a convolution's gradients halves of ``convolution_backward``.
-``scaled_dot_product_attention`` counts as PyTorch's math backend (its four products, ``bmm``), where
-PyTorch's fused CPU kernel counts nothing.
+``mm``, of batches ``bmm``, of a batch and a matrix ``mm`` or ``bmm`` as PyTorch's matmul folds it or not, forward
+and backward (``MatMul.kernel``); a matrix (or batch) times a vector, and two vectors, are ``mv`` and ``dot``, which
+count nothing; ``addmm`` and ``baddbmm`` are themselves, ``linear`` with a bias ``addmm``, a two-operand ``einsum``
+that sums over a shared index ``bmm`` (``addbmm``'s counts nothing, its backward's products ``bmm``), and in a
+backward pass the two products of a convolution's gradients halves of ``convolution_backward``. nn's fused
+recurrent layers count the per-step ``addmm`` and ``mm`` of PyTorch's CPU kernels, their backward's when it runs
+(``_recurrent_calls``). ``scaled_dot_product_attention`` counts as PyTorch's math backend (its four products,
+``bmm``), where PyTorch's fused CPU kernel counts nothing.
 """
 
 import math
 import threading
 from collections import defaultdict
 
+from ..backend import float32
+from ..graph import is_grad_enabled
 from ..op_observers import observing
 from ..ops import aten
 from ..ops.contractions import Einsum
 from ..ops.convolution import Conv2d, Conv2dWeightGrad, ConvTranspose2d
-from ..ops.linalg import MatMul
+from ..ops.linalg import MatMul, mixed_kernel
 from ..tensor import Tensor
 from .module_tracker import ModuleTracker
 
@@ -155,15 +160,27 @@ def _swap_last(shape, swap):
 
 
 def _matmul_call(call):
-    """mm for two matrices, or a batch by a matrix (folded, as PyTorch's matmul); bmm for two batches."""
+    """The product's kernel (MatMul.kernel), or by its shapes mm for two matrices, bmm for batches. mm of a batch
+    and a matrix is the batch folded (as PyTorch's matmul folds it), of two batches (a backward's gradient of the
+    matrix, summed over the batch) the batch folded into the summed dim; addmm and baddbmm add the output's shape;
+    mv, dot and the products of their backwards (outer, mul) are said with the operands' shapes, and counted by
+    no formula of PyTorch's."""
     a = _swap_last(tuple(call.inputs[0].shape), call.params.get("transpose_a"))
     b = _swap_last(tuple(call.inputs[1].shape), call.params.get("transpose_b"))
+    kernel = call.params.get("kernel")
+    if kernel in ("addmm", "baddbmm"):
+        return getattr(aten, kernel), (tuple(call.output.shape), a, b)
+    if kernel not in (None, "mm", "bmm"):
+        return getattr(aten, kernel), (a, b)
+    if kernel == "bmm" or kernel is None and len(a) > 2 and len(b) > 2:
+        batch = math.prod(_broadcast(a[:-2], b[:-2]))
+        return aten.bmm, ((batch, *a[-2:]), (batch, *b[-2:]))
+    if len(a) > 2 and len(b) > 2:  # (the summed batch: dL/dW of x @ W or W @ x, x a batch)
+        batch = math.prod(a[:-2])
+        return aten.mm, ((a[-2], batch * a[-1]), (batch * b[-2], b[-1]))
     if len(b) == 2:
         return aten.mm, ((math.prod(a[:-1]), a[-1]), b)
-    if len(a) == 2:
-        return aten.mm, (a, (b[-2], math.prod(b[:-2]) * b[-1]))
-    batch = math.prod(_broadcast(a[:-2], b[:-2]))
-    return aten.bmm, ((batch, *a[-2:]), (batch, *b[-2:]))
+    return aten.mm, (a, (b[-2], math.prod(b[:-2]) * b[-1]))
 
 
 def _broadcast(a, b):
@@ -186,6 +203,8 @@ def _einsum_call(call):
     """Two operands summed over a shared index (not size 1): PyTorch's one bmm of them; else none (a mul)."""
     if len(call.inputs) != 2:
         return None
+    if call.params.get("kernel") == "addbmm":  # (uncounted: PyTorch counts only its backward's bmm)
+        return aten.addbmm, (tuple(call.output.shape), *(tuple(x.shape) for x in call.inputs))
     (ta, tb), output = call.params["terms"], call.params["output"]
     sizes = dict(zip(ta, call.inputs[0].shape)) | dict(zip(tb, call.inputs[1].shape))
     shared, summed = set(ta) & set(tb), (set(ta) & set(tb)) - set(output)
@@ -222,6 +241,52 @@ def _weight_grad_call(call):
     x, grad_out, out = tuple(call.inputs[0].shape), tuple(call.inputs[1].shape), tuple(call.output.shape)
     return (aten.convolution_backward, (grad_out, x, out, None, p["stride"], p["padding"], p["dilation"], False,
                                         (0, 0), p["groups"], (False, True)), (None, out, None))
+
+
+def _recurrent_calls(call):
+    """A fused recurrent layer (nn's RNNLayer, GRULayer, LSTMLayer: one layer in one direction) as the ATen calls of
+    PyTorch's CPU kernels (or of its cells, one step): the input projection of all steps at once (linear: addmm of
+    the rows of a contiguous or packed input, else matmul's mm or bmm, the bias added apart), then at each step the
+    hidden state's (addmm; mm without a bias) and a projecting LSTM's projection (mm); a float32 LSTM layer that
+    does not project runs oneDNN's kernel, which counts nothing. Returns (forward calls, backward calls), the
+    backward's an mm for each operand of those products that requires grad, as autograd runs them (h_0 requires
+    it when given so; the later states whenever the layer's output does)."""
+    x, w_ih, w_hh, b_ih = call.inputs[:4]
+    steps, batch = x.shape[0], x.shape[1]
+    sizes, reverse = call.params.get("batch_sizes"), call.params.get("reverse")
+    projection = call.inputs[7] if len(call.inputs) == 8 else None
+    if (call.op.__name__ == "LSTMLayer" and projection is None and sizes is None and not call.params.get("cell")
+            and x.dtype == float32 and x.numel()):
+        return [], []
+    biased, tracked = call.params.get("bias", True), call.output.requires_grad
+    forward, backward = [], []
+
+    def linear(operator, x_shape, weight, x_needs):
+        """x (m, k) @ weightᵀ (k, n): the forward call, and the backward's mm for each operand requiring grad."""
+        (m, k), n = x_shape, weight.shape[0]
+        matrices = ((m, k), (k, n))
+        forward.append((operator, ((m, n), *matrices) if operator == aten.addmm else matrices, (m, n)))
+        if tracked and x_needs:
+            backward.append((aten.mm, ((m, n), (n, k)), (m, k)))
+        if tracked and weight.requires_grad:
+            backward.append((aten.mm, ((n, m), (m, k)), (n, k)))
+
+    rows = [batch if sizes is None else int(sizes[t]) for t in range(steps)]
+    if sizes is not None or x.is_contiguous():
+        linear(aten.addmm if biased else aten.mm, (sum(rows), x.shape[2]), w_ih, x.requires_grad)
+    elif mixed_kernel(x, w_ih.mT, vector=False) == "mm":
+        linear(aten.mm, (steps * batch, x.shape[2]), w_ih, x.requires_grad)
+    else:  # (weights that require no grad, a batch-first input: matmul's bmm of the expanded weight)
+        forward.append((aten.bmm, ((steps, batch, x.shape[2]), (steps, x.shape[2], w_ih.shape[0])), None))
+        if tracked and x.requires_grad:
+            backward.append((aten.bmm, ((steps, batch, w_ih.shape[0]), (steps, w_ih.shape[0], x.shape[2])), None))
+    order = range(steps - 1, -1, -1) if reverse else range(steps)
+    for i, t in enumerate(order):
+        linear(aten.addmm if biased else aten.mm, (rows[t], w_hh.shape[1]), w_hh,
+               call.inputs[5].requires_grad if i == 0 else True)
+        if projection is not None:
+            linear(aten.mm, (rows[t], projection.shape[1]), projection, True)
+    return forward, backward
 
 
 _ATEN_CALLS = {MatMul: _matmul_call, Einsum: _einsum_call, Conv2d: _convolution_call,
@@ -370,10 +435,26 @@ class FlopCounterMode:
     def _count(self, call):
         if threading.get_ident() != self._thread:
             return
-        said = _aten_call(call)
-        if said is None or said[0] not in self.flop_registry:
+        if call.op.__name__ in ("RNNLayer", "GRULayer", "LSTMLayer"):  # (nn's ops: the library does not import nn)
+            forward, backward = _recurrent_calls(call)
+            self._add(forward)
+            if backward and call.output.grad_fn is not None:  # counted when the layer's backward runs, if inside
+                call.output.grad_fn.register_prehook(lambda grads: self._add_in_backward(backward))
             return
-        operator, args, output = said
-        flops = self.flop_registry[operator](*args, out_val=output)
-        for name in set(self.mod_tracker.parents):
-            self.flop_counts[name][operator] += flops
+        said = _aten_call(call)
+        if said is not None:
+            self._add([said])
+
+    def _add(self, calls):
+        """Count each (operator, arguments, output) under the modules running now."""
+        for operator, args, output in calls:
+            if operator in self.flop_registry:
+                flops = self.flop_registry[operator](*args, out_val=output)
+                for name in set(self.mod_tracker.parents):
+                    self.flop_counts[name][operator] += flops
+
+    def _add_in_backward(self, calls):
+        """A fused layer's backward products, while this counter counts (a backward of create_graph=True runs the
+        layer's Tensor ops instead, which are counted as they run)."""
+        if self._observing is not None and threading.get_ident() == self._thread and not is_grad_enabled():
+            self._add(calls)

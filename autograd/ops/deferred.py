@@ -1,0 +1,156 @@
+"""The op modules ``import autograd`` leaves out, and the names each declares (``names`` and ``return_type``
+where its ops are defined): linear algebra's factorizations, the gamma family, sorting, the contractions
+(``mm``, ``einsum``), the samplers (``bernoulli``, ``uniform_``), cumulative ops, splitting, diagonals,
+masking, statistics, DLPack, hashing, fake quantization, the STFT and the fused ``add*`` products. A training
+loop of an MLP needs few of them, and importing them all was about a quarter of ``import autograd``'s own cost.
+
+Each name works before its module is loaded: ``x.svd()`` and ``autograd.Tensor.svd`` (a stand-in method of
+Tensor's, ops/__init__.py), ``autograd.svd`` (autograd's ``__getattr__``) and ``autograd.return_types.svd``
+(return_types' ``__getattr__``) import the module the first time one is asked for, and it binds all of its
+names as an eager module's are bound. ``dir()`` lists them from the start. tests/test_lazy_imports.py checks that
+this table lists what each module declares, no more and no less: a name added to one of these modules goes here
+too.
+"""
+
+MODULES = {  # module of autograd.ops: {kind: its names, space-separated}
+    "fourier": {}, "zeta": {}, "pooling": {}, "convolution": {}, "tie_orders": {},  # (no names: helpers)
+    "lu": {
+        "methods": "lu lu_solve",
+        "functions": "lu lu_solve lu_unpack",
+        "return_types": ("_lu_with_info _lu_with_info_out linalg_lu linalg_lu_factor linalg_lu_factor_ex "
+                         "linalg_lu_factor_ex_out linalg_lu_factor_out linalg_lu_out lu_unpack lu_unpack_out"),
+    },
+    "decompositions": {
+        "methods": "cholesky cholesky_inverse cholesky_solve matrix_power qr",
+        "functions": "cholesky cholesky_inverse cholesky_solve lobpcg matrix_power qr",
+        "return_types": "linalg_eigh linalg_eigh_out linalg_qr linalg_qr_out qr qr_out",
+    },
+    "svd": {
+        "methods": "pinverse svd",
+        "functions": "pinverse svd",
+        "return_types": "linalg_lstsq linalg_lstsq_out linalg_svd linalg_svd_out svd svd_out",
+    },
+    "inverses": {
+        "methods": "det inverse logdet slogdet",
+        "functions": "det inverse logdet slogdet",
+        "return_types": "linalg_slogdet linalg_slogdet_out slogdet slogdet_out",
+    },
+    "householder": {
+        "methods": "geqrf orgqr ormqr",
+        "functions": "geqrf orgqr ormqr",
+        "return_types": "geqrf geqrf_out",
+    },
+    "triangular": {
+        "methods": "triangular_solve",
+        "functions": "triangular_solve",
+        "return_types": "triangular_solve triangular_solve_out",
+    },
+    "matrix_exp": {
+        "methods": "matrix_exp",
+        "functions": "matrix_exp",
+    },
+    "bessel": {
+        "methods": "i0",
+        "inplace": "i0_",
+        "functions": "i0",
+    },
+    "incomplete_gamma": {
+        "methods": "igamma igammac",
+        "inplace": "igamma_ igammac_",
+        "functions": "igamma igammac",
+    },
+    "gamma": {
+        "methods": "digamma lgamma mvlgamma polygamma",
+        "inplace": "digamma_ lgamma_ mvlgamma_ polygamma_",
+        "functions": "digamma lgamma mvlgamma polygamma",
+    },
+    "standard_gamma": {
+        "methods": "_standard_gamma _standard_gamma_grad",
+        "functions": "_standard_gamma _standard_gamma_grad",
+    },
+    "dirichlet_draw": {
+        "methods": "_dirichlet_grad",
+        "functions": "_dirichlet_grad _sample_dirichlet",
+    },
+    "dlpack": {
+        "methods": "__dlpack__ __dlpack_device__",
+        "functions": "from_dlpack to_dlpack",
+    },
+    "hashing": {
+        "methods": "hash_tensor",
+        "functions": "hash_tensor",
+    },
+    "quantization": {
+        "functions": ("_fake_quantize_learnable_per_channel_affine _fake_quantize_learnable_per_tensor_affine "
+                      "fake_quantize_per_channel_affine fake_quantize_per_tensor_affine"),
+    },
+    "short_time_fourier": {
+        "methods": "istft stft",
+        "functions": "istft stft",
+    },
+    "scaled_products": {
+        "methods": "addbmm addmm addmv addr baddbmm",
+        "inplace": "addbmm_ addmm_ addmv_ addr_ baddbmm_",
+        "functions": "addbmm addmm addmv addr baddbmm",
+    },
+    "cumulative": {
+        "methods": "cummax cummin cumprod cumsum diff logcumsumexp prod",
+        "inplace": "cumprod_ cumsum_",
+        "functions": "cummax cummin cumprod cumsum diff logcumsumexp prod",
+        "return_types": "cummax cummax_out cummin cummin_out",
+    },
+    "splitting": {
+        "methods": ("chunk dsplit hsplit narrow select split split_with_sizes tensor_split unbind unsafe_chunk "
+                    "unsafe_split unsafe_split_with_sizes vsplit"),
+        "functions": ("atleast_1d atleast_2d atleast_3d chunk column_stack concat concatenate dsplit dstack hsplit "
+                      "hstack narrow row_stack select split split_with_sizes tensor_split unbind unsafe_chunk "
+                      "unsafe_split unsafe_split_with_sizes vsplit vstack"),
+    },
+    "diagonals": {
+        "methods": "diag diag_embed diagflat diagonal fill_diagonal_ trace tril triu",
+        "inplace": "tril_ triu_",
+        "functions": "diag diag_embed diagflat diagonal tril triu",
+    },
+    "statistics": {
+        "methods": "corrcoef cov nanquantile quantile",
+        "functions": "corrcoef cov nanquantile quantile std_mean var_mean",
+    },
+    "regions": {
+        "methods": "diagonal_scatter narrow_copy select_scatter slice_scatter",
+        "functions": "diagonal_scatter narrow_copy select_scatter slice_scatter",
+    },
+    "masking": {
+        "methods": "argwhere index_fill masked_fill masked_scatter masked_select nonzero nonzero_static sparse_mask",
+        "inplace": "index_fill_ masked_fill_ masked_scatter_",
+        "functions": "argwhere index_fill masked_fill masked_scatter masked_select nonzero nonzero_static",
+    },
+    "reshaping_in_place": {
+        "methods": ("as_strided_ resize resize_ resize_as resize_as_ set_ squeeze_ swapaxes_ swapdims_ t_ transpose_ "
+                    "unsqueeze_"),
+    },
+    "sorting": {
+        "methods": "argsort kthvalue median mode msort nanmedian sort topk unique unique_consecutive",
+        "functions": ("argsort bucketize kthvalue median mode msort nanmedian searchsorted sort topk unique "
+                      "unique_consecutive"),
+        "return_types": ("kthvalue kthvalue_out median median_out mode mode_out nanmedian nanmedian_out sort sort_out "
+                         "topk topk_out"),
+    },
+    "contractions": {
+        "methods": "bmm cross dot ger inner kron mm mv outer vdot",
+        "functions": "bmm cross dot einsum ger inner kron mm mv outer spmm tensordot vdot",
+    },
+    "sampling": {
+        "methods": "bernoulli multinomial",
+        "inplace": "bernoulli_ cauchy_ exponential_ geometric_ log_normal_ normal_ random_ uniform_",
+        "functions": "bernoulli binomial multinomial normal poisson",
+    },
+}
+
+
+def _by_name(kind):
+    """{name: the module that declares it} for one kind of name ("methods", "inplace", ...)."""
+    return {name: module for module, kinds in MODULES.items() for name in kinds.get(kind, "").split()}
+
+
+METHODS, INPLACE, FUNCTIONS, RETURN_TYPES = (_by_name(kind) for kind in ("methods", "inplace", "functions",
+                                                                         "return_types"))
