@@ -4,7 +4,7 @@ from .backend import int64 as autograd_int64
 from .ops.checked import cholesky_ex, inv_ex, solve_ex
 from .ops.condition import cond
 from .ops.contractions import linalg_cross as cross
-from .ops.conversion import require_same_dtype
+from .ops.conversion import require_same_dtype, type_name
 from .ops.decompositions import cholesky, eigh, eigvalsh, matrix_power, qr
 from .ops.diagonals import diagonal as _diagonal
 from .ops.eig import eig, eigvals
@@ -45,12 +45,18 @@ def vander(x, *, N=None):
     N = x.shape[-1] if N is None else N
     if N <= 1:
         raise RuntimeError("N must be greater than 1.")
-    return running_powers(x.to(autograd_int64) if x.dtype.kind in "biu" else x, N)
+    if x.dtype.kind == "b" or x.dtype.kind == "f" and x.dtype.itemsize == 2:  # (torch.vander takes both)
+        raise RuntimeError(f"linalg.vander supports floating point, complex, and integer tensors, but got "
+                           f"{type_name(x.dtype)}")
+    return running_powers(x.to(autograd_int64) if x.dtype.kind in "iu" else x, N)
 
 
 def vecdot(x, y, *, dim=-1, out=None):
     """Σ_i conj(x_i) y_i along dim (the two broadcast): the inner product, x conjugated where complex."""
     require_same_dtype(x, y, ("x", "y"), "linalg.vecdot")  # (PyTorch promotes neither)
+    if x.dtype.kind in "biu":
+        raise RuntimeError(f"linalg.vecdot: Expected a floating point or complex tensor as input. Got "
+                           f"{type_name(x.dtype)}")
     result = (x.conj() * y).sum(dim)
     return write_out(result, out, dtype=result.dtype)  # (PyTorch casts into no other dtype)
 

@@ -30,8 +30,10 @@ def arange(start, end=None, step=1, *, out=None, dtype=None, layout=None, device
     if dtype is None and all(isinstance(v, int) for v in (start, end, step)):
         dtype = backend.int64
     dtype = xp.dtype(_float(dtype))
-    if dtype.kind == "b":
-        raise NotImplementedError("\"arange_cpu\" not implemented for 'Bool'")
+    if dtype.kind in "bc":  # (PyTorch's kernel has no bool or complex loop: linspace's has)
+        from .ops.conversion import type_name  # (the ops import this module: imported when needed)
+
+        raise NotImplementedError(f"\"arange_cpu\" not implemented for '{type_name(dtype)}'")
     if not all(math.isfinite(v) for v in (start, end)):
         raise RuntimeError(f"unsupported range: {start} -> {end}")
     if step == 0:

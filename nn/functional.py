@@ -57,6 +57,7 @@ from autograd.ops.pixel_shuffle import (  # noqa: F401  (F.pixel_shuffle, ...)
     pixel_shuffle,
     pixel_unshuffle,
 )
+from autograd.ops.pooling_layers import refuse_narrow_kinds
 from autograd.primitive import named_node
 from autograd.random import generator
 from autograd.sparse_layout import is_sparse
@@ -299,8 +300,9 @@ def log_softmax(input, dim=None, _stacklevel=3, dtype=None):
 
 
 def softmin(input, dim=None, _stacklevel=3, dtype=None):
-    """softmax(-x) along dim."""
-    return (-_as_dtype(input, dtype)).softmax(_softmax_dim("softmin", input.ndim, dim))
+    """softmax(-x) along dim. x is negated before the cast to ``dtype``, as PyTorch's: in uint8 -x wraps
+    around (-3 is 253, -0 is 0), and a bool x is refused."""
+    return _as_dtype(-input, dtype).softmax(_softmax_dim("softmin", input.ndim, dim))
 
 
 def gumbel_softmax(logits, tau=1.0, hard=False, eps=1e-10, dim=-1):
@@ -439,6 +441,8 @@ def local_response_norm(input, size, alpha=1e-4, beta=0.75, k=1.0):
         raise ValueError(f"Expected 3D or higher dimensionality input (got {input.ndim} dimensions)")
     if size <= 0:  # (a window of no channels: PyTorch's RuntimeError, not a division by zero)
         raise RuntimeError(f"kernel size should be greater than zero, but got size: {size}")
+    # (PyTorch sums the window by average pooling: its kernels' dtypes, int64 the only integer one)
+    refuse_narrow_kinds(input, "avg_pool2d" if input.ndim == 3 else "avg_pool3d_out_frame")
     if input._data.size == 0:
         return input
     from .padding import pad  # nn.padding is built after this module

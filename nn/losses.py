@@ -19,7 +19,7 @@ from autograd import Primitive, Tensor
 from autograd.backend import ufunc_at, xp
 from autograd.errors import ShapeError
 from autograd.graph import program_stacklevel
-from autograd.ops.conversion import require_scalar_type, type_name
+from autograd.ops.conversion import c_name, refuse_kinds, require_scalar_type, type_name
 from autograd.ops.losses import (  # noqa: F401  (F.binary_cross_entropy_with_logits, ... as before)
     FLOAT_EPSILON,
     binary_cross_entropy_with_logits,
@@ -172,6 +172,7 @@ def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=N
     Prefer binary_cross_entropy_with_logits on raw scores: it is stabler."""
     reduction = checked_reduction(size_average, reduce, reduction)
     target = _same_shape("binary_cross_entropy", input, target)
+    refuse_kinds(input, "binary_cross_entropy", "biuc")  # (PyTorch's kernel: floating loops only)
     if target.dtype != input.dtype:  # PyTorch does not cast it (an integer or float64 target is refused)
         raise RuntimeError(f"Found dtype {type_name(target.dtype)} but expected {type_name(input.dtype)}")
     # PyTorch's kernel checks 0 <= x <= 1 for both, which a NaN fails too (as a probability it is no answer)
@@ -200,8 +201,11 @@ def hinge_embedding_loss(input, target, margin=1.0, size_average=None, reduce=No
     return hinge_embedding(input, target, margin, checked_reduction(size_average, reduce, reduction))
 
 
-def _check_margin_scores(input):
-    """The margin losses' scores: a vector or a batch of them, with classes (PyTorch's check, its words)."""
+def _check_margin_scores(input, kernel):
+    """The margin losses' scores: a vector or a batch of them, with classes (PyTorch's check, its words), of
+    float32 or float64 (its kernel's only loops)."""
+    if input.dtype.kind != "f" or input.dtype.itemsize == 2:
+        raise NotImplementedError(f"\"{kernel}\" not implemented for '{type_name(input.dtype)}'")
     if input.ndim > 2 or input.shape[-1:] == (0,):
         raise RuntimeError(f"Expected non-empty vector or matrix with optional 0-dim batch size, but got: "
                            f"{list(input.shape)}")
@@ -225,7 +229,7 @@ def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, size_average=
         raise ValueError("weight must be one-dimensional")
     if weight is not None:
         require_scalar_type((input, weight))  # (PyTorch's kernel takes the weight in the input's dtype only)
-    _check_margin_scores(input)
+    _check_margin_scores(input, "multi_margin_loss_cpu_kernel")
     target = target if isinstance(target, Tensor) else tensor_from(target)
     scores = input if input.ndim == 2 else input.reshape(1, -1)
     if target.ndim > 1 or target.numel() != scores.shape[0]:  # (PyTorch's check: one label per row)
@@ -345,8 +349,11 @@ def gaussian_nll_loss(input, target, var, full=False, eps=1e-6, reduction="mean"
                              f"{tuple(input.shape)}")
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(reduction + " is not valid")
+    refuse_kinds(var, "lt_cpu", "c")  # (PyTorch's check var < 0: complex numbers have no order)
     if (var._data < 0).any():
         raise ValueError("var has negative entry/entries")
+    if var.dtype.kind in "biu":  # (PyTorch clamps var to eps in place: a float eps into an integer var)
+        raise RuntimeError(f"result type Float can't be cast to the desired output type {c_name(var.dtype)}")
     var = F.clamped_below_in_value(var, eps)
     difference = input - target
     loss = (var.log() + difference * difference / var) * 0.5
@@ -387,7 +394,7 @@ def multilabel_margin_loss(input, target, size_average=None, reduce=None, reduct
     above every non-target class i:   ℓ_n = Σ_j Σ_{i ∉ targets} max(0, 1 - (x_j - x_i)) / C.
     ``target`` holds class indices, the list ending at the first -1 (the rest is ignored)."""
     reduction = checked_reduction(size_average, reduce, reduction)
-    _check_margin_scores(input)
+    _check_margin_scores(input, "multilabel_margin_loss_forward_out_frame")
     target = target if isinstance(target, Tensor) else tensor_from(target)
     if target.dtype != xp.int64:  # (class indices: int64 only, as PyTorch's kernel)
         raise RuntimeError(f"expected scalar type Long but found {type_name(target.dtype)}")

@@ -96,7 +96,7 @@ def compare_outputs(ours, theirs, where, tolerance=tolerance):
                 ok = np.array_equal(got, want)
             if not ok:
                 problems.append(f"{where} out[{i}]: values differ, max |diff| "
-                                f"{np.nanmax(np.abs(got.astype(float) - want.astype(float)), initial=0)}")
+                                f"{np.nanmax(np.abs(_difference(got, want)), initial=0)}")
         elif isinstance(b, numbers.Number) and not isinstance(b, bool):
             a = a.item() if isinstance(a, autograd.Tensor) else a
             if not isinstance(a, numbers.Number) or not (a == b or math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-8)
@@ -105,3 +105,10 @@ def compare_outputs(ours, theirs, where, tolerance=tolerance):
         elif a != b and not (isinstance(b, torch.dtype) and a == convert(b, {})):
             problems.append(f"{where} out[{i}]: {a!r}, PyTorch {b!r}")
     return problems
+
+
+def _difference(got, want):
+    """got - want, complex parts kept (a float cast drops the imaginary parts: a complex mismatch read 0.0)."""
+    if np.issubdtype(want.dtype, np.inexact):
+        return got.astype(want.dtype) - want
+    return got.astype(float) - want.astype(float)

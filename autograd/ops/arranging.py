@@ -368,6 +368,7 @@ def unravel_index(indices, shape):
     flat = indices._data if isinstance(indices, Tensor) else xp.asarray(indices)
     if flat.dtype.kind not in "iu":
         raise TypeError(f"expected 'indices' to be integer dtype, but got {type_name(flat.dtype)}")
+    flat = flat.astype(int64)  # (PyTorch's arithmetic is int64's: int32 indices into 2**32 elements)
     if isinstance(shape, Tensor) or not isinstance(shape, (int, Sequence)):
         raise TypeError(f"expected 'shape' to be int or sequence of ints, but got {type(shape)}")
     dims = (shape,) if isinstance(shape, int) else tuple(shape)

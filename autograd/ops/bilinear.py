@@ -24,5 +24,6 @@ def bilinear(input1, input2, weight, bias=None):
     x2 = input2.reshape(-1, input2.shape[-1])
     # (out, n, in2): x1 A_k for every k, then the dot product with x2 of each row
     left = x1.unsqueeze(0) @ weight
-    y = (left * x2.unsqueeze(0)).sum(-1).T.reshape(*batch, weight.shape[0])
+    # (summed in the inputs' dtype: sum's promotion of integers to int64 is not bilinear's)
+    y = (left * x2.unsqueeze(0)).sum(-1, dtype=left.dtype).T.reshape(*batch, weight.shape[0])
     return y if bias is None else y + bias  # (the bias added last, as PyTorch's: its node AddBackward0)

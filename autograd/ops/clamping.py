@@ -18,6 +18,7 @@ from ..tensor import Tensor
 from ..write_door import _refuse_overflow
 from .broadcasting import unbroadcast
 from .conjugation import refuse_unordered
+from .conversion import refuse_kinds
 from .elementwise import Cast, promote, selected_share, where
 from .names import names
 from .outputs import write_out
@@ -130,6 +131,8 @@ class ClampByTensors(Primitive):
 def _clamp_by_tensors(x, min, max, inclusive=False):
     """clamp(x, min, max) with a tensor bound: x and the bounds in their common dtype (a number bound beside a
     tensor one as a tensor of it)."""
+    if min is not None and max is not None:  # (PyTorch's kernel for both tensor bounds has no bool loop; its
+        refuse_kinds(x, "clamp_cpu", "b")  # kernels for one bound, and for numbers, have)
     for bound in (min, max):
         if bound is not None:
             x, _ = promote(x, bound)

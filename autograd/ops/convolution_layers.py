@@ -21,6 +21,7 @@ Every step is a differentiable op, so gradients (of every order) are theirs.
 
 import functools
 
+from ..backend import int64
 from ..errors import check_same_dtype
 from ..primitive import named_node, node_named
 from ..tensor import Tensor
@@ -78,7 +79,8 @@ def _check_conv(input, weight, groups, in_channels, name, transposed=False, bias
                      bias=bias)
     # PyTorch's kernels have no bool loop (NumPy would multiply-add bools); its 1-d convolutions are its 2-d ones
     kernel = f"slow_conv_transpose{input.ndim - 2}d_out_cpu" if transposed else f"slow_conv{input.ndim - 2}d_cpu"
-    refuse_kinds(input, kernel, "b")
+    # (and its transposed kernels' only integer loop is int64's)
+    refuse_kinds(input, kernel, "b" if not transposed or input.dtype == int64 else "biu")
     if groups <= 0:
         raise RuntimeError(f"{name}: non-positive groups is not supported, got groups={groups}")
     if weight.shape[0] < groups:  # (no filter at all: PyTorch's words before NumPy's reshape could fail)

@@ -11,6 +11,7 @@ from ..backend import int64, xp
 from ..graph import program_stacklevel
 from ..tensor import Tensor
 from . import joins, shape
+from .conversion import refuse_kinds
 from .names import names
 from .promotion import common_dtype
 
@@ -90,13 +91,21 @@ def _triangle_indices(row, col, offset, lower):
     return Tensor._make(xp.stack([rows, columns]).astype(int64))
 
 
+def _refuse_index_dtype(dtype, kernel):
+    """PyTorch's triangle indices are made by its index kernels: int32 and int64 only."""
+    if xp.dtype(dtype) not in (xp.int32, int64):
+        refuse_kinds(xp.empty(0, dtype), kernel, "biufc")
+
+
 @names("triu_indices", method=False)
 def triu_indices(row, col, offset=0, *, dtype=int64, device=None, layout=None):
     """The (2, N) coordinates of the upper triangle (on and above the offset-th diagonal), row by row."""
+    _refuse_index_dtype(dtype, "triu_indices")
     return _triangle_indices(row, col, offset, lower=False).to(dtype=dtype, device=device)
 
 
 @names("tril_indices", method=False)
 def tril_indices(row, col, offset=0, *, dtype=int64, device=None, layout=None):
     """The (2, N) coordinates of the lower triangle (on and below the offset-th diagonal), row by row."""
+    _refuse_index_dtype(dtype, "tril_indices")
     return _triangle_indices(row, col, offset, lower=True).to(dtype=dtype, device=device)

@@ -19,13 +19,13 @@ from ..tensor import Tensor
 from ..warn_once import warn_once
 from . import elementwise, shape
 from .axes import dim_index
+from .conversion import refuse_kinds
 from .index_errors import index_error_in_pytorch_words, index_tensor_dim
 from .indexing import (
     _INT32_OR_64,
     _accumulated,
     _check_bounds,
     _index_array,
-    _refuse_unordered,
     _same_dtype,
     _scatter_reduce,
 )
@@ -61,13 +61,15 @@ class IndexAddAlong(Primitive):
 
     def forward(self, x, src):
         y = x if self.fresh else x.copy()
+        # (PyTorch casts alpha to an integer source's dtype, wrapping around: -1 scales uint8 by 255)
+        alpha = xp.asarray(self.alpha).astype(src.dtype) if src.dtype.kind in "iu" else self.alpha
         if x.ndim == 0:
-            y[()] += self.alpha * src.sum()
+            y[()] += (alpha * src.sum()).astype(y.dtype)
             return y
         position = (slice(None),) * self.dim + (self.index,)
         # (PyTorch's index_add of slices by alpha 1 accumulates float16 in float32; of a vector, or with another
         # alpha, it rounds each step)
-        return _accumulated("add", y, position, src if self.alpha == 1 else self.alpha * src,
+        return _accumulated("add", y, position, src if self.alpha == 1 else alpha * src,
                             widen=x.ndim > 1 and self.alpha == 1)
 
     def backward(self, grad, y, x, src):
@@ -141,7 +143,7 @@ def index_reduce(input, dim, index, source, reduce, *, include_self=True, out=No
     is scatter_reduce with index[j] spread over the whole slice j (same values, same gradients)."""
     if reduce not in ("prod", "mean", "amax", "amin"):
         raise RuntimeError(f"index_reduce(): Expected reduce to be one of prod, mean, amax or amin but got {reduce}.")
-    _refuse_unordered(input, reduce, "index_func_")
+    refuse_kinds(input, "index_func_", "bc")  # (PyTorch's kernel has no bool or complex loop, for any reduce)
     axis, index = _vector_index(input, dim, index, "index_reduce",
                                 "index_reduce_(): Expected dtype int32/int64 for index but got: {}")
     _same_dtype(input, source, "index_reduce_(): self ({}) and source ({}) must have the same scalar type")

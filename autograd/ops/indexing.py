@@ -427,8 +427,8 @@ def _refuse_non_tensor(src, op):
 
 def _refuse_unordered(input, reduce, kernel):
     """amax/amin of complex numbers, which have no order (NumPy's maximum would compare them
-    lexicographically): refused in PyTorch's words, naming its ``kernel``."""
-    if reduce in ("amax", "amin") and input.dtype.kind == "c":
+    lexicographically), and the mean of bools: refused in PyTorch's words, naming its ``kernel``."""
+    if reduce in ("amax", "amin") and input.dtype.kind == "c" or reduce == "mean" and input.dtype.kind == "b":
         raise NotImplementedError(f'"{kernel}" not implemented for \'{type_name(input.dtype)}\'')
 
 

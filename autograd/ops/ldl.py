@@ -117,6 +117,8 @@ def ldl_factor_ex(input, *, hermitian=False, check_errors=False, out=None):
     _square(A, "ldl_factor_ex")
     if A.dtype.kind not in "fc":
         raise RuntimeError(f"{op}: Expected a floating point or complex tensor as input, got {A.dtype}")
+    if A.dtype == xp.float16:  # (LAPACK's sytrf has no half precision)
+        raise NotImplementedError("\"ldl_factor_kernel_cpu\" not implemented for 'Half'")
     _refuse_grad(A, op)
     n = A.shape[-1]
     batch = tuple(A.shape[:-2])

@@ -17,7 +17,7 @@ from ..graph import program_stacklevel
 from ..primitive import named_node
 from ..size import Size
 from ..tensor import Tensor, tensor_from
-from .conversion import type_name
+from .conversion import refuse_kinds, type_name
 from .distances import pairwise_distance
 from .elementwise import where
 from .names import names
@@ -116,6 +116,7 @@ def binary_cross_entropy_with_logits(input, target, weight=None, size_average=No
     if target.dtype.kind in "iu":
         raise RuntimeError(f"result type {type_name(input.dtype)} can't be cast to the desired output type "
                            f"{type_name(target.dtype)}")
+    refuse_kinds(input, "log_sigmoid_cpu", "c")  # (-log σ(x): PyTorch's kernel has real loops only)
     # (1 - y)·x is computed in the wider of the two dtypes, as PyTorch's in-place mul_ computes it: float64
     # targets beside float32 logits stay float64 (narrowing them to the input's dtype rounded the targets)
     loss_dtype = target.dtype

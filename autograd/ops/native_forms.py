@@ -20,6 +20,7 @@ from ..backend import xp
 from ..errors import check_same_dtype
 from ..graph import no_grad
 from ..tensor import tensor_from
+from .conversion import refuse_kinds
 from .dropout import check_dropout_probability
 from .names import names
 from .normalization import batch_norm, channel_shape, normalize, refuse_empty_normalized_shape, scale_and_shift
@@ -35,6 +36,7 @@ def native_layer_norm(input, normalized_shape, weight, bias, eps):
     """y = γ (x - mean) · rstd + β over the last len(normalized_shape) dims, with that mean and rstd."""
     normalized_shape = tuple(int(s) for s in normalized_shape)
     refuse_empty_normalized_shape(normalized_shape)
+    refuse_kinds(input, "LayerNormKernelImpl", "c")  # (PyTorch's kernel has real loops only: layer_norm's has more)
     if input.shape[input.ndim - len(normalized_shape):] != normalized_shape:
         shown = ", ".join(map(str, normalized_shape))
         raise RuntimeError(f"Given normalized_shape=[{shown}], expected input with shape [*, {shown}], but got "
@@ -66,6 +68,7 @@ def native_batch_norm(input, weight, bias, running_mean, running_var, training, 
 @names("native_group_norm", method=False)
 def native_group_norm(input, weight, bias, N, C, HxW, group, eps):
     """``group_norm`` of input read as (N, C, HxW), with the mean and rstd of each (sample, group)."""
+    refuse_kinds(input, "GroupNormKernelImpl", "c")  # (PyTorch's kernel has real loops only)
     if input._data.size != N * C * HxW or input.ndim < 2 or input.shape[:2] != (N, C):
         raise RuntimeError(f"native_group_norm: expected an input of N={N} samples of C={C} channels of HxW={HxW} "
                            f"elements, got input of size {list(input.shape)}")

@@ -66,7 +66,8 @@ def hypot(input, other, *, out=None):
 class LogAddExp(Primitive):
     """z = ln(e^x + e^y) without overflow;   dL/dx = dL/dz · e^(x - z) = dL/dz · σ(x - y),
     dL/dy = dL/dz · σ(y - x)  (from x and y only: z may be changed in place later, as PyTorch allows;
-    complex: · conj σ, z holomorphic; computed shifted by the larger real part, NumPy having no complex ufunc)"""
+    complex: · conj σ, z holomorphic; computed as PyTorch's, m + ln(1 + e^(n - m)) for m the operand of the larger
+    real part and n the other, so z's imaginary part is m's plus a phase: not reduced to (-π, π])"""
 
     pytorch_name = "LogaddexpBackward0"  # (PyTorch's node for it)
     handles_complex = True
@@ -74,10 +75,13 @@ class LogAddExp(Primitive):
     def forward(self, x, y):
         if x.dtype.kind != "c":
             return xp.logaddexp(x, y)
-        shift = xp.maximum(x.real, y.real)
-        shift = xp.where(xp.isfinite(shift), shift, 0)
-        with errstate(divide="ignore"):
-            return xp.log(xp.exp(x - shift) + xp.exp(y - shift)) + shift
+        x_larger = x.real >= y.real
+        larger, smaller = xp.where(x_larger, x, y), xp.where(x_larger, y, x)
+        with errstate(divide="ignore", invalid="ignore", over="ignore"):
+            shifted = xp.log1p(xp.exp(smaller - larger)) + larger
+            # (two infinite real parts of one sign: PyTorch's ln(e^x + e^y) for +∞, the smaller operand for -∞)
+            same_infinity = xp.isinf(smaller.real) & (smaller.real == larger.real)
+            return xp.where(same_infinity, xp.where(larger.real > 0, xp.log(xp.exp(x) + xp.exp(y)), smaller), shifted)
 
     def backward(self, grad, z, x, y):
         if grad._data.dtype.kind == "c":

@@ -167,7 +167,7 @@ def _avg_pool(input, kernel_size, stride, padding, ceil_mode, count_include_pad,
         counts = [_window_counts(input.shape[2 + a], out[a], kernel[a], stride[a], padding[a]) for a in (0, 1)]
         which = 0 if count_include_pad else 1
         divisor = (counts[0][which][:, None] * counts[1][which][None, :]).astype(float)
-    _refuse_narrow_kinds(input, "avg_pool2d")
+    refuse_narrow_kinds(input, "avg_pool2d")
     if input.dtype.kind in "iu":  # integers: the window's sum divided as integers, rounding towards 0 (PyTorch)
         total = pooling.AvgPool2d.apply(input, kernel_size=kernel, stride=stride, padding=padding, out=out,
                                         scale=xp.ones(out))._data
@@ -180,7 +180,7 @@ def _avg_pool(input, kernel_size, stride, padding, ceil_mode, count_include_pad,
                                         scale=scale))
 
 
-def _refuse_narrow_kinds(input, kernel):
+def refuse_narrow_kinds(input, kernel):
     """PyTorch's average pooling kernels have int64 among the integers: bools and the narrower integers (uint8,
     int8, int16, int32 images) are its NotImplementedError (NumPy would average them), and so are complex numbers."""
     refuse_kinds(input, kernel, "c" if input.dtype == xp.int64 else "biuc")
@@ -425,7 +425,9 @@ def avg_pool3d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
     if divisor_override is not None and divisor_override == 0:
         raise RuntimeError("avg_pool3d: divisor must be not zero")
     input, unbatched = _batched(input, 3, name)
-    _refuse_narrow_kinds(input, "avg_pool3d_out_frame")
+    refuse_narrow_kinds(input, "avg_pool3d_out_frame")
+    if input.dtype == xp.float16:  # (its 3-d kernel has no Half loop; its 2-d one has)
+        refuse_kinds(input, "avg_pool3d_out_frame", "f")
     if input.dtype.kind in "iu":  # integers: the sums (exact in float64), divided once as integers
         total = avg_pool3d(input.double(), kernel, stride, padding, ceil_mode, count_include_pad, 1)._data
         if divisor_override is None:

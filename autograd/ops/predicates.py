@@ -383,10 +383,8 @@ def histogramdd(input, bins, range=None, weight=None, density=False):
     dtype. ``bins``: a count, one count per dim, or one tensor of edges per dim; ``range``:
     [min_0, max_0, min_1, max_1, ...] (the data's own span by default)."""
     data = _data(input)
-    if data.dtype.kind != "f":
-        from .conversion import _TYPE_NAMES
-
-        raise NotImplementedError(f"\"histogramdd\" not implemented for '{_TYPE_NAMES.get(data.dtype.name)}'")
+    if data.dtype.kind != "f" or data.dtype == xp.float16:  # (as histogram's: float32 and float64 loops only)
+        raise NotImplementedError(f"\"histogramdd\" not implemented for '{type_name(data.dtype)}'")
     if data.ndim < 2:
         raise RuntimeError("torch.histogramdd: input tensor should have at least 2 dimensions")
     n = data.shape[-1]

@@ -14,7 +14,7 @@ from ..tensor import Tensor
 from . import shape
 from .arithmetic import number_argument
 from .contractions import Einsum, _check_batches, _check_matrices, mv, outer, write_product
-from .conversion import c_name, type_name
+from .conversion import c_name, refuse_kinds, type_name
 from .linalg import product
 from .names import names
 from .outputs import write_out
@@ -140,6 +140,7 @@ def addbmm(input, batch1, batch2, *scales_first, beta=1, alpha=1, out=None):
     _check_batches(batch1, batch2)
     _require_input_dtype(input, (batch2,), lambda a, b: f"self and mat2 must have the same dtype, but got "
                                                         f"{type_name(a)} and {type_name(b)}")
+    refuse_kinds(batch1, "addmm_impl_cpu_", "b")  # (a sum of matrix products: PyTorch has no bool kernel)
     product = Einsum.apply(batch1, batch2, terms=("bij", "bjk"), output="ik", kernel="addbmm")
     return write_product(_scaled_sum(_input(input, batch1), product, beta, alpha, op="addbmm"), out)
 
