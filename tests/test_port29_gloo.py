@@ -265,3 +265,30 @@ def test_a_rank_that_dies_or_is_late_raises_on_the_others(tmp_path, fault):
 def test_store_of_several_processes_is_refused():
     with pytest.raises(NotImplementedError, match="store="):
         dist.init_process_group("gloo", store=object(), rank=0, world_size=2)
+
+
+# -- SyncBatchNorm: the statistics of every rank's batch ----------------------------------------------------
+
+
+def _sync_batchnorm(rank, world_size, port, out):
+    _init(rank, world_size, port)
+    norm = nn.SyncBatchNorm(3)
+    x = autograd.tensor(_rank_batch(rank)[0][:4, :6].reshape(4, 3, 2), requires_grad=True)
+    y = norm(x)
+    (y * y.detach() ** 2).sum().backward()
+    numpy.savez(f"{out}/rank{rank}.npz", y=y.detach().numpy(), grad=x.grad.numpy(), mean=norm.running_mean.numpy())
+    dist.destroy_process_group()
+
+
+def test_sync_batchnorm_over_two_processes_is_batchnorm_of_their_whole_batch(tmp_path):
+    _spawn(_sync_batchnorm, (2, _free_port(), str(tmp_path)), 2)
+    x = autograd.tensor(numpy.concatenate([_rank_batch(r)[0][:4, :6].reshape(4, 3, 2) for r in range(2)]),
+                        requires_grad=True)
+    norm = nn.BatchNorm1d(3)
+    y = norm(x)
+    (y * y.detach() ** 2).sum().backward()
+    for rank in range(2):
+        saved = numpy.load(tmp_path / f"rank{rank}.npz")
+        numpy.testing.assert_allclose(saved["y"], y.detach().numpy()[4 * rank:4 * rank + 4], atol=1e-5)
+        numpy.testing.assert_allclose(saved["grad"], x.grad.numpy()[4 * rank:4 * rank + 4], atol=1e-5)
+        numpy.testing.assert_allclose(saved["mean"], norm.running_mean.numpy(), atol=1e-6)
