@@ -292,3 +292,18 @@ def test_sync_batchnorm_over_two_processes_is_batchnorm_of_their_whole_batch(tmp
         numpy.testing.assert_allclose(saved["y"], y.detach().numpy()[4 * rank:4 * rank + 4], atol=1e-5)
         numpy.testing.assert_allclose(saved["grad"], x.grad.numpy()[4 * rank:4 * rank + 4], atol=1e-5)
         numpy.testing.assert_allclose(saved["mean"], norm.running_mean.numpy(), atol=1e-6)
+
+
+def _file_rendezvous(rank, world_size, path, out):
+    dist.init_process_group("gloo", init_method=f"file://{path}", rank=rank, world_size=world_size,
+                            timeout=datetime.timedelta(seconds=20))
+    t = autograd.tensor([rank + 1, 10 * rank], dtype=autograd.int32)
+    dist.all_reduce(t, op=dist.ReduceOp.PRODUCT)
+    with open(f"{out}/rank{rank}.txt", "w") as file:
+        file.write(f"{t.tolist()} {t.dtype}")
+    dist.destroy_process_group()
+
+
+def test_file_rendezvous_of_two_processes(tmp_path):
+    _spawn(_file_rendezvous, (2, str(tmp_path / "store"), str(tmp_path)), 2)
+    assert [(tmp_path / f"rank{r}.txt").read_text() for r in range(2)] == ["[2, 0] int32"] * 2
