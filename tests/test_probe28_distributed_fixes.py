@@ -73,14 +73,20 @@ def test_every_way_to_name_a_job_of_one(tmp_path, monkeypatch):
         dist.init_process_group("gloo", init_method="udp://x:1", rank=0, world_size=1)
 
 
-def test_gloo_serves_one_process_and_says_how_to_run_more():
-    with pytest.raises(RuntimeError, match=r"world_size is 2: start 2 processes with mpiexec -n 2"):
-        dist.init_process_group("gloo", init_method="tcp://127.0.0.1:29500", rank=0, world_size=2)
+def test_gloo_waits_for_the_others_and_checks_the_rank():
+    import socket
+
+    with socket.socket() as probe:  # (a port nothing listens on: rank 0 of 2 listens there, alone)
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(dist.DistStoreError, match=r"waiting for clients. 1/2 clients joined"):  # (no rank 1 here)
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=2,
+                                timeout=datetime.timedelta(seconds=0.2))
     with pytest.raises(ValueError, match="rank=1 in a job of world_size 1"):
         dist.init_process_group("gloo", init_method="tcp://127.0.0.1:29500", rank=1, world_size=1)
     assert not dist.is_initialized()
     assert dist.is_available() is True  # as PyTorch's: the package is there; MPI is asked for separately
-    assert dist.is_gloo_available() is False  # (several gloo processes are not served: scripts pick MPI)
+    assert dist.is_gloo_available() is True  # (several processes meet through sockets: gloo.py)
 
 
 def test_twice_and_destroying_nothing_raise_as_pytorch(alone):

@@ -1,4 +1,4 @@
-"""``autograd.distributed``, as ``torch.distributed``: data-parallel training over MPI.
+"""``autograd.distributed``, as ``torch.distributed``: data-parallel training over sockets ("gloo") or MPI.
 
     # mpiexec -n 2 python train.py
     import autograd.distributed as dist
@@ -6,9 +6,12 @@
     t = autograd.tensor([float(dist.get_rank())])
     dist.all_reduce(t)                       # every rank: tensor([1.])
 
-Several processes need the optional extra ``pip install 'chainrule[distributed]'`` (mpi4py
-and MPICH); nothing here imports mpi4py until ``init_process_group("mpi")``. A program started
-alone may call ``init_process_group("gloo", ..., world_size=1)``: a job of one process.
+"gloo" (PyTorch's backend on the CPU) needs nothing more: processes started by
+``autograd.multiprocessing.spawn`` or torchrun-style (RANK, WORLD_SIZE, MASTER_ADDR,
+MASTER_PORT in each one's environment) meet through the standard library's sockets
+(gloo.py; a job of one process opens none, single_process.py). "mpi" joins an ``mpiexec``
+job and needs the optional extra ``pip install 'chainrule[distributed]'`` (mpi4py and
+MPICH); nothing here imports mpi4py until ``init_process_group("mpi")``.
 """
 
 from .checkpoint import save_on_rank0
@@ -37,6 +40,7 @@ from .object_collectives import all_gather_object, broadcast_object_list, gather
 from .process_group import (
     Backend,
     DistBackendError,
+    DistStoreError,
     destroy_process_group,
     get_backend,
     get_node_local_rank,

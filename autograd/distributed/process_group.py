@@ -1,5 +1,9 @@
-"""The default process group over MPI: who we are (rank), how many we are (world size),
-and what happens when something goes wrong.
+"""The default process group: who we are (rank), how many we are (world size), and what
+happens when something goes wrong.
+
+``init_process_group("gloo")`` meets the other processes through sockets (gloo.py; a job
+of one process through none, single_process.py); its faults are the sockets' timeouts and
+closed connections, raised as DistBackendError. What follows is about "mpi".
 
 ``init_process_group("mpi")`` reads rank and size from MPI (start the job with
 ``mpiexec -n N python script.py``). mpi4py is imported here, never by the core:
@@ -25,7 +29,7 @@ import time
 
 import numpy
 
-from . import single_process
+from . import gloo, single_process
 
 INSTALL_HINT = "pip install 'chainrule[distributed]'  (mpi4py and MPICH's mpiexec)"
 NOT_INITIALIZED = ("Default process group has not been initialized, please make sure to call "
@@ -35,6 +39,12 @@ DEFAULT_TIMEOUT = datetime.timedelta(minutes=30)  # PyTorch's default for CPU ba
 
 class DistBackendError(RuntimeError):
     """A collective failed or timed out (PyTorch's ``torch.distributed.DistBackendError``)."""
+
+    __module__ = "autograd.distributed"
+
+
+class DistStoreError(RuntimeError):
+    """The rendezvous failed or timed out (PyTorch's ``torch.distributed.DistStoreError``)."""
 
     __module__ = "autograd.distributed"
 
@@ -87,7 +97,7 @@ def _import_mpi():
 
 
 def is_available():
-    """True, as PyTorch's: a job of one process ("gloo") needs nothing more; one of several
+    """True, as PyTorch's: "gloo" needs nothing more (sockets); "mpi"
     needs mpi4py (``is_mpi_available``)."""
     return True
 
@@ -104,12 +114,16 @@ def is_mpi_available():
 
 
 def is_nccl_available():
-    """False: chainrule's backend for several processes is MPI (what a program asks before choosing
-    init_process_group's backend); "gloo" serves a job of one process only, so it is not offered here."""
+    """False: no GPU here (what a program asks before choosing init_process_group's backend)."""
     return False
 
 
-is_gloo_available = is_ucc_available = is_nccl_available
+is_ucc_available = is_nccl_available
+
+
+def is_gloo_available():
+    """True: "gloo" runs over the standard library's sockets (gloo.py)."""
+    return True
 
 
 def _require():
@@ -159,25 +173,30 @@ def _seconds(timeout):
 def init_process_group(backend=None, init_method=None, timeout=None, world_size=-1, rank=-1, store=None,
                        group_name="", pg_options=None, device_id=None):
     """Join the job: with "mpi", the one ``mpiexec`` started (rank and world size come from MPI);
-    with "gloo", a job of this process alone (see ``single_process``).
+    with "gloo", the processes meeting at init_method (see ``gloo``; ``single_process`` for one).
 
-    backend:    "mpi", or "gloo" for world_size 1; None (PyTorch's default) means "mpi" in a job an
+    backend:    "mpi" or "gloo"; None (PyTorch's default) means "mpi" in a job an
                 MPI launcher started, else "gloo" (PyTorch's choice on the CPU).
     init_method, store: for "gloo", where PyTorch's rendezvous finds rank and world size
-                (default "env://": RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT).
-    timeout:    a datetime.timedelta; a collective waiting longer raises and names
-                the missing ranks (default 30 minutes, as PyTorch's).
+                (default "env://": RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT); rank 0
+                listens there, the others connect. ``store`` serves world_size 1 only.
+    timeout:    a datetime.timedelta; the rendezvous or a collective waiting longer raises
+                (DistStoreError, DistBackendError) (default 30 minutes, as PyTorch's).
     world_size, rank: optional for "mpi"; when given they must agree with MPI's.
     """
     name = (_launcher_backend() if backend is None else str(backend)).lower()
     if name not in ("mpi", "gloo"):
         raise ValueError(f"Invalid backend: {backend!r}; chainrule's distributed package has the 'mpi' backend "
-                         f"(start the job with mpiexec -n N), and 'gloo' for a job of one process")
+                         f"(start the job with mpiexec -n N) and 'gloo' (sockets)")
     if _State.comm is not None:
         raise ValueError("trying to initialize the default process group twice!")
     seconds = _seconds(timeout)
     if name == "gloo":
-        _join_alone(*single_process.rendezvous(init_method, rank, world_size, store))
+        rank, world_size = single_process.rendezvous(init_method, rank, world_size, store)
+        if world_size == 1:
+            _join_alone(rank)
+        else:
+            _join_sockets(init_method, rank, world_size, store, seconds)
         _State.timeout, _State.sequence = seconds, 0
         return
     MPI = _import_mpi()
@@ -200,16 +219,24 @@ def _launcher_backend():
     return "mpi" if "PMI_SIZE" in os.environ or "OMPI_COMM_WORLD_SIZE" in os.environ else "gloo"
 
 
-def _join_alone(rank, world_size):
-    """The "gloo" group: this process is the whole job."""
-    if world_size != 1:
-        raise RuntimeError(f"chainrule's 'gloo' backend runs a job of one process, but world_size is {world_size}: "
-                           f"start {world_size} processes with mpiexec -n {world_size} and "
-                           f"init_process_group('mpi') ({INSTALL_HINT})")
+def _join_alone(rank):
+    """The "gloo" group of world_size 1: this process is the whole job (no socket opened)."""
     if rank != 0:
         raise ValueError(f"init_process_group: rank={rank} in a job of world_size 1 (its one rank is 0)")
     _State.mpi_module, _State.MPI = _State.MPI, single_process.MPI
     _State.comm, _State.rank, _State.size, _State.backend = single_process.SingleProcessComm(), 0, 1, "gloo"
+
+
+def _join_sockets(init_method, rank, world_size, store, seconds):
+    """The "gloo" group of several processes: a star of sockets through rank 0 (gloo.py)."""
+    if store is not None:
+        raise NotImplementedError("init_process_group('gloo', store=...) with world_size > 1: chainrule's gloo "
+                                  "meets through init_method (env://, tcp://host:port, file://path)")
+    if not 0 <= rank < world_size:
+        raise ValueError(f"init_process_group: rank={rank} is not a rank of world_size {world_size}")
+    comm = gloo.connect(init_method, rank, world_size, seconds)
+    _State.mpi_module, _State.MPI = _State.MPI, single_process.MPI
+    _State.comm, _State.rank, _State.size, _State.backend = comm, rank, world_size, "gloo"
 
 
 def _share_arrival_counters(MPI, comm):

@@ -1,13 +1,12 @@
-"""The ``"gloo"`` backend for a job of one process: what PyTorch programs written for
-several processes do when they are started alone (``world_size=1``), without MPI.
+"""The ``"gloo"`` backend's job of one process: what PyTorch programs written for several
+processes do when they are started alone (``world_size=1``).
 
     dist.init_process_group("gloo", init_method="tcp://127.0.0.1:29500", rank=0, world_size=1)
     dist.all_reduce(t)              # one rank: the sum, mean, max... of t alone is t
 
 Rank and world size are found as PyTorch's rendezvous finds them (``rendezvous``), with
-its errors for what is missing; a world of one is the only one served, since processes
-here talk through MPI (``init_process_group("mpi")`` under ``mpiexec -n N``). Nothing is
-opened: no socket, no file.
+its errors for what is missing. A world of one opens nothing: no socket, no file; a
+larger one meets through sockets (gloo.py).
 
 The collectives are written against mpi4py's buffer methods; ``SingleProcessComm`` is
 the communicator of one rank, so they run unchanged: a reduction over one rank is its
