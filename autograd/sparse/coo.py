@@ -115,7 +115,23 @@ def empty_sparse(size, sparse_dim=None, *, dtype=None, requires_grad=False):
     return SparseTensor(indices, values, size, True)
 
 
-class SparseTensor(SparseArithmetic):
+class SparseShape:
+    """What a sparse tensor answers of its shape, read off its ``_size`` (a COO tensor's, a CSR matrix's)."""
+
+    @property
+    def shape(self):
+        return self._size
+
+    def size(self, dim=None):
+        return self._size if dim is None else self._size[dim]
+
+    def dim(self):
+        return len(self._size)
+
+    ndim = property(dim)
+
+
+class SparseTensor(SparseShape, SparseArithmetic):
     """A sparse COO tensor (PyTorch's ``layout=torch.sparse_coo``). Made by ``autograd.sparse_coo_tensor``,
     ``dense.to_sparse()`` or the legacy ``autograd.sparse.FloatTensor(indices, values, size)``."""
 
@@ -135,18 +151,6 @@ class SparseTensor(SparseArithmetic):
         self._size, self._coalesced = Size(size), coalesced
 
     # -- what it is ----------------------------------------------------------------------------------------
-
-    @property
-    def shape(self):
-        return self._size
-
-    def size(self, dim=None):
-        return self._size if dim is None else self._size[dim]
-
-    def dim(self):
-        return len(self._size)
-
-    ndim = property(dim)
 
     def numel(self):
         return math.prod(self._size)

@@ -13,10 +13,10 @@ import numpy
 from ..constants import sparse_csr
 from ..size import Size
 from ..tensor import Tensor, tensor_from
-from .coo import SparseTensor, _index_tensor
+from .coo import SparseShape, SparseTensor, _index_tensor
 
 
-class SparseCsrTensor:
+class SparseCsrTensor(SparseShape):
     """A 2-d sparse matrix in the CSR layout: ``crow_indices`` (rows + 1 offsets), ``col_indices`` and ``values``
     (one per entry), and its size."""
 
@@ -26,18 +26,6 @@ class SparseCsrTensor:
 
     def __init__(self, crow, col, values, size):
         self._crow, self._col, self._values_tensor, self._size = crow, col, values, Size(size)
-
-    @property
-    def shape(self):
-        return self._size
-
-    def size(self, dim=None):
-        return self._size if dim is None else self._size[dim]
-
-    def dim(self):
-        return len(self._size)
-
-    ndim = property(dim)
 
     @property
     def dtype(self):
