@@ -70,3 +70,17 @@ def _pytorch_distribution_validation_restored():
     yield
     if torch is not None:
         torch.distributions.Distribution.set_default_validate_args(validate)
+
+
+@pytest.fixture(autouse=True)
+def _pytorch_backend_flags_unfrozen():
+    """PyTorch's test internals (torch.testing._internal.common_utils, which the OpInfo, module and optimizer
+    database tests import) freeze torch.backends' flags for the whole process when imported (disable_global_flags):
+    a later program setting torch.backends.cudnn.benchmark = True would then raise on PyTorch's side only."""
+    import sys
+
+    backends = sys.modules.get("torch.backends")
+    if backends is not None and backends.flags_frozen():
+        # (the switch disable_global_flags turns, a global of the functions' module: PyTorch has no setter back)
+        backends.flags_frozen.__globals__["__allow_nonbracketed_mutation_flag"] = True
+    yield
