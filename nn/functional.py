@@ -57,7 +57,6 @@ from autograd.ops.pixel_shuffle import (  # noqa: F401  (F.pixel_shuffle, ...)
     pixel_shuffle,
     pixel_unshuffle,
 )
-from autograd.ops.pooling_layers import refuse_narrow_kinds
 from autograd.primitive import named_node
 from autograd.random import generator
 from autograd.sparse_layout import is_sparse
@@ -441,7 +440,10 @@ def local_response_norm(input, size, alpha=1e-4, beta=0.75, k=1.0):
         raise ValueError(f"Expected 3D or higher dimensionality input (got {input.ndim} dimensions)")
     if size <= 0:  # (a window of no channels: PyTorch's RuntimeError, not a division by zero)
         raise RuntimeError(f"kernel size should be greater than zero, but got size: {size}")
-    # (PyTorch sums the window by average pooling: its kernels' dtypes, int64 the only integer one)
+    # (PyTorch sums the window by average pooling: its kernels' dtypes, int64 the only integer one; the pooling
+    # layers load on first use)
+    from autograd.ops.pooling_layers import refuse_narrow_kinds
+
     refuse_narrow_kinds(input, "avg_pool2d" if input.ndim == 3 else "avg_pool3d_out_frame")
     if input._data.size == 0:
         return input
