@@ -115,8 +115,9 @@ def empty_sparse(size, sparse_dim=None, *, dtype=None, requires_grad=False):
     return SparseTensor(indices, values, size, True)
 
 
-class SparseShape:
-    """What a sparse tensor answers of its shape, read off its ``_size`` (a COO tensor's, a CSR matrix's)."""
+class SparseBasics:
+    """What a sparse tensor (a COO tensor, a CSR matrix) answers of itself: its shape, read off its ``_size``, and
+    its dtype, device, entry count and whether it requires grad, read off its values tensor."""
 
     @property
     def shape(self):
@@ -130,8 +131,23 @@ class SparseShape:
 
     ndim = property(dim)
 
+    @property
+    def dtype(self):
+        return self._values_tensor.dtype
 
-class SparseTensor(SparseShape, SparseArithmetic):
+    @property
+    def device(self):
+        return self._values_tensor.device
+
+    @property
+    def requires_grad(self):
+        return self._values_tensor.requires_grad
+
+    def _nnz(self):
+        return self._values_tensor.shape[0]
+
+
+class SparseTensor(SparseBasics, SparseArithmetic):
     """A sparse COO tensor (PyTorch's ``layout=torch.sparse_coo``). Made by ``autograd.sparse_coo_tensor``,
     ``dense.to_sparse()`` or the legacy ``autograd.sparse.FloatTensor(indices, values, size)``."""
 
@@ -160,14 +176,6 @@ class SparseTensor(SparseShape, SparseArithmetic):
             raise TypeError("len() of a 0-d tensor")
         return self._size[0]
 
-    @property
-    def dtype(self):
-        return self._values_tensor.dtype
-
-    @property
-    def device(self):
-        return self._values_tensor.device
-
     is_cuda = property(lambda self: self._values_tensor.is_cuda)
 
     def sparse_dim(self):
@@ -175,9 +183,6 @@ class SparseTensor(SparseShape, SparseArithmetic):
 
     def dense_dim(self):
         return self._values_tensor.ndim - 1
-
-    def _nnz(self):
-        return self._values_tensor.shape[0]
 
     def is_coalesced(self):
         return self._coalesced
@@ -202,10 +207,6 @@ class SparseTensor(SparseShape, SparseArithmetic):
             raise RuntimeError(f"Cannot get {what} on an uncoalesced tensor, please call .coalesce() first")
 
     # -- the graph: a sparse tensor's gradient lives on its values ------------------------------------------
-
-    @property
-    def requires_grad(self):
-        return self._values_tensor.requires_grad
 
     def requires_grad_(self, requires_grad=True):
         self._values_tensor.requires_grad_(requires_grad)

@@ -13,10 +13,10 @@ import numpy
 from ..constants import sparse_csr
 from ..size import Size
 from ..tensor import Tensor, tensor_from
-from .coo import SparseShape, SparseTensor, _index_tensor
+from .coo import SparseBasics, SparseTensor, _index_tensor
 
 
-class SparseCsrTensor(SparseShape):
+class SparseCsrTensor(SparseBasics):
     """A 2-d sparse matrix in the CSR layout: ``crow_indices`` (rows + 1 offsets), ``col_indices`` and ``values``
     (one per entry), and its size."""
 
@@ -27,18 +27,6 @@ class SparseCsrTensor(SparseShape):
     def __init__(self, crow, col, values, size):
         self._crow, self._col, self._values_tensor, self._size = crow, col, values, Size(size)
 
-    @property
-    def dtype(self):
-        return self._values_tensor.dtype
-
-    @property
-    def device(self):
-        return self._values_tensor.device
-
-    @property
-    def requires_grad(self):
-        return self._values_tensor.requires_grad
-
     def crow_indices(self):
         return self._crow
 
@@ -47,9 +35,6 @@ class SparseCsrTensor(SparseShape):
 
     def values(self):
         return self._values_tensor
-
-    def _nnz(self):
-        return self._values_tensor.shape[0]
 
     def to_sparse_coo(self):
         """The same entries in the COO layout, over the same values (products through it reach them)."""
