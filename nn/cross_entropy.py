@@ -133,15 +133,16 @@ def _class_weights(name, rows, target, weight, ignore_index):
 
 
 def _picked_log_probabilities(name, log_probs, target, weight, ignore_index):
-    """(-w_y ln p_y for each prediction, Σ w_y), from log-probabilities. An ignored prediction is skipped, as
-    PyTorch's kernel skips it: 0 whatever its log-probabilities (a weight of 0 times their -inf or NaN was NaN)."""
+    """(-w_y ln p_y for each prediction, Σ w_y, the labels and w_y as _class_weights gives them), from
+    log-probabilities. An ignored prediction is skipped, as PyTorch's kernel skips it: 0 whatever its
+    log-probabilities (a weight of 0 times their -inf or NaN was NaN)."""
     rows = _class_last(log_probs)
     labels, weights, total = _class_weights(name, rows, target, weight, ignore_index)
     picked = -rows[xp.arange(len(labels)), labels]
     if weights is None:
-        return picked, total
+        return picked, total, labels, weights
     ignored = Tensor._make(_ignored(target, ignore_index))
-    return where(ignored, 0.0, picked * Tensor._make(weights)), total
+    return where(ignored, 0.0, picked * Tensor._make(weights)), total, labels, weights
 
 
 def _ignored(target, ignore_index):
@@ -311,9 +312,10 @@ def _nll_loss(input, target, weight, ignore_index, reduction):
     if _squeezed_batch_of_one(input, target):
         return _refused_at_backward(_nll_loss(input, target.reshape(()), weight, ignore_index, reduction), input)
     _check_class_indices("nll_loss", input, target)
-    losses, total_weight = _picked_log_probabilities("nll_loss", input, target, weight, ignore_index)
-    if input._data.dtype == xp.float16 and reduction != "none":
-        return _half_nll_reduced(losses, target, weight, ignore_index, reduction)
+    losses, total_weight, labels, weights = _picked_log_probabilities("nll_loss", input, target, weight, ignore_index)
+    if input._data.dtype == xp.float16 and reduction != "none":  # (no weight given: the kept rows' count)
+        return _half_nll_reduced(losses, labels, None if weight is None else weights,
+                                 _ignored(target, ignore_index), reduction)
     if reduction == "mean":
         return _mean_over_nothing(losses.sum()) if _nothing_kept(target, ignore_index) else losses.sum() / total_weight
     if reduction == "none":
@@ -328,20 +330,19 @@ def _cascade_total(terms, kept):
     return xp.asarray(_float16_sum(terms[kept], kept), dtype=xp.float16)
 
 
-def _half_nll_reduced(losses, target, weight, ignore_index, reduction):
+def _half_nll_reduced(losses, labels, weights, ignored, reduction):
     """float16 nll_loss summed, or averaged, in PyTorch's kernel's float16 arithmetic: the kept rows' losses summed
     by _float16_sum's cascade (a Sum node, so the gradient is Sum's), a mean divided by the float16 total weight
-    (_float16_total_weight), as cross_entropy's fused node does."""
-    labels = target._data.reshape(-1)
-    ignored = _ignored(target, ignore_index)
-    kept = _kept_rows(labels, ignored if ignored.any() else None)
+    (_float16_total_weight), as cross_entropy's fused node does. ``labels`` and ``weights`` (None: no weight given)
+    as _class_weights gives them; ``ignored``: which rows' targets are ignore_index."""
+    ignored = ignored if ignored.any() else None
+    kept = _kept_rows(labels, ignored)
     total = Sum.apply(losses, axes=(0,), keepdim=False, float16_total=lambda terms: _cascade_total(terms, kept))
     if reduction != "mean":
         return total
     if not len(kept):
         return _mean_over_nothing(total)
-    weights = None if weight is None else weight._data[xp.where(ignored, 0, labels)] * ~ignored
-    return total / float(_float16_total_weight(labels, weights, ignored if ignored.any() else None))
+    return total / float(_float16_total_weight(labels, weights, ignored))
 
 
 def _nothing_kept(target, ignore_index):
