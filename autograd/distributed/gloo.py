@@ -60,6 +60,18 @@ def _reduce(op, arrays):
     return functools.reduce(lambda a, b: combine(a, b, dtype=a.dtype), arrays)
 
 
+def _read_exactly(connection, count):
+    """``count`` bytes from ``connection``, however the peer's sends were split; ConnectionError if it closes first."""
+    chunks, left = [], count
+    while left:
+        chunk = connection.recv(min(left, 1 << 20))
+        if not chunk:
+            raise ConnectionError("connection closed")
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
 class SocketComm:
     """The communicator of one rank of a star: rank 0 holds a socket to each other rank."""
 
@@ -84,17 +96,10 @@ class SocketComm:
             raise self._fault(peer, error) from error
 
     def _receive_exactly(self, peer, count):
-        chunks, left = [], count
         try:
-            while left:
-                chunk = self._peers[peer].recv(min(left, 1 << 20))
-                if not chunk:
-                    raise ConnectionError("connection closed")
-                chunks.append(chunk)
-                left -= len(chunk)
+            return _read_exactly(self._peers[peer], count)
         except OSError as error:
             raise self._fault(peer, error) from error
-        return b"".join(chunks)
 
     def _receive(self, peer):
         (length,) = self._receive_exactly(peer, 1)
@@ -276,13 +281,10 @@ def _accept(host, port, size, timeout, deadline):
 
 
 def _receive_hello(connection):
-    data = b""
-    while len(data) < _HELLO.size:
-        chunk = connection.recv(_HELLO.size - len(data))
-        if not chunk:
-            raise _store_error("a process connected to rank 0 and closed before saying its rank")
-        data += chunk
-    return data
+    try:
+        return _read_exactly(connection, _HELLO.size)
+    except ConnectionError:  # (closed early; a timeout is raised as it is)
+        raise _store_error("a process connected to rank 0 and closed before saying its rank") from None
 
 
 def _read_address_file(path, deadline, timeout, size):
