@@ -223,8 +223,7 @@ def _join_alone(rank):
     """The "gloo" group of world_size 1: this process is the whole job (no socket opened)."""
     if rank != 0:
         raise ValueError(f"init_process_group: rank={rank} in a job of world_size 1 (its one rank is 0)")
-    _State.mpi_module, _State.MPI = _State.MPI, single_process.MPI
-    _State.comm, _State.rank, _State.size, _State.backend = single_process.SingleProcessComm(), 0, 1, "gloo"
+    _joined_gloo(single_process.SingleProcessComm(), 0, 1)
 
 
 def _join_sockets(init_method, rank, world_size, store, seconds):
@@ -234,9 +233,13 @@ def _join_sockets(init_method, rank, world_size, store, seconds):
                                   "meets through init_method (env://, tcp://host:port, file://path)")
     if not 0 <= rank < world_size:
         raise ValueError(f"init_process_group: rank={rank} is not a rank of world_size {world_size}")
-    comm = gloo.connect(init_method, rank, world_size, seconds)
+    _joined_gloo(gloo.connect(init_method, rank, world_size, seconds), rank, world_size)
+
+
+def _joined_gloo(comm, rank, size):
+    """The "gloo" group, its communicator ``comm`` (MPI's names for the constants: single_process.MPI)."""
     _State.mpi_module, _State.MPI = _State.MPI, single_process.MPI
-    _State.comm, _State.rank, _State.size, _State.backend = comm, rank, world_size, "gloo"
+    _State.comm, _State.rank, _State.size, _State.backend = comm, rank, size, "gloo"
 
 
 def _share_arrival_counters(MPI, comm):
