@@ -84,6 +84,19 @@ def amd_processor():
         return False
 
 
+@contextlib.contextmanager
+def pytorch_own_float16_kernels(torch):
+    """PyTorch's float16 convolutions through its own kernels for the block. Where the processor computes float16
+    natively (AVX512-FP16: Intel's Sapphire Rapids and later), PyTorch sends them to oneDNN instead, whose float16
+    kernels round otherwise (the weight gradient's sum, say, in one piece, not sample by sample); its own kernels
+    are what it runs on every other x86 processor, and what chainrule reproduces to the bit."""
+    if not torch.ops.mkldnn._is_mkldnn_fp16_supported():
+        yield
+        return
+    with torch.backends.mkldnn.flags(enabled=False):
+        yield
+
+
 def error_of(f):
     """(the error's class name, its message) of calling f, or None: what the programs compare between libraries."""
     try:
@@ -93,14 +106,16 @@ def error_of(f):
     return None
 
 
-def run_both(program, *args, compare=True, rtol=1e-5, atol=1e-6, **kwargs):
+def run_both(program, *args, compare=True, rtol=1e-5, atol=1e-6, own_float16_kernels=False, **kwargs):
     """Run ``program(modules, *args, **kwargs)`` on chainrule and (where installed) PyTorch; where
-    ``compare`` the two results must agree. Returns chainrule's result, and PyTorch's (or None)."""
+    ``compare`` the two results must agree. Returns chainrule's result, and PyTorch's (or None).
+    ``own_float16_kernels``: PyTorch runs its own float16 kernels (see ``pytorch_own_float16_kernels``)."""
     ours = plain(program(OURS, *args, **kwargs))
     theirs = None
     torch_modules = pytorch()
     if torch_modules is not None:
-        theirs = plain(program(torch_modules, *args, **kwargs))
+        with pytorch_own_float16_kernels(torch_modules.torch) if own_float16_kernels else contextlib.nullcontext():
+            theirs = plain(program(torch_modules, *args, **kwargs))
         if compare:
             assert_same(ours, theirs, rtol, atol)
     return ours, theirs

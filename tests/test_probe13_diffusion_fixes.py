@@ -38,6 +38,20 @@ def _functional(T):
     return importlib.import_module("nn.functional" if T.__name__ == "autograd" else "torch.nn.functional")
 
 
+def _own_float16_kernels(T):
+    """PyTorch's own float16 kernels, where T is PyTorch (tests/pytorch_programs.py: not oneDNN's)."""
+    import contextlib
+
+    from tests.pytorch_programs import pytorch_own_float16_kernels
+
+    return contextlib.nullcontext() if T.__name__ == "autograd" else pytorch_own_float16_kernels(T)
+
+
+def _units_apart(got, expected):
+    """How many float16 units (ulps) apart each element of two float16 arrays is."""
+    return np.abs(got.view(np.int16).astype(np.int32) - expected.view(np.int16).astype(np.int32))
+
+
 def _halves(count, seed=0, size=2000):
     rng = np.random.default_rng(seed)
     return [rng.standard_normal(size).astype(np.float16) for _ in range(count)]
@@ -119,7 +133,10 @@ def test_float16_linear_adds_its_bias_before_rounding(T):
     for shape in [(64,), (8, 64), (3, 5, 64)]:
         x = rng.standard_normal(shape).astype(np.float16)
         expected = (x.astype(np.float32) @ w.T.astype(np.float32) + b.astype(np.float32)).astype(np.float16)
-        np.testing.assert_array_equal(F.linear(T.tensor(x), T.tensor(w), T.tensor(b)).numpy(), expected)
+        apart = _units_apart(F.linear(T.tensor(x), T.tensor(w), T.tensor(b)).numpy(), expected)
+        # (a float32 sum in another order, PyTorch's float16 GEMM on a processor with native float16, may round
+        # to the neighbouring float16: rarely, and one unit; the bias added after rounding was off in 30%)
+        assert apart.max() <= 1 and (apart > 0).mean() < 0.01, apart
     x = rng.standard_normal((8, 64)).astype(np.float16)
     expected = (2.0 * (x.astype(np.float32) @ w.T.astype(np.float32)) + 0.5 * b.astype(np.float32)).astype(np.float16)
     np.testing.assert_array_equal(T.addmm(T.tensor(b), T.tensor(x), T.tensor(w.T.copy()), beta=0.5, alpha=2).numpy(),
@@ -204,7 +221,8 @@ def test_float16_convolution_weight_gradient_is_summed_sample_by_sample(T):
     w = rng.standard_normal((2, 16, 3, 3)).astype(np.float16)
     g = rng.standard_normal((4, 2, 8, 8)).astype(np.float16)
     weight = T.tensor(w, requires_grad=True)
-    F.conv2d(T.tensor(x), weight, padding=1).backward(T.tensor(g))
+    with _own_float16_kernels(T):
+        F.conv2d(T.tensor(x), weight, padding=1).backward(T.tensor(g))
     expected = np.zeros(w.shape, np.float16)
     for n in range(4):  # each sample's dL/dw in float32 (float64 here, rounded to float32), added in float16
         one = T.tensor(w.astype(np.float64), requires_grad=True)

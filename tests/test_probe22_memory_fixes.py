@@ -9,7 +9,7 @@ import pytest
 import autograd
 import nn
 
-from .pytorch_programs import OURS, pytorch, run_both
+from .pytorch_programs import OURS, assert_same, pytorch, run_both
 
 # ----------------------------------------------------------------------------------------------
 # The fused inference path of MultiheadAttention and TransformerEncoderLayer: a query whose every key is masked
@@ -480,10 +480,18 @@ def rank_deficient_qr(m):
 
 
 def test_rank_deficient_qr_backward():
-    ours, _ = run_both(rank_deficient_qr, rtol=1e-5, atol=1e-6)
+    ours, theirs = run_both(rank_deficient_qr, compare=False)
     assert np.isfinite(ours["full_rank"]).all()
-    assert np.isnan(ours["pca_grad"]).all()  # the centred pair spans one direction: S = (s, 0)
+    # the centred pair spans one direction: S = (s, 0), where the gradient is NaN; LAPACK's float32 SVD may instead
+    # give a second singular value of 1e-24 (OpenBLAS's AVX-512 kernels), and a finite gradient of the order of
+    # float32's rounding
     assert ours["S"][1] == pytest.approx(0.0, abs=1e-6)
+    if ours["S"][1] == 0:
+        assert np.isnan(ours["pca_grad"]).all()
+    else:
+        assert np.abs(ours["pca_grad"]).max() < 1e-6, ours["pca_grad"]
+    if theirs is not None:
+        assert_same({k: ours[k] for k in ("full_rank", "S")}, {k: theirs[k] for k in ("full_rank", "S")}, 1e-5, 1e-6)
 
 
 # ----------------------------------------------------------------------------------------------

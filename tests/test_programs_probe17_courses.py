@@ -60,7 +60,7 @@ from functools import partial
 import numpy as np
 import pytest
 
-from .pytorch_programs import OURS, one_blas_thread, run_both
+from .pytorch_programs import OURS, assert_same, one_blas_thread, run_both
 
 # ----------------------------------------------------------------------------------------------
 # LLMs from scratch: the model as chapters 3 and 4 write it
@@ -3754,7 +3754,14 @@ def uva_modern_cnns(m):
 
 def test_uva_modern_cnns():
     with one_blas_thread():
-        (results, refused), _ = run_both(uva_modern_cnns, rtol=2e-4, atol=2e-5)
+        (results, refused), theirs = run_both(uva_modern_cnns, compare=False)
+    if theirs is not None:
+        # DenseNet's first weights after three Adam steps (lr 1e-2) are compared loosely: some of their gradients
+        # are rounding noise, which Adam's first steps scale to full size, so a float32 convolution that adds in
+        # another order (oneDNN's AVX-512 kernels) moves them by up to 3e-3; the losses agree to 1e-6
+        loose = {"densenet": results["densenet"].pop("first")}
+        assert_same(loose, {"densenet": theirs[0]["densenet"].pop("first")}, rtol=2e-2, atol=5e-3)
+        assert_same((results, refused), theirs, rtol=2e-4, atol=2e-5)
     assert refused == "Unsupported nonlinearity leakyrelu"  # the tutorial's names meet calculate_gain's
     assert all(r["losses"][-1] < r["losses"][0] for r in results.values())
 
@@ -3814,7 +3821,9 @@ def dlwpt_chapter6_thermometer(m):
 
 
 def test_dlwpt_chapter6_thermometer():
-    ours, _ = run_both(dlwpt_chapter6_thermometer, rtol=1e-4, atol=1e-5)
+    # (float32 training by SGD at lr 1e-2 through tanh: a unit of tanh's last place, NumPy's vectorised one on an
+    # AVX-512 processor against PyTorch's, grows to 4e-4 relative in the hidden layer's gradient)
+    ours, _ = run_both(dlwpt_chapter6_thermometer, rtol=1e-3, atol=1e-5)
     assert ours["names"] == [("hidden_linear.weight", (8, 1)), ("hidden_linear.bias", (8,)),
                              ("output_linear.weight", (1, 8)), ("output_linear.bias", (1,))]
     assert ours["linear"][-1][0] < ours["linear"][0][0]

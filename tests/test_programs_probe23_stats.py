@@ -835,7 +835,7 @@ def planar_flows(m, steps=30):
 
 
 def test_planar_flows():
-    losses, _ = run_both(planar_flows, rtol=1e-4, atol=1e-5)
+    losses, _ = run_both(planar_flows, rtol=1e-4, atol=5e-5)  # (float32 training: 2e-5 apart on an AVX-512 machine)
     assert losses[-5:].mean() < losses[:5].mean()
 
 
