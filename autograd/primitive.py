@@ -350,14 +350,15 @@ class Primitive(SavedTensorViews):
                            (_as_constant(x) if isinstance(x, Tensor) else InputInfo(x, False))
                            for x, keep in zip(inputs, wanted))
         grads = self.backward(grad, output, *inputs)
-        if len(grads) != len(inputs):
+        try:
+            for x, g in zip(inputs, grads, strict=True):  # the common case: every gradient already fits its input
+                if g is not None:
+                    array, expected = g._data, x if type(x) is InputInfo else x._data  # (an InputInfo has both)
+                    if array.shape != expected.shape or (array.dtype is not expected.dtype  # (dtypes are
+                                                         and array.dtype != expected.dtype):  # mostly singletons)
+                        return validate_gradients(self, inputs, grads)
+        except ValueError:  # (zip's: a backward that returned another count of gradients; said there)
             return validate_gradients(self, inputs, grads)
-        for x, g in zip(inputs, grads):  # the common case: every gradient already fits its input
-            if g is not None:
-                array, expected = g._data, x if type(x) is InputInfo else x._data  # (an InputInfo has both)
-                if array.shape != expected.shape or (array.dtype is not expected.dtype  # (dtypes are
-                                                     and array.dtype != expected.dtype):  # mostly singletons)
-                    return validate_gradients(self, inputs, grads)
         return grads
 
     def _output_again(self, data):
@@ -391,12 +392,8 @@ class Primitive(SavedTensorViews):
     def release(self):
         """Free what the node saved for backward; walking it again then says the graph was freed.
         A node that saved no values (an add, a sum, a reshape) keeps only shapes and stays, so a
-        second backward through such nodes alone works, as PyTorch's does (the engine calls release only
-        where ``frees``)."""
-        if self.frees:
-            self._free()
-
-    def _free(self):
+        second backward through such nodes alone works, as PyTorch's does: the engine calls release only
+        where ``frees``."""
         self.inputs = None
         if self.saves_output:  # (no store where nothing is: the node's dict stays small)
             self.output_data = None
