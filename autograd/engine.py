@@ -226,8 +226,8 @@ def _backpropagate(roots, root_grads, retain_graph, capture, on_step, prune, wat
         grad = pending.pop(node, None)
         if grad is None:
             continue  # no gradient reaches this node
-        if sums:
-            sums.discard(grad)  # complete, and handed on from here: no longer ours to add into
+        if grad in sums:  # (a membership test, not a discard call per node: most gradients are no sum of ours)
+            sums.remove(grad)  # complete, and handed on from here: no longer ours to add into
         if capture is None:
             grad = node.receive(grad)
         elif node in capture:
