@@ -10,6 +10,7 @@ offers four things:
     node.chain(g)       the chain rule: dL/dparent_i = dL/dnode · dnode/dparent_i, one per parent
     node.post_hooks     None, or hooks run on (dL/dparent_i..., (dL/dnode,)) by node.run_post_hooks
     node.release()      free what was saved for backward
+    node.frees          whether release() has anything to do (the engine calls it only then)
 
 Backpropagation visits every node once, after every node that used it, so
 the gradient it passes on is already the sum of all its consumers' shares.
@@ -52,8 +53,13 @@ def topological_order(roots):
             for parent in parents:
                 if parent is not None and parent not in visited:
                     visited.add(parent)
-                    if parent.parents:  # (a freed node's FreedGraph is truthy too)
-                        stack.append((parent, edges(parent)))
+                    below = parent.parents
+                    if below:  # (a freed node's FreedGraph is truthy too)
+                        try:  # (edges(parent), written out: this runs for every node of every pass)
+                            below = iter(below)
+                        except RuntimeError:
+                            below = iter(parent.released_parents)
+                        stack.append((parent, below))
                         break
                     order.append(parent)  # a leaf: nothing below it, emitted at once (most parents are)
             else:
@@ -220,8 +226,8 @@ def _backpropagate(roots, root_grads, retain_graph, capture, on_step, prune, wat
         grad = pending.pop(node, None)
         if grad is None:
             continue  # no gradient reaches this node
-        if sums:
-            sums.discard(grad)  # complete, and handed on from here: no longer ours to add into
+        if grad in sums:  # (a membership test, not a discard call per node: most gradients are no sum of ours)
+            sums.remove(grad)  # complete, and handed on from here: no longer ours to add into
         if capture is None:
             grad = node.receive(grad)
         elif node in capture:
@@ -261,6 +267,6 @@ def _backpropagate(roots, root_grads, retain_graph, capture, on_step, prune, wat
             parent_grads = ()
         if on_step is not None:
             on_step(node, grad, parent_grads)  # (before the node frees what it saved: the trace reads it)
-        if parents and not retain_graph:
+        if parents and not retain_graph and node.frees:
             node.release()
     return captured

@@ -112,6 +112,7 @@ class BackwardFunction(FunctionCtx):
     """
 
     _forward_cls = None  # the Function this class is the backward of (set per subclass)
+    frees = True  # (the engine's: release() has work)
     _inputs = ()
     _saved_versions = ()  # (nothing saved: saved_tensors is empty)
     _dirty = frozenset()
@@ -427,6 +428,8 @@ class _OutputSlot:
         grads = [None] * self.count
         grads[self.index] = grad
         return (_OutputGrads(grads),)
+
+    frees = False  # (the engine's: release() has no work)
 
     def release(self):
         pass  # the shared node frees what was saved; walking it again says so

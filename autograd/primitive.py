@@ -89,7 +89,7 @@ class Primitive(SavedTensorViews):
     # factor's, (1,) and (0,)); None: any gradient may read any input. An input changed in place after the
     # forward is refused only where a gradient to be computed reads it, as PyTorch saves only those.
     saved_input_readers = None
-    frees = True  # release() has something to free: any of the three above (set per subclass)
+    frees = True  # release() has something to free: any of the three above, or its own release (set per subclass)
     hooks = None  # hooks on the output tensor, run on dL/dy
     pre_hooks = None  # hooks on the node (register_prehook), run on dL/dy after the tensor's and retain_grad
     post_hooks = None  # hooks on the node, run on (dL/dx_i, dL/dy) once it has run (register_hook)
@@ -112,7 +112,9 @@ class Primitive(SavedTensorViews):
         super().__init_subclass__(**kwargs)
         REGISTRY[cls.__name__] = cls
         cls.freed_parents = FreedGraph.of(cls)  # what release() leaves in place of the parents
-        cls.frees = bool(cls.saves_inputs or cls.saves_output or cls.saves_arguments)  # (one read in release)
+        # (read by the engine, which calls release() only where it has work: an add or a sum saves nothing)
+        cls.frees = bool(cls.saves_inputs or cls.saves_output or cls.saves_arguments) or cls.release is not \
+            Primitive.release
         cls.bare = object.__new__(cls)  # a node with no parameters: runs the forward of a backward's own op
 
     def forward(self, *arrays):
@@ -128,9 +130,9 @@ class Primitive(SavedTensorViews):
         if params:
             node.__dict__ = params  # (a fresh dict made for this call: the node's own)
         try:
-            if len(inputs) == 1:  # the common arities spelled out: this is the hot path
+            if (arity := len(inputs)) == 1:  # the common arities spelled out: this is the hot path
                 data = node.forward(inputs[0]._data)
-            elif len(inputs) == 2:
+            elif arity == 2:
                 data = node.forward(inputs[0]._data, inputs[1]._data)
             else:
                 data = node.forward(*[x._data for x in inputs])
@@ -348,14 +350,15 @@ class Primitive(SavedTensorViews):
                            (_as_constant(x) if isinstance(x, Tensor) else InputInfo(x, False))
                            for x, keep in zip(inputs, wanted))
         grads = self.backward(grad, output, *inputs)
-        if len(grads) != len(inputs):
+        try:
+            for x, g in zip(inputs, grads, strict=True):  # the common case: every gradient already fits its input
+                if g is not None:
+                    array, expected = g._data, x if type(x) is InputInfo else x._data  # (an InputInfo has both)
+                    if array.shape != expected.shape or (array.dtype is not expected.dtype  # (dtypes are
+                                                         and array.dtype != expected.dtype):  # mostly singletons)
+                        return validate_gradients(self, inputs, grads)
+        except ValueError:  # (zip's: a backward that returned another count of gradients; said there)
             return validate_gradients(self, inputs, grads)
-        for x, g in zip(inputs, grads):  # the common case: every gradient already fits its input
-            if g is not None:
-                array, expected = g._data, x if type(x) is InputInfo else x._data  # (an InputInfo has both)
-                if array.shape != expected.shape or (array.dtype is not expected.dtype  # (dtypes are
-                                                     and array.dtype != expected.dtype):  # mostly singletons)
-                    return validate_gradients(self, inputs, grads)
         return grads
 
     def _output_again(self, data):
@@ -389,11 +392,8 @@ class Primitive(SavedTensorViews):
     def release(self):
         """Free what the node saved for backward; walking it again then says the graph was freed.
         A node that saved no values (an add, a sum, a reshape) keeps only shapes and stays, so a
-        second backward through such nodes alone works, as PyTorch's does."""
-        if self.frees:
-            self._free()
-
-    def _free(self):
+        second backward through such nodes alone works, as PyTorch's does: the engine calls release only
+        where ``frees``."""
         self.inputs = None
         if self.saves_output:  # (no store where nothing is: the node's dict stays small)
             self.output_data = None

@@ -174,6 +174,8 @@ class Value:
     def chain(self, grad):
         return [grad * local for local in self.local_grads]
 
+    frees = False  # (the engine's: release() has no work)
+
     def release(self):
         pass  # a Value graph holds only numbers: it stays for another backward()
 

@@ -231,8 +231,8 @@ class Gelu(Primitive):
     def backward(self, grad, y, x):
         return (GeluGrad.apply(grad, x, cdf=self.cdf),)
 
-    def _free(self):
-        super()._free()
+    def release(self):
+        super().release()
         self.cdf = None
 
 

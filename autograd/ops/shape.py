@@ -244,7 +244,7 @@ class GetItem(Primitive):
 
     def release(self):
         if not self.is_view and self.saves_index:  # (a slice is no saved tensor: a second backward may pass)
-            self._free()
+            super().release()
 
     def backward(self, grad, y, x):
         return (IndexAdd.apply(grad, index=self.index, shape=x.shape, basic=self.is_view),)
