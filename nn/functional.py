@@ -196,10 +196,10 @@ def softplus(input, beta=1.0, threshold=20.0, *, out=None):
     return write_out(named_node(autograd.where(scaled > threshold, input, smooth), None, "SoftplusBackward0"), out)
 
 
-def logsigmoid(input):
+def logsigmoid(input, *, out=None):
     """y = ln σ(x) = -softplus(-x), stable for large |x|."""
     refuse_kinds(input, "log_sigmoid_cpu", "biuc")
-    return _LogSigmoid.apply(input)
+    return write_out(_LogSigmoid.apply(input), out, warn_resize=False)  # (PyTorch's kernel resizes out itself)
 
 
 def softsign(input):
@@ -462,12 +462,9 @@ def local_response_norm(input, size, alpha=1e-4, beta=0.75, k=1.0):
 
 def normalize(input, p=2.0, dim=1, eps=1e-12, out=None):
     """x / max(‖x‖_p, eps) along dim (unit vectors; eps keeps a zero vector finite).
-    With ``out`` the result is written there, outside the graph (as PyTorch's out=)."""
-    result = input / vector_norm(input, p, dim, keepdim=True).clamp(min=eps)
-    if out is None:
-        return result
-    with autograd.no_grad():
-        return out.copy_(result)
+    With ``out`` the result is written there as PyTorch's torch.div(..., out=out) writes it: resized to the
+    result's shape, refused for a dtype the result can't be cast to or where grad would be needed."""
+    return write_out(input / vector_norm(input, p, dim, keepdim=True).clamp(min=eps), out)
 
 
 class _Reduction:

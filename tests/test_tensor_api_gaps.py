@@ -311,7 +311,9 @@ def test_conjugation_of_real_tensors_is_the_tensor():
     x = Tensor(np.array([-1.0, 0.0, 2.0, np.inf, -np.inf, np.nan]), requires_grad=True)
     for name in ("conj", "resolve_conj", "resolve_neg", "conj_physical"):
         assert getattr(x, name)() is x and getattr(autograd, name)(x) is x
-    assert x.real is x and autograd.real(x) is x and x.conj_physical_() is x
+    assert x.real is x and autograd.real(x) is x and x.detach().conj_physical_().tolist()[:3] == [-1.0, 0.0, 2.0]
+    with pytest.raises(RuntimeError, match="leaf Variable that requires grad"):  # (a write all the same: PyTorch's)
+        x.conj_physical_()
     assert x.isreal().tolist() == [True] * 6
     with pytest.raises(RuntimeError, match="imag is not implemented for tensors with non-complex dtypes"):
         _ = x.imag

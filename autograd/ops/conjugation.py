@@ -70,10 +70,9 @@ def resolve(input):
 
 @names("conj_physical_", function=False)
 def conj_physical_(input):
-    """Conjugated in place: nothing to do for a real tensor."""
-    if input.dtype.kind == "c":
-        input.copy_(conj(input))
-    return input
+    """Conjugated in place. A real tensor's values stay, but, as in PyTorch, it is still a write: the version
+    moves on, a leaf that requires grad refuses and a recorded tensor's history takes the (identity) step."""
+    return input._write_back(conj, (), {}, "conj_physical_")
 
 
 class RealPart(Primitive):

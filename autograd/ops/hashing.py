@@ -16,10 +16,11 @@ from ..tensor import Tensor
 from .axes import normalize_dims
 from .conversion import refuse_kinds
 from .names import names
+from .outputs import write_out
 
 
 @names("hash_tensor")
-def hash_tensor(input, dim=None, *, keepdim=False, mode=0):
+def hash_tensor(input, dim=None, *, keepdim=False, mode=0, out=None):
     """The xor of the elements' 64-bit patterns over ``dim`` (every dim by default), as uint64."""
     if mode != 0:
         raise RuntimeError(f"Unknown hash_tensor mode: {mode}")
@@ -36,4 +37,4 @@ def hash_tensor(input, dim=None, *, keepdim=False, mode=0):
     wide = data.astype(xp.float64 if data.dtype.kind == "f" else xp.int64)
     words = wide.view(xp.uint64)
     hashed = ufunc_reduce("bitwise_xor", words, axes, keepdim) if axes else words.copy()
-    return Tensor._make(xp.asarray(hashed, dtype=xp.uint64))
+    return write_out(Tensor._make(xp.asarray(hashed, dtype=xp.uint64)), out)

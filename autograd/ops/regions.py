@@ -56,7 +56,8 @@ def diagonal_scatter(input, src, offset=0, dim1=0, dim2=1):
 
 @names("narrow_copy")
 def narrow_copy(input, dim, start, length, *, out=None):
-    """input.narrow(dim, start, length) as a new tensor (not a view)."""
+    """input.narrow(dim, start, length) as a new tensor (not a view). An out of another shape is resized without
+    PyTorch's warning, as its narrow_copy kernel resizes out itself."""
     if is_sparse(input):  # (a sparse tensor has no narrow view, only its own copy)
         return write_out(input.narrow_copy(dim, start, length), out)
-    return write_out(input.narrow(dim, start, length).clone(), out)
+    return write_out(input.narrow(dim, start, length).clone(), out, warn_resize=False)

@@ -142,7 +142,9 @@ def addbmm(input, batch1, batch2, *scales_first, beta=1, alpha=1, out=None):
                                                         f"{type_name(a)} and {type_name(b)}")
     refuse_kinds(batch1, "addmm_impl_cpu_", "b")  # (a sum of matrix products: PyTorch has no bool kernel)
     product = Einsum.apply(batch1, batch2, terms=("bij", "bjk"), output="ik", kernel="addbmm")
-    return write_product(_scaled_sum(_input(input, batch1), product, beta, alpha, op="addbmm"), out)
+    result = _scaled_sum(_input(input, batch1), product, beta, alpha, op="addbmm")
+    return write_out(result, out, dtype=result.dtype, warn_resize=False)  # (write_product's, but PyTorch's addbmm
+    # kernel resizes out itself: no warning)
 
 
 @names("addr", inplace="addr_")

@@ -252,26 +252,26 @@ def _flat(tensors):
 def hstack(tensors, *, out=None):
     """Join along dim 1 (dim 0 for vectors)."""
     tensors = [_at_least(t, 1) for t in _tensors(tensors, "hstack")]
-    return write_out(joins.cat(tensors, 0 if tensors[0].ndim == 1 else 1), out)
+    return joins.cat(tensors, 0 if tensors[0].ndim == 1 else 1, out=out)  # (PyTorch's cat_out: its refusals)
 
 
 @names("vstack", "row_stack", method=False)
 def vstack(tensors, *, out=None):
     """Join along dim 0, vectors taken as rows."""
-    return write_out(joins.cat([_at_least(t, 2) for t in _tensors(tensors, "vstack")], 0), out)
+    return joins.cat([_at_least(t, 2) for t in _tensors(tensors, "vstack")], 0, out=out)
 
 
 @names("dstack", method=False)
 def dstack(tensors, *, out=None):
     """Join along dim 2, vectors and matrices given trailing size-1 dims first."""
-    return write_out(joins.cat([_at_least(t, 3) for t in _tensors(tensors, "dstack")], 2), out)
+    return joins.cat([_at_least(t, 3) for t in _tensors(tensors, "dstack")], 2, out=out)
 
 
 @names("column_stack", method=False)
 def column_stack(tensors, *, out=None):
     """Join as columns: vectors (and scalars) become columns, then hstack."""
     columns = [shape.reshape(t, (t.numel(), 1)) if t.ndim <= 1 else t for t in _tensors(tensors, "column_stack")]
-    return write_out(joins.cat(columns, 1), out)
+    return joins.cat(columns, 1, out=out)
 
 
 def _split_along(input, indices_or_sections, dim, op, min_ndim):
