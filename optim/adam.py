@@ -2,7 +2,6 @@
 
 import autograd
 from autograd import Tensor
-from autograd.ops.fused_adam import adam_step
 
 from ._functional import adam  # noqa: F401  (torch.optim.adam.adam, the functional step)
 from .optimizer import Optimizer, kept_for_backward, l2_decayed, number_over, require, scalar_tensor
@@ -93,7 +92,10 @@ class Adam(AdamFamily):
         lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
         if (group["fused"] or one_call_is_the_same(param, state, group)) and grad._data.dtype == param._data.dtype:
             # the count, then the same arithmetic in one call on the arrays (ops/fused_adam.py, _fused_adam_'s and
-            # _fused_adamw_'s step of one parameter): to the last bit, and faster
+            # _fused_adamw_'s step of one parameter): to the last bit, and faster. (Imported here: the module of
+            # autograd._fused_adam_ loads on first use, not with `import optim`.)
+            from autograd.ops.fused_adam import adam_step
+
             adam_step(param, grad, state["exp_avg"], state["exp_avg_sq"], state.get("max_exp_avg_sq"), state["step"],
                       lr, beta1, beta2, group["weight_decay"], eps, group["amsgrad"],
                       group.get("decoupled_weight_decay"))
