@@ -8,6 +8,7 @@ from autograd.ops.conjugation import conj
 from autograd.ops.conversion import refuse_kinds, type_name
 from autograd.ops.linalg import MatMul, matmul_dtype_words
 from autograd.ops.outputs import write_out
+from autograd.ops.reductions import Sum
 from autograd.primitive import named_node
 
 
@@ -51,7 +52,9 @@ class AffineMap(Primitive):
             grad_weight = MatMul.apply_in_backward(rows, inputs, transpose_a=True)
         grad_bias = None
         if bias is not None and bias.requires_grad:
-            grad_bias = grad.sum(tuple(range(grad.ndim - 1))) if grad.ndim > 1 else grad
+            # (Sum's node directly, as grad.sum(dims) makes it, without the method's argument reading: every step)
+            grad_bias = (Sum.apply_in_backward(grad, axes=tuple(range(grad.ndim - 1)), keepdim=False,
+                                               pytorch_name="SumBackward1") if grad.ndim > 1 else grad)
         return (grad_x, grad_weight) if bias is None else (grad_x, grad_weight, grad_bias)
 
     @property
