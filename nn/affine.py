@@ -8,6 +8,7 @@ from autograd.ops.conjugation import conj
 from autograd.ops.conversion import refuse_kinds, type_name
 from autograd.ops.linalg import MatMul, matmul_dtype_words
 from autograd.ops.outputs import write_out
+from autograd.ops.reductions import Sum
 from autograd.primitive import named_node
 
 
@@ -51,7 +52,9 @@ class AffineMap(Primitive):
             grad_weight = MatMul.apply_in_backward(rows, inputs, transpose_a=True)
         grad_bias = None
         if bias is not None and bias.requires_grad:
-            grad_bias = grad.sum(tuple(range(grad.ndim - 1))) if grad.ndim > 1 else grad
+            # (Sum's node directly, as grad.sum(dims) makes it, without the method's argument reading: every step)
+            grad_bias = (Sum.apply_in_backward(grad, axes=tuple(range(grad.ndim - 1)), keepdim=False,
+                                               pytorch_name="SumBackward1") if grad.ndim > 1 else grad)
         return (grad_x, grad_weight) if bias is None else (grad_x, grad_weight, grad_bias)
 
     @property
@@ -114,15 +117,18 @@ def linear(input, weight, bias=None, *, out=None):
     if input.ndim == 0 or weight.ndim == 0:
         raise RuntimeError(f"both arguments to linear need to be at least 1D, but they are {input.ndim}D and "
                            f"{weight.ndim}D")
-    if input.shape[-1] != weight.shape[-1]:
+    if input._data.shape[-1] != weight._data.shape[-1]:  # (the arrays' shapes: no Size made at every call)
         raise ShapeError(f"linear: input of shape {tuple(input.shape)} has {input.shape[-1]} features but the "
                          f"weight of shape {tuple(weight.shape)} expects {weight.shape[-1]} (mat1 and mat2 "
                          f"shapes cannot "
                          "be multiplied)")
-    check_same_dtype("linear", input, (_linear_dtype_words, input, weight, bias), weight=weight,
-                     bias=bias)
-    refuse_kinds(input, "addmm_impl_cpu_", "b")  # (NumPy would multiply bools; PyTorch has no kernel for them)
-    if bias is not None and input._data.dtype == float16:
+    dtype = input._data.dtype
+    if weight._data.dtype != dtype or (bias is not None and bias._data.dtype != dtype):  # (compared here, a hot
+        # path; the words where they differ)
+        check_same_dtype("linear", input, (_linear_dtype_words, input, weight, bias), weight=weight, bias=bias)
+    if dtype.kind == "b":  # (NumPy would multiply bools; PyTorch has no kernel for them)
+        refuse_kinds(input, "addmm_impl_cpu_", "b")
+    if bias is not None and dtype == float16:
         # PyTorch runs a 2-d input (of any layout) and a contiguous one through addmm (flattened), whose float16
         # is computed in float32 and rounded once; other layouts take matmul then add, each rounded
         if input.ndim > 2 and not input.is_contiguous():

@@ -71,11 +71,12 @@ def _refused_at_backward(loss, input):
 
 
 def _check_class_indices(name, input, target):
-    if target.dtype.kind not in "iu":  # (PyTorch's RuntimeError; a TypeError too)
+    dtype = target._data.dtype  # (the array's: read at every step)
+    if dtype.kind not in "iu":  # (PyTorch's RuntimeError; a TypeError too)
         raise DtypeError(f"expected target dtype to be Long or Byte, but got {type_name(target.dtype)} ({name}: "
                          f"target of dtype {target.dtype} given, but class indices must be integers (use .long()); "
                          f"for class probabilities pass a float target of the input's shape {tuple(input.shape)})")
-    if target.dtype != numpy.int64 and target.dtype != numpy.uint8:  # PyTorch reads them as int64 (or uint8) only
+    if dtype != numpy.int64 and dtype != numpy.uint8:  # PyTorch reads them as int64 (or uint8) only
         raise DtypeError(f"{name}: expected target dtype to be Long or Byte, but got {type_name(target.dtype)} "
                          f"({target.dtype}); convert the class indices with target.long()")
     if input.ndim == 1 and target.ndim == 1:  # (a (1,) target was read as 0-d: see _squeezed_batch_of_one)
@@ -377,13 +378,15 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
     dim = _class_dim(input)
     classes = input._data.shape[dim]
     class_shape = (1,) * dim + (classes,) + (1,) * (input.ndim - dim - 1)
-    if target.dtype.kind != "f" and target.shape == input.shape:  # (PyTorch reads the input's shape as probabilities)
+    target_kind = target._data.dtype.kind  # (the arrays' dtype and shapes: this runs at every training step)
+    if target_kind != "f" and target._data.shape == input._data.shape:  # (PyTorch reads the input's shape as
+        # probabilities)
         indices = input.shape[:dim] + input.shape[dim + 1:]
         raise DtypeError(f"Expected floating point type for target with class probabilities, got "
                          f"{type_name(target.dtype)} (cross_entropy: a target of the input's shape "
                          f"{tuple(input.shape)} holds class probabilities; class indices would have shape "
                          f"{tuple(indices)})")
-    if target.dtype.kind == "f":  # class probabilities
+    if target_kind == "f":  # class probabilities
         if ignore_index >= 0:  # (a class index to skip means nothing for probabilities: PyTorch's check)
             raise RuntimeError(f"ignore_index is not supported for floating point target (got ignore_index="
                                f"{ignore_index}; the default -100 leaves every class in)")

@@ -89,15 +89,18 @@ class Adam(AdamFamily):
             state["exp_avg_sq"] = autograd.zeros_like(param)
             if group["amsgrad"]:
                 state["max_exp_avg_sq"] = autograd.zeros_like(param)
-        step = state["step"].add_(1).item()
         lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
-        if (group["fused"] or one_call_is_the_same(param, state, group)) and grad.dtype == param.dtype:
-            # the same arithmetic in one call on the arrays (ops/fused_adam.py): to the last bit, and faster
-            fused_step = autograd._fused_adamw_ if group.get("decoupled_weight_decay") else autograd._fused_adam_
-            fused_step([param], [grad], [state["exp_avg"]], [state["exp_avg_sq"]], [state.get("max_exp_avg_sq")],
-                       [state["step"]], lr=lr, beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"], eps=eps,
-                       amsgrad=group["amsgrad"], maximize=False)  # (maximize: the gradient came negated)
+        if (group["fused"] or one_call_is_the_same(param, state, group)) and grad._data.dtype == param._data.dtype:
+            # the count, then the same arithmetic in one call on the arrays (ops/fused_adam.py, _fused_adam_'s and
+            # _fused_adamw_'s step of one parameter): to the last bit, and faster. (Imported here: the module of
+            # autograd._fused_adam_ loads on first use, not with `import optim`.)
+            from autograd.ops.fused_adam import adam_step
+
+            adam_step(param, grad, state["exp_avg"], state["exp_avg_sq"], state.get("max_exp_avg_sq"), state["step"],
+                      lr, beta1, beta2, group["weight_decay"], eps, group["amsgrad"],
+                      group.get("decoupled_weight_decay"))
             return
+        step = state["step"].add_(1).item()
         grad = apply_weight_decay(param, grad, group)
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
         update_moments(exp_avg, exp_avg_sq, grad, group["betas"])

@@ -147,3 +147,24 @@ def test_fused_refuses_differentiable_and_grad_mode_writes():
         autograd._fused_adam_([w], [autograd.ones(1)], [autograd.zeros(1)], [autograd.zeros(1)], [],
                               [autograd.tensor(1.0)], lr=0.1, beta1=0.9, beta2=0.99, weight_decay=0.0, eps=1e-8,
                               amsgrad=False, maximize=False)
+
+
+@pytest.mark.parametrize("fused", [True, None])
+def test_the_per_parameter_step_advances_the_count_in_place(fused):
+    w = autograd.tensor([1.0, -2.0], requires_grad=True)
+    optimizer = optim.Adam([w], lr=0.1, fused=fused)
+    w.grad = autograd.tensor([0.5, 0.25])
+    optimizer.step()
+    count = optimizer.state[w]["step"]  # held across steps: the same tensor, written in place, its version moved
+    version = count._version
+    optimizer.step()
+    assert optimizer.state[w]["step"] is count
+    assert count.item() == 2.0 and count.dtype == autograd.float32 and count._version == version + 1
+
+
+def test_the_functional_step_under_grad_mode_refuses_a_leaf_that_requires_grad():
+    w = autograd.tensor([1.0, -2.0], requires_grad=True)
+    with pytest.raises(RuntimeError, match="not differentiable.*no_grad"):
+        optim.adam.adam([w], [autograd.ones(2)], [autograd.zeros(2)], [autograd.zeros(2)], [], [autograd.tensor(0.0)],
+                        amsgrad=False, beta1=0.9, beta2=0.99, lr=0.1, weight_decay=0.0, eps=1e-8, maximize=False)
+    np.testing.assert_array_equal(w.detach().numpy(), [1.0, -2.0])

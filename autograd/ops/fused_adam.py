@@ -81,11 +81,35 @@ def _scratch(like):
     return pair
 
 
-def _fused(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, lr, beta1, beta2, weight_decay, eps,
-           amsgrad, maximize, grad_scale, found_inf, decoupled):
-    if modes.grad_enabled and any(t.requires_grad for t in (*params, *exp_avgs, *exp_avg_sqs)):
+def _refuse_recorded(written):
+    """A fused step writes its tensors in place unrecorded: with grad mode on, one that requires grad is refused."""
+    if any(t.requires_grad for t in written):
         raise RuntimeError("an optimizer's fused step is not differentiable, and a parameter that requires grad "
                            "may not be written in place while grad mode is on: call it under autograd.no_grad()")
+
+
+def adam_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, state_step, lr, beta1, beta2, weight_decay, eps,
+              amsgrad, decoupled):
+    """One parameter's step as ``torch.optim.Adam(fused=True)`` takes it: its step count ``state_step`` advanced
+    by one in place (``_foreach_add_``), then ``_fused_adam_``'s update (``decoupled``: ``_fused_adamw_``'s).
+    What ``optim.Adam`` calls for each parameter, without the lists, the scaler's arguments and maximize (its
+    gradient comes negated). Returns the count."""
+    if modes.grad_enabled:
+        _refuse_recorded((param, exp_avg, exp_avg_sq))
+    state_step._before_write()
+    state_step._data += 1  # (a 0-d array in the count's own dtype: add_(1)'s arithmetic, without its dispatch)
+    bump_version(state_step)
+    step = state_step._data.item()
+    with errstate(all="ignore"):  # (as _fused's)
+        _step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, beta2, weight_decay, eps, amsgrad,
+              False, decoupled, None)
+    return step
+
+
+def _fused(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, lr, beta1, beta2, weight_decay, eps,
+           amsgrad, maximize, grad_scale, found_inf, decoupled):
+    if modes.grad_enabled:
+        _refuse_recorded((*params, *exp_avgs, *exp_avg_sqs))
     if found_inf is not None and float(found_inf.item()) != 0:
         return  # the scaler found an inf or NaN gradient: this step is skipped (GradScaler's contract)
     scale = None if grad_scale is None else grad_scale._data
