@@ -186,8 +186,10 @@ def run(batch_sizes=(32, 128, 512), sizes=SIZES, rounds=7, steps=10, repeat=2):
 def peak_memory(batch_size=512, steps=20):
     """{name: peak resident bytes} of a fresh process running ``steps`` steps of each kind."""
     names = list(STEPS) + (["PyTorch"] if optional("torch") is not None else [])
+    # (PyTorch is imported only in its own process: loaded beside the others, its 200 MB would be counted in each)
     code = ("import mlp_step\nfrom timing import optional\n"
-            "step = mlp_step.makers(mlp_step.SIZES, {batch}, optional('torch'))[{name!r}]()\n"
+            "step = mlp_step.makers(mlp_step.SIZES, {batch}, optional('torch') if {name!r} == 'PyTorch' else None)"
+            "[{name!r}]()\n"
             "for _ in range({steps}):\n    step()")
     return {name: peak_rss(code.format(batch=batch_size, name=name, steps=steps)) for name in names}
 
