@@ -21,7 +21,8 @@ LAZY = ["graphviz", "html", "importlib.metadata", "numpy.polynomial", "numpy.ran
         "autograd.cpu", "autograd.masked", "autograd.fx", "nn.grad", "nn.cross_map_lrn",
         "nn.attention", "nn.conv", "nn.ctc", "nn.functional_conv", "nn.interpolation", "nn.lecture", "nn.padding",
         "nn.parallel", "nn.pooling", "nn.recurrent_layers", "nn.rnn", "nn.sparse", "nn.sync_batchnorm",
-        "nn.transformer", "nn.utils", "optim.lr_scheduler",
+        "nn.transformer", "nn.utils", "nn.normalization", "nn.dropout", "optim.lr_scheduler", "optim.adagrad",
+        "optim.rmsprop",
         # the op modules autograd.ops leaves out (autograd/ops/deferred.py)
         "autograd.ops.lu", "autograd.ops.decompositions", "autograd.ops.svd", "autograd.ops.inverses",
         "autograd.ops.householder", "autograd.ops.triangular", "autograd.ops.matrix_exp", "autograd.ops.gamma",
@@ -31,7 +32,10 @@ LAZY = ["graphviz", "html", "importlib.metadata", "numpy.polynomial", "numpy.ran
         "autograd.ops.pooling", "autograd.ops.convolution", "autograd.ops.cumulative", "autograd.ops.splitting",
         "autograd.ops.diagonals", "autograd.ops.statistics", "autograd.ops.regions", "autograd.ops.masking",
         "autograd.ops.reshaping_in_place", "autograd.ops.sorting", "autograd.ops.tie_orders",
-        "autograd.ops.contractions", "autograd.ops.sampling", "autograd.printing", "autograd.dispatching"]
+        "autograd.ops.contractions", "autograd.ops.sampling", "autograd.ops.norms", "autograd.ops.half_linalg",
+        "autograd.ops.distances", "autograd.ops.normalization", "autograd.ops.numbers", "autograd.ops.bilinear",
+        "autograd.ops.embedding", "autograd.ops.pixel_shuffle", "autograd.ops.runtime_checks", "autograd.printing",
+        "autograd.dispatching"]
 PACKAGES = ["autograd", "autograd.autograd", "nn", "nn.functional", "optim"]  # the ones with names on first use
 
 
@@ -66,8 +70,10 @@ def test_import_loads_none_of_them():
                                                 "autograd.ops.triangular", "autograd.ops.matrix_exp",
                                                 "autograd.ops.cumulative", "autograd.ops.splitting",
                                                 "autograd.ops.diagonals", "autograd.ops.sorting",
-                                                "autograd.ops.tie_orders", "autograd.ops.contractions"]),
-    ("import nn; nn.SyncBatchNorm", ["autograd.distributed", "autograd.serialization", "nn.sync_batchnorm"]),
+                                                "autograd.ops.tie_orders", "autograd.ops.contractions",
+                                                "autograd.ops.norms", "autograd.ops.half_linalg"]),
+    ("import nn; nn.SyncBatchNorm", ["autograd.distributed", "autograd.serialization", "nn.sync_batchnorm",
+                                     "nn.normalization", "autograd.ops.normalization"]),
     ("from nn.parallel import DistributedDataParallel", ["autograd.distributed", "autograd.serialization",
                                                          "nn.parallel"]),
     # (zero padding: autograd.constant_pad_nd)
@@ -75,11 +81,28 @@ def test_import_loads_none_of_them():
     ("from nn import LSTM", ["nn.rnn", "nn.recurrent_layers", "nn.utils", "autograd.ops.splitting"]),
     ("import autograd; autograd.eye(2).svd()", ["autograd.ops.svd", "autograd.ops.decompositions",
                                                 "autograd.ops.inverses", "autograd.ops.triangular",
-                                                "autograd.ops.cumulative", "autograd.ops.splitting"]),
+                                                "autograd.ops.cumulative", "autograd.ops.splitting",
+                                                "autograd.ops.norms", "autograd.ops.half_linalg"]),
     ("import autograd; autograd.Tensor.lgamma", ["autograd.ops.gamma"]),
     ("import autograd; autograd.arange(3).sort()", ["autograd.ops.sorting", "autograd.ops.tie_orders"]),
     ("import nn; nn.functional.pad", ["nn.padding"]),
     ("import optim; optim.lr_scheduler.StepLR", ["optim.lr_scheduler"]),
+    ("import optim; optim.RMSprop", ["optim.rmsprop"]),
+    ("from optim import Adagrad", ["optim.adagrad"]),
+    ("import nn; nn.Dropout", ["nn.dropout"]),
+    ("from nn import LayerNorm", ["nn.normalization"]),  # (autograd.ops.normalization: with the first call)
+    ("import nn; nn.functional.layer_norm", ["autograd.ops.normalization"]),
+    ("import autograd, nn; nn.functional.normalize(autograd.ones(2, 2))",
+     ["autograd.ops.norms", "autograd.ops.half_linalg", "autograd.ops.distances"]),
+    ("import autograd; autograd.ones(2).norm()", ["autograd.ops.norms", "autograd.ops.half_linalg"]),
+    ("import nn; nn.Embedding", ["nn.sparse", "autograd.ops.embedding", "autograd.ops.sorting",
+                                 "autograd.ops.tie_orders"]),  # (nn.sparse holds EmbeddingBag: embedding_bags sorts)
+    ("import nn; nn.functional.embedding", ["autograd.ops.embedding"]),
+    ("import autograd; autograd.ones(2).frexp()", ["autograd.ops.numbers"]),
+    ("import autograd; autograd._check(True)", ["autograd.ops.runtime_checks"]),
+    ("import nn; nn.functional.pixel_shuffle", ["autograd.ops.pixel_shuffle"]),
+    ("import autograd, nn; nn.functional.bilinear(autograd.ones(1, 2), autograd.ones(1, 2), autograd.ones(1, 2, 2))",
+     ["autograd.ops.bilinear"]),
 ])
 def test_first_use_loads_the_tool(code, expected):
     assert loaded_after(code) == [m for m in LAZY if m in expected]
