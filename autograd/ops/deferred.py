@@ -4,8 +4,8 @@ where its ops are defined): linear algebra's factorizations, the gamma family, s
 masking, statistics, the norms and distances, the normalizations (``layer_norm``, ``batch_norm``), embeddings,
 the bilinear map, pixel shuffling, the number-theoretic and number-format ops (``gcd``, ``frexp``, ``erfc``),
 ``torch._check`` and its kin, DLPack, hashing, fake quantization, the STFT and the fused ``add*`` products. A
-training loop of an MLP needs none of them, and importing them all was about a third of ``import autograd``'s
-own cost.
+training loop of an MLP needs none of them, and importing them all was more than a quarter of ``import
+autograd``'s own cost.
 
 Each name works before its module is loaded: ``x.svd()`` and ``autograd.Tensor.svd`` (a stand-in method of
 Tensor's, ops/__init__.py), ``autograd.svd`` (autograd's ``__getattr__``) and ``autograd.return_types.svd``
