@@ -31,7 +31,6 @@ from autograd.ops.activations import selu as _selu
 from autograd.ops.activations import threshold as _threshold
 from autograd.ops.conversion import refuse_kinds
 from autograd.ops.dropout import alpha_drop, check_dropout_probability, drop, feature_shape
-from autograd.ops.hardswish import Hardswish
 from autograd.ops.losses import read_reduction
 from autograd.ops.outputs import write_out
 from autograd.primitive import named_node
@@ -193,6 +192,8 @@ def hardswish(input, inplace=False):
     """y = x · relu6(x + 3) / 6 (Howard et al., 2019): 0 up to -3, x from 3, x (x + 3) / 6
     between; dy/dx = x/3 + 1/2 strictly inside (-3, 3), 0 at -3 and 1 at 3 (PyTorch's; one primitive,
     autograd/ops/hardswish.py, so ±inf have PyTorch's gradients 0 and 1, not NaN)."""
+    from autograd.ops.hardswish import Hardswish  # (a deferred op module: ops/deferred.py)
+
     return _inplace(input, Hardswish.apply, inplace)
 
 

@@ -34,7 +34,8 @@ LAZY = ["graphviz", "html", "importlib.metadata", "numpy.polynomial", "numpy.ran
         "autograd.ops.reshaping_in_place", "autograd.ops.sorting", "autograd.ops.tie_orders",
         "autograd.ops.contractions", "autograd.ops.sampling", "autograd.ops.norms", "autograd.ops.half_linalg",
         "autograd.ops.distances", "autograd.ops.normalization", "autograd.ops.numbers", "autograd.ops.bilinear",
-        "autograd.ops.embedding", "autograd.ops.pixel_shuffle", "autograd.ops.runtime_checks", "autograd.printing",
+        "autograd.ops.embedding", "autograd.ops.pixel_shuffle", "autograd.ops.runtime_checks", "autograd.ops.strided",
+        "autograd.ops.hardswish", "autograd.printing",
         "autograd.dispatching"]
 PACKAGES = ["autograd", "autograd.autograd", "nn", "nn.functional", "optim"]  # the ones with names on first use
 
@@ -101,6 +102,9 @@ def test_import_loads_none_of_them():
     ("import autograd; autograd.ones(2).frexp()", ["autograd.ops.numbers"]),
     ("import autograd; autograd._check(True)", ["autograd.ops.runtime_checks"]),
     ("import nn; nn.functional.pixel_shuffle", ["autograd.ops.pixel_shuffle"]),
+    ("import autograd; autograd.arange(4).as_strided((2,), (2,))", ["autograd.ops.strided"]),
+    ("import autograd; autograd.empty_strided((2, 2), (1, 2))", ["autograd.ops.strided"]),
+    ("import autograd, nn; nn.Hardswish()(autograd.ones(2))", ["autograd.ops.hardswish"]),
     ("import autograd, nn; nn.functional.bilinear(autograd.ones(1, 2), autograd.ones(1, 2), autograd.ones(1, 2, 2))",
      ["autograd.ops.bilinear"]),
 ])

@@ -19,7 +19,6 @@ from . import (  # noqa: F401  (each declares its names)
     elementwise_unary,
     extrema,
     functions,
-    hardswish,
     in_place_arithmetic,
     index_errors,
     index_vectors,
@@ -35,7 +34,6 @@ from . import (  # noqa: F401  (each declares its names)
     rounding,
     shape,
     special,
-    strided,
     subscripts,
 )
 from .names import FUNCTIONS, INPLACE, METHODS

@@ -16,7 +16,7 @@ too.
 """
 
 MODULES = {  # module of autograd.ops: {kind: its names, space-separated}
-    "fourier": {}, "zeta": {}, "pooling": {}, "convolution": {}, "tie_orders": {},  # (no names: helpers)
+    "fourier": {}, "zeta": {}, "pooling": {}, "convolution": {}, "tie_orders": {}, "hardswish": {},  # (no names)
     "lu": {
         "methods": "lu lu_solve",
         "functions": "lu lu_solve lu_unpack",
@@ -168,6 +168,10 @@ MODULES = {  # module of autograd.ops: {kind: its names, space-separated}
     },
     "pixel_shuffle": {
         "functions": "channel_shuffle native_channel_shuffle pixel_shuffle pixel_unshuffle",
+    },
+    "strided": {
+        "methods": "as_strided as_strided_scatter",
+        "functions": "as_strided as_strided_scatter slice_inverse",
     },
     "runtime_checks": {
         "functions": ("_assert _assert_async _check _check_index _check_is_size _check_not_implemented "
