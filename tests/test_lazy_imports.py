@@ -22,7 +22,7 @@ LAZY = ["graphviz", "html", "importlib.metadata", "numpy.polynomial", "numpy.ran
         "nn.attention", "nn.conv", "nn.ctc", "nn.functional_conv", "nn.interpolation", "nn.lecture", "nn.padding",
         "nn.parallel", "nn.pooling", "nn.recurrent_layers", "nn.rnn", "nn.sparse", "nn.sync_batchnorm",
         "nn.transformer", "nn.utils", "nn.normalization", "nn.dropout", "optim.lr_scheduler", "optim.adagrad",
-        "optim.rmsprop",
+        "optim.rmsprop", "optim.pytorch_helpers",
         # the op modules autograd.ops leaves out (autograd/ops/deferred.py)
         "autograd.ops.lu", "autograd.ops.decompositions", "autograd.ops.svd", "autograd.ops.inverses",
         "autograd.ops.householder", "autograd.ops.triangular", "autograd.ops.matrix_exp", "autograd.ops.gamma",
@@ -87,9 +87,10 @@ def test_import_loads_none_of_them():
     ("import autograd; autograd.Tensor.lgamma", ["autograd.ops.gamma"]),
     ("import autograd; autograd.arange(3).sort()", ["autograd.ops.sorting", "autograd.ops.tie_orders"]),
     ("import nn; nn.functional.pad", ["nn.padding"]),
-    ("import optim; optim.lr_scheduler.StepLR", ["optim.lr_scheduler"]),
+    ("import optim; optim.lr_scheduler.StepLR", ["optim.lr_scheduler", "optim.pytorch_helpers"]),
     ("import optim; optim.RMSprop", ["optim.rmsprop"]),
     ("from optim import Adagrad", ["optim.adagrad"]),
+    ("from optim.optimizer import _use_grad_for_differentiable", ["optim.pytorch_helpers"]),
     ("import nn; nn.Dropout", ["nn.dropout"]),
     ("from nn import LayerNorm", ["nn.normalization"]),  # (autograd.ops.normalization: with the first call)
     ("import nn; nn.functional.layer_norm", ["autograd.ops.normalization"]),
