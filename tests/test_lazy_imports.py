@@ -528,3 +528,32 @@ x.det(); x.cumsum(0); autograd.tril(x)
 print(json.dumps(seen))
 """
     assert {"det", "cumsum", "tril"} <= set(run_fresh(code))
+
+
+def test_layers_and_functions_of_deferred_modules_pickle_in_a_fresh_interpreter(tmp_path):
+    """A model of layers that load on first use (LayerNorm, Dropout), a function of a deferred op module
+    (F.layer_norm, pickled by its module and name) and an optimizer loaded on first use (RMSprop) unpickle in an
+    interpreter that imported none of them, and compute as before."""
+    import autograd
+    import nn
+    import optim
+
+    autograd.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4), nn.Dropout(0.0))
+    optimizer = optim.RMSprop(model.parameters(), lr=0.1)
+    x = autograd.randn(2, 3)
+    model(x).sum().backward()
+    optimizer.step()
+    expected = [model(x).tolist(), nn.functional.layer_norm(x, (3,)).tolist(), x.norm().item()]
+    with open(tmp_path / "objects.pkl", "wb") as file:
+        pickle.dump([model, nn.functional.layer_norm, x, type(optimizer)], file)
+    code = f"""
+import json, pickle, sys
+with open({str(tmp_path / "objects.pkl")!r}, "rb") as file:
+    model, layer_norm, x, optimizer_class = pickle.load(file)
+print(json.dumps([model(x).tolist(), layer_norm(x, (3,)).tolist(), x.norm().item(), optimizer_class.__name__]))
+"""
+    from_model, from_function, norm, optimizer_name = run_fresh(code)
+    np.testing.assert_allclose(from_model, expected[0], rtol=1e-6)
+    np.testing.assert_allclose(from_function, expected[1], rtol=1e-6)
+    assert norm == pytest.approx(expected[2]) and optimizer_name == "RMSprop"
