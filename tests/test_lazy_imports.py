@@ -133,10 +133,20 @@ def test_every_name_on_first_use_resolves_loads_its_module_and_stays():
     report = run_fresh(LAZY_NAMES.format(packages=PACKAGES))
     assert {"autograd.viz", "autograd.Value", "autograd.load", "autograd.__version__", "nn.Conv2d", "nn.LSTM",
             "nn.Embedding", "nn.functional.conv2d", "autograd.autograd.functional", "optim.lr_scheduler"} <= set(report)
+    import autograd
+    from autograd.ops import deferred
+    from autograd.ops.names import FUNCTIONS
+
+    made_on_first_use = []  # autograd.<op> of an op module loaded at import: only its wrapper is made then
     for name, (home, was_loaded, kept) in report.items():
-        if home is not None and home.split(".")[0] in ("autograd", "nn", "optim"):
+        package, _, attribute = name.rpartition(".")
+        if package == "autograd" and attribute in FUNCTIONS and attribute not in deferred.FUNCTIONS:
+            made_on_first_use.append(attribute)
+        elif home is not None and home.split(".")[0] in ("autograd", "nn", "optim"):
             assert not was_loaded, f"{name} comes from {home}, which `import` had already loaded"
         assert kept, f"{name} was not kept in its package after the first use"
+    assert {"exp", "relu", "sum", "mean", "reshape", "clamp", "matmul"} <= set(made_on_first_use)
+    assert autograd.exp.__module__ == "autograd" and autograd.exp.__qualname__ == "exp"  # (pickled by that name)
 
 
 def test_lazy_names_are_the_modules_and_objects():
@@ -557,3 +567,21 @@ print(json.dumps([model(x).tolist(), layer_norm(x, (3,)).tolist(), x.norm().item
     np.testing.assert_allclose(from_model, expected[0], rtol=1e-6)
     np.testing.assert_allclose(from_function, expected[1], rtol=1e-6)
     assert norm == pytest.approx(expected[2]) and optimizer_name == "RMSprop"
+
+
+def test_op_functions_made_on_first_use_pickle_by_their_names(tmp_path):
+    """autograd.<op> of an op module loaded at import is made (wrapped, ops/names.py) on its first use, then kept:
+    it pickles as autograd.<op>, and unpickles in a fresh interpreter as that interpreter's autograd.<op>."""
+    import autograd
+
+    functions = [autograd.flip, autograd.relu, autograd.matmul, autograd.clamp]
+    assert [(f.__module__, f.__qualname__) for f in functions] == [("autograd", n) for n in
+                                                                   ("flip", "relu", "matmul", "clamp")]
+    assert all(vars(autograd)[f.__qualname__] is f for f in functions)
+    with open(tmp_path / "functions.pkl", "wb") as file:
+        pickle.dump(functions, file)
+    code = (f"import json, pickle\nwith open({str(tmp_path / 'functions.pkl')!r}, 'rb') as file:\n"
+            "    functions = pickle.load(file)\nimport autograd\n"
+            "print(json.dumps([f is getattr(autograd, f.__qualname__) for f in functions]"
+            " + [functions[1](autograd.tensor([-1.0, 2.0])).tolist()]))")
+    assert run_fresh(code) == [True, True, True, True, [0.0, 2.0]]
