@@ -131,9 +131,12 @@ from .ops.names import FUNCTIONS as _FUNCTIONS  # noqa: E402
 from .ops.names import pickled_by_name as _pickled_by_name  # noqa: E402
 from .ops.names import refusing_arrays as _refusing_arrays  # noqa: E402
 
-for _name, _function in _FUNCTIONS.items():
-    if globals().get(_name, _function) is _function:  # (imported above, or new here; never another object)
-        globals()[_name] = _pickled_by_name(_refusing_arrays(_function), __name__, _name)
+# (each made on first use, by __getattr__ below: wrapping every one at import was about a sixteenth of its cost;
+# one imported above as it is gives way to its wrapped form; a name holding another object keeps it)
+_OP_FUNCTIONS = {_name: _function for _name, _function in _FUNCTIONS.items()
+                 if globals().get(_name, _function) is _function}
+for _name in _OP_FUNCTIONS.keys() & globals().keys():
+    del globals()[_name]
 
 
 
@@ -261,6 +264,8 @@ __getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {
     # the functions of the op modules autograd.ops leaves out (autograd.svd, autograd.lgamma, ...): listed here for
     # dir() and `import *`; __getattr__ below loads them (ops/deferred.py)
     **{name: f".ops.{module}" for name, module in _deferred_functions.items()},
+    # and those of the op modules it imports (autograd.exp, autograd.cat, ...): __getattr__ below makes them
+    **{name: f"{function.__module__}:{name}" for name, function in _OP_FUNCTIONS.items()},
 }, finished_by_caller=True)
 _names_on_first_use = __getattr__
 
@@ -277,6 +282,8 @@ def __getattr__(name):
     if name in _deferred_functions:
         _load_deferred(_deferred_functions[name])
         value = _FUNCTIONS[name]
+    elif name in _OP_FUNCTIONS:
+        value = _OP_FUNCTIONS[name]
     else:
         value = _names_on_first_use(name)
     # an op's function loaded now (autograd.trapezoid): as its module declared it (taking NumPy's axis= where it

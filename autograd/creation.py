@@ -13,7 +13,6 @@ from .factories import _shape, as_tensor, copied_data, device_of, empty, full, o
 from .graph import modes, program_stacklevel
 from .ops import bind_tensor_methods
 from .ops.names import names
-from .ops.strided import checked_layout
 from .reading_data import shareable
 from .tensor import Tensor, as_array
 from .warn_once import warn_once
@@ -209,6 +208,8 @@ def scalar_tensor(s, *, dtype=None, layout=None, device=None, requires_grad=Fals
 def _strided(size, stride, dtype):
     """An array of shape ``size`` whose neighbours along each dim lie ``stride`` elements apart, on
     a new buffer just long enough (strides of 0 repeat an element, as an expanded tensor's)."""
+    from .ops.strided import checked_layout  # (a deferred op module: ops/deferred.py)
+
     size, stride = checked_layout(size, stride)
     span = 0 if 0 in size else 1 + builtins.sum((n - 1) * s for n, s in zip(size, stride))
     if span * numpy.dtype(dtype).itemsize >= 2**63:

@@ -44,15 +44,6 @@ from .container import (  # noqa: E402
     ParameterList,
     Sequential,
 )
-from .dropout import (  # noqa: E402
-    AlphaDropout,
-    DropConnect,
-    Dropout,
-    Dropout1d,
-    Dropout2d,
-    Dropout3d,
-    FeatureAlphaDropout,
-)
 from .linear import Bilinear, Flatten, Identity, Linear, Unflatten  # noqa: E402
 from .loss import (  # noqa: E402
     BCELoss,
@@ -80,20 +71,11 @@ from .loss import (  # noqa: E402
     TripletMarginWithDistanceLoss,
 )
 from .module import Module  # noqa: E402
-from .normalization import (  # noqa: E402
-    BatchNorm1d,
-    BatchNorm2d,
-    BatchNorm3d,
-    GroupNorm,
-    LayerNorm,
-    LocalResponseNorm,
-    RMSNorm,
-)
 from .parameter import Buffer, Parameter  # noqa: E402
 
 # What a program may never touch loads on first use (PEP 562), so that `import nn` stays quick:
 # the layers beyond the MLP's (convolution, pooling, padding, recurrent, attention, embeddings,
-# ...), nn.utils, the lecture's networks, and data-parallel training (it brings
+# normalization, dropout, ...), nn.utils, the lecture's networks, and data-parallel training (it brings
 # autograd.distributed). `nn.Conv2d`, `from nn import LSTM`, dir(nn) and `from nn import *` work
 # as before.
 __getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {
@@ -113,6 +95,8 @@ __getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {
     **_lazy.from_module(".ctc", "CTCLoss"),
     "CrossMapLRN2d": ".cross_map_lrn:CrossMapLRN2d",
     **_lazy.from_module(".distance", "CosineSimilarity", "PairwiseDistance"),
+    **_lazy.from_module(".dropout", "AlphaDropout", "DropConnect", "Dropout", "Dropout1d", "Dropout2d", "Dropout3d",
+                        "FeatureAlphaDropout"),
     **_lazy.from_module(".fractional_max_pool", "FractionalMaxPool2d", "FractionalMaxPool3d"),
     **_lazy.from_module(".instance_norm", "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d"),
     **_lazy.from_module(".interpolation", "Upsample", "UpsamplingBilinear2d", "UpsamplingNearest2d"),
@@ -123,6 +107,8 @@ __getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {
     **_lazy.from_module(".lecture", "MLP", "Neuron", "Perceptron"),
     **_lazy.from_module(".linear_cross_entropy", "LinearCrossEntropyLoss"),
     **_lazy.from_module(".lp_pool", "LPPool1d", "LPPool2d", "LPPool3d"),
+    **_lazy.from_module(".normalization", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "GroupNorm", "LayerNorm",
+                        "LocalResponseNorm", "RMSNorm"),
     **_lazy.from_module(".padding", "CircularPad1d", "CircularPad2d", "CircularPad3d", "ConstantPad1d",
                         "ConstantPad2d", "ConstantPad3d", "ReflectionPad1d", "ReflectionPad2d", "ReflectionPad3d",
                         "ReplicationPad1d", "ReplicationPad2d", "ReplicationPad3d", "ZeroPad1d", "ZeroPad2d",

@@ -29,34 +29,10 @@ from autograd.ops.activations import elu as _elu
 from autograd.ops.activations import rrelu as _rrelu
 from autograd.ops.activations import selu as _selu
 from autograd.ops.activations import threshold as _threshold
-from autograd.ops.bilinear import bilinear  # noqa: F401  (F.bilinear)
 from autograd.ops.conversion import refuse_kinds
-from autograd.ops.distances import (  # noqa: F401  (F.cosine_similarity, F.pdist, ...)
-    clamped_below_in_value,
-    cosine_similarity,
-    pairwise_distance,
-    pdist,
-    vector_norm,
-)
 from autograd.ops.dropout import alpha_drop, check_dropout_probability, drop, feature_shape
-from autograd.ops.embedding import embedding  # noqa: F401  (F.embedding)
-from autograd.ops.hardswish import Hardswish
 from autograd.ops.losses import read_reduction
-from autograd.ops.normalization import (  # noqa: F401  (F.batch_norm, F.layer_norm, ... as before)
-    batch_norm,
-    instance_norm,
-    layer_norm,
-    one_value_per_channel,
-    rms_norm,
-)
-from autograd.ops.normalization import group_norm as _group_norm
 from autograd.ops.outputs import write_out
-from autograd.ops.pixel_shuffle import (  # noqa: F401  (F.pixel_shuffle, ...)
-    channel_shuffle,
-    native_channel_shuffle,
-    pixel_shuffle,
-    pixel_unshuffle,
-)
 from autograd.primitive import named_node
 from autograd.random import generator
 from autograd.sparse_layout import is_sparse
@@ -216,6 +192,8 @@ def hardswish(input, inplace=False):
     """y = x · relu6(x + 3) / 6 (Howard et al., 2019): 0 up to -3, x from 3, x (x + 3) / 6
     between; dy/dx = x/3 + 1/2 strictly inside (-3, 3), 0 at -3 and 1 at 3 (PyTorch's; one primitive,
     autograd/ops/hardswish.py, so ±inf have PyTorch's gradients 0 and 1, not NaN)."""
+    from autograd.ops.hardswish import Hardswish  # (a deferred op module: ops/deferred.py)
+
     return _inplace(input, Hardswish.apply, inplace)
 
 
@@ -424,6 +402,9 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
     of one sample whose every group holds one value (C == num_groups, each spatial size 1) would be normalised
     to 0 throughout, and is refused. As PyTorch's, the check multiplies the batch into the count (two such
     samples pass), and the top-level ``group_norm`` does not make it."""
+    from autograd.ops.normalization import group_norm as _group_norm  # (deferred: ops/deferred.py)
+    from autograd.ops.normalization import one_value_per_channel
+
     if input.ndim < 2:
         raise RuntimeError(f"Expected at least 2 dimensions for input tensor but received {input.ndim}")
     size = [input.shape[0] * input.shape[1] // num_groups, num_groups, *input.shape[2:]]
@@ -464,6 +445,8 @@ def normalize(input, p=2.0, dim=1, eps=1e-12, out=None):
     """x / max(‖x‖_p, eps) along dim (unit vectors; eps keeps a zero vector finite).
     With ``out`` the result is written there as PyTorch's torch.div(..., out=out) writes it: resized to the
     result's shape, refused for a dtype the result can't be cast to or where grad would be needed."""
+    from autograd.ops.distances import vector_norm  # (deferred: ops/deferred.py)
+
     return write_out(input / vector_norm(input, p, dim, keepdim=True).clamp(min=eps), out)
 
 
@@ -522,6 +505,16 @@ from .losses import (  # noqa: E402, F401
 # attention, CTC, interpolation, embeddings) load on first use (PEP 562), as their layers do:
 # F.conv2d and F.pad work as in PyTorch.
 __getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {
+    # the op modules autograd.ops leaves out (ops/deferred.py): the bilinear map, embeddings, pixel shuffling,
+    # the distances and the normalizations
+    "bilinear": "autograd.ops.bilinear:bilinear",
+    "embedding": "autograd.ops.embedding:embedding",
+    **_lazy.from_module("autograd.ops.pixel_shuffle", "channel_shuffle", "native_channel_shuffle", "pixel_shuffle",
+                        "pixel_unshuffle"),
+    **_lazy.from_module("autograd.ops.distances", "clamped_below_in_value", "cosine_similarity", "pairwise_distance",
+                        "pdist", "vector_norm"),
+    **_lazy.from_module("autograd.ops.normalization", "batch_norm", "instance_norm", "layer_norm",
+                        "one_value_per_channel", "rms_norm"),
     **_lazy.from_module(".attention", "multi_head_attention_forward", "scaled_dot_product_attention",
                         "_canonical_mask", "_none_or_dtype", "_in_projection_packed", "_in_projection",
                         "_mha_shape_check"),

@@ -37,36 +37,17 @@ from autograd.hooks import add_hook
 from autograd.sparse_layout import is_sparse
 from autograd.tensor import tensor_from
 
-# what optimizers copied from PyTorch's sources import from torch.optim.optimizer (pytorch_helpers.py)
-from .pytorch_helpers import (  # noqa: F401  (re-exported: imported from here by those optimizers)
-    FOREACH_UTILS,
-    Args,
-    DeviceDict,
-    DeviceDtypeDict,
-    Kwargs,
-    StateDict,
-    _capturable_doc,
-    _default_to_fused_or_foreach,
-    _device_dtype_check_for_fused,
-    _differentiable_doc,
-    _disable_dynamo_if_unsupported,
-    _foreach_doc,
-    _foreach_supported_types,
-    _fused_doc,
-    _get_capturable_supported_devices,
-    _get_scalar_dtype,
-    _get_value,
-    _maximize_doc,
-    _params_doc,
-    _stack_if_compiling,
-    _to_scalar,
-    _use_grad_for_differentiable,
-    _view_as_real,
-)
-
-# ... and torch.utils._foreach_utils' helpers that module imports, loaded on first use
-__getattr__, __dir__, _ = _lazy.on_first_use(globals(), {name: f"autograd.utils._foreach_utils:{name}"
-                                                         for name in FOREACH_UTILS})
+# what optimizers copied from PyTorch's sources import from torch.optim.optimizer (pytorch_helpers.py), with
+# torch.utils._foreach_utils' helpers that module imports: loaded on first use (this package's optimizers need
+# none of them)
+__getattr__, __dir__, _ = _lazy.on_first_use(globals(), _lazy.from_module(
+    ".pytorch_helpers", "FOREACH_UTILS", "_get_foreach_kernels_supported_devices",
+    "_get_fused_kernels_supported_devices", "_group_tensors_by_device_and_dtype",
+    "Args", "DeviceDict", "DeviceDtypeDict", "Kwargs", "StateDict", "_capturable_doc", "_default_to_fused_or_foreach",
+    "_device_dtype_check_for_fused", "_differentiable_doc", "_disable_dynamo_if_unsupported", "_foreach_doc",
+    "_foreach_supported_types", "_fused_doc", "_get_capturable_supported_devices", "_get_scalar_dtype", "_get_value",
+    "_maximize_doc", "_params_doc", "_stack_if_compiling", "_to_scalar", "_use_grad_for_differentiable",
+    "_view_as_real"))
 
 # PyTorch's names for the hook types: hook(optimizer, args, kwargs) -> None or (new_args, new_kwargs),
 # and hook(optimizer, args, kwargs) -> None

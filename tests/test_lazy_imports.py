@@ -21,7 +21,8 @@ LAZY = ["graphviz", "html", "importlib.metadata", "numpy.polynomial", "numpy.ran
         "autograd.cpu", "autograd.masked", "autograd.fx", "nn.grad", "nn.cross_map_lrn",
         "nn.attention", "nn.conv", "nn.ctc", "nn.functional_conv", "nn.interpolation", "nn.lecture", "nn.padding",
         "nn.parallel", "nn.pooling", "nn.recurrent_layers", "nn.rnn", "nn.sparse", "nn.sync_batchnorm",
-        "nn.transformer", "nn.utils", "optim.lr_scheduler",
+        "nn.transformer", "nn.utils", "nn.normalization", "nn.dropout", "optim.lr_scheduler", "optim.adagrad",
+        "optim.rmsprop", "optim.pytorch_helpers",
         # the op modules autograd.ops leaves out (autograd/ops/deferred.py)
         "autograd.ops.lu", "autograd.ops.decompositions", "autograd.ops.svd", "autograd.ops.inverses",
         "autograd.ops.householder", "autograd.ops.triangular", "autograd.ops.matrix_exp", "autograd.ops.gamma",
@@ -31,7 +32,11 @@ LAZY = ["graphviz", "html", "importlib.metadata", "numpy.polynomial", "numpy.ran
         "autograd.ops.pooling", "autograd.ops.convolution", "autograd.ops.cumulative", "autograd.ops.splitting",
         "autograd.ops.diagonals", "autograd.ops.statistics", "autograd.ops.regions", "autograd.ops.masking",
         "autograd.ops.reshaping_in_place", "autograd.ops.sorting", "autograd.ops.tie_orders",
-        "autograd.ops.contractions", "autograd.ops.sampling", "autograd.printing", "autograd.dispatching"]
+        "autograd.ops.contractions", "autograd.ops.sampling", "autograd.ops.norms", "autograd.ops.half_linalg",
+        "autograd.ops.distances", "autograd.ops.normalization", "autograd.ops.numbers", "autograd.ops.bilinear",
+        "autograd.ops.embedding", "autograd.ops.pixel_shuffle", "autograd.ops.runtime_checks", "autograd.ops.strided",
+        "autograd.ops.hardswish", "autograd.printing",
+        "autograd.dispatching"]
 PACKAGES = ["autograd", "autograd.autograd", "nn", "nn.functional", "optim"]  # the ones with names on first use
 
 
@@ -66,8 +71,10 @@ def test_import_loads_none_of_them():
                                                 "autograd.ops.triangular", "autograd.ops.matrix_exp",
                                                 "autograd.ops.cumulative", "autograd.ops.splitting",
                                                 "autograd.ops.diagonals", "autograd.ops.sorting",
-                                                "autograd.ops.tie_orders", "autograd.ops.contractions"]),
-    ("import nn; nn.SyncBatchNorm", ["autograd.distributed", "autograd.serialization", "nn.sync_batchnorm"]),
+                                                "autograd.ops.tie_orders", "autograd.ops.contractions",
+                                                "autograd.ops.norms", "autograd.ops.half_linalg"]),
+    ("import nn; nn.SyncBatchNorm", ["autograd.distributed", "autograd.serialization", "nn.sync_batchnorm",
+                                     "nn.normalization", "autograd.ops.normalization"]),
     ("from nn.parallel import DistributedDataParallel", ["autograd.distributed", "autograd.serialization",
                                                          "nn.parallel"]),
     # (zero padding: autograd.constant_pad_nd)
@@ -75,11 +82,32 @@ def test_import_loads_none_of_them():
     ("from nn import LSTM", ["nn.rnn", "nn.recurrent_layers", "nn.utils", "autograd.ops.splitting"]),
     ("import autograd; autograd.eye(2).svd()", ["autograd.ops.svd", "autograd.ops.decompositions",
                                                 "autograd.ops.inverses", "autograd.ops.triangular",
-                                                "autograd.ops.cumulative", "autograd.ops.splitting"]),
+                                                "autograd.ops.cumulative", "autograd.ops.splitting",
+                                                "autograd.ops.norms", "autograd.ops.half_linalg"]),
     ("import autograd; autograd.Tensor.lgamma", ["autograd.ops.gamma"]),
     ("import autograd; autograd.arange(3).sort()", ["autograd.ops.sorting", "autograd.ops.tie_orders"]),
     ("import nn; nn.functional.pad", ["nn.padding"]),
-    ("import optim; optim.lr_scheduler.StepLR", ["optim.lr_scheduler"]),
+    ("import optim; optim.lr_scheduler.StepLR", ["optim.lr_scheduler", "optim.pytorch_helpers"]),
+    ("import optim; optim.RMSprop", ["optim.rmsprop"]),
+    ("from optim import Adagrad", ["optim.adagrad"]),
+    ("from optim.optimizer import _use_grad_for_differentiable", ["optim.pytorch_helpers"]),
+    ("import nn; nn.Dropout", ["nn.dropout"]),
+    ("from nn import LayerNorm", ["nn.normalization"]),  # (autograd.ops.normalization: with the first call)
+    ("import nn; nn.functional.layer_norm", ["autograd.ops.normalization"]),
+    ("import autograd, nn; nn.functional.normalize(autograd.ones(2, 2))",
+     ["autograd.ops.norms", "autograd.ops.half_linalg", "autograd.ops.distances"]),
+    ("import autograd; autograd.ones(2).norm()", ["autograd.ops.norms", "autograd.ops.half_linalg"]),
+    ("import nn; nn.Embedding", ["nn.sparse", "autograd.ops.embedding", "autograd.ops.sorting",
+                                 "autograd.ops.tie_orders"]),  # (nn.sparse holds EmbeddingBag: embedding_bags sorts)
+    ("import nn; nn.functional.embedding", ["autograd.ops.embedding"]),
+    ("import autograd; autograd.ones(2).frexp()", ["autograd.ops.numbers"]),
+    ("import autograd; autograd._check(True)", ["autograd.ops.runtime_checks"]),
+    ("import nn; nn.functional.pixel_shuffle", ["autograd.ops.pixel_shuffle"]),
+    ("import autograd; autograd.arange(4).as_strided((2,), (2,))", ["autograd.ops.strided"]),
+    ("import autograd; autograd.empty_strided((2, 2), (1, 2))", ["autograd.ops.strided"]),
+    ("import autograd, nn; nn.Hardswish()(autograd.ones(2))", ["autograd.ops.hardswish"]),
+    ("import autograd, nn; nn.functional.bilinear(autograd.ones(1, 2), autograd.ones(1, 2), autograd.ones(1, 2, 2))",
+     ["autograd.ops.bilinear"]),
 ])
 def test_first_use_loads_the_tool(code, expected):
     assert loaded_after(code) == [m for m in LAZY if m in expected]
@@ -105,10 +133,20 @@ def test_every_name_on_first_use_resolves_loads_its_module_and_stays():
     report = run_fresh(LAZY_NAMES.format(packages=PACKAGES))
     assert {"autograd.viz", "autograd.Value", "autograd.load", "autograd.__version__", "nn.Conv2d", "nn.LSTM",
             "nn.Embedding", "nn.functional.conv2d", "autograd.autograd.functional", "optim.lr_scheduler"} <= set(report)
+    import autograd
+    from autograd.ops import deferred
+    from autograd.ops.names import FUNCTIONS
+
+    made_on_first_use = []  # autograd.<op> of an op module loaded at import: only its wrapper is made then
     for name, (home, was_loaded, kept) in report.items():
-        if home is not None and home.split(".")[0] in ("autograd", "nn", "optim"):
+        package, _, attribute = name.rpartition(".")
+        if package == "autograd" and attribute in FUNCTIONS and attribute not in deferred.FUNCTIONS:
+            made_on_first_use.append(attribute)
+        elif home is not None and home.split(".")[0] in ("autograd", "nn", "optim"):
             assert not was_loaded, f"{name} comes from {home}, which `import` had already loaded"
         assert kept, f"{name} was not kept in its package after the first use"
+    assert {"exp", "relu", "sum", "mean", "reshape", "clamp", "matmul"} <= set(made_on_first_use)
+    assert autograd.exp.__module__ == "autograd" and autograd.exp.__qualname__ == "exp"  # (pickled by that name)
 
 
 def test_lazy_names_are_the_modules_and_objects():
@@ -500,3 +538,50 @@ x.det(); x.cumsum(0); autograd.tril(x)
 print(json.dumps(seen))
 """
     assert {"det", "cumsum", "tril"} <= set(run_fresh(code))
+
+
+def test_layers_and_functions_of_deferred_modules_pickle_in_a_fresh_interpreter(tmp_path):
+    """A model of layers that load on first use (LayerNorm, Dropout), a function of a deferred op module
+    (F.layer_norm, pickled by its module and name) and an optimizer loaded on first use (RMSprop) unpickle in an
+    interpreter that imported none of them, and compute as before."""
+    import autograd
+    import nn
+    import optim
+
+    autograd.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4), nn.Dropout(0.0))
+    optimizer = optim.RMSprop(model.parameters(), lr=0.1)
+    x = autograd.randn(2, 3)
+    model(x).sum().backward()
+    optimizer.step()
+    expected = [model(x).tolist(), nn.functional.layer_norm(x, (3,)).tolist(), x.norm().item()]
+    with open(tmp_path / "objects.pkl", "wb") as file:
+        pickle.dump([model, nn.functional.layer_norm, x, type(optimizer)], file)
+    code = f"""
+import json, pickle, sys
+with open({str(tmp_path / "objects.pkl")!r}, "rb") as file:
+    model, layer_norm, x, optimizer_class = pickle.load(file)
+print(json.dumps([model(x).tolist(), layer_norm(x, (3,)).tolist(), x.norm().item(), optimizer_class.__name__]))
+"""
+    from_model, from_function, norm, optimizer_name = run_fresh(code)
+    np.testing.assert_allclose(from_model, expected[0], rtol=1e-6)
+    np.testing.assert_allclose(from_function, expected[1], rtol=1e-6)
+    assert norm == pytest.approx(expected[2]) and optimizer_name == "RMSprop"
+
+
+def test_op_functions_made_on_first_use_pickle_by_their_names(tmp_path):
+    """autograd.<op> of an op module loaded at import is made (wrapped, ops/names.py) on its first use, then kept:
+    it pickles as autograd.<op>, and unpickles in a fresh interpreter as that interpreter's autograd.<op>."""
+    import autograd
+
+    functions = [autograd.flip, autograd.relu, autograd.matmul, autograd.clamp]
+    assert [(f.__module__, f.__qualname__) for f in functions] == [("autograd", n) for n in
+                                                                   ("flip", "relu", "matmul", "clamp")]
+    assert all(vars(autograd)[f.__qualname__] is f for f in functions)
+    with open(tmp_path / "functions.pkl", "wb") as file:
+        pickle.dump(functions, file)
+    code = (f"import json, pickle\nwith open({str(tmp_path / 'functions.pkl')!r}, 'rb') as file:\n"
+            "    functions = pickle.load(file)\nimport autograd\n"
+            "print(json.dumps([f is getattr(autograd, f.__qualname__) for f in functions]"
+            " + [functions[1](autograd.tensor([-1.0, 2.0])).tolist()]))")
+    assert run_fresh(code) == [True, True, True, True, [0.0, 2.0]]

@@ -1,8 +1,11 @@
 """The op modules ``import autograd`` leaves out, and the names each declares (``names`` and ``return_type``
 where its ops are defined): linear algebra's factorizations, the gamma family, sorting, the contractions
 (``mm``, ``einsum``), the samplers (``bernoulli``, ``uniform_``), cumulative ops, splitting, diagonals,
-masking, statistics, DLPack, hashing, fake quantization, the STFT and the fused ``add*`` products. A training
-loop of an MLP needs few of them, and importing them all was about a quarter of ``import autograd``'s own cost.
+masking, statistics, the norms and distances, the normalizations (``layer_norm``, ``batch_norm``), embeddings,
+the bilinear map, pixel shuffling, the number-theoretic and number-format ops (``gcd``, ``frexp``, ``erfc``),
+``torch._check`` and its kin, DLPack, hashing, fake quantization, the STFT and the fused ``add*`` products. A
+training loop of an MLP needs none of them, and importing them all was more than a quarter of ``import
+autograd``'s own cost.
 
 Each name works before its module is loaded: ``x.svd()`` and ``autograd.Tensor.svd`` (a stand-in method of
 Tensor's, ops/__init__.py), ``autograd.svd`` (autograd's ``__getattr__``) and ``autograd.return_types.svd``
@@ -13,7 +16,7 @@ too.
 """
 
 MODULES = {  # module of autograd.ops: {kind: its names, space-separated}
-    "fourier": {}, "zeta": {}, "pooling": {}, "convolution": {}, "tie_orders": {},  # (no names: helpers)
+    "fourier": {}, "zeta": {}, "pooling": {}, "convolution": {}, "tie_orders": {}, "hardswish": {},  # (no names)
     "lu": {
         "methods": "lu lu_solve",
         "functions": "lu lu_solve lu_unpack",
@@ -138,6 +141,41 @@ MODULES = {  # module of autograd.ops: {kind: its names, space-separated}
     "contractions": {
         "methods": "bmm cross dot ger inner kron mm mv outer vdot",
         "functions": "bmm cross dot einsum ger inner kron mm mv outer spmm tensordot vdot",
+    },
+    "norms": {
+        "methods": "dist norm renorm",
+        "inplace": "renorm_",
+        "functions": "_weight_norm cdist dist frobenius_norm norm norm_except_dim nuclear_norm renorm",
+    },
+    "half_linalg": {},
+    "distances": {
+        "functions": "cosine_similarity pairwise_distance pdist",
+    },
+    "normalization": {
+        "functions": "batch_norm batch_norm_update_stats group_norm instance_norm layer_norm rms_norm",
+    },
+    "numbers": {
+        "methods": "erfc frexp gcd lcm ldexp nextafter",
+        "inplace": "erfc_ gcd_ lcm_ ldexp_ nextafter_",
+        "functions": "erfc frexp gcd lcm ldexp nextafter",
+        "return_types": "frexp frexp_out",
+    },
+    "bilinear": {
+        "functions": "bilinear",
+    },
+    "embedding": {
+        "functions": "embedding embedding_renorm_",
+    },
+    "pixel_shuffle": {
+        "functions": "channel_shuffle native_channel_shuffle pixel_shuffle pixel_unshuffle",
+    },
+    "strided": {
+        "methods": "as_strided as_strided_scatter",
+        "functions": "as_strided as_strided_scatter slice_inverse",
+    },
+    "runtime_checks": {
+        "functions": ("_assert _assert_async _check _check_index _check_is_size _check_not_implemented "
+                      "_check_tensor_all _check_type _check_value"),
     },
     "sampling": {
         "methods": "bernoulli multinomial",

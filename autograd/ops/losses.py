@@ -18,7 +18,6 @@ from ..primitive import named_node
 from ..size import Size
 from ..tensor import Tensor, tensor_from
 from .conversion import refuse_kinds, type_name
-from .distances import pairwise_distance
 from .elementwise import where
 from .names import names
 from .pointwise_pairs import xlogy
@@ -157,6 +156,8 @@ def same_dims_triplet(anchor, positive, negative):
 
 
 def _triplet_margin(anchor, positive, negative, margin, p, eps, swap, reduction):
+    from .distances import pairwise_distance  # (a deferred module, deferred.py: loaded by the first triplet loss)
+
     same_dims_triplet(anchor, positive, negative)
     to_positive = pairwise_distance(anchor, positive, p, eps)
     to_negative = pairwise_distance(anchor, negative, p, eps)
