@@ -1,9 +1,9 @@
 """Linear's op: ``AffineMap``, y = x Wᵀ + b as one node (``F.linear``), and the edges PyTorch's addmm and mm show.
 """
 
-from autograd import Primitive
+from autograd import Primitive, Tensor
 from autograd.backend import float16, xp
-from autograd.errors import ShapeError, check_same_dtype
+from autograd.errors import ShapeError, check_same_dtype, refuse_non_tensors
 from autograd.ops.conjugation import conj
 from autograd.ops.conversion import refuse_kinds, type_name
 from autograd.ops.linalg import MatMul, matmul_dtype_words
@@ -117,13 +117,18 @@ def linear(input, weight, bias=None, *, out=None):
     if input.ndim == 0 or weight.ndim == 0:
         raise RuntimeError(f"both arguments to linear need to be at least 1D, but they are {input.ndim}D and "
                            f"{weight.ndim}D")
-    if input._data.shape[-1] != weight._data.shape[-1]:  # (the arrays' shapes: no Size made at every call)
+    try:
+        features, expected, dtype = input._data.shape[-1], weight._data.shape[-1], input._data.dtype
+        weight_dtype, bias_dtype = weight._data.dtype, dtype if bias is None else bias._data.dtype
+    except AttributeError:  # (an argument that is no Tensor, a NumPy array say: said by position, not read on)
+        refuse_non_tensors("linear", (input, weight) if bias is None else (input, weight, bias), Tensor)
+        raise
+    if features != expected:  # (the arrays' shapes: no Size made at every call)
         raise ShapeError(f"linear: input of shape {tuple(input.shape)} has {input.shape[-1]} features but the "
                          f"weight of shape {tuple(weight.shape)} expects {weight.shape[-1]} (mat1 and mat2 "
                          f"shapes cannot "
                          "be multiplied)")
-    dtype = input._data.dtype
-    if weight._data.dtype != dtype or (bias is not None and bias._data.dtype != dtype):  # (compared here, a hot
+    if weight_dtype != dtype or bias_dtype != dtype:  # (compared here, a hot
         # path; the words where they differ)
         check_same_dtype("linear", input, (_linear_dtype_words, input, weight, bias), weight=weight, bias=bias)
     if dtype.kind == "b":  # (NumPy would multiply bools; PyTorch has no kernel for them)

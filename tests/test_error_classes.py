@@ -72,6 +72,8 @@ def test_a_numpy_array_given_to_a_layer_is_a_type_error_that_says_so(layer, arra
 def test_a_numpy_array_given_to_an_op_names_its_position():
     with pytest.raises(TypeError, match=r"argument 2 must be a Tensor, not numpy.ndarray of shape \(2, 3\)"):
         F.linear(autograd.ones(4, 3), np.ones((2, 3), np.float32))
+    with pytest.raises(TypeError, match=r"argument 3 must be a Tensor, not numpy.ndarray of shape \(2,\)"):
+        F.linear(autograd.ones(4, 3), autograd.ones(2, 3), np.ones(2, np.float32))
     with pytest.raises(TypeError, match="argument 1 must be a Tensor, not numpy.ndarray"):
         F.conv2d(ARRAY_4D, autograd.ones(4, 3, 3, 3))
 
