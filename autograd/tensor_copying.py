@@ -2,8 +2,6 @@
 graph attributes, not its live views; a leaf only; tensors that share memory share the copy of it,
 as PyTorch's deepcopy copies each storage once."""
 
-import copy
-
 from . import backend
 from .backend import xp
 
@@ -49,6 +47,8 @@ class Copying:
         if type(array) is xp.ndarray and array.base is not None and id(array) not in memo:
             _copy_within_memory(array, memo)
         _, _, *state = self.__reduce_ex__(4)  # (made bare: a subclass's own __new__ may want arguments)
+        import copy  # (here: a deepcopy has loaded it; `import autograd` need not)
+
         return copy._reconstruct(self, memo, _made_bare, (type(self),), *state)
 
 
