@@ -341,9 +341,11 @@ def accumulate_grad(tensor, grad):
         else:
             alike = _laid_out_alike(grad._data, tensor._data)
             if grad._shared or grad._data.base is not None or not alike:
-                # (a gradient that keeps the layout contract is stored as PyTorch stores it, with its own strides:
-                # a channels-last kernel's (C, 1, C, C) for a row-major (O, C, 1, 1) weight)
-                like = grad._data if alike else tensor._data
+                # a copy, as PyTorch's AccumulateGrad clones: in the tensor's strides where it is dense (row-major
+                # otherwise), even a dim of one element's; but a view the engine made that keeps the layout contract
+                # has its own strides, as PyTorch stores (steals) it: a channels-last kernel's (C, 1, C, C) for a
+                # row-major (O, C, 1, 1) weight
+                like = grad._data if alike and not grad._shared else tensor._data
                 grad = type(grad)._make(_copied_as_laid_out(grad._data, like))  # (arrays the engine makes are
                 # writeable)
         grad._shared = True
@@ -374,8 +376,10 @@ def _copied_as_laid_out(array, like):
     """A copy of ``array`` with ``like``'s strides where ``like`` is dense (row-major otherwise): PyTorch's
     new_empty_strided, which keeps even a size-1 dim's stride (a channels-last (O, C, 1, 1) weight's gradient
     reports (C, 1, C, C), as the weight does)."""
-    if array.shape != like.shape or not is_dense(like) or like.size == 0:
+    if array.shape != like.shape or like.size == 0:
         return array.copy()
+    if (like.flags.c_contiguous and 1 not in like.shape) or not is_dense(like):  # (the first: the common case,
+        return array.copy()  # row-major with no dim of one element, whose strides a copy has, without the walk)
     copy = strided_view(xp.empty(like.size, like.dtype), like.shape, like.strides)
     copy[...] = array
     return copy

@@ -605,6 +605,27 @@ def test_strided_leaf_grad_layout_channels_last(T):
             same(b.grad, values(a))
 
 
+def test_leaf_grad_layout_with_dims_of_one(T):
+    """A gradient the user holds (an add hands it on as it is) is copied into the leaf's layout, as PyTorch's
+    AccumulateGrad clones it: a channels-last weight of 1x1 kernels keeps even its size-1 dims' strides, a
+    row-major leaf with no dim of one element gets a plain copy."""
+    a = T.rand((4, 3, 1, 1)).to(memory_format=T.channels_last).requires_grad_()
+    d = T.rand((4, 3, 1, 1)).requires_grad_()
+    assert a.stride() == (3, 1, 3, 3)
+    g4 = T.rand((4, 3, 1, 1))
+    (a + d).backward(g4)
+    assert a.grad.stride() == (3, 1, 3, 3) and d.grad.stride() == (3, 1, 1, 1)
+    same(a.grad, values(g4))
+    same(d.grad, values(g4))
+    b, c = T.rand((5, 6)).requires_grad_(), T.rand((5, 6)).requires_grad_()
+    g = T.rand((5, 6))
+    (b + c).backward(g)
+    assert b.grad.stride() == c.grad.stride() == (6, 1)
+    same(b.grad, values(g))
+    same(c.grad, values(g))
+    assert b.grad.data_ptr() not in (c.grad.data_ptr(), g.data_ptr())  # each its own copy: nothing shared
+
+
 def test_copy_and_to_real_to_complex(T):
     """A real tensor copied into a complex one: its gradient is the real part, without a warning."""
     for via_copy in (True, False):
