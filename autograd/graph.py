@@ -336,8 +336,7 @@ def accumulate_grad(tensor, grad):
             tensor._grad = grad._sparse_gradient
             return
         if grad._requires_grad:  # (a create_graph pass: the gradient is part of a graph)
-            if grad._shared or grad._data.base is not None:
-                grad = grad.clone()
+            grad = _recorded_copy(grad, tensor._data)
         else:
             alike = _laid_out_alike(grad._data, tensor._data)
             if grad._shared or grad._data.base is not None or not alike:
@@ -357,6 +356,23 @@ def accumulate_grad(tensor, grad):
         tensor._grad._shared = True
     else:
         add_into(stored._data, grad._data)
+
+
+def retain_grad_into(tensor, grad):
+    """A non-leaf's ``.grad`` after ``retain_grad()``, as PyTorch's retain-grad hook keeps it: the first gradient a
+    row-major clone (recorded in a create_graph pass: CloneBackward0), each later one added out of place, so a
+    ``.grad`` read after an earlier pass keeps its values (a leaf's is added to in place: accumulate_grad)."""
+    stored = tensor._grad
+    if stored is None:
+        if grad._sparse_gradient is not None:
+            tensor._grad = grad._sparse_gradient.clone()
+            return
+        from .constants import contiguous_format  # (constants is above this module)
+
+        tensor._grad = grad.clone(memory_format=contiguous_format)
+    else:
+        tensor._grad = stored + grad if grad._sparse_gradient is None else stored + grad._sparse_gradient
+    tensor._grad._shared = True
 
 
 def _laid_out_alike(array, like):
@@ -383,6 +399,17 @@ def _copied_as_laid_out(array, like):
     copy = strided_view(xp.empty(like.size, like.dtype), like.shape, like.strides)
     copy[...] = array
     return copy
+
+
+def _recorded_copy(grad, like):
+    """A create_graph pass's first gradient of a leaf, as PyTorch's AccumulateGrad stores it with grad mode on: a
+    copy, recorded (.grad's grad_fn is CopyBackwards, the gradient's own graph below it), laid out as the leaf where
+    the leaf is dense (else a row-major clone). Never the pass's own tensor, which another leaf may be handed too."""
+    if grad._data.shape != like.shape or not is_dense(like) or like.size == 0:
+        from .constants import contiguous_format  # (constants is above this module)
+
+        return grad.clone(memory_format=contiguous_format)
+    return type(grad)._make(strided_view(xp.empty(like.size, like.dtype), like.shape, like.strides)).copy_(grad)
 
 
 def add_into(total, share):

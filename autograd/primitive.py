@@ -39,9 +39,9 @@ from .errors import ShapeError, broadcast_mismatch, refuse_non_tensors
 from .graph import (
     INFERENCE,
     VersionClock,
-    accumulate_grad,
     modes,
     remember_creation,
+    retain_grad_into,
     run_hooks,
     validate_gradients,
 )
@@ -314,7 +314,7 @@ class Primitive(SavedTensorViews):
         if self.retained is not None:
             tensor = self.retained()
             if tensor is not None:
-                accumulate_grad(tensor, grad)
+                retain_grad_into(tensor, grad)
         if self.pre_hooks:
             grad = run_hooks(self.pre_hooks, grad)
         return grad

@@ -79,8 +79,8 @@ def _copied(old, source):
     gradient zeros: it no longer counts, but its history still gets a gradient, as PyTorch's) and the source
     (dL/dy, summed back to its shape). A node of its own: a leaf source, which has none, would otherwise leave
     the tensor a leaf cut off from it."""
-    everywhere = xp.broadcast_to(xp.asarray(True), old._data.shape)
-    return Where.apply(source, old, condition=everywhere, pytorch_name="torch::autograd::CopyBackwards")
+    nowhere = xp.broadcast_to(xp.asarray(False), old._data.shape)  # (old's parent first, as PyTorch's edges)
+    return Where.apply(old, source, condition=nowhere, pytorch_name="torch::autograd::CopyBackwards")
 
 
 # (the in-place paths take a number as a bare 0-d array; only a recorded write needs a Tensor)
