@@ -18,6 +18,12 @@ CASES = {
     "x.mT": "TransposeBackward0", "x.transpose(0, 1)": "TransposeBackward0", "x.swapaxes(0, 1)": "TransposeBackward0",
     "x.permute(1, 0)": "PermuteBackward0", "x.movedim(0, 1)": "PermuteBackward0",
     "x.expand(2, 3, 4)": "ExpandBackward0",
+    # in-place forms: PyTorch numbers their overloads after the out-of-place ones'
+    "(x * 1).t_()": "TBackward1", "(x * 1).transpose_(0, 1)": "TransposeBackward1",
+    "(x * 1).swapaxes_(0, 1)": "TransposeBackward1", "(x * 1).unsqueeze_(0)": "UnsqueezeBackward1",
+    "(x * 1).unsqueeze_(0).squeeze_()": "SqueezeBackward3", "(x * 1).unsqueeze_(0).squeeze_(0)": "SqueezeBackward4",
+    "(x * 1).unsqueeze_(0).squeeze_((0,))": "SqueezeBackward5", "(x * 1).zero_()": "ZeroBackward0",
+    "(x * 1).fill_(2.0)": "FillBackward2", "(x * 1).fill_(torch.tensor(2.0))": "FillBackward3",
     # indexing
     "x[1:]": "SliceBackward0", "x[:]": "SliceBackward0", "x[:, 1:]": "SliceBackward0", "x[0, 1:]": "SliceBackward0",
     "x[0]": "SelectBackward0", "x[-1]": "SelectBackward0", "x[:, 0]": "SelectBackward0",

@@ -43,7 +43,7 @@ def abs_(self):
 
 @names("zero_", function=False)
 def zero_(self):
-    return _fill(self, 0)
+    return _fill(self, 0, "ZeroBackward0")
 
 
 @names("fill_", function=False)
@@ -54,12 +54,12 @@ def fill_(self, value):
     if type(value) is complex or (type(value) is float or type(value) is int) and \
             (self._data.dtype.kind != "f" or not -65504.0 <= value <= 65504.0):  # (what may overflow: a
         _refuse_overflow(value, self._data.dtype)  # float's usual values are not checked further)
-    return _fill(self, value)
+    return _fill(self, value, "FillBackward3" if isinstance(value, Tensor) else "FillBackward2")  # (overloads)
 
 
-def _fill(self, value):
+def _fill(self, value, pytorch_name):
     # one number everywhere: an expanded tensor takes it (its elements sharing memory all get it), a tensor it refuses
-    return self._write((value,), lambda old: old._filled_with(_operand(value, old)),
+    return self._write((value,), lambda old: old._filled_with(_operand(value, old), pytorch_name),
                        lambda a: a.fill(_data(value)), overlapping_ok=not isinstance(value, Tensor))
 
 

@@ -205,9 +205,9 @@ def clone(input, *, memory_format=None):
 
 
 @names("_filled_with")
-def _filled_with(x, value):
-    """x's shape filled with ``value`` (a recorded fill_)."""
-    return Fill.apply(x, value)
+def _filled_with(x, value, pytorch_name=None):
+    """x's shape filled with ``value`` (a recorded fill_ or zero_, whose node PyTorch names)."""
+    return Fill.apply(x, value, pytorch_name=pytorch_name)
 
 
 for _name, _primitive in (("exp", Exp), ("log", Log), ("sqrt", Sqrt), ("sin", Sin), ("cos", Cos), ("tanh", Tanh),

@@ -22,10 +22,18 @@ from .layouts import suggested_format
 from .names import names
 from .strided import checked_layout, reach_of, refuse_outside
 
+# PyTorch's nodes of the in-place forms, by the out-of-place view's (its overloads are numbered after those)
+IN_PLACE_NAMES = {"TBackward0": "TBackward1", "TransposeBackward0": "TransposeBackward1",
+                  "UnsqueezeBackward0": "UnsqueezeBackward1", "SqueezeBackward0": "SqueezeBackward3",
+                  "SqueezeBackward1": "SqueezeBackward4", "SqueezeBackward2": "SqueezeBackward5"}
+
 
 def _become(x, make_view):
     with enable_grad():  # a view's chain to its base is kept in grad mode only
         view = make_view(x)
+    node = view.grad_fn
+    if node is not None and node.name() in IN_PLACE_NAMES:
+        node.pytorch_name = IN_PLACE_NAMES[node.name()]
     return x._become(view)
 
 
