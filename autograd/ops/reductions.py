@@ -36,6 +36,14 @@ def spread(grad, x, axes, keepdim, like=None):
 _add_reduce = numpy.add.reduce if xp is numpy else None  # (CuPy's arrays sum by their method)
 
 
+def _kept_sum(x, axis):
+    """Σ over ``axis``, the dim kept: NumPy's ufunc itself for a NumPy array, as Sum's (ndarray.sum's Python wrapper
+    costs as much as a small array's sum: the softmaxes' backward sums twice)."""
+    if type(x) is numpy.ndarray:
+        return numpy.add.reduce(x, axis, None, None, True)
+    return x.sum(axis=axis, keepdims=True)
+
+
 class Sum(Primitive):
     """y = Σ_i x_i over axes;   dL/dx_i = dL/dy"""
 
@@ -289,6 +297,8 @@ def _shift(x, axes):
     methods rather than xp.max: NumPy's function wrappers cost more than a small array's arithmetic.)"""
     if x.size == 0:  # no maximum to shift by: softmax of nothing is empty, logsumexp of nothing -inf
         return xp.zeros_like(x.sum(axis=axes, keepdims=True))
+    if type(x) is numpy.ndarray and x.dtype.kind != "c":  # (NumPy's ufunc, without ndarray.max's Python wrapper)
+        return numpy.maximum.reduce(x, axes, None, None, True)
     return (x.real if x.dtype.kind == "c" else x).max(axis=axes, keepdims=True)  # (complex: a real shift)
 
 
@@ -326,7 +336,10 @@ def logsumexp(input, dim, keepdim=False, *, out=None):
 
 def softmax_axis(x, dim):
     """The axis softmax normalises over (None for a 0-d tensor, whose softmax is 1)."""
-    axes = normalize_dims(dim, x.ndim)
+    ndim = x._data.ndim
+    if type(dim) is int and -ndim <= dim < ndim:  # (the common case, without normalize_dims' others)
+        return dim % ndim
+    axes = normalize_dims(dim, ndim)
     if len(axes) > 1:
         raise TypeError(f"softmax: dim must be one int, got {dim}")
     return axes[0] if axes else None
@@ -342,7 +355,7 @@ def softmax_array(x, axis):
     x = row_major(x)  # (PyTorch's result is contiguous whatever x's layout: a transpose's)
     e = x - _shift(x, axis)
     e = xp.exp(e, out=e) if e.ndim else xp.exp(e)  # (a 0-d difference is a NumPy scalar)
-    e /= e.sum(axis=axis, keepdims=True)
+    e /= _kept_sum(e, axis)
     return e
 
 
@@ -356,7 +369,7 @@ class Softmax(Primitive):
         return softmax_array(x, self.dim)
 
     def backward(self, grad, y, x):
-        return (SoftmaxGrad.apply(grad, y, dim=self.dim),)
+        return (SoftmaxGrad.apply_in_backward(grad, y, dim=self.dim),)
 
 
 class SoftmaxGrad(Primitive):
@@ -369,7 +382,7 @@ class SoftmaxGrad(Primitive):
         if g.dtype == float16:  # in float32, rounded once, as PyTorch's
             return self.forward(g.astype(float32), y.astype(float32)).astype(float16)
         z = g * y
-        z -= y * z.sum(axis=self.dim, keepdims=True)
+        z -= y * _kept_sum(z, self.dim)
         return z
 
     def backward(self, u, z, g, y):
@@ -386,7 +399,7 @@ def log_softmax_array(x, axis):
     if x.dtype == float16:
         return _log_softmax_half(x, axis)
     shifted = x - _shift(x, axis)
-    shifted -= xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
+    shifted -= xp.log(_kept_sum(xp.exp(shifted), axis))
     return shifted
 
 
@@ -415,7 +428,7 @@ class LogSoftmax(Primitive):
         return log_softmax_array(x, self.dim)
 
     def backward(self, grad, y, x):
-        return (LogSoftmaxGrad.apply(grad, y, dim=self.dim),)
+        return (LogSoftmaxGrad.apply_in_backward(grad, y, dim=self.dim),)
 
 
 class LogSoftmaxGrad(Primitive):
@@ -426,7 +439,7 @@ class LogSoftmaxGrad(Primitive):
         if g.dtype == float16:  # in float32, rounded once, as PyTorch's
             return self.forward(g.astype(float32), y.astype(float32)).astype(float16)
         z = xp.exp(y)
-        z *= -g.sum(axis=self.dim, keepdims=True)
+        z *= -_kept_sum(g, self.dim)
         z += g
         return z
 
