@@ -1,9 +1,11 @@
 """``autograd.amp``: mixed precision's two pieces, as ``torch.amp``, for programs written for a GPU.
 
-- ``autocast(device_type, dtype)`` runs chosen ops in a lower precision. For "cuda" without a
-  GPU, PyTorch warns and disables itself, and so does this one: the code inside runs in the
-  tensors' own dtypes. Lowering precision is not built here, so autocast that would take
-  effect (on the CPU, or with the CuPy backend) raises rather than running something else.
+- ``autocast(device_type, dtype)`` runs chosen ops in a lower precision. On the CPU it lowers to
+  float16 as PyTorch's CPU autocast does (autocast_cpu.py: PyTorch's lists of which ops run in
+  float16, which in float32); bfloat16, PyTorch's CPU default, NumPy does not have, so asking for
+  it raises (float16 is the default here). For "cuda" without a GPU, PyTorch warns and disables
+  itself, and so does this one: the code inside runs in the tensors' own dtypes. On other devices
+  (and with the CuPy backend) autocast that would take effect raises.
 - ``GradScaler`` multiplies the loss by a scale s before backward, so that small float16
   gradients do not underflow, divides the gradients by s before the step, skips a step whose
   gradients hold inf or NaN (and halves s), and doubles s after ``growth_interval`` clean
@@ -13,8 +15,9 @@ The autocast state, per thread as PyTorch's, lives here and only here: for each 
 whether autocast is on and its dtype, whether casts are cached, and how deep autocast blocks
 are nested. ``autocast`` blocks and PyTorch's functions (``autograd.is_autocast_enabled``,
 ``set_autocast_dtype``, ``autocast_increment_nesting``, ...) read and write it. Turning autocast
-on where it would take effect raises, as ``autocast`` does. NumPy has no bfloat16, so every
-device's dtype starts as float16 (PyTorch's CPU starts at bfloat16).
+on where it would take effect and is not built raises, as ``autocast`` does. NumPy has no bfloat16, so every
+device's dtype starts as float16 (PyTorch's CPU starts at bfloat16). The casts of weights made inside the
+outermost block are cached here too, and cleared when it ends.
 """
 
 import collections.abc
@@ -41,6 +44,8 @@ class _AutocastState(threading.local):
         self.dtype = {}  # device type -> the lower-precision dtype (float16 when absent)
         self.cache_enabled = True
         self.nesting = 0
+        self.cast_cache = {}  # id(weight) -> (weak reference to it, its float16 cast): autocast_cpu.py
+        self.cpu_mode = None  # the CpuAutocast mode an enabled CPU block pushed (one for the outermost)
 
 
 _state = _AutocastState()
@@ -54,9 +59,17 @@ def _device_type(device_type):
 
 
 def _refuse_if_effective(device_type, dtype=None):
-    """autocast that would take effect (on the CPU, or on a GPU that is there) is not built."""
+    """autocast that would take effect and is not built refuses: the CPU's to anything but float16 (bfloat16:
+    NumPy has none), and every other device's that is there (a GPU)."""
     if device_type == "cuda" and not cuda.is_available():
         return
+    if device_type == "cpu" and xp_is_numpy():
+        if dtype is None or dtype == backend.float16:
+            return
+        if dtype is backend.bfloat16:
+            raise NotImplementedError(
+                "autocast on 'cpu' to bfloat16 is not built here: NumPy has no bfloat16 type. Pass "
+                "dtype=autograd.float16 (the default here), which autocast lowers to as PyTorch's CPU autocast does")
     raise NotImplementedError(
         f"autocast on {device_type!r} would lower matmuls and convolutions to "
         f"{dtype or 'a half-precision dtype'}, which is not built here; pass enabled=False, or drop "
@@ -131,7 +144,17 @@ def set_autocast_cache_enabled(enabled):
 
 
 def clear_autocast_cache():
-    """Nothing to clear: no op is ever cast, so no cast is cached."""
+    """Forget the cached casts of weights (an autocast block clears them when the outermost one ends)."""
+    _state.cast_cache.clear()
+
+
+def cast_cache():
+    """This thread's cached float16 casts of weights: {id(weight): (weak reference to it, its cast)}."""
+    return _state.cast_cache
+
+
+def xp_is_numpy():
+    return backend.xp is numpy
 
 
 def autocast_increment_nesting():
@@ -168,12 +191,18 @@ class autocast:
                           stacklevel=program_stacklevel())
             self._enabled = False
         if self._enabled:
-            _refuse_if_effective(device_type, dtype)
+            _refuse_if_effective(device_type, self.fast_dtype)
         self._saved = []
 
     def __enter__(self):
+        pushed = None
+        if self.device == "cpu" and self._enabled and _state.cpu_mode is None:
+            from .autocast_cpu import CpuAutocast  # (loaded by the first CPU autocast block)
+
+            pushed = _state.cpu_mode = CpuAutocast()
+            pushed.__enter__()  # (every public call of this thread reaches it from now on: autocast_cpu.py)
         self._saved.append((is_autocast_enabled(self.device), get_autocast_dtype(self.device),
-                            is_autocast_cache_enabled()))
+                            is_autocast_cache_enabled(), pushed))
         set_autocast_enabled(self.device, bool(self._enabled))
         set_autocast_dtype(self.device, self.fast_dtype)
         set_autocast_cache_enabled(self._cache_enabled)
@@ -183,10 +212,13 @@ class autocast:
     def __exit__(self, *exc_info):
         if autocast_decrement_nesting() == 0:
             clear_autocast_cache()
-        enabled, dtype, cache_enabled = self._saved.pop()
+        enabled, dtype, cache_enabled, pushed = self._saved.pop()
         set_autocast_enabled(self.device, enabled)
         set_autocast_dtype(self.device, dtype)
         set_autocast_cache_enabled(cache_enabled)
+        if pushed is not None:
+            _state.cpu_mode = None
+            pushed.__exit__(*exc_info)
         return False
 
     def __call__(self, function):
@@ -203,11 +235,10 @@ class autocast:
 
 
 def is_autocast_available(device_type):
-    """Whether autocast can lower precision on ``device_type``: False for every device type here, as
-    lowering precision is not built (PyTorch: True for "cpu", "cuda", ...). Code that asks first
-    then runs in the tensors' own dtypes, rather than into autocast's refusal."""
-    _device_type(device_type)
-    return False
+    """Whether autocast can lower precision on ``device_type``: the CPU's (to float16), as PyTorch's; no other
+    device type's here (PyTorch: "cuda", "xpu", ...). Code that asks first then runs in the tensors' own dtypes,
+    rather than into autocast's refusal."""
+    return _device_type(device_type) == "cpu" and xp_is_numpy()
 
 
 def _cast(value, device_type, dtype):

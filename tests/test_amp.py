@@ -35,11 +35,16 @@ def test_a_cuda_amp_program_runs_without_a_gpu():
     np.testing.assert_array_equal(model.weight.detach().numpy(), reference.weight.detach().numpy())
 
 
-def test_autocast_that_would_take_effect_says_so():
+def test_autocast_that_is_not_built_says_so():
+    """CPU autocast lowers to float16 (autocast_cpu.py); bfloat16 and a GPU's autocast are refused in words."""
+    with pytest.raises(NotImplementedError, match="bfloat16 is not built here: NumPy has no bfloat16"):
+        autograd.autocast("cpu", dtype=autograd.bfloat16)
     with pytest.raises(NotImplementedError, match="enabled=False"):
-        autograd.autocast("cpu", dtype=autograd.float16)
+        autograd.autocast("xpu", dtype=autograd.float16)
     with autograd.autocast("cpu", enabled=False):
-        pass
+        assert not autograd.is_autocast_enabled("cpu")
+    with autograd.autocast("cpu"):  # (float16: the default here)
+        assert autograd.is_autocast_enabled("cpu") and autograd.get_autocast_dtype("cpu") == autograd.float16
 
 
 def test_enabled_scaler_scales_unscales_skips_and_adapts():

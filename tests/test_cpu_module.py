@@ -57,8 +57,10 @@ def test_cpu_amp_is_the_deprecated_spelling_of_amp_cpu():
         assert not autograd.is_autocast_enabled("cpu")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        with pytest.raises(NotImplementedError, match="not built here"):  # as autograd.amp.autocast("cpu")
-            cpu.amp.autocast()
+        with cpu.amp.autocast():  # (float16, autocast's CPU dtype here: NumPy has no bfloat16)
+            assert autograd.is_autocast_enabled("cpu") and autograd.get_autocast_dtype("cpu") == autograd.float16
+        with pytest.raises(NotImplementedError, match="bfloat16 is not built here"):  # as autograd.amp.autocast
+            cpu.amp.autocast(dtype=autograd.bfloat16)
     with pytest.warns(FutureWarning, match="GradScaler"):
         scaler = cpu.amp.GradScaler(init_scale=8.0)
     assert isinstance(scaler, amp.GradScaler) and scaler.get_scale() == 8.0

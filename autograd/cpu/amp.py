@@ -3,8 +3,8 @@ PyTorch deprecates in favour of ``autograd.amp`` with ``"cpu"``: subclasses of t
 each warning with PyTorch's FutureWarning when made.
 
 PyTorch's CPU autocast lowers to bfloat16 by default, which NumPy does not have: ``dtype``
-defaults to autocast's CPU dtype here (float16 unless set), and an autocast that would take
-effect raises, as ``autograd.amp.autocast("cpu")`` does (see ``autograd.amp``)."""
+defaults to autocast's CPU dtype here (float16 unless set), to which it lowers as
+``autograd.amp.autocast("cpu")`` does (see ``autograd.autocast_cpu``); bfloat16 raises."""
 
 import warnings
 
