@@ -325,9 +325,9 @@ def accumulate_grad(tensor, grad):
       another tensor stores it, it is a view): then a copy is stored; and, as PyTorch's, laid out in
       memory as the tensor is where the tensor fills its memory densely (a channels_last weight's
       gradient is channels_last, so a step's in-place update walks both in the same order);
-    - a later one is added in place, or out of place when either side has a graph or grad mode is on
-      (a create_graph=True pass, as PyTorch's: .grad is then a new tensor), so a stored graph is never
-      changed under the user;
+    - a later one is added in place (a write: its version moves on, as PyTorch's ``+=``), even into a .grad an
+      earlier create_graph pass left with a graph, as PyTorch's; out of place where grad mode is on (a
+      create_graph=True pass, as PyTorch's: .grad is then a new tensor, recorded) or the new gradient has a graph;
     - ``grad`` already has the tensor's dtype and shape (``validate_gradients``).
     """
     stored = tensor._grad  # (the checks of the .grad setter hold already: validate_gradients)
@@ -351,11 +351,12 @@ def accumulate_grad(tensor, grad):
         tensor._grad = grad
     elif type(stored) is not type(grad) and stored.is_sparse:  # sparse so far: sparse again, or dense (PyTorch's)
         tensor._grad = grad + stored if grad._sparse_gradient is None else stored + grad._sparse_gradient
-    elif stored._requires_grad or grad._requires_grad or modes.grad_enabled:
+    elif grad._requires_grad or modes.grad_enabled:
         tensor._grad = stored + grad
         tensor._grad._shared = True
     else:
         add_into(stored._data, grad._data)
+        bump_version(stored)
 
 
 def retain_grad_into(tensor, grad):

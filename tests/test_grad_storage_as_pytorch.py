@@ -101,3 +101,22 @@ def test_retained_grad_in_a_create_graph_pass_is_a_recorded_clone(T):
     same(w.grad, np.full((2, 3), 6.0))
     (second,) = T.autograd.grad(w.grad.sum(), x)
     same(second, values(T.full((2, 3), 6.0)))  # d/dx of 2w = 6x summed: 6
+
+
+def test_a_later_gradient_is_added_in_place_as_a_write(T):
+    """Without grad mode, a later gradient is added into .grad in place, and that is a write (PyTorch's +=): its
+    version moves on, even where an earlier create_graph pass left .grad with a graph of its own."""
+    x = T.ones(2, requires_grad=True)
+    (x * 2).sum().backward()
+    first, version = x.grad, x.grad._version
+    (x * 2).sum().backward()
+    assert x.grad is first and x.grad._version == version + 1
+    same(first, [4.0, 4.0])
+    y = T.ones(2, requires_grad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        (y * y).sum().backward(create_graph=True)
+    with_graph = y.grad
+    (y * y).sum().backward()
+    assert y.grad is with_graph and with_graph.requires_grad
+    same(with_graph, [4.0, 4.0])
