@@ -89,6 +89,10 @@ def set_autocast_enabled(device_type, enabled=None):
                         f"{type(enabled).__name__}")
     if enabled:
         _refuse_if_effective(_device_type(device_type), get_autocast_dtype(device_type))
+        if device_type == "cpu" and _state.cpu_mode is None:  # (the switch alone would cast nothing: the casts are
+            raise NotImplementedError(  # the mode's, which an autocast block enters)
+                "set_autocast_enabled('cpu', True) outside an autocast block is not built here: CPU autocast lowers "
+                "through the block's mode; use `with autograd.autocast('cpu', dtype=autograd.float16):`")
     _state.enabled[_device_type(device_type)] = enabled
 
 

@@ -362,8 +362,13 @@ def test_autocast_state_functions_share_autocasts_state():
     finally:
         autograd.set_autocast_dtype("cpu", autograd.float16)
     assert autograd.autocast_increment_nesting() == 1 and autograd.autocast_decrement_nesting() == 0
-    with pytest.raises(NotImplementedError, match="not built"):
+    with pytest.raises(NotImplementedError, match="outside an autocast block is not built"):
         autograd.set_autocast_enabled("cpu", True)
+    with autograd.autocast("cpu", enabled=False):  # (inside a block the switch works: the block's mode casts)
+        assert not autograd.is_autocast_enabled("cpu")
+    with autograd.autocast("cpu"), autograd.autocast("cpu", enabled=False):
+        autograd.set_autocast_enabled("cpu", True)
+        assert (autograd.ones(2, 2) @ autograd.ones(2, 2)).dtype == autograd.float16
     with pytest.raises(TypeError, match="must be bool"):
         autograd.set_autocast_enabled("cpu", 1)
     autograd.set_autocast_cache_enabled(False)
