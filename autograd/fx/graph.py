@@ -282,8 +282,8 @@ def _write_forward(graph, root_module):
     for node in graph.nodes:
         if node.op == "placeholder":
             parameters.append(node.target if not node.args else f"{node.target} = {expression(node.args[0])}")
-            if node.name != node.target:  # (a parameter named as a builtin: ``input``, its node ``input_1``)
-                body.append(f"{node.name} = {node.target}")
+            if node.name != node.target.lstrip("*"):  # (a parameter named as a builtin: ``input``, node ``input_1``)
+                body.append(f"{node.name} = {node.target.lstrip('*')}")
             continue
         if node.op == "output":
             body.append(f"return {expression(node.args[0])}")
@@ -306,6 +306,10 @@ def _write_forward(graph, root_module):
             value = f"{global_name(node.target)}({call(node.args, node.kwargs)})"
         freed = last_used_by.get(node, []) + ([node] if not node.users else [])
         body.append(f"{node.name} = {value}" + (f";  {' = '.join(n.name for n in freed)} = None" if freed else ""))
-    source = f"\n\n\ndef forward({', '.join(parameters)}):\n" + "".join(
+    # a function fx.wrap marked is marked again in the globals of this code, as PyTorch's code does
+    wrapped = dict.fromkeys(global_name(node.target) for node in graph.nodes
+                            if node.op == "call_function" and node.meta.get("is_wrapped"))
+    marks = "".join(f'torch.fx.wrap("{name}")\n' for name in wrapped)
+    source = f"\n{marks}\n\ndef forward({', '.join(parameters)}):\n" + "".join(
         f"    {line}\n" for line in body or ["pass"]) + "    "  # (blank lines around it as PyTorch's, to the space)
     return PythonCode(source, globals_)

@@ -145,6 +145,8 @@ class Node:
             return f"%{self.name} : [num_users={len(self.users)}] = placeholder[target={self.target}]{default}"
         if self.op == "output":
             return f"return {_format(self.args[0]).replace('%', '')}"
+        if self.op == "get_attr":  # (PyTorch prints no arguments for an attribute read)
+            return f"%{self.name} : [num_users={len(self.users)}] = get_attr[target={self.target}]"
         return (f"%{self.name} : [num_users={len(self.users)}] = {self.op}[target={qualified_name(self.target)}]"
                 f"(args = {_format(self.args)}, kwargs = {_format(self.kwargs)})")
 
