@@ -394,3 +394,65 @@ def test_print_tabular(T, fx, nn, capsys):
     assert lines[2].split() == ["placeholder", "x", "x", "()", "{}"]
     assert lines[3].split() == ["call_module", "linear", "linear", "(x,)", "{}"]
     assert lines[5].split() == ["output", "output", "output", "(relu,)", "{}"]
+
+
+# --- more of test_fx.py ----------------------------------------------------------------------------------------
+
+def test_find_uses(T, fx):
+    graph = fx.Graph()
+    x = fx.Proxy(graph.placeholder("x"))
+    y = T.relu(x)
+    z = x + x
+    u = T.neg(x)
+    graph.output((y + z + u).node)
+    graph.lint()
+    users_of_x = x.node.users
+    assert len(users_of_x) == 3
+    assert sorted(user.name for user in users_of_x) == ["add", "neg", "relu"]
+
+
+def test_remove_uses(T, fx):
+    g = fx.Graph()
+    x = g.placeholder("x")
+    relu = g.call_function(T.relu, (x,))
+    neg = g.call_function(T.neg, (relu,))
+    g.output(neg)
+    neg.replace_all_uses_with(relu)
+    g.erase_node(neg)
+    assert neg not in relu.users
+    assert names(g) == ["x", "relu", "output"]
+
+
+def test_reassign_args_kwargs_uses(T, fx):
+    graph = fx.Graph()
+    x, y = fx.Proxy(graph.placeholder("x")), fx.Proxy(graph.placeholder("y"))
+    z = x + y
+    zed = z + z + z
+    graph.output(zed.node)
+    graph.lint()
+    # zed = z + z + z -> zed = z + z + x
+    zed.node.args = (zed.node.args[0], x.node)
+    assert list(x.node.users) == [z.node, zed.node]
+    # z = x + y -> z = y + y
+    z.node.args = (y.node, y.node)
+    assert list(x.node.users) == [zed.node]
+
+
+def test_wrong_target_type(T, fx):
+    graph = fx.Graph()
+    with pytest.raises(ValueError):
+        fx.Node(graph=graph, name="foo", op="call_function", target="foo", args=(), kwargs={})
+
+
+def test_empty_graph_codegen(T, fx, nn):
+    graph = fx.Graph()
+    gm = fx.GraphModule(nn.Module(), graph)
+    assert gm() is None
+
+
+def test_prepend_self_is_noop(T, fx):
+    g = fx.symbolic_trace(lambda x: T.relu(x) + 1).graph
+    relu = next(n for n in g.nodes if n.name == "relu")
+    relu.prepend(relu)
+    relu.append(relu)
+    assert names(g) == ["x", "relu", "add", "output"]

@@ -7,6 +7,7 @@ Each test runs on chainrule and, where it is installed, on PyTorch (fixture `T`)
 the traced program run eagerly.
 """
 
+import math
 import operator
 
 import numpy as np
@@ -489,3 +490,101 @@ def test_new_tensor_with_proxy_size(T, fx):
 def test_constant_float_and_int_folded_into_args(T, fx):
     gm = fx.symbolic_trace(lambda x: x * 2 + 0.5)
     assert [n.args[1] for n in gm.graph.nodes if n.op == "call_function"] == [2, 0.5]
+
+
+# --- more of test_fx.py ----------------------------------------------------------------------------------------
+
+def fx_int(x):
+    return int(x)
+
+
+def fx_int_x2(x):
+    return int(x) * 2
+
+
+def test_autowrap_functions(T, fx, nn):
+    class AutowrapFnTest(nn.Module):
+        def forward(self, x):
+            return fx_int(x.shape[0] / 2)
+
+    class AutowrapFnTest2(nn.Module):
+        def forward(self, x):
+            return fx_int(x.shape[0] / 2) + fx_int_x2(x.shape[0] / 2)
+    tracer = fx.Tracer(autowrap_functions=(fx_int,))
+    graph = tracer.trace(AutowrapFnTest())
+    traced = fx.GraphModule(tracer.root, graph, "test")
+    assert [n.target for n in graph.nodes if n.op == "call_function"][-1] is fx_int
+    tracer_2 = fx.Tracer(autowrap_functions=(fx_int, fx_int_x2))
+    graph_2 = tracer_2.trace(AutowrapFnTest2())
+    traced_2 = fx.GraphModule(tracer_2.root, graph_2, "test")
+    assert traced(T.ones(4)) == 2
+    assert traced_2(T.ones(4)) == 6
+
+
+def test_autowrap_math_module(T, fx):
+    # math's functions are recorded whole by default (autowrap_modules=(math,))
+    def f(x):
+        return x * math.sqrt(x.shape[0])
+    gm = fx.symbolic_trace(f)
+    assert math.sqrt in [n.target for n in gm.graph.nodes]
+    same(gm(T.ones(4)), [2.0, 2.0, 2.0, 2.0])
+
+
+def test_node_tagging(T, fx, nn):
+    class TaggingTracer(fx.Tracer):
+        def create_node(self, kind, target, args, kwargs, name=None, type_expr=None):
+            n = super().create_node(kind, target, args, kwargs, name)
+            n.tag = "foo"
+            return n
+
+    class M(nn.Module):
+        def forward(self, a, b):
+            return a + b
+    g = TaggingTracer().trace(M())
+    g.lint()
+    assert [n.tag for n in g.nodes] == ["foo"] * 4
+
+
+def test_snake_case_module_names(T, fx, nn):
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.activations = nn.ModuleDict([["snake_case", nn.ReLU()], ["PascalCase", nn.LeakyReLU()],
+                                              ["ALL_CAPS", nn.PReLU()]])
+
+        def forward(self, x):
+            a = self.activations["snake_case"](x)
+            b = self.activations["PascalCase"](x)
+            c = self.activations["ALL_CAPS"](x)
+            return a, b, c
+    gm = fx.symbolic_trace(M())
+    assert [n.name for n in gm.graph.nodes if n.op == "call_module"] == [
+        "activations_snake_case", "activations_pascal_case", "activations_all_caps"]
+
+
+def test_symbolic_trace_sequential(T, fx, nn):
+    T.manual_seed(0)
+    seq = nn.Sequential(nn.Linear(3, 2), nn.ReLU(), nn.Linear(2, 1))
+    gm = fx.symbolic_trace(seq)
+    assert [n.target for n in gm.graph.nodes if n.op == "call_module"] == ["0", "1", "2"]
+    x = T.ones(2, 3)
+    close(gm(x), values(seq(x)))
+    assert "getattr(self, \"0\")(input_1)" in gm.code.replace("'", '"')
+
+
+def test_multiple_default_args(T, fx, nn):
+    class M(nn.Module):
+        def forward(self, x, y=1, z=2):
+            return x + y + z
+    gm = fx.symbolic_trace(M())
+    assert [n.args for n in gm.graph.nodes if n.op == "placeholder"] == [(), (1,), (2,)]
+    assert gm(10) == 13 and gm(10, 0) == 12 and gm(10, z=0) == 11
+
+
+def test_interpreter_star_args(T, fx):
+    def with_star_args(x, *args):
+        return x + args[0]
+    gm = fx.symbolic_trace(with_star_args)
+    result = fx.Interpreter(gm).run(T.tensor([1.0]), T.tensor([2.0]), T.tensor([5.0]))
+    same(result, [3.0])
+    same(gm(T.tensor([1.0]), T.tensor([4.0])), [5.0])

@@ -44,6 +44,12 @@ class Node:
     passes: ShapeProp writes ``meta["tensor_meta"]``)."""
 
     def __init__(self, graph, name, op, target, args, kwargs, return_type=None):
+        if op == "call_function" and not callable(target):
+            raise ValueError(f"Node [graph = {graph}, name = '{name}'] target {target} has type "
+                             f"{type(target).__name__} but a Callable is expected")
+        if op != "call_function" and not isinstance(target, str):
+            raise ValueError(f"Node [graph = {graph}, name = '{name}'] target {target} has type "
+                             f"{type(target).__name__} but a str is expected")
         self.graph, self.name, self.op, self.target = graph, name, op, target
         self.users = {}
         self.meta = {}

@@ -11,6 +11,7 @@ import builtins
 import functools
 import importlib
 import inspect
+import math
 import operator
 import sys
 import types
@@ -70,8 +71,14 @@ class Tracer:
     """Records a program's graph (``trace``). Subclasses change what is a leaf (``is_leaf_module``), how a module
     call is recorded (``call_module``) or how a value becomes a node's argument (``create_arg``)."""
 
-    def __init__(self, autowrap_modules=(), autowrap_functions=(), param_shapes_constant=False):
-        self.autowrap_functions = tuple(autowrap_functions)
+    def __init__(self, autowrap_modules=(math,), autowrap_functions=(), param_shapes_constant=False):
+        # the functions recorded whole where a traced function's globals (or those modules) hold them: every public
+        # function of ``autowrap_modules`` (math's: ``math.sqrt(x.shape[0])``), and ``autowrap_functions``
+        self.autowrap_modules, self.autowrap_functions = tuple(autowrap_modules), tuple(autowrap_functions)
+        self._autowrap_function_ids = {id(value) for module in self.autowrap_modules
+                                       for name, value in vars(module).items()
+                                       if not name.startswith("_") and callable(value)}
+        self._autowrap_function_ids.update(id(function) for function in self.autowrap_functions)
         self.graph = None
         self.root = None
         # id of each parameter and buffer of the root → its path; of each constant tensor → the attribute holding
@@ -204,8 +211,9 @@ class Tracer:
             return value
 
         patched = [(globals_, name, globals_.get(name, _MISSING)) for (_, name), globals_ in _WRAPPED.items()]
-        patched += [(fn.__globals__, function.__name__, fn.__globals__.get(function.__name__, _MISSING))
-                    for function in self.autowrap_functions if hasattr(fn, "__globals__")]
+        for globals_ in [getattr(fn, "__globals__", {})] + [vars(module) for module in self.autowrap_modules]:
+            patched += [(globals_, name, value) for name, value in list(globals_.items())
+                        if not name.startswith("_") and callable(value) and id(value) in self._autowrap_function_ids]
         try:
             nn.Module.__call__ = module_call
             nn.Module.__getattribute__ = module_getattribute
