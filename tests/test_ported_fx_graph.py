@@ -456,3 +456,30 @@ def test_prepend_self_is_noop(T, fx):
     relu.prepend(relu)
     relu.append(relu)
     assert names(g) == ["x", "relu", "add", "output"]
+
+
+def test_inserting_after_none_is_end(T, fx):
+    g = fx.Graph()
+    x = g.placeholder("x")
+    g.output(x)
+    with g.inserting_after(None):
+        g.call_function(operator.neg, (x,))
+    assert names(g) == ["x", "output", "neg"]
+
+
+def test_create_node_illegal_op(T, fx):
+    raises(AssertionError, "op 'foo' is not in _legal_ops", fx.Graph().create_node, "foo", "x")
+
+
+def test_erase_node_of_another_graph(T, fx):
+    g, other = fx.Graph(), fx.Graph()
+    z = other.placeholder("z")
+    raises(RuntimeError, "Attempting to remove z from wrong graph!", g.erase_node, z)
+
+
+def test_code_writes_dtypes_and_devices(T, fx):
+    gm = fx.symbolic_trace(lambda x: x.to(T.device("cpu"), dtype=T.int32).new_ones(2, dtype=T.float64))
+    assert "x.to(device(type='cpu'), dtype = torch.int32)" in gm.code
+    assert "new_ones(2, dtype = torch.float64)" in gm.code
+    out = gm(T.tensor([1.5]))
+    same(out, [1.0, 1.0], dtype="float64")

@@ -7,6 +7,7 @@ Each test runs on chainrule and, where it is installed, on PyTorch (fixture `T`)
 the traced program run eagerly.
 """
 
+import math
 import operator
 import pickle
 
@@ -371,3 +372,11 @@ def test_transformer_proxies_return_values(T, fx):
             return result
     gm = AddToMul(fx.symbolic_trace(lambda x: x + 3)).transform()
     assert gm(4) == 12
+
+
+def test_pickle_keeps_wrapped_and_math_functions_whole(T, fx):
+    gm = fx.symbolic_trace(lambda x: x * math.sqrt(x.shape[0]))
+    loaded = pickle.loads(pickle.dumps(gm))
+    same(loaded(T.ones(4)), [2.0, 2.0, 2.0, 2.0])
+    retraced = fx.symbolic_trace(loaded)
+    assert math.sqrt in [n.target for n in retraced.graph.nodes]

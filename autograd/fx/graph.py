@@ -70,7 +70,7 @@ class Graph:
     def create_node(self, op, target, args=None, kwargs=None, name=None, type_expr=None):
         """A new node, put at the insertion point, named ``name`` or after its target (numbered where taken)."""
         if op not in ("placeholder", "get_attr", "call_function", "call_method", "call_module", "output"):
-            raise ValueError(f"Invalid op {op!r}")
+            raise AssertionError(f"op {op!r} is not in _legal_ops")  # (PyTorch's class: its check is an assert)
         name = self._namespace.create_name(name if name is not None else target_to_name(target))
         node = Node(self, name, op, target, args or (), kwargs or {}, type_expr)
         self._insert_before.prepend(node)
@@ -101,8 +101,9 @@ class Graph:
         return _InsertPoint(self, node if node is not None else self._root._next)
 
     def inserting_after(self, node=None):
-        """``with graph.inserting_after(node):`` new nodes go after ``node`` (None: at the graph's start)."""
-        return _InsertPoint(self, node._next if node is not None else self._root._next)
+        """``with graph.inserting_after(node):`` new nodes go after ``node`` (None: at the graph's end, as
+        PyTorch's)."""
+        return _InsertPoint(self, node._next if node is not None else self._root)
 
     def erase_node(self, to_erase):
         """``to_erase`` taken out of the graph; refused while other nodes still use it, as PyTorch's."""
@@ -264,6 +265,11 @@ def _write_forward(graph, root_module):
         if isinstance(value, float) and not math.isfinite(value):  # (read from the globals inf and nan)
             return "nan" if math.isnan(value) else "inf" if value > 0 else "-inf"
         if isinstance(value, float):
+            return repr(value)
+        if isinstance(value, autograd.dtype) and getattr(autograd, str(value), None) is value:
+            return f"torch.{value}"  # (as PyTorch writes a dtype: torch.float64)
+        if isinstance(value, autograd.device):  # (and a device: device(type='cpu'), its class a global)
+            globals_["device"] = autograd.device
             return repr(value)
         return global_name(value)  # (a dtype, a device, an object: read from the globals)
 
