@@ -9,7 +9,9 @@ the traced program run eagerly.
 """
 
 import copy
+import importlib
 import operator
+import pickle
 
 import numpy as np
 import pytest
@@ -165,12 +167,33 @@ def test_users_and_all_input_nodes(T, fx):
 
 
 def test_args_are_immutable(T, fx):
-    g = fx.symbolic_trace(lambda x: x + 1).graph
-    add = next(n for n in g.nodes if n.op == "call_function")
-    raises(NotImplementedError, "immutable", add.args.append, 2) if isinstance(add.args, list) else None
+    g = fx.symbolic_trace(lambda x: T.clamp(T.cat([x, x]) + 1, min=0.0)).graph
+    cat, add, clamp = [n for n in g.nodes if n.op == "call_function"]
     raises(TypeError, "", operator.setitem, add.args, 0, 3)
+    raises(TypeError, "'immutable_list' object does not support mutation", cat.args[0].append, 2)
+    raises(TypeError, "'immutable_dict' object does not support mutation", operator.setitem, clamp.kwargs, "min", 1.0)
+    raises(TypeError, "does not support mutation", clamp.kwargs.update, {"max": 1.0})
     add.args = (add.args[0], 5)
     assert add.args[1] == 5
+    clamp.kwargs = {**clamp.kwargs, "max": 2.0}
+    assert clamp.kwargs == {"min": 0.0, "max": 2.0}
+
+
+def test_copy_immutable_collections(T, fx):
+    # test_fx.py's test_copy_it (and PyTorch's pickling of them)
+    immutable_collections = importlib.import_module(T.__name__ + ".fx.immutable_collections")
+    d = immutable_collections.immutable_dict([(3, 4), (5, 6)])
+    lst = immutable_collections.immutable_list([(3, 4), (5, 6)])
+    assert d == copy.deepcopy(d) and type(copy.deepcopy(d)) is type(d)
+    assert lst == copy.deepcopy(lst) and type(copy.deepcopy(lst)) is type(lst)
+    assert pickle.loads(pickle.dumps(lst)) == lst and pickle.loads(pickle.dumps(d)) == d
+    assert hash(lst) == hash(((3, 4), (5, 6)))
+
+
+def test_empty_graph_is_true(T, fx):
+    # a Graph has no length: an empty one is still a graph (``if graph:``)
+    assert bool(fx.Graph()) is True
+    raises(TypeError, "has no len", len, fx.Graph())
 
 
 def test_update_arg_and_kwarg(T, fx, nn):
@@ -377,6 +400,10 @@ def test_find_nodes(T, fx):
 
 def test_node_meta_kept_and_writable(T, fx, nn):
     gm = fx.symbolic_trace(simple(T, nn))
+    assert [n.stack_trace for n in gm.graph.nodes] == [None] * 4  # (not recorded by default)
+    relu = next(n for n in gm.graph.nodes if n.name == "relu")
+    relu.stack_trace = "File here"
+    assert relu.meta["stack_trace"] == "File here"
     for node in gm.graph.nodes:
         assert isinstance(node.meta, dict)
         node.meta["name"] = node.name

@@ -44,7 +44,6 @@ class Graph:
         self._namespace = Namespace()
         self.owning_module = owning_module
         self._tracer_cls = tracer_cls
-        self._len = 0
 
     def __getstate__(self):  # (pickled and copied without the module owning it: the new one takes it)
         return {key: value for key, value in self.__dict__.items() if key != "owning_module"}
@@ -61,9 +60,6 @@ class Graph:
             node = node._next
         return found
 
-    def __len__(self):
-        return self._len
-
     def find_nodes(self, *, op, target=None):
         return [node for node in self.nodes if node.op == op and (target is None or node.target == target)]
 
@@ -74,7 +70,6 @@ class Graph:
         name = self._namespace.create_name(name if name is not None else target_to_name(target))
         node = Node(self, name, op, target, args or (), kwargs or {}, type_expr)
         self._insert_before.prepend(node)
-        self._len += 1
         return node
 
     def placeholder(self, name, type_expr=None, default_value=None):
@@ -116,7 +111,6 @@ class Graph:
             return
         to_erase._remove_from_list()
         to_erase._erased = True
-        self._len -= 1
         to_erase._update_args_kwargs((), {})  # (it leaves its inputs' users)
 
     def eliminate_dead_code(self):

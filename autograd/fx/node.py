@@ -13,6 +13,8 @@ import operator
 import re
 import sys
 
+from .immutable_collections import immutable_dict, immutable_list
+
 
 def map_arg(value, function):
     """``value`` with every Node inside it (through tuples, lists, dicts and slices) replaced by ``function(node)``."""
@@ -28,6 +30,19 @@ def map_arg(value, function):
         return {key: map_arg(item, function) for key, item in value.items()}
     if isinstance(value, slice):
         return slice(map_arg(value.start, function), map_arg(value.stop, function), map_arg(value.step, function))
+    return value
+
+
+def _frozen(value):
+    """``value`` with its lists and dicts (through tuples) made immutable_list and immutable_dict."""
+    if isinstance(value, tuple):
+        items = [_frozen(item) for item in value]
+        make = getattr(type(value), "_make", None)
+        return make(items) if make is not None else tuple(items)
+    if isinstance(value, list):
+        return immutable_list(_frozen(item) for item in value)
+    if isinstance(value, dict):
+        return immutable_dict((key, _frozen(item)) for key, item in value.items())
     return value
 
 
@@ -58,7 +73,7 @@ class Node:
         self._args, self._kwargs = (), {}
         self._prev = self._next = self  # (the graph's nodes are a ring around its root)
         self._erased = False
-        self._update_args_kwargs(tuple(args), dict(kwargs))
+        self._update_args_kwargs(args, kwargs)
 
     @property
     def args(self):
@@ -66,7 +81,7 @@ class Node:
 
     @args.setter
     def args(self, value):
-        self._update_args_kwargs(tuple(value), self._kwargs)
+        self._update_args_kwargs(value, self._kwargs)
 
     @property
     def kwargs(self):
@@ -74,16 +89,27 @@ class Node:
 
     @kwargs.setter
     def kwargs(self, value):
-        self._update_args_kwargs(self._args, dict(value))
+        self._update_args_kwargs(self._args, value)
 
     def _update_args_kwargs(self, args, kwargs):
-        """New arguments: this node leaves the ``users`` of the inputs it had and joins those of its new ones."""
+        """New arguments: this node leaves the ``users`` of the inputs it had and joins those of its new ones. The
+        lists and dicts inside them are made immutable (``node.kwargs["k"] = v`` raises), as PyTorch's."""
         for old in self._input_nodes:
             old.users.pop(self, None)
-        self._args, self._kwargs = args, kwargs
+        self._args, self._kwargs = _frozen(tuple(args)), _frozen(dict(kwargs))
         self._input_nodes = _nodes_in((args, kwargs))
         for new in self._input_nodes:
             new.users.setdefault(self)
+
+    @property
+    def stack_trace(self):
+        """Where the program made this node (``meta["stack_trace"]``; None: chainrule's tracer records none, as
+        PyTorch's by default)."""
+        return self.meta.get("stack_trace")
+
+    @stack_trace.setter
+    def stack_trace(self, trace):
+        self.meta["stack_trace"] = trace
 
     @property
     def all_input_nodes(self):
