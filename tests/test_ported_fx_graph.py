@@ -1,7 +1,7 @@
 """``fx.Graph`` and ``fx.Node`` (``torch.fx``, chainrule's ``autograd.fx``), ported from PyTorch's test/test_fx.py
 and test/fx/test_dce_pass.py: graphs built by hand (the six node kinds, names numbered), copied (``graph_copy``,
 ``node_copy``, ``deepcopy``), edited (inserting points, ``replace_all_uses_with``, ``replace_input_with``,
-``update_arg``, ``erase_node``, moving nodes), ``eliminate_dead_code``, ``lint``, users and ``meta``, and
+``update_arg``, ``erase_node``, moving nodes), ``eliminate_dead_code``, ``lint``, users and ``meta`` (``nn_module_stack``), immutable arguments, and
 ``print_tabular``.
 
 Each test runs on chainrule and, where it is installed, on PyTorch (fixture `T`); the expectations are literals or
@@ -510,3 +510,29 @@ def test_code_writes_dtypes_and_devices(T, fx):
     assert "new_ones(2, dtype = torch.float64)" in gm.code
     out = gm(T.tensor([1.5]))
     same(out, [1.0, 1.0], dtype="float64")
+
+
+
+def test_nn_module_stack_meta(T, fx, nn):
+    class Sub(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(2, 2)
+
+        def forward(self, x):
+            return self.lin(x).relu()
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.sub = Sub()
+
+        def forward(self, x):
+            return self.sub(self.sub(x)) + 1
+    gm = fx.symbolic_trace(M())
+    stacks = {n.name: [(key, path, cls.__name__) for key, (path, cls) in n.meta["nn_module_stack"].items()]
+              for n in gm.graph.nodes if "nn_module_stack" in n.meta}
+    assert stacks == {"sub_lin": [("sub", "sub", "Sub"), ("sub.lin", "sub.lin", "Linear")],
+                      "relu": [("sub", "sub", "Sub")],
+                      "sub_lin_1": [("sub@1", "sub", "Sub"), ("sub.lin@1", "sub.lin", "Linear")],
+                      "relu_1": [("sub@1", "sub", "Sub")]}

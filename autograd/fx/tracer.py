@@ -8,6 +8,8 @@ own layers, ``is_leaf_module``) becomes one ``call_module`` node instead of bein
 with ``wrap`` are patched in the globals that named them, to become one ``call_function`` node each."""
 
 import builtins
+import collections
+import copy
 import functools
 import importlib
 import inspect
@@ -79,6 +81,9 @@ class Tracer:
                                        for name, value in vars(module).items()
                                        if not name.startswith("_") and callable(value)}
         self._autowrap_function_ids.update(id(function) for function in self.autowrap_functions)
+        # the modules whose forward is running, innermost last: path (``path@n`` for its n-th call again) →
+        # (path, class), copied into each node's meta["nn_module_stack"], as PyTorch's
+        self.module_stack, self.num_calls = collections.OrderedDict(), {}
         self.graph = None
         self.root = None
         # id of each parameter and buffer of the root → its path; of each constant tensor → the attribute holding
@@ -88,7 +93,10 @@ class Tracer:
     # -- the nodes ---------------------------------------------------------------------------------------------------
 
     def create_node(self, kind, target, args, kwargs, name=None, type_expr=None):
-        return self.graph.create_node(kind, target, args, kwargs, name, type_expr)
+        node = self.graph.create_node(kind, target, args, kwargs, name, type_expr)
+        if self.module_stack:
+            node.meta["nn_module_stack"] = copy.copy(self.module_stack)
+        return node
 
     def proxy(self, node):
         return Proxy(node, self)
@@ -166,9 +174,16 @@ class Tracer:
     def call_module(self, m, forward, args, kwargs):
         """A leaf module as one ``call_module`` node; any other run through (its forward recorded node by node)."""
         module_qualified_name = self.path_of_module(m)
-        if not self.is_leaf_module(m, module_qualified_name):
-            return forward(*args, **kwargs)
-        return self.create_proxy("call_module", module_qualified_name, args, kwargs)
+        calls = self.num_calls.get(module_qualified_name, 0)
+        key = f"{module_qualified_name}@{calls}" if calls else module_qualified_name
+        self.module_stack[key] = (module_qualified_name, type(m))
+        self.num_calls[module_qualified_name] = calls + 1
+        try:
+            if not self.is_leaf_module(m, module_qualified_name):
+                return forward(*args, **kwargs)
+            return self.create_proxy("call_module", module_qualified_name, args, kwargs)
+        finally:
+            self.module_stack.pop(key)
 
     def getattr(self, attr, attr_val, parameter_proxy_cache):
         return attr_val
@@ -189,6 +204,7 @@ class Tracer:
         self._attribute_paths = {id(tensor): name for name, tensor in (
             *self.root.named_parameters(remove_duplicate=False), *self.root.named_buffers(remove_duplicate=False))}
         self._constant_paths, self._attribute_nodes = {}, {}
+        self.module_stack, self.num_calls = collections.OrderedDict(), {}
         fn, args = self._placeholders(fn, isinstance(root, nn.Module), concrete_args or {})
         tracer = self
         original_call = nn.Module.__call__
