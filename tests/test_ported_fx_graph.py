@@ -1,8 +1,8 @@
 """``fx.Graph`` and ``fx.Node`` (``torch.fx``, chainrule's ``autograd.fx``), ported from PyTorch's test/test_fx.py
 and test/fx/test_dce_pass.py: graphs built by hand (the six node kinds, names numbered), copied (``graph_copy``,
 ``node_copy``, ``deepcopy``), edited (inserting points, ``replace_all_uses_with``, ``replace_input_with``,
-``update_arg``, ``erase_node``, moving nodes), ``eliminate_dead_code``, ``lint``, users and ``meta`` (``nn_module_stack``), immutable arguments, and
-``print_tabular``.
+``update_arg``, ``erase_node``, moving nodes), ``eliminate_dead_code``, ``lint``, users and ``meta``
+(``nn_module_stack``), immutable arguments, and ``print_tabular``.
 
 Each test runs on chainrule and, where it is installed, on PyTorch (fixture `T`); the expectations are literals or
 the traced program run eagerly.
