@@ -44,7 +44,6 @@ class Graph:
         self._namespace = Namespace()
         self.owning_module = owning_module
         self._tracer_cls = tracer_cls
-        self._len = 0
 
     def __getstate__(self):  # (pickled and copied without the module owning it: the new one takes it)
         return {key: value for key, value in self.__dict__.items() if key != "owning_module"}
@@ -61,20 +60,16 @@ class Graph:
             node = node._next
         return found
 
-    def __len__(self):
-        return self._len
-
     def find_nodes(self, *, op, target=None):
         return [node for node in self.nodes if node.op == op and (target is None or node.target == target)]
 
     def create_node(self, op, target, args=None, kwargs=None, name=None, type_expr=None):
         """A new node, put at the insertion point, named ``name`` or after its target (numbered where taken)."""
         if op not in ("placeholder", "get_attr", "call_function", "call_method", "call_module", "output"):
-            raise ValueError(f"Invalid op {op!r}")
+            raise AssertionError(f"op {op!r} is not in _legal_ops")  # (PyTorch's class: its check is an assert)
         name = self._namespace.create_name(name if name is not None else target_to_name(target))
         node = Node(self, name, op, target, args or (), kwargs or {}, type_expr)
         self._insert_before.prepend(node)
-        self._len += 1
         return node
 
     def placeholder(self, name, type_expr=None, default_value=None):
@@ -101,8 +96,9 @@ class Graph:
         return _InsertPoint(self, node if node is not None else self._root._next)
 
     def inserting_after(self, node=None):
-        """``with graph.inserting_after(node):`` new nodes go after ``node`` (None: at the graph's start)."""
-        return _InsertPoint(self, node._next if node is not None else self._root._next)
+        """``with graph.inserting_after(node):`` new nodes go after ``node`` (None: at the graph's end, as
+        PyTorch's)."""
+        return _InsertPoint(self, node._next if node is not None else self._root)
 
     def erase_node(self, to_erase):
         """``to_erase`` taken out of the graph; refused while other nodes still use it, as PyTorch's."""
@@ -115,7 +111,6 @@ class Graph:
             return
         to_erase._remove_from_list()
         to_erase._erased = True
-        self._len -= 1
         to_erase._update_args_kwargs((), {})  # (it leaves its inputs' users)
 
     def eliminate_dead_code(self):
@@ -265,6 +260,11 @@ def _write_forward(graph, root_module):
             return "nan" if math.isnan(value) else "inf" if value > 0 else "-inf"
         if isinstance(value, float):
             return repr(value)
+        if isinstance(value, autograd.dtype) and getattr(autograd, str(value), None) is value:
+            return f"torch.{value}"  # (as PyTorch writes a dtype: torch.float64)
+        if isinstance(value, autograd.device):  # (and a device: device(type='cpu'), its class a global)
+            globals_["device"] = autograd.device
+            return repr(value)
         return global_name(value)  # (a dtype, a device, an object: read from the globals)
 
     def call(args, kwargs):
@@ -282,8 +282,8 @@ def _write_forward(graph, root_module):
     for node in graph.nodes:
         if node.op == "placeholder":
             parameters.append(node.target if not node.args else f"{node.target} = {expression(node.args[0])}")
-            if node.name != node.target:  # (a parameter named as a builtin: ``input``, its node ``input_1``)
-                body.append(f"{node.name} = {node.target}")
+            if node.name != node.target.lstrip("*"):  # (a parameter named as a builtin: ``input``, node ``input_1``)
+                body.append(f"{node.name} = {node.target.lstrip('*')}")
             continue
         if node.op == "output":
             body.append(f"return {expression(node.args[0])}")
@@ -306,6 +306,10 @@ def _write_forward(graph, root_module):
             value = f"{global_name(node.target)}({call(node.args, node.kwargs)})"
         freed = last_used_by.get(node, []) + ([node] if not node.users else [])
         body.append(f"{node.name} = {value}" + (f";  {' = '.join(n.name for n in freed)} = None" if freed else ""))
-    source = f"\n\n\ndef forward({', '.join(parameters)}):\n" + "".join(
+    # a function fx.wrap marked is marked again in the globals of this code, as PyTorch's code does
+    wrapped = dict.fromkeys(global_name(node.target) for node in graph.nodes
+                            if node.op == "call_function" and node.meta.get("is_wrapped"))
+    marks = "".join(f'torch.fx.wrap("{name}")\n' for name in wrapped)
+    source = f"\n{marks}\n\ndef forward({', '.join(parameters)}):\n" + "".join(
         f"    {line}\n" for line in body or ["pass"]) + "    "  # (blank lines around it as PyTorch's, to the space)
     return PythonCode(source, globals_)

@@ -122,7 +122,7 @@ class GraphModule(nn.Module):
 
     def print_readable(self, print_output=True):
         text = f"class {type(self).__name__}(torch.nn.Module):\n" + "".join(
-            f"    {line}\n" for line in self._code.splitlines())
+            f"    {line}\n" for line in self._code.strip("\n").splitlines())
         if print_output:
             print(text)
         return text

@@ -41,6 +41,8 @@ class Interpreter:
         return getattr(self, n.op)(n.target, args, kwargs)
 
     def placeholder(self, target, args, kwargs):
+        if target.startswith("*"):  # (``*args``: the rest of the arguments, as PyTorch's)
+            return list(self.args_iter)
         try:
             return next(self.args_iter)
         except StopIteration as error:

@@ -13,6 +13,8 @@ import operator
 import re
 import sys
 
+from .immutable_collections import immutable_dict, immutable_list
+
 
 def map_arg(value, function):
     """``value`` with every Node inside it (through tuples, lists, dicts and slices) replaced by ``function(node)``."""
@@ -31,6 +33,19 @@ def map_arg(value, function):
     return value
 
 
+def _frozen(value):
+    """``value`` with its lists and dicts (through tuples) made immutable_list and immutable_dict."""
+    if isinstance(value, tuple):
+        items = [_frozen(item) for item in value]
+        make = getattr(type(value), "_make", None)
+        return make(items) if make is not None else tuple(items)
+    if isinstance(value, list):
+        return immutable_list(_frozen(item) for item in value)
+    if isinstance(value, dict):
+        return immutable_dict((key, _frozen(item)) for key, item in value.items())
+    return value
+
+
 def _nodes_in(value):
     """The nodes inside ``value``, in order, each once."""
     found = {}
@@ -44,6 +59,12 @@ class Node:
     passes: ShapeProp writes ``meta["tensor_meta"]``)."""
 
     def __init__(self, graph, name, op, target, args, kwargs, return_type=None):
+        if op == "call_function" and not callable(target):
+            raise ValueError(f"Node [graph = {graph}, name = '{name}'] target {target} has type "
+                             f"{type(target).__name__} but a Callable is expected")
+        if op != "call_function" and not isinstance(target, str):
+            raise ValueError(f"Node [graph = {graph}, name = '{name}'] target {target} has type "
+                             f"{type(target).__name__} but a str is expected")
         self.graph, self.name, self.op, self.target = graph, name, op, target
         self.users = {}
         self.meta = {}
@@ -52,7 +73,7 @@ class Node:
         self._args, self._kwargs = (), {}
         self._prev = self._next = self  # (the graph's nodes are a ring around its root)
         self._erased = False
-        self._update_args_kwargs(tuple(args), dict(kwargs))
+        self._update_args_kwargs(args, kwargs)
 
     @property
     def args(self):
@@ -60,7 +81,7 @@ class Node:
 
     @args.setter
     def args(self, value):
-        self._update_args_kwargs(tuple(value), self._kwargs)
+        self._update_args_kwargs(value, self._kwargs)
 
     @property
     def kwargs(self):
@@ -68,16 +89,27 @@ class Node:
 
     @kwargs.setter
     def kwargs(self, value):
-        self._update_args_kwargs(self._args, dict(value))
+        self._update_args_kwargs(self._args, value)
 
     def _update_args_kwargs(self, args, kwargs):
-        """New arguments: this node leaves the ``users`` of the inputs it had and joins those of its new ones."""
+        """New arguments: this node leaves the ``users`` of the inputs it had and joins those of its new ones. The
+        lists and dicts inside them are made immutable (``node.kwargs["k"] = v`` raises), as PyTorch's."""
         for old in self._input_nodes:
             old.users.pop(self, None)
-        self._args, self._kwargs = args, kwargs
+        self._args, self._kwargs = _frozen(tuple(args)), _frozen(dict(kwargs))
         self._input_nodes = _nodes_in((args, kwargs))
         for new in self._input_nodes:
             new.users.setdefault(self)
+
+    @property
+    def stack_trace(self):
+        """Where the program made this node (``meta["stack_trace"]``; None: chainrule's tracer records none, as
+        PyTorch's by default)."""
+        return self.meta.get("stack_trace")
+
+    @stack_trace.setter
+    def stack_trace(self, trace):
+        self.meta["stack_trace"] = trace
 
     @property
     def all_input_nodes(self):
@@ -145,6 +177,8 @@ class Node:
             return f"%{self.name} : [num_users={len(self.users)}] = placeholder[target={self.target}]{default}"
         if self.op == "output":
             return f"return {_format(self.args[0]).replace('%', '')}"
+        if self.op == "get_attr":  # (PyTorch prints no arguments for an attribute read)
+            return f"%{self.name} : [num_users={len(self.users)}] = get_attr[target={self.target}]"
         return (f"%{self.name} : [num_users={len(self.users)}] = {self.op}[target={qualified_name(self.target)}]"
                 f"(args = {_format(self.args)}, kwargs = {_format(self.kwargs)})")
 

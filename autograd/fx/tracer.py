@@ -8,11 +8,15 @@ own layers, ``is_leaf_module``) becomes one ``call_module`` node instead of bein
 with ``wrap`` are patched in the globals that named them, to become one ``call_function`` node each."""
 
 import builtins
+import collections
+import copy
 import functools
 import importlib
 import inspect
+import math
 import operator
 import sys
+import types
 import warnings
 
 from .. import dispatching
@@ -21,7 +25,9 @@ from ..tensor import Tensor
 from .graph import Graph
 from .proxy import Proxy, TraceError, arguments_hold_proxies
 
-_WRAPPED = []  # (globals, name) of the functions fx.wrap marked: patched while a trace runs
+# (id of globals, name) → the globals, of the functions fx.wrap marked: patched while a trace runs (once each,
+# however often a GraphModule's code marks its own again)
+_WRAPPED = {}
 
 
 def wrap(fn_or_name):
@@ -31,7 +37,7 @@ def wrap(fn_or_name):
     libraries such as timm make it inside functions.)"""
     name = fn_or_name if isinstance(fn_or_name, str) else fn_or_name.__name__
     caller = sys._getframe(1)
-    _WRAPPED.append((caller.f_globals, name))
+    _WRAPPED[id(caller.f_globals), name] = caller.f_globals
     return fn_or_name
 
 
@@ -67,8 +73,17 @@ class Tracer:
     """Records a program's graph (``trace``). Subclasses change what is a leaf (``is_leaf_module``), how a module
     call is recorded (``call_module``) or how a value becomes a node's argument (``create_arg``)."""
 
-    def __init__(self, autowrap_modules=(), autowrap_functions=(), param_shapes_constant=False):
-        self.autowrap_functions = tuple(autowrap_functions)
+    def __init__(self, autowrap_modules=(math,), autowrap_functions=(), param_shapes_constant=False):
+        # the functions recorded whole where a traced function's globals (or those modules) hold them: every public
+        # function of ``autowrap_modules`` (math's: ``math.sqrt(x.shape[0])``), and ``autowrap_functions``
+        self.autowrap_modules, self.autowrap_functions = tuple(autowrap_modules), tuple(autowrap_functions)
+        self._autowrap_function_ids = {id(value) for module in self.autowrap_modules
+                                       for name, value in vars(module).items()
+                                       if not name.startswith("_") and callable(value)}
+        self._autowrap_function_ids.update(id(function) for function in self.autowrap_functions)
+        # the modules whose forward is running, innermost last: path (``path@n`` for its n-th call again) →
+        # (path, class), copied into each node's meta["nn_module_stack"], as PyTorch's
+        self.module_stack, self.num_calls = collections.OrderedDict(), {}
         self.graph = None
         self.root = None
         # id of each parameter and buffer of the root → its path; of each constant tensor → the attribute holding
@@ -78,7 +93,10 @@ class Tracer:
     # -- the nodes ---------------------------------------------------------------------------------------------------
 
     def create_node(self, kind, target, args, kwargs, name=None, type_expr=None):
-        return self.graph.create_node(kind, target, args, kwargs, name, type_expr)
+        node = self.graph.create_node(kind, target, args, kwargs, name, type_expr)
+        if self.module_stack:
+            node.meta["nn_module_stack"] = copy.copy(self.module_stack)
+        return node
 
     def proxy(self, node):
         return Proxy(node, self)
@@ -109,8 +127,13 @@ class Tracer:
             return {key: self.create_arg(item) for key, item in a.items()}
         if isinstance(a, slice):
             return slice(self.create_arg(a.start), self.create_arg(a.stop), self.create_arg(a.step))
-        if isinstance(a, _nn().Module):
-            raise NotImplementedError(f"argument of type: {type(a)}")
+        if isinstance(a, _nn().Module):  # (a submodule handed to a wrapped function: read as an attribute)
+            path = self._module_paths.get(id(a))
+            if path is None:
+                raise NameError(f"module {type(a).__name__} is not installed as a submodule of the traced root")
+            if path not in self._attribute_nodes:
+                self._attribute_nodes[path] = self.create_node("get_attr", path, (), {})
+            return self._attribute_nodes[path]
         return a
 
     def _new_constant(self, tensor):
@@ -151,9 +174,16 @@ class Tracer:
     def call_module(self, m, forward, args, kwargs):
         """A leaf module as one ``call_module`` node; any other run through (its forward recorded node by node)."""
         module_qualified_name = self.path_of_module(m)
-        if not self.is_leaf_module(m, module_qualified_name):
-            return forward(*args, **kwargs)
-        return self.create_proxy("call_module", module_qualified_name, args, kwargs)
+        calls = self.num_calls.get(module_qualified_name, 0)
+        key = f"{module_qualified_name}@{calls}" if calls else module_qualified_name
+        self.module_stack[key] = (module_qualified_name, type(m))
+        self.num_calls[module_qualified_name] = calls + 1
+        try:
+            if not self.is_leaf_module(m, module_qualified_name):
+                return forward(*args, **kwargs)
+            return self.create_proxy("call_module", module_qualified_name, args, kwargs)
+        finally:
+            self.module_stack.pop(key)
 
     def getattr(self, attr, attr_val, parameter_proxy_cache):
         return attr_val
@@ -174,7 +204,8 @@ class Tracer:
         self._attribute_paths = {id(tensor): name for name, tensor in (
             *self.root.named_parameters(remove_duplicate=False), *self.root.named_buffers(remove_duplicate=False))}
         self._constant_paths, self._attribute_nodes = {}, {}
-        args = self._placeholders(fn, isinstance(root, nn.Module), concrete_args or {})
+        self.module_stack, self.num_calls = collections.OrderedDict(), {}
+        fn, args = self._placeholders(fn, isinstance(root, nn.Module), concrete_args or {})
         tracer = self
         original_call = nn.Module.__call__
 
@@ -195,9 +226,10 @@ class Tracer:
                 return tracer.proxy(tracer.create_arg(value))
             return value
 
-        patched = [(globals_, name, globals_.get(name, _MISSING)) for globals_, name in _WRAPPED]
-        patched += [(fn.__globals__, function.__name__, fn.__globals__.get(function.__name__, _MISSING))
-                    for function in self.autowrap_functions if hasattr(fn, "__globals__")]
+        patched = [(globals_, name, globals_.get(name, _MISSING)) for (_, name), globals_ in _WRAPPED.items()]
+        for globals_ in [getattr(fn, "__globals__", {})] + [vars(module) for module in self.autowrap_modules]:
+            patched += [(globals_, name, value) for name, value in list(globals_.items())
+                        if not name.startswith("_") and callable(value) and id(value) in self._autowrap_function_ids]
         try:
             nn.Module.__call__ = module_call
             nn.Module.__getattribute__ = module_getattribute
@@ -226,22 +258,35 @@ class Tracer:
         @functools.wraps(function)
         def recorded(*args, **kwargs):
             if arguments_hold_proxies((args, kwargs)):
-                return self.create_proxy("call_function", function, args, kwargs)
+                proxy = self.create_proxy("call_function", function, args, kwargs)
+                proxy.node.meta["is_wrapped"] = True  # (the code written marks it again: a retrace keeps it whole)
+                return proxy
             return function(*args, **kwargs)
         return recorded
 
     def _placeholders(self, fn, is_method, concrete_args):
-        parameters = list(inspect.signature(fn).parameters.values())
+        """``fn`` as it is traced (one taking ``*args`` or ``**kwargs`` made to take them as one positional value
+        each, as PyTorch's tracer does: a proxy is not unpacked) and the values it is called with: the root, then
+        one placeholder per parameter in the code's order (positional, keyword-only, ``*args``, ``**kwargs``;
+        targets ``*args`` and ``**kwargs``)."""
+        parameters = dict(inspect.signature(fn).parameters)
+        code = fn.__code__ if hasattr(fn, "__code__") else None
+        star = {inspect.Parameter.VAR_POSITIONAL: "*", inspect.Parameter.VAR_KEYWORD: "**"}
+        if any(parameter.kind in star for parameter in parameters.values()):
+            fn = _taking_variadics_as_values(fn, len(parameters))
+            parameters = {name: parameters[name] for name in code.co_varnames[:len(parameters)]}
+        parameters = list(parameters.values())
+        if is_method and (not parameters or parameters[0].kind in star):
+            raise RuntimeError("``self`` argument cannot be part of *args expansion!")
         args = [self.root] if is_method else []
         for parameter in parameters[1:] if is_method else parameters:
-            if parameter.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
-                raise NotImplementedError(f"symbolic tracing of a forward taking {parameter} is not supported")
             default = () if parameter.default is inspect.Parameter.empty else (parameter.default,)
             if parameter.name in concrete_args:
                 args.append(self._concrete(parameter.name, concrete_args[parameter.name], default))
             else:
-                args.append(self.create_proxy("placeholder", parameter.name, default, {}))
-        return args
+                target = star.get(parameter.kind, "") + parameter.name
+                args.append(self.create_proxy("placeholder", target, default, {}))
+        return fn, args
 
     def _concrete(self, name, value, default):
         """The input ``name`` fixed at ``value``: still a placeholder (``name_1``), whose value is asserted."""
@@ -264,6 +309,15 @@ class Tracer:
 
 
 _MISSING = object()
+
+
+def _taking_variadics_as_values(fn, count):
+    """``fn`` whose ``*args`` and ``**kwargs`` (and keyword-only parameters) are plain positional parameters: its
+    code with the variadic flags cleared and all ``count`` parameters counted positional."""
+    code = fn.__code__
+    flags = code.co_flags & ~(inspect.CO_VARARGS | inspect.CO_VARKEYWORDS)
+    patched = code.replace(co_flags=flags, co_argcount=count, co_kwonlyargcount=0, co_posonlyargcount=0)
+    return types.FunctionType(patched, fn.__globals__, fn.__name__, None, fn.__closure__)
 
 
 class GraphAppendingTracer(Tracer):

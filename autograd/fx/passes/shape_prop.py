@@ -25,7 +25,8 @@ class ShapeProp(Interpreter):
                 found.append(True)
                 return _extract_tensor_metadata(value)
             if isinstance(value, (list, tuple)):
-                return type(value)(extract(item) for item in value) if not hasattr(value, "_fields") else value
+                items = [extract(item) for item in value]  # (a named tuple, torch.max's, rebuilt by its fields)
+                return type(value)(*items) if hasattr(value, "_fields") else type(value)(items)
             return value
 
         meta = extract(result)
