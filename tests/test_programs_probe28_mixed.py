@@ -419,9 +419,6 @@ def cpu_autocast(m):
     return dict(y=y, dtype=dt(y))
 
 
-@pytest.mark.xfail(strict=True, raises=NotImplementedError,
-                   reason="autocast that takes effect (on the CPU) is not built: autograd.amp raises "
-                          "NotImplementedError rather than casting linear/matmul/conv inputs to float16")
 def test_cpu_autocast_float16_lowers_linear():
     ours, _ = run_both(cpu_autocast, rtol=1e-3, atol=1e-3)
     assert ours["dtype"] == "float16"
