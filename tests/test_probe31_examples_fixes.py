@@ -95,3 +95,33 @@ def test_a_subclass_answers_for_nn_elu():
     y = nn.ELU(alpha=2.0)(x)
     assert F.elu in Tagged.asked and type(y) is Tagged
     np.testing.assert_allclose(y.numpy(), [2.0 * (np.exp(-1.0) - 1.0), 0.5], rtol=1e-6)
+
+
+# (layer, input shape, the function or method a trace through it records, as PyTorch's does)
+MORE_LAYERS = [
+    (lambda: nn.Upsample(scale_factor=2), (1, 2, 3, 3), ("call_function", "interpolate")),
+    (lambda: nn.PixelShuffle(2), (1, 4, 2, 2), ("call_function", "pixel_shuffle")),
+    (lambda: nn.PixelUnshuffle(2), (1, 1, 4, 4), ("call_function", "pixel_unshuffle")),
+    (lambda: nn.ChannelShuffle(2), (1, 4, 2, 2), ("call_function", "channel_shuffle")),
+    (lambda: nn.Unflatten(1, (2, 2)), (3, 4, 5), ("call_method", "unflatten")),
+]
+
+
+@pytest.mark.parametrize("make, shape, recorded", MORE_LAYERS, ids=[r[1] for _, _, r in MORE_LAYERS])
+def test_a_trace_through_a_rearranging_layer(make, shape, recorded):
+    """nn.Upsample and the shuffles called the function their module holds (not dispatching), nn.Unflatten
+    computed its shape from ``input.ndim``: a trace through each failed on the proxy."""
+    graph = Lowering().trace(Wrapped(make()))
+    calls = [node for node in graph.nodes if node.op in ("call_function", "call_method")]
+    target = calls[0].target if isinstance(calls[0].target, str) else calls[0].target.__name__
+    assert len(calls) == 1 and (calls[0].op, target) == recorded
+    x = autograd.arange(float(np.prod(shape))).reshape(shape)
+    module = autograd.fx.GraphModule(Wrapped(make()), graph)
+    np.testing.assert_array_equal(module(x).numpy(), make()(x).numpy())
+
+
+def test_unflatten_keeps_its_errors():
+    with pytest.raises(RuntimeError, match=r"unflatten: Provided sizes \[2, 3\] don't multiply up to the size of dim "
+                                           r"1 \(4\) in the input tensor"):
+        nn.Unflatten(1, (2, 3))(autograd.zeros(3, 4))
+    assert nn.Unflatten(-1, [2, -1])(autograd.zeros(3, 4)).shape == (3, 2, 2)
