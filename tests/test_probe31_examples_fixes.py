@@ -4,7 +4,9 @@ The activation and dropout layers that call the function their class holds (nn.E
 nn.Sigmoid's, nn.Dropout's F.dropout) captured it before dispatching was installed, so the layer ran the plain
 function: an entered TorchFunctionMode saw the ops inside it (``le``, ``write_out``) instead of ``F.elu``, and a
 symbolic trace through the layer (a tracer whose ``is_leaf_module`` is False: fx/custom_tracer.py's
-LowerReluTracer, widened) asked ``bool`` of a proxy and failed. PyTorch's layers call their function, which asks."""
+LowerReluTracer, widened) asked ``bool`` of a proxy and failed. PyTorch's layers call their function, which asks.
+nn.Upsample, nn.PixelShuffle, nn.PixelUnshuffle and nn.ChannelShuffle did the same with the function their module
+holds; nn.Unflatten computed its shape from ``input.ndim`` where PyTorch's calls ``input.unflatten``."""
 
 import numpy as np
 import pytest
