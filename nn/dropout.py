@@ -1,6 +1,7 @@
 """Dropout, AlphaDropout, FeatureAlphaDropout (activations) and DropConnect (weights): regularisers active in
 training only."""
 
+from autograd import _lazy
 from autograd.ops.dropout import check_dropout_probability
 
 from . import functional as F
@@ -83,3 +84,14 @@ class DropConnect(Module):
 
     def extra_repr(self):
         return f"p={self.p}"
+
+
+def _the_layer_function(name, function):
+    return name == "function"
+
+
+# a dropout layer calls the function its class holds, captured before dispatching is
+# installed: registered as loss.py's layers are, it asks a subclass of Tensor or an entered mode as that function
+# does when called itself (F.dropout(x)), and a symbolic trace through it records that function
+for _layer in [value for value in list(globals().values()) if isinstance(value, type) and "function" in vars(value)]:
+    _lazy.dispatch_namespace(_layer, _the_layer_function)

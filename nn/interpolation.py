@@ -37,11 +37,12 @@ kernels resize them: the same matrices rounded to integers, each pass rounded ba
 
 import math
 import numbers
+import sys
 import warnings
 
 import numpy
 
-from autograd import Tensor
+from autograd import Tensor, _lazy
 from autograd.backend import xp
 from autograd.graph import program_stacklevel
 from autograd.ops.conversion import type_name
@@ -436,3 +437,8 @@ def upsample_bilinear(input, size=None, scale_factor=None):
     warnings.warn("`nn.functional.upsample_bilinear` is deprecated. Use `nn.functional.interpolate` instead.",
                   stacklevel=program_stacklevel())
     return interpolate(input, size, scale_factor, mode="bilinear", align_corners=True)
+
+
+# nn.Upsample calls the interpolate held here: it asks a subclass of Tensor or an entered mode as F.interpolate does,
+# and a symbolic trace through it records interpolate
+_lazy.dispatch_namespace(sys.modules[__name__], lambda name, function: name == "interpolate")

@@ -71,8 +71,7 @@ class Unflatten(Module):
         self.dim, self.unflattened_size = dim, unflattened_size  # kept as given (a list prints as one)
 
     def forward(self, input):
-        dim = self.dim % input.ndim
-        return input.reshape(*input.shape[:dim], *self.unflattened_size, *input.shape[dim + 1:])
+        return input.unflatten(self.dim, self.unflattened_size)  # (a method call, as PyTorch's: traceable)
 
     def extra_repr(self):
         return f"dim={self.dim}, unflattened_size={self.unflattened_size}"
