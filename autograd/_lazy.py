@@ -106,3 +106,15 @@ def dispatch_namespace(namespace, wraps=None):
         DISPATCHING.append((namespace, wraps))
     else:
         dispatching.dispatch_namespace(namespace, wraps)
+
+
+def dispatch_layer_functions(namespace):
+    """Each layer class among ``namespace``'s values (a module's globals) that calls the function its class holds
+    (``function = staticmethod(F.elu)``, captured before dispatching is installed): that call asks a subclass of
+    Tensor or an entered mode as the function does when called itself, and a symbolic trace records it."""
+    for layer in [value for value in list(namespace.values()) if isinstance(value, type) and "function" in vars(value)]:
+        dispatch_namespace(layer, _is_the_layer_function)
+
+
+def _is_the_layer_function(name, function):
+    return name == "function"

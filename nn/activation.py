@@ -354,12 +354,5 @@ class Softmax2d(Module):
         return input.softmax(-3)
 
 
-def _the_layer_function(name, function):
-    return name == "function"
-
-
-# an activation layer (nn.ELU, nn.Sigmoid) calls the function its class holds, captured before dispatching is
-# installed: registered as loss.py's layers are, it asks a subclass of Tensor or an entered mode as that function
-# does when called itself (F.elu(x)), and a symbolic trace through it records that function
-for _layer in [value for value in list(globals().values()) if isinstance(value, type) and "function" in vars(value)]:
-    _lazy.dispatch_namespace(_layer, _the_layer_function)
+# nn.ELU(x) asks a mode or a subclass as F.elu(x) does, and a trace records F.elu (the layers hold their function)
+_lazy.dispatch_layer_functions(globals())

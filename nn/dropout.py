@@ -86,12 +86,5 @@ class DropConnect(Module):
         return f"p={self.p}"
 
 
-def _the_layer_function(name, function):
-    return name == "function"
-
-
-# a dropout layer calls the function its class holds, captured before dispatching is
-# installed: registered as loss.py's layers are, it asks a subclass of Tensor or an entered mode as that function
-# does when called itself (F.dropout(x)), and a symbolic trace through it records that function
-for _layer in [value for value in list(globals().values()) if isinstance(value, type) and "function" in vars(value)]:
-    _lazy.dispatch_namespace(_layer, _the_layer_function)
+# nn.Dropout(x) asks a mode or a subclass as F.dropout(x) does, and a trace records F.dropout
+_lazy.dispatch_layer_functions(globals())

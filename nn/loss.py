@@ -258,11 +258,6 @@ class ContrastiveLoss(_Loss):
         return self._loss(input1, input2, target)
 
 
-def _the_loss_function(name, function):
-    return name == "function"
-
-
 # a loss layer asks a subclass of Tensor among its inputs as its functional form (F.mse_loss) does: each calls the
 # function its class holds
-for _layer in [value for value in list(globals().values()) if isinstance(value, type) and "function" in vars(value)]:
-    _lazy.dispatch_namespace(_layer, _the_loss_function)
+_lazy.dispatch_layer_functions(globals())
