@@ -399,8 +399,7 @@ def log_softmax_array(x, axis):
     if x.dtype == float16:
         return _log_softmax_half(x, axis)
     shifted = x - _shift(x, axis)
-    total = _kept_sum(xp.exp(shifted), axis)
-    shifted -= xp.log(total, out=total) if total.ndim else xp.log(total)  # (a 0-d sum is a NumPy scalar)
+    shifted -= xp.log(_kept_sum(xp.exp(shifted), axis))
     return shifted
 
 
