@@ -1,4 +1,4 @@
-"""log_softmax's forward and backward write their results in place (perf31); the shapes where NumPy hands back a
+"""log_softmax's backward writes g - e^y·Σg in place (perf31); the shapes where NumPy hands back a
 scalar instead of an array (0-d), or where nothing is summed (a dim of size 0), keep their values."""
 import numpy as np
 
