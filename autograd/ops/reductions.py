@@ -439,9 +439,8 @@ class LogSoftmaxGrad(Primitive):
         if g.dtype == float16:  # in float32, rounded once, as PyTorch's
             return self.forward(g.astype(float32), y.astype(float32)).astype(float16)
         z = xp.exp(y)
-        z *= -_kept_sum(g, self.dim)
-        z += g
-        return z
+        z *= _kept_sum(g, self.dim)
+        return xp.subtract(g, z, out=z) if z.ndim else g - z  # (in place, no negated sum; a 0-d z is a NumPy scalar)
 
     def backward(self, u, z, g, y):
         grad_g = grad_y = None
