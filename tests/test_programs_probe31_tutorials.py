@@ -1,4 +1,4 @@
-# ruff: noqa: E501, E701, E702, E731, E741, B007, B023, F841, UP008  (the programs are kept as the tutorials write them)
+# ruff: noqa: E501, E701, E702, E731, E741, B006, B007, B023, F841, UP008  (the programs are kept as the tutorials write them)
 """Programs from the official PyTorch tutorials (pytorch/tutorials) that earlier probes did not run as written,
 each run on chainrule and, where installed, on PyTorch under the same seeds, comparing values and gradients.
 
@@ -89,6 +89,119 @@ def warmstart(m):
     return missing, losses, groups, momentum0, same, nones, out.requires_grad, out
 
 
+def dqn(m):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.torch.optim
+    torch.manual_seed(0)
+    class DQN(nn.Module):
+        def __init__(self, n_observations, n_actions):
+            super(DQN, self).__init__()
+            self.layer1 = nn.Linear(n_observations, 16)
+            self.layer2 = nn.Linear(16, 16)
+            self.layer3 = nn.Linear(16, n_actions)
+        def forward(self, x):
+            x = F.relu(self.layer1(x))
+            x = F.relu(self.layer2(x))
+            return self.layer3(x)
+    policy_net = DQN(4, 2); target_net = DQN(4, 2)
+    target_net.load_state_dict(policy_net.state_dict())
+    optimizer = optim.AdamW(policy_net.parameters(), lr=1e-3, amsgrad=True)
+    GAMMA, TAU, B = 0.99, 0.005, 8
+    losses = []
+    for step in range(4):
+        state_batch = torch.randn(B, 4)
+        action_batch = torch.randint(0, 2, (B, 1))
+        reward_batch = torch.randn(B)
+        non_final_mask = torch.tensor([i % 3 != 0 for i in range(B)], dtype=torch.bool)
+        non_final_next_states = torch.cat([torch.randn(1, 4) for i in range(B) if i % 3 != 0])
+        state_action_values = policy_net(state_batch).gather(1, action_batch)
+        next_state_values = torch.zeros(B)
+        with torch.no_grad():
+            next_state_values[non_final_mask] = target_net(non_final_next_states).max(1).values
+        expected_state_action_values = (next_state_values * GAMMA) + reward_batch
+        criterion = nn.SmoothL1Loss()
+        loss = criterion(state_action_values, expected_state_action_values.unsqueeze(1))
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_value_(policy_net.parameters(), 100)
+        optimizer.step()
+        target_net_state_dict = target_net.state_dict()
+        policy_net_state_dict = policy_net.state_dict()
+        for key in policy_net_state_dict:
+            target_net_state_dict[key] = policy_net_state_dict[key]*TAU + target_net_state_dict[key]*(1-TAU)
+        target_net.load_state_dict(target_net_state_dict)
+        losses.append(loss.item())
+    with torch.no_grad():
+        action = policy_net(torch.randn(1, 4)).max(1).indices.view(1, 1)
+    return losses, action, target_net.layer3.weight
+
+
+def fgsm(m):
+    torch, nn, F = m.torch, m.nn, m.F
+    torch.manual_seed(0)
+    def fgsm_attack(image, epsilon, data_grad):
+        sign_data_grad = data_grad.sign()
+        perturbed_image = image + epsilon*sign_data_grad
+        perturbed_image = torch.clamp(perturbed_image, 0, 1)
+        return perturbed_image
+    def denorm(batch, mean=[0.1307], std=[0.3081]):
+        if isinstance(mean, list):
+            mean = torch.tensor(mean)
+        if isinstance(std, list):
+            std = torch.tensor(std)
+        return batch * std.view(1, -1, 1, 1) + mean.view(1, -1, 1, 1)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Dropout(0.25), nn.Flatten(), nn.Linear(4 * 6 * 6, 10), nn.LogSoftmax(dim=1))
+    model.eval()
+    data = torch.randn(3, 1, 8, 8); target = torch.tensor([1, 2, 3])
+    data.requires_grad = True
+    output = model(data)
+    init_pred = output.max(1, keepdim=True)[1]
+    loss = F.nll_loss(output, target)
+    model.zero_grad()
+    loss.backward()
+    data_grad = data.grad.data
+    data_denorm = denorm(data)
+    perturbed_data = fgsm_attack(data_denorm, 0.1, data_grad)
+    perturbed_data_normalized = (perturbed_data - 0.1307) / 0.3081
+    output = model(perturbed_data_normalized)
+    final_pred = output.max(1, keepdim=True)[1]
+    adv_ex = perturbed_data.squeeze().detach().cpu().numpy()
+    return init_pred, final_pred, data_grad, adv_ex
+
+
+def crf_forward(m):
+    torch, nn = m.torch, m.nn
+    torch.manual_seed(1)
+    START_TAG, STOP_TAG = "<START>", "<STOP>"
+    tag_to_ix = {"B": 0, "I": 1, "O": 2, START_TAG: 3, STOP_TAG: 4}
+    tagset_size = len(tag_to_ix)
+    def argmax(vec):
+        _, idx = torch.max(vec, 1)
+        return idx.item()
+    def log_sum_exp(vec):
+        max_score = vec[0, argmax(vec)]
+        max_score_broadcast = max_score.view(1, -1).expand(1, vec.size()[1])
+        return max_score + torch.log(torch.sum(torch.exp(vec - max_score_broadcast)))
+    transitions = nn.Parameter(torch.randn(tagset_size, tagset_size))
+    transitions.data[tag_to_ix[START_TAG], :] = -10000
+    transitions.data[:, tag_to_ix[STOP_TAG]] = -10000
+    feats = torch.randn(5, tagset_size, requires_grad=True)
+    init_alphas = torch.full((1, tagset_size), -10000.)
+    init_alphas[0][tag_to_ix[START_TAG]] = 0.
+    forward_var = init_alphas
+    for feat in feats:
+        alphas_t = []
+        for next_tag in range(tagset_size):
+            emit_score = feat[next_tag].view(1, -1).expand(1, tagset_size)
+            trans_score = transitions[next_tag].view(1, -1)
+            next_tag_var = forward_var + trans_score + emit_score
+            alphas_t.append(log_sum_exp(next_tag_var).view(1))
+        forward_var = torch.cat(alphas_t).view(1, -1)
+    terminal_var = forward_var + transitions[tag_to_ix[STOP_TAG]]
+    alpha = log_sum_exp(terminal_var)
+    alpha.backward()
+    return alpha, feats.grad, transitions.grad
+
+
 def test_custom_function_double_backward():
     ok, ok2, y, g, gg = run_both(double_backward)[0]
     assert ok and ok2
@@ -100,3 +213,18 @@ def test_warmstarting_and_state_dict_recipes():
     assert missing == ["fc3.bias", "fc3.weight"] and same and nones and not requires_grad
     assert groups[0][:2] == (0.001, 0.9) and groups[0][2] == list(range(10)) and momentum0.shape == (6, 3, 5, 5)
     assert out.shape == (4, 10) and losses[-1] < losses[0]
+
+
+def test_dqn_optimize_model():
+    losses, action, w = run_both(dqn, rtol=1e-4, atol=1e-5)[0]
+    assert len(losses) == 4 and action.shape == (1, 1) and w.shape == (2, 16)
+
+
+def test_fgsm_attack():
+    init_pred, final_pred, data_grad, adv_ex = run_both(fgsm, rtol=1e-4, atol=1e-5)[0]
+    assert adv_ex.shape == (3, 8, 8) and adv_ex.min() >= 0 and adv_ex.max() <= 1 and init_pred.shape == (3, 1)
+
+
+def test_bilstm_crf_forward_algorithm():
+    alpha, feats_grad, transitions_grad = run_both(crf_forward, rtol=1e-4, atol=1e-5)[0]
+    np.testing.assert_allclose(feats_grad.sum(1), 1.0, rtol=1e-5)  # the gradient of log Z is the tag marginals
