@@ -6,7 +6,10 @@ custom_function_double_backward (``Exp`` saving its output, ``Cube`` with a diff
 ``gradcheck``/``gradgradcheck``); recipes: warmstarting a model from another (``load_state_dict(strict=False)``
 of a partial state dict), "what is a state_dict" (the optimizer's ``state_dict`` after SGD with momentum),
 zeroing gradients (``zero_grad()`` leaving ``None``); the tuning guide's ``zero_grad(set_to_none=True)`` with
-``torch.no_grad`` inference. All agreed with PyTorch when written (session 31): no fix was needed."""
+``torch.no_grad`` inference. Model ensembling (``func.stack_module_state``, a
+``to("meta")`` base model, ``functional_call`` under ``vmap`` with ``in_dims``); per-sample gradients (a loop of
+``autograd.grad`` against ``vmap(grad(...))``); the module hooks recipe (forward pre-hooks and forward hooks that
+replace values, a full backward hook that rescales ``grad_input``, ``remove``). All agreed with PyTorch when written (session 31): no fix was needed."""
 
 import numpy as np
 
@@ -202,6 +205,113 @@ def crf_forward(m):
     return alpha, feats.grad, transitions.grad
 
 
+def ensembling(m):
+    torch, nn, F = m.torch, m.nn, m.F
+    torch.manual_seed(0)
+    class SimpleMLP(nn.Module):
+        def __init__(self):
+            super(SimpleMLP, self).__init__()
+            self.fc1 = nn.Linear(12, 16)
+            self.fc2 = nn.Linear(16, 8)
+            self.fc3 = nn.Linear(8, 4)
+        def forward(self, x):
+            x = x.flatten(1)
+            x = self.fc1(x)
+            x = F.relu(x)
+            x = self.fc2(x)
+            x = F.relu(x)
+            x = self.fc3(x)
+            return x
+    num_models = 3
+    data = torch.randn(5, 6, 2, 6)
+    minibatch = data[0]
+    models = [SimpleMLP() for _ in range(num_models)]
+    predictions2 = [model(minibatch) for model in models]
+    params, buffers = torch.func.stack_module_state(models)
+    import copy
+    base_model = copy.deepcopy(models[0])
+    base_model = base_model.to("meta")
+    def fmodel(params, buffers, x):
+        return torch.func.functional_call(base_model, (params, buffers), (x,))
+    predictions2_vmap = torch.func.vmap(fmodel, in_dims=(0, 0, None))(params, buffers, minibatch)
+    predictions1_vmap = torch.func.vmap(fmodel)(params, buffers, data[:num_models])
+    return torch.stack(predictions2), predictions2_vmap, predictions1_vmap
+
+
+def per_sample_grads(m):
+    torch, nn, F = m.torch, m.nn, m.F
+    functional_call, vmap, grad = torch.func.functional_call, torch.func.vmap, torch.func.grad
+    torch.manual_seed(0)
+    class SimpleCNN(nn.Module):
+        def __init__(self):
+            super(SimpleCNN, self).__init__()
+            self.conv1 = nn.Conv2d(1, 4, 3, 1)
+            self.fc1 = nn.Linear(4 * 3 * 3, 5)
+        def forward(self, x):
+            x = self.conv1(x)
+            x = F.relu(x)
+            x = F.max_pool2d(x, 2)
+            x = torch.flatten(x, 1)
+            x = self.fc1(x)
+            output = F.log_softmax(x, dim=1)
+            return output
+    def loss_fn(predictions, targets):
+        return F.nll_loss(predictions, targets)
+    model = SimpleCNN()
+    data = torch.randn(4, 1, 8, 8); targets = torch.randint(5, (4,))
+    def compute_grad(sample, target):
+        sample = sample.unsqueeze(0)
+        target = target.unsqueeze(0)
+        prediction = model(sample)
+        loss = loss_fn(prediction, target)
+        return torch.autograd.grad(loss, list(model.parameters()))
+    def compute_sample_grads(data, targets):
+        sample_grads = [compute_grad(data[i], targets[i]) for i in range(4)]
+        sample_grads = zip(*sample_grads)
+        sample_grads = [torch.stack(shards) for shards in sample_grads]
+        return sample_grads
+    per_sample_grads = compute_sample_grads(data, targets)
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    buffers = {k: v.detach() for k, v in model.named_buffers()}
+    def compute_loss(params, buffers, sample, target):
+        batch = sample.unsqueeze(0)
+        targets = target.unsqueeze(0)
+        predictions = functional_call(model, (params, buffers), (batch,))
+        loss = loss_fn(predictions, targets)
+        return loss
+    ft_compute_grad = grad(compute_loss)
+    ft_compute_sample_grad = vmap(ft_compute_grad, in_dims=(None, None, 0, 0))
+    ft_per_sample_grads = ft_compute_sample_grad(params, buffers, data, targets)
+    return per_sample_grads, [ft_per_sample_grads[k] for k in params]
+
+
+def module_hooks(m):
+    torch, nn = m.torch, m.nn
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
+    seen = []
+    def forward_pre_hook(module, args):
+        return (args[0] * 2,)
+    def forward_hook(module, args, output):
+        seen.append(output.detach().clone())
+        return output + 1
+    def backward_hook(module, grad_input, grad_output):
+        seen.append(grad_output[0].detach().clone())
+        return (grad_input[0] * 0.5,)
+    h1 = model[0].register_forward_pre_hook(forward_pre_hook)
+    h2 = model[1].register_forward_hook(forward_hook)
+    h3 = model[2].register_full_backward_hook(backward_hook)
+    x = torch.randn(5, 3, requires_grad=True)
+    out = model(x).sum()
+    out.backward()
+    g = x.grad.clone(); w = model[0].weight.grad.clone()
+    for h in (h1, h2, h3):
+        h.remove()
+    x.grad = None
+    model(x).sum().backward()
+    return out, g, w, x.grad, seen
+
+
 def test_custom_function_double_backward():
     ok, ok2, y, g, gg = run_both(double_backward)[0]
     assert ok and ok2
@@ -228,3 +338,21 @@ def test_fgsm_attack():
 def test_bilstm_crf_forward_algorithm():
     alpha, feats_grad, transitions_grad = run_both(crf_forward, rtol=1e-4, atol=1e-5)[0]
     np.testing.assert_allclose(feats_grad.sum(1), 1.0, rtol=1e-5)  # the gradient of log Z is the tag marginals
+
+
+def test_model_ensembling_with_vmap():
+    loop, vmapped, different = run_both(ensembling, rtol=1e-5, atol=1e-6)[0]
+    np.testing.assert_allclose(loop, vmapped, rtol=1e-5, atol=1e-6)
+    assert different.shape == (3, 6, 4)
+
+
+def test_per_sample_grads():
+    loop, vmapped = run_both(per_sample_grads, rtol=1e-4, atol=1e-6)[0]
+    for a, b in zip(loop, vmapped):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    assert loop[0].shape == (4, 4, 1, 3, 3)
+
+
+def test_module_hooks_recipe():
+    out, g, w, g_plain, seen = run_both(module_hooks, rtol=1e-5, atol=1e-6)[0]
+    assert len(seen) == 2 and seen[1].shape == (5, 2) and not np.allclose(g, g_plain)
