@@ -9,7 +9,10 @@ zeroing gradients (``zero_grad()`` leaving ``None``); the tuning guide's ``zero_
 ``torch.no_grad`` inference. Model ensembling (``func.stack_module_state``, a
 ``to("meta")`` base model, ``functional_call`` under ``vmap`` with ``in_dims``); per-sample gradients (a loop of
 ``autograd.grad`` against ``vmap(grad(...))``); the module hooks recipe (forward pre-hooks and forward hooks that
-replace values, a full backward hook that rescales ``grad_input``, ``remove``). All agreed with PyTorch when written (session 31): no fix was needed."""
+replace values, a full backward hook that rescales ``grad_input``, ``remove``); jacobians_hessians (``jacrev``/``jacfwd`` by
+``argnums``, batched by ``vmap`` and by summing, ``hessian``, ``vjp`` under ``vmap``, ``jvp``); parametrizations
+(a ``Symmetric`` parametrization's gradient to ``original``) and pruning (``random_unstructured``, ``l1_unstructured``
+by count, ``global_unstructured``, ``remove``). All agreed with PyTorch when written (session 31): no fix was needed."""
 
 import numpy as np
 
@@ -312,6 +315,79 @@ def module_hooks(m):
     return out, g, w, x.grad, seen
 
 
+def jacobians_hessians(m):
+    torch, F = m.torch, m.F
+    jacrev, jacfwd, vmap, hessian, vjp, jvp = (torch.func.jacrev, torch.func.jacfwd, torch.func.vmap,
+                                              torch.func.hessian, torch.func.vjp, torch.func.jvp)
+    torch.manual_seed(0)
+    def predict(weight, bias, x):
+        return F.linear(x, weight, bias).tanh()
+    D = 4
+    weight = torch.randn(D, D)
+    bias = torch.randn(D)
+    x = torch.randn(D)
+    jacobian = jacrev(predict, argnums=2)(weight, bias, x)
+    jac_fwd = jacfwd(predict, argnums=2)(weight, bias, x)
+    ft_jacobian, ft_bias = jacrev(predict, argnums=(0, 1))(weight, bias, x)
+    batch_size = 3
+    xb = torch.randn(batch_size, D)
+    compute_batch_jacobian = vmap(jacrev(predict, argnums=2), in_dims=(None, None, 0))
+    batch_jacobian0 = compute_batch_jacobian(weight, bias, xb)
+    def predict_with_output_summed(weight, bias, x):
+        return predict(weight, bias, x).sum(0)
+    batch_jacobian1 = jacrev(predict_with_output_summed, argnums=2)(weight, bias, xb).movedim(1, 0)
+    hess_api = hessian(predict, argnums=2)(weight, bias, x)
+    hess_fwdrev = jacfwd(jacrev(predict, argnums=2), argnums=2)(weight, bias, x)
+    unit_vectors = torch.eye(D)
+    _, vjp_fn = vjp(partial_x(predict, weight, bias), x)
+    ft_jacobian_vjp, = vmap(vjp_fn)(unit_vectors)
+    _, jvp_out = jvp(partial_x(predict, weight, bias), (x,), (unit_vectors[0],))
+    return jacobian, jac_fwd, ft_jacobian, ft_bias, batch_jacobian0, batch_jacobian1, hess_api, hess_fwdrev, ft_jacobian_vjp, jvp_out
+
+
+def partial_x(f, weight, bias):
+    return lambda x: f(weight, bias, x)
+
+
+def parametrize_and_prune(m):
+    torch, nn = m.torch, m.nn
+    import importlib
+    parametrize = importlib.import_module(nn.__name__ + ".utils.parametrize")
+    prune = importlib.import_module(nn.__name__ + ".utils.prune")
+    torch.manual_seed(0)
+    class Symmetric(nn.Module):
+        def forward(self, X):
+            return X.triu() + X.triu(1).transpose(-1, -2)
+    layer = nn.Linear(3, 3)
+    parametrize.register_parametrization(layer, "weight", Symmetric())
+    A = layer.weight
+    x = torch.randn(2, 3)
+    layer(x).pow(2).sum().backward()
+    orig_grad = layer.parametrizations.weight.original.grad
+    class LeNet(nn.Module):
+        def __init__(self):
+            super(LeNet, self).__init__()
+            self.conv1 = nn.Conv2d(1, 6, 3)
+            self.fc1 = nn.Linear(6 * 3 * 3, 10)
+        def forward(self, x):
+            x = m.F.max_pool2d(m.F.relu(self.conv1(x)), (2, 2))
+            x = x.view(-1, int(x.nelement() / x.shape[0]))
+            return self.fc1(x)
+    model = LeNet()
+    module = model.conv1
+    prune.random_unstructured(module, name="weight", amount=0.3)
+    prune.l1_unstructured(module, name="bias", amount=3)
+    names = sorted(n for n, _ in module.named_buffers())
+    bias_mask = module.bias_mask
+    parameters_to_prune = ((model.conv1, "weight"), (model.fc1, "weight"))
+    prune.global_unstructured(parameters_to_prune, pruning_method=prune.L1Unstructured, amount=0.2)
+    sparsity = float(torch.sum(model.fc1.weight == 0)) / model.fc1.weight.nelement()
+    total = float(torch.sum(model.conv1.weight == 0) + torch.sum(model.fc1.weight == 0))
+    prune.remove(module, "weight")
+    out = model(torch.randn(2, 1, 8, 8))
+    return A, orig_grad, names, bias_mask, sparsity, total, sorted(n for n, _ in module.named_parameters()), out
+
+
 def test_custom_function_double_backward():
     ok, ok2, y, g, gg = run_both(double_backward)[0]
     assert ok and ok2
@@ -356,3 +432,20 @@ def test_per_sample_grads():
 def test_module_hooks_recipe():
     out, g, w, g_plain, seen = run_both(module_hooks, rtol=1e-5, atol=1e-6)[0]
     assert len(seen) == 2 and seen[1].shape == (5, 2) and not np.allclose(g, g_plain)
+
+
+def test_jacobians_and_hessians():
+    jac, jac_fwd, wj, bj, b0, b1, h, h2, jv, jvp_out = run_both(jacobians_hessians, rtol=1e-4, atol=1e-6)[0]
+    np.testing.assert_allclose(jac, jac_fwd, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(b0, b1, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(h, h2, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(jv, jac, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(jvp_out, jac[:, 0], rtol=1e-5, atol=1e-6)
+    assert wj.shape == (4, 4, 4) and bj.shape == (4, 4) and h.shape == (4, 4, 4)
+
+
+def test_parametrizations_and_pruning():
+    A, orig_grad, names, bias_mask, sparsity, total, params, out = run_both(parametrize_and_prune, rtol=1e-5, atol=1e-6)[0]
+    np.testing.assert_allclose(A, A.T)
+    assert names == ["bias_mask", "weight_mask"] and bias_mask.sum() == 3 and out.shape == (2, 10)
+    assert params == ["bias_orig", "weight"] and total >= round(0.2 * (54 + 540))  # the earlier random pruning adds zeros
