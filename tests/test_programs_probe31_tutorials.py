@@ -12,7 +12,9 @@ zeroing gradients (``zero_grad()`` leaving ``None``); the tuning guide's ``zero_
 replace values, a full backward hook that rescales ``grad_input``, ``remove``); jacobians_hessians (``jacrev``/``jacfwd`` by
 ``argnums``, batched by ``vmap`` and by summing, ``hessian``, ``vjp`` under ``vmap``, ``jvp``); parametrizations
 (a ``Symmetric`` parametrization's gradient to ``original``) and pruning (``random_unstructured``, ``l1_unstructured``
-by count, ``global_unstructured``, ``remove``). All agreed with PyTorch when written (session 31): no fix was needed."""
+by count, ``global_unstructured``, ``remove``); forward_ad_usage (``make_dual``/``unpack_dual``, a module's parameters swapped for duals by
+``delattr``/``setattr``, a custom Function's ``jvp``); neural_tangent_kernels (the Jacobian contraction by
+``vmap(jacrev)`` over a parameter dict and ``einsum``). All agreed with PyTorch when written (session 31): no fix was needed."""
 
 import numpy as np
 
@@ -388,6 +390,84 @@ def parametrize_and_prune(m):
     return A, orig_grad, names, bias_mask, sparsity, total, sorted(n for n, _ in module.named_parameters()), out
 
 
+def forward_ad(m):
+    torch, nn, F = m.torch, m.nn, m.F
+    fwAD = torch.autograd.forward_ad
+    torch.manual_seed(0)
+    primal = torch.randn(10, 10)
+    tangent = torch.randn(10, 10)
+    def fn(x, y):
+        return x ** 2 + y ** 2
+    plain_tensor = torch.randn(10, 10)
+    with fwAD.dual_level():
+        dual_input = fwAD.make_dual(primal, tangent)
+        dual_output = fn(dual_input, plain_tensor)
+        jvp = fwAD.unpack_dual(dual_output).tangent
+    model = nn.Linear(5, 5)
+    input = torch.randn(16, 5)
+    params = {name: p for name, p in model.named_parameters()}
+    tangents = {name: torch.rand_like(p) for name, p in params.items()}
+    with fwAD.dual_level():
+        for name, p in params.items():
+            delattr(model, name)
+            setattr(model, name, fwAD.make_dual(p, tangents[name]))
+        out = model(input)
+        jvp_module = fwAD.unpack_dual(out).tangent
+    class Fn(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, foo):
+            result = torch.exp(foo)
+            ctx.result = result
+            return result
+        @staticmethod
+        def jvp(ctx, gI):
+            gO = gI * ctx.result
+            del ctx.result
+            return gO
+    fn2 = Fn.apply
+    primal2 = torch.randn(10, 10, dtype=torch.double, requires_grad=True)
+    tangent2 = torch.randn(10, 10)
+    with fwAD.dual_level():
+        dual_input = fwAD.make_dual(primal2, tangent2)
+        dual_output = fn2(dual_input)
+        jvp_fn = fwAD.unpack_dual(dual_output).tangent
+    return jvp, jvp_module, jvp_fn, primal, tangent, primal2, tangent2
+
+
+def ntk(m):
+    torch, nn = m.torch, m.nn
+    jacrev, vmap, functional_call = torch.func.jacrev, torch.func.vmap, torch.func.functional_call
+    torch.manual_seed(0)
+    class CNN(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = nn.Conv2d(3, 4, (3, 3))
+            self.fc = nn.Linear(4, 3)
+        def forward(self, x):
+            x = self.conv1(x)
+            x = x.relu()
+            x = x.mean(dim=(-2, -1))
+            return self.fc(x)
+    net = CNN()
+    x_train = torch.randn(4, 3, 6, 6)
+    x_test = torch.randn(2, 3, 6, 6)
+    params = {k: v.detach() for k, v in net.named_parameters()}
+    def fnet_single(params, x):
+        return functional_call(net, params, (x.unsqueeze(0),)).squeeze(0)
+    def empirical_ntk_jacobian_contraction(fnet_single, params, x1, x2):
+        jac1 = vmap(jacrev(fnet_single), (None, 0))(params, x1)
+        jac1 = jac1.values()
+        jac1 = [j.flatten(2) for j in jac1]
+        jac2 = vmap(jacrev(fnet_single), (None, 0))(params, x2)
+        jac2 = jac2.values()
+        jac2 = [j.flatten(2) for j in jac2]
+        result = torch.stack([torch.einsum("Naf,Mbf->NMab", j1, j2) for j1, j2 in zip(jac1, jac2)])
+        return result.sum(0)
+    result = empirical_ntk_jacobian_contraction(fnet_single, params, x_train, x_test)
+    self_ntk = empirical_ntk_jacobian_contraction(fnet_single, params, x_train, x_train)
+    return result, self_ntk
+
+
 def test_custom_function_double_backward():
     ok, ok2, y, g, gg = run_both(double_backward)[0]
     assert ok and ok2
@@ -449,3 +529,18 @@ def test_parametrizations_and_pruning():
     np.testing.assert_allclose(A, A.T)
     assert names == ["bias_mask", "weight_mask"] and bias_mask.sum() == 3 and out.shape == (2, 10)
     assert params == ["bias_orig", "weight"] and total >= round(0.2 * (54 + 540))  # the earlier random pruning adds zeros
+
+
+def test_forward_mode_ad():
+    jvp, jvp_module, jvp_fn, primal, tangent, primal2, tangent2 = run_both(forward_ad, rtol=1e-5, atol=1e-6)[0]
+    np.testing.assert_allclose(jvp, 2 * primal * tangent, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(jvp_fn, tangent2 * np.exp(primal2), rtol=1e-6)
+    assert jvp_module.shape == (16, 5)
+
+
+def test_neural_tangent_kernel():
+    result, self_ntk = run_both(ntk, rtol=1e-4, atol=1e-6)[0]
+    assert result.shape == (4, 2, 3, 3)
+    gram = self_ntk.transpose(0, 2, 1, 3).reshape(12, 12)
+    np.testing.assert_allclose(gram, gram.T, rtol=1e-5, atol=1e-6)
+    assert np.linalg.eigvalsh(gram.astype(np.float64)).min() > -1e-4  # a kernel is positive semi-definite
