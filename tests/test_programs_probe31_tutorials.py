@@ -14,7 +14,8 @@ replace values, a full backward hook that rescales ``grad_input``, ``remove``); 
 (a ``Symmetric`` parametrization's gradient to ``original``) and pruning (``random_unstructured``, ``l1_unstructured``
 by count, ``global_unstructured``, ``remove``); forward_ad_usage (``make_dual``/``unpack_dual``, a module's parameters swapped for duals by
 ``delattr``/``setattr``, a custom Function's ``jvp``); neural_tangent_kernels (the Jacobian contraction by
-``vmap(jacrev)`` over a parameter dict and ``einsum``). All agreed with PyTorch when written (session 31): no fix was needed."""
+``vmap(jacrev)`` over a parameter dict and ``einsum``); the reproducibility recipe's seeded ``DataLoader`` and the amp recipe on CPU (float16 autocast,
+``GradScaler``). All agreed with PyTorch when written (session 31): no fix was needed."""
 
 import numpy as np
 
@@ -468,6 +469,31 @@ def ntk(m):
     return result, self_ntk
 
 
+def reproducibility_and_tuning(m):
+    torch, nn = m.torch, m.nn
+    torch.manual_seed(0)
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+    g = torch.Generator()
+    g.manual_seed(0)
+    def seed_worker(worker_id): pass
+    dataset = torch.utils.data.TensorDataset(torch.arange(10.))
+    loader = torch.utils.data.DataLoader(dataset, batch_size=4, shuffle=True, worker_init_fn=seed_worker, generator=g)
+    batches = [b[0] for b in loader]
+    net = nn.Linear(4, 2)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    scaler = torch.amp.GradScaler("cpu")
+    with torch.autocast(device_type="cpu", dtype=torch.float16):
+        out = net(torch.randn(3, 4))
+        loss = out.float().pow(2).mean()
+    scaler.scale(loss).backward()
+    scaler.step(opt)
+    scaler.update()
+    opt.zero_grad(set_to_none=True)
+    torch.use_deterministic_algorithms(False)
+    return batches, str(out.dtype).split(".")[-1], scaler.get_scale(), net.weight.grad is None, net.weight
+
+
 def test_custom_function_double_backward():
     ok, ok2, y, g, gg = run_both(double_backward)[0]
     assert ok and ok2
@@ -544,3 +570,8 @@ def test_neural_tangent_kernel():
     gram = self_ntk.transpose(0, 2, 1, 3).reshape(12, 12)
     np.testing.assert_allclose(gram, gram.T, rtol=1e-5, atol=1e-6)
     assert np.linalg.eigvalsh(gram.astype(np.float64)).min() > -1e-4  # a kernel is positive semi-definite
+
+
+def test_reproducibility_and_amp_recipes():
+    batches, dtype, scale, none, weight = run_both(reproducibility_and_tuning, rtol=1e-3, atol=1e-4)[0]
+    assert sorted(np.concatenate(batches).tolist()) == list(range(10)) and dtype == "float16" and none
