@@ -350,7 +350,7 @@ def accumulate_grad(tensor, grad):
         grad._shared = True
         tensor._grad = grad
     elif type(stored) is not type(grad) and stored.is_sparse:  # sparse so far: sparse again, or dense (PyTorch's)
-        tensor._grad = grad + stored if grad._sparse_gradient is None else stored + grad._sparse_gradient
+        tensor._grad = _summed(stored, grad)
     elif grad._requires_grad or modes.grad_enabled:
         tensor._grad = stored + grad
         tensor._grad._shared = True
@@ -372,8 +372,16 @@ def retain_grad_into(tensor, grad):
 
         tensor._grad = grad.clone(memory_format=contiguous_format)
     else:
-        tensor._grad = stored + grad if grad._sparse_gradient is None else stored + grad._sparse_gradient
+        tensor._grad = _summed(stored, grad)
     tensor._grad._shared = True
+
+
+def _summed(stored, grad):
+    """stored + grad, a new tensor: a sparse .grad plus a gradient with a sparse form stays sparse, plus a dense one
+    is dense (dense + sparse, as PyTorch adds them)."""
+    if grad._sparse_gradient is not None:
+        return stored + grad._sparse_gradient
+    return grad + stored if type(stored) is not type(grad) and stored.is_sparse else stored + grad
 
 
 def _laid_out_alike(array, like):
@@ -397,9 +405,14 @@ def _copied_as_laid_out(array, like):
         return array.copy()
     if (like.flags.c_contiguous and 1 not in like.shape) or not is_dense(like):  # (the first: the common case,
         return array.copy()  # row-major with no dim of one element, whose strides a copy has, without the walk)
-    copy = strided_view(xp.empty(like.size, like.dtype), like.shape, like.strides)
+    copy = _empty_laid_out_as(like)
     copy[...] = array
     return copy
+
+
+def _empty_laid_out_as(like):
+    """An uninitialised array of ``like``'s shape, dtype and strides (PyTorch's new_empty_strided)."""
+    return strided_view(xp.empty(like.size, like.dtype), like.shape, like.strides)
 
 
 def _recorded_copy(grad, like):
@@ -410,7 +423,7 @@ def _recorded_copy(grad, like):
         from .constants import contiguous_format  # (constants is above this module)
 
         return grad.clone(memory_format=contiguous_format)
-    return type(grad)._make(strided_view(xp.empty(like.size, like.dtype), like.shape, like.strides)).copy_(grad)
+    return type(grad)._make(_empty_laid_out_as(like)).copy_(grad)
 
 
 def add_into(total, share):
