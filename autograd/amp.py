@@ -245,16 +245,18 @@ def is_autocast_available(device_type):
     return _device_type(device_type) == "cpu" and xp_is_numpy()
 
 
-def _cast(value, device_type, dtype):
-    """``value`` with each floating tensor on ``device_type`` (float64 excepted) cast to ``dtype``,
-    through lists, tuples and dicts (autocast's rule for what it casts)."""
+def _cast(value, device_type, dtype, convert=None):
+    """``value`` with each floating tensor on ``device_type`` (float64 excepted) cast to ``dtype`` (by
+    ``convert(tensor, dtype)`` where given), through lists, tuples and dicts (autocast's rule for what it casts)."""
     if isinstance(value, Tensor):
         eligible = value.is_floating_point() and value.device.type == device_type and value.dtype != backend.float64
-        return value.to(dtype) if eligible else value
+        if not eligible:
+            return value
+        return value.to(dtype) if convert is None else convert(value, dtype)
     if isinstance(value, dict):
-        return {_cast(k, device_type, dtype): _cast(v, device_type, dtype) for k, v in value.items()}
+        return {_cast(k, device_type, dtype, convert): _cast(v, device_type, dtype, convert) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return type(value)(_cast(v, device_type, dtype) for v in value)
+        return type(value)(_cast(v, device_type, dtype, convert) for v in value)
     return value
 
 

@@ -55,18 +55,8 @@ PROMOTE = frozenset(("cat", "concat", "concatenate", "stack", "index_copy"))
 _PADDING_IN_FLOAT32 = {"reflect": (2, 4), "replicate": (2, 4, 6)}  # F.pad's modes PyTorch lists, by len(pad)
 
 
-def _eligible(value):
-    """Whether autocast casts this tensor: floating, not float64 (PyTorch's is_eligible)."""
-    return isinstance(value, Tensor) and value._data.dtype.kind == "f" and value._data.dtype != backend.float64
-
-
-def _cast(value, dtype):
-    """``value`` with each eligible tensor (through lists and tuples) cast to ``dtype``; a float32 leaf weight's
-    cast to the autocast dtype taken from this block's cache."""
-    if isinstance(value, (list, tuple)):
-        return type(value)(_cast(v, dtype) for v in value)
-    if not _eligible(value) or value._data.dtype == dtype:
-        return value
+def _cast_once(value, dtype):
+    """``value.to(dtype)``; a float32 leaf weight's cast to float16 taken from this block's cache (PyTorch's)."""
     if (dtype == backend.float16 and value._data.dtype == backend.float32 and value.requires_grad and value.is_leaf
             and value._base is None and amp.is_autocast_cache_enabled()):
         cache = amp.cast_cache()
@@ -115,6 +105,6 @@ class CpuAutocast(TorchFunctionMode):
         kwargs = kwargs or {}
         if amp.is_autocast_enabled("cpu"):  # (off: an inner autocast(enabled=False) block)
             dtype = _policy(getattr(func, "__name__", None), args, kwargs)
-            if dtype is not None:
-                args, kwargs = _cast(args, dtype), {key: _cast(value, dtype) for key, value in kwargs.items()}
+            if dtype is not None:  # (amp's rule for what is cast: floating tensors, float64 excepted)
+                args, kwargs = amp._cast(args, "cpu", dtype, _cast_once), amp._cast(kwargs, "cpu", dtype, _cast_once)
         return func(*args, **kwargs)
