@@ -71,10 +71,5 @@ class LPPool3d(_LPPoolNd):
     function = staticmethod(lp_pool3d)
 
 
-def _the_pool_function(name, function):
-    return name == "function"
-
-
 # nn.LPPool2d(x) asks a subclass of Tensor x as F.lp_pool2d(x, ...) does (each layer calls the function its class holds)
-for _layer in (LPPool1d, LPPool2d, LPPool3d):
-    _lazy.dispatch_namespace(_layer, _the_pool_function)
+_lazy.dispatch_layer_functions(globals())

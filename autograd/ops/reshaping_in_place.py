@@ -32,8 +32,9 @@ def _become(x, make_view):
     with enable_grad():  # a view's chain to its base is kept in grad mode only
         view = make_view(x)
     node = view.grad_fn
-    if node is not None and node.name() in IN_PLACE_NAMES:
-        node.pytorch_name = IN_PLACE_NAMES[node.name()]
+    in_place_name = None if node is None else IN_PLACE_NAMES.get(node.name())
+    if in_place_name is not None:
+        node.pytorch_name = in_place_name
     return x._become(view)
 
 
