@@ -15,9 +15,22 @@ def _node(tensor):
     return tensor.grad_fn if tensor.grad_fn is not None else tensor
 
 
+def as_tuple(tensors):
+    """A tensor, or a sequence of them, as a tuple (PyTorch's reading of ``backward``'s and ``grad``'s arguments: a
+    number given as a gradient is no sequence, and refused as PyTorch's)."""
+    if isinstance(tensors, Tensor) or is_sparse(tensors):  # (a sparse tensor is one tensor, not its rows)
+        return (tensors,)
+    return tuple(tensors)
+
+
 def _seed_gradients(outputs, grad_outputs):
     """dL/doutput for each output: ones for a one-element output, else the given tensor."""
-    return [_seed(output, None if grad_outputs is None else grad_outputs[i], i) for i, output in enumerate(outputs)]
+    if grad_outputs is None:
+        return [_seed(output, None, i) for i, output in enumerate(outputs)]
+    seeds = [_seed(output, grad, i) for i, (output, grad) in enumerate(zip(outputs, grad_outputs))]
+    if len(grad_outputs) < len(outputs):  # (after the pairs' own checks; extra ones unread, as PyTorch's zip)
+        raise RuntimeError(f"got {len(outputs)} tensors and {len(grad_outputs)} gradients")
+    return seeds
 
 
 def _seed(output, grad, i):
@@ -42,7 +55,10 @@ def _seed(output, grad, i):
             )
         # (a 0-d loss is the common case, and array() the cheap way to make one)
         return Tensor._make(xp.array(1, data.dtype) if data.ndim == 0 else xp.ones(data.shape, data.dtype))
-    grad = grad if isinstance(grad, Tensor) else tensor_from(as_array(grad))
+    if not isinstance(grad, Tensor):
+        if not is_sparse(grad):  # (a number, a list, an array: PyTorch's TypeError, not a gradient made of it)
+            raise TypeError(f"gradients can be either Tensors or None, but got {type(grad).__name__}")
+        grad = tensor_from(as_array(grad))
     if grad._data.shape != output._data.shape:  # (the arrays' shapes: no Size is made on every backward)
         raise RuntimeError(f"Mismatch in shape: grad_output[{i}] has a shape of {grad.shape} and output[{i}] "
                            f"has a shape of {output.shape}.")  # (PyTorch's words: its Sizes, printed)
@@ -87,7 +103,7 @@ def backward(outputs, grad_outputs=None, retain_graph=False, create_graph=False,
     if inputs is not None:
         _backward_into(outputs, grad_outputs, retain_graph, create_graph, inputs)
         return
-    if len(outputs) == 1:  # loss.backward(): the common case, without the lists
+    if len(outputs) == 1 and (grad_outputs is None or len(grad_outputs) >= 1):  # loss.backward(): the common case
         output = outputs[0]
         roots, seeds = (_node(output),), (_seed(output, None if grad_outputs is None else grad_outputs[0], 0),)
     else:

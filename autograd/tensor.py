@@ -501,7 +501,7 @@ class Tensor(Conversions, Copying, WriteDoor):
         with ``create_graph`` the backward pass is recorded for higher-order
         derivatives. With ``inputs`` (tensors), only their ``.grad`` is filled.
         """
-        differentiate.backward([self], None if gradient is None else [gradient],
+        differentiate.backward([self], None if gradient is None else differentiate.as_tuple(gradient),
                                retain_graph=bool(retain_graph) or create_graph,
                                create_graph=create_graph, inputs=inputs)
 

@@ -277,9 +277,6 @@ def test_layouts_refused_as_pytorch_refuses_them(program):
         agree(program)
 
 
-@pytest.mark.xfail(strict=True, reason="chainrule's view() copies where the strides allow no view (a documented "
-                   "choice in ops/shape.py's _view: its layouts differ from PyTorch's), so a view of a transpose "
-                   "is not refused")
 def test_a_view_across_a_transposes_dims_is_refused():
     with pytest.raises(RuntimeError, match="view size is not compatible"):
         autograd.zeros(3, 4).t().view(12)

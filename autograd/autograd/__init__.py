@@ -27,15 +27,14 @@ for _name, _module in (("function", function), ("gradcheck", sys.modules[gradche
 def _tensors(value, role=None):
     """A tensor or a sequence of them as a tuple; with ``role``, a GradientEdge (graph.GradientEdge) may
     stand for a tensor there ('input' or 'output' of the backward pass)."""
-    if isinstance(value, Tensor) or is_sparse(value):  # (a sparse tensor is one tensor, not its rows)
-        return (value,)
-    if role is not None:
+    if role is not None and not isinstance(value, Tensor):
         from .graph import GradientEdge, edge_as_tensor
 
         if isinstance(value, GradientEdge):
             value = (value,)
-        return tuple(edge_as_tensor(x, role) if isinstance(x, GradientEdge) else x for x in value)
-    return tuple(value)
+        return tuple(edge_as_tensor(x, role) if isinstance(x, GradientEdge) else x
+                     for x in differentiate.as_tuple(value))
+    return differentiate.as_tuple(value)
 
 
 def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False, only_inputs=True,

@@ -389,9 +389,10 @@ def _reshape(input, *sizes, shape=None):
 
 @names("view", function=False)
 def _view(x, *sizes, size=None, dtype=None):
-    """x in another shape, sharing memory where the strides allow. Unlike PyTorch it copies
-    where they do not (a transposed tensor, a convolution's batch-innermost output): chainrule's
-    memory layouts differ from PyTorch's, so refusing would break programs PyTorch runs.
+    """x in another shape, sharing memory. Where the strides allow no view, a view of a row-major tensor (a
+    transpose, a strided slice) is refused as PyTorch refuses it, since a write into a copy would not reach the
+    base; any other tensor is copied instead (a convolution's batch-innermost output: chainrule's layouts differ
+    from PyTorch's there, so refusing would break programs PyTorch runs, whose convolution output is contiguous).
     Given a dtype instead (``x.view(autograd.int32)``), x's memory read as that dtype."""
     if dtype is None and len(sizes) == 1 and isinstance(sizes[0], DTYPE_TYPES):
         dtype = sizes[0]
@@ -399,7 +400,18 @@ def _view(x, *sizes, size=None, dtype=None):
         raise TypeError(f"view() takes sizes or a dtype, got both {sizes} and dtype={dtype}")
     if dtype is not None:
         return _view_as_dtype(x, numpy.dtype(dtype))
-    return _new_view(x, reshape(x, sizes_or_keyword(sizes, "size", size)))
+    return _viewed(x, sizes_or_keyword(sizes, "size", size))
+
+
+def _viewed(x, shape):
+    """x as ``shape``: a view, a copy where x's layout is chainrule's own, or PyTorch's refusal (``view``)."""
+    y = reshape(x, shape)
+    if y is not x and y._base is None and x._base is not None and x._base._data.flags.c_contiguous:
+        # (NumPy copied; x's strides are PyTorch's, a view op's of a row-major base)
+        raise RuntimeError(f"view size is not compatible with input tensor's size and stride (at least one dimension "
+                           f"spans across two contiguous subspaces). Use .reshape(...) instead. (view of shape "
+                           f"{tuple(x.shape)}, strides {x.stride()}, as {tuple(y.shape)})")
+    return _new_view(x, y)
 
 
 def _view_as_dtype(x, dtype):
@@ -436,9 +448,14 @@ def as_subclass(x, cls):
     return alias
 
 
-@names("view_as", "reshape_as", function=False)
-def _view_as(x, other):
+@names("reshape_as", function=False)
+def _reshape_as(x, other):
     return _new_view(x, reshape(x, other.shape))
+
+
+@names("view_as", function=False)
+def _view_as(x, other):
+    return _viewed(x, other.shape)
 
 
 @names("flatten", function=False)
