@@ -1,4 +1,4 @@
-"""Regressions found by session 31's probe of pytorch/examples (tests/test_programs_probe31_examples.py): torch-free.
+"""Regressions found by session 31's probe of pytorch/examples (tests/test_programs_probe31_examples_fx.py), torch-free.
 
 The activation and dropout layers that call the function their class holds (nn.ELU's F.elu, nn.Softshrink's,
 nn.Sigmoid's, nn.Dropout's F.dropout) captured it before dispatching was installed, so the layer ran the plain
