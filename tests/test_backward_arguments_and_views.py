@@ -169,3 +169,18 @@ def test_a_convolutions_output_views_as_pytorchs_contiguous_one():
 
     result = agree(program)
     assert result[0] == "ok" and np.asarray(result[1][0]).shape == (2, 27)
+
+
+def test_a_view_made_under_no_grad_of_a_view_is_a_view():
+    """A view of a (recorded) view taken under no_grad, where the strides allow it, shares the memory."""
+    def program(m):
+        x = m.torch.arange(12.0).reshape(3, 4)
+        row = x[1]
+        with m.torch.no_grad():
+            v = row.view(1, 4)
+            w = x.t()[0].view(1, 3)  # (a column: one step of 4, still one dim)
+        v[0, 2] = -1.0
+        w[0, 2] = -2.0
+        return x, v.shape
+
+    assert agree(program) == ("ok", [[[0.0, 1.0, 2.0, 3.0], [4.0, 5.0, -1.0, 7.0], [-2.0, 9.0, 10.0, 11.0]], [1, 4]])

@@ -406,7 +406,8 @@ def _view(x, *sizes, size=None, dtype=None):
 def _viewed(x, shape):
     """x as ``shape``: a view, a copy where x's layout is chainrule's own, or PyTorch's refusal (``view``)."""
     y = reshape(x, shape)
-    if y is not x and y._base is None and x._base is not None and x._base._data.flags.c_contiguous:
+    if y is not x and x._base is not None and x._data.size and x._base._data.flags.c_contiguous \
+            and not xp.may_share_memory(y._data, x._data):
         # (NumPy copied; x's strides are PyTorch's, a view op's of a row-major base)
         raise RuntimeError(f"view size is not compatible with input tensor's size and stride (at least one dimension "
                            f"spans across two contiguous subspaces). Use .reshape(...) instead. (view of shape "
