@@ -34,8 +34,8 @@ from .tensor import Tensor
 LOWER = frozenset((
     "matmul", "mm", "bmm", "addmm", "baddbmm", "addbmm", "linear", "vecdot", "conv1d", "conv2d", "conv3d",
     "conv_transpose1d", "conv_transpose2d", "conv_transpose3d", "conv_tbc", "prelu", "scaled_dot_product_attention",
-    "einsum", "tensordot", "multi_dot", "chain_matmul", "inner", "rnn_tanh_cell", "rnn_relu_cell",
-    "multi_head_attention_forward"))
+    "einsum", "tensordot", "multi_dot", "chain_matmul", "inner", "cov", "corrcoef", "affine_grid", "rnn_tanh",
+    "rnn_relu", "rnn_tanh_cell", "rnn_relu_cell", "multi_head_attention_forward"))
 
 FP32 = frozenset((
     "avg_pool3d", "max_pool3d", "max_unpool2d", "max_unpool3d", "adaptive_avg_pool3d", "adaptive_max_pool3d",
@@ -53,6 +53,7 @@ FP32 = frozenset((
 PROMOTE = frozenset(("cat", "concat", "concatenate", "stack", "index_copy"))
 
 _PADDING_IN_FLOAT32 = {"reflect": (2, 4), "replicate": (2, 4, 6)}  # F.pad's modes PyTorch lists, by len(pad)
+_MATRIX_POWERS = ("matrix_power", "tensor_matrix_power")  # (linalg.matrix_power; torch.matrix_power, the method)
 
 
 def _cast_once(value, dtype):
@@ -93,6 +94,12 @@ def _policy(name, args, kwargs):
         pad = kwargs.get("pad", args[1] if len(args) > 1 else ())
         mode = kwargs.get("mode", args[2] if len(args) > 2 else "constant")
         return backend.float32 if len(pad) in _PADDING_IN_FLOAT32.get(mode, ()) else None
+    if name in _MATRIX_POWERS:  # (PyTorch's: products for n ≥ 2; a copy for n = 0, 1)
+        n = kwargs.get("n", args[1] if len(args) > 1 else 0)
+        return backend.float16 if isinstance(n, int) and n >= 2 else None
+    if name == "local_response_norm":  # (PyTorch's sums the window by avg_pool3d beyond 3 dimensions)
+        input = kwargs.get("input", args[0] if args else None)
+        return backend.float32 if isinstance(input, Tensor) and input.ndim > 3 else None
     return None
 
 
