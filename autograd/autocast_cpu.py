@@ -7,9 +7,11 @@ By the names of our public functions and Tensor methods, PyTorch's CPU lists are
 - the autocast dtype (``LOWER``): the matrix products and convolutions (matmul, mm, bmm, addmm, baddbmm, addbmm,
   linear, vecdot, conv1d/2d/3d, conv_transpose1d/2d/3d, conv_tbc, prelu, scaled_dot_product_attention), and
   the functions PyTorch builds from them, which meet the cast inside (einsum, tensordot, multi_dot, chain_matmul,
-  inner, the tanh and ReLU RNN cells);
+  inner, cov, corrcoef, affine_grid, matrix_power for n ≥ 2, the tanh and ReLU RNNs and their cells: nn.RNN
+  and nn.RNNCell hand their weights to their core with the input, as to PyTorch's _VF.rnn_tanh, to be cast);
 - float32 (``FP32``): the losses, reductions that lose much in float16 (prod, quantile, trace, cdist), linear
-  algebra's factorizations and solvers, the FFTs, 3-d pooling, reflection and replication padding, grid sampling;
+  algebra's factorizations and solvers, the FFTs, 3-d pooling, reflection and replication padding, grid sampling,
+  and local_response_norm beyond 3 dimensions (PyTorch's sums its window by avg_pool3d there);
 - promote (``PROMOTE``): cat, stack and index_copy, at the widest floating dtype of their tensors.
 
 Every other op runs in its inputs' dtypes: a float16 activation stays float16 through relu, softmax and a norm, as

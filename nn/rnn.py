@@ -181,8 +181,9 @@ class RNNBase(Module):
             outputs = []
             for direction in range(directions):
                 k = layer * directions + direction
-                y, *final = _run_layer(self.mode, x, self._weights(layer, direction, flat_weights), [s[k] for s in states],
-                                       reverse=bool(direction), batch_sizes=batch_sizes, bias=self.bias)
+                weights = self._weights(layer, direction, flat_weights)
+                y, *final = _run_layer(self.mode, x, weights, [s[k] for s in states], reverse=bool(direction),
+                                       batch_sizes=batch_sizes, bias=self.bias)
                 outputs.append(y)
                 for store, value in zip(finals, final):
                     store.append(value)
