@@ -9,6 +9,8 @@ By the names of our public functions and Tensor methods, PyTorch's CPU lists are
   the functions PyTorch builds from them, which meet the cast inside (einsum, tensordot, multi_dot, chain_matmul,
   inner, cov, corrcoef, affine_grid, matrix_power for n ≥ 2, the tanh and ReLU RNNs and their cells: nn.RNN
   and nn.RNNCell hand their weights to their core with the input, as to PyTorch's _VF.rnn_tanh, to be cast);
+  the LSTM and GRU and their cells where their input and states are float16 (PyTorch lowers their products,
+  and a float32 input or state promotes the gates back to float32: here they then run in float32);
 - float32 (``FP32``): the losses, reductions that lose much in float16 (prod, quantile, trace, cdist), linear
   algebra's factorizations and solvers, the FFTs, 3-d pooling, reflection and replication padding, grid sampling,
   and local_response_norm beyond 3 dimensions (PyTorch's sums its window by avg_pool3d there);
@@ -56,6 +58,18 @@ PROMOTE = frozenset(("cat", "concat", "concatenate", "stack", "index_copy"))
 
 _PADDING_IN_FLOAT32 = {"reflect": (2, 4), "replicate": (2, 4, 6)}  # F.pad's modes PyTorch lists, by len(pad)
 _MATRIX_POWERS = ("matrix_power", "tensor_matrix_power")  # (linalg.matrix_power; torch.matrix_power, the method)
+_GATED_RECURRENCES = ("lstm", "gru", "lstm_cell", "gru_cell")  # (float16 where the input and states are)
+
+
+def _all_float16(values):
+    """Whether every tensor among ``values`` (through lists, tuples, a PackedSequence's data) is float16."""
+    for value in values:
+        if isinstance(value, (list, tuple)):
+            if not _all_float16(value[:1] if hasattr(value, "batch_sizes") else value):
+                return False
+        elif isinstance(value, Tensor) and value._data.dtype != backend.float16:
+            return False
+    return True
 
 
 def _cast_once(value, dtype):
@@ -99,6 +113,8 @@ def _policy(name, args, kwargs):
     if name in _MATRIX_POWERS:  # (PyTorch's: products for n ≥ 2; a copy for n = 0, 1)
         n = kwargs.get("n", args[1] if len(args) > 1 else 0)
         return backend.float16 if isinstance(n, int) and n >= 2 else None
+    if name in _GATED_RECURRENCES:  # (PyTorch lowers their products, and a float32 input or state promotes the
+        return backend.float16 if _all_float16(args[:2]) else backend.float32  # gates' float16 back to float32)
     if name == "local_response_norm":  # (PyTorch's sums the window by avg_pool3d beyond 3 dimensions)
         input = kwargs.get("input", args[0] if args else None)
         return backend.float32 if isinstance(input, Tensor) and input.ndim > 3 else None
