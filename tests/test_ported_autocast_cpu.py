@@ -397,6 +397,8 @@ def composite_results(m):
         "RNNCell relu": lambda: relu_cell(steps[0], T.zeros(2, 2)), "GRU": lambda: gru(steps),
         "GRUCell": lambda: gru_cell(steps[0]), "LSTMCell": lambda: lstm_cell(steps[0]),
         "GRU float16": lambda: gru(steps.half()), "LSTM float16": lambda: lstm(steps.half()),
+        "GRU packed float16": lambda: gru(nn.utils.rnn.pack_sequence([steps[:, 0].half(),
+                                                                       steps[:2, 1].half()]))[0].data,
         "GRUCell float16": lambda: gru_cell(steps[0].half()), "LSTMCell float16": lambda: lstm_cell(steps[0].half()),
         "GRUCell float16, float32 state": lambda: gru_cell(steps[0].half(), T.zeros(2, 2)),
         "LSTMCell float16, float32 states": lambda: lstm_cell(steps[0].half(), (T.zeros(2, 2), T.zeros(2, 2))),
@@ -412,7 +414,8 @@ def composite_results(m):
 
 FLOAT16 = {"cov", "corrcoef", "affine_grid", "matrix_power 2", "matrix_power 3", "Tensor.matrix_power 2",
            "local_response_norm 3-d float16", "RNN", "RNN relu without bias", "RNN packed", "RNNCell",
-           "RNNCell relu", "GRU float16", "LSTM float16", "GRUCell float16", "LSTMCell float16", "lstm_cell float16"}
+           "RNNCell relu", "GRU float16", "LSTM float16", "GRU packed float16",
+           "GRUCell float16", "LSTMCell float16", "lstm_cell float16"}
 
 
 def dtypes(value, T):
