@@ -80,6 +80,12 @@ def is_autocast_enabled(device_type="cuda"):
     return _state.enabled.get(_device_type(device_type), False)
 
 
+def is_any_autocast_enabled():
+    """Whether autocast is on for some device type (PyTorch's ``torch._C._is_any_autocast_enabled``: a recurrent
+    layer then lets an input of another dtype than its weights through, as autocast casts both)."""
+    return any(_state.enabled.values())
+
+
 def set_autocast_enabled(device_type, enabled=None):
     """set_autocast_enabled(device_type, enabled), or PyTorch's older set_autocast_enabled(enabled) for "cuda"."""
     if enabled is None:
@@ -256,8 +262,9 @@ def _cast(value, device_type, dtype, convert=None):
     if isinstance(value, dict):
         return {_cast(k, device_type, dtype, convert): _cast(v, device_type, dtype, convert) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return type(value)(_cast(v, device_type, dtype, convert) for v in value)
-    return value
+        items = (_cast(v, device_type, dtype, convert) for v in value)
+        return type(value)(*items) if hasattr(value, "_fields") else type(value)(items)  # (a named tuple's fields:
+    return value                                                                         # a PackedSequence's)
 
 
 def custom_fwd(fwd=None, *, device_type, cast_inputs=None):

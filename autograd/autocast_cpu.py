@@ -7,9 +7,13 @@ By the names of our public functions and Tensor methods, PyTorch's CPU lists are
 - the autocast dtype (``LOWER``): the matrix products and convolutions (matmul, mm, bmm, addmm, baddbmm, addbmm,
   linear, vecdot, conv1d/2d/3d, conv_transpose1d/2d/3d, conv_tbc, prelu, scaled_dot_product_attention), and
   the functions PyTorch builds from them, which meet the cast inside (einsum, tensordot, multi_dot, chain_matmul,
-  inner, the tanh and ReLU RNN cells);
+  inner, cov, corrcoef, affine_grid, matrix_power for n ≥ 2, the tanh and ReLU RNNs and their cells: nn.RNN
+  and nn.RNNCell hand their weights to their core with the input, as to PyTorch's _VF.rnn_tanh, to be cast);
+  the LSTM and GRU and their cells where their input and states are float16 (PyTorch lowers their products,
+  and a float32 input or state promotes the gates back to float32: here they then run in float32);
 - float32 (``FP32``): the losses, reductions that lose much in float16 (prod, quantile, trace, cdist), linear
-  algebra's factorizations and solvers, the FFTs, 3-d pooling, reflection and replication padding, grid sampling;
+  algebra's factorizations and solvers, the FFTs, 3-d pooling, reflection and replication padding, grid sampling,
+  and local_response_norm beyond 3 dimensions (PyTorch's sums its window by avg_pool3d there);
 - promote (``PROMOTE``): cat, stack and index_copy, at the widest floating dtype of their tensors.
 
 Every other op runs in its inputs' dtypes: a float16 activation stays float16 through relu, softmax and a norm, as
@@ -34,8 +38,8 @@ from .tensor import Tensor
 LOWER = frozenset((
     "matmul", "mm", "bmm", "addmm", "baddbmm", "addbmm", "linear", "vecdot", "conv1d", "conv2d", "conv3d",
     "conv_transpose1d", "conv_transpose2d", "conv_transpose3d", "conv_tbc", "prelu", "scaled_dot_product_attention",
-    "einsum", "tensordot", "multi_dot", "chain_matmul", "inner", "rnn_tanh_cell", "rnn_relu_cell",
-    "multi_head_attention_forward"))
+    "einsum", "tensordot", "multi_dot", "chain_matmul", "inner", "cov", "corrcoef", "affine_grid", "rnn_tanh",
+    "rnn_relu", "rnn_tanh_cell", "rnn_relu_cell", "multi_head_attention_forward"))
 
 FP32 = frozenset((
     "avg_pool3d", "max_pool3d", "max_unpool2d", "max_unpool3d", "adaptive_avg_pool3d", "adaptive_max_pool3d",
@@ -53,6 +57,19 @@ FP32 = frozenset((
 PROMOTE = frozenset(("cat", "concat", "concatenate", "stack", "index_copy"))
 
 _PADDING_IN_FLOAT32 = {"reflect": (2, 4), "replicate": (2, 4, 6)}  # F.pad's modes PyTorch lists, by len(pad)
+_MATRIX_POWERS = ("matrix_power", "tensor_matrix_power")  # (linalg.matrix_power; torch.matrix_power, the method)
+_GATED_RECURRENCES = ("lstm", "gru", "lstm_cell", "gru_cell")  # (float16 where the input and states are)
+
+
+def _all_float16(values):
+    """Whether every tensor among ``values`` (through lists, tuples, a PackedSequence's data) is float16."""
+    for value in values:
+        if isinstance(value, (list, tuple)):
+            if not _all_float16(value[:1] if hasattr(value, "batch_sizes") else value):
+                return False
+        elif isinstance(value, Tensor) and value._data.dtype != backend.float16:
+            return False
+    return True
 
 
 def _cast_once(value, dtype):
@@ -93,6 +110,14 @@ def _policy(name, args, kwargs):
         pad = kwargs.get("pad", args[1] if len(args) > 1 else ())
         mode = kwargs.get("mode", args[2] if len(args) > 2 else "constant")
         return backend.float32 if len(pad) in _PADDING_IN_FLOAT32.get(mode, ()) else None
+    if name in _MATRIX_POWERS:  # (PyTorch's: products for n ≥ 2; a copy for n = 0, 1)
+        n = kwargs.get("n", args[1] if len(args) > 1 else 0)
+        return backend.float16 if isinstance(n, int) and n >= 2 else None
+    if name in _GATED_RECURRENCES:  # (PyTorch lowers their products, and a float32 input or state promotes the
+        return backend.float16 if _all_float16(args[:2]) else backend.float32  # gates' float16 back to float32)
+    if name == "local_response_norm":  # (PyTorch's sums the window by avg_pool3d beyond 3 dimensions)
+        input = kwargs.get("input", args[0] if args else None)
+        return backend.float32 if isinstance(input, Tensor) and input.ndim > 3 else None
     return None
 
 

@@ -122,15 +122,17 @@ class RNNBase(Module):
     def all_weights(self):
         return [[getattr(self, name) for name in names] for names in self._all_weights]
 
-    def _weights(self, layer, direction):
-        """(w_ih, w_hh, b_ih, b_hh[, w_hr]) of one layer and direction; zero biases without bias."""
+    def _weights(self, layer, direction, flat_weights):
+        """(w_ih, w_hh, b_ih, b_hh[, w_hr]) of one layer and direction, from ``flat_weights`` (``_flat_weights``'s
+        order); zero biases without bias."""
         suffix = f"_l{layer}" + ("_reverse" if direction else "")
-        w_ih, w_hh = getattr(self, "weight_ih" + suffix), getattr(self, "weight_hh" + suffix)
+        given = dict(zip(self._flat_weights_names, flat_weights))
+        w_ih, w_hh = given["weight_ih" + suffix], given["weight_hh" + suffix]
         if self.bias:
-            b_ih, b_hh = getattr(self, "bias_ih" + suffix), getattr(self, "bias_hh" + suffix)
+            b_ih, b_hh = given["bias_ih" + suffix], given["bias_hh" + suffix]
         else:
             b_ih = b_hh = autograd.zeros(w_ih.shape[0], dtype=w_ih.dtype)
-        return (w_ih, w_hh, b_ih, b_hh) + ((getattr(self, "weight_hr" + suffix),) if self.proj_size else ())
+        return (w_ih, w_hh, b_ih, b_hh) + ((given["weight_hr" + suffix],) if self.proj_size else ())
 
     def _state_shapes(self, batch):
         layers = self.num_layers * (2 if self.bidirectional else 1)
@@ -140,9 +142,11 @@ class RNNBase(Module):
     def forward(self, input, hx=None):
         """The recurrent core, torch.lstm's (gru's, rnn_tanh's, rnn_relu's) place: a subclass of Tensor input
         is asked there, as PyTorch's, and its default gives the outputs and final states back as the subclass."""
-        return globals()[self.mode.lower()](input, hx, self)  # (read when called: the dispatching one, installed)
+        # (read when called: the dispatching one, installed; the weights go along, as to PyTorch's _VF.rnn_tanh, so
+        # CPU autocast casts them with the input: autograd/autocast_cpu.py)
+        return globals()[self.mode.lower()](input, hx, self, self._flat_weights)
 
-    def _forward(self, input, hx):
+    def _forward(self, input, hx, flat_weights):
         name = {"RNN_TANH": "RNN", "RNN_RELU": "RNN"}.get(self.mode, self.mode)
         is_lstm = self.mode == "LSTM"
         packed = isinstance(input, PackedSequence)
@@ -165,7 +169,8 @@ class RNNBase(Module):
             batch = x.shape[1]
             if x.shape[0] == 0:  # (an empty batch runs; no steps is refused, as PyTorch's kernel refuses it)
                 raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
-        states = self._initial_states(hx, is_batched, batch, x.dtype, name)
+        _same_dtype_as_weight(x, flat_weights[0])  # (inside autocast, where check_input lets it through)
+        states = self._initial_states(hx, is_batched, batch, x.dtype, name, flat_weights[0])
         if sorted_indices is not None:  # the caller's states follow the caller's order of sequences
             order = sorted_indices._data
             states = [s[:, order] for s in states]
@@ -176,8 +181,9 @@ class RNNBase(Module):
             outputs = []
             for direction in range(directions):
                 k = layer * directions + direction
-                y, *final = _run_layer(self.mode, x, self._weights(layer, direction), [s[k] for s in states],
-                                       reverse=bool(direction), batch_sizes=batch_sizes, bias=self.bias)
+                weights = self._weights(layer, direction, flat_weights)
+                y, *final = _run_layer(self.mode, x, weights, [s[k] for s in states], reverse=bool(direction),
+                                       batch_sizes=batch_sizes, bias=self.bias)
                 outputs.append(y)
                 for store, value in zip(finals, final):
                     store.append(value)
@@ -209,7 +215,7 @@ class RNNBase(Module):
         """The input's dtype (the weights'), rank (2 for a packed sequence's data, else 3) and last size."""
         weight = getattr(self, self._flat_weights_names[0])
         ndim = 2 if batch_sizes is not None else 3
-        if input.dtype != weight.dtype:
+        if input.dtype != weight.dtype and not autograd.amp.is_any_autocast_enabled():  # (autocast casts both)
             raise ValueError(f"RNN input dtype ({input.dtype}) does not match weight dtype ({weight.dtype}). "
                              f"Convert input: input.to({weight.dtype}), or convert model: model.to({input.dtype})")
         if input.ndim != ndim:
@@ -250,8 +256,9 @@ class RNNBase(Module):
             return hx[0].index_select(1, permutation), hx[1].index_select(1, permutation)
         return hx.index_select(1, permutation)
 
-    def _initial_states(self, hx, is_batched, batch, dtype, name):
-        """h0 (and c0 for the LSTM) as a list of (layers·directions, B, ·) tensors, checked."""
+    def _initial_states(self, hx, is_batched, batch, dtype, name, weight):
+        """h0 (and c0 for the LSTM) as a list of (layers·directions, B, ·) tensors, checked (of ``weight``'s
+        dtype)."""
         shapes = self._state_shapes(batch)
         if hx is None:
             return [autograd.zeros(*shape, dtype=dtype) for shape in shapes]
@@ -269,7 +276,7 @@ class RNNBase(Module):
         for k, (state, shape) in enumerate(zip(states, shapes)):
             which = f"hidden[{k}]" if self.mode == "LSTM" else "hidden"
             self.check_hidden_size(state, shape, f"Expected {which} size {{}}, got {{}}")
-            _same_dtype_as_weight(state, getattr(self, self._flat_weights_names[0]))
+            _same_dtype_as_weight(state, weight)
         return states
 
     def extra_repr(self):
@@ -341,36 +348,36 @@ class GRU(RNNBase):
                          proj_size, device=device, dtype=dtype)
 
 
-def lstm(input, hx, module):
-    return module._forward(input, hx)
+def lstm(input, hx, module, flat_weights):
+    return module._forward(input, hx, flat_weights)
 
 
-def gru(input, hx, module):
-    return module._forward(input, hx)
+def gru(input, hx, module, flat_weights):
+    return module._forward(input, hx, flat_weights)
 
 
-def rnn_tanh(input, hx, module):
-    return module._forward(input, hx)
+def rnn_tanh(input, hx, module, flat_weights):
+    return module._forward(input, hx, flat_weights)
 
 
-def rnn_relu(input, hx, module):
-    return module._forward(input, hx)
+def rnn_relu(input, hx, module, flat_weights):
+    return module._forward(input, hx, flat_weights)
 
 
-def lstm_cell(input, states, module):
-    return module._step(input, states)
+def lstm_cell(input, states, module, weights):
+    return module._step(input, states, weights)
 
 
-def gru_cell(input, states, module):
-    return module._step(input, states)
+def gru_cell(input, states, module, weights):
+    return module._step(input, states, weights)
 
 
-def rnn_tanh_cell(input, states, module):
-    return module._step(input, states)
+def rnn_tanh_cell(input, states, module, weights):
+    return module._step(input, states, weights)
 
 
-def rnn_relu_cell(input, states, module):
-    return module._step(input, states)
+def rnn_relu_cell(input, states, module, weights):
+    return module._step(input, states, weights)
 
 
 _CORES = ("lstm", "gru", "rnn_tanh", "rnn_relu", "lstm_cell", "gru_cell", "rnn_tanh_cell", "rnn_relu_cell")
@@ -409,10 +416,12 @@ class RNNCellBase(Module):
     def _cell(self, input, states):
         """The step, torch.lstm_cell's (gru_cell's, rnn_tanh_cell's, rnn_relu_cell's) place: a subclass of Tensor
         among the input and states is asked there, as PyTorch's."""
-        return globals()[self.mode.lower() + "_cell"](input, states, self)  # (read when called, as forward's)
+        weights = (self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)  # (cast with the input by CPU
+        return globals()[self.mode.lower() + "_cell"](input, states, self, weights)  # autocast, as forward's)
 
-    def _step(self, input, states):
-        """The states after one step: the layer kernel run for T = 1."""
+    def _step(self, input, states, weights):
+        """The states after one step: the layer kernel run for T = 1, with ``weights`` (w_ih, w_hh, b_ih, b_hh:
+        the biases None without bias)."""
         name = type(self).__name__
         if input.ndim not in (1, 2):
             raise ValueError(f"{name}: Expected input to be 1D or 2D, got {input.ndim}D instead")
@@ -437,13 +446,12 @@ class RNNCellBase(Module):
                 raise RuntimeError(f"hidden{k} has inconsistent hidden_size: got {state.shape[1]}, "
                                    f"expected {self.hidden_size}")
             states[k] = state
+        w_ih = weights[0]
         for operand in (input, *states):
-            _same_dtype_as_weight(operand, self.weight_ih)
-        if self.bias:
-            weights = (self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
-        else:
-            zero = autograd.zeros(self.weight_ih.shape[0], dtype=self.weight_ih.dtype)
-            weights = (self.weight_ih, self.weight_hh, zero, zero)
+            _same_dtype_as_weight(operand, w_ih)
+        if not self.bias:
+            zero = autograd.zeros(w_ih.shape[0], dtype=w_ih.dtype)
+            weights = (*weights[:2], zero, zero)
         _, *finals = _run_layer(self.mode, input.unsqueeze(0), weights, states, bias=self.bias, cell=True)
         return finals if is_batched else [s.squeeze(0) for s in finals]
 

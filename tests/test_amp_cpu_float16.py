@@ -66,8 +66,9 @@ INT64 = {"int64 matmul"}
 def test_the_cpu_lists_as_pytorch(T):
     """Products and convolutions (and what PyTorch builds from them: einsum, an attention) in float16; losses,
     prod, cdist, reflection padding in float32; cat, stack, index_copy at the widest; everything else in its
-    inputs' dtypes (relu and softmax of float16 stay float16; mv, dot, outer, bilinear, GRU and LSTMCell are
-    PyTorch's own kernels, which it does not lower); float64 and integer products as they are."""
+    inputs' dtypes (relu and softmax of float16 stay float16; mv, dot, outer and bilinear are PyTorch's own
+    kernels, which it does not lower; GRU and LSTMCell lower their products, but their float32 states promote
+    the result back to float32); float64 and integer products as they are."""
     with T.autocast("cpu", dtype=T.float16):
         cases = dtype_cases(T)
         got = {name: make().dtype for name, make in cases.items()}

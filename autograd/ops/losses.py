@@ -197,11 +197,20 @@ def margin_ranking_loss(input1, input2, target, margin=0.0, size_average=None, r
     """ℓ = max(0, -y (x1 - x2) + margin): y = 1 wants x1 ranked above x2. Any real y is taken (a
     weighted ranking), as PyTorch takes it."""
     reduction = checked_reduction(size_average, reduce, reduction)
-    target = (target if isinstance(target, Tensor) else tensor_from(target)).to(input1.dtype)
+    target = _as_target(target, input1)
     if not input1.ndim == input2.ndim == target.ndim:  # a (15, 1) target would broadcast to (15, 15)
         raise RuntimeError(f"margin_ranking_loss : All input tensors should have same dimension but got sizes: "
                            f"input1: {Size(input1.shape)!r}, input2: {Size(input2.shape)!r}, "
                            f"target: {Size(target.shape)!r} ")
+    return _margin_ranking(input1, input2, target, margin, reduction)
+
+
+def _as_target(target, input1):
+    return (target if isinstance(target, Tensor) else tensor_from(target)).to(input1.dtype)
+
+
+def _margin_ranking(input1, input2, target, margin, reduction):
+    """margin_ranking_loss without the check of dimensions: the three broadcast (PyTorch's torch.* form)."""
     # clamp_min, not relu: where the inputs tie (margin 0) the gradient goes through, as PyTorch's
     return reduced((-target * (input1 - input2) + margin).clamp_min(0.0), reduction)
 
@@ -276,8 +285,9 @@ def poisson_nll_loss(input, target, log_input, full, eps, reduction):
 
 @names("margin_ranking_loss", method=False)
 def margin_ranking_loss_by_position(input1, input2, target, margin=0.0, reduction=0):
-    """PyTorch's top-level form (reduction an int)."""
-    return margin_ranking_loss(input1, input2, target, margin, reduction=_named(reduction))
+    """PyTorch's top-level form (reduction an int): its tensors broadcast, as ATen's (only F.margin_ranking_loss
+    checks that their dimensions agree)."""
+    return _margin_ranking(input1, input2, _as_target(target, input1), margin, _named(reduction))
 
 
 @names("cosine_embedding_loss", method=False)
