@@ -47,10 +47,10 @@ def topological_order(roots):
         if root in visited:
             continue
         visited.add(root)
-        stack = [(root, edges(root))]
-        while stack:
-            node, parents = stack[-1]
-            for parent in parents:
+        # the walk's stack as two lists, the nodes and their parents still to visit (no pair made per node)
+        nodes, below_each = [root], [edges(root)]
+        while below_each:
+            for parent in below_each[-1]:
                 if parent is not None and parent not in visited:
                     visited.add(parent)
                     below = parent.parents
@@ -59,12 +59,13 @@ def topological_order(roots):
                             below = iter(below)
                         except RuntimeError:
                             below = iter(parent.released_parents)
-                        stack.append((parent, below))
+                        nodes.append(parent)
+                        below_each.append(below)
                         break
                     order.append(parent)  # a leaf: nothing below it, emitted at once (most parents are)
             else:
-                stack.pop()
-                order.append(node)
+                below_each.pop()
+                order.append(nodes.pop())
     order.reverse()
     return order
 

@@ -115,6 +115,7 @@ class Primitive(SavedTensorViews):
         # (read by the engine, which calls release() only where it has work: an add or a sum saves nothing)
         cls.frees = bool(cls.saves_inputs or cls.saves_output or cls.saves_arguments) or cls.release is not \
             Primitive.release
+        cls.keeps_values = bool(cls.saves_inputs or cls.saves_output)
         cls.bare = object.__new__(cls)  # a node with no parameters: runs the forward of a backward's own op
 
     def forward(self, *arrays):
@@ -228,12 +229,14 @@ class Primitive(SavedTensorViews):
             self.output_data = PackedTensor(out, hooks)
             self.output_version = self.output_data._version_cell  # (the version of what the hooks keep)
         self.packed = self.saves_inputs or self.saves_output
+        self.keeps_values = True
 
     def watch_output(self, tensor):
         """Count ``tensor``, another output of the user's call (max pooling's indices) or an index it read
         (watch_index_tensors), or an input a composite's nodes do not keep (named_node's saves), as saved by this node,
         as PyTorch's node saves it: writing it in place after the forward then refuses the backward, as for y."""
         self.watched_outputs = (self.watched_outputs or ()) + ((tensor._version_cell, tuple(tensor.shape)),)
+        self.keeps_values = True
 
     def _unpacked(self):
         """The saved inputs and output (an array), through the unpack hook."""
@@ -327,38 +330,49 @@ class Primitive(SavedTensorViews):
         inputs = self.inputs
         if inputs is None:
             raise RuntimeError(FREED_GRAPH.format(op=self.op_name))
-        if self.saves_inputs:
-            created = self.created
-            for x in inputs:
-                if x._version_cell[0] > created:
-                    self._refuse_changed_input(x, inputs)
         output = None
-        if self.saves_output:
-            if self.output_version[0] > self.created:
-                self._raise_modified(self.output_data.shape)
-        if self.watched_outputs is not None:
-            for version, shape in self.watched_outputs:
-                if version[0] > self.created:
-                    self._raise_modified(shape)
-        output_data = self.output_data
-        if self.packed:
-            inputs, output_data = self._unpacked()
-        if self.saves_output:  # the output again, as a node of the graph
-            output = self._output_again(output_data)
+        if self.keeps_values:  # (one read for the many nodes that keep none: adds, sums, reshapes, scalings)
+            if self.saves_inputs:
+                created = self.created
+                for x in inputs:
+                    if x._version_cell[0] > created:
+                        self._refuse_changed_input(x, inputs)
+            if self.saves_output:
+                if self.output_version[0] > self.created:
+                    self._raise_modified(self.output_data.shape)
+            if self.watched_outputs is not None:
+                for version, shape in self.watched_outputs:
+                    if version[0] > self.created:
+                        self._raise_modified(shape)
+            output_data = self.output_data
+            if self.packed:
+                inputs, output_data = self._unpacked()
+            if self.saves_output:  # the output again, as a node of the graph
+                output = self._output_again(output_data)
         if wanted is not None:  # unwanted inputs take part as values that need no gradient
             inputs = tuple(x if keep or not x.requires_grad else
                            (_as_constant(x) if isinstance(x, Tensor) else InputInfo(x, False))
                            for x, keep in zip(inputs, wanted))
         grads = self.backward(grad, output, *inputs)
-        try:
-            for x, g in zip(inputs, grads, strict=True):  # the common case: every gradient already fits its input
-                if g is not None:
-                    array, expected = g._data, x if type(x) is InputInfo else x._data  # (an InputInfo has both)
-                    if array.shape != expected.shape or (array.dtype is not expected.dtype  # (dtypes are
-                                                         and array.dtype != expected.dtype):  # mostly singletons)
-                        return validate_gradients(self, inputs, grads)
-        except ValueError:  # (zip's: a backward that returned another count of gradients; said there)
+        # the common case: every gradient already fits its input (else validate_gradients says how it does not, or
+        # fits it: a gradient of a broadcast shape or another dtype); one input spelled out, as the hot path
+        if len(inputs) == 1 and len(grads) == 1:
+            g = grads[0]
+            if g is not None:
+                x = inputs[0]
+                array, expected = g._data, x if type(x) is InputInfo else x._data  # (an InputInfo has both)
+                if array.shape != expected.shape or (array.dtype is not expected.dtype  # (dtypes are mostly
+                                                     and array.dtype != expected.dtype):  # singletons)
+                    return validate_gradients(self, inputs, grads)
+            return grads
+        if len(grads) != len(inputs):  # (a backward that returned another count of gradients: said there)
             return validate_gradients(self, inputs, grads)
+        for x, g in zip(inputs, grads):
+            if g is not None:
+                array, expected = g._data, x if type(x) is InputInfo else x._data
+                if array.shape != expected.shape or (array.dtype is not expected.dtype
+                                                     and array.dtype != expected.dtype):
+                    return validate_gradients(self, inputs, grads)
         return grads
 
     def _output_again(self, data):
