@@ -115,6 +115,8 @@ class Primitive(SavedTensorViews):
         # (read by the engine, which calls release() only where it has work: an add or a sum saves nothing)
         cls.frees = bool(cls.saves_inputs or cls.saves_output or cls.saves_arguments) or cls.release is not \
             Primitive.release
+        # whether chain() has saved values to check and hand back: the op's, and a node's own once it watches a
+        # tensor (watch_output) or its saves went through saved-tensor hooks (_pack)
         cls.keeps_values = bool(cls.saves_inputs or cls.saves_output)
         cls.bare = object.__new__(cls)  # a node with no parameters: runs the forward of a backward's own op
 
