@@ -223,9 +223,11 @@ class CrossEntropyGrad(Primitive):
     normalizers = None  # CrossEntropy's (row max, Σ e^(x - max)) of this x, when its forward kept them
 
     def row_scales(self, dtype):
-        """s · w_n for each row, as a column."""
-        scales = xp.full(len(self.labels), self.scale if self.reduce else 1, dtype=dtype)
-        return (scales if self.weights is None else scales * self.weights)[:, None]
+        """s · w_n for each row, as a column; without weights, s alone (a 0-d array: the same number for each row)."""
+        scale = self.scale if self.reduce else 1
+        if self.weights is None:
+            return xp.asarray(scale, dtype=dtype)
+        return (xp.full(len(self.labels), scale, dtype=dtype) * self.weights)[:, None]
 
     def forward(self, g, x):
         if type(x) is MetaArray:  # (a meta model's loss): a gradient of x's shape, no values to write into
