@@ -163,13 +163,24 @@ class CrossEntropy(Primitive):
     ignored = None  # the rows whose target is ignore_index (None: none is), their losses 0 whatever their logits
     mean = False  # reduction='mean' (float16 divides by its own sum of the weights: _float16_total_weight)
     class_last = True  # the classes were the input's last dim, (N, C); not an image's (N, C, H, W): _half_log_softmax
+    # (each row's max, Σ e^(x - max)) from the forward, for the backward's softmax: the two reductions softmax_array
+    # computes on a row-major x, the same numbers, kept (a number per row) so the backward does not compute them
+    # again. Taken by the backward that uses them (None: computed there, as for another layout or a second backward)
+    normalizers = None
 
     def forward(self, x):
         if x.dtype == xp.float16:
             return self._half(x)
         rows = xp.arange(len(self.labels))
-        shifted = x - x.max(axis=1, keepdims=True) if x.size else x  # (no rows, no classes: nothing to shift)
-        losses = xp.log(xp.exp(shifted).sum(axis=1)) - shifted[rows, self.labels]
+        if not x.size:  # (no rows, no classes: nothing to shift)
+            shifted = x
+        else:
+            shift = x.max(axis=1, keepdims=True)
+            shifted = x - shift
+        sums = xp.exp(shifted).sum(axis=1)
+        if x.size and x.flags.c_contiguous:
+            self.normalizers = shift, sums
+        losses = xp.log(sums) - shifted[rows, self.labels]
         if self.ignored is not None:  # skipped, as PyTorch's nll_loss skips them (a row of -inf logits is NaN)
             losses = xp.where(self.ignored, 0, losses)
         if self.weights is not None:
@@ -192,8 +203,10 @@ class CrossEntropy(Primitive):
         total_weight = 1
         if self.mean and x._data.dtype == xp.float16:
             total_weight = _float16_total_weight(self.labels, self.weights, self.ignored)
+        normalizers, self.normalizers = self.normalizers, None
         return (CrossEntropyGrad.apply(grad, x, labels=self.labels, weights=self.weights, scale=self.scale,
-                                       reduce=self.reduce, total_weight=total_weight, class_last=self.class_last),)
+                                       reduce=self.reduce, total_weight=total_weight, class_last=self.class_last,
+                                       normalizers=normalizers),)
 
 
 class CrossEntropyGrad(Primitive):
@@ -207,18 +220,27 @@ class CrossEntropyGrad(Primitive):
 
     total_weight = 1  # float16 'mean': PyTorch's float16 Σ w_n, which g is divided by (the scale s is not used)
     class_last = True  # as CrossEntropy's
+    normalizers = None  # CrossEntropy's (row max, Σ e^(x - max)) of this x, when its forward kept them
 
     def row_scales(self, dtype):
-        """s · w_n for each row, as a column."""
-        scales = xp.full(len(self.labels), self.scale if self.reduce else 1, dtype=dtype)
-        return (scales if self.weights is None else scales * self.weights)[:, None]
+        """s · w_n for each row, as a column; without weights, s alone (a 0-d array: the same number for each row)."""
+        scale = self.scale if self.reduce else 1
+        if self.weights is None:
+            return xp.asarray(scale, dtype=dtype)
+        return (xp.full(len(self.labels), scale, dtype=dtype) * self.weights)[:, None]
 
     def forward(self, g, x):
         if type(x) is MetaArray:  # (a meta model's loss): a gradient of x's shape, no values to write into
             return meta_array(x.shape, x.dtype)
         if x.dtype == xp.float16:
             return self._half(g, x)
-        z = softmax_array(x, 1)  # the softmax, as x.softmax(1) computes it
+        if self.normalizers is None:
+            z = softmax_array(x, 1)  # the softmax, as x.softmax(1) computes it
+        else:  # (softmax_array's arithmetic, its two reductions the forward's)
+            shift, sums = self.normalizers
+            z = x - shift
+            xp.exp(z, out=z)
+            z /= sums[:, None]
         z[xp.arange(len(self.labels)), self.labels] -= 1
         z *= self.row_scales(x.dtype) * (g if self.reduce else g[:, None])
         return z

@@ -83,6 +83,7 @@ class Adam(AdamFamily):
         raise RuntimeError("Adam does not support sparse gradients, please consider SparseAdam instead")
 
     def update(self, param, grad, state, group):
+        global _adam_step
         if not state:
             state["step"] = scalar_tensor(0.0, fused=group["fused"])
             state["exp_avg"] = autograd.zeros_like(param)
@@ -92,13 +93,15 @@ class Adam(AdamFamily):
         lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
         if (group["fused"] or one_call_is_the_same(param, state, group)) and grad._data.dtype == param._data.dtype:
             # the count, then the same arithmetic in one call on the arrays (ops/fused_adam.py, _fused_adam_'s and
-            # _fused_adamw_'s step of one parameter): to the last bit, and faster. (Imported here: the module of
-            # autograd._fused_adam_ loads on first use, not with `import optim`.)
-            from autograd.ops.fused_adam import adam_step
+            # _fused_adamw_'s step of one parameter): to the last bit, and faster. (Imported at the first step: the
+            # module of autograd._fused_adam_ loads on first use, not with `import optim`; then kept: an import
+            # statement at every parameter's step costs half a microsecond each time)
+            if _adam_step is None:
+                from autograd.ops.fused_adam import adam_step as _adam_step
 
-            adam_step(param, grad, state["exp_avg"], state["exp_avg_sq"], state.get("max_exp_avg_sq"), state["step"],
-                      lr, beta1, beta2, group["weight_decay"], eps, group["amsgrad"],
-                      group.get("decoupled_weight_decay"))
+            _adam_step(param, grad, state["exp_avg"], state["exp_avg_sq"], state.get("max_exp_avg_sq"), state["step"],
+                       lr, beta1, beta2, group["weight_decay"], eps, group["amsgrad"],
+                       group.get("decoupled_weight_decay"))
             return
         step = state["step"].add_(1).item()
         grad = apply_weight_decay(param, grad, group)
@@ -119,6 +122,9 @@ class Adam(AdamFamily):
     def check_hyperparameters(self, group):
         super().check_hyperparameters(group)
         check_tensor_options(group)
+
+
+_adam_step = None  # ops/fused_adam.adam_step, once Adam.update has loaded it
 
 
 class AdamW(Adam):

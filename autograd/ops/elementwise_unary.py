@@ -187,15 +187,15 @@ class ReluGrad(Primitive):
     a zero gradient, not none, so x is still used by a second derivative, as in PyTorch)."""
 
     def forward(self, g, y):
-        # y = relu x is 0 or positive, so its sign is the mask [y > 0] as floats: one NumPy pass where the
-        # comparison and its cast to a float mask are two (a float by a bool multiplies slower still)
-        product = g * xp.sign(y)
-        flat = product.ravel("K")  # (all_finite written out, as selection.selected: this is relu's hot path)
-        if isfinite(vdot(flat, flat)):
+        product = g * (y > 0)  # (g times 1 or 0, as PyTorch's select gives where both are finite)
+        # One check for both cases the product gets wrong, Σ product · y: an inf or NaN in g where relu was off
+        # makes the product NaN there (∞ · 0), and a NaN y (relu of NaN) is NaN times whatever the product holds,
+        # so the sum is not finite (nor where it overflowed: then the select below, right anyway). NaN spreads
+        # whichever elements the two flat orders pair, so each is read in its own layout, in place.
+        if isfinite(vdot(product.ravel("K"), y.ravel("K"))):
             return product
-        # an inf or NaN in g where relu was off, or a NaN y (relu of NaN): PyTorch's backward selects, where(y <= 0,
-        # 0, g): 0 where relu was off even for an infinite g, and g itself at a NaN (sign(NaN) made it NaN, so a NaN
-        # input spread NaN into the gradient even where the loss did not use it)
+        # PyTorch's backward selects, where(y <= 0, 0, g): 0 where relu was off even for an infinite g, and g itself
+        # at a NaN y (the product above gave 0 there)
         return xp.where(y <= 0, xp.zeros((), product.dtype), g)
 
     def backward(self, u, z, g, y):

@@ -19,7 +19,7 @@ after any in-place operation. Nothing here is recorded: an optimizer step is not
 
 import threading
 
-from ..backend import errstate, xp
+from ..backend import QUIET, errstate, float_error_mode, xp
 from ..graph import bump_version, modes
 from .names import names
 
@@ -97,12 +97,18 @@ def adam_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, state_step, lr, 
     if modes.grad_enabled:
         _refuse_recorded((param, exp_avg, exp_avg_sq))
     state_step._before_write()
-    state_step._data += 1  # (a 0-d array in the count's own dtype: add_(1)'s arithmetic, without its dispatch)
+    count = state_step._data
+    # add_(1)'s arithmetic in the count's own dtype: the sum, exact as a Python float, rounded once as it is stored
+    # (a NumPy addition on a 0-d array costs ten times as much)
+    count[()] = count.item() + 1.0
     bump_version(state_step)
-    step = state_step._data.item()
-    with errstate(all="ignore"):  # (as _fused's)
+    step = count.item()
+    numpy_errors = float_error_mode.set(QUIET)  # (as _fused's errstate, in the context variable itself)
+    try:
         _step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, beta2, weight_decay, eps, amsgrad,
               False, decoupled, None)
+    finally:
+        float_error_mode.reset(numpy_errors)
     return step
 
 
