@@ -7,7 +7,7 @@ functions and idioms) with sizes shrunk, datasets replaced by seeded random tens
 chainrule and, where installed, on PyTorch under the same seeds, comparing losses, outputs and gradients, and checked
 without PyTorch against invariants."""
 
-from .pytorch_programs import amd_processor
+from .pytorch_programs import same_dropout_masks
 
-# dropout's masks are PyTorch's on Intel only (see pytorch_programs.amd_processor)
-SAME_DROPOUT = not amd_processor()
+# whether dropout's masks are PyTorch's on this machine (measured: pytorch_programs.same_dropout_masks)
+SAME_DROPOUT = same_dropout_masks()

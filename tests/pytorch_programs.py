@@ -2,6 +2,7 @@
 PyTorch's where installed), and running one program on both and comparing the results."""
 
 import contextlib
+import functools
 from types import SimpleNamespace
 
 import numpy as np
@@ -74,14 +75,27 @@ def assert_same(ours, theirs, rtol, atol, where="result"):
         np.testing.assert_allclose(a.astype(wide), b.astype(wide), rtol=rtol, atol=atol, err_msg=where)
 
 
-def amd_processor():
-    """Whether this machine's processor is AMD's: PyTorch draws a Bernoulli mask of a number p (dropout's) with
-    its own kernel there, through MKL's generator on Intel's, which chainrule does not reproduce."""
-    try:
-        with open("/proc/cpuinfo") as info:
-            return "AuthenticAMD" in info.read()
-    except OSError:
+@functools.cache
+def same_dropout_masks():
+    """Whether PyTorch's Bernoulli masks of a number p (dropout's, ``bernoulli_(p)``'s) equal chainrule's under one
+    seed on this machine, measured once: PyTorch has drawn them through MKL's generator on some Intel processors,
+    which chainrule does not reproduce, and with its own kernel elsewhere (this project's AVX-512 Xeon of
+    2026-11-29 among them, with PyTorch 2.13). False without PyTorch (nothing to compare with)."""
+    modules = pytorch()
+    if modules is None:
         return False
+    torch, saved = modules.torch, (modules.torch.get_rng_state(), autograd.get_rng_state())
+    try:
+        masks = []
+        for m in (modules, OURS):
+            m.torch.manual_seed(0)
+            masks.append(np.concatenate([m.F.dropout(m.torch.ones(1000), 0.3).numpy(),
+                                         m.torch.empty(1000).bernoulli_(0.4).numpy(),
+                                         m.nn.Dropout2d(0.5)(m.torch.ones(2, 50, 2, 2)).numpy().ravel()]))
+        return bool((masks[0] == masks[1]).all())
+    finally:
+        torch.set_rng_state(saved[0])
+        autograd.set_rng_state(saved[1])
 
 
 @contextlib.contextmanager

@@ -7,7 +7,7 @@ import pytest
 import autograd
 import nn
 from autograd import Generator, Tensor
-from tests.pytorch_programs import amd_processor
+from tests.pytorch_programs import same_dropout_masks
 
 
 def draws(generator=None):
@@ -316,8 +316,8 @@ BINOMIAL_SEED_0 = [3.0, 21.0, 15.0, 6.0]  # then torch.binomial(tensor([5., 40.,
 
 
 def test_masks_exponentials_and_shuffles_are_pytorchs():
-    """PyTorch 2.13's values after torch.manual_seed(0) (dropout's as its own kernel draws them, on AMD
-    processors; on Intel ones PyTorch draws Bernoulli masks of a number p through MKL)."""
+    """PyTorch 2.13's values after torch.manual_seed(0) (dropout's as its own kernel draws them, where it does:
+    pytorch_programs.same_dropout_masks; some Intel processors draw Bernoulli masks of a number p through MKL)."""
     import nn
 
     autograd.manual_seed(0)
@@ -351,7 +351,7 @@ def test_random_programs_draw_as_pytorch(seed):
                   T.binomial(T.tensor([5.0, 20.0, 100.0, 1000.0, 3.0] * 3), T.tensor([0.3, 0.6, 0.05, 0.5, 0.9] * 3)),
                   T.empty(9).exponential_(), T.distributions.Categorical(logits=T.zeros(5)).sample((6,)).double(),
                   T.bernoulli(T.full((10,), 0.3))]
-        if amd_processor():  # (PyTorch's Bernoulli of a number is its own kernel's there; MKL's on Intel processors)
+        if same_dropout_masks():  # (PyTorch's Bernoulli of a number: its own kernel's, or MKL's on some processors)
             values += [N.functional.dropout(T.ones(40), 0.3), N.Dropout2d(0.5)(T.ones(2, 6, 2, 2)),
                        T.empty(20).bernoulli_(0.4)]
         return values

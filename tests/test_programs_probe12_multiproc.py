@@ -34,7 +34,7 @@ import sys
 import numpy as np
 import pytest
 
-from .pytorch_programs import OURS, amd_processor, pytorch, run_both
+from .pytorch_programs import OURS, pytorch, run_both, same_dropout_masks
 
 # (PyTorch's warning that this machine has fewer cores than the loaders' workers)
 pytestmark = pytest.mark.filterwarnings("ignore:This DataLoader will create:UserWarning")
@@ -392,7 +392,7 @@ def training_with_dropout(m, num_workers, epochs=2):
     return losses, [p.detach().clone() for p in model.parameters()], torch.rand(2)
 
 
-@pytest.mark.skipif(not amd_processor(), reason="PyTorch draws dropout masks through MKL on Intel's processors")
+@pytest.mark.skipif(not same_dropout_masks(), reason="PyTorch's dropout masks are not chainrule's here")
 @pytest.mark.parametrize("num_workers", [0, 2, 3])
 def test_training_loop_with_dropout_and_workers(num_workers):
     ours, _ = run_both(training_with_dropout, num_workers, rtol=1e-4, atol=1e-5)
@@ -525,7 +525,7 @@ def hogwild(name, method, num_processes=2):
 
 
 @posix_only
-@pytest.mark.skipif(not amd_processor(), reason="PyTorch draws dropout masks through MKL on Intel's processors")
+@pytest.mark.skipif(not same_dropout_masks(), reason="PyTorch's dropout masks are not chainrule's here")
 @pytest.mark.parametrize("method", ["fork", "spawn"])
 def test_mnist_hogwild(method):
     ours = hogwild("autograd", method)

@@ -30,11 +30,11 @@ import random
 import numpy as np
 import pytest
 
-from .pytorch_programs import OURS, amd_processor, load, pytorch, run_both, weights_of
+from .pytorch_programs import OURS, load, pytorch, run_both, same_dropout_masks, weights_of
 
-# PyTorch draws dropout masks through MKL's generator on Intel processors, which chainrule does not reproduce: there
-# the programs with Dropout are compared with themselves (resumed against uninterrupted) only
-SAME_MASKS = amd_processor()
+# Where PyTorch draws dropout masks through MKL's generator (some Intel processors), which chainrule does not
+# reproduce, the programs with Dropout are compared with themselves (resumed against uninterrupted) only
+SAME_MASKS = same_dropout_masks()
 
 # ----------------------------------------------------------------------------------------------
 # A full checkpoint, resumed mid-epoch over a shuffled DataLoader with Dropout and augmentation

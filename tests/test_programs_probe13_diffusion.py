@@ -2050,8 +2050,8 @@ def edm_and_consistency(m, weights, steps=4):
             "target": target.state_dict(), "cm_samples": cm_samples}
 
 
-@pytest.mark.skipif(not __import__("tests.pytorch_programs", fromlist=["amd_processor"]).amd_processor(),
-                    reason="PyTorch draws dropout masks through MKL on Intel's processors")
+@pytest.mark.skipif(not __import__("tests.pytorch_programs", fromlist=["same_dropout_masks"]).same_dropout_masks(),
+                    reason="PyTorch's dropout masks are not chainrule's here")
 def test_edm_sampler_and_consistency_training():
     weights = weights_of(make_edm_net)
     ours, _ = run_both(edm_and_consistency, weights, rtol=2e-4, atol=2e-5)

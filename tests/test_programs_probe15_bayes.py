@@ -28,7 +28,7 @@ import math
 import numpy as np
 import pytest
 
-from .pytorch_programs import OURS, amd_processor, assert_same, load, run_both, weights_of
+from .pytorch_programs import OURS, assert_same, load, run_both, same_dropout_masks, weights_of
 
 
 def bn_mlp(m):
@@ -1399,9 +1399,9 @@ def vmapped_ensemble(m, all_weights, steps=8):
 
 def test_vmapped_ensemble_mc_dropout_temperature():
     all_weights = [weights_of(member, seed=s) for s in range(4)]
-    # the dropout masks are PyTorch's only where its Bernoulli kernel is (see amd_processor)
-    ours, theirs = run_both(vmapped_ensemble, all_weights, compare=amd_processor(), rtol=1e-4, atol=1e-5)
-    if theirs is not None and not amd_processor():
+    # the dropout masks are PyTorch's only where its Bernoulli kernel is (see same_dropout_masks)
+    ours, theirs = run_both(vmapped_ensemble, all_weights, compare=same_dropout_masks(), rtol=1e-4, atol=1e-5)
+    if theirs is not None and not same_dropout_masks():
         for key in ("losses", "params", "buffers", "modes", "names", "raw_start"):
             assert_same(ours[key], theirs[key], 1e-4, 1e-5, key)
     assert ours["modes"] == [False, False, False, False, True, False]

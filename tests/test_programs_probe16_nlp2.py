@@ -38,7 +38,7 @@ import warnings
 import numpy as np
 import pytest
 
-from .pytorch_programs import OURS, amd_processor, load, pytorch, run_both, weights_of
+from .pytorch_programs import OURS, load, pytorch, run_both, same_dropout_masks, weights_of
 
 # ----------------------------------------------------------------------------------------------
 # PyTorch's original seq2seq tutorial (one sentence at a time, attention over max_length slots)
@@ -444,7 +444,7 @@ def test_awd_lstm_weight_drop_tied_decoder_and_carried_state():
 
 def test_awd_lstm_with_its_dropouts():
     weights = weights_of(awd_lstm)
-    ours, theirs = run_both(awd_lstm_training, weights, drop_mult=1.0, compare=amd_processor(), rtol=1e-4,
+    ours, theirs = run_both(awd_lstm_training, weights, drop_mult=1.0, compare=same_dropout_masks(), rtol=1e-4,
                             atol=1e-5)
     assert np.all(np.isfinite(ours[0]))
 
@@ -1112,7 +1112,7 @@ def test_annotated_transformer_copy_task():
 
 
 def test_annotated_transformer_copy_task_with_dropout():
-    ours, theirs = run_both(annotated_transformer_program, dropout=0.1, compare=amd_processor(), rtol=2e-4, atol=2e-5)
+    ours, theirs = run_both(annotated_transformer_program, dropout=0.1, compare=same_dropout_masks(), rtol=2e-4, atol=2e-5)
     assert np.all(np.isfinite(ours[1]))
 
 
@@ -2631,7 +2631,7 @@ def test_esim_natural_language_inference():
 
 @pytest.mark.filterwarnings("ignore:To copy construct from a tensor:UserWarning")
 def test_esim_with_variational_dropout():
-    ours, theirs = run_both(esim_program, dropout=0.5, compare=amd_processor(), rtol=1e-4, atol=1e-6)
+    ours, theirs = run_both(esim_program, dropout=0.5, compare=same_dropout_masks(), rtol=1e-4, atol=1e-6)
     assert np.all(np.isfinite(ours[1]))
 
 
@@ -3211,7 +3211,7 @@ def test_salesforce_weight_drop_as_written_fails_after_evaluating_as_pytorch():
 def test_salesforce_awd_lstm_with_its_dropouts(variational):
     weights = weights_of(salesforce_awd_lstm)
     ours, theirs = run_both(salesforce_awd_lstm_training, weights, variational=variational, drop=1.0,
-                            compare=amd_processor(), rtol=1e-4, atol=1e-6)
+                            compare=same_dropout_masks(), rtol=1e-4, atol=1e-6)
     assert all(np.isfinite(ours[0]))
 
 
@@ -3478,7 +3478,7 @@ def test_packed_seq2seq_with_unsorted_batches_and_packed_loss():
 
 def test_packed_seq2seq_with_dropout_between_gru_layers():
     weights = weights_of(packed_seq2seq)
-    ours, theirs = run_both(packed_seq2seq_training, weights, dropout=0.3, compare=amd_processor(), rtol=1e-4,
+    ours, theirs = run_both(packed_seq2seq_training, weights, dropout=0.3, compare=same_dropout_masks(), rtol=1e-4,
                             atol=1e-5)
     assert np.all(np.isfinite(ours[0]))
 
