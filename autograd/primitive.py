@@ -115,9 +115,6 @@ class Primitive(SavedTensorViews):
         # (read by the engine, which calls release() only where it has work: an add or a sum saves nothing)
         cls.frees = bool(cls.saves_inputs or cls.saves_output or cls.saves_arguments) or cls.release is not \
             Primitive.release
-        # whether chain() has saved values to check and hand back: the op's, and a node's own once it watches a
-        # tensor (watch_output) or its saves went through saved-tensor hooks (_pack)
-        cls.keeps_values = bool(cls.saves_inputs or cls.saves_output)
         cls.bare = object.__new__(cls)  # a node with no parameters: runs the forward of a backward's own op
 
     def forward(self, *arrays):
@@ -231,14 +228,12 @@ class Primitive(SavedTensorViews):
             self.output_data = PackedTensor(out, hooks)
             self.output_version = self.output_data._version_cell  # (the version of what the hooks keep)
         self.packed = self.saves_inputs or self.saves_output
-        self.keeps_values = True
 
     def watch_output(self, tensor):
         """Count ``tensor``, another output of the user's call (max pooling's indices) or an index it read
         (watch_index_tensors), or an input a composite's nodes do not keep (named_node's saves), as saved by this node,
         as PyTorch's node saves it: writing it in place after the forward then refuses the backward, as for y."""
         self.watched_outputs = (self.watched_outputs or ()) + ((tensor._version_cell, tuple(tensor.shape)),)
-        self.keeps_values = True
 
     def _unpacked(self):
         """The saved inputs and output (an array), through the unpack hook."""
@@ -333,7 +328,8 @@ class Primitive(SavedTensorViews):
         if inputs is None:
             raise RuntimeError(FREED_GRAPH.format(op=self.op_name))
         output = None
-        if self.keeps_values:  # (one read for the many nodes that keep none: adds, sums, reshapes, scalings)
+        # (the many nodes that keep no values, adds, sums, reshapes, scalings, skip the checks; packed saves are saves)
+        if self.saves_inputs or self.saves_output or self.watched_outputs is not None:
             if self.saves_inputs:
                 created = self.created
                 for x in inputs:
