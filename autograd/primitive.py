@@ -231,7 +231,7 @@ class Primitive(SavedTensorViews):
 
     def watch_output(self, tensor):
         """Count ``tensor``, another output of the user's call (max pooling's indices) or an index it read
-        (watch_index_tensors), or an input a composite's nodes do not keep (named_node's saves), as saved by this node,
+        (index_watching.py), or an input a composite's nodes do not keep (named_node's saves), as saved by this node,
         as PyTorch's node saves it: writing it in place after the forward then refuses the backward, as for y."""
         self.watched_outputs = (self.watched_outputs or ()) + ((tensor._version_cell, tuple(tensor.shape)),)
 
@@ -410,38 +410,6 @@ class Primitive(SavedTensorViews):
         if self.saves_output:  # (no store where nothing is: the node's dict stays small)
             self.output_data = None
         self.released_parents, self.parents = self.parents, self.freed_parents  # (next_functions reads them)
-
-
-def watch_index_tensors(result, index):
-    """PyTorch's index ops (x[i], x[i] = v, index_select, index_add, index_put, gather, scatter) save their index
-    tensors, so writing one in place before the backward refuses it. Ours read the index's array, which the tensor
-    shares: the node that made ``result`` watches the version of each index tensor of ``index`` (one, or a tuple
-    or list of them) instead of reading new indices silently. A 0-d one selects as a number, saved by neither.
-    An op taking its index as an argument says so with ``watches_index``; only x[i] and x[i] = v call this, as
-    their index is the whole subscript and x[i] of no graph (the common case) skips it."""
-    node = getattr(result, "grad_fn", None)
-    if not isinstance(node, Primitive):
-        return
-    for part in index if isinstance(index, (tuple, list)) else (index,):
-        if getattr(part, "_version_cell", None) is not None and part.ndim:
-            node.watch_output(part)
-
-
-def watches_index(name, position):
-    """Decorator of an op taking an index (or mask) tensor as argument ``name`` at ``position``: its result's node
-    watches that tensor (watch_index_tensors), as PyTorch's node saves it."""
-
-    def decorate(function):
-        @functools.wraps(function)
-        def watching(*args, **kwargs):
-            result = function(*args, **kwargs)
-            watch_index_tensors(result, kwargs[name] if name in kwargs else args[position] if len(args) > position
-                                else None)
-            return result
-
-        return watching
-
-    return decorate
 
 
 def named_node(y, op, pytorch_name, inputs=(), saves=()):

@@ -15,8 +15,9 @@ from .. import backend
 from ..backend import errstate, select, xp
 from ..errors import DtypeError, refuse_bool_subtraction, refuse_complex_extremum, refuse_unbroadcastable
 from ..graph import modes, program_stacklevel
+from ..index_watching import watches_index
 from ..operands import _is_bool, _operand, python_number
-from ..primitive import Primitive, watches_index
+from ..primitive import Primitive
 from ..tensor import Tensor, as_array
 from ..write_door import _refuse_overflow
 from .axes import inverse_permutation

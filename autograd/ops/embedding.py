@@ -14,7 +14,8 @@ import math
 from .. import dual
 from ..backend import float16, float32, float64, to_numpy, ufunc_at, xp
 from ..graph import is_grad_enabled, no_grad
-from ..primitive import Primitive, watches_index
+from ..index_watching import watches_index
+from ..primitive import Primitive
 from ..tensor import Tensor
 from .conversion import legacy_type_name, type_name
 from .names import names

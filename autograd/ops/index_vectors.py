@@ -12,8 +12,9 @@ import warnings
 from ..backend import int64, xp
 from ..errors import IndexRangeError
 from ..graph import program_stacklevel
+from ..index_watching import watches_index
 from ..operands import python_number
-from ..primitive import Primitive, node_named, watches_index
+from ..primitive import Primitive, node_named
 from ..sparse_layout import is_sparse
 from ..tensor import Tensor
 from ..warn_once import warn_once

@@ -16,8 +16,9 @@ ops: masking.py).
 from ..backend import int32, int64, ufunc_at, xp
 from ..errors import IndexRangeError
 from ..graph import modes
+from ..index_watching import watches_index
 from ..operands import _operand
-from ..primitive import Primitive, watches_index
+from ..primitive import Primitive
 from ..tensor import Tensor
 from ..warn_once import warn_once
 from ..write_door import _refuse_overflow

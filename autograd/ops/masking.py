@@ -11,7 +11,8 @@ The mask must be bool, as PyTorch's (no uint8 masks), and broadcasts against the
 
 from ..backend import int64, xp
 from ..errors import refuse_unbroadcastable
-from ..primitive import named_node, node_named, watches_index
+from ..index_watching import watches_index
+from ..primitive import named_node, node_named
 from ..sparse_layout import is_sparse
 from ..tensor import Tensor
 from ..write_door import _refuse_overflow

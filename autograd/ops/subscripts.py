@@ -11,7 +11,7 @@ import numpy
 from ..backend import xp
 from ..errors import DtypeError
 from ..graph import program_stacklevel
-from ..primitive import watch_index_tensors
+from ..index_watching import watch_index_tensors
 from ..tensor import Tensor
 from ..write_door import _refuse_overflow
 from .conversion import type_name

@@ -1,0 +1,39 @@
+"""The index tensors an op reads, watched as saved: PyTorch's index ops (x[i], x[i] = v, index_select, index_add,
+index_put, gather, scatter, masked ops) save their index tensors, so writing one in place before the backward refuses
+it, as writing a saved input does (``Primitive.watch_output``)."""
+
+import functools
+
+from .primitive import Primitive
+
+
+def watch_index_tensors(result, index):
+    """PyTorch's index ops (x[i], x[i] = v, index_select, index_add, index_put, gather, scatter) save their index
+    tensors, so writing one in place before the backward refuses it. Ours read the index's array, which the tensor
+    shares: the node that made ``result`` watches the version of each index tensor of ``index`` (one, or a tuple
+    or list of them) instead of reading new indices silently. A 0-d one selects as a number, saved by neither.
+    An op taking its index as an argument says so with ``watches_index``; only x[i] and x[i] = v call this, as
+    their index is the whole subscript and x[i] of no graph (the common case) skips it."""
+    node = getattr(result, "grad_fn", None)
+    if not isinstance(node, Primitive):
+        return
+    for part in index if isinstance(index, (tuple, list)) else (index,):
+        if getattr(part, "_version_cell", None) is not None and part.ndim:
+            node.watch_output(part)
+
+
+def watches_index(name, position):
+    """Decorator of an op taking an index (or mask) tensor as argument ``name`` at ``position``: its result's node
+    watches that tensor (watch_index_tensors), as PyTorch's node saves it."""
+
+    def decorate(function):
+        @functools.wraps(function)
+        def watching(*args, **kwargs):
+            result = function(*args, **kwargs)
+            watch_index_tensors(result, kwargs[name] if name in kwargs else args[position] if len(args) > position
+                                else None)
+            return result
+
+        return watching
+
+    return decorate
