@@ -122,11 +122,10 @@ class RNNBase(Module):
     def all_weights(self):
         return [[getattr(self, name) for name in names] for names in self._all_weights]
 
-    def _weights(self, layer, direction, flat_weights):
-        """(w_ih, w_hh, b_ih, b_hh[, w_hr]) of one layer and direction, from ``flat_weights`` (``_flat_weights``'s
-        order); zero biases without bias."""
+    def _weights(self, layer, direction, given):
+        """(w_ih, w_hh, b_ih, b_hh[, w_hr]) of one layer and direction, from ``given`` (the weights the core was
+        handed, by name); zero biases without bias."""
         suffix = f"_l{layer}" + ("_reverse" if direction else "")
-        given = dict(zip(self._flat_weights_names, flat_weights))
         w_ih, w_hh = given["weight_ih" + suffix], given["weight_hh" + suffix]
         if self.bias:
             b_ih, b_hh = given["bias_ih" + suffix], given["bias_hh" + suffix]
@@ -176,12 +175,13 @@ class RNNBase(Module):
             states = [s[:, order] for s in states]
 
         directions = 2 if self.bidirectional else 1
+        given = dict(zip(self._flat_weights_names, flat_weights))  # (by name, once for every layer)
         finals = [[] for _ in states]
         for layer in range(self.num_layers):
             outputs = []
             for direction in range(directions):
                 k = layer * directions + direction
-                weights = self._weights(layer, direction, flat_weights)
+                weights = self._weights(layer, direction, given)
                 y, *final = _run_layer(self.mode, x, weights, [s[k] for s in states], reverse=bool(direction),
                                        batch_sizes=batch_sizes, bias=self.bias)
                 outputs.append(y)
