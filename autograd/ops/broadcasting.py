@@ -3,6 +3,7 @@
 
 import collections
 
+from ..graph import modes
 from ..size import Size
 from ..tensor import Tensor
 from .names import names
@@ -15,11 +16,26 @@ def unbroadcast(grad, like):
     shape = like._data.shape if type(like) is Tensor else like.shape  # (a tensor's array's: no Size made)
     if grad._data.shape == shape:  # (the common case: nothing was broadcast)
         return grad
-    added = grad.ndim - len(shape)
-    stretched = tuple(added + i for i, n in enumerate(shape) if n == 1 and grad.shape[added + i] != 1)
+    grad_shape = grad._data.shape
+    added = len(grad_shape) - len(shape)
+    stretched = tuple(added + i for i, n in enumerate(shape) if n == 1 and grad_shape[added + i] != 1)
     if not stretched:  # only leading axes were added (a bias): summing them gives the shape
-        return grad.sum(tuple(range(added)))
-    return grad.sum(tuple(range(added)) + stretched, keepdim=True).reshape(shape)
+        return _sum(grad, tuple(range(added)), False)
+    return _sum(grad, tuple(range(added)) + stretched, True).reshape(shape)
+
+
+_Sum = None  # ops/reductions.Sum, once unbroadcast has loaded it (reductions imports this module)
+
+
+def _sum(grad, axes, keepdim):
+    """grad.sum(axes, keepdim): in a backward pass that records nothing, Sum's forward on the array alone (no node,
+    no call through the Tensor method; the hot path of every bias's gradient), else the method."""
+    global _Sum
+    if modes.grad_enabled is not False or type(grad) is not Tensor:  # (recorded; a forward's, inference mode's;
+        return grad.sum(axes, keepdim=keepdim)  # a subclass's own sum)
+    if _Sum is None:
+        from .reductions import Sum as _Sum
+    return _Sum.apply_in_backward(grad, axes=axes, keepdim=keepdim)
 
 
 @names("sum_to_size", function=False)

@@ -129,7 +129,7 @@ class Sub(Primitive):
 
     def backward(self, grad, z, x, y):
         return (unbroadcast(grad, x) if x.requires_grad else None,
-                unbroadcast(-grad, y) if y.requires_grad else None)
+                unbroadcast(Neg.apply_in_backward(grad), y) if y.requires_grad else None)
 
 
 class Mul(Primitive):
@@ -446,7 +446,7 @@ class Rsub(Primitive):
         return self.c - x
 
     def backward(self, grad, y, x):
-        return (-grad,)
+        return (Neg.apply_in_backward(grad),)
 
 
 class MaskedFill(Primitive):
@@ -481,7 +481,7 @@ class Neg(Primitive):
         return -x
 
     def backward(self, grad, y, x):
-        return (-grad,)
+        return (Neg.apply_in_backward(grad),)
 
 
 class Cast(Primitive):

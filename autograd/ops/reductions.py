@@ -11,7 +11,7 @@ import numpy
 
 from ..backend import errstate, float16, float32, int64, xp
 from ..errors import DtypeError
-from ..graph import program_stacklevel
+from ..graph import modes, program_stacklevel
 from ..meta import MetaArray
 from ..primitive import Primitive, named_node
 from ..return_types import return_type
@@ -30,7 +30,8 @@ def spread(grad, x, axes, keepdim, like=None):
     ``like``, a tiny array, when given)."""
     if not keepdim and grad.ndim:
         grad = grad.reshape(kept_shape(x.shape, axes))
-    return shape_ops.Expand.apply(grad, shape=x.shape, like=like, written=True)
+    # (in a backward, where it runs: a new array, no view, so a pass that records nothing needs no node for it)
+    return shape_ops.Expand.apply_in_backward(grad, shape=x.shape, like=like, written=True)
 
 
 _add_reduce = numpy.add.reduce if xp is numpy else None  # (CuPy's arrays sum by their method)
@@ -105,7 +106,15 @@ class Mean(Sum):
         return y.astype(float16) if x.dtype is float16 else y  # (float16: divided before rounding)
 
     def backward(self, grad, y, x):
-        return (spread(grad, x, self.axes, self.keepdim, self.like) / (self.count or float("nan")),)
+        spread_grad = spread(grad, x, self.axes, self.keepdim, self.like)
+        data = spread_grad._data
+        if (modes.grad_enabled or self.apply_replaced or not self.count or data.dtype.kind != "f"
+                or data.dtype.itemsize < 4 or type(data) is MetaArray):
+            return (spread_grad / (self.count or float("nan")),)  # (recorded; float16's division in float32)
+        # a pass that records nothing: the spread gradient is a new array of its own (Expand's written=True), so
+        # it is divided in place, by n in its dtype: the quotients of the division above, with no second array
+        xp.divide(data, data.dtype.type(self.count), out=data)
+        return (spread_grad,)
 
     def jvp(self, tangents, y, x):
         """ẏ = (1/n) Σ_i ẋ_i, the mean of the tangents: NaN over none, as PyTorch's forward rule (read from the

@@ -247,7 +247,7 @@ class GetItem(Primitive):
             super().release()
 
     def backward(self, grad, y, x):
-        return (IndexAdd.apply(grad, index=self.index, shape=x.shape, basic=self.is_view),)
+        return (IndexAdd.apply_in_backward(grad, index=self.index, shape=x.shape, basic=self.is_view),)
 
     def name(self):
         """PyTorch's node for x[index]: IndexBackward0 for an index of tensors; else that of the last view its
