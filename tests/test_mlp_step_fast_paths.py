@@ -1,7 +1,7 @@
 """The MLP step's fast paths give the numbers of the general ones: cross_entropy's backward from the row sums its
 forward kept (a second backward, a transposed input and the recomputed softmax agree to the bit), relu's backward
-masked by y > 0 (PyTorch's select at inf and NaN), and Adam's one-call step counting as add_(1) does (float32
-stops at 2^24)."""
+masked by y > 0 or, on a small array, selected (PyTorch's select at inf and NaN, either way), and Adam's one-call
+step counting as add_(1) does (float32 stops at 2^24)."""
 
 import numpy as np
 import pytest
@@ -53,12 +53,16 @@ def test_cross_entropy_gradient_matches_pytorch():
         np.testing.assert_allclose(ours.grad.numpy(), theirs.grad.numpy(), rtol=1e-5, atol=1e-8)
 
 
-def test_relu_backward_selects_at_inf_and_nan():
-    x = autograd.tensor([[np.nan, 1.0, -1.0], [0.0, 2.0, -3.0]], requires_grad=True)
-    grad = autograd.tensor([[0.5, np.inf, np.inf], [np.nan, -2.0, 1.0]])
+@pytest.mark.parametrize("copies", [1, 400])  # 6 elements (NumPy's where itself), 2,400 (the product and its check)
+def test_relu_backward_selects_at_inf_and_nan(copies):
+    x = autograd.tensor(np.tile([[np.nan, 1.0, -1.0], [0.0, 2.0, -3.0]], copies), requires_grad=True)
+    grad = autograd.tensor(np.tile([[0.5, np.inf, np.inf], [np.nan, -2.0, 1.0]], copies))
     autograd.relu(x).backward(grad)
     # where(y <= 0, 0, g): g itself at the NaN input, 0 where relu was off even for inf and NaN
-    assert x.grad.tolist() == [[0.5, np.inf, 0.0], [0.0, -2.0, 0.0]]
+    assert x.grad.tolist() == np.tile([[0.5, np.inf, 0.0], [0.0, -2.0, 0.0]], copies).tolist()
+    x.grad = None
+    autograd.relu(x).backward(autograd.tensor(np.tile([[1.0, -2.0, 3.0], [4.0, 5.0, -6.0]], copies)))
+    assert x.grad.tolist() == np.tile([[1.0, -2.0, 0.0], [0.0, 5.0, 0.0]], copies).tolist()  # finite: g or 0
 
 
 @pytest.mark.parametrize("fused", [None, True])
