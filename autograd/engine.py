@@ -184,9 +184,11 @@ def backpropagate(roots, root_grads, retain_graph=False, capture=None, on_step=N
     """
     collecting = gc.isenabled()
     gc.disable()  # the pass allocates much and frees nothing cyclic: a collection would only rescan the graph
-    recording, subclasses_asked = modes.grad_enabled, modes.torch_function
+    recording, subclasses_asked, outer_outside = modes.grad_enabled, modes.torch_function, \
+        modes.torch_function_outside_pass
     modes.grad_enabled = create_graph  # (this thread's mode: see autograd.graph)
     modes.torch_function = False  # (the pass's ops are the engine's: no subclass is asked about them, as PyTorch's)
+    modes.torch_function_outside_pass = subclasses_asked  # (the program's code it calls: graph.as_program_code)
     watched = BackwardPass.watched
     outer_pass = modes.backward_pass if watched else None  # (a hook may run a pass of its own)
     outer_callbacks, modes.final_callbacks = modes.final_callbacks, []
@@ -202,6 +204,7 @@ def backpropagate(roots, root_grads, retain_graph=False, capture=None, on_step=N
         raise
     finally:
         modes.grad_enabled, modes.torch_function = recording, subclasses_asked
+        modes.torch_function_outside_pass = outer_outside
         modes.final_callbacks = outer_callbacks
         if watched:
             modes.backward_pass = outer_pass

@@ -35,7 +35,7 @@ import warnings
 from . import dual, graph
 from .backend import xp
 from .grad_mode import is_grad_enabled, no_grad
-from .graph import program_stacklevel
+from .graph import as_program_code, program_stacklevel
 from .hooks import add_hook
 from .primitive import FreedGraph, InputInfo, Primitive, _graph_node, run_node_hooks
 from .saved_tensor_hooks import PackedTensor
@@ -273,7 +273,7 @@ class BackwardFunction(FunctionCtx):
                 raise RuntimeError("Implementing both 'backward' and 'vjp' for a custom Function is not "
                                    "allowed. You should only implement one of them.")
             user_backward = forward_cls.vjp
-        return self._checked(user_backward(self, *grads))
+        return self._checked(as_program_code(user_backward, self, *grads))
 
     def _checked(self, result):
         """PyTorch's rules for what backward returns: one gradient per forward input, None for

@@ -40,6 +40,8 @@ class _Modes(threading.local):
     saved_mutation = None  # the allow_mutation_on_saved_tensors block open in this thread
     torch_function = True  # Tensor subclasses' __torch_function__ is asked (overrides.py): off inside the default
     # one (DisableTorchFunctionSubclass) and during a backward pass, whose ops are the engine's, not the program's
+    torch_function_outside_pass = None  # during a backward pass, torch_function as the pass found it: what the
+    # program's own code that the pass calls runs with (as_program_code); None outside a pass
     transforms_running = 0  # torch.func transforms (vmap, grad, vjp, ...) running their function: backward() refused
     draws_refused = 0  # vmap(randomness='error') calls running: every random op refused (random.generator)
     vmap_examples = ()  # per vmap running its function (outermost first), the ids of the tensors handed it as its
@@ -246,13 +248,30 @@ def bump_version(tensor):
 # -- hooks --------------------------------------------------------------------------------
 
 
+def as_program_code(function, *args):
+    """``function(*args)``, the program's own code called by a backward pass (a custom Function's backward, a hook),
+    with ``__torch_function__`` asked as the program had it when the pass began: the pass's own formulas ask no
+    subclass and no mode, as PyTorch's C++ ones, but a saved subclass tensor the program's backward multiplies is
+    asked, and an autocast block (a mode, autocast_cpu.py) opened there casts, as PyTorch's. (Modes entered before
+    the pass are off the stack there already: backward() went through them, each asked with itself popped.)"""
+    outside = modes.torch_function_outside_pass
+    inside = modes.torch_function
+    if outside is None or outside is inside:  # (no pass running; or nothing to switch)
+        return function(*args)
+    modes.torch_function = outside
+    try:
+        return function(*args)
+    finally:
+        modes.torch_function = inside
+
+
 def run_hooks(hooks, grad):
     """Call each hook of the registry ``hooks`` ({handle id: hook}, autograd.hooks) on the gradient
     in turn; a hook that returns a tensor replaces it. The user may keep what a hook was given, so
     it counts as shared from then on."""
     for hook in list(hooks.values()):
         grad._shared = True
-        replaced = hook(grad)
+        replaced = as_program_code(hook, grad)
         if replaced is not None:
             if getattr(grad, "shape", None) is not None:  # (a node's pre-hooks may see several gradients together)
                 refuse_changed_gradient(hook, replaced, grad)

@@ -39,6 +39,7 @@ from .errors import ShapeError, broadcast_mismatch, refuse_non_tensors
 from .graph import (
     INFERENCE,
     VersionClock,
+    as_program_code,
     modes,
     remember_creation,
     retain_grad_into,
@@ -460,7 +461,7 @@ def run_node_hooks(node, grad_inputs, grad_outputs):
     replaces grad_inputs (one gradient per input, or the hook is refused)."""
     grad_inputs = tuple(grad_inputs)
     for hook in list(node.post_hooks.values()):
-        replaced = hook(grad_inputs, grad_outputs)
+        replaced = as_program_code(hook, grad_inputs, grad_outputs)
         if replaced is not None:
             if len(replaced) != len(grad_inputs):
                 raise RuntimeError(f"hook of {node.name()} returned {len(replaced)} gradients, expected "

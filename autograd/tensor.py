@@ -25,7 +25,7 @@ from .backend import xp
 from .device import legacy_device_checked
 from .dtype_objects import _MADE, torch_dtype
 from .errors import DtypeError, ShapeError, refuse_ragged
-from .graph import accumulate_grad, modes, program_stacklevel, run_hooks, run_hooks_on_leaf_gradient
+from .graph import accumulate_grad, as_program_code, modes, program_stacklevel, run_hooks, run_hooks_on_leaf_gradient
 from .hooks import add_hook
 from .meta import MetaArray
 from .size import Size
@@ -515,7 +515,7 @@ class Tensor(Conversions, Copying, WriteDoor):
         accumulate_grad(self, grad)
         if self._post_hooks:
             for hook in list(self._post_hooks.values()):
-                returned = hook(self)  # None, or the tensor itself (p.add_(...)'s result), as PyTorch allows
+                returned = as_program_code(hook, self)  # None, or self (p.add_(...)'s result), as PyTorch's
                 if returned is not None and returned is not self:
                     if not isinstance(returned, Tensor):
                         raise TypeError(f"expected Variable, but hook returned '{type(returned).__name__}'")
@@ -523,7 +523,7 @@ class Tensor(Conversions, Copying, WriteDoor):
         if self._accumulate_post_hooks:  # (AccumulateGrad.register_hook: after the tensor's own, as PyTorch's)
             grad_outputs = (grad,)
             for hook in list(self._accumulate_post_hooks.values()):
-                hook((), grad_outputs)
+                as_program_code(hook, (), grad_outputs)
         return grad
 
     def run_hooks(self, grad):

@@ -329,12 +329,9 @@ def test_cast_cache_is_global(T, monkeypatch, cache_kept):
 
 
 @pytest.mark.parametrize("cache_kept", [True, False])
-def test_cast_cache_is_global_through_backward(T, monkeypatch, request, cache_kept):
-    """TestAutocastGPU's form: the second block is opened by a custom Function's backward."""
-    if T.__name__ == "autograd":
-        request.applymarker(pytest.mark.xfail(strict=True, raises=RuntimeError, reason=(
-            "the engine switches the __torch_function__ machinery off for a backward pass (engine.py), and with it "
-            "the mode through which a CPU autocast block casts: a block opened in a custom backward casts nothing")))
+def test_cast_cache_is_global_through_backward(T, monkeypatch, cache_kept):
+    """TestAutocastGPU's form: the second block is opened by a custom Function's backward (the program's code: the
+    pass calls it with the mode machinery the program had, graph.as_program_code)."""
     data, weight = linear_data(T)
     if cache_kept:
         keep_the_cache(T, monkeypatch)
