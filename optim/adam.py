@@ -63,7 +63,8 @@ class Adam(AdamFamily):
     ``fused=True`` runs the same arithmetic as one call per parameter on its arrays
     (``autograd._fused_adam_``, as PyTorch's fused kernel: faster, and it bypasses the
     parameters' own in-place methods). The default does too wherever that cannot be told apart
-    from stepping through the methods (``one_call_is_the_same``); ``foreach`` and ``capturable``
+    from stepping through the methods (``one_call_is_the_same``; what is the same for a group's
+    parameters is decided once per group and step, ``_step_group``); ``foreach`` and ``capturable``
     are accepted and ignored.
     ``differentiable=True`` records the step in the graph, in PyTorch's order for that path (the bias
     corrections as scalar-dtype Tensors, from the ``step`` Tensor). lr and betas may be Tensors.
@@ -82,26 +83,50 @@ class Adam(AdamFamily):
     def sparse_gradient(self, grad, group):
         raise RuntimeError("Adam does not support sparse gradients, please consider SparseAdam instead")
 
+    def _step_group(self, group):
+        """The group's step, each parameter's as ``_update_parameter`` takes it, with what is the same for every
+        parameter decided once for the group (its options are read again at every step: a scheduler changes lr).
+        Where the group's options are plain numbers and the step is not recorded (``plain_options``), a parameter
+        whose update would be the one call (a dense real Tensor, its gradient a Tensor of its shape and dtype,
+        neither it nor its moments of a class that overrides a method the step calls) takes that call directly;
+        every other parameter, and every parameter of an optimizer whose class has its own ``update`` or
+        ``_update_parameter``, goes through ``_update_parameter``."""
+        cls = type(self)
+        if (cls.update is not Adam.update or cls._update_parameter is not Optimizer._update_parameter
+                or not plain_options(group)):
+            return super()._step_group(group)
+        adam_step = one_call_step()
+        lr, (beta1, beta2), eps, weight_decay = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+        amsgrad, maximize, decoupled = group["amsgrad"], group.get("maximize"), group.get("decoupled_weight_decay")
+        states, keeps = self.state, _keeps_tensor_methods
+        for p in group["params"]:
+            grad = p.grad
+            if grad is None:
+                continue
+            state = states[p]
+            if (type(grad) is Tensor and (keeps.get(type(p)) or keeps_tensor_methods(type(p)))  # (not a sparse leaf)
+                    and grad._data.shape == p._data.shape and grad._data.dtype == p._data.dtype
+                    and p._data.dtype.kind != "c"):
+                if not state:
+                    new_state(p, state, group)
+                exp_avg = state["exp_avg"]
+                if keeps.get(type(exp_avg)) or keeps_tensor_methods(type(exp_avg)):
+                    adam_step(p, grad.neg() if maximize else grad, exp_avg, state["exp_avg_sq"],
+                              state.get("max_exp_avg_sq"), state["step"], lr, beta1, beta2, weight_decay, eps, amsgrad,
+                              decoupled)
+                    continue
+            self._step_parameter(p, grad, state, group)
+
     def update(self, param, grad, state, group):
-        global _adam_step
         if not state:
-            state["step"] = scalar_tensor(0.0, fused=group["fused"])
-            state["exp_avg"] = autograd.zeros_like(param)
-            state["exp_avg_sq"] = autograd.zeros_like(param)
-            if group["amsgrad"]:
-                state["max_exp_avg_sq"] = autograd.zeros_like(param)
+            new_state(param, state, group)
         lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
         if (group["fused"] or one_call_is_the_same(param, state, group)) and grad._data.dtype == param._data.dtype:
             # the count, then the same arithmetic in one call on the arrays (ops/fused_adam.py, _fused_adam_'s and
-            # _fused_adamw_'s step of one parameter): to the last bit, and faster. (Imported at the first step: the
-            # module of autograd._fused_adam_ loads on first use, not with `import optim`; then kept: an import
-            # statement at every parameter's step costs half a microsecond each time)
-            if _adam_step is None:
-                from autograd.ops.fused_adam import adam_step as _adam_step
-
-            _adam_step(param, grad, state["exp_avg"], state["exp_avg_sq"], state.get("max_exp_avg_sq"), state["step"],
-                       lr, beta1, beta2, group["weight_decay"], eps, group["amsgrad"],
-                       group.get("decoupled_weight_decay"))
+            # _fused_adamw_'s step of one parameter): to the last bit, and faster
+            one_call_step()(param, grad, state["exp_avg"], state["exp_avg_sq"], state.get("max_exp_avg_sq"),
+                            state["step"], lr, beta1, beta2, group["weight_decay"], eps, group["amsgrad"],
+                            group.get("decoupled_weight_decay"))
             return
         step = state["step"].add_(1).item()
         grad = apply_weight_decay(param, grad, group)
@@ -124,7 +149,26 @@ class Adam(AdamFamily):
         check_tensor_options(group)
 
 
-_adam_step = None  # ops/fused_adam.adam_step, once Adam.update has loaded it
+def new_state(param, state, group):
+    """Adam's state of ``param`` at its first step: the count (a scalar-dtype Tensor) and the moments, zeros."""
+    state["step"] = scalar_tensor(0.0, fused=group["fused"])
+    state["exp_avg"] = autograd.zeros_like(param)
+    state["exp_avg_sq"] = autograd.zeros_like(param)
+    if group["amsgrad"]:
+        state["max_exp_avg_sq"] = autograd.zeros_like(param)
+
+
+def one_call_step():
+    """``ops/fused_adam.adam_step``, the one-call step of a parameter: imported at the first step (the module of
+    autograd._fused_adam_ loads on first use, not with `import optim`), then kept (an import statement at every
+    step costs half a microsecond each time)."""
+    global _adam_step
+    if _adam_step is None:
+        from autograd.ops.fused_adam import adam_step as _adam_step
+    return _adam_step
+
+
+_adam_step = None  # ops/fused_adam.adam_step, once one_call_step has loaded it
 
 
 class AdamW(Adam):
@@ -144,23 +188,31 @@ _keeps_tensor_methods = {}  # class -> whether it overrides none of them (asked 
 
 def one_call_is_the_same(param, state, group):
     """Whether Adam's step through the Tensor methods may run as the one-call arithmetic instead, with the same
-    result to the last bit: not recorded (``differentiable``), the options plain numbers (a Tensor lr or beta
-    is an operand of the methods' arithmetic), and neither the parameter nor its moments of a class that
-    overrides a method the step calls (a Tensor subclass sees its own methods called, as in PyTorch)."""
+    result to the last bit: the group's options plain (``plain_options``), and neither the parameter nor its
+    moments of a class that overrides a method the step calls (a Tensor subclass sees its own methods called, as
+    in PyTorch)."""
+    return plain_options(group) and keeps_tensor_methods(type(param)) and keeps_tensor_methods(type(state["exp_avg"]))
+
+
+def plain_options(group):
+    """Whether the group's step is not recorded (``differentiable``) and its options are plain numbers (a Tensor
+    lr or beta is an operand of the methods' arithmetic)."""
     if group["differentiable"]:
         return False
     for option in (group["lr"], *group["betas"], group["eps"], group["weight_decay"]):
         if type(option) is not float and type(option) is not int:
             return False
-    for tensor in (param, state["exp_avg"]):
-        cls = type(tensor)
-        keeps = _keeps_tensor_methods.get(cls)
-        if keeps is None:
-            keeps = _keeps_tensor_methods[cls] = all(getattr(cls, name) is getattr(Tensor, name)
-                                                     for name in _METHODS_STEPPED_THROUGH)
-        if not keeps:
-            return False
     return True
+
+
+def keeps_tensor_methods(cls):
+    """Whether ``cls`` is Tensor or a subclass that overrides none of the methods Adam's step calls (asked once per
+    class)."""
+    keeps = _keeps_tensor_methods.get(cls)
+    if keeps is None:
+        keeps = _keeps_tensor_methods[cls] = issubclass(cls, Tensor) and all(
+            getattr(cls, name) is getattr(Tensor, name) for name in _METHODS_STEPPED_THROUGH)
+    return keeps
 
 
 def apply_weight_decay(param, grad, group):

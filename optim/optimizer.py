@@ -100,22 +100,24 @@ def _with_step_hooks(step):
             self._opt_called = True
         if self.__dict__.get("_in_step"):
             return step(*args, **kwargs)
-        own_pre, own_post = (self.__dict__.get(name, {}) for name in ("_optimizer_step_pre_hooks",
-                                                                       "_optimizer_step_post_hooks"))
-        for hook in list(itertools.chain(_global_optimizer_pre_hooks.values(), own_pre.values())):
-            result = hook(self, args, kwargs)
-            if result is not None:
-                if not (isinstance(result, tuple) and len(result) == 2):
-                    raise RuntimeError(f"{step} must return None or a tuple of (new_args, new_kwargs), "
-                                       f"but got {result}.")
-                args, kwargs = result
+        own_pre = self.__dict__.get("_optimizer_step_pre_hooks", {})
+        own_post = self.__dict__.get("_optimizer_step_post_hooks", {})
+        if _global_optimizer_pre_hooks or own_pre:  # (most steps have none: no list made for them)
+            for hook in list(itertools.chain(_global_optimizer_pre_hooks.values(), own_pre.values())):
+                result = hook(self, args, kwargs)
+                if result is not None:
+                    if not (isinstance(result, tuple) and len(result) == 2):
+                        raise RuntimeError(f"{step} must return None or a tuple of (new_args, new_kwargs), "
+                                           f"but got {result}.")
+                    args, kwargs = result
         self._in_step = True
         try:
             out = step(*args, **kwargs)
         finally:
             self._in_step = False
-        for hook in list(itertools.chain(own_post.values(), _global_optimizer_post_hooks.values())):
-            hook(self, args, kwargs)
+        if own_post or _global_optimizer_post_hooks:
+            for hook in list(itertools.chain(own_post.values(), _global_optimizer_post_hooks.values())):
+                hook(self, args, kwargs)
         return out
 
     hooked_step.hooked = True
@@ -343,13 +345,23 @@ class Optimizer:
                 loss = closure()
         with set_grad_enabled(bool(self.defaults.get("differentiable"))):  # PyTorch's: the defaults' flag
             for group in self.param_groups:
-                for p in group["params"]:
-                    if p.grad is None:
-                        continue
-                    self._update_parameter(p, p.grad, self.state[p], group)
-                    if not self.state[p]:  # (an update that keeps nothing leaves no entry, as PyTorch's)
-                        del self.state[p]
+                self._step_group(group)
         return loss
+
+    def _step_group(self, group):
+        """The step of each parameter of ``group`` that has a gradient, in order. (Adam's takes a shorter road to
+        the same numbers where the group's options allow it.)"""
+        for p in group["params"]:
+            grad = p.grad
+            if grad is not None:
+                self._step_parameter(p, grad, self.state[p], group)
+
+    def _step_parameter(self, p, grad, state, group):
+        """``_update_parameter`` of ``p`` with its ``state`` (``self.state[p]``); an update that keeps nothing leaves
+        no entry, as PyTorch's."""
+        self._update_parameter(p, grad, state, group)
+        if not self.state[p]:
+            del self.state[p]
 
     def sparse_gradient(self, grad, group):
         """What ``update`` takes for a sparse gradient (autograd.sparse: an Embedding's with sparse=True): PyTorch's
