@@ -19,6 +19,8 @@ class Adadelta(Optimizer):
     ``foreach`` and ``capturable`` are accepted and ignored.
     """
 
+    capturable_xla = (False, False)  # (PyTorch's lists for Adadelta name no xla)
+
     def __init__(self, params, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0, foreach=None, *, capturable=False,
                  maximize=False, differentiable=False):
         super().__init__(params, dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize,

@@ -19,6 +19,8 @@ class ASGD(Optimizer):
     PyTorch's). ``foreach`` and ``capturable`` are accepted and ignored.
     """
 
+    capturable_tensors = "params, mus, etas, and state_steps"  # (PyTorch's capturable check)
+
     def __init__(self, params, lr=1e-2, lambd=1e-4, alpha=0.75, t0=1e6, weight_decay=0, foreach=None,
                  maximize=False, differentiable=False, capturable=False):
         super().__init__(params, dict(lr=lr, lambd=lambd, alpha=alpha, t0=t0, weight_decay=weight_decay,

@@ -278,6 +278,8 @@ class Optimizer:
                 raise TypeError(f"Invalid learning rate: {group['lr']!r} is a str; lr must be a number "
                                 f"(lr=float({group['lr']!r}))")
             require(group["lr"] >= 0, f"Invalid learning rate: {group['lr']}")
+        if group.get("fused") and group.get("differentiable"):
+            raise RuntimeError("`fused` does not support `differentiable`")
         if group.get("fused") and group.get("foreach"):
             raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
 
@@ -343,6 +345,8 @@ class Optimizer:
                 loss = closure()
         with set_grad_enabled(bool(self.defaults.get("differentiable"))):  # PyTorch's: the defaults' flag
             for group in self.param_groups:
+                if "capturable" in group and group["capturable"] or "fused" in group and group["fused"]:
+                    self.check_step_devices(group)  # (tested without a call: nothing more on the hot path)
                 for p in group["params"]:
                     if p.grad is None:
                         continue
@@ -350,6 +354,31 @@ class Optimizer:
                     if not self.state[p]:  # (an update that keeps nothing leaves no entry, as PyTorch's)
                         del self.state[p]
         return loss
+
+    def check_step_devices(self, group):
+        """PyTorch's checks at the step of a ``fused`` or ``capturable`` group, over its parameters that have a
+        gradient. A fused kernel takes floating-point tensors on its devices (the CPU among them): RuntimeError
+        for a complex or integer one. ``capturable`` (a step safe to capture in a CUDA graph) asks for tensors on an
+        accelerator, which PyTorch asserts: on the CPU, its AssertionError (with ``fused`` too, whose path checks
+        no more than its own devices). Which of PyTorch's messages: ``capturable_tensors`` and ``capturable_xla``."""
+        from .pytorch_helpers import _device_dtype_check_for_fused, _get_capturable_supported_devices
+
+        params = [p for p in group["params"] if p.grad is not None]
+        if group.get("fused"):
+            for p in params:
+                _device_dtype_check_for_fused(p)
+            return
+        devices = _get_capturable_supported_devices(self.capturable_xla[bool(group.get("foreach"))])
+        for p in params:
+            if p.device.type not in devices:
+                raise AssertionError(f"If capturable=True, {self.capturable_tensors} must be on supported devices: "
+                                     f"{devices}. (A parameter of shape {tuple(p.shape)} is on {p.device}: leave "
+                                     "capturable False on the CPU.)")
+
+    # what PyTorch's capturable check names (NAdam and ASGD name their step tensors too), and whether its list of
+    # devices has xla, on the single-tensor path and on the foreach one
+    capturable_tensors = "params and state_steps"
+    capturable_xla = (True, False)
 
     def sparse_gradient(self, grad, group):
         """What ``update`` takes for a sparse gradient (autograd.sparse: an Embedding's with sparse=True): PyTorch's

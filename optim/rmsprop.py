@@ -18,6 +18,8 @@ class RMSprop(Optimizer):
     ``foreach`` and ``capturable`` are accepted and ignored.
     """
 
+    capturable_xla = (True, True)  # (PyTorch's lists for RMSprop name xla on both paths)
+
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0, centered=False,
                  capturable=False, foreach=None, maximize=False, differentiable=False):
         # in PyTorch's order: state_dict() prints a param group's keys in it

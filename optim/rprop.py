@@ -18,6 +18,8 @@ class Rprop(Optimizer):
     ``foreach`` and ``capturable`` are accepted and ignored.
     """
 
+    capturable_xla = (True, True)  # (PyTorch's lists for Rprop name xla on both paths)
+
     def __init__(self, params, lr=1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50), *, capturable=False, foreach=None,
                  maximize=False, differentiable=False):
         super().__init__(params, dict(lr=lr, etas=etas, step_sizes=step_sizes, foreach=foreach, maximize=maximize,
