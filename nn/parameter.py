@@ -70,7 +70,7 @@ def _not_a_tensor(data):
     kind = f"{type(data).__module__}.{type(data).__name__}".removeprefix("builtins.")
     shape = getattr(data, "shape", None)
     described = kind if shape is None else f"{kind} of shape {tuple(shape)}"
-    return NotATensorDataError(f"'{type(data).__name__}' object has no attribute 'detach': nn.Parameter takes a "
+    return NotATensorDataError(f"'{kind}' object has no attribute 'detach': nn.Parameter takes a "
                                f"Tensor (or None), not a {described}; write nn.Parameter(autograd.tensor(data))")
 
 
