@@ -14,6 +14,9 @@ class AdamFamily(Optimizer):
     def check_hyperparameters(self, group):
         super().check_hyperparameters(group)
         require(group["eps"] >= 0, f"Invalid epsilon value: {group['eps']}")
+        if len(group["betas"]) < 2:  # (PyTorch's IndexError, from its check of betas[1])
+            raise IndexError(f"tuple index out of range: betas={group['betas']!r} needs two coefficients, "
+                             "(beta1, beta2)")
         for i, beta in enumerate(group["betas"]):
             require(0 <= beta < 1, f"Invalid beta parameter at index {i}: {beta} (must be in [0, 1))")
         require(group["weight_decay"] >= 0, f"Invalid weight_decay value: {group['weight_decay']}")

@@ -296,3 +296,76 @@ def test_det_gradient_at_a_singular_complex_matrix_as_pytorchs(T, case):
                             [5.55 + 1.35j, -11.1 - 2.7j, 5.55 + 1.35j],
                             [-2.775 - 0.675j, 5.55 + 1.35j, -2.775 - 0.675j]]}[case]  # (PyTorch 2.13's)
     np.testing.assert_allclose(grad.detach().numpy(), theirs, atol=1e-10)
+
+
+# -- argument checks found by probing (session 33) ------------------------------------------------------------------
+
+
+def _functional(T):
+    return importlib.import_module("nn.functional") if T is autograd else T.nn.functional
+
+
+@pytest.mark.parametrize("target", [0, 0.3, [0], [0.3]], ids=["int", "float", "int-1d", "float-1d"])
+def test_losses_of_0d_scores_raise_pytorchs_error_class(T, target):
+    F = _functional(T)
+    scores = T.tensor(0.5)
+    with pytest.raises(ValueError, match=r"^Expected 1 or more dimensions \(got 0\)"):
+        F.nll_loss(scores, T.tensor(target))
+    # (PyTorch: RuntimeError for an integer 0-d target, IndexError for the others; ours is both)
+    error = RuntimeError if target == 0 else IndexError
+    with pytest.raises(error):
+        F.cross_entropy(scores, T.tensor(target))
+
+
+def test_cross_entropy_of_0d_scores_names_the_missing_class_dim():
+    F = _functional(autograd)
+    with pytest.raises(IndexError, match=r"cross_entropy: the input is 0-d, with no class dim"):
+        F.cross_entropy(autograd.tensor(0.5), autograd.tensor(0))
+
+
+@pytest.mark.parametrize("name", ["zeros", "ones", "empty", "rand", "randn"])
+def test_factories_without_a_size_raise_type_error(T, name):
+    with pytest.raises(TypeError, match=f"{name}\\(\\)"):
+        getattr(T, name)()
+    for made in (getattr(T, name)(()), getattr(T, name)(size=()), getattr(T, name)([])):
+        assert tuple(made.shape) == () and made.dtype == T.float32
+    assert tuple(getattr(T, name)(2, 3).shape) == (2, 3)
+
+
+def test_trunc_normal_bounds(T):
+    nn, _ = _nn_optim(T)
+    with pytest.raises(RuntimeError, match=r"uniform_ expects to return a \[from, to\) range, but found "
+                                           r"from=2(.0)? > to=-2(.0)?"):
+        nn.init.trunc_normal_(T.empty(3), a=2.0, b=-2.0)
+    assert nn.init.trunc_normal_(T.empty(3), a=1.0, b=1.0).tolist() == [1.0, 1.0, 1.0]  # (one point: a)
+
+
+@pytest.mark.parametrize("nonlinearity", ["linear", "conv2d", "conv_transpose3d", "sigmoid"])
+def test_calculate_gain_of_linear_maps_is_the_int_one(T, nonlinearity):
+    nn, _ = _nn_optim(T)
+    gain = nn.init.calculate_gain(nonlinearity)
+    assert gain == 1 and type(gain) is int
+
+
+@pytest.mark.parametrize("name", ["Adam", "AdamW", "Adamax", "NAdam", "RAdam"])
+def test_betas_of_one_coefficient_raise_index_error_at_construction(T, name):
+    nn, optim = _nn_optim(T)
+    with pytest.raises(IndexError, match="tuple index out of range"):
+        getattr(optim, name)([nn.Parameter(T.ones(2))], betas=(0.9,))
+
+
+@pytest.mark.parametrize("input_shape, bias_shape, dim, target", [((2, 3), (3,), 1, [2, 4]), ((3,), (2,), None, None),
+                                                                  ((5, 2, 3), (2, 3), 2, [5, 2, 4])])
+def test_linear_with_a_bias_that_does_not_fit_the_output(T, input_shape, bias_shape, dim, target):
+    F = _functional(T)
+    x, weight, bias = T.ones(*input_shape), T.ones(4, 3), T.ones(*bias_shape)
+    with pytest.raises(RuntimeError) as raised:
+        F.linear(x, weight, bias)
+    if T is autograd:
+        message = str(raised.value)
+        assert f"The expanded size of the tensor (4) must match the existing size ({bias_shape[-1]})" in message
+        assert f"linear: a bias of shape {bias_shape} for an output of shape" in message
+        assert "it needs one entry per output feature, shape (4,)" in message
+        if target is not None:
+            assert f"at non-singleton dimension {dim}.  Target sizes: {target}" in message
+    assert F.linear(T.ones(2, 3), weight, T.ones(4)).tolist() == [[4.0] * 4] * 2
