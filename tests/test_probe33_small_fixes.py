@@ -369,3 +369,11 @@ def test_linear_with_a_bias_that_does_not_fit_the_output(T, input_shape, bias_sh
         if target is not None:
             assert f"at non-singleton dimension {dim}.  Target sizes: {target}" in message
     assert F.linear(T.ones(2, 3), weight, T.ones(4)).tolist() == [[4.0] * 4] * 2
+
+
+def test_softplus_with_beta_zero_is_inf(T):
+    """ln(1 + e^(0·x)) / 0 = ln 2 / 0: PyTorch's inf everywhere, not a ZeroDivisionError."""
+    F = _functional(T)
+    assert F.softplus(T.tensor([-1.0, 0.0, 3.0]), beta=0).tolist() == [float("inf")] * 3
+    np.testing.assert_allclose(F.softplus(T.tensor([-1.0, 0.0, 3.0]), beta=2).numpy(),
+                               np.log1p(np.exp(2 * np.array([-1.0, 0.0, 3.0]))) / 2, rtol=1e-6)
