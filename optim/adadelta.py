@@ -16,7 +16,8 @@ class Adadelta(Optimizer):
         W ← W - η Δ
 
     The units of Δ match W's, so no global learning rate is needed (η = 1).
-    ``foreach`` and ``capturable`` are accepted and ignored.
+    ``foreach`` is accepted and ignored; ``capturable=True`` is refused at the step (PyTorch's
+    AssertionError on the CPU).
     """
 
     capturable_xla = (False, False)  # (PyTorch's lists for Adadelta name no xla)

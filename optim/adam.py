@@ -66,8 +66,8 @@ class Adam(AdamFamily):
     ``fused=True`` runs the same arithmetic as one call per parameter on its arrays
     (``autograd._fused_adam_``, as PyTorch's fused kernel: faster, and it bypasses the
     parameters' own in-place methods). The default does too wherever that cannot be told apart
-    from stepping through the methods (``one_call_is_the_same``); ``foreach`` and ``capturable``
-    are accepted and ignored.
+    from stepping through the methods (``one_call_is_the_same``); ``foreach`` is accepted and
+    ignored; ``capturable=True`` is refused at the step unless fused (PyTorch's AssertionError on the CPU).
     ``differentiable=True`` records the step in the graph, in PyTorch's order for that path (the bias
     corrections as scalar-dtype Tensors, from the ``step`` Tensor). lr and betas may be Tensors.
     """

@@ -20,7 +20,8 @@ class NAdam(AdamFamily):
     The last line is Nesterov's look-ahead: the step uses the momentum of the
     next iteration. ``mu_product`` is a scalar-dtype Tensor as PyTorch's (float32
     unless the default dtype is float64; ``load_state_dict`` gives it the parameter's
-    dtype, as PyTorch's). ``foreach`` and ``capturable`` are accepted and ignored.
+    dtype, as PyTorch's). ``foreach`` is accepted and ignored; ``capturable=True`` is refused at the step (PyTorch's
+    AssertionError on the CPU).
     """
 
     capturable_tensors = "params, mu_products and state_steps"  # (PyTorch's capturable check)

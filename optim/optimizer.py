@@ -11,7 +11,9 @@ one write door: its version counter moves, and a graph that saved the old
 value refuses to backpropagate through it.
 
 PyTorch's keywords ``foreach``, ``fused`` and ``capturable`` are accepted and
-recorded in the groups but change nothing here: there is one (single-tensor)
+recorded in the groups, and checked at the step as PyTorch checks them (``capturable=True``
+needs an accelerator: on the CPU, PyTorch's AssertionError; ``fused`` takes floating-point
+parameters only), but change no arithmetic here: there is one (single-tensor)
 implementation, in the order of operations of PyTorch's single-tensor path,
 on the CPU (Adam's and NAdam's ``differentiable=True`` follow PyTorch's recorded path,
 whose step factors are scalar-dtype Tensors).
@@ -346,7 +348,8 @@ class Optimizer:
         with set_grad_enabled(bool(self.defaults.get("differentiable"))):  # PyTorch's: the defaults' flag
             for group in self.param_groups:
                 if "capturable" in group and group["capturable"] or "fused" in group and group["fused"]:
-                    self.check_step_devices(group)  # (tested without a call: nothing more on the hot path)
+                    # (tested without a call: nothing more on the hot path)
+                    self.check_step_devices(group, [p for p in group["params"] if p.grad is not None])
                 for p in group["params"]:
                     if p.grad is None:
                         continue
@@ -355,15 +358,15 @@ class Optimizer:
                         del self.state[p]
         return loss
 
-    def check_step_devices(self, group):
-        """PyTorch's checks at the step of a ``fused`` or ``capturable`` group, over its parameters that have a
-        gradient. A fused kernel takes floating-point tensors on its devices (the CPU among them): RuntimeError
-        for a complex or integer one. ``capturable`` (a step safe to capture in a CUDA graph) asks for tensors on an
-        accelerator, which PyTorch asserts: on the CPU, its AssertionError (with ``fused`` too, whose path checks
-        no more than its own devices). Which of PyTorch's messages: ``capturable_tensors`` and ``capturable_xla``."""
+    def check_step_devices(self, group, params):
+        """PyTorch's checks at the step of a ``fused`` or ``capturable`` group, over the parameters it steps (those
+        with a gradient; the functional forms' all). A fused kernel takes floating-point tensors on its devices (the
+        CPU among them): RuntimeError for a complex or integer one. ``capturable`` (a step safe to capture in a CUDA
+        graph) asks for tensors on an accelerator, which PyTorch asserts: on the CPU, its AssertionError (not with
+        ``fused`` too, whose path checks only its own devices). Which of PyTorch's messages: ``capturable_tensors``
+        and ``capturable_xla``."""
         from .pytorch_helpers import _device_dtype_check_for_fused, _get_capturable_supported_devices
 
-        params = [p for p in group["params"] if p.grad is not None]
         if group.get("fused"):
             for p in params:
                 _device_dtype_check_for_fused(p)

@@ -15,7 +15,8 @@ class RMSprop(Optimizer):
         b ← μ b + g / d;  W ← W - η b             with momentum μ > 0
         W ← W - η g / d                           otherwise
 
-    ``foreach`` and ``capturable`` are accepted and ignored.
+    ``foreach`` is accepted and ignored; ``capturable=True`` is refused at the step (PyTorch's
+    AssertionError on the CPU).
     """
 
     capturable_xla = (True, True)  # (PyTorch's lists for RMSprop name xla on both paths)

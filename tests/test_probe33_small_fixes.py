@@ -377,3 +377,38 @@ def test_softplus_with_beta_zero_is_inf(T):
     assert F.softplus(T.tensor([-1.0, 0.0, 3.0]), beta=0).tolist() == [float("inf")] * 3
     np.testing.assert_allclose(F.softplus(T.tensor([-1.0, 0.0, 3.0]), beta=2).numpy(),
                                np.log1p(np.exp(2 * np.array([-1.0, 0.0, 3.0]))) / 2, rtol=1e-6)
+
+
+def _functional_step(T, name):
+    return getattr(importlib.import_module(f"{'optim' if T is autograd else 'torch.optim'}.{name}"), name)
+
+
+@pytest.mark.parametrize("foreach, fused, xla", [(False, None, True), (True, None, False), (False, True, None)])
+def test_functional_adam_checks_capturable_as_the_optimizer(T, foreach, fused, xla):
+    adam = _functional_step(T, "adam")
+    p = T.ones(2)
+
+    def step():
+        adam([p], [T.ones(2)], [T.zeros(2)], [T.zeros(2)], [], [T.tensor(0.0)], capturable=True, foreach=foreach,
+             fused=fused, amsgrad=False, beta1=0.9, beta2=0.99, lr=0.1, weight_decay=0, eps=1e-8, maximize=False)
+
+    if xla is None:  # (fused: its path steps, capturable or not)
+        step()
+        np.testing.assert_allclose(p.numpy(), 0.9, rtol=1e-6)
+        return
+    devices = str(DEVICES + ["xla"] * xla).replace("[", r"\[").replace("]", r"\]")
+    with pytest.raises(AssertionError, match=f"If capturable=True, params and state_steps must be on supported "
+                                             f"devices: {devices}"):
+        step()
+    assert p.tolist() == [1.0, 1.0]
+
+
+def test_functional_rmsprop_checks_capturable(T):
+    rmsprop = _functional_step(T, "rmsprop")
+    p = T.ones(2)
+    with pytest.raises(AssertionError, match="If capturable=True, params and state_steps must be on supported"):
+        rmsprop([p], [T.ones(2)], [T.zeros(2)], [], [], [T.tensor(0.0)], capturable=True, lr=0.1, alpha=0.9,
+                eps=1e-8, weight_decay=0, momentum=0, centered=False)
+    rmsprop([p], [T.ones(2)], [T.zeros(2)], [], [], [T.tensor(0.0)], lr=0.1, alpha=0.9, eps=1e-8, weight_decay=0,
+            momentum=0, centered=False)
+    np.testing.assert_allclose(p.numpy(), 1 - 0.1 / (np.sqrt(0.1) + 1e-8), rtol=1e-6)
