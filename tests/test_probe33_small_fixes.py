@@ -412,3 +412,28 @@ def test_functional_rmsprop_checks_capturable(T):
     rmsprop([p], [T.ones(2)], [T.zeros(2)], [], [], [T.tensor(0.0)], lr=0.1, alpha=0.9, eps=1e-8, weight_decay=0,
             momentum=0, centered=False)
     np.testing.assert_allclose(p.numpy(), 1 - 0.1 / (np.sqrt(0.1) + 1e-8), rtol=1e-6)
+
+
+@pytest.mark.parametrize("part", ["logabsdet", "logdet", "sign"])
+def test_log_determinant_gradients_at_a_singular_complex_matrix_are_nan(T, part):
+    """ln|det A| and its sign at det A = 0: A⁻ᴴ does not exist, so PyTorch's gradient is NaN; here too (it raised)."""
+    x = T.tensor([[1.0, 2.0], [2.0, 4.0]], dtype=T.complex128, requires_grad=True)
+    value = {"logabsdet": lambda: T.linalg.slogdet(x)[1], "logdet": lambda: T.logdet(x).real,
+             "sign": lambda: (T.linalg.slogdet(x)[0] * (0.3 - 0.7j)).real}[part]()
+    value.backward()
+    assert x.grad.dtype == T.complex128 and np.isnan(x.grad.numpy()).all()
+
+
+def test_log_determinant_gradient_of_a_batch_with_a_singular_complex_matrix():
+    regular = np.array([[2.0, 1j], [0.5, 3.0]])
+    x = autograd.tensor(np.stack([np.array([[1.0, 2.0], [2.0, 4.0]]), regular]), dtype=autograd.complex128,
+                        requires_grad=True)
+    autograd.linalg.slogdet(x)[1].sum().backward()
+    assert np.isnan(x.grad.numpy()[0]).all()
+    np.testing.assert_allclose(x.grad.numpy()[1], np.linalg.inv(regular).conj().T, rtol=1e-12)
+
+
+def test_log_determinant_gradient_at_a_singular_real_matrix_is_infinite(T):
+    x = T.tensor([[1.0, 2.0], [2.0, 4.0]], dtype=T.float64, requires_grad=True)
+    T.linalg.slogdet(x)[1].backward()
+    assert np.isinf(x.grad.numpy()).all()  # (cof A / det A; the signs follow the signed zero of det A)

@@ -240,13 +240,18 @@ class LogAbsDet(Primitive):
         return xp.linalg.slogdet(a)[1]
 
     def backward(self, grad, y, a):
-        try:
-            per_unit = Inverse.apply(a).mH
-        except LinAlgError:  # a singular matrix in the batch: its gradient is ±inf (NaN where a cofactor is 0),
-            if a.dtype.kind == "c":  # as PyTorch's, not an error
-                raise
-            per_unit = Cofactors.apply(a) / shape.unsqueeze(shape.unsqueeze(Det.apply(a), -1), -1)
-        return (shape.unsqueeze(shape.unsqueeze(grad, -1), -1) * per_unit,)
+        return (shape.unsqueeze(shape.unsqueeze(grad, -1), -1) * _inverse_adjoint(a),)
+
+
+def _inverse_adjoint(a):
+    """A⁻ᴴ (A⁻ᵀ for a real A): at a singular matrix of the batch conj(cof A / det A), which is ±inf there (NaN
+    where a cofactor is 0; for a complex A, NaN), as PyTorch's gradients of ln|det A| and of its sign, not an
+    error."""
+    try:
+        return Inverse.apply(a).mH
+    except LinAlgError:
+        per_unit = Cofactors.apply(a) / shape.unsqueeze(shape.unsqueeze(Det.apply(a), -1), -1)
+        return per_unit.conj() if a.dtype.kind == "c" else per_unit
 
 
 class DetSign(Primitive):
@@ -266,7 +271,7 @@ class DetSign(Primitive):
         if s._data.dtype.kind != "c":
             return (None,)
         turn = (s.conj() * grad).imag * 1j  # i · Im(s̄ dL/ds), per matrix
-        return (shape.unsqueeze(shape.unsqueeze(turn, -1), -1) * Inverse.apply(a).mH,)
+        return (shape.unsqueeze(shape.unsqueeze(turn, -1), -1) * _inverse_adjoint(a),)
 
 
 @refuses_half(low_precision("linalg.slogdet"))
