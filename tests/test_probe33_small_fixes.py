@@ -323,15 +323,6 @@ def test_cross_entropy_of_0d_scores_names_the_missing_class_dim():
         F.cross_entropy(autograd.tensor(0.5), autograd.tensor(0))
 
 
-@pytest.mark.parametrize("name", ["zeros", "ones", "empty", "rand", "randn"])
-def test_factories_without_a_size_raise_type_error(T, name):
-    with pytest.raises(TypeError, match=f"{name}\\(\\)"):
-        getattr(T, name)()
-    for made in (getattr(T, name)(()), getattr(T, name)(size=()), getattr(T, name)([])):
-        assert tuple(made.shape) == () and made.dtype == T.float32
-    assert tuple(getattr(T, name)(2, 3).shape) == (2, 3)
-
-
 def test_trunc_normal_bounds(T):
     nn, _ = _nn_optim(T)
     with pytest.raises(RuntimeError, match=r"uniform_ expects to return a \[from, to\) range, but found "
