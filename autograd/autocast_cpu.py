@@ -14,7 +14,13 @@ By the names of our public functions and Tensor methods, PyTorch's CPU lists are
 - float32 (``FP32``): the losses, reductions that lose much in float16 (prod, quantile, trace, cdist), linear
   algebra's factorizations and solvers, the FFTs, 3-d pooling, reflection and replication padding, grid sampling,
   and local_response_norm beyond 3 dimensions (PyTorch's sums its window by avg_pool3d there);
-- promote (``PROMOTE``): cat, stack and index_copy, at the widest floating dtype of their tensors.
+- promote (``PROMOTE``): cat, stack and index_copy, at the widest floating dtype of their tensors;
+- float16 results (``PRODUCT_LAST``): the functions PyTorch builds from a float32 factorization and a final
+  product, which it lowers: linalg.pinv (an SVD or eigh, then a product; its input is not cast, so a float16 one
+  is refused, as PyTorch's), matrix_power for n ≤ -2 (an inverse, then products; n = -1 is the float32 inverse),
+  svd_lowrank's and pca_lowrank's U (Q times the small SVD's U; S and V stay float32, and a float16 input is
+  taken, as PyTorch's products take it). Here the function runs in float32 (pinv: in its input's dtype) and those
+  results are cast once: PyTorch's values to float16's rounding (its products round on the way, these at the end).
 
 Every other op runs in its inputs' dtypes: a float16 activation stays float16 through relu, softmax and a norm, as
 PyTorch's CPU autocast leaves them. A tensor is cast when it is floating and not float64 (PyTorch's rule: a
@@ -55,6 +61,9 @@ FP32 = frozenset((
     "binary_cross_entropy_with_logits", "binary_cross_entropy"))
 
 PROMOTE = frozenset(("cat", "concat", "concatenate", "stack", "index_copy"))
+
+# which results become float16 (None: the result; an int: that item of the tuple), the call running in float32
+PRODUCT_LAST = {"pinv": None, "svd_lowrank": 0, "pca_lowrank": 0}
 
 _PADDING_IN_FLOAT32 = {"reflect": (2, 4), "replicate": (2, 4, 6)}  # F.pad's modes PyTorch lists, by len(pad)
 _MATRIX_POWERS = ("matrix_power", "tensor_matrix_power")  # (linalg.matrix_power; torch.matrix_power, the method)
@@ -110,15 +119,43 @@ def _policy(name, args, kwargs):
         pad = kwargs.get("pad", args[1] if len(args) > 1 else ())
         mode = kwargs.get("mode", args[2] if len(args) > 2 else "constant")
         return backend.float32 if len(pad) in _PADDING_IN_FLOAT32.get(mode, ()) else None
-    if name in _MATRIX_POWERS:  # (PyTorch's: products for n ≥ 2; a copy for n = 0, 1)
-        n = kwargs.get("n", args[1] if len(args) > 1 else 0)
-        return backend.float16 if isinstance(n, int) and n >= 2 else None
+    if name in PRODUCT_LAST:
+        return None if name == "pinv" else backend.float32
+    if name in _MATRIX_POWERS:  # (PyTorch's: products for n ≥ 2; a copy for n = 0, 1; an inverse for n < 0)
+        n = _power(args, kwargs)
+        return backend.float16 if n >= 2 else backend.float32 if n < 0 else None
     if name in _GATED_RECURRENCES:  # (PyTorch lowers their products, and a float32 input or state promotes the
         return backend.float16 if _all_float16(args[:2]) else backend.float32  # gates' float16 back to float32)
     if name == "local_response_norm":  # (PyTorch's sums the window by avg_pool3d beyond 3 dimensions)
         input = kwargs.get("input", args[0] if args else None)
         return backend.float32 if isinstance(input, Tensor) and input.ndim > 3 else None
     return None
+
+
+def _power(args, kwargs):
+    n = kwargs.get("n", args[1] if len(args) > 1 else 0)
+    return n if isinstance(n, int) else 0
+
+
+def _lowered_results(name, args, kwargs, result):
+    """``result`` with the outputs PyTorch's last product gives in float16 cast to it (``PRODUCT_LAST``; matrix_power
+    for n ≤ -2, whose inverse is float32 and whose products float16), where they are float32 (a float64 call stays
+    float64, as PyTorch's products of float64 operands are not cast). A call writing into ``out`` is left as it is."""
+    if name in _MATRIX_POWERS:
+        if _power(args, kwargs) > -2:
+            return result
+        position = None
+    elif name in PRODUCT_LAST:
+        position = PRODUCT_LAST[name]
+    else:
+        return result
+    if kwargs.get("out") is not None:
+        return result
+    lowered = result if position is None else result[position]
+    if not isinstance(lowered, Tensor) or lowered._data.dtype != backend.float32:
+        return result
+    lowered = lowered.to(backend.float16)
+    return lowered if position is None else (*result[:position], lowered, *result[position + 1:])
 
 
 class CpuAutocast(TorchFunctionMode):
@@ -129,7 +166,10 @@ class CpuAutocast(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if amp.is_autocast_enabled("cpu"):  # (off: an inner autocast(enabled=False) block)
-            dtype = _policy(getattr(func, "__name__", None), args, kwargs)
+            name = getattr(func, "__name__", None)
+            dtype = _policy(name, args, kwargs)
             if dtype is not None:  # (amp's rule for what is cast: floating tensors, float64 excepted)
                 args, kwargs = amp._cast(args, "cpu", dtype, _cast_once), amp._cast(kwargs, "cpu", dtype, _cast_once)
+            if name in PRODUCT_LAST or name in _MATRIX_POWERS:
+                return _lowered_results(name, args, kwargs, func(*args, **kwargs))
         return func(*args, **kwargs)

@@ -72,6 +72,12 @@ def refuse_non_tensors(where, arguments, tensor_type):
             raise not_a_tensor(where, i, argument)
 
 
+class NotATensorDataError(NotATensorError, AttributeError):
+    """Data that must be a Tensor is something else: ``nn.Parameter([1, 2])``, a list or NumPy array where
+    PyTorch's Parameter calls ``data.detach()`` and so raises AttributeError ("'list' object has no attribute
+    'detach'"). Being a NotATensorError (a TypeError) too, it is caught either way."""
+
+
 class OutOfMemoryError(RuntimeError):
     """PyTorch's ``torch.OutOfMemoryError`` (also ``torch.cuda.OutOfMemoryError``): an allocation on a
     device failed. Programs catch it to retry with a smaller batch. Nothing here raises it on the

@@ -36,7 +36,10 @@ class AffineMap(Primitive):
         else:
             y = x @ weight.T
         if bias is not None:
-            y += bias
+            try:
+                y += bias
+            except ValueError:  # (a bias that does not fit the output; no cost on the path that fits)
+                raise _bias_misfit(y.shape, bias.shape) from None
         return y
 
     def backward(self, grad, y, x, weight, bias=None):
@@ -83,6 +86,21 @@ class AffineMap(Primitive):
             return grad_inputs
         *grad_bias, grad_x, grad_weight_t = replaced
         return (grad_x, None if grad_weight_t is None else grad_weight_t.t(), *grad_bias)
+
+
+def _bias_misfit(output_shape, bias_shape):
+    """PyTorch's ShapeError (a RuntimeError) for a bias that does not expand to linear's output: its expand's words,
+    then which bias would."""
+    where = (f" (linear: a bias of shape {tuple(bias_shape)} for an output of shape {tuple(output_shape)}; it needs "
+             f"one entry per output feature, shape ({output_shape[-1]},))")
+    if len(bias_shape) > len(output_shape):
+        return ShapeError(f"The expanded size of the tensor must not have fewer dims than the tensor{where}")
+    for dim in range(-1, -len(bias_shape) - 1, -1):
+        if bias_shape[dim] not in (1, output_shape[dim]):
+            return ShapeError(f"The expanded size of the tensor ({output_shape[dim]}) must match the existing size "
+                              f"({bias_shape[dim]}) at non-singleton dimension {len(output_shape) + dim}.  Target "
+                              f"sizes: {list(output_shape)}.  Tensor sizes: {list(bias_shape)}{where}")
+    return ShapeError(where.strip(" ()"))
 
 
 class _TransposeOf:

@@ -13,7 +13,7 @@ import numpy
 
 from autograd import Primitive, Tensor
 from autograd.backend import xp
-from autograd.errors import DtypeError, ShapeError, check_same_dtype, not_a_tensor
+from autograd.errors import DtypeError, IndexRangeError, ShapeError, check_same_dtype, not_a_tensor
 from autograd.meta import MetaArray, meta_array
 from autograd.ops.conversion import refuse_kinds, type_name
 from autograd.ops.elementwise import where
@@ -50,6 +50,19 @@ def _refuse_non_tensor_scores(name, input, kernel, kernel_for_images=None):
             error.args = (f"{error.args[0]} (a forward() without a return statement gives None)",)
         raise error
     refuse_kinds(input, kernel if input.ndim <= 2 or kernel_for_images is None else kernel_for_images, "biuc")
+    if not input._data.ndim:  # (the array's ndim: no call on the training step's path)
+        _refuse_scores_without_classes(name)
+
+
+def _refuse_scores_without_classes(name):
+    """0-d scores have no class dim. PyTorch's nll_loss raises ValueError; its cross_entropy RuntimeError or
+    IndexError, by the target's dtype (both here: IndexRangeError)."""
+    wanted = "log-probabilities" if name == "nll_loss" else "scores"
+    where = (f"{name}: the input is 0-d, with no class dim; it needs the {wanted} of each class, of shape (C,), "
+             "(N, C) or (N, C, d1, ...)")
+    if name == "nll_loss":
+        raise ValueError(f"Expected 1 or more dimensions (got 0) ({where})")
+    raise IndexRangeError(where)
 
 
 def _squeezed_batch_of_one(input, target):

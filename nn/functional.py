@@ -168,7 +168,8 @@ def softplus(input, beta=1.0, threshold=20.0, *, out=None):
         return write_out(named_node(softplus(input.float(), beta, threshold).half(), None, "SoftplusBackward0",
                                     (input,)), out)
     scaled = input if beta == 1 else input * beta
-    smooth = scaled.softplus() if beta == 1 else scaled.softplus() * (1.0 / beta)
+    # (β = 0: ln 2 / 0, PyTorch's inf everywhere)
+    smooth = scaled.softplus() if beta == 1 else scaled.softplus() * (1.0 / beta if beta else math.inf)
     return write_out(named_node(autograd.where(scaled > threshold, input, smooth), None, "SoftplusBackward0"), out)
 
 

@@ -29,7 +29,7 @@ def calculate_gain(nonlinearity, param=None):
     linear = {"linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
               "conv_transpose3d", "sigmoid"}
     if nonlinearity in linear:
-        return 1.0
+        return 1  # (an int, as PyTorch's)
     if nonlinearity == "tanh":
         return 5.0 / 3
     if nonlinearity == "relu":
@@ -184,8 +184,9 @@ def trunc_normal_(tensor, mean=0.0, std=1.0, a=-2.0, b=2.0, generator=None):
     than 0.3 of the normal's mass: normal draws, those outside drawn again until none is. Otherwise
     rejection from U(a, b): a candidate x is kept when ln u < -((x - mean) / std)² / 2 - ln peak, u ~ U(0, 1)
     (peak: the density's largest value on [a, b]), the pending ones drawn again, all of them each round."""
-    if not a < b:
-        raise ValueError(f"trunc_normal_: need a < b, got a={a}, b={b}")
+    if a > b:  # (PyTorch's RuntimeError, from the uniform_ it draws with; a = b gives a, as there)
+        raise RuntimeError(f"uniform_ expects to return a [from, to) range, but found from={a} > to={b} "
+                           f"(trunc_normal_: the bound a={a} must not exceed b={b})")
     if mean < a - 2 * std or mean > b + 2 * std:
         warnings.warn("mean is more than 2 std from [a, b] in nn.init.trunc_normal_. The distribution of values "
                       "may be incorrect.", stacklevel=program_stacklevel())

@@ -3,6 +3,7 @@ that holds it as an attribute lists it in ``parameters()``). ``Buffer``: a tenso
 that a Module holding it as an attribute lists in ``buffers()`` (and saves)."""
 
 from autograd import Tensor, tensor_classes
+from autograd.errors import NotATensorDataError
 from autograd.overrides import _disabled_torch_function_impl
 from autograd.tensor import tensor_from
 
@@ -31,6 +32,8 @@ class Parameter(Tensor, metaclass=_ParameterMeta):
         attributes) requiring grad as asked, marked ``_is_param`` (which Parameter's ``isinstance`` reads)."""
         if isinstance(data, Tensor) and type(data) is not Tensor and type(data) is not Parameter:
             return _subclass_parameter(data, requires_grad)
+        if data is not None and not isinstance(data, Tensor):
+            raise _not_a_tensor(data)
         parameter = Tensor.__new__(cls)
         parameter._fill(data, requires_grad)
         return parameter
@@ -39,10 +42,8 @@ class Parameter(Tensor, metaclass=_ParameterMeta):
         pass
 
     def _fill(self, data, requires_grad):
-        if data is None:
-            data = []
-        if not isinstance(data, Tensor):
-            Tensor.__init__(self, data, requires_grad=requires_grad)
+        if not isinstance(data, Tensor):  # None (PyTorch's empty parameter), or UninitializedParameter's array
+            Tensor.__init__(self, [] if data is None else data, requires_grad=requires_grad)
             return
         Tensor.__init__(self, data._data, False, data._data.dtype)  # (the dtype given: integers stay integers)
         if data._inference:  # an inference tensor stays one, and refuses to require grad
@@ -61,6 +62,16 @@ class Parameter(Tensor, metaclass=_ParameterMeta):
         result = type(self)(self.data.clone(), self.requires_grad)
         memo[id(self)] = result
         return result
+
+
+def _not_a_tensor(data):
+    """PyTorch's Parameter takes a Tensor (or None) and nothing else: a list or an array fails there on
+    ``data.detach()`` with AttributeError. Ours is that class too (and a TypeError), naming what to do."""
+    kind = f"{type(data).__module__}.{type(data).__name__}".removeprefix("builtins.")
+    shape = getattr(data, "shape", None)
+    described = kind if shape is None else f"{kind} of shape {tuple(shape)}"
+    return NotATensorDataError(f"'{kind}' object has no attribute 'detach': nn.Parameter takes a "
+                               f"Tensor (or None), not a {described}; write nn.Parameter(autograd.tensor(data))")
 
 
 def _subclass_parameter(data, requires_grad):

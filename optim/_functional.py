@@ -8,7 +8,8 @@ Each runs its optimizer class's own update rule (``Optimizer.update``) on every 
 as that optimizer keeps it (the same names, so the counters and moments move in place as in PyTorch), the
 options as one parameter group. A state entry the step makes (SGD's first momentum buffer) is written back
 into the caller's list, as PyTorch's. ``foreach``, ``fused``, ``capturable``, ``differentiable`` and
-``has_complex`` are accepted and change nothing (one implementation); a ``grad_scale``/``found_inf`` (the
+``has_complex`` are accepted and change no arithmetic (one implementation), but are checked as the optimizer's
+step checks them (``capturable=True`` on the CPU is PyTorch's AssertionError); a ``grad_scale``/``found_inf`` (the
 fused kernels', from a GradScaler) divides the gradients, or skips the step where an inf was found.
 """
 
@@ -31,10 +32,12 @@ def _check_steps(function, state_steps):
                            f"({function})")
 
 
-def _step(name, params, grads, states, options, grad_scale=None, found_inf=None):
+def _step(name, params, grads, states, options, grad_scale=None, found_inf=None, paths=None):
     """One step of optimizer ``name`` over ``params``: ``states`` maps each state entry's name to the
     caller's list (one entry a parameter; an empty list or None entries where there is none yet),
-    ``options`` the group's options (the class's defaults fill the rest)."""
+    ``options`` the group's options (the class's defaults fill the rest). ``paths``: the caller's ``capturable``,
+    ``foreach`` and ``fused``, checked as the optimizer's step checks them (PyTorch's AssertionError for
+    capturable on the CPU)."""
     if found_inf is not None and float(found_inf) != 0:
         return  # (the fused kernels skip a step whose gradients overflowed)
     cls = _class(name)
@@ -42,6 +45,8 @@ def _step(name, params, grads, states, options, grad_scale=None, found_inf=None)
              if parameter.default is not inspect.Parameter.empty} | options
     optimizer = cls.__new__(cls)  # the class's update rule only: no parameter groups
     optimizer.state = {}
+    if paths and (paths.get("capturable") or paths.get("fused")):
+        optimizer.check_step_devices(paths, params)
     for i, (param, grad) in enumerate(zip(params, grads, strict=True)):
         if grad_scale is not None:
             grad = grad / grad_scale
@@ -68,16 +73,18 @@ def adam(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, for
     _step("Adam", params, grads, {"step": state_steps, "exp_avg": exp_avgs, "exp_avg_sq": exp_avg_sqs,
                                   "max_exp_avg_sq": max_exp_avg_sqs if amsgrad else []},
           dict(amsgrad=amsgrad, betas=(beta1, beta2), lr=lr, weight_decay=weight_decay, eps=eps, maximize=maximize,
-               differentiable=differentiable, decoupled_weight_decay=decoupled_weight_decay), grad_scale, found_inf)
+               differentiable=differentiable, decoupled_weight_decay=decoupled_weight_decay), grad_scale, found_inf,
+          paths=dict(capturable=capturable, foreach=foreach, fused=fused))
 
 
 def adamw(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, foreach=None, capturable=False,
           differentiable=False, fused=None, grad_scale=None, found_inf=None, has_complex=False, *, amsgrad, beta1,
           beta2, lr, weight_decay, eps, maximize):
     """AdamW's step (``torch.optim.adamw.adamw``): Adam's with decoupled weight decay."""
-    adam(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, differentiable=differentiable,
-         grad_scale=grad_scale, found_inf=found_inf, decoupled_weight_decay=True, amsgrad=amsgrad, beta1=beta1,
-         beta2=beta2, lr=lr, weight_decay=weight_decay, eps=eps, maximize=maximize)
+    adam(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, foreach=foreach, capturable=capturable,
+         differentiable=differentiable, fused=fused, grad_scale=grad_scale, found_inf=found_inf,
+         decoupled_weight_decay=True, amsgrad=amsgrad, beta1=beta1, beta2=beta2, lr=lr, weight_decay=weight_decay,
+         eps=eps, maximize=maximize)
 
 
 def adagrad(params, grads, state_sums, state_steps, fused=None, grad_scale=None, found_inf=None,
@@ -94,7 +101,8 @@ def adadelta(params, grads, square_avgs, acc_deltas, state_steps, capturable=Fal
              differentiable=False, has_complex=False, *, lr, rho, eps, weight_decay, maximize):
     """Adadelta's step (``torch.optim.adadelta.adadelta``)."""
     _step("Adadelta", params, grads, {"step": state_steps, "square_avg": square_avgs, "acc_delta": acc_deltas},
-          dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize, differentiable=differentiable))
+          dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize, differentiable=differentiable),
+          paths=dict(capturable=capturable, foreach=foreach))
 
 
 def adamax(params, grads, exp_avgs, exp_infs, state_steps, foreach=None, maximize=False, differentiable=False,
@@ -103,7 +111,8 @@ def adamax(params, grads, exp_avgs, exp_infs, state_steps, foreach=None, maximiz
     _check_steps("adamax", state_steps)
     _step("Adamax", params, grads, {"step": state_steps, "exp_avg": exp_avgs, "exp_inf": exp_infs},
           dict(eps=eps, betas=(beta1, beta2), lr=lr, weight_decay=weight_decay, maximize=maximize,
-               differentiable=differentiable))
+               differentiable=differentiable),
+          paths=dict(capturable=capturable, foreach=foreach))
 
 
 def asgd(params, grads, axs, mus, etas, state_steps, foreach=None, maximize=False, differentiable=False,
@@ -111,7 +120,8 @@ def asgd(params, grads, axs, mus, etas, state_steps, foreach=None, maximize=Fals
     """ASGD's step (``torch.optim.asgd.asgd``): ``etas`` and ``mus`` are 0-d Tensors, updated in place."""
     _step("ASGD", params, grads, {"step": state_steps, "eta": etas, "mu": mus, "ax": axs},
           dict(lambd=lambd, lr=lr, t0=t0, alpha=alpha, weight_decay=weight_decay, maximize=maximize,
-               differentiable=differentiable))
+               differentiable=differentiable),
+          paths=dict(capturable=capturable, foreach=foreach))
 
 
 def nadam(params, grads, exp_avgs, exp_avg_sqs, mu_products, state_steps, decoupled_weight_decay=False, foreach=None,
@@ -122,7 +132,8 @@ def nadam(params, grads, exp_avgs, exp_avg_sqs, mu_products, state_steps, decoup
     _step("NAdam", params, grads, {"step": state_steps, "mu_product": mu_products, "exp_avg": exp_avgs,
                                    "exp_avg_sq": exp_avg_sqs},
           dict(betas=(beta1, beta2), lr=lr, weight_decay=weight_decay, momentum_decay=momentum_decay, eps=eps,
-               decoupled_weight_decay=decoupled_weight_decay, maximize=maximize, differentiable=differentiable))
+               decoupled_weight_decay=decoupled_weight_decay, maximize=maximize, differentiable=differentiable),
+          paths=dict(capturable=capturable, foreach=foreach))
 
 
 def radam(params, grads, exp_avgs, exp_avg_sqs, state_steps, decoupled_weight_decay=False, foreach=None,
@@ -132,7 +143,8 @@ def radam(params, grads, exp_avgs, exp_avg_sqs, state_steps, decoupled_weight_de
     _check_steps("radam", state_steps)
     _step("RAdam", params, grads, {"step": state_steps, "exp_avg": exp_avgs, "exp_avg_sq": exp_avg_sqs},
           dict(betas=(beta1, beta2), lr=lr, weight_decay=weight_decay, eps=eps,
-               decoupled_weight_decay=decoupled_weight_decay, maximize=maximize, differentiable=differentiable))
+               decoupled_weight_decay=decoupled_weight_decay, maximize=maximize, differentiable=differentiable),
+          paths=dict(capturable=capturable, foreach=foreach))
 
 
 def rmsprop(params, grads, square_avgs, grad_avgs, momentum_buffer_list, state_steps, foreach=None, maximize=False,
@@ -144,7 +156,8 @@ def rmsprop(params, grads, square_avgs, grad_avgs, momentum_buffer_list, state_s
                                      "grad_avg": grad_avgs if centered else [],
                                      "momentum_buffer": momentum_buffer_list if momentum > 0 else []},
           dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum, centered=centered,
-               maximize=maximize, differentiable=differentiable))
+               maximize=maximize, differentiable=differentiable),
+          paths=dict(capturable=capturable, foreach=foreach))
 
 
 def rprop(params, grads, prevs, step_sizes, state_steps, foreach=None, capturable=False, maximize=False,
@@ -153,4 +166,5 @@ def rprop(params, grads, prevs, step_sizes, state_steps, foreach=None, capturabl
     state), ``step_size_min``/``step_size_max`` their bounds."""
     _step("Rprop", params, grads, {"step": state_steps, "prev": prevs, "step_size": step_sizes},
           dict(step_sizes=(step_size_min, step_size_max), etas=(etaminus, etaplus), maximize=maximize,
-               differentiable=differentiable))
+               differentiable=differentiable),
+          paths=dict(capturable=capturable, foreach=foreach))

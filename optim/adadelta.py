@@ -16,8 +16,11 @@ class Adadelta(Optimizer):
         W ← W - η Δ
 
     The units of Δ match W's, so no global learning rate is needed (η = 1).
-    ``foreach`` and ``capturable`` are accepted and ignored.
+    ``foreach`` is accepted and ignored; ``capturable=True`` is refused at the step (PyTorch's
+    AssertionError on the CPU).
     """
+
+    capturable_xla = (False, False)  # (PyTorch's lists for Adadelta name no xla)
 
     def __init__(self, params, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0, foreach=None, *, capturable=False,
                  maximize=False, differentiable=False):

@@ -2,6 +2,7 @@
 
 import autograd
 from autograd import Tensor
+from autograd.backend import float32, float64
 
 from ._functional import adam  # noqa: F401  (torch.optim.adam.adam, the functional step)
 from .optimizer import Optimizer, kept_for_backward, l2_decayed, number_over, require, scalar_tensor
@@ -14,6 +15,9 @@ class AdamFamily(Optimizer):
     def check_hyperparameters(self, group):
         super().check_hyperparameters(group)
         require(group["eps"] >= 0, f"Invalid epsilon value: {group['eps']}")
+        if len(group["betas"]) < 2:  # (PyTorch's IndexError, from its check of betas[1])
+            raise IndexError(f"tuple index out of range: betas={group['betas']!r} needs two coefficients, "
+                             "(beta1, beta2)")
         for i, beta in enumerate(group["betas"]):
             require(0 <= beta < 1, f"Invalid beta parameter at index {i}: {beta} (must be in [0, 1))")
         require(group["weight_decay"] >= 0, f"Invalid weight_decay value: {group['weight_decay']}")
@@ -64,8 +68,8 @@ class Adam(AdamFamily):
     (``autograd._fused_adam_``, as PyTorch's fused kernel: faster, and it bypasses the
     parameters' own in-place methods). The default does too wherever that cannot be told apart
     from stepping through the methods (``one_call_is_the_same``; what is the same for a group's
-    parameters is decided once per group and step, ``_step_group``); ``foreach`` and ``capturable``
-    are accepted and ignored.
+    parameters is decided once per group and step, ``_step_group``); ``foreach`` is accepted and
+    ignored; ``capturable=True`` is refused at the step unless fused (PyTorch's AssertionError on the CPU).
     ``differentiable=True`` records the step in the graph, in PyTorch's order for that path (the bias
     corrections as scalar-dtype Tensors, from the ``step`` Tensor). lr and betas may be Tensors.
     """
@@ -73,8 +77,6 @@ class Adam(AdamFamily):
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, amsgrad=False, *,
                  foreach=None, maximize=False, capturable=False, differentiable=False, fused=None,
                  decoupled_weight_decay=False):
-        if fused and differentiable:
-            raise RuntimeError("`fused` does not support `differentiable`")
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
                                       amsgrad=amsgrad, maximize=maximize, foreach=foreach, capturable=capturable,
                                       differentiable=differentiable, fused=fused,
@@ -106,7 +108,7 @@ class Adam(AdamFamily):
             state = states[p]
             if (type(grad) is Tensor and (keeps.get(type(p)) or keeps_tensor_methods(type(p)))  # (not a sparse leaf)
                     and grad._data.shape == p._data.shape and grad._data.dtype == p._data.dtype
-                    and p._data.dtype.kind != "c"):
+                    and p._data.dtype in _ONE_CALL_DTYPES):
                 if not state:
                     new_state(p, state, group)
                 exp_avg = state["exp_avg"]
@@ -188,10 +190,15 @@ _keeps_tensor_methods = {}  # class -> whether it overrides none of them (asked 
 
 def one_call_is_the_same(param, state, group):
     """Whether Adam's step through the Tensor methods may run as the one-call arithmetic instead, with the same
-    result to the last bit: the group's options plain (``plain_options``), and neither the parameter nor its
-    moments of a class that overrides a method the step calls (a Tensor subclass sees its own methods called, as
-    in PyTorch)."""
-    return plain_options(group) and keeps_tensor_methods(type(param)) and keeps_tensor_methods(type(state["exp_avg"]))
+    result to the last bit: a float32 or float64 parameter (float16's methods each round to float16, as PyTorch's
+    single-tensor step does, where the one call keeps NumPy's own roundings), the group's options plain
+    (``plain_options``), and neither the parameter nor its moments of a class that overrides a method the step
+    calls (a Tensor subclass sees its own methods called, as in PyTorch)."""
+    return (param._data.dtype in _ONE_CALL_DTYPES and plain_options(group) and keeps_tensor_methods(type(param))
+            and keeps_tensor_methods(type(state["exp_avg"])))
+
+
+_ONE_CALL_DTYPES = (float32, float64)  # the dtypes whose one-call step is the method-by-method one to the last bit
 
 
 def plain_options(group):

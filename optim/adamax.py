@@ -15,7 +15,8 @@ class Adamax(AdamFamily):
         u ← max(β₂ u, |g| + ε)                   (exponentially weighted infinity norm)
         W ← W - η/(1 - β₁ᵗ) · m / u
 
-    ``foreach`` and ``capturable`` are accepted and ignored.
+    ``foreach`` is accepted and ignored; ``capturable=True`` is refused at the step (PyTorch's
+    AssertionError on the CPU).
     """
 
     def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, foreach=None, *,

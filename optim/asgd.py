@@ -16,8 +16,11 @@ class ASGD(Optimizer):
 
     The average W̄ is ``state['ax']``; η_t and μ_t are scalar-dtype Tensors as
     PyTorch's (``eta``, ``mu``; ``load_state_dict`` gives them the parameter's dtype, as
-    PyTorch's). ``foreach`` and ``capturable`` are accepted and ignored.
+    PyTorch's). ``foreach`` is accepted and ignored; ``capturable=True`` is refused at the step (PyTorch's
+    AssertionError on the CPU).
     """
+
+    capturable_tensors = "params, mus, etas, and state_steps"  # (PyTorch's capturable check)
 
     def __init__(self, params, lr=1e-2, lambd=1e-4, alpha=0.75, t0=1e6, weight_decay=0, foreach=None,
                  maximize=False, differentiable=False, capturable=False):

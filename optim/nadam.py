@@ -20,8 +20,11 @@ class NAdam(AdamFamily):
     The last line is Nesterov's look-ahead: the step uses the momentum of the
     next iteration. ``mu_product`` is a scalar-dtype Tensor as PyTorch's (float32
     unless the default dtype is float64; ``load_state_dict`` gives it the parameter's
-    dtype, as PyTorch's). ``foreach`` and ``capturable`` are accepted and ignored.
+    dtype, as PyTorch's). ``foreach`` is accepted and ignored; ``capturable=True`` is refused at the step (PyTorch's
+    AssertionError on the CPU).
     """
+
+    capturable_tensors = "params, mu_products and state_steps"  # (PyTorch's capturable check)
 
     def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, momentum_decay=4e-3,
                  decoupled_weight_decay=False, *, foreach=None, maximize=False, capturable=False,

@@ -11,7 +11,9 @@ one write door: its version counter moves, and a graph that saved the old
 value refuses to backpropagate through it.
 
 PyTorch's keywords ``foreach``, ``fused`` and ``capturable`` are accepted and
-recorded in the groups but change nothing here: there is one (single-tensor)
+recorded in the groups, and checked at the step as PyTorch checks them (``capturable=True``
+needs an accelerator: on the CPU, PyTorch's AssertionError; ``fused`` takes floating-point
+parameters only), but change no arithmetic here: there is one (single-tensor)
 implementation, in the order of operations of PyTorch's single-tensor path,
 on the CPU (Adam's and NAdam's ``differentiable=True`` follow PyTorch's recorded path,
 whose step factors are scalar-dtype Tensors).
@@ -280,6 +282,8 @@ class Optimizer:
                 raise TypeError(f"Invalid learning rate: {group['lr']!r} is a str; lr must be a number "
                                 f"(lr=float({group['lr']!r}))")
             require(group["lr"] >= 0, f"Invalid learning rate: {group['lr']}")
+        if group.get("fused") and group.get("differentiable"):
+            raise RuntimeError("`fused` does not support `differentiable`")
         if group.get("fused") and group.get("foreach"):
             raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
 
@@ -345,6 +349,9 @@ class Optimizer:
                 loss = closure()
         with set_grad_enabled(bool(self.defaults.get("differentiable"))):  # PyTorch's: the defaults' flag
             for group in self.param_groups:
+                if "capturable" in group and group["capturable"] or "fused" in group and group["fused"]:
+                    # (tested without a call: nothing more on the hot path)
+                    self.check_step_devices(group, [p for p in group["params"] if p.grad is not None])
                 self._step_group(group)
         return loss
 
@@ -362,6 +369,31 @@ class Optimizer:
         self._update_parameter(p, grad, state, group)
         if not self.state[p]:
             del self.state[p]
+
+    def check_step_devices(self, group, params):
+        """PyTorch's checks at the step of a ``fused`` or ``capturable`` group, over the parameters it steps (those
+        with a gradient; the functional forms' all). A fused kernel takes floating-point tensors on its devices (the
+        CPU among them): RuntimeError for a complex or integer one. ``capturable`` (a step safe to capture in a CUDA
+        graph) asks for tensors on an accelerator, which PyTorch asserts: on the CPU, its AssertionError (not with
+        ``fused`` too, whose path checks only its own devices). Which of PyTorch's messages: ``capturable_tensors``
+        and ``capturable_xla``."""
+        from .pytorch_helpers import _device_dtype_check_for_fused, _get_capturable_supported_devices
+
+        if group.get("fused"):
+            for p in params:
+                _device_dtype_check_for_fused(p)
+            return
+        devices = _get_capturable_supported_devices(self.capturable_xla[bool(group.get("foreach"))])
+        for p in params:
+            if p.device.type not in devices:
+                raise AssertionError(f"If capturable=True, {self.capturable_tensors} must be on supported devices: "
+                                     f"{devices}. (A parameter of shape {tuple(p.shape)} is on {p.device}: leave "
+                                     "capturable False on the CPU.)")
+
+    # what PyTorch's capturable check names (NAdam and ASGD name their step tensors too), and whether its list of
+    # devices has xla, on the single-tensor path and on the foreach one
+    capturable_tensors = "params and state_steps"
+    capturable_xla = (True, False)
 
     def sparse_gradient(self, grad, group):
         """What ``update`` takes for a sparse gradient (autograd.sparse: an Embedding's with sparse=True): PyTorch's

@@ -18,7 +18,8 @@ class RAdam(AdamFamily):
                      W ← W - η m̂ · √(1 - β₂ᵗ)/(√v + ε) · r
         else:        W ← W - η m̂                      (plain momentum, early steps)
 
-    ``foreach`` and ``capturable`` are accepted and ignored.
+    ``foreach`` is accepted and ignored; ``capturable=True`` is refused at the step (PyTorch's
+    AssertionError on the CPU).
     """
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,

@@ -15,8 +15,11 @@ class RMSprop(Optimizer):
         b ← μ b + g / d;  W ← W - η b             with momentum μ > 0
         W ← W - η g / d                           otherwise
 
-    ``foreach`` and ``capturable`` are accepted and ignored.
+    ``foreach`` is accepted and ignored; ``capturable=True`` is refused at the step (PyTorch's
+    AssertionError on the CPU).
     """
+
+    capturable_xla = (True, True)  # (PyTorch's lists for RMSprop name xla on both paths)
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0, centered=False,
                  capturable=False, foreach=None, maximize=False, differentiable=False):

@@ -15,8 +15,11 @@ class Rprop(Optimizer):
         g ← 0 where s < 0                           (after a flip, no step and no memory of it)
         W ← W - sign(g) · Δ;   g_prev ← g
 
-    ``foreach`` and ``capturable`` are accepted and ignored.
+    ``foreach`` is accepted and ignored; ``capturable=True`` is refused at the step (PyTorch's
+    AssertionError on the CPU).
     """
+
+    capturable_xla = (True, True)  # (PyTorch's lists for Rprop name xla on both paths)
 
     def __init__(self, params, lr=1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50), *, capturable=False, foreach=None,
                  maximize=False, differentiable=False):

@@ -230,3 +230,26 @@ def step_with_a_float32_gradient(lib):
 def test_a_gradient_of_another_dtype_is_refused_as_pytorch_refuses_it():
     step_with_a_float32_gradient(autograd)
     step_with_a_float32_gradient(pytest.importorskip("torch"))
+
+
+@pytest.mark.parametrize("fused_kinds", [False, True])
+def test_float16_steps_through_the_methods_as_pytorch_does(fused_kinds):
+    """float16's Tensor methods each round to float16, as PyTorch's single-tensor step does: the one call (NumPy's
+    roundings) is not taken for it, so a plain float16 parameter moves as a Stepped one, and as PyTorch's."""
+    values = np.linspace(-1, 1, 600)
+    grads = np.random.default_rng(1).standard_normal((4, 600))
+    kinds = (Stepped, autograd.Tensor) if fused_kinds else (autograd.Tensor, Stepped)
+    params = [autograd.tensor(values, dtype=autograd.float16).as_subclass(kind).requires_grad_() for kind in kinds]
+    optimizer = optim.Adam(params, lr=0.01)
+    for grad in grads:
+        for p in params:
+            p.grad = autograd.tensor(grad, dtype=autograd.float16)
+        optimizer.step()
+    assert params[0].detach().numpy().tobytes() == params[1].detach().numpy().tobytes()
+    torch = pytest.importorskip("torch")
+    theirs = torch.tensor(values, dtype=torch.float16, requires_grad=True)
+    their_optimizer = torch.optim.Adam([theirs], lr=0.01, foreach=False)
+    for grad in grads:
+        theirs.grad = torch.tensor(grad, dtype=torch.float16)
+        their_optimizer.step()
+    assert params[0].detach().numpy().tobytes() == theirs.detach().numpy().tobytes()

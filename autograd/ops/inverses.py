@@ -169,7 +169,12 @@ def _solution(A, B, left):
 class Det(Primitive):
     """d = det A;   dL/dA = dL/dd · cof A, the cofactor matrix: d · A⁻ᵀ where A is invertible, and
     ``Cofactors`` (from the SVD) where some matrix of the batch is singular, whose cofactors need not
-    vanish (det [[1, 2], [2, 4]] changes at the rate [[4, -2], [-2, 1]]; PyTorch's gradient there is 0)."""
+    vanish (det [[1, 2], [2, 4]] changes at the rate [[4, -2], [-2, 1]]). A complex A's gradient is
+    dL/dd · conj(cof A), PyTorch's convention for a holomorphic function, singular or not.
+
+    At a singular matrix PyTorch 2.13's first backward gives 0 (its LU path solves for d · A⁻ᴴ with d = 0), and
+    its create_graph=True path the cofactors, as here: a wart of PyTorch's, where this gives the derivative
+    (what finite differences see) in both."""
 
     pytorch_name = "LinalgDetBackward0"  # (PyTorch's node for it)
     saves_output = True
@@ -181,24 +186,27 @@ class Det(Primitive):
     def backward(self, grad, d, a):
         if xp.all(d._data != 0):  # (recorded again with create_graph: differentiable twice)
             return (shape.unsqueeze(shape.unsqueeze(grad * d.conj(), -1), -1) * Inverse.apply(a).mH,)
-        if a.dtype.kind == "c":
-            raise RuntimeError("the derivative of det at a singular complex matrix is not built")
         # (recorded, with create_graph: the same cofactors from linalg.svd of A, so that a second derivative
         # sees U, s and V turn with A, as PyTorch's singular path; it needs distinct s, as svd's gradient does)
         cofactors = _svd_cofactors(a) if is_grad_enabled() else Cofactors.apply(a)
+        if a.dtype.kind == "c":
+            cofactors = cofactors.conj()
         return (shape.unsqueeze(shape.unsqueeze(grad, -1), -1) * cofactors,)
 
 
 class Cofactors(Primitive):
-    """cof A = adj(A)ᵀ, for any square A, singular or not: with A = U diag(s) Vᵀ,
-    cof A = det U · det V · U diag(∏_{j≠i} s_j) Vᵀ (= det A · A⁻ᵀ where A is invertible, and continuous).
+    """cof A = adj(A)ᵀ, for any square A, singular or not: with A = U diag(s) Vᴴ,
+    cof A = det U · det Vᴴ · conj(U diag(∏_{j≠i} s_j) Vᴴ) (= det A · A⁻ᵀ where A is invertible, and
+    continuous; det U · det Vᴴ is ±1 for a real A, on the unit circle for a complex one).
     Only first derivatives of det reach it (a recorded one takes ``_svd_cofactors``, differentiable)."""
+
+    handles_complex = True
 
     def forward(self, a):
         u, s, vh = xp.linalg.svd(a)
         others = _product_of_others(Tensor._make(s), (s.ndim - 1,))._data  # ∏_{j≠i} s_j (prod's, exact with zeros)
         sign = xp.linalg.det(u) * xp.linalg.det(vh)
-        return sign[..., None, None] * ((u * others[..., None, :]) @ vh)
+        return sign[..., None, None] * xp.conj((u * others[..., None, :]) @ vh)
 
     def backward(self, grad, y, a):
         raise RuntimeError("the second derivative of det at a singular matrix is not built (create_graph=True "
@@ -206,14 +214,14 @@ class Cofactors(Primitive):
 
 
 def _svd_cofactors(a):
-    """Cofactors' formula in Tensor operations on linalg.svd of a: differentiable again. det U · det V, ±1, is
-    piecewise constant."""
+    """Cofactors' formula in Tensor operations on linalg.svd of a: differentiable again. det U · det Vᴴ, ±1 for a
+    real a, is piecewise constant there."""
     from .svd import svd  # (svd's module imports this one's)
 
     u, s, vh = svd(a)
     sign = Tensor._make(xp.linalg.det(u._data) * xp.linalg.det(vh._data))
     others = shape.unsqueeze(_product_of_others(s, (s.ndim - 1,)), -2)  # ∏_{j≠i} s_j, as a row
-    return shape.unsqueeze(shape.unsqueeze(sign, -1), -1) * ((u * others) @ vh)
+    return shape.unsqueeze(shape.unsqueeze(sign, -1), -1) * ((u * others) @ vh).conj()
 
 
 @refuses_half("lu_cpu")
@@ -232,13 +240,18 @@ class LogAbsDet(Primitive):
         return xp.linalg.slogdet(a)[1]
 
     def backward(self, grad, y, a):
-        try:
-            per_unit = Inverse.apply(a).mH
-        except LinAlgError:  # a singular matrix in the batch: its gradient is ±inf (NaN where a cofactor is 0),
-            if a.dtype.kind == "c":  # as PyTorch's, not an error
-                raise
-            per_unit = Cofactors.apply(a) / shape.unsqueeze(shape.unsqueeze(Det.apply(a), -1), -1)
-        return (shape.unsqueeze(shape.unsqueeze(grad, -1), -1) * per_unit,)
+        return (shape.unsqueeze(shape.unsqueeze(grad, -1), -1) * _inverse_adjoint(a),)
+
+
+def _inverse_adjoint(a):
+    """A⁻ᴴ (A⁻ᵀ for a real A): at a singular matrix of the batch conj(cof A / det A), which is ±inf there (NaN
+    where a cofactor is 0; for a complex A, NaN), as PyTorch's gradients of ln|det A| and of its sign, not an
+    error."""
+    try:
+        return Inverse.apply(a).mH
+    except LinAlgError:
+        per_unit = Cofactors.apply(a) / shape.unsqueeze(shape.unsqueeze(Det.apply(a), -1), -1)
+        return per_unit.conj() if a.dtype.kind == "c" else per_unit
 
 
 class DetSign(Primitive):
@@ -258,7 +271,7 @@ class DetSign(Primitive):
         if s._data.dtype.kind != "c":
             return (None,)
         turn = (s.conj() * grad).imag * 1j  # i · Im(s̄ dL/ds), per matrix
-        return (shape.unsqueeze(shape.unsqueeze(turn, -1), -1) * Inverse.apply(a).mH,)
+        return (shape.unsqueeze(shape.unsqueeze(turn, -1), -1) * _inverse_adjoint(a),)
 
 
 @refuses_half(low_precision("linalg.slogdet"))
