@@ -317,7 +317,8 @@ def addcmul(input, tensor1, tensor2, *number_first, value=1, out=None):
         value = _number_first("addcmul", "addcmul(Tensor input, Tensor tensor1, Tensor tensor2, *, Number value)",
                               tensor1)
         tensor1, tensor2 = tensor2, number_first[0]
-    refuse_kinds(input, "addcmul_cpu_out", "b")
+    if all(isinstance(t, Tensor) and t._data.dtype.kind == "b" for t in (tensor1, tensor2)):
+        refuse_kinds(input, "addcmul_cpu_out", "b")  # (the kernel runs in the common dtype: bools with ints are ints)
     value = integer_value(number_argument("addcmul", "value", value), input, tensor1, tensor2)
     if all(isinstance(t, Tensor) and t._data.dtype == float16 for t in (input, tensor1, tensor2)):
         # in float32, rounded once, as PyTorch's kernel (value · t1 · t2 rounded at each step came out a unit off)

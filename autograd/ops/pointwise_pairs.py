@@ -216,7 +216,7 @@ def lerp(input, end, weight, *, out=None):
     if not isinstance(weight, Tensor):
         refuse_kinds(input, "lerp_kernel_scalar", "biu")
         if isinstance(weight, complex) and input.dtype.kind != "c":
-            raise RuntimeError(f"value cannot be converted to type {input.dtype} without overflow")
+            raise RuntimeError(f"value cannot be converted to type {c_name(input.dtype)} without overflow")
         if input.dtype == xp.float16 and isinstance(end, Tensor) and end.dtype == xp.float16:
             # the number kept in float32, not rounded to float16 (0.3 would become 0.2998), as PyTorch's kernel
             return write_out(named_node(lerp(input.float(), end.float(), weight).half(), None, "LerpBackward0",

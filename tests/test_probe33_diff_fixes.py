@@ -1,0 +1,114 @@
+"""Regressions found by session 33's differential probe (type promotion, clamp/lerp/addcmul with mixed dtypes,
+creation ops, setitem), each checked by value here and against PyTorch where it is installed.
+
+- A Python int beside a complex tensor was made an int64 operand: NumPy then widened complex64 to complex128
+  in lerp's kernel (``lerp(c64, c64, 2)`` was complex128; PyTorch's is complex64).
+- ``clamp`` of a real tensor with a complex bound returned a complex tensor; PyTorch reads the bound as a real
+  number for a floating tensor (1+0j is 1, 1+1j is refused) and refuses it for integers, bools, and in
+  ``clamp_min``/``clamp_max``.
+- ``clamp`` of a bool tensor by two integer (or floating) tensor bounds, and ``addcmul`` of a bool input with
+  integer factors, were refused as bool kernels; PyTorch runs both in the common dtype (int64, ...).
+- ``arange(end=n)`` was refused, a complex bound raised Python's comparison TypeError, and ``linspace``/
+  ``logspace`` failed on a 0-d tensor ``steps``.
+- ``x[i] = None``, ``fill_(None)``, ``full(size, None)``, ``tensor([None], dtype=float32)``,
+  ``index_put_(indices, None)`` wrote NaN (NumPy's reading of None); PyTorch refuses each with a TypeError.
+"""
+
+import numpy as np
+import pytest
+
+import autograd
+
+T = autograd
+
+# (program, its result: dtype name and values) as PyTorch 2.13 gives them
+PROMOTIONS = [
+    ("T.lerp(T.tensor([3, 1], dtype=T.complex64), T.tensor([5, 1], dtype=T.complex64), 2)", "complex64", [7, 1]),
+    ("T.lerp(T.tensor([3.], dtype=T.complex64), T.tensor([5.], dtype=T.complex64), True)", "complex64", [5]),
+    ("T.clamp(T.tensor([3., 1.]), min=(2+0j))", "float32", [3, 2]),
+    ("T.clamp(T.tensor([3., 1.], dtype=T.float64), min=1, max=(2+0j))", "float64", [2, 1]),
+    ("T.clamp(T.tensor([3., 1.], dtype=T.float16), max=(2+0j))", "float16", [2, 1]),
+    ("T.clamp(T.tensor([True, False]), T.tensor([3, 1], dtype=T.int8), T.tensor([3, 1], dtype=T.int8))", "int8",
+     [3, 1]),
+    ("T.clamp(T.tensor([True, False]), T.tensor([0, 0]), T.tensor([1, 1]))", "int64", [1, 0]),
+    ("T.clamp(T.tensor([True, False]), T.tensor([0.5, 0.5]), T.tensor([2., 2.]))", "float32", [1, 0.5]),
+    ("T.addcmul(T.tensor([True, False]), T.tensor([True, False]), T.tensor([3, 1], dtype=T.int8))", "int8", [4, 0]),
+    ("T.addcmul(T.tensor([True, False]), T.tensor([3, 1]), T.tensor([3, 1]), value=2)", "int64", [19, 2]),
+    ("T.addcmul(T.tensor([True, False]), T.tensor(2), T.tensor(3))", "int64", [7, 6]),
+    ("T.addcmul(T.tensor([True, False]), T.tensor([2.]), T.tensor(3))", "float32", [7, 6]),
+]
+
+# (program, the error PyTorch raises, words of its message)
+REFUSALS = [
+    ("T.clamp(T.tensor([3., 1.]), min=(1+1j))", RuntimeError, "value cannot be converted to type double"),
+    ("T.clamp(T.tensor([3., 1.], dtype=T.float64), min=1, max=(1+1j))", RuntimeError, "cannot be converted"),
+    ("T.clip(T.tensor([3., 1.]), min=(1+1j))", RuntimeError, "cannot be converted"),
+    ("T.tensor([3., 1.]).clamp_(min=(1+1j))", RuntimeError, "cannot be converted"),
+    ("T.clamp(T.tensor([3, 1]), min=(1+0j))", NotImplementedError, "clamp is not supported for complex types"),
+    ("T.clamp(T.tensor([True, False]), min=(1+1j))", NotImplementedError, "clamp is not supported for complex"),
+    ("T.clamp_min(T.tensor([3., 1.]), (1+0j))", NotImplementedError, "clamp is not supported for complex types"),
+    ("T.clamp_max(T.tensor([3., 1.], dtype=T.float64), (1+1j))", NotImplementedError, "not supported for complex"),
+    ("T.clamp(T.tensor([True, False]), T.tensor([True]), T.tensor([True]))", NotImplementedError,
+     "\"clamp_cpu\" not implemented for 'Bool'"),
+    ("T.addcmul(T.tensor([True, False]), T.tensor([True, False]), T.tensor([True, True]))", NotImplementedError,
+     "\"addcmul_cpu_out\" not implemented for 'Bool'"),
+    ("T.lerp(T.tensor([1., 2.]), T.tensor([1., 2.]), 1j)", RuntimeError, "cannot be converted to type float "),
+    ("T.lerp(T.tensor([1.], dtype=T.float64), T.tensor([1.], dtype=T.float64), 1j)", RuntimeError, "type double"),
+]
+
+
+def run(program, torch=T):
+    return eval(program, {"T": torch})
+
+
+def dtype_name(dtype):
+    return str(dtype).replace("torch.", "")
+
+
+@pytest.mark.parametrize("program, dtype, values", PROMOTIONS, ids=[p for p, _, _ in PROMOTIONS])
+def test_result_dtype_and_values(program, dtype, values):
+    result = run(program)
+    assert dtype_name(result.dtype) == dtype
+    np.testing.assert_array_equal(result.numpy(), np.array(values, dtype=dtype))
+
+
+@pytest.mark.parametrize("program, error, words", REFUSALS, ids=[p for p, _, _ in REFUSALS])
+def test_refused_as_pytorch_refuses(program, error, words):
+    with pytest.raises(error, match=None) as raised:
+        run(program)
+    assert words in str(raised.value)
+
+
+@pytest.mark.parametrize("program, dtype, values", PROMOTIONS, ids=[p for p, _, _ in PROMOTIONS])
+def test_results_are_pytorchs(program, dtype, values):
+    torch = pytest.importorskip("torch")
+    theirs, ours = run(program, torch), run(program)
+    assert dtype_name(theirs.dtype) == dtype_name(ours.dtype) == dtype
+    np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+
+
+@pytest.mark.parametrize("program, error, words", REFUSALS, ids=[p for p, _, _ in REFUSALS])
+def test_refusals_are_pytorchs(program, error, words):
+    torch = pytest.importorskip("torch")
+    with pytest.raises(error) as raised:
+        run(program, torch)
+    assert words in str(raised.value)
+
+
+def test_a_python_int_keeps_a_complex_tensors_dtype_in_every_operator():
+    """The operand made of 2 beside complex64 is complex64 (NumPy's int64 would widen the result to complex128
+    wherever the kernel sees the two arrays together)."""
+    x = T.tensor([1 + 2j, -3j], dtype=T.complex64)
+    for result, expected in ((x + 2, [3 + 2j, 2 - 3j]), (x * 2, [2 + 4j, -6j]), (2 - x, [1 - 2j, 2 + 3j]),
+                             (x ** 2, [-3 + 4j, -9]), (T.lerp(x, x * 3, 2), [5 + 10j, -15j])):
+        assert result.dtype == T.complex64
+        np.testing.assert_allclose(result.numpy(), np.array(expected, dtype=np.complex64), rtol=1e-6)
+
+
+def test_clamp_with_a_real_complex_bound_keeps_the_gradient():
+    x = T.tensor([3., 1., 2.], requires_grad=True)
+    y = T.clamp(x, min=1.5 + 0j, max=2.5 + 0j)
+    y.sum().backward()
+    assert y.dtype == T.float32
+    np.testing.assert_array_equal(y.detach().numpy(), [2.5, 1.5, 2.])
+    np.testing.assert_array_equal(x.grad.numpy(), [0., 0., 1.])
