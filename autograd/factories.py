@@ -21,7 +21,7 @@ from .device import META, resolve
 from .graph import program_stacklevel
 from .memory_order import fills_in_memory_order, made_like_a_view
 from .meta import MetaArray, meta_array
-from .operands import python_number
+from .operands import is_no_number, python_number
 from .random import _LARGEST_EXACT_INTEGER, draws, random_bounds_checked
 from .random import generator as _rng
 from .reading_data import integers_cast, read_array, refuse_foreign_byte_order, shareable
@@ -192,6 +192,8 @@ def _fill_number(fill_value, name):
         if fill_value.ndim:
             raise TypeError(f"{name}(): argument 'fill_value' (position 2) must be Number, not Tensor")
         fill_value = fill_value.item()
+    if is_no_number(fill_value):
+        raise TypeError(f"{name}(): argument 'fill_value' (position 2) must be Number, not {type(fill_value).__name__}")
     return python_number(fill_value)
 
 

@@ -96,7 +96,7 @@ def read_array(data, dtype, copy):
             raise ValueError("Overflow when unpacking long long")
         return array
     try:
-        return xp.array(data, dtype=dtype, copy=True) if copy else as_array(data, dtype)
+        array = xp.array(data, dtype=dtype, copy=True) if copy else as_array(data, dtype)
     except OverflowError:  # (NumPy's: an integer out of dtype's range)
         return integers_cast(data, dtype)
     except ValueError:  # (NumPy's, for strings into numbers: as_array's TypeError)
@@ -104,6 +104,17 @@ def read_array(data, dtype, copy):
         if xp.dtype(dtype).kind in "iu" and values.dtype.kind == "f":  # a NaN into integers: PyTorch's overflow
             raise RuntimeError(f"value cannot be converted to type {xp.dtype(dtype)} without overflow") from None
         raise
+    if array.dtype.kind in "fc" and _holds_none(data, array):
+        raise TypeError("must be real number, not NoneType")  # (NumPy reads None as NaN into a floating dtype)
+    return array
+
+
+def _holds_none(data, array):
+    """Whether ``data``, read into the floating ``array``, held None (NumPy's NaN for it): PyTorch refuses it as no
+    number. (The list is walked only where the array holds a NaN.)"""
+    if data is None:
+        return True
+    return isinstance(data, (list, tuple)) and bool(xp.isnan(array).any()) and _holds(data, type(None))
 
 
 _PYTHON_NUMBERS = {int, float, bool, complex}

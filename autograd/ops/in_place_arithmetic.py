@@ -10,7 +10,7 @@ writes ``x.op(...)`` back (``names(..., inplace=...)``); these are the ones with
 
 from ..backend import float16, float32, xp
 from ..errors import refuse_bool_subtraction, refuse_unbroadcastable
-from ..operands import _is_bool, _operand, _operand_array, left_to_python, python_number
+from ..operands import _is_bool, _operand, _operand_array, is_no_number, left_to_python, python_number
 from ..tensor import Tensor, tensor_from
 from ..write_door import _data, _refuse_overflow
 from .arithmetic import (
@@ -54,6 +54,9 @@ def fill_(self, value):
     if type(value) is complex or (type(value) is float or type(value) is int) and \
             (self._data.dtype.kind != "f" or not -65504.0 <= value <= 65504.0):  # (what may overflow: a
         _refuse_overflow(value, self._data.dtype)  # float's usual values are not checked further)
+    elif is_no_number(value):  # (NumPy would fill None as NaN)
+        raise TypeError(f"fill_() received an invalid combination of arguments - got ({type(value).__name__}), but "
+                        "expected one of: (Tensor value), (Number value)")
     return _fill(self, value, "FillBackward3" if isinstance(value, Tensor) else "FillBackward2")  # (overloads)
 
 
