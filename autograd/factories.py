@@ -329,6 +329,9 @@ def randint(*args, out=None, size=None, generator=None, dtype=None, layout=None,
     elif args:
         raise TypeError(f"randint(low=0, high, size): too many positional arguments {args}")
     low = 0 if low is None else low
+    for name, bound in (("low", low), ("high", high)):
+        if isinstance(bound, (bool, float, numpy.bool_, numpy.floating)):  # (truncated, 2.5 would silently be 2)
+            raise TypeError(f"randint(): argument '{name}' must be int, not {type(bound).__name__}")
     if dtype is not None and xp.dtype(dtype).kind == "c":
         raise RuntimeError("check_random_bounds handles only integral, floating-point and boolean types")
     if high is None or size is None:
@@ -344,12 +347,15 @@ def randint(*args, out=None, size=None, generator=None, dtype=None, layout=None,
 def randperm(n, *, out=None, generator=None, dtype=None, layout=None, device=None, requires_grad=False,
              pin_memory=False):
     """A random permutation of 0..n-1 (in a dtype that holds every one of them exactly)."""
-    from .ops.conversion import int_argument  # (here: importing the ops while this module loads is circular)
+    from .ops.conversion import int_argument, type_name  # (here: importing the ops while this module loads is
+    # circular)
 
     n = int_argument(n, "randperm", "n", 1)  # (an integer tensor of one element too: random_split's summed lengths)
     if n < 0:
         raise RuntimeError(f"Trying to create tensor with negative dimension {n}: [{n}]")
     dtype = xp.dtype(out_dtype(dtype, out) or backend.int64)
+    if dtype.kind in "bc":  # (PyTorch's kernel has no bool or complex loop: a bool "permutation" is none)
+        raise NotImplementedError(f"\"randperm\" not implemented for '{type_name(dtype)}'")
     largest = numpy.iinfo(dtype).max if dtype.kind in "iu" else _LARGEST_EXACT_INTEGER.get(dtype.name, math.inf)
     if n - 1 > largest:
         raise RuntimeError(f"n must be at most {largest + 1} for a randperm in {dtype}, got {n}")
