@@ -62,6 +62,8 @@ def read_array(data, dtype, copy):
     for. An integer out of an integer dtype's range is cast as PyTorch casts it (``integers_cast``)."""
     if isinstance(data, (str, bytes)) or dtype is not None and xp.dtype(dtype).kind == "b" and _holds_strings(data):
         as_array(data)  # (raises its TypeError: strings are no numbers)
+    if isinstance(data, (bytearray, memoryview)):  # a sequence of Python numbers to PyTorch (bytearray(b"ab") is
+        data = data.tolist() if isinstance(data, memoryview) else list(data)  # int64 [97, 98]), not NumPy's uint8
     if isinstance(data, numpy.ndarray):
         refuse_array_of_no_tensor_dtype(data)
     if type(data) is list and data and type(data[0]) is numpy.ndarray:  # (PyTorch's advice, once, where it says it)

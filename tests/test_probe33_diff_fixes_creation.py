@@ -1,6 +1,9 @@
 """Regressions found by session 33's differential probe of creation ops and writes (tests/test_probe33_diff_fixes.py
-has the promotion ones): arange's keyword end and complex bounds, linspace's and logspace's 0-d tensor steps, and
-None (or a string) given where a number is written, which NumPy reads as NaN and PyTorch refuses."""
+has the promotion ones): arange's keyword end and complex bounds, linspace's and logspace's 0-d tensor steps,
+asarray of a list read as tensor() reads it (its NumPy scalars' and 0-d tensors' dtypes, an integer past int64
+refused, where it was float32 and uint64), a bytearray or memoryview read as the sequence of numbers PyTorch reads
+(int64, not NumPy's uint8), and None (or a string) given where a number is written, which NumPy reads as NaN and
+PyTorch refuses."""
 
 import numpy as np
 import pytest
@@ -19,6 +22,16 @@ MADE = [
     ("T.linspace(0, 1, T.tensor(3))", "float32", [0, 0.5, 1]),
     ("T.linspace(0, 1, steps=T.tensor(5), dtype=T.float64)", "float64", [0, 0.25, 0.5, 0.75, 1]),
     ("T.logspace(0, 1, T.tensor(2))", "float32", [1, 10]),
+    ("T.asarray([np.float64(1), 2])", "float64", [1, 2]),
+    ("T.asarray([np.float16(1), np.int64(2)])", "float16", [1, 2]),
+    ("T.asarray([T.tensor(1, dtype=T.float64), 2])", "float64", [1, 2]),
+    ("T.asarray([np.array([1]), np.array([2.])])", "float64", [[1], [2]]),
+    ("T.tensor(bytearray(b'ab'))", "int64", [97, 98]),
+    ("T.as_tensor(bytearray(b'ab'))", "int64", [97, 98]),
+    ("T.tensor(memoryview(b'ab'))", "int64", [97, 98]),
+    ("T.tensor(memoryview(np.array([1.5, 2.5])))", "float32", [1.5, 2.5]),
+    ("T.tensor(bytearray(b'ab'), dtype=T.uint8)", "uint8", [97, 98]),
+    ("T.asarray(bytearray(b'\\x00\\x00\\x80?'))", "float32", [1]),  # (asarray reads a buffer's bytes, as frombuffer)
 ]
 
 # (program, the error PyTorch raises, words of its message)
@@ -38,13 +51,15 @@ REFUSED = [
     ("T.zeros(2).new_full((2,), None)", TypeError, "argument 'fill_value' (position 2) must be Number, not NoneType"),
     ("T.zeros(3).fill_(None)", TypeError, "fill_() received an invalid combination of arguments - got (NoneType)"),
     ("T.zeros(3).fill_('1')", TypeError, "fill_() received an invalid combination of arguments - got (str)"),
+    ("T.asarray([2**63])", ValueError, "Overflow when unpacking long long"),
+    ("T.asarray(2**63)", ValueError, "Overflow when unpacking long long"),
     ("T.zeros(3).index_put_((T.tensor([0]),), None)", TypeError,
      "index_put_(): argument 'values' (position 2) must be Tensor, not NoneType"),
 ]
 
 
 def run(program, torch=T):
-    return eval(program, {"T": torch})
+    return eval(program, {"T": torch, "np": np})
 
 
 def assign(x, index, value):
