@@ -12,6 +12,8 @@ dtypes and complex numbers), each checked by value here and against PyTorch wher
   beside real tensors as PyTorch converts it: 2+0j is 2, 1j is refused. Out of place the result became complex;
   in place (``addcmul_(..., value=1j)``, ``lerp_(end, 1j)``, a 0-d complex tensor too) NumPy's unsafe cast dropped
   the imaginary part silently. ``fill_diagonal_(tensor(1j))`` likewise.
+- ``ldexp`` of a floating tensor by an integer tensor formed 2^e first: 0 · 2^128 was NaN and 1e-30 · 2^128 inf
+  in float32; PyTorch's is exact, as NumPy's ldexp (its node is LdexpBackward0 now, as PyTorch's).
 (Creation and write fixes: tests/test_probe33_diff_fixes_creation.py; the random API's:
 tests/test_probe33_diff_fixes_random.py.)
 """
@@ -49,6 +51,14 @@ PROMOTIONS = [
     ("T.lerp(T.tensor([1., 2.], dtype=T.float16), T.tensor([3., 4.], dtype=T.float16), 0.5+0j)", "float16", [2, 3]),
     ("T.zeros(2, dtype=T.float64).lerp_(T.ones(2, dtype=T.float64), 1+0j)", "float64", [1, 1]),
     ("T.ones(2, 2).fill_diagonal_(T.tensor(2.))", "float32", [[2, 1], [1, 2]]),
+    # ldexp by integer exponents is exact: no 2^e formed (0 · 2^128 was NaN, 1e-30 · 2^128 inf, in float32)
+    ("T.ldexp(T.tensor([-0.0, 0.0, 1.0, 1e-30, 3.0]), T.tensor([128, 128, 128, 128, 200]))", "float32",
+     [-0.0, 0.0, np.inf, 1e-30 * 2.0**128, np.inf]),
+    ("T.ldexp(T.tensor([0.0, 1e-30]), T.tensor([128, 128], dtype=T.uint8))", "float32", [0.0, 1e-30 * 2.0**128]),
+    ("T.ldexp(T.tensor([1e-40]), T.tensor([130], dtype=T.int32))", "float32", [float(np.float32(1e-40)) * 2.0**130]),
+    ("T.ldexp(T.tensor([3., 1., 0.], dtype=T.float16), T.tensor([-25, -25, 30]))", "float16", [2.0**-23, 0, 0]),
+    ("T.ldexp(T.tensor([0.0, 1.0], dtype=T.float64), T.tensor([1030, -1030]))", "float64", [0.0, 2.0**-1030]),
+    ("T.ldexp(T.tensor([1., 2.]), T.tensor([[1], [-2]]))", "float32", [[2, 4], [0.25, 0.5]]),
 ]
 
 # (program, the error PyTorch raises, words of its message)
@@ -106,6 +116,7 @@ def test_refused_as_pytorch_refuses(program, error, words):
     assert words.lower() in str(raised.value).lower()
 
 
+@pytest.mark.filterwarnings("ignore:An output with one or more elements was resized")  # (PyTorch's broadcast ldexp)
 @pytest.mark.parametrize("program, dtype, values", PROMOTIONS, ids=[p for p, _, _ in PROMOTIONS])
 def test_results_are_pytorchs(program, dtype, values):
     torch = pytest.importorskip("torch")
@@ -142,6 +153,22 @@ def test_fill_of_a_complex_tensor_into_a_real_one_is_refused():
         np.testing.assert_array_equal(x.numpy(), [1, 1])
     np.testing.assert_array_equal(T.ones(2).fill_(T.tensor(2 + 0j)).numpy(), [2, 2])
     np.testing.assert_array_equal(T.ones(2, dtype=T.complex64).fill_(T.tensor(1j)).numpy(), [1j, 1j])
+
+
+def test_ldexp_by_integers_has_the_exact_gradient():
+    """dL/dx = dL/dy · 2^e, broadcast back to x, and LdexpBackward0 as PyTorch names it. (PyTorch computes 2^e in
+    integers there, so its gradient for a negative exponent is 0: the derivative is kept here.)"""
+    x = T.tensor([3., 0.5], requires_grad=True)
+    y = T.ldexp(x, T.tensor([[2], [-1]]))
+    y.sum().backward()
+    assert y.grad_fn.name() == "LdexpBackward0"
+    np.testing.assert_array_equal(y.detach().numpy(), [[12, 2], [1.5, 0.25]])
+    np.testing.assert_array_equal(x.grad.numpy(), [4.5, 4.5])
+    z = T.tensor([1e-30], requires_grad=True)
+    T.ldexp(z, T.tensor([128])).backward()
+    np.testing.assert_array_equal(z.grad.numpy(), [np.inf])  # (2^128 is past float32's range: the gradient is)
+    assert T.ldexp(T.tensor([3, 0]), T.tensor([200, 200])).isnan().tolist() == [False, True]  # integers: x · 2^e,
+    # as PyTorch's
 
 
 def test_clamp_with_a_real_complex_bound_keeps_the_gradient():
