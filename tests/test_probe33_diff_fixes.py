@@ -14,6 +14,7 @@ dtypes and complex numbers), each checked by value here and against PyTorch wher
   the imaginary part silently. ``fill_diagonal_(tensor(1j))`` likewise.
 - ``ldexp`` of a floating tensor by an integer tensor formed 2^e first: 0 · 2^128 was NaN and 1e-30 · 2^128 inf
   in float32; PyTorch's is exact, as NumPy's ldexp (its node is LdexpBackward0 now, as PyTorch's).
+- ``relu(-0.0)`` was +0 (NumPy's maximum(x, 0) gives its second operand at a tie); PyTorch keeps -0.
 (Creation and write fixes: tests/test_probe33_diff_fixes_creation.py; the random API's:
 tests/test_probe33_diff_fixes_random.py.)
 """
@@ -169,6 +170,25 @@ def test_ldexp_by_integers_has_the_exact_gradient():
     np.testing.assert_array_equal(z.grad.numpy(), [np.inf])  # (2^128 is past float32's range: the gradient is)
     assert T.ldexp(T.tensor([3, 0]), T.tensor([200, 200])).isnan().tolist() == [False, True]  # integers: x · 2^e,
     # as PyTorch's
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+@pytest.mark.parametrize("size", [1, 4, 17, 64])
+def test_relu_keeps_a_negative_zero(dtype, size):
+    """relu(-0) is -0, as PyTorch's (max(x, 0) keeps x at a tie); NaN stays NaN and negatives give +0."""
+    x = T.tensor([-0.0, -1.5, 0.0, float("nan")] * size, dtype=getattr(T, dtype))
+    for y in (T.relu(x), x.clone().relu_()):
+        values = y.numpy()
+        assert np.signbit(values[0::4]).all() and not np.signbit(values[1::4]).any()
+        assert not np.signbit(values[2::4]).any() and np.isnan(values[3::4]).all()
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+def test_relus_signs_are_pytorchs(dtype):
+    torch = pytest.importorskip("torch")
+    x = T.tensor([-0.0, -1.5, 0.0, float("nan")] * 5, dtype=getattr(T, dtype))
+    theirs = torch.relu(torch.tensor(x.numpy()))
+    np.testing.assert_array_equal(np.signbit(T.relu(x).numpy()), np.signbit(theirs.numpy()))
 
 
 def test_clamp_with_a_real_complex_bound_keeps_the_gradient():
