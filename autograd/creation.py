@@ -222,7 +222,7 @@ def _strided(size, stride, dtype):
 @names("empty_strided", method=False)
 def empty_strided(size, stride, *, dtype=None, layout=None, device=None, requires_grad=False, pin_memory=False):
     """A new tensor of shape ``size`` laid out with ``stride`` (in elements)."""
-    return Tensor._make(_strided(size, stride, dtype or get_default_dtype())).requires_grad_(requires_grad)
+    return Tensor._make(_strided(_shape((), size), stride, dtype or get_default_dtype())).requires_grad_(requires_grad)
 
 
 @names("empty_permuted", method=False)

@@ -340,7 +340,8 @@ def randint(*args, out=None, size=None, generator=None, dtype=None, layout=None,
         raise RuntimeError(f"random_ expects 'from' to be less than 'to', but got from={low} >= to={high}")
     if dtype is not None:
         low, high = random_bounds_checked(low, high, xp.dtype(dtype))
-    return written(_made_by(lambda: _rng(generator).integers(low, high, size=tuple(size)), tuple(size),
+    size = _shape((), size)  # (a negative size refused in PyTorch's words, not NumPy's ValueError)
+    return written(_made_by(lambda: _rng(generator).integers(low, high, size=size), size,
                            xp.dtype(out_dtype(dtype, out) or backend.int64), device, requires_grad), out)
 
 

@@ -1,9 +1,10 @@
 """Regressions found by session 33's differential probe of creation ops and writes (tests/test_probe33_diff_fixes.py
 has the promotion ones): arange's keyword end and complex bounds, linspace's and logspace's 0-d tensor steps,
 asarray of a list read as tensor() reads it (its NumPy scalars' and 0-d tensors' dtypes, an integer past int64
-refused, where it was float32 and uint64), a bytearray or memoryview read as the sequence of numbers PyTorch reads
-(int64, not NumPy's uint8), and None (or a string) given where a number is written, which NumPy reads as NaN and
-PyTorch refuses."""
+refused, where it was float32 and uint64), a negative size given to a legacy constructor (FloatTensor(-1)),
+empty_strided or randint refused with PyTorch's RuntimeError (NumPy's ValueError before), a bytearray or
+memoryview read as the sequence of numbers PyTorch reads (int64, not NumPy's uint8), and None (or a string)
+given where a number is written, which NumPy reads as NaN and PyTorch refuses."""
 
 import numpy as np
 import pytest
@@ -31,6 +32,10 @@ MADE = [
     ("T.tensor(memoryview(b'ab'))", "int64", [97, 98]),
     ("T.tensor(memoryview(np.array([1.5, 2.5])))", "float32", [1.5, 2.5]),
     ("T.tensor(bytearray(b'ab'), dtype=T.uint8)", "uint8", [97, 98]),
+    ("T.FloatTensor(2, np.int64(3)).zero_()", "float32", [[0, 0, 0], [0, 0, 0]]),
+    ("T.LongTensor(T.Size([2])).zero_()", "int64", [0, 0]),
+    ("T.randint(5, (0, 2))", "int64", np.zeros((0, 2))),
+    ("T.empty_strided((2, 2), (2, 1)).zero_()", "float32", [[0, 0], [0, 0]]),
     ("T.asarray(bytearray(b'\\x00\\x00\\x80?'))", "float32", [1]),  # (asarray reads a buffer's bytes, as frombuffer)
 ]
 
@@ -53,6 +58,10 @@ REFUSED = [
     ("T.zeros(3).fill_('1')", TypeError, "fill_() received an invalid combination of arguments - got (str)"),
     ("T.asarray([2**63])", ValueError, "Overflow when unpacking long long"),
     ("T.asarray(2**63)", ValueError, "Overflow when unpacking long long"),
+    ("T.FloatTensor(-1)", RuntimeError, "Trying to create tensor with negative dimension -1: [-1]"),
+    ("T.LongTensor(2, -3)", RuntimeError, "Trying to create tensor with negative dimension -3: [2, -3]"),
+    ("T.empty_strided((2, -1), (1, 1))", RuntimeError, "Trying to create tensor with negative dimension -1: [2, -1]"),
+    ("T.randint(5, (2, -1))", RuntimeError, "Trying to create tensor with negative dimension -1: [2, -1]"),
     ("T.zeros(3).index_put_((T.tensor([0]),), None)", TypeError,
      "index_put_(): argument 'values' (position 2) must be Tensor, not NoneType"),
 ]
