@@ -81,7 +81,10 @@ class tensortype(type):  # noqa: N801  (torch.tensortype's name)
             data = tuple(data[0])
         sizes = all(isinstance(n, (builtins.int, numpy.integer)) and not isinstance(n, builtins.bool) for n in data)
         if data and sizes:
-            return tensor(numpy.zeros(data, dtype=cls.dtype))
+            from .factories import _shape  # (constants is imported before the factories; a negative size is refused
+            # in PyTorch's words there)
+
+            return tensor(numpy.zeros(_shape(data), dtype=cls.dtype))
         if len(data) == 1 and cls.device_type == "cpu" and getattr(data[0], "dtype", None) == cls.dtype:
             # of its own dtype, an array or a tensor is shared, not copied, as PyTorch's (an environment's observation
             # buffer written in place shows in the tensor): the array as from_numpy, the tensor as an alias of it

@@ -13,8 +13,8 @@ from .factories import _shape, as_tensor, copied_data, device_of, empty, full, o
 from .graph import modes, program_stacklevel
 from .ops import bind_tensor_methods
 from .ops.names import names
-from .reading_data import shareable
-from .tensor import Tensor, as_array
+from .reading_data import read_array, shareable
+from .tensor import Tensor
 from .warn_once import warn_once
 
 
@@ -100,7 +100,8 @@ def asarray(obj, *, dtype=None, device=None, copy=None, requires_grad=None):
             raise RuntimeError("can't alias NumPy scalars. Either remove copy=False or transform it in a ndarray. ")
         if copy is False:
             raise ValueError("can't alias arbitrary sequence into a tensor.")
-        result = Tensor._make(as_array(obj, dtype))
+        result = Tensor._make(read_array(obj, dtype, copy=False))  # (tensor()'s reading: a list's NumPy scalars
+        # and 0-d tensors give its dtype, as PyTorch's asarray, and an integer past int64 is refused, not uint64)
     return result.requires_grad_() if requires_grad else result
 
 
@@ -221,7 +222,7 @@ def _strided(size, stride, dtype):
 @names("empty_strided", method=False)
 def empty_strided(size, stride, *, dtype=None, layout=None, device=None, requires_grad=False, pin_memory=False):
     """A new tensor of shape ``size`` laid out with ``stride`` (in elements)."""
-    return Tensor._make(_strided(size, stride, dtype or get_default_dtype())).requires_grad_(requires_grad)
+    return Tensor._make(_strided(_shape((), size), stride, dtype or get_default_dtype())).requires_grad_(requires_grad)
 
 
 @names("empty_permuted", method=False)

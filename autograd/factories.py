@@ -21,7 +21,7 @@ from .device import META, resolve
 from .graph import program_stacklevel
 from .memory_order import fills_in_memory_order, made_like_a_view
 from .meta import MetaArray, meta_array
-from .operands import python_number
+from .operands import is_no_number, python_number
 from .random import _LARGEST_EXACT_INTEGER, draws, random_bounds_checked
 from .random import generator as _rng
 from .reading_data import integers_cast, read_array, refuse_foreign_byte_order, shareable
@@ -192,6 +192,8 @@ def _fill_number(fill_value, name):
         if fill_value.ndim:
             raise TypeError(f"{name}(): argument 'fill_value' (position 2) must be Number, not Tensor")
         fill_value = fill_value.item()
+    if is_no_number(fill_value):
+        raise TypeError(f"{name}(): argument 'fill_value' (position 2) must be Number, not {type(fill_value).__name__}")
     return python_number(fill_value)
 
 
@@ -327,6 +329,9 @@ def randint(*args, out=None, size=None, generator=None, dtype=None, layout=None,
     elif args:
         raise TypeError(f"randint(low=0, high, size): too many positional arguments {args}")
     low = 0 if low is None else low
+    for name, bound in (("low", low), ("high", high)):
+        if isinstance(bound, (bool, float, numpy.bool_, numpy.floating)):  # (truncated, 2.5 would silently be 2)
+            raise TypeError(f"randint(): argument '{name}' must be int, not {type(bound).__name__}")
     if dtype is not None and xp.dtype(dtype).kind == "c":
         raise RuntimeError("check_random_bounds handles only integral, floating-point and boolean types")
     if high is None or size is None:
@@ -335,19 +340,23 @@ def randint(*args, out=None, size=None, generator=None, dtype=None, layout=None,
         raise RuntimeError(f"random_ expects 'from' to be less than 'to', but got from={low} >= to={high}")
     if dtype is not None:
         low, high = random_bounds_checked(low, high, xp.dtype(dtype))
-    return written(_made_by(lambda: _rng(generator).integers(low, high, size=tuple(size)), tuple(size),
+    size = _shape((), size)  # (a negative size refused in PyTorch's words, not NumPy's ValueError)
+    return written(_made_by(lambda: _rng(generator).integers(low, high, size=size), size,
                            xp.dtype(out_dtype(dtype, out) or backend.int64), device, requires_grad), out)
 
 
 def randperm(n, *, out=None, generator=None, dtype=None, layout=None, device=None, requires_grad=False,
              pin_memory=False):
     """A random permutation of 0..n-1 (in a dtype that holds every one of them exactly)."""
-    from .ops.conversion import int_argument  # (here: importing the ops while this module loads is circular)
+    from .ops.conversion import int_argument, type_name  # (here: importing the ops while this module loads is
+    # circular)
 
     n = int_argument(n, "randperm", "n", 1)  # (an integer tensor of one element too: random_split's summed lengths)
     if n < 0:
         raise RuntimeError(f"Trying to create tensor with negative dimension {n}: [{n}]")
     dtype = xp.dtype(out_dtype(dtype, out) or backend.int64)
+    if dtype.kind in "bc":  # (PyTorch's kernel has no bool or complex loop: a bool "permutation" is none)
+        raise NotImplementedError(f"\"randperm\" not implemented for '{type_name(dtype)}'")
     largest = numpy.iinfo(dtype).max if dtype.kind in "iu" else _LARGEST_EXACT_INTEGER.get(dtype.name, math.inf)
     if n - 1 > largest:
         raise RuntimeError(f"n must be at most {largest + 1} for a randperm in {dtype}, got {n}")

@@ -68,6 +68,13 @@ def left_to_python(value):
                                                     or hasattr(value, "__array_interface__"))
 
 
+def is_no_number(value):
+    """Whether a value given where PyTorch takes a number (a fill value, x[i] = value) is plainly none: None, a string,
+    a dict or a set. PyTorch refuses these with a TypeError; NumPy would write None as NaN, and a string of digits as
+    its number."""
+    return value is None or isinstance(value, (str, bytes, dict, set, frozenset))
+
+
 def python_number(value):
     """A NumPy scalar (``numpy.float64(0.5)``, ``numpy.int64(3)``) as the Python number it holds; anything else as
     it is. PyTorch reads a NumPy scalar as a Python number, which never raises a tensor's dtype; NumPy 2 keeps the
@@ -87,7 +94,8 @@ def _number_array(value, dtype):
     if isinstance(value, bool):
         pass  # a bool keeps the tensor's dtype
     elif type(value) is int or type(value) is not float and isinstance(value, numbers.Integral):
-        dtype = dtype if kind in "iuf" else backend.int64
+        dtype = dtype if kind in "iufc" else backend.int64  # (beside complex64 a complex64 2, not NumPy's int64,
+        # which would widen complex64 to complex128 in lerp's kernel and the like)
     elif type(value) is float or isinstance(value, numbers.Real) or type(value) is numpy.bool_:  # (python_number's)
         dtype = dtype if kind == "f" or kind == "c" else backend.get_default_dtype()  # (complex: its precision)
     elif isinstance(value, numbers.Complex):  # the tensor's precision, made complex (PyTorch's rule)

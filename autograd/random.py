@@ -19,6 +19,7 @@ import numpy
 
 from .device import device as _device
 from .device import resolve
+from .errors import DtypeError
 from .graph import modes, program_stacklevel
 
 DEFAULT_SEED = 67280421310721  # PyTorch's initial seed for a new Generator
@@ -89,8 +90,11 @@ class Generator:
         if not isinstance(new_state, Tensor) or new_state.dtype != numpy.uint8 or new_state.shape != (_STATE_BYTES,):
             described = (f"a {new_state.dtype} tensor of shape {tuple(new_state.shape)}"
                          if isinstance(new_state, Tensor) else type(new_state).__name__)
-            raise RuntimeError(f"set_state expects a uint8 tensor of {_STATE_BYTES} bytes from get_state(), "
-                               f"got {described}")
+            if isinstance(new_state, Tensor) and new_state.dtype == numpy.uint8:  # (PyTorch: a RuntimeError for
+                raise RuntimeError(f"set_state expects a uint8 tensor of {_STATE_BYTES} bytes from get_state(), "
+                                   f"got {described}")  # the size, a TypeError for anything else: DtypeError is both)
+            raise DtypeError(f"RNG state must be a torch.ByteTensor: set_state expects a uint8 tensor of "
+                             f"{_STATE_BYTES} bytes from get_state(), got {described}")
         raw = new_state.numpy().tobytes()
         from .mersenne import TorchStream
 
@@ -121,20 +125,31 @@ def _seeded_words(seed):
 
 
 def _integer_seed(seed):
-    if isinstance(seed, bool) or not isinstance(seed, (int, numpy.integer)):
+    """A Generator's seed as PyTorch's ``Generator.manual_seed`` reads it: an integer from -2^63 to 2^64 - 1,
+    negative ones wrapped to 64 bits; a bool, a float or a string is refused (``torch.manual_seed`` converts with
+    ``int()`` first, Generator.manual_seed does not), and so is an integer past 64 bits (which wrapped would be
+    another seed)."""
+    if isinstance(seed, (bool, numpy.bool_, float, numpy.floating, str, bytes)):  # (PyTorch's RuntimeError; a
+        # TypeError to Python's eye: DtypeError is both)
+        raise DtypeError(f"manual_seed expected a long, but got {type(seed).__name__}")
+    if not isinstance(seed, (int, numpy.integer)):
         try:
-            seed = int(seed)  # a one-element integer tensor, a numpy integer
+            seed = int(seed)  # a one-element integer tensor
         except (TypeError, ValueError):
             raise TypeError(f"manual_seed expected an int seed, got {seed!r}") from None
-    return int(seed) % 2**64
+    seed = int(seed)
+    if not -2**63 <= seed < 2**64:
+        raise ValueError("Overflow when unpacking long long")
+    return seed % 2**64
 
 
 default_generator = Generator()
 
 
 def manual_seed(seed):
-    """Reset the default generator to ``seed``; returns it (as ``torch.manual_seed``)."""
-    return default_generator.manual_seed(seed)
+    """Reset the default generator to ``int(seed)``; returns it (as ``torch.manual_seed``, which takes what
+    ``int()`` takes: 1.5 is seed 1, "7" seed 7)."""
+    return default_generator.manual_seed(int(seed))
 
 
 def seed():

@@ -3,6 +3,7 @@
 sin(30 x) makes such differences visible)."""
 
 import math
+import operator
 import warnings
 
 import numpy
@@ -21,12 +22,38 @@ def _number(value):
     return value.item() if isinstance(value, Tensor) else python_number(value)
 
 
-def arange(start, end=None, step=1, *, out=None, dtype=None, layout=None, device=None, requires_grad=False):
-    """start, start + step, ... up to (not including) end; int64 when every bound is an integer."""
+def _real_number(value):
+    """An arange bound as PyTorch's kernel reads it, a double: a complex number with no imaginary part is its real
+    part (a float, so arange(0, 4+0j) is float32), one with an imaginary part is refused as PyTorch refuses it."""
+    value = _number(value)
+    if isinstance(value, complex):
+        if value.imag != 0:
+            raise RuntimeError("value cannot be converted to type double without overflow")
+        return value.real
+    return value
+
+
+def _steps(steps):
+    """linspace's and logspace's number of points: an int, or a 0-d integer tensor holding one (PyTorch takes
+    ``steps=n`` with n a 0-d tensor; one with dimensions it refuses)."""
+    if isinstance(steps, Tensor):
+        if steps.ndim:
+            raise TypeError(f"linspace(): argument 'steps' must be int, not a Tensor of shape {tuple(steps.shape)}")
+        return operator.index(steps)
+    return steps
+
+
+def arange(start=None, end=None, step=1, *, out=None, dtype=None, layout=None, device=None, requires_grad=False):
+    """start, start + step, ... up to (not including) end; int64 when every bound is an integer. One bound is the
+    end, given as ``arange(n)`` or ``arange(end=n)``."""
     dtype = out_dtype(dtype, out)
-    start, end, step = _number(start), _number(end), _number(step)
+    start, end, step = _real_number(start), _real_number(end), _real_number(step)
     if end is None:
+        if start is None:
+            raise TypeError('arange() missing 1 required positional arguments: "end"')
         start, end = 0, start
+    elif start is None:
+        start = 0
     if dtype is None and all(isinstance(v, int) for v in (start, end, step)):
         dtype = backend.int64
     dtype = xp.dtype(_float(dtype))
@@ -173,7 +200,7 @@ def _from_both_ends(start, end, step, steps, wide):
 
 
 def linspace(start, end, steps, *, out=None, dtype=None, layout=None, device=None, requires_grad=False):
-    dtype = out_dtype(dtype, out)
+    dtype, steps = out_dtype(dtype, out), _steps(steps)
     start, end = _spaced_bounds("linspace", start, end, steps, dtype)
     return written(_made(_spaced_points(start, end, steps, xp.dtype(_spaced_dtype(start, end, dtype))), device,
                          requires_grad), out, points=True)
@@ -184,7 +211,7 @@ def logspace(start, end, steps, base=10.0, *, out=None, dtype=None, layout=None,
     and end cast to the dtype, the exponents in float64 from either end (as linspace's points, but each
     operation rounded), the powers in float64, cast to the dtype (complex ones as NumPy's logspace
     gives them)."""
-    dtype = out_dtype(dtype, out)
+    dtype, steps = out_dtype(dtype, out), _steps(steps)
     start, end = _spaced_bounds("logspace", start, end, steps, dtype)
     dtype = numpy.dtype(_spaced_dtype(start, end, dtype))
     if dtype.kind == "c":

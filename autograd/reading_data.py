@@ -62,6 +62,8 @@ def read_array(data, dtype, copy):
     for. An integer out of an integer dtype's range is cast as PyTorch casts it (``integers_cast``)."""
     if isinstance(data, (str, bytes)) or dtype is not None and xp.dtype(dtype).kind == "b" and _holds_strings(data):
         as_array(data)  # (raises its TypeError: strings are no numbers)
+    if isinstance(data, (bytearray, memoryview)):  # a sequence of Python numbers to PyTorch (bytearray(b"ab") is
+        data = data.tolist() if isinstance(data, memoryview) else list(data)  # int64 [97, 98]), not NumPy's uint8
     if isinstance(data, numpy.ndarray):
         refuse_array_of_no_tensor_dtype(data)
     if type(data) is list and data and type(data[0]) is numpy.ndarray:  # (PyTorch's advice, once, where it says it)
@@ -96,7 +98,7 @@ def read_array(data, dtype, copy):
             raise ValueError("Overflow when unpacking long long")
         return array
     try:
-        return xp.array(data, dtype=dtype, copy=True) if copy else as_array(data, dtype)
+        array = xp.array(data, dtype=dtype, copy=True) if copy else as_array(data, dtype)
     except OverflowError:  # (NumPy's: an integer out of dtype's range)
         return integers_cast(data, dtype)
     except ValueError:  # (NumPy's, for strings into numbers: as_array's TypeError)
@@ -104,6 +106,17 @@ def read_array(data, dtype, copy):
         if xp.dtype(dtype).kind in "iu" and values.dtype.kind == "f":  # a NaN into integers: PyTorch's overflow
             raise RuntimeError(f"value cannot be converted to type {xp.dtype(dtype)} without overflow") from None
         raise
+    if array.dtype.kind in "fc" and _holds_none(data, array):
+        raise TypeError("must be real number, not NoneType")  # (NumPy reads None as NaN into a floating dtype)
+    return array
+
+
+def _holds_none(data, array):
+    """Whether ``data``, read into the floating ``array``, held None (NumPy's NaN for it): PyTorch refuses it as no
+    number. (The list is walked only where the array holds a NaN.)"""
+    if data is None:
+        return True
+    return isinstance(data, (list, tuple)) and bool(xp.isnan(array).any()) and _holds(data, type(None))
 
 
 _PYTHON_NUMBERS = {int, float, bool, complex}

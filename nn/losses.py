@@ -55,6 +55,17 @@ def _refuse_non_floating(kernel, input, target):
         raise NotImplementedError(f"\"{kernel}_cpu\" not implemented for '{type_name(common)}'")
 
 
+def _in_input_dtype(input, target):
+    """target in input's dtype, for the losses PyTorch's kernels compute in it (huber, soft margin): refused where
+    the two's common dtype cannot be cast to it, as PyTorch refuses it (a float target beside integer predictions
+    was truncated, a complex one lost its imaginary part)."""
+    common = autograd.result_type(input, target)
+    if not autograd.can_cast(common, input.dtype):
+        raise RuntimeError(f"result type {type_name(common)} can't be cast to the desired output type "
+                           f"{type_name(input.dtype)}")
+    return target.to(input.dtype)
+
+
 def _weighted(loss, weight, reduction, mean_over_weights=True):
     """PyTorch's elementwise ``weight`` of mse_loss, l1_loss and huber_loss (its shape the input's):
     'mean' divides Σ w ℓ by Σ w (by the count for huber_loss, as PyTorch does)."""
@@ -134,7 +145,7 @@ def huber_loss(input, target, reduction="mean", delta=1.0, weight=None):
         pointwise = huber_loss(input.float(), target.float(), "none", delta).half()  # rounded once: PyTorch's
         return named_node(_weighted(pointwise, None, reduction), None, "HuberLossBackward0")  # kernel)
     # computed in the input's dtype, as PyTorch's kernel (mse_loss and smooth_l1_loss promote)
-    signed = input - target.to(input.dtype)
+    signed = input - _in_input_dtype(input, target)
     difference = signed.abs()
     inside, near = _quadratic_piece(signed, difference, delta)
     loss = _weighted(autograd.where(inside, near * near * 0.5,
@@ -369,7 +380,7 @@ def soft_margin_loss(input, target, size_average=None, reduce=None, reduction="m
     if autograd.is_grad_enabled() and getattr(target, "requires_grad", False):  # (PyTorch has no derivative for it)
         raise RuntimeError("The function 'soft_margin_loss' is not differentiable with respect to argument 'target'. "
                            "This input cannot have requires_grad True.")
-    target = _same_shape("soft_margin_loss", input, target).to(input.dtype)
+    target = _in_input_dtype(input, _same_shape("soft_margin_loss", input, target))
     return _reduce((-target * input).softplus(), reduction)
 
 

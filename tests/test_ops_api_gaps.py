@@ -41,6 +41,7 @@ CASES = {  # the primitives defined for these ops, with hypothesis-drawn inputs 
     "I0": (unary(-5.0, 5.0), lambda x: x.i0()),
     "I1": (unary(-5.0, 5.0), lambda x: autograd.special.i1(x)),
     "NextAfter": (unary(-4.0, 4.0), lambda x: autograd.nextafter(x, x + 1.0)),  # (PyTorch's: input's gradient)
+    "Ldexp": (unary(-4.0, 4.0), lambda x: autograd.ldexp(x, autograd.tensor(-3))),  # (an integer exponent: exact)
     "AsStrided": (_windowed(), lambda x: (x * 1.0).as_strided((x.numel() - 1, 2), (1, 1))),
 }
 

@@ -17,7 +17,7 @@ from ..sparse_layout import is_sparse
 from ..tensor import Tensor, tensor_from
 from . import elementwise
 from .broadcasting import unbroadcast
-from .conversion import refuse_kinds
+from .conversion import c_name, refuse_kinds
 from .elementwise_unary import Abs
 from .names import names
 from .outputs import write_out
@@ -291,10 +291,29 @@ def absolute(input, *, out=None):
 
 def integer_value(value, *tensors):
     """addcmul's ``value`` as PyTorch reads it: a number of the tensors' result type, so a float is truncated when
-    they are all integers (0.5 is 0 there, and the result stays an integer tensor)."""
-    if type(value) is float and all(isinstance(t, Tensor) and t._data.dtype.kind in "iu" for t in tensors):
+    they are all integers (0.5 is 0 there, and the result stays an integer tensor), and a complex one is read as
+    ``real_value`` reads it."""
+    kind = type(value)
+    if kind is Tensor:  # (a 0-d tensor outside the graph, number_argument's: PyTorch reads it as its number)
+        value = value.item()
+        kind = type(value)
+    if kind is float and all(isinstance(t, Tensor) and t._data.dtype.kind in "iu" for t in tensors):
         return int(value)
-    return value
+    return real_value(value, *tensors) if kind is complex else value
+
+
+def real_value(value, *tensors):
+    """addcmul's and addcdiv's complex ``value`` beside tensors none of which is complex, as PyTorch converts it to
+    their result's dtype: its real part where it has no imaginary one (2+0j is 2), refused where it has (the result
+    would have become complex, or the imaginary part been dropped by an in-place write)."""
+    if isinstance(value, Tensor):  # (a 0-d tensor outside the graph, number_argument's, read as its number)
+        value = value.item()
+    if type(value) is not complex or any(isinstance(t, Tensor) and t._data.dtype.kind == "c" for t in tensors):
+        return value
+    if value.imag:
+        dtype = common_dtype([t.dtype for t in tensors if isinstance(t, Tensor)])
+        raise RuntimeError(f"value cannot be converted to type {c_name(dtype)} without overflow")
+    return value.real
 
 
 def in_common_dtype(input, tensor1, tensor2):
@@ -317,7 +336,8 @@ def addcmul(input, tensor1, tensor2, *number_first, value=1, out=None):
         value = _number_first("addcmul", "addcmul(Tensor input, Tensor tensor1, Tensor tensor2, *, Number value)",
                               tensor1)
         tensor1, tensor2 = tensor2, number_first[0]
-    refuse_kinds(input, "addcmul_cpu_out", "b")
+    if all(isinstance(t, Tensor) and t._data.dtype.kind == "b" for t in (tensor1, tensor2)):
+        refuse_kinds(input, "addcmul_cpu_out", "b")  # (the kernel runs in the common dtype: bools with ints are ints)
     value = integer_value(number_argument("addcmul", "value", value), input, tensor1, tensor2)
     if all(isinstance(t, Tensor) and t._data.dtype == float16 for t in (input, tensor1, tensor2)):
         # in float32, rounded once, as PyTorch's kernel (value · t1 · t2 rounded at each step came out a unit off)
@@ -348,7 +368,7 @@ def addcdiv(input, tensor1, tensor2, *number_first, value=1, out=None):
         value = _number_first("addcdiv", "addcdiv(Tensor input, Tensor tensor1, Tensor tensor2, *, Number value)",
                               tensor1)
         tensor1, tensor2 = tensor2, number_first[0]
-    number_argument("addcdiv", "value", value)
+    value = real_value(number_argument("addcdiv", "value", value), input, tensor1, tensor2)
     refuse_integer_addcdiv(tensor1, tensor2)
     if all(isinstance(t, Tensor) and t._data.dtype == float16 for t in (input, tensor1, tensor2)):
         # in float32, rounded once, as PyTorch's kernel (as addcmul)

@@ -60,6 +60,8 @@ def _clamp(x, min, max, inclusive=False):
     if min is None and max is None:
         raise RuntimeError("torch.clamp: At least one of 'min' or 'max' must not be None")
     min, max = python_number(min), python_number(max)
+    if type(min) is complex or type(max) is complex:
+        min, max = _real_bounds(x, min, max, inclusive)
     if x._data.dtype.kind in "biu":
         x, min, max = _integer_clamp(x, min, max)
     else:
@@ -131,15 +133,27 @@ class ClampByTensors(Primitive):
 def _clamp_by_tensors(x, min, max, inclusive=False):
     """clamp(x, min, max) with a tensor bound: x and the bounds in their common dtype (a number bound beside a
     tensor one as a tensor of it)."""
-    if min is not None and max is not None:  # (PyTorch's kernel for both tensor bounds has no bool loop; its
-        refuse_kinds(x, "clamp_cpu", "b")  # kernels for one bound, and for numbers, have)
     for bound in (min, max):
         if bound is not None:
             x, _ = promote(x, bound)
+    if min is not None and max is not None:  # (PyTorch's kernel for both tensor bounds has no bool loop, so bools
+        refuse_kinds(x, "clamp_cpu", "b")  # clamped by bools are refused; bools and int bounds run in int64)
     bounds = [promote(x, bound)[1] for bound in (min, max) if bound is not None]
     if inclusive:
         return ClampByTensors.apply(x, *bounds, has_low=min is not None, has_high=max is not None, inclusive=True)
     return ClampByTensors.apply(x, *bounds, has_low=min is not None, has_high=max is not None)
+
+
+def _real_bounds(x, min, max, inclusive):
+    """Complex number bounds as PyTorch reads them: clamp of a floating x reads each as a real number (1+0j is 1; one
+    with an imaginary part cannot be, and is refused as PyTorch's conversion refuses it), of integers or bools it
+    would make the result complex, and clamp_min and clamp_max take no complex number at all. (Silently clamping to
+    a complex bound would return a complex tensor where PyTorch refuses.)"""
+    if inclusive or x._data.dtype.kind != "f":
+        raise NotImplementedError("clamp is not supported for complex types")
+    if any(type(bound) is complex and bound.imag != 0 for bound in (min, max)):
+        raise RuntimeError("value cannot be converted to type double without overflow")  # (the kernel reads a double)
+    return tuple(bound.real if type(bound) is complex else bound for bound in (min, max))
 
 
 def refuse_overflowing_bounds(x, min, max):

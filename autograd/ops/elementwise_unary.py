@@ -175,7 +175,10 @@ class Relu(Primitive):
             if x.dtype.kind == "b":
                 raise DtypeError("Boolean inputs not supported for relu")
             refuse_unordered(x, "relu")
-        return xp.maximum(x, backend.constant(0, x.dtype))
+        # relu(-0) is -0, as PyTorch's (max(x, 0) keeps x at a tie): NumPy's maximum gives its second operand at a tie
+        # of zeros, but its float16 loop the first
+        zero = backend.constant(0, x.dtype)
+        return xp.maximum(x, zero) if x.dtype.itemsize == 2 else xp.maximum(zero, x)
 
     def backward(self, grad, y, x):
         return (ReluGrad.apply_in_backward(grad, y),)

@@ -10,7 +10,7 @@ writes ``x.op(...)`` back (``names(..., inplace=...)``); these are the ones with
 
 from ..backend import float16, float32, xp
 from ..errors import refuse_bool_subtraction, refuse_unbroadcastable
-from ..operands import _is_bool, _operand, _operand_array, left_to_python, python_number
+from ..operands import _is_bool, _operand, _operand_array, is_no_number, left_to_python, python_number
 from ..tensor import Tensor, tensor_from
 from ..write_door import _data, _refuse_overflow
 from .arithmetic import (
@@ -27,6 +27,7 @@ from .arithmetic import (
     sub,
 )
 from .clamping import refuse_overflowing_bounds
+from .conversion import c_name
 from .elementwise import Where
 from .names import names
 from .promotion import promoted_dtype
@@ -48,12 +49,19 @@ def zero_(self):
 
 @names("fill_", function=False)
 def fill_(self, value):
-    if isinstance(value, Tensor) and value.ndim:  # (one number: a tensor of several would be copied elementwise)
-        raise RuntimeError(f"fill_ only supports 0-dimension value tensor but got tensor with {value.ndim} dimensions "
-                           f"(of shape {tuple(value.shape)}, filling a tensor of shape {tuple(self.shape)}).")
+    if isinstance(value, Tensor):
+        if value.ndim:  # (one number: a tensor of several would be copied elementwise)
+            raise RuntimeError(f"fill_ only supports 0-dimension value tensor but got tensor with {value.ndim} "
+                               f"dimensions (of shape {tuple(value.shape)}, filling a tensor of shape "
+                               f"{tuple(self.shape)}).")
+        if value._data.dtype.kind == "c" and self._data.dtype.kind != "c":  # (NumPy's copy would drop the
+            _refuse_overflow(value.item(), self._data.dtype)  # imaginary part, with a warning only)
     if type(value) is complex or (type(value) is float or type(value) is int) and \
             (self._data.dtype.kind != "f" or not -65504.0 <= value <= 65504.0):  # (what may overflow: a
         _refuse_overflow(value, self._data.dtype)  # float's usual values are not checked further)
+    elif is_no_number(value):  # (NumPy would fill None as NaN)
+        raise TypeError(f"fill_() received an invalid combination of arguments - got ({type(value).__name__}), but "
+                        "expected one of: (Tensor value), (Number value)")
     return _fill(self, value, "FillBackward3" if isinstance(value, Tensor) else "FillBackward2")  # (overloads)
 
 
@@ -190,7 +198,7 @@ def addcdiv_(self, tensor1, tensor2, *number_first, value=1):
     if number_first:  # PyTorch 1's addcdiv_(value, tensor1, tensor2)
         value = _number_first("addcdiv_", "addcdiv_(Tensor tensor1, Tensor tensor2, *, Number value)", tensor1)
         tensor1, tensor2 = tensor2, number_first[0]
-    number_argument("addcdiv_", "value", value)
+    value = number_argument("addcdiv_", "value", value)
     refuse_integer_addcdiv(tensor1, tensor2)
     tensor1, tensor2 = in_common_dtype(self, tensor1, tensor2)  # (formed in the wider dtype, written in self's)
     if self._data.dtype == float16:  # (in float32, rounded once: addcdiv's)
@@ -271,5 +279,19 @@ def _is_one(scale):
 
 def _same_kind_number(scale, array):
     """A float scale as a 0-d array of a floating array's dtype: converted once, as NumPy would at the call,
-    only slower."""
-    return xp.asarray(scale, dtype=array.dtype) if type(scale) is float and array.dtype.kind == "f" else scale
+    only slower. A complex scale of a real array is its real part, or refused where it has an imaginary one, as
+    PyTorch converts a number to the tensor's dtype (the unsafe cast of the product would drop it silently)."""
+    kind = type(scale)
+    if kind is float:
+        return xp.asarray(scale, dtype=array.dtype) if array.dtype.kind == "f" else scale
+    if kind is not int and array.dtype.kind != "c" and _is_complex_number(scale):
+        number = complex(scale.item() if hasattr(scale, "item") else scale)
+        if number.imag:
+            raise RuntimeError(f"value cannot be converted to type {c_name(array.dtype)} without overflow")
+        return number.real
+    return scale
+
+
+def _is_complex_number(scale):
+    """Whether a scale is a complex number: a Python or NumPy one, or a 0-d complex tensor or array."""
+    return type(scale) is complex or getattr(getattr(scale, "dtype", None), "kind", "") == "c"

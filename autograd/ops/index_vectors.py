@@ -13,7 +13,7 @@ from ..backend import int64, xp
 from ..errors import IndexRangeError
 from ..graph import program_stacklevel
 from ..index_watching import watches_index
-from ..operands import python_number
+from ..operands import is_no_number, python_number
 from ..primitive import Primitive, node_named
 from ..sparse_layout import is_sparse
 from ..tensor import Tensor
@@ -296,6 +296,8 @@ def optional_index_put(input, indices, values, accumulate=False):
                                values.numel() if isinstance(values, Tensor) else xp.size(values))
     index = tuple(_put_index(i) for i in indices)
     if not isinstance(values, Tensor):
+        if is_no_number(values):  # (NumPy would write None as NaN)
+            raise TypeError(f"index_put_(): argument 'values' (position 2) must be Tensor, not {type(values).__name__}")
         values = Tensor._make(xp.asarray(values, dtype=input.dtype))
     if not (len(index) == 1 and index[0].dtype == bool and index[0].ndim and values.numel() == 1):  # (but for
         # one mask and one value: PyTorch's masked_fill_, which casts)

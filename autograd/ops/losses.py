@@ -106,6 +106,8 @@ def binary_cross_entropy_with_logits(input, target, weight=None, size_average=No
     reduction = checked_reduction(size_average, reduce, reduction)
     given_target = target  # (the user's tensor, saved by PyTorch's node with the input and weights)
     target = same_shape("binary_cross_entropy_with_logits", input, target)
+    refuse_kinds(input, "log_sigmoid_cpu", "biuc")  # (-log σ(x), PyTorch's first check: real floating loops only;
+    # integer logits were computed as integers, a silent 0 for a float target)
     # PyTorch writes the loss into a tensor made from the target ((1 - target).mul_(input)...): it has
     # the target's dtype (a float64 input with a float32 target gives a float32 loss), and an integer
     # target is refused (a bool one too: 1 - target is a bool subtraction)
@@ -115,7 +117,6 @@ def binary_cross_entropy_with_logits(input, target, weight=None, size_average=No
     if target.dtype.kind in "iu":
         raise RuntimeError(f"result type {type_name(input.dtype)} can't be cast to the desired output type "
                            f"{type_name(target.dtype)}")
-    refuse_kinds(input, "log_sigmoid_cpu", "c")  # (-log σ(x): PyTorch's kernel has real loops only)
     # (1 - y)·x is computed in the wider of the two dtypes, as PyTorch's in-place mul_ computes it: float64
     # targets beside float32 logits stay float64 (narrowing them to the input's dtype rounded the targets)
     loss_dtype = target.dtype
@@ -225,6 +226,8 @@ def kl_divergence(input, target, reduction, log_target):
     target = target if isinstance(target, Tensor) else tensor_from(target)
     if input.dtype.kind in "biu" or target.dtype.kind in "biu":  # (PyTorch's check, bools included)
         raise RuntimeError("kl_div: Integral inputs not supported.")
+    if input.dtype.kind == "c" or target.dtype.kind == "c":  # (a log-probability is real: PyTorch's check)
+        raise RuntimeError("kl_div: Complex inputs not supported.")
     if log_target:
         loss = target.exp() * (target - input)
     else:

@@ -7,7 +7,7 @@ by powers of two, so their gradients are those scales (exact).
 
 import math
 
-from ..backend import int32, xp
+from ..backend import errstate, int32, xp
 from ..operands import _operand
 from ..primitive import Primitive
 from ..return_types import return_type
@@ -44,11 +44,40 @@ _integers("gcd", xp.gcd)
 _integers("lcm", xp.lcm)
 
 
+class Ldexp(Primitive):
+    """y = x · 2^e for an integer exponent e, exactly;   dL/dx = dL/dy · 2^e (the gradient's ldexp, as exact)
+
+    No 2^e is formed, so nothing overflows before the product does: in float32, 0 · 2^128 is 0 and 1e-30 · 2^128
+    is 3.4e8, as PyTorch's, where x · pow(2, e) gives NaN and inf."""
+
+    pytorch_name = "LdexpBackward0"
+
+    def forward(self, x, exponent):
+        with errstate(over="ignore"):
+            return xp.ldexp(x, _ldexp_exponent(exponent))
+
+    def backward(self, grad, y, x, exponent):
+        with errstate(over="ignore"):
+            scaled = xp.ldexp(grad._data, _ldexp_exponent(exponent._data))
+        return unbroadcast(Tensor._make(scaled), x), None
+
+
+def _ldexp_exponent(exponent):
+    """An integer exponent array NumPy's ldexp takes (it has no loop for unsigned 64-bit integers)."""
+    return exponent.astype(xp.int64) if exponent.dtype == xp.uint64 else exponent
+
+
 @names("ldexp", inplace="ldexp_")
 def ldexp(input, other, *, out=None):
     """input · 2^other;   dL/dinput = dL/dy · 2^other,   dL/dother = dL/dy · y · ln 2 (as PyTorch's,
     which computes it as input · pow(2, other)), in the dtype input and other promote to (float16 with
-    integers stays float16); integers alone give the default dtype."""
+    integers stays float16); integers alone give the default dtype. An integer tensor exponent scales a floating
+    input exactly (``Ldexp``), as PyTorch's: the power of two is never formed, so it cannot overflow on its own.
+    (PyTorch's gradient there is dL/dy times 2^other computed in integers, 0 for a negative exponent; this one is
+    the derivative.)"""
+    if isinstance(input, Tensor) and isinstance(other, Tensor) and other.dtype.kind in "iu" \
+            and input.dtype.kind == "f":  # (integers scaled are PyTorch's input · pow(2, other): 0 · 2^200 is NaN)
+        return write_out(Ldexp.apply(input, other), out)
     input, other = _floating_pair(input, other)
     return write_out(input * (2.0 ** other), out)
 

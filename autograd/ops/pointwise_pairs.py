@@ -215,8 +215,10 @@ def lerp(input, end, weight, *, out=None):
                              f"got dtype {c_name(other.dtype)}")
     if not isinstance(weight, Tensor):
         refuse_kinds(input, "lerp_kernel_scalar", "biu")
-        if isinstance(weight, complex) and input.dtype.kind != "c":
-            raise RuntimeError(f"value cannot be converted to type {input.dtype} without overflow")
+        if isinstance(weight, complex) and input.dtype.kind != "c":  # (read as the input's dtype: 1+0j is 1)
+            if weight.imag:
+                raise RuntimeError(f"value cannot be converted to type {c_name(input.dtype)} without overflow")
+            weight = weight.real
         if input.dtype == xp.float16 and isinstance(end, Tensor) and end.dtype == xp.float16:
             # the number kept in float32, not rounded to float16 (0.3 would become 0.2998), as PyTorch's kernel
             return write_out(named_node(lerp(input.float(), end.float(), weight).half(), None, "LerpBackward0",

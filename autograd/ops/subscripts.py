@@ -12,6 +12,7 @@ from ..backend import xp
 from ..errors import DtypeError
 from ..graph import program_stacklevel
 from ..index_watching import watch_index_tensors
+from ..operands import is_no_number
 from ..tensor import Tensor
 from ..write_door import _refuse_overflow
 from .conversion import type_name
@@ -100,8 +101,12 @@ def _setitem(x, index, value):
     """x[index] = value, the index read as ``x[index]`` reads it: where an integer stands beside index
     arrays it selects first (x[0, :, [1, 2]] is a (3, 2) region, as PyTorch's, not NumPy's (2, 3)), so the
     write goes through that view of x, and the value broadcasts against the region PyTorch's does."""
-    refuse_uint8_mask_fill(_index_arrays(tuple(index) if _sequence_as_tuple(index) else index),
-                           value.numel() if isinstance(value, Tensor) else numpy.size(value))
+    if isinstance(value, Tensor):
+        count = value.numel()
+    else:
+        _refuse_non_number(x, value)
+        count = numpy.size(value)
+    refuse_uint8_mask_fill(_index_arrays(tuple(index) if _sequence_as_tuple(index) else index), count)
     given = index
     x, index = _as_pytorch_reads_it(x, index)
     mask = index[0] if isinstance(index, tuple) and len(index) == 1 else index
@@ -121,6 +126,13 @@ def _setitem(x, index, value):
         raise index_error_in_pytorch_words(error, x.shape, index) from None
     if x.grad_fn is not node_before:  # (a recorded write: under no_grad x keeps the node that made it)
         watch_index_tensors(x, given)
+
+
+def _refuse_non_number(x, value):
+    """PyTorch's refusal of a value that is no number (x[i] = None, x[i] = "a"): NumPy would write None as NaN
+    into a floating x, a silent wrong answer."""
+    if is_no_number(value):
+        raise TypeError(f"can't assign a {type(value).__name__} to a torch.{type_name(x.dtype)}Tensor")
 
 
 def _index_arrays(index):
