@@ -25,7 +25,7 @@ from .operands import is_no_number, python_number
 from .random import _LARGEST_EXACT_INTEGER, draws, random_bounds_checked
 from .random import generator as _rng
 from .reading_data import integers_cast, read_array, refuse_foreign_byte_order, shareable
-from .size import sizes_argument
+from .size import refuse_negative_sizes, sizes_argument
 from .sparse_layout import is_sparse
 from .tensor import Tensor, tensor_from
 from .write_door import _refuse_overflow
@@ -38,9 +38,7 @@ def _shape(sizes, size=None):
             raise TypeError(f"the shape was given both positionally {sizes} and as size={size}")
         sizes = (size,)
     shape = sizes_argument(sizes)
-    negative = [n for n in shape if n < 0]
-    if negative:
-        raise RuntimeError(f"Trying to create tensor with negative dimension {negative[0]}: {list(shape)}")
+    refuse_negative_sizes(shape)
     return shape
 
 

@@ -21,6 +21,14 @@ def sizes_argument(sizes):
     return tuple(sizes)
 
 
+def refuse_negative_sizes(shape):
+    """PyTorch's refusal of a shape with a negative size, for a tensor to be made of it (a factory's, a legacy
+    constructor's): NumPy's own error would be a ValueError in other words."""
+    for n in shape:
+        if n < 0:
+            raise RuntimeError(f"Trying to create tensor with negative dimension {n}: {list(shape)}")
+
+
 def _is_one_size(value):
     """An int, a NumPy integer or a 0-d tensor: one size (a list, a tuple, a Size, a 1-d tensor hold several)."""
     return type(value) is int or hasattr(value, "__index__") and getattr(value, "ndim", 0) == 0

@@ -28,7 +28,7 @@ from .errors import DtypeError, ShapeError, refuse_ragged
 from .graph import accumulate_grad, as_program_code, modes, program_stacklevel, run_hooks, run_hooks_on_leaf_gradient
 from .hooks import add_hook
 from .meta import MetaArray
-from .size import Size
+from .size import Size, refuse_negative_sizes
 from .tensor_conversions import Conversions
 from .tensor_copying import Copying
 from .write_door import WriteDoor
@@ -561,6 +561,7 @@ def _legacy_arguments(data, requires_grad, dtype, more_sizes):
         if type(requires_grad) is int:  # Tensor(2, 3, ...): every argument a size
             sizes += (requires_grad,) + (() if dtype is None else (dtype,)) + more_sizes
             requires_grad, dtype = False, None
+        refuse_negative_sizes(sizes)
         return xp.zeros(sizes, dtype=backend.get_default_dtype() if dtype is None else dtype), requires_grad, dtype
     if dtype is None and isinstance(data, (numbers.Number, numpy.bool_)):  # (an int is a size, above)
         kind = type(data).__name__ if type(data).__module__ == "builtins" else \

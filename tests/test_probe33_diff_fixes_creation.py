@@ -62,6 +62,9 @@ REFUSED = [
     ("T.LongTensor(2, -3)", RuntimeError, "Trying to create tensor with negative dimension -3: [2, -3]"),
     ("T.empty_strided((2, -1), (1, 1))", RuntimeError, "Trying to create tensor with negative dimension -1: [2, -1]"),
     ("T.randint(5, (2, -1))", RuntimeError, "Trying to create tensor with negative dimension -1: [2, -1]"),
+    ("T.Tensor(-1)", RuntimeError, "Trying to create tensor with negative dimension -1: [-1]"),
+    ("T.Tensor(2, -3)", RuntimeError, "Trying to create tensor with negative dimension -3: [2, -3]"),
+    ("T.zeros(2).new(-1)", RuntimeError, "Trying to create tensor with negative dimension -1: [-1]"),
     ("T.zeros(3).index_put_((T.tensor([0]),), None)", TypeError,
      "index_put_(): argument 'values' (position 2) must be Tensor, not NoneType"),
 ]

@@ -22,7 +22,7 @@ from ..device import device as Device
 from ..graph import bump_version
 from ..meta import MetaArray, meta_array
 from ..primitive import Primitive
-from ..size import Size
+from ..size import Size, refuse_negative_sizes
 from ..tensor import Tensor, tensor_from
 from .elementwise import Cast, Clone
 from .layouts import stored_channels_last
@@ -313,6 +313,7 @@ def new(x, *args, device=None):
                 raise TypeError(f"expected a tensor of dtype {x.dtype} (got {data.dtype})")
             return data.as_subclass(Tensor)  # an alias of a tensor it is given, in the graph (PyTorch's AliasBackward0)
         return tensor_from(backend.xp.array(data, dtype=x.dtype))
+    refuse_negative_sizes(args)
     return Tensor._make(backend.xp.empty(args if args else (0,), dtype=x.dtype))
 
 
