@@ -212,8 +212,10 @@ class Primitive(SavedTensorViews):
         if params:
             node = object.__new__(cls)
             node.__dict__ = params
-        if len(inputs) == 2:  # (the common arity spelled out)
+        if (arity := len(inputs)) == 2:  # (the common arities spelled out)
             return Tensor._make(node.forward(inputs[0]._data, inputs[1]._data))
+        if arity == 1:
+            return Tensor._make(node.forward(inputs[0]._data))
         return Tensor._make(node.forward(*[x._data for x in inputs]))
 
     packed = False  # what it saved went through saved_tensors_hooks: unpacked at backward
