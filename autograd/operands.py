@@ -75,6 +75,15 @@ def is_no_number(value):
     return value is None or isinstance(value, (str, bytes, dict, set, frozenset))
 
 
+def real_part(number, type_name):
+    """A complex ``number`` where PyTorch converts it to a real C type (``type_name``: its kernel's scalar, "float",
+    "double"): its real part where it has no imaginary one (2+0j is 2), else PyTorch's refusal. (NumPy would drop
+    the imaginary part silently, or make the result complex.)"""
+    if number.imag:
+        raise RuntimeError(f"value cannot be converted to type {type_name} without overflow")
+    return number.real
+
+
 def python_number(value):
     """A NumPy scalar (``numpy.float64(0.5)``, ``numpy.int64(3)``) as the Python number it holds; anything else as
     it is. PyTorch reads a NumPy scalar as a Python number, which never raises a tensor's dtype; NumPy 2 keeps the

@@ -12,7 +12,7 @@ from . import backend
 from .backend import xp
 from .factories import _fitted, _float, _made, out_dtype, written
 from .graph import program_stacklevel
-from .operands import python_number
+from .operands import python_number, real_part
 from .random import _LARGEST_EXACT_INTEGER
 from .tensor import Tensor
 
@@ -26,11 +26,7 @@ def _real_number(value):
     """An arange bound as PyTorch's kernel reads it, a double: a complex number with no imaginary part is its real
     part (a float, so arange(0, 4+0j) is float32), one with an imaginary part is refused as PyTorch refuses it."""
     value = _number(value)
-    if isinstance(value, complex):
-        if value.imag != 0:
-            raise RuntimeError("value cannot be converted to type double without overflow")
-        return value.real
-    return value
+    return real_part(value, "double") if isinstance(value, complex) else value
 
 
 def _steps(steps):

@@ -11,7 +11,7 @@ import warnings
 from ..backend import float16, float32, float64, xp
 from ..errors import refuse_bool_subtraction
 from ..graph import program_stacklevel
-from ..operands import _is_bool, _operand, left_to_python, python_number
+from ..operands import _is_bool, _operand, left_to_python, python_number, real_part
 from ..primitive import Primitive, named_node, node_named
 from ..sparse_layout import is_sparse
 from ..tensor import Tensor, tensor_from
@@ -310,10 +310,7 @@ def real_value(value, *tensors):
         value = value.item()
     if type(value) is not complex or any(isinstance(t, Tensor) and t._data.dtype.kind == "c" for t in tensors):
         return value
-    if value.imag:
-        dtype = common_dtype([t.dtype for t in tensors if isinstance(t, Tensor)])
-        raise RuntimeError(f"value cannot be converted to type {c_name(dtype)} without overflow")
-    return value.real
+    return real_part(value, c_name(common_dtype([t.dtype for t in tensors if isinstance(t, Tensor)])))
 
 
 def in_common_dtype(input, tensor1, tensor2):

@@ -12,7 +12,7 @@ import numpy
 
 from .. import backend
 from ..backend import xp
-from ..operands import python_number
+from ..operands import python_number, real_part
 from ..primitive import Primitive, named_node
 from ..tensor import Tensor
 from ..write_door import _refuse_overflow
@@ -151,9 +151,8 @@ def _real_bounds(x, min, max, inclusive):
     a complex bound would return a complex tensor where PyTorch refuses.)"""
     if inclusive or x._data.dtype.kind != "f":
         raise NotImplementedError("clamp is not supported for complex types")
-    if any(type(bound) is complex and bound.imag != 0 for bound in (min, max)):
-        raise RuntimeError("value cannot be converted to type double without overflow")  # (the kernel reads a double)
-    return tuple(bound.real if type(bound) is complex else bound for bound in (min, max))
+    return tuple(real_part(bound, "double") if type(bound) is complex else bound  # (the kernel reads a double)
+                 for bound in (min, max))
 
 
 def refuse_overflowing_bounds(x, min, max):

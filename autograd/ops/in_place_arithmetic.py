@@ -10,7 +10,7 @@ writes ``x.op(...)`` back (``names(..., inplace=...)``); these are the ones with
 
 from ..backend import float16, float32, xp
 from ..errors import refuse_bool_subtraction, refuse_unbroadcastable
-from ..operands import _is_bool, _operand, _operand_array, is_no_number, left_to_python, python_number
+from ..operands import _is_bool, _operand, _operand_array, is_no_number, left_to_python, python_number, real_part
 from ..tensor import Tensor, tensor_from
 from ..write_door import _data, _refuse_overflow
 from .arithmetic import (
@@ -285,10 +285,7 @@ def _same_kind_number(scale, array):
     if kind is float:
         return xp.asarray(scale, dtype=array.dtype) if array.dtype.kind == "f" else scale
     if kind is not int and array.dtype.kind != "c" and _is_complex_number(scale):
-        number = complex(scale.item() if hasattr(scale, "item") else scale)
-        if number.imag:
-            raise RuntimeError(f"value cannot be converted to type {c_name(array.dtype)} without overflow")
-        return number.real
+        return real_part(complex(scale.item() if hasattr(scale, "item") else scale), c_name(array.dtype))
     return scale
 
 

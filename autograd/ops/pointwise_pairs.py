@@ -6,7 +6,7 @@ import math
 
 from ..backend import errstate, xp
 from ..errors import DtypeError, refuse_complex_extremum, refuse_unbroadcastable
-from ..operands import _operand
+from ..operands import _operand, real_part
 from ..primitive import Primitive, named_node, node_named
 from ..tensor import Tensor, tensor_from
 from .broadcasting import unbroadcast
@@ -216,9 +216,7 @@ def lerp(input, end, weight, *, out=None):
     if not isinstance(weight, Tensor):
         refuse_kinds(input, "lerp_kernel_scalar", "biu")
         if isinstance(weight, complex) and input.dtype.kind != "c":  # (read as the input's dtype: 1+0j is 1)
-            if weight.imag:
-                raise RuntimeError(f"value cannot be converted to type {c_name(input.dtype)} without overflow")
-            weight = weight.real
+            weight = real_part(weight, c_name(input.dtype))
         if input.dtype == xp.float16 and isinstance(end, Tensor) and end.dtype == xp.float16:
             # the number kept in float32, not rounded to float16 (0.3 would become 0.2998), as PyTorch's kernel
             return write_out(named_node(lerp(input.float(), end.float(), weight).half(), None, "LerpBackward0",
