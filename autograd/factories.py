@@ -350,8 +350,7 @@ def randperm(n, *, out=None, generator=None, dtype=None, layout=None, device=Non
     # circular)
 
     n = int_argument(n, "randperm", "n", 1)  # (an integer tensor of one element too: random_split's summed lengths)
-    if n < 0:
-        raise RuntimeError(f"Trying to create tensor with negative dimension {n}: [{n}]")
+    refuse_negative_sizes((n,))
     dtype = xp.dtype(out_dtype(dtype, out) or backend.int64)
     if dtype.kind in "bc":  # (PyTorch's kernel has no bool or complex loop: a bool "permutation" is none)
         raise NotImplementedError(f"\"randperm\" not implemented for '{type_name(dtype)}'")

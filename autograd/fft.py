@@ -18,6 +18,7 @@ from .ops.conversion import int_argument, type_name
 from .ops.fourier import FFT, OTHER_NORM, InverseRealFFT, RealFFT
 from .ops.names import taking_numpy_keywords
 from .ops.outputs import write_out
+from .size import refuse_negative_sizes
 from .tensor import Tensor, tensor_from
 
 __all__ = ["fft", "ifft", "fft2", "ifft2", "fftn", "ifftn", "rfft", "irfft", "rfft2", "irfft2", "rfftn", "irfftn",
@@ -254,8 +255,7 @@ def _conjugated_real_transform(input, s, dim, norm, out, op):
 
 def fftfreq(n, d=1.0, *, out=None, dtype=None, layout=None, device=None, requires_grad=False):
     """The frequencies of fft's n terms for sample spacing d: [0, 1, ..., n/2 - 1, -n/2, ..., -1] / (d n)."""
-    if n < 0:
-        raise RuntimeError(f"Trying to create tensor with negative dimension {n}: [{n}]")
+    refuse_negative_sizes((n,))
     counts = xp.arange(n, dtype=xp.float64)
     counts[(n + 1) // 2:] -= n
     return _frequencies("fftfreq", counts, n * d, out, dtype, requires_grad)

@@ -21,6 +21,7 @@ from autograd.ops.conversion import refuse_kinds
 from autograd.ops.layouts import in_suggested_layout
 from autograd.ops.padding import copying_pad
 from autograd.primitive import named_node
+from autograd.size import refuse_negative_sizes
 from autograd.write_door import _refuse_overflow
 
 from .module import Module
@@ -68,9 +69,7 @@ def _check_gathered_sizes(shape, pad):
         calculated = " ".join(f"{name}: {n}" for name, n in zip(names, outputs))
         raise RuntimeError(f"input ({given}) is too small. Calculated output {calculated}")
     out_shape = list(shape[:len(shape) - dims]) + outputs
-    for n in outputs:
-        if n < 0:
-            raise RuntimeError(f"Trying to create tensor with negative dimension {n}: {out_shape}")
+    refuse_negative_sizes(out_shape)
 
 
 def pad(input, pad, mode="constant", value=None):

@@ -14,7 +14,7 @@ import warnings
 from ..backend import memory_owner, strided_view, xp
 from ..constants import contiguous_format
 from ..graph import enable_grad, modes, program_stacklevel
-from ..size import Size, sizes_argument
+from ..size import Size, refuse_negative_sizes, sizes_argument
 from ..tensor import Tensor
 from .axes import sizes_or_keyword
 from .conversion import c_name
@@ -76,9 +76,7 @@ def squeeze_(input, dim=None):
 
 def _sizes(sizes):
     sizes = sizes_argument(sizes)
-    for n in sizes:
-        if int(n) < 0:
-            raise RuntimeError(f"Trying to create tensor with negative dimension {n}: {list(sizes)}")
+    refuse_negative_sizes(sizes)
     return tuple(int(n) for n in sizes)
 
 
