@@ -194,18 +194,17 @@ class ReluGrad(Primitive):
     a zero gradient, not none, so x is still used by a second derivative, as in PyTorch)."""
 
     def forward(self, g, y):
-        if y.size <= _SMALL:  # PyTorch's select itself (below): on a small array one pass is quicker than two
-            return xp.where(y <= 0, xp.zeros((), g.dtype), g)
-        product = g * (y > 0)  # (g times 1 or 0, as PyTorch's select gives where both are finite)
-        # One check for both cases the product gets wrong, Σ product · y: an inf or NaN in g where relu was off
-        # makes the product NaN there (∞ · 0), and a NaN y (relu of NaN) is NaN times whatever the product holds,
-        # so the sum is not finite (nor where it overflowed: then the select below, right anyway). NaN spreads
-        # whichever elements the two flat orders pair, so each is read in its own layout, in place.
-        if isfinite(vdot(product.ravel("K"), y.ravel("K"))):
-            return product
+        if y.size > _SMALL:  # (on a small array the select below, one pass, is quicker than these two)
+            product = g * (y > 0)  # (g times 1 or 0, as PyTorch's select gives where both are finite)
+            # One check for both cases the product gets wrong, Σ product · y: an inf or NaN in g where relu was off
+            # makes the product NaN there (∞ · 0), and a NaN y (relu of NaN) is NaN times whatever the product
+            # holds, so the sum is not finite (nor where it overflowed: then the select below, right anyway). NaN
+            # spreads whichever elements the two flat orders pair, so each is read in its own layout, in place.
+            if isfinite(vdot(product.ravel("K"), y.ravel("K"))):
+                return product
         # PyTorch's backward selects, where(y <= 0, 0, g): 0 where relu was off even for an infinite g, and g itself
         # at a NaN y (the product above gave 0 there)
-        return xp.where(y <= 0, xp.zeros((), product.dtype), g)
+        return xp.where(y <= 0, xp.zeros((), g.dtype), g)
 
     def backward(self, u, z, g, y):
         return (ReluGrad.apply_in_backward(u, y) if g.requires_grad else None,
