@@ -46,7 +46,9 @@ def _step(name, params, grads, states, options, grad_scale=None, found_inf=None,
     optimizer = cls.__new__(cls)  # the class's update rule only: no parameter groups
     optimizer.state = {}
     if paths and (paths.get("capturable") or paths.get("fused")):
-        optimizer.check_step_devices(paths, params)
+        from .step_devices import check_step_devices
+
+        check_step_devices(optimizer, paths, params)
     for i, (param, grad) in enumerate(zip(params, grads, strict=True)):
         if grad_scale is not None:
             grad = grad / grad_scale

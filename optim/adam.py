@@ -100,7 +100,8 @@ class Adam(AdamFamily):
         adam_step = one_call_step()
         lr, (beta1, beta2), eps, weight_decay = group["lr"], group["betas"], group["eps"], group["weight_decay"]
         amsgrad, maximize, decoupled = group["amsgrad"], group.get("maximize"), group.get("decoupled_weight_decay")
-        states, keeps = self.state, _keeps_tensor_methods
+        states, keeps = self.state, _keeps_tensor_methods  # (keeps_tensor_methods' cache read here first: its call
+        # for every parameter and its moments would be two more calls per parameter and step)
         for p in group["params"]:
             grad = p.grad
             if grad is None:

@@ -351,7 +351,9 @@ class Optimizer:
             for group in self.param_groups:
                 if "capturable" in group and group["capturable"] or "fused" in group and group["fused"]:
                     # (tested without a call: nothing more on the hot path)
-                    self.check_step_devices(group, [p for p in group["params"] if p.grad is not None])
+                    from .step_devices import check_step_devices
+
+                    check_step_devices(self, group, [p for p in group["params"] if p.grad is not None])
                 self._step_group(group)
         return loss
 
@@ -370,28 +372,8 @@ class Optimizer:
         if not self.state[p]:
             del self.state[p]
 
-    def check_step_devices(self, group, params):
-        """PyTorch's checks at the step of a ``fused`` or ``capturable`` group, over the parameters it steps (those
-        with a gradient; the functional forms' all). A fused kernel takes floating-point tensors on its devices (the
-        CPU among them): RuntimeError for a complex or integer one. ``capturable`` (a step safe to capture in a CUDA
-        graph) asks for tensors on an accelerator, which PyTorch asserts: on the CPU, its AssertionError (not with
-        ``fused`` too, whose path checks only its own devices). Which of PyTorch's messages: ``capturable_tensors``
-        and ``capturable_xla``."""
-        from .pytorch_helpers import _device_dtype_check_for_fused, _get_capturable_supported_devices
-
-        if group.get("fused"):
-            for p in params:
-                _device_dtype_check_for_fused(p)
-            return
-        devices = _get_capturable_supported_devices(self.capturable_xla[bool(group.get("foreach"))])
-        for p in params:
-            if p.device.type not in devices:
-                raise AssertionError(f"If capturable=True, {self.capturable_tensors} must be on supported devices: "
-                                     f"{devices}. (A parameter of shape {tuple(p.shape)} is on {p.device}: leave "
-                                     "capturable False on the CPU.)")
-
     # what PyTorch's capturable check names (NAdam and ASGD name their step tensors too), and whether its list of
-    # devices has xla, on the single-tensor path and on the foreach one
+    # devices has xla, on the single-tensor path and on the foreach one (step_devices.py)
     capturable_tensors = "params and state_steps"
     capturable_xla = (True, False)
 
