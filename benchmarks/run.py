@@ -27,11 +27,12 @@ import optimizer_step  # noqa: E402
 import per_op  # noqa: E402
 import recurrent  # noqa: E402
 import timing  # noqa: E402
+import transformer_step  # noqa: E402
 import value_engine  # noqa: E402
 
 BENCHMARKS = {"per_op": per_op, "mlp_step": mlp_step, "lenet_step": lenet_step, "optimizer_step": optimizer_step,
               "value_engine": value_engine, "deep_chain": deep_chain, "recurrent": recurrent,
-              "import_time": import_time}
+              "transformer_step": transformer_step, "import_time": import_time}
 
 
 def main(argv=None):
