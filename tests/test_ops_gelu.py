@@ -59,6 +59,23 @@ def test_erf_and_erfc_agree_with_pythons_to_a_few_units_in_the_last_place():
     assert np.signbit(erf(np.array([-0.0]))[0]) and erf(np.array([0.0]))[0] == 0.0
 
 
+def test_erf_and_erfc_of_a_large_shuffled_array_agree_with_pythons():
+    """Past select's size (8,192 elements) the intervals' results are merged by their bits: every interval, the
+    far tail past 4, NaN, ±inf and ±0 shuffled together, as a GELU's normal data meets them."""
+    rng = np.random.default_rng(3)
+    values = np.concatenate([rng.standard_normal(12000) * 2, rng.uniform(4, 30, 3000) * rng.choice([-1, 1], 3000),
+                             POINTS, [np.nan, np.inf, -np.inf] * 5])
+    values = values[rng.permutation(values.size)]
+    expected_erf = np.array([math.erf(v) for v in values])
+    expected_erfc = np.array([math.erfc(v) for v in values])
+    np.testing.assert_allclose(erf(values), expected_erf, rtol=1e-15, atol=0)  # (a few units of the last place)
+    tiny = expected_erfc < 1e-300
+    np.testing.assert_allclose(erfc(values)[~tiny], expected_erfc[~tiny], rtol=1e-15, atol=0)
+    assert np.array_equal(np.signbit(erf(values)), np.signbit(expected_erf))  # (-0.0 kept)
+    float32 = values.astype(np.float32)
+    assert np.array_equal(erf(float32), erf(float32.astype(np.float64)).astype(np.float32), equal_nan=True)
+
+
 def test_erfcx_agrees_with_a_product_taken_exactly():
     from decimal import Decimal, localcontext
 
