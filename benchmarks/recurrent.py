@@ -12,10 +12,8 @@ with the reference extras); otherwise run with OPENBLAS_NUM_THREADS=1 for a
 one-thread comparison.
 """
 
-import contextlib
-
 import numpy as np
-from timing import best_time, optional, table
+from timing import best_time, one_thread, optional, table
 
 import autograd
 
@@ -132,26 +130,15 @@ def loop_rows(torch):
 
 def report():
     torch = optional("torch")
-    threads = None
-    if torch is not None:
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-    threadpoolctl = optional("threadpoolctl")
-    blas = threadpoolctl.threadpool_limits(1) if threadpoolctl is not None else contextlib.nullcontext()
-    try:
-        with blas:
-            shape = "input {input}, hidden {hidden}, {steps} steps, batch {batch}".format(**LAYER)
-            lines = [table(f"(g) nn.{name} forward+backward ({shape}), float32", layer_rows(name, torch),
-                           "PyTorch" if torch is not None else "chainrule") for name in ("LSTM", "GRU")]
-            loop = "{steps} steps of h = tanh(h @ W + x_t @ U + b), hidden {hidden}, batch {batch}".format(**LOOP)
-            lines.append(table(f"(g) a recurrence of Tensor ops: {loop}, loss and backward", loop_rows(torch),
-                               "NumPy by hand"))
-            lines.append("    (PyTorch with 1 thread; NumPy's BLAS "
-                         + ("with 1 thread)" if threadpoolctl is not None else "with its own thread count)"))
-            return "\n".join(lines)
-    finally:
-        if torch is not None:
-            torch.set_num_threads(threads)
+    with one_thread(torch) as note:
+        shape = "input {input}, hidden {hidden}, {steps} steps, batch {batch}".format(**LAYER)
+        lines = [table(f"(g) nn.{name} forward+backward ({shape}), float32", layer_rows(name, torch),
+                       "PyTorch" if torch is not None else "chainrule") for name in ("LSTM", "GRU")]
+        loop = "{steps} steps of h = tanh(h @ W + x_t @ U + b), hidden {hidden}, batch {batch}".format(**LOOP)
+        lines.append(table(f"(g) a recurrence of Tensor ops: {loop}, loss and backward", loop_rows(torch),
+                           "NumPy by hand"))
+        lines.append(note)
+        return "\n".join(lines)
 
 
 if __name__ == "__main__":

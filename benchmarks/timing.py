@@ -3,6 +3,7 @@ disturbs the ratios as little as possible; peak memory and import time measured 
 a fresh subprocess; and RESULTS, every table printed so far, for benchmarks/run.py's
 JSON."""
 
+import contextlib
 import json
 import os
 import subprocess
@@ -124,6 +125,24 @@ def import_seconds(modules, path=(), **environ):
     counted); ``path`` and ``environ`` as for ``in_subprocess``."""
     timed = f"import time\nstart = time.perf_counter()\nimport {modules}\nprint(time.perf_counter() - start)"
     return in_subprocess(timed, path, **environ)
+
+
+@contextlib.contextmanager
+def one_thread(torch):
+    """PyTorch (when installed) and NumPy's BLAS (when threadpoolctl is) held to one thread inside the block, as
+    Python runs our ops; yields the note the table prints under itself on how NumPy's BLAS ran."""
+    threads = torch.get_num_threads() if torch is not None else None
+    threadpoolctl = optional("threadpoolctl")
+    blas = threadpoolctl.threadpool_limits(1) if threadpoolctl is not None else contextlib.nullcontext()
+    if torch is not None:
+        torch.set_num_threads(1)
+    try:
+        with blas:
+            yield ("    (PyTorch with 1 thread; " if torch is not None else "    (") + "NumPy's BLAS " + (
+                "with 1 thread)" if threadpoolctl is not None else "with its own thread count)")
+    finally:
+        if torch is not None:
+            torch.set_num_threads(threads)
 
 
 def load():

@@ -9,11 +9,10 @@ row measures is our array kernels (GELU's erf, dropout's masks, the normalizatio
 PyTorch's vectorised ones, not the engine's cost per node.
 """
 
-import contextlib
 import math
 
 import numpy as np
-from timing import best_time_fresh, optional, table
+from timing import best_time_fresh, one_thread, optional, table
 
 import autograd
 
@@ -113,7 +112,7 @@ def rows(torch):
                             rel_tol=1e-5)
     makers = {"chainrule": maker(*ours, optim, state, idx, targets)}
     if torch is not None:
-        makers["PyTorch, 1 thread"] = maker(*theirs, torch.optim, torch_state, idx, targets)
+        makers["PyTorch"] = maker(*theirs, torch.optim, torch_state, idx, targets)
     seconds = {name: float("inf") for name in makers}
     for _ in range(3):  # interleaved rounds
         for name, make in makers.items():
@@ -123,22 +122,10 @@ def rows(torch):
 
 def report():
     torch = optional("torch")
-    threads = None
-    if torch is not None:
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-    threadpoolctl = optional("threadpoolctl")
-    blas = threadpoolctl.threadpool_limits(1) if threadpoolctl is not None else contextlib.nullcontext()
-    try:
-        with blas:
-            shape = "{blocks} blocks, width {width}, {heads} heads, context {context}, batch {batch}".format(**GPT)
-            seconds = rows(torch)
-            return table(f"(h) a small GPT's training step ({shape}, GELU, dropout, AdamW), float32", seconds,
-                         "PyTorch, 1 thread" if torch is not None else "chainrule") + (
-                "\n    (NumPy's BLAS " + ("with 1 thread)" if threadpoolctl is not None else "with its own threads)"))
-    finally:
-        if torch is not None:
-            torch.set_num_threads(threads)
+    with one_thread(torch) as note:
+        shape = "{blocks} blocks, width {width}, {heads} heads, context {context}, batch {batch}".format(**GPT)
+        return "\n".join([table(f"(h) a small GPT's training step ({shape}, GELU, dropout, AdamW), float32",
+                                 rows(torch), "PyTorch" if torch is not None else "chainrule"), note])
 
 
 if __name__ == "__main__":
