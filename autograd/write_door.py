@@ -99,8 +99,9 @@ class WriteDoor:
             f"{tuple(self.shape)}: its write would not be recorded, and the gradient would leave it out.)")
 
     def _refuse_recorded_write(self):
-        """What a write that is recorded refuses: a leaf that requires grad, a view of one, and an output of a custom
-        Function that shows one of its inputs (its history would replace the Function's backward)."""
+        """What a write that is recorded refuses: a leaf that requires grad, a view of one, an output of a custom
+        Function that shows one of its inputs (its history would replace the Function's backward), and a piece of a
+        multi-output view op (split, unbind: see mark_several_views)."""
         if self._made_by_function is not None:
             self._refuse_write_into_function_output()
         if self.grad_fn is None and self.requires_grad:
@@ -119,7 +120,7 @@ class WriteDoor:
 
     def _refuse_write_into_function_output(self):
         index, name, several = self._made_by_function
-        if not self.requires_grad:  # a piece of a tensor that requires no grad (split of it), written with a value
+        if several and not self.requires_grad:  # a piece of a tensor that requires no grad, written with a value
             # that does: no node to name, so PyTorch's sentence for a view made in no_grad mode begins it
             written = "A view was created in no_grad mode and is being modified inplace with grad mode enabled."
         else:

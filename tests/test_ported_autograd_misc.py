@@ -17,7 +17,7 @@ import weakref
 import numpy as np
 import pytest
 
-from tests.ported import close, raises, same, values, xfail_ours
+from tests.ported import close, raises, same, values
 from tests.ported_autograd import nn, randn
 
 NAN_OUTPUT = "Function '{}' returned nan values in its {}th output"
