@@ -54,7 +54,8 @@ class FunctionCtx:
             if t is not None and not isinstance(t, Tensor) and not is_sparse(t):
                 raise TypeError(f"save_for_backward can only save tensors (or None), but argument {i} "
                                 f"is of type {type(t).__name__}")
-        self._saved_versions = tuple(None if t is None else t._version_cell[0] for t in tensors)
+        self._saved_versions = tuple(None if t is None else (t._version_cell[0], t._version_cell[1])
+                                     for t in tensors)
         self._saved = tensors
         # saved_tensors_hooks: the pack hook sees each tensor once forward's outputs are connected (an
         # output saved is then one with this node as its grad_fn, so a recorded backward can go through
@@ -77,14 +78,8 @@ class FunctionCtx:
         if saved is None:
             raise RuntimeError(FREED_GRAPH.format(op=type(self).__name__))
         for i, (t, version) in enumerate(zip(saved, self._saved_versions)):
-            if t is not None and t._version_cell[0] != version:
-                raise RuntimeError(
-                    "one of the variables needed for gradient computation has been modified by an "
-                    f"inplace operation: the tensor of shape {tuple(t.shape)} that {type(self).__name__} "
-                    f"saved with save_for_backward (argument {i}) was changed in place after it was saved, "
-                    "so its gradient would be wrong. Use an out-of-place operation (x = x + 1, not "
-                    "x += 1) or clone() it first."
-                )
+            if t is not None and t._version_cell[0] != version[0]:
+                raise _modified_after_saving(type(self).__name__, i, t, version[1])
         if any(type(t) is PackedTensor for t in saved):
             return tuple(t.unpacked() if type(t) is PackedTensor else t for t in saved)
         return saved
@@ -196,7 +191,9 @@ class BackwardFunction(FunctionCtx):
         saved = self.__dict__.get("_saved")
         if saved:  # what forward saved is checked against changes made after it returns (as PyTorch's,
             # which saves at that point): forward's own in-place work on a tensor it saves is no change
-            self._saved_versions = tuple(None if t is None else t._version_cell[0] for t in saved)
+            # (each one's clock time, compared, and its version, PyTorch's count, named when it differs)
+            self._saved_versions = tuple(None if t is None else (t._version_cell[0], t._version_cell[1])
+                                         for t in saved)
         if recording:
             self._record(args, outputs, returned_inputs)
         return outputs[0] if single else tuple(outputs)
@@ -356,6 +353,17 @@ class _OutputGrads:
     def __add__(self, other):
         return _OutputGrads([a if b is None else b if a is None else a + b
                              for a, b in zip(self.grads, other.grads)])
+
+
+def _modified_after_saving(function, position, tensor, version):
+    """PyTorch's error for a saved tensor changed in place since: its type, sizes and versions, then what happened."""
+    kind = tensor.type() if hasattr(tensor, "type") else str(tensor.dtype)
+    return RuntimeError(
+        f"one of the variables needed for gradient computation has been modified by an inplace operation: "
+        f"[{kind} {list(tensor.shape)}] is at version {tensor._version_cell[1]}; expected version {version} "
+        f"instead. ({function} saved it with save_for_backward, argument {position}, and it was changed in place "
+        "after it was saved, so its gradient would be wrong. Use an out-of-place operation (x = x + 1, not "
+        "x += 1) or clone() it first.)")
 
 
 class _OutputSlot:

@@ -99,8 +99,9 @@ class WriteDoor:
             f"{tuple(self.shape)}: its write would not be recorded, and the gradient would leave it out.)")
 
     def _refuse_recorded_write(self):
-        """What a write that is recorded refuses: a leaf that requires grad, a view of one, and an output of a custom
-        Function that shows one of its inputs (its history would replace the Function's backward)."""
+        """What a write that is recorded refuses: a leaf that requires grad, a view of one, an output of a custom
+        Function that shows one of its inputs (its history would replace the Function's backward), and a piece of a
+        multi-output view op (split, unbind: see mark_several_views)."""
         if self._made_by_function is not None:
             self._refuse_write_into_function_output()
         if self.grad_fn is None and self.requires_grad:
@@ -119,13 +120,18 @@ class WriteDoor:
 
     def _refuse_write_into_function_output(self):
         index, name, several = self._made_by_function
-        if name is None:  # a view of such an output: PyTorch names the view's own op
-            index, name = 0, re.sub(r"Backward\d*$", "", self.grad_fn.name())
+        if several and not self.requires_grad:  # a piece of a tensor that requires no grad, written with a value
+            # that does: no node to name, so PyTorch's sentence for a view made in no_grad mode begins it
+            written = "A view was created in no_grad mode and is being modified inplace with grad mode enabled."
+        else:
+            if name is None:  # a view of such an output: PyTorch names the view's own op
+                index, name = 0, re.sub(r"Backward\d*$", "", self.grad_fn.name())
+            written = f"Output {index} of {name} is a view and is being modified inplace."
         if several:
             raise RuntimeError(
-                f"Output {index} of {name} is a view and is being modified inplace. This view is the output of a "
-                "function that returns multiple views. Such functions do not allow the output views to be modified "
-                "inplace. You should replace the inplace operation by an out-of-place one.")
+                f"{written} This view is the output of a function that returns multiple views. Such functions do not "
+                "allow the output views to be modified inplace. You should replace the inplace operation by an "
+                "out-of-place one.")
         raise RuntimeError(
             f"Output {index} of {name} is a view and is being modified inplace. This view was created inside a custom "
             "Function (or because an input was returned as-is) and the autograd logic to handle view+inplace would "
@@ -297,6 +303,18 @@ class WriteDoor:
 
 # PyTorch's in-place ops that write into an expanded tensor with a deprecation warning, where the others refuse
 DEPRECATED_ON_EXPANDED = frozenset({"masked_fill_", "index_fill_", "index_put_"})
+
+
+def mark_several_views(pieces, op_name):
+    """The pieces of a multi-output view op (split, chunk, unbind: PyTorch's MULTI_OUTPUT_NODE views), made with grad
+    mode on, refuse recorded in-place writes as PyTorch's do ("Output 0 of Split is a view ..."): their history
+    could not be rewritten without the other pieces'. Writes that nothing records (no_grad, nothing requiring grad,
+    ``.data``, ``detach()``) still go through."""
+    if modes.grad_enabled:
+        for i, piece in enumerate(pieces):
+            if piece._base is not None:
+                piece._made_by_function = (i, op_name, True)
+    return pieces
 
 
 def overlapping(array):

@@ -17,7 +17,7 @@ import weakref
 import numpy as np
 import pytest
 
-from tests.ported import close, raises, same, values, xfail_ours
+from tests.ported import close, raises, same, values
 from tests.ported_autograd import nn, randn
 
 NAN_OUTPUT = "Function '{}' returned nan values in its {}th output"
@@ -539,8 +539,6 @@ def test_inplace_on_view_undefined_grad_output(T):
     assert a.grad.item() == 2
 
 
-@xfail_ours("chainrule lets the outputs of split/chunk/unbind be written in place (and differentiates the write); "
-            "PyTorch refuses: 'This view is the output of a function that returns multiple views'")
 def test_inplace_on_view_multi_output_safe(T):
     for f in (lambda t: t.split(1), lambda t: t.split_with_sizes((1, 1, 1)), lambda t: t.chunk(3),
               lambda t: t.unbind()):
@@ -834,8 +832,6 @@ def test_view_func_for_complex_views(T):
     close(x.grad, np.full(10, 2 * np.sign(s) * (1 + 1j)), rtol=1e-12, atol=1e-12)
 
 
-@xfail_ours("chainrule lets an output of unbind (here of a complex view) be written in place; PyTorch refuses it: "
-            "'output of a function that returns multiple views'")
 def test_view_with_multi_output(T):
     x = randn(T, 2, 2, 2, seed=1, requires_grad=False)
     res = T.view_as_complex(x).unbind(0)

@@ -148,7 +148,7 @@ def _v_or_scalar(v, like, like_is_tuple, create_graph, fn_name, whose):
         _validate_v(v, like, like_is_tuple)
         return v
     if len(like) != 1 or like[0].numel() != 1:
-        raise RuntimeError(f"The vector v can only be None if the {whose} is a single Tensor with a single "
+        raise RuntimeError(f"The vector v can only be None if the {whose} a single Tensor with a single "
                            "element.")
     return None
 
@@ -195,7 +195,7 @@ def jvp(func, inputs, v=None, create_graph=False, strict=False):
     with enable_grad():
         inputs_tuple, inputs = _inputs(inputs, create_graph, "jvp")
         v = _v_or_scalar(v, inputs, inputs_tuple, create_graph, "jvp",
-                         "input to the user-provided function")
+                         "input to the user-provided function is")
         outputs_tuple, outputs = _outputs(func, inputs, "jvp", strict)
         u = tuple(zeros_like(y, requires_grad=True) for y in outputs)
         u_jacobian = _grad(outputs, inputs, u, create_graph=True)
@@ -284,7 +284,7 @@ def vhp(func, inputs, v=None, create_graph=False, strict=False):
     """(func(inputs), v^T H) for a function returning one element."""
     with enable_grad():
         inputs_tuple, inputs = _inputs(inputs, create_graph, "vhp")
-        v = _v_or_scalar(v, inputs, inputs_tuple, create_graph, "vhp", "input to the user-provided function")
+        v = _v_or_scalar(v, inputs, inputs_tuple, create_graph, "vhp", "input to the user-provided function is")
         outputs_tuple, outputs = _scalar_outputs(func, inputs, "vhp", strict)
         gradient = _grad(outputs, inputs, create_graph=True)
         _check_requires_grad(gradient, "jacobian", strict)
@@ -300,7 +300,7 @@ def hvp(func, inputs, v=None, create_graph=False, strict=False):
     (equal to vhp's v^T H, H being symmetric)."""
     with enable_grad():
         inputs_tuple, inputs = _inputs(inputs, create_graph, "hvp")
-        v = _v_or_scalar(v, inputs, inputs_tuple, create_graph, "hvp", "input to the user-provided function")
+        v = _v_or_scalar(v, inputs, inputs_tuple, create_graph, "hvp", "input to the user-provided function is")
         outputs_tuple, outputs = _scalar_outputs(func, inputs, "hvp", strict)
         gradient = _grad(outputs, inputs, create_graph=True)
         _check_requires_grad(gradient, "jacobian", strict)

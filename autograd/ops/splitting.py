@@ -10,6 +10,7 @@ import operator
 from ..backend import int64
 from ..sparse_layout import is_sparse
 from ..tensor import Tensor, tensor_from
+from ..write_door import mark_several_views
 from . import joins, shape
 from .axes import dim_index
 from .conversion import type_name
@@ -25,12 +26,15 @@ def _slice_along(x, axis, start, stop, pytorch_name=None):
 
 
 def _pieces(x, axis, sizes, pytorch_name=None):
-    """x cut along axis into pieces of these sizes; ``pytorch_name``: PyTorch's node for the cut (split's)."""
+    """x cut along axis into pieces of these sizes; ``pytorch_name``: PyTorch's node for the cut (split's), whose
+    pieces are then one multi-output view op's (tensor_split's are slices, each a view of its own)."""
     pieces, start = [], 0
     for size in sizes:
         pieces.append(_slice_along(x, axis, start, start + size, pytorch_name))
         start += size
-    return tuple(pieces)
+    if pytorch_name is None:
+        return tuple(pieces)
+    return mark_several_views(tuple(pieces), pytorch_name[:-len("Backward0")])
 
 
 @names("split", method=False)
@@ -80,7 +84,7 @@ def not_views(pieces):
     tensors as one flat array (a recurrent layer's y, h_n, c_n: PyTorch's kernel gives separate tensors)."""
     for piece in pieces:
         piece._version_cell = [0, 0]
-        piece._base = piece._view_chain = None
+        piece._base = piece._view_chain = piece._made_by_function = None
     return pieces
 
 
@@ -175,8 +179,8 @@ def unbind(input, dim=0):
         raise IndexError("Dimension specified as 0 but tensor has no dimensions")
     axis = dim_index(dim, input.ndim)
     lead = (slice(None),) * axis
-    return tuple(shape.GetItem.apply(input, index=lead + (i,), pytorch_name="UnbindBackward0")
-                 for i in range(input.shape[axis]))
+    return mark_several_views(tuple(shape.GetItem.apply(input, index=lead + (i,), pytorch_name="UnbindBackward0")
+                                    for i in range(input.shape[axis])), "Unbind")
 
 
 @names("narrow")
