@@ -301,8 +301,10 @@ def run_hooks_on_leaf_gradient(hooks, grad):
 
 
 def refuse_changed_gradient(hook, replaced, given):
-    """PyTorch's refusals of a gradient a hook returned in place of the one it was ``given``, of another type
-    or size (a tensor hook's, a module's full backward hook's each)."""
+    """PyTorch's refusals of a gradient a hook returned in place of the one it was ``given``: no tensor, or one of
+    another type or size (a tensor hook's, a module's full backward hook's each)."""
+    if not (hasattr(replaced, "grad_fn") or is_sparse(replaced)):  # (a tensor: graph.py is below tensor.py)
+        raise TypeError(f"expected Variable, but hook returned '{type(replaced).__name__}'")  # (PyTorch's words)
     name = _hook_name(hook)
     if getattr(replaced, "dtype", given.dtype) != given.dtype:
         raise RuntimeError(f"hook '{name}' has changed the type of value (was {_type_name(given)} got "

@@ -468,6 +468,9 @@ def run_node_hooks(node, grad_inputs, grad_outputs):
             if len(replaced) != len(grad_inputs):
                 raise RuntimeError(f"hook of {node.name()} returned {len(replaced)} gradients, expected "
                                    f"{len(grad_inputs)}")
+            if any(old is None and new is not None for old, new in zip(grad_inputs, replaced)):
+                raise RuntimeError("can't replace a None gradient with a non-None value")  # (PyTorch's words: that
+                # input takes no gradient, and the pass would drop it)
             grad_inputs = tuple(replaced)
     return grad_inputs
 

@@ -346,7 +346,7 @@ class Tensor(Conversions, Copying, WriteDoor):
     def __iter__(self):
         if self._data.ndim == 0:
             raise TypeError("iteration over a 0-d tensor")
-        return (self[i] for i in range(len(self)))
+        return iter(self.unbind(0))  # (PyTorch's: the rows are UnbindBackward0's views, refused in-place writes)
 
     def __contains__(self, element):
         """``element in x``: whether any element of x equals it (a number or a tensor that broadcasts), as

@@ -81,7 +81,7 @@ def _check_replacement(hook, replaced, given):
     """PyTorch's checks on what a full hook returns in place of the gradients it was ``given``: each tensor
     keeps its gradient's size and type (None is allowed: no gradient flows there)."""
     for new, old in zip(replaced, given):
-        if isinstance(new, Tensor) and isinstance(old, Tensor):
+        if new is not None and isinstance(old, Tensor):
             refuse_changed_gradient(hook, new, old)
     return replaced
 
