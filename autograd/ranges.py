@@ -31,13 +31,14 @@ def _real_number(value):
 
 def _range_bounds(bound, start, end, step):
     """arange's (start, end, step), as PyTorch's argument parser reads its two forms: a start named without an end
-    is the missing end (arange(start=1) is no arange(1)); a step with no start, or a start named beside the lone
-    bound, fits neither form (arange(4, step=2) is refused, not counted from 0)."""
+    is the missing end (arange(start=1) is no arange(1)); a step beside one of start and end (arange(4, step=2),
+    arange(start=1, step=2)), or a start named beside the lone bound, fits neither form: refused, not counted
+    from 0."""
     if bound is not None and start is None and end is not None:
         start = bound
     elif bound is not None and start is None and step is None:
         end = bound
-    elif bound is not None or end is not None and start is None and step is not None:
+    elif bound is not None or (start is None) is not (end is None) and step is not None:
         given = [type(bound).__name__] if bound is not None else []
         given += [f"{name}={type(value).__name__}" for name, value in (("start", start), ("end", end), ("step", step))
                   if value is not None]
