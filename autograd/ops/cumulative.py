@@ -12,7 +12,7 @@ zeros the division is replaced by the exact product over the other elements.
 
 import math
 
-from ..backend import accumulate, errstate, float16, float32, float64, int64, xp
+from ..backend import accumulate, constant, errstate, float16, float32, float64, int64, xp
 from ..primitive import Primitive, node_named
 from ..return_types import return_type
 from ..tensor import Tensor
@@ -51,7 +51,8 @@ def _from_zero(total, dtype):
     """A real running sum (or log-sum-exp) in ``dtype`` as PyTorch's kernels begin it, from +0 (or -inf): a
     leading run of -0 sums to +0 there, where NumPy's starts from the first element, -0. Adding +0 changes that
     sign and nothing else; it is the cast back from the wider dtype the sum was kept in (or in place: one pass)."""
-    return xp.add(total, 0.0, out=total if total.dtype == dtype else None, dtype=dtype)
+    zero = constant(0, dtype)  # (a 0-d array: NumPy would convert a Python 0.0 again at every call)
+    return xp.add(total, zero, out=total) if total.dtype == dtype else xp.add(total, zero, dtype=dtype)
 
 
 class CumSum(Primitive):
