@@ -248,8 +248,7 @@ def test_mul_and_div_by_a_number_show_it_as_saved_other(T):
 def test_add_of_a_number_shows_nothing_saved(T):
     x = T.tensor([1.0, 2.0], requires_grad=True)
     for y in (x + 1, x - 1):
-        with pytest.raises(AttributeError):
-            y.grad_fn._saved_other
+        assert not hasattr(y.grad_fn, "_saved_other") and not hasattr(y.grad_fn, "_saved_self")
 
 
 def test_matmul_shows_saved_self_and_mat2(T):
@@ -290,8 +289,7 @@ def test_sum_and_mean_show_dims_keepdim_and_sizes(T):
     x = T.ones(2, 3, requires_grad=True)
     node = x.sum().grad_fn
     assert node.name() == "SumBackward0" and node._saved_self_sym_sizes == (2, 3)
-    with pytest.raises(AttributeError):
-        node._saved_dim
+    assert not hasattr(node, "_saved_dim") and not hasattr(node, "_saved_keepdim")
     for y, dims, keepdim in ((x.sum(0), (0,), False), (x.sum(1, keepdim=True), (1,), True),
                              (x.sum((0, 1)), (0, 1), False)):
         assert y.grad_fn.name() == "SumBackward1"
