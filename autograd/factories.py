@@ -37,6 +37,12 @@ def _shape(sizes, size=None, call=None):
     tensor is asked for as zeros(())."""
     if call is not None and not sizes and size is None:
         raise TypeError(f'{call}() missing 1 required positional arguments: "size"')
+    several = len(sizes) == 1 and isinstance(sizes[0], (Tensor, numpy.ndarray)) and math.prod(sizes[0].shape) > 1
+    if call is not None and several:
+        # (a tensor of several sizes is no size to PyTorch's factories, where view and reshape take one: one of a
+        # single element is read as its integer)
+        kind = "Tensor" if isinstance(sizes[0], Tensor) else "numpy.ndarray"
+        raise TypeError(f"{call}(): argument 'size' (position 1) must be tuple of ints, not {kind}")
     if size is not None:
         if sizes:
             raise TypeError(f"the shape was given both positionally {sizes} and as size={size}")

@@ -301,3 +301,17 @@ def test_sum_and_mean_show_dims_keepdim_and_sizes(T):
     node = x.mean(1).grad_fn
     assert node.name() == "MeanBackward1" and tuple(node._saved_dim) == (1,) and node._saved_keepdim is False
     assert node._saved_self_sym_numel == 6
+
+
+@pytest.mark.parametrize("name", ["zeros", "ones", "empty", "rand", "randn"])
+def test_factory_of_a_tensor_of_several_sizes_raises_type_error(T, name):
+    factory = getattr(T, name)
+    raises(TypeError, rf"^{name}\(\): argument 'size' \(position 1\) must be tuple of ints, not Tensor", factory,
+           T.tensor([2, 3]))
+    raises(TypeError, rf"^{name}\(\): argument 'size' \(position 1\) must be tuple of ints, not numpy.ndarray",
+           factory, np.array([2, 3]))
+    for size in (T.tensor([2]), T.tensor(2), np.int64(2), (T.tensor(2),)):  # (one element: its integer)
+        assert tuple(factory(size).shape) == (2,)
+    assert tuple(factory(T.Size([2, 3])).shape) == (2, 3)
+    raises(TypeError, r"^new_zeros\(\): argument 'size' \(position 1\) must be tuple of ints, not Tensor",
+           T.ones(2).new_zeros, T.tensor([2, 3]))
