@@ -185,11 +185,10 @@ def full(size, fill_value, *, out=None, dtype=None, layout=None, device=None, re
     int64, a float the default dtype, a complex the default complex dtype; a 0-d tensor counts as its number)."""
     fill_value = _fill_number(fill_value, "full")
     dtype = out_dtype(dtype, out)
-    if dtype is None:
-        dtype = xp.asarray(fill_value).dtype if isinstance(fill_value, (bool, int)) else \
+    if dtype is None:  # (an int past int64's range is refused as PyTorch refuses it, not made uint64 or object)
+        dtype = xp.dtype(bool) if isinstance(fill_value, bool) else backend.int64 if isinstance(fill_value, int) else \
             backend.get_default_complex_dtype() if isinstance(fill_value, complex) else _float(None)
-    else:
-        fill_value = _fitted(fill_value, dtype)
+    fill_value = _fitted(fill_value, dtype)
     return written(_made(xp.full(_shape(tuple(size)), fill_value, dtype=dtype), device, requires_grad), out)
 
 

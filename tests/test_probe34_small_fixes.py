@@ -315,3 +315,12 @@ def test_factory_of_a_tensor_of_several_sizes_raises_type_error(T, name):
     assert tuple(factory(T.Size([2, 3])).shape) == (2, 3)
     raises(TypeError, r"^new_zeros\(\): argument 'size' \(position 1\) must be tuple of ints, not Tensor",
            T.ones(2).new_zeros, T.tensor([2, 3]))
+
+
+def test_full_of_a_number_its_dtype_cannot_hold_raises_runtime_error(T):
+    raises(RuntimeError, "value cannot be converted to type .* without overflow", T.full, (2,), 2**63)
+    raises(RuntimeError, "value cannot be converted to type .* without overflow", T.full, (2,), 1e40)
+    same(T.full((2,), 2**63 - 1), [2**63 - 1] * 2, dtype="int64")
+    same(T.full((2,), True), [True, True], dtype="bool")
+    same(T.full((2,), 3), [3, 3], dtype="int64")
+    same(T.full((2,), 1.5), [1.5, 1.5], dtype="float32")
