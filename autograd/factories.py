@@ -37,8 +37,8 @@ def _shape(sizes, size=None, call=None):
     tensor is asked for as zeros(())."""
     if call is not None and not sizes and size is None:
         raise TypeError(f'{call}() missing 1 required positional arguments: "size"')
-    several = len(sizes) == 1 and isinstance(sizes[0], (Tensor, numpy.ndarray)) and math.prod(sizes[0].shape) > 1
-    if call is not None and several:
+    if call is not None and sizes and sizes[0].__class__ in (Tensor, numpy.ndarray) and len(sizes) == 1 and \
+            math.prod(sizes[0].shape) > 1:  # (checked by class, not isinstance: no call for zeros(2, 3))
         # (a tensor of several sizes is no size to PyTorch's factories, where view and reshape take one: one of a
         # single element is read as its integer)
         kind = "Tensor" if isinstance(sizes[0], Tensor) else "numpy.ndarray"
