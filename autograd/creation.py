@@ -41,19 +41,19 @@ def _like(self, dtype):
 
 @names("new_zeros", function=False)
 def new_zeros(self, *sizes, size=None, dtype=None, device=None, requires_grad=False):
-    return zeros(_shape(sizes, size), dtype=_like(self, dtype), device=device_of(self, device),
+    return zeros(_shape(sizes, size, "new_zeros"), dtype=_like(self, dtype), device=device_of(self, device),
                  requires_grad=requires_grad)
 
 
 @names("new_ones", function=False)
 def new_ones(self, *sizes, size=None, dtype=None, device=None, requires_grad=False):
-    return ones(_shape(sizes, size), dtype=_like(self, dtype), device=device_of(self, device),
+    return ones(_shape(sizes, size, "new_ones"), dtype=_like(self, dtype), device=device_of(self, device),
                 requires_grad=requires_grad)
 
 
 @names("new_empty", function=False)
 def new_empty(self, *sizes, size=None, dtype=None, device=None, requires_grad=False):
-    return empty(_shape(sizes, size), dtype=_like(self, dtype), device=device_of(self, device),
+    return empty(_shape(sizes, size, "new_empty"), dtype=_like(self, dtype), device=device_of(self, device),
                  requires_grad=requires_grad)
 
 

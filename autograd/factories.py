@@ -31,8 +31,18 @@ from .tensor import Tensor, tensor_from
 from .write_door import _refuse_overflow
 
 
-def _shape(sizes, size=None):
-    """Accept zeros(2, 3), zeros((2, 3)) and zeros(size=(2, 3)), as PyTorch does."""
+def _shape(sizes, size=None, call=None):
+    """Accept zeros(2, 3), zeros((2, 3)) and zeros(size=(2, 3)), as PyTorch does. Named by its ``call``, a factory
+    whose size is required refuses none at all (zeros(), zeros(*()) of a 0-d shape): PyTorch's TypeError; a 0-d
+    tensor is asked for as zeros(())."""
+    if call is not None and not sizes and size is None:
+        raise TypeError(f'{call}() missing 1 required positional arguments: "size"')
+    if call is not None and sizes and sizes[0].__class__ in (Tensor, numpy.ndarray) and len(sizes) == 1 and \
+            math.prod(sizes[0].shape) > 1:  # (checked by class, not isinstance: no call for zeros(2, 3))
+        # (a tensor of several sizes is no size to PyTorch's factories, where view and reshape take one: one of a
+        # single element is read as its integer)
+        kind = "Tensor" if isinstance(sizes[0], Tensor) else "numpy.ndarray"
+        raise TypeError(f"{call}(): argument 'size' (position 1) must be tuple of ints, not {kind}")
     if size is not None:
         if sizes:
             raise TypeError(f"the shape was given both positionally {sizes} and as size={size}")
@@ -136,24 +146,24 @@ def as_tensor(data, dtype=None, device=None):
 def zeros(*sizes, out=None, size=None, dtype=None, layout=None, device=None, requires_grad=False):
     if _is_sparse_coo(layout):
         _refuse_sparse_into(out)
-        return _empty_sparse(_shape(sizes, size), dtype=dtype, requires_grad=requires_grad)
+        return _empty_sparse(_shape(sizes, size, "zeros"), dtype=dtype, requires_grad=requires_grad)
     dtype = out_dtype(dtype, out)
-    return written(_made(xp.zeros(_shape(sizes, size), dtype=_float(dtype)), device, requires_grad), out)
+    return written(_made(xp.zeros(_shape(sizes, size, "zeros"), dtype=_float(dtype)), device, requires_grad), out)
 
 
 def ones(*sizes, out=None, size=None, dtype=None, layout=None, device=None, requires_grad=False):
     dtype = out_dtype(dtype, out)
-    return written(_made(xp.ones(_shape(sizes, size), dtype=_float(dtype)), device, requires_grad), out)
+    return written(_made(xp.ones(_shape(sizes, size, "ones"), dtype=_float(dtype)), device, requires_grad), out)
 
 
 def empty(*sizes, out=None, size=None, dtype=None, layout=None, device=None, requires_grad=False, pin_memory=False,
           memory_format=None):
     if _is_sparse_coo(layout):  # (a sparse tensor has no uninitialised memory to show: empty is zeros)
         _refuse_sparse_into(out)
-        return _empty_sparse(_shape(sizes, size), dtype=dtype, requires_grad=requires_grad)
+        return _empty_sparse(_shape(sizes, size, "empty"), dtype=dtype, requires_grad=requires_grad)
     dtype = out_dtype(dtype, out)
-    return written(_made(empty_in_format(_shape(sizes, size), _float(dtype), memory_format), device, requires_grad),
-                   out)
+    shape = _shape(sizes, size, "empty")
+    return written(_made(empty_in_format(shape, _float(dtype), memory_format), device, requires_grad), out)
 
 
 def empty_in_format(shape, dtype, memory_format):
@@ -175,11 +185,10 @@ def full(size, fill_value, *, out=None, dtype=None, layout=None, device=None, re
     int64, a float the default dtype, a complex the default complex dtype; a 0-d tensor counts as its number)."""
     fill_value = _fill_number(fill_value, "full")
     dtype = out_dtype(dtype, out)
-    if dtype is None:
-        dtype = xp.asarray(fill_value).dtype if isinstance(fill_value, (bool, int)) else \
+    if dtype is None:  # (an int past int64's range is refused as PyTorch refuses it, not made uint64 or object)
+        dtype = xp.dtype(bool) if isinstance(fill_value, bool) else backend.int64 if isinstance(fill_value, int) else \
             backend.get_default_complex_dtype() if isinstance(fill_value, complex) else _float(None)
-    else:
-        fill_value = _fitted(fill_value, dtype)
+    fill_value = _fitted(fill_value, dtype)
     return written(_made(xp.full(_shape(tuple(size)), fill_value, dtype=dtype), device, requires_grad), out)
 
 
@@ -289,7 +298,7 @@ def rand(*sizes, out=None, size=None, generator=None, dtype=None, layout=None, d
          pin_memory=False):
     """Uniform on [0, 1) (for a complex dtype, the real and the imaginary parts each)."""
     dtype = xp.dtype(_float(_floating_only(out_dtype(dtype, out), "check_uniform_bounds")))
-    shape = _shape(sizes, size)
+    shape = _shape(sizes, size, "rand")
 
     def values():
         stream = _rng(generator)
@@ -302,7 +311,7 @@ def randn(*sizes, out=None, size=None, generator=None, dtype=None, layout=None, 
           pin_memory=False):
     """Standard normal (for a complex dtype, E|z|² = 1: each part has variance 1/2, as PyTorch's)."""
     dtype = xp.dtype(_float(_floating_only(out_dtype(dtype, out), "normal_kernel_cpu")))
-    shape = _shape(sizes, size)
+    shape = _shape(sizes, size, "randn")
 
     def values():
         stream = _rng(generator)

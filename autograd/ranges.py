@@ -29,6 +29,26 @@ def _real_number(value):
     return real_part(value, "double") if isinstance(value, complex) else value
 
 
+def _range_bounds(bound, start, end, step):
+    """arange's (start, end, step), as PyTorch's argument parser reads its two forms: a start named without an end
+    is the missing end (arange(start=1) is no arange(1)); a step beside one of start and end (arange(4, step=2),
+    arange(start=1, step=2)), or a start named beside the lone bound, fits neither form: refused, not counted
+    from 0."""
+    if bound is not None and start is None and end is not None:
+        start = bound
+    elif bound is not None and start is None and step is None:
+        end = bound
+    elif bound is not None or (start is None) is not (end is None) and step is not None:
+        given = [type(bound).__name__] if bound is not None else []
+        given += [f"{name}={type(value).__name__}" for name, value in (("start", start), ("end", end), ("step", step))
+                  if value is not None]
+        raise TypeError(f"arange() received an invalid combination of arguments - got ({', '.join(given)}), but "
+                        "expected (end) or (start, end, step=1)")
+    if end is None:
+        raise TypeError('arange() missing 1 required positional arguments: "end"')
+    return _real_number(0 if start is None else start), _real_number(end), _real_number(1 if step is None else step)
+
+
 def _steps(steps):
     """linspace's and logspace's number of points: an int, or a 0-d integer tensor holding one (PyTorch takes
     ``steps=n`` with n a 0-d tensor; one with dimensions it refuses)."""
@@ -39,17 +59,13 @@ def _steps(steps):
     return steps
 
 
-def arange(start=None, end=None, step=1, *, out=None, dtype=None, layout=None, device=None, requires_grad=False):
-    """start, start + step, ... up to (not including) end; int64 when every bound is an integer. One bound is the
-    end, given as ``arange(n)`` or ``arange(end=n)``."""
+def arange(bound=None, /, end=None, step=None, *, start=None, out=None, dtype=None, layout=None, device=None,
+           requires_grad=False):
+    """start, start + step, ... up to (not including) end; int64 when every bound is an integer. PyTorch's two
+    forms: ``arange(end)`` (also ``arange(end=n)``), and ``arange(start, end, step=1)``, whose ``start`` and ``end``
+    may be named; a lone positional ``bound`` is the end, or the start when ``end`` follows."""
     dtype = out_dtype(dtype, out)
-    start, end, step = _real_number(start), _real_number(end), _real_number(step)
-    if end is None:
-        if start is None:
-            raise TypeError('arange() missing 1 required positional arguments: "end"')
-        start, end = 0, start
-    elif start is None:
-        start = 0
+    start, end, step = _range_bounds(bound, start, end, step)
     if dtype is None and all(isinstance(v, int) for v in (start, end, step)):
         dtype = backend.int64
     dtype = xp.dtype(_float(dtype))

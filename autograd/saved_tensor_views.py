@@ -4,7 +4,9 @@ same as ``SavedTensor`` objects (``grad_fn._raw_saved_self``), whose ``register_
 puts one saved tensor through hooks of its own. Reading them after a backward pass has freed them raises, as in
 PyTorch. A mixin of ``Primitive`` (primitive.py), which keeps what is saved."""
 
+from .backend import xp
 from .saved_tensor_hooks import PackedTensor
+from .tensor import Tensor
 
 FREED_GRAPH = (
     "Trying to backward through the graph a second time (or directly access saved tensors after they have "
@@ -21,13 +23,17 @@ class SavedTensorViews:
     # (Properties, not a __getattr__: a class with __getattr__ loses Python's fast attribute reads.)
 
 
+    # an op of a tensor and a number that keeps the number (x * 2, x / 2.5: PyTorch's MulBackward0 and DivBackward0
+    # of a wrapped number): _saved_other shows it as a 0-d tensor of its own type, _saved_self is None
+    saves_number = False
+
     @property
     def _saved_self(self):
-        return self._saved(0)
+        return None if self.saves_number else self._saved(0)
 
     @property
     def _saved_other(self):
-        return self._saved(1)
+        return self._saved_number() if self.saves_number else self._saved(1)
 
     @property
     def _saved_result(self):
@@ -60,6 +66,14 @@ class SavedTensorViews:
         if not saved or (position != "result" and inputs is not None and position >= len(inputs)):
             raise AttributeError(f"'{type(self).__name__}' object has no attribute '{prefix}{name}'")
 
+    def _saved_number(self):
+        """The number operand as PyTorch saved it, a 0-d tensor of the Python number's own type (int64 for 2,
+        float64 for 2.5); where the node was made with the number already an array (a backward's own op), that."""
+        if self.__dict__.get("inputs") is None:
+            raise RuntimeError(FREED_GRAPH.format(op=self.op_name))
+        number = self.__dict__.get("number")
+        return Tensor._make(xp.asarray(self.c if number is None else number))
+
     def _saved(self, position):
         self._refuse_unsaved(position)
         inputs = self.__dict__.get("inputs")
@@ -67,6 +81,25 @@ class SavedTensorViews:
             raise RuntimeError(FREED_GRAPH.format(op=self.op_name))
         inputs, output = self._unpacked() if self.packed else (inputs, self.output_data)
         return self._output_again(output) if position == "result" else inputs[position]
+
+
+def saved_input(position):
+    """A node's property showing its input at ``position`` under PyTorch's own name for it (MmBackward0's
+    ``_saved_mat2``, the second operand; PowBackward2's ``_saved_exponent``), read as ``_saved_self`` is."""
+    return property(lambda node: node._saved(position))
+
+
+def saved_argument(read, form=None):
+    """A node's property showing an argument it keeps (``read(node)``: a dim, keepdim, the input's sizes) under
+    PyTorch's name for it (``_saved_dim``); with ``form``, only a node of that PyTorch name has it (SumBackward1,
+    sum over dims, saves them; SumBackward0, the sum of all, does not), as PyTorch's other nodes lack it."""
+
+    def value(node):
+        if form is not None and node.name() != form:
+            raise AttributeError(f"'{type(node).__name__}' object ({node.name()}) has no saved argument of this name")
+        return read(node)
+
+    return property(value)
 
 
 class SavedTensor:

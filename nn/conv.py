@@ -61,7 +61,7 @@ class _ConvNd(Module):
         self._reversed_padding_repeated_twice = self._reverse_repeat_padding(spatial)
         shape = ((in_channels, out_channels // groups) if self.transposed else
                  (out_channels, in_channels // groups)) + self.kernel_size
-        self.weight = Parameter(autograd.empty(*shape, dtype=dtype))
+        self.weight = Parameter(autograd.empty(shape, dtype=dtype))
         self.bias = Parameter(autograd.empty(out_channels, dtype=dtype)) if bias else None
         self.reset_parameters()
 

@@ -32,6 +32,7 @@ import autograd
 from autograd import Primitive, Tensor
 from autograd.backend import xp
 from autograd.errors import refuse_unordered
+from autograd.ops.elementwise_unary import Relu
 from autograd.ops.recurrent_cells import gru_cell, lstm_step, rnn_relu_cell, rnn_tanh_cell
 
 
@@ -130,11 +131,9 @@ class RNNLayer(_RecurrentLayer, Primitive):
     dL/dW_ih = Σ_t dL/da_tᵀ x_t,   dL/dW_hh = Σ_t dL/da_tᵀ h_{t-1},   dL/db = Σ_t dL/da_t
     """
 
-    def activate(self, a):
-        return xp.tanh(a, out=a) if self.nonlinearity == "tanh" else xp.maximum(a, 0, out=a)
-
     def forward(self, x, w_ih, w_hh, b_ih, b_hh, h0):
-        if self.nonlinearity == "relu":
+        relu = self.nonlinearity == "relu"
+        if relu:
             refuse_unordered(x, "relu")
         length, batch = x.shape[:2]
         pre = input_projection(x, w_ih)
@@ -145,7 +144,8 @@ class RNNLayer(_RecurrentLayer, Primitive):
             h_prev[t, :n] = h[:n]
             a = pre[t, :n]
             a += h[:n] @ w_hh.T
-            h[:n] = y[t, :n] = self.activate(a)
+            # relu is autograd's own rule, Relu's forward (its sign at -0: PyTorch's), called for its array alone
+            h[:n] = y[t, :n] = Relu.forward(self, a) if relu else xp.tanh(a, out=a)
         self.saved = h_prev, y
         return xp.concatenate([y.ravel(), h.ravel()])
 

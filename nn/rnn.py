@@ -100,7 +100,7 @@ class RNNBase(Module):
                 if proj_size:
                     shapes["weight_hr"] = (proj_size, hidden_size)
                 for name, shape in shapes.items():
-                    setattr(self, name + suffix, Parameter(autograd.empty(*shape, device=device, dtype=dtype)))
+                    setattr(self, name + suffix, Parameter(autograd.empty(shape, device=device, dtype=dtype)))
                 self._all_weights.append([name + suffix for name in shapes])
         self._flat_weights_names = [name for names in self._all_weights for name in names]
         self.reset_parameters()
@@ -261,7 +261,7 @@ class RNNBase(Module):
         dtype)."""
         shapes = self._state_shapes(batch)
         if hx is None:
-            return [autograd.zeros(*shape, dtype=dtype) for shape in shapes]
+            return [autograd.zeros(shape, dtype=dtype) for shape in shapes]
         states = list(hx) if self.mode == "LSTM" else [hx]
         ndims = [s.ndim for s in states]
         wanted = 3 if is_batched else 2

@@ -501,8 +501,6 @@ def test_written_values_are_tensors_or_numbers(T):
         raises(TypeError, f"can't assign a {name} to a torch.FloatTensor", x.__setitem__, 0, value)
 
 
-@xfail_ours("PyTorch lets an index hold several Ellipses (the first takes the dims left over, the others none "
-            "where nothing but None follows them), where NumPy refuses more than one")
 def test_several_ellipses(T):
     x = T.arange(24.0).view(2, 3, 4)
     assert x[..., ...].shape == (2, 3, 4)

@@ -33,7 +33,7 @@ class Cauchy(Distribution):
         return factories.full(self._extended_shape(), float("inf"), dtype=self.loc.dtype)
 
     def rsample(self, sample_shape=()):
-        noise = factories.empty(*self._extended_shape(sample_shape), dtype=self.loc.dtype).cauchy_()
+        noise = factories.empty(self._extended_shape(sample_shape), dtype=self.loc.dtype).cauchy_()
         return self.loc + noise * self.scale
 
     def log_prob(self, value):

@@ -102,7 +102,7 @@ class ContinuousBernoulli(ExponentialFamily):
         return where(self._outside_unstable_region(), exact, taylor)
 
     def rsample(self, sample_shape=()):
-        u = factories.rand(*self._extended_shape(sample_shape), dtype=self.probs.dtype)
+        u = factories.rand(self._extended_shape(sample_shape), dtype=self.probs.dtype)
         return self.icdf(u)
 
     def log_prob(self, value):

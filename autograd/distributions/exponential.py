@@ -45,7 +45,7 @@ class Exponential(ExponentialFamily):
         return self.rate.pow(-2)
 
     def rsample(self, sample_shape=()):
-        unit = factories.empty(*self._extended_shape(sample_shape), dtype=self.rate.dtype).exponential_()
+        unit = factories.empty(self._extended_shape(sample_shape), dtype=self.rate.dtype).exponential_()
         return unit / self.rate
 
     def log_prob(self, value):

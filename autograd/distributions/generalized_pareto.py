@@ -33,7 +33,7 @@ class GeneralizedPareto(Distribution):
         return where(self._near_zero(), factories.ones_like(self.concentration), self.concentration)
 
     def rsample(self, sample_shape=()):
-        u = factories.rand(*self._extended_shape(sample_shape), dtype=self.loc.dtype)
+        u = factories.rand(self._extended_shape(sample_shape), dtype=self.loc.dtype)
         return self.icdf(u)
 
     def log_prob(self, value):

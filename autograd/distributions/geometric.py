@@ -43,7 +43,7 @@ class Geometric(BinaryParameters, Distribution):
 
     def sample(self, sample_shape=()):
         tiny = float(xp.finfo(self.probs.dtype).tiny)
-        u = factories.empty(*self._extended_shape(sample_shape), dtype=self.probs.dtype).uniform_(tiny, 1)
+        u = factories.empty(self._extended_shape(sample_shape), dtype=self.probs.dtype).uniform_(tiny, 1)
         return (u.log() / (-self.probs.detach()).log1p()).floor()
 
     def log_prob(self, value):

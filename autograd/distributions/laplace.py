@@ -39,7 +39,7 @@ class Laplace(Distribution):
 
     def rsample(self, sample_shape=()):
         eps = float(xp.finfo(self.loc.dtype).eps)  # keeps 1 - |u| above 0
-        u = factories.empty(*self._extended_shape(sample_shape), dtype=self.loc.dtype).uniform_(eps - 1, 1)
+        u = factories.empty(self._extended_shape(sample_shape), dtype=self.loc.dtype).uniform_(eps - 1, 1)
         return self.loc - self.scale * u.sign() * (-u.abs()).log1p()
 
     def log_prob(self, value):

@@ -40,7 +40,7 @@ class LKJCholesky(Distribution):
 
     def sample(self, sample_shape=()):
         y = self._beta.sample(sample_shape).unsqueeze(-1)
-        normal = factories.randn(*self._extended_shape(sample_shape), dtype=y.dtype).tril(-1)
+        normal = factories.randn(self._extended_shape(sample_shape), dtype=y.dtype).tril(-1)
         norms = normal.pow(2).sum(-1, keepdim=True).sqrt()
         first_row = ranges.arange(self.dim).reshape(-1, 1) == 0  # row 0 is (1, 0, ...): no direction
         direction = (normal / norms.clamp(min=float(xp.finfo(y.dtype).tiny))).masked_fill(first_row, 0.0)

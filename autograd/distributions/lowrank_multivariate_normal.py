@@ -110,7 +110,7 @@ class LowRankMultivariateNormal(Distribution):
     def rsample(self, sample_shape=()):
         shape = self._extended_shape(sample_shape)
         factor_noise = factories.randn(*shape[:-1], self.cov_factor.shape[-1], dtype=self.loc.dtype)
-        diagonal_noise = factories.randn(*shape, dtype=self.loc.dtype)
+        diagonal_noise = factories.randn(shape, dtype=self.loc.dtype)
         return (self.loc + batch_mv(self._unbroadcasted_cov_factor, factor_noise)
                 + self._unbroadcasted_cov_diag.sqrt() * diagonal_noise)
 

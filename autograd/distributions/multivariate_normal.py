@@ -119,7 +119,7 @@ class MultivariateNormal(Distribution):
         return self._unbroadcasted_scale_tril.pow(2).sum(-1).expand(*self.batch_shape, *self.event_shape)
 
     def rsample(self, sample_shape=()):
-        noise = factories.randn(*self._extended_shape(sample_shape), dtype=self.loc.dtype)
+        noise = factories.randn(self._extended_shape(sample_shape), dtype=self.loc.dtype)
         return self.loc + batch_mv(self._unbroadcasted_scale_tril, noise)
 
     def _half_log_det(self):

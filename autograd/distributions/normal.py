@@ -47,7 +47,7 @@ class Normal(ExponentialFamily):
         return self.scale
 
     def rsample(self, sample_shape=()):
-        noise = factories.randn(*self._extended_shape(sample_shape), dtype=self.loc.dtype)
+        noise = factories.randn(self._extended_shape(sample_shape), dtype=self.loc.dtype)
         return self.loc + noise * self.scale
 
     def log_prob(self, value):

@@ -65,7 +65,7 @@ class LogitRelaxedBernoulli(TemperedBase, BinaryParameters, Distribution):
     def rsample(self, sample_shape=()):
         shape = self._extended_shape(sample_shape)
         probs = clamp_probs(self.probs.expand(*shape))
-        uniforms = clamp_probs(factories.rand(*shape, dtype=probs.dtype))
+        uniforms = clamp_probs(factories.rand(shape, dtype=probs.dtype))
         return (uniforms.log() - (-uniforms).log1p() + probs.log() - (-probs).log1p()) / self.temperature
 
     def log_prob(self, value):

@@ -30,7 +30,7 @@ class ExpRelaxedCategorical(TemperedBase, OverCategorical, Distribution):
 
     def rsample(self, sample_shape=()):
         shape = self._extended_shape(sample_shape)
-        uniforms = clamp_probs(factories.rand(*shape, dtype=self.logits.dtype))
+        uniforms = clamp_probs(factories.rand(shape, dtype=self.logits.dtype))
         gumbels = -(-uniforms.log()).log()
         scores = (self.logits + gumbels) / self.temperature
         return scores - scores.logsumexp(-1, keepdim=True)

@@ -44,7 +44,7 @@ class StudentT(Distribution):
 
     def rsample(self, sample_shape=()):
         shape = self._extended_shape(sample_shape)
-        normal = factories.randn(*shape, dtype=self.df.dtype)
+        normal = factories.randn(shape, dtype=self.df.dtype)
         chi2 = self._chi2.rsample(sample_shape)
         return self.loc + self.scale * normal * (chi2 / self.df).rsqrt()
 

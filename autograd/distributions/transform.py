@@ -329,7 +329,7 @@ class ReshapeTransform(Transform):
         return y.reshape(*y.shape[:y.ndim - len(self.out_shape)], *self.in_shape)
 
     def log_abs_det_jacobian(self, x, y):
-        return factories.zeros(*x.shape[:x.ndim - len(self.in_shape)], dtype=x.dtype)
+        return factories.zeros(x.shape[:x.ndim - len(self.in_shape)], dtype=x.dtype)
 
     def forward_shape(self, shape):
         return tuple(shape[:len(shape) - len(self.in_shape)]) + self.out_shape

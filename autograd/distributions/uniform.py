@@ -35,7 +35,7 @@ class Uniform(Distribution):
         return (self.high - self.low) ** 2 / 12
 
     def rsample(self, sample_shape=()):
-        unit = factories.rand(*self._extended_shape(sample_shape), dtype=self.low.dtype)
+        unit = factories.rand(self._extended_shape(sample_shape), dtype=self.low.dtype)
         return self.low + unit * (self.high - self.low)
 
     def log_prob(self, value):

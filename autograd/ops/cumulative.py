@@ -12,7 +12,7 @@ zeros the division is replaced by the exact product over the other elements.
 
 import math
 
-from ..backend import accumulate, errstate, float16, float32, float64, int64, xp
+from ..backend import accumulate, constant, errstate, float16, float32, float64, int64, xp
 from ..primitive import Primitive, node_named
 from ..return_types import return_type
 from ..tensor import Tensor
@@ -47,6 +47,14 @@ def _reversed(function, x, axis):
 WIDER = {float16: float32, float32: float64}  # what a running sum of float16 and float32 is kept in
 
 
+def _from_zero(total, dtype):
+    """A real running sum (or log-sum-exp) in ``dtype`` as PyTorch's kernels begin it, from +0 (or -inf): a
+    leading run of -0 sums to +0 there, where NumPy's starts from the first element, -0. Adding +0 changes that
+    sign and nothing else; it is the cast back from the wider dtype the sum was kept in (or in place: one pass)."""
+    zero = constant(0, dtype)  # (a 0-d array: NumPy would convert a Python 0.0 again at every call)
+    return xp.add(total, zero, out=total) if total.dtype == dtype else xp.add(total, zero, dtype=dtype)
+
+
 class CumSum(Primitive):
     """y_i = Σ_{j≤i} x_j along dim (or Σ_{j≥i} when reverse);   dL/dx = the running sum of dL/dy the other way"""
 
@@ -62,7 +70,8 @@ class CumSum(Primitive):
         def cumsum(a, axis):  # (NumPy's own dtype would sum int32 in int64.) float16 sums in float32 and float32 in
             # float64, as PyTorch's CPU kernel accumulates: a running sum in the input's dtype loses its terms'
             # low bits once it outgrows them (float32 over 10⁵ terms: 3e-6 off; PyTorch's 4e-8)
-            return xp.cumsum(a, axis=axis, dtype=WIDER.get(a.dtype, a.dtype)).astype(a.dtype, copy=False)
+            total = xp.cumsum(a, axis=axis, dtype=WIDER.get(a.dtype, a.dtype))
+            return _from_zero(total, a.dtype) if a.dtype.kind == "f" else total.astype(a.dtype, copy=False)
 
         return _reversed(cumsum, x, self.dim) if self.reverse else cumsum(x, self.dim)
 
@@ -240,10 +249,7 @@ def _running_logaddexp(x, axis):
     at each output."""
     if x.dtype.kind == "c":
         return _running_complex_logaddexp(x, axis)
-    wide = WIDER.get(x.dtype)
-    if wide is None:
-        return accumulate(xp.logaddexp, x, axis)
-    return accumulate(xp.logaddexp, x.astype(wide), axis).astype(x.dtype)
+    return _from_zero(accumulate(xp.logaddexp, x.astype(WIDER.get(x.dtype, x.dtype), copy=False), axis), x.dtype)
 
 
 def _complex_logaddexp(a, b):

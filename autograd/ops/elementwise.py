@@ -18,6 +18,7 @@ from ..graph import modes, program_stacklevel
 from ..index_watching import watches_index
 from ..operands import _is_bool, _operand, python_number
 from ..primitive import Primitive
+from ..saved_tensor_views import saved_argument, saved_input
 from ..tensor import Tensor, as_array
 from ..write_door import _refuse_overflow
 from .axes import inverse_permutation
@@ -63,7 +64,7 @@ def binary(op, x, y):
         return op.apply(x, y)  # the common case: two floating tensors of one dtype
     if op is Div and (type(y) is float or type(y) is int) and dtype is not None and dtype.kind == "f" \
             and dtype.itemsize >= 4:  # a floating tensor over a Python number: the number is all the node keeps
-        return DivConstant.apply(x, c=_operand(y, x)._data)
+        return DivConstant.apply(x, c=_operand(y, x)._data, number=y)
     if (op is Mul or op is Div) and half_with_number(x, y):
         return (HalfMul if op is Mul else HalfDiv).apply(x, number_beside_half(y))
     if (op is Mul or op is Div) and type(x) is not Tensor and half_with_number(y, x):
@@ -175,6 +176,7 @@ class DivConstant(Primitive):
 
     saves_inputs = False  # backward needs no input's values
     saves_arguments = True  # a second backward raises, as PyTorch's: it saves the number as a 0-d tensor
+    saves_number = True  # (shown as _saved_other)
     op_name = "Div"  # as the graph and PyTorch (DivBackward0) call it
     number_operand = True
 
@@ -202,9 +204,7 @@ class Pow(Primitive):
             return _integer_power(x, y)
         return x**y
 
-    @property
-    def _saved_exponent(self):  # (PyTorch's PowBackward1 shows the exponent tensor it saved)
-        return self._saved(1)
+    _saved_exponent = saved_input(1)  # (PyTorch's PowBackward1 shows the exponent tensor it saved)
 
     def backward(self, grad, z, x, y):
         grad_x = grad_y = None
@@ -245,9 +245,7 @@ class PowConstant(Primitive):
                 return (1 / xp.sqrt(half_as_float32(x))).astype(x.dtype, copy=False)
         return x**self.exponent
 
-    @property
-    def _saved_exponent(self):  # (PyTorch's PowBackward0 shows the number it saved)
-        return self.exponent
+    _saved_exponent = saved_argument(lambda node: node.exponent)  # (PyTorch's PowBackward0 shows the number)
 
     def name(self):
         return "PowBackward0"  # (PyTorch's node for a number exponent; the drawings keep "PowConstant")
@@ -271,6 +269,9 @@ class NumberPow(Primitive):
     The values are Pow's of c in y's dtype."""
 
     saves_output = True
+    # (PyTorch's PowBackward2 saved the number as self, the tensor as the exponent)
+    _saved_self = saved_argument(lambda node: node.base)
+    _saved_exponent = saved_input(0)
 
     def forward(self, y):
         return xp.asarray(self.base, dtype=y.dtype) ** y
@@ -400,6 +401,7 @@ class Scale(Primitive):
 
     saves_inputs = False  # backward needs no input's values
     saves_arguments = True  # a second backward raises, as PyTorch's: it saves the number as a 0-d tensor
+    saves_number = True  # (shown as _saved_other)
     op_name = "Mul"  # as the graph and PyTorch (MulBackward0) call it
     number_operand = True
 

@@ -7,6 +7,7 @@ from ..errors import ShapeError
 from ..graph import program_stacklevel
 from ..operands import _operand
 from ..primitive import Primitive, named_node
+from ..saved_tensor_views import saved_input
 from ..sparse_layout import is_sparse
 from ..tensor import Tensor
 from .broadcasting import unbroadcast
@@ -35,6 +36,7 @@ class MatMul(Primitive):
     saved_input_readers = ((1,), (0,))  # A is read only for dL/dB, B only for dL/dA
     core_dims = 2  # (a broadcast error names the batch sizes, as PyTorch's)
     pytorch_name = "MmBackward0"  # (two matrices: PyTorch's mm; matmul names a batched product as PyTorch's)
+    _saved_mat2 = saved_input(1)  # (PyTorch's name for B in MmBackward0 and BmmBackward0)
 
     def forward(self, a, b):
         if self.transpose_a:

@@ -90,7 +90,7 @@ def by_constant(x, c):
 
 
 def _scaled(x, c):
-    return Scale.apply(x, c=by_constant(x, c))
+    return Scale.apply(x, c=by_constant(x, c), number=c)  # (the number as given: the node shows it)
 
 
 def _shifted(x, c):

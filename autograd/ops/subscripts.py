@@ -16,7 +16,7 @@ from ..operands import is_no_number
 from ..tensor import Tensor
 from ..write_door import _refuse_overflow
 from .conversion import type_name
-from .index_errors import index_error_in_pytorch_words, is_integer_index
+from .index_errors import _covered, index_error_in_pytorch_words, is_integer_index
 from .index_vectors import refuse_uint8_mask_fill, warn_uint8_mask
 from .names import names
 from .shape import GetItem, reshape
@@ -198,11 +198,32 @@ def _as_pytorch_reads_it(x, index):
         index = tuple(index)
     if not isinstance(index, tuple):
         return x, _array_index(index)
-    indices = []
+    indices, ellipses = [], 0
     for i in index:  # (a loop, not a comprehension: its warnings name the caller's line)
         indices.append(_array_index(i))
-    index = tuple(indices)
+        if i is Ellipsis:
+            ellipses += 1
+    index = tuple(indices) if ellipses < 2 else _ellipses_as_slices(indices, x.ndim)
     return _integers_first(x, index) if _ints_beside_arrays(index) else (x, index)
+
+
+def _ellipses_as_slices(index, ndim):
+    """An index of several ellipses as PyTorch reads it, where NumPy allows one: each ellipsis stands for as many
+    whole dims as the other parts leave, so x[..., 0, ...] of a 3-d x is x[:, :, 0], x[..., None, ...] appends a
+    dim and x[..., ...] is x. The dims an ellipsis passes are counted even beyond x's last (PyTorch's dim counter
+    runs on): a part after that point indexes no dim, and is refused."""
+    width = ndim - builtins.sum(map(_covered, index))
+    parts, passed = [], 0
+    for i in index:
+        if i is Ellipsis:
+            parts.extend([slice(None)] * min(width, ndim - passed))
+            passed += width
+        elif passed > ndim:
+            raise IndexError(f"too many indices for tensor of dimension {ndim}")
+        else:
+            parts.append(i)
+            passed += _covered(i)
+    return tuple(parts)
 
 
 def _ints_beside_arrays(index):

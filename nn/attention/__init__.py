@@ -349,7 +349,7 @@ class MultiheadAttention(Module):
             raise AssertionError("embed_dim must be divisible by num_heads")
 
         def empty(*shape):
-            return Parameter(autograd.empty(*shape, dtype=dtype))
+            return Parameter(autograd.empty(shape, dtype=dtype))
 
         if self._qkv_same_embed_dim:
             self.in_proj_weight = empty(3 * embed_dim, embed_dim)
