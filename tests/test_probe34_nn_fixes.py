@@ -12,6 +12,9 @@ attention and activations, comparing values, the gradients of inputs and paramet
   "Dimension out of range" now. The integer refusals of leaky_relu, hardshrink, softshrink, hardsigmoid and
   hardswish named the dtype as NumPy does ('int64'); PyTorch's name ('Long') now.
 - ``F.scaled_dot_product_attention`` took ``scale`` and ``enable_gqa`` by position; PyTorch's are keyword-only.
+- ``F.batch_norm`` in training given one running statistic and not the other moved that one alone (or failed
+  with AttributeError on ``None.mul_``), and ``F.instance_norm`` ignored it; PyTorch refuses both with
+  ValueError "running_mean and running_var must either both be None or neither be None".
 """
 
 import numpy as np
@@ -62,6 +65,20 @@ REFUSED = [
      None),
     ("r = F.scaled_dot_product_attention(T.ones(2, 3, 4), T.ones(2, 5, 4), T.ones(2, 5, 4), None, 0.0, False, 0.5)",
      TypeError, "positional argument", None),
+    ("r = F.batch_norm(T.ones(2, 3, 4), T.zeros(3), None, training=True)", ValueError,
+     "running_mean and running_var must either both be None or neither be None", None),
+    ("r = F.batch_norm(T.ones(2, 3, 4), None, T.ones(3), training=True)", ValueError,
+     "running_mean and running_var must either both be None or neither be None", None),
+    ("r = F.batch_norm(T.ones(2, 3, 4), T.zeros(3), None, training=False)", RuntimeError,
+     "running_var must be defined in evaluation mode", None),
+    ("r = F.instance_norm(T.ones(2, 3, 4), T.zeros(3), None)", ValueError,
+     "running_mean and running_var must either both be None or neither be None", None),
+    ("r = F.instance_norm(T.ones(2, 3, 4), None, T.ones(3))", ValueError,
+     "running_mean and running_var must either both be None or neither be None", None),
+    ("r = F.instance_norm(T.ones(2, 3, 4), None, T.ones(3), use_input_stats=False)", RuntimeError,
+     "Expected running_mean and running_var to be defined when use_input_stats is false", None),
+    ("r = T.native_batch_norm(T.ones(2, 3, 4), None, None, T.zeros(3), None, True, 0.1, 1e-5)", ValueError,
+     "running_mean and running_var must either both be None or neither be None", None),
 ]
 
 # (program, what PyTorch 2.13 gives)
@@ -74,6 +91,7 @@ TAKEN = [
     ("r = F.glu(T.tensor([[0., 0.], [2., 4.]]), -2)", [[0.0, 0.0]]),
     ("r = F.scaled_dot_product_attention(T.ones(1, 1, 2), T.ones(1, 3, 2), T.arange(3.).reshape(1, 3, 1), "
      "scale=0.5, enable_gqa=False)", [[[1.0]]]),
+    ("r = F.batch_norm(T.tensor([[1., 2.], [3., 6.]]), None, None, training=True, eps=1e-12)", [[-1.0, -1.0], [1.0, 1.0]]),
 ]
 
 
@@ -114,3 +132,11 @@ def test_prelu_of_a_1d_input_has_one_slope_and_its_gradient():
     F.prelu(x, a).sum().backward()
     np.testing.assert_allclose(x.grad.numpy(), [1.0, 0.25, 0.25])
     np.testing.assert_allclose(a.grad.numpy(), [-5.0])
+
+
+def test_batch_norm_moves_both_running_statistics():
+    """Given both, training moves both (the unbiased variance), as PyTorch's."""
+    mean, var = T.zeros(2), T.ones(2)
+    F.batch_norm(T.tensor([[1.0, 2.0], [3.0, 6.0]]), mean, var, training=True, momentum=0.5)
+    np.testing.assert_allclose(mean.numpy(), [1.0, 2.0])
+    np.testing.assert_allclose(var.numpy(), [1.5, 4.5])
