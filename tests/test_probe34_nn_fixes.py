@@ -91,7 +91,8 @@ TAKEN = [
     ("r = F.glu(T.tensor([[0., 0.], [2., 4.]]), -2)", [[0.0, 0.0]]),
     ("r = F.scaled_dot_product_attention(T.ones(1, 1, 2), T.ones(1, 3, 2), T.arange(3.).reshape(1, 3, 1), "
      "scale=0.5, enable_gqa=False)", [[[1.0]]]),
-    ("r = F.batch_norm(T.tensor([[1., 2.], [3., 6.]]), None, None, training=True, eps=1e-12)", [[-1.0, -1.0], [1.0, 1.0]]),
+    ("r = F.batch_norm(T.tensor([[1., 2.], [3., 6.]]), None, None, training=True, eps=1e-12)",
+     [[-1.0, -1.0], [1.0, 1.0]]),
 ]
 
 
