@@ -29,6 +29,7 @@ from autograd.ops.activations import elu as _elu
 from autograd.ops.activations import rrelu as _rrelu
 from autograd.ops.activations import selu as _selu
 from autograd.ops.activations import threshold as _threshold
+from autograd.ops.axes import dim_index as _dim_index
 from autograd.ops.conversion import refuse_kinds
 from autograd.ops.dropout import alpha_drop, check_dropout_probability, drop, feature_shape
 from autograd.ops.losses import read_reduction
@@ -234,10 +235,11 @@ def glu(input, dim=-1):
     refuse_kinds(input, "glu_cpu", "biuc")
     if input.ndim == 0:
         raise RuntimeError("glu does not support scalars because halving size must be even")
-    size = input.shape[dim]
+    axis = _dim_index(dim, input.ndim)  # (PyTorch's IndexError for a dim out of range)
+    size = input.shape[axis]
     if size % 2:
-        raise RuntimeError(f"Halving dimension must be even, but dimension {dim % input.ndim} is size {size}")
-    return _Glu.apply(input, dim=dim % input.ndim)
+        raise RuntimeError(f"Halving dimension must be even, but dimension {axis} is size {size}")
+    return _Glu.apply(input, dim=axis)
 
 
 def gelu(input, approximate="none", *, out=None):

@@ -108,21 +108,24 @@ def celu_(input, alpha=1.0):
 @node_named("PreluKernelBackward0")
 def prelu(input, weight):
     """y = x for x > 0, a·x otherwise, with a learned ``weight`` a: one slope, or one per
-    channel (dim 1 of the input)."""
-    if weight.ndim != 1 and weight.numel() != 1:
-        raise RuntimeError(f"prelu: weight must be 1-dimensional, got shape {tuple(weight.shape)}")
+    channel (dim 1 of the input; an input of fewer than 2 dims has one channel, as in PyTorch, so a
+    1-D input takes one slope only)."""
     refuse_kinds(input, "prelu_cpu", "biu")  # PyTorch's kernel is floating only
     if weight.dtype != input.dtype:  # nor does it promote (a float64 input to a float32 PReLU layer)
         raise RuntimeError(f"prelu: Type promoting not supported. Got {type_name(input.dtype)} and "
                            f"{type_name(weight.dtype)}")
-    slopes = weight.reshape(()) if weight.numel() == 1 else weight  # one slope keeps a 0-d input 0-d
-    if weight.numel() != 1:
-        channels = input.shape[1] if input.ndim >= 2 else input.shape[0] if input.ndim == 1 else 1
+    if weight.numel() != 1:  # (PyTorch's checks, in its order)
+        if input.ndim == 0:
+            raise RuntimeError("Not allow zero-dim input tensor.")
+        channels = input.shape[1] if input.ndim >= 2 else 1
         if weight.numel() != channels:
             raise RuntimeError(f"Mismatch of parameter numbers and input channel size. Found parameter "
                                f"numbers = {weight.numel()} and channel size = {channels}.")
-        if input.ndim >= 2:
-            slopes = weight.reshape((1, channels) + (1,) * (input.ndim - 2))
+    if weight.ndim > 1:
+        raise RuntimeError(f"prelu: Expected `weight` to be a scalar or 1D tensor, but got: ndim = {weight.ndim}")
+    slopes = weight.reshape(()) if weight.numel() == 1 else weight  # one slope keeps a 0-d input 0-d
+    if weight.numel() != 1:
+        slopes = weight.reshape((1, channels) + (1,) * (input.ndim - 2))
     return where(input > 0, input, input * slopes)
 
 

@@ -62,6 +62,12 @@ def _bags(input, offsets, include_last_offset, length=None):
     if starts.size and starts[-1] > length:
         raise RuntimeError(f"offsets[-1] can not be greater than input's length {length} but got "
                            f"offsets[-1] of {starts[-1]}")
+    steps_back = xp.flatnonzero(starts[1:] < starts[:-1])
+    if steps_back.size:  # (PyTorch's float32 sums and means fail an internal check; its other kernels give bags
+        # that overlap and negative counts)
+        k = int(steps_back[0]) + 1
+        raise RuntimeError(f"offsets has to be non-decreasing, but got offsets[{k}] = {starts[k]} after "
+                           f"offsets[{k - 1}] = {starts[k - 1]}")
     if include_last_offset:
         starts = starts[:-1]
     bag_of = xp.searchsorted(starts, xp.arange(len(indices)), side="right") - 1

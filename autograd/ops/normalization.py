@@ -112,6 +112,12 @@ def update_running_stats(running_mean, running_var, factor, mean, variance, coun
         running_var.mul_(1 - factor).add_(unbiased, alpha=factor)
 
 
+def check_running_stats_paired(running_mean, running_var):
+    """PyTorch's kernel takes both running statistics or neither (one alone was moved while the other was not)."""
+    if (running_mean is None) != (running_var is None):
+        raise ValueError("running_mean and running_var must either both be None or neither be None")
+
+
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False,
                momentum=0.1, eps=1e-5, num_batches_tracked=None):
     """Normalise each channel (dim 1) over the batch (and spatial dims).
@@ -132,6 +138,7 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     check_per_channel(input.shape[1], weight=weight, bias=bias, running_mean=running_mean, running_var=running_var)
     if not training and (running_mean is None or running_var is None):
         raise RuntimeError(f"running_{'mean' if running_mean is None else 'var'} must be defined in evaluation mode")
+    check_running_stats_paired(running_mean, running_var)
     refuse_differentiable_running_stats(input, running_mean, running_var, not training)
     if training and eps <= 0.0:
         raise ValueError(f"batch_norm eps must be positive during training, but got {eps}")
@@ -311,6 +318,7 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
                       running_var=running_var)
     if not use_input_stats and (running_mean is None or running_var is None):
         raise RuntimeError("Expected running_mean and running_var to be defined when use_input_stats is false")
+    check_running_stats_paired(running_mean, running_var)
     # (PyTorch's takes any running stats')
     check_same_dtype("instance_norm", input, (mixed_dtype_words, input), weight=weight, bias=bias)
     refuse_differentiable_running_stats(input, running_mean, running_var, not use_input_stats)

@@ -177,7 +177,7 @@ def refuse_unless_real(x, kernel, integers=False):
     if kind == "c":
         refuse_unordered(x, kernel)
     if kind != "f" and not (integers and kind in "iu"):
-        raise NotImplementedError(f"\"{kernel}_cpu\" not implemented for '{x.dtype}'")
+        raise NotImplementedError(f"\"{kernel}_cpu\" not implemented for '{type_name(x.dtype)}'")
 
 
 def _number_of(value, input):

@@ -49,7 +49,7 @@ def _safe_softmax(scores):
     return weights.masked_fill(nowhere, 0.0)
 
 
-def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
+def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, *, scale=None,
                                  enable_gqa=False):
     """softmax(Q Kᵀ · scale + B) V over the last two dims, scale = 1/√E by default.
 
@@ -81,7 +81,7 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
         if attn_mask is not None and attn_mask.dtype == autograd.float16:
             attn_mask = attn_mask.float()
         return scaled_dot_product_attention(query.float(), key.float(), value.float(), attn_mask, dropout_p,
-                                            is_causal, scale, enable_gqa).half()
+                                            is_causal, scale=scale, enable_gqa=enable_gqa).half()
     if dropout_p > 1:  # (a negative probability drops nothing, as PyTorch's)
         raise RuntimeError(f"dropout probability has to be between 0 and 1, but got {dropout_p}")
     L, S, E = query.shape[-2], key.shape[-2], query.shape[-1]
