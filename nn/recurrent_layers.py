@@ -145,7 +145,7 @@ class RNNLayer(_RecurrentLayer, Primitive):
             a = pre[t, :n]
             a += h[:n] @ w_hh.T
             # relu is autograd's own rule, Relu's forward (its sign at -0: PyTorch's), called for its array alone
-            h[:n] = y[t, :n] = Relu.forward(self, a) if relu else xp.tanh(a, out=a)
+            h[:n] = y[t, :n] = Relu.bare.forward(a) if relu else xp.tanh(a, out=a)
         self.saved = h_prev, y
         return xp.concatenate([y.ravel(), h.ravel()])
 
