@@ -209,11 +209,34 @@ def test_qr_of_wide_matrices_and_complete_mode():
     np.testing.assert_allclose((q @ r).numpy(), tall, atol=1e-12)
     np.testing.assert_allclose((q.mT @ q).numpy(), np.eye(5), atol=1e-12)
     assert Tensor(tall).qr(some=False).Q.shape == (5, 5)
-    with pytest.raises(RuntimeError, match="not differentiable when mode='complete' and nrows > ncols"):
-        linalg.qr(Tensor(tall, requires_grad=True), mode="complete")
+    # computed with a graph, as PyTorch's; only the backward through it is refused
+    leaf = Tensor(tall, requires_grad=True)
+    q_graph, r_graph = linalg.qr(leaf, mode="complete")
+    np.testing.assert_allclose(q_graph.detach().numpy(), q.numpy())
+    np.testing.assert_allclose(r_graph.detach().numpy(), r.numpy())
+    assert q_graph.grad_fn.name() == r_graph.grad_fn.name() == "LinalgQrBackward0"
+    with pytest.raises(RuntimeError, match=r"not differentiable when mode='complete' and nrows > ncols\.$"):
+        r_graph.sum().backward()
+    assert leaf.grad is None
     assert linalg.qr(Tensor(a, requires_grad=True), mode="complete").Q.shape == (2, 2, 2)  # wide: as reduced
     with pytest.raises(RuntimeError, match="unrecognized mode 'x' but expected one of"):
         linalg.qr(Tensor(tall), mode="x")
+
+
+@pytest.mark.parametrize("shape", [(5, 3), (3, 3), (3, 5), (2, 4, 3)])
+def test_qr_mode_r_keeps_r_in_the_graph_and_refuses_its_backward(shape):
+    """mode 'r' keeps no Q, which R's derivative needs: R is computed with a graph, and a backward through it raises
+    PyTorch's error (as its LinalgQrBackward0); Q is empty."""
+    a = RNG.standard_normal(shape)
+    leaf = Tensor(a, requires_grad=True)
+    q, r = linalg.qr(leaf, mode="r")
+    assert q.shape == (0,)
+    np.testing.assert_allclose(r.detach().numpy(), linalg.qr(Tensor(a)).R.numpy())
+    assert r.requires_grad and r.grad_fn.name() == "LinalgQrBackward0"
+    with pytest.raises(RuntimeError, match="depends on Q, which is not computed when mode='r'"):
+        r.sum().backward()
+    with autograd.no_grad():
+        assert not linalg.qr(leaf, mode="r").R.requires_grad
 
 
 def test_deprecated_norm_and_product_spellings():

@@ -8,7 +8,7 @@ Each test runs on chainrule's `autograd` and, where it is installed, on PyTorch 
 import numpy as np
 import pytest
 
-from tests.ported import close, dtype_name, raises, same, values, xfail_ours
+from tests.ported import close, dtype_name, raises, same, values
 
 
 def _leaf(T, x):
@@ -37,9 +37,6 @@ def test_qr_errors(T):
     raises(RuntimeError, "mode", T.linalg.qr, T.zeros(3, 3), mode="bogus")
 
 
-@xfail_ours("linalg.qr refuses a tall input that requires grad in mode='complete' at the call, where PyTorch "
-            "computes Q, R and raises only in backward; and mode='r' has a gradient here where PyTorch's backward "
-            "raises (fixing the first breaks tests/test_linalg_more.py::test_qr's forward-raise assertion)")
 def test_qr_backward_refusals(T):
     a = _leaf(T, np.random.default_rng(1).standard_normal((5, 3)))
     q, r = T.linalg.qr(a, mode="complete")

@@ -222,8 +222,8 @@ def qr(A, mode="reduced", *, out=None):
 
     A wide A = [X Y] (X square) is Q [R₁ R₂] with X = Q R₁ and R₂ = Qᴴ Y: the square factorisation
     and a product, so its gradient is theirs. The m - n columns 'complete' adds to a tall A's Q are
-    any orthonormal completion, with no gradient (PyTorch's has none either): an input that requires
-    grad is refused there."""
+    any orthonormal completion, with no gradient, and 'r' keeps no Q for one: computed, and refused at
+    backward, as PyTorch's (NoQRGradient)."""
     if A.ndim < 2:
         raise RuntimeError("linalg.qr: The input tensor A must have at least 2 dimensions.")
     if A.dtype.kind not in "fc":
@@ -232,13 +232,14 @@ def qr(A, mode="reduced", *, out=None):
         raise RuntimeError(f"qr received unrecognized mode '{mode}' but expected one of 'reduced' (default), 'r', "
                            "or 'complete'")
     m, n = A.shape[-2:]
+    why = _QR_WITHOUT_GRADIENT.get("r" if mode == "r" else "complete" if mode == "complete" and m > n else None)
+    if why is not None and A.requires_grad and is_grad_enabled():  # computed, and refused at backward (PyTorch's)
+        factors = (NoQRGradient.apply(A, value=factor._data, why=why) for factor in qr(A.detach(), mode))
+        return write_out(QRResult(*factors), out, same_dtype=True)
     if m < n:
         q, r = qr(A[..., :m])
         r = joins.cat([r, q.mH @ A[..., m:]], -1)
     elif mode == "complete" and m > n:
-        if A.requires_grad and is_grad_enabled():
-            raise RuntimeError("The QR decomposition is not differentiable when mode='complete' and nrows > ncols; "
-                               "use mode='reduced', or call it on A.detach()")
         q, r = (Tensor._make(x) for x in xp.linalg.qr(A._data, mode="complete"))
     else:
         stacked = QR.apply(A)
@@ -246,6 +247,30 @@ def qr(A, mode="reduced", *, out=None):
     if mode == "r":
         q = Tensor._make(xp.zeros((0,), dtype=A.dtype))
     return write_out(QRResult(q, r), out, same_dtype=True)
+
+
+_QR_WITHOUT_GRADIENT = {  # PyTorch's words, by the mode that has no derivative
+    "complete": "The QR decomposition is not differentiable when mode='complete' and nrows > ncols.",
+    "r": "The derivative of linalg.qr depends on Q, which is not computed when mode='r'. Please use linalg.qr(A, "
+         "mode='reduced') if you are going to differentiate through linalg.qr.",
+}
+
+
+class NoQRGradient(Primitive):
+    """A factor of linalg.qr in a mode PyTorch computes but does not differentiate, already computed (``value``):
+    'complete' of a tall A, whose m - n added columns of Q are any orthonormal completion, and 'r', which keeps no
+    Q for the derivative. The outputs are in the graph, as PyTorch's (LinalgQrBackward0); a backward through them
+    raises its error (``why``)."""
+
+    saves_inputs = False
+    handles_complex = True
+    pytorch_name = "LinalgQrBackward0"
+
+    def forward(self, a):
+        return self.value
+
+    def backward(self, grad, y, a):
+        raise RuntimeError(self.why)
 
 
 def matrix_power(input, n, *, out=None):
