@@ -122,3 +122,108 @@ def test_dropout_and_rand_match_pytorch(dtype):
     numpy.testing.assert_array_equal(ours.numpy(), expected.numpy())
     numpy.testing.assert_array_equal(autograd.rand(1000, dtype=getattr(autograd, dtype)).numpy(),
                                      torch.rand(1000, dtype=getattr(torch, dtype)).numpy())
+
+
+# -- GELU's float32 erf -------------------------------------------------------------------------------------------
+
+from autograd.ops.error_function import erf, erf_float32  # noqa: E402
+
+
+def _ulps(a, b):
+    """Units in the last place between two float32 arrays of the same sign."""
+    return numpy.abs(a.view(numpy.int32).astype(numpy.int64) - b.view(numpy.int32).astype(numpy.int64))
+
+
+def _dense_float32():
+    """Every 37th float32 in [0, 6] (29 million values: every binade, the tiny and subnormal ones included), their
+    negatives, and the edges."""
+    top = int(numpy.array([6.0], numpy.float32).view(numpy.uint32)[0])
+    positive = numpy.arange(0, top + 1, 37, dtype=numpy.uint32).view(numpy.float32)
+    edges = numpy.array([0.46875, 0.5, 1, 2, 3.9189999, 3.92, 4, 4.0000005, 6, 7, 1e30, 1e-45, 1.17549435e-38],
+                        numpy.float32)
+    return numpy.concatenate([positive, -positive, edges, -edges])
+
+
+def test_erf_float32_within_one_ulp_of_the_correctly_rounded_erf():
+    x = _dense_float32()
+    ours = erf_float32(x)
+    assert ours.dtype == numpy.float32
+    exact = erf(x.astype(numpy.float64)).astype(numpy.float32)  # (Cody's, good to a unit or two of float64)
+    assert _ulps(ours, exact).max() <= 1
+    assert (ours == exact).mean() > 0.99  # (most are the correctly rounded value itself)
+    numpy.testing.assert_array_equal(ours[numpy.abs(x) >= 4], numpy.sign(x[numpy.abs(x) >= 4]))
+
+
+def test_erf_float32_against_scipy():
+    special = pytest.importorskip("scipy.special")
+    x = numpy.linspace(-6, 6, 2_000_001, dtype=numpy.float32)
+    assert _ulps(erf_float32(x), special.erf(x.astype(numpy.float64)).astype(numpy.float32)).max() <= 1
+
+
+def test_erf_float32_special_values_and_layouts():
+    x = numpy.array([numpy.nan, numpy.inf, -numpy.inf, 0.0, -0.0, 1e-45, -1e-45], numpy.float32)
+    y = erf_float32(x)
+    assert numpy.isnan(y[0])
+    numpy.testing.assert_array_equal(y[1:], numpy.array([1, -1, 0, -0.0, 1e-45, -1e-45], numpy.float32))
+    assert not numpy.signbit(y[3]) and numpy.signbit(y[4])
+    grid = numpy.random.default_rng(0).standard_normal((300, 200)).astype(numpy.float32)
+    numpy.testing.assert_array_equal(erf_float32(grid.T), erf_float32(numpy.ascontiguousarray(grid.T)))
+    numpy.testing.assert_array_equal(erf_float32(grid[::2, ::3]), erf_float32(grid[::2, ::3].copy()))
+    assert erf_float32(numpy.float32(0.5) * numpy.ones((), numpy.float32)).shape == ()
+
+
+def _gelu_by_formula(x):
+    """x (1 + erf(x/√2)) / 2 as the kernel rounds it, in float32: erf by erf_float32."""
+    cdf = erf_float32(x * numpy.float32(0.5**0.5))
+    cdf += 1
+    cdf *= 0.5
+    return cdf * x, cdf
+
+
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")  # (the reference formulas' ±inf · 0 at ±inf)
+@pytest.mark.parametrize("layout", ["contiguous", "transposed", "strided"])
+def test_gelu_float32_forward_and_backward(layout):
+    rng = numpy.random.default_rng(3)
+    x = (rng.standard_normal((128, 600)) * 3).astype(numpy.float32)
+    x.reshape(-1)[:6] = [numpy.nan, numpy.inf, -numpy.inf, -0.0, 0.0, -40.0]
+    x = {"contiguous": x, "transposed": x.T, "strided": x[::2, ::3]}[layout]
+    g = rng.standard_normal(x.shape).astype(numpy.float32)
+    expected, cdf = _gelu_by_formula(x)
+    t = autograd.tensor(x, requires_grad=True)
+    y = F.gelu(t)
+    numpy.testing.assert_array_equal(y.numpy(), expected)
+    y.backward(autograd.tensor(g))
+    wide = x.astype(numpy.float32)
+    density = numpy.exp(wide * wide * numpy.float32(-0.5)) * numpy.float32(1 / (2 * numpy.pi) ** 0.5) * wide
+    numpy.testing.assert_array_equal(t.grad.numpy(), (cdf + density) * g)
+    # the previous rule (erf in float64, rounded to float32) differs by erf's one unit at most, scaled by x / 2
+    # (near -1 a unit of erf is 2^-24, and the cancellation of 1 + erf is both rules' alike), and the product's unit
+    scaled = x * numpy.float32(0.5**0.5)
+    before = ((erf(scaled.astype(numpy.float64)).astype(numpy.float32) + 1) * numpy.float32(0.5)) * x
+    finite = numpy.isfinite(x)
+    bound = numpy.abs(x) * 2.0**-25 + numpy.spacing(numpy.abs(before))
+    assert (numpy.abs(expected - before)[finite] <= bound[finite]).all()
+    assert (expected == before).mean() > 0.9
+
+
+def test_gelu_float16_and_float64_unchanged_rule():
+    x = numpy.random.default_rng(4).standard_normal(50_000)
+    exact = x * (1 + erf(x * 0.5**0.5)) / 2
+    numpy.testing.assert_array_equal(F.gelu(autograd.tensor(x)).numpy(), exact)  # (float64: Cody's erf)
+    half = x.astype(numpy.float16)
+    numpy.testing.assert_array_equal(F.gelu(autograd.tensor(half)).numpy(),
+                                     _gelu_by_formula(half.astype(numpy.float32))[0].astype(numpy.float16))
+
+
+def test_gelu_matches_pytorch():
+    torch = pytest.importorskip("torch")
+    x = (numpy.random.default_rng(5).standard_normal((16, 64, 512)) * 2).astype(numpy.float32)
+    t, tt = autograd.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+    y, ty = F.gelu(t), torch.nn.functional.gelu(tt)
+    # PyTorch's vectorised erf (Abramowitz and Stegun's 7.1.26) is off by up to 1.5e-7: its GELU by up to 1e-6
+    numpy.testing.assert_allclose(y.numpy(), ty.detach().numpy(), rtol=1e-6, atol=2e-6)
+    exact = x * (1 + erf(x.astype(numpy.float64) * 0.5**0.5)) / 2
+    assert numpy.abs(y.numpy() - exact).max() < numpy.abs(ty.detach().numpy() - exact).max()
+    y.sum().backward()
+    ty.sum().backward()
+    numpy.testing.assert_allclose(t.grad.numpy(), tt.grad.numpy(), rtol=1e-6, atol=1e-6)
