@@ -227,3 +227,17 @@ def test_gelu_matches_pytorch():
     y.sum().backward()
     ty.sum().backward()
     numpy.testing.assert_allclose(t.grad.numpy(), tt.grad.numpy(), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+def test_gelu_of_a_scalar_and_its_second_derivative(dtype):
+    x = autograd.tensor(0.7, dtype=getattr(autograd, dtype), requires_grad=True)
+    y = F.gelu(x)
+    (slope,) = autograd.autograd.grad(y, x, create_graph=True)
+    slope.backward()
+    value = 0.7 * (1 + erf(numpy.array(0.7 * 0.5**0.5))) / 2
+    density = numpy.exp(-0.245) / (2 * numpy.pi) ** 0.5
+    tolerance = {"float16": 2e-3, "float32": 2e-7, "float64": 1e-15}[dtype]
+    assert y.shape == () and abs(y.item() - value) <= tolerance * value
+    assert abs(slope.item() - (value / 0.7 + 0.7 * density)) <= 2 * tolerance
+    assert abs(x.grad.item() - density * (2 - 0.49)) <= 2 * tolerance
