@@ -241,3 +241,28 @@ def test_gelu_of_a_scalar_and_its_second_derivative(dtype):
     assert y.shape == () and abs(y.item() - value) <= tolerance * value
     assert abs(slope.item() - (value / 0.7 + 0.7 * density)) <= 2 * tolerance
     assert abs(x.grad.item() - density * (2 - 0.49)) <= 2 * tolerance
+
+
+# -- sigmoid, written into one array ------------------------------------------------------------------------------
+
+
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning", "ignore:invalid value:RuntimeWarning")  # (the references)
+@pytest.mark.parametrize("dtype", [numpy.float16, numpy.float32, numpy.float64])
+@pytest.mark.parametrize("layout", ["contiguous", "transposed", "strided", "scalar"])
+def test_sigmoid_is_one_over_one_plus_e_to_minus_x(dtype, layout):
+    x = (numpy.random.default_rng(6).standard_normal((300, 400)) * 30).astype(dtype)
+    x.reshape(-1)[:6] = [numpy.nan, numpy.inf, -numpy.inf, -0.0, 0.0, -100]
+    x = {"contiguous": x, "transposed": x.T, "strided": x[::3, 1::2], "scalar": x[1, 7]}[layout]
+    wide = numpy.asarray(x, numpy.float32 if dtype == numpy.float16 else dtype)
+    sigmoid = 1 / (1 + numpy.exp(-wide))
+    t = autograd.tensor(x, requires_grad=True)
+    y = t.sigmoid()
+    assert y.dtype == t.dtype and y.shape == numpy.shape(x)
+    numpy.testing.assert_array_equal(_bits(y.numpy()), _bits(sigmoid.astype(dtype)))
+    numpy.testing.assert_array_equal(numpy.asarray(x), t.numpy())  # (the input left as it was)
+    numpy.testing.assert_array_equal(_bits(F.silu(t).numpy()), _bits((wide * sigmoid).astype(dtype)))  # (float16:
+    # in float32, rounded once)
+
+
+def _bits(a):
+    return numpy.ascontiguousarray(a).reshape(-1).view(numpy.uint8)
