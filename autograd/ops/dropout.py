@@ -46,15 +46,18 @@ def keep_mask(shape, p, dtype, like=None):
     if p == 1:
         return tensor_from(xp.zeros(shape, dtype=dtype))
     check_real_floating(dtype)
-    # PyTorch's: noise.bernoulli_(1 - p), then noise.div_(1 - p) in the dtype
-    return tensor_from(_keeps(shape, p, like).astype(dtype) / xp.dtype(dtype).type(1 - p))
+    # PyTorch's: noise.bernoulli_(1 - p), then noise.div_(1 - p) in the dtype: each kept unit 1 / (1 - p) rounded
+    # once, as this scalar division rounds it, then written in one pass (bool to dtype, times the scale)
+    dtype = xp.dtype(dtype)
+    scale = dtype.type(1) / dtype.type(1 - p)
+    return tensor_from(xp.multiply(_keeps(shape, p, like), scale, dtype=dtype))
 
 
 def _keeps(shape, p, like):
     """Which units stay: PyTorch's ``noise.bernoulli_(1 - p)``, a float64 uniform below 1 - p each, into a
     noise tensor made by ``empty_like(like)`` where ``like`` (the input) is given (so in its layout: a
     transposed input's draws go down its columns), else (one draw per channel) a row-major one."""
-    keep = random.generator().random(shape) < 1 - p
+    keep = random.generator().bernoulli(shape, 1 - p)
     return keep if like is None else laid_out(keep, like, fresh=True)
 
 

@@ -172,3 +172,34 @@ def _erfcx(y):
 def erfcx_nonnegative(y):
     """erfcx(y) for y ≥ 0 (float64): below 0.46875 as e^(y²) (1 - erf(y)), where erf is below a half."""
     return _in_blocks(_erfcx, y, numpy.float64)
+
+
+# S(y) = ln(erfc(y)) / y on [0, 4], in u = y/2 - 1: a polynomial of degree 13 (a Chebyshev fit, reweighted towards
+# the least largest relative error: 4.2e-10, against float32's half unit of 3e-8 at the least)
+_LOG_ERFC_OVER_Y = (-2.682470632831819, -1.7356901606080521, -0.11181145186344482, 0.04595064171930092,
+                    -0.017385989932266206, 0.00567007178794021, -0.0013304048211411784, -1.9541385872292325e-06,
+                    0.00022012477872357204, -0.0001597804999321918, 0.00012379868361106502, -6.581711689900962e-05,
+                    -7.315393005567342e-06, 1.4294098057656198e-05)
+
+
+def _erf_for_float32(x):
+    """erf(x) = sign(x) (1 - erfc(y)) = -sign(x) expm1(y S(y)), y = |x| up to 4, in float64: one polynomial over
+    the whole range (no intervals to merge) good to 4.2e-10 relative, expm1 keeping it near 0 (erf(y) ≈ 2y/√π)."""
+    y = xp.abs(x)
+    xp.minimum(y, 4.0, out=y)  # (erf(4) rounds to float32's 1; NaN stays NaN)
+    u = y * 0.5
+    u -= 1
+    s = u * _LOG_ERFC_OVER_Y[-1]
+    for coefficient in _LOG_ERFC_OVER_Y[-2:0:-1]:
+        s += coefficient
+        s *= u
+    s += _LOG_ERFC_OVER_Y[0]
+    s *= y
+    xp.expm1(s, out=s)
+    return xp.copysign(s, x, out=s)  # (|expm1(s)| = 1 - erfc(y), with x's sign: erf(-0.0) is -0.0)
+
+
+def erf_float32(x):
+    """erf of a float32 array, in float32, within one unit in the last place of the correctly rounded erf (checked
+    over every float32): a third of the passes of ``erf``'s float64 evaluation, which GELU's costs were."""
+    return _in_blocks(_erf_for_float32, x, numpy.float32)

@@ -90,7 +90,7 @@ def native_dropout(input, p, train):
     if train is not None and not train:
         return input.clone(), tensor_from(xp.ones(input.shape, dtype=bool))
     check_dropout_probability(p, RuntimeError)
-    keep = random.generator().random(input.shape) < 1 - p  # (PyTorch's mask.bernoulli_(1 - p))
+    keep = random.generator().bernoulli(input.shape, 1 - p)  # (PyTorch's mask.bernoulli_(1 - p))
     if p == 1:
         return input * 0.0, tensor_from(keep)
     return input * tensor_from((keep / (1 - p)).astype(input._data.dtype)), tensor_from(keep)

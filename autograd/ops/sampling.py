@@ -128,6 +128,8 @@ def _bernoulli_draws(input, p, generator):  # noqa: A002
     # one below each probability of a tensor of another dtype
     wide = not isinstance(probabilities, Tensor) or probabilities.dtype == numpy.float64
     uniform = numpy.float64 if wide else numpy.float32
+    if wide and numpy.ndim(probability) == 0:  # (one probability: compared on the uniforms' integers)
+        return random.generator(generator).bernoulli(input.shape, probability)
     return random.generator(generator).random(input.shape, dtype=uniform) < numpy.asarray(probability, dtype=uniform)
 
 
