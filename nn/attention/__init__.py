@@ -45,6 +45,8 @@ def _safe_softmax(scores):
     """softmax over the last dim, but a row whose scores are all -inf (a query that may attend nowhere) gets
     weights 0 rather than 0/0 = NaN, and no gradient (PyTorch's ``_safe_softmax``, used by attention)."""
     nowhere = (scores == float("-inf")).all(dim=-1, keepdim=True)
+    if not nowhere._data.any():  # (the usual case: every query attends somewhere, and both fills would be copies)
+        return scores.softmax(-1)
     weights = scores.masked_fill(nowhere, 0.0).softmax(-1)
     return weights.masked_fill(nowhere, 0.0)
 
