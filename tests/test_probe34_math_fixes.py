@@ -93,3 +93,41 @@ def test_linalg_norm_of_one_and_two_dims_is_unchanged(T):
     np.testing.assert_allclose(T.linalg.norm(x, dim=1).numpy(), np.linalg.norm(x.numpy(), axis=1))
     np.testing.assert_allclose(T.linalg.norm(x, dim=(1, 2)).numpy(), np.linalg.norm(x.numpy(), axis=(1, 2)))
     np.testing.assert_allclose(T.linalg.norm(x, 2, dim=[0]).numpy(), np.linalg.norm(x.numpy(), axis=0))
+
+
+LOGIT_X = [0.0, 0.05, 0.5, 0.55, 0.99, 1.0, -0.2, 1.3, float("nan")]
+NAN = float("nan")
+
+
+@pytest.mark.parametrize("eps, value, slope", [
+    # eps over 1/2: PyTorch's clamp sends x < eps to eps and every other x to 1 - eps (NumPy's clip sent all to 1 - eps)
+    (0.6, [0.4055] * 4 + [-0.4055] * 2 + [0.4055, -0.4055, NAN], [0.0] * 8 + [NAN]),
+    (1.0, [np.inf] * 5 + [-np.inf, np.inf, -np.inf, NAN], [0.0] * 8 + [NAN]),
+    # a negative eps clamps to [eps, 1 - eps] forward, and backward counts as no eps: NaN outside [0, 1]
+    (-0.1, [-np.inf, -2.9444, 0.0, 0.2007, 4.5951, np.inf, NAN, NAN, NAN],
+     [np.inf, 21.0526, 4.0, 4.0404, 101.0101, np.inf, NAN, NAN, NAN]),
+    # a NaN input's slope is NaN, as PyTorch's (it was 0: NaN failed the "inside [eps, 1 - eps]" test)
+    (1e-6, [-13.8155, -2.9444, 0.0, 0.2007, 4.5951, 13.8155, -13.8155, 13.8155, NAN],
+     [0.0, 21.0526, 4.0, 4.0404, 101.0101, 0.0, 0.0, 0.0, NAN]),
+    (None, [-np.inf, -2.9444, 0.0, 0.2007, 4.5951, np.inf, NAN, NAN, NAN],
+     [np.inf, 21.0526, 4.0, 4.0404, 101.0101, np.inf, NAN, NAN, NAN]),
+])
+@pytest.mark.parametrize("spelling", ["logit", "special.logit"])
+def test_logit_with_eps_matches_pytorch_clamp_and_slope(T, eps, value, slope, spelling):
+    f = T.logit if spelling == "logit" else T.special.logit
+    x = T.tensor(LOGIT_X, dtype=T.float64, requires_grad=True)
+    y = f(x, eps=eps)
+    (g,) = T.autograd.grad(y.sum(), x)
+    np.testing.assert_allclose(y.detach().numpy(), value, atol=1e-4)
+    np.testing.assert_allclose(g.numpy(), slope, atol=1e-4)
+
+
+def test_logit_with_eps_keeps_float16_and_its_second_derivative(T):
+    x = T.tensor([0.2, 0.7], dtype=T.float16)
+    assert T.logit(x, 0.3).dtype == T.float16
+    np.testing.assert_allclose(T.logit(x, 0.3).float().numpy(), [np.log(0.3 / 0.7), np.log(0.7 / 0.3)], atol=3e-3)
+    x = T.tensor([0.2, 0.5, 0.01], dtype=T.float64, requires_grad=True)
+    (g,) = T.autograd.grad(T.logit(x, 0.1).sum(), x, create_graph=True)
+    (h,) = T.autograd.grad(g.sum(), x)
+    # d/dx 1/(x(1-x)) = (2x - 1)/(x(1-x))², 0 where clamped
+    np.testing.assert_allclose(h.numpy(), [(0.4 - 1) / (0.16 ** 2), 0.0, 0.0])
