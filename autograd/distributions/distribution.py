@@ -133,15 +133,20 @@ class Distribution:
         the batch shape) expanded to ``batch_shape``, without copying and without a new check."""
         batch_shape = Size(batch_shape)
         new = _instance if _instance is not None else object.__new__(type(self))
-        old = len(self.batch_shape)
         for name, value in self.__dict__.items():
-            if isinstance(value, Tensor) and tuple(value.shape[:old]) == tuple(self.batch_shape):
-                value = value.expand(*batch_shape, *value.shape[old:])
-            elif isinstance(value, Distribution) and value.batch_shape == self.batch_shape:  # a base law
-                value = value.expand(batch_shape)
-            new.__dict__.setdefault(name, value)
+            new.__dict__.setdefault(name, self._expanded_field(value, batch_shape))
         new.batch_shape = batch_shape
         return new
+
+    def _expanded_field(self, value, batch_shape):
+        """One field as ``expand`` carries it: a parameter tensor (its leading dims the batch shape) expanded
+        to ``batch_shape``, a base law of the same batch expanded with it, anything else as it is."""
+        old = len(self.batch_shape)
+        if isinstance(value, Tensor) and tuple(value.shape[:old]) == tuple(self.batch_shape):
+            return value.expand(*batch_shape, *value.shape[old:])
+        if isinstance(value, Distribution) and value.batch_shape == self.batch_shape:  # a base law
+            return value.expand(batch_shape)
+        return value
 
     def _get_checked_instance(self, cls, _instance=None):
         """The empty instance an ``expand`` of ``cls`` fills in (``_instance`` where a subclass's expand passed

@@ -57,8 +57,11 @@ class TransformedDistribution(Distribution):
         for t in reversed(self.transforms):
             shape = t.inverse_shape(shape)
         base_batch = shape[:len(shape) - len(self.base_dist.event_shape)]
-        for name, value in self.__dict__.items():  # (a subclass's expand set its own, expanded, fields first)
-            new.__dict__.setdefault(name, value)
+        # A subclass's parameters (Weibull's scale, Pareto's alpha) expand with the batch, as PyTorch's
+        # subclasses expand theirs; a subclass's own expand may have set some first.
+        for name, value in self.__dict__.items():
+            if name != "base_dist":
+                new.__dict__.setdefault(name, self._expanded_field(value, batch_shape))
         new.base_dist = self.base_dist.expand(base_batch)
         new.batch_shape = batch_shape
         return new

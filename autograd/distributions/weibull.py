@@ -25,6 +25,14 @@ class Weibull(TransformedDistribution):
         transforms = [PowerTransform(exponent=self.concentration_reciprocal), AffineTransform(loc=0, scale=self.scale)]
         super().__init__(base, transforms, validate_args=validate_args)
 
+    def expand(self, batch_shape, _instance=None):
+        # 1/k computed anew from the expanded k, as PyTorch's: the expanded law's graph is its own, so a
+        # backward through it leaves the original's intact
+        new = self._get_checked_instance(Weibull, _instance)
+        new.concentration = self.concentration.expand(batch_shape)
+        new.concentration_reciprocal = new.concentration.reciprocal()
+        return super().expand(batch_shape, _instance=new)
+
     @property
     def mean(self):
         return self.scale * (1 + self.concentration_reciprocal).lgamma().exp()

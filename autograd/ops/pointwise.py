@@ -370,22 +370,28 @@ def logit(input, eps=None, *, out=None):
 
 
 class Logit(Primitive):
-    """y = ln(z / (1 - z)), z = x clamped to [eps, 1 - eps] when eps is given;
-    dL/dx = dL/dy / (x (1 - x)), 0 outside [eps, 1 - eps] (NaN outside [0, 1] without eps) as PyTorch's: its slope
-    at 0 and 1 is infinite, where the composite ln(x / (1 - x)) gave ∞ · 0 = NaN"""
+    """y = ln(z / (1 - z)), z = x clamped to [eps, 1 - eps] when eps is given (PyTorch's clamp: below eps
+    gives eps, else above 1 - eps gives 1 - eps, so an eps over 1/2 maps x < eps to eps and the rest to 1 - eps);
+    dL/dx = dL/dy / (x (1 - x)), 0 below eps or above 1 - eps (NaN outside [0, 1] without eps, or with a negative
+    eps, which PyTorch's backward takes as none) as PyTorch's: its slope at 0 and 1 is infinite, where the
+    composite ln(x / (1 - x)) gave ∞ · 0 = NaN. A NaN x has a NaN slope either way."""
 
     def forward(self, x):
-        z = x if self.eps is None else xp.clip(x, self.eps, 1 - self.eps)
+        z = x
+        if self.eps is not None:
+            low, high = self.eps, 1 - self.eps
+            z = xp.where(x < low, low, xp.where(x > high, high, x)).astype(x.dtype, copy=False)
         with errstate(divide="ignore", invalid="ignore"):  # (float16: the ratio in float16, its log in float32
             return xp.log(half_as_float32(z / (1 - z))).astype(x.dtype, copy=False)  # rounded once, as PyTorch's)
 
     def backward(self, grad, y, x):
         slope = grad / (x * (1.0 - x))
-        if self.eps is None:  # NaN outside [0, 1], as PyTorch's
-            inside, outside = (x._data >= 0) & (x._data <= 1), xp.nan
+        if self.eps is None or self.eps < 0:  # NaN outside [0, 1], as PyTorch's
+            low, high, outside = 0, 1, xp.nan
         else:
-            inside, outside = (x._data >= self.eps) & (x._data <= 1 - self.eps), 0
-        return (Where.apply(slope, Tensor._make(xp.full((), outside, dtype=slope.dtype)), condition=inside),)
+            low, high, outside = self.eps, 1 - self.eps, 0
+        clamped = (x._data < low) | (x._data > high)  # (NaN is neither: its slope stays NaN)
+        return (Where.apply(Tensor._make(xp.full((), outside, dtype=slope.dtype)), slope, condition=clamped),)
 
 
 @names("deg2rad", inplace="deg2rad_")

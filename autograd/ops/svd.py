@@ -31,7 +31,7 @@ from ..tensor import Tensor
 from .conversion import type_name
 from .decompositions import _require_phase_free
 from .half_linalg import FLOAT_OR_DOUBLE, PINV, refuses_half
-from .inverses import LinAlgError, converging, first_failure, is_vector_rhs
+from .inverses import LinAlgError, _square, converging, first_failure, is_vector_rhs
 from .linalg import matmul
 from .names import names
 from .norms import refuse_cpu_svd_driver
@@ -42,12 +42,15 @@ TorchSVDResult = return_type("svd", ["U", "S", "V"])
 LstsqResult = return_type("linalg_lstsq", ["solution", "residuals", "rank", "singular_values"])
 
 
-def _matrices(A, op):
-    """Refuse what op cannot take: fewer than 2 dims, integers."""
+def _matrices(A, op, hermitian=False):
+    """Refuse what op cannot take: fewer than 2 dims, integers; with ``hermitian``, matrices that are not
+    square (PyTorch's hermitian path is eigh's, and refuses them in eigh's words)."""
     if A.ndim < 2:
         raise RuntimeError(f"linalg.{op}: The input tensor A must have at least 2 dimensions.")
     if A.dtype.kind not in "fc":
         raise RuntimeError(f"linalg.{op}: Expected a floating point or complex tensor as input, got {A.dtype}")
+    if hermitian:
+        _square(A, "eigh")
 
 
 def _sizes(m, n, full):
@@ -198,7 +201,7 @@ def pinv(input, rcond=None, hermitian=False, *, atol=None, rtol=None, out=None):
     if rcond is not None:
         _one_tolerance("pinv", "rcond", atol, rtol)
         rtol = rcond
-    _matrices(A, "pinv")
+    _matrices(A, "pinv", hermitian)
     return write_out(PseudoInverse.apply(A, rtol=_relative_tolerance(A, atol, rtol, hermitian), hermitian=hermitian),
                      out)
 
@@ -219,7 +222,7 @@ def matrix_rank(input, tol=None, hermitian=False, *, atol=None, rtol=None, out=N
     if tol is not None:
         _one_tolerance("matrix_rank", "tol", atol, rtol)
         atol = tol
-    _matrices(A, "matrix_rank")
+    _matrices(A, "matrix_rank", hermitian)
     values = _singular_values(A, hermitian)
     largest = values.max(-1) if values.shape[-1] else xp.zeros(values.shape[:-1])
     with errstate(invalid="ignore"):  # (σ_max = 0: a NaN cutoff, which no value exceeds)
