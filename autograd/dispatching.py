@@ -112,14 +112,15 @@ class DispatchingToModes(Dispatching):
 
 
 # Tensor's methods that never dispatch: construction, copying and pickling, the protocol itself, NumPy's
-# protocols and the attribute machinery
+# protocols and the attribute machinery; and iteration, as PyTorch's __iter__ skips the protocol (gh-54457): its
+# rows come from x.unbind(0), which dispatches
 _NOT_DISPATCHED = {
     "__init__", "__new__", "__init_subclass__", "__getstate__", "__setstate__", "__reduce__", "__reduce_ex__",
     "__deepcopy__", "__copy__", "__hash__", "__torch_function__", "__array__", "__array_ufunc__",
     "__array_function__", "__array_wrap__", "__array_priority__", "__dlpack__", "__dlpack_device__",
     "__class_getitem__", "__getattr__", "__getattribute__", "__setattr__", "__delattr__", "__dir__", "__sizeof__",
     "__subclasshook__", "__weakref__", "__dict__", "__slots__", "__module__", "__doc__", "__class__",
-    "as_subclass",
+    "as_subclass", "__iter__",
 }
 
 

@@ -109,3 +109,27 @@ def test_rows_of_a_tensor_that_records_nothing_are_written_through(T):
     assert list(T.ones(0, 3)) == []
     with pytest.raises(TypeError, match="iteration over a 0-d tensor"):
         iter(T.tensor(1.0))
+
+
+@pytest.mark.parametrize("T", LIBRARIES)
+def test_iterating_over_a_subclass_gives_its_rows_of_that_class(T):
+    """PyTorch's __iter__ skips __torch_function__ (gh-54457); its unbind asks, so the rows keep the class, and a
+    mode sees the unbind, not the iteration."""
+
+    class Mine(T.Tensor):
+        pass
+
+    rows = list(T.arange(4.0).reshape(2, 2).as_subclass(Mine))
+    assert [type(row) for row in rows] == [Mine, Mine]
+    assert [row.tolist() for row in rows] == [[0.0, 1.0], [2.0, 3.0]]
+    seen = []
+
+    class Watching(T.overrides.TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            seen.append(getattr(func, "__name__", str(func)))
+            return func(*args, **(kwargs or {}))
+
+    plain = T.ones(2, 3)
+    with Watching():
+        list(plain)
+    assert "unbind" in seen and "__iter__" not in seen

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 import autograd
 from autograd import Tensor, linalg
 from tests.test_linalg_triangular_lu import _well_conditioned
-from tests.test_ops import _run, leaf
+from tests.test_ops import _run, arrays, leaf
 
 try:
     import torch
@@ -221,6 +221,32 @@ def test_qr_of_wide_matrices_and_complete_mode():
     assert linalg.qr(Tensor(a, requires_grad=True), mode="complete").Q.shape == (2, 2, 2)  # wide: as reduced
     with pytest.raises(RuntimeError, match="unrecognized mode 'x' but expected one of"):
         linalg.qr(Tensor(tall), mode="x")
+
+
+@st.composite
+def _tall_matrices(draw):
+    rows = draw(st.integers(2, 5))
+    return [leaf(draw(arrays((rows, draw(st.integers(1, rows - 1))))))]
+
+
+def _complete_factors(a):
+    q, r = linalg.qr(a, mode="complete")
+    return q.sum() + r.sum()
+
+
+CASES = {  # (tests/test_ops.py checks that every primitive has one)
+    "NoQRGradient": (_tall_matrices(), _complete_factors),  # computed, its derivative refused, as PyTorch's
+}
+
+
+@given(data=st.data())
+def test_complete_qr_of_a_tall_matrix_is_computed_and_its_derivative_refused(data):
+    tensors, fn = _run(CASES["NoQRGradient"], data)
+    a = tensors[0]
+    q, r = linalg.qr(a, mode="complete")
+    np.testing.assert_allclose((q @ r).detach().numpy(), a.detach().numpy(), atol=1e-12)
+    with pytest.raises(RuntimeError, match="not differentiable when mode='complete' and nrows > ncols"):
+        fn(*tensors).backward()
 
 
 @pytest.mark.parametrize("shape", [(5, 3), (3, 3), (3, 5), (2, 4, 3)])
