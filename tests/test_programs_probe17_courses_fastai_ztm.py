@@ -1,11 +1,11 @@
 # ruff: noqa: B007, B020, E701, E731, UP039  (the programs are kept as their authors wrote them)
 """Course and book programs, run as tests/probe17_courses_common.py says. fast.ai course22p2 (miniai), beyond
-test_programs_probe10_courses.py: the final Learner (``with_cbs`` decorators, ``torch.no_grad()(self.one_epoch)``,
-MomentumLearner), ``collate_dict`` by ``default_collate``, RandErase (``init.normal_`` of a slice: it found normal_
-drawing blocks of 16 into non-contiguous tensors, fixed) and RandCopy, TTA; the overlapping slice copy PyTorch
-refuses is refused. Zero to Mastery's ViT replication (Conv2d patches, ``nn.Flatten(2, 3)``) whose encoder block
-equals ``nn.TransformerEncoderLayer(norm_first=True)`` given its weights, trained by its
-``train_step``/``test_step``."""
+tests/test_programs_probe10_courses_*.py: the final Learner (``with_cbs`` decorators,
+``torch.no_grad()(self.one_epoch)``, MomentumLearner), ``collate_dict`` by ``default_collate``, RandErase
+(``init.normal_`` of a slice: it found normal_ drawing blocks of 16 into non-contiguous tensors, fixed) and RandCopy,
+TTA; the overlapping slice copy PyTorch refuses is refused. Zero to Mastery's ViT replication (Conv2d patches,
+``nn.Flatten(2, 3)``) whose encoder block equals ``nn.TransformerEncoderLayer(norm_first=True)`` given its weights,
+trained by its ``train_step``/``test_step``."""
 
 from functools import partial
 
