@@ -2,7 +2,7 @@
 or a pair of examples) share.
 
 They hold programs of the official pytorch/examples repository that session 9's probe
-(tests/test_programs_probe9_examples.py) left out, each kept as written (its model classes, training and evaluation
+(tests/test_programs_probe9_examples_*.py) left out, each kept as written (its model classes, training and evaluation
 functions and idioms) with sizes shrunk, datasets replaced by seeded random tensors and a few steps only; run on
 chainrule and, where installed, on PyTorch under the same seeds, comparing losses, outputs and gradients, and checked
 without PyTorch against invariants."""

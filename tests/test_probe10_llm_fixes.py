@@ -1,4 +1,4 @@
-"""Fixes found by the language-model programs (tests/test_programs_probe10_llm.py), each checked on
+"""Fixes found by the language-model programs (tests/test_programs_probe10_llm_*.py), each checked on
 chainrule and on PyTorch (the ``T`` fixture)."""
 
 import importlib

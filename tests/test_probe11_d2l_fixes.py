@@ -1,4 +1,4 @@
-"""Fixes found by the d2l programs (tests/test_programs_probe11_d2l.py) and the draws they led to, checked on
+"""Fixes found by the d2l programs (tests/test_programs_probe11_d2l_*.py) and the draws they led to, checked on
 chainrule and PyTorch.
 
 A single multinomial draw with replacement is PyTorch's exponential race (its kernel takes that path for

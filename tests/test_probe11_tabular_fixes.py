@@ -1,4 +1,4 @@
-"""Fixes found by the recommender, tabular and time-series programs (tests/test_programs_probe11_tabular.py),
+"""Fixes found by the recommender, tabular and time-series programs (tests/test_programs_probe11_tabular_*.py),
 each checked on chainrule and on PyTorch (the ``T`` fixture)."""
 
 import math

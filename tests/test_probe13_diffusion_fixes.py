@@ -1,4 +1,4 @@
-"""Fixes found by tests/test_programs_probe13_diffusion.py: float16 arithmetic rounded as PyTorch's kernels round
+"""Fixes found by tests/test_programs_probe13_diffusion_*.py: float16 arithmetic rounded as PyTorch's kernels round
 it, cumprod's and logcumsumexp's accumulation, float16 normals drawn from float32 uniforms, _foreach_mul_'s number
 rounded to float16 first; each checked on chainrule and PyTorch (`T`) where possible."""
 

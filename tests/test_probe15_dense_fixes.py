@@ -1,4 +1,4 @@
-"""Focused tests of what the dense-prediction programs (tests/test_programs_probe15_dense.py) found, each run on
+"""Focused tests of what the dense-prediction programs (tests/test_programs_probe15_dense_*.py) found, each run on
 chainrule and on PyTorch (the ``T`` fixture)."""
 
 import importlib

@@ -1,4 +1,4 @@
-"""Fixes found by tests/test_programs_probe16_explain.py, each checked on chainrule and on PyTorch (``T``)."""
+"""Fixes found by tests/test_programs_probe16_explain_*.py, each checked on chainrule and on PyTorch (``T``)."""
 
 import warnings
 

@@ -1,4 +1,4 @@
-"""The library fixes the probe16 sequence-model programs (tests/test_programs_probe16_ssm.py) led to, each
+"""The library fixes the probe16 sequence-model programs (tests/test_programs_probe16_ssm_*.py) led to, each
 checked on chainrule and, where installed, on PyTorch (the ``T`` fixture) against the formula of PyTorch's
 CPU kernel written out in NumPy."""
 

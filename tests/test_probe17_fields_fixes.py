@@ -1,4 +1,4 @@
-"""Focused tests of what the neural-field programs (tests/test_programs_probe17_fields.py) found, each run on
+"""Focused tests of what the neural-field programs (tests/test_programs_probe17_fields_*.py) found, each run on
 chainrule and on PyTorch (the ``T`` fixture)."""
 
 import importlib

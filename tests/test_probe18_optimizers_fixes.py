@@ -1,4 +1,4 @@
-"""Fixes found by tests/test_programs_probe18_optimizers.py, checked on chainrule and PyTorch (the ``T`` fixture).
+"""Fixes found by tests/test_programs_probe18_optimizers_*.py, checked on chainrule and PyTorch (the ``T`` fixture).
 
 Optimizer.load_state_dict casts the floating Tensors of a parameter's state to the parameter's dtype also inside
 a dict or tuple, as PyTorch's ``_cast`` (by their own keys inside a dict: a ``step`` there stays); chainrule's

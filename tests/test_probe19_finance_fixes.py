@@ -1,4 +1,4 @@
-"""Focused tests for what the finance programs (tests/test_programs_probe19_finance.py) found, on chainrule
+"""Focused tests for what the finance programs (tests/test_programs_probe19_finance_*.py) found, on chainrule
 (`T` = autograd) and on PyTorch where installed."""
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""Focused tests of what the 3-D volumetric programs (tests/test_programs_probe19_volumes.py) found, each run on
+"""Focused tests of what the 3-D volumetric programs (tests/test_programs_probe19_volumes_*.py) found, each run on
 chainrule and on PyTorch (the ``T`` fixture): the hooks that layers written after PyTorch's own reach for."""
 
 import importlib

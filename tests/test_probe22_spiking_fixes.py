@@ -1,4 +1,4 @@
-"""The library bugs tests/test_programs_probe22_spiking.py found, each tested alone, against PyTorch where it is
+"""The library bugs tests/test_programs_probe22_spiking_*.py found, each tested alone, against PyTorch where it is
 installed (the ``T`` fixture runs each test on chainrule, then on PyTorch) and against literals always.
 
 - ``super().__new__(cls, data)`` in a Tensor subclass's own ``__new__`` (snnTorch's old ``_SpikeTensor``, PyTorch's

@@ -1,4 +1,4 @@
-"""What the implicit and bilevel programs found (tests/test_programs_probe24_implicit.py):
+"""What the implicit and bilevel programs found (tests/test_programs_probe24_implicit_*.py):
 
 - ``torch.norm_except_dim`` and ``torch._weight_norm`` were missing (the DEQ and MDEQ repositories' own weight
   norms call them); nn's two weight norms now share them, and their node is PyTorch's

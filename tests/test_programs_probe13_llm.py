@@ -1,6 +1,6 @@
 # ruff: noqa: B007, B008, B023, E741, E731, F841, UP004, UP008, UP031, UP034, UP039  (the programs are kept as their authors wrote them)
 """Language-model building blocks as they are written today (see tests/pytorch_programs.py), beyond what
-test_programs_probe10_llm.py, test_programs_nanogpt.py and test_programs_probe4_sequence.py hold; each
+test_programs_probe10_llm_*.py, test_programs_nanogpt.py and test_programs_probe4_sequence.py hold; each
 program runs on chainrule and on PyTorch from the same weights, comparing losses, logits, gradients and
 generated tokens, and checks what it can by hand.
 

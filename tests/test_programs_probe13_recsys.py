@@ -2,7 +2,7 @@
 """Recommender-system and ranking programs (see tests/pytorch_programs.py), each trained a few steps from the
 same weights on synthetic data on chainrule and on PyTorch, comparing losses, gradients, parameters and
 metrics (float64 to about 1e-10; the float32 DLRM bit for bit where PyTorch's kernels allow), and checked
-against NumPy by hand where a formula is short. tests/test_programs_probe11_tabular.py has the first round
+against NumPy by hand where a formula is short. tests/test_programs_probe11_tabular_*.py has the first round
 (NeuMF, DeepFM, DLRM in float64, GRU4Rec, SASRec, two-tower, LightGCN): these go past it.
 
 - DLRM in float32, the default dtype: ``nn.EmbeddingBag`` tables (sum, mean, sum with per-sample

@@ -1,5 +1,5 @@
 # ruff: noqa: B007, B008, B023, E741, E731, F841, UP004, UP008, UP031  (the programs are kept as their authors wrote them)
-"""Time-series programs (see tests/pytorch_programs.py) beyond those of test_programs_probe11_tabular.py, each
+"""Time-series programs (see tests/pytorch_programs.py) beyond those of test_programs_probe11_tabular_*.py, each
 run on chainrule and on PyTorch from the same weights and data, comparing losses, gradients and weights.
 
 Sliding windows three ways (``Tensor.unfold`` with a step on a batch, ``as_strided`` on a view with a

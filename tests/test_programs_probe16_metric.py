@@ -3,7 +3,7 @@
 and papers' reference code write them, each trained a few steps from the same weights on synthetic data on
 chainrule and on PyTorch, comparing losses, gradients and parameters, and checked against NumPy by hand.
 
-Not already among the program tests (test_programs_probe11_selfsup.py has ArcFace/CosFace heads, re-ID batch-hard
+Not already among the program tests (test_programs_probe11_selfsup_*.py has ArcFace/CosFace heads, re-ID batch-hard
 with centre loss, semi-hard mining, SupCon, multi-similarity, Proxy-Anchor, SoftTriple; probe6 has SimCLR and
 Moindrot's batch-hard): pytorch-metric-learning's own machinery written out as it is (distances with
 ``normalize``/``power``/``is_inverted``, the threshold reducer, ``lmu.logsumexp`` with a keep mask over

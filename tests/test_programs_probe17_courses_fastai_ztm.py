@@ -193,7 +193,7 @@ def test_zero_to_mastery_vit():
 
 
 # ----------------------------------------------------------------------------------------------
-# fast.ai course22p2 (miniai), beyond test_programs_probe10_courses.py: the final Learner with its
+# fast.ai course22p2 (miniai), beyond test_programs_probe10_courses_*.py: the final Learner with its
 # decorator callbacks, augmentation by random erasing/copying, test-time augmentation
 # ----------------------------------------------------------------------------------------------
 

@@ -1,6 +1,6 @@
 # ruff: noqa: E501  (the programs are kept as their authors write them)
 """pytorch/examples' distributed/FSDP2 (model.py and example.py, in one process), one of the programs session 9's probe
-(tests/test_programs_probe9_examples.py) left out, each kept as written with sizes shrunk and run as
+(tests/test_programs_probe9_examples_*.py) left out, each kept as written with sizes shrunk and run as
 tests/probe31_examples_common.py says: its toy Transformer built under ``torch.device("meta")``, materialised by
 ``to_empty`` and ``reset_parameters``, trained with SDPA dropout. It agreed with PyTorch when written (session 31)."""
 

@@ -1,6 +1,6 @@
 # ruff: noqa: E501, E702  (the programs are kept as their authors write them)
 """pytorch/examples' fx/invert.py, inline_function.py, wrap_output_dynamically.py, custom_tracer.py and
-module_tracer.py, programs session 9's probe (tests/test_programs_probe9_examples.py) left out, each kept as written
+module_tracer.py, programs session 9's probe (tests/test_programs_probe9_examples_*.py) left out, each kept as written
 with sizes shrunk and run as tests/probe31_examples_common.py says. All agreed with PyTorch when written (session 31)
 but for the arguments a trace through nn.ReLU records (a strict xfail below); tracing through every layer as
 custom_tracer.py's LowerReluTracer does found that the activation and dropout layers ran their function without

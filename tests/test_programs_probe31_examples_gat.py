@@ -1,5 +1,5 @@
 # ruff: noqa: E501, UP008  (the programs are kept as their authors write them)
-"""pytorch/examples' gat/main.py, one of the programs session 9's probe (tests/test_programs_probe9_examples.py) left
+"""pytorch/examples' gat/main.py, one of the programs session 9's probe (tests/test_programs_probe9_examples_*.py) left
 out, each kept as written with sizes shrunk and run as tests/probe31_examples_common.py says: its GraphAttentionLayer
 with load_cora (``torch.FloatTensor`` of a NumPy array, a sparse diagonal times dense features, ``sparse_coo_tensor``
 plus ``eye``, ``where`` of non-edges, ``.mT``) on a Cora-like graph. It agreed with PyTorch when written (session

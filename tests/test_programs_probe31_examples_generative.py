@@ -1,6 +1,6 @@
 # ruff: noqa: E501, E731, B007, UP008, UP031  (the programs are kept as their authors write them)
 """pytorch/examples' vae/main.py and dcgan/main.py, two of the programs session 9's probe
-(tests/test_programs_probe9_examples.py) left out, each kept as written with sizes shrunk and run as
+(tests/test_programs_probe9_examples_*.py) left out, each kept as written with sizes shrunk and run as
 tests/probe31_examples_common.py says: vae (``randn_like`` reparameterisation, ``binary_cross_entropy`` summed, the
 closed-form KL); dcgan (``ConvTranspose2d``/``BatchNorm2d`` generator and discriminator, ``weights_init`` by class name
 through ``apply``, ``BCELoss`` with ``fill_``-ed labels, ``detach``). Both agreed with PyTorch when written (session

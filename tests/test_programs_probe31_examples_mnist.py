@@ -1,6 +1,6 @@
 # ruff: noqa: F841, UP008, UP032  (the programs are kept as their authors write them)
 """pytorch/examples' mnist/main.py and mnist_hogwild/train.py, two of the programs session 9's probe
-(tests/test_programs_probe9_examples.py) left out, each kept as written with sizes shrunk and run as
+(tests/test_programs_probe9_examples_*.py) left out, each kept as written with sizes shrunk and run as
 tests/probe31_examples_common.py says: mnist (Net with dropout, ``nll_loss``, Adadelta, StepLR, the test loop's
 ``argmax``/``eq``/``view_as``); mnist_hogwild's train/test epochs single-process after ``share_memory()``. Both agreed
 with PyTorch when written (session 31)."""

@@ -1,6 +1,6 @@
 # ruff: noqa: B007, UP008  (the programs are kept as their authors write them)
 """pytorch/examples' reinforcement_learning/reinforce.py and actor_critic.py, two of the programs session 9's probe
-(tests/test_programs_probe9_examples.py) left out, each kept as written with sizes shrunk and run as
+(tests/test_programs_probe9_examples_*.py) left out, each kept as written with sizes shrunk and run as
 tests/probe31_examples_common.py says, on a tiny pure-Python environment in place of gym's CartPole (``Categorical``
 sampling, ``torch.tensor`` of a deque and of a list holding a 0-d tensor, ``smooth_l1_loss``). Both agreed with PyTorch
 when written (session 31)."""

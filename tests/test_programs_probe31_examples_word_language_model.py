@@ -1,6 +1,6 @@
 # ruff: noqa: B007, UP008  (the programs are kept as their authors write them)
 """pytorch/examples' word_language_model (model.py, main.py, generate.py), one of the programs session 9's probe
-(tests/test_programs_probe9_examples.py) left out, each kept as written with sizes shrunk and run as
+(tests/test_programs_probe9_examples_*.py) left out, each kept as written with sizes shrunk and run as
 tests/probe31_examples_common.py says: its RNNModel as LSTM with tied weights, GRU and RNN_TANH (``batchify``,
 ``get_batch``, ``repackage_hidden``, ``clip_grad_norm_``, the hand-written SGD ``p.data.add_(p.grad, alpha=-lr)``, a
 checkpoint through ``torch.save``/``torch.load``, generate.py's ``multinomial`` sampling with ``input.fill_``). It
