@@ -89,13 +89,14 @@ def saved_input(position):
     return property(lambda node: node._saved(position))
 
 
-def saved_argument(read, form=None):
+def saved_argument(read, overload=None):
     """A node's property showing an argument it keeps (``read(node)``: a dim, keepdim, the input's sizes) under
-    PyTorch's name for it (``_saved_dim``); with ``form``, only a node of that PyTorch name has it (SumBackward1,
-    sum over dims, saves them; SumBackward0, the sum of all, does not), as PyTorch's other nodes lack it."""
+    PyTorch's name for it (``_saved_dim``); with ``overload``, only a node of that PyTorch overload has it
+    (SumBackward1 and MeanBackward1, the reductions over dims, save them; SumBackward0, the sum of all, does not),
+    as PyTorch's other nodes lack it."""
 
     def value(node):
-        if form is not None and node.name() != form:
+        if overload is not None and not node.name().endswith(f"Backward{overload}"):
             raise AttributeError(f"'{type(node).__name__}' object ({node.name()}) has no saved argument of this name")
         return read(node)
 

@@ -55,9 +55,10 @@ class Sum(Primitive):
     # float16 x summed otherwise than in float32 rounded once: a function of x's array (nll_loss's, which sums as
     # PyTorch's kernel does, in float16 by a cascade)
     float16_total = None
-    # what PyTorch's SumBackward1 (MeanBackward1: the sum or mean over dims) shows it saved, and both forms' sizes
-    _saved_dim = saved_argument(lambda node: node.axes, form="SumBackward1")
-    _saved_keepdim = saved_argument(lambda node: node.keepdim, form="SumBackward1")
+    # what PyTorch's SumBackward1 (and Mean's MeanBackward1: the sum or mean over dims) shows it saved, and both
+    # forms' sizes
+    _saved_dim = saved_argument(lambda node: node.axes, overload=1)
+    _saved_keepdim = saved_argument(lambda node: node.keepdim, overload=1)
     _saved_self_sym_sizes = saved_argument(lambda node: tuple(node.inputs[0].shape))
 
     def forward(self, x):
@@ -105,8 +106,6 @@ class Mean(Sum):
     not a multiplication by 1/n). The mean of nothing is NaN, as in PyTorch and NumPy: an
     empty batch must not report a zero loss."""
 
-    _saved_dim = saved_argument(lambda node: node.axes, form="MeanBackward1")
-    _saved_keepdim = saved_argument(lambda node: node.keepdim, form="MeanBackward1")
     _saved_self_sym_numel = saved_argument(lambda node: math.prod(node.inputs[0].shape))
 
     def forward(self, x):
