@@ -54,8 +54,7 @@ class FunctionCtx:
             if t is not None and not isinstance(t, Tensor) and not is_sparse(t):
                 raise TypeError(f"save_for_backward can only save tensors (or None), but argument {i} "
                                 f"is of type {type(t).__name__}")
-        self._saved_versions = tuple(None if t is None else (t._version_cell[0], t._version_cell[1])
-                                     for t in tensors)
+        self._saved_versions = _versions(tensors)
         self._saved = tensors
         # saved_tensors_hooks: the pack hook sees each tensor once forward's outputs are connected (an
         # output saved is then one with this node as its grad_fn, so a recorded backward can go through
@@ -191,9 +190,7 @@ class BackwardFunction(FunctionCtx):
         saved = self.__dict__.get("_saved")
         if saved:  # what forward saved is checked against changes made after it returns (as PyTorch's,
             # which saves at that point): forward's own in-place work on a tensor it saves is no change
-            # (each one's clock time, compared, and its version, PyTorch's count, named when it differs)
-            self._saved_versions = tuple(None if t is None else (t._version_cell[0], t._version_cell[1])
-                                         for t in saved)
+            self._saved_versions = _versions(saved)
         if recording:
             self._record(args, outputs, returned_inputs)
         return outputs[0] if single else tuple(outputs)
@@ -353,6 +350,12 @@ class _OutputGrads:
     def __add__(self, other):
         return _OutputGrads([a if b is None else b if a is None else a + b
                              for a, b in zip(self.grads, other.grads)])
+
+
+def _versions(tensors):
+    """Each saved tensor's clock time, which a later write moves on (compared at backward), and its version,
+    PyTorch's count of its writes (named when it differs); None for a None."""
+    return tuple(None if t is None else (t._version_cell[0], t._version_cell[1]) for t in tensors)
 
 
 def _modified_after_saving(function, position, tensor, version):

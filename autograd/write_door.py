@@ -133,7 +133,7 @@ class WriteDoor:
                 "allow the output views to be modified inplace. You should replace the inplace operation by an "
                 "out-of-place one.")
         raise RuntimeError(
-            f"Output {index} of {name} is a view and is being modified inplace. This view was created inside a custom "
+            f"{written} This view was created inside a custom "
             "Function (or because an input was returned as-is) and the autograd logic to handle view+inplace would "
             "override the custom backward associated with the custom Function, leading to incorrect gradients. This "
             "behavior is forbidden. You can fix this by cloning the output of the custom Function.")
