@@ -123,8 +123,9 @@ def prelu(input, weight):
                                f"numbers = {weight.numel()} and channel size = {channels}.")
     if weight.ndim > 1:
         raise RuntimeError(f"prelu: Expected `weight` to be a scalar or 1D tensor, but got: ndim = {weight.ndim}")
-    slopes = weight.reshape(()) if weight.numel() == 1 else weight  # one slope keeps a 0-d input 0-d
-    if weight.numel() != 1:
+    if weight.numel() == 1:
+        slopes = weight.reshape(())  # one slope keeps a 0-d input 0-d
+    else:  # one per channel, along dim 1 (the checks above leave only inputs of 2 dims or more here)
         slopes = weight.reshape((1, channels) + (1,) * (input.ndim - 2))
     return where(input > 0, input, input * slopes)
 
