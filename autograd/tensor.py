@@ -442,6 +442,8 @@ class Tensor(Conversions, Copying, WriteDoor):
                 "you can only change requires_grad flags of leaf variables. If you want to use a computed "
                 "variable in a subgraph that doesn't require differentiation use var_no_grad = var.detach()."
             )
+        if not requires_grad and self._made_in_no_grad:  # a view made under no_grad requires grad through its
+            return self  # base, whatever its own flag says (PyTorch's)
         self._requires_grad = bool(requires_grad)
         return self
 
@@ -508,6 +510,8 @@ class Tensor(Conversions, Copying, WriteDoor):
     # the engine's interface, for a leaf (see autograd.engine)
 
     def receive(self, grad):
+        if self._made_in_no_grad:  # a view made under no_grad: it has no AccumulateGrad, so, as in PyTorch, its
+            return None  # hooks do not run and its .grad stays as it was
         if self._hooks:
             grad = run_hooks_on_leaf_gradient(self._hooks, grad)
         if self._accumulate_pre_hooks:
@@ -527,6 +531,8 @@ class Tensor(Conversions, Copying, WriteDoor):
         return grad
 
     def run_hooks(self, grad):
+        if self._made_in_no_grad:  # (autograd.grad of a view made under no_grad: no edge leads to it, as above)
+            return None
         return run_hooks(self._hooks, grad) if self._hooks else grad  # (no AccumulateGrad with autograd.grad)
 
     def _accumulate(self, grad):

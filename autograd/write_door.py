@@ -202,8 +202,10 @@ class WriteDoor:
         if source._made_by_function is not None:  # (a view of a custom Function's view output is refused writes too)
             self._made_by_function = (None, None, source._made_by_function[2])
         if not modes.grad_enabled:  # (a backward pass's own views): no write through it is recorded
-            if source._requires_grad:  # so, with grad mode on again, one is refused (PyTorch's NO_GRAD_MODE view)
-                self._made_in_no_grad = True
+            if source._requires_grad:  # so, with grad mode on again, one is refused (PyTorch's NO_GRAD_MODE view);
+                self._made_in_no_grad = True  # it requires grad through its base, as PyTorch's (an inference
+                self._requires_grad = not source._inference  # tensor's view does not), but no gradient edge leads
+                # to it: a pass stores nothing there (Tensor.receive)
             return
         if source._base is None:
             self._base, self._view_chain = source, ((op, params),)

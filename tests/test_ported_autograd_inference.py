@@ -21,8 +21,8 @@ def is_inference_tensor(T, t):
     return False
 
 
-INFERENCE_VIEWS = ("views and inference_mode: chainrule records no view in inference_mode (a view there of a tensor "
-                   "that requires grad does not require grad, PyTorch keeps tracking it), and a view taken outside it "
+INFERENCE_VIEWS = ("views and inference_mode: chainrule records no view in inference_mode (a view there requires grad "
+                   "as its base does, but _is_view() is False: PyTorch keeps tracking it), and a view taken outside it "
                    "of an inference tensor is a view (PyTorch: a plain inference tensor): ops/, left for the report")
 
 
@@ -125,7 +125,6 @@ def test_normal_tensor_inplace_output_in_inference_mode(T, requires_grad, inplac
         same(s.grad, np.full((1, 2, 3), 1.0 if inplace == "add_" else 2.0))
 
 
-@xfail_ours(INFERENCE_VIEWS)
 def test_normal_tensor_view_in_inference_mode_keeps_requires_grad(T):
     a = T.ones(1, 2, 3, requires_grad=True).clone()
     with T.inference_mode():
