@@ -8,7 +8,7 @@ import warnings
 
 import numpy
 
-from . import backend, channels_last_layout
+from . import backend
 from .backend import address, bfloat16, memory_owner
 from .constants import memory_format
 from .dtype_objects import torch_dtype
@@ -24,20 +24,27 @@ from .tensor import Tensor
 
 @names("stride", function=False)
 def stride(self, dim=None):
-    """The step in elements between neighbours along each dim (or along ``dim``). A dim of
-    size 0 or 1 reports the row-major step, as PyTorch's contiguous tensors do, or the channels-last one
-    where the tensor is laid out by channels_last's own strides (a copy into that format, PyTorch's
-    (C, 1, C, C) for an (N, C, 1, 1) weight)."""
+    """The step in elements between neighbours along each dim (or along ``dim``), NumPy's. A dim of size 1
+    never moves the address, so its step is whatever made it: NumPy's is PyTorch's for the view ops
+    (``t()`` of a (1, 4) tensor steps (1, 4)) and fresh arrays, but a dim that indexing with None added steps 0
+    there, where PyTorch's unsqueeze steps over the dim after it (size · step, 1 for a last dim). An empty
+    tensor (and a meta tensor: it has one zero) reports row-major steps, as PyTorch's contiguous ones."""
     array = self._data
-    strides = tuple(step // array.itemsize for step in array.strides)
-    no_steps = array.size == 0 or type(array) is MetaArray  # (empty, or a meta tensor's one zero: row-major's)
-    as_channels_last = not no_steps and 1 in array.shape and strides == channels_last_layout.dense_strides(array.shape)
-    if (no_steps or 1 in array.shape) and not as_channels_last:  # NumPy's steps there are arbitrary
-        row_major, step = [], 1
-        for n, own in zip(reversed(array.shape), reversed(strides)):
-            row_major.append(step if n <= 1 or no_steps else own)
+    if array.size == 0 or type(array) is MetaArray:
+        strides, step = [], 1
+        for n in reversed(array.shape):
+            strides.append(step)
             step *= builtins.max(n, 1)
-        strides = tuple(reversed(row_major))
+        strides.reverse()
+    else:
+        strides = [step // array.itemsize for step in array.strides]
+        if 0 in strides:
+            shape, after = array.shape, 1
+            for d in range(array.ndim - 1, -1, -1):
+                if strides[d] == 0 and shape[d] == 1:
+                    strides[d] = after
+                after = shape[d] * strides[d]
+    strides = tuple(strides)
     return strides if dim is None else strides[dim_index(dim, array.ndim)]
 
 
