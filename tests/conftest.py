@@ -84,3 +84,27 @@ def _pytorch_backend_flags_unfrozen():
         # (the switch disable_global_flags turns, a global of the functions' module: PyTorch has no setter back)
         backends.flags_frozen.__globals__["__allow_nonbracketed_mutation_flag"] = True
     yield
+
+
+@pytest.fixture(autouse=True)
+def _default_dtype_and_threads_restored():
+    """A test that sets the default dtype (either library's) or PyTorch's thread count without putting it back
+    would change what every later test makes: each test gets back the ones it started with."""
+    import sys
+
+    import autograd
+
+    torch = sys.modules.get("torch")
+    ours = autograd.get_default_dtype()
+    theirs = (torch.get_default_dtype(), torch.get_num_threads()) if torch is not None else None
+    yield
+    if autograd.get_default_dtype() is not ours:
+        autograd.set_default_dtype(ours)
+    if theirs is None and "torch" in sys.modules:  # (the test imported PyTorch: its default is float32)
+        torch = sys.modules["torch"]
+        theirs = (torch.float32, torch.get_num_threads())
+    if theirs is not None:
+        if torch.get_default_dtype() is not theirs[0]:
+            torch.set_default_dtype(theirs[0])
+        if torch.get_num_threads() != theirs[1]:
+            torch.set_num_threads(theirs[1])
