@@ -119,6 +119,7 @@ def _fused(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, l
     if found_inf is not None and float(found_inf.item()) != 0:
         return  # the scaler found an inf or NaN gradient: this step is skipped (GradScaler's contract)
     scale = None if grad_scale is None else grad_scale._data
+    lr = float(lr)  # (a Tensor lr on the CPU: its value in double, PyTorch's lr.item<double>())
     with errstate(all="ignore"):  # an inf gradient gives inf and NaN silently, as the step by methods does
         for i, param in enumerate(params):
             _step(param, grads[i], exp_avgs[i], exp_avg_sqs[i], max_exp_avg_sqs[i] if amsgrad else None,

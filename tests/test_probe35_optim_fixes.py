@@ -1,0 +1,118 @@
+"""Differences from PyTorch 2.13 in ``optim`` found by session 35's probe (many small programs run on both
+libraries), fixed, each checked on both libraries (the ``T`` fixture: chainrule's, then PyTorch's where it is
+installed): a Tensor lr given to ASGD is copied into its ``eta``, not shared with it; Adam/AdamW with
+``fused=True`` take a Tensor lr and Tensor betas as their values in double (PyTorch's fused kernel:
+``lr.item()``), as does ``_fused_adam_`` called directly; LBFGS's gᵀd and step length are 0-d tensors of the
+parameters' dtype, as PyTorch's, so its float32 trajectories (strong-Wolfe line search) are PyTorch's."""
+
+import importlib
+
+import numpy as np
+import pytest
+
+import autograd
+
+
+def _optim(T):
+    return importlib.import_module("optim") if T is autograd else T.optim
+
+
+def _params(T, dtype="float64", n=2, seed=0):
+    rng = np.random.default_rng(seed)
+    return [T.tensor(rng.standard_normal(3).astype(dtype), requires_grad=True) for _ in range(n)]
+
+
+def _set_grads(T, params):
+    """The gradient of Σₖ (k + 1)‖pₖ‖² + Σ sin(pₖ), computed in NumPy (the same bits on both libraries); returns
+    the loss as a Tensor."""
+    total = 0.0
+    for k, p in enumerate(params):
+        a = p.detach().numpy()
+        total += float((a**2 * (k + 1)).sum() + np.sin(a).sum())
+        p.grad = T.tensor((2 * (k + 1) * a + np.cos(a)).astype(a.dtype))
+    return T.tensor(total)
+
+
+def _trajectory(T, optimizer, params, steps):
+    out = []
+    for _ in range(steps):
+        _set_grads(T, params)
+        optimizer.step()
+        out.append(np.concatenate([p.detach().numpy() for p in params]))
+    return np.stack(out)
+
+
+# -- ASGD: its eta is a copy of a Tensor lr ------------------------------------------------------------------------
+
+
+def test_asgd_tensor_lr_is_not_overwritten_by_the_step(T):
+    lr = T.tensor(0.5)
+    params = _params(T)
+    optimizer = _optim(T).ASGD(params, lr=lr, lambd=0.5)
+    _set_grads(T, params)
+    optimizer.step()
+    # each parameter's eta started from lr = 0.5 and was then set to lr / (1 + λ lr t)^α = 0.5 / 1.25^0.75, in
+    # the float32 of the Tensor lr (the second one's used to start from the first one's new eta, written into lr)
+    assert lr.item() == 0.5 and optimizer.param_groups[0]["lr"].item() == 0.5
+    etas = [optimizer.state[p]["eta"].item() for p in params]
+    assert etas[0] == etas[1]
+    np.testing.assert_allclose(etas[0], 0.5 / 1.25**0.75, rtol=1e-7)
+    assert optimizer.state[params[0]]["eta"] is not optimizer.state[params[1]]["eta"]
+
+
+def test_asgd_tensor_lr_steps_as_the_same_lr_given_as_a_number(T):
+    """Both parameters step with eta = lr at the first step (the second one too: it used to start from the eta the
+    first one's step had written into the shared lr)."""
+    by_tensor, by_number = _params(T), _params(T)
+    a = _trajectory(T, _optim(T).ASGD(by_tensor, lr=T.tensor(0.25), lambd=0.1), by_tensor, 3)
+    b = _trajectory(T, _optim(T).ASGD(by_number, lr=0.25, lambd=0.1), by_number, 3)
+    assert np.array_equal(a[0], b[0])
+    np.testing.assert_allclose(a, b, rtol=1e-6)  # (eta then follows in float32 from the float32 lr, as PyTorch's)
+
+
+# -- fused Adam/AdamW: a Tensor lr or betas steps as its value in double ---------------------------------------------
+
+
+FUSED = [("Adam", {}), ("Adam", {"weight_decay": 0.1, "amsgrad": True}), ("AdamW", {"weight_decay": 0.1}),
+         ("AdamW", {"weight_decay": 0.1, "amsgrad": True, "maximize": True})]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("name, options", FUSED, ids=[f"{n}-{sorted(o)}" for n, o in FUSED])
+def test_fused_tensor_lr_steps_as_its_value(T, name, options, dtype):
+    """PyTorch's fused kernel reads a CPU Tensor lr as lr.item(): the trajectory is the one of the float lr
+    float(float32(0.01)), to the last bit. (AdamW's used to leave its first parameter where it was.)"""
+    cls = getattr(_optim(T), name)
+    by_tensor, by_number = _params(T, dtype), _params(T, dtype)
+    a = _trajectory(T, cls(by_tensor, lr=T.tensor(0.01), fused=True, **options), by_tensor, 4)
+    b = _trajectory(T, cls(by_number, lr=float(np.float32(0.01)), fused=True, **options), by_number, 4)
+    assert np.array_equal(a, b)
+    assert (a[0] != np.concatenate([p.detach().numpy() for p in _params(T, dtype)])).all()  # every weight moved
+
+
+@pytest.mark.parametrize("lr", [0.01, "tensor"])
+def test_fused_tensor_betas_step_as_their_values(T, lr):
+    """Tensor betas with fused=True (they used to raise a TypeError from NumPy): the float betas' trajectory."""
+    optim = _optim(T)
+    by_tensor, by_number = _params(T), _params(T)
+    learning_rate = T.tensor(0.01) if lr == "tensor" else lr
+    a = _trajectory(T, optim.Adam(by_tensor, lr=learning_rate, betas=(T.tensor(0.8), T.tensor(0.95)), fused=True),
+                    by_tensor, 4)
+    b = _trajectory(T, optim.Adam(by_number, lr=float(learning_rate), betas=(float(np.float32(0.8)),
+                                                                             float(np.float32(0.95))), fused=True),
+                    by_number, 4)
+    assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("kernel", ["_fused_adam_", "_fused_adamw_"])
+def test_fused_adam_kernel_takes_a_tensor_lr_as_its_value(T, kernel):
+    def run(lr):
+        params = _params(T)
+        grads = [T.tensor(np.array([1.0, -2.0, 0.5])) for _ in params]
+        moments = [[T.zeros(3, dtype=T.float64) for _ in params] for _ in range(2)]
+        with T.no_grad():
+            getattr(T, kernel)(params, grads, *moments, [], [T.tensor(1.0) for _ in params], lr=lr, beta1=0.9,
+                               beta2=0.999, weight_decay=0.1, eps=1e-8, amsgrad=False, maximize=False)
+        return np.concatenate([p.detach().numpy() for p in params])
+
+    assert np.array_equal(run(T.tensor(0.01)), run(float(np.float32(0.01))))
