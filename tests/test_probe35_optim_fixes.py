@@ -116,3 +116,68 @@ def test_fused_adam_kernel_takes_a_tensor_lr_as_its_value(T, kernel):
         return np.concatenate([p.detach().numpy() for p in params])
 
     assert np.array_equal(run(T.tensor(0.01)), run(float(np.float32(0.01))))
+
+
+# -- LBFGS: gᵀd and t in the parameters' dtype ---------------------------------------------------------------------
+
+
+def _lbfgs(T, dtype, steps, **options):
+    params = _params(T, dtype)
+    optimizer = _optim(T).LBFGS(params, **options)
+
+    def closure():
+        optimizer.zero_grad()
+        return _set_grads(T, params)
+
+    out = []
+    for _ in range(steps):
+        optimizer.step(closure)
+        out.append(np.concatenate([p.detach().numpy() for p in params]))
+    return np.stack(out), optimizer.state[params[0]]
+
+
+# PyTorch 2.13's three steps of strong-Wolfe L-BFGS on float32 parameters (chainrule's line search in double,
+# before, stopped at x[0] = -0.45031098, 3e-4 relative away)
+STRONG_WOLFE_FLOAT32 = [-0.4501851797103882, -0.4501844048500061, -0.45018699765205383, -0.24267564713954926,
+                        -0.24267184734344482, -0.24267680943012238]
+
+
+def test_lbfgs_float32_strong_wolfe_trajectory_is_pytorchs(T):
+    positions, _ = _lbfgs(T, "float32", 3, line_search_fn="strong_wolfe")
+    for row in positions:
+        np.testing.assert_allclose(row, STRONG_WOLFE_FLOAT32, rtol=1e-6)
+
+
+@pytest.mark.parametrize("line_search_fn", [None, "strong_wolfe"])
+def test_lbfgs_step_length_is_a_tensor_of_the_parameters_dtype(T, line_search_fn):
+    """The first iteration's t = min(1, 1/‖g‖₁) · lr is a 0-d tensor where 1/‖g‖₁ < 1, as PyTorch's (its float32
+    value, not the double one)."""
+    _, state = _lbfgs(T, "float32", 1, max_iter=2, lr=0.5 if line_search_fn is None else 1,
+                      line_search_fn=line_search_fn)
+    t = state["t"]
+    assert isinstance(t, T.Tensor) and t.dtype == T.float32 and t.dim() == 0
+    # (1/‖g‖₁ rounded to float32, then times lr: in double, 0.05475311918730851 and its double)
+    expected = {None: 0.05475312098860741, "strong_wolfe": 0.10950624197721481}[line_search_fn]
+    assert t.item() == expected
+
+
+def test_lbfgs_float64_trajectory_unchanged(T):
+    """In float64 the arithmetic in 0-d tensors is the arithmetic in Python numbers: PyTorch's numbers, as before."""
+    positions, state = _lbfgs(T, "float64", 2, line_search_fn="strong_wolfe", history_size=3)
+    assert isinstance(state["t"], (int, float, T.Tensor))
+    torch = pytest.importorskip("torch")
+    expected, _ = _lbfgs(torch, "float64", 2, line_search_fn="strong_wolfe", history_size=3)
+    np.testing.assert_allclose(positions, expected, rtol=1e-12)
+
+
+def test_cubic_interpolate_of_numbers_and_of_tensors(T):
+    """The helper PyTorch's module exports (and code writing its own line search imports): with tensor slopes it
+    computes in their dtype, as PyTorch's."""
+    module = importlib.import_module("optim.lbfgs") if T is autograd else importlib.import_module("torch.optim.lbfgs")
+    g1, g2 = T.tensor(-1.0), T.tensor(0.5)
+    t = module._cubic_interpolate(0, 1.0, g1, 1.0, 0.9, g2)
+    assert isinstance(t, T.Tensor) and t.dtype == T.float32
+    assert t.item() == 0.5168367624282837  # (0.5168367524056072 in double)
+    assert module._cubic_interpolate(0, 1.0, -1.0, 1.0, 0.9, T.tensor(0.5)).item() == 0.5168367624282837
+    # no real minimiser (d₁ = 1 + 1 - 3 (0 - 2)/(0 - 3) = 0, d₁² < g₁ g₂): the middle of the bounds
+    assert module._cubic_interpolate(0, 0.0, T.tensor(1.0), 3.0, 2.0, T.tensor(1.0), bounds=(0.2, 0.6)) == 0.4
