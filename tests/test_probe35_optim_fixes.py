@@ -181,3 +181,36 @@ def test_cubic_interpolate_of_numbers_and_of_tensors(T):
     assert module._cubic_interpolate(0, 1.0, -1.0, 1.0, 0.9, T.tensor(0.5)).item() == 0.5168367624282837
     # no real minimiser (d₁ = 1 + 1 - 3 (0 - 2)/(0 - 3) = 0, d₁² < g₁ g₂): the middle of the bounds
     assert module._cubic_interpolate(0, 0.0, T.tensor(1.0), 3.0, 2.0, T.tensor(1.0), bounds=(0.2, 0.6)) == 0.4
+
+
+# -- fused Adam/AdamW on float16 parameters: the arithmetic in float32 -------------------------------------------
+
+
+@pytest.mark.parametrize("name, options", FUSED, ids=[f"{n}-{sorted(o)}" for n, o in FUSED])
+def test_fused_adam_float16_steps_in_float32_rounding_once(T, name, options):
+    """PyTorch's fused CPU kernel reads a float16 parameter, its gradient and its moments into float32, computes the
+    update there and stores each back once: each step equals the float32 kernel's step on float32 copies, rounded to
+    float16 (NumPy's float16 arithmetic, which rounds after every operation, left 8 to 34 of 50 weights 1 ulp away)."""
+    rng = np.random.default_rng(1)
+    start = rng.standard_normal(50).astype("float16")
+    grads = [rng.standard_normal(50).astype("float16") for _ in range(4)]
+    param = T.tensor(start, requires_grad=True)
+    optimizer = getattr(_optim(T), name)([param], lr=0.01, fused=True, **options)
+    amsgrad = options.get("amsgrad", False)
+    expected = {"param": start.astype("float32")}
+    moments = ["exp_avg", "exp_avg_sq"] + (["max_exp_avg_sq"] if amsgrad else [])
+    expected |= {key: np.zeros(50, "float32") for key in moments}
+    kernel = T._fused_adamw_ if name == "AdamW" else T._fused_adam_
+    for i, grad in enumerate(grads):
+        param.grad = T.tensor(grad)
+        optimizer.step()
+        wide = {key: T.tensor(value.astype("float32")) for key, value in expected.items()}
+        with T.no_grad():
+            kernel([wide["param"]], [T.tensor(grad.astype("float32"))], [wide["exp_avg"]], [wide["exp_avg_sq"]],
+                   [wide["max_exp_avg_sq"]] if amsgrad else [], [T.tensor(float(i + 1))], lr=0.01, beta1=0.9,
+                   beta2=0.999, weight_decay=options.get("weight_decay", 0), eps=1e-8, amsgrad=amsgrad,
+                   maximize=options.get("maximize", False))
+        expected = {key: value.numpy().astype("float16") for key, value in wide.items()}
+        assert np.array_equal(param.detach().numpy(), expected["param"])
+        for key in moments:
+            assert np.array_equal(optimizer.state[param][key].numpy(), expected[key]), key
