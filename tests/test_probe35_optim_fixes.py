@@ -214,3 +214,12 @@ def test_fused_adam_float16_steps_in_float32_rounding_once(T, name, options):
         assert np.array_equal(param.detach().numpy(), expected["param"])
         for key in moments:
             assert np.array_equal(optimizer.state[param][key].numpy(), expected[key]), key
+
+
+@pytest.mark.parametrize("name", ["Adam", "SGD"])
+def test_fused_refusal_of_a_complex_parameter_names_the_dtype_as_pytorch(T, name):
+    params = [T.tensor(np.ones(2, dtype="complex128"), requires_grad=True)]
+    optimizer = getattr(_optim(T), name)(params, lr=0.1, fused=True)
+    params[0].grad = T.ones(2, dtype=T.complex128)
+    with pytest.raises(RuntimeError, match=r"\] but torch\.complex128 and cpu$"):
+        optimizer.step()
