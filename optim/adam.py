@@ -126,7 +126,10 @@ class Adam(AdamFamily):
         lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
         if (group["fused"] or one_call_is_the_same(param, state, group)) and grad._data.dtype == param._data.dtype:
             # the count, then the same arithmetic in one call on the arrays (ops/fused_adam.py, _fused_adam_'s and
-            # _fused_adamw_'s step of one parameter): to the last bit, and faster
+            # _fused_adamw_'s step of one parameter): to the last bit, and faster. PyTorch's fused kernel takes
+            # lr and the betas as numbers (lr.item(), a beta's float()): Tensor ones (which arrive here only when
+            # fused: one_call_is_the_same wants plain numbers) step as their values in double, not in float32
+            lr, beta1, beta2 = float(lr), float(beta1), float(beta2)
             one_call_step()(param, grad, state["exp_avg"], state["exp_avg_sq"], state.get("max_exp_avg_sq"),
                             state["step"], lr, beta1, beta2, group["weight_decay"], eps, group["amsgrad"],
                             group.get("decoupled_weight_decay"))

@@ -3,7 +3,7 @@ optional strong-Wolfe line search (a port of PyTorch's, itself from minFunc/torc
 
 import math
 
-from autograd import cat, enable_grad, no_grad, zeros
+from autograd import Tensor, cat, enable_grad, no_grad, zeros
 
 from .optimizer import Optimizer, real_pairs
 
@@ -30,9 +30,11 @@ class LBFGS(Optimizer):
 
     The closure re-evaluates the model and returns the loss (it runs with grad
     enabled). One parameter group only; the state lives under the first parameter.
-    ρᵢ, αᵢ and H₀ are 0-d tensors of the parameters' dtype, as PyTorch's (its
-    state dict holds them so); gᵀd and t are Python floats, which is the same
-    arithmetic in float64 and may differ in the last bits for float32 parameters.
+    ρᵢ, αᵢ, H₀ and gᵀd are 0-d tensors of the parameters' dtype, as PyTorch's (its
+    state dict holds them so), and t is one wherever PyTorch's is (the first iteration's
+    min(1, 1/‖g‖₁) · lr, and what the line search computes from gᵀd): with float32
+    parameters the line search's arithmetic rounds to float32 as PyTorch's, so the
+    trajectories agree in float32 as in float64.
     """
 
     def __init__(self, params, lr=1, max_iter=20, max_eval=None, tolerance_grad=1e-7, tolerance_change=1e-9,
@@ -128,7 +130,7 @@ class LBFGS(Optimizer):
         state["func_evals"] += 1
 
         flat_grad = self._gather_flat_grad()
-        opt_cond = flat_grad.abs().max().item() <= tolerance_grad
+        opt_cond = flat_grad.abs().max() <= tolerance_grad  # (in the parameters' dtype, as every test below)
         if opt_cond:
             return orig_loss
 
@@ -150,7 +152,7 @@ class LBFGS(Optimizer):
                 y = flat_grad - prev_flat_grad
                 s = d * t
                 ys = y @ s
-                if ys.item() > 1e-10:  # keep the pair only where the curvature is positive
+                if ys > 1e-10:  # keep the pair only where the curvature is positive
                     if len(old_dirs) == history_size:
                         old_dirs.pop(0)
                         old_stps.pop(0)
@@ -178,11 +180,11 @@ class LBFGS(Optimizer):
             prev_loss = loss
 
             # the step length
-            if state["n_iter"] == 1:
-                t = min(1.0, 1.0 / flat_grad.abs().sum().item()) * lr
+            if state["n_iter"] == 1:  # (a 0-d tensor where 1/‖g‖₁ < 1, as PyTorch's)
+                t = min(1.0, 1.0 / flat_grad.abs().sum()) * lr
             else:
                 t = lr
-            gtd = (flat_grad @ d).item()
+            gtd = flat_grad @ d
             if gtd > -tolerance_change:  # not a descent direction any more
                 break
 
@@ -198,7 +200,7 @@ class LBFGS(Optimizer):
                 loss, flat_grad, t, ls_func_evals = strong_wolfe(obj_func, x_init, t, d, loss, flat_grad, gtd,
                                                                  max_ls=max_eval - current_evals)
                 self._add_grad(t, d)
-                opt_cond = flat_grad.abs().max().item() <= tolerance_grad
+                opt_cond = flat_grad.abs().max() <= tolerance_grad
             else:
                 self._add_grad(t, d)
                 if n_iter != max_iter:  # the last iteration's loss is left to the next step
@@ -206,7 +208,7 @@ class LBFGS(Optimizer):
                         loss = closure()
                     loss = float(loss)  # outside enable_grad, as in _directional_evaluate
                     flat_grad = self._gather_flat_grad()
-                    opt_cond = flat_grad.abs().max().item() <= tolerance_grad
+                    opt_cond = flat_grad.abs().max() <= tolerance_grad
                     ls_func_evals = 1
 
             current_evals += ls_func_evals
@@ -214,7 +216,7 @@ class LBFGS(Optimizer):
 
             if n_iter == max_iter or current_evals >= max_eval or opt_cond:
                 break
-            if (d * t).abs().max().item() <= tolerance_change:  # the step no longer moves x
+            if (d * t).abs().max() <= tolerance_change:  # the step no longer moves x
                 break
             if abs(loss - prev_loss) < tolerance_change:
                 break
@@ -231,13 +233,15 @@ def cubic_interpolate(x1, f1, g1, x2, f2, g2, bounds=None):
         d₁ = g₁ + g₂ - 3 (f₁ - f₂)/(x₁ - x₂),   d₂ = √(d₁² - g₁ g₂)
         x = x₂ - (x₂ - x₁)(g₂ + d₂ - d₁)/(g₂ - g₁ + 2 d₂)       (x₁ ≤ x₂; mirrored otherwise)
 
-    With no real minimiser (d₁² < g₁ g₂, or NaN: a loss that was NaN), the middle of the bounds, as PyTorch's."""
+    With no real minimiser (d₁² < g₁ g₂, or NaN: a loss that was NaN), the middle of the bounds, as PyTorch's.
+    The slopes g come as 0-d tensors from the line search, and the arithmetic is then theirs (in the parameters'
+    dtype, as PyTorch's); plain numbers work too."""
     xmin_bound, xmax_bound = bounds if bounds is not None else ((x1, x2) if x1 <= x2 else (x2, x1))
     d1 = g1 + g2 - 3 * (f1 - f2) / (x1 - x2)
     d2_square = d1**2 - g1 * g2
     if not d2_square >= 0:
         return (xmin_bound + xmax_bound) / 2.0
-    d2 = math.sqrt(d2_square)
+    d2 = d2_square.sqrt() if isinstance(d2_square, Tensor) else math.sqrt(d2_square)
     if x1 <= x2:
         min_pos = x2 - (x2 - x1) * ((g2 + d2 - d1) / (g2 - g1 + 2 * d2))
     else:
@@ -249,12 +253,14 @@ def strong_wolfe(obj_func, x, t, d, f, g, gtd, c1=1e-4, c2=0.9, tolerance_change
     """A step t along d satisfying the strong Wolfe conditions (see LBFGS), PyTorch's
     (minFunc's) two phases: grow t until an interval [t_prev, t] brackets such a point,
     then zoom: shrink the bracket by safeguarded cubic interpolation.
+    gtd (gᵀd) and the slopes it computes are 0-d tensors, and t becomes one, as PyTorch's: its tests and
+    interpolations round to the parameters' dtype.
     Returns (f, g, t, number of evaluations) at the chosen point."""
-    d_norm = d.abs().max().item()
+    d_norm = d.abs().max()
     g = g.clone()
     f_new, g_new = obj_func(x, t, d)
     ls_func_evals = 1
-    gtd_new = (g_new @ d).item()
+    gtd_new = g_new @ d
 
     # bracketing phase
     t_prev, f_prev, g_prev, gtd_prev = 0, f, g, gtd
@@ -281,7 +287,7 @@ def strong_wolfe(obj_func, x, t, d, f, g, gtd, c1=1e-4, c2=0.9, tolerance_change
         t_prev, f_prev, g_prev, gtd_prev = previous, f_new, g_new.clone(), gtd_new
         f_new, g_new = obj_func(x, t, d)
         ls_func_evals += 1
-        gtd_new = (g_new @ d).item()
+        gtd_new = g_new @ d
         ls_iter += 1
 
     if ls_iter == max_ls:
@@ -309,7 +315,7 @@ def strong_wolfe(obj_func, x, t, d, f, g, gtd, c1=1e-4, c2=0.9, tolerance_change
 
         f_new, g_new = obj_func(x, t, d)
         ls_func_evals += 1
-        gtd_new = (g_new @ d).item()
+        gtd_new = g_new @ d
         ls_iter += 1
 
         if f_new > (f + c1 * t * gtd) or f_new >= bracket_f[low_pos]:

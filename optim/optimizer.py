@@ -137,9 +137,11 @@ def scalar_tensor(value, fused=False):
     ``eta``): PyTorch keeps these in float64 when the default dtype is float64
     and in float32 otherwise, whatever the parameters' dtype, and its arithmetic
     on them rounds to that dtype. Ours does the same, so trajectories match.
-    A ``fused`` optimizer's ``step`` is float32 whatever the default dtype, as its kernels take it."""
-    return tensor_from(numpy.asarray(value, dtype=float64 if get_default_dtype() == float64 and not fused
-                                     else float32))
+    A ``fused`` optimizer's ``step`` is float32 whatever the default dtype, as its kernels take it.
+    Always a new Tensor: ASGD's ``eta`` starts from a Tensor lr, which its step then overwrites in place
+    (PyTorch's ``as_tensor(lr).clone()``), so the group's lr must not be that Tensor."""
+    return tensor_from(numpy.array(value, dtype=float64 if get_default_dtype() == float64 and not fused
+                                   else float32))
 
 
 def check_tensor_lr(group):

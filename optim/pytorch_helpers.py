@@ -93,7 +93,7 @@ def _device_dtype_check_for_fused(p, cuda_unsupported=False):
     devices = [d for d in _get_fused_kernels_supported_devices() if not (cuda_unsupported and d == "cuda")]
     if not (p.device.type in devices and p.is_floating_point()):
         raise RuntimeError("`fused=True` requires all the params to be floating point Tensors of "
-                           f"supported devices: {devices} but {p.dtype} and {p.device.type}")
+                           f"supported devices: {devices} but torch.{p.dtype} and {p.device.type}")  # (PyTorch's dtype)
 
 
 def _view_as_real(params, *state_and_grads):

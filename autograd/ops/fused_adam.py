@@ -15,12 +15,15 @@ step) instead of five temporaries of the parameter's size. ``optim.Adam(fused=Tr
 for its own fused kernel; the default steps through the parameters' in-place methods, which a
 Tensor subclass may override). Each tensor written counts as written (its version moves on), as
 after any in-place operation. Nothing here is recorded: an optimizer step is not differentiated.
+A float16 parameter's step runs in float32, PyTorch's kernel's opmath type: its values and its moments
+are read into float32, the arithmetic done there, and the results stored back, each rounded once.
 """
 
 import threading
 
-from ..backend import QUIET, errstate, float_error_mode, xp
+from ..backend import QUIET, errstate, float16, float32, float_error_mode, xp
 from ..graph import bump_version, modes
+from ..tensor import tensor_from
 from .names import names
 
 
@@ -29,6 +32,10 @@ def _step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, bet
     written = (param, exp_avg, exp_avg_sq) + ((max_exp_avg_sq,) if amsgrad else ())
     for tensor in written:
         tensor._before_write()  # the write door's checks first (an inference tensor; saved values kept)
+    if param._data.dtype == float16:
+        _step_in_float32(written, grad, step, lr, beta1, beta2, weight_decay, eps, amsgrad, maximize, decoupled,
+                         scale)
+        return
     p, m, v, g = param._data, exp_avg._data, exp_avg_sq._data, grad._data
     if scale is not None:
         g = g / scale
@@ -57,6 +64,18 @@ def _step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, bet
     xp.divide(numerator, scratch, out=scratch)  # (-step · m) / denominator, in addcdiv_'s order
     p += scratch
     for tensor in written:
+        bump_version(tensor)
+
+
+def _step_in_float32(written, grad, step, lr, beta1, beta2, weight_decay, eps, amsgrad, maximize, decoupled, scale):
+    """The step of a float16 parameter as PyTorch's CPU kernel takes it: every value read into float32 (the
+    kernel's opmath type), ``_step``'s arithmetic there, and the parameter and its moments stored back, rounded
+    to float16 once each (NumPy's float16 operations would round after each one)."""
+    wide = [tensor_from(tensor._data.astype(float32)) for tensor in written]
+    _step(wide[0], tensor_from(grad._data.astype(float32)), wide[1], wide[2], wide[3] if amsgrad else None, step, lr,
+          beta1, beta2, weight_decay, eps, amsgrad, maximize, decoupled, scale)
+    for tensor, values in zip(written, wide):
+        tensor._data[...] = values._data
         bump_version(tensor)
 
 
@@ -119,6 +138,7 @@ def _fused(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, l
     if found_inf is not None and float(found_inf.item()) != 0:
         return  # the scaler found an inf or NaN gradient: this step is skipped (GradScaler's contract)
     scale = None if grad_scale is None else grad_scale._data
+    lr = float(lr)  # (a Tensor lr on the CPU: its value in double, PyTorch's lr.item<double>())
     with errstate(all="ignore"):  # an inf gradient gives inf and NaN silently, as the step by methods does
         for i, param in enumerate(params):
             _step(param, grads[i], exp_avgs[i], exp_avg_sqs[i], max_exp_avg_sqs[i] if amsgrad else None,
