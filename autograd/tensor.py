@@ -290,11 +290,7 @@ class Tensor(Conversions, Copying, WriteDoor):
                                 f"{type(value).__name__}")
             if value is self:  # (its values would change under it with every step that uses it)
                 raise RuntimeError("can't assign Variable as its own grad")
-            if value._data.shape != self._data.shape:
-                raise ShapeError(f"attempting to assign a gradient of size {list(value.shape)} to a tensor of "
-                                 f"size {list(self.shape)}. Please ensure that the gradient and the tensor are "
-                                 "the same size")
-            if value._data.dtype != self._data.dtype:
+            if value._data.dtype != self._data.dtype:  # (checked first, as PyTorch's)
                 from .ops.conversion import c_name, type_name  # (an error's words: conversion imports this module)
 
                 # (PyTorch's first two sentences; its grad_dtype, which would allow another dtype, is not built)
@@ -302,6 +298,10 @@ class Tensor(Conversions, Copying, WriteDoor):
                                  f"with grad_dtype '{type_name(self.dtype)}'. The gradient must match the tensor's "
                                  f"grad_dtype (defaults to the tensor's dtype). (a gradient of {value.dtype} for a "
                                  f"tensor of {self.dtype}: convert it with .to({self.dtype}))")
+            if value._data.shape != self._data.shape:
+                raise ShapeError(f"attempting to assign a gradient of size {list(value.shape)} to a tensor of "
+                                 f"size {list(self.shape)}. Please ensure that the gradient and the tensor are "
+                                 "the same size")
         self._grad = value
 
     @grad.deleter

@@ -571,6 +571,8 @@ def test_grad_setter_checks(T):
            "Please ensure that the gradient and the tensor are the same size", setattr, x, "grad", T.ones(3, 2))
     raises(RuntimeError, "attempting to assign a gradient with dtype .*int.* to a tensor with .*", setattr, x, "grad",
            T.ones(2, 3, dtype=T.int64))
+    raises(RuntimeError, "attempting to assign a gradient with dtype 'double' to a tensor", setattr, x, "grad",
+           T.ones(3, 2, dtype=T.float64))  # (both wrong: the dtype is named first)
     x.grad = T.full((2, 3), 2.0)
     (x * 3).sum().backward()
     same(x.grad, np.full((2, 3), 5.0))
