@@ -35,7 +35,7 @@ import warnings
 from . import dual, graph
 from .backend import xp
 from .grad_mode import is_grad_enabled, no_grad
-from .graph import as_program_code, program_stacklevel
+from .graph import as_program_code, modified_in_place, program_stacklevel
 from .hooks import add_hook
 from .primitive import FreedGraph, InputInfo, Primitive, _graph_node, run_node_hooks
 from .saved_tensor_hooks import PackedTensor
@@ -359,14 +359,12 @@ def _versions(tensors):
 
 
 def _modified_after_saving(function, position, tensor, version):
-    """PyTorch's error for a saved tensor changed in place since: its type, sizes and versions, then what happened."""
-    kind = tensor.type() if hasattr(tensor, "type") else str(tensor.dtype)
-    return RuntimeError(
-        f"one of the variables needed for gradient computation has been modified by an inplace operation: "
-        f"[{kind} {list(tensor.shape)}] is at version {tensor._version_cell[1]}; expected version {version} "
-        f"instead. ({function} saved it with save_for_backward, argument {position}, and it was changed in place "
-        "after it was saved, so its gradient would be wrong. Use an out-of-place operation (x = x + 1, not "
-        "x += 1) or clone() it first.)")
+    """PyTorch's error for a saved tensor changed in place since (graph.modified_in_place), then what happened."""
+    return modified_in_place(
+        tensor.dtype, tensor.shape, tensor.grad_fn, tensor._version_cell[1], version,
+        f"({function} saved it with save_for_backward, argument {position}, and it was changed in place after it "
+        "was saved, so its gradient would be wrong. Use an out-of-place operation (x = x + 1, not x += 1) or "
+        "clone() it first.)")
 
 
 class _OutputSlot:

@@ -41,6 +41,7 @@ from .graph import (
     VersionClock,
     as_program_code,
     modes,
+    modified_in_place,
     remember_creation,
     retain_grad_into,
     run_hooks,
@@ -97,7 +98,8 @@ class Primitive(SavedTensorViews):
     retained = None  # weak reference to the output tensor when it retains .grad
     where = None  # where the user created this op (anomaly mode only)
     output_data = output_version = None  # the output's array and version, when saves_output
-    watched_outputs = None  # (version cell, shape) of other outputs of the call that PyTorch's node saves: watch_output
+    watched_outputs = None  # (version cell, shape, dtype) of other outputs of the call that PyTorch's node saves:
+    # watch_output
     handles_complex = False  # its backward is right for complex tensors too (see complex_gradients.py)
     pytorch_name = None  # PyTorch's Node.name() where it is not op_name + "Backward0" (a class's, or a caller's)
     number_operand = False  # the op's other operand is a number (x + 1, x * 0.5): next_functions lists it as None
@@ -236,7 +238,8 @@ class Primitive(SavedTensorViews):
         """Count ``tensor``, another output of the user's call (max pooling's indices) or an index it read
         (index_watching.py), or an input a composite's nodes do not keep (named_node's saves), as saved by this node,
         as PyTorch's node saves it: writing it in place after the forward then refuses the backward, as for y."""
-        self.watched_outputs = (self.watched_outputs or ()) + ((tensor._version_cell, tuple(tensor.shape)),)
+        self.watched_outputs = (self.watched_outputs or ()) + ((tensor._version_cell, tuple(tensor.shape),
+                                                                 tensor._data.dtype),)
 
     def _unpacked(self):
         """The saved inputs and output (an array), through the unpack hook."""
@@ -340,11 +343,11 @@ class Primitive(SavedTensorViews):
                         self._refuse_changed_input(x, inputs)
             if self.saves_output:
                 if self.output_version[0] > self.created:
-                    self._raise_modified(self.output_data.shape)
+                    self._raise_modified(self.output_data.dtype, self.output_data.shape, self, self.output_version)
             if self.watched_outputs is not None:
-                for version, shape in self.watched_outputs:
+                for version, shape, dtype in self.watched_outputs:
                     if version[0] > self.created:
-                        self._raise_modified(shape)
+                        self._raise_modified(dtype, shape, None, version)
             output_data = self.output_data
             if self.packed:
                 inputs, output_data = self._unpacked()
@@ -394,15 +397,16 @@ class Primitive(SavedTensorViews):
         computed reads it."""
         position = next(i for i, input in enumerate(inputs) if input is x)
         if self._read_by_a_gradient(position, inputs):
-            self._raise_modified(x.shape)
+            self._raise_modified(x.dtype, x.shape, x.grad_fn, x._version_cell)
 
-    def _raise_modified(self, shape):
-        raise RuntimeError(
-            f"one of the variables needed for gradient computation has been modified by an inplace "
-            f"operation: a tensor of shape {tuple(shape)} that {self.op_name} saved for backward was "
-            "changed in place after it was used, so its gradient would be wrong. Use an out-of-place "
-            "operation (x = x + 1, not x += 1) or clone() it first."
-        )
+    def _raise_modified(self, dtype, shape, made_by, cell):
+        """PyTorch's error for a tensor this node saved, written in place since (``cell`` its version cell; the
+        version it was saved at is known where one write came after: graph.bump_version)."""
+        raise modified_in_place(
+            dtype, shape, made_by, cell[1], cell[1] - 1 if cell[2] <= self.created else None,
+            f"(A tensor of shape {tuple(shape)} that {self.op_name} saved for backward was changed in place after "
+            "it was used, so its gradient would be wrong. Use an out-of-place operation (x = x + 1, not x += 1) or "
+            "clone() it first.)")
 
     def release(self):
         """Free what the node saved for backward; walking it again then says the graph was freed.

@@ -167,7 +167,8 @@ class Tensor(Conversions, Copying, WriteDoor):
             data, requires_grad, dtype = _legacy_arguments(data, requires_grad, dtype, more_sizes)
         self._data = as_array(data, dtype)
         self.grad_fn = None
-        self._version_cell = [0, 0]  # [clock time of the last write, writes so far]: shared by views
+        self._version_cell = [0, 0, 0]  # [clock time of the last write, writes so far, the time of the one
+        # before]: shared by views (graph.bump_version)
         self._shared = False  # the buffer may be held elsewhere (a hook saw it, a .grad stores it)
         self._requires_grad = False
         if modes.inference:  # (a factory or a constructor inside inference_mode)
@@ -221,7 +222,7 @@ class Tensor(Conversions, Copying, WriteDoor):
         # to the CPU, ops/devices.py)
         tensor._requires_grad = False
         tensor.grad_fn = None
-        tensor._version_cell = [0, 0]
+        tensor._version_cell = [0, 0, 0]
         tensor._shared = False
         return tensor
 

@@ -252,7 +252,7 @@ class WriteDoor:
                 self._view_chain = view._view_chain
             else:  # resize_: no view op leads there from the base, so it stops being a view
                 if not xp.may_share_memory(view._data, self._base._data):  # (grown: new memory)
-                    self._version_cell = [0, self._version_cell[1]]
+                    self._version_cell = [0, self._version_cell[1], 0]
                 self._base = self._view_chain = None
         bump_version(self)
         return self

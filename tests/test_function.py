@@ -274,8 +274,8 @@ def test_saved_tensor_changed_in_place_raises_naming_its_shape():
     y = Legendre3.apply(h)
     with autograd.no_grad():
         h.mul_(2)
-    with pytest.raises(RuntimeError, match=r"modified by an inplace operation: \[torch\.\w+Tensor \[3\]\] is at "
-                                           r"version 1; expected version 0 instead"):
+    with pytest.raises(RuntimeError, match=r"modified by an inplace operation: \[torch\.DoubleTensor \[3\]\], which is "
+                                           r"output 0 of Mul, is at version 1; expected version 0 instead"):
         y.sum().backward()
 
 

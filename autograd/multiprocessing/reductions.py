@@ -46,7 +46,7 @@ def rebuild_tensor(cls, descriptor, nbytes, offset, shape, strides, dtype, requi
     tensor.__dict__.update(attributes)
     tensor._data = segment.array(shape, dtype, offset, strides)
     tensor.grad_fn = None
-    tensor._version_cell = [0, 0]
+    tensor._version_cell = [0, 0, 0]
     tensor._shared = False
     tensor._requires_grad = requires_grad
     return tensor

@@ -83,7 +83,7 @@ def not_views(pieces):
     the caller answers for such writes, as the name says), and the outputs of a primitive that returns several
     tensors as one flat array (a recurrent layer's y, h_n, c_n: PyTorch's kernel gives separate tensors)."""
     for piece in pieces:
-        piece._version_cell = [0, 0]
+        piece._version_cell = [0, 0, 0]
         piece._base = piece._view_chain = piece._made_by_function = None
     return pieces
 
