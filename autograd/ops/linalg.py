@@ -90,9 +90,10 @@ def mixed_kernel(a, b, vector):
 
 
 def _rows_contiguous(x):
-    """x's dims but the last lie as one run of rows (x.view(-1, x.size(-1)) would copy nothing)."""
-    size, stride = x.shape, x.stride()
-    return all(stride[i] == stride[i + 1] * size[i + 1] for i in range(x.ndim - 2))
+    """x's dims but the last lie as one run of rows (x.view(-1, x.size(-1)) would copy nothing; a dim of size 1
+    steps anywhere: skipped, as view's check skips it)."""
+    rows = [(n, step) for n, step in zip(x.shape[:-1], x.stride()[:-1]) if n != 1]
+    return all(rows[i][1] == rows[i + 1][1] * rows[i + 1][0] for i in range(len(rows) - 1))
 
 
 def matmul_dtype_words(A, B):
