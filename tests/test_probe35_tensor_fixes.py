@@ -114,3 +114,42 @@ def test_select_of_a_0_dim_tensor_says_so(T):
     raises(IndexError, r"^select\(\) cannot be applied to a 0-dim tensor\.", T.tensor(1.0).select, 0, 0)
     raises(IndexError, r"^select\(\) cannot be applied to a 0-dim tensor\.", T.select, T.tensor(1.0), 0, 0)
     same(T.tensor([[1, 2], [3, 4]]).select(1, -1), [2, 4])
+
+
+# -- clamp by numbers and conj_physical write only into an out of their result's dtype ------------------------------
+
+
+@pytest.mark.parametrize("name, bounds", [("clamp", (0, 1)), ("clip", (None, 1)), ("clamp_min", (0.5,)),
+                                          ("clamp_max", (1,))])
+@pytest.mark.parametrize("dtype, words", [("float64", "Double"), ("float16", "Half"), ("int64", "Long")])
+def test_clamp_by_numbers_refuses_an_out_of_another_dtype(T, name, bounds, dtype, words):
+    out = T.zeros(2, dtype=getattr(T, dtype))
+    raises(RuntimeError, f"^Found dtype {words} but expected Float", getattr(T, name), T.tensor([1.0, 2.0]), *bounds,
+           out=out)
+    same(out, [0, 0])
+    into = T.zeros(0)
+    assert getattr(T, name)(T.tensor([1.0, 2.0]), *bounds, out=into) is into and tuple(into.shape) == (2,)
+
+
+def test_clamp_of_integers_by_a_float_number_writes_into_the_default_dtype_only(T):
+    x = T.tensor([1, 2])
+    same(T.clamp(x, 0.5, out=T.zeros(2)), [1.0, 2.0], "float32")
+    raises(RuntimeError, "^Found dtype Long but expected Float", T.clamp_min, x, 0.5, out=T.zeros(2, dtype=T.int64))
+
+
+@pytest.mark.parametrize("name", ["clamp", "clamp_min"])
+def test_clamp_by_tensors_casts_into_out(T, name):
+    x = T.tensor([1, 2])
+    same(getattr(T, name)(x, T.tensor([0.5, 3.0]), out=T.zeros(2, dtype=T.float64)), [1.0, 3.0], "float64")
+    same(getattr(T, name)(T.tensor([1.0, 2.0]), T.tensor(0.0), out=T.zeros(2, dtype=T.float16)), [1.0, 2.0],
+         "float16")
+    raises(RuntimeError, "^result type Float can't be cast to the desired output type Long", getattr(T, name), x,
+           T.tensor([0.5, 3.0]), out=T.zeros(2, dtype=T.int64))
+
+
+def test_conj_physical_writes_into_an_out_of_its_dtype_only(T):
+    raises(RuntimeError, "^Found dtype Float but expected Long", T.conj_physical, T.tensor([1, 2]),
+           out=T.zeros(2))
+    raises(RuntimeError, "^Found dtype ComplexDouble but expected ComplexFloat", T.conj_physical,
+           T.tensor([1 + 2j], dtype=T.complex64), out=T.zeros(1, dtype=T.complex128))
+    same(T.conj_physical(T.tensor([1 + 2j]), out=T.zeros(0, dtype=T.complex64)), [1 - 2j], "complex64")
