@@ -153,3 +153,21 @@ def test_conj_physical_writes_into_an_out_of_its_dtype_only(T):
     raises(RuntimeError, "^Found dtype ComplexDouble but expected ComplexFloat", T.conj_physical,
            T.tensor([1 + 2j], dtype=T.complex64), out=T.zeros(1, dtype=T.complex128))
     same(T.conj_physical(T.tensor([1 + 2j]), out=T.zeros(0, dtype=T.complex64)), [1 - 2j], "complex64")
+
+
+# -- a (values, indices) op given one tensor as out= ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name, args", [("max", (1,)), ("min", (1,)), ("sort", (1,)), ("topk", (1,)),
+                                        ("kthvalue", (1,)), ("median", (1,)), ("nanmedian", (1,)), ("mode", (1,)),
+                                        ("cummax", (1,)), ("cummin", (1,)), ("aminmax", ()), ("frexp", ())])
+def test_a_pair_op_refuses_a_lone_out_tensor(T, name, args):
+    # (chainrule raised AttributeError, ValueError, or asked bool() of the empty tensor)
+    out = T.zeros(0)
+    raises(TypeError, "", getattr(T, name), T.tensor([[1.0, 2.0]]), *args, out=out)
+    assert tuple(out.shape) == (0,)
+    values, indices = T.zeros(0), T.zeros(0, dtype=T.int64)
+    result = T.max(T.tensor([[1.0, 2.0]]), 1, out=(values, indices))
+    assert result.values is values and result.indices is indices
+    same(values, [2.0])
+    same(indices, [1])
