@@ -92,9 +92,7 @@ class Conversions:
 
     def __bool__(self):
         if self._data.size != 1:
-            raise RuntimeError(
-                f"Boolean value of Tensor with more than one value is ambiguous (a tensor of shape "
-                f"{tuple(self.shape)}); "
-                "use .any() or .all()"
-            )
+            count = "no values" if self._data.size == 0 else "more than one value"
+            raise RuntimeError(f"Boolean value of Tensor with {count} is ambiguous (a tensor of shape "
+                               f"{tuple(self.shape)}); use .any() or .all()")
         return bool(self._data)

@@ -126,6 +126,16 @@ def _modified_k(x, order, scaled):
     flat = x.ravel()
     result = xp.full(flat.shape, xp.nan)
     inside = (flat > 0) & xp.isfinite(flat)
+    # Below x = 1e-10 the leading terms, K0(x) = -ln(x/2) - γ and K1(x) = 1/x (times e^x = 1 + x if scaled), are
+    # exact to the last bit (the next are O(x² ln x) and O(x ln x) beside them), where the rule fails: K1's integrand
+    # peaks at t = arcsinh(1/x), never reached once 1/x overflows (a subnormal x: the loop did not end; K1 is ∞
+    # there, as PyTorch's), and sinh(t/2)² overflows at t ≈ 710 before K0's integrand has decayed (x < 1e-308)
+    tiny = inside & (flat < 1e-10)
+    near = flat[tiny]
+    with errstate(divide="ignore", over="ignore"):
+        leading = 1 / near if order == 1 else -xp.log(near / 2) - _EULER
+        result[tiny] = leading * (1 + near) if scaled else leading
+    inside &= ~tiny
     values = _scaled_k(flat[inside], order)
     result[inside] = values if scaled else values * xp.exp(-flat[inside])
     result[flat == 0] = xp.inf
@@ -196,7 +206,8 @@ def _airy(x):
     result = xp.full(flat.shape, xp.nan)
     series = xp.abs(flat) <= 1
     result[series] = _airy_series(flat[series])
-    right = (flat > 1) & xp.isfinite(flat)
+    right = (flat > 1) & (flat < 1e205)  # (past it ζ = ⅔ x^(3/2) overflows, where Ai, below e^-ζ, is 0)
+    result[(flat >= 1e205) & xp.isfinite(flat)] = 0.0
     z = flat[right]
     zeta = 2 / 3 * z**1.5
     result[right] = math.sqrt(1 / 3) / math.pi * xp.sqrt(z) * _scaled_k(zeta, 1 / 3) * xp.exp(-zeta)

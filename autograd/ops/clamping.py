@@ -52,7 +52,13 @@ class Clamp(Primitive):
 @names("clamp")
 def clamp(input, min=None, max=None, *, out=None):
     """Clamp to [min, max]; each bound a number, a tensor or None."""
-    return write_out(_clamp(input, min, max), out)
+    return write_out(_clamp(input, min, max), out, same_dtype=_number_bounds(min, max))
+
+
+def _number_bounds(min, max):
+    """Whether no bound is a tensor: PyTorch's clamp by numbers writes only into an out of its result's dtype
+    ("Found dtype Double but expected Float"), where by tensors it casts into any dtype the result can be cast to."""
+    return not isinstance(min, Tensor) and not isinstance(max, Tensor)
 
 
 def _clamp(x, min, max, inclusive=False):
@@ -186,16 +192,18 @@ def _integer_clamp(x, min, max):
 @names("clip", inplace="clip_")
 def clip(input, min=None, max=None, *, out=None):
     """clamp under its NumPy name."""
-    return write_out(clamp(input, min, max), out)
+    return write_out(clamp(input, min, max), out, same_dtype=_number_bounds(min, max))
 
 
 @names("clamp_min", inplace="clamp_min_")
 def clamp_min(input, min, *, out=None):
     y = named_node(_clamp(input, min, None, inclusive=True), Clamp, "ClampMinBackward0")
-    return write_out(named_node(y, ClampByTensors, "ClampMinBackward1"), out)
+    return write_out(named_node(y, ClampByTensors, "ClampMinBackward1"), out,
+                     same_dtype=not isinstance(min, Tensor))
 
 
 @names("clamp_max", inplace="clamp_max_")
 def clamp_max(input, max, *, out=None):
     y = named_node(_clamp(input, None, max, inclusive=True), Clamp, "ClampMaxBackward0")
-    return write_out(named_node(y, ClampByTensors, "ClampMaxBackward1"), out)
+    return write_out(named_node(y, ClampByTensors, "ClampMaxBackward1"), out,
+                     same_dtype=not isinstance(max, Tensor))

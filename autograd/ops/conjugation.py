@@ -57,8 +57,8 @@ def conj(input):
 
 @names("conj_physical")
 def conj_physical(input, *, out=None):
-    """conj, under the name that takes out= in PyTorch."""
-    return write_out(conj(input), out)
+    """conj, under the name that takes out= in PyTorch (into an out of input's dtype only, as PyTorch's)."""
+    return write_out(conj(input), out, same_dtype=True)
 
 
 @names("resolve_conj", "resolve_neg")

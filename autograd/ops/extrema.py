@@ -106,8 +106,8 @@ def nansum(input, dim=None, keepdim=False, *, dtype=None, out=None):
     """Σ of the elements that are not NaN (their gradient is 0)."""
     if input.dtype.kind == "c":
         raise RuntimeError("nansum on CPU does not support complex inputs")
-    x = input if dtype is None else input.to(dtype)
-    total = _without_nan(x).sum(dim, keepdim)  # (the sum of int32 is int64, as NumPy's: back to dtype)
+    x = _without_nan(input)  # (before dtype=: a NaN cast to an integer dtype would be a garbage term, not 0)
+    total = (x if dtype is None else x.to(dtype)).sum(dim, keepdim)  # (int32's sum is int64, as NumPy's: back)
     return write_out(named_node(total if dtype is None else total.to(dtype), None, "NansumBackward0", (input,)), out)
 
 

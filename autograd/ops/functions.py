@@ -4,6 +4,7 @@
 ``torch.exp(input=x, out=y)``. They register functions only: the methods exist already.
 """
 
+from ..backend import int64
 from ..tensor import Tensor
 from .axes import unbiased_overload
 from .names import names
@@ -126,12 +127,12 @@ def minimum(input, other, *, out=None):
 
 @names("argmax", method=False)
 def argmax(input, dim=None, keepdim=False, *, out=None):
-    return write_out(input.argmax(dim, keepdim), out)
+    return write_out(input.argmax(dim, keepdim), out, dtype=int64)  # (indices: out must be int64, as PyTorch's)
 
 
 @names("argmin", method=False)
 def argmin(input, dim=None, keepdim=False, *, out=None):
-    return write_out(input.argmin(dim, keepdim), out)
+    return write_out(input.argmin(dim, keepdim), out, dtype=int64)  # (indices: out must be int64, as PyTorch's)
 
 
 @names("softmax", method=False)

@@ -180,8 +180,8 @@ def regularized_gamma(a, x, upper):
     p = xp.full(a.shape, xp.nan)
     p[(a == 0) & (x > 0)] = 1.0
     p[(x == 0) & (a > 0)] = 0.0
-    p[xp.isinf(a) & (x > 0) & xp.isfinite(x)] = 0.0
-    p[xp.isinf(x) & (a > 0) & xp.isfinite(a)] = 1.0
+    p[xp.isposinf(a) & (x > 0) & xp.isfinite(x)] = 0.0  # (-∞ is below 0: NaN, as Cephes's)
+    p[xp.isposinf(x) & (a > 0) & xp.isfinite(a)] = 1.0
     result = 1.0 - p if upper else p  # (NaN stays NaN)
     inside = (a > 0) & (x > 0) & xp.isfinite(a) & xp.isfinite(x)
     a, x = a[inside], x[inside]

@@ -89,7 +89,7 @@ def frexp(input, *, out=None):
     exact power of two, recorded as that product."""
     if input.dtype.kind != "f":
         raise RuntimeError("torch.frexp() only supports floating-point dtypes")
-    if out is not None:
+    if isinstance(out, (tuple, list)):  # (a lone tensor is write_out's to refuse)
         mantissa, exponent = out
         if mantissa.dtype != input.dtype:
             raise RuntimeError(f"torch.frexp() expects mantissa to have dtype {c_name(input.dtype)} but got "

@@ -31,6 +31,8 @@ def write_out(result, out, same_dtype=False, dtype=None, warn_resize=True):
 
         raise RuntimeError(f"Expected out tensor to have dtype {c_name(xp.dtype(dtype))}, but got "
                            f"{c_name(out.dtype)} instead")
+    if isinstance(result, tuple) and not isinstance(out, (tuple, list)):  # (PyTorch's words, where zip(out) failed)
+        raise TypeError(f"argument 'out' must be tuple of Tensors, not {type(out).__name__}")
     if same_dtype and isinstance(out, Tensor) and out.dtype != result.dtype:
         from .conversion import type_name  # (conversion imports this module's users: imported when needed)
 
@@ -77,7 +79,8 @@ def check_pair_out_dtypes(input, out, complaint):
     """A (values, indices) op's out= pair must hold the input's dtype and int64: PyTorch casts into neither. Each
     op words the refusal its own way: ``complaint(which, expected, got)`` ("values" or "indices", and the two
     dtypes) says it."""
-    for target, dtype, which in zip(out or (), (input.dtype, int64), ("values", "indices")):
+    pair = out if isinstance(out, (tuple, list)) else ()  # (a lone tensor is write_out's to refuse)
+    for target, dtype, which in zip(pair, (input.dtype, int64), ("values", "indices")):
         if target.dtype != dtype:
             raise RuntimeError(complaint(which, dtype, target.dtype))
 

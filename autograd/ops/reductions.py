@@ -195,7 +195,10 @@ def std(x, dim=None, unbiased=None, keepdim=False, correction=None):
 
 
 def standard_deviation(x, dim, unbiased, keepdim, correction, name):
-    """std's computation, for std and std_mean (``name``: the one called)."""
+    """std's computation, for std and std_mean (``name``: the one called). float16's √ is taken in float32 too,
+    and rounded once, as PyTorch's: a variance past float16's range (65504) can have a std well inside it."""
+    if x._data.dtype == float16:
+        return standard_deviation(x.float(), dim, unbiased, keepdim, correction, name).half()
     v = variance(x, dim, unbiased, keepdim, correction, name)
     zero = v._data == 0
     if not zero.any():
@@ -256,7 +259,7 @@ def _extremum(x, dim, keepdim, find, arg, result):
     if x.ndim == 0:  # a scalar along its only "dim": itself, at index 0
         normalize_dims(dim, 0)
         return result(Extremum.apply(x, axis=None, find=find, arg=arg), Tensor._make(xp.zeros((), dtype=xp.int64)))
-    axis = normalize_dims(dim, x.ndim)[0]
+    axis = dim_index(dim, x.ndim)  # (one dim: a tuple is refused, as PyTorch's, not read as its first dim)
     if x.shape[axis] == 0:
         raise IndexError(f"{result.__name__}(): Expected reduction dim {axis} to have non-zero size.")
     values = Extremum.apply(x, axis=axis, keepdim=keepdim, find=find, arg=arg)

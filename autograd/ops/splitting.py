@@ -164,6 +164,8 @@ def select(input, dim, index):
     """The slice at ``index`` along dim, with that dim removed (x.select(0, i) is x[i])."""
     if is_sparse(input):  # (autograd.select(sparse, ...): the sparse tensor's own)
         return input.select(dim, index)
+    if input.ndim == 0:  # (NumPy's shape lookup would say "tuple index out of range")
+        raise IndexError("select() cannot be applied to a 0-dim tensor.")
     axis = dim_index(dim, input.ndim)
     size = input.shape[axis]
     if not -size <= index < size:
