@@ -101,8 +101,7 @@ def leaky_relu(input, negative_slope=0.01, inplace=False):
 
 def elu(input, alpha=1.0, inplace=False):
     """y = x for x > 0, α (e^x - 1) otherwise (Clevert et al., 2015); dy/dx at 0 is α."""
-    return named_node(_inplace(input, _in_float32(lambda input: _elu(input, alpha)), inplace), None, "EluBackward0",
-                      (input,))
+    return _inplace(input, lambda input: _elu(input, alpha), inplace)  # (one node, float16 in float32)
 
 
 def relu_(input):
@@ -124,7 +123,7 @@ def hardtanh_(input, min_val=-1.0, max_val=1.0):
 def selu(input, inplace=False):
     """y = λ · elu(x, α) with λ ≈ 1.0507 and α ≈ 1.6733 (Klambauer et al., 2017): the
     constants that keep activations at zero mean and unit variance."""
-    return named_node(_inplace(input, _in_float32(_selu), inplace), None, "EluBackward0", (input,))  # (an elu there)
+    return _inplace(input, _selu, inplace)  # (one EluBackward0 node, as PyTorch's)
 
 
 def selu_(input):
@@ -133,7 +132,7 @@ def selu_(input):
 
 def celu(input, alpha=1.0, inplace=False):
     """y = max(0, x) + min(0, α (e^(x/α) - 1)) (Barron, 2017)."""
-    return named_node(_inplace(input, _in_float32(lambda x: _celu(x, alpha)), inplace), None, "CeluBackward0", (input,))
+    return _inplace(input, lambda x: _celu(x, alpha), inplace)
 
 
 def celu_(input, alpha=1.0):
