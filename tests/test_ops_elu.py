@@ -99,9 +99,6 @@ def test_in_place_forms_modules_and_refusals():
         F.celu(autograd.tensor([1.0]), 0.0)
 
 
-torch = pytest.importorskip("torch")
-
-
 @pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
 @pytest.mark.parametrize("name, alpha", [("elu", 1.0), ("elu", 0.3), ("elu", -0.5), ("selu", None), ("celu", 1.0),
                                          ("celu", 0.7), ("celu", -1.3)])
@@ -109,6 +106,7 @@ def test_values_and_derivatives_against_pytorchs(name, alpha, dtype):
     """Against PyTorch's kernels: equal where the arithmetic is the same (its exp and expm1 are not NumPy's: a unit in
     the last place apart in some float32 and float64 values), within a unit or two everywhere; ±0, ±inf and NaN
     included. The former composite differed in every negative value's gradient (e^x as expm1(x) + 1)."""
+    torch = pytest.importorskip("torch")
     rng = np.random.default_rng(7)
     values = np.concatenate([[0.0, -0.0, np.inf, -np.inf, np.nan, -1e-8, 1e-8], rng.standard_normal(4000) * 4])
     values = values.astype(dtype)
