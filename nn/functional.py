@@ -24,6 +24,7 @@ from autograd.ops.activations import (  # noqa: F401  (F.hardshrink, F.prelu, F.
 from autograd.ops.activations import Gelu as _Gelu
 from autograd.ops.activations import Glu as _Glu
 from autograd.ops.activations import LogSigmoid as _LogSigmoid
+from autograd.ops.activations import ScaledSoftplus as _ScaledSoftplus
 from autograd.ops.activations import celu as _celu
 from autograd.ops.activations import elu as _elu
 from autograd.ops.activations import rrelu as _rrelu
@@ -164,13 +165,7 @@ def mish(input, inplace=False):
 def softplus(input, beta=1.0, threshold=20.0, *, out=None):
     """y = ln(1 + e^(βx)) / β, and y = x where βx > threshold (PyTorch's linear regime)."""
     refuse_kinds(input, "softplus_cpu", "biuc")
-    if input.dtype == autograd.float16:  # (in float32, rounded once, as PyTorch's kernel)
-        return write_out(named_node(softplus(input.float(), beta, threshold).half(), None, "SoftplusBackward0",
-                                    (input,)), out)
-    scaled = input if beta == 1 else input * beta
-    # (β = 0: ln 2 / 0, PyTorch's inf everywhere)
-    smooth = scaled.softplus() if beta == 1 else scaled.softplus() * (1.0 / beta if beta else math.inf)
-    return write_out(named_node(autograd.where(scaled > threshold, input, smooth), None, "SoftplusBackward0"), out)
+    return write_out(_ScaledSoftplus.apply(input, beta=beta, threshold=threshold), out)
 
 
 def logsigmoid(input, *, out=None):

@@ -3,7 +3,8 @@
 piecewise-linear ones are ``piecewise_linear.PiecewiseLinear`` (their second derivative is 0, as
 PyTorch's); the others are composed of ``where``: the gradient goes to the branch each element takes.
 ``nn.functional`` uses these (arrows point down), and the primitives of its gated and smooth activations:
-``Elu`` (elu, selu, celu), ``Glu``, ``LogSigmoid`` and ``Gelu``, each beside the node of its backward."""
+``Elu`` (elu, selu, celu), ``ScaledSoftplus``, ``Glu``, ``LogSigmoid`` and ``Gelu``, each beside the node of its
+backward."""
 
 import math
 
@@ -15,7 +16,7 @@ from ..tensor import Tensor
 from . import piecewise_linear
 from .conversion import refuse_kinds, type_name
 from .elementwise import half_as_float32, row_major, where
-from .elementwise_unary import sigmoid_of
+from .elementwise_unary import SigmoidGrad, sigmoid_of
 from .error_function import erf, erf_float32
 from .joins import cat
 from .names import names
@@ -100,7 +101,7 @@ class EluGrad(Primitive):
 def elu(input, alpha=1.0):
     """y = x for x >= 0, α (e^x - 1) otherwise (Clevert et al., 2015); dy/dx at 0 is α, d²y/dx² there
     is 0 (PyTorch's conventions). (nn.functional.elu; PyTorch has no torch.elu.)"""
-    refuse_kinds(input, "elu_cpu", "biu")  # (PyTorch's kernel has no integer version: no silent float result)
+    refuse_kinds(input, "elu_cpu", "biuc")  # (PyTorch has no integer or complex kernel: no silent result)
     return Elu.apply(input, alpha=alpha, scale=1.0, input_scale=1.0, grad_input_scale=1.0)
 
 
@@ -108,7 +109,7 @@ def elu(input, alpha=1.0):
 def selu(input):
     """y = λ · elu(x, α) with λ ≈ 1.0507 and α ≈ 1.6733 (Klambauer et al., 2017): the
     constants that keep activations at zero mean and unit variance."""
-    refuse_kinds(input, "elu_cpu", "biu")
+    refuse_kinds(input, "elu_cpu", "biuc")
     return Elu.apply(input, alpha=SELU_ALPHA, scale=SELU_SCALE, input_scale=1.0, grad_input_scale=1.0)
 
 
@@ -117,7 +118,7 @@ def selu(input):
 def celu(input, alpha=1.0):
     """y = max(0, x) + min(0, α (e^(x/α) - 1)) (Barron, 2017): elu with input scale 1/α. (PyTorch's backward takes
     1/α of α rounded to float32 first, its forward of α itself: so here.)"""
-    refuse_kinds(input, "elu_cpu", "biu")  # (PyTorch's celu is an elu kernel)
+    refuse_kinds(input, "elu_cpu", "biuc")  # (PyTorch's celu is an elu kernel)
     if alpha == 0:
         raise RuntimeError("ZeroDivisionError: alpha cannot be 0 for CELU")
     return Elu.apply(input, alpha=alpha, scale=1.0, input_scale=1.0 / alpha,
@@ -179,6 +180,54 @@ def rrelu(input, lower=1.0 / 8, upper=1.0 / 3, training=False, generator=None):
 def rrelu_(input, lower=1.0 / 8, upper=1.0 / 3, training=False, generator=None):
     """rrelu written into input (recorded, as every in-place write)."""
     return input._write_back(rrelu, (lower, upper, training, generator), {})
+
+
+class ScaledSoftplus(Primitive):
+    """y = ln(1 + e^(βx)) / β, and x where βx > threshold (PyTorch's linear regime), as PyTorch's kernel computes it:
+    log1p(exp(βx)) / β (β = 0: ln 2 / 0 = inf, as there);   dL/dx = ScaledSoftplusGrad's. float16 is computed in
+    float32 and rounded once, as there. One node, as PyTorch's SoftplusBackward0 (it was up to five: a scale, the
+    stable softplus, its product by 1/β, a comparison and a selection). (nn.functional.softplus; x.softplus() without
+    β or threshold is special.py's Softplus.)"""
+
+    pytorch_name = "SoftplusBackward0"
+
+    def forward(self, x):
+        wide = half_as_float32(x)
+        number = wide.dtype.type
+        scaled = wide * number(self.beta) if self.beta != 1 else wide
+        smooth = xp.log1p(xp.exp(scaled))
+        if self.beta != 1:
+            smooth /= number(self.beta)
+        return select(scaled > number(self.threshold), wide, smooth).astype(x.dtype, copy=False)
+
+    def backward(self, grad, y, x):
+        return (ScaledSoftplusGrad.apply(grad, x, beta=self.beta, threshold=self.threshold),)
+
+
+class ScaledSoftplusGrad(Primitive):
+    """ScaledSoftplus's backward as PyTorch's softplus_backward computes it: with z = e^(βx), g · z / (z + 1)
+    (= g σ(βx)) where βx <= threshold, g itself above; float16 in float32 and rounded once. dL/dg = the same map of
+    u (= dL/dz);   dL/dx = β · σ'(βx) · u g where βx < threshold, 0 elsewhere (PyTorch's softplus_double_backward:
+    σ' as its sigmoid_backward, (1 - σ) σ)."""
+
+    def forward(self, g, x):
+        wide, wide_g = half_as_float32(x), half_as_float32(g)
+        number = wide.dtype.type
+        scaled = wide * number(self.beta) if self.beta != 1 else wide
+        exponential = xp.exp(scaled)
+        slope = wide_g * exponential
+        exponential += 1
+        slope /= exponential
+        return select(scaled > number(self.threshold), wide_g, slope).astype(g.dtype, copy=False)
+
+    def backward(self, u, z, g, x):
+        grad_g = ScaledSoftplusGrad.apply(u, x, beta=self.beta, threshold=self.threshold) if g.requires_grad else None
+        grad_x = None
+        if x.requires_grad:
+            scaled = x * self.beta
+            below = Tensor._make((scaled._data < self.threshold).astype(x.dtype))
+            grad_x = SigmoidGrad.apply(u * g, scaled.sigmoid()) * below * self.beta
+        return grad_g, grad_x
 
 
 class Glu(Primitive):
