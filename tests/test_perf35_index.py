@@ -28,6 +28,14 @@ def _values(shape, dtype):
     return x
 
 
+def _same(ours, expected):
+    """The same values, -0.0 and its sign included; a NaN made by an invalid update (inf - inf) may differ in its sign
+    bit only (NumPy's vectorised add makes x86's default NaN, its element-wise ufunc.at loop another)."""
+    numbers = ~np.isnan(expected)
+    return ours.dtype == expected.dtype and ours.shape == expected.shape and np.array_equal(
+        np.isnan(ours), ~numbers) and ours[numbers].tobytes() == expected[numbers].tobytes()
+
+
 CASES = [((6, 40), 1, (6, 90)), ((40, 7), 0, (90, 5)), ((3, 4, 30), -1, (2, 4, 50)), ((3, 30, 4), 1, (3, 60, 2)),
          ((30,), 0, (70,)), ((5, 6), 1, (0, 6))]
 
@@ -118,3 +126,44 @@ def test_empty_indices_and_zero_dim_inputs():
     scalar = autograd.tensor(5.0)
     assert scalar.gather(0, autograd.tensor(0)).item() == 5.0
     assert scalar.scatter_reduce(0, autograd.tensor(0), autograd.tensor(3.0), "mean").item() == 4.0
+
+
+@pytest.mark.parametrize("name", ["add", "maximum", "minimum", "multiply"])
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64", "int32"])
+@pytest.mark.parametrize("repeats", [1, 3, 40])
+def test_whole_rows_updated_in_rounds_as_ufunc_at_updates_them(name, dtype, repeats):
+    """backend.ufunc_at's rounds (each round's rows distinct; a row's k-th update in round k): the values of NumPy's
+    ufunc.at bit for bit, repeated and negative rows, NaN and ±inf and ±0 among the values, one row broadcast."""
+    from autograd.backend import ufunc_at, xp
+
+    if xp is not np:
+        pytest.skip("NumPy's own ufunc.at paths: another array module runs its own")
+    rows = RNG.permutation(np.repeat(np.arange(-60, 60), repeats))[:2000]  # (each row named up to `repeats` times)
+    for shape, values in [((120, 32), _values((rows.size, 32), "float64")), ((120, 4, 8), _values((rows.size, 4, 8),
+                                                                                               "float64")),
+                          ((120, 64), _values((64,), "float64"))]:
+        values = values.astype(dtype) if dtype != "int32" else np.nan_to_num(values, posinf=7, neginf=-7).astype(dtype)
+        array = _values(shape, "float64").astype(dtype) if dtype != "int32" else RNG.integers(-9, 9, shape, dtype)
+        expected = array.copy()
+        with np.errstate(all="ignore"):
+            getattr(np, name).at(expected, rows, values)
+            ufunc_at(name, array, (rows,), values)  # (a tuple of one index: index_add's along dim 0)
+        assert _same(array, expected) if dtype != "int32" else array.tobytes() == expected.tobytes()
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+def test_index_add_and_accumulating_index_put_equal_ufunc_at(dtype):
+    x, index = _values((500, 64), dtype), RNG.integers(-500, 500, 3000)
+    source = _values((3000, 64), dtype)
+    wide = np.float32 if dtype == "float16" else dtype  # (index_add of slices accumulates float16 in float32)
+    expected = x.astype(wide)
+    with np.errstate(invalid="ignore"):
+        np.add.at(expected, index % 500, source.astype(wide))
+    added = autograd.tensor(x).index_add(0, autograd.tensor(index % 500), autograd.tensor(source))
+    assert _same(added.numpy(), expected.astype(dtype))
+    expected = np.zeros_like(x)  # (index_put adds the values gathered in zeros to x: float16 rounding at each step)
+    with np.errstate(invalid="ignore"):
+        np.add.at(expected, index, source)
+        expected = x + expected
+    put = autograd.tensor(x).index_put((autograd.tensor(index),), autograd.tensor(source), accumulate=True)
+    assert _same(put.numpy(), expected)
