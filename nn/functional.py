@@ -25,6 +25,7 @@ from autograd.ops.activations import Gelu as _Gelu
 from autograd.ops.activations import Glu as _Glu
 from autograd.ops.activations import LogSigmoid as _LogSigmoid
 from autograd.ops.activations import ScaledSoftplus as _ScaledSoftplus
+from autograd.ops.activations import Silu as _Silu
 from autograd.ops.activations import celu as _celu
 from autograd.ops.activations import elu as _elu
 from autograd.ops.activations import rrelu as _rrelu
@@ -151,8 +152,7 @@ def tanh(input):
 def silu(input, inplace=False):
     """y = x σ(x) (swish)."""
     refuse_kinds(input, "silu_cpu", "biu")  # (no integer kernel in PyTorch: no silent float result here)
-    return named_node(_inplace(input, _in_float32(lambda input: input * input.sigmoid()), inplace), None,
-                      "SiluBackward0", (input,))
+    return _inplace(input, _Silu.apply, inplace)  # (one node; float16 in float32, rounded once)
 
 
 def mish(input, inplace=False):

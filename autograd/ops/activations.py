@@ -3,8 +3,8 @@
 piecewise-linear ones are ``piecewise_linear.PiecewiseLinear`` (their second derivative is 0, as
 PyTorch's); the others are composed of ``where``: the gradient goes to the branch each element takes.
 ``nn.functional`` uses these (arrows point down), and the primitives of its gated and smooth activations:
-``Elu`` (elu, selu, celu), ``ScaledSoftplus``, ``Glu``, ``LogSigmoid`` and ``Gelu``, each beside the node of its
-backward."""
+``Elu`` (elu, selu, celu), ``ScaledSoftplus``, ``Silu``, ``Glu``, ``LogSigmoid`` and ``Gelu``, each beside the node
+of its backward."""
 
 import math
 
@@ -227,6 +227,48 @@ class ScaledSoftplusGrad(Primitive):
             scaled = x * self.beta
             below = Tensor._make((scaled._data < self.threshold).astype(x.dtype))
             grad_x = SigmoidGrad.apply(u * g, scaled.sigmoid()) * below * self.beta
+        return grad_g, grad_x
+
+
+class Silu(Primitive):
+    """y = x σ(x) = x / (1 + e^-x) (swish; Elfwing et al., 2017), divided once as PyTorch's kernel (x · σ(x) rounds
+    twice);   dL/dx = SiluGrad's. float16 is computed in float32 and rounded once, as there. One node, as PyTorch's
+    SiluBackward0 (it was two, a sigmoid and a product, and two more conversions for float16)."""
+
+    def forward(self, x):
+        wide = half_as_float32(x)
+        denominator = xp.exp(-wide)  # (overflowing to inf below about -88 in float32: y is then -0.0, as there)
+        denominator += 1
+        return (wide / denominator).astype(x.dtype, copy=False)
+
+    def backward(self, grad, y, x):
+        return (SiluGrad.apply(grad, x),)
+
+
+class SiluGrad(Primitive):
+    """Silu's backward as PyTorch's silu_backward computes it: z = g σ (1 + x (1 - σ)), σ = 1 / (1 + e^-x), multiplied
+    in that order; float16 in float32 and rounded once. dL/dg = the same map of u (= dL/dz);
+    dL/dx = u g σ (1 - σ) (2 + x (1 - 2σ)), the derivative of σ (1 + x (1 - σ))."""
+
+    def forward(self, g, x):
+        wide = half_as_float32(x)
+        one = wide.dtype.type(1)
+        sigmoid = xp.exp(-wide)
+        sigmoid += one
+        sigmoid = one / sigmoid
+        factor = one - sigmoid  # 1 + x (1 - σ)
+        factor *= wide
+        factor += one
+        slope = half_as_float32(g) * sigmoid
+        slope *= factor
+        return slope.astype(g.dtype, copy=False)
+
+    def backward(self, u, z, g, x):
+        grad_g = SiluGrad.apply(u, x) if g.requires_grad else None
+        grad_x = None
+        if x.requires_grad:
+            s = x.sigmoid()
+            grad_x = u * g * (s * (1.0 - s)) * (2.0 + x * (1.0 - s * 2.0))
         return grad_g, grad_x
 
 
