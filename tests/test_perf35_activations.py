@@ -9,6 +9,10 @@ import autograd
 import nn.functional as F
 
 
+def _wide(array):
+    return array.astype(np.float32) if array.dtype == np.float16 else array
+
+
 def _former_values(x):
     wide = x.astype(np.float32) if x.dtype == np.float16 else x
     with np.errstate(invalid="ignore"):
@@ -36,3 +40,19 @@ def test_hardswish_and_its_gradient_keep_the_former_values(dtype, shape):
     wide_g = g.astype(np.float32) if dtype == "float16" else g
     expected = (wide_g * _former_slope(x)).astype(dtype)
     assert grad.numpy().tobytes() == np.ascontiguousarray(expected).tobytes()
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+@pytest.mark.parametrize("size", [1, 20000])
+def test_logsigmoid_gradient_keeps_the_former_values(dtype, size):
+    """LogSigmoidGrad's choice between 1 - q and q picked by bits: the former ``where``'s values bit for bit."""
+    rng = np.random.default_rng(19)
+    x = (rng.standard_normal(size) * 6).astype(dtype)
+    if size > 8:
+        x[:6] = [np.nan, np.inf, -np.inf, -0.0, 0.0, -100.0]
+    g = rng.standard_normal(size).astype(dtype)
+    tensor = autograd.tensor(x, requires_grad=True)
+    (grad,) = autograd.grad(F.logsigmoid(tensor), tensor, autograd.tensor(g))
+    b = _wide(np.exp(-np.abs(_wide(x))).astype(dtype))
+    q = b / (1 + b)
+    assert grad.numpy().tobytes() == (np.where(x < 0, 1 - q, q) * _wide(g)).astype(dtype).tobytes()

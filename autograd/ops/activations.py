@@ -314,7 +314,9 @@ class LogSigmoidGrad(Primitive):
     def forward(self, g, x):
         b = half_as_float32(xp.exp(-xp.abs(half_as_float32(x))).astype(x.dtype, copy=False))
         q = b / (1 + b)
-        return (xp.where(x < 0, 1 - q, q) * half_as_float32(g)).astype(g.dtype, copy=False)
+        chosen = select(x < 0, 1 - q, q)  # (by bits: NumPy's where branches on each element's random sign)
+        chosen *= half_as_float32(g)
+        return chosen.astype(g.dtype, copy=False)
 
     def backward(self, u, z, g, x):
         s = x.sigmoid()
