@@ -321,7 +321,10 @@ def _extreme(dtype, lowest):
 
 def _kept(grad, takes_part):
     """grad where x takes part in the reduction, else 0: selected, not multiplied by the mask, so that an
-    infinite or NaN gradient where x is left out gives 0 (PyTorch's masked_fill), not NaN."""
+    infinite or NaN gradient where x is left out gives 0 (PyTorch's masked_fill), not NaN. (``takes_part`` None:
+    every element of x takes part, include_self's case, and grad is kept whole.)"""
+    if takes_part is None:
+        return grad
     return Where.apply(grad, Tensor._make(xp.zeros((), dtype=grad.dtype)), condition=takes_part)
 
 
@@ -347,9 +350,11 @@ class ScatterReduce(Primitive):
 
     def forward(self, x, src):
         values = _corner(src, self.index.shape)
-        # how many src values each position receives (a count: bincount's float64 sums of ones are exact)
-        self.terms = xp.bincount(_elements(self.index, self.dim, x.shape), minlength=x.size).reshape(x.shape)
-        self.written = self.terms > 0
+        self.terms = self.written = None  # (what the mean and include_self=False need, and only they)
+        if self.reduce == "mean" or not self.include_self:
+            # how many src values each position receives (a count: bincount's float64 sums of ones are exact)
+            self.terms = xp.bincount(_elements(self.index, self.dim, x.shape), minlength=x.size).reshape(x.shape)
+            self.written = self.terms > 0
         y = x.copy()
         if not self.include_self:
             start = self._START.get(self.reduce)
@@ -383,7 +388,7 @@ class ScatterReduce(Primitive):
         if self.reduce in ("max", "min"):  # (old names PyTorch's kernel takes for amax and amin; its derivative not)
             raise RuntimeError("Expected 'reduce' to be one of 'sum', 'prod', 'mean', 'amax', 'amin' but got "
                                f"{self.reduce}.")
-        takes_part = ~self.written | self.include_self
+        takes_part = None if self.include_self else ~self.written  # (None: every element of x)
         if self.reduce in ("sum", "mean"):
             if self.reduce == "mean":
                 count = self._term_count(xp.float32 if grad.dtype == xp.float16 else grad.dtype)  # (exact counts)
@@ -392,7 +397,7 @@ class ScatterReduce(Primitive):
         elif self.reduce in ("amax", "amin"):
             y_at_src = _taken(y._data, self.index, self.dim)
             src_ties = _corner(src._data, self.index.shape) == y_at_src
-            ties = (x._data == y._data) & takes_part
+            ties = x._data == y._data if takes_part is None else (x._data == y._data) & takes_part
             count = ties.astype(int64)
             count += xp.bincount(_elements(self.index, self.dim, x.shape), src_ties.reshape(-1),
                                  minlength=x.numel()).astype(int64).reshape(x.shape)
