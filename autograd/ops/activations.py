@@ -237,9 +237,13 @@ class Silu(Primitive):
 
     def forward(self, x):
         wide = half_as_float32(x)
-        denominator = xp.exp(-wide)  # (overflowing to inf below about -88 in float32: y is then -0.0, as there)
-        denominator += 1
-        return (wide / denominator).astype(x.dtype, copy=False)
+        if not wide.ndim:  # (a 0-d array's arithmetic gives NumPy scalars, which take no out=)
+            return (wide / (xp.exp(-wide) + 1)).astype(x.dtype, copy=False)
+        y = xp.negative(wide)  # (the steps written into one array)
+        xp.exp(y, out=y)  # (overflowing to inf below about -88 in float32: y is then -0.0, as there)
+        y += 1
+        xp.divide(wide, y, out=y)
+        return y.astype(x.dtype, copy=False)
 
     def backward(self, grad, y, x):
         return (SiluGrad.apply(grad, x),)
