@@ -83,8 +83,8 @@ def _elements(index, dim, shape):
     ``index`` fits outside ``dim``), in index's order: index · stride(dim) plus each other axis's position times
     its stride. One flat number per element, for ``take`` and a one-dimensional ``ufunc.at`` on the raveled
     array: the same elements in the same order as the open grid of positions they replace, whose broadcast
-    index arrays cost NumPy several times more (a gather along dim 1 of (4096, 512) float32 by a (4096, 64)
-    index: 2.8 -> 0.7 ms; its scatter_add 7.9 -> 1.4 ms)."""
+    index arrays cost NumPy several times more (along dim 1 of (4096, 512) float32 by a (4096, 64) index: the
+    numbers and ``take`` 0.7 ms against take_along_axis's 1.2; a one-dimensional np.add.at 0.8 ms against 5.8)."""
     if index.ndim == 0:  # a 0-d index names one element, as a 1-d index of length 1 (PyTorch)
         index = index.reshape(1)
     strides = [1] * len(shape)
