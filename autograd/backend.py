@@ -190,10 +190,15 @@ def _numpy_at(ufunc, array, positions, values):
     embedding's backward of 8,192 rows of 128 took 6.6 ms, 1.1 ms now; a bilinear upsampling's backward (a
     gather's along a dim), 12 ms a gather, about 1 ms now.
 
-    - One 1-D integer index picking whole rows (an embedding's gradient, ``index_add_``): each row's elements
-      numbered directly, at a cost proportional to the values.
+    - One 1-D integer index picking whole rows (an embedding's gradient, ``index_add_``, ``x.index_put_((i,), v,
+      accumulate=True)``): in rounds where the rows are wide and few repeat often, the k-th time each row is named
+      in the k-th round, whose rows are distinct, so that one buffered ``ufunc`` over them updates each row once
+      (``index_add`` of 2,048 rows of 512 float32 into 4,096: 7.7 -> 2 ms); else each row's elements numbered
+      directly, at a cost proportional to the values.
     - Any other index (slices beside an index array: a gather's along a dim) where the array is not much larger
       than the values: every element numbered once, and the numbers indexed as the array would be."""
+    if type(positions) is tuple and len(positions) == 1 and type(positions[0]) is numpy.ndarray:
+        positions = positions[0]  # (x[(i,)] is x[i]: index_add along dim 0 names its rows so)
     count = numpy.size(values)
     if count == 1 and type(positions) is numpy.ndarray:  # (a number added at each position: counting)
         count = positions.size
@@ -207,8 +212,10 @@ def _numpy_at(ufunc, array, positions, values):
             starts = positions.astype(numpy.intp, copy=False)
             if lowest < 0:
                 starts = starts % rows  # (negative indices count from the end)
-            elements = (starts[:, None] * width + numpy.arange(width, dtype=numpy.intp)).reshape(-1)
             values = numpy.broadcast_to(values, (positions.size, *array.shape[1:]))
+            if width >= 16 and values.dtype == array.dtype and _update_in_rounds(ufunc, array, starts, values):
+                return
+            elements = (starts[:, None] * width + numpy.arange(width, dtype=numpy.intp)).reshape(-1)
             ufunc.at(array.reshape(-1), elements, values.reshape(-1))
             return
         if array.size <= 4 * count:
@@ -221,6 +228,32 @@ def _numpy_at(ufunc, array, positions, values):
                 ufunc.at(array.reshape(-1), elements.reshape(-1), values.reshape(-1))
                 return
     ufunc.at(array, positions, values)
+
+
+def _update_in_rounds(ufunc, array, rows, values):
+    """``ufunc.at(array, rows, values)`` for distinct rows at a time, if that takes few rounds (a buffered update per
+    round: each row's k-th value is applied in round k, so every element sees its updates in their order, and
+    the values are those of ``ufunc.at`` bit for bit); False, with nothing done, where rows repeat too often."""
+    order = numpy.argsort(rows, kind="stable")  # each row's positions together, in their order
+    ordered = rows[order]
+    first = numpy.empty(ordered.size, dtype=bool)
+    first[:1] = True
+    numpy.not_equal(ordered[1:], ordered[:-1], out=first[1:])
+    starts = numpy.flatnonzero(first)
+    ranks = numpy.arange(ordered.size) - numpy.repeat(starts, numpy.diff(numpy.append(starts, ordered.size)))
+    rounds = int(ranks.max()) + 1 if ranks.size else 0
+    if rounds * 4096 > values.size:  # (a round costs some microseconds of calls: many rounds of few rows cost more
+        return False  # than numbering the elements)
+    if rounds == 1:
+        array[rows] = ufunc(array[rows], values)
+        return True
+    by_round = order[numpy.argsort(ranks, kind="stable")]  # positions of round 0, then of round 1, ...
+    ends = numpy.cumsum(numpy.bincount(ranks))
+    for start, end in zip((0, *ends[:-1]), ends):
+        taken = by_round[start:end]
+        chosen = rows[taken]
+        array[chosen] = ufunc(array[chosen], values[taken])
+    return True
 
 
 def ufunc_reduce(name, array, axis, keepdims=False):

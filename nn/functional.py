@@ -24,6 +24,8 @@ from autograd.ops.activations import (  # noqa: F401  (F.hardshrink, F.prelu, F.
 from autograd.ops.activations import Gelu as _Gelu
 from autograd.ops.activations import Glu as _Glu
 from autograd.ops.activations import LogSigmoid as _LogSigmoid
+from autograd.ops.activations import ScaledSoftplus as _ScaledSoftplus
+from autograd.ops.activations import Silu as _Silu
 from autograd.ops.activations import celu as _celu
 from autograd.ops.activations import elu as _elu
 from autograd.ops.activations import rrelu as _rrelu
@@ -101,8 +103,7 @@ def leaky_relu(input, negative_slope=0.01, inplace=False):
 
 def elu(input, alpha=1.0, inplace=False):
     """y = x for x > 0, α (e^x - 1) otherwise (Clevert et al., 2015); dy/dx at 0 is α."""
-    return named_node(_inplace(input, _in_float32(lambda input: _elu(input, alpha)), inplace), None, "EluBackward0",
-                      (input,))
+    return _inplace(input, lambda input: _elu(input, alpha), inplace)  # (one node, float16 in float32)
 
 
 def relu_(input):
@@ -124,7 +125,7 @@ def hardtanh_(input, min_val=-1.0, max_val=1.0):
 def selu(input, inplace=False):
     """y = λ · elu(x, α) with λ ≈ 1.0507 and α ≈ 1.6733 (Klambauer et al., 2017): the
     constants that keep activations at zero mean and unit variance."""
-    return named_node(_inplace(input, _in_float32(_selu), inplace), None, "EluBackward0", (input,))  # (an elu there)
+    return _inplace(input, _selu, inplace)  # (one EluBackward0 node, as PyTorch's)
 
 
 def selu_(input):
@@ -133,7 +134,7 @@ def selu_(input):
 
 def celu(input, alpha=1.0, inplace=False):
     """y = max(0, x) + min(0, α (e^(x/α) - 1)) (Barron, 2017)."""
-    return named_node(_inplace(input, _in_float32(lambda x: _celu(x, alpha)), inplace), None, "CeluBackward0", (input,))
+    return _inplace(input, lambda x: _celu(x, alpha), inplace)
 
 
 def celu_(input, alpha=1.0):
@@ -151,8 +152,7 @@ def tanh(input):
 def silu(input, inplace=False):
     """y = x σ(x) (swish)."""
     refuse_kinds(input, "silu_cpu", "biu")  # (no integer kernel in PyTorch: no silent float result here)
-    return named_node(_inplace(input, _in_float32(lambda input: input * input.sigmoid()), inplace), None,
-                      "SiluBackward0", (input,))
+    return _inplace(input, _Silu.apply, inplace)  # (one node; float16 in float32, rounded once)
 
 
 def mish(input, inplace=False):
@@ -165,13 +165,7 @@ def mish(input, inplace=False):
 def softplus(input, beta=1.0, threshold=20.0, *, out=None):
     """y = ln(1 + e^(βx)) / β, and y = x where βx > threshold (PyTorch's linear regime)."""
     refuse_kinds(input, "softplus_cpu", "biuc")
-    if input.dtype == autograd.float16:  # (in float32, rounded once, as PyTorch's kernel)
-        return write_out(named_node(softplus(input.float(), beta, threshold).half(), None, "SoftplusBackward0",
-                                    (input,)), out)
-    scaled = input if beta == 1 else input * beta
-    # (β = 0: ln 2 / 0, PyTorch's inf everywhere)
-    smooth = scaled.softplus() if beta == 1 else scaled.softplus() * (1.0 / beta if beta else math.inf)
-    return write_out(named_node(autograd.where(scaled > threshold, input, smooth), None, "SoftplusBackward0"), out)
+    return write_out(_ScaledSoftplus.apply(input, beta=beta, threshold=threshold), out)
 
 
 def logsigmoid(input, *, out=None):

@@ -3,18 +3,20 @@
 piecewise-linear ones are ``piecewise_linear.PiecewiseLinear`` (their second derivative is 0, as
 PyTorch's); the others are composed of ``where``: the gradient goes to the branch each element takes.
 ``nn.functional`` uses these (arrows point down), and the primitives of its gated and smooth activations:
-``Glu``, ``LogSigmoid`` and ``Gelu``, each beside the node of its backward."""
+``Elu`` (elu, selu, celu), ``ScaledSoftplus``, ``Silu``, ``Glu``, ``LogSigmoid`` and ``Gelu``, each beside the node
+of its backward."""
 
 import math
 
 from .. import random
-from ..backend import float16, xp
+from ..backend import float16, select, xp
 from ..graph import modes
 from ..primitive import Primitive, node_named
+from ..tensor import Tensor
 from . import piecewise_linear
 from .conversion import refuse_kinds, type_name
 from .elementwise import half_as_float32, row_major, where
-from .elementwise_unary import sigmoid_of
+from .elementwise_unary import SigmoidGrad, sigmoid_of
 from .error_function import erf, erf_float32
 from .joins import cat
 from .names import names
@@ -46,50 +48,81 @@ SELU_ALPHA = 1.6732632423543772848170429916717
 SELU_SCALE = 1.0507009873554804934193349852946
 
 
-def _exp_minus_one(x):
-    """e^x - 1 for x <= 0 (larger x clamped to 0: the branch that uses this is not taken there), as expm1:
-    exp(x) - 1 loses every digit for tiny x (elu(-1e-8) would be 0 in float32)."""
-    return x.clamp(max=0.0).expm1()
+class Elu(Primitive):
+    """y = s x for x >= 0 (and NaN), α s (e^(c x) - 1) for x < 0, with scale s and input scale c: elu (s = c = 1,
+    Clevert et al., 2015), selu (s = λ, α of Klambauer et al., 2017) and celu (c = 1/α, Barron, 2017), as PyTorch's
+    one kernel computes them: (e^(c x) - 1) by expm1 (exp(x) - 1 would lose every digit of elu(-1e-8)), times α s
+    rounded once in x's dtype;   dL/dx = EluGrad's. float16 is computed in float32 and rounded once, as there. One
+    node, as PyTorch's EluBackward0 (it was seven: a clamp, expm1, products and two selections)."""
+
+    pytorch_name = "EluBackward0"  # (celu's is CeluBackward0: its caller names it)
+
+    def forward(self, x):
+        wide = half_as_float32(x)
+        number = wide.dtype.type
+        curve = xp.expm1(wide * number(self.input_scale) if self.input_scale != 1 else wide)
+        curve *= number(self.alpha) * number(self.scale)  # (α s rounded once, as PyTorch's negcoef)
+        straight = wide * number(self.scale) if self.scale != 1 else wide
+        return select(wide < 0, curve, straight).astype(x.dtype, copy=False)
+
+    def backward(self, grad, y, x):
+        return (EluGrad.apply(grad, x, alpha=self.alpha, scale=self.scale, input_scale=self.grad_input_scale),)
 
 
-def _negative_branch(input, curve, slope):
-    """``curve`` where x < 0, and at x = 0 its tangent ``slope`` · x: the same value (0) and first
-    derivative, and second derivative 0 there, as PyTorch's (its first derivative takes the negative
-    branch at 0, its second only where x < 0)."""
-    return where(input < 0, curve, input * slope)
+class EluGrad(Primitive):
+    """Elu's backward as PyTorch's elu_backward computes it: z = g · c · α s · e^(c x) (multiplied in that order) where
+    x <= 0, g · s elsewhere (NaN too, as its scalar kernel), float16 in float32 and rounded once. So the slope at 0 is
+    α s c (α for elu, PyTorch's convention). dL/dg = the same map of u (= dL/dz);   dL/dx = EluGrad(u · g · c) where
+    x < 0, 0 elsewhere (so 0 at x = 0), PyTorch's elu_double_backward."""
+
+    def forward(self, g, x):
+        wide, wide_g = half_as_float32(x), half_as_float32(g)
+        number = wide.dtype.type
+        coefficient = number(self.alpha) * number(self.scale)  # (α s rounded once, as PyTorch's negcoef)
+        if self.input_scale != 1:
+            slope = wide_g * number(self.input_scale)
+            slope *= coefficient
+        else:
+            slope = wide_g * coefficient
+        slope *= xp.exp(wide * number(self.input_scale) if self.input_scale != 1 else wide)
+        straight = wide_g * number(self.scale) if self.scale != 1 else wide_g
+        return select(wide <= 0, slope, straight).astype(g.dtype, copy=False)
+
+    def backward(self, u, z, g, x):
+        params = dict(alpha=self.alpha, scale=self.scale, input_scale=self.input_scale)
+        grad_g = EluGrad.apply(u, x, **params) if g.requires_grad else None
+        grad_x = None
+        if x.requires_grad:
+            negative = Tensor._make((x._data < 0).astype(x.dtype))
+            grad_x = EluGrad.apply(u * g * self.input_scale, x, **params) * negative
+        return grad_g, grad_x
 
 
 def elu(input, alpha=1.0):
-    """y = x for x > 0, α (e^x - 1) otherwise (Clevert et al., 2015); dy/dx at 0 is α, d²y/dx² there
+    """y = x for x >= 0, α (e^x - 1) otherwise (Clevert et al., 2015); dy/dx at 0 is α, d²y/dx² there
     is 0 (PyTorch's conventions). (nn.functional.elu; PyTorch has no torch.elu.)"""
-    refuse_kinds(input, "elu_cpu", "biu")  # (PyTorch's kernel has no integer version: no silent float result)
-    return where(_positive_branch(input), input, _negative_branch(input, _exp_minus_one(input) * alpha, alpha))
-
-
-def _positive_branch(input):
-    """Where elu-like activations take x itself: x > 0, and NaN, whose gradient is the positive slope (1, selu's
-    λ), as PyTorch's scalar kernel says (its negative branch is x <= 0, false for NaN; its vectorised kernels,
-    which serve all but the tail of larger tensors, give NaN there: as piecewise_linear.py notes, a NaN's gradient
-    is no contract in PyTorch, and its scalar kernel is the one followed here)."""
-    return ~(input <= 0)
+    refuse_kinds(input, "elu_cpu", "biuc")  # (PyTorch has no integer or complex kernel: no silent result)
+    return Elu.apply(input, alpha=alpha, scale=1.0, input_scale=1.0, grad_input_scale=1.0)
 
 
 @names("selu", method=False)
 def selu(input):
     """y = λ · elu(x, α) with λ ≈ 1.0507 and α ≈ 1.6733 (Klambauer et al., 2017): the
     constants that keep activations at zero mean and unit variance."""
-    return elu(input, SELU_ALPHA) * SELU_SCALE
+    refuse_kinds(input, "elu_cpu", "biuc")
+    return Elu.apply(input, alpha=SELU_ALPHA, scale=SELU_SCALE, input_scale=1.0, grad_input_scale=1.0)
 
 
 @names("celu", method=False)
 @node_named("CeluBackward0")
 def celu(input, alpha=1.0):
-    """y = max(0, x) + min(0, α (e^(x/α) - 1)) (Barron, 2017)."""
-    refuse_kinds(input, "elu_cpu", "biu")  # (PyTorch's celu is an elu kernel)
+    """y = max(0, x) + min(0, α (e^(x/α) - 1)) (Barron, 2017): elu with input scale 1/α. (PyTorch's backward takes
+    1/α of α rounded to float32 first, its forward of α itself: so here.)"""
+    refuse_kinds(input, "elu_cpu", "biuc")  # (PyTorch's celu is an elu kernel)
     if alpha == 0:
         raise RuntimeError("ZeroDivisionError: alpha cannot be 0 for CELU")
-    return where(_positive_branch(input), input, _negative_branch(input, _exp_minus_one(input * (1.0 / alpha)) * alpha,
-                                                                  1.0))
+    return Elu.apply(input, alpha=alpha, scale=1.0, input_scale=1.0 / alpha,
+                     grad_input_scale=1.0 / float(xp.float32(alpha)))
 
 
 @names("selu_", method=False)
@@ -149,6 +182,100 @@ def rrelu_(input, lower=1.0 / 8, upper=1.0 / 3, training=False, generator=None):
     return input._write_back(rrelu, (lower, upper, training, generator), {})
 
 
+class ScaledSoftplus(Primitive):
+    """y = ln(1 + e^(βx)) / β, and x where βx > threshold (PyTorch's linear regime), as PyTorch's kernel computes it:
+    log1p(exp(βx)) / β (β = 0: ln 2 / 0 = inf, as there);   dL/dx = ScaledSoftplusGrad's. float16 is computed in
+    float32 and rounded once, as there. One node, as PyTorch's SoftplusBackward0 (it was up to five: a scale, the
+    stable softplus, its product by 1/β, a comparison and a selection). (nn.functional.softplus; x.softplus() without
+    β or threshold is special.py's Softplus.)"""
+
+    pytorch_name = "SoftplusBackward0"
+
+    def forward(self, x):
+        wide = half_as_float32(x)
+        number = wide.dtype.type
+        scaled = wide * number(self.beta) if self.beta != 1 else wide
+        smooth = xp.log1p(xp.exp(scaled))
+        if self.beta != 1:
+            smooth /= number(self.beta)
+        return select(scaled > number(self.threshold), wide, smooth).astype(x.dtype, copy=False)
+
+    def backward(self, grad, y, x):
+        return (ScaledSoftplusGrad.apply(grad, x, beta=self.beta, threshold=self.threshold),)
+
+
+class ScaledSoftplusGrad(Primitive):
+    """ScaledSoftplus's backward as PyTorch's softplus_backward computes it: with z = e^(βx), g · z / (z + 1)
+    (= g σ(βx)) where βx <= threshold, g itself above; float16 in float32 and rounded once. dL/dg = the same map of
+    u (= dL/dz);   dL/dx = β · σ'(βx) · u g where βx < threshold, 0 elsewhere (PyTorch's softplus_double_backward:
+    σ' as its sigmoid_backward, (1 - σ) σ)."""
+
+    def forward(self, g, x):
+        wide, wide_g = half_as_float32(x), half_as_float32(g)
+        number = wide.dtype.type
+        scaled = wide * number(self.beta) if self.beta != 1 else wide
+        exponential = xp.exp(scaled)
+        slope = wide_g * exponential
+        exponential += 1
+        slope /= exponential
+        return select(scaled > number(self.threshold), wide_g, slope).astype(g.dtype, copy=False)
+
+    def backward(self, u, z, g, x):
+        grad_g = ScaledSoftplusGrad.apply(u, x, beta=self.beta, threshold=self.threshold) if g.requires_grad else None
+        grad_x = None
+        if x.requires_grad:
+            scaled = x * self.beta
+            below = Tensor._make((scaled._data < self.threshold).astype(x.dtype))
+            grad_x = SigmoidGrad.apply(u * g, scaled.sigmoid()) * below * self.beta
+        return grad_g, grad_x
+
+
+class Silu(Primitive):
+    """y = x σ(x) = x / (1 + e^-x) (swish; Elfwing et al., 2017), divided once as PyTorch's kernel (x · σ(x) rounds
+    twice);   dL/dx = SiluGrad's. float16 is computed in float32 and rounded once, as there. One node, as PyTorch's
+    SiluBackward0 (it was two, a sigmoid and a product, and two more conversions for float16)."""
+
+    def forward(self, x):
+        wide = half_as_float32(x)
+        if not wide.ndim:  # (a 0-d array's arithmetic gives NumPy scalars, which take no out=)
+            return (wide / (xp.exp(-wide) + 1)).astype(x.dtype, copy=False)
+        y = xp.negative(wide)  # (the steps written into one array)
+        xp.exp(y, out=y)  # (overflowing to inf below about -88 in float32: y is then -0.0, as there)
+        y += 1
+        xp.divide(wide, y, out=y)
+        return y.astype(x.dtype, copy=False)
+
+    def backward(self, grad, y, x):
+        return (SiluGrad.apply(grad, x),)
+
+
+class SiluGrad(Primitive):
+    """Silu's backward as PyTorch's silu_backward computes it: z = g σ (1 + x (1 - σ)), σ = 1 / (1 + e^-x), multiplied
+    in that order; float16 in float32 and rounded once. dL/dg = the same map of u (= dL/dz);
+    dL/dx = u g σ (1 - σ) (2 + x (1 - 2σ)), the derivative of σ (1 + x (1 - σ))."""
+
+    def forward(self, g, x):
+        wide = half_as_float32(x)
+        one = wide.dtype.type(1)
+        sigmoid = xp.exp(-wide)
+        sigmoid += one
+        sigmoid = one / sigmoid
+        factor = one - sigmoid  # 1 + x (1 - σ)
+        factor *= wide
+        factor += one
+        slope = half_as_float32(g) * sigmoid
+        slope *= factor
+        return slope.astype(g.dtype, copy=False)
+
+    def backward(self, u, z, g, x):
+        grad_g = SiluGrad.apply(u, x) if g.requires_grad else None
+        grad_x = None
+        if x.requires_grad:
+            s = x.sigmoid()
+            grad_x = u * g * (s * (1.0 - s)) * (2.0 + x * (1.0 - s * 2.0))
+        return grad_g, grad_x
+
+
 class Glu(Primitive):
     """y = a σ(b), a and b the halves of x along ``dim`` (the gated linear unit, Dauphin et al., 2017);
     dL/da = σ(b) · g,   dL/db = (1 - σ(b)) · σ(b) · a · g   (g = dL/dy), in the order PyTorch's kernels
@@ -191,7 +318,9 @@ class LogSigmoidGrad(Primitive):
     def forward(self, g, x):
         b = half_as_float32(xp.exp(-xp.abs(half_as_float32(x))).astype(x.dtype, copy=False))
         q = b / (1 + b)
-        return (xp.where(x < 0, 1 - q, q) * half_as_float32(g)).astype(g.dtype, copy=False)
+        chosen = select(x < 0, 1 - q, q)  # (by bits: NumPy's where branches on each element's random sign)
+        chosen *= half_as_float32(g)
+        return chosen.astype(g.dtype, copy=False)
 
     def backward(self, u, z, g, x):
         s = x.sigmoid()
