@@ -286,24 +286,26 @@ class LSTMLayer(_RecurrentLayer, Primitive):
                                                                                        acts.dtype)
         h_cell = xp.empty_like(c_prev) if w_hr is not None else None
         scale, shift = _gate_activation(hidden, acts.dtype)
+        # the step's products written into arrays made once: the four gates' matmul, i · g, and o · tanh c' straight
+        # into its place in y (or the projection's input), where each step allocated three new arrays and copied
+        recurrent, input_gate = xp.empty((batch, 4 * hidden), acts.dtype), xp.empty((batch, hidden), acts.dtype)
         for t in self.steps(length):
             n = self.active(t, batch)
             h_prev[t, :n], c_prev[t, :n] = h[:n], c[:n]
             a = acts[t, :n]
-            a += h[:n] @ w_hh.T  # the one matmul of the step, all four gates
+            a += xp.matmul(h[:n], w_hh.T, out=recurrent[:n])  # the one matmul of the step, all four gates
             a *= scale  # [σ, σ, tanh, σ] of the four gates in four whole-row passes (σ(x) = (1 + tanh(x/2)) / 2)
             xp.tanh(a, out=a)
             a *= scale
             a += shift
             c_t = c[:n]
             c_t *= a[:, hidden:2 * hidden]
-            c_t += a[:, :hidden] * a[:, 2 * hidden:3 * hidden]
+            c_t += xp.multiply(a[:, :hidden], a[:, 2 * hidden:3 * hidden], out=input_gate[:n])
             xp.tanh(c_t, out=tanh_c[t, :n])
-            out = a[:, 3 * hidden:] * tanh_c[t, :n]
+            out = xp.multiply(a[:, 3 * hidden:], tanh_c[t, :n], out=y[t, :n] if w_hr is None else h_cell[t, :n])
             if w_hr is not None:
-                h_cell[t, :n] = out
-                out = out @ w_hr.T
-            h[:n] = y[t, :n] = out
+                out = y[t, :n] = out @ w_hr.T
+            h[:n] = out
         self.saved = acts, h_prev, c_prev, tanh_c, h_cell
         return xp.concatenate([y.ravel(), h.ravel(), c.ravel()])
 
@@ -313,39 +315,42 @@ class LSTMLayer(_RecurrentLayer, Primitive):
         gy, dh, dc = unpack(grad, length, batch, out_size, hidden)
         acts, h_prev, c_prev, tanh_c, h_cell = self.saved
         i, f, g, o = (acts[..., k * hidden:(k + 1) * hidden] for k in range(4))
-        # d(pre-activation)/d(c') for i, f, g, and d(pre-activation of o)/dh', all steps at once: g·i(1 - i),
-        # c·f(1 - f), i(1 - g²), tanh c'·o(1 - o), each made in two reused buffers and written once into its
-        # (strided) place, where temporaries of the sequence's size were allocated for every factor
-        local = xp.empty(acts.shape[:2] + (4, hidden), dtype=acts.dtype)
-        product, slope = xp.empty_like(c_prev), xp.empty_like(c_prev)
-        for k, (gate, times) in enumerate(((i, g), (f, c_prev), (g, i), (o, tanh_c))):
-            if k == 2:  # tanh's derivative
-                xp.multiply(gate, gate, out=slope)
-                xp.subtract(1, slope, out=slope)
-                xp.multiply(times, slope, out=local[..., k, :])
-            else:  # σ's
-                xp.multiply(times, gate, out=product)
-                xp.subtract(1, gate, out=slope)
-                xp.multiply(product, slope, out=local[..., k, :])
-        through_tanh = xp.multiply(tanh_c, tanh_c)  # o (1 - tanh² c')
-        xp.subtract(1, through_tanh, out=through_tanh)
-        through_tanh *= o
-        dpre = self.buffer(local.shape, local.dtype)
+        # Each step's local derivatives are made in the step, on its rows while they are in the cache (whole-sequence
+        # passes went out to memory and back, fifteen of them), into arrays made once, and taken to the
+        # pre-activation gradients in their place in dpre: d(pre-activation)/d(c') for i, f, g and
+        # d(pre-activation of o)/dh', g·i(1 - i), c·f(1 - f), i(1 - g²), tanh c'·o(1 - o); and o (1 - tanh² c').
+        dpre = self.buffer(acts.shape[:2] + (4, hidden), acts.dtype)
         dh, dc = dh.copy(), dc.copy()
         dw_hr = xp.zeros_like(w_hr) if w_hr is not None else None
+        delta_sum = xp.empty((batch, out_size), gy.dtype)
+        product, slope, through = (xp.empty((batch, hidden), acts.dtype) for _ in range(3))
         for t in reversed(self.steps(length)):
             n = self.active(t, batch)
-            delta = dh[:n] + gy[t, :n]
+            d, cell_tanh, product_n, slope_n = dpre[t, :n], tanh_c[t, :n], product[:n], slope[:n]
+            for k, (gate, times) in enumerate(((i, g), (f, c_prev), (g, i), (o, tanh_c))):
+                gate, times = gate[t, :n], times[t, :n]
+                if k == 2:  # tanh's derivative
+                    xp.multiply(gate, gate, out=slope_n)
+                    xp.subtract(1, slope_n, out=slope_n)
+                    xp.multiply(times, slope_n, out=d[:, k])
+                else:  # σ's
+                    xp.multiply(times, gate, out=product_n)
+                    xp.subtract(1, gate, out=slope_n)
+                    xp.multiply(product_n, slope_n, out=d[:, k])
+            through_tanh = xp.multiply(cell_tanh, cell_tanh, out=through[:n])
+            xp.subtract(1, through_tanh, out=through_tanh)
+            through_tanh *= o[t, :n]
+            delta = xp.add(dh[:n], gy[t, :n], out=delta_sum[:n])
             if w_hr is not None:
                 dw_hr += delta.T @ h_cell[t, :n]
                 delta = delta @ w_hr
             delta_c = dc[:n]
-            delta_c += delta * through_tanh[t, :n]
-            d = dpre[t, :n]
-            xp.multiply(local[t, :n, :3], delta_c[:, None, :], out=d[:, :3])
-            xp.multiply(local[t, :n, 3], delta, out=d[:, 3])
+            through_tanh *= delta
+            delta_c += through_tanh
+            d[:, :3] *= delta_c[:, None, :]
+            d[:, 3] *= delta
             delta_c *= f[t, :n]
-            dh[:n] = d.reshape(n, 4 * hidden) @ w_hh
+            xp.matmul(d.reshape(n, 4 * hidden), w_hh, out=dh[:n])
         dpre = dpre.reshape(length, batch, 4 * hidden)
         grads = _input_side_grads(dpre, x, w_ih, h_prev, dh)
         return grads + (dc,) + ((dw_hr,) if w_hr is not None else ())
