@@ -89,6 +89,20 @@ class _RecurrentLayer:
         """An array for per-step values: a packed batch leaves rows unwritten, and they must read 0."""
         return xp.empty(shape, dtype=dtype) if self.batch_sizes is None else xp.zeros(shape, dtype=dtype)
 
+    def output(self, y_shape, dtype, *states):
+        """The layer's one output [y, h_n(, c_n)], made once, with y (zeros where a packed batch leaves rows
+        unwritten) and each state, starting from its initial value, as views into it that the steps write in place
+        (where the three were concatenated after the loop). For the layers that do not save y for the backward:
+        then no saved array is a view of what the caller holds."""
+        size = y_shape[0] * y_shape[1] * y_shape[2]
+        flat = self.buffer((size + sum(state.size for state in states),), dtype)
+        views = [flat[:size].reshape(y_shape)]
+        for state in states:
+            views.append(flat[size:size + state.size].reshape(state.shape))
+            views[-1][...] = state
+            size += state.size
+        return flat, *views
+
     def backward(self, grad, output, *inputs):
         if autograd.is_grad_enabled():  # create_graph=True: a gradient that has a graph of its own
             # Each input that needs a gradient enters the composite through an alias (a view) of its own, and the
@@ -208,13 +222,16 @@ class GRULayer(_RecurrentLayer, Primitive):
         gi = input_projection(x, w_ih)
         gi += b_ih
         shape = (length, batch, hidden)
-        h, y, h_prev = h0.copy(), self.buffer(shape, gi.dtype), self.buffer(shape, gi.dtype)
+        flat, y, h = self.output(shape, gi.dtype, h0)
+        h_prev = self.buffer(shape, gi.dtype)
         rz = self.buffer((length, batch, 2 * hidden), gi.dtype)
         candidate, gh_n = self.buffer(shape, gi.dtype), self.buffer(shape, gi.dtype)
+        # the step's products written into arrays made once, h' straight into its place in y
+        recurrent, update = xp.empty((batch, 3 * hidden), gi.dtype), xp.empty((batch, hidden), gi.dtype)
         for t in self.steps(length):
             n = self.active(t, batch)
             h_prev[t, :n] = h[:n]
-            gh = h[:n] @ w_hh.T
+            gh = xp.matmul(h[:n], w_hh.T, out=recurrent[:n])
             gh += b_hh
             r_z = rz[t, :n]
             _sigmoid(xp.add(gi[t, :n, :2 * hidden], gh[:, :2 * hidden], out=r_z), out=r_z)
@@ -223,9 +240,11 @@ class GRULayer(_RecurrentLayer, Primitive):
             xp.multiply(r_z[:, :hidden], gh[:, 2 * hidden:], out=c)
             c += gi[t, :n, 2 * hidden:]
             xp.tanh(c, out=c)
-            h[:n] = y[t, :n] = c + r_z[:, hidden:] * (h[:n] - c)
+            step = xp.subtract(h[:n], c, out=update[:n])
+            step *= r_z[:, hidden:]
+            h[:n] = xp.add(c, step, out=y[t, :n])
         self.saved = h_prev, rz, candidate, gh_n
-        return xp.concatenate([y.ravel(), h.ravel()])
+        return flat
 
     def backward_arrays(self, grad, x, w_ih, w_hh, b_ih, b_hh, h0):
         length, batch = x.shape[:2]
@@ -240,9 +259,10 @@ class GRULayer(_RecurrentLayer, Primitive):
         shape = (length, batch, 3 * hidden)
         dgi, dgh = self.buffer(shape, gy.dtype), self.buffer(shape, gy.dtype)
         dh = dh.copy()
+        delta_sum, through_w = xp.empty((batch, hidden), gy.dtype), xp.empty((batch, hidden), gy.dtype)
         for t in reversed(self.steps(length)):
             n = self.active(t, batch)
-            delta = dh[:n] + gy[t, :n]
+            delta = xp.add(dh[:n], gy[t, :n], out=delta_sum[:n])
             d_i, d_h = dgi[t, :n], dgh[t, :n]
             dn = xp.multiply(delta, to_n[t, :n], out=d_i[:, 2 * hidden:])
             xp.multiply(delta, to_z[t, :n], out=d_i[:, hidden:2 * hidden])
@@ -250,7 +270,7 @@ class GRULayer(_RecurrentLayer, Primitive):
             d_h[:, :2 * hidden] = d_i[:, :2 * hidden]
             xp.multiply(dn, r[t, :n], out=d_h[:, 2 * hidden:])
             delta *= z[t, :n]
-            delta += d_h @ w_hh
+            delta += xp.matmul(d_h, w_hh, out=through_w[:n])
             dh[:n] = delta
         return _input_side_grads(dgi, x, w_ih, h_prev, dh, dpre_hh=dgh)
 
@@ -279,9 +299,8 @@ class LSTMLayer(_RecurrentLayer, Primitive):
         hidden = c0.shape[1]
         acts = input_projection(x, w_ih)
         acts += b_ih + b_hh
-        h, c = h0.copy(), c0.copy()
-        y, h_prev = self.buffer((length, batch, h0.shape[1]), acts.dtype), self.buffer((length, batch, h0.shape[1]),
-                                                                                      acts.dtype)
+        flat, y, h, c = self.output((length, batch, h0.shape[1]), acts.dtype, h0, c0)
+        h_prev = self.buffer((length, batch, h0.shape[1]), acts.dtype)
         c_prev, tanh_c = self.buffer((length, batch, hidden), acts.dtype), self.buffer((length, batch, hidden),
                                                                                        acts.dtype)
         h_cell = xp.empty_like(c_prev) if w_hr is not None else None
@@ -307,7 +326,7 @@ class LSTMLayer(_RecurrentLayer, Primitive):
                 out = y[t, :n] = out @ w_hr.T
             h[:n] = out
         self.saved = acts, h_prev, c_prev, tanh_c, h_cell
-        return xp.concatenate([y.ravel(), h.ravel(), c.ravel()])
+        return flat
 
     def backward_arrays(self, grad, x, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr=None):
         length, batch = x.shape[:2]
