@@ -252,21 +252,30 @@ class GRULayer(_RecurrentLayer, Primitive):
         gy, dh = unpack(grad, length, batch, hidden)
         h_prev, rz, candidate, gh_n = self.saved
         r, z = rz[..., :hidden], rz[..., hidden:]
-        # the local derivatives of every step at once, outside the loop
-        to_n = (1 - z) * (1 - candidate * candidate)
-        to_z = (h_prev - candidate) * z * (1 - z)
-        to_r = gh_n * r * (1 - r)
         shape = (length, batch, 3 * hidden)
         dgi, dgh = self.buffer(shape, gy.dtype), self.buffer(shape, gy.dtype)
         dh = dh.copy()
-        delta_sum, through_w = xp.empty((batch, hidden), gy.dtype), xp.empty((batch, hidden), gy.dtype)
+        # Each step's local derivatives (1 - z)(1 - n²), (h - n) z (1 - z) and (W_hn h + b_hn) r (1 - r) are made
+        # in the step, on its rows while they are in the cache, into arrays made once (the whole sequence's, ten
+        # temporaries of its size, were made before the loop), as are dL/dh + dL/dy and d W_hh
+        delta_sum, through_w, to_n, to_z, to_r, complement = (xp.empty((batch, hidden), gy.dtype) for _ in range(6))
         for t in reversed(self.steps(length)):
             n = self.active(t, batch)
+            z_t, r_t, n_t = z[t, :n], r[t, :n], candidate[t, :n]
+            one_minus_z = xp.subtract(1, z_t, out=complement[:n])
+            to_n_t = xp.multiply(n_t, n_t, out=to_n[:n])
+            xp.subtract(1, to_n_t, out=to_n_t)
+            to_n_t *= one_minus_z
+            to_z_t = xp.subtract(h_prev[t, :n], n_t, out=to_z[:n])
+            to_z_t *= z_t
+            to_z_t *= one_minus_z
+            to_r_t = xp.multiply(gh_n[t, :n], r_t, out=to_r[:n])
+            to_r_t *= xp.subtract(1, r_t, out=complement[:n])
             delta = xp.add(dh[:n], gy[t, :n], out=delta_sum[:n])
             d_i, d_h = dgi[t, :n], dgh[t, :n]
-            dn = xp.multiply(delta, to_n[t, :n], out=d_i[:, 2 * hidden:])
-            xp.multiply(delta, to_z[t, :n], out=d_i[:, hidden:2 * hidden])
-            xp.multiply(dn, to_r[t, :n], out=d_i[:, :hidden])
+            dn = xp.multiply(delta, to_n_t, out=d_i[:, 2 * hidden:])
+            xp.multiply(delta, to_z_t, out=d_i[:, hidden:2 * hidden])
+            xp.multiply(dn, to_r_t, out=d_i[:, :hidden])
             d_h[:, :2 * hidden] = d_i[:, :2 * hidden]
             xp.multiply(dn, r[t, :n], out=d_h[:, 2 * hidden:])
             delta *= z[t, :n]
