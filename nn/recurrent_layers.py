@@ -89,6 +89,20 @@ class _RecurrentLayer:
         """An array for per-step values: a packed batch leaves rows unwritten, and they must read 0."""
         return xp.empty(shape, dtype=dtype) if self.batch_sizes is None else xp.zeros(shape, dtype=dtype)
 
+    def output(self, y_shape, dtype, *states):
+        """The layer's one output [y, h_n(, c_n)], made once, with y (zeros where a packed batch leaves rows
+        unwritten) and each state, starting from its initial value, as views into it that the steps write in place
+        (where the three were concatenated after the loop). For the layers that do not save y for the backward:
+        then no saved array is a view of what the caller holds."""
+        size = y_shape[0] * y_shape[1] * y_shape[2]
+        flat = self.buffer((size + sum(state.size for state in states),), dtype)
+        views = [flat[:size].reshape(y_shape)]
+        for state in states:
+            views.append(flat[size:size + state.size].reshape(state.shape))
+            views[-1][...] = state
+            size += state.size
+        return flat, *views
+
     def backward(self, grad, output, *inputs):
         if autograd.is_grad_enabled():  # create_graph=True: a gradient that has a graph of its own
             # Each input that needs a gradient enters the composite through an alias (a view) of its own, and the
@@ -208,13 +222,16 @@ class GRULayer(_RecurrentLayer, Primitive):
         gi = input_projection(x, w_ih)
         gi += b_ih
         shape = (length, batch, hidden)
-        h, y, h_prev = h0.copy(), self.buffer(shape, gi.dtype), self.buffer(shape, gi.dtype)
+        flat, y, h = self.output(shape, gi.dtype, h0)
+        h_prev = self.buffer(shape, gi.dtype)
         rz = self.buffer((length, batch, 2 * hidden), gi.dtype)
         candidate, gh_n = self.buffer(shape, gi.dtype), self.buffer(shape, gi.dtype)
+        # the step's products written into arrays made once, h' straight into its place in y
+        recurrent, update = xp.empty((batch, 3 * hidden), gi.dtype), xp.empty((batch, hidden), gi.dtype)
         for t in self.steps(length):
             n = self.active(t, batch)
             h_prev[t, :n] = h[:n]
-            gh = h[:n] @ w_hh.T
+            gh = xp.matmul(h[:n], w_hh.T, out=recurrent[:n])
             gh += b_hh
             r_z = rz[t, :n]
             _sigmoid(xp.add(gi[t, :n, :2 * hidden], gh[:, :2 * hidden], out=r_z), out=r_z)
@@ -223,9 +240,11 @@ class GRULayer(_RecurrentLayer, Primitive):
             xp.multiply(r_z[:, :hidden], gh[:, 2 * hidden:], out=c)
             c += gi[t, :n, 2 * hidden:]
             xp.tanh(c, out=c)
-            h[:n] = y[t, :n] = c + r_z[:, hidden:] * (h[:n] - c)
+            step = xp.subtract(h[:n], c, out=update[:n])
+            step *= r_z[:, hidden:]
+            h[:n] = xp.add(c, step, out=y[t, :n])
         self.saved = h_prev, rz, candidate, gh_n
-        return xp.concatenate([y.ravel(), h.ravel()])
+        return flat
 
     def backward_arrays(self, grad, x, w_ih, w_hh, b_ih, b_hh, h0):
         length, batch = x.shape[:2]
@@ -233,24 +252,34 @@ class GRULayer(_RecurrentLayer, Primitive):
         gy, dh = unpack(grad, length, batch, hidden)
         h_prev, rz, candidate, gh_n = self.saved
         r, z = rz[..., :hidden], rz[..., hidden:]
-        # the local derivatives of every step at once, outside the loop
-        to_n = (1 - z) * (1 - candidate * candidate)
-        to_z = (h_prev - candidate) * z * (1 - z)
-        to_r = gh_n * r * (1 - r)
         shape = (length, batch, 3 * hidden)
         dgi, dgh = self.buffer(shape, gy.dtype), self.buffer(shape, gy.dtype)
         dh = dh.copy()
+        # Each step's local derivatives (1 - z)(1 - n²), (h - n) z (1 - z) and (W_hn h + b_hn) r (1 - r) are made
+        # in the step, on its rows while they are in the cache, into arrays made once (the whole sequence's, ten
+        # temporaries of its size, were made before the loop), as are dL/dh + dL/dy and d W_hh
+        delta_sum, through_w, to_n, to_z, to_r, complement = (xp.empty((batch, hidden), gy.dtype) for _ in range(6))
         for t in reversed(self.steps(length)):
             n = self.active(t, batch)
-            delta = dh[:n] + gy[t, :n]
+            z_t, r_t, n_t = z[t, :n], r[t, :n], candidate[t, :n]
+            one_minus_z = xp.subtract(1, z_t, out=complement[:n])
+            to_n_t = xp.multiply(n_t, n_t, out=to_n[:n])
+            xp.subtract(1, to_n_t, out=to_n_t)
+            to_n_t *= one_minus_z
+            to_z_t = xp.subtract(h_prev[t, :n], n_t, out=to_z[:n])
+            to_z_t *= z_t
+            to_z_t *= one_minus_z
+            to_r_t = xp.multiply(gh_n[t, :n], r_t, out=to_r[:n])
+            to_r_t *= xp.subtract(1, r_t, out=complement[:n])
+            delta = xp.add(dh[:n], gy[t, :n], out=delta_sum[:n])
             d_i, d_h = dgi[t, :n], dgh[t, :n]
-            dn = xp.multiply(delta, to_n[t, :n], out=d_i[:, 2 * hidden:])
-            xp.multiply(delta, to_z[t, :n], out=d_i[:, hidden:2 * hidden])
-            xp.multiply(dn, to_r[t, :n], out=d_i[:, :hidden])
+            dn = xp.multiply(delta, to_n_t, out=d_i[:, 2 * hidden:])
+            xp.multiply(delta, to_z_t, out=d_i[:, hidden:2 * hidden])
+            xp.multiply(dn, to_r_t, out=d_i[:, :hidden])
             d_h[:, :2 * hidden] = d_i[:, :2 * hidden]
             xp.multiply(dn, r[t, :n], out=d_h[:, 2 * hidden:])
             delta *= z[t, :n]
-            delta += d_h @ w_hh
+            delta += xp.matmul(d_h, w_hh, out=through_w[:n])
             dh[:n] = delta
         return _input_side_grads(dgi, x, w_ih, h_prev, dh, dpre_hh=dgh)
 
@@ -279,33 +308,34 @@ class LSTMLayer(_RecurrentLayer, Primitive):
         hidden = c0.shape[1]
         acts = input_projection(x, w_ih)
         acts += b_ih + b_hh
-        h, c = h0.copy(), c0.copy()
-        y, h_prev = self.buffer((length, batch, h0.shape[1]), acts.dtype), self.buffer((length, batch, h0.shape[1]),
-                                                                                      acts.dtype)
+        flat, y, h, c = self.output((length, batch, h0.shape[1]), acts.dtype, h0, c0)
+        h_prev = self.buffer((length, batch, h0.shape[1]), acts.dtype)
         c_prev, tanh_c = self.buffer((length, batch, hidden), acts.dtype), self.buffer((length, batch, hidden),
                                                                                        acts.dtype)
         h_cell = xp.empty_like(c_prev) if w_hr is not None else None
         scale, shift = _gate_activation(hidden, acts.dtype)
+        # the step's products written into arrays made once: the four gates' matmul, i · g, and o · tanh c' straight
+        # into its place in y (or the projection's input), where each step allocated three new arrays and copied
+        recurrent, input_gate = xp.empty((batch, 4 * hidden), acts.dtype), xp.empty((batch, hidden), acts.dtype)
         for t in self.steps(length):
             n = self.active(t, batch)
             h_prev[t, :n], c_prev[t, :n] = h[:n], c[:n]
             a = acts[t, :n]
-            a += h[:n] @ w_hh.T  # the one matmul of the step, all four gates
+            a += xp.matmul(h[:n], w_hh.T, out=recurrent[:n])  # the one matmul of the step, all four gates
             a *= scale  # [σ, σ, tanh, σ] of the four gates in four whole-row passes (σ(x) = (1 + tanh(x/2)) / 2)
             xp.tanh(a, out=a)
             a *= scale
             a += shift
             c_t = c[:n]
             c_t *= a[:, hidden:2 * hidden]
-            c_t += a[:, :hidden] * a[:, 2 * hidden:3 * hidden]
+            c_t += xp.multiply(a[:, :hidden], a[:, 2 * hidden:3 * hidden], out=input_gate[:n])
             xp.tanh(c_t, out=tanh_c[t, :n])
-            out = a[:, 3 * hidden:] * tanh_c[t, :n]
+            out = xp.multiply(a[:, 3 * hidden:], tanh_c[t, :n], out=y[t, :n] if w_hr is None else h_cell[t, :n])
             if w_hr is not None:
-                h_cell[t, :n] = out
-                out = out @ w_hr.T
-            h[:n] = y[t, :n] = out
+                out = y[t, :n] = out @ w_hr.T
+            h[:n] = out
         self.saved = acts, h_prev, c_prev, tanh_c, h_cell
-        return xp.concatenate([y.ravel(), h.ravel(), c.ravel()])
+        return flat
 
     def backward_arrays(self, grad, x, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr=None):
         length, batch = x.shape[:2]
@@ -313,39 +343,42 @@ class LSTMLayer(_RecurrentLayer, Primitive):
         gy, dh, dc = unpack(grad, length, batch, out_size, hidden)
         acts, h_prev, c_prev, tanh_c, h_cell = self.saved
         i, f, g, o = (acts[..., k * hidden:(k + 1) * hidden] for k in range(4))
-        # d(pre-activation)/d(c') for i, f, g, and d(pre-activation of o)/dh', all steps at once: g·i(1 - i),
-        # c·f(1 - f), i(1 - g²), tanh c'·o(1 - o), each made in two reused buffers and written once into its
-        # (strided) place, where temporaries of the sequence's size were allocated for every factor
-        local = xp.empty(acts.shape[:2] + (4, hidden), dtype=acts.dtype)
-        product, slope = xp.empty_like(c_prev), xp.empty_like(c_prev)
-        for k, (gate, times) in enumerate(((i, g), (f, c_prev), (g, i), (o, tanh_c))):
-            if k == 2:  # tanh's derivative
-                xp.multiply(gate, gate, out=slope)
-                xp.subtract(1, slope, out=slope)
-                xp.multiply(times, slope, out=local[..., k, :])
-            else:  # σ's
-                xp.multiply(times, gate, out=product)
-                xp.subtract(1, gate, out=slope)
-                xp.multiply(product, slope, out=local[..., k, :])
-        through_tanh = xp.multiply(tanh_c, tanh_c)  # o (1 - tanh² c')
-        xp.subtract(1, through_tanh, out=through_tanh)
-        through_tanh *= o
-        dpre = self.buffer(local.shape, local.dtype)
+        # Each step's local derivatives are made in the step, on its rows while they are in the cache (whole-sequence
+        # passes went out to memory and back, fifteen of them), into arrays made once, and taken to the
+        # pre-activation gradients in their place in dpre: d(pre-activation)/d(c') for i, f, g and
+        # d(pre-activation of o)/dh', g·i(1 - i), c·f(1 - f), i(1 - g²), tanh c'·o(1 - o); and o (1 - tanh² c').
+        dpre = self.buffer(acts.shape[:2] + (4, hidden), acts.dtype)
         dh, dc = dh.copy(), dc.copy()
         dw_hr = xp.zeros_like(w_hr) if w_hr is not None else None
+        delta_sum = xp.empty((batch, out_size), gy.dtype)
+        product, slope, through = (xp.empty((batch, hidden), acts.dtype) for _ in range(3))
         for t in reversed(self.steps(length)):
             n = self.active(t, batch)
-            delta = dh[:n] + gy[t, :n]
+            d, cell_tanh, product_n, slope_n = dpre[t, :n], tanh_c[t, :n], product[:n], slope[:n]
+            for k, (gate, times) in enumerate(((i, g), (f, c_prev), (g, i), (o, tanh_c))):
+                gate, times = gate[t, :n], times[t, :n]
+                if k == 2:  # tanh's derivative
+                    xp.multiply(gate, gate, out=slope_n)
+                    xp.subtract(1, slope_n, out=slope_n)
+                    xp.multiply(times, slope_n, out=d[:, k])
+                else:  # σ's
+                    xp.multiply(times, gate, out=product_n)
+                    xp.subtract(1, gate, out=slope_n)
+                    xp.multiply(product_n, slope_n, out=d[:, k])
+            through_tanh = xp.multiply(cell_tanh, cell_tanh, out=through[:n])
+            xp.subtract(1, through_tanh, out=through_tanh)
+            through_tanh *= o[t, :n]
+            delta = xp.add(dh[:n], gy[t, :n], out=delta_sum[:n])
             if w_hr is not None:
                 dw_hr += delta.T @ h_cell[t, :n]
                 delta = delta @ w_hr
             delta_c = dc[:n]
-            delta_c += delta * through_tanh[t, :n]
-            d = dpre[t, :n]
-            xp.multiply(local[t, :n, :3], delta_c[:, None, :], out=d[:, :3])
-            xp.multiply(local[t, :n, 3], delta, out=d[:, 3])
+            through_tanh *= delta
+            delta_c += through_tanh
+            d[:, :3] *= delta_c[:, None, :]
+            d[:, 3] *= delta
             delta_c *= f[t, :n]
-            dh[:n] = d.reshape(n, 4 * hidden) @ w_hh
+            xp.matmul(d.reshape(n, 4 * hidden), w_hh, out=dh[:n])
         dpre = dpre.reshape(length, batch, 4 * hidden)
         grads = _input_side_grads(dpre, x, w_ih, h_prev, dh)
         return grads + (dc,) + ((dw_hr,) if w_hr is not None else ())

@@ -113,24 +113,49 @@ def _by_magnitude(x, small, beyond):
 _BLOCK = 16384  # elements: a block's float64 temporaries stay in the CPU's cache through the dozens of passes
 
 
-def _in_blocks(evaluate, x, dtype):
-    """evaluate(float64 block) over x, block by block, into an array of ``dtype`` and x's shape. A block at a
-    time is over three times quicker on large arrays than whole-array passes, each of which would go out to
-    memory and back. A dense input in another layout (channels_last, a transpose) is read in its memory order, and
-    the result is laid out as it, as PyTorch's unary kernels lay theirs out (a reshape would copy it row-major)."""
+def in_memory_order(x, *others):
+    """x's elements as a 1-d array in x's memory order, ``others`` (of x's shape) flattened in the same order, and
+    a function laying a 1-d result out as x. A dense input in another layout (channels_last, a transpose) is read in
+    its memory order, and the result is laid out as it, as PyTorch's unary kernels lay theirs out (a reshape would
+    copy it row-major); an array in another layout than x's is copied into x's order."""
     x = xp.asarray(x)
     if x.ndim > 1 and not x.flags.c_contiguous and is_dense(x):
         order = sorted(range(x.ndim), key=lambda dim: -x.strides[dim])  # (the outermost first)
         in_memory = x.transpose(order)
         if in_memory.flags.c_contiguous:
-            return _in_blocks(evaluate, in_memory, dtype).transpose(numpy.argsort(order))
-    flat = x.reshape(-1)  # (1-d: NumPy's arithmetic on a 0-d array gives scalars, which copyto cannot write)
-    if x.size <= _BLOCK or xp is not numpy:  # (a GPU runs each pass over the whole array at once)
-        return evaluate(flat.astype(numpy.float64)).astype(dtype, copy=False).reshape(x.shape)
+            inverse = numpy.argsort(order)
+            return ((in_memory.reshape(-1),) + tuple(xp.asarray(a).transpose(order).reshape(-1) for a in others)
+                    + (lambda flat: flat.reshape(in_memory.shape).transpose(inverse),))
+    # (1-d: NumPy's arithmetic on a 0-d array gives scalars, which copyto cannot write)
+    return (x.reshape(-1),) + tuple(xp.asarray(a).reshape(-1) for a in others) + (lambda flat: flat.reshape(x.shape),)
+
+
+def _in_blocks(evaluate, x, dtype):
+    """evaluate(float64 block) over x, block by block, into an array of ``dtype`` laid out as x. A block at a
+    time is over three times quicker on large arrays than whole-array passes, each of which would go out to
+    memory and back."""
+    flat, laid_out = in_memory_order(x)
+    if flat.size <= _BLOCK or xp is not numpy:  # (a GPU runs each pass over the whole array at once)
+        return laid_out(evaluate(flat.astype(numpy.float64)).astype(dtype, copy=False))
     out = xp.empty(flat.shape, dtype)
     for start in range(0, flat.size, _BLOCK):
         out[start:start + _BLOCK] = evaluate(flat[start:start + _BLOCK].astype(numpy.float64))
-    return out.reshape(x.shape)
+    return laid_out(out)
+
+
+def blockwise(kernel, inputs, outputs, scratch):
+    """kernel(*input_blocks, *output_blocks, *scratch_blocks) over 1-d arrays of one size, block by block, each
+    output block written in place: every pass of a block's evaluation stays in the CPU's cache, and the
+    ``scratch`` dtypes' buffers are allocated once, where whole-array passes would each go out to memory and
+    back, into a new array whose pages the system maps afresh. (A GPU's block is the whole array.)"""
+    size = inputs[0].size
+    step = max(1, size if xp is not numpy else min(size, _BLOCK))
+    buffers = [xp.empty(step, dtype) for dtype in scratch]
+    for start in range(0, size, step):
+        stop = min(start + step, size)
+        kernel(*(a[start:stop] for a in inputs), *(a[start:stop] for a in outputs),
+               *(b[:stop - start] for b in buffers))
+    return outputs
 
 
 def _erf_beyond(magnitude, x):
@@ -182,24 +207,74 @@ _LOG_ERFC_OVER_Y = (-2.682470632831819, -1.7356901606080521, -0.1118114518634448
                     -7.315393005567342e-06, 1.4294098057656198e-05)
 
 
-def _erf_for_float32(x):
+def _erf_for_float32(x, erf, magnitude, u):
     """erf(x) = sign(x) (1 - erfc(y)) = -sign(x) expm1(y S(y)), y = |x| up to 4, in float64: one polynomial over
-    the whole range (no intervals to merge) good to 4.2e-10 relative, expm1 keeping it near 0 (erf(y) ≈ 2y/√π)."""
-    y = xp.abs(x)
-    xp.minimum(y, 4.0, out=y)  # (erf(4) rounds to float32's 1; NaN stays NaN)
-    u = y * 0.5
+    the whole range (no intervals to merge) good to 4.2e-10 relative, expm1 keeping it near 0 (erf(y) ≈ 2y/√π).
+    Written into ``erf`` (float64, x's size) without its sign, which ``_rounded_with_sign`` gives it in float32 (a
+    third of the time of a float64 copysign reading float32 x; rounding is the same either side of 0), with
+    ``magnitude`` and ``u`` float64 scratch of its size."""
+    xp.abs(x, out=magnitude)
+    xp.minimum(magnitude, 4.0, out=magnitude)  # (erf(4) rounds to float32's 1; NaN stays NaN)
+    xp.multiply(magnitude, 0.5, out=u)
     u -= 1
-    s = u * _LOG_ERFC_OVER_Y[-1]
+    xp.multiply(u, _LOG_ERFC_OVER_Y[-1], out=erf)
     for coefficient in _LOG_ERFC_OVER_Y[-2:0:-1]:
-        s += coefficient
-        s *= u
-    s += _LOG_ERFC_OVER_Y[0]
-    s *= y
-    xp.expm1(s, out=s)
-    return xp.copysign(s, x, out=s)  # (|expm1(s)| = 1 - erfc(y), with x's sign: erf(-0.0) is -0.0)
+        erf += coefficient
+        erf *= u
+    erf += _LOG_ERFC_OVER_Y[0]
+    erf *= magnitude
+    return xp.expm1(erf, out=erf)
+
+
+def _rounded_with_sign(erf, x, out):
+    """The float64 ``erf`` of ``_erf_for_float32`` rounded into float32 ``out`` with x's sign: |expm1(y S(y))| =
+    1 - erfc(y) (erf(-0.0) is -0.0)."""
+    xp.copyto(out, erf, casting="same_kind")
+    xp.copysign(out, x, out=out)
+
+
+def _erf_float32_block(x, out, erf, magnitude, u):
+    _rounded_with_sign(_erf_for_float32(x, erf, magnitude, u), x, out)
 
 
 def erf_float32(x):
     """erf of a float32 array, in float32, within one unit in the last place of the correctly rounded erf (checked
     over every float32): a third of the passes of ``erf``'s float64 evaluation, which GELU's costs were."""
-    return _in_blocks(_erf_for_float32, x, numpy.float32)
+    flat, laid_out = in_memory_order(x)
+    out, = blockwise(_erf_float32_block, (flat,), (xp.empty(flat.shape, numpy.float32),), (numpy.float64,) * 3)
+    return laid_out(out)
+
+
+_SQRT_HALF = numpy.float32(math.sqrt(0.5))
+
+
+def _normal_cdf_float32_block(x, cdf, scaled, erf, magnitude, u):
+    xp.multiply(x, _SQRT_HALF, out=scaled)
+    _rounded_with_sign(_erf_for_float32(scaled, erf, magnitude, u), scaled, cdf)
+    cdf += 1  # (erf rounded to float32, then 1 + erf and its half in float32)
+    cdf *= 0.5
+
+
+def _gelu_float32_block(x, gelu, cdf, scaled, erf, magnitude, u):
+    _normal_cdf_float32_block(x, cdf, scaled, erf, magnitude, u)
+    xp.multiply(cdf, x, out=gelu)
+
+
+_CDF_SCRATCH = (numpy.float32,) + (numpy.float64,) * 3
+
+
+def normal_cdf_float32(x):
+    """Φ(x) = (1 + erf(x/√2)) / 2 of a float32 array, laid out as x: x/√2 and 1 + erf then its half in float32,
+    erf by ``erf_float32``'s polynomial, all in one pass of blocks."""
+    flat, laid_out = in_memory_order(x)
+    cdf, = blockwise(_normal_cdf_float32_block, (flat,), (xp.empty(flat.shape, numpy.float32),), _CDF_SCRATCH)
+    return laid_out(cdf)
+
+
+def gelu_float32(x):
+    """(x Φ(x), Φ(x)) of a float32 array, laid out as x, Φ as ``normal_cdf_float32`` and the product in the same
+    blocks: GELU's forward, 524,288 values in one pass of 32 blocks."""
+    flat, laid_out = in_memory_order(x)
+    gelu, cdf = blockwise(_gelu_float32_block, (flat,), (xp.empty(flat.shape, numpy.float32),
+                                                          xp.empty(flat.shape, numpy.float32)), _CDF_SCRATCH)
+    return laid_out(gelu), laid_out(cdf)
