@@ -1,7 +1,7 @@
 """Layer, group, instance and training batch norm as one node (``AffineNormalization`` of
-autograd/ops/normalization_node.py): gradients and second derivatives against finite differences over
-hypothesis-drawn shapes, with and without γ and β. (tests/test_perf35_norms.py checks its values against the
-composite it replaced and against PyTorch.)"""
+autograd/ops/normalization_node.py), and batch norm in evaluation (``RunningNormalization``): gradients and second
+derivatives against finite differences over hypothesis-drawn shapes, with and without γ and β.
+(tests/test_perf35_norms.py checks their values against the composite they replaced and against PyTorch.)"""
 
 import numpy as np
 import pytest
@@ -42,9 +42,12 @@ FUNCTIONS = {
     "group_norm": lambda x, w, b: F.group_norm(x, 1, w, b, eps=1e-3),
     "instance_norm": lambda x, w, b: F.instance_norm(x, weight=w, bias=b, eps=1e-3),
     "batch_norm": lambda x, w, b: F.batch_norm(x, None, None, w, b, training=True, eps=1e-3),
+    "batch_norm_eval": lambda x, w, b: F.batch_norm(x, autograd.tensor(np.linspace(-1, 1, x.shape[1])),
+                                                    autograd.tensor(np.linspace(0.5, 2, x.shape[1])), w, b),
 }
 
-CASES = {"AffineNormalization": (normalized_with_parameters(), _affine(FUNCTIONS["group_norm"]))}
+CASES = {"AffineNormalization": (normalized_with_parameters(), _affine(FUNCTIONS["group_norm"])),
+         "RunningNormalization": (normalized_with_parameters(), _affine(FUNCTIONS["batch_norm_eval"]))}
 
 
 @pytest.mark.parametrize("name", list(FUNCTIONS))

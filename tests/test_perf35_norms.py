@@ -1,4 +1,5 @@
-"""Layer, group, instance and training batch norm as one node (``AffineNormalization``): the same outputs,
+"""Layer, group, instance and training batch norm as one node (``AffineNormalization``), and batch norm in
+evaluation (``RunningNormalization``): the same outputs,
 gradients and running statistics as the composite it replaced (``normalize`` then ``scale_and_shift``, still the
 path for float16, channels-last maps, tracked instance statistics and meta tensors), bit for bit, over inputs
 holding NaN, ±inf and ±0, in float32 and float64, contiguous or not, with γ and β given or not; second
@@ -20,7 +21,14 @@ FUNCTIONS = {  # x of shape (4, C, 5, 7)
     "group_norm": (lambda x, w, b: F.group_norm(x, 3, w, b), (C,), "NativeGroupNormBackward0"),
     "instance_norm": (lambda x, w, b: F.instance_norm(x, weight=w, bias=b), (C,), "ViewBackward0"),
     "batch_norm": (lambda x, w, b: F.batch_norm(x, None, None, w, b, training=True), (C,), "NativeBatchNormBackward0"),
+    "batch_norm_eval": (lambda x, w, b: F.batch_norm(x, *_running(x.dtype), w, b), (C,), "NativeBatchNormBackward0"),
 }
+
+
+def _running(dtype):
+    """Running statistics for evaluation: a mean and a variance per channel (one variance 0, normalised by eps)."""
+    return (autograd.tensor(np.linspace(-1, 2, C), dtype=dtype),
+            autograd.tensor(np.linspace(0, 3, C) ** 2, dtype=dtype))
 
 
 def _inputs(dtype, special, seed=0, transposed=False):
@@ -66,7 +74,8 @@ def test_outputs_and_gradients_are_the_composites_bit_for_bit(name, dtype, speci
     rng = np.random.default_rng(1)
     weight, bias = (rng.standard_normal(parameter_shape).astype(dtype) if given else None for given in affine)
     y, fused = _run(function, x, weight, bias, grad, False, monkeypatch)
-    assert type(y.grad_fn).__name__ == "AffineNormalization" and y.grad_fn.name() == node
+    node_class = "RunningNormalization" if name.endswith("eval") else "AffineNormalization"
+    assert type(y.grad_fn).__name__ == node_class and y.grad_fn.name() == node
     _, composite = _run(function, x, weight, bias, grad, True, monkeypatch)
     assert all(_identical(a, b) for a, b in zip(fused, composite))  # y, dL/dx, dL/dγ, dL/dβ
 
@@ -105,6 +114,9 @@ def test_second_derivatives_are_the_composites(name, monkeypatch):
                             for g in autograd.grad((grad_x * grad_x).sum(), leaves, allow_unused=True)])
     assert results[0][2] is None and results[1][2] is None  # (β moves y, not dL/dx)
     for fused, composite in zip(results[0][:2], results[1][:2]):
+        if composite is None:  # (in evaluation dL/dx = γ g σ⁻¹ does not depend on x)
+            assert fused is None and name == "batch_norm_eval"
+            continue
         np.testing.assert_allclose(fused, composite, rtol=1e-9, atol=1e-9 * np.abs(composite).max())
 
 
@@ -161,6 +173,8 @@ def test_values_and_gradients_match_pytorch(name, dtype):
         "group_norm": lambda x, w, b: TF.group_norm(x, 3, w, b),
         "instance_norm": lambda x, w, b: TF.instance_norm(x, weight=w, bias=b),
         "batch_norm": lambda x, w, b: TF.batch_norm(x, None, None, w, b, training=True),
+        "batch_norm_eval": lambda x, w, b: TF.batch_norm(x, *(torch.tensor(t.numpy()) for t in _running(dtype)),
+                                                         w, b),
     }[name]
     function, parameter_shape, node = FUNCTIONS[name]
     x, grad = _inputs(dtype, False)
@@ -176,3 +190,23 @@ def test_values_and_gradients_match_pytorch(name, dtype):
     for a, b in zip([y] + [t.grad for t in ours], [expected] + [t.grad for t in reference]):
         b = b.detach().numpy()
         np.testing.assert_allclose(a.detach().numpy(), b, rtol=0, atol=64 * eps * np.abs(b).max())
+
+
+def test_evaluation_keeps_the_statistics_it_normalised_by(monkeypatch):
+    """Running statistics moved in place after an evaluation forward (a training step between the forward and the
+    backward) leave its gradients alone: the node normalised by the statistics as they were, as the composite."""
+    x, grad = _inputs(np.float32, False)
+    weight = np.linspace(0.5, 2, C, dtype=np.float32)
+    results = []
+    for composite in (False, True):
+        with monkeypatch.context() as patch:
+            if composite:
+                patch.setattr(normalization, "fits", lambda *tensors: False)
+            running = _running(np.float32)
+            leaves = [autograd.tensor(a, requires_grad=True) for a in (x, weight)]
+            y = F.batch_norm(leaves[0], *running, leaves[1])
+            running[0].add_(5.0)
+            running[1].mul_(3.0)
+            y.backward(autograd.tensor(grad))
+            results.append([y.detach().numpy(), leaves[0].grad.numpy(), leaves[1].grad.numpy()])
+    assert all(_identical(a, b) for a, b in zip(*results))

@@ -14,7 +14,7 @@ norm of float32 and float64 arrays run as one node with the same values (normali
 import math
 
 from .. import dual
-from ..backend import float16, float32
+from ..backend import float16, float32, xp
 from ..errors import ShapeError, check_same_dtype
 from ..graph import is_grad_enabled, no_grad, unbatched_under_vmap
 from ..primitive import named_node
@@ -22,7 +22,7 @@ from ..tensor import Tensor
 from .conversion import refuse_kinds
 from .layouts import in_batch_norm_layout, in_suggested_layout, stored_channels_last
 from .names import names
-from .normalization_node import AffineNormalization, fits
+from .normalization_node import AffineNormalization, RunningNormalization, fits
 
 
 def normalize(input, axes, eps):
@@ -188,6 +188,13 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         if running_mean is not None:
             update_running_stats(running_mean, running_var, momentum, mean.reshape(-1), variance.reshape(-1), count)
         return output
+    if (input is given and input._data.flags.c_contiguous and dual.LEVEL is None
+            and fits(input, weight, bias, running_mean, running_var)):  # (one node, the composite's values below)
+        mean = running_mean._data.reshape(shape).copy()  # (the statistics as they are now: the buffers move on)
+        rstd = 1 / xp.sqrt(running_var._data.reshape(shape) + running_var._data.dtype.type(eps))
+        return RunningNormalization.apply(*affine_inputs(input, weight, bias), mean=mean, rstd=rstd,
+                                          affine_shape=shape, weighted=weight is not None, shifted=bias is not None,
+                                          pytorch_name="NativeBatchNormBackward0")
     normalized = standardize_by_running_stats(input, running_mean, running_var, eps, shape)
     return named_node(scale_and_shift(normalized, weight, bias, shape, input.dtype), None,
                       "NativeBatchNormBackward0", (input,), saves=(given,))

@@ -168,3 +168,51 @@ class AffineNormalization(Primitive):
     def release(self):
         super().release()
         self.normalized = self.centred = self.rstd = None
+
+
+class RunningNormalization(Primitive):
+    """y = γ x̂ + β, x̂ = (x - m) σ⁻¹, with statistics given (batch norm in evaluation: the running mean m and
+    σ⁻¹ = (running var + eps)^(-1/2), arrays of ``affine_shape`` made by the caller, constants of the node);
+        dL/dx = (γ g) σ⁻¹,   dL/dγ = Σ g x̂,   dL/dβ = Σ g
+    The inputs are x, then γ if ``weighted`` and β if ``shifted``. One output array written in place, where the
+    composite (a difference and three products and sums, each a node) made four: the same values, bit for bit,
+    and the same gradients (the composite's products in its order), written with Tensor ops, so recorded under
+    create_graph. x̂ is kept for γ's gradient where it is not the output (not under saved-tensor hooks: computed
+    again from x)."""
+
+    normalized = None
+
+    def forward(self, x, *affine):
+        output = x - self.mean
+        output *= self.rstd
+        if self.weighted:
+            normalized, output = output, output * affine[0].reshape(self.affine_shape)
+            if modes.saved_tensor_hooks is None:
+                self.normalized = normalized
+        if self.shifted:
+            output += affine[-1].reshape(self.affine_shape)
+        return output
+
+    def backward(self, grad, output, x, *affine):
+        weight = affine[0] if self.weighted else None
+        bias = affine[-1] if self.shifted else None
+        grads = [None]
+        if x.requires_grad:
+            grads[0] = (grad if weight is None else grad * weight.reshape(self.affine_shape)) * Tensor._make(self.rstd)
+        if weight is not None:
+            grads.append(unbroadcast(grad * self._normalized(x), weight.reshape(self.affine_shape)).reshape(
+                weight.shape) if weight.requires_grad else None)
+        if bias is not None:
+            grads.append(unbroadcast(grad, bias.reshape(self.affine_shape)).reshape(bias.shape)
+                         if bias.requires_grad else None)
+        return tuple(grads)
+
+    def _normalized(self, x):
+        """x̂: the forward's, or (recorded under create_graph, or under saved-tensor hooks) (x - m) σ⁻¹ again."""
+        if self.normalized is not None and not modes.grad_enabled:
+            return Tensor._make(self.normalized)
+        return (x - Tensor._make(self.mean)) * Tensor._make(self.rstd)
+
+    def release(self):
+        super().release()
+        self.normalized = None
