@@ -210,3 +210,15 @@ def test_evaluation_keeps_the_statistics_it_normalised_by(monkeypatch):
             y.backward(autograd.tensor(grad))
             results.append([y.detach().numpy(), leaves[0].grad.numpy(), leaves[1].grad.numpy()])
     assert all(_identical(a, b) for a, b in zip(*results))
+
+
+def test_training_batch_norm_moves_its_running_statistics_before_it_saves_anything():
+    """As PyTorch's kernel: a non-reentrant checkpoint's recomputation stops once it has the saved tensors, and
+    must have moved the running statistics by then (checkpoint_sequential over a BatchNorm1d)."""
+    layer = nn.BatchNorm1d(3)
+    x = autograd.tensor(np.arange(12.0, dtype=np.float32).reshape(4, 3), requires_grad=True)
+    seen = []
+    with autograd.autograd.graph.saved_tensors_hooks(lambda t: seen.append(layer.running_mean.numpy().copy()) or t,
+                                                      lambda t: t):
+        layer(x)
+    np.testing.assert_allclose(seen[0], 0.1 * np.array([4.5, 5.5, 6.5]), rtol=1e-6)

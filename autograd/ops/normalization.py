@@ -173,21 +173,19 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
             raise one_value_per_channel(tuple(input.shape))
         if input is given and input._data.flags.c_contiguous and fits(input, weight, bias):
             # one node, the composite's values below (x laid out row-major: the same sums in the same order)
-            statistics = []
-            output = AffineNormalization.apply(*affine_inputs(input, weight, bias), axes=axes, grouped=None,
-                                               count=count, eps=eps, affine_shape=shape, weighted=weight is not None,
-                                               shifted=bias is not None, statistics=statistics,
-                                               pytorch_name="NativeBatchNormBackward0")
-            mean, variance = statistics
-        else:
-            normalized, mean, variance = (half_batch_statistics if input._data.dtype == float16 else normalize)(
-                input, axes, eps)
-            output = named_node(scale_and_shift(normalized, weight, bias, shape, input.dtype), None,
-                                "NativeBatchNormBackward0", saves=(given,))
-            mean, variance = mean._data, variance._data
+            moved = None if running_mean is None else lambda mean, variance: update_running_stats(
+                running_mean, running_var, momentum, mean.reshape(-1), variance.reshape(-1), count)
+            return AffineNormalization.apply(*affine_inputs(input, weight, bias), axes=axes, grouped=None,
+                                             count=count, eps=eps, affine_shape=shape, weighted=weight is not None,
+                                             shifted=bias is not None, on_statistics=moved,
+                                             pytorch_name="NativeBatchNormBackward0")
+        normalized, mean, variance = (half_batch_statistics if input._data.dtype == float16 else normalize)(
+            input, axes, eps)
         if running_mean is not None:
-            update_running_stats(running_mean, running_var, momentum, mean.reshape(-1), variance.reshape(-1), count)
-        return output
+            update_running_stats(running_mean, running_var, momentum, mean._data.reshape(-1),
+                                 variance._data.reshape(-1), count)
+        return named_node(scale_and_shift(normalized, weight, bias, shape, input.dtype), None,
+                          "NativeBatchNormBackward0", saves=(given,))
     if (input is given and input._data.flags.c_contiguous and dual.LEVEL is None
             and fits(input, weight, bias, running_mean, running_var)):  # (one node, the composite's values below)
         mean = running_mean._data.reshape(shape).copy()  # (the statistics as they are now: the buffers move on)

@@ -71,14 +71,15 @@ class AffineNormalization(Primitive):
     x, the same arrays."""
 
     normalized = centred = rstd = None
-    statistics = None  # a list given by the caller: the forward puts μ and var in it (batch norm's running averages)
+    # a function of the batch's μ and var (arrays) the forward calls last: batch norm's running averages, moved
+    # before the node saves anything, as PyTorch's kernel moves them (a checkpoint's recomputation, which stops
+    # once it has the saved tensors, still moves them)
+    on_statistics = None
 
     def forward(self, x, *affine):
         x = row_major(x)  # (as the composite's callers normalise x.contiguous(): the same sums, in the same order)
         statistics_view = x if self.grouped is None else x.reshape(self.grouped)
         normalized, centred, rstd, mean, variance = standardized(statistics_view, self.axes, self.count, self.eps)
-        if self.statistics is not None:
-            self.statistics[:] = mean, variance
         normalized = normalized.reshape(x.shape)
         output = normalized
         if self.weighted:
@@ -90,6 +91,8 @@ class AffineNormalization(Primitive):
             self.centred, self.rstd = centred, rstd
             if output is not normalized:
                 self.normalized = normalized
+        if self.on_statistics is not None:
+            self.on_statistics(mean, variance)
         return output
 
     def backward(self, grad, output, x, *affine):
