@@ -222,3 +222,23 @@ def test_training_batch_norm_moves_its_running_statistics_before_it_saves_anythi
                                                       lambda t: t):
         layer(x)
     np.testing.assert_allclose(seen[0], 0.1 * np.array([4.5, 5.5, 6.5]), rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", list(FUNCTIONS))
+@pytest.mark.parametrize("wanted", [(False, True, True), (True, False, True), (True, True, False)])
+def test_gradients_of_some_inputs_only_are_the_composites(name, wanted, monkeypatch):
+    """x, γ or β left out of the gradient (a frozen input, a frozen γ): the others' gradients, bit for bit."""
+    function, parameter_shape, _ = FUNCTIONS[name]
+    x, grad = _inputs(np.float32, False)
+    rng = np.random.default_rng(5)
+    weight, bias = (rng.standard_normal(parameter_shape).astype(np.float32) for _ in range(2))
+    results = []
+    for composite in (False, True):
+        with monkeypatch.context() as patch:
+            if composite:
+                patch.setattr(normalization, "fits", lambda *tensors: False)
+            leaves = [autograd.tensor(a, requires_grad=flag) for a, flag in zip((x, weight, bias), wanted)]
+            function(*leaves).backward(autograd.tensor(grad))
+            results.append([None if t.grad is None else t.grad.numpy() for t in leaves])
+    assert [g is None for g in results[0]] == [not flag for flag in wanted]
+    assert all(_identical(a, b) for a, b in zip(*results))

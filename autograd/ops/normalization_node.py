@@ -98,31 +98,32 @@ class AffineNormalization(Primitive):
     def backward(self, grad, output, x, *affine):
         weight = affine[0] if self.weighted else None
         bias = affine[-1] if self.shifted else None
+        weighted = weight is not None and weight.requires_grad  # (γ's gradient reads x̂)
         if modes.grad_enabled:  # (create_graph, forward mode: the gradient a function of x, γ and β)
             normalized, rstd = self._recorded_statistics(x)
-            grad_x = self._recorded_input_gradient(grad, normalized, rstd, weight, x.shape)
+            grad_x = self._recorded_input_gradient(grad, normalized, rstd, weight, x.shape) if x.requires_grad \
+                else None
         else:
-            normalized, centred, rstd = self._statistics(x)
-            grad_x = self._input_gradient(grad._data, centred, rstd, weight, x.shape)
-            normalized = Tensor._make(normalized)
-        grads = [grad_x if x.requires_grad else None]
+            normalized, centred, rstd = self._statistics(x, weighted)
+            grad_x = self._input_gradient(grad._data, centred, rstd, weight, x.shape) if x.requires_grad else None
+            normalized = None if normalized is None else Tensor._make(normalized)
+        grads = [grad_x]
         if weight is not None:
             grads.append(self._parameter_gradient(grad * normalized, weight) if weight.requires_grad else None)
         if bias is not None:
             grads.append(self._parameter_gradient(grad, bias) if bias.requires_grad else None)
         return tuple(grads)
 
-    def _statistics(self, x):
-        """x̂ (in x's shape), x - μ and σ⁻¹ (in the statistics' view) for a backward that records nothing: the
-        forward's, or computed again from x."""
+    def _statistics(self, x, weighted):
+        """x̂ (in x's shape; None unless ``weighted``: only γ's gradient reads it, and with γ the forward kept it),
+        x - μ and σ⁻¹ (in the statistics' view) for a backward that records nothing: the forward's, or computed
+        again from x."""
         normalized, centred, rstd = self.normalized, self.centred, self.rstd
         if centred is None or rstd is None:
             data = row_major(x._data)
             data = data if self.grouped is None else data.reshape(self.grouped)
             normalized, centred, rstd, _, _ = standardized(data, self.axes, self.count, self.eps)
-        elif normalized is None:
-            normalized = centred * rstd  # (the output, which may have been written since; only γ's gradient reads it)
-        return normalized.reshape(x._data.shape), centred, rstd
+        return normalized.reshape(x._data.shape) if weighted else None, centred, rstd
 
     def _input_gradient(self, grad, centred, rstd, weight, shape):
         """dL/dx as the composite's backward computed it, its passes in its order (bit for bit): with g' = γ g,
