@@ -7,20 +7,22 @@ trailing ``cudnn_enable(d)``, which changes nothing here).
 
 Each normalises x over some axes with the biased variance, x̂ = (x - mean) / √(var + eps), then
 scales and shifts it per channel (or per element of the normalised shape): y = γ x̂ + β.
-Composed of differentiable ops.
+Composed of differentiable ops (``normalize``, ``scale_and_shift``); layer, group, instance and training batch
+norm of float32 and float64 arrays run as one node with the same values (normalization_node.py).
 """
 
 import math
 
 from .. import dual
-from ..backend import float16, float32
+from ..backend import float16, float32, xp
 from ..errors import ShapeError, check_same_dtype
 from ..graph import is_grad_enabled, no_grad, unbatched_under_vmap
 from ..primitive import named_node
 from ..tensor import Tensor
 from .conversion import refuse_kinds
-from .layouts import in_batch_norm_layout, in_suggested_layout
+from .layouts import in_batch_norm_layout, in_suggested_layout, stored_channels_last
 from .names import names
+from .normalization_node import AffineNormalization, RunningNormalization, fits
 
 
 def normalize(input, axes, eps):
@@ -169,6 +171,14 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         count = input._data.size // input.shape[1]
         if count == 1:
             raise one_value_per_channel(tuple(input.shape))
+        if input is given and input._data.flags.c_contiguous and fits(input, weight, bias):
+            # one node, the composite's values below (x laid out row-major: the same sums in the same order)
+            moved = None if running_mean is None else lambda mean, variance: update_running_stats(
+                running_mean, running_var, momentum, mean.reshape(-1), variance.reshape(-1), count)
+            return AffineNormalization.apply(*affine_inputs(input, weight, bias), axes=axes, grouped=None,
+                                             count=count, eps=eps, affine_shape=shape, weighted=weight is not None,
+                                             shifted=bias is not None, on_statistics=moved,
+                                             pytorch_name="NativeBatchNormBackward0")
         normalized, mean, variance = (half_batch_statistics if input._data.dtype == float16 else normalize)(
             input, axes, eps)
         if running_mean is not None:
@@ -176,6 +186,13 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
                                  variance._data.reshape(-1), count)
         return named_node(scale_and_shift(normalized, weight, bias, shape, input.dtype), None,
                           "NativeBatchNormBackward0", saves=(given,))
+    if (input is given and input._data.flags.c_contiguous and dual.LEVEL is None
+            and fits(input, weight, bias, running_mean, running_var)):  # (one node, the composite's values below)
+        mean = running_mean._data.reshape(shape).copy()  # (the statistics as they are now: the buffers move on)
+        rstd = 1 / xp.sqrt(running_var._data.reshape(shape) + running_var._data.dtype.type(eps))
+        return RunningNormalization.apply(*affine_inputs(input, weight, bias), mean=mean, rstd=rstd,
+                                          affine_shape=shape, weighted=weight is not None, shifted=bias is not None,
+                                          pytorch_name="NativeBatchNormBackward0")
     normalized = standardize_by_running_stats(input, running_mean, running_var, eps, shape)
     return named_node(scale_and_shift(normalized, weight, bias, shape, input.dtype), None,
                       "NativeBatchNormBackward0", (input,), saves=(given,))
@@ -220,6 +237,11 @@ def mixed_dtype_words(input):
     return "mixed dtype (CPU): all inputs must share same datatype."
 
 
+def affine_inputs(input, weight, bias):
+    """The inputs of an ``AffineNormalization``: x, then γ and β where given."""
+    return (input,) + tuple(p for p in (weight, bias) if p is not None)
+
+
 def as_float32(parameter):
     return None if parameter is None else parameter.float()
 
@@ -255,6 +277,11 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
         output = layer_norm(input.float(), normalized_shape, as_float32(weight), as_float32(bias), eps).half()
         return named_node(output, None, "NativeLayerNormBackward0", (input,))
     axes = tuple(range(input.ndim - len(normalized_shape), input.ndim))
+    if fits(input, weight, bias):  # (one node: its values are the composite's below, bit for bit)
+        return AffineNormalization.apply(*affine_inputs(input, weight, bias), axes=axes, grouped=None,
+                                         count=math.prod(normalized_shape), eps=eps, affine_shape=normalized_shape,
+                                         weighted=weight is not None, shifted=bias is not None,
+                                         pytorch_name="NativeLayerNormBackward0")
     # PyTorch's kernel normalises a contiguous input (expect_contiguous): its output is row-major whatever the
     # input's layout (ConvNeXt's permuted feature maps), so a view of it shares its memory
     normalized, _, _ = normalize(input.contiguous(), axes, eps)
@@ -298,7 +325,13 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
         output = group_norm(input.float(), num_groups, as_float32(weight), as_float32(bias), eps).half()
         return named_node(output, None, "NativeGroupNormBackward0", (input,))
     # the group size spelt out, not -1: an empty batch leaves nothing to divide
-    grouped = input.reshape(batch, num_groups, channels // num_groups * math.prod(input.shape[2:]))
+    grouped_shape = (batch, num_groups, channels // num_groups * math.prod(input.shape[2:]))
+    if fits(input, weight, bias) and not stored_channels_last(input._data):  # (one node, the composite's values)
+        return AffineNormalization.apply(*affine_inputs(input, weight, bias), axes=(2,), grouped=grouped_shape,
+                                         count=grouped_shape[2], eps=eps, affine_shape=channel_shape(input),
+                                         weighted=weight is not None, shifted=bias is not None,
+                                         pytorch_name="NativeGroupNormBackward0")
+    grouped = input.reshape(grouped_shape)
     normalized, _, _ = normalize(grouped, (2,), eps)
     normalized = normalized.reshape(input.shape)
     shape = channel_shape(input)
@@ -331,8 +364,13 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
     if count == 1:
         raise ValueError(f"Expected more than 1 spatial element when training, got input size "
                          f"torch.Size({list(input.shape)})")
+    axes = tuple(range(2, input.ndim))
+    if running_mean is None and running_var is None and fits(input, weight, bias):  # (one node, the same values)
+        return AffineNormalization.apply(*affine_inputs(input, weight, bias), axes=axes, grouped=None, count=count,
+                                         eps=eps, affine_shape=shape, weighted=weight is not None,
+                                         shifted=bias is not None, pytorch_name="ViewBackward0")
     # (PyTorch's normalises input.contiguous(), whatever its layout, channels-last too: its output is row-major)
-    normalized, mean, variance = normalize(input.contiguous(), tuple(range(2, input.ndim)), eps)
+    normalized, mean, variance = normalize(input.contiguous(), axes, eps)
     if running_mean is not None or running_var is not None:
         with no_grad():  # each instance's step, averaged over the batch (PyTorch's order)
             factor = count / (count - 1)
