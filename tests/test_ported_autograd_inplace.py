@@ -11,7 +11,7 @@ import warnings
 
 import numpy as np
 
-from tests.ported import close, raises, same, values, xfail_ours
+from tests.ported import close, raises, same, values
 from tests.ported_autograd import nn, randn
 
 MODIFIED = "one of the variables needed for gradient computation has been modified by an inplace operation"
