@@ -84,3 +84,16 @@ def test_values_and_derivatives_against_pytorchs(beta, threshold, dtype):
     for key in ours:  # (the second derivative's (1 - σ) σ loses digits where σ is near 1: a few units more)
         np.testing.assert_allclose(ours[key], theirs[key], rtol=tolerance * (10 if key == "second" else 1), atol=1e-30,
                                    err_msg=key)
+
+
+@pytest.mark.parametrize("beta", [1.0, 2.0, 0.5])
+def test_float32_values_are_the_float64_formula_rounded_once(beta):
+    """float32's log1p(exp(βx)) / β is evaluated in float64 and rounded once (NumPy's float32 exp and log1p are each a
+    unit off here and there: softplus(2) was a unit below PyTorch's value)."""
+    x = np.random.default_rng(0).uniform(-30, 15, 20000).astype(np.float32)
+    x[:3] = [2.0, -10.0, 0.0]
+    scaled = x * np.float32(beta)
+    expected = np.where(scaled > 20, x, (np.log1p(np.exp(scaled.astype(np.float64))) / beta).astype(np.float32))
+    got = F.softplus(autograd.tensor(x), beta=beta).numpy()
+    np.testing.assert_array_equal(got, expected)
+    assert beta != 1 or got[0] == np.float32(2.1269280910491943)  # (PyTorch's softplus(2) in float32)
