@@ -130,6 +130,8 @@ class Tensor(Conversions, Copying, WriteDoor):
     _inference = False  # made in inference_mode: never part of a graph (see _refuse_inference_write)
     _made_in_no_grad = False  # a view of a tensor that requires grad, made under no_grad (its writes are refused
     # with grad mode on: see _refuse_write_into_no_grad_view)
+    _no_gradient_edge = False  # such a view requires grad through its base but has no AccumulateGrad: a pass stores
+    # nothing there (receive), until requires_grad_(True) gives it one of its own, as PyTorch's
     _made_by_function = None  # an output of a custom Function that shows one of its inputs' memory (returned as it
     # is, or a view), or a view of one: (output index, Function name, whether it had several tensor outputs); its
     # recorded writes are refused (see _refuse_write_into_function_output). A view of it keeps the mark.
@@ -443,8 +445,10 @@ class Tensor(Conversions, Copying, WriteDoor):
                 "you can only change requires_grad flags of leaf variables. If you want to use a computed "
                 "variable in a subgraph that doesn't require differentiation use var_no_grad = var.detach()."
             )
-        if not requires_grad and self._made_in_no_grad:  # a view made under no_grad requires grad through its
-            return self  # base, whatever its own flag says (PyTorch's)
+        if self._made_in_no_grad and self._requires_grad:  # a view made under no_grad of a tensor that requires grad
+            if not requires_grad:  # requires it through its base, whatever its own flag says (PyTorch's)
+                return self
+            self._no_gradient_edge = False  # asked for: now a leaf of its own, whose .grad a pass fills
         self._requires_grad = bool(requires_grad)
         return self
 
@@ -511,7 +515,7 @@ class Tensor(Conversions, Copying, WriteDoor):
     # the engine's interface, for a leaf (see autograd.engine)
 
     def receive(self, grad):
-        if self._made_in_no_grad:  # a view made under no_grad: it has no AccumulateGrad, so, as in PyTorch, its
+        if self._no_gradient_edge:  # a view made under no_grad: it has no AccumulateGrad, so, as in PyTorch, its
             return None  # hooks do not run and its .grad stays as it was
         if self._hooks:
             grad = run_hooks_on_leaf_gradient(self._hooks, grad)
@@ -532,7 +536,7 @@ class Tensor(Conversions, Copying, WriteDoor):
         return grad
 
     def run_hooks(self, grad):
-        if self._made_in_no_grad:  # (autograd.grad of a view made under no_grad: no edge leads to it, as above)
+        if self._no_gradient_edge:  # (autograd.grad of a view made under no_grad: no edge leads to it, as above)
             return None
         return run_hooks(self._hooks, grad) if self._hooks else grad  # (no AccumulateGrad with autograd.grad)
 

@@ -204,8 +204,8 @@ class WriteDoor:
         if not modes.grad_enabled:  # (a backward pass's own views): no write through it is recorded
             if source._requires_grad:  # so, with grad mode on again, one is refused (PyTorch's NO_GRAD_MODE view);
                 self._made_in_no_grad = True  # it requires grad through its base, as PyTorch's (an inference
-                self._requires_grad = not source._inference  # tensor's view does not), but no gradient edge leads
-                # to it: a pass stores nothing there (Tensor.receive)
+                # tensor's view does not), but no gradient edge leads to it: a pass stores nothing there
+                self._requires_grad = self._no_gradient_edge = not source._inference  # (Tensor.receive)
             return
         if source._base is None:
             self._base, self._view_chain = source, ((op, params),)

@@ -102,3 +102,19 @@ def test_in_inference_mode(T):
     y = (v * 2).sum()
     y.backward()
     assert x.grad is None
+
+
+def test_asked_to_require_grad_it_becomes_a_leaf_of_its_own(T):
+    x = T.ones(3, requires_grad=True)
+    with T.no_grad():
+        v = x[:2]
+    v.requires_grad_(True)
+    (v * 2).sum().backward()
+    np.testing.assert_array_equal(_values(v.grad), [2.0, 2.0])
+    assert x.grad is None
+    with T.no_grad():
+        w = x[:2]
+    w.requires_grad = True
+    assert T.autograd.grad((w * 3).sum(), w)[0].tolist() == [3.0, 3.0]
+    with pytest.raises(RuntimeError, match="A view was created in no_grad mode"):  # (still that view)
+        w.mul_(2)
