@@ -87,13 +87,16 @@ def test_values_and_derivatives_against_pytorchs(beta, threshold, dtype):
 
 
 @pytest.mark.parametrize("beta", [1.0, 2.0, 0.5])
-def test_float32_values_are_the_float64_formula_rounded_once(beta):
-    """float32's log1p(exp(βx)) / β is evaluated in float64 and rounded once (NumPy's float32 exp and log1p are each a
-    unit off here and there: softplus(2) was a unit below PyTorch's value)."""
+def test_float32_values_are_the_stable_formula(beta):
+    """float32's ln(1 + e^(βx)) / β is max(βx, 0) + log1p(e^-|βx|), divided by β (x.softplus()'s formula: NumPy's
+    float32 exp then log1p was a unit off more often, softplus(2) a unit below PyTorch's), and it does not overflow
+    where a threshold above 88 lets large βx through (PyTorch's log1p(exp(βx)) is inf there)."""
     x = np.random.default_rng(0).uniform(-30, 15, 20000).astype(np.float32)
     x[:3] = [2.0, -10.0, 0.0]
     scaled = x * np.float32(beta)
-    expected = np.where(scaled > 20, x, (np.log1p(np.exp(scaled.astype(np.float64))) / beta).astype(np.float32))
+    stable = (np.log1p(np.exp(-np.abs(scaled))) + np.maximum(scaled, np.float32(0))) / np.float32(beta)
+    expected = np.where(scaled > 20, x, stable)
     got = F.softplus(autograd.tensor(x), beta=beta).numpy()
     np.testing.assert_array_equal(got, expected)
     assert beta != 1 or got[0] == np.float32(2.1269280910491943)  # (PyTorch's softplus(2) in float32)
+    assert F.softplus(autograd.tensor([100.0]), beta=beta, threshold=1000.0).item() == 100.0
