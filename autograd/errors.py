@@ -1,5 +1,7 @@
 """Exception types shared across the package."""
 
+import re
+
 from .sparse_layout import is_sparse
 
 
@@ -149,3 +151,22 @@ def refuse_ragged(data):
             check(item, dim + 1)
 
     check(data, 0)
+
+
+_BACKWARD = re.compile(r"Backward\d*$")
+
+
+def modified_in_place(dtype, shape, made_by, version, expected, why):
+    """PyTorch's error for a tensor saved for backward and written in place since: its type and sizes, the node
+    that made it (``made_by``, a grad_fn, or None for a leaf), its version now and the one saved (None where not
+    known: more than one write came after), then ``why`` (chainrule's sentence on what to do)."""
+    from .ops.conversion import type_name  # (an error's words: conversion builds on this module)
+
+    which = ""
+    if made_by is not None:  # (PyTorch names the node by its op: Exp for ExpBackward0)
+        which = f", which is output {getattr(made_by, 'output_nr', 0)} of {_BACKWARD.sub('', made_by.name())},"
+    saved = f"expected version {expected} instead" if expected is not None else \
+        "expected an earlier version instead (it was written more than once since it was saved)"
+    return RuntimeError("one of the variables needed for gradient computation has been modified by an inplace "
+                        f"operation: [torch.{type_name(dtype)}Tensor {list(shape)}]{which} is at version {version}; "
+                        f"{saved}. {why}")

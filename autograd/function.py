@@ -34,8 +34,9 @@ import warnings
 
 from . import dual, graph
 from .backend import xp
+from .errors import modified_in_place
 from .grad_mode import is_grad_enabled, no_grad
-from .graph import as_program_code, modified_in_place, program_stacklevel
+from .graph import as_program_code, program_stacklevel
 from .hooks import add_hook
 from .primitive import FreedGraph, InputInfo, Primitive, _graph_node, run_node_hooks
 from .saved_tensor_hooks import PackedTensor
@@ -359,7 +360,7 @@ def _versions(tensors):
 
 
 def _modified_after_saving(function, position, tensor, version):
-    """PyTorch's error for a saved tensor changed in place since (graph.modified_in_place), then what happened."""
+    """PyTorch's error for a saved tensor changed in place since (errors.modified_in_place), then what happened."""
     return modified_in_place(
         tensor.dtype, tensor.shape, tensor.grad_fn, tensor._version_cell[1], version,
         f"({function} saved it with save_for_backward, argument {position}, and it was changed in place after it "

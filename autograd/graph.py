@@ -14,7 +14,6 @@
 import functools
 import inspect
 import os
-import re
 import sys
 import threading
 import warnings
@@ -241,31 +240,13 @@ def bump_version(tensor):
     """Stamp a write: the clock's time (what saved-tensor checks compare), the count (PyTorch's
     ``x._version``) and the time of the write before, in the cell a tensor shares with its views
     ([last write's time, writes so far, the time of the one before]: a saved tensor's error then says
-    which version it was saved at, where one write came after, without the node keeping a count)."""
+    which version it was saved at, where one write came after, without the node keeping a count:
+    errors.modified_in_place)."""
     VersionClock.now += 1
     cell = tensor._version_cell
     cell[2] = cell[0]
     cell[0] = VersionClock.now
     cell[1] += 1
-
-
-_BACKWARD = re.compile(r"Backward\d*$")
-
-
-def modified_in_place(dtype, shape, made_by, version, expected, why):
-    """PyTorch's error for a tensor saved for backward and written in place since: its type and sizes, the node
-    that made it (``made_by``, a grad_fn, or None for a leaf), its version now and the one saved (None where not
-    known: more than one write came after), then ``why`` (chainrule's sentence on what to do)."""
-    from .ops.conversion import type_name  # (an error's words: conversion builds on this module)
-
-    which = ""
-    if made_by is not None:  # (PyTorch names the node by its op: Exp for ExpBackward0)
-        which = f", which is output {getattr(made_by, 'output_nr', 0)} of {_BACKWARD.sub('', made_by.name())},"
-    saved = f"expected version {expected} instead" if expected is not None else \
-        "expected an earlier version instead (it was written more than once since it was saved)"
-    return RuntimeError("one of the variables needed for gradient computation has been modified by an inplace "
-                        f"operation: [torch.{type_name(dtype)}Tensor {list(shape)}]{which} is at version {version}; "
-                        f"{saved}. {why}")
 
 
 # -- hooks --------------------------------------------------------------------------------

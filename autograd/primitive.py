@@ -35,13 +35,12 @@ import weakref
 from . import dual
 from .backend import errstate, on_host
 from .device import served
-from .errors import ShapeError, broadcast_mismatch, refuse_non_tensors
+from .errors import ShapeError, broadcast_mismatch, modified_in_place, refuse_non_tensors
 from .graph import (
     INFERENCE,
     VersionClock,
     as_program_code,
     modes,
-    modified_in_place,
     remember_creation,
     retain_grad_into,
     run_hooks,
