@@ -195,6 +195,14 @@ def _run(case, data):
     return drawn, fn, *options
 
 
+def assert_first_and_second_derivatives(case, data):
+    """A case's first and second derivatives against finite differences (gradcheck, gradgradcheck), its tensors
+    drawn from ``data``: the per-op files' check of primitives with double backward (test_ops_gelu.py, ...)."""
+    tensors, fn = _run(case, data)
+    assert autograd.gradcheck(fn, tensors)
+    assert autograd.gradgradcheck(fn, tensors)
+
+
 @pytest.mark.parametrize("name", sorted(CASES) + sorted(COMPOSITES))
 @given(data=st.data())
 def test_gradient_matches_finite_differences(name, data):
