@@ -131,15 +131,15 @@ def in_memory_order(x, *others):
 
 
 def _in_blocks(evaluate, x, dtype):
-    """evaluate(float64 block) over x, block by block, into an array of ``dtype`` laid out as x. A block at a
-    time is over three times quicker on large arrays than whole-array passes, each of which would go out to
-    memory and back."""
+    """evaluate(float64 block) over x, block by block (``blockwise``), into an array of ``dtype`` laid out as x. A
+    block at a time is over three times quicker on large arrays than whole-array passes, each of which would go
+    out to memory and back."""
     flat, laid_out = in_memory_order(x)
-    if flat.size <= _BLOCK or xp is not numpy:  # (a GPU runs each pass over the whole array at once)
-        return laid_out(evaluate(flat.astype(numpy.float64)).astype(dtype, copy=False))
-    out = xp.empty(flat.shape, dtype)
-    for start in range(0, flat.size, _BLOCK):
-        out[start:start + _BLOCK] = evaluate(flat[start:start + _BLOCK].astype(numpy.float64))
+
+    def kernel(block, out):
+        out[...] = evaluate(block.astype(numpy.float64))  # (rounded into dtype as astype rounds)
+
+    out, = blockwise(kernel, (flat,), (xp.empty(flat.shape, dtype),), ())
     return laid_out(out)
 
 
