@@ -143,8 +143,18 @@ class WriteDoor:
         recorded in-place op, which must not change when the result is written here."""
         old = self._make(self._data.copy())
         old._requires_grad = self.requires_grad
-        old.grad_fn = self.grad_fn
+        old.grad_fn = self._unhooked_view().grad_fn
         return old
+
+    def _unhooked_view(self):
+        """This tensor at its place in the graph, as a recorded write reads it. PyTorch's write through a view
+        (CopySlices) reaches the base's node without passing the view's own, so the hooks registered on a view
+        (on the tensor or its node) before the write do not see the write's gradient (they still see those of
+        ops that read the view before it): a hooked view is read anew from its base."""
+        node = self.grad_fn
+        if self._base is not None and node is not None and (node.hooks or node.pre_hooks or node.post_hooks):
+            return self._base._replay_view(self._view_chain)
+        return self
 
     def _store(self, new):
         """Copy a computed value into this memory (PyTorch's casting and broadcasting rules: a result of
@@ -188,8 +198,7 @@ class WriteDoor:
         old_base_node, base.grad_fn = base.grad_fn, written.grad_fn
         _move_retained_grad(base, old_base_node)
         base._requires_grad = True
-        view = base._replay_view(chain)
-        self.grad_fn = view.grad_fn
+        self.grad_fn = _regenerated_node(base, chain)
         self._requires_grad = True
 
     def _adopt_view_of(self, source, op, params):
@@ -294,7 +303,7 @@ class WriteDoor:
                 if region._base is self._base:  # a basic index into overlapping windows (x.unfold(0, 3, 2)[:, 0]
                     region.copy_(_operand(value, region))  # = v): written through the narrower view, as PyTorch;
                     return  # the whole windows written back would put stale copies of shared elements over new ones
-            self._take(self._index_put(index, _operand(value, self)))
+            self._take(self._unhooked_view()._index_put(index, _operand(value, self)))
             return
         try:
             self._data[index] = _data(value)
@@ -455,9 +464,20 @@ def _rederive_views(base, written):
     for view in list(views):
         if view is not written:
             old_node = view.grad_fn
-            view.grad_fn = base._replay_view(view._view_chain).grad_fn
+            view.grad_fn = _regenerated_node(base, view._view_chain)
             view._requires_grad = True
             _move_retained_grad(view, old_node)
+
+
+def _regenerated_node(base, chain):
+    """The history of a view (``chain`` its steps from ``base``) once a recorded write changed their memory: the
+    view replayed from the base's new node. PyTorch regenerates it as one as_strided of the base, named
+    AsStridedBackward0, but where the last step reads the memory as another dtype (view_as_real, view_as_complex),
+    which as_strided cannot: that step's own node."""
+    node = base._replay_view(chain).grad_fn
+    if not getattr(chain[-1][0], "reads_as_dtype", False):
+        node.pytorch_name = "AsStridedBackward0"
+    return node
 
 
 def _move_retained_grad(tensor, old_node):

@@ -386,8 +386,6 @@ def test_tensor_hooks_inplace_multiple_outputs(T, fn):
     assert counts == [1, 1, 1]
 
 
-@xfail_ours("PyTorch drops the hooks of a view whose base was changed in place through another view (its own "
-            "test says 'there might be a better UX here'); chainrule runs them")
 def test_tensor_hooks_inplace_over_view(T):
     count = [0]
 

@@ -184,6 +184,7 @@ class ViewAsReal(Primitive):
 
     saves_inputs = False
     is_view = True
+    reads_as_dtype = True  # (a regenerated view keeps this node: write_door._regenerated_node)
     handles_complex = True
 
     def forward(self, z):
@@ -203,6 +204,7 @@ class ViewAsComplex(Primitive):
 
     saves_inputs = False
     is_view = True
+    reads_as_dtype = True  # (a regenerated view keeps this node: write_door._regenerated_node)
     handles_complex = True
 
     def forward(self, x):
