@@ -445,12 +445,23 @@ class Tensor(Conversions, Copying, WriteDoor):
                 "you can only change requires_grad flags of leaf variables. If you want to use a computed "
                 "variable in a subgraph that doesn't require differentiation use var_no_grad = var.detach()."
             )
-        if self._made_in_no_grad and self._requires_grad:  # a view made under no_grad of a tensor that requires grad
-            if not requires_grad:  # requires it through its base, whatever its own flag says (PyTorch's)
-                return self
+        if (self._made_in_no_grad or self._no_gradient_edge) and self._requires_grad:  # a view that requires grad
+            if not requires_grad:  # through its base (made under no_grad, or before the base was asked to):
+                return self  # it does whatever its own flag says (PyTorch's)
             self._no_gradient_edge = False  # asked for: now a leaf of its own, whose .grad a pass fills
         self._requires_grad = bool(requires_grad)
+        if self._views and self.grad_fn is None:
+            self._pass_flag_to_views()
         return self
+
+    def _pass_flag_to_views(self):
+        """A leaf's views made while it required no grad read its flag from then on, as PyTorch's (whose views
+        without a grad_fn require grad through their base): they require grad, but no gradient edge leads to
+        them (a pass stores nothing there, as in a view made under no_grad), and a write into one is a write into
+        a view of a leaf that requires grad, refused."""
+        for view in list(self._views):
+            if view.grad_fn is None and (view._no_gradient_edge or not view._requires_grad):
+                view._requires_grad = view._no_gradient_edge = self._requires_grad
 
     def retain_grad(self):
         """Keep dL/dself in ``.grad`` after backward, for a tensor that is not a leaf."""

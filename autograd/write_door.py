@@ -104,18 +104,18 @@ class WriteDoor:
         multi-output view op (split, unbind: see mark_several_views)."""
         if self._made_by_function is not None:
             self._refuse_write_into_function_output()
+        base = self._base
+        if base is not None and base.grad_fn is None and base.requires_grad:  # (first: such a view without a
+            raise RuntimeError(  # grad_fn, made before its base was asked to require grad, is a leaf too)
+                f"a view of a leaf Variable that requires grad is being used in an in-place operation "
+                f"(a view of shape {tuple(self.shape)} of a leaf of shape {tuple(base.shape)})"
+            )
         if self.grad_fn is None and self.requires_grad:
             raise RuntimeError(
                 f"a leaf Variable that requires grad is being used in an in-place operation "
                 f"(a tensor of shape {tuple(self.shape)}): its gradient would belong to a value that "
                 "no longer exists. Write it under autograd.no_grad() (a parameter update), or out of "
                 "place (x = x + y)."
-            )
-        base = self._base
-        if base is not None and base.grad_fn is None and base.requires_grad:
-            raise RuntimeError(
-                f"a view of a leaf Variable that requires grad is being used in an in-place operation "
-                f"(a view of shape {tuple(self.shape)} of a leaf of shape {tuple(base.shape)})"
             )
 
     def _refuse_write_into_function_output(self):

@@ -424,8 +424,6 @@ def test_no_requires_grad_inplace(T):
     raises(RuntimeError, "a leaf Variable that requires grad", a.add_, 5)
 
 
-@xfail_ours("a view made before its base was set to require grad does not require grad in chainrule (PyTorch "
-            "reads the base's flag): tensor.py")
 def test_view_of_leaf_that_later_requires_grad(T):
     a = T.randn(2, 3)
     b = a[:]
