@@ -69,3 +69,27 @@ def test_numbers_and_arrays_stay_operands(library):
     np.testing.assert_array_equal(np.asarray(x + np.ones(2)), [2.0, 2.0])
     np.testing.assert_array_equal(np.asarray(2 ** x), [2.0, 2.0])
     np.testing.assert_array_equal(np.asarray(7 % (x * 4)), [3.0, 3.0])
+
+
+class _Unit:
+    """An object with its own reflected product, which Python asks once the tensor's operator declines."""
+
+    def __rmatmul__(self, other):
+        return "rmatmul"
+
+    def __matmul__(self, other):
+        return "matmul"
+
+
+@pytest.mark.parametrize("library", _libraries(), ids=lambda m: m.__name__)
+def test_the_matrix_product_operator_leaves_a_non_operand_to_python(library):
+    x = library.ones(2)
+    assert (x @ _Unit(), _Unit() @ x) == ("rmatmul", "matmul")
+    for other in (None, "a", [1.0, 2.0], object()):
+        with pytest.raises(TypeError, match="unsupported operand type"):
+            x @ other
+        with pytest.raises(TypeError, match="unsupported operand type"):
+            other @ x
+    with pytest.raises(TypeError, match="matmul\\(\\): argument 'other' .* must be Tensor, not object"):
+        library.matmul(x, object())
+    assert float(x @ library.ones(2)) == 2.0

@@ -376,7 +376,6 @@ def test_operators_leave_unknown_operands_to_python(T, dtype):
         T.ones(2, dtype=getattr(T, dtype)).__iadd__(None) + 1
 
 
-@xfail_ours("the @ operator reads an unknown operand as a tensor (DtypeError) where PyTorch returns NotImplemented")
 def test_matmul_leaves_unknown_operands_to_python(T):
     class Unknown:
         pass

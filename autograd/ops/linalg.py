@@ -5,7 +5,7 @@ import warnings
 from ..backend import bool_
 from ..errors import ShapeError
 from ..graph import program_stacklevel
-from ..operands import _operand
+from ..operands import _operand, left_to_python
 from ..primitive import Primitive, named_node
 from ..saved_tensor_views import saved_input
 from ..sparse_layout import is_sparse
@@ -118,7 +118,10 @@ def matmul(input, other, *, out=None):
 
         result = matmul(input, other)
         return write_out(result, out, dtype=result.dtype)  # (PyTorch's products cast into no other dtype)
-    return product(input, other)
+    result = product(input, other)
+    if result is NotImplemented:  # (the operator's answer for an operand that is none)
+        raise TypeError(f"matmul(): argument 'other' (position 2) must be Tensor, not {type(other).__name__}")
+    return result
 
 
 @names("__matmul__")  # (the @ operator: the product at once, no out= to read)
@@ -130,6 +133,8 @@ def product(a, b, kernel=None):
             return a.__matmul__(b)
         if is_sparse(b):
             return b.__rmatmul__(a)
+        if left_to_python(b):  # (x @ None, an object with its own __rmatmul__: Python's turn, as PyTorch's operator)
+            return NotImplemented
         a, b = a if isinstance(a, Tensor) else _operand(a, b), b if isinstance(b, Tensor) else _operand(b, a)
     A, B = a._data, b._data  # (the checks read the arrays: they run before every product)
     if A.dtype is not B.dtype and A.dtype != B.dtype:
@@ -181,6 +186,8 @@ def _refuse_matmul(a, b):
 
 @names("__rmatmul__")
 def _reflected_matmul(b, a):
+    if left_to_python(a):
+        return NotImplemented
     return matmul(_operand(a, b), b)
 
 
