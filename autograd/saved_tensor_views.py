@@ -79,8 +79,13 @@ class SavedTensorViews:
         inputs = self.__dict__.get("inputs")
         if inputs is None:
             raise RuntimeError(FREED_GRAPH.format(op=self.op_name))
-        inputs, output = self._unpacked() if self.packed else (inputs, self.output_data)
-        return self._output_again(output) if position == "result" else inputs[position]
+        if position != "result":
+            return (self._unpacked()[0] if self.packed else inputs)[position]
+        if self.packed:  # (what the unpack hook gave: a tensor of its own)
+            return self._output_again(self._unpacked()[1])
+        result = self._output_again(self.output_data)
+        result._version_cell = self.output_version  # the output itself, as PyTorch's: its writes are counted here
+        return result
 
 
 def saved_input(position):

@@ -599,8 +599,6 @@ def test_saved_variable_shares_memory(T):
     same(b_unpacked, values(b))
 
 
-@xfail_ours("grad_fn._saved_result is a new tensor on the output's memory but with a counter of its own "
-            "(primitive.py's _output_again: left for the report)")
 def test_saved_variable_version_counter(T):
     a = T.rand(2, requires_grad=True)
     b = T.exp(a)
