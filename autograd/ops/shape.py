@@ -229,7 +229,8 @@ class GetItem(Primitive):
     saves_index = True  # an index of tensors, as PyTorch's IndexBackward saves it (to_sparse's gather: not)
 
     def forward(self, x):
-        self.is_view = is_basic_index(self.index)
+        index = self.index
+        self.is_view = type(index) is int or type(index) is slice or is_basic_index(index)  # (x[t], x[a:b] at once)
         try:
             y = x[self.index]
         except IndexError as error:

@@ -83,6 +83,8 @@ def _holds_floats(sequence):
 
 @names("__getitem__")
 def _getitem(x, index):
+    if type(index) is int:  # (the common x[t]: an index to read as it is, and no index tensor to watch)
+        return GetItem.apply(x, index=index)
     if _sequence_as_tuple(index):
         warnings.warn("Using a non-tuple sequence for multidimensional indexing is deprecated and will be changed "
                       "in pytorch 2.9; use x[tuple(seq)] instead of x[seq]. In pytorch 2.9 this will be interpreted "
