@@ -91,12 +91,14 @@ class WriteDoor:
         )
 
     def _refuse_write_into_no_grad_view(self):
+        made_in, now, block = (("inference mode", "in normal mode", "inference_mode") if self._made_in_no_grad ==
+                               "inference" else ("no_grad mode", "with grad mode enabled", "no_grad"))
         raise RuntimeError(
-            "A view was created in no_grad mode and is being modified inplace with grad mode enabled. Given that "
-            "this use case is ambiguous and error-prone, it is forbidden. You can clarify your code by moving both "
-            "the view and the inplace either both inside the no_grad block (if you don't want the inplace to be "
-            "tracked) or both outside (if you want the inplace to be tracked). (A view of shape "
-            f"{tuple(self.shape)}: its write would not be recorded, and the gradient would leave it out.)")
+            f"A view was created in {made_in} and is being modified inplace {now}. Given that this use case is "
+            "ambiguous and error-prone, it is forbidden. You can clarify your code by moving both the view and the "
+            f"inplace either both inside the {block} block (if you don't want the inplace to be tracked) or both "
+            f"outside (if you want the inplace to be tracked). (A view of shape {tuple(self.shape)}: its write "
+            "would not be recorded, and the gradient would leave it out.)")
 
     def _refuse_recorded_write(self):
         """What a write that is recorded refuses: a leaf that requires grad, a view of one, an output of a custom
@@ -212,8 +214,9 @@ class WriteDoor:
             self._made_by_function = (None, None, source._made_by_function[2])
         if not modes.grad_enabled:  # (a backward pass's own views): no write through it is recorded
             if source._requires_grad:  # so, with grad mode on again, one is refused (PyTorch's NO_GRAD_MODE view);
-                self._made_in_no_grad = True  # it requires grad through its base, as PyTorch's (an inference
-                # tensor's view does not), but no gradient edge leads to it: a pass stores nothing there
+                self._made_in_no_grad = "inference" if modes.inference else "no_grad"  # (the refusal names the
+                # mode); it requires grad through its base, as PyTorch's (an inference tensor's view does not),
+                # but no gradient edge leads to it: a pass stores nothing there
                 self._requires_grad = self._no_gradient_edge = not source._inference  # (Tensor.receive)
             return
         if source._base is None:

@@ -191,9 +191,6 @@ def test_mix_inference_and_normal_tensor_view_op(T, requires_grad):
     assert not T.is_inference(tmp2) and tmp2.requires_grad == requires_grad
 
 
-@xfail_ours("a view made in inference_mode of a tensor that requires grad is not refused an in-place write outside "
-            "it ('A view was created in inference mode and is being modified inplace'): ops/ and write_door.py, "
-            "left for the report")
 def test_inference_mode_handle_direct_view_on_rebase(T):
     s = T.ones(1, 2, 3, requires_grad=True)
     a = s.clone()
