@@ -145,17 +145,24 @@ class WriteDoor:
         recorded in-place op, which must not change when the result is written here."""
         old = self._make(self._data.copy())
         old._requires_grad = self.requires_grad
-        old.grad_fn = self._unhooked_view().grad_fn
+        old.grad_fn = self._view_as_written().grad_fn
         return old
 
-    def _unhooked_view(self):
-        """This tensor at its place in the graph, as a recorded write reads it. PyTorch's write through a view
-        (CopySlices) reaches the base's node without passing the view's own, so the hooks registered on a view
-        (on the tensor or its node) before the write do not see the write's gradient (they still see those of
-        ops that read the view before it): a hooked view is read anew from its base."""
-        node = self.grad_fn
-        if self._base is not None and node is not None and (node.hooks or node.pre_hooks or node.post_hooks):
-            return self._base._replay_view(self._view_chain)
+    def _view_as_written(self):
+        """This tensor at its place in the graph, as a recorded write reads its old value. PyTorch's write
+        through a view (CopySlices) hands the gradient for the old value to the base's node, copied into the
+        view's region, without passing the view's own node. So the hooks registered on a view (on the tensor or
+        its node) before the write do not see it (they still see those of ops that read the view before): a
+        hooked view is read anew from its base. And where the view's windows share elements (unfold with a step
+        below its size), each shared element takes one window's gradient, not their sum: ops/
+        overlapping_view_read.py."""
+        base, node = self._base, self.grad_fn
+        if base is None or node is None:
+            return self
+        if shows_an_element_twice(self._data):
+            return base._read_overlapping_view(self._view_chain)
+        if node.hooks or node.pre_hooks or node.post_hooks:
+            return base._replay_view(self._view_chain)
         return self
 
     def _store(self, new):
@@ -306,7 +313,7 @@ class WriteDoor:
                 if region._base is self._base:  # a basic index into overlapping windows (x.unfold(0, 3, 2)[:, 0]
                     region.copy_(_operand(value, region))  # = v): written through the narrower view, as PyTorch;
                     return  # the whole windows written back would put stale copies of shared elements over new ones
-            self._take(self._unhooked_view()._index_put(index, _operand(value, self)))
+            self._take(self._view_as_written()._index_put(index, _operand(value, self)))
             return
         try:
             self._data[index] = _data(value)

@@ -67,13 +67,6 @@ def test_torchvision_v2_reads_dtype_is_floating_point():
     np.testing.assert_allclose(ours, array / 255, rtol=1e-6)
 
 
-
-@pytest.mark.xfail(strict=True, reason="an in-place op on Tensor.unfold's overlapping windows (step < size) sends "
-                   "each shared element's gradient back once per window (through the view's own backward); PyTorch's "
-                   "CopySlices copies the old self's gradient into the base once. The old value is taken by "
-                   "WriteDoor._write's snapshot (autograd/write_door.py, outside this task's files); deduplicating in "
-                   "WriteThroughView instead would also drop the duplicates PyTorch keeps for other operands "
-                   "(w.copy_(w * 2) gives 12 there)")
 @pytest.mark.parametrize("write", ["clamp_", "masked_fill_", "relu_"])
 def test_an_in_place_op_on_overlapping_unfold_windows_returns_each_gradient_once(write):
     for T in (OURS.torch, getattr(pytorch(), "torch", None)):

@@ -83,6 +83,9 @@ MODULES = {  # module of autograd.ops: {kind: its names, space-separated}
         "methods": "hash_tensor",
         "functions": "hash_tensor",
     },
+    "overlapping_view_read": {
+        "methods": "_read_overlapping_view",
+    },
     "quantization": {
         "functions": ("_fake_quantize_learnable_per_channel_affine _fake_quantize_learnable_per_tensor_affine "
                       "fake_quantize_per_channel_affine fake_quantize_per_tensor_affine"),
