@@ -333,8 +333,11 @@ class AvgPool2d(Primitive):
         kernel, stride, out = self.kernel_size, self.stride, self.out
         padded = _padded(x, self.padding, out, kernel, stride, (1, 1), 0)
         total = full_like_layout(x, x.shape[:2] + tuple(out), 0)
-        for _, _, index in _offset_slices(out, kernel, stride, (1, 1)):
-            total += padded[index]
+        slices = list(_offset_slices(out, kernel, stride, (1, 1)))
+        for block in _blocks(padded):
+            x_block, total_block = padded[:, block], total[:, block]
+            for _, _, index in slices:
+                total_block += x_block[index]
         total *= self.scale.astype(x.dtype, copy=False)
         return total
 
@@ -361,8 +364,11 @@ class AvgPool2dTranspose(Primitive):
         padded = full_like_layout(layout, (n, c, height, width), 0, dtype=g.dtype)
         scaled = full_like_layout(layout, g.shape, None, dtype=g.dtype)  # g scaled and, if need be, relaid
         xp.multiply(g, self.scale.astype(g.dtype, copy=False), out=scaled)
-        for _, _, index in _offset_slices(out, kernel, stride, (1, 1)):
-            padded[index] += scaled
+        slices = list(_offset_slices(out, kernel, stride, (1, 1)))
+        for block in _blocks(padded):
+            padded_block, scaled_block = padded[:, block], scaled[:, block]
+            for _, _, index in slices:
+                padded_block[index] += scaled_block
         inside = padded[:, :, padding[0]:padding[0] + h, padding[1]:padding[1] + w]
         return padded if inside.shape == padded.shape else inside.copy(order="K")  # no view on the margins
 
