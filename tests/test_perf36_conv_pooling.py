@@ -122,3 +122,27 @@ def test_conv_relu_pool_chain_against_torch():
         results.append([a.detach().numpy() for a in (y, x.grad, w.grad, d.grad)])
     for ours, theirs in zip(*results):
         np.testing.assert_allclose(ours, theirs, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+@pytest.mark.parametrize("kernel,stride,padding", [(2, 2, 0), (3, 2, 1), (3, 1, 1)])
+def test_average_pooling_over_many_blocks_matches_the_definition(layout, kernel, stride, padding, monkeypatch):
+    """y = the mean of each window, zeros of the padding counted (count_include_pad); dL/dx: g / k² spread over
+    each window."""
+    monkeypatch.setattr(depthwise_convolution, "BLOCK_BYTES", 64)
+    rng = np.random.default_rng(6)
+    xn = rng.standard_normal((3, 5, 7, 8))
+    x = autograd.from_numpy(LAYOUTS[layout](xn)).requires_grad_()
+    y = F.avg_pool2d(x, kernel, stride, padding)
+    padded = np.pad(xn, ((0, 0), (0, 0), (padding,) * 2, (padding,) * 2))
+    g = rng.standard_normal(y.shape)
+    expected, grad = np.empty(y.shape), np.zeros(padded.shape)
+    for i in range(y.shape[2]):
+        for j in range(y.shape[3]):
+            rows, cols = slice(i * stride, i * stride + kernel), slice(j * stride, j * stride + kernel)
+            expected[:, :, i, j] = padded[:, :, rows, cols].mean((2, 3))
+            grad[:, :, rows, cols] += g[:, :, i, j, None, None] / kernel ** 2
+    np.testing.assert_allclose(y.numpy(), expected, rtol=1e-14, atol=1e-14)
+    y.backward(autograd.tensor(g))
+    inside = grad[:, :, padding:padding + xn.shape[2], padding:padding + xn.shape[3]]
+    np.testing.assert_allclose(x.grad.numpy(), inside, rtol=1e-14, atol=1e-14)
