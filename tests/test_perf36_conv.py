@@ -173,3 +173,30 @@ def test_transposed_convolution_refuses_a_weight_of_the_wrong_rank(name, weight_
     with pytest.raises(RuntimeError, match=rf"{name}: expected a weight of {spatial + 2} dimensions .*"
                                            rf"got weight of size \[{', '.join(map(str, weight_shape))}\]"):
         getattr(F, name)(x, autograd.ones(*weight_shape))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex128, np.int64])
+@pytest.mark.parametrize("shape,kernel,stride,padding,dilation", DEPTHWISE)
+def test_depthwise_blocks_give_the_gemm_paths_values_bit_for_bit(shape, kernel, stride, padding, dilation, dtype,
+                                                                monkeypatch):
+    """The blocks gather the same columns and multiply them with the same products as one im2col of the whole
+    input, so values and gradients are those of the GEMM path exactly (a block of one channel: many blocks)."""
+    from autograd.ops import convolution
+
+    monkeypatch.setattr(depthwise_convolution, "BLOCK_BYTES", 1)
+    rng = np.random.default_rng(7)
+    xn = (rng.standard_normal(shape) * 4).astype(dtype)
+    wn = (rng.standard_normal((shape[1], 1) + kernel) * 4).astype(dtype)
+    results = []
+    for path in (convolution.one_channel_per_group, lambda *args: False):
+        monkeypatch.setattr(convolution, "one_channel_per_group", path)
+        grad = dtype != np.int64
+        x, w = autograd.tensor(xn, requires_grad=grad), autograd.tensor(wn, requires_grad=grad)
+        y = F.conv2d(x, w, stride=stride, padding=padding, dilation=dilation, groups=shape[1])
+        arrays = [y.numpy()]
+        if grad:
+            y.backward(autograd.tensor((np.random.default_rng(8).standard_normal(y.shape) * 4).astype(dtype)))
+            arrays += [x.grad.numpy(), w.grad.numpy()]
+        results.append(arrays)
+    for ours, gemm in zip(*results):
+        np.testing.assert_array_equal(ours, gemm)

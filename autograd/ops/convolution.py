@@ -173,9 +173,10 @@ def _group_matmul(a, b):
 
 
 def one_channel_per_group(channels, out_channels, groups, x):
-    """Whether a convolution is depthwise (every group one input and one output channel): computed directly then
-    (depthwise_convolution.py), not through im2col. float16 arrays keep the GEMM's path (whose sums are PyTorch's
-    there; Conv2d computes float16 in float32, so its forward takes this one), a meta tensor im2col's."""
+    """Whether a convolution is depthwise (every group one input and one output channel): computed then block by
+    block over the channels (depthwise_convolution.py), not through one im2col of the whole input; the same values.
+    float16 arrays keep this file's path (dL/dw's sums by sample; Conv2d's forward, in float32, takes the blocks), a
+    meta tensor im2col's."""
     return groups > 1 and channels == groups and out_channels == groups and x.dtype != xp.float16 \
         and type(x) is not MetaArray
 

@@ -1,18 +1,19 @@
 """Depthwise convolution (groups = in channels = out channels: one filter per channel, as MobileNet's and
-ConvNeXt's) computed directly, one multiply-add per kernel offset, without im2col.
+ConvNeXt's) computed block by block over the channels, each block's work in cache.
 
-With one channel per group the im2col GEMM is a product over only kh·kw terms per output, while the columns it
-multiplies are kh·kw times the input: gathering them costs far more than the arithmetic. Here every kernel offset
-(p, q) is one strided slice of the padded input, all windows at once, and the three members of the convolution
-family (see ``convolution.py``) are kh·kw passes over arrays of the output's size:
+With one channel per group, im2col's columns are kh·kw times the input for a product of only kh·kw terms per
+output: gathering all of them, then multiplying, moves the columns through memory twice and costs far more than
+the arithmetic. Here every kernel offset (p, q) is one strided slice of the padded input (all windows at once),
+and the three members of the convolution family (see ``convolution.py``) run over blocks of channels small
+enough for a core's cache:
 
-    y[c, i, j, n]  = Σ_{p,q} w[c, p, q] · x_pad[c, i·s + p·d, j·s + q·d, n]            (correlate)
+    y[c, i, j, n]  = Σ_{p,q} w[c, p, q] · x_pad[c, i·s + p·d, j·s + q·d, n]             (correlate)
     z_pad[c, i·s + p·d, j·s + q·d, n] += w[c, p, q] · g[c, i, j, n]   for every (p, q)   (spread: the adjoint in x)
-    v[c, p, q]     = Σ_{i,j,n} g[c, i, j, n] · x_pad[c, i·s + p·d, j·s + q·d, n]       (weight_grad: in w)
+    v[c, p, q]     = Σ_{i,j,n} g[c, i, j, n] · x_pad[c, i·s + p·d, j·s + q·d, n]        (weight_grad: in w)
 
-Arrays are batch-innermost, (C, H, W, N), the layout of ``convolution.py``'s columns, so each slice moves N
-neighbouring values at a time. The sums run over the offsets in scan order; the values differ from the GEMM's
-only by the rounding of another order of the same kh·kw products.
+correlate and weight_grad gather a block's columns and multiply them as the GEMM path does (one product per
+channel), spread adds each offset's product in scan order as col2im does: the values are the GEMM path's, bit for
+bit. Arrays are batch-innermost, (C, H, W, N), the layout of ``convolution.py``'s columns.
 """
 
 from ..backend import xp
@@ -30,7 +31,7 @@ def offset_slices(kernel, stride, dilation, out):
     return slices
 
 
-BLOCK_BYTES = 1 << 17  # a block of channels whose result and product fit in a core's L2 cache together
+BLOCK_BYTES = 1 << 17  # a block of channels whose working arrays (columns, products) fit in a core's L2 cache
 
 
 def channel_blocks(channels, channel_bytes):
@@ -40,19 +41,21 @@ def channel_blocks(channels, channel_bytes):
     return [slice(start, start + step) for start in range(0, channels, step)]
 
 
+def _columns(x_block, slices, out):
+    """A block's im2col: (C_block, kh·kw, oh·ow·N), the slice of x_block (C_block, H', W', N) at each offset."""
+    cols = xp.empty((x_block.shape[0], len(slices)) + tuple(out), dtype=x_block.dtype)
+    for k, (_, _, index) in enumerate(slices):
+        cols[:, k] = x_block[index]
+    return cols.reshape(*cols.shape[:2], -1)
+
+
 def correlate(padded, weight, stride, dilation, out):
     """y (C, oh, ow, N) = Σ_{p,q} w[:, p, q] · (padded at offset (p, q)), padded (C, H', W', N), weight (C, kh, kw)."""
-    y = xp.empty((padded.shape[0],) + tuple(out) + (padded.shape[3],), dtype=xp.result_type(padded, weight))
-    slices = offset_slices(weight.shape[1:], stride, dilation, out)
-    for block in channel_blocks(y.shape[0], y[0].nbytes):
-        y_block, x_block, w_block = y[block], padded[block], weight[block]
-        product = xp.empty_like(y_block)
-        for p, q, index in slices:
-            if p == 0 and q == 0:
-                xp.multiply(x_block[index], w_block[:, p, q, None, None, None], out=y_block)
-            else:
-                xp.multiply(x_block[index], w_block[:, p, q, None, None, None], out=product)
-                y_block += product
+    channels, slices = padded.shape[0], offset_slices(weight.shape[1:], stride, dilation, out)
+    y = xp.empty((channels,) + tuple(out) + (padded.shape[3],), dtype=xp.result_type(padded, weight))
+    rows = weight.reshape(channels, 1, len(slices))
+    for block in channel_blocks(channels, y[0].nbytes * len(slices)):
+        y[block] = (rows[block] @ _columns(padded[block], slices, y.shape[1:])).reshape(y[block].shape)
     return y
 
 
@@ -72,13 +75,10 @@ def spread(g, weight, padded_shape, stride, dilation):
 
 def weight_grad(padded, g, kernel, stride, dilation):
     """v (C, kh, kw) = Σ_{i,j,n} g · (padded at offset (p, q)); padded (C, H', W', N), g (C, oh, ow, N)."""
-    channels = g.shape[0]
-    v = xp.empty((channels,) + tuple(kernel), dtype=xp.result_type(padded, g))
-    slices = offset_slices(kernel, stride, dilation, g.shape[1:3])
-    for block in channel_blocks(channels, g[0].nbytes):
-        g_block, x_block = g[block], padded[block]
-        product = xp.empty(g_block.shape, dtype=v.dtype)
-        for p, q, index in slices:
-            xp.multiply(x_block[index], g_block, out=product)
-            v[block, p, q] = product.reshape(product.shape[0], -1).sum(1)
-    return v
+    channels, slices = g.shape[0], offset_slices(kernel, stride, dilation, g.shape[1:3])
+    v = xp.empty((channels, len(slices)), dtype=xp.result_type(padded, g))
+    for block in channel_blocks(channels, g[0].nbytes * len(slices)):
+        g_block = g[block]
+        columns = _columns(padded[block], slices, g.shape[1:])
+        v[block] = (columns @ g_block.reshape(g_block.shape[0], -1, 1))[..., 0]
+    return v.reshape(channels, *kernel)
