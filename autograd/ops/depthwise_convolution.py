@@ -31,7 +31,8 @@ def offset_slices(kernel, stride, dilation, out):
     return slices
 
 
-BLOCK_BYTES = 1 << 17  # a block of channels whose working arrays (columns, products) fit in a core's L2 cache
+BLOCK_BYTES = 1 << 19  # a block of channels whose working arrays (columns, products) fit in a core's L2 cache (1 MiB;
+# measured over 16 KiB to 1 GiB on pooling and depthwise convolutions of 1-14 MB: 512 KiB was at or near the best)
 
 
 def channel_blocks(channels, channel_bytes):
