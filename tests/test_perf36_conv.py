@@ -1,7 +1,7 @@
-"""The fast paths of session 36's convolution work: depthwise convolutions computed directly (no im2col), and max
-pooling's passes run over cache-sized blocks of channels with the forward's maxima kept for backward. Values and
-gradients against a direct NumPy formula (and PyTorch where installed), derivatives of the second order by finite
-differences; and the transposed convolutions' refusal of a weight of the wrong rank."""
+"""The fast paths of session 36's convolution work: depthwise convolutions by cache-sized blocks of channels (no
+im2col of the whole input): values and gradients against a direct NumPy formula, the GEMM path (bit for bit) and
+PyTorch where installed, derivatives of the second order by finite differences; and the transposed convolutions'
+refusal of a weight of the wrong rank. (Max pooling's blocks: test_perf36_conv_pooling.py.)"""
 
 import numpy as np
 import pytest
