@@ -40,6 +40,7 @@ from ..constants import channels_last
 from ..factories import empty_in_format
 from ..meta import MetaArray, meta_array
 from ..primitive import Primitive
+from . import depthwise_convolution as depthwise
 from .conjugation import conj
 
 
@@ -171,6 +172,15 @@ def _group_matmul(a, b):
     return a @ b
 
 
+def one_channel_per_group(channels, out_channels, groups, x):
+    """Whether a convolution is depthwise (every group one input and one output channel): computed then block by
+    block over the channels (depthwise_convolution.py), not through one im2col of the whole input; the same values.
+    float16 arrays keep this file's path (dL/dw's sums by sample; Conv2d's forward, in float32, takes the blocks), a
+    meta tensor im2col's."""
+    return groups > 1 and channels == groups and out_channels == groups and x.dtype != xp.float16 \
+        and type(x) is not MetaArray
+
+
 def in_channels_last(y):
     """y (N, C, H, W) copied into N, H, W, C order, with the strides of PyTorch's channels-last kernels' result (a
     size-1 dim's too: NumPy's ascontiguousarray would keep a (C, 1, 1, 1) weight's as they are)."""
@@ -225,9 +235,17 @@ class Conv2d(_ConvParams, Primitive):
         if x.dtype == xp.float16:  # in float32, the bias added before rounding once, as PyTorch's kernel
             wide = (a.astype(xp.float32) for a in (x, weight) + (() if bias is None else (bias,)))
             y = self.forward(*wide)
-            self.cols = self.cols.astype(xp.float16)  # (for dL/dw, in the dtype of the gradient it meets)
+            if self.cols is not None:  # (a depthwise convolution's make none)
+                self.cols = self.cols.astype(xp.float16)  # (for dL/dw, in the dtype of the gradient it meets)
             return y.astype(xp.float16)
         kernel = weight.shape[2:]
+        if one_channel_per_group(x.shape[1], weight.shape[0], self.groups, x):
+            out = self.out or tuple(output_size(x.shape[2 + a], kernel[a], self.stride[a], self.padding[a],
+                                                self.dilation[a]) for a in (0, 1))
+            y = depthwise.correlate(batch_last(x, self.padding), weight.reshape(self.groups, *kernel), self.stride,
+                                    self.dilation, out)  # (C, oh, ow, N), as the GEMM's
+            y = _batch_outside(y.reshape(self.groups, 1, -1), x.shape[0], out, bias)
+            return in_channels_last(y) if self.channels_last else y
         cols = im2col(x, kernel, self.stride, self.padding, self.dilation, self.out)
         n, out = x.shape[0], cols.shape[3:5]
         cols = cols.reshape(self.groups, x.shape[1] // self.groups * kernel[0] * kernel[1], out[0] * out[1] * n)
@@ -273,6 +291,13 @@ class ConvTranspose2d(_ConvParams, Primitive):
             (size - 1) * s - 2 * p + d * (k - 1) + 1 + extra
             for size, k, s, p, d, extra in zip((h, w), kernel, self.stride, self.padding, self.dilation,
                                                self.output_padding))
+        if one_channel_per_group(channels, shape[1], self.groups, g):
+            (ph, pw), inside = self.padding, self.inside(g).reshape(channels, h, w, n)
+            z = depthwise.spread(inside, weight.reshape(channels, *kernel), (channels, shape[2] + 2 * ph,
+                                 shape[3] + 2 * pw, n), self.stride, self.dilation)
+            z = z[:, ph:ph + shape[2], pw:pw + shape[3]].transpose(3, 0, 1, 2)  # batch-innermost, as col2im's
+            z = z if bias is None else z + bias.reshape(-1, 1, 1)
+            return in_channels_last(z) if self.channels_last else z
         columns = _group_matmul(weight.reshape(self.groups, channels // self.groups, -1).swapaxes(1, 2),
                                 self.inside(g))  # (G, C_out/G · kh · kw, h·w·N)
         columns = columns.reshape(shape[1], *kernel, h, w, n).transpose(0, 1, 2, 5, 3, 4)
@@ -300,6 +325,12 @@ class Conv2dWeightGrad(_ConvParams, Primitive):
     handles_complex = True  # (bilinear: the other operand's conjugate, as Conv2d)
 
     def forward(self, x, g):
+        if one_channel_per_group(x.shape[1], g.shape[1], self.groups, g):
+            self.cols = None
+            n, channels, oh, ow = g.shape
+            v = depthwise.weight_grad(batch_last(x, self.padding), self.inside(g).reshape(channels, oh, ow, n),
+                                      self.kernel, self.stride, self.dilation)[:, None]
+            return in_channels_last(v) if self.channels_last else v
         cols = self.cols
         if cols is None:
             cols = im2col(x, self.kernel, self.stride, self.padding, self.dilation, g.shape[2:])

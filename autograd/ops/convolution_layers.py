@@ -199,6 +199,9 @@ def _check_transposed_output(input, out):
 
 def _conv_transpose(input, weight, bias, stride, padding, output_padding, groups, dilation, spatial):
     name = f"conv_transpose{spatial}d"
+    if weight.ndim != spatial + 2:  # (before NumPy could fail on the kernel's sizes, in its words)
+        raise RuntimeError(f"{name}: expected a weight of {spatial + 2} dimensions (in, out/groups, *kernel), "
+                           f"got weight of size {_dims(weight.shape, 1)}")
     input, undo = _as_2d(input, spatial, name)
     _check_conv(input, weight, groups, weight.shape[0], name, transposed=True, bias=bias, spatial=spatial)
     stride, padding = _tuple(stride, spatial, "stride"), _tuple(padding, spatial, "padding")

@@ -18,8 +18,10 @@ Both scan the kh·kw kernel offsets, each offset one strided slice of every wind
 import math
 
 from ..backend import xp
+from ..graph import modes
 from ..primitive import Primitive
 from .convolution import full_like_layout, in_layout_of
+from .depthwise_convolution import channel_blocks
 
 
 def pool_output_size(size, kernel, stride, padding, dilation, ceil_mode):
@@ -75,22 +77,33 @@ def _window_slices(x, params, fill):
                     for p, q, index in _offset_slices(out, kernel, stride, dilation)]
 
 
+def _blocks(padded):
+    """Slices of the channel axis: the passes over each kernel offset run block by block, each block's operands
+    in cache (see channel_blocks), two to three times faster than passes over whole arrays from memory."""
+    return channel_blocks(padded.shape[1], padded[:, 0].nbytes)
+
+
 def max_pool_winners(x, y, params):
     """One boolean mask per kernel offset: where that offset holds its window's maximum y, the first one in
     scan order; where NaN or −∞ occur, PyTorch's scan instead (a later value wins when larger or NaN, and an
     all −∞ window keeps its first position inside the input)."""
     padded, slices = _window_slices(x, params, -xp.inf)
     if xp.isfinite(y).all():
-        masks, taken = [], None
-        for _, index in slices[:-1]:
-            equal = padded[index] == y
-            if taken is None:
-                masks.append(equal)
-                taken = equal.copy(order="K")  # every mask in y's layout
-            else:
-                masks.append(equal > taken)  # equal and not taken by an earlier offset
-                taken |= equal
-        return masks + [~taken] if taken is not None else [full_like_layout(y, y.shape, True, dtype=bool)]
+        if len(slices) == 1:
+            return [full_like_layout(y, y.shape, True, dtype=bool)]
+        masks = [full_like_layout(y, y.shape, None, dtype=bool) for _ in slices]  # every mask in y's layout
+        for block in _blocks(padded):
+            x_block, y_block, taken = padded[:, block], y[:, block], None
+            for (_, index), mask in zip(slices[:-1], masks):
+                if taken is None:
+                    xp.equal(x_block[index], y_block, out=mask[:, block])
+                    taken = mask[:, block].copy(order="K")
+                else:
+                    equal = x_block[index] == y_block
+                    xp.greater(equal, taken, out=mask[:, block])  # equal and not taken by an earlier offset
+                    taken |= equal
+            xp.logical_not(taken, out=masks[-1][:, block])
+        return masks
     best = full_like_layout(y, y.shape, -xp.inf)
     chosen = full_like_layout(y, y.shape, None, dtype=xp.int64)
     chosen[...] = _first_inside_offset(x.shape, params)
@@ -161,34 +174,42 @@ class MaxPool2d(Primitive):
     order, as PyTorch);   dL/dx = MaxPoolSpread(dL/dy): each dL/dy to its window's maximum
 
     The forward pass only takes maxima (one pass per kernel offset); which position won is found in
-    backward, where it is needed, from x and its maxima taken again: y itself is not kept, since a
-    later in-place op may change it (nn.MaxPool2d then nn.ReLU(inplace=True)), as PyTorch allows."""
+    backward, where it is needed, from x and its maxima: y itself is not kept, since a later in-place op
+    may change it (nn.MaxPool2d then nn.ReLU(inplace=True)), as PyTorch allows; a copy of it is, when
+    grad mode is on (one pass, where taking the maxima again in backward was one per kernel offset)."""
 
     pytorch_name = "MaxPool2DWithIndicesBackward0"
-    winners = None
+    winners = maxima = None
 
     def forward(self, x):
         padded, slices = _window_slices(x, self.__dict__, -xp.inf)
         if len(slices) == 1:
             return padded[slices[0][1]].copy(order="K")
-        best = xp.maximum(padded[slices[0][1]], padded[slices[1][1]])
-        for _, index in slices[2:]:
-            xp.maximum(best, padded[index], out=best)
+        best = xp.empty_like(padded[slices[0][1]])  # (laid out as x is)
+        for block in _blocks(padded):
+            x_block, best_block = padded[:, block], best[:, block]
+            xp.maximum(x_block[slices[0][1]], x_block[slices[1][1]], out=best_block)
+            for _, index in slices[2:]:
+                xp.maximum(best_block, x_block[index], out=best_block)
+        if modes.grad_enabled:
+            self.maxima = best.copy(order="K")
         return best
 
     def winners_for(self, x, y):
         if self.winners is None:
             self.winners = max_pool_winners(x, y, self.__dict__)
+            self.maxima = None
         return self.winners
 
     def backward(self, grad, y, x):
-        winners = self.winners if self.winners is not None else self.winners_for(x._data, self.forward(x._data))
+        winners = self.winners if self.winners is not None else self.winners_for(
+            x._data, self.maxima if self.maxima is not None else self.forward(x._data))
         return (MaxPoolSpread.apply(grad, winners=winners, shape=x.shape, like=_layout_of(x._data),
                                     **{k: getattr(self, k) for k in POOL_PARAMS}),)
 
     def release(self):
         super().release()
-        self.winners = None
+        self.winners = self.maxima = None
 
 
 class MaxPoolSpread(Primitive):
@@ -210,15 +231,20 @@ class MaxPoolSpread(Primitive):
         padded = full_like_layout(g if self.like is None else self.like, g.shape[:2] + padded.shape[2:],
                                   None if tiles else 0, dtype=g.dtype)
         finite = xp.isfinite(g).all()
-        if overlapping(self.kernel_size, self.stride, self.dilation):
+        adds = overlapping(self.kernel_size, self.stride, self.dilation)
+        for block in _blocks(padded):
+            out, g_block = padded[:, block], g[:, block]
+            term = xp.empty_like(g_block) if adds and finite else None  # (one buffer for every offset's g · mask)
             for (_, index), mask in zip(slices, self.winners):
-                padded[index] += _masked(g, mask, finite)
-        elif finite:  # every input position in at most one window: write, do not add
-            for (_, index), mask in zip(slices, self.winners):
-                xp.multiply(g, mask, out=padded[index])
-        else:
-            for (_, index), mask in zip(slices, self.winners):
-                padded[index] = _masked(g, mask, finite)
+                if adds and finite:
+                    xp.multiply(g_block, mask[:, block], out=term)
+                    out[index] += term
+                elif adds:
+                    out[index] += _masked(g_block, mask[:, block], finite)
+                elif finite:  # every input position in at most one window: write, do not add
+                    xp.multiply(g_block, mask[:, block], out=out[index])
+                else:
+                    out[index] = _masked(g_block, mask[:, block], finite)
         (ph, pw), (h, w) = self.padding, self.shape[2:]
         return padded[:, :, ph:ph + h, pw:pw + w]
 
@@ -307,8 +333,11 @@ class AvgPool2d(Primitive):
         kernel, stride, out = self.kernel_size, self.stride, self.out
         padded = _padded(x, self.padding, out, kernel, stride, (1, 1), 0)
         total = full_like_layout(x, x.shape[:2] + tuple(out), 0)
-        for _, _, index in _offset_slices(out, kernel, stride, (1, 1)):
-            total += padded[index]
+        slices = list(_offset_slices(out, kernel, stride, (1, 1)))
+        for block in _blocks(padded):
+            x_block, total_block = padded[:, block], total[:, block]
+            for _, _, index in slices:
+                total_block += x_block[index]
         total *= self.scale.astype(x.dtype, copy=False)
         return total
 
@@ -335,8 +364,11 @@ class AvgPool2dTranspose(Primitive):
         padded = full_like_layout(layout, (n, c, height, width), 0, dtype=g.dtype)
         scaled = full_like_layout(layout, g.shape, None, dtype=g.dtype)  # g scaled and, if need be, relaid
         xp.multiply(g, self.scale.astype(g.dtype, copy=False), out=scaled)
-        for _, _, index in _offset_slices(out, kernel, stride, (1, 1)):
-            padded[index] += scaled
+        slices = list(_offset_slices(out, kernel, stride, (1, 1)))
+        for block in _blocks(padded):
+            padded_block, scaled_block = padded[:, block], scaled[:, block]
+            for _, _, index in slices:
+                padded_block[index] += scaled_block
         inside = padded[:, :, padding[0]:padding[0] + h, padding[1]:padding[1] + w]
         return padded if inside.shape == padded.shape else inside.copy(order="K")  # no view on the margins
 
