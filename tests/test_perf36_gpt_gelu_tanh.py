@@ -129,11 +129,11 @@ def test_the_recorded_gradient_equals_the_arrays():
                                    rtol={"float16": 1e-3, "float32": 1e-6, "float64": 1e-14}[dtype], atol=1e-7)
 
 
-torch = pytest.importorskip("torch")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_values_and_gradients_are_pytorchs(dtype):
+    torch = pytest.importorskip("torch")
     x_array, g_array = _values(dtype, (64, 128), special=False), _values(dtype, (64, 128), seed=1, special=False)
     x, tx = autograd.tensor(x_array, requires_grad=True), torch.tensor(x_array, requires_grad=True)
     F.gelu(x, approximate="tanh").backward(autograd.tensor(g_array))
@@ -148,6 +148,7 @@ def test_values_and_gradients_are_pytorchs(dtype):
 
 
 def test_double_backward_is_pytorchs():
+    torch = pytest.importorskip("torch")
     x_array = _values("float64", (8, 9), special=False)
     results = []
     for lib, gelu in ((autograd, F.gelu), (torch, torch.nn.functional.gelu)):
@@ -157,3 +158,14 @@ def test_double_backward_is_pytorchs():
         results.append((gx.detach().numpy(), x.grad.numpy()))
     for ours, theirs in zip(*results):
         np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-12)
+
+
+def test_forward_mode_is_pytorchs():
+    torch = pytest.importorskip("torch")
+    x_array, v_array = _values("float64", (5, 6), special=False), _values("float64", (5, 6), seed=1, special=False)
+    ours = autograd.autograd.functional.jvp(lambda x: F.gelu(x, approximate="tanh"), autograd.tensor(x_array),
+                                            autograd.tensor(v_array))
+    theirs = torch.autograd.functional.jvp(lambda x: torch.nn.functional.gelu(x, approximate="tanh"),
+                                           torch.tensor(x_array), torch.tensor(v_array))
+    for a, b in zip(ours, theirs):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-13, atol=1e-13)

@@ -146,10 +146,10 @@ def test_linear_of_an_empty_batch():
     np.testing.assert_array_equal(b.grad.numpy(), np.zeros(4, np.float32))
 
 
-torch = pytest.importorskip("torch")
 
 
 def test_second_derivatives_of_a_batch_product_match_pytorchs():
+    torch = pytest.importorskip("torch")
     x, w, b = _batch(np.float64, (3, 4, 5)), _batch(np.float64, (6, 5), seed=1), _batch(np.float64, (6,), seed=2)
     results = []
     for lib, f in ((autograd, F.linear), (torch, torch.nn.functional.linear)):
@@ -166,6 +166,7 @@ def test_second_derivatives_of_a_batch_product_match_pytorchs():
 def test_the_gpt_block_products_match_pytorchs(dtype):
     """The products of a small GPT's step (a batch of 16 sequences of 64, 128 features, 512 hidden): PyTorch's
     values to its own rounding (its BLAS is another library's: the same algorithm, not always the same bits)."""
+    torch = pytest.importorskip("torch")
     x, w, b = _batch(dtype, (16, 64, 128)), _batch(dtype, (512, 128), seed=1), _batch(dtype, (512,), seed=2)
     g = _batch(dtype, (16, 64, 512), seed=3)
     results = []
