@@ -33,6 +33,11 @@ class AffineMap(Primitive):
             # runs it with the longer side first up to twice as fast; copied back to row order,
             # which the elementwise ops after it and the backward's products prefer
             y = xp.ascontiguousarray((weight @ x.T).T)
+        elif x.ndim > 2 and weight.ndim == 2 and x.flags.c_contiguous and x.size:
+            # a batch folded into the rows of one product (a view), as PyTorch's linear runs a contiguous batch
+            # through addmm: one BLAS call, not NumPy's one per batch entry, up to 1.5x faster, and more often
+            # PyTorch's values, bit for bit
+            y = (x.reshape(-1, x.shape[-1]) @ weight.T).reshape(x.shape[:-1] + weight.shape[:1])
         else:
             y = x @ weight.T
         if bias is not None:

@@ -34,6 +34,7 @@ from autograd.ops.activations import threshold as _threshold
 from autograd.ops.axes import dim_index as _dim_index
 from autograd.ops.conversion import refuse_kinds
 from autograd.ops.dropout import alpha_drop, check_dropout_probability, drop, feature_shape
+from autograd.ops.gelu_tanh import GeluTanh as _GeluTanh
 from autograd.ops.losses import read_reduction
 from autograd.ops.outputs import write_out
 from autograd.primitive import named_node
@@ -245,10 +246,7 @@ def gelu(input, approximate="none", *, out=None):
         return write_out(_Gelu.apply(input), out)
     if approximate != "tanh":
         raise RuntimeError(f"approximate argument must be either none or tanh, got {approximate!r}.")
-    if input.dtype == autograd.float16:
-        return write_out(named_node(gelu(input.float(), approximate).half(), None, "GeluBackward0", (input,)), out)
-    inner = (input + input * input * input * 0.044715) * math.sqrt(2 / math.pi)
-    return write_out(named_node(input * (inner.tanh() + 1.0) * 0.5, None, "GeluBackward0"), out)
+    return write_out(_GeluTanh.apply(input), out)
 
 
 def _softmax_dim(name, ndim, dim):
