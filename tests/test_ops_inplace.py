@@ -36,6 +36,21 @@ def _write_through_view(base, row):
     return out
 
 
+@st.composite
+def _vector_and_windows(draw):
+    size = draw(st.integers(1, 3))
+    step = draw(st.integers(1, size))
+    length = size + step * draw(st.integers(1, 3))
+    vector = draw(hnp.arrays(np.float64, (length,), elements=ELEMENTS))
+    return [Tensor(vector, requires_grad=True), size, step]
+
+
+def _write_through_overlapping_windows(vector, size, step):
+    out = vector * 1.0
+    out.unfold(0, size, step).mul_(2.5)  # OverlappingViewRead: the windows' old values, read for the write
+    return out
+
+
 def _fill(base, row):
     out = base * row
     out.fill_(1.5)  # Fill: no gradient to the old value
@@ -46,6 +61,7 @@ CASES = {
     "IndexPut": (_base_and_row(), _set_row),
     "WriteThroughView": (_base_and_row(), _write_through_view),
     "Fill": (_base_and_row(), _fill),
+    "OverlappingViewRead": (_vector_and_windows(), _write_through_overlapping_windows),
 }
 
 
