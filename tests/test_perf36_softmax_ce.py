@@ -1,0 +1,127 @@
+"""Session 36's faster softmax family and cross-entropy, checked for the same values:
+
+- softmax, log_softmax and their backward nodes over large arrays in cache-sized blocks of slices
+  (``ops/row_blocks.py``): bit for bit the whole-array passes they replace, over every dim, float32 and float64,
+  NaN/±inf/±0, transposed inputs (the thresholds lowered so that small arrays go through many blocks, and one
+  array over the real threshold).
+"""
+
+import numpy as np
+import pytest
+
+import autograd
+from autograd.ops import reductions, row_blocks
+
+
+def _identical(a, b):
+    """The same values bit for bit, NaN for NaN (a NaN's sign bit aside: a slice holding NaN may be shifted by
+    maximum's NaN or fmax's number, NaN throughout either way)."""
+    return a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b, equal_nan=True) and np.array_equal(
+        np.signbit(a) & ~np.isnan(a), np.signbit(b) & ~np.isnan(b))
+
+
+def _inputs(dtype, seed):
+    rng = np.random.default_rng(seed)
+    for shape in ((37, 53), (6, 5, 29), (3, 4, 5, 7), (2, 300)):
+        x = (rng.standard_normal(shape) * 20).astype(dtype)
+        yield x
+        special = x.copy().reshape(-1)
+        for value in (np.nan, np.inf, -np.inf, 0.0, -0.0):
+            special[rng.integers(0, special.size, max(1, special.size // 17))] = value
+        yield special.reshape(shape)
+        zeros = np.where(rng.random(shape) < 0.5, -0.0, 0.0).astype(dtype)  # maxima of ±0, the rest far below
+        zeros.reshape(-1)[::3] = -300
+        yield zeros
+    yield np.ascontiguousarray((rng.standard_normal((40, 30)) * 5).astype(dtype).T).T  # (a transpose's layout)
+
+
+def _softmaxes(x, dim, grad):
+    """softmax and log_softmax forward and the gradient of each for dL/dy = grad, as arrays."""
+    results = []
+    for name in ("softmax", "log_softmax"):
+        t = autograd.tensor(x, requires_grad=True)
+        y = getattr(t, name)(dim)
+        y.backward(autograd.tensor(grad))
+        results += [y.detach().numpy(), t.grad.numpy()]
+    return results
+
+
+def _whole(patch):
+    patch.setattr(reductions, "LARGE", 1 << 62)
+
+
+def _in_small_blocks(patch):
+    patch.setattr(reductions, "LARGE", 0)
+    patch.setattr(row_blocks, "_BLOCK", 50)  # (a few slices a block, a slice longer than a block alone)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_blocks_give_the_whole_arrays_values_bit_for_bit(dtype, monkeypatch):
+    rng = np.random.default_rng(3)
+    for x in _inputs(dtype, 0):
+        grad = rng.standard_normal(x.shape).astype(dtype)
+        for dim in range(-x.ndim, x.ndim):
+            with monkeypatch.context() as patch:
+                _whole(patch)
+                whole = _softmaxes(x, dim, grad)
+            with monkeypatch.context() as patch:
+                _in_small_blocks(patch)
+                blocked = _softmaxes(x, dim, grad)
+            for ours, previous in zip(blocked, whole):
+                assert _identical(ours, previous), (x.shape, dim)
+
+
+def test_blocks_run_only_where_they_can(monkeypatch):
+    """Over NumPy float32/float64 row-major arrays with more than one slice before the dim; float16 in float32
+    whole (its own rounding steps), dim 0 whole (one slice)."""
+    x = np.random.default_rng(4).standard_normal((8, 9)).astype(np.float32)
+    assert row_blocks.blockable(1, x) and row_blocks.blockable(1, x, x)
+    assert not row_blocks.blockable(0, x)
+    assert not row_blocks.blockable(1, x.astype(np.float16))
+    assert not row_blocks.blockable(1, x, x.T.copy().T)  # (a transposed gradient)
+    assert not row_blocks.blockable(1, np.ones((1, 9), np.float32))
+    with monkeypatch.context() as patch:
+        _in_small_blocks(patch)
+        half = autograd.tensor(x.astype(np.float16)).softmax(1).numpy()
+    wide = x.astype(np.float16).astype(np.float32)
+    expected = np.exp(wide - wide.max(1, keepdims=True))
+    expected /= expected.sum(1, keepdims=True)
+    assert _identical(half, expected.astype(np.float16))
+
+
+def test_an_array_over_the_threshold_is_the_direct_formula():
+    x = np.random.default_rng(5).standard_normal((2100, 1000)).astype(np.float32)
+    assert x.size > reductions.LARGE
+    shifted = x - np.maximum.reduce(x, 1, None, None, True)
+    expected = np.exp(shifted)
+    expected /= np.add.reduce(expected, 1, None, None, True)
+    assert _identical(autograd.tensor(x).softmax(-1).numpy(), expected)
+    log_expected = shifted - np.log(np.add.reduce(np.exp(shifted), 1, None, None, True))
+    assert _identical(autograd.tensor(x).log_softmax(1).numpy(), log_expected)
+    g = np.random.default_rng(6).standard_normal(x.shape).astype(np.float32)
+    product = g * expected
+    product -= expected * np.add.reduce(product, 1, None, None, True)
+    t = autograd.tensor(x, requires_grad=True)
+    t.softmax(1).backward(autograd.tensor(g))
+    assert _identical(t.grad.numpy(), product)
+    log_grad = np.exp(log_expected)
+    log_grad *= np.add.reduce(g, 1, None, None, True)
+    t.grad = None
+    t.log_softmax(1).backward(autograd.tensor(g))
+    assert _identical(t.grad.numpy(), g - log_grad)
+
+
+def test_double_backward_through_blocks_matches_the_whole_arrays(monkeypatch):
+    x = np.random.default_rng(7).standard_normal((12, 10)).astype(np.float64)
+    results = []
+    for setting in (_whole, _in_small_blocks):
+        with monkeypatch.context() as patch:
+            setting(patch)
+            for name in ("softmax", "log_softmax"):
+                t = autograd.tensor(x, requires_grad=True)
+                y = getattr(t, name)(1)
+                (g,) = autograd.grad((y * y).sum(), t, create_graph=True)
+                (gg,) = autograd.grad((g * g).sum(), t)
+                results.append((g.detach().numpy(), gg.numpy()))
+    for (g1, gg1), (g2, gg2) in zip(results[:2], results[2:]):
+        assert _identical(g1, g2) and _identical(gg1, gg2)
