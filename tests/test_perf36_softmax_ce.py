@@ -3,13 +3,17 @@
 - softmax, log_softmax and their backward nodes over large arrays in cache-sized blocks of slices
   (``ops/row_blocks.py``): bit for bit the whole-array passes they replace, over every dim, float32 and float64,
   NaN/±inf/±0, transposed inputs (the thresholds lowered so that small arrays go through many blocks, and one
-  array over the real threshold).
+  array over the real threshold);
+- the fused cross-entropy's forward, e^(x - max) written over x - max: bit for bit the previous formula;
+- cross_entropy with label smoothing from one log_softmax, as PyTorch composes it (nll_loss and the uniform part
+  both taken from it): PyTorch's values, and one log_softmax node in the graph.
 """
 
 import numpy as np
 import pytest
 
 import autograd
+import nn.functional as F
 from autograd.ops import reductions, row_blocks
 
 
@@ -125,3 +129,94 @@ def test_double_backward_through_blocks_matches_the_whole_arrays(monkeypatch):
                 results.append((g.detach().numpy(), gg.numpy()))
     for (g1, gg1), (g2, gg2) in zip(results[:2], results[2:]):
         assert _identical(g1, g2) and _identical(gg1, gg2)
+
+
+def _previous_cross_entropy_losses(x, labels):
+    """The fused node's forward before: e^(x - max) as a second array."""
+    with np.errstate(invalid="ignore"):  # (inf - inf)
+        shifted = x - x.max(axis=1, keepdims=True)
+        return np.log(np.exp(shifted).sum(axis=1)) - shifted[np.arange(len(labels)), labels]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cross_entropy_forward_is_the_previous_formula_bit_for_bit(dtype):
+    rng = np.random.default_rng(8)
+    for rows, classes in ((64, 10), (5, 1000), (300, 3)):
+        x = (rng.standard_normal((rows, classes)) * 10).astype(dtype)
+        x.reshape(-1)[rng.integers(0, x.size, 4)] = [np.inf, -np.inf, np.nan, -0.0]
+        labels = rng.integers(0, classes, rows)
+        ours = F.cross_entropy(autograd.tensor(x), autograd.tensor(labels), reduction="none").numpy()
+        assert _identical(ours, _previous_cross_entropy_losses(x, labels))
+        total = F.cross_entropy(autograd.tensor(x), autograd.tensor(labels), reduction="sum").numpy()
+        assert _identical(total, _previous_cross_entropy_losses(x, labels).sum())
+
+
+def _log_softmax_nodes(loss):
+    seen, stack, count = set(), [loss.grad_fn], 0
+    while stack:
+        node = stack.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        count += "LogSoftmax" in node.name()
+        stack.extend(parent for parent, _ in node.next_functions)
+    return count
+
+
+def _smoothing_cases(rng, dtype):
+    for shape in ((64, 10), (8, 7, 5), (4, 3, 2, 2)):
+        classes = shape[1]
+        x = (rng.standard_normal(shape) * 3).astype(dtype)
+        target = rng.integers(0, classes, shape[:1] + shape[2:])
+        weight = rng.random(classes).astype(dtype)
+        for keywords in ({}, {"weight": weight}, {"ignore_index": 1}, {"weight": weight, "ignore_index": 2}):
+            for reduction in ("mean", "sum", "none"):
+                yield x, target, dict(keywords, reduction=reduction, label_smoothing=0.2)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_label_smoothing_takes_one_log_softmax_and_pytorchs_values(dtype):
+    torch = pytest.importorskip("torch")
+    import torch.nn.functional as TF
+    rng = np.random.default_rng(9)
+    # (log_softmax's backward g - p Σg cancels: a unit of its terms, which are up to about 1)
+    tolerance = {"rtol": 2e-6, "atol": 1e-6} if dtype == np.float32 else {"rtol": 1e-13, "atol": 1e-14}
+    for x, target, keywords in _smoothing_cases(rng, dtype):
+        ours_in = autograd.tensor(x, requires_grad=True)
+        theirs_in = torch.tensor(x, requires_grad=True)
+        ours = F.cross_entropy(ours_in, autograd.tensor(target),
+                               **{k: autograd.tensor(v) if k == "weight" else v for k, v in keywords.items()})
+        theirs = TF.cross_entropy(theirs_in, torch.tensor(target),
+                                  **{k: torch.tensor(v) if k == "weight" else v for k, v in keywords.items()})
+        assert _log_softmax_nodes(ours) == 1
+        grad = rng.standard_normal(tuple(ours.shape)).astype(dtype)
+        ours.backward(autograd.tensor(grad))
+        theirs.backward(torch.tensor(grad))
+        np.testing.assert_allclose(ours.detach().numpy(), theirs.detach().numpy(), **tolerance)
+        np.testing.assert_allclose(ours_in.grad.numpy(), theirs_in.grad.numpy(), **tolerance)
+
+
+def test_label_smoothing_is_the_formula():
+    """(1 - ε) nll + ε/C · (-Σ_c w_c ln p_c), each averaged over the kept targets' weights: in float64 by hand."""
+    rng = np.random.default_rng(10)
+    x = rng.standard_normal((32, 6))
+    target = rng.integers(0, 6, 32)
+    target[::5] = 3  # ignored
+    weight = rng.random(6)
+    log_p = x - np.log(np.exp(x).sum(1, keepdims=True))
+    kept = target != 3
+    picked = -log_p[np.arange(32), target] * weight[target] * kept
+    uniform = -(log_p * weight).sum(1) * kept
+    total_weight = (weight[target] * kept).sum()
+    expected = 0.9 * picked.sum() / total_weight + 0.1 / 6 * uniform.sum() / total_weight
+    ours = F.cross_entropy(autograd.tensor(x), autograd.tensor(target), weight=autograd.tensor(weight),
+                           ignore_index=3, label_smoothing=0.1)
+    np.testing.assert_allclose(ours.numpy(), expected, rtol=1e-14)
+
+
+def test_label_smoothing_over_ignored_targets_only_is_nan_with_zero_gradient():
+    x = autograd.tensor(np.random.default_rng(11).standard_normal((4, 5)), requires_grad=True)
+    loss = F.cross_entropy(x, autograd.tensor(np.full(4, 2)), ignore_index=2, label_smoothing=0.3)
+    assert np.isnan(loss.item())
+    loss.backward()
+    assert np.array_equal(x.grad.numpy(), np.zeros((4, 5)))
