@@ -186,15 +186,14 @@ class CrossEntropy(Primitive):
             return self._half(x)
         rows = xp.arange(len(self.labels))
         if not x.size:  # (no rows, no classes: nothing to shift)
-            sums, picked = xp.exp(x).sum(axis=1), x[rows, self.labels]
+            shifted = x
         else:
             shift = x.max(axis=1, keepdims=True)
             shifted = x - shift
-            picked = shifted[rows, self.labels]  # (taken first: e^shifted is written over it, an array of x's size)
-            sums = xp.exp(shifted, out=shifted).sum(axis=1)
-            if x.flags.c_contiguous:
-                self.normalizers = shift, sums
-        losses = xp.log(sums) - picked
+        sums = xp.exp(shifted).sum(axis=1)
+        if x.size and x.flags.c_contiguous:
+            self.normalizers = shift, sums
+        losses = xp.log(sums) - shifted[rows, self.labels]
         if self.ignored is not None:  # skipped, as PyTorch's nll_loss skips them (a row of -inf logits is NaN)
             losses = xp.where(self.ignored, 0, losses)
         if self.weights is not None:
