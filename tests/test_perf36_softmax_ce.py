@@ -199,3 +199,28 @@ def test_label_smoothing_over_ignored_targets_only_is_nan_with_zero_gradient():
     assert np.isnan(loss.item())
     loss.backward()
     assert np.array_equal(x.grad.numpy(), np.zeros((4, 5)))
+
+
+@pytest.mark.parametrize("width", [16, 64, 127, 128, 200])
+def test_accumulating_index_put_of_rows_equals_ufunc_at(width, monkeypatch):
+    """Rows narrower than 128 elements accumulated by their elements' numbers (backend._numpy_at), wider ones in
+    rounds: either way NumPy's add.at's values bit for bit, repeated and negative rows, NaN/±inf/-0 among them."""
+    from autograd import backend
+
+    if backend.xp is not np:
+        pytest.skip("NumPy's own ufunc.at paths")
+    rounds = []
+    monkeypatch.setattr(backend, "_update_in_rounds",
+                        lambda *args, run=backend._update_in_rounds: rounds.append(run(*args)) or rounds[-1])
+    rng = np.random.default_rng(width)
+    x = rng.standard_normal((300, width)).astype(np.float32)
+    index = rng.integers(-300, 300, 900)
+    values = rng.standard_normal((900, width)).astype(np.float32)
+    values.reshape(-1)[rng.integers(0, values.size, 40)] = np.tile([np.nan, np.inf, -np.inf, -0.0], 10)
+    expected = np.zeros_like(x)
+    with np.errstate(invalid="ignore"):
+        np.add.at(expected, index, values)
+        expected = x + expected
+    put = autograd.tensor(x).index_put((autograd.tensor(index),), autograd.tensor(values), accumulate=True)
+    assert _identical(put.numpy(), expected)
+    assert rounds == ([True] if width >= 128 else [])
