@@ -349,6 +349,11 @@ def _nll_loss(input, target, weight, ignore_index, reduction):
         return _refused_at_backward(_nll_loss(input, target.reshape(()), weight, ignore_index, reduction), input)
     _check_class_indices("nll_loss", input, target)
     losses, total_weight, labels, weights = _picked_log_probabilities("nll_loss", input, target, weight, ignore_index)
+    return _nll_reduced(losses, total_weight, labels, weights, input, target, weight, ignore_index, reduction)
+
+
+def _nll_reduced(losses, total_weight, labels, weights, input, target, weight, ignore_index, reduction):
+    """nll_loss's reduction of the picked losses (_picked_log_probabilities' four results, of ``input``)."""
     if input._data.dtype == xp.float16 and reduction != "none":  # (no weight given: the kept rows' count)
         return _half_nll_reduced(losses, labels, None if weight is None else weights,
                                  _ignored(target, ignore_index), reduction)
@@ -451,6 +456,8 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
             return -products.sum()
         return _reduce(-products.sum(dim), reduction)
     _check_class_indices("cross_entropy", input, target)
+    if label_smoothing:
+        return _smoothed_cross_entropy(input, target, weight, ignore_index, reduction, label_smoothing, class_shape)
     rows = _class_last(input)
     class_last = dim == input._data.ndim - 1  # (float16 rounds otherwise for an image's classes: CrossEntropy)
     labels, weights, total_weight = _class_weights("cross_entropy", rows, target, weight, ignore_index)
@@ -470,10 +477,22 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
         nll = CrossEntropy.apply(rows, labels=labels, weights=weights, scale=scale, reduce=True, pytorch_name=name,
                                  mean=reduction == "mean" and not nothing_kept, ignored=ignored,
                                  class_last=class_last)
-    if label_smoothing == 0:
-        return _mean_over_nothing(nll, name) if nothing_kept else nll
-    # the uniform part: -Σ_c w_c ln p_c per prediction, reduced as PyTorch does
+    return _mean_over_nothing(nll, name) if nothing_kept else nll
+
+
+def _smoothed_cross_entropy(input, target, weight, ignore_index, reduction, label_smoothing, class_shape):
+    """(1 - ε) nll_loss(log_softmax(x)) + ε/C · the uniform part, in PyTorch's steps: one log_softmax, from which
+    both terms are taken (the fused node's log-sum-exp would be a second pass over the logits)."""
+    dim = _class_dim(input)
+    classes = input._data.shape[dim]
     log_probs = input.log_softmax(dim)
+    losses, total_weight, labels, weights = _picked_log_probabilities("cross_entropy", log_probs, target, weight,
+                                                                      ignore_index)
+    nll = named_node(_nll_reduced(losses, total_weight, labels, weights, log_probs, target, weight, ignore_index,
+                                  reduction), None, _nll_node_name(input, reduction), (log_probs,))
+    nothing_kept = (reduction == "mean" and (weights is not None or not len(labels))
+                    and _nothing_kept(target, ignore_index))
+    # the uniform part: -Σ_c w_c ln p_c per prediction, reduced as PyTorch does
     weighted = log_probs if weight is None else log_probs * weight.reshape(class_shape)
     kept = Tensor._make(target._data != ignore_index)
     smooth = where(kept, -weighted.sum(dim), 0.0)  # (masked, as PyTorch's: an ignored row of -inf gives 0, not NaN)

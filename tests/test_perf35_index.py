@@ -139,9 +139,9 @@ def test_whole_rows_updated_in_rounds_as_ufunc_at_updates_them(name, dtype, repe
     if xp is not np:
         pytest.skip("NumPy's own ufunc.at paths: another array module runs its own")
     rows = RNG.permutation(np.repeat(np.arange(-60, 60), repeats))[:2000]  # (each row named up to `repeats` times)
-    for shape, values in [((120, 32), _values((rows.size, 32), "float64")), ((120, 4, 8), _values((rows.size, 4, 8),
-                                                                                               "float64")),
-                          ((120, 64), _values((64,), "float64"))]:
+    for shape, values in [((120, 128), _values((rows.size, 128), "float64")),  # (rounds from rows of 128 elements)
+                          ((120, 4, 32), _values((rows.size, 4, 32), "float64")),
+                          ((120, 160), _values((160,), "float64")), ((120, 32), _values((rows.size, 32), "float64"))]:
         values = values.astype(dtype) if dtype != "int32" else np.nan_to_num(values, posinf=7, neginf=-7).astype(dtype)
         array = _values(shape, "float64").astype(dtype) if dtype != "int32" else RNG.integers(-9, 9, shape, dtype)
         expected = array.copy()

@@ -24,6 +24,7 @@ from .conversion import type_name
 from .elementwise import floating, row_major, selected_share, where
 from .names import names
 from .outputs import write_out
+from .row_blocks import LARGE, blockable, by_row_blocks
 
 
 def spread(grad, x, axes, keepdim, like=None):
@@ -323,7 +324,8 @@ def _shift(x, axes):
         # makes the slice's results NaN, as its sum is) and where the maximum is 0, whose sign the order of the
         # comparisons picks (x - m is then ±0, and log_softmax's x - m - 0 keeps that sign): taken again there
         shift = numpy.fmax.reduce(x, axes, None, None, True)
-        return shift if shift.all() else numpy.maximum.reduce(x, axes, None, None, True)
+        # (all: logical_and's reduction, without ndarray.all's Python wrapper)
+        return shift if numpy.logical_and.reduce(shift, None) else numpy.maximum.reduce(x, axes, None, None, True)
     return (x.real if x.dtype.kind == "c" else x).max(axis=axes, keepdims=True)  # (complex: a real shift)
 
 
@@ -378,10 +380,19 @@ def softmax_array(x, axis):
     if x.dtype.kind == "c":
         refuse_unordered(x, "softmax")
     x = row_major(x)  # (PyTorch's result is contiguous whatever x's layout: a transpose's)
+    if x.size > LARGE and blockable(axis, x):
+        return by_row_blocks(_softmax_block, (x,), axis)
     e = x - _shift(x, axis)
     e = xp.exp(e, out=e) if e.ndim else xp.exp(e)  # (a 0-d difference is a NumPy scalar)
     e /= _kept_sum(e, axis)
     return e
+
+
+def _softmax_block(x, e):
+    """softmax_array's passes over a block of slices (axis 1), into e."""
+    numpy.subtract(x, _shift(x, 1), out=e)
+    numpy.exp(e, out=e)
+    e /= _kept_sum(e, 1)
 
 
 class Softmax(Primitive):
@@ -406,6 +417,8 @@ class SoftmaxGrad(Primitive):
     def forward(self, g, y):
         if g.dtype == float16:  # in float32, rounded once, as PyTorch's
             return self.forward(g.astype(float32), y.astype(float32)).astype(float16)
+        if g.size > LARGE and blockable(self.dim, g, y):
+            return by_row_blocks(_softmax_grad_block, (g, y), self.dim, scratch=1)
         z = g * y
         z -= y * _kept_sum(z, self.dim)
         return z
@@ -418,14 +431,28 @@ class SoftmaxGrad(Primitive):
         return grad_g, grad_y
 
 
+def _softmax_grad_block(g, y, z, product):
+    """SoftmaxGrad's passes over a block of slices (axis 1), into z (product: scratch for y Σ_j g_j y_j)."""
+    numpy.multiply(g, y, out=z)
+    z -= numpy.multiply(y, _kept_sum(z, 1), out=product)
+
+
 def log_softmax_array(x, axis):
     """x_i - ln Σ_j e^(x_j) along ``axis`` of an array, shifted by the maximum (float16: see _log_softmax_half)."""
     x = row_major(x)  # (PyTorch's result is contiguous whatever x's layout: a transpose's)
     if x.dtype == float16:
         return _log_softmax_half(x, axis)
+    if x.size > LARGE and blockable(axis, x):
+        return by_row_blocks(_log_softmax_block, (x,), axis, scratch=1)
     shifted = x - _shift(x, axis)
     shifted -= xp.log(_kept_sum(xp.exp(shifted), axis))
     return shifted
+
+
+def _log_softmax_block(x, shifted, e):
+    """log_softmax_array's passes over a block of slices (axis 1), into shifted (e: scratch for e^shifted)."""
+    numpy.subtract(x, _shift(x, 1), out=shifted)
+    shifted -= numpy.log(_kept_sum(numpy.exp(shifted, out=e), 1))
 
 
 def _log_softmax_half(x, axis):
@@ -463,6 +490,8 @@ class LogSoftmaxGrad(Primitive):
     def forward(self, g, y):
         if g.dtype == float16:  # in float32, rounded once, as PyTorch's
             return self.forward(g.astype(float32), y.astype(float32)).astype(float16)
+        if g.size > LARGE and blockable(self.dim, g, y):
+            return by_row_blocks(_log_softmax_grad_block, (g, y), self.dim)
         z = xp.exp(y)
         z *= _kept_sum(g, self.dim)
         return xp.subtract(g, z, out=z) if z.ndim else g - z  # (in place, no negated sum; a 0-d z is a NumPy scalar)
@@ -474,6 +503,13 @@ class LogSoftmaxGrad(Primitive):
         if y.requires_grad:
             grad_y = -u * y.exp() * g.sum(self.dim, keepdim=True)
         return grad_g, grad_y
+
+
+def _log_softmax_grad_block(g, y, z):
+    """LogSoftmaxGrad's passes over a block of slices (axis 1), into z."""
+    numpy.exp(y, out=z)
+    z *= _kept_sum(g, 1)
+    numpy.subtract(g, z, out=z)
 
 
 # -- the names these ops go by ------------------------------------------------------------------
