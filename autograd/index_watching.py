@@ -1,6 +1,8 @@
-"""The index tensors an op reads, watched as saved: PyTorch's index ops (x[i], x[i] = v, index_select, index_add,
-index_put, gather, scatter, masked ops) save their index tensors, so writing one in place before the backward refuses
-it, as writing a saved input does (``Primitive.watch_output``)."""
+"""The index tensors an op reads or returns, watched as saved: PyTorch's index ops (x[i], x[i] = v, index_select,
+index_add, index_put, gather, scatter, masked ops) save their index tensors, and its selections (sort, topk, max(dim),
+cummax, max pooling, ...) the indices they return, so writing one in place before the backward refuses it, as writing
+a saved input does (``Primitive.watch_output``). Ours read the index's array, which the tensor shares: without the
+watch a write would silently move the gradient (or send it out of bounds)."""
 
 import functools
 
@@ -37,3 +39,14 @@ def watches_index(name, position):
         return watching
 
     return decorate
+
+
+def watch_returned_indices(values, indices):
+    """(values, indices), of an op whose PyTorch node saves the indices it returns (sort, topk, kthvalue, max(dim),
+    median(dim), mode, cummax, max pooling; frexp's exponent): values' node watches them. Ours gather by the same
+    array, so writing the indices in place after the forward would move the gradient silently; PyTorch refuses the
+    backward ("[torch.LongTensor [2, 2]] is at version 1; expected version 0 instead")."""
+    node = values.grad_fn
+    if node is not None:
+        node.watch_output(indices)
+    return values, indices
