@@ -5,8 +5,9 @@ a saved input does (``Primitive.watch_output``). Ours read the index's array, wh
 watch a write would silently move the gradient (or send it out of bounds)."""
 
 import functools
+import inspect
 
-from .primitive import Primitive
+from .primitive import Primitive, named_node
 
 
 def watch_index_tensors(result, index):
@@ -34,6 +35,32 @@ def watches_index(name, position):
             result = function(*args, **kwargs)
             watch_index_tensors(result, kwargs[name] if name in kwargs else args[position] if len(args) > position
                                 else None)
+            return result
+
+        return watching
+
+    return decorate
+
+
+def watches_arguments(*names):
+    """Decorator of a function whose PyTorch node saves the tensors given as its arguments ``names`` (a loss's
+    input, target and class weights, embedding's indices, max_unpool's indices), where the function's own nodes
+    keep a copy or nothing, or read the array of a 0-d one (which x[i] reads as a number, saved by neither:
+    watches_index skips those): the result's node (the first of a tuple's) watches each of them as saved
+    (named_node's ``saves``), so writing one in place after the forward refuses the backward, as PyTorch's."""
+
+    def decorate(function):
+        parameters = list(inspect.signature(function).parameters)
+        spots = tuple((name, parameters.index(name)) for name in names)
+
+        @functools.wraps(function)
+        def watching(*args, **kwargs):
+            result = function(*args, **kwargs)
+            first = result[0] if isinstance(result, tuple) else result
+            if getattr(first, "grad_fn", None) is not None:
+                named_node(first, None, None, saves=[kwargs.get(name) if name in kwargs else
+                                                     args[position] if len(args) > position else None
+                                                     for name, position in spots])
             return result
 
         return watching
