@@ -192,7 +192,7 @@ def _lengths(name, values, batch):
     return array.astype(xp.int64)
 
 
-@watches_arguments("targets", "input_lengths", "target_lengths")  # (CtcLossBackward1 saves them, as tensors)
+@watches_arguments("targets")  # (PyTorch's CtcLossBackward saves them; the lengths it reads as numbers)
 def ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reduction="mean", zero_infinity=False):
     """The CTC loss of ``log_probs`` (T, N, C) or (T, C) given ``targets``: (N, S) padded,
     or all targets concatenated in 1-d, with their ``target_lengths``; ``input_lengths``
