@@ -1,9 +1,9 @@
 """Tensors a loss or an index op is given and PyTorch's node saves (NllLossBackward0's ``_saved_target`` and
-``_saved_weight``, EmbeddingBackward0's ``_saved_indices``, MaxUnpool2DBackward0's, CtcLossBackward0's targets (not its
-lengths, read as numbers), the margin and Huber losses' ``_saved_self`` and ``_saved_target``): writing one in place after the forward,
-even with the same values, refuses the backward. Ours read the target's or index's array, which the tensor shares,
-so a write changed the gradient silently (cross_entropy's target, a 0-d nll_loss target or embedding index,
-multi_margin_loss's target, max_unpool's indices), or the node never noticed.
+``_saved_weight``, EmbeddingBackward0's ``_saved_indices``, MaxUnpool2DBackward0's, CtcLossBackward0's targets (not
+its lengths, read as numbers), the margin and Huber losses' ``_saved_self`` and ``_saved_target``): writing one in
+place after the forward, even with the same values, refuses the backward. Ours read the target's or index's array,
+which the tensor shares, so a write changed the gradient silently (cross_entropy's target, a 0-d nll_loss target or
+embedding index, multi_margin_loss's target, max_unpool's indices), or the node never noticed.
 
 Each case: ours raises PyTorch's RuntimeError naming the tensor; where torch is installed, PyTorch raises too, in
 the same words (but for the node that made a written float input, which ours does not name). Writes PyTorch's node
