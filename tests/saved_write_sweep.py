@@ -35,36 +35,45 @@ def spec_of(value):
     return value
 
 
-def sweep(names=None):
-    pairs = differing = 0
-    for op in COMPARED:
-        name = _variant(op)
-        if (names and name not in names) or name in SKIP or not op.supports_autograd:
-            continue
-        if torch.float64 not in op.supported_dtypes("cpu"):
-            continue
-        ours = _ours_for(op)
+def op_differences(op, samples=SAMPLES):
+    """[(target, write, ours, PyTorch's)] over the op's first ``samples`` float64 samples that have a graph, and the
+    number of (target, write) pairs compared (test_opinfo's _ours_for calls ours)."""
+    ours = _ours_for(op)
 
-        def call(T, *args, _ours=ours, _op=op, **kwargs):
-            return (_op.op if T is torch else _ours)(*args, **kwargs)
+    def call(T, *args, **kwargs):
+        return (op.op if T is torch else ours)(*args, **kwargs)
 
-        done = 0
-        for sample in op.sample_inputs_func(op, "cpu", torch.float64, True):
-            if done == SAMPLES:
-                break
-            try:
-                spec = ([spec_of(sample.input), *spec_of(list(sample.args))], spec_of(sample.kwargs))
-                found, compared = differences(call, spec)
-            except Exception as error:  # a sample ours cannot run: test_opinfo's business
-                print(f"{name}: skipped ({type(error).__name__}: {str(error)[:80]})", flush=True)
-                continue
-            if not compared:
-                continue
+    found, pairs, done = [], 0, 0
+    for sample in op.sample_inputs_func(op, "cpu", torch.float64, True):
+        if done == samples:
+            break
+        try:
+            spec = ([spec_of(sample.input), *spec_of(list(sample.args))], spec_of(sample.kwargs))
+            differing, compared = differences(call, spec)
+        except Exception as error:  # a sample ours cannot run, or one the probe cannot make: test_opinfo's business
+            found.append(("skipped", "", f"{type(error).__name__}: {str(error)[:80]}", ""))
+            continue
+        if compared:
             done += 1
             pairs += compared
-            differing += len(found)
-            for target, kind, got, want in found:
-                print(f"{name} {target} {kind}: ours {got} | PyTorch {want}", flush=True)
+            found.extend(differing)
+    return found, pairs
+
+
+def probed(names=None):
+    """The ops of op_db the sweep probes: differentiable in float64, compared by test_opinfo, not skipped there."""
+    return [op for op in COMPARED if (not names or _variant(op) in names) and _variant(op) not in SKIP
+            and op.supports_autograd and torch.float64 in op.supported_dtypes("cpu")]
+
+
+def sweep(names=None):
+    pairs = differing = 0
+    for op in probed(names):
+        found, compared = op_differences(op)
+        pairs += compared
+        for target, kind, got, want in found:
+            differing += target != "skipped"
+            print(f"{_variant(op)} {target} {kind}: ours {got} | PyTorch {want}", flush=True)
     print(f"pairs compared: {pairs}, differing: {differing}")
 
 
