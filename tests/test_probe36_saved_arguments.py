@@ -79,6 +79,17 @@ SAVED = {  # name: (call, spec, the written argument, the message's tensor)
     "max_unpool2d's indices": (lambda T, x, i: _f(T).max_unpool2d(x, i, 2),
                                [Leaf(np.arange(4.0).reshape(1, 1, 2, 2)), np.array([[[[0, 3], [9, 14]]]])], "arg 1",
                                "[torch.LongTensor [1, 1, 2, 2]]"),
+    "gather's input": (lambda T, x, i: T.gather(x, 1, i), [SCORES, np.array([[0], [2], [1], [1]])], "arg 0",
+                       "[torch.DoubleTensor [4, 3]]"),
+    "take's input": (lambda T, x, i: T.take(x, i), [SCORES, np.array([0, 5])], "arg 0", "[torch.DoubleTensor [4, 3]]"),
+    "masked_select's input": (lambda T, x, m: T.masked_select(x, m), [SCORES, np.eye(4, 3, dtype=bool)], "arg 0",
+                              "[torch.DoubleTensor [4, 3]]"),
+    "index_add's source": (lambda T, x, i, s: T.index_add(x, 0, i, s),
+                           [SCORES, np.array([3, 0]), Leaf(np.ones((2, 3)))], "arg 2", "[torch.DoubleTensor [2, 3]]"),
+    "prelu's input": (lambda T, x, w: _f(T).prelu(x, w), [SCORES, Leaf(np.array([0.25]))], "arg 0",
+                      "[torch.DoubleTensor [4, 3]]"),
+    "cdist's x2": (lambda T, a, b: T.cdist(a, b), [SCORES, Leaf(np.ones((2, 3)))], "arg 1",
+                   "[torch.DoubleTensor [2, 3]]"),
     "ctc_loss's targets": (_ctc, CTC, "arg 1", "[torch.LongTensor [2, 2]]"),
 }
 

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import autograd
+import autograd.special  # noqa: F401  (T.special below)
 import nn.functional as F
 from tests.saved_write_probe import Leaf, probe
 
@@ -49,6 +50,10 @@ SELECTIONS = {  # name: (call, spec, the written output, the message's tensor)
     "cummin's input": (lambda T, x: T.cummin(x, 1), [X], "arg 0", "[torch.DoubleTensor [2, 3]]"),
     "max_pool2d's input": (lambda T, x: _functional(T).max_pool2d(x, 2, return_indices=True), [IMAGE], "arg 0",
                            "[torch.DoubleTensor [1, 2, 4, 4]]"),
+    "special.i1e's result": (lambda T, x: T.special.i1e(x), [X], "out 0",
+                             "[torch.DoubleTensor [2, 3]], which is output 0 of SpecialI1E,"),
+    "special.erfcx's result": (lambda T, x: T.special.erfcx(x), [X], "out 0",
+                               "[torch.DoubleTensor [2, 3]], which is output 0 of SpecialErfcx,"),
     "max()'s result": (lambda T, x: x.max(), [X], "out 0", "[torch.DoubleTensor []], which is output 0 of Max1,"),
     "min()'s result": (lambda T, x: x.min(), [X], "out 0", "[torch.DoubleTensor []], which is output 0 of Min1,"),
     "median()'s result": (lambda T, x: x.median(), [X], "out 0",

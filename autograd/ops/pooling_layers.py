@@ -17,7 +17,7 @@ holding the maximum.
 
 from ..backend import xp
 from ..errors import ShapeError
-from ..index_watching import watch_returned_indices
+from ..index_watching import watch_returned_indices, watches_arguments
 from ..primitive import named_node, node_named
 from ..tensor import tensor_from
 from . import pooling
@@ -273,6 +273,7 @@ def _bin_average(size, out, dtype):
     return inside.astype(dtype) / (end - start)[:, None].astype(dtype)
 
 
+@watches_arguments("input")  # (PyTorch's node saves them: writing one refuses)
 def adaptive_avg_pool2d(input, output_size):
     """y[i, j] = the mean of x over bin i of the rows and bin j of the columns: y = A_h x A_wᵀ."""
     planes, undo, out = _adaptive_sizes(input, output_size, 2, "adaptive_avg_pool2d")
@@ -286,6 +287,7 @@ def adaptive_avg_pool2d(input, output_size):
 
 
 @names("adaptive_avg_pool1d", method=False)
+@watches_arguments("input")  # (PyTorch's node saves them: writing one refuses)
 def adaptive_avg_pool1d(input, output_size):
     planes, undo, out = _adaptive_sizes(input, output_size, 1, "adaptive_avg_pool1d")
     if 0 in out:
@@ -461,6 +463,7 @@ def _adaptive_sizes3d(input, output_size, name):
     return input, unbatched, sizes
 
 
+@watches_arguments("input")  # (PyTorch's node saves them: writing one refuses)
 def adaptive_avg_pool3d(input, output_size):
     """y[t, i, j] = the mean of x over PyTorch's adaptive bins of each axis: y = A_d · (plane pass)."""
     volumes, unbatched, out = _adaptive_sizes3d(input, output_size, "adaptive_avg_pool3d")
