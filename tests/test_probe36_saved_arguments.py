@@ -90,6 +90,8 @@ SAVED = {  # name: (call, spec, the written argument, the message's tensor)
                       "[torch.DoubleTensor [4, 3]]"),
     "cdist's x2": (lambda T, a, b: T.cdist(a, b), [SCORES, Leaf(np.ones((2, 3)))], "arg 1",
                    "[torch.DoubleTensor [2, 3]]"),
+    "pad's input, reflect": (lambda T, x: _f(T).pad(x, (1, 1), mode="reflect"), [SCORES], "arg 0",
+                             "[torch.DoubleTensor [4, 3]]"),
     "ctc_loss's targets": (_ctc, CTC, "arg 1", "[torch.LongTensor [2, 2]]"),
 }
 
@@ -148,6 +150,7 @@ UNSAVED = {  # writes PyTorch's nodes do not see: they keep the gradient
     "embedding's weight": (lambda T, w, i: _f(T).embedding(i, w), [SCORES, np.array([3, 1])], "arg 0"),
     "ctc_loss's input_lengths": (_ctc, CTC, "arg 2"),
     "ctc_loss's target_lengths": (_ctc, CTC, "arg 3"),
+    "pad's input, circular": (lambda T, x: _f(T).pad(x, (1, 1), mode="circular"), [SCORES], "arg 0"),
     "max_unpool1d's input": (lambda T, x, i: _f(T).max_unpool1d(x, i, 2),
                              [Leaf(np.arange(4.0).reshape(1, 1, 4)), np.array([[[1, 2, 5, 6]]])], "arg 0"),
 }
