@@ -153,7 +153,7 @@ def refuse_ragged(data):
     check(data, 0)
 
 
-_BACKWARD = re.compile(r"Backward\d*$")
+_BACKWARD = re.compile(r"Backward(0$)?")  # (PyTorch says Exp for ExpBackward0, Max1 for MaxBackward1)
 
 
 def modified_in_place(dtype, shape, made_by, version, expected, why):

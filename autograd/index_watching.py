@@ -1,10 +1,13 @@
-"""The index tensors an op reads, watched as saved: PyTorch's index ops (x[i], x[i] = v, index_select, index_add,
-index_put, gather, scatter, masked ops) save their index tensors, so writing one in place before the backward refuses
-it, as writing a saved input does (``Primitive.watch_output``)."""
+"""The index tensors an op reads or returns, watched as saved: PyTorch's index ops (x[i], x[i] = v, index_select,
+index_add, index_put, gather, scatter, masked ops) save their index tensors, and its selections (sort, topk, max(dim),
+cummax, max pooling, ...) the indices they return, so writing one in place before the backward refuses it, as writing
+a saved input does (``Primitive.watch_output``). Ours read the index's array, which the tensor shares: without the
+watch a write would silently move the gradient (or send it out of bounds)."""
 
 import functools
+import inspect
 
-from .primitive import Primitive
+from .primitive import Primitive, named_node
 
 
 def watch_index_tensors(result, index):
@@ -37,3 +40,40 @@ def watches_index(name, position):
         return watching
 
     return decorate
+
+
+def watches_arguments(*names):
+    """Decorator of a function whose PyTorch node saves the tensors given as its arguments ``names`` (a loss's
+    input, target and class weights, embedding's indices, max_unpool's indices), where the function's own nodes
+    keep a copy or nothing, or read the array of a 0-d one (which x[i] reads as a number, saved by neither:
+    watches_index skips those): the result's node (the first of a tuple's) watches each of them as saved
+    (named_node's ``saves``), so writing one in place after the forward refuses the backward, as PyTorch's."""
+
+    def decorate(function):
+        parameters = list(inspect.signature(function).parameters)
+        spots = tuple((name, parameters.index(name)) for name in names)
+
+        @functools.wraps(function)
+        def watching(*args, **kwargs):
+            result = function(*args, **kwargs)
+            first = result[0] if isinstance(result, tuple) else result
+            if getattr(first, "grad_fn", None) is not None:
+                named_node(first, None, None, saves=[kwargs.get(name) if name in kwargs else
+                                                     args[position] if len(args) > position else None
+                                                     for name, position in spots])
+            return result
+
+        return watching
+
+    return decorate
+
+
+def watch_returned_indices(values, indices):
+    """(values, indices), of an op whose PyTorch node saves the indices it returns (sort, topk, kthvalue, max(dim),
+    median(dim), mode, cummax, max pooling; frexp's exponent): values' node watches them. Ours gather by the same
+    array, so writing the indices in place after the forward would move the gradient silently; PyTorch refuses the
+    backward ("[torch.LongTensor [2, 2]] is at version 1; expected version 0 instead")."""
+    node = values.grad_fn
+    if node is not None:
+        node.watch_output(indices)
+    return values, indices

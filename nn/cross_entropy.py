@@ -14,6 +14,7 @@ import numpy
 from autograd import Primitive, Tensor
 from autograd.backend import xp
 from autograd.errors import DtypeError, IndexRangeError, ShapeError, check_same_dtype, not_a_tensor
+from autograd.index_watching import watches_arguments
 from autograd.meta import MetaArray, meta_array
 from autograd.ops.conversion import refuse_kinds, type_name
 from autograd.ops.elementwise import where
@@ -335,6 +336,7 @@ def _nll_node_name(input, reduction):
     return "NllLoss2DBackward0" if input.ndim == 4 or reduction != "none" else "ViewBackward0"
 
 
+@watches_arguments("input", "target", "weight")  # (NllLossBackward0 saves them: writing one refuses)
 def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None, reduction="mean"):
     """ℓ_n = -w_{y_n} x_{n, y_n} for log-probabilities x; 'mean' divides by Σ w_{y_n}."""
     reduction = checked_reduction(size_average, reduce, reduction)
@@ -466,9 +468,14 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
                     and _nothing_kept(target, ignore_index))
     name = _nll_node_name(input, reduction)
     ignored = None if weights is None else _ignored(target, ignore_index)
+    # the target (its array is the labels') and class weights PyTorch's NllLossBackward0 saves, watched by the node
+    # (Primitive.watch_output's entries, spelled out: this runs at every training step, where a call would count)
+    watched = ((target._version_cell, target._data.shape, target._data.dtype),)
+    if weight is not None:
+        watched += ((weight._version_cell, weight._data.shape, weight._data.dtype),)
     if reduction == "none":
         nll = CrossEntropy.apply(rows, labels=labels, weights=weights, scale=1.0, reduce=False, ignored=ignored,
-                                 class_last=class_last)
+                                 class_last=class_last, watched_outputs=watched)
         nll = named_node(nll.reshape(target.shape), None, name, (input,))
     else:  # mean or sum (checked at the call)
         scale = 1.0
@@ -476,7 +483,7 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
             scale = 1.0 / total_weight if total_weight else float("nan")
         nll = CrossEntropy.apply(rows, labels=labels, weights=weights, scale=scale, reduce=True, pytorch_name=name,
                                  mean=reduction == "mean" and not nothing_kept, ignored=ignored,
-                                 class_last=class_last)
+                                 class_last=class_last, watched_outputs=watched)
     return _mean_over_nothing(nll, name) if nothing_kept else nll
 
 
@@ -489,7 +496,8 @@ def _smoothed_cross_entropy(input, target, weight, ignore_index, reduction, labe
     losses, total_weight, labels, weights = _picked_log_probabilities("cross_entropy", log_probs, target, weight,
                                                                       ignore_index)
     nll = named_node(_nll_reduced(losses, total_weight, labels, weights, log_probs, target, weight, ignore_index,
-                                  reduction), None, _nll_node_name(input, reduction), (log_probs,))
+                                  reduction), None, _nll_node_name(input, reduction), (log_probs,),
+                     saves=(target,) if weight is None else (target, weight))  # (what NllLossBackward0 saves)
     nothing_kept = (reduction == "mean" and (weights is not None or not len(labels))
                     and _nothing_kept(target, ignore_index))
     # the uniform part: -Σ_c w_c ln p_c per prediction, reduced as PyTorch does

@@ -14,8 +14,9 @@ scatters dL/dy back to it. PyTorch's arithmetic (in the input's dtype) gives its
 import math
 
 from autograd.backend import xp
+from autograd.index_watching import watch_returned_indices
 from autograd.ops.conversion import refuse_kinds
-from autograd.ops.pooling import GatherFlat, window_winner, with_indices
+from autograd.ops.pooling import GatherFlat, window_winner
 from autograd.random import generator
 from autograd.tensor import tensor_from
 
@@ -104,7 +105,7 @@ def _fractional_max_pool(input, kernel_size, output_size, output_ratio, return_i
     y = GatherFlat.apply(input, indices=indices, overlapping=True)
     if unbatched:
         y, indices = y.squeeze(0), indices[0]
-    return with_indices(y, tensor_from(indices)) if return_indices else y
+    return watch_returned_indices(y, tensor_from(indices)) if return_indices else y
 
 
 def fractional_max_pool2d(input, kernel_size, output_size=None, output_ratio=None, return_indices=False,

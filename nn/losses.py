@@ -19,6 +19,7 @@ from autograd import Primitive, Tensor
 from autograd.backend import ufunc_at, xp
 from autograd.errors import ShapeError
 from autograd.graph import program_stacklevel
+from autograd.index_watching import watches_arguments
 from autograd.ops.conversion import c_name, refuse_kinds, require_scalar_type, type_name
 from autograd.ops.losses import (  # noqa: F401  (F.binary_cross_entropy_with_logits, ... as before)
     FLOAT_EPSILON,
@@ -134,6 +135,7 @@ def l1_loss(input, target, size_average=None, reduce=None, reduction="mean", wei
     return _weighted((input - target).abs(), weight, read_reduction(reduction))  # (read after the shapes: PyTorch's)
 
 
+@watches_arguments("input", "target")  # (saved by PyTorch's node: writing one refuses the backward)
 def huber_loss(input, target, reduction="mean", delta=1.0, weight=None):
     """½ d² where |d| < delta, delta (|d| - ½ delta) elsewhere: MSE near 0, L1 far out."""
     if not delta > 0:  # (a NaN delta too, as PyTorch's check)
@@ -230,7 +232,8 @@ def _reduce_rows(losses, reduction):
     return _reduce(losses, reduction)
 
 
-@node_named("MultiMarginLossBackward0")  # (PyTorch's one kernel and node)
+@node_named("MultiMarginLossBackward0")  # (PyTorch's one kernel and node, which saves these three:)
+@watches_arguments("input", "target", "weight")
 def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, size_average=None, reduce=None, reduction="mean"):
     """Multi-class hinge: ℓ_n = Σ_{i ≠ y} max(0, margin - x_y + x_i)^p / C (times w_y)."""
     reduction = checked_reduction(size_average, reduce, reduction)
@@ -287,6 +290,7 @@ def contrastive_loss(input1, input2, target, margin=1.0, reduction="mean"):
     return _reduce(target * distance * distance + (1.0 - target) * apart * apart, reduction)
 
 
+@watches_arguments("input", "target")  # (saved by PyTorch's node: writing one refuses the backward)
 def smooth_l1_loss(input, target, size_average=None, reduce=None, reduction="mean", beta=1.0):
     """½ d² / β where |d| < β, |d| - ½ β elsewhere (d = ŷ - y); β = 0 is the L1 loss.
     Huber's loss divided by β: its slope far out is 1, not β."""
@@ -374,6 +378,7 @@ def gaussian_nll_loss(input, target, var, full=False, eps=1e-6, reduction="mean"
 
 
 @node_named("SoftMarginLossBackward0")
+@watches_arguments("input", "target")  # (saved by PyTorch's node: writing one refuses the backward)
 def soft_margin_loss(input, target, size_average=None, reduce=None, reduction="mean"):
     """ℓ = ln(1 + e^(-y x)) for labels y in {-1, +1}: the logistic loss."""
     reduction = checked_reduction(size_average, reduce, reduction)
@@ -400,6 +405,7 @@ def multilabel_soft_margin_loss(input, target, weight=None, size_average=None, r
 
 
 @node_named("MultilabelMarginLossBackward0")
+@watches_arguments("input", "target")  # (saved by PyTorch's node: writing one refuses the backward)
 def multilabel_margin_loss(input, target, size_average=None, reduce=None, reduction="mean"):
     """Multi-label hinge: for each sample, every target class j should score at least 1
     above every non-target class i:   ℓ_n = Σ_j Σ_{i ∉ targets} max(0, 1 - (x_j - x_i)) / C.

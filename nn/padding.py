@@ -106,7 +106,8 @@ def pad(input, pad, mode="constant", value=None):
     # laid out as PyTorch's kernels write it (the index gathers leave NumPy's layouts, batch or channels innermost):
     # circular copies slices into a fresh row-major tensor, reflect and replicate follow the input's layout
     padded = padded.contiguous() if mode == "circular" else in_suggested_layout(padded, input)
-    return named_node(padded, None, name, (input,))
+    # (ReflectionPad and ReplicationPad's nodes save the input: writing it refuses the backward; circular's copies)
+    return named_node(padded, None, name, (input,), saves=(input,) if node is not None else ())
 
 
 def _padded(input, amounts, mode):

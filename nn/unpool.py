@@ -13,6 +13,7 @@ output_size picks one of the sizes that pool to the same (within a stride of it)
 import math
 
 import autograd
+from autograd.index_watching import watches_arguments
 from autograd.ops import pooling
 from autograd.ops.conversion import refuse_kinds, type_name
 from autograd.ops.layouts import in_suggested_layout
@@ -66,16 +67,19 @@ def _max_unpool(input, indices, kernel_size, stride, padding, output_size, spati
     return y.squeeze(0) if unbatched else y
 
 
+@watches_arguments("indices")  # (MaxUnpool2DBackward0 saves them: writing them refuses)
 def max_unpool1d(input, indices, kernel_size, stride=None, padding=0, output_size=None):
     """Each value of (N, C, L) back at its index in an (N, C, L_out) of zeros."""
     return _max_unpool(input, indices, kernel_size, stride, padding, output_size, 1)
 
 
+@watches_arguments("indices")  # (MaxUnpool2DBackward0 saves them: writing them refuses)
 def max_unpool2d(input, indices, kernel_size, stride=None, padding=0, output_size=None):
     """Each value of (N, C, H, W) back at its flat index h·W_out + w in an (N, C, H_out, W_out) of zeros."""
     return _max_unpool(input, indices, kernel_size, stride, padding, output_size, 2)
 
 
+@watches_arguments("indices")  # (MaxUnpool3DBackward0 saves them: writing them refuses)
 def max_unpool3d(input, indices, kernel_size, stride=None, padding=0, output_size=None):
     """Each value of (N, C, D, H, W) back at its flat index in an (N, C, D_out, H_out, W_out) of zeros."""
     return _max_unpool(input, indices, kernel_size, stride, padding, output_size, 3)

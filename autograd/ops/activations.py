@@ -11,6 +11,7 @@ import math
 from .. import random
 from ..backend import float16, select, xp
 from ..graph import modes
+from ..index_watching import watches_arguments
 from ..primitive import Primitive, node_named
 from ..tensor import Tensor
 from . import piecewise_linear
@@ -139,6 +140,7 @@ def celu_(input, alpha=1.0):
 
 @names("prelu")
 @node_named("PreluKernelBackward0")
+@watches_arguments("input")  # (PyTorch's node saves them: writing one refuses)
 def prelu(input, weight):
     """y = x for x > 0, a·x otherwise, with a learned ``weight`` a: one slope, or one per
     channel (dim 1 of the input; an input of fewer than 2 dims has one channel, as in PyTorch, so a

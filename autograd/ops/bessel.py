@@ -106,6 +106,7 @@ class I1(Primitive):
     would lose its digits, or underflow for subnormal x)"""
 
     pytorch_name = "SpecialI1Backward0"  # (PyTorch's node for it)
+    saves_output = True  # (PyTorch's node keeps the result too: writing it in place refuses the backward)
 
     def forward(self, x):
         return bessel_i1(x)
@@ -167,6 +168,7 @@ class I1e(Primitive):
     """y = e^-|x| I1(x);   dL/dx = dL/dy · (i0e(x) - sign(x) y - y/x), and dL/dy / 2 near x = 0"""
 
     pytorch_name = "SpecialI1EBackward0"  # (PyTorch's node for it)
+    saves_output = True  # (PyTorch's node keeps the result too: writing it in place refuses the backward)
 
     def forward(self, x):
         return scaled_i(x, 1).astype(x.dtype)
@@ -175,8 +177,7 @@ class I1e(Primitive):
         at_zero = xp.abs(x._data) < 1e-8  # (as I1's: y/x → 1/2 there, and would lose its digits)
         one = Tensor._make(xp.ones((), dtype=x.dtype))
         safe = Where.apply(one, x, condition=at_zero)
-        scaled = I1e.apply(x)
-        slope = I0e.apply(x) - x.sign() * scaled - I1e.apply(safe) / safe
+        slope = I0e.apply(x) - x.sign() * y - I1e.apply(safe) / safe
         return (grad * Where.apply(one * 0.5, slope, condition=at_zero),)
 
 

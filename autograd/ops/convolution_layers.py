@@ -23,6 +23,7 @@ import functools
 
 from ..backend import int64
 from ..errors import check_same_dtype
+from ..index_watching import watches_arguments
 from ..primitive import named_node, node_named
 from ..tensor import Tensor
 from ..warn_once import warn_once
@@ -314,6 +315,7 @@ def _fold(input, output_size, kernel_size, dilation, padding, stride):
 
 @names("conv3d", method=False)
 @_convolution_node
+@watches_arguments("input")  # (PyTorch's node saves them: writing one refuses)
 def conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """y[n,o] = b[o] + Σ_c w[o,c] ⋆ x[n,c] over volumes; weight (O, C/groups, kd, kh, kw); padding: int,
     triple, 'valid' or 'same' (stride 1)."""

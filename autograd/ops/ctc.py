@@ -27,6 +27,7 @@ came from log_softmax); through log_softmax the two agree exactly.
 import numpy
 
 from ..backend import ufunc_at, xp
+from ..index_watching import watches_arguments
 from ..primitive import Primitive
 from ..tensor import Tensor
 from .conversion import type_name
@@ -191,6 +192,7 @@ def _lengths(name, values, batch):
     return array.astype(xp.int64)
 
 
+@watches_arguments("targets")  # (PyTorch's CtcLossBackward saves them; the lengths it reads as numbers)
 def ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reduction="mean", zero_infinity=False):
     """The CTC loss of ``log_probs`` (T, N, C) or (T, C) given ``targets``: (N, S) padded,
     or all targets concatenated in 1-d, with their ``target_lengths``; ``input_lengths``

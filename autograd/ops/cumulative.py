@@ -13,7 +13,8 @@ zeros the division is replaced by the exact product over the other elements.
 import math
 
 from ..backend import accumulate, constant, errstate, float16, float32, float64, int64, xp
-from ..primitive import Primitive, node_named
+from ..index_watching import watch_returned_indices
+from ..primitive import Primitive, named_node, node_named
 from ..return_types import return_type
 from ..tensor import Tensor
 from . import joins, shape
@@ -211,13 +212,15 @@ def _running_extremum(x, dim, running, result):
     running extremum (as PyTorch's), and the values are x gathered there (so gradients flow)."""
     axis = dim_index(dim, x.ndim)
     if x.ndim == 0:
-        return result(x.clone(), Tensor._make(xp.zeros((), dtype=int64)))
+        return result(*watch_returned_indices(x.clone(), Tensor._make(xp.zeros((), dtype=int64))))
     data = row_major(x._data)  # (the indices, so the values gathered by them: contiguous, as PyTorch's)
     extremum = accumulate(running, data, axis)
     positions = xp.arange(data.shape[axis]).reshape((-1,) + (1,) * (data.ndim - axis - 1))
     attained = (data == extremum) | (xp.isnan(data) if data.dtype.kind == "f" else False)
     indices = accumulate(xp.maximum, xp.where(attained, positions, 0), axis).astype(int64)
-    return result(Gather.apply(x, dim=axis, index=indices), Tensor._make(indices))
+    # (PyTorch's CummaxBackward0 saves the input too: writing it refuses the backward)
+    values = named_node(Gather.apply(x, dim=axis, index=indices), None, None, saves=(x,))
+    return result(*watch_returned_indices(values, Tensor._make(indices)))
 
 
 def _check_extremum_out(input, out):

@@ -5,6 +5,7 @@ gradient). Compositions of differentiable ops: their gradients are those ops'.
 """
 
 from ..backend import float16, xp
+from ..index_watching import watches_arguments
 from ..primitive import node_named
 from ..tensor import Tensor
 from . import norms
@@ -61,6 +62,7 @@ def cosine_similarity(x1, x2, dim=1, eps=1e-8):
 
 @names("pdist", method=False)
 @node_named("PdistBackward0")
+@watches_arguments("input")  # (PyTorch's node saves them: writing one refuses)
 def pdist(input, p=2.0):
     """‖x_i - x_j‖_p for every pair of rows i < j of an (N, M) input, in row-major order
     (the upper triangle of the distance matrix, as scipy's pdist)."""

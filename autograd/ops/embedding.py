@@ -14,7 +14,7 @@ import math
 from .. import dual
 from ..backend import float16, float32, float64, to_numpy, ufunc_at, xp
 from ..graph import is_grad_enabled, no_grad
-from ..index_watching import watches_index
+from ..index_watching import watches_arguments
 from ..primitive import Primitive
 from ..tensor import Tensor
 from .conversion import legacy_type_name, type_name
@@ -207,7 +207,7 @@ def embedding_renorm_checked(input, indices, max_norm, norm_type):
     return embedding_renorm_(input, rows % input.shape[0], max_norm, norm_type)
 
 
-@watches_index("input", 0)
+@watches_arguments("input")  # (EmbeddingBackward0 saves the indices, a 0-d one too)
 def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0, scale_grad_by_freq=False,
               sparse=False):
     """Row ``input[...]`` of ``weight`` for each index: output shape input.shape + (embedding_dim,).

@@ -17,6 +17,7 @@ import warnings
 
 from ..backend import float16, float32, float64, ufunc_at, xp
 from ..graph import program_stacklevel
+from ..index_watching import watches_arguments
 from ..primitive import Primitive, node_named
 from ..tensor import Tensor, tensor_from
 from .conversion import legacy_type_name, type_name
@@ -75,6 +76,7 @@ def _bags(input, offsets, include_last_offset, length=None):
 
 
 @node_named("EmbeddingBagBackward0")
+@watches_arguments("input", "weight", "offsets", "per_sample_weights")  # (PyTorch's node saves them)
 def embedding_bag(input, weight, offsets=None, max_norm=None, norm_type=2, scale_grad_by_freq=False,
                   mode="mean", sparse=False, per_sample_weights=None, include_last_offset=False,
                   padding_idx=None):

@@ -35,6 +35,7 @@ import warnings
 
 from ..backend import int64, xp
 from ..graph import is_grad_enabled, program_stacklevel
+from ..index_watching import watches_arguments
 from ..primitive import named_node
 from ..ranges import _spaced_points
 from ..tensor import Tensor, tensor_from
@@ -225,6 +226,7 @@ grid_sampler_2d = _sampler_of(2)
 grid_sampler_3d = _sampler_of(3)
 
 
+@watches_arguments("grid")  # (PyTorch's GridSampler2DBackward0 saves it: writing it refuses)
 def _sample(input, grid, mode, padding_mode, align_corners):
     """grid_sample's checks of the shapes and dtypes, then its maths (the modes named); its node is PyTorch's
     kernel's, GridSampler2DBackward0 or GridSampler3DBackward0."""

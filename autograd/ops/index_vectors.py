@@ -12,7 +12,7 @@ import warnings
 from ..backend import int64, xp
 from ..errors import IndexRangeError
 from ..graph import program_stacklevel
-from ..index_watching import watches_index
+from ..index_watching import watches_arguments, watches_index
 from ..operands import is_no_number, python_number
 from ..primitive import Primitive, node_named
 from ..sparse_layout import is_sparse
@@ -120,6 +120,7 @@ def index_select(input, dim, index, *, out=None):
 
 @names("index_add", inplace="index_add_")
 @watches_index("index", 2)
+@watches_arguments("source")  # (PyTorch's node saves it too: writing it refuses)
 def index_add(input, dim, index, source, *, alpha=1, out=None):
     """y = input, then y[..., index[j], ...] += alpha · source[..., j, ...] (repeats add up)."""
     axis, index = _vector_index(input, dim, index, "index_add",
@@ -161,6 +162,7 @@ def index_reduce(input, dim, index, source, reduce, *, include_self=True, out=No
 @names("take")
 @node_named("TakeBackward0")
 @watches_index("index", 1)
+@watches_arguments("input")  # (PyTorch's node saves it too: writing it refuses)
 def take(input, index, *, out=None):
     """input's elements at the given positions of its flattened form (the result has index's shape)."""
     index = _index_array(index, "take(): Expected a long tensor for index, but got {}", (int64,))
@@ -177,6 +179,7 @@ def take(input, index, *, out=None):
 
 @names("put", inplace="put_")
 @watches_index("index", 1)
+@watches_arguments("source")  # (PyTorch's node saves it too: writing it refuses)
 def put(input, index, source, accumulate=False):
     """input with the elements at ``index`` of its flattened (row-major) form replaced by source's
     (added to, with ``accumulate``); index and source have as many elements, negative positions
@@ -211,6 +214,7 @@ def _slices_mask(input, axis, index):
 @names("index_copy", inplace="index_copy_")
 @node_named("IndexCopyBackward0")
 @watches_index("index", 2)
+@watches_arguments("source")  # (PyTorch's node saves it too: writing it refuses)
 def index_copy(input, dim, index, source, *, out=None):
     """input with its slices index[j] along dim replaced by source's slices j (of a position named twice, the
     last slice, as PyTorch's loop leaves it; the others get no gradient)."""

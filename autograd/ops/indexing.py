@@ -16,7 +16,7 @@ ops: masking.py).
 from ..backend import int32, int64, ufunc_at, xp
 from ..errors import IndexRangeError
 from ..graph import modes
-from ..index_watching import watches_index
+from ..index_watching import watches_arguments, watches_index
 from ..operands import _operand
 from ..primitive import Primitive
 from ..tensor import Tensor
@@ -254,6 +254,7 @@ def _along_args(x, dim, index, op, src=None):
 
 @names("gather")
 @watches_index("index", 2)
+@watches_arguments("input")  # (PyTorch's node saves it too: writing it refuses)
 def gather(input, dim, index, *, sparse_grad=False, out=None):
     """y[i][j][k] = input[i][index[i][j][k]][k] for dim 1 (and likewise for any dim)."""
     index_shape = tuple(getattr(index, "shape", xp.shape(index)))

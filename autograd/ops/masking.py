@@ -11,7 +11,7 @@ The mask must be bool, as PyTorch's (no uint8 masks), and broadcasts against the
 
 from ..backend import int64, xp
 from ..errors import refuse_unbroadcastable
-from ..index_watching import watches_index
+from ..index_watching import watches_arguments, watches_index
 from ..primitive import named_node, node_named
 from ..sparse_layout import is_sparse
 from ..tensor import Tensor
@@ -69,6 +69,7 @@ def masked_fill(input, mask, value):
 @names("masked_select")
 @node_named("MaskedSelectBackward0")
 @watches_index("mask", 1)
+@watches_arguments("input")  # (PyTorch's node saves it too: writing it refuses)
 def masked_select(input, mask, *, out=None):
     """The elements of input where mask holds, as a vector (input and mask broadcast together)."""
     mask = _mask_array(mask, "masked_select")

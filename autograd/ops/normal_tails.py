@@ -72,6 +72,7 @@ class Erfcx(Primitive):
     """y = e^(x²) erfc(x);   dL/dx = dL/dy · erfcx'(x),   erfcx'(x) = 2x y - 2/√π"""
 
     pytorch_name = "SpecialErfcxBackward0"  # (PyTorch's node for it)
+    saves_output = True  # (PyTorch's node keeps the result too: writing it in place refuses the backward)
 
     def forward(self, x):
         return erfcx(x).astype(x.dtype)
@@ -109,6 +110,7 @@ class LogNdtr(Primitive):
     PyTorch's is NaN there)"""
 
     pytorch_name = "SpecialLogNdtrBackward0"  # (PyTorch's node for it)
+    saves_output = True  # (PyTorch's node keeps the result too: writing it in place refuses the backward)
 
     def forward(self, x):
         dtype, x = x.dtype, x.astype(xp.float64)

@@ -13,6 +13,7 @@ import numbers
 from ..backend import errstate, float16, float32, xp
 from ..errors import refuse_unbroadcastable
 from ..graph import is_grad_enabled, no_grad
+from ..index_watching import watches_arguments
 from ..primitive import Primitive, named_node, node_named
 from ..tensor import Tensor
 from . import extrema, shape
@@ -325,6 +326,7 @@ def nuclear_norm(input, dim=None, keepdim=False, *, out=None):
 
 @names("cdist", method=False)
 @node_named("CdistBackward0")
+@watches_arguments("x1", "x2")  # (PyTorch's node saves them: writing one refuses)
 def cdist(x1, x2, p=2.0, compute_mode=None):
     """The p-norm distance between every row of x1 and every row of x2 (batched): (..., P, R)."""
     for name, x in (("X1", x1), ("X2", x2)):  # (PyTorch's checks name the first that fails)
@@ -392,6 +394,7 @@ def distance_norm(differences, p, dim, gradient_kernel):
 
 @names("dist")
 @node_named("DistBackward0")
+@watches_arguments("input", "other")  # (PyTorch's node saves them: writing one refuses)
 def dist(input, other, p=2):
     """‖input - other‖_p over all elements (the two broadcast)."""
     return vector_norm(input - other, p)

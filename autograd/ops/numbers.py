@@ -8,6 +8,7 @@ by powers of two, so their gradients are those scales (exact).
 import math
 
 from ..backend import errstate, int32, xp
+from ..index_watching import watch_returned_indices
 from ..operands import _operand
 from ..primitive import Primitive
 from ..return_types import return_type
@@ -101,7 +102,7 @@ def frexp(input, *, out=None):
     first = -exponent // 2
     one = xp.ones((), dtype=input.dtype)
     scaled = input * Tensor._make(xp.ldexp(one, first)) * Tensor._make(xp.ldexp(one, -exponent - first))
-    return write_out(FrexpResult(scaled, Tensor._make(exponent.astype(int32))), out)
+    return write_out(FrexpResult(*watch_returned_indices(scaled, Tensor._make(exponent.astype(int32)))), out)
 
 
 class NextAfter(Primitive):

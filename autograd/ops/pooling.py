@@ -134,14 +134,6 @@ def window_winner(values):
     return xp.where(nan.any(-1), last_nan, values.argmax(-1))
 
 
-def with_indices(values, indices):
-    """(values, indices) of a max pooling: PyTorch's node saves the indices it returns, so writing them in place
-    refuses the backward (values' node watches them)."""
-    if values.grad_fn is not None:
-        values.grad_fn.watch_output(indices)
-    return values, indices
-
-
 def max_pool_indices(winners, shape, params):
     """PyTorch's return_indices: the flat position h·W + w of each window's maximum in its input plane."""
     width = shape[3]

@@ -17,6 +17,7 @@ holding the maximum.
 
 from ..backend import xp
 from ..errors import ShapeError
+from ..index_watching import watch_returned_indices, watches_arguments
 from ..primitive import named_node, node_named
 from ..tensor import tensor_from
 from . import pooling
@@ -120,7 +121,7 @@ def _max_pool(input, kernel_size, stride, padding, dilation, ceil_mode, return_i
     winners = (node.winners_for(input._data, values._data) if node is not None else
                pooling.max_pool_winners(input._data, values._data, params))
     indices = tensor_from(pooling.max_pool_indices(winners, input.shape, params))
-    return pooling.with_indices(undo(values), undo(indices))
+    return watch_returned_indices(undo(values), undo(indices))
 
 
 @node_named("MaxPool2DWithIndicesBackward0")  # (an unbatched input too: PyTorch's kernel takes it as it is)
@@ -241,7 +242,7 @@ def _no_bins(input, out, spatial, kernel, return_indices=False):
     shape = input.shape[:input.ndim - spatial] + tuple(out[-spatial:])
     shown = shape[:-1] + (1,) + shape[-1:] if spatial == 1 else shape
     y = pooling.NoBins.apply(input, shape=shape, shown=shown, kernel=kernel)
-    return pooling.with_indices(y, tensor_from(xp.zeros(shape, dtype=xp.int64))) if return_indices else y
+    return watch_returned_indices(y, tensor_from(xp.zeros(shape, dtype=xp.int64))) if return_indices else y
 
 
 def _refuse_kinds_of_bins(input, kernel, sizes):
@@ -272,6 +273,7 @@ def _bin_average(size, out, dtype):
     return inside.astype(dtype) / (end - start)[:, None].astype(dtype)
 
 
+@watches_arguments("input")  # (PyTorch's node saves them: writing one refuses)
 def adaptive_avg_pool2d(input, output_size):
     """y[i, j] = the mean of x over bin i of the rows and bin j of the columns: y = A_h x A_wᵀ."""
     planes, undo, out = _adaptive_sizes(input, output_size, 2, "adaptive_avg_pool2d")
@@ -285,6 +287,7 @@ def adaptive_avg_pool2d(input, output_size):
 
 
 @names("adaptive_avg_pool1d", method=False)
+@watches_arguments("input")  # (PyTorch's node saves them: writing one refuses)
 def adaptive_avg_pool1d(input, output_size):
     planes, undo, out = _adaptive_sizes(input, output_size, 1, "adaptive_avg_pool1d")
     if 0 in out:
@@ -332,7 +335,7 @@ def _adaptive_max(input, output_size, return_indices, spatial):
     y = pooling.GatherFlat.apply(input, indices=indices, overlapping=True)
     # (a gather's result is row-major; PyTorch's follows its input)
     y, indices = in_suggested_layout(y, input), in_suggested_layout(tensor_from(indices), input)
-    return pooling.with_indices(undo(y), undo(indices)) if return_indices else undo(y)
+    return watch_returned_indices(undo(y), undo(indices)) if return_indices else undo(y)
 
 
 @node_named("AdaptiveMaxPool2DBackward0")
@@ -399,7 +402,7 @@ def _max_pool3d(input, kernel_size, stride, padding, dilation, ceil_mode, return
         return _unbatch(in_suggested_layout(pooled.reshape(n, c, *out), input), unbatched)
     y = in_suggested_layout(pooled[0].reshape(n, c, *out), input)
     indices = in_suggested_layout(_volume_indices(planes[1], pooled[1], input.shape), input)
-    return pooling.with_indices(_unbatch(y, unbatched), _unbatch(indices, unbatched))
+    return watch_returned_indices(_unbatch(y, unbatched), _unbatch(indices, unbatched))
 
 
 @node_named("MaxPool3DWithIndicesBackward0")
@@ -460,6 +463,7 @@ def _adaptive_sizes3d(input, output_size, name):
     return input, unbatched, sizes
 
 
+@watches_arguments("input")  # (PyTorch's node saves them: writing one refuses)
 def adaptive_avg_pool3d(input, output_size):
     """y[t, i, j] = the mean of x over PyTorch's adaptive bins of each axis: y = A_d · (plane pass)."""
     volumes, unbatched, out = _adaptive_sizes3d(input, output_size, "adaptive_avg_pool3d")
@@ -485,7 +489,7 @@ def _adaptive_max3d(input, output_size, return_indices):
     if not return_indices:
         return _unbatch(pooled.reshape(n, c, *out), unbatched)
     indices = _volume_indices(planes[1], pooled[1], input.shape)
-    return pooling.with_indices(_unbatch(pooled[0].reshape(n, c, *out), unbatched), _unbatch(indices, unbatched))
+    return watch_returned_indices(_unbatch(pooled[0].reshape(n, c, *out), unbatched), _unbatch(indices, unbatched))
 
 
 @node_named("AdaptiveMaxPool3DBackward0")  # (PyTorch's one kernel, for an unbatched input too)

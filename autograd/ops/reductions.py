@@ -12,6 +12,7 @@ import numpy
 from ..backend import errstate, float16, float32, int64, xp
 from ..errors import DtypeError
 from ..graph import modes, program_stacklevel
+from ..index_watching import watch_returned_indices
 from ..meta import MetaArray
 from ..primitive import Primitive, named_node
 from ..return_types import return_type
@@ -220,6 +221,12 @@ class Extremum(Primitive):
         MaxBackward0 keeps them, not x, so x may be written in place afterwards)."""
         return self.axis is None
 
+    @property
+    def saves_output(self):
+        """Over all elements PyTorch's MaxBackward1 (MedianBackward0, ...) keeps the result too, the value the ties
+        are found by: writing it in place refuses the backward. Over one dim it keeps the indices alone."""
+        return self.axis is None
+
     def forward(self, x):
         if x.dtype.kind == "c":  # (checked here, not in a call: this is a hot path)
             refuse_unordered(x, "max/min")
@@ -231,7 +238,7 @@ class Extremum(Primitive):
 
     def backward(self, grad, y, x):
         if self.axis is None:  # ties share: mask / count (built only when a gradient is wanted)
-            found = self.find(x._data)
+            found = y._data
             # a NaN is the max (and min), as PyTorch: its gradient goes to the NaN(s)
             ties = xp.isnan(x._data) if xp.isnan(found) else x._data == found
             return (grad * Tensor._make((ties / ties.sum()).astype(x.dtype)),)
@@ -259,7 +266,8 @@ def _extremum(x, dim, keepdim, find, arg, result):
         return Extremum.apply(x, axis=None, find=find, arg=arg)
     if x.ndim == 0:  # a scalar along its only "dim": itself, at index 0
         normalize_dims(dim, 0)
-        return result(Extremum.apply(x, axis=None, find=find, arg=arg), Tensor._make(xp.zeros((), dtype=xp.int64)))
+        return result(*watch_returned_indices(Extremum.apply(x, axis=None, find=find, arg=arg),
+                                              Tensor._make(xp.zeros((), dtype=xp.int64))))
     axis = dim_index(dim, x.ndim)  # (one dim: a tuple is refused, as PyTorch's, not read as its first dim)
     if x.shape[axis] == 0:
         raise IndexError(f"{result.__name__}(): Expected reduction dim {axis} to have non-zero size.")
@@ -267,7 +275,7 @@ def _extremum(x, dim, keepdim, find, arg, result):
     indices = values.grad_fn.indices if values.grad_fn is not None else arg(x._data, axis=axis, keepdims=True)
     if not keepdim:
         indices = xp.squeeze(indices, axis=axis)
-    return result(values, Tensor._make(indices))
+    return result(*watch_returned_indices(values, Tensor._make(indices)))
 
 
 def max(x, dim=None, keepdim=False, *, other=None):

@@ -13,6 +13,7 @@ import math
 import operator
 
 from ..backend import accumulate, int64, xp
+from ..index_watching import watch_returned_indices
 from ..primitive import Primitive, named_node, node_named
 from ..return_types import return_type
 from ..tensor import Tensor
@@ -101,7 +102,7 @@ def sort(input, dim=-1, descending=False, *, stable=None, out=None):
     indices = _sort_order(input, axis, descending, bool(stable))
     values = named_node(_pick(input, axis, indices), None, "SortBackward0" if stable is None else "SortBackward1",
                         (input,))
-    return write_out(SortResult(values, Tensor._make(indices)), out, same_dtype=True)
+    return write_out(SortResult(*watch_returned_indices(values, Tensor._make(indices))), out, same_dtype=True)
 
 
 @names("argsort")
@@ -144,7 +145,7 @@ def topk(input, k, dim=-1, largest=True, sorted=True, *, out=None):
     if input.ndim and k:
         indices = _topk_ties(input._data, axis, indices, k, largest, sorted)
     values = named_node(_pick(input, axis, indices), None, "TopkBackward0", (input,))
-    return write_out(TopKResult(values, Tensor._make(indices)), out, same_dtype=True)
+    return write_out(TopKResult(*watch_returned_indices(values, Tensor._make(indices))), out, same_dtype=True)
 
 
 def _refuse_complex(input, op):
@@ -194,7 +195,7 @@ def _select_along(input, axis, position, keepdim, result, ties=None):
     values = _pick(input, axis, indices)
     if not keepdim and input.ndim:
         values, indices = shape.squeeze(values, axis), xp.squeeze(indices, axis)
-    return result(values, Tensor._make(indices))
+    return result(*watch_returned_indices(values, Tensor._make(indices)))
 
 
 def _replayed(data, axis, indices, needed, replay):
@@ -345,7 +346,8 @@ def mode(input, dim=-1, keepdim=False, *, out=None):
     data = input._data
     _nonempty("mode", input, axis)
     if data.ndim == 0:
-        return write_out(ModeResult(input.clone(), Tensor._make(xp.zeros((), dtype=int64))), out)
+        return write_out(ModeResult(*watch_returned_indices(input.clone(), Tensor._make(xp.zeros((), dtype=int64)))),
+                         out)
     order = _order(data, axis, descending=False)
     ordered = xp.take_along_axis(data, order, axis=axis)
     moved = xp.moveaxis(ordered, axis, -1)
@@ -370,7 +372,7 @@ def mode(input, dim=-1, keepdim=False, *, out=None):
     values = _pick(input, axis, indices)
     if not keepdim:
         values, indices = shape.squeeze(values, axis), xp.squeeze(indices, axis)
-    return write_out(ModeResult(values, Tensor._make(indices)), out)
+    return write_out(ModeResult(*watch_returned_indices(values, Tensor._make(indices))), out)
 
 
 class UniqueValues(Primitive):
