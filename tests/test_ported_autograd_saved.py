@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 import pytest
 
-from tests.ported import close, dtype_name, raises, same, values, xfail_ours
+from tests.ported import close, dtype_name, raises, same, values
 from tests.ported_autograd import nn, randn
 
 
