@@ -75,3 +75,66 @@ def test_what_is_no_dim_of_max_is_refused(lib, call):
 def test_the_refusal_names_the_dim_tensor():
     with pytest.raises(TypeError, match=r"max\(\): argument 'dim' must be int, not Tensor .*float32 and shape \(\)"):
         autograd.tensor(X).max(dim=autograd.tensor(1.0))
+
+
+# tensor(data) of a list mixing numbers, tensors and arrays: PyTorch walks the shape down the first items, where a
+# tensor is no sequence; a tensor met where dims remain is read as a sequence of its rows, one where numbers belong
+# as one number
+@pytest.mark.parametrize("lib", LIBRARIES, ids=lambda lib: lib.__name__)
+@pytest.mark.parametrize("make, dtype, expected", [
+    (lambda T: T.tensor([[1, 2], T.tensor([3.0, 4.0])]), "float32", [[1.0, 2.0], [3.0, 4.0]]),
+    (lambda T: T.tensor([[1, 2], T.tensor([3, 4])]), "int64", [[1, 2], [3, 4]]),
+    (lambda T: T.tensor([T.tensor(1.0), 2, T.tensor(3)]), "float32", [1.0, 2.0, 3.0]),
+    (lambda T: T.tensor([[1, 2], T.tensor([3, 4], dtype=T.int32)]), "int64", [[1, 2], [3, 4]]),
+    (lambda T: T.tensor([[True, False], T.tensor([3, 4], dtype=T.uint8)]), "uint8", [[1, 0], [3, 4]]),
+    (lambda T: T.tensor([[1.0, 2.0], T.tensor([3, 4], dtype=T.float16)]), "float32", [[1.0, 2.0], [3.0, 4.0]]),
+    (lambda T: T.tensor([[1, 2], T.tensor([3, 4], dtype=T.float64)]), "float64", [[1.0, 2.0], [3.0, 4.0]]),
+    (lambda T: T.tensor([[np.float16(1), 2], T.tensor([3, 4])]), "float16", [[1.0, 2.0], [3.0, 4.0]]),
+    (lambda T: T.tensor([[1, 2], T.tensor([True, False])]), "int64", [[1, 2], [1, 0]]),
+    (lambda T: T.tensor([[[1, 2], [3, 4]], T.zeros(2, 2)]), "float32", [[[1.0, 2.0], [3.0, 4.0]], [[0.0, 0.0]] * 2]),
+    (lambda T: T.tensor([[1], T.tensor([[2.0]])]), "float32", [[1.0], [2.0]]),
+    (lambda T: T.tensor([[1, 2], T.zeros(2, 1, 1, dtype=T.float64)]), "float64", [[1.0, 2.0], [0.0, 0.0]]),
+    (lambda T: T.tensor([[1, 2], T.arange(6)[::3]]), "int64", [[1, 2], [0, 3]]),
+    (lambda T: T.tensor(([1, 2], T.tensor([3.0, 4.0]).expand(2))), "float32", [[1.0, 2.0], [3.0, 4.0]]),
+    (lambda T: T.tensor([[], T.tensor([])]), "float32", [[], []]),
+    (lambda T: T.tensor([np.array([3.0, 4.0]), T.tensor([1, 2])]), "float64", [[3.0, 4.0], [1.0, 2.0]]),
+    (lambda T: T.tensor([[1, 2], T.tensor([3.0, 4.0])], dtype=T.float64), "float64", [[1.0, 2.0], [3.0, 4.0]]),
+    (lambda T: T.tensor([3.5, T.tensor(3)], dtype=T.int64), "int64", [3, 3]),
+])
+def test_a_list_mixing_numbers_tensors_and_arrays(lib, make, dtype, expected):
+    made = make(lib)
+    assert str(made.dtype).split(".")[-1] == dtype and made.tolist() == expected
+
+
+@pytest.mark.parametrize("lib", LIBRARIES, ids=lambda lib: lib.__name__)
+def test_a_tensor_requiring_grad_in_a_list_is_copied_without_history(lib):
+    w = lib.tensor([3.0, 4.0], requires_grad=True)
+    made = lib.tensor([[1, 2], w])
+    assert not made.requires_grad and made.grad_fn is None
+    made[1, 0] = 9.0
+    assert w.tolist() == [3.0, 4.0]  # (a copy)
+    assert lib.tensor([[1, 2], w], requires_grad=True).requires_grad
+
+
+@pytest.mark.parametrize("lib", LIBRARIES, ids=lambda lib: lib.__name__)
+@pytest.mark.parametrize("make, error, message", [
+    (lambda T: T.tensor([T.tensor([1.0, 2.0]), [3, 4]]), ValueError, "only one element tensors"),  # first: a number
+    (lambda T: T.tensor([T.tensor([1, 2]), [3, 4]]), TypeError, "only integer tensors of a single element"),
+    (lambda T: T.tensor([[1, 2], T.zeros(2, 2)]), ValueError, "only one element tensors"),
+    (lambda T: T.tensor([[1, 2], T.tensor([3.0, 4.0, 5.0])]), ValueError, "expected sequence of length 2 at dim 1"),
+    (lambda T: T.tensor([[[1, 2], [3, 4]], T.zeros(3, 2)]), ValueError, "expected sequence of length 2 at dim 1"),
+    (lambda T: T.tensor([[[1, 2], [3, 4]], T.zeros(2, 3)]), ValueError, "expected sequence of length 2 at dim 2"),
+    (lambda T: T.tensor([[1], T.tensor(2.0)]), TypeError, "not a sequence"),
+    (lambda T: T.tensor([[[1, 2], [3, 4]], T.zeros(2)]), TypeError, "not a sequence"),
+    (lambda T: T.tensor([T.tensor(3.0)], dtype=T.int64), TypeError, "only integer tensors of a single element"),
+    (lambda T: T.tensor([[1, 2], T.tensor([3.0, 4.0])], dtype=T.bool), TypeError, "only integer tensors"),
+    (lambda T: T.tensor([np.array(1.0), 2]), TypeError, "len() of unsized object"),
+])
+def test_what_a_list_of_tensors_cannot_be(lib, make, error, message):
+    with pytest.raises(error, match=message.replace("(", r"\(").replace(")", r"\)")):
+        make(lib)
+
+
+def test_the_refusal_names_the_tensor_and_how_it_was_read():
+    with pytest.raises(ValueError, match=r"a tensor of shape \(2, 2\) read as a 1-d list of numbers in the list"):
+        autograd.tensor([[1, 2], autograd.zeros(2, 2)])
