@@ -138,3 +138,65 @@ def test_what_a_list_of_tensors_cannot_be(lib, make, error, message):
 def test_the_refusal_names_the_tensor_and_how_it_was_read():
     with pytest.raises(ValueError, match=r"a tensor of shape \(2, 2\) read as a 1-d list of numbers in the list"):
         autograd.tensor([[1, 2], autograd.zeros(2, 2)])
+
+
+# the gradients of cumprod and prod where x holds zeros: PyTorch's signs of zero (its first derivative's masks)
+def _gradient(lib, op, x, dtype, grad):
+    x = lib.tensor(x, dtype=getattr(lib, dtype), requires_grad=True)
+    y = op(x)
+    y.backward(lib.full_like(y, grad))
+    return x.grad.detach().numpy()
+
+
+ZEROS = [[-2.0, 0.0, 3.0], [2.0, -0.0, 3.0], [2.0, 0.0, 3.0, 0.0], [0.0, 0.0], [-0.0, -0.0, 2.0], [0.0, -1.0, -2.0],
+         [-1.0, -0.0, -3.0, 0.0, -2.0], [3.0, -2.0, 0.0, -0.0, 5.0, 0.0], [0.0], [-0.0], [-1.0, -2.0, 0.0, 4.0, -5.0]]
+OPS = {"cumprod": lambda x: x.cumprod(0), "prod": lambda x: x.prod(), "prod(0)": lambda x: x.prod(0),
+       "cumprod(1) 2-d": lambda x: x.expand(2, -1).contiguous().cumprod(1),
+       "prod() 2-d": lambda x: x.expand(2, -1).prod(), "prod(1) 2-d": lambda x: x.expand(2, -1).prod(1)}
+
+
+@pytest.mark.skipif(torch is None, reason="compares with PyTorch")
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("grad", [1.0, -1.0, 0.0, -0.0, 2.5])
+def test_product_gradients_at_zeros_match_pytorch_sign_for_sign(op, dtype, grad):
+    for x in ZEROS:
+        ours, theirs = (_gradient(lib, OPS[op], x, dtype, grad) for lib in (autograd, torch))
+        np.testing.assert_allclose(ours, theirs, rtol=1e-6, err_msg=str(x))
+        assert np.signbit(ours).tolist() == np.signbit(theirs).tolist(), (x, ours, theirs)
+
+
+@pytest.mark.parametrize("op, x, grad, expected", [
+    ("cumprod", [-2.0, 0.0, 3.0], 1.0, [1.0, -8.0, 0.0]),  # (after the first zero: +0, not (-2 · 0) · 1 = -0)
+    ("cumprod", [2.0, 0.0, 3.0, 0.0], -1.0, [-1.0, -8.0, 0.0, 0.0]),
+    ("cumprod", [2.0, 0.0, 3.0], -0.0, [0.0, 0.0, 0.0]),
+    ("cumprod", [-0.0], -0.0, [-0.0]),  # (one element: dL/dy itself)
+    ("prod", [2.0, 0.0, 3.0, 0.0], -1.0, [0.0, 0.0, 0.0, 0.0]),  # (two zeros: +0 whatever dL/dy)
+    ("prod", [-0.0, -0.0, 2.0], 1.0, [0.0, 0.0, 0.0]),
+    ("prod", [2.0, -0.0, 3.0], 1.0, [-0.0, 6.0, -0.0]),  # (one zero: the products of the others)
+    ("prod(0)", [2.0, 0.0, 3.0, 0.0], 1.0, [0.0, 0.0, 0.0, 0.0]),
+])
+def test_product_gradients_at_zeros(op, x, grad, expected):
+    got = _gradient(autograd, OPS[op], x, "float64", grad)
+    assert got.tolist() == expected and np.signbit(got).tolist() == np.signbit(expected).tolist()
+
+
+def test_second_derivatives_at_zeros_stay_exact():
+    """create_graph keeps the differentiable products (a gradient that is 0 still changes with the zeros)."""
+    x = autograd.tensor([2.0, 0.0, 3.0, 0.0], dtype=autograd.float64, requires_grad=True)
+    (g,) = autograd.autograd.grad(x.prod(), x, create_graph=True)
+    (h,) = autograd.autograd.grad(g[1], x)
+    assert g.tolist() == [0.0, 0.0, 0.0, 0.0] and h.tolist() == [0.0, 0.0, 0.0, 6.0]  # d(x0 x2 x3)/dx3 = x0 x2
+    x = autograd.tensor([-2.0, 0.0, 3.0], dtype=autograd.float64, requires_grad=True)
+    (g,) = autograd.autograd.grad(x.cumprod(0).sum(), x, create_graph=True)
+    (h,) = autograd.autograd.grad(g[2], x)
+    assert g.tolist() == [1.0, -8.0, 0.0] and h.tolist() == [0.0, -2.0, 0.0]  # d(x0 x1)/dx1 = x0
+
+
+def test_complex_cumprod_gradient_at_zeros_takes_the_conjugates():
+    x = autograd.tensor([1 + 1j, 0j, 2 - 1j], requires_grad=True)
+    x.cumprod(0).sum().abs().backward()
+    # y = (1+i, 0, 0): L = |Σy| = |1+i + (1+i)x1 + (1+i)x1x2|; dL/dx1* at x1 = 0 is (Σy/|Σy|) conj(dΣy/dx1)
+    s = (1 + 1j) / abs(1 + 1j)
+    expected = [s * np.conj(1), s * np.conj((1 + 1j) * (1 + (2 - 1j))), 0]
+    np.testing.assert_allclose(x.grad.numpy(), expected, rtol=1e-6)
