@@ -72,6 +72,16 @@ def int_argument(value, op, name, position=None):
     raise TypeError(f"{op}(): argument '{name}'{where} must be int, not {type(value).__name__}")
 
 
+def tensors_only(op, input, other, other_name="other"):
+    """PyTorch's TypeError where an op's schema takes only tensors (``maximum(Tensor input, Tensor other)``, no
+    Scalar overload) and a Python number or anything else came: "maximum(): argument 'other' (position 2) must be
+    Tensor, not float". (Its method's message counts other as position 1; the function's is given.)"""
+    for position, (name, value) in enumerate((("input", input), (other_name, other)), start=1):
+        if not isinstance(value, Tensor):
+            raise TypeError(f"{op}(): argument '{name}' (position {position}) must be Tensor, not "
+                            f"{type(value).__name__}")
+
+
 def require_same_dtype(first, second, names, op=""):
     """PyTorch's RuntimeError where a solver's two operands differ in dtype (it promotes neither):
     "{op}: Expected A and B to have the same dtype, but found A of type Double and B of type Float"."""

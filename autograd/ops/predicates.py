@@ -22,7 +22,7 @@ from ..sparse_layout import is_sparse
 from ..tensor import Tensor
 from ..write_door import _refuse_cast
 from .axes import normalize_dims
-from .conversion import c_name, refuse_kinds, type_name
+from .conversion import c_name, refuse_kinds, tensors_only, type_name
 from .elementwise import Where, row_major
 from .names import names
 from .outputs import write_out
@@ -219,6 +219,7 @@ def isclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False):
     for name, tolerance in (("rtol", rtol), ("atol", atol)):
         if tolerance < 0:
             raise RuntimeError(f"{name} must be greater than or equal to zero, but got {tolerance}")
+    tensors_only("isclose", input, other)
     a, b = _promoted(input, other)
     return Tensor._make(xp.isclose(a, b, rtol=rtol, atol=atol, equal_nan=equal_nan))
 
@@ -226,6 +227,7 @@ def isclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False):
 @names("allclose")
 def allclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False):
     """True when isclose holds everywhere (a Python bool)."""
+    tensors_only("allclose", input, other)
     a, b = _promoted(input, other)
     return builtins.bool(xp.allclose(a, b, rtol=rtol, atol=atol, equal_nan=equal_nan))
 
@@ -233,6 +235,7 @@ def allclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False):
 @names("equal")
 def equal(input, other):
     """True when both have the same shape and elements (a Python bool)."""
+    tensors_only("equal", input, other)
     a, b = _data(input), _data(other)
     return a.shape == b.shape and builtins.bool((a == b).all())
 
