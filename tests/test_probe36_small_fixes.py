@@ -4,6 +4,8 @@
 Each case runs on ours and, where torch is installed, on PyTorch too; without torch the expected values and
 error messages are written out."""
 
+import copy
+
 import numpy as np
 import pytest
 
@@ -200,3 +202,140 @@ def test_complex_cumprod_gradient_at_zeros_takes_the_conjugates():
     s = (1 + 1j) / abs(1 + 1j)
     expected = [s * np.conj(1), s * np.conj((1 + 1j) * (1 + (2 - 1j))), 0]
     np.testing.assert_allclose(x.grad.numpy(), expected, rtol=1e-6)
+
+
+# ops whose PyTorch schema takes only tensors refuse a Python number, as PyTorch's argument parser does
+TENSORS_ONLY = ["maximum", "minimum", "fmax", "fmin", "atan2", "arctan2", "hypot", "nextafter", "ldexp", "logaddexp",
+                "logaddexp2", "dist", "isclose", "allclose", "equal", "igamma", "igammac"]
+
+
+@pytest.mark.parametrize("lib", LIBRARIES, ids=lambda lib: lib.__name__)
+@pytest.mark.parametrize("name", TENSORS_ONLY)
+@pytest.mark.parametrize("number", [1.5, 2, True])
+def test_a_number_where_pytorch_wants_a_tensor(lib, name, number):
+    x = lib.tensor([1.0, 2.0])
+    pattern = name.replace("arctan2", "a?r?c?tan2")  # (one function under both names)
+    with pytest.raises(TypeError, match=rf"{pattern}\(\): argument 'other' \(position \d\) must be Tensor, not "
+                                        rf"{type(number).__name__}"):
+        getattr(lib, name)(x, number)
+    with pytest.raises(TypeError, match="must be Tensor"):
+        getattr(x, name)(number)
+    if name not in ("isclose", "allclose"):  # (a number first: no function of PyTorch's takes it)
+        with pytest.raises(TypeError, match=r"argument (('input' \(position 1\))|1) must be (a )?Tensor"):
+            getattr(lib, name)(number, x)
+
+
+@pytest.mark.parametrize("lib", LIBRARIES, ids=lambda lib: lib.__name__)
+def test_integer_pairs_refuse_numbers_too(lib):
+    x = lib.tensor([4, 6])
+    for name in ("gcd", "lcm"):
+        with pytest.raises(TypeError, match="must be Tensor, not int"):
+            getattr(lib, name)(x, 2)
+        assert getattr(lib, name)(x, lib.tensor(4)).tolist() == ([4, 2] if name == "gcd" else [4, 12])
+
+
+@pytest.mark.parametrize("lib", LIBRARIES, ids=lambda lib: lib.__name__)
+def test_what_takes_numbers_still_does(lib):
+    x = lib.tensor([1.0, -2.0])
+    assert lib.clamp_min(x, 1.5).tolist() == [1.5, 1.5] and x.clamp(max=0).tolist() == [0.0, -2.0]
+    assert lib.maximum(x, lib.tensor(0.0)).tolist() == [1.0, 0.0]  # (a 0-d tensor: the way to a number)
+    assert lib.copysign(x, -1.0).tolist() == [-1.0, -2.0] and lib.fmod(x, 1.5).tolist() == [1.0, -0.5]
+    assert lib.pow(2, x).tolist() == [2.0, 0.25] and lib.remainder(x, 1.5).tolist() == [1.0, 1.0]
+    assert lib.xlogy(x, 2.0)[0].item() == pytest.approx(0.6931472)
+    assert lib.heaviside(x, lib.tensor(0.5)).tolist() == [1.0, 0.0]
+    assert lib.tensor([4, 6]).bitwise_and(2).tolist() == [0, 2]
+
+
+# optimizer.load_state_dict: each group becomes the saved one holding this optimizer's parameters; the options
+# PyTorch's __setstate__ sets by default are filled, others the saved group lacks stay missing
+def _optimizer(lib, name, **options):
+    Parameter = lib.nn.Parameter if lib is torch else __import__("nn").Parameter
+    optimizers = lib.optim if lib is torch else __import__("optim")
+    p = Parameter(lib.tensor([1.0, -2.0]))
+    return p, getattr(optimizers, name)([p], **options)
+
+
+def _step(p, optimizer):
+    optimizer.zero_grad()
+    (p * p).sum().backward()
+    optimizer.step()
+    return [round(v, 6) for v in p.detach().tolist()]
+
+
+OPTIMIZERS = ["SGD", "Adam", "AdamW", "Adagrad", "Adadelta", "Adamax", "ASGD", "NAdam", "RAdam", "RMSprop", "Rprop"]
+
+
+@pytest.mark.parametrize("lib", LIBRARIES, ids=lambda lib: lib.__name__)
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_a_saved_group_replaces_the_options(lib, name):
+    p, source = _optimizer(lib, name, lr=0.1)
+    _step(p, source)
+    saved = copy.deepcopy(source.state_dict())
+    q, target = _optimizer(lib, name, lr=0.5, **({} if name == "Rprop" else {"weight_decay": 0.25}))
+    with lib.no_grad():
+        q.copy_(p)
+    target.load_state_dict(saved)
+    group = target.param_groups[0]
+    assert group["lr"] == 0.1 and group.get("weight_decay") == saved["param_groups"][0].get("weight_decay")
+    assert group["params"][0] is q
+    assert _step(q, target) == _step(p, source)  # (the same state and options: the same next step)
+
+
+@pytest.mark.parametrize("lib", LIBRARIES, ids=lambda lib: lib.__name__)
+@pytest.mark.parametrize("name, filled", [
+    ("SGD", {"nesterov": False, "maximize": False, "foreach": None, "differentiable": False, "fused": False}),
+    ("Adam", {"amsgrad": False, "maximize": False, "foreach": None, "capturable": False, "differentiable": False,
+              "decoupled_weight_decay": False, "fused": None}),
+    ("AdamW", {"amsgrad": False, "decoupled_weight_decay": True, "fused": None}),
+    ("Adagrad", {"foreach": None, "maximize": False, "differentiable": False, "fused": None}),
+    ("RMSprop", {"momentum": 0, "centered": False, "foreach": None, "maximize": False, "capturable": False}),
+    ("NAdam", {"decoupled_weight_decay": False, "capturable": False}),
+    ("Rprop", {"maximize": False, "foreach": None}),
+])
+def test_an_older_group_gets_pytorchs_setdefaults_and_nothing_else(lib, name, filled):
+    p, optimizer = _optimizer(lib, name, lr=0.5)
+    saved = optimizer.state_dict()
+    group = saved["param_groups"][0]
+    for key in (*filled, "lr"):
+        group.pop(key, None)
+    _, target = _optimizer(lib, name, lr=0.3)
+    target.load_state_dict(saved)
+    loaded = target.param_groups[0]
+    assert {key: loaded[key] for key in filled} == filled
+    assert "lr" not in loaded  # (not this optimizer's 0.3: PyTorch's step then fails on it)
+
+
+@pytest.mark.parametrize("lib", LIBRARIES, ids=lambda lib: lib.__name__)
+def test_a_group_from_another_optimizer_keeps_its_own_options(lib):
+    p, sgd = _optimizer(lib, "SGD", lr=0.1, momentum=0.9)
+    _, adam = _optimizer(lib, "Adam", lr=0.5)
+    adam.load_state_dict(sgd.state_dict())
+    group = adam.param_groups[0]
+    assert group["momentum"] == 0.9 and group["lr"] == 0.1 and "betas" not in group and group["amsgrad"] is False
+    with pytest.raises(KeyError):
+        _step(p, adam)
+
+
+@pytest.mark.parametrize("lib", LIBRARIES, ids=lambda lib: lib.__name__)
+def test_param_names_are_kept_where_the_saved_group_has_none(lib):
+    Parameter = lib.nn.Parameter if lib is torch else __import__("nn").Parameter
+    optimizers = lib.optim if lib is torch else __import__("optim")
+    named = optimizers.SGD([("w", Parameter(lib.zeros(2)))], lr=0.2)
+    named.load_state_dict(optimizers.SGD([Parameter(lib.zeros(2))], lr=0.3).state_dict())
+    assert named.param_groups[0]["param_names"] == ["w"] and named.param_groups[0]["lr"] == 0.3
+    unnamed = optimizers.SGD([Parameter(lib.zeros(2))], lr=0.2)
+    unnamed.load_state_dict(optimizers.SGD([("v", Parameter(lib.zeros(2)))], lr=0.3).state_dict())
+    assert unnamed.param_groups[0]["param_names"] == ["v"]
+
+
+@pytest.mark.parametrize("lib", LIBRARIES, ids=lambda lib: lib.__name__)
+def test_groups_that_do_not_match_are_refused(lib):
+    p, one = _optimizer(lib, "SGD", lr=0.1)
+    Parameter = lib.nn.Parameter if lib is torch else __import__("nn").Parameter
+    optimizers = lib.optim if lib is torch else __import__("optim")
+    q = Parameter(lib.zeros(3))
+    two = optimizers.SGD([{"params": [p]}, {"params": [q]}], lr=0.1)
+    with pytest.raises(ValueError, match="loaded state dict has a different number of parameter groups"):
+        two.load_state_dict(one.state_dict())
+    with pytest.raises(ValueError, match="contains a parameter group that doesn't match the size"):
+        optimizers.SGD([p, q], lr=0.1).load_state_dict(one.state_dict())
