@@ -74,7 +74,7 @@ def read_array(data, dtype, copy):
             raise ValueError(f"could not determine the shape of object type '{type(data).__name__}'") from None
     listed = _listed_dtype(data) if isinstance(data, (list, tuple)) else None
     if listed is not None:  # (a list holding tensors, arrays or NumPy scalars: read as PyTorch reads them)
-        data = _arrays_for_tensors(data, _listed_depth(data), xp.dtype(listed if dtype is None else dtype))
+        data = _arrays_for_tensors(data, _listed_sizes(data), xp.dtype(listed if dtype is None else dtype))
         if dtype is None:
             try:
                 return xp.asarray(data, dtype=listed)
@@ -134,6 +134,8 @@ def _listed_dtype(data):
     dtypes, found, path = set(), [], set()
 
     def visit(items):
+        if not items:  # (an empty list is of the default dtype to PyTorch's inference)
+            dtypes.add(numpy.dtype(python[float]))
         kinds = set(map(type, items))
         dtypes.update(numpy.dtype(python[kind]) for kind in kinds & _PYTHON_NUMBERS)
         if kinds <= _PYTHON_NUMBERS:
@@ -168,30 +170,31 @@ def _listed_dtype(data):
     return common_dtype(dtypes)
 
 
-def _listed_depth(data):
-    """How many dims PyTorch finds in a nested list: it walks down the first items while they are sequences, and a
-    tensor is none (an array is, of its ndim). So ``tensor([[1, 2], t])`` is 2×2 with t of two elements, where
+def _listed_sizes(data):
+    """The shape PyTorch finds for a nested list: it walks down the first items while they are sequences, and a
+    tensor is none (an array is, of its shape). So ``tensor([[1, 2], t])`` is 2×2 with t of two elements, where
     ``tensor([t, [1, 2]])`` reads t as one number and fails."""
-    depth = 0
+    sizes = []
     while isinstance(data, (list, tuple)) and data:
-        depth, data = depth + 1, data[0]
+        sizes.append(len(data))
+        data = data[0]
     if isinstance(data, (list, tuple)):
-        return depth + 1
+        return (*sizes, 0)
     if not isinstance(data, (numpy.ndarray, xp.ndarray)):
-        return depth
+        return tuple(sizes)
     if data.ndim == 0:  # (an array is a sequence to PyTorch's walk, and a 0-d one has no length)
         raise TypeError("len() of unsized object (a 0-d array first in a list: give its number, array.item())")
-    return depth + data.ndim
+    return (*sizes, *data.shape)
 
 
-def _arrays_for_tensors(data, depth, dtype):
+def _arrays_for_tensors(data, sizes, dtype, dim=0):
     """A nested list with each tensor in it replaced by its array, in host memory (the array module reads the list
-    through NumPy, and CuPy refuses to convert its own arrays implicitly there). ``depth``: the dims still to come
-    below ``data``, as _listed_depth counts them; ``dtype``: the one the list is read into."""
+    through NumPy, and CuPy refuses to convert its own arrays implicitly there). ``sizes``: the list's shape, as
+    _listed_sizes finds it; ``dim``: the one ``data`` stands at; ``dtype``: the one the list is read into."""
     if isinstance(data, Tensor):
-        return _tensor_in_list(data, depth, dtype)
+        return _tensor_in_list(data, sizes, dim, dtype)
     if isinstance(data, (list, tuple)):
-        return [_arrays_for_tensors(item, depth - 1, dtype) for item in data]
+        return [_arrays_for_tensors(item, sizes, dtype, dim + 1) for item in data]
     if type(data) is numpy.ndarray:  # (PyTorch's advice, once, where it says it)
         warn_once("list of ndarrays", "Creating a tensor from a list of numpy.ndarrays is extremely slow. Please "
                   "consider converting the list to a single numpy.ndarray with numpy.array() before converting to a "
@@ -199,20 +202,24 @@ def _arrays_for_tensors(data, depth, dtype):
     return to_numpy(data) if isinstance(data, xp.ndarray) else data
 
 
-def _tensor_in_list(tensor, depth, dtype):
-    """A tensor met in a list, as PyTorch reads it: where ``depth`` dims remain it is a sequence of its rows (their
-    count and shapes checked as a list's would be), and each element left at the list's last dim is one number, so
-    a tensor of several there is refused: its ValueError ("only one element tensors"), or its TypeError where the
-    number is read as an index (an integer or bool dtype, which refuses a floating tensor's number too)."""
+def _tensor_in_list(tensor, sizes, dim, dtype):
+    """A tensor met in a list at ``dim``, as PyTorch reads it: where dims remain it is a sequence of its rows,
+    whose lengths must be the list's (its ValueError otherwise), and each element left at the list's last dim is one
+    number, so a tensor of several there is refused: its ValueError ("only one element tensors"), or its TypeError
+    where the number is read as an index (an integer or bool dtype, which refuses a floating tensor's number too)."""
     array = to_numpy(tensor._data) if isinstance(tensor._data, xp.ndarray) else numpy.asarray(tensor._data)
     if dtype.kind in "biu" and array.dtype.kind in "fc":
         raise TypeError("only integer tensors of a single element can be converted to an index (a "
                         f"{array.dtype} tensor in a list read as {dtype})")
+    depth = len(sizes) - dim  # (the dims still to come)
     if depth == 0 and tensor.requires_grad:
         warnings.warn("Converting a tensor with requires_grad=True to a scalar may lead to unexpected behavior.\n"
                       "Consider using tensor.detach() first.", UserWarning, stacklevel=program_stacklevel())
     if array.ndim <= depth:  # (fewer dims than the list's: the ragged list's error, from NumPy's reading)
         return array
+    for i, (length, expected) in enumerate(zip(array.shape, sizes[dim:])):
+        if length != expected:
+            raise ValueError(f"expected sequence of length {expected} at dim {dim + i} (got {length})")
     if math.prod(array.shape[depth:]) != 1:
         read_as = "one number" if depth == 0 else f"a {depth}-d list of numbers"
         where = f" (a tensor of shape {array.shape} read as {read_as} in the list: join tensors with autograd.stack)"

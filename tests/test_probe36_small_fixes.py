@@ -102,6 +102,8 @@ def test_the_refusal_names_the_dim_tensor():
     (lambda T: T.tensor([np.array([3.0, 4.0]), T.tensor([1, 2])]), "float64", [[3.0, 4.0], [1.0, 2.0]]),
     (lambda T: T.tensor([[1, 2], T.tensor([3.0, 4.0])], dtype=T.float64), "float64", [[1.0, 2.0], [3.0, 4.0]]),
     (lambda T: T.tensor([3.5, T.tensor(3)], dtype=T.int64), "int64", [3, 3]),
+    (lambda T: T.tensor([[], T.tensor([], dtype=T.int64)]), "float32", [[], []]),  # (an empty list: float32)
+    (lambda T: T.tensor([[[1]], T.zeros(1, 1, 1)]), "float32", [[[1.0]], [[0.0]]]),
 ])
 def test_a_list_mixing_numbers_tensors_and_arrays(lib, make, dtype, expected):
     made = make(lib)
@@ -124,6 +126,7 @@ def test_a_tensor_requiring_grad_in_a_list_is_copied_without_history(lib):
     (lambda T: T.tensor([T.tensor([1, 2]), [3, 4]]), TypeError, "only integer tensors of a single element"),
     (lambda T: T.tensor([[1, 2], T.zeros(2, 2)]), ValueError, "only one element tensors"),
     (lambda T: T.tensor([[1, 2], T.tensor([3.0, 4.0, 5.0])]), ValueError, "expected sequence of length 2 at dim 1"),
+    (lambda T: T.tensor([[1, 2], T.tensor([[3, 4]])]), ValueError, "expected sequence of length 2 at dim 1 (got 1)"),
     (lambda T: T.tensor([[[1, 2], [3, 4]], T.zeros(3, 2)]), ValueError, "expected sequence of length 2 at dim 1"),
     (lambda T: T.tensor([[[1, 2], [3, 4]], T.zeros(2, 3)]), ValueError, "expected sequence of length 2 at dim 2"),
     (lambda T: T.tensor([[1], T.tensor(2.0)]), TypeError, "not a sequence"),
@@ -339,3 +342,23 @@ def test_groups_that_do_not_match_are_refused(lib):
         two.load_state_dict(one.state_dict())
     with pytest.raises(ValueError, match="contains a parameter group that doesn't match the size"):
         optimizers.SGD([p, q], lr=0.1).load_state_dict(one.state_dict())
+
+
+@pytest.mark.parametrize("lib", LIBRARIES, ids=lambda lib: lib.__name__)
+@pytest.mark.parametrize("call", [
+    lambda T, x: T.copysign(-1.0, x), lambda T, x: T.fmod(5.0, x), lambda T, x: T.rsub(5, x),
+    lambda T, x: T.eq(1.0, x), lambda T, x: T.lt(1, x), lambda T, x: T.not_equal(2.0, x),
+    lambda T, x: T.logical_and(x, True), lambda T, x: x.logical_or(0), lambda T, x: T.logical_xor(1.5, x),
+])
+def test_a_number_first_or_a_number_to_a_logical_op_is_refused(lib, call):
+    with pytest.raises(TypeError):
+        call(lib, lib.tensor([1.0, 2.0]))
+
+
+@pytest.mark.parametrize("lib", LIBRARIES, ids=lambda lib: lib.__name__)
+def test_numbers_after_the_tensor_still_compare(lib):
+    x = lib.tensor([1.0, 2.0])
+    assert lib.eq(x, 1.0).tolist() == [True, False] and (1.0 < x).tolist() == [False, True]
+    assert x.ne(2).tolist() == [True, False] and lib.fmod(x, 1.5).tolist() == [1.0, 0.5]
+    assert lib.rsub(x, 5).tolist() == [4.0, 3.0] and lib.copysign(x, -0.0).tolist() == [-1.0, -2.0]
+    assert lib.logical_and(x, lib.tensor(True)).tolist() == [True, True]

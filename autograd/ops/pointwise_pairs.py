@@ -11,7 +11,7 @@ from ..primitive import Primitive, named_node, node_named
 from ..tensor import Tensor, tensor_from
 from .broadcasting import unbroadcast
 from .conjugation import conj
-from .conversion import c_name, refuse_kinds, tensors_only, type_name
+from .conversion import c_name, refuse_kinds, tensor_input, tensors_only, type_name
 from .elementwise import Where, half_as_float32, promote, where
 from .names import names
 from .outputs import write_out
@@ -307,6 +307,7 @@ class Copysign(Primitive):
 @names("copysign", inplace="copysign_")
 def copysign(input, other, *, out=None):
     """|input| with the sign of other (signed zeros included); complex numbers have no sign to copy."""
+    tensor_input("copysign", input)
     node = "CopysignBackward0" if isinstance(other, Tensor) else "CopysignBackward1"
     input, other = _floating_pair(input, other)
     refuse_kinds(input, "copysign_cpu", "c")
