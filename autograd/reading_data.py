@@ -4,6 +4,7 @@ integers past int64, a foreign byte order, negative strides); its casts of integ
 """
 
 import itertools
+import math
 import warnings
 
 import numpy
@@ -66,24 +67,21 @@ def read_array(data, dtype, copy):
         data = data.tolist() if isinstance(data, memoryview) else list(data)  # int64 [97, 98]), not NumPy's uint8
     if isinstance(data, numpy.ndarray):
         refuse_array_of_no_tensor_dtype(data)
-    if type(data) is list and data and type(data[0]) is numpy.ndarray:  # (PyTorch's advice, once, where it says it)
-        warn_once("list of ndarrays", "Creating a tensor from a list of numpy.ndarrays is extremely slow. Please "
-                  "consider converting the list to a single numpy.ndarray with numpy.array() before converting to a "
-                  "tensor.")
     if _is_sequence(data) and not isinstance(data, (list, tuple, range)):
         try:  # a sequence NumPy cannot read as one (its __getitem__ fails): PyTorch's ValueError
             len(data) and data[0]
         except Exception:
             raise ValueError(f"could not determine the shape of object type '{type(data).__name__}'") from None
-    if dtype is None:
-        listed = _listed_dtype(data) if isinstance(data, (list, tuple)) else None
-        if listed is not None:
-            values = _arrays_for_tensors(data)
+    listed = _listed_dtype(data) if isinstance(data, (list, tuple)) else None
+    if listed is not None:  # (a list holding tensors, arrays or NumPy scalars: read as PyTorch reads them)
+        data = _arrays_for_tensors(data, _listed_sizes(data), xp.dtype(listed if dtype is None else dtype))
+        if dtype is None:
             try:
-                return xp.asarray(values, dtype=listed)
+                return xp.asarray(data, dtype=listed)
             except ValueError:  # a ragged list: as_array's error names it
-                as_array(values)
+                as_array(data)
                 raise
+    if dtype is None:
         try:
             array = as_array(_copy(data) if copy else data)
         except TypeError:
@@ -136,6 +134,8 @@ def _listed_dtype(data):
     dtypes, found, path = set(), [], set()
 
     def visit(items):
+        if not items:  # (an empty list is of the default dtype to PyTorch's inference)
+            dtypes.add(numpy.dtype(python[float]))
         kinds = set(map(type, items))
         dtypes.update(numpy.dtype(python[kind]) for kind in kinds & _PYTHON_NUMBERS)
         if kinds <= _PYTHON_NUMBERS:
@@ -170,20 +170,63 @@ def _listed_dtype(data):
     return common_dtype(dtypes)
 
 
-def _arrays_for_tensors(data):
-    """A nested list with each tensor in it replaced by its array, in host memory: the array module reads
-    the list through NumPy (CuPy refuses to convert its own arrays implicitly there)."""
-    if isinstance(data, Tensor):  # (in a list: read as a number, as PyTorch reads it)
-        if data._data.size != 1:
-            raise ValueError(f"only one element tensors can be converted to Python scalars (a tensor of shape "
-                             f"{tuple(data.shape)} in the list: join tensors with autograd.stack)")
-        if data.requires_grad:
-            warnings.warn("Converting a tensor with requires_grad=True to a scalar may lead to unexpected behavior.\n"
-                          "Consider using tensor.detach() first.", UserWarning, stacklevel=program_stacklevel())
-        data = data._data.reshape(())  # (a number, whatever its one element's shape: [ones(1)] is of shape (1,))
+def _listed_sizes(data):
+    """The shape PyTorch finds for a nested list: it walks down the first items while they are sequences, and a
+    tensor is none (an array is, of its shape). So ``tensor([[1, 2], t])`` is 2×2 with t of two elements, where
+    ``tensor([t, [1, 2]])`` reads t as one number and fails."""
+    sizes = []
+    while isinstance(data, (list, tuple)) and data:
+        sizes.append(len(data))
+        data = data[0]
     if isinstance(data, (list, tuple)):
-        return [_arrays_for_tensors(item) for item in data]
+        return (*sizes, 0)
+    if not isinstance(data, (numpy.ndarray, xp.ndarray)):
+        return tuple(sizes)
+    if data.ndim == 0:  # (an array is a sequence to PyTorch's walk, and a 0-d one has no length)
+        raise TypeError("len() of unsized object (a 0-d array first in a list: give its number, array.item())")
+    return (*sizes, *data.shape)
+
+
+def _arrays_for_tensors(data, sizes, dtype, dim=0):
+    """A nested list with each tensor in it replaced by its array, in host memory (the array module reads the list
+    through NumPy, and CuPy refuses to convert its own arrays implicitly there). ``sizes``: the list's shape, as
+    _listed_sizes finds it; ``dim``: the one ``data`` stands at; ``dtype``: the one the list is read into."""
+    if isinstance(data, Tensor):
+        return _tensor_in_list(data, sizes, dim, dtype)
+    if isinstance(data, (list, tuple)):
+        return [_arrays_for_tensors(item, sizes, dtype, dim + 1) for item in data]
+    if type(data) is numpy.ndarray:  # (PyTorch's advice, once, where it says it)
+        warn_once("list of ndarrays", "Creating a tensor from a list of numpy.ndarrays is extremely slow. Please "
+                  "consider converting the list to a single numpy.ndarray with numpy.array() before converting to a "
+                  "tensor.")
     return to_numpy(data) if isinstance(data, xp.ndarray) else data
+
+
+def _tensor_in_list(tensor, sizes, dim, dtype):
+    """A tensor met in a list at ``dim``, as PyTorch reads it: where dims remain it is a sequence of its rows,
+    whose lengths must be the list's (its ValueError otherwise), and each element left at the list's last dim is one
+    number, so a tensor of several there is refused: its ValueError ("only one element tensors"), or its TypeError
+    where the number is read as an index (an integer or bool dtype, which refuses a floating tensor's number too)."""
+    array = to_numpy(tensor._data) if isinstance(tensor._data, xp.ndarray) else numpy.asarray(tensor._data)
+    if dtype.kind in "biu" and array.dtype.kind in "fc":
+        raise TypeError("only integer tensors of a single element can be converted to an index (a "
+                        f"{array.dtype} tensor in a list read as {dtype})")
+    depth = len(sizes) - dim  # (the dims still to come)
+    if depth == 0 and tensor.requires_grad:
+        warnings.warn("Converting a tensor with requires_grad=True to a scalar may lead to unexpected behavior.\n"
+                      "Consider using tensor.detach() first.", UserWarning, stacklevel=program_stacklevel())
+    if array.ndim <= depth:  # (fewer dims than the list's: the ragged list's error, from NumPy's reading)
+        return array
+    for i, (length, expected) in enumerate(zip(array.shape, sizes[dim:])):
+        if length != expected:
+            raise ValueError(f"expected sequence of length {expected} at dim {dim + i} (got {length})")
+    if math.prod(array.shape[depth:]) != 1:
+        read_as = "one number" if depth == 0 else f"a {depth}-d list of numbers"
+        where = f" (a tensor of shape {array.shape} read as {read_as} in the list: join tensors with autograd.stack)"
+        if dtype.kind in "biu":
+            raise TypeError("only integer tensors of a single element can be converted to an index" + where)
+        raise ValueError("only one element tensors can be converted to Python scalars" + where)
+    return array.reshape(array.shape[:depth])
 
 
 def _is_sequence(data):

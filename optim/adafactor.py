@@ -26,6 +26,8 @@ class Adafactor(Optimizer):
     and ignored. As PyTorch notes, this differs from the paper in using η as the cap of ρ and as
     the weight-decay factor, and in applying ε₁ to the estimate rather than to G².
     """
+    # (those PyTorch's __setstate__ gives a loaded group that lacks them)
+    group_setdefaults = {"foreach": None}
 
     supports_complex = False  # (its factored second moment is of real matrices: PyTorch refuses them too)
 

@@ -17,6 +17,8 @@ class Adagrad(Optimizer):
     Weights with large past gradients take small steps, rare features large ones.
     ``foreach`` and ``fused`` are accepted and ignored.
     """
+    # (those PyTorch's __setstate__ gives a loaded group that lacks them)
+    group_setdefaults = {"foreach": None, "maximize": False, "differentiable": False, "fused": None}
 
     def __init__(self, params, lr=1e-2, lr_decay=0, weight_decay=0, initial_accumulator_value=0, eps=1e-10,
                  foreach=None, *, maximize=False, differentiable=False, fused=None):

@@ -73,6 +73,9 @@ class Adam(AdamFamily):
     ``differentiable=True`` records the step in the graph, in PyTorch's order for that path (the bias
     corrections as scalar-dtype Tensors, from the ``step`` Tensor). lr and betas may be Tensors.
     """
+    # (those PyTorch's __setstate__ gives a loaded group that lacks them)
+    group_setdefaults = {"amsgrad": False, "maximize": False, "foreach": None, "capturable": False,
+                         "differentiable": False, "decoupled_weight_decay": False, "fused": None}
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, amsgrad=False, *,
                  foreach=None, maximize=False, capturable=False, differentiable=False, fused=None,
@@ -186,6 +189,13 @@ class AdamW(Adam):
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, foreach=foreach, maximize=maximize,
                          capturable=capturable, differentiable=differentiable, fused=fused,
                          decoupled_weight_decay=True)
+
+    def __setstate__(self, state):
+        """As PyTorch's: a group loaded into AdamW decays its weights decoupled, whatever the saved group says
+        (an Adam state dict, or one from before the option existed)."""
+        super().__setstate__(state)
+        for group in self.__dict__.get("param_groups", ()):
+            group["decoupled_weight_decay"] = True
 
 
 _METHODS_STEPPED_THROUGH = ("lerp_", "mul_", "addcmul_", "sqrt", "div_", "add_", "addcdiv_", "copy_", "maximum")

@@ -19,6 +19,8 @@ class ASGD(Optimizer):
     PyTorch's). ``foreach`` is accepted and ignored; ``capturable=True`` is refused at the step (PyTorch's
     AssertionError on the CPU).
     """
+    # (those PyTorch's __setstate__ gives a loaded group that lacks them)
+    group_setdefaults = {"foreach": None, "maximize": False, "differentiable": False, "capturable": False}
 
     capturable_tensors = "params, mus, etas, and state_steps"  # (PyTorch's capturable check)
 

@@ -23,6 +23,9 @@ class NAdam(AdamFamily):
     dtype, as PyTorch's). ``foreach`` is accepted and ignored; ``capturable=True`` is refused at the step (PyTorch's
     AssertionError on the CPU).
     """
+    # (those PyTorch's __setstate__ gives a loaded group that lacks them)
+    group_setdefaults = {"maximize": False, "foreach": None, "capturable": False, "differentiable": False,
+                         "decoupled_weight_decay": False}
 
     capturable_tensors = "params, mu_products and state_steps"  # (PyTorch's capturable check)
 

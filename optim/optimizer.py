@@ -187,8 +187,10 @@ class Optimizer:
     # (NAdam's mu_product and ASGD's eta and mu too: made in the scalar dtype, loaded in the parameter's).
     scalar_state = ("step",)
     supports_complex = True  # a complex parameter is updated as its real pairs (False: refused, as PyTorch's)
-    # what load_state_dict gives an option a saved group lacks, where it is not the constructor's default
-    loaded_defaults = {}
+    # the options PyTorch's __setstate__ gives a group that lacks them (group.setdefault): a loaded group is the
+    # saved one, so an option it predates (maximize, foreach, ...) takes this value, and one it never had (betas,
+    # loaded from another optimizer's state dict) stays missing, as PyTorch's
+    group_setdefaults = {}
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -229,6 +231,9 @@ class Optimizer:
         for name in self._hook_registries:
             self.__dict__.setdefault(name, {})
         self.defaults.setdefault("differentiable", False)  # PyTorch's: so LBFGS's defaults gain it once loaded
+        for group in self.__dict__.get("param_groups", ()):
+            for name, value in self.group_setdefaults.items():
+                group.setdefault(name, value)
 
     # -- hooks ----------------------------------------------------------------------------
 
@@ -466,8 +471,10 @@ class Optimizer:
         """Restore state and options; resuming gives the same trajectory as never stopping (but where
         PyTorch's does not either: state tensors take their parameter's dtype, except ``step``, so NAdam's
         float32 ``mu_product`` and ASGD's ``eta``/``mu`` continue in the parameter's dtype, as PyTorch's).
-        An option the saved groups lack (a state dict from before ``maximize``, ``foreach``, ... existed)
-        takes its default. The loaded state and groups then go through ``__setstate__``, as PyTorch's."""
+        Each group becomes the saved one (a copy) holding this optimizer's parameters, and keeps its
+        ``param_names`` where the saved one has none: options the saved group lacks are not kept from this
+        optimizer's, and those PyTorch's ``__setstate__`` sets by default (``group_setdefaults``) take that
+        default there, as PyTorch's."""
         state_dict = dict(state_dict)  # a shallow copy, as PyTorch's: the pre-hooks may change it
         for hook in list(self._optimizer_load_state_dict_pre_hooks.values()):
             result = hook(self, state_dict)
@@ -482,23 +489,20 @@ class Optimizer:
                 raise ValueError("loaded state dict contains a parameter group that doesn't match the size "
                                  f"of optimizer's group ({len(saved['params'])} vs {len(group['params'])})")
         import copy  # here, not at import: `import optim` stays quick
-        import inspect
 
-        # An option that a saved group predates (a state dict from before maximize, foreach, ... existed)
-        # takes its default, as PyTorch's __setstate__ gives it, not this optimizer's own setting.
-        defaults = {name: parameter.default for name, parameter in
-                    inspect.signature(type(self).__init__).parameters.items()
-                    if parameter.default is not inspect.Parameter.empty} | self.loaded_defaults
         params = {}
         float32_steps = set()  # a fused or capturable group's `step` loads as float32, as PyTorch's
         copied = {}  # one deepcopy over all the groups, as PyTorch's: what groups shared, they share again
+        loaded_groups = []
         for saved, group in zip(groups, self.param_groups):
             for i, p in zip(saved["params"], group["params"]):
                 params[i] = p
                 if saved.get("fused") or saved.get("capturable"):
                     float32_steps.add(i)
-            group.update({k: defaults[k] for k in group if k not in saved and k in defaults})
-            group.update({k: copy.deepcopy(v, copied) for k, v in saved.items() if k != "params"})
+            loaded = {k: group["params"] if k == "params" else copy.deepcopy(v, copied) for k, v in saved.items()}
+            if "param_names" in group and "param_names" not in loaded:
+                loaded["param_names"] = group["param_names"]
+            loaded_groups.append(loaded)
         self.state = defaultdict(dict)
         for i, values in state_dict["state"].items():
             p = params.get(int(i) if isinstance(i, str) and i.isdigit() else i)
@@ -514,7 +518,7 @@ class Optimizer:
                              for k, v in values.items()}
         # through __setstate__, as PyTorch's: an optimizer written against it migrates an old checkpoint there
         # (``group.setdefault("amsgrad", False)``, a ``step`` saved as a number made a Tensor)
-        self.__setstate__({"state": self.state, "param_groups": self.param_groups})
+        self.__setstate__({"state": self.state, "param_groups": loaded_groups})
         for hook in list(self._optimizer_load_state_dict_post_hooks.values()):
             hook(self)
 

@@ -21,6 +21,9 @@ class RAdam(AdamFamily):
     ``foreach`` is accepted and ignored; ``capturable=True`` is refused at the step (PyTorch's
     AssertionError on the CPU).
     """
+    # (those PyTorch's __setstate__ gives a loaded group that lacks them)
+    group_setdefaults = {"foreach": None, "maximize": False, "differentiable": False, "decoupled_weight_decay": False,
+                         "capturable": False}
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
                  decoupled_weight_decay=False, *, foreach=None, maximize=False, capturable=False,

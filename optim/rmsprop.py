@@ -18,6 +18,9 @@ class RMSprop(Optimizer):
     ``foreach`` is accepted and ignored; ``capturable=True`` is refused at the step (PyTorch's
     AssertionError on the CPU).
     """
+    # (those PyTorch's __setstate__ gives a loaded group that lacks them)
+    group_setdefaults = {"momentum": 0, "centered": False, "foreach": None, "maximize": False, "differentiable": False,
+                         "capturable": False}
 
     capturable_xla = (True, True)  # (PyTorch's lists for RMSprop name xla on both paths)
 

@@ -27,8 +27,9 @@ class SGD(Optimizer):
 
     ``foreach`` and ``fused`` are accepted and ignored (one implementation).
     """
+    # (those PyTorch's __setstate__ gives a loaded group that lacks them)
+    group_setdefaults = {"nesterov": False, "maximize": False, "foreach": None, "differentiable": False, "fused": False}
 
-    loaded_defaults = {"fused": False}  # (PyTorch's SGD.__setstate__; its constructor's default is None)
 
     def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False, *,
                  maximize=False, foreach=None, differentiable=False, fused=None):

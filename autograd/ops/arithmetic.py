@@ -17,7 +17,7 @@ from ..sparse_layout import is_sparse
 from ..tensor import Tensor, tensor_from
 from . import elementwise
 from .broadcasting import unbroadcast
-from .conversion import c_name, refuse_kinds
+from .conversion import c_name, refuse_kinds, tensor_input
 from .elementwise_unary import Abs
 from .names import names
 from .outputs import write_out
@@ -163,6 +163,7 @@ def sub(input, other, *number_first, alpha=1, out=None):
 @names("rsub")
 def rsub(input, other, *, alpha=1):
     """other - alpha · input (PyTorch's node RsubBackward0, or RsubBackward1 for a number other)"""
+    tensor_input("rsub", input)
     name = "RsubBackward0" if isinstance(other, Tensor) else "RsubBackward1"
     input, other = _pair(input, other)
     return named_node(other - _scaled(input, alpha, other), None, name, (input, other))

@@ -6,6 +6,7 @@ import warnings
 
 from ..errors import ShapeError
 from ..graph import program_stacklevel
+from ..tensor import Tensor
 
 
 def sizes_or_keyword(sizes, keyword, value):
@@ -112,3 +113,28 @@ def matrices_only(x, name, conjugates=False):
                       UserWarning, stacklevel=program_stacklevel())
         return True
     return False
+
+
+def extremum_overload(name, args, kwargs):
+    """PyTorch's three overloads of max and min as (dim, keepdim, other): ``max(input)``, ``max(input, other)``
+    (the elementwise maximum) and ``max(input, dim, keepdim=False)``. A tensor alone in dim's place is ``other``;
+    given by keyword (``dim=``), or beside a keepdim, it is a dim, which PyTorch's parser takes only as an int: a
+    0-d integer tensor (its ``__index__``), not a float, bool or 1-element one."""
+    if len(args) > 2:
+        raise TypeError(f"{name}() takes at most 2 positional arguments after the tensor ({len(args)} given)")
+    given = dict(zip(("dim", "keepdim"), args))
+    for keyword, value in kwargs.items():
+        if keyword not in ("dim", "keepdim", "other"):
+            raise TypeError(f"{name}() got an unexpected keyword argument '{keyword}'")
+        if keyword in given:
+            raise TypeError(f"{name}() got multiple values for argument '{keyword}'")
+        given[keyword] = value
+    if "other" in given or (len(given) == 1 and args and isinstance(args[0], Tensor)):
+        if len(given) > 1:
+            raise TypeError(f"{name}(input, other) takes no dim or keepdim (got {', '.join(sorted(given))})")
+        return None, False, given.get("other", args[0] if args else None)
+    dim = given.get("dim")
+    if isinstance(dim, Tensor) and (dim._data.ndim or dim._data.dtype.kind not in "iu"):
+        raise TypeError(f"{name}(): argument 'dim' must be int, not Tensor (a 0-d integer tensor is read as an int; "
+                        f"got one of dtype {dim._data.dtype} and shape {tuple(dim._data.shape)})")
+    return dim, given.get("keepdim", False), None

@@ -72,6 +72,22 @@ def int_argument(value, op, name, position=None):
     raise TypeError(f"{op}(): argument '{name}'{where} must be int, not {type(value).__name__}")
 
 
+def tensors_only(op, input, other, other_name="other"):
+    """PyTorch's TypeError where an op's schema takes only tensors (``maximum(Tensor input, Tensor other)``, no
+    Scalar overload) and a Python number or anything else came: "maximum(): argument 'other' (position 2) must be
+    Tensor, not float". (Its method's message counts other as position 1; the function's is given.)"""
+    tensor_input(op, input)
+    if not isinstance(other, Tensor):
+        raise TypeError(f"{op}(): argument '{other_name}' (position 2) must be Tensor, not {type(other).__name__}")
+
+
+def tensor_input(op, input):
+    """PyTorch's TypeError for a number (or anything else) as the input of an op whose every overload takes a
+    tensor there, though one takes a number as other (``copysign(x, -1)`` but not ``copysign(-1, x)``)."""
+    if not isinstance(input, Tensor):
+        raise TypeError(f"{op}(): argument 'input' (position 1) must be Tensor, not {type(input).__name__}")
+
+
 def require_same_dtype(first, second, names, op=""):
     """PyTorch's RuntimeError where a solver's two operands differ in dtype (it promotes neither):
     "{op}: Expected A and B to have the same dtype, but found A of type Double and B of type Float"."""

@@ -13,6 +13,7 @@ zeros the division is replaced by the exact product over the other elements.
 import math
 
 from ..backend import accumulate, constant, errstate, float16, float32, float64, int64, xp
+from ..graph import modes
 from ..index_watching import watch_returned_indices
 from ..primitive import Primitive, named_node, node_named
 from ..return_types import return_type
@@ -107,7 +108,7 @@ class CumProd(Primitive):
         return xp.cumprod(row_major(x), axis=self.dim, dtype=WIDER.get(x.dtype, x.dtype)).astype(x.dtype, copy=False)
 
     def backward(self, grad, y, x):
-        if x.ndim == 0:
+        if x.ndim == 0 or x.shape[self.dim] == 1:  # (y = x: dL/dy itself, its zeros' signs kept, as PyTorch's)
             return (grad,)
         # y_i / x_k unless some x_k is small (or 0): as Prod's, the second derivative of the division
         # subtracts two terms of size 1/x_k that cancel badly (x = 1e-92 gave 3.6e75 for 0)
@@ -117,7 +118,33 @@ class CumProd(Primitive):
             x, y = x.conj(), y.conj()
         if division_is_exact:
             return (CumSum.apply(grad * y, dim=self.dim, reverse=True) / x,)
+        if not (modes.grad_enabled or self.apply_replaced) and (x._data == 0).any():  # (no create_graph)
+            return (_gradient_at_zeros(grad, x, y, self.dim),)
         return (_product_gradient(grad, x, self.dim),)
+
+
+def _gradient_at_zeros(grad, x, y, d):
+    """CumProd's first derivative where x holds zeros, as PyTorch's cumprod_backward takes it (its masks, in one
+    pass), so the signs of its zeros are PyTorch's too. With z the first zero along d:
+
+        k < z:  dL/dx_k = Σ_{k≤i<z} y_i dL/dy_i / x_k
+        k = z:  dL/dx_z = y_{z-1} Σ_{z≤i<z'} dL/dy_i Π_{z<j≤i} x_j    (z' the next zero; y_{-1} = 1)
+        k > z:  dL/dx_k = +0: every y_i after k holds x_z, so Π_{j≤i, j≠k} x_j is 0
+
+    Not differentiable again (create_graph takes _product_gradient, as PyTorch takes another formula there)."""
+    g, values, outputs = grad._data, x._data, y._data
+    zeros = values == 0
+    count = xp.cumsum(zeros, axis=d)  # the zeros up to each element
+    before, between = count == 0, count == 1
+    first = zeros & between
+    running = CumSum.apply(Tensor._make(xp.where(before, outputs * g, 0)), dim=d, reverse=True)._data
+    with errstate(divide="ignore", invalid="ignore"):
+        result = xp.where(before, running / xp.where(before, values, 1), 0).astype(g.dtype, copy=False)
+    after_first = CumProd.apply(Tensor._make(xp.where(between & ~first, values, 1)), dim=d)._data
+    total = (after_first * xp.where(between, g, 0)).sum(axis=d, keepdims=True)
+    z = xp.argmax(zeros, axis=d, keepdims=True)
+    prior = xp.where(z == 0, 1, xp.take_along_axis(outputs, xp.maximum(z - 1, 0), axis=d))
+    return Tensor._make(xp.where(first, total * prior, result).astype(g.dtype, copy=False))
 
 
 def _product_gradient(grad, x, d):
@@ -167,6 +194,7 @@ class Prod(Primitive):
 
     saves_output = True
     handles_complex = True
+    every_element = False  # prod() (PyTorch's ProdBackward0), not prod(dim)
 
     def forward(self, x):
         # (NumPy's: int32 to int64; row-major, as PyTorch's reductions allocate their result)
@@ -184,8 +212,12 @@ class Prod(Primitive):
         division_is_exact = xp.abs(x._data).min() >= xp.sqrt(xp.finfo(x.dtype).eps) and (y._data != 0).all()
         if x.is_complex():
             x, y = x.conj(), y.conj()
-        if division_is_exact:
-            return (grad * spread(y, x, self.axes, self.keepdim) / x,)
+        if division_is_exact:  # (dL/dy · (y / x), in PyTorch's order: its roundings)
+            return (grad * (spread(y, x, self.axes, self.keepdim) / x),)
+        if self.every_element and not (modes.grad_enabled or self.apply_replaced) and (x._data == 0).sum() > 1:
+            # two zeros leave every product of the others 0: PyTorch's first derivative is +0 throughout (whatever
+            # dL/dy), not the signed zeros of the products (create_graph keeps them: their derivatives are not 0)
+            return (Tensor._make(xp.zeros(x.shape, dtype=grad.dtype)),)
         return (grad * _product_of_others(x, self.axes),)
 
 
@@ -199,7 +231,7 @@ def prod(input, dim=None, keepdim=False, *, dtype=None, out=None):
     x = _accumulating_dtype(input, accumulate_dtype(dtype, out))
     axes = normalize_dims(dim, x.ndim)
     if dim is None:
-        return write_out(Prod.apply(x, axes=axes, keepdim=False), out, dtype=dtype)
+        return write_out(Prod.apply(x, axes=axes, keepdim=False, every_element=True), out, dtype=dtype)
     return write_out(Prod.apply(x, axes=axes, keepdim=keepdim, pytorch_name="ProdBackward1"), out, dtype=dtype)
 
 

@@ -45,7 +45,7 @@ def _over(input, dim, keepdim, find, op, out=None):
     if out is not None and out.dtype != input.dtype:  # (PyTorch casts amax/amin into no other dtype)
         raise RuntimeError(f"Expected the dtype for input and out to match, but got {type_name(input.dtype)} for "
                            f"input's dtype and {type_name(out.dtype)} for out's dtype.")
-    everything = dim is None or (not isinstance(dim, int) and len(dim) == 0)  # dim=() reduces every dim
+    everything = dim is None or (isinstance(dim, (tuple, list)) and not dim)  # dim=() reduces every dim
     axes = normalize_dims(None if everything else dim, input.ndim)
     if everything and input.numel() == 0:  # PyTorch's RuntimeError: no dim to name
         raise RuntimeError(f"{op}(): Expected reduction dim to be specified for input.numel() == 0. Specify the "

@@ -4,9 +4,11 @@
 ``torch.exp(input=x, out=y)``. They register functions only: the methods exist already.
 """
 
+import inspect
+
 from ..backend import int64
 from ..tensor import Tensor
-from .axes import unbiased_overload
+from .axes import extremum_overload, unbiased_overload
 from .names import names
 from .outputs import accumulate_dtype, refuse_out_overlap, write_out
 
@@ -81,38 +83,31 @@ def std(input, dim=None, unbiased=None, keepdim=False, *, correction=None, out=N
     return write_out(input.std(dim, unbiased, keepdim, correction=correction), out)
 
 
-def _other(dim, keepdim, other):
-    """The tensor of max/min's elementwise overload, max(input, other), given in dim's place or
-    by keyword; None for the reductions."""
-    if isinstance(dim, Tensor):
-        if other is not None:
-            raise TypeError("max()/min() got the other tensor twice (in dim's place and as other=)")
-        return dim
-    if other is not None and (dim is not None or keepdim):
-        raise TypeError("max(input, other) takes no dim or keepdim")
-    return other
-
-
 @names("max", method=False)
-def max(input, dim=None, keepdim=False, *, other=None, out=None):
-    """The largest element; with dim, (values, indices); with a tensor (in dim's place or as
+def max(input, *args, out=None, **kwargs):
+    """The largest element; with dim, (values, indices); with a tensor alone in dim's place (or
     other=, PyTorch's keyword), the elementwise maximum."""
-    other = _other(dim, keepdim, other)
+    dim, keepdim, other = extremum_overload("max", args, kwargs)
     if other is not None:
         return write_out(input.maximum(other), out)
     refuse_out_overlap(input, out)
-    return write_out(input.max(dim, keepdim), out, same_dtype=True)
+    return write_out(input.max(dim=dim, keepdim=keepdim), out, same_dtype=True)
 
 
 @names("min", method=False)
-def min(input, dim=None, keepdim=False, *, other=None, out=None):
-    """The smallest element; with dim, (values, indices); with a tensor (in dim's place or as
+def min(input, *args, out=None, **kwargs):
+    """The smallest element; with dim, (values, indices); with a tensor alone in dim's place (or
     other=), the elementwise minimum."""
-    other = _other(dim, keepdim, other)
+    dim, keepdim, other = extremum_overload("min", args, kwargs)
     if other is not None:
         return write_out(input.minimum(other), out)
     refuse_out_overlap(input, out)
-    return write_out(input.min(dim, keepdim), out, same_dtype=True)
+    return write_out(input.min(dim=dim, keepdim=keepdim), out, same_dtype=True)
+
+
+# (the overloads are told apart by how dim came, which a Python signature cannot say: PyTorch's documented one)
+max.__signature__ = min.__signature__ = inspect.signature(
+    lambda input, dim=None, keepdim=False, *, other=None, out=None: None)
 
 
 @names("maximum", method=False)

@@ -34,8 +34,8 @@ import math
 
 from ..backend import errstate, xp
 from ..primitive import Primitive
-from ..tensor import Tensor
 from .broadcasting import unbroadcast
+from .conversion import tensors_only
 from .elementwise import promote
 from .error_function import erfc
 from .gamma import _BERNOULLI, _lgamma, lgamma
@@ -229,10 +229,7 @@ class Igammac(Igamma):
 
 
 def _regularized(primitive, name, input, other, out):
-    for position, (argument, value) in enumerate((("input", input), ("other", other)), start=1):
-        if not isinstance(value, Tensor):
-            raise TypeError(f"{name}(): argument '{argument}' (position {position}) must be Tensor, "
-                            f"not {type(value).__name__}")
+    tensors_only(name, input, other)
     dtype = promoted_dtype(input, other)
     if dtype.kind != "f":
         raise NotImplementedError(f"\"{name}_cpu\" not implemented for '{dtype}'")

@@ -18,7 +18,7 @@ from ..primitive import Primitive, named_node, node_named
 from ..tensor import Tensor
 from . import extrema, shape
 from .axes import dim_index, int_or_ints, normalize_dims
-from .conversion import require_scalar_type, type_name
+from .conversion import require_scalar_type, tensors_only, type_name
 from .elementwise import Where, row_major
 from .half_linalg import low_precision, refuses_half
 from .names import names
@@ -397,6 +397,7 @@ def distance_norm(differences, p, dim, gradient_kernel):
 @watches_arguments("input", "other")  # (PyTorch's node saves them: writing one refuses)
 def dist(input, other, p=2):
     """‖input - other‖_p over all elements (the two broadcast)."""
+    tensors_only("dist", input, other)
     return vector_norm(input - other, p)
 
 

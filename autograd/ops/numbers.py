@@ -14,7 +14,7 @@ from ..primitive import Primitive
 from ..return_types import return_type
 from ..tensor import Tensor
 from .broadcasting import unbroadcast
-from .conversion import c_name, refuse_kinds
+from .conversion import c_name, refuse_kinds, tensors_only
 from .elementwise import floating, promote, where
 from .error_function import erfc as erfc_of_array
 from .names import names
@@ -33,6 +33,7 @@ def _pair(input, other):
 
 def _integers(name, function):
     def op(input, other, *, out=None):
+        tensors_only(name, input, other)
         x, y = _pair(input, other)
         return write_out(on_integers(function, x, y, name, kinds="iu", error=NotImplementedError), out)
 
@@ -76,7 +77,8 @@ def ldexp(input, other, *, out=None):
     input exactly (``Ldexp``), as PyTorch's: the power of two is never formed, so it cannot overflow on its own.
     (PyTorch's gradient there is dL/dy times 2^other computed in integers, 0 for a negative exponent; this one is
     the derivative.)"""
-    if isinstance(input, Tensor) and isinstance(other, Tensor) and other.dtype.kind in "iu" \
+    tensors_only("ldexp", input, other)
+    if other.dtype.kind in "iu" \
             and input.dtype.kind == "f":  # (integers scaled are PyTorch's input · pow(2, other): 0 · 2^200 is NaN)
         return write_out(Ldexp.apply(input, other), out)
     input, other = _floating_pair(input, other)
@@ -125,7 +127,8 @@ class NextAfter(Primitive):
 def nextafter(input, other, *, out=None):
     """The next float after input towards other (one unit in the last place); its gradient is
     input's (1, 0 where input = other), none reaches other, as PyTorch's."""
-    x, y = promote(*_pair(input, other))
+    tensors_only("nextafter", input, other)
+    x, y = promote(input, other)
     if x.dtype.kind != "f":
         raise NotImplementedError(f"\"nextafter_cpu\" not implemented for '{x.dtype}'")
     return write_out(NextAfter.apply(x, y), out)

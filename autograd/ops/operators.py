@@ -13,6 +13,7 @@ from ..primitive import named_node
 from ..sparse_layout import is_sparse
 from ..tensor import Tensor
 from .arithmetic import positive
+from .conversion import tensors_only
 from .elementwise import (
     Add,
     Cast,
@@ -175,11 +176,17 @@ def square(input):
 
 @names("maximum", function=False)
 def maximum(input, other):
+    """The larger of two tensors, elementwise (PyTorch's takes no number: clamp_min does)."""
+    if input.__class__ is not Tensor or other.__class__ is not Tensor:  # (no call on the usual path)
+        tensors_only("maximum", input, other)
     return binary(Maximum, input, other)
 
 
 @names("minimum", function=False)
 def minimum(input, other):
+    """The smaller of two tensors, elementwise (PyTorch's takes no number: clamp_max does)."""
+    if input.__class__ is not Tensor or other.__class__ is not Tensor:
+        tensors_only("minimum", input, other)
     return binary(Minimum, input, other)
 
 

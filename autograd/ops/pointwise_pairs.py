@@ -11,7 +11,7 @@ from ..primitive import Primitive, named_node, node_named
 from ..tensor import Tensor, tensor_from
 from .broadcasting import unbroadcast
 from .conjugation import conj
-from .conversion import c_name, refuse_kinds, type_name
+from .conversion import c_name, refuse_kinds, tensor_input, tensors_only, type_name
 from .elementwise import Where, half_as_float32, promote, where
 from .names import names
 from .outputs import write_out
@@ -39,6 +39,7 @@ class Atan2(Primitive):
 @names("atan2", "arctan2", inplace=("atan2_", "arctan2_"))
 def atan2(input, other, *, out=None):
     """The angle of the point (other, input), in (-π, π] (of real numbers only, as PyTorch's)."""
+    tensors_only("atan2", input, other)
     input, other = _floating_pair(input, other)
     refuse_kinds(input, "atan2_cpu", "c")
     return write_out(Atan2.apply(input, other), out)
@@ -60,6 +61,7 @@ class Hypot(Primitive):
 @names("hypot", inplace="hypot_")
 def hypot(input, other, *, out=None):
     """√(input² + other²), elementwise, without overflow."""
+    tensors_only("hypot", input, other)
     return write_out(Hypot.apply(*_floating_only_pair(input, other, "hypot_cpu")), out)
 
 
@@ -109,12 +111,14 @@ class LogAddExp2(Primitive):
 @names("logaddexp")
 def logaddexp(input, other, *, out=None):
     """ln(e^input + e^other), without overflow."""
+    tensors_only("logaddexp", input, other)
     return write_out(LogAddExp.apply(*_floating_only_pair(input, other, "logaddexp_cpu")), out)
 
 
 @names("logaddexp2")
 def logaddexp2(input, other, *, out=None):
     """log₂(2^input + 2^other), without overflow."""
+    tensors_only("logaddexp2", input, other)
     return write_out(LogAddExp2.apply(*_floating_only_pair(input, other, "logaddexp2_cpu")), out)
 
 
@@ -269,8 +273,7 @@ def heaviside(input, values, *, out=None):
     (a tensor, not a number) must have one dtype (PyTorch promotes neither). It has no derivative: recorded where
     an argument requires grad, so that a backward pass through it raises, as PyTorch's (a surrogate gradient is the
     program's to write), instead of leaving that argument's share of the gradient out."""
-    if not isinstance(values, Tensor):
-        raise TypeError(f"heaviside(): argument 'values' (position 2) must be Tensor, not {type(values).__name__}")
+    tensors_only("heaviside", input, values, "values")
     x, v = input._data, values._data
     if x.dtype.kind == "c" or v.dtype.kind == "c" or out is not None and out.dtype.kind == "c":  # (checked first)
         raise DtypeError("heaviside is not yet implemented for complex tensors.")
@@ -304,6 +307,7 @@ class Copysign(Primitive):
 @names("copysign", inplace="copysign_")
 def copysign(input, other, *, out=None):
     """|input| with the sign of other (signed zeros included); complex numbers have no sign to copy."""
+    tensor_input("copysign", input)
     node = "CopysignBackward0" if isinstance(other, Tensor) else "CopysignBackward1"
     input, other = _floating_pair(input, other)
     refuse_kinds(input, "copysign_cpu", "c")
@@ -341,6 +345,7 @@ def _x_chosen(x, y):
 def fmax(input, other, *, out=None):
     """The larger of input and other elementwise, ignoring a NaN (NaN only where both are);
     the gradient goes to input where input >= other or other is NaN, as PyTorch's."""
+    tensors_only("fmax", input, other)
     input, other = promote(input, other)
     refuse_unbroadcastable(input.shape, other.shape)
     return write_out(Fmax.apply(input, other), out)
@@ -350,6 +355,7 @@ def fmax(input, other, *, out=None):
 @node_named("FminBackward0")
 def fmin(input, other, *, out=None):
     """The smaller of input and other elementwise, ignoring a NaN (NaN only where both are)."""
+    tensors_only("fmin", input, other)
     input, other = promote(input, other)  # (shapes that do not broadcast: the comparison raises PyTorch's error)
     refuse_complex_extremum(input, "fmin")
     return write_out(where((input <= other) | other.isnan(), input, other), out)

@@ -22,7 +22,7 @@ from ..sparse_layout import is_sparse
 from ..tensor import Tensor
 from ..write_door import _refuse_cast
 from .axes import normalize_dims
-from .conversion import c_name, refuse_kinds, type_name
+from .conversion import c_name, refuse_kinds, tensor_input, tensors_only, type_name
 from .elementwise import Where, row_major
 from .names import names
 from .outputs import write_out
@@ -110,8 +110,12 @@ def ordered(name, x, y):
     return x, y
 
 
-def _compare(function, name, aliases=(), by_order=False, operator=None):
+def _compare(function, name, aliases=(), by_order=False, operator=None, tensors=False):
     def op(input, other, *, out=None):
+        if tensors:  # (logical_and's schema takes tensors only; eq's takes a number as other)
+            tensors_only(name, input, other)
+        elif input.__class__ is not Tensor:  # (a number first: no call on the usual path)
+            tensor_input(name, input)
         # a number beside a tensor takes the tensor's dtype first, as in PyTorch and in the operators (x < y):
         # float32 x.eq(0.1) compares with float32 0.1, uint8 x.lt(300) with 300 cast to uint8 (44)
         x = _data(input)
@@ -157,7 +161,7 @@ _compare(xp.equal, "eq", operator="__eq__")
 _compare(xp.not_equal, "ne", ("not_equal",), operator="__ne__")
 for _function, _names in ((_logical(xp.logical_and), ("logical_and",)), (_logical(xp.logical_or), ("logical_or",)),
                           (_logical(xp.logical_xor), ("logical_xor",))):
-    _compare(_function, _names[0], _names[1:])
+    _compare(_function, _names[0], _names[1:], tensors=True)
 for _function, _names, _operator_name in ((xp.less, ("lt", "less"), "__lt__"),
                                           (xp.less_equal, ("le", "less_equal"), "__le__"),
                                           (xp.greater, ("gt", "greater"), "__gt__"),
@@ -219,6 +223,7 @@ def isclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False):
     for name, tolerance in (("rtol", rtol), ("atol", atol)):
         if tolerance < 0:
             raise RuntimeError(f"{name} must be greater than or equal to zero, but got {tolerance}")
+    tensors_only("isclose", input, other)
     a, b = _promoted(input, other)
     return Tensor._make(xp.isclose(a, b, rtol=rtol, atol=atol, equal_nan=equal_nan))
 
@@ -226,6 +231,7 @@ def isclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False):
 @names("allclose")
 def allclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False):
     """True when isclose holds everywhere (a Python bool)."""
+    tensors_only("allclose", input, other)
     a, b = _promoted(input, other)
     return builtins.bool(xp.allclose(a, b, rtol=rtol, atol=atol, equal_nan=equal_nan))
 
@@ -233,6 +239,7 @@ def allclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False):
 @names("equal")
 def equal(input, other):
     """True when both have the same shape and elements (a Python bool)."""
+    tensors_only("equal", input, other)
     a, b = _data(input), _data(other)
     return a.shape == b.shape and builtins.bool((a == b).all())
 

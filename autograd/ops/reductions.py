@@ -4,6 +4,7 @@ A reduction's backward spreads dL/dy back over the reduced axes: the
 gradient of a sum is dL/dy copied to every term (``expand``).
 """
 
+import inspect
 import math
 import warnings
 
@@ -19,7 +20,7 @@ from ..return_types import return_type
 from ..saved_tensor_views import saved_argument
 from ..tensor import Tensor
 from . import shape as shape_ops
-from .axes import dim_index, kept_shape, normalize_dims, unbiased_overload
+from .axes import dim_index, extremum_overload, kept_shape, normalize_dims, unbiased_overload
 from .conjugation import conj, refuse_unordered
 from .conversion import type_name
 from .elementwise import floating, row_major, selected_share, where
@@ -278,20 +279,27 @@ def _extremum(x, dim, keepdim, find, arg, result):
     return result(*watch_returned_indices(values, Tensor._make(indices)))
 
 
-def max(x, dim=None, keepdim=False, *, other=None):
+def max(x, *args, **kwargs):
     """The largest element, or (values, indices) along ``dim`` as PyTorch returns them; given a
-    tensor (in dim's place, or other=), the elementwise maximum: PyTorch's x.max(other)."""
-    if isinstance(dim, Tensor) or other is not None:
-        return x.maximum(dim if other is None else other)
+    tensor alone in dim's place (or other=), the elementwise maximum: PyTorch's x.max(other)."""
+    dim, keepdim, other = extremum_overload("max", args, kwargs)
+    if other is not None:
+        return x.maximum(other)
     return _extremum(x, dim, keepdim, xp.max, xp.argmax, MaxResult)
 
 
-def min(x, dim=None, keepdim=False, *, other=None):
+def min(x, *args, **kwargs):
     """The smallest element, or (values, indices) along ``dim`` as PyTorch returns them; given a
-    tensor (in dim's place, or other=), the elementwise minimum: PyTorch's x.min(other)."""
-    if isinstance(dim, Tensor) or other is not None:
-        return x.minimum(dim if other is None else other)
+    tensor alone in dim's place (or other=), the elementwise minimum: PyTorch's x.min(other)."""
+    dim, keepdim, other = extremum_overload("min", args, kwargs)
+    if other is not None:
+        return x.minimum(other)
     return _extremum(x, dim, keepdim, xp.min, xp.argmin, MinResult)
+
+
+# (PyTorch's parser tells the overloads apart by how dim came, by position or keyword, which a Python signature
+# cannot say: the signature shown is the one PyTorch documents)
+max.__signature__ = min.__signature__ = inspect.signature(lambda self, dim=None, keepdim=False, *, other=None: None)
 
 
 def _arg_extremum(name, find, x, dim, keepdim):

@@ -12,7 +12,7 @@ from ..primitive import Primitive
 from ..tensor import Tensor
 from .broadcasting import unbroadcast
 from .conjugation import sgn_of_complex
-from .conversion import refuse_kinds
+from .conversion import refuse_kinds, tensor_input
 from .elementwise import half_as_float32, promote
 from .names import names
 from .outputs import write_out
@@ -184,6 +184,7 @@ def _modulo(primitive, input, other, name):
 @names("fmod", inplace="fmod_")
 def fmod(input, other, *, out=None):
     """The remainder of input / other with input's sign (C's fmod)."""
+    tensor_input("fmod", input)
     return write_out(_modulo(Fmod, input, other, "fmod"), out)
 
 
