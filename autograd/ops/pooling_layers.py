@@ -21,6 +21,7 @@ from ..primitive import named_node, node_named
 from ..tensor import tensor_from
 from . import pooling
 from .conversion import refuse_kinds, type_name
+from .elementwise import where
 from .layer_arguments import _as_2d, _batched, _tuple, check_pooling_window
 from .layouts import in_suggested_layout
 from .names import names
@@ -300,10 +301,36 @@ def _separable(input, matrices):
         wide = [None if matrix is None else matrix.astype(xp.float32) for matrix in matrices]
         return _separable(input.float(), wide).half()
     rows, columns = matrices
+    if not xp.isfinite(input._data).all():  # (a product would spread an inf or NaN over every bin: 0 · inf is NaN)
+        return _bin_means_of_nonfinite(input, rows, columns)
     if rows is not None:
         input = tensor_from(rows) @ input
     if columns is not None:
         input = input @ tensor_from(xp.ascontiguousarray(columns.T))
+    return input
+
+
+def _bin_means_of_nonfinite(input, rows, columns):
+    """A_h x A_wᵀ as PyTorch's kernels compute it, bin by bin: each output reads only its own bin, so an inf or
+    NaN reaches the bins that hold it and no other. Each axis gathers its bins, padded to the longest with masked
+    slots, and sums them weighted by the matrix's 1/n; the sums over one axis then the other are the sum over the
+    box (a set holding NaN, or +inf and -inf, sums to NaN however it is grouped)."""
+    for axis, matrix in ((2, rows), (3, columns)):
+        if matrix is None:
+            continue
+        inside = matrix != 0  # (out, size): bin i's positions
+        counts = inside.sum(1)
+        slots = xp.arange(int(counts.max()))
+        valid = slots < counts[:, None]
+        positions = xp.minimum(inside.argmax(1)[:, None] + slots, inside.argmax(1)[:, None] + counts[:, None] - 1)
+        weights = xp.where(valid, xp.take_along_axis(matrix, positions, 1), 0)
+        if axis == 2:  # (N, C, out, slots, W)
+            gathered = input[:, :, positions, :]
+            valid, weights, summed = valid[:, :, None], weights[:, :, None], 3
+        else:  # (N, C, H, out, slots)
+            gathered = input[:, :, :, positions]
+            summed = 4
+        input = (where(tensor_from(valid), gathered, 0.0) * tensor_from(weights.astype(input.dtype))).sum(summed)
     return input
 
 
@@ -414,6 +441,16 @@ def max_pool3d_with_indices(input, kernel_size, stride=None, padding=0, dilation
     return _max_pool3d(input, kernel_size, stride, padding, dilation, ceil_mode, True)
 
 
+def _refuse_volume_smaller_than_kernel(input, kernel_size):
+    """PyTorch's 3-d average pooling (its 3-d max pooling does not) wants each dim of the volume, before padding, at
+    least as long as the kernel, and says so before it looks at the padding or the output's size."""
+    kernel = _tuple(kernel_size, 3, "kernel_size")
+    sizes = input.shape[-3:]
+    if min(kernel) > 0 and any(size < k for size, k in zip(sizes, kernel)):
+        raise RuntimeError(f"input image (T: {sizes[0]} H: {sizes[1]} W: {sizes[2]}) smaller than kernel size "
+                           f"(kT: {kernel[0]} kH: {kernel[1]} kW: {kernel[2]})")
+
+
 @node_named("AvgPool3DBackward0")
 def avg_pool3d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
                divisor_override=None, *, out=None):
@@ -421,6 +458,7 @@ def avg_pool3d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
     (count_include_pad) or without, or over divisor_override."""
     name = "avg_pool3d"
     _refuse_empty_planes_to_pool(input, 3, name)
+    _refuse_volume_smaller_than_kernel(input, kernel_size)
     kernel, stride, padding, _, _ = _pool_sizes(input, kernel_size, stride, padding, 1, ceil_mode, 3, name)
     if divisor_override is not None and divisor_override == 0:
         raise RuntimeError("avg_pool3d: divisor must be not zero")
