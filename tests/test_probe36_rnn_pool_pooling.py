@@ -82,7 +82,8 @@ def test_avg_pool3d_refuses_a_volume_smaller_than_its_kernel(shape, kernel, padd
     x = autograd.ones(*shape)
     sizes = shape[-3:]
     k = kernel if isinstance(kernel, tuple) else (kernel,) * 3
-    words = f"input image (T: {sizes[0]} H: {sizes[1]} W: {sizes[2]}) smaller than kernel size (kT: {k[0]} kH: {k[1]} kW: {k[2]})"
+    words = (f"input image (T: {sizes[0]} H: {sizes[1]} W: {sizes[2]}) smaller than kernel size "
+             f"(kT: {k[0]} kH: {k[1]} kW: {k[2]})")
     with pytest.raises(RuntimeError) as ours:
         F.avg_pool3d(x, kernel, padding=padding, ceil_mode=True)
     assert str(ours.value) == words
