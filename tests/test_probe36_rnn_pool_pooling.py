@@ -122,3 +122,44 @@ def test_max_unpool1d_invalid_index_as_pytorch():
     with pytest.raises(RuntimeError) as ours:
         F.max_unpool1d(autograd.tensor([[[5.0, 6.0]]]), autograd.tensor([[[0, 7]]]), 2)
     assert str(ours.value) == str(theirs.value)
+
+
+def test_fractional_max_pool_refuses_samples_that_require_grad_in_grad_mode():
+    samples = autograd.full((1, 1, 2), 0.5, requires_grad=True)
+    words = ("The function 'fractional_max_pool2d' is not differentiable with respect to argument 'random_samples'. "
+             "This input cannot have requires_grad True.")
+    with pytest.raises(RuntimeError) as ours:
+        F.fractional_max_pool2d(autograd.ones(1, 1, 4, 4, 4, 4), 2, output_size=2, _random_samples=samples)
+    assert str(ours.value) == words  # (before the kernel looks at the input's dims)
+    with autograd.no_grad():
+        y = F.fractional_max_pool2d(autograd.arange(16.0).reshape(1, 1, 4, 4), 2, output_size=2,
+                                    _random_samples=samples)
+    np.testing.assert_array_equal(y.numpy(), [[[[5.0, 7.0], [13.0, 15.0]]]])
+
+
+@pytest.mark.parametrize("shape,axis", [((5, 3, 3), "width"), ((3, 5, 3), "time"), ((5, 5, 3), "width"),
+                                        ((5, 3, 5), "height")])
+def test_fractional_max_pool3d_checks_time_then_width_then_height(shape, axis):
+    samples = autograd.full((1, 1, 3), 0.5)
+    size = dict(zip(("time", "height", "width"), shape))[axis]
+    with pytest.raises(RuntimeError, match=f"pool {axis} 2 too large relative to input {axis} {size}$"):
+        F.fractional_max_pool3d(autograd.ones(1, 1, *shape), 2, output_size=3, _random_samples=samples)
+
+
+@pytest.mark.parametrize("shape", [(5, 3, 3), (3, 5, 3), (5, 5, 3), (5, 3, 5), (3, 3, 3)])
+def test_fractional_max_pool3d_sizes_refused_as_pytorch(shape):
+    torch = _torch()
+    with pytest.raises(RuntimeError) as theirs:
+        torch.nn.functional.fractional_max_pool3d(torch.ones(1, 1, *shape), 2, output_size=3,
+                                                  _random_samples=torch.full((1, 1, 3), 0.5))
+    with pytest.raises(RuntimeError) as ours:
+        F.fractional_max_pool3d(autograd.ones(1, 1, *shape), 2, output_size=3,
+                                _random_samples=autograd.full((1, 1, 3), 0.5))
+    assert str(ours.value) == str(theirs.value)
+    samples = torch.full((1, 1, 2), 0.5, requires_grad=True)
+    with pytest.raises(RuntimeError) as theirs:
+        torch.nn.functional.fractional_max_pool2d(torch.ones(1, 1, 4, 4), 2, output_size=2, _random_samples=samples)
+    with pytest.raises(RuntimeError) as ours:
+        F.fractional_max_pool2d(autograd.ones(1, 1, 4, 4), 2, output_size=2,
+                                _random_samples=autograd.full((1, 1, 2), 0.5, requires_grad=True))
+    assert str(ours.value) == str(theirs.value)
