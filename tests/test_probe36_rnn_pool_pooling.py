@@ -163,3 +163,22 @@ def test_fractional_max_pool3d_sizes_refused_as_pytorch(shape):
         F.fractional_max_pool2d(autograd.ones(1, 1, 4, 4), 2, output_size=2,
                                 _random_samples=autograd.full((1, 1, 2), 0.5, requires_grad=True))
     assert str(ours.value) == str(theirs.value)
+
+
+def test_max_pool3d_indices_of_a_depth_window_wholly_in_the_padding():
+    # depth 1 with padding 1 and dilation 2: every depth window reads d = -1 and d = 1, neither in the input
+    x = autograd.tensor([[[[[0.5], [-1.0], [2.0], [3.0]]]]], requires_grad=True)
+    values, indices = F.max_pool3d(x, 2, None, 1, 2, ceil_mode=True, return_indices=True)
+    np.testing.assert_array_equal(values.numpy().reshape(-1), [-INF, -INF, -INF])
+    np.testing.assert_array_equal(indices.numpy().reshape(-1), [6, 6, 8])  # (past the volume, as PyTorch's)
+    values.sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), np.zeros((1, 1, 1, 4, 1)))
+
+
+def test_max_pool3d_indices_of_a_window_wholly_in_the_padding_as_pytorch():
+    torch = _torch()  # (forward only: PyTorch's backward writes through those indices, outside the gradient)
+    x = np.array([[[[[0.5], [-1.0], [2.0], [3.0]]]]])
+    theirs = torch.nn.functional.max_pool3d(torch.tensor(x), 2, None, 1, 2, ceil_mode=True, return_indices=True)
+    ours = F.max_pool3d(autograd.tensor(x), 2, None, 1, 2, ceil_mode=True, return_indices=True)
+    for a, b in zip(ours, theirs):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())

@@ -405,7 +405,10 @@ def _volume_indices(plane_indices, depth_indices, shape):
     n, c, depth, height, width = shape
     out_d, columns = depth_indices.shape[2:]
     chosen = depth_indices._data // columns  # the winning depth d
-    within = xp.take_along_axis(plane_indices._data.reshape(n, c, depth, columns), chosen, axis=2)
+    # (a depth window wholly in the padding has no winner: its index names the first depth it would read, past the
+    # input, as PyTorch's, whose index there lies outside the volume too)
+    within = xp.take_along_axis(plane_indices._data.reshape(n, c, depth, columns), xp.minimum(chosen, depth - 1),
+                                axis=2)
     return tensor_from((chosen * (height * width) + within).reshape(n, c, out_d, *plane_indices.shape[2:]))
 
 
