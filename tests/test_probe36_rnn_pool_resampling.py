@@ -65,7 +65,8 @@ def test_reflection_padding_to_an_empty_dim_has_a_zero_gradient():
     np.testing.assert_array_equal(x.grad.numpy(), np.zeros((1, 1, 4, 6, 3)))  # (PyTorch's: uninitialised memory)
 
 
-@pytest.mark.parametrize("shape,pad", [((1, 1), [1, -1]), ((1, 2), [-2, 2]), ((2, 3, 2), [2, -2])])
+@pytest.mark.parametrize("shape,pad", [((1, 1), [1, -1]), ((1, 2), [-2, 2]), ((2, 3, 2), [2, -2]),
+                                       ((1, 1, 1), [-2, 1]), ((2, 2, 1, 5), [1, 1, -2, 1])])
 def test_circular_padding_refuses_to_wrap_around_a_dim_cropped_to_nothing(shape, pad):
     with pytest.raises(RuntimeError, match="crops it to nothing, then has nothing to wrap around"):
         F.pad(autograd.ones(*shape), pad, mode="circular")
@@ -93,3 +94,26 @@ def test_interpolating_to_the_same_size_with_a_scale_forward_as_pytorch(mode, an
     theirs = torch.nn.functional.interpolate(torch.tensor(x), scale_factor=1.3, mode=mode, antialias=antialias)
     ours = F.interpolate(autograd.tensor(x), scale_factor=1.3, mode=mode, antialias=antialias)
     np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape,pad", [((3,), (-2, -2)), ((3,), (1, -5)), ((3,), (-4, 1)),
+                                       ((1, 1, 5, 1), (1, -2, -2, 2)), ((2, 2, 3, 1, 2), (-1, 3, -2, -1, 2, -1))])
+def test_constant_padding_refuses_a_crop_past_the_whole_dim(shape, pad):
+    # PyTorch's crops each dim before it pads: (-4, 1) of 3 is refused though 3 - 4 + 1 = 0
+    with pytest.raises(RuntimeError, match=r"^narrow\(\): length must be non-negative. \(The padding"):
+        F.pad(autograd.ones(*shape), pad, value=1.5)
+    assert F.pad(autograd.ones(3), (-3, 1), value=2.0).tolist() == [2.0]  # (a crop of the whole dim, then a pad)
+
+
+@pytest.mark.parametrize("shape,pad", [((3,), (-2, -2)), ((3,), (-4, 1)), ((1, 1, 5, 1), (1, -2, -2, 2)),
+                                       ((3,), (-3, 1))])
+def test_constant_padding_crops_as_pytorch(shape, pad):
+    torch = _torch()
+    try:
+        theirs = torch.nn.functional.pad(torch.ones(*shape), pad, value=2.0)
+    except RuntimeError as error:
+        with pytest.raises(RuntimeError) as ours:
+            F.pad(autograd.ones(*shape), pad, value=2.0)
+        assert str(ours.value).startswith(str(error))
+    else:
+        np.testing.assert_array_equal(F.pad(autograd.ones(*shape), pad, value=2.0).numpy(), theirs.numpy())
