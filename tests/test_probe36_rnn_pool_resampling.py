@@ -75,7 +75,7 @@ def test_circular_padding_refuses_to_wrap_around_a_dim_cropped_to_nothing(shape,
 
 
 @pytest.mark.parametrize("mode,antialias", [("bicubic", False), ("bicubic", True), ("bilinear", True),
-                                            ("bilinear", False)])
+                                            ("bilinear", False), ("nearest", False)])
 @pytest.mark.parametrize("shape,scale", [((1, 1, 2, 3), 1.3), ((1, 2, 3, 3), 1.2)])
 def test_interpolating_to_the_same_size_with_a_scale_differentiates_its_forward(mode, antialias, shape, scale):
     x = autograd.randn(*shape, dtype=autograd.float64, requires_grad=True)
@@ -117,3 +117,10 @@ def test_constant_padding_crops_as_pytorch(shape, pad):
         assert str(ours.value).startswith(str(error))
     else:
         np.testing.assert_array_equal(F.pad(autograd.ones(*shape), pad, value=2.0).numpy(), theirs.numpy())
+
+
+def test_circular_padding_that_wraps_what_a_crop_left_differentiates_its_forward():
+    x = autograd.randn(2, 2, 3, dtype=autograd.float64, requires_grad=True)
+    y = F.pad(x, [-2, 2], mode="circular")  # x[..., 2:] wrapped to three columns
+    np.testing.assert_array_equal(y.detach().numpy(), np.repeat(x.detach().numpy()[..., 2:], 3, axis=-1))
+    assert gradcheck(lambda x: F.pad(x, [-2, 2], mode="circular"), (x,))  # (PyTorch's backward fails this one)
