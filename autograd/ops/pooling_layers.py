@@ -301,13 +301,16 @@ def _separable(input, matrices):
         wide = [None if matrix is None else matrix.astype(xp.float32) for matrix in matrices]
         return _separable(input.float(), wide).half()
     rows, columns = matrices
-    if not xp.isfinite(input._data).all():  # (a product would spread an inf or NaN over every bin: 0 · inf is NaN)
-        return _bin_means_of_nonfinite(input, rows, columns)
+    pooled = input
     if rows is not None:
-        input = tensor_from(rows) @ input
+        pooled = tensor_from(rows) @ pooled
     if columns is not None:
-        input = input @ tensor_from(xp.ascontiguousarray(columns.T))
-    return input
+        pooled = pooled @ tensor_from(xp.ascontiguousarray(columns.T))
+    # An inf or NaN in the input would be spread by the products over every bin of its row or column (0 · inf is
+    # NaN); it reaches the output, as every position lies in some bin, so the output alone (the smaller) is checked
+    if not xp.isfinite(pooled._data).all():
+        return _bin_means_of_nonfinite(input, rows, columns)
+    return pooled
 
 
 def _bin_means_of_nonfinite(input, rows, columns):
