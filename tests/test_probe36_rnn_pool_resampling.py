@@ -124,3 +124,36 @@ def test_circular_padding_that_wraps_what_a_crop_left_differentiates_its_forward
     y = F.pad(x, [-2, 2], mode="circular")  # x[..., 2:] wrapped to three columns
     np.testing.assert_array_equal(y.detach().numpy(), np.repeat(x.detach().numpy()[..., 2:], 3, axis=-1))
     assert gradcheck(lambda x: F.pad(x, [-2, 2], mode="circular"), (x,))  # (PyTorch's backward fails this one)
+
+
+def test_antialiased_interpolation_keeps_an_inf_among_the_outputs_that_read_it():
+    x = np.zeros((1, 1, 6, 8))
+    x[0, 0, 2, 3] = np.inf
+    y = F.interpolate(autograd.tensor(x), size=(4, 5), mode="bilinear", antialias=True).numpy()
+    assert np.isposinf(y[0, 0, 1:3, 1:3]).all()  # (the products made every output NaN)
+    y[0, 0, 1:3, 1:3] = 0
+    np.testing.assert_array_equal(y, np.zeros((1, 1, 4, 5)))
+
+
+def test_antialiased_interpolation_of_non_finite_input_differentiates_as_the_finite_one():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((1, 2, 6, 8))
+    g = rng.standard_normal((1, 2, 3, 5))
+    grads = []
+    for value in (1.0, np.nan):
+        x[0, 1, 4, 1] = value
+        t = autograd.tensor(x, requires_grad=True)
+        F.interpolate(t, size=(3, 5), mode="bicubic", antialias=True).backward(autograd.tensor(g))
+        grads.append(t.grad.numpy())
+    np.testing.assert_allclose(grads[1], grads[0], rtol=1e-14)
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "bicubic"])
+@pytest.mark.parametrize("size", [(4, 5), (3, 8), (6, 3), (12, 16), (2, 2)])
+def test_antialiased_interpolation_of_inf_and_nan_as_pytorch(mode, size):
+    torch = _torch()
+    x = np.random.default_rng(0).standard_normal((1, 2, 6, 8))
+    x[0, 0, 2, 3], x[0, 1, 4, 1], x[0, 0, 5, 7] = np.inf, np.nan, -np.inf
+    theirs = torch.nn.functional.interpolate(torch.tensor(x), size=size, mode=mode, antialias=True)
+    ours = F.interpolate(autograd.tensor(x), size=size, mode=mode, antialias=True)
+    np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-12, atol=1e-12)

@@ -314,23 +314,37 @@ def _separable(input, matrices):
 
 
 def _bin_means_of_nonfinite(input, rows, columns):
-    """A_h x A_wᵀ as PyTorch's kernels compute it, bin by bin: each output reads only its own bin, so an inf or
-    NaN reaches the bins that hold it and no other. Each axis gathers its bins, padded to the longest with masked
-    slots, and sums them weighted by the matrix's 1/n; the sums over one axis then the other are the sum over the
-    box (a set holding NaN, or +inf and -inf, sums to NaN however it is grouped)."""
-    for axis, matrix in ((2, rows), (3, columns)):
-        if matrix is None:
+    """A_h x A_wᵀ as PyTorch's kernels compute it, bin by bin: each output reads only its own bin (the matrix's
+    nonzero run in its row), so an inf or NaN reaches the bins that hold it and no other."""
+    return window_sums(input, [None if matrix is None else _taps_of(matrix) for matrix in (rows, columns)])
+
+
+def _taps_of(matrix):
+    """The taps of a matrix whose rows are runs of nonzero weights: (positions, valid, weights), each (out, taps),
+    the runs padded to the longest by repeating their last position, masked out."""
+    inside = matrix != 0
+    counts, first = inside.sum(1), inside.argmax(1)
+    slots = xp.arange(int(counts.max()))
+    valid = slots < counts[:, None]
+    positions = xp.minimum(first[:, None] + slots, first[:, None] + counts[:, None] - 1)
+    return positions, valid, xp.where(valid, xp.take_along_axis(matrix, positions, 1), 0)
+
+
+def window_sums(input, taps):
+    """y = Σ_taps w · x over the last two dims of (N, C, H, W), one axis after the other, each output reading only
+    its own taps ``(positions, valid, weights)`` (out, taps) per axis (None: the axis left alone). The products with
+    (out, size) weight matrices give the same sums, but spread an inf or NaN over every output of its row (0 · inf
+    is NaN); this gathers each output's taps instead, so a non-finite input reaches the outputs that read it and no
+    other, as PyTorch's kernels (the sums over one axis then the other are the sum over the box: a set holding NaN,
+    or +inf and -inf, sums to NaN however it is grouped)."""
+    for axis, axis_taps in zip((2, 3), taps):
+        if axis_taps is None:
             continue
-        inside = matrix != 0  # (out, size): bin i's positions
-        counts = inside.sum(1)
-        slots = xp.arange(int(counts.max()))
-        valid = slots < counts[:, None]
-        positions = xp.minimum(inside.argmax(1)[:, None] + slots, inside.argmax(1)[:, None] + counts[:, None] - 1)
-        weights = xp.where(valid, xp.take_along_axis(matrix, positions, 1), 0)
-        if axis == 2:  # (N, C, out, slots, W)
+        positions, valid, weights = axis_taps
+        if axis == 2:  # (N, C, out, taps, W)
             gathered = input[:, :, positions, :]
             valid, weights, summed = valid[:, :, None], weights[:, :, None], 3
-        else:  # (N, C, H, out, slots)
+        else:  # (N, C, H, out, taps)
             gathered = input[:, :, :, positions]
             summed = 4
         input = (where(tensor_from(valid), gathered, 0.0) * tensor_from(weights.astype(input.dtype))).sum(summed)
