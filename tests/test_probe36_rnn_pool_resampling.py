@@ -157,3 +157,11 @@ def test_antialiased_interpolation_of_inf_and_nan_as_pytorch(mode, size):
     theirs = torch.nn.functional.interpolate(torch.tensor(x), size=size, mode=mode, antialias=True)
     ours = F.interpolate(autograd.tensor(x), size=size, mode=mode, antialias=True)
     np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-12, atol=1e-12)
+
+
+def test_pixel_unshuffle_of_an_empty_batch_has_the_unshuffled_shape():
+    # PyTorch 2.13 returns a copy of the input for any empty input, (0, 2, 4, 4) here; pixel_shuffle of the result
+    # takes it back, in both libraries
+    y = F.pixel_unshuffle(autograd.zeros(0, 2, 4, 4), 2)
+    assert y.shape == (0, 8, 2, 2)
+    assert F.pixel_shuffle(y, 2).shape == (0, 2, 4, 4)
