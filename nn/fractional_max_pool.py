@@ -13,6 +13,7 @@ scatters dL/dy back to it. PyTorch's arithmetic (in the input's dtype) gives its
 
 import math
 
+import autograd
 from autograd.backend import xp
 from autograd.index_watching import watch_returned_indices
 from autograd.ops.conversion import refuse_kinds
@@ -70,6 +71,9 @@ def _fractional_max_pool(input, kernel_size, output_size, output_ratio, return_i
             raise ValueError(f"{name} requires output_ratio to either be a single Int or tuple of Ints.")
         output_size = [int(input.shape[input.ndim - spatial + a] * ratio[a]) for a in range(spatial)]
     out = _sizes(output_size, spatial, name, "output_size")
+    if samples is not None and samples.requires_grad and autograd.is_grad_enabled():  # (PyTorch's autograd layer
+        raise RuntimeError(f"The function '{name}' is not differentiable with respect to argument "  # refuses it
+                           "'random_samples'. This input cannot have requires_grad True.")  # before the kernel)
     shape = list(input.shape)
     input, unbatched = _batched(input, spatial, name)
     n, c, sizes = input.shape[0], input.shape[1], input.shape[2:]
@@ -77,10 +81,13 @@ def _fractional_max_pool(input, kernel_size, output_size, output_ratio, return_i
     if 0 in shape[1:]:  # (PyTorch's kernel takes the first dim for a batch even in an unbatched input)
         raise RuntimeError(f"{kernel_name}(): Expected input to have non-zero size for non-batch dimensions, but got"
                            f"{shape} with dimension {shape.index(0, 1)} being empty.")
-    # output + pool − 1 must not exceed the input, in PyTorch's 2-d kernel; must be less than it, in its 3-d one
-    for axis, size, o, k in zip(("time", "height", "width")[3 - spatial:], sizes, out, kernel):
-        if o + k - 1 > size - (spatial == 3):
-            raise RuntimeError(f"{kernel_name}(): pool {axis} {k} too large relative to input {axis} {size}")
+    # output + pool − 1 must not exceed the input, in PyTorch's 2-d kernel; must be less than it, in its 3-d one,
+    # which checks the time, then the width, then the height
+    axes = [(0, "height"), (1, "width")] if spatial == 2 else [(0, "time"), (2, "width"), (1, "height")]
+    for a, axis in axes:
+        if out[a] + kernel[a] - 1 > sizes[a] - (spatial == 3):
+            raise RuntimeError(f"{kernel_name}(): pool {axis} {kernel[a]} too large relative to input {axis} "
+                               f"{sizes[a]}")
     if samples is None:  # (u is drawn in the input's dtype: PyTorch's uniform draw has no integer or bool loop)
         refuse_kinds(input, "check_uniform_bounds", "biu")
         samples = tensor_from(generator().random((n, c, spatial)).astype(input._data.dtype))

@@ -48,6 +48,7 @@ from autograd.graph import program_stacklevel
 from autograd.ops.conversion import type_name
 from autograd.ops.cubic_convolution import cubic_kernel, cubic_weights
 from autograd.ops.layouts import in_suggested_layout
+from autograd.ops.pooling_layers import window_sums
 from autograd.ops.sliced_gather import gather_along
 from autograd.primitive import named_node
 
@@ -170,11 +171,12 @@ _ANTIALIASED = {  # mode: (the kernel's support R at ratio 1, the kernel k)
 }
 
 
-def _antialiased_weights(size, out, factor, align_corners, mode):
-    """The (out, size) matrix of antialiased resizing along one dim (PyTorch's and PIL's rule: see the
-    module's docstring). Where the support leaves the input, the weights inside are renormalised."""
+def _antialiased_taps(size, out, factor, align_corners, mode):
+    """The inputs each output of an antialiased resize along one dim reads, and their weights (PyTorch's and PIL's
+    rule: see the module's docstring): (positions, valid, weights), each (out, taps). Where the support leaves the
+    input, the weights inside are renormalised; a tap of weight 0 inside the support is still read, as PyTorch's."""
     if out == size:  # a dim that keeps its size is copied, as _linear_along's (PyTorch's forward kernel)
-        return numpy.eye(size)
+        return numpy.arange(size)[:, None], numpy.ones((size, 1), bool), numpy.ones((size, 1))
     radius, kernel = _ANTIALIASED[mode]
     ratio = _ratio(size, out, factor, align_corners)
     widening = max(ratio, 1.0)
@@ -183,11 +185,18 @@ def _antialiased_weights(size, out, factor, align_corners, mode):
     centres = ratio * (numpy.arange(out) + 0.5)
     first = numpy.maximum(numpy.trunc(centres - support + 0.5).astype(numpy.int64), 0)
     count = numpy.clip(numpy.minimum(numpy.trunc(centres + support + 0.5).astype(numpy.int64), size) - first, 0, taps)
-    positions = first[:, None] + numpy.arange(taps)
     inside = numpy.arange(taps) < count[:, None]
-    weights = numpy.where(inside, kernel((positions - centres[:, None] + 0.5) / widening), 0.0)
+    positions = numpy.minimum(first[:, None] + numpy.arange(taps), size - 1)  # (the masked ones kept in range)
+    weights = numpy.where(inside, kernel((first[:, None] + numpy.arange(taps) - centres[:, None] + 0.5) / widening),
+                          0.0)
     totals = weights.sum(1, keepdims=True)
     weights = numpy.divide(weights, totals, out=weights, where=totals != 0)
+    return positions, inside, weights
+
+
+def _antialiased_weights(size, out, factor, align_corners, mode):
+    """The (out, size) matrix of antialiased resizing along one dim: each output's taps' weights."""
+    positions, inside, weights = _antialiased_taps(size, out, factor, align_corners, mode)
     matrix = numpy.zeros((out, size))
     rows = numpy.broadcast_to(numpy.arange(out)[:, None], positions.shape)
     matrix[rows[inside], positions[inside]] = weights[inside]
@@ -195,15 +204,22 @@ def _antialiased_weights(size, out, factor, align_corners, mode):
 
 
 def _antialiased(input, sizes, factors, align_corners, mode):
-    """Antialiased resizing of an (N, C, H, W) input: along W, then along H, each a matrix product."""
+    """Antialiased resizing of an (N, C, H, W) input: along W, then along H, each a matrix product. An inf or NaN,
+    which the products would spread over every output of its row or column, shows in the output (every input is
+    some output's tap); then each output sums its own taps instead (``window_sums``), as PyTorch's kernels."""
     height, width = (_antialiased_weights(n, out, factor, align_corners, mode)
                      for n, out, factor in zip(input.shape[2:], sizes, factors))
     dtype = input.dtype
+    resized = input
     if not _is_identity(width):  # (a dim left as it is: no product, no node)
-        input = input @ Tensor._make(xp.asarray(width.T, dtype=dtype))
+        resized = resized @ Tensor._make(xp.asarray(width.T, dtype=dtype))
     if not _is_identity(height):
-        input = Tensor._make(xp.asarray(height, dtype=dtype)) @ input
-    return input
+        resized = Tensor._make(xp.asarray(height, dtype=dtype)) @ resized
+    if resized is input or xp.isfinite(resized._data).all():
+        return resized
+    taps = [None if _is_identity(matrix) else _antialiased_taps(n, out, factor, align_corners, mode)
+            for matrix, n, out, factor in zip((height, width), input.shape[2:], sizes, factors)]
+    return window_sums(input, taps)
 
 
 def _weight_matrix(size, out, factor, align_corners, mode, antialias):

@@ -43,7 +43,6 @@ def _check_non_constant(input, pad, mode):
     if mode in ("reflect", "replicate"):
         # PyTorch's reflection and replication kernels have no bool loop (circular copies slices, which any dtype has)
         refuse_kinds(input, f"{'reflection' if mode == 'reflect' else 'replication'}_pad{dims}d", "b")
-        _check_gathered_sizes(input.shape, pad)
     for k in range(dims):
         dim = input.ndim - 1 - k
         before, after, size = pad[2 * k], pad[2 * k + 1], input.shape[dim]
@@ -55,6 +54,13 @@ def _check_non_constant(input, pad, mode):
             raise RuntimeError("Padding value causes wrapping around more than once.")
         if mode == "circular" and size + before + after < 0:  # (crops past the whole dim: PyTorch's check)
             raise RuntimeError("Negative padding value is resulting in an empty dimension")
+        if mode == "circular" and size + min(before, 0) + min(after, 0) <= 0 and max(before, after) > 0:
+            # (PyTorch's kernel returns uninitialised memory here, or an empty dim when the crop goes past the
+            # whole dim: the crop leaves nothing to wrap around)
+            raise RuntimeError(f"Circular padding ({before}, {after}) of dimension {dim} of input "
+                               f"{list(input.shape)} crops it to nothing, then has nothing to wrap around")
+    if mode in ("reflect", "replicate"):  # (after reflection's amounts, as PyTorch's kernels check)
+        _check_gathered_sizes(input.shape, pad)
 
 
 def _check_gathered_sizes(shape, pad):

@@ -59,9 +59,11 @@ def _max_unpool(input, indices, kernel_size, stride, padding, output_size, spati
     flat = indices._data.reshape(input.shape)
     plane = math.prod(sizes)
     bad = flat[(flat < 0) | (flat >= plane)]
-    if bad.size:  # (PyTorch's loop keeps the last one it meets, in the input's order)
+    if bad.size:  # (the last in the input's order: PyTorch's one-thread loop's; its threads split the channels, so
+        # with several bad channels PyTorch may name another. Its 1-d unpooling is its 2-d one's, of width 1)
+        shown = sizes + (1,) if spatial == 1 else sizes
         raise RuntimeError(f"Found an invalid max index: {int(bad[-1])} (output volumes are of size "
-                           f"{'x'.join(map(str, sizes))})")
+                           f"{'x'.join(map(str, shown))})")
     y = pooling.ScatterFlat.apply(input, indices=flat, shape=input.shape[:2] + sizes, overlapping=False)
     y = in_suggested_layout(y, input)  # (a scatter's result is row-major; PyTorch's follows its input)
     return y.squeeze(0) if unbatched else y

@@ -48,7 +48,9 @@ def test_values():
 @pytest.mark.parametrize("pad, message", [
     ((1,), "Length of pad must be even but instead it equals 1"),
     ((1, 1, 1, 1, 1, 1), "Length of pad should be no more than twice the number of dimensions"),
-    ((-2, -2), "resulted in a negative output size"),
+    ((-2, -2), r"narrow\(\): length must be non-negative. \(The padding \(-2, -2\) crops dimension 1 of the "
+               r"input, of size 3, past its end.\)"),
+    ((-4, 1), r"narrow\(\): length must be non-negative"),  # (PyTorch's crops first: 3 - 4 + 1 = 0 is refused)
 ])
 def test_errors(pad, message):
     with pytest.raises(RuntimeError, match=message):

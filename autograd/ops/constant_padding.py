@@ -52,12 +52,13 @@ def padding_amounts(ndim, pad):
 
 
 def check_output_sizes(shape, amounts):
-    """A crop may not take more than a dim holds."""
+    """A crop may not take more than a dim holds: PyTorch's crops each dim first (narrow), its start and then its end,
+    so a crop past the whole dim is refused even where padding on the other side would make the size up."""
     for dim, (size, (before, after)) in enumerate(zip(shape, amounts)):
-        if size + before + after < 0:
-            raise RuntimeError(f"The input size {size}, plus negative padding {before} and {after} resulted "
-                               f"in a negative output size, which is invalid. Check dimension {dim} of "
-                               "your input.")
+        left = size + min(before, 0)
+        if left < 0 or left + min(after, 0) < 0:
+            raise RuntimeError(f"narrow(): length must be non-negative. (The padding ({before}, {after}) crops "
+                               f"dimension {dim} of the input, of size {size}, past its end.)")
 
 
 @names("constant_pad_nd", method=False)

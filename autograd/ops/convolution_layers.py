@@ -271,9 +271,11 @@ def _unfold(input, kernel_size, dilation, padding, stride):
     out = [convolution.output_size(input.shape[2 + a], *(params[k][a] for k in ("kernel_size", "stride",
                                                                                  "padding", "dilation")))
            for a in (0, 1)]
-    if min(out) <= 0:
-        raise RuntimeError(f"unfold: the kernel {params['kernel_size']} (dilation {params['dilation']}) does "
-                           f"not fit the padded input of size {_dims(input.shape, 1)} (padding {params['padding']})")
+    if min(out) <= 0:  # (PyTorch's im2col's words, which name the sizes, the window and the blocks it makes)
+        raise RuntimeError(f"Given input with spatial size {tuple(input.shape[2:])}, kernel_size="
+                           f"{params['kernel_size']}, dilation={params['dilation']}, padding={params['padding']}, "
+                           f"calculated shape of the array of sliding blocks as {tuple(out)}, but its components "
+                           f"must be at least one.")
     return convolution.Unfold.apply(input, **params)
 
 

@@ -22,6 +22,7 @@ from ..primitive import named_node, node_named
 from ..tensor import tensor_from
 from . import pooling
 from .conversion import refuse_kinds, type_name
+from .elementwise import where
 from .layer_arguments import _as_2d, _batched, _tuple, check_pooling_window
 from .layouts import in_suggested_layout
 from .names import names
@@ -303,10 +304,53 @@ def _separable(input, matrices):
         wide = [None if matrix is None else matrix.astype(xp.float32) for matrix in matrices]
         return _separable(input.float(), wide).half()
     rows, columns = matrices
+    pooled = input
     if rows is not None:
-        input = tensor_from(rows) @ input
+        pooled = tensor_from(rows) @ pooled
     if columns is not None:
-        input = input @ tensor_from(xp.ascontiguousarray(columns.T))
+        pooled = pooled @ tensor_from(xp.ascontiguousarray(columns.T))
+    # An inf or NaN in the input would be spread by the products over every bin of its row or column (0 · inf is
+    # NaN); it reaches the output, as every position lies in some bin, so the output alone (the smaller) is checked
+    if not xp.isfinite(pooled._data).all():
+        return _bin_means_of_nonfinite(input, rows, columns)
+    return pooled
+
+
+def _bin_means_of_nonfinite(input, rows, columns):
+    """A_h x A_wᵀ as PyTorch's kernels compute it, bin by bin: each output reads only its own bin (the matrix's
+    nonzero run in its row), so an inf or NaN reaches the bins that hold it and no other."""
+    return window_sums(input, [None if matrix is None else _taps_of(matrix) for matrix in (rows, columns)])
+
+
+def _taps_of(matrix):
+    """The taps of a matrix whose rows are runs of nonzero weights: (positions, valid, weights), each (out, taps),
+    the runs padded to the longest by repeating their last position, masked out."""
+    inside = matrix != 0
+    counts, first = inside.sum(1), inside.argmax(1)
+    slots = xp.arange(int(counts.max()))
+    valid = slots < counts[:, None]
+    positions = xp.minimum(first[:, None] + slots, first[:, None] + counts[:, None] - 1)
+    return positions, valid, xp.where(valid, xp.take_along_axis(matrix, positions, 1), 0)
+
+
+def window_sums(input, taps):
+    """y = Σ_taps w · x over the last two dims of (N, C, H, W), one axis after the other, each output reading only
+    its own taps ``(positions, valid, weights)`` (out, taps) per axis (None: the axis left alone). The products with
+    (out, size) weight matrices give the same sums, but spread an inf or NaN over every output of its row (0 · inf
+    is NaN); this gathers each output's taps instead, so a non-finite input reaches the outputs that read it and no
+    other, as PyTorch's kernels (the sums over one axis then the other are the sum over the box: a set holding NaN,
+    or +inf and -inf, sums to NaN however it is grouped)."""
+    for axis, axis_taps in zip((2, 3), taps):
+        if axis_taps is None:
+            continue
+        positions, valid, weights = axis_taps
+        if axis == 2:  # (N, C, out, taps, W)
+            gathered = input[:, :, positions, :]
+            valid, weights, summed = valid[:, :, None], weights[:, :, None], 3
+        else:  # (N, C, H, out, taps)
+            gathered = input[:, :, :, positions]
+            summed = 4
+        input = (where(tensor_from(valid), gathered, 0.0) * tensor_from(weights.astype(input.dtype))).sum(summed)
     return input
 
 
@@ -381,7 +425,10 @@ def _volume_indices(plane_indices, depth_indices, shape):
     n, c, depth, height, width = shape
     out_d, columns = depth_indices.shape[2:]
     chosen = depth_indices._data // columns  # the winning depth d
-    within = xp.take_along_axis(plane_indices._data.reshape(n, c, depth, columns), chosen, axis=2)
+    # (a depth window wholly in the padding has no winner: its index names the first depth it would read, past the
+    # input, as PyTorch's, whose index there lies outside the volume too)
+    within = xp.take_along_axis(plane_indices._data.reshape(n, c, depth, columns), xp.minimum(chosen, depth - 1),
+                                axis=2)
     return tensor_from((chosen * (height * width) + within).reshape(n, c, out_d, *plane_indices.shape[2:]))
 
 
@@ -417,6 +464,16 @@ def max_pool3d_with_indices(input, kernel_size, stride=None, padding=0, dilation
     return _max_pool3d(input, kernel_size, stride, padding, dilation, ceil_mode, True)
 
 
+def _refuse_volume_smaller_than_kernel(input, kernel_size):
+    """PyTorch's 3-d average pooling (its 3-d max pooling does not) wants each dim of the volume, before padding, at
+    least as long as the kernel, and says so before it looks at the padding or the output's size."""
+    kernel = _tuple(kernel_size, 3, "kernel_size")
+    sizes = input.shape[-3:]
+    if min(kernel) > 0 and any(size < k for size, k in zip(sizes, kernel)):
+        raise RuntimeError(f"input image (T: {sizes[0]} H: {sizes[1]} W: {sizes[2]}) smaller than kernel size "
+                           f"(kT: {kernel[0]} kH: {kernel[1]} kW: {kernel[2]})")
+
+
 @node_named("AvgPool3DBackward0")
 def avg_pool3d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
                divisor_override=None, *, out=None):
@@ -424,6 +481,7 @@ def avg_pool3d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
     (count_include_pad) or without, or over divisor_override."""
     name = "avg_pool3d"
     _refuse_empty_planes_to_pool(input, 3, name)
+    _refuse_volume_smaller_than_kernel(input, kernel_size)
     kernel, stride, padding, _, _ = _pool_sizes(input, kernel_size, stride, padding, 1, ceil_mode, 3, name)
     if divisor_override is not None and divisor_override == 0:
         raise RuntimeError("avg_pool3d: divisor must be not zero")

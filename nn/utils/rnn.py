@@ -186,7 +186,8 @@ def pack_padded_sequence(input, lengths, batch_first=False, enforce_sorted=True)
     if len(lengths) != input.shape[batch_dim]:
         raise RuntimeError(f"Expected `len(lengths)` to be equal to batch_size, but got {len(lengths)} "
                            f"(batch_size={input.shape[batch_dim]})")
-    if (lengths <= 0).any():
+    # PyTorch's kernel checks the last length, then the order: a 0 before a longer one breaks the order first
+    if lengths[-1] <= 0 if enforce_sorted else (lengths <= 0).any():
         raise RuntimeError("Length of all samples has to be greater than 0, but found an element in 'lengths' "
                            "that is <= 0")
     if enforce_sorted:
