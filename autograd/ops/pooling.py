@@ -19,7 +19,9 @@ import math
 
 from ..backend import xp
 from ..graph import modes
+from ..meta import MetaArray, meta_array
 from ..primitive import Primitive
+from ..tensor import Tensor
 from .convolution import full_like_layout, in_layout_of
 from .depthwise_convolution import channel_blocks
 
@@ -174,6 +176,8 @@ class MaxPool2d(Primitive):
     winners = maxima = None
 
     def forward(self, x):
+        if type(x) is MetaArray:  # (a meta tensor: its shape, no values to compare or pad)
+            return meta_array(x.shape[:2] + tuple(self.out), x.dtype)
         padded, slices = _window_slices(x, self.__dict__, -xp.inf)
         if len(slices) == 1:
             return padded[slices[0][1]].copy(order="K")
@@ -194,6 +198,8 @@ class MaxPool2d(Primitive):
         return self.winners
 
     def backward(self, grad, y, x):
+        if type(x._data) is MetaArray:  # (no maxima to find: the gradient's shape is all there is)
+            return (Tensor._make(meta_array(x.shape, grad.dtype)),)
         winners = self.winners if self.winners is not None else self.winners_for(
             x._data, self.maxima if self.maxima is not None else self.forward(x._data))
         return (MaxPoolSpread.apply(grad, winners=winners, shape=x.shape, like=_layout_of(x._data),
@@ -322,6 +328,8 @@ class AvgPool2d(Primitive):
     pytorch_name = "AvgPool2DBackward0"
 
     def forward(self, x):
+        if type(x) is MetaArray:  # (a meta tensor: its shape, no values to pad or add)
+            return meta_array(x.shape[:2] + tuple(self.out), x.dtype)
         kernel, stride, out = self.kernel_size, self.stride, self.out
         padded = _padded(x, self.padding, out, kernel, stride, (1, 1), 0)
         total = full_like_layout(x, x.shape[:2] + tuple(out), 0)
@@ -350,6 +358,8 @@ class AvgPool2dTranspose(Primitive):
     def forward(self, g):
         kernel, stride, padding, out = self.kernel_size, self.stride, self.padding, self.out
         n, c, h, w = self.shape
+        if type(g) is MetaArray:  # (as AvgPool2d's)
+            return meta_array(self.shape, g.dtype)
         height = max(h + 2 * padding[0], (out[0] - 1) * stride[0] + kernel[0])
         width = max(w + 2 * padding[1], (out[1] - 1) * stride[1] + kernel[1])
         layout = g if self.like is None else self.like

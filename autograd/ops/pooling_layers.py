@@ -18,6 +18,7 @@ holding the maximum.
 from ..backend import xp
 from ..errors import ShapeError
 from ..index_watching import watch_returned_indices, watches_arguments
+from ..meta import MetaArray, meta_array
 from ..primitive import named_node, node_named
 from ..tensor import tensor_from
 from . import pooling
@@ -118,6 +119,8 @@ def _max_pool(input, kernel_size, stride, padding, dilation, ceil_mode, return_i
     values = pooling.MaxPool2d.apply(input, **params)
     if not return_indices:
         return undo(values)
+    if type(input._data) is MetaArray:  # (no maxima to find: the indices' shape is all there is)
+        return watch_returned_indices(undo(values), undo(tensor_from(meta_array(values.shape, xp.int64))))
     node = values.grad_fn
     winners = (node.winners_for(input._data, values._data) if node is not None else
                pooling.max_pool_winners(input._data, values._data, params))
@@ -311,7 +314,7 @@ def _separable(input, matrices):
         pooled = pooled @ tensor_from(xp.ascontiguousarray(columns.T))
     # An inf or NaN in the input would be spread by the products over every bin of its row or column (0 · inf is
     # NaN); it reaches the output, as every position lies in some bin, so the output alone (the smaller) is checked
-    if not xp.isfinite(pooled._data).all():
+    if type(pooled._data) is not MetaArray and not xp.isfinite(pooled._data).all():
         return _bin_means_of_nonfinite(input, rows, columns)
     return pooled
 

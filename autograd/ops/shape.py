@@ -279,6 +279,8 @@ class IndexAdd(Primitive):
     handles_complex = True  # linear: the gradient is moved, never multiplied by a value
 
     def forward(self, x):
+        if type(x) is MetaArray:  # (a meta tensor's gradient: a shape, on the meta device too)
+            return meta_array(self.shape, x.dtype)
         y = xp.zeros(self.shape, dtype=x.dtype)
         if self.basic:
             y[self.index] = x

@@ -13,6 +13,7 @@ import collections
 import numpy
 
 from ..backend import to_numpy, xp
+from ..meta import MetaArray, meta_array
 from ..primitive import Primitive
 from ..tensor import Tensor
 
@@ -114,6 +115,14 @@ def _inputs(first, step, count):
     return slice(first, stop if stop >= 0 else None, step)
 
 
+def _planned_shape(shape, lengths):
+    """``shape`` with each (dim, length) of ``lengths`` made that length."""
+    shape = list(shape)
+    for dim, length in lengths:
+        shape[dim] = length
+    return tuple(shape)
+
+
 def _gathered(x, dim, runs, length):
     y = xp.empty(x.shape[:dim] + (length,) + x.shape[dim + 1:], dtype=x.dtype)
     for first, step, count, source, source_step in runs:
@@ -142,6 +151,8 @@ class SlicedGather(Primitive):
     handles_complex = True  # linear: gradients are moved and added, never multiplied by a value
 
     def forward(self, x):
+        if type(x) is MetaArray:  # (a meta tensor: the shape the plan gives, no values to move)
+            return meta_array(_planned_shape(x.shape, [(dim, length) for dim, _, length, _ in self.plan]), x.dtype)
         for dim, runs, length, _ in self.plan:
             x = _gathered(x, dim, runs, length)
         return x
@@ -158,6 +169,8 @@ class SlicedGatherSum(Primitive):
     handles_complex = True
 
     def forward(self, grad):
+        if type(grad) is MetaArray:  # (as SlicedGather's)
+            return meta_array(_planned_shape(grad.shape, [(dim, size) for dim, _, _, size in self.plan]), grad.dtype)
         for dim, runs, _, size in reversed(self.plan):
             grad = _summed(grad, dim, runs, size)
         return grad
