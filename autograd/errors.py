@@ -156,6 +156,12 @@ def refuse_ragged(data):
 _BACKWARD = re.compile(r"Backward(0$)?")  # (PyTorch says Exp for ExpBackward0, Max1 for MaxBackward1)
 
 
+def op_word(node):
+    """A node's op as PyTorch's in-place error names it: Exp for ExpBackward0, Max1 for MaxBackward1, Sort for the
+    node sort's values come from."""
+    return _BACKWARD.sub("", node.name())
+
+
 def modified_in_place(dtype, shape, made_by, version, expected, why):
     """PyTorch's error for a tensor saved for backward and written in place since: its type and sizes, the node
     that made it (``made_by``, a grad_fn, or None for a leaf), its version now and the one saved (None where not
@@ -164,7 +170,7 @@ def modified_in_place(dtype, shape, made_by, version, expected, why):
 
     which = ""
     if made_by is not None:  # (PyTorch names the node by its op: Exp for ExpBackward0)
-        which = f", which is output {getattr(made_by, 'output_nr', 0)} of {_BACKWARD.sub('', made_by.name())},"
+        which = f", which is output {getattr(made_by, 'output_nr', 0)} of {op_word(made_by)},"
     saved = f"expected version {expected} instead" if expected is not None else \
         "expected an earlier version instead (it was written more than once since it was saved)"
     return RuntimeError("one of the variables needed for gradient computation has been modified by an inplace "

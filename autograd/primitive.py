@@ -35,7 +35,7 @@ import weakref
 from . import dual
 from .backend import errstate, on_host
 from .device import served
-from .errors import ShapeError, broadcast_mismatch, modified_in_place, refuse_non_tensors
+from .errors import ShapeError, broadcast_mismatch, modified_in_place, op_word, refuse_non_tensors
 from .graph import (
     INFERENCE,
     VersionClock,
@@ -403,7 +403,7 @@ class Primitive(SavedTensorViews):
         version it was saved at is known where one write came after: graph.bump_version)."""
         raise modified_in_place(
             dtype, shape, made_by, cell[1], cell[1] - 1 if cell[2] <= self.created else None,
-            f"(A tensor of shape {tuple(shape)} that {self.op_name} saved for backward was changed in place after "
+            f"(A tensor of shape {tuple(shape)} that {op_word(self)} saved for backward was changed in place after "
             "it was used, so its gradient would be wrong. Use an out-of-place operation (x = x + 1, not x += 1) or "
             "clone() it first.)")
 
