@@ -10,6 +10,8 @@ both over every tensor and both writes. A spec is the call's arguments with each
 (``Leaf`` where it requires grad: the call gets ``leaf * 1``, a tensor one may write, of a leaf). Imports torch,
 so only tests that skip without it, and scripts, use ``differences``."""
 
+import re
+
 import numpy as np
 
 import autograd
@@ -133,3 +135,14 @@ def differences(call, spec):
             if ours[0] != theirs[0] or (baseline_agrees and not _agree(ours, theirs)):
                 found.append((target, kind, describe(ours), describe(theirs)))
     return found, compared
+
+
+START = "one of the variables needed for gradient computation has been modified by an inplace operation: "
+
+
+def message_words(error, target):
+    """The in-place error up to the saved version: PyTorch's sentence, before each library's advice. For a written
+    input (``target`` "arg k"), which ours watches as saved, ours does not name the node that made it (PyTorch's
+    ", which is output 0 of Add," after x.add_(0.5)): left out of both."""
+    words = str(error).split(" instead")[0]
+    return re.sub(r", which is output \d+ of [^,]+,", "", words) if target.startswith("arg") else words

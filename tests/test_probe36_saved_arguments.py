@@ -10,16 +10,13 @@ the same words (but for the node that made a written float input, which ours doe
 does not see (cross_entropy's class-probability target once smoothed, the weights of a 'none' reduction) keep the
 gradient, PyTorch's."""
 
-import re
-
 import numpy as np
 import pytest
 
 import autograd
 import nn.functional as F
-from tests.saved_write_probe import Leaf, probe
+from tests.saved_write_probe import START, Leaf, message_words, probe
 
-START = "one of the variables needed for gradient computation has been modified by an inplace operation: "
 SCORES = Leaf(np.arange(12.0).reshape(4, 3) / 7 - 0.5)
 LABELS = np.array([2, 1, 0, 1])
 CLASS_WEIGHTS = np.array([1.0, 2.0, 3.0])
@@ -96,13 +93,6 @@ SAVED = {  # name: (call, spec, the written argument, the message's tensor)
 }
 
 
-def _words(error, target):
-    """PyTorch's sentence up to the saved version; the node that made a written float input left out (ours does not
-    name it for an argument it watches)."""
-    words = str(error).split(" instead")[0]
-    return re.sub(r", which is output \d+ of [^,]+,", "", words) if target.startswith("arg") else words
-
-
 @pytest.mark.parametrize("kind", ["value", "same"])
 @pytest.mark.parametrize("name", SAVED)
 def test_writing_a_saved_argument_refuses_the_backward(name, kind):
@@ -121,7 +111,7 @@ def test_the_refusal_is_pytorchs(name, kind):
     (ours, our_error), (theirs, their_error) = (probe(T, call, spec, target, kind) for T in (autograd, torch))
     assert ours == theirs == "raised"
     if not name.startswith("max_unpool1d"):  # (PyTorch's names the view it made, [1, 1, 4, 1]; ours the indices)
-        assert _words(our_error, target) == _words(their_error, target)
+        assert message_words(our_error, target) == message_words(their_error, target)
 
 
 def test_a_zeroed_cross_entropy_target_no_longer_moves_the_gradient():

@@ -8,7 +8,6 @@ Each case: ours raises PyTorch's RuntimeError, its message naming the tensor as 
 [2, 2]] is at version 1; expected version 0 instead"); where torch is installed, the same words up to there. Writes
 the node does not see (the sorted input, which SortBackward0 does not save) leave the gradients PyTorch gives."""
 
-import re
 
 import numpy as np
 import pytest
@@ -16,9 +15,8 @@ import pytest
 import autograd
 import autograd.special  # noqa: F401  (T.special below)
 import nn.functional as F
-from tests.saved_write_probe import Leaf, probe
+from tests.saved_write_probe import START, Leaf, message_words, probe
 
-START = "one of the variables needed for gradient computation has been modified by an inplace operation: "
 X = Leaf(np.array([[1.0, 5.0, 4.0], [3.0, 2.0, 6.0]]))
 IMAGE = Leaf(np.arange(32.0).reshape(1, 2, 4, 4) % 7)
 
@@ -63,14 +61,6 @@ SELECTIONS = {  # name: (call, spec, the written output, the message's tensor)
 }
 
 
-def _words(error, target):
-    """The message up to the saved version: PyTorch's sentence, before each library's advice. For a written input
-    (``target`` "arg k"), which ours watches as saved, ours does not name the node that made it (PyTorch's ", which
-    is output 0 of Add," after x.add_(0.5)): left out of both."""
-    words = str(error).split(" instead")[0]
-    return re.sub(r", which is output \d+ of [^,]+,", "", words) if target.startswith("arg") else words
-
-
 @pytest.mark.parametrize("kind", ["value", "same"])
 @pytest.mark.parametrize("name", SELECTIONS)
 def test_writing_a_saved_index_or_result_refuses_the_backward(name, kind):
@@ -88,7 +78,7 @@ def test_the_refusal_is_pytorchs(name, kind):
     call, spec, target, _ = SELECTIONS[name]
     (ours, our_error), (theirs, their_error) = (probe(T, call, spec, target, kind) for T in (autograd, torch))
     assert ours == theirs == "raised"
-    assert _words(our_error, target) == _words(their_error, target)
+    assert message_words(our_error, target) == message_words(their_error, target)
 
 
 def test_sort_with_its_indices_zeroed_no_longer_gives_a_wrong_gradient():
