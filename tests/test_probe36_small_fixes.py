@@ -53,6 +53,9 @@ X = [[1.0, 5.0], [3.0, 2.0]]
     (lambda T, x: x.softmax(np.int64(1)).argmax(T.tensor(1)), [1, 0]),
     (lambda T, x: x.topk(T.tensor(1), T.tensor(1))[1], [[1], [0]]),
     (lambda T, x: x.cumsum(T.tensor(1)), [[1.0, 6.0], [3.0, 5.0]]),
+    (lambda T, x: x.max(axis=1), [[5.0, 3.0], [1, 0]]),  # (NumPy's names, which PyTorch's parser takes too)
+    (lambda T, x: T.min(x, axis=0, keepdims=True), [[[1.0, 2.0]], [[0, 1]]]),
+    (lambda T, x: x.max(1, keepdims=True), [[[5.0], [3.0]], [[1], [0]]]),
 ])
 def test_a_0d_integer_tensor_or_numpy_integer_as_dim(lib, call, expected):
     assert values(call(lib, lib.tensor(X))) == expected
