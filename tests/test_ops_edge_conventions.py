@@ -1,5 +1,5 @@
 """Gradients at the points where PyTorch has a convention of its own (ties, NaNs, crossed bounds, zeros),
-found by comparing edge points with PyTorch (tests/test_programs_probe13_edgegrad.py holds the programs). Each
+found by comparing edge points with PyTorch (tests/test_programs_probe13_edgegrad_*.py holds the programs). Each
 test asserts the values on its own; the ``torch`` ones also compare with PyTorch."""
 
 import numpy as np

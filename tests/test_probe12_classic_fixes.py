@@ -1,4 +1,4 @@
-"""Fixes found by tests/test_programs_probe12_classic.py, each checked on chainrule and on PyTorch (the ``T``
+"""Fixes found by tests/test_programs_probe12_classic_*.py, each checked on chainrule and on PyTorch (the ``T``
 fixture) against the same expectation."""
 
 import math

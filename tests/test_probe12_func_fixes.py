@@ -1,4 +1,4 @@
-"""Focused tests for the fixes found by tests/test_programs_probe12_func.py, on chainrule and on PyTorch."""
+"""Focused tests for the fixes found by tests/test_programs_probe12_func_*.py, on chainrule and on PyTorch."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""Focused tests of the fixes the resume probe (tests/test_programs_probe12_resume.py) led to, each on chainrule
+"""Focused tests of the fixes the resume probe (tests/test_programs_probe12_resume_*.py) led to, each on chainrule
 and on PyTorch (the ``T`` fixture) against the same values."""
 
 import importlib

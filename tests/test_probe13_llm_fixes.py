@@ -1,4 +1,4 @@
-"""Fixes found by the language-model programs of tests/test_programs_probe13_llm.py, each checked on chainrule
+"""Fixes found by the language-model programs of tests/test_programs_probe13_llm_*.py, each checked on chainrule
 and on PyTorch (the ``T`` fixture)."""
 
 import importlib

@@ -1,4 +1,4 @@
-"""Fixes found by the recommender-system programs (tests/test_programs_probe13_recsys.py), each checked on
+"""Fixes found by the recommender-system programs (tests/test_programs_probe13_recsys_*.py), each checked on
 chainrule and on PyTorch (the ``T`` fixture)."""
 
 import numpy as np

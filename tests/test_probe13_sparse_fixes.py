@@ -1,4 +1,4 @@
-"""Fixes found by the sparse-tensor programs (tests/test_programs_probe13_sparse.py), each checked against values
+"""Fixes found by the sparse-tensor programs (tests/test_programs_probe13_sparse_*.py), each checked against values
 computed by hand, on chainrule and (where installed) PyTorch: sparse + sparse walks both entry lists as PyTorch's
 does (the nnz and order of summed sparse gradients), SparseAdam's step loads as an int, a sparse tensor times a
 dense one that broadcasts, the in-place arithmetic, ``autograd.add``/``mul`` of sparse tensors, ``type()``,

@@ -1,4 +1,4 @@
-"""Fixes found by the time-series programs (tests/test_programs_probe14_timeseries.py), each checked on
+"""Fixes found by the time-series programs (tests/test_programs_probe14_timeseries_*.py), each checked on
 chainrule and, where installed, on PyTorch (the ``T`` fixture)."""
 
 import importlib

@@ -1,4 +1,4 @@
-"""Focused tests for what the metric-learning programs (test_programs_probe16_metric.py) found: the addmm family's
+"""Focused tests for what the metric-learning programs (test_programs_probe16_metric_*.py) found: the addmm family's
 PyTorch 1 overloads with beta and alpha first, which PyTorch still reads with a warning (re-ID code of that time
 computes squared distances by ``dist.addmm_(1, -2, x, y.t())``)."""
 

@@ -1,4 +1,4 @@
-"""The library fixes the probe17 interop programs (tests/test_programs_probe17_interop.py) led to: arguments that
+"""The library fixes the probe17 interop programs (tests/test_programs_probe17_interop_*.py) led to: arguments that
 come out of NumPy (``np.argmax``'s integers, ``np.float64`` means) read as the Python numbers they hold, as PyTorch's
 argument parser reads them. Each checked on chainrule and, where installed, on PyTorch (the ``T`` fixture)."""
 

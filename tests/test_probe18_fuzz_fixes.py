@@ -1,4 +1,4 @@
-"""Focused tests of what the differential fuzzing of the state around the ops (tests/test_programs_probe18_fuzz.py)
+"""Focused tests of what the differential fuzzing of the state around the ops (tests/test_programs_probe18_fuzz_*.py)
 found, each run on chainrule and on PyTorch (the ``T`` fixture)."""
 
 import importlib

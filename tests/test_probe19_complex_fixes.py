@@ -1,4 +1,4 @@
-"""Focused tests of the complex-number fixes found by tests/test_programs_probe19_complex.py, each run on
+"""Focused tests of the complex-number fixes found by tests/test_programs_probe19_complex_*.py, each run on
 chainrule's ``autograd`` and on PyTorch (the ``T`` fixture) against the same expectations."""
 
 import numpy as np

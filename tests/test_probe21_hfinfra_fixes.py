@@ -1,4 +1,4 @@
-"""Fixes found by the model-infrastructure programs of tests/test_programs_probe21_hfinfra.py, each checked on
+"""Fixes found by the model-infrastructure programs of tests/test_programs_probe21_hfinfra_*.py, each checked on
 chainrule and on PyTorch (the ``T`` fixture)."""
 
 import contextlib

@@ -1,4 +1,4 @@
-"""Focused tests of what the video programs (tests/test_programs_probe21_video.py) found, each run on chainrule and
+"""Focused tests of what the video programs (tests/test_programs_probe21_video_*.py) found, each run on chainrule and
 on PyTorch (the ``T`` fixture): a 5-D ``grid_sample`` at points no input position stands for (a flow that diverged
 to nan or inf), which gave nan where PyTorch's volume kernel gives the edge pixel or 0."""
 

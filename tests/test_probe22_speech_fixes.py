@@ -1,4 +1,4 @@
-"""Focused tests of what the speech probe (tests/test_programs_probe22_speech.py) found in chainrule, each against
+"""Focused tests of what the speech probe (tests/test_programs_probe22_speech_*.py) found in chainrule, each against
 PyTorch where installed and against literals always:
 
 - ``ctc_loss`` refuses what PyTorch's kernel refuses (log-probabilities neither float32 nor float64, negative

@@ -1,4 +1,4 @@
-"""The library bugs the equivariant and geometric graph programs found (tests/test_programs_probe23_equivariant.py),
+"""The library bugs the equivariant and geometric graph programs found (tests/test_programs_probe23_equivariant_*.py),
 each checked against literals or NumPy, and against PyTorch where it is installed.
 
 - a norm's second derivative at a zero vector is NaN, as PyTorch's (its gradient there is 0 / 0 replaced by 0 after

@@ -1,4 +1,4 @@
-"""What the robotics and Lie-group programs found (tests/test_programs_probe23_lie.py): PyTorch's matrix_exp of a
+"""What the robotics and Lie-group programs found (tests/test_programs_probe23_lie_*.py): PyTorch's matrix_exp of a
 lone matrix whose 1-norm lies in its degree-8 band, (0.0512, 0.580] in single precision and (3.40e-4, 0.0499] in
 double, is Bader, Blanes and Casas' degree-8 approximant, 1e-5 from e^A at a rotation generator in float32 and
 5e-11 in float64; ours was e^A to rounding. Checked against that approximant written out in NumPy, against

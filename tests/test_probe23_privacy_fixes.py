@@ -1,4 +1,4 @@
-"""Fixes found by the privacy programs (tests/test_programs_probe23_privacy.py), each checked against PyTorch where it
+"""Fixes found by the privacy programs (tests/test_programs_probe23_privacy_*.py), each checked against PyTorch where it
 is installed and against what PyTorch is known to do always.
 
 - A custom Function's output that shows one of its inputs (returned as-is, or a view made in forward) refuses a

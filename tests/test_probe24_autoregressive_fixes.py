@@ -1,4 +1,4 @@
-"""What the autoregressive-model programs found (tests/test_programs_probe24_autoregressive.py).
+"""What the autoregressive-model programs found (tests/test_programs_probe24_autoregressive_*.py).
 
 - ``multinomial(p, n, replacement=True)`` (n > 1) searched a float64 cumulative distribution for the first entry
   above each uniform draw; PyTorch's kernel keeps a running sum in the input's dtype (float32 for float16),

@@ -1,4 +1,4 @@
-"""Fixes found by the novel-architectures probe (tests/test_programs_probe25_novel.py), each checked against
+"""Fixes found by the novel-architectures probe (tests/test_programs_probe25_novel_*.py), each checked against
 literals always and against PyTorch where it is installed."""
 
 import numpy as np

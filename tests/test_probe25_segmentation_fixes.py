@@ -1,4 +1,4 @@
-"""The library fixes of the segmentation probe (tests/test_programs_probe25_segmentation.py): what PyTorch does
+"""The library fixes of the segmentation probe (tests/test_programs_probe25_segmentation_*.py): what PyTorch does
 with the dtypes masks come in. A uint8 mask of class indices is refused by a spatial ``cross_entropy``/``nll_loss``
 (PyTorch's nll_loss2d reads int64 only; its 1-d kernel takes uint8); ``x[m] = 0`` with a uint8 ``m`` (and
 ``index_put_`` of one number) is masked_fill_'s refusal; ``max_pool2d``/``max_pool3d`` refuse bool masks; adaptive

@@ -1,4 +1,4 @@
-"""Fixes found by the image-synthesis probe (tests/test_programs_probe25_synthesis.py), each checked against NumPy
+"""Fixes found by the image-synthesis probe (tests/test_programs_probe25_synthesis_*.py), each checked against NumPy
 always and against PyTorch where it is installed.
 
 - torch.linalg, torch.fft and torch.special take NumPy's ``axis=`` for ``dim=`` and ``keepdims=`` for ``keepdim=``,

@@ -1,4 +1,4 @@
-"""Fixes found by the energy-based-model probe (tests/test_programs_probe27_energy.py), each against PyTorch where
+"""Fixes found by the energy-based-model probe (tests/test_programs_probe27_energy_*.py), each against PyTorch where
 installed and against literals always."""
 
 import collections

@@ -1,5 +1,5 @@
 # ruff: noqa: N801, UP006, UP007, UP008, UP035, UP045  (the programs are kept as their authors wrote them; typing forms tested)
-"""Fixes found by the sequence probe (tests/test_programs_probe27_sequence.py), each checked against literals and
+"""Fixes found by the sequence probe (tests/test_programs_probe27_sequence_*.py), each checked against literals and
 NumPy always and against PyTorch where it is installed."""
 
 import warnings

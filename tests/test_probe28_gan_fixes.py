@@ -1,4 +1,4 @@
-"""Focused tests of the library fixes found by tests/test_programs_probe28_gan.py, against PyTorch where installed
+"""Focused tests of the library fixes found by tests/test_programs_probe28_gan_*.py, against PyTorch where installed
 and against PyTorch's words always."""
 
 import numpy as np

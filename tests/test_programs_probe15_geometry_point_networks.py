@@ -220,7 +220,7 @@ def test_pointnet2_ssg_classification_and_segmentation():
     losses, grads, cls, seg = ours
     assert losses[-1] < losses[0] and cls.shape == (4, 2) and seg.shape == (4, 2, 32)
     # float32: one step (Adam's steps on the biases a BatchNorm removes are rounding noise over its own square
-    # root, which the later steps' gradients then carry, as in PointNet's test in test_programs_probe5.py)
+    # root, which the later steps' gradients then carry, as in PointNet's test in test_programs_probe5_*.py)
     run_both(pointnet2, weights, steps=1, dtype="float32", rtol=1e-4, atol=1e-6)
 
 

@@ -189,7 +189,7 @@ def ode_ensemble(m, weights_list):
     from_numpy = torch.from_numpy
     models = [load(m, make_small_field(m), w) for w in weights_list]
     params, buffers = torch.func.stack_module_state(models)
-    base = make_small_field(m)  # (a meta skeleton is a known gap: tests/test_programs_probe12_func.py)
+    base = make_small_field(m)  # (a meta skeleton is a known gap: tests/test_programs_probe12_func_*.py)
     y0 = torch.tensor(np.random.default_rng(4).standard_normal((5, 2)))
     target = torch.tensor(np.random.default_rng(5).standard_normal((5, 2)))
 

@@ -1,7 +1,7 @@
 # ruff: noqa: E741, N806  (the programs are kept as their authors write them)
 """Point-cloud programs (see tests/pytorch_programs.py), each run on chainrule and on PyTorch from the same data,
 comparing values and gradients; without PyTorch each still checks its numbers against NumPy or an invariant.
-tests/test_programs_probe15_geometry.py holds PointNet++, DGCNN, chamfer auto-encoders and rotations; these are
+tests/test_programs_probe15_geometry_*.py holds PointNet++, DGCNN, chamfer auto-encoders and rotations; these are
 the pieces around them: voxelisation (floor, unique over rows with inverse and counts, index_add_, scatter_add_,
 scatter_reduce's amax/mean, bincount, an occupancy grid by index_put_ with accumulate), z-order (Morton) codes by
 shifts and masks of int64 and int32, Sinkhorn's earth-mover approximation in log space, a chamfer distance as an

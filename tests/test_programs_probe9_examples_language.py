@@ -19,7 +19,7 @@ from .probe9_examples_common import assert_key_bias_gradients_vanish, assert_sam
 from .pytorch_programs import assert_same, load, run_both, weights_of
 
 # ----------------------------------------------------------------------------------------------
-# word_language_model's TransformerModel (the RNN models are in test_programs_probe6_nlp.py)
+# word_language_model's TransformerModel (the RNN models are in test_programs_probe6_nlp_*.py)
 # ----------------------------------------------------------------------------------------------
 
 CORPUS = ("the cat sat on the mat . the dog sat on the log . a cat and a dog sat on a mat . "
