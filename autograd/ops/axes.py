@@ -115,9 +115,6 @@ def matrices_only(x, name, conjugates=False):
     return False
 
 
-_NUMPY_NAMES = {"axis": "dim", "keepdims": "keepdim"}
-
-
 def extremum_overload(name, args, kwargs):
     """PyTorch's three overloads of max and min as (dim, keepdim, other): ``max(input)``, ``max(input, other)``
     (the elementwise maximum) and ``max(input, dim, keepdim=False)``. A tensor alone in dim's place is ``other``;
@@ -127,7 +124,6 @@ def extremum_overload(name, args, kwargs):
         raise TypeError(f"{name}() takes at most 2 positional arguments after the tensor ({len(args)} given)")
     given = dict(zip(("dim", "keepdim"), args))
     for keyword, value in kwargs.items():
-        keyword = _NUMPY_NAMES.get(keyword, keyword)  # (PyTorch's parser takes NumPy's axis and keepdims too)
         if keyword not in ("dim", "keepdim", "other"):
             raise TypeError(f"{name}() got an unexpected keyword argument '{keyword}'")
         if keyword in given:

@@ -83,7 +83,6 @@ def std(input, dim=None, unbiased=None, keepdim=False, *, correction=None, out=N
     return write_out(input.std(dim, unbiased, keepdim, correction=correction), out)
 
 
-@names("max", method=False)
 def max(input, *args, out=None, **kwargs):
     """The largest element; with dim, (values, indices); with a tensor alone in dim's place (or
     other=, PyTorch's keyword), the elementwise maximum."""
@@ -94,7 +93,6 @@ def max(input, *args, out=None, **kwargs):
     return write_out(input.max(dim=dim, keepdim=keepdim), out, same_dtype=True)
 
 
-@names("min", method=False)
 def min(input, *args, out=None, **kwargs):
     """The smallest element; with dim, (values, indices); with a tensor alone in dim's place (or
     other=), the elementwise minimum."""
@@ -105,9 +103,12 @@ def min(input, *args, out=None, **kwargs):
     return write_out(input.min(dim=dim, keepdim=keepdim), out, same_dtype=True)
 
 
-# (the overloads are told apart by how dim came, which a Python signature cannot say: PyTorch's documented one)
+# (the overloads are told apart by how dim came, which a Python signature cannot say: PyTorch's documented one,
+# given before they are declared, so that names() reads dim and keepdim there and takes NumPy's axis and keepdims)
 max.__signature__ = min.__signature__ = inspect.signature(
     lambda input, dim=None, keepdim=False, *, other=None, out=None: None)
+names("max", method=False)(max)
+names("min", method=False)(min)
 
 
 @names("maximum", method=False)
