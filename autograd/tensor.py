@@ -454,15 +454,6 @@ class Tensor(Conversions, Copying, WriteDoor):
             self._pass_flag_to_views()
         return self
 
-    def _pass_flag_to_views(self):
-        """A leaf's views made while it required no grad read its flag from then on, as PyTorch's (whose views
-        without a grad_fn require grad through their base): they require grad, but no gradient edge leads to
-        them (a pass stores nothing there, as in a view made under no_grad), and a write into one is a write into
-        a view of a leaf that requires grad, refused."""
-        for view in list(self._views):
-            if view.grad_fn is None and (view._no_gradient_edge or not view._requires_grad):
-                view._requires_grad = view._no_gradient_edge = self._requires_grad
-
     def retain_grad(self):
         """Keep dL/dself in ``.grad`` after backward, for a tensor that is not a leaf."""
         if not self.requires_grad:

@@ -210,6 +210,15 @@ class WriteDoor:
         self.grad_fn = _regenerated_node(base, chain)
         self._requires_grad = True
 
+    def _pass_flag_to_views(self):
+        """A leaf's views made while it required no grad read its flag from then on (requires_grad_), as PyTorch's
+        (whose views without a grad_fn require grad through their base): they require grad, but no gradient edge
+        leads to them (a pass stores nothing there, as in a view made under no_grad), and a write into one is a
+        write into a view of a leaf that requires grad, refused."""
+        for view in list(self._views):
+            if view.grad_fn is None and (view._no_gradient_edge or not view._requires_grad):
+                view._requires_grad = view._no_gradient_edge = self._requires_grad
+
     def _adopt_view_of(self, source, op, params):
         """Mark this tensor, just computed by ``op`` from ``source``, as a view of its memory."""
         if source._inference:  # (a view of an inference tensor is one, in any mode)
