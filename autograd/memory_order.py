@@ -5,8 +5,8 @@ order; for a view that is not (a transpose, a permutation, a slice) it is the vi
 
 NumPy's layouts are not always PyTorch's: an op's result is row-major in PyTorch, whatever steps NumPy gave it
 (a convolution's output here is batch-innermost, and elementwise ops on it keep that). So the memory order is
-followed only for the tensors whose layout PyTorch shares: views (those made in grad mode, which know their
-base), and the tensors ``empty_like`` made like one (``randn_like(img.permute(2, 0, 1))``)."""
+followed only for the tensors whose layout PyTorch shares: views (which know their base), and the tensors
+``empty_like`` made like one (``randn_like(img.permute(2, 0, 1))``)."""
 
 import weakref
 

@@ -128,8 +128,9 @@ class Tensor(Conversions, Copying, WriteDoor):
     _view_chain = None  # for a view: the ops that make it from its base
     _views = None  # for a base: its live views (a weak set), re-derived after a recorded write
     _inference = False  # made in inference_mode: never part of a graph (see _refuse_inference_write)
-    _made_in_no_grad = False  # a view of a tensor that requires grad, made under no_grad ("no_grad") or in
-    # inference_mode ("inference"): its writes are refused with grad mode on (_refuse_write_into_no_grad_view)
+    _made_in_no_grad = False  # a view made under no_grad ("no_grad") or in inference_mode ("inference"), or a view
+    # of one: its recorded writes are refused (_refuse_write_into_no_grad_view), and so is a backward through it
+    # after a recorded write into its base (write_door._rederive_views)
     _no_gradient_edge = False  # such a view requires grad through its base but has no AccumulateGrad: a pass stores
     # nothing there (receive), until requires_grad_(True) gives it one of its own, as PyTorch's
     _made_by_function = None  # an output of a custom Function that shows one of its inputs' memory (returned as it

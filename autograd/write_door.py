@@ -15,14 +15,13 @@ an inference tensor outside ``inference_mode``.
 
 import math
 import numbers
-import re
 import warnings
 import weakref
 
 import numpy
 
 from .backend import QUIET, address, float_error_mode, is_dense, xp
-from .errors import DtypeError, ShapeError
+from .errors import DtypeError, ShapeError, op_word
 from .graph import bump_version, modes, no_grad, program_stacklevel
 from .meta import MetaArray
 from .saved_tensor_hooks import allow_mutation_on_saved_tensors, preserve_saved
@@ -78,8 +77,6 @@ class WriteDoor:
         saved of this memory is copied before it changes."""
         if self._inference and not modes.inference:
             self._refuse_inference_write()
-        if self._made_in_no_grad and modes.grad_enabled:
-            self._refuse_write_into_no_grad_view()
         if allow_mutation_on_saved_tensors.open_blocks:
             preserve_saved(self)
 
@@ -91,19 +88,19 @@ class WriteDoor:
         )
 
     def _refuse_write_into_no_grad_view(self):
-        made_in, now, block = (("inference mode", "in normal mode", "inference_mode") if self._made_in_no_grad ==
-                               "inference" else ("no_grad mode", "with grad mode enabled", "no_grad"))
-        raise RuntimeError(
-            f"A view was created in {made_in} and is being modified inplace {now}. Given that this use case is "
-            "ambiguous and error-prone, it is forbidden. You can clarify your code by moving both the view and the "
-            f"inplace either both inside the {block} block (if you don't want the inplace to be tracked) or both "
-            f"outside (if you want the inplace to be tracked). (A view of shape {tuple(self.shape)}: its write "
-            "would not be recorded, and the gradient would leave it out.)")
+        view = ("A view was created" if self.grad_fn is None else  # (a view of one, made with grad mode on)
+                f"Output 0 of {op_word(self.grad_fn)} is a view of a view which was created")
+        raise RuntimeError(f"{view} {no_grad_view_words(self._made_in_no_grad, 'is being modified inplace')} (A "
+                           f"view of shape {tuple(self.shape)}: its write would not be recorded, and the gradient "
+                           "would leave it out.)")
 
     def _refuse_recorded_write(self):
         """What a write that is recorded refuses: a leaf that requires grad, a view of one, an output of a custom
         Function that shows one of its inputs (its history would replace the Function's backward), and a piece of a
-        multi-output view op (split, unbind: see mark_several_views)."""
+        multi-output view op (split, unbind: see mark_several_views), and a view made under no_grad or in
+        inference_mode, or a view of one (PyTorch's creation meta)."""
+        if self._made_in_no_grad:
+            self._refuse_write_into_no_grad_view()
         if self._made_by_function is not None:
             self._refuse_write_into_function_output()
         base = self._base
@@ -127,7 +124,7 @@ class WriteDoor:
             written = "A view was created in no_grad mode and is being modified inplace with grad mode enabled."
         else:
             if name is None:  # a view of such an output: PyTorch names the view's own op
-                index, name = 0, re.sub(r"Backward\d*$", "", self.grad_fn.name())
+                index, name = 0, op_word(self.grad_fn)
             written = f"Output {index} of {name} is a view and is being modified inplace."
         if several:
             raise RuntimeError(
@@ -221,20 +218,25 @@ class WriteDoor:
 
     def _adopt_view_of(self, source, op, params):
         """Mark this tensor, just computed by ``op`` from ``source``, as a view of its memory."""
-        if source._inference:  # (a view of an inference tensor is one, in any mode)
-            self._inference = True
+        if source._inference:  # a view of an inference tensor is one, in any mode, and no view is tracked (PyTorch's
+            self._inference = True  # inference tensors have no views: _is_view() is False, it is a leaf)
+            if self._data.base is not None:
+                self._version_cell = source._version_cell
+            return
         if self._data.base is None:  # NumPy had to copy (a reshape of a strided array)
             return
         self._version_cell = source._version_cell  # a view and its base change together
         if source._made_by_function is not None:  # (a view of a custom Function's view output is refused writes too)
             self._made_by_function = (None, None, source._made_by_function[2])
-        if not modes.grad_enabled:  # (a backward pass's own views): no write through it is recorded
-            if source._requires_grad:  # so, with grad mode on again, one is refused (PyTorch's NO_GRAD_MODE view);
-                self._made_in_no_grad = "inference" if modes.inference else "no_grad"  # (the refusal names the
-                # mode); it requires grad through its base, as PyTorch's (an inference tensor's view does not),
-                # but no gradient edge leads to it: a pass stores nothing there
-                self._requires_grad = self._no_gradient_edge = not source._inference  # (Tensor.receive)
-            return
+        if not modes.grad_enabled:  # (a backward pass's own views): no write through it is recorded, so, with
+            # grad mode on again, a recorded one is refused, and so is using it after a recorded write into its base
+            # (_rederive_views): PyTorch's NO_GRAD_MODE view (the refusal names the mode)
+            self._made_in_no_grad = "inference" if modes.inference else "no_grad"
+            if source._requires_grad:  # it requires grad through its base, as PyTorch's (an inference tensor's
+                # view does not), but no gradient edge leads to it: a pass stores nothing there (Tensor.receive)
+                self._requires_grad = self._no_gradient_edge = not source._inference
+        elif source._made_in_no_grad:  # a view of such a view is one too, as PyTorch's creation meta propagates
+            self._made_in_no_grad = source._made_in_no_grad
         if source._base is None:
             self._base, self._view_chain = source, ((op, params),)
         else:
@@ -265,7 +267,8 @@ class WriteDoor:
             self._refuse_recorded_write()
         if new_memory:
             self._views = None
-        elif self._base is None and self._views and any(other is not view for other in self._views):
+        elif self._base is None and self._views and any(other is not view and not other._made_in_no_grad
+                                                          for other in self._views):  # (those are never replayed)
             raise RuntimeError(f"an in-place shape change of a tensor of shape {tuple(self.shape)} that has live "
                                "views: those views are defined on its current shape. Use the out-of-place op "
                                "(x = x.t()) or drop the views first")
@@ -481,11 +484,25 @@ def _rederive_views(base, written):
     if not views or base.grad_fn is None:
         return
     for view in list(views):
-        if view is not written:
+        if view._made_in_no_grad:  # (not written: it refuses recorded writes) PyTorch refuses it from now on
+            view.grad_fn = base._rebase_no_grad_view(view).grad_fn
+            view._requires_grad, view._no_gradient_edge = True, False
+        elif view is not written:
             old_node = view.grad_fn
             view.grad_fn = _regenerated_node(base, view._view_chain)
             view._requires_grad = True
             _move_retained_grad(view, old_node)
+
+
+def no_grad_view_words(made_in, what_happened):
+    """PyTorch's words for a view made under no_grad (``made_in`` "no_grad") or in inference_mode ("inference")
+    that a recorded write reached: ``what_happened`` to it, why that is refused, and what to do."""
+    made_in, now, block = (("inference mode", "in normal mode", "inference_mode") if made_in == "inference" else
+                           ("no_grad mode", "with grad mode enabled", "no_grad"))
+    return (f"in {made_in} and {what_happened} {now}. Given that this use case is ambiguous and error-prone, it is "
+            "forbidden. You can clarify your code by moving both the view and the inplace either both inside the "
+            f"{block} block (if you don't want the inplace to be tracked) or both outside (if you want the inplace "
+            "to be tracked).")
 
 
 def _regenerated_node(base, chain):

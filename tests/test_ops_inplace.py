@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -57,12 +58,42 @@ def _fill(base, row):
     return out + base
 
 
+def _view_made_under_no_grad_then_base_written(base, row):
+    out = base * 1.0
+    with autograd.no_grad():
+        view = out[0]
+    out.mul_(2.0)  # RebasedNoGradView: the view's history now, which refuses the backward
+    return view * row
+
+
 CASES = {
     "IndexPut": (_base_and_row(), _set_row),
     "WriteThroughView": (_base_and_row(), _write_through_view),
     "Fill": (_base_and_row(), _fill),
     "OverlappingViewRead": (_vector_and_windows(), _write_through_overlapping_windows),
+    "RebasedNoGradView": (_base_and_row(), _view_made_under_no_grad_then_base_written,
+                          {"refuses": "A view was created in no_grad mode and its base or another view of its base "
+                                      "has been modified inplace with grad mode enabled"}),
 }
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+@given(data=st.data())
+def test_gradients_match_finite_differences(name, data):
+    strategy, fn, *options = CASES[name]
+    inputs = data.draw(strategy)
+    if options:  # a history whose backward refuses, in PyTorch's words
+        with pytest.raises(RuntimeError, match=options[0]["refuses"]):
+            fn(*inputs).sum().backward()
+        return
+    tensors = [x for x in inputs if isinstance(x, Tensor)]
+
+    def of_tensors(*xs):
+        given = iter(xs)
+        return fn(*[next(given) if isinstance(x, Tensor) else x for x in inputs])
+
+    assert autograd.gradcheck(of_tensors, tensors)
+    assert autograd.gradgradcheck(of_tensors, tensors)
 
 
 def test_the_cases_check_something():

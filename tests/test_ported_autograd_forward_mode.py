@@ -719,7 +719,6 @@ def test_custom_function_forward_returning_an_input_with_a_jvp_view_as(T):
     assert T.autograd.gradcheck(MyFn.apply, (a, c), check_forward_ad=True)
 
 
-@xfail_ours("a view made under no_grad (as a jvp runs) has no _base in chainrule (PyTorch's has one)")
 def test_custom_function_jvp_view_as_is_a_view_of_the_input_tangent(T):
     fwAD = _fwAD(T)
     MyFn = _returns_input_fn(T, lambda x_t: x_t.view_as(x_t))

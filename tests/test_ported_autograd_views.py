@@ -42,8 +42,6 @@ def test_autograd_views_codegen_multiple_views(T):
                                         "Output 1 of Unbind(Backward0)? is a view and is being modified inplace."))
 
 
-@xfail_ours("a view made under no_grad is not a view in chainrule (_is_view() is False), so writing it in place "
-            "later is not refused: ops/ (left for the report)")
 @pytest.mark.parametrize("requires_grad", [True, False])
 def test_autograd_views_codegen_no_grad(T, requires_grad):
     error = "A view was created in no_grad mode and is being modified inplace" if requires_grad else None

@@ -86,6 +86,9 @@ MODULES = {  # module of autograd.ops: {kind: its names, space-separated}
     "overlapping_view_read": {
         "methods": "_read_overlapping_view",
     },
+    "rebased_no_grad_view": {
+        "methods": "_rebase_no_grad_view",
+    },
     "quantization": {
         "functions": ("_fake_quantize_learnable_per_channel_affine _fake_quantize_learnable_per_tensor_affine "
                       "fake_quantize_per_channel_affine fake_quantize_per_tensor_affine"),
