@@ -183,9 +183,11 @@ def _picked_log_probabilities(name, log_probs, target, weight, ignore_index):
     """(-w_y ln p_y for each prediction, Σ w_y, the labels and w_y as _class_weights gives them), from
     log-probabilities. An ignored prediction is skipped, as PyTorch's kernel skips it: 0 whatever its
     log-probabilities (a weight of 0 times their -inf or NaN was NaN)."""
-    rows = _class_last(log_probs)
+    rows = _class_planes(log_probs)
     labels, weights, total = _class_weights(name, rows, target, weight, ignore_index)
-    picked = -rows[xp.arange(len(labels)), labels]
+    picked = -rows[_at_labels(rows._data, labels)]
+    if picked._data.ndim > 1:  # (planes': (N, S), flattened as the labels are)
+        picked = picked.reshape(len(labels))
     if weights is None:
         return picked, total, labels, weights
     ignored = Tensor._make(_ignored(target, ignore_index))
