@@ -46,9 +46,9 @@ def _class_planes(input):
     elementwise pass per class over whole planes, where _class_last's rows were first a transposed copy, then a
     reduction over short rows (NumPy's slowest: (131072, 10) rows took 8 ms to the planes' 0.3 ms)."""
     shape = input._data.shape
-    if len(shape) <= 2:
-        return _class_last(input)
-    return input if len(shape) == 3 else input.reshape(shape[0], shape[1], math.prod(shape[2:]))
+    if len(shape) == 1:
+        return input.reshape(1, -1)
+    return input if len(shape) <= 3 else input.reshape(shape[0], shape[1], math.prod(shape[2:]))
 
 
 def _per_prediction(values, x):
@@ -215,6 +215,7 @@ class CrossEntropy(Primitive):
     # computes on a row-major x, the same numbers, kept (a number per row) so the backward does not compute them
     # again. Taken by the backward that uses them (None: computed there, as for another layout or a second backward)
     normalizers = None
+    at_labels = None  # _at_labels(x, labels), the caller's: the backward's too
 
     def forward(self, x):
         if x.dtype == xp.float16:
@@ -227,7 +228,7 @@ class CrossEntropy(Primitive):
         sums = xp.exp(shifted).sum(axis=1)
         if x.size and x.flags.c_contiguous:
             self.normalizers = shift, sums
-        losses = (xp.log(sums) - shifted[_at_labels(x, self.labels)]).reshape(-1)  # (planes' (N, S): n·S + s)
+        losses = (xp.log(sums) - shifted[self.at_labels]).reshape(-1)  # (planes' (N, S): n·S + s)
         if self.ignored is not None:  # skipped, as PyTorch's nll_loss skips them (a row of -inf logits is NaN)
             losses = xp.where(self.ignored, 0, losses)
         if self.weights is not None:
@@ -237,7 +238,7 @@ class CrossEntropy(Primitive):
     def _half(self, x):
         """float16 as PyTorch's log_softmax, then nll_loss's float16 arithmetic: -w_n ln p_n rounded, summed by
         _float16_sum, a mean divided by the float16 total weight."""
-        losses = -_half_log_softmax(x, self.class_last)[_at_labels(x, self.labels)].reshape(-1)
+        losses = -_half_log_softmax(x, self.class_last)[self.at_labels].reshape(-1)
         if self.weights is not None:
             losses = (losses * self.weights).astype(xp.float16)
         if self.ignored is not None:
@@ -253,7 +254,7 @@ class CrossEntropy(Primitive):
         normalizers, self.normalizers = self.normalizers, None
         return (CrossEntropyGrad.apply(grad, x, labels=self.labels, weights=self.weights, scale=self.scale,
                                        reduce=self.reduce, total_weight=total_weight, class_last=self.class_last,
-                                       normalizers=normalizers),)
+                                       normalizers=normalizers, at_labels=self.at_labels),)
 
 
 class CrossEntropyGrad(Primitive):
@@ -268,6 +269,7 @@ class CrossEntropyGrad(Primitive):
     total_weight = 1  # float16 'mean': PyTorch's float16 Σ w_n, which g is divided by (the scale s is not used)
     class_last = True  # as CrossEntropy's
     normalizers = None  # CrossEntropy's (row max, Σ e^(x - max)) of this x, when its forward kept them
+    at_labels = None  # CrossEntropy's
 
     def row_scales(self, x):
         """s · w_n for each prediction, shaped to broadcast over x's classes (_per_class_column); without weights,
@@ -289,7 +291,7 @@ class CrossEntropyGrad(Primitive):
             z = x - shift
             xp.exp(z, out=z)
             z /= sums[:, None]
-        z[_at_labels(x, self.labels)] -= 1
+        z[self.at_labels] -= 1
         z *= self.row_scales(x) * (g if self.reduce else _per_class_column(g, x))
         return z
 
@@ -301,7 +303,7 @@ class CrossEntropyGrad(Primitive):
             c = (self.weights * c).astype(xp.float16)
         c = xp.broadcast_to(c.astype(xp.float32), (len(self.labels),))
         z = xp.exp(_half_log_softmax(x, self.class_last).astype(xp.float32)) * _per_class_column(c, x)
-        z[_at_labels(x, self.labels)] -= _per_prediction(c, x)
+        z[self.at_labels] -= _per_prediction(c, x)
         return z.astype(xp.float16)
 
     def backward(self, u, z, g, x):
@@ -310,7 +312,7 @@ class CrossEntropyGrad(Primitive):
         grad_g = grad_x = None
         if g.requires_grad:
             one_hot = xp.zeros(x.shape, dtype=x.dtype)
-            one_hot[_at_labels(x._data, self.labels)] = 1
+            one_hot[self.at_labels] = 1
             per_row = (u * (probabilities - Tensor._make(one_hot)) * scales).sum(1)
             grad_g = per_row.sum() if self.reduce else per_row.reshape(len(self.labels))
         if x.requires_grad:
@@ -497,6 +499,7 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
     rows = _class_planes(input)
     class_last = dim == input._data.ndim - 1  # (float16 rounds otherwise for an image's classes: CrossEntropy)
     labels, weights, total_weight = _class_weights("cross_entropy", rows, target, weight, ignore_index)
+    at_labels = _at_labels(rows._data, labels)
     # (weights None: every label kept, so something is unless there are none)
     nothing_kept = (reduction == "mean" and (weights is not None or not len(labels))
                     and _nothing_kept(target, ignore_index))
@@ -509,7 +512,7 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
         watched += ((weight._version_cell, weight._data.shape, weight._data.dtype),)
     if reduction == "none":
         nll = CrossEntropy.apply(rows, labels=labels, weights=weights, scale=1.0, reduce=False, ignored=ignored,
-                                 class_last=class_last, watched_outputs=watched)
+                                 at_labels=at_labels, class_last=class_last, watched_outputs=watched)
         nll = named_node(nll.reshape(target.shape), None, name, (input,))
     else:  # mean or sum (checked at the call)
         scale = 1.0
@@ -517,7 +520,7 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
             scale = 1.0 / total_weight if total_weight else float("nan")
         nll = CrossEntropy.apply(rows, labels=labels, weights=weights, scale=scale, reduce=True, pytorch_name=name,
                                  mean=reduction == "mean" and not nothing_kept, ignored=ignored,
-                                 class_last=class_last, watched_outputs=watched)
+                                 at_labels=at_labels, class_last=class_last, watched_outputs=watched)
     return _mean_over_nothing(nll, name) if nothing_kept else nll
 
 
