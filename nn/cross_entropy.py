@@ -41,14 +41,17 @@ def _class_last(input):
 
 
 def _class_planes(input):
-    """(N, C, d1, d2, ...) -> (N, C, d1·d2·...) (a view of a row-major input), the classes left on dim 1; (C,) and
-    (N, C) as _class_last gives them. A prediction's classes are then strided, and a reduction over the classes one
-    elementwise pass per class over whole planes, where _class_last's rows were first a transposed copy, then a
-    reduction over short rows (NumPy's slowest: (131072, 10) rows took 8 ms to the planes' 0.3 ms)."""
-    shape = input._data.shape
-    if len(shape) == 1:
-        return input.reshape(1, -1)
-    return input if len(shape) <= 3 else input.reshape(shape[0], shape[1], math.prod(shape[2:]))
+    """(N, C, d1, d2, ...) -> (N, C, d1·d2·...) (a view of a row-major input), the classes left on dim 1; (C,),
+    (N, C) and the scores of other layouts as _class_last gives them (a transpose's or channels-last's rows are a
+    view). A prediction's classes are then strided, and a reduction over the classes one elementwise pass per class
+    over whole planes, where _class_last's rows were first a transposed copy, then a reduction over short rows
+    (NumPy's slowest: (131072, 10) rows took 8 ms to the planes' 0.3 ms)."""
+    data = input._data
+    if data.ndim == 2:
+        return input
+    if data.ndim < 3 or not data.flags.c_contiguous:
+        return _class_last(input)
+    return input if data.ndim == 3 else input.reshape(data.shape[0], data.shape[1], math.prod(data.shape[2:]))
 
 
 def _per_prediction(values, x):
