@@ -58,6 +58,34 @@ def test_cross_entropy_of_planes_is_log_softmax_over_dim_1_at_the_labels(dtype, 
     assert x.grad.numpy().flags.c_contiguous
 
 
+@pytest.mark.parametrize("layout", ["transposed", "channels_last"])
+def test_cross_entropy_of_other_layouts_keeps_the_rows(layout):
+    """Scores not row-major (a transpose's (N, C, L), channels-last images) go by rows (a view there): their losses
+    and gradient are those of the rows given explicitly."""
+    rng = np.random.default_rng(7)
+    shape = (3, 5, 4, 6) if layout == "channels_last" else (3, 6, 5)
+    xn = _scores(rng, shape, np.float32, special=True)
+    target = rng.integers(0, 5, (3, 4, 6) if layout == "channels_last" else (3, 6))
+    g = rng.standard_normal(target.shape).astype(np.float32)
+    results = []
+    for given in ("layout", "rows"):
+        x = autograd.tensor(xn, requires_grad=True)
+        if layout == "channels_last":
+            scores = x.contiguous(memory_format=autograd.channels_last)
+            rows, labels = scores.permute(0, 2, 3, 1).reshape(-1, 5), target.reshape(-1)
+        else:
+            scores = x.transpose(1, 2)
+            rows, labels = x.reshape(-1, 5), target.reshape(-1)
+        if given == "layout":
+            losses = F.cross_entropy(scores, autograd.tensor(target), reduction="none")
+        else:
+            losses = F.cross_entropy(rows, autograd.tensor(labels), reduction="none").reshape(target.shape)
+        losses.backward(autograd.tensor(g))
+        results.append((losses.detach().numpy(), x.grad.numpy()))
+    for ours, rule in zip(*results):
+        np.testing.assert_array_equal(ours, rule)
+
+
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("weighted", [False, True])
 def test_cross_entropy_and_nll_loss_of_planes_match_pytorch(reduction, weighted):
