@@ -224,14 +224,16 @@ class CrossEntropy(Primitive):
         if x.dtype == xp.float16:
             return self._half(x)
         if not x.size:  # (no rows, no classes: nothing to shift)
-            shifted = x
+            shifted = picked = x[self.at_labels]
+            sums = xp.exp(x).sum(axis=1)
         else:
             shift = x.max(axis=1, keepdims=True)
             shifted = x - shift
-        sums = xp.exp(shifted).sum(axis=1)
+            picked = shifted[self.at_labels]  # (taken before e^shifted is written over it: no second array)
+            sums = xp.exp(shifted, out=shifted).sum(axis=1)
         if x.size and x.flags.c_contiguous:
             self.normalizers = shift, sums
-        losses = (xp.log(sums) - shifted[self.at_labels]).reshape(-1)  # (planes' (N, S): n·S + s)
+        losses = (xp.log(sums) - picked).reshape(-1)  # (planes' (N, S): n·S + s)
         if self.ignored is not None:  # skipped, as PyTorch's nll_loss skips them (a row of -inf logits is NaN)
             losses = xp.where(self.ignored, 0, losses)
         if self.weights is not None:
