@@ -19,9 +19,10 @@ import math
 
 from ..backend import xp
 from ..graph import modes
+from ..index_watching import watch_returned_indices
 from ..meta import MetaArray, meta_array
 from ..primitive import Primitive
-from ..tensor import Tensor
+from ..tensor import Tensor, tensor_from
 from .convolution import full_like_layout, in_layout_of
 from .depthwise_convolution import channel_blocks
 
@@ -141,15 +142,43 @@ def max_pool_indices(winners, shape, params):
     width = shape[3]
     rows = xp.arange(params["out"][0]) * params["stride"][0] - params["padding"][0]
     cols = xp.arange(params["out"][1]) * params["stride"][1] - params["padding"][1]
-    indices = full_like_layout(winners[0], winners[0].shape, 0, dtype=xp.int64)  # (in the layout of the values)
-    indices += rows[:, None] * width + cols
     _, slices = _window_slices(xp.empty((1, 1) + tuple(shape[2:])), params, 0)
+    # each winner's offset in its window, summed over the masks in the narrowest integers that hold the largest
+    # (int16 for a 3x3 window: a quarter of int64's memory traffic per mask), then added to the windows' origins
+    largest = slices[-1][0]
+    narrow = xp.int16 if largest < 1 << 15 else xp.int32 if largest < 1 << 31 else xp.int64
+    offsets = full_like_layout(winners[0], winners[0].shape, 0, dtype=narrow)  # (in the layout of the values)
     for (offset, _), mask in zip(slices, winners):
-        indices += mask * offset
-    return indices
+        offsets += mask * narrow(offset)
+    return xp.add(offsets, rows[:, None] * width + cols, dtype=xp.int64)
 
 
 POOL_PARAMS = ("kernel_size", "stride", "padding", "dilation", "out")
+
+
+def window_maxima(input, params, return_indices, undo):
+    """max pooling's values of an (N, C, H, W) tensor over the windows ``params`` (MaxPool2d's) and, with
+    return_indices, (values, the flat indices h·W + w of the maxima), each given to ``undo`` (the caller's shape)."""
+    values = MaxPool2d.apply(input, **params)
+    if not return_indices:
+        return undo(values)
+    if type(input._data) is MetaArray:  # (no maxima to find: the indices' shape is all there is)
+        return watch_returned_indices(undo(values), undo(tensor_from(meta_array(values.shape, xp.int64))))
+    node = values.grad_fn
+    winners = (node.winners_for(input._data, values._data) if node is not None else
+               max_pool_winners(input._data, values._data, params))
+    return watch_returned_indices(undo(values), undo(tensor_from(max_pool_indices(winners, input.shape, params))))
+
+
+def bins_as_windows(size, out):
+    """Adaptive max pooling's bins of a (H, W) plane into ``out`` as max pooling's windows (params), where they tile
+    it evenly (28 -> 7: bins of 4, kernel = stride = 4), else None. Pooled as windows, one pass per window offset,
+    where gathering every bin's positions copied each window out first (four times slower): the same maxima and
+    winners (PyTorch's rule for both, the first maximum in scan order, NaN winning), and the same gradient."""
+    if any(s % o for s, o in zip(size, out)):
+        return None
+    kernel = tuple(s // o for s, o in zip(size, out))
+    return dict(kernel_size=kernel, stride=kernel, padding=(0, 0), dilation=(1, 1), out=tuple(out))
 
 
 def _masked(values, mask, finite):
@@ -232,15 +261,17 @@ class MaxPoolSpread(Primitive):
         adds = overlapping(self.kernel_size, self.stride, self.dilation)
         for block in _blocks(padded):
             out, g_block = padded[:, block], g[:, block]
-            term = xp.empty_like(g_block) if adds and finite else None  # (one buffer for every offset's g · mask)
+            term = xp.empty_like(g_block) if finite else None  # (one buffer for every offset's g · mask)
             for (_, index), mask in zip(slices, self.winners):
                 if adds and finite:
                     xp.multiply(g_block, mask[:, block], out=term)
                     out[index] += term
                 elif adds:
                     out[index] += _masked(g_block, mask[:, block], finite)
-                elif finite:  # every input position in at most one window: write, do not add
-                    xp.multiply(g_block, mask[:, block], out=out[index])
+                elif finite:  # every input position in at most one window: write, do not add. (Written as 0 +
+                    # g · mask, PyTorch's sum into zeros, whose zeros are +0 where a negative g times False is -0)
+                    xp.multiply(g_block, mask[:, block], out=term)
+                    xp.add(term, 0, out=out[index])
                 else:
                     out[index] = _masked(g_block, mask[:, block], finite)
         (ph, pw), (h, w) = self.padding, self.shape[2:]

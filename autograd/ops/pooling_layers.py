@@ -18,7 +18,7 @@ holding the maximum.
 from ..backend import xp
 from ..errors import ShapeError
 from ..index_watching import watch_returned_indices, watches_arguments
-from ..meta import MetaArray, meta_array
+from ..meta import MetaArray
 from ..primitive import named_node, node_named
 from ..tensor import tensor_from
 from . import pooling
@@ -116,16 +116,7 @@ def _max_pool(input, kernel_size, stride, padding, dilation, ceil_mode, return_i
     values_only = spatial == 1 and not return_indices
     refuse_kinds(input, "max_pool1d_impl" if values_only else "max_pool2d", "biuc" if values_only else "bc")
     params = dict(kernel_size=kernel, stride=stride, padding=padding, dilation=dilation, out=out)
-    values = pooling.MaxPool2d.apply(input, **params)
-    if not return_indices:
-        return undo(values)
-    if type(input._data) is MetaArray:  # (no maxima to find: the indices' shape is all there is)
-        return watch_returned_indices(undo(values), undo(tensor_from(meta_array(values.shape, xp.int64))))
-    node = values.grad_fn
-    winners = (node.winners_for(input._data, values._data) if node is not None else
-               pooling.max_pool_winners(input._data, values._data, params))
-    indices = tensor_from(pooling.max_pool_indices(winners, input.shape, params))
-    return watch_returned_indices(undo(values), undo(indices))
+    return pooling.window_maxima(input, params, return_indices, undo)
 
 
 @node_named("MaxPool2DWithIndicesBackward0")  # (an unbatched input too: PyTorch's kernel takes it as it is)
@@ -364,6 +355,9 @@ def _adaptive_max(input, output_size, return_indices, spatial):
         return _no_bins(input, out, spatial, "adaptive_max_pool2d", return_indices)
     input = planes
     height, width = input.shape[2:]
+    tiles = pooling.bins_as_windows((height, width), out)
+    if tiles and type(input._data) is not MetaArray:  # (max pooling's passes: see bins_as_windows)
+        return pooling.window_maxima(input, tiles, return_indices, undo)
     # Every bin padded to the longest bin by repeating its last position: repeats never change a maximum,
     # and come after the original in scan order, so the first maximum is PyTorch's.
     positions = []

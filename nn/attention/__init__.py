@@ -43,10 +43,18 @@ def _refuse_a_mask_that_widens(scores, attn_mask):
 
 def _safe_softmax(scores):
     """softmax over the last dim, but a row whose scores are all -inf (a query that may attend nowhere) gets
-    weights 0 rather than 0/0 = NaN, and no gradient (PyTorch's ``_safe_softmax``, used by attention)."""
+    weights 0 rather than 0/0 = NaN, and no gradient (PyTorch's ``_safe_softmax``, used by attention).
+
+    The softmax is taken first: a row of only -inf is NaN throughout, so where no row's first weight is NaN
+    (the usual case) no row is all -inf, which one element a row tells, where comparing every score with -inf
+    was a pass over them all. Otherwise (a NaN or +inf score makes a row NaN too) the scores are asked."""
+    weights = scores.softmax(-1)
+    first = weights._data[..., :1]
+    if not (first != first).any():  # (NaN is the one value unequal to itself; CuPy's arrays too)
+        return weights
     nowhere = (scores == float("-inf")).all(dim=-1, keepdim=True)
-    if not nowhere._data.any():  # (the usual case: every query attends somewhere, and both fills would be copies)
-        return scores.softmax(-1)
+    if not nowhere._data.any():  # (every query attends somewhere: the weights are the plain softmax's)
+        return weights
     weights = scores.masked_fill(nowhere, 0.0).softmax(-1)
     return weights.masked_fill(nowhere, 0.0)
 
