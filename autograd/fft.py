@@ -13,8 +13,9 @@ import warnings
 
 from .backend import errstate, get_default_dtype, xp
 from .graph import program_stacklevel
+from .ops.axes import int_argument
 from .ops.conjugation import conj
-from .ops.conversion import int_argument, type_name
+from .ops.conversion import type_name
 from .ops.fourier import FFT, OTHER_NORM, InverseRealFFT, RealFFT
 from .ops.names import taking_numpy_keywords
 from .ops.outputs import write_out

@@ -123,7 +123,7 @@ def _refuse_empty_reduction(x, ord, dim):
     preamble = f"linalg.vector_norm cannot compute the {float(ord):g} norm on"
     if dim is None or (isinstance(dim, (tuple, list)) and len(dim) == 0):
         raise RuntimeError(f"{preamble} an empty tensor because the operation does not have an identity")
-    for d in int_or_ints(dim):
+    for d in int_or_ints(dim, "dim"):
         if x.shape[dim_index(d, x.ndim)] == 0:  # (PyTorch writes no space before "because")
             raise RuntimeError(f"{preamble} the dimension {d}because this dimension is empty and the operation "
                                "does not have an identity")

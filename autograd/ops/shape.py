@@ -186,8 +186,11 @@ def broadcast_view(x, shape):
 
 
 def _size_at(i, n, op, name="size"):
-    """Argument i of a list of sizes as an int, or PyTorch's TypeError."""
+    """Argument i of a list of sizes as an int, or PyTorch's TypeError. (A bool is refused first, as PyTorch's
+    parser, which tells a list of ints by its first element: x.repeat(True, 1) is refused, x.flip(0, True) is not.)"""
     try:
+        if i == 0 and isinstance(n, bool):
+            raise TypeError
         return operator.index(n)
     except TypeError:
         raise TypeError(f"{op}(): argument '{name}' failed to unpack the object at pos {i + 1} with error \"type must "

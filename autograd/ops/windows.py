@@ -17,7 +17,8 @@ A window of one point is [1]; of none, empty. Computed in float64, returned in `
 
 from ..backend import get_default_dtype, xp
 from ..tensor import Tensor
-from .conversion import int_argument, type_name
+from .axes import int_argument
+from .conversion import type_name
 from .names import names
 
 
