@@ -211,7 +211,7 @@ def _to_or_from_meta(x, where):
 
 
 @names("cpu", function=False)
-def cpu(x, memory_format=None):
+def cpu(x, *, memory_format=None):
     return to(x, "cpu")
 
 

@@ -135,6 +135,25 @@ def keyword_overload(keyword):
     return wrap
 
 
+def refusing_none(parameter):
+    """For an op whose default ``parameter=None`` stands for PyTorch's overload without it (``median(input)`` beside
+    ``median(input, int dim, bool keepdim=False)``): a None given for it, by position or keyword, is refused with
+    PyTorch's TypeError, as its parser matches neither overload, rather than read as the one without."""
+
+    def wrap(op):
+        position = parameter_names(op).index(parameter)
+
+        def call(*args, **kwargs):
+            if (args[position] if len(args) > position else kwargs.get(parameter, 0)) is None:
+                raise TypeError(f"{op.__name__}(): argument '{parameter}' must be int, not NoneType (leave it out "
+                                f"for {op.__name__}(input) over every element)")
+            return op(*args, **kwargs)
+
+        return _standing_for(call, op)
+
+    return wrap
+
+
 def pickled_by_name(function, module_name, name):
     """``function``, findable by pickle (which stores a function as its module and qualified name) under
     ``module_name.name`` where its own names lead elsewhere: a wrapper here claims its op's names, and a function

@@ -146,7 +146,7 @@ def _storage_from(input):
 
 
 @names("resize_as_", function=False)
-def resize_as_(input, other, memory_format=None):
+def resize_as_(input, other, *, memory_format=None):
     """input.resize_(other.shape, memory_format=...); preserve_format lays input out in other's suggested
     memory format (channels-last where other is stored so, row-major otherwise)."""
     if memory_format is not None and memory_format.name == "preserve_format":
