@@ -162,7 +162,7 @@ def _one(n, dim, op):
         if n < 1:  # (-1 keeps a dim's length in fftn's s, never in n)
             raise RuntimeError(f"Invalid number of data points ({n}) specified")
         n = (n,)
-    return n, int_argument(dim, f"fft_{op}", "dim")
+    return n, int_argument(dim, f"fft_{op}", "dim", arrays=False)
 
 
 def fft(input, n=None, dim=-1, norm=None, *, out=None):

@@ -28,16 +28,17 @@ def int_or_ints(value, name="dims"):
     a bool or a 0-d NumPy array is not (int_argument)."""
     if isinstance(value, (tuple, list)) or getattr(value, "ndim", 0) > 0:
         return tuple(value)
-    return (int_argument(value, name=name),)
+    return (int_argument(value, name=name, arrays=False),)
 
 
-def int_argument(value, op=None, name="dim", position=None):
+def int_argument(value, op=None, name="dim", position=None, arrays=True):
     """An argument PyTorch's parser reads as an int: a Python or NumPy integer, or an integer tensor of one
-    element. A bool, a float, a floating tensor, a NumPy array (even a 0-d one) or a string is refused with
-    PyTorch's TypeError, as "multinomial(): argument 'num_samples' (position 2) must be int, not float" (without
-    the position for a function whose schema PyTorch names none, as "fft_fft(): argument 'dim' must be int, not
-    tuple"; without the op's name where the caller does not know it, as dim_index)."""
-    if not isinstance(value, (bool, numpy.bool_, numpy.ndarray)):
+    element. A bool, a float, a floating tensor or a string is refused with PyTorch's TypeError, as
+    "multinomial(): argument 'num_samples' (position 2) must be int, not float" (without the position for a
+    function whose schema PyTorch names none, as "fft_fft(): argument 'dim' must be int, not tuple"; without the
+    op's name where the caller does not know it, as dim_index). A 0-d NumPy integer array is one where the schema
+    says SymInt (a count, a size: randperm's n); ``arrays=False`` refuses it, as PyTorch's plain int (a dim)."""
+    if not isinstance(value, (bool, numpy.bool_) if arrays else (bool, numpy.bool_, numpy.ndarray)):
         try:
             return operator.index(value)
         except TypeError:
@@ -51,7 +52,7 @@ def dim_index(dim, ndim):
     IndexError otherwise. A 0-d tensor accepts dims -1 and 0, as PyTorch's does. A dim is an int
     as PyTorch's parser reads one (int_argument): True is not dim 1, nor a NumPy array a dim."""
     if isinstance(dim, bool) or not isinstance(dim, int):
-        dim = int_argument(dim)
+        dim = int_argument(dim, arrays=False)
     span = builtins.max(ndim, 1)
     if not -span <= dim < span:
         if not -2**63 <= dim < 2**63:  # (PyTorch reads a dim as a C long long first)
@@ -76,7 +77,7 @@ def normalize_dims(dim, ndim, empty_is_every=True):
     if type(dim) is int and -ndim <= dim < ndim:  # the common case, one axis in range, without the checks
         return (dim % ndim,)
     if not isinstance(dim, (int, tuple, list)) and hasattr(dim, "__index__"):  # a NumPy integer, a 0-d tensor
-        return normalize_dims(int_argument(dim), ndim, empty_is_every)
+        return normalize_dims(int_argument(dim, arrays=False), ndim, empty_is_every)
     if ndim == 0:  # a 0-d tensor accepts dim 0 and -1, as PyTorch, and has no axis to reduce
         for d in (dim,) if isinstance(dim, int) else tuple(dim):
             if d not in (0, -1):
@@ -159,7 +160,7 @@ def extremum_overload(name, args, kwargs):
         raise TypeError(f"{name}(): argument 'dim' must be int, not Tensor (a 0-d integer tensor is read as an int; "
                         f"got one of dtype {dim._data.dtype} and shape {tuple(dim._data.shape)})")
     if dim is not None and type(dim) is not int and not isinstance(dim, Tensor):  # (a NumPy integer will do)
-        dim = int_argument(dim, name, "dim")
+        dim = int_argument(dim, name, "dim", arrays=False)
     if not isinstance(keepdim, (bool, numpy.bool_)):
         raise TypeError(f"{name}(): argument 'keepdim' must be bool, not {type(keepdim).__name__}")
     return dim, keepdim, None

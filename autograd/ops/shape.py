@@ -497,7 +497,8 @@ def _squeeze(input, dim=None):
 
 
 @names("expand", function=False)
-def _expand(x, *sizes, size=None):
+def _expand(x, *sizes, size=None, implicit=False):
+    """(implicit: PyTorch's mark, for its tracer, of an expand it made itself to broadcast; the view is the same.)"""
     return _new_view(x, expand(x, sizes_or_keyword(sizes, "size", size)), "ExpandBackward0")
 
 

@@ -34,7 +34,7 @@ def _overload_prefix(name, given):
 
 
 def _window(name, window_length, periodic, dtype, requires_grad, formula):
-    window_length = int_argument(window_length, name, "window_length", 1)
+    window_length = int_argument(window_length, name, "window_length", 1, arrays=False)
     if window_length < 0:
         raise RuntimeError(f"{name} requires non-negative window_length, got window_length={window_length}")
     dtype = dtype or get_default_dtype()
