@@ -80,6 +80,8 @@ def test_max_min_dim_none_refused():
         X.max(0, 1)
     with pytest.raises(TypeError, match="argument 'keepdim' must be bool, not NoneType"):
         autograd.max(X, 0, None)
+    with pytest.raises(TypeError, match="argument 'keepdim' must be bool, not numpy.bool"):
+        X.min(0, keepdim=np.True_)
     assert X.max().item() == 5.0 and autograd.min(X).item() == 0.0
     values, indices = autograd.max(X, dim=1, keepdim=True)
     assert values.tolist() == [[3.0], [5.0]] and indices.tolist() == [[0], [1]]

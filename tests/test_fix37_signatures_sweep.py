@@ -173,7 +173,7 @@ def _taken(m, functional):
     }
 
 
-@pytest.mark.filterwarnings("ignore:at::nuclear_norm is deprecated")
+@pytest.mark.filterwarnings("ignore:.*nuclear_norm is deprecated")
 @pytest.mark.parametrize("name", sorted(_taken(autograd, F)))
 def test_taken_as_pytorch_takes(name):
     expected = _taken(torch, torch.nn.functional)[name]()

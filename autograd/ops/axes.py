@@ -161,6 +161,8 @@ def extremum_overload(name, args, kwargs):
                         f"got one of dtype {dim._data.dtype} and shape {tuple(dim._data.shape)})")
     if dim is not None and type(dim) is not int and not isinstance(dim, Tensor):  # (a NumPy integer will do)
         dim = int_argument(dim, name, "dim", arrays=False)
-    if not isinstance(keepdim, (bool, numpy.bool_)):
-        raise TypeError(f"{name}(): argument 'keepdim' must be bool, not {type(keepdim).__name__}")
+    if type(keepdim) is not bool:  # (nor a NumPy bool, as PyTorch's parser)
+        kind = type(keepdim)
+        given = kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__name__}"
+        raise TypeError(f"{name}(): argument 'keepdim' must be bool, not {given}")
     return dim, keepdim, None
