@@ -355,8 +355,8 @@ def randint(*args, out=None, size=None, generator=None, dtype=None, layout=None,
 def randperm(n, *, out=None, generator=None, dtype=None, layout=None, device=None, requires_grad=False,
              pin_memory=False):
     """A random permutation of 0..n-1 (in a dtype that holds every one of them exactly)."""
-    from .ops.conversion import int_argument, type_name  # (here: importing the ops while this module loads is
-    # circular)
+    from .ops.axes import int_argument  # (here: importing the ops while this module loads is circular)
+    from .ops.conversion import type_name
 
     n = int_argument(n, "randperm", "n", 1)  # (an integer tensor of one element too: random_split's summed lengths)
     refuse_negative_sizes((n,))

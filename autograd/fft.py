@@ -13,8 +13,9 @@ import warnings
 
 from .backend import errstate, get_default_dtype, xp
 from .graph import program_stacklevel
+from .ops.axes import int_argument
 from .ops.conjugation import conj
-from .ops.conversion import int_argument, type_name
+from .ops.conversion import type_name
 from .ops.fourier import FFT, OTHER_NORM, InverseRealFFT, RealFFT
 from .ops.names import taking_numpy_keywords
 from .ops.outputs import write_out
@@ -161,7 +162,7 @@ def _one(n, dim, op):
         if n < 1:  # (-1 keeps a dim's length in fftn's s, never in n)
             raise RuntimeError(f"Invalid number of data points ({n}) specified")
         n = (n,)
-    return n, int_argument(dim, f"fft_{op}", "dim")
+    return n, int_argument(dim, f"fft_{op}", "dim", arrays=False)
 
 
 def fft(input, n=None, dim=-1, norm=None, *, out=None):

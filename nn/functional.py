@@ -237,7 +237,7 @@ def glu(input, dim=-1):
     return _Glu.apply(input, dim=axis)
 
 
-def gelu(input, approximate="none", *, out=None):
+def gelu(input, *, approximate="none", out=None):
     """GELU(x) = x Φ(x) = x (1 + erf(x/√2)) / 2  (Hendrycks & Gimpel, 2016);
     approximate='tanh': x (1 + tanh(√(2/π) (x + 0.044715 x³))) / 2. float16 is computed in float32 and
     rounded once, as PyTorch's kernel does (in float16, gelu(-3.672) would be -0.0, not -4.4e-4)."""

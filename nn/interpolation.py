@@ -411,9 +411,9 @@ class Upsample(Module):
                  recompute_scale_factor=None):
         super().__init__()
         self.name = type(self).__name__  # PyTorch's attribute (its deprecation warnings name the class)
-        if isinstance(scale_factor, (tuple, list)):  # kept as floats, as PyTorch (and so printed)
+        if isinstance(scale_factor, tuple):  # kept as floats, as PyTorch (and so printed)
             scale_factor = tuple(float(factor) for factor in scale_factor)
-        elif scale_factor:
+        elif scale_factor:  # (a list is refused here by float(), as PyTorch's layer refuses it; interpolate takes one)
             scale_factor = float(scale_factor)
         self.size, self.scale_factor, self.mode = size, scale_factor or None, mode
         self.align_corners, self.recompute_scale_factor = align_corners, recompute_scale_factor

@@ -23,6 +23,9 @@ def _lp_pool(input, norm_type, kernel_size, stride, ceil_mode, spatial):
         return max_pool(input.abs(), kernel_size, stride, 0, 1, ceil_mode)
     if norm_type == -math.inf:
         return -max_pool(-input.abs(), kernel_size, stride, 0, 1, ceil_mode)
+    if spatial == 1 and not isinstance(kernel_size, int):  # (PyTorch multiplies by kernel_size itself: an int)
+        raise TypeError(f"lp_pool1d(): kernel_size must be an int for a finite norm_type, not "
+                        f"{type(kernel_size).__name__} ({kernel_size!r})")
     pool = (avg_pool1d, avg_pool2d, avg_pool3d)[spatial - 1]
     sums = pool(input**norm_type, kernel_size, stride, 0, ceil_mode)
     size = math.prod(_tuple(kernel_size, spatial, "kernel_size"))

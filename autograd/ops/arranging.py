@@ -175,7 +175,7 @@ class Roll(Primitive):
 @names("roll")
 def roll(input, shifts, dims=None):
     """Elements shifted cyclically by ``shifts`` along ``dims`` (all elements, flattened, when None)."""
-    shifts = int_or_ints(shifts)
+    shifts = int_or_ints(shifts, "shifts")
     if len(shifts) == 0:
         raise RuntimeError("`shifts` required")
     if dims is not None and input.ndim == 0:

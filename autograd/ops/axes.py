@@ -4,6 +4,8 @@ import builtins
 import operator
 import warnings
 
+import numpy
+
 from ..errors import ShapeError
 from ..graph import program_stacklevel
 from ..tensor import Tensor
@@ -20,22 +22,37 @@ def sizes_or_keyword(sizes, keyword, value):
     return (value,)
 
 
-def int_or_ints(value):
+def int_or_ints(value, name="dims"):
     """An argument that is one int or a sequence of them (roll's shifts, movedim's dims) as a tuple. A NumPy
-    integer or a 0-d integer tensor is one int, as PyTorch's argument parser reads it (``np.argmax`` gives one)."""
+    integer or a 0-d integer tensor is one int, as PyTorch's argument parser reads it (``np.argmax`` gives one);
+    a bool or a 0-d NumPy array is not (int_argument)."""
     if isinstance(value, (tuple, list)) or getattr(value, "ndim", 0) > 0:
         return tuple(value)
-    return (operator.index(value),)
+    return (int_argument(value, name=name, arrays=False),)
+
+
+def int_argument(value, op=None, name="dim", position=None, arrays=True):
+    """An argument PyTorch's parser reads as an int: a Python or NumPy integer, or an integer tensor of one
+    element. A bool, a float, a floating tensor or a string is refused with PyTorch's TypeError, as
+    "multinomial(): argument 'num_samples' (position 2) must be int, not float" (without the position for a
+    function whose schema PyTorch names none, as "fft_fft(): argument 'dim' must be int, not tuple"; without the
+    op's name where the caller does not know it, as dim_index). A 0-d NumPy integer array is one where the schema
+    says SymInt (a count, a size: randperm's n); ``arrays=False`` refuses it, as PyTorch's plain int (a dim)."""
+    if not isinstance(value, (bool, numpy.bool_) if arrays else (bool, numpy.bool_, numpy.ndarray)):
+        try:
+            return operator.index(value)
+        except TypeError:
+            pass
+    where = "" if position is None else f" (position {position})"
+    raise TypeError(f"{op or ''}{'(): ' if op else ''}argument '{name}'{where} must be int, not {type(value).__name__}")
 
 
 def dim_index(dim, ndim):
     """One ``dim`` (negatives count from the end) as an axis in [0, ndim), with PyTorch's
-    IndexError otherwise. A 0-d tensor accepts dims -1 and 0, as PyTorch's does."""
+    IndexError otherwise. A 0-d tensor accepts dims -1 and 0, as PyTorch's does. A dim is an int
+    as PyTorch's parser reads one (int_argument): True is not dim 1, nor a NumPy array a dim."""
     if isinstance(dim, bool) or not isinstance(dim, int):
-        if hasattr(dim, "__index__"):
-            dim = dim.__index__()
-        else:
-            raise TypeError(f"dim must be an int, got {type(dim).__name__}")
+        dim = int_argument(dim, arrays=False)
     span = builtins.max(ndim, 1)
     if not -span <= dim < span:
         if not -2**63 <= dim < 2**63:  # (PyTorch reads a dim as a C long long first)
@@ -60,7 +77,7 @@ def normalize_dims(dim, ndim, empty_is_every=True):
     if type(dim) is int and -ndim <= dim < ndim:  # the common case, one axis in range, without the checks
         return (dim % ndim,)
     if not isinstance(dim, (int, tuple, list)) and hasattr(dim, "__index__"):  # a NumPy integer, a 0-d tensor
-        return normalize_dims(operator.index(dim), ndim, empty_is_every)
+        return normalize_dims(int_argument(dim, arrays=False), ndim, empty_is_every)
     if ndim == 0:  # a 0-d tensor accepts dim 0 and -1, as PyTorch, and has no axis to reduce
         for d in (dim,) if isinstance(dim, int) else tuple(dim):
             if d not in (0, -1):
@@ -133,8 +150,19 @@ def extremum_overload(name, args, kwargs):
         if len(given) > 1:
             raise TypeError(f"{name}(input, other) takes no dim or keepdim (got {', '.join(sorted(given))})")
         return None, False, given.get("other", args[0] if args else None)
-    dim = given.get("dim")
+    dim, keepdim = given.get("dim"), given.get("keepdim", False)
+    if "dim" not in given and "keepdim" in given:  # (max(input) has no keepdim: PyTorch refuses it without a dim)
+        raise TypeError(f"{name}() received an invalid combination of arguments - got keepdim={keepdim!r} without "
+                        f"a dim: {name}(input) takes no keepdim, {name}(input, dim, keepdim=False) needs the dim")
+    if "dim" in given and dim is None:  # (None is not max(input)'s dim: that overload has none)
+        raise TypeError(f"{name}(): argument 'dim' must be int, not NoneType (leave dim out to reduce every element)")
     if isinstance(dim, Tensor) and (dim._data.ndim or dim._data.dtype.kind not in "iu"):
         raise TypeError(f"{name}(): argument 'dim' must be int, not Tensor (a 0-d integer tensor is read as an int; "
                         f"got one of dtype {dim._data.dtype} and shape {tuple(dim._data.shape)})")
-    return dim, given.get("keepdim", False), None
+    if dim is not None and type(dim) is not int and not isinstance(dim, Tensor):  # (a NumPy integer will do)
+        dim = int_argument(dim, name, "dim", arrays=False)
+    if type(keepdim) is not bool:  # (nor a NumPy bool, as PyTorch's parser)
+        kind = type(keepdim)
+        given = kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__name__}"
+        raise TypeError(f"{name}(): argument 'keepdim' must be bool, not {given}")
+    return dim, keepdim, None

@@ -11,7 +11,6 @@ Under CuPy every tensor lives on the GPU, except one moved to the CPU (``x.cpu()
 PyTorch's does.
 """
 
-import operator
 
 import numpy
 
@@ -56,20 +55,6 @@ def legacy_type_name(dtype):
     name = type_name(dtype)
     return f"torch.{name}Tensor" if name in ("Byte", "Char", "Short", "Int", "Long", "Half", "Float", "Double") \
         else f"CPU{name}Type"
-
-
-def int_argument(value, op, name, position=None):
-    """An argument PyTorch's parser reads as an int: a Python or NumPy integer, or an integer tensor of one
-    element. A bool, a float, a floating tensor or a string is refused with PyTorch's TypeError, as
-    "multinomial(): argument 'num_samples' (position 2) must be int, not float" (without the position for
-    a function whose schema PyTorch names none, as "fft_fft(): argument 'dim' must be int, not tuple")."""
-    if not isinstance(value, (bool, numpy.bool_)):
-        try:
-            return operator.index(value)
-        except TypeError:
-            pass
-    where = "" if position is None else f" (position {position})"
-    raise TypeError(f"{op}(): argument '{name}'{where} must be int, not {type(value).__name__}")
 
 
 def tensors_only(op, input, other, other_name="other"):
@@ -226,7 +211,7 @@ def _to_or_from_meta(x, where):
 
 
 @names("cpu", function=False)
-def cpu(x, memory_format=None):
+def cpu(x, *, memory_format=None):
     return to(x, "cpu")
 
 

@@ -24,7 +24,7 @@ from .axes import dim_index, normalize_dims
 from .conversion import refuse_kinds, type_name
 from .elementwise import row_major
 from .indexing import Gather
-from .names import names
+from .names import names, refusing_none
 from .outputs import accumulate_dtype, check_pair_out_dtypes, write_out
 from .reductions import spread
 from .splitting import narrow, select
@@ -222,6 +222,7 @@ class Prod(Primitive):
 
 
 @names("prod")
+@refusing_none("dim")
 def prod(input, dim=None, keepdim=False, *, dtype=None, out=None):
     """y = the product of input's elements (over dim); exact gradient where input holds zeros."""
     if isinstance(dim, (tuple, list)):  # (PyTorch's prod takes one dim, unlike sum)

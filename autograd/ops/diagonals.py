@@ -12,8 +12,8 @@ from ..primitive import Primitive, named_node, node_named
 from ..tensor import Tensor
 from . import elementwise, shape
 from .arranging import movedim
-from .axes import dim_index
-from .conversion import int_argument, refuse_kinds
+from .axes import dim_index, int_argument
+from .conversion import refuse_kinds
 from .names import names
 from .outputs import write_out
 

@@ -10,6 +10,7 @@ from ..primitive import node_named
 from ..tensor import Tensor
 from . import norms
 from .arranging import broadcast_tensors
+from .axes import dim_index
 from .conversion import type_name
 from .elementwise import where
 from .names import names
@@ -55,6 +56,7 @@ def cosine_similarity(x1, x2, dim=1, eps=1e-8):
     x1, x2 = x1.to(common), x2.to(common)
     if x1.shape != x2.shape:
         x1, x2 = broadcast_tensors(x1, x2)
+    dim = dim_index(dim, x1.ndim)  # (one int: None, a bool or a tuple is refused, as PyTorch's)
     norm1 = clamped_below_in_value(vector_norm(x1, 2, dim, keepdim=True), eps)
     norm2 = clamped_below_in_value(vector_norm(x2, 2, dim, keepdim=True), eps)
     return ((x1 / norm1) * (x2 / norm2)).sum(dim)

@@ -90,7 +90,7 @@ def max(input, *args, out=None, **kwargs):
     if other is not None:
         return write_out(input.maximum(other), out)
     refuse_out_overlap(input, out)
-    return write_out(input.max(dim=dim, keepdim=keepdim), out, same_dtype=True)
+    return write_out(input.max() if dim is None else input.max(dim, keepdim), out, same_dtype=True)
 
 
 def min(input, *args, out=None, **kwargs):
@@ -100,7 +100,7 @@ def min(input, *args, out=None, **kwargs):
     if other is not None:
         return write_out(input.minimum(other), out)
     refuse_out_overlap(input, out)
-    return write_out(input.min(dim=dim, keepdim=keepdim), out, same_dtype=True)
+    return write_out(input.min() if dim is None else input.min(dim, keepdim), out, same_dtype=True)
 
 
 # (the overloads are told apart by how dim came, which a Python signature cannot say: PyTorch's documented one,

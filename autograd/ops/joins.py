@@ -8,7 +8,7 @@ from ..errors import ShapeError
 from ..primitive import Primitive, named_node
 from ..sparse_layout import is_sparse
 from ..tensor import Tensor
-from .axes import normalize_dims
+from .axes import dim_index, normalize_dims
 from .conversion import type_name
 from .elementwise import row_major
 from .layouts import stored_channels_last
@@ -121,7 +121,7 @@ def cat(tensors, dim=0, *, out=None):
     kept = [t for t in tensors if t.shape != (0,)]
     if not kept:  # only legacy empties: nothing to join, along whatever dim
         return write_out(Cat.apply(*tensors, dim=0), out)
-    axis = normalize_dims(dim, kept[0].ndim)[0]
+    axis = dim_index(dim, kept[0].ndim)  # (an int: None, a bool or a tuple is refused, as PyTorch's)
     first = kept[0].shape
     for t in kept[1:]:
         if t.ndim != len(first):

@@ -116,6 +116,44 @@ def refusing_arrays(function):
     return _standing_for(call, function)
 
 
+def keyword_overload(keyword):
+    """For an op PyTorch overloads with a form taking ``keyword`` and every other argument after the tensor by
+    keyword (``sort(input, *, stable, dim=-1, descending=False)`` beside ``sort(input, dim=-1, descending=False)``):
+    ``keyword`` beside an argument given by position is refused with PyTorch's TypeError, as its parser matches
+    neither form. The op keeps the signature PyTorch documents."""
+
+    def wrap(op):
+        def call(input, *args, **kwargs):
+            if args and keyword in kwargs:
+                raise TypeError(f"{op.__name__}() received an invalid combination of arguments - got {len(args)} "
+                                f"positional argument(s) after the tensor and {keyword}=: PyTorch's "
+                                f"{op.__name__}(input, *, {keyword}, ...) takes every other argument by keyword")
+            return op(input, *args, **kwargs)
+
+        return _standing_for(call, op)
+
+    return wrap
+
+
+def refusing_none(parameter):
+    """For an op whose default ``parameter=None`` stands for PyTorch's overload without it (``median(input)`` beside
+    ``median(input, int dim, bool keepdim=False)``): a None given for it, by position or keyword, is refused with
+    PyTorch's TypeError, as its parser matches neither overload, rather than read as the one without."""
+
+    def wrap(op):
+        position = parameter_names(op).index(parameter)
+
+        def call(*args, **kwargs):
+            if (args[position] if len(args) > position else kwargs.get(parameter, 0)) is None:
+                raise TypeError(f"{op.__name__}(): argument '{parameter}' must be int, not NoneType (leave it out "
+                                f"for {op.__name__}(input) over every element)")
+            return op(*args, **kwargs)
+
+        return _standing_for(call, op)
+
+    return wrap
+
+
 def pickled_by_name(function, module_name, name):
     """``function``, findable by pickle (which stores a function as its module and qualified name) under
     ``module_name.name`` where its own names lead elsewhere: a wrapper here claims its op's names, and a function

@@ -21,7 +21,7 @@ from .axes import dim_index, int_or_ints, normalize_dims
 from .conversion import require_scalar_type, tensors_only, type_name
 from .elementwise import Where, row_major
 from .half_linalg import low_precision, refuses_half
-from .names import names
+from .names import names, refusing_none
 from .outputs import write_out
 from .reductions import spread
 from .selection import zero_gradient
@@ -123,7 +123,7 @@ def _refuse_empty_reduction(x, ord, dim):
     preamble = f"linalg.vector_norm cannot compute the {float(ord):g} norm on"
     if dim is None or (isinstance(dim, (tuple, list)) and len(dim) == 0):
         raise RuntimeError(f"{preamble} an empty tensor because the operation does not have an identity")
-    for d in int_or_ints(dim):
+    for d in int_or_ints(dim, "dim"):
         if x.shape[dim_index(d, x.ndim)] == 0:  # (PyTorch writes no space before "because")
             raise RuntimeError(f"{preamble} the dimension {d}because this dimension is empty and the operation "
                                "does not have an identity")
@@ -315,6 +315,7 @@ def frobenius_norm(input, dim, keepdim=False, *, out=None):
 
 
 @names("nuclear_norm", method=False)
+@refusing_none("dim")
 def nuclear_norm(input, dim=None, keepdim=False, *, out=None):
     """Σσ, the sum of the singular values, of each matrix over ``dim`` (the last two by default;
     torch.nuclear_norm, deprecated in PyTorch for linalg.matrix_norm). As PyTorch's overloads,

@@ -153,7 +153,7 @@ def _correction(unbiased, correction):
     return 0 if unbiased is False else 1
 
 
-def var(x, dim=None, unbiased=None, keepdim=False, correction=None):
+def var(x, dim=None, unbiased=None, keepdim=False, *, correction=None):
     """y = Σ |x_i - mean|² / (n - correction); correction 1 (unbiased) by default, as PyTorch.
     x.var(False) is PyTorch's var(unbiased) overload. PyTorch's node saves x (ours keep x - mean)."""
     dim, unbiased = unbiased_overload("var", dim, unbiased, keepdim, correction)
@@ -189,7 +189,7 @@ def variance(x, dim, unbiased, keepdim, correction, name):
         return sum(squares, axes, keepdim) * math.inf
 
 
-def std(x, dim=None, unbiased=None, keepdim=False, correction=None):
+def std(x, dim=None, unbiased=None, keepdim=False, *, correction=None):
     """y = √var; where var is 0 (equal values) the gradient is 0, as PyTorch's, not 0 · ∞ = NaN.
     x.std(False) is PyTorch's std(unbiased) overload."""
     dim, unbiased = unbiased_overload("std", dim, unbiased, keepdim, correction)
@@ -375,6 +375,8 @@ class LogSumExp(Primitive):
 
 
 def logsumexp(input, dim, keepdim=False, *, out=None):
+    if dim is None:  # (a dim is required: None is not every dim here, as PyTorch's parser says)
+        raise TypeError("logsumexp(): argument 'dim' must be tuple of ints, not NoneType")
     x = floating(input)  # integers and bools: the default dtype (PyTorch's), not NumPy's float64
     return write_out(LogSumExp.apply(x, axes=normalize_dims(dim, x.ndim), keepdim=keepdim), out)
 

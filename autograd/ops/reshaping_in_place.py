@@ -146,12 +146,13 @@ def _storage_from(input):
 
 
 @names("resize_as_", function=False)
-def resize_as_(input, other, memory_format=None):
-    """input.resize_(other.shape, memory_format=...); preserve_format lays input out in other's suggested
-    memory format (channels-last where other is stored so, row-major otherwise)."""
+def resize_as_(input, the_template, *, memory_format=None):
+    """input.resize_(the_template.shape, memory_format=...) (PyTorch's keyword names the tensor the_template);
+    preserve_format lays input out in the template's suggested memory format (channels-last where it is stored so,
+    row-major otherwise)."""
     if memory_format is not None and memory_format.name == "preserve_format":
-        memory_format = suggested_format(other._data) or contiguous_format
-    return resize_(input, Size(other.shape), memory_format=memory_format)
+        memory_format = suggested_format(the_template._data) or contiguous_format
+    return resize_(input, Size(the_template.shape), memory_format=memory_format)
 
 
 @names("resize", function=False)

@@ -21,7 +21,8 @@ from ..memory_order import fills_in_memory_order
 from ..primitive import Primitive
 from ..random import random_bounds_checked, rounded_up
 from ..tensor import Tensor
-from .conversion import int_argument, refuse_kinds, type_name
+from .axes import int_argument
+from .conversion import refuse_kinds, type_name
 from .layouts import laid_out
 from .names import names
 from .outputs import write_out

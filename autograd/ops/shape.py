@@ -186,8 +186,11 @@ def broadcast_view(x, shape):
 
 
 def _size_at(i, n, op, name="size"):
-    """Argument i of a list of sizes as an int, or PyTorch's TypeError."""
+    """Argument i of a list of sizes as an int, or PyTorch's TypeError. (A bool is refused first, as PyTorch's
+    parser, which tells a list of ints by its first element: x.repeat(True, 1) is refused, x.flip(0, True) is not.)"""
     try:
+        if i == 0 and isinstance(n, bool):
+            raise TypeError
         return operator.index(n)
     except TypeError:
         raise TypeError(f"{op}(): argument '{name}' failed to unpack the object at pos {i + 1} with error \"type must "
@@ -494,7 +497,8 @@ def _squeeze(input, dim=None):
 
 
 @names("expand", function=False)
-def _expand(x, *sizes, size=None):
+def _expand(x, *sizes, size=None, implicit=False):
+    """(implicit: PyTorch's mark, for its tracer, of an expand it made itself to broadcast; the view is the same.)"""
     return _new_view(x, expand(x, sizes_or_keyword(sizes, "size", size)), "ExpandBackward0")
 
 

@@ -22,7 +22,7 @@ from .axes import dim_index
 from .conjugation import refuse_unordered
 from .conversion import legacy_type_name, refuse_kinds, type_name
 from .indexing import Gather
-from .names import names
+from .names import keyword_overload, names, refusing_none
 from .outputs import check_pair_out_dtypes, refuse_out_overlap, write_out
 from .promotion import promoted_dtype
 from .reductions import Extremum
@@ -93,6 +93,7 @@ def _sort_order(input, axis, descending, stable):
 
 
 @names("sort")
+@keyword_overload("stable")
 def sort(input, dim=-1, descending=False, *, stable=None, out=None):
     """(values, indices): input sorted along dim, and where each value came from (equal values in
     PyTorch's order: see _sort_order). ``stable`` given (True or False) is PyTorch's other overload, whose node is
@@ -106,6 +107,7 @@ def sort(input, dim=-1, descending=False, *, stable=None, out=None):
 
 
 @names("argsort")
+@keyword_overload("stable")
 def argsort(input, dim=-1, descending=False, *, stable=False):
     """The indices that sort input along dim (int64), as sort's."""
     _refuse_complex(input, "Sort")
@@ -300,6 +302,7 @@ def _median(input, dim, keepdim, skip_nan):
 
 
 @names("median")
+@refusing_none("dim")
 def median(input, dim=None, keepdim=False, *, out=None):
     """The median: the lower of the two middle elements for an even count (as PyTorch), over all
     elements or, with dim, (values, indices) along it. A NaN makes its slice's median NaN."""
@@ -326,6 +329,7 @@ def _median_out_complaint(which, expected, got):
 
 
 @names("nanmedian")
+@refusing_none("dim")
 def nanmedian(input, dim=None, keepdim=False, *, out=None):
     """median ignoring NaN (NaN only where a slice holds nothing else)."""
     _check_median_out(input, out)

@@ -17,7 +17,8 @@ A window of one point is [1]; of none, empty. Computed in float64, returned in `
 
 from ..backend import get_default_dtype, xp
 from ..tensor import Tensor
-from .conversion import int_argument, type_name
+from .axes import int_argument
+from .conversion import type_name
 from .names import names
 
 
@@ -33,7 +34,7 @@ def _overload_prefix(name, given):
 
 
 def _window(name, window_length, periodic, dtype, requires_grad, formula):
-    window_length = int_argument(window_length, name, "window_length", 1)
+    window_length = int_argument(window_length, name, "window_length", 1, arrays=False)
     if window_length < 0:
         raise RuntimeError(f"{name} requires non-negative window_length, got window_length={window_length}")
     dtype = dtype or get_default_dtype()
