@@ -5,7 +5,8 @@ scatter_add_, aggregated with scatter_reduce_ 'amax' and 'mean'), SO(3) exponent
 to matrices, Kabsch alignment through the SVD with its reflection fix, real spherical harmonics to degree 2 with a
 Bessel radial basis and cosine cutoff; a contractive autoencoder whose penalty is the encoder's Jacobian from
 torch.autograd.functional.jacobian with strategy='forward-mode' (PyTorch's result stays in the graph and trains
-the encoder: chainrule's did not until this session), and a damped Newton step from functional.hessian and hvp.
+the encoder: chainrule's did not until this session), a damped Newton step from functional.hessian and hvp, and
+torch.func.linearize's output as a training loss (chainrule's was detached until this session).
 Without PyTorch each test checks an equivariance, an identity or a closed form."""
 
 import math
@@ -246,3 +247,31 @@ def test_newton_step():
     x = x.numpy().astype(np.float64)
     p = 1 / (1 + np.exp(-x @ w))
     np.testing.assert_allclose(H, x.T @ (x * (p * (1 - p))[:, None]) / 20 + 0.02 * np.eye(5), rtol=1e-10, atol=1e-14)
+
+
+# ---------------------------------------------------------------- torch.func.linearize inside a training step
+def linearized_training(m):
+    torch, nn, F = m.torch, m.nn, m.F
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, _ = batch(m, 6)
+    x = x.double()
+    target = torch.zeros(6, 2, dtype=torch.float64)
+    direction = torch.ones(6, 5, dtype=torch.float64) / 5
+    log = []
+    for step in range(3):
+        optimizer.zero_grad()
+        out, jvp_fn = torch.func.linearize(model, x)
+        sensitivity = jvp_fn(direction).detach().abs().mean()  # (a diagnostic: how fast the output moves along it)
+        loss = F.mse_loss(out, target)
+        loss.backward()
+        optimizer.step()
+        log.append((loss.item(), sensitivity.item(), out.requires_grad))
+    return log, [p.detach() for p in model.parameters()]
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore:Attempted to insert a get_attr Node")  # (PyTorch's tracing)
+def test_linearize_output_in_training():
+    log, params = run_both(linearized_training, **F64)[0]
+    assert all(requires for *_, requires in log) and log[2][0] < log[0][0]  # the output trains the model
