@@ -144,6 +144,23 @@ def test_vmap_by_hand():
     assert autograd.vmap is func.vmap
 
 
+def test_linearize_output_stays_in_the_callers_graph():
+    """PyTorch's linearize returns func(*primals) itself: a loss on the output trains the weights func closed over
+    and reaches primals that require grad. d sum(tanh(W x)) / dW = (1 - tanh(W x)^2) x^T."""
+    w_array, x_array = np.array([[0.3, -0.2], [0.5, 0.1]]), np.array([1.5, -0.5])
+    w = autograd.tensor(w_array, requires_grad=True)
+    x = autograd.tensor(x_array, requires_grad=True)
+    output, jvp_fn = func.linearize(lambda v: (w @ v).tanh(), x)
+    assert output.requires_grad
+    output.sum().backward()
+    h = np.tanh(w_array @ x_array)
+    np.testing.assert_allclose(w.grad.numpy(), (1 - h**2)[:, None] * x_array[None, :], rtol=1e-12)
+    np.testing.assert_allclose(x.grad.numpy(), (1 - h**2) @ w_array, rtol=1e-12)
+    np.testing.assert_allclose(jvp_fn(t([1.0, 0.0])).detach().numpy(), (1 - h**2) * w_array[:, 0], rtol=1e-12)
+    with autograd.no_grad():
+        assert not func.linearize(lambda v: (w @ v).tanh(), x)[0].requires_grad
+
+
 def test_jvp_linearize_and_batch_norm_replacement():
     x, v = t([0.5, 2.0]), t([1.0, -1.0])
     output, tangent = func.jvp(lambda x: x**3, (x,), (v,))

@@ -199,6 +199,63 @@ def test_forward_mode_jacobian_with_vectorize_gives_the_reverse_mode_values():
     np.testing.assert_allclose(forward.numpy(), np.diag(np.exp(A)))
 
 
+def test_forward_mode_jacobian_stays_in_the_graph_of_what_requires_grad():
+    """PyTorch's forward-mode Jacobian is a tangent computed by recorded ops: under grad mode a backward through it
+    reaches the weights the function closed over (a Jacobian penalty trains them), and the inputs that require grad;
+    it is detached where it depends on neither, and under no_grad. Values by hand: J = diag(1 - tanh(Wx)^2) W,
+    so d sum(J) / dW[i, k] = -2 t_i (1 - t_i^2) x_k sum_j W[i, j] + (1 - t_i^2), t = tanh(Wx)."""
+    w_array = RNG.standard_normal((3, 3))
+    w = autograd.tensor(w_array, requires_grad=True)
+    x = autograd.tensor(A)
+    jac = functional.jacobian(lambda v: (w @ v).tanh(), x, strategy="forward-mode", vectorize=True)
+    assert jac.requires_grad
+    jac.sum().backward()
+    t = np.tanh(w_array @ A)
+    expected = (-2 * t * (1 - t**2) * w_array.sum(1))[:, None] * A[None, :] + (1 - t**2)[:, None]
+    np.testing.assert_allclose(w.grad.numpy(), expected, rtol=1e-12)
+
+    x_grad = autograd.tensor(A, requires_grad=True)
+    jac = functional.jacobian(lambda v: v.exp(), x_grad, strategy="forward-mode", vectorize=True)
+    jac.sum().backward()  # d/dx sum(diag(e^x)) = e^x
+    np.testing.assert_allclose(x_grad.grad.numpy(), np.exp(A), rtol=1e-12)
+    assert x_grad.is_leaf and not x.requires_grad
+
+    c = autograd.tensor(B, requires_grad=True)
+    scaled, shifted, own = (functional.jacobian(g, x, strategy="forward-mode", vectorize=True)
+                            for g in (lambda v: v * c, lambda v: v.tanh() + c, lambda v: v.tanh()))
+    assert scaled.requires_grad and not shifted.requires_grad and not own.requires_grad
+    np.testing.assert_allclose(scaled.detach().numpy(), np.diag(B))
+    with autograd.no_grad():
+        assert not functional.jacobian(lambda v: (w @ v).tanh(), x, strategy="forward-mode",
+                                       vectorize=True).requires_grad
+    assert not functional.jacobian(lambda v: (w @ v).tanh(), x, vectorize=True).requires_grad  # (reverse mode)
+
+
+@pytest.mark.torch
+def test_forward_mode_jacobian_and_hessian_in_the_graph_as_pytorch(torch):
+    w_array = RNG.standard_normal((3, 3))
+    results = []
+    for module in (autograd, torch):
+        w = module.tensor(w_array, requires_grad=True)
+        c = module.tensor(B, requires_grad=True)
+        x = module.tensor(A)
+        f = module.autograd.functional
+
+        def fn(v, w=w):
+            return (w @ v).tanh()
+
+        jac = f.jacobian(fn, x, strategy="forward-mode", vectorize=True)
+        hess = f.hessian(lambda v, fn=fn: (fn(v) ** 3).sum(), x, outer_jacobian_strategy="forward-mode",
+                         vectorize=True)
+        pair = f.jacobian(lambda v, c=c: (v * c, v.exp()), x, strategy="forward-mode", vectorize=True)
+        flags = [jac.requires_grad, hess.requires_grad, [j.requires_grad for j in pair]]
+        (jac.sum() + hess.sum() + pair[0].sum()).backward()
+        results.append((flags, w.grad.numpy().copy(), c.grad.numpy().copy()))
+    assert results[0][0] == results[1][0] == [True, True, [True, False]]
+    np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-10)
+    np.testing.assert_allclose(results[0][2], results[1][2], rtol=1e-10)
+
+
 # -- grad and backward with PyTorch's full signatures -----------------------------------------------
 
 

@@ -211,7 +211,8 @@ def jacobian(func, inputs, create_graph=False, strict=False, vectorize=False, st
     """J[i][j] = d output_i / d input_j, of shape output_i.shape + input_j.shape.
 
     Computed row by row with reverse mode. ``vectorize`` and ``strategy="forward-mode"`` are
-    accepted with PyTorch's rules and give the same values (computed the same way here)."""
+    accepted with PyTorch's rules and give the same values (computed the same way here); forward mode's
+    result stays in the graph as PyTorch's does (``_as_forward_mode_records``)."""
     if strategy not in ("forward-mode", "reverse-mode"):
         raise AssertionError('Expected strategy to be either "forward-mode" or "reverse-mode". Hint: If your '
                              'function has more outputs than inputs, "forward-mode" tends to be more performant. '
@@ -231,11 +232,28 @@ def jacobian(func, inputs, create_graph=False, strict=False, vectorize=False, st
     if vectorize and strict:
         raise RuntimeError("torch.autograd.functional.jacobian: `strict=True` and `vectorized=True` are not "
                            "supported together. Please either set `strict=False` or `vectorize=False`.")
+    recorded = create_graph or (strategy == "forward-mode" and is_grad_enabled())
     with enable_grad():
-        inputs_tuple, inputs = _inputs(inputs, create_graph, "jacobian")
+        given = _as_tuple(inputs, "inputs", "jacobian")[1]
+        inputs_tuple, inputs = _inputs(inputs, recorded, "jacobian")
         outputs_tuple, outputs = _outputs(func, inputs, "jacobian", strict)
-        rows = tuple(_jacobian_of(i, y, inputs, create_graph, strict) for i, y in enumerate(outputs))
-    return _unpack(_finish(rows, create_graph), (outputs_tuple, inputs_tuple))
+        rows = tuple(_jacobian_of(i, y, inputs, recorded, strict) for i, y in enumerate(outputs))
+    if recorded and not create_graph:
+        rows = tuple(_as_forward_mode_records(row, given, inputs) for row in rows)
+    return _unpack(_finish(rows, recorded), (outputs_tuple, inputs_tuple))
+
+
+def _as_forward_mode_records(row, given, roots):
+    """One output's Jacobian as PyTorch's forward mode leaves it under grad mode: its tangents are computed by
+    recorded ops, so the Jacobian stays in the graph (a later backward through it reaches the weights the
+    function closed over, and the inputs) wherever an input requires grad or the Jacobian depends on a tensor
+    that does; otherwise it is detached, as reverse mode leaves it. Computed in reverse mode with the graph
+    kept, then cut where it reaches nothing outside the function's fresh inputs."""
+    from ..func.transforms import _reaches_outer_graph  # (the package's transforms import this module's package)
+
+    if _reaches_outer_graph(given, row, roots):
+        return row
+    return tuple(j.detach() for j in row)
 
 
 def _jacobian_of(i, output, inputs, create_graph, strict):

@@ -308,8 +308,9 @@ def jvp(func, primals, tangents, *, strict=False, has_aux=False):
 def linearize(func, *primals):
     """(func(*primals), jvp_fn): ``jvp_fn(*tangents)`` is J v at the primals, for any number of calls
     (each one is a jvp here; PyTorch's records the linear map once). The tangents must be shaped like
-    the primals: the same structure, shapes and dtypes."""
-    output = _detached(func(*primals))
+    the primals: the same structure, shapes and dtypes. The output is func's own, in the caller's graph
+    (PyTorch's evaluates func once more for it): a loss on it trains what func closed over."""
+    output = func(*primals)
     leaves, spec = tree_flatten(primals)
 
     def jvp_fn(*tangents):
