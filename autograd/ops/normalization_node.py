@@ -130,16 +130,20 @@ class AffineNormalization(Primitive):
         dL/d(x - μ) = g' σ⁻¹ + 2 (x - μ) · dL/dvar / n, where dL/dvar = Σ g' (x - μ) · -σ⁻³/2; then the
         mean's share, dL/dx = dL/d(x - μ) - Σ dL/d(x - μ) / n (the module's formula, rounded otherwise)."""
         dtype = centred.dtype.type
-        if weight is not None:
+        owned = weight is not None  # (g' = γ g a new array, which the passes below may write over)
+        if owned:
             grad = grad * weight._data.reshape(self.affine_shape)
         if self.grouped is not None:
             grad = grad.reshape(self.grouped)
-        grad_centred = grad * rstd
-        grad_variance = summed_over(grad * centred, self.axes)
+        product = grad * centred
+        grad_variance = summed_over(product, self.axes)
+        grad_centred = numpy.multiply(grad, rstd, out=grad) if owned else grad * rstd
         grad_variance *= dtype(-0.5)
         grad_variance *= rstd * rstd * rstd
         grad_variance /= dtype(self.count)  # (the second mean's gradient, spread over its terms)
-        share = centred * grad_variance  # (x - μ)² read twice: the share of each factor
+        # (x - μ)² read twice: the share of each factor, written over g' (x - μ), read only by its sum: each new
+        # array of this size is a page fault per 4 KiB, which took as long as the arithmetic
+        share = numpy.multiply(centred, grad_variance, out=product)
         grad_centred += share
         grad_centred += share
         grad_mean = summed_over(grad_centred, self.axes)
