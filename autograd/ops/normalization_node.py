@@ -149,7 +149,9 @@ class AffineNormalization(Primitive):
             grad = grad.reshape(self.grouped)
         product = grad * centred
         grad_variance = summed_over(product, self.axes)
-        grad_centred = numpy.multiply(grad, rstd, out=grad) if owned else grad * rstd
+        # (over g' where it is row-major, the layout g' σ⁻¹ would have: the sum of dL/d(x - μ) below reads its
+        # values in that order)
+        grad_centred = numpy.multiply(grad, rstd, out=grad) if owned and grad.flags.c_contiguous else grad * rstd
         grad_variance *= dtype(-0.5)
         grad_variance *= rstd * rstd * rstd
         grad_variance /= dtype(self.count)  # (the second mean's gradient, spread over its terms)
