@@ -61,7 +61,7 @@ def fits(input, *parameters):
 
 def _times(grad, normalized, scratch):
     """g x̂ (Tensors), into ``scratch`` (x's size, row-major) where g is row-major: the array ``grad * normalized``
-    makes then, written over one that is done with, without the page faults of a new one."""
+    makes then, written over one that is done with, where a new one cost about as much as the product."""
     if scratch is None or not grad._data.flags.c_contiguous:
         return grad * normalized
     return Tensor._make(numpy.multiply(grad._data, normalized._data, out=scratch.reshape(grad._data.shape)))
@@ -155,8 +155,8 @@ class AffineNormalization(Primitive):
         grad_variance *= dtype(-0.5)
         grad_variance *= rstd * rstd * rstd
         grad_variance /= dtype(self.count)  # (the second mean's gradient, spread over its terms)
-        # (x - μ)² read twice: the share of each factor, written over g' (x - μ), read only by its sum: each new
-        # array of this size is a page fault per 4 KiB, which took as long as the arithmetic
+        # (x - μ)² read twice: the share of each factor, written over g' (x - μ), read only by its sum: a new array
+        # of this size (2 MB) took about as long to make and first write (memory not yet in the cache) as a product
         share = numpy.multiply(centred, grad_variance, out=product)
         grad_centred += share
         grad_centred += share
