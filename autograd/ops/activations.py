@@ -268,15 +268,21 @@ class SiluGrad(Primitive):
     dL/dx = u g σ (1 - σ) (2 + x (1 - 2σ)), the derivative of σ (1 + x (1 - σ))."""
 
     def forward(self, g, x):
-        wide = half_as_float32(x)
+        wide, wide_g = half_as_float32(x), half_as_float32(g)
         one = wide.dtype.type(1)
-        sigmoid = xp.exp(-wide)
+        # each step written over the array the step before made (of x's layout), as far as the product with g, which
+        # takes it only where g is laid out as the new product would be (row-major): two new arrays, where there were
+        # five, each about as costly to make as a product. (A 0-d array's arithmetic gives scalars, which take no out=)
+        sigmoid = xp.negative(wide)
+        out = sigmoid if wide.ndim else None
+        sigmoid = xp.exp(sigmoid, out=out)
         sigmoid += one
-        sigmoid = one / sigmoid
+        sigmoid = xp.divide(one, sigmoid, out=out)
         factor = one - sigmoid  # 1 + x (1 - σ)
         factor *= wide
         factor += one
-        slope = half_as_float32(g) * sigmoid
+        row_major = out is not None and out.flags.c_contiguous and wide_g.flags.c_contiguous
+        slope = xp.multiply(wide_g, sigmoid, out=out if row_major and wide_g.dtype == wide.dtype else None)
         slope *= factor
         return slope.astype(g.dtype, copy=False)
 
