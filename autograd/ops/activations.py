@@ -268,7 +268,7 @@ class SiluGrad(Primitive):
     dL/dx = u g σ (1 - σ) (2 + x (1 - 2σ)), the derivative of σ (1 + x (1 - σ))."""
 
     def forward(self, g, x):
-        wide, wide_g = half_as_float32(x), half_as_float32(g)
+        wide = half_as_float32(x)
         one = wide.dtype.type(1)
         # each step written over the array the step before made (of x's layout), as far as the product with g, which
         # takes it only where g is laid out as the new product would be (row-major): two new arrays, where there were
@@ -281,8 +281,10 @@ class SiluGrad(Primitive):
         factor = one - sigmoid  # 1 + x (1 - σ)
         factor *= wide
         factor += one
-        row_major = out is not None and out.flags.c_contiguous and wide_g.flags.c_contiguous
-        slope = xp.multiply(wide_g, sigmoid, out=out if row_major and wide_g.dtype == wide.dtype else None)
+        if out is not None and out.flags.c_contiguous and g.flags.c_contiguous and g.dtype == x.dtype:
+            slope = xp.multiply(half_as_float32(g), sigmoid, out=out)
+        else:  # (NumPy writes this product over float16 g's float32 copy, a temporary, in that copy's layout)
+            slope = half_as_float32(g) * sigmoid
         slope *= factor
         return slope.astype(g.dtype, copy=False)
 
