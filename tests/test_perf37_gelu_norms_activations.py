@@ -1,5 +1,6 @@
-"""SiLU's and Hardswish's backward write their steps over arrays they made (session 37), where each step made a new
-one: the same values bit for bit as the previous rule (written out here in NumPy, as it was), over large random
+"""SiLU's and Hardswish's backward, ELU's (elu, selu, celu) and softplus's forward and backward write their steps over
+arrays they made (session 37), where each step made a new one: the same values bit for bit and the same layout as
+the previous rule (written out here in NumPy, as it was), over large random
 inputs with NaN, ±inf, ±0 and subnormals, in float16, float32 and float64, for x and dL/dy row-major, transposed or
 broadcast, at 0-d and below the size where ``select`` works on bits; ``select(..., over_x=True)`` is ``where``'s
 result written over x; and PyTorch's gradients where it is installed."""
@@ -10,7 +11,7 @@ import pytest
 import autograd
 import nn.functional as F
 from autograd.backend import select
-from autograd.ops.activations import SiluGrad
+from autograd.ops.activations import Elu, EluGrad, ScaledSoftplus, ScaledSoftplusGrad, SiluGrad
 from autograd.ops.hardswish import HardswishGrad
 
 
@@ -40,6 +41,73 @@ def _previous_hardswish_grad(g, x):
     if not np.isfinite(product).all():
         product = np.where(slope == 0, wide.dtype.type(0), product)
     return product.astype(g.dtype, copy=False)
+
+
+def _wide(array):
+    return array.astype(np.float32) if array.dtype == np.float16 else array
+
+
+def _previous_elu(x, alpha, scale, input_scale):
+    """Elu's forward before: the choice of the curve or the line a new array."""
+    wide = _wide(x)
+    number = wide.dtype.type
+    curve = np.expm1(wide * number(input_scale) if input_scale != 1 else wide)
+    curve *= number(alpha) * number(scale)
+    straight = wide * number(scale) if scale != 1 else wide
+    return select(wide < 0, curve, straight).astype(x.dtype, copy=False)
+
+
+def _previous_elu_grad(g, x, alpha, scale, input_scale):
+    wide, wide_g = _wide(x), _wide(g)
+    number = wide.dtype.type
+    coefficient = number(alpha) * number(scale)
+    if input_scale != 1:
+        slope = wide_g * number(input_scale)
+        slope *= coefficient
+    else:
+        slope = wide_g * coefficient
+    slope *= np.exp(wide * number(input_scale) if input_scale != 1 else wide)
+    straight = wide_g * number(scale) if scale != 1 else wide_g
+    return select(wide <= 0, slope, straight).astype(g.dtype, copy=False)
+
+
+def _previous_softplus(x, beta, threshold):
+    wide = _wide(x)
+    number = wide.dtype.type
+    scaled = wide * number(beta) if beta != 1 else wide
+    smooth = np.log1p(np.exp(-np.abs(scaled)))
+    smooth += np.maximum(scaled, 0)
+    if beta != 1:
+        smooth /= number(beta)
+    return select(scaled > number(threshold), wide, smooth).astype(x.dtype, copy=False)
+
+
+def _previous_softplus_grad(g, x, beta, threshold):
+    wide, wide_g = _wide(x), _wide(g)
+    number = wide.dtype.type
+    scaled = wide * number(beta) if beta != 1 else wide
+    exponential = np.exp(scaled)
+    slope = wide_g * exponential
+    exponential += 1
+    slope /= exponential
+    return select(scaled > number(threshold), wide_g, slope).astype(g.dtype, copy=False)
+
+
+ELU = dict(alpha=1.0, scale=1.0, input_scale=1.0)
+SELU = dict(alpha=1.6732632423543772, scale=1.0507009873554805, input_scale=1.0)
+CELU = dict(alpha=0.5, scale=1.0, input_scale=2.0)
+SOFTPLUS = [dict(beta=1.0, threshold=20.0), dict(beta=2.0, threshold=3.0)]
+UNARY = [(Elu, p, _previous_elu) for p in (ELU, SELU, CELU)] + [(ScaledSoftplus, p, _previous_softplus)
+                                                                  for p in SOFTPLUS]
+BINARY = [(EluGrad, p, _previous_elu_grad) for p in (ELU, SELU, CELU)] + [(ScaledSoftplusGrad, p,
+                                                                           _previous_softplus_grad) for p in SOFTPLUS]
+
+
+def _node(node, parameters):
+    made = node.__new__(node)
+    for name, value in parameters.items():
+        setattr(made, name, value)
+    return made
 
 
 def _values(shape, dtype, rng):
@@ -83,6 +151,27 @@ def test_backward_kernels_equal_the_previous_rule(node, previous, dtype, shape, 
     ours, expected = np.asarray(node.forward(node.__new__(node), g, x)), np.asarray(previous(g, x))
     _same(ours, expected)
     assert ours.strides == expected.strides  # (the layout too: a sum over the gradient reads it in that order)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("node, parameters, previous", UNARY + BINARY)
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("x_layout, g_layout", [("contiguous", "contiguous"), ("transposed", "contiguous"),
+                                                ("contiguous", "transposed"), ("contiguous", "broadcast")])
+def test_elu_and_softplus_kernels_equal_the_previous_rule(node, parameters, previous, dtype, shape, x_layout,
+                                                          g_layout):
+    binary = (node, parameters, previous) in BINARY
+    if (not shape or not binary) and g_layout != "contiguous" or not shape and x_layout != "contiguous":
+        pytest.skip("one layout only")
+    rng = np.random.default_rng(len(shape) + np.dtype(dtype).itemsize)
+    x = _laid_out(_values(shape, dtype, rng), x_layout)
+    g = _laid_out(_values(shape, dtype, rng), g_layout)
+    made = _node(node, parameters)
+    ours = np.asarray(made.forward(g, x) if binary else made.forward(x))
+    expected = np.asarray(previous(g, x, **parameters) if binary else previous(x, **parameters))
+    _same(ours, expected)
+    assert ours.strides == expected.strides
 
 
 @pytest.mark.parametrize("function", [F.silu, F.hardswish])

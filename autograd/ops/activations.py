@@ -64,7 +64,8 @@ class Elu(Primitive):
         curve = xp.expm1(wide * number(self.input_scale) if self.input_scale != 1 else wide)
         curve *= number(self.alpha) * number(self.scale)  # (α s rounded once, as PyTorch's negcoef)
         straight = wide * number(self.scale) if self.scale != 1 else wide
-        return select(wide < 0, curve, straight).astype(x.dtype, copy=False)
+        # (chosen over the curve's array where it is row-major: a new array cost about as much as a product)
+        return select(wide < 0, curve, straight, over_x=True).astype(x.dtype, copy=False)
 
     def backward(self, grad, y, x):
         return (EluGrad.apply(grad, x, alpha=self.alpha, scale=self.scale, input_scale=self.grad_input_scale),)
@@ -87,7 +88,7 @@ class EluGrad(Primitive):
             slope = wide_g * coefficient
         slope *= xp.exp(wide * number(self.input_scale) if self.input_scale != 1 else wide)
         straight = wide_g * number(self.scale) if self.scale != 1 else wide_g
-        return select(wide <= 0, slope, straight).astype(g.dtype, copy=False)
+        return select(wide <= 0, slope, straight, over_x=True).astype(g.dtype, copy=False)  # (as Elu's)
 
     def backward(self, u, z, g, x):
         params = dict(alpha=self.alpha, scale=self.scale, input_scale=self.input_scale)
@@ -211,7 +212,8 @@ class ScaledSoftplus(Primitive):
         smooth += xp.maximum(scaled, 0)
         if self.beta != 1:
             smooth /= number(self.beta)
-        return select(scaled > number(self.threshold), wide, smooth).astype(x.dtype, copy=False)
+        # (chosen over smooth's array where it is row-major, not a new one: not βx > threshold, so NaN keeps smooth)
+        return select(~(scaled > number(self.threshold)), smooth, wide, over_x=True).astype(x.dtype, copy=False)
 
     def backward(self, grad, y, x):
         return (ScaledSoftplusGrad.apply(grad, x, beta=self.beta, threshold=self.threshold),)
@@ -231,7 +233,7 @@ class ScaledSoftplusGrad(Primitive):
         slope = wide_g * exponential
         exponential += 1
         slope /= exponential
-        return select(scaled > number(self.threshold), wide_g, slope).astype(g.dtype, copy=False)
+        return select(~(scaled > number(self.threshold)), slope, wide_g, over_x=True).astype(g.dtype, copy=False)
 
     def backward(self, u, z, g, x):
         grad_g = ScaledSoftplusGrad.apply(u, x, beta=self.beta, threshold=self.threshold) if g.requires_grad else None
