@@ -139,18 +139,20 @@ def accumulate(ufunc, array, axis):
 _SIGNED = {1: numpy.int8, 2: numpy.int16, 4: numpy.int32, 8: numpy.int64}
 
 
-def select(condition, x, y):
+def select(condition, x, y, over_x=False):
     """``where(condition, x, y)`` for x and y of one dtype. On large NumPy arrays it works on their bits:
     y ^ ((x ^ y) & m), with m all ones where the condition holds. That is the same elements, NaN payloads and
     -0.0 included, without a branch per element. NumPy's ``where`` branches, and on a random mask (a ReLU's, an
     ELU's, a loss's) mispredicts: 0.47 ms for 131,072 float32 values against 0.05 ms here (NumPy's 0.09 ms on a mask
     mostly of one value). The mask is the condition's bytes negated (-1 where it holds), which NumPy widens with
     their sign as it goes: one array of the result's size is made, as ``where`` makes one (a second cost more in
-    fresh pages than all the arithmetic)."""
+    fresh pages than all the arithmetic); none with ``over_x``, where x is an array of the result's shape, row-major,
+    that the caller made and no longer needs: the result is then written over it (and returned)."""
     signed = _SIGNED.get(x.dtype.itemsize)
     if xp is numpy and signed is not None and x.dtype == y.dtype and max(condition.size, x.size, y.size) >= 8192:
         mask = numpy.negative(condition.view(numpy.int8))  # (True: 1 -> -1, all ones)
-        chosen = numpy.empty(numpy.broadcast_shapes(condition.shape, x.shape, y.shape), signed)
+        shape = numpy.broadcast_shapes(condition.shape, x.shape, y.shape)
+        chosen = x.view(signed) if over_x and x.shape == shape and x.flags.c_contiguous else numpy.empty(shape, signed)
         numpy.bitwise_xor(x.view(signed), y.view(signed), out=chosen)
         chosen &= mask
         chosen ^= y.view(signed)

@@ -64,7 +64,8 @@ class Elu(Primitive):
         curve = xp.expm1(wide * number(self.input_scale) if self.input_scale != 1 else wide)
         curve *= number(self.alpha) * number(self.scale)  # (α s rounded once, as PyTorch's negcoef)
         straight = wide * number(self.scale) if self.scale != 1 else wide
-        return select(wide < 0, curve, straight).astype(x.dtype, copy=False)
+        # (chosen over the curve's array where it is row-major: a new array cost about as much as a product)
+        return select(wide < 0, curve, straight, over_x=True).astype(x.dtype, copy=False)
 
     def backward(self, grad, y, x):
         return (EluGrad.apply(grad, x, alpha=self.alpha, scale=self.scale, input_scale=self.grad_input_scale),)
@@ -87,7 +88,7 @@ class EluGrad(Primitive):
             slope = wide_g * coefficient
         slope *= xp.exp(wide * number(self.input_scale) if self.input_scale != 1 else wide)
         straight = wide_g * number(self.scale) if self.scale != 1 else wide_g
-        return select(wide <= 0, slope, straight).astype(g.dtype, copy=False)
+        return select(wide <= 0, slope, straight, over_x=True).astype(g.dtype, copy=False)  # (as Elu's)
 
     def backward(self, u, z, g, x):
         params = dict(alpha=self.alpha, scale=self.scale, input_scale=self.input_scale)
@@ -211,7 +212,8 @@ class ScaledSoftplus(Primitive):
         smooth += xp.maximum(scaled, 0)
         if self.beta != 1:
             smooth /= number(self.beta)
-        return select(scaled > number(self.threshold), wide, smooth).astype(x.dtype, copy=False)
+        # (chosen over smooth's array where it is row-major, not a new one: not βx > threshold, so NaN keeps smooth)
+        return select(~(scaled > number(self.threshold)), smooth, wide, over_x=True).astype(x.dtype, copy=False)
 
     def backward(self, grad, y, x):
         return (ScaledSoftplusGrad.apply(grad, x, beta=self.beta, threshold=self.threshold),)
@@ -231,7 +233,7 @@ class ScaledSoftplusGrad(Primitive):
         slope = wide_g * exponential
         exponential += 1
         slope /= exponential
-        return select(scaled > number(self.threshold), wide_g, slope).astype(g.dtype, copy=False)
+        return select(~(scaled > number(self.threshold)), slope, wide_g, over_x=True).astype(g.dtype, copy=False)
 
     def backward(self, u, z, g, x):
         grad_g = ScaledSoftplusGrad.apply(u, x, beta=self.beta, threshold=self.threshold) if g.requires_grad else None
@@ -270,13 +272,21 @@ class SiluGrad(Primitive):
     def forward(self, g, x):
         wide = half_as_float32(x)
         one = wide.dtype.type(1)
-        sigmoid = xp.exp(-wide)
+        # each step written over the array the step before made (of x's layout), as far as the product with g, which
+        # takes it only where g is laid out as the new product would be (row-major): two new arrays, where there were
+        # five, each about as costly to make as a product. (A 0-d array's arithmetic gives scalars, which take no out=)
+        sigmoid = xp.negative(wide)
+        out = sigmoid if wide.ndim else None
+        sigmoid = xp.exp(sigmoid, out=out)
         sigmoid += one
-        sigmoid = one / sigmoid
+        sigmoid = xp.divide(one, sigmoid, out=out)
         factor = one - sigmoid  # 1 + x (1 - σ)
         factor *= wide
         factor += one
-        slope = half_as_float32(g) * sigmoid
+        if out is not None and out.flags.c_contiguous and g.flags.c_contiguous and g.dtype == x.dtype:
+            slope = xp.multiply(half_as_float32(g), sigmoid, out=out)
+        else:  # (NumPy writes this product over float16 g's float32 copy, a temporary, in that copy's layout)
+            slope = half_as_float32(g) * sigmoid
         slope *= factor
         return slope.astype(g.dtype, copy=False)
 

@@ -19,10 +19,12 @@ from .selection import selected
 
 def slope(x):
     """dy/dx at the array x: 0 for x ≤ -3, x/3 + 1/2 below 3, 1 otherwise (NaN included). Picked by bits
-    (backend.select: NumPy's where branches on each element; 3.1 -> 1.9 ms over 524,288 float32 values)."""
+    (backend.select: NumPy's where branches on each element; 3.1 -> 1.9 ms over 524,288 float32 values), each
+    choice written over x/3 + 1/2's array (no new one: each cost about as much as a product)."""
     inner = x / x.dtype.type(3)
     inner += x.dtype.type(0.5)
-    return select(x <= -3, xp.zeros((), x.dtype), select(x < 3, inner, xp.ones((), x.dtype)))
+    inner = select(x < 3, inner, xp.ones((), x.dtype), over_x=True)
+    return select(~(x <= -3), inner, xp.zeros((), x.dtype), over_x=True)  # (not x > -3: NaN keeps its 1)
 
 
 class Hardswish(Primitive):

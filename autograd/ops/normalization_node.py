@@ -59,6 +59,14 @@ def fits(input, *parameters):
             and all(p is None or p._data.dtype == data.dtype for p in parameters))
 
 
+def _times(grad, normalized, scratch):
+    """g x̂ (Tensors), into ``scratch`` (x's size, row-major) where g is row-major: the array ``grad * normalized``
+    makes then, written over one that is done with, where a new one cost about as much as the product."""
+    if scratch is None or not grad._data.flags.c_contiguous:
+        return grad * normalized
+    return Tensor._make(numpy.multiply(grad._data, normalized._data, out=scratch.reshape(grad._data.shape)))
+
+
 class AffineNormalization(Primitive):
     """y = γ x̂ + β, x̂ normalised over ``axes`` of x viewed as ``grouped`` (None: x's own shape; group norm's
     (N, groups, rest)), ``count`` values each; the inputs are x and then γ if ``weighted`` and β if ``shifted``,
@@ -99,17 +107,20 @@ class AffineNormalization(Primitive):
         weight = affine[0] if self.weighted else None
         bias = affine[-1] if self.shifted else None
         weighted = weight is not None and weight.requires_grad  # (γ's gradient reads x̂)
+        scratch = None  # (an array of x's size dL/dx no longer reads, for g x̂)
         if modes.grad_enabled:  # (create_graph, forward mode: the gradient a function of x, γ and β)
             normalized, rstd = self._recorded_statistics(x)
             grad_x = self._recorded_input_gradient(grad, normalized, rstd, weight, x.shape) if x.requires_grad \
                 else None
         else:
             normalized, centred, rstd = self._statistics(x, weighted)
-            grad_x = self._input_gradient(grad._data, centred, rstd, weight, x.shape) if x.requires_grad else None
+            grad_x, scratch = self._input_gradient(grad._data, centred, rstd, weight, x.shape) if x.requires_grad \
+                else (None, None)
             normalized = None if normalized is None else Tensor._make(normalized)
         grads = [grad_x]
         if weight is not None:
-            grads.append(self._parameter_gradient(grad * normalized, weight) if weight.requires_grad else None)
+            grads.append(self._parameter_gradient(_times(grad, normalized, scratch), weight) if weight.requires_grad
+                         else None)
         if bias is not None:
             grads.append(self._parameter_gradient(grad, bias) if bias.requires_grad else None)
         return tuple(grads)
@@ -128,24 +139,31 @@ class AffineNormalization(Primitive):
     def _input_gradient(self, grad, centred, rstd, weight, shape):
         """dL/dx as the composite's backward computed it, its passes in its order (bit for bit): with g' = γ g,
         dL/d(x - μ) = g' σ⁻¹ + 2 (x - μ) · dL/dvar / n, where dL/dvar = Σ g' (x - μ) · -σ⁻³/2; then the
-        mean's share, dL/dx = dL/d(x - μ) - Σ dL/d(x - μ) / n (the module's formula, rounded otherwise)."""
+        mean's share, dL/dx = dL/d(x - μ) - Σ dL/d(x - μ) / n (the module's formula, rounded otherwise). Returned
+        with an array of x's size it no longer reads, row-major (g's layout; None if it is not)."""
         dtype = centred.dtype.type
-        if weight is not None:
+        owned = weight is not None  # (g' = γ g a new array, which the passes below may write over)
+        if owned:
             grad = grad * weight._data.reshape(self.affine_shape)
         if self.grouped is not None:
             grad = grad.reshape(self.grouped)
-        grad_centred = grad * rstd
-        grad_variance = summed_over(grad * centred, self.axes)
+        product = grad * centred
+        grad_variance = summed_over(product, self.axes)
+        # (over g' where it is row-major, the layout g' σ⁻¹ would have: the sum of dL/d(x - μ) below reads its
+        # values in that order)
+        grad_centred = numpy.multiply(grad, rstd, out=grad) if owned and grad.flags.c_contiguous else grad * rstd
         grad_variance *= dtype(-0.5)
         grad_variance *= rstd * rstd * rstd
         grad_variance /= dtype(self.count)  # (the second mean's gradient, spread over its terms)
-        share = centred * grad_variance  # (x - μ)² read twice: the share of each factor
+        # (x - μ)² read twice: the share of each factor, written over g' (x - μ), read only by its sum: a new array
+        # of this size (2 MB) took about as long to make and first write (memory not yet in the cache) as a product
+        share = numpy.multiply(centred, grad_variance, out=product)
         grad_centred += share
         grad_centred += share
         grad_mean = summed_over(grad_centred, self.axes)
         grad_mean /= dtype(self.count)
         grad_centred -= grad_mean
-        return Tensor._make(grad_centred.reshape(shape))
+        return Tensor._make(grad_centred.reshape(shape)), product if product.flags.c_contiguous else None
 
     def _recorded_statistics(self, x):
         """x̂ and σ⁻¹ as functions of x, recorded (create_graph, forward mode): the composite's ops."""
