@@ -1,16 +1,14 @@
 """``Tensor``: an n-dimensional array that records the operations made with it.
 
-A Tensor wraps an array of the array module (``._data``). When it requires
-grad, every operation on it creates a ``Primitive`` node (``.grad_fn``) that
-remembers its inputs, so ``backward()`` can run the chain rule through them.
+A Tensor wraps an array of the array module (``._data``). When it requires grad, every operation on it creates a
+``Primitive`` node (``.grad_fn``) that remembers its inputs, so ``backward()`` can run the chain rule through them.
 Leaves (tensors made by the user) collect dL/dleaf in ``.grad``.
 
-The arithmetic lives in ``autograd.ops``: each op declares the Tensor methods,
-Python operators and ``autograd`` functions it provides (``autograd.ops.names``),
-so this file holds only what a tensor is: its array, its place in the graph,
-the one door through which its memory is written is a base class (``write_door.py``), how it is
-pickled and deep-copied another (``tensor_copying.py``), and its conversions to numbers, lists and NumPy
-arrays a third (``tensor_conversions.py``).
+The arithmetic lives in ``autograd.ops``: each op declares the Tensor methods, Python operators and ``autograd``
+functions it provides (``autograd.ops.names``), so this file holds only what a tensor is: its array, its place in
+the graph, the one door through which its memory is written is a base class (``write_door.py``), how it is pickled
+and deep-copied another (``tensor_copying.py``), and its conversions to numbers, lists and NumPy arrays a third
+(``tensor_conversions.py``).
 """
 
 import numbers
@@ -170,8 +168,7 @@ class Tensor(Conversions, Copying, WriteDoor):
             data, requires_grad, dtype = _legacy_arguments(data, requires_grad, dtype, more_sizes)
         self._data = as_array(data, dtype)
         self.grad_fn = None
-        self._version_cell = [0, 0, 0]  # [clock time of the last write, writes so far, the time of the one
-        # before]: shared by views (graph.bump_version)
+        self._version_cell = [0, 0, 0]  # [last write's clock time, writes, the one before's]: graph.bump_version
         self._shared = False  # the buffer may be held elsewhere (a hook saw it, a .grad stores it)
         self._requires_grad = False
         if modes.inference:  # (a factory or a constructor inside inference_mode)
@@ -323,8 +320,14 @@ class Tensor(Conversions, Copying, WriteDoor):
 
     def size(self, dim=None, *, axis=None):
         """The shape as a ``Size`` (PyTorch's), or its length along ``dim`` (NumPy's ``axis`` too, as PyTorch's)."""
-        dim = axis if dim is None else dim
-        return self.shape if dim is None else self._data.shape[dim]
+        dim, shape = axis if dim is None else dim, self._data.shape
+        if dim is None:
+            return self.shape
+        if type(dim) is not int or not -len(shape) <= dim < len(shape):  # (PyTorch's errors: ops/axes.py)
+            from .ops.axes import size_dim
+
+            dim = size_dim(dim, len(shape))
+        return shape[dim]
 
     def dim(self):
         return self.ndim
@@ -382,7 +385,7 @@ class Tensor(Conversions, Copying, WriteDoor):
             return bool(self._data.flags.c_contiguous)
         return self._data.ndim == len(order) and bool(self._data.transpose(order).flags.c_contiguous)
 
-    def contiguous(self, memory_format=None):
+    def contiguous(self, *, memory_format=None):
         """Itself when laid out so (row-major, or N, H, W, C for channels_last), else such a copy (recorded, as
         PyTorch's)."""
         if self.is_contiguous(memory_format):

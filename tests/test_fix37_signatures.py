@@ -176,3 +176,17 @@ def test_upsample_scale_factor_list_refused():
     assert nn.Upsample(scale_factor=(2,))(x).tolist() == [[[0.0, 0.0, 1.0, 1.0, 2.0, 2.0]]]
     assert nn.Upsample(scale_factor=2).scale_factor == 2.0
     assert F.interpolate(x, scale_factor=[2.0]).tolist() == [[[0.0, 0.0, 1.0, 1.0, 2.0, 2.0]]]  # (the function does)
+
+
+def test_size_reads_its_dim_as_pytorch_and_contiguous_takes_memory_format_by_keyword():
+    x = autograd.ones(2, 3)
+    assert (x.size(1), x.size(-1), x.size(autograd.tensor(1)), x.size(np.int64(0)), x.size(axis=1)) == (3, 3, 3, 2, 3)
+    with pytest.raises(TypeError, match="argument 'dim' \\(position 1\\) must be int, not bool"):
+        x.size(True)
+    with pytest.raises(IndexError, match=r"Dimension out of range \(expected to be in range of \[-2, 1\], but got 5\)"):
+        x.size(5)
+    with pytest.raises(IndexError, match="Dimension specified as 0 but tensor has no dimensions"):
+        autograd.tensor(1.0).size(0)
+    with pytest.raises(TypeError, match="positional argument"):
+        x.t().contiguous(autograd.contiguous_format)
+    assert x.t().contiguous(memory_format=autograd.contiguous_format).is_contiguous()

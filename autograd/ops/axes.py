@@ -47,6 +47,15 @@ def int_argument(value, op=None, name="dim", position=None, arrays=True):
     raise TypeError(f"{op or ''}{'(): ' if op else ''}argument '{name}'{where} must be int, not {type(value).__name__}")
 
 
+def size_dim(dim, ndim):
+    """``x.size(dim)``'s dim, read as PyTorch's parser reads it (True is no dim 1: int_argument), as an axis in
+    [0, ndim), with PyTorch's IndexError otherwise (a 0-d tensor has no dim at all for size)."""
+    dim = int_argument(dim, "size", "dim", 1, arrays=False)
+    if not ndim:
+        raise IndexError(f"Dimension specified as {dim} but tensor has no dimensions")
+    return dim_index(dim, ndim)
+
+
 def dim_index(dim, ndim):
     """One ``dim`` (negatives count from the end) as an axis in [0, ndim), with PyTorch's
     IndexError otherwise. A 0-d tensor accepts dims -1 and 0, as PyTorch's does. A dim is an int
