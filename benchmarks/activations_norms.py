@@ -8,13 +8,8 @@ Also prints the fraction of the result's and of dL/dx's elements equal bit for b
 random array), and the largest relative difference of each.
 """
 
-import argparse
-import os
-import sys
-import time
-
 import numpy as np
-from timing import optional  # (timing puts this checkout first on the path)
+from kernel_timing import backward_seconds, best_of_interleaved, header, main, ratio_cells, seconds, torch_on_one_thread
 
 import autograd
 import nn
@@ -59,11 +54,8 @@ def _steps(lib, tensor, call, x, parameters, g):
     def backward():
         inputs = [tensor(a, requires_grad=True) for a in (x, *parameters)]
         y = call(functional, *inputs)
-        grad = tensor(g)
-        start = time.process_time()
-        y.backward(grad)
-        return time.process_time() - start
-    return forward, backward
+        return backward_seconds(y, tensor(g))
+    return (lambda: seconds(forward)), backward
 
 
 def _values(lib, tensor, call, x, parameters, g):
@@ -80,31 +72,17 @@ def _agreement(ours, theirs):
 
 
 def report(rounds=7, only=None):
-    torch = optional("torch")
-    if torch is not None:
-        torch.set_num_threads(1)
+    torch = torch_on_one_thread()
     rng = np.random.default_rng(0)
-    lines = [f"load averages {' '.join(f'{v:.2f}' for v in os.getloadavg())}; OPENBLAS_NUM_THREADS="
-             f"{os.environ.get('OPENBLAS_NUM_THREADS')}; ms (process time, best of {rounds}), ratio ours/torch"]
-    lines.append(f"{'':32s} {'fwd':>16s} {'bwd':>16s}   equal bits y, dx (largest rel diff)")
+    lines = [header(rounds), f"{'':32s} {'fwd':>16s} {'bwd':>16s}   equal bits y, dx (largest rel diff)"]
     for label, (shape, parameter_shapes, call) in CASES.items():
         if only and not any(o in label for o in only):
             continue
         x, parameters = _arrays(rng, shape, parameter_shapes)
         g = rng.standard_normal(shape).astype(np.float32)
         libs = [(autograd, autograd.tensor)] + ([(torch, torch.tensor)] if torch is not None else [])
-        steps = [_steps(lib, tensor, call, x, parameters, g) for lib, tensor in libs]
-        best = [[float("inf")] * 2 for _ in libs]
-        for _ in range(rounds):  # interleaved: each round runs every library once
-            for k, (forward, backward) in enumerate(steps):
-                start = time.process_time()
-                forward()
-                best[k][0] = min(best[k][0], time.process_time() - start)
-                best[k][1] = min(best[k][1], backward())
-        cells = []
-        for j in range(2):
-            ours = best[0][j] * 1e3
-            cells.append(f"{ours:7.2f} ({ours / (best[1][j] * 1e3):4.2f}x)" if torch is not None else f"{ours:16.2f}")
+        timers = [_steps(lib, tensor, call, x, parameters, g) for lib, tensor in libs]
+        cells = ratio_cells(best_of_interleaved(timers, rounds))
         agreement = ""
         if torch is not None:
             pairs = zip(*(_values(lib, tensor, call, x, parameters, g) for lib, tensor in libs), strict=True)
@@ -114,8 +92,4 @@ def report(rounds=7, only=None):
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--only", nargs="+", help="run only the cases whose label holds one of these")
-    args = parser.parse_args(sys.argv[1:])
-    print(report(args.rounds, args.only))
+    main(report, __doc__)

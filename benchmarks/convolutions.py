@@ -8,13 +8,8 @@ adaptive average pooling. Process time, the best of several rounds, the two libr
 Also prints the largest absolute and relative difference from PyTorch of each result and gradient (float32).
 """
 
-import argparse
-import os
-import sys
-import time
-
 import numpy as np
-from timing import optional  # (timing puts this checkout first on the path)
+from kernel_timing import backward_seconds, best_of_interleaved, header, main, ratio_cells, seconds, torch_on_one_thread
 
 import autograd
 import nn
@@ -49,15 +44,6 @@ POOLINGS = {
 }
 
 
-def _process_best(fn, rounds):
-    best = float("inf")
-    for _ in range(rounds):
-        start = time.process_time()
-        fn()
-        best = min(best, time.process_time() - start)
-    return best
-
-
 def _steps(lib, name, x, w, kwargs):
     """Three closures: the forward alone, the backward to the input alone, to the weight alone (each
     backward's forward is made beforehand, outside the timing)."""
@@ -77,16 +63,9 @@ def _steps(lib, name, x, w, kwargs):
             a = x.detach().requires_grad_(which == "x")
             b = None if w is None else w.detach().requires_grad_(which == "w")
             y = call(a, b)
-            g = lib.ones_like(y)
-            start = time.process_time()
-            y.backward(g)
-            return time.process_time() - start
+            return backward_seconds(y, lib.ones_like(y))
         return run
-    return forward, backward_to("x"), (backward_to("w") if w is not None else None)
-
-
-def _best_backward(run, rounds):
-    return min(run() for _ in range(rounds))
+    return (lambda: seconds(forward)), backward_to("x"), (backward_to("w") if w is not None else None)
 
 
 def _differences(torch, name, xn, wn, kwargs):
@@ -104,13 +83,9 @@ def _differences(torch, name, xn, wn, kwargs):
 
 
 def report(rounds=7, only=None):
-    torch = optional("torch")
-    if torch is not None:
-        torch.set_num_threads(1)
+    torch = torch_on_one_thread()
     rng = np.random.default_rng(0)
-    lines = [f"load averages {' '.join(f'{v:.2f}' for v in os.getloadavg())}; OPENBLAS_NUM_THREADS="
-             f"{os.environ.get('OPENBLAS_NUM_THREADS')}; ms (process time, best of {rounds}), ratio ours/torch"]
-    lines.append(f"{'':40s} {'fwd':>16s} {'bwd x':>16s} {'bwd w':>16s}   rel diff y / dx / dw")
+    lines = [header(rounds), f"{'':40s} {'fwd':>16s} {'bwd x':>16s} {'bwd w':>16s}   rel diff y / dx / dw"]
     cases = {**CONVOLUTIONS, **{k: (v[0], v[1], None, v[2]) for k, v in POOLINGS.items()}}
     for label, (name, xshape, wshape, kwargs) in cases.items():
         if only and not any(o in label for o in only):
@@ -118,31 +93,12 @@ def report(rounds=7, only=None):
         xn = rng.standard_normal(xshape).astype(np.float32)
         wn = None if wshape is None else (rng.standard_normal(wshape) / np.sqrt(np.prod(wshape[1:]))).astype(np.float32)
         libs = [(autograd, autograd.tensor)] + ([(torch, torch.tensor)] if torch is not None else [])
-        steps = [_steps(lib, name, tensor(xn), None if wn is None else tensor(wn), kwargs) for lib, tensor in libs]
-        best = [[float("inf")] * 3 for _ in libs]
-        for _ in range(rounds):  # interleaved: each round runs every library once
-            for k, (forward, to_x, to_w) in enumerate(steps):
-                best[k][0] = min(best[k][0], _process_best(forward, 1))
-                best[k][1] = min(best[k][1], _best_backward(to_x, 1))
-                if to_w is not None:
-                    best[k][2] = min(best[k][2], _best_backward(to_w, 1))
-        cells = []
-        for j in range(3):
-            ours = best[0][j] * 1e3
-            if ours == float("inf"):
-                cells.append(f"{'-':>16s}")
-            elif torch is not None:
-                cells.append(f"{ours:7.2f} ({ours / (best[1][j] * 1e3):4.2f}x)")
-            else:
-                cells.append(f"{ours:16.2f}")
+        timers = [_steps(lib, name, tensor(xn), None if wn is None else tensor(wn), kwargs) for lib, tensor in libs]
+        cells = ratio_cells(best_of_interleaved(timers, rounds))
         diffs = "" if torch is None else " / ".join(f"{d:.1e}" for d in _differences(torch, name, xn, wn, kwargs))
         lines.append(f"{label:40s} {' '.join(cells)}   {diffs}")
     return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--only", nargs="+", help="run only the cases whose label holds one of these")
-    args = parser.parse_args(sys.argv[1:])
-    print(report(args.rounds, args.only))
+    main(report, __doc__)

@@ -9,13 +9,8 @@ round.
 Also prints the largest absolute difference from PyTorch of each result and gradient, over the largest |torch|.
 """
 
-import argparse
-import os
-import sys
-import time
-
 import numpy as np
-from timing import optional  # (timing puts this checkout first on the path)
+from kernel_timing import backward_seconds, best_of_interleaved, header, main, ratio_cells, seconds, torch_on_one_thread
 
 import autograd
 import nn
@@ -69,15 +64,6 @@ CASES = {
 }
 
 
-def _process_best(fn, rounds):
-    best = float("inf")
-    for _ in range(rounds):
-        start = time.process_time()
-        fn()
-        best = min(best, time.process_time() - start)
-    return best
-
-
 def _steps(lib, call, xn, extra):
     """Two closures: the forward alone, and the backward alone (its forward made beforehand, outside the
     timing), returning its seconds."""
@@ -91,11 +77,8 @@ def _steps(lib, call, xn, extra):
     def backward():
         a = x.detach().requires_grad_(True)
         y = call(F, a, other)
-        g = lib.ones_like(y)
-        start = time.process_time()
-        y.backward(g)
-        return time.process_time() - start
-    return forward, backward
+        return backward_seconds(y, lib.ones_like(y))
+    return (lambda: seconds(forward)), backward
 
 
 def _differences(torch, call, xn, extra):
@@ -112,37 +95,20 @@ def _differences(torch, call, xn, extra):
 
 
 def report(rounds=7, only=None):
-    torch = optional("torch")
-    if torch is not None:
-        torch.set_num_threads(1)
+    torch = torch_on_one_thread()
     rng = np.random.default_rng(0)
-    lines = [f"load averages {' '.join(f'{v:.2f}' for v in os.getloadavg())}; OPENBLAS_NUM_THREADS="
-             f"{os.environ.get('OPENBLAS_NUM_THREADS')}; ms (process time, best of {rounds}), ratio ours/torch"]
-    lines.append(f"{'':40s} {'fwd':>16s} {'bwd':>16s}   rel diff y / dx")
+    lines = [header(rounds), f"{'':40s} {'fwd':>16s} {'bwd':>16s}   rel diff y / dx"]
     for label, (call, shape, extra) in CASES.items():
         if only and not any(o in label for o in only):
             continue
         xn = rng.standard_normal(shape).astype(np.float32)
         target = None if extra is None else rng.integers(0, extra[1], extra[0])
         libs = [autograd] + ([torch] if torch is not None else [])
-        steps = [_steps(lib, call, xn, target) for lib in libs]
-        best = [[float("inf")] * 2 for _ in libs]
-        for _ in range(rounds):  # interleaved: each round runs every library once
-            for k, (forward, backward) in enumerate(steps):
-                best[k][0] = min(best[k][0], _process_best(forward, 1))
-                best[k][1] = min(best[k][1], backward())
-        cells = []
-        for j in range(2):
-            ours = best[0][j] * 1e3
-            cells.append(f"{ours:7.2f} ({ours / (best[1][j] * 1e3):4.2f}x)" if torch is not None else f"{ours:16.2f}")
+        cells = ratio_cells(best_of_interleaved([_steps(lib, call, xn, target) for lib in libs], rounds))
         diffs = "" if torch is None else " / ".join(f"{d:.1e}" for d in _differences(torch, call, xn, target))
         lines.append(f"{label:40s} {' '.join(cells)}   {diffs}")
     return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--only", nargs="+", help="run only the cases whose label holds one of these")
-    args = parser.parse_args(sys.argv[1:])
-    print(report(args.rounds, args.only))
+    main(report, __doc__)
