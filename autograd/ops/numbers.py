@@ -53,6 +53,7 @@ class Ldexp(Primitive):
     is 3.4e8, as PyTorch's, where x · pow(2, e) gives NaN and inf."""
 
     pytorch_name = "LdexpBackward0"
+    saved_input_readers = ((), (0,))  # x for no gradient (dL/dx reads e alone), e (an integer) for dL/dx
 
     def forward(self, x, exponent):
         with errstate(over="ignore"):
