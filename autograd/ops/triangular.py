@@ -56,6 +56,7 @@ class SolveTriangular(Primitive):
     dL/dB = T⁻ᴴ (dL/dX),   dL/dA = tri(-(dL/dB) Xᴴ)"""
 
     saves_output = True
+    saved_input_readers = ((0, 1), ())  # A for both gradients; B for none (dL/dA reads X), as PyTorch's node saves
     handles_complex = True  # (written with ᴴ)
 
     def forward(self, a, b):
