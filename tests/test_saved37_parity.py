@@ -193,3 +193,17 @@ def test_lu_solve_keeps_its_pivots():
     pivots.zero_()
     with pytest.raises(RuntimeError, match=r"\[torch.IntTensor \[3\]\] is at version 1; expected version 0"):
         X.sum().backward()
+
+
+def test_triangular_solve_keeps_b():
+    """torch.triangular_solve(b, A)'s TriangularSolveBackward0 saves b (linalg.solve_triangular's node does not):
+    writing b after the forward refuses the backward; writing A's copy, the second result, does not."""
+    A = autograd.tensor(np.triu(_well_conditioned(3)), requires_grad=True)
+    b = autograd.tensor(_arrays((3, 2))[0], requires_grad=True)
+    rhs = b * 1
+    with pytest.warns(UserWarning, match="triangular_solve is deprecated"):
+        solution, copy = autograd.triangular_solve(rhs, A)
+    copy.add_(1)
+    rhs.add_(1)
+    with pytest.raises(RuntimeError, match=r"\[torch.DoubleTensor \[3, 2\]\] is at version 1; expected version 0"):
+        solution.sum().backward()

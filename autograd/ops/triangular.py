@@ -117,5 +117,7 @@ def triangular_solve(input, A, upper=True, transpose=False, unitriangular=False,
     require_same_dtype(input, A, ("b", "A"))
     coefficient = A.mT if transpose else A
     solution = solve_triangular(coefficient, input, upper=upper != bool(transpose), unitriangular=unitriangular)
-    result = TriangularSolveResult(named_node(solution, None, "TriangularSolveBackward0", (input, A)), A.clone())
+    # (PyTorch's node saves b, which solve_triangular's does not: writing it after the forward refuses the backward)
+    result = TriangularSolveResult(named_node(solution, None, "TriangularSolveBackward0", (input, A), saves=(input,)),
+                                   A.clone())
     return write_out(result, out)
