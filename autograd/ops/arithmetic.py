@@ -182,7 +182,9 @@ def mul(input, other, *, out=None):
 class RoundedDiv(Primitive):
     """z = x / y rounded toward zero ('trunc') or down ('floor'): piecewise constant, dL/dx = dL/dy = 0"""
 
-    saves_inputs = False  # backward needs no input's values
+    # backward reads no values, but PyTorch's DivBackward2 saves y, and x where y needs a gradient: writing one
+    # in place after the forward refuses the backward there, as PyTorch's
+    saved_input_readers = ((1,), (0, 1))
 
     def forward(self, x, y):
         _refuse_integer_division_by_zero(x, y)
@@ -374,4 +376,8 @@ def addcdiv(input, tensor1, tensor2, *number_first, value=1, out=None):
     tensor1, tensor2 = in_common_dtype(input, tensor1, tensor2)
     # value · tensor1 first, then the division, as PyTorch's kernel orders it (the quotient scaled after rounded
     # otherwise: a few hundredths of the results a unit off)
-    return write_out(input + (tensor1 if value == 1 else tensor1 * value) / tensor2, out)
+    result = input + (tensor1 if value == 1 else tensor1 * value) / tensor2
+    # what PyTorch's AddcdivBackward0 saves, where the quotient's node keeps value · tensor1: tensor2, and tensor1
+    # where tensor2 needs a gradient (writing one in place after the forward refuses the backward, as there)
+    return write_out(named_node(result, None, None, saves=(tensor2, tensor1) if tensor2.requires_grad else
+                                (tensor2,)), out)

@@ -219,6 +219,13 @@ def _bias_grad(grad, bias):
     return grad.sum((0, 2, 3)) if bias is not None and bias.requires_grad else None
 
 
+# what a convolution's node counts as saved: its two operands, whichever gradient is wanted (PyTorch's
+# ConvolutionBackward0 keeps both: writing either after the forward refuses the backward), and not the bias, whose
+# gradient reads its shape alone (so a bias updated in place between the forward and the backward is allowed, as
+# PyTorch allows it). Readers by position: -1 is the bias where one is given, else the weight again.
+_OPERANDS_SAVED = ((0, 1, -1), (0, 1, -1), ())
+
+
 class Conv2d(_ConvParams, Primitive):
     """y[n,o,i,j] = Σ_{c,p,q} w[o,c,p,q] x_pad[n, g(o)·C/G + c, i·s+p·d, j·s+q·d] + b[o];
     dL/dx = ConvTranspose2d(dL/dy, w),   dL/dw = Conv2dWeightGrad(x, dL/dy),   dL/db = Σ_{n,i,j} dL/dy
@@ -229,6 +236,7 @@ class Conv2d(_ConvParams, Primitive):
 
     pytorch_name = "ConvolutionBackward0"
     cols = out = None
+    saved_input_readers = _OPERANDS_SAVED
     handles_complex = True  # (bilinear: each operand's gradient takes the other's conjugate, as PyTorch's)
 
     def forward(self, x, weight, bias=None):
@@ -283,6 +291,7 @@ class ConvTranspose2d(_ConvParams, Primitive):
 
     pytorch_name = "ConvolutionBackward0"
     handles_complex = True  # (bilinear: the other operand's conjugate, as Conv2d)
+    saved_input_readers = _OPERANDS_SAVED
 
     def forward(self, g, weight, bias=None):
         n, channels, h, w = g.shape

@@ -416,4 +416,6 @@ def diff(input, n=1, dim=-1, prepend=None, append=None, *, out=None):
             x = Tensor._make(x._data[before + (slice(1, None),)] ^ x._data[before + (slice(None, -1),)])
         else:
             x = x[before + (slice(1, None),)] - x[before + (slice(None, -1),)]
+    if x is input:  # n = 0: a new tensor, as PyTorch's (writing the result in place leaves the input alone)
+        x = input.clone()
     return write_out(x, out)

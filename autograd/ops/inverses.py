@@ -113,6 +113,7 @@ class Solve(Primitive):
     """X = A⁻¹ B (B a batch of matrices);   dL/dB = A⁻ᵀ (dL/dX),   dL/dA = -(dL/dB) Xᵀ"""
 
     saves_output = True
+    saved_input_readers = ((0, 1), ())  # A for both gradients; B for none (dL/dA reads X): PyTorch's saves A and X
     handles_complex = True  # (ᵀ read as ᴴ: PyTorch's complex gradient)
 
     def forward(self, a, b):

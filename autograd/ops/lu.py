@@ -244,7 +244,8 @@ def lu_solve(LU, pivots, B, *, left=True, adjoint=False, out=None):
     refuse_unbroadcastable(B.shape[:-2], LU.shape[:-2])  # (the batch dims, in PyTorch's order: B's, then A's)
     if not left:  # X A = B ⇔ Aᴴ Xᴴ = Bᴴ (and X Aᴴ = B ⇔ A Xᴴ = Bᴴ)
         X = lu_solve(LU, pivots, B.mH, adjoint=not adjoint).mH
-        return write_out(named_node(X, None, "LinalgLuSolveBackward0", (LU, B)), out, same_dtype=True)
+        return write_out(named_node(X, None, "LinalgLuSolveBackward0", (LU, B), saves=(pivots,)), out,
+                         same_dtype=True)
     P = Tensor._make(permutation(pivots._data, n, LU.dtype))
     if adjoint:  # Aᴴ = Uᴴ Lᴴ Pᵀ
         Y = solve_triangular(LU.mH, B, upper=False)
@@ -252,7 +253,9 @@ def lu_solve(LU, pivots, B, *, left=True, adjoint=False, out=None):
     else:
         Y = solve_triangular(LU, P.mT @ B, upper=False, unitriangular=True)
         X = solve_triangular(LU, Y, upper=True)
-    return write_out(named_node(X, None, "LinalgLuSolveBackward0", (LU, B)), out, same_dtype=True)  # (PyTorch's)
+    # (PyTorch's node, which saves the pivots: P made of them here, writing them after the forward refuses the backward
+    # as there)
+    return write_out(named_node(X, None, "LinalgLuSolveBackward0", (LU, B), saves=(pivots,)), out, same_dtype=True)
 
 
 @names("lu_solve")

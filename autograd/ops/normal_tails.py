@@ -176,6 +176,7 @@ class Ndtri(Primitive):
 
     pytorch_name = "SpecialNdtriBackward0"  # (PyTorch's node for it)
     saves_output = True
+    saves_inputs = False  # (dL/dx reads y alone: PyTorch's node saves y, and x may be written after the forward)
 
     def forward(self, x):
         return ndtri(x).astype(x.dtype)

@@ -280,8 +280,8 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     if fits(input, weight, bias):  # (one node: its values are the composite's below, bit for bit)
         return AffineNormalization.apply(*affine_inputs(input, weight, bias), axes=axes, grouped=None,
                                          count=math.prod(normalized_shape), eps=eps, affine_shape=normalized_shape,
-                                         weighted=weight is not None, shifted=bias is not None,
-                                         pytorch_name="NativeLayerNormBackward0")
+                                         weighted=weight is not None, shifted=bias is not None, bias_saved=True,
+                                         pytorch_name="NativeLayerNormBackward0")  # (its node keeps β: SavesNoShift)
     # PyTorch's kernel normalises a contiguous input (expect_contiguous): its output is row-major whatever the
     # input's layout (ConvNeXt's permuted feature maps), so a view of it shares its memory
     normalized, _, _ = normalize(input.contiguous(), axes, eps)

@@ -67,7 +67,23 @@ def _times(grad, normalized, scratch):
     return Tensor._make(numpy.multiply(grad._data, normalized._data, out=scratch.reshape(grad._data.shape)))
 
 
-class AffineNormalization(Primitive):
+class SavesNoShift:
+    """What a normalisation's node counts as saved: x and γ, whichever gradient is wanted, and β only where
+    PyTorch's node saves it (``bias_saved``: layer norm's does; batch, group and instance norm's do not, β's
+    gradient reading its shape alone), so a β updated in place between the forward and the backward is allowed
+    where PyTorch allows it. (A property: read only where a saved input was written, or under saved-tensor hooks.)"""
+
+    bias_saved = False
+
+    @property
+    def saved_input_readers(self):
+        if self.bias_saved or not self.shifted:
+            return None
+        every = tuple(range(len(self.inputs)))
+        return (every,) * (len(every) - 1) + ((),)
+
+
+class AffineNormalization(SavesNoShift, Primitive):
     """y = γ x̂ + β, x̂ normalised over ``axes`` of x viewed as ``grouped`` (None: x's own shape; group norm's
     (N, groups, rest)), ``count`` values each; the inputs are x and then γ if ``weighted`` and β if ``shifted``,
     both reshaped to ``affine_shape`` to broadcast against x. The module's docstring has the maths.
@@ -192,7 +208,7 @@ class AffineNormalization(Primitive):
         self.normalized = self.centred = self.rstd = None
 
 
-class RunningNormalization(Primitive):
+class RunningNormalization(SavesNoShift, Primitive):
     """y = γ x̂ + β, x̂ = (x - m) σ⁻¹, with statistics given (batch norm in evaluation: the running mean m and
     σ⁻¹ = (running var + eps)^(-1/2), arrays of ``affine_shape`` made by the caller, constants of the node);
         dL/dx = (γ g) σ⁻¹,   dL/dγ = Σ g x̂,   dL/dβ = Σ g

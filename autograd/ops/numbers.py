@@ -47,21 +47,31 @@ _integers("lcm", xp.lcm)
 
 
 class Ldexp(Primitive):
-    """y = x · 2^e for an integer exponent e, exactly;   dL/dx = dL/dy · 2^e (the gradient's ldexp, as exact)
+    """y = x · 2^e;   dL/dx = dL/dy · 2^e,   dL/de = dL/dy · y · ln 2 (a floating e; an integer e has none)
 
-    No 2^e is formed, so nothing overflows before the product does: in float32, 0 · 2^128 is 0 and 1e-30 · 2^128
-    is 3.4e8, as PyTorch's, where x · pow(2, e) gives NaN and inf."""
+    An integer e scales x exactly: no 2^e is formed, so nothing overflows before the product does: in float32,
+    0 · 2^128 is 0 and 1e-30 · 2^128 is 3.4e8, as PyTorch's, where x · pow(2, e) gives NaN and inf (the gradient's
+    ldexp, as exact). A floating e: x · pow(2, e), as PyTorch computes it. As PyTorch's LdexpBackward0 the node saves
+    y and e (for dL/dx), not x: x may be written in place after the forward."""
 
     pytorch_name = "LdexpBackward0"
+    saves_output = True  # (dL/de reads y: PyTorch's node saves it whatever needs a gradient)
+    saved_input_readers = ((), (0,))  # x for no gradient, e for dL/dx
 
     def forward(self, x, exponent):
+        if exponent.dtype.kind == "f":  # (NumberPow's power of two, then Mul's product: the composite's values)
+            return x * xp.asarray(2.0, dtype=exponent.dtype) ** exponent
         with errstate(over="ignore"):
             return xp.ldexp(x, _ldexp_exponent(exponent))
 
     def backward(self, grad, y, x, exponent):
-        with errstate(over="ignore"):
-            scaled = xp.ldexp(grad._data, _ldexp_exponent(exponent._data))
-        return unbroadcast(Tensor._make(scaled), x), None
+        if exponent._data.dtype.kind != "f":
+            with errstate(over="ignore"):
+                scaled = xp.ldexp(grad._data, _ldexp_exponent(exponent._data))
+            return unbroadcast(Tensor._make(scaled), x), None
+        grad_x = unbroadcast(grad * 2.0 ** exponent, x) if x.requires_grad else None
+        grad_exponent = unbroadcast(grad * y * math.log(2.0), exponent) if exponent.requires_grad else None
+        return grad_x, grad_exponent
 
 
 def _ldexp_exponent(exponent):
@@ -82,6 +92,8 @@ def ldexp(input, other, *, out=None):
             and input.dtype.kind == "f":  # (integers scaled are PyTorch's input · pow(2, other): 0 · 2^200 is NaN)
         return write_out(Ldexp.apply(input, other), out)
     input, other = _floating_pair(input, other)
+    if input._data.dtype.kind == "f" and input._data.dtype.itemsize >= 4:  # (float16 and complex: the composite)
+        return write_out(Ldexp.apply(input, other), out)
     return write_out(input * (2.0 ** other), out)
 
 

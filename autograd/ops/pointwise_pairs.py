@@ -195,6 +195,9 @@ class Lerp(Primitive):
     """
 
     handles_complex = True
+    # start and end only for dL/dweight; the weight whichever gradient is wanted (PyTorch's LerpBackward1 saves it
+    # for dL/dstart and dL/dend alike, start and end only where the weight needs a gradient)
+    saved_input_readers = ((2,), (2,), (0, 1, 2))
 
     def forward(self, start, end, weight):
         if start.dtype == xp.float16:  # in float32, rounded once, as PyTorch's kernel
@@ -293,6 +296,7 @@ class Copysign(Primitive):
     even where x does not require grad."""
 
     saves_output = True
+    saved_input_readers = ((0,), ())  # x only for dL/dx, y for none: PyTorch's node saves x where x needs a gradient
 
     def forward(self, x, y):
         return xp.copysign(x, y)  # (a NaN's sign bit copied too, as PyTorch's)
@@ -358,4 +362,7 @@ def fmin(input, other, *, out=None):
     tensors_only("fmin", input, other)
     input, other = promote(input, other)  # (shapes that do not broadcast: the comparison raises PyTorch's error)
     refuse_complex_extremum(input, "fmin")
-    return write_out(where((input <= other) | other.isnan(), input, other), out)
+    # (the choice is made here, so the node reads neither; PyTorch's FminBackward0 saves both: writing one in
+    # place after the forward refuses the backward, as there)
+    return write_out(named_node(where((input <= other) | other.isnan(), input, other), None, None,
+                                saves=(input, other)), out)

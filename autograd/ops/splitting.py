@@ -6,6 +6,7 @@ where the piece came from, 0 elsewhere.
 """
 
 import operator
+import weakref
 
 from ..backend import int64
 from ..sparse_layout import is_sparse
@@ -82,6 +83,10 @@ def not_views(pieces):
     and no base, so writing one in place leaves what was saved of another valid. The unsafe_* forms (PyTorch's:
     the caller answers for such writes, as the name says), and the outputs of a primitive that returns several
     tensors as one flat array (a recurrent layer's y, h_n, c_n: PyTorch's kernel gives separate tensors)."""
+    base = pieces[0]._base if pieces else None
+    if base is not None and base._views is not None:  # nor views a write to the input re-derives (a new set, not
+        unsafe = {id(piece) for piece in pieces}  # WeakSet.discard, which compares tensors by ==)
+        base._views = weakref.WeakSet(view for view in base._views if id(view) not in unsafe)
     for piece in pieces:
         piece._version_cell = [0, 0, 0]
         piece._base = piece._view_chain = piece._made_by_function = None

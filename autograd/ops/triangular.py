@@ -56,6 +56,7 @@ class SolveTriangular(Primitive):
     dL/dB = T⁻ᴴ (dL/dX),   dL/dA = tri(-(dL/dB) Xᴴ)"""
 
     saves_output = True
+    saved_input_readers = ((0, 1), ())  # A for both gradients; B for none (dL/dA reads X), as PyTorch's node saves
     handles_complex = True  # (written with ᴴ)
 
     def forward(self, a, b):
@@ -116,5 +117,7 @@ def triangular_solve(input, A, upper=True, transpose=False, unitriangular=False,
     require_same_dtype(input, A, ("b", "A"))
     coefficient = A.mT if transpose else A
     solution = solve_triangular(coefficient, input, upper=upper != bool(transpose), unitriangular=unitriangular)
-    result = TriangularSolveResult(named_node(solution, None, "TriangularSolveBackward0", (input, A)), A.clone())
+    # (PyTorch's node saves b, which solve_triangular's does not: writing it after the forward refuses the backward)
+    result = TriangularSolveResult(named_node(solution, None, "TriangularSolveBackward0", (input, A), saves=(input,)),
+                                   A.clone())
     return write_out(result, out)
