@@ -238,7 +238,7 @@ class Primitive(SavedTensorViews):
         (index_watching.py), or an input a composite's nodes do not keep (named_node's saves), as saved by this node,
         as PyTorch's node saves it: writing it in place after the forward then refuses the backward, as for y."""
         self.watched_outputs = (self.watched_outputs or ()) + ((tensor._version_cell, tuple(tensor.shape),
-                                                                 tensor._data.dtype),)
+                                                                 tensor._data.dtype, tensor.grad_fn),)
 
     def _unpacked(self):
         """The saved inputs and output (an array), through the unpack hook."""
@@ -344,9 +344,9 @@ class Primitive(SavedTensorViews):
                 if self.output_version[0] > self.created:
                     self._raise_modified(self.output_data.dtype, self.output_data.shape, self, self.output_version)
             if self.watched_outputs is not None:
-                for version, shape, dtype in self.watched_outputs:
+                for version, shape, dtype, made_by in self.watched_outputs:  # (made_by: the node the error names)
                     if version[0] > self.created:
-                        self._raise_modified(dtype, shape, None, version)
+                        self._raise_modified(dtype, shape, made_by, version)
             output_data = self.output_data
             if self.packed:
                 inputs, output_data = self._unpacked()

@@ -18,7 +18,7 @@ from autograd.index_watching import watches_arguments
 from autograd.meta import MetaArray, meta_array
 from autograd.ops.conversion import refuse_kinds, type_name
 from autograd.ops.elementwise import where
-from autograd.ops.losses import checked_reduction
+from autograd.ops.losses import checked_reduction, refuse_gradient_to
 from autograd.ops.losses import reduced as _reduce
 from autograd.ops.reductions import SoftmaxGrad, Sum, log_softmax_array, softmax_array
 from autograd.primitive import named_node
@@ -386,6 +386,8 @@ def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, r
 
 
 def _nll_loss(input, target, weight, ignore_index, reduction):
+    if weight is not None:
+        refuse_gradient_to("weight", weight, "nll_loss_forward")
     _refuse_non_tensor_scores("nll_loss", input, "nll_loss_out_frame", "nll_loss2d_forward_out_frame")
     target = target if isinstance(target, Tensor) else tensor_from(target)
     if _squeezed_batch_of_one(input, target):
@@ -498,6 +500,8 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
         if reduction == "sum":
             return -products.sum()
         return _reduce(-products.sum(dim), reduction)
+    if weight is not None:  # (class indices: nll_loss's weights, which have no derivative)
+        refuse_gradient_to("weight", weight, "nll_loss_forward")
     _check_class_indices("cross_entropy", input, target)
     if label_smoothing:
         return _smoothed_cross_entropy(input, target, weight, ignore_index, reduction, label_smoothing, class_shape)
@@ -512,9 +516,9 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
     ignored = None if weights is None else _ignored(target, ignore_index)
     # the target (its array is the labels') and class weights PyTorch's NllLossBackward0 saves, watched by the node
     # (Primitive.watch_output's entries, spelled out: this runs at every training step, where a call would count)
-    watched = ((target._version_cell, target._data.shape, target._data.dtype),)
+    watched = ((target._version_cell, target._data.shape, target._data.dtype, target.grad_fn),)
     if weight is not None:
-        watched += ((weight._version_cell, weight._data.shape, weight._data.dtype),)
+        watched += ((weight._version_cell, weight._data.shape, weight._data.dtype, weight.grad_fn),)
     if reduction == "none":
         nll = CrossEntropy.apply(rows, labels=labels, weights=weights, scale=1.0, reduce=False, ignored=ignored,
                                  at_labels=at_labels, class_last=class_last, watched_outputs=watched)

@@ -33,6 +33,7 @@ from autograd.ops.losses import (  # noqa: F401  (F.binary_cross_entropy_with_lo
     margin_ranking_loss,
     poisson_nll,
     read_reduction,
+    refuse_gradient_to,
     triplet_margin_loss,
 )
 from autograd.ops.losses import reduced as _reduce
@@ -184,6 +185,7 @@ def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=N
     """BCE on probabilities: L = -(1/m) Σ [y ln ŷ + (1 - y) ln(1 - ŷ)] (the lecture's).
     Prefer binary_cross_entropy_with_logits on raw scores: it is stabler."""
     reduction = checked_reduction(size_average, reduce, reduction)
+    refuse_gradient_to("weight", weight, "binary_cross_entropy")
     target = _same_shape("binary_cross_entropy", input, target)
     refuse_kinds(input, "binary_cross_entropy", "biuc")  # (PyTorch's kernel: floating loops only)
     if target.dtype != input.dtype:  # PyTorch does not cast it (an integer or float64 target is refused)
@@ -237,6 +239,7 @@ def _reduce_rows(losses, reduction):
 def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, size_average=None, reduce=None, reduction="mean"):
     """Multi-class hinge: ℓ_n = Σ_{i ≠ y} max(0, margin - x_y + x_i)^p / C (times w_y)."""
     reduction = checked_reduction(size_average, reduce, reduction)
+    refuse_gradient_to("weight", weight, "multi_margin_loss")
     if p not in (1, 2):
         raise ValueError(f"multi_margin_loss: only p = 1 and p = 2 are supported, got {p}")
     if weight is not None and weight.ndim != 1:

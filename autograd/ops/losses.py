@@ -13,7 +13,7 @@ import math
 import warnings
 
 from ..errors import ShapeError
-from ..graph import program_stacklevel
+from ..graph import modes, program_stacklevel
 from ..primitive import named_node
 from ..size import Size
 from ..tensor import Tensor, tensor_from
@@ -22,6 +22,16 @@ from .elementwise import where
 from .names import names
 from .pointwise_pairs import xlogy
 from .promotion import common_dtype
+
+
+def refuse_gradient_to(argument, tensor, kernel):
+    """PyTorch's refusal of an argument its kernel has no derivative for (the class weights of nll_loss, of
+    binary_cross_entropy, ...) given as a tensor that requires grad with grad mode on: its gradient would be
+    missing, with no word said. (Under no_grad, or detached, it is a constant, and taken.)"""
+    if isinstance(tensor, Tensor) and tensor.requires_grad and modes.grad_enabled:
+        raise RuntimeError(f"The function '{kernel}' is not differentiable with respect to argument '{argument}'. "
+                           f"This input cannot have requires_grad True. (Its {argument} of shape "
+                           f"{tuple(tensor.shape)} requires grad: pass {argument}.detach() to use it as a constant.)")
 
 
 def legacy_reduction(size_average, reduce, reduction):
@@ -104,6 +114,8 @@ def binary_cross_entropy_with_logits(input, target, weight=None, size_average=No
         ℓ = (1 - y) x + (1 + (pos_weight - 1) y) · softplus(-x)
     which equals -[pos_weight · y ln σ(x) + (1 - y) ln(1 - σ(x))] and never overflows."""
     reduction = checked_reduction(size_average, reduce, reduction)
+    refuse_gradient_to("weight", weight, "binary_cross_entropy_with_logits")
+    refuse_gradient_to("pos_weight", pos_weight, "binary_cross_entropy_with_logits")
     given_target = target  # (the user's tensor, saved by PyTorch's node with the input and weights)
     target = same_shape("binary_cross_entropy_with_logits", input, target)
     refuse_kinds(input, "log_sigmoid_cpu", "biuc")  # (-log σ(x), PyTorch's first check: real floating loops only;
