@@ -6,9 +6,7 @@ import importlib
 
 from ..tensor import Tensor
 from . import (  # noqa: F401  (each declares its names)
-    activations,
     arithmetic,
-    arranging,
     broadcasting,
     clamping,
     conjugation,

@@ -3,9 +3,10 @@ where its ops are defined): linear algebra's factorizations, the gamma family, s
 (``mm``, ``einsum``), the samplers (``bernoulli``, ``uniform_``), cumulative ops, splitting, diagonals,
 masking, statistics, the norms and distances, the normalizations (``layer_norm``, ``batch_norm``), embeddings,
 the bilinear map, pixel shuffling, the number-theoretic and number-format ops (``gcd``, ``frexp``, ``erfc``),
-``torch._check`` and its kin, DLPack, hashing, fake quantization, the STFT and the fused ``add*`` products. A
-training loop of an MLP needs none of them, and importing them all was more than a quarter of ``import
-autograd``'s own cost.
+``torch._check`` and its kin, DLPack, hashing, fake quantization, the STFT, the fused ``add*`` products, the
+activations beyond ReLU, sigmoid and tanh (``hardshrink``, ``prelu``, ``selu``, the piecewise-linear ones, GELU's
+nodes), and the repeating, reversing and dim-moving ops (``repeat``, ``flip``, ``movedim``). A training loop of an
+MLP needs none of them, and importing them all was more than a third of ``import autograd``'s own cost.
 
 Each name works before its module is loaded: ``x.svd()`` and ``autograd.Tensor.svd`` (a stand-in method of
 Tensor's, ops/__init__.py), ``autograd.svd`` (autograd's ``__getattr__``) and ``autograd.return_types.svd``
@@ -17,6 +18,7 @@ too.
 
 MODULES = {  # module of autograd.ops: {kind: its names, space-separated}
     "fourier": {}, "zeta": {}, "pooling": {}, "convolution": {}, "tie_orders": {}, "hardswish": {},  # (no names)
+    "piecewise_linear": {}, "gelu_tanh": {},
     "lu": {
         "methods": "lu lu_solve",
         "functions": "lu lu_solve lu_unpack",
@@ -179,6 +181,16 @@ MODULES = {  # module of autograd.ops: {kind: its names, space-separated}
     "runtime_checks": {
         "functions": ("_assert _assert_async _check _check_index _check_is_size _check_not_implemented "
                       "_check_tensor_all _check_type _check_value"),
+    },
+    "activations": {
+        "methods": "hardshrink prelu",
+        "functions": "celu celu_ hardshrink prelu rrelu rrelu_ selu selu_ threshold threshold_",
+    },
+    "arranging": {
+        "methods": ("adjoint broadcast_to flip fliplr flipud moveaxis movedim ravel repeat repeat_interleave roll "
+                    "rot90 swapaxes swapdims tile unflatten unfold"),
+        "functions": ("adjoint broadcast_shapes broadcast_tensors broadcast_to flip fliplr flipud moveaxis movedim "
+                      "ravel repeat repeat_interleave roll rot90 swapaxes swapdims tile unflatten unravel_index"),
     },
     "sampling": {
         "methods": "bernoulli multinomial",
