@@ -36,7 +36,8 @@ LAZY = ["graphviz", "html", "importlib.metadata", "numpy.polynomial", "numpy.ran
         "autograd.ops.distances", "autograd.ops.normalization", "autograd.ops.numbers", "autograd.ops.bilinear",
         "autograd.ops.embedding", "autograd.ops.pixel_shuffle", "autograd.ops.runtime_checks", "autograd.ops.strided",
         "autograd.ops.hardswish", "autograd.ops.activations", "autograd.ops.piecewise_linear",
-        "autograd.ops.gelu_tanh", "autograd.ops.arranging", "autograd.printing",
+        "autograd.ops.gelu_tanh", "autograd.ops.arranging", "autograd.ops.extrema", "autograd.ops.index_vectors",
+        "autograd.ops.normal_tails", "autograd.printing",
         "autograd.dispatching"]
 PACKAGES = ["autograd", "autograd.autograd", "nn", "nn.functional", "optim"]  # the ones with names on first use
 
@@ -74,7 +75,8 @@ def test_import_loads_none_of_them():
                                                 "autograd.ops.diagonals", "autograd.ops.sorting",
                                                 "autograd.ops.tie_orders", "autograd.ops.contractions",
                                                 "autograd.ops.norms", "autograd.ops.half_linalg",
-                                                "autograd.ops.arranging"]),
+                                                "autograd.ops.arranging", "autograd.ops.extrema",
+                                                "autograd.ops.index_vectors"]),
     ("import nn; nn.SyncBatchNorm", ["autograd.distributed", "autograd.serialization", "nn.sync_batchnorm",
                                      "nn.normalization", "autograd.ops.normalization"]),
     ("from nn.parallel import DistributedDataParallel", ["autograd.distributed", "autograd.serialization",
@@ -86,7 +88,8 @@ def test_import_loads_none_of_them():
                                                 "autograd.ops.inverses", "autograd.ops.triangular",
                                                 "autograd.ops.cumulative", "autograd.ops.splitting",
                                                 "autograd.ops.norms", "autograd.ops.half_linalg",
-                                                "autograd.ops.arranging"]),
+                                                "autograd.ops.arranging", "autograd.ops.extrema",
+                                                "autograd.ops.index_vectors"]),
     ("import autograd; autograd.Tensor.lgamma", ["autograd.ops.gamma"]),
     ("import autograd; autograd.arange(3).sort()", ["autograd.ops.sorting", "autograd.ops.tie_orders"]),
     ("import nn; nn.functional.pad", ["nn.padding"]),
@@ -98,8 +101,10 @@ def test_import_loads_none_of_them():
     ("from nn import LayerNorm", ["nn.normalization"]),  # (autograd.ops.normalization: with the first call)
     ("import nn; nn.functional.layer_norm", ["autograd.ops.normalization"]),
     ("import autograd, nn; nn.functional.normalize(autograd.ones(2, 2))",
-     ["autograd.ops.norms", "autograd.ops.half_linalg", "autograd.ops.distances", "autograd.ops.arranging"]),
-    ("import autograd; autograd.ones(2).norm()", ["autograd.ops.norms", "autograd.ops.half_linalg"]),
+     ["autograd.ops.norms", "autograd.ops.half_linalg", "autograd.ops.distances", "autograd.ops.arranging",
+      "autograd.ops.extrema", "autograd.ops.index_vectors"]),
+    ("import autograd; autograd.ones(2).norm()", ["autograd.ops.norms", "autograd.ops.half_linalg",
+                                                  "autograd.ops.extrema"]),
     ("import nn; nn.Embedding", ["nn.sparse", "autograd.ops.embedding", "autograd.ops.sorting",
                                  "autograd.ops.tie_orders"]),  # (nn.sparse holds EmbeddingBag: embedding_bags sorts)
     ("import nn; nn.functional.embedding", ["autograd.ops.embedding"]),
@@ -110,7 +115,11 @@ def test_import_loads_none_of_them():
     ("import autograd; autograd.empty_strided((2, 2), (1, 2))", ["autograd.ops.strided"]),
     ("import autograd, nn; nn.Hardswish()(autograd.ones(2))",
      ["autograd.ops.hardswish", "autograd.ops.piecewise_linear"]),
-    ("import autograd; autograd.arange(3).flip(0)", ["autograd.ops.arranging"]),
+    ("import autograd; autograd.arange(3).flip(0)", ["autograd.ops.arranging", "autograd.ops.index_vectors"]),
+    ("import autograd; autograd.ones(2, 3).amax(1)", ["autograd.ops.extrema"]),
+    ("import autograd; autograd.ones(3).index_select(0, autograd.tensor([0]))", ["autograd.ops.index_vectors"]),
+    ("import autograd; autograd.ones(2).erfinv()", ["autograd.ops.normal_tails"]),
+    ("import autograd; x = autograd.zeros(3); x[autograd.tensor([True, False, True])] = 1.0", []),
     ("import autograd; autograd.selu(autograd.ones(2))", ["autograd.ops.activations", "autograd.ops.piecewise_linear"]),
     ("import autograd, nn; nn.functional.gelu(autograd.ones(2))",
      ["autograd.ops.activations", "autograd.ops.piecewise_linear"]),
@@ -479,6 +488,11 @@ FIRST_USES = {  # each in a fresh interpreter: what loads, and what it gives
     "hasattr(Tensor, 'tril_')": ("import autograd\nresult = [hasattr(autograd.Tensor, 'tril_'), "
                                  "type(autograd.Tensor.__dict__['tril_']).__name__]", [True, "function"]),
     "autograd.ops.zeta": ("import autograd\nresult = autograd.ops.zeta.__name__", "autograd.ops.zeta"),
+    "x.amax": ("import autograd\nresult = autograd.tensor([[1.0, 5.0], [7.0, 2.0]]).amax(1).tolist()", [5.0, 7.0]),
+    "x.index_select": ("import autograd\nresult = autograd.tensor([4, 5, 6]).index_select(0, autograd.tensor([2, 0]))"
+                       ".tolist()", [6, 4]),
+    "special.ndtri": ("import autograd\nresult = autograd.special.ndtri(autograd.tensor([0.5, 0.975], "
+                      "dtype=autograd.float64)).tolist()", [0.0, 1.9599639845400538]),
     "x.repeat": ("import autograd\nresult = autograd.tensor([1, 2]).repeat(2).tolist()", [1, 2, 1, 2]),
     "autograd.movedim": ("import autograd\nresult = list(autograd.movedim(autograd.zeros(2, 3), 0, 1).shape)", [3, 2]),
     "F.hardshrink": ("import autograd, nn\nx = autograd.tensor([-1.0, 0.25, 2.0])\n"
