@@ -37,7 +37,7 @@ LAZY = ["graphviz", "html", "importlib.metadata", "numpy.polynomial", "numpy.ran
         "autograd.ops.embedding", "autograd.ops.pixel_shuffle", "autograd.ops.runtime_checks", "autograd.ops.strided",
         "autograd.ops.hardswish", "autograd.ops.activations", "autograd.ops.piecewise_linear",
         "autograd.ops.gelu_tanh", "autograd.ops.arranging", "autograd.ops.extrema", "autograd.ops.index_vectors",
-        "autograd.ops.normal_tails", "autograd.printing",
+        "autograd.ops.normal_tails", "autograd.ops.indexing", "autograd.printing",
         "autograd.dispatching"]
 PACKAGES = ["autograd", "autograd.autograd", "nn", "nn.functional", "optim"]  # the ones with names on first use
 
@@ -76,7 +76,7 @@ def test_import_loads_none_of_them():
                                                 "autograd.ops.tie_orders", "autograd.ops.contractions",
                                                 "autograd.ops.norms", "autograd.ops.half_linalg",
                                                 "autograd.ops.arranging", "autograd.ops.extrema",
-                                                "autograd.ops.index_vectors"]),
+                                                "autograd.ops.index_vectors", "autograd.ops.indexing"]),
     ("import nn; nn.SyncBatchNorm", ["autograd.distributed", "autograd.serialization", "nn.sync_batchnorm",
                                      "nn.normalization", "autograd.ops.normalization"]),
     ("from nn.parallel import DistributedDataParallel", ["autograd.distributed", "autograd.serialization",
@@ -89,9 +89,10 @@ def test_import_loads_none_of_them():
                                                 "autograd.ops.cumulative", "autograd.ops.splitting",
                                                 "autograd.ops.norms", "autograd.ops.half_linalg",
                                                 "autograd.ops.arranging", "autograd.ops.extrema",
-                                                "autograd.ops.index_vectors"]),
+                                                "autograd.ops.index_vectors", "autograd.ops.indexing"]),
     ("import autograd; autograd.Tensor.lgamma", ["autograd.ops.gamma"]),
-    ("import autograd; autograd.arange(3).sort()", ["autograd.ops.sorting", "autograd.ops.tie_orders"]),
+    ("import autograd; autograd.arange(3).sort()", ["autograd.ops.sorting", "autograd.ops.tie_orders",
+                                                    "autograd.ops.indexing"]),
     ("import nn; nn.functional.pad", ["nn.padding"]),
     ("import optim; optim.lr_scheduler.StepLR", ["optim.lr_scheduler", "optim.pytorch_helpers"]),
     ("import optim; optim.RMSprop", ["optim.rmsprop"]),
@@ -102,11 +103,12 @@ def test_import_loads_none_of_them():
     ("import nn; nn.functional.layer_norm", ["autograd.ops.normalization"]),
     ("import autograd, nn; nn.functional.normalize(autograd.ones(2, 2))",
      ["autograd.ops.norms", "autograd.ops.half_linalg", "autograd.ops.distances", "autograd.ops.arranging",
-      "autograd.ops.extrema", "autograd.ops.index_vectors"]),
+      "autograd.ops.extrema", "autograd.ops.index_vectors", "autograd.ops.indexing"]),
     ("import autograd; autograd.ones(2).norm()", ["autograd.ops.norms", "autograd.ops.half_linalg",
                                                   "autograd.ops.extrema"]),
+    # (nn.sparse holds EmbeddingBag: embedding_bags sorts)
     ("import nn; nn.Embedding", ["nn.sparse", "autograd.ops.embedding", "autograd.ops.sorting",
-                                 "autograd.ops.tie_orders"]),  # (nn.sparse holds EmbeddingBag: embedding_bags sorts)
+                                 "autograd.ops.tie_orders", "autograd.ops.indexing"]),
     ("import nn; nn.functional.embedding", ["autograd.ops.embedding"]),
     ("import autograd; autograd.ones(2).frexp()", ["autograd.ops.numbers"]),
     ("import autograd; autograd._check(True)", ["autograd.ops.runtime_checks"]),
@@ -115,9 +117,13 @@ def test_import_loads_none_of_them():
     ("import autograd; autograd.empty_strided((2, 2), (1, 2))", ["autograd.ops.strided"]),
     ("import autograd, nn; nn.Hardswish()(autograd.ones(2))",
      ["autograd.ops.hardswish", "autograd.ops.piecewise_linear"]),
-    ("import autograd; autograd.arange(3).flip(0)", ["autograd.ops.arranging", "autograd.ops.index_vectors"]),
+    ("import autograd; autograd.arange(3).flip(0)", ["autograd.ops.arranging", "autograd.ops.index_vectors",
+                                                     "autograd.ops.indexing"]),
     ("import autograd; autograd.ones(2, 3).amax(1)", ["autograd.ops.extrema"]),
-    ("import autograd; autograd.ones(3).index_select(0, autograd.tensor([0]))", ["autograd.ops.index_vectors"]),
+    ("import autograd; autograd.ones(2, 2).gather(1, autograd.zeros(2, 1, dtype=autograd.int64))",
+     ["autograd.ops.indexing"]),
+    ("import autograd; autograd.ones(3).index_select(0, autograd.tensor([0]))",
+     ["autograd.ops.index_vectors", "autograd.ops.indexing"]),
     ("import autograd; autograd.ones(2).erfinv()", ["autograd.ops.normal_tails"]),
     ("import autograd; x = autograd.zeros(3); x[autograd.tensor([True, False, True])] = 1.0", []),
     ("import autograd; autograd.selu(autograd.ones(2))", ["autograd.ops.activations", "autograd.ops.piecewise_linear"]),
@@ -488,6 +494,8 @@ FIRST_USES = {  # each in a fresh interpreter: what loads, and what it gives
     "hasattr(Tensor, 'tril_')": ("import autograd\nresult = [hasattr(autograd.Tensor, 'tril_'), "
                                  "type(autograd.Tensor.__dict__['tril_']).__name__]", [True, "function"]),
     "autograd.ops.zeta": ("import autograd\nresult = autograd.ops.zeta.__name__", "autograd.ops.zeta"),
+    "x.gather": ("import autograd\nresult = autograd.tensor([[1, 2], [3, 4]]).gather(1, autograd.tensor([[1], [0]]))"
+                 ".tolist()", [[2], [3]]),
     "x.amax": ("import autograd\nresult = autograd.tensor([[1.0, 5.0], [7.0, 2.0]]).amax(1).tolist()", [5.0, 7.0]),
     "x.index_select": ("import autograd\nresult = autograd.tensor([4, 5, 6]).index_select(0, autograd.tensor([2, 0]))"
                        ".tolist()", [6, 4]),

@@ -18,7 +18,6 @@ from . import (  # noqa: F401  (each declares its names)
     functions,
     in_place_arithmetic,
     index_errors,
-    indexing,
     linalg,
     losses,
     operators,

@@ -6,7 +6,8 @@ the bilinear map, pixel shuffling, the number-theoretic and number-format ops (`
 ``torch._check`` and its kin, DLPack, hashing, fake quantization, the STFT, the fused ``add*`` products, the
 activations beyond ReLU, sigmoid and tanh (``hardshrink``, ``prelu``, ``selu``, the piecewise-linear ones, GELU's
 nodes), the repeating, reversing and dim-moving ops (``repeat``, ``flip``, ``movedim``), the index-vector ops
-(``index_select``, ``index_add``, ``take``, ``put``), ``amax``/``amin`` and the NaN-skipping reductions, and the
+(``index_select``, ``index_add``, ``take``, ``put``) and gathering and scattering along a dim (``gather``,
+``scatter_add``), ``amax``/``amin`` and the NaN-skipping reductions, and the
 Gaussian's tails (``special.ndtri``, ``log_ndtr``, ``erfcx``). A training loop of an MLP needs none of them, and
 importing them all was more than a third of ``import autograd``'s own cost.
 
@@ -188,6 +189,11 @@ MODULES = {  # module of autograd.ops: {kind: its names, space-separated}
         "methods": "amax amin aminmax nanmean nansum",
         "functions": "amax amin aminmax nanmean nansum",
         "return_types": "aminmax aminmax_out",
+    },
+    "indexing": {
+        "methods": "gather scatter scatter_add scatter_reduce take_along_dim",
+        "inplace": "scatter_ scatter_add_ scatter_reduce_",
+        "functions": "gather scatter scatter_add scatter_reduce take_along_dim",
     },
     "index_vectors": {
         "methods": "index_add index_copy index_put index_reduce index_select put take",
