@@ -16,7 +16,8 @@ import pytest
 # what `import autograd, nn, optim` leaves out (each loads on first use)
 LAZY = ["graphviz", "html", "importlib.metadata", "numpy.polynomial", "numpy.random",
         "autograd.viz", "autograd.trace", "autograd.value", "autograd.datasets", "autograd.transforms",
-        "autograd.data", "autograd.utils", "autograd.distributed", "autograd.serialization", "autograd.version",
+        "autograd.data", "autograd.utils", "autograd.utils.data", "autograd.distributed", "autograd.serialization",
+        "autograd.version",
         "autograd.linalg", "autograd.special", "autograd.autograd.functional", "autograd.jit", "autograd.futures",
         "autograd.cpu", "autograd.masked", "autograd.fx", "nn.grad", "nn.cross_map_lrn",
         "nn.attention", "nn.conv", "nn.ctc", "nn.functional_conv", "nn.interpolation", "nn.lecture", "nn.padding",
@@ -97,6 +98,10 @@ def test_import_loads_none_of_them():
     ("import optim; optim.lr_scheduler.StepLR", ["optim.lr_scheduler", "optim.pytorch_helpers"]),
     ("import optim; optim.RMSprop", ["optim.rmsprop"]),
     ("from optim import Adagrad", ["optim.adagrad"]),
+    # (fused Adam: utils._foreach_utils, not the data pipeline)
+    ("import autograd, nn, optim; m = nn.Linear(2, 2); m(autograd.ones(1, 2)).sum().backward()\n"
+     "optim.Adam(m.parameters(), fused=True).step()",
+     ["numpy.random", "autograd.ops.sampling", "autograd.utils", "optim.pytorch_helpers"]),
     ("from optim.optimizer import _use_grad_for_differentiable", ["optim.pytorch_helpers"]),
     ("import nn; nn.Dropout", ["nn.dropout"]),
     ("from nn import LayerNorm", ["nn.normalization"]),  # (autograd.ops.normalization: with the first call)
