@@ -7,9 +7,9 @@ the bilinear map, pixel shuffling, the number-theoretic and number-format ops (`
 activations beyond ReLU, sigmoid and tanh (``hardshrink``, ``prelu``, ``selu``, the piecewise-linear ones, GELU's
 nodes), the repeating, reversing and dim-moving ops (``repeat``, ``flip``, ``movedim``), the index-vector ops
 (``index_select``, ``index_add``, ``take``, ``put``) and gathering and scattering along a dim (``gather``,
-``scatter_add``), ``amax``/``amin`` and the NaN-skipping reductions, and the
-Gaussian's tails (``special.ndtri``, ``log_ndtr``, ``erfcx``). A training loop of an MLP needs none of them, and
-importing them all was more than a third of ``import autograd``'s own cost.
+``scatter_add``), ``amax``/``amin`` and the NaN-skipping reductions, and the Gaussian's tails (``special.ndtri``,
+``log_ndtr``, ``erfcx``). A training loop of an MLP needs none of them, and importing them all was more than a
+quarter of ``import autograd``'s own cost.
 
 Each name works before its module is loaded: ``x.svd()`` and ``autograd.Tensor.svd`` (a stand-in method of
 Tensor's, ops/__init__.py), ``autograd.svd`` (autograd's ``__getattr__``) and ``autograd.return_types.svd``
