@@ -17,8 +17,6 @@ import statistics
 import numpy as np
 from timing import best_time_fresh, grouped_table, optional, peak_rss
 
-import autograd
-
 SIZES = (784, 256, 128, 10)
 LR, BETAS, EPS = 1e-3, (0.9, 0.999), 1e-8
 
@@ -59,6 +57,8 @@ class Adam:
 
 
 def chainrule_step(weights, x, y):
+    import autograd  # (here, not at the top: the NumPy and PyTorch rows' peak memory leaves autograd out)
+
     params = [autograd.Tensor(w.copy(), requires_grad=True) for w in weights]
     adam = Adam([p._data for p in params])
     inputs, rows = autograd.Tensor(x), np.arange(len(y))
@@ -81,6 +81,7 @@ def chainrule_step(weights, x, y):
 def nn_step(weights, x, y, fused=None):
     """The same step written as a PyTorch user would: nn.Sequential, nn.CrossEntropyLoss, optim.Adam.
     nn.Linear holds W as (out, in)."""
+    import autograd
     import nn
     import optim
 

@@ -14,27 +14,9 @@ from autograd import Tensor, _lazy
 from autograd.backend import xp
 from autograd.errors import not_a_tensor
 from autograd.graph import program_stacklevel
-from autograd.ops import piecewise_linear as _piecewise_linear
-from autograd.ops.activations import (  # noqa: F401  (F.hardshrink, F.prelu, F.SELU_ALPHA as before)
-    SELU_ALPHA,
-    SELU_SCALE,
-    hardshrink,
-    prelu,
-)
-from autograd.ops.activations import Gelu as _Gelu
-from autograd.ops.activations import Glu as _Glu
-from autograd.ops.activations import LogSigmoid as _LogSigmoid
-from autograd.ops.activations import ScaledSoftplus as _ScaledSoftplus
-from autograd.ops.activations import Silu as _Silu
-from autograd.ops.activations import celu as _celu
-from autograd.ops.activations import elu as _elu
-from autograd.ops.activations import rrelu as _rrelu
-from autograd.ops.activations import selu as _selu
-from autograd.ops.activations import threshold as _threshold
 from autograd.ops.axes import dim_index as _dim_index
 from autograd.ops.conversion import refuse_kinds
 from autograd.ops.dropout import alpha_drop, check_dropout_probability, drop, feature_shape
-from autograd.ops.gelu_tanh import GeluTanh as _GeluTanh
 from autograd.ops.losses import read_reduction
 from autograd.ops.outputs import write_out
 from autograd.primitive import named_node
@@ -94,16 +76,22 @@ def hardtanh(input, min_val=-1.0, max_val=1.0, inplace=False):
     derivative is 0 (autograd/ops/piecewise_linear.py)."""
     if min_val > max_val:
         raise ValueError("min_val cannot be greater than max_val")
-    return _inplace(input, lambda input: _piecewise_linear.hardtanh(input, min_val, max_val), inplace)
+    from autograd.ops.piecewise_linear import hardtanh as _hardtanh  # (deferred: ops/deferred.py)
+
+    return _inplace(input, lambda input: _hardtanh(input, min_val, max_val), inplace)
 
 
 def leaky_relu(input, negative_slope=0.01, inplace=False):
     """y = x for x > 0, a·x otherwise; dy/dx = 1 for x > 0, a otherwise; d²y/dx² = 0."""
-    return _inplace(input, lambda input: _piecewise_linear.leaky_relu(input, negative_slope), inplace)
+    from autograd.ops.piecewise_linear import leaky_relu as _leaky_relu  # (deferred: ops/deferred.py)
+
+    return _inplace(input, lambda input: _leaky_relu(input, negative_slope), inplace)
 
 
 def elu(input, alpha=1.0, inplace=False):
     """y = x for x > 0, α (e^x - 1) otherwise (Clevert et al., 2015); dy/dx at 0 is α."""
+    from autograd.ops.activations import elu as _elu  # (deferred: ops/deferred.py)
+
     return _inplace(input, lambda input: _elu(input, alpha), inplace)  # (one node, float16 in float32)
 
 
@@ -126,6 +114,8 @@ def hardtanh_(input, min_val=-1.0, max_val=1.0):
 def selu(input, inplace=False):
     """y = λ · elu(x, α) with λ ≈ 1.0507 and α ≈ 1.6733 (Klambauer et al., 2017): the
     constants that keep activations at zero mean and unit variance."""
+    from autograd.ops.activations import selu as _selu  # (deferred: ops/deferred.py)
+
     return _inplace(input, _selu, inplace)  # (one EluBackward0 node, as PyTorch's)
 
 
@@ -135,6 +125,8 @@ def selu_(input):
 
 def celu(input, alpha=1.0, inplace=False):
     """y = max(0, x) + min(0, α (e^(x/α) - 1)) (Barron, 2017)."""
+    from autograd.ops.activations import celu as _celu  # (deferred: ops/deferred.py)
+
     return _inplace(input, lambda x: _celu(x, alpha), inplace)
 
 
@@ -153,7 +145,9 @@ def tanh(input):
 def silu(input, inplace=False):
     """y = x σ(x) (swish)."""
     refuse_kinds(input, "silu_cpu", "biu")  # (no integer kernel in PyTorch: no silent float result here)
-    return _inplace(input, _Silu.apply, inplace)  # (one node; float16 in float32, rounded once)
+    from autograd.ops.activations import Silu  # (deferred: ops/deferred.py)
+
+    return _inplace(input, Silu.apply, inplace)  # (one node; float16 in float32, rounded once)
 
 
 def mish(input, inplace=False):
@@ -166,13 +160,17 @@ def mish(input, inplace=False):
 def softplus(input, beta=1.0, threshold=20.0, *, out=None):
     """y = ln(1 + e^(βx)) / β, and y = x where βx > threshold (PyTorch's linear regime)."""
     refuse_kinds(input, "softplus_cpu", "biuc")
-    return write_out(_ScaledSoftplus.apply(input, beta=beta, threshold=threshold), out)
+    from autograd.ops.activations import ScaledSoftplus  # (deferred: ops/deferred.py)
+
+    return write_out(ScaledSoftplus.apply(input, beta=beta, threshold=threshold), out)
 
 
 def logsigmoid(input, *, out=None):
     """y = ln σ(x) = -softplus(-x), stable for large |x|."""
     refuse_kinds(input, "log_sigmoid_cpu", "biuc")
-    return write_out(_LogSigmoid.apply(input), out, warn_resize=False)  # (PyTorch's kernel resizes out itself)
+    from autograd.ops.activations import LogSigmoid  # (deferred: ops/deferred.py)
+
+    return write_out(LogSigmoid.apply(input), out, warn_resize=False)  # (PyTorch's kernel resizes out itself)
 
 
 def softsign(input):
@@ -182,7 +180,9 @@ def softsign(input):
 
 def hardsigmoid(input, inplace=False):
     """y = relu6(x + 3) / 6; dy/dx = 1/6 strictly inside (-3, 3), 0 elsewhere (PyTorch's)."""
-    return _inplace(input, _piecewise_linear.hardsigmoid, inplace)
+    from autograd.ops.piecewise_linear import hardsigmoid as _hardsigmoid  # (deferred: ops/deferred.py)
+
+    return _inplace(input, _hardsigmoid, inplace)
 
 
 def hardswish(input, inplace=False):
@@ -198,6 +198,8 @@ def threshold(input, threshold, value, inplace=False):
     """y = x where x > threshold, else value."""
     if inplace and isinstance(input, Tensor):  # (autograd's threshold_: it writes expanded inputs too)
         return autograd.threshold_(input, threshold, value)
+    from autograd.ops.activations import threshold as _threshold  # (deferred: ops/deferred.py)
+
     return _inplace(input, lambda input: _threshold(input, threshold, value), inplace)
 
 
@@ -208,6 +210,8 @@ def threshold_(input, threshold_value, value):
 def rrelu(input, lower=1.0 / 8, upper=1.0 / 3, training=False, inplace=False):
     """Randomized leaky ReLU (``autograd.rrelu``): a random slope per element in training, the mean
     slope (lower + upper) / 2 in eval."""
+    from autograd.ops.activations import rrelu as _rrelu  # (deferred: ops/deferred.py)
+
     return _inplace(input, lambda input: _rrelu(input, lower, upper, training), inplace)
 
 
@@ -220,9 +224,18 @@ def tanhshrink(input):
     return input - input.tanh()
 
 
+def hardshrink(input, lambd=0.5, *, out=None):
+    """y = x where |x| > λ, else 0 (autograd.hardshrink)."""
+    from autograd.ops.activations import hardshrink as _hardshrink  # (deferred: ops/deferred.py)
+
+    return _hardshrink(input, lambd, out=out)
+
+
 def softshrink(input, lambd=0.5, *, out=None):
     """y = x - λ above λ, x + λ below -λ, 0 between; dy/dx = 1 where |x| > λ, else 0."""
-    return write_out(_piecewise_linear.softshrink(input, lambd), out)
+    from autograd.ops.piecewise_linear import softshrink as _softshrink  # (deferred: ops/deferred.py)
+
+    return write_out(_softshrink(input, lambd), out)
 
 
 def glu(input, dim=-1):
@@ -234,7 +247,9 @@ def glu(input, dim=-1):
     size = input.shape[axis]
     if size % 2:
         raise RuntimeError(f"Halving dimension must be even, but dimension {axis} is size {size}")
-    return _Glu.apply(input, dim=axis)
+    from autograd.ops.activations import Glu  # (deferred: ops/deferred.py)
+
+    return Glu.apply(input, dim=axis)
 
 
 def gelu(input, *, approximate="none", out=None):
@@ -243,10 +258,14 @@ def gelu(input, *, approximate="none", out=None):
     rounded once, as PyTorch's kernel does (in float16, gelu(-3.672) would be -0.0, not -4.4e-4)."""
     refuse_kinds(input, "GeluKernelImpl", "biuc")
     if approximate == "none":
-        return write_out(_Gelu.apply(input), out)
+        from autograd.ops.activations import Gelu  # (deferred: ops/deferred.py)
+
+        return write_out(Gelu.apply(input), out)
     if approximate != "tanh":
         raise RuntimeError(f"approximate argument must be either none or tanh, got {approximate!r}.")
-    return write_out(_GeluTanh.apply(input), out)
+    from autograd.ops.gelu_tanh import GeluTanh  # (deferred: ops/deferred.py)
+
+    return write_out(GeluTanh.apply(input), out)
 
 
 def _softmax_dim(name, ndim, dim):
@@ -500,8 +519,9 @@ from .losses import (  # noqa: E402, F401
 # attention, CTC, interpolation, embeddings) load on first use (PEP 562), as their layers do:
 # F.conv2d and F.pad work as in PyTorch.
 __getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {
-    # the op modules autograd.ops leaves out (ops/deferred.py): the bilinear map, embeddings, pixel shuffling,
-    # the distances and the normalizations
+    # the op modules autograd.ops leaves out (ops/deferred.py): the activations' constants and prelu, the bilinear
+    # map, embeddings, pixel shuffling, the distances and the normalizations
+    **_lazy.from_module("autograd.ops.activations", "SELU_ALPHA", "SELU_SCALE", "prelu"),
     "bilinear": "autograd.ops.bilinear:bilinear",
     "embedding": "autograd.ops.embedding:embedding",
     **_lazy.from_module("autograd.ops.pixel_shuffle", "channel_shuffle", "native_channel_shuffle", "pixel_shuffle",

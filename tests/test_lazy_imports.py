@@ -16,7 +16,8 @@ import pytest
 # what `import autograd, nn, optim` leaves out (each loads on first use)
 LAZY = ["graphviz", "html", "importlib.metadata", "numpy.polynomial", "numpy.random",
         "autograd.viz", "autograd.trace", "autograd.value", "autograd.datasets", "autograd.transforms",
-        "autograd.data", "autograd.utils", "autograd.distributed", "autograd.serialization", "autograd.version",
+        "autograd.data", "autograd.utils", "autograd.utils.data", "autograd.distributed", "autograd.serialization",
+        "autograd.version",
         "autograd.linalg", "autograd.special", "autograd.autograd.functional", "autograd.jit", "autograd.futures",
         "autograd.cpu", "autograd.masked", "autograd.fx", "nn.grad", "nn.cross_map_lrn",
         "nn.attention", "nn.conv", "nn.ctc", "nn.functional_conv", "nn.interpolation", "nn.lecture", "nn.padding",
@@ -35,7 +36,9 @@ LAZY = ["graphviz", "html", "importlib.metadata", "numpy.polynomial", "numpy.ran
         "autograd.ops.contractions", "autograd.ops.sampling", "autograd.ops.norms", "autograd.ops.half_linalg",
         "autograd.ops.distances", "autograd.ops.normalization", "autograd.ops.numbers", "autograd.ops.bilinear",
         "autograd.ops.embedding", "autograd.ops.pixel_shuffle", "autograd.ops.runtime_checks", "autograd.ops.strided",
-        "autograd.ops.hardswish", "autograd.printing",
+        "autograd.ops.hardswish", "autograd.ops.activations", "autograd.ops.piecewise_linear",
+        "autograd.ops.gelu_tanh", "autograd.ops.arranging", "autograd.ops.extrema", "autograd.ops.index_vectors",
+        "autograd.ops.normal_tails", "autograd.ops.indexing", "autograd.printing",
         "autograd.dispatching"]
 PACKAGES = ["autograd", "autograd.autograd", "nn", "nn.functional", "optim"]  # the ones with names on first use
 
@@ -72,7 +75,9 @@ def test_import_loads_none_of_them():
                                                 "autograd.ops.cumulative", "autograd.ops.splitting",
                                                 "autograd.ops.diagonals", "autograd.ops.sorting",
                                                 "autograd.ops.tie_orders", "autograd.ops.contractions",
-                                                "autograd.ops.norms", "autograd.ops.half_linalg"]),
+                                                "autograd.ops.norms", "autograd.ops.half_linalg",
+                                                "autograd.ops.arranging", "autograd.ops.extrema",
+                                                "autograd.ops.index_vectors", "autograd.ops.indexing"]),
     ("import nn; nn.SyncBatchNorm", ["autograd.distributed", "autograd.serialization", "nn.sync_batchnorm",
                                      "nn.normalization", "autograd.ops.normalization"]),
     ("from nn.parallel import DistributedDataParallel", ["autograd.distributed", "autograd.serialization",
@@ -83,29 +88,56 @@ def test_import_loads_none_of_them():
     ("import autograd; autograd.eye(2).svd()", ["autograd.ops.svd", "autograd.ops.decompositions",
                                                 "autograd.ops.inverses", "autograd.ops.triangular",
                                                 "autograd.ops.cumulative", "autograd.ops.splitting",
-                                                "autograd.ops.norms", "autograd.ops.half_linalg"]),
+                                                "autograd.ops.norms", "autograd.ops.half_linalg",
+                                                "autograd.ops.arranging", "autograd.ops.extrema",
+                                                "autograd.ops.index_vectors", "autograd.ops.indexing"]),
     ("import autograd; autograd.Tensor.lgamma", ["autograd.ops.gamma"]),
-    ("import autograd; autograd.arange(3).sort()", ["autograd.ops.sorting", "autograd.ops.tie_orders"]),
+    ("import autograd; autograd.arange(3).sort()", ["autograd.ops.sorting", "autograd.ops.tie_orders",
+                                                    "autograd.ops.indexing"]),
     ("import nn; nn.functional.pad", ["nn.padding"]),
     ("import optim; optim.lr_scheduler.StepLR", ["optim.lr_scheduler", "optim.pytorch_helpers"]),
     ("import optim; optim.RMSprop", ["optim.rmsprop"]),
     ("from optim import Adagrad", ["optim.adagrad"]),
+    # (fused Adam: utils._foreach_utils, not the data pipeline)
+    ("import autograd, nn, optim; m = nn.Linear(2, 2); m(autograd.ones(1, 2)).sum().backward()\n"
+     "optim.Adam(m.parameters(), fused=True).step()",
+     ["numpy.random", "autograd.ops.sampling", "autograd.utils", "optim.pytorch_helpers"]),
     ("from optim.optimizer import _use_grad_for_differentiable", ["optim.pytorch_helpers"]),
     ("import nn; nn.Dropout", ["nn.dropout"]),
     ("from nn import LayerNorm", ["nn.normalization"]),  # (autograd.ops.normalization: with the first call)
     ("import nn; nn.functional.layer_norm", ["autograd.ops.normalization"]),
     ("import autograd, nn; nn.functional.normalize(autograd.ones(2, 2))",
-     ["autograd.ops.norms", "autograd.ops.half_linalg", "autograd.ops.distances"]),
-    ("import autograd; autograd.ones(2).norm()", ["autograd.ops.norms", "autograd.ops.half_linalg"]),
+     ["autograd.ops.norms", "autograd.ops.half_linalg", "autograd.ops.distances", "autograd.ops.arranging",
+      "autograd.ops.extrema", "autograd.ops.index_vectors", "autograd.ops.indexing"]),
+    ("import autograd; autograd.ones(2).norm()", ["autograd.ops.norms", "autograd.ops.half_linalg",
+                                                  "autograd.ops.extrema"]),
+    # (nn.sparse holds EmbeddingBag: embedding_bags sorts)
     ("import nn; nn.Embedding", ["nn.sparse", "autograd.ops.embedding", "autograd.ops.sorting",
-                                 "autograd.ops.tie_orders"]),  # (nn.sparse holds EmbeddingBag: embedding_bags sorts)
+                                 "autograd.ops.tie_orders", "autograd.ops.indexing"]),
     ("import nn; nn.functional.embedding", ["autograd.ops.embedding"]),
     ("import autograd; autograd.ones(2).frexp()", ["autograd.ops.numbers"]),
     ("import autograd; autograd._check(True)", ["autograd.ops.runtime_checks"]),
     ("import nn; nn.functional.pixel_shuffle", ["autograd.ops.pixel_shuffle"]),
     ("import autograd; autograd.arange(4).as_strided((2,), (2,))", ["autograd.ops.strided"]),
     ("import autograd; autograd.empty_strided((2, 2), (1, 2))", ["autograd.ops.strided"]),
-    ("import autograd, nn; nn.Hardswish()(autograd.ones(2))", ["autograd.ops.hardswish"]),
+    ("import autograd, nn; nn.Hardswish()(autograd.ones(2))",
+     ["autograd.ops.hardswish", "autograd.ops.piecewise_linear"]),
+    ("import autograd; autograd.arange(3).flip(0)", ["autograd.ops.arranging", "autograd.ops.index_vectors",
+                                                     "autograd.ops.indexing"]),
+    ("import autograd; autograd.ones(2, 3).amax(1)", ["autograd.ops.extrema"]),
+    ("import autograd; autograd.ones(2, 2).gather(1, autograd.zeros(2, 1, dtype=autograd.int64))",
+     ["autograd.ops.indexing"]),
+    ("import autograd; autograd.ones(3).index_select(0, autograd.tensor([0]))",
+     ["autograd.ops.index_vectors", "autograd.ops.indexing"]),
+    ("import autograd; autograd.ones(2).erfinv()", ["autograd.ops.normal_tails"]),
+    ("import autograd; x = autograd.zeros(3); x[autograd.tensor([True, False, True])] = 1.0", []),
+    ("import autograd; autograd.selu(autograd.ones(2))", ["autograd.ops.activations", "autograd.ops.piecewise_linear"]),
+    ("import autograd, nn; nn.functional.gelu(autograd.ones(2))",
+     ["autograd.ops.activations", "autograd.ops.piecewise_linear"]),
+    ("import autograd, nn; nn.functional.gelu(autograd.ones(2), approximate='tanh')", ["autograd.ops.gelu_tanh"]),
+    ("import autograd, nn; nn.functional.leaky_relu(autograd.ones(2))", ["autograd.ops.piecewise_linear"]),
+    ("import nn; nn.functional.SELU_ALPHA", ["autograd.ops.activations", "autograd.ops.piecewise_linear"]),
+    ("import autograd, nn; nn.ReLU()(autograd.ones(2)); nn.Sigmoid()(autograd.ones(2))", []),
     ("import autograd, nn; nn.functional.bilinear(autograd.ones(1, 2), autograd.ones(1, 2), autograd.ones(1, 2, 2))",
      ["autograd.ops.bilinear"]),
 ])
@@ -467,6 +499,23 @@ FIRST_USES = {  # each in a fresh interpreter: what loads, and what it gives
     "hasattr(Tensor, 'tril_')": ("import autograd\nresult = [hasattr(autograd.Tensor, 'tril_'), "
                                  "type(autograd.Tensor.__dict__['tril_']).__name__]", [True, "function"]),
     "autograd.ops.zeta": ("import autograd\nresult = autograd.ops.zeta.__name__", "autograd.ops.zeta"),
+    "x.gather": ("import autograd\nresult = autograd.tensor([[1, 2], [3, 4]]).gather(1, autograd.tensor([[1], [0]]))"
+                 ".tolist()", [[2], [3]]),
+    "x.amax": ("import autograd\nresult = autograd.tensor([[1.0, 5.0], [7.0, 2.0]]).amax(1).tolist()", [5.0, 7.0]),
+    "x.index_select": ("import autograd\nresult = autograd.tensor([4, 5, 6]).index_select(0, autograd.tensor([2, 0]))"
+                       ".tolist()", [6, 4]),
+    "special.ndtri": ("import autograd\nresult = autograd.special.ndtri(autograd.tensor([0.5, 0.975], "
+                      "dtype=autograd.float64)).tolist()", [0.0, 1.9599639845400538]),
+    "x.repeat": ("import autograd\nresult = autograd.tensor([1, 2]).repeat(2).tolist()", [1, 2, 1, 2]),
+    "autograd.movedim": ("import autograd\nresult = list(autograd.movedim(autograd.zeros(2, 3), 0, 1).shape)", [3, 2]),
+    "F.hardshrink": ("import autograd, nn\nx = autograd.tensor([-1.0, 0.25, 2.0])\n"
+                     "result = [nn.functional.hardshrink(x).tolist(), x.hardshrink(0.1).tolist()]",
+                     [[-1.0, 0.0, 2.0], [-1.0, 0.25, 2.0]]),
+    "F.selu": ("import autograd, nn\n"
+               "result = nn.functional.selu(autograd.tensor([1.0], dtype=autograd.float64)).item()",
+               1.0507009873554805),
+    "F.prelu": ("import autograd, nn\nresult = nn.functional.prelu(autograd.tensor([-2.0, 3.0]), "
+                "autograd.tensor([0.25])).tolist()", [-0.5, 3.0]),
 }
 
 

@@ -6,9 +6,7 @@ import importlib
 
 from ..tensor import Tensor
 from . import (  # noqa: F401  (each declares its names)
-    activations,
     arithmetic,
-    arranging,
     broadcasting,
     clamping,
     conjugation,
@@ -17,12 +15,9 @@ from . import (  # noqa: F401  (each declares its names)
     dropout,
     elementwise,
     elementwise_unary,
-    extrema,
     functions,
     in_place_arithmetic,
     index_errors,
-    index_vectors,
-    indexing,
     linalg,
     losses,
     operators,

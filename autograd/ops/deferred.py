@@ -3,9 +3,13 @@ where its ops are defined): linear algebra's factorizations, the gamma family, s
 (``mm``, ``einsum``), the samplers (``bernoulli``, ``uniform_``), cumulative ops, splitting, diagonals,
 masking, statistics, the norms and distances, the normalizations (``layer_norm``, ``batch_norm``), embeddings,
 the bilinear map, pixel shuffling, the number-theoretic and number-format ops (``gcd``, ``frexp``, ``erfc``),
-``torch._check`` and its kin, DLPack, hashing, fake quantization, the STFT and the fused ``add*`` products. A
-training loop of an MLP needs none of them, and importing them all was more than a quarter of ``import
-autograd``'s own cost.
+``torch._check`` and its kin, DLPack, hashing, fake quantization, the STFT, the fused ``add*`` products, the
+activations beyond ReLU, sigmoid and tanh (``hardshrink``, ``prelu``, ``selu``, the piecewise-linear ones, GELU's
+nodes), the repeating, reversing and dim-moving ops (``repeat``, ``flip``, ``movedim``), the index-vector ops
+(``index_select``, ``index_add``, ``take``, ``put``) and gathering and scattering along a dim (``gather``,
+``scatter_add``), ``amax``/``amin`` and the NaN-skipping reductions, and the Gaussian's tails (``special.ndtri``,
+``log_ndtr``, ``erfcx``). A training loop of an MLP needs none of them, and importing them all was more than a
+quarter of ``import autograd``'s own cost.
 
 Each name works before its module is loaded: ``x.svd()`` and ``autograd.Tensor.svd`` (a stand-in method of
 Tensor's, ops/__init__.py), ``autograd.svd`` (autograd's ``__getattr__``) and ``autograd.return_types.svd``
@@ -17,6 +21,7 @@ too.
 
 MODULES = {  # module of autograd.ops: {kind: its names, space-separated}
     "fourier": {}, "zeta": {}, "pooling": {}, "convolution": {}, "tie_orders": {}, "hardswish": {},  # (no names)
+    "piecewise_linear": {}, "gelu_tanh": {}, "normal_tails": {},
     "lu": {
         "methods": "lu lu_solve",
         "functions": "lu lu_solve lu_unpack",
@@ -182,6 +187,31 @@ MODULES = {  # module of autograd.ops: {kind: its names, space-separated}
     "runtime_checks": {
         "functions": ("_assert _assert_async _check _check_index _check_is_size _check_not_implemented "
                       "_check_tensor_all _check_type _check_value"),
+    },
+    "extrema": {
+        "methods": "amax amin aminmax nanmean nansum",
+        "functions": "amax amin aminmax nanmean nansum",
+        "return_types": "aminmax aminmax_out",
+    },
+    "indexing": {
+        "methods": "gather scatter scatter_add scatter_reduce take_along_dim",
+        "inplace": "scatter_ scatter_add_ scatter_reduce_",
+        "functions": "gather scatter scatter_add scatter_reduce take_along_dim",
+    },
+    "index_vectors": {
+        "methods": "index_add index_copy index_put index_reduce index_select put take",
+        "inplace": "index_add_ index_copy_ index_put_ index_reduce_ put_",
+        "functions": "index_add index_copy index_put index_reduce index_select put take",
+    },
+    "activations": {
+        "methods": "hardshrink prelu",
+        "functions": "celu celu_ hardshrink prelu rrelu rrelu_ selu selu_ threshold threshold_",
+    },
+    "arranging": {
+        "methods": ("adjoint broadcast_to flip fliplr flipud moveaxis movedim ravel repeat repeat_interleave roll "
+                    "rot90 swapaxes swapdims tile unflatten unfold"),
+        "functions": ("adjoint broadcast_shapes broadcast_tensors broadcast_to flip fliplr flipud moveaxis movedim "
+                      "ravel repeat repeat_interleave roll rot90 swapaxes swapdims tile unflatten unravel_index"),
     },
     "sampling": {
         "methods": "bernoulli multinomial",

@@ -15,7 +15,6 @@ import math
 from .. import random
 from ..backend import xp
 from ..tensor import tensor_from
-from .activations import SELU_ALPHA, SELU_SCALE
 from .conversion import type_name
 from .layouts import laid_out
 from .names import names
@@ -76,6 +75,8 @@ def alpha_drop(input, p, shape):
     if p == 1:
         return input * 0.0
     check_real_floating(input.dtype)
+    from .activations import SELU_ALPHA, SELU_SCALE  # (deferred: ops/deferred.py)
+
     saturation = SELU_ALPHA * SELU_SCALE
     keep = tensor_from(_keeps(shape, p, _like(input, shape)).astype(input.dtype))
     a = 1.0 / math.sqrt((saturation * saturation * p + 1) * (1 - p))

@@ -1,13 +1,16 @@
 """NumPy's IndexError for a subscript (``array[index]``), said as PyTorch says it: dims, not axes, a mask that
-does not fit named with its shape and the tensor's, and a 0-d tensor's own refusals. Shared by x[i], x[i] = v
-and index_put."""
+does not fit named with its shape and the tensor's, and a 0-d tensor's own refusals; a uint8 index read as a mask
+(PyTorch's deprecation warning, and its refusal to fill one number through it). Shared by x[i], x[i] = v and
+index_put."""
 
 import builtins
 import re
+import warnings
 
 import numpy
 
 from ..backend import xp
+from ..graph import program_stacklevel
 
 
 def is_integer_index(i):
@@ -84,3 +87,18 @@ def index_error_in_pytorch_words(error, shape, index):
     if found:
         return IndexError(f"too many indices for tensor of dimension {found.group(1)}")
     return error
+
+
+def warn_uint8_mask():
+    """PyTorch reads a uint8 index tensor as a mask (where NumPy reads integer positions), and says so each time."""
+    warnings.warn("indexing with dtype torch.uint8 is now deprecated, please use a dtype torch.bool instead.",
+                  UserWarning, stacklevel=program_stacklevel())
+
+
+def refuse_uint8_mask_fill(index_arrays, numel):
+    """PyTorch writes one number (``numel`` 1) through an index of one mask tensor (beside slices and None) as
+    masked_fill_ does, and masked_fill_ takes bool masks only: ``x[m] = 0`` with a uint8 ``m`` is its error, where
+    ``x[m]`` reads m as a mask (with a warning) and ``x[m] = v`` writes several numbers. ``index_arrays`` are the
+    index's tensors (and lists), integers beside them already applied."""
+    if numel == 1 and len(index_arrays) == 1 and getattr(index_arrays[0], "dtype", None) == xp.uint8:
+        raise RuntimeError("masked_fill_ only supports boolean masks, but got mask with dtype unsigned char")

@@ -7,11 +7,8 @@ derivative; index_select and index_add are each other's adjoint, as gather and s
     y = index_add(x, dim, index, src, α)     dL/dx = dL/dy,  dL/dsrc = α · index_select(dL/dy, dim, index)
 """
 
-import warnings
-
 from ..backend import int64, xp
 from ..errors import IndexRangeError
-from ..graph import program_stacklevel
 from ..index_watching import watches_arguments, watches_index
 from ..operands import is_no_number, python_number
 from ..primitive import Primitive, node_named
@@ -21,7 +18,7 @@ from ..warn_once import warn_once
 from . import elementwise, shape
 from .axes import dim_index
 from .conversion import refuse_kinds
-from .index_errors import index_error_in_pytorch_words, index_tensor_dim
+from .index_errors import index_error_in_pytorch_words, index_tensor_dim, refuse_uint8_mask_fill, warn_uint8_mask
 from .indexing import (
     _INT32_OR_64,
     _accumulated,
@@ -248,12 +245,6 @@ def index_copy(input, dim, index, source, *, out=None):
     return write_out(elementwise.Where.apply(placed, input, condition=xp.broadcast_to(mask, input.shape)), out)
 
 
-def warn_uint8_mask():
-    """PyTorch reads a uint8 index tensor as a mask (where NumPy reads integer positions), and says so each time."""
-    warnings.warn("indexing with dtype torch.uint8 is now deprecated, please use a dtype torch.bool instead.",
-                  UserWarning, stacklevel=program_stacklevel())
-
-
 def _put_index(index):
     """One of index_put's indices as an array: integer positions (int64 or int32) or a mask (bool, or uint8 as
     PyTorch's deprecated rule reads it); None (ATen's optional index) is a whole dim, a slice."""
@@ -266,15 +257,6 @@ def _put_index(index):
     if array.dtype not in _INT32_OR_64 and array.dtype != bool:
         raise IndexError("tensors used as indices must be long, int, byte or bool tensors")
     return array
-
-
-def refuse_uint8_mask_fill(index_arrays, numel):
-    """PyTorch writes one number (``numel`` 1) through an index of one mask tensor (beside slices and None) as
-    masked_fill_ does, and masked_fill_ takes bool masks only: ``x[m] = 0`` with a uint8 ``m`` is its error, where
-    ``x[m]`` reads m as a mask (with a warning) and ``x[m] = v`` writes several numbers. ``index_arrays`` are the
-    index's tensors (and lists), integers beside them already applied."""
-    if numel == 1 and len(index_arrays) == 1 and getattr(index_arrays[0], "dtype", None) == xp.uint8:
-        raise RuntimeError("masked_fill_ only supports boolean masks, but got mask with dtype unsigned char")
 
 
 @names("index_put", inplace="index_put_")

@@ -15,7 +15,6 @@ from .conjugation import conj
 from .conversion import refuse_kinds, type_name
 from .elementwise import Where, floating, half_as_float32, promote, where
 from .names import names
-from .normal_tails import ndtri
 from .outputs import write_out
 from .special import erf
 
@@ -258,6 +257,8 @@ def _erfinv(y):
     erf⁻¹(1 - 2e-10), 1e-2 at 1 - 2e-15), so there erf⁻¹(y) = -Φ⁻¹((1 - |y|)/2)/√2 with the sign of y, through
     the normal quantile that is written for its tails (ops/normal_tails.py; 1 - |y| is exact), to about 7e-16
     as PyTorch's."""
+    from .normal_tails import ndtri  # (deferred: ops/deferred.py)
+
     wide = y.astype(xp.float64)
     w = -xp.log((1.0 - wide) * (1.0 + wide))
     central = w < 5.0

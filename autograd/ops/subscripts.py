@@ -16,8 +16,13 @@ from ..operands import is_no_number
 from ..tensor import Tensor
 from ..write_door import _refuse_overflow
 from .conversion import type_name
-from .index_errors import _covered, index_error_in_pytorch_words, is_integer_index
-from .index_vectors import refuse_uint8_mask_fill, warn_uint8_mask
+from .index_errors import (
+    _covered,
+    index_error_in_pytorch_words,
+    is_integer_index,
+    refuse_uint8_mask_fill,
+    warn_uint8_mask,
+)
 from .names import names
 from .shape import GetItem, reshape
 
