@@ -150,9 +150,16 @@ class Prelu(Primitive):
     each element). dL/da sums the same products over the same axes as the composite's product's gradient did;
     dL/dx is PyTorch's selection where the composite added its two branches' gradients (0 + a g: +0 where a g is
     -0; g + 0 · a: NaN where a is infinite). Under create_graph (and in forward mode) the gradients are the same
-    selections in Tensor ops, so that they have a graph of their own (second derivatives, double backward)."""
+    selections in Tensor ops, so that they have a graph of their own (second derivatives, double backward): the
+    derivatives of the selections computed, where PyTorch's PreluKernelBackwardBackward0 selects by x >= 0 (its
+    backward by x > 0), so at x = 0 exactly (a kink) its second derivatives are the x > 0 side's and these the
+    other side's."""
 
     pytorch_name = "PreluKernelBackward0"
+
+    @property
+    def _saved_weight(self):  # (PyTorch's name for what it saved of the weight; _saved_other here too)
+        return self._saved(1)
 
     def forward(self, x, slopes):
         # (NaN: not x > 0, so a x, as PyTorch's and the composite's selection; written over the product's array)
