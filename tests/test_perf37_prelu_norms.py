@@ -1,6 +1,8 @@
 """PReLU as one node (``Prelu``, autograd/ops/activations.py), PyTorch's PreluKernelBackward0: its values and
 gradients against the composite it replaced (where(x > 0, x, x · a), three nodes), bit for bit, and against
-PyTorch's; its double backward against PyTorch's. (Finite differences: tests/test_ops_prelu.py.)"""
+PyTorch's; its double backward against PyTorch's. Mish as one node (``Mish``, autograd/ops/mish.py, PyTorch's
+MishBackward0) against the composite it replaced (x · tanh(softplus(x)), float16 in float32), bit for bit, and
+against PyTorch's. (Finite differences: tests/test_ops_prelu.py, tests/test_ops_mish.py.)"""
 
 import numpy as np
 import pytest
@@ -9,6 +11,7 @@ import autograd
 import nn
 from autograd.ops.activations import Prelu
 from autograd.ops.elementwise import where
+from autograd.ops.mish import Mish
 
 F = nn.functional
 
@@ -154,3 +157,78 @@ def test_double_backward_is_pytorchs(torch, shape, slopes):
         results.append([gx.detach().numpy(), gw.detach().numpy()] + [s.numpy() for s in second])
     for ours, theirs in zip(*results, strict=True):
         np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-12)
+
+
+MISH_EDGES = np.array([0, -0.0, 1, -1, 20, -20, 88, -88, 100, -100, 1e-30, -1e-30, np.inf, -np.inf, np.nan, 3e-39])
+
+
+def _mish_composite(input):
+    """The rule F.mish computed before this session: three nodes, float16 computed in float32 and rounded once."""
+    half = input.dtype == autograd.float16
+    wide = input.float() if half else input
+    y = wide * wide.softplus().tanh()
+    return y.half() if half else y
+
+
+def _mish_arrays(shape, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    x, g = (rng.standard_normal(shape) * 4).astype(dtype), rng.standard_normal(shape).astype(dtype)
+    if x.size > 2 * MISH_EDGES.size:
+        x.flat[:MISH_EDGES.size] = MISH_EDGES
+        g.flat[MISH_EDGES.size:MISH_EDGES.size + 3] = [np.nan, np.inf, -0.0]
+    return x, g
+
+
+def _mish_values(function, x, g, create_graph=False):
+    xt = autograd.tensor(x, requires_grad=True)
+    y = function(xt)
+    grad, = autograd.grad(y, xt, autograd.tensor(g), create_graph=create_graph)
+    return y, y.detach().numpy(), grad.detach().numpy()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+@pytest.mark.parametrize("shape", [(), (5,), (3, 4, 5), (16, 64, 64)])
+def test_mish_values_and_gradients_are_the_composites_bit_for_bit(shape, dtype):
+    x, g = _mish_arrays(shape, dtype)
+    y, *ours = _mish_values(F.mish, x, g)
+    assert y.grad_fn.name() == "MishBackward0" and isinstance(y.grad_fn, Mish) and y.dtype == autograd.tensor(x).dtype
+    _, *before = _mish_values(_mish_composite, x, g)
+    for new, old in zip(ours, before, strict=True):
+        assert _bits(new) == _bits(old)
+    _, _, recorded = _mish_values(F.mish, x, g, create_graph=True)  # (the composite's ops, recorded)
+    assert _bits(recorded) == _bits(before[1])
+
+
+def test_mish_under_saved_tensor_hooks_computes_its_tanh_again():
+    x, g = _mish_arrays((4, 50), np.float32)
+    _, *plain = _mish_values(F.mish, x, g)
+    with autograd.autograd.graph.saved_tensors_hooks(lambda t: t, lambda t: t):
+        y = F.mish(autograd.tensor(x, requires_grad=True))
+        assert y.grad_fn.tanh_softplus is None  # (not kept: the hooks decide where saved values live)
+        _, *hooked = _mish_values(F.mish, x, g)
+    assert all(_bits(a) == _bits(b) for a, b in zip(plain, hooked, strict=True))
+
+
+def test_mish_in_place_writes_the_input_and_keeps_the_gradient():
+    x, g = _mish_arrays((3, 7), np.float32)
+    leaf = autograd.tensor(x, requires_grad=True)
+    h = leaf * 1
+    assert F.mish(h, inplace=True) is h and h.grad_fn is not None
+    h.backward(autograd.tensor(g))
+    _, y, dx = _mish_values(_mish_composite, x, g)
+    assert _bits(h.detach().numpy()) == _bits(y) and _bits(leaf.grad.numpy()) == _bits(dx)
+    with pytest.raises(RuntimeError, match="mish_cpu"):
+        F.mish(autograd.tensor([1, 2]))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_mish_is_pytorchs_to_a_rounding(torch, dtype):
+    x, g = _mish_arrays((16, 64, 64), dtype, seed=4)
+    _, y, dx = _mish_values(F.mish, x, g)
+    xt = torch.tensor(x, requires_grad=True)
+    yt = torch.nn.functional.mish(xt)
+    yt.backward(torch.tensor(g))
+    tolerance = 1e-5 if dtype == np.float32 else 1e-13
+    np.testing.assert_allclose(y, yt.detach().numpy(), rtol=tolerance, atol=tolerance)
+    np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=tolerance * 10, atol=tolerance)
+    assert F.mish(autograd.tensor(x, requires_grad=True)).grad_fn.name() == yt.grad_fn.name()
