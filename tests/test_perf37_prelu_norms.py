@@ -82,6 +82,26 @@ def test_prelu_gradients_at_edges_are_pytorchs_selections():
     assert dx[3] == 0 and np.signbit(dx[3]) and dx[4] == 1 and dx[8] == 1  # (x > 0: g itself)
 
 
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("slopes", [[0.25], [1.0], [1e-30], [1.5], [3.0, 2.0, 1.25], [0.5, 0.25, 1.0], [-0.5],
+                                    [0.5, -0.25, 2.0], [0.0], [np.inf]])
+def test_prelu_by_maximum_or_minimum_is_the_selection_bit_for_bit(slopes, dtype):
+    """Slopes in (0, 1] take NumPy's maximum of a x and x, finite ones above 1 its minimum, others the selection:
+    the selection's values everywhere, ±0, ±∞, NaN and the largest numbers among them."""
+    finfo = np.finfo(dtype)
+    edges = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, finfo.smallest_subnormal, -finfo.tiny, finfo.max,
+                      -finfo.max, 1.0, -1.0], dtype)
+    rng = np.random.default_rng(len(slopes))
+    x = rng.standard_normal((6, len(slopes), 40, 40)).astype(dtype)
+    x.reshape(-1)[: 40 * edges.size] = np.repeat(edges, 40)
+    rng.shuffle(x.reshape(-1))
+    weight = np.array(slopes, dtype)
+    y = F.prelu(autograd.tensor(x), autograd.tensor(weight)).numpy()
+    a = weight.reshape((1, -1, 1, 1)) if weight.size > 1 else weight.reshape(())
+    with np.errstate(all="ignore"):
+        assert _bits(y) == _bits(np.where(x > 0, x, x * a))
+
+
 def test_prelu_module_and_in_place_write_refusal():
     layer = nn.PReLU(3)
     x = autograd.randn(2, 3, 5, requires_grad=True)
