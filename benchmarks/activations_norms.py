@@ -29,6 +29,8 @@ CASES = {
     "hardswish (16,64,512)": (WIDE, (), lambda f, x: f.hardswish(x)),
     "softplus (16,64,512)": (WIDE, (), lambda f, x: f.softplus(x)),
     "prelu 1 (16,64,512)": (WIDE, ((1,),), lambda f, x, w: f.prelu(x, w)),
+    # (slopes about 1, on both sides of it: the selection's path, not maximum's or minimum's: ops.activations.Prelu)
+    "prelu 64 (32,64,16,16)": (IMAGES, ((64,),), lambda f, x, w: f.prelu(x, w)),
     "layer_norm (16,64,128)": ((16, 64, 128), ((128,), (128,)), lambda f, x, w, b: f.layer_norm(x, (128,), w, b)),
     "rms_norm (16,64,128)": ((16, 64, 128), ((128,),), lambda f, x, w: f.rms_norm(x, (128,), w)),
     "group_norm 8 (32,64,16,16)": (IMAGES, ((64,), (64,)), lambda f, x, w, b: f.group_norm(x, 8, w, b)),

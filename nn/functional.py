@@ -19,7 +19,6 @@ from autograd.ops.conversion import refuse_kinds
 from autograd.ops.dropout import alpha_drop, check_dropout_probability, drop, feature_shape
 from autograd.ops.losses import read_reduction
 from autograd.ops.outputs import write_out
-from autograd.primitive import named_node
 from autograd.random import generator
 from autograd.sparse_layout import is_sparse
 from nn.affine import AffineMap, linear  # noqa: F401  (F.linear; AffineMap: Linear's node)
@@ -48,15 +47,6 @@ def _inplace(input, function, inplace):
         return input.copy_(function(input.clone()))
     with autograd.no_grad():
         return input.copy_(function(input))
-
-
-def _in_float32(function):
-    """``function`` of a float16 tensor computed in float32 and rounded once, as PyTorch's kernels compute it: a
-    composite of float16 ops rounds at every step (x · σ(x) came out a unit off in a fifth of the values)."""
-    def computed(input):
-        return function(input.float()).half() if input.dtype == autograd.float16 else function(input)
-
-    return computed
 
 
 def relu(input, inplace=False):
@@ -153,8 +143,9 @@ def silu(input, inplace=False):
 def mish(input, inplace=False):
     """y = x tanh(softplus(x)) (Misra, 2019)."""
     refuse_kinds(input, "mish_cpu", "biuc")
-    return named_node(_inplace(input, _in_float32(lambda input: input * input.softplus().tanh()), inplace), None,
-                      "MishBackward0", (input,))
+    from autograd.ops.mish import Mish  # (loaded on first use, as the other activations beyond ReLU)
+
+    return _inplace(input, Mish.apply, inplace)  # (one node; float16 in float32, rounded once)
 
 
 def softplus(input, beta=1.0, threshold=20.0, *, out=None):

@@ -37,7 +37,8 @@ LAZY = ["graphviz", "html", "importlib.metadata", "numpy.polynomial", "numpy.ran
         "autograd.ops.distances", "autograd.ops.normalization", "autograd.ops.numbers", "autograd.ops.bilinear",
         "autograd.ops.embedding", "autograd.ops.pixel_shuffle", "autograd.ops.runtime_checks", "autograd.ops.strided",
         "autograd.ops.hardswish", "autograd.ops.activations", "autograd.ops.piecewise_linear",
-        "autograd.ops.gelu_tanh", "autograd.ops.arranging", "autograd.ops.extrema", "autograd.ops.index_vectors",
+        "autograd.ops.gelu_tanh", "autograd.ops.mish", "autograd.ops.arranging", "autograd.ops.extrema",
+        "autograd.ops.index_vectors",
         "autograd.ops.normal_tails", "autograd.ops.indexing", "autograd.printing",
         "autograd.dispatching"]
 PACKAGES = ["autograd", "autograd.autograd", "nn", "nn.functional", "optim"]  # the ones with names on first use
