@@ -14,10 +14,11 @@ For each row, in one run, interleaved rounds, the best round kept, process time 
 Then, with ``--profile``, cProfile of chainrule on each row (10^4 repetitions for the small rows), the functions
 with the most own time: where chainrule's excess over (b) goes.
 
-    OPENBLAS_NUM_THREADS=1 python benchmarks/floor.py [--rounds N] [--only ROW ...] [--profile] [--trace ROW]
+    python benchmarks/floor.py [--rounds N] [--only ROW ...] [--profile] [--clock wall] [--trace ROW]
 
-Not part of ``make bench`` (about a minute and a half; two and a half with --profile). Rows: softmax log_softmax relu sum matmul chain
-recurrent deep_chain mlp32.
+Not part of ``make bench`` (about a minute and a half; two and a half with --profile). Rows: softmax log_softmax
+relu sum matmul chain recurrent deep_chain mlp32. PyTorch and NumPy's BLAS (with threadpoolctl; otherwise set
+OPENBLAS_NUM_THREADS=1) run on one thread, as Python runs our ops.
 """
 
 import argparse
@@ -30,7 +31,7 @@ import sys
 import time
 
 import numpy as np
-from timing import load, optional
+from timing import load, one_thread, optional
 
 import autograd
 
@@ -681,20 +682,19 @@ def main():
         trace_row(args.trace)
         return
     torch = optional("torch")
-    if torch is not None:
-        torch.set_num_threads(1)
-    print("issue 12's unmet rows: (a) NumPy's calls alone, (b) a minimal tape engine, (c) chainrule, PyTorch "
-          "(1 thread); best of interleaved rounds, process time")
     gc.freeze()  # PyTorch's 170,000 objects out of the collector's sight: each full collection the minimal engine's
     # forward triggers would walk them (12 of its 21 ms per recurrent step; chainrule's steps trigger none that cost)
-    for name in args.only:
-        candidates = ROWS[name](torch)
-        budget = 0.3 if name == "recurrent" else 0.02  # (short runs, many rounds: the best one is the least disturbed)
-        rounds = 3 if name == "deep_chain" else args.rounds
-        print(report_row(name, interleaved(candidates, rounds, budget, self_timed=name in SELF_TIMED)), flush=True)
-    if args.profile:
+    with one_thread(torch) as note:
+        print(f"issue 12's unmet rows: (a) NumPy's calls alone, (b) a minimal tape engine, (c) chainrule, PyTorch; "
+              f"best of interleaved rounds, {args.clock} time\n{note}")
         for name in args.only:
-            print(profile_row(name), flush=True)
+            candidates = ROWS[name](torch)
+            budget = 0.3 if name == "recurrent" else 0.02  # (short runs, many rounds: the best is the least disturbed)
+            rounds = 3 if name == "deep_chain" else args.rounds
+            print(report_row(name, interleaved(candidates, rounds, budget, self_timed=name in SELF_TIMED)), flush=True)
+        if args.profile:
+            for name in args.only:
+                print(profile_row(name), flush=True)
 
 
 if __name__ == "__main__":
