@@ -683,7 +683,8 @@ def main():
         return
     torch = optional("torch")
     gc.freeze()  # PyTorch's 170,000 objects out of the collector's sight: each full collection the minimal engine's
-    # forward triggers would walk them (12 of its 21 ms per recurrent step; chainrule's steps trigger none that cost)
+    # forward triggers would walk them (12 of its 21 ms per recurrent step; chainrule's step measured the same with
+    # the collector on and off, so freezing changes only the floor (b), toward what it is without PyTorch loaded)
     with one_thread(torch) as note:
         print(f"issue 12's unmet rows: (a) NumPy's calls alone, (b) a minimal tape engine, (c) chainrule, PyTorch; "
               f"best of interleaved rounds, {args.clock} time\n{note}")
