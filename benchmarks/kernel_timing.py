@@ -36,10 +36,12 @@ def backward_seconds(y, grad):
 def best_of_interleaved(timers, rounds):
     """best[k][j]: the least of ``rounds`` measurements of step j of library k (``timers[k][j]``, a callable that
     returns the seconds it measured; None for a step that library's op has not: inf). Each round runs every step of
-    every library once."""
+    every library once, the libraries in turn first (whichever runs first in a round measures slower)."""
     best = [[float("inf")] * len(steps) for steps in timers]
-    for _ in range(rounds):
-        for k, steps in enumerate(timers):
+    order = list(range(len(timers)))
+    for round_ in range(rounds):
+        for k in (order if round_ % 2 == 0 else order[::-1]):
+            steps = timers[k]
             for j, step in enumerate(steps):
                 if step is not None:
                     best[k][j] = min(best[k][j], step())
