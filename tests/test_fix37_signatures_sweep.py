@@ -22,7 +22,6 @@ VARIADIC = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
 # ours takes more by position than PyTorch, left as they are (see the hand-back of session 37)
 MORE_POSITIONAL_KNOWN = {
     "F.batch_norm",  # num_batches_tracked: ours' own extra parameter, after all of PyTorch's
-    "Tensor.contiguous",  # memory_format: defined in autograd/tensor.py
     "Tensor.cuda",  # (its ATen schema is TorchScript's, aten::cuda(self): the Python method takes x.cuda(0, True))
     "Tensor.lu",  # out: the function's; PyTorch's method has none
 }

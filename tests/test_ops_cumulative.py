@@ -33,8 +33,8 @@ def distinct_with_dim(draw):
 CASES = {
     "CumSum": (with_dim(), lambda x, dim: x.cumsum(dim) * x),
     "CumProd": (with_zeros(), lambda x, dim: x.cumprod(dim)),
-    "Prod": (with_zeros(min_dims=0), lambda x, dim: x.prod() + x.prod(dim if x.ndim else None).sum()
-             + x.prod(dim if x.ndim else None, keepdim=True).sum()),
+    "Prod": (with_zeros(min_dims=0), lambda x, dim: x.prod() + x.prod(dim if x.ndim else 0).sum()
+             + x.prod(dim if x.ndim else -1, keepdim=True).sum()),  # (a 0-d tensor's dims: 0 and -1, as PyTorch's)
     "LogCumSumExp": (with_dim(), lambda x, dim: x.logcumsumexp(dim) * x),
     # logcumsumexp's derivative, its dL/dy (here cos x) differentiated too, so every input of it is
     "ExpWeightedRunningSum": (with_dim(), lambda x, dim: autograd.autograd.grad(
