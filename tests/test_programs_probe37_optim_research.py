@@ -1,7 +1,7 @@
 # ruff: noqa: B007, B023, E501, E701, E702, F841, UP008  (the programs are kept as their authors would write them)
-"""Optimiser research code as its repositories write it, run on chainrule and (where installed) PyTorch: SAM and
-ASAM (perturb, second forward, restore; an Optimizer wrapping a base optimizer's param_groups), timm's Lookahead,
-the LARS of the self-supervised repositories and pytorch-lamb's LAMB (Optimizer subclasses with their own state),
+"""Optimiser research code as its repositories write it, run on chainrule and (where installed) PyTorch: davda54's SAM
+(perturb, second forward, restore; an Optimizer wrapping a base optimizer's param_groups; ASAM and timm's Lookahead
+are test_programs_probe18_optimizers_*'s), the LARS of the self-supervised repositories and pytorch-lamb's LAMB (Optimizer subclasses with their own state),
 adaptive gradient clipping with gradient centralisation, an EMA of the weights with torch._foreach_*, the
 optimizer's hooks (step pre/post, state_dict and load_state_dict), torch.optim.swa_utils (AveragedModel, an EMA
 multi_avg_fn, SWALR, update_bn), GradScaler on the CPU skipping a step on inf, and the GPT recipe of decay and
@@ -9,7 +9,6 @@ no-decay groups from named_parameters with a LambdaLR per group. Without PyTorch
 against NumPy's forward pass and what the update rule guarantees."""
 
 import copy
-from collections import defaultdict
 
 import numpy as np
 import pytest
@@ -105,141 +104,6 @@ def test_sam(adaptive):
                           "momentum", "nesterov", "params", "rho", "weight_decay"]
     assert rho == (2.0 if adaptive else 0.05) and state_keys == ["old_p"]  # (SAM's own state; the momentum is the base optimizer's)
     assert losses[2] < losses[0]
-
-
-# ---------------------------------------------------------------- SamsungLabs/ASAM: asam.py
-def asam(m):
-    torch, F = m.torch, m.F
-    model = mlp(m); x, y = batch(m)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
-
-    class ASAM:
-        def __init__(self, optimizer, model, rho=0.5, eta=0.01):
-            self.optimizer = optimizer
-            self.model = model
-            self.rho = rho
-            self.eta = eta
-            self.state = defaultdict(dict)
-
-        @torch.no_grad()
-        def ascent_step(self):
-            wgrads = []
-            for n, p in self.model.named_parameters():
-                if p.grad is None:
-                    continue
-                t_w = self.state[p].get("eps")
-                if t_w is None:
-                    t_w = torch.clone(p).detach()
-                    self.state[p]["eps"] = t_w
-                if 'weight' in n:
-                    t_w[...] = p[...]
-                    t_w.abs_().add_(self.eta)
-                    p.grad.mul_(t_w)
-                wgrads.append(torch.norm(p.grad, p=2))
-            wgrad_norm = torch.norm(torch.stack(wgrads), p=2) + 1.e-16
-            for n, p in self.model.named_parameters():
-                if p.grad is None:
-                    continue
-                t_w = self.state[p].get("eps")
-                if 'weight' in n:
-                    p.grad.mul_(t_w)
-                eps = t_w
-                eps[...] = p.grad[...]
-                eps.mul_(self.rho / wgrad_norm)
-                p.add_(eps)
-            self.optimizer.zero_grad()
-
-        @torch.no_grad()
-        def descent_step(self):
-            for n, p in self.model.named_parameters():
-                if p.grad is None:
-                    continue
-                p.sub_(self.state[p]["eps"])
-            self.optimizer.step()
-            self.optimizer.zero_grad()
-
-    minimizer = ASAM(optimizer, model)
-    losses = []
-    for i in range(3):
-        loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        minimizer.ascent_step()
-        F.cross_entropy(model(x), y).backward()
-        minimizer.descent_step()
-        losses.append(loss.item())
-    return losses, [p.detach() for p in model.parameters()]
-
-
-def test_asam():
-    losses, params = run_both(asam, **F32)[0]
-    assert losses[0] == pytest.approx(first_loss_by_hand(), rel=1e-5) and losses[2] < losses[0]
-
-
-# ---------------------------------------------------------------- timm/optim/lookahead.py over AdamW
-def lookahead(m):
-    torch, F = m.torch, m.F
-
-    class Lookahead(torch.optim.Optimizer):
-        def __init__(self, base_optimizer, alpha=0.5, k=6):
-            defaults = dict(lookahead_alpha=alpha, lookahead_k=k, lookahead_step=0)
-            self._base_optimizer = base_optimizer
-            self.param_groups = base_optimizer.param_groups
-            self.defaults = base_optimizer.defaults
-            self.defaults.update(defaults)
-            self.state = defaultdict(dict)
-            for name, default in defaults.items():
-                for group in self._base_optimizer.param_groups:
-                    group.setdefault(name, default)
-
-        @torch.no_grad()
-        def update_slow(self, group):
-            for fast_p in group["params"]:
-                if fast_p.grad is None:
-                    continue
-                param_state = self._base_optimizer.state[fast_p]
-                if 'lookahead_slow_buff' not in param_state:
-                    param_state['lookahead_slow_buff'] = torch.empty_like(fast_p)
-                    param_state['lookahead_slow_buff'].copy_(fast_p)
-                slow = param_state['lookahead_slow_buff']
-                slow.add_(fast_p - slow, alpha=group['lookahead_alpha'])
-                fast_p.copy_(slow)
-
-        def step(self, closure=None):
-            loss = self._base_optimizer.step(closure)
-            for group in self._base_optimizer.param_groups:
-                group['lookahead_step'] += 1
-                if group['lookahead_step'] % group['lookahead_k'] == 0:
-                    self.update_slow(group)
-            return loss
-
-        def state_dict(self):
-            return self._base_optimizer.state_dict()
-
-        def load_state_dict(self, state_dict):
-            self._base_optimizer.load_state_dict(state_dict)
-            self.param_groups = self._base_optimizer.param_groups
-
-    model = mlp(m); x, y = batch(m)
-    optimizer = Lookahead(torch.optim.AdamW(model.parameters(), lr=0.05), k=3)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, 2, 0.5)
-    losses = []
-    for i in range(7):
-        optimizer.zero_grad()
-        loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        losses.append(loss.item())
-    sd = optimizer.state_dict()
-    return (losses, [p.detach() for p in model.parameters()], sorted(sd["state"][0]),
-            sd["param_groups"][0]["lookahead_step"], scheduler.get_last_lr())
-
-
-def test_lookahead():
-    losses, params, state_keys, steps, lrs = run_both(lookahead, **F32)[0]
-    assert losses[0] == pytest.approx(first_loss_by_hand(), rel=1e-5)
-    assert state_keys == ["exp_avg", "exp_avg_sq", "lookahead_slow_buff", "step"] and steps == 7
-    assert lrs == pytest.approx([0.05 * 0.5 ** 3])
 
 
 # ---------------------------------------------------------------- LARS (DINO / Barlow Twins) and pytorch-lamb
