@@ -212,7 +212,7 @@ def prelu(input, weight):
     channel (dim 1 of the input; an input of fewer than 2 dims has one channel, as in PyTorch, so a
     1-D input takes one slope only). One node, ``Prelu``, over the weight reshaped to broadcast (a view, as
     PyTorch's prelu reshapes it before its kernel)."""
-    refuse_kinds(input, "prelu_cpu", "biu")  # PyTorch's kernel is floating only
+    refuse_kinds(input, "prelu_cpu", "biuc")  # PyTorch's kernel is real floating only
     if weight.dtype != input.dtype:  # nor does it promote (a float64 input to a float32 PReLU layer)
         raise RuntimeError(f"prelu: Type promoting not supported. Got {type_name(input.dtype)} and "
                            f"{type_name(weight.dtype)}")
