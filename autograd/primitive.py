@@ -81,6 +81,12 @@ def _as_constant(x):
     return constant
 
 
+def no_tensor():
+    """A watched entry's stand-in for the tensor whose node an in-place error names (Primitive.watch_output keeps a
+    weak reference), where none made it: class indices, weights that require no grad."""
+    return None
+
+
 class Primitive(SavedTensorViews):
     is_view = False  # the output shares memory with the first input (reshape, slicing)
     saves_output = False  # backward uses the output y (exp, tanh, softmax): keep it
@@ -238,7 +244,7 @@ class Primitive(SavedTensorViews):
         (index_watching.py), or an input a composite's nodes do not keep (named_node's saves), as saved by this node,
         as PyTorch's node saves it: writing it in place after the forward then refuses the backward, as for y."""
         self.watched_outputs = (self.watched_outputs or ()) + ((tensor._version_cell, tuple(tensor.shape),
-                                                                 tensor._data.dtype, tensor.grad_fn),)
+                                                                 tensor._data.dtype, weakref.ref(tensor)),)
 
     def _unpacked(self):
         """The saved inputs and output (an array), through the unpack hook."""
@@ -344,9 +350,9 @@ class Primitive(SavedTensorViews):
                 if self.output_version[0] > self.created:
                     self._raise_modified(self.output_data.dtype, self.output_data.shape, self, self.output_version)
             if self.watched_outputs is not None:
-                for version, shape, dtype, made_by in self.watched_outputs:  # (made_by: the node the error names)
-                    if version[0] > self.created:
-                        self._raise_modified(dtype, shape, made_by, version)
+                for version, shape, dtype, watched in self.watched_outputs:
+                    if version[0] > self.created:  # (the error names the node that made the tensor now, as PyTorch's)
+                        self._raise_modified(dtype, shape, getattr(watched(), "grad_fn", None), version)
             output_data = self.output_data
             if self.packed:
                 inputs, output_data = self._unpacked()

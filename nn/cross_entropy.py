@@ -21,7 +21,7 @@ from autograd.ops.elementwise import where
 from autograd.ops.losses import checked_reduction, refuse_gradient_to
 from autograd.ops.losses import reduced as _reduce
 from autograd.ops.reductions import SoftmaxGrad, Sum, log_softmax_array, softmax_array
-from autograd.primitive import named_node
+from autograd.primitive import named_node, no_tensor
 from autograd.tensor import tensor_from
 
 
@@ -516,9 +516,10 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
     ignored = None if weights is None else _ignored(target, ignore_index)
     # the target (its array is the labels') and class weights PyTorch's NllLossBackward0 saves, watched by the node
     # (Primitive.watch_output's entries, spelled out: this runs at every training step, where a call would count)
-    watched = ((target._version_cell, target._data.shape, target._data.dtype, target.grad_fn),)
+    # (no node made either to name: class indices, and weights that require no grad, refused above)
+    watched = ((target._version_cell, target._data.shape, target._data.dtype, no_tensor),)
     if weight is not None:
-        watched += ((weight._version_cell, weight._data.shape, weight._data.dtype, weight.grad_fn),)
+        watched += ((weight._version_cell, weight._data.shape, weight._data.dtype, no_tensor),)
     if reduction == "none":
         nll = CrossEntropy.apply(rows, labels=labels, weights=weights, scale=1.0, reduce=False, ignored=ignored,
                                  at_labels=at_labels, class_last=class_last, watched_outputs=watched)

@@ -64,16 +64,8 @@ class Wrapped(nn.Module):
         return self.layer(x)
 
 
-HARDSHRINK_AS_A_METHOD = pytest.mark.xfail(strict=True, reason=(
-    "F.hardshrink is Tensor.hardshrink here, so a trace records a call_method node, F.hardshrink(x) called directly "
-    "too; PyTorch's F.hardshrink is torch.hardshrink, a call_function node (session 31, left open)"))
-
-
 @pytest.mark.filterwarnings("ignore:dropout2d. Received a 3D input")
-@pytest.mark.parametrize("layer, function", [pytest.param(layer, function, marks=HARDSHRINK_AS_A_METHOD)
-                                             if isinstance(layer, nn.Hardshrink) else (layer, function)
-                                             for layer, function in LAYERS],
-                         ids=[type(layer).__name__ for layer, _ in LAYERS])
+@pytest.mark.parametrize("layer, function", LAYERS, ids=[type(layer).__name__ for layer, _ in LAYERS])
 def test_a_trace_through_the_layer_records_its_function(layer, function):
     layer.eval()  # (dropout the identity: the trace records the training flag as a constant, as PyTorch's)
     graph = Lowering().trace(Wrapped(layer))

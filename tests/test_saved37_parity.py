@@ -205,5 +205,6 @@ def test_triangular_solve_keeps_b():
         solution, copy = autograd.triangular_solve(rhs, A)
     copy.add_(1)
     rhs.add_(1)
-    with pytest.raises(RuntimeError, match=r"\[torch.DoubleTensor \[3, 2\]\] is at version 1; expected version 0"):
+    with pytest.raises(RuntimeError, match=r"\[torch.DoubleTensor \[3, 2\]\], which is output 0 of Add, is at "
+                                           "version 1; expected version 0"):
         solution.sum().backward()
