@@ -11,7 +11,6 @@ Under CuPy every tensor lives on the GPU, except one moved to the CPU (``x.cpu()
 PyTorch's does.
 """
 
-
 import numpy
 
 from .. import backend

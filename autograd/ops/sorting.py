@@ -1,9 +1,9 @@
 """Sorting and order statistics: sort, argsort, topk, kthvalue, median, mode, unique; and
 searching sorted sequences (searchsorted, bucketize; integer results without gradient).
 
-Each picks elements; which ones it picks is not differentiable, but the picked values are:
-they are ``gather(x, dim, indices)``, so dL/dx is dL/dvalues scattered back to where each
-value came from (Gather's derivative). NaN counts as larger than every number, as in PyTorch.
+Each picks elements; which ones it picks is not differentiable, but the picked values are: they are
+``gather(x, dim, indices)``, so dL/dx is dL/dvalues scattered back to where each value came from (Gather's
+derivative). NaN counts as larger than every number, as in PyTorch.
 
 Among equal values, sort and argsort (stable=False, the default), kthvalue, topk and mode name the
 element PyTorch's CPU algorithms do (replayed by tie_orders.py where there are ties).
@@ -36,8 +36,7 @@ ModeResult = return_type("mode", ["values", "indices"])
 
 
 def _key(data, descending):
-    """An array whose ascending order is the wanted order: NaN sorts last ascending and first
-    descending (PyTorch's order)."""
+    """An array whose ascending order is the wanted order: NaN sorts last ascending, first descending (PyTorch's)."""
     refuse_unordered(data, "sorting")
     if data.dtype == bool:
         data = data.astype(xp.int8)
